@@ -1,0 +1,91 @@
+# Supernet: one-command setup, demo, tests and benchmarks.
+#   make demo   - full local network on Anvil (embedded store, default model)
+#   make test   - forge tests + gas snapshot check + Python unit and integration tests
+# Every target runs `setup` first; setup is idempotent (make's timestamps: a second run does nothing).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := node_modules/.bin
+FORGE := cd contracts && ../$(BIN)/forge
+FORGE_FLAGS := --use ../scripts/solc --offline
+SUPERNET_HOME ?= $(HOME)/.cache/supernet
+export SUPERNET_HOME
+MODEL_STAMP := $(SUPERNET_HOME)/models/smollm2-135m/.pulled
+
+.PHONY: setup demo test test-contracts test-python test-unit test-integration lint contracts bindings \
+        bench-gas bench-llm bench-kernel bench-verify clean
+
+setup: node_modules/.installed $(VENV)/.installed contracts/out/.built $(MODEL_STAMP)
+
+node_modules/.installed: package.json package-lock.json
+	@echo "==> npm ci (anvil, forge, cast, solc, @openzeppelin/contracts)"
+	npm ci --no-audit --no-fund
+	@$(BIN)/anvil --version >/dev/null || { echo "anvil binary missing after npm ci" >&2; exit 1; }
+	touch $@
+
+$(VENV)/.installed: sdk/pyproject.toml node/pyproject.toml validator/pyproject.toml requirements-dev.txt
+	@echo "==> Python virtualenv in $(VENV) (torch pinned to 2.13.0, CPU build)"
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip>=24"
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e sdk -e node -e validator -r requirements-dev.txt
+	touch $@
+
+contracts/out/.built: $(shell find contracts/src contracts/test contracts/script -name '*.sol' 2>/dev/null) contracts/foundry.toml node_modules/.installed
+	@echo "==> forge build"
+	$(FORGE) build $(FORGE_FLAGS)
+	touch $@
+
+$(MODEL_STAMP): $(VENV)/.installed
+	@echo "==> default model (SmolLM2-135M-Instruct) into $(SUPERNET_HOME)/models"
+	$(VENV)/bin/supernet model pull smollm2-135m
+	touch $@
+
+contracts: contracts/out/.built
+
+bindings: setup
+	$(PY) scripts/gen_bindings.py
+
+test: setup test-contracts test-python
+	@echo "==> all tests passed"
+
+test-contracts: setup
+	@echo "==> forge test"
+	$(FORGE) test $(FORGE_FLAGS)
+	@echo "==> forge snapshot --check (committed contracts/.gas-snapshot)"
+	$(FORGE) snapshot $(FORGE_FLAGS) --check
+
+test-python: setup
+	@echo "==> pytest"
+	$(PY) -m pytest tests
+
+test-unit: setup
+	$(PY) -m pytest tests/unit
+
+test-integration: setup
+	$(PY) -m pytest tests/integration
+
+lint: setup
+	$(VENV)/bin/ruff check sdk node validator tests scripts
+	$(VENV)/bin/ruff format --check sdk node validator tests scripts
+
+demo: setup
+	$(VENV)/bin/supernet devnet demo
+
+bench-gas: setup
+	$(PY) scripts/bench_gas.py
+
+bench-llm: setup
+	$(PY) scripts/bench_llm.py
+
+bench-kernel: setup
+	$(PY) scripts/bench_kernel.py
+
+bench-verify: setup
+	$(PY) scripts/bench_verify.py
+
+clean:
+	rm -rf contracts/out contracts/cache .pytest_cache
