@@ -1,0 +1,570 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.37;
+
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+import {Blockhash} from "@openzeppelin/contracts/utils/Blockhash.sol";
+import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
+
+import {IServiceManager} from "./interfaces/IServiceManager.sol";
+import {ReceiptLib} from "./libraries/ReceiptLib.sol";
+import {Receipt} from "./libraries/Types.sol";
+
+/// @title TaskManager
+/// @notice Batch commitments of task receipts, the sampling seed, and disputes: bonded
+///         challenges with a Merkle proof, stake-weighted validator votes, resolution and the
+///         slashing split. Parameters and their defaults: docs/security-parameters.md.
+/// @dev Ids of batches and challenges start at 1 (0 means "none").
+///
+///      Resolution rule (exact): with `voted = fraudStake + honestStake` and
+///      `total = ServiceManager.totalValidatorStake()` read at resolution,
+///      fraud  <=>  voted * 10_000 >= total * QUORUM_BPS  &&  fraudStake * 2 > voted.
+///      Anything else (no quorum, a tie, an honest majority) clears the node.
+///
+///      Fraud: `slashed = min(SLASH_AMOUNT, node stake + unbonding)` moves here; the challenger
+///      gets its bond back plus CHALLENGER_REWARD_BPS of `slashed`; VOTER_REWARD_BPS of
+///      `slashed` becomes a pool for the fraud voters (challenger included), claimed pro rata to
+///      vote weight with {claimVoteReward}; the receipt's user is refunded `min(fee, rest)`; the
+///      remainder is burned (sent to 0x…dEaD, counted in `totalBurned`). Rewards come before the
+///      refund so that a node cannot cancel its own slash by committing a fake receipt with a
+///      huge fee paid to itself.
+///
+///      Not fraud: VOTER_REWARD_BPS of the bond is a pool for the honest voters (if any voted),
+///      the rest of the bond goes to the accused node.
+///
+///      Every payout is credited to `claimable` and pulled with {withdraw}.
+contract TaskManager is ReentrancyGuardTransient {
+    /*//////////////////////////////////////////////////////////////
+                                 TYPES
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice One committed batch (2 storage slots).
+    struct Batch {
+        address node;
+        uint32 count;
+        uint32 commitBlock;
+        uint32 committedAt;
+        bytes32 root;
+    }
+
+    /// @notice Lifecycle of a challenge.
+    enum ChallengeStatus {
+        None,
+        Open,
+        Fraud,
+        NotFraud
+    }
+
+    /// @notice One challenge on one receipt leaf.
+    struct Challenge {
+        uint256 batchId;
+        address challenger;
+        uint64 openedAt;
+        uint64 voteDeadline;
+        ChallengeStatus status;
+        address node;
+        address user;
+        uint256 fee;
+        bytes32 leaf;
+        uint256 fraudStake;
+        uint256 honestStake;
+        uint256 slashed;
+        uint256 rewardPool; // for the winning side's voters
+        uint256 rewardClaimed;
+    }
+
+    /// @notice One validator's vote on one challenge.
+    struct VoteRecord {
+        uint128 weight; // 0 = did not vote
+        bool fraud;
+        bool rewardClaimed;
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                               CONSTANTS
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice Basis-point denominator.
+    uint256 public constant BPS = 10_000;
+    /// @notice Parts-per-million denominator of the sampling rate.
+    uint256 public constant PPM = 1_000_000;
+    /// @notice Longest Merkle proof accepted (a batch has at most 2**32 leaves).
+    uint256 public constant MAX_PROOF_LENGTH = 32;
+    /// @notice Where burned ETH goes.
+    address public constant BURN_ADDRESS = 0x000000000000000000000000000000000000dEaD;
+
+    /*//////////////////////////////////////////////////////////////
+                               IMMUTABLES
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice The operator registry.
+    IServiceManager public immutable SERVICE_MANAGER;
+    /// @notice Blocks between a commit at block B and its seed block B + SEED_DELAY_BLOCKS (>= 1).
+    uint256 public immutable SEED_DELAY_BLOCKS;
+    /// @notice Probability, in ppm, that a given validator checks a given receipt.
+    uint256 public immutable SAMPLE_RATE_PPM;
+    /// @notice Seconds after a commit during which its receipts can be challenged.
+    uint256 public immutable CHALLENGE_WINDOW;
+    /// @notice Seconds after a challenge opens during which validators vote.
+    uint256 public immutable VOTE_WINDOW;
+    /// @notice Exact wei a challenger posts.
+    uint256 public immutable CHALLENGE_BOND;
+    /// @notice Share (bps) of total validator stake that must vote for a fraud verdict.
+    uint256 public immutable QUORUM_BPS;
+    /// @notice Wei slashed from a node found cheating (capped at what it has).
+    uint256 public immutable SLASH_AMOUNT;
+    /// @notice Share (bps) of the slash paid to the challenger.
+    uint256 public immutable CHALLENGER_REWARD_BPS;
+    /// @notice Share (bps) of the slash (fraud) or of the bond (not fraud) for the winning voters.
+    uint256 public immutable VOTER_REWARD_BPS;
+
+    /*//////////////////////////////////////////////////////////////
+                                STORAGE
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice Id of the last batch (= number of batches).
+    uint256 public batchCount;
+    /// @notice Id of the last challenge (= number of challenges).
+    uint256 public challengeCount;
+    /// @notice Wei each address can pull with {withdraw}.
+    mapping(address => uint256) public claimable;
+    /// @notice Wei burned so far.
+    uint256 public totalBurned;
+    /// @notice Latest challenge of keccak256(abi.encode(batchId, leaf)).
+    mapping(bytes32 => uint256) public leafChallenge;
+
+    mapping(uint256 => Batch) internal _batches;
+    mapping(uint256 => bytes32) internal _sealedSeeds;
+    mapping(uint256 => Challenge) internal _challenges;
+    mapping(uint256 => mapping(address => VoteRecord)) internal _votes;
+
+    /*//////////////////////////////////////////////////////////////
+                                 EVENTS
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice A node committed a batch of `count` receipts.
+    event BatchCommitted(
+        uint256 indexed batchId, address indexed node, bytes32 root, uint32 count, uint256 commitBlock, string manifestCid
+    );
+    /// @notice The seed of a batch was stored.
+    event SeedSealed(uint256 indexed batchId, bytes32 seed);
+    /// @notice A validator challenged one receipt of a batch.
+    event ChallengeOpened(
+        uint256 indexed challengeId,
+        uint256 indexed batchId,
+        address indexed challenger,
+        address node,
+        bytes32 leaf,
+        bytes32 requestHash,
+        uint64 voteDeadline,
+        string evidenceCid
+    );
+    /// @notice A validator voted (the challenger's implicit fraud vote included).
+    event Voted(uint256 indexed challengeId, address indexed validator, bool fraud, uint256 weight);
+    /// @notice A challenge was resolved, with the payout split.
+    event ChallengeResolved(
+        uint256 indexed challengeId,
+        bool fraud,
+        uint256 fraudStake,
+        uint256 honestStake,
+        uint256 slashed,
+        uint256 refund,
+        uint256 challengerReward,
+        uint256 voterPool,
+        uint256 burned
+    );
+    /// @notice A winning voter's reward share was credited to `claimable`.
+    event VoteRewardClaimed(uint256 indexed challengeId, address indexed validator, uint256 amount);
+    /// @notice `account` pulled `amount` from `claimable`.
+    event Withdrawn(address indexed account, uint256 amount);
+
+    /*//////////////////////////////////////////////////////////////
+                                 ERRORS
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice A constructor argument is out of range.
+    error InvalidParameter();
+    /// @notice The caller is not an active node.
+    error NotActiveNode();
+    /// @notice The caller is not an active validator.
+    error NotActiveValidator();
+    /// @notice A batch needs at least one receipt and a non-zero root.
+    error EmptyBatch();
+    /// @notice No batch with this id.
+    error UnknownBatch(uint256 batchId);
+    /// @notice The seed block has not been mined yet.
+    error SeedNotReady(uint256 seedBlock);
+    /// @notice The seed block's hash is no longer readable and the seed was not sealed.
+    error SeedExpired(uint256 seedBlock);
+    /// @notice The seed is already sealed.
+    error SeedAlreadySealed(uint256 batchId);
+    /// @notice Receipt index past the batch's count.
+    error IndexOutOfRange(uint256 index, uint256 count);
+    /// @notice `msg.value` is not CHALLENGE_BOND.
+    error WrongBond(uint256 sent, uint256 required);
+    /// @notice CHALLENGE_WINDOW after the commit has passed.
+    error ChallengeWindowClosed(uint256 deadline);
+    /// @notice The Merkle proof does not lead to the batch root.
+    error InvalidProof();
+    /// @notice The proof is longer than MAX_PROOF_LENGTH.
+    error ProofTooLong(uint256 length);
+    /// @notice This leaf already has an open challenge or was proven fraudulent.
+    error LeafAlreadyChallenged(uint256 challengeId);
+    /// @notice No challenge with this id.
+    error UnknownChallenge(uint256 challengeId);
+    /// @notice The challenge is not open.
+    error ChallengeNotOpen(uint256 challengeId);
+    /// @notice VOTE_WINDOW has passed.
+    error VoteWindowClosed(uint64 deadline);
+    /// @notice VOTE_WINDOW has not passed yet.
+    error VoteWindowOpen(uint64 deadline);
+    /// @notice The accused node cannot vote on its own challenge.
+    error AccusedCannotVote();
+    /// @notice The validator already voted on this challenge.
+    error AlreadyVoted();
+    /// @notice The challenge is not resolved yet.
+    error ChallengeNotResolved(uint256 challengeId);
+    /// @notice The caller did not vote on the winning side.
+    error NotWinningVoter();
+    /// @notice The caller already claimed its reward for this challenge.
+    error RewardAlreadyClaimed();
+    /// @notice Nothing to withdraw.
+    error NothingToWithdraw();
+    /// @notice Only the ServiceManager sends ETH here (slashed stake).
+    error OnlyServiceManager();
+    /// @notice An ETH transfer failed.
+    error TransferFailed();
+
+    /*//////////////////////////////////////////////////////////////
+                              CONSTRUCTOR
+    //////////////////////////////////////////////////////////////*/
+
+    /// @param serviceManager The ServiceManager (which must then be wired with setTaskManager).
+    /// @param seedDelayBlocks SEED_DELAY_BLOCKS, 1..256 (default 2; devnet 1).
+    /// @param sampleRatePpm SAMPLE_RATE_PPM, 1..1_000_000 (default 100_000 = 10 %; devnet 1_000_000).
+    /// @param challengeWindow CHALLENGE_WINDOW seconds, > 0 (default 1 days; devnet 600).
+    /// @param voteWindow VOTE_WINDOW seconds, > 0 (default 1 days; devnet 30).
+    /// @param challengeBond CHALLENGE_BOND wei, > 0 (default 0.1 ether).
+    /// @param quorumBps QUORUM_BPS, 1..10_000 (default 3_000).
+    /// @param slashAmount SLASH_AMOUNT wei, > 0 (default 1 ether).
+    /// @param challengerRewardBps CHALLENGER_REWARD_BPS (default 2_000).
+    /// @param voterRewardBps VOTER_REWARD_BPS; challenger + voter <= 10_000 (default 2_000).
+    constructor(
+        IServiceManager serviceManager,
+        uint256 seedDelayBlocks,
+        uint256 sampleRatePpm,
+        uint256 challengeWindow,
+        uint256 voteWindow,
+        uint256 challengeBond,
+        uint256 quorumBps,
+        uint256 slashAmount,
+        uint256 challengerRewardBps,
+        uint256 voterRewardBps
+    ) {
+        if (address(serviceManager) == address(0)) revert InvalidParameter();
+        if (seedDelayBlocks == 0 || seedDelayBlocks > 256) revert InvalidParameter();
+        if (sampleRatePpm == 0 || sampleRatePpm > PPM) revert InvalidParameter();
+        if (challengeWindow == 0 || challengeWindow > type(uint32).max) revert InvalidParameter();
+        if (voteWindow == 0 || voteWindow > type(uint32).max) revert InvalidParameter();
+        if (challengeBond == 0 || slashAmount == 0) revert InvalidParameter();
+        if (quorumBps == 0 || quorumBps > BPS) revert InvalidParameter();
+        if (challengerRewardBps + voterRewardBps > BPS) revert InvalidParameter();
+        SERVICE_MANAGER = serviceManager;
+        SEED_DELAY_BLOCKS = seedDelayBlocks;
+        SAMPLE_RATE_PPM = sampleRatePpm;
+        CHALLENGE_WINDOW = challengeWindow;
+        VOTE_WINDOW = voteWindow;
+        CHALLENGE_BOND = challengeBond;
+        QUORUM_BPS = quorumBps;
+        SLASH_AMOUNT = slashAmount;
+        CHALLENGER_REWARD_BPS = challengerRewardBps;
+        VOTER_REWARD_BPS = voterRewardBps;
+    }
+
+    /// @notice Accepts slashed stake from the ServiceManager only.
+    receive() external payable {
+        if (msg.sender != address(SERVICE_MANAGER)) revert OnlyServiceManager();
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                BATCHES
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice Commits a batch of receipts; the caller must be an active node. Its stake stays
+    ///         locked until CHALLENGE_WINDOW after this commit.
+    /// @param root Merkle root of the receipt leaves (docs/protocol.md).
+    /// @param count Number of receipts (> 0).
+    /// @param manifestCid CID of the batch manifest (only emitted, not stored).
+    /// @return batchId The new batch id (sequential from 1).
+    function commitBatch(bytes32 root, uint32 count, string calldata manifestCid) external returns (uint256 batchId) {
+        if (count == 0 || root == bytes32(0)) revert EmptyBatch();
+        if (!SERVICE_MANAGER.isActiveNode(msg.sender)) revert NotActiveNode();
+        unchecked {
+            batchId = ++batchCount;
+        }
+        _batches[batchId] = Batch({
+            node: msg.sender,
+            count: count,
+            commitBlock: uint32(block.number),
+            committedAt: uint32(block.timestamp),
+            root: root
+        });
+        emit BatchCommitted(batchId, msg.sender, root, count, block.number, manifestCid);
+        SERVICE_MANAGER.lockStake(msg.sender, uint64(block.timestamp + CHALLENGE_WINDOW));
+    }
+
+    /// @notice Stores the seed of a batch so that it stays readable after its block hash expires.
+    ///         Anyone may call it once the seed block exists.
+    /// @param batchId The batch.
+    function sealSeed(uint256 batchId) external returns (bytes32 seed) {
+        if (_sealedSeeds[batchId] != bytes32(0)) revert SeedAlreadySealed(batchId);
+        seed = batchSeed(batchId);
+        _sealedSeeds[batchId] = seed;
+        emit SeedSealed(batchId, seed);
+    }
+
+    /// @notice `keccak256(abi.encode(blockhash(commitBlock + SEED_DELAY_BLOCKS), batchId))`, or
+    ///         the sealed seed. Reverts with SeedNotReady before the seed block is mined and with
+    ///         SeedExpired when its hash is no longer readable and nobody sealed it.
+    /// @param batchId The batch.
+    function batchSeed(uint256 batchId) public view returns (bytes32) {
+        bytes32 sealed_ = _sealedSeeds[batchId];
+        if (sealed_ != bytes32(0)) return sealed_;
+        uint256 seedBlock = uint256(_batch(batchId).commitBlock) + SEED_DELAY_BLOCKS;
+        if (block.number <= seedBlock) revert SeedNotReady(seedBlock);
+        bytes32 hash = Blockhash.blockHash(seedBlock);
+        if (hash == bytes32(0)) revert SeedExpired(seedBlock);
+        return keccak256(abi.encode(hash, batchId));
+    }
+
+    /// @notice True iff `validator` must check receipt `index` of the batch:
+    ///         `uint256(keccak256(abi.encode(seed, validator, index))) % 1_000_000 < SAMPLE_RATE_PPM`.
+    /// @param batchId The batch.
+    /// @param validator The validator address.
+    /// @param index Receipt position in the manifest (< count).
+    function isSampled(uint256 batchId, address validator, uint256 index) external view returns (bool) {
+        uint256 count = _batch(batchId).count;
+        if (index >= count) revert IndexOutOfRange(index, count);
+        bytes32 seed = batchSeed(batchId);
+        return uint256(keccak256(abi.encode(seed, validator, index))) % PPM < SAMPLE_RATE_PPM;
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                DISPUTES
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice Challenges one receipt of a batch. The caller must be an active validator, send
+    ///         exactly CHALLENGE_BOND and act within CHALLENGE_WINDOW of the commit. Freezes the
+    ///         node and counts as the caller's fraud vote.
+    /// @param batchId The batch.
+    /// @param receipt The receipt (its leaf must be in the batch's tree).
+    /// @param proof Merkle proof of the leaf (at most MAX_PROOF_LENGTH hashes).
+    /// @param evidenceCid CID of the challenger's evidence (only emitted).
+    /// @return challengeId The new challenge id (sequential from 1).
+    function challenge(uint256 batchId, Receipt calldata receipt, bytes32[] calldata proof, string calldata evidenceCid)
+        external
+        payable
+        nonReentrant
+        returns (uint256 challengeId)
+    {
+        if (msg.value != CHALLENGE_BOND) revert WrongBond(msg.value, CHALLENGE_BOND);
+        bytes32 leaf = _checkChallengeable(batchId, receipt, proof);
+        address node;
+        uint64 voteDeadline;
+        (challengeId, node, voteDeadline) = _openChallenge(batchId, receipt.user, receipt.fee, leaf);
+        emit ChallengeOpened(challengeId, batchId, msg.sender, node, leaf, receipt.requestHash, voteDeadline, evidenceCid);
+        SERVICE_MANAGER.freeze(node);
+        SERVICE_MANAGER.lockStake(msg.sender, voteDeadline);
+    }
+
+    /// @notice Votes on an open challenge, weighted by the caller's validator stake now. Once
+    ///         per validator, within VOTE_WINDOW; the accused node cannot vote. The voter's stake
+    ///         stays locked until the vote window ends (so it cannot be recycled into a new vote).
+    /// @param challengeId The challenge.
+    /// @param fraud True if the caller found the receipt fraudulent.
+    function vote(uint256 challengeId, bool fraud) external {
+        Challenge storage c = _challenge(challengeId);
+        if (c.status != ChallengeStatus.Open) revert ChallengeNotOpen(challengeId);
+        if (block.timestamp > c.voteDeadline) revert VoteWindowClosed(c.voteDeadline);
+        if (msg.sender == c.node) revert AccusedCannotVote();
+        VoteRecord storage record = _votes[challengeId][msg.sender];
+        if (record.weight != 0) revert AlreadyVoted();
+        uint256 weight = SERVICE_MANAGER.validatorStake(msg.sender);
+        if (weight == 0) revert NotActiveValidator();
+
+        record.weight = uint128(weight);
+        record.fraud = fraud;
+        if (fraud) c.fraudStake += weight;
+        else c.honestStake += weight;
+        emit Voted(challengeId, msg.sender, fraud, weight);
+        SERVICE_MANAGER.lockStake(msg.sender, c.voteDeadline);
+    }
+
+    /// @notice Resolves a challenge after its vote window (anyone may call): applies the verdict,
+    ///         slashes on fraud, credits every payout and unfreezes the node.
+    /// @param challengeId The challenge.
+    /// @return fraud The verdict.
+    function resolve(uint256 challengeId) external nonReentrant returns (bool fraud) {
+        Challenge storage c = _challenge(challengeId);
+        if (c.status != ChallengeStatus.Open) revert ChallengeNotOpen(challengeId);
+        if (block.timestamp <= c.voteDeadline) revert VoteWindowOpen(c.voteDeadline);
+
+        uint256 fraudStake = c.fraudStake;
+        uint256 voted = fraudStake + c.honestStake;
+        fraud = voted * BPS >= SERVICE_MANAGER.totalValidatorStake() * QUORUM_BPS && fraudStake * 2 > voted;
+
+        if (fraud) {
+            c.status = ChallengeStatus.Fraud;
+            _resolveFraud(challengeId, c);
+        } else {
+            c.status = ChallengeStatus.NotFraud;
+            uint256 pool = c.honestStake == 0 ? 0 : CHALLENGE_BOND * VOTER_REWARD_BPS / BPS;
+            c.rewardPool = pool;
+            claimable[c.node] += CHALLENGE_BOND - pool;
+            emit ChallengeResolved(challengeId, false, fraudStake, c.honestStake, 0, 0, 0, pool, 0);
+        }
+        SERVICE_MANAGER.unfreeze(c.node);
+    }
+
+    /// @notice Credits the caller's share of a resolved challenge's voter pool:
+    ///         `rewardPool * weight / winningStake` (rounded down; the dust stays in the contract).
+    /// @param challengeId The challenge.
+    /// @return amount Wei credited to `claimable`.
+    function claimVoteReward(uint256 challengeId) external returns (uint256 amount) {
+        Challenge storage c = _challenge(challengeId);
+        ChallengeStatus status = c.status;
+        if (status != ChallengeStatus.Fraud && status != ChallengeStatus.NotFraud) {
+            revert ChallengeNotResolved(challengeId);
+        }
+        VoteRecord storage record = _votes[challengeId][msg.sender];
+        bool fraudWon = status == ChallengeStatus.Fraud;
+        if (record.weight == 0 || record.fraud != fraudWon) revert NotWinningVoter();
+        if (record.rewardClaimed) revert RewardAlreadyClaimed();
+        record.rewardClaimed = true;
+        uint256 winningStake = fraudWon ? c.fraudStake : c.honestStake;
+        amount = c.rewardPool * record.weight / winningStake;
+        c.rewardClaimed += amount;
+        claimable[msg.sender] += amount;
+        emit VoteRewardClaimed(challengeId, msg.sender, amount);
+    }
+
+    /// @notice Pays the caller its `claimable` balance (bonds, rewards, refunds).
+    function withdraw() external nonReentrant {
+        uint256 amount = claimable[msg.sender];
+        if (amount == 0) revert NothingToWithdraw();
+        claimable[msg.sender] = 0;
+        emit Withdrawn(msg.sender, amount);
+        _send(msg.sender, amount);
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                 VIEWS
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice A batch (reverts with UnknownBatch if none).
+    /// @param batchId The batch.
+    function batches(uint256 batchId) external view returns (Batch memory) {
+        return _batch(batchId);
+    }
+
+    /// @notice A challenge (reverts with UnknownChallenge if none).
+    /// @param challengeId The challenge.
+    function challenges(uint256 challengeId) external view returns (Challenge memory) {
+        return _challenge(challengeId);
+    }
+
+    /// @notice How `validator` voted on a challenge (weight 0 = did not vote).
+    /// @param challengeId The challenge.
+    /// @param validator The validator.
+    function getVote(uint256 challengeId, address validator) external view returns (VoteRecord memory) {
+        return _votes[challengeId][validator];
+    }
+
+    /// @notice The Merkle leaf of a receipt (docs/protocol.md), for clients to test against.
+    /// @param receipt The receipt.
+    function hashReceipt(Receipt calldata receipt) external pure returns (bytes32) {
+        return ReceiptLib.leaf(receipt);
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                INTERNAL
+    //////////////////////////////////////////////////////////////*/
+
+    /// @dev Checks the window, the proof and that the leaf is free; returns the leaf.
+    function _checkChallengeable(uint256 batchId, Receipt calldata receipt, bytes32[] calldata proof)
+        internal
+        view
+        returns (bytes32 leaf)
+    {
+        Batch storage b = _batch(batchId);
+        uint256 deadline = uint256(b.committedAt) + CHALLENGE_WINDOW;
+        if (block.timestamp > deadline) revert ChallengeWindowClosed(deadline);
+        if (proof.length > MAX_PROOF_LENGTH) revert ProofTooLong(proof.length);
+        leaf = ReceiptLib.leaf(receipt);
+        if (!MerkleProof.verifyCalldata(proof, b.root, leaf)) revert InvalidProof();
+        uint256 prior = leafChallenge[keccak256(abi.encode(batchId, leaf))];
+        if (prior != 0 && _challenges[prior].status != ChallengeStatus.NotFraud) revert LeafAlreadyChallenged(prior);
+    }
+
+    /// @dev Stores a new challenge with the caller's fraud vote.
+    function _openChallenge(uint256 batchId, address user, uint256 fee, bytes32 leaf)
+        internal
+        returns (uint256 challengeId, address node, uint64 voteDeadline)
+    {
+        uint256 weight = SERVICE_MANAGER.validatorStake(msg.sender);
+        if (weight == 0) revert NotActiveValidator();
+        unchecked {
+            challengeId = ++challengeCount;
+        }
+        node = _batches[batchId].node;
+        voteDeadline = uint64(block.timestamp + VOTE_WINDOW);
+        Challenge storage c = _challenges[challengeId];
+        c.batchId = batchId;
+        c.challenger = msg.sender;
+        c.openedAt = uint64(block.timestamp);
+        c.voteDeadline = voteDeadline;
+        c.status = ChallengeStatus.Open;
+        c.node = node;
+        c.user = user;
+        c.fee = fee;
+        c.leaf = leaf;
+        c.fraudStake = weight;
+        leafChallenge[keccak256(abi.encode(batchId, leaf))] = challengeId;
+        _votes[challengeId][msg.sender] = VoteRecord({weight: uint128(weight), fraud: true, rewardClaimed: false});
+        emit Voted(challengeId, msg.sender, true, weight);
+    }
+
+    function _resolveFraud(uint256 challengeId, Challenge storage c) internal {
+        uint256 slashed = SERVICE_MANAGER.slash(c.node, SLASH_AMOUNT);
+        uint256 challengerReward = slashed * CHALLENGER_REWARD_BPS / BPS;
+        uint256 voterPool = slashed * VOTER_REWARD_BPS / BPS;
+        uint256 rest = slashed - challengerReward - voterPool;
+        address user = c.user;
+        uint256 refund = user == address(0) ? 0 : (c.fee < rest ? c.fee : rest);
+        uint256 burned = rest - refund;
+
+        c.slashed = slashed;
+        c.rewardPool = voterPool;
+        claimable[c.challenger] += CHALLENGE_BOND + challengerReward;
+        if (refund != 0) claimable[user] += refund;
+        totalBurned += burned;
+        emit ChallengeResolved(
+            challengeId, true, c.fraudStake, c.honestStake, slashed, refund, challengerReward, voterPool, burned
+        );
+        if (burned != 0) _send(BURN_ADDRESS, burned);
+    }
+
+    function _batch(uint256 batchId) internal view returns (Batch storage b) {
+        b = _batches[batchId];
+        if (b.node == address(0)) revert UnknownBatch(batchId);
+    }
+
+    function _challenge(uint256 challengeId) internal view returns (Challenge storage c) {
+        c = _challenges[challengeId];
+        if (c.status == ChallengeStatus.None) revert UnknownChallenge(challengeId);
+    }
+
+    function _send(address to, uint256 amount) internal {
+        (bool ok,) = to.call{value: amount}("");
+        if (!ok) revert TransferFailed();
+    }
+}

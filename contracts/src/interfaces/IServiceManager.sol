@@ -1,0 +1,34 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.37;
+
+/// @title IServiceManager
+/// @notice The part of the operator registry that the dispute logic (TaskManager) relies on.
+interface IServiceManager {
+    /// @notice True iff `node` is a registered node with at least the minimum node stake.
+    function isActiveNode(address node) external view returns (bool);
+
+    /// @notice True iff `validator` is a registered validator with at least the minimum validator stake.
+    function isActiveValidator(address validator) external view returns (bool);
+
+    /// @notice Active stake of `validator` if it is an active validator, else 0 (its vote weight).
+    function validatorStake(address validator) external view returns (uint256);
+
+    /// @notice Sum of the active stake of all registered validators (the quorum base).
+    function totalValidatorStake() external view returns (uint256);
+
+    /// @notice Takes up to `amount` wei from `operator` (active stake first, then unbonding stake)
+    ///         and sends it to the TaskManager. Only the TaskManager.
+    /// @return slashed The wei actually taken (less than `amount` when the operator has less).
+    function slash(address operator, uint256 amount) external returns (uint256 slashed);
+
+    /// @notice Opens one dispute on `operator`: it cannot withdraw unbonded stake until every
+    ///         dispute is closed. Only the TaskManager.
+    function freeze(address operator) external;
+
+    /// @notice Closes one dispute on `operator`. Only the TaskManager.
+    function unfreeze(address operator) external;
+
+    /// @notice Keeps `operator`'s stake (active and unbonding) in the contract until `until`
+    ///         (unix seconds); a lock never moves backwards. Only the TaskManager.
+    function lockStake(address operator, uint64 until) external;
+}

@@ -1,0 +1,292 @@
+"""The LLM scheduler: orders every agent's LLM calls into the engine's continuous batch.
+
+Up to ``max_active`` calls are in the engine at once (the engine runs them together, one
+decode step for all); the rest wait in the policy's queue. Everything is event driven: a
+call is admitted when it arrives or when a running call ends or yields; nothing polls or
+sleeps. With a token time slice (round robin, fair share), a running call that has produced
+``time_slice_tokens`` tokens since it was (re)admitted yields if the policy says a waiting
+call should go first: the engine's ``handle.preempt()`` returns a snapshot, the context
+manager keeps it, and the call is queued again to resume exactly where it stopped.
+
+Any exception of the engine is set on the caller's future, so the agent gets it from its
+``await``; a caller that goes away (cancelled) takes its call out of the queue or the batch.
+
+>>> sched = Scheduler(engine, make_policy("rr"), max_active=8, time_slice_tokens=16)  # doctest: +SKIP
+>>> outcome = await sched.generate(LLMJob("req-1", "task-1", "0xuser", 0, prompt_ids, params))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from supernet.node.kernel.context import ContextManager
+from supernet.node.kernel.errors import KernelStoppedError, LLMError
+from supernet.node.kernel.policies import Policy
+
+log = logging.getLogger(__name__)
+
+TokenCallback = Callable[[int, int], bool]
+"""Called with (output index, token id) for every new token; returns True to stop the call."""
+
+
+class EngineHandle(Protocol):
+    """One generation in the engine (``supernet.node.llm``'s handle)."""
+
+    def __aiter__(self) -> AsyncIterator[Any]: ...
+    async def result(self) -> Any: ...
+    async def preempt(self) -> Any: ...
+
+
+class GenerationEngine(Protocol):
+    """The part of the LLM engine the scheduler drives."""
+
+    def submit(
+        self, prompt_ids: Sequence[int], params: Any, *, request_id: str, resume: Any | None = None
+    ) -> EngineHandle: ...
+
+
+@dataclass(frozen=True)
+class LLMJob:
+    """One LLM call to schedule: who pays for it and what to generate."""
+
+    request_id: str
+    task_id: str
+    user: str
+    fee: int
+    prompt_ids: tuple[int, ...]
+    params: Any
+
+
+@dataclass(frozen=True)
+class GenerationOutcome:
+    """A finished LLM call as the scheduler saw it.
+
+    Attributes:
+        output_ids: All tokens generated, over every slice.
+        logprobs: Log-probability of each output token.
+        finish_reason: ``"stop"``, ``"length"``, or ``"stopped"`` (the caller's callback ended it).
+        fingerprints: The engine's activation fingerprints (``None`` when the call was stopped early).
+        preemptions: How often the call yielded and resumed.
+    """
+
+    output_ids: tuple[int, ...]
+    logprobs: tuple[float, ...]
+    finish_reason: str
+    fingerprints: Any
+    preemptions: int
+
+
+@dataclass(eq=False)
+class _Entry:
+    """Mutable bookkeeping of one call while it waits or runs (scheduler-private)."""
+
+    job: LLMJob
+    seq: int
+    future: asyncio.Future[GenerationOutcome]
+    on_token: TokenCallback | None
+    output_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    preemptions: int = 0
+    runner: asyncio.Task[None] | None = None
+
+    @property
+    def user(self) -> str:
+        return self.job.user
+
+    @property
+    def fee(self) -> int:
+        return self.job.fee
+
+
+class Scheduler:
+    """Admits LLM calls into the engine under a policy, with optional time slicing.
+
+    Args:
+        engine: The continuous-batching engine.
+        policy: The ordering (see :mod:`supernet.node.kernel.policies`).
+        max_active: Calls in the engine at once (its batch size).
+        time_slice_tokens: Tokens a call may generate before it may be preempted (``None``: never).
+        context: Where preempted calls' snapshots wait.
+    """
+
+    def __init__(
+        self,
+        engine: GenerationEngine,
+        policy: Policy,
+        *,
+        max_active: int = 8,
+        time_slice_tokens: int | None = None,
+        context: ContextManager | None = None,
+    ) -> None:
+        if max_active < 1:
+            raise ValueError("max_active must be at least 1")
+        if time_slice_tokens is not None and time_slice_tokens < 1:
+            raise ValueError("time_slice_tokens must be at least 1")
+        self._engine = engine
+        self._policy = policy
+        self._max_active = max_active
+        self._slice = time_slice_tokens
+        self.context = context or ContextManager()
+        self._active: set[_Entry] = set()
+        self._seq = itertools.count()
+        self._closed = False
+        self._background: set[asyncio.Task[Any]] = set()
+
+    @property
+    def active(self) -> int:
+        """Calls in the engine now."""
+        return len(self._active)
+
+    @property
+    def waiting(self) -> int:
+        """Calls queued (new or preempted)."""
+        return len(self._policy)
+
+    async def generate(self, job: LLMJob, on_token: TokenCallback | None = None) -> GenerationOutcome:
+        """Queue ``job``, wait for its turn(s) in the engine, and return the finished call.
+
+        Raises:
+            KernelStoppedError: The scheduler was closed.
+            LLMError: The engine failed the generation (the engine's error is chained).
+        """
+        if self._closed:
+            raise KernelStoppedError("the scheduler is closed")
+        loop = asyncio.get_running_loop()
+        entry = _Entry(job=job, seq=next(self._seq), future=loop.create_future(), on_token=on_token)
+        self._policy.push(entry)
+        self._dispatch()
+        try:
+            return await asyncio.shield(entry.future)
+        except asyncio.CancelledError:
+            self._abandon(entry)
+            raise
+
+    def close(self) -> None:
+        """Fail every waiting call and stop the running ones."""
+        self._closed = True
+        while len(self._policy):
+            entry = self._policy.pop()
+            self._fail(entry, KernelStoppedError("the kernel stopped before this LLM call ran"))
+        for entry in list(self._active):
+            if entry.runner is not None:
+                entry.runner.cancel()
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        """Admit waiting calls while the engine has free slots."""
+        while not self._closed and len(self._active) < self._max_active and len(self._policy):
+            entry = self._policy.pop()
+            if entry.future.done():  # its caller went away while it waited
+                self.context.discard(entry.job.request_id)
+                continue
+            self._active.add(entry)
+            entry.runner = asyncio.get_running_loop().create_task(
+                self._run(entry), name=f"llm:{entry.job.request_id}"
+            )
+
+    def _abandon(self, entry: _Entry) -> None:
+        """The caller of ``entry`` was cancelled: drop it from the queue or the batch."""
+        if not entry.future.done():
+            entry.future.cancel()
+        if self._policy.remove(entry):
+            self.context.discard(entry.job.request_id)
+        elif entry.runner is not None and not entry.runner.done():
+            entry.runner.cancel()
+
+    def _fail(self, entry: _Entry, exc: BaseException) -> None:
+        if not entry.future.done():
+            entry.future.set_exception(exc)
+            entry.future.exception()  # mark retrieved: a cancelled caller must not log "never retrieved"
+
+    async def _run(self, entry: _Entry) -> None:
+        """Run ``entry`` for one slice or to its end; always frees its slot."""
+        job = entry.job
+        handle: EngineHandle | None = None
+        requeued = False
+        try:
+            resume = self.context.take(job.request_id)
+            handle = self._engine.submit(job.prompt_ids, job.params, request_id=job.request_id, resume=resume)
+            in_slice = 0
+            stopped = False
+            async for event in handle:
+                entry.output_ids.append(int(event.token_id))
+                entry.logprobs.append(float(event.logprob))
+                self._policy.charge(entry, 1)
+                in_slice += 1
+                if entry.on_token is not None and entry.on_token(len(entry.output_ids) - 1, event.token_id):
+                    stopped = True
+                    await handle.preempt()  # leaves the batch; the snapshot is not needed
+                    break
+                if self._slice is not None and in_slice >= self._slice and self._policy.should_preempt(entry):
+                    snapshot = await handle.preempt()
+                    await self._drain(entry, handle)
+                    if snapshot is None:  # it finished in the same step: nothing to resume
+                        break
+                    self.context.save(job.request_id, snapshot)
+                    entry.preemptions += 1
+                    self._policy.push(entry)
+                    requeued = True
+                    return
+            if stopped:
+                outcome = self._outcome(entry, "stopped", None)
+            else:
+                result = await handle.result()
+                outcome = self._outcome(entry, str(result.finish_reason), getattr(result, "fingerprints", None))
+                if tuple(result.output_ids) != outcome.output_ids:
+                    raise LLMError(f"engine result of {job.request_id} disagrees with its token stream")
+            if not entry.future.done():
+                entry.future.set_result(outcome)
+        except asyncio.CancelledError:
+            self._stop_quietly(handle)
+            self._fail(entry, KernelStoppedError("the LLM call was cancelled"))
+            raise
+        except Exception as exc:
+            log.warning("LLM call %s failed: %r", job.request_id, exc)
+            err = exc if isinstance(exc, LLMError) else LLMError(f"LLM engine failed: {exc!r}")
+            if err is not exc:
+                err.__cause__ = exc
+            self._fail(entry, err)
+        finally:
+            self._active.discard(entry)
+            if not requeued:
+                self.context.discard(job.request_id)
+            self._dispatch()
+
+    async def _drain(self, entry: _Entry, handle: EngineHandle) -> None:
+        """Collect tokens the engine produced between the slice's end and the preemption."""
+        async for event in handle:
+            entry.output_ids.append(int(event.token_id))
+            entry.logprobs.append(float(event.logprob))
+            self._policy.charge(entry, 1)
+            if entry.on_token is not None:
+                entry.on_token(len(entry.output_ids) - 1, event.token_id)
+
+    def _outcome(self, entry: _Entry, reason: str, fingerprints: Any) -> GenerationOutcome:
+        return GenerationOutcome(
+            output_ids=tuple(entry.output_ids),
+            logprobs=tuple(entry.logprobs),
+            finish_reason=reason,
+            fingerprints=fingerprints,
+            preemptions=entry.preemptions,
+        )
+
+    def _stop_quietly(self, handle: EngineHandle | None) -> None:
+        """Take a cancelled call's sequence out of the engine without awaiting it here."""
+        if handle is None:
+            return
+
+        async def _preempt() -> None:
+            try:
+                await handle.preempt()
+            except Exception as exc:  # the sequence may have finished meanwhile
+                log.debug("preempt of a cancelled call: %r", exc)
+
+        task = asyncio.get_running_loop().create_task(_preempt())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)

@@ -1,0 +1,235 @@
+"""The Llama-family decoder: one readable module after nanoGPT / gpt-fast.
+
+Layout differences from Hugging Face's ``LlamaForCausalLM`` are for speed only: the q, k and v
+projections are fused into one matrix (``wqkv``) and so are the gate and up projections (``w13``),
+so a decode step runs two matmuls less per block. ``Llama.from_hf_state_dict`` maps HF names onto
+this layout. Rotary embeddings use the HF ("rotate half") convention.
+
+Attention over a KV cache is delegated to a cache object (see ``kvcache.py``) passed to
+``forward``; without one, the model attends causally over the tokens it is given.
+
+>>> cfg = LlamaConfig(vocab_size=64, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, hidden_dim=64)
+>>> model = Llama(cfg).eval()
+>>> hidden = model(torch.tensor([[1, 2, 3]]))
+>>> model.logits(hidden).shape
+torch.Size([1, 3, 64])
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from supernet.node.llm.config import LlamaConfig
+from supernet.node.llm.errors import WeightsFormatError
+
+
+class AttentionCache(Protocol):
+    """What a KV cache offers the model: store this step's keys/values and attend."""
+
+    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """Store ``k``/``v`` of ``layer`` and return attention output shaped like ``q``."""
+        ...
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square layer norm, computed in fp32 whatever the weights' dtype."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * xf.to(x.dtype)
+
+
+def rope_tables(cfg: LlamaConfig, n_positions: int) -> tuple[Tensor, Tensor]:
+    """Cos and sin tables ``[n_positions, head_dim]`` of the rotary embedding (fp32)."""
+    d = cfg.head_dim
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.int64).float() / d))
+    freqs = torch.arange(n_positions, dtype=torch.float32)[:, None] * inv_freq[None, :]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate ``x`` ``[B, heads, T, D]`` by per-token ``cos``/``sin`` ``[B, 1, T, D]``."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return (x * cos + rotated * sin).to(x.dtype)
+
+
+class Attention(nn.Module):
+    """Grouped-query self-attention with fused q/k/v projection."""
+
+    def __init__(self, cfg: LlamaConfig, layer: int) -> None:
+        super().__init__()
+        self.layer = layer
+        self.n_heads, self.n_kv, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.wqkv = nn.Linear(cfg.dim, (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim, bias=False)
+        self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: AttentionCache | None) -> Tensor:
+        b, t, _ = x.shape
+        hd, nq, nkv = self.head_dim, self.n_heads * self.head_dim, self.n_kv * self.head_dim
+        q, k, v = self.wqkv(x).split((nq, nkv, nkv), dim=-1)
+        q = apply_rope(q.view(b, t, self.n_heads, hd).transpose(1, 2), cos, sin)
+        k = apply_rope(k.view(b, t, self.n_kv, hd).transpose(1, 2), cos, sin)
+        v = v.view(b, t, self.n_kv, hd).transpose(1, 2)
+        if cache is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.n_kv != self.n_heads)
+        else:
+            y = cache.attend(self.layer, q, k, v)
+        return self.wo(y.transpose(1, 2).reshape(b, t, nq))
+
+
+class FeedForward(nn.Module):
+    """SwiGLU feed-forward with fused gate and up projections."""
+
+    def __init__(self, cfg: LlamaConfig) -> None:
+        super().__init__()
+        self.hidden = cfg.hidden_dim
+        self.w13 = nn.Linear(cfg.dim, 2 * cfg.hidden_dim, bias=False)
+        self.w2 = nn.Linear(cfg.hidden_dim, cfg.dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate, up = self.w13(x).split(self.hidden, dim=-1)
+        return self.w2(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    """One pre-norm decoder block: attention then feed-forward, each with a residual."""
+
+    def __init__(self, cfg: LlamaConfig, layer: int) -> None:
+        super().__init__()
+        self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.attention = Attention(cfg, layer)
+        self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.feed_forward = FeedForward(cfg)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: AttentionCache | None) -> Tensor:
+        x = x + self.attention(self.attention_norm(x), cos, sin, cache)
+        return x + self.feed_forward(self.ffn_norm(x))
+
+
+class Llama(nn.Module):
+    """The decoder. ``forward`` returns the final (normed) hidden states; ``logits`` projects them."""
+
+    def __init__(self, cfg: LlamaConfig, max_positions: int | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.output.weight = self.tok_embeddings.weight
+        cos, sin = rope_tables(cfg, max_positions or cfg.max_position)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear | nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+
+    @torch.inference_mode()
+    def forward(
+        self, tokens: Tensor, positions: Tensor | None = None, cache: AttentionCache | None = None
+    ) -> Tensor:
+        """Run the decoder.
+
+        Args:
+            tokens: Token ids ``[B, T]``.
+            positions: Absolute positions ``[B, T]``; ``0..T-1`` for every row when omitted.
+            cache: KV cache to store into and attend over; causal self-attention when omitted.
+
+        Returns:
+            The final hidden states ``[B, T, dim]`` after the last RMSNorm.
+        """
+        if positions is None:
+            cos, sin = self.rope_cos[None, None, : tokens.shape[1]], self.rope_sin[None, None, : tokens.shape[1]]
+        else:
+            cos, sin = self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1)
+        x = self.tok_embeddings(tokens)
+        for block in self.layers:
+            x = block(x, cos, sin, cache)
+        return self.norm(x)
+
+    @torch.inference_mode()
+    def logits(self, hidden: Tensor) -> Tensor:
+        """Project hidden states onto the vocabulary; fp32 logits."""
+        return self.output(hidden).float()
+
+    @classmethod
+    def from_hf_state_dict(
+        cls, cfg: LlamaConfig, sd: dict[str, Tensor], max_positions: int | None = None
+    ) -> Llama:
+        """Build the model from tensors named as in HF ``LlamaForCausalLM`` (fusing q/k/v and gate/up).
+
+        Raises:
+            WeightsFormatError: A tensor is missing or has the wrong shape.
+        """
+        with torch.device("meta"):
+            model = cls(cfg, max_positions)
+        ours: dict[str, Tensor] = {}
+        try:
+            ours["tok_embeddings.weight"] = sd["model.embed_tokens.weight"]
+            ours["norm.weight"] = sd["model.norm.weight"]
+            ours["output.weight"] = sd.get("lm_head.weight", sd["model.embed_tokens.weight"])
+            for i in range(cfg.n_layers):
+                p = f"model.layers.{i}."
+                a = p + "self_attn."
+                ours[f"layers.{i}.attention_norm.weight"] = sd[p + "input_layernorm.weight"]
+                ours[f"layers.{i}.ffn_norm.weight"] = sd[p + "post_attention_layernorm.weight"]
+                ours[f"layers.{i}.attention.wqkv.weight"] = torch.cat(
+                    [sd[a + "q_proj.weight"], sd[a + "k_proj.weight"], sd[a + "v_proj.weight"]]
+                )
+                ours[f"layers.{i}.attention.wo.weight"] = sd[a + "o_proj.weight"]
+                ours[f"layers.{i}.feed_forward.w13.weight"] = torch.cat(
+                    [sd[p + "mlp.gate_proj.weight"], sd[p + "mlp.up_proj.weight"]]
+                )
+                ours[f"layers.{i}.feed_forward.w2.weight"] = sd[p + "mlp.down_proj.weight"]
+        except KeyError as exc:
+            raise WeightsFormatError(f"weights lack tensor {exc}") from exc
+        if cfg.tie_embeddings:
+            del ours["output.weight"]
+        try:
+            model.load_state_dict(ours, strict=True, assign=True)
+        except RuntimeError as exc:
+            raise WeightsFormatError(str(exc)) from exc
+        if cfg.tie_embeddings:
+            model.output.weight = model.tok_embeddings.weight
+        cos, sin = rope_tables(cfg, max_positions or cfg.max_position)
+        model.rope_cos, model.rope_sin = cos, sin
+        return model.eval()
+
+    def to_hf_state_dict(self) -> dict[str, Tensor]:
+        """Tensors named as in HF ``LlamaForCausalLM`` (inverse of ``from_hf_state_dict``)."""
+        cfg, hd = self.cfg, self.cfg.head_dim
+        sd = {"model.embed_tokens.weight": self.tok_embeddings.weight, "model.norm.weight": self.norm.weight}
+        if not cfg.tie_embeddings:
+            sd["lm_head.weight"] = self.output.weight
+        for i, blk in enumerate(self.layers):
+            p, a = f"model.layers.{i}.", f"model.layers.{i}.self_attn."
+            q, k, v = blk.attention.wqkv.weight.split((cfg.n_heads * hd, cfg.n_kv_heads * hd, cfg.n_kv_heads * hd))
+            gate, up = blk.feed_forward.w13.weight.split(cfg.hidden_dim)
+            sd |= {
+                p + "input_layernorm.weight": blk.attention_norm.weight,
+                p + "post_attention_layernorm.weight": blk.ffn_norm.weight,
+                a + "q_proj.weight": q,
+                a + "k_proj.weight": k,
+                a + "v_proj.weight": v,
+                a + "o_proj.weight": blk.attention.wo.weight,
+                p + "mlp.gate_proj.weight": gate,
+                p + "mlp.up_proj.weight": up,
+                p + "mlp.down_proj.weight": blk.feed_forward.w2.weight,
+            }
+        return {name: t.detach().contiguous() for name, t in sd.items()}

@@ -1,0 +1,143 @@
+"""Reproducible token selection: a sampled token is a pure function of (logits, seed, position).
+
+Randomness comes from a counter-based generator (splitmix64 of the seed and the absolute position
+of the token being sampled), never from a stateful RNG, so the same logits give the same token
+whatever else shares the batch, and a validator can recompute the choice from the scored logits.
+
+Selection rule for one row of logits:
+  * ``temperature == 0``: greedy, the lowest token id among the maxima.
+  * otherwise ``p = softmax(logits / temperature)`` in float64, and
+      - ``top_p >= 1``: inverse CDF over the vocabulary in token-id order;
+      - ``top_p < 1``: tokens sorted by probability (stable: ties keep id order), the nucleus is the
+        shortest prefix whose mass reaches ``top_p``, and the inverse CDF runs over that prefix.
+    The token is the first one whose cumulative mass exceeds ``u * mass``, ``u = uniform(seed, position)``.
+
+>>> uniform(7, 3) == uniform(7, 3)
+True
+>>> select(torch.tensor([[0.0, 2.0, 1.0]]), [SamplingParams(temperature=0.0)], [5])
+[1]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+_MASK64 = (1 << 64) - 1
+_NUCLEUS_CANDIDATES = 1024
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick tokens and when to stop.
+
+    Attributes:
+        max_new_tokens: Most output tokens (the stop token counts).
+        temperature: 0 for greedy; otherwise the softmax temperature.
+        top_p: Nucleus mass in (0, 1]; 1 disables nucleus filtering.
+        seed: Key of the counter-based RNG (with the token's position).
+        stop_token_ids: Tokens that end the generation (kept in the output); ``None`` means the
+            model's end-of-sequence tokens, ``()`` means none.
+    """
+
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    stop_token_ids: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be at least 1")
+        if self.temperature < 0:
+            raise ValueError("temperature must be >= 0")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("top_p must be in (0, 1]")
+        if not 0 <= self.seed <= _MASK64:
+            raise ValueError("seed must fit in 64 bits unsigned")
+
+    @property
+    def greedy(self) -> bool:
+        """Whether tokens are chosen by argmax."""
+        return self.temperature == 0.0
+
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def uniform(seed: int, position: int) -> float:
+    """The uniform draw in [0, 1) for (seed, position): 53 bits of splitmix64(splitmix64(seed) ^ position)."""
+    return (_splitmix64(_splitmix64(seed & _MASK64) ^ (position & _MASK64)) >> 11) * 2.0**-53
+
+
+def _order_and_cdf(probs: Tensor, top_p: float) -> tuple[Tensor, Tensor]:
+    """Token ids in sampling order and their cumulative mass (float64), nucleus-truncated."""
+    if top_p >= 1.0:
+        return torch.arange(probs.shape[0]), probs.cumsum(0)
+    k = min(_NUCLEUS_CANDIDATES, probs.shape[0])
+    threshold = probs.topk(k).values[-1]
+    ids = torch.nonzero(probs >= threshold).flatten()  # id order, a superset of the top k
+    cand = probs[ids]
+    if cand.sum() < top_p:  # the nucleus reaches past the candidates: sort everything
+        ids, cand = torch.arange(probs.shape[0]), probs
+    order = torch.sort(cand, descending=True, stable=True).indices
+    ids, cdf = ids[order], cand[order].cumsum(0)
+    n = int(torch.searchsorted(cdf, torch.tensor([top_p], dtype=cdf.dtype)).item()) + 1
+    return ids[:n], cdf[:n]
+
+
+def _draw(row: Tensor, temperature: float, top_p: float, u: float) -> int:
+    probs = torch.softmax(row.double() / temperature, dim=-1)
+    ids, cdf = _order_and_cdf(probs, top_p)
+    target = torch.tensor([u], dtype=cdf.dtype) * cdf[-1]
+    i = min(int(torch.searchsorted(cdf, target, right=True).item()), ids.shape[0] - 1)
+    return int(ids[i])
+
+
+def select(logits: Tensor, params: Sequence[SamplingParams], positions: Sequence[int]) -> list[int]:
+    """Pick one token per row of ``logits`` ``[N, V]``.
+
+    Args:
+        logits: Raw (fp32) logits, one row per sequence.
+        params: Sampling parameters per row.
+        positions: Absolute position of the token being chosen, per row.
+
+    Returns:
+        The chosen token ids.
+    """
+    tokens = logits.argmax(dim=-1).tolist()
+    for r, (p, pos) in enumerate(zip(params, positions, strict=True)):
+        if not p.greedy:
+            tokens[r] = _draw(logits[r].cpu(), p.temperature, p.top_p, uniform(p.seed, pos))
+    return tokens
+
+
+def selection_margin(logits: Tensor, token: int, params: SamplingParams, position: int) -> float:
+    """How far ``token`` is from being the token ``select`` would pick (0 when it is).
+
+    Greedy: the log-probability gap to the best token. Sampling: how far the draw ``u`` lies outside
+    the claimed token's CDF interval (in probability mass); ``inf`` when the token is outside the
+    nucleus. A validator accepts small margins caused by floating-point differences.
+    """
+    row = logits.detach().double().cpu()
+    if params.greedy:
+        lp = torch.log_softmax(row, dim=-1)
+        return float(lp.max() - lp[token])
+    probs = torch.softmax(row / params.temperature, dim=-1)
+    ids, cdf = _order_and_cdf(probs, params.top_p)
+    where = torch.nonzero(ids == token).flatten()
+    if where.numel() == 0:
+        return float("inf")
+    i = int(where[0])
+    mass = float(cdf[-1])
+    lo = float(cdf[i - 1]) / mass if i > 0 else 0.0
+    hi = float(cdf[i]) / mass
+    u = uniform(params.seed, position)
+    return max(0.0, lo - u, u - hi)

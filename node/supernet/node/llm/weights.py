@@ -1,0 +1,149 @@
+"""Reading weights: GGUF files (dequantised) and Hugging Face safetensors directories.
+
+Both give a ``LlamaConfig`` and a state dict named as in HF ``LlamaForCausalLM`` (fp32 from GGUF,
+the stored dtype from safetensors). GGUF stores the q and k projections with the rows of each head
+interleaved for llama.cpp's rotary layout; ``_unpermute`` restores the HF ("rotate half") order.
+
+>>> cfg, tensors = read_gguf(Path("SmolLM2-135M-Instruct.Q4_1.gguf"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from supernet.node.llm.config import LlamaConfig
+from supernet.node.llm.errors import WeightsFormatError
+
+_GGUF_NAMES = {
+    "token_embd.weight": "model.embed_tokens.weight",
+    "output_norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+}
+_GGUF_BLOCK_NAMES = {
+    "attn_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+
+
+def _hf_name(gguf_name: str) -> str:
+    if gguf_name in _GGUF_NAMES:
+        return _GGUF_NAMES[gguf_name]
+    parts = gguf_name.split(".")
+    if len(parts) == 4 and parts[0] == "blk" and parts[2] in _GGUF_BLOCK_NAMES:
+        return f"model.layers.{parts[1]}.{_GGUF_BLOCK_NAMES[parts[2]]}.{parts[3]}"
+    raise WeightsFormatError(f"unexpected GGUF tensor {gguf_name!r}")
+
+
+def _unpermute(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """Undo llama.cpp's per-head row interleaving of a q/k projection ``[n_heads*head_dim, dim]``."""
+    rows = w.shape[0]
+    return w.reshape(n_heads, 2, rows // n_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _field(reader: Any, key: str, default: Any = None) -> Any:
+    f = reader.fields.get(key)
+    return default if f is None else f.contents()
+
+
+def gguf_config(reader: Any) -> LlamaConfig:
+    """The model config stored in a GGUF file's metadata (``llama.*`` keys)."""
+    arch = _field(reader, "general.architecture")
+    if arch != "llama":
+        raise WeightsFormatError(f"GGUF architecture {arch!r} is not llama")
+    n_heads = int(_field(reader, "llama.attention.head_count"))
+    vocab = _field(reader, "llama.vocab_size") or len(reader.fields["tokenizer.ggml.tokens"].data)
+    has_output = any(t.name == "output.weight" for t in reader.tensors)
+    eos = _field(reader, "tokenizer.ggml.eos_token_id")
+    return LlamaConfig(
+        vocab_size=int(vocab),
+        dim=int(_field(reader, "llama.embedding_length")),
+        n_layers=int(_field(reader, "llama.block_count")),
+        n_heads=n_heads,
+        n_kv_heads=int(_field(reader, "llama.attention.head_count_kv", n_heads)),
+        hidden_dim=int(_field(reader, "llama.feed_forward_length")),
+        norm_eps=float(_field(reader, "llama.attention.layer_norm_rms_epsilon", 1e-5)),
+        rope_theta=float(_field(reader, "llama.rope.freq_base", 10000.0)),
+        max_position=int(_field(reader, "llama.context_length", 2048)),
+        tie_embeddings=not has_output,
+        bos_token_id=_field(reader, "tokenizer.ggml.bos_token_id"),
+        eos_token_ids=() if eos is None else (int(eos),),
+    )
+
+
+def read_gguf(
+    path: Path, progress: Callable[[int, int], None] | None = None
+) -> tuple[LlamaConfig, dict[str, Tensor]]:
+    """Dequantise a Llama GGUF file into fp32 tensors with HF names and layout.
+
+    Args:
+        path: The ``.gguf`` file.
+        progress: Called with (tensors done, tensors total) after each tensor.
+
+    Raises:
+        WeightsFormatError: Not a Llama GGUF, or a tensor type the ``gguf`` package cannot dequantise.
+    """
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+
+    try:
+        reader = GGUFReader(path)
+    except (ValueError, OSError) as exc:
+        raise WeightsFormatError(f"{path}: not a GGUF file ({exc})") from exc
+    cfg = gguf_config(reader)
+    out: dict[str, Tensor] = {}
+    for i, t in enumerate(reader.tensors):
+        try:
+            arr = dequantize(t.data, t.tensor_type)
+        except NotImplementedError as exc:
+            raise WeightsFormatError(f"{t.name}: cannot dequantise {t.tensor_type.name}") from exc
+        arr = np.asarray(arr, dtype=np.float32).reshape([int(d) for d in reversed(t.shape)])
+        name = _hf_name(t.name)
+        if name.endswith("q_proj.weight"):
+            arr = _unpermute(arr, cfg.n_heads)
+        elif name.endswith("k_proj.weight"):
+            arr = _unpermute(arr, cfg.n_kv_heads)
+        out[name] = torch.from_numpy(np.ascontiguousarray(arr))
+        if progress:
+            progress(i + 1, len(reader.tensors))
+    return cfg, out
+
+
+def read_hf_dir(path: Path) -> tuple[LlamaConfig, dict[str, Tensor]]:
+    """Read ``config.json`` and every ``*.safetensors`` file (sharded or not) of an HF model directory.
+
+    Raises:
+        WeightsFormatError: No config or no safetensors files.
+    """
+    cfg_file = path / "config.json"
+    files = sorted(path.glob("*.safetensors"))
+    if not cfg_file.is_file() or not files:
+        raise WeightsFormatError(f"{path}: needs config.json and *.safetensors")
+    cfg = LlamaConfig.from_hf(json.loads(cfg_file.read_text()))
+    tensors: dict[str, Tensor] = {}
+    for f in files:
+        tensors.update(load_file(f))
+    return cfg, tensors
+
+
+def write_hf_dir(path: Path, cfg: LlamaConfig, tensors: dict[str, Tensor]) -> None:
+    """Write ``config.json`` and ``model.safetensors`` (atomically: temp file then rename)."""
+    path.mkdir(parents=True, exist_ok=True)
+    tmp = path / "model.safetensors.tmp"
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"format": "pt"})
+    tmp.replace(path / "model.safetensors")
+    (path / "config.json").write_text(json.dumps(cfg.to_hf(), indent=2) + "\n")

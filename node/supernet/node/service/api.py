@@ -1,0 +1,145 @@
+"""The node's public HTTP API (FastAPI). See docs/node.md for the full description.
+
+``create_app(ctx)`` builds the app around a running :class:`NodeContext`; the runner serves it
+with uvicorn. Domain errors (:class:`NodeError`) become HTTP answers in one handler, as
+``{"error": {"code", "message", ...}}``; so do validation errors (422) and oversized bodies (413).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from supernet.node.service import routes_chat, routes_tasks
+from supernet.node.service.deps import Ctx, NodeContext
+from supernet.node.service.errors import NodeError
+from supernet.node.service.metrics import METRICS
+from supernet.node.service.schemas import AccountPublic, Address, ErrorBody, ModelCard, ModelList, NodeInfo
+
+API_VERSION = "1.0.0"
+
+
+class BodyLimit:
+    """ASGI middleware: answers 413 when a request body is over ``limit`` bytes (declared or sent)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await _too_large(self.limit)(scope, receive, send)
+            return
+        seen = 0
+
+        async def counting() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, counting, send)
+        except _BodyTooLarge:
+            await _too_large(self.limit)(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return JSONResponse({"error": {"code": "too_large", "message": f"request body is over {limit} bytes"}}, 413)
+
+
+def _error(status: int, code: str, message: str, **detail: Any) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message, **detail}}, status_code=status)
+
+
+async def _node_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, NodeError)
+    return _error(exc.status, exc.code, exc.message, **exc.detail)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+    first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+    where = ".".join(str(p) for p in first["loc"])
+    return _error(422, "invalid_request", f"{where}: {first['msg']}", errors=errors)
+
+
+def create_app(ctx: NodeContext | None = None, *, max_body_bytes: int = 64 * 1024) -> FastAPI:
+    """The FastAPI app; ``ctx`` may be attached later as ``app.state.node``."""
+    app = FastAPI(
+        title="Supernet node",
+        version=API_VERSION,
+        description="Paid agent tasks with signed, Merkle-committed receipts. Authentication: the "
+        "user's EIP-712 TaskRequest and cumulative Voucher signatures (docs/protocol.md).",
+        responses={400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 402: {"model": ErrorBody},
+                   403: {"model": ErrorBody}, 404: {"model": ErrorBody}, 409: {"model": ErrorBody},
+                   413: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+    )
+    app.state.node = ctx
+    app.add_exception_handler(NodeError, _node_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_middleware(BodyLimit, limit=ctx.settings.api.max_body_bytes if ctx else max_body_bytes)
+
+    @app.middleware("http")
+    async def _count(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        route = request.scope.get("route")
+        METRICS.requests.labels(route=getattr(route, "path", "other"), status=str(response.status_code)).inc()
+        return response
+
+    app.include_router(routes_tasks.router)
+    app.include_router(routes_chat.router)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz(ctx: Ctx) -> dict[str, Any]:
+        """Liveness and a summary of the node's state."""
+        return {"status": "ok" if ctx.accepting else "draining", "node": ctx.address,
+                "tasks": ctx.db.count_by_status()}
+
+    @app.get("/metrics", tags=["ops"], response_class=Response)
+    async def metrics() -> Response:
+        """Prometheus metrics."""
+        return Response(generate_latest(METRICS.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models", response_model=ModelList, tags=["openai"])
+    async def models(ctx: Ctx) -> ModelList:
+        """Models served here (OpenAI shape, plus the protocol's ``modelId`` and the task fee)."""
+        fee = ctx.settings.pricing.task_fee_wei
+        return ModelList(data=[ModelCard(id=ctx.executor.model_name(m), owned_by=ctx.address, modelId=m,
+                                         taskFee=fee) for m in ctx.executor.model_ids()])
+
+    @app.get("/v1/node", response_model=NodeInfo, tags=["node"])
+    async def node_info(ctx: Ctx) -> NodeInfo:
+        """What a client needs to sign for this node: address, EIP-712 domain, fee, models, agents."""
+        agents = {a: h for a in ctx.settings.engine.agents if (h := ctx.executor.agent_hash(a))}
+        return NodeInfo(address=ctx.address, chainId=ctx.auth.domain.chain_id,
+                        verifyingContract=ctx.auth.domain.verifying_contract,
+                        taskFee=ctx.settings.pricing.task_fee_wei, models=list(ctx.executor.model_ids()),
+                        agents=agents)
+
+    @app.get("/v1/accounts/{user}", response_model=AccountPublic, tags=["node"])
+    async def account(user: Address, ctx: Ctx) -> AccountPublic:
+        """A user's last nonce and billed total here (to resynchronise a client's local state)."""
+        from eth_utils import to_checksum_address
+
+        u = to_checksum_address(user)
+        return AccountPublic(user=u, lastNonce=ctx.db.last_nonce(u), billed=ctx.db.billed(u),
+                             redeemed=ctx.db.redeemed(u))
+
+    return app

@@ -1,0 +1,155 @@
+"""Authentication and admission of paid tasks (ARCHITECTURE.md, "Pay").
+
+A task is admitted only if every check passes; a failed check raises a :class:`NodeError`
+with a 4xx status and nothing is written. Order: cheap shape checks, signatures, the node's
+own state (task id, nonce, billing), then the chain (the user's deposit), and finally one
+transaction that re-checks nonce and billing and stores the task, voucher and nonce.
+
+>>> auth = Authenticator(node_address, domain, executor, db, chain, task_fee=10**12)  # doctest: +SKIP
+>>> task = await auth.admit(signed, agent="chat", task_input="hi")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from eth_utils import to_checksum_address
+
+from supernet.node.service.db import Database
+from supernet.node.service.errors import (
+    BadRequestError,
+    BadSignatureError,
+    DeadlinePassedError,
+    ForbiddenError,
+    InputHashMismatchError,
+    PaymentError,
+    ReplayError,
+    WrongNodeError,
+)
+from supernet.node.service.models import NewTask
+from supernet.node.service.ports import ChainPort, Executor
+from supernet.node.service.schemas import SignedTask
+from supernet.sdk.chain.eip712 import (
+    Domain,
+    TaskRequest,
+    Voucher,
+    hash_task_request,
+    recover_task_request,
+    recover_voucher,
+)
+from supernet.sdk.chain.receipts import input_hash
+
+
+def _b32(hex_str: str) -> bytes:
+    return bytes.fromhex(hex_str[2:])
+
+
+def _hex(b: bytes) -> str:
+    return "0x" + b.hex()
+
+
+class Authenticator:
+    """Checks signed task requests and vouchers against this node, its state and the chain."""
+
+    def __init__(
+        self,
+        node_address: str,
+        domain: Domain,
+        executor: Executor,
+        db: Database,
+        chain: ChainPort | None,
+        task_fee: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.node_address = to_checksum_address(node_address)
+        self.domain = domain
+        self.executor = executor
+        self.db = db
+        self.chain = chain
+        self.task_fee = task_fee
+        self._clock = clock
+
+    def _check_shape(self, s: SignedTask, agent: str, task_input: str | dict[str, Any]) -> TaskRequest:
+        r = s.request
+        if to_checksum_address(r.node) != self.node_address:
+            raise WrongNodeError(f"request is for node {r.node}, this node is {self.node_address}")
+        if r.modelId.lower() not in {m.lower() for m in self.executor.model_ids()}:
+            raise WrongNodeError(f"model {r.modelId} is not served by this node")
+        expected_agent = self.executor.agent_hash(agent)
+        if expected_agent is None:
+            raise ForbiddenError(f"agent {agent!r} is not run by this node")
+        if r.agentHash.lower() != expected_agent.lower():
+            raise BadRequestError(f"agentHash does not match agent {agent!r} ({expected_agent})")
+        actual = _hex(input_hash(task_input))
+        if r.inputHash.lower() != actual:
+            raise InputHashMismatchError(f"inputHash {r.inputHash} is not the hash of the input ({actual})")
+        if r.deadline < self._clock():
+            raise DeadlinePassedError(f"deadline {r.deadline} has passed")
+        if r.maxFee < self.task_fee:
+            raise PaymentError(f"maxFee {r.maxFee} is below this node's fee {self.task_fee}",
+                               fee=str(self.task_fee))
+        return TaskRequest(
+            user=r.user, node=r.node, model_id=_b32(r.modelId), agent_hash=_b32(r.agentHash),
+            input_hash=_b32(r.inputHash), max_fee=r.maxFee, nonce=r.nonce, deadline=r.deadline,
+        )
+
+    def _check_signatures(self, s: SignedTask, req: TaskRequest) -> None:
+        user = to_checksum_address(req.user)
+        try:
+            signer = recover_task_request(req, self.domain, _b32(s.signature))
+        except Exception as exc:  # eth-keys raises several types for malformed signatures
+            raise BadSignatureError(f"request signature is malformed: {exc}") from None
+        if signer != user:
+            raise BadSignatureError(f"request signature is by {signer}, not by user {user}")
+        voucher = Voucher(user=user, node=self.node_address, cumulative_amount=s.voucher.cumulativeAmount)
+        try:
+            vsigner = recover_voucher(voucher, self.domain, _b32(s.voucher.signature))
+        except Exception as exc:
+            raise BadSignatureError(f"voucher signature is malformed: {exc}") from None
+        if vsigner != user:
+            raise BadSignatureError(f"voucher signature is by {vsigner}, not by user {user}")
+
+    def _guard(self, user: str, nonce: int, cumulative: int) -> Callable[[int, int], None]:
+        fee = self.task_fee
+
+        def guard(last_nonce: int, billed: int) -> None:
+            if nonce <= last_nonce:
+                raise ReplayError(f"nonce {nonce} is not above the last nonce {last_nonce} of {user}",
+                                  lastNonce=last_nonce)
+            if cumulative < billed + fee:
+                raise PaymentError(
+                    f"voucher covers {cumulative} wei, this task needs a cumulative amount of at least "
+                    f"{billed + fee}", requiredCumulative=str(billed + fee))
+
+        return guard
+
+    async def admit(self, s: SignedTask, agent: str, task_input: str | dict[str, Any]) -> NewTask:
+        """Authenticate a signed task and store it; returns what was stored.
+
+        Raises:
+            NodeError: a 4xx subclass naming the first check that failed; nothing is stored.
+        """
+        req = self._check_shape(s, agent, task_input)
+        self._check_signatures(s, req)
+        user = to_checksum_address(req.user)
+        task_id = _hex(hash_task_request(req, self.domain))
+        if self.db.task(task_id) is not None:
+            raise ReplayError(f"task {task_id} was already submitted", taskId=task_id)
+        guard = self._guard(user, req.nonce, s.voucher.cumulativeAmount)
+        guard(self.db.last_nonce(user), self.db.billed(user))
+        if self.chain is not None:
+            deposit = await self.chain.available_deposit(user)
+            owed = s.voucher.cumulativeAmount - await self.chain.redeemed(user)
+            if deposit < owed:
+                raise PaymentError(f"deposit of {user} is {deposit} wei, the voucher still owes {owed}",
+                                   deposit=str(deposit))
+        task = NewTask(
+            id=task_id, user=user, nonce=req.nonce, model_id=s.request.modelId.lower(), agent=agent,
+            agent_hash=s.request.agentHash.lower(), input=task_input, input_hash=s.request.inputHash.lower(),
+            max_fee=req.max_fee, fee=self.task_fee, deadline=req.deadline, signature=s.signature.lower(),
+            voucher_amount=s.voucher.cumulativeAmount, voucher_signature=s.voucher.signature.lower(),
+        )
+        self.db.insert_task(task, guard)  # re-checked inside the transaction: atomic with the write
+        return task

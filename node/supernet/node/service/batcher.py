@@ -1,0 +1,157 @@
+"""Batches signed receipts into Merkle trees and commits one root per batch on chain.
+
+A batch is cut when ``max_size`` receipts wait or the oldest has waited ``max_age_s``. Each
+step is persisted before the next one, so a restart picks up where the node stopped:
+
+1. *sealed*: the manifest is in the content store and the receipts carry their batch index;
+2. *sent*: the ``commitBatch`` transaction hash is stored;
+3. *committed*: the on-chain batch id and every receipt's Merkle proof are stored.
+
+Manifest (dag-cbor): ``{"type": "supernet/batch", "version": 1, "node", "root", "receipts":
+[{"receipt": {...}, "leaf", "signature", "traceCid", "request": {...}, "requestSignature"}]}``
+in commit order; receipt ``i`` of the batch is entry ``i``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import Any, Protocol
+
+from supernet.node.service.db import Database
+from supernet.node.service.metrics import METRICS
+from supernet.node.service.models import BatchRow, ReceiptRow
+from supernet.node.service.ports import ChainPort
+from supernet.sdk.chain.merkle import ReceiptTree
+
+log = logging.getLogger(__name__)
+
+RETRY_S = 5.0
+
+
+class DagStore(Protocol):
+    """The part of the content-store client the batcher uses."""
+
+    async def put_dag(self, obj: Any, *, pin: bool = False) -> str:
+        """Store a dag-cbor object; returns its CID."""
+        ...
+
+
+def _b(hex_str: str) -> bytes:
+    return bytes.fromhex(hex_str[2:])
+
+
+class Batcher:
+    """The receipt batcher service (``setup / run_forever / stop``)."""
+
+    def __init__(self, db: Database, store: DagStore, chain: ChainPort | None, node_address: str,
+                 max_size: int, max_age_s: float) -> None:
+        self.db = db
+        self.store = store
+        self.chain = chain
+        self.node_address = node_address
+        self.max_size = max_size
+        self.max_age_s = max_age_s
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    def notify(self) -> None:
+        """A receipt was stored: re-evaluate the batch."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Ask :meth:`run_forever` to return."""
+        self._stopping = True
+        self._wake.set()
+
+    async def run_forever(self) -> None:
+        """Finish batches left by a previous run, then cut and commit batches as receipts come."""
+        while not self._stopping:
+            try:
+                for batch in self.db.unfinished_batches():
+                    await self.commit(batch)
+                timeout = await self._maybe_flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # chain or store down: keep the receipts, try again later
+                log.warning("batch commit failed, retrying in %.0f s: %s", RETRY_S, exc)
+                timeout = RETRY_S
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _maybe_flush(self) -> float | None:
+        """Cut batches while one is due; returns how long to wait for the next (None: no receipt)."""
+        while True:
+            pending = self.db.pending_receipts(self.max_size)
+            METRICS.pending_receipts.set(len(pending))
+            if not pending:
+                return None
+            age = time.time() - pending[0].created_at
+            if len(pending) < self.max_size and age < self.max_age_s:
+                return self.max_age_s - age
+            await self.flush(pending)
+
+    async def flush(self, receipts: list[ReceiptRow] | None = None) -> BatchRow | None:
+        """Seal the given (or all pending, up to ``max_size``) receipts into a batch and commit it."""
+        receipts = receipts if receipts is not None else self.db.pending_receipts(self.max_size)
+        if not receipts:
+            return None
+        tree = ReceiptTree(_b(r.leaf) for r in receipts)
+        manifest = {
+            "type": "supernet/batch",
+            "version": 1,
+            "node": self.node_address,
+            "root": "0x" + tree.root.hex(),
+            "receipts": [self._entry(r) for r in receipts],
+        }
+        cid = await self.store.put_dag(manifest, pin=True)
+        batch_id = self.db.seal_batch("0x" + tree.root.hex(), cid, [r.task_id for r in receipts])
+        batch = self.db.batch(batch_id)
+        assert batch is not None
+        return await self.commit(batch)
+
+    def _entry(self, r: ReceiptRow) -> dict[str, Any]:
+        task = self.db.task(r.task_id)
+        assert task is not None
+        return {
+            "receipt": r.receipt_json,
+            "leaf": r.leaf,
+            "signature": r.signature,
+            "traceCid": task.trace_cid,
+            "agent": task.agent,
+            "request": {
+                "user": task.user, "node": self.node_address, "modelId": task.model_id,
+                "agentHash": task.agent_hash, "inputHash": task.input_hash, "maxFee": str(task.max_fee),
+                "nonce": str(task.nonce), "deadline": str(task.deadline),
+            },
+        }
+
+    async def commit(self, batch: BatchRow) -> BatchRow:
+        """Drive one batch to *committed* (idempotent: resumes from its stored status)."""
+        chain_id: int | None
+        if self.chain is None:
+            chain_id = batch.id  # dev mode: no chain, the local id stands in
+        else:
+            tx = batch.tx_hash
+            chain_id = await self.chain.wait_commit(tx) if tx else None
+            if chain_id is None:
+                tx = await self.chain.send_commit(_b(batch.root), batch.count, batch.manifest_cid)
+                self.db.mark_batch_sent(batch.id, tx)
+                chain_id = await self.chain.wait_commit(tx)
+                if chain_id is None:
+                    raise RuntimeError(f"commit transaction {tx} of batch {batch.id} was not mined")
+        receipts = self.db.batch_receipts(batch.id)
+        tree = ReceiptTree(_b(r.leaf) for r in receipts)
+        proofs = {r.task_id: json.dumps(["0x" + p.hex() for p in tree.proof(_b(r.leaf))]) for r in receipts}
+        self.db.mark_batch_committed(batch.id, chain_id, proofs)
+        METRICS.batches_committed.inc()
+        METRICS.receipts_committed.inc(len(receipts))
+        log.info("batch %d committed on chain as %d: %d receipts, root %s", batch.id, chain_id,
+                 len(receipts), batch.root)
+        committed = self.db.batch(batch.id)
+        assert committed is not None
+        return committed

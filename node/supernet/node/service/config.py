@@ -1,0 +1,163 @@
+"""The node's one typed configuration.
+
+Values come, highest priority first, from keyword arguments, ``SUPERNET_*`` environment
+variables (nested with ``__``: ``SUPERNET_CHAIN__RPC_URL``), and a TOML file
+(``supernet node run --config node.toml``; see ``node/node.example.toml``).
+
+>>> settings = NodeSettings.load(Path("node/node.example.toml"))  # doctest: +SKIP
+>>> settings.api.port
+8700
+
+No secret has a default: the node key is read from ``identity.private_key`` (better: the
+``SUPERNET_IDENTITY__PRIVATE_KEY`` environment variable) or from ``identity.key_file``; the
+chain settings are required only when ``chain.enabled`` is true.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+_CONFIG_FILE: ContextVar[Path | None] = ContextVar("supernet_node_config_file", default=None)
+
+
+class ApiSettings(BaseModel):
+    """Where the public API listens and how much it accepts."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8700, ge=0, le=65535)
+    public_url: str | None = Field(None, description="URL published in the registry; defaults to host:port.")
+    max_body_bytes: int = Field(64 * 1024, gt=0, description="Larger request bodies get 413.")
+    max_input_chars: int = Field(16 * 1024, gt=0, description="Longer task inputs get 422.")
+
+    def endpoint(self) -> str:
+        """The URL users reach this node at."""
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+
+class IdentitySettings(BaseModel):
+    """The node's signing key: receipts are signed with it, tasks are addressed to it."""
+
+    private_key: SecretStr | None = None
+    key_file: Path | None = Field(None, description="File holding the hex private key (mode 0600).")
+
+
+class ChainSettings(BaseModel):
+    """On-chain settlement: registry, payments and batch commits."""
+
+    enabled: bool = False
+    rpc_url: str | None = None
+    deployment: Path | None = Field(None, description="Deployment JSON written by `supernet contracts deploy`.")
+    register: bool = Field(False, description="Register this node (and stake) on start if not registered.")
+    stake_wei: int = Field(0, ge=0, description="Stake to hold; topped up on start when register is on.")
+    chain_id: int = Field(31337, description="EIP-712 chain id when the chain is disabled (dev mode).")
+
+    @model_validator(mode="after")
+    def _required_when_enabled(self) -> ChainSettings:
+        if self.enabled:
+            missing = [name for name in ("rpc_url", "deployment") if getattr(self, name) is None]
+            if missing:
+                raise ValueError(f"chain.enabled needs {', '.join('chain.' + m for m in missing)}")
+        return self
+
+
+class StoreSettings(BaseModel):
+    """The content store: a Kubo RPC URL, or an embedded on-disk store."""
+
+    url: str | None = Field(None, description="Kubo RPC (or `supernet store serve`) URL.")
+    embedded_path: Path | None = Field(None, description="Serve an embedded store from this directory.")
+
+
+class EngineSettings(BaseModel):
+    """Which model the node serves and how it runs."""
+
+    model: str = Field("smollm2-135m", description="Catalog name or local path of the model.")
+    max_new_tokens: int = Field(128, gt=0, le=4096, description="Cap on tokens generated per LLM call.")
+    agents: list[str] = Field(default_factory=lambda: ["chat"], description="Agent ids this node runs.")
+
+
+class PricingSettings(BaseModel):
+    """What a task costs. One flat fee per task, known to the user before signing (maxFee)."""
+
+    task_fee_wei: int = Field(10**12, ge=0)
+
+
+class BatchSettings(BaseModel):
+    """When receipts are committed: a full batch, or the oldest pending receipt is this old."""
+
+    max_size: int = Field(16, gt=0, le=1024)
+    max_age_s: float = Field(10.0, gt=0)
+
+
+class RedeemSettings(BaseModel):
+    """How often vouchers are redeemed on chain."""
+
+    interval_s: float = Field(60.0, gt=0)
+    min_amount_wei: int = Field(0, ge=0, description="Skip users owing less than this.")
+
+
+class NodeSettings(BaseSettings):
+    """Everything a node needs to run."""
+
+    model_config = SettingsConfigDict(env_prefix="SUPERNET_", env_nested_delimiter="__", extra="forbid")
+
+    data_dir: Path = Field(Path(".supernet/node"), description="SQLite database, node key, embedded store.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    api: ApiSettings = ApiSettings()
+    identity: IdentitySettings = IdentitySettings()
+    chain: ChainSettings = ChainSettings()
+    store: StoreSettings = StoreSettings()
+    engine: EngineSettings = EngineSettings()
+    pricing: PricingSettings = PricingSettings()
+    batch: BatchSettings = BatchSettings()
+    redeem: RedeemSettings = RedeemSettings()
+
+    @model_validator(mode="after")
+    def _identity_when_chain(self) -> NodeSettings:
+        if self.chain.enabled and self.identity.private_key is None and self.identity.key_file is None:
+            raise ValueError("chain.enabled needs identity.private_key or identity.key_file")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Keyword arguments, then environment, then the TOML file given to :meth:`load`."""
+        sources = [init_settings, env_settings, dotenv_settings, file_secret_settings]
+        path = _CONFIG_FILE.get()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @classmethod
+    def load(cls, path: Path | None = None, **overrides: object) -> NodeSettings:
+        """Build the settings from ``path`` (TOML), the environment and ``overrides``.
+
+        Raises:
+            FileNotFoundError: ``path`` is given and does not exist.
+        """
+        if path is not None and not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        token = _CONFIG_FILE.set(path)
+        try:
+            return cls(**overrides)  # type: ignore[arg-type]
+        finally:
+            _CONFIG_FILE.reset(token)
+
+    def store_dir(self) -> Path:
+        """Directory of the embedded store when no path is configured."""
+        return self.store.embedded_path or self.data_dir / "store"

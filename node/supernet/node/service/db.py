@@ -1,0 +1,250 @@
+"""The node's durable state: SQLite (stdlib ``sqlite3``) in WAL mode, fsync on every commit.
+
+Every state that matters is committed here *before* it is acknowledged: a task is inserted
+together with its voucher and the user's new nonce in one transaction before ``POST /v1/tasks``
+answers, and a receipt is stored before the task reads as done. Calls are short and local, so
+they run inline on the event loop; one lock serialises the connection.
+
+>>> db = Database.open(Path(":memory:"))  # doctest: +SKIP
+>>> db.last_nonce("0xabc")
+-1
+
+Big integers (wei, uint256 nonces) are stored as decimal text and compared in Python.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from supernet.node.service.models import BatchRow, NewTask, ReceiptRow, TaskRow, TaskStatus
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY, user TEXT NOT NULL, nonce TEXT NOT NULL, model_id TEXT NOT NULL,
+    agent TEXT NOT NULL, agent_hash TEXT NOT NULL, input TEXT NOT NULL, input_hash TEXT NOT NULL,
+    max_fee TEXT NOT NULL, fee TEXT NOT NULL, deadline INTEGER NOT NULL, signature TEXT NOT NULL,
+    status TEXT NOT NULL, output TEXT, trace_cid TEXT, error TEXT,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS tasks_user ON tasks(user, status);
+CREATE INDEX IF NOT EXISTS tasks_status ON tasks(status);
+CREATE TABLE IF NOT EXISTS nonces (user TEXT PRIMARY KEY, last_nonce TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS vouchers (
+    task_id TEXT PRIMARY KEY REFERENCES tasks(id), user TEXT NOT NULL,
+    cumulative TEXT NOT NULL, signature TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS batches (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, root TEXT NOT NULL, count INTEGER NOT NULL,
+    manifest_cid TEXT NOT NULL, status TEXT NOT NULL, tx_hash TEXT, chain_batch_id INTEGER,
+    created_at REAL NOT NULL, committed_at REAL);
+CREATE TABLE IF NOT EXISTS receipts (
+    task_id TEXT PRIMARY KEY REFERENCES tasks(id), leaf TEXT NOT NULL, body TEXT NOT NULL,
+    signature TEXT NOT NULL, batch_id INTEGER REFERENCES batches(id), batch_index INTEGER,
+    proof TEXT, created_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS receipts_pending ON receipts(batch_id, created_at);
+CREATE TABLE IF NOT EXISTS redemptions (
+    user TEXT PRIMARY KEY, redeemed TEXT NOT NULL, tx_hash TEXT, updated_at REAL NOT NULL);
+"""
+
+_BILLED = (TaskStatus.ACCEPTED, TaskStatus.RUNNING, TaskStatus.DONE)
+
+
+class Database:
+    """Typed access to the node's tables; see the module docstring for the durability rule."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._lock = threading.RLock()
+
+    @classmethod
+    def open(cls, path: Path) -> Database:
+        """Open (and create) the database at ``path``; ``:memory:`` for tests."""
+        if str(path) != ":memory:":
+            path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.executescript(SCHEMA)
+        return cls(conn)
+
+    def close(self) -> None:
+        """Close the connection (pending transactions are rolled back by SQLite)."""
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE``), committed durably on exit."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _all(self, sql: str, args: tuple[object, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return list(self._conn.execute(sql, args).fetchall())
+
+    # ---------------------------------------------------------------- users: nonces, billing
+
+    def last_nonce(self, user: str) -> int:
+        """The highest nonce accepted from ``user`` (-1 if none)."""
+        rows = self._all("SELECT last_nonce FROM nonces WHERE user = ?", (user,))
+        return int(rows[0]["last_nonce"]) if rows else -1
+
+    def billed(self, user: str, *, done_only: bool = False) -> int:
+        """Sum of the fees of ``user``'s tasks that are (or will be) charged."""
+        statuses = (TaskStatus.DONE,) if done_only else _BILLED
+        marks = ",".join("?" * len(statuses))
+        rows = self._all(f"SELECT fee FROM tasks WHERE user = ? AND status IN ({marks})", (user, *statuses))
+        return sum(int(r["fee"]) for r in rows)
+
+    def insert_task(self, task: NewTask, guard: Callable[[int, int], None] | None = None) -> None:
+        """Store an accepted task, its voucher and the user's nonce in one durable transaction.
+
+        Args:
+            task: the authenticated task.
+            guard: called inside the transaction with the user's last nonce and billed total;
+                it raises to refuse the task, so the check and the write are atomic.
+        """
+        now = time.time()
+        with self.transaction() as c:
+            if guard is not None:
+                guard(self.last_nonce(task.user), self.billed(task.user))
+            c.execute(
+                "INSERT INTO tasks VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,NULL,NULL,NULL,?,?)",
+                (task.id, task.user, str(task.nonce), task.model_id, task.agent, task.agent_hash,
+                 task.input_json, task.input_hash, str(task.max_fee), str(task.fee), task.deadline,
+                 task.signature, TaskStatus.ACCEPTED, now, now),
+            )
+            c.execute("INSERT INTO vouchers VALUES (?,?,?,?)",
+                      (task.id, task.user, str(task.voucher_amount), task.voucher_signature))
+            c.execute("INSERT INTO nonces VALUES (?, ?) ON CONFLICT(user) DO UPDATE SET last_nonce = ?",
+                      (task.user, str(task.nonce), str(task.nonce)))
+
+    # ---------------------------------------------------------------- tasks
+
+    def task(self, task_id: str) -> TaskRow | None:
+        """One task by id, or None."""
+        rows = self._all("SELECT * FROM tasks WHERE id = ?", (task_id,))
+        return TaskRow.from_row(rows[0]) if rows else None
+
+    def tasks_with_status(self, *statuses: TaskStatus) -> list[TaskRow]:
+        """Tasks in any of ``statuses``, oldest first."""
+        marks = ",".join("?" * len(statuses))
+        rows = self._all(f"SELECT * FROM tasks WHERE status IN ({marks}) ORDER BY created_at", statuses)
+        return [TaskRow.from_row(r) for r in rows]
+
+    def set_status(self, task_id: str, status: TaskStatus, *, error: str | None = None) -> None:
+        """Move a task to ``status`` (running, failed, refused)."""
+        with self.transaction() as c:
+            c.execute("UPDATE tasks SET status = ?, error = ?, updated_at = ? WHERE id = ?",
+                      (status, error, time.time(), task_id))
+
+    def finish_task(self, task_id: str, output: str, trace_cid: str, receipt: ReceiptRow) -> None:
+        """Store the output and the signed receipt, and mark the task done, atomically."""
+        now = time.time()
+        with self.transaction() as c:
+            c.execute("UPDATE tasks SET status = ?, output = ?, trace_cid = ?, updated_at = ? WHERE id = ?",
+                      (TaskStatus.DONE, output, trace_cid, now, task_id))
+            c.execute("INSERT INTO receipts VALUES (?,?,?,?,NULL,NULL,NULL,?)",
+                      (task_id, receipt.leaf, receipt.body, receipt.signature, now))
+
+    def count_by_status(self) -> dict[str, int]:
+        """Number of tasks per status (for metrics)."""
+        rows = self._all("SELECT status, COUNT(*) AS n FROM tasks GROUP BY status")
+        return {r["status"]: int(r["n"]) for r in rows}
+
+    # ---------------------------------------------------------------- receipts and batches
+
+    def receipt(self, task_id: str) -> ReceiptRow | None:
+        """The receipt of ``task_id``, with its batch fields once committed."""
+        rows = self._all("SELECT * FROM receipts WHERE task_id = ?", (task_id,))
+        return ReceiptRow.from_row(rows[0]) if rows else None
+
+    def pending_receipts(self, limit: int) -> list[ReceiptRow]:
+        """Receipts not yet in a batch, oldest first."""
+        rows = self._all("SELECT * FROM receipts WHERE batch_id IS NULL ORDER BY created_at LIMIT ?", (limit,))
+        return [ReceiptRow.from_row(r) for r in rows]
+
+    def seal_batch(self, root: str, manifest_cid: str, task_ids: list[str]) -> int:
+        """Record a batch (status ``sealed``) and assign its receipts their index; returns its id."""
+        with self.transaction() as c:
+            cur = c.execute(
+                "INSERT INTO batches (root, count, manifest_cid, status, created_at) VALUES (?,?,?,?,?)",
+                (root, len(task_ids), manifest_cid, "sealed", time.time()),
+            )
+            batch_id = int(cur.lastrowid or 0)
+            for i, tid in enumerate(task_ids):
+                c.execute("UPDATE receipts SET batch_id = ?, batch_index = ? WHERE task_id = ?", (batch_id, i, tid))
+        return batch_id
+
+    def mark_batch_sent(self, batch_id: int, tx_hash: str) -> None:
+        """Remember the commit transaction before waiting for it (so a restart can find it)."""
+        with self.transaction() as c:
+            c.execute("UPDATE batches SET status = 'sent', tx_hash = ? WHERE id = ?", (tx_hash, batch_id))
+
+    def mark_batch_committed(self, batch_id: int, chain_batch_id: int, proofs: dict[str, str]) -> None:
+        """Store the on-chain batch id and every receipt's Merkle proof (JSON list of hex)."""
+        with self.transaction() as c:
+            c.execute("UPDATE batches SET status = 'committed', chain_batch_id = ?, committed_at = ? WHERE id = ?",
+                      (chain_batch_id, time.time(), batch_id))
+            for tid, proof in proofs.items():
+                c.execute("UPDATE receipts SET proof = ? WHERE task_id = ?", (proof, tid))
+
+    def batch(self, batch_id: int) -> BatchRow | None:
+        """One batch by local id."""
+        rows = self._all("SELECT * FROM batches WHERE id = ?", (batch_id,))
+        return BatchRow.from_row(rows[0]) if rows else None
+
+    def unfinished_batches(self) -> list[BatchRow]:
+        """Batches sealed or sent but not known to be committed (resumed after a restart)."""
+        rows = self._all("SELECT * FROM batches WHERE status != 'committed' ORDER BY id")
+        return [BatchRow.from_row(r) for r in rows]
+
+    def batch_receipts(self, batch_id: int) -> list[ReceiptRow]:
+        """A batch's receipts in commit (manifest) order."""
+        rows = self._all("SELECT * FROM receipts WHERE batch_id = ? ORDER BY batch_index", (batch_id,))
+        return [ReceiptRow.from_row(r) for r in rows]
+
+    # ---------------------------------------------------------------- vouchers and redemption
+
+    def redeemable_voucher(self, user: str) -> tuple[int, str] | None:
+        """The largest voucher of ``user`` that only covers finished work.
+
+        A voucher is redeemable when its task is done and its amount is at most the fees of
+        the user's done tasks, so the node never collects for work that may still fail.
+        """
+        limit = self.billed(user, done_only=True)
+        rows = self._all(
+            "SELECT v.cumulative, v.signature FROM vouchers v JOIN tasks t ON t.id = v.task_id "
+            "WHERE v.user = ? AND t.status = ?", (user, TaskStatus.DONE))
+        best = max(((int(r["cumulative"]), r["signature"]) for r in rows if int(r["cumulative"]) <= limit),
+                   default=None)
+        return best
+
+    def users_with_vouchers(self) -> list[str]:
+        """Every user that has sent a voucher."""
+        return [r["user"] for r in self._all("SELECT DISTINCT user FROM vouchers")]
+
+    def redeemed(self, user: str) -> int:
+        """What the node has redeemed from ``user`` so far (as last recorded)."""
+        rows = self._all("SELECT redeemed FROM redemptions WHERE user = ?", (user,))
+        return int(rows[0]["redeemed"]) if rows else 0
+
+    def set_redeemed(self, amounts: dict[str, int], tx_hash: str) -> None:
+        """Record the cumulative amounts redeemed by one transaction."""
+        now = time.time()
+        with self.transaction() as c:
+            for user, amount in amounts.items():
+                c.execute("INSERT INTO redemptions VALUES (?,?,?,?) ON CONFLICT(user) DO UPDATE "
+                          "SET redeemed = excluded.redeemed, tx_hash = excluded.tx_hash, "
+                          "updated_at = excluded.updated_at", (user, str(amount), tx_hash, now))

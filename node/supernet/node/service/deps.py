@@ -1,0 +1,60 @@
+"""The node's running parts as one object, and FastAPI's ``Annotated`` dependencies on it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from supernet.node.service.auth import Authenticator
+from supernet.node.service.config import NodeSettings
+from supernet.node.service.db import Database
+from supernet.node.service.errors import NotFoundError, UnavailableError
+from supernet.node.service.models import TaskRow
+from supernet.node.service.ports import ChainPort, Executor
+from supernet.node.service.streams import StreamHub
+from supernet.node.service.worker import TaskWorker
+
+
+@dataclass
+class NodeContext:
+    """Everything a request handler may touch."""
+
+    settings: NodeSettings
+    address: str
+    db: Database
+    executor: Executor
+    auth: Authenticator
+    worker: TaskWorker
+    streams: StreamHub
+    chain: ChainPort | None
+    accepting: bool = True
+
+
+def _context(request: Request) -> NodeContext:
+    ctx: NodeContext | None = getattr(request.app.state, "node", None)
+    if ctx is None:
+        raise UnavailableError("node is starting")
+    return ctx
+
+
+def _accepting(ctx: Annotated[NodeContext, Depends(_context)]) -> NodeContext:
+    if not ctx.accepting:
+        raise UnavailableError("node is shutting down and takes no new tasks")
+    return ctx
+
+
+Ctx = Annotated[NodeContext, Depends(_context)]
+"""The node, for read-only routes."""
+
+AcceptingCtx = Annotated[NodeContext, Depends(_accepting)]
+"""The node, for routes that admit new work (503 while shutting down)."""
+
+
+def load_task(ctx: NodeContext, task_id: str) -> TaskRow:
+    """The task ``task_id`` or a 404."""
+    task = ctx.db.task(task_id.lower())
+    if task is None:
+        raise NotFoundError(f"no task {task_id}")
+    return task

@@ -1,0 +1,97 @@
+"""One error tree for the node service; the API maps each class to one HTTP status.
+
+Every error a request can cause is a :class:`NodeError` with an HTTP ``status`` and a short
+machine-readable ``code``; the FastAPI exception handler turns it into
+``{"error": {"code": ..., "message": ...}}``. Errors carry extra fields (``detail``) that a
+client can act on, e.g. the voucher amount the node expects.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class NodeError(Exception):
+    """Root of every error the node service raises on purpose."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal"
+
+    def __init__(self, message: str, **detail: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+
+class BadRequestError(NodeError, ValueError):
+    """The request is malformed or inconsistent with itself."""
+
+    status = 400
+    code = "bad_request"
+
+
+class InputHashMismatchError(BadRequestError):
+    """``inputHash`` does not match the input that was sent."""
+
+    code = "input_hash_mismatch"
+
+
+class WrongNodeError(BadRequestError):
+    """The request is addressed to another node (or another model)."""
+
+    code = "wrong_node"
+
+
+class DeadlinePassedError(BadRequestError):
+    """The signed deadline has passed."""
+
+    code = "deadline_passed"
+
+
+class BadSignatureError(NodeError):
+    """A signature does not recover to the claimed user."""
+
+    status = 401
+    code = "bad_signature"
+
+
+class PaymentError(NodeError):
+    """The fee, voucher or deposit does not cover the task."""
+
+    status = 402
+    code = "payment_required"
+
+
+class ForbiddenError(NodeError, PermissionError):
+    """The node's policy refuses this request (e.g. an agent it does not run)."""
+
+    status = 403
+    code = "forbidden"
+
+
+class NotFoundError(NodeError, LookupError):
+    """No such task, or no receipt yet."""
+
+    status = 404
+    code = "not_found"
+
+
+class ReplayError(NodeError):
+    """The nonce was already used (or is not above the last one seen)."""
+
+    status = 409
+    code = "replay"
+
+
+class TooLargeError(NodeError):
+    """The request body is over the configured limit."""
+
+    status = 413
+    code = "too_large"
+
+
+class UnavailableError(NodeError):
+    """The node cannot take work now (shutting down, not ready)."""
+
+    status = 503
+    code = "unavailable"

@@ -1,0 +1,99 @@
+"""What the node service needs from the parts below it, as small protocols.
+
+The service is written against these, so it can be tested with fakes and wired to the real
+kernel (:mod:`supernet.node.service.kernel_executor`) and chain
+(:mod:`supernet.node.service.chain`) in :mod:`supernet.node.service.runner`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from supernet.sdk.chain.eip712 import Domain
+
+
+@dataclass(frozen=True)
+class Job:
+    """One task handed to the executor."""
+
+    task_id: str
+    user: str
+    agent: str
+    model_id: str
+    input: str | dict[str, Any]
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What the executor returns: the output and the CID of the execution trace."""
+
+    output: str
+    trace_cid: str
+
+
+TokenSink = Callable[[str], None]
+"""Receives each piece of generated text as it is produced (for the event stream)."""
+
+
+class Executor(Protocol):
+    """Runs agent tasks (the kernel)."""
+
+    def model_ids(self) -> Sequence[str]:
+        """``0x`` model ids this node serves."""
+        ...
+
+    def model_name(self, model_id: str) -> str:
+        """A human name for the model (OpenAI ``model`` field)."""
+        ...
+
+    def agent_hash(self, agent: str) -> str | None:
+        """``0x`` sha256 of the agent's code bundle, or None if this node does not run it."""
+        ...
+
+    async def run(self, job: Job, on_token: TokenSink) -> JobResult:
+        """Run the job to completion; raises on failure."""
+        ...
+
+
+@dataclass(frozen=True)
+class SignedVoucher:
+    """A user's voucher as sent to the payments contract."""
+
+    user: str
+    cumulative_amount: int
+    signature: bytes
+
+
+class ChainPort(Protocol):
+    """The node's on-chain side: identity, deposits, batch commits, redemption."""
+
+    @property
+    def domain(self) -> Domain:
+        """The protocol's EIP-712 domain."""
+        ...
+
+    async def available_deposit(self, user: str) -> int:
+        """Wei the user has deposited in the payments contract (not yet redeemed by anyone)."""
+        ...
+
+    async def redeemed(self, user: str) -> int:
+        """Cumulative wei this node has already redeemed from ``user``."""
+        ...
+
+    async def send_commit(self, root: bytes, count: int, manifest_cid: str) -> str:
+        """Send ``commitBatch``; returns the transaction hash without waiting."""
+        ...
+
+    async def wait_commit(self, tx_hash: str) -> int | None:
+        """Wait for a commit transaction; returns the on-chain batch id, None if it was dropped."""
+        ...
+
+    async def redeem(self, vouchers: Sequence[SignedVoucher]) -> str:
+        """Redeem many vouchers in one transaction; returns its hash after it is mined."""
+        ...
+
+    async def ensure_registered(self, endpoint: str, model_ids: Sequence[str], stake_wei: int) -> None:
+        """Register this node (and top its stake up) if it is not registered yet."""
+        ...

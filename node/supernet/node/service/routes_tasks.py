@@ -1,0 +1,103 @@
+"""``/v1/tasks``: submit a paid task, read it, stream its tokens, fetch its receipt."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, status
+from sse_starlette import EventSourceResponse
+
+from supernet.node.service.deps import AcceptingCtx, Ctx, NodeContext, load_task
+from supernet.node.service.errors import NotFoundError, TooLargeError
+from supernet.node.service.metrics import METRICS
+from supernet.node.service.models import TaskRow, TaskStatus
+from supernet.node.service.schemas import BatchInfo, ReceiptPublic, SignedTask, TaskCreate, TaskPublic
+from supernet.sdk.chain.receipts import canonical_json
+
+router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+
+TaskId = Annotated[str, Path(pattern=r"^0x[0-9a-fA-F]{64}$", description="The task id (requestHash).")]
+
+
+def task_public(t: TaskRow) -> TaskPublic:
+    """API view of a stored task."""
+    return TaskPublic(
+        id=t.id, status=t.status.value, user=t.user, agent=t.agent, modelId=t.model_id, nonce=t.nonce,
+        fee=t.fee, output=t.output, traceCid=t.trace_cid, error=t.error, createdAt=t.created_at,
+        updatedAt=t.updated_at,
+    )
+
+
+async def admit_and_start(ctx: NodeContext, signed: SignedTask, agent: str, task_input: str | dict[str, Any]) -> str:
+    """Check the input size, authenticate and store the task, and start it; returns its id."""
+    size = len(task_input) if isinstance(task_input, str) else len(canonical_json(task_input))
+    limit = ctx.settings.api.max_input_chars
+    if size > limit:
+        raise TooLargeError(f"input is {size} characters, the limit is {limit}")
+    try:
+        task = await ctx.auth.admit(signed, agent, task_input)
+    except Exception as exc:
+        METRICS.tasks_rejected.labels(code=getattr(exc, "code", "internal")).inc()
+        raise
+    METRICS.tasks_admitted.inc()
+    ctx.worker.start(task.id)
+    return task.id
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=TaskPublic)
+async def create_task(body: TaskCreate, ctx: AcceptingCtx) -> TaskPublic:
+    """Submit a paid task. Answers once the task is durably stored (status ``accepted``)."""
+    task_id = await admit_and_start(ctx, body, body.agent, body.input)
+    return task_public(load_task(ctx, task_id))
+
+
+@router.get("/{task_id}", response_model=TaskPublic)
+async def get_task(task_id: TaskId, ctx: Ctx) -> TaskPublic:
+    """A task's status, and its output once done."""
+    return task_public(load_task(ctx, task_id))
+
+
+@router.get("/{task_id}/receipt", response_model=ReceiptPublic)
+async def get_receipt(task_id: TaskId, ctx: Ctx) -> ReceiptPublic:
+    """The signed receipt; ``batch`` (with the Merkle proof) appears once it is committed."""
+    task = load_task(ctx, task_id)
+    row = ctx.db.receipt(task.id)
+    if row is None or task.trace_cid is None:
+        raise NotFoundError(f"task {task.id} has no receipt yet (status {task.status})", status=task.status)
+    batch_info = None
+    if row.batch_id is not None:
+        batch = ctx.db.batch(row.batch_id)
+        assert batch is not None and row.batch_index is not None
+        batch_info = BatchInfo(
+            localId=batch.id, status=batch.status, chainBatchId=batch.chain_batch_id, root=batch.root,
+            index=row.batch_index, manifestCid=batch.manifest_cid, txHash=batch.tx_hash,
+            proof=json.loads(row.proof) if row.proof else None,
+        )
+    return ReceiptPublic(taskId=task.id, node=ctx.address, receipt=row.receipt_json, leaf=row.leaf,
+                         signature=row.signature, traceCid=task.trace_cid, batch=batch_info)
+
+
+async def task_events(ctx: NodeContext, task_id: str) -> AsyncIterator[dict[str, str]]:
+    """SSE events of a task: ``token`` pieces, then one ``done`` (or ``error``) event."""
+    stream = ctx.streams.get(task_id)
+    if stream is not None:
+        async for piece in stream.subscribe():
+            yield {"event": "token", "data": json.dumps({"text": piece})}
+        await ctx.worker.wait(task_id)
+    task = load_task(ctx, task_id)
+    if stream is None and task.status is TaskStatus.DONE and task.output:
+        yield {"event": "token", "data": json.dumps({"text": task.output})}
+    event = "done" if task.status is TaskStatus.DONE else "error"
+    if task.status in (TaskStatus.ACCEPTED, TaskStatus.RUNNING):
+        event = "pending"  # running in another process lifetime: poll GET /v1/tasks/{id}
+    yield {"event": event, "data": task_public(task).model_dump_json()}
+
+
+@router.get("/{task_id}/events", response_class=EventSourceResponse,
+            responses={200: {"content": {"text/event-stream": {}}}})
+async def stream_task(task_id: TaskId, ctx: Ctx) -> EventSourceResponse:
+    """Server-sent events: ``token`` ``{"text"}`` as they are generated, then ``done`` with the task."""
+    task = load_task(ctx, task_id)
+    return EventSourceResponse(task_events(ctx, task.id), ping=15)

@@ -1,0 +1,138 @@
+"""The node process: database, API, task worker, batcher and redeemer, with one lifecycle.
+
+Every service has the same shape (``setup / run_forever / cleanup / stop``). ``NodeService``
+is built from already-constructed parts (executor, chain, store), so tests can wire fakes;
+:func:`supernet.node.service.app.build_node` wires the real ones from the settings.
+
+On ``setup`` the node registers and stakes (when configured), then resumes: tasks accepted or
+running before a crash are re-run (or refused after their deadline, never charged), and
+batches sealed or sent are driven to committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+import uvicorn
+from eth_account.signers.local import LocalAccount
+from fastapi import FastAPI
+
+from supernet.node.service.api import create_app
+from supernet.node.service.auth import Authenticator
+from supernet.node.service.batcher import Batcher, DagStore
+from supernet.node.service.config import NodeSettings
+from supernet.node.service.db import Database
+from supernet.node.service.deps import NodeContext
+from supernet.node.service.ports import ChainPort, Executor
+from supernet.node.service.redeemer import Redeemer
+from supernet.node.service.streams import StreamHub
+from supernet.node.service.worker import TaskWorker
+from supernet.sdk.chain.eip712 import Domain
+
+log = logging.getLogger(__name__)
+
+ZERO_ADDRESS = "0x" + "00" * 20
+
+
+class NodeService:
+    """One node: owns its database and background services, serves the API."""
+
+    def __init__(self, settings: NodeSettings, executor: Executor, account: LocalAccount,
+                 store: DagStore, chain: ChainPort | None) -> None:
+        self.settings = settings
+        self.executor = executor
+        self.account = account
+        self.store = store
+        self.chain = chain
+        self.ctx: NodeContext | None = None
+        self.app: FastAPI | None = None
+        self.batcher: Batcher | None = None
+        self.redeemer: Redeemer | None = None
+        self._server: uvicorn.Server | None = None
+        self._stopped = asyncio.Event()
+
+    @property
+    def domain(self) -> Domain:
+        """The EIP-712 domain users sign under."""
+        if self.chain is not None:
+            return self.chain.domain
+        return Domain(chain_id=self.settings.chain.chain_id, verifying_contract=ZERO_ADDRESS)
+
+    async def setup(self) -> None:
+        """Open the database, register on chain if configured, and resume unfinished work."""
+        s = self.settings
+        db = Database.open(s.data_dir / "node.sqlite3")
+        streams = StreamHub()
+        self.batcher = Batcher(db, self.store, self.chain, self.account.address, s.batch.max_size,
+                               s.batch.max_age_s)
+        worker = TaskWorker(db, self.executor, self.account, streams, self.batcher.notify)
+        auth = Authenticator(self.account.address, self.domain, self.executor, db, self.chain,
+                             s.pricing.task_fee_wei)
+        self.ctx = NodeContext(settings=s, address=self.account.address, db=db, executor=self.executor,
+                               auth=auth, worker=worker, streams=streams, chain=self.chain)
+        self.app = create_app(self.ctx)
+        if self.chain is not None:
+            self.redeemer = Redeemer(db, self.chain, s.redeem.interval_s, s.redeem.min_amount_wei)
+            if s.chain.register:
+                await self.chain.ensure_registered(s.api.endpoint(), list(self.executor.model_ids()),
+                                                   s.chain.stake_wei)
+        resumed = worker.resume()
+        if resumed:
+            log.info("resumed %d unfinished tasks", len(resumed))
+
+    async def run_forever(self) -> None:
+        """Serve the API and run the background services until :meth:`stop`."""
+        assert self.app is not None and self.batcher is not None, "setup() first"
+        config = uvicorn.Config(self.app, host=self.settings.api.host, port=self.settings.api.port,
+                                log_level=self.settings.log_level.lower(), lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        services = [self.batcher.run_forever(), self._server.serve()]
+        if self.redeemer is not None:
+            services.append(self.redeemer.run_forever())
+        tasks = [asyncio.create_task(s) for s in services]
+        stop_wait = asyncio.create_task(self._stopped.wait())
+        await asyncio.wait([*tasks, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+        self.stop()
+        for t in tasks:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(t), 10)
+        for t in [*tasks, stop_wait]:
+            t.cancel()
+        await asyncio.gather(*tasks, stop_wait, return_exceptions=True)
+        for t in tasks:
+            if not t.cancelled() and t.exception() is not None:
+                raise t.exception()  # type: ignore[misc]
+
+    def stop(self) -> None:
+        """Stop taking tasks and ask every service to return."""
+        if self.ctx is not None:
+            self.ctx.accepting = False
+        if self.batcher is not None:
+            self.batcher.stop()
+        if self.redeemer is not None:
+            self.redeemer.stop()
+        if self._server is not None:
+            self._server.should_exit = True
+        self._stopped.set()
+
+    async def cleanup(self) -> None:
+        """Cancel running tasks (they resume on the next start) and close the database."""
+        if self.ctx is not None:
+            await self.ctx.worker.stop()
+            self.ctx.db.close()
+
+    async def serve(self) -> None:
+        """``setup``, ``run_forever`` until SIGINT/SIGTERM or :meth:`stop`, then ``cleanup``."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stop)
+        await self.setup()
+        try:
+            await self.run_forever()
+        finally:
+            await self.cleanup()

@@ -1,0 +1,173 @@
+"""Request and response schemas of the public API (pydantic, the edge of the service).
+
+Field names follow docs/protocol.md (camelCase, as in the signed EIP-712 structs). Integers of
+uint256 range are accepted as JSON numbers or decimal strings and returned as decimal strings.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints
+
+Address = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{40}$")]
+Bytes32 = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{64}$")]
+Signature = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{130}$")]
+Uint256 = Annotated[int, Field(ge=0, lt=2**256), PlainSerializer(str, return_type=str)]
+AgentId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
+TaskInput = str | dict[str, Any]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskRequestBody(_Strict):
+    """The EIP-712 ``TaskRequest`` the user signed."""
+
+    user: Address
+    node: Address
+    modelId: Bytes32
+    agentHash: Bytes32
+    inputHash: Bytes32
+    maxFee: Uint256
+    nonce: Uint256
+    deadline: Uint256
+
+
+class VoucherBody(_Strict):
+    """The user's cumulative voucher to this node (``user`` and ``node`` are the request's)."""
+
+    cumulativeAmount: Uint256
+    signature: Signature
+
+
+class SignedTask(_Strict):
+    """Authentication of one paid task: the signed request and the voucher that pays for it."""
+
+    request: TaskRequestBody
+    signature: Signature
+    voucher: VoucherBody
+
+
+class TaskCreate(SignedTask):
+    """``POST /v1/tasks``: the input, the agent that runs it, and the signatures."""
+
+    agent: AgentId = "chat"
+    input: TaskInput
+
+
+class TaskPublic(BaseModel):
+    """A task as the API shows it."""
+
+    id: Bytes32
+    status: Literal["accepted", "running", "done", "failed", "refused"]
+    user: Address
+    agent: str
+    modelId: Bytes32
+    nonce: Uint256
+    fee: Uint256
+    output: str | None = None
+    traceCid: str | None = None
+    error: str | None = None
+    createdAt: float
+    updatedAt: float
+
+
+class BatchInfo(BaseModel):
+    """Where a receipt was committed, with its Merkle proof against the on-chain root."""
+
+    localId: int
+    status: Literal["sealed", "sent", "committed"]
+    chainBatchId: int | None
+    root: Bytes32
+    index: int
+    manifestCid: str
+    txHash: str | None
+    proof: list[Bytes32] | None
+
+
+class ReceiptPublic(BaseModel):
+    """``GET /v1/tasks/{id}/receipt``."""
+
+    taskId: Bytes32
+    node: Address
+    receipt: dict[str, str]
+    leaf: Bytes32
+    signature: Signature
+    traceCid: str
+    batch: BatchInfo | None = None
+
+
+class ModelCard(BaseModel):
+    """One entry of ``GET /v1/models`` (OpenAI-compatible, plus the protocol's model id)."""
+
+    id: str
+    object: Literal["model"] = "model"
+    owned_by: str
+    modelId: Bytes32
+    taskFee: Uint256
+
+
+class ModelList(BaseModel):
+    """``GET /v1/models``."""
+
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class NodeInfo(BaseModel):
+    """``GET /v1/node``: what a client needs to sign a request to this node."""
+
+    address: Address
+    chainId: int
+    verifyingContract: Address
+    taskFee: Uint256
+    models: list[Bytes32]
+    agents: dict[str, Bytes32]
+
+
+class AccountPublic(BaseModel):
+    """``GET /v1/accounts/{user}``: the user's nonce and billing state at this node."""
+
+    user: Address
+    lastNonce: int
+    billed: Uint256
+    redeemed: Uint256
+
+
+class ChatMessage(BaseModel):
+    """One OpenAI chat message."""
+
+    role: Literal["system", "user", "assistant"]
+    content: Annotated[str, StringConstraints(max_length=32_768)]
+
+
+class ChatCompletionCreate(BaseModel):
+    """``POST /v1/chat/completions``; the ``supernet`` field (or the ``X-Supernet-Auth`` header)
+    carries the signed request. The signed input is ``{"messages": [...]}`` plus
+    ``max_tokens`` / ``temperature`` / ``seed`` when given (see docs/node.md)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=64)]
+    stream: bool = False
+    max_tokens: Annotated[int, Field(gt=0, le=4096)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    seed: Annotated[int, Field(ge=0, lt=2**63)] | None = None
+    supernet: SignedTask | None = None
+
+    def task_input(self) -> dict[str, Any]:
+        """The task input this chat request stands for (what ``inputHash`` covers)."""
+        out: dict[str, Any] = {"messages": [m.model_dump() for m in self.messages]}
+        for key in ("max_tokens", "temperature", "seed"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx answer: ``{"error": {"code", "message", ...detail}}``."""
+
+    error: dict[str, Any]

@@ -1,0 +1,94 @@
+"""In-memory fan-out of generated text to event-stream subscribers.
+
+Each running task has a :class:`TokenStream`: the executor pushes text pieces, any number of
+subscribers iterate them (a late subscriber first gets what was already produced). A stream
+ends with :meth:`TokenStream.close`. Streams live only in memory: after a restart a finished
+task's output is served from the database instead.
+
+>>> hub = StreamHub()
+>>> s = hub.open("t1"); s.push("Hel"); s.push("lo"); s.close()
+>>> [p async for p in hub.get("t1").subscribe()]  # doctest: +SKIP
+['Hel', 'lo']
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+
+class TokenStream:
+    """The text pieces of one task, replayable and live."""
+
+    def __init__(self) -> None:
+        self._pieces: list[str] = []
+        self._closed = False
+        self._changed = asyncio.Condition()
+        self._waiters = 0
+
+    def push(self, piece: str) -> None:
+        """Append a piece and wake subscribers (call from the event loop)."""
+        if self._closed or not piece:
+            return
+        self._pieces.append(piece)
+        self._notify()
+
+    def close(self) -> None:
+        """Mark the stream finished."""
+        self._closed = True
+        self._notify()
+
+    def _notify(self) -> None:
+        async def wake() -> None:
+            async with self._changed:
+                self._changed.notify_all()
+
+        if self._waiters:
+            asyncio.get_running_loop().create_task(wake())
+
+    @property
+    def closed(self) -> bool:
+        """True once the task finished producing text."""
+        return self._closed
+
+    async def subscribe(self) -> AsyncIterator[str]:
+        """Yield every piece, from the first, until the stream is closed."""
+        sent = 0
+        while True:
+            while sent < len(self._pieces):
+                sent += 1
+                yield self._pieces[sent - 1]
+            if self._closed:
+                return
+            async with self._changed:
+                self._waiters += 1
+                try:
+                    await self._changed.wait_for(lambda: self._closed or sent < len(self._pieces))
+                finally:
+                    self._waiters -= 1
+
+
+class StreamHub:
+    """Streams of the tasks this process is running (dropped a while after they end)."""
+
+    def __init__(self, keep: int = 1024) -> None:
+        self._streams: dict[str, TokenStream] = {}
+        self._keep = keep
+
+    def open(self, task_id: str) -> TokenStream:
+        """Create (or return) the stream of ``task_id``."""
+        stream = self._streams.get(task_id)
+        if stream is None:
+            stream = self._streams[task_id] = TokenStream()
+            self._prune()
+        return stream
+
+    def get(self, task_id: str) -> TokenStream | None:
+        """The stream of ``task_id`` if this process has one."""
+        return self._streams.get(task_id)
+
+    def _prune(self) -> None:
+        if len(self._streams) <= self._keep:
+            return
+        for tid in [t for t, s in self._streams.items() if s.closed][: len(self._streams) - self._keep]:
+            del self._streams[tid]

@@ -1,0 +1,143 @@
+"""Runs admitted tasks through the executor and turns each result into a signed receipt.
+
+A task moves ``accepted -> running -> done | failed``. The output, trace CID and signed
+receipt are stored in one transaction before the task reads as done; only then is the
+batcher woken. After a restart, :meth:`TaskWorker.resume` re-runs tasks that were accepted or
+running (their deadline still ahead) and refuses the rest, which are then never charged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+
+from eth_account.signers.local import LocalAccount
+
+from supernet.node.service.db import Database
+from supernet.node.service.metrics import METRICS
+from supernet.node.service.models import ReceiptRow, TaskRow, TaskStatus
+from supernet.node.service.ports import Executor, Job
+from supernet.node.service.streams import StreamHub
+from supernet.sdk.chain.receipts import Receipt, output_hash, sign_receipt, trace_hash
+
+log = logging.getLogger(__name__)
+
+
+def build_receipt(task: TaskRow, output: str, trace_cid: str) -> Receipt:
+    """The protocol receipt of a finished task."""
+    return Receipt(
+        request_hash=bytes.fromhex(task.id[2:]),
+        user=task.user,
+        model_id=bytes.fromhex(task.model_id[2:]),
+        input_hash=bytes.fromhex(task.input_hash[2:]),
+        output_hash=output_hash(output),
+        trace_hash=trace_hash(trace_cid),
+        fee=task.fee,
+    )
+
+
+class TaskWorker:
+    """Schedules admitted tasks on the executor, at most ``concurrency`` at a time.
+
+    Args:
+        db: the node database.
+        executor: the kernel (or a fake in tests).
+        account: the node key that signs receipts.
+        streams: where generated text is published.
+        on_receipt: called after each stored receipt (wakes the batcher).
+        concurrency: tasks in the executor at once; the kernel batches their LLM calls.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        executor: Executor,
+        account: LocalAccount,
+        streams: StreamHub,
+        on_receipt: Callable[[], None],
+        concurrency: int = 16,
+    ) -> None:
+        self.db = db
+        self.executor = executor
+        self.account = account
+        self.streams = streams
+        self._on_receipt = on_receipt
+        self._slots = asyncio.Semaphore(concurrency)
+        self._running: dict[str, asyncio.Task[None]] = {}
+
+    def start(self, task_id: str) -> asyncio.Task[None]:
+        """Start running a stored task in the background; returns its asyncio task."""
+        self.streams.open(task_id)
+        job = asyncio.get_running_loop().create_task(self._run(task_id), name=f"task-{task_id[:10]}")
+        self._running[task_id] = job
+        job.add_done_callback(lambda _: self._running.pop(task_id, None))
+        return job
+
+    async def wait(self, task_id: str) -> None:
+        """Wait until ``task_id`` (if running here) has finished."""
+        job = self._running.get(task_id)
+        if job is not None:
+            await asyncio.shield(job)
+
+    def resume(self, now: float | None = None) -> list[str]:
+        """Re-run unfinished tasks after a restart; refuse those past their deadline.
+
+        Returns:
+            The ids of the tasks started again.
+        """
+        now = time.time() if now is None else now
+        started = []
+        for task in self.db.tasks_with_status(TaskStatus.ACCEPTED, TaskStatus.RUNNING):
+            if task.deadline < now:
+                log.info("refusing task %s after restart: deadline passed (not charged)", task.id)
+                self.db.set_status(task.id, TaskStatus.REFUSED, error="node restarted after the deadline")
+                METRICS.tasks_finished.labels(status="refused").inc()
+                continue
+            log.info("resuming task %s after restart", task.id)
+            self.start(task.id)
+            started.append(task.id)
+        return started
+
+    async def stop(self) -> None:
+        """Cancel running tasks; they stay ``running`` in the database and resume on restart."""
+        jobs = list(self._running.values())
+        for job in jobs:
+            job.cancel()
+        await asyncio.gather(*jobs, return_exceptions=True)
+
+    async def _run(self, task_id: str) -> None:
+        stream = self.streams.open(task_id)
+        task = self.db.task(task_id)
+        if task is None:
+            stream.close()
+            return
+        async with self._slots:
+            self.db.set_status(task_id, TaskStatus.RUNNING)
+            started = time.perf_counter()
+            try:
+                job = Job(task_id=task.id, user=task.user, agent=task.agent, model_id=task.model_id,
+                          input=task.input)
+                result = await self.executor.run(job, stream.push)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("task %s failed: %s", task_id, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+                self.db.set_status(task_id, TaskStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+                METRICS.tasks_finished.labels(status="failed").inc()
+                stream.close()
+                return
+            receipt = build_receipt(task, result.output, result.trace_cid)
+            row = ReceiptRow(
+                task_id=task_id,
+                leaf="0x" + receipt.leaf().hex(),
+                body=json.dumps(receipt.to_json()),
+                signature="0x" + sign_receipt(receipt, self.account).hex(),
+            )
+            self.db.finish_task(task_id, result.output, result.trace_cid, row)
+            METRICS.tasks_finished.labels(status="done").inc()
+            METRICS.task_seconds.observe(time.perf_counter() - started)
+            stream.close()
+        self._on_receipt()

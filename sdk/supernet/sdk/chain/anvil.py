@@ -1,0 +1,244 @@
+"""A real Anvil process for tests, benchmarks and the devnet, plus its dev accounts and test RPCs.
+
+Anvil is started on a free port (``--port 0``; the port is read from its log), awaited until it
+answers ``eth_chainId``, and stopped with SIGTERM (then SIGKILL) as its own process group, so a
+Ctrl-C in the terminal never leaves it behind half-stopped.
+
+>>> with Anvil() as anvil:                                     # doctest: +SKIP
+...     w3 = anvil.web3()
+...     w3.eth.chain_id
+31337
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from functools import cache
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+from web3.types import RPCEndpoint
+
+from supernet.sdk.errors import SupernetError
+
+DEV_MNEMONIC = "test test test test test test test test test test test junk"
+"""Anvil's default mnemonic: its dev accounts are public knowledge, never use them for value."""
+
+_LISTEN_RE = re.compile(r"Listening on ([0-9.]+):(\d+)")
+
+
+class AnvilError(SupernetError, RuntimeError):
+    """Anvil cannot be found, did not start, or an Anvil-only RPC failed."""
+
+
+def find_anvil() -> Path:
+    """Locate the anvil binary: ``$SUPERNET_ANVIL``, the repo's ``node_modules/.bin``, then PATH.
+
+    Raises:
+        AnvilError: no binary found.
+    """
+    env = os.environ.get("SUPERNET_ANVIL")
+    if env:
+        return Path(env)
+    for base in (Path.cwd(), Path(__file__).resolve()):
+        for parent in (base, *base.parents):
+            cand = parent / "node_modules" / ".bin" / "anvil"
+            if cand.exists():
+                return cand
+    found = shutil.which("anvil")
+    if found:
+        return Path(found)
+    raise AnvilError("anvil not found: run `make setup` (npm ci) or set SUPERNET_ANVIL")
+
+
+@cache
+def dev_account(index: int) -> LocalAccount:
+    """Dev account ``index`` of Anvil's default mnemonic (derivation path m/44'/60'/0'/0/index)."""
+    Account.enable_unaudited_hdwallet_features()
+    return Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
+
+
+def dev_accounts(count: int) -> list[LocalAccount]:
+    """The first ``count`` dev accounts."""
+    return [dev_account(i) for i in range(count)]
+
+
+class Anvil:
+    """One Anvil process.
+
+    Args:
+        port: TCP port; 0 picks a free one.
+        host: interface to listen on.
+        chain_id: the chain id it reports.
+        accounts: number of funded dev accounts.
+        balance_eth: balance of each dev account, in ether.
+        block_time: seconds between blocks; None mines one block per transaction.
+        log_path: where Anvil's stdout/stderr go (a temporary file by default).
+        binary: the anvil executable (`find_anvil` by default).
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        chain_id: int = 31337,
+        accounts: int = 20,
+        balance_eth: int = 10_000,
+        block_time: float | None = None,
+        log_path: str | Path | None = None,
+        binary: str | Path | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.chain_id = chain_id
+        self._args = ["--port", str(port), "--host", host, "--chain-id", str(chain_id)]
+        self._args += ["--accounts", str(accounts), "--balance", str(balance_eth)]
+        if block_time is not None:
+            self._args += ["--block-time", str(block_time)]
+        self._binary = Path(binary) if binary else None
+        self._log_path = Path(log_path) if log_path else None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """HTTP JSON-RPC URL (valid once started)."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """Process id while running."""
+        return self._proc.pid if self._proc else None
+
+    @property
+    def log_path(self) -> Path | None:
+        """Anvil's log file."""
+        return self._log_path
+
+    def running(self) -> bool:
+        """True while the process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, timeout: float = 30.0) -> Anvil:
+        """Start Anvil and wait until it answers JSON-RPC.
+
+        Raises:
+            AnvilError: it exited or did not answer within ``timeout`` seconds.
+        """
+        binary = self._binary or find_anvil()
+        if self._log_path is None:
+            fd, name = tempfile.mkstemp(prefix="anvil-", suffix=".log")
+            os.close(fd)
+            self._log_path = Path(name)
+        self._log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self._log_path, "wb") as log:
+            self._proc = subprocess.Popen(
+                [str(binary), *self._args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # our Ctrl-C handling stops it, not the terminal's SIGINT
+            )
+        try:
+            self._await_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _await_ready(self, timeout: float) -> None:
+        assert self._proc is not None and self._log_path is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise AnvilError(f"anvil exited with {self._proc.returncode}: {self._log_tail()}")
+            m = _LISTEN_RE.search(self._log_path.read_text(errors="replace"))
+            if m:
+                self.port = int(m.group(2))
+                try:
+                    if Web3(Web3.HTTPProvider(self.url, request_kwargs={"timeout": 2})).eth.chain_id:
+                        return
+                except Exception:  # not serving yet
+                    pass
+            time.sleep(0.02)
+        raise AnvilError(f"anvil did not answer within {timeout:.0f} s: {self._log_tail()}")
+
+    def _log_tail(self) -> str:
+        if self._log_path is None or not self._log_path.exists():
+            return ""
+        return self._log_path.read_text(errors="replace")[-2000:]
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Terminate Anvil (SIGTERM, then SIGKILL after ``timeout``); safe to call twice."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout)
+        except ProcessLookupError:
+            pass
+
+    def web3(self) -> Web3:
+        """A Web3 client on this Anvil."""
+        return Web3(Web3.HTTPProvider(self.url, request_kwargs={"timeout": 60}))
+
+    def __enter__(self) -> Anvil:
+        return self if self.running() else self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Anvil-only RPCs (test chains)
+# ---------------------------------------------------------------------------------------------
+
+
+def _rpc(w3: Web3, method: str, params: list[Any]) -> Any:
+    resp = w3.provider.make_request(RPCEndpoint(method), params)
+    if "error" in resp:
+        raise AnvilError(f"{method} failed: {resp['error']}")
+    return resp.get("result")
+
+
+def snapshot(w3: Web3) -> str:
+    """Take an EVM snapshot; returns its id for `revert`."""
+    return str(_rpc(w3, "evm_snapshot", []))
+
+
+def revert(w3: Web3, snapshot_id: str) -> None:
+    """Revert the chain to ``snapshot_id`` (the snapshot is consumed)."""
+    if not _rpc(w3, "evm_revert", [snapshot_id]):
+        raise AnvilError(f"evm_revert to {snapshot_id} failed")
+
+
+def increase_time(w3: Web3, seconds: int) -> None:
+    """Move the chain clock forward by ``seconds`` and mine a block so it takes effect."""
+    _rpc(w3, "evm_increaseTime", [seconds])
+    mine(w3)
+
+
+def mine(w3: Web3, blocks: int = 1) -> None:
+    """Mine ``blocks`` empty blocks."""
+    _rpc(w3, "anvil_mine", [hex(blocks)])
+
+
+def set_balance(w3: Web3, address: str, wei: int) -> None:
+    """Set an account's balance."""
+    _rpc(w3, "anvil_setBalance", [address, hex(wei)])

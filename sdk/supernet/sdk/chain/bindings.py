@@ -1,0 +1,183 @@
+"""The base of the typed contract wrappers: generated ABIs, transactions, reverts as exceptions.
+
+ABIs and bytecode come from ``abi/<Name>.json`` (generated from forge's artifacts by
+``scripts/gen_bindings.py``). A `Binding` signs transactions locally with the account it was
+given, estimates gas first (so a revert surfaces before anything is sent) and turns every revert
+into the generated `ContractError` subclass.
+
+>>> abi = load_abi("Payments")                                 # doctest: +SKIP
+>>> pay = Binding.at(w3, "Payments", address, account)         # doctest: +SKIP
+>>> receipt = pay.transact("deposit", value=10**18)            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+from importlib.resources import files
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+from web3.contract import Contract
+from web3.contract.contract import ContractFunction
+from web3.exceptions import ContractLogicError
+from web3.types import EventData, TxReceipt
+
+from supernet.sdk.chain.errors import BindingsError, ContractError, TransactionFailed, decode_revert
+
+
+@dataclass(frozen=True)
+class TxResult:
+    """A mined transaction and the value the wrapper decoded from it (an id, a verdict ...)."""
+
+    receipt: TxReceipt
+    value: Any = None
+
+    @property
+    def gas_used(self) -> int:
+        """Gas the transaction used (intrinsic 21,000 and calldata included)."""
+        return int(self.receipt["gasUsed"])
+
+    @property
+    def tx_hash(self) -> str:
+        """0x-hex transaction hash."""
+        return "0x" + bytes(self.receipt["transactionHash"]).hex()
+
+    @property
+    def block_number(self) -> int:
+        """Block the transaction was mined in."""
+        return int(self.receipt["blockNumber"])
+
+
+@cache
+def _load(name: str) -> dict[str, Any]:
+    res = files("supernet.sdk.chain") / "abi" / f"{name}.json"
+    try:
+        doc: dict[str, Any] = json.loads(res.read_text())
+    except FileNotFoundError:
+        raise BindingsError(f"no generated ABI for {name}: run `make bindings`") from None
+    return doc
+
+
+def load_abi(name: str) -> list[dict[str, Any]]:
+    """The generated ABI of contract ``name``."""
+    abi: list[dict[str, Any]] = _load(name)["abi"]
+    return abi
+
+
+def load_bytecode(name: str) -> str:
+    """The generated creation bytecode (0x-hex) of contract ``name``."""
+    code: str = _load(name)["bytecode"]
+    return code
+
+
+@contextmanager
+def reverts_as(contract: str) -> Iterator[None]:
+    """Re-raise web3's revert exceptions inside the block as typed `ContractError`s."""
+    try:
+        yield
+    except ContractLogicError as exc:
+        data = exc.data.get("data") if isinstance(exc.data, dict) else exc.data
+        err = decode_revert(data if isinstance(data, str) and data.startswith("0x") else None, contract)
+        if not err.data and exc.message:
+            err.args = (f"{contract}: {exc.message}",)
+        raise err from exc
+
+
+def send(w3: Web3, account: LocalAccount, fn: ContractFunction, contract: str, value: int = 0) -> TxReceipt:
+    """Sign, send and wait for one contract transaction.
+
+    Args:
+        w3: the client.
+        account: the local signer (its key never leaves the process).
+        fn: a bound contract function, e.g. ``contract.functions.deposit()``.
+        contract: the contract's name, for error messages.
+        value: wei sent along.
+
+    Returns:
+        The mined transaction's receipt (status 1).
+
+    Raises:
+        ContractError: the call reverts (detected by gas estimation, before sending).
+        TransactionFailed: it was mined but failed anyway.
+    """
+    with reverts_as(contract):
+        tx = fn.build_transaction(
+            {
+                "from": account.address,
+                "value": value,
+                "nonce": w3.eth.get_transaction_count(account.address, "pending"),
+                "chainId": w3.eth.chain_id,
+            }
+        )
+    signed = account.sign_transaction(tx)
+    tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
+    receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120, poll_latency=0.05)
+    if receipt["status"] != 1:
+        raise TransactionFailed(f"{contract}.{fn.fn_name} failed in block {receipt['blockNumber']}", tx_hash.hex())
+    return receipt
+
+
+class Binding:
+    """One deployed contract, bound to a client and (optionally) a signing account.
+
+    Args:
+        w3: the client.
+        name: the contract's name (its generated ABI).
+        address: where it is deployed.
+        account: signer for transactions; None for read-only use.
+    """
+
+    NAME: str = ""
+
+    def __init__(self, w3: Web3, address: str, account: LocalAccount | None = None, name: str = "") -> None:
+        self.name = name or self.NAME
+        self.w3 = w3
+        self.account = account
+        self.contract: Contract = w3.eth.contract(address=Web3.to_checksum_address(address), abi=load_abi(self.name))
+
+    @classmethod
+    def at(cls, w3: Web3, name: str, address: str, account: LocalAccount | None = None) -> Binding:
+        """A generic binding of contract ``name`` at ``address``."""
+        return cls(w3, address, account, name=name)
+
+    @property
+    def address(self) -> str:
+        """The contract's checksum address."""
+        return str(self.contract.address)
+
+    def with_account(self, account: LocalAccount) -> Any:
+        """The same contract, signing with another account."""
+        return type(self)(self.w3, self.address, account, name=self.name)
+
+    def call(self, fn_name: str, *args: Any) -> Any:
+        """Call a view function; reverts raise the typed `ContractError`."""
+        with reverts_as(self.name):
+            return self.contract.functions[fn_name](*args).call()
+
+    def transact(self, fn_name: str, *args: Any, value: int = 0) -> TxResult:
+        """Send a transaction from the bound account; reverts raise the typed `ContractError`."""
+        if self.account is None:
+            raise ContractError(f"{self.name}.{fn_name}: no account bound to sign the transaction")
+        return TxResult(send(self.w3, self.account, self.contract.functions[fn_name](*args), self.name, value))
+
+    def events(self, tx: TxResult | TxReceipt, event_name: str) -> list[EventData]:
+        """The ``event_name`` events this contract emitted in the transaction ``tx``."""
+        receipt = tx.receipt if isinstance(tx, TxResult) else tx
+        event = self.contract.events[event_name]()
+        mine = [log for log in receipt["logs"] if log["address"] == self.contract.address]
+        return [event.process_log(log) for log in mine if log["topics"][0] == event.topic]
+
+
+def deploy(w3: Web3, account: LocalAccount, name: str, *args: Any) -> tuple[str, TxReceipt]:
+    """Deploy contract ``name`` with constructor ``args``; returns its address and the receipt."""
+    factory = w3.eth.contract(abi=load_abi(name), bytecode=load_bytecode(name))
+    receipt = send(w3, account, factory.constructor(*args), name)
+    address = receipt["contractAddress"]
+    if address is None:
+        raise TransactionFailed(f"deploying {name} created no contract")
+    return str(address), receipt

@@ -1,0 +1,126 @@
+"""The task receipt (docs/protocol.md "Receipts and batches"): struct, leaf hash, node signature.
+
+``leaf = keccak256(keccak256(abi.encode(receipt)))``; the node signs the leaf with EIP-191
+``personal_sign``. Helpers compute the protocol's content hashes (sha256 of inputs and outputs,
+keccak256 of the trace CID string).
+
+>>> from eth_account import Account
+>>> node = Account.from_key("0x" + "11" * 32)
+>>> r = Receipt(request_hash=b"\\x01" * 32, user="0x" + "22" * 20, model_id=b"\\x02" * 32,
+...             input_hash=input_hash("hi"), output_hash=output_hash("hello"),
+...             trace_hash=trace_hash("bafy..."), fee=1000)
+>>> recover_receipt_signer(r, sign_receipt(r, node)) == node.address
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from eth_abi import decode, encode
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_account.signers.local import LocalAccount
+from eth_utils import keccak, to_checksum_address
+
+RECEIPT_ABI_TYPES = ("bytes32", "address", "bytes32", "bytes32", "bytes32", "bytes32", "uint256")
+"""The Solidity ``Receipt`` struct's field types, in order (a static tuple)."""
+
+
+def canonical_json(obj: Any) -> bytes:
+    """Canonical JSON: sorted keys, no spaces, UTF-8 (what the protocol hashes for objects)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def input_hash(task_input: str | Mapping[str, Any]) -> bytes:
+    """sha256 of the UTF-8 task input, or of its canonical JSON when it is an object."""
+    data = task_input.encode() if isinstance(task_input, str) else canonical_json(task_input)
+    return hashlib.sha256(data).digest()
+
+
+def output_hash(output: str) -> bytes:
+    """sha256 of the UTF-8 output text."""
+    return hashlib.sha256(output.encode()).digest()
+
+
+def trace_hash(trace_cid: str) -> bytes:
+    """keccak256 of the trace CID's UTF-8 string."""
+    return keccak(trace_cid.encode())
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """One executed task, as committed in a batch (mirrors the Solidity struct field by field)."""
+
+    request_hash: bytes
+    user: str
+    model_id: bytes
+    input_hash: bytes
+    output_hash: bytes
+    trace_hash: bytes
+    fee: int
+
+    def as_tuple(self) -> tuple[bytes, str, bytes, bytes, bytes, bytes, int]:
+        """The struct as a tuple in field order, as web3 passes it to a contract call."""
+        return (
+            self.request_hash,
+            to_checksum_address(self.user),
+            self.model_id,
+            self.input_hash,
+            self.output_hash,
+            self.trace_hash,
+            self.fee,
+        )
+
+    def encode(self) -> bytes:
+        """``abi.encode(receipt)``: seven 32-byte words."""
+        return encode(list(RECEIPT_ABI_TYPES), list(self.as_tuple()))
+
+    @classmethod
+    def decode(cls, data: bytes) -> Receipt:
+        """Inverse of `encode`."""
+        rh, user, mid, ih, oh, th, fee = decode(list(RECEIPT_ABI_TYPES), data)
+        return cls(rh, to_checksum_address(user), mid, ih, oh, th, fee)
+
+    def leaf(self) -> bytes:
+        """The Merkle leaf: double keccak256 of the ABI encoding (no second-preimage attacks)."""
+        return keccak(keccak(self.encode()))
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-friendly mapping (hex strings) for manifests and APIs."""
+        return {
+            "requestHash": "0x" + self.request_hash.hex(),
+            "user": to_checksum_address(self.user),
+            "modelId": "0x" + self.model_id.hex(),
+            "inputHash": "0x" + self.input_hash.hex(),
+            "outputHash": "0x" + self.output_hash.hex(),
+            "traceHash": "0x" + self.trace_hash.hex(),
+            "fee": str(self.fee),
+        }
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> Receipt:
+        """Inverse of `to_json`."""
+        return cls(
+            request_hash=bytes.fromhex(obj["requestHash"].removeprefix("0x")),
+            user=to_checksum_address(obj["user"]),
+            model_id=bytes.fromhex(obj["modelId"].removeprefix("0x")),
+            input_hash=bytes.fromhex(obj["inputHash"].removeprefix("0x")),
+            output_hash=bytes.fromhex(obj["outputHash"].removeprefix("0x")),
+            trace_hash=bytes.fromhex(obj["traceHash"].removeprefix("0x")),
+            fee=int(obj["fee"]),
+        )
+
+
+def sign_receipt(receipt: Receipt, node: LocalAccount) -> bytes:
+    """The node's EIP-191 ``personal_sign`` of the receipt's leaf (65 bytes)."""
+    return bytes(node.sign_message(encode_defunct(primitive=receipt.leaf())).signature)
+
+
+def recover_receipt_signer(receipt: Receipt, signature: bytes) -> str:
+    """Address that signed the receipt's leaf."""
+    return str(Account.recover_message(encode_defunct(primitive=receipt.leaf()), signature=signature))

@@ -1,0 +1,183 @@
+"""Typed wrapper of ``TaskManager``: batch commits, sampling seed, challenges, votes, resolution.
+
+>>> tm = TaskManager(w3, dep.address("TaskManager"), node)              # doctest: +SKIP
+>>> tree = ReceiptTree.from_receipts(receipts)
+>>> batch_id = tm.commit_batch(tree.root, len(tree), manifest_cid).value  # doctest: +SKIP
+>>> v = tm.with_account(validator)                                      # doctest: +SKIP
+>>> cid = v.challenge(batch_id, receipts[0], tree.proof(receipts[0]), evidence_cid).value
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+
+from supernet.sdk.chain.bindings import Binding, TxResult
+from supernet.sdk.chain.receipts import Receipt
+
+
+class ChallengeStatus(IntEnum):
+    """Lifecycle of a challenge."""
+
+    NONE = 0
+    OPEN = 1
+    FRAUD = 2
+    NOT_FRAUD = 3
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One committed batch."""
+
+    node: str
+    count: int
+    commit_block: int
+    committed_at: int
+    root: bytes
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """One challenge on one receipt leaf."""
+
+    batch_id: int
+    challenger: str
+    opened_at: int
+    vote_deadline: int
+    status: ChallengeStatus
+    node: str
+    user: str
+    fee: int
+    leaf: bytes
+    fraud_stake: int
+    honest_stake: int
+    slashed: int
+    reward_pool: int
+    reward_claimed: int
+
+
+@dataclass(frozen=True)
+class Vote:
+    """How one validator voted on one challenge (weight 0: it did not vote)."""
+
+    weight: int
+    fraud: bool
+    reward_claimed: bool
+
+
+class TaskManager(Binding):
+    """Batch commitments, the sampling seed and disputes."""
+
+    NAME = "TaskManager"
+
+    # -- node ----------------------------------------------------------------------------------
+
+    def commit_batch(self, root: bytes, count: int, manifest_cid: str) -> TxResult:
+        """Commit a batch root; ``value`` of the result is the new batch id."""
+        tx = self.transact("commitBatch", root, count, manifest_cid)
+        return TxResult(tx.receipt, int(self.events(tx, "BatchCommitted")[0]["args"]["batchId"]))
+
+    def seal_seed(self, batch_id: int) -> TxResult:
+        """Store a batch's seed before its block hash expires; ``value`` is the seed."""
+        tx = self.transact("sealSeed", batch_id)
+        return TxResult(tx.receipt, bytes(self.events(tx, "SeedSealed")[0]["args"]["seed"]))
+
+    # -- validators ----------------------------------------------------------------------------
+
+    def challenge(
+        self,
+        batch_id: int,
+        receipt: Receipt,
+        proof: Sequence[bytes],
+        evidence_cid: str,
+        bond: int | None = None,
+    ) -> TxResult:
+        """Challenge one receipt with its Merkle proof; ``value`` is the new challenge id.
+
+        Args:
+            batch_id: the batch holding the receipt.
+            receipt: the receipt (its leaf must be in the batch).
+            proof: the leaf's Merkle proof (`ReceiptTree.proof`).
+            evidence_cid: CID of the evidence on the content store.
+            bond: wei sent; the contract's ``CHALLENGE_BOND`` by default.
+        """
+        value = self.challenge_bond() if bond is None else bond
+        tx = self.transact("challenge", batch_id, receipt.as_tuple(), list(proof), evidence_cid, value=value)
+        return TxResult(tx.receipt, int(self.events(tx, "ChallengeOpened")[0]["args"]["challengeId"]))
+
+    def vote(self, challenge_id: int, fraud: bool) -> TxResult:
+        """Vote on an open challenge, weighted by the bound validator's stake."""
+        return self.transact("vote", challenge_id, fraud)
+
+    def resolve(self, challenge_id: int) -> TxResult:
+        """Resolve after the vote window; ``value`` is the ``ChallengeResolved`` event's args."""
+        tx = self.transact("resolve", challenge_id)
+        return TxResult(tx.receipt, dict(self.events(tx, "ChallengeResolved")[0]["args"]))
+
+    def claim_vote_reward(self, challenge_id: int) -> TxResult:
+        """Credit the bound winning voter's share of the pool; ``value`` is the amount."""
+        tx = self.transact("claimVoteReward", challenge_id)
+        return TxResult(tx.receipt, int(self.events(tx, "VoteRewardClaimed")[0]["args"]["amount"]))
+
+    def withdraw(self) -> TxResult:
+        """Pull the bound account's ``claimable`` balance (bonds, rewards, refunds)."""
+        return self.transact("withdraw")
+
+    # -- views ---------------------------------------------------------------------------------
+
+    def batch(self, batch_id: int) -> Batch:
+        """A committed batch (raises ``UnknownBatch``)."""
+        node, count, commit_block, committed_at, root = self.call("batches", batch_id)
+        return Batch(node, count, commit_block, committed_at, bytes(root))
+
+    def get_challenge(self, challenge_id: int) -> Challenge:
+        """A challenge (raises ``UnknownChallenge``)."""
+        f = list(self.call("challenges", challenge_id))
+        f[4] = ChallengeStatus(f[4])
+        f[8] = bytes(f[8])
+        return Challenge(*f)
+
+    def get_vote(self, challenge_id: int, validator: str) -> Vote:
+        """How ``validator`` voted on a challenge."""
+        return Vote(*self.call("getVote", challenge_id, validator))
+
+    def batch_seed(self, batch_id: int) -> bytes:
+        """The batch's sampling seed (raises ``SeedNotReady`` before its block)."""
+        return bytes(self.call("batchSeed", batch_id))
+
+    def is_sampled(self, batch_id: int, validator: str, index: int) -> bool:
+        """True iff ``validator`` must check receipt ``index`` of the batch."""
+        return bool(self.call("isSampled", batch_id, validator, index))
+
+    def hash_receipt(self, receipt: Receipt) -> bytes:
+        """The contract's Merkle leaf of a receipt."""
+        return bytes(self.call("hashReceipt", receipt.as_tuple()))
+
+    def claimable(self, address: str) -> int:
+        """Wei ``address`` can pull with `withdraw`."""
+        return int(self.call("claimable", address))
+
+    def batch_count(self) -> int:
+        """Number of committed batches (= last batch id)."""
+        return int(self.call("batchCount"))
+
+    def challenge_count(self) -> int:
+        """Number of challenges (= last challenge id)."""
+        return int(self.call("challengeCount"))
+
+    def total_burned(self) -> int:
+        """Wei burned by slashes so far."""
+        return int(self.call("totalBurned"))
+
+    def challenge_bond(self) -> int:
+        """Exact wei a challenger posts."""
+        return int(self.call("CHALLENGE_BOND"))
+
+    def vote_window(self) -> int:
+        """Seconds after a challenge opens during which validators vote."""
+        return int(self.call("VOTE_WINDOW"))
+
+    def challenge_window(self) -> int:
+        """Seconds after a commit during which its receipts can be challenged."""
+        return int(self.call("CHALLENGE_WINDOW"))

@@ -1,0 +1,247 @@
+"""The Kubo RPC subset served over an :class:`EmbeddedStore` (FastAPI).
+
+Endpoints (all ``POST``, as in Kubo): ``block/put|get|stat|rm``, ``pin/add|rm|ls``,
+``version``, ``id`` under ``/api/v0``. Errors are Kubo's JSON ``{"Message", "Code", "Type"}``:
+400 for bad arguments, 413 for a block or body over the limits, 500 for the rest (a missing
+block included, with Kubo's wording), so ``StoreClient`` handles both backends alike.
+
+>>> import tempfile
+>>> from supernet.sdk.store.blockstore import EmbeddedStore
+>>> from supernet.sdk.store.server import create_app
+>>> app = create_app(EmbeddedStore(tempfile.mkdtemp()))
+>>> sorted(path for path in app.openapi()["paths"] if path.startswith("/api/v0/pin"))
+['/api/v0/pin/add', '/api/v0/pin/ls', '/api/v0/pin/rm']
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from supernet.sdk import __version__
+from supernet.sdk.store.blockstore import EmbeddedStore
+from supernet.sdk.store.cids import CODECS, HASH_FUNCTION, MAX_BLOCK_SIZE, Codec
+from supernet.sdk.store.errors import (
+    InvalidBlockError,
+    InvalidCIDError,
+    RequestTooLargeError,
+    StoreError,
+    StoreLimitError,
+)
+
+DEFAULT_MAX_REQUEST_SIZE = 2 * MAX_BLOCK_SIZE
+"""Largest request body the server reads; a block is checked against its own, smaller limit."""
+
+AGENT = f"supernet-embedded/{__version__}"
+
+
+def _get_store(request: Request) -> EmbeddedStore:
+    return request.app.state.store  # type: ignore[no-any-return]
+
+
+StoreDep = Annotated[EmbeddedStore, Depends(_get_store)]
+CidArg = Annotated[str, Query(alias="arg", description="A CID.")]
+router = APIRouter(prefix="/api/v0")
+
+
+@router.post("/block/put")
+async def block_put(
+    request: Request,
+    store: StoreDep,
+    codec: Annotated[str, Query(alias="cid-codec")] = "raw",
+    mhtype: str = HASH_FUNCTION,
+    mhlen: int = -1,
+    pin: bool = False,
+) -> dict[str, Any]:
+    """Store the first file part of a multipart body as one block."""
+    if codec not in CODECS:
+        raise InvalidCIDError(f"unsupported cid-codec {codec!r}: this store accepts {', '.join(CODECS)}")
+    if mhtype != HASH_FUNCTION or mhlen not in (-1, 32):
+        raise InvalidCIDError(f"unsupported multihash {mhtype!r}/{mhlen}: this store uses sha2-256")
+    data = await _read_file_part(request)
+    cid = await run_in_threadpool(store.put, data, _as_codec(codec))
+    if pin:
+        await run_in_threadpool(store.pin_add, cid, recursive=True)
+    return {"Key": cid, "Size": len(data)}
+
+
+@router.post("/block/get")
+def block_get(store: StoreDep, arg: CidArg) -> Response:
+    """Return a block's bytes as stored (the client re-hashes them, as with Kubo)."""
+    return Response(store.get(arg, verify=False), media_type="application/octet-stream")
+
+
+@router.post("/block/stat")
+def block_stat(store: StoreDep, arg: CidArg) -> dict[str, Any]:
+    """Return a block's CID and size."""
+    stat = store.stat(arg)
+    return {"Key": stat.cid, "Size": stat.size}
+
+
+@router.post("/block/rm")
+def block_rm(store: StoreDep, arg: Annotated[list[str], Query()], force: bool = False) -> Response:
+    """Remove blocks; like Kubo, report per-block failures in the ``Error`` field of each line."""
+    lines = []
+    for cid in arg:
+        try:
+            store.remove(cid)
+            lines.append({"Hash": cid})
+        except StoreError as exc:
+            if not (force and "not found" in str(exc)):
+                lines.append({"Hash": cid, "Error": str(exc)})
+    body = "".join(json.dumps(line) + "\n" for line in lines)
+    return Response(body, media_type="application/json")
+
+
+@router.post("/pin/add")
+def pin_add(store: StoreDep, arg: CidArg, recursive: bool = True) -> dict[str, Any]:
+    """Pin a block, recursively by default (every linked block must be present)."""
+    return {"Pins": [store.pin_add(arg, recursive=recursive)]}
+
+
+@router.post("/pin/rm")
+def pin_rm(store: StoreDep, arg: CidArg, recursive: bool = True) -> dict[str, Any]:
+    """Remove a pin."""
+    return {"Pins": [store.pin_rm(arg, recursive=recursive)]}
+
+
+@router.post("/pin/ls")
+def pin_ls(store: StoreDep, type: str = "all") -> dict[str, Any]:
+    """List pins: ``{"Keys": {cid: {"Type": ...}}}``."""
+    if type not in ("recursive", "direct", "indirect", "all"):
+        raise InvalidBlockError(f"invalid pin type {type!r}: use recursive, direct, indirect or all")
+    return {"Keys": {cid: {"Type": kind} for cid, kind in sorted(store.pins(type).items())}}
+
+
+@router.post("/version")
+def version() -> dict[str, Any]:
+    """Report the server's version, in Kubo's shape."""
+    return {
+        "Version": __version__,
+        "Commit": "",
+        "Repo": "embedded",
+        "System": platform.machine(),
+        "Golang": "",
+        "Agent": AGENT,
+    }
+
+
+@router.post("/id")
+def node_id(store: StoreDep) -> dict[str, Any]:
+    """Identify the server (an embedded store has no libp2p identity)."""
+    return {
+        "ID": f"embedded:{store.path}",
+        "PublicKey": "",
+        "Addresses": [],
+        "AgentVersion": AGENT,
+        "Protocols": [],
+    }
+
+
+def create_app(store: EmbeddedStore, *, max_request_size: int = DEFAULT_MAX_REQUEST_SIZE) -> FastAPI:
+    """Build the FastAPI app serving ``store`` over the Kubo RPC subset.
+
+    Args:
+        store: The blockstore to serve.
+        max_request_size: Largest request body accepted, in bytes (413 beyond).
+    """
+    app = FastAPI(
+        title="Supernet embedded content store",
+        version=__version__,
+        description="The subset of the Kubo RPC API that supernet.sdk.store uses.",
+    )
+    app.state.store = store
+    app.state.max_request_size = max_request_size
+    app.include_router(router)
+    app.add_middleware(_BodyLimit, max_bytes=max_request_size)
+    app.add_exception_handler(StoreError, _store_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    return app
+
+
+def kubo_error(status: int, message: str) -> JSONResponse:
+    """Build an error response the way Kubo's RPC API shapes it (``Code`` 1 = client error)."""
+    code = 1 if 400 <= status < 500 else 0
+    return JSONResponse({"Message": message, "Code": code, "Type": "error"}, status_code=status)
+
+
+async def _store_error(_: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, StoreLimitError):
+        return kubo_error(413, str(exc))
+    if isinstance(exc, ValueError):  # invalid CIDs, blocks and arguments
+        return kubo_error(400, str(exc))
+    return kubo_error(500, str(exc))
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    first = errors[0] if errors else {"loc": ("?",), "msg": str(exc)}
+    return kubo_error(400, f"invalid argument {first['loc'][-1]!r}: {first['msg']}")
+
+
+async def _read_file_part(request: Request) -> bytes:
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise InvalidBlockError("block/put expects a multipart/form-data body with one file part")
+    limit = request.app.state.max_request_size
+    async with request.form(max_files=1, max_fields=0, max_part_size=limit) as form:
+        parts = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
+        if not parts:
+            raise InvalidBlockError("block/put expects one file part in the multipart body")
+        return await parts[0].read()
+
+
+def _as_codec(name: str) -> Codec:
+    return "raw" if name == "raw" else "dag-cbor"
+
+
+class _BodyLimit:
+    """ASGI middleware: refuse request bodies over ``max_bytes`` with a Kubo-style 413.
+
+    A declared ``Content-Length`` over the limit is refused before the app runs (the body is
+    drained first so HTTP clients read the answer instead of a reset connection); a streamed
+    body is counted as it arrives and stops the route with ``RequestTooLargeError``.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers", []))
+        declared = headers.get(b"content-length", b"").decode()
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._drain(receive, int(declared))
+            await kubo_error(413, self._message(int(declared)))(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise RequestTooLargeError(self._message(received))
+            return message
+
+        await self.app(scope, counted, send)
+
+    def _message(self, size: int) -> str:
+        return f"request body of {size} bytes is over the server's {self.max_bytes}-byte limit"
+
+    async def _drain(self, receive: Receive, declared: int) -> None:
+        if declared > 16 * self.max_bytes:
+            return  # not worth reading; the client may see the connection close instead
+        more = True
+        while more:
+            message = await receive()
+            more = message.get("more_body", False) and message["type"] == "http.request"

@@ -1,0 +1,143 @@
+"""Fixtures of the kernel tests.
+
+``FakeLLMEngine`` is a FAKE: a few lines that mimic the engine's submit / stream / preempt
+contract with made-up tokens, so the scheduler's *policies* (ordering, fair share,
+preemption and resume, error propagation, no hang) can be tested alone and fast. It is used
+by ``tests/unit/test_kernel_scheduler.py`` only; everything else runs on the real engine,
+the real model and the real store (``tests/integration/test_kernel_*.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest_asyncio
+
+
+@dataclass(frozen=True)
+class FakeParams:
+    """Sampling parameters of the fake: only a length."""
+
+    max_new_tokens: int
+
+
+@dataclass(frozen=True)
+class FakeTokenEvent:
+    token_id: int
+    position: int
+    logprob: float
+
+
+@dataclass(frozen=True)
+class FakeSnapshot:
+    tokens: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class FakeResult:
+    output_ids: tuple[int, ...]
+    finish_reason: str
+    fingerprints: Any = None
+
+
+def fake_token(prompt_ids: Sequence[int], index: int) -> int:
+    """The fake's deterministic output token ``index`` for a prompt."""
+    return (sum(prompt_ids) * 31 + index * 7) % 1000
+
+
+@dataclass(eq=False)
+class FakeHandle:
+    request_id: str
+    prompt_ids: tuple[int, ...]
+    params: FakeParams
+    tokens: list[int]
+    queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+    preempt_waiter: asyncio.Future[Any] | None = None
+    result_value: FakeResult | None = None
+
+    async def __aiter__(self) -> AsyncIterator[FakeTokenEvent]:
+        while True:
+            item = await self.queue.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    async def result(self) -> FakeResult:
+        assert self.result_value is not None, "result() before the end of the stream"
+        return self.result_value
+
+    async def preempt(self) -> FakeSnapshot | None:
+        if self.result_value is not None:
+            return None
+        self.preempt_waiter = asyncio.get_running_loop().create_future()
+        return await self.preempt_waiter
+
+
+class FakeLLMEngine:
+    """FAKE continuous-batching engine: each step gives every active sequence one token.
+
+    Args:
+        fail_request_ids: Requests whose stream raises ``RuntimeError`` at the first step.
+    """
+
+    def __init__(self, fail_request_ids: frozenset[str] = frozenset()) -> None:
+        self.fail_request_ids = fail_request_ids
+        self.steps: list[tuple[str, ...]] = []
+        self._active: list[FakeHandle] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def submit(
+        self, prompt_ids: Sequence[int], params: FakeParams, *, request_id: str, resume: Any = None
+    ) -> FakeHandle:
+        tokens = list(resume.tokens) if resume is not None else []
+        handle = FakeHandle(request_id, tuple(prompt_ids), params, tokens)
+        self._active.append(handle)
+        self._wake.set()
+        return handle
+
+    async def _loop(self) -> None:
+        while True:
+            if not self._active:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            self.steps.append(tuple(h.request_id for h in self._active))
+            for h in list(self._active):
+                if h.preempt_waiter is not None:
+                    self._active.remove(h)
+                    h.preempt_waiter.set_result(FakeSnapshot(tuple(h.tokens)))
+                    h.queue.put_nowait(None)
+                elif h.request_id in self.fail_request_ids:
+                    self._active.remove(h)
+                    h.queue.put_nowait(RuntimeError(f"fake engine failure in {h.request_id}"))
+                else:
+                    tok = fake_token(h.prompt_ids, len(h.tokens))
+                    h.tokens.append(tok)
+                    h.queue.put_nowait(FakeTokenEvent(tok, len(h.prompt_ids) + len(h.tokens) - 1, -0.5))
+                    if len(h.tokens) >= h.params.max_new_tokens:
+                        self._active.remove(h)
+                        h.result_value = FakeResult(tuple(h.tokens), "length")
+                        h.queue.put_nowait(None)
+            await asyncio.sleep(0)  # one step done: let the consumers run (a yield, not a timed wait)
+
+
+@pytest_asyncio.fixture
+async def fake_llm_engine() -> AsyncIterator[FakeLLMEngine]:
+    """A started FAKE engine, for scheduler-policy unit tests only."""
+    engine = FakeLLMEngine()
+    await engine.start()
+    yield engine
+    await engine.stop()
