@@ -121,8 +121,8 @@ def errors_module(errors: list[dict[str, Any]]) -> str:
         "from supernet.sdk.chain.errors import ContractError",
         "",
         "__all__ = [",
-        *[f'    "{e["cls"]}",' for e in errors],
         '    "BY_SELECTOR",',
+        *[f'    "{e["cls"]}",' for e in errors],
         "]",
         "",
     ]

@@ -1,5 +1,8 @@
 """Fixtures of the kernel tests.
 
+``make_kernel`` builds a kernel on the real parts: the SmolLM2 engine, the all-MiniLM
+embedder and an embedded content store (``tests/integration/test_kernel_*.py``).
+
 ``FakeLLMEngine`` is a FAKE: a few lines that mimic the engine's submit / stream / preempt
 contract with made-up tokens, so the scheduler's *policies* (ordering, fair share,
 preemption and resume, error propagation, no hang) can be tested alone and fast. It is used
@@ -10,11 +13,14 @@ the real model and the real store (``tests/integration/test_kernel_*.py``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_asyncio
+from supernet.node.llm.errors import SequenceFinishedError
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,7 @@ class FakeHandle:
     queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
     preempt_waiter: asyncio.Future[Any] | None = None
     result_value: FakeResult | None = None
+    cancelled: bool = False
 
     async def __aiter__(self) -> AsyncIterator[FakeTokenEvent]:
         while True:
@@ -71,9 +78,12 @@ class FakeHandle:
         assert self.result_value is not None, "result() before the end of the stream"
         return self.result_value
 
-    async def preempt(self) -> FakeSnapshot | None:
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    async def preempt(self) -> FakeSnapshot:
         if self.result_value is not None:
-            return None
+            raise SequenceFinishedError(f"{self.request_id} already finished")
         self.preempt_waiter = asyncio.get_running_loop().create_future()
         return await self.preempt_waiter
 
@@ -116,7 +126,11 @@ class FakeLLMEngine:
                 continue
             self.steps.append(tuple(h.request_id for h in self._active))
             for h in list(self._active):
-                if h.preempt_waiter is not None:
+                if h.cancelled:
+                    self._active.remove(h)
+                    h.result_value = FakeResult(tuple(h.tokens), "cancelled")
+                    h.queue.put_nowait(None)
+                elif h.preempt_waiter is not None:
                     self._active.remove(h)
                     h.preempt_waiter.set_result(FakeSnapshot(tuple(h.tokens)))
                     h.queue.put_nowait(None)
@@ -141,3 +155,46 @@ async def fake_llm_engine() -> AsyncIterator[FakeLLMEngine]:
     await engine.start()
     yield engine
     await engine.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Real parts: the SmolLM2 engine, the all-MiniLM embedder, an embedded store, a kernel on them
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def kernel_engine(smollm2_dir: Path) -> Any:
+    """The real engine on SmolLM2-135M-Instruct, loaded once per session (kernels start/stop it)."""
+    from supernet.node.llm import LLMEngine
+
+    return LLMEngine.load(smollm2_dir)
+
+
+@pytest.fixture(scope="session")
+def kernel_embedder() -> Iterator[Any]:
+    """The real all-MiniLM-L6-v2 embedder, shared by the session's kernels."""
+    from supernet.node.kernel.embeddings import MiniLMEmbedder
+
+    embedder = MiniLMEmbedder()
+    yield embedder
+    embedder.close()
+
+
+@pytest_asyncio.fixture
+async def make_kernel(
+    kernel_engine: Any, kernel_embedder: Any, store_client: Any
+) -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+    """Factory: ``await make_kernel(config, agents=...)`` gives a set-up kernel on the real parts."""
+    from supernet.node.kernel.kernel import Kernel
+
+    kernels: list[Any] = []
+
+    async def make(config: Any = None, **kwargs: Any) -> Any:
+        kernel = Kernel(kernel_engine, store_client, config, embedder=kernel_embedder, **kwargs)
+        await kernel.setup()
+        kernels.append(kernel)
+        return kernel
+
+    yield make
+    for kernel in kernels:
+        await kernel.stop()

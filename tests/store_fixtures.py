@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from supernet.sdk.store import StoreClient
 from supernet.sdk.store.embedded import EmbeddedStore, create_app, serve_in_thread
 
@@ -37,7 +36,7 @@ class StoreBackend:
         self._start()
 
     def _start(self) -> None:
-        self.store = EmbeddedStore(self.path)
+        self.store = EmbeddedStore(self.path, fsync=False)
         if self.kind == "in-process":
             self._app = create_app(self.store)
         else:
@@ -46,7 +45,9 @@ class StoreBackend:
     def client(self, **options: Any) -> StoreClient:
         """Open a client on this backend (closed at teardown)."""
         if self.kind == "in-process":
-            client = StoreClient("http://embedded-store", transport=httpx.ASGITransport(app=self._app), **options)
+            client = StoreClient(
+                "http://embedded-store", transport=httpx.ASGITransport(app=self._app), **options
+            )
         else:
             client = StoreClient(self._url, **options)
         self._clients.append(client)

@@ -154,6 +154,7 @@ contract Payments is EIP712, ReentrancyGuardTransient {
         }
         PendingWithdrawal storage p = _pending[msg.sender];
         uint256 total = p.amount + amount;
+        // forge-lint: disable-next-line(unsafe-typecast)
         uint64 readyAt = uint64(block.timestamp + WITHDRAWAL_DELAY);
         p.amount = total;
         p.readyAt = readyAt;

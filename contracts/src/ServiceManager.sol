@@ -499,6 +499,7 @@ contract ServiceManager is IServiceManager, ReentrancyGuardTransient {
         op.stake = remaining;
         uint256 unbonding = op.unbonding + amount;
         op.unbonding = unbonding;
+        // forge-lint: disable-next-line(unsafe-typecast)
         uint64 readyAt = uint64(block.timestamp + UNBONDING_PERIOD);
         op.unbondingReadyAt = readyAt;
         emit UnbondRequested(msg.sender, amount, unbonding, readyAt);

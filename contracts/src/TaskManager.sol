@@ -304,11 +304,14 @@ contract TaskManager is ReentrancyGuardTransient {
         _batches[batchId] = Batch({
             node: msg.sender,
             count: count,
+            // forge-lint: disable-next-line(unsafe-typecast)
             commitBlock: uint32(block.number),
+            // forge-lint: disable-next-line(unsafe-typecast)
             committedAt: uint32(block.timestamp),
             root: root
         });
         emit BatchCommitted(batchId, msg.sender, root, count, block.number, manifestCid);
+        // forge-lint: disable-next-line(unsafe-typecast)
         SERVICE_MANAGER.lockStake(msg.sender, uint64(block.timestamp + CHALLENGE_WINDOW));
     }
 
@@ -391,6 +394,7 @@ contract TaskManager is ReentrancyGuardTransient {
         uint256 weight = SERVICE_MANAGER.validatorStake(msg.sender);
         if (weight == 0) revert NotActiveValidator();
 
+        // forge-lint: disable-next-line(unsafe-typecast)
         record.weight = uint128(weight);
         record.fraud = fraud;
         if (fraud) c.fraudStake += weight;
@@ -516,6 +520,7 @@ contract TaskManager is ReentrancyGuardTransient {
             challengeId = ++challengeCount;
         }
         node = _batches[batchId].node;
+        // forge-lint: disable-next-line(unsafe-typecast)
         voteDeadline = uint64(block.timestamp + VOTE_WINDOW);
         Challenge storage c = _challenges[challengeId];
         c.batchId = batchId;
@@ -529,6 +534,7 @@ contract TaskManager is ReentrancyGuardTransient {
         c.leaf = leaf;
         c.fraudStake = weight;
         leafChallenge[keccak256(abi.encode(batchId, leaf))] = challengeId;
+        // forge-lint: disable-next-line(unsafe-typecast)
         _votes[challengeId][msg.sender] = VoteRecord({weight: uint128(weight), fraud: true, rewardClaimed: false});
         emit Voted(challengeId, msg.sender, true, weight);
     }

@@ -4,10 +4,10 @@ preemption and exact resume, error propagation, no hang."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 from kernel_fixtures import FakeLLMEngine, FakeParams, fake_token
-
 from supernet.node.kernel.errors import KernelStoppedError, LLMError
 from supernet.node.kernel.policies import FairSharePolicy, make_policy
 from supernet.node.kernel.scheduler import GenerationOutcome, LLMJob, Scheduler
@@ -15,7 +15,9 @@ from supernet.node.kernel.scheduler import GenerationOutcome, LLMJob, Scheduler
 pytestmark = pytest.mark.timeout(20)
 
 
-def job(rid: str, *, user: str = "alice", fee: int = 1, prompt: tuple[int, ...] = (1, 2, 3), n: int = 8) -> LLMJob:
+def job(
+    rid: str, *, user: str = "alice", fee: int = 1, prompt: tuple[int, ...] = (1, 2, 3), n: int = 8
+) -> LLMJob:
     return LLMJob(rid, f"task-{rid}", user, fee, prompt, FakeParams(n))
 
 
@@ -51,13 +53,14 @@ async def test_calls_of_all_agents_share_the_batch(fake_llm_engine: FakeLLMEngin
 async def test_round_robin_preempts_and_resumes_to_the_same_tokens(fake_llm_engine: FakeLLMEngine) -> None:
     sched = Scheduler(fake_llm_engine, make_policy("rr"), max_active=1, time_slice_tokens=3)
     prompts = {"a": (5, 6), "b": (7,), "c": (9, 9, 9)}
-    done, outs = await run_all(sched, [job(r, prompt=p, n=10) for r, p in prompts.items()])
+    _, outs = await run_all(sched, [job(r, prompt=p, n=10) for r, p in prompts.items()])
     for (rid, prompt), out in zip(prompts.items(), outs, strict=True):
         assert out.output_ids == tuple(fake_token(prompt, i) for i in range(10)), rid
         assert out.preemptions >= 2
         assert len(out.logprobs) == 10
     # Interleaved: the engine switched between the calls many times.
-    switches = sum(1 for x, y in zip(fake_llm_engine.steps, fake_llm_engine.steps[1:]) if x != y)
+    steps = fake_llm_engine.steps
+    switches = sum(1 for x, y in itertools.pairwise(steps) if x != y)
     assert switches >= 6
     assert sched.context.stats().held == 0
 
@@ -147,9 +150,10 @@ async def test_cancelled_caller_leaves_queue_and_others_finish(fake_llm_engine: 
 
 async def test_cancelling_a_running_call_frees_its_slot(fake_llm_engine: FakeLLMEngine) -> None:
     sched = Scheduler(fake_llm_engine, make_policy("fifo"), max_active=1)
-    running = asyncio.ensure_future(sched.generate(job("long", n=10_000)))
-    while not fake_llm_engine.steps:
-        await asyncio.sleep(0)
+    first_token = asyncio.Event()
+    on_token = lambda i, t: first_token.set() or False  # noqa: E731
+    running = asyncio.ensure_future(sched.generate(job("long", n=10_000), on_token))
+    await first_token.wait()
     running.cancel()
     async with asyncio.timeout(5):
         out = await sched.generate(job("next"))

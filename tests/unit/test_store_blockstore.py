@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from supernet.sdk.store import (
     BlockNotFoundError,
     BlockTooLargeError,

@@ -8,9 +8,17 @@ import hashlib
 import dag_cbor
 import pytest
 from multiformats import CID, multihash
-
-from supernet.sdk.store import CHUNK_SIZE, CIDMismatchError, InvalidBlockError, InvalidCIDError
-from supernet.sdk.store import compute_cid, file_cid, link, parse_cid, verify_block
+from supernet.sdk.store import (
+    CHUNK_SIZE,
+    CIDMismatchError,
+    InvalidBlockError,
+    InvalidCIDError,
+    compute_cid,
+    file_cid,
+    link,
+    parse_cid,
+    verify_block,
+)
 from supernet.sdk.store.cids import block_links, decode_dag, encode_dag
 from supernet.sdk.store.files import decode_file_root, encode_file_root, split_chunks
 
@@ -134,5 +142,8 @@ def test_decode_file_root_rejects_malformed_roots(obj: object, match: str) -> No
 
 def test_decode_file_root_rejects_dag_cbor_chunks() -> None:
     bad = {"type": "supernet/file", "size": 1, "chunks": [link(compute_cid(b"\xa0", "dag-cbor"))]}
-    with pytest.raises(InvalidBlockError, match="not a raw block"):
+    with pytest.raises(InvalidBlockError, match="not a link to a raw block"):
         decode_file_root(dag_cbor.encode(bad))
+    as_text = {"type": "supernet/file", "size": 1, "chunks": [compute_cid(b"x")]}  # a string, not a link
+    with pytest.raises(InvalidBlockError, match="not a link to a raw block"):
+        decode_file_root(dag_cbor.encode(as_text))

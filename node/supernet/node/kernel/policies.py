@@ -54,6 +54,9 @@ class Policy(Protocol):
     def should_preempt(self, running: Schedulable) -> bool:
         """Whether ``running``, its slice used up, should yield to a waiting entry."""
 
+    def release(self, entry: Schedulable) -> None:
+        """``entry`` is finished (or abandoned) and will not be pushed again."""
+
 
 class FifoPolicy:
     """First come, first served; never preempts."""
@@ -83,6 +86,9 @@ class FifoPolicy:
     def should_preempt(self, running: Schedulable) -> bool:
         return False
 
+    def release(self, entry: Schedulable) -> None:
+        return None
+
 
 class RoundRobinPolicy(FifoPolicy):
     """Arrival order with a token time slice: a running call yields when anyone waits."""
@@ -101,20 +107,22 @@ class FairSharePolicy:
     def __init__(self, min_weight: int = 1) -> None:
         self._waiting: list[Schedulable] = []
         self._vtime: dict[str, float] = {}
+        self._outstanding: dict[str, int] = {}  # user -> calls pushed and not yet released
+        self._seen: set[Schedulable] = set()  # entries pushed and not yet released
         self._min_weight = min_weight
 
     def _key(self, entry: Schedulable) -> tuple[float, int, int]:
         return (self._vtime.get(entry.user, 0.0), -entry.fee, entry.seq)
 
-    def _floor(self) -> float:
-        """The lowest virtual time among users with waiting work (0 when none)."""
-        times = [self._vtime[e.user] for e in self._waiting if e.user in self._vtime]
-        return min(times, default=0.0)
-
     def push(self, entry: Schedulable) -> None:
-        # A user returning after idling starts at the current floor: idle time earns no credit.
-        if not any(e.user == entry.user for e in self._waiting):
-            self._vtime[entry.user] = max(self._vtime.get(entry.user, 0.0), self._floor())
+        user = entry.user
+        if entry not in self._seen:
+            self._seen.add(entry)
+            if not self._outstanding.get(user):
+                # A user coming back after idling starts at the busy users' floor: idling earns no credit.
+                floor = min((self._vtime[u] for u, n in self._outstanding.items() if n), default=0.0)
+                self._vtime[user] = max(self._vtime.get(user, 0.0), floor)
+            self._outstanding[user] = self._outstanding.get(user, 0) + 1
         self._waiting.append(entry)
 
     def pop(self) -> Schedulable:
@@ -138,6 +146,11 @@ class FairSharePolicy:
 
     def should_preempt(self, running: Schedulable) -> bool:
         return any(self._key(w) < self._key(running) for w in self._waiting)
+
+    def release(self, entry: Schedulable) -> None:
+        if entry in self._seen:
+            self._seen.discard(entry)
+            self._outstanding[entry.user] -= 1
 
 
 def make_policy(name: PolicyName) -> Policy:

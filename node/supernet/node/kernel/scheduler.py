@@ -12,7 +12,8 @@ Any exception of the engine is set on the caller's future, so the agent gets it 
 ``await``; a caller that goes away (cancelled) takes its call out of the queue or the batch.
 
 >>> sched = Scheduler(engine, make_policy("rr"), max_active=8, time_slice_tokens=16)  # doctest: +SKIP
->>> outcome = await sched.generate(LLMJob("req-1", "task-1", "0xuser", 0, prompt_ids, params))  # doctest: +SKIP
+>>> job = LLMJob("req-1", "task-1", "0xuser", 0, prompt_ids, params)  # doctest: +SKIP
+>>> outcome = await sched.generate(job)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any, Protocol
 from supernet.node.kernel.context import ContextManager
 from supernet.node.kernel.errors import KernelStoppedError, LLMError
 from supernet.node.kernel.policies import Policy
+from supernet.node.llm.errors import SequenceFinishedError
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ class EngineHandle(Protocol):
     def __aiter__(self) -> AsyncIterator[Any]: ...
     async def result(self) -> Any: ...
     async def preempt(self) -> Any: ...
+    def cancel(self) -> None: ...
 
 
 class GenerationEngine(Protocol):
@@ -92,6 +95,7 @@ class _Entry:
     output_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     preemptions: int = 0
+    requeued: bool = False
     runner: asyncio.Task[None] | None = None
 
     @property
@@ -135,7 +139,6 @@ class Scheduler:
         self._active: set[_Entry] = set()
         self._seq = itertools.count()
         self._closed = False
-        self._background: set[asyncio.Task[Any]] = set()
 
     @property
     def active(self) -> int:
@@ -171,8 +174,10 @@ class Scheduler:
         self._closed = True
         while len(self._policy):
             entry = self._policy.pop()
+            self._policy.release(entry)
             self._fail(entry, KernelStoppedError("the kernel stopped before this LLM call ran"))
         for entry in list(self._active):
+            self._fail(entry, KernelStoppedError("the kernel stopped during this LLM call"))
             if entry.runner is not None:
                 entry.runner.cancel()
 
@@ -183,18 +188,30 @@ class Scheduler:
         while not self._closed and len(self._active) < self._max_active and len(self._policy):
             entry = self._policy.pop()
             if entry.future.done():  # its caller went away while it waited
+                self._policy.release(entry)
                 self.context.discard(entry.job.request_id)
                 continue
             self._active.add(entry)
+            entry.requeued = False
             entry.runner = asyncio.get_running_loop().create_task(
                 self._run(entry), name=f"llm:{entry.job.request_id}"
             )
+            entry.runner.add_done_callback(lambda _task, e=entry: self._retire(e))
+
+    def _retire(self, entry: _Entry) -> None:
+        """A runner ended (even one cancelled before it started): free its slot, admit the next."""
+        self._active.discard(entry)
+        if not entry.requeued:
+            self._policy.release(entry)
+            self.context.discard(entry.job.request_id)
+        self._dispatch()
 
     def _abandon(self, entry: _Entry) -> None:
         """The caller of ``entry`` was cancelled: drop it from the queue or the batch."""
         if not entry.future.done():
             entry.future.cancel()
         if self._policy.remove(entry):
+            self._policy.release(entry)
             self.context.discard(entry.job.request_id)
         elif entry.runner is not None and not entry.runner.done():
             entry.runner.cancel()
@@ -205,43 +222,42 @@ class Scheduler:
             entry.future.exception()  # mark retrieved: a cancelled caller must not log "never retrieved"
 
     async def _run(self, entry: _Entry) -> None:
-        """Run ``entry`` for one slice or to its end; always frees its slot."""
+        """Run ``entry`` for one slice or to its end (``_retire`` frees the slot afterwards)."""
         job = entry.job
         handle: EngineHandle | None = None
-        requeued = False
         try:
             resume = self.context.take(job.request_id)
             handle = self._engine.submit(job.prompt_ids, job.params, request_id=job.request_id, resume=resume)
             in_slice = 0
-            stopped = False
+            finishing = False  # the engine already finished the sequence: just read the rest
             async for event in handle:
-                entry.output_ids.append(int(event.token_id))
-                entry.logprobs.append(float(event.logprob))
-                self._policy.charge(entry, 1)
                 in_slice += 1
-                if entry.on_token is not None and entry.on_token(len(entry.output_ids) - 1, event.token_id):
-                    stopped = True
-                    await handle.preempt()  # leaves the batch; the snapshot is not needed
-                    break
-                if self._slice is not None and in_slice >= self._slice and self._policy.should_preempt(entry):
-                    snapshot = await handle.preempt()
-                    await self._drain(entry, handle)
-                    if snapshot is None:  # it finished in the same step: nothing to resume
-                        break
-                    self.context.save(job.request_id, snapshot)
-                    entry.preemptions += 1
-                    self._policy.push(entry)
-                    requeued = True
-                    return
-            if stopped:
-                outcome = self._outcome(entry, "stopped", None)
-            else:
-                result = await handle.result()
-                outcome = self._outcome(entry, str(result.finish_reason), getattr(result, "fingerprints", None))
-                if tuple(result.output_ids) != outcome.output_ids:
-                    raise LLMError(f"engine result of {job.request_id} disagrees with its token stream")
-            if not entry.future.done():
-                entry.future.set_result(outcome)
+                if self._consume(entry, event):
+                    snapshot = await _preempt(handle)
+                    return self._finish_stopped(entry, snapshot)
+                if finishing or self._slice is None or in_slice < self._slice:
+                    continue
+                if not self._policy.should_preempt(entry):
+                    continue
+                snapshot = await _preempt(handle)
+                if snapshot is None:
+                    finishing = True
+                    continue
+                stop = False
+                async for late in handle:  # tokens made between the slice's end and the preemption
+                    stop = self._consume(entry, late) or stop
+                if stop:
+                    return self._finish_stopped(entry, snapshot)
+                self.context.save(job.request_id, snapshot)
+                entry.preemptions += 1
+                entry.requeued = True
+                self._policy.push(entry)
+                return None
+            result = await handle.result()
+            if tuple(result.output_ids) != tuple(entry.output_ids):
+                raise LLMError(f"engine result of {job.request_id} disagrees with its token stream")
+            fingerprints = getattr(result, "fingerprints", None)
+            self._set(entry, self._outcome(entry, str(result.finish_reason), fingerprints))
         except asyncio.CancelledError:
             self._stop_quietly(handle)
             self._fail(entry, KernelStoppedError("the LLM call was cancelled"))
@@ -252,20 +268,28 @@ class Scheduler:
             if err is not exc:
                 err.__cause__ = exc
             self._fail(entry, err)
-        finally:
-            self._active.discard(entry)
-            if not requeued:
-                self.context.discard(job.request_id)
-            self._dispatch()
+        return None
 
-    async def _drain(self, entry: _Entry, handle: EngineHandle) -> None:
-        """Collect tokens the engine produced between the slice's end and the preemption."""
-        async for event in handle:
-            entry.output_ids.append(int(event.token_id))
-            entry.logprobs.append(float(event.logprob))
-            self._policy.charge(entry, 1)
-            if entry.on_token is not None:
-                entry.on_token(len(entry.output_ids) - 1, event.token_id)
+    def _consume(self, entry: _Entry, event: Any) -> bool:
+        """Take one token event; True when the caller's callback asks to stop."""
+        entry.output_ids.append(int(event.token_id))
+        entry.logprobs.append(float(event.logprob))
+        self._policy.charge(entry, 1)
+        if entry.on_token is None:
+            return False
+        return bool(entry.on_token(len(entry.output_ids) - 1, int(event.token_id)))
+
+    def _finish_stopped(self, entry: _Entry, snapshot: Any) -> None:
+        """End a call its callback stopped: keep the tokens taken so far and their fingerprints."""
+        n = len(entry.output_ids)
+        prints = getattr(snapshot, "fingerprints", None)
+        fingerprints = None if prints is None else tuple(f for f in prints if f.index < n)
+        self._set(entry, self._outcome(entry, "stopped", fingerprints))
+
+    @staticmethod
+    def _set(entry: _Entry, outcome: GenerationOutcome) -> None:
+        if not entry.future.done():
+            entry.future.set_result(outcome)
 
     def _outcome(self, entry: _Entry, reason: str, fingerprints: Any) -> GenerationOutcome:
         return GenerationOutcome(
@@ -276,17 +300,20 @@ class Scheduler:
             preemptions=entry.preemptions,
         )
 
-    def _stop_quietly(self, handle: EngineHandle | None) -> None:
-        """Take a cancelled call's sequence out of the engine without awaiting it here."""
+    @staticmethod
+    def _stop_quietly(handle: EngineHandle | None) -> None:
+        """Take a cancelled call's sequence out of the engine (never raises)."""
         if handle is None:
             return
+        try:
+            handle.cancel()
+        except Exception as exc:  # it may have finished meanwhile
+            log.debug("cancel of an abandoned call: %r", exc)
 
-        async def _preempt() -> None:
-            try:
-                await handle.preempt()
-            except Exception as exc:  # the sequence may have finished meanwhile
-                log.debug("preempt of a cancelled call: %r", exc)
 
-        task = asyncio.get_running_loop().create_task(_preempt())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+async def _preempt(handle: EngineHandle) -> Any | None:
+    """Preempt ``handle``; ``None`` if the engine had already finished the sequence."""
+    try:
+        return await handle.preempt()
+    except SequenceFinishedError:
+        return None

@@ -13,9 +13,8 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
-
 from supernet.node.llm.config import LlamaConfig
+from torch import Tensor
 
 
 class KVPool:

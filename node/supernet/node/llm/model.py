@@ -21,10 +21,9 @@ from typing import Protocol
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-
 from supernet.node.llm.config import LlamaConfig
 from supernet.node.llm.errors import WeightsFormatError
+from torch import Tensor, nn
 
 
 class AttentionCache(Protocol):
@@ -199,8 +198,6 @@ class Llama(nn.Module):
                 ours[f"layers.{i}.feed_forward.w2.weight"] = sd[p + "mlp.down_proj.weight"]
         except KeyError as exc:
             raise WeightsFormatError(f"weights lack tensor {exc}") from exc
-        if cfg.tie_embeddings:
-            del ours["output.weight"]
         try:
             model.load_state_dict(ours, strict=True, assign=True)
         except RuntimeError as exc:

@@ -17,10 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from torch import Tensor
-
 from supernet.node.llm.config import LlamaConfig
 from supernet.node.llm.errors import WeightsFormatError
+from torch import Tensor
 
 _GGUF_NAMES = {
     "token_embd.weight": "model.embed_tokens.weight",
@@ -52,7 +51,7 @@ def _hf_name(gguf_name: str) -> str:
 def _unpermute(w: np.ndarray, n_heads: int) -> np.ndarray:
     """Undo llama.cpp's per-head row interleaving of a q/k projection ``[n_heads*head_dim, dim]``."""
     rows = w.shape[0]
-    return w.reshape(n_heads, 2, rows // n_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+    return w.reshape(n_heads, rows // n_heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
 def _field(reader: Any, key: str, default: Any = None) -> Any:
@@ -111,7 +110,7 @@ def read_gguf(
             arr = dequantize(t.data, t.tensor_type)
         except NotImplementedError as exc:
             raise WeightsFormatError(f"{t.name}: cannot dequantise {t.tensor_type.name}") from exc
-        arr = np.asarray(arr, dtype=np.float32).reshape([int(d) for d in reversed(t.shape)])
+        arr = np.array(arr, dtype=np.float32, copy=True).reshape([int(d) for d in reversed(t.shape)])
         name = _hf_name(t.name)
         if name.endswith("q_proj.weight"):
             arr = _unpermute(arr, cfg.n_heads)

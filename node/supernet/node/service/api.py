@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from eth_utils import to_checksum_address
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
 from supernet.node.service import routes_chat, routes_tasks
 from supernet.node.service.deps import Ctx, NodeContext
 from supernet.node.service.errors import NodeError
@@ -60,7 +60,9 @@ class _BodyTooLarge(Exception):
 
 
 def _too_large(limit: int) -> JSONResponse:
-    return JSONResponse({"error": {"code": "too_large", "message": f"request body is over {limit} bytes"}}, 413)
+    return JSONResponse(
+        {"error": {"code": "too_large", "message": f"request body is over {limit} bytes"}}, 413
+    )
 
 
 def _error(status: int, code: str, message: str, **detail: Any) -> JSONResponse:
@@ -87,9 +89,16 @@ def create_app(ctx: NodeContext | None = None, *, max_body_bytes: int = 64 * 102
         version=API_VERSION,
         description="Paid agent tasks with signed, Merkle-committed receipts. Authentication: the "
         "user's EIP-712 TaskRequest and cumulative Voucher signatures (docs/protocol.md).",
-        responses={400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 402: {"model": ErrorBody},
-                   403: {"model": ErrorBody}, 404: {"model": ErrorBody}, 409: {"model": ErrorBody},
-                   413: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+        responses={
+            400: {"model": ErrorBody},
+            401: {"model": ErrorBody},
+            402: {"model": ErrorBody},
+            403: {"model": ErrorBody},
+            404: {"model": ErrorBody},
+            409: {"model": ErrorBody},
+            413: {"model": ErrorBody},
+            422: {"model": ErrorBody},
+        },
     )
     app.state.node = ctx
     app.add_exception_handler(NodeError, _node_error)
@@ -109,8 +118,11 @@ def create_app(ctx: NodeContext | None = None, *, max_body_bytes: int = 64 * 102
     @app.get("/healthz", tags=["ops"])
     async def healthz(ctx: Ctx) -> dict[str, Any]:
         """Liveness and a summary of the node's state."""
-        return {"status": "ok" if ctx.accepting else "draining", "node": ctx.address,
-                "tasks": ctx.db.count_by_status()}
+        return {
+            "status": "ok" if ctx.accepting else "draining",
+            "node": ctx.address,
+            "tasks": ctx.db.count_by_status(),
+        }
 
     @app.get("/metrics", tags=["ops"], response_class=Response)
     async def metrics() -> Response:
@@ -121,25 +133,34 @@ def create_app(ctx: NodeContext | None = None, *, max_body_bytes: int = 64 * 102
     async def models(ctx: Ctx) -> ModelList:
         """Models served here (OpenAI shape, plus the protocol's ``modelId`` and the task fee)."""
         fee = ctx.settings.pricing.task_fee_wei
-        return ModelList(data=[ModelCard(id=ctx.executor.model_name(m), owned_by=ctx.address, modelId=m,
-                                         taskFee=fee) for m in ctx.executor.model_ids()])
+        return ModelList(
+            data=[
+                ModelCard(id=ctx.executor.model_name(m), owned_by=ctx.address, modelId=m, taskFee=fee)
+                for m in ctx.executor.model_ids()
+            ]
+        )
 
     @app.get("/v1/node", response_model=NodeInfo, tags=["node"])
     async def node_info(ctx: Ctx) -> NodeInfo:
         """What a client needs to sign for this node: address, EIP-712 domain, fee, models, agents."""
         agents = {a: h for a in ctx.settings.engine.agents if (h := ctx.executor.agent_hash(a))}
-        return NodeInfo(address=ctx.address, chainId=ctx.auth.domain.chain_id,
-                        verifyingContract=ctx.auth.domain.verifying_contract,
-                        taskFee=ctx.settings.pricing.task_fee_wei, models=list(ctx.executor.model_ids()),
-                        agents=agents)
+        return NodeInfo(
+            address=ctx.address,
+            chainId=ctx.auth.domain.chain_id,
+            verifyingContract=ctx.auth.domain.verifying_contract,
+            taskFee=ctx.settings.pricing.task_fee_wei,
+            models=list(ctx.executor.model_ids()),
+            modelNames={ctx.executor.model_name(m): m for m in ctx.executor.model_ids()},
+            agents=agents,
+            storeUrl=ctx.store_url,
+        )
 
     @app.get("/v1/accounts/{user}", response_model=AccountPublic, tags=["node"])
     async def account(user: Address, ctx: Ctx) -> AccountPublic:
         """A user's last nonce and billed total here (to resynchronise a client's local state)."""
-        from eth_utils import to_checksum_address
-
         u = to_checksum_address(user)
-        return AccountPublic(user=u, lastNonce=ctx.db.last_nonce(u), billed=ctx.db.billed(u),
-                             redeemed=ctx.db.redeemed(u))
+        return AccountPublic(
+            user=u, lastNonce=ctx.db.last_nonce(u), billed=ctx.db.billed(u), redeemed=ctx.db.redeemed(u)
+        )
 
     return app

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from typing import Any
 
 from eth_utils import to_checksum_address
-
 from supernet.node.service.db import Database
 from supernet.node.service.errors import (
     BadRequestError,
@@ -88,11 +87,18 @@ class Authenticator:
         if r.deadline < self._clock():
             raise DeadlinePassedError(f"deadline {r.deadline} has passed")
         if r.maxFee < self.task_fee:
-            raise PaymentError(f"maxFee {r.maxFee} is below this node's fee {self.task_fee}",
-                               fee=str(self.task_fee))
+            raise PaymentError(
+                f"maxFee {r.maxFee} is below this node's fee {self.task_fee}", fee=str(self.task_fee)
+            )
         return TaskRequest(
-            user=r.user, node=r.node, model_id=_b32(r.modelId), agent_hash=_b32(r.agentHash),
-            input_hash=_b32(r.inputHash), max_fee=r.maxFee, nonce=r.nonce, deadline=r.deadline,
+            user=r.user,
+            node=r.node,
+            model_id=_b32(r.modelId),
+            agent_hash=_b32(r.agentHash),
+            input_hash=_b32(r.inputHash),
+            max_fee=r.maxFee,
+            nonce=r.nonce,
+            deadline=r.deadline,
         )
 
     def _check_signatures(self, s: SignedTask, req: TaskRequest) -> None:
@@ -116,12 +122,15 @@ class Authenticator:
 
         def guard(last_nonce: int, billed: int) -> None:
             if nonce <= last_nonce:
-                raise ReplayError(f"nonce {nonce} is not above the last nonce {last_nonce} of {user}",
-                                  lastNonce=last_nonce)
+                raise ReplayError(
+                    f"nonce {nonce} is not above the last nonce {last_nonce} of {user}", lastNonce=last_nonce
+                )
             if cumulative < billed + fee:
                 raise PaymentError(
                     f"voucher covers {cumulative} wei, this task needs a cumulative amount of at least "
-                    f"{billed + fee}", requiredCumulative=str(billed + fee))
+                    f"{billed + fee}",
+                    requiredCumulative=str(billed + fee),
+                )
 
         return guard
 
@@ -143,13 +152,24 @@ class Authenticator:
             deposit = await self.chain.available_deposit(user)
             owed = s.voucher.cumulativeAmount - await self.chain.redeemed(user)
             if deposit < owed:
-                raise PaymentError(f"deposit of {user} is {deposit} wei, the voucher still owes {owed}",
-                                   deposit=str(deposit))
+                raise PaymentError(
+                    f"deposit of {user} is {deposit} wei, the voucher still owes {owed}", deposit=str(deposit)
+                )
         task = NewTask(
-            id=task_id, user=user, nonce=req.nonce, model_id=s.request.modelId.lower(), agent=agent,
-            agent_hash=s.request.agentHash.lower(), input=task_input, input_hash=s.request.inputHash.lower(),
-            max_fee=req.max_fee, fee=self.task_fee, deadline=req.deadline, signature=s.signature.lower(),
-            voucher_amount=s.voucher.cumulativeAmount, voucher_signature=s.voucher.signature.lower(),
+            id=task_id,
+            user=user,
+            nonce=req.nonce,
+            model_id=s.request.modelId.lower(),
+            agent=agent,
+            agent_hash=s.request.agentHash.lower(),
+            input=task_input,
+            input_hash=s.request.inputHash.lower(),
+            max_fee=req.max_fee,
+            fee=self.task_fee,
+            deadline=req.deadline,
+            signature=s.signature.lower(),
+            voucher_amount=s.voucher.cumulativeAmount,
+            voucher_signature=s.voucher.signature.lower(),
         )
         self.db.insert_task(task, guard)  # re-checked inside the transaction: atomic with the write
         return task

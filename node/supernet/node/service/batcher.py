@@ -47,8 +47,15 @@ def _b(hex_str: str) -> bytes:
 class Batcher:
     """The receipt batcher service (``setup / run_forever / stop``)."""
 
-    def __init__(self, db: Database, store: DagStore, chain: ChainPort | None, node_address: str,
-                 max_size: int, max_age_s: float) -> None:
+    def __init__(
+        self,
+        db: Database,
+        store: DagStore,
+        chain: ChainPort | None,
+        node_address: str,
+        max_size: int,
+        max_age_s: float,
+    ) -> None:
         self.db = db
         self.store = store
         self.chain = chain
@@ -123,10 +130,16 @@ class Batcher:
             "signature": r.signature,
             "traceCid": task.trace_cid,
             "agent": task.agent,
+            "requestSignature": task.signature,
             "request": {
-                "user": task.user, "node": self.node_address, "modelId": task.model_id,
-                "agentHash": task.agent_hash, "inputHash": task.input_hash, "maxFee": str(task.max_fee),
-                "nonce": str(task.nonce), "deadline": str(task.deadline),
+                "user": task.user,
+                "node": self.node_address,
+                "modelId": task.model_id,
+                "agentHash": task.agent_hash,
+                "inputHash": task.input_hash,
+                "maxFee": str(task.max_fee),
+                "nonce": str(task.nonce),
+                "deadline": str(task.deadline),
             },
         }
 
@@ -150,8 +163,13 @@ class Batcher:
         self.db.mark_batch_committed(batch.id, chain_id, proofs)
         METRICS.batches_committed.inc()
         METRICS.receipts_committed.inc(len(receipts))
-        log.info("batch %d committed on chain as %d: %d receipts, root %s", batch.id, chain_id,
-                 len(receipts), batch.root)
+        log.info(
+            "batch %d committed on chain as %d: %d receipts, root %s",
+            batch.id,
+            chain_id,
+            len(receipts),
+            batch.root,
+        )
         committed = self.db.batch(batch.id)
         assert committed is not None
         return committed

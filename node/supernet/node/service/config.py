@@ -56,8 +56,12 @@ class ChainSettings(BaseModel):
 
     enabled: bool = False
     rpc_url: str | None = None
-    deployment: Path | None = Field(None, description="Deployment JSON written by `supernet contracts deploy`.")
-    register: bool = Field(False, description="Register this node (and stake) on start if not registered.")
+    deployment: Path | None = Field(
+        None, description="Deployment JSON written by `supernet contracts deploy`."
+    )
+    auto_register: bool = Field(
+        False, description="Register this node (and stake) on start if not registered."
+    )
     stake_wei: int = Field(0, ge=0, description="Stake to hold; topped up on start when register is on.")
     chain_id: int = Field(31337, description="EIP-712 chain id when the chain is disabled (dev mode).")
 
@@ -74,7 +78,9 @@ class StoreSettings(BaseModel):
     """The content store: a Kubo RPC URL, or an embedded on-disk store."""
 
     url: str | None = Field(None, description="Kubo RPC (or `supernet store serve`) URL.")
-    embedded_path: Path | None = Field(None, description="Serve an embedded store from this directory.")
+    embedded_path: Path | None = Field(None, description="Embedded store directory (default data_dir/store).")
+    embedded_port: int = Field(0, ge=0, le=65535, description="Port of the embedded store (0: any free).")
+    public_url: str | None = Field(None, description="Store URL advertised to users (default: the one used).")
 
 
 class EngineSettings(BaseModel):
@@ -86,9 +92,20 @@ class EngineSettings(BaseModel):
 
 
 class PricingSettings(BaseModel):
-    """What a task costs. One flat fee per task, known to the user before signing (maxFee)."""
+    """What a task costs.
 
-    task_fee_wei: int = Field(10**12, ge=0)
+    The registry publishes a price per generated token; a task is charged its whole token
+    budget up front (``price_per_token_wei * tokens_per_task``), so the fee is known before
+    the user signs (``maxFee``) and the cumulative voucher can be exact.
+    """
+
+    price_per_token_wei: int = Field(10**9, ge=0)
+    tokens_per_task: int = Field(1000, gt=0)
+
+    @property
+    def task_fee_wei(self) -> int:
+        """The fee of one task."""
+        return self.price_per_token_wei * self.tokens_per_task
 
 
 class BatchSettings(BaseModel):

@@ -121,14 +121,32 @@ class Database:
                 guard(self.last_nonce(task.user), self.billed(task.user))
             c.execute(
                 "INSERT INTO tasks VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,NULL,NULL,NULL,?,?)",
-                (task.id, task.user, str(task.nonce), task.model_id, task.agent, task.agent_hash,
-                 task.input_json, task.input_hash, str(task.max_fee), str(task.fee), task.deadline,
-                 task.signature, TaskStatus.ACCEPTED, now, now),
+                (
+                    task.id,
+                    task.user,
+                    str(task.nonce),
+                    task.model_id,
+                    task.agent,
+                    task.agent_hash,
+                    task.input_json,
+                    task.input_hash,
+                    str(task.max_fee),
+                    str(task.fee),
+                    task.deadline,
+                    task.signature,
+                    TaskStatus.ACCEPTED,
+                    now,
+                    now,
+                ),
             )
-            c.execute("INSERT INTO vouchers VALUES (?,?,?,?)",
-                      (task.id, task.user, str(task.voucher_amount), task.voucher_signature))
-            c.execute("INSERT INTO nonces VALUES (?, ?) ON CONFLICT(user) DO UPDATE SET last_nonce = ?",
-                      (task.user, str(task.nonce), str(task.nonce)))
+            c.execute(
+                "INSERT INTO vouchers VALUES (?,?,?,?)",
+                (task.id, task.user, str(task.voucher_amount), task.voucher_signature),
+            )
+            c.execute(
+                "INSERT INTO nonces VALUES (?, ?) ON CONFLICT(user) DO UPDATE SET last_nonce = ?",
+                (task.user, str(task.nonce), str(task.nonce)),
+            )
 
     # ---------------------------------------------------------------- tasks
 
@@ -146,17 +164,23 @@ class Database:
     def set_status(self, task_id: str, status: TaskStatus, *, error: str | None = None) -> None:
         """Move a task to ``status`` (running, failed, refused)."""
         with self.transaction() as c:
-            c.execute("UPDATE tasks SET status = ?, error = ?, updated_at = ? WHERE id = ?",
-                      (status, error, time.time(), task_id))
+            c.execute(
+                "UPDATE tasks SET status = ?, error = ?, updated_at = ? WHERE id = ?",
+                (status, error, time.time(), task_id),
+            )
 
     def finish_task(self, task_id: str, output: str, trace_cid: str, receipt: ReceiptRow) -> None:
         """Store the output and the signed receipt, and mark the task done, atomically."""
         now = time.time()
         with self.transaction() as c:
-            c.execute("UPDATE tasks SET status = ?, output = ?, trace_cid = ?, updated_at = ? WHERE id = ?",
-                      (TaskStatus.DONE, output, trace_cid, now, task_id))
-            c.execute("INSERT INTO receipts VALUES (?,?,?,?,NULL,NULL,NULL,?)",
-                      (task_id, receipt.leaf, receipt.body, receipt.signature, now))
+            c.execute(
+                "UPDATE tasks SET status = ?, output = ?, trace_cid = ?, updated_at = ? WHERE id = ?",
+                (TaskStatus.DONE, output, trace_cid, now, task_id),
+            )
+            c.execute(
+                "INSERT INTO receipts VALUES (?,?,?,?,NULL,NULL,NULL,?)",
+                (task_id, receipt.leaf, receipt.body, receipt.signature, now),
+            )
 
     def count_by_status(self) -> dict[str, int]:
         """Number of tasks per status (for metrics)."""
@@ -172,7 +196,9 @@ class Database:
 
     def pending_receipts(self, limit: int) -> list[ReceiptRow]:
         """Receipts not yet in a batch, oldest first."""
-        rows = self._all("SELECT * FROM receipts WHERE batch_id IS NULL ORDER BY created_at LIMIT ?", (limit,))
+        rows = self._all(
+            "SELECT * FROM receipts WHERE batch_id IS NULL ORDER BY created_at LIMIT ?", (limit,)
+        )
         return [ReceiptRow.from_row(r) for r in rows]
 
     def seal_batch(self, root: str, manifest_cid: str, task_ids: list[str]) -> int:
@@ -184,7 +210,9 @@ class Database:
             )
             batch_id = int(cur.lastrowid or 0)
             for i, tid in enumerate(task_ids):
-                c.execute("UPDATE receipts SET batch_id = ?, batch_index = ? WHERE task_id = ?", (batch_id, i, tid))
+                c.execute(
+                    "UPDATE receipts SET batch_id = ?, batch_index = ? WHERE task_id = ?", (batch_id, i, tid)
+                )
         return batch_id
 
     def mark_batch_sent(self, batch_id: int, tx_hash: str) -> None:
@@ -195,8 +223,10 @@ class Database:
     def mark_batch_committed(self, batch_id: int, chain_batch_id: int, proofs: dict[str, str]) -> None:
         """Store the on-chain batch id and every receipt's Merkle proof (JSON list of hex)."""
         with self.transaction() as c:
-            c.execute("UPDATE batches SET status = 'committed', chain_batch_id = ?, committed_at = ? WHERE id = ?",
-                      (chain_batch_id, time.time(), batch_id))
+            c.execute(
+                "UPDATE batches SET status = 'committed', chain_batch_id = ?, committed_at = ? WHERE id = ?",
+                (chain_batch_id, time.time(), batch_id),
+            )
             for tid, proof in proofs.items():
                 c.execute("UPDATE receipts SET proof = ? WHERE task_id = ?", (proof, tid))
 
@@ -226,9 +256,13 @@ class Database:
         limit = self.billed(user, done_only=True)
         rows = self._all(
             "SELECT v.cumulative, v.signature FROM vouchers v JOIN tasks t ON t.id = v.task_id "
-            "WHERE v.user = ? AND t.status = ?", (user, TaskStatus.DONE))
-        best = max(((int(r["cumulative"]), r["signature"]) for r in rows if int(r["cumulative"]) <= limit),
-                   default=None)
+            "WHERE v.user = ? AND t.status = ?",
+            (user, TaskStatus.DONE),
+        )
+        best = max(
+            ((int(r["cumulative"]), r["signature"]) for r in rows if int(r["cumulative"]) <= limit),
+            default=None,
+        )
         return best
 
     def users_with_vouchers(self) -> list[str]:
@@ -245,6 +279,9 @@ class Database:
         now = time.time()
         with self.transaction() as c:
             for user, amount in amounts.items():
-                c.execute("INSERT INTO redemptions VALUES (?,?,?,?) ON CONFLICT(user) DO UPDATE "
-                          "SET redeemed = excluded.redeemed, tx_hash = excluded.tx_hash, "
-                          "updated_at = excluded.updated_at", (user, str(amount), tx_hash, now))
+                c.execute(
+                    "INSERT INTO redemptions VALUES (?,?,?,?) ON CONFLICT(user) DO UPDATE "
+                    "SET redeemed = excluded.redeemed, tx_hash = excluded.tx_hash, "
+                    "updated_at = excluded.updated_at",
+                    (user, str(amount), tx_hash, now),
+                )

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
-
 from supernet.node.service.auth import Authenticator
 from supernet.node.service.config import NodeSettings
 from supernet.node.service.db import Database
@@ -29,6 +28,7 @@ class NodeContext:
     worker: TaskWorker
     streams: StreamHub
     chain: ChainPort | None
+    store_url: str | None = None
     accepting: bool = True
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-
 from supernet.node.service.config import NodeSettings
 
 log = logging.getLogger(__name__)

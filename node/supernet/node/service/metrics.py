@@ -19,9 +19,15 @@ class NodeMetrics:
         self.tasks_admitted = Counter("supernet_tasks_admitted", "Paid tasks admitted", registry=r)
         self.tasks_rejected = Counter("supernet_tasks_rejected", "Paid tasks refused", ["code"], registry=r)
         self.tasks_finished = Counter("supernet_tasks_finished", "Tasks finished", ["status"], registry=r)
-        self.task_seconds = Histogram("supernet_task_seconds", "Task run time", registry=r,
-                                      buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300))
-        self.batches_committed = Counter("supernet_batches_committed", "Receipt batches committed", registry=r)
+        self.task_seconds = Histogram(
+            "supernet_task_seconds",
+            "Task run time",
+            registry=r,
+            buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300),
+        )
+        self.batches_committed = Counter(
+            "supernet_batches_committed", "Receipt batches committed", registry=r
+        )
         self.receipts_committed = Counter("supernet_receipts_committed", "Receipts committed", registry=r)
         self.redeemed_wei = Counter("supernet_redeemed_wei", "Wei redeemed from vouchers", registry=r)
         self.pending_receipts = Gauge("supernet_pending_receipts", "Receipts waiting for a batch", registry=r)

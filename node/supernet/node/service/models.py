@@ -63,6 +63,7 @@ class TaskRow:
     max_fee: int
     fee: int
     deadline: int
+    signature: str
     status: TaskStatus
     output: str | None
     trace_cid: str | None
@@ -74,11 +75,24 @@ class TaskRow:
     def from_row(cls, r: sqlite3.Row) -> TaskRow:
         """Decode a ``tasks`` row."""
         return cls(
-            id=r["id"], user=r["user"], nonce=int(r["nonce"]), model_id=r["model_id"], agent=r["agent"],
-            agent_hash=r["agent_hash"], input=json.loads(r["input"]), input_hash=r["input_hash"],
-            max_fee=int(r["max_fee"]), fee=int(r["fee"]), deadline=int(r["deadline"]),
-            status=TaskStatus(r["status"]), output=r["output"], trace_cid=r["trace_cid"], error=r["error"],
-            created_at=float(r["created_at"]), updated_at=float(r["updated_at"]),
+            id=r["id"],
+            user=r["user"],
+            nonce=int(r["nonce"]),
+            model_id=r["model_id"],
+            agent=r["agent"],
+            agent_hash=r["agent_hash"],
+            input=json.loads(r["input"]),
+            input_hash=r["input_hash"],
+            max_fee=int(r["max_fee"]),
+            fee=int(r["fee"]),
+            deadline=int(r["deadline"]),
+            signature=r["signature"],
+            status=TaskStatus(r["status"]),
+            output=r["output"],
+            trace_cid=r["trace_cid"],
+            error=r["error"],
+            created_at=float(r["created_at"]),
+            updated_at=float(r["updated_at"]),
         )
 
 
@@ -99,8 +113,13 @@ class ReceiptRow:
     def from_row(cls, r: sqlite3.Row) -> ReceiptRow:
         """Decode a ``receipts`` row."""
         return cls(
-            task_id=r["task_id"], leaf=r["leaf"], body=r["body"], signature=r["signature"],
-            batch_id=r["batch_id"], batch_index=r["batch_index"], proof=r["proof"],
+            task_id=r["task_id"],
+            leaf=r["leaf"],
+            body=r["body"],
+            signature=r["signature"],
+            batch_id=r["batch_id"],
+            batch_index=r["batch_index"],
+            proof=r["proof"],
             created_at=float(r["created_at"]),
         )
 
@@ -126,6 +145,11 @@ class BatchRow:
     def from_row(cls, r: sqlite3.Row) -> BatchRow:
         """Decode a ``batches`` row."""
         return cls(
-            id=int(r["id"]), root=r["root"], count=int(r["count"]), manifest_cid=r["manifest_cid"],
-            status=r["status"], tx_hash=r["tx_hash"], chain_batch_id=r["chain_batch_id"],
+            id=int(r["id"]),
+            root=r["root"],
+            count=int(r["count"]),
+            manifest_cid=r["manifest_cid"],
+            status=r["status"],
+            tx_hash=r["tx_hash"],
+            chain_batch_id=r["chain_batch_id"],
         )

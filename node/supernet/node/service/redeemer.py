@@ -55,7 +55,9 @@ class Redeemer:
             amount, signature = best
             already = await self.chain.redeemed(user)
             if amount - already > self.min_amount_wei:
-                out.append(SignedVoucher(user=user, cumulative_amount=amount, signature=bytes.fromhex(signature[2:])))
+                out.append(
+                    SignedVoucher(user=user, cumulative_amount=amount, signature=bytes.fromhex(signature[2:]))
+                )
             elif already != self.db.redeemed(user):
                 self.db.set_redeemed({user: already}, tx_hash="")
         return out

@@ -3,7 +3,8 @@
 The signed request travels in the body's ``supernet`` field or, for OpenAI clients that cannot
 add body fields, base64url-encoded JSON in the ``X-Supernet-Auth`` header (same shape:
 ``{"request", "signature", "voucher"}``). The task runs the ``chat`` agent on the input
-``{"messages": [...], "max_tokens"?, "temperature"?, "seed"?}``, which ``inputHash`` covers.
+``{"messages": [...], "max_new_tokens"?, "temperature"?, "top_p"?, "seed"?}`` (``max_new_tokens``
+is the OpenAI ``max_tokens``), which ``inputHash`` covers.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
-
 from supernet.node.service.deps import AcceptingCtx, NodeContext, load_task
 from supernet.node.service.errors import BadRequestError, BadSignatureError, NodeError
 from supernet.node.service.models import TaskStatus
@@ -54,10 +54,15 @@ def _check_model(ctx: NodeContext, model: str, signed: SignedTask) -> str:
 
 
 def _chunk(task_id: str, model: str, delta: dict[str, str], finish: str | None) -> str:
-    return json.dumps({
-        "id": task_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-    })
+    return json.dumps(
+        {
+            "id": task_id,
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+    )
 
 
 async def _stream(ctx: NodeContext, task_id: str, model: str) -> AsyncIterator[dict[str, str]]:
@@ -91,9 +96,23 @@ async def chat_completions(
     task = load_task(ctx, task_id)
     if task.status is not TaskStatus.DONE:
         raise NodeError(f"task {task_id} failed: {task.error}", taskId=task_id)
-    return JSONResponse({
-        "id": task_id, "object": "chat.completion", "created": int(task.created_at), "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": task.output},
-                     "finish_reason": "stop"}],
-        "supernet": {"taskId": task_id, "traceCid": task.trace_cid, "receipt": f"/v1/tasks/{task_id}/receipt"},
-    })
+    return JSONResponse(
+        {
+            "id": task_id,
+            "object": "chat.completion",
+            "created": int(task.created_at),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": task.output},
+                    "finish_reason": "stop",
+                }
+            ],
+            "supernet": {
+                "taskId": task_id,
+                "traceCid": task.trace_cid,
+                "receipt": f"/v1/tasks/{task_id}/receipt",
+            },
+        }
+    )

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, status
 from sse_starlette import EventSourceResponse
-
 from supernet.node.service.deps import AcceptingCtx, Ctx, NodeContext, load_task
 from supernet.node.service.errors import NotFoundError, TooLargeError
 from supernet.node.service.metrics import METRICS
@@ -24,13 +23,24 @@ TaskId = Annotated[str, Path(pattern=r"^0x[0-9a-fA-F]{64}$", description="The ta
 def task_public(t: TaskRow) -> TaskPublic:
     """API view of a stored task."""
     return TaskPublic(
-        id=t.id, status=t.status.value, user=t.user, agent=t.agent, modelId=t.model_id, nonce=t.nonce,
-        fee=t.fee, output=t.output, traceCid=t.trace_cid, error=t.error, createdAt=t.created_at,
+        id=t.id,
+        status=t.status.value,
+        user=t.user,
+        agent=t.agent,
+        modelId=t.model_id,
+        nonce=t.nonce,
+        fee=t.fee,
+        output=t.output,
+        traceCid=t.trace_cid,
+        error=t.error,
+        createdAt=t.created_at,
         updatedAt=t.updated_at,
     )
 
 
-async def admit_and_start(ctx: NodeContext, signed: SignedTask, agent: str, task_input: str | dict[str, Any]) -> str:
+async def admit_and_start(
+    ctx: NodeContext, signed: SignedTask, agent: str, task_input: str | dict[str, Any]
+) -> str:
     """Check the input size, authenticate and store the task, and start it; returns its id."""
     size = len(task_input) if isinstance(task_input, str) else len(canonical_json(task_input))
     limit = ctx.settings.api.max_input_chars
@@ -71,12 +81,24 @@ async def get_receipt(task_id: TaskId, ctx: Ctx) -> ReceiptPublic:
         batch = ctx.db.batch(row.batch_id)
         assert batch is not None and row.batch_index is not None
         batch_info = BatchInfo(
-            localId=batch.id, status=batch.status, chainBatchId=batch.chain_batch_id, root=batch.root,
-            index=row.batch_index, manifestCid=batch.manifest_cid, txHash=batch.tx_hash,
+            localId=batch.id,
+            status=batch.status,
+            chainBatchId=batch.chain_batch_id,
+            root=batch.root,
+            index=row.batch_index,
+            manifestCid=batch.manifest_cid,
+            txHash=batch.tx_hash,
             proof=json.loads(row.proof) if row.proof else None,
         )
-    return ReceiptPublic(taskId=task.id, node=ctx.address, receipt=row.receipt_json, leaf=row.leaf,
-                         signature=row.signature, traceCid=task.trace_cid, batch=batch_info)
+    return ReceiptPublic(
+        taskId=task.id,
+        node=ctx.address,
+        receipt=row.receipt_json,
+        leaf=row.leaf,
+        signature=row.signature,
+        traceCid=task.trace_cid,
+        batch=batch_info,
+    )
 
 
 async def task_events(ctx: NodeContext, task_id: str) -> AsyncIterator[dict[str, str]]:
@@ -95,8 +117,11 @@ async def task_events(ctx: NodeContext, task_id: str) -> AsyncIterator[dict[str,
     yield {"event": event, "data": task_public(task).model_dump_json()}
 
 
-@router.get("/{task_id}/events", response_class=EventSourceResponse,
-            responses={200: {"content": {"text/event-stream": {}}}})
+@router.get(
+    "/{task_id}/events",
+    response_class=EventSourceResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
 async def stream_task(task_id: TaskId, ctx: Ctx) -> EventSourceResponse:
     """Server-sent events: ``token`` ``{"text"}`` as they are generated, then ``done`` with the task."""
     task = load_task(ctx, task_id)

@@ -19,7 +19,7 @@ import signal
 import uvicorn
 from eth_account.signers.local import LocalAccount
 from fastapi import FastAPI
-
+from supernet.node.faults import FaultInjector
 from supernet.node.service.api import create_app
 from supernet.node.service.auth import Authenticator
 from supernet.node.service.batcher import Batcher, DagStore
@@ -40,13 +40,24 @@ ZERO_ADDRESS = "0x" + "00" * 20
 class NodeService:
     """One node: owns its database and background services, serves the API."""
 
-    def __init__(self, settings: NodeSettings, executor: Executor, account: LocalAccount,
-                 store: DagStore, chain: ChainPort | None) -> None:
+    def __init__(
+        self,
+        settings: NodeSettings,
+        executor: Executor,
+        account: LocalAccount,
+        store: DagStore,
+        chain: ChainPort | None,
+        *,
+        store_url: str | None = None,
+        faults: FaultInjector | None = None,
+    ) -> None:
         self.settings = settings
         self.executor = executor
         self.account = account
         self.store = store
         self.chain = chain
+        self.store_url = store_url
+        self.faults = faults
         self.ctx: NodeContext | None = None
         self.app: FastAPI | None = None
         self.batcher: Batcher | None = None
@@ -66,19 +77,31 @@ class NodeService:
         s = self.settings
         db = Database.open(s.data_dir / "node.sqlite3")
         streams = StreamHub()
-        self.batcher = Batcher(db, self.store, self.chain, self.account.address, s.batch.max_size,
-                               s.batch.max_age_s)
-        worker = TaskWorker(db, self.executor, self.account, streams, self.batcher.notify)
-        auth = Authenticator(self.account.address, self.domain, self.executor, db, self.chain,
-                             s.pricing.task_fee_wei)
-        self.ctx = NodeContext(settings=s, address=self.account.address, db=db, executor=self.executor,
-                               auth=auth, worker=worker, streams=streams, chain=self.chain)
+        self.batcher = Batcher(
+            db, self.store, self.chain, self.account.address, s.batch.max_size, s.batch.max_age_s
+        )
+        worker = TaskWorker(db, self.executor, self.account, streams, self.batcher.notify, faults=self.faults)
+        auth = Authenticator(
+            self.account.address, self.domain, self.executor, db, self.chain, s.pricing.task_fee_wei
+        )
+        self.ctx = NodeContext(
+            settings=s,
+            address=self.account.address,
+            db=db,
+            executor=self.executor,
+            auth=auth,
+            worker=worker,
+            streams=streams,
+            chain=self.chain,
+            store_url=self.store_url,
+        )
         self.app = create_app(self.ctx)
         if self.chain is not None:
             self.redeemer = Redeemer(db, self.chain, s.redeem.interval_s, s.redeem.min_amount_wei)
-            if s.chain.register:
-                await self.chain.ensure_registered(s.api.endpoint(), list(self.executor.model_ids()),
-                                                   s.chain.stake_wei)
+            if s.chain.auto_register:
+                await self.chain.ensure_registered(
+                    s.api.endpoint(), list(self.executor.model_ids()), s.chain.stake_wei
+                )
         resumed = worker.resume()
         if resumed:
             log.info("resumed %d unfinished tasks", len(resumed))
@@ -86,8 +109,13 @@ class NodeService:
     async def run_forever(self) -> None:
         """Serve the API and run the background services until :meth:`stop`."""
         assert self.app is not None and self.batcher is not None, "setup() first"
-        config = uvicorn.Config(self.app, host=self.settings.api.host, port=self.settings.api.port,
-                                log_level=self.settings.log_level.lower(), lifespan="off")
+        config = uvicorn.Config(
+            self.app,
+            host=self.settings.api.host,
+            port=self.settings.api.port,
+            log_level=self.settings.log_level.lower(),
+            lifespan="off",
+        )
         self._server = uvicorn.Server(config)
         self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         services = [self.batcher.run_forever(), self._server.serve()]

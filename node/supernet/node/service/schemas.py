@@ -124,7 +124,9 @@ class NodeInfo(BaseModel):
     verifyingContract: Address
     taskFee: Uint256
     models: list[Bytes32]
+    modelNames: dict[str, Bytes32]
     agents: dict[str, Bytes32]
+    storeUrl: str | None = Field(None, description="Content store (Kubo RPC) holding this node's traces.")
 
 
 class AccountPublic(BaseModel):
@@ -146,7 +148,7 @@ class ChatMessage(BaseModel):
 class ChatCompletionCreate(BaseModel):
     """``POST /v1/chat/completions``; the ``supernet`` field (or the ``X-Supernet-Auth`` header)
     carries the signed request. The signed input is ``{"messages": [...]}`` plus
-    ``max_tokens`` / ``temperature`` / ``seed`` when given (see docs/node.md)."""
+    ``max_new_tokens`` (from ``max_tokens``) / ``temperature`` / ``top_p`` / ``seed`` when given."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -155,15 +157,22 @@ class ChatCompletionCreate(BaseModel):
     stream: bool = False
     max_tokens: Annotated[int, Field(gt=0, le=4096)] | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
     seed: Annotated[int, Field(ge=0, lt=2**63)] | None = None
     supernet: SignedTask | None = None
 
     def task_input(self) -> dict[str, Any]:
-        """The task input this chat request stands for (what ``inputHash`` covers)."""
+        """The task input this chat request stands for (what ``inputHash`` covers): the chat
+        agent's ``{"messages", "max_new_tokens"?, "temperature"?, "top_p"?, "seed"?}``."""
         out: dict[str, Any] = {"messages": [m.model_dump() for m in self.messages]}
-        for key in ("max_tokens", "temperature", "seed"):
-            if getattr(self, key) is not None:
-                out[key] = getattr(self, key)
+        for ours, theirs in (
+            ("max_new_tokens", "max_tokens"),
+            ("temperature", "temperature"),
+            ("top_p", "top_p"),
+            ("seed", "seed"),
+        ):
+            if getattr(self, theirs) is not None:
+                out[ours] = getattr(self, theirs)
         return out
 
 

@@ -63,7 +63,7 @@ class TokenStream:
             async with self._changed:
                 self._waiters += 1
                 try:
-                    await self._changed.wait_for(lambda: self._closed or sent < len(self._pieces))
+                    await self._changed.wait_for(lambda n=sent: self._closed or n < len(self._pieces))
                 finally:
                     self._waiters -= 1
 

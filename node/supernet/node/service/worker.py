@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from eth_account.signers.local import LocalAccount
-
+from supernet.node.faults import FaultInjector
 from supernet.node.service.db import Database
 from supernet.node.service.metrics import METRICS
 from supernet.node.service.models import ReceiptRow, TaskRow, TaskStatus
@@ -49,6 +49,7 @@ class TaskWorker:
         streams: where generated text is published.
         on_receipt: called after each stored receipt (wakes the batcher).
         concurrency: tasks in the executor at once; the kernel batches their LLM calls.
+        faults: deliberate cheating for tests and demos (``--fault trace:RATE``); None: honest.
     """
 
     def __init__(
@@ -59,6 +60,7 @@ class TaskWorker:
         streams: StreamHub,
         on_receipt: Callable[[], None],
         concurrency: int = 16,
+        faults: FaultInjector | None = None,
     ) -> None:
         self.db = db
         self.executor = executor
@@ -67,6 +69,7 @@ class TaskWorker:
         self._on_receipt = on_receipt
         self._slots = asyncio.Semaphore(concurrency)
         self._running: dict[str, asyncio.Task[None]] = {}
+        self.faults = faults
 
     def start(self, task_id: str) -> asyncio.Task[None]:
         """Start running a stored task in the background; returns its asyncio task."""
@@ -118,8 +121,13 @@ class TaskWorker:
             self.db.set_status(task_id, TaskStatus.RUNNING)
             started = time.perf_counter()
             try:
-                job = Job(task_id=task.id, user=task.user, agent=task.agent, model_id=task.model_id,
-                          input=task.input)
+                job = Job(
+                    task_id=task.id,
+                    user=task.user,
+                    agent=task.agent,
+                    model_id=task.model_id,
+                    input=task.input,
+                )
                 result = await self.executor.run(job, stream.push)
             except asyncio.CancelledError:
                 raise
@@ -129,14 +137,17 @@ class TaskWorker:
                 METRICS.tasks_finished.labels(status="failed").inc()
                 stream.close()
                 return
-            receipt = build_receipt(task, result.output, result.trace_cid)
+            output = result.output
+            if self.faults is not None:
+                output = self.faults.on_output(task_id, output)  # the `trace` fault: receipt != trace
+            receipt = build_receipt(task, output, result.trace_cid)
             row = ReceiptRow(
                 task_id=task_id,
                 leaf="0x" + receipt.leaf().hex(),
                 body=json.dumps(receipt.to_json()),
                 signature="0x" + sign_receipt(receipt, self.account).hex(),
             )
-            self.db.finish_task(task_id, result.output, result.trace_cid, row)
+            self.db.finish_task(task_id, output, result.trace_cid, row)
             METRICS.tasks_finished.labels(status="done").inc()
             METRICS.task_seconds.observe(time.perf_counter() - started)
             stream.close()

@@ -26,10 +26,9 @@ from typing import Any
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from supernet.sdk.chain.errors import ChainError
 from web3 import Web3
 from web3.types import RPCEndpoint
-
-from supernet.sdk.errors import SupernetError
 
 DEV_MNEMONIC = "test test test test test test test test test test test junk"
 """Anvil's default mnemonic: its dev accounts are public knowledge, never use them for value."""
@@ -37,7 +36,7 @@ DEV_MNEMONIC = "test test test test test test test test test test test junk"
 _LISTEN_RE = re.compile(r"Listening on ([0-9.]+):(\d+)")
 
 
-class AnvilError(SupernetError, RuntimeError):
+class AnvilError(ChainError, RuntimeError):
     """Anvil cannot be found, did not start, or an Anvil-only RPC failed."""
 
 

@@ -21,13 +21,15 @@ from importlib.resources import files
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
+from supernet.sdk.chain.errors import BindingsError, ContractError, TransactionFailed, decode_revert
 from web3 import Web3
 from web3.contract import Contract
-from web3.contract.contract import ContractFunction
+from web3.contract.contract import ContractConstructor, ContractFunction
 from web3.exceptions import ContractLogicError
-from web3.types import EventData, TxReceipt
+from web3.types import EventData, TxParams, TxReceipt, Wei
 
-from supernet.sdk.chain.errors import BindingsError, ContractError, TransactionFailed, decode_revert
+GAS_MARGIN_PCT = 130
+"""Gas limit sent = estimate × 1.3 (unused gas is not charged)."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,9 @@ def reverts_as(contract: str) -> Iterator[None]:
         raise err from exc
 
 
-def send(w3: Web3, account: LocalAccount, fn: ContractFunction, contract: str, value: int = 0) -> TxReceipt:
+def send(
+    w3: Web3, account: LocalAccount, fn: ContractFunction | ContractConstructor, contract: str, value: int = 0
+) -> TxReceipt:
     """Sign, send and wait for one contract transaction.
 
     Args:
@@ -106,19 +110,25 @@ def send(w3: Web3, account: LocalAccount, fn: ContractFunction, contract: str, v
         TransactionFailed: it was mined but failed anyway.
     """
     with reverts_as(contract):
-        tx = fn.build_transaction(
-            {
-                "from": account.address,
-                "value": value,
-                "nonce": w3.eth.get_transaction_count(account.address, "pending"),
-                "chainId": w3.eth.chain_id,
-            }
-        )
-    signed = account.sign_transaction(tx)
+        params: TxParams = {
+            "from": account.address,
+            "value": Wei(value),
+            "nonce": w3.eth.get_transaction_count(account.address, "pending"),
+            "chainId": w3.eth.chain_id,
+        }
+        tx = fn.build_transaction(params)
+    # The estimate runs against the pending state; the mined block can differ (a later timestamp
+    # makes e.g. `lockStake` write a slot it skipped in the estimate), so leave a margin.
+    tx["gas"] = int(tx["gas"]) * GAS_MARGIN_PCT // 100
+    signed = account.sign_transaction(dict(tx))  # type: ignore[arg-type]
     tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
     receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120, poll_latency=0.05)
     if receipt["status"] != 1:
-        raise TransactionFailed(f"{contract}.{fn.fn_name} failed in block {receipt['blockNumber']}", tx_hash.hex())
+        raise TransactionFailed(
+            f"{contract}.{getattr(fn, 'fn_name', 'constructor')} failed in block {receipt['blockNumber']} "
+            f"(gas used {receipt['gasUsed']} of {tx['gas']})",
+            tx_hash.hex(),
+        )
     return receipt
 
 
@@ -138,7 +148,9 @@ class Binding:
         self.name = name or self.NAME
         self.w3 = w3
         self.account = account
-        self.contract: Contract = w3.eth.contract(address=Web3.to_checksum_address(address), abi=load_abi(self.name))
+        self.contract: Contract = w3.eth.contract(
+            address=Web3.to_checksum_address(address), abi=load_abi(self.name)
+        )
 
     @classmethod
     def at(cls, w3: Web3, name: str, address: str, account: LocalAccount | None = None) -> Binding:
@@ -163,14 +175,17 @@ class Binding:
         """Send a transaction from the bound account; reverts raise the typed `ContractError`."""
         if self.account is None:
             raise ContractError(f"{self.name}.{fn_name}: no account bound to sign the transaction")
-        return TxResult(send(self.w3, self.account, self.contract.functions[fn_name](*args), self.name, value))
+        return TxResult(
+            send(self.w3, self.account, self.contract.functions[fn_name](*args), self.name, value)
+        )
 
     def events(self, tx: TxResult | TxReceipt, event_name: str) -> list[EventData]:
         """The ``event_name`` events this contract emitted in the transaction ``tx``."""
         receipt = tx.receipt if isinstance(tx, TxResult) else tx
         event = self.contract.events[event_name]()
         mine = [log for log in receipt["logs"] if log["address"] == self.contract.address]
-        return [event.process_log(log) for log in mine if log["topics"][0] == event.topic]
+        topic = bytes.fromhex(str(event.topic).removeprefix("0x"))
+        return [event.process_log(log) for log in mine if log["topics"] and bytes(log["topics"][0]) == topic]
 
 
 def deploy(w3: Web3, account: LocalAccount, name: str, *args: Any) -> tuple[str, TxReceipt]:

@@ -26,16 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from eth_utils import to_checksum_address
-
 from supernet.sdk.chain.eip712 import Domain
-from supernet.sdk.errors import SupernetError
+from supernet.sdk.chain.errors import ChainError
 
 FORMAT_VERSION = 1
 CONTRACT_NAMES = ("ServiceManager", "ModelRegistry", "Payments", "TaskManager")
 """The protocol's contracts, in deployment order."""
 
 
-class DeploymentError(SupernetError, ValueError):
+class DeploymentError(ChainError, ValueError):
     """A deployment file is missing, malformed, or lacks a contract."""
 
 

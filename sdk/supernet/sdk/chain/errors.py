@@ -6,7 +6,7 @@ by hand); `decode_revert` maps revert data to it by its 4-byte selector and deco
 arguments, which become attributes of the exception.
 
 >>> from eth_abi import encode
->>> from eth_utils import keccak
+>>> from eth_utils import keccak, to_checksum_address
 >>> exc = decode_revert(keccak(b"Error(string)")[:4] + encode(["string"], ["nope"]))
 >>> type(exc).__name__, exc.reason
 ('RevertError', 'nope')
@@ -19,8 +19,7 @@ from typing import Any, ClassVar
 
 from eth_abi import decode
 from eth_abi.exceptions import DecodingError
-from eth_utils import keccak
-
+from eth_utils import keccak, to_checksum_address
 from supernet.sdk.errors import SupernetError
 
 
@@ -134,4 +133,7 @@ def decode_revert(data: bytes | str | None, contract: str | None = None) -> Cont
         values = decode(list(cls.arg_types), raw[4:]) if cls.arg_types else ()
     except DecodingError:
         return UnknownContractError(data=raw, contract=contract)
+    values = tuple(
+        to_checksum_address(v) if t == "address" else v for v, t in zip(values, cls.arg_types, strict=True)
+    )
     return cls(*values, data=raw, contract=contract)

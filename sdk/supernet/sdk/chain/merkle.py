@@ -16,12 +16,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from eth_utils import keccak
-
+from supernet.sdk.chain.errors import ChainError
 from supernet.sdk.chain.receipts import Receipt
-from supernet.sdk.errors import SupernetError
 
 
-class MerkleError(SupernetError, ValueError):
+class MerkleError(ChainError, ValueError):
     """A tree cannot be built from these leaves, or a leaf is not in it."""
 
 

@@ -28,9 +28,9 @@ from supernet.sdk.store.cids import (
     BlockStat,
     Codec,
     block_links,
+    canonical_cid,
     compute_cid,
     decode_dag,
-    parse_cid,
     verify_block,
 )
 from supernet.sdk.store.errors import BlockNotFoundError, BlockTooLargeError, PinError
@@ -68,7 +68,7 @@ class EmbeddedStore:
 
     def block_path(self, cid: str) -> Path:
         """Return the file that holds (or would hold) a block."""
-        key = str(parse_cid(cid))
+        key = canonical_cid(cid)
         return self._blocks / key[-3:-1] / key
 
     def put(self, data: bytes, codec: Codec = "raw") -> str:
@@ -131,7 +131,7 @@ class EmbeddedStore:
             PinError: If the block is pinned, directly or through a recursive pin.
             BlockNotFoundError: If the store does not hold it.
         """
-        key = str(parse_cid(cid))
+        key = canonical_cid(cid)
         with self._lock:
             pinned = self.pins("all").get(key)
             if pinned:
@@ -150,7 +150,7 @@ class EmbeddedStore:
             BlockNotFoundError: If the block or, for a recursive pin, a linked block is missing.
             PinError: If a direct pin is asked for a block already pinned recursively.
         """
-        key = str(parse_cid(cid))
+        key = canonical_cid(cid)
         with self._lock:
             if recursive:
                 self._walk(key)  # every linked block must be here before the pin holds
@@ -171,7 +171,7 @@ class EmbeddedStore:
             PinError: If the block is not pinned, pinned only indirectly, or pinned
                 recursively while ``recursive`` is false.
         """
-        key = str(parse_cid(cid))
+        key = canonical_cid(cid)
         with self._lock:
             if key in self._recursive:
                 if not recursive:

@@ -12,6 +12,7 @@ the client checks the store's answer against it, and every ``get`` re-hashes the
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,6 +45,11 @@ class BlockStat:
     size: int
 
 
+_PREFIXES: dict[Codec, bytes] = {"raw": b"\x01\x55\x12\x20", "dag-cbor": b"\x01\x71\x12\x20"}
+"""Binary CID header per codec: version 1, codec (0x55 / 0x71), sha2-256 (0x12), 32 bytes."""
+_CODEC_OF_PREFIX = {prefix: codec for codec, prefix in _PREFIXES.items()}
+
+
 def compute_cid(data: bytes, codec: Codec = "raw") -> str:
     """Compute the CIDv1 (sha2-256, base32) of a block.
 
@@ -57,47 +63,37 @@ def compute_cid(data: bytes, codec: Codec = "raw") -> str:
     Raises:
         InvalidCIDError: If the codec is not supported.
     """
-    if codec not in CODECS:
+    if codec not in _PREFIXES:
         raise InvalidCIDError(f"unsupported codec {codec!r}: the store uses {', '.join(CODECS)}")
-    digest = multihash.wrap(hashlib.sha256(data).digest(), HASH_FUNCTION)
-    return str(CID("base32", 1, codec, digest))
+    return _base32(_PREFIXES[codec] + hashlib.sha256(data).digest())
 
 
-def parse_cid(value: str | CID) -> CID:
-    """Parse and check a CID the store can serve.
-
-    Any multibase and CID version is accepted on input; the result is CIDv1 in base32, so
-    ``str(parse_cid(x))`` is the canonical key of a block.
-
-    Args:
-        value: A CID string or object.
-
-    Returns:
-        The CID, CIDv1 base32.
+def canonical_cid(value: str | CID) -> str:
+    """Return the canonical string (CIDv1, base32) of a CID the store can serve.
 
     Raises:
         InvalidCIDError: If ``value`` is not a CID, or not sha2-256 with a raw/dag-cbor codec.
     """
-    if isinstance(value, CID):
-        cid = value
-    else:
-        if not isinstance(value, str) or not value.strip():
-            raise InvalidCIDError(f"not a CID: {value!r}")
-        try:
-            cid = CID.decode(value.strip())
-        except (ValueError, KeyError) as exc:
-            raise InvalidCIDError(f"not a CID: {value!r} ({exc})") from exc
-    if cid.codec.name not in CODECS:
-        raise InvalidCIDError(f"unsupported codec {cid.codec.name!r} in {value}: expected raw or dag-cbor")
-    if cid.hashfun.name != HASH_FUNCTION or len(cid.raw_digest) != 32:
-        raise InvalidCIDError(f"unsupported hash {cid.hashfun.name!r} in {value}: expected sha2-256")
-    return cid.set(version=1, base="base32")
+    codec, digest = _split(value)
+    return _base32(_PREFIXES[codec] + digest)
+
+
+def parse_cid(value: str | CID) -> CID:
+    """Parse and check a CID the store can serve, as a ``multiformats.CID`` (e.g. for links).
+
+    Any multibase and CID version is accepted on input; the result is CIDv1 in base32, so
+    ``str(parse_cid(x)) == canonical_cid(x)`` is the key of the block.
+
+    Raises:
+        InvalidCIDError: If ``value`` is not a CID, or not sha2-256 with a raw/dag-cbor codec.
+    """
+    codec, digest = _split(value)
+    return CID("base32", 1, codec, multihash.wrap(digest, HASH_FUNCTION))
 
 
 def codec_of(cid: str | CID) -> Codec:
     """Return the codec name of a CID (``"raw"`` or ``"dag-cbor"``)."""
-    name = parse_cid(cid).codec.name
-    return "raw" if name == "raw" else "dag-cbor"
+    return _split(cid)[0]
 
 
 def verify_block(cid: str | CID, data: bytes) -> None:
@@ -107,13 +103,50 @@ def verify_block(cid: str | CID, data: bytes) -> None:
         CIDMismatchError: If the sha2-256 digest of ``data`` differs from the CID's digest.
         InvalidCIDError: If ``cid`` is not a supported CID.
     """
-    parsed = parse_cid(cid)
+    codec, expected = _split(cid)
     actual = hashlib.sha256(data).digest()
-    if actual != parsed.raw_digest:
+    if actual != expected:
         raise CIDMismatchError(
-            f"block {parsed} is corrupt: its {len(data)} bytes hash to sha2-256 {actual.hex()}, "
-            f"not {parsed.raw_digest.hex()}"
+            f"block {_base32(_PREFIXES[codec] + expected)} is corrupt: its {len(data)} bytes hash to "
+            f"sha2-256 {actual.hex()}, not {expected.hex()}"
         )
+
+
+def _base32(binary: bytes) -> str:
+    return "b" + base64.b32encode(binary).decode("ascii").lower().rstrip("=")
+
+
+def _split(value: str | CID) -> tuple[Codec, bytes]:
+    """Return (codec, sha2-256 digest) of a supported CID; fast for the canonical forms."""
+    if isinstance(value, CID):
+        binary = bytes(value)  # CIDv1 binary form, cheap
+        if binary[:4] in _CODEC_OF_PREFIX and len(binary) == 36:
+            return _CODEC_OF_PREFIX[binary[:4]], binary[4:]
+    elif isinstance(value, str) and len(value) == 59 and value[0] == "b" and value.islower():
+        try:
+            binary = base64.b32decode(value[1:].upper() + "=" * 6)
+        except ValueError:
+            binary = b""
+        if binary[:4] in _CODEC_OF_PREFIX and len(binary) == 36 and _base32(binary) == value:
+            return _CODEC_OF_PREFIX[binary[:4]], binary[4:]
+    return _split_slow(value)
+
+
+def _split_slow(value: str | CID) -> tuple[Codec, bytes]:
+    if isinstance(value, CID):
+        cid = value
+    else:
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidCIDError(f"not a CID: {value!r}")
+        try:
+            cid = CID.decode(value.strip())
+        except (ValueError, KeyError) as exc:
+            raise InvalidCIDError(f"not a CID: {value!r} ({exc})") from exc
+    if cid.codec.name not in _PREFIXES:
+        raise InvalidCIDError(f"unsupported codec {cid.codec.name!r} in {value}: expected raw or dag-cbor")
+    if cid.hashfun.name != HASH_FUNCTION or len(cid.raw_digest) != 32:
+        raise InvalidCIDError(f"unsupported hash {cid.hashfun.name!r} in {value}: expected sha2-256")
+    return ("raw" if cid.codec.name == "raw" else "dag-cbor"), cid.raw_digest
 
 
 def encode_dag(obj: Any) -> bytes:
@@ -167,7 +200,7 @@ def block_links(cid: str | CID, data: bytes) -> list[str]:
     """Return the CIDs a block links to (none for raw blocks), as canonical strings."""
     if codec_of(cid) == "raw":
         return []
-    return [str(link.set(base="base32")) for link in iter_links(decode_dag(data))]
+    return [canonical_cid(link) for link in iter_links(decode_dag(data))]
 
 
 def link(cid: str | CID) -> CID:

@@ -29,11 +29,11 @@ from supernet.sdk.store.cids import (
     MAX_BLOCK_SIZE,
     BlockStat,
     Codec,
+    canonical_cid,
     codec_of,
     compute_cid,
     decode_dag,
     encode_dag,
-    parse_cid,
     verify_block,
 )
 from supernet.sdk.store.errors import (
@@ -44,7 +44,7 @@ from supernet.sdk.store.errors import (
     StoreUnavailableError,
 )
 from supernet.sdk.store.files import CHUNK_SIZE, decode_file_root, encode_file_root, split_chunks
-from supernet.sdk.store.rpc_errors import error_from_response
+from supernet.sdk.store.rpc_errors import error_from_response, parse_answer
 
 STORE_URL_ENV = "SUPERNET_STORE_URL"
 DEFAULT_STORE_URL = "http://127.0.0.1:5001"
@@ -117,8 +117,8 @@ class StoreClient:
             decode_dag(data)
         params = {"cid-codec": codec, "mhtype": "sha2-256", "pin": _flag(pin)}
         files = {"file": ("block", data, "application/octet-stream")}
-        answer = (await self._post("block/put", params, files=files)).json()
-        returned = str(parse_cid(answer["Key"]))
+        answer = await self._call("block/put", params, ("Key",), files=files)
+        returned = canonical_cid(answer["Key"])
         if returned != expected:
             raise CIDMismatchError(
                 f"store at {self.url} stored a block as {returned}, but its CID is {expected}"
@@ -133,19 +133,19 @@ class StoreClient:
             BlockNotFoundError: If the store does not have the block.
             CIDMismatchError: If the bytes do not hash to ``cid``.
         """
-        key = str(parse_cid(cid))
+        key = canonical_cid(cid)
         data = await self._post_capped("block/get", {"arg": key, **self._local()})
         verify_block(key, data)
         return data
 
     async def stat(self, cid: str) -> BlockStat:
         """Return a block's CID and size without fetching it."""
-        answer = (await self._post("block/stat", {"arg": str(parse_cid(cid)), **self._local()})).json()
-        return BlockStat(cid=str(parse_cid(answer["Key"])), size=int(answer["Size"]))
+        answer = await self._call("block/stat", {"arg": canonical_cid(cid), **self._local()}, ("Key", "Size"))
+        return BlockStat(cid=canonical_cid(answer["Key"]), size=int(answer["Size"]))
 
     async def rm_block(self, cid: str) -> None:
         """Delete a block from the store (refused while it is pinned)."""
-        key = str(parse_cid(cid))
+        key = canonical_cid(cid)
         response = await self._post("block/rm", {"arg": key})
         for line in response.text.splitlines():
             if line.strip() and (error := json.loads(line).get("Error")):
@@ -195,28 +195,33 @@ class StoreClient:
 
     async def pin_add(self, cid: str, *, recursive: bool = True) -> list[str]:
         """Pin a block; a recursive pin (the default) keeps every block it links to."""
-        params = {"arg": str(parse_cid(cid)), "recursive": _flag(recursive), **self._local()}
-        return [_canonical(c) for c in (await self._post("pin/add", params)).json()["Pins"]]
+        params = {"arg": canonical_cid(cid), "recursive": _flag(recursive), **self._local()}
+        return [_canonical(c) for c in (await self._call("pin/add", params, ("Pins",)))["Pins"]]
 
     async def pin_rm(self, cid: str, *, recursive: bool = True) -> list[str]:
         """Remove a pin (the blocks stay until removed or garbage-collected)."""
-        params = {"arg": str(parse_cid(cid)), "recursive": _flag(recursive)}
-        return [_canonical(c) for c in (await self._post("pin/rm", params)).json()["Pins"]]
+        params = {"arg": canonical_cid(cid), "recursive": _flag(recursive)}
+        return [_canonical(c) for c in (await self._call("pin/rm", params, ("Pins",)))["Pins"]]
 
     async def pin_ls(self, type: str = "recursive") -> dict[str, str]:
         """List pins as ``{cid: pin type}``; ``type`` is recursive, direct, indirect or all."""
-        keys = (await self._post("pin/ls", {"type": type})).json().get("Keys") or {}
+        keys = (await self._call("pin/ls", {"type": type})).get("Keys") or {}
         return {_canonical(c): info.get("Type", type) for c, info in keys.items()}
 
     async def version(self) -> dict[str, Any]:
         """Return the store's ``version`` answer (a cheap liveness check)."""
-        answer: dict[str, Any] = (await self._post("version", {})).json()
-        return answer
+        return await self._call("version", {}, ("Version",))
 
     # -------------------------------------------------------------- internal
 
     def _local(self) -> dict[str, str]:
         return {"offline": "true"} if self._offline else {}
+
+    async def _call(
+        self, path: str, params: dict[str, str], required: tuple[str, ...] = (), **kwargs: Any
+    ) -> dict[str, Any]:
+        response = await self._post(path, params, **kwargs)
+        return parse_answer(response.text, context=path, url=self.url, required=required)
 
     async def _post(self, path: str, params: dict[str, str], **kwargs: Any) -> httpx.Response:
         try:
@@ -284,6 +289,6 @@ def _flag(value: bool) -> str:
 
 def _canonical(cid: str) -> str:
     try:
-        return str(parse_cid(cid))
+        return canonical_cid(cid)
     except InvalidCIDError:  # e.g. a dag-pb pin made by `ipfs add` on a shared Kubo
         return cid

@@ -19,6 +19,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import uvicorn
@@ -37,7 +38,7 @@ def _as_store(store: StorePath) -> EmbeddedStore:
 
 
 def in_process_client(
-    store: StorePath, *, max_request_size: int = DEFAULT_MAX_REQUEST_SIZE, **client_options: object
+    store: StorePath, *, max_request_size: int = DEFAULT_MAX_REQUEST_SIZE, **client_options: Any
 ) -> StoreClient:
     """Return a ``StoreClient`` wired to an embedded store in this process (ASGI, no socket).
 
@@ -48,7 +49,7 @@ def in_process_client(
     """
     app = create_app(_as_store(store), max_request_size=max_request_size)
     transport = httpx.ASGITransport(app=app)
-    return StoreClient("http://embedded-store", transport=transport, **client_options)  # type: ignore[arg-type]
+    return StoreClient("http://embedded-store", transport=transport, **client_options)
 
 
 def serve_in_thread(

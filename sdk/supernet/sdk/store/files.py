@@ -17,7 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from supernet.sdk.store.cids import compute_cid, decode_dag, encode_dag, link
+from multiformats import CID
+from supernet.sdk.store.cids import canonical_cid, codec_of, compute_cid, decode_dag, encode_dag, link
 from supernet.sdk.store.errors import InvalidBlockError, InvalidCIDError
 
 CHUNK_SIZE = 256 * 1024
@@ -64,12 +65,12 @@ def decode_file_root(data: bytes) -> FileRoot:
     cids = []
     for chunk in chunks:
         try:
-            cid = link(chunk)
+            codec, cid = codec_of(chunk), canonical_cid(chunk)
         except InvalidCIDError as exc:
             raise InvalidBlockError(f"{FILE_TYPE} root has a bad chunk link {chunk!r}: {exc}") from exc
-        if cid.codec.name != "raw":
-            raise InvalidBlockError(f"{FILE_TYPE} chunk {cid} is not a raw block")
-        cids.append(str(cid))
+        if codec != "raw" or not isinstance(chunk, CID):
+            raise InvalidBlockError(f"{FILE_TYPE} chunk {cid} is not a link to a raw block")
+        cids.append(cid)
     expected = -(-size // CHUNK_SIZE)
     if len(cids) != expected:
         raise InvalidBlockError(f"{FILE_TYPE} root of {size} bytes lists {len(cids)} chunks, not {expected}")

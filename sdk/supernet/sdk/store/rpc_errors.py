@@ -1,4 +1,4 @@
-"""Turn a Kubo RPC error answer into the store's typed exceptions.
+"""Read Kubo RPC answers: turn errors into the store's typed exceptions, check successes.
 
 Kubo answers a failed call with HTTP 500 (400 for bad arguments) and a JSON body
 ``{"Message": ..., "Code": ..., "Type": "error"}``; the embedded server does the same and
@@ -14,6 +14,7 @@ are recognised by its wording, which the embedded server reuses.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from supernet.sdk.store.errors import (
     BlockNotFoundError,
@@ -66,3 +67,21 @@ def _message(body: str) -> str:
     if isinstance(parsed, dict) and isinstance(parsed.get("Message"), str):
         return parsed["Message"]
     return body.strip()[:500]
+
+
+def parse_answer(body: str, *, context: str, url: str, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Parse a successful RPC answer: a JSON object holding the ``required`` fields.
+
+    Raises:
+        StoreUnavailableError: If the answer is not such an object, i.e. the URL does not
+            lead to a Kubo-compatible RPC API.
+    """
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict) or any(key not in answer for key in required):
+        raise StoreUnavailableError(
+            f"{context}: {url} answered {body[:120]!r}, not a Kubo RPC answer with {', '.join(required)}"
+        )
+    return answer

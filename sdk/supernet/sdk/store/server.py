@@ -24,6 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from supernet.sdk import __version__
 from supernet.sdk.store.blockstore import EmbeddedStore
@@ -43,7 +44,7 @@ AGENT = f"supernet-embedded/{__version__}"
 
 
 def _get_store(request: Request) -> EmbeddedStore:
-    return request.app.state.store  # type: ignore[no-any-return]
+    return request.app.state.store
 
 
 StoreDep = Annotated[EmbeddedStore, Depends(_get_store)]
@@ -163,6 +164,7 @@ def create_app(store: EmbeddedStore, *, max_request_size: int = DEFAULT_MAX_REQU
     app.add_middleware(_BodyLimit, max_bytes=max_request_size)
     app.add_exception_handler(StoreError, _store_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     return app
 
 
@@ -177,6 +179,12 @@ async def _store_error(_: Request, exc: Exception) -> JSONResponse:
         return kubo_error(413, str(exc))
     if isinstance(exc, ValueError):  # invalid CIDs, blocks and arguments
         return kubo_error(400, str(exc))
+    return kubo_error(500, str(exc))
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, StarletteHTTPException):
+        return kubo_error(exc.status_code, str(exc.detail))
     return kubo_error(500, str(exc))
 
 

@@ -1,0 +1,355 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.37;
+
+import {Payments} from "../src/Payments.sol";
+import {ServiceManager} from "../src/ServiceManager.sol";
+import {TaskManager} from "../src/TaskManager.sol";
+import {Receipt, Voucher} from "../src/libraries/Types.sol";
+
+import {Merkle} from "./utils/Merkle.sol";
+import {Test} from "./utils/Test.sol";
+import {Base} from "./utils/Base.sol";
+
+/// @notice Drives all three ETH-holding contracts with a fixed cast of actors and keeps ghost
+///         totals of the ETH that went in and came out.
+contract ProtocolHandler is Test {
+    ServiceManager internal immutable sm;
+    Payments internal immutable payments;
+    TaskManager internal immutable tm;
+
+    address[] public nodes;
+    address[] public validators;
+    address[] public users;
+    uint256[] internal userKeys;
+
+    uint256 public ghostIn; // ETH the actors sent to the contracts
+    uint256 public ghostOut; // ETH the contracts paid to the actors
+    mapping(bytes4 => uint256) public calls;
+
+    mapping(uint256 => Receipt[]) internal _batchReceipts;
+    mapping(uint256 => bytes32[]) internal _batchLeaves;
+
+    constructor(ServiceManager sm_, Payments payments_, TaskManager tm_) {
+        sm = sm_;
+        payments = payments_;
+        tm = tm_;
+        for (uint256 i; i < 3; ++i) {
+            nodes.push(makeAddr(string.concat("inv-node", _digit(i))));
+            validators.push(makeAddr(string.concat("inv-validator", _digit(i))));
+            string memory name = string.concat("inv-user", _digit(i));
+            users.push(makeAddr(name));
+            userKeys.push(privateKeyOf(name));
+        }
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                               OPERATORS
+    //////////////////////////////////////////////////////////////*/
+
+    function registerNode(uint256 seed, uint256 stake) external {
+        address who = nodes[seed % 3];
+        stake = bound(stake, 1 ether, 5 ether);
+        vm.deal(who, who.balance + stake);
+        vm.prank(who);
+        try sm.registerNode{value: stake}("http://node", new bytes32[](0), 1) {
+            ghostIn += stake;
+            ++calls[this.registerNode.selector];
+        } catch {}
+    }
+
+    function registerValidator(uint256 seed, uint256 stake) external {
+        address who = validators[seed % 3];
+        stake = bound(stake, 1 ether, 5 ether);
+        vm.deal(who, who.balance + stake);
+        vm.prank(who);
+        try sm.registerValidator{value: stake}() {
+            ghostIn += stake;
+            ++calls[this.registerValidator.selector];
+        } catch {}
+    }
+
+    function addStake(uint256 seed, uint256 amount) external {
+        address who = _operator(seed);
+        amount = bound(amount, 1, 3 ether);
+        vm.deal(who, who.balance + amount);
+        vm.prank(who);
+        try sm.addStake{value: amount}() {
+            ghostIn += amount;
+            ++calls[this.addStake.selector];
+        } catch {}
+    }
+
+    function requestUnbond(uint256 seed, uint256 amount) external {
+        address who = _operator(seed);
+        amount = bound(amount, 1, sm.getOperator(who).stake + 1);
+        vm.prank(who);
+        try sm.requestUnbond(amount) {
+            ++calls[this.requestUnbond.selector];
+        } catch {}
+    }
+
+    function deregister(uint256 seed) external {
+        vm.prank(_operator(seed));
+        try sm.deregister() {
+            ++calls[this.deregister.selector];
+        } catch {}
+    }
+
+    function withdrawUnbonded(uint256 seed) external {
+        address who = _operator(seed);
+        uint256 before = who.balance;
+        vm.prank(who);
+        try sm.withdrawUnbonded() {
+            ghostOut += who.balance - before;
+            ++calls[this.withdrawUnbonded.selector];
+        } catch {}
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                PAYMENTS
+    //////////////////////////////////////////////////////////////*/
+
+    function deposit(uint256 seed, uint256 amount) external {
+        address who = users[seed % 3];
+        amount = bound(amount, 1, 10 ether);
+        vm.deal(who, who.balance + amount);
+        vm.prank(who);
+        payments.deposit{value: amount}();
+        ghostIn += amount;
+        ++calls[this.deposit.selector];
+    }
+
+    function requestWithdrawal(uint256 seed, uint256 amount) external {
+        address who = users[seed % 3];
+        amount = bound(amount, 1, payments.deposits(who) + 1);
+        vm.prank(who);
+        try payments.requestWithdrawal(amount) {
+            ++calls[this.requestWithdrawal.selector];
+        } catch {}
+    }
+
+    function cancelWithdrawal(uint256 seed) external {
+        vm.prank(users[seed % 3]);
+        try payments.cancelWithdrawal() {
+            ++calls[this.cancelWithdrawal.selector];
+        } catch {}
+    }
+
+    function withdrawDeposit(uint256 seed) external {
+        address who = users[seed % 3];
+        uint256 before = who.balance;
+        vm.prank(who);
+        try payments.withdraw() {
+            ghostOut += who.balance - before;
+            ++calls[this.withdrawDeposit.selector];
+        } catch {}
+    }
+
+    function redeem(uint256 nodeSeed, uint256 userSeed, uint256 amount) external {
+        address to = nodes[nodeSeed % 3];
+        uint256 u = userSeed % 3;
+        amount = bound(amount, 1, 3 ether);
+        Voucher[] memory vs = new Voucher[](1);
+        vs[0] = Voucher({user: users[u], node: to, cumulativeAmount: payments.redeemed(users[u], to) + amount});
+        bytes[] memory sigs = new bytes[](1);
+        sigs[0] = signDigest(userKeys[u], payments.hashVoucher(vs[0]));
+        vm.prank(to);
+        payments.redeem(vs, sigs);
+        ++calls[this.redeem.selector];
+    }
+
+    function withdrawEarnings(uint256 seed) external {
+        address who = nodes[seed % 3];
+        uint256 before = who.balance;
+        vm.prank(who);
+        try payments.withdrawEarnings() {
+            ghostOut += who.balance - before;
+            ++calls[this.withdrawEarnings.selector];
+        } catch {}
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                DISPUTES
+    //////////////////////////////////////////////////////////////*/
+
+    function commitBatch(uint256 seed, uint256 n, uint256 fee) external {
+        address who = nodes[seed % 3];
+        n = bound(n, 1, 4);
+        fee = bound(fee, 0, 2 ether);
+        uint256 nextId = tm.batchCount() + 1;
+        bytes32[] memory leaves = new bytes32[](n);
+        for (uint256 i; i < n; ++i) {
+            Receipt memory r = Receipt({
+                requestHash: keccak256(abi.encode(nextId, i)),
+                user: users[i % 3],
+                modelId: bytes32(0),
+                inputHash: bytes32(i),
+                outputHash: bytes32(nextId),
+                traceHash: bytes32(0),
+                fee: fee
+            });
+            leaves[i] = keccak256(bytes.concat(keccak256(abi.encode(r))));
+            _batchReceipts[nextId].push(r);
+            _batchLeaves[nextId].push(leaves[i]);
+        }
+        vm.prank(who);
+        // forge-lint: disable-next-line(unsafe-typecast)
+        try tm.commitBatch(Merkle.root(leaves), uint32(n), "") {
+            ++calls[this.commitBatch.selector];
+        } catch {
+            delete _batchReceipts[nextId];
+            delete _batchLeaves[nextId];
+        }
+    }
+
+    function challenge(uint256 seed, uint256 batchSeed, uint256 leafSeed) external {
+        uint256 count = tm.batchCount();
+        if (count == 0) return;
+        uint256 batchId = bound(batchSeed, 1, count);
+        bytes32[] memory leaves = _batchLeaves[batchId];
+        uint256 i = leafSeed % leaves.length;
+        bytes32[] memory proof = Merkle.proof(leaves, leaves[i]);
+        Receipt memory r = _batchReceipts[batchId][i];
+        address who = validators[seed % 3];
+        uint256 bond = tm.CHALLENGE_BOND();
+        vm.deal(who, who.balance + bond);
+        vm.prank(who);
+        try tm.challenge{value: bond}(batchId, r, proof, "") {
+            ghostIn += bond;
+            ++calls[this.challenge.selector];
+        } catch {}
+    }
+
+    function vote(uint256 seed, uint256 challengeSeed, bool fraud) external {
+        uint256 count = tm.challengeCount();
+        if (count == 0) return;
+        vm.prank(validators[seed % 3]);
+        try tm.vote(bound(challengeSeed, 1, count), fraud) {
+            ++calls[this.vote.selector];
+        } catch {}
+    }
+
+    function resolve(uint256 challengeSeed) external {
+        uint256 count = tm.challengeCount();
+        if (count == 0) return;
+        try tm.resolve(bound(challengeSeed, 1, count)) {
+            ++calls[this.resolve.selector];
+        } catch {}
+    }
+
+    function claimVoteReward(uint256 seed, uint256 challengeSeed) external {
+        uint256 count = tm.challengeCount();
+        if (count == 0) return;
+        vm.prank(validators[seed % 3]);
+        try tm.claimVoteReward(bound(challengeSeed, 1, count)) {
+            ++calls[this.claimVoteReward.selector];
+        } catch {}
+    }
+
+    function withdrawClaimable(uint256 seed) external {
+        address who = _anyActor(seed);
+        uint256 before = who.balance;
+        vm.prank(who);
+        try tm.withdraw() {
+            ghostOut += who.balance - before;
+            ++calls[this.withdrawClaimable.selector];
+        } catch {}
+    }
+
+    function warp(uint256 secondsAhead) external {
+        vm.warp(block.timestamp + bound(secondsAhead, 1, 700));
+        vm.roll(block.number + 1);
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                HELPERS
+    //////////////////////////////////////////////////////////////*/
+
+    function _operator(uint256 seed) internal view returns (address) {
+        return seed % 2 == 0 ? nodes[(seed / 2) % 3] : validators[(seed / 2) % 3];
+    }
+
+    function _anyActor(uint256 seed) internal view returns (address) {
+        uint256 group = seed % 3;
+        uint256 i = (seed / 3) % 3;
+        return group == 0 ? nodes[i] : group == 1 ? validators[i] : users[i];
+    }
+
+    function _digit(uint256 i) internal pure returns (string memory) {
+        return string(abi.encodePacked(bytes1(uint8(48 + i))));
+    }
+}
+
+/// @notice Solvency of the protocol: every wei the contracts hold is owed to someone.
+contract InvariantsTest is Base {
+    ProtocolHandler internal handler;
+
+    function setUp() public override {
+        super.setUp();
+        _deployDevnet();
+        handler = new ProtocolHandler(sm, payments, tm);
+        targetContract(address(handler));
+    }
+
+    /// @dev ServiceManager: balance == Σ (active stake + unbonding stake).
+    function invariant_ServiceManagerHoldsAllStake() public view {
+        uint256 sum;
+        for (uint256 i; i < 3; ++i) {
+            ServiceManager.Operator memory n = sm.getOperator(handler.nodes(i));
+            ServiceManager.Operator memory v = sm.getOperator(handler.validators(i));
+            sum += n.stake + n.unbonding + v.stake + v.unbonding;
+        }
+        assertEq(address(sm).balance, sum, "sm balance");
+    }
+
+    /// @dev totalValidatorStake == Σ active stake of registered validators.
+    function invariant_TotalValidatorStake() public view {
+        uint256 sum;
+        for (uint256 i; i < 3; ++i) {
+            ServiceManager.Operator memory v = sm.getOperator(handler.validators(i));
+            if (v.registered) sum += v.stake;
+        }
+        assertEq(sm.totalValidatorStake(), sum, "total validator stake");
+    }
+
+    /// @dev Payments: balance == Σ deposits + Σ pending withdrawals + Σ unpaid earnings.
+    function invariant_PaymentsHoldsDepositsAndEarnings() public view {
+        uint256 sum;
+        for (uint256 i; i < 3; ++i) {
+            sum += payments.redeemableBalance(handler.users(i));
+            sum += payments.earnings(handler.nodes(i));
+        }
+        assertEq(address(payments).balance, sum, "payments balance");
+    }
+
+    /// @dev TaskManager: balance == open bonds + Σ claimable + unclaimed voter pools;
+    ///      each node's freeze count == its open challenges.
+    function invariant_TaskManagerHoldsBondsAndRewards() public view {
+        uint256 sum;
+        uint256[3] memory open;
+        uint256 count = tm.challengeCount();
+        for (uint256 id = 1; id <= count; ++id) {
+            TaskManager.Challenge memory c = tm.challenges(id);
+            if (c.status == TaskManager.ChallengeStatus.Open) {
+                sum += tm.CHALLENGE_BOND();
+                for (uint256 i; i < 3; ++i) {
+                    if (c.node == handler.nodes(i)) ++open[i];
+                }
+            } else {
+                sum += c.rewardPool - c.rewardClaimed;
+            }
+        }
+        for (uint256 i; i < 3; ++i) {
+            sum += tm.claimable(handler.nodes(i)) + tm.claimable(handler.validators(i)) + tm.claimable(handler.users(i));
+            assertEq(sm.getOperator(handler.nodes(i)).frozenCount, open[i], "frozen == open challenges");
+        }
+        assertEq(address(tm).balance, sum, "tm balance");
+    }
+
+    /// @dev Ghost totals: what went in minus what came out is held or burned, nothing else.
+    function invariant_GhostConservation() public view {
+        uint256 held = address(sm).balance + address(payments).balance + address(tm).balance;
+        assertEq(handler.ghostIn() - handler.ghostOut(), held + tm.totalBurned(), "ghost in - out");
+        assertEq(BURN.balance, tm.totalBurned(), "burned");
+    }
+}

@@ -1,0 +1,434 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.37;
+
+import {Payments} from "../src/Payments.sol";
+import {Confirmation, TaskRequest, Voucher} from "../src/libraries/Types.sol";
+
+import {Base, Rejecter} from "./utils/Base.sol";
+
+contract PaymentsTest is Base {
+    /*//////////////////////////////////////////////////////////////
+                          CONSTRUCTOR AND EIP-712
+    //////////////////////////////////////////////////////////////*/
+
+    function test_Constructor_SetsParameters() public view {
+        assertEq(payments.WITHDRAWAL_DELAY(), WITHDRAWAL_DELAY);
+        assertEq(payments.MAX_REDEEM_BATCH(), MAX_REDEEM_BATCH);
+    }
+
+    function test_RevertWhen_ConstructorParameterInvalid() public {
+        vm.expectRevert(Payments.InvalidParameter.selector);
+        new Payments(1, 0);
+        vm.expectRevert(Payments.InvalidParameter.selector);
+        new Payments(uint256(type(uint32).max) + 1, 1);
+    }
+
+    function _domainSeparator() internal view returns (bytes32) {
+        return keccak256(
+            abi.encode(
+                keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"),
+                keccak256("Supernet"),
+                keccak256("1"),
+                block.chainid,
+                address(payments)
+            )
+        );
+    }
+
+    function test_DomainSeparator_MatchesProtocol() public view {
+        assertEq(payments.domainSeparator(), _domainSeparator());
+    }
+
+    function test_HashVoucher_MatchesProtocol() public view {
+        Voucher memory v = _voucher(user, node, 1 ether);
+        bytes32 structHash = keccak256(
+            abi.encode(keccak256("Voucher(address user,address node,uint256 cumulativeAmount)"), user, node, 1 ether)
+        );
+        assertEq(payments.VOUCHER_TYPEHASH(), keccak256("Voucher(address user,address node,uint256 cumulativeAmount)"));
+        assertEq(payments.hashVoucher(v), keccak256(abi.encodePacked("\x19\x01", _domainSeparator(), structHash)));
+    }
+
+    function test_HashTaskRequest_MatchesProtocol() public view {
+        TaskRequest memory r = TaskRequest({
+            user: user,
+            node: node,
+            modelId: MODEL_ID,
+            agentHash: sha256("agent"),
+            inputHash: sha256("input"),
+            maxFee: 1e15,
+            nonce: 7,
+            deadline: 1_800_000_000
+        });
+        bytes32 typeHash = keccak256(
+            "TaskRequest(address user,address node,bytes32 modelId,bytes32 agentHash,bytes32 inputHash,uint256 maxFee,uint256 nonce,uint256 deadline)"
+        );
+        bytes32 structHash = keccak256(
+            abi.encode(
+                typeHash, r.user, r.node, r.modelId, r.agentHash, r.inputHash, r.maxFee, r.nonce, r.deadline
+            )
+        );
+        assertEq(payments.TASK_REQUEST_TYPEHASH(), typeHash);
+        assertEq(payments.hashTaskRequest(r), keccak256(abi.encodePacked("\x19\x01", _domainSeparator(), structHash)));
+    }
+
+    function test_HashConfirmation_MatchesProtocol() public view {
+        Confirmation memory c = Confirmation({requestHash: keccak256("req"), actionHash: sha256("action")});
+        bytes32 typeHash = keccak256("Confirmation(bytes32 requestHash,bytes32 actionHash)");
+        bytes32 structHash = keccak256(abi.encode(typeHash, c.requestHash, c.actionHash));
+        assertEq(payments.CONFIRMATION_TYPEHASH(), typeHash);
+        assertEq(payments.hashConfirmation(c), keccak256(abi.encodePacked("\x19\x01", _domainSeparator(), structHash)));
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                DEPOSITS
+    //////////////////////////////////////////////////////////////*/
+
+    function test_Deposit() public {
+        vm.deal(user, 1 ether);
+        vm.expectEmit(address(payments));
+        emit Payments.Deposited(user, user, 1 ether);
+        vm.prank(user);
+        payments.deposit{value: 1 ether}();
+        assertEq(payments.deposits(user), 1 ether);
+        assertEq(payments.redeemableBalance(user), 1 ether);
+        assertEq(address(payments).balance, 1 ether);
+    }
+
+    function test_DepositFor() public {
+        vm.deal(stranger, 1 ether);
+        vm.expectEmit(address(payments));
+        emit Payments.Deposited(user, stranger, 1 ether);
+        vm.prank(stranger);
+        payments.depositFor{value: 1 ether}(user);
+        assertEq(payments.deposits(user), 1 ether);
+    }
+
+    function test_RevertWhen_DepositZero() public {
+        vm.expectRevert(Payments.ZeroAmount.selector);
+        payments.deposit();
+    }
+
+    function test_RevertWhen_DepositForZeroAddress() public {
+        vm.expectRevert(Payments.ZeroAddress.selector);
+        payments.depositFor{value: 1}(address(0));
+    }
+
+    function test_RequestWithdrawal() public {
+        _deposit(user, 1 ether);
+        uint64 readyAt = uint64(block.timestamp + WITHDRAWAL_DELAY);
+        vm.expectEmit(address(payments));
+        emit Payments.WithdrawalRequested(user, 0.4 ether, 0.4 ether, readyAt);
+        vm.prank(user);
+        payments.requestWithdrawal(0.4 ether);
+        assertEq(payments.deposits(user), 0.6 ether);
+        (uint256 amount, uint64 pendingReadyAt) = payments.pendingWithdrawal(user);
+        assertEq(amount, 0.4 ether);
+        assertEq(pendingReadyAt, readyAt);
+        assertEq(payments.redeemableBalance(user), 1 ether);
+    }
+
+    function test_RevertWhen_RequestWithdrawalZero() public {
+        vm.prank(user);
+        vm.expectRevert(Payments.ZeroAmount.selector);
+        payments.requestWithdrawal(0);
+    }
+
+    function test_RevertWhen_RequestWithdrawalTooMuch() public {
+        _deposit(user, 1 ether);
+        vm.prank(user);
+        vm.expectRevert(abi.encodeWithSelector(Payments.InsufficientDeposit.selector, 2 ether, 1 ether));
+        payments.requestWithdrawal(2 ether);
+    }
+
+    function test_CancelWithdrawal() public {
+        _deposit(user, 1 ether);
+        vm.startPrank(user);
+        payments.requestWithdrawal(1 ether);
+        vm.expectEmit(address(payments));
+        emit Payments.WithdrawalCancelled(user, 1 ether);
+        payments.cancelWithdrawal();
+        vm.stopPrank();
+        assertEq(payments.deposits(user), 1 ether);
+        (uint256 amount,) = payments.pendingWithdrawal(user);
+        assertEq(amount, 0);
+    }
+
+    function test_RevertWhen_CancelWithdrawalNothing() public {
+        vm.prank(user);
+        vm.expectRevert(Payments.NothingToWithdraw.selector);
+        payments.cancelWithdrawal();
+    }
+
+    function test_Withdraw_AfterDelay() public {
+        _deposit(user, 1 ether);
+        vm.prank(user);
+        payments.requestWithdrawal(1 ether);
+        vm.warp(block.timestamp + WITHDRAWAL_DELAY);
+        vm.expectEmit(address(payments));
+        emit Payments.Withdrawn(user, 1 ether);
+        vm.prank(user);
+        payments.withdraw();
+        assertEq(user.balance, 1 ether);
+        assertEq(address(payments).balance, 0);
+    }
+
+    function test_RevertWhen_WithdrawNothing() public {
+        vm.prank(user);
+        vm.expectRevert(Payments.NothingToWithdraw.selector);
+        payments.withdraw();
+    }
+
+    function test_RevertWhen_WithdrawTooEarly() public {
+        _deposit(user, 1 ether);
+        vm.prank(user);
+        payments.requestWithdrawal(1 ether);
+        uint64 readyAt = uint64(block.timestamp + WITHDRAWAL_DELAY);
+        vm.warp(readyAt - 1);
+        vm.prank(user);
+        vm.expectRevert(abi.encodeWithSelector(Payments.WithdrawalNotReady.selector, readyAt));
+        payments.withdraw();
+    }
+
+    function test_RevertWhen_WithdrawTransferFails() public {
+        Rejecter r = new Rejecter();
+        vm.deal(address(r), 1 ether);
+        r.call(address(payments), 1 ether, abi.encodeCall(Payments.deposit, ()));
+        r.call(address(payments), 0, abi.encodeCall(Payments.requestWithdrawal, (1 ether)));
+        vm.warp(block.timestamp + WITHDRAWAL_DELAY);
+        r.setRejecting(true);
+        vm.expectRevert(Payments.TransferFailed.selector);
+        r.call(address(payments), 0, abi.encodeCall(Payments.withdraw, ()));
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                               REDEMPTION
+    //////////////////////////////////////////////////////////////*/
+
+    function test_Redeem_SignedVoucher() public {
+        _deposit(user, 1 ether);
+        Voucher memory v = _voucher(user, node, 0.3 ether);
+        vm.expectEmit(address(payments));
+        emit Payments.VoucherRedeemed(user, node, 0.3 ether, 0.3 ether);
+        bytes memory sig = _signVoucher(userKey, v);
+        vm.prank(node);
+        uint256 total = payments.redeem(_one(v), _one(sig));
+        assertEq(total, 0.3 ether);
+        assertEq(payments.earnings(node), 0.3 ether);
+        assertEq(payments.redeemed(user, node), 0.3 ether);
+        assertEq(payments.deposits(user), 0.7 ether);
+
+        // a later, higher voucher pays only the difference
+        v = _voucher(user, node, 0.5 ether);
+        bytes memory sig2 = _signVoucher(userKey, v);
+        vm.prank(node);
+        total = payments.redeem(_one(v), _one(sig2));
+        assertEq(total, 0.2 ether);
+        assertEq(payments.earnings(node), 0.5 ether);
+        assertEq(payments.deposits(user), 0.5 ether);
+    }
+
+    function test_Redeem_ManyUsersInOneCall() public {
+        _deposit(user, 1 ether);
+        _deposit(user2, 1 ether);
+        Voucher[] memory vs = new Voucher[](2);
+        bytes[] memory sigs = new bytes[](2);
+        vs[0] = _voucher(user, node, 0.1 ether);
+        vs[1] = _voucher(user2, node, 0.2 ether);
+        sigs[0] = _signVoucher(userKey, vs[0]);
+        sigs[1] = _signVoucher(user2Key, vs[1]);
+        vm.prank(node);
+        assertEq(payments.redeem(vs, sigs), 0.3 ether);
+        assertEq(payments.earnings(node), 0.3 ether);
+        assertEq(payments.redeemed(user2, node), 0.2 ether);
+    }
+
+    function test_Redeem_TakesFromPendingWithdrawal() public {
+        _deposit(user, 1 ether);
+        vm.prank(user);
+        payments.requestWithdrawal(0.9 ether);
+        Voucher memory v = _voucher(user, node, 0.5 ether);
+        bytes memory sig = _signVoucher(userKey, v);
+        vm.prank(node);
+        payments.redeem(_one(v), _one(sig));
+        assertEq(payments.deposits(user), 0);
+        (uint256 pending,) = payments.pendingWithdrawal(user);
+        assertEq(pending, 0.5 ether);
+        vm.warp(block.timestamp + WITHDRAWAL_DELAY);
+        vm.prank(user);
+        payments.withdraw();
+        assertEq(user.balance, 0.5 ether);
+    }
+
+    function test_Redeem_PartialWhenUnderfunded_RestLater() public {
+        _deposit(user, 0.2 ether);
+        Voucher memory v = _voucher(user, node, 0.5 ether);
+        bytes memory sig = _signVoucher(userKey, v);
+        vm.expectEmit(address(payments));
+        emit Payments.VoucherRedeemed(user, node, 0.5 ether, 0.2 ether);
+        vm.prank(node);
+        assertEq(payments.redeem(_one(v), _one(sig)), 0.2 ether);
+        assertEq(payments.redeemed(user, node), 0.2 ether);
+
+        _deposit(user, 1 ether);
+        vm.prank(node);
+        assertEq(payments.redeem(_one(v), _one(sig)), 0.3 ether, "same voucher pays the rest");
+        assertEq(payments.redeemed(user, node), 0.5 ether);
+        assertEq(payments.deposits(user), 0.7 ether);
+    }
+
+    function test_RevertWhen_RedeemReplayed() public {
+        _deposit(user, 1 ether);
+        Voucher memory v = _voucher(user, node, 0.3 ether);
+        bytes memory sig = _signVoucher(userKey, v);
+        vm.prank(node);
+        payments.redeem(_one(v), _one(sig));
+        vm.prank(node);
+        vm.expectRevert(abi.encodeWithSelector(Payments.StaleVoucher.selector, user, 0.3 ether, 0.3 ether));
+        payments.redeem(_one(v), _one(sig));
+    }
+
+    function test_RevertWhen_RedeemLowerAmount() public {
+        _deposit(user, 1 ether);
+        Voucher memory v = _voucher(user, node, 0.3 ether);
+        bytes memory sig = _signVoucher(userKey, v);
+        vm.prank(node);
+        payments.redeem(_one(v), _one(sig));
+        Voucher memory lower = _voucher(user, node, 0.1 ether);
+        bytes memory lowerSig = _signVoucher(userKey, lower);
+        vm.prank(node);
+        vm.expectRevert(abi.encodeWithSelector(Payments.StaleVoucher.selector, user, 0.1 ether, 0.3 ether));
+        payments.redeem(_one(lower), _one(lowerSig));
+    }
+
+    function test_RevertWhen_RedeemEmpty() public {
+        vm.prank(node);
+        vm.expectRevert(Payments.EmptyBatch.selector);
+        payments.redeem(new Voucher[](0), new bytes[](0));
+    }
+
+    function test_RevertWhen_RedeemTooMany() public {
+        vm.prank(node);
+        vm.expectRevert(abi.encodeWithSelector(Payments.BatchTooLarge.selector, 257, MAX_REDEEM_BATCH));
+        payments.redeem(new Voucher[](257), new bytes[](257));
+    }
+
+    function test_RevertWhen_RedeemLengthMismatch() public {
+        vm.prank(node);
+        vm.expectRevert(abi.encodeWithSelector(Payments.LengthMismatch.selector, 2, 1));
+        payments.redeem(new Voucher[](2), new bytes[](1));
+    }
+
+    function test_RevertWhen_RedeemOtherNodesVoucher() public {
+        _deposit(user, 1 ether);
+        Voucher memory v = _voucher(user, node2, 0.3 ether);
+        bytes memory sig = _signVoucher(userKey, v);
+        vm.prank(node);
+        vm.expectRevert(abi.encodeWithSelector(Payments.NotVoucherNode.selector, 0));
+        payments.redeem(_one(v), _one(sig));
+    }
+
+    function test_RevertWhen_RedeemSignedByOther() public {
+        _deposit(user, 1 ether);
+        Voucher memory v = _voucher(user, node, 0.3 ether);
+        bytes memory sig = _signVoucher(user2Key, v);
+        vm.prank(node);
+        vm.expectRevert(abi.encodeWithSelector(Payments.InvalidSignature.selector, 0));
+        payments.redeem(_one(v), _one(sig));
+    }
+
+    function test_RevertWhen_RedeemMalformedSignature() public {
+        _deposit(user, 1 ether);
+        Voucher memory v = _voucher(user, node, 0.3 ether);
+        vm.prank(node);
+        vm.expectRevert(abi.encodeWithSelector(Payments.InvalidSignature.selector, 0));
+        payments.redeem(_one(v), _one(new bytes(64)));
+    }
+
+    function test_RevertWhen_RedeemTamperedAmount() public {
+        _deposit(user, 1 ether);
+        bytes memory sig = _signVoucher(userKey, _voucher(user, node, 0.1 ether));
+        Voucher[] memory vs = new Voucher[](2);
+        bytes[] memory sigs = new bytes[](2);
+        vs[0] = _voucher(user, node, 0.1 ether);
+        vs[1] = _voucher(user2, node, 0.9 ether);
+        sigs[0] = sig;
+        sigs[1] = sig;
+        vm.prank(node);
+        vm.expectRevert(abi.encodeWithSelector(Payments.InvalidSignature.selector, 1));
+        payments.redeem(vs, sigs);
+    }
+
+    function test_WithdrawEarnings() public {
+        _deposit(user, 1 ether);
+        Voucher memory v = _voucher(user, node, 0.3 ether);
+        bytes memory sig = _signVoucher(userKey, v);
+        vm.prank(node);
+        payments.redeem(_one(v), _one(sig));
+        vm.expectEmit(address(payments));
+        emit Payments.EarningsWithdrawn(node, 0.3 ether);
+        vm.prank(node);
+        payments.withdrawEarnings();
+        assertEq(node.balance, 0.3 ether);
+        assertEq(payments.earnings(node), 0);
+    }
+
+    function test_RevertWhen_WithdrawEarningsNothing() public {
+        vm.prank(node);
+        vm.expectRevert(Payments.NothingToWithdraw.selector);
+        payments.withdrawEarnings();
+    }
+
+    function test_RevertWhen_WithdrawEarningsTransferFails() public {
+        Rejecter r = new Rejecter();
+        _deposit(user, 1 ether);
+        Voucher memory v = _voucher(user, address(r), 0.3 ether);
+        r.call(address(payments), 0, abi.encodeCall(Payments.redeem, (_one(v), _one(_signVoucher(userKey, v)))));
+        r.setRejecting(true);
+        vm.expectRevert(Payments.TransferFailed.selector);
+        r.call(address(payments), 0, abi.encodeCall(Payments.withdrawEarnings, ()));
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                  FUZZ
+    //////////////////////////////////////////////////////////////*/
+
+    function testFuzz_RedeemCumulative(uint256 funded, uint256 first, uint256 second, uint256 pendingPart) public {
+        funded = bound(funded, 1, 100 ether);
+        first = bound(first, 1, 200 ether);
+        second = bound(second, first + 1, 300 ether);
+        pendingPart = bound(pendingPart, 0, funded);
+        _deposit(user, funded);
+        if (pendingPart != 0) {
+            vm.prank(user);
+            payments.requestWithdrawal(pendingPart);
+        }
+
+        Voucher memory v1 = _voucher(user, node, first);
+        bytes memory sig1 = _signVoucher(userKey, v1);
+        vm.prank(node);
+        uint256 paid1 = payments.redeem(_one(v1), _one(sig1));
+        assertEq(paid1, first < funded ? first : funded);
+
+        Voucher memory v2 = _voucher(user, node, second);
+        bytes memory sig2 = _signVoucher(userKey, v2);
+        vm.prank(node);
+        uint256 paid2 = payments.redeem(_one(v2), _one(sig2));
+        uint256 totalPaid = second < funded ? second : funded;
+        assertEq(paid1 + paid2, totalPaid);
+        assertEq(payments.redeemed(user, node), totalPaid);
+        assertEq(payments.earnings(node), totalPaid);
+        assertEq(payments.redeemableBalance(user), funded - totalPaid);
+        assertEq(address(payments).balance, payments.redeemableBalance(user) + payments.earnings(node));
+    }
+
+    function testFuzz_RevertWhen_SignerIsNotUser(uint256 key) public {
+        key = bound(key, 1, 1e60);
+        vm.assume(key != userKey);
+        _deposit(user, 1 ether);
+        Voucher memory v = _voucher(user, node, 1);
+        bytes memory sig = signDigest(key, payments.hashVoucher(v));
+        vm.prank(node);
+        vm.expectRevert(abi.encodeWithSelector(Payments.InvalidSignature.selector, 0));
+        payments.redeem(_one(v), _one(sig));
+    }
+}

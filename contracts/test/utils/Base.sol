@@ -1,0 +1,250 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.37;
+
+import {ModelRegistry} from "../../src/ModelRegistry.sol";
+import {Payments} from "../../src/Payments.sol";
+import {ServiceManager} from "../../src/ServiceManager.sol";
+import {TaskManager} from "../../src/TaskManager.sol";
+import {IServiceManager} from "../../src/interfaces/IServiceManager.sol";
+import {Receipt, Voucher} from "../../src/libraries/Types.sol";
+
+import {Merkle} from "./Merkle.sol";
+import {Test} from "./Test.sol";
+
+/// @notice Deploys the four contracts with the documented production defaults
+///         (docs/security-parameters.md) and offers the helpers every suite shares.
+abstract contract Base is Test {
+    // ServiceManager
+    uint256 internal constant MIN_NODE_STAKE = 1 ether;
+    uint256 internal constant MIN_VALIDATOR_STAKE = 1 ether;
+    uint256 internal constant UNBONDING_PERIOD = 7 days;
+    uint256 internal constant MAX_MODELS = 16;
+    // Payments
+    uint256 internal constant WITHDRAWAL_DELAY = 1 days;
+    uint256 internal constant MAX_REDEEM_BATCH = 256;
+    // TaskManager
+    uint256 internal constant SEED_DELAY_BLOCKS = 2;
+    uint256 internal constant SAMPLE_RATE_PPM = 100_000;
+    uint256 internal constant CHALLENGE_WINDOW = 1 days;
+    uint256 internal constant VOTE_WINDOW = 1 days;
+    uint256 internal constant CHALLENGE_BOND = 0.1 ether;
+    uint256 internal constant QUORUM_BPS = 3_000;
+    uint256 internal constant SLASH_AMOUNT = 1 ether;
+    uint256 internal constant CHALLENGER_REWARD_BPS = 2_000;
+    uint256 internal constant VOTER_REWARD_BPS = 2_000;
+
+    address internal constant BURN = 0x000000000000000000000000000000000000dEaD;
+
+    ServiceManager internal sm;
+    ModelRegistry internal registry;
+    Payments internal payments;
+    TaskManager internal tm;
+
+    address internal node;
+    address internal node2;
+    address internal validator1;
+    address internal validator2;
+    address internal validator3;
+    address internal user;
+    uint256 internal userKey;
+    address internal user2;
+    uint256 internal user2Key;
+    address internal stranger;
+
+    bytes32 internal constant MODEL_ID = keccak256("smollm2-135m manifest");
+    string internal constant ENDPOINT = "http://127.0.0.1:8000";
+
+    function setUp() public virtual {
+        node = makeAddr("node");
+        node2 = makeAddr("node2");
+        validator1 = makeAddr("validator1");
+        validator2 = makeAddr("validator2");
+        validator3 = makeAddr("validator3");
+        user = makeAddr("user");
+        userKey = privateKeyOf("user");
+        user2 = makeAddr("user2");
+        user2Key = privateKeyOf("user2");
+        stranger = makeAddr("stranger");
+        vm.warp(1_700_000_000);
+        vm.roll(100);
+        _deploy();
+    }
+
+    function _deploy() internal {
+        sm = new ServiceManager(MIN_NODE_STAKE, MIN_VALIDATOR_STAKE, UNBONDING_PERIOD, MAX_MODELS);
+        registry = new ModelRegistry();
+        payments = new Payments(WITHDRAWAL_DELAY, MAX_REDEEM_BATCH);
+        tm = new TaskManager(
+            IServiceManager(address(sm)),
+            SEED_DELAY_BLOCKS,
+            SAMPLE_RATE_PPM,
+            CHALLENGE_WINDOW,
+            VOTE_WINDOW,
+            CHALLENGE_BOND,
+            QUORUM_BPS,
+            SLASH_AMOUNT,
+            CHALLENGER_REWARD_BPS,
+            VOTER_REWARD_BPS
+        );
+        sm.setTaskManager(address(tm));
+    }
+
+    /// @dev Redeploys with the devnet parameters (short windows, every receipt sampled).
+    function _deployDevnet() internal {
+        sm = new ServiceManager(MIN_NODE_STAKE, MIN_VALIDATOR_STAKE, 60, MAX_MODELS);
+        payments = new Payments(60, MAX_REDEEM_BATCH);
+        tm = new TaskManager(
+            IServiceManager(address(sm)),
+            1,
+            1_000_000,
+            600,
+            30,
+            CHALLENGE_BOND,
+            QUORUM_BPS,
+            SLASH_AMOUNT,
+            CHALLENGER_REWARD_BPS,
+            VOTER_REWARD_BPS
+        );
+        sm.setTaskManager(address(tm));
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                               OPERATORS
+    //////////////////////////////////////////////////////////////*/
+
+    function _models() internal pure returns (bytes32[] memory ids) {
+        ids = new bytes32[](1);
+        ids[0] = MODEL_ID;
+    }
+
+    function _registerNode(address who, uint256 stake) internal {
+        vm.deal(who, who.balance + stake);
+        vm.prank(who);
+        sm.registerNode{value: stake}(ENDPOINT, _models(), 1 gwei);
+    }
+
+    function _registerValidator(address who, uint256 stake) internal {
+        vm.deal(who, who.balance + stake);
+        vm.prank(who);
+        sm.registerValidator{value: stake}();
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                RECEIPTS
+    //////////////////////////////////////////////////////////////*/
+
+    function _receipt(uint256 i, address who, uint256 fee) internal pure returns (Receipt memory r) {
+        r = Receipt({
+            requestHash: keccak256(abi.encode("request", i)),
+            user: who,
+            modelId: MODEL_ID,
+            inputHash: sha256(abi.encode("input", i)),
+            outputHash: sha256(abi.encode("output", i)),
+            traceHash: keccak256(abi.encode("trace", i)),
+            fee: fee
+        });
+    }
+
+    function _leaf(Receipt memory r) internal pure returns (bytes32) {
+        return keccak256(bytes.concat(keccak256(abi.encode(r))));
+    }
+
+    /// @dev `n` receipts of `user` (fee 0.001 ether each) and their leaves.
+    function _receipts(uint256 n) internal view returns (Receipt[] memory rs, bytes32[] memory leaves) {
+        rs = new Receipt[](n);
+        leaves = new bytes32[](n);
+        for (uint256 i; i < n; ++i) {
+            rs[i] = _receipt(i, user, 0.001 ether);
+            leaves[i] = _leaf(rs[i]);
+        }
+    }
+
+    /// @dev Commits `n` receipts as `who`; returns the batch id, receipts and leaves.
+    function _commit(address who, uint256 n)
+        internal
+        returns (uint256 batchId, Receipt[] memory rs, bytes32[] memory leaves)
+    {
+        (rs, leaves) = _receipts(n);
+        vm.prank(who);
+        // forge-lint: disable-next-line(unsafe-typecast)
+        batchId = tm.commitBatch(Merkle.root(leaves), uint32(n), "bafybatchmanifest");
+    }
+
+    /// @dev node + 3 validators (1, 2 and 3 ether) + one 4-receipt batch challenged by validator1.
+    function _openChallenge() internal returns (uint256 challengeId, uint256 batchId, Receipt memory r) {
+        _registerNode(node, 2 ether);
+        _registerValidator(validator1, 1 ether);
+        _registerValidator(validator2, 2 ether);
+        _registerValidator(validator3, 3 ether);
+        Receipt[] memory rs;
+        bytes32[] memory leaves;
+        (batchId, rs, leaves) = _commit(node, 4);
+        r = rs[1];
+        challengeId = _challenge(validator1, batchId, r, Merkle.proof(leaves, leaves[1]));
+    }
+
+    function _challenge(address who, uint256 batchId, Receipt memory r, bytes32[] memory proof)
+        internal
+        returns (uint256)
+    {
+        vm.deal(who, who.balance + CHALLENGE_BOND);
+        vm.prank(who);
+        return tm.challenge{value: CHALLENGE_BOND}(batchId, r, proof, "bafyevidence");
+    }
+
+    function _vote(address who, uint256 challengeId, bool fraud) internal {
+        vm.prank(who);
+        tm.vote(challengeId, fraud);
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                VOUCHERS
+    //////////////////////////////////////////////////////////////*/
+
+    function _deposit(address who, uint256 amount) internal {
+        vm.deal(who, who.balance + amount);
+        vm.prank(who);
+        payments.deposit{value: amount}();
+    }
+
+    function _voucher(address from, address to, uint256 cumulative) internal pure returns (Voucher memory) {
+        return Voucher({user: from, node: to, cumulativeAmount: cumulative});
+    }
+
+    function _signVoucher(uint256 key, Voucher memory v) internal view returns (bytes memory) {
+        return signDigest(key, payments.hashVoucher(v));
+    }
+
+    function _one(Voucher memory v) internal pure returns (Voucher[] memory vs) {
+        vs = new Voucher[](1);
+        vs[0] = v;
+    }
+
+    function _one(bytes memory sig) internal pure returns (bytes[] memory sigs) {
+        sigs = new bytes[](1);
+        sigs[0] = sig;
+    }
+}
+
+/// @notice Accepts or refuses ETH on demand; used to hit the TransferFailed paths.
+contract Rejecter {
+    bool public rejecting;
+
+    function setRejecting(bool on) external {
+        rejecting = on;
+    }
+
+    function call(address target, uint256 value, bytes calldata data) external payable returns (bytes memory) {
+        (bool ok, bytes memory ret) = target.call{value: value}(data);
+        if (!ok) {
+            assembly ("memory-safe") {
+                revert(add(ret, 32), mload(ret))
+            }
+        }
+        return ret;
+    }
+
+    receive() external payable {
+        require(!rejecting, "Rejecter: no ETH");
+    }
+}

@@ -1,0 +1,34 @@
+"""The chat agent: one LLM call on the user's messages (what ``/v1/chat/completions`` runs).
+
+Input: a string (one user message), or ``{"messages": [...], "max_new_tokens": n,
+"temperature": t, "top_p": p, "seed": s}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from supernet.node.agents.base import Agent
+from supernet.node.agents.context import AgentContext
+
+DEFAULT_MAX_NEW_TOKENS = 128
+
+
+class ChatAgent(Agent):
+    """Answers a chat with the node's model."""
+
+    agent_id = "chat"
+    description = "One reply of the node's model to a chat."
+
+    async def run(self, ctx: AgentContext, input: Any) -> str:
+        if isinstance(input, str):
+            messages: list[Any] = [{"role": "user", "content": input}]
+            options: dict[str, Any] = {}
+        elif isinstance(input, dict) and isinstance(input.get("messages"), list) and input["messages"]:
+            messages = input["messages"]
+            options = {k: input[k] for k in ("max_new_tokens", "temperature", "top_p", "seed") if k in input}
+        else:
+            raise ValueError('chat input is a string or {"messages": [{"role": ..., "content": ...}, ...]}')
+        options.setdefault("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)
+        reply = await ctx.llm.chat(messages, **options)
+        return reply.text

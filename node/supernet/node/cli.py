@@ -1,0 +1,5 @@
+"""Entry point of ``supernet node`` (registered in node/pyproject.toml)."""
+
+from supernet.node.service.cli import app
+
+__all__ = ["app"]

@@ -1,0 +1,200 @@
+"""The access manager: what each running agent may do, confirmations, and the audit log.
+
+Capabilities are derived from two things only: the task the user signed (agent, tools asked
+for) and the node operator's policy. The memory and file namespace of a task is derived
+from its owner and agent (``"<user>/<agent id>"``), so one agent never reaches another's
+memory or files: the namespace never comes from an argument the agent passes.
+
+Irreversible tools need the task owner's EIP-712 ``Confirmation`` (docs/protocol.md):
+``requestHash`` = the task id, ``actionHash`` = sha256 of the canonical JSON of
+``{"tool": name, "args": args}``, signed by the task's user.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from supernet.node.kernel.errors import AccessDeniedError, BudgetExceededError, ConfirmationRequiredError
+from supernet.node.kernel.syscalls import TaskSpec
+from supernet.node.kernel.tools import ToolSpec
+from supernet.sdk.chain.eip712 import Confirmation, Domain, recover_confirmation
+from supernet.sdk.chain.receipts import canonical_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NodePolicy:
+    """The node operator's rules for every task.
+
+    Attributes:
+        allowed_tools: Tools tasks may use (``None``: every registered tool).
+        max_llm_calls: LLM calls per task.
+        max_llm_tokens: Output tokens per task, over all its LLM calls.
+        max_new_tokens: Cap of one LLM call's ``max_new_tokens``.
+        max_tool_calls: Tool calls per task.
+        allow_memory: Whether agents get a memory.
+        allow_storage: Whether agents get files.
+        max_file_bytes: Largest file an agent may write.
+    """
+
+    allowed_tools: frozenset[str] | None = None
+    max_llm_calls: int = 32
+    max_llm_tokens: int = 8192
+    max_new_tokens: int = 512
+    max_tool_calls: int = 64
+    allow_memory: bool = True
+    allow_storage: bool = True
+    max_file_bytes: int = 1 << 20
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What one task's agent may do (derived, never requested by the agent at run time)."""
+
+    tools: frozenset[str]
+    namespace: str
+    memory: bool
+    storage: bool
+    max_llm_calls: int
+    max_llm_tokens: int
+    max_new_tokens: int
+    max_tool_calls: int
+    max_file_bytes: int
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One access decision."""
+
+    time: float
+    task_id: str
+    agent_id: str
+    user: str
+    action: str
+    target: str
+    allowed: bool
+    reason: str = ""
+
+
+def action_hash(tool: str, args: Mapping[str, Any]) -> bytes:
+    """The ``actionHash`` of a tool call: sha256 of the canonical JSON ``{"tool", "args"}``."""
+    return hashlib.sha256(canonical_json({"tool": tool, "args": dict(args)})).digest()
+
+
+def namespace_of(user: str, agent_id: str) -> str:
+    """The memory and file namespace of ``agent_id`` running for ``user``."""
+    return f"{user.lower()}/{agent_id}"
+
+
+class AccessManager:
+    """Derives capabilities, checks every action against them, and keeps an audit log.
+
+    Args:
+        policy: The node operator's policy.
+        domain: The EIP-712 domain that confirmations are signed in (``None``: irreversible
+            tools are refused outright).
+        audit_size: Audit entries kept in memory (older ones are only in the log output).
+    """
+
+    def __init__(self, policy: NodePolicy, domain: Domain | None = None, audit_size: int = 10_000) -> None:
+        self.policy = policy
+        self._domain = domain
+        self._audit: deque[AuditEntry] = deque(maxlen=audit_size)
+
+    def capabilities(self, spec: TaskSpec, registered_tools: frozenset[str]) -> Capabilities:
+        """The capabilities of ``spec``: requested tools ∩ the policy's tools ∩ registered ones."""
+        tools = registered_tools
+        if self.policy.allowed_tools is not None:
+            tools &= self.policy.allowed_tools
+        if spec.tools is not None:
+            tools &= spec.tools
+        p = self.policy
+        return Capabilities(
+            tools=frozenset(tools),
+            namespace=namespace_of(spec.user, spec.agent_id),
+            memory=p.allow_memory,
+            storage=p.allow_storage,
+            max_llm_calls=p.max_llm_calls,
+            max_llm_tokens=p.max_llm_tokens,
+            max_new_tokens=p.max_new_tokens,
+            max_tool_calls=p.max_tool_calls,
+            max_file_bytes=p.max_file_bytes,
+        )
+
+    def audit(self, spec: TaskSpec, action: str, target: str, allowed: bool, reason: str = "") -> None:
+        """Record one decision (also logged at info when refused)."""
+        self._audit.append(
+            AuditEntry(time.time(), spec.task_id, spec.agent_id, spec.user, action, target, allowed, reason)
+        )
+        if not allowed:
+            log.info("denied %s %s for task %s: %s", action, target, spec.task_id, reason)
+
+    def audit_log(self, task_id: str | None = None) -> list[AuditEntry]:
+        """Audit entries, oldest first; only those of ``task_id`` when given."""
+        return [e for e in self._audit if task_id is None or e.task_id == task_id]
+
+    def deny(self, spec: TaskSpec, action: str, target: str, reason: str) -> AccessDeniedError:
+        """Audit a refusal and return the error to raise."""
+        self.audit(spec, action, target, False, reason)
+        return AccessDeniedError(f"{action} {target}: {reason}")
+
+    def check_budget(self, spec: TaskSpec, what: str, used: int, limit: int) -> None:
+        """Refuse once a per-task budget is spent.
+
+        Raises:
+            BudgetExceededError: ``used`` reached ``limit``.
+        """
+        if used >= limit:
+            self.audit(spec, what, "budget", False, f"limit {limit} reached")
+            raise BudgetExceededError(f"task {spec.task_id} used its {limit} {what}")
+
+    def check_tool(self, spec: TaskSpec, caps: Capabilities, tool: ToolSpec, args: Mapping[str, Any]) -> None:
+        """Allow a tool call or raise; irreversible tools need a valid confirmation.
+
+        Raises:
+            AccessDeniedError: The tool is not in the task's capabilities.
+            ConfirmationRequiredError: An irreversible tool lacks the owner's valid confirmation.
+        """
+        if tool.name not in caps.tools:
+            raise self.deny(spec, "tool", tool.name, "not in this task's capabilities")
+        if tool.irreversible:
+            reason = self._confirmation_problem(spec, tool.name, args)
+            if reason:
+                self.audit(spec, "tool", tool.name, False, reason)
+                raise ConfirmationRequiredError(f"tool {tool.name} is irreversible: {reason}")
+        self.audit(spec, "tool", tool.name, True)
+
+    def check_area(self, spec: TaskSpec, caps: Capabilities, area: str, write: bool) -> None:
+        """Allow a memory (``area="memory"``) or file (``"storage"``) access of the task's own namespace.
+
+        Raises:
+            AccessDeniedError: The node's policy gives agents no such area.
+        """
+        action = f"{area}.{'write' if write else 'read'}"
+        if not (caps.memory if area == "memory" else caps.storage):
+            raise self.deny(spec, action, caps.namespace, f"the node's policy gives agents no {area}")
+        self.audit(spec, action, caps.namespace, True)
+
+    def _confirmation_problem(self, spec: TaskSpec, tool: str, args: Mapping[str, Any]) -> str:
+        """Why the confirmation of this call is missing or invalid ("" when it is valid)."""
+        if self._domain is None:
+            return "this node has no EIP-712 domain to check confirmations in"
+        wanted = action_hash(tool, args)
+        signature = spec.confirmations.get("0x" + wanted.hex()) or spec.confirmations.get(wanted.hex())
+        if signature is None:
+            return f"no confirmation for action 0x{wanted.hex()}"
+        try:
+            request_hash = bytes.fromhex(spec.task_id.removeprefix("0x"))
+            signer = recover_confirmation(Confirmation(request_hash, wanted), self._domain, signature)
+        except Exception as exc:  # malformed task id or signature: refuse, do not crash
+            return f"unreadable confirmation: {exc}"
+        if signer.lower() != spec.user.lower():
+            return f"confirmation signed by {signer}, not the task owner"
+        return ""

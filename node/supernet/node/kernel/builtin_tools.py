@@ -1,0 +1,175 @@
+"""The node's built-in tools: calculator, JSON and text utilities, content-store read, chain read.
+
+>>> registry = ToolRegistry()
+>>> for tool in builtin_tools(store=None, rpc_url=None):
+...     registry.register(tool)
+>>> registry.names()
+['calculator', 'chain_read', 'json_query', 'store_read', 'text']
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from supernet.node.kernel.calculator import evaluate
+from supernet.node.kernel.errors import ToolError
+from supernet.node.kernel.tools import Tool, ToolRegistry, ToolSpec
+from supernet.sdk.store import InvalidBlockError
+from supernet.sdk.store.cids import codec_of
+
+__all__ = ["ToolRegistry", "builtin_tools"]
+
+MAX_READ_BYTES = 64 * 1024
+_PATH_PART = re.compile(r"\[(-?\d+)\]|\.?([^.\[\]]+)")
+
+
+def _calculator(args: Mapping[str, Any]) -> Any:
+    return evaluate(str(args["expression"]))
+
+
+def _json_query(args: Mapping[str, Any]) -> Any:
+    """Pick a value out of a JSON document by a path like ``a.b[0].c``."""
+    try:
+        value: Any = json.loads(args["json"])
+    except json.JSONDecodeError as exc:
+        raise ToolError(f"not JSON: {exc.msg}") from None
+    for index, key in _PATH_PART.findall(args.get("path", "")):
+        try:
+            value = value[int(index)] if index else value[key]
+        except (KeyError, IndexError, TypeError):
+            raise ToolError(f"path {args.get('path')!r} not found") from None
+    return value
+
+
+def _text(args: Mapping[str, Any]) -> Any:
+    text, op = str(args["text"]), args["op"]
+    if op == "length":
+        return len(text)
+    if op == "words":
+        return len(text.split())
+    if op == "upper":
+        return text.upper()
+    if op == "lower":
+        return text.lower()
+    if op == "reverse":
+        return text[::-1]
+    if op == "count":
+        return text.count(str(args.get("needle", "")))
+    raise ToolError(f"unknown text op {op!r}")
+
+
+def _store_read(store: Any) -> Any:
+    async def read(args: Mapping[str, Any]) -> Any:
+        if store is None:
+            raise ToolError("this node has no content store")
+        cid = str(args["cid"])
+        if codec_of(cid) == "raw":
+            data = await store.get_block(cid)
+        else:
+            try:
+                data = await store.cat(cid)
+            except InvalidBlockError:  # a dag-cbor object that is not a file: show it as JSON
+                data = json.dumps(await store.get_dag(cid), default=str, sort_keys=True).encode()
+        limit = int(args.get("max_bytes", MAX_READ_BYTES))
+        return {"cid": cid, "size": len(data), "text": data[:limit].decode("utf-8", errors="replace")}
+
+    return read
+
+
+def _chain_read(rpc_url: str | None) -> Any:
+    async def read(args: Mapping[str, Any]) -> Any:
+        if not rpc_url:
+            raise ToolError("this node has no chain RPC configured")
+        from web3 import AsyncHTTPProvider, AsyncWeb3  # web3 is heavy: import on first use
+
+        w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url))
+        block = args.get("block", "latest")
+        method = args["method"]
+        if method == "block_number":
+            return int(await w3.eth.block_number)
+        address = AsyncWeb3.to_checksum_address(str(args.get("address", "")))
+        if method == "balance":
+            return str(await w3.eth.get_balance(address, block_identifier=block))
+        data = await w3.eth.call({"to": address, "data": args.get("data", "0x")}, block_identifier=block)
+        return "0x" + bytes(data).hex()
+
+    return read
+
+
+def builtin_tools(store: Any, rpc_url: str | None) -> list[Tool]:
+    """The built-in tools, bound to the node's content store and chain RPC (either may be absent)."""
+    string = {"type": "string"}
+    address = {"type": "string", "pattern": "^0x[0-9a-fA-F]{40}$"}
+    return [
+        Tool(
+            ToolSpec(
+                "calculator",
+                'Evaluate an arithmetic expression, e.g. {"expression": "(17 + 3) * 4"}.',
+                {"type": "object", "properties": {"expression": string}, "required": ["expression"]},
+                timeout_s=2.0,
+            ),
+            _calculator,
+        ),
+        Tool(
+            ToolSpec(
+                "json_query",
+                "Pick a value out of a JSON document by a path like a.b[0].",
+                {"type": "object", "properties": {"json": string, "path": string}, "required": ["json"]},
+                timeout_s=2.0,
+            ),
+            _json_query,
+        ),
+        Tool(
+            ToolSpec(
+                "text",
+                "Text utilities: length, words, upper, lower, reverse, count (of needle).",
+                {
+                    "type": "object",
+                    "properties": {
+                        "text": string,
+                        "op": {"enum": ["length", "words", "upper", "lower", "reverse", "count"]},
+                        "needle": string,
+                    },
+                    "required": ["text", "op"],
+                },
+                timeout_s=2.0,
+            ),
+            _text,
+        ),
+        Tool(
+            ToolSpec(
+                "store_read",
+                "Read a file or block from the content store by CID.",
+                {
+                    "type": "object",
+                    "properties": {"cid": string, "max_bytes": {"type": "integer", "minimum": 1}},
+                    "required": ["cid"],
+                },
+                timeout_s=10.0,
+            ),
+            _store_read(store),
+        ),
+        Tool(
+            ToolSpec(
+                "chain_read",
+                "Read the chain: block_number, balance of an address, or eth_call of data to an address.",
+                {
+                    "type": "object",
+                    "properties": {
+                        "method": {"enum": ["block_number", "balance", "call"]},
+                        "address": address,
+                        "data": {"type": "string", "pattern": "^0x([0-9a-fA-F]{2})*$"},
+                        "block": {"type": ["string", "integer"]},
+                    },
+                    "required": ["method"],
+                },
+                deterministic=False,  # chain state moves on; a validator cannot expect the same answer
+                timeout_s=10.0,
+                max_concurrency=8,
+            ),
+            _chain_read(rpc_url),
+        ),
+    ]

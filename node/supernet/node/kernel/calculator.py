@@ -1,0 +1,100 @@
+"""A safe arithmetic evaluator for the ``calculator`` tool: Python's AST, a whitelist, no ``eval``.
+
+>>> evaluate("2 * (3 + 4) ** 2")
+98
+>>> evaluate("sqrt(16) + pi")
+7.141592653589793
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+from collections.abc import Callable
+from typing import Any
+
+MAX_EXPRESSION_CHARS = 500
+MAX_EXPONENT = 1000
+MAX_MAGNITUDE = 10**100
+
+_BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+}
+_UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "abs": abs,
+    "round": round,
+    "min": min,
+    "max": max,
+    "sqrt": math.sqrt,
+    "log": math.log,
+    "log10": math.log10,
+    "exp": math.exp,
+    "sin": math.sin,
+    "cos": math.cos,
+    "tan": math.tan,
+    "floor": math.floor,
+    "ceil": math.ceil,
+}
+_CONSTANTS = {"pi": math.pi, "e": math.e}
+
+
+class CalculatorError(ValueError):
+    """The expression is not plain arithmetic, or its result is out of bounds."""
+
+
+def evaluate(expression: str) -> int | float:
+    """Evaluate an arithmetic expression (numbers, + - * / // % **, a few math functions).
+
+    Raises:
+        CalculatorError: Anything else (names, attributes, huge powers, division by zero ...).
+    """
+    if len(expression) > MAX_EXPRESSION_CHARS:
+        raise CalculatorError(f"expression longer than {MAX_EXPRESSION_CHARS} characters")
+    try:
+        tree = ast.parse(expression.strip().replace("^", "**"), mode="eval")
+    except SyntaxError as exc:
+        raise CalculatorError(f"not an arithmetic expression: {exc.msg}") from None
+    try:
+        return _eval(tree.body)
+    except (ArithmeticError, ValueError, TypeError) as exc:
+        if isinstance(exc, CalculatorError):
+            raise
+        raise CalculatorError(str(exc)) from None
+
+
+def _eval(node: ast.AST) -> Any:
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return node.value
+    if isinstance(node, ast.Name) and node.id in _CONSTANTS:
+        return _CONSTANTS[node.id]
+    if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
+        return _UNARY[type(node.op)](_eval(node.operand))
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+        left, right = _eval(node.left), _eval(node.right)
+        if isinstance(node.op, ast.Pow) and abs(right) > MAX_EXPONENT:
+            raise CalculatorError(f"exponent above {MAX_EXPONENT}")
+        return _bounded(_BINARY[type(node.op)](left, right))
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in _FUNCTIONS
+        and not node.keywords
+    ):
+        return _bounded(_FUNCTIONS[node.func.id](*(_eval(arg) for arg in node.args)))
+    raise CalculatorError(f"not allowed in an expression: {ast.dump(node)[:60]}")
+
+
+def _bounded(value: Any) -> Any:
+    if isinstance(value, complex):
+        raise CalculatorError("complex result")
+    if abs(value) > MAX_MAGNITUDE:
+        raise CalculatorError("result too large")
+    return value

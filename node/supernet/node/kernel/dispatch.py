@@ -1,0 +1,291 @@
+"""Syscall dispatch: checks access, runs the manager, records the trace, for every agent call.
+
+The kernel creates one :class:`TaskState` per task and binds :meth:`Dispatcher.handle` to it;
+that bound function is the only door from an agent into the kernel, so the task's identity,
+capabilities and budgets come from the kernel, never from the agent's arguments. Every
+syscall, failed ones included, leaves an event in the task's trace; a failure is raised to
+the agent (as a :class:`~supernet.node.kernel.errors.KernelError` or the manager's own
+error), never swallowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from supernet.node.agents.registry import AgentInfo
+from supernet.node.faults import FaultInjector, Generation
+from supernet.node.kernel.access import AccessManager, Capabilities
+from supernet.node.kernel.errors import AccessDeniedError
+from supernet.node.kernel.memory import MemoryManager
+from supernet.node.kernel.scheduler import LLMJob, Scheduler
+from supernet.node.kernel.storage import StorageManager
+from supernet.node.kernel.syscalls import (
+    ChatResult,
+    LLMChat,
+    MemoryAdd,
+    MemorySearch,
+    StorageGet,
+    StorageList,
+    StoragePut,
+    Syscall,
+    TaskSpec,
+    TokenChunk,
+    ToolCall,
+)
+from supernet.node.kernel.tools import ToolRegistry
+from supernet.node.kernel.trace import TraceRecorder, cid_link
+
+_MASK64 = (1 << 64) - 1
+
+
+def derive_seed(task_seed: int, call_index: int) -> int:
+    """The seed of LLM call ``call_index`` of a task (when the agent gives none): reproducible."""
+    return (task_seed * 0x9E3779B97F4A7C15 + call_index + 1) & _MASK64
+
+
+@dataclass(eq=False)
+class TaskState:
+    """One running task as the kernel sees it (kernel-private, mutable counters)."""
+
+    spec: TaskSpec
+    agent: AgentInfo
+    caps: Capabilities
+    trace: TraceRecorder
+    stream: asyncio.Queue[TokenChunk | None] = field(default_factory=asyncio.Queue)
+    llm_calls: int = 0
+    llm_tokens: int = 0
+    tool_calls: int = 0
+
+
+class _StopWatcher:
+    """Streams a call's tokens as text and spots the caller's stop strings."""
+
+    def __init__(self, tokenizer: Any, stops: tuple[str, ...], emit: Callable[[int, str], None]) -> None:
+        self._tokenizer, self._stops, self._emit = tokenizer, stops, emit
+        self._ids: list[int] = []
+        self._text = ""
+
+    def on_token(self, index: int, token_id: int) -> bool:
+        self._ids.append(token_id)
+        text = self._tokenizer.decode(self._ids, skip_special_tokens=True)
+        delta = text[len(self._text) :] if text.startswith(self._text) else ""
+        self._text = text
+        self._emit(token_id, delta)
+        return any(stop in text for stop in self._stops)
+
+    def final_text(self, output_ids: tuple[int, ...]) -> str:
+        text = self._tokenizer.decode(list(output_ids), skip_special_tokens=True)
+        cuts = [i for i in (text.find(s) for s in self._stops) if i != -1]
+        return text[: min(cuts)] if cuts else text
+
+
+class Dispatcher:
+    """Routes each syscall of a task to its manager under the access manager's rules."""
+
+    def __init__(
+        self,
+        *,
+        engine: Any,
+        scheduler: Scheduler,
+        tools: ToolRegistry,
+        memory: MemoryManager | None,
+        storage: StorageManager | None,
+        access: AccessManager,
+        params_type: Callable[..., Any],
+        faults: FaultInjector | None = None,
+        model_perturbed: bool = False,
+    ) -> None:
+        self._engine = engine
+        self._scheduler = scheduler
+        self._tools = tools
+        self._memory = memory
+        self._storage = storage
+        self._access = access
+        self._params_type = params_type
+        self._faults = faults
+        self._model_perturbed = model_perturbed
+
+    async def handle(self, st: TaskState, call: Syscall) -> Any:
+        """Run one syscall of task ``st``; record it (or its failure) in the trace."""
+        recorded = len(st.trace.events)
+        try:
+            if isinstance(call, LLMChat):
+                return await self._llm(st, call)
+            if isinstance(call, ToolCall):
+                return await self._tool(st, call)
+            if isinstance(call, MemoryAdd | MemorySearch):
+                return await self._memory_call(st, call)
+            if isinstance(call, StoragePut | StorageGet | StorageList):
+                return await self._storage_call(st, call)
+            raise TypeError(f"not a syscall: {type(call).__name__}")
+        except Exception as exc:
+            if len(st.trace.events) == recorded:  # refused or failed before its own event
+                st.trace.record("error", syscall=_kind(call), error=_error(exc), call=_describe(call))
+            raise
+
+    async def _llm(self, st: TaskState, call: LLMChat) -> ChatResult:
+        spec, caps = st.spec, st.caps
+        self._access.check_budget(spec, "LLM calls", st.llm_calls, caps.max_llm_calls)
+        self._access.check_budget(spec, "LLM tokens", st.llm_tokens, caps.max_llm_tokens)
+        index = st.llm_calls
+        st.llm_calls += 1
+        tokenizer = self._engine.tokenizer
+        messages = [{"role": m.role, "content": m.content} for m in call.messages]
+        prompt_ids = tuple(tokenizer.apply_chat_template(messages, add_generation_prompt=True))
+        seed = call.seed if call.seed is not None else derive_seed(spec.seed, index)
+        max_new = max(1, min(call.max_new_tokens, caps.max_new_tokens, caps.max_llm_tokens - st.llm_tokens))
+        params = self._params_type(
+            max_new_tokens=max_new, temperature=call.temperature, top_p=call.top_p, seed=seed
+        )
+
+        def emit(token_id: int, text: str) -> None:
+            st.stream.put_nowait(TokenChunk(spec.task_id, index, token_id, text))
+
+        watcher = _StopWatcher(tokenizer, call.stop, emit)
+        job = LLMJob(f"{spec.task_id}/llm/{index}", spec.task_id, spec.user, spec.fee, prompt_ids, params)
+        outcome = await self._scheduler.generate(job, watcher.on_token)
+        st.llm_tokens += len(outcome.output_ids)
+        gen = Generation(
+            prompt_ids=prompt_ids,
+            output_ids=outcome.output_ids,
+            logprobs=outcome.logprobs,
+            fingerprints=outcome.fingerprints,
+            temperature=call.temperature,
+            top_p=call.top_p,
+            seed=seed,
+            finish_reason="stop" if outcome.finish_reason == "stopped" else outcome.finish_reason,
+        )
+        if self._faults is not None:
+            gen = self._faults.on_generation(f"{spec.task_id}:{index}", gen, self._model_perturbed)
+        text = watcher.final_text(gen.output_ids)
+        st.trace.record(
+            "llm",
+            index=index,
+            model_id=self._engine.model_id,
+            messages=messages,
+            prompt_ids=gen.prompt_ids,
+            output_ids=gen.output_ids,
+            params={
+                "max_new_tokens": max_new,
+                "temperature": gen.temperature,
+                "top_p": gen.top_p,
+                "seed": gen.seed,
+                "stop_token_ids": params.stop_token_ids,
+                "stop": call.stop,
+            },
+            finish_reason=gen.finish_reason,
+            logprobs=gen.logprobs,
+            fingerprints=gen.fingerprints,
+            text=text,
+            preemptions=outcome.preemptions,
+        )
+        return ChatResult(text, prompt_ids, gen.output_ids, gen.finish_reason, outcome.preemptions)
+
+    async def _tool(self, st: TaskState, call: ToolCall) -> Any:
+        tool = self._tools.spec(call.name)
+        self._access.check_budget(st.spec, "tool calls", st.tool_calls, st.caps.max_tool_calls)
+        st.tool_calls += 1
+        self._access.check_tool(st.spec, st.caps, tool, call.args)
+        record = {"name": call.name, "args": dict(call.args), "deterministic": tool.deterministic}
+        try:
+            result = await self._tools.call(call.name, call.args)
+        except Exception as exc:  # recorded as the tool's answer: a validator re-runs it and expects it too
+            st.trace.record("tool", **record, result=None, error=_error(exc))
+            raise
+        if self._faults is not None:
+            key = f"{st.spec.task_id}:{len(st.trace.events)}"
+            result = self._faults.on_tool_result(key, call.name, call.args, result, tool.deterministic)
+        st.trace.record("tool", **record, result=result, error=None)
+        return result
+
+    async def _memory_call(self, st: TaskState, call: MemoryAdd | MemorySearch) -> Any:
+        write = isinstance(call, MemoryAdd)
+        self._access.check_area(st.spec, st.caps, "memory", write=write)
+        if self._memory is None:
+            raise AccessDeniedError("this node runs no memory manager")
+        ns = st.caps.namespace
+        if isinstance(call, MemoryAdd):
+            w = await self._memory.add(ns, call.text, call.metadata)
+            st.trace.record(
+                "memory.add",
+                namespace=ns,
+                entry=cid_link(w.entry_cid),
+                root=cid_link(w.root_cid),
+                prev_root=cid_link(w.prev_root),
+            )
+            return w.entry_cid
+        root, hits = await self._memory.search(ns, call.query, call.k)
+        st.trace.record(
+            "memory.search",
+            namespace=ns,
+            query=call.query,
+            k=call.k,
+            root=cid_link(root),
+            hits=[cid_link(h.cid) for h in hits],
+            scores=[h.score for h in hits],
+        )
+        return hits
+
+    async def _storage_call(self, st: TaskState, call: StoragePut | StorageGet | StorageList) -> Any:
+        write = isinstance(call, StoragePut)
+        self._access.check_area(st.spec, st.caps, "storage", write=write)
+        if self._storage is None:
+            raise AccessDeniedError("this node runs no storage manager")
+        ns = st.caps.namespace
+        if isinstance(call, StoragePut):
+            if len(call.data) > st.caps.max_file_bytes:
+                raise self._access.deny(st.spec, "storage.write", call.path, "file over the size limit")
+            w = await self._storage.put(ns, call.path, call.data)
+            st.trace.record(
+                "storage.put",
+                namespace=ns,
+                path=call.path,
+                cid=cid_link(w.cid),
+                root=cid_link(w.root_cid),
+                prev_root=cid_link(w.prev_root),
+                version=w.version,
+            )
+            return w.cid
+        root = self._storage.roots.root(ns)
+        if isinstance(call, StorageGet):
+            cid, data = await self._storage.get(ns, call.path, call.version)
+            st.trace.record(
+                "storage.get", namespace=ns, path=call.path, cid=cid_link(cid), root=cid_link(root)
+            )
+            return data
+        files = await self._storage.list(ns)
+        st.trace.record("storage.list", namespace=ns, root=cid_link(root))
+        return files
+
+
+_KINDS = {
+    LLMChat: "llm",
+    ToolCall: "tool",
+    MemoryAdd: "memory.add",
+    MemorySearch: "memory.search",
+    StoragePut: "storage.put",
+    StorageGet: "storage.get",
+    StorageList: "storage.list",
+}
+
+
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _kind(call: Any) -> str:
+    return _KINDS.get(type(call), "unknown")
+
+
+def _describe(call: Any) -> dict[str, Any]:
+    """The failed call's arguments for the trace (file contents by size only)."""
+    if isinstance(call, StoragePut):
+        return {"path": call.path, "size": len(call.data)}
+    if isinstance(call, LLMChat):
+        return {"messages": [{"role": m.role, "content": m.content} for m in call.messages]}
+    if hasattr(call, "__dataclass_fields__"):
+        return {name: getattr(call, name) for name in call.__dataclass_fields__}
+    return {"type": type(call).__name__}

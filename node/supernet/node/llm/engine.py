@@ -1,0 +1,360 @@
+"""The continuous-batching engine.
+
+One asyncio task owns the batch. Each iteration it applies preempts and cancels, admits waiting
+requests into free KV slots, then runs one step in a worker thread (``asyncio.to_thread``, so the
+event loop stays responsive): a decode of every active sequence together, plus a batched prefill
+of the newly admitted ones, which join the decode from the next step. Sampled tokens go out as
+events; finished sequences retire and free their slot. The loop sleeps on an ``asyncio.Event``
+when idle — no polling.
+
+>>> engine = LLMEngine.load("smollm2-135m")  # doctest: +SKIP
+>>> await engine.start()  # doctest: +SKIP
+>>> h = engine.submit(engine.tokenizer.encode("The capital of France is"), SamplingParams(max_new_tokens=8))  # doctest: +SKIP
+>>> async for ev in h: print(ev.token_id)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections import deque
+from collections.abc import Sequence as Seq
+from pathlib import Path
+from typing import Any
+
+import torch
+from supernet.node.llm import scoring
+from supernet.node.llm.errors import ContextOverflowError, EngineStoppedError, LLMError, SequenceFinishedError
+from supernet.node.llm.handle import GenerationHandle, Sequence
+from supernet.node.llm.kvcache import KVPool
+from supernet.node.llm.loader import load_model
+from supernet.node.llm.manifest import build_manifest, model_id
+from supernet.node.llm.model import Llama
+from supernet.node.llm.sampling import SamplingParams
+from supernet.node.llm.step import StepOutput, run_step
+from supernet.node.llm.tokenizer import Tokenizer
+from supernet.node.llm.types import FinishReason, ScoreResult, SequenceSnapshot, TokenEvent
+
+log = logging.getLogger(__name__)
+_ids = itertools.count()
+
+
+class LLMEngine:
+    """Serve one model to many concurrent generations; score claimed outputs for validators.
+
+    Args:
+        model: The decoder, already on its device and dtype.
+        tokenizer: Its tokenizer (``None`` for token-only use, e.g. tests with random weights).
+        model_id: The id of its weights manifest.
+        max_batch: Most sequences decoded together (KV slots).
+        max_seq_len: Longest prompt + output of one sequence.
+    """
+
+    def __init__(
+        self,
+        model: Llama,
+        tokenizer: Tokenizer | None,
+        model_id: str,
+        *,
+        max_batch: int = 16,
+        max_seq_len: int = 2048,
+    ) -> None:
+        self.model, self.tokenizer, self.model_id = model, tokenizer, model_id
+        first = next(model.parameters())
+        self.device, self.dtype = first.device, first.dtype
+        self.max_batch = max_batch
+        self.max_seq_len = min(max_seq_len, model.rope_cos.shape[0])
+        self.pool = KVPool(model.cfg, max_batch, self.max_seq_len, self.device, self.dtype)
+        self.steps = 0
+        self._pending: deque[Sequence] = deque()
+        self._active: list[Sequence] = []
+        self._control: list[Sequence] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def load(
+        cls,
+        name_or_path: str | Path = "smollm2-135m",
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        **kwargs: Any,
+    ) -> LLMEngine:
+        """Load a catalog model (pulled beforehand) or a local model directory / GGUF file."""
+        max_seq_len = kwargs.get("max_seq_len", 2048)
+        loaded = load_model(name_or_path, device=device, dtype=dtype, max_positions=max_seq_len)
+        log.info("loaded %s (%s) on %s as %s", loaded.path, loaded.model_id, device, loaded.model.cfg)
+        return cls(loaded.model, loaded.tokenizer, loaded.model_id, **kwargs)
+
+    @classmethod
+    def from_model(cls, model: Llama, tokenizer: Tokenizer | None = None, **kwargs: Any) -> LLMEngine:
+        """Wrap an in-memory model (tests, experiments); the id is computed from its weights."""
+        manifest = build_manifest(model.to_hf_state_dict(), model.cfg.to_dict())
+        return cls(model.eval(), tokenizer, model_id(manifest), **kwargs)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def running(self) -> bool:
+        """Whether the batching loop is running."""
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        """Start the batching loop (idempotent)."""
+        if self.running:
+            return
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self._task = asyncio.create_task(self._run(), name="llm-engine")
+
+    async def stop(self) -> None:
+        """Finish the current step, fail every outstanding request with ``EngineStoppedError``, stop."""
+        if self._task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def __aenter__(self) -> LLMEngine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------ requests
+
+    def submit(
+        self,
+        prompt_ids: Seq[int],
+        params: SamplingParams | None = None,
+        request_id: str | None = None,
+        resume: SequenceSnapshot | None = None,
+    ) -> GenerationHandle:
+        """Queue a generation; it joins the batch between two steps.
+
+        Args:
+            prompt_ids: Prompt tokens (at least one).
+            params: Sampling parameters (greedy, 64 tokens by default).
+            request_id: Caller's id, echoed in the result.
+            resume: A snapshot from ``GenerationHandle.preempt`` of the same prompt on this model;
+                the generation continues exactly where it stopped.
+
+        Raises:
+            EngineStoppedError: The loop is not running.
+            ContextOverflowError: The prompt does not fit ``max_seq_len``.
+            ValueError: Empty prompt, or a snapshot of another prompt or model.
+        """
+        if not self.running or self._stopping:
+            raise EngineStoppedError("the engine is not running: await engine.start() first")
+        params = params or SamplingParams()
+        prompt = tuple(int(t) for t in prompt_ids)
+        if not prompt:
+            raise ValueError("the prompt must hold at least one token")
+        if len(prompt) + (len(resume.output_ids) if resume else 0) >= self.max_seq_len:
+            raise ContextOverflowError(f"{len(prompt)} prompt tokens do not fit max_seq_len {self.max_seq_len}")
+        if max(prompt) >= self.model.cfg.vocab_size or min(prompt) < 0:
+            raise ValueError("prompt holds token ids outside the vocabulary")
+        stop = params.stop_token_ids if params.stop_token_ids is not None else self.model.cfg.eos_token_ids
+        seq = Sequence(request_id or f"req-{next(_ids)}", prompt, params, frozenset(stop))
+        if resume is not None:
+            self._check_snapshot(resume, prompt)
+            seq.output, seq.logprobs = list(resume.output_ids), list(resume.logprobs)
+            seq.fingerprints = list(resume.fingerprints)
+            seq.resume = resume if resume.output_ids else None
+        self._pending.append(seq)
+        self._wake.set()
+        return GenerationHandle(self, seq)
+
+    def _check_snapshot(self, snap: SequenceSnapshot, prompt: tuple[int, ...]) -> None:
+        if snap.model_id != self.model_id:
+            raise ValueError(f"snapshot of model {snap.model_id}, engine serves {self.model_id}")
+        if snap.prompt_ids != prompt:
+            raise ValueError("snapshot of a different prompt")
+        if snap.output_ids and snap.n_cached != len(prompt) + len(snap.output_ids) - 1:
+            raise ValueError("snapshot cache does not match its tokens")
+
+    def score(
+        self, prompt_ids: Seq[int], output_ids: Seq[int], params: SamplingParams | None = None
+    ) -> ScoreResult:
+        """Teacher-forced scores of a claimed output (one forward pass); see ``scoring.score``."""
+        return scoring.score(self.model, prompt_ids, output_ids, params)
+
+    async def ascore(
+        self, prompt_ids: Seq[int], output_ids: Seq[int], params: SamplingParams | None = None
+    ) -> ScoreResult:
+        """``score`` in a worker thread, for use inside the event loop."""
+        return await asyncio.to_thread(self.score, prompt_ids, output_ids, params)
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        """KV-cache bytes per token of one sequence."""
+        return self.pool.bytes_per_token
+
+    @property
+    def load_stats(self) -> dict[str, int]:
+        """Active and waiting sequences, steps run."""
+        return {"active": len(self._active), "waiting": len(self._pending), "steps": self.steps}
+
+    async def _request_preempt(self, seq: Sequence) -> SequenceSnapshot:
+        if seq.finished:
+            raise SequenceFinishedError(f"{seq.request_id} already finished")
+        fut: asyncio.Future[SequenceSnapshot] = asyncio.get_running_loop().create_future()
+        seq.preempt_waiters.append(fut)
+        self._control.append(seq)
+        self._wake.set()
+        return await fut
+
+    def _request_cancel(self, seq: Sequence) -> None:
+        if not seq.finished:
+            seq.cancel_requested = True
+            self._control.append(seq)
+            self._wake.set()
+
+    # ------------------------------------------------------------------ the loop
+
+    async def _run(self) -> None:
+        try:
+            while not self._stopping:
+                self._apply_control()
+                self._admit()
+                if not self._active:
+                    self._wake.clear()
+                    if not (self._pending or self._control or self._stopping):
+                        await self._wake.wait()
+                    continue
+                batch = list(self._active)
+                try:
+                    outputs = await asyncio.to_thread(run_step, self.model, self.pool, batch)
+                except Exception as exc:  # a failed step fails its sequences, not the engine
+                    log.exception("engine step failed")
+                    self._fail(batch, LLMError(f"engine step failed: {exc}"))
+                    self._retire(batch)
+                    continue
+                self.steps += 1
+                self._apply(batch, outputs)
+        except BaseException as exc:
+            self._fail(self._active + list(self._pending), EngineStoppedError(f"engine loop died: {exc!r}"))
+            raise
+        finally:
+            self._fail(self._active + list(self._pending), EngineStoppedError("the engine stopped"))
+            self._active.clear()
+            self._pending.clear()
+
+    def _admit(self) -> None:
+        while self._pending and len(self._active) < self.max_batch:
+            seq = self._pending.popleft()
+            if seq.finished:
+                continue
+            if self._finish_if_done(seq):
+                continue
+            seq.slot = len(self._active)
+            self._active.append(seq)
+        # decoding sequences (resumed ones included) before fresh ones, which the step prefills
+        self._active.sort(key=lambda s: not (s.output or s.resume))
+        for i, s in enumerate(self._active):
+            s.slot = i
+
+    def _apply(self, batch: list[Sequence], outputs: list[StepOutput]) -> None:
+        done: list[Sequence] = []
+        for seq, out in zip(batch, outputs, strict=True):
+            seq.resume = None
+            seq.cached = out.cached
+            position = len(seq.prompt) + len(seq.output)
+            seq.output.append(out.token)
+            seq.logprobs.append(out.logprob)
+            if out.fingerprint is not None:
+                seq.fingerprints.append(out.fingerprint)
+            seq.events.put_nowait(TokenEvent(out.token, position, out.logprob))
+            if self._finish_if_done(seq):
+                done.append(seq)
+        self._retire(done)
+
+    def _finish_if_done(self, seq: Sequence) -> bool:
+        reason: FinishReason | None = None
+        if seq.output and seq.output[-1] in seq.stop_ids:
+            reason = "stop"
+        elif len(seq.output) >= seq.params.max_new_tokens or len(seq.prompt) + len(seq.output) >= self.max_seq_len:
+            reason = "length"
+        if reason is not None:
+            self._finish(seq, reason)
+        return reason is not None
+
+    def _finish(self, seq: Sequence, reason: FinishReason) -> None:
+        if seq.finished:
+            return
+        seq.done.set_result(seq.result_with(reason))
+        seq.events.put_nowait(None)
+        for fut in seq.preempt_waiters:
+            if not fut.done():
+                fut.set_exception(SequenceFinishedError(f"{seq.request_id} finished ({reason})"))
+
+    def _fail(self, seqs: list[Sequence], exc: Exception) -> None:
+        for seq in seqs:
+            if seq.finished:
+                continue
+            seq.done.set_exception(exc)
+            seq.done.exception()  # mark retrieved: callers see it through result() / iteration
+            seq.events.put_nowait(None)
+            for fut in seq.preempt_waiters:
+                if not fut.done():
+                    fut.set_exception(exc)
+
+    def _apply_control(self) -> None:
+        control, self._control = self._control, []
+        leaving: list[Sequence] = []
+        for seq in dict.fromkeys(control):
+            if seq.finished:
+                continue
+            if seq.cancel_requested:
+                self._finish(seq, "cancelled")
+            elif seq.preempt_waiters:
+                snap = self._snapshot(seq)
+                for fut in seq.preempt_waiters:
+                    if not fut.done():
+                        fut.set_result(snap)
+                self._finish(seq, "preempted")
+            if seq.slot >= 0:
+                leaving.append(seq)
+            else:
+                with contextlib.suppress(ValueError):
+                    self._pending.remove(seq)
+        self._retire(leaving)
+
+    def _snapshot(self, seq: Sequence) -> SequenceSnapshot:
+        keys = values = None
+        if seq.resume is not None:
+            keys, values = seq.resume.keys, seq.resume.values
+        elif seq.slot >= 0 and seq.cached:
+            keys, values = self.pool.export(seq.slot, seq.cached)
+        return SequenceSnapshot(
+            prompt_ids=seq.prompt,
+            output_ids=tuple(seq.output),
+            logprobs=tuple(seq.logprobs),
+            fingerprints=tuple(seq.fingerprints),
+            params=seq.params,
+            model_id=self.model_id,
+            keys=keys,
+            values=values,
+        )
+
+    def _retire(self, seqs: list[Sequence]) -> None:
+        """Free the slots of ``seqs``, moving the last active sequences into the holes."""
+        with torch.inference_mode():
+            for seq in sorted((s for s in seqs if s.slot >= 0), key=lambda s: s.slot, reverse=True):
+                last = self._active[-1]
+                if last is not seq:
+                    if last.cached and last.resume is None:
+                        self.pool.move(last.slot, seq.slot, last.cached)
+                    self._active[seq.slot] = last
+                    last.slot = seq.slot
+                self._active.pop()
+                seq.slot = -1

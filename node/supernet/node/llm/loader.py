@@ -1,0 +1,78 @@
+"""Loading a model by catalog name or path, and choosing the device and dtype.
+
+Accepted sources: a catalog name (pulled into the cache), an HF directory with ``config.json``
+and ``*.safetensors``, a ``.gguf`` file, or a directory holding exactly one ``.gguf``. The tokenizer
+is read from the same place. The model id is computed from the tensors as loaded.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from supernet.node.llm.catalog import resolve_model_dir
+from supernet.node.llm.config import LlamaConfig
+from supernet.node.llm.errors import WeightsFormatError
+from supernet.node.llm.manifest import build_manifest, model_id
+from supernet.node.llm.model import Llama
+from supernet.node.llm.tokenizer import Tokenizer
+from supernet.node.llm.weights import read_gguf, read_hf_dir
+
+
+def default_device() -> torch.device:
+    """CUDA when present, CPU otherwise."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """fp32 on CPU (no fast bf16 on our CPUs, and bit-stable), bf16 on CUDA."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to serve: weights on their device, tokenizer, id and manifest."""
+
+    model: Llama
+    tokenizer: Tokenizer | None
+    model_id: str
+    manifest: dict
+    path: Path
+
+
+def load_model(
+    name_or_path: str | Path,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    max_positions: int | None = None,
+) -> LoadedModel:
+    """Load weights, tokenizer and model id.
+
+    Raises:
+        ModelNotFoundError: Unknown name or missing path.
+        WeightsFormatError: Nothing loadable at the path.
+    """
+    path = resolve_model_dir(name_or_path)
+    dev = torch.device(device) if device is not None else default_device()
+    dt = dtype or default_dtype(dev)
+    cfg: LlamaConfig
+    if path.is_dir() and (path / "config.json").is_file():
+        cfg, tensors = read_hf_dir(path)
+        tok_src: tuple[Path, str | None] = (path, None)
+    else:
+        ggufs = [path] if path.is_file() else sorted(path.glob("*.gguf"))
+        if len(ggufs) != 1:
+            raise WeightsFormatError(f"{path}: expected config.json + safetensors or one .gguf file")
+        cfg, tensors = read_gguf(ggufs[0])
+        tok_src = (ggufs[0].parent, ggufs[0].name)
+    manifest = build_manifest(tensors, cfg.to_dict())
+    cached = path / "manifest.json"
+    if cached.is_file() and json.loads(cached.read_text()).get("model_id") != model_id(manifest):
+        raise WeightsFormatError(f"{path}: weights do not match manifest.json (corrupt or edited cache)")
+    model = Llama.from_hf_state_dict(cfg, tensors, max_positions).to(device=dev, dtype=dt)
+    model.rope_cos, model.rope_sin = model.rope_cos.float(), model.rope_sin.float()
+    has_tokenizer = tok_src[1] is not None or (path / "tokenizer.json").is_file()
+    tokenizer = Tokenizer(*tok_src) if has_tokenizer else None
+    return LoadedModel(model, tokenizer, model_id(manifest), manifest, path)

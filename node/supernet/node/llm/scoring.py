@@ -1,0 +1,194 @@
+"""Teacher-forced scoring for validators, activation fingerprints, and the comparison verdict.
+
+A validator re-runs one forward pass over prompt + claimed output (far cheaper than generating it)
+and compares, position by position, with what the node claimed:
+
+* **logprobs**: ``|claimed - rescored| <= logprob_atol``.
+* **token choice** (when sampling params are given to ``score``): the claimed token must be the one
+  the sampling rule picks from the rescored logits, up to ``selection_margin`` (a log-prob gap for
+  greedy, a CDF distance for sampling; see ``sampling.selection_margin``).
+* **fingerprints**: for every claimed top-k hidden component, the rescored value at that dimension
+  must agree within ``hidden_atol + hidden_rtol * |value|``, and a claimed dimension may only be
+  missing from the rescored top-k when its magnitude is within that tolerance of the rescored
+  k-th largest (a near-tie at the boundary).
+
+Default tolerance (``Tolerance()``), and why: the same weights in fp32 on CPU differ between
+batch shapes by ~1e-5 in logprobs and ~1e-5 relative in hidden states; fp32 across CPU/GPU
+kernels by ~1e-3. The defaults (``logprob_atol=0.02``, ``hidden_rtol=0.01``, ``hidden_atol=0.01``,
+``selection_margin=0.01``) sit an order above that, and two orders below what a different model
+or a 4-bit re-quantisation of the same one produces (typically 0.1-1 in logprobs). Validating a
+bf16 node needs looser values (``Tolerance.bf16()``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from supernet.node.llm.model import Llama
+from supernet.node.llm.sampling import SamplingParams, selection_margin
+from supernet.node.llm.types import (
+    FINGERPRINT_INTERVAL,
+    FINGERPRINT_TOP_K,
+    Fingerprint,
+    GenerationResult,
+    ScoreResult,
+)
+from torch import Tensor
+
+
+def fingerprints_of(hidden: Tensor, indices: Sequence[int], k: int = FINGERPRINT_TOP_K) -> list[Fingerprint]:
+    """Fingerprints of hidden-state rows ``[N, dim]``, row ``r`` labelled with output index ``indices[r]``."""
+    if not len(indices):
+        return []
+    h = hidden.float()
+    top = h.abs().topk(k, dim=-1).indices
+    vals = h.gather(-1, top)
+    return [
+        Fingerprint(index=i, indices=tuple(top[r].tolist()), values=tuple(vals[r].tolist()))
+        for r, i in enumerate(indices)
+    ]
+
+
+def fingerprint_due(output_index: int) -> bool:
+    """Whether the hidden state predicting output token ``output_index`` is fingerprinted."""
+    return output_index % FINGERPRINT_INTERVAL == 0
+
+
+def score(
+    model: Llama,
+    prompt_ids: Sequence[int],
+    output_ids: Sequence[int],
+    params: SamplingParams | None = None,
+    top_k: int = 5,
+) -> ScoreResult:
+    """Teacher-forced pass over ``prompt_ids + output_ids``.
+
+    Args:
+        model: The decoder.
+        prompt_ids: The prompt (at least one token).
+        output_ids: The claimed output.
+        params: Sampling parameters of the claimed generation; when given, ``margins`` are filled.
+        top_k: Candidates kept per position.
+    """
+    if not prompt_ids:
+        raise ValueError("the prompt must hold at least one token")
+    n, p = len(output_ids), len(prompt_ids)
+    if n == 0:
+        return ScoreResult(logprobs=(), top_tokens=(), fingerprints=(), margins=() if params else None)
+    device = next(model.parameters()).device
+    tokens = torch.tensor([[*prompt_ids, *output_ids[:-1]]], device=device)
+    with torch.inference_mode():
+        rows = model(tokens)[0, p - 1 :]
+        logits = model.logits(rows)
+        logp = torch.log_softmax(logits, dim=-1)
+        target = torch.tensor(list(output_ids), device=device)
+        claimed = logp.gather(-1, target[:, None])[:, 0].tolist()
+        top = logp.topk(top_k, dim=-1)
+        tops = tuple(
+            tuple(zip(ids, vals, strict=True))
+            for ids, vals in zip(top.indices.tolist(), top.values.tolist(), strict=True)
+        )
+        due = [i for i in range(n) if fingerprint_due(i)]
+        fps = fingerprints_of(rows[due], due)
+        margins = None
+        if params is not None:
+            margins = tuple(selection_margin(logits[i], output_ids[i], params, p + i) for i in range(n))
+    return ScoreResult(logprobs=tuple(claimed), top_tokens=tops, fingerprints=tuple(fps), margins=margins)
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Numeric tolerance of ``compare_generation`` (see the module docstring for the defaults' basis)."""
+
+    logprob_atol: float = 0.02
+    hidden_rtol: float = 0.01
+    hidden_atol: float = 0.01
+    selection_margin: float = 0.01
+
+    @classmethod
+    def bf16(cls) -> Tolerance:
+        """Looser bounds for nodes that run in bfloat16."""
+        return cls(logprob_atol=0.25, hidden_rtol=0.05, hidden_atol=0.1, selection_margin=0.25)
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """One disagreement between claim and re-check.
+
+    Attributes:
+        index: Output-token index.
+        kind: ``length``, ``logprob``, ``selection`` or ``fingerprint``.
+        detail: Human-readable numbers.
+    """
+
+    index: int
+    kind: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Outcome of ``compare_generation``.
+
+    Attributes:
+        ok: No mismatch.
+        mismatches: Every disagreement found.
+        max_logprob_error: Largest logprob difference seen (for calibration).
+    """
+
+    ok: bool
+    mismatches: tuple[Mismatch, ...]
+    max_logprob_error: float
+
+    @property
+    def positions(self) -> tuple[int, ...]:
+        """Sorted output indices with at least one mismatch."""
+        return tuple(sorted({m.index for m in self.mismatches}))
+
+
+def _compare_fingerprint(claim: Fingerprint, ref: Fingerprint, tol: Tolerance) -> str | None:
+    ref_vals = dict(zip(ref.indices, ref.values, strict=True))
+    floor = min(abs(v) for v in ref.values)
+    for dim, val in zip(claim.indices, claim.values, strict=True):
+        bound = tol.hidden_atol + tol.hidden_rtol * abs(val)
+        if dim in ref_vals:
+            if abs(ref_vals[dim] - val) > bound:
+                return f"dim {dim}: claimed {val:.5g}, rescored {ref_vals[dim]:.5g}"
+        elif abs(val) < floor - bound or abs(val) > floor + bound:
+            return f"dim {dim} ({val:.5g}) not in rescored top-{len(ref.indices)} (floor {floor:.5g})"
+    return None
+
+
+def compare_generation(
+    claimed: GenerationResult, rescored: ScoreResult, tolerance: Tolerance | None = None
+) -> Verdict:
+    """Compare a node's claimed generation with a validator's teacher-forced re-scoring of it."""
+    tol = tolerance or Tolerance()
+    out: list[Mismatch] = []
+    n = len(claimed.output_ids)
+    if len(rescored.logprobs) != n or len(claimed.logprobs) != n:
+        out.append(Mismatch(0, "length", f"claimed {n} tokens / {len(claimed.logprobs)} logprobs, "
+                                         f"rescored {len(rescored.logprobs)}"))
+        return Verdict(False, tuple(out), float("inf"))
+    worst = 0.0
+    for i, (a, b) in enumerate(zip(claimed.logprobs, rescored.logprobs, strict=True)):
+        err = abs(a - b)
+        worst = max(worst, err)
+        if err > tol.logprob_atol:
+            out.append(Mismatch(i, "logprob", f"claimed {a:.5f}, rescored {b:.5f}"))
+    for i, m in enumerate(rescored.margins or ()):
+        if m > tol.selection_margin:
+            out.append(Mismatch(i, "selection", f"token {claimed.output_ids[i]} off the sampling rule by {m:.4g}"))
+    refs = {f.index: f for f in rescored.fingerprints}
+    claims = {f.index: f for f in claimed.fingerprints}
+    for idx in sorted(refs.keys() | claims.keys()):
+        if idx not in refs or idx not in claims:
+            out.append(Mismatch(idx, "fingerprint", "fingerprint missing on one side"))
+            continue
+        problem = _compare_fingerprint(claims[idx], refs[idx], tol)
+        if problem:
+            out.append(Mismatch(idx, "fingerprint", problem))
+    out.sort(key=lambda m: m.index)
+    return Verdict(not out, tuple(out), worst)

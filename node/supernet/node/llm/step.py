@@ -1,0 +1,72 @@
+"""One engine step, run in a worker thread: decode the running sequences, prefill the new ones.
+
+The batch arrives ordered by slot: first the sequences that already have output (slots
+``0..D-1``, decoded together, one token each), then the new ones (slots ``D..``, prefilled
+together, right-padded). Both yield final hidden states; one lm-head matmul, one log-softmax and
+one selection call serve all rows. Nothing here touches asyncio state: the loop applies the
+returned ``StepOutput``s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from supernet.node.llm.handle import Sequence
+from supernet.node.llm.kvcache import DecodeAttention, KVPool, PrefillAttention
+from supernet.node.llm.model import Llama
+from supernet.node.llm.sampling import select
+from supernet.node.llm.scoring import fingerprint_due, fingerprints_of
+from supernet.node.llm.types import Fingerprint
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    """What one step produced for one sequence."""
+
+    token: int
+    logprob: float
+    fingerprint: Fingerprint | None
+    cached: int
+
+
+@torch.inference_mode()
+def run_step(model: Llama, pool: KVPool, batch: list[Sequence]) -> list[StepOutput]:
+    """Advance every sequence of ``batch`` by one token (see the module docstring)."""
+    device = pool.device
+    for seq in batch:
+        if seq.resume is not None and seq.resume.keys is not None:
+            pool.load(seq.slot, seq.resume.keys, seq.resume.values)  # type: ignore[arg-type]
+    decode = [s for s in batch if s.output]
+    fresh = batch[len(decode) :]
+    hidden, cached = [], []
+    if decode:
+        lengths = [len(s.prompt) + len(s.output) - 1 for s in decode]
+        pool.ensure_capacity(max(lengths) + 1)
+        pos = torch.tensor(lengths, device=device)
+        tokens = torch.tensor([s.output[-1] for s in decode], device=device)[:, None]
+        hidden.append(model(tokens, pos[:, None], DecodeAttention(pool, pos))[:, 0])
+        cached += [n + 1 for n in lengths]
+    if fresh:
+        lens = [len(s.prompt) for s in fresh]
+        width = max(lens)
+        pool.ensure_capacity(width)
+        tokens = torch.zeros((len(fresh), width), dtype=torch.long, device=device)
+        for r, s in enumerate(fresh):
+            tokens[r, : lens[r]] = torch.tensor(s.prompt)
+        h = model(tokens, None, PrefillAttention(pool, len(decode)))
+        hidden.append(h[torch.arange(len(fresh), device=device), torch.tensor(lens, device=device) - 1])
+        cached += lens
+    rows = torch.cat(hidden) if len(hidden) > 1 else hidden[0]
+    logits = model.logits(rows)
+    positions = [len(s.prompt) + len(s.output) for s in batch]
+    chosen = select(logits, [s.params for s in batch], positions)
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, torch.tensor(chosen, device=device)[:, None])[:, 0]
+    due = [r for r, s in enumerate(batch) if fingerprint_due(len(s.output))]
+    fps: dict[int, Fingerprint] = dict(
+        zip(due, fingerprints_of(rows[due], [len(batch[r].output) for r in due]), strict=True)
+    )
+    return [
+        StepOutput(token=t, logprob=lp, fingerprint=fps.get(r), cached=c)
+        for r, (t, lp, c) in enumerate(zip(chosen, logp.tolist(), cached, strict=True))
+    ]

@@ -1,0 +1,125 @@
+"""Messages of the engine: frozen dataclasses shared by the engine, the kernel and the validator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from supernet.node.llm.sampling import SamplingParams
+from torch import Tensor
+
+FinishReason = Literal["stop", "length", "preempted", "cancelled"]
+
+FINGERPRINT_INTERVAL = 32
+"""A fingerprint is taken for output tokens 0, 32, 64, ..."""
+FINGERPRINT_TOP_K = 8
+"""Hidden-state components per fingerprint."""
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    """One generated token, as it comes.
+
+    Attributes:
+        token_id: The token.
+        position: Its absolute position in prompt + output.
+        logprob: Its log-probability under the model (temperature 1, no top-p).
+    """
+
+    token_id: int
+    position: int
+    logprob: float
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """Top-k (by magnitude) components of the final hidden state that predicted one output token.
+
+    In the spirit of TOPLOC: cheap to store, and a validator's teacher-forced pass reproduces it
+    within floating-point tolerance only when it runs the same model on the same tokens.
+
+    Attributes:
+        index: Output-token index it predicted (0, 32, 64, ...).
+        indices: Hidden-state dimensions, by decreasing magnitude.
+        values: The hidden state's values there.
+    """
+
+    index: int
+    indices: tuple[int, ...]
+    values: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """A finished (or preempted) generation.
+
+    Attributes:
+        prompt_ids: The prompt.
+        output_ids: Every output token (stop token included), before and after any preemption.
+        finish_reason: ``stop``, ``length``, ``preempted`` or ``cancelled``.
+        logprobs: Log-probability of each output token.
+        fingerprints: Activation fingerprints every ``FINGERPRINT_INTERVAL`` output tokens.
+        request_id: The caller's id of the request.
+    """
+
+    prompt_ids: tuple[int, ...]
+    output_ids: tuple[int, ...]
+    finish_reason: FinishReason
+    logprobs: tuple[float, ...]
+    fingerprints: tuple[Fingerprint, ...]
+    request_id: str = ""
+
+
+@dataclass(frozen=True)
+class SequenceSnapshot:
+    """Everything needed to continue a generation exactly where it stopped.
+
+    The RNG is counter-based, so its state is just (``params.seed``, ``next_position``).
+
+    Attributes:
+        prompt_ids: The prompt.
+        output_ids: Output so far; the last token is not yet in the cache.
+        logprobs: Log-probabilities of ``output_ids``.
+        fingerprints: Fingerprints so far.
+        params: Sampling parameters of the generation.
+        model_id: Model that produced the cache (a snapshot only resumes on the same model).
+        keys: Cached keys ``[n_layers, n_kv_heads, n_cached, head_dim]`` on CPU, ``None`` if none yet.
+        values: Cached values, same shape.
+    """
+
+    prompt_ids: tuple[int, ...]
+    output_ids: tuple[int, ...]
+    logprobs: tuple[float, ...]
+    fingerprints: tuple[Fingerprint, ...]
+    params: SamplingParams
+    model_id: str
+    keys: Tensor | None = None
+    values: Tensor | None = None
+
+    @property
+    def n_cached(self) -> int:
+        """Tokens whose keys/values the snapshot holds."""
+        return 0 if self.keys is None else int(self.keys.shape[2])
+
+    @property
+    def next_position(self) -> int:
+        """Absolute position of the next token to sample (the RNG counter)."""
+        return len(self.prompt_ids) + len(self.output_ids)
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """Teacher-forced scores of a claimed output.
+
+    Attributes:
+        logprobs: Log-probability of each claimed output token.
+        top_tokens: Per output position, the top candidates as ``(token_id, logprob)``.
+        fingerprints: Fingerprints at the same output indices generation records.
+        margins: Per output position, how far the claimed token is from the one the sampling rule
+            picks (see ``sampling.selection_margin``); ``None`` unless sampling params were given.
+    """
+
+    logprobs: tuple[float, ...]
+    top_tokens: tuple[tuple[tuple[int, float], ...], ...]
+    fingerprints: tuple[Fingerprint, ...]
+    margins: tuple[float, ...] | None = None

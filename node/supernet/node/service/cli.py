@@ -1,0 +1,68 @@
+"""``supernet node ...``: run a node, print its OpenAPI spec, write a sample config."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from supernet.node.service.config import NodeSettings
+
+app = typer.Typer(
+    name="node", help="Run a Supernet node (kernel, LLM engine, public API).", no_args_is_help=True
+)
+
+
+@app.command()
+def run(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="TOML config (see node/node.example.toml).")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Override api.host.")] = None,
+    port: Annotated[int | None, typer.Option(help="Override api.port.")] = None,
+    fault: Annotated[
+        list[str] | None, typer.Option(help="Cheat on purpose, KIND:RATE (repeatable; tests/demo).")
+    ] = None,
+    fault_seed: Annotated[int, typer.Option(help="Seed deciding which calls a fault hits.")] = 0,
+) -> None:
+    """Run the node until SIGINT/SIGTERM."""
+    overrides: dict[str, object] = {}
+    settings = NodeSettings.load(config)
+    if host is not None or port is not None:
+        api = settings.api.model_copy(
+            update={k: v for k, v in (("host", host), ("port", port)) if v is not None}
+        )
+        overrides["api"] = api
+    if overrides:
+        settings = settings.model_copy(update=overrides)
+    logging.getLogger().setLevel(settings.log_level)
+    asyncio.run(_serve(settings, fault or [], fault_seed))
+
+
+async def _serve(settings: NodeSettings, faults: list[str], fault_seed: int) -> None:
+    from supernet.node.faults import FaultInjector
+    from supernet.node.service.app import build_node
+
+    injector = FaultInjector.from_cli(faults, seed=fault_seed) if faults else None
+    service, resources = await build_node(settings, injector)
+    try:
+        await service.serve()
+    finally:
+        await resources.close()
+
+
+@app.command()
+def openapi(
+    out: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """Print the node API's OpenAPI document."""
+    from supernet.node.service.api import create_app
+
+    text = json.dumps(create_app().openapi(), indent=2, sort_keys=True) + "\n"
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text)

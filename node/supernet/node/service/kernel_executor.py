@@ -1,0 +1,93 @@
+"""The node's executor on the real kernel (``supernet.node.kernel.Kernel``) and LLM engine.
+
+Each job becomes a ``TaskSpec``: the kernel runs the agent, schedules its LLM calls into the
+engine's continuous batch, records the trace and stores it; the executor forwards the token
+stream and returns the output and trace CID. The task's base seed derives from the task id, so
+a task re-run after a restart samples the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from supernet.node.agents.registry import default_registry
+from supernet.node.faults import FaultInjector
+from supernet.node.kernel.errors import AgentNotAllowedError
+from supernet.node.kernel.kernel import Kernel, KernelConfig
+from supernet.node.kernel.syscalls import TaskSpec
+from supernet.node.service.config import NodeSettings
+from supernet.node.service.ports import Job, JobResult, TokenSink
+
+log = logging.getLogger(__name__)
+
+
+class TaskFailedError(RuntimeError):
+    """The agent ended with an error or a timeout (the task is not charged)."""
+
+
+class KernelExecutor:
+    """:class:`~supernet.node.service.ports.Executor` on the kernel."""
+
+    def __init__(self, kernel: Kernel, model_name: str, task_fee: int) -> None:
+        self.kernel = kernel
+        self._model_name = model_name
+        self._task_fee = task_fee
+
+    @classmethod
+    async def create(
+        cls, settings: NodeSettings, store: Any, faults: FaultInjector | None = None
+    ) -> KernelExecutor:
+        """Load the model (in a thread: it takes seconds), build and start the kernel."""
+        from supernet.node.llm import LLMEngine
+
+        engine = await asyncio.to_thread(LLMEngine.load, settings.engine.model)
+        if faults is not None:
+            faults.perturb_model(engine.model)  # the `model` fault at rate 1: a different model
+        config = KernelConfig(chain_rpc_url=settings.chain.rpc_url)
+        extra: dict[str, Any] = {"faults": faults} if faults is not None else {}
+        kernel = Kernel(
+            engine, store, config, agents=default_registry(allowed=settings.engine.agents), **extra
+        )
+        await kernel.setup()
+        return cls(kernel, Path(settings.engine.model).name, settings.pricing.task_fee_wei)
+
+    def model_ids(self) -> Sequence[str]:
+        """The one model this node serves."""
+        return [self.kernel.model_id.lower()]
+
+    def model_name(self, model_id: str) -> str:
+        """The configured model name (catalog name or directory name)."""
+        return self._model_name
+
+    def agent_hash(self, agent: str) -> str | None:
+        """Code hash of an allowed agent, None otherwise."""
+        try:
+            return self.kernel.agents.get(agent).code_hash
+        except AgentNotAllowedError:
+            return None
+
+    async def run(self, job: Job, on_token: TokenSink) -> JobResult:
+        """Run the job's agent to its end, streaming generated text to ``on_token``."""
+        spec = TaskSpec(
+            task_id=job.task_id,
+            agent_id=job.agent,
+            input=job.input,
+            user=job.user,
+            fee=self._task_fee,
+            seed=int(job.task_id[2:18], 16),
+        )
+        run = self.kernel.submit(spec)
+        async for chunk in run.tokens():
+            on_token(chunk.text)
+        outcome = await run.outcome()
+        if outcome.status != "ok":
+            raise TaskFailedError(outcome.error or outcome.status)
+        return JobResult(output=outcome.output, trace_cid=outcome.trace_cid)
+
+    async def close(self) -> None:
+        """Stop the kernel and its engine."""
+        await self.kernel.stop()

@@ -1,0 +1,109 @@
+"""``supernet contracts``: deploy the protocol and inspect a deployment.
+
+>>> # supernet contracts deploy --rpc http://127.0.0.1:8545 --account-index 0 --devnet-params
+>>> # supernet contracts info --deployment deployment.json
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from rich.console import Console
+from rich.table import Table
+from supernet.sdk.chain.anvil import dev_account
+from supernet.sdk.chain.contracts import Contracts
+from supernet.sdk.chain.deployment import CONTRACT_NAMES, Deployment
+from supernet.sdk.chain.errors import ChainError
+from supernet.sdk.chain.params import ProtocolParams
+from supernet.sdk.errors import SupernetError
+
+app = typer.Typer(help="Deploy and inspect the protocol contracts.", no_args_is_help=True)
+console = Console()
+
+
+def resolve_account(key: str | None, account_index: int | None) -> LocalAccount:
+    """The signer from ``--key`` or a dev-mnemonic ``--account-index`` (exactly one)."""
+    if (key is None) == (account_index is None):
+        raise typer.BadParameter("give exactly one of --key (or $SUPERNET_PRIVATE_KEY) and --account-index")
+    if key is not None:
+        return Account.from_key(key)
+    assert account_index is not None
+    return dev_account(account_index)
+
+
+@app.command()
+def deploy(
+    rpc: str = typer.Option("http://127.0.0.1:8545", "--rpc", help="JSON-RPC URL."),
+    key: str | None = typer.Option(
+        None, "--key", envvar="SUPERNET_PRIVATE_KEY", help="Deployer private key (0x-hex)."
+    ),
+    account_index: int | None = typer.Option(
+        None, "--account-index", help="Use dev account N of Anvil's default mnemonic (local chains only)."
+    ),
+    out: Path = typer.Option(Path("deployment.json"), "--out", help="Where to write the deployment file."),
+    devnet_params: bool = typer.Option(
+        False, "--devnet-params", help="Short delays and full sampling (local devnet), instead of defaults."
+    ),
+) -> None:
+    """Deploy ServiceManager, ModelRegistry, Payments and TaskManager; write the deployment file."""
+    deployer = resolve_account(key, account_index)
+    params = ProtocolParams.devnet() if devnet_params else ProtocolParams()
+    try:
+        contracts = Contracts.deploy(rpc, deployer, params, rpc_url=rpc)
+    except (SupernetError, OSError) as exc:
+        console.print(f"[red]deploy failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    path = contracts.deployment.save(out)
+    _print_deployment(contracts.deployment)
+    console.print(f"wrote [bold]{path}[/bold]")
+
+
+@app.command()
+def info(
+    deployment: Path = typer.Option(Path("deployment.json"), "--deployment", "-d", help="Deployment file."),
+    rpc: str | None = typer.Option(None, "--rpc", help="JSON-RPC URL (default: the file's rpcUrl)."),
+) -> None:
+    """Show a deployment: addresses, parameters and live counts read from the chain."""
+    try:
+        dep = Deployment.load(deployment)
+        url = rpc or dep.rpc_url
+        if not url:
+            raise typer.BadParameter("the deployment file has no rpcUrl; pass --rpc")
+        c = Contracts.connect(url, dep)
+        counts = {
+            "nodes": len(c.service_manager.nodes()),
+            "validators": len(c.service_manager.validators()),
+            "total validator stake (wei)": c.service_manager.total_validator_stake(),
+            "models": len(c.model_registry.model_ids()),
+            "batches": c.task_manager.batch_count(),
+            "challenges": c.task_manager.challenge_count(),
+            "burned (wei)": c.task_manager.total_burned(),
+        }
+    except (ChainError, SupernetError, OSError) as exc:
+        console.print(f"[red]cannot read deployment:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    _print_deployment(dep)
+    table = Table(title="On chain now")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for k, v in counts.items():
+        table.add_row(k, f"{v:,}")
+    console.print(table)
+
+
+def _print_deployment(dep: Deployment) -> None:
+    table = Table(title=f"Supernet on chain {dep.chain_id} (deploy block {dep.deploy_block})")
+    table.add_column("contract")
+    table.add_column("address")
+    for name in CONTRACT_NAMES:
+        table.add_row(name, dep.address(name))
+    console.print(table)
+    params = Table(title="Parameters")
+    params.add_column("name")
+    params.add_column("value", justify="right")
+    for k, v in dep.params.items():
+        params.add_row(k, f"{v:,}")
+    console.print(params)

@@ -1,0 +1,132 @@
+"""All four protocol contracts as one object: deploy them with given parameters, or connect.
+
+>>> from supernet.sdk.chain import Contracts, Deployment, ProtocolParams
+>>> c = Contracts.deploy("http://127.0.0.1:8545", deployer, ProtocolParams.devnet())  # doctest: +SKIP
+>>> c.deployment.save("deployment.json")                                            # doctest: +SKIP
+>>> user_view = Contracts.connect("http://127.0.0.1:8545", Deployment.load("deployment.json"), user)
+>>> user_view.payments.deposit(10**18)                                              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from eth_account.signers.local import LocalAccount
+from supernet.sdk.chain.bindings import deploy, send
+from supernet.sdk.chain.deployment import CONTRACT_NAMES, Deployment, DeploymentError
+from supernet.sdk.chain.eip712 import Domain
+from supernet.sdk.chain.params import ProtocolParams
+from supernet.sdk.chain.payments import Payments
+from supernet.sdk.chain.registry import ModelRegistry, ServiceManager
+from supernet.sdk.chain.tasks import TaskManager
+from web3 import Web3
+
+
+def make_web3(rpc: str | Web3, timeout: float = 60.0) -> Web3:
+    """A Web3 client for an HTTP JSON-RPC URL (a `Web3` is returned as is)."""
+    if isinstance(rpc, Web3):
+        return rpc
+    return Web3(Web3.HTTPProvider(rpc, request_kwargs={"timeout": timeout}))
+
+
+@dataclass(frozen=True)
+class Contracts:
+    """The deployed protocol, bound to one client and one signing account (or none)."""
+
+    w3: Web3
+    deployment: Deployment
+    account: LocalAccount | None
+    service_manager: ServiceManager
+    model_registry: ModelRegistry
+    payments: Payments
+    task_manager: TaskManager
+
+    @classmethod
+    def connect(
+        cls,
+        rpc: str | Web3,
+        deployment: Deployment,
+        account: LocalAccount | None = None,
+        *,
+        verify: bool = True,
+    ) -> Contracts:
+        """Bind to an existing deployment.
+
+        Args:
+            rpc: JSON-RPC URL or a `Web3` client.
+            deployment: the deployment file's contents.
+            account: the signer for transactions (None: read-only).
+            verify: check the chain id and that every contract has code.
+
+        Raises:
+            DeploymentError: wrong chain, or a contract address without code.
+        """
+        w3 = make_web3(rpc)
+        if verify:
+            chain_id = w3.eth.chain_id
+            if chain_id != deployment.chain_id:
+                raise DeploymentError(f"RPC is on chain {chain_id}, deployment is for {deployment.chain_id}")
+            for name in CONTRACT_NAMES:
+                if not w3.eth.get_code(Web3.to_checksum_address(deployment.address(name))):
+                    raise DeploymentError(f"no code at {name} {deployment.address(name)}")
+        return cls(
+            w3=w3,
+            deployment=deployment,
+            account=account,
+            service_manager=ServiceManager(w3, deployment.address("ServiceManager"), account),
+            model_registry=ModelRegistry(w3, deployment.address("ModelRegistry"), account),
+            payments=Payments(w3, deployment.address("Payments"), account),
+            task_manager=TaskManager(w3, deployment.address("TaskManager"), account),
+        )
+
+    @classmethod
+    def deploy(
+        cls,
+        rpc: str | Web3,
+        deployer: LocalAccount,
+        params: ProtocolParams | None = None,
+        *,
+        rpc_url: str | None = None,
+    ) -> Contracts:
+        """Deploy ServiceManager, ModelRegistry, Payments and TaskManager, then wire them.
+
+        Args:
+            rpc: JSON-RPC URL or a `Web3` client.
+            deployer: pays for and signs the deployment (and the one-time wiring).
+            params: constructor parameters (`ProtocolParams` defaults when None).
+            rpc_url: recorded in the deployment file (defaults to ``rpc`` when it is a URL).
+
+        Returns:
+            The contracts bound to ``deployer``; ``deployment`` holds the addresses.
+        """
+        w3 = make_web3(rpc)
+        p = params or ProtocolParams()
+        sm, sm_receipt = deploy(w3, deployer, "ServiceManager", *p.service_manager_args())
+        mr, _ = deploy(w3, deployer, "ModelRegistry")
+        pay, _ = deploy(w3, deployer, "Payments", *p.payments_args())
+        tm, _ = deploy(w3, deployer, "TaskManager", sm, *p.task_manager_args())
+        service_manager = ServiceManager(w3, sm, deployer)
+        send(w3, deployer, service_manager.contract.functions.setTaskManager(tm), "ServiceManager")
+        deployment = Deployment(
+            chain_id=w3.eth.chain_id,
+            deploy_block=int(sm_receipt["blockNumber"]),
+            contracts={"ServiceManager": sm, "ModelRegistry": mr, "Payments": pay, "TaskManager": tm},
+            params=p.to_dict(),
+            deployer=deployer.address,
+            rpc_url=rpc_url or (rpc if isinstance(rpc, str) else None),
+        )
+        return cls.connect(w3, deployment, deployer, verify=False)
+
+    def as_account(self, account: LocalAccount | None) -> Contracts:
+        """The same contracts on the same client, signing with ``account``."""
+        return Contracts.connect(self.w3, self.deployment, account, verify=False)
+
+    @property
+    def domain(self) -> Domain:
+        """The protocol's EIP-712 domain on this deployment."""
+        return self.deployment.domain
+
+    @property
+    def params(self) -> ProtocolParams:
+        """The parameters recorded in the deployment file."""
+        return ProtocolParams.from_dict(self.deployment.params)

@@ -1,0 +1,346 @@
+"""The :class:`Client` (see the package docstring for an example)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, Self
+
+import httpx
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_utils import to_checksum_address
+from supernet.sdk.chain import Contracts, Deployment
+from supernet.sdk.chain.eip712 import TaskRequest, Voucher, hash_task_request, sign_task_request, sign_voucher
+from supernet.sdk.chain.receipts import input_hash
+from supernet.sdk.client.state import ClientState, TaskRecord
+from supernet.sdk.client.types import (
+    ClientError,
+    NodeChoice,
+    PreparedTask,
+    TaskResult,
+    answer,
+    pick_model_id,
+    request_json,
+    serves_model,
+)
+from supernet.sdk.client.verify import VerificationReport, check_receipt
+from supernet.sdk.store import StoreClient, StoreError
+
+
+class Client:
+    """A user of the network: discovery, deposits, signing, submission and verification.
+
+    Args:
+        contracts: the deployment, bound to the user's account.
+        state_dir: where nonces and cumulative totals persist (``~/.supernet`` by default).
+        store_url: content store to fetch traces from (default: the node's advertised store).
+        timeout: seconds per HTTP request to a node.
+    """
+
+    def __init__(
+        self,
+        contracts: Contracts,
+        *,
+        state_dir: Path | None = None,
+        store_url: str | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        if contracts.account is None:
+            raise ClientError("the client needs a signing account")
+        self.contracts = contracts
+        self.account: LocalAccount = contracts.account
+        self.state = ClientState.open(state_dir)
+        self.store_url = store_url
+        self.http = httpx.AsyncClient(timeout=timeout)
+        self._domain_key = f"{contracts.domain.chain_id}:{contracts.domain.verifying_contract.lower()}"
+
+    @classmethod
+    def connect(
+        cls, rpc_url: str, deployment: str | Path | Deployment, private_key: str, **kwargs: Any
+    ) -> Client:
+        """A client from an RPC URL, a deployment (file) and the user's private key."""
+        dep = deployment if isinstance(deployment, Deployment) else Deployment.load(deployment)
+        return cls(Contracts.connect(rpc_url, dep, Account.from_key(private_key)), **kwargs)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        await self.http.aclose()
+
+    # ------------------------------------------------------------------ discovery and payment
+
+    async def node_info(self, url: str) -> dict[str, Any]:
+        """``GET /v1/node`` of a node."""
+        return dict(await self._get(url.rstrip("/") + "/v1/node"))
+
+    async def discover(
+        self, model: str | None = None, max_price_per_token: int | None = None, min_stake: int = 0
+    ) -> list[NodeChoice]:
+        """Active nodes serving ``model`` (``0x`` id, or None: any), cheapest then best staked first."""
+        sm = self.contracts.service_manager
+
+        def scan() -> list[Any]:
+            return [sm.get_node(a) for a in sm.nodes()]
+
+        out = []
+        for view in await asyncio.to_thread(scan):
+            if not view.active or view.stake < min_stake:
+                continue
+            if max_price_per_token is not None and view.price_per_token > max_price_per_token:
+                continue
+            if (
+                model is not None
+                and model.startswith("0x")
+                and bytes.fromhex(model[2:]) not in view.model_ids
+            ):
+                continue
+            try:
+                info = await self.node_info(view.endpoint)
+            except (ClientError, httpx.HTTPError):
+                continue  # unreachable or broken node: skip it
+            if model is not None and not serves_model(info, model):
+                continue
+            out.append(NodeChoice(view.node, view.endpoint, view.price_per_token, view.stake, info))
+        out.sort(key=lambda n: (n.price_per_token, -n.stake))
+        return out
+
+    async def ensure_deposit(self, node: str, cumulative: int, top_up: int = 0) -> int:
+        """Deposit so that ``node`` can redeem a voucher of ``cumulative``; returns wei deposited."""
+        pay = self.contracts.payments
+        balance = await asyncio.to_thread(pay.redeemable_balance, self.account.address)
+        redeemed = await asyncio.to_thread(pay.redeemed, self.account.address, node)
+        missing = cumulative - redeemed - balance
+        if missing <= 0:
+            return 0
+        amount = max(missing, top_up)
+        await asyncio.to_thread(pay.deposit, amount)
+        return amount
+
+    # ------------------------------------------------------------------ tasks
+
+    async def prepare(
+        self,
+        task_input: str | dict[str, Any],
+        *,
+        agent: str = "chat",
+        model: str | None = None,
+        node_url: str | None = None,
+        max_fee: int | None = None,
+        deposit: int = 0,
+    ) -> PreparedTask:
+        """Pick a node, top the deposit up, and sign the request and voucher (nothing is sent).
+
+        The nonce is reserved at once (saved), so it is never reused; the cumulative total
+        moves only when the node accepts (:meth:`accepted`).
+        """
+        choice = await self._choose(model, node_url)
+        info = choice.info
+        model_id = pick_model_id(info, model)
+        agent_hash = info["agents"].get(agent)
+        if agent_hash is None:
+            raise ClientError(f"node {choice.address} does not run agent {agent!r}")
+        fee = int(info["taskFee"])
+        if max_fee is not None and fee > max_fee:
+            raise ClientError(f"node fee {fee} is above max_fee {max_fee}")
+        acct = await self._sync_account(choice)
+        nonce, cumulative = acct.nonce + 1, acct.cumulative + fee
+        await self.ensure_deposit(choice.address, cumulative, deposit)
+        req = TaskRequest(
+            user=self.account.address,
+            node=choice.address,
+            model_id=bytes.fromhex(model_id[2:]),
+            agent_hash=bytes.fromhex(agent_hash[2:]),
+            input_hash=input_hash(task_input),
+            max_fee=max_fee if max_fee is not None else fee,
+            nonce=nonce,
+            deadline=int(time.time()) + 600,
+        )
+        domain = self.contracts.domain
+        voucher = Voucher(user=self.account.address, node=choice.address, cumulative_amount=cumulative)
+        acct.nonce = nonce
+        self.state.save()
+        signed = {
+            "request": request_json(req),
+            "signature": "0x" + sign_task_request(req, domain, self.account).hex(),
+            "voucher": {
+                "cumulativeAmount": str(cumulative),
+                "signature": "0x" + sign_voucher(voucher, domain, self.account).hex(),
+            },
+        }
+        task_id = "0x" + hash_task_request(req, domain).hex()
+        return PreparedTask(task_id, choice, signed, agent, task_input, model_id, fee, cumulative)
+
+    def accepted(self, p: PreparedTask) -> None:
+        """Record that the node accepted ``p`` (its fee now counts in the cumulative total)."""
+        acct = self.state.account(self._domain_key, self.account.address, p.node.address)
+        acct.cumulative = max(acct.cumulative, p.cumulative)
+        self.state.tasks[p.task_id] = TaskRecord(p.node.address, p.node.url, p.input, p.model_id, p.fee)
+        self.state.save()
+
+    def finished(self, p: PreparedTask, status: str, output: str | None) -> None:
+        """Record the end of ``p``; a failed or refused task is not charged, so its fee is undone."""
+        record = self.state.tasks[p.task_id]
+        record.status, record.output = status, output
+        if status != "done":
+            acct = self.state.account(self._domain_key, self.account.address, p.node.address)
+            acct.cumulative -= p.fee
+        self.state.save()
+
+    async def submit_task(
+        self,
+        task_input: str | dict[str, Any],
+        *,
+        agent: str = "chat",
+        model: str | None = None,
+        node_url: str | None = None,
+        max_fee: int | None = None,
+        deposit: int = 0,
+        on_token: Callable[[str], None] | None = None,
+    ) -> TaskResult:
+        """Pick a node, pay, submit, and stream the task to its end.
+
+        Args:
+            task_input: the text (or JSON object) the agent gets.
+            agent: agent id (must be run by the node).
+            model: model name or ``0x`` id (default: the node's first).
+            node_url: use this node instead of discovering one on chain.
+            max_fee: most wei to pay (default: the node's fee).
+            deposit: deposit at least this much when a top-up is needed.
+            on_token: called with each piece of text as it is generated.
+
+        Raises:
+            ClientError: no node, a refusal (4xx) or a failed task.
+        """
+        p = await self.prepare(
+            task_input, agent=agent, model=model, node_url=node_url, max_fee=max_fee, deposit=deposit
+        )
+        created = await self._post(p.node.url.rstrip("/") + "/v1/tasks", p.task_body())
+        if created["id"] != p.task_id:
+            raise ClientError(f"node answered task id {created['id']}, expected {p.task_id}")
+        self.accepted(p)
+        final = await self._follow(p.node.url, p.task_id, on_token)
+        self.finished(p, final["status"], final.get("output"))
+        if final["status"] != "done":
+            raise ClientError(f"task {p.task_id} {final['status']}: {final.get('error')}")
+        return TaskResult(
+            p.task_id, p.node.address, p.node.url, "done", final["output"], p.fee, final.get("traceCid")
+        )
+
+    async def stream_events(self, node_url: str, task_id: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """The task's server-sent events as ``(event, data)`` pairs."""
+        url = f"{node_url.rstrip('/')}/v1/tasks/{task_id}/events"
+        async with self.http.stream("GET", url, timeout=None) as resp:
+            event = "message"
+            async for line in resp.aiter_lines():
+                if line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:"):
+                    yield event, json.loads(line[5:].strip())
+                    event = "message"
+
+    async def task(self, task_id: str, node_url: str | None = None) -> dict[str, Any]:
+        """``GET /v1/tasks/{id}``."""
+        return dict(await self._get(f"{self._url_of(task_id, node_url)}/v1/tasks/{task_id}"))
+
+    async def receipt(
+        self, task_id: str, node_url: str | None = None, *, wait_committed: float = 0.0
+    ) -> dict[str, Any]:
+        """The task's receipt; with ``wait_committed`` > 0, poll until it is committed on chain."""
+        url = f"{self._url_of(task_id, node_url)}/v1/tasks/{task_id}/receipt"
+        deadline = time.monotonic() + wait_committed
+        while True:
+            doc = dict(await self._get(url))
+            committed = (doc.get("batch") or {}).get("status") == "committed"
+            if committed or time.monotonic() >= deadline:
+                return doc
+            await asyncio.sleep(0.5)
+
+    async def verify(self, task_id: str, *, wait_committed: float = 60.0) -> VerificationReport:
+        """Fetch the receipt (waiting for its commit) and run every check on it."""
+        record = self.state.tasks.get(task_id)
+        if record is None:
+            raise ClientError(f"task {task_id} is not in this client's state")
+        doc = await self.receipt(task_id, wait_committed=wait_committed)
+        tm = self.contracts.task_manager
+
+        def batch(batch_id: int) -> tuple[str, bytes]:
+            b = tm.batch(batch_id)
+            return b.node, b.root
+
+        chain_batch = (doc.get("batch") or {}).get("chainBatchId")
+        resolved = await asyncio.to_thread(batch, int(chain_batch)) if chain_batch is not None else None
+        trace_ok = await self._trace_loaded(record.node_url, doc["traceCid"])
+        return check_receipt(
+            doc,
+            task_id=task_id,
+            user=self.account.address,
+            node=record.node,
+            task_input=record.input,
+            output=record.output,
+            onchain_batch=lambda _: resolved or ("0x" + "00" * 20, b""),
+            trace_loaded=trace_ok,
+        )
+
+    # ------------------------------------------------------------------ internals
+
+    async def _choose(self, model: str | None, node_url: str | None) -> NodeChoice:
+        if node_url is not None:
+            info = await self.node_info(node_url)
+            return NodeChoice(to_checksum_address(info["address"]), node_url, 0, 0, info)
+        nodes = await self.discover(model)
+        if not nodes:
+            raise ClientError(f"no active node serves model {model or '(any)'}")
+        return nodes[0]
+
+    async def _sync_account(self, choice: NodeChoice) -> Any:
+        known = self.state.key(self._domain_key, self.account.address, choice.address) in self.state.accounts
+        acct = self.state.account(self._domain_key, self.account.address, choice.address)
+        remote = await self._get(f"{choice.url.rstrip('/')}/v1/accounts/{self.account.address}")
+        acct.nonce = max(acct.nonce, int(remote["lastNonce"]))
+        billed = int(remote["billed"])
+        acct.cumulative = min(acct.cumulative, billed) if known else billed
+        return acct
+
+    async def _follow(self, url: str, task_id: str, on_token: Callable[[str], None] | None) -> dict[str, Any]:
+        async for event, data in self.stream_events(url, task_id):
+            if event == "token" and on_token is not None:
+                on_token(data["text"])
+            elif event in ("done", "error"):
+                return data
+        return await self.task(task_id, url)
+
+    async def _trace_loaded(self, node_url: str, cid: str) -> bool:
+        store_url = self.store_url
+        if store_url is None:
+            store_url = (await self.node_info(node_url)).get("storeUrl")
+        if not store_url:
+            return False
+        try:
+            async with StoreClient(store_url, timeout=30) as store:
+                await store.get_dag(cid)  # re-hashed against the CID by the client
+            return True
+        except StoreError:
+            return False
+
+    def _url_of(self, task_id: str, node_url: str | None) -> str:
+        if node_url is not None:
+            return node_url.rstrip("/")
+        record = self.state.tasks.get(task_id)
+        if record is None:
+            raise ClientError(f"task {task_id} is unknown here: pass the node URL")
+        return record.node_url.rstrip("/")
+
+    async def _get(self, url: str) -> Any:
+        return answer(await self.http.get(url))
+
+    async def _post(self, url: str, body: dict[str, Any]) -> Any:
+        return answer(await self.http.post(url, json=body))

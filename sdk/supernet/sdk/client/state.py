@@ -1,0 +1,87 @@
+"""The user's local payment state per node: last nonce and cumulative voucher total.
+
+One small JSON file (``<state_dir>/client-state.json``, written atomically) so that nonces keep
+increasing and vouchers stay cumulative across runs, and so ``supernet task receipt ID`` knows
+which node ran a task and what its input was.
+
+>>> st = ClientState.open(Path("/tmp/supernet-doc"))  # doctest: +SKIP
+>>> st.account("31337:0xPay", "0xUser", "0xNode").nonce
+0
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_STATE_DIR = Path.home() / ".supernet"
+
+
+@dataclass
+class NodeAccount:
+    """The user's running totals with one node (mutable: updated as tasks go)."""
+
+    nonce: int = 0
+    cumulative: int = 0
+
+
+@dataclass
+class TaskRecord:
+    """What the user remembers of a submitted task (to fetch and verify its receipt later)."""
+
+    node: str
+    node_url: str
+    input: Any
+    model_id: str
+    fee: int
+    output: str | None = None
+    status: str = "submitted"
+
+
+@dataclass
+class ClientState:
+    """All accounts and tasks of this state directory."""
+
+    path: Path
+    accounts: dict[str, NodeAccount] = field(default_factory=dict)
+    tasks: dict[str, TaskRecord] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, state_dir: Path | None = None) -> ClientState:
+        """Load the state file (an empty state if there is none)."""
+        path = (state_dir or DEFAULT_STATE_DIR) / "client-state.json"
+        if not path.exists():
+            return cls(path)
+        doc = json.loads(path.read_text())
+        return cls(
+            path,
+            {k: NodeAccount(**v) for k, v in doc.get("accounts", {}).items()},
+            {k: TaskRecord(**v) for k, v in doc.get("tasks", {}).items()},
+        )
+
+    @staticmethod
+    def key(domain_key: str, user: str, node: str) -> str:
+        """The account key of (deployment, user, node)."""
+        return f"{domain_key}:{user.lower()}:{node.lower()}"
+
+    def account(self, domain_key: str, user: str, node: str) -> NodeAccount:
+        """The (possibly new) account of ``user`` with ``node``."""
+        return self.accounts.setdefault(self.key(domain_key, user, node), NodeAccount())
+
+    def save(self) -> None:
+        """Write the state atomically (temp file + rename, fsync'd)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        doc = {
+            "accounts": {k: asdict(v) for k, v in self.accounts.items()},
+            "tasks": {k: asdict(v) for k, v in self.tasks.items()},
+        }
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".state-")
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)

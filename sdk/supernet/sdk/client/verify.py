@@ -1,0 +1,119 @@
+"""Proof that a receipt is genuine and committed: every check a user can make on its own.
+
+Checks: the receipt names this task and user; input and output hashes match what was sent and
+received; the node signed the receipt's leaf; the leaf's Merkle proof leads to the root the node
+committed on chain (in a batch by that node); the trace CID hashes to ``traceHash`` and the
+trace is in the content store (the store re-hashes what it returns).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from eth_utils import to_checksum_address
+from supernet.sdk.chain.merkle import verify as merkle_verify
+from supernet.sdk.chain.receipts import (
+    Receipt,
+    input_hash,
+    output_hash,
+    recover_receipt_signer,
+    trace_hash,
+)
+from supernet.sdk.errors import SupernetError
+
+
+class VerificationError(SupernetError, ValueError):
+    """A receipt failed a check (``report`` says which)."""
+
+    def __init__(self, message: str, report: VerificationReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass(frozen=True)
+class Check:
+    """One named check and its outcome."""
+
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class VerificationReport:
+    """All checks of one receipt."""
+
+    task_id: str
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True iff every check passed."""
+        return all(c.ok for c in self.checks)
+
+    def add(self, name: str, ok: bool, detail: str = "") -> None:
+        """Record one check."""
+        self.checks.append(Check(name, bool(ok), detail))
+
+    def failed(self) -> list[Check]:
+        """The checks that did not pass."""
+        return [c for c in self.checks if not c.ok]
+
+
+def _hex(b: bytes) -> str:
+    return "0x" + b.hex()
+
+
+def check_receipt(
+    doc: dict[str, Any],
+    *,
+    task_id: str,
+    user: str,
+    node: str,
+    task_input: Any | None,
+    output: str | None,
+    onchain_batch: Callable[[int], tuple[str, bytes]],
+    trace_loaded: bool | None,
+) -> VerificationReport:
+    """Run every check on a ``GET /v1/tasks/{id}/receipt`` document.
+
+    Args:
+        doc: the node's receipt document.
+        task_id: the id the user computed when signing (requestHash).
+        user: the user's address.
+        node: the node's address.
+        task_input: the input sent (None: skip the input check).
+        output: the output received (None: skip the output check).
+        onchain_batch: ``batch_id -> (node, root)`` read from the TaskManager.
+        trace_loaded: whether the trace CID was fetched from the store (None: not tried).
+    """
+    rep = VerificationReport(task_id)
+    receipt = Receipt.from_json(doc["receipt"])
+    rep.add("request hash", _hex(receipt.request_hash) == task_id.lower(), _hex(receipt.request_hash))
+    rep.add("user", to_checksum_address(receipt.user) == to_checksum_address(user), receipt.user)
+    if task_input is not None:
+        rep.add("input hash", receipt.input_hash == input_hash(task_input), _hex(receipt.input_hash))
+    if output is not None:
+        rep.add("output hash", receipt.output_hash == output_hash(output), _hex(receipt.output_hash))
+    leaf = receipt.leaf()
+    rep.add("leaf", _hex(leaf) == doc["leaf"].lower(), _hex(leaf))
+    signer = recover_receipt_signer(receipt, bytes.fromhex(doc["signature"][2:]))
+    rep.add("node signature", signer == to_checksum_address(node), signer)
+    rep.add("trace hash", trace_hash(doc["traceCid"]) == receipt.trace_hash, doc["traceCid"])
+    if trace_loaded is not None:
+        rep.add("trace in store", trace_loaded, doc["traceCid"])
+    batch = doc.get("batch") or {}
+    if batch.get("chainBatchId") is None or batch.get("proof") is None:
+        rep.add("committed on chain", False, "receipt not committed yet")
+        return rep
+    batch_node, root = onchain_batch(int(batch["chainBatchId"]))
+    rep.add("batch node", to_checksum_address(batch_node) == to_checksum_address(node), batch_node)
+    proof = [bytes.fromhex(p[2:]) for p in batch["proof"]]
+    rep.add(
+        "merkle inclusion",
+        merkle_verify(proof, root, leaf),
+        f"batch {batch['chainBatchId']} root {_hex(root)}",
+    )
+    return rep

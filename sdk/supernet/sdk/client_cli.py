@@ -1,0 +1,133 @@
+"""``supernet task ...``: submit a paid task, fetch and verify its receipt.
+
+Chain settings come from options or the environment: ``SUPERNET_RPC_URL``,
+``SUPERNET_DEPLOYMENT`` (deployment JSON), ``SUPERNET_USER_KEY`` (the user's private key; never
+pass a real key on the command line, where other users can see it in the process list).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from supernet.sdk.client import Client, ClientError
+
+app = typer.Typer(
+    name="task", help="Submit paid tasks to Supernet nodes and verify receipts.", no_args_is_help=True
+)
+
+Rpc = Annotated[str, typer.Option("--rpc", envvar="SUPERNET_RPC_URL", help="Chain JSON-RPC URL.")]
+Dep = Annotated[
+    Path, typer.Option("--deployment", envvar="SUPERNET_DEPLOYMENT", help="Deployment JSON file.")
+]
+Key = Annotated[str, typer.Option("--key", envvar="SUPERNET_USER_KEY", help="User's private key (hex).")]
+StateDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--state-dir",
+        envvar="SUPERNET_STATE_DIR",
+        help="Client state (nonces, vouchers); default ~/.supernet.",
+    ),
+]
+
+
+def _client(rpc: str, deployment: Path, key: str, state_dir: Path | None) -> Client:
+    return Client.connect(rpc, deployment, key, state_dir=state_dir)
+
+
+def _run(coro: Any) -> Any:
+    try:
+        return asyncio.run(coro)
+    except ClientError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def submit(
+    text: Annotated[str, typer.Argument(help="The task input (a JSON object if --json).")],
+    rpc: Rpc = "http://127.0.0.1:8545",
+    deployment: Dep = Path("deployment.json"),
+    key: Key = "",
+    state_dir: StateDir = None,
+    model: Annotated[str | None, typer.Option(help="Model name or 0x id.")] = None,
+    agent: Annotated[str, typer.Option(help="Agent id.")] = "chat",
+    node: Annotated[str | None, typer.Option(help="Node URL (default: discover on chain).")] = None,
+    max_fee: Annotated[int | None, typer.Option(help="Most wei to pay.")] = None,
+    deposit: Annotated[int, typer.Option(help="Deposit at least this many wei when topping up.")] = 10**16,
+    as_json: Annotated[bool, typer.Option("--json", help="Parse TEXT as a JSON object.")] = False,
+    verify: Annotated[bool, typer.Option(help="Wait for the commit and verify the receipt.")] = True,
+) -> None:
+    """Submit a task, stream its answer, then verify its receipt."""
+    task_input: Any = json.loads(text) if as_json else text
+
+    async def go() -> None:
+        async with _client(rpc, deployment, key, state_dir) as client:
+            result = await client.submit_task(
+                task_input,
+                agent=agent,
+                model=model,
+                node_url=node,
+                max_fee=max_fee,
+                deposit=deposit,
+                on_token=lambda t: (sys.stdout.write(t), sys.stdout.flush()),
+            )
+            typer.echo(f"\ntask {result.task_id} on {result.node} ({result.fee} wei)")
+            if verify:
+                _print_report(await client.verify(result.task_id))
+
+    _run(go())
+
+
+@app.command()
+def receipt(
+    task_id: str,
+    rpc: Rpc = "http://127.0.0.1:8545",
+    deployment: Dep = Path("deployment.json"),
+    key: Key = "",
+    state_dir: StateDir = None,
+    node: Annotated[str | None, typer.Option(help="Node URL (default: from the client state).")] = None,
+) -> None:
+    """Print a task's receipt (with its Merkle proof once committed)."""
+
+    async def go() -> None:
+        async with _client(rpc, deployment, key, state_dir) as client:
+            typer.echo(json.dumps(await client.receipt(task_id, node), indent=2))
+
+    _run(go())
+
+
+@app.command("verify")
+def verify_cmd(
+    task_id: str,
+    rpc: Rpc = "http://127.0.0.1:8545",
+    deployment: Dep = Path("deployment.json"),
+    key: Key = "",
+    state_dir: StateDir = None,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the commit.")] = 60.0,
+) -> None:
+    """Verify a task's receipt: signatures, hashes, trace and Merkle inclusion on chain."""
+
+    async def go() -> None:
+        async with _client(rpc, deployment, key, state_dir) as client:
+            report = await client.verify(task_id, wait_committed=wait)
+            _print_report(report)
+            if not report.ok:
+                raise typer.Exit(2)
+
+    _run(go())
+
+
+def _print_report(report: Any) -> None:
+    for check in report.checks:
+        mark = (
+            typer.style("ok  ", fg=typer.colors.GREEN)
+            if check.ok
+            else typer.style("FAIL", fg=typer.colors.RED)
+        )
+        typer.echo(f"  {mark} {check.name}: {check.detail}")
+    typer.echo("receipt verified" if report.ok else "receipt NOT verified")

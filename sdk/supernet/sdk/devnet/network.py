@@ -1,0 +1,177 @@
+"""A local Supernet chain: Anvil, the contracts, a model, staked nodes and validators, funded users.
+
+Roles come from Anvil's dev accounts (public keys of a public mnemonic: never hold value with
+them): account 0 deploys, then nodes, validators and users in that order. The state lives in one
+folder (``.supernet/devnet`` by default): ``deployment.json``, ``devnet.json`` (roles, account
+indexes, URLs), ``devnet.pid`` and ``anvil.log``.
+
+>>> net = Devnet.start(DevnetConfig(port=0))       # doctest: +SKIP
+>>> net.contracts.service_manager.nodes()         # doctest: +SKIP
+>>> net.stop()                                    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+from supernet.sdk.chain import Contracts, ProtocolParams
+from supernet.sdk.chain.anvil import Anvil, dev_account
+from supernet.sdk.errors import SupernetError
+
+ETHER = 10**18
+DEFAULT_STATE_DIR = Path(".supernet/devnet")
+DEVNET_MODEL_ID = hashlib.sha256(b"supernet devnet placeholder model manifest").digest()
+"""Registered when no real model id is given (the node computes real ids from weights manifests)."""
+
+
+class DevnetError(SupernetError, RuntimeError):
+    """The devnet cannot start, or no running devnet was found."""
+
+
+@dataclass(frozen=True)
+class DevnetConfig:
+    """Shape of the local network."""
+
+    port: int = 8545
+    nodes: int = 2
+    validators: int = 3
+    users: int = 3
+    node_stake: int = 10 * ETHER
+    validator_stake: int = 5 * ETHER
+    user_deposit: int = 2 * ETHER
+    price_per_token: int = 10**9
+    node_base_port: int = 8101
+    model_id: bytes = DEVNET_MODEL_ID
+    model_cid: str = "bafkreidevnetplaceholdermodelmanifest"
+    model_name: str = "smollm2-135m"
+    state_dir: Path = DEFAULT_STATE_DIR
+    params: ProtocolParams = field(default_factory=ProtocolParams.devnet)
+
+    @property
+    def accounts_needed(self) -> int:
+        """Dev accounts Anvil must fund: deployer + every role."""
+        return 1 + self.nodes + self.validators + self.users
+
+
+@dataclass(frozen=True)
+class Actor:
+    """One dev account with its role on the devnet."""
+
+    role: str
+    index: int
+    account: LocalAccount
+    url: str = ""
+
+    @property
+    def address(self) -> str:
+        """Checksum address."""
+        return str(self.account.address)
+
+
+def make_actors(cfg: DevnetConfig) -> list[Actor]:
+    """Deployer, nodes, validators and users from consecutive dev accounts."""
+    actors = [Actor("deployer", 0, dev_account(0))]
+    i = 1
+    for role, count in (("node", cfg.nodes), ("validator", cfg.validators), ("user", cfg.users)):
+        for k in range(count):
+            url = f"http://127.0.0.1:{cfg.node_base_port + k}" if role == "node" else ""
+            actors.append(Actor(role, i, dev_account(i), url))
+            i += 1
+    return actors
+
+
+def populate(contracts: Contracts, cfg: DevnetConfig, actors: list[Actor]) -> None:
+    """Register the model, register and stake nodes and validators, deposit for users."""
+    if not contracts.model_registry.is_registered(cfg.model_id):
+        contracts.model_registry.register_model(cfg.model_id, cfg.model_cid, cfg.model_name)
+    for a in actors:
+        c = contracts.as_account(a.account)
+        if a.role == "node":
+            c.service_manager.register_node(a.url, [cfg.model_id], cfg.price_per_token, cfg.node_stake)
+        elif a.role == "validator":
+            c.service_manager.register_validator(cfg.validator_stake)
+        elif a.role == "user":
+            c.payments.deposit(cfg.user_deposit)
+
+
+@dataclass
+class Devnet:
+    """A running devnet: the Anvil process, the deployed contracts and who plays which role."""
+
+    config: DevnetConfig
+    anvil: Anvil
+    contracts: Contracts
+    actors: list[Actor]
+
+    @classmethod
+    def start(cls, cfg: DevnetConfig, *, populated: bool = True) -> Devnet:
+        """Start Anvil, deploy, and (unless ``populated=False``) set up every role.
+
+        Raises:
+            DevnetError: a devnet already runs from this state folder.
+        """
+        running = read_pid_file(cfg.state_dir)
+        if running and _alive(running.get("pid", 0)):
+            raise DevnetError(f"a devnet already runs (pid {running['pid']}); `supernet devnet down` first")
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        anvil = Anvil(
+            port=cfg.port, accounts=max(10, cfg.accounts_needed), log_path=cfg.state_dir / "anvil.log"
+        )
+        anvil.start()
+        try:
+            actors = make_actors(cfg)
+            contracts = Contracts.deploy(anvil.url, actors[0].account, cfg.params)
+            if populated:
+                populate(contracts, cfg, actors)
+        except BaseException:
+            anvil.stop()
+            raise
+        return cls(cfg, anvil, contracts, actors)
+
+    def by_role(self, role: str) -> list[Actor]:
+        """The actors of one role, in account order."""
+        return [a for a in self.actors if a.role == role]
+
+    def write_state(self) -> None:
+        """Write deployment.json, devnet.json and devnet.pid into the state folder."""
+        d = self.config.state_dir
+        self.contracts.deployment.save(d / "deployment.json")
+        roles = [
+            {"role": a.role, "accountIndex": a.index, "address": a.address, "url": a.url} for a in self.actors
+        ]
+        doc = {"rpcUrl": self.anvil.url, "modelId": "0x" + self.config.model_id.hex(), "actors": roles}
+        (d / "devnet.json").write_text(json.dumps(doc, indent=2) + "\n")
+        pid = {"pid": os.getpid(), "anvilPid": self.anvil.pid, "rpcUrl": self.anvil.url}
+        (d / "devnet.pid").write_text(json.dumps(pid) + "\n")
+
+    def stop(self) -> None:
+        """Stop Anvil and remove the pid file (the deployment file stays for inspection)."""
+        self.anvil.stop()
+        (self.config.state_dir / "devnet.pid").unlink(missing_ok=True)
+
+
+def read_pid_file(state_dir: Path) -> dict[str, Any] | None:
+    """The running devnet's pid file, or None."""
+    try:
+        doc: dict[str, Any] = json.loads((state_dir / "devnet.pid").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return doc
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,184 @@
+"""The on-chain scenario of the devnet, told step by step: stake, pay, commit, redeem, dispute, slash.
+
+Everything is real transactions on the devnet's Anvil; only the "re-execution" that convinces
+the validators is simulated here (the validator package does the real one): receipt 2's claimed
+output differs from what a re-run produces.
+
+>>> net = Devnet.start(DevnetConfig(port=0), populated=False)   # doctest: +SKIP
+>>> summary = run_scenario(net, Console())                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from supernet.sdk.chain import (
+    ContractError,
+    Receipt,
+    ReceiptTree,
+    TaskRequest,
+    Voucher,
+    hash_task_request,
+    input_hash,
+    output_hash,
+    sign_receipt,
+    sign_task_request,
+    sign_voucher,
+    trace_hash,
+)
+from supernet.sdk.chain.anvil import increase_time, mine
+from supernet.sdk.devnet.network import Devnet, populate
+
+TASKS_PER_USER = 4
+FEE = 10**15  # wei per task
+CHEATED = 2  # index of the receipt whose output the node made up
+ETH_UNBOND = 10**18  # what the node tries to take out during the dispute
+
+
+def _eth(wei: int) -> str:
+    return f"{wei / 10**18:,.4f} ETH"
+
+
+def _fmt(key: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value)
+    if key.endswith(("_wei", "_before", "_after")):
+        return _eth(value)
+    return f"{value:,}"
+
+
+def run_scenario(net: Devnet, console: Console) -> dict[str, Any]:
+    """Run the scenario on a devnet started with ``populated=False``; returns the final figures."""
+    c, cfg = net.contracts, net.config
+    node, validators, users = net.by_role("node")[0], net.by_role("validator"), net.by_role("user")
+    step = iter(range(1, 100))
+
+    def say(title: str) -> None:
+        console.rule(f"[bold]{next(step)}. {title}")
+
+    say("Register and stake")
+    populate(c, cfg, net.actors)
+    console.print(f"model 0x{cfg.model_id.hex()[:16]}… registered ({cfg.model_name})")
+    for a in net.by_role("node") + validators:
+        console.print(
+            f"{a.role:9} {a.address} staked {_eth(c.service_manager.get_operator(a.address).stake)}"
+        )
+    stake_before = c.service_manager.get_operator(node.address).stake
+
+    say("Users deposit")
+    for u in users:
+        console.print(f"user      {u.address} deposit {_eth(c.payments.deposits(u.address))}")
+
+    say(f"Tasks off chain: {TASKS_PER_USER} per user to node {node.address[:10]}…")
+    receipts: list[Receipt] = []
+    for i in range(TASKS_PER_USER * len(users)):
+        u = users[i % len(users)]
+        req = TaskRequest(
+            u.address, node.address, cfg.model_id, bytes(32), input_hash(f"q{i}"), FEE, i, 2**40
+        )
+        sign_task_request(req, c.domain, u.account)  # sent to the node's API with the input
+        r = Receipt(hash_task_request(req, c.domain), u.address, cfg.model_id, req.input_hash,
+                    output_hash(f"answer {i}"), trace_hash(f"bafytrace{i}"), FEE)  # fmt: skip
+        sign_receipt(r, node.account)
+        receipts.append(r)
+    owed = {u.address: FEE * TASKS_PER_USER for u in users}
+    vouchers = [Voucher(u.address, node.address, owed[u.address]) for u in users]
+    sigs = [sign_voucher(v, c.domain, u.account) for v, u in zip(vouchers, users, strict=True)]
+    console.print(
+        f"{len(receipts)} signed requests, receipts signed by the node, {len(vouchers)} cumulative vouchers"
+    )
+
+    say("Batch commit")
+    tree = ReceiptTree.from_receipts(receipts)
+    node_c = c.as_account(node.account)
+    commit = node_c.task_manager.commit_batch(tree.root, len(tree), "bafydevnetmanifest")
+    batch_id = commit.value
+    console.print(
+        f"batch {batch_id}: root 0x{tree.root.hex()[:16]}…, {len(tree)} receipts, gas {commit.gas_used:,}"
+    )
+
+    say("Sampling seed")
+    mine(c.w3, cfg.params.seed_delay_blocks + 1)
+    console.print(f"seed 0x{c.task_manager.batch_seed(batch_id).hex()[:16]}… (block hash after the commit)")
+    for v in validators:
+        n = sum(c.task_manager.is_sampled(batch_id, v.address, i) for i in range(len(receipts)))
+        console.print(f"validator {v.address[:10]}… checks {n} of {len(receipts)} receipts")
+
+    say("Voucher redemption")
+    redeem = node_c.payments.redeem(vouchers, sigs)
+    console.print(
+        f"node redeemed {_eth(redeem.value)} from {len(vouchers)} vouchers in one tx "
+        f"(gas {redeem.gas_used:,})"
+    )
+    try:
+        node_c.payments.redeem(vouchers[:1], sigs[:1])
+    except ContractError as exc:
+        console.print(f"replaying a voucher is rejected: [yellow]{exc}[/yellow]")
+
+    say(f"Challenge: receipt {CHEATED}'s output does not match the re-execution")
+    bad = receipts[CHEATED]
+    challenger = c.as_account(validators[0].account)
+    ch = challenger.task_manager.challenge(batch_id, bad, tree.proof(bad), "bafydevnetevidence")
+    console.print(
+        f"challenge {ch.value} by {validators[0].address[:10]}… "
+        f"with a {len(tree.proof(bad))}-hash Merkle proof, "
+        f"bond {_eth(c.params.challenge_bond)}; node frozen: "
+        f"{c.service_manager.get_operator(node.address).frozen_count} open dispute(s)"
+    )
+
+    say("Validators vote")
+    for v in validators[1:]:
+        c.as_account(v.account).task_manager.vote(ch.value, True)
+        console.print(f"validator {v.address[:10]}… votes fraud")
+
+    say("Node tries to leave during the dispute")
+    node_c.service_manager.request_unbond(ETH_UNBOND)
+    increase_time(c.w3, cfg.params.unbonding_period + 1)
+    try:
+        node_c.service_manager.withdraw_unbonded()
+    except ContractError as exc:
+        console.print(f"withdrawal blocked: [yellow]{exc}[/yellow]")
+
+    say("Resolve and slash")
+    increase_time(c.w3, cfg.params.vote_window + 1)
+    res = c.as_account(users[0].account).task_manager.resolve(ch.value).value
+    for k in ("fraud", "slashed", "refund", "challengerReward", "voterPool", "burned"):
+        console.print(f"{k:17} {res[k] if k == 'fraud' else _eth(res[k])}")
+
+    say("Payouts (pull payments)")
+    bad_user = next(u for u in users if u.address == bad.user)
+    c.as_account(bad_user.account).task_manager.withdraw()
+    console.print(f"user {bad_user.address[:10]}… withdrew its refund {_eth(res['refund'])}")
+    for v in validators[1:]:
+        got = c.as_account(v.account).task_manager.claim_vote_reward(ch.value).value
+        console.print(f"validator {v.address[:10]}… claimed a vote reward of {_eth(got)}")
+    own = challenger.task_manager.claim_vote_reward(ch.value).value  # the challenge was its fraud vote
+    challenger.task_manager.withdraw()
+    paid = c.params.challenge_bond + res["challengerReward"] + own
+    console.print(f"challenger withdrew bond + challenger reward + its vote reward: {_eth(paid)}")
+
+    op = c.service_manager.get_operator(node.address)
+    summary = {
+        "batch_id": batch_id,
+        "receipts": len(receipts),
+        "redeemed_wei": redeem.value,
+        "challenge_id": ch.value,
+        "fraud": bool(res["fraud"]),
+        "slashed_wei": res["slashed"],
+        "refund_wei": res["refund"],
+        "node_stake_before": stake_before,
+        "node_stake_after": op.stake + op.unbonding,
+        "node_slash_count": op.slash_count,
+        "burned_wei": c.task_manager.total_burned(),
+        "commit_gas": commit.gas_used,
+        "redeem_gas": redeem.gas_used,
+    }
+    table = Table(title="Scenario summary")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for k, v in summary.items():
+        table.add_row(k, _fmt(k, v))
+    console.print(table)
+    return summary

@@ -1,0 +1,135 @@
+"""Chain fixtures: one real Anvil per test session, one deployment, a snapshot per test.
+
+- ``anvil``: the session's Anvil process (``supernet.sdk.chain.anvil.Anvil``).
+- ``deployed``: the protocol deployed once with `CHAIN_TEST_PARAMS` (a `Contracts` bound to the
+  deployer); do not change its state in tests, use ``chain``.
+- ``chain``: the same contracts, with the chain reverted to a clean snapshot after the test.
+- ``actors``: named dev accounts (``deployer``, ``node``, ``node2``, ``validators``, ``users``).
+- ``network``: ``chain`` plus a registered model, two staked nodes, three validators, funded users.
+
+Loaded as a plugin by tests/conftest.py (every ``*_fixtures.py`` is).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from eth_account.signers.local import LocalAccount
+from supernet.sdk.chain import (
+    Contracts,
+    ProtocolParams,
+    Receipt,
+    TaskRequest,
+    hash_task_request,
+    input_hash,
+    output_hash,
+    trace_hash,
+)
+from supernet.sdk.chain.anvil import Anvil, dev_account, revert, snapshot
+
+CHAIN_TEST_PARAMS = ProtocolParams.devnet()
+"""Devnet delays (unbond/withdraw 60 s, vote window 30 s, challenge window 600 s), full sampling."""
+
+
+@dataclass(frozen=True)
+class Actors:
+    """Dev accounts by role (all funded with 10,000 ETH by Anvil)."""
+
+    deployer: LocalAccount
+    node: LocalAccount
+    node2: LocalAccount
+    validators: tuple[LocalAccount, ...]
+    users: tuple[LocalAccount, ...]
+    outsider: LocalAccount
+
+
+@pytest.fixture(scope="session")
+def anvil() -> Iterator[Anvil]:
+    """A real Anvil for the whole session, stopped at the end."""
+    with Anvil(accounts=20) as proc:
+        yield proc
+
+
+@pytest.fixture(scope="session")
+def actors() -> Actors:
+    """Named dev accounts."""
+    return Actors(
+        deployer=dev_account(0),
+        node=dev_account(1),
+        node2=dev_account(2),
+        validators=tuple(dev_account(i) for i in (3, 4, 5)),
+        users=tuple(dev_account(i) for i in (6, 7, 8)),
+        outsider=dev_account(9),
+    )
+
+
+@pytest.fixture(scope="session")
+def deployed(anvil: Anvil, actors: Actors) -> Contracts:
+    """The protocol deployed once per session with `CHAIN_TEST_PARAMS`."""
+    return Contracts.deploy(anvil.url, actors.deployer, CHAIN_TEST_PARAMS)
+
+
+@pytest.fixture()
+def chain(deployed: Contracts) -> Iterator[Contracts]:
+    """The deployed contracts; every state change of the test is reverted afterwards."""
+    snap = snapshot(deployed.w3)
+    try:
+        yield deployed
+    finally:
+        revert(deployed.w3, snap)
+
+
+# ---------------------------------------------------------------------------------------------
+# A staked network on top of `chain`, and receipt helpers
+# ---------------------------------------------------------------------------------------------
+
+ETHER = 10**18
+MODEL_ID = bytes.fromhex("11" * 32)
+NODE_STAKE = 2 * ETHER
+VALIDATOR_STAKE = 2 * ETHER
+USER_DEPOSIT = 1 * ETHER
+
+
+def make_receipts(c: Contracts, users: tuple[LocalAccount, ...], node: str, count: int) -> list[Receipt]:
+    """``count`` receipts spread round-robin over ``users``, each for a signed task request."""
+    out = []
+    for i in range(count):
+        user = users[i % len(users)]
+        req = TaskRequest(
+            user=user.address,
+            node=node,
+            model_id=MODEL_ID,
+            agent_hash=bytes(32),
+            input_hash=input_hash(f"task {i}"),
+            max_fee=10**15,
+            nonce=i,
+            deadline=2**40,
+        )
+        out.append(
+            Receipt(
+                request_hash=hash_task_request(req, c.domain),
+                user=user.address,
+                model_id=MODEL_ID,
+                input_hash=req.input_hash,
+                output_hash=output_hash(f"answer {i}"),
+                trace_hash=trace_hash(f"bafytrace{i}"),
+                fee=10**14 + i,
+            )
+        )
+    return out
+
+
+@pytest.fixture()
+def network(chain: Contracts, actors: Actors) -> Contracts:
+    """`chain` with the model registered, two staked nodes, three validators and funded users."""
+    chain.model_registry.register_model(MODEL_ID, "bafymanifest", "test-model")
+    for i, node in enumerate((actors.node, actors.node2)):
+        sm = chain.as_account(node).service_manager
+        sm.register_node(f"http://127.0.0.1:{8100 + i}", [MODEL_ID], 10**9, NODE_STAKE)
+    for v in actors.validators:
+        chain.as_account(v).service_manager.register_validator(VALIDATOR_STAKE)
+    for u in actors.users:
+        chain.as_account(u).payments.deposit(USER_DEPOSIT)
+    return chain

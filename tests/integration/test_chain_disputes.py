@@ -1,0 +1,129 @@
+"""Batch commit → challenge (SDK Merkle proof) → votes → resolve → slash, on a real Anvil."""
+
+from __future__ import annotations
+
+import pytest
+from chain_fixtures import NODE_STAKE, Actors, make_receipts
+from supernet.sdk.chain import ChallengeStatus, Contracts, ReceiptTree
+from supernet.sdk.chain.anvil import increase_time, mine
+from supernet.sdk.chain.contract_errors import (
+    AccusedCannotVote,
+    AlreadyVoted,
+    InvalidProof,
+    NotActiveValidator,
+    OperatorFrozen,
+    SeedNotReady,
+    VoteWindowOpen,
+    WrongBond,
+)
+
+pytestmark = pytest.mark.anvil
+
+BPS = 10_000
+
+
+def _commit(c: Contracts, actors: Actors, count: int = 7):
+    receipts = make_receipts(c, actors.users, actors.node.address, count)
+    tree = ReceiptTree.from_receipts(receipts)
+    batch_id = c.as_account(actors.node).task_manager.commit_batch(tree.root, len(tree), "bafymanifest").value
+    return receipts, tree, batch_id
+
+
+def test_commit_sample_and_leaves_match(network: Contracts, actors: Actors) -> None:
+    receipts, tree, batch_id = _commit(network, actors)
+    tm = network.task_manager
+    batch = tm.batch(batch_id)
+    assert (batch.node, batch.count, batch.root) == (actors.node.address, 7, tree.root)
+    assert all(tm.hash_receipt(r) == r.leaf() for r in receipts)
+    with pytest.raises(SeedNotReady):
+        tm.batch_seed(batch_id)
+    mine(network.w3, 2)  # the seed block (commit + SEED_DELAY_BLOCKS = 1) and one after it
+    assert len(tm.batch_seed(batch_id)) == 32
+    assert tm.is_sampled(batch_id, actors.validators[0].address, 6)  # devnet samples everything
+
+
+def test_fraud_slashes_refunds_and_rewards(network: Contracts, actors: Actors) -> None:
+    receipts, tree, batch_id = _commit(network, actors)
+    bad = receipts[3]
+    challenger, v1, v2 = (network.as_account(v).task_manager for v in actors.validators)
+    p = network.params
+
+    cid = challenger.challenge(batch_id, bad, tree.proof(bad), "bafyevidence").value
+    assert network.service_manager.get_operator(actors.node.address).frozen_count == 1
+    with pytest.raises(AlreadyVoted):  # the challenge is the challenger's fraud vote
+        challenger.vote(cid, True)
+    v1.vote(cid, True)
+    v2.vote(cid, False)
+    with pytest.raises(VoteWindowOpen):
+        v1.resolve(cid)
+
+    increase_time(network.w3, p.vote_window + 1)
+    result = network.as_account(actors.outsider).task_manager.resolve(cid).value
+    slashed = p.slash_amount
+    reward, pool = slashed * p.challenger_reward_bps // BPS, slashed * p.voter_reward_bps // BPS
+    assert result["fraud"] and result["slashed"] == slashed and result["refund"] == bad.fee
+    assert result["burned"] == slashed - reward - pool - bad.fee
+
+    tm = network.task_manager
+    assert tm.get_challenge(cid).status == ChallengeStatus.FRAUD
+    assert tm.claimable(bad.user) == bad.fee
+    assert tm.claimable(actors.validators[0].address) == p.challenge_bond + reward
+    op = network.service_manager.get_operator(actors.node.address)
+    assert (op.stake, op.slash_count, op.frozen_count) == (NODE_STAKE - slashed, 1, 0)
+
+    share = v1.claim_vote_reward(cid).value
+    assert share == pool // 2  # two fraud voters of equal stake
+    user_tm = network.as_account(next(u for u in actors.users if u.address == bad.user)).task_manager
+    user_tm.withdraw()
+    assert tm.claimable(bad.user) == 0
+
+
+def test_false_accusation_pays_the_node(network: Contracts, actors: Actors) -> None:
+    receipts, tree, batch_id = _commit(network, actors, count=1)
+    assert tree.root == receipts[0].leaf() and tree.proof(receipts[0]) == []
+    challenger, v1, v2 = (network.as_account(v).task_manager for v in actors.validators)
+    cid = challenger.challenge(batch_id, receipts[0], [], "bafyevidence").value
+    v1.vote(cid, False)
+    v2.vote(cid, False)
+    increase_time(network.w3, network.params.vote_window + 1)
+    assert not challenger.resolve(cid).value["fraud"]
+    bond = network.params.challenge_bond
+    pool = bond * network.params.voter_reward_bps // BPS
+    assert network.task_manager.claimable(actors.node.address) == bond - pool
+
+
+def test_unbond_blocked_during_dispute(network: Contracts, actors: Actors) -> None:
+    receipts, tree, batch_id = _commit(network, actors)
+    node_sm = network.as_account(actors.node).service_manager
+    cid = (
+        network.as_account(actors.validators[0])
+        .task_manager.challenge(batch_id, receipts[0], tree.proof(receipts[0]), "bafyevidence")
+        .value
+    )
+    node_sm.request_unbond(NODE_STAKE)
+    increase_time(network.w3, network.params.challenge_window + 1)  # past unbonding and lock
+    with pytest.raises(OperatorFrozen) as exc:
+        node_sm.withdraw_unbonded()
+    assert exc.value.frozenCount == 1
+    network.task_manager.with_account(actors.outsider).resolve(cid)  # one fraud vote < quorum: cleared
+    node_sm.withdraw_unbonded()
+    assert node_sm.get_operator(actors.node.address).unbonding == 0
+
+
+def test_bad_challenges_are_typed(network: Contracts, actors: Actors) -> None:
+    receipts, tree, batch_id = _commit(network, actors)
+    v = network.as_account(actors.validators[0]).task_manager
+    proof = tree.proof(receipts[2])
+    tampered = [proof[0][:-1] + bytes([proof[0][-1] ^ 1]), *proof[1:]]
+    with pytest.raises(InvalidProof):
+        v.challenge(batch_id, receipts[2], tampered, "bafy")
+    with pytest.raises(InvalidProof):  # a proof of another leaf
+        v.challenge(batch_id, receipts[2], tree.proof(receipts[1]), "bafy")
+    with pytest.raises(WrongBond) as exc:
+        v.challenge(batch_id, receipts[2], proof, "bafy", bond=1)
+    assert exc.value.required == network.params.challenge_bond
+    with pytest.raises(NotActiveValidator):
+        network.as_account(actors.outsider).task_manager.challenge(batch_id, receipts[2], proof, "bafy")
+    cid = v.challenge(batch_id, receipts[2], proof, "bafy").value
+    with pytest.raises(AccusedCannotVote):
+        network.as_account(actors.node).task_manager.vote(cid, False)

@@ -1,0 +1,102 @@
+"""Vouchers on a real Anvil: EIP-712 digests equal the contract's, redemption, replays, bad input."""
+
+from __future__ import annotations
+
+import pytest
+from chain_fixtures import USER_DEPOSIT, Actors
+from supernet.sdk.chain import (
+    Confirmation,
+    Contracts,
+    TaskRequest,
+    Voucher,
+    hash_confirmation,
+    hash_task_request,
+    hash_voucher,
+    sign_voucher,
+)
+from supernet.sdk.chain.anvil import increase_time
+from supernet.sdk.chain.contract_errors import (
+    EmptyBatch,
+    InvalidSignature,
+    LengthMismatch,
+    NotVoucherNode,
+    StaleVoucher,
+    WithdrawalNotReady,
+)
+
+pytestmark = pytest.mark.anvil
+
+
+def test_digests_match_the_contract(deployed: Contracts, actors: Actors) -> None:
+    pay = deployed.payments
+    req = TaskRequest(
+        user=actors.users[0].address,
+        node=actors.node.address,
+        model_id=b"\x01" * 32,
+        agent_hash=b"\x02" * 32,
+        input_hash=b"\x03" * 32,
+        max_fee=12345,
+        nonce=7,
+        deadline=1_900_000_000,
+    )
+    assert pay.hash_task_request(req) == hash_task_request(req, deployed.domain)
+    v = Voucher(actors.users[0].address, actors.node.address, 10**18 + 1)
+    assert pay.hash_voucher(v) == hash_voucher(v, deployed.domain)
+    conf = Confirmation(b"\x04" * 32, b"\x05" * 32)
+    assert pay.hash_confirmation(conf) == hash_confirmation(conf, deployed.domain)
+
+
+def test_redeem_many_then_replay_is_rejected(network: Contracts, actors: Actors) -> None:
+    node = network.as_account(actors.node).payments
+    vouchers = [Voucher(u.address, actors.node.address, 1000 * (i + 1)) for i, u in enumerate(actors.users)]
+    sigs = [sign_voucher(v, network.domain, u) for v, u in zip(vouchers, actors.users, strict=True)]
+    assert node.redeem(vouchers, sigs).value == 1000 + 2000 + 3000
+    assert node.earnings(actors.node.address) == 6000
+    assert node.redeemed(actors.users[1].address, actors.node.address) == 2000
+    assert node.deposits(actors.users[0].address) == USER_DEPOSIT - 1000
+
+    with pytest.raises(StaleVoucher) as exc:
+        node.redeem(vouchers[:1], sigs[:1])
+    assert exc.value.alreadyRedeemed == 1000 and exc.value.user == actors.users[0].address
+
+    # A later cumulative voucher pays only the difference.
+    later = Voucher(actors.users[0].address, actors.node.address, 2500)
+    assert node.redeem([later], [sign_voucher(later, network.domain, actors.users[0])]).value == 1500
+
+
+def test_bad_signatures_and_lengths_are_typed(network: Contracts, actors: Actors) -> None:
+    node = network.as_account(actors.node).payments
+    user = actors.users[0]
+    v = Voucher(user.address, actors.node.address, 1000)
+    good = sign_voucher(v, network.domain, user)
+
+    v2 = Voucher(actors.users[1].address, actors.node.address, 1000)
+    forged = sign_voucher(v2, network.domain, actors.outsider)
+    with pytest.raises(InvalidSignature) as exc:
+        node.redeem([v, v2], [good, forged])
+    assert exc.value.index == 1  # the whole call reverts: nothing was redeemed
+    assert node.redeemed(user.address, actors.node.address) == 0
+    with pytest.raises(InvalidSignature):
+        node.redeem([v], [good[:64]])  # 64 bytes: wrong signature length
+    with pytest.raises(LengthMismatch) as mism:
+        node.redeem([v, v], [good])
+    assert (mism.value.vouchers, mism.value.signatures) == (2, 1)
+    with pytest.raises(EmptyBatch):
+        node.redeem([], [])
+    with pytest.raises(NotVoucherNode):
+        network.as_account(actors.node2).payments.redeem([v], [good])
+
+
+def test_withdrawal_is_delayed_and_stays_redeemable(network: Contracts, actors: Actors) -> None:
+    user = actors.users[0]
+    pay = network.as_account(user).payments
+    pay.request_withdrawal(USER_DEPOSIT)
+    with pytest.raises(WithdrawalNotReady):
+        pay.withdraw()
+    v = Voucher(user.address, actors.node.address, 5000)
+    node = network.as_account(actors.node).payments
+    assert node.redeem([v], [sign_voucher(v, network.domain, user)]).value == 5000  # from pending funds
+    increase_time(network.w3, network.params.withdrawal_delay + 1)
+    pay.withdraw()
+    assert pay.pending_withdrawal(user.address)[0] == 0
+    assert pay.redeemable_balance(user.address) == 0

@@ -1,0 +1,240 @@
+"""End to end on real parts: a real Anvil, ``supernet node run`` in a subprocess (real kernel,
+real default model, embedded store), and the user's ``supernet.sdk.client.Client``.
+
+Users submit paid tasks and get streamed results; receipts verify against the on-chain batch
+root; the node is paid by voucher redemption; refused requests change nothing; a node killed
+with SIGKILL mid-task and restarted finishes (or refuses) the task and charges it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from node_fixtures import NodeProcess
+from supernet.sdk.chain import Contracts, ProtocolParams
+from supernet.sdk.chain.anvil import Anvil, dev_account
+from supernet.sdk.client import Client
+
+pytestmark = [pytest.mark.anvil, pytest.mark.model, pytest.mark.slow]
+
+NODE_KEY_INDEX = 11  # dev accounts other suites do not use
+USER_INDEXES = (12, 13, 14)
+
+
+@dataclass
+class Net:
+    anvil: Anvil
+    contracts: Contracts
+    deployment: Path
+    node: NodeProcess
+    tmp: Path
+
+    def client(self, user_index: int, name: str | None = None) -> Client:
+        key = "0x" + bytes(dev_account(user_index).key).hex()
+        state = self.tmp / f"user-{name or user_index}"
+        return Client.connect(self.anvil.url, self.deployment, key, state_dir=state)
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    with Anvil(accounts=20) as anvil:
+        contracts = Contracts.deploy(anvil.url, dev_account(0), ProtocolParams.devnet())
+        dep = contracts.deployment.save(tmp / "deployment.json")
+        node = NodeProcess(tmp / "node", anvil.url, dep, "0x" + bytes(dev_account(NODE_KEY_INDEX).key).hex())
+        node.start()
+        try:
+            yield Net(anvil, contracts, dep, node, tmp)
+        finally:
+            node.stop()
+
+
+def db_rows(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as c:
+        tables = [r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return {t: sorted(c.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in tables}
+
+
+def test_sdk_imports_without_torch() -> None:
+    code = "import sys, supernet.sdk.client, supernet.sdk.client_cli; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+async def test_paid_tasks_verify_on_chain_and_node_is_paid(net: Net) -> None:
+    node_addr = dev_account(NODE_KEY_INDEX).address
+    assert net.contracts.service_manager.is_active_node(node_addr)  # registered and staked on start
+    clients = [net.client(i) for i in USER_INDEXES[:2]]
+    tokens: list[str] = []
+    try:
+        results = await asyncio.gather(
+            clients[0].submit_task("What is the capital of France?", deposit=10**17, on_token=tokens.append),
+            clients[1].submit_task("Name a color.", deposit=10**17),
+        )
+        assert all(r.output for r in results) and "".join(tokens) == results[0].output
+        for client, result in zip(clients, results, strict=True):
+            report = await client.verify(result.task_id, wait_committed=60)
+            assert report.ok, report.failed()
+            names = {c.name for c in report.checks}
+            assert {
+                "merkle inclusion",
+                "node signature",
+                "trace hash",
+                "trace in store",
+                "input hash",
+            } <= names
+        # the node redeems each user's voucher: paid exactly the fees
+        pay = net.contracts.payments
+        for _ in range(60):
+            paid = [pay.redeemed(c.account.address, node_addr) for c in clients]
+            if paid == [r.fee for r in results]:
+                break
+            await asyncio.sleep(0.5)
+        assert paid == [r.fee for r in results]
+        assert pay.earnings(node_addr) >= sum(paid)
+    finally:
+        for c in clients:
+            await c.aclose()
+
+
+async def test_refusals_are_4xx_and_change_nothing(net: Net) -> None:
+    client = net.client(USER_INDEXES[2], "refusals")
+    try:
+        done = await client.submit_task("Say hi.", deposit=10**17)
+        await client.receipt(done.task_id, wait_committed=30)
+        await asyncio.sleep(0.5)
+        before = db_rows(net.node.db_path)
+        async with httpx.AsyncClient(base_url=net.node.url) as http:
+            replay = client.state.tasks[done.task_id]
+            p = await client.prepare("Say hi again.")
+            good = p.task_body()
+            # replay of an accepted request (same nonce): 409
+            stale = {**good, "request": {**good["request"], "nonce": "1"}}
+            r = await http.post("/v1/tasks", json=stale)
+            assert r.status_code in (401, 409), r.text  # nonce change breaks the signature first
+            forged = {**good, "signature": "0x" + "11" * 65}
+            assert (await http.post("/v1/tasks", json=forged)).status_code == 401
+            wrong_input = {**good, "input": "something else"}
+            assert (await http.post("/v1/tasks", json=wrong_input)).status_code == 400
+            assert (
+                await http.post("/v1/tasks", content=b"{", headers={"content-type": "application/json"})
+            ).status_code == 422
+            assert (await http.post("/v1/tasks", json={**good, "input": "x" * 100_000})).status_code == 413
+            assert replay.status == "done"
+            assert db_rows(net.node.db_path) == before
+            # now submit it for real, then replay the identical body: 409 and nothing new
+            assert (await http.post("/v1/tasks", json=good)).status_code == 202
+            client.accepted(p)
+            final = [e async for e in client.stream_events(net.node.url, p.task_id)][-1][1]
+            client.finished(p, final["status"], final.get("output"))
+            after = db_rows(net.node.db_path)
+            again = await http.post("/v1/tasks", json=good)
+            assert again.status_code == 409 and again.json()["error"]["code"] == "replay"
+            assert db_rows(net.node.db_path)["tasks"] == after["tasks"]
+    finally:
+        await client.aclose()
+
+
+async def test_chat_completions_openai_compatible(net: Net) -> None:
+    client = net.client(USER_INDEXES[0], "chat")
+    try:
+        messages = [{"role": "user", "content": "What is 2+2?"}]
+        p = await client.prepare({"messages": messages, "max_new_tokens": 16}, deposit=10**17)
+        body = {
+            "model": "smollm2-135m",
+            "messages": messages,
+            "max_tokens": 16,
+            "stream": True,
+            "supernet": p.signed,
+        }
+        async with httpx.AsyncClient(base_url=net.node.url, timeout=120) as http:
+            r = await http.post("/v1/chat/completions", json=body)
+        assert r.status_code == 200, r.text
+        client.accepted(p)
+        lines = [ln[6:] for ln in r.text.splitlines() if ln.startswith("data: ")]
+        assert lines[-1] == "[DONE]" and len(lines) > 2
+        async with httpx.AsyncClient(base_url=net.node.url) as http:
+            models = (await http.get("/v1/models")).json()
+        assert models["data"][0]["modelId"] == p.model_id
+    finally:
+        await client.aclose()
+
+
+async def test_kill_mid_task_then_restart_charges_once(net: Net) -> None:
+    node_addr = dev_account(NODE_KEY_INDEX).address
+    client = net.client(USER_INDEXES[1], "crash")
+    pay = net.contracts.payments
+    try:
+        p = await client.prepare(
+            {
+                "messages": [{"role": "user", "content": "Write a long story about a cat."}],
+                "max_new_tokens": 96,
+            },
+            deposit=10**17,
+        )
+        async with httpx.AsyncClient(base_url=net.node.url, timeout=60) as http:
+            assert (await http.post("/v1/tasks", json=p.task_body())).status_code == 202
+        client.accepted(p)
+        async for event, _ in client.stream_events(net.node.url, p.task_id):
+            if event == "token":
+                break  # generation is under way: crash now
+        net.node.kill9()
+        net.node.start()
+        task: dict[str, Any] = {}
+        for _ in range(240):
+            task = await client.task(p.task_id)
+            if task["status"] in ("done", "refused", "failed"):
+                break
+            await asyncio.sleep(0.5)
+        assert task["status"] == "done", task  # deadline still ahead: resumed and finished
+        assert f"resuming task {p.task_id}" in net.node.log_tail(200_000)
+        client.finished(p, task["status"], task.get("output"))
+        with sqlite3.connect(f"file:{net.node.db_path}?mode=ro", uri=True) as c:
+            done_fees = [
+                int(f)
+                for (f,) in c.execute(
+                    "SELECT fee FROM tasks WHERE user = ? AND status = 'done'", (client.account.address,)
+                )
+            ]
+        for _ in range(60):
+            if pay.redeemed(client.account.address, node_addr) == sum(done_fees):
+                break
+            await asyncio.sleep(0.5)
+        assert pay.redeemed(client.account.address, node_addr) == sum(
+            done_fees
+        )  # charged once, or not at all
+    finally:
+        await client.aclose()
+
+
+def test_cli_submit_and_verify(net: Net) -> None:
+    import os
+
+    env = {**os.environ, "SUPERNET_USER_KEY": "0x" + bytes(dev_account(USER_INDEXES[2]).key).hex()}
+    args = ["--deployment", str(net.deployment), "--rpc", net.anvil.url, "--state-dir", str(net.tmp / "cli")]
+    out = subprocess.run(
+        [sys.executable, "-m", "supernet.sdk.cli", "task", "submit", "Say hello.", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "receipt verified" in out.stdout
+    task_id = next(w for w in out.stdout.split() if w.startswith("0x") and len(w) == 66)
+    again = subprocess.run(
+        [sys.executable, "-m", "supernet.sdk.cli", "task", "verify", task_id, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert again.returncode == 0 and "merkle inclusion" in again.stdout, again.stdout + again.stderr

@@ -1,0 +1,118 @@
+"""The validator on real parts: real Anvil, embedded store over HTTP, the real default model and the
+node's real kernel (fixtures in tests/validator_fixtures.py).
+
+Each fault kind of ``--fault`` is caught, honest receipts are never flagged, a challenge goes through
+other validators' independent votes to a slash with the user refunded, and a restarted validator
+neither skips nor repeats a batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from supernet.sdk.chain.anvil import increase_time, mine
+from supernet.validator.chain import ChallengeStatus
+from supernet.validator.evidence import FAULT_OF
+from validator_fixtures import TASK_FEE, VNet
+
+pytestmark = [pytest.mark.anvil, pytest.mark.model, pytest.mark.slow]
+
+QUESTIONS = ["Name a fruit.", "What is the capital of Italy?", "Say hello.", "Count to three."]
+
+EXPECTED_CHECK = {
+    "model": "llm.model",
+    "tokens": "llm.token",
+    "truncate": "llm.finish",
+    "seed": "llm.sample",
+    "tool": "tool",
+    "trace": "trace",
+}
+
+
+async def test_honest_batch_is_not_flagged(vnet: VNet, validator_factory: Any) -> None:
+    vnet.faults()
+    batch_id, receipts = await vnet.run_batch(QUESTIONS)
+    events: list[Any] = []
+    async with validator_factory(0, events=events) as v:
+        await v.step()
+        checks = v.db.checks(batch_id)
+    assert [c.index for c in checks] == list(range(len(receipts)))  # sampling rate 1: every receipt
+    assert all(c.ok for c in checks), [c.kinds for c in checks]
+    assert not [e for e in events if e.kind == "challenge"]
+    verdicts = [e.data for e in events if e.kind == "verdict"]
+    assert all(d["ok"] and d["evidence"] for d in verdicts)
+    doc = await vnet.store.get_dag(verdicts[0]["evidence"])
+    assert doc["type"] == "supernet/evidence/v1" and doc["fraud"] is False and doc["llmCalls"] == 2
+
+
+@pytest.mark.parametrize("kind", sorted(EXPECTED_CHECK))
+async def test_each_fault_kind_is_detected(vnet: VNet, validator_factory: Any, kind: str) -> None:
+    vnet.faults(**{kind: 1.0})
+    try:
+        batch_id, _ = await vnet.run_batch(QUESTIONS[:1])
+    finally:
+        vnet.faults()
+    async with validator_factory(1, challenge=False) as v:
+        await v.step()
+        [check] = v.db.checks(batch_id)
+    assert not check.ok
+    kinds = set(check.kinds.split(","))
+    assert EXPECTED_CHECK[kind] in kinds, kinds
+    assert kind in {FAULT_OF[k] for k in FAULT_OF if k.value in kinds}
+    doc = await vnet.store.get_dag(check.evidence_cid)
+    assert doc["fraud"] is True and doc["findings"]
+    assert all("expected" in f and "claimed" in f for f in doc["findings"])
+
+
+async def test_restart_neither_skips_nor_repeats(vnet: VNet, validator_factory: Any) -> None:
+    vnet.faults()
+    first, _ = await vnet.run_batch(QUESTIONS[:2])
+    events: list[Any] = []
+    async with validator_factory(2, "restart.sqlite", events=events) as v:
+        await v.step()
+    second, _ = await vnet.run_batch(QUESTIONS[2:])
+    async with validator_factory(2, "restart.sqlite", events=events) as v:
+        await v.step()
+        await v.step()
+        checks = v.db.checks()
+    seen = [e.data["batch_id"] for e in events if e.kind == "batch"]
+    assert seen == [first, second]  # each batch processed once, in order, across the restart
+    assert [(c.batch_id, c.index) for c in checks] == [(first, 0), (first, 1), (second, 0), (second, 1)]
+    assert len([e for e in events if e.kind == "verdict"]) == 4
+
+
+async def test_challenge_vote_resolve_slash_refund(vnet: VNet, validator_factory: Any) -> None:
+    c = vnet.contracts
+    vnet.faults(tokens=1.0)
+    try:
+        _, [receipt] = await vnet.run_batch(QUESTIONS[:1])
+    finally:
+        vnet.faults()
+    stake_before = c.service_manager.get_operator(vnet.node.address).stake
+    events: list[Any] = []
+    challenger = validator_factory(0, "c.sqlite", events=events)
+    voters = [validator_factory(i, f"v{i}.sqlite", events=events, challenge=False) for i in (1, 2)]
+    for v in (challenger, *voters):
+        await v.setup()
+    try:
+        await challenger.step()
+        [opened] = [e.data for e in events if e.kind == "challenge"]
+        cid = opened["challenge_id"]
+        for v in voters:
+            await v.step()  # re-check independently, then vote
+        votes = [e.data for e in events if e.kind == "vote"]
+        assert len(votes) == 2 and all(d["fraud"] for d in votes)
+        assert all(d["evidence"] != opened["evidence"] for d in votes)  # their own evidence
+        increase_time(c.w3, c.task_manager.vote_window() + 1)
+        mine(c.w3)
+        await challenger.step()  # resolves, claims, withdraws
+        for v in voters:
+            await v.step()  # claim their vote rewards
+    finally:
+        for v in (challenger, *voters):
+            await v.cleanup()
+    assert c.task_manager.get_challenge(cid).status == ChallengeStatus.FRAUD
+    assert c.service_manager.get_operator(vnet.node.address).stake < stake_before
+    assert c.task_manager.claimable(receipt.user) == TASK_FEE  # the user's refund
+    assert all(c.task_manager.get_vote(cid, v.address).reward_claimed for v in voters)

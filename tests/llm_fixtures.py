@@ -1,0 +1,46 @@
+"""Fixtures of the LLM engine tests.
+
+``tiny_llama`` builds a small random Llama in the test itself (no files), with weights scaled up
+so that greedy outputs vary from token to token. ``smollm2_dir`` makes sure the real default model
+is pulled into the cache (``supernet model pull smollm2-135m``) once per session.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from supernet.node.llm.config import LlamaConfig
+from supernet.node.llm.model import Llama
+
+TINY = LlamaConfig(
+    vocab_size=101, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, hidden_dim=96, max_position=512, eos_token_ids=(0,)
+)
+
+
+def make_tiny_llama(seed: int = 0, cfg: LlamaConfig = TINY) -> Llama:
+    """A random tiny Llama (deterministic for a seed)."""
+    gen = torch.Generator().manual_seed(seed)
+    model = Llama(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+            else:
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))
+    return model
+
+
+@pytest.fixture
+def tiny_llama() -> Llama:
+    """A fresh random tiny Llama."""
+    return make_tiny_llama()
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The pulled SmolLM2-135M-Instruct model directory (pulls it on first use)."""
+    from supernet.node.llm import catalog
+
+    return catalog.pull("smollm2-135m")

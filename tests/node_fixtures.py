@@ -1,0 +1,305 @@
+"""Fixtures of the node-service tests.
+
+``FakeExecutor`` and ``FakeChain`` are FAKES used only by ``tests/unit/test_node_*.py`` to test
+the service's own logic (admission, persistence, batching, the HTTP surface) alone and fast.
+The end-to-end tests (``tests/integration/test_node_*.py``) run the real kernel, the real
+model, the embedded store and a real Anvil.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest_asyncio
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from supernet.node.service.config import NodeSettings
+from supernet.node.service.identity import load_account
+from supernet.node.service.ports import Job, JobResult, SignedVoucher, TokenSink
+from supernet.node.service.runner import NodeService
+from supernet.sdk.chain.eip712 import Domain, TaskRequest, Voucher, sign_task_request, sign_voucher
+from supernet.sdk.chain.receipts import input_hash
+from supernet.sdk.store.cids import compute_cid, encode_dag
+
+FAKE_MODEL_ID = "0x" + hashlib.sha256(b"fake-model").hexdigest()
+FAKE_AGENT_HASH = "0x" + hashlib.sha256(b"fake-chat-agent").hexdigest()
+
+
+@dataclass
+class FakeExecutor:
+    """FAKE kernel: echoes the input word by word; ``gate`` holds tasks until set."""
+
+    gate: asyncio.Event | None = None
+    fail_on: str | None = None
+    runs: list[str] = field(default_factory=list)
+
+    def model_ids(self) -> Sequence[str]:
+        return [FAKE_MODEL_ID]
+
+    def model_name(self, model_id: str) -> str:
+        return "fake-model"
+
+    def agent_hash(self, agent: str) -> str | None:
+        return FAKE_AGENT_HASH if agent == "chat" else None
+
+    async def run(self, job: Job, on_token: TokenSink) -> JobResult:
+        self.runs.append(job.task_id)
+        if self.gate is not None:
+            await self.gate.wait()
+        text = job.input if isinstance(job.input, str) else job.input["messages"][-1]["content"]
+        if self.fail_on is not None and self.fail_on in text:
+            raise RuntimeError("fake failure")
+        output = f"echo: {text}"
+        for word in output.split(" "):
+            on_token(word + " ")
+            await asyncio.sleep(0)
+        return JobResult(output=output, trace_cid=compute_cid(encode_dag({"in": text}), "dag-cbor"))
+
+
+@dataclass
+class FakeChain:
+    """FAKE chain: deposits, redemptions and commits held in dicts."""
+
+    domain: Domain = field(default_factory=lambda: Domain(31337, "0x" + "ab" * 20))
+    deposits: dict[str, int] = field(default_factory=dict)
+    redeemed_amounts: dict[str, int] = field(default_factory=dict)
+    commits: list[tuple[bytes, int, str]] = field(default_factory=list)
+    redeem_calls: int = 0
+
+    async def available_deposit(self, user: str) -> int:
+        return self.deposits.get(user, 0)
+
+    async def redeemed(self, user: str) -> int:
+        return self.redeemed_amounts.get(user, 0)
+
+    async def send_commit(self, root: bytes, count: int, manifest_cid: str) -> str:
+        self.commits.append((root, count, manifest_cid))
+        return "0x" + hashlib.sha256(root).hexdigest()
+
+    async def wait_commit(self, tx_hash: str) -> int | None:
+        return len(self.commits)
+
+    async def redeem(self, vouchers: Sequence[SignedVoucher]) -> str:
+        self.redeem_calls += 1
+        for v in vouchers:
+            paid = v.cumulative_amount - self.redeemed_amounts.get(v.user, 0)
+            self.deposits[v.user] -= paid
+            self.redeemed_amounts[v.user] = v.cumulative_amount
+        return "0x" + "77" * 32
+
+    async def ensure_registered(self, endpoint: str, model_ids: Sequence[str], stake_wei: int) -> None:
+        return None
+
+
+class MemoryDagStore:
+    """In-memory stand-in for the content store's ``put_dag`` (unit tests only)."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, Any] = {}
+
+    async def put_dag(self, obj: Any, *, pin: bool = False) -> str:
+        cid = compute_cid(encode_dag(obj), "dag-cbor")
+        self.objects[cid] = obj
+        return cid
+
+
+_nonces = itertools.count(1)
+
+
+def signed_task(
+    user: LocalAccount,
+    node: str,
+    domain: Domain,
+    task_input: str | dict[str, Any],
+    *,
+    cumulative: int,
+    fee: int = 10**12,
+    nonce: int | None = None,
+    deadline: int | None = None,
+    model_id: str = FAKE_MODEL_ID,
+    agent_hash: str = FAKE_AGENT_HASH,
+) -> dict[str, Any]:
+    """A ``POST /v1/tasks`` body signed by ``user``."""
+    req = TaskRequest(
+        user=user.address,
+        node=node,
+        model_id=bytes.fromhex(model_id[2:]),
+        agent_hash=bytes.fromhex(agent_hash[2:]),
+        input_hash=input_hash(task_input),
+        max_fee=fee,
+        nonce=next(_nonces) if nonce is None else nonce,
+        deadline=int(time.time()) + 600 if deadline is None else deadline,
+    )
+    voucher = Voucher(user=user.address, node=node, cumulative_amount=cumulative)
+    return {
+        "request": {
+            "user": req.user,
+            "node": req.node,
+            "modelId": model_id,
+            "agentHash": agent_hash,
+            "inputHash": "0x" + req.input_hash.hex(),
+            "maxFee": str(req.max_fee),
+            "nonce": str(req.nonce),
+            "deadline": str(req.deadline),
+        },
+        "signature": "0x" + sign_task_request(req, domain, user).hex(),
+        "voucher": {
+            "cumulativeAmount": str(cumulative),
+            "signature": "0x" + sign_voucher(voucher, domain, user).hex(),
+        },
+        "agent": "chat",
+        "input": task_input,
+    }
+
+
+@dataclass
+class FakeNode:
+    """A node service on fakes, with an HTTP client on its app."""
+
+    service: NodeService
+    executor: FakeExecutor
+    chain: FakeChain
+    store: MemoryDagStore
+    http: httpx.AsyncClient
+    user: LocalAccount
+
+    @property
+    def address(self) -> str:
+        return self.service.account.address
+
+    def body(self, task_input: str | dict[str, Any], **kw: Any) -> dict[str, Any]:
+        """A signed task body from the default user."""
+        return signed_task(kw.pop("user", self.user), self.address, self.chain.domain, task_input, **kw)
+
+
+async def make_fake_node(data_dir: Path, **settings: Any) -> FakeNode:
+    """Build and set up a node service on fakes (caller cleans up)."""
+    executor = FakeExecutor()
+    chain = FakeChain()
+    store = MemoryDagStore()
+    user = Account.create()
+    chain.deposits[user.address] = 10**18
+    cfg = NodeSettings.load(None, data_dir=data_dir, **settings)
+    service = NodeService(cfg, executor, load_account(cfg), store, chain)
+    await service.setup()
+    assert service.app is not None
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=service.app), base_url="http://node")
+    return FakeNode(service, executor, chain, store, http, user)
+
+
+@pytest_asyncio.fixture
+async def fake_node(tmp_path: Path) -> AsyncIterator[FakeNode]:
+    """A node service on FAKE executor and chain (unit tests of the service layer)."""
+    node = await make_fake_node(tmp_path / "node", batch={"max_size": 2, "max_age_s": 0.2})
+    yield node
+    await node.http.aclose()
+    await node.service.cleanup()
+
+
+# ---------------------------------------------------------------------------------------------
+# A real node process (end-to-end tests)
+# ---------------------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A TCP port free right now on 127.0.0.1."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class NodeProcess:
+    """``supernet node run`` in a subprocess (so a test can ``kill -9`` it and start it again)."""
+
+    data_dir: Path
+    rpc_url: str
+    deployment: Path
+    private_key: str
+    port: int = field(default_factory=free_port)
+    extra: str = ""
+    proc: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "node.sqlite3"
+
+    def write_config(self) -> Path:
+        path = self.data_dir.parent / f"{self.data_dir.name}.toml"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            f'data_dir = "{self.data_dir}"\n'
+            f"[api]\nport = {self.port}\n"
+            f'[chain]\nenabled = true\nrpc_url = "{self.rpc_url}"\ndeployment = "{self.deployment}"\n'
+            "auto_register = true\nstake_wei = 1000000000000000000\n"
+            "[batch]\nmax_size = 4\nmax_age_s = 1.0\n[redeem]\ninterval_s = 2.0\n" + self.extra
+        )
+        return path
+
+    def start(self, timeout: float = 240.0) -> None:
+        """Start the node and wait until it answers ``/healthz``."""
+        import os
+        import subprocess
+        import sys
+
+        config = self.write_config()
+        env = {**os.environ, "SUPERNET_IDENTITY__PRIVATE_KEY": self.private_key}
+        log = open(self.data_dir.parent / f"{self.data_dir.name}.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "supernet.sdk.cli", "node", "run", "--config", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"node exited with {self.proc.returncode}: {self.log_tail()}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"node did not start: {self.log_tail()}")
+
+    def kill9(self) -> None:
+        """SIGKILL: no cleanup at all, like a crash."""
+        import signal
+
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it does not exit in 20 s."""
+        import subprocess
+
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.kill9()
+
+    def log_tail(self, n: int = 3000) -> str:
+        path = self.data_dir.parent / f"{self.data_dir.name}.log"
+        return path.read_text(errors="replace")[-n:] if path.exists() else ""

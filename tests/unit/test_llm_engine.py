@@ -1,0 +1,168 @@
+"""The continuous-batching engine on a tiny random Llama: batching invariance, streaming, preemption."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from llm_fixtures import make_tiny_llama
+from supernet.node.llm import (
+    ContextOverflowError,
+    EngineStoppedError,
+    LLMEngine,
+    SamplingParams,
+    SequenceFinishedError,
+)
+
+GREEDY = SamplingParams(max_new_tokens=40, stop_token_ids=())
+SAMPLED = SamplingParams(max_new_tokens=40, temperature=0.9, top_p=0.95, seed=11, stop_token_ids=())
+PROMPTS = [[5, 6, 7], [9, 3, 4, 8, 1, 2, 30], [44], [12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23], [70, 71]]
+
+
+@pytest_asyncio.fixture
+async def engine() -> AsyncIterator[LLMEngine]:
+    eng = LLMEngine.from_model(make_tiny_llama(7), max_batch=4, max_seq_len=128)
+    await eng.start()
+    yield eng
+    await eng.stop()
+
+
+async def _alone(engine: LLMEngine, prompt: list[int], params: SamplingParams):  # type: ignore[no-untyped-def]
+    return await engine.submit(prompt, params).result()
+
+
+@pytest.mark.parametrize("params", [GREEDY, SAMPLED], ids=["greedy", "sampled"])
+async def test_batched_equals_one_at_a_time(engine: LLMEngine, params: SamplingParams) -> None:
+    alone = [await _alone(engine, p, params) for p in PROMPTS]
+    handles = [engine.submit(p, params, request_id=f"r{i}") for i, p in enumerate(PROMPTS)]  # 5 > 4 slots
+    together = [await h.result() for h in handles]
+    for a, b in zip(alone, together, strict=True):
+        assert a.output_ids == b.output_ids
+        assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs, strict=True)) < 1e-4
+        assert [f.indices for f in a.fingerprints] == [f.indices for f in b.fingerprints]
+    assert together[2].request_id == "r2" and together[0].finish_reason == "length"
+
+
+async def test_staggered_arrivals_join_between_steps(engine: LLMEngine) -> None:
+    alone = [await _alone(engine, p, GREEDY) for p in PROMPTS[:3]]
+    first = engine.submit(PROMPTS[0], GREEDY)
+    seen = 0
+    later = []
+    async for _ in first:
+        seen += 1
+        if seen in (5, 17):
+            later.append(engine.submit(PROMPTS[len(later) + 1], GREEDY))
+    results = [await first.result()] + [await h.result() for h in later]
+    assert [r.output_ids for r in results] == [r.output_ids for r in alone]
+
+
+async def test_stream_events_match_the_result(engine: LLMEngine) -> None:
+    handle = engine.submit(PROMPTS[1], SAMPLED)
+    events = [ev async for ev in handle]
+    result = await handle.result()
+    assert [e.token_id for e in events] == list(result.output_ids)
+    assert [e.position for e in events] == list(range(len(PROMPTS[1]), len(PROMPTS[1]) + 40))
+    assert [e.logprob for e in events] == list(result.logprobs)
+    assert [f.index for f in result.fingerprints] == [0, 32]
+
+
+async def test_stop_token_ends_the_generation(engine: LLMEngine) -> None:
+    free = await _alone(engine, PROMPTS[0], GREEDY)
+    stop_at = free.output_ids[5]
+    first = free.output_ids.index(stop_at)
+    params = SamplingParams(max_new_tokens=40, stop_token_ids=(stop_at,))
+    result = await _alone(engine, PROMPTS[0], params)
+    assert result.finish_reason == "stop"
+    assert result.output_ids == free.output_ids[: first + 1]
+
+
+@pytest.mark.parametrize("params", [GREEDY, SAMPLED], ids=["greedy", "sampled"])
+@pytest.mark.parametrize("cut", [1, 9, 33])
+async def test_preempt_and_resume_continue_exactly(engine: LLMEngine, params: SamplingParams, cut: int) -> None:
+    whole = await _alone(engine, PROMPTS[3], params)
+    handle = engine.submit(PROMPTS[3], params)
+    n = 0
+    async for _ in handle:
+        n += 1
+        if n == cut:
+            break
+    snapshot = await handle.preempt()
+    stopped = await handle.result()
+    assert stopped.finish_reason == "preempted"
+    assert snapshot.output_ids == stopped.output_ids and len(snapshot.output_ids) >= cut
+    assert snapshot.n_cached == len(PROMPTS[3]) + len(snapshot.output_ids) - 1
+    resumed = await engine.submit(PROMPTS[3], params, resume=snapshot).result()
+    assert resumed.output_ids == whole.output_ids
+    assert resumed.logprobs == whole.logprobs  # bit-exact: same batch shape as the uninterrupted run
+    assert resumed.fingerprints == whole.fingerprints
+
+
+async def test_preempt_while_others_run_and_resume_twice(engine: LLMEngine) -> None:
+    whole = await _alone(engine, PROMPTS[1], GREEDY)
+    others = [engine.submit(p, GREEDY) for p in (PROMPTS[0], PROMPTS[2])]
+    handle = engine.submit(PROMPTS[1], GREEDY)
+    snap = await handle.preempt()
+    for _ in range(2):
+        handle = engine.submit(PROMPTS[1], GREEDY, resume=snap)
+        async for _ev in handle:
+            break
+        snap = await handle.preempt()
+    result = await engine.submit(PROMPTS[1], GREEDY, resume=snap).result()
+    assert result.output_ids == whole.output_ids
+    for h in others:
+        assert (await h.result()).finish_reason == "length"
+
+
+async def test_preempting_a_finished_sequence_raises(engine: LLMEngine) -> None:
+    handle = engine.submit(PROMPTS[2], SamplingParams(max_new_tokens=2, stop_token_ids=()))
+    await handle.result()
+    with pytest.raises(SequenceFinishedError):
+        await handle.preempt()
+
+
+async def test_cancel(engine: LLMEngine) -> None:
+    handle = engine.submit(PROMPTS[0], GREEDY)
+    async for _ in handle:
+        handle.cancel()
+    result = await handle.result()
+    assert result.finish_reason == "cancelled" and 1 <= len(result.output_ids) < 40
+
+
+async def test_max_seq_len_limits_output(engine: LLMEngine) -> None:
+    result = await _alone(engine, list(range(1, 101)), SamplingParams(max_new_tokens=100, stop_token_ids=()))
+    assert result.finish_reason == "length" and len(result.output_ids) == 28
+    with pytest.raises(ContextOverflowError):
+        engine.submit(list(range(1, 101)) * 2, GREEDY)
+    with pytest.raises(ValueError):
+        engine.submit([], GREEDY)
+
+
+async def test_stop_fails_outstanding_requests_and_submit_needs_start() -> None:
+    eng = LLMEngine.from_model(make_tiny_llama(8), max_batch=2, max_seq_len=64)
+    with pytest.raises(EngineStoppedError):
+        eng.submit([1, 2], GREEDY)
+    await eng.start()
+    handles = [eng.submit([1, 2 + i], SamplingParams(max_new_tokens=60, stop_token_ids=())) for i in range(4)]
+    await asyncio.sleep(0)
+    await eng.stop()
+    outcomes = await asyncio.gather(*(h.result() for h in handles), return_exceptions=True)
+    assert any(isinstance(o, EngineStoppedError) for o in outcomes)
+    assert not eng.running
+
+
+async def test_event_loop_stays_responsive_during_steps(engine: LLMEngine) -> None:
+    handles = [engine.submit(p, GREEDY) for p in PROMPTS[:4]]
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    await asyncio.gather(*(h.result() for h in handles))
+    task.cancel()
+    assert ticks > engine.steps

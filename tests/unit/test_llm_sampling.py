@@ -1,0 +1,88 @@
+"""Sampling: a chosen token is a pure function of (logits, seed, position)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from supernet.node.llm.sampling import SamplingParams, select, selection_margin, uniform
+
+
+def test_uniform_is_deterministic_in_range_and_keyed_by_both_inputs() -> None:
+    draws = [uniform(seed, pos) for seed in range(20) for pos in range(50)]
+    assert draws == [uniform(seed, pos) for seed in range(20) for pos in range(50)]
+    assert all(0.0 <= u < 1.0 for u in draws)
+    assert len(set(draws)) == len(draws)
+    assert abs(sum(draws) / len(draws) - 0.5) < 0.03
+
+
+def test_greedy_picks_lowest_index_among_maxima() -> None:
+    logits = torch.tensor([[0.0, 3.0, 3.0, 1.0], [5.0, 0.0, 0.0, 0.0]])
+    assert select(logits, [SamplingParams()] * 2, [0, 0]) == [1, 0]
+
+
+def test_choice_is_independent_of_the_rest_of_the_batch() -> None:
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn(6, 300, generator=gen) * 3
+    params = [SamplingParams(temperature=0.8, top_p=tp, seed=s) for s, tp in enumerate((1, 0.9, 0.5, 1, 0.95, 0.7))]
+    batched = select(logits, params, list(range(10, 16)))
+    alone = [select(logits[r : r + 1], [params[r]], [10 + r])[0] for r in range(6)]
+    assert batched == alone
+    shuffled = select(logits.flip(0), params[::-1], list(range(15, 9, -1)))
+    assert shuffled[::-1] == batched
+
+
+def test_seed_and_position_change_the_draw() -> None:
+    logits = torch.zeros(1, 1000)
+    p = SamplingParams(temperature=1.0)
+    by_pos = {select(logits, [p], [pos])[0] for pos in range(30)}
+    by_seed = {select(logits, [SamplingParams(temperature=1.0, seed=s)], [0])[0] for s in range(30)}
+    assert len(by_pos) > 20 and len(by_seed) > 20
+
+
+def test_top_p_never_picks_outside_the_nucleus() -> None:
+    probs = torch.tensor([0.5, 0.3, 0.1, 0.05, 0.05])
+    logits = probs.log()[None]
+    p = SamplingParams(temperature=1.0, top_p=0.75)
+    picks = {select(logits, [SamplingParams(temperature=1.0, top_p=0.75, seed=s)], [3])[0] for s in range(300)}
+    assert picks == {0, 1}
+    assert selection_margin(logits[0], 2, p, 3) == math.inf
+
+
+@pytest.mark.parametrize("top_p", [1.0, 0.99])
+def test_frequencies_follow_the_distribution(top_p: float) -> None:
+    probs = torch.tensor([0.4, 0.3, 0.2, 0.1])
+    logits = probs.log()[None]
+    n = 4000
+    counts = [0] * 4
+    for pos in range(n):
+        counts[select(logits, [SamplingParams(temperature=1.0, top_p=top_p, seed=7)], [pos])[0]] += 1
+    for c, p in zip(counts, probs.tolist(), strict=True):
+        assert abs(c / n - p) < 0.03
+
+
+def test_temperature_sharpens() -> None:
+    logits = torch.tensor([[2.0, 1.0, 0.0]])
+    cold = [select(logits, [SamplingParams(temperature=0.05, seed=s)], [0])[0] for s in range(200)]
+    assert cold.count(0) == 200
+
+
+def test_selection_margin_is_zero_for_the_selected_token() -> None:
+    gen = torch.Generator().manual_seed(3)
+    for pos in range(50):
+        row = torch.randn(200, generator=gen) * 2
+        for p in (SamplingParams(), SamplingParams(temperature=0.7, top_p=0.9, seed=pos)):
+            tok = select(row[None], [p], [pos])[0]
+            assert selection_margin(row, tok, p, pos) == 0.0
+    row = torch.tensor([0.0, 1.0, 5.0])
+    assert selection_margin(row, 0, SamplingParams(), 0) == pytest.approx(5.0, abs=1e-6)
+
+
+def test_params_are_validated() -> None:
+    with pytest.raises(ValueError):
+        SamplingParams(temperature=-1)
+    with pytest.raises(ValueError):
+        SamplingParams(top_p=0)
+    with pytest.raises(ValueError):
+        SamplingParams(max_new_tokens=0)

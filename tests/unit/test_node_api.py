@@ -1,0 +1,160 @@
+"""The node's HTTP surface on a FAKE executor and chain: admission, refusals, reads, streams."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from typing import Any
+
+from eth_account import Account
+from node_fixtures import FakeNode
+
+
+def db_snapshot(node: FakeNode) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table (to prove a refused request changed nothing)."""
+    path = node.service.settings.data_dir / "node.sqlite3"
+    with sqlite3.connect(path) as c:
+        tables = [r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return {t: sorted(c.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in tables}
+
+
+async def wait_done(node: FakeNode, task_id: str) -> dict[str, Any]:
+    for _ in range(200):
+        r = await node.http.get(f"/v1/tasks/{task_id}")
+        if r.json()["status"] in ("done", "failed", "refused"):
+            return r.json()
+        await asyncio.sleep(0.01)
+    raise AssertionError("task did not finish")
+
+
+async def test_task_accepted_runs_and_has_receipt(fake_node: FakeNode) -> None:
+    r = await fake_node.http.post("/v1/tasks", json=fake_node.body("hello world", cumulative=10**12))
+    assert r.status_code == 202, r.text
+    task = r.json()
+    assert task["status"] in ("accepted", "running")
+    done = await wait_done(fake_node, task["id"])
+    assert done["output"] == "echo: hello world"
+    rec = (await fake_node.http.get(f"/v1/tasks/{task['id']}/receipt")).json()
+    assert rec["receipt"]["requestHash"] == task["id"]
+    assert rec["receipt"]["fee"] == str(10**12)
+
+
+async def test_events_replay_tokens_then_done(fake_node: FakeNode) -> None:
+    fake_node.executor.gate = asyncio.Event()
+    r = await fake_node.http.post("/v1/tasks", json=fake_node.body("a b c", cumulative=10**12))
+    tid = r.json()["id"]
+    asyncio.get_running_loop().call_later(0.05, fake_node.executor.gate.set)
+    resp = await fake_node.http.get(f"/v1/tasks/{tid}/events")
+    events = [line.split(": ", 1)[1] for line in resp.text.splitlines() if line.startswith("event: ")]
+    datas = [json.loads(line[6:]) for line in resp.text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "done" and set(events[:-1]) == {"token"}
+    assert "".join(d["text"] for d in datas[:-1]).strip() == "echo: a b c"
+
+
+async def test_replay_is_409_and_changes_nothing(fake_node: FakeNode) -> None:
+    body = fake_node.body("once", cumulative=10**12)
+    first = await fake_node.http.post("/v1/tasks", json=body)
+    assert first.status_code == 202
+    await wait_done(fake_node, first.json()["id"])
+    before = db_snapshot(fake_node)
+    again = await fake_node.http.post("/v1/tasks", json=body)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "replay"
+    # a fresh request with an old nonce is a replay too
+    stale = fake_node.body("other", cumulative=2 * 10**12, nonce=int(body["request"]["nonce"]))
+    r = await fake_node.http.post("/v1/tasks", json=stale)
+    assert r.status_code == 409, r.text
+    assert db_snapshot(fake_node) == before
+
+
+async def test_bad_signatures_are_401_and_change_nothing(fake_node: FakeNode) -> None:
+    before = db_snapshot(fake_node)
+    body = fake_node.body("x", cumulative=10**12)
+    forged = fake_node.body("x", cumulative=10**12, user=Account.create())
+    body["signature"] = forged["signature"]
+    r = await fake_node.http.post("/v1/tasks", json=body)
+    assert r.status_code == 401 and "request signature" in r.json()["error"]["message"]
+    body = fake_node.body("x", cumulative=10**12)
+    body["voucher"]["signature"] = forged["voucher"]["signature"]
+    r = await fake_node.http.post("/v1/tasks", json=body)
+    assert r.status_code == 401 and "voucher signature" in r.json()["error"]["message"]
+    body = fake_node.body("x", cumulative=10**12)
+    body["voucher"]["cumulativeAmount"] = str(10**15)  # signed amount was smaller
+    assert (await fake_node.http.post("/v1/tasks", json=body)).status_code == 401
+    assert db_snapshot(fake_node) == before
+
+
+async def test_payment_and_shape_refusals(fake_node: FakeNode) -> None:
+    before = db_snapshot(fake_node)
+    cases = {
+        402: [fake_node.body("x", cumulative=10**12 - 1), fake_node.body("x", cumulative=10**12, fee=1)],
+        400: [fake_node.body("x", cumulative=10**12, deadline=1)],
+        403: [{**fake_node.body("x", cumulative=10**12), "agent": "other"}],
+    }
+    tampered = fake_node.body("x", cumulative=10**12)
+    tampered["input"] = "y"
+    cases[400].append(tampered)
+    poor = Account.create()
+    cases[402].append(fake_node.body("x", cumulative=10**12, user=poor))
+    for status, bodies in cases.items():
+        for body in bodies:
+            r = await fake_node.http.post("/v1/tasks", json=body)
+            assert r.status_code == status, (status, r.text)
+            assert r.json()["error"]["message"]
+    assert db_snapshot(fake_node) == before
+
+
+async def test_malformed_and_oversized_requests(fake_node: FakeNode) -> None:
+    before = db_snapshot(fake_node)
+    r = await fake_node.http.post(
+        "/v1/tasks", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 422
+    body = fake_node.body("x", cumulative=10**12)
+    body["request"]["user"] = "0x1234"
+    assert (await fake_node.http.post("/v1/tasks", json=body)).status_code == 422
+    big = fake_node.body("z" * 70_000, cumulative=10**12)
+    assert (await fake_node.http.post("/v1/tasks", json=big)).status_code == 413
+    mid = fake_node.body("z" * 20_000, cumulative=10**12)
+    assert (await fake_node.http.post("/v1/tasks", json=mid)).status_code == 413
+    assert (await fake_node.http.get("/v1/tasks/0x12")).status_code == 422
+    assert (await fake_node.http.get("/v1/tasks/0x" + "00" * 32)).status_code == 404
+    assert db_snapshot(fake_node) == before
+
+
+async def test_models_node_health_metrics(fake_node: FakeNode) -> None:
+    models = (await fake_node.http.get("/v1/models")).json()
+    assert models["data"][0]["id"] == "fake-model"
+    info = (await fake_node.http.get("/v1/node")).json()
+    assert info["address"] == fake_node.address and info["agents"]["chat"]
+    assert (await fake_node.http.get("/healthz")).json()["status"] == "ok"
+    metrics = (await fake_node.http.get("/metrics")).text
+    assert "supernet_tasks_admitted_total" in metrics
+
+
+def _chat_body(node: FakeNode, cumulative: int, stream: bool) -> dict[str, Any]:
+    chat = {"model": "fake-model", "messages": [{"role": "user", "content": "hi there"}], "max_tokens": 8}
+    task_input = {"messages": chat["messages"], "max_new_tokens": 8}
+    signed = node.body(task_input, cumulative=cumulative)
+    auth = {k: signed[k] for k in ("request", "signature", "voucher")}
+    return {**chat, "stream": stream, "supernet": auth}
+
+
+async def test_chat_completions_plain_streamed_and_header(fake_node: FakeNode) -> None:
+    import base64
+
+    r = await fake_node.http.post("/v1/chat/completions", json=_chat_body(fake_node, 10**12, False))
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"] == "echo: hi there"
+    r = await fake_node.http.post("/v1/chat/completions", json=_chat_body(fake_node, 2 * 10**12, True))
+    datas = [line[6:] for line in r.text.splitlines() if line.startswith("data: ")]
+    assert datas[-1] == "[DONE]"
+    text = "".join(json.loads(d)["choices"][0]["delta"].get("content", "") for d in datas[:-1])
+    assert text.strip() == "echo: hi there"
+    body = _chat_body(fake_node, 3 * 10**12, False)
+    header = base64.urlsafe_b64encode(json.dumps(body.pop("supernet")).encode()).decode().rstrip("=")
+    r = await fake_node.http.post("/v1/chat/completions", json=body, headers={"X-Supernet-Auth": header})
+    assert r.status_code == 200, r.text
+    body = _chat_body(fake_node, 4 * 10**12, False)
+    del body["supernet"]
+    assert (await fake_node.http.post("/v1/chat/completions", json=body)).status_code == 401

@@ -1,0 +1,98 @@
+"""Batching, proofs, redemption and restart of the node service (FAKE executor and chain)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+from node_fixtures import FakeNode, make_fake_node
+from supernet.node.service.models import TaskStatus
+from supernet.node.service.redeemer import Redeemer
+from supernet.sdk.chain.merkle import verify
+from supernet.sdk.chain.receipts import Receipt, recover_receipt_signer
+
+FEE = 10**12
+
+
+async def _submit(node: FakeNode, text: str, cumulative: int) -> str:
+    r = await node.http.post("/v1/tasks", json=node.body(text, cumulative=cumulative))
+    assert r.status_code == 202, r.text
+    return str(r.json()["id"])
+
+
+async def _committed(node: FakeNode, task_id: str) -> dict:
+    for _ in range(300):
+        r = await node.http.get(f"/v1/tasks/{task_id}/receipt")
+        if r.status_code == 200 and (r.json().get("batch") or {}).get("status") == "committed":
+            return r.json()
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"receipt of {task_id} was not committed")
+
+
+async def test_receipts_batched_with_valid_proofs(fake_node: FakeNode) -> None:
+    runner = asyncio.create_task(fake_node.service.batcher.run_forever())  # type: ignore[union-attr]
+    try:
+        ids = [await _submit(fake_node, f"t{i}", FEE * (i + 1)) for i in range(3)]
+        docs = [await _committed(fake_node, t) for t in ids]
+    finally:
+        fake_node.service.batcher.stop()  # type: ignore[union-attr]
+        await runner
+    roots = {c[0] for c in fake_node.chain.commits}
+    assert len(fake_node.chain.commits) == 2  # size 2, then the age limit cut the third
+    for doc in docs:
+        receipt = Receipt.from_json(doc["receipt"])
+        proof = [bytes.fromhex(p[2:]) for p in doc["batch"]["proof"]]
+        root = fake_node.chain.commits[doc["batch"]["chainBatchId"] - 1][0]
+        assert root in roots and verify(proof, root, receipt.leaf())
+        assert recover_receipt_signer(receipt, bytes.fromhex(doc["signature"][2:])) == fake_node.address
+    manifest = fake_node.store.objects[docs[0]["batch"]["manifestCid"]]
+    entry = manifest["receipts"][docs[0]["batch"]["index"]]
+    assert entry["receipt"] == docs[0]["receipt"] and entry["requestSignature"].startswith("0x")
+
+
+async def test_redeem_only_finished_work(fake_node: FakeNode) -> None:
+    fake_node.executor.fail_on = "boom"
+    ok = await _submit(fake_node, "fine", FEE)
+    bad = await _submit(fake_node, "boom", 2 * FEE)
+    for tid in (ok, bad):
+        await fake_node.service.ctx.worker.wait(tid)  # type: ignore[union-attr]
+    db = fake_node.service.ctx.db  # type: ignore[union-attr]
+    assert db.task(bad).status is TaskStatus.FAILED  # type: ignore[union-attr]
+    assert db.billed(fake_node.user.address) == FEE  # the failed task is not billed
+    redeemer = Redeemer(db, fake_node.chain, interval_s=60)
+    assert await redeemer.redeem_once() is not None
+    assert fake_node.chain.redeemed_amounts[fake_node.user.address] == FEE
+    assert await redeemer.redeem_once() is None  # nothing new: no second charge
+    # the next voucher only needs to cover billed work: FEE + FEE, not 3 * FEE
+    third = await _submit(fake_node, "again", 2 * FEE)
+    await fake_node.service.ctx.worker.wait(third)  # type: ignore[union-attr]
+    await redeemer.redeem_once()
+    assert fake_node.chain.redeemed_amounts[fake_node.user.address] == 2 * FEE
+
+
+async def test_restart_resumes_or_refuses(tmp_path: Path) -> None:
+    node = await make_fake_node(tmp_path / "n")
+    node.executor.gate = asyncio.Event()  # tasks hang: the "crash" comes mid-task
+    live = await _submit(node, "resume me", FEE)
+    late_body = node.body("too late", cumulative=2 * FEE)
+    r = await node.http.post("/v1/tasks", json=late_body)
+    late = r.json()["id"]
+    await asyncio.sleep(0.05)
+    await node.http.aclose()
+    await node.service.cleanup()  # tasks cancelled, left `running` in the database
+    # shorten the second task's deadline as if the restart came after it
+    with sqlite3.connect(tmp_path / "n" / "node.sqlite3") as c:
+        c.execute("UPDATE tasks SET deadline = 1 WHERE id = ?", (late,))
+    again = await make_fake_node(tmp_path / "n")
+    try:
+        await again.service.ctx.worker.wait(live)  # type: ignore[union-attr]
+        db = again.service.ctx.db  # type: ignore[union-attr]
+        assert db.task(live).status is TaskStatus.DONE  # type: ignore[union-attr]
+        assert db.task(late).status is TaskStatus.REFUSED  # type: ignore[union-attr]
+        assert again.address == node.address  # same key from the data directory
+        best = db.redeemable_voucher(node.user.address)
+        assert best is not None and best[0] == FEE  # the refused task is never collected
+    finally:
+        await again.http.aclose()
+        await again.service.cleanup()

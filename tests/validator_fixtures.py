@@ -1,0 +1,277 @@
+"""Fixtures of the validator tests: a real network to catch cheating nodes in.
+
+``vnet`` (module scope) is a real Anvil with the protocol deployed (devnet parameters), the real
+default model loaded once, the embedded content store served over HTTP, a node registered with
+stake, three validators and funded users, and the node's real kernel running a ``probe`` agent
+(one deterministic tool call, one greedy and one sampled LLM call per task) with a
+`FaultInjector` whose faults a test switches with `VNet.faults`.
+
+`VNet.run_batch` runs tasks through that kernel, signs requests (users) and receipts (node),
+puts the manifest on the store and commits the batch on chain the way the node service's
+batcher does (`supernet.node.service.batcher`, same manifest format).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from eth_account.signers.local import LocalAccount
+from supernet.node.agents.base import Agent
+from supernet.node.agents.context import AgentContext
+from supernet.node.agents.registry import AgentRegistry
+from supernet.node.faults import FaultInjector, FaultKind
+from supernet.node.kernel.syscalls import TaskSpec
+from supernet.sdk.chain import Contracts, ProtocolParams, ReceiptTree
+from supernet.sdk.chain.anvil import Anvil, dev_account, mine
+from supernet.sdk.chain.eip712 import TaskRequest, hash_task_request, sign_task_request
+from supernet.sdk.chain.receipts import Receipt, input_hash, output_hash, sign_receipt, trace_hash
+from supernet.sdk.store import StoreClient
+from supernet.sdk.store.embedded import serve_in_thread
+
+ETHER = 10**18
+VALIDATOR_STAKE = 2 * ETHER
+NODE_STAKE = 3 * ETHER
+TASK_FEE = 10**15
+
+
+class ProbeAgent(Agent):
+    """Test agent: a calculator call, then a greedy and a sampled LLM call."""
+
+    agent_id = "probe"
+    description = "Validator test agent: one tool call, one greedy and one sampled LLM call."
+
+    async def run(self, ctx: AgentContext, input: Any) -> str:
+        value = await ctx.tools.call("calculator", {"expression": input["expr"]})
+        n = int(input.get("max_new_tokens", 12))
+        greedy = await ctx.llm.chat(
+            [{"role": "user", "content": f"{input['question']} ({value})"}], max_new_tokens=n
+        )
+        sampled = await ctx.llm.chat(
+            [{"role": "user", "content": input["question"]}], max_new_tokens=n, temperature=1.0, top_p=0.95
+        )
+        return f"{value}|{greedy.text}|{sampled.text}"
+
+
+@dataclass
+class VNet:
+    """The validator tests' network (see the module docstring)."""
+
+    anvil: Anvil
+    contracts: Contracts
+    deployment: Path
+    store_url: str
+    store: StoreClient
+    loaded: Any
+    kernel: Any
+    fault_specs: dict[FaultKind, float]
+    injector: FaultInjector
+    node: LocalAccount
+    validators: tuple[LocalAccount, ...]
+    users: tuple[LocalAccount, ...]
+    tmp: Path
+    nonce: int = 0
+    batches: list[int] = field(default_factory=list)
+
+    def faults(self, **rates: float) -> None:
+        """Switch the node's faults (``faults(tokens=1.0)``; no arguments: honest)."""
+        self.fault_specs.clear()
+        self.fault_specs.update({FaultKind(k): v for k, v in rates.items()})
+
+    def key(self, account: LocalAccount) -> str:
+        """0x hex private key."""
+        return "0x" + bytes(account.key).hex()
+
+    async def run_batch(self, questions: list[str], max_new_tokens: int = 12) -> tuple[int, list[Receipt]]:
+        """Run one task per question, commit them as one batch; returns (batch id, receipts)."""
+        model_id = bytes.fromhex(self.loaded.model_id[2:])
+        agent_hash = bytes.fromhex(ProbeAgent.code_hash()[2:])
+        entries, receipts = [], []
+        for i, q in enumerate(questions):
+            user = self.users[i % len(self.users)]
+            self.nonce += 1
+            task_input = {
+                "question": q,
+                "expr": f"{i + 2} * 7 + {self.nonce}",
+                "max_new_tokens": max_new_tokens,
+            }
+            req = TaskRequest(
+                user=user.address,
+                node=self.node.address,
+                model_id=model_id,
+                agent_hash=agent_hash,
+                input_hash=input_hash(task_input),
+                max_fee=TASK_FEE,
+                nonce=self.nonce,
+                deadline=2**40,
+            )
+            rh = hash_task_request(req, self.contracts.domain)
+            spec = TaskSpec(
+                task_id="0x" + rh.hex(),
+                agent_id="probe",
+                input=task_input,
+                user=user.address,
+                fee=TASK_FEE,
+                agent_hash="0x" + agent_hash.hex(),
+                seed=int.from_bytes(hashlib.sha256(rh).digest()[:8], "big"),
+            )
+            outcome = await self.kernel.run_task(spec)
+            assert outcome.status == "ok", outcome.error
+            output = self.injector.on_output(spec.task_id, outcome.output)  # where the node service calls it
+            receipt = Receipt(
+                request_hash=rh,
+                user=user.address,
+                model_id=model_id,
+                input_hash=req.input_hash,
+                output_hash=output_hash(output),
+                trace_hash=trace_hash(outcome.trace_cid),
+                fee=TASK_FEE,
+            )
+            receipts.append(receipt)
+            entries.append(
+                {
+                    "receipt": receipt.to_json(),
+                    "leaf": "0x" + receipt.leaf().hex(),
+                    "signature": "0x" + sign_receipt(receipt, self.node).hex(),
+                    "traceCid": outcome.trace_cid,
+                    "agent": "probe",
+                    "requestSignature": "0x" + sign_task_request(req, self.contracts.domain, user).hex(),
+                    "request": {
+                        "user": user.address,
+                        "node": self.node.address,
+                        "modelId": "0x" + model_id.hex(),
+                        "agentHash": "0x" + agent_hash.hex(),
+                        "inputHash": "0x" + req.input_hash.hex(),
+                        "maxFee": str(TASK_FEE),
+                        "nonce": str(self.nonce),
+                        "deadline": str(2**40),
+                    },
+                }
+            )
+        tree = ReceiptTree(receipts)
+        manifest = {
+            "type": "supernet/batch",
+            "version": 1,
+            "node": self.node.address,
+            "root": "0x" + tree.root.hex(),
+            "receipts": entries,
+        }
+        cid = await self.store.put_dag(manifest, pin=True)
+        tm = self.contracts.as_account(self.node).task_manager
+        batch_id = int((await asyncio.to_thread(tm.commit_batch, tree.root, len(receipts), cid)).value)
+        mine(self.contracts.w3, 2)  # the seed block (devnet SEED_DELAY_BLOCKS = 1) and one after it
+        self.batches.append(batch_id)
+        return batch_id, receipts
+
+
+@pytest.fixture(scope="session")
+def smollm2_loaded() -> Any:
+    """The real default model, loaded once per session (shared by node kernel and validators)."""
+    from supernet.node.llm.loader import load_model
+
+    return load_model("smollm2-135m", max_positions=1024)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def vnet(smollm2_loaded: Any, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[VNet]:
+    """A real chain, store, model and kernel (see the module docstring)."""
+    from supernet.node.kernel.kernel import Kernel
+    from supernet.node.llm import LLMEngine
+
+    tmp = tmp_path_factory.mktemp("vnet")
+    with _anvil() as anvil:
+        contracts = Contracts.deploy(anvil.url, dev_account(0), ProtocolParams.devnet())
+        dep = contracts.deployment.save(tmp / "deployment.json")
+        node, validators, users = (
+            dev_account(15),
+            tuple(dev_account(i) for i in (16, 17, 18)),
+            (dev_account(19),),
+        )
+        model_id = bytes.fromhex(smollm2_loaded.model_id[2:])
+        contracts.model_registry.register_model(model_id, "bafymodel", "smollm2-135m")
+        contracts.as_account(node).service_manager.register_node(
+            "http://127.0.0.1:1", [model_id], 10**9, NODE_STAKE
+        )
+        for v in validators:
+            contracts.as_account(v).service_manager.register_validator(VALIDATOR_STAKE)
+        for u in users:
+            contracts.as_account(u).payments.deposit(ETHER)
+        url, stop_store = serve_in_thread(tmp / "store")
+        store = StoreClient(url)
+        specs: dict[FaultKind, float] = {}
+        injector = FaultInjector(specs, seed=7)
+        engine = LLMEngine(
+            smollm2_loaded.model,
+            smollm2_loaded.tokenizer,
+            smollm2_loaded.model_id,
+            max_batch=4,
+            max_seq_len=1024,
+        )
+        agents = AgentRegistry()
+        agents.register(ProbeAgent)
+        kernel = Kernel(engine, store, agents=agents, faults=injector)
+        await kernel.setup()
+        try:
+            yield VNet(
+                anvil,
+                contracts,
+                dep,
+                url,
+                store,
+                smollm2_loaded,
+                kernel,
+                specs,
+                injector,
+                node,
+                validators,
+                users,
+                tmp,
+            )
+        finally:
+            await kernel.stop()
+            await store.aclose()
+            stop_store()
+
+
+def _anvil() -> Anvil:
+    return Anvil(accounts=20)
+
+
+def validator_settings(net: VNet, index: int, db: Path, **extra: Any) -> Any:
+    """Settings of validator ``index`` of ``net`` with its own database."""
+    from supernet.validator.config import ValidatorSettings
+
+    return ValidatorSettings(
+        chain={"rpc_url": net.anvil.url, "deployment": net.deployment, "key": net.key(net.validators[index])},
+        store_url=net.store_url,
+        db_path=db,
+        poll_interval_s=0.2,
+        **extra,
+    )
+
+
+@pytest.fixture()
+def validator_factory(vnet: VNet, tmp_path: Path) -> Iterator[Any]:
+    """Build (not set up) `Validator`s on ``vnet`` sharing the session's model: ``make(index, db_name)``."""
+    from supernet.validator.scoring import ModelScorer
+    from supernet.validator.service import Validator
+
+    scorer = ModelScorer.from_loaded(vnet.loaded)
+
+    start = vnet.contracts.w3.eth.block_number + 1  # only batches of this test (the module's chain is shared)
+
+    def make(
+        index: int, db_name: str | None = None, events: list[Any] | None = None, **extra: Any
+    ) -> Validator:
+        db = tmp_path / (db_name or f"validator-{index}.sqlite")
+        settings = validator_settings(vnet, index, db, **extra)
+        settings.chain.start_block = start
+        return Validator(settings, scorer=scorer, on_event=events.append if events is not None else None)
+
+    yield make

@@ -1,0 +1,278 @@
+"""The validator's view of ``TaskManager``: events, seeds, sampling, challenges, votes, payouts.
+
+A thin, synchronous adapter over the SDK's `supernet.sdk.chain.tasks.TaskManager` wrapper (the
+service calls it from a worker thread). Reverts arrive as the SDK's typed `ContractError`; this
+module adds the validator's vocabulary: decoded events in chain order and parameters.
+
+>>> tm = TaskManagerClient(w3, dep.address("TaskManager"), account)   # doctest: +SKIP
+>>> tm.params().sample_rate_ppm                                        # doctest: +SKIP
+1000000
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from functools import cached_property
+
+from eth_account.signers.local import LocalAccount
+from supernet.sdk.chain.errors import ContractError
+from supernet.sdk.chain.receipts import Receipt
+from supernet.sdk.chain.tasks import TaskManager
+from web3 import Web3
+
+
+class ChallengeStatus(IntEnum):
+    """``TaskManager.ChallengeStatus``."""
+
+    NONE = 0
+    OPEN = 1
+    FRAUD = 2
+    NOT_FRAUD = 3
+
+
+@dataclass(frozen=True)
+class TaskParams:
+    """The deployed TaskManager's immutables (what sampling and disputes depend on)."""
+
+    seed_delay_blocks: int
+    sample_rate_ppm: int
+    challenge_window: int
+    vote_window: int
+    challenge_bond: int
+    quorum_bps: int
+    slash_amount: int
+    challenger_reward_bps: int
+    voter_reward_bps: int
+
+
+@dataclass(frozen=True)
+class BatchCommitted:
+    """A ``BatchCommitted`` event."""
+
+    batch_id: int
+    node: str
+    root: bytes
+    count: int
+    commit_block: int
+    manifest_cid: str
+    block: int
+    log_index: int
+
+
+@dataclass(frozen=True)
+class ChallengeOpened:
+    """A ``ChallengeOpened`` event."""
+
+    challenge_id: int
+    batch_id: int
+    challenger: str
+    node: str
+    leaf: bytes
+    request_hash: bytes
+    vote_deadline: int
+    evidence_cid: str
+    block: int
+    log_index: int
+
+
+@dataclass(frozen=True)
+class ChallengeResolved:
+    """A ``ChallengeResolved`` event (the payout split)."""
+
+    challenge_id: int
+    fraud: bool
+    slashed: int
+    refund: int
+    block: int
+    log_index: int
+
+
+ChainEvent = BatchCommitted | ChallengeOpened | ChallengeResolved
+
+
+@dataclass(frozen=True)
+class ChallengeView:
+    """The on-chain state of one challenge (``TaskManager.challenges``)."""
+
+    challenge_id: int
+    batch_id: int
+    challenger: str
+    vote_deadline: int
+    status: ChallengeStatus
+    node: str
+    leaf: bytes
+
+
+class TaskManagerClient:
+    """Read and write the TaskManager as one validator account.
+
+    Args:
+        w3: a connected client.
+        address: the TaskManager's address.
+        account: the validator's key (None: read-only).
+    """
+
+    def __init__(self, w3: Web3, address: str, account: LocalAccount | None = None) -> None:
+        self.w3 = w3
+        self.binding = TaskManager(w3, address, account)
+        self.account = account
+
+    @property
+    def address(self) -> str:
+        """The TaskManager's address."""
+        return self.binding.address
+
+    @cached_property
+    def _params(self) -> TaskParams:
+        c = self.binding
+        return TaskParams(
+            *(
+                int(c.call(n))
+                for n in (
+                    "SEED_DELAY_BLOCKS",
+                    "SAMPLE_RATE_PPM",
+                    "CHALLENGE_WINDOW",
+                    "VOTE_WINDOW",
+                    "CHALLENGE_BOND",
+                    "QUORUM_BPS",
+                    "SLASH_AMOUNT",
+                    "CHALLENGER_REWARD_BPS",
+                    "VOTER_REWARD_BPS",
+                )
+            )
+        )
+
+    def params(self) -> TaskParams:
+        """The deployed parameters (read once)."""
+        return self._params
+
+    # -- chain state -----------------------------------------------------------------------------
+
+    def head(self) -> int:
+        """The latest block number."""
+        return int(self.w3.eth.block_number)
+
+    def timestamp(self) -> int:
+        """The latest block's timestamp."""
+        return int(self.w3.eth.get_block("latest")["timestamp"])
+
+    def events(self, from_block: int, to_block: int) -> list[ChainEvent]:
+        """Batch and challenge events in ``[from_block, to_block]``, in chain order."""
+        logs = self.w3.eth.get_logs(
+            {"address": self.binding.address, "fromBlock": from_block, "toBlock": to_block}
+        )
+        events = self.binding.contract.events
+        decoders = {
+            bytes.fromhex(str(e.topic).removeprefix("0x")): e
+            for e in (events.BatchCommitted(), events.ChallengeOpened(), events.ChallengeResolved())
+        }
+        out: list[ChainEvent] = []
+        for log in logs:
+            decoder = decoders.get(bytes(log["topics"][0])) if log["topics"] else None
+            if decoder is None:
+                continue
+            ev = decoder.process_log(log)
+            a, blk, idx = ev["args"], int(ev["blockNumber"]), int(ev["logIndex"])
+            if ev["event"] == "BatchCommitted":
+                out.append(
+                    BatchCommitted(
+                        int(a["batchId"]),
+                        a["node"],
+                        bytes(a["root"]),
+                        int(a["count"]),
+                        int(a["commitBlock"]),
+                        a["manifestCid"],
+                        blk,
+                        idx,
+                    )
+                )
+            elif ev["event"] == "ChallengeOpened":
+                out.append(
+                    ChallengeOpened(
+                        int(a["challengeId"]),
+                        int(a["batchId"]),
+                        a["challenger"],
+                        a["node"],
+                        bytes(a["leaf"]),
+                        bytes(a["requestHash"]),
+                        int(a["voteDeadline"]),
+                        a["evidenceCid"],
+                        blk,
+                        idx,
+                    )
+                )
+            else:
+                out.append(
+                    ChallengeResolved(
+                        int(a["challengeId"]), bool(a["fraud"]), int(a["slashed"]), int(a["refund"]), blk, idx
+                    )
+                )
+        out.sort(key=lambda e: (e.block, e.log_index))
+        return out
+
+    def batch_seed(self, batch_id: int) -> bytes | None:
+        """The batch's sampling seed, or None while its seed block is not mined yet.
+
+        Raises:
+            ContractError: ``SeedExpired`` (nobody sealed it in time) or ``UnknownBatch``.
+        """
+        try:
+            return bytes(self.binding.call("batchSeed", batch_id))
+        except ContractError as exc:
+            if exc.error_name == "SeedNotReady":
+                return None
+            raise
+
+    def is_sampled(self, batch_id: int, validator: str, index: int) -> bool:
+        """The contract's own sampling decision (the cross-check of `supernet.validator.sampler`)."""
+        return bool(self.binding.call("isSampled", batch_id, Web3.to_checksum_address(validator), index))
+
+    def leaf_challenge(self, batch_id: int, leaf: bytes) -> int:
+        """The latest challenge id on this leaf of the batch (0: none)."""
+        key = Web3.keccak(self.w3.codec.encode(["uint256", "bytes32"], [batch_id, leaf]))
+        return int(self.binding.call("leafChallenge", key))
+
+    def challenge(self, challenge_id: int) -> ChallengeView:
+        """The on-chain state of a challenge."""
+        c = self.binding.call("challenges", challenge_id)
+        return ChallengeView(
+            challenge_id, int(c[0]), c[1], int(c[3]), ChallengeStatus(int(c[4])), c[5], bytes(c[8])
+        )
+
+    def has_voted(self, challenge_id: int, validator: str) -> bool:
+        """Whether ``validator`` voted (or opened) this challenge."""
+        return int(self.binding.call("getVote", challenge_id, Web3.to_checksum_address(validator))[0]) != 0
+
+    def claimable(self, account: str) -> int:
+        """Wei ``account`` can withdraw."""
+        return int(self.binding.call("claimable", Web3.to_checksum_address(account)))
+
+    # -- transactions ----------------------------------------------------------------------------
+
+    def open_challenge(
+        self, batch_id: int, receipt: Receipt, proof: Sequence[bytes], evidence_cid: str
+    ) -> int:
+        """Post a bonded challenge; returns the new challenge id."""
+        return int(
+            self.binding.challenge(
+                batch_id, receipt, proof, evidence_cid, bond=self.params().challenge_bond
+            ).value
+        )
+
+    def vote(self, challenge_id: int, fraud: bool) -> None:
+        """Vote on an open challenge."""
+        self.binding.vote(challenge_id, fraud)
+
+    def resolve(self, challenge_id: int) -> bool:
+        """Resolve a challenge after its vote window; returns the verdict (fraud or not)."""
+        return bool(self.binding.resolve(challenge_id).value["fraud"])
+
+    def claim_vote_reward(self, challenge_id: int) -> int:
+        """Credit this validator's share of a resolved challenge's voter pool; returns the wei."""
+        return int(self.binding.claim_vote_reward(challenge_id).value)
+
+    def withdraw(self) -> None:
+        """Pull everything claimable (bonds back, rewards)."""
+        self.binding.withdraw()

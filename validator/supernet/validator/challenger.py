@@ -1,0 +1,239 @@
+"""Disputes: open bonded challenges, vote on others' after checking independently, resolve, get paid.
+
+Rules this module keeps:
+
+* **Challenge** only a receipt this validator found faulty itself, with the receipt's Merkle proof
+  and the CID of its evidence; never a leaf that already has an open (or fraud) challenge.
+* **Vote** only after re-checking the challenged receipt with `Verifier` — the challenger's
+  evidence is read for the record but never trusted. An unverifiable receipt gets no vote.
+* **Resolve** any challenge whose vote window has passed (anyone may), then claim this
+  validator's vote reward when it voted with the verdict, and withdraw what is claimable.
+
+Every step is idempotent against the chain (the contract's state is read before acting), so a
+restart after a transaction but before the database write does not send it twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from supernet.sdk.chain.errors import ContractError
+from supernet.validator.chain import ChallengeStatus, TaskManagerClient
+from supernet.validator.db import BatchRow, ChallengeRow, Database
+from supernet.validator.evidence import Verdict, publish
+from supernet.validator.verifier import Manifest, ManifestError, Verifier, load_manifest
+
+log = logging.getLogger(__name__)
+
+EXPECTED_RACES = {
+    "LeafAlreadyChallenged",
+    "ChallengeNotOpen",
+    "AlreadyVoted",
+    "RewardAlreadyClaimed",
+    "NothingToWithdraw",
+    "VoteWindowClosed",
+    "VoteWindowOpen",
+    "NotWinningVoter",
+}
+"""Reverts that mean another validator (or an earlier run) got there first: logged at info."""
+
+
+class Disputes:
+    """The validator's side of challenges.
+
+    Args:
+        chain: TaskManager client bound to the validator's key.
+        db: the validator's database.
+        verifier: checks receipts.
+        store: content store (evidence is written there).
+        address: the validator's address.
+        challenge: whether to open challenges (voting and resolving always run).
+        auto_withdraw: withdraw claimable wei after claiming.
+    """
+
+    def __init__(
+        self,
+        chain: TaskManagerClient,
+        db: Database,
+        verifier: Verifier,
+        store: Any,
+        address: str,
+        challenge: bool = True,
+        auto_withdraw: bool = True,
+        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.chain = chain
+        self.db = db
+        self.verifier = verifier
+        self.store = store
+        self.address = address
+        self.enabled = challenge
+        self.auto_withdraw = auto_withdraw
+        self._manifests: dict[int, Manifest] = {}
+        self._emit = on_event or (lambda kind, data: None)
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.to_thread(fn, *args)
+
+    async def manifest(self, batch: BatchRow) -> Manifest:
+        """The batch's manifest, checked against its root (cached)."""
+        if batch.batch_id not in self._manifests:
+            self._manifests[batch.batch_id] = await load_manifest(
+                self.store, batch.manifest_cid, batch.root, batch.count
+            )
+        return self._manifests[batch.batch_id]
+
+    # -- challenge -------------------------------------------------------------------------------
+
+    async def challenge(self, batch: BatchRow, verdict: Verdict, evidence_cid: str) -> int | None:
+        """Open a bonded challenge on a faulty receipt; returns its id (None if not opened)."""
+        if not self.enabled or verdict.ok or verdict.unverifiable:
+            return None
+        manifest = await self.manifest(batch)
+        entry = self.verifier.entry(manifest, verdict.index)
+        leaf = entry.receipt.leaf()
+        if leaf not in manifest.tree:
+            log.warning(
+                "batch %d #%d: receipt hash not in the tree, cannot prove it", batch.batch_id, verdict.index
+            )
+            return None
+        prior = await self._call(self.chain.leaf_challenge, batch.batch_id, leaf)
+        if prior:
+            status = (await self._call(self.chain.challenge, prior)).status
+            if status != ChallengeStatus.NOT_FRAUD:
+                log.info("batch %d #%d already challenged (%d)", batch.batch_id, verdict.index, prior)
+                self.db.set_check_challenge(batch.batch_id, verdict.index, prior)
+                return prior
+        try:
+            cid = await self._call(
+                self.chain.open_challenge,
+                batch.batch_id,
+                entry.receipt,
+                manifest.tree.proof(leaf),
+                evidence_cid,
+            )
+        except ContractError as exc:
+            if exc.error_name in EXPECTED_RACES:
+                log.info("challenge of batch %d #%d not opened: %s", batch.batch_id, verdict.index, exc)
+                return None
+            raise
+        self.db.set_check_challenge(batch.batch_id, verdict.index, cid)
+        log.warning(
+            "CHALLENGE %d: batch %d receipt #%d (node %s): %s; evidence %s",
+            cid,
+            batch.batch_id,
+            verdict.index,
+            batch.node,
+            ", ".join(sorted(verdict.checks)),
+            evidence_cid,
+        )
+        return cid
+
+    # -- vote ------------------------------------------------------------------------------------
+
+    async def vote_open(self, now: int) -> None:
+        """Vote on every open challenge not voted yet (after an independent check)."""
+        for row in self.db.challenges("open"):
+            if row.challenger.lower() == self.address.lower():
+                self.db.set_vote(row.challenge_id, True, row.evidence_cid)  # opening counts as a fraud vote
+                continue
+            if row.vote_deadline < now:
+                continue
+            await self._vote_one(row)
+
+    async def _vote_one(self, row: ChallengeRow) -> None:
+        record = await self._call(self.chain.binding.get_vote, row.challenge_id, self.address)
+        if record.weight:
+            self.db.set_vote(row.challenge_id, bool(record.fraud), None)
+            return
+        batch = self.db.batch(row.batch_id)
+        if batch is None or batch.node.lower() == self.address.lower():
+            return
+        try:
+            manifest = await self.manifest(batch)
+        except ManifestError as exc:
+            log.warning("challenge %d: cannot read the batch manifest, not voting: %s", row.challenge_id, exc)
+            return
+        index = next(
+            (
+                i
+                for i, e in enumerate(manifest.entries)
+                if str(e.get("leaf", "")).lower() == "0x" + row.leaf.hex()
+            ),
+            None,
+        )
+        if index is None:
+            log.warning("challenge %d: leaf not in the manifest, not voting", row.challenge_id)
+            return
+        verdict = await self.verifier.verify(batch.batch_id, batch.node, index, manifest)
+        if verdict.unverifiable:
+            log.info("challenge %d: cannot check (%s), not voting", row.challenge_id, verdict.unverifiable)
+            return
+        evidence = await publish(self.store, verdict)
+        try:
+            await self._call(self.chain.vote, row.challenge_id, not verdict.ok)
+        except ContractError as exc:
+            if exc.error_name not in EXPECTED_RACES:
+                raise
+            log.info("challenge %d: vote not counted: %s", row.challenge_id, exc)
+            return
+        self.db.set_vote(row.challenge_id, not verdict.ok, evidence)
+        self._emit(
+            "vote",
+            {
+                "challenge_id": row.challenge_id,
+                "fraud": not verdict.ok,
+                "evidence": evidence,
+                "checks": sorted(verdict.checks),
+            },
+        )
+        log.info(
+            "VOTE challenge %d: %s (own check: %s)",
+            row.challenge_id,
+            "fraud" if not verdict.ok else "honest",
+            ", ".join(sorted(verdict.checks)) or "ok",
+        )
+
+    # -- resolve, claim, withdraw ----------------------------------------------------------------
+
+    async def settle(self, now: int) -> None:
+        """Resolve expired challenges, claim vote rewards, withdraw."""
+        for row in self.db.challenges("open", "voted"):
+            if row.vote_deadline >= now:
+                continue
+            try:
+                fraud = await self._call(self.chain.resolve, row.challenge_id)
+                log.warning(
+                    "RESOLVED challenge %d: %s",
+                    row.challenge_id,
+                    "FRAUD, node slashed" if fraud else "not fraud",
+                )
+            except ContractError as exc:
+                if exc.error_name not in EXPECTED_RACES:
+                    raise
+                view = await self._call(self.chain.challenge, row.challenge_id)
+                if view.status == ChallengeStatus.OPEN:
+                    continue
+                fraud = view.status == ChallengeStatus.FRAUD
+            self.db.set_challenge_status(row.challenge_id, "resolved", fraud)
+            self._emit("resolved", {"challenge_id": row.challenge_id, "fraud": fraud})
+        claimed = False
+        for row in self.db.challenges("resolved"):
+            if row.my_vote is not None and row.my_vote == row.fraud:
+                try:
+                    amount = await self._call(self.chain.claim_vote_reward, row.challenge_id)
+                    log.info("claimed %d wei of vote reward on challenge %d", amount, row.challenge_id)
+                    claimed = True
+                except ContractError as exc:
+                    if exc.error_name not in EXPECTED_RACES:
+                        raise
+            self.db.set_challenge_status(row.challenge_id, "claimed")
+        if self.auto_withdraw and (claimed or await self._call(self.chain.claimable, self.address)):
+            try:
+                await self._call(self.chain.withdraw)
+            except ContractError as exc:
+                if exc.error_name not in EXPECTED_RACES:
+                    raise

@@ -1,0 +1,110 @@
+"""``supernet validator``: run a validator, inspect its progress.
+
+    supernet validator run --deployment deployment.json --key 0x… --rpc http://127.0.0.1:8545 \\
+        --store http://127.0.0.1:5001 --db validator.sqlite [--config validator.toml]
+    supernet validator status --db validator.sqlite
+
+The key may come from ``SUPERNET_VALIDATOR_CHAIN__KEY`` instead of the command line (which other
+users of the machine can read in the process list).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+from pathlib import Path
+
+import typer
+from supernet.validator.config import ValidatorSettings
+
+app = typer.Typer(
+    help="Validator: sample committed receipts, re-check them, challenge and vote.", no_args_is_help=True
+)
+
+
+@app.command()
+def run(
+    config: Path | None = typer.Option(None, "--config", help="TOML settings file."),
+    rpc: str | None = typer.Option(None, "--rpc", help="JSON-RPC URL of the chain."),
+    deployment: Path | None = typer.Option(None, "--deployment", help="Deployment file (addresses)."),
+    key: str | None = typer.Option(
+        None, "--key", help="Validator private key (or SUPERNET_VALIDATOR_CHAIN__KEY)."
+    ),
+    store: str | None = typer.Option(None, "--store", help="Content-store URL (Kubo RPC or embedded)."),
+    db: Path | None = typer.Option(None, "--db", help="SQLite file of the validator's progress."),
+    model: str | None = typer.Option(None, "--model", help="Model name or path to re-score with."),
+    threads: int | None = typer.Option(None, "--threads", help="torch intra-op threads."),
+    stake: int | None = typer.Option(
+        None, "--register-stake", help="Register as validator with this stake (wei)."
+    ),
+    no_challenge: bool = typer.Option(False, "--no-challenge", help="Verify and vote, but never challenge."),
+    poll: float | None = typer.Option(None, "--poll", help="Seconds between steps."),
+) -> None:
+    """Run a validator until interrupted (SIGINT / SIGTERM stop it cleanly)."""
+    chain = {
+        "rpc_url": rpc,
+        "deployment": deployment,
+        "key": key or os.environ.get("SUPERNET_VALIDATOR_CHAIN__KEY"),
+    }
+    settings = ValidatorSettings.from_toml(
+        config,
+        chain=chain,
+        model={"name": model, "threads": threads},
+        store_url=store,
+        db_path=db,
+        register_stake_wei=stake,
+        challenge=False if no_challenge else None,
+        poll_interval_s=poll,
+    )
+    asyncio.run(_serve(settings))
+
+
+async def _serve(settings: ValidatorSettings) -> None:
+    from supernet.validator.service import Validator
+
+    validator = Validator(settings)
+    await validator.setup()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, validator.stop)
+    try:
+        await validator.run_forever()
+    finally:
+        await validator.cleanup()
+
+
+@app.command()
+def status(
+    db: Path = typer.Option(Path("validator.sqlite"), "--db", help="SQLite file of the validator."),
+) -> None:
+    """Print the validator's progress (cursor, batches, verdicts, challenges) as JSON."""
+    from supernet.validator.db import Database
+
+    d = Database(db)
+    checks = d.checks()
+    doc = {
+        "cursor": d.cursor(default=0),
+        "batches": len(d.batch_ids()),
+        "pending": [b.batch_id for b in d.pending_batches()],
+        "checked": len(checks),
+        "faulty": [
+            {
+                "batch": c.batch_id,
+                "index": c.index,
+                "checks": c.kinds,
+                "evidence": c.evidence_cid,
+                "challenge": c.challenge_id,
+            }
+            for c in checks
+            if not c.ok
+        ],
+        "challenges": [
+            {"id": c.challenge_id, "status": c.status, "myVote": c.my_vote, "fraud": c.fraud}
+            for c in d.challenges()
+        ],
+    }
+    typer.echo(json.dumps(doc, indent=2))

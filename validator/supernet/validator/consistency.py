@@ -1,0 +1,192 @@
+"""Checks that need no model: the receipt against the user's signed request, and the trace against both.
+
+Everything here is a pure function of one manifest entry (``supernet/batch`` manifest of the node
+service's batcher), the batch's node address, the EIP-712 domain and the parsed trace; each
+mismatch becomes a `Finding`.
+
+>>> check_trace_hash("bafyx", b"\\x00" * 32)[0].check.value
+'trace'
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from eth_utils import to_checksum_address
+from supernet.sdk.chain.eip712 import Domain, TaskRequest, hash_task_request, recover_task_request
+from supernet.sdk.chain.receipts import Receipt, input_hash, output_hash, recover_receipt_signer, trace_hash
+from supernet.validator.evidence import Check, Finding
+from supernet.validator.trace_view import Trace
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One receipt of a batch manifest, parsed."""
+
+    receipt: Receipt
+    leaf: bytes
+    signature: bytes
+    trace_cid: str
+    request: TaskRequest
+    request_signature: bytes | None
+
+
+class MalformedEntry(ValueError):
+    """A manifest entry lacks a field or has a bad value."""
+
+
+def _b(value: Any) -> bytes:
+    return bytes.fromhex(str(value).removeprefix("0x"))
+
+
+def parse_entry(entry: Mapping[str, Any]) -> Entry:
+    """Parse a manifest entry.
+
+    Raises:
+        MalformedEntry: a field is missing or not decodable.
+    """
+    try:
+        body = entry["receipt"]
+        receipt = Receipt.from_json(body if isinstance(body, Mapping) else json.loads(body))
+        req = entry["request"]
+        request = TaskRequest(
+            user=to_checksum_address(req["user"]),
+            node=to_checksum_address(req["node"]),
+            model_id=_b(req["modelId"]),
+            agent_hash=_b(req["agentHash"]),
+            input_hash=_b(req["inputHash"]),
+            max_fee=int(req["maxFee"]),
+            nonce=int(req["nonce"]),
+            deadline=int(req["deadline"]),
+        )
+        sig = entry.get("requestSignature")
+        return Entry(
+            receipt=receipt,
+            leaf=_b(entry["leaf"]),
+            signature=_b(entry["signature"]),
+            trace_cid=str(entry["traceCid"]),
+            request=request,
+            request_signature=_b(sig) if sig else None,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MalformedEntry(f"bad manifest entry: {exc}") from exc
+
+
+def _hex(b: bytes) -> str:
+    return "0x" + b.hex()
+
+
+def check_receipt(entry: Entry, node: str, domain: Domain) -> list[Finding]:
+    """The receipt against its leaf, the node's signature and the user's signed request."""
+    r, q, out = entry.receipt, entry.request, []
+    if r.leaf() != entry.leaf:
+        out.append(
+            Finding(
+                Check.RECEIPT,
+                "leaf is not the receipt's hash",
+                expected=_hex(r.leaf()),
+                claimed=_hex(entry.leaf),
+            )
+        )
+    try:
+        signer = recover_receipt_signer(r, entry.signature)
+    except Exception:  # malformed signature bytes
+        signer = ""
+    if signer.lower() != node.lower():
+        out.append(
+            Finding(Check.RECEIPT, "receipt not signed by the committing node", expected=node, claimed=signer)
+        )
+    digest = hash_task_request(q, domain)
+    if digest != r.request_hash:
+        out.append(
+            Finding(
+                Check.REQUEST,
+                "requestHash is not the EIP-712 digest of the request",
+                expected=_hex(digest),
+                claimed=_hex(r.request_hash),
+            )
+        )
+    if entry.request_signature is not None:
+        try:
+            user = recover_task_request(q, domain, entry.request_signature)
+        except Exception:
+            user = ""
+        if user.lower() != q.user.lower():
+            out.append(
+                Finding(Check.REQUEST, "request not signed by its user", expected=q.user, claimed=user)
+            )
+    pairs = (
+        ("user", q.user.lower(), r.user.lower()),
+        ("node", node.lower(), q.node.lower()),
+        ("modelId", _hex(q.model_id), _hex(r.model_id)),
+        ("inputHash", _hex(q.input_hash), _hex(r.input_hash)),
+    )
+    for name, expected, claimed in pairs:
+        if expected != claimed:
+            out.append(
+                Finding(
+                    Check.RECEIPT,
+                    f"receipt {name} differs from the signed request",
+                    expected=expected,
+                    claimed=claimed,
+                )
+            )
+    if r.fee > q.max_fee:
+        out.append(Finding(Check.RECEIPT, "fee above the signed maxFee", expected=q.max_fee, claimed=r.fee))
+    return out
+
+
+def check_trace_hash(trace_cid: str, claimed: bytes) -> list[Finding]:
+    """``traceHash`` must be keccak256 of the trace CID string."""
+    expected = trace_hash(trace_cid)
+    if expected == claimed:
+        return []
+    return [
+        Finding(
+            Check.TRACE,
+            "traceHash is not keccak256 of the trace CID",
+            expected=_hex(expected),
+            claimed=_hex(claimed),
+        )
+    ]
+
+
+def check_trace(trace: Trace, entry: Entry) -> list[Finding]:
+    """The trace's task, input, output, model and agent against the receipt and the request."""
+    r, out = entry.receipt, []
+    try:
+        ih = input_hash(trace.input)
+    except TypeError:
+        ih = b""
+    checks = (
+        ("task id", _hex(r.request_hash), trace.task_id.lower()),
+        ("input hash", _hex(r.input_hash), _hex(ih)),
+        ("output hash", _hex(r.output_hash), _hex(output_hash(trace.output))),
+        ("model id", _hex(r.model_id), trace.model_id.lower()),
+        ("agent code hash", _hex(entry.request.agent_hash), trace.agent_hash.lower()),
+    )
+    for name, expected, claimed in checks:
+        if expected != claimed:
+            out.append(
+                Finding(
+                    Check.TRACE,
+                    f"trace {name} does not match the receipt / signed request",
+                    expected=expected,
+                    claimed=claimed,
+                )
+            )
+    for call in trace.llm_calls:
+        if call.model_id.lower() != _hex(r.model_id):
+            out.append(
+                Finding(
+                    Check.TRACE,
+                    "LLM call ran another model than the receipt's",
+                    call=call.call,
+                    expected=_hex(r.model_id),
+                    claimed=call.model_id,
+                )
+            )
+    return out

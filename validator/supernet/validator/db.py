@@ -1,0 +1,258 @@
+"""The validator's progress in SQLite, so a restart neither skips nor repeats work.
+
+* ``cursor``: the next block the follower scans. Events of a block range and the new cursor are
+  written in one transaction, so a batch is recorded exactly once whatever the crash point.
+* ``batches``: each committed batch, ``pending`` until every sampled receipt has a verdict.
+* ``checks``: one row per (batch, receipt index) this validator checked, with the verdict, the
+  evidence CID and the challenge it opened (if any). A restart skips receipts already checked.
+* ``challenges``: every challenge seen on chain, with this validator's vote and payout steps.
+
+>>> db = Database(":memory:")
+>>> db.cursor(default=7)
+7
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from supernet.validator.chain import BatchCommitted, ChainEvent, ChallengeOpened, ChallengeResolved
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS batches (
+  batch_id INTEGER PRIMARY KEY, node TEXT NOT NULL, root TEXT NOT NULL, count INTEGER NOT NULL,
+  commit_block INTEGER NOT NULL, manifest_cid TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'pending',
+  error TEXT);
+CREATE TABLE IF NOT EXISTS checks (
+  batch_id INTEGER NOT NULL, idx INTEGER NOT NULL, ok INTEGER NOT NULL, kinds TEXT NOT NULL,
+  evidence_cid TEXT, challenge_id INTEGER, PRIMARY KEY (batch_id, idx));
+CREATE TABLE IF NOT EXISTS challenges (
+  challenge_id INTEGER PRIMARY KEY, batch_id INTEGER NOT NULL, challenger TEXT NOT NULL,
+  node TEXT NOT NULL, leaf TEXT NOT NULL, vote_deadline INTEGER NOT NULL, evidence_cid TEXT NOT NULL,
+  status TEXT NOT NULL DEFAULT 'open', my_vote INTEGER, my_evidence TEXT, fraud INTEGER);
+"""
+
+
+@dataclass(frozen=True)
+class BatchRow:
+    """A batch to check."""
+
+    batch_id: int
+    node: str
+    root: bytes
+    count: int
+    commit_block: int
+    manifest_cid: str
+    status: str
+
+
+@dataclass(frozen=True)
+class CheckRow:
+    """This validator's verdict on one receipt."""
+
+    batch_id: int
+    index: int
+    ok: bool
+    kinds: str
+    evidence_cid: str | None
+    challenge_id: int | None
+
+
+@dataclass(frozen=True)
+class ChallengeRow:
+    """A challenge seen on chain and this validator's part in it."""
+
+    challenge_id: int
+    batch_id: int
+    challenger: str
+    node: str
+    leaf: bytes
+    vote_deadline: int
+    evidence_cid: str
+    status: str  # open | voted | resolved | claimed
+    my_vote: bool | None
+    fraud: bool | None
+
+
+class Database:
+    """Thread-safe access to the validator's SQLite file (``:memory:`` for tests)."""
+
+    def __init__(self, path: str | Path) -> None:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.executescript(_SCHEMA)
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        """Close the file."""
+        self._conn.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _all(self, sql: str, *args: object) -> list[tuple]:
+        with self._lock:
+            return self._conn.execute(sql, args).fetchall()
+
+    # -- follower --------------------------------------------------------------------------------
+
+    def cursor(self, default: int) -> int:
+        """The next block to scan (``default`` before the first scan)."""
+        rows = self._all("SELECT value FROM meta WHERE key = 'cursor'")
+        return int(rows[0][0]) if rows else default
+
+    def record_events(self, events: Iterable[ChainEvent], next_block: int) -> None:
+        """Store the events of a scanned range and advance the cursor, atomically (idempotent)."""
+        with self._tx() as c:
+            for ev in events:
+                if isinstance(ev, BatchCommitted):
+                    c.execute(
+                        "INSERT OR IGNORE INTO batches (batch_id, node, root, count, commit_block, "
+                        "manifest_cid) VALUES (?, ?, ?, ?, ?, ?)",
+                        (ev.batch_id, ev.node, ev.root.hex(), ev.count, ev.commit_block, ev.manifest_cid),
+                    )
+                elif isinstance(ev, ChallengeOpened):
+                    c.execute(
+                        "INSERT OR IGNORE INTO challenges (challenge_id, batch_id, challenger, node, leaf, "
+                        "vote_deadline, evidence_cid) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            ev.challenge_id,
+                            ev.batch_id,
+                            ev.challenger,
+                            ev.node,
+                            ev.leaf.hex(),
+                            ev.vote_deadline,
+                            ev.evidence_cid,
+                        ),
+                    )
+                elif isinstance(ev, ChallengeResolved):
+                    c.execute(
+                        "UPDATE challenges SET fraud = ?, status = CASE WHEN status = 'claimed' "
+                        "THEN status ELSE 'resolved' END WHERE challenge_id = ?",
+                        (int(ev.fraud), ev.challenge_id),
+                    )
+            c.execute(
+                "INSERT INTO meta (key, value) VALUES ('cursor', ?) ON CONFLICT(key) DO UPDATE "
+                "SET value = excluded.value",
+                (str(next_block),),
+            )
+
+    # -- batches and checks ----------------------------------------------------------------------
+
+    def pending_batches(self) -> list[BatchRow]:
+        """Batches not finished yet, oldest first."""
+        rows = self._all(
+            "SELECT batch_id, node, root, count, commit_block, manifest_cid, status FROM batches "
+            "WHERE status = 'pending' ORDER BY batch_id"
+        )
+        return [BatchRow(r[0], r[1], bytes.fromhex(r[2]), r[3], r[4], r[5], r[6]) for r in rows]
+
+    def batch(self, batch_id: int) -> BatchRow | None:
+        """One recorded batch."""
+        rows = self._all(
+            "SELECT batch_id, node, root, count, commit_block, manifest_cid, status FROM batches "
+            "WHERE batch_id = ?",
+            batch_id,
+        )
+        return BatchRow(rows[0][0], rows[0][1], bytes.fromhex(rows[0][2]), *rows[0][3:]) if rows else None
+
+    def batch_ids(self) -> list[int]:
+        """Every recorded batch id (ascending)."""
+        return [r[0] for r in self._all("SELECT batch_id FROM batches ORDER BY batch_id")]
+
+    def finish_batch(self, batch_id: int, status: str = "done", error: str | None = None) -> None:
+        """Mark a batch ``done`` (or ``error`` with a reason: it will not be retried)."""
+        with self._tx() as c:
+            c.execute(
+                "UPDATE batches SET status = ?, error = ? WHERE batch_id = ?", (status, error, batch_id)
+            )
+
+    def record_check(self, row: CheckRow) -> None:
+        """Store a verdict (first one wins: a re-run never overwrites it)."""
+        with self._tx() as c:
+            c.execute(
+                "INSERT OR IGNORE INTO checks (batch_id, idx, ok, kinds, evidence_cid, challenge_id) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (row.batch_id, row.index, int(row.ok), row.kinds, row.evidence_cid, row.challenge_id),
+            )
+
+    def set_check_challenge(self, batch_id: int, index: int, challenge_id: int) -> None:
+        """Remember the challenge opened on a checked receipt."""
+        with self._tx() as c:
+            c.execute(
+                "UPDATE checks SET challenge_id = ? WHERE batch_id = ? AND idx = ?",
+                (challenge_id, batch_id, index),
+            )
+
+    def checks(self, batch_id: int | None = None) -> list[CheckRow]:
+        """Verdicts, of one batch or all."""
+        sql = "SELECT batch_id, idx, ok, kinds, evidence_cid, challenge_id FROM checks"
+        rows = (
+            self._all(sql + " WHERE batch_id = ? ORDER BY idx", batch_id)
+            if batch_id is not None
+            else self._all(sql + " ORDER BY batch_id, idx")
+        )
+        return [CheckRow(r[0], r[1], bool(r[2]), r[3], r[4], r[5]) for r in rows]
+
+    # -- challenges ------------------------------------------------------------------------------
+
+    def challenges(self, *statuses: str) -> list[ChallengeRow]:
+        """Challenges in the given statuses (all if none given), by id."""
+        sql = (
+            "SELECT challenge_id, batch_id, challenger, node, leaf, vote_deadline, evidence_cid, status, "
+            "my_vote, fraud FROM challenges"
+        )
+        if statuses:
+            rows = self._all(
+                sql + f" WHERE status IN ({','.join('?' * len(statuses))}) ORDER BY challenge_id", *statuses
+            )
+        else:
+            rows = self._all(sql + " ORDER BY challenge_id")
+        return [
+            ChallengeRow(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                bytes.fromhex(r[4]),
+                r[5],
+                r[6],
+                r[7],
+                None if r[8] is None else bool(r[8]),
+                None if r[9] is None else bool(r[9]),
+            )
+            for r in rows
+        ]
+
+    def set_vote(self, challenge_id: int, fraud: bool, evidence_cid: str | None) -> None:
+        """Record this validator's vote (or its own challenge's implicit fraud vote)."""
+        with self._tx() as c:
+            c.execute(
+                "UPDATE challenges SET my_vote = ?, my_evidence = ?, status = CASE WHEN status = 'open' "
+                "THEN 'voted' ELSE status END WHERE challenge_id = ?",
+                (int(fraud), evidence_cid, challenge_id),
+            )
+
+    def set_challenge_status(self, challenge_id: int, status: str, fraud: bool | None = None) -> None:
+        """Move a challenge to ``resolved`` or ``claimed``."""
+        with self._tx() as c:
+            c.execute(
+                "UPDATE challenges SET status = ?, fraud = COALESCE(?, fraud) WHERE challenge_id = ?",
+                (status, None if fraud is None else int(fraud), challenge_id),
+            )

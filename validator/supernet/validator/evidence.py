@@ -1,0 +1,174 @@
+"""Verdicts and their evidence: what a validator found wrong, where, and by how much.
+
+A `Verdict` lists `Finding`s, each with a machine-readable ``check`` name, the LLM or tool call
+and token position it concerns, and the expected (re-computed) versus claimed value. The whole
+verdict goes to the content store as dag-cbor (``supernet/evidence/v1``); its CID is what a
+challenge carries, so other validators (and anyone) can see why a receipt was challenged before
+they re-check it themselves.
+
+>>> f = Finding(Check.LLM_TOKEN, "token 5 is not the argmax", call=0, position=5, expected=17, claimed=99)
+>>> v = Verdict(batch_id=1, index=0, leaf=b"\\x00" * 32, findings=(f,))
+>>> v.ok, sorted(v.checks)
+(False, ['llm.token'])
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+EVIDENCE_TYPE = "supernet/evidence/v1"
+
+
+class Check(StrEnum):
+    """What a finding is about (the fault kind it reveals is in `FAULT_OF`)."""
+
+    RECEIPT = "receipt"  # receipt fields vs the signed request, leaf, node signature
+    REQUEST = "request"  # request hash / user signature
+    TRACE = "trace"  # trace vs receipt (input, output, trace hash, model, agent)
+    TRACE_MALFORMED = "trace.malformed"
+    LLM_MODEL = "llm.model"  # logprobs / fingerprints out of tolerance: another model
+    LLM_TOKEN = "llm.token"  # a greedy token that is not the argmax
+    LLM_FINISH = "llm.finish"  # claimed finish reason impossible (truncated output)
+    LLM_SAMPLE = "llm.sample"  # a sampled token not re-derivable from its seed
+    LLM_SHAPE = "llm.shape"  # lengths or params inconsistent
+    TOOL = "tool"  # deterministic tool result differs on re-run
+
+
+FAULT_OF: dict[Check, str] = {
+    Check.RECEIPT: "trace",
+    Check.REQUEST: "trace",
+    Check.TRACE: "trace",
+    Check.TRACE_MALFORMED: "trace",
+    Check.LLM_MODEL: "model",
+    Check.LLM_TOKEN: "tokens",
+    Check.LLM_FINISH: "truncate",
+    Check.LLM_SAMPLE: "seed",
+    Check.LLM_SHAPE: "tokens",
+    Check.TOOL: "tool",
+}
+"""The node fault kind (`supernet.node.faults.FaultKind` value) each check reveals."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One mismatch.
+
+    Attributes:
+        check: which check failed.
+        message: a sentence for people.
+        call: index of the LLM or tool call in the trace's events, if any.
+        position: output token position within the call, if any.
+        expected: the value the validator re-computed.
+        claimed: the value the node reported.
+    """
+
+    check: Check
+    message: str
+    call: int | None = None
+    position: int | None = None
+    expected: Any = None
+    claimed: Any = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A validator's verdict on one receipt.
+
+    Attributes:
+        batch_id: on-chain batch id.
+        index: receipt position in the batch manifest.
+        leaf: the receipt's Merkle leaf.
+        findings: every mismatch found (empty: the receipt checks out).
+        unverifiable: why it could not be checked (e.g. a model this validator does not serve);
+            an unverifiable receipt is never challenged.
+        llm_calls: LLM calls re-scored.
+        tool_calls: deterministic tool calls re-run.
+        validator: the validator's address.
+        model_id: the model the trace claims.
+    """
+
+    batch_id: int
+    index: int
+    leaf: bytes
+    findings: tuple[Finding, ...] = ()
+    unverifiable: str | None = None
+    llm_calls: int = 0
+    tool_calls: int = 0
+    validator: str = ""
+    model_id: str = ""
+    request_hash: bytes = b""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing was found wrong."""
+        return not self.findings
+
+    @property
+    def checks(self) -> set[str]:
+        """The failed checks' names."""
+        return {f.check.value for f in self.findings}
+
+    @property
+    def fault_kinds(self) -> set[str]:
+        """The node fault kinds the findings reveal."""
+        return {FAULT_OF[f.check] for f in self.findings}
+
+    def to_dag(self) -> dict[str, Any]:
+        """The dag-cbor evidence document."""
+        return {
+            "type": EVIDENCE_TYPE,
+            "batchId": self.batch_id,
+            "index": self.index,
+            "leaf": "0x" + self.leaf.hex(),
+            "requestHash": "0x" + self.request_hash.hex(),
+            "validator": self.validator,
+            "modelId": self.model_id,
+            "fraud": not self.ok,
+            "unverifiable": self.unverifiable,
+            "llmCalls": self.llm_calls,
+            "toolCalls": self.tool_calls,
+            "findings": [_finding_dag(f) for f in self.findings],
+        }
+
+
+def _finding_dag(f: Finding) -> dict[str, Any]:
+    return {
+        "check": f.check.value,
+        "message": f.message,
+        "call": f.call,
+        "position": f.position,
+        "expected": _plain(f.expected),
+        "claimed": _plain(f.claimed),
+    }
+
+
+def _plain(value: Any) -> Any:
+    """Any value as dag-cbor-safe data (no NaN/inf, no tuples, bytes as hex)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    return repr(value)
+
+
+class DagPutter(Protocol):
+    """The content-store call used here."""
+
+    async def put_dag(self, obj: Any, *, pin: bool = False) -> str:
+        """Store a dag-cbor object; returns its CID."""
+        ...
+
+
+async def publish(store: DagPutter, verdict: Verdict) -> str:
+    """Write the verdict to the store (pinned); returns the evidence CID."""
+    return await store.put_dag(verdict.to_dag(), pin=True)

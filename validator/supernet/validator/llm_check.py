@@ -1,0 +1,179 @@
+"""Re-checking one recorded LLM call against a teacher-forced forward pass of the validator's model.
+
+One forward pass over ``prompt + claimed output`` gives, at every output position, the logits the
+model assigns to the next token. From them the validator decides, per position:
+
+* **tokens** — a greedy call's token must be the argmax, a sampled call's token the one the
+  counter-based sampler (`supernet.node.llm.sampling`) draws from the recorded seed at its absolute
+  position, both up to ``Tolerance.selection_margin`` (a near-tie computed in another batch or
+  thread layout is not an accusation);
+* **model** — claimed logprobs and activation fingerprints must match the re-computed ones;
+
+Tolerances are the engine's documented ones (`supernet.node.llm.scoring.Tolerance`); the
+comparison itself is the engine's `compare_generation`, so node and validator agree on it.
+Further:
+* **finish** — ``"length"`` needs exactly ``max_new_tokens`` tokens, ``"stop"`` a stop token (or a
+  recorded stop string) at the end; a stop token earlier than the end is a token fault.
+
+Per check only the first few offending positions are reported (the evidence stays small).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from supernet.node.llm.sampling import SamplingParams
+from supernet.node.llm.scoring import Tolerance, compare_generation
+from supernet.node.llm.types import Fingerprint, GenerationResult, ScoreResult
+from supernet.validator.evidence import Check, Finding
+from supernet.validator.trace_view import LLMCall
+
+MAX_POSITIONS_REPORTED = 5
+
+
+def claimed_fingerprints(raw: Any) -> tuple[Fingerprint, ...]:
+    """The trace's fingerprints (dag-cbor maps ``{index, indices, values}``) as engine objects.
+
+    Raises:
+        ValueError: not a list of such maps.
+    """
+    if raw is None:
+        return ()
+    try:
+        return tuple(
+            Fingerprint(
+                index=int(f["index"]),
+                indices=tuple(int(x) for x in f["indices"]),
+                values=tuple(float(x) for x in f["values"]),
+            )
+            for f in raw
+        )
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"bad fingerprints: {exc}") from exc
+
+
+def check_shape(
+    call: LLMCall,
+    eos_ids: Sequence[int],
+    stop_strings: Sequence[str] = (),
+    decode: Callable[[Sequence[int]], str] | None = None,
+) -> list[Finding]:
+    """Lengths, finish reason and stop tokens (no model needed)."""
+    out: list[Finding] = []
+    n, stops = len(call.output_ids), set(call.stop_token_ids if call.stop_token_ids is not None else eos_ids)
+    if call.logprobs and len(call.logprobs) != n:
+        out.append(
+            Finding(
+                Check.LLM_SHAPE,
+                "logprobs and output tokens differ in length",
+                call=call.call,
+                expected=n,
+                claimed=len(call.logprobs),
+            )
+        )
+    if n > call.max_new_tokens:
+        out.append(
+            Finding(
+                Check.LLM_SHAPE,
+                "more output tokens than max_new_tokens",
+                call=call.call,
+                expected=call.max_new_tokens,
+                claimed=n,
+            )
+        )
+    early = [i for i, t in enumerate(call.output_ids[:-1]) if t in stops]
+    if early:
+        out.append(
+            Finding(
+                Check.LLM_TOKEN,
+                "a stop token before the end of the output",
+                call=call.call,
+                position=early[0],
+                claimed=call.output_ids[early[0]],
+            )
+        )
+    if call.finish_reason == "length":
+        if n != call.max_new_tokens:
+            out.append(
+                Finding(
+                    Check.LLM_FINISH,
+                    "finish 'length' with fewer tokens than max_new_tokens",
+                    call=call.call,
+                    expected=call.max_new_tokens,
+                    claimed=n,
+                )
+            )
+    elif call.finish_reason == "stop":
+        ends_on_token = n > 0 and call.output_ids[-1] in stops
+        ends_on_string = (
+            bool(stop_strings)
+            and decode is not None
+            and any(s in decode(call.output_ids) for s in stop_strings)
+        )
+        if not (ends_on_token or ends_on_string):
+            out.append(
+                Finding(
+                    Check.LLM_FINISH,
+                    "finish 'stop' without a stop token or stop string (truncated)",
+                    call=call.call,
+                    position=max(n - 1, 0),
+                    claimed=call.output_ids[-1] if n else None,
+                )
+            )
+    else:
+        out.append(Finding(Check.LLM_FINISH, f"unknown finish reason {call.finish_reason!r}", call=call.call))
+    return out
+
+
+def sampling_params(call: LLMCall) -> SamplingParams:
+    """The call's recorded sampling parameters (what the seeded draw is re-derived from)."""
+    return SamplingParams(
+        max_new_tokens=max(call.max_new_tokens, 1),
+        temperature=max(call.temperature, 0.0),
+        top_p=call.top_p if 0 < call.top_p <= 1 else 1.0,
+        seed=call.seed % (1 << 64),
+    )
+
+
+def check_scores(call: LLMCall, rescored: ScoreResult, tol: Tolerance) -> list[Finding]:
+    """Tokens, logprobs and fingerprints against the teacher-forced re-scoring (`compare_generation`)."""
+    try:
+        fps = claimed_fingerprints(call.fingerprints)
+    except ValueError as exc:
+        return [Finding(Check.LLM_SHAPE, str(exc), call=call.call)]
+    claimed = GenerationResult(
+        prompt_ids=call.prompt_ids,
+        output_ids=call.output_ids,
+        finish_reason="stop",
+        logprobs=call.logprobs,
+        fingerprints=fps,
+    )
+    verdict = compare_generation(claimed, rescored, tol)
+    greedy = call.temperature == 0.0
+    out: list[Finding] = []
+    per_kind: dict[str, int] = {}
+    for m in verdict.mismatches:
+        per_kind[m.kind] = per_kind.get(m.kind, 0) + 1
+        if per_kind[m.kind] > MAX_POSITIONS_REPORTED:
+            continue
+        check = {"logprob": Check.LLM_MODEL, "fingerprint": Check.LLM_MODEL, "length": Check.LLM_SHAPE}.get(
+            m.kind, Check.LLM_TOKEN if greedy else Check.LLM_SAMPLE
+        )
+        pos = m.index if m.index < len(call.output_ids) else None
+        expected = (
+            rescored.top_tokens[pos][0][0]
+            if (pos is not None and greedy and check == Check.LLM_TOKEN and pos < len(rescored.top_tokens))
+            else None
+        )
+        out.append(
+            Finding(
+                check,
+                f"{m.kind}: {m.detail}",
+                call=call.call,
+                position=pos,
+                expected=expected,
+                claimed=call.output_ids[pos] if pos is not None else None,
+            )
+        )
+    return out

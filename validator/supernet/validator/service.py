@@ -1,0 +1,265 @@
+"""The validator service: follow commits, sample, verify, challenge, vote, resolve.
+
+Shape: ``setup / run_forever / stop / cleanup``.
+
+In process (the devnet demo, tests)::
+
+    validator = Validator(ValidatorSettings(chain={...}, store_url=url), on_event=print)
+    await validator.setup()
+    task = asyncio.create_task(validator.run_forever())
+    ...
+    validator.stop(); await task; await validator.cleanup()
+
+or ``async with Validator(settings) as v: await v.step()``. As a process: ``supernet validator run``
+(`supernet.validator.cli`; `supernet.validator.process.launch` builds the command line).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+from eth_account import Account
+from supernet.sdk.chain.contracts import make_web3
+from supernet.sdk.chain.deployment import Deployment
+from supernet.sdk.store import StoreClient
+from supernet.validator.chain import TaskManagerClient
+from supernet.validator.challenger import Disputes
+from supernet.validator.config import ValidatorSettings
+from supernet.validator.db import BatchRow, CheckRow, Database
+from supernet.validator.evidence import publish
+from supernet.validator.follower import Follower
+from supernet.validator.sampler import sample
+from supernet.validator.tool_check import RegistryRunner, ToolRunner
+from supernet.validator.verifier import ManifestError, Scorer, Verifier
+
+log = logging.getLogger(__name__)
+
+
+class SamplingMismatch(RuntimeError):
+    """The local sample disagrees with ``TaskManager.isSampled`` (wrong chain or protocol drift)."""
+
+
+@dataclass(frozen=True)
+class ValidatorEvent:
+    """Something the validator did, for live displays.
+
+    ``kind`` is one of batch, verdict, challenge, vote, resolved; ``data`` its details.
+    """
+
+    kind: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class Validator:
+    """One validator.
+
+    Args:
+        settings: the configuration.
+        scorer: an already loaded model (default: load ``settings.model``).
+        store: a content-store client (default: one on ``settings.store_url``).
+        tools: deterministic-tool runner (default: the node's built-in tools).
+        on_event: called with each `ValidatorEvent` (must not block).
+    """
+
+    def __init__(
+        self,
+        settings: ValidatorSettings,
+        *,
+        scorer: Scorer | None = None,
+        store: Any = None,
+        tools: ToolRunner | None = None,
+        on_event: Callable[[ValidatorEvent], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.account = Account.from_key(settings.chain.key.get_secret_value())
+        self.address: str = self.account.address
+        self._scorer, self._store, self._tools, self._on_event = scorer, store, tools, on_event
+        self._own_store = store is None
+        self._stop = asyncio.Event()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def setup(self) -> None:
+        """Connect to the chain and the store, open the database, load the model, register if asked."""
+        s = self.settings
+        self.deployment = Deployment.load(s.chain.deployment)
+        self.w3 = make_web3(s.chain.rpc_url)
+        self.chain = TaskManagerClient(self.w3, self.deployment.address("TaskManager"), self.account)
+        self.db = Database(s.db_path)
+        self.store = self._store or StoreClient(s.store_url)
+        if self._scorer is None:
+            from supernet.validator.scoring import ModelScorer
+
+            self._scorer = await asyncio.to_thread(
+                ModelScorer.load, s.model.name, s.model.threads, s.model.device
+            )
+        self.verifier = Verifier(
+            self.store,
+            self._scorer,
+            self._tools or RegistryRunner(self.store),
+            self.deployment.domain,
+            self.address,
+        )
+        self.disputes = Disputes(
+            self.chain,
+            self.db,
+            self.verifier,
+            self.store,
+            self.address,
+            challenge=s.challenge,
+            auto_withdraw=s.auto_withdraw,
+            on_event=lambda kind, data: self._emit(kind, **data),
+        )
+        start = s.chain.start_block if s.chain.start_block is not None else self.deployment.deploy_block
+        self.follower = Follower(self.chain, self.db, start, s.chain.confirmations)
+        await asyncio.to_thread(self.chain.params)
+        if s.register_stake_wei:
+            await asyncio.to_thread(self._ensure_registered, s.register_stake_wei)
+        log.info(
+            "validator %s ready: model %s, sampling rate %d ppm",
+            self.address,
+            self._scorer.model_id,
+            self.chain.params().sample_rate_ppm,
+        )
+
+    def _ensure_registered(self, stake: int) -> None:
+        from supernet.sdk.chain.registry import ServiceManager
+
+        sm = ServiceManager(self.w3, self.deployment.address("ServiceManager"), self.account)
+        if not sm.is_active_validator(self.address):
+            sm.register_validator(stake)
+
+    async def run_forever(self) -> None:
+        """Step until `stop`; a failing step is logged and retried after the poll interval."""
+        while not self._stop.is_set():
+            try:
+                await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "validator step failed (retrying): %s: %s",
+                    type(exc).__name__,
+                    exc,
+                    exc_info=log.isEnabledFor(logging.DEBUG),
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.settings.poll_interval_s)
+
+    def stop(self) -> None:
+        """Ask `run_forever` to return after the current step."""
+        self._stop.set()
+
+    async def cleanup(self) -> None:
+        """Close the database and the store client (if this object opened it)."""
+        self.db.close()
+        if self._own_store:
+            await self.store.aclose()
+
+    async def __aenter__(self) -> Self:
+        await self.setup()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.cleanup()
+
+    # -- one step --------------------------------------------------------------------------------
+
+    async def step(self) -> None:
+        """Scan new blocks, check pending batches, vote on open challenges, settle expired ones."""
+        while await asyncio.to_thread(self.follower.step):
+            pass
+        for batch in self.db.pending_batches():
+            await self.process_batch(batch)
+        now = max(int(time.time()), await asyncio.to_thread(self.chain.timestamp))
+        await self.disputes.vote_open(now)
+        await self.disputes.settle(now)
+
+    def _emit(self, kind: str, **data: Any) -> None:
+        if self._on_event is not None:
+            self._on_event(ValidatorEvent(kind, data))
+
+    def sample(self, batch: BatchRow, seed: bytes) -> list[int]:
+        """This validator's indexes of the batch, cross-checked with ``TaskManager.isSampled``."""
+        mine = sample(seed, self.address, batch.count, self.chain.params().sample_rate_ppm)
+        probe = sorted(set(mine) | set(range(min(batch.count, 16))))
+        for i in probe:
+            if self.chain.is_sampled(batch.batch_id, self.address, i) != (i in mine):
+                raise SamplingMismatch(f"batch {batch.batch_id} #{i}: local sample disagrees with isSampled")
+        return mine
+
+    async def process_batch(self, batch: BatchRow) -> bool:
+        """Check this validator's sample of one batch; returns False while its seed is not ready."""
+        if batch.node.lower() == self.address.lower():
+            self.db.finish_batch(batch.batch_id, "skipped")
+            return True
+        seed = await asyncio.to_thread(self.chain.batch_seed, batch.batch_id)
+        if seed is None:
+            return False
+        indexes = await asyncio.to_thread(self.sample, batch, seed)
+        self._emit("batch", batch_id=batch.batch_id, node=batch.node, count=batch.count, sampled=indexes)
+        if indexes:
+            try:
+                manifest = await self.disputes.manifest(batch)
+            except ManifestError as exc:
+                log.error("batch %d: %s", batch.batch_id, exc)
+                self.db.finish_batch(batch.batch_id, "error", str(exc))
+                return True
+            done = {c.index: c for c in self.db.checks(batch.batch_id)}
+            for i in indexes:
+                if i in done:
+                    if not done[i].ok and done[i].challenge_id is None and done[i].evidence_cid:
+                        await self._retry_challenge(batch, i, manifest)
+                    continue
+                verdict = await self.verifier.verify(batch.batch_id, batch.node, i, manifest)
+                cid = await publish(self.store, verdict)
+                self.db.record_check(
+                    CheckRow(
+                        batch.batch_id,
+                        i,
+                        verdict.ok or bool(verdict.unverifiable),
+                        ",".join(sorted(verdict.checks)),
+                        cid,
+                        None,
+                    )
+                )
+                self._emit(
+                    "verdict",
+                    batch_id=batch.batch_id,
+                    index=i,
+                    ok=verdict.ok,
+                    checks=sorted(verdict.checks),
+                    unverifiable=verdict.unverifiable,
+                    evidence=cid,
+                )
+                if not verdict.ok and not verdict.unverifiable:
+                    log.warning(
+                        "batch %d #%d FAULTY: %s",
+                        batch.batch_id,
+                        i,
+                        "; ".join(f.message for f in verdict.findings[:3]),
+                    )
+                    challenge_id = await self.disputes.challenge(batch, verdict, cid)
+                    if challenge_id:
+                        self._emit(
+                            "challenge",
+                            batch_id=batch.batch_id,
+                            index=i,
+                            challenge_id=challenge_id,
+                            node=batch.node,
+                            evidence=cid,
+                        )
+        self.db.finish_batch(batch.batch_id)
+        return True
+
+    async def _retry_challenge(self, batch: BatchRow, index: int, manifest: Any) -> None:
+        """A faulty verdict stored before a crash, whose challenge was never sent: re-verify and send."""
+        verdict = await self.verifier.verify(batch.batch_id, batch.node, index, manifest)
+        if not verdict.ok and not verdict.unverifiable:
+            await self.disputes.challenge(batch, verdict, await publish(self.store, verdict))

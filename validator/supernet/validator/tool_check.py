@@ -1,0 +1,113 @@
+"""Re-running the deterministic tool calls of a trace and comparing their results.
+
+The validator builds the same built-in tool registry as a node (`supernet.node.kernel.builtin_tools`).
+A call the trace marks deterministic is re-run with the recorded arguments; a different result
+(or an error where the node recorded none, and vice versa) is a `Check.TOOL` finding. A tool the
+validator knows as deterministic but the trace marks non-deterministic is a finding too (a node
+must not dodge the re-run). Tools the validator does not have are skipped, not accused.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from supernet.validator.evidence import Check, Finding
+from supernet.validator.trace_view import ToolCall
+
+
+class ToolRunner(Protocol):
+    """What the validator needs of a tool registry."""
+
+    def deterministic(self, name: str) -> bool | None:
+        """Whether tool ``name`` is deterministic (None: unknown tool)."""
+        ...
+
+    async def run(self, name: str, args: Mapping[str, Any]) -> Any:
+        """Run the tool; raises on failure."""
+        ...
+
+
+class RegistryRunner:
+    """A `ToolRunner` over the node's built-in tools (store-backed tools read the same store)."""
+
+    def __init__(self, store: Any) -> None:
+        from supernet.node.kernel.builtin_tools import builtin_tools
+        from supernet.node.kernel.tools import ToolRegistry
+
+        self._registry = ToolRegistry()
+        for tool in builtin_tools(store, None):
+            self._registry.register(tool)
+
+    def deterministic(self, name: str) -> bool | None:
+        """See `ToolRunner`."""
+        return self._registry.spec(name).deterministic if name in self._registry.names() else None
+
+    async def run(self, name: str, args: Mapping[str, Any]) -> Any:
+        """See `ToolRunner`."""
+        return await self._registry.call(name, args)
+
+
+def _canon(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+async def check_tools(calls: tuple[ToolCall, ...], runner: ToolRunner) -> tuple[list[Finding], int]:
+    """Re-run deterministic calls; returns the findings and how many calls were re-run."""
+    findings: list[Finding] = []
+    rerun = 0
+    for call in calls:
+        known = runner.deterministic(call.name)
+        if known is None:
+            continue
+        if known and not call.deterministic:
+            findings.append(
+                Finding(
+                    Check.TOOL,
+                    f"tool {call.name} is deterministic but recorded as not",
+                    call=call.call,
+                    expected=True,
+                    claimed=False,
+                )
+            )
+        if not known:
+            continue
+        rerun += 1
+        try:
+            result, error = await runner.run(call.name, call.args), None
+        except Exception as exc:
+            result, error = None, f"{type(exc).__name__}: {exc}"
+        if (error is None) != (call.error is None):
+            findings.append(
+                Finding(
+                    Check.TOOL,
+                    f"tool {call.name}: error on one side only",
+                    call=call.call,
+                    expected=error or _short(result),
+                    claimed=call.error or _short(call.result),
+                )
+            )
+        elif error is None and _canon(_roundtrip(result)) != _canon(call.result):
+            findings.append(
+                Finding(
+                    Check.TOOL,
+                    f"tool {call.name} returned another result on re-run",
+                    call=call.call,
+                    expected=_short(result),
+                    claimed=_short(call.result),
+                )
+            )
+    return findings, rerun
+
+
+def _roundtrip(value: Any) -> Any:
+    """The value as it looks after a dag-cbor round trip (tuples become lists)."""
+    from supernet.node.kernel.trace import to_dag
+
+    return to_dag(value)
+
+
+def _short(value: Any, limit: int = 200) -> Any:
+    text = _canon(value)
+    return value if len(text) <= limit else text[:limit] + "…"
