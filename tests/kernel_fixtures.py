@@ -98,6 +98,7 @@ class FakeLLMEngine:
     def __init__(self, fail_request_ids: frozenset[str] = frozenset()) -> None:
         self.fail_request_ids = fail_request_ids
         self.steps: list[tuple[str, ...]] = []
+        self.cancelled: list[str] = []
         self._active: list[FakeHandle] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -128,6 +129,7 @@ class FakeLLMEngine:
             for h in list(self._active):
                 if h.cancelled:
                     self._active.remove(h)
+                    self.cancelled.append(h.request_id)
                     h.result_value = FakeResult(tuple(h.tokens), "cancelled")
                     h.queue.put_nowait(None)
                 elif h.preempt_waiter is not None:

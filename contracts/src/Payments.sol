@@ -240,9 +240,10 @@ contract Payments is EIP712, ReentrancyGuardTransient {
     /// @notice EIP-712 digest of a voucher (what its user signs).
     /// @param voucher The voucher.
     function hashVoucher(Voucher calldata voucher) public view returns (bytes32) {
-        return _hashTypedDataV4(
-            keccak256(abi.encode(VOUCHER_TYPEHASH, voucher.user, voucher.node, voucher.cumulativeAmount))
-        );
+        return
+            _hashTypedDataV4(
+                keccak256(abi.encode(VOUCHER_TYPEHASH, voucher.user, voucher.node, voucher.cumulativeAmount))
+            );
     }
 
     /// @notice EIP-712 digest of a task request: the task id (`requestHash`).

@@ -38,6 +38,8 @@ contract TaskManager is ReentrancyGuardTransient {
     //////////////////////////////////////////////////////////////*/
 
     /// @notice One committed batch (2 storage slots).
+    /// @dev Block number and timestamp are packed as uint32 to keep a commit at two new slots:
+    ///      valid until block 4_294_967_295 and the year 2106.
     struct Batch {
         address node;
         uint32 count;
@@ -143,7 +145,12 @@ contract TaskManager is ReentrancyGuardTransient {
 
     /// @notice A node committed a batch of `count` receipts.
     event BatchCommitted(
-        uint256 indexed batchId, address indexed node, bytes32 root, uint32 count, uint256 commitBlock, string manifestCid
+        uint256 indexed batchId,
+        address indexed node,
+        bytes32 root,
+        uint32 count,
+        uint256 commitBlock,
+        string manifestCid
     );
     /// @notice The seed of a batch was stored.
     event SeedSealed(uint256 indexed batchId, bytes32 seed);
@@ -374,7 +381,9 @@ contract TaskManager is ReentrancyGuardTransient {
         address node;
         uint64 voteDeadline;
         (challengeId, node, voteDeadline) = _openChallenge(batchId, receipt.user, receipt.fee, leaf);
-        emit ChallengeOpened(challengeId, batchId, msg.sender, node, leaf, receipt.requestHash, voteDeadline, evidenceCid);
+        emit ChallengeOpened(
+            challengeId, batchId, msg.sender, node, leaf, receipt.requestHash, voteDeadline, evidenceCid
+        );
         SERVICE_MANAGER.freeze(node);
         SERVICE_MANAGER.lockStake(msg.sender, voteDeadline);
     }

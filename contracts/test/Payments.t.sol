@@ -63,9 +63,7 @@ contract PaymentsTest is Base {
             "TaskRequest(address user,address node,bytes32 modelId,bytes32 agentHash,bytes32 inputHash,uint256 maxFee,uint256 nonce,uint256 deadline)"
         );
         bytes32 structHash = keccak256(
-            abi.encode(
-                typeHash, r.user, r.node, r.modelId, r.agentHash, r.inputHash, r.maxFee, r.nonce, r.deadline
-            )
+            abi.encode(typeHash, r.user, r.node, r.modelId, r.agentHash, r.inputHash, r.maxFee, r.nonce, r.deadline)
         );
         assertEq(payments.TASK_REQUEST_TYPEHASH(), typeHash);
         assertEq(payments.hashTaskRequest(r), keccak256(abi.encodePacked("\x19\x01", _domainSeparator(), structHash)));

@@ -158,6 +158,7 @@ async def test_cancelling_a_running_call_frees_its_slot(fake_llm_engine: FakeLLM
     async with asyncio.timeout(5):
         out = await sched.generate(job("next"))
     assert out.finish_reason == "length"
+    assert fake_llm_engine.cancelled == ["long"]  # the engine was told, not left generating
 
 
 async def test_close_fails_waiting_calls(fake_llm_engine: FakeLLMEngine) -> None:

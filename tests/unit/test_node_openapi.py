@@ -20,8 +20,17 @@ def test_openapi_json_is_current() -> None:
     committed = (ROOT / "docs" / "openapi.json").read_text()
     assert committed == mod.render(), "docs/openapi.json is stale: run `python scripts/gen_openapi.py`"
     paths = json.loads(committed)["paths"]
-    for route in ("/v1/tasks", "/v1/tasks/{task_id}", "/v1/tasks/{task_id}/receipt", "/v1/tasks/{task_id}/events",
-                  "/v1/chat/completions", "/v1/models", "/healthz", "/metrics"):
+    task = "/v1/tasks/{task_id}"
+    for route in (
+        "/v1/tasks",
+        task,
+        f"{task}/receipt",
+        f"{task}/events",
+        "/v1/chat/completions",
+        "/v1/models",
+        "/healthz",
+        "/metrics",
+    ):
         assert route in paths
 
 
@@ -34,10 +43,13 @@ def test_sample_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_chain_settings_required_only_when_enabled() -> None:
-    with pytest.raises(ValueError, match="chain.rpc_url"):
+    with pytest.raises(ValueError, match=r"chain\.rpc_url"):
         NodeSettings.load(None, chain={"enabled": True})
     with pytest.raises(ValueError, match="identity"):
         NodeSettings.load(None, chain={"enabled": True, "rpc_url": "http://x", "deployment": "d.json"})
-    ok = NodeSettings.load(None, chain={"enabled": True, "rpc_url": "http://x", "deployment": "d.json"},
-                           identity={"key_file": "k"})
+    ok = NodeSettings.load(
+        None,
+        chain={"enabled": True, "rpc_url": "http://x", "deployment": "d.json"},
+        identity={"key_file": "k"},
+    )
     assert ok.chain.enabled

@@ -137,7 +137,8 @@ abstract contract Test {
 
     /// @dev The private key behind makeAddr(name).
     function privateKeyOf(string memory name) internal pure returns (uint256) {
-        return uint256(keccak256(bytes(name))) % 115792089237316195423570985008687907852837564279074904382605163141518161494337;
+        return uint256(keccak256(bytes(name)))
+            % 115792089237316195423570985008687907852837564279074904382605163141518161494337;
     }
 
     /// @dev A 65-byte r||s||v signature of `digest` by `privateKey`.

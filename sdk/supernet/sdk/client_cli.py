@@ -74,7 +74,7 @@ def submit(
                 node_url=node,
                 max_fee=max_fee,
                 deposit=deposit,
-                on_token=lambda t: (sys.stdout.write(t), sys.stdout.flush()),
+                on_token=_echo,
             )
             typer.echo(f"\ntask {result.task_id} on {result.node} ({result.fee} wei)")
             if verify:
@@ -120,6 +120,11 @@ def verify_cmd(
                 raise typer.Exit(2)
 
     _run(go())
+
+
+def _echo(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def _print_report(report: Any) -> None:

@@ -23,16 +23,24 @@ STEP_TOKENS = 96
 PROMPT = """Answer the question. You can use these tools:
 {tools}
 
-Use this format:
+Use exactly this format:
 Thought: what to do next
 Action: one tool name from [{names}]
 Action Input: the tool's arguments as JSON
 Observation: the tool's result (given to you)
-... (repeat Thought/Action/Action Input/Observation if needed)
-Thought: I know the answer
 Final Answer: the answer
 
-Question: {question}"""
+Example:
+Question: What is 12 * 5?
+Thought: I need to multiply.
+Action: calculator
+Action Input: {{"expression": "12 * 5"}}
+Observation: 60
+Final Answer: 60
+
+Question: {question}
+Thought:"""
+STOPS = ("Observation:", "\nQuestion:")  # small models go on to invent the next question
 
 
 class ReactAgent(Agent):
@@ -55,20 +63,20 @@ class ReactAgent(Agent):
             {"role": "user", "content": PROMPT.format(tools=tools, names=", ".join(specs), question=question)}
         ]
         for _ in range(max(1, max_steps)):
-            reply = await ctx.llm.chat(messages, max_new_tokens=STEP_TOKENS, stop=("Observation:",))
+            reply = await ctx.llm.chat(messages, max_new_tokens=STEP_TOKENS, stop=STOPS)
             step = parse_step(reply.text, list(specs))
             if step.final_answer is not None:
                 return step.final_answer
             if step.action is None:
                 if reply.text.strip():  # no format at all: the model answered directly
-                    return reply.text.strip()
+                    return reply.text.strip().split("\n\n")[0]
                 break
             observation = await self._act(ctx, step.action, step.action_input, specs[step.action].parameters)
             messages.append({"role": "assistant", "content": reply.text.strip()})
             messages.append({"role": "user", "content": f"Observation: {observation}"})
         messages.append({"role": "user", "content": "Give the final answer now, in one sentence."})
         try:
-            reply = await ctx.llm.chat(messages, max_new_tokens=STEP_TOKENS)
+            reply = await ctx.llm.chat(messages, max_new_tokens=STEP_TOKENS, stop=STOPS)
         except BudgetExceededError:
             return "I could not finish within this task's budget."
         final = parse_step(reply.text, []).final_answer

@@ -28,7 +28,10 @@ from typing import Any, Protocol
 from supernet.node.kernel.context import ContextManager
 from supernet.node.kernel.errors import KernelStoppedError, LLMError
 from supernet.node.kernel.policies import Policy
+from supernet.node.kernel.syscalls import GenerationOutcome, LLMJob
 from supernet.node.llm.errors import SequenceFinishedError
+
+__all__ = ["GenerationOutcome", "LLMJob", "Scheduler", "TokenCallback"]
 
 log = logging.getLogger(__name__)
 
@@ -51,37 +54,6 @@ class GenerationEngine(Protocol):
     def submit(
         self, prompt_ids: Sequence[int], params: Any, *, request_id: str, resume: Any | None = None
     ) -> EngineHandle: ...
-
-
-@dataclass(frozen=True)
-class LLMJob:
-    """One LLM call to schedule: who pays for it and what to generate."""
-
-    request_id: str
-    task_id: str
-    user: str
-    fee: int
-    prompt_ids: tuple[int, ...]
-    params: Any
-
-
-@dataclass(frozen=True)
-class GenerationOutcome:
-    """A finished LLM call as the scheduler saw it.
-
-    Attributes:
-        output_ids: All tokens generated, over every slice.
-        logprobs: Log-probability of each output token.
-        finish_reason: ``"stop"``, ``"length"``, or ``"stopped"`` (the caller's callback ended it).
-        fingerprints: The engine's activation fingerprints (``None`` when the call was stopped early).
-        preemptions: How often the call yielded and resumed.
-    """
-
-    output_ids: tuple[int, ...]
-    logprobs: tuple[float, ...]
-    finish_reason: str
-    fingerprints: Any
-    preemptions: int
 
 
 @dataclass(eq=False)

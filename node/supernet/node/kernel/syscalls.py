@@ -198,3 +198,39 @@ class MemoryHit:
     text: str
     score: float
     metadata: Mapping[str, JSON]
+
+
+# ---------------------------------------------------------------------------------------------
+# Scheduler messages (kernel-internal)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LLMJob:
+    """One LLM call to schedule: who pays for it and what to generate."""
+
+    request_id: str
+    task_id: str
+    user: str
+    fee: int
+    prompt_ids: tuple[int, ...]
+    params: Any
+
+
+@dataclass(frozen=True)
+class GenerationOutcome:
+    """A finished LLM call as the scheduler saw it.
+
+    Attributes:
+        output_ids: All tokens generated, over every slice.
+        logprobs: Log-probability of each output token.
+        finish_reason: ``"stop"``, ``"length"``, or ``"stopped"`` (the caller's callback ended it).
+        fingerprints: The engine's activation fingerprints (``None`` when the call was stopped early).
+        preemptions: How often the call yielded and resumed.
+    """
+
+    output_ids: tuple[int, ...]
+    logprobs: tuple[float, ...]
+    finish_reason: str
+    fingerprints: Any
+    preemptions: int

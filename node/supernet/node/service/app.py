@@ -33,7 +33,7 @@ class Resources:
         for close in reversed(self.closers):
             result = close()
             if hasattr(result, "__await__"):
-                await result  # type: ignore[misc]
+                await result
 
 
 async def build_node(

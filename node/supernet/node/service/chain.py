@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import Any, cast
 
 from eth_account.signers.local import LocalAccount
 from supernet.node.service.ports import SignedVoucher
@@ -58,7 +59,7 @@ class Web3Chain:
                         "chainId": w3.eth.chain_id,
                     }
                 )
-            signed = self.account.sign_transaction(tx)
+            signed = self.account.sign_transaction(cast(Any, tx))  # TxParams is a TypedDict
             return "0x" + bytes(w3.eth.send_raw_transaction(signed.raw_transaction)).hex()
 
         async with self._tx_lock:

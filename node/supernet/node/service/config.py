@@ -34,10 +34,12 @@ class ApiSettings(BaseModel):
     """Where the public API listens and how much it accepts."""
 
     host: str = "127.0.0.1"
-    port: int = Field(8700, ge=0, le=65535)
-    public_url: str | None = Field(None, description="URL published in the registry; defaults to host:port.")
-    max_body_bytes: int = Field(64 * 1024, gt=0, description="Larger request bodies get 413.")
-    max_input_chars: int = Field(16 * 1024, gt=0, description="Longer task inputs get 422.")
+    port: int = Field(default=8700, ge=0, le=65535)
+    public_url: str | None = Field(
+        default=None, description="URL published in the registry; defaults to host:port."
+    )
+    max_body_bytes: int = Field(default=64 * 1024, gt=0, description="Larger request bodies get 413.")
+    max_input_chars: int = Field(default=16 * 1024, gt=0, description="Longer task inputs get 413.")
 
     def endpoint(self) -> str:
         """The URL users reach this node at."""
@@ -48,7 +50,7 @@ class IdentitySettings(BaseModel):
     """The node's signing key: receipts are signed with it, tasks are addressed to it."""
 
     private_key: SecretStr | None = None
-    key_file: Path | None = Field(None, description="File holding the hex private key (mode 0600).")
+    key_file: Path | None = Field(default=None, description="File holding the hex private key (mode 0600).")
 
 
 class ChainSettings(BaseModel):
@@ -57,13 +59,17 @@ class ChainSettings(BaseModel):
     enabled: bool = False
     rpc_url: str | None = None
     deployment: Path | None = Field(
-        None, description="Deployment JSON written by `supernet contracts deploy`."
+        default=None, description="Deployment JSON written by `supernet contracts deploy`."
     )
     auto_register: bool = Field(
-        False, description="Register this node (and stake) on start if not registered."
+        default=False, description="Register this node (and stake) on start if not registered."
     )
-    stake_wei: int = Field(0, ge=0, description="Stake to hold; topped up on start when register is on.")
-    chain_id: int = Field(31337, description="EIP-712 chain id when the chain is disabled (dev mode).")
+    stake_wei: int = Field(
+        default=0, ge=0, description="Stake to hold; topped up on start when register is on."
+    )
+    chain_id: int = Field(
+        default=31337, description="EIP-712 chain id when the chain is disabled (dev mode)."
+    )
 
     @model_validator(mode="after")
     def _required_when_enabled(self) -> ChainSettings:
@@ -77,17 +83,25 @@ class ChainSettings(BaseModel):
 class StoreSettings(BaseModel):
     """The content store: a Kubo RPC URL, or an embedded on-disk store."""
 
-    url: str | None = Field(None, description="Kubo RPC (or `supernet store serve`) URL.")
-    embedded_path: Path | None = Field(None, description="Embedded store directory (default data_dir/store).")
-    embedded_port: int = Field(0, ge=0, le=65535, description="Port of the embedded store (0: any free).")
-    public_url: str | None = Field(None, description="Store URL advertised to users (default: the one used).")
+    url: str | None = Field(default=None, description="Kubo RPC (or `supernet store serve`) URL.")
+    embedded_path: Path | None = Field(
+        default=None, description="Embedded store directory (default data_dir/store)."
+    )
+    embedded_port: int = Field(
+        default=0, ge=0, le=65535, description="Port of the embedded store (0: any free)."
+    )
+    public_url: str | None = Field(
+        default=None, description="Store URL advertised to users (default: the one used)."
+    )
 
 
 class EngineSettings(BaseModel):
     """Which model the node serves and how it runs."""
 
-    model: str = Field("smollm2-135m", description="Catalog name or local path of the model.")
-    max_new_tokens: int = Field(128, gt=0, le=4096, description="Cap on tokens generated per LLM call.")
+    model: str = Field(default="smollm2-135m", description="Catalog name or local path of the model.")
+    max_new_tokens: int = Field(
+        default=128, gt=0, le=4096, description="Cap on tokens generated per LLM call."
+    )
     agents: list[str] = Field(default_factory=lambda: ["chat"], description="Agent ids this node runs.")
 
 
@@ -99,8 +113,8 @@ class PricingSettings(BaseModel):
     the user signs (``maxFee``) and the cumulative voucher can be exact.
     """
 
-    price_per_token_wei: int = Field(10**9, ge=0)
-    tokens_per_task: int = Field(1000, gt=0)
+    price_per_token_wei: int = Field(default=10**9, ge=0)
+    tokens_per_task: int = Field(default=1000, gt=0)
 
     @property
     def task_fee_wei(self) -> int:
@@ -111,15 +125,15 @@ class PricingSettings(BaseModel):
 class BatchSettings(BaseModel):
     """When receipts are committed: a full batch, or the oldest pending receipt is this old."""
 
-    max_size: int = Field(16, gt=0, le=1024)
-    max_age_s: float = Field(10.0, gt=0)
+    max_size: int = Field(default=16, gt=0, le=1024)
+    max_age_s: float = Field(default=10.0, gt=0)
 
 
 class RedeemSettings(BaseModel):
     """How often vouchers are redeemed on chain."""
 
-    interval_s: float = Field(60.0, gt=0)
-    min_amount_wei: int = Field(0, ge=0, description="Skip users owing less than this.")
+    interval_s: float = Field(default=60.0, gt=0)
+    min_amount_wei: int = Field(default=0, ge=0, description="Skip users owing less than this.")
 
 
 class NodeSettings(BaseSettings):
@@ -127,16 +141,18 @@ class NodeSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SUPERNET_", env_nested_delimiter="__", extra="forbid")
 
-    data_dir: Path = Field(Path(".supernet/node"), description="SQLite database, node key, embedded store.")
+    data_dir: Path = Field(
+        default=Path(".supernet/node"), description="SQLite database, node key, embedded store."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    api: ApiSettings = ApiSettings()
-    identity: IdentitySettings = IdentitySettings()
-    chain: ChainSettings = ChainSettings()
-    store: StoreSettings = StoreSettings()
-    engine: EngineSettings = EngineSettings()
-    pricing: PricingSettings = PricingSettings()
-    batch: BatchSettings = BatchSettings()
-    redeem: RedeemSettings = RedeemSettings()
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    identity: IdentitySettings = Field(default_factory=IdentitySettings)
+    chain: ChainSettings = Field(default_factory=ChainSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    pricing: PricingSettings = Field(default_factory=PricingSettings)
+    batch: BatchSettings = Field(default_factory=BatchSettings)
+    redeem: RedeemSettings = Field(default_factory=RedeemSettings)
 
     @model_validator(mode="after")
     def _identity_when_chain(self) -> NodeSettings:

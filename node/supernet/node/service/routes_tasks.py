@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Path, status
 from sse_starlette import EventSourceResponse
@@ -16,6 +16,8 @@ from supernet.node.service.schemas import BatchInfo, ReceiptPublic, SignedTask, 
 from supernet.sdk.chain.receipts import canonical_json
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+
+BatchStatus = Literal["sealed", "sent", "committed"]
 
 TaskId = Annotated[str, Path(pattern=r"^0x[0-9a-fA-F]{64}$", description="The task id (requestHash).")]
 
@@ -82,7 +84,7 @@ async def get_receipt(task_id: TaskId, ctx: Ctx) -> ReceiptPublic:
         assert batch is not None and row.batch_index is not None
         batch_info = BatchInfo(
             localId=batch.id,
-            status=batch.status,
+            status=cast(BatchStatus, batch.status),
             chainBatchId=batch.chain_batch_id,
             root=batch.root,
             index=row.batch_index,

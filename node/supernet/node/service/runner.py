@@ -117,11 +117,10 @@ class NodeService:
             lifespan="off",
         )
         self._server = uvicorn.Server(config)
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         services = [self.batcher.run_forever(), self._server.serve()]
         if self.redeemer is not None:
             services.append(self.redeemer.run_forever())
-        tasks = [asyncio.create_task(s) for s in services]
+        tasks: list[asyncio.Task[object]] = [asyncio.create_task(s) for s in services]
         stop_wait = asyncio.create_task(self._stopped.wait())
         await asyncio.wait([*tasks, stop_wait], return_when=asyncio.FIRST_COMPLETED)
         self.stop()
@@ -132,8 +131,9 @@ class NodeService:
             t.cancel()
         await asyncio.gather(*tasks, stop_wait, return_exceptions=True)
         for t in tasks:
-            if not t.cancelled() and t.exception() is not None:
-                raise t.exception()  # type: ignore[misc]
+            exc = None if t.cancelled() else t.exception()
+            if exc is not None:
+                raise exc
 
     def stop(self) -> None:
         """Stop taking tasks and ask every service to return."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from functools import partial
 
 
 class TokenStream:
@@ -51,6 +52,9 @@ class TokenStream:
         """True once the task finished producing text."""
         return self._closed
 
+    def _ready(self, sent: int) -> bool:
+        return self._closed or sent < len(self._pieces)
+
     async def subscribe(self) -> AsyncIterator[str]:
         """Yield every piece, from the first, until the stream is closed."""
         sent = 0
@@ -63,7 +67,7 @@ class TokenStream:
             async with self._changed:
                 self._waiters += 1
                 try:
-                    await self._changed.wait_for(lambda n=sent: self._closed or n < len(self._pieces))
+                    await self._changed.wait_for(partial(self._ready, sent))
                 finally:
                     self._waiters -= 1
 

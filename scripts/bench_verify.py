@@ -1,0 +1,315 @@
+"""Benchmark of verification: faults caught, false positives, and cost relative to generation.
+
+Runs the node's real kernel and engine (default model, CPU) on a probe agent (one deterministic tool
+call, one greedy and one sampled LLM call per task) and the validator's `Verifier` on every
+receipt (sampling rate 1), with receipts, signed requests and batch manifests exactly as the node
+service writes them, on the embedded content store. No chain is needed to verify, so none runs.
+
+* Node: ``torch.set_num_threads(2)``, tasks submitted 8 at a time (continuous batching mixes them).
+  Validator: ``torch.set_num_threads(1)``, every call re-scored alone. So batch composition and
+  thread count differ between generation and verification, as on a real network.
+* Faults (``--fault KIND:1``): ``model`` runs a really perturbed copy of the weights
+  (`FaultInjector.perturb_model`); the other kinds use the kernel's fault hooks. A faulty call is
+  *detected* when the verdict has a finding on that call (``trace``: on the receipt).
+* ``verify_cost_ratio`` = validator wall time over the honest receipts / node wall time producing
+  them (all of `Verifier.verify`: store reads, receipt and trace checks, tool re-runs, scoring).
+
+Writes docs/benchmarks/verification.json and docs/benchmarks/verification.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import hashlib
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from eth_account import Account
+from supernet.node.agents.base import Agent
+from supernet.node.agents.context import AgentContext
+from supernet.node.agents.registry import AgentRegistry
+from supernet.node.faults import FaultInjector, FaultKind
+from supernet.node.kernel.kernel import Kernel
+from supernet.node.kernel.syscalls import TaskSpec
+from supernet.node.llm import LLMEngine
+from supernet.node.llm.loader import load_model
+from supernet.sdk.chain import ReceiptTree
+from supernet.sdk.chain.eip712 import Domain, TaskRequest, hash_task_request, sign_task_request
+from supernet.sdk.chain.receipts import Receipt, input_hash, output_hash, sign_receipt, trace_hash
+from supernet.sdk.store import StoreClient
+from supernet.sdk.store.embedded import serve_in_thread
+from supernet.validator.evidence import Check, Verdict
+from supernet.validator.scoring import ModelScorer
+from supernet.validator.tool_check import RegistryRunner
+from supernet.validator.verifier import Manifest, Verifier
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "docs" / "benchmarks"
+DOMAIN = Domain(chain_id=31337, verifying_contract="0x" + "33" * 20)
+NODE, USER = Account.from_key("0x" + "a1" * 32), Account.from_key("0x" + "b2" * 32)
+QUESTIONS = [
+    "Name a fruit.",
+    "What is the capital of Italy?",
+    "Give me a color.",
+    "Write a haiku about rain.",
+    "What is 2 plus 2?",
+    "Name an animal.",
+    "Describe the sea.",
+    "Tell me a fun fact.",
+]
+LLM_FAULTS = {"model", "tokens", "truncate", "seed"}
+
+
+class ProbeAgent(Agent):
+    """A calculator call, then a greedy and a sampled LLM call."""
+
+    agent_id = "probe"
+    description = "Benchmark agent: one tool call, one greedy and one sampled LLM call."
+
+    async def run(self, ctx: AgentContext, input: Any) -> str:
+        value = await ctx.tools.call("calculator", {"expression": input["expr"]})
+        n = int(input["max_new_tokens"])
+        a = await ctx.llm.chat(
+            [{"role": "user", "content": f"{input['question']} ({value})"}], max_new_tokens=n
+        )
+        b = await ctx.llm.chat(
+            [{"role": "user", "content": input["question"]}], max_new_tokens=n, temperature=1.0, top_p=0.95
+        )
+        return f"{value}|{a.text}|{b.text}"
+
+
+async def run_tasks(
+    kernel: Kernel, injector: FaultInjector, model_id: str, n: int, tokens: int, offset: int
+) -> tuple[list[dict[str, Any]], list[Receipt], float]:
+    """Run ``n`` probe tasks 8 at a time; returns manifest entries, receipts and wall seconds."""
+    agent_hash = bytes.fromhex(ProbeAgent.code_hash()[2:])
+
+    async def one(i: int) -> tuple[dict[str, Any], Receipt]:
+        task_input = {
+            "question": QUESTIONS[i % len(QUESTIONS)],
+            "expr": f"{i} * 7 + 3",
+            "max_new_tokens": tokens,
+        }
+        req = TaskRequest(
+            USER.address,
+            NODE.address,
+            bytes.fromhex(model_id[2:]),
+            agent_hash,
+            input_hash(task_input),
+            10**15,
+            offset + i,
+            2**40,
+        )
+        rh = hash_task_request(req, DOMAIN)
+        spec = TaskSpec(
+            task_id="0x" + rh.hex(),
+            agent_id="probe",
+            input=task_input,
+            user=USER.address,
+            fee=10**15,
+            agent_hash="0x" + agent_hash.hex(),
+            seed=int.from_bytes(hashlib.sha256(rh).digest()[:8], "big"),
+        )
+        out = await kernel.run_task(spec)
+        assert out.status == "ok", out.error
+        output = injector.on_output(spec.task_id, out.output)
+        r = Receipt(
+            rh,
+            USER.address,
+            req.model_id,
+            req.input_hash,
+            output_hash(output),
+            trace_hash(out.trace_cid),
+            10**15,
+        )
+        entry = {
+            "receipt": r.to_json(),
+            "leaf": "0x" + r.leaf().hex(),
+            "signature": "0x" + sign_receipt(r, NODE).hex(),
+            "traceCid": out.trace_cid,
+            "requestSignature": "0x" + sign_task_request(req, DOMAIN, USER).hex(),
+            "request": {
+                "user": USER.address,
+                "node": NODE.address,
+                "modelId": model_id,
+                "agentHash": "0x" + agent_hash.hex(),
+                "inputHash": "0x" + req.input_hash.hex(),
+                "maxFee": str(10**15),
+                "nonce": str(offset + i),
+                "deadline": str(2**40),
+            },
+        }
+        return entry, r
+
+    start = time.perf_counter()
+    results: list[tuple[dict[str, Any], Receipt]] = []
+    for chunk in range(0, n, 8):
+        results += await asyncio.gather(*(one(i) for i in range(chunk, min(n, chunk + 8))))
+    return [e for e, _ in results], [r for _, r in results], time.perf_counter() - start
+
+
+async def verify_all(
+    verifier: Verifier, entries: list[dict[str, Any]], receipts: list[Receipt]
+) -> tuple[list[Verdict], float]:
+    torch.set_num_threads(1)
+    manifest = Manifest(tuple(entries), ReceiptTree(receipts))
+    start = time.perf_counter()
+    verdicts = [await verifier.verify(1, NODE.address, i, manifest) for i in range(len(entries))]
+    return verdicts, time.perf_counter() - start
+
+
+def count_faults(kind: str, verdicts: list[Verdict], traces: list[dict[str, Any]]) -> tuple[int, int]:
+    """(injected, detected) faulty units of ``kind`` (LLM calls, tool calls or receipts)."""
+    injected = detected = 0
+    for verdict, trace in zip(verdicts, traces, strict=True):
+        events = trace["events"]
+        if kind == "trace":
+            units = [None]
+        elif kind == "tool":
+            units = [i for i, e in enumerate(events) if e["kind"] == "tool"]
+        elif kind == "seed":
+            units = [i for i, e in enumerate(events) if e["kind"] == "llm" and e["params"]["temperature"] > 0]
+        else:
+            units = [i for i, e in enumerate(events) if e["kind"] == "llm"]
+        for unit in units:
+            injected += 1
+            if kind == "trace":
+                detected += any(f.check == Check.TRACE for f in verdict.findings)
+            else:
+                detected += any(f.call == unit for f in verdict.findings)
+    return injected, detected
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    torch.set_num_threads(2)
+    loaded = load_model(args.model, max_positions=1024)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-verify-"))
+    url, stop_store = serve_in_thread(tmp / "store")
+    store = StoreClient(url)
+    agents = AgentRegistry()
+    agents.register(ProbeAgent)
+    specs: dict[FaultKind, float] = {}
+    injector = FaultInjector(specs, seed=3)
+    engine = LLMEngine(loaded.model, loaded.tokenizer, loaded.model_id, max_batch=8, max_seq_len=1024)
+    kernel = Kernel(engine, store, agents=agents, faults=injector)
+    verifier = Verifier(store, ModelScorer.from_loaded(loaded), RegistryRunner(store), DOMAIN, "0xbench")
+    result: dict[str, Any] = {"faults": {}}
+    await kernel.setup()
+    try:
+        entries, receipts, gen_s = await run_tasks(
+            kernel, injector, loaded.model_id, args.honest_tasks, args.tokens, 0
+        )
+        verdicts, ver_s = await verify_all(verifier, entries, receipts)
+        torch.set_num_threads(2)
+        result["honest_calls"] = sum(v.llm_calls for v in verdicts)
+        result["false_positives"] = sum(not v.ok for v in verdicts)
+        result["unverifiable"] = sum(bool(v.unverifiable) for v in verdicts)
+        result["verify_cost_ratio"] = round(ver_s / gen_s, 4)
+        result["timing"] = {
+            "generation_s": round(gen_s, 2),
+            "verification_s": round(ver_s, 2),
+            "honest_tasks": args.honest_tasks,
+            "max_new_tokens": args.tokens,
+        }
+        for n, kind in enumerate(k for k in FaultKind if k != FaultKind.MODEL):
+            specs.clear()
+            specs[kind] = 1.0
+            e, r, _ = await run_tasks(
+                kernel, injector, loaded.model_id, args.fault_tasks, args.tokens, 10_000 * (n + 1)
+            )
+            specs.clear()
+            fault_verdicts, _ = await verify_all(verifier, e, r)
+            torch.set_num_threads(2)
+            traces = [await store.get_dag(x["traceCid"]) for x in e]
+            inj, det = count_faults(kind.value, fault_verdicts, traces)
+            result["faults"][kind.value] = {"injected": inj, "detected": det}
+    finally:
+        await kernel.stop()
+    # `model`: a node that really runs a perturbed copy of the weights
+    perturbed = copy.deepcopy(loaded.model)
+    model_faults = FaultInjector.from_cli(["model:1"], seed=3)
+    assert model_faults.perturb_model(perturbed)
+    bad_engine = LLMEngine(perturbed, loaded.tokenizer, loaded.model_id, max_batch=8, max_seq_len=1024)
+    bad_kernel = Kernel(bad_engine, store, agents=agents, faults=model_faults, model_perturbed=True)
+    await bad_kernel.setup()
+    try:
+        e, r, _ = await run_tasks(
+            bad_kernel, model_faults, loaded.model_id, args.fault_tasks, args.tokens, 90_000
+        )
+    finally:
+        await bad_kernel.stop()
+    model_verdicts, _ = await verify_all(verifier, e, r)
+    traces = [await store.get_dag(x["traceCid"]) for x in e]
+    inj, det = count_faults("model", model_verdicts, traces)
+    result["faults"]["model"] = {"injected": inj, "detected": det}
+    result["faults"] = dict(sorted(result["faults"].items()))
+    result["setup"] = {
+        "model": args.model,
+        "model_id": loaded.model_id,
+        "device": "cpu",
+        "node_threads": 2,
+        "validator_threads": 1,
+        "node_batch": "8 tasks at a time (continuous)",
+        "validator_batch": "1 call at a time",
+        "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+    }
+    await store.aclose()
+    stop_store()
+    return result
+
+
+def write(result: dict[str, Any]) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "verification.json").write_text(json.dumps(result, indent=2) + "\n")
+    rows = "\n".join(f"| {k} | {v['injected']} | {v['detected']} |" for k, v in result["faults"].items())
+    t = result["timing"]
+    md = f"""# Verification benchmark
+
+`make bench-verify` (scripts/bench_verify.py). Sampling rate 1: every receipt is verified.
+Node and validator share no state: the node generates with 2 torch threads and 8 tasks in its
+continuous batch; the validator re-scores every call alone with 1 thread.
+
+## Faults (`supernet node run --fault KIND:1`)
+
+| kind | faulty units injected | detected |
+|---|---|---|
+{rows}
+
+Units: LLM calls for `model`, `tokens`, `truncate`; sampled LLM calls for `seed`; tool calls for
+`tool`; receipts for `trace`. `model` runs a copy of the weights with 5 % relative Gaussian noise.
+
+## Honest receipts
+
+- honest LLM calls verified: **{result["honest_calls"]}**
+- false positives (receipts flagged): **{result["false_positives"]}**
+- unverifiable: {result["unverifiable"]}
+
+## Cost
+
+- node: {t["honest_tasks"]} tasks ({t["max_new_tokens"]} new tokens per call, 2 calls + 1 tool call each)
+  in {t["generation_s"]} s
+- validator: all of them verified in {t["verification_s"]} s
+- **verify_cost_ratio = {result["verify_cost_ratio"]}** (validator time / node time)
+
+Setup: {json.dumps(result["setup"])}
+"""
+    (OUT / "verification.md").write_text(md)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--honest-tasks", type=int, default=100, help="2 LLM calls each")
+    p.add_argument("--fault-tasks", type=int, default=5, help="tasks per fault kind")
+    p.add_argument("--tokens", type=int, default=48, help="max new tokens per LLM call")
+    res = asyncio.run(main(p.parse_args()))
+    write(res)
+    print(json.dumps({k: res[k] for k in ("faults", "honest_calls", "false_positives", "verify_cost_ratio")}))

@@ -1,0 +1,180 @@
+"""The validator's checks alone: LLM calls on a tiny random model, tools, receipts and traces."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from eth_account import Account
+from llm_fixtures import make_tiny_llama
+from supernet.node.faults import FaultInjector, Generation
+from supernet.node.llm import LLMEngine, SamplingParams
+from supernet.node.llm.scoring import Tolerance, score
+from supernet.node.llm.types import ScoreResult
+from supernet.sdk.chain.eip712 import Domain, TaskRequest, hash_task_request, sign_task_request
+from supernet.sdk.chain.receipts import Receipt, input_hash, output_hash, sign_receipt, trace_hash
+from supernet.validator.consistency import Entry, check_receipt, check_trace, check_trace_hash
+from supernet.validator.evidence import Check, Verdict
+from supernet.validator.llm_check import check_scores, check_shape, sampling_params
+from supernet.validator.tool_check import RegistryRunner, check_tools
+from supernet.validator.trace_view import LLMCall, ToolCall, parse_trace
+
+PROMPT = (5, 17, 33, 2, 9)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> LLMEngine:
+    return LLMEngine.from_model(make_tiny_llama(3), max_batch=4, max_seq_len=128)
+
+
+async def generate(engine: LLMEngine, temperature: float) -> LLMCall:
+    params = SamplingParams(max_new_tokens=40, temperature=temperature, top_p=0.9, seed=11, stop_token_ids=())
+    async with engine:
+        # another sequence in the batch: the validator re-scores alone (different batch composition)
+        other = engine.submit((7, 8, 9), SamplingParams(max_new_tokens=20, stop_token_ids=()))
+        res = await engine.submit(PROMPT, params).result()
+        await other.result()
+    fps = [{"index": f.index, "indices": list(f.indices), "values": list(f.values)} for f in res.fingerprints]
+    return LLMCall(
+        call=0,
+        model_id=engine.model_id,
+        prompt_ids=PROMPT,
+        output_ids=res.output_ids,
+        logprobs=res.logprobs,
+        fingerprints=fps,
+        temperature=temperature,
+        top_p=0.9,
+        seed=11,
+        max_new_tokens=40,
+        stop_token_ids=(),
+        finish_reason=res.finish_reason,
+        text=None,
+    )
+
+
+def rescore(engine: LLMEngine, call: LLMCall) -> ScoreResult:
+    return score(engine.model, call.prompt_ids, call.output_ids, sampling_params(call))
+
+
+def faulty(call: LLMCall, kind: str) -> LLMCall:
+    gen = Generation(
+        call.prompt_ids,
+        call.output_ids,
+        call.logprobs,
+        call.fingerprints,
+        call.temperature,
+        call.top_p,
+        call.seed,
+        call.finish_reason,
+    )
+    out = FaultInjector.from_cli([kind]).on_generation("t:0", gen)
+    return replace(
+        call,
+        output_ids=out.output_ids,
+        logprobs=out.logprobs,
+        fingerprints=out.fingerprints,
+        seed=out.seed,
+        finish_reason=out.finish_reason,
+    )
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+async def test_honest_calls_pass(tiny: LLMEngine, temperature: float) -> None:
+    call = await generate(tiny, temperature)
+    assert check_shape(call, eos_ids=(0,)) == []
+    assert check_scores(call, rescore(tiny, call), Tolerance()) == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "temperature", "expected"),
+    [
+        ("tokens", 0.0, Check.LLM_TOKEN),
+        ("tokens", 1.0, Check.LLM_SAMPLE),
+        ("model", 0.0, Check.LLM_MODEL),
+        ("seed", 1.0, Check.LLM_SAMPLE),
+    ],
+)
+async def test_faulty_calls_are_caught(
+    tiny: LLMEngine, kind: str, temperature: float, expected: Check
+) -> None:
+    call = faulty(await generate(tiny, temperature), kind)
+    findings = check_scores(call, rescore(tiny, call), Tolerance())
+    assert expected in {f.check for f in findings}
+    assert all(f.position is not None for f in findings if f.check in (Check.LLM_TOKEN, Check.LLM_SAMPLE))
+
+
+async def test_truncated_output_claiming_stop_is_caught(tiny: LLMEngine) -> None:
+    call = faulty(await generate(tiny, 0.0), "truncate")
+    assert [f.check for f in check_shape(call, eos_ids=(0,))] == [Check.LLM_FINISH]
+    stopped = replace(call, output_ids=(*call.output_ids, 0), logprobs=(), stop_token_ids=None)
+    assert check_shape(stopped, eos_ids=(0,)) == []  # ends on the model's EOS: a legitimate stop
+
+
+async def test_tools_are_rerun() -> None:
+    runner = RegistryRunner(store=None)
+    honest = ToolCall(0, "calculator", {"expression": "6 * 7"}, 42, None, True)
+    findings, rerun = await check_tools((honest,), runner)
+    assert findings == [] and rerun == 1
+    fake = replace(honest, result=43)
+    dodged = replace(honest, deterministic=False)
+    unknown = replace(honest, name="not_a_tool", result="x")
+    findings, rerun = await check_tools((fake, dodged, unknown), runner)
+    assert [f.check for f in findings] == [Check.TOOL, Check.TOOL] and rerun == 2
+
+
+DOMAIN = Domain(chain_id=31337, verifying_contract="0x" + "33" * 20)
+USER, NODE = Account.from_key("0x" + "01" * 32), Account.from_key("0x" + "02" * 32)
+
+
+def make_entry(output: str = "yo") -> tuple[Entry, dict[str, Any]]:
+    req = TaskRequest(
+        user=USER.address,
+        node=NODE.address,
+        model_id=b"\x07" * 32,
+        agent_hash=b"\x08" * 32,
+        input_hash=input_hash("hi"),
+        max_fee=100,
+        nonce=1,
+        deadline=2**40,
+    )
+    rh = hash_task_request(req, DOMAIN)
+    r = Receipt(
+        rh, USER.address, req.model_id, req.input_hash, output_hash(output), trace_hash("bafytrace"), 50
+    )
+    entry = Entry(r, r.leaf(), sign_receipt(r, NODE), "bafytrace", req, sign_task_request(req, DOMAIN, USER))
+    trace = {
+        "type": "supernet/trace/v1",
+        "task_id": "0x" + rh.hex(),
+        "model_id": "0x" + "07" * 32,
+        "agent": {"id": "chat", "code_hash": "0x" + "08" * 32},
+        "input": "hi",
+        "output": "yo",
+        "events": [],
+    }
+    return entry, trace
+
+
+def test_receipt_and_trace_consistency() -> None:
+    entry, trace = make_entry()
+    assert check_receipt(entry, NODE.address, DOMAIN) == []
+    assert check_trace_hash(entry.trace_cid, entry.receipt.trace_hash) == []
+    assert check_trace(parse_trace(trace), entry) == []
+    edited, _ = make_entry(output="something else")  # the `trace` fault: receipt output != trace output
+    assert [f.check for f in check_trace(parse_trace(trace), edited)] == [Check.TRACE]
+    forged = replace(entry, request_signature=sign_task_request(entry.request, DOMAIN, NODE))
+    assert [f.check for f in check_receipt(forged, NODE.address, DOMAIN)] == [Check.REQUEST]
+    overcharged = replace(entry, receipt=replace(entry.receipt, fee=101))
+    assert Check.RECEIPT in {f.check for f in check_receipt(overcharged, NODE.address, DOMAIN)}
+
+
+def test_evidence_document() -> None:
+    entry, _ = make_entry()
+    v = Verdict(
+        1,
+        0,
+        entry.leaf,
+        findings=tuple(check_receipt(replace(entry, signature=b"\x00" * 65), NODE.address, DOMAIN)),
+    )
+    doc = v.to_dag()
+    assert doc["fraud"] is True and doc["findings"][0]["check"] == "receipt" and v.fault_kinds == {"trace"}

@@ -1,0 +1,78 @@
+"""The follower and the database: a crash at any point neither skips nor repeats a batch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from supernet.validator.chain import BatchCommitted, ChainEvent, ChallengeOpened, ChallengeResolved
+from supernet.validator.db import CheckRow, Database
+from supernet.validator.follower import Follower
+
+
+def batch(bid: int, block: int) -> BatchCommitted:
+    return BatchCommitted(bid, "0x" + "11" * 20, bytes([bid]) * 32, 3, block, f"bafy{bid}", block, 0)
+
+
+@dataclass
+class FakeChain:
+    """FAKE chain: a fixed event list, a movable head, and an optional crash on a range."""
+
+    events_by_block: dict[int, list[ChainEvent]] = field(default_factory=dict)
+    head_block: int = 0
+    crash_at: int | None = None
+
+    def head(self) -> int:
+        return self.head_block
+
+    def events(self, start: int, end: int) -> list[ChainEvent]:
+        if self.crash_at is not None and start <= self.crash_at <= end:
+            raise ConnectionError("rpc down")
+        return [e for b in range(start, end + 1) for e in self.events_by_block.get(b, [])]
+
+
+def test_follower_scans_from_deploy_block_in_ranges(tmp_path: Path) -> None:
+    chain = FakeChain({3: [batch(1, 3)], 7: [batch(2, 7)], 12: [batch(3, 12)]}, head_block=15)
+    f = Follower(chain, Database(tmp_path / "v.db"), start_block=2, max_range=4)  # type: ignore[arg-type]
+    assert f.catch_up() == 3
+    assert [b.batch_id for b in f.db.pending_batches()] == [1, 2, 3]
+    assert f.db.cursor(default=0) == 16
+    assert f.step() == 0  # nothing new
+
+
+def test_crash_mid_scan_then_restart(tmp_path: Path) -> None:
+    chain = FakeChain({3: [batch(1, 3)], 9: [batch(2, 9)]}, head_block=12, crash_at=9)
+    db_path = tmp_path / "v.db"
+    f = Follower(chain, Database(db_path), start_block=0, max_range=5)  # type: ignore[arg-type]
+    assert f.step() == 1
+    with pytest.raises(ConnectionError):
+        f.step()
+    f.db.close()
+    chain.crash_at = None
+    again = Follower(chain, Database(db_path), start_block=0, max_range=5)  # type: ignore[arg-type]
+    again.catch_up()
+    assert [b.batch_id for b in again.db.pending_batches()] == [1, 2]
+
+
+def test_recording_is_idempotent_and_checks_first_wins() -> None:
+    db = Database(":memory:")
+    evs: list[ChainEvent] = [
+        batch(1, 3),
+        ChallengeOpened(
+            1, 1, "0x" + "22" * 20, "0x" + "11" * 20, b"\x01" * 32, b"\x02" * 32, 100, "bafyev", 4, 0
+        ),
+    ]
+    db.record_events(evs, 5)
+    db.record_events(evs, 5)  # a re-read of the same range
+    assert len(db.pending_batches()) == 1 and len(db.challenges()) == 1
+    db.record_check(CheckRow(1, 0, False, "llm.token", "bafyx", None))
+    db.record_check(CheckRow(1, 0, True, "", "bafyy", None))
+    assert db.checks(1) == [CheckRow(1, 0, False, "llm.token", "bafyx", None)]
+    db.set_vote(1, True, None)
+    assert db.challenges("voted")[0].my_vote is True
+    db.record_events([ChallengeResolved(1, True, 10, 5, 6, 0)], 7)
+    [row] = db.challenges("resolved")
+    assert row.fraud is True
+    db.finish_batch(1)
+    assert db.pending_batches() == [] and db.batch(1) is not None
