@@ -156,9 +156,9 @@ async def run_tasks(
 
 
 async def verify_all(
-    verifier: Verifier, entries: list[dict[str, Any]], receipts: list[Receipt]
+    verifier: Verifier, entries: list[dict[str, Any]], receipts: list[Receipt], threads: int = 1
 ) -> tuple[list[Verdict], float]:
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     manifest = Manifest(tuple(entries), ReceiptTree(receipts))
     start = time.perf_counter()
     verdicts = [await verifier.verify(1, NODE.address, i, manifest) for i in range(len(entries))]
@@ -211,7 +211,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         result["honest_calls"] = sum(v.llm_calls for v in verdicts)
         result["false_positives"] = sum(not v.ok for v in verdicts)
         result["unverifiable"] = sum(bool(v.unverifiable) for v in verdicts)
-        result["verify_cost_ratio"] = round(ver_s / gen_s, 4)
+        _, ver2_s = await verify_all(verifier, entries, receipts, threads=2)  # same threads as the node
+        result["verify_cost_ratio"] = round(ver2_s / gen_s, 4)
+        result["verify_cost_ratio_validator_1_thread"] = round(ver_s / gen_s, 4)
         result["timing"] = {
             "generation_s": round(gen_s, 2),
             "verification_s": round(ver_s, 2),

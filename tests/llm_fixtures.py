@@ -15,7 +15,14 @@ from supernet.node.llm.config import LlamaConfig
 from supernet.node.llm.model import Llama
 
 TINY = LlamaConfig(
-    vocab_size=101, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, hidden_dim=96, max_position=512, eos_token_ids=(0,)
+    vocab_size=101,
+    dim=64,
+    n_layers=2,
+    n_heads=4,
+    n_kv_heads=2,
+    hidden_dim=96,
+    max_position=512,
+    eos_token_ids=(0,),
 )
 
 

@@ -75,7 +75,9 @@ async def test_greedy_outputs_match_transformers(engine: LLMEngine, reference: A
     params = SamplingParams(max_new_tokens=24, stop_token_ids=())
     for ids in _prompts(engine)[:3]:
         with torch.no_grad():
-            ref = reference.generate(torch.tensor([ids]), max_new_tokens=24, min_new_tokens=24, do_sample=False)
+            ref = reference.generate(
+                torch.tensor([ids]), max_new_tokens=24, min_new_tokens=24, do_sample=False
+            )
         ours = await engine.submit(ids, params).result()
         assert list(ours.output_ids) == ref[0, len(ids) :].tolist()
 
@@ -83,7 +85,9 @@ async def test_greedy_outputs_match_transformers(engine: LLMEngine, reference: A
 async def test_capital_of_france(engine: LLMEngine) -> None:
     tok = engine.tokenizer
     assert tok is not None
-    plain = await engine.submit(tok.encode("The capital of France is"), SamplingParams(max_new_tokens=8)).result()
+    plain = await engine.submit(
+        tok.encode("The capital of France is"), SamplingParams(max_new_tokens=8)
+    ).result()
     assert "Paris" in tok.decode(plain.output_ids)
     chat = await engine.submit(tok.apply_chat_template(CHAT), SamplingParams(max_new_tokens=24)).result()
     assert "Paris" in tok.decode(chat.output_ids)
@@ -109,9 +113,13 @@ async def test_sampled_generation_scores_clean(engine: LLMEngine) -> None:
     assert other.output_ids != claimed.output_ids
 
 
+def _recorded_model_id(model_dir: Path) -> str:
+    return json.loads((model_dir / "manifest.json").read_text())["model_id"]
+
+
 async def test_model_id_is_stable(engine: LLMEngine, smollm2_dir: Path) -> None:
-    recorded = json.loads((smollm2_dir / "manifest.json").read_text())["model_id"]
+    recorded = _recorded_model_id(smollm2_dir)
     assert engine.model_id == recorded
     assert engine.model_id.startswith("0x") and len(engine.model_id) == 66
-    gguf = next(smollm2_dir.glob("*.gguf"))
+    gguf = smollm2_dir / "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert load_model(gguf).model_id == recorded  # the same id straight from the GGUF

@@ -18,7 +18,13 @@ from supernet.node.llm import (
 
 GREEDY = SamplingParams(max_new_tokens=40, stop_token_ids=())
 SAMPLED = SamplingParams(max_new_tokens=40, temperature=0.9, top_p=0.95, seed=11, stop_token_ids=())
-PROMPTS = [[5, 6, 7], [9, 3, 4, 8, 1, 2, 30], [44], [12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23], [70, 71]]
+PROMPTS = [
+    [5, 6, 7],
+    [9, 3, 4, 8, 1, 2, 30],
+    [44],
+    [12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23],
+    [70, 71],
+]
 
 
 @pytest_asyncio.fixture
@@ -80,7 +86,9 @@ async def test_stop_token_ends_the_generation(engine: LLMEngine) -> None:
 
 @pytest.mark.parametrize("params", [GREEDY, SAMPLED], ids=["greedy", "sampled"])
 @pytest.mark.parametrize("cut", [1, 9, 33])
-async def test_preempt_and_resume_continue_exactly(engine: LLMEngine, params: SamplingParams, cut: int) -> None:
+async def test_preempt_and_resume_continue_exactly(
+    engine: LLMEngine, params: SamplingParams, cut: int
+) -> None:
     whole = await _alone(engine, PROMPTS[3], params)
     handle = engine.submit(PROMPTS[3], params)
     n = 0

@@ -41,7 +41,9 @@ def test_cached_decode_equals_full_forward() -> None:
     gen = torch.Generator().manual_seed(1)
     lens = [7, 12, 3]
     seqs = [torch.randint(1, TINY.vocab_size, (n + 6,), generator=gen) for n in lens]
-    pool = KVPool(TINY, slots=4, max_capacity=64, device=torch.device("cpu"), dtype=torch.float32, initial_capacity=8)
+    pool = KVPool(
+        TINY, slots=4, max_capacity=64, device=torch.device("cpu"), dtype=torch.float32, initial_capacity=8
+    )
     width = max(lens)
     prompt = torch.zeros(3, width, dtype=torch.long)
     for r, n in enumerate(lens):
@@ -62,7 +64,9 @@ def test_cached_decode_equals_full_forward() -> None:
 
 
 def test_pool_move_export_load() -> None:
-    pool = KVPool(TINY, slots=3, max_capacity=32, device=torch.device("cpu"), dtype=torch.float32, initial_capacity=4)
+    pool = KVPool(
+        TINY, slots=3, max_capacity=32, device=torch.device("cpu"), dtype=torch.float32, initial_capacity=4
+    )
     with torch.inference_mode():
         pool.k.normal_()
         pool.v.normal_()

@@ -25,7 +25,9 @@ def test_greedy_picks_lowest_index_among_maxima() -> None:
 def test_choice_is_independent_of_the_rest_of_the_batch() -> None:
     gen = torch.Generator().manual_seed(1)
     logits = torch.randn(6, 300, generator=gen) * 3
-    params = [SamplingParams(temperature=0.8, top_p=tp, seed=s) for s, tp in enumerate((1, 0.9, 0.5, 1, 0.95, 0.7))]
+    params = [
+        SamplingParams(temperature=0.8, top_p=tp, seed=s) for s, tp in enumerate((1, 0.9, 0.5, 1, 0.95, 0.7))
+    ]
     batched = select(logits, params, list(range(10, 16)))
     alone = [select(logits[r : r + 1], [params[r]], [10 + r])[0] for r in range(6)]
     assert batched == alone
@@ -45,7 +47,9 @@ def test_top_p_never_picks_outside_the_nucleus() -> None:
     probs = torch.tensor([0.5, 0.3, 0.1, 0.05, 0.05])
     logits = probs.log()[None]
     p = SamplingParams(temperature=1.0, top_p=0.75)
-    picks = {select(logits, [SamplingParams(temperature=1.0, top_p=0.75, seed=s)], [3])[0] for s in range(300)}
+    picks = {
+        select(logits, [SamplingParams(temperature=1.0, top_p=0.75, seed=s)], [3])[0] for s in range(300)
+    }
     assert picks == {0, 1}
     assert selection_margin(logits[0], 2, p, 3) == math.inf
 

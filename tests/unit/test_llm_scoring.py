@@ -23,8 +23,10 @@ async def _generate(engine: LLMEngine, params: SamplingParams, n: int = 3) -> li
 
 @pytest.mark.parametrize(
     "params",
-    [SamplingParams(max_new_tokens=70, stop_token_ids=()),
-     SamplingParams(max_new_tokens=70, temperature=1.0, top_p=0.9, seed=5, stop_token_ids=())],
+    [
+        SamplingParams(max_new_tokens=70, stop_token_ids=()),
+        SamplingParams(max_new_tokens=70, temperature=1.0, top_p=0.9, seed=5, stop_token_ids=()),
+    ],
     ids=["greedy", "sampled"],
 )
 async def test_honest_generation_passes(params: SamplingParams) -> None:
@@ -37,7 +39,9 @@ async def test_honest_generation_passes(params: SamplingParams) -> None:
         assert [f.index for f in rescored.fingerprints] == [0, 32, 64]
         assert len(rescored.top_tokens) == 70 and len(rescored.top_tokens[0]) == 5
         if params.greedy:
-            assert all(top[0][0] == tok for top, tok in zip(rescored.top_tokens, claimed.output_ids, strict=True))
+            assert all(
+                top[0][0] == tok for top, tok in zip(rescored.top_tokens, claimed.output_ids, strict=True)
+            )
 
 
 async def test_swapped_token_is_flagged_at_its_position() -> None:

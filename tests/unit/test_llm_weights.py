@@ -35,9 +35,17 @@ def _write_gguf(path: Path, sd: dict[str, torch.Tensor], quantise: bool) -> None
     w.add_rope_freq_base(cfg.rope_theta)
     w.add_vocab_size(cfg.vocab_size)
     w.add_eos_token_id(0)
-    names = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm", "self_attn.q_proj": "attn_q",
-             "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
-             "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+    names = {
+        "input_layernorm": "attn_norm",
+        "post_attention_layernorm": "ffn_norm",
+        "self_attn.q_proj": "attn_q",
+        "self_attn.k_proj": "attn_k",
+        "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output",
+        "mlp.gate_proj": "ffn_gate",
+        "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down",
+    }
     for name, t in sd.items():
         arr = t.numpy().astype(np.float32)
         if name == "model.embed_tokens.weight":
@@ -77,7 +85,7 @@ def test_gguf_round_trip_undoes_the_qk_permutation(tmp_path: Path, quantise: boo
 def test_safetensors_dir_round_trip_and_stable_model_id(tmp_path: Path) -> None:
     model = make_tiny_llama(5)
     write_hf_dir(tmp_path, model.cfg, model.to_hf_state_dict())
-    cfg, tensors = read_hf_dir(tmp_path)
+    cfg, _ = read_hf_dir(tmp_path)
     assert cfg == model.cfg
     loaded = load_model(tmp_path)
     assert loaded.tokenizer is None

@@ -10,15 +10,17 @@ from eth_account import Account
 from llm_fixtures import make_tiny_llama
 from supernet.node.faults import FaultInjector, Generation
 from supernet.node.llm import LLMEngine, SamplingParams
-from supernet.node.llm.scoring import Tolerance, score
+from supernet.node.llm.scoring import Tolerance
 from supernet.node.llm.types import ScoreResult
 from supernet.sdk.chain.eip712 import Domain, TaskRequest, hash_task_request, sign_task_request
 from supernet.sdk.chain.receipts import Receipt, input_hash, output_hash, sign_receipt, trace_hash
 from supernet.validator.consistency import Entry, check_receipt, check_trace, check_trace_hash
 from supernet.validator.evidence import Check, Verdict
-from supernet.validator.llm_check import check_scores, check_shape, sampling_params
+from supernet.validator.llm_check import check_scores, check_shape
+from supernet.validator.scoring import ModelScorer
 from supernet.validator.tool_check import RegistryRunner, check_tools
 from supernet.validator.trace_view import LLMCall, ToolCall, parse_trace
+from supernet.validator.verifier import score_call
 
 PROMPT = (5, 17, 33, 2, 9)
 
@@ -54,7 +56,7 @@ async def generate(engine: LLMEngine, temperature: float) -> LLMCall:
 
 
 def rescore(engine: LLMEngine, call: LLMCall) -> ScoreResult:
-    return score(engine.model, call.prompt_ids, call.output_ids, sampling_params(call))
+    return score_call(ModelScorer(engine.model, None, engine.model_id, (0,)), call)  # type: ignore[arg-type]
 
 
 def faulty(call: LLMCall, kind: str) -> LLMCall:

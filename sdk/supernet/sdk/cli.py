@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from importlib.metadata import entry_points
 
 import typer
@@ -27,19 +28,34 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at de
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def _register_subcommands() -> None:
+_GROUP_HELP = {
+    "contracts": "Deploy and inspect the protocol contracts.",
+    "devnet": "Run a local network on Anvil (up, down, scenario, demo).",
+    "store": "Serve or use a content store (embedded or Kubo).",
+    "task": "Submit paid tasks and verify their receipts.",
+    "node": "Run an intelligent node.",
+    "model": "Pull and list models.",
+    "validator": "Run a validator.",
+}
+
+
+def _register_subcommands(argv: list[str]) -> None:
+    """Load only the subcommand group being run: the node's groups import torch (seconds)."""
+    wanted = next((a for a in argv if not a.startswith("-")), None)
     for ep in sorted(entry_points(group="supernet.cli"), key=lambda e: e.name):
-        try:
-            sub = ep.load()
-        except ImportError as exc:  # a half-installed distribution should not break the rest
-            help_text = f"(unavailable: {exc})"
-            app.command(ep.name, help=help_text)(lambda: (_ for _ in ()).throw(typer.Exit(1)))
+        if ep.name != wanted:
+            # Listed in `supernet --help` without importing it.
+            app.command(ep.name, help=_GROUP_HELP.get(ep.name, ""), add_help_option=False)(_not_loaded)
             continue
-        app.add_typer(sub, name=ep.name)
+        app.add_typer(ep.load(), name=ep.name)
+
+
+def _not_loaded() -> None:  # pragma: no cover - only reachable through --help listings
+    raise typer.Exit(1)
 
 
 def main() -> None:
-    _register_subcommands()
+    _register_subcommands(sys.argv[1:])
     app()
 
 

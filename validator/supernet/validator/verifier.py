@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from supernet.node.llm.sampling import SamplingParams
@@ -35,7 +35,7 @@ from supernet.validator.consistency import (
 from supernet.validator.evidence import Check, Finding, Verdict
 from supernet.validator.llm_check import check_scores, check_shape, sampling_params
 from supernet.validator.tool_check import ToolRunner, check_tools
-from supernet.validator.trace_view import MalformedTrace, parse_trace
+from supernet.validator.trace_view import LLMCall, MalformedTrace, parse_trace
 
 
 class Scorer(Protocol):
@@ -53,6 +53,21 @@ class Scorer(Protocol):
     def decode(self, ids: Sequence[int]) -> str:
         """Token ids to text."""
         ...
+
+
+def score_call(scorer: Scorer, call: LLMCall) -> ScoreResult:
+    """Teacher-forced scores of a call, with the selection margin of every output token.
+
+    Greedy margins (best logprob minus the token's) come straight from the scores' top tokens,
+    which saves a full-vocabulary pass per position; sampled calls get the engine's CDF margins.
+    """
+    if call.temperature > 0:
+        return scorer.score(call.prompt_ids, call.output_ids, sampling_params(call))
+    scored = scorer.score(call.prompt_ids, call.output_ids, None)
+    margins = tuple(
+        max(0.0, top[0][1] - lp) for top, lp in zip(scored.top_tokens, scored.logprobs, strict=True)
+    )
+    return replace(scored, margins=margins)
 
 
 class DagStore(Protocol):
@@ -165,9 +180,7 @@ class Verifier:
             if not call.output_ids:
                 continue
             async with self._score_lock:  # one forward pass at a time: the engine is not re-entrant
-                scored = await asyncio.to_thread(
-                    scorer.score, call.prompt_ids, call.output_ids, sampling_params(call)
-                )
+                scored = await asyncio.to_thread(score_call, scorer, call)
             findings += check_scores(call, scored, self.tolerance)
         tool_findings, reran = await check_tools(trace.tool_calls, self.tools)
         findings += tool_findings

@@ -27,7 +27,13 @@ if TYPE_CHECKING:
     )
     from supernet.node.llm.handle import GenerationHandle
     from supernet.node.llm.sampling import SamplingParams
-    from supernet.node.llm.types import Fingerprint, GenerationResult, ScoreResult, SequenceSnapshot, TokenEvent
+    from supernet.node.llm.types import (
+        Fingerprint,
+        GenerationResult,
+        ScoreResult,
+        SequenceSnapshot,
+        TokenEvent,
+    )
 
 _EXPORTS = {
     "LLMEngine": "engine",
@@ -45,7 +51,22 @@ _EXPORTS = {
     "SequenceSnapshot": "types",
     "TokenEvent": "types",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "ContextOverflowError",
+    "EngineStoppedError",
+    "Fingerprint",
+    "GenerationHandle",
+    "GenerationResult",
+    "LLMEngine",
+    "LLMError",
+    "ModelNotFoundError",
+    "SamplingParams",
+    "ScoreResult",
+    "SequenceFinishedError",
+    "SequenceSnapshot",
+    "TokenEvent",
+    "WeightsFormatError",
+]
 
 
 def __getattr__(name: str) -> Any:

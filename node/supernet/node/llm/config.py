@@ -109,7 +109,9 @@ class LlamaConfig:
             "max_position_embeddings": self.max_position,
             "tie_word_embeddings": self.tie_embeddings,
             "bos_token_id": self.bos_token_id,
-            "eos_token_id": list(self.eos_token_ids) if len(self.eos_token_ids) != 1 else self.eos_token_ids[0],
+            "eos_token_id": self.eos_token_ids[0]
+            if len(self.eos_token_ids) == 1
+            else list(self.eos_token_ids),
             "attention_bias": False,
             "mlp_bias": False,
             "torch_dtype": "float32",

@@ -9,7 +9,8 @@ when idle — no polling.
 
 >>> engine = LLMEngine.load("smollm2-135m")  # doctest: +SKIP
 >>> await engine.start()  # doctest: +SKIP
->>> h = engine.submit(engine.tokenizer.encode("The capital of France is"), SamplingParams(max_new_tokens=8))  # doctest: +SKIP
+>>> ids = engine.tokenizer.encode("The capital of France is")  # doctest: +SKIP
+>>> h = engine.submit(ids, SamplingParams(max_new_tokens=8))  # doctest: +SKIP
 >>> async for ev in h: print(ev.token_id)  # doctest: +SKIP
 """
 
@@ -160,7 +161,7 @@ class LLMEngine:
         if not prompt:
             raise ValueError("the prompt must hold at least one token")
         if len(prompt) + (len(resume.output_ids) if resume else 0) >= self.max_seq_len:
-            raise ContextOverflowError(f"{len(prompt)} prompt tokens do not fit max_seq_len {self.max_seq_len}")
+            raise ContextOverflowError(f"{len(prompt)} tokens do not fit max_seq_len {self.max_seq_len}")
         if max(prompt) >= self.model.cfg.vocab_size or min(prompt) < 0:
             raise ValueError("prompt holds token ids outside the vocabulary")
         stop = params.stop_token_ids if params.stop_token_ids is not None else self.model.cfg.eos_token_ids
@@ -282,7 +283,7 @@ class LLMEngine:
         reason: FinishReason | None = None
         if seq.output and seq.output[-1] in seq.stop_ids:
             reason = "stop"
-        elif len(seq.output) >= seq.params.max_new_tokens or len(seq.prompt) + len(seq.output) >= self.max_seq_len:
+        elif len(seq.output) >= min(seq.params.max_new_tokens, self.max_seq_len - len(seq.prompt)):
             reason = "length"
         if reason is not None:
             self._finish(seq, reason)

@@ -113,8 +113,11 @@ class DecodeAttention:
 
     def __init__(self, pool: KVPool, lengths: Tensor) -> None:
         self.pool = pool
-        self.rows = torch.arange(lengths.shape[0], device=lengths.device)
-        self.lengths = lengths
+        b, kv, cap = lengths.shape[0], pool.cfg.n_kv_heads, pool.capacity
+        # flat row of (slot, head, position) in a layer's [slots * kv * cap, head_dim] view
+        heads = torch.arange(kv, device=lengths.device)
+        slots = torch.arange(b, device=lengths.device)
+        self.write_rows = ((slots[:, None] * kv + heads[None, :]) * cap + lengths[:, None]).reshape(-1)
         self.span = int(lengths.max()) + 1
         keep = torch.arange(self.span, device=lengths.device)[None, :] <= lengths[:, None]
         self.bias = torch.zeros(keep.shape, dtype=torch.float32, device=lengths.device)
@@ -125,8 +128,8 @@ class DecodeAttention:
         b, h, _, d = q.shape
         kv = k.shape[1]
         keys, values = self.pool.k[layer], self.pool.v[layer]
-        keys[self.rows, :, self.lengths] = k[:, :, 0]
-        values[self.rows, :, self.lengths] = v[:, :, 0]
+        keys.view(-1, d).index_copy_(0, self.write_rows, k.reshape(-1, d))
+        values.view(-1, d).index_copy_(0, self.write_rows, v.reshape(-1, d))
         keys, values = keys[:b, :, : self.span], values[:b, :, : self.span]
         qg = q.reshape(b, kv, h // kv, d)
         scores = (qg @ keys.transpose(-1, -2)).float() * (1.0 / math.sqrt(d)) + self.bias

@@ -154,7 +154,8 @@ class Llama(nn.Module):
             The final hidden states ``[B, T, dim]`` after the last RMSNorm.
         """
         if positions is None:
-            cos, sin = self.rope_cos[None, None, : tokens.shape[1]], self.rope_sin[None, None, : tokens.shape[1]]
+            t = tokens.shape[1]
+            cos, sin = self.rope_cos[None, None, :t], self.rope_sin[None, None, :t]
         else:
             cos, sin = self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1)
         x = self.tok_embeddings(tokens)
@@ -216,7 +217,8 @@ class Llama(nn.Module):
             sd["lm_head.weight"] = self.output.weight
         for i, blk in enumerate(self.layers):
             p, a = f"model.layers.{i}.", f"model.layers.{i}.self_attn."
-            q, k, v = blk.attention.wqkv.weight.split((cfg.n_heads * hd, cfg.n_kv_heads * hd, cfg.n_kv_heads * hd))
+            kv = cfg.n_kv_heads * hd
+            q, k, v = blk.attention.wqkv.weight.split((cfg.n_heads * hd, kv, kv))
             gate, up = blk.feed_forward.w13.weight.split(cfg.hidden_dim)
             sd |= {
                 p + "input_layernorm.weight": blk.attention_norm.weight,

@@ -169,8 +169,13 @@ def compare_generation(
     out: list[Mismatch] = []
     n = len(claimed.output_ids)
     if len(rescored.logprobs) != n or len(claimed.logprobs) != n:
-        out.append(Mismatch(0, "length", f"claimed {n} tokens / {len(claimed.logprobs)} logprobs, "
-                                         f"rescored {len(rescored.logprobs)}"))
+        out.append(
+            Mismatch(
+                0,
+                "length",
+                f"claimed {n} tokens / {len(claimed.logprobs)} logprobs, rescored {len(rescored.logprobs)}",
+            )
+        )
         return Verdict(False, tuple(out), float("inf"))
     worst = 0.0
     for i, (a, b) in enumerate(zip(claimed.logprobs, rescored.logprobs, strict=True)):
@@ -180,7 +185,8 @@ def compare_generation(
             out.append(Mismatch(i, "logprob", f"claimed {a:.5f}, rescored {b:.5f}"))
     for i, m in enumerate(rescored.margins or ()):
         if m > tol.selection_margin:
-            out.append(Mismatch(i, "selection", f"token {claimed.output_ids[i]} off the sampling rule by {m:.4g}"))
+            detail = f"token {claimed.output_ids[i]} is {m:.4g} off the sampling rule"
+            out.append(Mismatch(i, "selection", detail))
     refs = {f.index: f for f in rescored.fingerprints}
     claims = {f.index: f for f in claimed.fingerprints}
     for idx in sorted(refs.keys() | claims.keys()):
