@@ -160,9 +160,8 @@ class TaskManagerClient:
 
     def events(self, from_block: int, to_block: int) -> list[ChainEvent]:
         """Batch and challenge events in ``[from_block, to_block]``, in chain order."""
-        logs = self.w3.eth.get_logs(
-            {"address": self.binding.address, "fromBlock": from_block, "toBlock": to_block}
-        )
+        address = Web3.to_checksum_address(self.binding.address)
+        logs = self.w3.eth.get_logs({"address": address, "fromBlock": from_block, "toBlock": to_block})
         events = self.binding.contract.events
         decoders = {
             bytes.fromhex(str(e.topic).removeprefix("0x")): e

@@ -1,9 +1,10 @@
 """The validator's one typed configuration (pydantic-settings).
 
-Sources, highest first: keyword arguments (the CLI's options), ``SUPERNET_VALIDATOR_*``
-environment variables (nested with ``__``, e.g. ``SUPERNET_VALIDATOR_CHAIN__RPC_URL``), then a
-TOML file given with ``--config`` (see ``validator/validator.sample.toml``). There is no default
-key: the validator refuses to start without one.
+Sources, highest first: the CLI's options, a TOML file given with ``--config`` (see
+``validator/validator.sample.toml``), then ``SUPERNET_VALIDATOR_*`` environment variables for
+sections the file leaves out (nested with ``__``, e.g. ``SUPERNET_VALIDATOR_CHAIN__RPC_URL``). The
+CLI reads the key from ``SUPERNET_VALIDATOR_CHAIN__KEY`` when ``--key`` is not given. There is
+no default key: the validator refuses to start without one.
 
 >>> s = ValidatorSettings(chain={"deployment": "dep.json", "key": "0x" + "11" * 32})
 >>> s.chain.rpc_url, s.poll_interval_s
@@ -53,7 +54,7 @@ class ValidatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SUPERNET_VALIDATOR_", env_nested_delimiter="__")
 
     chain: ChainSettings
-    model: ModelSettings = ModelSettings()
+    model: ModelSettings = Field(default_factory=lambda: ModelSettings(threads=None))
     store_url: str = DEFAULT_STORE_URL
     db_path: Path = Path("validator.sqlite")
     poll_interval_s: float = Field(1.0, gt=0)

@@ -45,9 +45,9 @@ class ModelScorer:
         return cls(loaded.model, loaded, loaded.model_id, eos_ids_of(loaded))
 
     def score(
-        self, prompt_ids: Sequence[int], output_ids: Sequence[int], params: SamplingParams
+        self, prompt_ids: Sequence[int], output_ids: Sequence[int], params: SamplingParams | None
     ) -> ScoreResult:
-        """One teacher-forced pass; margins of the recorded sampling rule included."""
+        """One teacher-forced pass; margins of the recorded sampling rule when ``params`` is given."""
         return score(self.model, list(prompt_ids), list(output_ids), params)
 
     def decode(self, ids: Sequence[int]) -> str:

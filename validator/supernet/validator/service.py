@@ -96,9 +96,11 @@ class Validator:
         if self._scorer is None:
             from supernet.validator.scoring import ModelScorer
 
-            self._scorer = await asyncio.to_thread(
+            loaded: Scorer = await asyncio.to_thread(
                 ModelScorer.load, s.model.name, s.model.threads, s.model.device
             )
+            self._scorer = loaded
+        scorer: Scorer = self._scorer
         self.verifier = Verifier(
             self.store,
             self._scorer,
@@ -124,7 +126,7 @@ class Validator:
         log.info(
             "validator %s ready: model %s, sampling rate %d ppm",
             self.address,
-            self._scorer.model_id,
+            scorer.model_id,
             self.chain.params().sample_rate_ppm,
         )
 

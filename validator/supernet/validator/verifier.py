@@ -45,9 +45,9 @@ class Scorer(Protocol):
     eos_ids: tuple[int, ...]
 
     def score(
-        self, prompt_ids: Sequence[int], output_ids: Sequence[int], params: SamplingParams
+        self, prompt_ids: Sequence[int], output_ids: Sequence[int], params: SamplingParams | None
     ) -> ScoreResult:
-        """Teacher-forced logprobs, selection margins and fingerprints of ``output_ids``."""
+        """Teacher-forced logprobs, fingerprints (and selection margins when ``params``) of ``output_ids``."""
         ...
 
     def decode(self, ids: Sequence[int]) -> str:
@@ -149,14 +149,20 @@ class Verifier:
             entry = self.entry(manifest, index)
         except MalformedEntry as exc:
             return Verdict(batch_id, index, raw_leaf, unverifiable=str(exc), validator=self.validator)
-        base = {
-            "batch_id": batch_id,
-            "index": index,
-            "leaf": entry.leaf,
-            "validator": self.validator,
-            "model_id": "0x" + entry.receipt.model_id.hex(),
-            "request_hash": entry.receipt.request_hash,
-        }
+        model_id = "0x" + entry.receipt.model_id.hex()
+
+        def done(found: list[Finding], **extra: Any) -> Verdict:
+            return Verdict(
+                batch_id,
+                index,
+                entry.leaf,
+                findings=tuple(found),
+                validator=self.validator,
+                model_id=model_id,
+                request_hash=entry.receipt.request_hash,
+                **extra,
+            )
+
         findings = check_receipt(entry, node, self.domain) + check_trace_hash(
             entry.trace_cid, entry.receipt.trace_hash
         )
@@ -164,16 +170,14 @@ class Verifier:
             trace = parse_trace(await self.store.get_dag(entry.trace_cid))
         except MalformedTrace as exc:
             findings.append(Finding(Check.TRACE_MALFORMED, str(exc)))
-            return Verdict(**base, findings=tuple(findings))
+            return done(findings)
         except Exception as exc:  # not found / unavailable: do not accuse on a store problem
-            return Verdict(**base, findings=tuple(findings), unverifiable=f"trace unavailable: {exc}")
+            return done(findings, unverifiable=f"trace unavailable: {exc}")
         findings += check_trace(trace, entry)
         scorer = self.scorer
-        if scorer is None or scorer.model_id.lower() != base["model_id"]:
-            return Verdict(
-                **base,
-                findings=tuple(findings),
-                unverifiable=None if findings else f"model {base['model_id']} not served by this validator",
+        if scorer is None or scorer.model_id.lower() != model_id:
+            return done(
+                findings, unverifiable=None if findings else f"model {model_id} not served by this validator"
             )
         for call in trace.llm_calls:
             findings += check_shape(call, scorer.eos_ids, call.stop_strings, scorer.decode)
@@ -184,4 +188,4 @@ class Verifier:
             findings += check_scores(call, scored, self.tolerance)
         tool_findings, reran = await check_tools(trace.tool_calls, self.tools)
         findings += tool_findings
-        return Verdict(**base, findings=tuple(findings), llm_calls=len(trace.llm_calls), tool_calls=reran)
+        return done(findings, llm_calls=len(trace.llm_calls), tool_calls=reran)

@@ -256,7 +256,7 @@ class Dispatcher:
                 "storage.get", namespace=ns, path=call.path, cid=cid_link(cid), root=cid_link(root)
             )
             return data
-        files = await self._storage.list(ns)
+        files = await self._storage.list_files(ns)
         st.trace.record("storage.list", namespace=ns, root=cid_link(root))
         return files
 

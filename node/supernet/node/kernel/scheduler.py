@@ -19,11 +19,12 @@ Any exception of the engine is set on the caller's future, so the agent gets it 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from supernet.node.kernel.context import ContextManager
 from supernet.node.kernel.errors import KernelStoppedError, LLMError
@@ -145,7 +146,7 @@ class Scheduler:
         """Fail every waiting call and stop the running ones."""
         self._closed = True
         while len(self._policy):
-            entry = self._policy.pop()
+            entry = self._pop()
             self._policy.release(entry)
             self._fail(entry, KernelStoppedError("the kernel stopped before this LLM call ran"))
         for entry in list(self._active):
@@ -155,10 +156,13 @@ class Scheduler:
 
     # -- internals ------------------------------------------------------------------------------
 
+    def _pop(self) -> _Entry:
+        return cast(_Entry, self._policy.pop())  # the policy holds only what this scheduler pushed
+
     def _dispatch(self) -> None:
         """Admit waiting calls while the engine has free slots."""
         while not self._closed and len(self._active) < self._max_active and len(self._policy):
-            entry = self._policy.pop()
+            entry = self._pop()
             if entry.future.done():  # its caller went away while it waited
                 self._policy.release(entry)
                 self.context.discard(entry.job.request_id)
@@ -168,9 +172,9 @@ class Scheduler:
             entry.runner = asyncio.get_running_loop().create_task(
                 self._run(entry), name=f"llm:{entry.job.request_id}"
             )
-            entry.runner.add_done_callback(lambda _task, e=entry: self._retire(e))
+            entry.runner.add_done_callback(functools.partial(self._retire, entry))
 
-    def _retire(self, entry: _Entry) -> None:
+    def _retire(self, entry: _Entry, _runner: object = None) -> None:
         """A runner ended (even one cancelled before it started): free its slot, admit the next."""
         self._active.discard(entry)
         if not entry.requeued:

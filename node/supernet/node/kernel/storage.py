@@ -93,7 +93,7 @@ class StorageManager:
         except Exception as exc:
             raise MemoryStoreError(f"cannot read file {path} ({cid}): {exc}") from exc
 
-    async def list(self, namespace: str) -> dict[str, str]:
+    async def list_files(self, namespace: str) -> dict[str, str]:
         """Every file of ``namespace`` with its latest version's CID."""
         return {path: str(versions[-1]) for path, versions in (await self._files(namespace)).items()}
 

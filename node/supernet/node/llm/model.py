@@ -43,9 +43,44 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * xf.to(x.dtype)
+        return self.weight * F.rms_norm(x.float(), self.weight.shape, eps=self.eps).to(x.dtype)
+
+
+def rope_tables(cfg: LlamaConfig, n_positions: int) -> tuple[Tensor, Tensor]:
+    """Cos and signed sin tables ``[n_positions, head_dim]`` of the rotary embedding (fp32).
+
+    The sin table carries the sign of HF's ``rotate_half`` (negative first half), so a rotation
+    is ``x * cos + roll(x, head_dim / 2) * sin`` with no negation at run time.
+    """
+    d = cfg.head_dim
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.int64).float() / d))
+    freqs = torch.arange(n_positions, dtype=torch.float32)[:, None] * inv_freq[None, :]
+    return torch.cat((freqs, freqs), dim=-1).cos(), torch.cat((-freqs.sin(), freqs.sin()), dim=-1)
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate ``x`` ``[B, T, heads, D]`` by per-token ``cos``/``sin`` ``[B or 1, T, 1, D]``."""
+    return (x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin).to(x.dtype)
+
+
+class AttentionCache(Protocol):
+    """What a KV cache offers the model: store this step's keys/values and attend."""
+
+    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """Store ``k``/``v`` of ``layer`` and return attention output shaped like ``q``."""
+        ...
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square layer norm, computed in fp32 whatever the weights' dtype."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.weight * F.rms_norm(x.float(), self.weight.shape, eps=self.eps).to(x.dtype)
 
 
 def rope_tables(cfg: LlamaConfig, n_positions: int) -> tuple[Tensor, Tensor]:
@@ -77,10 +112,10 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: AttentionCache | None) -> Tensor:
         b, t, _ = x.shape
         hd, nq, nkv = self.head_dim, self.n_heads * self.head_dim, self.n_kv * self.head_dim
-        q, k, v = self.wqkv(x).split((nq, nkv, nkv), dim=-1)
-        q = apply_rope(q.view(b, t, self.n_heads, hd).transpose(1, 2), cos, sin)
-        k = apply_rope(k.view(b, t, self.n_kv, hd).transpose(1, 2), cos, sin)
-        v = v.view(b, t, self.n_kv, hd).transpose(1, 2)
+        qkv = self.wqkv(x)
+        qk = apply_rope(qkv[..., : nq + nkv].view(b, t, self.n_heads + self.n_kv, hd), cos, sin)
+        q, k = qk[:, :, : self.n_heads].transpose(1, 2), qk[:, :, self.n_heads :].transpose(1, 2)
+        v = qkv[..., nq + nkv :].view(b, t, self.n_kv, hd).transpose(1, 2)
         if cache is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.n_kv != self.n_heads)
         else:
@@ -155,9 +190,9 @@ class Llama(nn.Module):
         """
         if positions is None:
             t = tokens.shape[1]
-            cos, sin = self.rope_cos[None, None, :t], self.rope_sin[None, None, :t]
+            cos, sin = self.rope_cos[None, :t, None], self.rope_sin[None, :t, None]
         else:
-            cos, sin = self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1)
+            cos, sin = self.rope_cos[positions].unsqueeze(2), self.rope_sin[positions].unsqueeze(2)
         x = self.tok_embeddings(tokens)
         for block in self.layers:
             x = block(x, cos, sin, cache)

@@ -156,7 +156,9 @@ class Batcher:
                 self.db.mark_batch_sent(batch.id, tx)
                 chain_id = await self.chain.wait_commit(tx)
                 if chain_id is None:
-                    raise RuntimeError(f"commit transaction {tx} of batch {batch.id} was not mined")
+                    raise RuntimeError(
+                        f"commit transaction {tx} of batch {batch.id} failed; sending a new one"
+                    )
         receipts = self.db.batch_receipts(batch.id)
         tree = ReceiptTree(_b(r.leaf) for r in receipts)
         proofs = {r.task_id: json.dumps(["0x" + p.hex() for p in tree.proof(_b(r.leaf))]) for r in receipts}

@@ -17,10 +17,12 @@ from supernet.node.service.ports import SignedVoucher
 from supernet.sdk.chain import Contracts, Voucher
 from supernet.sdk.chain.bindings import reverts_as
 from supernet.sdk.chain.eip712 import Domain
-from supernet.sdk.chain.errors import TransactionFailed
 from web3.exceptions import TimeExhausted, TransactionNotFound
 
 log = logging.getLogger(__name__)
+
+GAS_HEADROOM = 1.3
+"""Gas limit over the estimate for ``commitBatch`` (its cost depends on the stake lock's state)."""
 
 
 class Web3Chain:
@@ -51,14 +53,16 @@ class Web3Chain:
         w3 = self.contracts.w3
 
         def send() -> str:
-            with reverts_as(tm.name):
-                tx = tm.contract.functions.commitBatch(root, count, manifest_cid).build_transaction(
+            fn = tm.contract.functions.commitBatch(root, count, manifest_cid)
+            with reverts_as(tm.name):  # a revert surfaces here, before anything is sent
+                tx = fn.build_transaction(
                     {
                         "from": self.account.address,
                         "nonce": w3.eth.get_transaction_count(self.account.address, "pending"),
                         "chainId": w3.eth.chain_id,
                     }
                 )
+            tx["gas"] = int(tx["gas"] * GAS_HEADROOM)  # the estimate is exact for one state only
             signed = self.account.sign_transaction(cast(Any, tx))  # TxParams is a TypedDict
             return "0x" + bytes(w3.eth.send_raw_transaction(signed.raw_transaction)).hex()
 
@@ -66,7 +70,7 @@ class Web3Chain:
             return await asyncio.to_thread(send)
 
     async def wait_commit(self, tx_hash: str) -> int | None:
-        """The batch id from the mined commit, or None if the chain does not know the transaction."""
+        """The batch id from the mined commit; None if the chain dropped it or it reverted."""
         tm = self.contracts.task_manager
         w3 = self.contracts.w3
 
@@ -79,8 +83,9 @@ class Web3Chain:
                 receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120, poll_latency=0.1)  # type: ignore[arg-type]
             except TimeExhausted:
                 return None
-            if receipt["status"] != 1:
-                raise TransactionFailed(f"commitBatch {tx_hash} failed", tx_hash)
+            if receipt["status"] != 1:  # mined but reverted: the batcher sends a fresh one
+                log.warning("commitBatch %s reverted in block %s", tx_hash, receipt["blockNumber"])
+                return None
             return int(tm.events(receipt, "BatchCommitted")[0]["args"]["batchId"])
 
         return await asyncio.to_thread(wait)
