@@ -1,7 +1,7 @@
 """The continuous-batching engine.
 
 One asyncio task owns the batch. Each iteration it applies preempts and cancels, admits waiting
-requests into free KV slots, then runs one step in a worker thread (``asyncio.to_thread``, so the
+requests into free KV slots, then runs one step in a dedicated worker thread (``run_in_executor``, so the
 event loop stays responsive): a decode of every active sequence together, plus a batched prefill
 of the newly admitted ones, which join the decode from the next step. Sampled tokens go out as
 events; finished sequences retire and free their slot. The loop sleeps on an ``asyncio.Event``
@@ -22,6 +22,7 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Sequence as Seq
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,7 @@ class LLMEngine:
         self._control: list[Sequence] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
         self._stopping = False
 
     # ------------------------------------------------------------------ construction
@@ -112,6 +114,11 @@ class LLMEngine:
             return
         self._stopping = False
         self._wake = asyncio.Event()
+        # one dedicated thread runs the steps: never two at once, never queued behind other to_thread work
+        threads = torch.get_num_threads()
+        self._executor = ThreadPoolExecutor(
+            1, "llm-step", initializer=torch.set_num_threads, initargs=(threads,)
+        )
         self._task = asyncio.create_task(self._run(), name="llm-engine")
 
     async def stop(self) -> None:
@@ -123,6 +130,9 @@ class LLMEngine:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
 
     async def __aenter__(self) -> LLMEngine:
         await self.start()
@@ -234,7 +244,10 @@ class LLMEngine:
                     continue
                 batch = list(self._active)
                 try:
-                    outputs = await asyncio.to_thread(run_step, self.model, self.pool, batch)
+                    loop = asyncio.get_running_loop()
+                    outputs = await loop.run_in_executor(
+                        self._executor, run_step, self.model, self.pool, batch
+                    )
                 except Exception as exc:  # a failed step fails its sequences, not the engine
                     log.exception("engine step failed")
                     self._fail(batch, LLMError(f"engine step failed: {exc}"))

@@ -63,42 +63,6 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return (x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin).to(x.dtype)
 
 
-class AttentionCache(Protocol):
-    """What a KV cache offers the model: store this step's keys/values and attend."""
-
-    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        """Store ``k``/``v`` of ``layer`` and return attention output shaped like ``q``."""
-        ...
-
-
-class RMSNorm(nn.Module):
-    """Root-mean-square layer norm, computed in fp32 whatever the weights' dtype."""
-
-    def __init__(self, dim: int, eps: float) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.weight * F.rms_norm(x.float(), self.weight.shape, eps=self.eps).to(x.dtype)
-
-
-def rope_tables(cfg: LlamaConfig, n_positions: int) -> tuple[Tensor, Tensor]:
-    """Cos and sin tables ``[n_positions, head_dim]`` of the rotary embedding (fp32)."""
-    d = cfg.head_dim
-    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.int64).float() / d))
-    freqs = torch.arange(n_positions, dtype=torch.float32)[:, None] * inv_freq[None, :]
-    emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos(), emb.sin()
-
-
-def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate ``x`` ``[B, heads, T, D]`` by per-token ``cos``/``sin`` ``[B, 1, T, D]``."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return (x * cos + rotated * sin).to(x.dtype)
-
-
 class Attention(nn.Module):
     """Grouped-query self-attention with fused q/k/v projection."""
 

@@ -130,9 +130,28 @@ def scenario(port: int = typer.Option(0, "--port", help="Anvil's port (0: any fr
 
 
 @app.command()
-def demo(port: int = typer.Option(0, "--port", help="Anvil's port (0: any free port).")) -> None:
-    """The demo (for now: the on-chain scenario; the full network demo comes later)."""
-    scenario(port=port)
+def demo(
+    tasks: int = typer.Option(20, help="Paid tasks the users submit."),
+    fault: str = typer.Option("tokens:0.5", help="How the faulty node cheats, KIND:RATE."),
+    validators: int = typer.Option(3, help="Validators to run."),
+    timeout: float = typer.Option(280.0, help="Give up after this many seconds."),
+    keep: Path | None = typer.Option(None, help="Keep logs and state in this folder."),
+) -> None:
+    """A full local network: two honest nodes, one faulty node, validators, paying users.
+
+    Exits 0 only if the faulty node was slashed, the honest nodes were not, and users of
+    proven-faulty tasks were refunded.
+    """
+    from supernet.sdk.devnet.demo import DemoConfig, run_demo
+
+    cfg = DemoConfig(tasks=tasks, fault=fault, validators=validators, timeout_s=timeout, keep_dir=keep)
+    try:
+        ok = run_demo(cfg, console)
+    except SupernetError as exc:
+        console.print(f"[red]demo failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    console.print("[bold green]demo passed[/]" if ok else "[bold red]demo failed[/]")
+    raise typer.Exit(0 if ok else 1)
 
 
 def _signal(pid: int, sig: int) -> bool:

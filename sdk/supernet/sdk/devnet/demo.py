@@ -1,0 +1,274 @@
+"""`supernet devnet demo`: a whole network on one machine, with one node that cheats.
+
+Anvil and the contracts, the embedded content store, honest nodes, one faulty node
+(``--fault KIND:RATE``) and validators, each a real ``supernet`` process; users pay for tasks
+with the SDK's `Client`. The demo prints the chain's events as they happen and ends with a
+summary. It succeeds only if the faulty node was slashed, no honest node was, and every user
+whose task was proven faulty got a refund credited.
+
+>>> ok = run_demo(DemoConfig(tasks=6), Console())   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from supernet.sdk.chain import Contracts
+from supernet.sdk.client import Client
+from supernet.sdk.devnet.demo_view import ChainWatcher, eth, refunds_by_user, summary_tables
+from supernet.sdk.devnet.network import ETHER, Actor, Devnet, DevnetConfig
+from supernet.sdk.devnet.processes import ServiceProcess, free_port
+from supernet.sdk.errors import SupernetError
+from supernet.sdk.store.embedded import serve_in_thread
+
+PROMPTS = (
+    "What is the capital of France?",
+    "Name a primary colour.",
+    "What is 2 plus 2?",
+    "Say hello in Spanish.",
+    "What do bees make?",
+    "Name a planet in our solar system.",
+    "What is the opposite of hot?",
+    "What animal says meow?",
+)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Shape and pace of the demo network."""
+
+    tasks: int = 20
+    honest_nodes: int = 2
+    validators: int = 3
+    users: int = 4
+    fault: str = "tokens:0.5"
+    max_new_tokens: int = 16
+    model: str = "smollm2-135m"
+    timeout_s: float = 280.0
+    settle_s: float = 15.0
+    """After the last event, how long to wait for validators to finish before judging."""
+    keep_dir: Path | None = None
+
+
+def model_id_of(model: str) -> str:
+    """The ``0x`` model id from the pulled model's manifest (``supernet model pull`` writes it)."""
+    home = Path(os.environ.get("SUPERNET_HOME", Path.home() / ".cache" / "supernet"))
+    manifest = home / "models" / model / "manifest.json"
+    try:
+        return str(json.loads(manifest.read_text())["model_id"])
+    except (OSError, KeyError, ValueError) as exc:
+        raise SupernetError(f"no model manifest at {manifest}: run `supernet model pull {model}`") from exc
+
+
+def run_demo(cfg: DemoConfig, console: Console) -> bool:
+    """Run the whole demo; True when the network behaved (see the module docstring)."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the story
+    work = cfg.keep_dir or Path(tempfile.mkdtemp(prefix="supernet-demo-"))
+    work.mkdir(parents=True, exist_ok=True)
+    procs: list[ServiceProcess] = []
+    nodes_total = cfg.honest_nodes + 1
+    net = Devnet.start(
+        DevnetConfig(
+            port=free_port(),
+            nodes=nodes_total,
+            validators=cfg.validators,
+            users=cfg.users,
+            model_id=bytes.fromhex(model_id_of(cfg.model)[2:]),
+            model_name=cfg.model,
+            state_dir=work / "devnet",
+        ),
+        populated=False,
+    )
+    store_url, stop_store = serve_in_thread(work / "store")
+    try:
+        return _run(cfg, console, net, store_url, work, procs)
+    finally:
+        console.print("[dim]stopping nodes, validators, store and anvil…[/dim]")
+        for p in procs:
+            p.stop()
+        stop_store()
+        net.stop()
+        if cfg.keep_dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            console.print(f"logs and state kept in {work}")
+
+
+def _run(
+    cfg: DemoConfig, console: Console, net: Devnet, store_url: str, work: Path, procs: list[ServiceProcess]
+) -> bool:
+    c = net.contracts
+    actors = net.actors
+    names = {a.address.lower(): f"{a.role}-{a.index}" for a in actors}
+    nodes = [a for a in actors if a.role == "node"]
+    faulty = nodes[-1]
+    names[faulty.address.lower()] = f"node-{faulty.index} (faulty)"
+    validators = [a for a in actors if a.role == "validator"]
+    users = [a for a in actors if a.role == "user"]
+    console.rule("[bold]Supernet demo")
+    console.print(f"chain {net.anvil.url}   store {store_url}   work dir {work}")
+
+    # Setup on chain: the model, the validators' stakes and the users' deposits.
+    c.model_registry.register_model(net.config.model_id, "bafkreimodelmanifest", cfg.model)
+    for v in validators:
+        c.as_account(v.account).service_manager.register_validator(5 * ETHER)
+    for u in users:
+        c.as_account(u.account).payments.deposit(1 * ETHER)
+    net.write_state()
+    deployment = net.config.state_dir / "deployment.json"
+
+    # The services, each a real process (one torch thread each: 2 cores are shared by all).
+    common = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    urls: dict[str, str] = {}
+    for n in nodes:
+        port = free_port()
+        urls[n.address.lower()] = f"http://127.0.0.1:{port}"
+        conf = work / f"node-{n.index}.toml"
+        conf.write_text(
+            f'data_dir = "{work / f"node-{n.index}"}"\n[api]\nport = {port}\n'
+            f'[chain]\nenabled = true\nrpc_url = "{net.anvil.url}"\ndeployment = "{deployment}"\n'
+            f"auto_register = true\nstake_wei = {10 * ETHER}\n"
+            f'[store]\nurl = "{store_url}"\n'
+            f'[engine]\nmodel = "{cfg.model}"\nmax_new_tokens = {cfg.max_new_tokens}\n'
+            "[batch]\nmax_size = 4\nmax_age_s = 2.0\n[redeem]\ninterval_s = 10.0\n"
+        )
+        args = ["node", "run", "--config", str(conf)]
+        if n is faulty:
+            args += ["--fault", cfg.fault]
+        key = "0x" + bytes(n.account.key).hex()
+        procs.append(
+            ServiceProcess(
+                names[n.address.lower()],
+                args,
+                work / f"node-{n.index}.log",
+                {**common, "SUPERNET_IDENTITY__PRIVATE_KEY": key},
+            )
+        )
+    for v in validators:
+        args = ["validator", "run", "--rpc", net.anvil.url, "--deployment", str(deployment)]
+        args += ["--store", store_url, "--db", str(work / f"validator-{v.index}.sqlite"), "--poll", "0.5"]
+        args += ["--model", cfg.model, "--threads", "1"]
+        key = "0x" + bytes(v.account.key).hex()
+        env = {**common, "SUPERNET_VALIDATOR_CHAIN__KEY": key}
+        procs.append(ServiceProcess(names[v.address.lower()], args, work / f"validator-{v.index}.log", env))
+
+    started = time.monotonic()
+    console.print(
+        f"starting {len(nodes)} nodes (one runs --fault {cfg.fault}) and {len(validators)} validators…"
+    )
+    for p in procs:
+        p.start()
+    for p, n in zip(procs, nodes, strict=False):
+        p.wait_http(urls[n.address.lower()] + "/healthz", timeout=cfg.timeout_s)
+    for p in procs[len(nodes) :]:
+        p.wait_log("ready", timeout=cfg.timeout_s)
+    console.print(f"all services up in {time.monotonic() - started:.0f} s")
+    stakes_before = {n.address: c.service_manager.get_node(n.address).stake for n in nodes}
+
+    watcher = ChainWatcher(c, names, console, from_block=c.w3.eth.block_number)
+    served = asyncio.run(_submit_all(cfg, console, net, users, nodes, urls, names, watcher, work, procs))
+
+    # Let batches commit and validators check, challenge, vote and resolve.
+    deadline = started + cfg.timeout_s
+    while time.monotonic() < deadline:
+        watcher.poll()
+        for p in procs:
+            p.check_alive()
+        quiet = time.monotonic() - watcher.last_event_at > cfg.settle_s
+        if watcher.fraud_nodes and not watcher.open_challenges and quiet:
+            break
+        time.sleep(1.0)
+    watcher.poll()
+    return _judge(cfg, console, c, names, stakes_before, served, faulty.address, users)
+
+
+async def _submit_all(
+    cfg: DemoConfig,
+    console: Console,
+    net: Devnet,
+    users: list[Actor],
+    nodes: list[Actor],
+    urls: dict[str, str],
+    names: dict[str, str],
+    watcher: ChainWatcher,
+    work: Path,
+    procs: list[ServiceProcess],
+) -> Counter[str]:
+    """Users submit ``cfg.tasks`` tasks round-robin over the nodes; each user's tasks go in order."""
+    served: Counter[str] = Counter()
+    plan: dict[int, list[tuple[int, str]]] = {i: [] for i in range(len(users))}
+    for t in range(cfg.tasks):
+        plan[t % len(users)].append((t, nodes[t % len(nodes)].address.lower()))
+
+    async def one_user(i: int) -> None:
+        u = users[i]
+        key = "0x" + bytes(u.account.key).hex()
+        dep = net.config.state_dir / "deployment.json"
+        async with Client.connect(net.anvil.url, dep, key, state_dir=work / f"user-{u.index}") as client:
+            for t, node in plan[i]:
+                prompt = PROMPTS[t % len(PROMPTS)]
+                res = await client.submit_task(prompt, node_url=urls[node])
+                served[node] += 1
+                text = " ".join(res.output.split())[:60]
+                console.print(
+                    f"[dim]{time.monotonic() - watcher.started:6.1f}s[/dim] [magenta]task[/magenta]   "
+                    f"{names[u.address.lower()]} → {names[node]}: {prompt!r} → {text!r}"
+                )
+
+    async def watch() -> None:
+        while True:
+            await asyncio.to_thread(watcher.poll)
+            for p in procs:
+                p.check_alive()
+            await asyncio.sleep(1.0)
+
+    watching = asyncio.create_task(watch())
+    try:
+        await asyncio.gather(*(one_user(i) for i in range(len(users))))
+    finally:
+        watching.cancel()
+    return served
+
+
+def _judge(
+    cfg: DemoConfig,
+    console: Console,
+    c: Contracts,
+    names: dict[str, str],
+    stakes_before: dict[str, int],
+    served: Counter[str],
+    faulty: str,
+    users: list[Actor],
+) -> bool:
+    user_addrs = [u.address for u in users]
+    node_table, user_table = summary_tables(c, names, stakes_before, served, {faulty.lower()}, user_addrs)
+    console.rule("[bold]Summary")
+    console.print(node_table)
+    console.print(user_table)
+    sm = c.service_manager
+    faulty_slashed = sm.get_node(faulty).slash_count > 0
+    honest_clean = all(sm.get_node(a).slash_count == 0 for a in stakes_before if a.lower() != faulty.lower())
+    refunds = refunds_by_user(c)
+    # Every user named in a fraud verdict must have had its fee credited back.
+    refunded = bool(refunds) and all(v > 0 for v in refunds.values())
+    checks = {
+        "the faulty node was slashed": faulty_slashed,
+        "no honest node was slashed": honest_clean,
+        "users of proven-faulty tasks were refunded": refunded,
+        f"all {cfg.tasks} tasks were served": sum(served.values()) == cfg.tasks,
+    }
+    for what, ok in checks.items():
+        console.print(f"{'[green]✔' if ok else '[red]✘'} {what}[/]")
+    total_refund = sum(refunds.values())
+    console.print(f"refunds credited: {eth(total_refund)} to {len(refunds)} user(s)")
+    return all(checks.values())
