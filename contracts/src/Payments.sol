@@ -200,9 +200,27 @@ contract Payments is EIP712, ReentrancyGuardTransient {
         if (count == 0) revert EmptyBatch();
         if (count > MAX_REDEEM_BATCH) revert BatchTooLarge(count, MAX_REDEEM_BATCH);
         if (count != signatures.length) revert LengthMismatch(count, signatures.length);
-        for (uint256 i; i < count; ++i) {
-            total += _redeemOne(vouchers[i], signatures[i], i);
+        bytes32 domain = _domainSeparatorV4();
+        for (uint256 i; i < count;) {
+            Voucher calldata v = vouchers[i];
+            address user;
+            address voucherNode;
+            uint256 cumulative;
+            // The array's bounds were checked on entry (count * 96 bytes of calldata); the two
+            // addresses must be clean 20-byte values, as the ABI decoder would require.
+            assembly ("memory-safe") {
+                user := calldataload(v)
+                voucherNode := calldataload(add(v, 0x20))
+                cumulative := calldataload(add(v, 0x40))
+                if shr(160, or(user, voucherNode)) { revert(0, 0) }
+            }
+            if (voucherNode != msg.sender) revert NotVoucherNode(i);
+            total += _redeemOne(user, cumulative, signatures[i], i, domain);
+            unchecked {
+                ++i;
+            }
         }
+        // One credit for the whole call (never per voucher).
         if (total != 0) earnings[msg.sender] += total;
     }
 
@@ -239,11 +257,8 @@ contract Payments is EIP712, ReentrancyGuardTransient {
 
     /// @notice EIP-712 digest of a voucher (what its user signs).
     /// @param voucher The voucher.
-    function hashVoucher(Voucher calldata voucher) public view returns (bytes32) {
-        return
-            _hashTypedDataV4(
-                keccak256(abi.encode(VOUCHER_TYPEHASH, voucher.user, voucher.node, voucher.cumulativeAmount))
-            );
+    function hashVoucher(Voucher calldata voucher) external view returns (bytes32) {
+        return _voucherDigest(_domainSeparatorV4(), voucher.user, voucher.node, voucher.cumulativeAmount);
     }
 
     /// @notice EIP-712 digest of a task request: the task id (`requestHash`).
@@ -268,16 +283,60 @@ contract Payments is EIP712, ReentrancyGuardTransient {
         emit Deposited(user, msg.sender, msg.value);
     }
 
-    function _redeemOne(Voucher calldata v, bytes calldata signature, uint256 index) internal returns (uint256 paid) {
-        if (v.node != msg.sender) revert NotVoucherNode(index);
-        address user = v.user;
-        uint256 already = redeemed[user][msg.sender];
-        if (v.cumulativeAmount <= already) revert StaleVoucher(user, v.cumulativeAmount, already);
-        (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecoverCalldata(hashVoucher(v), signature);
+    /// @dev Checks and pays one voucher of `user` to the caller. `domain` is the EIP-712 domain
+    ///      separator, read once per call.
+    function _redeemOne(address user, uint256 cumulative, bytes calldata signature, uint256 index, bytes32 domain)
+        internal
+        returns (uint256 paid)
+    {
+        // redeemed[user][msg.sender], computed once for the read and the write.
+        uint256 redeemedSlot;
+        assembly ("memory-safe") {
+            mstore(0x00, user)
+            mstore(0x20, redeemed.slot)
+            mstore(0x20, keccak256(0x00, 0x40))
+            mstore(0x00, caller())
+            redeemedSlot := keccak256(0x00, 0x40)
+        }
+        uint256 already;
+        assembly ("memory-safe") {
+            already := sload(redeemedSlot)
+        }
+        if (cumulative <= already) revert StaleVoucher(user, cumulative, already);
+        (address signer, ECDSA.RecoverError err,) =
+            ECDSA.tryRecoverCalldata(_voucherDigest(domain, user, msg.sender, cumulative), signature);
         if (err != ECDSA.RecoverError.NoError || signer != user) revert InvalidSignature(index);
-        paid = _debit(user, v.cumulativeAmount - already);
-        redeemed[user][msg.sender] = already + paid;
-        emit VoucherRedeemed(user, msg.sender, v.cumulativeAmount, paid);
+        unchecked {
+            // cumulative > already, and paid <= cumulative - already.
+            paid = _debit(user, cumulative - already);
+            uint256 newRedeemed = already + paid;
+            assembly ("memory-safe") {
+                sstore(redeemedSlot, newRedeemed)
+            }
+        }
+        emit VoucherRedeemed(user, msg.sender, cumulative, paid);
+    }
+
+    /// @dev EIP-712 digest of `Voucher(user, node, cumulativeAmount)` under `domain`; hashes in
+    ///      scratch memory (nothing is allocated, so a long {redeem} does not grow memory).
+    function _voucherDigest(bytes32 domain, address user, address node, uint256 cumulativeAmount)
+        internal
+        pure
+        returns (bytes32 digest)
+    {
+        bytes32 typeHash = VOUCHER_TYPEHASH;
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            mstore(ptr, typeHash)
+            mstore(add(ptr, 0x20), and(user, 0xffffffffffffffffffffffffffffffffffffffff))
+            mstore(add(ptr, 0x40), and(node, 0xffffffffffffffffffffffffffffffffffffffff))
+            mstore(add(ptr, 0x60), cumulativeAmount)
+            let structHash := keccak256(ptr, 0x80)
+            mstore(ptr, hex"1901")
+            mstore(add(ptr, 0x02), domain)
+            mstore(add(ptr, 0x22), structHash)
+            digest := keccak256(ptr, 0x42)
+        }
     }
 
     /// @dev Takes up to `owed` from the deposit, then from the pending withdrawal.

@@ -15,7 +15,7 @@ import {IServiceManager} from "./interfaces/IServiceManager.sol";
 ///
 ///      Wiring: the deployer calls {setTaskManager} exactly once after deploying the TaskManager
 ///      (which takes this contract's address in its constructor). Until then `slash`, `freeze`,
-///      `unfreeze` and `lockStake` cannot be called by anyone.
+///      `unfreeze`, `lockStake` and `lockActiveNode` cannot be called by anyone.
 ///
 ///      An address has one role for life (node or validator). Nodes are listed in registration
 ///      order for discovery ({nodeCount}/{nodeAt}/{getNodes}); the list only grows, reads are
@@ -401,11 +401,15 @@ contract ServiceManager is IServiceManager, ReentrancyGuardTransient {
 
     /// @inheritdoc IServiceManager
     function lockStake(address operator, uint64 until) external onlyTaskManager {
-        Operator storage op = _operators[operator];
-        if (until > op.lockedUntil) {
-            op.lockedUntil = until;
-            emit StakeLocked(operator, until);
-        }
+        _lock(_operators[operator], operator, until);
+    }
+
+    /// @inheritdoc IServiceManager
+    function lockActiveNode(address node, uint64 until) external onlyTaskManager returns (bool active) {
+        Operator storage op = _operators[node];
+        if (!_isActiveNode(op)) return false;
+        _lock(op, node, until);
+        return true;
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -414,8 +418,7 @@ contract ServiceManager is IServiceManager, ReentrancyGuardTransient {
 
     /// @inheritdoc IServiceManager
     function isActiveNode(address node) public view returns (bool) {
-        Operator storage op = _operators[node];
-        return op.registered && op.role == Role.Node && op.stake >= MIN_NODE_STAKE;
+        return _isActiveNode(_operators[node]);
     }
 
     /// @inheritdoc IServiceManager
@@ -503,6 +506,18 @@ contract ServiceManager is IServiceManager, ReentrancyGuardTransient {
         uint64 readyAt = uint64(block.timestamp + UNBONDING_PERIOD);
         op.unbondingReadyAt = readyAt;
         emit UnbondRequested(msg.sender, amount, unbonding, readyAt);
+    }
+
+    function _isActiveNode(Operator storage op) internal view returns (bool) {
+        return op.registered && op.role == Role.Node && op.stake >= MIN_NODE_STAKE;
+    }
+
+    /// @dev Moves `op`'s lock forward to `until` (never backwards).
+    function _lock(Operator storage op, address operator, uint64 until) internal {
+        if (until > op.lockedUntil) {
+            op.lockedUntil = until;
+            emit StakeLocked(operator, until);
+        }
     }
 
     function _requireRegisteredNode() internal view {

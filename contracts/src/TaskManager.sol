@@ -123,8 +123,9 @@ contract TaskManager is ReentrancyGuardTransient {
                                 STORAGE
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice Id of the last batch (= number of batches).
-    uint256 public batchCount;
+    /// @dev Id the next batch gets. Starts at 1 (set by the constructor), so the slot is never
+    ///      written from zero: {batchCount} is `_nextBatchId - 1`.
+    uint256 internal _nextBatchId = 1;
     /// @notice Id of the last challenge (= number of challenges).
     uint256 public challengeCount;
     /// @notice Wei each address can pull with {withdraw}.
@@ -304,22 +305,29 @@ contract TaskManager is ReentrancyGuardTransient {
     /// @return batchId The new batch id (sequential from 1).
     function commitBatch(bytes32 root, uint32 count, string calldata manifestCid) external returns (uint256 batchId) {
         if (count == 0 || root == bytes32(0)) revert EmptyBatch();
-        if (!SERVICE_MANAGER.isActiveNode(msg.sender)) revert NotActiveNode();
-        unchecked {
-            batchId = ++batchCount;
-        }
-        _batches[batchId] = Batch({
-            node: msg.sender,
-            count: count,
-            // forge-lint: disable-next-line(unsafe-typecast)
-            commitBlock: uint32(block.number),
-            // forge-lint: disable-next-line(unsafe-typecast)
-            committedAt: uint32(block.timestamp),
-            root: root
-        });
-        emit BatchCommitted(batchId, msg.sender, root, count, block.number, manifestCid);
+        // One call checks that the caller is an active node and locks its stake until the
+        // challenge window of this batch ends (reverted with the rest if anything below fails).
         // forge-lint: disable-next-line(unsafe-typecast)
-        SERVICE_MANAGER.lockStake(msg.sender, uint64(block.timestamp + CHALLENGE_WINDOW));
+        if (!SERVICE_MANAGER.lockActiveNode(msg.sender, uint64(block.timestamp + CHALLENGE_WINDOW))) {
+            revert NotActiveNode();
+        }
+        unchecked {
+            batchId = _nextBatchId++;
+        }
+        Batch storage b = _batches[batchId];
+        // The first slot of `Batch` (node | count | commitBlock | committedAt, low bits first, as
+        // Solidity lays the struct out) in one SSTORE instead of four read-modify-writes.
+        // forge-lint: disable-next-line(unsafe-typecast)
+        uint256 commitBlock = uint32(block.number);
+        // forge-lint: disable-next-line(unsafe-typecast)
+        uint256 committedAt = uint32(block.timestamp);
+        uint256 head =
+            uint256(uint160(msg.sender)) | (uint256(count) << 160) | (commitBlock << 192) | (committedAt << 224);
+        assembly ("memory-safe") {
+            sstore(b.slot, head)
+        }
+        b.root = root;
+        emit BatchCommitted(batchId, msg.sender, root, count, block.number, manifestCid);
     }
 
     /// @notice Stores the seed of a batch so that it stays readable after its block hash expires.
@@ -472,6 +480,13 @@ contract TaskManager is ReentrancyGuardTransient {
     /*//////////////////////////////////////////////////////////////
                                  VIEWS
     //////////////////////////////////////////////////////////////*/
+
+    /// @notice Id of the last batch (= number of batches).
+    function batchCount() external view returns (uint256) {
+        unchecked {
+            return _nextBatchId - 1;
+        }
+    }
 
     /// @notice A batch (reverts with UnknownBatch if none).
     /// @param batchId The batch.

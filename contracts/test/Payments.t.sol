@@ -240,6 +240,32 @@ contract PaymentsTest is Base {
         assertEq(payments.redeemed(user2, node), 0.2 ether);
     }
 
+    function test_RevertWhen_RedeemDirtyAddressBits() public {
+        _deposit(user, 1 ether);
+        Voucher memory v = _voucher(user, node, 0.1 ether);
+        bytes memory data = abi.encodeCall(Payments.redeem, (_one(v), _one(_signVoucher(userKey, v))));
+        // Layout: selector, two array offsets, vouchers.length, then vouchers[0].user at 4 + 96.
+        for (uint256 field; field < 2; ++field) {
+            bytes memory dirty = bytes.concat(data);
+            dirty[4 + 96 + 32 * field] = 0x01; // highest byte of the 32-byte address word
+            vm.prank(node);
+            (bool ok, bytes memory ret) = address(payments).call(dirty);
+            assertFalse(ok);
+            assertEq(ret.length, 0);
+        }
+        vm.prank(node);
+        (bool clean,) = address(payments).call(data);
+        assertTrue(clean);
+    }
+
+    function testFuzz_HashVoucher_MatchesProtocol(address from, address to, uint256 cumulative) public view {
+        bytes32 structHash = keccak256(abi.encode(payments.VOUCHER_TYPEHASH(), from, to, cumulative));
+        assertEq(
+            payments.hashVoucher(_voucher(from, to, cumulative)),
+            keccak256(abi.encodePacked("\x19\x01", _domainSeparator(), structHash))
+        );
+    }
+
     function test_Redeem_TakesFromPendingWithdrawal() public {
         _deposit(user, 1 ether);
         vm.prank(user);

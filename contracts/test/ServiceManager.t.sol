@@ -589,6 +589,36 @@ contract ServiceManagerHooksTest is Base {
         assertEq(hooked.getNode(node).lockedUntil, 500);
     }
 
+    function test_LockActiveNode_LocksActiveNodesOnly() public {
+        vm.expectEmit(address(hooked));
+        emit ServiceManager.StakeLocked(node, 500);
+        assertTrue(hooked.lockActiveNode(node, 500));
+        assertTrue(hooked.lockActiveNode(node, 100), "still active; the lock does not move back");
+        assertEq(hooked.getNode(node).lockedUntil, 500);
+
+        // Not a node, unknown, or below the minimum stake: false and nothing locked.
+        vm.deal(validator1, 1 ether);
+        vm.prank(validator1);
+        hooked.registerValidator{value: 1 ether}();
+        assertFalse(hooked.lockActiveNode(validator1, 900));
+        assertEq(hooked.getOperator(validator1).lockedUntil, 0);
+        assertFalse(hooked.lockActiveNode(stranger, 900));
+        assertEq(hooked.getOperator(stranger).lockedUntil, 0);
+        vm.prank(node);
+        hooked.requestUnbond(2.5 ether);
+        assertFalse(hooked.lockActiveNode(node, 900));
+        assertEq(hooked.getNode(node).lockedUntil, 500);
+    }
+
+    function test_RevertWhen_LockActiveNodeCalledByOthers() public {
+        vm.prank(stranger);
+        vm.expectRevert(ServiceManager.OnlyTaskManager.selector);
+        hooked.lockActiveNode(node, 1);
+        ServiceManager unwired = new ServiceManager(1, 1, 1, 1);
+        vm.expectRevert(ServiceManager.OnlyTaskManager.selector);
+        unwired.lockActiveNode(node, 1);
+    }
+
     function test_RevertWhen_HooksCalledByOthers() public {
         vm.startPrank(stranger);
         vm.expectRevert(ServiceManager.OnlyTaskManager.selector);

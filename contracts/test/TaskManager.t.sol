@@ -97,6 +97,43 @@ contract TaskManagerTest is Base {
         assertEq(tm.commitBatch(root, 3, ""), 2, "sequential ids");
     }
 
+    function test_BatchCount_StartsAtZero() public view {
+        assertEq(tm.batchCount(), 0);
+    }
+
+    /// @dev commitBatch writes the first slot of a Batch in one packed word: every field must
+    ///      read back exactly, whatever the bit patterns.
+    function testFuzz_CommitBatch_PacksFields(bytes32 root, uint32 count, uint32 blockNo, uint32 time) public {
+        vm.assume(root != bytes32(0) && count != 0);
+        _registerNode(node, 1 ether);
+        vm.roll(blockNo);
+        vm.warp(time);
+        vm.prank(node);
+        uint256 id = tm.commitBatch(root, count, "bafymanifest");
+        TaskManager.Batch memory b = tm.batches(id);
+        assertEq(b.node, node);
+        assertEq(b.count, count);
+        assertEq(b.commitBlock, blockNo);
+        assertEq(b.committedAt, time);
+        assertEq(b.root, root);
+        assertEq(tm.batchCount(), id);
+        assertEq(sm.getNode(node).lockedUntil, uint256(time) + CHALLENGE_WINDOW);
+    }
+
+    function test_RevertWhen_CommitBatchBeforeWiring() public {
+        ServiceManager unwired = new ServiceManager(MIN_NODE_STAKE, MIN_VALIDATOR_STAKE, UNBONDING_PERIOD, MAX_MODELS);
+        TaskManager lone = new TaskManager(
+            IServiceManager(address(unwired)), 2, 100_000, 1 days, 1 days, 0.1 ether, 3_000, 1 ether, 2_000, 2_000
+        );
+        vm.deal(node, 1 ether);
+        vm.prank(node);
+        unwired.registerNode{value: 1 ether}(ENDPOINT, _models(), 1);
+        vm.prank(node);
+        vm.expectRevert(ServiceManager.OnlyTaskManager.selector);
+        lone.commitBatch(keccak256("r"), 1, "");
+        assertEq(lone.batchCount(), 0);
+    }
+
     function test_RevertWhen_CommitBatchEmpty() public {
         _registerNode(node, 1 ether);
         vm.startPrank(node);

@@ -31,4 +31,9 @@ interface IServiceManager {
     /// @notice Keeps `operator`'s stake (active and unbonding) in the contract until `until`
     ///         (unix seconds); a lock never moves backwards. Only the TaskManager.
     function lockStake(address operator, uint64 until) external;
+
+    /// @notice One call for a batch commit: if `node` is an active node, locks its stake until
+    ///         `until` like {lockStake} and returns true; otherwise changes nothing and returns
+    ///         false. Only the TaskManager.
+    function lockActiveNode(address node, uint64 until) external returns (bool active);
 }

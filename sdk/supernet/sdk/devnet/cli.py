@@ -53,10 +53,20 @@ def up(
     nodes: int = typer.Option(2, "--nodes", min=1),
     validators: int = typer.Option(3, "--validators", min=1),
     users: int = typer.Option(3, "--users", min=1),
+    block_time: float = typer.Option(
+        1.0, "--block-time", help="Seconds between blocks (validators' sampling seeds need new blocks)."
+    ),
     state_dir: Path = StateDir,
 ) -> None:
     """Start Anvil, deploy, register and fund the sample operators; stay up until Ctrl-C."""
-    cfg = DevnetConfig(port=port, nodes=nodes, validators=validators, users=users, state_dir=state_dir)
+    cfg = DevnetConfig(
+        port=port,
+        nodes=nodes,
+        validators=validators,
+        users=users,
+        state_dir=state_dir,
+        block_time=block_time if block_time > 0 else None,
+    )
     try:
         net = Devnet.start(cfg)
     except (SupernetError, OSError) as exc:

@@ -86,6 +86,7 @@ def run_demo(cfg: DemoConfig, console: Console) -> bool:
             model_id=bytes.fromhex(model_id_of(cfg.model)[2:]),
             model_name=cfg.model,
             state_dir=work / "devnet",
+            block_time=1.0,
         ),
         populated=False,
     )

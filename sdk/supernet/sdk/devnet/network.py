@@ -52,6 +52,9 @@ class DevnetConfig:
     model_name: str = "smollm2-135m"
     state_dir: Path = DEFAULT_STATE_DIR
     params: ProtocolParams = field(default_factory=ProtocolParams.devnet)
+    block_time: float | None = None
+    """Seconds between blocks; None mines one block per transaction (fast tests). A network
+    with validators wants blocks to keep coming: a batch's sampling seed is a later block's hash."""
 
     @property
     def accounts_needed(self) -> int:
@@ -121,7 +124,10 @@ class Devnet:
             raise DevnetError(f"a devnet already runs (pid {running['pid']}); `supernet devnet down` first")
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         anvil = Anvil(
-            port=cfg.port, accounts=max(10, cfg.accounts_needed), log_path=cfg.state_dir / "anvil.log"
+            port=cfg.port,
+            accounts=max(10, cfg.accounts_needed),
+            log_path=cfg.state_dir / "anvil.log",
+            block_time=cfg.block_time,
         )
         anvil.start()
         try:
