@@ -76,21 +76,30 @@ async def _engine_run(engine: LLMEngine, prompts: list[list[int]]) -> tuple[floa
     return time.perf_counter() - t0, sum(len(r.output_ids) for r in results)
 
 
-def _baseline(model_dir: Path, prompts: list[list[int]]) -> tuple[float, list[list[int]]]:
-    from transformers import AutoModelForCausalLM
+class _Baseline:
+    """transformers' ``LlamaForCausalLM`` on the same GGUF; ``generate`` one request at a time."""
 
-    gguf = next(model_dir.glob("*.gguf"))
-    ref = AutoModelForCausalLM.from_pretrained(
-        str(model_dir), gguf_file=gguf.name, dtype=torch.float32
-    ).eval()
-    kw: dict[str, Any] = {"max_new_tokens": NEW_TOKENS, "min_new_tokens": NEW_TOKENS, "do_sample": False}
-    with torch.inference_mode():
-        ref.generate(torch.tensor([prompts[0]]), **(kw | {"max_new_tokens": 4, "min_new_tokens": 4}))
-        outs, t0 = [], time.perf_counter()
-        for p in prompts:
-            outs.append(ref.generate(torch.tensor([p]), **kw)[0, len(p) :].tolist())
-        seconds = time.perf_counter() - t0
-    return len(prompts) * NEW_TOKENS / seconds, outs
+    def __init__(self, model_dir: Path) -> None:
+        from transformers import AutoModelForCausalLM
+
+        gguf = next(model_dir.glob("*.gguf"))
+        self.model = AutoModelForCausalLM.from_pretrained(
+            str(model_dir), gguf_file=gguf.name, dtype=torch.float32
+        ).eval()
+        self.seconds: list[float] = []
+        self.outputs: dict[int, list[int]] = {}
+
+    def run(self, index: int, prompt: list[int], new_tokens: int = NEW_TOKENS) -> None:
+        kw: dict[str, Any] = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "do_sample": False}
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            out = self.model.generate(torch.tensor([prompt]), **kw)[0, len(prompt) :].tolist()
+            self.seconds.append(time.perf_counter() - t0)
+        self.outputs[index] = out
+
+    @property
+    def tokens_per_s(self) -> float:
+        return NEW_TOKENS / statistics.median(self.seconds)
 
 
 async def _verify(engine: LLMEngine) -> dict[str, Any]:
@@ -124,28 +133,40 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     model_dir = catalog.pull(args.model)
     engine = LLMEngine.load(model_dir, max_batch=max(CONCURRENCY), max_seq_len=1024)
+    baseline = _Baseline(model_dir)
     prompts = _prompts(engine, max(CONCURRENCY))
     await engine.start()
     try:
-        await _engine_run(engine, prompts[:2])  # warm-up
-        per_c: dict[str, Any] = {}
-        for c in CONCURRENCY:
-            seconds, tokens = await _engine_run(engine, prompts[:c])
-            per_c[str(c)] = {"seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds}
-            print(f"engine c={c:>2}: {tokens / seconds:7.1f} tok/s ({seconds:.1f} s)", flush=True)
+        await _engine_run(engine, prompts[:2])  # warm-ups
+        baseline.run(-1, prompts[0], new_tokens=4)
+        baseline.seconds.clear()
+        # Engine runs and baseline requests alternate, so both see the same (shared) machine.
+        runs: dict[str, list[float]] = {str(c): [] for c in CONCURRENCY}
+        for r in range(args.rounds):
+            for c in CONCURRENCY:
+                seconds, tokens = await _engine_run(engine, prompts[:c])
+                runs[str(c)].append(tokens / seconds)
+                print(
+                    f"round {r}: engine c={c:>2}: {tokens / seconds:7.1f} tok/s ({seconds:.1f} s)", flush=True
+                )
+                i = len(baseline.seconds) % args.baseline_requests
+                baseline.run(i, prompts[i])
+                print(f"round {r}: baseline: {NEW_TOKENS / baseline.seconds[-1]:.1f} tok/s", flush=True)
+        baseline_tps = baseline.tokens_per_s
         verify = await _verify(engine)
         print(f"verify: score {verify['score_seconds']:.2f} s vs generate {verify['generate_seconds']:.2f} s")
-        greedy_params = SamplingParams(max_new_tokens=NEW_TOKENS, stop_token_ids=())
-        ours = [
-            (await engine.submit(p, greedy_params).result()).output_ids
-            for p in prompts[: args.baseline_requests]
-        ]
+        greedy = SamplingParams(max_new_tokens=NEW_TOKENS, stop_token_ids=())
+        ours = {
+            i: (await engine.submit(prompts[i], greedy).result()).output_ids
+            for i in baseline.outputs
+            if i >= 0
+        }
     finally:
         await engine.stop()
-    baseline_tps, ref_outs = _baseline(model_dir, prompts[: args.baseline_requests])
-    print(f"baseline: {baseline_tps:.1f} tok/s")
     verify["ratio_vs_baseline_generate"] = verify["score_seconds"] / (VERIFY_TOKENS / baseline_tps)
-    same = sum(list(a) == b for a, b in zip(ours, ref_outs, strict=True))
+    per_c = {c: {"runs_tokens_per_s": v, "tokens_per_s": statistics.median(v)} for c, v in runs.items()}
+    ref_outs = [baseline.outputs[i] for i in ours]
+    same = sum(list(a) == b for a, b in zip(ours.values(), ref_outs, strict=True))
     engine_tps = {c: round(v["tokens_per_s"], 2) for c, v in per_c.items()}
     return {
         "model": args.model,
@@ -168,7 +189,9 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
             "new_tokens_per_sequence": NEW_TOKENS,
             "engine_runs": per_c,
             "verify": verify,
-            "baseline_requests": args.baseline_requests,
+            "rounds": args.rounds,
+            "baseline_requests": len(baseline.seconds),
+            "baseline_seconds": baseline.seconds,
             "baseline_greedy_outputs_identical": f"{same}/{len(ours)}",
             "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, "
             f"torch {torch.__version__}, Python {platform.python_version()}",
@@ -257,14 +280,15 @@ def _plot(r: dict[str, Any], out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=catalog.DEFAULT_MODEL)
-    parser.add_argument("--baseline-requests", type=int, default=4)
+    parser.add_argument("--baseline-requests", type=int, default=4, help="Distinct baseline prompts.")
+    parser.add_argument("--rounds", type=int, default=2, help="Engine/baseline alternations per concurrency.")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=OUT, help="Where llm.json / llm.md / llm.png go.")
     parser.add_argument("--smoke", action="store_true", help="Tiny run that only checks the script works.")
     args = parser.parse_args()
     if args.smoke:
         global NEW_TOKENS, VERIFY_TOKENS
-        NEW_TOKENS, VERIFY_TOKENS, args.baseline_requests = 4, 8, 1
+        NEW_TOKENS, VERIFY_TOKENS, args.baseline_requests, args.rounds = 4, 8, 1, 1
     result = asyncio.run(_main(args))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "llm.json").write_text(json.dumps(result, indent=2) + "\n")

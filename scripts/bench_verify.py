@@ -217,6 +217,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         result["timing"] = {
             "generation_s": round(gen_s, 2),
             "verification_s": round(ver_s, 2),
+            "verification_2_threads_s": round(ver2_s, 2),
             "honest_tasks": args.honest_tasks,
             "max_new_tokens": args.tokens,
         }
@@ -277,7 +278,8 @@ def write(result: dict[str, Any]) -> None:
 
 `make bench-verify` (scripts/bench_verify.py). Sampling rate 1: every receipt is verified.
 Node and validator share no state: the node generates with 2 torch threads and 8 tasks in its
-continuous batch; the validator re-scores every call alone with 1 thread.
+continuous batch; the validator re-scores every call alone with 1 thread (cost also measured
+with 2 threads).
 
 ## Faults (`supernet node run --fault KIND:1`)
 
@@ -298,8 +300,17 @@ Units: LLM calls for `model`, `tokens`, `truncate`; sampled LLM calls for `seed`
 
 - node: {t["honest_tasks"]} tasks ({t["max_new_tokens"]} new tokens per call, 2 calls + 1 tool call each)
   in {t["generation_s"]} s
-- validator: all of them verified in {t["verification_s"]} s
-- **verify_cost_ratio = {result["verify_cost_ratio"]}** (validator time / node time)
+- validator, 1 thread (the false-positive run above): verified in {t["verification_s"]} s, ratio
+  **{result["verify_cost_ratio_validator_1_thread"]}**
+- validator re-run with 2 threads, as the node: **verify_cost_ratio = {result["verify_cost_ratio"]}**
+  (validator time / node time)
+- at the default sampling rate p = 0.1 a validator spends about p times that per committed receipt.
+
+Why the goal of 0.1 is not reached on this machine: on a CPU the node's continuous batch already
+turns decoding into matrix products over 8 sequences, so one teacher-forced pass over prompt +
+output costs about the same FLOPs per token as generating it; scoring saves the sequential decode
+steps, which a GPU (memory-bound decoding) turns into a much lower ratio. The machine was shared
+(load average 5-7 on 2 cores during the run), most likely why 2 validator threads were slower than 1.
 
 Setup: {json.dumps(result["setup"])}
 """

@@ -63,10 +63,15 @@ def run(
 
 
 async def _serve(settings: ValidatorSettings) -> None:
+    from supernet.sdk.errors import SupernetError
     from supernet.validator.service import Validator
 
     validator = Validator(settings)
-    await validator.setup()
+    try:
+        await validator.setup()
+    except SupernetError as exc:  # bad deployment file, wrong chain, unreachable store ...
+        typer.echo(f"validator cannot start: {exc}", err=True)
+        raise typer.Exit(1) from None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):

@@ -52,6 +52,8 @@ class LLMEngine:
         model_id: The id of its weights manifest.
         max_batch: Most sequences decoded together (KV slots).
         max_seq_len: Longest prompt + output of one sequence.
+        pack_weights: On CPU in fp32, reorder the projection weights for oneDNN's small-batch
+            kernels (``Llama.pack_linears``); faster decoding, same results up to rounding.
     """
 
     def __init__(
@@ -62,7 +64,10 @@ class LLMEngine:
         *,
         max_batch: int = 16,
         max_seq_len: int = 2048,
+        pack_weights: bool = True,
     ) -> None:
+        if pack_weights and not model.packed:
+            model.pack_linears(batch_hint=max_batch)
         self.model, self.tokenizer, self.model_id = model, tokenizer, model_id
         first = next(model.parameters())
         self.device, self.dtype = first.device, first.dtype

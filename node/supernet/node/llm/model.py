@@ -63,6 +63,37 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return (x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin).to(x.dtype)
 
 
+class PackedLinear(nn.Module):
+    """A bias-free linear layer whose weight oneDNN has reordered for small-batch fp32 CPU matmuls.
+
+    On our 2-core CPUs MKL's small-M sgemm leaves much of the machine idle at decode batch sizes;
+    oneDNN's prepacked kernel runs the same products 1.2-1.5x faster (measured at M = 8..160).
+    Results differ from ``nn.Linear`` only in summation order (~1e-6 relative).
+    """
+
+    def __init__(self, linear: nn.Linear, batch_hint: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        weight = linear.weight.detach().float().contiguous()
+        self.register_buffer(
+            "packed", torch.ops.mkldnn._reorder_linear_weight(weight, batch_hint), persistent=False
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], "")
+
+
+def can_pack(model: nn.Module) -> bool:
+    """Whether ``pack_linears`` applies: fp32 weights on CPU and a PyTorch built with oneDNN."""
+    p = next(model.parameters())
+    return (
+        p.device.type == "cpu"
+        and p.dtype == torch.float32
+        and torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+    )
+
+
 class Attention(nn.Module):
     """Grouped-query self-attention with fused q/k/v projection."""
 
@@ -122,6 +153,7 @@ class Llama(nn.Module):
     def __init__(self, cfg: LlamaConfig, max_positions: int | None = None) -> None:
         super().__init__()
         self.cfg = cfg
+        self.packed = False
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
@@ -167,6 +199,21 @@ class Llama(nn.Module):
         """Project hidden states onto the vocabulary; fp32 logits."""
         return self.output(hidden).float()
 
+    def pack_linears(self, batch_hint: int = 16) -> Llama:
+        """Swap every projection for a ``PackedLinear`` (CPU fp32 only; a no-op elsewhere).
+
+        Call it once, after the weights are final: ``to_hf_state_dict`` needs the unpacked model.
+        """
+        if not can_pack(self):
+            return self
+        for block in self.layers:
+            att, ffn = block.attention, block.feed_forward
+            att.wqkv, att.wo = PackedLinear(att.wqkv, batch_hint), PackedLinear(att.wo, batch_hint)
+            ffn.w13, ffn.w2 = PackedLinear(ffn.w13, batch_hint), PackedLinear(ffn.w2, batch_hint)
+        self.output = PackedLinear(self.output, batch_hint)
+        self.packed = True
+        return self
+
     @classmethod
     def from_hf_state_dict(
         cls, cfg: LlamaConfig, sd: dict[str, Tensor], max_positions: int | None = None
@@ -210,6 +257,8 @@ class Llama(nn.Module):
 
     def to_hf_state_dict(self) -> dict[str, Tensor]:
         """Tensors named as in HF ``LlamaForCausalLM`` (inverse of ``from_hf_state_dict``)."""
+        if self.packed:
+            raise RuntimeError("the projections are packed for oneDNN; take the state dict before packing")
         cfg, hd = self.cfg, self.cfg.head_dim
         sd = {"model.embed_tokens.weight": self.tok_embeddings.weight, "model.norm.weight": self.norm.weight}
         if not cfg.tie_embeddings:
