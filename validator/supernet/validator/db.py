@@ -15,12 +15,12 @@
 from __future__ import annotations
 
 import sqlite3
-import threading
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
+from supernet.sdk.sqlite import DurableSQLite
 from supernet.validator.chain import BatchCommitted, ChainEvent, ChallengeOpened, ChallengeResolved
 
 _SCHEMA = """
@@ -84,31 +84,17 @@ class Database:
     """Thread-safe access to the validator's SQLite file (``:memory:`` for tests)."""
 
     def __init__(self, path: str | Path) -> None:
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.executescript(_SCHEMA)
-        self._lock = threading.RLock()
+        self._db = DurableSQLite(path, _SCHEMA)
 
     def close(self) -> None:
         """Close the file."""
-        self._conn.close()
+        self._db.close()
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._db.transaction()
 
     def _all(self, sql: str, *args: object) -> list[tuple]:
-        with self._lock:
-            return self._conn.execute(sql, args).fetchall()
+        return self._db.all(sql, args)
 
     # -- follower --------------------------------------------------------------------------------
 

@@ -15,13 +15,13 @@ Big integers (wei, uint256 nonces) are stored as decimal text and compared in Py
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from supernet.node.service.models import BatchRow, NewTask, ReceiptRow, TaskRow, TaskStatus
+from supernet.sdk.sqlite import DurableSQLite
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -55,43 +55,24 @@ _BILLED = (TaskStatus.ACCEPTED, TaskStatus.RUNNING, TaskStatus.DONE)
 class Database:
     """Typed access to the node's tables; see the module docstring for the durability rule."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-        self._lock = threading.RLock()
+    def __init__(self, db: DurableSQLite) -> None:
+        self._db = db
 
     @classmethod
     def open(cls, path: Path) -> Database:
         """Open (and create) the database at ``path``; ``:memory:`` for tests."""
-        if str(path) != ":memory:":
-            path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.executescript(SCHEMA)
-        return cls(conn)
+        return cls(DurableSQLite(path, SCHEMA, row_factory=sqlite3.Row))
 
     def close(self) -> None:
         """Close the connection (pending transactions are rolled back by SQLite)."""
-        with self._lock:
-            self._conn.close()
+        self._db.close()
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         """One write transaction (``BEGIN IMMEDIATE``), committed durably on exit."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        return self._db.transaction()
 
     def _all(self, sql: str, args: tuple[object, ...] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return list(self._conn.execute(sql, args).fetchall())
+        return self._db.all(sql, args)
 
     # ---------------------------------------------------------------- users: nonces, billing
 
