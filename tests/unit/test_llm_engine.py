@@ -174,3 +174,32 @@ async def test_event_loop_stays_responsive_during_steps(engine: LLMEngine) -> No
     await asyncio.gather(*(h.result() for h in handles))
     task.cancel()
     assert ticks > engine.steps
+
+
+SHARED = list(range(50, 70))  # a 20-token prefix (a chat template's system turn, say)
+
+
+async def test_prefix_cache_prefills_only_the_rest_with_the_same_results() -> None:
+    model = make_tiny_llama(7)
+    plain = LLMEngine.from_model(model, max_batch=4, max_seq_len=128, prefix_cache=False)
+    cached = LLMEngine(model, None, plain.model_id, max_batch=4, max_seq_len=128)
+    prompts = [SHARED + [5, 6, 7], SHARED + [9, 3], SHARED + list(range(40, 52)), [44, 45], SHARED + [8]]
+    async with plain, cached:
+        expected = [await _alone(plain, p, GREEDY) for p in prompts]
+        first = [await _alone(cached, p, GREEDY) for p in prompts[:2]]  # the second proposes the prefix
+        assert cached.prefixes is not None and tuple(SHARED) in cached.prefixes.entries
+        # prefix hits and a prompt without the prefix, prefilled together, 5 requests for 4 slots
+        handles = [cached.submit(p, GREEDY) for p in prompts]
+        together = [await h.result() for h in handles]
+        # a prefix hit preempted after its prefill and resumed
+        handle = cached.submit(prompts[2], GREEDY)
+        async for _ in handle:
+            break
+        resumed = await cached.submit(prompts[2], GREEDY, resume=await handle.preempt()).result()
+        assert cached.prefixes.hits >= 5
+    assert [r.output_ids for r in first] == [r.output_ids for r in expected[:2]]
+    for want, got in zip(expected + [expected[2]], together + [resumed], strict=True):
+        assert want.output_ids == got.output_ids
+        assert max(abs(x - y) for x, y in zip(want.logprobs, got.logprobs, strict=True)) < 1e-4
+        assert [f.indices for f in want.fingerprints] == [f.indices for f in got.fingerprints]
+        assert [f.index for f in want.fingerprints] == [f.index for f in got.fingerprints]

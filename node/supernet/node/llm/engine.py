@@ -30,7 +30,7 @@ import torch
 from supernet.node.llm import scoring
 from supernet.node.llm.errors import ContextOverflowError, EngineStoppedError, LLMError, SequenceFinishedError
 from supernet.node.llm.handle import GenerationHandle, Sequence
-from supernet.node.llm.kvcache import KVPool
+from supernet.node.llm.kvcache import KVPool, PrefixCache
 from supernet.node.llm.loader import load_model
 from supernet.node.llm.manifest import build_manifest, model_id
 from supernet.node.llm.model import Llama
@@ -54,6 +54,9 @@ class LLMEngine:
         max_seq_len: Longest prompt + output of one sequence.
         pack_weights: On CPU in fp32, reorder the projection weights for oneDNN's small-batch
             kernels (``Llama.pack_linears``); faster decoding, same results up to rounding.
+        prefix_cache: Keep the keys/values of prompt prefixes that recent prompts share (at least
+            ``PrefixCache.min_tokens`` tokens, e.g. a chat template's system turn) and prefill only
+            the rest of later prompts that start with them; same results up to rounding.
     """
 
     def __init__(
@@ -65,6 +68,7 @@ class LLMEngine:
         max_batch: int = 16,
         max_seq_len: int = 2048,
         pack_weights: bool = True,
+        prefix_cache: bool = True,
     ) -> None:
         if pack_weights and not model.packed:
             model.pack_linears(batch_hint=max_batch)
@@ -74,6 +78,7 @@ class LLMEngine:
         self.max_batch = max_batch
         self.max_seq_len = min(max_seq_len, model.rope_cos.shape[0])
         self.pool = KVPool(model.cfg, max_batch, self.max_seq_len, self.device, self.dtype)
+        self.prefixes = PrefixCache() if prefix_cache else None
         self.steps = 0
         self._pending: deque[Sequence] = deque()
         self._active: list[Sequence] = []
@@ -277,6 +282,10 @@ class LLMEngine:
                 continue
             seq.slot = len(self._active)
             self._active.append(seq)
+            if self.prefixes is not None and not seq.output:
+                prefix = self.prefixes.match(seq.prompt)
+                seq.prefix = None if prefix is None else self.prefixes.get(prefix)
+                seq.share = self.prefixes.propose(seq.prompt, 0 if prefix is None else len(prefix))
         # decoding sequences (resumed ones included) before fresh ones, which the step prefills
         self._active.sort(key=lambda s: not (s.output or s.resume))
         for i, s in enumerate(self._active):
@@ -287,6 +296,13 @@ class LLMEngine:
         for seq, out in zip(batch, outputs, strict=True):
             seq.resume = None
             seq.cached = out.cached
+            if seq.share:  # just prefilled: its slot holds the proposed prefix
+                if self.prefixes is not None and seq.cached >= seq.share:
+                    keys = self.pool.k[:, seq.slot, :, : seq.share].clone()
+                    values = self.pool.v[:, seq.slot, :, : seq.share].clone()
+                    self.prefixes.add(seq.prompt[: seq.share], keys, values)
+                seq.share = 0
+            seq.prefix = None
             position = len(seq.prompt) + len(seq.output)
             seq.output.append(out.token)
             seq.logprobs.append(out.logprob)

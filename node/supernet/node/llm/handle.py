@@ -12,6 +12,7 @@ from supernet.node.llm.types import Fingerprint, FinishReason, GenerationResult,
 
 if TYPE_CHECKING:
     from supernet.node.llm.engine import LLMEngine
+    from torch import Tensor
 
 
 @dataclass(eq=False)
@@ -29,6 +30,9 @@ class Sequence:
         resume: Snapshot whose cache is loaded on admission.
         slot: KV-pool slot while active, else -1.
         cached: Tokens whose keys/values are in the slot.
+        prefix: Keys and values of a cached prompt prefix (``PrefixCache``), loaded into the slot
+            so that the prefill computes only the rest of the prompt.
+        share: Length of a prompt prefix to copy into the prefix cache once prefilled (0: none).
     """
 
     request_id: str
@@ -41,6 +45,8 @@ class Sequence:
     resume: SequenceSnapshot | None = None
     slot: int = -1
     cached: int = 0
+    prefix: tuple[Tensor, Tensor] | None = None
+    share: int = 0
     events: asyncio.Queue[TokenEvent | None] = field(default_factory=asyncio.Queue)
     done: asyncio.Future[GenerationResult] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()

@@ -10,6 +10,7 @@ Capacity grows by doubling (up to the engine's maximum sequence length) so short
 from __future__ import annotations
 
 import math
+from collections import OrderedDict, deque
 
 import torch
 import torch.nn.functional as F
@@ -135,3 +136,100 @@ class DecodeAttention:
         scores = (qg @ keys.transpose(-1, -2)).float() * (1.0 / math.sqrt(d)) + self.bias
         probs = torch.softmax(scores, dim=-1).to(values.dtype)
         return (probs @ values).reshape(b, h, 1, d)
+
+
+class PrefixCache:
+    """Keys and values of prompt prefixes that many requests share (a chat template's system turn).
+
+    Many calls of an agent workload begin with the same tokens; prefilling them again for every
+    call is most of a short prompt's cost. The engine remembers its recent prompts: when a new
+    prompt shares at least ``min_tokens`` leading tokens with one of them, that common prefix is
+    *proposed*, and once a sequence holding it has been prefilled its keys/values are copied here.
+    Later prompts that start with a cached prefix load it into their slot and prefill only the
+    rest. Entries are kept least-recently-used first, at most ``max_entries``.
+
+    Keys/values at a position depend only on the tokens up to it (causal attention), so a cached
+    prefix is the prefill's own result; only the summation order of the remaining tokens' attention
+    differs (~1e-6), as between any two batch shapes.
+    """
+
+    def __init__(self, min_tokens: int = 16, max_entries: int = 8, history: int = 32) -> None:
+        self.min_tokens, self.max_entries = min_tokens, max_entries
+        self.entries: OrderedDict[tuple[int, ...], tuple[Tensor, Tensor]] = OrderedDict()
+        self.recent: deque[tuple[int, ...]] = deque(maxlen=history)
+        self.hits = 0
+
+    def match(self, prompt: tuple[int, ...]) -> tuple[int, ...] | None:
+        """The longest cached prefix of ``prompt`` that leaves at least one token to prefill."""
+        best: tuple[int, ...] | None = None
+        for prefix in self.entries:
+            n = len(prefix)
+            if n < len(prompt) and (best is None or n > len(best)) and prompt[:n] == prefix:
+                best = prefix
+        if best is not None:
+            self.entries.move_to_end(best)
+            self.hits += 1
+        return best
+
+    def propose(self, prompt: tuple[int, ...], have: int) -> int:
+        """Length of a new prefix worth caching from ``prompt`` (0: none); remembers the prompt.
+
+        ``have`` is the length of the cached prefix ``prompt`` already matched.
+        """
+        best = 0
+        limit = len(prompt) - 1  # a prefix must leave a token to prefill
+        for other in self.recent:
+            n = min(limit, len(other))
+            i = 0
+            while i < n and prompt[i] == other[i]:
+                i += 1
+            best = max(best, i)
+        self.recent.append(prompt)
+        if best < self.min_tokens or best <= have or prompt[:best] in self.entries:
+            return 0
+        return best
+
+    def get(self, prefix: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+        """The keys and values ``[n_layers, n_kv_heads, len(prefix), head_dim]`` of a cached prefix."""
+        return self.entries[prefix]
+
+    def add(self, prefix: tuple[int, ...], keys: Tensor, values: Tensor) -> None:
+        """Cache ``prefix``'s keys and values, evicting the least recently used entry if full."""
+        self.entries[prefix] = (keys, values)
+        self.entries.move_to_end(prefix)
+        while len(self.entries) > self.max_entries:
+            self.entries.popitem(last=False)
+
+
+class PrefixPrefillAttention:
+    """Like ``PrefillAttention``, for prompts whose first ``starts[r]`` tokens are already in the slot.
+
+    Row ``r`` holds prompt tokens ``starts[r]..`` (right-padded to the batch's width ``T``); its keys
+    and values are stored at those positions of slot ``first_slot + r``, and its queries attend over
+    the slot's cached prefix and, causally, over themselves.
+    """
+
+    def __init__(self, pool: KVPool, first_slot: int, starts: Tensor, width: int) -> None:
+        self.pool, self.first = pool, first_slot
+        b, kv, cap = starts.shape[0], pool.cfg.n_kv_heads, pool.capacity
+        device = starts.device
+        heads = torch.arange(kv, device=device)
+        slots = torch.arange(first_slot, first_slot + b, device=device)
+        t = torch.arange(width, device=device)
+        pos = starts[:, None, None] + t[None, None, :]
+        self.write_rows = ((slots[:, None, None] * kv + heads[None, :, None]) * cap + pos).reshape(-1)
+        self.span = int(starts.max()) + width
+        # query i of row r sees keys 0..starts[r] + i
+        self.mask = (torch.arange(self.span, device=device)[None, None, :] <= pos[:, 0, :, None])[:, None]
+
+    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        d = q.shape[-1]
+        b = q.shape[0]
+        keys, values = self.pool.k[layer], self.pool.v[layer]
+        keys.view(-1, d).index_copy_(0, self.write_rows, k.reshape(-1, d))
+        values.view(-1, d).index_copy_(0, self.write_rows, v.reshape(-1, d))
+        keys = keys[self.first : self.first + b, :, : self.span]
+        values = values[self.first : self.first + b, :, : self.span]
+        return F.scaled_dot_product_attention(
+            q, keys, values, attn_mask=self.mask, enable_gqa=q.shape[1] != keys.shape[1]
+        )

@@ -2,9 +2,10 @@
 
 The batch arrives ordered by slot: first the sequences that already have output (slots
 ``0..D-1``, decoded together, one token each), then the new ones (slots ``D..``, prefilled
-together, right-padded). Both yield final hidden states; one lm-head matmul, one log-softmax and
-one selection call serve all rows. Nothing here touches asyncio state: the loop applies the
-returned ``StepOutput``s.
+together, right-padded; a prompt whose leading tokens are in the engine's prefix cache has them
+loaded into its slot and prefills only the rest). Both yield final hidden states; one lm-head
+matmul, one log-softmax and one selection call serve all rows. Nothing here touches asyncio
+state: the loop applies the returned ``StepOutput``s.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 from supernet.node.llm.handle import Sequence
-from supernet.node.llm.kvcache import DecodeAttention, KVPool, PrefillAttention
+from supernet.node.llm.kvcache import DecodeAttention, KVPool, PrefillAttention, PrefixPrefillAttention
 from supernet.node.llm.model import Llama
 from supernet.node.llm.sampling import select
 from supernet.node.llm.scoring import fingerprint_due, fingerprints_of
@@ -48,14 +49,28 @@ def run_step(model: Llama, pool: KVPool, batch: list[Sequence]) -> list[StepOutp
         hidden.append(model(tokens, pos[:, None], DecodeAttention(pool, pos))[:, 0])
         cached += [n + 1 for n in lengths]
     if fresh:
+        starts = [0 if s.prefix is None else s.prefix[0].shape[2] for s in fresh]
+        _prefill_shared(model, pool, fresh, starts)
         lens = [len(s.prompt) for s in fresh]
-        width = max(lens)
-        pool.ensure_capacity(width)
+        width = max(n - p for n, p in zip(lens, starts, strict=True))
+        if any(starts) and max(starts) + width > pool.max_capacity:  # too wide together: prefill all
+            starts = [0] * len(fresh)
+            width = max(lens)
+        pool.ensure_capacity(max(starts) + width)
         tokens = torch.zeros((len(fresh), width), dtype=torch.long, device=device)
         for r, s in enumerate(fresh):
-            tokens[r, : lens[r]] = torch.tensor(s.prompt)
-        h = model(tokens, None, PrefillAttention(pool, len(decode)))
-        hidden.append(h[torch.arange(len(fresh), device=device), torch.tensor(lens, device=device) - 1])
+            tokens[r, : lens[r] - starts[r]] = torch.tensor(s.prompt[starts[r] :])
+        if any(starts):
+            for r, s in enumerate(fresh):
+                if starts[r] and s.prefix is not None:
+                    pool.load(s.slot, *s.prefix)
+            first = torch.tensor(starts, device=device)
+            at = first[:, None] + torch.arange(width, device=device)[None, :]
+            h = model(tokens, at, PrefixPrefillAttention(pool, len(decode), first, width))
+        else:
+            h = model(tokens, None, PrefillAttention(pool, len(decode)))
+        last = torch.tensor([n - p - 1 for n, p in zip(lens, starts, strict=True)], device=device)
+        hidden.append(h[torch.arange(len(fresh), device=device), last])
         cached += lens
     rows = torch.cat(hidden) if len(hidden) > 1 else hidden[0]
     logits = model.logits(rows)
@@ -70,3 +85,24 @@ def run_step(model: Llama, pool: KVPool, batch: list[Sequence]) -> list[StepOutp
         StepOutput(token=t, logprob=lp, fingerprint=fps.get(r), cached=c)
         for r, (t, lp, c) in enumerate(zip(chosen, logp.tolist(), cached, strict=True))
     ]
+
+
+def _prefill_shared(model: Llama, pool: KVPool, fresh: list[Sequence], starts: list[int]) -> None:
+    """Prefill once a prefix that several fresh rows share and nothing cached yet (``Sequence.share``).
+
+    Its keys/values go into the first such row's slot and are copied into the others'; their
+    ``starts`` become its length, so the batch's prefill computes only the rest of each prompt.
+    """
+    proposed = sorted({s.prompt[: s.share] for s in fresh if s.share}, key=len, reverse=True)
+    for prefix in proposed:
+        n = len(prefix)
+        rows = [r for r, s in enumerate(fresh) if not starts[r] and len(s.prompt) > n and s.prompt[:n] == prefix]
+        if len(rows) < 2:
+            continue
+        lead = fresh[rows[0]].slot
+        pool.ensure_capacity(n)
+        model(torch.tensor([prefix], device=pool.device), None, PrefillAttention(pool, lead))
+        for r in rows:
+            if fresh[r].slot != lead:
+                pool.move(lead, fresh[r].slot, n)
+            starts[r] = n
