@@ -203,3 +203,19 @@ async def test_prefix_cache_prefills_only_the_rest_with_the_same_results() -> No
         assert max(abs(x - y) for x, y in zip(want.logprobs, got.logprobs, strict=True)) < 1e-4
         assert [f.indices for f in want.fingerprints] == [f.indices for f in got.fingerprints]
         assert [f.index for f in want.fingerprints] == [f.index for f in got.fingerprints]
+
+
+async def test_a_prefix_shared_within_one_batch_is_prefilled_once() -> None:
+    model = make_tiny_llama(7)
+    plain = LLMEngine.from_model(model, max_batch=4, max_seq_len=128, prefix_cache=False)
+    cached = LLMEngine(model, None, plain.model_id, max_batch=4, max_seq_len=128)
+    prompts = [SHARED + [5, 6, 7], SHARED + [9, 3], [44, 45], SHARED + list(range(40, 52))]
+    async with plain, cached:
+        expected = [await _alone(plain, p, GREEDY) for p in prompts]
+        handles = [cached.submit(p, GREEDY) for p in prompts]  # all in the first prefill, cache empty
+        together = [await h.result() for h in handles]
+        assert cached.prefixes is not None and tuple(SHARED) in cached.prefixes.entries
+    for want, got in zip(expected, together, strict=True):
+        assert want.output_ids == got.output_ids
+        assert max(abs(x - y) for x, y in zip(want.logprobs, got.logprobs, strict=True)) < 1e-4
+        assert [f.indices for f in want.fingerprints] == [f.indices for f in got.fingerprints]

@@ -26,6 +26,8 @@ app = typer.Typer(
 def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at debug level.")) -> None:
     level = logging.DEBUG if verbose else getattr(logging, os.environ.get("SUPERNET_LOG", "INFO").upper())
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per HTTP request is noise
 
 
 _GROUP_HELP = {

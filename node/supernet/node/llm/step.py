@@ -96,7 +96,9 @@ def _prefill_shared(model: Llama, pool: KVPool, fresh: list[Sequence], starts: l
     proposed = sorted({s.prompt[: s.share] for s in fresh if s.share}, key=len, reverse=True)
     for prefix in proposed:
         n = len(prefix)
-        rows = [r for r, s in enumerate(fresh) if not starts[r] and len(s.prompt) > n and s.prompt[:n] == prefix]
+        rows = [
+            r for r, s in enumerate(fresh) if not starts[r] and len(s.prompt) > n and s.prompt[:n] == prefix
+        ]
         if len(rows) < 2:
             continue
         lead = fresh[rows[0]].slot

@@ -17,7 +17,15 @@ from types import FrameType
 import typer
 from rich.console import Console
 from rich.table import Table
-from supernet.sdk.devnet.network import DEFAULT_STATE_DIR, Devnet, DevnetConfig, read_pid_file
+from supernet.sdk.chain.anvil import dev_account
+from supernet.sdk.devnet.network import (
+    DEFAULT_STATE_DIR,
+    DEVNET_MODEL_ID,
+    Devnet,
+    DevnetConfig,
+    pulled_model_id,
+    read_pid_file,
+)
 from supernet.sdk.devnet.scenario import run_scenario
 from supernet.sdk.errors import SupernetError
 
@@ -66,6 +74,8 @@ def up(
         users=users,
         state_dir=state_dir,
         block_time=block_time if block_time > 0 else None,
+        # The real model id when the default model is pulled, so nodes serving it match the registry.
+        model_id=pulled_model_id() or DEVNET_MODEL_ID,
     )
     try:
         net = Devnet.start(cfg)
@@ -95,6 +105,12 @@ def up(
         for s, h in previous.items():
             signal.signal(s, h)
         console.print("devnet stopped")
+
+
+@app.command()
+def key(index: int = typer.Argument(..., min=0, help="Dev account index (the table's `dev #N`).")) -> None:
+    """Print the private key of Anvil's dev account N (public test keys: never hold value with them)."""
+    typer.echo("0x" + bytes(dev_account(index).key).hex())
 
 
 @app.command()

@@ -12,9 +12,7 @@ whose task was proven faulty got a refund credited.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -26,7 +24,7 @@ from rich.console import Console
 from supernet.sdk.chain import Contracts
 from supernet.sdk.client import Client
 from supernet.sdk.devnet.demo_view import ChainWatcher, eth, refunds_by_user, summary_tables
-from supernet.sdk.devnet.network import ETHER, Actor, Devnet, DevnetConfig
+from supernet.sdk.devnet.network import ETHER, Actor, Devnet, DevnetConfig, pulled_model_id
 from supernet.sdk.devnet.processes import ServiceProcess, free_port
 from supernet.sdk.errors import SupernetError
 from supernet.sdk.store.embedded import serve_in_thread
@@ -60,16 +58,6 @@ class DemoConfig:
     keep_dir: Path | None = None
 
 
-def model_id_of(model: str) -> str:
-    """The ``0x`` model id from the pulled model's manifest (``supernet model pull`` writes it)."""
-    home = Path(os.environ.get("SUPERNET_HOME", Path.home() / ".cache" / "supernet"))
-    manifest = home / "models" / model / "manifest.json"
-    try:
-        return str(json.loads(manifest.read_text())["model_id"])
-    except (OSError, KeyError, ValueError) as exc:
-        raise SupernetError(f"no model manifest at {manifest}: run `supernet model pull {model}`") from exc
-
-
 def run_demo(cfg: DemoConfig, console: Console) -> bool:
     """Run the whole demo; True when the network behaved (see the module docstring)."""
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the story
@@ -83,7 +71,7 @@ def run_demo(cfg: DemoConfig, console: Console) -> bool:
             nodes=nodes_total,
             validators=cfg.validators,
             users=cfg.users,
-            model_id=bytes.fromhex(model_id_of(cfg.model)[2:]),
+            model_id=_model_id(cfg.model),
             model_name=cfg.model,
             state_dir=work / "devnet",
             block_time=1.0,
@@ -103,6 +91,13 @@ def run_demo(cfg: DemoConfig, console: Console) -> bool:
             shutil.rmtree(work, ignore_errors=True)
         else:
             console.print(f"logs and state kept in {work}")
+
+
+def _model_id(model: str) -> bytes:
+    model_id = pulled_model_id(model)
+    if model_id is None:
+        raise SupernetError(f"model {model!r} is not pulled: run `supernet model pull {model}`")
+    return model_id
 
 
 def _run(

@@ -30,6 +30,16 @@ DEVNET_MODEL_ID = hashlib.sha256(b"supernet devnet placeholder model manifest").
 """Registered when no real model id is given (the node computes real ids from weights manifests)."""
 
 
+def pulled_model_id(model: str = "smollm2-135m") -> bytes | None:
+    """The model id in a pulled model's manifest (``supernet model pull`` writes it), or None."""
+    home = Path(os.environ.get("SUPERNET_HOME", Path.home() / ".cache" / "supernet"))
+    try:
+        doc = json.loads((home / "models" / model / "manifest.json").read_text())
+        return bytes.fromhex(str(doc["model_id"]).removeprefix("0x"))
+    except (OSError, KeyError, ValueError):
+        return None
+
+
 class DevnetError(SupernetError, RuntimeError):
     """The devnet cannot start, or no running devnet was found."""
 
