@@ -27,7 +27,9 @@ from supernet.node.service.ports import Job, JobResult, SignedVoucher, TokenSink
 from supernet.node.service.runner import NodeService
 from supernet.sdk.chain.eip712 import Domain, TaskRequest, Voucher, sign_task_request, sign_voucher
 from supernet.sdk.chain.receipts import input_hash
+from supernet.sdk.store import StoreClient
 from supernet.sdk.store.cids import compute_cid, encode_dag
+from supernet.sdk.store.embedded import in_process_client
 
 FAKE_MODEL_ID = "0x" + hashlib.sha256(b"fake-model").hexdigest()
 FAKE_AGENT_HASH = "0x" + hashlib.sha256(b"fake-chat-agent").hexdigest()
@@ -99,18 +101,6 @@ class FakeChain:
         return None
 
 
-class MemoryDagStore:
-    """In-memory stand-in for the content store's ``put_dag`` (unit tests only)."""
-
-    def __init__(self) -> None:
-        self.objects: dict[str, Any] = {}
-
-    async def put_dag(self, obj: Any, *, pin: bool = False) -> str:
-        cid = compute_cid(encode_dag(obj), "dag-cbor")
-        self.objects[cid] = obj
-        return cid
-
-
 _nonces = itertools.count(1)
 
 
@@ -167,7 +157,7 @@ class FakeNode:
     service: NodeService
     executor: FakeExecutor
     chain: FakeChain
-    store: MemoryDagStore
+    store: StoreClient
     http: httpx.AsyncClient
     user: LocalAccount
 
@@ -184,7 +174,7 @@ async def make_fake_node(data_dir: Path, **settings: Any) -> FakeNode:
     """Build and set up a node service on fakes (caller cleans up)."""
     executor = FakeExecutor()
     chain = FakeChain()
-    store = MemoryDagStore()
+    store = in_process_client(data_dir.parent / "store")  # the real embedded store, no socket
     user = Account.create()
     chain.deposits[user.address] = 10**18
     cfg = NodeSettings.load(None, data_dir=data_dir, **settings)
@@ -202,6 +192,7 @@ async def fake_node(tmp_path: Path) -> AsyncIterator[FakeNode]:
     yield node
     await node.http.aclose()
     await node.service.cleanup()
+    await node.store.aclose()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ async def test_receipts_batched_with_valid_proofs(fake_node: FakeNode) -> None:
         root = fake_node.chain.commits[doc["batch"]["chainBatchId"] - 1][0]
         assert root in roots and verify(proof, root, receipt.leaf())
         assert recover_receipt_signer(receipt, bytes.fromhex(doc["signature"][2:])) == fake_node.address
-    manifest = fake_node.store.objects[docs[0]["batch"]["manifestCid"]]
+    manifest = await fake_node.store.get_dag(docs[0]["batch"]["manifestCid"])
     entry = manifest["receipts"][docs[0]["batch"]["index"]]
     assert entry["receipt"] == docs[0]["receipt"] and entry["requestSignature"].startswith("0x")
 
