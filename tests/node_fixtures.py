@@ -27,6 +27,7 @@ from supernet.node.service.ports import Job, JobResult, SignedVoucher, TokenSink
 from supernet.node.service.runner import NodeService
 from supernet.sdk.chain.eip712 import Domain, TaskRequest, Voucher, sign_task_request, sign_voucher
 from supernet.sdk.chain.receipts import input_hash
+from supernet.sdk.devnet.processes import free_port
 from supernet.sdk.store import StoreClient
 from supernet.sdk.store.cids import compute_cid, encode_dag
 from supernet.sdk.store.embedded import in_process_client
@@ -200,15 +201,6 @@ async def fake_node(tmp_path: Path) -> AsyncIterator[FakeNode]:
 # ---------------------------------------------------------------------------------------------
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    """A TCP port free right now on 127.0.0.1."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
