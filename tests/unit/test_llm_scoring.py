@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import torch
 from llm_fixtures import make_tiny_llama
 from supernet.node.llm import GenerationResult, LLMEngine, SamplingParams
-from supernet.node.llm.scoring import Tolerance, compare_generation
+from supernet.node.llm.scoring import Tolerance, compare_generation, score, score_with_prompt_kv
+from supernet.node.llm.types import ScoreResult
 
 PROMPT = [3, 14, 15, 92, 65]
 
@@ -76,3 +78,59 @@ def test_length_mismatch_and_tolerance_presets() -> None:
     with pytest.raises(ValueError):
         engine.score([], [1])
     assert engine.score([1], []).logprobs == ()
+
+
+def _assert_same_scores(a: ScoreResult, b: ScoreResult, atol: float = 1e-4) -> None:
+    assert len(a.logprobs) == len(b.logprobs)
+    assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs, strict=True)) <= atol
+    for ta, tb in zip(a.top_tokens, b.top_tokens, strict=True):
+        assert [t for t, _ in ta] == [t for t, _ in tb]
+        assert max(abs(x - y) for (_, x), (_, y) in zip(ta, tb, strict=True)) <= atol
+    assert [f.index for f in a.fingerprints] == [f.index for f in b.fingerprints]
+    for fa, fb in zip(a.fingerprints, b.fingerprints, strict=True):
+        assert fa.indices == fb.indices
+        assert max(abs(x - y) for x, y in zip(fa.values, fb.values, strict=True)) <= atol
+    assert (a.margins is None) == (b.margins is None)
+    for x, y in zip(a.margins or (), b.margins or (), strict=True):
+        assert x == y or abs(x - y) <= atol
+
+
+SAMPLED = SamplingParams(max_new_tokens=40, temperature=1.0, top_p=0.9, seed=5, stop_token_ids=())
+LONG_PROMPT = [(7 * i + 3) % 60 + 1 for i in range(24)]
+
+
+@pytest.mark.parametrize("start", [1, 10, 23])
+def test_score_with_cached_prefix_matches_full_pass(start: int) -> None:
+    model = make_tiny_llama(4)
+    output = [(5 * i + 1) % 60 + 1 for i in range(40)]
+    full = score(model, LONG_PROMPT, output, SAMPLED)
+    _, kv = score_with_prompt_kv(model, LONG_PROMPT, output, keep_prompt=start)
+    assert kv is not None and kv[0].shape[2] == start
+    _assert_same_scores(full, score(model, LONG_PROMPT, output, SAMPLED, prefix=kv))
+    # keys/values gathered on top of a prefix cover the whole kept span
+    again, kv2 = score_with_prompt_kv(model, LONG_PROMPT, output, SAMPLED, prefix=kv, keep_prompt=24)
+    _assert_same_scores(full, again)
+    assert kv2 is not None and kv2[0].shape[2] == 24
+    torch.testing.assert_close(kv2[0][:, :, :start], kv[0])
+
+
+def test_score_rejects_a_prefix_covering_the_prompt() -> None:
+    model = make_tiny_llama(4)
+    _, kv = score_with_prompt_kv(model, LONG_PROMPT, [1, 2], keep_prompt=24)
+    assert kv is not None
+    with pytest.raises(ValueError, match="prefix"):
+        score(model, LONG_PROMPT, [1, 2], prefix=kv)
+
+
+def test_engine_score_reuses_prompt_prefixes() -> None:
+    cached = LLMEngine.from_model(make_tiny_llama(6), max_batch=2)
+    plain = LLMEngine.from_model(make_tiny_llama(6), max_batch=2, prefix_cache=False)
+    output = [(3 * i + 2) % 60 + 1 for i in range(40)]
+    other = [*LONG_PROMPT[:20], 9, 8, 7]
+    for prompt in (LONG_PROMPT, LONG_PROMPT, other, LONG_PROMPT[:18], other):
+        _assert_same_scores(plain.score(prompt, output, SAMPLED), cached.score(prompt, output, SAMPLED))
+    assert tuple(LONG_PROMPT) in cached._score_prefixes
+    prefix = cached._score_prefix(tuple(other))
+    assert prefix is not None and prefix[0].shape[2] == 22  # the scored `other` itself, less its last token
+    assert cached._score_prefix((50, 51, 52) * 8) is None
+    assert cached.score(LONG_PROMPT, []).logprobs == ()

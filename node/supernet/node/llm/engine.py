@@ -20,7 +20,8 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections import deque
+import threading
+from collections import OrderedDict, deque
 from collections.abc import Sequence as Seq
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -38,8 +39,11 @@ from supernet.node.llm.sampling import SamplingParams
 from supernet.node.llm.step import StepOutput, run_step
 from supernet.node.llm.tokenizer import Tokenizer
 from supernet.node.llm.types import FinishReason, ScoreResult, SequenceSnapshot, TokenEvent
+from torch import Tensor
 
 log = logging.getLogger(__name__)
+SCORE_CACHE_ENTRIES = 4  # scored prompts whose keys/values ``LLMEngine.score`` keeps
+SCORE_CACHE_TOKENS = 1024  # longest prompt prefix kept per entry
 _ids = itertools.count()
 
 
@@ -79,6 +83,8 @@ class LLMEngine:
         self.max_seq_len = min(max_seq_len, model.rope_cos.shape[0])
         self.pool = KVPool(model.cfg, max_batch, self.max_seq_len, self.device, self.dtype)
         self.prefixes = PrefixCache() if prefix_cache else None
+        self._score_prefixes: OrderedDict[tuple[int, ...], tuple[Tensor, Tensor]] = OrderedDict()
+        self._score_lock = threading.Lock()
         self.steps = 0
         self._pending: deque[Sequence] = deque()
         self._active: list[Sequence] = []
@@ -206,8 +212,52 @@ class LLMEngine:
     def score(
         self, prompt_ids: Seq[int], output_ids: Seq[int], params: SamplingParams | None = None
     ) -> ScoreResult:
-        """Teacher-forced scores of a claimed output (one forward pass); see ``scoring.score``."""
-        return scoring.score(self.model, prompt_ids, output_ids, params)
+        """Teacher-forced scores of a claimed output (one forward pass); see ``scoring.score``.
+
+        With the prefix cache on, the pass skips the longest prompt prefix (at least
+        ``PrefixCache.min_tokens`` tokens) whose keys/values are at hand: from the generation
+        prefix cache (e.g. the chat template's system turn) or from the last few scored prompts
+        (validators score many outputs of one prompt). Same results up to rounding.
+        """
+        prompt = tuple(prompt_ids)
+        if self.prefixes is None or not output_ids:
+            return scoring.score(self.model, prompt, output_ids, params)
+        prefix = self._score_prefix(prompt)
+        keep = min(len(prompt), SCORE_CACHE_TOKENS)
+        result, kv = scoring.score_with_prompt_kv(
+            self.model, prompt, output_ids, params, prefix=prefix, keep_prompt=keep
+        )
+        if kv is not None and kv[0].shape[2] >= self.prefixes.min_tokens:
+            with self._score_lock:
+                self._score_prefixes[prompt[: kv[0].shape[2]]] = kv
+                self._score_prefixes.move_to_end(prompt[: kv[0].shape[2]])
+                while len(self._score_prefixes) > SCORE_CACHE_ENTRIES:
+                    self._score_prefixes.popitem(last=False)
+        return result
+
+    def _score_prefix(self, prompt: tuple[int, ...]) -> tuple[Tensor, Tensor] | None:
+        """Keys/values of the longest known prefix of ``prompt`` that leaves one token (or ``None``)."""
+        assert self.prefixes is not None
+        with self._score_lock:
+            candidates = list(self._score_prefixes.items())
+        with contextlib.suppress(RuntimeError):  # the engine thread may be adding an entry
+            candidates += list(self.prefixes.entries.items())
+        limit = len(prompt) - 1
+        best_n, best = 0, None
+        for key, kv in candidates:
+            n = min(limit, len(key), kv[0].shape[2])
+            if n <= best_n:
+                continue
+            if key[:n] != prompt[:n]:
+                i = 0
+                while i < n and key[i] == prompt[i]:
+                    i += 1
+                n = i
+            if n > best_n:
+                best_n, best = n, kv
+        if best is None or best_n < self.prefixes.min_tokens:
+            return None
+        return best[0][:, :, :best_n], best[1][:, :, :best_n]
 
     async def ascore(
         self, prompt_ids: Seq[int], output_ids: Seq[int], params: SamplingParams | None = None

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from supernet.node.llm.model import Llama
 from supernet.node.llm.sampling import SamplingParams, selection_margin
 from supernet.node.llm.types import (
@@ -56,12 +57,43 @@ def fingerprint_due(output_index: int) -> bool:
     return output_index % FINGERPRINT_INTERVAL == 0
 
 
+class _PrefixAttention:
+    """Causal attention for tokens that follow ``P`` already-computed prefix tokens.
+
+    Prefix keys/values per layer are ``[n_layers, n_kv_heads, P, head_dim]`` (``None``: no prefix).
+    When ``keep > 0`` the new tokens' first ``keep`` keys/values of every layer are recorded in
+    ``kept`` (for the scoring prefix cache).
+    """
+
+    def __init__(
+        self, prefix: tuple[Tensor, Tensor] | None, width: int, keep: int, device: torch.device
+    ) -> None:
+        self.prefix, self.keep = prefix, keep
+        self.kept: list[tuple[Tensor, Tensor]] = []
+        self.mask: Tensor | None = None
+        if prefix is not None:
+            n = prefix[0].shape[2]
+            t = torch.arange(width, device=device)
+            self.mask = torch.arange(n + width, device=device)[None, :] <= (t + n)[:, None]
+
+    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        if self.keep:
+            self.kept.append((k[0, :, : self.keep].clone(), v[0, :, : self.keep].clone()))
+        gqa = q.shape[1] != k.shape[1]
+        if self.prefix is None:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        keys = torch.cat((self.prefix[0][layer][None], k), dim=2)
+        values = torch.cat((self.prefix[1][layer][None], v), dim=2)
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=self.mask, enable_gqa=gqa)
+
+
 def score(
     model: Llama,
     prompt_ids: Sequence[int],
     output_ids: Sequence[int],
     params: SamplingParams | None = None,
     top_k: int = 5,
+    prefix: tuple[Tensor, Tensor] | None = None,
 ) -> ScoreResult:
     """Teacher-forced pass over ``prompt_ids + output_ids``.
 
@@ -71,18 +103,52 @@ def score(
         output_ids: The claimed output.
         params: Sampling parameters of the claimed generation; when given, ``margins`` are filled.
         top_k: Candidates kept per position.
+        prefix: Keys and values ``[n_layers, n_kv_heads, P, head_dim]`` of ``prompt_ids[:P]``
+            (``P < len(prompt_ids)``), e.g. from a prefix cache: the pass runs only over the rest.
+            Same results up to rounding (attention's summation order).
+    """
+    return score_with_prompt_kv(model, prompt_ids, output_ids, params, top_k, prefix)[0]
+
+
+def score_with_prompt_kv(
+    model: Llama,
+    prompt_ids: Sequence[int],
+    output_ids: Sequence[int],
+    params: SamplingParams | None = None,
+    top_k: int = 5,
+    prefix: tuple[Tensor, Tensor] | None = None,
+    keep_prompt: int = 0,
+) -> tuple[ScoreResult, tuple[Tensor, Tensor] | None]:
+    """``score``, also returning the keys/values of the first ``keep_prompt`` prompt tokens.
+
+    The second item is ``None`` when ``keep_prompt`` is 0 or the output is empty; otherwise it
+    covers ``min(keep_prompt, len(prompt_ids))`` tokens (at least the prefix's), on the model's device.
     """
     if not prompt_ids:
         raise ValueError("the prompt must hold at least one token")
     n, p = len(output_ids), len(prompt_ids)
     if n == 0:
-        return ScoreResult(logprobs=(), top_tokens=(), fingerprints=(), margins=() if params else None)
+        return ScoreResult(logprobs=(), top_tokens=(), fingerprints=(), margins=() if params else None), None
     device = next(model.parameters()).device
-    tokens = torch.tensor([[*prompt_ids, *output_ids[:-1]]], device=device)
+    start = 0 if prefix is None else prefix[0].shape[2]
+    if not 0 <= start < p:
+        raise ValueError(f"a prefix of {start} tokens must leave at least one of the {p} prompt tokens")
+    keep = max(0, min(keep_prompt, p) - start)
+    if prefix is not None:
+        dtype = next(model.parameters()).dtype
+        prefix = (prefix[0].to(device, dtype), prefix[1].to(device, dtype))
+    tokens = torch.tensor([[*prompt_ids[start:], *output_ids[:-1]]], device=device)
     with torch.inference_mode():
-        rows = model(tokens)[0, p - 1 :]
+        width = tokens.shape[1]
+        cache = _PrefixAttention(prefix, width, keep, device)
+        if prefix is None and not keep:
+            hidden = model(tokens)
+        else:
+            positions = torch.arange(start, start + width, device=device)[None, :]
+            hidden = model(tokens, positions, cache)
+        rows = hidden[0, p - 1 - start :]
         logits = model.logits(rows)
-        logp = torch.log_softmax(logits, dim=-1)
+        logp = torch.log_softmax(logits, dim=-1)  # one fused pass: cheaper than logsumexp on CPU
         target = torch.tensor(list(output_ids), device=device)
         claimed = logp.gather(-1, target[:, None])[:, 0].tolist()
         top = logp.topk(top_k, dim=-1)
@@ -94,8 +160,20 @@ def score(
         fps = fingerprints_of(rows[due], due)
         margins = None
         if params is not None:
-            margins = tuple(selection_margin(logits[i], output_ids[i], params, p + i) for i in range(n))
-    return ScoreResult(logprobs=tuple(claimed), top_tokens=tops, fingerprints=tuple(fps), margins=margins)
+            rows64 = logits.double().cpu()
+            margins = tuple(selection_margin(rows64[i], output_ids[i], params, p + i) for i in range(n))
+        kv = None
+        if keep_prompt > 0:
+            keys = torch.stack([k for k, _ in cache.kept]) if keep else None
+            values = torch.stack([v for _, v in cache.kept]) if keep else None
+            if prefix is not None:
+                pk, pv = prefix
+                keys = pk if keys is None else torch.cat((pk, keys), dim=2)
+                values = pv if values is None else torch.cat((pv, values), dim=2)
+            if keys is not None and values is not None:
+                kv = (keys, values)
+    result = ScoreResult(logprobs=tuple(claimed), top_tokens=tops, fingerprints=tuple(fps), margins=margins)
+    return result, kv
 
 
 @dataclass(frozen=True)
