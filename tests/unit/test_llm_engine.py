@@ -183,7 +183,7 @@ async def test_prefix_cache_prefills_only_the_rest_with_the_same_results() -> No
     model = make_tiny_llama(7)
     plain = LLMEngine.from_model(model, max_batch=4, max_seq_len=128, prefix_cache=False)
     cached = LLMEngine(model, None, plain.model_id, max_batch=4, max_seq_len=128)
-    prompts = [SHARED + [5, 6, 7], SHARED + [9, 3], SHARED + list(range(40, 52)), [44, 45], SHARED + [8]]
+    prompts = [[*SHARED, 5, 6, 7], [*SHARED, 9, 3], SHARED + list(range(40, 52)), [44, 45], [*SHARED, 8]]
     async with plain, cached:
         expected = [await _alone(plain, p, GREEDY) for p in prompts]
         first = [await _alone(cached, p, GREEDY) for p in prompts[:2]]  # the second proposes the prefix
@@ -198,7 +198,7 @@ async def test_prefix_cache_prefills_only_the_rest_with_the_same_results() -> No
         resumed = await cached.submit(prompts[2], GREEDY, resume=await handle.preempt()).result()
         assert cached.prefixes.hits >= 5
     assert [r.output_ids for r in first] == [r.output_ids for r in expected[:2]]
-    for want, got in zip(expected + [expected[2]], together + [resumed], strict=True):
+    for want, got in zip([*expected, expected[2]], [*together, resumed], strict=True):
         assert want.output_ids == got.output_ids
         assert max(abs(x - y) for x, y in zip(want.logprobs, got.logprobs, strict=True)) < 1e-4
         assert [f.indices for f in want.fingerprints] == [f.indices for f in got.fingerprints]
@@ -209,7 +209,7 @@ async def test_a_prefix_shared_within_one_batch_is_prefilled_once() -> None:
     model = make_tiny_llama(7)
     plain = LLMEngine.from_model(model, max_batch=4, max_seq_len=128, prefix_cache=False)
     cached = LLMEngine(model, None, plain.model_id, max_batch=4, max_seq_len=128)
-    prompts = [SHARED + [5, 6, 7], SHARED + [9, 3], [44, 45], SHARED + list(range(40, 52))]
+    prompts = [[*SHARED, 5, 6, 7], [*SHARED, 9, 3], [44, 45], SHARED + list(range(40, 52))]
     async with plain, cached:
         expected = [await _alone(plain, p, GREEDY) for p in prompts]
         handles = [cached.submit(p, GREEDY) for p in prompts]  # all in the first prefill, cache empty

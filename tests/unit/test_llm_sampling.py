@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from supernet.node.llm.sampling import SamplingParams, select, selection_margin, uniform
+from supernet.node.llm.sampling import SamplingParams, select, selection_margin, selection_margins, uniform
 
 
 def test_uniform_is_deterministic_in_range_and_keyed_by_both_inputs() -> None:
@@ -90,3 +90,33 @@ def test_params_are_validated() -> None:
         SamplingParams(top_p=0)
     with pytest.raises(ValueError):
         SamplingParams(max_new_tokens=0)
+
+
+@pytest.mark.parametrize(
+    ("temperature", "top_p"),
+    [(0.0, 1.0), (0.7, 1.0), (1.0, 1.0), (0.8, 0.9), (1.0, 0.5), (1.5, 0.95), (2.0, 0.999), (0.3, 0.1)],
+)
+@pytest.mark.parametrize("vocab", [7, 3000])
+def test_selection_margins_match_the_per_row_function(temperature: float, top_p: float, vocab: int) -> None:
+    gen = torch.Generator().manual_seed(int(temperature * 100 + top_p * 1000) + vocab)
+    n = 48
+    logits = torch.randn(n, vocab, generator=gen) * 3
+    logits[3, :5] = logits[3].max() + 1  # exact ties at the top
+    logits[4] = 0.0  # a flat row
+    for seed in (0, 12345):
+        p = SamplingParams(temperature=temperature, top_p=top_p, seed=seed)
+        chosen = select(logits, [p] * n, list(range(40, 40 + n)))
+        other = torch.randint(0, vocab, (n,), generator=gen).tolist()
+        ranked = logits.argsort(dim=-1, descending=True)[:, min(vocab - 1, 900)].tolist()
+        for toks in (chosen, other, ranked):
+            got = selection_margins(logits, toks, p, 40)
+            ref = [selection_margin(logits[i], toks[i], p, 40 + i) for i in range(n)]
+            assert len(got) == n
+            for g, r in zip(got, ref, strict=True):
+                if math.isinf(r):
+                    assert math.isinf(g)
+                else:
+                    assert abs(g - r) <= 1e-6
+                    assert (g > 0) == (r > 0)
+        assert selection_margins(logits, chosen, p, 40) == [0.0] * n
+    assert selection_margins(logits[:0], [], SamplingParams(temperature=1.0), 0) == []

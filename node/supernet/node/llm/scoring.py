@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from supernet.node.llm.model import Llama
-from supernet.node.llm.sampling import SamplingParams, selection_margin
+from supernet.node.llm.sampling import SamplingParams, selection_margins
 from supernet.node.llm.types import (
     FINGERPRINT_INTERVAL,
     FINGERPRINT_TOP_K,
@@ -160,8 +160,7 @@ def score_with_prompt_kv(
         fps = fingerprints_of(rows[due], due)
         margins = None
         if params is not None:
-            rows64 = logits.double().cpu()
-            margins = tuple(selection_margin(rows64[i], output_ids[i], params, p + i) for i in range(n))
+            margins = tuple(selection_margins(logits, output_ids, params, p))
         kv = None
         if keep_prompt > 0:
             keys = torch.stack([k for k, _ in cache.kept]) if keep else None
