@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import copy
 import hashlib
 import json
 import platform
@@ -236,7 +235,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         await kernel.stop()
     # `model`: a node that really runs a perturbed copy of the weights
-    perturbed = copy.deepcopy(loaded.model)
+    # A fresh load: the first engine packed `loaded.model`'s weights for oneDNN (not deep-copyable).
+    perturbed = load_model(args.model, max_positions=1024).model
     model_faults = FaultInjector.from_cli(["model:1"], seed=3)
     assert model_faults.perturb_model(perturbed)
     bad_engine = LLMEngine(perturbed, loaded.tokenizer, loaded.model_id, max_batch=8, max_seq_len=1024)
