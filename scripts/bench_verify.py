@@ -6,8 +6,10 @@ receipt (sampling rate 1), with receipts, signed requests and batch manifests ex
 service writes them, on the embedded content store. No chain is needed to verify, so none runs.
 
 * Node: ``torch.set_num_threads(2)``, tasks submitted 8 at a time (continuous batching mixes them).
-  Validator: ``torch.set_num_threads(1)``, every call re-scored alone. So batch composition and
-  thread count differ between generation and verification, as on a real network.
+  Validator: ``torch.set_num_threads(1)`` (then 2 for the cost figure), the calls of
+  ``RECEIPTS_PER_PASS`` receipts packed into one forward pass, as the validator service does. So
+  batch composition and thread count differ between generation and verification, as on a real
+  network.
 * Faults (``--fault KIND:1``): ``model`` runs a really perturbed copy of the weights
   (`FaultInjector.perturb_model`); the other kinds use the kernel's fault hooks. A faulty call is
   *detected* when the verdict has a finding on that call (``trace``: on the receipt).
@@ -46,6 +48,7 @@ from supernet.sdk.store import StoreClient
 from supernet.sdk.store.embedded import serve_in_thread
 from supernet.validator.evidence import Check, Verdict
 from supernet.validator.scoring import ModelScorer
+from supernet.validator.service import RECEIPTS_PER_PASS
 from supernet.validator.tool_check import RegistryRunner
 from supernet.validator.verifier import Manifest, Verifier
 
@@ -160,7 +163,10 @@ async def verify_all(
     torch.set_num_threads(threads)
     manifest = Manifest(tuple(entries), ReceiptTree(receipts))
     start = time.perf_counter()
-    verdicts = [await verifier.verify(1, NODE.address, i, manifest) for i in range(len(entries))]
+    verdicts: list[Verdict] = []
+    for g in range(0, len(entries), RECEIPTS_PER_PASS):
+        group = list(range(g, min(len(entries), g + RECEIPTS_PER_PASS)))
+        verdicts += await verifier.verify_many(1, NODE.address, group, manifest)
     return verdicts, time.perf_counter() - start
 
 
@@ -260,7 +266,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "node_threads": 2,
         "validator_threads": 1,
         "node_batch": "8 tasks at a time (continuous)",
-        "validator_batch": "1 call at a time",
+        "validator_batch": f"the calls of {RECEIPTS_PER_PASS} receipts per packed forward pass",
         "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),
     }
@@ -278,7 +284,8 @@ def write(result: dict[str, Any]) -> None:
 
 `make bench-verify` (scripts/bench_verify.py). Sampling rate 1: every receipt is verified.
 Node and validator share no state: the node generates with 2 torch threads and 8 tasks in its
-continuous batch; the validator re-scores every call alone with 1 thread (cost also measured
+continuous batch; the validator re-scores the calls of {RECEIPTS_PER_PASS} receipts at a time, laid end
+to end in one forward pass after their shared prompt prefix, with 1 thread (cost also measured
 with 2 threads).
 
 ## Faults (`supernet node run --fault KIND:1`)

@@ -78,6 +78,7 @@ class VNet:
     tmp: Path
     nonce: int = 0
     batches: list[int] = field(default_factory=list)
+    manifests: dict[int, str] = field(default_factory=dict)  # batch id -> manifest CID
 
     def faults(self, **rates: float) -> None:
         """Switch the node's faults (``faults(tokens=1.0)``; no arguments: honest)."""
@@ -88,8 +89,17 @@ class VNet:
         """0x hex private key."""
         return "0x" + bytes(account.key).hex()
 
-    async def run_batch(self, questions: list[str], max_new_tokens: int = 12) -> tuple[int, list[Receipt]]:
-        """Run one task per question, commit them as one batch; returns (batch id, receipts)."""
+    async def run_batch(
+        self,
+        questions: list[str],
+        max_new_tokens: int = 12,
+        fault_plan: list[dict[str, float]] | None = None,
+    ) -> tuple[int, list[Receipt]]:
+        """Run one task per question, commit them as one batch; returns (batch id, receipts).
+
+        ``fault_plan[i]``: the node's faults for task ``i`` (``faults(**fault_plan[i])``; the node is
+        honest afterwards); without it, the faults set by ``faults``.
+        """
         model_id = bytes.fromhex(self.loaded.model_id[2:])
         agent_hash = bytes.fromhex(ProbeAgent.code_hash()[2:])
         entries, receipts = [], []
@@ -121,9 +131,13 @@ class VNet:
                 agent_hash="0x" + agent_hash.hex(),
                 seed=int.from_bytes(hashlib.sha256(rh).digest()[:8], "big"),
             )
+            if fault_plan is not None:
+                self.faults(**fault_plan[i])
             outcome = await self.kernel.run_task(spec)
             assert outcome.status == "ok", outcome.error
             output = self.injector.on_output(spec.task_id, outcome.output)  # where the node service calls it
+            if fault_plan is not None:
+                self.faults()
             receipt = Receipt(
                 request_hash=rh,
                 user=user.address,
@@ -167,6 +181,7 @@ class VNet:
         batch_id = int((await asyncio.to_thread(tm.commit_batch, tree.root, len(receipts), cid)).value)
         mine(self.contracts.w3, 2)  # the seed block (devnet SEED_DELAY_BLOCKS = 1) and one after it
         self.batches.append(batch_id)
+        self.manifests[batch_id] = cid
         return batch_id, receipts
 
 

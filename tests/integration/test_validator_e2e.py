@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 from supernet.sdk.chain.anvil import increase_time, mine
+from supernet.sdk.chain.merkle import ReceiptTree
 from supernet.validator.chain import ChallengeStatus
 from supernet.validator.evidence import FAULT_OF
+from supernet.validator.verifier import load_manifest
 from validator_fixtures import TASK_FEE, VNet
 
 pytestmark = [pytest.mark.anvil, pytest.mark.model, pytest.mark.slow]
@@ -63,6 +65,29 @@ async def test_each_fault_kind_is_detected(vnet: VNet, validator_factory: Any, k
     doc = await vnet.store.get_dag(check.evidence_cid)
     assert doc["fraud"] is True and doc["findings"]
     assert all("expected" in f and "claimed" in f for f in doc["findings"])
+
+
+async def test_receipts_verified_together_get_their_own_verdicts(vnet: VNet, validator_factory: Any) -> None:
+    """Packing the LLM calls of honest and faulty receipts into shared forward passes changes no verdict."""
+    plan: list[dict[str, float]] = [{}, {"tokens": 1.0}, {}, {"seed": 1.0}]
+    batch_id, receipts = await vnet.run_batch(QUESTIONS, fault_plan=plan)
+    manifest = await load_manifest(
+        vnet.store, vnet.manifests[batch_id], ReceiptTree(receipts).root, len(receipts)
+    )
+    async with validator_factory(1, challenge=False) as v:
+        node = vnet.node.address
+        together = await v.verifier.verify_many(batch_id, node, range(len(receipts)), manifest)
+        alone = [await v.verifier.verify(batch_id, node, i, manifest) for i in range(len(receipts))]
+    assert [x.ok for x in together] == [True, False, True, False]
+    assert {"llm.token"} <= together[1].checks and {"llm.sample"} <= together[3].checks
+
+    def shape(vs: list[Any]) -> list[Any]:
+        return [[(f.check, f.call, f.position, f.claimed) for f in v.findings] for v in vs]
+
+    assert shape(together) == shape(alone)
+    assert [(v.index, v.leaf, v.llm_calls, v.tool_calls) for v in together] == [
+        (v.index, v.leaf, v.llm_calls, v.tool_calls) for v in alone
+    ]
 
 
 async def test_restart_neither_skips_nor_repeats(vnet: VNet, validator_factory: Any) -> None:

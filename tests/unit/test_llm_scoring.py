@@ -8,7 +8,15 @@ import pytest
 import torch
 from llm_fixtures import make_tiny_llama
 from supernet.node.llm import GenerationResult, LLMEngine, SamplingParams
-from supernet.node.llm.scoring import Tolerance, compare_generation, score, score_with_prompt_kv
+from supernet.node.llm.scoring import (
+    ScoreRequest,
+    Tolerance,
+    compare_generation,
+    prompt_kv,
+    score,
+    score_packed,
+    score_with_prompt_kv,
+)
 from supernet.node.llm.types import ScoreResult
 
 PROMPT = [3, 14, 15, 92, 65]
@@ -82,7 +90,7 @@ def test_length_mismatch_and_tolerance_presets() -> None:
 
 def _assert_same_scores(a: ScoreResult, b: ScoreResult, atol: float = 1e-4) -> None:
     assert len(a.logprobs) == len(b.logprobs)
-    assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs, strict=True)) <= atol
+    assert max((abs(x - y) for x, y in zip(a.logprobs, b.logprobs, strict=True)), default=0.0) <= atol
     for ta, tb in zip(a.top_tokens, b.top_tokens, strict=True):
         assert [t for t, _ in ta] == [t for t, _ in tb]
         assert max(abs(x - y) for (_, x), (_, y) in zip(ta, tb, strict=True)) <= atol
@@ -134,3 +142,51 @@ def test_engine_score_reuses_prompt_prefixes() -> None:
     assert prefix is not None and prefix[0].shape[2] == 22  # the scored `other` itself, less its last token
     assert cached._score_prefix((50, 51, 52) * 8) is None
     assert cached.score(LONG_PROMPT, []).logprobs == ()
+
+
+def _packed_requests() -> list[ScoreRequest]:
+    """Prompts sharing 12 tokens, outputs of different lengths (one empty), greedy and sampled."""
+    tails = ([1, 2, 3], [9], [4, 4, 4, 4, 4, 4, 4], [8, 7])
+    outputs = (
+        [(5 * i + 1) % 60 + 1 for i in range(40)],
+        [3, 1, 4],
+        [],
+        [(7 * i) % 60 + 1 for i in range(17)],
+    )
+    params = (SAMPLED, None, SAMPLED, None)
+    return [
+        ScoreRequest([*LONG_PROMPT[:12], *t], o, p) for t, o, p in zip(tails, outputs, params, strict=True)
+    ]
+
+
+@pytest.mark.parametrize("shared", [0, 5, 12])
+def test_score_packed_matches_one_pass_per_request(shared: int) -> None:
+    model = make_tiny_llama(4)
+    requests = _packed_requests()
+    prefix = prompt_kv(model, LONG_PROMPT[:shared]) if shared else None
+    packed = score_packed(model, requests, prefix=prefix)
+    assert len(packed) == len(requests)
+    for r, got in zip(requests, packed, strict=True):
+        _assert_same_scores(score(model, r.prompt_ids, r.output_ids, r.params), got)
+    assert packed[2].logprobs == () and packed[2].margins == ()  # the empty output
+    assert len(packed[0].fingerprints) > 1 and packed[0].margins is not None and packed[1].margins is None
+
+
+def test_score_packed_keeps_requests_apart() -> None:
+    """A request's scores do not depend on what it is packed with (the mask isolates it)."""
+    model = make_tiny_llama(4)
+    a, b, _, d = _packed_requests()
+    alone = score_packed(model, [a])[0]
+    _assert_same_scores(alone, score_packed(model, [b, a, d])[1])
+    changed = ScoreRequest([*b.prompt_ids[:-1], 50], [*b.output_ids, 11], b.params)
+    _assert_same_scores(alone, score_packed(model, [changed, a, d])[1])
+
+
+def test_score_packed_rejects_a_prompt_inside_the_prefix() -> None:
+    model = make_tiny_llama(4)
+    kv = prompt_kv(model, LONG_PROMPT[:12])
+    assert kv[0].shape[2] == 12
+    with pytest.raises(ValueError, match="prefix"):
+        score_packed(model, [ScoreRequest(LONG_PROMPT[:12], [1, 2])], prefix=kv)
+    with pytest.raises(ValueError, match="prefix"):
+        score_packed(model, [ScoreRequest([], [1, 2])])

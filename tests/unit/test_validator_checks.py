@@ -10,10 +10,11 @@ from eth_account import Account
 from llm_fixtures import make_tiny_llama
 from supernet.node.faults import FaultInjector, Generation
 from supernet.node.llm import LLMEngine, SamplingParams
-from supernet.node.llm.scoring import Tolerance
+from supernet.node.llm.scoring import ScoreRequest, Tolerance, score
 from supernet.node.llm.types import ScoreResult
 from supernet.sdk.chain.eip712 import Domain, TaskRequest, hash_task_request, sign_task_request
 from supernet.sdk.chain.receipts import Receipt, input_hash, output_hash, sign_receipt, trace_hash
+from supernet.validator import scoring as validator_scoring
 from supernet.validator.consistency import Entry, check_receipt, check_trace, check_trace_hash
 from supernet.validator.evidence import Check, Verdict
 from supernet.validator.llm_check import check_scores, check_shape
@@ -104,6 +105,41 @@ async def test_faulty_calls_are_caught(
     findings = check_scores(call, rescore(tiny, call), Tolerance())
     assert expected in {f.check for f in findings}
     assert all(f.position is not None for f in findings if f.check in (Check.LLM_TOKEN, Check.LLM_SAMPLE))
+
+
+async def test_scorer_packs_calls_and_reuses_their_shared_prefix(
+    tiny: LLMEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``score_many`` over several forward passes and a cached shared prefix equals one pass per call."""
+    shared = (*PROMPT, *PROMPT)  # 10 tokens: above MIN_SHARED_PREFIX
+    sampled = SamplingParams(max_new_tokens=40, temperature=1.0, top_p=0.9, seed=3)
+    requests = [
+        ScoreRequest((*shared, 1 + i, 2 * i + 3), [(7 * i + j) % 60 + 1 for j in range(6 + 5 * i)], p)
+        for i, p in enumerate((None, sampled, None, sampled, None))
+    ]
+    monkeypatch.setattr(validator_scoring, "MAX_PACKED_TOKENS", 30)  # forces several packed passes
+    assert len(validator_scoring._chunks(requests, len(shared), 30)) >= 3
+    scorer = ModelScorer(tiny.model, None, tiny.model_id, (0,))  # type: ignore[arg-type]
+    for round_ in range(2):  # the second round takes the prefix from the cache
+        got = scorer.score_many(requests)
+        assert list(scorer._prefixes) == [shared]
+        for r, g in zip(requests, got, strict=True):
+            ref = score(tiny.model, r.prompt_ids, r.output_ids, r.params)
+            assert max(abs(a - b) for a, b in zip(ref.logprobs, g.logprobs, strict=True)) < 1e-4, round_
+            assert [t[0][0] for t in ref.top_tokens] == [t[0][0] for t in g.top_tokens]
+            assert (ref.margins is None) == (g.margins is None)
+    # a prefix of the cached one: sliced from the cache, not recomputed
+    shorter = ScoreRequest((*shared[:9], 4), [5, 6])
+    ref = score(tiny.model, shorter.prompt_ids, shorter.output_ids)
+    assert scorer.score_many([shorter])[0].logprobs == pytest.approx(ref.logprobs, abs=1e-4)
+    assert list(scorer._prefixes) == [shared]
+
+
+def test_chunks_respect_the_token_budget() -> None:
+    requests = [ScoreRequest([1] * 12, [2] * n) for n in (10, 10, 25, 2, 3)]
+    chunks = validator_scoring._chunks(requests, 10, 20)  # each costs 2 prompt tokens + its output
+    assert [[len(r.output_ids) for r in c] for c in chunks] == [[10], [10], [25], [2, 3]]
+    assert [r for c in chunks for r in c] == requests
 
 
 async def test_truncated_output_claiming_stop_is_caught(tiny: LLMEngine) -> None:

@@ -32,13 +32,17 @@ from supernet.validator.chain import TaskManagerClient
 from supernet.validator.challenger import Disputes
 from supernet.validator.config import ValidatorSettings
 from supernet.validator.db import BatchRow, CheckRow, Database
-from supernet.validator.evidence import publish
+from supernet.validator.evidence import Verdict, publish
 from supernet.validator.follower import Follower
 from supernet.validator.sampler import sample
 from supernet.validator.tool_check import RegistryRunner, ToolRunner
 from supernet.validator.verifier import ManifestError, Scorer, Verifier
 
 log = logging.getLogger(__name__)
+
+# Receipts verified together: their LLM calls share forward passes (cheaper), while progress is
+# still recorded every few receipts (a restart redoes at most one group).
+RECEIPTS_PER_PASS = 8
 
 
 class SamplingMismatch(RuntimeError):
@@ -214,51 +218,59 @@ class Validator:
                 self.db.finish_batch(batch.batch_id, "error", str(exc))
                 return True
             done = {c.index: c for c in self.db.checks(batch.batch_id)}
+            todo = []
             for i in indexes:
-                if i in done:
-                    if not done[i].ok and done[i].challenge_id is None and done[i].evidence_cid:
-                        await self._retry_challenge(batch, i, manifest)
-                    continue
-                verdict = await self.verifier.verify(batch.batch_id, batch.node, i, manifest)
-                cid = await publish(self.store, verdict)
-                self.db.record_check(
-                    CheckRow(
-                        batch.batch_id,
-                        i,
-                        verdict.ok or bool(verdict.unverifiable),
-                        ",".join(sorted(verdict.checks)),
-                        cid,
-                        None,
-                    )
-                )
-                self._emit(
-                    "verdict",
-                    batch_id=batch.batch_id,
-                    index=i,
-                    ok=verdict.ok,
-                    checks=sorted(verdict.checks),
-                    unverifiable=verdict.unverifiable,
-                    evidence=cid,
-                )
-                if not verdict.ok and not verdict.unverifiable:
-                    log.warning(
-                        "batch %d #%d FAULTY: %s",
-                        batch.batch_id,
-                        i,
-                        "; ".join(f.message for f in verdict.findings[:3]),
-                    )
-                    challenge_id = await self.disputes.challenge(batch, verdict, cid)
-                    if challenge_id:
-                        self._emit(
-                            "challenge",
-                            batch_id=batch.batch_id,
-                            index=i,
-                            challenge_id=challenge_id,
-                            node=batch.node,
-                            evidence=cid,
-                        )
+                if i not in done:
+                    todo.append(i)
+                elif not done[i].ok and done[i].challenge_id is None and done[i].evidence_cid:
+                    await self._retry_challenge(batch, i, manifest)
+            for g in range(0, len(todo), RECEIPTS_PER_PASS):
+                group = todo[g : g + RECEIPTS_PER_PASS]
+                verdicts = await self.verifier.verify_many(batch.batch_id, batch.node, group, manifest)
+                for i, verdict in zip(group, verdicts, strict=True):
+                    await self._settle(batch, i, verdict)
         self.db.finish_batch(batch.batch_id)
         return True
+
+    async def _settle(self, batch: BatchRow, i: int, verdict: Verdict) -> None:
+        """Publish a verdict's evidence, record it (before anything else happens), challenge if faulty."""
+        cid = await publish(self.store, verdict)
+        self.db.record_check(
+            CheckRow(
+                batch.batch_id,
+                i,
+                verdict.ok or bool(verdict.unverifiable),
+                ",".join(sorted(verdict.checks)),
+                cid,
+                None,
+            )
+        )
+        self._emit(
+            "verdict",
+            batch_id=batch.batch_id,
+            index=i,
+            ok=verdict.ok,
+            checks=sorted(verdict.checks),
+            unverifiable=verdict.unverifiable,
+            evidence=cid,
+        )
+        if not verdict.ok and not verdict.unverifiable:
+            log.warning(
+                "batch %d #%d FAULTY: %s",
+                batch.batch_id,
+                i,
+                "; ".join(f.message for f in verdict.findings[:3]),
+            )
+            challenge_id = await self.disputes.challenge(batch, verdict, cid)
+            if challenge_id:
+                self._emit(
+                    "challenge",
+                    batch_id=batch.batch_id,
+                    index=i,
+                    challenge_id=challenge_id,
+                    node=batch.node,
+                    evidence=cid,
+                )
 
     async def _retry_challenge(self, batch: BatchRow, index: int, manifest: Any) -> None:
         """A faulty verdict stored before a crash, whose challenge was never sent: re-verify and send."""

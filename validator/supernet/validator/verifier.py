@@ -10,17 +10,21 @@ CID against ``traceHash``; the trace against the receipt (task, input, output, m
 hash); every LLM call's shape and finish reason, then its tokens, logprobs and fingerprints by
 one teacher-forced pass (`llm_check`); every deterministic tool call by re-running it.
 A receipt whose model this validator does not serve is *unverifiable*: no verdict, no challenge.
+
+``verify_many`` checks several receipts of a batch at once: their traces are fetched concurrently
+and all their LLM calls are re-scored together (`Scorer.score_many` packs them into few forward
+passes), which is what makes verification cheap next to generation; each verdict is the one
+``verify`` gives for that receipt alone.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from supernet.node.llm.sampling import SamplingParams
-from supernet.node.llm.scoring import Tolerance
+from supernet.node.llm.scoring import ScoreRequest, Tolerance
 from supernet.node.llm.types import ScoreResult
 from supernet.sdk.chain.eip712 import Domain
 from supernet.sdk.chain.merkle import ReceiptTree
@@ -35,7 +39,7 @@ from supernet.validator.consistency import (
 from supernet.validator.evidence import Check, Finding, Verdict
 from supernet.validator.llm_check import check_scores, check_shape, sampling_params
 from supernet.validator.tool_check import ToolRunner, check_tools
-from supernet.validator.trace_view import LLMCall, MalformedTrace, parse_trace
+from supernet.validator.trace_view import LLMCall, MalformedTrace, Trace, parse_trace
 
 
 class Scorer(Protocol):
@@ -44,10 +48,8 @@ class Scorer(Protocol):
     model_id: str
     eos_ids: tuple[int, ...]
 
-    def score(
-        self, prompt_ids: Sequence[int], output_ids: Sequence[int], params: SamplingParams | None
-    ) -> ScoreResult:
-        """Teacher-forced logprobs, fingerprints (and selection margins when ``params``) of ``output_ids``."""
+    def score_many(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        """Teacher-forced logprobs, fingerprints (and selection margins where ``params``), in order."""
         ...
 
     def decode(self, ids: Sequence[int]) -> str:
@@ -55,19 +57,31 @@ class Scorer(Protocol):
         ...
 
 
-def score_call(scorer: Scorer, call: LLMCall) -> ScoreResult:
-    """Teacher-forced scores of a call, with the selection margin of every output token.
+def score_calls(scorer: Scorer, calls: Sequence[LLMCall]) -> list[ScoreResult]:
+    """Teacher-forced scores of calls, with the selection margin of every output token.
 
     Greedy margins (best logprob minus the token's) come straight from the scores' top tokens,
     which saves a full-vocabulary pass per position; sampled calls get the engine's CDF margins.
     """
-    if call.temperature > 0:
-        return scorer.score(call.prompt_ids, call.output_ids, sampling_params(call))
-    scored = scorer.score(call.prompt_ids, call.output_ids, None)
-    margins = tuple(
-        max(0.0, top[0][1] - lp) for top, lp in zip(scored.top_tokens, scored.logprobs, strict=True)
-    )
-    return replace(scored, margins=margins)
+    requests = [
+        ScoreRequest(c.prompt_ids, c.output_ids, sampling_params(c) if c.temperature > 0 else None)
+        for c in calls
+    ]
+    scored = scorer.score_many(requests)
+    return [
+        s
+        if c.temperature > 0
+        else replace(
+            s,
+            margins=tuple(max(0.0, top[0][1] - lp) for top, lp in zip(s.top_tokens, s.logprobs, strict=True)),
+        )
+        for c, s in zip(calls, scored, strict=True)
+    ]
+
+
+def score_call(scorer: Scorer, call: LLMCall) -> ScoreResult:
+    """``score_calls`` for one call."""
+    return score_calls(scorer, [call])[0]
 
 
 class DagStore(Protocol):
@@ -144,25 +158,42 @@ class Verifier:
 
     async def verify(self, batch_id: int, node: str, index: int, manifest: Manifest) -> Verdict:
         """Check receipt ``index`` of a batch; returns the verdict (never raises on node faults)."""
+        return (await self.verify_many(batch_id, node, [index], manifest))[0]
+
+    async def verify_many(
+        self, batch_id: int, node: str, indexes: Sequence[int], manifest: Manifest
+    ) -> list[Verdict]:
+        """``verify`` for several receipts of one batch, their LLM calls scored together."""
+        staged = await asyncio.gather(*(self._stage(batch_id, node, i, manifest) for i in indexes))
+        calls = [c for s in staged if isinstance(s, _Staged) for c in s.trace.llm_calls if c.output_ids]
+        scores: Iterator[ScoreResult] = iter(())
+        if calls:
+            assert self.scorer is not None  # only receipts of the served model are staged
+            async with self._score_lock:  # one scoring pass at a time: the model is not re-entrant
+                scores = iter(await asyncio.to_thread(score_calls, self.scorer, calls))
+        verdicts = []
+        for s in staged:
+            if isinstance(s, Verdict):
+                verdicts.append(s)
+                continue
+            findings = list(s.findings)
+            for call in s.trace.llm_calls:
+                findings += check_shape(call, s.scorer.eos_ids, call.stop_strings, s.scorer.decode)
+                if call.output_ids:
+                    findings += check_scores(call, next(scores), self.tolerance)
+            tool_findings, reran = await check_tools(s.trace.tool_calls, self.tools)
+            findings += tool_findings
+            verdicts.append(s.head.verdict(findings, llm_calls=len(s.trace.llm_calls), tool_calls=reran))
+        return verdicts
+
+    async def _stage(self, batch_id: int, node: str, index: int, manifest: Manifest) -> Verdict | _Staged:
+        """Everything before the model: entry, signatures, trace; a final verdict if it ends there."""
         raw_leaf = bytes.fromhex(str(manifest.entries[index].get("leaf", "")).removeprefix("0x"))
         try:
             entry = self.entry(manifest, index)
         except MalformedEntry as exc:
             return Verdict(batch_id, index, raw_leaf, unverifiable=str(exc), validator=self.validator)
-        model_id = "0x" + entry.receipt.model_id.hex()
-
-        def done(found: list[Finding], **extra: Any) -> Verdict:
-            return Verdict(
-                batch_id,
-                index,
-                entry.leaf,
-                findings=tuple(found),
-                validator=self.validator,
-                model_id=model_id,
-                request_hash=entry.receipt.request_hash,
-                **extra,
-            )
-
+        head = _Head(batch_id, index, entry, self.validator)
         findings = check_receipt(entry, node, self.domain) + check_trace_hash(
             entry.trace_cid, entry.receipt.trace_hash
         )
@@ -170,22 +201,48 @@ class Verifier:
             trace = parse_trace(await self.store.get_dag(entry.trace_cid))
         except MalformedTrace as exc:
             findings.append(Finding(Check.TRACE_MALFORMED, str(exc)))
-            return done(findings)
+            return head.verdict(findings)
         except Exception as exc:  # not found / unavailable: do not accuse on a store problem
-            return done(findings, unverifiable=f"trace unavailable: {exc}")
+            return head.verdict(findings, unverifiable=f"trace unavailable: {exc}")
         findings += check_trace(trace, entry)
         scorer = self.scorer
-        if scorer is None or scorer.model_id.lower() != model_id:
-            return done(
-                findings, unverifiable=None if findings else f"model {model_id} not served by this validator"
-            )
-        for call in trace.llm_calls:
-            findings += check_shape(call, scorer.eos_ids, call.stop_strings, scorer.decode)
-            if not call.output_ids:
-                continue
-            async with self._score_lock:  # one forward pass at a time: the engine is not re-entrant
-                scored = await asyncio.to_thread(score_call, scorer, call)
-            findings += check_scores(call, scored, self.tolerance)
-        tool_findings, reran = await check_tools(trace.tool_calls, self.tools)
-        findings += tool_findings
-        return done(findings, llm_calls=len(trace.llm_calls), tool_calls=reran)
+        if scorer is None or scorer.model_id.lower() != head.model_id:
+            why = None if findings else f"model {head.model_id} not served by this validator"
+            return head.verdict(findings, unverifiable=why)
+        return _Staged(head, trace, tuple(findings), scorer)
+
+
+@dataclass(frozen=True)
+class _Head:
+    """Which receipt a verdict is about."""
+
+    batch_id: int
+    index: int
+    entry: Entry
+    validator: str
+
+    @property
+    def model_id(self) -> str:
+        return "0x" + self.entry.receipt.model_id.hex()
+
+    def verdict(self, findings: Sequence[Finding], **extra: Any) -> Verdict:
+        return Verdict(
+            self.batch_id,
+            self.index,
+            self.entry.leaf,
+            findings=tuple(findings),
+            validator=self.validator,
+            model_id=self.model_id,
+            request_hash=self.entry.receipt.request_hash,
+            **extra,
+        )
+
+
+@dataclass(frozen=True)
+class _Staged:
+    """A receipt past its model-free checks, waiting for its LLM calls' scores."""
+
+    head: _Head
+    trace: Trace
+    findings: tuple[Finding, ...]
+    scorer: Scorer
