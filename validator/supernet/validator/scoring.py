@@ -35,6 +35,23 @@ PREFIX_CACHE_ENTRIES = 8
 
 
 @dataclass
+class ScoringStats:
+    """Work done so far: forward passes, tokens through the decoder, rows through the vocabulary head."""
+
+    passes: int = 0
+    tokens: int = 0
+    rows: int = 0
+
+    def flops(self, model: Llama) -> float:
+        """Multiply-adds × 2 of the matrix products behind these counts (attention scores left out)."""
+        c = model.cfg
+        attention = c.dim * (c.n_heads + 2 * c.n_kv_heads) * c.head_dim + c.n_heads * c.head_dim * c.dim
+        body = c.n_layers * (attention + 3 * c.dim * c.hidden_dim)
+        head = c.vocab_size * c.dim
+        return 2.0 * (body * self.tokens + head * self.rows)
+
+
+@dataclass
 class ModelScorer:
     """A loaded model that re-scores claimed generations (implements `verifier.Scorer`)."""
 
@@ -42,6 +59,7 @@ class ModelScorer:
     loaded: LoadedModel
     model_id: str
     eos_ids: tuple[int, ...]
+    stats: ScoringStats = field(default_factory=ScoringStats)
     _prefixes: OrderedDict[tuple[int, ...], tuple[Tensor, Tensor]] = field(
         default_factory=OrderedDict, repr=False
     )
@@ -79,6 +97,10 @@ class ModelScorer:
         results: list[ScoreResult] = []
         for chunk in _chunks(requests, start, MAX_PACKED_TOKENS):
             results += score_packed(self.model, chunk, prefix)
+            live = [r for r in chunk if r.output_ids]
+            self.stats.passes += bool(live)
+            self.stats.tokens += sum(len(r.prompt_ids) - start + len(r.output_ids) - 1 for r in live)
+            self.stats.rows += sum(len(r.output_ids) for r in live)
         return results
 
     def _shared_prefix(self, requests: Sequence[ScoreRequest]) -> tuple[Tensor, Tensor] | None:
@@ -101,6 +123,9 @@ class ModelScorer:
                 self._prefixes.move_to_end(key)
                 return kv[0][:, :, :n], kv[1][:, :, :n]
         kv = prompt_kv(self.model, shared)
+        self.stats.passes += 1
+        self.stats.tokens += n
+        self.stats.rows += 1
         self._prefixes[shared] = kv
         while len(self._prefixes) > PREFIX_CACHE_ENTRIES:
             self._prefixes.popitem(last=False)
