@@ -160,7 +160,8 @@ async def run_tasks(
 async def verify_all(
     verifier: Verifier, entries: list[dict[str, Any]], receipts: list[Receipt], threads: int = 1
 ) -> tuple[list[Verdict], float]:
-    torch.set_num_threads(threads)
+    assert isinstance(verifier.scorer, ModelScorer)
+    verifier.scorer.threads = threads  # applied in the thread that scores (torch's count is per thread)
     manifest = Manifest(tuple(entries), ReceiptTree(receipts))
     start = time.perf_counter()
     verdicts: list[Verdict] = []
@@ -228,7 +229,6 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             kernel, injector, loaded.model_id, args.honest_tasks, args.tokens, 0
         )
         verdicts, ver_s = await verify_all(verifier, entries, receipts)
-        torch.set_num_threads(2)
         result["honest_calls"] = sum(v.llm_calls for v in verdicts)
         result["false_positives"] = sum(not v.ok for v in verdicts)
         result["unverifiable"] = sum(bool(v.unverifiable) for v in verdicts)
@@ -261,7 +261,6 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             )
             specs.clear()
             fault_verdicts, _ = await verify_all(verifier, e, r)
-            torch.set_num_threads(2)
             traces = [await store.get_dag(x["traceCid"]) for x in e]
             inj, det = count_faults(kind.value, fault_verdicts, traces)
             result["faults"][kind.value] = {"injected": inj, "detected": det}

@@ -27,7 +27,7 @@ from supernet.node.service.ports import Job, JobResult, SignedVoucher, TokenSink
 from supernet.node.service.runner import NodeService
 from supernet.sdk.chain.eip712 import Domain, TaskRequest, Voucher, sign_task_request, sign_voucher
 from supernet.sdk.chain.receipts import input_hash
-from supernet.sdk.devnet.processes import free_port
+from supernet.sdk.devnet.processes import ServiceProcess, free_port
 from supernet.sdk.store import StoreClient
 from supernet.sdk.store.cids import compute_cid, encode_dag
 from supernet.sdk.store.embedded import in_process_client
@@ -200,12 +200,13 @@ async def fake_node(tmp_path: Path) -> AsyncIterator[FakeNode]:
 # A real node process (end-to-end tests)
 # ---------------------------------------------------------------------------------------------
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @dataclass
 class NodeProcess:
-    """``supernet node run`` in a subprocess (so a test can ``kill -9`` it and start it again)."""
+    """``supernet node run`` as a child process (so a test can ``kill -9`` it and start it again).
+
+    Process handling is the devnet's `ServiceProcess`; this adds the node's config file.
+    """
 
     data_dir: Path
     rpc_url: str
@@ -213,7 +214,7 @@ class NodeProcess:
     private_key: str
     port: int = field(default_factory=free_port)
     extra: str = ""
-    proc: Any = None
+    service: ServiceProcess | None = None
 
     @property
     def url(self) -> str:
@@ -222,6 +223,10 @@ class NodeProcess:
     @property
     def db_path(self) -> Path:
         return self.data_dir / "node.sqlite3"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir.parent / f"{self.data_dir.name}.log"
 
     def write_config(self) -> Path:
         path = self.data_dir.parent / f"{self.data_dir.name}.toml"
@@ -236,53 +241,26 @@ class NodeProcess:
         return path
 
     def start(self, timeout: float = 240.0) -> None:
-        """Start the node and wait until it answers ``/healthz``."""
-        import os
-        import subprocess
-        import sys
-
+        """Start the node and wait until it answers ``/healthz`` (raises `ProcessError` otherwise)."""
         config = self.write_config()
-        env = {**os.environ, "SUPERNET_IDENTITY__PRIVATE_KEY": self.private_key}
-        log = open(self.data_dir.parent / f"{self.data_dir.name}.log", "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "supernet.sdk.cli", "node", "run", "--config", str(config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=ROOT,
+        self.service = ServiceProcess(
+            f"node {self.data_dir.name}",
+            ["node", "run", "--config", str(config)],
+            self.log_path,
+            {"SUPERNET_IDENTITY__PRIVATE_KEY": self.private_key},
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"node exited with {self.proc.returncode}: {self.log_tail()}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"node did not start: {self.log_tail()}")
+        self.service.start()
+        self.service.wait_http(self.url + "/healthz", timeout)
 
     def kill9(self) -> None:
         """SIGKILL: no cleanup at all, like a crash."""
-        import signal
-
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
+        if self.service is not None:
+            self.service.kill()
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it does not exit in 20 s."""
-        import subprocess
-
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.kill9()
+        if self.service is not None:
+            self.service.stop()
 
     def log_tail(self, n: int = 3000) -> str:
-        path = self.data_dir.parent / f"{self.data_dir.name}.log"
-        return path.read_text(errors="replace")[-n:] if path.exists() else ""
+        return self.service.log_tail(n) if self.service is not None else ""

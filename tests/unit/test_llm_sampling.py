@@ -120,3 +120,17 @@ def test_selection_margins_match_the_per_row_function(temperature: float, top_p:
                     assert (g > 0) == (r > 0)
         assert selection_margins(logits, chosen, p, 40) == [0.0] * n
     assert selection_margins(logits[:0], [], SamplingParams(temperature=1.0), 0) == []
+
+
+def test_selection_margins_fall_back_per_row_at_the_nucleus_edge() -> None:
+    """Rows whose candidate mass sits within rounding of ``top_p`` take the per-row rule."""
+    logits = torch.cat((torch.zeros(2048), torch.full((952,), -5.0)))[None].repeat(3, 1)
+    logits[1] = torch.randn(3000, generator=torch.Generator().manual_seed(2))  # an ordinary row
+    probs = torch.softmax(logits[0].double(), dim=-1)
+    top_p = float(probs[:2048].sum()) + 5e-10  # 2048 tied candidates, their mass just under top_p
+    p = SamplingParams(temperature=1.0, top_p=top_p, seed=7)
+    for toks in ([5, 6, 7], [2100, 2999, 0], select(logits, [p] * 3, [9, 10, 11])):
+        got = selection_margins(logits, toks, p, 9)
+        ref = [selection_margin(logits[i], toks[i], p, 9 + i) for i in range(3)]
+        assert [math.isinf(x) for x in got] == [math.isinf(x) for x in ref]
+        assert all(abs(g - r) <= 1e-9 for g, r in zip(got, ref, strict=True) if not math.isinf(r))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from typing import Any
 
 import pytest
+import torch
 from eth_account import Account
 from llm_fixtures import make_tiny_llama
 from supernet.node.faults import FaultInjector, Generation
@@ -133,6 +135,22 @@ async def test_scorer_packs_calls_and_reuses_their_shared_prefix(
     ref = score(tiny.model, shorter.prompt_ids, shorter.output_ids)
     assert scorer.score_many([shorter])[0].logprobs == pytest.approx(ref.logprobs, abs=1e-4)
     assert list(scorer._prefixes) == [shared]
+
+
+def test_scorer_sets_its_thread_count_in_the_scoring_thread(tiny: LLMEngine) -> None:
+    """torch's intra-op thread count is per OS thread; the validator scores in a worker thread."""
+    scorer = ModelScorer(tiny.model, None, tiny.model_id, (0,), threads=1)  # type: ignore[arg-type]
+    seen: list[int] = []
+
+    def work() -> None:
+        torch.set_num_threads(2)
+        scorer.score_many([ScoreRequest(PROMPT, [1, 2, 3])])
+        seen.append(torch.get_num_threads())
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join()
+    assert seen == [1]
 
 
 def test_chunks_respect_the_token_budget() -> None:

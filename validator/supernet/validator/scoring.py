@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from supernet.node.llm.loader import LoadedModel, load_model
@@ -59,6 +59,7 @@ class ModelScorer:
     loaded: LoadedModel
     model_id: str
     eos_ids: tuple[int, ...]
+    threads: int | None = None
     stats: ScoringStats = field(default_factory=ScoringStats)
     _prefixes: OrderedDict[tuple[int, ...], tuple[Tensor, Tensor]] = field(
         default_factory=OrderedDict, repr=False
@@ -66,12 +67,10 @@ class ModelScorer:
 
     @classmethod
     def load(cls, name_or_path: str, threads: int | None = None, device: str | None = None) -> ModelScorer:
-        """Load weights and tokenizer; ``threads`` sets torch's intra-op threads (None: keep)."""
-        if threads:
-            torch.set_num_threads(threads)
+        """Load weights and tokenizer; ``threads``: torch intra-op threads while scoring (None: torch's)."""
         loaded = load_model(name_or_path, device=device)
         loaded.model.pack_linears(batch_hint=MAX_PACKED_TOKENS)  # a no-op off CPU fp32
-        return cls.from_loaded(loaded)
+        return replace(cls.from_loaded(loaded), threads=threads)
 
     @classmethod
     def from_loaded(cls, loaded: LoadedModel) -> ModelScorer:
@@ -92,6 +91,8 @@ class ModelScorer:
         """
         if any(not r.prompt_ids for r in requests):
             raise ValueError("the prompt must hold at least one token")
+        if self.threads:  # torch's thread count is per OS thread: set it in the one that scores
+            torch.set_num_threads(self.threads)
         prefix = self._shared_prefix(requests)
         start = 0 if prefix is None else prefix[0].shape[2]
         results: list[ScoreResult] = []

@@ -197,21 +197,21 @@ def selection_margins(
     while True:
         reached = cdf >= top_p
         done = reached[:, -1] | (width == vocab)
-        rows, c, r = pending[done], cdf[done], rank[pending[done]]
-        if rows.numel():
+        idx, c, r = pending[done], cdf[done], rank[pending[done]]
+        if idx.numel():
             hit = reached[done]
             cut = torch.where(hit.any(-1), hit.int().argmax(-1), width - 1)  # first index reaching top_p
-            sel = torch.arange(rows.numel())
+            sel = torch.arange(idx.numel())
             ri = r.clamp(max=width - 1)
-            mass[rows], inside[rows] = c[sel, cut], r <= cut
-            hi[rows] = c[sel, ri]
-            lo[rows] = torch.where(ri > 0, c[sel, (ri - 1).clamp(min=0)], torch.zeros_like(hi[rows]))
+            mass[idx], inside[idx] = c[sel, cut], r <= cut
+            hi[idx] = c[sel, ri]
+            lo[idx] = torch.where(ri > 0, c[sel, (ri - 1).clamp(min=0)], torch.zeros_like(hi[idx]))
             if width > _NUCLEUS_CANDIDATES or width == vocab:
                 # the per-row rule sorts only its candidates when their (pairwise) sum reaches top_p; its
                 # cut can then differ from this one only when their cumulative mass is within rounding
-                mr = m[rows]
+                mr = m[idx]
                 edge = c[sel, (mr.clamp(max=width) - 1)]
-                fallback[rows] = (mr > width) | ((edge < top_p) & (edge >= top_p - 1e-9))
+                fallback[idx] = (mr > width) | ((edge < top_p) & (edge >= top_p - 1e-9))
         pending = pending[~done]
         if not pending.numel():
             break
@@ -226,5 +226,5 @@ def selection_margins(
     out = torch.clamp(torch.maximum(lo / mass - u, u - hi / mass), min=0.0)
     out = torch.where(inside, out, torch.full_like(out, float("inf"))).tolist()
     for i in torch.nonzero(fallback).flatten().tolist():
-        out[i] = selection_margin(rows[i], tokens[i], params, start + i)
+        out[i] = selection_margin(logits[i], tokens[i], params, start + i)
     return out
