@@ -243,6 +243,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "validator_gflop": round(work.flops(loaded.model) / 1e9, 1),
             "machine_gflop_per_s": round(rate / 1e9, 1),
             "verify_cost_ratio_at_machine_rate": round(work.flops(loaded.model) / rate / gen_s, 4),
+            "gflop_per_s_needed_for_0_1": round(work.flops(loaded.model) / (0.1 * gen_s) / 1e9, 1),
         }
         result["verify_cost_ratio"] = round(ver2_s / gen_s, 4)
         result["verify_cost_ratio_validator_1_thread"] = round(ver_s / gen_s, 4)
@@ -334,7 +335,7 @@ Units: LLM calls for `model`, `tokens`, `truncate`; sampled LLM calls for `seed`
 - node: {t["honest_tasks"]} tasks ({t["max_new_tokens"]} new tokens per call, 2 calls + 1 tool call each)
   in {t["generation_s"]} s
 - validator, 1 thread (the false-positive run above): verified in {t["verification_s"]} s, ratio
-  **{result["verify_cost_ratio_validator_1_thread"]}**
+  **{result["verify_cost_ratio_validator_1_thread"]}** (half the node's cores)
 - validator re-run with 2 threads, as the node: **verify_cost_ratio = {result["verify_cost_ratio"]}**
   (validator time / node time)
 - at the default sampling rate p = 0.1 a validator spends about p times that per committed receipt.
@@ -346,8 +347,9 @@ decoder and {f["validator_rows_scored"]} rows through the vocabulary head in
 {f["validator_forward_passes"]} forward passes, {f["validator_gflop"]} GFLOP. At the rate this
 machine reaches on the model's own projections ({f["machine_gflop_per_s"]} GFLOP/s, 2 threads,
 measured in this run) that is **{f["verify_cost_ratio_at_machine_rate"]}**
-of the node's time: the ratio no scoring code can go below here. A teacher-forced pass costs the
-same FLOPs per token as generating that token; what verification saves is generation's
+of the node's time: no exact fp32 re-scoring can go below it here. The goal of 0.1 would need
+{f["gflop_per_s_needed_for_0_1"]} GFLOP/s of fp32 matrix products from 2 cores. A teacher-forced
+pass costs the same FLOPs per token as generating that token; what verification saves is generation's
 sequential, memory-bound decode steps. The node's continuous batch already makes decoding
 compute-bound on a CPU, so little is left to save; on a GPU, where decoding reads all weights per
 step and a forward pass over hundreds of tokens costs about as much as one step, the same code
