@@ -120,7 +120,7 @@ class ModelScorer:
             return None
         shared = first[:n]
         for key, kv in self._prefixes.items():
-            if key[:n] == shared and len(key) >= n:
+            if key[:n] == shared:
                 self._prefixes.move_to_end(key)
                 return kv[0][:, :, :n], kv[1][:, :, :n]
         kv = prompt_kv(self.model, shared)
@@ -147,10 +147,10 @@ def _chunks(requests: Sequence[ScoreRequest], start: int, budget: int) -> list[l
     """Consecutive groups of requests of at most ``budget`` tokens each past the shared prefix
     (a single longer request forms its own group)."""
     out: list[list[ScoreRequest]] = []
-    size = budget
+    size = 0
     for r in requests:
         n = len(r.prompt_ids) - start + len(r.output_ids)
-        if size + n > budget or not out:
+        if not out or size + n > budget:
             out.append([])
             size = 0
         out[-1].append(r)
