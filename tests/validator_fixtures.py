@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,11 +94,14 @@ class VNet:
         questions: list[str],
         max_new_tokens: int = 12,
         fault_plan: list[dict[str, float]] | None = None,
+        edit_trace: Callable[[int, dict[str, Any]], dict[str, Any]] | None = None,
     ) -> tuple[int, list[Receipt]]:
         """Run one task per question, commit them as one batch; returns (batch id, receipts).
 
         ``fault_plan[i]``: the node's faults for task ``i`` (``faults(**fault_plan[i])``; the node is
-        honest afterwards); without it, the faults set by ``faults``.
+        honest afterwards); without it, the faults set by ``faults``. ``edit_trace(i, trace)``: a
+        node that rewrites task ``i``'s trace before committing it (receipt and signatures follow
+        the edited trace, so only the trace's content is wrong).
         """
         model_id = bytes.fromhex(self.loaded.model_id[2:])
         agent_hash = bytes.fromhex(ProbeAgent.code_hash()[2:])
@@ -138,13 +141,18 @@ class VNet:
             output = self.injector.on_output(spec.task_id, outcome.output)  # where the node service calls it
             if fault_plan is not None:
                 self.faults()
+            trace_cid = outcome.trace_cid
+            if edit_trace is not None:
+                trace_cid = await self.store.put_dag(
+                    edit_trace(i, await self.store.get_dag(trace_cid)), pin=True
+                )
             receipt = Receipt(
                 request_hash=rh,
                 user=user.address,
                 model_id=model_id,
                 input_hash=req.input_hash,
                 output_hash=output_hash(output),
-                trace_hash=trace_hash(outcome.trace_cid),
+                trace_hash=trace_hash(trace_cid),
                 fee=TASK_FEE,
             )
             receipts.append(receipt)
@@ -153,7 +161,7 @@ class VNet:
                     "receipt": receipt.to_json(),
                     "leaf": "0x" + receipt.leaf().hex(),
                     "signature": "0x" + sign_receipt(receipt, self.node).hex(),
-                    "traceCid": outcome.trace_cid,
+                    "traceCid": trace_cid,
                     "agent": "probe",
                     "requestSignature": "0x" + sign_task_request(req, self.contracts.domain, user).hex(),
                     "request": {

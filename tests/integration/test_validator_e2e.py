@@ -8,14 +8,19 @@ neither skips nor repeats a batch.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from supernet.node.llm.scoring import ScoreRequest
+from supernet.node.llm.types import ScoreResult
 from supernet.sdk.chain.anvil import increase_time, mine
 from supernet.sdk.chain.merkle import ReceiptTree
 from supernet.validator.chain import ChallengeStatus
 from supernet.validator.evidence import FAULT_OF
-from supernet.validator.verifier import load_manifest
+from supernet.validator.scoring import ModelScorer
+from supernet.validator.tool_check import RegistryRunner
+from supernet.validator.verifier import Verifier, load_manifest
 from validator_fixtures import TASK_FEE, VNet
 
 pytestmark = [pytest.mark.anvil, pytest.mark.model, pytest.mark.slow]
@@ -88,6 +93,56 @@ async def test_receipts_verified_together_get_their_own_verdicts(vnet: VNet, val
     assert [(v.index, v.leaf, v.llm_calls, v.tool_calls) for v in together] == [
         (v.index, v.leaf, v.llm_calls, v.tool_calls) for v in alone
     ]
+
+
+async def test_unscorable_traces_get_verdicts_not_crashes(vnet: VNet, validator_factory: Any) -> None:
+    """A trace the model cannot score (a token outside the vocabulary, a context longer than the
+    validator's model holds) is judged like any other: the batch is finished, the rest verified."""
+
+    def edit(i: int, trace: dict[str, Any]) -> dict[str, Any]:
+        llm = next(e for e in trace["events"] if e["kind"] == "llm")
+        if i == 1:
+            llm["output_ids"] = [10**9, *llm["output_ids"][1:]]
+        elif i == 2:
+            llm["prompt_ids"] = llm["prompt_ids"] * 40  # > the 1024 positions of the shared model
+        return trace
+
+    batch_id, _ = await vnet.run_batch(QUESTIONS[:3], edit_trace=edit)
+    async with validator_factory(1, challenge=False) as v:
+        await v.step()
+        checks = v.db.checks(batch_id)
+        assert batch_id not in [b.batch_id for b in v.db.pending_batches()]
+    assert [c.index for c in checks] == [0, 1, 2]
+    docs = [await vnet.store.get_dag(c.evidence_cid) for c in checks]
+    assert [d["fraud"] for d in docs] == [False, True, False]
+    assert "llm.shape" in checks[1].kinds.split(",")
+    assert docs[0]["unverifiable"] is None and "positions" in docs[2]["unverifiable"]
+
+
+class FailingScorer(ModelScorer):
+    """FAKE fault: the validator's own scoring fails (out of memory, a bug) on calls with one prompt,
+    a failure that cannot be caused on demand with the real model."""
+
+    failing_prompt: tuple[int, ...] = ()
+
+    def score_many(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        if any(tuple(r.prompt_ids) == self.failing_prompt for r in requests):
+            raise MemoryError("simulated")
+        return super().score_many(requests)
+
+
+async def test_a_scoring_failure_makes_one_receipt_unverifiable(vnet: VNet) -> None:
+    batch_id, receipts = await vnet.run_batch(QUESTIONS[:3])
+    root = ReceiptTree(receipts).root
+    manifest = await load_manifest(vnet.store, vnet.manifests[batch_id], root, len(receipts))
+    trace = await vnet.store.get_dag(manifest.entries[1]["traceCid"])
+    scorer = FailingScorer.from_loaded(vnet.loaded)
+    scorer.failing_prompt = tuple(next(e for e in trace["events"] if e["kind"] == "llm")["prompt_ids"])
+    verifier = Verifier(vnet.store, scorer, RegistryRunner(vnet.store), vnet.contracts.domain, "0xv")
+    verdicts = await verifier.verify_many(batch_id, vnet.node.address, range(3), manifest)
+    assert [(v.ok, v.unverifiable is None) for v in verdicts] == [(True, True), (True, False), (True, True)]
+    assert "MemoryError" in (verdicts[1].unverifiable or "")
+    assert verdicts[0].llm_calls == verdicts[2].llm_calls == 2
 
 
 async def test_restart_neither_skips_nor_repeats(vnet: VNet, validator_factory: Any) -> None:

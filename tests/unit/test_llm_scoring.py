@@ -77,6 +77,25 @@ async def test_a_different_model_is_flagged() -> None:
     assert {"logprob", "fingerprint", "selection"} <= {m.kind for m in verdict.mismatches}
 
 
+async def test_non_finite_claims_never_pass() -> None:
+    """NaN compares false with every bound: a node must not hide a model swap behind NaN values."""
+    params = SamplingParams(max_new_tokens=40, stop_token_ids=())
+    engine = LLMEngine.from_model(make_tiny_llama(9), max_batch=4)
+    claimed = (await _generate(engine, params, n=1))[0]
+    rescored = engine.score(claimed.prompt_ids, claimed.output_ids, params)
+    assert compare_generation(claimed, rescored).ok
+    nan_logprobs = dataclasses.replace(claimed, logprobs=(float("nan"),) * len(claimed.logprobs))
+    verdict = compare_generation(nan_logprobs, rescored)
+    assert {m.kind for m in verdict.mismatches} == {"logprob"}
+    assert len(verdict.mismatches) == len(claimed.logprobs)
+    fp = claimed.fingerprints[0]
+    nan_fp = dataclasses.replace(fp, values=(float("nan"),) * len(fp.values))
+    verdict = compare_generation(
+        dataclasses.replace(claimed, fingerprints=(nan_fp, *claimed.fingerprints[1:])), rescored
+    )
+    assert [(m.index, m.kind) for m in verdict.mismatches] == [(fp.index, "fingerprint")]
+
+
 def test_length_mismatch_and_tolerance_presets() -> None:
     engine = LLMEngine.from_model(make_tiny_llama(9))
     claimed = GenerationResult((1, 2), (3, 4), "length", (-1.0, -1.0), ())

@@ -19,7 +19,7 @@ from supernet.sdk.chain.receipts import Receipt, input_hash, output_hash, sign_r
 from supernet.validator import scoring as validator_scoring
 from supernet.validator.consistency import Entry, check_receipt, check_trace, check_trace_hash
 from supernet.validator.evidence import Check, Verdict
-from supernet.validator.llm_check import check_scores, check_shape
+from supernet.validator.llm_check import check_scores, check_shape, check_tokens
 from supernet.validator.scoring import ModelScorer
 from supernet.validator.tool_check import RegistryRunner, check_tools
 from supernet.validator.trace_view import LLMCall, ToolCall, parse_trace
@@ -158,6 +158,17 @@ def test_chunks_respect_the_token_budget() -> None:
     chunks = validator_scoring._chunks(requests, 10, 20)  # each costs 2 prompt tokens + its output
     assert [[len(r.output_ids) for r in c] for c in chunks] == [[10], [10], [25], [2, 3]]
     assert [r for c in chunks for r in c] == requests
+
+
+def test_unscorable_tokens_are_findings() -> None:
+    call = LLMCall(0, "0x", PROMPT, (1, 2), (-1.0, -1.0), None, 0.0, 1.0, 0, 8, (), "length", None)
+    assert check_tokens(call, vocab_size=64) == []
+    bad_out = replace(call, output_ids=(1, 64))
+    [f] = check_tokens(bad_out, vocab_size=64)
+    assert (f.check, f.position, f.claimed) == (Check.LLM_SHAPE, 1, 64)
+    [f] = check_tokens(replace(call, prompt_ids=(5, -3)), vocab_size=64)
+    assert (f.check, f.position, f.claimed) == (Check.LLM_SHAPE, None, -3)
+    assert [f.message for f in check_tokens(replace(call, prompt_ids=()), vocab_size=64)] == ["empty prompt"]
 
 
 async def test_truncated_output_claiming_stop_is_caught(tiny: LLMEngine) -> None:

@@ -53,6 +53,28 @@ def claimed_fingerprints(raw: Any) -> tuple[Fingerprint, ...]:
         raise ValueError(f"bad fingerprints: {exc}") from exc
 
 
+def check_tokens(call: LLMCall, vocab_size: int) -> list[Finding]:
+    """What must hold before a call can be scored at all: a prompt, and only token ids of the model's
+    vocabulary. No honest node records anything else, so each failure is a finding (and the call is
+    not scored: an out-of-range id would make the forward pass fail, not the node)."""
+    out: list[Finding] = []
+    if not call.prompt_ids:
+        out.append(Finding(Check.LLM_SHAPE, "empty prompt", call=call.call))
+    for where, ids in (("prompt", call.prompt_ids), ("output", call.output_ids)):
+        bad = next((i for i, t in enumerate(ids) if not 0 <= t < vocab_size), None)
+        if bad is not None:
+            out.append(
+                Finding(
+                    Check.LLM_SHAPE,
+                    f"{where} token id outside the model's vocabulary of {vocab_size}",
+                    call=call.call,
+                    position=bad if where == "output" else None,
+                    claimed=ids[bad],
+                )
+            )
+    return out
+
+
 def check_shape(
     call: LLMCall,
     eos_ids: Sequence[int],

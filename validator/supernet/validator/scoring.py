@@ -77,6 +77,17 @@ class ModelScorer:
         """Wrap an already loaded model (tests share one load with the node)."""
         return cls(loaded.model, loaded, loaded.model_id, eos_ids_of(loaded))
 
+    @property
+    def vocab_size(self) -> int:
+        """Token ids this model knows: ``0 .. vocab_size - 1``."""
+        return int(self.model.cfg.vocab_size)
+
+    @property
+    def max_positions(self) -> int:
+        """The longest prompt + output this scorer can re-score (its rotary table's length)."""
+        rope: Tensor = self.model.rope_cos  # type: ignore[assignment]  # a registered buffer
+        return int(rope.shape[0])
+
     def score(
         self, prompt_ids: Sequence[int], output_ids: Sequence[int], params: SamplingParams | None
     ) -> ScoreResult:

@@ -20,7 +20,8 @@ passes), which is what makes verification cheap next to generation; each verdict
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Mapping, Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -37,9 +38,11 @@ from supernet.validator.consistency import (
     parse_entry,
 )
 from supernet.validator.evidence import Check, Finding, Verdict
-from supernet.validator.llm_check import check_scores, check_shape, sampling_params
+from supernet.validator.llm_check import check_scores, check_shape, check_tokens, sampling_params
 from supernet.validator.tool_check import ToolRunner, check_tools
 from supernet.validator.trace_view import LLMCall, MalformedTrace, Trace, parse_trace
+
+log = logging.getLogger(__name__)
 
 
 class Scorer(Protocol):
@@ -47,6 +50,16 @@ class Scorer(Protocol):
 
     model_id: str
     eos_ids: tuple[int, ...]
+
+    @property
+    def vocab_size(self) -> int:
+        """Token ids the model knows: ``0 .. vocab_size - 1``."""
+        ...
+
+    @property
+    def max_positions(self) -> int:
+        """The longest prompt + output this scorer can re-score."""
+        ...
 
     def score_many(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         """Teacher-forced logprobs, fingerprints (and selection margins where ``params``), in order."""
@@ -165,26 +178,51 @@ class Verifier:
     ) -> list[Verdict]:
         """``verify`` for several receipts of one batch, their LLM calls scored together."""
         staged = await asyncio.gather(*(self._stage(batch_id, node, i, manifest) for i in indexes))
-        calls = [c for s in staged if isinstance(s, _Staged) for c in s.trace.llm_calls if c.output_ids]
-        scores: Iterator[ScoreResult] = iter(())
-        if calls:
-            assert self.scorer is not None  # only receipts of the served model are staged
-            async with self._score_lock:  # one scoring pass at a time: the model is not re-entrant
-                scores = iter(await asyncio.to_thread(score_calls, self.scorer, calls))
+        ready = [s for s in staged if isinstance(s, _Staged)]
+        scored = dict(zip(map(id, ready), await self._score(ready), strict=True))
         verdicts = []
         for s in staged:
             if isinstance(s, Verdict):
                 verdicts.append(s)
                 continue
             findings = list(s.findings)
+            scores = scored[id(s)]
+            if isinstance(scores, str):
+                verdicts.append(s.head.verdict(findings, unverifiable=None if findings else scores))
+                continue
+            by_call = dict(zip((c.call for c in s.scorable), scores, strict=True))
             for call in s.trace.llm_calls:
                 findings += check_shape(call, s.scorer.eos_ids, call.stop_strings, s.scorer.decode)
-                if call.output_ids:
-                    findings += check_scores(call, next(scores), self.tolerance)
+                if call.call in by_call:
+                    findings += check_scores(call, by_call[call.call], self.tolerance)
             tool_findings, reran = await check_tools(s.trace.tool_calls, self.tools)
             findings += tool_findings
             verdicts.append(s.head.verdict(findings, llm_calls=len(s.trace.llm_calls), tool_calls=reran))
         return verdicts
+
+    async def _score(self, ready: Sequence[_Staged]) -> list[list[ScoreResult] | str]:
+        """Scores of every receipt's scorable calls, all in one go; per receipt, the error instead
+        when scoring fails on this side (memory, a bug): the receipt becomes unverifiable rather
+        than the validator retrying the batch forever."""
+        if not any(s.scorable for s in ready):
+            return [[] for _ in ready]
+        assert self.scorer is not None  # only receipts of the served model are staged
+        scorer = self.scorer
+        async with self._score_lock:  # one scoring pass at a time: the model is not re-entrant
+            try:
+                flat = iter(
+                    await asyncio.to_thread(score_calls, scorer, [c for s in ready for c in s.scorable])
+                )
+                return [[next(flat) for _ in s.scorable] for s in ready]
+            except Exception:
+                log.exception("scoring %d receipts together failed; scoring them one by one", len(ready))
+            out: list[list[ScoreResult] | str] = []
+            for s in ready:
+                try:
+                    out.append(await asyncio.to_thread(score_calls, scorer, s.scorable))
+                except Exception as exc:
+                    out.append(f"scoring failed on this validator: {type(exc).__name__}: {exc}")
+            return out
 
     async def _stage(self, batch_id: int, node: str, index: int, manifest: Manifest) -> Verdict | _Staged:
         """Everything before the model: entry, signatures, trace; a final verdict if it ends there."""
@@ -209,7 +247,18 @@ class Verifier:
         if scorer is None or scorer.model_id.lower() != head.model_id:
             why = None if findings else f"model {head.model_id} not served by this validator"
             return head.verdict(findings, unverifiable=why)
-        return _Staged(head, trace, tuple(findings), scorer)
+        scorable, too_long = [], []
+        for call in trace.llm_calls:
+            bad = check_tokens(call, scorer.vocab_size)
+            findings += bad
+            if len(call.prompt_ids) + len(call.output_ids) > scorer.max_positions:
+                too_long.append(call.call)
+            elif call.output_ids and not bad:
+                scorable.append(call)
+        if too_long:  # a longer context than this validator's model holds: not proof of anything
+            why = f"calls {too_long} exceed the {scorer.max_positions} positions this validator scores"
+            return head.verdict(findings, unverifiable=None if findings else why)
+        return _Staged(head, trace, tuple(findings), scorer, tuple(scorable))
 
 
 @dataclass(frozen=True)
@@ -246,3 +295,4 @@ class _Staged:
     trace: Trace
     findings: tuple[Finding, ...]
     scorer: Scorer
+    scorable: tuple[LLMCall, ...]  # calls with output tokens that passed `check_tokens`

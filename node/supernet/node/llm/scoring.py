@@ -22,6 +22,7 @@ bf16 node needs looser values (``Tolerance.bf16()``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -345,6 +346,8 @@ def _compare_fingerprint(claim: Fingerprint, ref: Fingerprint, tol: Tolerance) -
     ref_vals = dict(zip(ref.indices, ref.values, strict=True))
     floor = min(abs(v) for v in ref.values)
     for dim, val in zip(claim.indices, claim.values, strict=True):
+        if not math.isfinite(val):  # NaN compares false with every bound below
+            return f"dim {dim}: claimed {val}"
         bound = tol.hidden_atol + tol.hidden_rtol * abs(val)
         if dim in ref_vals:
             if abs(ref_vals[dim] - val) > bound:
@@ -373,8 +376,9 @@ def compare_generation(
     worst = 0.0
     for i, (a, b) in enumerate(zip(claimed.logprobs, rescored.logprobs, strict=True)):
         err = abs(a - b)
-        worst = max(worst, err)
-        if err > tol.logprob_atol:
+        if math.isfinite(err):
+            worst = max(worst, err)
+        if not math.isfinite(err) or err > tol.logprob_atol:  # NaN compares false: never let it pass
             out.append(Mismatch(i, "logprob", f"claimed {a:.5f}, rescored {b:.5f}"))
     for i, m in enumerate(rescored.margins or ()):
         if m > tol.selection_margin:
