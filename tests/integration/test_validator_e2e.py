@@ -97,7 +97,7 @@ async def test_receipts_verified_together_get_their_own_verdicts(vnet: VNet, val
 
 async def test_unscorable_traces_get_verdicts_not_crashes(vnet: VNet, validator_factory: Any) -> None:
     """A trace the model cannot score (a token outside the vocabulary, a context longer than the
-    validator's model holds) is judged like any other: the batch is finished, the rest verified."""
+    validator's model holds, a mistyped field) is judged like any other: the batch is finished."""
 
     def edit(i: int, trace: dict[str, Any]) -> dict[str, Any]:
         llm = next(e for e in trace["events"] if e["kind"] == "llm")
@@ -105,18 +105,21 @@ async def test_unscorable_traces_get_verdicts_not_crashes(vnet: VNet, validator_
             llm["output_ids"] = [10**9, *llm["output_ids"][1:]]
         elif i == 2:
             llm["prompt_ids"] = llm["prompt_ids"] * 40  # > the 1024 positions of the shared model
+        elif i == 3:
+            llm["params"]["temperature"] = "hot"
         return trace
 
-    batch_id, _ = await vnet.run_batch(QUESTIONS[:3], edit_trace=edit)
+    batch_id, _ = await vnet.run_batch(QUESTIONS, edit_trace=edit)
     async with validator_factory(1, challenge=False) as v:
         await v.step()
         checks = v.db.checks(batch_id)
         assert batch_id not in [b.batch_id for b in v.db.pending_batches()]
-    assert [c.index for c in checks] == [0, 1, 2]
+    assert [c.index for c in checks] == [0, 1, 2, 3]
     docs = [await vnet.store.get_dag(c.evidence_cid) for c in checks]
-    assert [d["fraud"] for d in docs] == [False, True, False]
+    assert [d["fraud"] for d in docs] == [False, True, False, True]
     assert "llm.shape" in checks[1].kinds.split(",")
     assert docs[0]["unverifiable"] is None and "positions" in docs[2]["unverifiable"]
+    assert checks[3].kinds == "trace.malformed"
 
 
 class FailingScorer(ModelScorer):

@@ -19,10 +19,10 @@ from supernet.sdk.chain.receipts import Receipt, input_hash, output_hash, sign_r
 from supernet.validator import scoring as validator_scoring
 from supernet.validator.consistency import Entry, check_receipt, check_trace, check_trace_hash
 from supernet.validator.evidence import Check, Verdict
-from supernet.validator.llm_check import check_scores, check_shape, check_tokens
+from supernet.validator.llm_check import check_scores, check_shape, check_tokens, claimed_fingerprints
 from supernet.validator.scoring import ModelScorer
 from supernet.validator.tool_check import RegistryRunner, check_tools
-from supernet.validator.trace_view import LLMCall, ToolCall, parse_trace
+from supernet.validator.trace_view import LLMCall, MalformedTrace, ToolCall, parse_trace
 from supernet.validator.verifier import score_call
 
 PROMPT = (5, 17, 33, 2, 9)
@@ -169,6 +169,36 @@ def test_unscorable_tokens_are_findings() -> None:
     [f] = check_tokens(replace(call, prompt_ids=(5, -3)), vocab_size=64)
     assert (f.check, f.position, f.claimed) == (Check.LLM_SHAPE, None, -3)
     assert [f.message for f in check_tokens(replace(call, prompt_ids=()), vocab_size=64)] == ["empty prompt"]
+
+
+def test_mistyped_traces_and_fingerprints_are_malformed() -> None:
+    _, trace = make_entry()
+    event = {
+        "kind": "llm",
+        "prompt_ids": [1, 2],
+        "output_ids": [3],
+        "logprobs": [-1.0],
+        "finish_reason": "length",
+        "params": {"temperature": 0.0, "max_new_tokens": 1},
+    }
+    assert len(parse_trace({**trace, "events": [event]}).llm_calls) == 1
+    for bad in (
+        {"temperature": "hot", "max_new_tokens": 1},
+        {"max_new_tokens": [1]},
+        {"max_new_tokens": "x"},
+    ):
+        with pytest.raises(MalformedTrace, match="event 0"):
+            parse_trace({**trace, "events": [{**event, "params": bad}]})
+    good = [{"index": 0, "indices": [1, 2], "values": [0.5, -0.5]}]
+    assert claimed_fingerprints(good)[0].indices == (1, 2)
+    for raw in (
+        [{"index": 0, "indices": [1, 2], "values": [0.5]}],
+        [{"index": 0, "indices": [1], "values": ["big"]}],
+        [{"index": 0, "indices": [1]}],
+        [7],
+    ):
+        with pytest.raises(ValueError, match="bad fingerprints"):
+            claimed_fingerprints(raw)
 
 
 async def test_truncated_output_claiming_stop_is_caught(tiny: LLMEngine) -> None:

@@ -41,7 +41,7 @@ def claimed_fingerprints(raw: Any) -> tuple[Fingerprint, ...]:
     if raw is None:
         return ()
     try:
-        return tuple(
+        fps = tuple(
             Fingerprint(
                 index=int(f["index"]),
                 indices=tuple(int(x) for x in f["indices"]),
@@ -49,8 +49,11 @@ def claimed_fingerprints(raw: Any) -> tuple[Fingerprint, ...]:
             )
             for f in raw
         )
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"bad fingerprints: {exc}") from exc
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise ValueError(f"bad fingerprints: {type(exc).__name__}: {exc}") from exc
+    if any(len(f.indices) != len(f.values) for f in fps):
+        raise ValueError("bad fingerprints: indices and values differ in length")
+    return fps
 
 
 def check_tokens(call: LLMCall, vocab_size: int) -> list[Finding]:

@@ -169,10 +169,13 @@ def parse_trace(doc: Any) -> Trace:
     for i, ev in enumerate(events):
         if not isinstance(ev, Mapping):
             raise MalformedTrace(f"event {i} is not an object")
-        if ev.get("kind") == "llm":
-            llm.append(_llm(i, ev, model))
-        elif ev.get("kind") == "tool":
-            tools.append(_tool(i, ev))
+        try:
+            if ev.get("kind") == "llm":
+                llm.append(_llm(i, ev, model))
+            elif ev.get("kind") == "tool":
+                tools.append(_tool(i, ev))
+        except (TypeError, ValueError, OverflowError) as exc:  # e.g. float("hot"): the node's doing
+            raise MalformedTrace(f"event {i}: {type(exc).__name__}: {exc}") from exc
     output = _get(doc, "output")
     return Trace(
         task_id=str(_get(doc, "task_id")),

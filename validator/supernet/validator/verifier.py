@@ -29,6 +29,7 @@ from supernet.node.llm.scoring import ScoreRequest, Tolerance
 from supernet.node.llm.types import ScoreResult
 from supernet.sdk.chain.eip712 import Domain
 from supernet.sdk.chain.merkle import ReceiptTree
+from supernet.sdk.store.errors import InvalidBlockError, InvalidCIDError
 from supernet.validator.consistency import (
     Entry,
     MalformedEntry,
@@ -192,7 +193,8 @@ class Verifier:
                 continue
             by_call = dict(zip((c.call for c in s.scorable), scores, strict=True))
             for call in s.trace.llm_calls:
-                findings += check_shape(call, s.scorer.eos_ids, call.stop_strings, s.scorer.decode)
+                decode = s.scorer.decode if call.call in by_call else None  # only ids the model knows
+                findings += check_shape(call, s.scorer.eos_ids, call.stop_strings, decode)
                 if call.call in by_call:
                     findings += check_scores(call, by_call[call.call], self.tolerance)
             tool_findings, reran = await check_tools(s.trace.tool_calls, self.tools)
@@ -237,7 +239,7 @@ class Verifier:
         )
         try:
             trace = parse_trace(await self.store.get_dag(entry.trace_cid))
-        except MalformedTrace as exc:
+        except (MalformedTrace, InvalidBlockError, InvalidCIDError) as exc:  # what the node committed
             findings.append(Finding(Check.TRACE_MALFORMED, str(exc)))
             return head.verdict(findings)
         except Exception as exc:  # not found / unavailable: do not accuse on a store problem
