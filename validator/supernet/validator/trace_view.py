@@ -174,6 +174,8 @@ def parse_trace(doc: Any) -> Trace:
                 llm.append(_llm(i, ev, model))
             elif ev.get("kind") == "tool":
                 tools.append(_tool(i, ev))
+        except MalformedTrace:
+            raise
         except (TypeError, ValueError, OverflowError) as exc:  # e.g. float("hot"): the node's doing
             raise MalformedTrace(f"event {i}: {type(exc).__name__}: {exc}") from exc
     output = _get(doc, "output")
