@@ -25,7 +25,7 @@ import torch
 from supernet.node.llm.loader import LoadedModel, load_model
 from supernet.node.llm.model import Llama
 from supernet.node.llm.sampling import SamplingParams
-from supernet.node.llm.scoring import ScoreRequest, prompt_kv, score_packed
+from supernet.node.llm.scoring import ScoreRequest, longest_cached_prefix, prompt_kv, score_packed
 from supernet.node.llm.types import ScoreResult
 from torch import Tensor
 
@@ -130,10 +130,10 @@ class ModelScorer:
         if n < MIN_SHARED_PREFIX:
             return None
         shared = first[:n]
-        for key, kv in self._prefixes.items():
-            if key[:n] == shared:
-                self._prefixes.move_to_end(key)
-                return kv[0][:, :, :n], kv[1][:, :, :n]
+        found, key, cached = longest_cached_prefix(self._prefixes.items(), shared, n)
+        if key is not None and cached is not None and found == n:
+            self._prefixes.move_to_end(key)
+            return cached[0][:, :, :n], cached[1][:, :, :n]
         kv = prompt_kv(self.model, shared)
         self.stats.passes += 1
         self.stats.tokens += n

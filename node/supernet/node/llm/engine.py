@@ -242,19 +242,7 @@ class LLMEngine:
             candidates = list(self._score_prefixes.items())
         with contextlib.suppress(RuntimeError):  # the engine thread may be adding an entry
             candidates += list(self.prefixes.entries.items())
-        limit = len(prompt) - 1
-        best_n, best = 0, None
-        for key, kv in candidates:
-            n = min(limit, len(key), kv[0].shape[2])
-            if n <= best_n:
-                continue
-            if key[:n] != prompt[:n]:
-                i = 0
-                while i < n and key[i] == prompt[i]:
-                    i += 1
-                n = i
-            if n > best_n:
-                best_n, best = n, kv
+        best_n, _, best = scoring.longest_cached_prefix(candidates, prompt, len(prompt) - 1)
         if best is None or best_n < self.prefixes.min_tokens:
             return None
         return best[0][:, :, :best_n], best[1][:, :, :best_n]

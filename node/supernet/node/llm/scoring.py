@@ -23,7 +23,7 @@ bf16 node needs looser values (``Tolerance.bf16()``).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -58,34 +58,42 @@ def fingerprint_due(output_index: int) -> bool:
     return output_index % FINGERPRINT_INTERVAL == 0
 
 
-class _PrefixAttention:
-    """Causal attention for tokens that follow ``P`` already-computed prefix tokens.
+class _PackedAttention:
+    """Attention for one or more sequences laid end to end after one shared prefix.
 
-    Prefix keys/values per layer are ``[n_layers, n_kv_heads, P, head_dim]`` (``None``: no prefix).
-    When ``keep > 0`` the new tokens' first ``keep`` keys/values of every layer are recorded in
-    ``kept`` (for the scoring prefix cache).
+    Every token sees the whole prefix (keys/values ``[n_layers, n_kv_heads, P, head_dim]`` or
+    ``None``) and the earlier tokens of its own sequence, nothing of the others. One sequence with
+    no prefix is plain causal attention (no mask). When ``keep > 0`` the first ``keep`` new keys/values
+    of every layer are recorded in ``kept`` (for the scoring prefix cache).
     """
 
     def __init__(
-        self, prefix: tuple[Tensor, Tensor] | None, width: int, keep: int, device: torch.device
+        self,
+        prefix: tuple[Tensor, Tensor] | None,
+        lengths: Sequence[int],
+        device: torch.device,
+        keep: int = 0,
     ) -> None:
         self.prefix, self.keep = prefix, keep
         self.kept: list[tuple[Tensor, Tensor]] = []
         self.mask: Tensor | None = None
-        if prefix is not None:
-            n = prefix[0].shape[2]
-            t = torch.arange(width, device=device)
-            self.mask = torch.arange(n + width, device=device)[None, :] <= (t + n)[:, None]
+        if prefix is not None or len(lengths) > 1:
+            owner = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(list(lengths)))
+            local = torch.cat([torch.arange(n) for n in lengths])
+            block = (owner[:, None] == owner[None, :]) & (local[None, :] <= local[:, None])
+            shared = torch.ones(len(owner), 0 if prefix is None else prefix[0].shape[2], dtype=torch.bool)
+            self.mask = torch.cat((shared, block), dim=1).to(device)
 
     def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         if self.keep:
             self.kept.append((k[0, :, : self.keep].clone(), v[0, :, : self.keep].clone()))
+        if self.prefix is not None:
+            k = torch.cat((self.prefix[0][layer][None], k), dim=2)
+            v = torch.cat((self.prefix[1][layer][None], v), dim=2)
         gqa = q.shape[1] != k.shape[1]
-        if self.prefix is None:
+        if self.mask is None:
             return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
-        keys = torch.cat((self.prefix[0][layer][None], k), dim=2)
-        values = torch.cat((self.prefix[1][layer][None], v), dim=2)
-        return F.scaled_dot_product_attention(q, keys, values, attn_mask=self.mask, enable_gqa=gqa)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask, enable_gqa=gqa)
 
 
 def score(
@@ -141,7 +149,7 @@ def score_with_prompt_kv(
     tokens = torch.tensor([[*prompt_ids[start:], *output_ids[:-1]]], device=device)
     with torch.inference_mode():
         width = tokens.shape[1]
-        cache = _PrefixAttention(prefix, width, keep, device)
+        cache = _PackedAttention(prefix, [width], device, keep)
         if prefix is None and not keep:
             hidden = model(tokens)
         else:
@@ -161,6 +169,30 @@ def score_with_prompt_kv(
             if keys is not None and values is not None:
                 kv = (keys, values)
     return result, kv
+
+
+def longest_cached_prefix(
+    cached: Iterable[tuple[tuple[int, ...], tuple[Tensor, Tensor]]], tokens: Sequence[int], limit: int
+) -> tuple[int, tuple[int, ...] | None, tuple[Tensor, Tensor] | None]:
+    """The cached keys/values sharing the longest prefix (at most ``limit`` tokens) with ``tokens``.
+
+    ``cached`` holds ``(token prefix, keys/values of at least those tokens)`` pairs. Returns the
+    shared length, that entry's key and its (unsliced) keys/values; ``(0, None, None)`` when none
+    shares a token.
+    """
+    best_n, best_key, best = 0, None, None
+    for key, kv in cached:
+        n = min(limit, len(key), kv[0].shape[2])
+        if n <= best_n:
+            continue
+        if tuple(key[:n]) != tuple(tokens[:n]):
+            i = 0
+            while i < n and key[i] == tokens[i]:
+                i += 1
+            n = i
+        if n > best_n:
+            best_n, best_key, best = n, key, kv
+    return best_n, best_key, best
 
 
 def prompt_kv(model: Llama, tokens: Sequence[int]) -> tuple[Tensor, Tensor]:
@@ -207,31 +239,6 @@ class ScoreRequest:
     prompt_ids: Sequence[int]
     output_ids: Sequence[int]
     params: SamplingParams | None = None
-
-
-class _PackedAttention:
-    """Attention for several sequences laid end to end after one shared prefix.
-
-    Every token sees the whole prefix (keys/values ``[n_layers, n_kv_heads, P, head_dim]`` or
-    ``None``) and the earlier tokens of its own sequence, nothing of the others.
-    """
-
-    def __init__(
-        self, prefix: tuple[Tensor, Tensor] | None, lengths: Sequence[int], device: torch.device
-    ) -> None:
-        self.prefix = prefix
-        owner = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(list(lengths)))
-        local = torch.cat([torch.arange(n) for n in lengths])
-        block = (owner[:, None] == owner[None, :]) & (local[None, :] <= local[:, None])
-        shared = torch.ones(len(owner), 0 if prefix is None else prefix[0].shape[2], dtype=torch.bool)
-        self.mask = torch.cat((shared, block), dim=1).to(device)
-
-    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        if self.prefix is not None:
-            k = torch.cat((self.prefix[0][layer][None], k), dim=2)
-            v = torch.cat((self.prefix[1][layer][None], v), dim=2)
-        gqa = q.shape[1] != k.shape[1]
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask, enable_gqa=gqa)
 
 
 def score_packed(
