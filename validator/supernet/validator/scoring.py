@@ -24,7 +24,6 @@ from dataclasses import dataclass, field, replace
 import torch
 from supernet.node.llm.loader import LoadedModel, load_model
 from supernet.node.llm.model import Llama
-from supernet.node.llm.sampling import SamplingParams
 from supernet.node.llm.scoring import ScoreRequest, longest_cached_prefix, prompt_kv, score_packed
 from supernet.node.llm.types import ScoreResult
 from torch import Tensor
@@ -87,12 +86,6 @@ class ModelScorer:
         """The longest prompt + output this scorer can re-score (its rotary table's length)."""
         rope: Tensor = self.model.rope_cos  # type: ignore[assignment]  # a registered buffer
         return int(rope.shape[0])
-
-    def score(
-        self, prompt_ids: Sequence[int], output_ids: Sequence[int], params: SamplingParams | None
-    ) -> ScoreResult:
-        """One teacher-forced pass; margins of the recorded sampling rule when ``params`` is given."""
-        return self.score_many([ScoreRequest(list(prompt_ids), list(output_ids), params)])[0]
 
     def score_many(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         """Teacher-forced scores of every request, in order, in as few forward passes as fit.

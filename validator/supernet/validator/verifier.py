@@ -180,14 +180,14 @@ class Verifier:
         """``verify`` for several receipts of one batch, their LLM calls scored together."""
         staged = await asyncio.gather(*(self._stage(batch_id, node, i, manifest) for i in indexes))
         ready = [s for s in staged if isinstance(s, _Staged)]
-        scored = dict(zip(map(id, ready), await self._score(ready), strict=True))
+        scored = iter(await self._score(ready))  # in the order of `ready`, i.e. of `staged`
         verdicts = []
         for s in staged:
             if isinstance(s, Verdict):
                 verdicts.append(s)
                 continue
             findings = list(s.findings)
-            scores = scored[id(s)]
+            scores = next(scored)
             if isinstance(scores, str):
                 verdicts.append(s.head.verdict(findings, unverifiable=None if findings else scores))
                 continue
