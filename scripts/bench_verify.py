@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import platform
 import tempfile
@@ -117,7 +116,6 @@ async def run_tasks(
             user=USER.address,
             fee=10**15,
             agent_hash="0x" + agent_hash.hex(),
-            seed=int.from_bytes(hashlib.sha256(rh).digest()[:8], "big"),
         )
         out = await kernel.run_task(spec)
         assert out.status == "ok", out.error

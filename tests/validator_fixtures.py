@@ -14,7 +14,6 @@ batcher does (`supernet.node.service.batcher`, same manifest format).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ import pytest_asyncio
 from eth_account.signers.local import LocalAccount
 from supernet.node.agents.base import Agent
 from supernet.node.agents.context import AgentContext
-from supernet.node.agents.registry import AgentRegistry
+from supernet.node.agents.registry import AgentRegistry, default_registry
 from supernet.node.faults import FaultInjector, FaultKind
 from supernet.node.kernel.syscalls import TaskSpec
 from supernet.sdk.chain import Contracts, ProtocolParams, ReceiptTree
@@ -57,6 +56,13 @@ class ProbeAgent(Agent):
             [{"role": "user", "content": input["question"]}], max_new_tokens=n, temperature=1.0, top_p=0.95
         )
         return f"{value}|{greedy.text}|{sampled.text}"
+
+
+def probe_registry() -> AgentRegistry:
+    """The built-in agents and the probe agent (what the validators of these tests can replay)."""
+    registry = default_registry()
+    registry.register(ProbeAgent)
+    return registry
 
 
 @dataclass
@@ -132,7 +138,6 @@ class VNet:
                 user=user.address,
                 fee=TASK_FEE,
                 agent_hash="0x" + agent_hash.hex(),
-                seed=int.from_bytes(hashlib.sha256(rh).digest()[:8], "big"),
             )
             if fault_plan is not None:
                 self.faults(**fault_plan[i])
@@ -295,6 +300,11 @@ def validator_factory(vnet: VNet, tmp_path: Path) -> Iterator[Any]:
         db = tmp_path / (db_name or f"validator-{index}.sqlite")
         settings = validator_settings(vnet, index, db, **extra)
         settings.chain.start_block = start
-        return Validator(settings, scorer=scorer, on_event=events.append if events is not None else None)
+        return Validator(
+            settings,
+            scorer=scorer,
+            agents=probe_registry(),
+            on_event=events.append if events is not None else None,
+        )
 
     yield make

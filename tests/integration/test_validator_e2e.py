@@ -34,6 +34,10 @@ EXPECTED_CHECK = {
     "seed": "llm.sample",
     "tool": "tool",
     "trace": "trace",
+    # the rational cheats: receipt, trace and signatures consistent; only the agent replay sees them
+    "answer": "replay",
+    "skip": "replay",
+    "prompt": "replay",
 }
 
 
@@ -66,7 +70,8 @@ async def test_each_fault_kind_is_detected(vnet: VNet, validator_factory: Any, k
     assert not check.ok
     kinds = set(check.kinds.split(","))
     assert EXPECTED_CHECK[kind] in kinds, kinds
-    assert kind in {FAULT_OF[k] for k in FAULT_OF if k.value in kinds}
+    if EXPECTED_CHECK[kind] != "replay":
+        assert kind in {FAULT_OF[k] for k in FAULT_OF if k.value in kinds}
     doc = await vnet.store.get_dag(check.evidence_cid)
     assert doc["fraud"] is True and doc["findings"]
     assert all("expected" in f and "claimed" in f for f in doc["findings"])
@@ -97,7 +102,9 @@ async def test_receipts_verified_together_get_their_own_verdicts(vnet: VNet, val
 
 async def test_unscorable_traces_get_verdicts_not_crashes(vnet: VNet, validator_factory: Any) -> None:
     """A trace the model cannot score (a token outside the vocabulary, a context longer than the
-    validator's model holds, a mistyped field) is judged like any other: the batch is finished."""
+    validator's model holds, a mistyped field) is judged like any other: the batch is finished.
+    The inflated prompt is not the one the agent built, so the replay proves it wrong even though
+    no forward pass can score it."""
 
     def edit(i: int, trace: dict[str, Any]) -> dict[str, Any]:
         llm = next(e for e in trace["events"] if e["kind"] == "llm")
@@ -116,9 +123,11 @@ async def test_unscorable_traces_get_verdicts_not_crashes(vnet: VNet, validator_
         assert batch_id not in [b.batch_id for b in v.db.pending_batches()]
     assert [c.index for c in checks] == [0, 1, 2, 3]
     docs = [await vnet.store.get_dag(c.evidence_cid) for c in checks]
-    assert [d["fraud"] for d in docs] == [False, True, False, True]
+    assert [d["fraud"] for d in docs] == [False, True, True, True]
     assert "llm.shape" in checks[1].kinds.split(",")
-    assert docs[0]["unverifiable"] is None and "positions" in docs[2]["unverifiable"]
+    assert docs[0]["unverifiable"] is None
+    assert checks[2].kinds == "replay"
+    assert any("prompt_ids" in f["message"] for f in docs[2]["findings"])
     assert checks[3].kinds == "trace.malformed"
 
 

@@ -211,12 +211,12 @@ async def test_truncated_output_claiming_stop_is_caught(tiny: LLMEngine) -> None
 async def test_tools_are_rerun() -> None:
     runner = RegistryRunner(store=None)
     honest = ToolCall(0, "calculator", {"expression": "6 * 7"}, 42, None, True)
-    findings, rerun = await check_tools((honest,), runner)
-    assert findings == [] and rerun == 1
+    findings, rerun, why = await check_tools((honest,), runner)
+    assert findings == [] and rerun == 1 and why is None
     fake = replace(honest, result=43)
     dodged = replace(honest, deterministic=False)
     unknown = replace(honest, name="not_a_tool", result="x")
-    findings, rerun = await check_tools((fake, dodged, unknown), runner)
+    findings, rerun, _ = await check_tools((fake, dodged, unknown), runner)
     assert [f.check for f in findings] == [Check.TOOL, Check.TOOL] and rerun == 2
 
 

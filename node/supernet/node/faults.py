@@ -22,7 +22,19 @@ seed       `on_generation` (sampled calls the tokens were drawn with another see
 tool       `on_tool_result`               a deterministic tool's result is fabricated
 trace      `on_output` (node service,     the output in the receipt differs from the output in
            before the receipt is built)   the trace (the trace no longer matches the receipt)
+answer     `on_answer` (kernel, after the the answer is the node's own text; trace and receipt
+           agent returns)                 both carry it (consistent, but not what the agent said)
+skip       `skips` (dispatcher, per task) no LLM call of the task runs: the agent gets a made-up
+                                          reply and the trace records no ``llm`` event
+prompt     `on_prompt` (dispatcher)       the model runs on a cheaper prompt than the agent built
+                                          (last message cut in half); the trace records that prompt
+withhold   `withholds` (kernel, per task) the trace's CID goes into the receipt but the trace is
+                                          never put in the store
 ========== ============================== =========================================================
+
+The first six are what a sloppy node does; the last four are what a *rational* cheater does: each
+keeps the receipt, the trace and the signatures consistent, so only replaying the agent (answer,
+skip, prompt) or the availability challenge (withhold) catches it.
 
 ``on_generation`` runs after the engine returns and *before* the kernel decodes, records or
 returns the call, with ``key = f"{task_id}:{call_index}"``; ``on_tool_result`` likewise for
@@ -59,6 +71,10 @@ class FaultKind(StrEnum):
     SEED = "seed"
     TOOL = "tool"
     TRACE = "trace"
+    ANSWER = "answer"
+    SKIP = "skip"
+    PROMPT = "prompt"
+    WITHHOLD = "withhold"
 
 
 @dataclass(frozen=True)
@@ -172,6 +188,32 @@ class FaultInjector:
         if not deterministic or not self.fires(FaultKind.TOOL, key):
             return result
         return fabricate(result)
+
+    def on_answer(self, task_id: str, output: str) -> str:
+        """The task's answer as the node reports it everywhere: its own text when ``answer`` fires."""
+        if not self.fires(FaultKind.ANSWER, task_id):
+            return output
+        return f"The answer is {_unit(self.seed, 'answer-text', task_id) * 1000:.0f}."
+
+    def skips(self, task_id: str) -> bool:
+        """Whether the task's LLM calls are skipped (``skip``)."""
+        return self.fires(FaultKind.SKIP, task_id)
+
+    def fabricated_reply(self, key: str) -> str:
+        """The made-up reply a skipping node hands its agent instead of running the model."""
+        return "Final Answer: 42"
+
+    def on_prompt(self, key: str, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+        """The prompt the model actually runs on: the last message cut in half when ``prompt`` fires."""
+        if not self.fires(FaultKind.PROMPT, key) or not messages:
+            return messages
+        last = messages[-1]
+        content = last["content"]
+        return [*messages[:-1], {**last, "content": content[: max(1, len(content) // 2)]}]
+
+    def withholds(self, task_id: str) -> bool:
+        """Whether the node keeps the task's trace to itself (``withhold``)."""
+        return self.fires(FaultKind.WITHHOLD, task_id)
 
     def on_output(self, key: str, output: str) -> str:
         """The output the receipt hashes: altered when ``trace`` fires for ``key`` (the task id)."""

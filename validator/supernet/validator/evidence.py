@@ -15,9 +15,12 @@ they re-check it themselves.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
+
+from multiformats import CID
 
 EVIDENCE_TYPE = "supernet/evidence/v1"
 
@@ -35,6 +38,7 @@ class Check(StrEnum):
     LLM_SAMPLE = "llm.sample"  # a sampled token not re-derivable from its seed
     LLM_SHAPE = "llm.shape"  # lengths or params inconsistent
     TOOL = "tool"  # deterministic tool result differs on re-run
+    REPLAY = "replay"  # the trace is not what the agent does (answer, calls, prompts, order)
 
 
 FAULT_OF: dict[Check, str] = {
@@ -48,6 +52,7 @@ FAULT_OF: dict[Check, str] = {
     Check.LLM_SAMPLE: "seed",
     Check.LLM_SHAPE: "tokens",
     Check.TOOL: "tool",
+    Check.REPLAY: "answer",
 }
 """The node fault kind (`supernet.node.faults.FaultKind` value) each check reveals."""
 
@@ -152,13 +157,17 @@ def _plain(value: Any) -> Any:
         return value if math.isfinite(value) else str(value)
     if isinstance(value, bytes):
         return "0x" + value.hex()
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, Mapping):
+        return {_plain(str(k)): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
-    if value is None or isinstance(value, str | int | bool):
+    if isinstance(value, str):  # lone surrogates are not UTF-8: escape them
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        return str(value)  # dag-cbor holds 64-bit integers
+    if value is None or isinstance(value, int | bool):
         return value
-    return repr(value)
+    return str(value) if isinstance(value, CID) else repr(value)
 
 
 class DagPutter(Protocol):

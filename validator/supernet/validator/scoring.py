@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 from supernet.node.llm.loader import LoadedModel, load_model
@@ -75,6 +76,11 @@ class ModelScorer:
     def from_loaded(cls, loaded: LoadedModel) -> ModelScorer:
         """Wrap an already loaded model (tests share one load with the node)."""
         return cls(loaded.model, loaded, loaded.model_id, eos_ids_of(loaded))
+
+    @property
+    def tokenizer(self) -> Any:
+        """The model's tokenizer (chat template, decoding): what an agent replay needs."""
+        return self.loaded.tokenizer
 
     @property
     def vocab_size(self) -> int:

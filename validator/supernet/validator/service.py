@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 from eth_account import Account
+from supernet.node.agents.registry import AgentRegistry
 from supernet.sdk.chain.contracts import make_web3
 from supernet.sdk.chain.deployment import Deployment
 from supernet.sdk.store import StoreClient
@@ -68,6 +69,7 @@ class Validator:
         scorer: an already loaded model (default: load ``settings.model``).
         store: a content-store client (default: one on ``settings.store_url``).
         tools: deterministic-tool runner (default: the node's built-in tools).
+        agents: the agents it replays (default: the node's built-ins).
         on_event: called with each `ValidatorEvent` (must not block).
     """
 
@@ -78,12 +80,14 @@ class Validator:
         scorer: Scorer | None = None,
         store: Any = None,
         tools: ToolRunner | None = None,
+        agents: AgentRegistry | None = None,
         on_event: Callable[[ValidatorEvent], None] | None = None,
     ) -> None:
         self.settings = settings
         self.account = Account.from_key(settings.chain.key.get_secret_value())
         self.address: str = self.account.address
         self._scorer, self._store, self._tools, self._on_event = scorer, store, tools, on_event
+        self._agents = agents
         self._own_store = store is None
         self._stop = asyncio.Event()
 
@@ -111,6 +115,7 @@ class Validator:
             self._tools or RegistryRunner(self.store),
             self.deployment.domain,
             self.address,
+            agents=self._agents,
         )
         self.disputes = Disputes(
             self.chain,

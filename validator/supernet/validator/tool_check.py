@@ -13,6 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from supernet.node.kernel.tools import ToolSpec
 from supernet.validator.evidence import Check, Finding
 from supernet.validator.trace_view import ToolCall
 
@@ -44,6 +45,10 @@ class RegistryRunner:
         """See `ToolRunner`."""
         return self._registry.spec(name).deterministic if name in self._registry.names() else None
 
+    def spec(self, name: str) -> ToolSpec | None:
+        """The protocol's spec of tool ``name`` (None: a tool this validator does not know)."""
+        return self._registry.spec(name) if name in self._registry.names() else None
+
     async def run(self, name: str, args: Mapping[str, Any]) -> Any:
         """See `ToolRunner`."""
         return await self._registry.call(name, args)
@@ -53,10 +58,24 @@ def _canon(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
-async def check_tools(calls: tuple[ToolCall, ...], runner: ToolRunner) -> tuple[list[Finding], int]:
-    """Re-run deterministic calls; returns the findings and how many calls were re-run."""
+ENVIRONMENTAL_ERRORS = ("ToolTimeoutError", "ToolUnavailableError")
+"""Tool failures that depend on the moment (load, what a store serves), not on the arguments: a
+node recording one is not re-checked, a re-run failing with one makes the receipt unverifiable
+(never an accusation, or a node could withhold a block, let validators accuse, then publish it)."""
+
+
+def _environmental(error: str | None) -> bool:
+    return error is not None and error.split(":", 1)[0] in ENVIRONMENTAL_ERRORS
+
+
+async def check_tools(
+    calls: tuple[ToolCall, ...], runner: ToolRunner
+) -> tuple[list[Finding], int, str | None]:
+    """Re-run deterministic calls; returns the findings, how many calls were re-run, and why the
+    receipt is unverifiable (a re-run that failed for lack of data or time), if so."""
     findings: list[Finding] = []
     rerun = 0
+    unverifiable: str | None = None
     for call in calls:
         known = runner.deterministic(call.name)
         if known is None:
@@ -71,13 +90,16 @@ async def check_tools(calls: tuple[ToolCall, ...], runner: ToolRunner) -> tuple[
                     claimed=False,
                 )
             )
-        if not known:
+        if not known or _environmental(call.error):
             continue
         rerun += 1
         try:
             result, error = await runner.run(call.name, call.args), None
         except Exception as exc:
             result, error = None, f"{type(exc).__name__}: {exc}"
+        if _environmental(error):
+            unverifiable = unverifiable or f"tool call {call.call} could not be re-run here: {error}"
+            continue
         if (error is None) != (call.error is None):
             findings.append(
                 Finding(
@@ -98,7 +120,7 @@ async def check_tools(calls: tuple[ToolCall, ...], runner: ToolRunner) -> tuple[
                     claimed=_short(call.result),
                 )
             )
-    return findings, rerun
+    return findings, rerun, unverifiable
 
 
 def _roundtrip(value: Any) -> Any:

@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from supernet.node.agents.registry import AgentRegistry, default_registry
 from supernet.node.llm.scoring import ScoreRequest, Tolerance
 from supernet.node.llm.types import ScoreResult
 from supernet.sdk.chain.eip712 import Domain
@@ -40,6 +41,7 @@ from supernet.validator.consistency import (
 )
 from supernet.validator.evidence import Check, Finding, Verdict
 from supernet.validator.llm_check import check_scores, check_shape, check_tokens, sampling_params
+from supernet.validator.replay_check import check_replay
 from supernet.validator.tool_check import ToolRunner, check_tools
 from supernet.validator.trace_view import LLMCall, MalformedTrace, Trace, parse_trace
 
@@ -55,6 +57,11 @@ class Scorer(Protocol):
     @property
     def vocab_size(self) -> int:
         """Token ids the model knows: ``0 .. vocab_size - 1``."""
+        ...
+
+    @property
+    def tokenizer(self) -> Any:
+        """The model's tokenizer (chat template and decoding, for the agent replay)."""
         ...
 
     @property
@@ -147,6 +154,7 @@ class Verifier:
         domain: the protocol's EIP-712 domain.
         validator: this validator's address (written into evidence).
         tolerance: numeric tolerances of the LLM checks.
+        agents: the agents this validator can replay (default: the built-ins).
     """
 
     def __init__(
@@ -157,7 +165,9 @@ class Verifier:
         domain: Domain,
         validator: str,
         tolerance: Tolerance | None = None,
+        agents: AgentRegistry | None = None,
     ) -> None:
+        self.agents = agents or default_registry()
         self.store = store
         self.scorer = scorer
         self.tools = tools
@@ -197,9 +207,16 @@ class Verifier:
                 findings += check_shape(call, s.scorer.eos_ids, call.stop_strings, decode)
                 if call.call in by_call:
                     findings += check_scores(call, by_call[call.call], self.tolerance)
-            tool_findings, reran = await check_tools(s.trace.tool_calls, self.tools)
+            tool_findings, reran, why = await check_tools(s.trace.tool_calls, self.tools)
             findings += tool_findings
-            verdicts.append(s.head.verdict(findings, llm_calls=len(s.trace.llm_calls), tool_calls=reran))
+            verdicts.append(
+                s.head.verdict(
+                    findings,
+                    llm_calls=len(s.trace.llm_calls),
+                    tool_calls=reran,
+                    unverifiable=None if findings else why,
+                )
+            )
         return verdicts
 
     async def _score(self, ready: Sequence[_Staged]) -> list[list[ScoreResult] | str]:
@@ -238,7 +255,8 @@ class Verifier:
             entry.trace_cid, entry.receipt.trace_hash
         )
         try:
-            trace = parse_trace(await self.store.get_dag(entry.trace_cid))
+            doc = await self.store.get_dag(entry.trace_cid)
+            trace = parse_trace(doc)
         except (MalformedTrace, InvalidBlockError, InvalidCIDError) as exc:  # what the node committed
             findings.append(Finding(Check.TRACE_MALFORMED, str(exc)))
             return head.verdict(findings)
@@ -249,6 +267,10 @@ class Verifier:
         if scorer is None or scorer.model_id.lower() != head.model_id:
             why = None if findings else f"model {head.model_id} not served by this validator"
             return head.verdict(findings, unverifiable=why)
+        replayed = await check_replay(doc, self.agents, scorer.tokenizer, self.store, self.tools)
+        findings += replayed.findings
+        if replayed.unverifiable is not None and not findings:
+            return head.verdict(findings, unverifiable=replayed.unverifiable)
         scorable, too_long = [], []
         for call in trace.llm_calls:
             bad = check_tokens(call, scorer.vocab_size)

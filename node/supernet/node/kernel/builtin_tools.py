@@ -15,10 +15,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from supernet.node.kernel.calculator import evaluate
-from supernet.node.kernel.errors import ToolError
+from supernet.node.kernel.errors import ToolError, ToolUnavailableError
 from supernet.node.kernel.tools import Tool, ToolRegistry, ToolSpec
 from supernet.sdk.store import InvalidBlockError
 from supernet.sdk.store.cids import codec_of
+from supernet.sdk.store.errors import BlockNotFoundError, StoreUnavailableError
 
 __all__ = ["ToolRegistry", "builtin_tools"]
 
@@ -66,13 +67,16 @@ def _store_read(store: Any) -> Any:
         if store is None:
             raise ToolError("this node has no content store")
         cid = str(args["cid"])
-        if codec_of(cid) == "raw":
-            data = await store.get_block(cid)
-        else:
-            try:
-                data = await store.cat(cid)
-            except InvalidBlockError:  # a dag-cbor object that is not a file: show it as JSON
-                data = json.dumps(await store.get_dag(cid), default=str, sort_keys=True).encode()
+        try:
+            if codec_of(cid) == "raw":
+                data = await store.get_block(cid)
+            else:
+                try:
+                    data = await store.cat(cid)
+                except InvalidBlockError:  # a dag-cbor object that is not a file: show it as JSON
+                    data = json.dumps(await store.get_dag(cid), default=str, sort_keys=True).encode()
+        except (BlockNotFoundError, StoreUnavailableError) as exc:
+            raise ToolUnavailableError(f"{cid} is not available: {exc}") from exc
         limit = int(args.get("max_bytes", MAX_READ_BYTES))
         return {"cid": cid, "size": len(data), "text": data[:limit].decode("utf-8", errors="replace")}
 

@@ -17,6 +17,8 @@ from typing import Any
 MAX_EXPRESSION_CHARS = 500
 MAX_EXPONENT = 1000
 MAX_MAGNITUDE = 10**100
+MAX_ROUND_DIGITS = 100  # round(x, n) with |n| past the magnitude bound only costs time (10**|n|)
+MAX_EXACT_INT = 2**63  # larger integer results are returned as floats: traces hold 64-bit integers
 
 _BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,
@@ -63,11 +65,14 @@ def evaluate(expression: str) -> int | float:
     except SyntaxError as exc:
         raise CalculatorError(f"not an arithmetic expression: {exc.msg}") from None
     try:
-        return _eval(tree.body)
+        result = _eval(tree.body)
     except (ArithmeticError, ValueError, TypeError) as exc:
         if isinstance(exc, CalculatorError):
             raise
         raise CalculatorError(str(exc)) from None
+    if isinstance(result, int) and abs(result) >= MAX_EXACT_INT:
+        return float(result)
+    return result
 
 
 def _eval(node: ast.AST) -> Any:
@@ -88,7 +93,14 @@ def _eval(node: ast.AST) -> Any:
         and node.func.id in _FUNCTIONS
         and not node.keywords
     ):
-        return _bounded(_FUNCTIONS[node.func.id](*(_eval(arg) for arg in node.args)))
+        args = [_eval(arg) for arg in node.args]
+        if (
+            node.func.id == "round"
+            and len(args) > 1
+            and not (isinstance(args[1], int) and abs(args[1]) <= MAX_ROUND_DIGITS)
+        ):
+            raise CalculatorError(f"round's digits must be an integer within ±{MAX_ROUND_DIGITS}")
+        return _bounded(_FUNCTIONS[node.func.id](*args))
     raise CalculatorError(f"not allowed in an expression: {ast.dump(node)[:60]}")
 
 

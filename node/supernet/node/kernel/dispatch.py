@@ -18,7 +18,8 @@ from typing import Any
 from supernet.node.agents.registry import AgentInfo
 from supernet.node.faults import FaultInjector, Generation
 from supernet.node.kernel.access import AccessManager, Capabilities
-from supernet.node.kernel.errors import AccessDeniedError
+from supernet.node.kernel.agent_run import derive_seed
+from supernet.node.kernel.errors import AccessDeniedError, BudgetExceededError, ToolError
 from supernet.node.kernel.memory import MemoryManager
 from supernet.node.kernel.scheduler import LLMJob, Scheduler
 from supernet.node.kernel.storage import StorageManager
@@ -35,15 +36,8 @@ from supernet.node.kernel.syscalls import (
     TokenChunk,
     ToolCall,
 )
-from supernet.node.kernel.tools import ToolRegistry
-from supernet.node.kernel.trace import TraceRecorder, cid_link
-
-_MASK64 = (1 << 64) - 1
-
-
-def derive_seed(task_seed: int, call_index: int) -> int:
-    """The seed of LLM call ``call_index`` of a task (when the agent gives none): reproducible."""
-    return (task_seed * 0x9E3779B97F4A7C15 + call_index + 1) & _MASK64
+from supernet.node.kernel.tools import ToolRegistry, ToolSpec
+from supernet.node.kernel.trace import MAX_TRACE_EVENTS, TraceRecorder, check_encodable, cid_link
 
 
 @dataclass(eq=False)
@@ -54,6 +48,8 @@ class TaskState:
     agent: AgentInfo
     caps: Capabilities
     trace: TraceRecorder
+    tools: tuple[ToolSpec, ...]
+    seed: int
     stream: asyncio.Queue[TokenChunk | None] = field(default_factory=asyncio.Queue)
     llm_calls: int = 0
     llm_tokens: int = 0
@@ -89,10 +85,10 @@ class Dispatcher:
         self,
         *,
         engine: Any,
-        scheduler: Scheduler,
-        tools: ToolRegistry,
-        memory: MemoryManager | None,
-        storage: StorageManager | None,
+        scheduler: Scheduler | Any,
+        tools: ToolRegistry | Any,
+        memory: MemoryManager | Any | None,
+        storage: StorageManager | Any | None,
         access: AccessManager,
         params_type: Callable[..., Any],
         faults: FaultInjector | None = None,
@@ -111,6 +107,8 @@ class Dispatcher:
     async def handle(self, st: TaskState, call: Syscall) -> Any:
         """Run one syscall of task ``st``; record it (or its failure) in the trace."""
         recorded = len(st.trace.events)
+        if recorded >= MAX_TRACE_EVENTS:  # a full trace: refused, and not recorded
+            raise BudgetExceededError(f"task {st.spec.task_id} made its {MAX_TRACE_EVENTS} syscalls")
         try:
             if isinstance(call, LLMChat):
                 return await self._llm(st, call)
@@ -134,8 +132,13 @@ class Dispatcher:
         st.llm_calls += 1
         tokenizer = self._engine.tokenizer
         messages = [{"role": m.role, "content": m.content} for m in call.messages]
+        if self._faults is not None:
+            key = f"{spec.task_id}:{index}"
+            if self._faults.skips(spec.task_id):  # a cheat: no model work, nothing recorded
+                return ChatResult(self._faults.fabricated_reply(key), (), (), "stop")
+            messages = self._faults.on_prompt(key, messages)
         prompt_ids = tuple(tokenizer.apply_chat_template(messages, add_generation_prompt=True))
-        seed = call.seed if call.seed is not None else derive_seed(spec.seed, index)
+        seed = call.seed if call.seed is not None else derive_seed(st.seed, index)
         max_new = max(1, min(call.max_new_tokens, caps.max_new_tokens, caps.max_llm_tokens - st.llm_tokens))
         params = self._params_type(
             max_new_tokens=max_new, temperature=call.temperature, top_p=call.top_p, seed=seed
@@ -185,9 +188,12 @@ class Dispatcher:
         return ChatResult(text, prompt_ids, gen.output_ids, gen.finish_reason, outcome.preemptions)
 
     async def _tool(self, st: TaskState, call: ToolCall) -> Any:
-        tool = self._tools.spec(call.name)
         self._access.check_budget(st.spec, "tool calls", st.tool_calls, st.caps.max_tool_calls)
         st.tool_calls += 1
+        if call.name not in st.caps.tools:  # before the lookup: the answer must not depend on which
+            # other tools this node has installed (a validator's replay knows only the task's)
+            raise self._access.deny(st.spec, "tool", call.name, "not in this task's capabilities")
+        tool = self._tools.spec(call.name)
         self._access.check_tool(st.spec, st.caps, tool, call.args)
         record = {"name": call.name, "args": dict(call.args), "deterministic": tool.deterministic}
         try:
@@ -195,6 +201,12 @@ class Dispatcher:
         except Exception as exc:  # recorded as the tool's answer: a validator re-runs it and expects it too
             st.trace.record("tool", **record, result=None, error=_error(exc))
             raise
+        try:
+            check_encodable(result)
+        except ValueError as exc:  # e.g. an integer past 64 bits: the trace could not hold it
+            error = ToolError(f"tool {call.name} returned a result a trace cannot hold ({exc})")
+            st.trace.record("tool", **record, result=None, error=_error(error))
+            raise error from None
         if self._faults is not None:
             key = f"{st.spec.task_id}:{len(st.trace.events)}"
             result = self._faults.on_tool_result(key, call.name, call.args, result, tool.deterministic)

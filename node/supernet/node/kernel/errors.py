@@ -42,6 +42,11 @@ class ToolTimeoutError(ToolError, TimeoutError):
     """A tool ran past its timeout."""
 
 
+class ToolUnavailableError(ToolError):
+    """A tool could not reach data it needs (a block the content store does not serve): an outcome of
+    the moment, not of the arguments, so validators never hold it against a node."""
+
+
 class LLMError(KernelError):
     """The LLM engine failed a generation."""
 

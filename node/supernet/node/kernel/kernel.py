@@ -14,16 +14,15 @@ The node service calls :meth:`Kernel.run_task` (or :meth:`Kernel.submit` to stre
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from supernet.node.agents.context import AgentContext
 from supernet.node.agents.registry import AgentRegistry, default_registry
 from supernet.node.faults import FaultInjector
 from supernet.node.kernel.access import AccessManager, AuditEntry, NodePolicy
+from supernet.node.kernel.agent_run import run_agent, task_context, task_seed
 from supernet.node.kernel.builtin_tools import builtin_tools
 from supernet.node.kernel.dispatch import Dispatcher, TaskState
 from supernet.node.kernel.errors import KernelError, KernelStoppedError
@@ -31,7 +30,7 @@ from supernet.node.kernel.memory import Embedder, MemoryManager
 from supernet.node.kernel.policies import PolicyName, make_policy
 from supernet.node.kernel.scheduler import Scheduler
 from supernet.node.kernel.storage import StorageManager
-from supernet.node.kernel.syscalls import Syscall, TaskOutcome, TaskSpec, TaskStatus, TokenChunk
+from supernet.node.kernel.syscalls import Syscall, TaskOutcome, TaskSpec, TokenChunk
 from supernet.node.kernel.tools import ToolRegistry
 from supernet.node.kernel.trace import TraceRecorder, save_trace
 from supernet.sdk.chain.eip712 import Domain
@@ -153,6 +152,7 @@ class Kernel:
         )
         self.memory = MemoryManager(store, embedder)
         self.storage = StorageManager(store)
+        self._faults = faults
         self._dispatcher = Dispatcher(
             engine=engine,
             scheduler=self.scheduler,
@@ -217,10 +217,19 @@ class Kernel:
             raise KernelError(f"task {spec.task_id} is already running")
         info = self.agents.get(spec.agent_id, spec.agent_hash)
         caps = self.access.capabilities(spec, frozenset(self.tools.names()))
+        tools = [self.tools.spec(name) for name in sorted(caps.tools)]
+        seed = task_seed(spec.task_id)
         trace = TraceRecorder(
-            spec.task_id, spec.user, spec.fee, info.agent_id, info.code_hash, self.model_id, spec.input
+            spec.task_id,
+            spec.user,
+            spec.fee,
+            info.agent_id,
+            info.code_hash,
+            self.model_id,
+            spec.input,
+            task_context(seed, caps, tools, self.engine),
         )
-        state = TaskState(spec, info, caps, trace)
+        state = TaskState(spec, info, caps, trace, tuple(tools), seed)
         task = asyncio.get_running_loop().create_task(self._execute(state), name=f"task:{spec.task_id}")
         run = TaskRun(spec, state, task)
         self._runs[spec.task_id] = run
@@ -252,37 +261,33 @@ class Kernel:
         spec = st.spec
         loop = asyncio.get_running_loop()
         started = loop.time()
-        output, error = "", None
-        status: TaskStatus = "ok"
 
         async def syscall(call: Syscall) -> Any:
             return await self._dispatcher.handle(st, call)
 
-        tools = [self.tools.spec(name) for name in sorted(st.caps.tools)]
         try:
-            async with self._slots, asyncio.timeout(spec.timeout_s):
-                result = await st.agent.cls().run(AgentContext.bind(spec.task_id, syscall, tools), spec.input)
-            output = result if isinstance(result, str) else json.dumps(result, sort_keys=True)
-        except TimeoutError:
-            status, error = "timeout", f"TimeoutError: the task ran past {spec.timeout_s} s"
-        except asyncio.CancelledError:
-            st.stream.put_nowait(None)
-            raise
-        except Exception as exc:
-            log.info("task %s failed: %r", spec.task_id, exc)
-            status, error = "error", f"{type(exc).__name__}: {exc}"
+            async with self._slots:
+                ran = await run_agent(
+                    st.agent.cls, spec.task_id, spec.input, syscall, st.tools, spec.timeout_s
+                )
         finally:
             st.stream.put_nowait(None)
-        trace = st.trace.build(output, status, error)
-        cid, trace_hash = await save_trace(self.store, trace)
+        output = ran.output
+        if ran.status == "ok" and self._faults is not None:
+            output = self._faults.on_answer(spec.task_id, output)
+        trace = st.trace.build(output, ran.status, ran.error)
+        cid, trace_hash = await save_trace(self.store, trace, publish=not self._withholds(spec.task_id))
         return TaskOutcome(
             task_id=spec.task_id,
-            status=status,
+            status=ran.status,
             output=output,
-            error=error,
+            error=ran.error,
             trace_cid=cid,
             trace_hash=trace_hash,
             trace=trace,
             latency_s=loop.time() - started,
             llm_tokens=st.llm_tokens,
         )
+
+    def _withholds(self, task_id: str) -> bool:
+        return self._faults is not None and self._faults.withholds(task_id)

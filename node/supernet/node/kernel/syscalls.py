@@ -35,7 +35,6 @@ class TaskSpec:
         user: The task owner's address; the memory and file namespaces derive from it.
         fee: Fee in wei; the fee-priority scheduler weighs users by it.
         agent_hash: If set, the agent's code hash must equal it (the signed ``agentHash``).
-        seed: Base seed; LLM calls without an explicit seed derive theirs from it.
         tools: Tools the signed task asks for (``None``: all the node's policy allows).
         confirmations: ``actionHash`` hex -> 65-byte signature of an EIP-712 ``Confirmation``.
         timeout_s: Wall-clock bound of the whole task.
@@ -47,7 +46,6 @@ class TaskSpec:
     user: str = "0x0000000000000000000000000000000000000000"
     fee: int = 0
     agent_hash: str | None = None
-    seed: int = 0
     tools: frozenset[str] | None = None
     confirmations: Mapping[str, bytes] = field(default_factory=dict)
     timeout_s: float = 600.0

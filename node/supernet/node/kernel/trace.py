@@ -10,8 +10,13 @@ receipt as ``traceHash = keccak256(cid)``.
 Trace format ``supernet/trace/v1``::
 
     {"type", "task_id", "user", "fee", "agent": {"id", "code_hash"}, "model_id", "input",
+     "seed", "limits": {...}, "tools": [{tool spec}, ...], "engine": {"device", "dtype"},
      "output", "status", "error", "events": [{"kind": "llm" | "tool" | "memory.add" |
-     "memory.search" | "storage.put" | "storage.get" | "storage.list", ...}]}
+     "memory.search" | "storage.put" | "storage.get" | "storage.list" | "error", ...}]}
+
+``seed``, ``limits`` (the task's capabilities) and ``tools`` (the specs the agent saw) are what a
+validator needs to *replay* the agent against the events (`supernet.node.kernel.replay`); the
+seed is a function of the task id (`task_seed`), so a node cannot choose it.
 """
 
 from __future__ import annotations
@@ -22,9 +27,21 @@ from typing import Any
 
 from multiformats import CID
 from supernet.sdk.chain.receipts import trace_hash
-from supernet.sdk.store.cids import link
+from supernet.sdk.store.cids import compute_cid, encode_dag, link
 
 TRACE_TYPE = "supernet/trace/v1"
+MAX_TRACE_EVENTS = 1024
+"""Most events one trace holds: the kernel refuses further syscalls (unrecorded) once a task's
+trace is full, so a validator can bound its work on any trace without wronging an honest node."""
+
+
+def check_encodable(value: Any) -> None:
+    """Raise ``ValueError`` unless ``to_dag(value)`` encodes as dag-cbor (64-bit integers, UTF-8
+    strings without lone surrogates, finite floats after ``to_dag``)."""
+    try:
+        encode_dag(to_dag(value))
+    except Exception as exc:
+        raise ValueError(f"not recordable in a trace: {exc}") from None
 
 
 def to_dag(value: Any) -> Any:
@@ -76,7 +93,15 @@ class TraceRecorder:
     """
 
     def __init__(
-        self, task_id: str, user: str, fee: int, agent_id: str, code_hash: str, model_id: str, task_input: Any
+        self,
+        task_id: str,
+        user: str,
+        fee: int,
+        agent_id: str,
+        code_hash: str,
+        model_id: str,
+        task_input: Any,
+        context: Mapping[str, Any] | None = None,
     ) -> None:
         self._head: dict[str, Any] = {
             "type": TRACE_TYPE,
@@ -86,6 +111,7 @@ class TraceRecorder:
             "agent": {"id": agent_id, "code_hash": code_hash},
             "model_id": model_id,
             "input": to_dag(task_input),
+            **{k: to_dag(v) for k, v in (context or {}).items()},
         }
         self.events: list[dict[str, Any]] = []
 
@@ -103,7 +129,14 @@ class TraceRecorder:
         return {**self._head, "output": output, "status": status, "error": error, "events": list(self.events)}
 
 
-async def save_trace(store: Any, trace: Mapping[str, Any]) -> tuple[str, str]:
-    """Put ``trace`` into the store as pinned dag-cbor; returns (CID, ``0x`` keccak256 of the CID)."""
-    cid = await store.put_dag(dict(trace), pin=True)
+async def save_trace(store: Any, trace: Mapping[str, Any], *, publish: bool = True) -> tuple[str, str]:
+    """Put ``trace`` into the store as pinned dag-cbor; returns (CID, ``0x`` keccak256 of the CID).
+
+    ``publish=False`` only computes the CID (the ``withhold`` fault: a node that keeps its traces
+    to itself).
+    """
+    if publish:
+        cid = await store.put_dag(dict(trace), pin=True)
+    else:
+        cid = compute_cid(encode_dag(dict(trace)), "dag-cbor")
     return cid, "0x" + trace_hash(cid).hex()

@@ -78,7 +78,6 @@ class KernelExecutor:
             input=job.input,
             user=job.user,
             fee=self._task_fee,
-            seed=int(job.task_id[2:18], 16),
         )
         run = self.kernel.submit(spec)
         async for chunk in run.tokens():

@@ -1,0 +1,476 @@
+"""Replaying an agent against its trace: is the answer what the agent makes of the recorded work?
+
+A validator re-scores each recorded LLM call, but that alone proves only that each call is the
+model's honest work, not that the *answer* came from those calls, nor that the calls were the ones
+the agent asked for. Replay closes that gap. It runs the installed agent class (the one whose code
+hash the user signed) on the task's input through the node's own
+`~supernet.node.kernel.dispatch.Dispatcher`, with every manager replaced by a *tape* that answers
+from the recorded events in order:
+
+- an LLM call gets the recorded output ids (their honesty is the scorer's job), its text decoded
+  by the validator's tokenizer;
+- a tool call gets the recorded result or error (deterministic tools are re-run separately);
+- a memory or storage access gets content-addressed blocks fetched by the recorded CIDs, checked
+  against what the agent wrote or asked for.
+
+Because the dispatcher is the node's, the replay records the trace an honest kernel would have
+recorded given those results. Every event must equal the recorded one (kind, messages, prompt ids,
+sampling parameters and seed, tool name and arguments, memory and storage keys), there must be
+as many, and the agent's return value must be the trace's output. Anything else is a
+`ReplayDivergence` naming the syscall index.
+
+Agents must be deterministic given their syscall results (no clock, no randomness, no I/O except
+through ``ctx``): see docs/agents.md.
+
+>>> result = await replay(trace_doc, ReactAgent, tokenizer, store)   # doctest: +SKIP
+>>> result.divergences                                              # doctest: +SKIP
+[]
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from supernet.node.agents.base import Agent
+from supernet.node.agents.registry import AgentInfo
+from supernet.node.kernel import errors as kernel_errors
+from supernet.node.kernel.access import AccessManager, Capabilities, NodePolicy, namespace_of
+from supernet.node.kernel.agent_run import run_agent, task_seed
+from supernet.node.kernel.dispatch import Dispatcher, TaskState
+from supernet.node.kernel.memory import MemoryWrite
+from supernet.node.kernel.storage import FileWrite, normalize_path
+from supernet.node.kernel.syscalls import GenerationOutcome, MemoryHit, Syscall, TaskSpec
+from supernet.node.kernel.tools import ToolSpec
+from supernet.node.kernel.trace import MAX_TRACE_EVENTS, TraceRecorder, to_dag
+
+REPLAY_TIMEOUT_S = 120.0
+"""Wall-clock bound of one replay (the agent's own work is parsing and formatting)."""
+
+
+# Errors a node cannot report from its managers: the replay's own access checks must raise them.
+_REPRODUCED_ERRORS = frozenset(
+    {"BudgetExceededError", "AccessDeniedError", "ConfirmationRequiredError", "AgentNotAllowedError"}
+)
+
+
+class ReplayDivergence(Exception):
+    """The trace is not what the agent does given its own recorded results.
+
+    Attributes:
+        index: the syscall (event index in the trace) where it diverges; ``None`` for the output.
+        message: a sentence for people.
+        expected: what the replay produced.
+        claimed: what the trace holds.
+    """
+
+    def __init__(self, index: int | None, message: str, expected: Any = None, claimed: Any = None) -> None:
+        super().__init__(message)
+        self.index, self.message, self.expected, self.claimed = index, message, expected, claimed
+
+
+class DataUnavailable(Exception):
+    """A block the replay needs (memory entry, file, root) cannot be fetched: not proof of fraud."""
+
+
+class MalformedContext(ValueError):
+    """The trace lacks the fields a replay needs (``seed``, ``limits``, ``tools``) or mistypes them."""
+
+
+class _Abort(BaseException):
+    """Unwinds the agent at the first divergence (a BaseException: agents may catch Exception)."""
+
+    def __init__(self, cause: ReplayDivergence | DataUnavailable) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+@dataclass
+class ReplayResult:
+    """What the replay produced, and how the trace differs from it.
+
+    Attributes:
+        output: the replayed agent's output (``""`` if it failed).
+        status: ``"ok"``, ``"error"`` or ``"timeout"``.
+        error: the agent's error, if any.
+        events: the events the replay recorded.
+        divergences: every difference from the trace, first one first.
+    """
+
+    output: str
+    status: str
+    error: str | None
+    events: list[dict[str, Any]]
+    divergences: list[ReplayDivergence] = field(default_factory=list)
+
+
+def context_of(doc: Mapping[str, Any]) -> tuple[int, Capabilities, tuple[ToolSpec, ...]]:
+    """The seed, capabilities and tool specs a trace says its task ran with.
+
+    Raises:
+        MalformedContext: a field is missing or mistyped.
+    """
+    try:
+        limits = doc["limits"]
+        agent_id = str(doc["agent"]["id"])
+        caps = Capabilities(
+            tools=frozenset(str(t["name"]) for t in doc["tools"]),
+            namespace=namespace_of(str(doc["user"]), agent_id),
+            memory=_bool(limits["memory"]),
+            storage=_bool(limits["storage"]),
+            max_llm_calls=_int(limits["max_llm_calls"]),
+            max_llm_tokens=_int(limits["max_llm_tokens"]),
+            max_new_tokens=_int(limits["max_new_tokens"]),
+            max_tool_calls=_int(limits["max_tool_calls"]),
+            max_file_bytes=_int(limits["max_file_bytes"]),
+        )
+        specs = tuple(
+            ToolSpec(
+                name=str(t["name"]),
+                description=str(t["description"]),
+                parameters=dict(t["parameters"]),
+                deterministic=_bool(t["deterministic"]),
+                irreversible=_bool(t.get("irreversible", False)),
+            )
+            for t in sorted(doc["tools"], key=lambda t: str(t["name"]))
+        )
+        seed = _int(doc["seed"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise MalformedContext(f"trace context: {type(exc).__name__}: {exc}") from exc
+    if len(specs) != len(caps.tools):
+        raise MalformedContext("trace context: a tool is listed twice")
+    return seed, caps, specs
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{value!r} is not a boolean")
+    return value
+
+
+def _int(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{value!r} is not an integer")
+    return value
+
+
+async def replay(
+    doc: Mapping[str, Any],
+    agent: type[Agent],
+    tokenizer: Any,
+    store: Any,
+    *,
+    params_type: Any = None,
+    timeout_s: float = REPLAY_TIMEOUT_S,
+) -> ReplayResult:
+    """Replay ``agent`` against the trace document ``doc`` (see the module docstring).
+
+    Args:
+        doc: the decoded ``supernet/trace/v1`` document.
+        agent: the installed agent class whose code hash the trace (and the signed request) names.
+        tokenizer: the model's tokenizer (chat template and decoding, as the node's engine has).
+        store: content store to fetch memory entries, files and roots from (``get_dag``, ``cat``).
+        params_type: the engine's sampling-parameter class (default: `supernet.node.llm.SamplingParams`).
+        timeout_s: bound of the whole replay.
+
+    Raises:
+        MalformedContext: the trace lacks what a replay needs.
+        DataUnavailable: a block the agent's syscalls need cannot be fetched.
+    """
+    if params_type is None:
+        from supernet.node.llm import SamplingParams
+
+        params_type = SamplingParams
+    seed, caps, specs = context_of(doc)
+    events = doc.get("events")
+    if not isinstance(events, list) or len(events) > MAX_TRACE_EVENTS:
+        raise MalformedContext(f"events must be a list of at most {MAX_TRACE_EVENTS}")
+    task_id, user = str(doc["task_id"]), str(doc["user"])
+    fee = doc.get("fee", 0)
+    spec = TaskSpec(task_id=task_id, agent_id=agent.agent_id, input=doc.get("input"), user=user, fee=0)
+    recorder = TraceRecorder(
+        task_id, user, fee, agent.agent_id, agent.code_hash(), str(doc.get("model_id")), spec.input
+    )
+    tape = _Tape(events, recorder, store)
+    info = AgentInfo(agent.agent_id, agent.code_hash(), agent.description, agent)
+    state = TaskState(spec, info, caps, recorder, specs, seed)
+    dispatcher = Dispatcher(
+        engine=_TapeEngine(str(doc.get("model_id")), tokenizer),
+        scheduler=_TapeScheduler(tape),
+        tools=_TapeTools(tape, specs),
+        memory=_TapeMemory(tape),
+        storage=_TapeStorage(tape),
+        access=AccessManager(NodePolicy()),
+        params_type=params_type,
+    )
+
+    async def syscall(call: Syscall) -> Any:
+        return await dispatcher.handle(state, call)
+
+    try:
+        ran = await run_agent(agent, task_id, spec.input, syscall, specs, timeout_s)
+    except _Abort as abort:
+        if isinstance(abort.cause, DataUnavailable):
+            raise abort.cause from None
+        return ReplayResult("", "diverged", None, recorder.events, [abort.cause])
+    result = ReplayResult(ran.output, ran.status, ran.error, recorder.events)
+    result.divergences = list(_compare(result, doc, events))
+    return result
+
+
+def check_seed(doc: Mapping[str, Any]) -> ReplayDivergence | None:
+    """The recorded base seed must be the protocol's function of the task id."""
+    expected = task_seed(str(doc.get("task_id", "")))
+    if doc.get("seed") != expected:
+        return ReplayDivergence(None, "the task's seed is not derived from its id", expected, doc.get("seed"))
+    return None
+
+
+def _compare(
+    result: ReplayResult, doc: Mapping[str, Any], recorded: Sequence[Any]
+) -> Iterable[ReplayDivergence]:
+    replayed = result.events
+    for i, (mine, theirs) in enumerate(zip(replayed, recorded, strict=False)):
+        if not isinstance(theirs, Mapping):
+            yield ReplayDivergence(i, f"event {i} is not an object", mine.get("kind"), theirs)
+            continue
+        for key in sorted(set(mine) | set(theirs)):
+            if to_dag(mine.get(key)) != theirs.get(key):
+                yield ReplayDivergence(
+                    i,
+                    f"syscall {i} ({mine.get('kind')}): {key} is not what the agent's call gives",
+                    _short(mine.get(key)),
+                    _short(theirs.get(key)),
+                )
+    if len(replayed) < len(recorded):
+        extra = recorded[len(replayed)]
+        kind = extra.get("kind") if isinstance(extra, Mapping) else None
+        yield ReplayDivergence(
+            len(replayed), f"syscall {len(replayed)} ({kind}) is one the agent does not make", None, kind
+        )
+    if result.status != "ok" or doc.get("status") != "ok":
+        if result.status != doc.get("status"):
+            yield ReplayDivergence(
+                None, "the task's status is not the replay's", result.status, doc.get("status")
+            )
+    if result.output != doc.get("output"):
+        yield ReplayDivergence(
+            None, "the output is not what the agent returns", _short(result.output), _short(doc.get("output"))
+        )
+
+
+def _short(value: Any, limit: int = 300) -> Any:
+    value = to_dag(value) if not isinstance(value, bytes) else "0x" + value.hex()
+    text = repr(value)
+    return value if len(text) <= limit else text[:limit] + "…"
+
+
+# -- the tape ----------------------------------------------------------------------------------
+
+
+class _Tape:
+    """The recorded events, read in the order the replayed dispatcher records its own."""
+
+    def __init__(self, events: Sequence[Any], recorder: TraceRecorder, store: Any) -> None:
+        self._events, self._recorder, self._store = events, recorder, store
+
+    @property
+    def index(self) -> int:
+        """The event the current syscall must match: one event per syscall, in order."""
+        return len(self._recorder.events)
+
+    def peek(self) -> Mapping[str, Any] | None:
+        i = self.index
+        ev = self._events[i] if i < len(self._events) else None
+        return ev if isinstance(ev, Mapping) else None
+
+    def next(self, kind: str) -> Mapping[str, Any]:
+        """The recorded event of this ``kind`` syscall, or its recorded failure raised."""
+        i = self.index
+        if i >= len(self._events):
+            self.diverge(i, f"the agent makes a {kind} syscall (number {i}) the trace does not have", kind)
+        ev = self._events[i]
+        if not isinstance(ev, Mapping):
+            self.diverge(i, f"event {i} is not an object", kind)
+        if ev.get("kind") == "error" and ev.get("syscall") == kind:
+            raise _rebuild(i, str(ev.get("error")), self)
+        if ev.get("kind") != kind:
+            self.diverge(
+                i,
+                f"syscall {i}: the agent makes a {kind} call, the trace has {ev.get('kind')}",
+                kind,
+                ev.get("kind"),
+            )
+        return ev
+
+    def diverge(self, index: int | None, message: str, expected: Any = None, claimed: Any = None) -> Any:
+        raise _Abort(ReplayDivergence(index, message, expected, claimed))
+
+    async def dag(self, cid: Any) -> Any:
+        try:
+            return await self._store.get_dag(str(cid))
+        except Exception as exc:
+            raise _Abort(DataUnavailable(f"block {cid}: {type(exc).__name__}: {exc}")) from None
+
+    async def file(self, cid: Any) -> bytes:
+        try:
+            data: bytes = await self._store.cat(str(cid))
+        except Exception as exc:
+            raise _Abort(DataUnavailable(f"file {cid}: {type(exc).__name__}: {exc}")) from None
+        return data
+
+
+def _rebuild(index: int, error: str, tape: _Tape) -> BaseException:
+    """The recorded ``"Type: message"`` failure as an exception whose ``Type: message`` is the same."""
+    name, _, message = error.partition(": ")
+    if name in _REPRODUCED_ERRORS:  # only the replay's own checks may raise these
+        return _Abort(
+            ReplayDivergence(index, f"syscall {index}: a {name} the task's limits do not give", None, error)
+        )
+    cls = getattr(kernel_errors, name, None) or getattr(builtins, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Exception)):
+        cls = type(name, (kernel_errors.KernelError,), {})
+    try:
+        return cls(message)
+    except Exception:
+        return type(name, (kernel_errors.KernelError,), {})(message)
+
+
+class _TapeEngine:
+    def __init__(self, model_id: str, tokenizer: Any) -> None:
+        self.model_id, self.tokenizer = model_id, tokenizer
+
+
+class _TapeScheduler:
+    def __init__(self, tape: _Tape) -> None:
+        self._tape = tape
+
+    async def generate(self, job: Any, on_token: Any) -> GenerationOutcome:
+        ev = self._tape.next("llm")
+        ids, lps = ev.get("output_ids"), ev.get("logprobs")
+        if not isinstance(ids, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
+            self._tape.diverge(self._tape.index, "output_ids must be a list of integers", None, ids)
+        return GenerationOutcome(
+            output_ids=tuple(ids),
+            logprobs=tuple(lps) if isinstance(lps, list) else lps,
+            finish_reason=str(ev.get("finish_reason")),
+            fingerprints=ev.get("fingerprints"),
+            preemptions=ev.get("preemptions", 0),
+        )
+
+
+class _TapeTools:
+    def __init__(self, tape: _Tape, specs: Sequence[ToolSpec]) -> None:
+        self._tape = tape
+        self._specs = {s.name: s for s in specs}
+
+    def names(self) -> list[str]:
+        return sorted(self._specs)
+
+    def spec(self, name: str) -> ToolSpec:
+        return self._specs[name]  # the dispatcher asks only for tools in the task's capabilities
+
+    async def call(self, name: str, args: Mapping[str, Any]) -> Any:
+        ev = self._tape.next("tool")
+        if ev.get("error") is not None:
+            raise _rebuild(self._tape.index, str(ev["error"]), self._tape)
+        return ev.get("result")
+
+
+class _TapeMemory:
+    def __init__(self, tape: _Tape) -> None:
+        self._tape = tape
+
+    async def add(self, namespace: str, text: str, metadata: Mapping[str, Any]) -> MemoryWrite:
+        ev = self._tape.next("memory.add")
+        entry = await self._tape.dag(ev.get("entry"))
+        stored = (entry.get("text"), entry.get("metadata")) if isinstance(entry, Mapping) else None
+        if stored != (text, to_dag(dict(metadata))):
+            self._tape.diverge(
+                self._tape.index,
+                "the memory entry written is not the one the agent added",
+                text,
+                _short(stored),
+            )
+        prev = ev.get("prev_root")
+        return MemoryWrite(str(ev.get("entry")), str(ev.get("root")), None if prev is None else str(prev))
+
+    async def search(self, namespace: str, query: str, k: int) -> tuple[str | None, list[MemoryHit]]:
+        ev = self._tape.next("memory.search")
+        root_cid, hit_cids, scores = ev.get("root"), ev.get("hits"), ev.get("scores")
+        if not isinstance(hit_cids, list) or not isinstance(scores, list) or len(scores) != len(hit_cids):
+            self._tape.diverge(self._tape.index, "memory.search hits and scores must be lists of one length")
+        entries: list[str] = []
+        if root_cid is not None:
+            root = await self._tape.dag(root_cid)
+            entries = [str(c) for c in root.get("entries", [])] if isinstance(root, Mapping) else []
+        wanted = min(max(k, 0), len(entries))
+        if len(hit_cids) != wanted or not {str(c) for c in hit_cids} <= set(entries):
+            self._tape.diverge(
+                self._tape.index,
+                f"memory.search must return {wanted} entries of its root",
+                wanted,
+                len(hit_cids),
+            )
+        hits = []
+        for cid, score in zip(hit_cids, scores, strict=True):
+            block = await self._tape.dag(cid)
+            if not isinstance(block, Mapping):
+                self._tape.diverge(self._tape.index, f"memory entry {cid} is not an object")
+            hits.append(
+                MemoryHit(str(cid), str(block.get("text")), float(score), block.get("metadata") or {})
+            )
+        return (None if root_cid is None else str(root_cid)), hits
+
+
+class _TapeRoots:
+    def __init__(self, tape: _Tape) -> None:
+        self._tape = tape
+
+    def root(self, namespace: str) -> str | None:
+        ev = self._tape.peek()
+        root = ev.get("root") if ev is not None else None
+        return None if root is None else str(root)
+
+
+class _TapeStorage:
+    def __init__(self, tape: _Tape) -> None:
+        self._tape = tape
+        self.roots = _TapeRoots(tape)
+
+    async def put(self, namespace: str, path: str, data: bytes) -> FileWrite:
+        path = normalize_path(path)
+        ev = self._tape.next("storage.put")
+        if await self._tape.file(ev.get("cid")) != data:
+            self._tape.diverge(self._tape.index, f"the file stored for {path} is not what the agent wrote")
+        prev = ev.get("prev_root")
+        return FileWrite(
+            str(ev.get("cid")), str(ev.get("root")), None if prev is None else str(prev), ev.get("version")
+        )
+
+    async def get(self, namespace: str, path: str, version: str | None = None) -> tuple[str, bytes]:
+        path = normalize_path(path)
+        ev = self._tape.next("storage.get")
+        history = [str(c) for c in (await self._files(ev.get("root"))).get(path, [])]
+        wanted = (history[-1] if history else None) if version is None else version
+        if str(ev.get("cid")) != wanted or wanted not in history:
+            self._tape.diverge(
+                self._tape.index,
+                f"storage.get {path}: not the version its root holds",
+                wanted,
+                str(ev.get("cid")),
+            )
+        return str(ev.get("cid")), await self._tape.file(ev.get("cid"))
+
+    async def list_files(self, namespace: str) -> dict[str, str]:
+        ev = self._tape.next("storage.list")
+        return {p: str(v[-1]) for p, v in (await self._files(ev.get("root"))).items() if v}
+
+    async def _files(self, root_cid: Any) -> dict[str, list[Any]]:
+        if root_cid is None:
+            return {}
+        root = await self._tape.dag(root_cid)
+        files = root.get("files") if isinstance(root, Mapping) else None
+        return dict(files) if isinstance(files, Mapping) else {}

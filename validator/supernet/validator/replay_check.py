@@ -1,0 +1,87 @@
+"""Replaying the task's agent against the trace, as verdict findings (see `supernet.node.kernel.replay`).
+
+This is what binds the answer to the model's work: the scorer proves each recorded LLM call is the
+model's, the replay proves those are the calls the agent makes on the signed input (prompts,
+parameters, seeds, tool arguments, memory and storage keys, in order) and that the answer is what
+the agent returns given their results. A node that fabricates the answer, drops or adds calls, or
+runs the model on another prompt than the agent built gets a `Check.REPLAY` finding naming the
+syscall.
+
+The validator replays only agents it has installed: the registry must hold a class with the code
+hash the user signed (the built-ins, or the operator's own agents registered the same way on
+nodes and validators). Another hash makes the receipt *unverifiable* to this validator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from supernet.node.agents.registry import AgentRegistry
+from supernet.node.kernel.agent_run import spec_record
+from supernet.node.kernel.errors import AgentNotAllowedError
+from supernet.node.kernel.replay import DataUnavailable, MalformedContext, check_seed, context_of, replay
+from supernet.validator.evidence import Check, Finding
+
+
+@dataclass(frozen=True)
+class ReplayOutcome:
+    """Findings of the replay, or why it could not run (``unverifiable``)."""
+
+    findings: tuple[Finding, ...] = ()
+    unverifiable: str | None = None
+
+
+async def check_replay(
+    doc: Mapping[str, Any], agents: AgentRegistry, tokenizer: Any, store: Any, tools: Any = None
+) -> ReplayOutcome:
+    """Replay the trace ``doc``'s agent; findings for every divergence.
+
+    Args:
+        doc: the decoded trace.
+        agents: the agents this validator has installed.
+        tokenizer: the model's tokenizer.
+        store: the content store (memory entries, files, roots).
+        tools: the validator's tool runner: a recorded spec of a tool it knows must equal its own.
+    """
+    agent_id = str(doc.get("agent", {}).get("id")) if isinstance(doc.get("agent"), Mapping) else ""
+    code_hash = str(doc["agent"].get("code_hash")) if agent_id else None
+    try:
+        info = agents.get(agent_id, code_hash)
+    except AgentNotAllowedError as exc:
+        return ReplayOutcome(unverifiable=f"cannot replay: {exc}")
+    findings: list[Finding] = []
+    try:
+        _, _, specs = context_of(doc)
+    except MalformedContext as exc:
+        return ReplayOutcome((Finding(Check.TRACE_MALFORMED, str(exc)),))
+    if (bad_seed := check_seed(doc)) is not None:
+        findings.append(
+            Finding(Check.REPLAY, bad_seed.message, expected=bad_seed.expected, claimed=bad_seed.claimed)
+        )
+    own_spec = getattr(tools, "spec", None)
+    for spec in specs:
+        mine = own_spec(spec.name) if own_spec is not None else None
+        if mine is not None and spec_record(mine) != spec_record(spec):
+            findings.append(
+                Finding(
+                    Check.REPLAY,
+                    f"tool {spec.name} is not described to the agent as this protocol's tool is",
+                    expected=spec_record(mine),
+                    claimed=spec_record(spec),
+                )
+            )
+    try:
+        result = await replay(doc, info.cls, tokenizer, store)
+    except MalformedContext as exc:
+        return ReplayOutcome((*findings, Finding(Check.TRACE_MALFORMED, str(exc))))
+    except DataUnavailable as exc:
+        return ReplayOutcome(
+            tuple(findings), unverifiable=f"replay needs data the store does not serve: {exc}"
+        )
+    findings += [
+        Finding(Check.REPLAY, d.message, call=d.index, expected=d.expected, claimed=d.claimed)
+        for d in result.divergences
+    ]
+    return ReplayOutcome(tuple(findings))
