@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-TRACE_TYPE = "supernet/trace/v1"
+from supernet.node.kernel.trace import MAX_TRACE_EVENTS, TRACE_TYPE
 
 
 class MalformedTrace(ValueError):
@@ -164,6 +164,8 @@ def parse_trace(doc: Any) -> Trace:
     events = _get(doc, "events")
     if not isinstance(events, list):
         raise MalformedTrace("events must be a list")
+    if len(events) > MAX_TRACE_EVENTS:  # the kernel never records more: bound the work up front
+        raise MalformedTrace(f"{len(events)} events, more than the {MAX_TRACE_EVENTS} a kernel records")
     llm: list[LLMCall] = []
     tools: list[ToolCall] = []
     for i, ev in enumerate(events):
