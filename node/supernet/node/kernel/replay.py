@@ -32,7 +32,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from supernet.node.agents.base import Agent
 from supernet.node.agents.registry import AgentInfo
@@ -305,7 +305,7 @@ class _Tape:
             )
         return ev
 
-    def diverge(self, index: int | None, message: str, expected: Any = None, claimed: Any = None) -> Any:
+    def diverge(self, index: int | None, message: str, expected: Any = None, claimed: Any = None) -> NoReturn:
         raise _Abort(ReplayDivergence(index, message, expected, claimed))
 
     async def dag(self, cid: Any) -> Any:
@@ -354,7 +354,7 @@ class _TapeScheduler:
             self._tape.diverge(self._tape.index, "output_ids must be a list of integers", None, ids)
         return GenerationOutcome(
             output_ids=tuple(ids),
-            logprobs=tuple(lps) if isinstance(lps, list) else lps,
+            logprobs=tuple(lps) if isinstance(lps, list) else (),
             finish_reason=str(ev.get("finish_reason")),
             fingerprints=ev.get("fingerprints"),
             preemptions=ev.get("preemptions", 0),
@@ -446,8 +446,11 @@ class _TapeStorage:
         if await self._tape.file(ev.get("cid")) != data:
             self._tape.diverge(self._tape.index, f"the file stored for {path} is not what the agent wrote")
         prev = ev.get("prev_root")
+        version = ev.get("version")
+        if not isinstance(version, int):
+            self._tape.diverge(self._tape.index, "storage.put version must be an integer", None, version)
         return FileWrite(
-            str(ev.get("cid")), str(ev.get("root")), None if prev is None else str(prev), ev.get("version")
+            str(ev.get("cid")), str(ev.get("root")), None if prev is None else str(prev), version
         )
 
     async def get(self, namespace: str, path: str, version: str | None = None) -> tuple[str, bytes]:

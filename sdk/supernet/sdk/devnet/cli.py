@@ -158,7 +158,10 @@ def scenario(port: int = typer.Option(0, "--port", help="Anvil's port (0: any fr
 @app.command()
 def demo(
     tasks: int = typer.Option(20, help="Paid tasks the users submit."),
-    fault: str = typer.Option("tokens:0.5", help="How the faulty node cheats, KIND:RATE."),
+    fault: str = typer.Option(
+        "answer:0.5",
+        help="How the faulty node cheats, KIND:RATE (default: made-up answers with consistent receipts).",
+    ),
     validators: int = typer.Option(3, help="Validators to run."),
     timeout: float = typer.Option(280.0, help="Give up after this many seconds."),
     keep: Path | None = typer.Option(None, help="Keep logs and state in this folder."),

@@ -49,7 +49,7 @@ class DemoConfig:
     honest_nodes: int = 2
     validators: int = 3
     users: int = 4
-    fault: str = "tokens:0.5"
+    fault: str = "answer:0.5"
     max_new_tokens: int = 16
     model: str = "smollm2-135m"
     timeout_s: float = 280.0
