@@ -3,9 +3,9 @@ pragma solidity 0.8.37;
 
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {Blockhash} from "@openzeppelin/contracts/utils/Blockhash.sol";
-import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
 
 import {IServiceManager} from "./interfaces/IServiceManager.sol";
+import {MerkleLib} from "./libraries/MerkleLib.sol";
 import {ReceiptLib} from "./libraries/ReceiptLib.sol";
 import {Receipt} from "./libraries/Types.sol";
 
@@ -74,6 +74,24 @@ contract TaskManager is ReentrancyGuardTransient {
         uint256 rewardClaimed;
     }
 
+    /// @notice Lifecycle of an availability challenge (docs/protocol.md, "Availability").
+    enum AvailabilityStatus {
+        None,
+        Open,
+        Answered,
+        Unanswered
+    }
+
+    /// @notice A bonded claim that entry `index` of a batch (its receipt, or the trace the
+    ///         receipt commits to) cannot be fetched. The node answers by posting both on chain.
+    struct AvailabilityChallenge {
+        uint256 batchId;
+        address challenger;
+        uint32 index;
+        uint64 deadline;
+        AvailabilityStatus status;
+    }
+
     /// @notice One validator's vote on one challenge.
     struct VoteRecord {
         uint128 weight; // 0 = did not vote
@@ -139,6 +157,14 @@ contract TaskManager is ReentrancyGuardTransient {
     mapping(uint256 => bytes32) internal _sealedSeeds;
     mapping(uint256 => Challenge) internal _challenges;
     mapping(uint256 => mapping(address => VoteRecord)) internal _votes;
+    /// @notice Availability challenges opened so far (ids 1..availabilityCount).
+    uint256 public availabilityCount;
+    mapping(uint256 => AvailabilityChallenge) internal _availability;
+    /// @notice keccak256(abi.encode(batchId, index)) => the entry's latest availability challenge.
+    mapping(bytes32 => uint256) public entryAvailability;
+    /// @notice keccak256(abi.encode(batchId, index)) => when its data was posted on chain: a fraud
+    ///         challenge on that entry stays possible for CHALLENGE_WINDOW after this time.
+    mapping(bytes32 => uint256) public answeredAt;
 
     /*//////////////////////////////////////////////////////////////
                                  EVENTS
@@ -184,6 +210,24 @@ contract TaskManager is ReentrancyGuardTransient {
     event VoteRewardClaimed(uint256 indexed challengeId, address indexed validator, uint256 amount);
     /// @notice `account` pulled `amount` from `claimable`.
     event Withdrawn(address indexed account, uint256 amount);
+    /// @notice Someone claims entry `index` of a batch cannot be fetched; the node must answer
+    ///         by `deadline` or be slashed.
+    event AvailabilityChallenged(
+        uint256 indexed availabilityId,
+        uint256 indexed batchId,
+        address indexed challenger,
+        address node,
+        uint256 index,
+        uint64 deadline
+    );
+    /// @notice The entry's receipt and the trace it commits to, posted on chain.
+    event AvailabilityAnswered(
+        uint256 indexed availabilityId, uint256 indexed batchId, uint256 index, Receipt receipt, bytes trace
+    );
+    /// @notice An availability challenge expired unanswered: the node was slashed.
+    event AvailabilityResolved(
+        uint256 indexed availabilityId, uint256 slashed, uint256 challengerReward, uint256 burned
+    );
 
     /*//////////////////////////////////////////////////////////////
                                  ERRORS
@@ -241,6 +285,20 @@ contract TaskManager is ReentrancyGuardTransient {
     error OnlyServiceManager();
     /// @notice An ETH transfer failed.
     error TransferFailed();
+    /// @notice No availability challenge with this id.
+    error UnknownAvailabilityChallenge(uint256 availabilityId);
+    /// @notice The availability challenge is not open.
+    error AvailabilityNotOpen(uint256 availabilityId);
+    /// @notice An availability challenge of this entry is already open.
+    error AvailabilityAlreadyOpen(uint256 availabilityId);
+    /// @notice The entry's data is already on chain.
+    error AlreadyAnswered(uint256 batchId, uint256 index);
+    /// @notice The answer window has passed.
+    error AnswerWindowClosed(uint64 deadline);
+    /// @notice The answer window has not passed yet.
+    error AnswerWindowOpen(uint64 deadline);
+    /// @notice The posted trace is not the one the receipt commits to (sha256 mismatch).
+    error TraceMismatch(bytes32 expected, bytes32 posted);
 
     /*//////////////////////////////////////////////////////////////
                               CONSTRUCTOR
@@ -374,18 +432,20 @@ contract TaskManager is ReentrancyGuardTransient {
     ///         exactly CHALLENGE_BOND and act within CHALLENGE_WINDOW of the commit. Freezes the
     ///         node and counts as the caller's fraud vote.
     /// @param batchId The batch.
-    /// @param receipt The receipt (its leaf must be in the batch's tree).
-    /// @param proof Merkle proof of the leaf (at most MAX_PROOF_LENGTH hashes).
+    /// @param index The receipt's position in the batch (< count).
+    /// @param receipt The receipt (its leaf must be at `index` of the batch's tree).
+    /// @param proof Merkle proof of the leaf at `index` (at most MAX_PROOF_LENGTH hashes).
     /// @param evidenceCid CID of the challenger's evidence (only emitted).
     /// @return challengeId The new challenge id (sequential from 1).
-    function challenge(uint256 batchId, Receipt calldata receipt, bytes32[] calldata proof, string calldata evidenceCid)
-        external
-        payable
-        nonReentrant
-        returns (uint256 challengeId)
-    {
+    function challenge(
+        uint256 batchId,
+        uint256 index,
+        Receipt calldata receipt,
+        bytes32[] calldata proof,
+        string calldata evidenceCid
+    ) external payable nonReentrant returns (uint256 challengeId) {
         if (msg.value != CHALLENGE_BOND) revert WrongBond(msg.value, CHALLENGE_BOND);
-        bytes32 leaf = _checkChallengeable(batchId, receipt, proof);
+        bytes32 leaf = _checkChallengeable(batchId, index, receipt, proof);
         address node;
         uint64 voteDeadline;
         (challengeId, node, voteDeadline) = _openChallenge(batchId, receipt.user, receipt.fee, leaf);
@@ -478,6 +538,110 @@ contract TaskManager is ReentrancyGuardTransient {
     }
 
     /*//////////////////////////////////////////////////////////////
+                              AVAILABILITY
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice Claims that entry `index` of a batch (its receipt, or the trace the receipt commits
+    ///         to) cannot be fetched. Anyone may open it, with CHALLENGE_BOND, while the batch can
+    ///         be challenged; the node is frozen until it is answered or resolved. After the OP
+    ///         Stack's DataAvailabilityChallenge: the data goes on chain, or the node is slashed.
+    /// @param batchId The batch.
+    /// @param index The entry's position (< count).
+    /// @return availabilityId The new availability challenge.
+    function challengeAvailability(uint256 batchId, uint256 index)
+        external
+        payable
+        nonReentrant
+        returns (uint256 availabilityId)
+    {
+        if (msg.value != CHALLENGE_BOND) revert WrongBond(msg.value, CHALLENGE_BOND);
+        Batch storage b = _batch(batchId);
+        if (index >= b.count) revert IndexOutOfRange(index, b.count);
+        uint256 deadline = uint256(b.committedAt) + CHALLENGE_WINDOW;
+        if (block.timestamp > deadline) revert ChallengeWindowClosed(deadline);
+        bytes32 key = keccak256(abi.encode(batchId, index));
+        if (answeredAt[key] != 0) revert AlreadyAnswered(batchId, index);
+        uint256 prior = entryAvailability[key];
+        if (prior != 0) revert AvailabilityAlreadyOpen(prior); // open, or already slashed for
+        unchecked {
+            availabilityId = ++availabilityCount;
+        }
+        // forge-lint: disable-next-line(unsafe-typecast)
+        uint64 answerBy = uint64(block.timestamp + VOTE_WINDOW);
+        _availability[availabilityId] = AvailabilityChallenge({
+            batchId: batchId,
+            challenger: msg.sender,
+            // forge-lint: disable-next-line(unsafe-typecast)
+            index: uint32(index),
+            deadline: answerBy,
+            status: AvailabilityStatus.Open
+        });
+        entryAvailability[key] = availabilityId;
+        address node = b.node;
+        emit AvailabilityChallenged(availabilityId, batchId, msg.sender, node, index, answerBy);
+        SERVICE_MANAGER.freeze(node);
+    }
+
+    /// @notice Answers an availability challenge by posting the entry's receipt (with its proof
+    ///         at the challenged position) and the trace, whose sha256 must be the receipt's
+    ///         `traceHash`. Anyone holding the data may answer; the bond pays the answerer's gas.
+    ///         A fraud challenge on the entry stays open for CHALLENGE_WINDOW from now.
+    /// @param availabilityId The availability challenge.
+    /// @param receipt The entry's receipt.
+    /// @param proof Merkle proof of its leaf at the challenged position.
+    /// @param trace The dag-cbor trace block (emitted in AvailabilityAnswered).
+    function answerAvailability(
+        uint256 availabilityId,
+        Receipt calldata receipt,
+        bytes32[] calldata proof,
+        bytes calldata trace
+    ) external nonReentrant {
+        AvailabilityChallenge storage a = _openAvailability(availabilityId);
+        if (block.timestamp > a.deadline) revert AnswerWindowClosed(a.deadline);
+        uint256 batchId = a.batchId;
+        uint256 index = a.index;
+        Batch storage b = _batches[batchId];
+        _checkEntry(b, index, receipt, proof);
+        bytes32 posted = sha256(trace);
+        if (posted != receipt.traceHash) revert TraceMismatch(receipt.traceHash, posted);
+        a.status = AvailabilityStatus.Answered;
+        answeredAt[keccak256(abi.encode(batchId, index))] = block.timestamp;
+        claimable[msg.sender] += CHALLENGE_BOND;
+        emit AvailabilityAnswered(availabilityId, batchId, index, receipt, trace);
+        address node = b.node;
+        // forge-lint: disable-next-line(unsafe-typecast)
+        SERVICE_MANAGER.lockStake(node, uint64(block.timestamp + CHALLENGE_WINDOW));
+        SERVICE_MANAGER.unfreeze(node);
+    }
+
+    /// @notice Slashes the node of an availability challenge left unanswered past its deadline
+    ///         (anyone may call): the challenger gets its bond back plus CHALLENGER_REWARD_BPS of
+    ///         the slash, the rest is burned (nobody voted, and the user is unknown on chain).
+    /// @param availabilityId The availability challenge.
+    function resolveAvailability(uint256 availabilityId) external nonReentrant {
+        AvailabilityChallenge storage a = _openAvailability(availabilityId);
+        if (block.timestamp <= a.deadline) revert AnswerWindowOpen(a.deadline);
+        a.status = AvailabilityStatus.Unanswered;
+        address node = _batches[a.batchId].node;
+        uint256 slashed = SERVICE_MANAGER.slash(node, SLASH_AMOUNT);
+        uint256 reward = slashed * CHALLENGER_REWARD_BPS / BPS;
+        uint256 burned = slashed - reward;
+        claimable[a.challenger] += CHALLENGE_BOND + reward;
+        totalBurned += burned;
+        emit AvailabilityResolved(availabilityId, slashed, reward, burned);
+        SERVICE_MANAGER.unfreeze(node);
+        if (burned != 0) _send(BURN_ADDRESS, burned);
+    }
+
+    /// @notice An availability challenge.
+    /// @param availabilityId The availability challenge.
+    function availabilityChallenges(uint256 availabilityId) external view returns (AvailabilityChallenge memory) {
+        AvailabilityChallenge storage a = _availability[availabilityId];
+        if (a.status == AvailabilityStatus.None) revert UnknownAvailabilityChallenge(availabilityId);
+        return a;
+    }
+
+    /*//////////////////////////////////////////////////////////////
                                  VIEWS
     //////////////////////////////////////////////////////////////*/
 
@@ -518,19 +682,34 @@ contract TaskManager is ReentrancyGuardTransient {
     //////////////////////////////////////////////////////////////*/
 
     /// @dev Checks the window, the proof and that the leaf is free; returns the leaf.
-    function _checkChallengeable(uint256 batchId, Receipt calldata receipt, bytes32[] calldata proof)
+    function _checkChallengeable(uint256 batchId, uint256 index, Receipt calldata receipt, bytes32[] calldata proof)
         internal
         view
         returns (bytes32 leaf)
     {
         Batch storage b = _batch(batchId);
         uint256 deadline = uint256(b.committedAt) + CHALLENGE_WINDOW;
-        if (block.timestamp > deadline) revert ChallengeWindowClosed(deadline);
-        if (proof.length > MAX_PROOF_LENGTH) revert ProofTooLong(proof.length);
-        leaf = ReceiptLib.leaf(receipt);
-        if (!MerkleProof.verifyCalldata(proof, b.root, leaf)) revert InvalidProof();
+        if (block.timestamp > deadline) {
+            // Data posted late (an availability answer) gets a full window of its own: a node
+            // must not escape a fraud challenge by answering at the last moment.
+            uint256 posted = answeredAt[keccak256(abi.encode(batchId, index))];
+            if (posted == 0 || block.timestamp > posted + CHALLENGE_WINDOW) revert ChallengeWindowClosed(deadline);
+        }
+        leaf = _checkEntry(b, index, receipt, proof);
         uint256 prior = leafChallenge[keccak256(abi.encode(batchId, leaf))];
         if (prior != 0 && _challenges[prior].status != ChallengeStatus.NotFraud) revert LeafAlreadyChallenged(prior);
+    }
+
+    /// @dev The leaf of `receipt`, proven to sit at `index` of batch `b`'s tree.
+    function _checkEntry(Batch storage b, uint256 index, Receipt calldata receipt, bytes32[] calldata proof)
+        internal
+        view
+        returns (bytes32 leaf)
+    {
+        if (proof.length > MAX_PROOF_LENGTH) revert ProofTooLong(proof.length);
+        leaf = ReceiptLib.leaf(receipt);
+        (bytes32 root, bool ok) = MerkleLib.rootAt(leaf, index, b.count, proof);
+        if (!ok || root != b.root) revert InvalidProof();
     }
 
     /// @dev Stores a new challenge with the caller's fraud vote.
@@ -581,6 +760,12 @@ contract TaskManager is ReentrancyGuardTransient {
             challengeId, true, c.fraudStake, c.honestStake, slashed, refund, challengerReward, voterPool, burned
         );
         if (burned != 0) _send(BURN_ADDRESS, burned);
+    }
+
+    function _openAvailability(uint256 availabilityId) internal view returns (AvailabilityChallenge storage a) {
+        a = _availability[availabilityId];
+        if (a.status == AvailabilityStatus.None) revert UnknownAvailabilityChallenge(availabilityId);
+        if (a.status != AvailabilityStatus.Open) revert AvailabilityNotOpen(availabilityId);
     }
 
     function _batch(uint256 batchId) internal view returns (Batch storage b) {

@@ -208,13 +208,13 @@ contract ProtocolHandler is Test {
         uint256 batchId = bound(batchSeed, 1, count);
         bytes32[] memory leaves = _batchLeaves[batchId];
         uint256 i = leafSeed % leaves.length;
-        bytes32[] memory proof = Merkle.proof(leaves, leaves[i]);
+        bytes32[] memory proof = Merkle.proofAt(leaves, i);
         Receipt memory r = _batchReceipts[batchId][i];
         address who = validators[seed % 3];
         uint256 bond = tm.CHALLENGE_BOND();
         vm.deal(who, who.balance + bond);
         vm.prank(who);
-        try tm.challenge{value: bond}(batchId, r, proof, "") {
+        try tm.challenge{value: bond}(batchId, i, r, proof, "") {
             ghostIn += bond;
             ++calls[this.challenge.selector];
         } catch {}

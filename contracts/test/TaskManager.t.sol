@@ -280,7 +280,7 @@ contract TaskManagerTest is Base {
         vm.expectEmit(address(tm));
         emit TaskManager.ChallengeOpened(1, batchId, validator1, node, leaves[2], rs[2].requestHash, deadline, "ev");
         vm.prank(validator1);
-        uint256 id = tm.challenge{value: CHALLENGE_BOND}(batchId, rs[2], proof, "ev");
+        uint256 id = tm.challenge{value: CHALLENGE_BOND}(batchId, 2, rs[2], proof, "ev");
 
         assertEq(id, 1);
         assertEq(tm.challengeCount(), 1);
@@ -308,7 +308,7 @@ contract TaskManagerTest is Base {
         _registerValidator(validator1, 1 ether);
         (uint256 batchId, Receipt[] memory rs,) = _commit(node, 1);
         assertEq(tm.batches(batchId).root, _leaf(rs[0]), "root = leaf");
-        _challenge(validator1, batchId, rs[0], new bytes32[](0));
+        _challenge(validator1, batchId, 0, rs[0], new bytes32[](0));
         assertEq(tm.challengeCount(), 1);
     }
 
@@ -317,7 +317,7 @@ contract TaskManagerTest is Base {
         vm.deal(validator1, 1 ether);
         vm.prank(validator1);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.WrongBond.selector, 1 wei, CHALLENGE_BOND));
-        tm.challenge{value: 1 wei}(1, r, new bytes32[](0), "");
+        tm.challenge{value: 1 wei}(1, 0, r, new bytes32[](0), "");
     }
 
     function test_RevertWhen_ChallengeUnknownBatch() public {
@@ -325,7 +325,7 @@ contract TaskManagerTest is Base {
         vm.deal(validator1, 1 ether);
         vm.prank(validator1);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.UnknownBatch.selector, 1));
-        tm.challenge{value: CHALLENGE_BOND}(1, r, new bytes32[](0), "");
+        tm.challenge{value: CHALLENGE_BOND}(1, 0, r, new bytes32[](0), "");
     }
 
     function test_RevertWhen_ChallengeWindowClosed() public {
@@ -338,7 +338,7 @@ contract TaskManagerTest is Base {
         vm.deal(validator1, 1 ether);
         vm.prank(validator1);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.ChallengeWindowClosed.selector, deadline));
-        tm.challenge{value: CHALLENGE_BOND}(batchId, rs[0], proof, "");
+        tm.challenge{value: CHALLENGE_BOND}(batchId, 0, rs[0], proof, "");
     }
 
     function test_RevertWhen_ChallengeNotValidator() public {
@@ -348,7 +348,7 @@ contract TaskManagerTest is Base {
         vm.deal(stranger, 1 ether);
         vm.prank(stranger);
         vm.expectRevert(TaskManager.NotActiveValidator.selector);
-        tm.challenge{value: CHALLENGE_BOND}(batchId, rs[0], proof, "");
+        tm.challenge{value: CHALLENGE_BOND}(batchId, 0, rs[0], proof, "");
     }
 
     function test_RevertWhen_ChallengeProofTooLong() public {
@@ -358,7 +358,7 @@ contract TaskManagerTest is Base {
         vm.deal(validator1, 1 ether);
         vm.prank(validator1);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.ProofTooLong.selector, 33));
-        tm.challenge{value: CHALLENGE_BOND}(batchId, rs[0], new bytes32[](33), "");
+        tm.challenge{value: CHALLENGE_BOND}(batchId, 0, rs[0], new bytes32[](33), "");
     }
 
     function test_RevertWhen_ChallengeInvalidProof() public {
@@ -371,7 +371,7 @@ contract TaskManagerTest is Base {
         vm.deal(validator1, 1 ether);
         vm.prank(validator1);
         vm.expectRevert(TaskManager.InvalidProof.selector);
-        tm.challenge{value: CHALLENGE_BOND}(batchId, forged, proof, "");
+        tm.challenge{value: CHALLENGE_BOND}(batchId, 0, forged, proof, "");
     }
 
     function test_RevertWhen_ChallengeLeafAlreadyOpen() public {
@@ -381,7 +381,7 @@ contract TaskManagerTest is Base {
         vm.deal(validator2, 1 ether);
         vm.prank(validator2);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.LeafAlreadyChallenged.selector, id));
-        tm.challenge{value: CHALLENGE_BOND}(batchId, r, proof, "");
+        tm.challenge{value: CHALLENGE_BOND}(batchId, 1, r, proof, "");
     }
 
     function test_Rechallenge_AfterNotFraud_ButNotAfterFraud() public {
@@ -392,19 +392,19 @@ contract TaskManagerTest is Base {
         (uint256 batchId, Receipt[] memory rs, bytes32[] memory leaves) = _commit(node, 3);
         bytes32[] memory proof = Merkle.proof(leaves, leaves[0]);
 
-        uint256 first = _challenge(validator1, batchId, rs[0], proof);
+        uint256 first = _challenge(validator1, batchId, 0, rs[0], proof);
         _vote(validator2, first, false);
         vm.warp(block.timestamp + 31);
         assertFalse(tm.resolve(first));
 
-        uint256 second = _challenge(validator2, batchId, rs[0], proof);
+        uint256 second = _challenge(validator2, batchId, 0, rs[0], proof);
         vm.warp(block.timestamp + 31);
         assertTrue(tm.resolve(second), "2 of 3 ether voted fraud");
 
         vm.deal(validator1, 1 ether);
         vm.prank(validator1);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.LeafAlreadyChallenged.selector, second));
-        tm.challenge{value: CHALLENGE_BOND}(batchId, rs[0], proof, "");
+        tm.challenge{value: CHALLENGE_BOND}(batchId, 0, rs[0], proof, "");
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -597,8 +597,8 @@ contract TaskManagerTest is Base {
         leaves[1] = _leaf(rs[1]);
         vm.prank(node);
         uint256 batchId = tm.commitBatch(Merkle.root(leaves), 2, "");
-        uint256 a = _challenge(validator1, batchId, rs[0], Merkle.proof(leaves, leaves[0]));
-        uint256 b = _challenge(validator1, batchId, rs[1], Merkle.proof(leaves, leaves[1]));
+        uint256 a = _challenge(validator1, batchId, 0, rs[0], Merkle.proof(leaves, leaves[0]));
+        uint256 b = _challenge(validator1, batchId, 1, rs[1], Merkle.proof(leaves, leaves[1]));
         vm.warp(block.timestamp + VOTE_WINDOW + 1);
         tm.resolve(a);
         assertEq(tm.claimable(user), 0.6 ether, "refund capped at what is left after rewards");
@@ -678,7 +678,7 @@ contract TaskManagerTest is Base {
         rs[0] = _receipt(0, address(r), 0.01 ether);
         vm.prank(node);
         uint256 batchId = tm.commitBatch(_leaf(rs[0]), 1, "");
-        uint256 id = _challenge(validator1, batchId, rs[0], new bytes32[](0));
+        uint256 id = _challenge(validator1, batchId, 0, rs[0], new bytes32[](0));
         vm.warp(block.timestamp + VOTE_WINDOW + 1);
         tm.resolve(id);
         assertEq(tm.claimable(address(r)), 0.01 ether);
@@ -697,7 +697,7 @@ contract TaskManagerTest is Base {
         _registerNode(node, 2 ether);
         _registerValidator(validator1, 1 ether);
         (uint256 batchId, Receipt[] memory rs, bytes32[] memory leaves) = _commit(node, n);
-        uint256 id = _challenge(validator1, batchId, rs[index], Merkle.proof(leaves, leaves[index]));
+        uint256 id = _challenge(validator1, batchId, index, rs[index], Merkle.proof(leaves, leaves[index]));
         assertEq(tm.challenges(id).leaf, leaves[index]);
     }
 
@@ -709,7 +709,7 @@ contract TaskManagerTest is Base {
         (uint256 batchId, Receipt[] memory rs, bytes32[] memory leaves) = _commit(node, 2);
         vm.prank(node);
         sm.requestUnbond(unbond); // after the commit: must stay slashable
-        uint256 id = _challenge(validator1, batchId, rs[0], Merkle.proof(leaves, leaves[0]));
+        uint256 id = _challenge(validator1, batchId, 0, rs[0], Merkle.proof(leaves, leaves[0]));
         vm.warp(block.timestamp + VOTE_WINDOW + 1);
         assertTrue(tm.resolve(id));
         ServiceManager.NodeView memory v = sm.getNode(node);
@@ -727,7 +727,7 @@ contract TaskManagerTest is Base {
         rs[0] = _receipt(0, user, fee);
         vm.prank(node);
         uint256 batchId = tm.commitBatch(_leaf(rs[0]), 1, "");
-        uint256 id = _challenge(validator1, batchId, rs[0], new bytes32[](0));
+        uint256 id = _challenge(validator1, batchId, 0, rs[0], new bytes32[](0));
         vm.warp(block.timestamp + VOTE_WINDOW + 1);
         assertTrue(tm.resolve(id));
 

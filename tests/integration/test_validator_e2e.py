@@ -21,7 +21,7 @@ from supernet.validator.evidence import FAULT_OF
 from supernet.validator.scoring import ModelScorer
 from supernet.validator.tool_check import RegistryRunner
 from supernet.validator.verifier import Verifier, load_manifest
-from validator_fixtures import TASK_FEE, VNet
+from validator_fixtures import TASK_FEE, VNet, probe_registry
 
 pytestmark = [pytest.mark.anvil, pytest.mark.model, pytest.mark.slow]
 
@@ -150,7 +150,9 @@ async def test_a_scoring_failure_makes_one_receipt_unverifiable(vnet: VNet) -> N
     trace = await vnet.store.get_dag(manifest.entries[1]["traceCid"])
     scorer = FailingScorer.from_loaded(vnet.loaded)
     scorer.failing_prompt = tuple(next(e for e in trace["events"] if e["kind"] == "llm")["prompt_ids"])
-    verifier = Verifier(vnet.store, scorer, RegistryRunner(vnet.store), vnet.contracts.domain, "0xv")
+    verifier = Verifier(
+        vnet.store, scorer, RegistryRunner(vnet.store), vnet.contracts.domain, "0xv", agents=probe_registry()
+    )
     verdicts = await verifier.verify_many(batch_id, vnet.node.address, range(3), manifest)
     assert [(v.ok, v.unverifiable is None) for v in verdicts] == [(True, True), (True, False), (True, True)]
     assert "MemoryError" in (verdicts[1].unverifiable or "")

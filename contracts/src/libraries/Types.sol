@@ -38,6 +38,6 @@ struct Receipt {
     bytes32 modelId;
     bytes32 inputHash; // sha256 of the input
     bytes32 outputHash; // sha256 of the UTF-8 output
-    bytes32 traceHash; // keccak256 of the trace CID's UTF-8 string
+    bytes32 traceHash; // sha256 of the dag-cbor trace block (the digest inside its CIDv1)
     uint256 fee; // wei charged for this task
 }

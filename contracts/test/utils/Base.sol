@@ -140,9 +140,14 @@ abstract contract Base is Test {
             modelId: MODEL_ID,
             inputHash: sha256(abi.encode("input", i)),
             outputHash: sha256(abi.encode("output", i)),
-            traceHash: keccak256(abi.encode("trace", i)),
+            traceHash: sha256(_trace(i)),
             fee: fee
         });
+    }
+
+    /// @dev The trace bytes receipt `i` commits to (`traceHash = sha256(trace)`).
+    function _trace(uint256 i) internal pure returns (bytes memory) {
+        return abi.encode("trace", i);
     }
 
     function _leaf(Receipt memory r) internal pure returns (bytes32) {
@@ -180,16 +185,16 @@ abstract contract Base is Test {
         bytes32[] memory leaves;
         (batchId, rs, leaves) = _commit(node, 4);
         r = rs[1];
-        challengeId = _challenge(validator1, batchId, r, Merkle.proof(leaves, leaves[1]));
+        challengeId = _challenge(validator1, batchId, 1, r, Merkle.proof(leaves, leaves[1]));
     }
 
-    function _challenge(address who, uint256 batchId, Receipt memory r, bytes32[] memory proof)
+    function _challenge(address who, uint256 batchId, uint256 index, Receipt memory r, bytes32[] memory proof)
         internal
         returns (uint256)
     {
         vm.deal(who, who.balance + CHALLENGE_BOND);
         vm.prank(who);
-        return tm.challenge{value: CHALLENGE_BOND}(batchId, r, proof, "bafyevidence");
+        return tm.challenge{value: CHALLENGE_BOND}(batchId, index, r, proof, "bafyevidence");
     }
 
     function _vote(address who, uint256 challengeId, bool fraud) internal {

@@ -1,0 +1,159 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.37;
+
+import {TaskManager} from "../src/TaskManager.sol";
+import {Receipt} from "../src/libraries/Types.sol";
+
+import {Base} from "./utils/Base.sol";
+import {Merkle} from "./utils/Merkle.sol";
+
+/// @notice Availability challenges: a node that withholds an entry's receipt or trace is slashed
+///         unless the data goes on chain; a node that answers keeps its stake and is paid the bond;
+///         answering late cannot shorten the fraud-challenge window; proofs bind positions.
+contract AvailabilityTest is Base {
+    uint256 internal batchId;
+    Receipt[] internal rs;
+    bytes32[] internal leaves;
+
+    function setUp() public override {
+        super.setUp();
+        _registerNode(node, 2 ether);
+        _registerValidator(validator1, 1 ether);
+        (uint256 id, Receipt[] memory receipts, bytes32[] memory ls) = _commit(node, 5);
+        batchId = id;
+        for (uint256 i; i < receipts.length; ++i) {
+            rs.push(receipts[i]);
+            leaves.push(ls[i]);
+        }
+    }
+
+    function _challengeAvailability(address who, uint256 index) internal returns (uint256) {
+        vm.deal(who, who.balance + CHALLENGE_BOND);
+        vm.prank(who);
+        return tm.challengeAvailability{value: CHALLENGE_BOND}(batchId, index);
+    }
+
+    function _answer(uint256 id, uint256 index) internal {
+        vm.prank(node);
+        tm.answerAvailability(id, rs[index], Merkle.proofAt(leaves, index), _trace(index));
+    }
+
+    function test_Availability_AnsweredNodeKeepsStakeAndIsPaidTheBond() public {
+        uint256 id = _challengeAvailability(stranger, 3); // anyone may ask, users too
+        assertEq(sm.getNode(node).frozenCount, 1, "frozen while open");
+        vm.expectEmit(address(tm));
+        emit TaskManager.AvailabilityAnswered(id, batchId, 3, rs[3], _trace(3));
+        _answer(id, 3);
+        assertTrue(tm.availabilityChallenges(id).status == TaskManager.AvailabilityStatus.Answered);
+        assertEq(tm.claimable(node), CHALLENGE_BOND, "the false claim pays for the answer");
+        assertEq(sm.getNode(node).frozenCount, 0);
+        assertEq(sm.getOperator(node).stake, 2 ether);
+        assertEq(tm.answeredAt(keccak256(abi.encode(batchId, uint256(3)))), block.timestamp);
+    }
+
+    function test_Availability_UnansweredIsSlashed() public {
+        uint256 id = _challengeAvailability(validator1, 0);
+        vm.warp(block.timestamp + VOTE_WINDOW);
+        vm.expectRevert(abi.encodeWithSelector(TaskManager.AnswerWindowOpen.selector, tm.availabilityChallenges(id).deadline));
+        tm.resolveAvailability(id);
+        vm.warp(block.timestamp + 1);
+        uint256 burnedBefore = BURN.balance;
+        vm.prank(stranger); // anyone may resolve
+        tm.resolveAvailability(id);
+        uint256 reward = SLASH_AMOUNT * CHALLENGER_REWARD_BPS / 10_000;
+        assertEq(sm.getOperator(node).stake, 2 ether - SLASH_AMOUNT);
+        assertEq(sm.getNode(node).slashCount, 1);
+        assertEq(tm.claimable(validator1), CHALLENGE_BOND + reward);
+        assertEq(BURN.balance - burnedBefore, SLASH_AMOUNT - reward, "a self-challenge through an ally loses the rest");
+        assertEq(sm.getNode(node).frozenCount, 0);
+        vm.expectRevert(abi.encodeWithSelector(TaskManager.AvailabilityNotOpen.selector, id));
+        tm.resolveAvailability(id);
+        vm.deal(stranger, 1 ether);
+        vm.prank(stranger);
+        vm.expectRevert(abi.encodeWithSelector(TaskManager.AvailabilityAlreadyOpen.selector, id));
+        tm.challengeAvailability{value: CHALLENGE_BOND}(batchId, 0); // one slash per withheld entry
+    }
+
+    function test_RevertWhen_AnswerIsNotTheCommittedData() public {
+        uint256 id = _challengeAvailability(validator1, 2);
+        bytes32[] memory proof = Merkle.proofAt(leaves, 2);
+        bytes memory wrongTrace = _trace(7);
+        vm.startPrank(node);
+        vm.expectRevert(abi.encodeWithSelector(TaskManager.TraceMismatch.selector, rs[2].traceHash, sha256(wrongTrace)));
+        tm.answerAvailability(id, rs[2], proof, wrongTrace);
+        bytes memory trace1 = _trace(1);
+        bytes32[] memory proof1 = Merkle.proofAt(leaves, 1);
+        vm.expectRevert(TaskManager.InvalidProof.selector); // another entry's data, however valid
+        tm.answerAvailability(id, rs[1], proof1, trace1);
+        vm.stopPrank();
+        vm.warp(block.timestamp + VOTE_WINDOW + 1);
+        uint64 deadline = tm.availabilityChallenges(id).deadline;
+        bytes memory trace2 = _trace(2);
+        vm.expectRevert(abi.encodeWithSelector(TaskManager.AnswerWindowClosed.selector, deadline));
+        vm.prank(node);
+        tm.answerAvailability(id, rs[2], proof, trace2);
+    }
+
+    function test_RevertWhen_ChallengeAvailabilityBadInput() public {
+        vm.deal(validator1, 1 ether);
+        vm.startPrank(validator1);
+        vm.expectRevert(abi.encodeWithSelector(TaskManager.WrongBond.selector, 1 wei, CHALLENGE_BOND));
+        tm.challengeAvailability{value: 1 wei}(batchId, 0);
+        vm.expectRevert(abi.encodeWithSelector(TaskManager.IndexOutOfRange.selector, 5, 5));
+        tm.challengeAvailability{value: CHALLENGE_BOND}(batchId, 5);
+        vm.expectRevert(abi.encodeWithSelector(TaskManager.UnknownBatch.selector, 99));
+        tm.challengeAvailability{value: CHALLENGE_BOND}(99, 0);
+        uint256 id = tm.challengeAvailability{value: CHALLENGE_BOND}(batchId, 1);
+        vm.expectRevert(abi.encodeWithSelector(TaskManager.AvailabilityAlreadyOpen.selector, id));
+        tm.challengeAvailability{value: CHALLENGE_BOND}(batchId, 1);
+        vm.stopPrank();
+        _answer(id, 1);
+        vm.deal(stranger, 1 ether);
+        vm.prank(stranger);
+        vm.expectRevert(abi.encodeWithSelector(TaskManager.AlreadyAnswered.selector, batchId, 1));
+        tm.challengeAvailability{value: CHALLENGE_BOND}(batchId, 1);
+        uint256 deadline = block.timestamp + CHALLENGE_WINDOW;
+        vm.warp(deadline + 1);
+        vm.prank(stranger);
+        vm.expectRevert(abi.encodeWithSelector(TaskManager.ChallengeWindowClosed.selector, deadline));
+        tm.challengeAvailability{value: CHALLENGE_BOND}(batchId, 2);
+        vm.expectRevert(abi.encodeWithSelector(TaskManager.UnknownAvailabilityChallenge.selector, 42));
+        tm.availabilityChallenges(42);
+    }
+
+    function test_Availability_WithdrawalBlockedWhileOpen() public {
+        vm.prank(node);
+        sm.requestUnbond(2 ether);
+        _challengeAvailability(validator1, 4);
+        vm.warp(block.timestamp + UNBONDING_PERIOD + 1);
+        vm.prank(node);
+        vm.expectRevert();
+        sm.withdrawUnbonded();
+    }
+
+    function test_LateAnswerKeepsAFullFraudWindow() public {
+        uint256 committedAt = block.timestamp;
+        vm.warp(committedAt + CHALLENGE_WINDOW); // the last second of the batch's window
+        uint256 id = _challengeAvailability(validator1, 2);
+        vm.warp(block.timestamp + VOTE_WINDOW); // the node answers at the last moment
+        _answer(id, 2);
+        uint256 answered = block.timestamp;
+        assertGe(sm.getOperator(node).lockedUntil, answered + CHALLENGE_WINDOW, "stake stays locked");
+        bytes32[] memory proof = Merkle.proofAt(leaves, 2);
+        vm.warp(answered + CHALLENGE_WINDOW);
+        _challenge(validator1, batchId, 2, rs[2], proof); // the posted entry is still challengeable
+        vm.deal(validator1, 1 ether);
+        vm.warp(answered + CHALLENGE_WINDOW + 1);
+        vm.prank(validator1);
+        vm.expectRevert(abi.encodeWithSelector(TaskManager.ChallengeWindowClosed.selector, committedAt + CHALLENGE_WINDOW));
+        tm.challenge{value: CHALLENGE_BOND}(batchId, 3, rs[3], Merkle.proofAt(leaves, 3), ""); // others are not
+    }
+
+    function test_RevertWhen_FraudChallengeNamesAnotherPosition() public {
+        bytes32[] memory proof = Merkle.proofAt(leaves, 1);
+        vm.deal(validator1, 1 ether);
+        vm.prank(validator1);
+        vm.expectRevert(TaskManager.InvalidProof.selector);
+        tm.challenge{value: CHALLENGE_BOND}(batchId, 2, rs[1], proof, "");
+    }
+}
