@@ -12,6 +12,7 @@ Loaded as a plugin by tests/conftest.py (every ``*_fixtures.py`` is).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -25,7 +26,6 @@ from supernet.sdk.chain import (
     hash_task_request,
     input_hash,
     output_hash,
-    trace_hash,
 )
 from supernet.sdk.chain.anvil import Anvil, dev_account, revert, snapshot
 
@@ -114,7 +114,7 @@ def make_receipts(c: Contracts, users: tuple[LocalAccount, ...], node: str, coun
                 model_id=MODEL_ID,
                 input_hash=req.input_hash,
                 output_hash=output_hash(f"answer {i}"),
-                trace_hash=trace_hash(f"bafytrace{i}"),
+                trace_hash=hashlib.sha256(f"trace {i}".encode()).digest(),
                 fee=10**14 + i,
             )
         )

@@ -557,12 +557,12 @@ contract TaskManager is ReentrancyGuardTransient {
         if (msg.value != CHALLENGE_BOND) revert WrongBond(msg.value, CHALLENGE_BOND);
         Batch storage b = _batch(batchId);
         if (index >= b.count) revert IndexOutOfRange(index, b.count);
-        uint256 deadline = uint256(b.committedAt) + CHALLENGE_WINDOW;
-        if (block.timestamp > deadline) revert ChallengeWindowClosed(deadline);
         bytes32 key = keccak256(abi.encode(batchId, index));
         if (answeredAt[key] != 0) revert AlreadyAnswered(batchId, index);
         uint256 prior = entryAvailability[key];
         if (prior != 0) revert AvailabilityAlreadyOpen(prior); // open, or already slashed for
+        uint256 deadline = uint256(b.committedAt) + CHALLENGE_WINDOW;
+        if (block.timestamp > deadline) revert ChallengeWindowClosed(deadline);
         unchecked {
             availabilityId = ++availabilityCount;
         }

@@ -54,7 +54,9 @@ contract AvailabilityTest is Base {
     function test_Availability_UnansweredIsSlashed() public {
         uint256 id = _challengeAvailability(validator1, 0);
         vm.warp(block.timestamp + VOTE_WINDOW);
-        vm.expectRevert(abi.encodeWithSelector(TaskManager.AnswerWindowOpen.selector, tm.availabilityChallenges(id).deadline));
+        vm.expectRevert(
+            abi.encodeWithSelector(TaskManager.AnswerWindowOpen.selector, tm.availabilityChallenges(id).deadline)
+        );
         tm.resolveAvailability(id);
         vm.warp(block.timestamp + 1);
         uint256 burnedBefore = BURN.balance;
@@ -138,14 +140,16 @@ contract AvailabilityTest is Base {
         vm.warp(block.timestamp + VOTE_WINDOW); // the node answers at the last moment
         _answer(id, 2);
         uint256 answered = block.timestamp;
-        assertGe(sm.getOperator(node).lockedUntil, answered + CHALLENGE_WINDOW, "stake stays locked");
+        assertGe(sm.getOperator(node).lockedUntil, answered + CHALLENGE_WINDOW);
         bytes32[] memory proof = Merkle.proofAt(leaves, 2);
         vm.warp(answered + CHALLENGE_WINDOW);
         _challenge(validator1, batchId, 2, rs[2], proof); // the posted entry is still challengeable
         vm.deal(validator1, 1 ether);
         vm.warp(answered + CHALLENGE_WINDOW + 1);
         vm.prank(validator1);
-        vm.expectRevert(abi.encodeWithSelector(TaskManager.ChallengeWindowClosed.selector, committedAt + CHALLENGE_WINDOW));
+        vm.expectRevert(
+            abi.encodeWithSelector(TaskManager.ChallengeWindowClosed.selector, committedAt + CHALLENGE_WINDOW)
+        );
         tm.challenge{value: CHALLENGE_BOND}(batchId, 3, rs[3], Merkle.proofAt(leaves, 3), ""); // others are not
     }
 

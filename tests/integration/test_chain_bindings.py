@@ -43,6 +43,10 @@ def test_contract_accepts_every_proof_of_an_odd_tree(network: Contracts, actors:
     batch_id = network.as_account(actors.node).task_manager.commit_batch(tree.root, 6, "bafy").value
     validator = network.as_account(actors.validators[0]).task_manager
     with pytest.raises(InvalidProof):
-        validator.challenge(batch_id, receipts[0], tree.proof(receipts[0])[:-1], "bafy")
-    ids = [validator.challenge(batch_id, r, tree.proof(r), "bafy").value for r in receipts]
+        validator.challenge(batch_id, 0, receipts[0], tree.proof_at(0)[:-1], "bafy")
+    with pytest.raises(InvalidProof):  # a proof binds its position: entry 1's proof is not entry 0's
+        validator.challenge(batch_id, 0, receipts[1], tree.proof_at(1), "bafy")
+    ids = [
+        validator.challenge(batch_id, i, r, tree.proof_at(i), "bafy").value for i, r in enumerate(receipts)
+    ]
     assert ids == list(range(1, 7))

@@ -48,7 +48,7 @@ def test_fraud_slashes_refunds_and_rewards(network: Contracts, actors: Actors) -
     challenger, v1, v2 = (network.as_account(v).task_manager for v in actors.validators)
     p = network.params
 
-    cid = challenger.challenge(batch_id, bad, tree.proof(bad), "bafyevidence").value
+    cid = challenger.challenge(batch_id, 3, bad, tree.proof_at(3), "bafyevidence").value
     assert network.service_manager.get_operator(actors.node.address).frozen_count == 1
     with pytest.raises(AlreadyVoted):  # the challenge is the challenger's fraud vote
         challenger.vote(cid, True)
@@ -82,7 +82,7 @@ def test_false_accusation_pays_the_node(network: Contracts, actors: Actors) -> N
     receipts, tree, batch_id = _commit(network, actors, count=1)
     assert tree.root == receipts[0].leaf() and tree.proof(receipts[0]) == []
     challenger, v1, v2 = (network.as_account(v).task_manager for v in actors.validators)
-    cid = challenger.challenge(batch_id, receipts[0], [], "bafyevidence").value
+    cid = challenger.challenge(batch_id, 0, receipts[0], [], "bafyevidence").value
     v1.vote(cid, False)
     v2.vote(cid, False)
     increase_time(network.w3, network.params.vote_window + 1)
@@ -97,7 +97,7 @@ def test_unbond_blocked_during_dispute(network: Contracts, actors: Actors) -> No
     node_sm = network.as_account(actors.node).service_manager
     cid = (
         network.as_account(actors.validators[0])
-        .task_manager.challenge(batch_id, receipts[0], tree.proof(receipts[0]), "bafyevidence")
+        .task_manager.challenge(batch_id, 0, receipts[0], tree.proof_at(0), "bafyevidence")
         .value
     )
     node_sm.request_unbond(NODE_STAKE)
@@ -116,14 +116,14 @@ def test_bad_challenges_are_typed(network: Contracts, actors: Actors) -> None:
     proof = tree.proof(receipts[2])
     tampered = [proof[0][:-1] + bytes([proof[0][-1] ^ 1]), *proof[1:]]
     with pytest.raises(InvalidProof):
-        v.challenge(batch_id, receipts[2], tampered, "bafy")
+        v.challenge(batch_id, 2, receipts[2], tampered, "bafy")
     with pytest.raises(InvalidProof):  # a proof of another leaf
-        v.challenge(batch_id, receipts[2], tree.proof(receipts[1]), "bafy")
+        v.challenge(batch_id, 2, receipts[2], tree.proof_at(1), "bafy")
     with pytest.raises(WrongBond) as exc:
-        v.challenge(batch_id, receipts[2], proof, "bafy", bond=1)
+        v.challenge(batch_id, 2, receipts[2], proof, "bafy", bond=1)
     assert exc.value.required == network.params.challenge_bond
     with pytest.raises(NotActiveValidator):
-        network.as_account(actors.outsider).task_manager.challenge(batch_id, receipts[2], proof, "bafy")
-    cid = v.challenge(batch_id, receipts[2], proof, "bafy").value
+        network.as_account(actors.outsider).task_manager.challenge(batch_id, 2, receipts[2], proof, "bafy")
+    cid = v.challenge(batch_id, 2, receipts[2], proof, "bafy").value
     with pytest.raises(AccusedCannotVote):
         network.as_account(actors.node).task_manager.vote(cid, False)

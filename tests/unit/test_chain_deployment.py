@@ -15,8 +15,11 @@ from supernet.sdk.chain.receipts import (
     input_hash,
     recover_receipt_signer,
     sign_receipt,
+    trace_cid,
     trace_hash,
 )
+from supernet.sdk.store.cids import compute_cid
+from supernet.sdk.store.errors import InvalidCIDError
 
 ADDRS = {n: "0x" + f"{i + 1:02x}" * 20 for i, n in enumerate(["ServiceManager", "Payments"])}
 
@@ -55,4 +58,11 @@ def test_receipt_encoding_and_signature() -> None:
 def test_content_hashes() -> None:
     assert input_hash("hé") == hashlib.sha256("hé".encode()).digest()
     assert input_hash({"b": 1, "a": [1, 2]}) == hashlib.sha256(b'{"a":[1,2],"b":1}').digest()
-    assert trace_hash("bafy") == keccak(b"bafy")
+    block = b"\xa1atbtrace"  # a dag-cbor map
+    cid = compute_cid(block, "dag-cbor")
+    assert trace_hash(cid) == hashlib.sha256(block).digest()  # what the contract recomputes
+    assert trace_cid(trace_hash(cid)) == cid
+    with pytest.raises(InvalidCIDError):
+        trace_hash(compute_cid(block, "raw"))  # a trace is a dag-cbor block
+    with pytest.raises(InvalidCIDError):
+        trace_hash("bafy")

@@ -43,8 +43,8 @@ async def test_receipts_batched_with_valid_proofs(fake_node: FakeNode) -> None:
     for doc in docs:
         receipt = Receipt.from_json(doc["receipt"])
         proof = [bytes.fromhex(p[2:]) for p in doc["batch"]["proof"]]
-        root = fake_node.chain.commits[doc["batch"]["chainBatchId"] - 1][0]
-        assert root in roots and verify(proof, root, receipt.leaf())
+        root, count = fake_node.chain.commits[doc["batch"]["chainBatchId"] - 1][:2]
+        assert root in roots and verify(proof, root, receipt.leaf(), doc["batch"]["index"], count)
         assert recover_receipt_signer(receipt, bytes.fromhex(doc["signature"][2:])) == fake_node.address
     manifest = await fake_node.store.get_dag(docs[0]["batch"]["manifestCid"])
     entry = manifest["receipts"][docs[0]["batch"]["index"]]

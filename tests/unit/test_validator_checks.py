@@ -16,6 +16,7 @@ from supernet.node.llm.scoring import ScoreRequest, Tolerance, score
 from supernet.node.llm.types import ScoreResult
 from supernet.sdk.chain.eip712 import Domain, TaskRequest, hash_task_request, sign_task_request
 from supernet.sdk.chain.receipts import Receipt, input_hash, output_hash, sign_receipt, trace_hash
+from supernet.sdk.store.cids import compute_cid, encode_dag
 from supernet.validator import scoring as validator_scoring
 from supernet.validator.consistency import Entry, check_receipt, check_trace, check_trace_hash
 from supernet.validator.evidence import Check, Verdict
@@ -236,10 +237,9 @@ def make_entry(output: str = "yo") -> tuple[Entry, dict[str, Any]]:
         deadline=2**40,
     )
     rh = hash_task_request(req, DOMAIN)
-    r = Receipt(
-        rh, USER.address, req.model_id, req.input_hash, output_hash(output), trace_hash("bafytrace"), 50
-    )
-    entry = Entry(r, r.leaf(), sign_receipt(r, NODE), "bafytrace", req, sign_task_request(req, DOMAIN, USER))
+    cid = compute_cid(encode_dag({"trace": 1}), "dag-cbor")
+    r = Receipt(rh, USER.address, req.model_id, req.input_hash, output_hash(output), trace_hash(cid), 50)
+    entry = Entry(r, r.leaf(), sign_receipt(r, NODE), cid, req, sign_task_request(req, DOMAIN, USER))
     trace = {
         "type": "supernet/trace/v1",
         "task_id": "0x" + rh.hex(),

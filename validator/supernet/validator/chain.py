@@ -251,12 +251,12 @@ class TaskManagerClient:
     # -- transactions ----------------------------------------------------------------------------
 
     def open_challenge(
-        self, batch_id: int, receipt: Receipt, proof: Sequence[bytes], evidence_cid: str
+        self, batch_id: int, index: int, receipt: Receipt, proof: Sequence[bytes], evidence_cid: str
     ) -> int:
-        """Post a bonded challenge; returns the new challenge id."""
+        """Post a bonded challenge on entry ``index``; returns the new challenge id."""
         return int(
             self.binding.challenge(
-                batch_id, receipt, proof, evidence_cid, bond=self.params().challenge_bond
+                batch_id, index, receipt, proof, evidence_cid, bond=self.params().challenge_bond
             ).value
         )
 

@@ -95,7 +95,7 @@ class Disputes:
         manifest = await self.manifest(batch)
         entry = self.verifier.entry(manifest, verdict.index)
         leaf = entry.receipt.leaf()
-        if leaf not in manifest.tree:
+        if manifest.tree.leaves[verdict.index] != leaf:
             log.warning(
                 "batch %d #%d: receipt hash not in the tree, cannot prove it", batch.batch_id, verdict.index
             )
@@ -111,8 +111,9 @@ class Disputes:
             cid = await self._call(
                 self.chain.open_challenge,
                 batch.batch_id,
+                verdict.index,
                 entry.receipt,
-                manifest.tree.proof(leaf),
+                manifest.tree.proof_at(verdict.index),
                 evidence_cid,
             )
         except ContractError as exc:

@@ -18,6 +18,7 @@ from typing import Any
 from eth_utils import to_checksum_address
 from supernet.sdk.chain.eip712 import Domain, TaskRequest, hash_task_request, recover_task_request
 from supernet.sdk.chain.receipts import Receipt, input_hash, output_hash, recover_receipt_signer, trace_hash
+from supernet.sdk.store.errors import InvalidCIDError
 from supernet.validator.evidence import Check, Finding
 from supernet.validator.trace_view import Trace
 
@@ -140,14 +141,17 @@ def check_receipt(entry: Entry, node: str, domain: Domain) -> list[Finding]:
 
 
 def check_trace_hash(trace_cid: str, claimed: bytes) -> list[Finding]:
-    """``traceHash`` must be keccak256 of the trace CID string."""
-    expected = trace_hash(trace_cid)
+    """``traceHash`` must be the sha256 digest the trace CID carries (a dag-cbor CIDv1)."""
+    try:
+        expected = trace_hash(trace_cid)
+    except InvalidCIDError as exc:
+        return [Finding(Check.TRACE, f"trace CID is not a dag-cbor sha2-256 CID: {exc}", claimed=trace_cid)]
     if expected == claimed:
         return []
     return [
         Finding(
             Check.TRACE,
-            "traceHash is not keccak256 of the trace CID",
+            "traceHash is not the digest of the trace CID",
             expected=_hex(expected),
             claimed=_hex(claimed),
         )

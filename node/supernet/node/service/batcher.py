@@ -161,7 +161,9 @@ class Batcher:
                     )
         receipts = self.db.batch_receipts(batch.id)
         tree = ReceiptTree(_b(r.leaf) for r in receipts)
-        proofs = {r.task_id: json.dumps(["0x" + p.hex() for p in tree.proof(_b(r.leaf))]) for r in receipts}
+        proofs = {
+            r.task_id: json.dumps(["0x" + p.hex() for p in tree.proof_at(i)]) for i, r in enumerate(receipts)
+        }
         self.db.mark_batch_committed(batch.id, chain_id, proofs)
         METRICS.batches_committed.inc()
         METRICS.receipts_committed.inc(len(receipts))

@@ -15,9 +15,14 @@ from supernet.sdk.chain.errors import ContractError
 __all__ = [
     "BY_SELECTOR",
     "AccusedCannotVote",
+    "AlreadyAnswered",
     "AlreadyRegistered",
     "AlreadyVoted",
     "AmountExceedsStake",
+    "AnswerWindowClosed",
+    "AnswerWindowOpen",
+    "AvailabilityAlreadyOpen",
+    "AvailabilityNotOpen",
     "BatchTooLarge",
     "ChallengeNotOpen",
     "ChallengeNotResolved",
@@ -60,8 +65,10 @@ __all__ = [
     "StringTooLong",
     "TaskManagerAlreadySet",
     "TooManyModels",
+    "TraceMismatch",
     "TransferFailed",
     "UnbondingNotReady",
+    "UnknownAvailabilityChallenge",
     "UnknownBatch",
     "UnknownChallenge",
     "UnknownModel",
@@ -83,6 +90,18 @@ class AccusedCannotVote(ContractError):
     selector = bytes.fromhex("3deb67d1")
     arg_names = ()
     arg_types = ()
+
+
+class AlreadyAnswered(ContractError):
+    """``AlreadyAnswered(uint256,uint256)``, declared by TaskManager."""
+
+    error_name = "AlreadyAnswered"
+    signature = "AlreadyAnswered(uint256,uint256)"
+    selector = bytes.fromhex("a4bf74ff")
+    arg_names = ("batchId", "index")
+    arg_types = ("uint256", "uint256")
+    batchId: int
+    index: int
 
 
 class AlreadyRegistered(ContractError):
@@ -115,6 +134,50 @@ class AmountExceedsStake(ContractError):
     arg_types = ("uint256", "uint256")
     amount: int
     stake: int
+
+
+class AnswerWindowClosed(ContractError):
+    """``AnswerWindowClosed(uint64)``, declared by TaskManager."""
+
+    error_name = "AnswerWindowClosed"
+    signature = "AnswerWindowClosed(uint64)"
+    selector = bytes.fromhex("6041d3cc")
+    arg_names = ("deadline",)
+    arg_types = ("uint64",)
+    deadline: int
+
+
+class AnswerWindowOpen(ContractError):
+    """``AnswerWindowOpen(uint64)``, declared by TaskManager."""
+
+    error_name = "AnswerWindowOpen"
+    signature = "AnswerWindowOpen(uint64)"
+    selector = bytes.fromhex("1642d9d8")
+    arg_names = ("deadline",)
+    arg_types = ("uint64",)
+    deadline: int
+
+
+class AvailabilityAlreadyOpen(ContractError):
+    """``AvailabilityAlreadyOpen(uint256)``, declared by TaskManager."""
+
+    error_name = "AvailabilityAlreadyOpen"
+    signature = "AvailabilityAlreadyOpen(uint256)"
+    selector = bytes.fromhex("8a53670d")
+    arg_names = ("availabilityId",)
+    arg_types = ("uint256",)
+    availabilityId: int
+
+
+class AvailabilityNotOpen(ContractError):
+    """``AvailabilityNotOpen(uint256)``, declared by TaskManager."""
+
+    error_name = "AvailabilityNotOpen"
+    signature = "AvailabilityNotOpen(uint256)"
+    selector = bytes.fromhex("64c303ab")
+    arg_names = ("availabilityId",)
+    arg_types = ("uint256",)
+    availabilityId: int
 
 
 class BatchTooLarge(ContractError):
@@ -566,6 +629,18 @@ class TooManyModels(ContractError):
     maximum: int
 
 
+class TraceMismatch(ContractError):
+    """``TraceMismatch(bytes32,bytes32)``, declared by TaskManager."""
+
+    error_name = "TraceMismatch"
+    signature = "TraceMismatch(bytes32,bytes32)"
+    selector = bytes.fromhex("ec602fa2")
+    arg_names = ("expected", "posted")
+    arg_types = ("bytes32", "bytes32")
+    expected: bytes
+    posted: bytes
+
+
 class TransferFailed(ContractError):
     """``TransferFailed()``, declared by ServiceManager, Payments, TaskManager."""
 
@@ -585,6 +660,17 @@ class UnbondingNotReady(ContractError):
     arg_names = ("readyAt",)
     arg_types = ("uint64",)
     readyAt: int
+
+
+class UnknownAvailabilityChallenge(ContractError):
+    """``UnknownAvailabilityChallenge(uint256)``, declared by TaskManager."""
+
+    error_name = "UnknownAvailabilityChallenge"
+    signature = "UnknownAvailabilityChallenge(uint256)"
+    selector = bytes.fromhex("80c112a8")
+    arg_names = ("availabilityId",)
+    arg_types = ("uint256",)
+    availabilityId: int
 
 
 class UnknownBatch(ContractError):
@@ -697,9 +783,14 @@ class ZeroModelId(ContractError):
 
 BY_SELECTOR: dict[bytes, type[ContractError]] = {
     AccusedCannotVote.selector: AccusedCannotVote,
+    AlreadyAnswered.selector: AlreadyAnswered,
     AlreadyRegistered.selector: AlreadyRegistered,
     AlreadyVoted.selector: AlreadyVoted,
     AmountExceedsStake.selector: AmountExceedsStake,
+    AnswerWindowClosed.selector: AnswerWindowClosed,
+    AnswerWindowOpen.selector: AnswerWindowOpen,
+    AvailabilityAlreadyOpen.selector: AvailabilityAlreadyOpen,
+    AvailabilityNotOpen.selector: AvailabilityNotOpen,
     BatchTooLarge.selector: BatchTooLarge,
     ChallengeNotOpen.selector: ChallengeNotOpen,
     ChallengeNotResolved.selector: ChallengeNotResolved,
@@ -742,8 +833,10 @@ BY_SELECTOR: dict[bytes, type[ContractError]] = {
     StringTooLong.selector: StringTooLong,
     TaskManagerAlreadySet.selector: TaskManagerAlreadySet,
     TooManyModels.selector: TooManyModels,
+    TraceMismatch.selector: TraceMismatch,
     TransferFailed.selector: TransferFailed,
     UnbondingNotReady.selector: UnbondingNotReady,
+    UnknownAvailabilityChallenge.selector: UnknownAvailabilityChallenge,
     UnknownBatch.selector: UnknownBatch,
     UnknownChallenge.selector: UnknownChallenge,
     UnknownModel.selector: UnknownModel,

@@ -1,14 +1,16 @@
-"""The batch Merkle tree of receipts, compatible with OpenZeppelin's ``MerkleProof.verify``.
+"""The batch Merkle tree of receipts (docs/protocol.md), positional: what ``MerkleLib.rootAt`` checks.
 
-Rules (docs/protocol.md): leaves are sorted before building, pairs are hashed commutatively
-(``keccak256(min(a, b) ‖ max(a, b))``), and a layer with an odd count carries its last node up
-unchanged. A tree of one leaf has ``root == leaf`` and an empty proof.
+Rules: leaves in manifest order, a parent is ``keccak256(left ‖ right)``, a layer with an odd
+count carries its last node up unchanged. A proof of the leaf at ``index`` is verified with that
+index and the batch's leaf count, so it proves *which* entry a receipt is (the one a validator
+sampled, the one an availability answer must post), not only that it is one. A tree of one leaf
+has ``root == leaf`` and an empty proof.
 
 >>> leaves = [bytes([i]) * 32 for i in range(5)]
 >>> tree = ReceiptTree(leaves)
->>> proof = tree.proof(leaves[3])
->>> verify(proof, tree.root, leaves[3])
-True
+>>> proof = tree.proof_at(3)
+>>> verify(proof, tree.root, leaves[3], 3, 5), verify(proof, tree.root, leaves[3], 2, 5)
+(True, False)
 """
 
 from __future__ import annotations
@@ -24,30 +26,40 @@ class MerkleError(ChainError, ValueError):
     """A tree cannot be built from these leaves, or a leaf is not in it."""
 
 
-def hash_pair(a: bytes, b: bytes) -> bytes:
-    """OpenZeppelin's commutative keccak256 of two nodes (sorted as big-endian integers)."""
-    return keccak(a + b) if a < b else keccak(b + a)
+def parent(left: bytes, right: bytes) -> bytes:
+    """The parent of two nodes: keccak256 of their concatenation, left first."""
+    return keccak(left + right)
 
 
-def process_proof(proof: Sequence[bytes], leaf: bytes) -> bytes:
-    """The root that ``proof`` leads to from ``leaf``."""
-    node = leaf
-    for sibling in proof:
-        node = hash_pair(node, sibling)
-    return node
+def process_proof(proof: Sequence[bytes], leaf: bytes, index: int, count: int) -> bytes | None:
+    """The root that ``proof`` leads to from ``leaf`` at ``index`` of ``count`` leaves (None: the
+    proof does not fit that position)."""
+    if not 0 <= index < count:
+        return None
+    node, used, n = leaf, 0, count
+    while n > 1:
+        if index ^ 1 < n:
+            if used == len(proof):
+                return None
+            sibling = proof[used]
+            used += 1
+            node = parent(node, sibling) if index % 2 == 0 else parent(sibling, node)
+        index //= 2
+        n = (n + 1) // 2
+    return node if used == len(proof) else None
 
 
-def verify(proof: Sequence[bytes], root: bytes, leaf: bytes) -> bool:
-    """True iff ``proof`` proves ``leaf`` under ``root`` (same as ``MerkleProof.verify``)."""
-    return process_proof(proof, leaf) == root
+def verify(proof: Sequence[bytes], root: bytes, leaf: bytes, index: int, count: int) -> bool:
+    """True iff ``proof`` proves ``leaf`` at ``index`` of a ``count``-leaf tree under ``root``."""
+    return process_proof(proof, leaf, index, count) == root
 
 
 class ReceiptTree:
-    """A Merkle tree over 32-byte leaves (receipt leaves), with proofs for any leaf.
+    """A positional Merkle tree over 32-byte leaves (receipt leaves), with a proof for each position.
 
     Args:
-        leaves: the leaves in any order (they are sorted); ``Receipt`` objects are accepted
-            and converted with ``Receipt.leaf()``.
+        leaves: the leaves in manifest order; ``Receipt`` objects are accepted and converted with
+            ``Receipt.leaf()``.
 
     Raises:
         MerkleError: no leaves, or a leaf that is not 32 bytes.
@@ -59,14 +71,16 @@ class ReceiptTree:
             raise MerkleError("a Merkle tree needs at least one leaf")
         if any(len(x) != 32 for x in raw):
             raise MerkleError("every leaf must be 32 bytes")
-        self._layers: list[list[bytes]] = [sorted(raw)]
+        self._layers: list[list[bytes]] = [raw]
         while len(self._layers[-1]) > 1:
             cur = self._layers[-1]
-            nxt = [hash_pair(cur[i], cur[i + 1]) for i in range(0, len(cur) - 1, 2)]
+            nxt = [parent(cur[i], cur[i + 1]) for i in range(0, len(cur) - 1, 2)]
             if len(cur) % 2:
                 nxt.append(cur[-1])
             self._layers.append(nxt)
-        self._index = {leaf: i for i, leaf in reversed(list(enumerate(self._layers[0])))}
+        self._index: dict[bytes, int] = {}
+        for i, leaf in enumerate(raw):
+            self._index.setdefault(leaf, i)
 
     @classmethod
     def from_receipts(cls, receipts: Iterable[Receipt]) -> ReceiptTree:
@@ -80,7 +94,7 @@ class ReceiptTree:
 
     @property
     def leaves(self) -> list[bytes]:
-        """The leaves in tree (sorted) order."""
+        """The leaves in order."""
         return list(self._layers[0])
 
     def __len__(self) -> int:
@@ -89,26 +103,39 @@ class ReceiptTree:
     def __contains__(self, leaf: object) -> bool:
         return leaf in self._index
 
-    def proof(self, leaf: bytes | Receipt) -> list[bytes]:
-        """The sibling path from ``leaf`` to the root (bottom-up), for ``MerkleProof.verify``.
+    def index(self, leaf: bytes | Receipt) -> int:
+        """The first position of ``leaf``.
 
         Raises:
             MerkleError: the leaf is not in the tree.
         """
         key = leaf.leaf() if isinstance(leaf, Receipt) else bytes(leaf)
         try:
-            idx = self._index[key]
+            return self._index[key]
         except KeyError:
             raise MerkleError(f"leaf 0x{key.hex()} is not in the tree") from None
+
+    def proof_at(self, index: int) -> list[bytes]:
+        """The sibling path from the leaf at ``index`` to the root (bottom-up).
+
+        Raises:
+            MerkleError: no such position.
+        """
+        if not 0 <= index < len(self):
+            raise MerkleError(f"position {index} is outside a tree of {len(self)} leaves")
         path: list[bytes] = []
         for layer in self._layers[:-1]:
-            sibling = idx ^ 1
+            sibling = index ^ 1
             if sibling < len(layer):  # an odd last node has no sibling: it is carried up
                 path.append(layer[sibling])
-            idx //= 2
+            index //= 2
         return path
 
-    def verify(self, leaf: bytes | Receipt, proof: Sequence[bytes]) -> bool:
-        """True iff ``proof`` proves ``leaf`` under this tree's root."""
+    def proof(self, leaf: bytes | Receipt) -> list[bytes]:
+        """The proof of ``leaf`` at its first position (`index`)."""
+        return self.proof_at(self.index(leaf))
+
+    def verify(self, leaf: bytes | Receipt, index: int, proof: Sequence[bytes]) -> bool:
+        """True iff ``proof`` proves ``leaf`` at ``index`` under this tree's root."""
         key = leaf.leaf() if isinstance(leaf, Receipt) else bytes(leaf)
-        return verify(proof, self.root, key)
+        return verify(proof, self.root, key, index, len(self))

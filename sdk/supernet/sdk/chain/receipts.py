@@ -2,13 +2,15 @@
 
 ``leaf = keccak256(keccak256(abi.encode(receipt)))``; the node signs the leaf with EIP-191
 ``personal_sign``. Helpers compute the protocol's content hashes (sha256 of inputs and outputs,
-keccak256 of the trace CID string).
+and of the dag-cbor trace block: the digest inside the trace's CID, which a contract can recompute
+from posted bytes).
 
 >>> from eth_account import Account
+>>> from supernet.sdk.store.cids import compute_cid
 >>> node = Account.from_key("0x" + "11" * 32)
 >>> r = Receipt(request_hash=b"\\x01" * 32, user="0x" + "22" * 20, model_id=b"\\x02" * 32,
 ...             input_hash=input_hash("hi"), output_hash=output_hash("hello"),
-...             trace_hash=trace_hash("bafy..."), fee=1000)
+...             trace_hash=trace_hash(compute_cid(b"\\xa0", "dag-cbor")), fee=1000)
 >>> recover_receipt_signer(r, sign_receipt(r, node)) == node.address
 True
 """
@@ -26,6 +28,8 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
+from supernet.sdk.store.cids import cid_digest, cid_of_digest
+from supernet.sdk.store.errors import InvalidCIDError
 
 RECEIPT_ABI_TYPES = ("bytes32", "address", "bytes32", "bytes32", "bytes32", "bytes32", "uint256")
 """The Solidity ``Receipt`` struct's field types, in order (a static tuple)."""
@@ -48,8 +52,20 @@ def output_hash(output: str) -> bytes:
 
 
 def trace_hash(trace_cid: str) -> bytes:
-    """keccak256 of the trace CID's UTF-8 string."""
-    return keccak(trace_cid.encode())
+    """The receipt's ``traceHash`` of a trace: sha256 of its dag-cbor block, read off its CID.
+
+    Raises:
+        InvalidCIDError: not a CIDv1 dag-cbor sha2-256 CID (a trace is always one).
+    """
+    codec, digest = cid_digest(trace_cid)
+    if codec != "dag-cbor":
+        raise InvalidCIDError(f"a trace is a dag-cbor block, not {codec}: {trace_cid}")
+    return digest
+
+
+def trace_cid(trace_hash: bytes) -> str:
+    """The CID of the trace a receipt commits to (the inverse of `trace_hash`)."""
+    return cid_of_digest(trace_hash, "dag-cbor")
 
 
 @dataclass(frozen=True)

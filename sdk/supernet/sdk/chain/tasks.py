@@ -4,7 +4,7 @@
 >>> tree = ReceiptTree.from_receipts(receipts)
 >>> batch_id = tm.commit_batch(tree.root, len(tree), manifest_cid).value  # doctest: +SKIP
 >>> v = tm.with_account(validator)                                      # doctest: +SKIP
->>> cid = v.challenge(batch_id, receipts[0], tree.proof(receipts[0]), evidence_cid).value
+>>> cid = v.challenge(batch_id, 0, receipts[0], tree.proof_at(0), evidence_cid).value
 """
 
 from __future__ import annotations
@@ -24,6 +24,26 @@ class ChallengeStatus(IntEnum):
     OPEN = 1
     FRAUD = 2
     NOT_FRAUD = 3
+
+
+class AvailabilityStatus(IntEnum):
+    """Lifecycle of an availability challenge."""
+
+    NONE = 0
+    OPEN = 1
+    ANSWERED = 2
+    UNANSWERED = 3
+
+
+@dataclass(frozen=True)
+class AvailabilityChallenge:
+    """A claim that one entry of a batch cannot be fetched."""
+
+    batch_id: int
+    challenger: str
+    index: int
+    deadline: int
+    status: AvailabilityStatus
 
 
 @dataclass(frozen=True)
@@ -88,6 +108,7 @@ class TaskManager(Binding):
     def challenge(
         self,
         batch_id: int,
+        index: int,
         receipt: Receipt,
         proof: Sequence[bytes],
         evidence_cid: str,
@@ -97,14 +118,45 @@ class TaskManager(Binding):
 
         Args:
             batch_id: the batch holding the receipt.
-            receipt: the receipt (its leaf must be in the batch).
-            proof: the leaf's Merkle proof (`ReceiptTree.proof`).
+            index: the receipt's position in the batch.
+            receipt: the receipt (its leaf must be at ``index`` of the batch's tree).
+            proof: the leaf's Merkle proof (`ReceiptTree.proof_at`).
             evidence_cid: CID of the evidence on the content store.
             bond: wei sent; the contract's ``CHALLENGE_BOND`` by default.
         """
         value = self.challenge_bond() if bond is None else bond
-        tx = self.transact("challenge", batch_id, receipt.as_tuple(), list(proof), evidence_cid, value=value)
+        tx = self.transact(
+            "challenge", batch_id, index, receipt.as_tuple(), list(proof), evidence_cid, value=value
+        )
         return TxResult(tx.receipt, int(self.events(tx, "ChallengeOpened")[0]["args"]["challengeId"]))
+
+    # -- availability (docs/protocol.md "Availability") -----------------------------------------
+
+    def challenge_availability(self, batch_id: int, index: int, bond: int | None = None) -> TxResult:
+        """Claim entry ``index`` of a batch cannot be fetched; ``value`` is the availability id."""
+        value = self.challenge_bond() if bond is None else bond
+        tx = self.transact("challengeAvailability", batch_id, index, value=value)
+        return TxResult(
+            tx.receipt, int(self.events(tx, "AvailabilityChallenged")[0]["args"]["availabilityId"])
+        )
+
+    def answer_availability(
+        self, availability_id: int, receipt: Receipt, proof: Sequence[bytes], trace: bytes
+    ) -> TxResult:
+        """Post the entry's receipt (with its proof) and the trace block it commits to."""
+        return self.transact("answerAvailability", availability_id, receipt.as_tuple(), list(proof), trace)
+
+    def resolve_availability(self, availability_id: int) -> TxResult:
+        """Slash the node of an unanswered availability challenge; ``value`` is the event's args."""
+        tx = self.transact("resolveAvailability", availability_id)
+        return TxResult(tx.receipt, dict(self.events(tx, "AvailabilityResolved")[0]["args"]))
+
+    def get_availability(self, availability_id: int) -> AvailabilityChallenge:
+        """An availability challenge (raises ``UnknownAvailabilityChallenge``)."""
+        batch_id, challenger, index, deadline, status = self.call("availabilityChallenges", availability_id)
+        return AvailabilityChallenge(
+            int(batch_id), challenger, int(index), int(deadline), AvailabilityStatus(int(status))
+        )
 
     def vote(self, challenge_id: int, fraud: bool) -> TxResult:
         """Vote on an open challenge, weighted by the bound validator's stake."""

@@ -272,9 +272,9 @@ class Client:
         doc = await self.receipt(task_id, wait_committed=wait_committed)
         tm = self.contracts.task_manager
 
-        def batch(batch_id: int) -> tuple[str, bytes]:
+        def batch(batch_id: int) -> tuple[str, bytes, int]:
             b = tm.batch(batch_id)
-            return b.node, b.root
+            return b.node, b.root, b.count
 
         chain_batch = (doc.get("batch") or {}).get("chainBatchId")
         resolved = await asyncio.to_thread(batch, int(chain_batch)) if chain_batch is not None else None
@@ -286,7 +286,7 @@ class Client:
             node=record.node,
             task_input=record.input,
             output=record.output,
-            onchain_batch=lambda _: resolved or ("0x" + "00" * 20, b""),
+            onchain_batch=lambda _: resolved or ("0x" + "00" * 20, b"", 0),
             trace_loaded=trace_ok,
         )
 

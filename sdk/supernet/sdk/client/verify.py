@@ -22,6 +22,7 @@ from supernet.sdk.chain.receipts import (
     trace_hash,
 )
 from supernet.sdk.errors import SupernetError
+from supernet.sdk.store.errors import InvalidCIDError
 
 
 class VerificationError(SupernetError, ValueError):
@@ -74,7 +75,7 @@ def check_receipt(
     node: str,
     task_input: Any | None,
     output: str | None,
-    onchain_batch: Callable[[int], tuple[str, bytes]],
+    onchain_batch: Callable[[int], tuple[str, bytes, int]],
     trace_loaded: bool | None,
 ) -> VerificationReport:
     """Run every check on a ``GET /v1/tasks/{id}/receipt`` document.
@@ -86,7 +87,7 @@ def check_receipt(
         node: the node's address.
         task_input: the input sent (None: skip the input check).
         output: the output received (None: skip the output check).
-        onchain_batch: ``batch_id -> (node, root)`` read from the TaskManager.
+        onchain_batch: ``batch_id -> (node, root, count)`` read from the TaskManager.
         trace_loaded: whether the trace CID was fetched from the store (None: not tried).
     """
     rep = VerificationReport(task_id)
@@ -101,19 +102,23 @@ def check_receipt(
     rep.add("leaf", _hex(leaf) == doc["leaf"].lower(), _hex(leaf))
     signer = recover_receipt_signer(receipt, bytes.fromhex(doc["signature"][2:]))
     rep.add("node signature", signer == to_checksum_address(node), signer)
-    rep.add("trace hash", trace_hash(doc["traceCid"]) == receipt.trace_hash, doc["traceCid"])
+    try:
+        trace_ok = trace_hash(doc["traceCid"]) == receipt.trace_hash
+    except InvalidCIDError:
+        trace_ok = False
+    rep.add("trace hash", trace_ok, doc["traceCid"])
     if trace_loaded is not None:
         rep.add("trace in store", trace_loaded, doc["traceCid"])
     batch = doc.get("batch") or {}
     if batch.get("chainBatchId") is None or batch.get("proof") is None:
         rep.add("committed on chain", False, "receipt not committed yet")
         return rep
-    batch_node, root = onchain_batch(int(batch["chainBatchId"]))
+    batch_node, root, count = onchain_batch(int(batch["chainBatchId"]))
     rep.add("batch node", to_checksum_address(batch_node) == to_checksum_address(node), batch_node)
     proof = [bytes.fromhex(p[2:]) for p in batch["proof"]]
     rep.add(
         "merkle inclusion",
-        merkle_verify(proof, root, leaf),
-        f"batch {batch['chainBatchId']} root {_hex(root)}",
+        merkle_verify(proof, root, leaf, int(batch.get("index", -1)), count),
+        f"batch {batch['chainBatchId']} #{batch.get('index')} root {_hex(root)}",
     )
     return rep

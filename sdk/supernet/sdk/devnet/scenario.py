@@ -10,6 +10,7 @@ output differs from what a re-run produces.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from rich.console import Console
@@ -26,7 +27,6 @@ from supernet.sdk.chain import (
     sign_receipt,
     sign_task_request,
     sign_voucher,
-    trace_hash,
 )
 from supernet.sdk.chain.anvil import increase_time, mine
 from supernet.sdk.devnet.network import Devnet, populate
@@ -80,7 +80,7 @@ def run_scenario(net: Devnet, console: Console) -> dict[str, Any]:
         )
         sign_task_request(req, c.domain, u.account)  # sent to the node's API with the input
         r = Receipt(hash_task_request(req, c.domain), u.address, cfg.model_id, req.input_hash,
-                    output_hash(f"answer {i}"), trace_hash(f"bafytrace{i}"), FEE)  # fmt: skip
+                    output_hash(f"answer {i}"), hashlib.sha256(b"trace %d" % i).digest(), FEE)  # fmt: skip
         sign_receipt(r, node.account)
         receipts.append(r)
     owed = {u.address: FEE * TASKS_PER_USER for u in users}
@@ -120,10 +120,12 @@ def run_scenario(net: Devnet, console: Console) -> dict[str, Any]:
     say(f"Challenge: receipt {CHEATED}'s output does not match the re-execution")
     bad = receipts[CHEATED]
     challenger = c.as_account(validators[0].account)
-    ch = challenger.task_manager.challenge(batch_id, bad, tree.proof(bad), "bafydevnetevidence")
+    ch = challenger.task_manager.challenge(
+        batch_id, CHEATED, bad, tree.proof_at(CHEATED), "bafydevnetevidence"
+    )
     console.print(
         f"challenge {ch.value} by {validators[0].address[:10]}… "
-        f"with a {len(tree.proof(bad))}-hash Merkle proof, "
+        f"with a {len(tree.proof_at(CHEATED))}-hash Merkle proof, "
         f"bond {_eth(c.params.challenge_bond)}; node frozen: "
         f"{c.service_manager.get_operator(node.address).frozen_count} open dispute(s)"
     )

@@ -112,6 +112,22 @@ def verify_block(cid: str | CID, data: bytes) -> None:
         )
 
 
+def cid_digest(cid: str | CID) -> tuple[Codec, bytes]:
+    """(codec, sha2-256 digest) of a supported CID.
+
+    Raises:
+        InvalidCIDError: not a CIDv1 raw / dag-cbor sha2-256 CID.
+    """
+    return _split(cid)
+
+
+def cid_of_digest(digest: bytes, codec: Codec) -> str:
+    """The canonical CID string of a block with this sha2-256 ``digest`` (inverse of `cid_digest`)."""
+    if len(digest) != 32:
+        raise InvalidCIDError(f"a sha2-256 digest is 32 bytes, not {len(digest)}")
+    return _base32(_PREFIXES[codec] + digest)
+
+
 def _base32(binary: bytes) -> str:
     return "b" + base64.b32encode(binary).decode("ascii").lower().rstrip("=")
 
