@@ -32,6 +32,7 @@ from supernet.sdk.chain.anvil import Anvil, dev_account, mine
 from supernet.sdk.chain.eip712 import TaskRequest, hash_task_request, sign_task_request
 from supernet.sdk.chain.receipts import Receipt, input_hash, output_hash, sign_receipt, trace_hash
 from supernet.sdk.store import StoreClient
+from supernet.sdk.store.cids import encode_dag
 from supernet.sdk.store.embedded import serve_in_thread
 
 ETHER = 10**18
@@ -85,6 +86,7 @@ class VNet:
     nonce: int = 0
     batches: list[int] = field(default_factory=list)
     manifests: dict[int, str] = field(default_factory=dict)  # batch id -> manifest CID
+    traces: dict[str, bytes] = field(default_factory=dict)  # trace CID -> block, stored or not
 
     def faults(self, **rates: float) -> None:
         """Switch the node's faults (``faults(tokens=1.0)``; no arguments: honest)."""
@@ -131,6 +133,17 @@ class VNet:
                 deadline=2**40,
             )
             rh = hash_task_request(req, self.contracts.domain)
+            request = {
+                "user": user.address,
+                "node": self.node.address,
+                "modelId": "0x" + model_id.hex(),
+                "agentHash": "0x" + agent_hash.hex(),
+                "inputHash": "0x" + req.input_hash.hex(),
+                "maxFee": str(TASK_FEE),
+                "nonce": str(self.nonce),
+                "deadline": str(2**40),
+            }
+            request_signature = "0x" + sign_task_request(req, self.contracts.domain, user).hex()
             spec = TaskSpec(
                 task_id="0x" + rh.hex(),
                 agent_id="probe",
@@ -138,11 +151,14 @@ class VNet:
                 user=user.address,
                 fee=TASK_FEE,
                 agent_hash="0x" + agent_hash.hex(),
+                request=request,
+                request_signature=request_signature,
             )
             if fault_plan is not None:
                 self.faults(**fault_plan[i])
             outcome = await self.kernel.run_task(spec)
             assert outcome.status == "ok", outcome.error
+            self.traces[outcome.trace_cid] = encode_dag(dict(outcome.trace))  # what the node holds
             output = self.injector.on_output(spec.task_id, outcome.output)  # where the node service calls it
             if fault_plan is not None:
                 self.faults()
@@ -168,17 +184,8 @@ class VNet:
                     "signature": "0x" + sign_receipt(receipt, self.node).hex(),
                     "traceCid": trace_cid,
                     "agent": "probe",
-                    "requestSignature": "0x" + sign_task_request(req, self.contracts.domain, user).hex(),
-                    "request": {
-                        "user": user.address,
-                        "node": self.node.address,
-                        "modelId": "0x" + model_id.hex(),
-                        "agentHash": "0x" + agent_hash.hex(),
-                        "inputHash": "0x" + req.input_hash.hex(),
-                        "maxFee": str(TASK_FEE),
-                        "nonce": str(self.nonce),
-                        "deadline": str(2**40),
-                    },
+                    "requestSignature": request_signature,
+                    "request": request,
                 }
             )
         tree = ReceiptTree(receipts)

@@ -220,9 +220,14 @@ contract TaskManager is ReentrancyGuardTransient {
         uint256 index,
         uint64 deadline
     );
-    /// @notice The entry's receipt and the trace it commits to, posted on chain.
+    /// @notice The entry's receipt (with its proof) and the trace it commits to, posted on chain.
     event AvailabilityAnswered(
-        uint256 indexed availabilityId, uint256 indexed batchId, uint256 index, Receipt receipt, bytes trace
+        uint256 indexed availabilityId,
+        uint256 indexed batchId,
+        uint256 index,
+        Receipt receipt,
+        bytes32[] proof,
+        bytes trace
     );
     /// @notice An availability challenge expired unanswered: the node was slashed.
     event AvailabilityResolved(
@@ -607,7 +612,7 @@ contract TaskManager is ReentrancyGuardTransient {
         a.status = AvailabilityStatus.Answered;
         answeredAt[keccak256(abi.encode(batchId, index))] = block.timestamp;
         claimable[msg.sender] += CHALLENGE_BOND;
-        emit AvailabilityAnswered(availabilityId, batchId, index, receipt, trace);
+        emit AvailabilityAnswered(availabilityId, batchId, index, receipt, proof, trace);
         address node = b.node;
         // forge-lint: disable-next-line(unsafe-typecast)
         SERVICE_MANAGER.lockStake(node, uint64(block.timestamp + CHALLENGE_WINDOW));

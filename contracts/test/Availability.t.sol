@@ -42,7 +42,7 @@ contract AvailabilityTest is Base {
         uint256 id = _challengeAvailability(stranger, 3); // anyone may ask, users too
         assertEq(sm.getNode(node).frozenCount, 1, "frozen while open");
         vm.expectEmit(address(tm));
-        emit TaskManager.AvailabilityAnswered(id, batchId, 3, rs[3], _trace(3));
+        emit TaskManager.AvailabilityAnswered(id, batchId, 3, rs[3], Merkle.proofAt(leaves, 3), _trace(3));
         _answer(id, 3);
         assertTrue(tm.availabilityChallenges(id).status == TaskManager.AvailabilityStatus.Answered);
         assertEq(tm.claimable(node), CHALLENGE_BOND, "the false claim pays for the answer");

@@ -9,6 +9,7 @@ with SIGKILL mid-task and restarted finishes (or refuses) the task and charges i
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import sqlite3
 import subprocess
 import sys
@@ -22,6 +23,8 @@ import pytest
 from node_fixtures import NodeProcess
 from supernet.sdk.chain import Contracts, ProtocolParams
 from supernet.sdk.chain.anvil import Anvil, dev_account
+from supernet.sdk.chain.receipts import Receipt
+from supernet.sdk.chain.tasks import AvailabilityStatus
 from supernet.sdk.client import Client
 
 pytestmark = [pytest.mark.anvil, pytest.mark.model, pytest.mark.slow]
@@ -238,3 +241,30 @@ def test_cli_submit_and_verify(net: Net) -> None:
         timeout=120,
     )
     assert again.returncode == 0 and "merkle inclusion" in again.stdout, again.stdout + again.stderr
+
+
+async def test_node_answers_availability_challenges(net: Net) -> None:
+    """Anyone may claim an entry is unavailable; the running node posts it on chain and is paid the
+    bond, and the posted trace is the one the receipt commits to."""
+    client = net.client(USER_INDEXES[0], "availability")
+    try:
+        done = await client.submit_task("Name a planet.", deposit=10**17)
+        doc = await client.receipt(done.task_id, wait_committed=60)
+    finally:
+        await client.aclose()
+    batch_id, index = int(doc["batch"]["chainBatchId"]), int(doc["batch"]["index"])
+    node_addr = dev_account(NODE_KEY_INDEX).address
+    tm = net.contracts.task_manager
+    claimable = tm.claimable(node_addr)
+    stranger = net.contracts.as_account(dev_account(16)).task_manager
+    aid = stranger.challenge_availability(batch_id, index).value
+    for _ in range(60):
+        if tm.get_availability(aid).status == AvailabilityStatus.ANSWERED:
+            break
+        await asyncio.sleep(0.5)
+    assert tm.get_availability(aid).status == AvailabilityStatus.ANSWERED
+    assert tm.claimable(node_addr) == claimable + tm.challenge_bond()
+    [answer] = tm.availability_answers(batch_id)
+    assert answer.index == index and answer.receipt == Receipt.from_json(doc["receipt"])
+    assert hashlib.sha256(answer.trace).digest() == answer.receipt.trace_hash
+    assert net.contracts.service_manager.get_operator(node_addr).frozen_count == 0

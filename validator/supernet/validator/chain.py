@@ -19,7 +19,7 @@ from functools import cached_property
 from eth_account.signers.local import LocalAccount
 from supernet.sdk.chain.errors import ContractError
 from supernet.sdk.chain.receipts import Receipt
-from supernet.sdk.chain.tasks import TaskManager
+from supernet.sdk.chain.tasks import AvailabilityAnswer, AvailabilityChallenge, TaskManager
 from web3 import Web3
 
 
@@ -259,6 +259,29 @@ class TaskManagerClient:
                 batch_id, index, receipt, proof, evidence_cid, bond=self.params().challenge_bond
             ).value
         )
+
+    def challenge_availability(self, batch_id: int, index: int) -> int:
+        """Claim entry ``index`` of a batch unavailable (bonded); returns the availability id."""
+        return int(
+            self.binding.challenge_availability(batch_id, index, bond=self.params().challenge_bond).value
+        )
+
+    def availability(self, availability_id: int) -> AvailabilityChallenge:
+        """The on-chain state of an availability challenge."""
+        return self.binding.get_availability(availability_id)
+
+    def entry_availability(self, batch_id: int, index: int) -> int:
+        """The latest availability challenge of entry ``index`` of a batch (0: none)."""
+        key = Web3.keccak(self.w3.codec.encode(["uint256", "uint256"], [batch_id, index]))
+        return int(self.binding.call("entryAvailability", key))
+
+    def resolve_availability(self, availability_id: int) -> int:
+        """Slash the node of an unanswered availability challenge; returns the wei slashed."""
+        return int(self.binding.resolve_availability(availability_id).value["slashed"])
+
+    def availability_answers(self, batch_id: int, from_block: int) -> list[AvailabilityAnswer]:
+        """Entries of ``batch_id`` posted on chain (availability answers) since ``from_block``."""
+        return self.binding.availability_answers(batch_id, from_block)
 
     def vote(self, challenge_id: int, fraud: bool) -> None:
         """Vote on an open challenge."""

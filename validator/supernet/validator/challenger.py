@@ -21,6 +21,8 @@ from collections.abc import Callable
 from typing import Any
 
 from supernet.sdk.chain.errors import ContractError
+from supernet.sdk.chain.merkle import verify as merkle_verify
+from supernet.sdk.store.cids import decode_dag
 from supernet.validator.chain import ChallengeStatus, TaskManagerClient
 from supernet.validator.db import BatchRow, ChallengeRow, Database
 from supernet.validator.evidence import Verdict, publish
@@ -79,12 +81,48 @@ class Disputes:
         return await asyncio.to_thread(fn, *args)
 
     async def manifest(self, batch: BatchRow) -> Manifest:
-        """The batch's manifest, checked against its root (cached)."""
+        """The batch's manifest, checked against its root (cached); when it cannot be read, the
+        entries posted on chain by availability answers (raises `ManifestError` if there are none)."""
         if batch.batch_id not in self._manifests:
-            self._manifests[batch.batch_id] = await load_manifest(
-                self.store, batch.manifest_cid, batch.root, batch.count
-            )
+            try:
+                self._manifests[batch.batch_id] = await load_manifest(
+                    self.store, batch.manifest_cid, batch.root, batch.count
+                )
+            except ManifestError:
+                posted = await self.posted(batch)
+                if not posted.entries:
+                    raise
+                return posted
         return self._manifests[batch.batch_id]
+
+    async def posted(self, batch: BatchRow) -> Manifest:
+        """The batch's entries posted on chain by availability answers; their traces are put into
+        this validator's store (same bytes, same CID), so the verifier reads them like any other."""
+        answers = await self._call(self.chain.availability_answers, batch.batch_id, batch.commit_block)
+        entries: dict[int, dict[str, Any]] = {}
+        proofs: dict[int, tuple[bytes, ...]] = {}
+        for a in answers:
+            leaf = a.receipt.leaf()
+            if not merkle_verify(list(a.proof), batch.root, leaf, a.index, batch.count):
+                continue  # the contract checked it; a log from another contract would not be
+            try:
+                cid = await self.store.put_block(a.trace, "dag-cbor")
+                doc = decode_dag(a.trace)
+            except Exception as exc:  # over the block limit, not dag-cbor: leave it unreadable
+                log.warning("batch %d #%d: posted trace not storable: %s", batch.batch_id, a.index, exc)
+                continue
+            doc = doc if isinstance(doc, dict) else {}
+            entries[a.index] = {
+                "posted": True,
+                "receipt": a.receipt.to_json(),
+                "leaf": "0x" + leaf.hex(),
+                "signature": None,
+                "traceCid": cid,
+                "request": doc.get("request"),
+                "requestSignature": doc.get("request_signature"),
+            }
+            proofs[a.index] = a.proof
+        return Manifest(entries, proofs=proofs)
 
     # -- challenge -------------------------------------------------------------------------------
 
@@ -95,7 +133,7 @@ class Disputes:
         manifest = await self.manifest(batch)
         entry = self.verifier.entry(manifest, verdict.index)
         leaf = entry.receipt.leaf()
-        if manifest.tree.leaves[verdict.index] != leaf:
+        if manifest.leaf(verdict.index) != leaf:
             log.warning(
                 "batch %d #%d: receipt hash not in the tree, cannot prove it", batch.batch_id, verdict.index
             )
@@ -113,7 +151,7 @@ class Disputes:
                 batch.batch_id,
                 verdict.index,
                 entry.receipt,
-                manifest.tree.proof_at(verdict.index),
+                manifest.proof(verdict.index),
                 evidence_cid,
             )
         except ContractError as exc:
@@ -158,18 +196,14 @@ class Disputes:
         except ManifestError as exc:
             log.warning("challenge %d: cannot read the batch manifest, not voting: %s", row.challenge_id, exc)
             return
-        index = next(
-            (
-                i
-                for i, e in enumerate(manifest.entries)
-                if str(e.get("leaf", "")).lower() == "0x" + row.leaf.hex()
-            ),
-            None,
-        )
+        index = manifest.index_of(row.leaf)
         if index is None:
             log.warning("challenge %d: leaf not in the manifest, not voting", row.challenge_id)
             return
         verdict = await self.verifier.verify(batch.batch_id, batch.node, index, manifest)
+        if verdict.missing:  # perhaps posted on chain since: import it and check again
+            await self.posted(batch)
+            verdict = await self.verifier.verify(batch.batch_id, batch.node, index, manifest)
         if verdict.unverifiable:
             log.info("challenge %d: cannot check (%s), not voting", row.challenge_id, verdict.unverifiable)
             return

@@ -61,6 +61,10 @@ class ValidatorSettings(BaseSettings):
     challenge: bool = Field(True, description="open challenges on faulty receipts (voting always runs)")
     auto_withdraw: bool = True
     register_stake_wei: int = Field(0, ge=0, description="register as validator with this stake if not yet")
+    availability_retries: int = Field(
+        4, ge=1, description="fetch attempts of a missing manifest or trace before an availability challenge"
+    )
+    availability_backoff_s: float = Field(2.0, gt=0, description="first retry delay; doubles after each")
 
     @classmethod
     def from_toml(cls, path: str | Path | None, **overrides: Any) -> ValidatorSettings:

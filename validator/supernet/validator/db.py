@@ -36,6 +36,10 @@ CREATE TABLE IF NOT EXISTS challenges (
   challenge_id INTEGER PRIMARY KEY, batch_id INTEGER NOT NULL, challenger TEXT NOT NULL,
   node TEXT NOT NULL, leaf TEXT NOT NULL, vote_deadline INTEGER NOT NULL, evidence_cid TEXT NOT NULL,
   status TEXT NOT NULL DEFAULT 'open', my_vote INTEGER, my_evidence TEXT, fraud INTEGER);
+CREATE TABLE IF NOT EXISTS missing (
+  batch_id INTEGER NOT NULL, idx INTEGER NOT NULL, reason TEXT NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0, next_try REAL NOT NULL, availability_id INTEGER,
+  status TEXT NOT NULL DEFAULT 'retrying', PRIMARY KEY (batch_id, idx));
 """
 
 
@@ -78,6 +82,19 @@ class ChallengeRow:
     status: str  # open | voted | resolved | claimed
     my_vote: bool | None
     fraud: bool | None
+
+
+@dataclass(frozen=True)
+class MissingRow:
+    """A sampled entry whose data could not be fetched, on its way to an availability challenge."""
+
+    batch_id: int
+    index: int
+    reason: str
+    attempts: int
+    next_try: float
+    availability_id: int | None
+    status: str  # retrying | challenged | fetched | answered | slashed | expired
 
 
 class Database:
@@ -195,6 +212,36 @@ class Database:
             else self._all(sql + " ORDER BY batch_id, idx")
         )
         return [CheckRow(r[0], r[1], bool(r[2]), r[3], r[4], r[5]) for r in rows]
+
+    # -- availability ----------------------------------------------------------------------------
+
+    def add_missing(self, batch_id: int, index: int, reason: str, next_try: float) -> None:
+        """Start retrying an entry whose data could not be fetched (idempotent)."""
+        with self._tx() as c:
+            c.execute(
+                "INSERT OR IGNORE INTO missing (batch_id, idx, reason, next_try) VALUES (?, ?, ?, ?)",
+                (batch_id, index, reason, next_try),
+            )
+
+    def missing(self, *statuses: str) -> list[MissingRow]:
+        """Missing entries in the given statuses (all if none given)."""
+        sql = "SELECT batch_id, idx, reason, attempts, next_try, availability_id, status FROM missing"
+        if statuses:
+            sql += f" WHERE status IN ({','.join('?' * len(statuses))})"
+        return [MissingRow(*r) for r in self._all(sql + " ORDER BY batch_id, idx", *statuses)]
+
+    def update_missing(self, batch_id: int, index: int, **fields: object) -> None:
+        """Set columns of a missing entry (``attempts``, ``next_try``, ``reason``, ``availability_id``,
+        ``status``)."""
+        allowed = {"attempts", "next_try", "reason", "availability_id", "status"}
+        if not fields or not set(fields) <= allowed:
+            raise ValueError(f"update_missing takes {sorted(allowed)}")
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        with self._tx() as c:
+            c.execute(
+                f"UPDATE missing SET {cols} WHERE batch_id = ? AND idx = ?",
+                (*fields.values(), batch_id, index),
+            )
 
     # -- challenges ------------------------------------------------------------------------------
 

@@ -93,6 +93,8 @@ class Verdict:
         tool_calls: deterministic tool calls re-run.
         validator: the validator's address.
         model_id: the model the trace claims.
+        missing: the receipt's trace (or the batch's manifest) could not be fetched: not a verdict
+            yet, but a case for the availability challenge once retries are spent.
     """
 
     batch_id: int
@@ -105,6 +107,7 @@ class Verdict:
     validator: str = ""
     model_id: str = ""
     request_hash: bytes = b""
+    missing: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

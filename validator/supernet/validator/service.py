@@ -29,6 +29,7 @@ from supernet.node.agents.registry import AgentRegistry
 from supernet.sdk.chain.contracts import make_web3
 from supernet.sdk.chain.deployment import Deployment
 from supernet.sdk.store import StoreClient
+from supernet.validator.availability import Availability
 from supernet.validator.chain import TaskManagerClient
 from supernet.validator.challenger import Disputes
 from supernet.validator.config import ValidatorSettings
@@ -127,6 +128,17 @@ class Validator:
             auto_withdraw=s.auto_withdraw,
             on_event=lambda kind, data: self._emit(kind, **data),
         )
+        self.availability = Availability(
+            self.chain,
+            self.db,
+            self.disputes,
+            self.verifier,
+            self._settle,
+            retries=s.availability_retries,
+            backoff_s=s.availability_backoff_s,
+            challenge=s.challenge,
+            on_event=lambda kind, data: self._emit(kind, **data),
+        )
         start = s.chain.start_block if s.chain.start_block is not None else self.deployment.deploy_block
         self.follower = Follower(self.chain, self.db, start, s.chain.confirmations)
         await asyncio.to_thread(self.chain.params)
@@ -188,7 +200,9 @@ class Validator:
             pass
         for batch in self.db.pending_batches():
             await self.process_batch(batch)
-        now = max(int(time.time()), await asyncio.to_thread(self.chain.timestamp))
+        chain_now = await asyncio.to_thread(self.chain.timestamp)
+        await self.availability.step(chain_now)
+        now = max(int(time.time()), chain_now)
         await self.disputes.vote_open(now)
         await self.disputes.settle(now)
 
@@ -218,14 +232,17 @@ class Validator:
         if indexes:
             try:
                 manifest = await self.disputes.manifest(batch)
-            except ManifestError as exc:
-                log.error("batch %d: %s", batch.batch_id, exc)
-                self.db.finish_batch(batch.batch_id, "error", str(exc))
+            except ManifestError as exc:  # never skipped: retried, then an availability challenge
+                for i in indexes:
+                    self.availability.note(batch, i, f"manifest: {exc}")
+                self.db.finish_batch(batch.batch_id, "missing", str(exc))
                 return True
             done = {c.index: c for c in self.db.checks(batch.batch_id)}
             todo = []
             for i in indexes:
-                if i not in done:
+                if i not in manifest.entries:  # a partial (posted) manifest: the rest is missing
+                    self.availability.note(batch, i, "entry not posted")
+                elif i not in done:
                     todo.append(i)
                 elif not done[i].ok and done[i].challenge_id is None and done[i].evidence_cid:
                     await self._retry_challenge(batch, i, manifest)
@@ -238,7 +255,11 @@ class Validator:
         return True
 
     async def _settle(self, batch: BatchRow, i: int, verdict: Verdict) -> None:
-        """Publish a verdict's evidence, record it (before anything else happens), challenge if faulty."""
+        """Publish a verdict's evidence, record it (before anything else happens), challenge if faulty.
+        A verdict that only says the data is missing goes to the availability path instead."""
+        if verdict.missing:
+            self.availability.note(batch, i, verdict.unverifiable or "trace unavailable")
+            return
         cid = await publish(self.store, verdict)
         self.db.record_check(
             CheckRow(

@@ -119,10 +119,36 @@ class ManifestError(ValueError):
 
 @dataclass(frozen=True)
 class Manifest:
-    """A batch manifest whose leaves build the committed root."""
+    """The entries of a batch a validator can read, each bound to its position in the batch tree.
 
-    entries: tuple[Mapping[str, Any], ...]
-    tree: ReceiptTree
+    Either the whole manifest fetched from the store (``tree`` set: its leaves build the committed
+    root), or the entries nodes posted on chain in availability answers (``proofs`` set: each
+    entry's proof at its position, checked against the root before it is kept).
+    """
+
+    entries: Mapping[int, Mapping[str, Any]]
+    tree: ReceiptTree | None = None
+    proofs: Mapping[int, tuple[bytes, ...]] | None = None
+
+    def leaf(self, index: int) -> bytes:
+        """The leaf at ``index`` as the tree has it."""
+        if self.tree is not None:
+            return self.tree.leaves[index]
+        return bytes.fromhex(str(self.entries[index]["leaf"]).removeprefix("0x"))
+
+    def proof(self, index: int) -> list[bytes]:
+        """The Merkle proof of the entry at ``index``."""
+        if self.tree is not None:
+            return self.tree.proof_at(index)
+        assert self.proofs is not None
+        return list(self.proofs[index])
+
+    def index_of(self, leaf: bytes) -> int | None:
+        """The position of the entry with this leaf, if readable here."""
+        for i in sorted(self.entries):
+            if self.leaf(i) == leaf:
+                return i
+        return None
 
 
 async def load_manifest(store: DagStore, cid: str, root: bytes, count: int) -> Manifest:
@@ -141,7 +167,7 @@ async def load_manifest(store: DagStore, cid: str, root: bytes, count: int) -> M
         raise ManifestError(
             f"manifest {cid} does not build the committed root ({len(entries)} of {count} receipts)"
         )
-    return Manifest(entries, tree)
+    return Manifest(dict(enumerate(entries)), tree)
 
 
 class Verifier:
@@ -249,6 +275,9 @@ class Verifier:
         try:
             entry = self.entry(manifest, index)
         except MalformedEntry as exc:
+            if manifest.entries[index].get("posted"):  # the node's own answer on chain: its fault
+                finding = Finding(Check.TRACE_MALFORMED, f"the posted trace lacks the signed request: {exc}")
+                return Verdict(batch_id, index, raw_leaf, findings=(finding,), validator=self.validator)
             return Verdict(batch_id, index, raw_leaf, unverifiable=str(exc), validator=self.validator)
         head = _Head(batch_id, index, entry, self.validator)
         findings = check_receipt(entry, node, self.domain) + check_trace_hash(
@@ -260,8 +289,8 @@ class Verifier:
         except (MalformedTrace, InvalidBlockError, InvalidCIDError) as exc:  # what the node committed
             findings.append(Finding(Check.TRACE_MALFORMED, str(exc)))
             return head.verdict(findings)
-        except Exception as exc:  # not found / unavailable: do not accuse on a store problem
-            return head.verdict(findings, unverifiable=f"trace unavailable: {exc}")
+        except Exception as exc:  # not found / unavailable: never an accusation, an availability case
+            return head.verdict(findings, unverifiable=f"trace unavailable: {exc}", missing=not findings)
         findings += check_trace(trace, entry)
         scorer = self.scorer
         if scorer is None or scorer.model_id.lower() != head.model_id:

@@ -227,7 +227,11 @@ class Kernel:
             info.code_hash,
             self.model_id,
             spec.input,
-            task_context(seed, caps, tools, self.engine),
+            {
+                **task_context(seed, caps, tools, self.engine),
+                **({"request": dict(spec.request)} if spec.request is not None else {}),
+                **({"request_signature": spec.request_signature} if spec.request_signature else {}),
+            },
         )
         state = TaskState(spec, info, caps, trace, tuple(tools), seed)
         task = asyncio.get_running_loop().create_task(self._execute(state), name=f"task:{spec.task_id}")

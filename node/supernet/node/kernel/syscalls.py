@@ -38,6 +38,9 @@ class TaskSpec:
         tools: Tools the signed task asks for (``None``: all the node's policy allows).
         confirmations: ``actionHash`` hex -> 65-byte signature of an EIP-712 ``Confirmation``.
         timeout_s: Wall-clock bound of the whole task.
+        request: The signed EIP-712 ``TaskRequest`` fields (paid tasks); recorded in the trace so
+            that the trace alone, posted on chain, can be checked against the user's signature.
+        request_signature: The user's signature of ``request`` (0x hex).
     """
 
     task_id: str
@@ -49,6 +52,8 @@ class TaskSpec:
     tools: frozenset[str] | None = None
     confirmations: Mapping[str, bytes] = field(default_factory=dict)
     timeout_s: float = 600.0
+    request: Mapping[str, Any] | None = None
+    request_signature: str | None = None
 
 
 TaskStatus = Literal["ok", "error", "timeout", "cancelled"]

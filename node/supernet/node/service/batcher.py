@@ -131,16 +131,7 @@ class Batcher:
             "traceCid": task.trace_cid,
             "agent": task.agent,
             "requestSignature": task.signature,
-            "request": {
-                "user": task.user,
-                "node": self.node_address,
-                "modelId": task.model_id,
-                "agentHash": task.agent_hash,
-                "inputHash": task.input_hash,
-                "maxFee": str(task.max_fee),
-                "nonce": str(task.nonce),
-                "deadline": str(task.deadline),
-            },
+            "request": task.request_record(self.node_address),
         }
 
     async def commit(self, batch: BatchRow) -> BatchRow:

@@ -221,6 +221,15 @@ class Database:
         rows = self._all("SELECT * FROM batches WHERE status != 'committed' ORDER BY id")
         return [BatchRow.from_row(r) for r in rows]
 
+    def receipt_at(self, chain_batch_id: int, index: int) -> ReceiptRow | None:
+        """Entry ``index`` of the batch committed on chain as ``chain_batch_id``."""
+        rows = self._all(
+            "SELECT r.* FROM receipts r JOIN batches b ON r.batch_id = b.id "
+            "WHERE b.chain_batch_id = ? AND r.batch_index = ?",
+            (chain_batch_id, index),
+        )
+        return ReceiptRow.from_row(rows[0]) if rows else None
+
     def batch_receipts(self, batch_id: int) -> list[ReceiptRow]:
         """A batch's receipts in commit (manifest) order."""
         rows = self._all("SELECT * FROM receipts WHERE batch_id = ? ORDER BY batch_index", (batch_id,))

@@ -78,6 +78,8 @@ class KernelExecutor:
             input=job.input,
             user=job.user,
             fee=self._task_fee,
+            request=job.request,
+            request_signature=job.request_signature,
         )
         run = self.kernel.submit(spec)
         async for chunk in run.tokens():

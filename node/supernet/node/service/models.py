@@ -71,6 +71,19 @@ class TaskRow:
     created_at: float
     updated_at: float
 
+    def request_record(self, node: str) -> dict[str, str]:
+        """The signed EIP-712 ``TaskRequest`` fields, as manifests and traces record them."""
+        return {
+            "user": self.user,
+            "node": node,
+            "modelId": self.model_id,
+            "agentHash": self.agent_hash,
+            "inputHash": self.input_hash,
+            "maxFee": str(self.max_fee),
+            "nonce": str(self.nonce),
+            "deadline": str(self.deadline),
+        }
+
     @classmethod
     def from_row(cls, r: sqlite3.Row) -> TaskRow:
         """Decode a ``tasks`` row."""

@@ -7,7 +7,7 @@ kernel (:mod:`supernet.node.service.kernel_executor`) and chain
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -23,6 +23,8 @@ class Job:
     agent: str
     model_id: str
     input: str | dict[str, Any]
+    request: Mapping[str, str] | None = None  # the signed TaskRequest (recorded in the trace)
+    request_signature: str | None = None
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,9 @@ from fastapi import FastAPI
 from supernet.node.faults import FaultInjector
 from supernet.node.service.api import create_app
 from supernet.node.service.auth import Authenticator
+from supernet.node.service.availability import AvailabilityResponder
 from supernet.node.service.batcher import Batcher, DagStore
+from supernet.node.service.chain import Web3Chain
 from supernet.node.service.config import NodeSettings
 from supernet.node.service.db import Database
 from supernet.node.service.deps import NodeContext
@@ -62,6 +64,7 @@ class NodeService:
         self.app: FastAPI | None = None
         self.batcher: Batcher | None = None
         self.redeemer: Redeemer | None = None
+        self.availability: AvailabilityResponder | None = None
         self._server: uvicorn.Server | None = None
         self._stopped = asyncio.Event()
 
@@ -102,6 +105,14 @@ class NodeService:
                 await self.chain.ensure_registered(
                     s.api.endpoint(), list(self.executor.model_ids()), s.chain.stake_wei
                 )
+        if isinstance(self.chain, Web3Chain):  # a real chain: answer availability challenges
+            self.availability = AvailabilityResponder(
+                db,
+                self.store,
+                self.chain.contracts.task_manager,
+                self.account.address,
+                self.chain.contracts.deployment.deploy_block,
+            )
         resumed = worker.resume()
         if resumed:
             log.info("resumed %d unfinished tasks", len(resumed))
@@ -120,6 +131,8 @@ class NodeService:
         services = [self.batcher.run_forever(), self._server.serve()]
         if self.redeemer is not None:
             services.append(self.redeemer.run_forever())
+        if self.availability is not None:
+            services.append(self.availability.run_forever())
         tasks: list[asyncio.Task[object]] = [asyncio.create_task(s) for s in services]
         stop_wait = asyncio.create_task(self._stopped.wait())
         await asyncio.wait([*tasks, stop_wait], return_when=asyncio.FIRST_COMPLETED)
@@ -143,6 +156,8 @@ class NodeService:
             self.batcher.stop()
         if self.redeemer is not None:
             self.redeemer.stop()
+        if self.availability is not None:
+            self.availability.stop()
         if self._server is not None:
             self._server.should_exit = True
         self._stopped.set()

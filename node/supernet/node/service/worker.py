@@ -127,6 +127,8 @@ class TaskWorker:
                     agent=task.agent,
                     model_id=task.model_id,
                     input=task.input,
+                    request=task.request_record(self.account.address),
+                    request_signature=task.signature,
                 )
                 result = await self.executor.run(job, stream.push)
             except asyncio.CancelledError:

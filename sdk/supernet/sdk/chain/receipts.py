@@ -80,6 +80,14 @@ class Receipt:
     trace_hash: bytes
     fee: int
 
+    @classmethod
+    def from_tuple(cls, values: tuple[Any, ...]) -> Receipt:
+        """From the Solidity struct's values in field order (as web3 decodes them)."""
+        rh, user, model, inp, out, trace, fee = values
+        return cls(
+            bytes(rh), to_checksum_address(user), bytes(model), bytes(inp), bytes(out), bytes(trace), int(fee)
+        )
+
     def as_tuple(self) -> tuple[bytes, str, bytes, bytes, bytes, bytes, int]:
         """The struct as a tuple in field order, as web3 passes it to a contract call."""
         return (

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 from supernet.sdk.chain.bindings import Binding, TxResult
 from supernet.sdk.chain.receipts import Receipt
@@ -44,6 +45,32 @@ class AvailabilityChallenge:
     index: int
     deadline: int
     status: AvailabilityStatus
+
+
+@dataclass(frozen=True)
+class AvailabilityOpened:
+    """An ``AvailabilityChallenged`` event: entry ``index`` of a batch claimed unavailable."""
+
+    availability_id: int
+    batch_id: int
+    challenger: str
+    node: str
+    index: int
+    deadline: int
+    block: int
+
+
+@dataclass(frozen=True)
+class AvailabilityAnswer:
+    """An ``AvailabilityAnswered`` event: the entry's receipt, its proof and the trace, on chain."""
+
+    availability_id: int
+    batch_id: int
+    index: int
+    receipt: Receipt
+    proof: tuple[bytes, ...]
+    trace: bytes
+    block: int
 
 
 @dataclass(frozen=True)
@@ -151,6 +178,46 @@ class TaskManager(Binding):
         tx = self.transact("resolveAvailability", availability_id)
         return TxResult(tx.receipt, dict(self.events(tx, "AvailabilityResolved")[0]["args"]))
 
+    def availability_opened(
+        self, from_block: int, to_block: int | str = "latest"
+    ) -> list[AvailabilityOpened]:
+        """``AvailabilityChallenged`` events in a block range, in chain order."""
+        logs = self.contract.events.AvailabilityChallenged().get_logs(
+            from_block=from_block, to_block=to_block
+        )
+        return [
+            AvailabilityOpened(
+                int(e["args"]["availabilityId"]),
+                int(e["args"]["batchId"]),
+                e["args"]["challenger"],
+                e["args"]["node"],
+                int(e["args"]["index"]),
+                int(e["args"]["deadline"]),
+                int(e["blockNumber"]),
+            )
+            for e in logs
+        ]
+
+    def availability_answers(
+        self, batch_id: int, from_block: int = 0, to_block: int | str = "latest"
+    ) -> list[AvailabilityAnswer]:
+        """The entries of ``batch_id`` posted on chain by availability answers."""
+        logs = self.contract.events.AvailabilityAnswered().get_logs(
+            from_block=from_block, to_block=to_block, argument_filters={"batchId": batch_id}
+        )
+        return [
+            AvailabilityAnswer(
+                int(e["args"]["availabilityId"]),
+                int(e["args"]["batchId"]),
+                int(e["args"]["index"]),
+                Receipt.from_tuple(_struct(e["args"]["receipt"])),
+                tuple(bytes(p) for p in e["args"]["proof"]),
+                bytes(e["args"]["trace"]),
+                int(e["blockNumber"]),
+            )
+            for e in logs
+        ]
+
     def get_availability(self, availability_id: int) -> AvailabilityChallenge:
         """An availability challenge (raises ``UnknownAvailabilityChallenge``)."""
         batch_id, challenger, index, deadline, status = self.call("availabilityChallenges", availability_id)
@@ -233,3 +300,8 @@ class TaskManager(Binding):
     def challenge_window(self) -> int:
         """Seconds after a commit during which its receipts can be challenged."""
         return int(self.call("CHALLENGE_WINDOW"))
+
+
+def _struct(value: Any) -> tuple[Any, ...]:
+    """A decoded Solidity struct's values in field order (web3 gives a mapping or a tuple)."""
+    return tuple(value.values()) if hasattr(value, "values") else tuple(value)

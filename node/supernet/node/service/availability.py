@@ -1,0 +1,126 @@
+"""Answers availability challenges against this node (docs/protocol.md "Availability").
+
+Anyone may claim, with a bond, that an entry of one of our batches cannot be fetched. An honest
+node answers within the contract's window by posting the entry's receipt, its Merkle proof at the
+challenged position and the trace block the receipt commits to; the bond then pays for that
+transaction. A node that cannot (or will not) post the data is slashed, which is what makes
+withholding a trace a losing move.
+
+The service follows ``AvailabilityChallenged`` events from the deployment block (a restart re-reads
+them and skips those no longer open), so a challenge is never missed while the node runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from supernet.node.service.db import Database
+from supernet.sdk.chain.receipts import Receipt
+from supernet.sdk.chain.tasks import AvailabilityOpened, AvailabilityStatus
+
+log = logging.getLogger(__name__)
+
+
+class AvailabilityResponder:
+    """The availability service (``run_forever / stop``, plus :meth:`answer_once`).
+
+    Args:
+        db: the node's database (batches, receipts, proofs, trace CIDs).
+        store: the node's content store (trace blocks).
+        task_manager: the ``TaskManager`` binding bound to the node's account.
+        node: this node's address.
+        start_block: first block to scan (the deployment block).
+        interval_s: seconds between scans.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        store: Any,
+        task_manager: Any,
+        node: str,
+        start_block: int,
+        interval_s: float = 1.0,
+    ) -> None:
+        self.db = db
+        self.store = store
+        self.tm = task_manager
+        self.node = node.lower()
+        self.interval_s = interval_s
+        self._next_block = start_block
+        self._open: dict[int, AvailabilityOpened] = {}
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        """Ask :meth:`run_forever` to return."""
+        self._stop.set()
+
+    async def run_forever(self) -> None:
+        """Scan and answer every ``interval_s`` until stopped; errors are logged and retried."""
+        while not self._stop.is_set():
+            try:
+                await self.answer_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("availability answers failed, retrying: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.interval_s)
+
+    async def answer_once(self) -> list[int]:
+        """Read new challenges, answer the open ones against this node; returns the ids answered."""
+        head = int(await asyncio.to_thread(lambda: self.tm.w3.eth.block_number))
+        if head >= self._next_block:
+            for ev in await asyncio.to_thread(self.tm.availability_opened, self._next_block, head):
+                if ev.node.lower() == self.node:
+                    self._open[ev.availability_id] = ev
+            self._next_block = head + 1
+        answered = []
+        for aid, ev in list(self._open.items()):
+            status = (await asyncio.to_thread(self.tm.get_availability, aid)).status
+            if status != AvailabilityStatus.OPEN:
+                del self._open[aid]
+                continue
+            if await self._answer(ev):
+                answered.append(aid)
+                del self._open[aid]
+        return answered
+
+    async def _answer(self, ev: AvailabilityOpened) -> bool:
+        row = self.db.receipt_at(ev.batch_id, ev.index)
+        task = self.db.task(row.task_id) if row is not None else None
+        if row is None or row.proof is None or task is None or task.trace_cid is None:
+            log.error(
+                "availability challenge %d: no entry %d of batch %d here",
+                ev.availability_id,
+                ev.index,
+                ev.batch_id,
+            )
+            return False
+        try:
+            trace = await self.store.get_block(task.trace_cid)
+        except Exception as exc:
+            log.error(
+                "availability challenge %d: trace %s of batch %d #%d cannot be read: %s",
+                ev.availability_id,
+                task.trace_cid,
+                ev.batch_id,
+                ev.index,
+                exc,
+            )
+            return False
+        receipt = Receipt.from_json(row.receipt_json)
+        proof = [bytes.fromhex(p[2:]) for p in json.loads(row.proof)]
+        await asyncio.to_thread(self.tm.answer_availability, ev.availability_id, receipt, proof, trace)
+        log.warning(
+            "answered availability challenge %d: batch %d #%d posted on chain (%d trace bytes)",
+            ev.availability_id,
+            ev.batch_id,
+            ev.index,
+            len(trace),
+        )
+        return True

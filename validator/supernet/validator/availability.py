@@ -1,0 +1,179 @@
+"""Data a node does not serve: retry with backoff, then the bonded availability challenge.
+
+A sampled entry whose manifest or trace cannot be fetched is never skipped and never accused of
+fraud on that ground alone (a store hiccup is not proof of anything). It is retried with
+exponential backoff; once the retries are spent (or the batch's challenge window is about to
+close) this validator opens ``challengeAvailability(batch, index)``. Then either
+
+* the node (or anyone) posts the entry's receipt, proof and trace on chain: the validator imports
+  the posted trace into its store and verifies the entry like any other, challenging it for fraud
+  if it is faulty (the contract keeps the fraud window open after a late answer); or
+* nobody answers by the deadline: the validator resolves it and the node is slashed.
+
+Another validator's availability challenge on the same entry is followed, not duplicated. Every
+state change is written to the database before the next step, so a restart resumes where it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from supernet.sdk.chain.errors import ContractError
+from supernet.sdk.chain.tasks import AvailabilityStatus
+from supernet.validator.chain import TaskManagerClient
+from supernet.validator.challenger import Disputes
+from supernet.validator.db import BatchRow, Database, MissingRow
+from supernet.validator.evidence import Verdict
+from supernet.validator.verifier import ManifestError, Verifier
+
+log = logging.getLogger(__name__)
+
+Settle = Callable[[BatchRow, int, Verdict], Awaitable[None]]
+
+
+class Availability:
+    """The validator's side of missing data.
+
+    Args:
+        chain: TaskManager client bound to the validator's key.
+        db: the validator's database.
+        disputes: manifests (fetched or posted on chain).
+        verifier: checks entries once their data is readable.
+        settle: records a verdict and challenges it if faulty (the service's own path).
+        retries: fetch attempts before challenging.
+        backoff_s: first retry delay; it doubles after each failure.
+        challenge: whether to open availability challenges (following and resolving always run).
+        on_event: called with ``(kind, data)`` for ``availability`` and ``availability_slash`` events.
+    """
+
+    def __init__(
+        self,
+        chain: TaskManagerClient,
+        db: Database,
+        disputes: Disputes,
+        verifier: Verifier,
+        settle: Settle,
+        *,
+        retries: int = 4,
+        backoff_s: float = 2.0,
+        challenge: bool = True,
+        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.chain, self.db, self.disputes, self.verifier = chain, db, disputes, verifier
+        self._settle = settle
+        self.retries, self.backoff_s, self.enabled = retries, backoff_s, challenge
+        self._emit = on_event or (lambda kind, data: None)
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.to_thread(fn, *args)
+
+    def note(self, batch: BatchRow, index: int, reason: str) -> None:
+        """Entry ``index`` of ``batch`` could not be read: start retrying it."""
+        log.info("batch %d #%d: data unavailable (%s); retrying", batch.batch_id, index, reason)
+        self.db.add_missing(batch.batch_id, index, reason[:500], time.time() + self.backoff_s)
+
+    async def step(self, chain_now: int) -> None:
+        """Retry what is due, challenge what stays missing, follow challenges to their end."""
+        for row in self.db.missing("retrying"):
+            if row.next_try <= time.time():
+                await self._retry(row, chain_now)
+        for row in self.db.missing("challenged"):
+            await self._follow(row, chain_now)
+
+    async def _verdict(self, batch: BatchRow, index: int) -> Verdict | None:
+        """The entry's verdict if its data is readable now (None: still missing)."""
+        try:
+            manifest = await self.disputes.manifest(batch)
+        except ManifestError:
+            return None
+        if index not in manifest.entries:
+            return None
+        verdict = await self.verifier.verify(batch.batch_id, batch.node, index, manifest)
+        return None if verdict.missing else verdict
+
+    async def _retry(self, row: MissingRow, chain_now: int) -> None:
+        batch = self.db.batch(row.batch_id)
+        assert batch is not None
+        verdict = await self._verdict(batch, row.index)
+        if verdict is not None:
+            self.db.update_missing(row.batch_id, row.index, status="fetched")
+            await self._settle(batch, row.index, verdict)
+            return
+        attempts = row.attempts + 1
+        info = await self._call(self.chain.binding.batch, row.batch_id)
+        window_end = info.committed_at + self.chain.params().challenge_window
+        closing = chain_now >= window_end - max(
+            2 * self.backoff_s, self.chain.params().challenge_window // 10
+        )
+        if attempts < self.retries and not closing:
+            delay = self.backoff_s * 2**attempts
+            self.db.update_missing(row.batch_id, row.index, attempts=attempts, next_try=time.time() + delay)
+            return
+        if not self.enabled:
+            self.db.update_missing(row.batch_id, row.index, attempts=attempts, status="expired")
+            return
+        await self._open(row, attempts)
+
+    async def _open(self, row: MissingRow, attempts: int) -> None:
+        prior = await self._call(self.chain.entry_availability, row.batch_id, row.index)
+        try:
+            aid = prior or await self._call(self.chain.challenge_availability, row.batch_id, row.index)
+        except ContractError as exc:
+            if exc.error_name in ("AvailabilityAlreadyOpen", "AlreadyAnswered"):
+                aid = await self._call(self.chain.entry_availability, row.batch_id, row.index)
+            elif exc.error_name == "ChallengeWindowClosed":
+                log.error("batch %d #%d: data never served and the window closed", row.batch_id, row.index)
+                self.db.update_missing(row.batch_id, row.index, attempts=attempts, status="expired")
+                return
+            else:
+                raise
+        self.db.update_missing(
+            row.batch_id, row.index, attempts=attempts, availability_id=aid, status="challenged"
+        )
+        log.warning(
+            "AVAILABILITY challenge %d: batch %d #%d not served after %d attempts (%s)",
+            aid,
+            row.batch_id,
+            row.index,
+            attempts,
+            row.reason,
+        )
+        self._emit("availability", {"batch_id": row.batch_id, "index": row.index, "availability_id": aid})
+
+    async def _follow(self, row: MissingRow, chain_now: int) -> None:
+        assert row.availability_id is not None
+        batch = self.db.batch(row.batch_id)
+        assert batch is not None
+        state = await self._call(self.chain.availability, row.availability_id)
+        if state.status == AvailabilityStatus.ANSWERED:
+            await self.disputes.posted(batch)  # import the posted trace into the store
+            verdict = await self._verdict(batch, row.index)
+            if verdict is None:
+                return  # posted but not readable yet here: try again next step
+            self.db.update_missing(row.batch_id, row.index, status="answered")
+            await self._settle(batch, row.index, verdict)
+            return
+        if state.status == AvailabilityStatus.OPEN:
+            if chain_now <= state.deadline:
+                return
+            try:
+                slashed = await self._call(self.chain.resolve_availability, row.availability_id)
+            except ContractError as exc:
+                if exc.error_name not in ("AvailabilityNotOpen", "AnswerWindowOpen"):
+                    raise
+                return  # someone else resolved it, or the chain's clock is behind ours
+            log.warning(
+                "SLASHED node %s: availability challenge %d unanswered (%d wei)",
+                batch.node,
+                row.availability_id,
+                slashed,
+            )
+        self.db.update_missing(row.batch_id, row.index, status="slashed")
+        self._emit(
+            "availability_slash",
+            {"batch_id": row.batch_id, "index": row.index, "availability_id": row.availability_id},
+        )
