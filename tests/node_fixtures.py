@@ -117,14 +117,16 @@ def signed_task(
     deadline: int | None = None,
     model_id: str = FAKE_MODEL_ID,
     agent_hash: str = FAKE_AGENT_HASH,
+    input_digest: bytes | None = None,
 ) -> dict[str, Any]:
-    """A ``POST /v1/tasks`` body signed by ``user``."""
+    """A ``POST /v1/tasks`` body signed by ``user`` (``input_digest``: sign this ``inputHash``
+    instead of the input's, as an attacker with its own encoding would)."""
     req = TaskRequest(
         user=user.address,
         node=node,
         model_id=bytes.fromhex(model_id[2:]),
         agent_hash=bytes.fromhex(agent_hash[2:]),
-        input_hash=input_hash(task_input),
+        input_hash=input_hash(task_input) if input_digest is None else input_digest,
         max_fee=fee,
         nonce=next(_nonces) if nonce is None else nonce,
         deadline=int(time.time()) + 600 if deadline is None else deadline,

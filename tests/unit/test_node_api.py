@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import sqlite3
 from typing import Any
 
 from eth_account import Account
 from node_fixtures import FakeNode
+from supernet.sdk.chain.receipts import input_hash
 
 
 def db_snapshot(node: FakeNode) -> dict[str, list[tuple[Any, ...]]]:
@@ -102,6 +104,52 @@ async def test_payment_and_shape_refusals(fake_node: FakeNode) -> None:
             assert r.status_code == status, (status, r.text)
             assert r.json()["error"]["message"]
     assert db_snapshot(fake_node) == before
+
+
+def _loose_digest(task_input: Any) -> bytes:
+    """inputHash the way a client with Python's lenient json would compute it (NaN, big ints...)."""
+    text = json.dumps(task_input, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+
+
+async def test_inputs_without_a_canonical_form_are_refused_before_anything(fake_node: FakeNode) -> None:
+    """A user who signs an input the trace cannot record as signed (NaN becomes null in dag-cbor, a
+    2**64 integer cannot be encoded, a lone surrogate is not UTF-8) would get the honest node
+    slashed, or its work for free. Admission refuses it with a 400, and nothing is stored."""
+    before = db_snapshot(fake_node)
+    for bad in (
+        {"x": float("nan")},
+        {"x": float("inf")},
+        {"n": 2**64},
+        {"n": 2**53},
+        {"s": "\ud800"},
+        "\ud800",
+    ):
+        body = fake_node.body(bad, cumulative=10**12, input_digest=_loose_digest(bad))
+        r = await fake_node.http.post(
+            "/v1/tasks",
+            content=json.dumps(body).encode(),  # NaN, Infinity, \ud800 as Python's json writes them
+            headers={"content-type": "application/json"},
+        )
+        assert r.status_code == 400, (bad, r.text)
+        assert r.json()["error"]["code"] == "input_not_canonical", r.text
+    body = fake_node.body("x", cumulative=10**12, deadline=2**63)
+    r = await fake_node.http.post("/v1/tasks", json=body)
+    assert r.status_code == 422 and "deadline" in r.text  # refused by shape, before the signature
+    assert db_snapshot(fake_node) == before
+
+
+def test_input_hash_is_rfc8785() -> None:
+    """Other clients compute inputHash with any RFC 8785 library: numbers in ECMAScript form, keys
+    sorted by UTF-16 code units."""
+    assert input_hash({"b": 1.0, "a": [1e21, 0.5]}) == hashlib.sha256(b'{"a":[1e+21,0.5],"b":1}').digest()
+    assert (
+        input_hash({"\uff5e": 1, "\U0001f600": 2})
+        == hashlib.sha256(  # U+FF5E sorts after D83D
+            '{"\U0001f600":2,"\uff5e":1}'.encode()
+        ).digest()
+    )
+    assert input_hash("hé") == hashlib.sha256("hé".encode()).digest()
 
 
 async def test_malformed_and_oversized_requests(fake_node: FakeNode) -> None:

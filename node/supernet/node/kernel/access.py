@@ -24,7 +24,7 @@ from supernet.node.kernel.errors import AccessDeniedError, BudgetExceededError, 
 from supernet.node.kernel.syscalls import TaskSpec
 from supernet.node.kernel.tools import ToolSpec
 from supernet.sdk.chain.eip712 import Confirmation, Domain, recover_confirmation
-from supernet.sdk.chain.receipts import canonical_json
+from supernet.sdk.chain.receipts import canonical_input
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +84,12 @@ class AuditEntry:
 
 
 def action_hash(tool: str, args: Mapping[str, Any]) -> bytes:
-    """The ``actionHash`` of a tool call: sha256 of the canonical JSON ``{"tool", "args"}``."""
-    return hashlib.sha256(canonical_json({"tool": tool, "args": dict(args)})).digest()
+    """The ``actionHash`` of a tool call: sha256 of the RFC 8785 JSON ``{"tool", "args"}``.
+
+    Raises:
+        InputEncodingError: the arguments have no canonical form.
+    """
+    return hashlib.sha256(canonical_input({"tool": tool, "args": dict(args)})).digest()
 
 
 def namespace_of(user: str, agent_id: str) -> str:

@@ -34,6 +34,7 @@ from supernet.node.kernel.syscalls import Syscall, TaskOutcome, TaskSpec, TokenC
 from supernet.node.kernel.tools import ToolRegistry
 from supernet.node.kernel.trace import TraceRecorder, save_trace
 from supernet.sdk.chain.eip712 import Domain
+from supernet.sdk.chain.receipts import InputEncodingError, canonical_input
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +217,10 @@ class Kernel:
         if previous is not None and not previous.done():
             raise KernelError(f"task {spec.task_id} is already running")
         info = self.agents.get(spec.agent_id, spec.agent_hash)
+        try:  # the trace must record the input exactly as signed (docs/protocol.md, inputHash)
+            canonical_input(spec.input)
+        except InputEncodingError as exc:
+            raise KernelError(f"task {spec.task_id}: {exc}") from None
         caps = self.access.capabilities(spec, frozenset(self.tools.names()))
         tools = [self.tools.spec(name) for name in sorted(caps.tools)]
         seed = task_seed(spec.task_id)

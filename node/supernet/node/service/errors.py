@@ -36,6 +36,13 @@ class InputHashMismatchError(BadRequestError):
     code = "input_hash_mismatch"
 
 
+class InputNotCanonicalError(BadRequestError):
+    """The input has no RFC 8785 canonical form (NaN, Infinity, an integer past 2**53, a lone
+    surrogate): it could not be hashed and recorded the same way, so it is refused."""
+
+    code = "input_not_canonical"
+
+
 class WrongNodeError(BadRequestError):
     """The request is addressed to another node (or another model)."""
 

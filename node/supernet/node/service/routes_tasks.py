@@ -9,11 +9,11 @@ from typing import Annotated, Any, Literal, cast
 from fastapi import APIRouter, Path, status
 from sse_starlette import EventSourceResponse
 from supernet.node.service.deps import AcceptingCtx, Ctx, NodeContext, load_task
-from supernet.node.service.errors import NotFoundError, TooLargeError
+from supernet.node.service.errors import InputNotCanonicalError, NotFoundError, TooLargeError
 from supernet.node.service.metrics import METRICS
 from supernet.node.service.models import TaskRow, TaskStatus
 from supernet.node.service.schemas import BatchInfo, ReceiptPublic, SignedTask, TaskCreate, TaskPublic
-from supernet.sdk.chain.receipts import canonical_json
+from supernet.sdk.chain.receipts import InputEncodingError, canonical_input
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 
@@ -43,8 +43,15 @@ def task_public(t: TaskRow) -> TaskPublic:
 async def admit_and_start(
     ctx: NodeContext, signed: SignedTask, agent: str, task_input: str | dict[str, Any]
 ) -> str:
-    """Check the input size, authenticate and store the task, and start it; returns its id."""
-    size = len(task_input) if isinstance(task_input, str) else len(canonical_json(task_input))
+    """Check the input's encoding and size, authenticate and store the task, and start it; returns
+    its id. An input without a canonical form is refused before anything else: the trace could
+    not record what the user signed, and validators would wrong this node over it."""
+    try:
+        encoded = canonical_input(task_input)
+    except InputEncodingError as exc:
+        METRICS.tasks_rejected.labels(code=InputNotCanonicalError.code).inc()
+        raise InputNotCanonicalError(str(exc)) from None
+    size = len(task_input) if isinstance(task_input, str) else len(encoded)
     limit = ctx.settings.api.max_input_chars
     if size > limit:
         raise TooLargeError(f"input is {size} characters, the limit is {limit}")

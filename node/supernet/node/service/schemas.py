@@ -15,6 +15,11 @@ Bytes32 = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{64}$")]
 Signature = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{130}$")]
 Uint256 = Annotated[int, Field(ge=0, lt=2**256), PlainSerializer(str, return_type=str)]
 AgentId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
+Deadline = Annotated[
+    int,
+    Field(ge=0, lt=2**63, description="unix seconds, below 2**63"),
+    PlainSerializer(str, return_type=str),
+]
 TaskInput = str | dict[str, Any]
 
 
@@ -32,7 +37,7 @@ class TaskRequestBody(_Strict):
     inputHash: Bytes32
     maxFee: Uint256
     nonce: Uint256
-    deadline: Uint256
+    deadline: Deadline
 
 
 class VoucherBody(_Strict):

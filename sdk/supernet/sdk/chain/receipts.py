@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import rfc8785
 from eth_abi import decode, encode
 from eth_account import Account
 from eth_account.messages import encode_defunct
@@ -36,14 +37,47 @@ RECEIPT_ABI_TYPES = ("bytes32", "address", "bytes32", "bytes32", "bytes32", "byt
 
 
 def canonical_json(obj: Any) -> bytes:
-    """Canonical JSON: sorted keys, no spaces, UTF-8 (what the protocol hashes for objects)."""
+    """Sorted-key compact JSON, UTF-8: the encoding of model weight manifests (``modelId``).
+
+    Task inputs and tool actions use `canonical_input` (RFC 8785) instead.
+    """
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+class InputEncodingError(ValueError):
+    """A task input (or tool action) the protocol cannot hash and record the same way everywhere:
+    a non-finite number, an integer beyond ±(2**53 - 1), a lone surrogate, a non-string key."""
+
+
+def canonical_input(task_input: Any) -> bytes:
+    """The one encoding of a task input: UTF-8 of a string, RFC 8785 (JCS) of anything else.
+
+    It is what ``inputHash`` hashes, what admission refuses when it fails, and it round-trips through
+    the dag-cbor trace unchanged (JCS admits only finite numbers and safe integers, which dag-cbor
+    holds exactly), so a validator recomputes the same hash from the trace. Clients in any language
+    compute it with an RFC 8785 library.
+
+    Raises:
+        InputEncodingError: the input has no canonical form.
+    """
+    if isinstance(task_input, str):
+        try:
+            return task_input.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InputEncodingError(f"the input is not valid Unicode text: {exc.reason}") from None
+    try:
+        return bytes(rfc8785.dumps(task_input))
+    except (rfc8785.CanonicalizationError, TypeError, ValueError, RecursionError) as exc:
+        raise InputEncodingError(f"the input has no RFC 8785 canonical JSON form: {exc}") from None
+
+
 def input_hash(task_input: str | Mapping[str, Any]) -> bytes:
-    """sha256 of the UTF-8 task input, or of its canonical JSON when it is an object."""
-    data = task_input.encode() if isinstance(task_input, str) else canonical_json(task_input)
-    return hashlib.sha256(data).digest()
+    """sha256 of `canonical_input` (the signed ``inputHash``).
+
+    Raises:
+        InputEncodingError: the input has no canonical form.
+    """
+    return hashlib.sha256(canonical_input(task_input)).digest()
 
 
 def output_hash(output: str) -> bytes:
