@@ -189,7 +189,7 @@ def count_faults(kind: str, verdicts: list[Verdict], traces: list[dict[str, Any]
     injected = detected = 0
     for verdict, trace in zip(verdicts, traces, strict=True):
         events = trace["events"]
-        if kind == "trace":
+        if kind in ("trace", "answer", "skip"):  # one unit per receipt
             units: list[int | None] = [None]
         elif kind == "tool":
             units = [i for i, e in enumerate(events) if e["kind"] == "tool"]
@@ -201,6 +201,8 @@ def count_faults(kind: str, verdicts: list[Verdict], traces: list[dict[str, Any]
             injected += 1
             if kind == "trace":
                 detected += any(f.check == Check.TRACE for f in verdict.findings)
+            elif kind in ("answer", "skip"):  # caught only by replaying the agent
+                detected += any(f.check == Check.REPLAY for f in verdict.findings)
             else:
                 detected += any(f.call == unit for f in verdict.findings)
     return injected, detected
@@ -219,7 +221,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     engine = LLMEngine(loaded.model, loaded.tokenizer, loaded.model_id, max_batch=8, max_seq_len=1024)
     kernel = Kernel(engine, store, agents=agents, faults=injector)
     scorer = ModelScorer.from_loaded(loaded)
-    verifier = Verifier(store, scorer, RegistryRunner(store), DOMAIN, "0xbench")
+    verifier = Verifier(store, scorer, RegistryRunner(store), DOMAIN, "0xbench", agents=agents)
     result: dict[str, Any] = {"faults": {}}
     await kernel.setup()
     try:
@@ -252,7 +254,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "honest_tasks": args.honest_tasks,
             "max_new_tokens": args.tokens,
         }
-        for n, kind in enumerate(k for k in FaultKind if k != FaultKind.MODEL):
+        # `withhold` leaves nothing to verify off chain: its path (availability challenge -> slash) is
+        # tested end to end in tests/integration/test_validator_availability.py.
+        kinds = [k for k in FaultKind if k not in (FaultKind.MODEL, FaultKind.WITHHOLD)]
+        for n, kind in enumerate(kinds):
             specs.clear()
             specs[kind] = 1.0
             e, r, _ = await run_tasks(
