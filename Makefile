@@ -9,7 +9,11 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 BIN := node_modules/.bin
-FORGE := cd contracts && ../$(BIN)/forge
+# The platform binary, not the npm wrapper node_modules/.bin/forge: the wrapper exits 0 even when
+# forge fails (a failing Solidity test would not fail `make test`; tests/integration/test_toolchain.py).
+FOUNDRY_ARCH := $(if $(filter aarch64 arm64,$(shell uname -m)),arm64,amd64)
+FORGE_BIN := node_modules/@foundry-rs/forge-linux-$(FOUNDRY_ARCH)/bin/forge
+FORGE := cd contracts && ../$(FORGE_BIN)
 FORGE_FLAGS := --use ../scripts/solc --offline
 SUPERNET_HOME ?= $(HOME)/.cache/supernet
 export SUPERNET_HOME
