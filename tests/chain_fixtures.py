@@ -27,7 +27,7 @@ from supernet.sdk.chain import (
     input_hash,
     output_hash,
 )
-from supernet.sdk.chain.anvil import Anvil, dev_account, revert, snapshot
+from supernet.sdk.chain.anvil import Anvil, dev_account, increase_time, revert, snapshot
 
 CHAIN_TEST_PARAMS = ProtocolParams.devnet()
 """Devnet delays (unbond/withdraw 60 s, vote window 30 s, challenge window 600 s), full sampling."""
@@ -130,6 +130,7 @@ def network(chain: Contracts, actors: Actors) -> Contracts:
         sm.register_node(f"http://127.0.0.1:{8100 + i}", [MODEL_ID], 10**9, NODE_STAKE)
     for v in actors.validators:
         chain.as_account(v).service_manager.register_validator(VALIDATOR_STAKE)
+    increase_time(chain.w3, 1)  # only stake older than a challenge votes on it
     for u in actors.users:
         chain.as_account(u).payments.deposit(USER_DEPOSIT)
     return chain

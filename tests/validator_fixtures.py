@@ -28,7 +28,7 @@ from supernet.node.agents.registry import AgentRegistry, default_registry
 from supernet.node.faults import FaultInjector, FaultKind
 from supernet.node.kernel.syscalls import TaskSpec
 from supernet.sdk.chain import Contracts, ProtocolParams, ReceiptTree
-from supernet.sdk.chain.anvil import Anvil, dev_account, mine
+from supernet.sdk.chain.anvil import Anvil, dev_account, increase_time, mine
 from supernet.sdk.chain.eip712 import TaskRequest, hash_task_request, sign_task_request
 from supernet.sdk.chain.receipts import Receipt, input_hash, output_hash, sign_receipt, trace_hash
 from supernet.sdk.store import StoreClient
@@ -235,6 +235,7 @@ async def vnet(smollm2_loaded: Any, tmp_path_factory: pytest.TempPathFactory) ->
         )
         for v in validators:
             contracts.as_account(v).service_manager.register_validator(VALIDATOR_STAKE)
+        increase_time(contracts.w3, 1)  # only stake older than a challenge votes on it
         for u in users:
             contracts.as_account(u).payments.deposit(ETHER)
         url, stop_store = serve_in_thread(tmp / "store")

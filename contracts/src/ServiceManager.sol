@@ -40,6 +40,7 @@ contract ServiceManager is IServiceManager, ReentrancyGuardTransient {
         uint32 slashCount;
         uint64 unbondingReadyAt; // unix seconds when `unbonding` may be withdrawn
         uint64 lockedUntil; // unix seconds before which nothing may be withdrawn
+        uint40 stakedAt; // unix seconds of the last stake increase (a vote counts only older stake)
         uint256 stake; // active stake
         uint256 unbonding; // requested out, still slashable
     }
@@ -272,6 +273,8 @@ contract ServiceManager is IServiceManager, ReentrancyGuardTransient {
         }
         op.registered = true;
         op.stake = stake;
+        // forge-lint: disable-next-line(unsafe-typecast)
+        op.stakedAt = uint40(block.timestamp);
         totalValidatorStake += stake;
         emit ValidatorRegistered(msg.sender, stake);
     }
@@ -283,6 +286,8 @@ contract ServiceManager is IServiceManager, ReentrancyGuardTransient {
         if (msg.value == 0) revert ZeroAmount();
         uint256 stake = op.stake + msg.value;
         op.stake = stake;
+        // forge-lint: disable-next-line(unsafe-typecast)
+        op.stakedAt = uint40(block.timestamp);
         if (op.role == Role.Validator) totalValidatorStake += msg.value;
         emit StakeAdded(msg.sender, msg.value, stake);
     }
@@ -430,6 +435,12 @@ contract ServiceManager is IServiceManager, ReentrancyGuardTransient {
     /// @inheritdoc IServiceManager
     function validatorStake(address validator) external view returns (uint256) {
         return isActiveValidator(validator) ? _operators[validator].stake : 0;
+    }
+
+    /// @inheritdoc IServiceManager
+    function votingStake(address validator, uint256 since) external view returns (uint256) {
+        if (!isActiveValidator(validator) || _operators[validator].stakedAt >= since) return 0;
+        return _operators[validator].stake;
     }
 
     /// @notice Stake bookkeeping of any address (zeroes for unknown addresses).

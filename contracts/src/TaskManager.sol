@@ -15,8 +15,14 @@ import {Receipt} from "./libraries/Types.sol";
 ///         slashing split. Parameters and their defaults: docs/security-parameters.md.
 /// @dev Ids of batches and challenges start at 1 (0 means "none").
 ///
+///      Time windows are half-open, [opened, deadline): an action *within* a window needs
+///      `now < deadline`, an action *after* it `now >= deadline`, and a stake lock until `deadline`
+///      releases at `now >= deadline`. So there is no second in which stake can leave and still be
+///      challenged, or be withdrawn and still vote, whatever UNBONDING_PERIOD and the windows are.
+///
 ///      Resolution rule (exact): with `voted = fraudStake + honestStake` and
-///      `total = ServiceManager.totalValidatorStake()` read at resolution,
+///      `total = ServiceManager.totalValidatorStake()` snapshotted when the challenge opened
+///      (stake that registers or leaves later can neither dilute nor concentrate the quorum),
 ///      fraud  <=>  voted * 10_000 >= total * QUORUM_BPS  &&  fraudStake * 2 > voted.
 ///      Anything else (no quorum, a tie, an honest majority) clears the node.
 ///
@@ -72,6 +78,7 @@ contract TaskManager is ReentrancyGuardTransient {
         uint256 slashed;
         uint256 rewardPool; // for the winning side's voters
         uint256 rewardClaimed;
+        uint256 quorumBase; // totalValidatorStake when the challenge opened
     }
 
     /// @notice Lifecycle of an availability challenge (docs/protocol.md, "Availability").
@@ -290,6 +297,8 @@ contract TaskManager is ReentrancyGuardTransient {
     error OnlyServiceManager();
     /// @notice An ETH transfer failed.
     error TransferFailed();
+    /// @notice The caller's stake (or part of it) was added after the challenge opened.
+    error StakeTooRecent(uint64 openedAt);
     /// @notice No availability challenge with this id.
     error UnknownAvailabilityChallenge(uint256 availabilityId);
     /// @notice The availability challenge is not open.
@@ -469,12 +478,15 @@ contract TaskManager is ReentrancyGuardTransient {
     function vote(uint256 challengeId, bool fraud) external {
         Challenge storage c = _challenge(challengeId);
         if (c.status != ChallengeStatus.Open) revert ChallengeNotOpen(challengeId);
-        if (block.timestamp > c.voteDeadline) revert VoteWindowClosed(c.voteDeadline);
+        if (block.timestamp >= c.voteDeadline) revert VoteWindowClosed(c.voteDeadline);
         if (msg.sender == c.node) revert AccusedCannotVote();
         VoteRecord storage record = _votes[challengeId][msg.sender];
         if (record.weight != 0) revert AlreadyVoted();
-        uint256 weight = SERVICE_MANAGER.validatorStake(msg.sender);
-        if (weight == 0) revert NotActiveValidator();
+        uint256 weight = SERVICE_MANAGER.votingStake(msg.sender, c.openedAt);
+        if (weight == 0) {
+            if (SERVICE_MANAGER.validatorStake(msg.sender) != 0) revert StakeTooRecent(c.openedAt);
+            revert NotActiveValidator();
+        }
 
         // forge-lint: disable-next-line(unsafe-typecast)
         record.weight = uint128(weight);
@@ -492,11 +504,11 @@ contract TaskManager is ReentrancyGuardTransient {
     function resolve(uint256 challengeId) external nonReentrant returns (bool fraud) {
         Challenge storage c = _challenge(challengeId);
         if (c.status != ChallengeStatus.Open) revert ChallengeNotOpen(challengeId);
-        if (block.timestamp <= c.voteDeadline) revert VoteWindowOpen(c.voteDeadline);
+        if (block.timestamp < c.voteDeadline) revert VoteWindowOpen(c.voteDeadline);
 
         uint256 fraudStake = c.fraudStake;
         uint256 voted = fraudStake + c.honestStake;
-        fraud = voted * BPS >= SERVICE_MANAGER.totalValidatorStake() * QUORUM_BPS && fraudStake * 2 > voted;
+        fraud = voted * BPS >= c.quorumBase * QUORUM_BPS && fraudStake * 2 > voted;
 
         if (fraud) {
             c.status = ChallengeStatus.Fraud;
@@ -567,7 +579,7 @@ contract TaskManager is ReentrancyGuardTransient {
         uint256 prior = entryAvailability[key];
         if (prior != 0) revert AvailabilityAlreadyOpen(prior); // open, or already slashed for
         uint256 deadline = uint256(b.committedAt) + CHALLENGE_WINDOW;
-        if (block.timestamp > deadline) revert ChallengeWindowClosed(deadline);
+        if (block.timestamp >= deadline) revert ChallengeWindowClosed(deadline);
         unchecked {
             availabilityId = ++availabilityCount;
         }
@@ -602,7 +614,7 @@ contract TaskManager is ReentrancyGuardTransient {
         bytes calldata trace
     ) external nonReentrant {
         AvailabilityChallenge storage a = _openAvailability(availabilityId);
-        if (block.timestamp > a.deadline) revert AnswerWindowClosed(a.deadline);
+        if (block.timestamp >= a.deadline) revert AnswerWindowClosed(a.deadline);
         uint256 batchId = a.batchId;
         uint256 index = a.index;
         Batch storage b = _batches[batchId];
@@ -625,7 +637,7 @@ contract TaskManager is ReentrancyGuardTransient {
     /// @param availabilityId The availability challenge.
     function resolveAvailability(uint256 availabilityId) external nonReentrant {
         AvailabilityChallenge storage a = _openAvailability(availabilityId);
-        if (block.timestamp <= a.deadline) revert AnswerWindowOpen(a.deadline);
+        if (block.timestamp < a.deadline) revert AnswerWindowOpen(a.deadline);
         a.status = AvailabilityStatus.Unanswered;
         address node = _batches[a.batchId].node;
         uint256 slashed = SERVICE_MANAGER.slash(node, SLASH_AMOUNT);
@@ -694,11 +706,11 @@ contract TaskManager is ReentrancyGuardTransient {
     {
         Batch storage b = _batch(batchId);
         uint256 deadline = uint256(b.committedAt) + CHALLENGE_WINDOW;
-        if (block.timestamp > deadline) {
+        if (block.timestamp >= deadline) {
             // Data posted late (an availability answer) gets a full window of its own: a node
             // must not escape a fraud challenge by answering at the last moment.
             uint256 posted = answeredAt[keccak256(abi.encode(batchId, index))];
-            if (posted == 0 || block.timestamp > posted + CHALLENGE_WINDOW) revert ChallengeWindowClosed(deadline);
+            if (posted == 0 || block.timestamp >= posted + CHALLENGE_WINDOW) revert ChallengeWindowClosed(deadline);
         }
         leaf = _checkEntry(b, index, receipt, proof);
         uint256 prior = leafChallenge[keccak256(abi.encode(batchId, leaf))];
@@ -741,6 +753,7 @@ contract TaskManager is ReentrancyGuardTransient {
         c.fee = fee;
         c.leaf = leaf;
         c.fraudStake = weight;
+        c.quorumBase = SERVICE_MANAGER.totalValidatorStake();
         leafChallenge[keccak256(abi.encode(batchId, leaf))] = challengeId;
         // forge-lint: disable-next-line(unsafe-typecast)
         _votes[challengeId][msg.sender] = VoteRecord({weight: uint128(weight), fraud: true, rewardClaimed: false});

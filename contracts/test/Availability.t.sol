@@ -53,7 +53,7 @@ contract AvailabilityTest is Base {
 
     function test_Availability_UnansweredIsSlashed() public {
         uint256 id = _challengeAvailability(validator1, 0);
-        vm.warp(block.timestamp + VOTE_WINDOW);
+        vm.warp(block.timestamp + VOTE_WINDOW - 1); // the answer window is [opened, deadline)
         vm.expectRevert(
             abi.encodeWithSelector(TaskManager.AnswerWindowOpen.selector, tm.availabilityChallenges(id).deadline)
         );
@@ -135,17 +135,16 @@ contract AvailabilityTest is Base {
 
     function test_LateAnswerKeepsAFullFraudWindow() public {
         uint256 committedAt = block.timestamp;
-        vm.warp(committedAt + CHALLENGE_WINDOW); // the last second of the batch's window
+        vm.warp(committedAt + CHALLENGE_WINDOW - 1); // the last second of the batch's window
         uint256 id = _challengeAvailability(validator1, 2);
-        vm.warp(block.timestamp + VOTE_WINDOW); // the node answers at the last moment
+        vm.warp(block.timestamp + VOTE_WINDOW - 1); // the node answers at the last moment
         _answer(id, 2);
         uint256 answered = block.timestamp;
         assertGe(sm.getOperator(node).lockedUntil, answered + CHALLENGE_WINDOW);
         bytes32[] memory proof = Merkle.proofAt(leaves, 2);
-        vm.warp(answered + CHALLENGE_WINDOW);
+        vm.warp(answered + CHALLENGE_WINDOW - 1);
         _challenge(validator1, batchId, 2, rs[2], proof); // the posted entry is still challengeable
         vm.deal(validator1, 1 ether);
-        vm.warp(answered + CHALLENGE_WINDOW + 1);
         vm.prank(validator1);
         vm.expectRevert(
             abi.encodeWithSelector(TaskManager.ChallengeWindowClosed.selector, committedAt + CHALLENGE_WINDOW)

@@ -612,7 +612,7 @@ contract TaskManagerTest is Base {
     function test_RevertWhen_ResolveDuringVoteWindow() public {
         (uint256 id,,) = _openChallenge();
         uint64 deadline = tm.challenges(id).voteDeadline;
-        vm.warp(deadline);
+        vm.warp(deadline - 1); // the window is [opened, deadline): resolvable from `deadline` on
         vm.expectRevert(abi.encodeWithSelector(TaskManager.VoteWindowOpen.selector, deadline));
         tm.resolve(id);
     }

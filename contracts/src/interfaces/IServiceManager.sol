@@ -16,6 +16,11 @@ interface IServiceManager {
     /// @notice Sum of the active stake of all registered validators (the quorum base).
     function totalValidatorStake() external view returns (uint256);
 
+    /// @notice The active stake of a registered validator if none of it was added at or after
+    ///         `since` (a challenge's opening time), else 0: stake that joins a dispute late
+    ///         cannot vote in it.
+    function votingStake(address validator, uint256 since) external view returns (uint256);
+
     /// @notice Takes up to `amount` wei from `operator` (active stake first, then unbonding stake)
     ///         and sends it to the TaskManager. Only the TaskManager.
     /// @return slashed The wei actually taken (less than `amount` when the operator has less).

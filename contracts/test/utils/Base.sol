@@ -123,10 +123,12 @@ abstract contract Base is Test {
         sm.registerNode{value: stake}(ENDPOINT, _models(), 1 gwei);
     }
 
+    /// @dev Registers and lets one second pass: only stake older than a challenge votes on it.
     function _registerValidator(address who, uint256 stake) internal {
         vm.deal(who, who.balance + stake);
         vm.prank(who);
         sm.registerValidator{value: stake}();
+        vm.warp(block.timestamp + 1);
     }
 
     /*//////////////////////////////////////////////////////////////

@@ -61,6 +61,7 @@ __all__ = [
     "SeedExpired",
     "SeedNotReady",
     "StakeIsLocked",
+    "StakeTooRecent",
     "StaleVoucher",
     "StringTooLong",
     "TaskManagerAlreadySet",
@@ -583,6 +584,17 @@ class StakeIsLocked(ContractError):
     until: int
 
 
+class StakeTooRecent(ContractError):
+    """``StakeTooRecent(uint64)``, declared by TaskManager."""
+
+    error_name = "StakeTooRecent"
+    signature = "StakeTooRecent(uint64)"
+    selector = bytes.fromhex("492dec61")
+    arg_names = ("openedAt",)
+    arg_types = ("uint64",)
+    openedAt: int
+
+
 class StaleVoucher(ContractError):
     """``StaleVoucher(address,uint256,uint256)``, declared by Payments."""
 
@@ -829,6 +841,7 @@ BY_SELECTOR: dict[bytes, type[ContractError]] = {
     SeedExpired.selector: SeedExpired,
     SeedNotReady.selector: SeedNotReady,
     StakeIsLocked.selector: StakeIsLocked,
+    StakeTooRecent.selector: StakeTooRecent,
     StaleVoucher.selector: StaleVoucher,
     StringTooLong.selector: StringTooLong,
     TaskManagerAlreadySet.selector: TaskManagerAlreadySet,

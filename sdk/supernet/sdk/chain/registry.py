@@ -33,6 +33,7 @@ class Operator:
     slash_count: int
     unbonding_ready_at: int
     locked_until: int
+    staked_at: int  # last stake increase: only older stake votes on a challenge
     stake: int
     unbonding: int
 
@@ -117,6 +118,10 @@ class ServiceManager(Binding):
         """Stake bookkeeping of any address (zeroes for unknown ones)."""
         role, *rest = self.call("getOperator", address)
         return Operator(Role(role), *rest)
+
+    def voting_stake(self, validator: str, since: int) -> int:
+        """Stake of ``validator`` that may vote on a challenge opened at ``since`` (0: none)."""
+        return int(self.call("votingStake", validator, since))
 
     def get_node(self, address: str) -> NodeView:
         """Full view of a node."""

@@ -102,6 +102,7 @@ class Challenge:
     slashed: int
     reward_pool: int
     reward_claimed: int
+    quorum_base: int  # totalValidatorStake when the challenge opened
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,137 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.37;
+
+import {ServiceManager} from "../src/ServiceManager.sol";
+import {TaskManager} from "../src/TaskManager.sol";
+import {IServiceManager} from "../src/interfaces/IServiceManager.sol";
+import {Receipt} from "../src/libraries/Types.sol";
+
+import {Base} from "./utils/Base.sol";
+import {Merkle} from "./utils/Merkle.sol";
+
+/// @notice Attacks on the dispute rules that used to succeed, each refused by design:
+///         half-open windows (no second in which stake both leaves and stays accountable), a quorum
+///         base snapshotted when a challenge opens, and votes only from stake older than the challenge.
+contract DisputeRulesTest is Base {
+    uint256 internal constant SHORT_UNBONDING = 10; // below the 30 s vote window: the setting the attacks need
+
+    function setUp() public override {
+        super.setUp();
+        sm = new ServiceManager(MIN_NODE_STAKE, MIN_VALIDATOR_STAKE, SHORT_UNBONDING, MAX_MODELS);
+        tm = new TaskManager(
+            IServiceManager(address(sm)),
+            1,
+            1_000_000,
+            600,
+            30,
+            CHALLENGE_BOND,
+            QUORUM_BPS,
+            SLASH_AMOUNT,
+            CHALLENGER_REWARD_BPS,
+            VOTER_REWARD_BPS
+        );
+        sm.setTaskManager(address(tm));
+    }
+
+    /// A node cannot withdraw its stake in the last second of a batch's challenge window and leave
+    /// the challenge that lands in that second with nothing to slash.
+    function test_NoSecondToWithdrawAndStillBeChallengeable() public {
+        _registerNode(node, 2 ether);
+        _registerValidator(validator1, 1 ether);
+        (uint256 batchId, Receipt[] memory rs, bytes32[] memory leaves) = _commit(node, 2);
+        uint256 deadline = block.timestamp + 600;
+        vm.prank(node);
+        sm.requestUnbond(2 ether); // unbonding ready long before the window ends
+        bytes32[] memory proof = Merkle.proofAt(leaves, 0);
+
+        vm.warp(deadline - 1); // inside the window: challengeable, and the stake cannot leave
+        vm.prank(node);
+        vm.expectRevert(abi.encodeWithSelector(ServiceManager.StakeIsLocked.selector, uint64(deadline)));
+        sm.withdrawUnbonded();
+
+        vm.warp(deadline); // the window is over: the stake may leave, and no challenge is accepted
+        vm.deal(validator1, 1 ether);
+        vm.prank(validator1);
+        vm.expectRevert(abi.encodeWithSelector(TaskManager.ChallengeWindowClosed.selector, deadline));
+        tm.challenge{value: CHALLENGE_BOND}(batchId, 0, rs[0], proof, "");
+        vm.prank(node);
+        sm.withdrawUnbonded();
+    }
+
+    /// The same ether cannot vote, leave at the vote deadline, and vote again from another address.
+    function test_VoterStakeCannotLeaveWhileItCanStillVote() public {
+        _registerNode(node, 3 ether);
+        _registerValidator(validator1, 1 ether);
+        _registerValidator(validator2, 5 ether);
+        (uint256 batchId, Receipt[] memory rs, bytes32[] memory leaves) = _commit(node, 2);
+        uint256 id = _challenge(validator1, batchId, 0, rs[0], Merkle.proofAt(leaves, 0));
+        uint64 deadline = tm.challenges(id).voteDeadline;
+        _vote(validator2, id, false);
+        vm.prank(validator2);
+        sm.requestUnbond(5 ether);
+        vm.warp(deadline - 1);
+        vm.prank(validator2);
+        vm.expectRevert(abi.encodeWithSelector(ServiceManager.StakeIsLocked.selector, deadline));
+        sm.withdrawUnbonded();
+        vm.warp(deadline);
+        vm.prank(validator3);
+        vm.expectRevert(abi.encodeWithSelector(TaskManager.VoteWindowClosed.selector, deadline));
+        tm.vote(id, true); // at the deadline nobody votes any more, so the freed ether votes nowhere
+        vm.prank(validator2);
+        sm.withdrawUnbonded(); // from the deadline on, the stake is free
+    }
+
+    /// Stake registered after the vote cannot dilute a fraud that reached quorum.
+    function test_QuorumBaseIsFixedWhenTheChallengeOpens() public {
+        _registerNode(node, 3 ether);
+        _registerValidator(validator1, 1 ether);
+        _registerValidator(validator2, 2 ether);
+        (uint256 batchId, Receipt[] memory rs, bytes32[] memory leaves) = _commit(node, 2);
+        uint256 id = _challenge(validator1, batchId, 0, rs[0], Merkle.proofAt(leaves, 0));
+        _vote(validator2, id, true); // 3 of 3 ether: fraud
+        assertEq(tm.challenges(id).quorumBase, 3 ether);
+        vm.warp(tm.challenges(id).voteDeadline);
+        _registerValidator(validator3, 100 ether); // joins after the vote, never at risk
+        assertTrue(tm.resolve(id), "the late whale does not clear the fraud");
+    }
+
+    /// Voters who did not vote cannot leave to turn a minority accusation into a quorum.
+    function test_LeavingDoesNotShrinkTheQuorumBase() public {
+        _registerNode(node, 3 ether);
+        _registerValidator(validator1, 1 ether);
+        _registerValidator(validator2, 2 ether);
+        _registerValidator(validator3, 3 ether);
+        (uint256 batchId, Receipt[] memory rs, bytes32[] memory leaves) = _commit(node, 2);
+        uint256 id = _challenge(validator1, batchId, 0, rs[0], Merkle.proofAt(leaves, 0)); // 1 of 6 ether
+        vm.prank(validator2);
+        sm.deregister();
+        vm.prank(validator3);
+        sm.deregister();
+        vm.warp(tm.challenges(id).voteDeadline);
+        assertFalse(tm.resolve(id), "1 of 6 ether is no quorum, whoever left since");
+        assertEq(sm.getNode(node).slashCount, 0);
+    }
+
+    /// Stake that joins (or grows) after a challenge opened cannot vote on it.
+    function test_StakeJoiningAfterTheChallengeCannotVote() public {
+        _registerNode(node, 3 ether);
+        _registerValidator(validator1, 1 ether);
+        _registerValidator(validator2, 1 ether);
+        (uint256 batchId, Receipt[] memory rs, bytes32[] memory leaves) = _commit(node, 2);
+        uint256 id = _challenge(validator1, batchId, 0, rs[0], Merkle.proofAt(leaves, 0));
+        uint64 openedAt = tm.challenges(id).openedAt;
+        vm.warp(block.timestamp + 1);
+        _registerValidator(validator3, 50 ether);
+        vm.prank(validator3);
+        vm.expectRevert(abi.encodeWithSelector(TaskManager.StakeTooRecent.selector, openedAt));
+        tm.vote(id, false);
+        vm.deal(validator2, 50 ether);
+        vm.prank(validator2);
+        sm.addStake{value: 50 ether}();
+        vm.prank(validator2);
+        vm.expectRevert(abi.encodeWithSelector(TaskManager.StakeTooRecent.selector, openedAt));
+        tm.vote(id, false);
+        assertEq(sm.votingStake(validator1, openedAt + 1), 1 ether);
+        assertEq(sm.votingStake(validator3, openedAt + 1), 0);
+    }
+}
