@@ -160,7 +160,7 @@ async def verify_all(
 ) -> tuple[list[Verdict], float]:
     assert isinstance(verifier.scorer, ModelScorer)
     verifier.scorer.threads = threads  # applied in the thread that scores (torch's count is per thread)
-    manifest = Manifest(tuple(entries), ReceiptTree(receipts))
+    manifest = Manifest(dict(enumerate(entries)), ReceiptTree(receipts))
     start = time.perf_counter()
     verdicts: list[Verdict] = []
     for g in range(0, len(entries), RECEIPTS_PER_PASS):

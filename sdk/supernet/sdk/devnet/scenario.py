@@ -119,6 +119,7 @@ def run_scenario(net: Devnet, console: Console) -> dict[str, Any]:
 
     say(f"Challenge: receipt {CHEATED}'s output does not match the re-execution")
     bad = receipts[CHEATED]
+    increase_time(c.w3, 1)  # only stake older than a challenge votes on it (the validators just joined)
     challenger = c.as_account(validators[0].account)
     ch = challenger.task_manager.challenge(
         batch_id, CHEATED, bad, tree.proof_at(CHEATED), "bafydevnetevidence"
