@@ -29,19 +29,19 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_verify as bv  # noqa: E402  (the probe agent, task runner and fault counter)
-from supernet.node.agents.registry import AgentRegistry  # noqa: E402
-from supernet.node.faults import FaultInjector, FaultKind  # noqa: E402
-from supernet.node.kernel.kernel import Kernel  # noqa: E402
-from supernet.node.llm import LLMEngine  # noqa: E402
-from supernet.node.llm.loader import load_model  # noqa: E402
-from supernet.node.llm.scoring import Tolerance  # noqa: E402
-from supernet.sdk.store import StoreClient  # noqa: E402
-from supernet.sdk.store.embedded import serve_in_thread  # noqa: E402
-from supernet.validator.scoring import ModelScorer  # noqa: E402
-from supernet.validator.tool_check import RegistryRunner  # noqa: E402
-from supernet.validator.trace_view import parse_trace  # noqa: E402
-from supernet.validator.verifier import Verifier, score_calls  # noqa: E402
+import bench_verify as bv
+from supernet.node.agents.registry import AgentRegistry
+from supernet.node.faults import FaultInjector, FaultKind
+from supernet.node.kernel.kernel import Kernel
+from supernet.node.llm import LLMEngine
+from supernet.node.llm.loader import load_model
+from supernet.node.llm.scoring import Tolerance
+from supernet.sdk.store import StoreClient
+from supernet.sdk.store.embedded import serve_in_thread
+from supernet.validator.scoring import ModelScorer
+from supernet.validator.tool_check import RegistryRunner
+from supernet.validator.trace_view import parse_trace
+from supernet.validator.verifier import Verifier, score_calls
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 PAIRS = [("bfloat16", "float32"), ("float32", "bfloat16")]
@@ -74,7 +74,9 @@ async def run_pair(args: argparse.Namespace, store: StoreClient, node_dt: str, v
     agents.register(bv.ProbeAgent)
     specs: dict[FaultKind, float] = {}
     injector = FaultInjector(specs, seed=11)
-    engine = LLMEngine(node_model.model, node_model.tokenizer, node_model.model_id, max_batch=8, max_seq_len=1024)
+    engine = LLMEngine(
+        node_model.model, node_model.tokenizer, node_model.model_id, max_batch=8, max_seq_len=1024
+    )
     kernel = Kernel(engine, store, agents=agents, faults=injector)
     scorer = ModelScorer.from_loaded(val_model)
     tolerance = Tolerance.for_pair(node_dt, val_dt)
@@ -83,7 +85,9 @@ async def run_pair(args: argparse.Namespace, store: StoreClient, node_dt: str, v
     await kernel.setup()
     try:
         start = time.perf_counter()
-        entries, receipts, _ = await bv.run_tasks(kernel, injector, node_model.model_id, args.tasks, args.tokens, 0)
+        entries, receipts, _ = await bv.run_tasks(
+            kernel, injector, node_model.model_id, args.tasks, args.tokens, 0
+        )
         verdicts, _ = await bv.verify_all(verifier, entries, receipts)
         traces = [await store.get_dag(e["traceCid"]) for e in entries]
         out["honest_calls"] = sum(v.llm_calls for v in verdicts)
@@ -93,7 +97,9 @@ async def run_pair(args: argparse.Namespace, store: StoreClient, node_dt: str, v
         out["max_deviation"] = deviations(scorer, traces)
         for n, kind in enumerate(FAULTS):
             specs.clear()
-            specs[FaultKind(kind)] = 0.5 if kind == "model" else 1.0  # model < 1: noisy logprobs
+            rate = 0.5 if kind == "model" else 1.0  # model < 1: the call's logprobs come from a noisy model
+            specs[FaultKind(kind)] = rate
+            fired = FaultInjector({FaultKind(kind): rate}, seed=injector.seed)  # which calls it hit
             e, r, _ = await bv.run_tasks(
                 kernel, injector, node_model.model_id, args.fault_tasks, args.tokens, 10_000 * (n + 1)
             )
@@ -103,7 +109,9 @@ async def run_pair(args: argparse.Namespace, store: StoreClient, node_dt: str, v
             injected = detected = 0
             for verdict, t in zip(fv, ft, strict=True):
                 for i, ev in enumerate(t["events"]):
-                    if ev["kind"] != "llm" or not injector.fires(FaultKind(kind), f"{t['task_id']}:{ev['index']}"):
+                    if ev["kind"] != "llm" or not fired.fires(
+                        FaultKind(kind), f"{t['task_id']}:{ev['index']}"
+                    ):
                         continue
                     if kind == "seed" and ev["params"]["temperature"] == 0:
                         continue  # the seed fault only touches sampled calls
@@ -129,8 +137,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         await store.aclose()
         stop_store()
-    result["setup"] = {"model": args.model, "tasks_per_pair": args.tasks, "max_new_tokens": args.tokens,
-                       "torch": torch.__version__, "threads": 2}
+    result["setup"] = {
+        "model": args.model,
+        "tasks_per_pair": args.tasks,
+        "max_new_tokens": args.tokens,
+        "torch": torch.__version__,
+        "threads": 2,
+    }
     return result
 
 
@@ -144,15 +157,17 @@ def write(result: dict[str, Any]) -> None:
         "other, on this 2-core CPU (torch computes bfloat16 here). The validator reads the node's dtype",
         "from the trace (`engine`) and uses `Tolerance.for_pair(node, validator)`.",
         "",
-        "| pair | honest calls | false positives | max logprob dev. | max fingerprint rel. dev. | max selection margin | tolerance (logprob / hidden rtol / margin) | faults detected |",
+        "| pair | honest calls | false positives | max logprob dev. | max fingerprint rel. dev. "
+        "| max selection margin | tolerance (logprob / hidden rtol / margin) | faults detected |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for key, p in result["pairs"].items():
         t, d = p["tolerance"], p["max_deviation"]
         faults = ", ".join(f"{k} {v['detected']}/{v['injected']}" for k, v in p["faults"].items())
         lines.append(
-            f"| {key} | {p['honest_calls']} | {p['false_positives']} | {d['logprob']} | {d['fingerprint']} | "
-            f"{d['selection_margin']} | {t['logprob_atol']} / {t['hidden_rtol']} / {t['selection_margin']} | {faults} |"
+            f"| {key} | {p['honest_calls']} | {p['false_positives']} | {d['logprob']} | {d['fingerprint']} "
+            f"| {d['selection_margin']} | {t['logprob_atol']} / {t['hidden_rtol']} / {t['selection_margin']} "
+            f"| {faults} |"
         )
     lines += [
         "",

@@ -78,6 +78,11 @@ class ModelScorer:
         return cls(loaded.model, loaded, loaded.model_id, eos_ids_of(loaded))
 
     @property
+    def dtype(self) -> str:
+        """The torch dtype this scorer computes in (``float32``, ``bfloat16``)."""
+        return str(next(self.model.parameters()).dtype).removeprefix("torch.")
+
+    @property
     def tokenizer(self) -> Any:
         """The model's tokenizer (chat template, decoding): what an agent replay needs."""
         return self.loaded.tokenizer

@@ -179,7 +179,8 @@ class Verifier:
         tools: re-runs deterministic tools.
         domain: the protocol's EIP-712 domain.
         validator: this validator's address (written into evidence).
-        tolerance: numeric tolerances of the LLM checks.
+        tolerance: numeric tolerances of the LLM checks (default: per receipt, for the pair of the
+            node's recorded dtype and this validator's, `Tolerance.for_pair`).
         agents: the agents this validator can replay (default: the built-ins).
     """
 
@@ -199,7 +200,7 @@ class Verifier:
         self.tools = tools
         self.domain = domain
         self.validator = validator
-        self.tolerance = tolerance or Tolerance()
+        self.tolerance = tolerance
         self._score_lock = asyncio.Lock()
 
     def entry(self, manifest: Manifest, index: int) -> Entry:
@@ -232,7 +233,7 @@ class Verifier:
                 decode = s.scorer.decode if call.call in by_call else None  # only ids the model knows
                 findings += check_shape(call, s.scorer.eos_ids, call.stop_strings, decode)
                 if call.call in by_call:
-                    findings += check_scores(call, by_call[call.call], self.tolerance)
+                    findings += check_scores(call, by_call[call.call], s.tolerance)
             tool_findings, reran, why = await check_tools(s.trace.tool_calls, self.tools)
             findings += tool_findings
             verdicts.append(
@@ -311,7 +312,15 @@ class Verifier:
         if too_long:  # a longer context than this validator's model holds: not proof of anything
             why = f"calls {too_long} exceed the {scorer.max_positions} positions this validator scores"
             return head.verdict(findings, unverifiable=None if findings else why)
-        return _Staged(head, trace, tuple(findings), scorer, tuple(scorable))
+        return _Staged(head, trace, tuple(findings), scorer, tuple(scorable), self._tolerance(doc, scorer))
+
+    def _tolerance(self, doc: Any, scorer: Scorer) -> Tolerance:
+        """The configured tolerance, else the one of the (node, validator) precision pair."""
+        if self.tolerance is not None:
+            return self.tolerance
+        engine = doc.get("engine") if isinstance(doc, Mapping) else None
+        node_dtype = str(engine.get("dtype", "float32")) if isinstance(engine, Mapping) else "float32"
+        return Tolerance.for_pair(node_dtype, str(getattr(scorer, "dtype", "float32")))
 
 
 @dataclass(frozen=True)
@@ -349,3 +358,4 @@ class _Staged:
     findings: tuple[Finding, ...]
     scorer: Scorer
     scorable: tuple[LLMCall, ...]  # calls with output tokens that passed `check_tokens`
+    tolerance: Tolerance

@@ -313,6 +313,17 @@ class Tolerance:
         """Looser bounds for nodes that run in bfloat16."""
         return cls(logprob_atol=0.25, hidden_rtol=0.05, hidden_atol=0.1, selection_margin=0.25)
 
+    @classmethod
+    def for_pair(cls, node_dtype: str, validator_dtype: str) -> Tolerance:
+        """The tolerance for checking a node that computed in ``node_dtype`` with a validator in
+        ``validator_dtype`` (torch dtype names, as traces record them): fp32 against fp32 keeps the
+        tight default; any pair with a 16-bit side gets the bf16 bounds, calibrated on both mixed
+        pairs by scripts/bench_precision.py (docs/benchmarks/precision.md)."""
+        full = {"float32", "float64"}
+        if node_dtype in full and validator_dtype in full:
+            return cls()
+        return cls.bf16()
+
 
 @dataclass(frozen=True)
 class Mismatch:
