@@ -244,10 +244,13 @@ contract Payments is EIP712, ReentrancyGuardTransient {
         return (p.amount, p.readyAt);
     }
 
-    /// @notice What nodes can still redeem from `user`: deposit plus pending withdrawal.
+    /// @notice What nodes can count on redeeming from `user`: the deposit, plus a pending withdrawal
+    ///         only while it has not matured (once it has, the user can pull it at any moment, so
+    ///         a node admitting work against it could be paid nothing).
     /// @param user The account.
     function redeemableBalance(address user) external view returns (uint256) {
-        return deposits[user] + _pending[user].amount;
+        PendingWithdrawal storage p = _pending[user];
+        return deposits[user] + (block.timestamp < p.readyAt ? p.amount : 0);
     }
 
     /// @notice The EIP-712 domain separator (name "Supernet", version "1", this chain, this contract).

@@ -316,7 +316,8 @@ contract InvariantsTest is Base {
     function invariant_PaymentsHoldsDepositsAndEarnings() public view {
         uint256 sum;
         for (uint256 i; i < 3; ++i) {
-            sum += payments.redeemableBalance(handler.users(i));
+            (uint256 pending,) = payments.pendingWithdrawal(handler.users(i));
+            sum += payments.deposits(handler.users(i)) + pending;
             sum += payments.earnings(handler.nodes(i));
         }
         assertEq(address(payments).balance, sum, "payments balance");

@@ -125,6 +125,19 @@ contract PaymentsTest is Base {
         assertEq(payments.redeemableBalance(user), 1 ether);
     }
 
+    /// A matured withdrawal can leave at any moment: nodes must not count it (a user would get
+    /// served against it, then withdraw ahead of the node's redeem).
+    function test_RedeemableBalance_ExcludesAMaturedWithdrawal() public {
+        _deposit(user, 1 ether);
+        vm.prank(user);
+        payments.requestWithdrawal(0.4 ether);
+        (, uint64 readyAt) = payments.pendingWithdrawal(user);
+        vm.warp(readyAt - 1);
+        assertEq(payments.redeemableBalance(user), 1 ether, "still redeemable during the delay");
+        vm.warp(readyAt);
+        assertEq(payments.redeemableBalance(user), 0.6 ether, "matured: the user may pull it now");
+    }
+
     function test_RevertWhen_RequestWithdrawalZero() public {
         vm.prank(user);
         vm.expectRevert(Payments.ZeroAmount.selector);
