@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = ROOT / "docs" / "benchmarks"
 ETHER = 10**18
 FEE = 10**13  # wei per task
-MODEL_ID = bytes.fromhex("5a" * 32)
+MODEL_MANIFEST = b'{"format":"bench weights manifest"}'
+MODEL_ID = hashlib.sha256(MODEL_MANIFEST).digest()
 # A realistic CIDv1 (base32, dag-cbor, sha2-256): 59 characters, emitted in BatchCommitted.
 MANIFEST_CID = "bafyreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
 GOAL = 1_000  # gas per task, the target
@@ -113,7 +114,7 @@ def run(batch: int, n_users: int) -> dict[str, Any]:
     with Anvil(accounts=3 + n_users) as anvil:
         params = ProtocolParams(max_redeem_batch=max(256, n_users))
         deployer = Contracts.deploy(anvil.url, dev_account(0), params)
-        deployer.model_registry.register_model(MODEL_ID, MANIFEST_CID, "bench")
+        deployer.model_registry.register_model(MODEL_MANIFEST, "bench")
         nodes = [deployer.as_account(dev_account(i)) for i in (1, 2)]
         for i, n in enumerate(nodes):
             n.service_manager.register_node(f"http://127.0.0.1:{8100 + i}", [MODEL_ID], 10**9, 2 * ETHER)

@@ -86,7 +86,8 @@ def chain(deployed: Contracts) -> Iterator[Contracts]:
 # ---------------------------------------------------------------------------------------------
 
 ETHER = 10**18
-MODEL_ID = bytes.fromhex("11" * 32)
+MODEL_MANIFEST = b'{"format":"test weights manifest"}'
+MODEL_ID = hashlib.sha256(MODEL_MANIFEST).digest()
 NODE_STAKE = 2 * ETHER
 VALIDATOR_STAKE = 2 * ETHER
 USER_DEPOSIT = 1 * ETHER
@@ -124,7 +125,7 @@ def make_receipts(c: Contracts, users: tuple[LocalAccount, ...], node: str, coun
 @pytest.fixture()
 def network(chain: Contracts, actors: Actors) -> Contracts:
     """`chain` with the model registered, two staked nodes, three validators and funded users."""
-    chain.model_registry.register_model(MODEL_ID, "bafymanifest", "test-model")
+    chain.model_registry.register_model(MODEL_MANIFEST, "test-model")
     for i, node in enumerate((actors.node, actors.node2)):
         sm = chain.as_account(node).service_manager
         sm.register_node(f"http://127.0.0.1:{8100 + i}", [MODEL_ID], 10**9, NODE_STAKE)

@@ -30,7 +30,14 @@ from supernet.node.kernel.syscalls import TaskSpec
 from supernet.sdk.chain import Contracts, ProtocolParams, ReceiptTree
 from supernet.sdk.chain.anvil import Anvil, dev_account, increase_time, mine
 from supernet.sdk.chain.eip712 import TaskRequest, hash_task_request, sign_task_request
-from supernet.sdk.chain.receipts import Receipt, input_hash, output_hash, sign_receipt, trace_hash
+from supernet.sdk.chain.receipts import (
+    Receipt,
+    canonical_json,
+    input_hash,
+    output_hash,
+    sign_receipt,
+    trace_hash,
+)
 from supernet.sdk.store import StoreClient
 from supernet.sdk.store.cids import encode_dag
 from supernet.sdk.store.embedded import serve_in_thread
@@ -229,7 +236,8 @@ async def vnet(smollm2_loaded: Any, tmp_path_factory: pytest.TempPathFactory) ->
             (dev_account(19),),
         )
         model_id = bytes.fromhex(smollm2_loaded.model_id[2:])
-        contracts.model_registry.register_model(model_id, "bafymodel", "smollm2-135m")
+        manifest = canonical_json(smollm2_loaded.manifest)
+        assert contracts.model_registry.register_model(manifest, "smollm2-135m").value == model_id
         contracts.as_account(node).service_manager.register_node(
             "http://127.0.0.1:1", [model_id], 10**9, NODE_STAKE
         )

@@ -2,10 +2,13 @@
 pragma solidity 0.8.37;
 
 /// @title ModelRegistry
-/// @notice Names model weights by content: `modelId` = sha256 of the canonical weights manifest,
-///         stored with the manifest's CID on the content store. Entries are permanent and
-///         first-come: the id is a content hash, so whoever registers it first publishes the same
-///         bytes anyone else would (anyone can re-hash the manifest behind the CID to check it).
+/// @notice Names model weights by content: the registrant posts the canonical weights manifest and
+///         the contract computes `modelId = sha256(manifest)` itself. An id therefore names exactly
+///         one manifest, and nobody can occupy the id of weights they do not describe (an id that
+///         was merely *claimed* could be squatted forever with a wrong manifest CID). The manifest's
+///         content-store CID follows from the id (CIDv1, raw, sha2-256 = modelId); the bytes are
+///         also in the registration's calldata. Entries are permanent; the first registrant's
+///         `name` is a label, not an authority (the manifest is).
 contract ModelRegistry {
     /*//////////////////////////////////////////////////////////////
                                  TYPES
@@ -13,7 +16,6 @@ contract ModelRegistry {
 
     /// @notice One registered model.
     struct Model {
-        string manifestCid;
         string name;
         address publisher;
         uint64 registeredAt;
@@ -23,8 +25,10 @@ contract ModelRegistry {
                                CONSTANTS
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice Longest CID or name accepted, in bytes.
+    /// @notice Longest name accepted, in bytes.
     uint256 public constant MAX_STRING_LENGTH = 256;
+    /// @notice Largest manifest accepted, in bytes (a 135M-parameter model's is ~46 KB).
+    uint256 public constant MAX_MANIFEST_LENGTH = 1 << 20;
 
     /*//////////////////////////////////////////////////////////////
                                 STORAGE
@@ -38,16 +42,14 @@ contract ModelRegistry {
     //////////////////////////////////////////////////////////////*/
 
     /// @notice A model was registered.
-    event ModelRegistered(bytes32 indexed modelId, address indexed publisher, string manifestCid, string name);
+    event ModelRegistered(bytes32 indexed modelId, address indexed publisher, string name);
 
     /*//////////////////////////////////////////////////////////////
                                  ERRORS
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice The model id is zero.
-    error ZeroModelId();
-    /// @notice The manifest CID is empty or too long.
-    error InvalidManifestCid();
+    /// @notice The manifest is empty or larger than MAX_MANIFEST_LENGTH.
+    error InvalidManifest();
     /// @notice The name is too long.
     error InvalidName();
     /// @notice The id is already registered.
@@ -61,23 +63,22 @@ contract ModelRegistry {
                                  WRITES
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice Registers a model.
-    /// @param modelId sha256 of the canonical weights manifest (non-zero).
-    /// @param manifestCid CID of that manifest (1..MAX_STRING_LENGTH bytes).
+    /// @notice Registers the model whose canonical weights manifest is `manifest`.
+    /// @param manifest The manifest's canonical bytes (1..MAX_MANIFEST_LENGTH).
     /// @param name Human-readable name (0..MAX_STRING_LENGTH bytes).
-    function registerModel(bytes32 modelId, string calldata manifestCid, string calldata name) external {
-        if (modelId == bytes32(0)) revert ZeroModelId();
-        uint256 cidLength = bytes(manifestCid).length;
-        if (cidLength == 0 || cidLength > MAX_STRING_LENGTH) revert InvalidManifestCid();
+    /// @return modelId sha256 of `manifest`.
+    function registerModel(bytes calldata manifest, string calldata name) external returns (bytes32 modelId) {
+        if (manifest.length == 0 || manifest.length > MAX_MANIFEST_LENGTH) revert InvalidManifest();
         if (bytes(name).length > MAX_STRING_LENGTH) revert InvalidName();
+        modelId = sha256(manifest);
         Model storage m = _models[modelId];
         if (m.publisher != address(0)) revert ModelAlreadyRegistered(modelId);
-        m.manifestCid = manifestCid;
         m.name = name;
         m.publisher = msg.sender;
+        // forge-lint: disable-next-line(unsafe-typecast)
         m.registeredAt = uint64(block.timestamp);
         _modelIds.push(modelId);
-        emit ModelRegistered(modelId, msg.sender, manifestCid, name);
+        emit ModelRegistered(modelId, msg.sender, name);
     }
 
     /*//////////////////////////////////////////////////////////////

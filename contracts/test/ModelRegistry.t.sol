@@ -6,49 +6,55 @@ import {ModelRegistry} from "../src/ModelRegistry.sol";
 import {Base} from "./utils/Base.sol";
 
 contract ModelRegistryTest is Base {
-    string internal constant CID = "bafkreimanifest";
+    bytes internal constant MANIFEST =
+        bytes('{"config":{"dim":576},"format":"supernet-weights-manifest/1","tensors":[]}');
 
-    function test_RegisterModel() public {
+    function test_RegisterModel_IdIsTheManifestHash() public {
+        bytes32 id = sha256(MANIFEST);
         vm.expectEmit(address(registry));
-        emit ModelRegistry.ModelRegistered(MODEL_ID, stranger, CID, "SmolLM2-135M-Instruct");
+        emit ModelRegistry.ModelRegistered(id, stranger, "SmolLM2-135M-Instruct");
         vm.prank(stranger);
-        registry.registerModel(MODEL_ID, CID, "SmolLM2-135M-Instruct");
+        assertEq(registry.registerModel(MANIFEST, "SmolLM2-135M-Instruct"), id);
 
-        ModelRegistry.Model memory m = registry.getModel(MODEL_ID);
-        assertEq(m.manifestCid, CID);
+        ModelRegistry.Model memory m = registry.getModel(id);
         assertEq(m.name, "SmolLM2-135M-Instruct");
         assertEq(m.publisher, stranger);
         assertEq(m.registeredAt, block.timestamp);
-        assertTrue(registry.isRegistered(MODEL_ID));
+        assertTrue(registry.isRegistered(id));
         assertEq(registry.modelCount(), 1);
-        assertEq(registry.modelAt(0), MODEL_ID);
+        assertEq(registry.modelAt(0), id);
+    }
+
+    /// Nobody can occupy the id of weights they do not describe: an id is the hash of the bytes
+    /// posted, so a squatter's manifest gets its own id and the real one stays free.
+    function test_ModelIdsCannotBeSquatted() public {
+        bytes32 real = sha256(MANIFEST);
+        vm.prank(stranger);
+        bytes32 squatted = registry.registerModel(bytes("a manifest of other weights"), "SmolLM2-135M-Instruct");
+        assertTrue(squatted != real);
+        assertFalse(registry.isRegistered(real));
+        assertEq(registry.registerModel(MANIFEST, "SmolLM2-135M-Instruct"), real);
+        assertEq(registry.getModel(real).publisher, address(this));
     }
 
     function test_RevertWhen_RegisterModelDuplicate() public {
-        registry.registerModel(MODEL_ID, CID, "a");
+        registry.registerModel(MANIFEST, "a");
         vm.prank(stranger);
-        vm.expectRevert(abi.encodeWithSelector(ModelRegistry.ModelAlreadyRegistered.selector, MODEL_ID));
-        registry.registerModel(MODEL_ID, "bafkreiother", "b");
+        vm.expectRevert(abi.encodeWithSelector(ModelRegistry.ModelAlreadyRegistered.selector, sha256(MANIFEST)));
+        registry.registerModel(MANIFEST, "b");
     }
 
-    function test_RevertWhen_RegisterModelZeroId() public {
-        vm.expectRevert(ModelRegistry.ZeroModelId.selector);
-        registry.registerModel(bytes32(0), CID, "a");
-    }
-
-    function test_RevertWhen_RegisterModelEmptyCid() public {
-        vm.expectRevert(ModelRegistry.InvalidManifestCid.selector);
-        registry.registerModel(MODEL_ID, "", "a");
-    }
-
-    function test_RevertWhen_RegisterModelCidTooLong() public {
-        vm.expectRevert(ModelRegistry.InvalidManifestCid.selector);
-        registry.registerModel(MODEL_ID, string(new bytes(257)), "a");
+    function test_RevertWhen_RegisterModelEmptyOrHugeManifest() public {
+        vm.expectRevert(ModelRegistry.InvalidManifest.selector);
+        registry.registerModel("", "a");
+        bytes memory huge = new bytes(registry.MAX_MANIFEST_LENGTH() + 1);
+        vm.expectRevert(ModelRegistry.InvalidManifest.selector);
+        registry.registerModel(huge, "a");
     }
 
     function test_RevertWhen_RegisterModelNameTooLong() public {
         vm.expectRevert(ModelRegistry.InvalidName.selector);
-        registry.registerModel(MODEL_ID, CID, string(new bytes(257)));
+        registry.registerModel(MANIFEST, string(new bytes(257)));
     }
 
     function test_RevertWhen_GetModelUnknown() public {
@@ -61,14 +67,12 @@ contract ModelRegistryTest is Base {
         registry.modelAt(0);
     }
 
-    function testFuzz_RegisterModel(bytes32 id, string calldata cid, string calldata name) public {
-        vm.assume(id != bytes32(0));
-        vm.assume(bytes(cid).length != 0 && bytes(cid).length <= 256 && bytes(name).length <= 256);
-        registry.registerModel(id, cid, name);
-        ModelRegistry.Model memory m = registry.getModel(id);
-        assertEq(m.manifestCid, cid);
-        assertEq(m.name, name);
+    function testFuzz_RegisterModel(bytes calldata manifest, string calldata name) public {
+        vm.assume(manifest.length != 0 && bytes(name).length <= 256);
+        bytes32 id = registry.registerModel(manifest, name);
+        assertEq(id, sha256(manifest));
+        assertEq(registry.getModel(id).name, name);
         vm.expectRevert(abi.encodeWithSelector(ModelRegistry.ModelAlreadyRegistered.selector, id));
-        registry.registerModel(id, cid, name);
+        registry.registerModel(manifest, name);
     }
 }

@@ -32,7 +32,7 @@ __all__ = [
     "InsufficientDeposit",
     "InsufficientStake",
     "InvalidEndpoint",
-    "InvalidManifestCid",
+    "InvalidManifest",
     "InvalidName",
     "InvalidParameter",
     "InvalidProof",
@@ -79,7 +79,6 @@ __all__ = [
     "WrongBond",
     "ZeroAddress",
     "ZeroAmount",
-    "ZeroModelId",
 ]
 
 
@@ -282,12 +281,12 @@ class InvalidEndpoint(ContractError):
     arg_types = ()
 
 
-class InvalidManifestCid(ContractError):
-    """``InvalidManifestCid()``, declared by ModelRegistry."""
+class InvalidManifest(ContractError):
+    """``InvalidManifest()``, declared by ModelRegistry."""
 
-    error_name = "InvalidManifestCid"
-    signature = "InvalidManifestCid()"
-    selector = bytes.fromhex("251bb242")
+    error_name = "InvalidManifest"
+    signature = "InvalidManifest()"
+    selector = bytes.fromhex("e18d5d12")
     arg_names = ()
     arg_types = ()
 
@@ -783,16 +782,6 @@ class ZeroAmount(ContractError):
     arg_types = ()
 
 
-class ZeroModelId(ContractError):
-    """``ZeroModelId()``, declared by ModelRegistry."""
-
-    error_name = "ZeroModelId"
-    signature = "ZeroModelId()"
-    selector = bytes.fromhex("8572b8ca")
-    arg_names = ()
-    arg_types = ()
-
-
 BY_SELECTOR: dict[bytes, type[ContractError]] = {
     AccusedCannotVote.selector: AccusedCannotVote,
     AlreadyAnswered.selector: AlreadyAnswered,
@@ -812,7 +801,7 @@ BY_SELECTOR: dict[bytes, type[ContractError]] = {
     InsufficientDeposit.selector: InsufficientDeposit,
     InsufficientStake.selector: InsufficientStake,
     InvalidEndpoint.selector: InvalidEndpoint,
-    InvalidManifestCid.selector: InvalidManifestCid,
+    InvalidManifest.selector: InvalidManifest,
     InvalidName.selector: InvalidName,
     InvalidParameter.selector: InvalidParameter,
     InvalidProof.selector: InvalidProof,
@@ -859,5 +848,4 @@ BY_SELECTOR: dict[bytes, type[ContractError]] = {
     WrongBond.selector: WrongBond,
     ZeroAddress.selector: ZeroAddress,
     ZeroAmount.selector: ZeroAmount,
-    ZeroModelId.selector: ZeroModelId,
 }

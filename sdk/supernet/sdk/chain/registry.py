@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from supernet.sdk.chain.bindings import Binding, TxResult
+from supernet.sdk.store.cids import cid_of_digest
 
 
 class Role(IntEnum):
@@ -61,10 +62,14 @@ class Model:
     """One registered model (``ModelRegistry.getModel``)."""
 
     model_id: bytes
-    manifest_cid: str
     name: str
     publisher: str
     registered_at: int
+
+    @property
+    def manifest_cid(self) -> str:
+        """The manifest's content-store CID: a raw block whose sha256 is the model id."""
+        return cid_of_digest(self.model_id, "raw")
 
 
 class ServiceManager(Binding):
@@ -170,18 +175,20 @@ class ServiceManager(Binding):
 
 
 class ModelRegistry(Binding):
-    """Content-addressed model ids (sha256 of the weights manifest) with their manifest CID."""
+    """Content-addressed model ids: the contract hashes the posted weights manifest itself."""
 
     NAME = "ModelRegistry"
 
-    def register_model(self, model_id: bytes, manifest_cid: str, name: str = "") -> TxResult:
-        """Register a model (first come; the id is a content hash)."""
-        return self.transact("registerModel", model_id, manifest_cid, name)
+    def register_model(self, manifest: bytes, name: str = "") -> TxResult:
+        """Register the model whose canonical manifest is ``manifest``; ``value`` is its id
+        (``sha256(manifest)``, computed on chain: nobody can claim an id for other bytes)."""
+        tx = self.transact("registerModel", manifest, name)
+        return TxResult(tx.receipt, bytes(self.events(tx, "ModelRegistered")[0]["args"]["modelId"]))
 
     def get_model(self, model_id: bytes) -> Model:
         """The registered model; raises ``UnknownModel`` if none."""
-        cid, name, publisher, registered_at = self.call("getModel", model_id)
-        return Model(model_id, cid, name, publisher, registered_at)
+        name, publisher, registered_at = self.call("getModel", model_id)
+        return Model(model_id, name, publisher, registered_at)
 
     def is_registered(self, model_id: bytes) -> bool:
         """True iff ``model_id`` is registered."""

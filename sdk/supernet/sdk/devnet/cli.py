@@ -20,10 +20,10 @@ from rich.table import Table
 from supernet.sdk.chain.anvil import dev_account
 from supernet.sdk.devnet.network import (
     DEFAULT_STATE_DIR,
-    DEVNET_MODEL_ID,
+    DEVNET_MODEL_MANIFEST,
     Devnet,
     DevnetConfig,
-    pulled_model_id,
+    pulled_model_manifest,
     read_pid_file,
 )
 from supernet.sdk.devnet.scenario import run_scenario
@@ -74,8 +74,8 @@ def up(
         users=users,
         state_dir=state_dir,
         block_time=block_time if block_time > 0 else None,
-        # The real model id when the default model is pulled, so nodes serving it match the registry.
-        model_id=pulled_model_id() or DEVNET_MODEL_ID,
+        # The real manifest when the default model is pulled, so nodes serving it match the registry.
+        model_manifest=pulled_model_manifest() or DEVNET_MODEL_MANIFEST,
     )
     try:
         net = Devnet.start(cfg)

@@ -24,7 +24,7 @@ from rich.console import Console
 from supernet.sdk.chain import Contracts
 from supernet.sdk.client import Client
 from supernet.sdk.devnet.demo_view import ChainWatcher, eth, refunds_by_user, summary_tables
-from supernet.sdk.devnet.network import ETHER, Actor, Devnet, DevnetConfig, pulled_model_id
+from supernet.sdk.devnet.network import ETHER, Actor, Devnet, DevnetConfig, pulled_model_manifest
 from supernet.sdk.devnet.processes import ServiceProcess, free_port
 from supernet.sdk.errors import SupernetError
 from supernet.sdk.store.embedded import serve_in_thread
@@ -71,7 +71,7 @@ def run_demo(cfg: DemoConfig, console: Console) -> bool:
             nodes=nodes_total,
             validators=cfg.validators,
             users=cfg.users,
-            model_id=_model_id(cfg.model),
+            model_manifest=_model_manifest(cfg.model),
             model_name=cfg.model,
             state_dir=work / "devnet",
             block_time=1.0,
@@ -93,11 +93,11 @@ def run_demo(cfg: DemoConfig, console: Console) -> bool:
             console.print(f"logs and state kept in {work}")
 
 
-def _model_id(model: str) -> bytes:
-    model_id = pulled_model_id(model)
-    if model_id is None:
+def _model_manifest(model: str) -> bytes:
+    manifest = pulled_model_manifest(model)
+    if manifest is None:
         raise SupernetError(f"model {model!r} is not pulled: run `supernet model pull {model}`")
-    return model_id
+    return manifest
 
 
 def _run(
@@ -115,7 +115,7 @@ def _run(
     console.print(f"chain {net.anvil.url}   store {store_url}   work dir {work}")
 
     # Setup on chain: the model, the validators' stakes and the users' deposits.
-    c.model_registry.register_model(net.config.model_id, "bafkreimodelmanifest", cfg.model)
+    c.model_registry.register_model(net.config.model_manifest, cfg.model)
     for v in validators:
         c.as_account(v.account).service_manager.register_validator(5 * ETHER)
     for u in users:

@@ -22,22 +22,33 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 from supernet.sdk.chain import Contracts, ProtocolParams
 from supernet.sdk.chain.anvil import Anvil, dev_account
+from supernet.sdk.chain.receipts import canonical_json
 from supernet.sdk.errors import SupernetError
 
 ETHER = 10**18
 DEFAULT_STATE_DIR = Path(".supernet/devnet")
-DEVNET_MODEL_ID = hashlib.sha256(b"supernet devnet placeholder model manifest").digest()
-"""Registered when no real model id is given (the node computes real ids from weights manifests)."""
+DEVNET_MODEL_MANIFEST = b"supernet devnet placeholder model manifest"
+"""Registered when no real model is given (nodes compute real ids from their weights manifests)."""
+DEVNET_MODEL_ID = hashlib.sha256(DEVNET_MODEL_MANIFEST).digest()
 
 
-def pulled_model_id(model: str = "smollm2-135m") -> bytes | None:
-    """The model id in a pulled model's manifest (``supernet model pull`` writes it), or None."""
+def pulled_model_manifest(model: str = "smollm2-135m") -> bytes | None:
+    """The canonical weights manifest of a pulled model (``supernet model pull`` writes it next to
+    the weights), checked against the model id recorded with it; None if the model is not pulled."""
     home = Path(os.environ.get("SUPERNET_HOME", Path.home() / ".cache" / "supernet"))
     try:
         doc = json.loads((home / "models" / model / "manifest.json").read_text())
-        return bytes.fromhex(str(doc["model_id"]).removeprefix("0x"))
+        recorded = bytes.fromhex(str(doc.pop("model_id")).removeprefix("0x"))
     except (OSError, KeyError, ValueError):
         return None
+    manifest = canonical_json(doc)
+    return manifest if hashlib.sha256(manifest).digest() == recorded else None
+
+
+def pulled_model_id(model: str = "smollm2-135m") -> bytes | None:
+    """The id of a pulled model (sha256 of its manifest), or None."""
+    manifest = pulled_model_manifest(model)
+    return None if manifest is None else hashlib.sha256(manifest).digest()
 
 
 class DevnetError(SupernetError, RuntimeError):
@@ -57,14 +68,18 @@ class DevnetConfig:
     user_deposit: int = 2 * ETHER
     price_per_token: int = 10**9
     node_base_port: int = 8101
-    model_id: bytes = DEVNET_MODEL_ID
-    model_cid: str = "bafkreidevnetplaceholdermodelmanifest"
+    model_manifest: bytes = DEVNET_MODEL_MANIFEST
     model_name: str = "smollm2-135m"
     state_dir: Path = DEFAULT_STATE_DIR
     params: ProtocolParams = field(default_factory=ProtocolParams.devnet)
     block_time: float | None = None
     """Seconds between blocks; None mines one block per transaction (fast tests). A network
     with validators wants blocks to keep coming: a batch's sampling seed is a later block's hash."""
+
+    @property
+    def model_id(self) -> bytes:
+        """The registered model's id: sha256 of its manifest (the registry computes the same)."""
+        return hashlib.sha256(self.model_manifest).digest()
 
     @property
     def accounts_needed(self) -> int:
@@ -102,7 +117,7 @@ def make_actors(cfg: DevnetConfig) -> list[Actor]:
 def populate(contracts: Contracts, cfg: DevnetConfig, actors: list[Actor]) -> None:
     """Register the model, register and stake nodes and validators, deposit for users."""
     if not contracts.model_registry.is_registered(cfg.model_id):
-        contracts.model_registry.register_model(cfg.model_id, cfg.model_cid, cfg.model_name)
+        contracts.model_registry.register_model(cfg.model_manifest, cfg.model_name)
     for a in actors:
         c = contracts.as_account(a.account)
         if a.role == "node":
