@@ -110,13 +110,15 @@ class VNet:
         max_new_tokens: int = 12,
         fault_plan: list[dict[str, float]] | None = None,
         edit_trace: Callable[[int, dict[str, Any]], dict[str, Any]] | None = None,
+        kernel: Any = None,
     ) -> tuple[int, list[Receipt]]:
         """Run one task per question, commit them as one batch; returns (batch id, receipts).
 
         ``fault_plan[i]``: the node's faults for task ``i`` (``faults(**fault_plan[i])``; the node is
         honest afterwards); without it, the faults set by ``faults``. ``edit_trace(i, trace)``: a
         node that rewrites task ``i``'s trace before committing it (receipt and signatures follow
-        the edited trace, so only the trace's content is wrong).
+        the edited trace, so only the trace's content is wrong). ``kernel``: run the tasks on another
+        kernel than the fixture's (e.g. one on a bf16 engine); it must use `VNet.injector`.
         """
         model_id = bytes.fromhex(self.loaded.model_id[2:])
         agent_hash = bytes.fromhex(ProbeAgent.code_hash()[2:])
@@ -163,7 +165,7 @@ class VNet:
             )
             if fault_plan is not None:
                 self.faults(**fault_plan[i])
-            outcome = await self.kernel.run_task(spec)
+            outcome = await (kernel or self.kernel).run_task(spec)
             assert outcome.status == "ok", outcome.error
             self.traces[outcome.trace_cid] = encode_dag(dict(outcome.trace))  # what the node holds
             output = self.injector.on_output(spec.task_id, outcome.output)  # where the node service calls it
