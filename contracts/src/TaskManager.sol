@@ -29,7 +29,7 @@ import {Receipt} from "./libraries/Types.sol";
 ///      Fraud: `slashed = min(SLASH_AMOUNT, node stake + unbonding)` moves here; the challenger
 ///      gets its bond back plus CHALLENGER_REWARD_BPS of `slashed`; VOTER_REWARD_BPS of
 ///      `slashed` becomes a pool for the fraud voters (challenger included), claimed pro rata to
-///      vote weight with {claimVoteReward}; the receipt's user is refunded `min(fee, rest)`; the
+///      vote weight with {claimVoteReward}; the receipt's user is refunded `min(fee, rest / 2)`; the
 ///      remainder is burned (sent to 0x…dEaD, counted in `totalBurned`). Rewards come before the
 ///      refund so that a node cannot cancel its own slash by committing a fake receipt with a
 ///      huge fee paid to itself.
@@ -766,7 +766,11 @@ contract TaskManager is ReentrancyGuardTransient {
         uint256 voterPool = slashed * VOTER_REWARD_BPS / BPS;
         uint256 rest = slashed - challengerReward - voterPool;
         address user = c.user;
-        uint256 refund = user == address(0) ? 0 : (c.fee < rest ? c.fee : rest);
+        // At most half of the rest refunds the receipt's user: the other half always burns, so a
+        // node that slashes itself through an allied challenger and its own "user" address loses
+        // at least (1 - CR - VR) / 2 of the slash (30 % at the defaults) instead of recovering it all.
+        uint256 refundCap = rest / 2;
+        uint256 refund = user == address(0) ? 0 : (c.fee < refundCap ? c.fee : refundCap);
         uint256 burned = rest - refund;
 
         c.slashed = slashed;

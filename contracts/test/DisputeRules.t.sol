@@ -134,4 +134,29 @@ contract DisputeRulesTest is Base {
         assertEq(sm.votingStake(validator1, openedAt + 1), 1 ether);
         assertEq(sm.votingStake(validator3, openedAt + 1), 0);
     }
+
+    /// A node that slashes itself through an allied challenger (the only voter) and its own second
+    /// address as the receipt's "user" must lose money, not recover the whole slash.
+    function test_SelfChallengeThroughAnAllyIsANetLoss() public {
+        address ally = validator1;
+        address sockpuppet = user2;
+        _registerNode(node, 2 ether);
+        _registerValidator(ally, 1 ether); // all the stake there is: quorum alone
+        Receipt[] memory rs = new Receipt[](1);
+        bytes32[] memory leaves = new bytes32[](1);
+        rs[0] = _receipt(0, sockpuppet, 1000 ether); // a huge fee to "refund" to itself
+        leaves[0] = _leaf(rs[0]);
+        vm.prank(node);
+        uint256 batchId = tm.commitBatch(Merkle.root(leaves), 1, "");
+        uint256 id = _challenge(ally, batchId, 0, rs[0], new bytes32[](0));
+        vm.warp(tm.challenges(id).voteDeadline);
+        assertTrue(tm.resolve(id));
+        vm.prank(ally);
+        tm.claimVoteReward(id);
+        uint256 slashed = tm.challenges(id).slashed;
+        uint256 recovered = tm.claimable(ally) - CHALLENGE_BOND + tm.claimable(sockpuppet);
+        assertEq(slashed, SLASH_AMOUNT);
+        assertEq(slashed - recovered, tm.totalBurned());
+        assertGe(tm.totalBurned(), slashed * 3 / 10); // at least 30 % of a self-slash is lost
+    }
 }
