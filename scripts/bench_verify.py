@@ -246,6 +246,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "gflop_per_s_needed_for_0_1": round(work.flops(loaded.model) / (0.1 * gen_s) / 1e9, 1),
         }
         result["verify_cost_ratio"] = round(ver2_s / gen_s, 4)
+        # the floor for the precision this validator scores in: its matrix products alone at the
+        # FLOP rate this machine reached (docs/benchmarks/verification.md, "What bounds the ratio")
+        result["verify_floor_ratio"] = result["floor"]["verify_cost_ratio_at_machine_rate"]
+        result["validator_dtype"] = scorer.dtype
         result["verify_cost_ratio_validator_1_thread"] = round(ver_s / gen_s, 4)
         result["timing"] = {
             "generation_s": round(gen_s, 2),

@@ -124,8 +124,11 @@ def selection_margin(logits: Tensor, token: int, params: SamplingParams, positio
     """How far ``token`` is from being the token ``select`` would pick (0 when it is).
 
     Greedy: the log-probability gap to the best token. Sampling: how far the draw ``u`` lies outside
-    the claimed token's CDF interval (in probability mass); ``inf`` when the token is outside the
-    nucleus. A validator accepts small margins caused by floating-point differences.
+    the claimed token's CDF interval (in probability mass). A token outside the nucleus (another
+    precision can move the top-p cut past it) scores how far ``top_p`` is from taking it in (the
+    mass before it minus ``top_p``: tiny when rounding moved the cut), plus how far ``u`` lies from
+    its interval in the nucleus grown to it; a token beyond the nucleus candidates scores ``inf``.
+    A validator accepts small margins caused by floating-point differences.
     """
     row = logits.detach().double().cpu()
     if params.greedy:
@@ -135,13 +138,27 @@ def selection_margin(logits: Tensor, token: int, params: SamplingParams, positio
     ids, cdf = _order_and_cdf(probs, params.top_p)
     where = torch.nonzero(ids == token).flatten()
     if where.numel() == 0:
-        return float("inf")
+        return _outside_margin(probs, token, params.top_p, uniform(params.seed, position))
     i = int(where[0])
     mass = float(cdf[-1])
     lo = float(cdf[i - 1]) / mass if i > 0 else 0.0
     hi = float(cdf[i]) / mass
     u = uniform(params.seed, position)
     return max(0.0, lo - u, u - hi)
+
+
+def _outside_margin(probs: Tensor, token: int, top_p: float, u: float) -> float:
+    """``selection_margin`` of a token outside the nucleus (see there); ``inf`` past the candidates."""
+    k = min(_NUCLEUS_CANDIDATES, probs.shape[0])
+    vals, ids = probs.topk(k)
+    where = torch.nonzero(ids == token).flatten()
+    if where.numel() == 0:
+        return float("inf")
+    i = int(where[0])
+    cdf = vals.cumsum(0)
+    before = float(cdf[i - 1]) if i > 0 else 0.0
+    grown = float(cdf[i])
+    return max(0.0, before - top_p) + max(0.0, before / grown - u, u - 1.0)
 
 
 def selection_margins(
@@ -223,8 +240,7 @@ def selection_margins(
             else sub.topk(width, dim=-1).values
         )
         cdf = vals.cumsum(-1)
-    out = torch.clamp(torch.maximum(lo / mass - u, u - hi / mass), min=0.0)
-    out = torch.where(inside, out, torch.full_like(out, float("inf"))).tolist()
-    for i in torch.nonzero(fallback).flatten().tolist():
+    out = torch.clamp(torch.maximum(lo / mass - u, u - hi / mass), min=0.0).tolist()
+    for i in torch.nonzero(fallback | ~inside).flatten().tolist():  # the rare cases: row by row
         out[i] = selection_margin(logits[i], tokens[i], params, start + i)
     return out

@@ -310,8 +310,10 @@ class Tolerance:
 
     @classmethod
     def bf16(cls) -> Tolerance:
-        """Looser bounds for nodes that run in bfloat16."""
-        return cls(logprob_atol=0.25, hidden_rtol=0.05, hidden_atol=0.1, selection_margin=0.25)
+        """Bounds for a pair with a bfloat16 side, calibrated by scripts/bench_precision.py: over 500
+        honest calls of a bf16 node scored in fp32, logprobs moved by up to 0.49 and fingerprint
+        values by up to 7 %, and greedy picks flipped where the top two were that close."""
+        return cls(logprob_atol=0.6, hidden_rtol=0.1, hidden_atol=0.2, selection_margin=0.6)
 
     @classmethod
     def for_pair(cls, node_dtype: str, validator_dtype: str) -> Tolerance:
