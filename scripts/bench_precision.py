@@ -92,6 +92,11 @@ async def run_pair(args: argparse.Namespace, store: StoreClient, node_dt: str, v
         traces = [await store.get_dag(e["traceCid"]) for e in entries]
         out["honest_calls"] = sum(v.llm_calls for v in verdicts)
         out["false_positives"] = sum(not v.ok for v in verdicts)
+        flagged: dict[str, int] = {}
+        for v in verdicts:
+            for check in v.checks:
+                flagged[check] = flagged.get(check, 0) + 1
+        out["false_positive_checks"] = flagged
         out["unverifiable"] = sum(bool(v.unverifiable) for v in verdicts)
         out["engine_recorded"] = traces[0].get("engine")
         out["max_deviation"] = deviations(scorer, traces)
