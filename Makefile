@@ -75,6 +75,7 @@ test-integration: setup
 lint: setup
 	$(VENV)/bin/ruff check sdk node validator tests scripts
 	$(VENV)/bin/ruff format --check sdk node validator tests scripts
+	$(VENV)/bin/mypy sdk/supernet node/supernet validator/supernet
 
 demo: setup
 	$(VENV)/bin/supernet devnet demo

@@ -95,7 +95,7 @@ class ModelScorer:
     @property
     def max_positions(self) -> int:
         """The longest prompt + output this scorer can re-score (its rotary table's length)."""
-        rope: Tensor = self.model.rope_cos  # type: ignore[assignment]  # a registered buffer
+        rope: Tensor = self.model.rope_cos
         return int(rope.shape[0])
 
     def score_many(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:

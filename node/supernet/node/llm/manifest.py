@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -27,7 +27,7 @@ _DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", t
 def tensor_digest(t: Tensor) -> str:
     """sha256 hex of a tensor's contiguous bytes (CPU, native little-endian)."""
     data = t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
-    return hashlib.sha256(memoryview(data)).hexdigest()
+    return hashlib.sha256(memoryview(cast(Any, data))).hexdigest()  # numpy arrays are buffers (no copy)
 
 
 def build_manifest(tensors: dict[str, Tensor], config: dict[str, Any]) -> dict[str, Any]:

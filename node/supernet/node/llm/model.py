@@ -17,7 +17,7 @@ torch.Size([1, 3, 64])
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -63,6 +63,14 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return (x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin).to(x.dtype)
 
 
+def weight_of(module: nn.Module) -> Tensor:
+    """A projection's weight matrix (``nn.Linear`` and `PackedLinear` both keep one as ``.weight``)."""
+    weight = module.weight
+    if not isinstance(weight, Tensor):
+        raise TypeError(f"{type(module).__name__} has no weight tensor")
+    return weight
+
+
 class PackedLinear(nn.Module):
     """A bias-free linear layer whose weight oneDNN has reordered for small-batch fp32 CPU matmuls.
 
@@ -71,10 +79,10 @@ class PackedLinear(nn.Module):
     Results differ from ``nn.Linear`` only in summation order (~1e-6 relative).
     """
 
-    def __init__(self, linear: nn.Linear, batch_hint: int) -> None:
+    def __init__(self, linear: nn.Module, batch_hint: int) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        weight = linear.weight.detach().float().contiguous()
+        weight = weight_of(linear).detach().float().contiguous()
         self.register_buffer(
             "packed", torch.ops.mkldnn._reorder_linear_weight(weight, batch_hint), persistent=False
         )
@@ -101,8 +109,11 @@ class Attention(nn.Module):
         super().__init__()
         self.layer = layer
         self.n_heads, self.n_kv, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-        self.wqkv = nn.Linear(cfg.dim, (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim, bias=False)
-        self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+        # nn.Module: `pack_linears` swaps these for PackedLinear (both expose `.weight` and `__call__`)
+        self.wqkv: nn.Module = nn.Linear(
+            cfg.dim, (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim, bias=False
+        )
+        self.wo: nn.Module = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: AttentionCache | None) -> Tensor:
         b, t, _ = x.shape
@@ -124,8 +135,8 @@ class FeedForward(nn.Module):
     def __init__(self, cfg: LlamaConfig) -> None:
         super().__init__()
         self.hidden = cfg.hidden_dim
-        self.w13 = nn.Linear(cfg.dim, 2 * cfg.hidden_dim, bias=False)
-        self.w2 = nn.Linear(cfg.hidden_dim, cfg.dim, bias=False)
+        self.w13: nn.Module = nn.Linear(cfg.dim, 2 * cfg.hidden_dim, bias=False)
+        self.w2: nn.Module = nn.Linear(cfg.hidden_dim, cfg.dim, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
         gate, up = self.w13(x).split(self.hidden, dim=-1)
@@ -157,10 +168,12 @@ class Llama(nn.Module):
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        self.output: nn.Module = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight
         cos, sin = rope_tables(cfg, max_positions or cfg.max_position)
+        self.rope_cos: Tensor
+        self.rope_sin: Tensor
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
         self.apply(self._init_weights)
@@ -190,9 +203,14 @@ class Llama(nn.Module):
         else:
             cos, sin = self.rope_cos[positions].unsqueeze(2), self.rope_sin[positions].unsqueeze(2)
         x = self.tok_embeddings(tokens)
-        for block in self.layers:
+        for block in self.blocks:
             x = block(x, cos, sin, cache)
         return self.norm(x)
+
+    @property
+    def blocks(self) -> list[Block]:
+        """The decoder blocks, typed (``nn.ModuleList`` yields plain modules)."""
+        return cast("list[Block]", list(self.layers))
 
     @torch.inference_mode()
     def logits(self, hidden: Tensor) -> Tensor:
@@ -206,7 +224,7 @@ class Llama(nn.Module):
         """
         if not can_pack(self):
             return self
-        for block in self.layers:
+        for block in self.blocks:
             att, ffn = block.attention, block.feed_forward
             att.wqkv, att.wo = PackedLinear(att.wqkv, batch_hint), PackedLinear(att.wo, batch_hint)
             ffn.w13, ffn.w2 = PackedLinear(ffn.w13, batch_hint), PackedLinear(ffn.w2, batch_hint)
@@ -262,21 +280,21 @@ class Llama(nn.Module):
         cfg, hd = self.cfg, self.cfg.head_dim
         sd = {"model.embed_tokens.weight": self.tok_embeddings.weight, "model.norm.weight": self.norm.weight}
         if not cfg.tie_embeddings:
-            sd["lm_head.weight"] = self.output.weight
-        for i, blk in enumerate(self.layers):
+            sd["lm_head.weight"] = weight_of(self.output)
+        for i, blk in enumerate(self.blocks):
             p, a = f"model.layers.{i}.", f"model.layers.{i}.self_attn."
             kv = cfg.n_kv_heads * hd
-            q, k, v = blk.attention.wqkv.weight.split((cfg.n_heads * hd, kv, kv))
-            gate, up = blk.feed_forward.w13.weight.split(cfg.hidden_dim)
+            q, k, v = weight_of(blk.attention.wqkv).split((cfg.n_heads * hd, kv, kv))
+            gate, up = weight_of(blk.feed_forward.w13).split(cfg.hidden_dim)
             sd |= {
                 p + "input_layernorm.weight": blk.attention_norm.weight,
                 p + "post_attention_layernorm.weight": blk.ffn_norm.weight,
                 a + "q_proj.weight": q,
                 a + "k_proj.weight": k,
                 a + "v_proj.weight": v,
-                a + "o_proj.weight": blk.attention.wo.weight,
+                a + "o_proj.weight": weight_of(blk.attention.wo),
                 p + "mlp.gate_proj.weight": gate,
                 p + "mlp.up_proj.weight": up,
-                p + "mlp.down_proj.weight": blk.feed_forward.w2.weight,
+                p + "mlp.down_proj.weight": weight_of(blk.feed_forward.w2),
             }
         return {name: t.detach().contiguous() for name, t in sd.items()}

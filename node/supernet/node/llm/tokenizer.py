@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 
 class Tokenizer:
@@ -53,8 +53,8 @@ class Tokenizer:
             list(messages), add_generation_prompt=add_generation_prompt, tokenize=True, return_dict=False
         )
         if isinstance(out, dict) or hasattr(out, "input_ids"):
-            out = out["input_ids"]
-        return [int(i) for i in out]
+            out = cast(Any, out)["input_ids"]
+        return [int(i) for i in cast("list[int]", out)]
 
     def save(self, path: Path) -> None:
         """Write ``tokenizer.json``, ``tokenizer_config.json`` and the chat template into ``path``."""
