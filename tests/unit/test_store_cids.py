@@ -63,6 +63,9 @@ def test_parse_cid_normalises_to_cidv1_base32() -> None:
     [
         ("", "not a CID"),
         ("hello", "not a CID"),
+        ("0", "not a CID"),  # a lone multibase prefix once raised IndexError (a 500 on every CID route)
+        ("z", "not a CID"),
+        ("b", "not a CID"),
         ("bafkreibm6jg3ux5qumhcn2b3flc3tyu6dmlb4xa7u5bf44yegnrjhc4ye!", "not a CID"),
         ("QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG", "unsupported codec 'dag-pb'"),
         (str(CID("base32", 1, "raw", multihash.digest(b"x", "sha2-512"))), "unsupported hash"),

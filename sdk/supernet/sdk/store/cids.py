@@ -156,7 +156,7 @@ def _split_slow(value: str | CID) -> tuple[Codec, bytes]:
             raise InvalidCIDError(f"not a CID: {value!r}")
         try:
             cid = CID.decode(value.strip())
-        except (ValueError, KeyError) as exc:
+        except (ValueError, KeyError, IndexError) as exc:  # IndexError: a lone multibase prefix
             raise InvalidCIDError(f"not a CID: {value!r} ({exc})") from exc
     if cid.codec.name not in _PREFIXES:
         raise InvalidCIDError(f"unsupported codec {cid.codec.name!r} in {value}: expected raw or dag-cbor")
