@@ -9,7 +9,9 @@ a task re-run after a restart samples the same way.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,10 +34,27 @@ class TaskFailedError(RuntimeError):
 class KernelExecutor:
     """:class:`~supernet.node.service.ports.Executor` on the kernel."""
 
-    def __init__(self, kernel: Kernel, model_name: str, task_fee: int) -> None:
+    def __init__(
+        self, kernel: Kernel, model_name: str, task_fee: int, roots_file: Path | None = None
+    ) -> None:
         self.kernel = kernel
         self._model_name = model_name
         self._task_fee = task_fee
+        self._roots_file = roots_file
+        if roots_file is not None and roots_file.is_file():  # agents' memory and files survive restarts
+            kernel.restore_namespace_roots(json.loads(roots_file.read_text()))
+
+    def _save_roots(self) -> None:
+        """Persist every namespace's memory and file root (atomically) before the task is
+        acknowledged as done, so a restart continues from them."""
+        if self._roots_file is None:
+            return
+        tmp = self._roots_file.with_suffix(".tmp")
+        with tmp.open("w") as f:
+            json.dump(self.kernel.namespace_roots(), f, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._roots_file)
 
     @classmethod
     async def create(
@@ -53,7 +72,13 @@ class KernelExecutor:
             engine, store, config, agents=default_registry(allowed=settings.engine.agents), **extra
         )
         await kernel.setup()
-        return cls(kernel, Path(settings.engine.model).name, settings.pricing.task_fee_wei)
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        return cls(
+            kernel,
+            Path(settings.engine.model).name,
+            settings.pricing.task_fee_wei,
+            settings.data_dir / "namespace_roots.json",
+        )
 
     def model_ids(self) -> Sequence[str]:
         """The one model this node serves."""
@@ -85,6 +110,7 @@ class KernelExecutor:
         async for chunk in run.tokens():
             on_token(chunk.text)
         outcome = await run.outcome()
+        await asyncio.to_thread(self._save_roots)
         if outcome.status != "ok":
             raise TaskFailedError(outcome.error or outcome.status)
         return JobResult(output=outcome.output, trace_cid=outcome.trace_cid)

@@ -1,0 +1,50 @@
+"""A user's agent memory survives a node restart (real kernel, model, embedder and store).
+
+Memory and file roots used to live only in the kernel's RAM: after a restart every namespace
+started empty and a user's memory was unreachable. The executor now persists them (atomically,
+before the task is reported done) and restores them when it starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from supernet.node.service.config import NodeSettings
+from supernet.node.service.kernel_executor import KernelExecutor
+from supernet.node.service.ports import Job
+
+pytestmark = [pytest.mark.model, pytest.mark.timeout(600)]
+
+ALICE = "0x" + "a1" * 20
+
+
+def job(n: int, task_input: Any) -> Job:
+    return Job(task_id="0x" + f"{n:02x}" * 32, user=ALICE, agent="retrieval", model_id="0x", input=task_input)
+
+
+async def test_agent_memory_survives_a_node_restart(
+    tmp_path: Path, smollm2_dir: Path, store_client: Any
+) -> None:
+    settings = NodeSettings.load(
+        None, data_dir=tmp_path / "node", engine={"model": str(smollm2_dir), "agents": ["retrieval"]}
+    )
+    first = await KernelExecutor.create(settings, store_client)
+    try:
+        await first.run(job(1, {"remember": ["The vault code is 4711."]}), lambda _t: None)
+        roots = first.kernel.namespace_roots()
+        assert roots["memory"], "the memory write made a root"
+    finally:
+        await first.close()
+    second = await KernelExecutor.create(settings, store_client)
+    try:
+        assert second.kernel.namespace_roots() == roots
+        result = await second.run(
+            job(2, {"question": "What is the vault code?", "k": 1, "max_new_tokens": 8}), lambda _t: None
+        )
+        trace = await store_client.get_dag(result.trace_cid)
+        [search] = [e for e in trace["events"] if e["kind"] == "memory.search"]
+        assert len(search["hits"]) == 1, "the note written before the restart is found after it"
+    finally:
+        await second.close()
