@@ -185,6 +185,10 @@ async def test_memory_and_files_are_checked_against_their_blocks(make_kernel: An
     stale["output"] = "first"
     assert 0 in [d.index for d in (await replayed(stale, NotesAgent, kernel, store_client)).divergences]
 
+    raw = copy.deepcopy(added)  # an "entry" that is a raw block: not unavailable, simply not an entry
+    raw["events"][0]["entry"] = foreign_link(await store_client.put_block(b"not a memory entry"))
+    assert [d.index for d in (await replayed(raw, NotesAgent, kernel, store_client)).divergences] == [0]
+
     missing = copy.deepcopy(recall)  # a root nobody serves: not fraud, unavailable
     missing["events"][0]["root"] = foreign_link(compute_cid(encode_dag({"never": "stored"}), "dag-cbor"))
     with pytest.raises(DataUnavailable):

@@ -45,6 +45,7 @@ from supernet.node.kernel.storage import FileWrite, normalize_path
 from supernet.node.kernel.syscalls import GenerationOutcome, MemoryHit, Syscall, TaskSpec
 from supernet.node.kernel.tools import ToolSpec
 from supernet.node.kernel.trace import MAX_TRACE_EVENTS, TraceRecorder, to_dag
+from supernet.sdk.store.errors import InvalidBlockError, InvalidCIDError
 
 REPLAY_TIMEOUT_S = 120.0
 """Wall-clock bound of one replay (the agent's own work is parsing and formatting)."""
@@ -311,12 +312,20 @@ class _Tape:
     async def dag(self, cid: Any) -> Any:
         try:
             return await self._store.get_dag(str(cid))
+        except (InvalidCIDError, InvalidBlockError) as exc:  # what the node recorded, not the store's doing
+            self.diverge(
+                self.index, f"syscall {self.index} names a block that is not one: {exc}", None, str(cid)
+            )
         except Exception as exc:
             raise _Abort(DataUnavailable(f"block {cid}: {type(exc).__name__}: {exc}")) from None
 
     async def file(self, cid: Any) -> bytes:
         try:
             data: bytes = await self._store.cat(str(cid))
+        except (InvalidCIDError, InvalidBlockError) as exc:
+            self.diverge(
+                self.index, f"syscall {self.index} names a file that is not one: {exc}", None, str(cid)
+            )
         except Exception as exc:
             raise _Abort(DataUnavailable(f"file {cid}: {type(exc).__name__}: {exc}")) from None
         return data
