@@ -127,8 +127,8 @@ def selection_margin(logits: Tensor, token: int, params: SamplingParams, positio
     the claimed token's CDF interval (in probability mass). A token outside the nucleus (another
     precision can move the top-p cut past it) scores how far ``top_p`` is from taking it in (the
     mass before it minus ``top_p``: tiny when rounding moved the cut), plus how far ``u`` lies from
-    its interval in the nucleus grown to it; a token beyond the nucleus candidates scores ``inf``.
-    A validator accepts small margins caused by floating-point differences.
+    its interval in the nucleus grown to it. A validator accepts small margins caused by
+    floating-point differences.
     """
     row = logits.detach().double().cpu()
     if params.greedy:
@@ -148,12 +148,12 @@ def selection_margin(logits: Tensor, token: int, params: SamplingParams, positio
 
 
 def _outside_margin(probs: Tensor, token: int, top_p: float, u: float) -> float:
-    """``selection_margin`` of a token outside the nucleus (see there); ``inf`` past the candidates."""
-    k = min(_NUCLEUS_CANDIDATES, probs.shape[0])
-    vals, ids = probs.topk(k)
+    """``selection_margin`` of a token outside the nucleus (see there)."""
+    vals, ids = probs.topk(min(_NUCLEUS_CANDIDATES, probs.shape[0]))
     where = torch.nonzero(ids == token).flatten()
-    if where.numel() == 0:
-        return float("inf")
+    if where.numel() == 0:  # past the candidates (a wide nucleus): the full order
+        vals, ids = torch.sort(probs, descending=True, stable=True)
+        where = torch.nonzero(ids == token).flatten()
     i = int(where[0])
     cdf = vals.cumsum(0)
     before = float(cdf[i - 1]) if i > 0 else 0.0
