@@ -32,6 +32,9 @@ async def test_agent_memory_survives_a_node_restart(
     )
     first = await KernelExecutor.create(settings, store_client)
     try:
+        policy = first.kernel.access.policy  # one set of caps, from the config (issue: caps disagreed)
+        assert policy.max_new_tokens == settings.engine.max_new_tokens
+        assert policy.max_llm_tokens == settings.pricing.tokens_per_task
         await first.run(job(1, {"remember": ["The vault code is 4711."]}), lambda _t: None)
         roots = first.kernel.namespace_roots()
         assert roots["memory"], "the memory write made a root"

@@ -18,6 +18,7 @@ from typing import Any
 
 from supernet.node.agents.registry import default_registry
 from supernet.node.faults import FaultInjector
+from supernet.node.kernel.access import NodePolicy
 from supernet.node.kernel.errors import AgentNotAllowedError
 from supernet.node.kernel.kernel import Kernel, KernelConfig
 from supernet.node.kernel.syscalls import TaskSpec
@@ -66,7 +67,12 @@ class KernelExecutor:
         engine = await asyncio.to_thread(LLMEngine.load, settings.engine.model)
         if faults is not None:
             faults.perturb_model(engine.model)  # the `model` fault at rate 1: a different model
-        config = KernelConfig(chain_rpc_url=settings.chain.rpc_url)
+        # One set of caps, from the config, and the task budget is what the fee pays for:
+        # `engine.max_new_tokens` per LLM call, `pricing.tokens_per_task` per task.
+        policy = NodePolicy(
+            max_new_tokens=settings.engine.max_new_tokens, max_llm_tokens=settings.pricing.tokens_per_task
+        )
+        config = KernelConfig(chain_rpc_url=settings.chain.rpc_url, node_policy=policy)
         extra: dict[str, Any] = {"faults": faults} if faults is not None else {}
         kernel = Kernel(
             engine, store, config, agents=default_registry(allowed=settings.engine.agents), **extra
