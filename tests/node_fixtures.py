@@ -90,6 +90,9 @@ class FakeChain:
     async def wait_commit(self, tx_hash: str) -> int | None:
         return len(self.commits)
 
+    async def find_commit(self, root: bytes) -> int | None:
+        return next((i + 1 for i, c in enumerate(self.commits) if c[0] == root), None)
+
     async def redeem(self, vouchers: Sequence[SignedVoucher]) -> str:
         self.redeem_calls += 1
         for v in vouchers:

@@ -50,3 +50,17 @@ def test_contract_accepts_every_proof_of_an_odd_tree(network: Contracts, actors:
         validator.challenge(batch_id, i, r, tree.proof_at(i), "bafy").value for i, r in enumerate(receipts)
     ]
     assert ids == list(range(1, 7))
+
+
+async def test_the_node_finds_its_own_commit_before_resending(network: Contracts, actors: Actors) -> None:
+    """`Web3Chain.find_commit`: the batcher's guard against committing one batch twice."""
+    from supernet.node.service.chain import Web3Chain
+
+    chain = Web3Chain(network, actors.node)
+    receipts = make_receipts(network, actors.users, actors.node.address, 3)
+    root = ReceiptTree.from_receipts(receipts).root
+    assert await chain.find_commit(root) is None
+    batch_id = await chain.wait_commit(await chain.send_commit(root, 3, "bafy"))
+    assert batch_id is not None and await chain.find_commit(root) == batch_id
+    other = Web3Chain(network, actors.node2)
+    assert await other.find_commit(root) is None  # another node's lookup never sees this node's batch

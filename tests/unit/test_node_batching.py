@@ -96,3 +96,26 @@ async def test_restart_resumes_or_refuses(tmp_path: Path) -> None:
     finally:
         await again.http.aclose()
         await again.service.cleanup()
+
+
+async def test_a_batch_is_never_committed_twice(fake_node: FakeNode) -> None:
+    """A crash between sending `commitBatch` and recording its hash (or a wait that gave up while
+    the transaction still landed) must not make the node commit the same batch again."""
+    tid = await _submit(fake_node, "once", FEE)
+    await fake_node.service.ctx.worker.wait(tid)  # type: ignore[union-attr]
+    batcher = fake_node.service.batcher
+    assert batcher is not None
+    batch = await batcher.flush()
+    assert batch is not None and batch.status == "committed"
+    commits = len(fake_node.chain.commits)
+    db = fake_node.service.ctx.db  # type: ignore[union-attr]
+    with db.transaction() as c:  # as if the node died right after sending, before recording anything
+        c.execute(
+            "UPDATE batches SET status = 'sealed', tx_hash = NULL, chain_batch_id = NULL WHERE id = ?",
+            (batch.id,),
+        )
+    sealed = db.batch(batch.id)
+    assert sealed is not None and sealed.status == "sealed"
+    again = await batcher.commit(sealed)
+    assert len(fake_node.chain.commits) == commits, "no second commitBatch"
+    assert again.chain_batch_id == batch.chain_batch_id and again.status == "committed"

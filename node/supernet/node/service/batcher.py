@@ -142,6 +142,8 @@ class Batcher:
         else:
             tx = batch.tx_hash
             chain_id = await self.chain.wait_commit(tx) if tx else None
+            if chain_id is None:  # never resend a root the chain already has: one commit per batch
+                chain_id = await self.chain.find_commit(_b(batch.root))
             if chain_id is None:
                 tx = await self.chain.send_commit(_b(batch.root), batch.count, batch.manifest_cid)
                 self.db.mark_batch_sent(batch.id, tx)

@@ -90,6 +90,22 @@ class Web3Chain:
 
         return await asyncio.to_thread(wait)
 
+    async def find_commit(self, root: bytes) -> int | None:
+        """The id of a ``BatchCommitted`` of this node with ``root`` since the deployment, if any:
+        a commit that landed while its transaction hash was never recorded (a crash between send
+        and record) or after the wait for it gave up."""
+        tm = self.contracts.task_manager
+
+        def find() -> int | None:
+            logs = tm.contract.events.BatchCommitted().get_logs(
+                from_block=self.contracts.deployment.deploy_block,
+                argument_filters={"node": self.account.address},
+            )
+            ids = [int(e["args"]["batchId"]) for e in logs if bytes(e["args"]["root"]) == root]
+            return ids[0] if ids else None
+
+        return await asyncio.to_thread(find)
+
     async def redeem(self, vouchers: Sequence[SignedVoucher]) -> str:
         """``Payments.redeem`` of all ``vouchers`` in one transaction."""
         node = self.account.address

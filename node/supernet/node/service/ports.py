@@ -92,6 +92,10 @@ class ChainPort(Protocol):
         """Wait for a commit transaction; returns the on-chain batch id, None if it was dropped."""
         ...
 
+    async def find_commit(self, root: bytes) -> int | None:
+        """The id of a batch this node already committed with ``root`` (None: none on chain)."""
+        ...
+
     async def redeem(self, vouchers: Sequence[SignedVoucher]) -> str:
         """Redeem many vouchers in one transaction; returns its hash after it is mined."""
         ...
