@@ -310,10 +310,11 @@ class Tolerance:
 
     @classmethod
     def bf16(cls) -> Tolerance:
-        """Bounds for a pair with a bfloat16 side, calibrated by scripts/bench_precision.py: over 500
-        honest calls of a bf16 node scored in fp32, logprobs moved by up to 0.49 and fingerprint
-        values by up to 7 %, and greedy picks flipped where the top two were that close."""
-        return cls(logprob_atol=0.6, hidden_rtol=0.1, hidden_atol=0.2, selection_margin=0.6)
+        """Bounds for a pair with a bfloat16 side, calibrated by scripts/bench_precision.py on 500
+        honest calls per mixed pair (docs/benchmarks/precision.md): logprobs moved by up to 0.57,
+        selection margins (greedy flips, top-p cuts) up to 0.43, fingerprint values by up to 7.5 %
+        and across the top-k boundary, which a 10 % bound once failed on."""
+        return cls(logprob_atol=0.6, hidden_rtol=0.15, hidden_atol=0.5, selection_margin=0.6)
 
     @classmethod
     def for_pair(cls, node_dtype: str, validator_dtype: str) -> Tolerance:
