@@ -311,10 +311,10 @@ class Tolerance:
     @classmethod
     def bf16(cls) -> Tolerance:
         """Bounds for a pair with a bfloat16 side, calibrated by scripts/bench_precision.py on 500
-        honest calls per mixed pair (docs/benchmarks/precision.md): logprobs moved by up to 0.57,
-        selection margins (greedy flips, top-p cuts) up to 0.43, fingerprint values by up to 7.5 %
-        and across the top-k boundary, which a 10 % bound once failed on."""
-        return cls(logprob_atol=0.6, hidden_rtol=0.15, hidden_atol=0.5, selection_margin=0.6)
+        honest calls per mixed pair (docs/benchmarks/precision.md): logprobs moved by up to 0.62
+        (a -4.6 logprob token of an fp32 node rescored in bf16), selection margins (greedy flips,
+        top-p cuts) by up to 0.43, fingerprint values by up to 7.5 %."""
+        return cls(logprob_atol=0.75, hidden_rtol=0.15, hidden_atol=0.5, selection_margin=0.6)
 
     @classmethod
     def for_pair(cls, node_dtype: str, validator_dtype: str) -> Tolerance:
