@@ -3,7 +3,6 @@ pragma solidity 0.8.37;
 
 import {ServiceManager} from "../src/ServiceManager.sol";
 import {TaskManager} from "../src/TaskManager.sol";
-import {IServiceManager} from "../src/interfaces/IServiceManager.sol";
 import {Receipt} from "../src/libraries/Types.sol";
 
 import {Base} from "./utils/Base.sol";
@@ -17,20 +16,7 @@ contract DisputeRulesTest is Base {
 
     function setUp() public override {
         super.setUp();
-        sm = new ServiceManager(MIN_NODE_STAKE, MIN_VALIDATOR_STAKE, SHORT_UNBONDING, MAX_MODELS);
-        tm = new TaskManager(
-            IServiceManager(address(sm)),
-            1,
-            1_000_000,
-            600,
-            30,
-            CHALLENGE_BOND,
-            QUORUM_BPS,
-            SLASH_AMOUNT,
-            CHALLENGER_REWARD_BPS,
-            VOTER_REWARD_BPS
-        );
-        sm.setTaskManager(address(tm));
+        _deployDevnet(SHORT_UNBONDING); // vote window 30 s, challenge window 600 s
     }
 
     /// A node cannot withdraw its stake in the last second of a batch's challenge window and leave

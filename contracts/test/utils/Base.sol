@@ -91,7 +91,12 @@ abstract contract Base is Test {
 
     /// @dev Redeploys with the devnet parameters (short windows, every receipt sampled).
     function _deployDevnet() internal {
-        sm = new ServiceManager(MIN_NODE_STAKE, MIN_VALIDATOR_STAKE, 60, MAX_MODELS);
+        _deployDevnet(60);
+    }
+
+    /// @dev The devnet parameters with another unbonding period (seconds).
+    function _deployDevnet(uint256 unbondingPeriod) internal {
+        sm = new ServiceManager(MIN_NODE_STAKE, MIN_VALIDATOR_STAKE, unbondingPeriod, MAX_MODELS);
         payments = new Payments(60, MAX_REDEEM_BATCH);
         tm = new TaskManager(
             IServiceManager(address(sm)),
