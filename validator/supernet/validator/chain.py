@@ -13,23 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import IntEnum
 from functools import cached_property
 
 from eth_account.signers.local import LocalAccount
 from supernet.sdk.chain.errors import ContractError
 from supernet.sdk.chain.receipts import Receipt
-from supernet.sdk.chain.tasks import AvailabilityAnswer, AvailabilityChallenge, TaskManager
+from supernet.sdk.chain.tasks import AvailabilityAnswer, AvailabilityChallenge, ChallengeStatus, TaskManager
 from web3 import Web3
-
-
-class ChallengeStatus(IntEnum):
-    """``TaskManager.ChallengeStatus``."""
-
-    NONE = 0
-    OPEN = 1
-    FRAUD = 2
-    NOT_FRAUD = 3
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,8 +122,3 @@ async def run_agent(
 def output_text(result: Any) -> str:
     """The task output of an agent's return value."""
     return result if isinstance(result, str) else json.dumps(result, sort_keys=True)
-
-
-def mapping_of(value: Any) -> Mapping[str, Any]:
-    """``value`` if it is a mapping, else an empty one (reading optional trace objects)."""
-    return value if isinstance(value, Mapping) else {}

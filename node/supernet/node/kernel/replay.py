@@ -191,11 +191,12 @@ async def replay(
     task_id, user = str(doc["task_id"]), str(doc["user"])
     fee = doc.get("fee", 0)
     spec = TaskSpec(task_id=task_id, agent_id=agent.agent_id, input=doc.get("input"), user=user, fee=0)
+    code_hash = agent.code_hash()  # reads the agent's source files: once
     recorder = TraceRecorder(
-        task_id, user, fee, agent.agent_id, agent.code_hash(), str(doc.get("model_id")), spec.input
+        task_id, user, fee, agent.agent_id, code_hash, str(doc.get("model_id")), spec.input
     )
     tape = _Tape(events, recorder, store)
-    info = AgentInfo(agent.agent_id, agent.code_hash(), agent.description, agent)
+    info = AgentInfo(agent.agent_id, code_hash, agent.description, agent)
     state = TaskState(spec, info, caps, recorder, specs, seed)
     dispatcher = Dispatcher(
         engine=_TapeEngine(str(doc.get("model_id")), tokenizer),

@@ -29,7 +29,6 @@ ETHER = 10**18
 DEFAULT_STATE_DIR = Path(".supernet/devnet")
 DEVNET_MODEL_MANIFEST = b"supernet devnet placeholder model manifest"
 """Registered when no real model is given (nodes compute real ids from their weights manifests)."""
-DEVNET_MODEL_ID = hashlib.sha256(DEVNET_MODEL_MANIFEST).digest()
 
 
 def pulled_model_manifest(model: str = "smollm2-135m") -> bytes | None:
@@ -43,12 +42,6 @@ def pulled_model_manifest(model: str = "smollm2-135m") -> bytes | None:
         return None
     manifest = canonical_json(doc)
     return manifest if hashlib.sha256(manifest).digest() == recorded else None
-
-
-def pulled_model_id(model: str = "smollm2-135m") -> bytes | None:
-    """The id of a pulled model (sha256 of its manifest), or None."""
-    manifest = pulled_model_manifest(model)
-    return None if manifest is None else hashlib.sha256(manifest).digest()
 
 
 class DevnetError(SupernetError, RuntimeError):
