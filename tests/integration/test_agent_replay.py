@@ -5,8 +5,9 @@ Honest traces of every shipped agent, and of agents using memory, files, refused
 calls, replay with no divergence. Each way a node could make a trace that is consistent with its
 receipt but not with what the agent does is a divergence naming the syscall: a made-up answer, a
 dropped, added or reordered call, another prompt, another memory entry or search result, another
-file version, a budget error the limits do not give, a chosen seed. Missing blocks are
-``DataUnavailable`` (never proof of fraud).
+file version, a budget error the limits do not give, a chosen seed. The trace carries every block
+its replay reads (its ``witness``): replay never asks a store, so a node cannot withhold a linked
+block to make it unverifiable; a block missing from the witness, or altered in it, is a divergence.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from supernet.node.agents.retrieval import RetrievalAgent
 from supernet.node.kernel.access import NodePolicy
 from supernet.node.kernel.errors import BudgetExceededError
 from supernet.node.kernel.kernel import KernelConfig
-from supernet.node.kernel.replay import DataUnavailable, ReplayResult, check_seed, replay
+from supernet.node.kernel.replay import MalformedContext, ReplayResult, check_seed, replay
 from supernet.node.kernel.syscalls import TaskSpec
-from supernet.node.kernel.trace import MAX_TRACE_EVENTS
+from supernet.node.kernel.trace import MAX_TRACE_EVENTS, witness_reads
 from supernet.sdk.store.cids import compute_cid, encode_dag
 
 from tests.integration.test_kernel_agents import ALICE, NotesAgent, ToolsAgent, registry
@@ -41,7 +42,7 @@ async def record(kernel: Any, store: Any, spec: TaskSpec) -> dict[str, Any]:
 
 
 async def replayed(doc: dict[str, Any], agent: Any, kernel: Any, store: Any) -> ReplayResult:
-    return await replay(doc, agent, kernel.engine.tokenizer, store)
+    return await replay(doc, agent, kernel.engine.tokenizer)
 
 
 def messages(result: ReplayResult) -> list[tuple[int | None, str]]:
@@ -175,9 +176,10 @@ async def test_memory_and_files_are_checked_against_their_blocks(make_kernel: An
     lie["events"][0]["entry"] = other["events"][0]["entry"]
     assert [d.index for d in (await replayed(lie, NotesAgent, kernel, store_client)).divergences] == [0]
 
-    outside = copy.deepcopy(recall)  # a "hit" that is not in the searched root
-    foreign = await store_client.put_dag({"type": "supernet/memory-entry", "text": "x", "metadata": {}})
-    outside["events"][0]["hits"][0] = foreign_link(foreign)
+    outside = copy.deepcopy(recall)  # a "hit" that is not in the searched root (carried by the witness)
+    foreign = {"type": "supernet/memory-entry", "text": "x", "metadata": {}}
+    outside["events"][0]["hits"][0] = foreign_link(compute_cid(encode_dag(foreign), "dag-cbor"))
+    outside["witness"]["blocks"].append(encode_dag(foreign))
     assert [d.index for d in (await replayed(outside, NotesAgent, kernel, store_client)).divergences] == [0]
 
     stale = copy.deepcopy(read)  # an older version than the root's latest
@@ -185,14 +187,48 @@ async def test_memory_and_files_are_checked_against_their_blocks(make_kernel: An
     stale["output"] = "first"
     assert 0 in [d.index for d in (await replayed(stale, NotesAgent, kernel, store_client)).divergences]
 
-    raw = copy.deepcopy(added)  # an "entry" that is a raw block: not unavailable, simply not an entry
+    raw = copy.deepcopy(added)  # an "entry" that is a raw block: not a memory entry
     raw["events"][0]["entry"] = foreign_link(await store_client.put_block(b"not a memory entry"))
     assert [d.index for d in (await replayed(raw, NotesAgent, kernel, store_client)).divergences] == [0]
 
-    missing = copy.deepcopy(recall)  # a root nobody serves: not fraud, unavailable
-    missing["events"][0]["root"] = foreign_link(compute_cid(encode_dag({"never": "stored"}), "dag-cbor"))
-    with pytest.raises(DataUnavailable):
-        await replayed(missing, NotesAgent, kernel, store_client)
+
+async def test_a_trace_carries_every_block_its_replay_reads(make_kernel: Any, store_client: Any) -> None:
+    """Withholding a linked block cannot make a trace unverifiable: the trace is self-contained."""
+    kernel = await make_kernel(agents=registry())
+
+    async def notes(n: int, **input: Any) -> dict[str, Any]:
+        return await record(
+            kernel, store_client, TaskSpec("0x" + f"{0x40 + n:02x}" * 32, "notes", input, user=ALICE)
+        )
+
+    await notes(1, op="remember", text="The vault code is 4711.")
+    recall = await notes(2, op="recall", query="vault code")
+    await notes(3, op="write", path="g.txt", text="content")
+    read = await notes(4, op="read", path="g.txt")
+    # exactly what replay reads, nothing the node chose to add
+    for doc in (recall, read):
+        reads = witness_reads(doc["events"])
+        assert len(doc["witness"]["blocks"]) + len(doc["witness"]["files"]) == len(reads) > 0
+    assert (await replayed(read, NotesAgent, kernel, store_client)).divergences == []
+
+    # a node that drops a block from the witness (to withhold it) diverges at the syscall reading it
+    for doc, form in ((recall, "blocks"), (read, "files")):
+        dropped = copy.deepcopy(doc)
+        dropped["witness"][form].pop()
+        divergences = (await replayed(dropped, NotesAgent, kernel, store_client)).divergences
+        assert [d.index for d in divergences] == [0] and "witness lacks" in divergences[0].message
+
+    # an altered block is keyed by the CID of what it holds, so it does not stand in for the real one
+    altered = copy.deepcopy(read)
+    altered["witness"]["files"][0] = b"something else"
+    assert [d.index for d in (await replayed(altered, NotesAgent, kernel, store_client)).divergences] == [0]
+
+    # a witness that is not one is a malformed trace
+    for bad in (None, {"blocks": "x", "files": []}, {"blocks": [b"\xff\xff"], "files": []}):
+        broken = copy.deepcopy(read)
+        broken["witness"] = bad
+        with pytest.raises(MalformedContext):
+            await replayed(broken, NotesAgent, kernel, store_client)
 
 
 class SpinnerAgent(Agent):
@@ -224,3 +260,27 @@ def foreign_link(cid: str) -> Any:
     from supernet.sdk.store.cids import link
 
     return link(cid)
+
+
+async def test_a_task_whose_witness_does_not_fit_in_one_block_fails_clearly(
+    make_kernel: Any, store_client: Any
+) -> None:
+    from supernet.node.kernel.trace import TraceTooLargeError
+    from supernet.sdk.store.cids import MAX_BLOCK_SIZE
+
+    kernel = await make_kernel(
+        KernelConfig(node_policy=NodePolicy(max_file_bytes=2 * MAX_BLOCK_SIZE)), agents=registry()
+    )
+    spec = TaskSpec(
+        "0x" + "f2" * 32, "notes", {"op": "write", "path": "big", "text": "x" * MAX_BLOCK_SIZE}, user=ALICE
+    )
+    with pytest.raises(TraceTooLargeError, match="block limit"):
+        await kernel.run_task(spec)
+    # the default file limit leaves room for the witness: a file at the limit fits
+    kernel = await make_kernel(agents=registry())
+    limit = NodePolicy().max_file_bytes
+    spec = TaskSpec(
+        "0x" + "f3" * 32, "notes", {"op": "write", "path": "big", "text": "y" * limit}, user=ALICE
+    )
+    doc = await record(kernel, store_client, spec)
+    assert doc["status"] == "ok" and doc["witness"]["files"] == [b"y" * limit]

@@ -21,7 +21,7 @@ from typing import Any
 from supernet.node.agents.registry import AgentRegistry
 from supernet.node.kernel.agent_run import spec_record
 from supernet.node.kernel.errors import AgentNotAllowedError
-from supernet.node.kernel.replay import DataUnavailable, MalformedContext, check_seed, context_of, replay
+from supernet.node.kernel.replay import MalformedContext, check_seed, context_of, replay
 from supernet.validator.evidence import Check, Finding
 
 
@@ -34,7 +34,7 @@ class ReplayOutcome:
 
 
 async def check_replay(
-    doc: Mapping[str, Any], agents: AgentRegistry, tokenizer: Any, store: Any, tools: Any = None
+    doc: Mapping[str, Any], agents: AgentRegistry, tokenizer: Any, tools: Any = None
 ) -> ReplayOutcome:
     """Replay the trace ``doc``'s agent; findings for every divergence.
 
@@ -42,7 +42,6 @@ async def check_replay(
         doc: the decoded trace.
         agents: the agents this validator has installed.
         tokenizer: the model's tokenizer.
-        store: the content store (memory entries, files, roots).
         tools: the validator's tool runner: a recorded spec of a tool it knows must equal its own.
     """
     agent_id = str(doc.get("agent", {}).get("id")) if isinstance(doc.get("agent"), Mapping) else ""
@@ -73,13 +72,9 @@ async def check_replay(
                 )
             )
     try:
-        result = await replay(doc, info.cls, tokenizer, store)
+        result = await replay(doc, info.cls, tokenizer)
     except MalformedContext as exc:
         return ReplayOutcome((*findings, Finding(Check.TRACE_MALFORMED, str(exc))))
-    except DataUnavailable as exc:
-        return ReplayOutcome(
-            tuple(findings), unverifiable=f"replay needs data the store does not serve: {exc}"
-        )
     findings += [
         Finding(Check.REPLAY, d.message, call=d.index, expected=d.expected, claimed=d.claimed)
         for d in result.divergences

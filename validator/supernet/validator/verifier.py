@@ -297,7 +297,7 @@ class Verifier:
         if scorer is None or scorer.model_id.lower() != head.model_id:
             why = None if findings else f"model {head.model_id} not served by this validator"
             return head.verdict(findings, unverifiable=why)
-        replayed = await check_replay(doc, self.agents, scorer.tokenizer, self.store, self.tools)
+        replayed = await check_replay(doc, self.agents, scorer.tokenizer, self.tools)
         findings += replayed.findings
         if replayed.unverifiable is not None and not findings:
             return head.verdict(findings, unverifiable=replayed.unverifiable)

@@ -41,7 +41,8 @@ class NodePolicy:
         max_tool_calls: Tool calls per task.
         allow_memory: Whether agents get a memory.
         allow_storage: Whether agents get files.
-        max_file_bytes: Largest file an agent may write.
+        max_file_bytes: Largest file an agent may write. A trace carries the files its task reads
+            and writes (its witness) within one 1 MiB block, hence the 256 KiB default.
     """
 
     allowed_tools: frozenset[str] | None = None
@@ -51,7 +52,7 @@ class NodePolicy:
     max_tool_calls: int = 64
     allow_memory: bool = True
     allow_storage: bool = True
-    max_file_bytes: int = 1 << 20
+    max_file_bytes: int = 256 << 10
 
 
 @dataclass(frozen=True)

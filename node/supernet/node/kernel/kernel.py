@@ -32,7 +32,7 @@ from supernet.node.kernel.scheduler import Scheduler
 from supernet.node.kernel.storage import StorageManager
 from supernet.node.kernel.syscalls import Syscall, TaskOutcome, TaskSpec, TokenChunk
 from supernet.node.kernel.tools import ToolRegistry
-from supernet.node.kernel.trace import TraceRecorder, save_trace
+from supernet.node.kernel.trace import TraceRecorder, collect_witness, save_trace
 from supernet.sdk.chain.eip712 import Domain
 from supernet.sdk.chain.receipts import InputEncodingError, canonical_input
 
@@ -285,6 +285,7 @@ class Kernel:
         if ran.status == "ok" and self._faults is not None:
             output = self._faults.on_answer(spec.task_id, output)
         trace = st.trace.build(output, ran.status, ran.error)
+        trace["witness"] = await collect_witness(self.store, trace["events"])
         cid, trace_hash = await save_trace(self.store, trace, publish=not self._withholds(spec.task_id))
         return TaskOutcome(
             task_id=spec.task_id,

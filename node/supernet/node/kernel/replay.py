@@ -10,8 +10,9 @@ from the recorded events in order:
 - an LLM call gets the recorded output ids (their honesty is the scorer's job), its text decoded
   by the validator's tokenizer;
 - a tool call gets the recorded result or error (deterministic tools are re-run separately);
-- a memory or storage access gets content-addressed blocks fetched by the recorded CIDs, checked
-  against what the agent wrote or asked for.
+- a memory or storage access gets the content-addressed blocks the recorded CIDs name, read from
+  the trace's own ``witness`` (never from a store: a trace is self-contained, so withholding a
+  linked block cannot make it unverifiable), checked against what the agent wrote or asked for.
 
 Because the dispatcher is the node's, the replay records the trace an honest kernel would have
 recorded given those results. Every event must equal the recorded one (kind, messages, prompt ids,
@@ -22,7 +23,7 @@ as many, and the agent's return value must be the trace's output. Anything else 
 Agents must be deterministic given their syscall results (no clock, no randomness, no I/O except
 through ``ctx``): see docs/agents.md.
 
->>> result = await replay(trace_doc, ReactAgent, tokenizer, store)   # doctest: +SKIP
+>>> result = await replay(trace_doc, ReactAgent, tokenizer)   # doctest: +SKIP
 >>> result.divergences                                              # doctest: +SKIP
 []
 """
@@ -44,7 +45,7 @@ from supernet.node.kernel.memory import MemoryWrite
 from supernet.node.kernel.storage import FileWrite, normalize_path
 from supernet.node.kernel.syscalls import GenerationOutcome, MemoryHit, Syscall, TaskSpec
 from supernet.node.kernel.tools import ToolSpec
-from supernet.node.kernel.trace import MAX_TRACE_EVENTS, TraceRecorder, to_dag
+from supernet.node.kernel.trace import MAX_TRACE_EVENTS, MalformedWitness, TraceRecorder, Witness, to_dag
 from supernet.sdk.store.errors import InvalidBlockError, InvalidCIDError
 
 REPLAY_TIMEOUT_S = 120.0
@@ -72,10 +73,6 @@ class ReplayDivergence(Exception):
         self.index, self.message, self.expected, self.claimed = index, message, expected, claimed
 
 
-class DataUnavailable(Exception):
-    """A block the replay needs (memory entry, file, root) cannot be fetched: not proof of fraud."""
-
-
 class MalformedContext(ValueError):
     """The trace lacks the fields a replay needs (``seed``, ``limits``, ``tools``) or mistypes them."""
 
@@ -83,7 +80,7 @@ class MalformedContext(ValueError):
 class _Abort(BaseException):
     """Unwinds the agent at the first divergence (a BaseException: agents may catch Exception)."""
 
-    def __init__(self, cause: ReplayDivergence | DataUnavailable) -> None:
+    def __init__(self, cause: ReplayDivergence) -> None:
         super().__init__(str(cause))
         self.cause = cause
 
@@ -161,7 +158,6 @@ async def replay(
     doc: Mapping[str, Any],
     agent: type[Agent],
     tokenizer: Any,
-    store: Any,
     *,
     params_type: Any = None,
     timeout_s: float = REPLAY_TIMEOUT_S,
@@ -172,13 +168,11 @@ async def replay(
         doc: the decoded ``supernet/trace/v1`` document.
         agent: the installed agent class whose code hash the trace (and the signed request) names.
         tokenizer: the model's tokenizer (chat template and decoding, as the node's engine has).
-        store: content store to fetch memory entries, files and roots from (``get_dag``, ``cat``).
         params_type: the engine's sampling-parameter class (default: `supernet.node.llm.SamplingParams`).
         timeout_s: bound of the whole replay.
 
     Raises:
-        MalformedContext: the trace lacks what a replay needs.
-        DataUnavailable: a block the agent's syscalls need cannot be fetched.
+        MalformedContext: the trace lacks what a replay needs (or its witness is malformed).
     """
     if params_type is None:
         from supernet.node.llm import SamplingParams
@@ -188,6 +182,10 @@ async def replay(
     events = doc.get("events")
     if not isinstance(events, list) or len(events) > MAX_TRACE_EVENTS:
         raise MalformedContext(f"events must be a list of at most {MAX_TRACE_EVENTS}")
+    try:
+        witness = Witness(doc)
+    except MalformedWitness as exc:
+        raise MalformedContext(f"trace witness: {exc}") from None
     task_id, user = str(doc["task_id"]), str(doc["user"])
     fee = doc.get("fee", 0)
     spec = TaskSpec(task_id=task_id, agent_id=agent.agent_id, input=doc.get("input"), user=user, fee=0)
@@ -195,7 +193,7 @@ async def replay(
     recorder = TraceRecorder(
         task_id, user, fee, agent.agent_id, code_hash, str(doc.get("model_id")), spec.input
     )
-    tape = _Tape(events, recorder, store)
+    tape = _Tape(events, recorder, witness)
     info = AgentInfo(agent.agent_id, code_hash, agent.description, agent)
     state = TaskState(spec, info, caps, recorder, specs, seed)
     dispatcher = Dispatcher(
@@ -214,8 +212,6 @@ async def replay(
     try:
         ran = await run_agent(agent, task_id, spec.input, syscall, specs, timeout_s)
     except _Abort as abort:
-        if isinstance(abort.cause, DataUnavailable):
-            raise abort.cause from None
         return ReplayResult("", "diverged", None, recorder.events, [abort.cause])
     result = ReplayResult(ran.output, ran.status, ran.error, recorder.events)
     result.divergences = list(_compare(result, doc, events))
@@ -275,8 +271,8 @@ def _short(value: Any, limit: int = 300) -> Any:
 class _Tape:
     """The recorded events, read in the order the replayed dispatcher records its own."""
 
-    def __init__(self, events: Sequence[Any], recorder: TraceRecorder, store: Any) -> None:
-        self._events, self._recorder, self._store = events, recorder, store
+    def __init__(self, events: Sequence[Any], recorder: TraceRecorder, witness: Witness) -> None:
+        self._events, self._recorder, self._witness = events, recorder, witness
 
     @property
     def index(self) -> int:
@@ -312,24 +308,33 @@ class _Tape:
 
     async def dag(self, cid: Any) -> Any:
         try:
-            return await self._store.get_dag(str(cid))
-        except (InvalidCIDError, InvalidBlockError) as exc:  # what the node recorded, not the store's doing
+            return self._witness.block(cid)
+        except (InvalidCIDError, InvalidBlockError) as exc:
             self.diverge(
                 self.index, f"syscall {self.index} names a block that is not one: {exc}", None, str(cid)
             )
-        except Exception as exc:
-            raise _Abort(DataUnavailable(f"block {cid}: {type(exc).__name__}: {exc}")) from None
+        except KeyError:  # an honest kernel's trace carries every block its replay reads
+            self.diverge(
+                self.index,
+                f"syscall {self.index} reads block {cid}, which the trace's witness lacks",
+                None,
+                str(cid),
+            )
 
     async def file(self, cid: Any) -> bytes:
         try:
-            data: bytes = await self._store.cat(str(cid))
+            return self._witness.file(cid)
         except (InvalidCIDError, InvalidBlockError) as exc:
             self.diverge(
                 self.index, f"syscall {self.index} names a file that is not one: {exc}", None, str(cid)
             )
-        except Exception as exc:
-            raise _Abort(DataUnavailable(f"file {cid}: {type(exc).__name__}: {exc}")) from None
-        return data
+        except KeyError:
+            self.diverge(
+                self.index,
+                f"syscall {self.index} reads file {cid}, which the trace's witness lacks",
+                None,
+                str(cid),
+            )
 
 
 def _rebuild(index: int, error: str, tape: _Tape) -> BaseException:
