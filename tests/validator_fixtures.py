@@ -38,6 +38,7 @@ from supernet.sdk.chain.receipts import (
     sign_receipt,
     trace_hash,
 )
+from supernet.sdk.formats.manifest import BatchManifest, ManifestEntry
 from supernet.sdk.store import StoreClient
 from supernet.sdk.store.cids import encode_dag
 from supernet.sdk.store.embedded import serve_in_thread
@@ -122,7 +123,8 @@ class VNet:
         """
         model_id = bytes.fromhex(self.loaded.model_id[2:])
         agent_hash = bytes.fromhex(ProbeAgent.code_hash()[2:])
-        entries, receipts = [], []
+        entries: list[ManifestEntry] = []
+        receipts: list[Receipt] = []
         for i, q in enumerate(questions):
             user = self.users[i % len(self.users)]
             self.nonce += 1
@@ -187,25 +189,20 @@ class VNet:
             )
             receipts.append(receipt)
             entries.append(
-                {
-                    "receipt": receipt.to_json(),
-                    "leaf": "0x" + receipt.leaf().hex(),
-                    "signature": "0x" + sign_receipt(receipt, self.node).hex(),
-                    "traceCid": trace_cid,
-                    "agent": "probe",
-                    "requestSignature": request_signature,
-                    "request": request,
-                }
+                ManifestEntry(
+                    receipt=receipt,
+                    leaf=receipt.leaf(),
+                    signature=sign_receipt(receipt, self.node),
+                    trace_cid=trace_cid,
+                    agent="probe",
+                    request=TaskRequest.from_json(request),
+                    request_signature=bytes.fromhex(request_signature[2:]),
+                )
             )
+        manifest = BatchManifest.seal(self.node.address, entries)
         tree = ReceiptTree(receipts)
-        manifest = {
-            "type": "supernet/batch",
-            "version": 1,
-            "node": self.node.address,
-            "root": "0x" + tree.root.hex(),
-            "receipts": entries,
-        }
-        cid = await self.store.put_dag(manifest, pin=True)
+        assert manifest.root == tree.root
+        cid = await self.store.put_dag(manifest.to_dag(), pin=True)
         tm = self.contracts.as_account(self.node).task_manager
         batch_id = int((await asyncio.to_thread(tm.commit_batch, tree.root, len(receipts), cid)).value)
         mine(self.contracts.w3, 2)  # the seed block (devnet SEED_DELAY_BLOCKS = 1) and one after it

@@ -26,7 +26,8 @@ from supernet.node.kernel.errors import BudgetExceededError
 from supernet.node.kernel.kernel import KernelConfig
 from supernet.node.kernel.replay import MalformedContext, ReplayResult, check_seed, replay
 from supernet.node.kernel.syscalls import TaskSpec
-from supernet.node.kernel.trace import MAX_TRACE_EVENTS, witness_reads
+from supernet.node.kernel.trace import MAX_TRACE_EVENTS
+from supernet.sdk.formats.trace import Trace, witness_reads
 from supernet.sdk.store.cids import compute_cid, encode_dag
 
 from tests.integration.test_kernel_agents import ALICE, NotesAgent, ToolsAgent, registry
@@ -77,6 +78,7 @@ async def test_honest_traces_of_every_agent_replay_exactly(make_kernel: Any, sto
         assert result.divergences == [], (spec.agent_id, messages(result))
         assert result.output == doc["output"] and len(result.events) == len(doc["events"])
         assert check_seed(doc) is None
+        assert Trace.from_dag(doc).to_dag() == doc  # the node writes exactly the one format
 
 
 async def test_refused_and_failing_tool_calls_replay_to_the_same_failure(
@@ -132,7 +134,12 @@ async def test_cheats_with_a_consistent_trace_diverge(react_trace: Any, store_cl
         doc["events"].append(copy.deepcopy(doc["events"][llm_at]))
 
     def budget(doc: dict[str, Any]) -> None:
-        doc["events"][llm_at] = {"kind": "error", "syscall": "llm", "error": "BudgetExceededError: spent"}
+        doc["events"][llm_at] = {
+            "kind": "error",
+            "syscall": "llm",
+            "error": "BudgetExceededError: spent",
+            "call": {},
+        }
 
     def chosen_seed(doc: dict[str, Any]) -> None:
         doc["seed"] += 1
@@ -207,7 +214,7 @@ async def test_a_trace_carries_every_block_its_replay_reads(make_kernel: Any, st
     read = await notes(4, op="read", path="g.txt")
     # exactly what replay reads, nothing the node chose to add
     for doc in (recall, read):
-        reads = witness_reads(doc["events"])
+        reads = witness_reads(Trace.from_dag(doc).events)
         assert len(doc["witness"]["blocks"]) + len(doc["witness"]["files"]) == len(reads) > 0
     assert (await replayed(read, NotesAgent, kernel, store_client)).divergences == []
 

@@ -147,7 +147,7 @@ async def test_a_scoring_failure_makes_one_receipt_unverifiable(vnet: VNet) -> N
     batch_id, receipts = await vnet.run_batch(QUESTIONS[:3])
     root = ReceiptTree(receipts).root
     manifest = await load_manifest(vnet.store, vnet.manifests[batch_id], root, len(receipts))
-    trace = await vnet.store.get_dag(manifest.entries[1]["traceCid"])
+    trace = await vnet.store.get_dag(manifest.entries[1].trace_cid)
     scorer = FailingScorer.from_loaded(vnet.loaded)
     scorer.failing_prompt = tuple(next(e for e in trace["events"] if e["kind"] == "llm")["prompt_ids"])
     verifier = Verifier(

@@ -76,11 +76,16 @@ async def test_bf16_node_is_judged_with_the_pair_tolerance(vnet: VNet, bf16_kern
 
 
 async def test_cheats_of_a_bf16_node_are_still_caught(vnet: VNet, bf16_kernel: Any) -> None:
+    # Under the bf16 pair tolerance a token drawn with another seed can fall inside the selection
+    # margin, so the sampled-token check finds a wrong seed per call with high probability, not
+    # certainty: three tasks of 48 tokens; every faulty receipt must still be flagged (the replay
+    # finds the recorded seed is not the protocol's) and the sampled-token check must fire too.
     for kind, check in (("tokens", "llm.token"), ("seed", "llm.sample"), ("answer", "replay")):
         vnet.faults(**{kind: 1.0})
         try:
-            batch_id, receipts = await vnet.run_batch(QUESTIONS[:1], max_new_tokens=24, kernel=bf16_kernel)
+            batch_id, receipts = await vnet.run_batch(QUESTIONS[:3], max_new_tokens=48, kernel=bf16_kernel)
         finally:
             vnet.faults()
-        [verdict] = await verdicts(vnet, batch_id, receipts, None)
-        assert check in verdict.checks, (kind, sorted(verdict.checks))
+        found = await verdicts(vnet, batch_id, receipts, None)
+        assert all(not v.ok for v in found), (kind, [sorted(v.checks) for v in found])
+        assert any(check in v.checks for v in found), (kind, [sorted(v.checks) for v in found])

@@ -16,9 +16,11 @@ from supernet.node.llm.scoring import ScoreRequest, Tolerance, score
 from supernet.node.llm.types import ScoreResult
 from supernet.sdk.chain.eip712 import Domain, TaskRequest, hash_task_request, sign_task_request
 from supernet.sdk.chain.receipts import Receipt, input_hash, output_hash, sign_receipt, trace_hash
+from supernet.sdk.formats.manifest import ManifestEntry
+from supernet.sdk.formats.trace import example_dag
 from supernet.sdk.store.cids import compute_cid, encode_dag
 from supernet.validator import scoring as validator_scoring
-from supernet.validator.consistency import Entry, check_receipt, check_trace, check_trace_hash
+from supernet.validator.consistency import check_receipt, check_trace, check_trace_hash
 from supernet.validator.evidence import Check, Verdict
 from supernet.validator.llm_check import check_scores, check_shape, check_tokens, claimed_fingerprints
 from supernet.validator.scoring import ModelScorer
@@ -174,21 +176,17 @@ def test_unscorable_tokens_are_findings() -> None:
 
 def test_mistyped_traces_and_fingerprints_are_malformed() -> None:
     _, trace = make_entry()
-    event = {
-        "kind": "llm",
-        "prompt_ids": [1, 2],
-        "output_ids": [3],
-        "logprobs": [-1.0],
-        "finish_reason": "length",
-        "params": {"temperature": 0.0, "max_new_tokens": 1},
-    }
-    assert len(parse_trace({**trace, "events": [event]}).llm_calls) == 1
-    for bad in (
-        {"temperature": "hot", "max_new_tokens": 1},
-        {"max_new_tokens": [1]},
-        {"max_new_tokens": "x"},
+    [event] = trace["events"]
+    assert len(parse_trace(trace).llm_calls) == 1
+    params = event["params"]
+    for bad, field in (
+        ({**params, "temperature": "hot"}, "events[0].params.temperature"),
+        ({**params, "max_new_tokens": [1]}, "events[0].params.max_new_tokens"),
+        ({**params, "max_new_tokens": "x"}, "events[0].params.max_new_tokens"),
+        ({**params, "sampling": {}}, "events[0].params.sampling"),  # no alternate field names
+        ({k: v for k, v in params.items() if k != "seed"}, "events[0].params.seed"),
     ):
-        with pytest.raises(MalformedTrace, match="event 0"):
+        with pytest.raises(MalformedTrace, match=field.replace("[", r"\[").replace("]", r"\]")):
             parse_trace({**trace, "events": [{**event, "params": bad}]})
     good = [{"index": 0, "indices": [1, 2], "values": [0.5, -0.5]}]
     assert claimed_fingerprints(good)[0].indices == (1, 2)
@@ -225,7 +223,7 @@ DOMAIN = Domain(chain_id=31337, verifying_contract="0x" + "33" * 20)
 USER, NODE = Account.from_key("0x" + "01" * 32), Account.from_key("0x" + "02" * 32)
 
 
-def make_entry(output: str = "yo") -> tuple[Entry, dict[str, Any]]:
+def make_entry(output: str = "yo") -> tuple[ManifestEntry, dict[str, Any]]:
     req = TaskRequest(
         user=USER.address,
         node=NODE.address,
@@ -239,15 +237,17 @@ def make_entry(output: str = "yo") -> tuple[Entry, dict[str, Any]]:
     rh = hash_task_request(req, DOMAIN)
     cid = compute_cid(encode_dag({"trace": 1}), "dag-cbor")
     r = Receipt(rh, USER.address, req.model_id, req.input_hash, output_hash(output), trace_hash(cid), 50)
-    entry = Entry(r, r.leaf(), sign_receipt(r, NODE), cid, req, sign_task_request(req, DOMAIN, USER))
+    entry = ManifestEntry(
+        r, r.leaf(), sign_receipt(r, NODE), cid, "chat", req, sign_task_request(req, DOMAIN, USER)
+    )
     trace = {
-        "type": "supernet/trace/v1",
+        **example_dag(),
         "task_id": "0x" + rh.hex(),
+        "user": USER.address,
         "model_id": "0x" + "07" * 32,
         "agent": {"id": "chat", "code_hash": "0x" + "08" * 32},
         "input": "hi",
         "output": "yo",
-        "events": [],
     }
     return entry, trace
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from supernet.node.kernel.calculator import CalculatorError, evaluate
 from supernet.node.kernel.trace import MAX_TRACE_EVENTS, check_encodable
+from supernet.sdk.formats.trace import example_dag
 from supernet.sdk.store.cids import compute_cid
 from supernet.validator.evidence import Check, Finding, Verdict, publish
 from supernet.validator.tool_check import RegistryRunner, check_tools
@@ -79,16 +80,7 @@ async def test_a_withheld_block_makes_store_read_unverifiable_never_fraud(store_
 
 
 def test_a_trace_longer_than_any_kernel_records_is_malformed_before_any_work() -> None:
-    event = {"kind": "llm", "prompt_ids": [1], "output_ids": [2], "params": {"max_new_tokens": 1}}
-    doc = {
-        "type": "supernet/trace/v1",
-        "task_id": "0x01",
-        "model_id": "0x02",
-        "input": "",
-        "agent": {"id": "chat", "code_hash": "0x"},
-        "output": "",
-        "events": [dict(event, finish_reason="length")],
-    }
+    doc = example_dag()
     assert len(parse_trace(doc).llm_calls) == 1
     doc["events"] = doc["events"] * (MAX_TRACE_EVENTS + 1)
     with pytest.raises(MalformedTrace, match="more than"):

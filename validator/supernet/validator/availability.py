@@ -90,7 +90,7 @@ class Availability:
             manifest = await self.disputes.manifest(batch)
         except ManifestError:
             return None
-        if index not in manifest.entries:
+        if not manifest.readable(index):
             return None
         verdict = await self.verifier.verify(batch.batch_id, batch.node, index, manifest)
         return None if verdict.missing else verdict

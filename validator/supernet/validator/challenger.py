@@ -22,6 +22,9 @@ from typing import Any
 
 from supernet.sdk.chain.errors import ContractError
 from supernet.sdk.chain.merkle import verify as merkle_verify
+from supernet.sdk.formats.fields import FormatError
+from supernet.sdk.formats.manifest import ManifestEntry
+from supernet.sdk.formats.trace import Trace
 from supernet.sdk.store.cids import decode_dag
 from supernet.validator.chain import ChallengeStatus, TaskManagerClient
 from supernet.validator.db import BatchRow, ChallengeRow, Database
@@ -91,7 +94,7 @@ class Disputes:
                 )
             except ManifestError:
                 posted = await self.posted(batch)
-                if not posted.entries:
+                if not posted.entries and not posted.malformed:
                     raise
                 return posted
         return self._manifests[batch.batch_id]
@@ -100,7 +103,8 @@ class Disputes:
         """The batch's entries posted on chain by availability answers; their traces are put into
         this validator's store (same bytes, same CID), so the verifier reads them like any other."""
         answers = await self._call(self.chain.availability_answers, batch.batch_id, batch.commit_block)
-        entries: dict[int, dict[str, Any]] = {}
+        entries: dict[int, ManifestEntry] = {}
+        malformed: dict[int, tuple[bytes, str]] = {}
         proofs: dict[int, tuple[bytes, ...]] = {}
         for a in answers:
             leaf = a.receipt.leaf()
@@ -112,18 +116,25 @@ class Disputes:
             except Exception as exc:  # over the block limit, not dag-cbor: leave it unreadable
                 log.warning("batch %d #%d: posted trace not storable: %s", batch.batch_id, a.index, exc)
                 continue
-            doc = doc if isinstance(doc, dict) else {}
-            entries[a.index] = {
-                "posted": True,
-                "receipt": a.receipt.to_json(),
-                "leaf": "0x" + leaf.hex(),
-                "signature": None,
-                "traceCid": cid,
-                "request": doc.get("request"),
-                "requestSignature": doc.get("request_signature"),
-            }
             proofs[a.index] = a.proof
-        return Manifest(entries, proofs=proofs)
+            try:
+                trace = Trace.from_dag(doc)
+            except FormatError as exc:
+                malformed[a.index] = (leaf, f"not a well-formed trace: {exc}")
+                continue
+            if trace.request is None:
+                malformed[a.index] = (leaf, "it lacks the signed request")
+                continue
+            entries[a.index] = ManifestEntry(
+                receipt=a.receipt,
+                leaf=leaf,
+                signature=None,
+                trace_cid=cid,
+                agent=trace.agent.id,
+                request=trace.request,
+                request_signature=trace.request_signature,
+            )
+        return Manifest(entries, proofs=proofs, malformed=malformed)
 
     # -- challenge -------------------------------------------------------------------------------
 

@@ -1,8 +1,7 @@
 """Checks that need no model: the receipt against the user's signed request, and the trace against both.
 
-Everything here is a pure function of one manifest entry (``supernet/batch`` manifest of the node
-service's batcher), the batch's node address, the EIP-712 domain and the parsed trace; each
-mismatch becomes a `Finding`.
+Everything here is a pure function of one manifest entry (`supernet.sdk.formats.manifest`), the
+batch's node address, the EIP-712 domain and the parsed trace; each mismatch becomes a `Finding`.
 
 >>> check_trace_hash("bafyx", b"\\x00" * 32)[0].check.value
 'trace'
@@ -10,77 +9,19 @@ mismatch becomes a `Finding`.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
-
-from eth_utils import to_checksum_address
-from supernet.sdk.chain.eip712 import Domain, TaskRequest, hash_task_request, recover_task_request
-from supernet.sdk.chain.receipts import Receipt, input_hash, output_hash, recover_receipt_signer, trace_hash
+from supernet.sdk.chain.eip712 import Domain, hash_task_request, recover_task_request
+from supernet.sdk.chain.receipts import input_hash, output_hash, recover_receipt_signer, trace_hash
+from supernet.sdk.formats.manifest import ManifestEntry
 from supernet.sdk.store.errors import InvalidCIDError
 from supernet.validator.evidence import Check, Finding
 from supernet.validator.trace_view import Trace
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One receipt of a batch manifest, parsed."""
-
-    receipt: Receipt
-    leaf: bytes
-    signature: bytes | None  # None: posted on chain (the node's commit of the root is its word)
-    trace_cid: str
-    request: TaskRequest
-    request_signature: bytes | None
-
-
-class MalformedEntry(ValueError):
-    """A manifest entry lacks a field or has a bad value."""
-
-
-def _b(value: Any) -> bytes:
-    return bytes.fromhex(str(value).removeprefix("0x"))
-
-
-def parse_entry(entry: Mapping[str, Any]) -> Entry:
-    """Parse a manifest entry.
-
-    Raises:
-        MalformedEntry: a field is missing or not decodable.
-    """
-    try:
-        body = entry["receipt"]
-        receipt = Receipt.from_json(body if isinstance(body, Mapping) else json.loads(body))
-        req = entry["request"]
-        request = TaskRequest(
-            user=to_checksum_address(req["user"]),
-            node=to_checksum_address(req["node"]),
-            model_id=_b(req["modelId"]),
-            agent_hash=_b(req["agentHash"]),
-            input_hash=_b(req["inputHash"]),
-            max_fee=int(req["maxFee"]),
-            nonce=int(req["nonce"]),
-            deadline=int(req["deadline"]),
-        )
-        sig = entry.get("requestSignature")
-        return Entry(
-            receipt=receipt,
-            leaf=_b(entry["leaf"]),
-            signature=_b(entry["signature"]) if entry.get("signature") is not None else None,
-            trace_cid=str(entry["traceCid"]),
-            request=request,
-            request_signature=_b(sig) if sig else None,
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise MalformedEntry(f"bad manifest entry: {exc}") from exc
 
 
 def _hex(b: bytes) -> str:
     return "0x" + b.hex()
 
 
-def check_receipt(entry: Entry, node: str, domain: Domain) -> list[Finding]:
+def check_receipt(entry: ManifestEntry, node: str, domain: Domain) -> list[Finding]:
     """The receipt against its leaf, the node's signature and the user's signed request."""
     r, q, out = entry.receipt, entry.request, []
     if r.leaf() != entry.leaf:
@@ -158,7 +99,7 @@ def check_trace_hash(trace_cid: str, claimed: bytes) -> list[Finding]:
     ]
 
 
-def check_trace(trace: Trace, entry: Entry) -> list[Finding]:
+def check_trace(trace: Trace, entry: ManifestEntry) -> list[Finding]:
     """The trace's task, input, output, model and agent against the receipt and the request."""
     r, out = entry.receipt, []
     try:

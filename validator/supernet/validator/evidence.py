@@ -2,7 +2,8 @@
 
 A `Verdict` lists `Finding`s, each with a machine-readable ``check`` name, the LLM or tool call
 and token position it concerns, and the expected (re-computed) versus claimed value. The whole
-verdict goes to the content store as dag-cbor (``supernet/evidence/v1``); its CID is what a
+verdict goes to the content store as dag-cbor (``supernet/evidence/v1``, defined in
+`supernet.sdk.formats.evidence`); its CID is what a
 challenge carries, so other validators (and anyone) can see why a receipt was challenged before
 they re-check it themselves.
 
@@ -14,15 +15,11 @@ they re-check it themselves.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from multiformats import CID
-
-EVIDENCE_TYPE = "supernet/evidence/v1"
+from supernet.sdk.formats.evidence import Evidence, EvidenceFinding
 
 
 class Check(StrEnum):
@@ -126,51 +123,22 @@ class Verdict:
         return {FAULT_OF[f.check] for f in self.findings}
 
     def to_dag(self) -> dict[str, Any]:
-        """The dag-cbor evidence document."""
-        return {
-            "type": EVIDENCE_TYPE,
-            "batchId": self.batch_id,
-            "index": self.index,
-            "leaf": "0x" + self.leaf.hex(),
-            "requestHash": "0x" + self.request_hash.hex(),
-            "validator": self.validator,
-            "modelId": self.model_id,
-            "fraud": not self.ok,
-            "unverifiable": self.unverifiable,
-            "llmCalls": self.llm_calls,
-            "toolCalls": self.tool_calls,
-            "findings": [_finding_dag(f) for f in self.findings],
-        }
-
-
-def _finding_dag(f: Finding) -> dict[str, Any]:
-    return {
-        "check": f.check.value,
-        "message": f.message,
-        "call": f.call,
-        "position": f.position,
-        "expected": _plain(f.expected),
-        "claimed": _plain(f.claimed),
-    }
-
-
-def _plain(value: Any) -> Any:
-    """Any value as dag-cbor-safe data (no NaN/inf, no tuples, bytes as hex)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, bytes):
-        return "0x" + value.hex()
-    if isinstance(value, Mapping):
-        return {_plain(str(k)): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, str):  # lone surrogates are not UTF-8: escape them
-        return value.encode("utf-8", "backslashreplace").decode("utf-8")
-    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
-        return str(value)  # dag-cbor holds 64-bit integers
-    if value is None or isinstance(value, int | bool):
-        return value
-    return str(value) if isinstance(value, CID) else repr(value)
+        """The dag-cbor evidence document (`supernet.sdk.formats.evidence`)."""
+        return Evidence(
+            batch_id=self.batch_id,
+            index=self.index,
+            leaf=self.leaf,
+            request_hash=self.request_hash,
+            validator=self.validator,
+            model_id=self.model_id,
+            unverifiable=self.unverifiable,
+            llm_calls=self.llm_calls,
+            tool_calls=self.tool_calls,
+            findings=tuple(
+                EvidenceFinding(f.check.value, f.message, f.call, f.position, f.expected, f.claimed)
+                for f in self.findings
+            ),
+        ).to_dag()
 
 
 class DagPutter(Protocol):

@@ -14,7 +14,6 @@ nodes and validators). Another hash makes the receipt *unverifiable* to this val
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +21,7 @@ from supernet.node.agents.registry import AgentRegistry
 from supernet.node.kernel.agent_run import spec_record
 from supernet.node.kernel.errors import AgentNotAllowedError
 from supernet.node.kernel.replay import MalformedContext, check_seed, context_of, replay
+from supernet.sdk.formats.trace import Trace
 from supernet.validator.evidence import Check, Finding
 
 
@@ -34,28 +34,23 @@ class ReplayOutcome:
 
 
 async def check_replay(
-    doc: Mapping[str, Any], agents: AgentRegistry, tokenizer: Any, tools: Any = None
+    trace: Trace, agents: AgentRegistry, tokenizer: Any, tools: Any = None
 ) -> ReplayOutcome:
-    """Replay the trace ``doc``'s agent; findings for every divergence.
+    """Replay the trace's agent; findings for every divergence.
 
     Args:
-        doc: the decoded trace.
+        trace: the typed trace (well-formed: `supernet.validator.trace_view.parse_trace` read it).
         agents: the agents this validator has installed.
         tokenizer: the model's tokenizer.
         tools: the validator's tool runner: a recorded spec of a tool it knows must equal its own.
     """
-    agent_id = str(doc.get("agent", {}).get("id")) if isinstance(doc.get("agent"), Mapping) else ""
-    code_hash = str(doc["agent"].get("code_hash")) if agent_id else None
     try:
-        info = agents.get(agent_id, code_hash)
+        info = agents.get(trace.agent.id, trace.agent.code_hash)
     except AgentNotAllowedError as exc:
         return ReplayOutcome(unverifiable=f"cannot replay: {exc}")
     findings: list[Finding] = []
-    try:
-        _, _, specs = context_of(doc)
-    except MalformedContext as exc:
-        return ReplayOutcome((Finding(Check.TRACE_MALFORMED, str(exc)),))
-    if (bad_seed := check_seed(doc)) is not None:
+    _, _, specs = context_of(trace)
+    if (bad_seed := check_seed(trace)) is not None:
         findings.append(
             Finding(Check.REPLAY, bad_seed.message, expected=bad_seed.expected, claimed=bad_seed.claimed)
         )
@@ -72,8 +67,8 @@ async def check_replay(
                 )
             )
     try:
-        result = await replay(doc, info.cls, tokenizer)
-    except MalformedContext as exc:
+        result = await replay(trace, info.cls, tokenizer)
+    except MalformedContext as exc:  # the witness: blocks that are not dag-cbor
         return ReplayOutcome((*findings, Finding(Check.TRACE_MALFORMED, str(exc))))
     findings += [
         Finding(Check.REPLAY, d.message, call=d.index, expected=d.expected, claimed=d.claimed)

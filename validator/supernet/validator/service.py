@@ -240,7 +240,7 @@ class Validator:
             done = {c.index: c for c in self.db.checks(batch.batch_id)}
             todo = []
             for i in indexes:
-                if i not in manifest.entries:  # a partial (posted) manifest: the rest is missing
+                if not manifest.readable(i):  # a partial (posted) manifest: the rest is missing
                     self.availability.note(batch, i, "entry not posted")
                 elif i not in done:
                     todo.append(i)

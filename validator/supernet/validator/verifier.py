@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from supernet.node.agents.registry import AgentRegistry, default_registry
@@ -30,15 +30,9 @@ from supernet.node.llm.scoring import ScoreRequest, Tolerance
 from supernet.node.llm.types import ScoreResult
 from supernet.sdk.chain.eip712 import Domain
 from supernet.sdk.chain.merkle import ReceiptTree
+from supernet.sdk.formats.manifest import BatchManifest, ManifestEntry
 from supernet.sdk.store.errors import InvalidBlockError, InvalidCIDError
-from supernet.validator.consistency import (
-    Entry,
-    MalformedEntry,
-    check_receipt,
-    check_trace,
-    check_trace_hash,
-    parse_entry,
-)
+from supernet.validator.consistency import check_receipt, check_trace, check_trace_hash
 from supernet.validator.evidence import Check, Finding, Verdict
 from supernet.validator.llm_check import check_scores, check_shape, check_tokens, sampling_params
 from supernet.validator.replay_check import check_replay
@@ -123,18 +117,27 @@ class Manifest:
 
     Either the whole manifest fetched from the store (``tree`` set: its leaves build the committed
     root), or the entries nodes posted on chain in availability answers (``proofs`` set: each
-    entry's proof at its position, checked against the root before it is kept).
+    entry's proof at its position, checked against the root before it is kept). ``malformed``
+    holds the posted entries whose trace is not well-formed or lacks the signed request (the
+    node's own answer on chain: its fault), by position, with why.
     """
 
-    entries: Mapping[int, Mapping[str, Any]]
+    entries: Mapping[int, ManifestEntry]
     tree: ReceiptTree | None = None
     proofs: Mapping[int, tuple[bytes, ...]] | None = None
+    malformed: Mapping[int, tuple[bytes, str]] = field(default_factory=dict)
+
+    def readable(self, index: int) -> bool:
+        """Whether entry ``index`` can be judged here (read, or posted malformed)."""
+        return index in self.entries or index in self.malformed
 
     def leaf(self, index: int) -> bytes:
         """The leaf at ``index`` as the tree has it."""
         if self.tree is not None:
             return self.tree.leaves[index]
-        return bytes.fromhex(str(self.entries[index]["leaf"]).removeprefix("0x"))
+        if index in self.malformed:
+            return self.malformed[index][0]
+        return self.entries[index].leaf
 
     def proof(self, index: int) -> list[bytes]:
         """The Merkle proof of the entry at ``index``."""
@@ -145,7 +148,7 @@ class Manifest:
 
     def index_of(self, leaf: bytes) -> int | None:
         """The position of the entry with this leaf, if readable here."""
-        for i in sorted(self.entries):
+        for i in sorted({*self.entries, *self.malformed}):
             if self.leaf(i) == leaf:
                 return i
         return None
@@ -155,19 +158,20 @@ async def load_manifest(store: DagStore, cid: str, root: bytes, count: int) -> M
     """Fetch a batch manifest and check it against the on-chain root and count.
 
     Raises:
-        ManifestError: it cannot be read, or its leaves do not build ``root``.
+        ManifestError: it cannot be read, is not a well-formed ``supernet/batch`` (the node's
+            fault, handled as unreadable: the availability challenge makes it post its entries), or
+            its leaves do not build ``root``.
     """
     try:
-        doc = await store.get_dag(cid)
-        entries = tuple(doc["receipts"])
-        tree = ReceiptTree(bytes.fromhex(str(e["leaf"]).removeprefix("0x")) for e in entries)
+        manifest = BatchManifest.from_dag(await store.get_dag(cid))
+        tree = ReceiptTree(e.leaf for e in manifest.entries)
     except Exception as exc:
         raise ManifestError(f"manifest {cid}: {type(exc).__name__}: {exc}") from exc
-    if len(entries) != count or tree.root != root:
+    if len(manifest.entries) != count or tree.root != root:
         raise ManifestError(
-            f"manifest {cid} does not build the committed root ({len(entries)} of {count} receipts)"
+            f"manifest {cid} does not build the committed root ({len(manifest.entries)} of {count} receipts)"
         )
-    return Manifest(dict(enumerate(entries)), tree)
+    return Manifest(dict(enumerate(manifest.entries)), tree)
 
 
 class Verifier:
@@ -203,9 +207,9 @@ class Verifier:
         self.tolerance = tolerance
         self._score_lock = asyncio.Lock()
 
-    def entry(self, manifest: Manifest, index: int) -> Entry:
-        """The parsed entry ``index`` (raises `MalformedEntry`)."""
-        return parse_entry(manifest.entries[index])
+    def entry(self, manifest: Manifest, index: int) -> ManifestEntry:
+        """Entry ``index`` (``KeyError`` if not readable here)."""
+        return manifest.entries[index]
 
     async def verify(self, batch_id: int, node: str, index: int, manifest: Manifest) -> Verdict:
         """Check receipt ``index`` of a batch; returns the verdict (never raises on node faults)."""
@@ -272,14 +276,11 @@ class Verifier:
 
     async def _stage(self, batch_id: int, node: str, index: int, manifest: Manifest) -> Verdict | _Staged:
         """Everything before the model: entry, signatures, trace; a final verdict if it ends there."""
-        raw_leaf = bytes.fromhex(str(manifest.entries[index].get("leaf", "")).removeprefix("0x"))
-        try:
-            entry = self.entry(manifest, index)
-        except MalformedEntry as exc:
-            if manifest.entries[index].get("posted"):  # the node's own answer on chain: its fault
-                finding = Finding(Check.TRACE_MALFORMED, f"the posted trace lacks the signed request: {exc}")
-                return Verdict(batch_id, index, raw_leaf, findings=(finding,), validator=self.validator)
-            return Verdict(batch_id, index, raw_leaf, unverifiable=str(exc), validator=self.validator)
+        if index in manifest.malformed:  # the node's own answer on chain: its fault
+            leaf, reason = manifest.malformed[index]
+            finding = Finding(Check.TRACE_MALFORMED, f"the posted trace: {reason}")
+            return Verdict(batch_id, index, leaf, findings=(finding,), validator=self.validator)
+        entry = self.entry(manifest, index)
         head = _Head(batch_id, index, entry, self.validator)
         findings = check_receipt(entry, node, self.domain) + check_trace_hash(
             entry.trace_cid, entry.receipt.trace_hash
@@ -297,7 +298,7 @@ class Verifier:
         if scorer is None or scorer.model_id.lower() != head.model_id:
             why = None if findings else f"model {head.model_id} not served by this validator"
             return head.verdict(findings, unverifiable=why)
-        replayed = await check_replay(doc, self.agents, scorer.tokenizer, self.tools)
+        replayed = await check_replay(trace.doc, self.agents, scorer.tokenizer, self.tools)
         findings += replayed.findings
         if replayed.unverifiable is not None and not findings:
             return head.verdict(findings, unverifiable=replayed.unverifiable)
@@ -312,15 +313,13 @@ class Verifier:
         if too_long:  # a longer context than this validator's model holds: not proof of anything
             why = f"calls {too_long} exceed the {scorer.max_positions} positions this validator scores"
             return head.verdict(findings, unverifiable=None if findings else why)
-        return _Staged(head, trace, tuple(findings), scorer, tuple(scorable), self._tolerance(doc, scorer))
+        return _Staged(head, trace, tuple(findings), scorer, tuple(scorable), self._tolerance(trace, scorer))
 
-    def _tolerance(self, doc: Any, scorer: Scorer) -> Tolerance:
+    def _tolerance(self, trace: Trace, scorer: Scorer) -> Tolerance:
         """The configured tolerance, else the one of the (node, validator) precision pair."""
         if self.tolerance is not None:
             return self.tolerance
-        engine = doc.get("engine") if isinstance(doc, Mapping) else None
-        node_dtype = str(engine.get("dtype", "float32")) if isinstance(engine, Mapping) else "float32"
-        return Tolerance.for_pair(node_dtype, str(getattr(scorer, "dtype", "float32")))
+        return Tolerance.for_pair(trace.doc.engine.dtype, str(getattr(scorer, "dtype", "float32")))
 
 
 @dataclass(frozen=True)
@@ -329,7 +328,7 @@ class _Head:
 
     batch_id: int
     index: int
-    entry: Entry
+    entry: ManifestEntry
     validator: str
 
     @property

@@ -284,8 +284,8 @@ class Kernel:
         output = ran.output
         if ran.status == "ok" and self._faults is not None:
             output = self._faults.on_answer(spec.task_id, output)
-        trace = st.trace.build(output, ran.status, ran.error)
-        trace["witness"] = await collect_witness(self.store, trace["events"])
+        witness = await collect_witness(self.store, st.trace.typed)
+        trace = st.trace.build(output, ran.status, ran.error, witness)
         cid, trace_hash = await save_trace(self.store, trace, publish=not self._withholds(spec.task_id))
         return TaskOutcome(
             task_id=spec.task_id,

@@ -45,8 +45,21 @@ from supernet.node.kernel.memory import MemoryWrite
 from supernet.node.kernel.storage import FileWrite, normalize_path
 from supernet.node.kernel.syscalls import GenerationOutcome, MemoryHit, Syscall, TaskSpec
 from supernet.node.kernel.tools import ToolSpec
-from supernet.node.kernel.trace import MAX_TRACE_EVENTS, MalformedWitness, TraceRecorder, Witness, to_dag
-from supernet.sdk.store.errors import InvalidBlockError, InvalidCIDError
+from supernet.node.kernel.trace import TraceRecorder, to_dag
+from supernet.sdk.formats.fields import FormatError
+from supernet.sdk.formats.trace import (
+    ErrorEvent,
+    Event,
+    LlmEvent,
+    MemoryAddEvent,
+    MemorySearchEvent,
+    StorageGetEvent,
+    StorageListEvent,
+    StoragePutEvent,
+    ToolEvent,
+    Trace,
+    VerifiedWitness,
+)
 
 REPLAY_TIMEOUT_S = 120.0
 """Wall-clock bound of one replay (the agent's own work is parsing and formatting)."""
@@ -74,7 +87,7 @@ class ReplayDivergence(Exception):
 
 
 class MalformedContext(ValueError):
-    """The trace lacks the fields a replay needs (``seed``, ``limits``, ``tools``) or mistypes them."""
+    """The trace is not a well-formed ``supernet/trace/v1`` document (the message names the field)."""
 
 
 class _Abort(BaseException):
@@ -104,100 +117,88 @@ class ReplayResult:
     divergences: list[ReplayDivergence] = field(default_factory=list)
 
 
-def context_of(doc: Mapping[str, Any]) -> tuple[int, Capabilities, tuple[ToolSpec, ...]]:
+def parse(doc: Mapping[str, Any] | Trace) -> Trace:
+    """The typed trace (`MalformedContext` naming the field if it is not one)."""
+    if isinstance(doc, Trace):
+        return doc
+    try:
+        return Trace.from_dag(doc)
+    except FormatError as exc:
+        raise MalformedContext(f"trace: {exc}") from None
+
+
+def context_of(doc: Mapping[str, Any] | Trace) -> tuple[int, Capabilities, tuple[ToolSpec, ...]]:
     """The seed, capabilities and tool specs a trace says its task ran with.
 
     Raises:
-        MalformedContext: a field is missing or mistyped.
+        MalformedContext: the trace is not well-formed.
     """
-    try:
-        limits = doc["limits"]
-        agent_id = str(doc["agent"]["id"])
-        caps = Capabilities(
-            tools=frozenset(str(t["name"]) for t in doc["tools"]),
-            namespace=namespace_of(str(doc["user"]), agent_id),
-            memory=_bool(limits["memory"]),
-            storage=_bool(limits["storage"]),
-            max_llm_calls=_int(limits["max_llm_calls"]),
-            max_llm_tokens=_int(limits["max_llm_tokens"]),
-            max_new_tokens=_int(limits["max_new_tokens"]),
-            max_tool_calls=_int(limits["max_tool_calls"]),
-            max_file_bytes=_int(limits["max_file_bytes"]),
+    trace = parse(doc)
+    limits = trace.limits
+    caps = Capabilities(
+        tools=frozenset(t.name for t in trace.tools),
+        namespace=namespace_of(trace.user, trace.agent.id),
+        memory=limits.memory,
+        storage=limits.storage,
+        max_llm_calls=limits.max_llm_calls,
+        max_llm_tokens=limits.max_llm_tokens,
+        max_new_tokens=limits.max_new_tokens,
+        max_tool_calls=limits.max_tool_calls,
+        max_file_bytes=limits.max_file_bytes,
+    )
+    specs = tuple(
+        ToolSpec(
+            name=t.name,
+            description=t.description,
+            parameters=dict(t.parameters),
+            deterministic=t.deterministic,
+            irreversible=t.irreversible,
         )
-        specs = tuple(
-            ToolSpec(
-                name=str(t["name"]),
-                description=str(t["description"]),
-                parameters=dict(t["parameters"]),
-                deterministic=_bool(t["deterministic"]),
-                irreversible=_bool(t.get("irreversible", False)),
-            )
-            for t in sorted(doc["tools"], key=lambda t: str(t["name"]))
-        )
-        seed = _int(doc["seed"])
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise MalformedContext(f"trace context: {type(exc).__name__}: {exc}") from exc
-    if len(specs) != len(caps.tools):
-        raise MalformedContext("trace context: a tool is listed twice")
-    return seed, caps, specs
-
-
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{value!r} is not a boolean")
-    return value
-
-
-def _int(value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{value!r} is not an integer")
-    return value
+        for t in sorted(trace.tools, key=lambda t: t.name)
+    )
+    return trace.seed, caps, specs
 
 
 async def replay(
-    doc: Mapping[str, Any],
+    doc: Mapping[str, Any] | Trace,
     agent: type[Agent],
     tokenizer: Any,
     *,
     params_type: Any = None,
     timeout_s: float = REPLAY_TIMEOUT_S,
 ) -> ReplayResult:
-    """Replay ``agent`` against the trace document ``doc`` (see the module docstring).
+    """Replay ``agent`` against the trace ``doc`` (see the module docstring).
 
     Args:
-        doc: the decoded ``supernet/trace/v1`` document.
+        doc: the decoded ``supernet/trace/v1`` document (or the typed trace).
         agent: the installed agent class whose code hash the trace (and the signed request) names.
         tokenizer: the model's tokenizer (chat template and decoding, as the node's engine has).
         params_type: the engine's sampling-parameter class (default: `supernet.node.llm.SamplingParams`).
         timeout_s: bound of the whole replay.
 
     Raises:
-        MalformedContext: the trace lacks what a replay needs (or its witness is malformed).
+        MalformedContext: the trace is not well-formed (its witness included).
     """
     if params_type is None:
         from supernet.node.llm import SamplingParams
 
         params_type = SamplingParams
-    seed, caps, specs = context_of(doc)
-    events = doc.get("events")
-    if not isinstance(events, list) or len(events) > MAX_TRACE_EVENTS:
-        raise MalformedContext(f"events must be a list of at most {MAX_TRACE_EVENTS}")
+    trace = parse(doc)
+    seed, caps, specs = context_of(trace)
     try:
-        witness = Witness(doc)
-    except MalformedWitness as exc:
-        raise MalformedContext(f"trace witness: {exc}") from None
-    task_id, user = str(doc["task_id"]), str(doc["user"])
-    fee = doc.get("fee", 0)
-    spec = TaskSpec(task_id=task_id, agent_id=agent.agent_id, input=doc.get("input"), user=user, fee=0)
+        witness = VerifiedWitness(trace.witness)
+    except FormatError as exc:
+        raise MalformedContext(f"trace: {exc}") from None
+    spec = TaskSpec(task_id=trace.task_id, agent_id=agent.agent_id, input=trace.input, user=trace.user, fee=0)
     code_hash = agent.code_hash()  # reads the agent's source files: once
     recorder = TraceRecorder(
-        task_id, user, fee, agent.agent_id, code_hash, str(doc.get("model_id")), spec.input
+        trace.task_id, trace.user, trace.fee, agent.agent_id, code_hash, trace.model_id, spec.input
     )
-    tape = _Tape(events, recorder, witness)
+    tape = _Tape(trace.events, recorder, witness)
     info = AgentInfo(agent.agent_id, code_hash, agent.description, agent)
     state = TaskState(spec, info, caps, recorder, specs, seed)
     dispatcher = Dispatcher(
-        engine=_TapeEngine(str(doc.get("model_id")), tokenizer),
+        engine=_TapeEngine(trace.model_id, tokenizer),
         scheduler=_TapeScheduler(tape),
         tools=_TapeTools(tape, specs),
         memory=_TapeMemory(tape),
@@ -210,32 +211,30 @@ async def replay(
         return await dispatcher.handle(state, call)
 
     try:
-        ran = await run_agent(agent, task_id, spec.input, syscall, specs, timeout_s)
+        ran = await run_agent(agent, trace.task_id, spec.input, syscall, specs, timeout_s)
     except _Abort as abort:
         return ReplayResult("", "diverged", None, recorder.events, [abort.cause])
     result = ReplayResult(ran.output, ran.status, ran.error, recorder.events)
-    result.divergences = list(_compare(result, doc, events))
+    result.divergences = list(_compare(result, trace))
     return result
 
 
-def check_seed(doc: Mapping[str, Any]) -> ReplayDivergence | None:
+def check_seed(doc: Mapping[str, Any] | Trace) -> ReplayDivergence | None:
     """The recorded base seed must be the protocol's function of the task id."""
-    expected = task_seed(str(doc.get("task_id", "")))
-    if doc.get("seed") != expected:
-        return ReplayDivergence(None, "the task's seed is not derived from its id", expected, doc.get("seed"))
+    task_id = doc.task_id if isinstance(doc, Trace) else str(doc.get("task_id", ""))
+    seed = doc.seed if isinstance(doc, Trace) else doc.get("seed")
+    expected = task_seed(task_id)
+    if seed != expected:
+        return ReplayDivergence(None, "the task's seed is not derived from its id", expected, seed)
     return None
 
 
-def _compare(
-    result: ReplayResult, doc: Mapping[str, Any], recorded: Sequence[Any]
-) -> Iterable[ReplayDivergence]:
+def _compare(result: ReplayResult, trace: Trace) -> Iterable[ReplayDivergence]:
     replayed = result.events
+    recorded = [e.to_dag() for e in trace.events]
     for i, (mine, theirs) in enumerate(zip(replayed, recorded, strict=False)):
-        if not isinstance(theirs, Mapping):
-            yield ReplayDivergence(i, f"event {i} is not an object", mine.get("kind"), theirs)
-            continue
         for key in sorted(set(mine) | set(theirs)):
-            if to_dag(mine.get(key)) != theirs.get(key):
+            if mine.get(key) != theirs.get(key):
                 yield ReplayDivergence(
                     i,
                     f"syscall {i} ({mine.get('kind')}): {key} is not what the agent's call gives",
@@ -243,19 +242,15 @@ def _compare(
                     _short(theirs.get(key)),
                 )
     if len(replayed) < len(recorded):
-        extra = recorded[len(replayed)]
-        kind = extra.get("kind") if isinstance(extra, Mapping) else None
+        kind = recorded[len(replayed)]["kind"]
         yield ReplayDivergence(
             len(replayed), f"syscall {len(replayed)} ({kind}) is one the agent does not make", None, kind
         )
-    if result.status != "ok" or doc.get("status") != "ok":
-        if result.status != doc.get("status"):
-            yield ReplayDivergence(
-                None, "the task's status is not the replay's", result.status, doc.get("status")
-            )
-    if result.output != doc.get("output"):
+    if (result.status != "ok" or trace.status != "ok") and result.status != trace.status:
+        yield ReplayDivergence(None, "the task's status is not the replay's", result.status, trace.status)
+    if result.output != trace.output:
         yield ReplayDivergence(
-            None, "the output is not what the agent returns", _short(result.output), _short(doc.get("output"))
+            None, "the output is not what the agent returns", _short(result.output), _short(trace.output)
         )
 
 
@@ -271,7 +266,7 @@ def _short(value: Any, limit: int = 300) -> Any:
 class _Tape:
     """The recorded events, read in the order the replayed dispatcher records its own."""
 
-    def __init__(self, events: Sequence[Any], recorder: TraceRecorder, witness: Witness) -> None:
+    def __init__(self, events: Sequence[Event], recorder: TraceRecorder, witness: VerifiedWitness) -> None:
         self._events, self._recorder, self._witness = events, recorder, witness
 
     @property
@@ -279,61 +274,52 @@ class _Tape:
         """The event the current syscall must match: one event per syscall, in order."""
         return len(self._recorder.events)
 
-    def peek(self) -> Mapping[str, Any] | None:
+    def peek(self) -> Event | None:
         i = self.index
-        ev = self._events[i] if i < len(self._events) else None
-        return ev if isinstance(ev, Mapping) else None
+        return self._events[i] if i < len(self._events) else None
 
-    def next(self, kind: str) -> Mapping[str, Any]:
+    def next(self, kind: type[Any]) -> Any:
         """The recorded event of this ``kind`` syscall, or its recorded failure raised."""
         i = self.index
         if i >= len(self._events):
-            self.diverge(i, f"the agent makes a {kind} syscall (number {i}) the trace does not have", kind)
+            self.diverge(
+                i, f"the agent makes a {kind.kind} syscall (number {i}) the trace does not have", kind.kind
+            )
         ev = self._events[i]
-        if not isinstance(ev, Mapping):
-            self.diverge(i, f"event {i} is not an object", kind)
-        if ev.get("kind") == "error" and ev.get("syscall") == kind:
-            raise _rebuild(i, str(ev.get("error")), self)
-        if ev.get("kind") != kind:
+        if isinstance(ev, ErrorEvent) and ev.syscall == kind.kind:
+            raise _rebuild(i, ev.error, self)
+        if not isinstance(ev, kind):
             self.diverge(
                 i,
-                f"syscall {i}: the agent makes a {kind} call, the trace has {ev.get('kind')}",
-                kind,
-                ev.get("kind"),
+                f"syscall {i}: the agent makes a {kind.kind} call, the trace has {ev.kind}",
+                kind.kind,
+                ev.kind,
             )
         return ev
 
     def diverge(self, index: int | None, message: str, expected: Any = None, claimed: Any = None) -> NoReturn:
         raise _Abort(ReplayDivergence(index, message, expected, claimed))
 
-    async def dag(self, cid: Any) -> Any:
+    async def dag(self, cid: str) -> Any:
         try:
             return self._witness.block(cid)
-        except (InvalidCIDError, InvalidBlockError) as exc:
-            self.diverge(
-                self.index, f"syscall {self.index} names a block that is not one: {exc}", None, str(cid)
-            )
         except KeyError:  # an honest kernel's trace carries every block its replay reads
             self.diverge(
                 self.index,
                 f"syscall {self.index} reads block {cid}, which the trace's witness lacks",
                 None,
-                str(cid),
+                cid,
             )
 
-    async def file(self, cid: Any) -> bytes:
+    async def file(self, cid: str) -> bytes:
         try:
             return self._witness.file(cid)
-        except (InvalidCIDError, InvalidBlockError) as exc:
-            self.diverge(
-                self.index, f"syscall {self.index} names a file that is not one: {exc}", None, str(cid)
-            )
         except KeyError:
             self.diverge(
                 self.index,
                 f"syscall {self.index} reads file {cid}, which the trace's witness lacks",
                 None,
-                str(cid),
+                cid,
             )
 
 
@@ -363,16 +349,13 @@ class _TapeScheduler:
         self._tape = tape
 
     async def generate(self, job: Any, on_token: Any) -> GenerationOutcome:
-        ev = self._tape.next("llm")
-        ids, lps = ev.get("output_ids"), ev.get("logprobs")
-        if not isinstance(ids, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
-            self._tape.diverge(self._tape.index, "output_ids must be a list of integers", None, ids)
+        ev: LlmEvent = self._tape.next(LlmEvent)
         return GenerationOutcome(
-            output_ids=tuple(ids),
-            logprobs=tuple(lps) if isinstance(lps, list) else (),
-            finish_reason=str(ev.get("finish_reason")),
-            fingerprints=ev.get("fingerprints"),
-            preemptions=ev.get("preemptions", 0),
+            output_ids=ev.output_ids,
+            logprobs=tuple(float("nan") if lp is None else lp for lp in ev.logprobs),
+            finish_reason=ev.finish_reason,
+            fingerprints=ev.fingerprints,
+            preemptions=ev.preemptions,
         )
 
 
@@ -388,10 +371,10 @@ class _TapeTools:
         return self._specs[name]  # the dispatcher asks only for tools in the task's capabilities
 
     async def call(self, name: str, args: Mapping[str, Any]) -> Any:
-        ev = self._tape.next("tool")
-        if ev.get("error") is not None:
-            raise _rebuild(self._tape.index, str(ev["error"]), self._tape)
-        return ev.get("result")
+        ev: ToolEvent = self._tape.next(ToolEvent)
+        if ev.error is not None:
+            raise _rebuild(self._tape.index, ev.error, self._tape)
+        return ev.result
 
 
 class _TapeMemory:
@@ -399,8 +382,8 @@ class _TapeMemory:
         self._tape = tape
 
     async def add(self, namespace: str, text: str, metadata: Mapping[str, Any]) -> MemoryWrite:
-        ev = self._tape.next("memory.add")
-        entry = await self._tape.dag(ev.get("entry"))
+        ev: MemoryAddEvent = self._tape.next(MemoryAddEvent)
+        entry = await self._tape.dag(ev.entry)
         stored = (entry.get("text"), entry.get("metadata")) if isinstance(entry, Mapping) else None
         if stored != (text, to_dag(dict(metadata))):
             self._tape.diverge(
@@ -409,35 +392,31 @@ class _TapeMemory:
                 text,
                 _short(stored),
             )
-        prev = ev.get("prev_root")
-        return MemoryWrite(str(ev.get("entry")), str(ev.get("root")), None if prev is None else str(prev))
+        return MemoryWrite(ev.entry, ev.root, ev.prev_root)
 
     async def search(self, namespace: str, query: str, k: int) -> tuple[str | None, list[MemoryHit]]:
-        ev = self._tape.next("memory.search")
-        root_cid, hit_cids, scores = ev.get("root"), ev.get("hits"), ev.get("scores")
-        if not isinstance(hit_cids, list) or not isinstance(scores, list) or len(scores) != len(hit_cids):
+        ev: MemorySearchEvent = self._tape.next(MemorySearchEvent)
+        if len(ev.scores) != len(ev.hits):
             self._tape.diverge(self._tape.index, "memory.search hits and scores must be lists of one length")
         entries: list[str] = []
-        if root_cid is not None:
-            root = await self._tape.dag(root_cid)
+        if ev.root is not None:
+            root = await self._tape.dag(ev.root)
             entries = [str(c) for c in root.get("entries", [])] if isinstance(root, Mapping) else []
         wanted = min(max(k, 0), len(entries))
-        if len(hit_cids) != wanted or not {str(c) for c in hit_cids} <= set(entries):
+        if len(ev.hits) != wanted or not set(ev.hits) <= set(entries):
             self._tape.diverge(
                 self._tape.index,
                 f"memory.search must return {wanted} entries of its root",
                 wanted,
-                len(hit_cids),
+                len(ev.hits),
             )
         hits = []
-        for cid, score in zip(hit_cids, scores, strict=True):
+        for cid, score in zip(ev.hits, ev.scores, strict=True):
             block = await self._tape.dag(cid)
             if not isinstance(block, Mapping):
                 self._tape.diverge(self._tape.index, f"memory entry {cid} is not an object")
-            hits.append(
-                MemoryHit(str(cid), str(block.get("text")), float(score), block.get("metadata") or {})
-            )
-        return (None if root_cid is None else str(root_cid)), hits
+            hits.append(MemoryHit(cid, str(block.get("text")), score, block.get("metadata") or {}))
+        return ev.root, hits
 
 
 class _TapeRoots:
@@ -446,8 +425,7 @@ class _TapeRoots:
 
     def root(self, namespace: str) -> str | None:
         ev = self._tape.peek()
-        root = ev.get("root") if ev is not None else None
-        return None if root is None else str(root)
+        return getattr(ev, "root", None) if isinstance(ev, StorageGetEvent | StorageListEvent) else None
 
 
 class _TapeStorage:
@@ -457,36 +435,27 @@ class _TapeStorage:
 
     async def put(self, namespace: str, path: str, data: bytes) -> FileWrite:
         path = normalize_path(path)
-        ev = self._tape.next("storage.put")
-        if await self._tape.file(ev.get("cid")) != data:
+        ev: StoragePutEvent = self._tape.next(StoragePutEvent)
+        if await self._tape.file(ev.cid) != data:
             self._tape.diverge(self._tape.index, f"the file stored for {path} is not what the agent wrote")
-        prev = ev.get("prev_root")
-        version = ev.get("version")
-        if not isinstance(version, int):
-            self._tape.diverge(self._tape.index, "storage.put version must be an integer", None, version)
-        return FileWrite(
-            str(ev.get("cid")), str(ev.get("root")), None if prev is None else str(prev), version
-        )
+        return FileWrite(ev.cid, ev.root, ev.prev_root, ev.version)
 
     async def get(self, namespace: str, path: str, version: str | None = None) -> tuple[str, bytes]:
         path = normalize_path(path)
-        ev = self._tape.next("storage.get")
-        history = [str(c) for c in (await self._files(ev.get("root"))).get(path, [])]
+        ev: StorageGetEvent = self._tape.next(StorageGetEvent)
+        history = [str(c) for c in (await self._files(ev.root)).get(path, [])]
         wanted = (history[-1] if history else None) if version is None else version
-        if str(ev.get("cid")) != wanted or wanted not in history:
+        if ev.cid != wanted or wanted not in history:
             self._tape.diverge(
-                self._tape.index,
-                f"storage.get {path}: not the version its root holds",
-                wanted,
-                str(ev.get("cid")),
+                self._tape.index, f"storage.get {path}: not the version its root holds", wanted, ev.cid
             )
-        return str(ev.get("cid")), await self._tape.file(ev.get("cid"))
+        return ev.cid, await self._tape.file(ev.cid)
 
     async def list_files(self, namespace: str) -> dict[str, str]:
-        ev = self._tape.next("storage.list")
-        return {p: str(v[-1]) for p, v in (await self._files(ev.get("root"))).items() if v}
+        ev: StorageListEvent = self._tape.next(StorageListEvent)
+        return {p: str(v[-1]) for p, v in (await self._files(ev.root)).items() if v}
 
-    async def _files(self, root_cid: Any) -> dict[str, list[Any]]:
+    async def _files(self, root_cid: str | None) -> dict[str, list[Any]]:
         if root_cid is None:
             return {}
         root = await self._tape.dag(root_cid)

@@ -1,31 +1,17 @@
-"""The execution trace: everything a validator needs to re-check one task.
+"""Recording the execution trace: the node's side of ``supernet/trace/v1``.
 
-A trace records the task input, the agent (id and code hash), every LLM call (model id,
-prompt and output token ids, sampling parameters and seed, logprobs, activation
-fingerprints), every tool call (arguments, result, ``deterministic`` flag), and every
-memory and storage access by CID. It is stored as one dag-cbor object whose CIDs are links
-(so pinning the trace keeps the memory and file blocks it names); its CID goes into the
-receipt as ``traceHash = keccak256(cid)``.
+The format itself (fields, types, events, witness) is defined once in
+`supernet.sdk.formats.trace`, which node, validator and client share; docs/protocol.md "Traces"
+describes it. Here the kernel's dispatcher records events (`TraceRecorder.record`, each event
+canonicalised through the format as it is recorded, so a replay that records the same syscalls
+records the same dicts), the kernel collects the witness (`collect_witness`) and builds the
+document (`TraceRecorder.build`, checked against the format), and `save_trace` stores it as one
+pinned dag-cbor block whose sha256 is the receipt's ``traceHash``.
 
-Trace format ``supernet/trace/v1``::
-
-    {"type", "task_id", "user", "fee", "agent": {"id", "code_hash"}, "model_id", "input",
-     "seed", "limits": {...}, "tools": [{tool spec}, ...], "engine": {"device", "dtype"},
-     "output", "status", "error", "events": [{"kind": "llm" | "tool" | "memory.add" |
-     "memory.search" | "storage.put" | "storage.get" | "storage.list" | "error", ...}],
-     "witness": {"blocks": [dag-cbor bytes, ...], "files": [file bytes, ...]}}
-
-``seed``, ``limits`` (the task's capabilities) and ``tools`` (the specs the agent saw) are what a
-validator needs to *replay* the agent against the events (`supernet.node.kernel.replay`); the
-seed is a function of the task id (`task_seed`), so a node cannot choose it.
-
-The ``witness`` carries every content-addressed block the replay reads (memory entries and roots,
-file roots and file contents, as `witness_reads` lists them from the events), as stateless
-Ethereum clients carry the state a block touches. A trace is therefore *self-contained*: a node
-cannot make its replay unverifiable by withholding a linked block, because serving the trace
-(which the availability challenge enforces) serves everything the replay needs. Witness entries
-are self-certifying: a validator keys each one by the CID it recomputes, never by one the node
-states. The whole trace is one block of at most `MAX_BLOCK_SIZE` bytes (`TraceTooLargeError`).
+A trace is *self-contained*: its ``witness`` carries every content-addressed block the replay
+reads (memory entries and roots, file roots and contents), as stateless Ethereum clients carry the
+state a block touches, so a node cannot make its replay unverifiable by withholding a linked block.
+The whole trace is one block of at most `MAX_BLOCK_SIZE` bytes (`TraceTooLargeError`).
 """
 
 from __future__ import annotations
@@ -36,14 +22,18 @@ from typing import Any
 
 from multiformats import CID
 from supernet.sdk.chain.receipts import trace_hash
-from supernet.sdk.store.cids import MAX_BLOCK_SIZE, canonical_cid, compute_cid, decode_dag, encode_dag, link
-from supernet.sdk.store.errors import InvalidBlockError
-from supernet.sdk.store.files import file_cid
+from supernet.sdk.formats.trace import (
+    MAX_TRACE_EVENTS,
+    TRACE_TYPE,
+    Event,
+    Trace,
+    Witness,
+    event_from_dag,
+    witness_reads,
+)
+from supernet.sdk.store.cids import MAX_BLOCK_SIZE, compute_cid, encode_dag, link
 
-TRACE_TYPE = "supernet/trace/v1"
-MAX_TRACE_EVENTS = 1024
-"""Most events one trace holds: the kernel refuses further syscalls (unrecorded) once a task's
-trace is full, so a validator can bound its work on any trace without wronging an honest node."""
+__all__ = ["MAX_TRACE_EVENTS", "TRACE_TYPE", "TraceRecorder", "collect_witness", "save_trace", "to_dag"]
 
 
 class TraceTooLargeError(ValueError):
@@ -128,6 +118,7 @@ class TraceRecorder:
             "input": to_dag(task_input),
             **{k: to_dag(v) for k, v in (context or {}).items()},
         }
+        self.typed: list[Event] = []
         self.events: list[dict[str, Any]] = []
 
     @property
@@ -136,12 +127,24 @@ class TraceRecorder:
         return sum(1 for e in self.events if e["kind"] == "llm")
 
     def record(self, kind: str, **fields: Any) -> None:
-        """Append one event (fields are converted to dag-cbor values)."""
-        self.events.append({"kind": kind, **{k: to_dag(v) for k, v in fields.items()}})
+        """Append one event, canonicalised through the format (``FormatError`` if it is not one)."""
+        event = event_from_dag({"kind": kind, **{k: to_dag(v) for k, v in fields.items()}}, "event")
+        self.typed.append(event)
+        self.events.append(event.to_dag())
 
-    def build(self, output: str, status: str, error: str | None) -> dict[str, Any]:
-        """The finished trace document."""
-        return {**self._head, "output": output, "status": status, "error": error, "events": list(self.events)}
+    def build(
+        self, output: str, status: str, error: str | None, witness: Witness | None = None
+    ) -> dict[str, Any]:
+        """The finished trace document, checked against the format (``FormatError`` if not)."""
+        doc = {
+            **self._head,
+            "output": output,
+            "status": status,
+            "error": error,
+            "events": list(self.events),
+            "witness": (witness or Witness()).to_dag(),
+        }
+        return Trace.from_dag(doc).to_dag()
 
 
 async def save_trace(store: Any, trace: Mapping[str, Any], *, publish: bool = True) -> tuple[str, str]:
@@ -168,39 +171,9 @@ async def save_trace(store: Any, trace: Mapping[str, Any], *, publish: bool = Tr
 
 # -- the witness ---------------------------------------------------------------------------------
 
-_READS: dict[str, tuple[tuple[str, str], ...]] = {
-    # event kind -> (field, "block" | "file") the replay reads, in the order it reads them
-    "memory.add": (("entry", "block"),),
-    "memory.search": (("root", "block"), ("hits", "block")),
-    "storage.put": (("cid", "file"),),
-    "storage.get": (("root", "block"), ("cid", "file")),
-    "storage.list": (("root", "block"),),
-}
 
-
-def witness_reads(events: Any) -> list[tuple[str, str]]:
-    """The ``("block" | "file", cid)`` pairs a replay of ``events`` reads, first read first, once each.
-
-    Malformed events name nothing (the replay reports them); a link that is not a CID is skipped.
-    """
-    seen: dict[tuple[str, str], None] = {}
-    for ev in events if isinstance(events, list) else ():
-        if not isinstance(ev, Mapping):
-            continue
-        for key, form in _READS.get(str(ev.get("kind")), ()):
-            value = ev.get(key)
-            for cid in value if isinstance(value, list) else [value]:
-                if cid is None:
-                    continue
-                try:
-                    seen.setdefault((form, canonical_cid(cid)), None)
-                except Exception:
-                    continue
-    return list(seen)
-
-
-async def collect_witness(store: Any, events: Any) -> dict[str, list[bytes]]:
-    """The ``witness`` of a trace with ``events``: the node's own blocks and files its replay reads."""
+async def collect_witness(store: Any, events: list[Event]) -> Witness:
+    """The witness of a trace with ``events``: the node's own blocks and files its replay reads."""
     blocks: list[bytes] = []
     files: list[bytes] = []
     for form, cid in witness_reads(events):
@@ -208,56 +181,4 @@ async def collect_witness(store: Any, events: Any) -> dict[str, list[bytes]]:
             blocks.append(await store.get_block(cid))
         else:
             files.append(await store.cat(cid))
-    return {"blocks": blocks, "files": files}
-
-
-class MalformedWitness(ValueError):
-    """The trace's ``witness`` is not ``{"blocks": [bytes], "files": [bytes]}`` of decodable blocks."""
-
-
-class Witness:
-    """A trace's witness keyed by recomputed CIDs: what the node states is never trusted.
-
-    Args:
-        doc: the decoded trace.
-
-    Raises:
-        MalformedWitness: the witness is missing or mistyped, or a block is not dag-cbor.
-    """
-
-    def __init__(self, doc: Mapping[str, Any]) -> None:
-        raw = doc.get("witness")
-        if not isinstance(raw, Mapping):
-            raise MalformedWitness("the trace has no witness object")
-        blocks, files = raw.get("blocks"), raw.get("files")
-        if not (isinstance(blocks, list) and isinstance(files, list)):
-            raise MalformedWitness("witness.blocks and witness.files must be lists")
-        if not all(isinstance(b, bytes) for b in [*blocks, *files]):
-            raise MalformedWitness("witness entries must be byte strings")
-        self.blocks: dict[str, Any] = {}
-        for data in blocks:
-            try:
-                self.blocks[compute_cid(data, "dag-cbor")] = decode_dag(data)
-            except Exception as exc:
-                raise MalformedWitness(f"a witness block is not dag-cbor: {exc}") from None
-        self.files: dict[str, bytes] = {file_cid(data): data for data in files}
-
-    def block(self, cid: Any) -> Any:
-        """The decoded block ``cid``.
-
-        Raises:
-            KeyError: the witness does not carry it.
-            InvalidBlockError: ``cid`` is not a CID.
-        """
-        return self.blocks[self._key(cid)]
-
-    def file(self, cid: Any) -> bytes:
-        """The file ``cid``'s bytes (`KeyError` if the witness does not carry it)."""
-        return self.files[self._key(cid)]
-
-    @staticmethod
-    def _key(cid: Any) -> str:
-        try:
-            return canonical_cid(cid)
-        except Exception as exc:
-            raise InvalidBlockError(f"{cid!r} is not a CID: {exc}") from None
+    return Witness(tuple(blocks), tuple(files))

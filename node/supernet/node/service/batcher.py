@@ -25,7 +25,10 @@ from supernet.node.service.db import Database
 from supernet.node.service.metrics import METRICS
 from supernet.node.service.models import BatchRow, ReceiptRow
 from supernet.node.service.ports import ChainPort
+from supernet.sdk.chain.eip712 import TaskRequest
 from supernet.sdk.chain.merkle import ReceiptTree
+from supernet.sdk.chain.receipts import Receipt
+from supernet.sdk.formats.manifest import BatchManifest, ManifestEntry
 
 log = logging.getLogger(__name__)
 
@@ -107,32 +110,25 @@ class Batcher:
         receipts = receipts if receipts is not None else self.db.pending_receipts(self.max_size)
         if not receipts:
             return None
-        tree = ReceiptTree(_b(r.leaf) for r in receipts)
-        manifest = {
-            "type": "supernet/batch",
-            "version": 1,
-            "node": self.node_address,
-            "root": "0x" + tree.root.hex(),
-            "receipts": [self._entry(r) for r in receipts],
-        }
-        cid = await self.store.put_dag(manifest, pin=True)
-        batch_id = self.db.seal_batch("0x" + tree.root.hex(), cid, [r.task_id for r in receipts])
+        manifest = BatchManifest.seal(self.node_address, [self._entry(r) for r in receipts])
+        cid = await self.store.put_dag(manifest.to_dag(), pin=True)
+        batch_id = self.db.seal_batch("0x" + manifest.root.hex(), cid, [r.task_id for r in receipts])
         batch = self.db.batch(batch_id)
         assert batch is not None
         return await self.commit(batch)
 
-    def _entry(self, r: ReceiptRow) -> dict[str, Any]:
+    def _entry(self, r: ReceiptRow) -> ManifestEntry:
         task = self.db.task(r.task_id)
-        assert task is not None
-        return {
-            "receipt": r.receipt_json,
-            "leaf": r.leaf,
-            "signature": r.signature,
-            "traceCid": task.trace_cid,
-            "agent": task.agent,
-            "requestSignature": task.signature,
-            "request": task.request_record(self.node_address),
-        }
+        assert task is not None and task.trace_cid is not None
+        return ManifestEntry(
+            receipt=Receipt.from_json(r.receipt_json),
+            leaf=_b(r.leaf),
+            signature=_b(r.signature),
+            trace_cid=task.trace_cid,
+            agent=task.agent,
+            request=TaskRequest.from_json(task.request_record(self.node_address)),
+            request_signature=_b(task.signature) if task.signature else None,
+        )
 
     async def commit(self, batch: BatchRow) -> BatchRow:
         """Drive one batch to *committed* (idempotent: resumes from its stored status)."""

@@ -16,6 +16,7 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -87,6 +88,48 @@ class TaskRequest(_Typed):
         {"name": "nonce", "type": "uint256"},
         {"name": "deadline", "type": "uint256"},
     ]
+
+    def to_json(self) -> dict[str, str]:
+        """The request as manifests, traces and APIs carry it (hex bytes, decimal integers)."""
+        return {
+            "user": to_checksum_address(self.user),
+            "node": to_checksum_address(self.node),
+            "modelId": "0x" + self.model_id.hex(),
+            "agentHash": "0x" + self.agent_hash.hex(),
+            "inputHash": "0x" + self.input_hash.hex(),
+            "maxFee": str(self.max_fee),
+            "nonce": str(self.nonce),
+            "deadline": str(self.deadline),
+        }
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> TaskRequest:
+        """Inverse of `to_json` (``ValueError`` / ``KeyError`` / ``TypeError`` on a bad field)."""
+        if set(obj) != {f["name"] for f in cls.FIELDS}:
+            raise ValueError(f"a TaskRequest has exactly the fields {[f['name'] for f in cls.FIELDS]}")
+
+        def b32(key: str) -> bytes:
+            value = bytes.fromhex(str(obj[key]).removeprefix("0x"))
+            if len(value) != 32:
+                raise ValueError(f"{key} must be 32 bytes")
+            return value
+
+        def uint(key: str) -> int:
+            value = int(str(obj[key]), 10)
+            if not 0 <= value < 2**256:
+                raise ValueError(f"{key} must be a uint256")
+            return value
+
+        return cls(
+            user=to_checksum_address(obj["user"]),
+            node=to_checksum_address(obj["node"]),
+            model_id=b32("modelId"),
+            agent_hash=b32("agentHash"),
+            input_hash=b32("inputHash"),
+            max_fee=uint("maxFee"),
+            nonce=uint("nonce"),
+            deadline=uint("deadline"),
+        )
 
     def message(self) -> dict[str, Any]:
         return {

@@ -28,6 +28,7 @@ from supernet.sdk.client.types import (
     serves_model,
 )
 from supernet.sdk.client.verify import VerificationReport, check_receipt
+from supernet.sdk.formats.trace import Trace
 from supernet.sdk.store import StoreClient, StoreError
 
 
@@ -278,7 +279,7 @@ class Client:
 
         chain_batch = (doc.get("batch") or {}).get("chainBatchId")
         resolved = await asyncio.to_thread(batch, int(chain_batch)) if chain_batch is not None else None
-        trace_ok = await self._trace_loaded(record.node_url, doc["traceCid"])
+        trace_doc = await self._trace_doc(record.node_url, doc["traceCid"])
         return check_receipt(
             doc,
             task_id=task_id,
@@ -287,7 +288,8 @@ class Client:
             task_input=record.input,
             output=record.output,
             onchain_batch=lambda _: resolved or ("0x" + "00" * 20, b"", 0),
-            trace_loaded=trace_ok,
+            trace_loaded=trace_doc is not None,
+            trace_doc=trace_doc,
         )
 
     # ------------------------------------------------------------------ internals
@@ -318,18 +320,34 @@ class Client:
                 return data
         return await self.task(task_id, url)
 
-    async def _trace_loaded(self, node_url: str, cid: str) -> bool:
+    async def trace(self, task_id: str) -> Trace:
+        """The task's trace, typed (`supernet.sdk.formats.trace.Trace`).
+
+        Raises:
+            ClientError: the task is unknown here, has no trace yet, or its trace cannot be fetched.
+            FormatError: the node's trace is not a well-formed ``supernet/trace/v1``.
+        """
+        record = self.state.tasks.get(task_id)
+        if record is None:
+            raise ClientError(f"task {task_id} is not in this client's state")
+        cid = (await self.receipt(task_id, wait_committed=0))["traceCid"]
+        doc = await self._trace_doc(record.node_url, cid)
+        if doc is None:
+            raise ClientError(f"trace {cid} cannot be fetched from the content store")
+        return Trace.from_dag(doc)
+
+    async def _trace_doc(self, node_url: str, cid: str) -> Any:
+        """The decoded trace block (re-hashed against its CID by the store client), or None."""
         store_url = self.store_url
         if store_url is None:
             store_url = (await self.node_info(node_url)).get("storeUrl")
         if not store_url:
-            return False
+            return None
         try:
             async with StoreClient(store_url, timeout=30) as store:
-                await store.get_dag(cid)  # re-hashed against the CID by the client
-            return True
+                return await store.get_dag(cid)
         except StoreError:
-            return False
+            return None
 
     def _url_of(self, task_id: str, node_url: str | None) -> str:
         if node_url is not None:

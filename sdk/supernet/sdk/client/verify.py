@@ -22,6 +22,8 @@ from supernet.sdk.chain.receipts import (
     trace_hash,
 )
 from supernet.sdk.errors import SupernetError
+from supernet.sdk.formats.fields import FormatError
+from supernet.sdk.formats.trace import TRACE_TYPE, Trace
 from supernet.sdk.store.errors import InvalidCIDError
 
 
@@ -77,6 +79,7 @@ def check_receipt(
     output: str | None,
     onchain_batch: Callable[[int], tuple[str, bytes, int]],
     trace_loaded: bool | None,
+    trace_doc: Any = None,
 ) -> VerificationReport:
     """Run every check on a ``GET /v1/tasks/{id}/receipt`` document.
 
@@ -89,6 +92,8 @@ def check_receipt(
         output: the output received (None: skip the output check).
         onchain_batch: ``batch_id -> (node, root, count)`` read from the TaskManager.
         trace_loaded: whether the trace CID was fetched from the store (None: not tried).
+        trace_doc: the decoded trace, if fetched: it must be a well-formed ``supernet/trace/v1``
+            (`supernet.sdk.formats.trace`) of this task, with this output.
     """
     rep = VerificationReport(task_id)
     receipt = Receipt.from_json(doc["receipt"])
@@ -109,6 +114,17 @@ def check_receipt(
     rep.add("trace hash", trace_ok, doc["traceCid"])
     if trace_loaded is not None:
         rep.add("trace in store", trace_loaded, doc["traceCid"])
+    if trace_doc is not None:
+        try:
+            trace = Trace.from_dag(trace_doc)
+        except FormatError as exc:
+            rep.add("trace format", False, str(exc))
+        else:
+            rep.add("trace format", True, TRACE_TYPE)
+            rep.add("trace task", trace.task_id.lower() == task_id.lower(), trace.task_id)
+            if output is not None:
+                summary = f"{len(trace.events)} events, status {trace.status}"
+                rep.add("trace output", trace.output == output, summary)
     batch = doc.get("batch") or {}
     if batch.get("chainBatchId") is None or batch.get("proof") is None:
         rep.add("committed on chain", False, "receipt not committed yet")

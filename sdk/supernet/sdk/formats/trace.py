@@ -1,0 +1,722 @@
+"""The execution trace, ``supernet/trace/v1``: one definition for node, validator and client.
+
+A trace is one dag-cbor block per task (docs/protocol.md "Traces"). The node builds it from its
+kernel's events (`Trace.to_dag`), a validator reads it (`Trace.from_dag`, strict: every field of
+the format, nothing else, each with its type) and replays it, a client renders it. Events are
+typed per syscall kind (`LlmEvent`, `ToolEvent`, the memory and storage events, `ErrorEvent`).
+
+The ``witness`` carries every content-addressed block a replay reads (`witness_reads`), so a trace
+is self-contained; `VerifiedWitness` keys its entries by the CIDs it recomputes.
+
+>>> t = Trace.from_dag(example_dag())
+>>> t.events[0].kind, t.to_dag() == example_dag()
+('llm', True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from supernet.sdk.chain.eip712 import TaskRequest
+from supernet.sdk.formats.fields import (
+    FormatError,
+    boolean,
+    cid,
+    data,
+    hex0x,
+    hexbytes,
+    integer,
+    items,
+    link_or_none,
+    number,
+    optional,
+    record,
+    string,
+)
+from supernet.sdk.store.cids import canonical_cid, compute_cid, decode_dag
+from supernet.sdk.store.files import file_cid
+
+TRACE_TYPE = "supernet/trace/v1"
+MAX_TRACE_EVENTS = 1024
+"""Most events one trace holds: a kernel refuses further syscalls (unrecorded) once a trace is
+full, so a validator bounds its work on any trace without wronging an honest node."""
+
+STATUSES = ("ok", "error", "timeout")
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat message of an LLM call."""
+
+    role: str
+    content: str
+
+    def to_dag(self) -> dict[str, Any]:
+        return {"role": self.role, "content": self.content}
+
+    @classmethod
+    def from_dag(cls, obj: Any, path: str) -> Message:
+        r = record(obj, path, ("role", "content"))
+        return cls(string(r["role"], f"{path}.role"), string(r["content"], f"{path}.content"))
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """The sampling parameters an LLM call ran with."""
+
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    seed: int
+    stop_token_ids: tuple[int, ...] | None
+    stop: tuple[str, ...]
+
+    def to_dag(self) -> dict[str, Any]:
+        return {
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "stop_token_ids": None if self.stop_token_ids is None else list(self.stop_token_ids),
+            "stop": list(self.stop),
+        }
+
+    @classmethod
+    def from_dag(cls, obj: Any, path: str) -> Sampling:
+        r = record(obj, path, ("max_new_tokens", "temperature", "top_p", "seed", "stop_token_ids", "stop"))
+        stops = r["stop_token_ids"]
+        return cls(
+            max_new_tokens=integer(r["max_new_tokens"], f"{path}.max_new_tokens", 0),
+            temperature=number(r["temperature"], f"{path}.temperature"),
+            top_p=number(r["top_p"], f"{path}.top_p"),
+            seed=integer(r["seed"], f"{path}.seed", 0),
+            stop_token_ids=None if stops is None else items(stops, f"{path}.stop_token_ids", _token),
+            stop=items(r["stop"], f"{path}.stop", string),
+        )
+
+
+def _token(value: Any, path: str) -> int:
+    return integer(value, path, 0, 2**31 - 1)
+
+
+def _logprob(value: Any, path: str) -> float | None:
+    return None if value is None else number(value, path)  # a NaN is recorded as null
+
+
+@dataclass(frozen=True)
+class LlmEvent:
+    """One LLM call: what the agent asked, the prompt the node templated, what the model produced."""
+
+    index: int
+    model_id: str
+    messages: tuple[Message, ...]
+    prompt_ids: tuple[int, ...]
+    output_ids: tuple[int, ...]
+    params: Sampling
+    finish_reason: str
+    logprobs: tuple[float | None, ...]
+    fingerprints: Any
+    text: str
+    preemptions: int
+    kind: ClassVar[str] = "llm"
+
+    def to_dag(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "index": self.index,
+            "model_id": self.model_id,
+            "messages": [m.to_dag() for m in self.messages],
+            "prompt_ids": list(self.prompt_ids),
+            "output_ids": list(self.output_ids),
+            "params": self.params.to_dag(),
+            "finish_reason": self.finish_reason,
+            "logprobs": list(self.logprobs),
+            "fingerprints": self.fingerprints,
+            "text": self.text,
+            "preemptions": self.preemptions,
+        }
+
+    @classmethod
+    def from_dag(cls, r: Mapping[str, Any], path: str) -> LlmEvent:
+        return cls(
+            index=integer(r["index"], f"{path}.index", 0),
+            model_id=string(r["model_id"], f"{path}.model_id"),
+            messages=items(r["messages"], f"{path}.messages", Message.from_dag),
+            prompt_ids=items(r["prompt_ids"], f"{path}.prompt_ids", _token),
+            output_ids=items(r["output_ids"], f"{path}.output_ids", _token),
+            params=Sampling.from_dag(r["params"], f"{path}.params"),
+            finish_reason=string(r["finish_reason"], f"{path}.finish_reason"),
+            logprobs=items(r["logprobs"], f"{path}.logprobs", _logprob),
+            fingerprints=data(r["fingerprints"], f"{path}.fingerprints"),
+            text=string(r["text"], f"{path}.text"),
+            preemptions=integer(r["preemptions"], f"{path}.preemptions", 0),
+        )
+
+
+@dataclass(frozen=True)
+class ToolEvent:
+    """One tool call and its result or error (``"Type: message"``)."""
+
+    name: str
+    args: Mapping[str, Any]
+    deterministic: bool
+    result: Any
+    error: str | None
+    kind: ClassVar[str] = "tool"
+
+    def to_dag(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "args": dict(self.args),
+            "deterministic": self.deterministic,
+            "result": self.result,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_dag(cls, r: Mapping[str, Any], path: str) -> ToolEvent:
+        args = data(r["args"], f"{path}.args")
+        if not isinstance(args, dict):
+            raise FormatError(f"{path}.args must be an object")
+        return cls(
+            name=string(r["name"], f"{path}.name"),
+            args=args,
+            deterministic=boolean(r["deterministic"], f"{path}.deterministic"),
+            result=data(r["result"], f"{path}.result"),
+            error=optional(string)(r["error"], f"{path}.error"),
+        )
+
+
+@dataclass(frozen=True)
+class MemoryAddEvent:
+    """An entry written to the agent's memory, and the namespace's roots around it."""
+
+    namespace: str
+    entry: str
+    root: str
+    prev_root: str | None
+    kind: ClassVar[str] = "memory.add"
+
+    def to_dag(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "namespace": self.namespace,
+            "entry": link_or_none(self.entry),
+            "root": link_or_none(self.root),
+            "prev_root": link_or_none(self.prev_root),
+        }
+
+    @classmethod
+    def from_dag(cls, r: Mapping[str, Any], path: str) -> MemoryAddEvent:
+        return cls(
+            namespace=string(r["namespace"], f"{path}.namespace"),
+            entry=cid(r["entry"], f"{path}.entry"),
+            root=cid(r["root"], f"{path}.root"),
+            prev_root=optional(cid)(r["prev_root"], f"{path}.prev_root"),
+        )
+
+
+@dataclass(frozen=True)
+class MemorySearchEvent:
+    """A memory search: the root searched, the hits (entries of that root) and their scores."""
+
+    namespace: str
+    query: str
+    k: int
+    root: str | None
+    hits: tuple[str, ...]
+    scores: tuple[float, ...]
+    kind: ClassVar[str] = "memory.search"
+
+    def to_dag(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "namespace": self.namespace,
+            "query": self.query,
+            "k": self.k,
+            "root": link_or_none(self.root),
+            "hits": [link_or_none(h) for h in self.hits],
+            "scores": list(self.scores),
+        }
+
+    @classmethod
+    def from_dag(cls, r: Mapping[str, Any], path: str) -> MemorySearchEvent:
+        return cls(
+            namespace=string(r["namespace"], f"{path}.namespace"),
+            query=string(r["query"], f"{path}.query"),
+            k=integer(r["k"], f"{path}.k"),
+            root=optional(cid)(r["root"], f"{path}.root"),
+            hits=items(r["hits"], f"{path}.hits", cid),
+            scores=items(r["scores"], f"{path}.scores", number),
+        )
+
+
+@dataclass(frozen=True)
+class StoragePutEvent:
+    """A file version written, and the namespace's roots around it."""
+
+    namespace: str
+    path: str
+    cid: str
+    root: str
+    prev_root: str | None
+    version: int
+    kind: ClassVar[str] = "storage.put"
+
+    def to_dag(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "namespace": self.namespace,
+            "path": self.path,
+            "cid": link_or_none(self.cid),
+            "root": link_or_none(self.root),
+            "prev_root": link_or_none(self.prev_root),
+            "version": self.version,
+        }
+
+    @classmethod
+    def from_dag(cls, r: Mapping[str, Any], path: str) -> StoragePutEvent:
+        return cls(
+            namespace=string(r["namespace"], f"{path}.namespace"),
+            path=string(r["path"], f"{path}.path"),
+            cid=cid(r["cid"], f"{path}.cid"),
+            root=cid(r["root"], f"{path}.root"),
+            prev_root=optional(cid)(r["prev_root"], f"{path}.prev_root"),
+            version=integer(r["version"], f"{path}.version", 1),
+        )
+
+
+@dataclass(frozen=True)
+class StorageGetEvent:
+    """A file version read, from the namespace root it was read under."""
+
+    namespace: str
+    path: str
+    cid: str
+    root: str | None
+    kind: ClassVar[str] = "storage.get"
+
+    def to_dag(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "namespace": self.namespace,
+            "path": self.path,
+            "cid": link_or_none(self.cid),
+            "root": link_or_none(self.root),
+        }
+
+    @classmethod
+    def from_dag(cls, r: Mapping[str, Any], path: str) -> StorageGetEvent:
+        return cls(
+            namespace=string(r["namespace"], f"{path}.namespace"),
+            path=string(r["path"], f"{path}.path"),
+            cid=cid(r["cid"], f"{path}.cid"),
+            root=optional(cid)(r["root"], f"{path}.root"),
+        )
+
+
+@dataclass(frozen=True)
+class StorageListEvent:
+    """The namespace's files listed, from its root."""
+
+    namespace: str
+    root: str | None
+    kind: ClassVar[str] = "storage.list"
+
+    def to_dag(self) -> dict[str, Any]:
+        return {"kind": self.kind, "namespace": self.namespace, "root": link_or_none(self.root)}
+
+    @classmethod
+    def from_dag(cls, r: Mapping[str, Any], path: str) -> StorageListEvent:
+        return cls(
+            namespace=string(r["namespace"], f"{path}.namespace"),
+            root=optional(cid)(r["root"], f"{path}.root"),
+        )
+
+
+@dataclass(frozen=True)
+class ErrorEvent:
+    """A syscall refused or failed before it recorded its own event."""
+
+    syscall: str
+    error: str
+    call: Any
+    kind: ClassVar[str] = "error"
+
+    def to_dag(self) -> dict[str, Any]:
+        return {"kind": self.kind, "syscall": self.syscall, "error": self.error, "call": self.call}
+
+    @classmethod
+    def from_dag(cls, r: Mapping[str, Any], path: str) -> ErrorEvent:
+        return cls(
+            syscall=string(r["syscall"], f"{path}.syscall"),
+            error=string(r["error"], f"{path}.error"),
+            call=data(r["call"], f"{path}.call"),
+        )
+
+
+Event = (
+    LlmEvent
+    | ToolEvent
+    | MemoryAddEvent
+    | MemorySearchEvent
+    | StoragePutEvent
+    | StorageGetEvent
+    | StorageListEvent
+    | ErrorEvent
+)
+
+_EVENT_TYPES: dict[str, Any] = {
+    t.kind: t
+    for t in (
+        LlmEvent,
+        ToolEvent,
+        MemoryAddEvent,
+        MemorySearchEvent,
+        StoragePutEvent,
+        StorageGetEvent,
+        StorageListEvent,
+        ErrorEvent,
+    )
+}
+
+
+def event_from_dag(obj: Any, path: str = "event") -> Event:
+    """One event, typed by its ``kind``.
+
+    Raises:
+        FormatError: an unknown kind, or a field missing, extra or mistyped.
+    """
+    if not isinstance(obj, Mapping):
+        raise FormatError(f"{path} must be an object")
+    kind = obj.get("kind")
+    cls = _EVENT_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise FormatError(f"{path}.kind {kind!r} is not one of {sorted(_EVENT_TYPES)}")
+    fields = ("kind", *(f for f in cls.__dataclass_fields__ if f != "kind"))
+    event: Event = cls.from_dag(record(obj, path, fields), path)
+    return event
+
+
+@dataclass(frozen=True)
+class AgentRef:
+    """The agent that ran: its id and the code hash the user signed."""
+
+    id: str
+    code_hash: str
+
+    def to_dag(self) -> dict[str, Any]:
+        return {"id": self.id, "code_hash": self.code_hash}
+
+    @classmethod
+    def from_dag(cls, obj: Any, path: str) -> AgentRef:
+        r = record(obj, path, ("id", "code_hash"))
+        return cls(string(r["id"], f"{path}.id"), string(r["code_hash"], f"{path}.code_hash"))
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The task's capabilities as the agent ran under them (a replay runs under exactly these)."""
+
+    memory: bool
+    storage: bool
+    max_llm_calls: int
+    max_llm_tokens: int
+    max_new_tokens: int
+    max_tool_calls: int
+    max_file_bytes: int
+
+    def to_dag(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    @classmethod
+    def from_dag(cls, obj: Any, path: str) -> Limits:
+        r = record(obj, path, tuple(cls.__dataclass_fields__))
+        return cls(
+            memory=boolean(r["memory"], f"{path}.memory"),
+            storage=boolean(r["storage"], f"{path}.storage"),
+            **{
+                name: integer(r[name], f"{path}.{name}", 0)
+                for name in cls.__dataclass_fields__
+                if name.startswith("max_")
+            },
+        )
+
+
+@dataclass(frozen=True)
+class ToolDescription:
+    """A tool as the agent saw it (and whether validators re-run it)."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
+    deterministic: bool
+    irreversible: bool
+
+    def to_dag(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "parameters": dict(self.parameters),
+            "deterministic": self.deterministic,
+            "irreversible": self.irreversible,
+        }
+
+    @classmethod
+    def from_dag(cls, obj: Any, path: str) -> ToolDescription:
+        r = record(obj, path, ("name", "description", "parameters", "deterministic", "irreversible"))
+        params = data(r["parameters"], f"{path}.parameters")
+        if not isinstance(params, dict):
+            raise FormatError(f"{path}.parameters must be an object")
+        return cls(
+            name=string(r["name"], f"{path}.name"),
+            description=string(r["description"], f"{path}.description"),
+            parameters=params,
+            deterministic=boolean(r["deterministic"], f"{path}.deterministic"),
+            irreversible=boolean(r["irreversible"], f"{path}.irreversible"),
+        )
+
+
+@dataclass(frozen=True)
+class Engine:
+    """Where the node computed (validators choose tolerances by the precision pair)."""
+
+    device: str
+    dtype: str
+
+    def to_dag(self) -> dict[str, Any]:
+        return {"device": self.device, "dtype": self.dtype}
+
+    @classmethod
+    def from_dag(cls, obj: Any, path: str) -> Engine:
+        r = record(obj, path, ("device", "dtype"))
+        return cls(string(r["device"], f"{path}.device"), string(r["dtype"], f"{path}.dtype"))
+
+
+@dataclass(frozen=True)
+class Witness:
+    """The blocks and files a replay of the trace reads, as bytes (see `VerifiedWitness`)."""
+
+    blocks: tuple[bytes, ...] = ()
+    files: tuple[bytes, ...] = ()
+
+    def to_dag(self) -> dict[str, Any]:
+        return {"blocks": list(self.blocks), "files": list(self.files)}
+
+    @classmethod
+    def from_dag(cls, obj: Any, path: str) -> Witness:
+        r = record(obj, path, ("blocks", "files"))
+        return cls(items(r["blocks"], f"{path}.blocks", _bytes), items(r["files"], f"{path}.files", _bytes))
+
+
+def _bytes(value: Any, path: str) -> bytes:
+    if not isinstance(value, bytes):
+        raise FormatError(f"{path} must be a byte string")
+    return value
+
+
+@dataclass(frozen=True)
+class Trace:
+    """One task's trace (``supernet/trace/v1``): docs/protocol.md "Traces" describes each field."""
+
+    task_id: str
+    user: str
+    fee: int
+    agent: AgentRef
+    model_id: str
+    input: Any
+    seed: int
+    limits: Limits
+    tools: tuple[ToolDescription, ...]
+    engine: Engine
+    output: str
+    status: str
+    error: str | None
+    events: tuple[Event, ...]
+    witness: Witness = field(default_factory=Witness)
+    request: TaskRequest | None = None
+    request_signature: bytes | None = None
+
+    def to_dag(self) -> dict[str, Any]:
+        """The dag-cbor document (CIDs as links)."""
+        doc: dict[str, Any] = {
+            "type": TRACE_TYPE,
+            "task_id": self.task_id,
+            "user": self.user,
+            "fee": self.fee,
+            "agent": self.agent.to_dag(),
+            "model_id": self.model_id,
+            "input": self.input,
+            "seed": self.seed,
+            "limits": self.limits.to_dag(),
+            "tools": [t.to_dag() for t in self.tools],
+            "engine": self.engine.to_dag(),
+            "output": self.output,
+            "status": self.status,
+            "error": self.error,
+            "events": [e.to_dag() for e in self.events],
+            "witness": self.witness.to_dag(),
+        }
+        if self.request is not None:
+            doc["request"] = self.request.to_json()
+        if self.request_signature is not None:
+            doc["request_signature"] = hex0x(self.request_signature)
+        return doc
+
+    @classmethod
+    def from_dag(cls, obj: Any) -> Trace:
+        """Read a decoded trace block.
+
+        Raises:
+            FormatError: not a ``supernet/trace/v1`` document, or a field missing, extra or mistyped
+                (the message names it); more than `MAX_TRACE_EVENTS` events.
+        """
+        r = record(
+            obj,
+            "",
+            (
+                "type", "task_id", "user", "fee", "agent", "model_id", "input", "seed", "limits",
+                "tools", "engine", "output", "status", "error", "events", "witness",
+            ),
+            ("request", "request_signature"),
+        )  # fmt: skip
+        if r["type"] != TRACE_TYPE:
+            raise FormatError(f"type must be {TRACE_TYPE!r}, not {r['type']!r}")
+        status = string(r["status"], "status")
+        if status not in STATUSES:
+            raise FormatError(f"status must be one of {STATUSES}")
+        request = r.get("request")
+        try:
+            parsed_request = None if request is None else TaskRequest.from_json(request)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FormatError(f"request: {exc}") from None
+        tools = items(r["tools"], "tools", ToolDescription.from_dag)
+        if len({t.name for t in tools}) != len(tools):
+            raise FormatError("tools lists a tool twice")
+        return cls(
+            task_id=string(r["task_id"], "task_id"),
+            user=string(r["user"], "user"),
+            fee=integer(r["fee"], "fee", 0),
+            agent=AgentRef.from_dag(r["agent"], "agent"),
+            model_id=string(r["model_id"], "model_id"),
+            input=data(r["input"], "input"),
+            seed=integer(r["seed"], "seed", 0),
+            limits=Limits.from_dag(r["limits"], "limits"),
+            tools=tools,
+            engine=Engine.from_dag(r["engine"], "engine"),
+            output=string(r["output"], "output"),
+            status=status,
+            error=optional(string)(r["error"], "error"),
+            events=items(r["events"], "events", event_from_dag, MAX_TRACE_EVENTS),
+            witness=Witness.from_dag(r["witness"], "witness"),
+            request=parsed_request,
+            request_signature=optional(hexbytes)(r.get("request_signature"), "request_signature"),
+        )
+
+
+# -- the witness -----------------------------------------------------------------------------------
+
+
+def _reads(ev: Event) -> list[tuple[str, str | None]]:
+    """The (``"block"`` | ``"file"``, CID) a replay of one event reads, in the order it reads them."""
+    if isinstance(ev, MemoryAddEvent):
+        return [("block", ev.entry)]
+    if isinstance(ev, MemorySearchEvent):
+        return [("block", ev.root), *(("block", h) for h in ev.hits)]
+    if isinstance(ev, StoragePutEvent):
+        return [("file", ev.cid)]
+    if isinstance(ev, StorageGetEvent):
+        return [("block", ev.root), ("file", ev.cid)]
+    if isinstance(ev, StorageListEvent):
+        return [("block", ev.root)]
+    return []
+
+
+def witness_reads(events: Sequence[Event]) -> list[tuple[str, str]]:
+    """The ``("block" | "file", cid)`` pairs a replay of ``events`` reads, first read first, once each."""
+    seen: dict[tuple[str, str], None] = {}
+    for ev in events:
+        for form, c in _reads(ev):
+            if c is not None:
+                seen.setdefault((form, c), None)
+    return list(seen)
+
+
+class VerifiedWitness:
+    """A witness keyed by recomputed CIDs: what the node states about its entries is never trusted.
+
+    Raises:
+        FormatError: a block is not dag-cbor.
+    """
+
+    def __init__(self, witness: Witness) -> None:
+        self.blocks: dict[str, Any] = {}
+        for i, block in enumerate(witness.blocks):
+            try:
+                self.blocks[compute_cid(block, "dag-cbor")] = decode_dag(block)
+            except Exception as exc:
+                raise FormatError(f"witness.blocks[{i}] is not dag-cbor: {exc}") from None
+        self.files: dict[str, bytes] = {file_cid(f): f for f in witness.files}
+
+    def block(self, key: str) -> Any:
+        """The decoded block ``key`` (`KeyError` if the witness does not carry it)."""
+        return self.blocks[canonical_cid(key)]
+
+    def file(self, key: str) -> bytes:
+        """The file ``key``'s bytes (`KeyError` if the witness does not carry it)."""
+        return self.files[canonical_cid(key)]
+
+
+def example_dag() -> dict[str, Any]:
+    """A small well-formed trace document (for docs and tests)."""
+    return {
+        "type": TRACE_TYPE,
+        "task_id": "0x" + "ab" * 32,
+        "user": "0x" + "11" * 20,
+        "fee": 10,
+        "agent": {"id": "chat", "code_hash": "0x" + "cd" * 32},
+        "model_id": "0x" + "07" * 32,
+        "input": "hi",
+        "seed": 0xABABABABABABABAB,
+        "limits": {
+            "memory": True,
+            "storage": True,
+            "max_llm_calls": 32,
+            "max_llm_tokens": 8192,
+            "max_new_tokens": 512,
+            "max_tool_calls": 64,
+            "max_file_bytes": 262144,
+        },
+        "tools": [],
+        "engine": {"device": "cpu", "dtype": "float32"},
+        "output": "yo",
+        "status": "ok",
+        "error": None,
+        "events": [
+            {
+                "kind": "llm",
+                "index": 0,
+                "model_id": "0x" + "07" * 32,
+                "messages": [{"role": "user", "content": "hi"}],
+                "prompt_ids": [1, 2],
+                "output_ids": [3],
+                "params": {
+                    "max_new_tokens": 4,
+                    "temperature": 0.0,
+                    "top_p": 1.0,
+                    "seed": 5,
+                    "stop_token_ids": None,
+                    "stop": [],
+                },
+                "finish_reason": "stop",
+                "logprobs": [-0.5],
+                "fingerprints": None,
+                "text": "yo",
+                "preemptions": 0,
+            }
+        ],
+        "witness": {"blocks": [], "files": []},
+    }
