@@ -132,6 +132,6 @@ def network(chain: Contracts, actors: Actors) -> Contracts:
     for v in actors.validators:
         chain.as_account(v).service_manager.register_validator(VALIDATOR_STAKE)
     increase_time(chain.w3, 1)  # only stake older than a challenge votes on it
-    for u in actors.users:
-        chain.as_account(u).payments.deposit(USER_DEPOSIT)
+    for u in actors.users:  # a payment channel from every user to `node`
+        chain.as_account(u).payments.deposit(actors.node.address, USER_DEPOSIT)
     return chain

@@ -26,6 +26,7 @@ from supernet.node.service.identity import load_account
 from supernet.node.service.ports import Job, JobResult, SignedVoucher, TokenSink
 from supernet.node.service.runner import NodeService
 from supernet.sdk.chain.eip712 import Domain, TaskRequest, Voucher, sign_task_request, sign_voucher
+from supernet.sdk.chain.payments import Channel
 from supernet.sdk.chain.receipts import input_hash
 from supernet.sdk.devnet.processes import ServiceProcess, free_port
 from supernet.sdk.store import StoreClient
@@ -77,11 +78,22 @@ class FakeChain:
     commits: list[tuple[bytes, int, str]] = field(default_factory=list)
     redeem_calls: int = 0
 
-    async def available_deposit(self, user: str) -> int:
-        return self.deposits.get(user, 0)
+    closing: dict[str, int] = field(default_factory=dict)
+    max_batch: int = 256
+    price: int = 0
+
+    async def channel(self, user: str) -> Channel:
+        redeemed = self.redeemed_amounts.get(user, 0)
+        return Channel(self.deposits.get(user, 0) + redeemed, redeemed, self.closing.get(user, 0))
 
     async def redeemed(self, user: str) -> int:
         return self.redeemed_amounts.get(user, 0)
+
+    async def gas_price(self) -> int:
+        return self.price
+
+    async def max_redeem_batch(self) -> int:
+        return self.max_batch
 
     async def send_commit(self, root: bytes, count: int, manifest_cid: str) -> str:
         self.commits.append((root, count, manifest_cid))
@@ -94,11 +106,13 @@ class FakeChain:
         return next((i + 1 for i, c in enumerate(self.commits) if c[0] == root), None)
 
     async def redeem(self, vouchers: Sequence[SignedVoucher]) -> str:
+        assert len(vouchers) <= self.max_batch, "more vouchers than one call takes"
         self.redeem_calls += 1
         for v in vouchers:
-            paid = v.cumulative_amount - self.redeemed_amounts.get(v.user, 0)
-            self.deposits[v.user] -= paid
-            self.redeemed_amounts[v.user] = v.cumulative_amount
+            already = self.redeemed_amounts.get(v.user, 0)
+            paid = min(v.cumulative_amount - already, self.deposits.get(v.user, 0))
+            self.deposits[v.user] = self.deposits.get(v.user, 0) - paid
+            self.redeemed_amounts[v.user] = already + paid
         return "0x" + "77" * 32
 
     async def ensure_registered(self, endpoint: str, model_ids: Sequence[str], stake_wei: int) -> None:
@@ -241,7 +255,8 @@ class NodeProcess:
             f"[api]\nport = {self.port}\n"
             f'[chain]\nenabled = true\nrpc_url = "{self.rpc_url}"\ndeployment = "{self.deployment}"\n'
             "auto_register = true\nstake_wei = 1000000000000000000\n"
-            "[batch]\nmax_size = 4\nmax_age_s = 1.0\n[redeem]\ninterval_s = 2.0\n" + self.extra
+            "[batch]\nmax_size = 4\nmax_age_s = 1.0\n"
+            "[redeem]\ninterval_s = 2.0\nmin_amount_wei = 1\n" + self.extra
         )
         return path
 

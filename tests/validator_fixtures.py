@@ -244,7 +244,7 @@ async def vnet(smollm2_loaded: Any, tmp_path_factory: pytest.TempPathFactory) ->
             contracts.as_account(v).service_manager.register_validator(VALIDATOR_STAKE)
         increase_time(contracts.w3, 1)  # only stake older than a challenge votes on it
         for u in users:
-            contracts.as_account(u).payments.deposit(ETHER)
+            contracts.as_account(u).payments.deposit(node.address, ETHER)
         url, stop_store = serve_in_thread(tmp / "store")
         store = StoreClient(url)
         specs: dict[FaultKind, float] = {}

@@ -8,28 +8,34 @@ import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {Confirmation, TaskRequest, Voucher} from "./libraries/Types.sol";
 
 /// @title Payments
-/// @notice User deposits (native ETH) paid to nodes through EIP-712 cumulative vouchers.
+/// @notice Payment channels from users to nodes (native ETH), paid through EIP-712 cumulative
+///         vouchers.
 /// @dev This contract is the `verifyingContract` of the one EIP-712 domain of the protocol
 ///      (name "Supernet", version "1"), for `TaskRequest`, `Voucher` and `Confirmation`.
 ///
-///      Vouchers are cumulative per (user, node): the node redeems `cumulativeAmount` minus what it
-///      already received. A voucher whose amount is not above what was already redeemed reverts
-///      with {StaleVoucher} (replays are rejected, never silently skipped). If the user's funds do
-///      not cover the difference, the node receives what there is and `redeemed` grows by exactly
-///      that, so the same voucher pays the rest after a later deposit.
+///      A user funds one channel per node. A channel's deposit can pay only that node, so what a
+///      node admits work against is money no other node can take first (a single deposit that
+///      every node counted on could be promised to all of them and paid to one). The deposit and
+///      what the node redeemed share one storage slot, so a redemption writes one existing slot.
 ///
-///      Withdrawals are delayed by WITHDRAWAL_DELAY: funds pending withdrawal stay redeemable
-///      (redemption takes from the available deposit first, then from the pending withdrawal), so
-///      a node that redeems within the delay always gets what it was signed, up to the funds.
+///      Vouchers are cumulative per (user, node): the node redeems `cumulativeAmount` minus what it
+///      already received, capped by the channel's deposit. A voucher whose amount is not above
+///      what was already redeemed reverts with {StaleVoucher} (replays are rejected, never silently
+///      skipped). A channel that does not cover the voucher pays what there is, and `redeemed`
+///      grows by exactly that, so the same voucher pays the rest after a top-up.
+///
+///      A user leaves a channel in two steps: {requestWithdrawal} starts WITHDRAWAL_DELAY, during
+///      which the node can still redeem its latest voucher (and stops admitting work: it sees the
+///      request on chain); {withdraw} then pays the user what the node did not redeem.
 contract Payments is EIP712, ReentrancyGuardTransient {
     /*//////////////////////////////////////////////////////////////
                                  TYPES
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice A user's withdrawal in progress.
-    struct PendingWithdrawal {
-        uint256 amount;
-        uint64 readyAt;
+    /// @notice One (user, node) channel in one slot: wei deposited in total, wei redeemed in total.
+    struct Channel {
+        uint128 deposit;
+        uint128 redeemed;
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -49,7 +55,7 @@ contract Payments is EIP712, ReentrancyGuardTransient {
                                IMMUTABLES
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice Seconds between {requestWithdrawal} and {withdraw}.
+    /// @notice Seconds between {requestWithdrawal} and {withdraw}: the node's time to redeem.
     uint256 public immutable WITHDRAWAL_DELAY;
     /// @notice Most vouchers in one {redeem} call.
     uint256 public immutable MAX_REDEEM_BATCH;
@@ -58,28 +64,26 @@ contract Payments is EIP712, ReentrancyGuardTransient {
                                 STORAGE
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice Available (not pending withdrawal) deposit of each user.
-    mapping(address => uint256) public deposits;
-    /// @notice Wei already paid from `user` to `node` through vouchers.
-    mapping(address user => mapping(address node => uint256)) public redeemed;
+    mapping(address user => mapping(address node => Channel)) internal _channels;
+    /// @notice When the user may {withdraw} a channel (0: no withdrawal requested).
+    mapping(address user => mapping(address node => uint256)) public withdrawableAt;
     /// @notice Redeemed wei a node has not withdrawn yet.
     mapping(address => uint256) public earnings;
-    mapping(address => PendingWithdrawal) internal _pending;
 
     /*//////////////////////////////////////////////////////////////
                                  EVENTS
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice `from` added `amount` to `user`'s deposit.
-    event Deposited(address indexed user, address indexed from, uint256 amount);
-    /// @notice `user` started withdrawing; `totalPending` is withdrawable from `readyAt`.
-    event WithdrawalRequested(address indexed user, uint256 amount, uint256 totalPending, uint64 readyAt);
-    /// @notice `user` moved its pending withdrawal back into its deposit.
-    event WithdrawalCancelled(address indexed user, uint256 amount);
-    /// @notice `user` received its pending withdrawal.
-    event Withdrawn(address indexed user, uint256 amount);
-    /// @notice `node` redeemed a voucher of `user` and was credited `paid`.
-    event VoucherRedeemed(address indexed user, address indexed node, uint256 cumulativeAmount, uint256 paid);
+    /// @notice `from` added `amount` to the channel from `user` to `node`.
+    event Deposited(address indexed user, address indexed node, address from, uint256 amount);
+    /// @notice `user` asked to close its channel to `node`; it can withdraw from `readyAt`.
+    event WithdrawalRequested(address indexed user, address indexed node, uint256 readyAt);
+    /// @notice `user` kept its channel to `node` open after all.
+    event WithdrawalCancelled(address indexed user, address indexed node);
+    /// @notice `user` received what `node` had not redeemed from their channel.
+    event Withdrawn(address indexed user, address indexed node, uint256 amount);
+    /// @notice `node` redeemed `vouchers` vouchers in one call and was credited `total`.
+    event Redeemed(address indexed node, uint256 vouchers, uint256 total);
     /// @notice `node` received its earnings.
     event EarningsWithdrawn(address indexed node, uint256 amount);
 
@@ -93,12 +97,16 @@ contract Payments is EIP712, ReentrancyGuardTransient {
     error ZeroAmount();
     /// @notice The zero address was given.
     error ZeroAddress();
-    /// @notice Amount exceeds the available deposit.
-    error InsufficientDeposit(uint256 amount, uint256 available);
-    /// @notice Nothing to withdraw / cancel.
+    /// @notice A channel's deposit would not fit its 128 bits.
+    error DepositTooLarge();
+    /// @notice Nothing to withdraw.
     error NothingToWithdraw();
+    /// @notice No withdrawal was requested for this channel.
+    error NoWithdrawalRequested();
+    /// @notice A withdrawal of this channel is already requested.
+    error WithdrawalAlreadyRequested(uint256 readyAt);
     /// @notice WITHDRAWAL_DELAY has not passed.
-    error WithdrawalNotReady(uint64 readyAt);
+    error WithdrawalNotReady(uint256 readyAt);
     /// @notice `vouchers` and `signatures` differ in length.
     error LengthMismatch(uint256 vouchers, uint256 signatures);
     /// @notice No vouchers given.
@@ -118,71 +126,69 @@ contract Payments is EIP712, ReentrancyGuardTransient {
                               CONSTRUCTOR
     //////////////////////////////////////////////////////////////*/
 
-    /// @param withdrawalDelay WITHDRAWAL_DELAY in seconds (default 1 days; devnet 60).
+    /// @param withdrawalDelay WITHDRAWAL_DELAY in seconds, > 0 (default 1 days; devnet 60).
     /// @param maxRedeemBatch MAX_REDEEM_BATCH, > 0 (default 256).
     constructor(uint256 withdrawalDelay, uint256 maxRedeemBatch) EIP712("Supernet", "1") {
-        if (maxRedeemBatch == 0 || withdrawalDelay > type(uint32).max) revert InvalidParameter();
+        if (maxRedeemBatch == 0 || withdrawalDelay == 0 || withdrawalDelay > type(uint32).max) {
+            revert InvalidParameter();
+        }
         WITHDRAWAL_DELAY = withdrawalDelay;
         MAX_REDEEM_BATCH = maxRedeemBatch;
     }
 
     /*//////////////////////////////////////////////////////////////
-                                DEPOSITS
+                                CHANNELS
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice Adds `msg.value` to the caller's deposit.
-    function deposit() external payable {
-        _deposit(msg.sender);
+    /// @notice Adds `msg.value` to the caller's channel to `node` (opening it if new).
+    /// @param node The node the deposit can pay.
+    function deposit(address node) external payable {
+        _deposit(msg.sender, node);
     }
 
-    /// @notice Adds `msg.value` to `user`'s deposit.
+    /// @notice Adds `msg.value` to `user`'s channel to `node`.
     /// @param user The account credited.
-    function depositFor(address user) external payable {
+    /// @param node The node the deposit can pay.
+    function depositFor(address user, address node) external payable {
         if (user == address(0)) revert ZeroAddress();
-        _deposit(user);
+        _deposit(user, node);
     }
 
-    /// @notice Moves `amount` from the caller's deposit to its pending withdrawal and restarts
-    ///         the WITHDRAWAL_DELAY clock for the whole pending amount.
-    /// @param amount Wei to withdraw (<= available deposit).
-    function requestWithdrawal(uint256 amount) external {
-        if (amount == 0) revert ZeroAmount();
-        uint256 available = deposits[msg.sender];
-        if (amount > available) revert InsufficientDeposit(amount, available);
-        unchecked {
-            deposits[msg.sender] = available - amount;
-        }
-        PendingWithdrawal storage p = _pending[msg.sender];
-        uint256 total = p.amount + amount;
-        // forge-lint: disable-next-line(unsafe-typecast)
-        uint64 readyAt = uint64(block.timestamp + WITHDRAWAL_DELAY);
-        p.amount = total;
-        p.readyAt = readyAt;
-        emit WithdrawalRequested(msg.sender, amount, total, readyAt);
+    /// @notice Starts closing the caller's channel to `node`: after WITHDRAWAL_DELAY the caller
+    ///         can {withdraw} what the node has not redeemed. The node can redeem until then.
+    /// @param node The channel's node.
+    function requestWithdrawal(address node) external {
+        uint256 ready = withdrawableAt[msg.sender][node];
+        if (ready != 0) revert WithdrawalAlreadyRequested(ready);
+        Channel storage c = _channels[msg.sender][node];
+        if (c.deposit == c.redeemed) revert NothingToWithdraw();
+        ready = block.timestamp + WITHDRAWAL_DELAY;
+        withdrawableAt[msg.sender][node] = ready;
+        emit WithdrawalRequested(msg.sender, node, ready);
     }
 
-    /// @notice Moves the caller's whole pending withdrawal back into its deposit.
-    function cancelWithdrawal() external {
-        PendingWithdrawal storage p = _pending[msg.sender];
-        uint256 amount = p.amount;
-        if (amount == 0) revert NothingToWithdraw();
-        p.amount = 0;
-        p.readyAt = 0;
-        deposits[msg.sender] += amount;
-        emit WithdrawalCancelled(msg.sender, amount);
+    /// @notice Keeps the caller's channel to `node` open after all.
+    /// @param node The channel's node.
+    function cancelWithdrawal(address node) external {
+        if (withdrawableAt[msg.sender][node] == 0) revert NoWithdrawalRequested();
+        withdrawableAt[msg.sender][node] = 0;
+        emit WithdrawalCancelled(msg.sender, node);
     }
 
-    /// @notice Pays the caller its pending withdrawal once WITHDRAWAL_DELAY has passed (what is
-    ///         left of it after redemptions).
-    function withdraw() external nonReentrant {
-        PendingWithdrawal storage p = _pending[msg.sender];
-        uint256 amount = p.amount;
-        if (amount == 0) revert NothingToWithdraw();
-        if (block.timestamp < p.readyAt) revert WithdrawalNotReady(p.readyAt);
-        p.amount = 0;
-        p.readyAt = 0;
-        emit Withdrawn(msg.sender, amount);
-        _send(msg.sender, amount);
+    /// @notice Pays the caller what `node` has not redeemed from their channel, once the
+    ///         requested WITHDRAWAL_DELAY has passed. Vouchers above what was redeemed pay nothing
+    ///         afterwards (the channel's deposit then equals its redeemed amount).
+    /// @param node The channel's node.
+    function withdraw(address node) external nonReentrant {
+        uint256 ready = withdrawableAt[msg.sender][node];
+        if (ready == 0) revert NoWithdrawalRequested();
+        if (block.timestamp < ready) revert WithdrawalNotReady(ready);
+        Channel storage c = _channels[msg.sender][node];
+        uint256 amount = c.deposit - c.redeemed;
+        c.deposit = c.redeemed;
+        withdrawableAt[msg.sender][node] = 0;
+        emit Withdrawn(msg.sender, node, amount);
+        if (amount != 0) _send(msg.sender, amount);
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -191,7 +197,8 @@ contract Payments is EIP712, ReentrancyGuardTransient {
 
     /// @notice Redeems vouchers addressed to the caller; credits the total to `earnings[caller]`.
     /// @dev Reverts as a whole on any bad voucher (wrong node, bad signature, stale amount).
-    ///      Moves no ETH out (earnings are pulled with {withdrawEarnings}).
+    ///      Moves no ETH out (earnings are pulled with {withdrawEarnings}). Per voucher: one
+    ///      signature recovery and one write of an existing slot; one event per call.
     /// @param vouchers Signed cumulative vouchers, each with `node == msg.sender`.
     /// @param signatures 65-byte ECDSA signatures of each voucher's EIP-712 digest by its user.
     /// @return total Wei credited by this call.
@@ -220,8 +227,9 @@ contract Payments is EIP712, ReentrancyGuardTransient {
                 ++i;
             }
         }
-        // One credit for the whole call (never per voucher).
+        // One credit and one event for the whole call (never per voucher).
         if (total != 0) earnings[msg.sender] += total;
+        emit Redeemed(msg.sender, count, total);
     }
 
     /// @notice Pays the caller its earnings.
@@ -237,20 +245,17 @@ contract Payments is EIP712, ReentrancyGuardTransient {
                                  VIEWS
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice `user`'s pending withdrawal: amount and the time it becomes withdrawable.
-    /// @param user The account.
-    function pendingWithdrawal(address user) external view returns (uint256 amount, uint64 readyAt) {
-        PendingWithdrawal storage p = _pending[user];
-        return (p.amount, p.readyAt);
-    }
-
-    /// @notice What nodes can count on redeeming from `user`: the deposit, plus a pending withdrawal
-    ///         only while it has not matured (once it has, the user can pull it at any moment, so
-    ///         a node admitting work against it could be paid nothing).
-    /// @param user The account.
-    function redeemableBalance(address user) external view returns (uint256) {
-        PendingWithdrawal storage p = _pending[user];
-        return deposits[user] + (block.timestamp < p.readyAt ? p.amount : 0);
+    /// @notice The channel from `user` to `node`: total deposited, total redeemed, and when the
+    ///         user may withdraw (0: no withdrawal requested).
+    /// @param user The channel's user.
+    /// @param node The channel's node.
+    function channel(address user, address node)
+        external
+        view
+        returns (uint256 deposited, uint256 redeemed, uint256 readyAt)
+    {
+        Channel storage c = _channels[user][node];
+        return (c.deposit, c.redeemed, withdrawableAt[user][node]);
     }
 
     /// @notice The EIP-712 domain separator (name "Supernet", version "1", this chain, this contract).
@@ -280,44 +285,38 @@ contract Payments is EIP712, ReentrancyGuardTransient {
                                 INTERNAL
     //////////////////////////////////////////////////////////////*/
 
-    function _deposit(address user) internal {
+    function _deposit(address user, address node) internal {
         if (msg.value == 0) revert ZeroAmount();
-        deposits[user] += msg.value;
-        emit Deposited(user, msg.sender, msg.value);
+        if (node == address(0)) revert ZeroAddress();
+        Channel storage c = _channels[user][node];
+        uint256 total = c.deposit + msg.value;
+        if (total > type(uint128).max) revert DepositTooLarge();
+        // forge-lint: disable-next-line(unsafe-typecast)
+        c.deposit = uint128(total);
+        emit Deposited(user, node, msg.sender, msg.value);
     }
 
-    /// @dev Checks and pays one voucher of `user` to the caller. `domain` is the EIP-712 domain
-    ///      separator, read once per call.
+    /// @dev Checks and pays one voucher of `user` to the caller: one read and at most one write
+    ///      of the channel's slot. `domain` is the EIP-712 domain separator, read once per call.
     function _redeemOne(address user, uint256 cumulative, bytes calldata signature, uint256 index, bytes32 domain)
         internal
         returns (uint256 paid)
     {
-        // redeemed[user][msg.sender], computed once for the read and the write.
-        uint256 redeemedSlot;
-        assembly ("memory-safe") {
-            mstore(0x00, user)
-            mstore(0x20, redeemed.slot)
-            mstore(0x20, keccak256(0x00, 0x40))
-            mstore(0x00, caller())
-            redeemedSlot := keccak256(0x00, 0x40)
-        }
-        uint256 already;
-        assembly ("memory-safe") {
-            already := sload(redeemedSlot)
-        }
+        Channel storage c = _channels[user][msg.sender];
+        uint256 depositTotal = c.deposit;
+        uint256 already = c.redeemed;
         if (cumulative <= already) revert StaleVoucher(user, cumulative, already);
         (address signer, ECDSA.RecoverError err,) =
             ECDSA.tryRecoverCalldata(_voucherDigest(domain, user, msg.sender, cumulative), signature);
         if (err != ECDSA.RecoverError.NoError || signer != user) revert InvalidSignature(index);
+        // Pay up to the channel's deposit; the same voucher pays the rest after a top-up.
+        uint256 upTo = cumulative < depositTotal ? cumulative : depositTotal;
+        if (upTo <= already) return 0;
         unchecked {
-            // cumulative > already, and paid <= cumulative - already.
-            paid = _debit(user, cumulative - already);
-            uint256 newRedeemed = already + paid;
-            assembly ("memory-safe") {
-                sstore(redeemedSlot, newRedeemed)
-            }
+            paid = upTo - already;
         }
-        emit VoucherRedeemed(user, msg.sender, cumulative, paid);
+        // forge-lint: disable-next-line(unsafe-typecast)
+        c.redeemed = uint128(upTo); // upTo <= deposit < 2**128
     }
 
     /// @dev EIP-712 digest of `Voucher(user, node, cumulativeAmount)` under `domain`; hashes in
@@ -340,24 +339,6 @@ contract Payments is EIP712, ReentrancyGuardTransient {
             mstore(add(ptr, 0x22), structHash)
             digest := keccak256(ptr, 0x42)
         }
-    }
-
-    /// @dev Takes up to `owed` from the deposit, then from the pending withdrawal.
-    function _debit(address user, uint256 owed) internal returns (uint256 paid) {
-        uint256 available = deposits[user];
-        if (available >= owed) {
-            unchecked {
-                deposits[user] = available - owed;
-            }
-            return owed;
-        }
-        if (available != 0) deposits[user] = 0;
-        uint256 rest = owed - available;
-        PendingWithdrawal storage p = _pending[user];
-        uint256 pending = p.amount;
-        uint256 fromPending = rest < pending ? rest : pending;
-        if (fromPending != 0) p.amount = pending - fromPending;
-        return available + fromPending;
     }
 
     function _send(address to, uint256 amount) internal {

@@ -110,52 +110,53 @@ contract ProtocolHandler is Test {
                                 PAYMENTS
     //////////////////////////////////////////////////////////////*/
 
-    function deposit(uint256 seed, uint256 amount) external {
+    function deposit(uint256 seed, uint256 nodeSeed, uint256 amount) external {
         address who = users[seed % 3];
         amount = bound(amount, 1, 10 ether);
         vm.deal(who, who.balance + amount);
         vm.prank(who);
-        payments.deposit{value: amount}();
+        payments.deposit{value: amount}(nodes[nodeSeed % 3]);
         ghostIn += amount;
         ++calls[this.deposit.selector];
     }
 
-    function requestWithdrawal(uint256 seed, uint256 amount) external {
-        address who = users[seed % 3];
-        amount = bound(amount, 1, payments.deposits(who) + 1);
-        vm.prank(who);
-        try payments.requestWithdrawal(amount) {
+    function requestWithdrawal(uint256 seed, uint256 nodeSeed) external {
+        vm.prank(users[seed % 3]);
+        try payments.requestWithdrawal(nodes[nodeSeed % 3]) {
             ++calls[this.requestWithdrawal.selector];
         } catch {}
     }
 
-    function cancelWithdrawal(uint256 seed) external {
+    function cancelWithdrawal(uint256 seed, uint256 nodeSeed) external {
         vm.prank(users[seed % 3]);
-        try payments.cancelWithdrawal() {
+        try payments.cancelWithdrawal(nodes[nodeSeed % 3]) {
             ++calls[this.cancelWithdrawal.selector];
         } catch {}
     }
 
-    function withdrawDeposit(uint256 seed) external {
+    function withdrawDeposit(uint256 seed, uint256 nodeSeed) external {
         address who = users[seed % 3];
         uint256 before = who.balance;
         vm.prank(who);
-        try payments.withdraw() {
+        try payments.withdraw(nodes[nodeSeed % 3]) {
             ghostOut += who.balance - before;
             ++calls[this.withdrawDeposit.selector];
         } catch {}
     }
 
+    /// @dev A node redeems a voucher above what it was paid; never more than the channel holds.
     function redeem(uint256 nodeSeed, uint256 userSeed, uint256 amount) external {
         address to = nodes[nodeSeed % 3];
         uint256 u = userSeed % 3;
         amount = bound(amount, 1, 3 ether);
+        (uint256 deposited, uint256 redeemedBefore,) = payments.channel(users[u], to);
         Voucher[] memory vs = new Voucher[](1);
-        vs[0] = Voucher({user: users[u], node: to, cumulativeAmount: payments.redeemed(users[u], to) + amount});
+        vs[0] = Voucher({user: users[u], node: to, cumulativeAmount: redeemedBefore + amount});
         bytes[] memory sigs = new bytes[](1);
         sigs[0] = signDigest(userKeys[u], payments.hashVoucher(vs[0]));
         vm.prank(to);
-        payments.redeem(vs, sigs);
+        uint256 paid = payments.redeem(vs, sigs);
+        assertTrue(paid <= deposited - redeemedBefore, "paid beyond the channel");
         ++calls[this.redeem.selector];
     }
 
@@ -356,12 +357,16 @@ contract InvariantsTest is Base {
         assertEq(sm.totalValidatorStake(), sum, "total validator stake");
     }
 
-    /// @dev Payments: balance == Σ deposits + Σ pending withdrawals + Σ unpaid earnings.
+    /// @dev Payments: balance == Σ over channels (deposit - redeemed) + Σ unpaid earnings, and no
+    ///      channel ever redeemed more than was deposited into it.
     function invariant_PaymentsHoldsDepositsAndEarnings() public view {
         uint256 sum;
         for (uint256 i; i < 3; ++i) {
-            (uint256 pending,) = payments.pendingWithdrawal(handler.users(i));
-            sum += payments.deposits(handler.users(i)) + pending;
+            for (uint256 j; j < 3; ++j) {
+                (uint256 deposited, uint256 redeemed,) = payments.channel(handler.users(i), handler.nodes(j));
+                assertTrue(redeemed <= deposited, "redeemed beyond the channel's deposit");
+                sum += deposited - redeemed;
+            }
             sum += payments.earnings(handler.nodes(i));
         }
         assertEq(address(payments).balance, sum, "payments balance");

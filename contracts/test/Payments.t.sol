@@ -21,6 +21,8 @@ contract PaymentsTest is Base {
         new Payments(1, 0);
         vm.expectRevert(Payments.InvalidParameter.selector);
         new Payments(uint256(type(uint32).max) + 1, 1);
+        vm.expectRevert(Payments.InvalidParameter.selector);
+        new Payments(0, 1); // the node must have time to redeem before a channel closes
     }
 
     function _domainSeparator() internal view returns (bytes32) {
@@ -81,134 +83,154 @@ contract PaymentsTest is Base {
                                 DEPOSITS
     //////////////////////////////////////////////////////////////*/
 
-    function test_Deposit() public {
+    function _channel(address from, address to) internal view returns (uint256 deposited, uint256 redeemed) {
+        (deposited, redeemed,) = payments.channel(from, to);
+    }
+
+    function _redeemed(address from, address to) internal view returns (uint256 redeemed) {
+        (, redeemed) = _channel(from, to);
+    }
+
+    function test_Deposit_FundsOneChannel() public {
         vm.deal(user, 1 ether);
         vm.expectEmit(address(payments));
-        emit Payments.Deposited(user, user, 1 ether);
+        emit Payments.Deposited(user, node, user, 1 ether);
         vm.prank(user);
-        payments.deposit{value: 1 ether}();
-        assertEq(payments.deposits(user), 1 ether);
-        assertEq(payments.redeemableBalance(user), 1 ether);
-        assertEq(address(payments).balance, 1 ether);
+        payments.deposit{value: 1 ether}(node);
+        (uint256 deposited, uint256 redeemed) = _channel(user, node);
+        assertEq(deposited, 1 ether);
+        assertEq(redeemed, 0);
+        (deposited,) = _channel(user, node2);
+        assertEq(deposited, 0, "a channel pays one node only");
     }
 
     function test_DepositFor() public {
-        vm.deal(stranger, 1 ether);
-        vm.expectEmit(address(payments));
-        emit Payments.Deposited(user, stranger, 1 ether);
-        vm.prank(stranger);
-        payments.depositFor{value: 1 ether}(user);
-        assertEq(payments.deposits(user), 1 ether);
+        address payer = makeAddr("payer");
+        vm.deal(payer, 1 ether);
+        vm.prank(payer);
+        payments.depositFor{value: 1 ether}(user, node);
+        (uint256 deposited,) = _channel(user, node);
+        assertEq(deposited, 1 ether);
     }
 
-    function test_RevertWhen_DepositZero() public {
+    function test_RevertWhen_DepositZeroOrToNobody() public {
+        vm.prank(user);
         vm.expectRevert(Payments.ZeroAmount.selector);
-        payments.deposit();
-    }
-
-    function test_RevertWhen_DepositForZeroAddress() public {
+        payments.deposit(node);
+        vm.deal(user, 1);
+        vm.prank(user);
         vm.expectRevert(Payments.ZeroAddress.selector);
-        payments.depositFor{value: 1}(address(0));
+        payments.deposit{value: 1}(address(0));
+        vm.expectRevert(Payments.ZeroAddress.selector);
+        payments.depositFor{value: 1}(address(0), node);
     }
 
-    function test_RequestWithdrawal() public {
+    function test_RevertWhen_DepositOverflowsTheChannel() public {
+        _deposit(user, type(uint128).max);
+        vm.deal(user, 1);
+        vm.prank(user);
+        vm.expectRevert(Payments.DepositTooLarge.selector);
+        payments.deposit{value: 1}(node);
+    }
+
+    /// @dev The attack the per-node channels remove: one deposit promised to two nodes. Each
+    ///      node can only be paid from the channel funded for it.
+    function test_OneDepositCannotPayTwoNodes() public {
         _deposit(user, 1 ether);
-        uint64 readyAt = uint64(block.timestamp + WITHDRAWAL_DELAY);
+        Voucher memory toNode2 = _voucher(user, node2, 1 ether);
+        bytes memory sig = _signVoucher(userKey, toNode2);
+        vm.prank(node2);
+        assertEq(payments.redeem(_one(toNode2), _one(sig)), 0, "node2 has no channel from user");
+        Voucher memory toNode = _voucher(user, node, 1 ether);
+        bytes memory sig1 = _signVoucher(userKey, toNode);
+        vm.prank(node);
+        assertEq(payments.redeem(_one(toNode), _one(sig1)), 1 ether, "node is paid in full");
+    }
+
+    function test_RequestWithdrawal_NodeStillRedeemsDuringTheDelay() public {
+        _deposit(user, 1 ether);
+        uint256 readyAt = block.timestamp + WITHDRAWAL_DELAY;
         vm.expectEmit(address(payments));
-        emit Payments.WithdrawalRequested(user, 0.4 ether, 0.4 ether, readyAt);
+        emit Payments.WithdrawalRequested(user, node, readyAt);
         vm.prank(user);
-        payments.requestWithdrawal(0.4 ether);
-        assertEq(payments.deposits(user), 0.6 ether);
-        (uint256 amount, uint64 pendingReadyAt) = payments.pendingWithdrawal(user);
-        assertEq(amount, 0.4 ether);
-        assertEq(pendingReadyAt, readyAt);
-        assertEq(payments.redeemableBalance(user), 1 ether);
-    }
-
-    /// A matured withdrawal can leave at any moment: nodes must not count it (a user would get
-    /// served against it, then withdraw ahead of the node's redeem).
-    function test_RedeemableBalance_ExcludesAMaturedWithdrawal() public {
-        _deposit(user, 1 ether);
-        vm.prank(user);
-        payments.requestWithdrawal(0.4 ether);
-        (, uint64 readyAt) = payments.pendingWithdrawal(user);
+        payments.requestWithdrawal(node);
+        (,, uint256 ready) = payments.channel(user, node);
+        assertEq(ready, readyAt);
+        Voucher memory v = _voucher(user, node, 0.4 ether);
+        bytes memory sig = _signVoucher(userKey, v);
         vm.warp(readyAt - 1);
-        assertEq(payments.redeemableBalance(user), 1 ether, "still redeemable during the delay");
+        vm.prank(node);
+        assertEq(payments.redeem(_one(v), _one(sig)), 0.4 ether);
         vm.warp(readyAt);
-        assertEq(payments.redeemableBalance(user), 0.6 ether, "matured: the user may pull it now");
-    }
-
-    function test_RevertWhen_RequestWithdrawalZero() public {
+        vm.expectEmit(address(payments));
+        emit Payments.Withdrawn(user, node, 0.6 ether);
         vm.prank(user);
-        vm.expectRevert(Payments.ZeroAmount.selector);
-        payments.requestWithdrawal(0);
+        payments.withdraw(node);
+        assertEq(user.balance, 0.6 ether);
+        (uint256 deposited, uint256 redeemed) = _channel(user, node);
+        assertEq(deposited, redeemed, "a closed channel holds nothing");
+        // a higher voucher signed earlier pays nothing now
+        Voucher memory later = _voucher(user, node, 0.9 ether);
+        bytes memory laterSig = _signVoucher(userKey, later);
+        vm.prank(node);
+        assertEq(payments.redeem(_one(later), _one(laterSig)), 0);
     }
 
-    function test_RevertWhen_RequestWithdrawalTooMuch() public {
+    function test_RevertWhen_RequestWithdrawalTwiceOrEmpty() public {
+        vm.prank(user);
+        vm.expectRevert(Payments.NothingToWithdraw.selector);
+        payments.requestWithdrawal(node);
         _deposit(user, 1 ether);
         vm.prank(user);
-        vm.expectRevert(abi.encodeWithSelector(Payments.InsufficientDeposit.selector, 2 ether, 1 ether));
-        payments.requestWithdrawal(2 ether);
+        payments.requestWithdrawal(node);
+        vm.prank(user);
+        vm.expectRevert(
+            abi.encodeWithSelector(Payments.WithdrawalAlreadyRequested.selector, block.timestamp + WITHDRAWAL_DELAY)
+        );
+        payments.requestWithdrawal(node);
     }
 
     function test_CancelWithdrawal() public {
         _deposit(user, 1 ether);
-        vm.startPrank(user);
-        payments.requestWithdrawal(1 ether);
+        vm.prank(user);
+        payments.requestWithdrawal(node);
         vm.expectEmit(address(payments));
-        emit Payments.WithdrawalCancelled(user, 1 ether);
-        payments.cancelWithdrawal();
-        vm.stopPrank();
-        assertEq(payments.deposits(user), 1 ether);
-        (uint256 amount,) = payments.pendingWithdrawal(user);
-        assertEq(amount, 0);
+        emit Payments.WithdrawalCancelled(user, node);
+        vm.prank(user);
+        payments.cancelWithdrawal(node);
+        (,, uint256 ready) = payments.channel(user, node);
+        assertEq(ready, 0);
+        vm.warp(block.timestamp + WITHDRAWAL_DELAY);
+        vm.prank(user);
+        vm.expectRevert(Payments.NoWithdrawalRequested.selector);
+        payments.withdraw(node);
     }
 
     function test_RevertWhen_CancelWithdrawalNothing() public {
         vm.prank(user);
-        vm.expectRevert(Payments.NothingToWithdraw.selector);
-        payments.cancelWithdrawal();
-    }
-
-    function test_Withdraw_AfterDelay() public {
-        _deposit(user, 1 ether);
-        vm.prank(user);
-        payments.requestWithdrawal(1 ether);
-        vm.warp(block.timestamp + WITHDRAWAL_DELAY);
-        vm.expectEmit(address(payments));
-        emit Payments.Withdrawn(user, 1 ether);
-        vm.prank(user);
-        payments.withdraw();
-        assertEq(user.balance, 1 ether);
-        assertEq(address(payments).balance, 0);
-    }
-
-    function test_RevertWhen_WithdrawNothing() public {
-        vm.prank(user);
-        vm.expectRevert(Payments.NothingToWithdraw.selector);
-        payments.withdraw();
+        vm.expectRevert(Payments.NoWithdrawalRequested.selector);
+        payments.cancelWithdrawal(node);
     }
 
     function test_RevertWhen_WithdrawTooEarly() public {
         _deposit(user, 1 ether);
         vm.prank(user);
-        payments.requestWithdrawal(1 ether);
-        uint64 readyAt = uint64(block.timestamp + WITHDRAWAL_DELAY);
-        vm.warp(readyAt - 1);
+        payments.requestWithdrawal(node);
+        vm.warp(block.timestamp + WITHDRAWAL_DELAY - 1);
         vm.prank(user);
-        vm.expectRevert(abi.encodeWithSelector(Payments.WithdrawalNotReady.selector, readyAt));
-        payments.withdraw();
+        vm.expectRevert(abi.encodeWithSelector(Payments.WithdrawalNotReady.selector, block.timestamp + 1));
+        payments.withdraw(node);
     }
 
     function test_RevertWhen_WithdrawTransferFails() public {
         Rejecter r = new Rejecter();
         vm.deal(address(r), 1 ether);
-        r.call(address(payments), 1 ether, abi.encodeCall(Payments.deposit, ()));
-        r.call(address(payments), 0, abi.encodeCall(Payments.requestWithdrawal, (1 ether)));
+        r.call(address(payments), 1 ether, abi.encodeCall(Payments.deposit, (node)));
+        r.call(address(payments), 0, abi.encodeCall(Payments.requestWithdrawal, (node)));
         vm.warp(block.timestamp + WITHDRAWAL_DELAY);
         r.setRejecting(true);
         vm.expectRevert(Payments.TransferFailed.selector);
-        r.call(address(payments), 0, abi.encodeCall(Payments.withdraw, ()));
+        r.call(address(payments), 0, abi.encodeCall(Payments.withdraw, (node)));
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -219,14 +241,13 @@ contract PaymentsTest is Base {
         _deposit(user, 1 ether);
         Voucher memory v = _voucher(user, node, 0.3 ether);
         vm.expectEmit(address(payments));
-        emit Payments.VoucherRedeemed(user, node, 0.3 ether, 0.3 ether);
+        emit Payments.Redeemed(node, 1, 0.3 ether);
         bytes memory sig = _signVoucher(userKey, v);
         vm.prank(node);
         uint256 total = payments.redeem(_one(v), _one(sig));
         assertEq(total, 0.3 ether);
         assertEq(payments.earnings(node), 0.3 ether);
-        assertEq(payments.redeemed(user, node), 0.3 ether);
-        assertEq(payments.deposits(user), 0.7 ether);
+        assertEq(_redeemed(user, node), 0.3 ether);
 
         // a later, higher voucher pays only the difference
         v = _voucher(user, node, 0.5 ether);
@@ -235,7 +256,7 @@ contract PaymentsTest is Base {
         total = payments.redeem(_one(v), _one(sig2));
         assertEq(total, 0.2 ether);
         assertEq(payments.earnings(node), 0.5 ether);
-        assertEq(payments.deposits(user), 0.5 ether);
+        assertEq(_redeemed(user, node), 0.5 ether);
     }
 
     function test_Redeem_ManyUsersInOneCall() public {
@@ -250,7 +271,7 @@ contract PaymentsTest is Base {
         vm.prank(node);
         assertEq(payments.redeem(vs, sigs), 0.3 ether);
         assertEq(payments.earnings(node), 0.3 ether);
-        assertEq(payments.redeemed(user2, node), 0.2 ether);
+        assertEq(_redeemed(user2, node), 0.2 ether);
     }
 
     function test_RevertWhen_RedeemDirtyAddressBits() public {
@@ -279,38 +300,22 @@ contract PaymentsTest is Base {
         );
     }
 
-    function test_Redeem_TakesFromPendingWithdrawal() public {
-        _deposit(user, 1 ether);
-        vm.prank(user);
-        payments.requestWithdrawal(0.9 ether);
-        Voucher memory v = _voucher(user, node, 0.5 ether);
-        bytes memory sig = _signVoucher(userKey, v);
-        vm.prank(node);
-        payments.redeem(_one(v), _one(sig));
-        assertEq(payments.deposits(user), 0);
-        (uint256 pending,) = payments.pendingWithdrawal(user);
-        assertEq(pending, 0.5 ether);
-        vm.warp(block.timestamp + WITHDRAWAL_DELAY);
-        vm.prank(user);
-        payments.withdraw();
-        assertEq(user.balance, 0.5 ether);
-    }
-
     function test_Redeem_PartialWhenUnderfunded_RestLater() public {
         _deposit(user, 0.2 ether);
         Voucher memory v = _voucher(user, node, 0.5 ether);
         bytes memory sig = _signVoucher(userKey, v);
         vm.expectEmit(address(payments));
-        emit Payments.VoucherRedeemed(user, node, 0.5 ether, 0.2 ether);
+        emit Payments.Redeemed(node, 1, 0.2 ether);
         vm.prank(node);
         assertEq(payments.redeem(_one(v), _one(sig)), 0.2 ether);
-        assertEq(payments.redeemed(user, node), 0.2 ether);
+        assertEq(_redeemed(user, node), 0.2 ether);
 
         _deposit(user, 1 ether);
         vm.prank(node);
         assertEq(payments.redeem(_one(v), _one(sig)), 0.3 ether, "same voucher pays the rest");
-        assertEq(payments.redeemed(user, node), 0.5 ether);
-        assertEq(payments.deposits(user), 0.7 ether);
+        (uint256 deposited, uint256 redeemed) = _channel(user, node);
+        assertEq(redeemed, 0.5 ether);
+        assertEq(deposited - redeemed, 0.7 ether);
     }
 
     function test_RevertWhen_RedeemReplayed() public {
@@ -417,7 +422,7 @@ contract PaymentsTest is Base {
 
     function test_RevertWhen_WithdrawEarningsTransferFails() public {
         Rejecter r = new Rejecter();
-        _deposit(user, 1 ether);
+        _depositTo(user, address(r), 1 ether);
         Voucher memory v = _voucher(user, address(r), 0.3 ether);
         r.call(address(payments), 0, abi.encodeCall(Payments.redeem, (_one(v), _one(_signVoucher(userKey, v)))));
         r.setRejecting(true);
@@ -429,16 +434,12 @@ contract PaymentsTest is Base {
                                   FUZZ
     //////////////////////////////////////////////////////////////*/
 
-    function testFuzz_RedeemCumulative(uint256 funded, uint256 first, uint256 second, uint256 pendingPart) public {
+    function testFuzz_RedeemCumulative(uint256 funded, uint256 first, uint256 second, uint256 topUp) public {
         funded = bound(funded, 1, 100 ether);
         first = bound(first, 1, 200 ether);
         second = bound(second, first + 1, 300 ether);
-        pendingPart = bound(pendingPart, 0, funded);
+        topUp = bound(topUp, 0, 100 ether);
         _deposit(user, funded);
-        if (pendingPart != 0) {
-            vm.prank(user);
-            payments.requestWithdrawal(pendingPart);
-        }
 
         Voucher memory v1 = _voucher(user, node, first);
         bytes memory sig1 = _signVoucher(userKey, v1);
@@ -446,16 +447,19 @@ contract PaymentsTest is Base {
         uint256 paid1 = payments.redeem(_one(v1), _one(sig1));
         assertEq(paid1, first < funded ? first : funded);
 
+        if (topUp != 0) _deposit(user, topUp);
+        uint256 total = funded + topUp;
         Voucher memory v2 = _voucher(user, node, second);
         bytes memory sig2 = _signVoucher(userKey, v2);
         vm.prank(node);
         uint256 paid2 = payments.redeem(_one(v2), _one(sig2));
-        uint256 totalPaid = second < funded ? second : funded;
+        uint256 totalPaid = second < total ? second : total;
         assertEq(paid1 + paid2, totalPaid);
-        assertEq(payments.redeemed(user, node), totalPaid);
+        (uint256 deposited, uint256 redeemed) = _channel(user, node);
+        assertEq(redeemed, totalPaid);
+        assertEq(deposited, total);
         assertEq(payments.earnings(node), totalPaid);
-        assertEq(payments.redeemableBalance(user), funded - totalPaid);
-        assertEq(address(payments).balance, payments.redeemableBalance(user) + payments.earnings(node));
+        assertEq(address(payments).balance, deposited - redeemed + payments.earnings(node));
     }
 
     function testFuzz_RevertWhen_SignerIsNotUser(uint256 key) public {

@@ -1,4 +1,5 @@
-"""Vouchers on a real Anvil: EIP-712 digests equal the contract's, redemption, replays, bad input."""
+"""Payment channels on a real Anvil: EIP-712 digests equal the contract's, redemption, replays,
+bad input, one channel per node, and closing a channel."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def test_redeem_many_then_replay_is_rejected(network: Contracts, actors: Actors)
     assert node.redeem(vouchers, sigs).value == 1000 + 2000 + 3000
     assert node.earnings(actors.node.address) == 6000
     assert node.redeemed(actors.users[1].address, actors.node.address) == 2000
-    assert node.deposits(actors.users[0].address) == USER_DEPOSIT - 1000
+    assert node.channel(actors.users[0].address, actors.node.address).balance == USER_DEPOSIT - 1000
 
     with pytest.raises(StaleVoucher) as exc:
         node.redeem(vouchers[:1], sigs[:1])
@@ -87,16 +88,28 @@ def test_bad_signatures_and_lengths_are_typed(network: Contracts, actors: Actors
         network.as_account(actors.node2).payments.redeem([v], [good])
 
 
-def test_withdrawal_is_delayed_and_stays_redeemable(network: Contracts, actors: Actors) -> None:
+def test_a_channel_pays_only_its_node(network: Contracts, actors: Actors) -> None:
+    user = actors.users[0]
+    v = Voucher(user.address, actors.node2.address, 5000)  # node2: no channel from this user
+    node2 = network.as_account(actors.node2).payments
+    assert node2.redeem([v], [sign_voucher(v, network.domain, user)]).value == 0
+    assert node2.channel(user.address, actors.node.address).balance == USER_DEPOSIT  # untouched
+
+
+def test_closing_a_channel_is_delayed_and_the_node_redeems_first(network: Contracts, actors: Actors) -> None:
     user = actors.users[0]
     pay = network.as_account(user).payments
-    pay.request_withdrawal(USER_DEPOSIT)
+    pay.request_withdrawal(actors.node.address)
+    assert pay.channel(user.address, actors.node.address).closing
     with pytest.raises(WithdrawalNotReady):
-        pay.withdraw()
+        pay.withdraw(actors.node.address)
     v = Voucher(user.address, actors.node.address, 5000)
     node = network.as_account(actors.node).payments
-    assert node.redeem([v], [sign_voucher(v, network.domain, user)]).value == 5000  # from pending funds
+    assert node.redeem([v], [sign_voucher(v, network.domain, user)]).value == 5000  # within the delay
     increase_time(network.w3, network.params.withdrawal_delay + 1)
-    pay.withdraw()
-    assert pay.pending_withdrawal(user.address)[0] == 0
-    assert pay.redeemable_balance(user.address) == 0
+    before = network.w3.eth.get_balance(user.address)
+    tx = pay.withdraw(actors.node.address)
+    got = network.w3.eth.get_balance(user.address) - before + tx.gas_used * tx.receipt["effectiveGasPrice"]
+    assert got == USER_DEPOSIT - 5000
+    channel = pay.channel(user.address, actors.node.address)
+    assert channel.balance == 0 and not channel.closing

@@ -106,6 +106,25 @@ async def test_payment_and_shape_refusals(fake_node: FakeNode) -> None:
     assert db_snapshot(fake_node) == before
 
 
+async def test_admission_counts_only_the_users_channel_to_this_node(fake_node: FakeNode) -> None:
+    """A node admits work only against funds it alone can claim: a voucher beyond what the user's
+    channel to this node holds, or any voucher once the user asked to close that channel, is a 402
+    that names the channel (a deposit promised to every node could be paid to one of them)."""
+    before = db_snapshot(fake_node)
+    user = fake_node.user.address
+    deposited = fake_node.chain.deposits[user]
+    over = fake_node.body("x", cumulative=deposited + 1)
+    r = await fake_node.http.post("/v1/tasks", json=over)
+    assert r.status_code == 402 and "payment channel" in r.json()["error"]["message"], r.text
+    fake_node.chain.closing[user] = 123
+    try:
+        r = await fake_node.http.post("/v1/tasks", json=fake_node.body("x", cumulative=10**12))
+        assert r.status_code == 402 and "closing" in r.json()["error"]["message"], r.text
+    finally:
+        del fake_node.chain.closing[user]
+    assert db_snapshot(fake_node) == before
+
+
 def _loose_digest(task_input: Any) -> bytes:
     """inputHash the way a client with Python's lenient json would compute it (NaN, big ints...)."""
     text = json.dumps(task_input, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

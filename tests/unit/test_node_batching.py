@@ -6,9 +6,10 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+from eth_account import Account
 from node_fixtures import FakeNode, make_fake_node
 from supernet.node.service.models import TaskStatus
-from supernet.node.service.redeemer import Redeemer
+from supernet.node.service.redeemer import GAS_PER_VOUCHER, Redeemer, RedeemPolicy
 from supernet.sdk.chain.merkle import verify
 from supernet.sdk.chain.receipts import Receipt, recover_receipt_signer
 
@@ -61,9 +62,9 @@ async def test_redeem_only_finished_work(fake_node: FakeNode) -> None:
     assert db.task(bad).status is TaskStatus.FAILED  # type: ignore[union-attr]
     assert db.billed(fake_node.user.address) == FEE  # the failed task is not billed
     redeemer = Redeemer(db, fake_node.chain, interval_s=60)
-    assert await redeemer.redeem_once() is not None
+    assert len(await redeemer.redeem_once()) == 1
     assert fake_node.chain.redeemed_amounts[fake_node.user.address] == FEE
-    assert await redeemer.redeem_once() is None  # nothing new: no second charge
+    assert await redeemer.redeem_once() == []  # nothing new: no second charge
     # the next voucher only needs to cover billed work: FEE + FEE, not 3 * FEE
     third = await _submit(fake_node, "again", 2 * FEE)
     await fake_node.service.ctx.worker.wait(third)  # type: ignore[union-attr]
@@ -119,3 +120,36 @@ async def test_a_batch_is_never_committed_twice(fake_node: FakeNode) -> None:
     again = await batcher.commit(sealed)
     assert len(fake_node.chain.commits) == commits, "no second commitBatch"
     assert again.chain_batch_id == batch.chain_batch_id and again.status == "committed"
+
+
+async def test_redeem_policy_worth_its_gas_always_before_a_close_and_chunked(fake_node: FakeNode) -> None:
+    """Vouchers are redeemed when what they owe is worth ``worth_factor`` times their gas at the
+    current gas price, whatever they owe once the user asks to close the channel (the node must
+    redeem before the withdrawal delay ends), and in calls of at most ``MAX_REDEEM_BATCH``."""
+    db = fake_node.service.ctx.db  # type: ignore[union-attr]
+    user = fake_node.user.address
+    tid = await _submit(fake_node, "pay me", FEE)
+    await fake_node.service.ctx.worker.wait(tid)  # type: ignore[union-attr]
+    policy = RedeemPolicy(worth_factor=100)
+    fake_node.chain.price = FEE // (100 * GAS_PER_VOUCHER) + 1  # the fee is not worth the gas
+    redeemer = Redeemer(db, fake_node.chain, interval_s=60, policy=policy)
+    assert await redeemer.redeem_once() == []
+    fake_node.chain.closing[user] = 10**9  # the user asked to close: redeem now, worth it or not
+    assert len(await redeemer.redeem_once()) == 1
+    assert fake_node.chain.redeemed_amounts[user] == FEE
+    del fake_node.chain.closing[user]
+    fake_node.chain.price = 0
+    assert policy.threshold(10**9) == 100 * GAS_PER_VOUCHER * 10**9
+    assert RedeemPolicy(min_amount_wei=7).threshold(10**9) == 7
+
+    # many users: several calls, none above the contract's batch limit
+    fake_node.chain.max_batch = 2
+    for i in range(5):
+        other = Account.create()
+        fake_node.chain.deposits[other.address] = 10**18
+        r = await fake_node.http.post("/v1/tasks", json=fake_node.body(f"u{i}", cumulative=FEE, user=other))
+        assert r.status_code == 202, r.text
+        await fake_node.service.ctx.worker.wait(r.json()["id"])  # type: ignore[union-attr]
+    calls = fake_node.chain.redeem_calls
+    assert len(await redeemer.redeem_once()) == 3  # 5 vouchers in calls of at most 2
+    assert fake_node.chain.redeem_calls == calls + 3

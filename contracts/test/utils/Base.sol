@@ -213,10 +213,15 @@ abstract contract Base is Test {
                                 VOUCHERS
     //////////////////////////////////////////////////////////////*/
 
+    /// @dev Funds `who`'s channel to the default `node`.
     function _deposit(address who, uint256 amount) internal {
+        _depositTo(who, node, amount);
+    }
+
+    function _depositTo(address who, address to, uint256 amount) internal {
         vm.deal(who, who.balance + amount);
         vm.prank(who);
-        payments.deposit{value: amount}();
+        payments.deposit{value: amount}(to);
     }
 
     function _voucher(address from, address to, uint256 cumulative) internal pure returns (Voucher memory) {

@@ -148,12 +148,21 @@ class Authenticator:
             raise ReplayError(f"task {task_id} was already submitted", taskId=task_id)
         guard = self._guard(user, req.nonce, s.voucher.cumulativeAmount)
         guard(self.db.last_nonce(user), self.db.billed(user))
-        if self.chain is not None:
-            deposit = await self.chain.available_deposit(user)
-            owed = s.voucher.cumulativeAmount - await self.chain.redeemed(user)
-            if deposit < owed:
+        if self.chain is not None:  # only funds this node alone can claim: the user's channel to it
+            channel = await self.chain.channel(user)
+            if channel.closing:
                 raise PaymentError(
-                    f"deposit of {user} is {deposit} wei, the voucher still owes {owed}", deposit=str(deposit)
+                    f"the payment channel of {user} to this node is closing (withdrawable at "
+                    f"{channel.withdrawable_at}); cancel the withdrawal or open a new deposit",
+                    withdrawableAt=str(channel.withdrawable_at),
+                )
+            if s.voucher.cumulativeAmount > channel.deposited:
+                raise PaymentError(
+                    f"the payment channel of {user} to this node holds {channel.deposited} wei in total, "
+                    f"the voucher is for {s.voucher.cumulativeAmount}: deposit at least "
+                    f"{s.voucher.cumulativeAmount - channel.deposited} more to this node",
+                    deposit=str(channel.deposited),
+                    requiredDeposit=str(s.voucher.cumulativeAmount),
                 )
         task = NewTask(
             id=task_id,

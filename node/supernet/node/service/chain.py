@@ -17,6 +17,7 @@ from supernet.node.service.ports import SignedVoucher
 from supernet.sdk.chain import Contracts, Voucher
 from supernet.sdk.chain.bindings import reverts_as
 from supernet.sdk.chain.eip712 import Domain
+from supernet.sdk.chain.payments import Channel
 from web3.exceptions import TimeExhausted, TransactionNotFound
 
 log = logging.getLogger(__name__)
@@ -33,19 +34,30 @@ class Web3Chain:
         self.account = account
         self.price_per_token = price_per_token
         self._tx_lock = asyncio.Lock()
+        self._max_redeem_batch: int | None = None
 
     @property
     def domain(self) -> Domain:
         """The deployment's EIP-712 domain."""
         return self.contracts.domain
 
-    async def available_deposit(self, user: str) -> int:
-        """What nodes can still redeem from ``user`` (deposit plus pending withdrawal)."""
-        return await asyncio.to_thread(self.contracts.payments.redeemable_balance, user)
+    async def channel(self, user: str) -> Channel:
+        """The payment channel from ``user`` to this node."""
+        return await asyncio.to_thread(self.contracts.payments.channel, user, self.account.address)
 
     async def redeemed(self, user: str) -> int:
         """Cumulative wei this node redeemed from ``user``."""
-        return await asyncio.to_thread(self.contracts.payments.redeemed, user, self.account.address)
+        return (await self.channel(user)).redeemed
+
+    async def gas_price(self) -> int:
+        """The chain's current gas price in wei."""
+        return int(await asyncio.to_thread(lambda: self.contracts.w3.eth.gas_price))
+
+    async def max_redeem_batch(self) -> int:
+        """The contract's ``MAX_REDEEM_BATCH``."""
+        if self._max_redeem_batch is None:
+            self._max_redeem_batch = await asyncio.to_thread(self.contracts.payments.max_redeem_batch)
+        return self._max_redeem_batch
 
     async def send_commit(self, root: bytes, count: int, manifest_cid: str) -> str:
         """Sign and send ``commitBatch`` (a revert is raised before sending, by gas estimation)."""

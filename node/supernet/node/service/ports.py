@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from supernet.sdk.chain.eip712 import Domain
+from supernet.sdk.chain.payments import Channel
 
 
 @dataclass(frozen=True)
@@ -76,12 +77,20 @@ class ChainPort(Protocol):
         """The protocol's EIP-712 domain."""
         ...
 
-    async def available_deposit(self, user: str) -> int:
-        """Wei the user has deposited in the payments contract (not yet redeemed by anyone)."""
+    async def channel(self, user: str) -> Channel:
+        """The payment channel from ``user`` to this node (funds only this node can redeem)."""
         ...
 
     async def redeemed(self, user: str) -> int:
         """Cumulative wei this node has already redeemed from ``user``."""
+        ...
+
+    async def gas_price(self) -> int:
+        """The chain's current gas price in wei (the redeem policy weighs amounts against it)."""
+        ...
+
+    async def max_redeem_batch(self) -> int:
+        """Most vouchers one redemption takes."""
         ...
 
     async def send_commit(self, root: bytes, count: int, manifest_cid: str) -> str:
@@ -97,7 +106,8 @@ class ChainPort(Protocol):
         ...
 
     async def redeem(self, vouchers: Sequence[SignedVoucher]) -> str:
-        """Redeem many vouchers in one transaction; returns its hash after it is mined."""
+        """Redeem many vouchers (at most `max_redeem_batch`) in one transaction; returns its hash
+        after it is mined."""
         ...
 
     async def ensure_registered(self, endpoint: str, model_ids: Sequence[str], stake_wei: int) -> None:

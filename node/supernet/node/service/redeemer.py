@@ -1,9 +1,15 @@
-"""Periodically redeems the latest redeemable voucher of every user in one transaction.
+"""Redeems users' latest vouchers on chain when that is worth its gas, and always in time.
 
 Only vouchers that cover finished work are redeemed (see
 :meth:`supernet.node.service.db.Database.redeemable_voucher`), so a task that failed or was
 refused after a restart is never collected. The chain's own record of what was redeemed is
 authoritative; the database keeps a copy for the API and metrics.
+
+Policy (docs/node.md "Getting paid"): a user's voucher is redeemed when what it still owes is
+worth at least ``worth_factor`` times the gas of redeeming it (Livepeer redeems winning tickets by
+the same rule, with a factor of 100), or ``min_amount_wei`` if set; and whatever it owes, as soon
+as the user asks to close the channel — the node has ``WITHDRAWAL_DELAY`` to redeem before the
+user can withdraw. Redemptions go out in calls of at most the contract's ``MAX_REDEEM_BATCH``.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 
 from supernet.node.service.db import Database
 from supernet.node.service.metrics import METRICS
@@ -18,15 +25,39 @@ from supernet.node.service.ports import ChainPort, SignedVoucher
 
 log = logging.getLogger(__name__)
 
+GAS_PER_VOUCHER = 12_000
+"""Gas one more voucher adds to a ``redeem`` call (docs/benchmarks/gas.md: ~11-12k: one signature
+recovery, one write of the channel's existing slot, its calldata)."""
+
+
+@dataclass(frozen=True)
+class RedeemPolicy:
+    """When a user's voucher is worth redeeming.
+
+    Attributes:
+        worth_factor: redeem when the amount owed is at least this many times the voucher's gas
+            cost at the current gas price.
+        min_amount_wei: a fixed threshold instead (0: use ``worth_factor``).
+    """
+
+    worth_factor: int = 100
+    min_amount_wei: int = 0
+
+    def threshold(self, gas_price_wei: int) -> int:
+        """The least amount owed that is worth a redemption now."""
+        return self.min_amount_wei or self.worth_factor * GAS_PER_VOUCHER * gas_price_wei
+
 
 class Redeemer:
     """The voucher redemption service (``run_forever / stop``, plus :meth:`redeem_once`)."""
 
-    def __init__(self, db: Database, chain: ChainPort, interval_s: float, min_amount_wei: int = 0) -> None:
+    def __init__(
+        self, db: Database, chain: ChainPort, interval_s: float, policy: RedeemPolicy | None = None
+    ) -> None:
         self.db = db
         self.chain = chain
         self.interval_s = interval_s
-        self.min_amount_wei = min_amount_wei
+        self.policy = policy or RedeemPolicy()
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
@@ -46,30 +77,38 @@ class Redeemer:
                 log.warning("voucher redemption failed, retrying next round: %s", exc)
 
     async def due(self) -> list[SignedVoucher]:
-        """The vouchers worth redeeming now (one per user)."""
+        """The vouchers to redeem now (one per user): worth their gas, or of a closing channel."""
+        threshold = self.policy.threshold(await self.chain.gas_price())
         out = []
         for user in self.db.users_with_vouchers():
             best = self.db.redeemable_voucher(user)
             if best is None:
                 continue
             amount, signature = best
-            already = await self.chain.redeemed(user)
-            if amount - already > self.min_amount_wei:
+            channel = await self.chain.channel(user)
+            owed = min(amount, channel.deposited) - channel.redeemed
+            if owed > 0 and (owed >= threshold or channel.closing):
                 out.append(
                     SignedVoucher(user=user, cumulative_amount=amount, signature=bytes.fromhex(signature[2:]))
                 )
-            elif already != self.db.redeemed(user):
-                self.db.set_redeemed({user: already}, tx_hash="")
+            elif channel.redeemed != self.db.redeemed(user):
+                self.db.set_redeemed({user: channel.redeemed}, tx_hash="")
         return out
 
-    async def redeem_once(self) -> str | None:
-        """Redeem what is due in one transaction; returns its hash (None if nothing was due)."""
+    async def redeem_once(self) -> list[str]:
+        """Redeem what is due, in calls of at most ``MAX_REDEEM_BATCH``; the transaction hashes."""
         vouchers = await self.due()
         if not vouchers:
-            return None
-        before = {v.user: await self.chain.redeemed(v.user) for v in vouchers}
-        tx = await self.chain.redeem(vouchers)
-        self.db.set_redeemed({v.user: v.cumulative_amount for v in vouchers}, tx)
-        METRICS.redeemed_wei.inc(sum(v.cumulative_amount - before[v.user] for v in vouchers))
-        log.info("redeemed %d vouchers in %s", len(vouchers), tx)
-        return tx
+            return []
+        size = await self.chain.max_redeem_batch()
+        txs = []
+        for start in range(0, len(vouchers), size):
+            chunk = vouchers[start : start + size]
+            before = {v.user: await self.chain.redeemed(v.user) for v in chunk}
+            tx = await self.chain.redeem(chunk)
+            after = {v.user: await self.chain.redeemed(v.user) for v in chunk}
+            self.db.set_redeemed(after, tx)
+            METRICS.redeemed_wei.inc(sum(after[u] - before[u] for u in after))
+            log.info("redeemed %d vouchers in %s", len(chunk), tx)
+            txs.append(tx)
+        return txs

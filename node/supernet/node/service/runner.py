@@ -29,7 +29,7 @@ from supernet.node.service.config import NodeSettings
 from supernet.node.service.db import Database
 from supernet.node.service.deps import NodeContext
 from supernet.node.service.ports import ChainPort, Executor
-from supernet.node.service.redeemer import Redeemer
+from supernet.node.service.redeemer import Redeemer, RedeemPolicy
 from supernet.node.service.streams import StreamHub
 from supernet.node.service.worker import TaskWorker
 from supernet.sdk.chain.eip712 import Domain
@@ -100,7 +100,12 @@ class NodeService:
         )
         self.app = create_app(self.ctx)
         if self.chain is not None:
-            self.redeemer = Redeemer(db, self.chain, s.redeem.interval_s, s.redeem.min_amount_wei)
+            self.redeemer = Redeemer(
+                db,
+                self.chain,
+                s.redeem.interval_s,
+                RedeemPolicy(s.redeem.worth_factor, s.redeem.min_amount_wei),
+            )
             if s.chain.auto_register:
                 await self.chain.ensure_registered(
                     s.api.endpoint(), list(self.executor.model_ids()), s.chain.stake_wei

@@ -27,9 +27,9 @@ __all__ = [
     "ChallengeNotOpen",
     "ChallengeNotResolved",
     "ChallengeWindowClosed",
+    "DepositTooLarge",
     "EmptyBatch",
     "IndexOutOfRange",
-    "InsufficientDeposit",
     "InsufficientStake",
     "InvalidEndpoint",
     "InvalidManifest",
@@ -41,6 +41,7 @@ __all__ = [
     "LeafAlreadyChallenged",
     "LengthMismatch",
     "ModelAlreadyRegistered",
+    "NoWithdrawalRequested",
     "NotANode",
     "NotActiveNode",
     "NotActiveValidator",
@@ -75,6 +76,7 @@ __all__ = [
     "UnknownModel",
     "VoteWindowClosed",
     "VoteWindowOpen",
+    "WithdrawalAlreadyRequested",
     "WithdrawalNotReady",
     "WrongBond",
     "ZeroAddress",
@@ -225,6 +227,16 @@ class ChallengeWindowClosed(ContractError):
     deadline: int
 
 
+class DepositTooLarge(ContractError):
+    """``DepositTooLarge()``, declared by Payments."""
+
+    error_name = "DepositTooLarge"
+    signature = "DepositTooLarge()"
+    selector = bytes.fromhex("c56d46d3")
+    arg_names = ()
+    arg_types = ()
+
+
 class EmptyBatch(ContractError):
     """``EmptyBatch()``, declared by Payments, TaskManager."""
 
@@ -245,18 +257,6 @@ class IndexOutOfRange(ContractError):
     arg_types = ("uint256", "uint256")
     index: int
     length: int
-
-
-class InsufficientDeposit(ContractError):
-    """``InsufficientDeposit(uint256,uint256)``, declared by Payments."""
-
-    error_name = "InsufficientDeposit"
-    signature = "InsufficientDeposit(uint256,uint256)"
-    selector = bytes.fromhex("25c3f46e")
-    arg_names = ("amount", "available")
-    arg_types = ("uint256", "uint256")
-    amount: int
-    available: int
 
 
 class InsufficientStake(ContractError):
@@ -374,6 +374,16 @@ class ModelAlreadyRegistered(ContractError):
     arg_names = ("modelId",)
     arg_types = ("bytes32",)
     modelId: bytes
+
+
+class NoWithdrawalRequested(ContractError):
+    """``NoWithdrawalRequested()``, declared by Payments."""
+
+    error_name = "NoWithdrawalRequested"
+    signature = "NoWithdrawalRequested()"
+    selector = bytes.fromhex("87bdc6a9")
+    arg_names = ()
+    arg_types = ()
 
 
 class NotANode(ContractError):
@@ -739,14 +749,25 @@ class VoteWindowOpen(ContractError):
     deadline: int
 
 
+class WithdrawalAlreadyRequested(ContractError):
+    """``WithdrawalAlreadyRequested(uint256)``, declared by Payments."""
+
+    error_name = "WithdrawalAlreadyRequested"
+    signature = "WithdrawalAlreadyRequested(uint256)"
+    selector = bytes.fromhex("fff6966e")
+    arg_names = ("readyAt",)
+    arg_types = ("uint256",)
+    readyAt: int
+
+
 class WithdrawalNotReady(ContractError):
-    """``WithdrawalNotReady(uint64)``, declared by Payments."""
+    """``WithdrawalNotReady(uint256)``, declared by Payments."""
 
     error_name = "WithdrawalNotReady"
-    signature = "WithdrawalNotReady(uint64)"
-    selector = bytes.fromhex("b4387448")
+    signature = "WithdrawalNotReady(uint256)"
+    selector = bytes.fromhex("581a27f0")
     arg_names = ("readyAt",)
-    arg_types = ("uint64",)
+    arg_types = ("uint256",)
     readyAt: int
 
 
@@ -796,9 +817,9 @@ BY_SELECTOR: dict[bytes, type[ContractError]] = {
     ChallengeNotOpen.selector: ChallengeNotOpen,
     ChallengeNotResolved.selector: ChallengeNotResolved,
     ChallengeWindowClosed.selector: ChallengeWindowClosed,
+    DepositTooLarge.selector: DepositTooLarge,
     EmptyBatch.selector: EmptyBatch,
     IndexOutOfRange.selector: IndexOutOfRange,
-    InsufficientDeposit.selector: InsufficientDeposit,
     InsufficientStake.selector: InsufficientStake,
     InvalidEndpoint.selector: InvalidEndpoint,
     InvalidManifest.selector: InvalidManifest,
@@ -810,6 +831,7 @@ BY_SELECTOR: dict[bytes, type[ContractError]] = {
     LeafAlreadyChallenged.selector: LeafAlreadyChallenged,
     LengthMismatch.selector: LengthMismatch,
     ModelAlreadyRegistered.selector: ModelAlreadyRegistered,
+    NoWithdrawalRequested.selector: NoWithdrawalRequested,
     NotANode.selector: NotANode,
     NotActiveNode.selector: NotActiveNode,
     NotActiveValidator.selector: NotActiveValidator,
@@ -844,6 +866,7 @@ BY_SELECTOR: dict[bytes, type[ContractError]] = {
     UnknownModel.selector: UnknownModel,
     VoteWindowClosed.selector: VoteWindowClosed,
     VoteWindowOpen.selector: VoteWindowOpen,
+    WithdrawalAlreadyRequested.selector: WithdrawalAlreadyRequested,
     WithdrawalNotReady.selector: WithdrawalNotReady,
     WrongBond.selector: WrongBond,
     ZeroAddress.selector: ZeroAddress,

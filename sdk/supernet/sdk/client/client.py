@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -30,6 +31,8 @@ from supernet.sdk.client.types import (
 from supernet.sdk.client.verify import VerificationReport, check_receipt
 from supernet.sdk.formats.trace import Trace
 from supernet.sdk.store import StoreClient, StoreError
+
+log = logging.getLogger(__name__)
 
 
 class Client:
@@ -115,15 +118,28 @@ class Client:
         return out
 
     async def ensure_deposit(self, node: str, cumulative: int, top_up: int = 0) -> int:
-        """Deposit so that ``node`` can redeem a voucher of ``cumulative``; returns wei deposited."""
+        """Fund the payment channel to ``node`` so that it covers a voucher of ``cumulative``.
+
+        A channel's deposit pays only its node, so the node can count on it (docs/protocol.md
+        "Payments"). Returns the wei deposited now (0: the channel already covers it), at least
+        ``top_up`` when a deposit is needed.
+
+        Raises:
+            ClientError: the channel to ``node`` is closing (cancel the withdrawal first).
+        """
         pay = self.contracts.payments
-        balance = await asyncio.to_thread(pay.redeemable_balance, self.account.address)
-        redeemed = await asyncio.to_thread(pay.redeemed, self.account.address, node)
-        missing = cumulative - redeemed - balance
+        channel = await asyncio.to_thread(pay.channel, self.account.address, node)
+        if channel.closing:
+            raise ClientError(
+                f"your payment channel to {node} is closing (withdrawable at {channel.withdrawable_at}): "
+                "the node admits no work against it; cancel the withdrawal to keep using it"
+            )
+        missing = cumulative - channel.deposited
         if missing <= 0:
             return 0
         amount = max(missing, top_up)
-        await asyncio.to_thread(pay.deposit, amount)
+        await asyncio.to_thread(pay.deposit, node, amount)
+        log.info("deposited %d wei into the payment channel to %s", amount, node)
         return amount
 
     # ------------------------------------------------------------------ tasks

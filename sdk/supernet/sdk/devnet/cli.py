@@ -45,8 +45,8 @@ def _roles_table(net: Devnet) -> Table:
     for a in net.actors:
         if a.role in ("node", "validator"):
             amount = sm.get_operator(a.address).stake
-        elif a.role == "user":
-            amount = pay.deposits(a.address)
+        elif a.role == "user":  # the user's channels to every node
+            amount = sum(pay.channel(a.address, n.address).balance for n in net.by_role("node"))
         else:
             amount = 0
         table.add_row(

@@ -118,8 +118,9 @@ def _run(
     c.model_registry.register_model(net.config.model_manifest, cfg.model)
     for v in validators:
         c.as_account(v.account).service_manager.register_validator(5 * ETHER)
-    for u in users:
-        c.as_account(u.account).payments.deposit(1 * ETHER)
+    for u in users:  # a payment channel to every node: a deposit pays only the node it names
+        for n in nodes:
+            c.as_account(u.account).payments.deposit(n.address, ETHER // len(nodes))
     net.write_state()
     deployment = net.config.state_dir / "deployment.json"
 
@@ -136,7 +137,7 @@ def _run(
             f"auto_register = true\nstake_wei = {10 * ETHER}\n"
             f'[store]\nurl = "{store_url}"\n'
             f'[engine]\nmodel = "{cfg.model}"\nmax_new_tokens = {cfg.max_new_tokens}\n'
-            "[batch]\nmax_size = 4\nmax_age_s = 2.0\n[redeem]\ninterval_s = 10.0\n"
+            "[batch]\nmax_size = 4\nmax_age_s = 2.0\n[redeem]\ninterval_s = 10.0\nmin_amount_wei = 1\n"
         )
         args = ["node", "run", "--config", str(conf)]
         if n is faulty:

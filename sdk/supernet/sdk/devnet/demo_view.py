@@ -23,7 +23,7 @@ _WATCHED = (
     ("task_manager", "Voted"),
     ("task_manager", "ChallengeResolved"),
     ("service_manager", "Slashed"),
-    ("payments", "VoucherRedeemed"),
+    ("payments", "Redeemed"),
 )
 
 
@@ -97,9 +97,10 @@ class ChainWatcher:
         elif event == "Slashed":
             self.fraud_nodes[a.operator.lower()] += 1
             self.console.print(f"{t} [red]slashed[/red] {self.name(a.operator)}: {eth(a.amount)}")
-        elif event == "VoucherRedeemed":
+        elif event == "Redeemed":
             self.console.print(
-                f"{t} [cyan]paid[/cyan]   {self.name(a.node)} redeemed {eth(a.paid)} from {self.name(a.user)}"
+                f"{t} [cyan]paid[/cyan]   {self.name(a.node)} redeemed {eth(a.total)} "
+                f"from {a.vouchers} voucher(s) in one call"
             )
 
 

@@ -108,7 +108,8 @@ def make_actors(cfg: DevnetConfig) -> list[Actor]:
 
 
 def populate(contracts: Contracts, cfg: DevnetConfig, actors: list[Actor]) -> None:
-    """Register the model, register and stake nodes and validators, deposit for users."""
+    """Register the model, register and stake nodes and validators, and fund each user's payment
+    channel to every node (``user_deposit`` split evenly: a channel pays one node only)."""
     if not contracts.model_registry.is_registered(cfg.model_id):
         contracts.model_registry.register_model(cfg.model_manifest, cfg.model_name)
     for a in actors:
@@ -118,7 +119,9 @@ def populate(contracts: Contracts, cfg: DevnetConfig, actors: list[Actor]) -> No
         elif a.role == "validator":
             c.service_manager.register_validator(cfg.validator_stake)
         elif a.role == "user":
-            c.payments.deposit(cfg.user_deposit)
+            nodes = [n for n in actors if n.role == "node"]
+            for n in nodes:
+                c.payments.deposit(n.address, cfg.user_deposit // len(nodes))
 
 
 @dataclass

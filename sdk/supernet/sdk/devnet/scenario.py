@@ -67,9 +67,10 @@ def run_scenario(net: Devnet, console: Console) -> dict[str, Any]:
         )
     stake_before = c.service_manager.get_operator(node.address).stake
 
-    say("Users deposit")
+    say("Users fund payment channels (one per node: a deposit pays only the node it names)")
     for u in users:
-        console.print(f"user      {u.address} deposit {_eth(c.payments.deposits(u.address))}")
+        balance = c.payments.channel(u.address, node.address).balance
+        console.print(f"user      {u.address} channel to node {_eth(balance)}")
 
     say(f"Tasks off chain: {TASKS_PER_USER} per user to node {node.address[:10]}…")
     receipts: list[Receipt] = []
