@@ -89,7 +89,7 @@ async def run_pair(args: argparse.Namespace, store: StoreClient, node_dt: str, v
             kernel, injector, node_model.model_id, args.tasks, args.tokens, 0
         )
         verdicts, _ = await bv.verify_all(verifier, entries, receipts)
-        traces = [await store.get_dag(e["traceCid"]) for e in entries]
+        traces = [await store.get_dag(e.trace_cid) for e in entries]
         out["honest_calls"] = sum(v.llm_calls for v in verdicts)
         out["false_positives"] = sum(not v.ok for v in verdicts)
         flagged: dict[str, int] = {}
@@ -110,7 +110,7 @@ async def run_pair(args: argparse.Namespace, store: StoreClient, node_dt: str, v
             )
             specs.clear()
             fv, _ = await bv.verify_all(verifier, e, r)
-            ft = [await store.get_dag(x["traceCid"]) for x in e]
+            ft = [await store.get_dag(x.trace_cid) for x in e]
             injected = detected = 0
             for verdict, t in zip(fv, ft, strict=True):
                 for i, ev in enumerate(t["events"]):

@@ -88,13 +88,17 @@ async def test_receipts_verified_together_get_their_own_verdicts(vnet: VNet, val
         node = vnet.node.address
         together = await v.verifier.verify_many(batch_id, node, range(len(receipts)), manifest)
         alone = [await v.verifier.verify(batch_id, node, i, manifest) for i in range(len(receipts))]
+        pipelined: list[Any] = []  # the next group staged while this one is scored
+        async for group, verdicts in v.verifier.verify_groups(batch_id, node, range(4), manifest, 3):
+            assert [x.index for x in verdicts] == group
+            pipelined += verdicts
     assert [x.ok for x in together] == [True, False, True, False]
     assert {"llm.token"} <= together[1].checks and {"llm.sample"} <= together[3].checks
 
     def shape(vs: list[Any]) -> list[Any]:
         return [[(f.check, f.call, f.position, f.claimed) for f in v.findings] for v in vs]
 
-    assert shape(together) == shape(alone)
+    assert shape(together) == shape(alone) == shape(pipelined)
     assert [(v.index, v.leaf, v.llm_calls, v.tool_calls) for v in together] == [
         (v.index, v.leaf, v.llm_calls, v.tool_calls) for v in alone
     ]

@@ -275,3 +275,15 @@ def test_evidence_document() -> None:
     )
     doc = v.to_dag()
     assert doc["fraud"] is True and doc["findings"][0]["check"] == "receipt" and v.fault_kinds == {"trace"}
+
+
+def test_the_scoring_precision_follows_the_hardware() -> None:
+    import torch
+    from supernet.validator.scoring import native_bf16, scoring_dtype
+
+    cpu = torch.device("cpu")
+    assert scoring_dtype(torch.device("cuda"), "auto") is torch.bfloat16
+    assert scoring_dtype(cpu, "auto") is (torch.bfloat16 if native_bf16(cpu) else torch.float32)
+    assert scoring_dtype(cpu, "float32") is torch.float32 and scoring_dtype(cpu, "bfloat16") is torch.bfloat16
+    with pytest.raises(ValueError, match="scoring dtype"):
+        scoring_dtype(cpu, "float16")

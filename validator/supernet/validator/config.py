@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,6 +46,12 @@ class ModelSettings(BaseModel):
     name: str = "smollm2-135m"
     threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: torch's)")
     device: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        default="auto",
+        description="precision of the re-scoring: auto = bfloat16 where the hardware computes it "
+        "natively (CUDA, CPUs with AVX512-BF16 or AMX), float32 elsewhere; the tolerance follows "
+        "the (node, validator) precision pair",
+    )
 
 
 class ValidatorSettings(BaseSettings):

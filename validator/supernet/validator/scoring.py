@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,6 +33,31 @@ from torch import Tensor
 MAX_PACKED_TOKENS = 512  # tokens per forward pass: past ~256 the FLOP rate stops rising on 2 cores
 MIN_SHARED_PREFIX = 8  # a shorter common prompt prefix is not worth a cache entry
 PREFIX_CACHE_ENTRIES = 8
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 matrix products natively (CUDA; a CPU with AVX512-BF16
+    or AMX), where bfloat16 re-scoring runs about twice as fast as float32 (docs/benchmarks)."""
+    if device.type == "cuda":
+        return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
+
+def scoring_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
+    """The precision a validator re-scores in: ``auto`` is bfloat16 where it is native, else float32.
+
+    Either is sound: the verifier picks its tolerance for the (node, validator) precision pair
+    (`supernet.node.llm.scoring.Tolerance.for_pair`, calibrated in docs/benchmarks/precision.md).
+    """
+    if dtype == "auto":
+        return torch.bfloat16 if native_bf16(device) else torch.float32
+    if dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"scoring dtype must be auto, float32 or bfloat16, not {dtype!r}")
+    return torch.bfloat16 if dtype == "bfloat16" else torch.float32
 
 
 @dataclass
@@ -66,9 +92,19 @@ class ModelScorer:
     )
 
     @classmethod
-    def load(cls, name_or_path: str, threads: int | None = None, device: str | None = None) -> ModelScorer:
-        """Load weights and tokenizer; ``threads``: torch intra-op threads while scoring (None: torch's)."""
-        loaded = load_model(name_or_path, device=device)
+    def load(
+        cls, name_or_path: str, threads: int | None = None, device: str | None = None, dtype: str = "auto"
+    ) -> ModelScorer:
+        """Load weights and tokenizer.
+
+        Args:
+            name_or_path: catalog name or local path of the model.
+            threads: torch intra-op threads while scoring (None: torch's).
+            device: ``cpu`` / ``cuda`` (None: CUDA if available).
+            dtype: ``float32``, ``bfloat16``, or ``auto`` (`scoring_dtype`).
+        """
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        loaded = load_model(name_or_path, device=dev, dtype=scoring_dtype(dev, dtype))
         loaded.model.pack_linears(batch_hint=MAX_PACKED_TOKENS)  # a no-op off CPU fp32
         return replace(cls.from_loaded(loaded), threads=threads)
 

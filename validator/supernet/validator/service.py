@@ -106,7 +106,7 @@ class Validator:
             from supernet.validator.scoring import ModelScorer
 
             loaded: Scorer = await asyncio.to_thread(
-                ModelScorer.load, s.model.name, s.model.threads, s.model.device
+                ModelScorer.load, s.model.name, s.model.threads, s.model.device, s.model.dtype
             )
             self._scorer = loaded
         scorer: Scorer = self._scorer
@@ -246,9 +246,10 @@ class Validator:
                     todo.append(i)
                 elif not done[i].ok and done[i].challenge_id is None and done[i].evidence_cid:
                     await self._retry_challenge(batch, i, manifest)
-            for g in range(0, len(todo), RECEIPTS_PER_PASS):
-                group = todo[g : g + RECEIPTS_PER_PASS]
-                verdicts = await self.verifier.verify_many(batch.batch_id, batch.node, group, manifest)
+            groups = self.verifier.verify_groups(
+                batch.batch_id, batch.node, todo, manifest, RECEIPTS_PER_PASS
+            )
+            async for group, verdicts in groups:
                 for i, verdict in zip(group, verdicts, strict=True):
                     await self._settle(batch, i, verdict)
         self.db.finish_batch(batch.batch_id)

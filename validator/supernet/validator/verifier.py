@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -220,6 +220,35 @@ class Verifier:
     ) -> list[Verdict]:
         """``verify`` for several receipts of one batch, their LLM calls scored together."""
         staged = await asyncio.gather(*(self._stage(batch_id, node, i, manifest) for i in indexes))
+        return await self._finish(staged)
+
+    async def verify_groups(
+        self, batch_id: int, node: str, indexes: Sequence[int], manifest: Manifest, size: int
+    ) -> AsyncIterator[tuple[list[int], list[Verdict]]]:
+        """`verify_many` over groups of ``size`` receipts, pipelined: while one group's calls are
+        scored (in a worker thread), the next group is staged (store reads, receipt and trace
+        checks, replay) on the event loop. Yields each group's indexes and verdicts in order."""
+        groups = [list(indexes[g : g + size]) for g in range(0, len(indexes), size)]
+        if not groups:
+            return
+
+        def stage(group: list[int]) -> asyncio.Future[list[Verdict | _Staged]]:
+            return asyncio.ensure_future(
+                asyncio.gather(*(self._stage(batch_id, node, i, manifest) for i in group))
+            )
+
+        staging = stage(groups[0])
+        try:
+            for k, group in enumerate(groups):
+                staged = await staging
+                if k + 1 < len(groups):
+                    staging = stage(groups[k + 1])
+                yield group, await self._finish(staged)
+        finally:
+            staging.cancel()
+
+    async def _finish(self, staged: Sequence[Verdict | _Staged]) -> list[Verdict]:
+        """Score the staged receipts' calls together and turn every stage into its verdict."""
         ready = [s for s in staged if isinstance(s, _Staged)]
         scored = iter(await self._score(ready))  # in the order of `ready`, i.e. of `staged`
         verdicts = []
