@@ -47,10 +47,11 @@ class ModelSettings(BaseModel):
     threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: torch's)")
     device: str | None = None
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        default="auto",
-        description="precision of the re-scoring: auto = bfloat16 where the hardware computes it "
-        "natively (CUDA, CPUs with AVX512-BF16 or AMX), float32 elsewhere; the tolerance follows "
-        "the (node, validator) precision pair",
+        default="float32",
+        description="precision of the re-scoring: float32 (default: the tight bounds for float32 "
+        "nodes), bfloat16, or auto = bfloat16 where the hardware computes it natively (CUDA, CPUs "
+        "with AVX512-BF16 or AMX); the tolerance follows the (node, validator) precision pair, and "
+        "a bfloat16 side loosens it (docs/validator.md, Precision pairs)",
     )
 
 

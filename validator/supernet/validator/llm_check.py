@@ -174,8 +174,8 @@ def check_scores(call: LLMCall, rescored: ScoreResult, tol: Tolerance) -> list[F
         logprobs=call.logprobs,
         fingerprints=fps,
     )
-    verdict = compare_generation(claimed, rescored, tol)
     greedy = call.temperature == 0.0
+    verdict = compare_generation(claimed, rescored, tol, sampled=not greedy)
     out: list[Finding] = []
     per_kind: dict[str, int] = {}
     for m in verdict.mismatches:

@@ -50,8 +50,9 @@ def native_bf16(device: torch.device) -> bool:
 def scoring_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
     """The precision a validator re-scores in: ``auto`` is bfloat16 where it is native, else float32.
 
-    Either is sound: the verifier picks its tolerance for the (node, validator) precision pair
-    (`supernet.node.llm.scoring.Tolerance.for_pair`, calibrated in docs/benchmarks/precision.md).
+    The verifier picks its tolerance for the (node, validator) precision pair
+    (`supernet.node.llm.scoring.Tolerance.for_pair`, calibrated in docs/benchmarks/precision.md); a
+    bfloat16 side loosens it (``SAMPLE_MARGIN_BF16`` says why), so float32 is the default.
     """
     if dtype == "auto":
         return torch.bfloat16 if native_bf16(device) else torch.float32
@@ -93,7 +94,7 @@ class ModelScorer:
 
     @classmethod
     def load(
-        cls, name_or_path: str, threads: int | None = None, device: str | None = None, dtype: str = "auto"
+        cls, name_or_path: str, threads: int | None = None, device: str | None = None, dtype: str = "float32"
     ) -> ModelScorer:
         """Load weights and tokenizer.
 
