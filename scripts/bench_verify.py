@@ -16,7 +16,8 @@ service writes them, on the embedded content store. No chain is needed to verify
 * ``verify_cost_ratio`` = validator wall time over the honest receipts / node wall time producing
   them (all of `Verifier.verify`: store reads, receipt and trace checks, tool re-runs, scoring).
 
-Writes docs/benchmarks/verification.json and docs/benchmarks/verification.md.
+Writes docs/benchmarks/verification.{json,md} (a float32 validator, the default) or
+verification-bf16.{json,md} (``--validator-dtype bfloat16``).
 """
 
 from __future__ import annotations
@@ -326,7 +327,9 @@ def _precision_pairs() -> dict[str, Any]:
 
 def write(result: dict[str, Any]) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "verification.json").write_text(json.dumps(result, indent=2) + "\n")
+    # the default (float32) validator writes verification.*; another precision its own files
+    suffix = "" if result["validator_dtype"] == "float32" else "-bf16"
+    (OUT / f"verification{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
     rows = "\n".join(f"| {k} | {v['injected']} | {v['detected']} |" for k, v in result["faults"].items())
     pairs = _pair_rows(result)
     t, f = result["timing"], result["floor"]
@@ -380,10 +383,10 @@ machine reaches on the model's own projections in the validator's precision
 that is **verify_floor_ratio = {f["verify_cost_ratio_at_machine_rate"]}** of the node's time: no
 re-scoring in that precision can go below it here. The validator overlaps the next group's store
 reads, receipt checks and replay with the current group's scoring (`Verifier.verify_groups`).
-Scoring in bfloat16 (`--validator-dtype bfloat16`, `[model] dtype`) runs the products ~3.4x
-faster on this CPU and brings the ratio near 0.14 (floor ~0.03), but only with the bf16 pair's
-loose bounds, which also loosen the sampled-token check for every fp32 node: docs/validator.md
-("Precision pairs") says why float32 stays the default. A teacher-forced
+Scoring in bfloat16 (`--validator-dtype bfloat16`, `[model] dtype`; verification-bf16.md) runs
+the products ~3.4x faster on this CPU and brings the ratio to ~0.15 (floor ~0.03), but only with
+the bf16 pair's loose bounds, which also loosen the sampled-token check for every fp32 node:
+docs/validator.md ("Precision pairs") says why float32 stays the default. A teacher-forced
 pass costs the same FLOPs per token as generating that token; what verification saves is generation's
 sequential, memory-bound decode steps. The node's continuous batch already makes decoding
 compute-bound on a CPU, so little is left to save; on a GPU, where decoding reads all weights per
@@ -392,7 +395,7 @@ spends a few percent (bench-llm: score ≈ 0.06 of batch-1 generation even on th
 
 Setup: {json.dumps(result["setup"])}
 """
-    (OUT / "verification.md").write_text(md)
+    (OUT / f"verification{suffix}.md").write_text(md)
 
 
 def _pair_rows(result: dict[str, Any]) -> str:
@@ -408,7 +411,7 @@ if __name__ == "__main__":
     p.add_argument("--honest-tasks", type=int, default=250, help="2 LLM calls each")
     p.add_argument(
         "--validator-dtype",
-        default="auto",
+        default="float32",
         choices=("auto", "float32", "bfloat16"),
         help="as `[model] dtype`",
     )
