@@ -189,6 +189,42 @@ async def test_malformed_and_oversized_requests(fake_node: FakeNode) -> None:
     assert db_snapshot(fake_node) == before
 
 
+async def test_every_error_is_in_the_documented_format(fake_node: FakeNode) -> None:
+    """Starlette's own errors and a garbage credential come back as ``{"error": {code, message}}``:
+    a body that is not UTF-8, an unknown path, a wrong method (with ``Allow``), and an
+    ``X-Supernet-Auth`` that is not a signed request (401, not a 400 with a pydantic dump)."""
+    before = db_snapshot(fake_node)
+    cases = [
+        (
+            await fake_node.http.post(
+                "/v1/tasks", content=b"\xff\xfe{", headers={"content-type": "application/json"}
+            ),
+            (400, 422),
+        ),
+        (await fake_node.http.get("/v1/nothing-here"), (404,)),
+        (await fake_node.http.delete("/v1/tasks"), (405,)),
+    ]
+    chat = {"model": "x", "messages": [{"role": "user", "content": "hi"}]}
+    for header in ("%%%", "e30", "bm90IGpzb24"):  # not base64, "{}", "not json"
+        r = await fake_node.http.post("/v1/chat/completions", json=chat, headers={"X-Supernet-Auth": header})
+        cases.append((r, (401,)))
+        assert "pydantic" not in r.text and "errors.pydantic.dev" not in r.text, r.text
+    for r, statuses in cases:
+        assert r.status_code in statuses, (r.status_code, r.text)
+        error = r.json()["error"]
+        assert error["code"] and error["message"], r.text
+    assert "POST" in cases[2][0].headers.get("allow", ""), cases[2][0].headers
+    assert db_snapshot(fake_node) == before
+
+
+def test_uint256_fields_publish_an_exact_bound() -> None:
+    """The OpenAPI document must not publish 2**256 as a float (1.157920892373162e+77)."""
+    from supernet.node.service.api import create_app
+
+    text = json.dumps(create_app().openapi())
+    assert "e+77" not in text and "1.157920892373162" not in text
+
+
 async def test_models_node_health_metrics(fake_node: FakeNode) -> None:
     models = (await fake_node.http.get("/v1/models")).json()
     assert models["data"][0]["id"] == "fake-model"

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from supernet.node.service import routes_chat, routes_tasks
 from supernet.node.service.deps import Ctx, NodeContext
@@ -74,6 +75,18 @@ async def _node_error(_: Request, exc: Exception) -> JSONResponse:
     return _error(exc.status, exc.code, exc.message, **exc.detail)
 
 
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own errors (a body that is not UTF-8 JSON, unknown path, wrong method) in the
+    documented error format, keeping their headers (``Allow`` on a 405)."""
+    assert isinstance(exc, StarletteHTTPException)
+    code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(
+        exc.status_code, "http_error"
+    )
+    response = _error(exc.status_code, code, str(exc.detail))
+    response.headers.update(exc.headers or {})
+    return response
+
+
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
@@ -103,6 +116,7 @@ def create_app(ctx: NodeContext | None = None, *, max_body_bytes: int = 64 * 102
     app.state.node = ctx
     app.add_exception_handler(NodeError, _node_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_middleware(BodyLimit, limit=ctx.settings.api.max_body_bytes if ctx else max_body_bytes)
 
     @app.middleware("http")

@@ -38,8 +38,14 @@ def _signed(body: ChatCompletionCreate, header: str | None) -> SignedTask:
     try:
         raw = base64.urlsafe_b64decode(header + "=" * (-len(header) % 4))
         return SignedTask.model_validate_json(raw)
-    except (ValueError, ValidationError) as exc:
-        raise BadRequestError(f"{AUTH_HEADER} is not base64url JSON of a signed request: {exc}") from None
+    except ValidationError as exc:  # a credential that is not one: 401, naming the first bad field
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid"}
+        where = ".".join(str(p) for p in first.get("loc", ())) or "header"
+        raise BadSignatureError(
+            f"{AUTH_HEADER} is not a signed request: {where}: {first.get('msg', 'invalid')}"
+        ) from None
+    except ValueError:
+        raise BadSignatureError(f"{AUTH_HEADER} is not base64url JSON of a signed request") from None
 
 
 def _check_model(ctx: NodeContext, model: str, signed: SignedTask) -> str:

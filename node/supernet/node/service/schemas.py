@@ -8,12 +8,24 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints, WithJsonSchema
 
 Address = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{40}$")]
 Bytes32 = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{64}$")]
 Signature = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{130}$")]
-Uint256 = Annotated[int, Field(ge=0, lt=2**256), PlainSerializer(str, return_type=str)]
+_UINT256_DECIMAL = {"type": "string", "pattern": "^[0-9]{1,78}$", "description": "uint256, decimal"}
+Uint256 = Annotated[
+    int,
+    Field(ge=0, lt=2**256),
+    PlainSerializer(str, return_type=str),
+    # the bound as JSON Schema would be a float (1.157920892373162e+77) that loses the exact value:
+    # published as an integer or a decimal string instead, the bound is enforced by the validator
+    WithJsonSchema(
+        {"anyOf": [{"type": "integer", "minimum": 0}, _UINT256_DECIMAL], "description": "uint256 (< 2**256)"},
+        mode="validation",
+    ),
+    WithJsonSchema(_UINT256_DECIMAL, mode="serialization"),
+]
 AgentId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
 Deadline = Annotated[
     int,
