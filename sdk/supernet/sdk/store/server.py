@@ -98,7 +98,7 @@ def block_rm(store: StoreDep, arg: Annotated[list[str], Query()], force: bool = 
             if not (force and "not found" in str(exc)):
                 lines.append({"Hash": cid, "Error": str(exc)})
     body = "".join(json.dumps(line) + "\n" for line in lines)
-    return Response(body, media_type="application/json")
+    return Response(body, media_type="application/x-ndjson")  # one JSON object per line, as Kubo
 
 
 @router.post("/pin/add")
@@ -184,7 +184,9 @@ async def _store_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, StarletteHTTPException):
-        return kubo_error(exc.status_code, str(exc.detail))
+        response = kubo_error(exc.status_code, str(exc.detail))
+        response.headers.update(exc.headers or {})  # e.g. ``Allow`` on a 405
+        return response
     return kubo_error(500, str(exc))
 
 
