@@ -23,7 +23,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from supernet.node.service.config import NodeSettings
 from supernet.node.service.identity import load_account
-from supernet.node.service.ports import Job, JobResult, SignedVoucher, TokenSink
+from supernet.node.service.ports import CommitPending, Job, JobResult, SignedCommit, SignedVoucher, TokenSink
 from supernet.node.service.runner import NodeService
 from supernet.sdk.chain.eip712 import Domain, TaskRequest, Voucher, sign_task_request, sign_voucher
 from supernet.sdk.chain.payments import Channel
@@ -95,12 +95,29 @@ class FakeChain:
     async def max_redeem_batch(self) -> int:
         return self.max_batch
 
-    async def send_commit(self, root: bytes, count: int, manifest_cid: str) -> str:
-        self.commits.append((root, count, manifest_cid))
-        return "0x" + hashlib.sha256(root).hexdigest()
+    signed: dict[str, tuple[bytes, int, str]] = field(default_factory=dict)
+    mined: dict[str, int] = field(default_factory=dict)
+    nonce: int = 0
 
-    async def wait_commit(self, tx_hash: str) -> int | None:
-        return len(self.commits)
+    async def sign_commit(self, root: bytes, count: int, manifest_cid: str) -> SignedCommit:
+        self.nonce += 1
+        tx = "0x" + hashlib.sha256(root + self.nonce.to_bytes(8, "big")).hexdigest()
+        self.signed[tx] = (root, count, manifest_cid)
+        return SignedCommit(tx, root, self.nonce)
+
+    paused: bool = False  # mining paused: broadcast transactions stay pending
+    broadcasts: int = 0
+
+    async def broadcast(self, commit: SignedCommit) -> None:
+        self.broadcasts += 1
+        if not self.paused and commit.tx_hash not in self.mined:  # the same signed bytes land once
+            self.commits.append(self.signed[commit.tx_hash])
+            self.mined[commit.tx_hash] = len(self.commits)
+
+    async def wait_commit(self, commit: SignedCommit) -> int | None:
+        if commit.tx_hash not in self.mined:
+            raise CommitPending(commit.tx_hash)
+        return self.mined[commit.tx_hash]
 
     async def find_commit(self, root: bytes) -> int | None:
         return next((i + 1 for i, c in enumerate(self.commits) if c[0] == root), None)

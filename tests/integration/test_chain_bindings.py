@@ -60,7 +60,58 @@ async def test_the_node_finds_its_own_commit_before_resending(network: Contracts
     receipts = make_receipts(network, actors.users, actors.node.address, 3)
     root = ReceiptTree.from_receipts(receipts).root
     assert await chain.find_commit(root) is None
-    batch_id = await chain.wait_commit(await chain.send_commit(root, 3, "bafy"))
+    commit = await chain.sign_commit(root, 3, "bafy")
+    await chain.broadcast(commit)
+    batch_id = await chain.wait_commit(commit)
     assert batch_id is not None and await chain.find_commit(root) == batch_id
     other = Web3Chain(network, actors.node2)
     assert await other.find_commit(root) is None  # another node's lookup never sees this node's batch
+
+
+async def test_a_signed_commit_lands_once_however_often_it_is_broadcast(
+    network: Contracts, actors: Actors
+) -> None:
+    """The batcher persists a signed ``commitBatch`` before broadcasting it and re-broadcasts the same
+    bytes after a crash or a timeout: with mining paused (the transaction pending), re-broadcasting
+    is harmless, a wait that ends while it is pending says so (and signs nothing new), and it lands
+    once. A signed commit whose nonce went to another transaction is reported dead."""
+    from supernet.node.service.chain import Web3Chain
+    from supernet.node.service.ports import CommitPending
+
+    w3 = network.w3
+    chain = Web3Chain(network, actors.node)
+    receipts = make_receipts(network, actors.users, actors.node.address, 2)
+    root = ReceiptTree.from_receipts(receipts).root
+    w3.provider.make_request("evm_setAutomine", [False])  # type: ignore[arg-type]
+    try:
+        commit = await chain.sign_commit(root, 2, "bafy")
+        for _ in range(3):
+            await chain.broadcast(commit)
+        with pytest.raises(CommitPending):
+            await chain.wait_commit(commit, timeout_s=0.5)
+        w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+    finally:
+        w3.provider.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
+    batch_id = await chain.wait_commit(commit)
+    assert batch_id is not None and await chain.find_commit(root) == batch_id
+    await chain.broadcast(commit)  # mined already: "nonce too low" is not an error
+    logs = network.task_manager.contract.events.BatchCommitted().get_logs(
+        from_block=0, argument_filters={"node": actors.node.address}
+    )
+    assert [bytes(e["args"]["root"]) for e in logs].count(root) == 1
+
+    other_root = ReceiptTree.from_receipts(make_receipts(network, actors.users, actors.node.address, 1)).root
+    dead = await chain.sign_commit(other_root, 1, "bafy")  # signed, never broadcast ...
+    other = actors.node.sign_transaction(  # ... and its nonce used by another transaction
+        {
+            "to": actors.node.address,
+            "value": 0,
+            "gas": 21_000,
+            "gasPrice": w3.eth.gas_price * 2,
+            "nonce": dead.nonce,
+            "chainId": w3.eth.chain_id,
+        }
+    )
+    w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(other.raw_transaction))
+    await chain.broadcast(dead)  # nonce too low: ignored
+    assert await chain.wait_commit(dead, timeout_s=0.5) is None

@@ -6,9 +6,11 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import pytest
 from eth_account import Account
 from node_fixtures import FakeNode, make_fake_node
 from supernet.node.service.models import TaskStatus
+from supernet.node.service.ports import CommitPending
 from supernet.node.service.redeemer import GAS_PER_VOUCHER, Redeemer, RedeemPolicy
 from supernet.sdk.chain.merkle import verify
 from supernet.sdk.chain.receipts import Receipt, recover_receipt_signer
@@ -120,6 +122,29 @@ async def test_a_batch_is_never_committed_twice(fake_node: FakeNode) -> None:
     again = await batcher.commit(sealed)
     assert len(fake_node.chain.commits) == commits, "no second commitBatch"
     assert again.chain_batch_id == batch.chain_batch_id and again.status == "committed"
+
+
+async def test_a_pending_commit_is_rebroadcast_never_replaced(fake_node: FakeNode) -> None:
+    """While a signed commit is pending (a wait that gave up, a restart), the batcher broadcasts the
+    same persisted transaction again and signs nothing new: two signed commits of one batch would
+    carry two nonces, and both could land."""
+    tid = await _submit(fake_node, "pending", FEE)
+    await fake_node.service.ctx.worker.wait(tid)  # type: ignore[union-attr]
+    batcher = fake_node.service.batcher
+    assert batcher is not None
+    chain, db = fake_node.chain, fake_node.service.ctx.db  # type: ignore[union-attr]
+    chain.paused = True
+    with pytest.raises(CommitPending):
+        await batcher.flush()
+    [sent] = [b for b in db.unfinished_batches()]
+    assert sent.status == "sent" and db.commit_tx(sent.id) is not None  # persisted before broadcast
+    for _ in range(2):  # the next rounds: the same transaction again
+        with pytest.raises(CommitPending):
+            await batcher.commit(sent)
+    assert len(chain.signed) == 1 and chain.broadcasts == 3 and chain.commits == []
+    chain.paused = False
+    done = await batcher.commit(sent)
+    assert done.status == "committed" and len(chain.commits) == 1 and len(chain.signed) == 1
 
 
 async def test_redeem_policy_worth_its_gas_always_before_a_close_and_chunked(fake_node: FakeNode) -> None:

@@ -4,7 +4,8 @@ A batch is cut when ``max_size`` receipts wait or the oldest has waited ``max_ag
 step is persisted before the next one, so a restart picks up where the node stopped:
 
 1. *sealed*: the manifest is in the content store and the receipts carry their batch index;
-2. *sent*: the ``commitBatch`` transaction hash is stored;
+2. *sent*: the signed ``commitBatch`` transaction is stored *before* it is broadcast; it is only
+   ever re-broadcast (same bytes, same nonce), never replaced while it can still land;
 3. *committed*: the on-chain batch id and every receipt's Merkle proof are stored.
 
 Manifest (dag-cbor): ``{"type": "supernet/batch", "version": 1, "node", "root", "receipts":
@@ -24,7 +25,7 @@ from typing import Any, Protocol
 from supernet.node.service.db import Database
 from supernet.node.service.metrics import METRICS
 from supernet.node.service.models import BatchRow, ReceiptRow
-from supernet.node.service.ports import ChainPort
+from supernet.node.service.ports import ChainPort, SignedCommit
 from supernet.sdk.chain.eip712 import TaskRequest
 from supernet.sdk.chain.merkle import ReceiptTree
 from supernet.sdk.chain.receipts import Receipt
@@ -130,24 +131,45 @@ class Batcher:
             request_signature=_b(task.signature) if task.signature else None,
         )
 
+    async def _commit_on_chain(self, batch: BatchRow) -> int:
+        """One ``commitBatch`` per batch, whatever crashes or timeouts happen: a landed commit is
+        looked up before anything is signed; a signed transaction is persisted before it is
+        broadcast and re-broadcast (the same bytes, the same nonce) until it lands or is known
+        dead; only then is a new one signed.
+
+        Raises:
+            CommitPending: the transaction is still pending (try again later, nothing new is sent).
+            RuntimeError: it can never land (reverted, or its nonce went to another transaction);
+                the next attempt signs a new one.
+        """
+        assert self.chain is not None
+        root = _b(batch.root)
+        found = await self.chain.find_commit(root)
+        if found is not None:
+            return found
+        stored = self.db.commit_tx(batch.id)
+        if stored is None:
+            commit = await self.chain.sign_commit(root, batch.count, batch.manifest_cid)
+            self.db.record_commit_tx(batch.id, commit.tx_hash, commit.raw, commit.nonce)
+        else:
+            commit = SignedCommit(*stored)
+        await self.chain.broadcast(commit)
+        chain_id = await self.chain.wait_commit(commit)
+        if chain_id is None:
+            found = await self.chain.find_commit(root)  # another transaction of ours landed it
+            if found is not None:
+                return found
+            self.db.drop_commit_tx(batch.id)
+            raise RuntimeError(f"commit transaction {commit.tx_hash} of batch {batch.id} can never land")
+        return chain_id
+
     async def commit(self, batch: BatchRow) -> BatchRow:
         """Drive one batch to *committed* (idempotent: resumes from its stored status)."""
         chain_id: int | None
         if self.chain is None:
             chain_id = batch.id  # dev mode: no chain, the local id stands in
         else:
-            tx = batch.tx_hash
-            chain_id = await self.chain.wait_commit(tx) if tx else None
-            if chain_id is None:  # never resend a root the chain already has: one commit per batch
-                chain_id = await self.chain.find_commit(_b(batch.root))
-            if chain_id is None:
-                tx = await self.chain.send_commit(_b(batch.root), batch.count, batch.manifest_cid)
-                self.db.mark_batch_sent(batch.id, tx)
-                chain_id = await self.chain.wait_commit(tx)
-                if chain_id is None:
-                    raise RuntimeError(
-                        f"commit transaction {tx} of batch {batch.id} failed; sending a new one"
-                    )
+            chain_id = await self._commit_on_chain(batch)
         receipts = self.db.batch_receipts(batch.id)
         tree = ReceiptTree(_b(r.leaf) for r in receipts)
         proofs = {

@@ -1,8 +1,10 @@
 """The node's chain port on the SDK's typed contract wrappers (``supernet.sdk.chain``).
 
 web3's HTTP client is synchronous, so every call runs in a worker thread; one lock orders
-this node's transactions (their nonces). ``commitBatch`` is split into send and wait, so the
-batcher can persist the transaction hash in between and find the transaction after a crash.
+this node's transactions (their nonces). ``commitBatch`` is split into sign, broadcast and wait:
+the batcher persists the signed transaction before it is broadcast, and after a crash or a wait
+that gave up broadcasts the *same* bytes again, so one batch can never be committed twice (two
+signed commits of one batch would have two nonces, and both could land).
 """
 
 from __future__ import annotations
@@ -13,12 +15,12 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from eth_account.signers.local import LocalAccount
-from supernet.node.service.ports import SignedVoucher
+from supernet.node.service.ports import CommitPending, SignedCommit, SignedVoucher
 from supernet.sdk.chain import Contracts, Voucher
 from supernet.sdk.chain.bindings import reverts_as
 from supernet.sdk.chain.eip712 import Domain
 from supernet.sdk.chain.payments import Channel
-from web3.exceptions import TimeExhausted, TransactionNotFound
+from web3.exceptions import TimeExhausted, TransactionNotFound, Web3RPCError
 
 log = logging.getLogger(__name__)
 
@@ -59,44 +61,71 @@ class Web3Chain:
             self._max_redeem_batch = await asyncio.to_thread(self.contracts.payments.max_redeem_batch)
         return self._max_redeem_batch
 
-    async def send_commit(self, root: bytes, count: int, manifest_cid: str) -> str:
-        """Sign and send ``commitBatch`` (a revert is raised before sending, by gas estimation)."""
+    async def sign_commit(self, root: bytes, count: int, manifest_cid: str) -> SignedCommit:
+        """Build and sign ``commitBatch`` at the next nonce (a revert is raised here, by gas
+        estimation); nothing is sent, so the batcher can persist it first."""
         tm = self.contracts.task_manager
         w3 = self.contracts.w3
 
-        def send() -> str:
+        def sign() -> SignedCommit:
             fn = tm.contract.functions.commitBatch(root, count, manifest_cid)
-            with reverts_as(tm.name):  # a revert surfaces here, before anything is sent
+            nonce = w3.eth.get_transaction_count(self.account.address, "pending")
+            with reverts_as(tm.name):
                 tx = fn.build_transaction(
-                    {
-                        "from": self.account.address,
-                        "nonce": w3.eth.get_transaction_count(self.account.address, "pending"),
-                        "chainId": w3.eth.chain_id,
-                    }
+                    {"from": self.account.address, "nonce": nonce, "chainId": w3.eth.chain_id}
                 )
             tx["gas"] = int(tx["gas"] * GAS_HEADROOM)  # the estimate is exact for one state only
             signed = self.account.sign_transaction(cast(Any, tx))  # TxParams is a TypedDict
-            return "0x" + bytes(w3.eth.send_raw_transaction(signed.raw_transaction)).hex()
+            return SignedCommit("0x" + bytes(signed.hash).hex(), bytes(signed.raw_transaction), nonce)
+
+        async with self._tx_lock:  # one nonce per transaction of this node
+            return await asyncio.to_thread(sign)
+
+    async def broadcast(self, commit: SignedCommit) -> None:
+        """Send the signed bytes; "already known" and "nonce too low" are not errors here (the
+        transaction is in the pool or mined, or its nonce went to another: `wait_commit` tells)."""
+        w3 = self.contracts.w3
+
+        def send() -> None:
+            try:
+                w3.eth.send_raw_transaction(commit.raw)
+            except Web3RPCError as exc:
+                text = str(exc).lower()
+                benign = ("already known", "already imported", "known transaction", "nonce too low")
+                if not any(s in text for s in benign):
+                    raise
 
         async with self._tx_lock:
-            return await asyncio.to_thread(send)
+            await asyncio.to_thread(send)
 
-    async def wait_commit(self, tx_hash: str) -> int | None:
-        """The batch id from the mined commit; None if the chain dropped it or it reverted."""
+    async def wait_commit(self, commit: SignedCommit, timeout_s: float = 120.0) -> int | None:
+        """The batch id from the mined commit; None if it can never land (reverted, or dropped with
+        its nonce used by another transaction).
+
+        Raises:
+            CommitPending: not mined within ``timeout_s`` and still able to land.
+        """
         tm = self.contracts.task_manager
         w3 = self.contracts.w3
+        address = self.account.address
 
         def wait() -> int | None:
             try:
-                w3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
-            except TransactionNotFound:
-                return None
-            try:
-                receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120, poll_latency=0.1)  # type: ignore[arg-type]
+                receipt = w3.eth.wait_for_transaction_receipt(
+                    commit.tx_hash,  # type: ignore[arg-type]
+                    timeout=timeout_s,
+                    poll_latency=0.1,
+                )
             except TimeExhausted:
-                return None
-            if receipt["status"] != 1:  # mined but reverted: the batcher sends a fresh one
-                log.warning("commitBatch %s reverted in block %s", tx_hash, receipt["blockNumber"])
+                if w3.eth.get_transaction_count(address, "latest") > commit.nonce:
+                    try:  # the nonce is used: by this transaction (a receipt appears) or another
+                        w3.eth.get_transaction_receipt(commit.tx_hash)  # type: ignore[arg-type]
+                    except TransactionNotFound:
+                        return None
+                    return wait()
+                raise CommitPending(f"commit {commit.tx_hash} still pending after {timeout_s} s") from None
+            if receipt["status"] != 1:  # mined but reverted: the batcher signs a fresh one
+                log.warning("commitBatch %s reverted in block %s", commit.tx_hash, receipt["blockNumber"])
                 return None
             return int(tm.events(receipt, "BatchCommitted")[0]["args"]["batchId"])
 

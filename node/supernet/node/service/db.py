@@ -36,6 +36,9 @@ CREATE TABLE IF NOT EXISTS nonces (user TEXT PRIMARY KEY, last_nonce TEXT NOT NU
 CREATE TABLE IF NOT EXISTS vouchers (
     task_id TEXT PRIMARY KEY REFERENCES tasks(id), user TEXT NOT NULL,
     cumulative TEXT NOT NULL, signature TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS commit_txs (
+    batch_id INTEGER PRIMARY KEY REFERENCES batches(id), tx_hash TEXT NOT NULL, raw TEXT NOT NULL,
+    nonce INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS batches (
     id INTEGER PRIMARY KEY AUTOINCREMENT, root TEXT NOT NULL, count INTEGER NOT NULL,
     manifest_cid TEXT NOT NULL, status TEXT NOT NULL, tx_hash TEXT, chain_batch_id INTEGER,
@@ -195,6 +198,27 @@ class Database:
                     "UPDATE receipts SET batch_id = ?, batch_index = ? WHERE task_id = ?", (batch_id, i, tid)
                 )
         return batch_id
+
+    def record_commit_tx(self, batch_id: int, tx_hash: str, raw: bytes, nonce: int) -> None:
+        """Persist a signed commit transaction *before* it is broadcast (status ``sent``)."""
+        with self.transaction() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO commit_txs (batch_id, tx_hash, raw, nonce) VALUES (?, ?, ?, ?)",
+                (batch_id, tx_hash, raw.hex(), nonce),
+            )
+            c.execute("UPDATE batches SET status = 'sent', tx_hash = ? WHERE id = ?", (tx_hash, batch_id))
+
+    def commit_tx(self, batch_id: int) -> tuple[str, bytes, int] | None:
+        """The signed commit transaction of a batch not known to be dead: (hash, raw, nonce)."""
+        rows = self._all("SELECT tx_hash, raw, nonce FROM commit_txs WHERE batch_id = ?", (batch_id,))
+        if not rows:
+            return None
+        return str(rows[0]["tx_hash"]), bytes.fromhex(rows[0]["raw"]), int(rows[0]["nonce"])
+
+    def drop_commit_tx(self, batch_id: int) -> None:
+        """Forget a commit transaction that can never land (reverted, or its nonce went elsewhere)."""
+        with self.transaction() as c:
+            c.execute("DELETE FROM commit_txs WHERE batch_id = ?", (batch_id,))
 
     def mark_batch_sent(self, batch_id: int, tx_hash: str) -> None:
         """Remember the commit transaction before waiting for it (so a restart can find it)."""

@@ -61,6 +61,19 @@ class Executor(Protocol):
 
 
 @dataclass(frozen=True)
+class SignedCommit:
+    """A signed ``commitBatch`` transaction, persisted before it is broadcast."""
+
+    tx_hash: str
+    raw: bytes
+    nonce: int
+
+
+class CommitPending(Exception):
+    """A commit transaction is still pending: wait for it, do not replace it."""
+
+
+@dataclass(frozen=True)
 class SignedVoucher:
     """A user's voucher as sent to the payments contract."""
 
@@ -93,12 +106,21 @@ class ChainPort(Protocol):
         """Most vouchers one redemption takes."""
         ...
 
-    async def send_commit(self, root: bytes, count: int, manifest_cid: str) -> str:
-        """Send ``commitBatch``; returns the transaction hash without waiting."""
+    async def sign_commit(self, root: bytes, count: int, manifest_cid: str) -> SignedCommit:
+        """Build and sign ``commitBatch`` (nothing is sent): the caller persists it, then broadcasts."""
         ...
 
-    async def wait_commit(self, tx_hash: str) -> int | None:
-        """Wait for a commit transaction; returns the on-chain batch id, None if it was dropped."""
+    async def broadcast(self, commit: SignedCommit) -> None:
+        """Send the signed transaction (again): the same bytes, so at most one of them can land."""
+        ...
+
+    async def wait_commit(self, commit: SignedCommit) -> int | None:
+        """The on-chain batch id once the transaction is mined; None if it can never land (it
+        reverted, or its nonce was used by another transaction).
+
+        Raises:
+            CommitPending: still not mined when the wait ended (wait again; never sign another).
+        """
         ...
 
     async def find_commit(self, root: bytes) -> int | None:
