@@ -261,3 +261,32 @@ async def test_chat_completions_plain_streamed_and_header(fake_node: FakeNode) -
     body = _chat_body(fake_node, 4 * 10**12, False)
     del body["supernet"]
     assert (await fake_node.http.post("/v1/chat/completions", json=body)).status_code == 401
+
+
+async def test_the_advertised_store_is_read_only(fake_node: FakeNode) -> None:
+    """Users and validators are pointed at ``/v1/store`` of the node's API, never at its store RPC:
+    it serves the blocks (re-hashed) and refuses every write, ``block/rm`` and ``pin/rm`` included,
+    so nobody can delete a node's traces and then get it slashed for not serving them."""
+    import httpx
+    import pytest
+    from supernet.sdk.store import StoreClient
+    from supernet.sdk.store.errors import BlockNotFoundError, InvalidCIDError, StoreError
+
+    info = (await fake_node.http.get("/v1/node")).json()
+    assert info["storeUrl"] == "http://node/v1/store"
+    cid = await fake_node.store.put_dag({"trace": "of a task"}, pin=True)
+    transport = httpx.ASGITransport(app=fake_node.service.app)
+    async with StoreClient(info["storeUrl"], transport=transport) as public:
+        assert await public.get_dag(cid) == {"trace": "of a task"}
+        assert (await public.stat(cid)).size > 0
+        with pytest.raises(BlockNotFoundError):
+            await public.get_block("bafyreibjk2zm52hfizr454i2vrctndr2q2oimlwxu36s3or2icabptr6by")
+        with pytest.raises(InvalidCIDError):
+            await public.get_block("not-a-cid")
+        for write in (public.rm_block(cid), public.put_block(b"x"), public.pin_rm(cid)):
+            with pytest.raises(StoreError):
+                await write
+    for path in ("block/rm", "pin/rm", "block/put", "pin/add", "dag/put"):
+        r = await fake_node.http.post(f"/v1/store/api/v0/{path}", params={"arg": cid})
+        assert r.status_code == 403 and "read-only" in r.json()["Message"], (path, r.text)
+    assert await fake_node.store.get_dag(cid) == {"trace": "of a task"}  # still there

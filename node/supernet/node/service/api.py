@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from supernet.node.service import routes_chat, routes_tasks
+from supernet.node.service import routes_chat, routes_store, routes_tasks
 from supernet.node.service.deps import Ctx, NodeContext
 from supernet.node.service.errors import NodeError
 from supernet.node.service.metrics import METRICS
@@ -128,6 +128,7 @@ def create_app(ctx: NodeContext | None = None, *, max_body_bytes: int = 64 * 102
 
     app.include_router(routes_tasks.router)
     app.include_router(routes_chat.router)
+    app.include_router(routes_store.router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz(ctx: Ctx) -> dict[str, Any]:
@@ -155,8 +156,9 @@ def create_app(ctx: NodeContext | None = None, *, max_body_bytes: int = 64 * 102
         )
 
     @app.get("/v1/node", response_model=NodeInfo, tags=["node"])
-    async def node_info(ctx: Ctx) -> NodeInfo:
-        """What a client needs to sign for this node: address, EIP-712 domain, fee, models, agents."""
+    async def node_info(ctx: Ctx, request: Request) -> NodeInfo:
+        """What a client needs to sign for this node: address, EIP-712 domain, fee, models, agents,
+        and where to read traces (the read-only store under ``/v1/store``, or ``store.public_url``)."""
         agents = {a: h for a in ctx.settings.engine.agents if (h := ctx.executor.agent_hash(a))}
         return NodeInfo(
             address=ctx.address,
@@ -166,7 +168,7 @@ def create_app(ctx: NodeContext | None = None, *, max_body_bytes: int = 64 * 102
             models=list(ctx.executor.model_ids()),
             modelNames={ctx.executor.model_name(m): m for m in ctx.executor.model_ids()},
             agents=agents,
-            storeUrl=ctx.store_url,
+            storeUrl=ctx.store_url or str(request.base_url).rstrip("/") + routes_store.PREFIX,
         )
 
     @app.get("/v1/accounts/{user}", response_model=AccountPublic, tags=["node"])

@@ -72,7 +72,7 @@ async def build_node(
         account,
         store,
         chain,
-        store_url=settings.store.public_url or store_url,
+        store_url=settings.store.public_url,  # None: the read-only /v1/store of the public API
         faults=faults,
     )
     log.info(

@@ -91,7 +91,9 @@ class StoreSettings(BaseModel):
         default=0, ge=0, le=65535, description="Port of the embedded store (0: any free)."
     )
     public_url: str | None = Field(
-        default=None, description="Store URL advertised to users (default: the one used)."
+        default=None,
+        description="Read-only store URL advertised to users and validators (default: the read-only "
+        "/v1/store of this node's API; never the store's RPC, which also deletes blocks).",
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from supernet.node.service.auth import Authenticator
@@ -29,6 +29,7 @@ class NodeContext:
     streams: StreamHub
     chain: ChainPort | None
     store_url: str | None = None
+    store: Any = None  # the node's store client (`routes_store` reads through it)
     accepting: bool = True
 
 

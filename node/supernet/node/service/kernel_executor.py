@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,20 +43,36 @@ class KernelExecutor:
         self._model_name = model_name
         self._task_fee = task_fee
         self._roots_file = roots_file
+        self._roots_lock = threading.Lock()
+        self._roots_seq = self._roots_written = 0
         if roots_file is not None and roots_file.is_file():  # agents' memory and files survive restarts
             kernel.restore_namespace_roots(json.loads(roots_file.read_text()))
 
-    def _save_roots(self) -> None:
+    async def _save_roots(self) -> None:
         """Persist every namespace's memory and file root (atomically) before the task is
-        acknowledged as done, so a restart continues from them."""
+        acknowledged as done, so a restart continues from them.
+
+        The snapshot is taken on the event loop (where the kernel changes the roots), written in a
+        thread under a lock, and a write never replaces a newer snapshot: tasks finish
+        concurrently, and their writes must neither collide on the temporary file nor go back in
+        time."""
         if self._roots_file is None:
             return
-        tmp = self._roots_file.with_suffix(".tmp")
-        with tmp.open("w") as f:
-            json.dump(self.kernel.namespace_roots(), f, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self._roots_file)
+        self._roots_seq += 1
+        await asyncio.to_thread(self._write_roots, self._roots_seq, self.kernel.namespace_roots())
+
+    def _write_roots(self, seq: int, roots: Any) -> None:
+        assert self._roots_file is not None
+        with self._roots_lock:
+            if seq <= self._roots_written:
+                return  # a newer snapshot is already on disk
+            tmp = self._roots_file.with_suffix(".tmp")
+            with tmp.open("w") as f:
+                json.dump(roots, f, sort_keys=True)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self._roots_file)
+            self._roots_written = seq
 
     @classmethod
     async def create(
@@ -116,7 +133,7 @@ class KernelExecutor:
         async for chunk in run.tokens():
             on_token(chunk.text)
         outcome = await run.outcome()
-        await asyncio.to_thread(self._save_roots)
+        await self._save_roots()
         if outcome.status != "ok":
             raise TaskFailedError(outcome.error or outcome.status)
         return JobResult(output=outcome.output, trace_cid=outcome.trace_cid)

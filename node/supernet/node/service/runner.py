@@ -97,6 +97,7 @@ class NodeService:
             streams=streams,
             chain=self.chain,
             store_url=self.store_url,
+            store=self.store,
         )
         self.app = create_app(self.ctx)
         if self.chain is not None:
