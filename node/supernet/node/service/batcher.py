@@ -26,7 +26,6 @@ from supernet.node.service.db import Database
 from supernet.node.service.metrics import METRICS
 from supernet.node.service.models import BatchRow, ReceiptRow
 from supernet.node.service.ports import ChainPort, SignedCommit
-from supernet.sdk.chain.eip712 import TaskRequest
 from supernet.sdk.chain.merkle import ReceiptTree
 from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.formats.manifest import BatchManifest, ManifestEntry
@@ -127,13 +126,13 @@ class Batcher:
             signature=_b(r.signature),
             trace_cid=task.trace_cid,
             agent=task.agent,
-            request=TaskRequest.from_json(task.request_record(self.node_address)),
+            request=task.task_request(self.node_address),
             request_signature=_b(task.signature) if task.signature else None,
         )
 
     async def _commit_on_chain(self, batch: BatchRow) -> int:
-        """One ``commitBatch`` per batch, whatever crashes or timeouts happen: a landed commit is
-        looked up before anything is signed; a signed transaction is persisted before it is
+        """One ``commitBatch`` per batch, whatever crashes or timeouts happen: a commit that may have
+        landed is looked up before anything is signed; a signed transaction is persisted before it is
         broadcast and re-broadcast (the same bytes, the same nonce) until it lands or is known
         dead; only then is a new one signed.
 
@@ -144,10 +143,13 @@ class Batcher:
         """
         assert self.chain is not None
         root = _b(batch.root)
-        found = await self.chain.find_commit(root)
-        if found is not None:
-            return found
         stored = self.db.commit_tx(batch.id)
+        # A commit can only have landed if one was signed before (or sent by an older version,
+        # which recorded just its hash): only then is this node's log scanned for the root.
+        if stored is not None or batch.tx_hash:
+            found = await self.chain.find_commit(root)
+            if found is not None:
+                return found
         if stored is None:
             commit = await self.chain.sign_commit(root, batch.count, batch.manifest_cid)
             self.db.record_commit_tx(batch.id, commit.tx_hash, commit.raw, commit.nonce)

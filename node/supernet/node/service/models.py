@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from supernet.sdk.chain.eip712 import TaskRequest
+
 
 class TaskStatus(StrEnum):
     """Life of a task. Only ``done`` tasks are ever paid for."""
@@ -71,18 +73,18 @@ class TaskRow:
     created_at: float
     updated_at: float
 
-    def request_record(self, node: str) -> dict[str, str]:
-        """The signed EIP-712 ``TaskRequest`` fields, as manifests and traces record them."""
-        return {
-            "user": self.user,
-            "node": node,
-            "modelId": self.model_id,
-            "agentHash": self.agent_hash,
-            "inputHash": self.input_hash,
-            "maxFee": str(self.max_fee),
-            "nonce": str(self.nonce),
-            "deadline": str(self.deadline),
-        }
+    def task_request(self, node: str) -> TaskRequest:
+        """The signed EIP-712 ``TaskRequest`` (manifests and traces carry its ``to_json`` form)."""
+        return TaskRequest(
+            user=self.user,
+            node=node,
+            model_id=bytes.fromhex(self.model_id.removeprefix("0x")),
+            agent_hash=bytes.fromhex(self.agent_hash.removeprefix("0x")),
+            input_hash=bytes.fromhex(self.input_hash.removeprefix("0x")),
+            max_fee=self.max_fee,
+            nonce=self.nonce,
+            deadline=self.deadline,
+        )
 
     @classmethod
     def from_row(cls, r: sqlite3.Row) -> TaskRow:

@@ -76,8 +76,9 @@ class Redeemer:
             except Exception as exc:
                 log.warning("voucher redemption failed, retrying next round: %s", exc)
 
-    async def due(self) -> list[SignedVoucher]:
-        """The vouchers to redeem now (one per user): worth their gas, or of a closing channel."""
+    async def due(self) -> list[tuple[SignedVoucher, int]]:
+        """The vouchers to redeem now (one per user: worth their gas, or of a closing channel), each
+        with what its channel had redeemed when it was read."""
         threshold = self.policy.threshold(await self.chain.gas_price())
         out = []
         for user in self.db.users_with_vouchers():
@@ -88,23 +89,24 @@ class Redeemer:
             channel = await self.chain.channel(user)
             owed = min(amount, channel.deposited) - channel.redeemed
             if owed > 0 and (owed >= threshold or channel.closing):
-                out.append(
-                    SignedVoucher(user=user, cumulative_amount=amount, signature=bytes.fromhex(signature[2:]))
+                voucher = SignedVoucher(
+                    user=user, cumulative_amount=amount, signature=bytes.fromhex(signature[2:])
                 )
+                out.append((voucher, channel.redeemed))
             elif channel.redeemed != self.db.redeemed(user):
                 self.db.set_redeemed({user: channel.redeemed}, tx_hash="")
         return out
 
     async def redeem_once(self) -> list[str]:
         """Redeem what is due, in calls of at most ``MAX_REDEEM_BATCH``; the transaction hashes."""
-        vouchers = await self.due()
-        if not vouchers:
+        due = await self.due()
+        if not due:
             return []
         size = await self.chain.max_redeem_batch()
         txs = []
-        for start in range(0, len(vouchers), size):
-            chunk = vouchers[start : start + size]
-            before = {v.user: await self.chain.redeemed(v.user) for v in chunk}
+        for start in range(0, len(due), size):
+            chunk = [v for v, _ in due[start : start + size]]
+            before = {v.user: redeemed for v, redeemed in due[start : start + size]}
             tx = await self.chain.redeem(chunk)
             after = {v.user: await self.chain.redeemed(v.user) for v in chunk}
             self.db.set_redeemed(after, tx)

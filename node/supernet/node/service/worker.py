@@ -127,7 +127,7 @@ class TaskWorker:
                     agent=task.agent,
                     model_id=task.model_id,
                     input=task.input,
-                    request=task.request_record(self.account.address),
+                    request=task.task_request(self.account.address).to_json(),
                     request_signature=task.signature,
                 )
                 result = await self.executor.run(job, stream.push)

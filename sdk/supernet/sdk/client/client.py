@@ -25,7 +25,6 @@ from supernet.sdk.client.types import (
     TaskResult,
     answer,
     pick_model_id,
-    request_json,
     serves_model,
 )
 from supernet.sdk.client.verify import VerificationReport, check_receipt
@@ -186,7 +185,7 @@ class Client:
         acct.nonce = nonce
         self.state.save()
         signed = {
-            "request": request_json(req),
+            "request": req.to_json(),
             "signature": "0x" + sign_task_request(req, domain, self.account).hex(),
             "voucher": {
                 "cumulativeAmount": str(cumulative),

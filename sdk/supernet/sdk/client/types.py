@@ -6,8 +6,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from eth_utils import to_checksum_address
-from supernet.sdk.chain.eip712 import TaskRequest
 from supernet.sdk.errors import SupernetError
 
 
@@ -74,19 +72,6 @@ def answer(resp: httpx.Response) -> Any:
             err,
         )
     return resp.json()
-
-
-def request_json(req: TaskRequest) -> dict[str, str]:
-    return {
-        "user": to_checksum_address(req.user),
-        "node": to_checksum_address(req.node),
-        "modelId": "0x" + req.model_id.hex(),
-        "agentHash": "0x" + req.agent_hash.hex(),
-        "inputHash": "0x" + req.input_hash.hex(),
-        "maxFee": str(req.max_fee),
-        "nonce": str(req.nonce),
-        "deadline": str(req.deadline),
-    }
 
 
 def serves_model(info: dict[str, Any], model: str) -> bool:
