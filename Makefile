@@ -19,7 +19,7 @@ SUPERNET_HOME ?= $(HOME)/.cache/supernet
 export SUPERNET_HOME
 MODEL_STAMP := $(SUPERNET_HOME)/models/smollm2-135m/.pulled
 
-.PHONY: setup demo test test-contracts test-python test-unit test-integration lint contracts bindings \
+.PHONY: fuzz-api setup demo test test-contracts test-python test-unit test-integration lint contracts bindings \
         bench-gas bench-llm bench-kernel bench-verify clean
 
 setup: node_modules/.installed $(VENV)/.installed contracts/out/.built $(MODEL_STAMP)
@@ -91,6 +91,11 @@ bench-kernel: setup
 
 bench-verify: setup
 	$(PY) scripts/bench_verify.py
+
+# schemathesis over the node's and the store's OpenAPI, 100 cases per operation (>= 1,000 in all);
+# `make test` runs the same file with SUPERNET_FUZZ_CASES=12
+fuzz-api: setup
+	SUPERNET_FUZZ_CASES=100 $(PY) -m pytest -s tests/integration/test_api_fuzz.py
 
 clean:
 	rm -rf contracts/out contracts/cache .pytest_cache

@@ -89,3 +89,88 @@ async def test_cheats_of_a_bf16_node_are_still_caught(vnet: VNet, bf16_kernel: A
         found = await verdicts(vnet, batch_id, receipts, None)
         assert all(not v.ok for v in found), (kind, [sorted(v.checks) for v in found])
         assert any(check in v.checks for v in found), (kind, [sorted(v.checks) for v in found])
+
+
+@pytest.fixture(scope="module")
+def bf16_screen() -> Any:
+    """A bfloat16 scorer of the same weights: the screen of a validator on a bf16-capable CPU."""
+    from supernet.validator.scoring import ModelScorer
+
+    return ModelScorer.load("smollm2-135m", dtype="bfloat16")
+
+
+async def screened(vnet: VNet, batch_id: int, receipts: list[Any], screen: Any, arbiter: bool) -> list[Any]:
+    """Verdicts of a validator scoring with ``screen``, with or without the float32 arbiter."""
+    from supernet.validator.scoring import ModelScorer
+
+    manifest = await load_manifest(
+        vnet.store, vnet.manifests[batch_id], ReceiptTree(receipts).root, len(receipts)
+    )
+    verifier = Verifier(
+        vnet.store,
+        screen,
+        RegistryRunner(vnet.store),
+        vnet.contracts.domain,
+        "0xv",
+        agents=probe_registry(),
+        arbiter=ModelScorer.from_loaded(vnet.loaded) if arbiter else None,
+    )
+    return await verifier.verify_many(batch_id, vnet.node.address, range(len(receipts)), manifest)
+
+
+async def test_an_honest_fp32_node_passes_a_bf16_screen_with_its_arbiter(
+    vnet: VNet, bf16_screen: Any
+) -> None:
+    vnet.faults()
+    batch_id, receipts = await vnet.run_batch(QUESTIONS, max_new_tokens=32)
+    found = await screened(vnet, batch_id, receipts, bf16_screen, arbiter=True)
+    assert all(v.ok for v in found), [sorted(v.checks) for v in found]
+    assert sum(v.llm_calls for v in found) == 2 * len(QUESTIONS)
+
+
+async def test_a_steered_greedy_token_inside_the_bf16_bounds_is_caught_by_the_arbiter(
+    vnet: VNet, bf16_screen: Any
+) -> None:
+    """A rational cheat the bf16 pair's bounds cannot see: the node swaps a greedy token for the
+    runner-up where the two are within a few tenths of a nat (and claims the runner-up's own
+    logprob). A bf16 validator alone accepts that token (its greedy bound must absorb bf16 near-tie
+    flips, 0.6); with the float32 arbiter deciding what the screen doubts, it is a token finding."""
+    from supernet.validator.scoring import ModelScorer
+    from supernet.validator.trace_view import parse_trace
+    from supernet.validator.verifier import score_calls
+
+    vnet.faults()
+    exact = ModelScorer.from_loaded(vnet.loaded)
+    steered: list[tuple[int, int]] = []  # (task, position) of the one steered token
+
+    def steer(i: int, trace: dict[str, Any]) -> dict[str, Any]:
+        if steered:
+            return trace
+        call = parse_trace(trace).llm_calls[0]  # the greedy call
+        scores = score_calls(exact, [call])[0]
+        for j, top in enumerate(scores.top_tokens):
+            (best, lp1), (runner, lp2) = top[0], top[1]
+            if best == call.output_ids[j] and 0.05 < lp1 - lp2 < 0.35 and best not in exact.eos_ids:
+                steered.append((i, j))
+                e = dict(trace["events"][call.call])
+                e["output_ids"] = [*e["output_ids"][:j], runner]  # cut after it: later tokens stay honest
+                e["logprobs"] = [*e["logprobs"][:j], lp2]
+                e["fingerprints"] = [f for f in e["fingerprints"] if f["index"] <= j]
+                e["finish_reason"] = "length"
+                e["params"] = {**e["params"], "max_new_tokens": j + 1}
+                events = list(trace["events"])
+                events[call.call] = e
+                return {**trace, "events": events}
+        return trace
+
+    batch_id, receipts = await vnet.run_batch(QUESTIONS, max_new_tokens=32, edit_trace=steer)
+    assert steered, "no near-tied greedy token in these answers: the test needs other questions"
+    task, j = steered[0]
+
+    def token_findings(verdicts: list[Any]) -> list[tuple[int, int | None]]:
+        return [(v.index, f.position) for v in verdicts for f in v.findings if f.check.value == "llm.token"]
+
+    alone = token_findings(await screened(vnet, batch_id, receipts, bf16_screen, arbiter=False))
+    decided = token_findings(await screened(vnet, batch_id, receipts, bf16_screen, arbiter=True))
+    assert alone == [], "the bf16 bounds alone were expected to let the steered token through"
+    assert decided == [(task, j)]

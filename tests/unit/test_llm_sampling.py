@@ -6,7 +6,14 @@ import math
 
 import pytest
 import torch
-from supernet.node.llm.sampling import SamplingParams, select, selection_margin, selection_margins, uniform
+from supernet.node.llm.sampling import (
+    EXACT_ABOVE,
+    SamplingParams,
+    select,
+    selection_margin,
+    selection_margins,
+    uniform,
+)
 
 
 def test_uniform_is_deterministic_in_range_and_keyed_by_both_inputs() -> None:
@@ -123,15 +130,16 @@ def test_selection_margins_match_the_per_row_function(temperature: float, top_p:
             for g, r in zip(got, ref, strict=True):
                 if math.isinf(r):
                     assert math.isinf(g)
-                else:
-                    assert abs(g - r) <= 1e-6
-                    assert (g > 0) == (r > 0)
+                else:  # the batched margin is exact above EXACT_ABOVE, an upper bound below it
+                    assert r - 1e-9 <= g <= max(r + 1e-6, EXACT_ABOVE)
+                    assert (g > EXACT_ABOVE) == (r > EXACT_ABOVE)
         assert selection_margins(logits, chosen, p, 40) == [0.0] * n
     assert selection_margins(logits[:0], [], SamplingParams(temperature=1.0), 0) == []
 
 
 def test_selection_margins_fall_back_per_row_at_the_nucleus_edge() -> None:
-    """Rows whose candidate mass sits within rounding of ``top_p`` take the per-row rule."""
+    """Rows whose nucleus mass sits within rounding of ``top_p`` (2048 tied candidates) agree with
+    the per-row rule."""
     logits = torch.cat((torch.zeros(2048), torch.full((952,), -5.0)))[None].repeat(3, 1)
     logits[1] = torch.randn(3000, generator=torch.Generator().manual_seed(2))  # an ordinary row
     probs = torch.softmax(logits[0].double(), dim=-1)
@@ -142,3 +150,32 @@ def test_selection_margins_fall_back_per_row_at_the_nucleus_edge() -> None:
         ref = [selection_margin(logits[i], toks[i], p, 9 + i) for i in range(3)]
         assert [math.isinf(x) for x in got] == [math.isinf(x) for x in ref]
         assert all(abs(g - r) <= 1e-9 for g, r in zip(got, ref, strict=True) if not math.isinf(r))
+
+
+def test_near_tied_likely_tokens_that_swap_places_move_no_interval() -> None:
+    """The reason the CDF runs in token-id order: another precision that swaps two near-tied likely
+    tokens moves every interval by about the total-variation distance, not by a token's whole mass
+    (in probability order token 7's interval would jump by 0.3 here)."""
+    base = torch.full((50,), -6.0)
+    base[3], base[7], base[20] = 2.0, 2.0 + 1e-4, 1.0
+    other = base.clone()
+    other[3] += 2e-4  # now token 3 is the likelier one
+    for top_p in (1.0, 0.9):
+        p = SamplingParams(temperature=1.0, top_p=top_p, seed=11)
+        chosen = select(base[None].repeat(64, 1), [p] * 64, list(range(64)))
+        assert {3, 7} <= set(chosen)
+        margins = [selection_margin(other, tok, p, pos) for pos, tok in enumerate(chosen)]
+        assert max(margins) < 1e-3
+
+
+def test_a_nucleus_one_token_wider_on_the_validator_costs_only_the_cut_distance() -> None:
+    """Rounding may put the last nucleus member in or out on either side: the margin is the least
+    over nuclei, so an honest token scores how far top_p is from the other cut, not 0.25."""
+    node = torch.tensor([0.7002, 0.05, 0.2498]).log()
+    validator = torch.tensor([0.6998, 0.05, 0.2502]).log()  # token 0 alone no longer reaches 0.7
+    p = SamplingParams(temperature=1.0, top_p=0.7, seed=5)
+    chosen = select(node[None].repeat(40, 1), [p] * 40, list(range(40)))
+    assert set(chosen) == {0}  # the node's nucleus is token 0 alone
+    assert max(selection_margin(validator, 0, p, pos) for pos in range(40)) < 1e-3
+    # while a token the node could never have drawn stays far off
+    assert min(selection_margin(validator, 1, p, pos) for pos in range(40)) > 0.2

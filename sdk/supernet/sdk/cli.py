@@ -35,6 +35,7 @@ _GROUP_HELP = {
     "devnet": "Run a local network on Anvil (up, down, scenario, demo).",
     "store": "Serve or use a content store (embedded or Kubo).",
     "task": "Submit paid tasks and verify their receipts.",
+    "keys": "Create and inspect Ethereum V3 keystores.",
     "node": "Run an intelligent node.",
     "model": "Pull and list models.",
     "validator": "Run a validator.",

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 from supernet.sdk.client import Client, ClientError
+from supernet.sdk.key_options import KeyFile, Keystore, PasswordFile, account, env_only
 
 app = typer.Typer(
     name="task", help="Submit paid tasks to Supernet nodes and verify receipts.", no_args_is_help=True
@@ -24,7 +25,15 @@ Rpc = Annotated[str, typer.Option("--rpc", envvar="SUPERNET_RPC_URL", help="Chai
 Dep = Annotated[
     Path, typer.Option("--deployment", envvar="SUPERNET_DEPLOYMENT", help="Deployment JSON file.")
 ]
-Key = Annotated[str, typer.Option("--key", envvar="SUPERNET_USER_KEY", help="User's private key (hex).")]
+Key = Annotated[
+    str,
+    typer.Option(
+        "--key",
+        envvar="SUPERNET_USER_KEY",
+        callback=env_only,
+        help="User's private key (hex), from $SUPERNET_USER_KEY only (never typed on the command line).",
+    ),
+]
 StateDir = Annotated[
     Path | None,
     typer.Option(
@@ -35,8 +44,13 @@ StateDir = Annotated[
 ]
 
 
-def _client(rpc: str, deployment: Path, key: str, state_dir: Path | None) -> Client:
-    return Client.connect(rpc, deployment, key, state_dir=state_dir)
+def _client(
+    rpc: str,
+    deployment: Path,
+    signer: tuple[str, Path | None, Path | None, Path | None],
+    state_dir: Path | None,
+) -> Client:
+    return Client.connect(rpc, deployment, account(*signer), state_dir=state_dir)
 
 
 def _run(coro: Any) -> Any:
@@ -53,6 +67,9 @@ def submit(
     rpc: Rpc = "http://127.0.0.1:8545",
     deployment: Dep = Path("deployment.json"),
     key: Key = "",
+    key_file: KeyFile = None,
+    keystore: Keystore = None,
+    password_file: PasswordFile = None,
     state_dir: StateDir = None,
     model: Annotated[str | None, typer.Option(help="Model name or 0x id.")] = None,
     agent: Annotated[str, typer.Option(help="Agent id.")] = "chat",
@@ -66,7 +83,7 @@ def submit(
     task_input: Any = json.loads(text) if as_json else text
 
     async def go() -> None:
-        async with _client(rpc, deployment, key, state_dir) as client:
+        async with _client(rpc, deployment, (key, key_file, keystore, password_file), state_dir) as client:
             result = await client.submit_task(
                 task_input,
                 agent=agent,
@@ -89,13 +106,16 @@ def receipt(
     rpc: Rpc = "http://127.0.0.1:8545",
     deployment: Dep = Path("deployment.json"),
     key: Key = "",
+    key_file: KeyFile = None,
+    keystore: Keystore = None,
+    password_file: PasswordFile = None,
     state_dir: StateDir = None,
     node: Annotated[str | None, typer.Option(help="Node URL (default: from the client state).")] = None,
 ) -> None:
     """Print a task's receipt (with its Merkle proof once committed)."""
 
     async def go() -> None:
-        async with _client(rpc, deployment, key, state_dir) as client:
+        async with _client(rpc, deployment, (key, key_file, keystore, password_file), state_dir) as client:
             typer.echo(json.dumps(await client.receipt(task_id, node), indent=2))
 
     _run(go())
@@ -107,13 +127,16 @@ def verify_cmd(
     rpc: Rpc = "http://127.0.0.1:8545",
     deployment: Dep = Path("deployment.json"),
     key: Key = "",
+    key_file: KeyFile = None,
+    keystore: Keystore = None,
+    password_file: PasswordFile = None,
     state_dir: StateDir = None,
     wait: Annotated[float, typer.Option(help="Seconds to wait for the commit.")] = 60.0,
 ) -> None:
     """Verify a task's receipt: signatures, hashes, trace and Merkle inclusion on chain."""
 
     async def go() -> None:
-        async with _client(rpc, deployment, key, state_dir) as client:
+        async with _client(rpc, deployment, (key, key_file, keystore, password_file), state_dir) as client:
             report = await client.verify(task_id, wait_committed=wait)
             _print_report(report)
             if not report.ok:

@@ -1,11 +1,13 @@
 """``supernet validator``: run a validator, inspect its progress.
 
-    supernet validator run --deployment deployment.json --key 0x… --rpc http://127.0.0.1:8545 \\
-        --store http://127.0.0.1:5001 --db validator.sqlite [--config validator.toml]
+    supernet validator run --deployment deployment.json --keystore validator.json \\
+        --rpc http://127.0.0.1:8545 --store http://127.0.0.1:5001 --db validator.sqlite \\
+        [--config validator.toml]
     supernet validator status --db validator.sqlite
 
-The key may come from ``SUPERNET_VALIDATOR_CHAIN__KEY`` instead of the command line (which other
-users of the machine can read in the process list).
+The key comes from a keystore (``--keystore``, passphrase from ``--password-file`` or
+``$SUPERNET_KEY_PASSWORD``), a key file (``--key-file``, mode 0600) or ``$SUPERNET_VALIDATOR_CHAIN__KEY``;
+never from the command line, which other users of the machine can read in the process list.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 from pathlib import Path
 
 import typer
+from supernet.sdk.key_options import KeyFile, Keystore, PasswordFile, env_only
 from supernet.validator.config import ValidatorSettings
 
 app = typer.Typer(
@@ -31,8 +33,15 @@ def run(
     rpc: str | None = typer.Option(None, "--rpc", help="JSON-RPC URL of the chain."),
     deployment: Path | None = typer.Option(None, "--deployment", help="Deployment file (addresses)."),
     key: str | None = typer.Option(
-        None, "--key", help="Validator private key (or SUPERNET_VALIDATOR_CHAIN__KEY)."
+        None,
+        "--key",
+        envvar="SUPERNET_VALIDATOR_CHAIN__KEY",
+        callback=env_only,
+        help="Validator private key, from $SUPERNET_VALIDATOR_CHAIN__KEY only (never on the command line).",
     ),
+    key_file: KeyFile = None,
+    keystore: Keystore = None,
+    password_file: PasswordFile = None,
     store: str | None = typer.Option(None, "--store", help="Content-store URL (Kubo RPC or embedded)."),
     db: Path | None = typer.Option(None, "--db", help="SQLite file of the validator's progress."),
     model: str | None = typer.Option(None, "--model", help="Model name or path to re-score with."),
@@ -47,7 +56,10 @@ def run(
     chain = {
         "rpc_url": rpc,
         "deployment": deployment,
-        "key": key or os.environ.get("SUPERNET_VALIDATOR_CHAIN__KEY"),
+        "key": key,
+        "key_file": key_file,
+        "keystore": keystore,
+        "password_file": password_file,
     }
     settings = ValidatorSettings.from_toml(
         config,

@@ -17,8 +17,10 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from eth_account.signers.local import LocalAccount
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from supernet.sdk.keys import load_account
 from supernet.sdk.store import DEFAULT_STORE_URL
 
 
@@ -27,17 +29,44 @@ class ChainSettings(BaseModel):
 
     rpc_url: str = "http://127.0.0.1:8545"
     deployment: Path = Field(description="deployment file written by `supernet contracts deploy`")
-    key: SecretStr = Field(description="the validator's private key (0x hex); never logged")
+    key: SecretStr | None = Field(None, description="the validator's private key (0x hex); never logged")
+    key_file: Path | None = Field(None, description="file holding the hex private key (mode 0600)")
+    keystore: Path | None = Field(None, description="Ethereum V3 keystore (passphrase: password_file)")
+    password_file: Path | None = Field(
+        None, description="the keystore's passphrase (mode 0600; default $SUPERNET_KEY_PASSWORD)"
+    )
     confirmations: int = Field(0, ge=0, description="blocks to stay behind the head")
     start_block: int | None = Field(None, ge=0, description="first block to scan (default: the deploy block)")
 
     @field_validator("key")
     @classmethod
-    def _key_is_hex(cls, v: SecretStr) -> SecretStr:
+    def _key_is_hex(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None:
+            return v
         raw = v.get_secret_value().removeprefix("0x")
         if len(raw) != 64 or any(c not in "0123456789abcdefABCDEF" for c in raw):
             raise ValueError("key must be 32 bytes of hex")
         return v
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> ChainSettings:
+        sources = [x for x in (self.key, self.key_file, self.keystore) if x is not None]
+        if len(sources) != 1:
+            raise ValueError("give exactly one of chain.key, chain.key_file and chain.keystore")
+        return self
+
+    def account(self) -> LocalAccount:
+        """The validator's signer (`supernet.sdk.keys.load_account`).
+
+        Raises:
+            supernet.sdk.keys.KeyLoadError: the key file or keystore cannot be used.
+        """
+        return load_account(
+            key=self.key.get_secret_value() if self.key is not None else None,
+            key_file=self.key_file,
+            keystore=self.keystore,
+            password_file=self.password_file,
+        )
 
 
 class ModelSettings(BaseModel):
@@ -47,11 +76,11 @@ class ModelSettings(BaseModel):
     threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: torch's)")
     device: str | None = None
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        default="float32",
-        description="precision of the re-scoring: float32 (default: the tight bounds for float32 "
-        "nodes), bfloat16, or auto = bfloat16 where the hardware computes it natively (CUDA, CPUs "
-        "with AVX512-BF16 or AMX); the tolerance follows the (node, validator) precision pair, and "
-        "a bfloat16 side loosens it (docs/validator.md, Precision pairs)",
+        default="auto",
+        description="precision of the re-scoring: auto = bfloat16 where the hardware computes it "
+        "natively (CUDA, CPUs with AVX512-BF16 or AMX), else float32. A bfloat16 scorer is a screen: "
+        "every call it does not accept is re-scored by a float32 copy of the model, whose verdict "
+        "decides (docs/validator.md, Screen and arbiter)",
     )
 
 

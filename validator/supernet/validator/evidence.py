@@ -88,6 +88,7 @@ class Verdict:
             an unverifiable receipt is never challenged.
         llm_calls: LLM calls re-scored.
         tool_calls: deterministic tool calls re-run.
+        rechecked: LLM calls the float32 arbiter re-scored because the screen did not accept them.
         validator: the validator's address.
         model_id: the model the trace claims.
         missing: the receipt's trace (or the batch's manifest) could not be fetched: not a verdict
@@ -101,6 +102,7 @@ class Verdict:
     unverifiable: str | None = None
     llm_calls: int = 0
     tool_calls: int = 0
+    rechecked: int = 0
     validator: str = ""
     model_id: str = ""
     request_hash: bytes = b""

@@ -50,9 +50,9 @@ def native_bf16(device: torch.device) -> bool:
 def scoring_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
     """The precision a validator re-scores in: ``auto`` is bfloat16 where it is native, else float32.
 
-    The verifier picks its tolerance for the (node, validator) precision pair
-    (`supernet.node.llm.scoring.Tolerance.for_pair`, calibrated in docs/benchmarks/precision.md); a
-    bfloat16 side loosens it (``SAMPLE_MARGIN_BF16`` says why), so float32 is the default.
+    A bfloat16 scorer is a *screen*: a validator pairs it with a float32 arbiter
+    (`ModelScorer.load_screened`) that re-scores every call the screen does not accept, so the
+    cheaper precision never decides an accusation (docs/validator.md, "Screen and arbiter").
     """
     if dtype == "auto":
         return torch.bfloat16 if native_bf16(device) else torch.float32
@@ -108,6 +108,19 @@ class ModelScorer:
         loaded = load_model(name_or_path, device=dev, dtype=scoring_dtype(dev, dtype))
         loaded.model.pack_linears(batch_hint=MAX_PACKED_TOKENS)  # a no-op off CPU fp32
         return replace(cls.from_loaded(loaded), threads=threads)
+
+    @classmethod
+    def load_screened(
+        cls, name_or_path: str, threads: int | None = None, device: str | None = None, dtype: str = "auto"
+    ) -> tuple[ModelScorer, ModelScorer | None]:
+        """The scorer for ``dtype`` and, when that is not float32, the float32 *arbiter* that
+        decides every call the cheaper screen does not accept (`supernet.validator.verifier.Verifier`).
+        """
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        screen = cls.load(name_or_path, threads, str(dev), dtype)
+        if screen.dtype == "float32":
+            return screen, None
+        return screen, cls.load(name_or_path, threads, str(dev), "float32")
 
     @classmethod
     def from_loaded(cls, loaded: LoadedModel) -> ModelScorer:

@@ -24,7 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from eth_account import Account
 from supernet.node.agents.registry import AgentRegistry
 from supernet.sdk.chain.contracts import make_web3
 from supernet.sdk.chain.deployment import Deployment
@@ -68,6 +67,8 @@ class Validator:
     Args:
         settings: the configuration.
         scorer: an already loaded model (default: load ``settings.model``).
+        arbiter: the float32 model that decides what a cheaper ``scorer`` does not accept (loaded
+            with the default scorer when its precision is not float32).
         store: a content-store client (default: one on ``settings.store_url``).
         tools: deterministic-tool runner (default: the node's built-in tools).
         agents: the agents it replays (default: the node's built-ins).
@@ -79,15 +80,17 @@ class Validator:
         settings: ValidatorSettings,
         *,
         scorer: Scorer | None = None,
+        arbiter: Scorer | None = None,
         store: Any = None,
         tools: ToolRunner | None = None,
         agents: AgentRegistry | None = None,
         on_event: Callable[[ValidatorEvent], None] | None = None,
     ) -> None:
         self.settings = settings
-        self.account = Account.from_key(settings.chain.key.get_secret_value())
+        self.account = settings.chain.account()
         self.address: str = self.account.address
         self._scorer, self._store, self._tools, self._on_event = scorer, store, tools, on_event
+        self._arbiter = arbiter
         self._agents = agents
         self._own_store = store is None
         self._stop = asyncio.Event()
@@ -105,10 +108,10 @@ class Validator:
         if self._scorer is None:
             from supernet.validator.scoring import ModelScorer
 
-            loaded: Scorer = await asyncio.to_thread(
-                ModelScorer.load, s.model.name, s.model.threads, s.model.device, s.model.dtype
+            screen, arbiter = await asyncio.to_thread(
+                ModelScorer.load_screened, s.model.name, s.model.threads, s.model.device, s.model.dtype
             )
-            self._scorer = loaded
+            self._scorer, self._arbiter = screen, arbiter
         scorer: Scorer = self._scorer
         self.verifier = Verifier(
             self.store,
@@ -117,6 +120,7 @@ class Validator:
             self.deployment.domain,
             self.address,
             agents=self._agents,
+            arbiter=self._arbiter,
         )
         self.disputes = Disputes(
             self.chain,

@@ -186,6 +186,11 @@ class Verifier:
         tolerance: numeric tolerances of the LLM checks (default: per receipt, for the pair of the
             node's recorded dtype and this validator's, `Tolerance.for_pair`).
         agents: the agents this validator can replay (default: the built-ins).
+        arbiter: the same model in float32, when ``scorer`` is a cheaper *screen* (bfloat16): every
+            call is scored by the screen, and a call the screen does not accept
+            (`Tolerance.screening`) is re-scored by the arbiter, whose verdict alone decides it.
+            So a bfloat16 validator never accuses on its own rounding, and a float32 node's
+            greedy tokens are held to the float32 bound.
     """
 
     def __init__(
@@ -197,8 +202,10 @@ class Verifier:
         validator: str,
         tolerance: Tolerance | None = None,
         agents: AgentRegistry | None = None,
+        arbiter: Scorer | None = None,
     ) -> None:
         self.agents = agents or default_registry()
+        self.arbiter = arbiter
         self.store = store
         self.scorer = scorer
         self.tools = tools
@@ -250,23 +257,22 @@ class Verifier:
     async def _finish(self, staged: Sequence[Verdict | _Staged]) -> list[Verdict]:
         """Score the staged receipts' calls together and turn every stage into its verdict."""
         ready = [s for s in staged if isinstance(s, _Staged)]
-        scored = iter(await self._score(ready))  # in the order of `ready`, i.e. of `staged`
+        judged = iter(await self._judge(ready))  # in the order of `ready`, i.e. of `staged`
         verdicts = []
         for s in staged:
             if isinstance(s, Verdict):
                 verdicts.append(s)
                 continue
             findings = list(s.findings)
-            scores = next(scored)
+            scores = next(judged)
             if isinstance(scores, str):
                 verdicts.append(s.head.verdict(findings, unverifiable=None if findings else scores))
                 continue
-            by_call = dict(zip((c.call for c in s.scorable), scores, strict=True))
             for call in s.trace.llm_calls:
-                decode = s.scorer.decode if call.call in by_call else None  # only ids the model knows
+                decode = s.scorer.decode if call.call in scores else None  # only ids the model knows
                 findings += check_shape(call, s.scorer.eos_ids, call.stop_strings, decode)
-                if call.call in by_call:
-                    findings += check_scores(call, by_call[call.call], s.tolerance)
+                if call.call in scores:
+                    findings += check_scores(call, *scores[call.call])
             tool_findings, reran, why = await check_tools(s.trace.tool_calls, self.tools)
             findings += tool_findings
             verdicts.append(
@@ -275,30 +281,63 @@ class Verifier:
                     llm_calls=len(s.trace.llm_calls),
                     tool_calls=reran,
                     unverifiable=None if findings else why,
+                    rechecked=sum(tol is s.tolerance and s.screen is not None for _, tol in scores.values()),
                 )
             )
         return verdicts
 
-    async def _score(self, ready: Sequence[_Staged]) -> list[list[ScoreResult] | str]:
-        """Scores of every receipt's scorable calls, all in one go; per receipt, the error instead
-        when scoring fails on this side (memory, a bug): the receipt becomes unverifiable rather
-        than the validator retrying the batch forever."""
-        if not any(s.scorable for s in ready):
-            return [[] for _ in ready]
-        assert self.scorer is not None  # only receipts of the served model are staged
-        scorer = self.scorer
+    async def _judge(self, ready: Sequence[_Staged]) -> list[dict[int, tuple[ScoreResult, Tolerance]] | str]:
+        """Per receipt, each scorable call's scores and the tolerance that judges them: the screen's
+        where the screen accepts the call, else the arbiter's re-scoring with the final tolerance
+        (or, when scoring fails on this side, the reason instead)."""
+        assert all(s.scorer is self.scorer for s in ready)
+        first = await self._score(self.scorer, [s.scorable for s in ready])
+        out: list[dict[int, tuple[ScoreResult, Tolerance]] | str] = []
+        doubtful: list[list[LLMCall]] = []
+        for s, scores in zip(ready, first, strict=True):
+            if isinstance(scores, str):
+                out.append(scores)
+                doubtful.append([])
+                continue
+            tol = s.tolerance if s.screen is None else s.screen
+            out.append({c.call: (sc, tol) for c, sc in zip(s.scorable, scores, strict=True)})
+            doubtful.append(
+                []
+                if s.screen is None
+                else [c for c, sc in zip(s.scorable, scores, strict=True) if check_scores(c, sc, s.screen)]
+            )
+        if self.arbiter is None or not any(doubtful):
+            return out
+        exact = await self._score(self.arbiter, doubtful)
+        for k, (s, calls, scores) in enumerate(zip(ready, doubtful, exact, strict=True)):
+            judged = out[k]
+            if not calls or isinstance(judged, str):
+                continue
+            if isinstance(scores, str):
+                out[k] = scores
+                continue
+            judged.update({c.call: (sc, s.tolerance) for c, sc in zip(calls, scores, strict=True)})
+        return out
+
+    async def _score(
+        self, scorer: Scorer | None, groups: Sequence[Sequence[LLMCall]]
+    ) -> list[list[ScoreResult] | str]:
+        """Scores of every group's calls, all in one go; per group, the error instead when scoring
+        fails on this side (memory, a bug): the receipt becomes unverifiable rather than the
+        validator retrying the batch forever."""
+        if not any(groups):
+            return [[] for _ in groups]
+        assert scorer is not None  # only receipts of the served model are staged
         async with self._score_lock:  # one scoring pass at a time: the model is not re-entrant
             try:
-                flat = iter(
-                    await asyncio.to_thread(score_calls, scorer, [c for s in ready for c in s.scorable])
-                )
-                return [[next(flat) for _ in s.scorable] for s in ready]
+                flat = iter(await asyncio.to_thread(score_calls, scorer, [c for g in groups for c in g]))
+                return [[next(flat) for _ in g] for g in groups]
             except Exception:
-                log.exception("scoring %d receipts together failed; scoring them one by one", len(ready))
+                log.exception("scoring %d receipts together failed; scoring them one by one", len(groups))
             out: list[list[ScoreResult] | str] = []
-            for s in ready:
+            for g in groups:
                 try:
-                    out.append(await asyncio.to_thread(score_calls, scorer, s.scorable))
+                    out.append(await asyncio.to_thread(score_calls, scorer, g))
                 except Exception as exc:
                     out.append(f"scoring failed on this validator: {type(exc).__name__}: {exc}")
             return out
@@ -342,13 +381,21 @@ class Verifier:
         if too_long:  # a longer context than this validator's model holds: not proof of anything
             why = f"calls {too_long} exceed the {scorer.max_positions} positions this validator scores"
             return head.verdict(findings, unverifiable=None if findings else why)
-        return _Staged(head, trace, tuple(findings), scorer, tuple(scorable), self._tolerance(trace, scorer))
+        node_dtype = trace.doc.engine.dtype
+        screen = None if self.arbiter is None else Tolerance.screening(node_dtype, _dtype(scorer))
+        final = self._tolerance(node_dtype, scorer if self.arbiter is None else self.arbiter)
+        return _Staged(head, trace, tuple(findings), scorer, tuple(scorable), final, screen)
 
-    def _tolerance(self, trace: Trace, scorer: Scorer) -> Tolerance:
+    def _tolerance(self, node_dtype: str, scorer: Scorer) -> Tolerance:
         """The configured tolerance, else the one of the (node, validator) precision pair."""
         if self.tolerance is not None:
             return self.tolerance
-        return Tolerance.for_pair(trace.doc.engine.dtype, str(getattr(scorer, "dtype", "float32")))
+        return Tolerance.for_pair(node_dtype, _dtype(scorer))
+
+
+def _dtype(scorer: Scorer) -> str:
+    """The precision a scorer computes in (``float32`` unless it says otherwise)."""
+    return str(getattr(scorer, "dtype", "float32"))
 
 
 @dataclass(frozen=True)
@@ -386,4 +433,5 @@ class _Staged:
     findings: tuple[Finding, ...]
     scorer: Scorer
     scorable: tuple[LLMCall, ...]  # calls with output tokens that passed `check_tokens`
-    tolerance: Tolerance
+    tolerance: Tolerance  # what decides a call: the arbiter's pair, or the scorer's without one
+    screen: Tolerance | None = None  # what the scorer accepts without the arbiter (None: no arbiter)

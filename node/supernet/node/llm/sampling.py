@@ -6,11 +6,19 @@ whatever else shares the batch, and a validator can recompute the choice from th
 
 Selection rule for one row of logits:
   * ``temperature == 0``: greedy, the lowest token id among the maxima.
-  * otherwise ``p = softmax(logits / temperature)`` in float64, and
-      - ``top_p >= 1``: inverse CDF over the vocabulary in token-id order;
-      - ``top_p < 1``: tokens sorted by probability (stable: ties keep id order), the nucleus is the
-        shortest prefix whose mass reaches ``top_p``, and the inverse CDF runs over that prefix.
-    The token is the first one whose cumulative mass exceeds ``u * mass``, ``u = uniform(seed, position)``.
+  * otherwise ``p = softmax(logits / temperature)`` in float64, and the *support* is
+      - ``top_p >= 1``: the whole vocabulary;
+      - ``top_p < 1``: the nucleus, the shortest prefix of the tokens sorted by probability
+        (stable: ties keep id order) whose mass reaches ``top_p``.
+    The inverse CDF runs over the support **in token-id order**: the token is the first one whose
+    cumulative mass exceeds ``u * mass``, ``u = uniform(seed, position)``.
+
+Why id order inside the nucleus (protocol v2; v1 ran the CDF in probability order): a validator
+that computes in another precision sees slightly different probabilities. In id order every
+token's CDF interval then moves by at most the total-variation distance between the two
+distributions (a few 1e-3 between float32 and bfloat16), so the sampled-token check can be tight;
+in probability order two near-tied likely tokens that swap places move each other's interval by
+the other's whole mass, which forced a loose bound (0.6 of CDF mass) on every mixed pair.
 
 >>> uniform(7, 3) == uniform(7, 3)
 True
@@ -20,6 +28,7 @@ True
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,8 +36,11 @@ import torch
 from torch import Tensor
 
 _MASK64 = (1 << 64) - 1
-_NUCLEUS_CANDIDATES = 1024
+_FIRST_CANDIDATES = 512  # most nuclei at a usual temperature hold fewer tokens
+_REFINE_WIDTH = 1024
 _CHUNK = 8
+EXACT_ABOVE = 1e-3
+"""Batched margins at or below this are not refined per row (see ``selection_margins``)."""
 
 
 @dataclass(frozen=True)
@@ -78,28 +90,40 @@ def uniform(seed: int, position: int) -> float:
     return (_splitmix64(_splitmix64(seed & _MASK64) ^ (position & _MASK64)) >> 11) * 2.0**-53
 
 
-def _order_and_cdf(probs: Tensor, top_p: float) -> tuple[Tensor, Tensor]:
-    """Token ids in sampling order and their cumulative mass (float64), nucleus-truncated."""
+def _support(probs: Tensor, top_p: float) -> Tensor:
+    """``probs`` with every token outside the support zeroed (same shape, float64).
+
+    The nucleus is looked for among the likeliest ``_FIRST_CANDIDATES`` tokens (ties at the last
+    one included), then among 8 times as many, and so on, until their cumulative mass reaches
+    ``top_p``: those candidates are the top of the rule's order, so the cut is the same whatever
+    their number.
+    """
     if top_p >= 1.0:
-        return torch.arange(probs.shape[0]), probs.cumsum(0)
-    k = min(_NUCLEUS_CANDIDATES, probs.shape[0])
-    threshold = probs.topk(k).values[-1]
-    ids = torch.nonzero(probs >= threshold).flatten()  # id order, a superset of the top k
-    cand = probs[ids]
-    if cand.sum() < top_p:  # the nucleus reaches past the candidates: sort everything
-        ids, cand = torch.arange(probs.shape[0]), probs
-    order = torch.sort(cand, descending=True, stable=True).indices
-    ids, cdf = ids[order], cand[order].cumsum(0)
-    n = int(torch.searchsorted(cdf, torch.tensor([top_p], dtype=cdf.dtype)).item()) + 1
-    return ids[:n], cdf[:n]
+        return probs
+    vocab = probs.shape[0]
+    width = min(_FIRST_CANDIDATES, vocab)
+    while True:
+        threshold = probs.topk(width).values[-1] if width < vocab else probs.min()
+        ids = torch.nonzero(probs >= threshold).flatten()  # id order
+        cand = probs[ids]
+        order = torch.sort(cand, descending=True, stable=True).indices  # ties keep id order
+        cum = cand[order].cumsum(0)
+        if cum[-1] >= top_p or width == vocab:
+            break
+        width = min(vocab, width * 8)
+    n = min(int(torch.searchsorted(cum, torch.tensor([top_p], dtype=cum.dtype)).item()) + 1, cum.shape[0])
+    members = ids[order[:n]]
+    out = torch.zeros_like(probs)
+    out[members] = probs[members]
+    return out
 
 
 def _draw(row: Tensor, temperature: float, top_p: float, u: float) -> int:
     probs = torch.softmax(row.double() / temperature, dim=-1)
-    ids, cdf = _order_and_cdf(probs, top_p)
+    # zeros add exactly, so this is the cumulative mass over the support in token-id order
+    cdf = _support(probs, top_p).cumsum(0)
     target = torch.tensor([u], dtype=cdf.dtype) * cdf[-1]
-    i = min(int(torch.searchsorted(cdf, target, right=True).item()), ids.shape[0] - 1)
-    return int(ids[i])
+    return min(int(torch.searchsorted(cdf, target, right=True).item()), cdf.shape[0] - 1)
 
 
 def select(logits: Tensor, params: Sequence[SamplingParams], positions: Sequence[int]) -> list[int]:
@@ -120,45 +144,50 @@ def select(logits: Tensor, params: Sequence[SamplingParams], positions: Sequence
     return tokens
 
 
+def _interval_margin(lo: Tensor, hi: Tensor, mass: Tensor, u: Tensor) -> Tensor:
+    """How far the draw ``u`` lies outside the CDF interval ``[lo, hi) / mass`` (0 inside it).
+
+    "Inside" is decided with the sampler's own arithmetic (``lo <= u * mass < hi``), so the token the
+    node drew has a margin of exactly 0 when the validator computes the same ``lo``, ``hi``, ``mass``.
+    """
+    target = u * mass
+    inside = (lo <= target) & (target < hi)
+    outside = torch.clamp(torch.maximum(lo / mass - u, u - hi / mass), min=0.0)
+    return torch.where(inside, torch.zeros_like(outside), outside)
+
+
 def selection_margin(logits: Tensor, token: int, params: SamplingParams, position: int) -> float:
     """How far ``token`` is from being the token ``select`` would pick (0 when it is).
 
-    Greedy: the log-probability gap to the best token. Sampling: how far the draw ``u`` lies outside
-    the claimed token's CDF interval (in probability mass). A token outside the nucleus (another
-    precision can move the top-p cut past it) scores how far ``top_p`` is from taking it in (the
-    mass before it minus ``top_p``: tiny when rounding moved the cut), plus how far ``u`` lies from
-    its interval in the nucleus grown to it. A validator accepts small margins caused by
-    floating-point differences.
+    Greedy: the log-probability gap to the best token. Sampling: a distance in probability mass,
+    the least over every nucleus the token belongs to of how far ``top_p`` is from choosing that
+    nucleus (0 for the rule's own) and how far the draw ``u`` lies outside the token's CDF interval
+    in it (``top_p >= 1``: the interval over the whole vocabulary). Another precision moves both by
+    about the total-variation distance between the two distributions, so a validator accepts small
+    margins; a token the rule cannot reach at all scores the mass it would take to reach it.
     """
     row = logits.detach().double().cpu()
     if params.greedy:
         lp = torch.log_softmax(row, dim=-1)
         return float(lp.max() - lp[token])
     probs = torch.softmax(row / params.temperature, dim=-1)
-    ids, cdf = _order_and_cdf(probs, params.top_p)
-    where = torch.nonzero(ids == token).flatten()
-    if where.numel() == 0:
-        return _outside_margin(probs, token, params.top_p, uniform(params.seed, position))
-    i = int(where[0])
-    mass = float(cdf[-1])
-    lo = float(cdf[i - 1]) / mass if i > 0 else 0.0
-    hi = float(cdf[i]) / mass
-    u = uniform(params.seed, position)
-    return max(0.0, lo - u, u - hi)
-
-
-def _outside_margin(probs: Tensor, token: int, top_p: float, u: float) -> float:
-    """``selection_margin`` of a token outside the nucleus (see there)."""
-    vals, ids = probs.topk(min(_NUCLEUS_CANDIDATES, probs.shape[0]))
-    where = torch.nonzero(ids == token).flatten()
-    if where.numel() == 0:  # past the candidates (a wide nucleus): the full order
-        vals, ids = torch.sort(probs, descending=True, stable=True)
-        where = torch.nonzero(ids == token).flatten()
-    i = int(where[0])
-    cdf = vals.cumsum(0)
-    before = float(cdf[i - 1]) if i > 0 else 0.0
-    grown = float(cdf[i])
-    return max(0.0, before - top_p) + max(0.0, before / grown - u, u - 1.0)
+    u = torch.tensor(uniform(params.seed, position), dtype=torch.float64)
+    support = _support(probs, params.top_p)
+    cdf = support.cumsum(0)  # over the rule's own support, in the sampler's arithmetic
+    lo = cdf[token - 1] if token > 0 else torch.zeros((), dtype=torch.float64)
+    at_rule = float(_interval_margin(lo, cdf[token], cdf[-1], u)) if support[token] > 0 else math.inf
+    if at_rule == 0.0 or params.top_p >= 1.0:
+        return at_rule
+    # every other nucleus size k (the top k tokens), vectorised: how far top_p is from choosing k,
+    # and the token's interval among those k tokens in id order
+    vals, order = torch.sort(probs, descending=True, stable=True)
+    rank = int(torch.nonzero(order == token).flatten()[0])
+    cum = vals.cumsum(0)
+    before = torch.cat((torch.zeros(1, dtype=cum.dtype), cum[:-1]))
+    off_cut = torch.clamp(torch.maximum(params.top_p - cum, before - params.top_p), min=0.0)
+    lo_k = (vals * (order < token)).cumsum(0)
+    inner = _interval_margin(lo_k, lo_k + probs[token], cum, u)
+    return min(at_rule, float(torch.maximum(off_cut, inner)[rank:].min()))
 
 
 def selection_margins(
@@ -167,12 +196,13 @@ def selection_margins(
     """``selection_margin`` for every row of ``logits`` ``[n, V]`` at once (row ``i``: ``tokens[i]`` at
     position ``start + i``), with batched tensor ops instead of one sort per row.
 
-    Equal to the per-row function up to float64 rounding: a token's CDF interval in the stable
-    descending order only depends on the sorted probability *values* (ties included) and on its rank
-    there, so the rank is counted and the cumulative mass read from a batched top-k (or, for rows
-    whose nucleus is wider than the top-k, a batched sort). Rows where the per-row rule's candidate
-    shortcut could cut the nucleus differently (mass within rounding of ``top_p``) use the per-row
-    function.
+    The rule's nucleus of each row is found from a batched top-k (widened for rows whose nucleus is
+    wider) as the tokens at least as likely as its last member, and the CDF is the cumulative sum
+    of the row with the others zeroed, exactly the sampler's arithmetic. Rows where that is not
+    certain to be the rule's nucleus (a tie at its last member, mass within rounding of ``top_p``),
+    and rows whose margin there exceeds ``EXACT_ABOVE`` (where another nucleus may give a smaller
+    one), take the per-row function. A smaller margin is reported as computed at the rule's own
+    nucleus: an upper bound of the exact one, far below any bound a validator applies.
     """
     n = len(tokens)
     if n > _CHUNK:  # chunks of rows keep the float64 work in cache
@@ -190,57 +220,118 @@ def selection_margins(
         return (rows.max(dim=-1).values - rows.gather(-1, target)[:, 0]).tolist()
     probs = torch.softmax(rows / params.temperature, dim=-1)
     u = torch.tensor([uniform(params.seed, start + i) for i in range(n)], dtype=torch.float64)
-    ar = torch.arange(n)
-    if params.top_p >= 1.0:
-        cdf = probs.cumsum(-1)
-        mass = cdf[:, -1]
-        t = target[:, 0]
-        hi = cdf[ar, t] / mass
-        lo = torch.where(t > 0, cdf[ar, (t - 1).clamp(min=0)], torch.zeros_like(mass)) / mass
-        return torch.clamp(torch.maximum(lo - u, u - hi), min=0.0).tolist()
     vocab = probs.shape[1]
-    q = probs.gather(-1, target)
-    rank = (probs > q).sum(-1) + ((probs == q) & (torch.arange(vocab)[None, :] < target)).sum(-1)
-    top_p = torch.tensor(params.top_p, dtype=torch.float64)
-    lo, hi, mass = (torch.zeros(n, dtype=torch.float64) for _ in range(3))
-    inside = torch.zeros(n, dtype=torch.bool)
-    fallback = torch.zeros(n, dtype=torch.bool)
+    nuclei = _nuclei(probs, params.top_p) if params.top_p < 1.0 else None
+    support = probs if nuclei is None else nuclei.support
+    cdf = support.cumsum(-1)
+    t = target[:, 0]
+    lo = torch.where(
+        t > 0, cdf.gather(-1, (t - 1).clamp(min=0)[:, None])[:, 0], torch.zeros(n, dtype=cdf.dtype)
+    )
+    out = _interval_margin(lo, cdf.gather(-1, target)[:, 0], cdf[:, vocab - 1], u)
+    out = torch.where(support.gather(-1, target)[:, 0] == 0, torch.inf, out)  # outside the support
+    redo = out > EXACT_ABOVE
+    if nuclei is not None:
+        # rows off their interval: the least margin over other nuclei, from the top W tokens, W
+        # widened for the rows where a wider nucleus might still do better
+        p_token = probs.gather(-1, target)[:, 0]
+        rows = torch.nonzero(redo & nuclei.exact).flatten()
+        top = _top(probs[rows], min(_REFINE_WIDTH, vocab))
+        while rows.numel():
+            complete = top[0].shape[1] == vocab
+            refined, settled = _least_margins(top, t[rows], p_token[rows], u[rows], params.top_p, complete)
+            out[rows[settled]] = torch.minimum(out[rows[settled]], refined[settled])
+            rows = rows[~settled]
+            if not rows.numel() or complete:
+                break
+            width = top[0].shape[1]
+            top = _top(probs[rows], vocab if width * 8 >= vocab else width * 8)
+        redo = ~nuclei.exact
+        redo[rows] = True
+    margins = out.tolist()
+    for i in torch.nonzero(redo).flatten().tolist():  # the rare cases: row by row
+        margins[i] = selection_margin(logits[i], tokens[i], params, start + i)
+    return margins
+
+
+@dataclass(frozen=True)
+class _Nuclei:
+    """The rule's nucleus of every row of a batch."""
+
+    support: Tensor  # [n, V]: the row with every token outside its nucleus zeroed
+    exact: Tensor  # [n]: certainly the sampler's nucleus (else: per row)
+
+
+def _top(probs: Tensor, width: int) -> tuple[Tensor, Tensor]:
+    """The ``width`` likeliest probabilities of each row ``[n, V]``, descending with ties in id order
+    (the rule's order), and their token ids."""
+    if width < probs.shape[1]:
+        vals, ids = probs.topk(width, dim=-1)
+    else:
+        vals, ids = torch.sort(probs, dim=-1, descending=True)
+    by_id = ids.sort(dim=-1).indices  # then a stable sort by value: ties in id order
+    vals, ids = vals.gather(-1, by_id), ids.gather(-1, by_id)
+    order = torch.sort(vals, dim=-1, descending=True, stable=True).indices
+    return vals.gather(-1, order), ids.gather(-1, order)
+
+
+def _least_margins(
+    top: tuple[Tensor, Tensor], token: Tensor, p_token: Tensor, u: Tensor, top_p: float, complete: bool
+) -> tuple[Tensor, Tensor]:
+    """`selection_margin`'s least margin over the nuclei made of the top ``W`` tokens, per row, and
+    whether it is settled (the token is among them, and no wider nucleus can do better: those
+    are at least ``cum_W - top_p`` off the cut; ``complete``: the top is the whole vocabulary)."""
+    vals, ids = top
+    cum = vals.cumsum(-1)
+    before = torch.cat((torch.zeros_like(cum[:, :1]), cum[:, :-1]), dim=-1)
+    off_cut = torch.clamp(torch.maximum(top_p - cum, before - top_p), min=0.0)
+    lo = (vals * (ids < token[:, None])).cumsum(-1)
+    inner = _interval_margin(lo, lo + p_token[:, None], cum, u[:, None])
+    # a top-k may cut a group of tied tokens at its last value anywhere: only the nuclei before that
+    # group are the rule's (ties in id order)
+    usable = torch.ones_like(ids, dtype=torch.bool) if complete else vals > vals[:, -1:]
+    found = (ids == token[:, None]) & usable
+    rank = found.int().argmax(-1)
+    width = torch.arange(ids.shape[1])
+    m = torch.where((width[None, :] >= rank[:, None]) & usable, torch.maximum(off_cut, inner), torch.inf)
+    least = m.min(-1).values
+    last = usable.sum(-1) - 1
+    wider = torch.where(last >= 0, cum.gather(-1, last.clamp(min=0)[:, None])[:, 0], 0.0) - top_p
+    return least, found.any(-1) & ((least <= wider) | complete)
+
+
+def _nuclei(probs: Tensor, top_p: float) -> _Nuclei:
+    """The rule's nucleus of each row of ``probs`` ``[n, V]``, from batched top-k values (the top of
+    the rule's order: ties have equal values, so the cumulative sums are the sampler's), widened
+    for the rows whose nucleus is wider."""
+    n, vocab = probs.shape
+    thr = torch.zeros(n, dtype=probs.dtype)
+    cut = torch.zeros(n, dtype=torch.long)
+    edge = torch.zeros(n, dtype=torch.bool)
     pending = torch.arange(n)
-    width = min(_NUCLEUS_CANDIDATES, vocab)
-    # sorted values (ties need no order: the CDF values only depend on the values) of the top `width`
-    cdf = probs.topk(width, dim=-1).values
-    m = (probs >= cdf[:, -1:]).sum(-1)  # the per-row rule's candidate count
-    cdf = cdf.cumsum(-1)
-    while True:
-        reached = cdf >= top_p
-        done = reached[:, -1] | (width == vocab)
-        idx, c, r = pending[done], cdf[done], rank[pending[done]]
-        if idx.numel():
-            hit = reached[done]
-            cut = torch.where(hit.any(-1), hit.int().argmax(-1), width - 1)  # first index reaching top_p
-            sel = torch.arange(idx.numel())
-            ri = r.clamp(max=width - 1)
-            mass[idx], inside[idx] = c[sel, cut], r <= cut
-            hi[idx] = c[sel, ri]
-            lo[idx] = torch.where(ri > 0, c[sel, (ri - 1).clamp(min=0)], torch.zeros_like(hi[idx]))
-            if width > _NUCLEUS_CANDIDATES or width == vocab:
-                # the per-row rule sorts only its candidates when their (pairwise) sum reaches top_p; its
-                # cut can then differ from this one only when their cumulative mass is within rounding
-                mr = m[idx]
-                edge = c[sel, (mr.clamp(max=width) - 1)]
-                fallback[idx] = (mr > width) | ((edge < top_p) & (edge >= top_p - 1e-9))
-        pending = pending[~done]
-        if not pending.numel():
-            break
-        width = vocab if width * 8 >= vocab else width * 8
+    width = min(_FIRST_CANDIDATES, vocab)
+    while pending.numel():
         sub = probs[pending]
-        vals = (
-            torch.sort(sub, dim=-1, descending=True).values
-            if width == vocab
-            else sub.topk(width, dim=-1).values
-        )
-        cdf = vals.cumsum(-1)
-    out = torch.clamp(torch.maximum(lo / mass - u, u - hi / mass), min=0.0).tolist()
-    for i in torch.nonzero(fallback | ~inside).flatten().tolist():  # the rare cases: row by row
-        out[i] = selection_margin(logits[i], tokens[i], params, start + i)
-    return out
+        vals = sub.topk(width, dim=-1).values if width < vocab else sub.sort(dim=-1, descending=True).values
+        cum = vals.cumsum(-1)
+        reached = cum >= top_p
+        done = reached[:, -1] | (width == vocab)
+        idx, c, v, hit = pending[done], cum[done], vals[done], reached[done]
+        sel = torch.arange(idx.numel())
+        at = torch.where(hit.any(-1), hit.int().argmax(-1), width - 1)
+        prev = torch.where(at > 0, c[sel, (at - 1).clamp(min=0)], torch.zeros_like(v[:, 0]))
+        thr[idx], cut[idx] = v[sel, at], at
+        # within rounding of top_p: a guard (both sides sum the same values in the same order)
+        edge[idx] = ((c[sel, at] - top_p).abs() < 1e-12) | ((prev - top_p).abs() < 1e-12)
+        pending = pending[~done]
+        width = vocab if width * 8 >= vocab else width * 8
+    # members: every token at least as likely as the last one; where more tokens tie with it than
+    # the nucleus holds, only the first of them by id (the rule's order)
+    members = probs >= thr[:, None]
+    over = torch.nonzero(members.sum(-1) != cut + 1).flatten()
+    if over.numel():
+        sub, t = probs[over], thr[over, None]
+        tied = sub == t
+        need = (cut[over] + 1 - (sub > t).sum(-1))[:, None]
+        members[over] = (sub > t) | (tied & (tied.cumsum(-1) <= need))
+    return _Nuclei(probs * members, ~edge)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -65,8 +65,11 @@ class _PackedAttention:
 
     Every token sees the whole prefix (keys/values ``[n_layers, n_kv_heads, P, head_dim]`` or
     ``None``) and the earlier tokens of its own sequence, nothing of the others. One sequence with
-    no prefix is plain causal attention (no mask). When ``keep > 0`` the first ``keep`` new keys/values
-    of every layer are recorded in ``kept`` (for the scoring prefix cache).
+    no prefix is plain causal attention (no mask). Several sequences are attended as a padded batch
+    ``[n_seqs, heads, longest, head_dim]`` rather than as one masked ``T x T`` product, which would
+    spend most of its work on the blocks the mask throws away (packing 8 calls of ~64 tokens, the
+    padded batch does ~5x less attention work). When ``keep > 0`` the first ``keep`` new keys/values
+    of every layer are recorded in ``kept`` (for the scoring prefix cache; one sequence only).
     """
 
     def __init__(
@@ -76,26 +79,59 @@ class _PackedAttention:
         device: torch.device,
         keep: int = 0,
     ) -> None:
+        if keep and len(lengths) != 1:
+            raise ValueError("keys/values are kept for one sequence only")
         self.prefix, self.keep = prefix, keep
         self.kept: list[tuple[Tensor, Tensor]] = []
         self.mask: Tensor | None = None
-        if prefix is not None or len(lengths) > 1:
-            owner = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(list(lengths)))
-            local = torch.cat([torch.arange(n) for n in lengths])
-            block = (owner[:, None] == owner[None, :]) & (local[None, :] <= local[:, None])
-            shared = torch.ones(len(owner), 0 if prefix is None else prefix[0].shape[2], dtype=torch.bool)
-            self.mask = torch.cat((shared, block), dim=1).to(device)
+        self.gather: Tensor | None = None  # packed token index of every padded slot
+        self.scatter: Tensor | None = None  # padded slot of every packed token
+        self.shape = (1, max(lengths))  # (sequences, longest) of the padded batch
+        n_prefix = 0 if prefix is None else prefix[0].shape[2]
+        if len(lengths) > 1:
+            longest, n = max(lengths), len(lengths)
+            starts = torch.tensor([0, *lengths]).cumsum(0)[:-1]
+            local = torch.arange(longest)
+            valid = local[None, :] < torch.tensor(list(lengths))[:, None]  # [n, longest]
+            self.gather = torch.where(valid, starts[:, None] + local[None, :], 0).flatten().to(device)
+            self.scatter = torch.nonzero(valid.flatten()).flatten().to(device)
+            causal = local[None, :] <= local[:, None]  # [longest, longest]
+            # a padding row sees its sequence's first token (never an empty row: no NaN to discard)
+            own = causal[None] & valid[:, None, :]
+            shared = torch.ones(n, longest, n_prefix, dtype=torch.bool)
+            self.mask = torch.cat((shared, own), dim=2)[:, None].to(device)  # [n, 1, longest, P + longest]
+            self.shape = (n, longest)
+        elif prefix is not None:
+            t = lengths[0]
+            causal = torch.arange(t)[None, :] <= torch.arange(t)[:, None]
+            self.mask = torch.cat((torch.ones(t, n_prefix, dtype=torch.bool), causal), dim=1).to(device)
+
+    def _pad(self, x: Tensor) -> Tensor:
+        """``[1, heads, T, D]`` packed to ``[n_seqs, heads, longest, D]`` padded."""
+        assert self.gather is not None
+        n, longest = self.shape
+        return x[0][:, self.gather].view(x.shape[1], n, longest, x.shape[3]).transpose(0, 1)
 
     def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         if self.keep:
             self.kept.append((k[0, :, : self.keep].clone(), v[0, :, : self.keep].clone()))
-        if self.prefix is not None:
-            k = torch.cat((self.prefix[0][layer][None], k), dim=2)
-            v = torch.cat((self.prefix[1][layer][None], v), dim=2)
         gqa = q.shape[1] != k.shape[1]
-        if self.mask is None:
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask, enable_gqa=gqa)
+        if self.gather is None:
+            if self.prefix is not None:
+                k = torch.cat((self.prefix[0][layer][None], k), dim=2)
+                v = torch.cat((self.prefix[1][layer][None], v), dim=2)
+            if self.mask is None:
+                return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask, enable_gqa=gqa)
+        assert self.scatter is not None
+        qp, kp, vp = self._pad(q), self._pad(k), self._pad(v)
+        if self.prefix is not None:
+            n = qp.shape[0]
+            kp = torch.cat((self.prefix[0][layer][None].expand(n, -1, -1, -1), kp), dim=2)
+            vp = torch.cat((self.prefix[1][layer][None].expand(n, -1, -1, -1), vp), dim=2)
+        out = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=self.mask, enable_gqa=gqa)
+        heads, dim = out.shape[1], out.shape[3]
+        return out.transpose(0, 1).reshape(heads, -1, dim)[:, self.scatter][None]
 
 
 def score(
@@ -159,7 +195,7 @@ def score_with_prompt_kv(
             hidden = model(tokens, positions, cache)
         rows = hidden[0, p - 1 - start :]
         logits = model.logits(rows)
-        result = _result(rows, logits, torch.log_softmax(logits, dim=-1), output_ids, params, p, top_k)
+        result = _result(rows, logits, torch.logsumexp(logits, dim=-1), output_ids, params, p, top_k)
         kv = None
         if keep_prompt > 0:
             keys = torch.stack([k for k, _ in cache.kept]) if keep else None
@@ -212,19 +248,20 @@ def _empty(params: SamplingParams | None) -> ScoreResult:
 def _result(
     rows: Tensor,
     logits: Tensor,
-    logp: Tensor,
+    lse: Tensor,
     output_ids: Sequence[int],
     params: SamplingParams | None,
     prompt_len: int,
     top_k: int,
 ) -> ScoreResult:
-    """Scores of one output from its hidden rows ``[n, dim]``, logits and log-probs ``[n, V]``."""
-    target = torch.tensor(list(output_ids), device=logp.device)
-    claimed = logp.gather(-1, target[:, None])[:, 0].tolist()
-    top = logp.topk(top_k, dim=-1)
+    """Scores of one output from its hidden rows ``[n, dim]``, logits ``[n, V]`` and their
+    log-sum-exp ``[n]`` (log-probs are ``logits - lse``: no ``[n, V]`` log-prob table is written)."""
+    target = torch.tensor(list(output_ids), device=logits.device)
+    claimed = (logits.gather(-1, target[:, None])[:, 0] - lse).tolist()
+    top = logits.topk(top_k, dim=-1)
     tops = tuple(
         tuple(zip(ids, vals, strict=True))
-        for ids, vals in zip(top.indices.tolist(), top.values.tolist(), strict=True)
+        for ids, vals in zip(top.indices.tolist(), (top.values - lse[:, None]).tolist(), strict=True)
     )
     due = [i for i in range(len(output_ids)) if fingerprint_due(i)]
     fps = fingerprints_of(rows[due], due)
@@ -286,29 +323,29 @@ def score_packed(
         picks = torch.cat([torch.arange(e - len(r.output_ids), e) for e, r in zip(ends, live, strict=True)])
         rows = hidden[picks.to(device)]
         logits = model.logits(rows)  # one projection for every request's rows
-        logp = torch.log_softmax(logits, dim=-1)
+        lse = torch.logsumexp(logits, dim=-1)
         scored, at = [], 0
         for r in live:
             n = len(r.output_ids)
             part = slice(at, at + n)
             scored.append(
-                _result(
-                    rows[part], logits[part], logp[part], r.output_ids, r.params, len(r.prompt_ids), top_k
-                )
+                _result(rows[part], logits[part], lse[part], r.output_ids, r.params, len(r.prompt_ids), top_k)
             )
             at += n
     it = iter(scored)
     return [next(it) if r.output_ids else _empty(r.params) for r in requests]
 
 
-SAMPLE_MARGIN_BF16 = 0.6
-"""CDF distance allowed for a sampled token when one side computed in bfloat16. It is as large as
-the greedy bound because the sampling rule orders the CDF by descending probability: two near-tied
-likely tokens that swap places between precisions move each other's interval by the other's whole
-mass (a validator in bf16 with a 0.05 bound flagged 125 of 250 honest fp32 receipts, bench-verify).
-A CDF in token-id order over the nucleus would shift only by the total-variation distance and
-allow a far tighter bound; until the sampling rule changes, sampled calls of a bf16 pair are
-checked loosely, which is why validators score in float32 by default."""
+SAMPLE_MARGIN_BF16 = 0.1
+"""CDF distance allowed for a sampled token when one side computed in bfloat16. The sampler runs its
+CDF in token-id order (`supernet.node.llm.sampling`), so another precision moves a token's interval
+by about the total-variation distance between the two distributions: at most 0.051 over 500 honest
+calls per mixed pair (docs/benchmarks/precision.md), where the probability-ordered CDF of protocol
+v1 moved it by up to 0.6."""
+
+SCREEN_SAMPLE_MARGIN = 0.05
+"""A bfloat16 screen re-checks in float32 every sampled call with a margin above this
+(`Tolerance.screening`): the freedom a cheater keeps in a sampled token under a screen."""
 
 
 @dataclass(frozen=True)
@@ -326,14 +363,27 @@ class Tolerance:
         """Bounds for a pair with a bfloat16 side, calibrated by scripts/bench_precision.py on 500
         honest calls per mixed pair (docs/benchmarks/precision.md): logprobs moved by up to 0.62
         (a -4.6 logprob token of an fp32 node rescored in bf16), greedy selection margins (near-tie
-        flips) by up to 0.43, fingerprint values by up to 7.5 %; sampled tokens' CDF distance by as
-        much (``sample_margin``, SAMPLE_MARGIN_BF16 says why)."""
+        flips) by up to 0.43, fingerprint values by up to 7.5 %; sampled tokens' CDF distance by
+        up to ``SAMPLE_MARGIN_BF16``."""
         return cls(
             logprob_atol=0.75,
             hidden_rtol=0.15,
             hidden_atol=0.5,
             selection_margin=0.6,
             sample_margin=SAMPLE_MARGIN_BF16,
+        )
+
+    @classmethod
+    def screening(cls, node_dtype: str, screen_dtype: str) -> Tolerance:
+        """What a re-scoring in ``screen_dtype`` accepts without the exact re-check: the pair's
+        bounds on logprobs and fingerprints, the float32 bound on greedy tokens and
+        ``SCREEN_SAMPLE_MARGIN`` on sampled ones. A call outside them is re-scored by the float32
+        arbiter and judged by ``for_pair(node_dtype, "float32")`` alone (`supernet.validator`)."""
+        pair = cls.for_pair(node_dtype, screen_dtype)
+        return replace(
+            pair,
+            selection_margin=cls().selection_margin,
+            sample_margin=min(pair.sample_margin, SCREEN_SAMPLE_MARGIN),
         )
 
     @classmethod

@@ -49,8 +49,17 @@ class ApiSettings(BaseModel):
 class IdentitySettings(BaseModel):
     """The node's signing key: receipts are signed with it, tasks are addressed to it."""
 
-    private_key: SecretStr | None = None
+    private_key: SecretStr | None = Field(
+        default=None,
+        description="Hex private key: from $SUPERNET_IDENTITY__PRIVATE_KEY, never a file in git.",
+    )
     key_file: Path | None = Field(default=None, description="File holding the hex private key (mode 0600).")
+    keystore: Path | None = Field(
+        default=None, description="Ethereum V3 keystore (mode 0600); passphrase from password_file."
+    )
+    password_file: Path | None = Field(
+        default=None, description="The keystore's passphrase (mode 0600; default $SUPERNET_KEY_PASSWORD)."
+    )
 
 
 class ChainSettings(BaseModel):
@@ -163,8 +172,16 @@ class NodeSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _identity_when_chain(self) -> NodeSettings:
-        if self.chain.enabled and self.identity.private_key is None and self.identity.key_file is None:
-            raise ValueError("chain.enabled needs identity.private_key or identity.key_file")
+        ident = self.identity
+        if (
+            self.chain.enabled
+            and ident.private_key is None
+            and ident.key_file is None
+            and ident.keystore is None
+        ):
+            raise ValueError(
+                "chain.enabled needs identity.private_key, identity.key_file or identity.keystore"
+            )
         return self
 
     @classmethod

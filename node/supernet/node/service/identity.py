@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from pathlib import Path
 
-from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from supernet.node.service.config import NodeSettings
+from supernet.sdk.keys import from_hex, read_secret
+from supernet.sdk.keys import load_account as load_keys
 
 log = logging.getLogger(__name__)
 
@@ -17,17 +17,23 @@ log = logging.getLogger(__name__)
 def load_account(settings: NodeSettings) -> LocalAccount:
     """The node's signing account.
 
-    Order: ``identity.private_key``, then ``identity.key_file``, then ``<data_dir>/node.key``,
-    which is created (mode 0600) when nothing else is configured and the chain is disabled.
+    Order: ``identity.private_key``, then ``identity.key_file``, then ``identity.keystore``
+    (`supernet.sdk.keys`: files must be mode 0600), then ``<data_dir>/node.key``, which is created
+    (mode 0600) when nothing else is configured and the chain is disabled.
 
     Raises:
-        FileNotFoundError: ``identity.key_file`` is set but missing.
+        supernet.sdk.keys.KeyLoadError: the configured key cannot be loaded (missing, readable by
+            others, malformed, wrong passphrase).
     """
     ident = settings.identity
     if ident.private_key is not None:
-        return Account.from_key(ident.private_key.get_secret_value().strip())
-    if ident.key_file is not None:
-        return Account.from_key(Path(ident.key_file).read_text().strip())
+        return from_hex(ident.private_key.get_secret_value(), "identity.private_key")
+    if ident.key_file is not None or ident.keystore is not None:
+        return load_keys(
+            key_file=ident.key_file if ident.keystore is None else None,
+            keystore=ident.keystore,
+            password_file=ident.password_file,
+        )
     path = settings.data_dir / "node.key"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -35,4 +41,4 @@ def load_account(settings: NodeSettings) -> LocalAccount:
         with os.fdopen(fd, "w") as f:
             f.write("0x" + secrets.token_hex(32) + "\n")
         log.info("created a new node key in %s", path)
-    return Account.from_key(path.read_text().strip())
+    return from_hex(read_secret(path), str(path))

@@ -21,10 +21,20 @@ from fastapi.responses import JSONResponse, Response
 from supernet.node.service.deps import Ctx
 from supernet.sdk import __version__
 from supernet.sdk.store.errors import BlockNotFoundError, StoreError, StoreLimitError
-from supernet.sdk.store.server import kubo_error
+from supernet.sdk.store.server import KUBO_ERRORS, KuboError, kubo_error
 
 PREFIX = "/v1/store"
-router = APIRouter(prefix=f"{PREFIX}/api/v0", tags=["store"])
+router = APIRouter(
+    prefix=f"{PREFIX}/api/v0",
+    tags=["store"],
+    responses={  # Kubo's error shape, as the store clients pointed here expect
+        400: KUBO_ERRORS[400],
+        403: KUBO_ERRORS[403],
+        413: KUBO_ERRORS[413],
+        500: KUBO_ERRORS[500],
+        502: {"model": KuboError, "description": "The node's own store failed."},
+    },
+)
 CidArg = Annotated[str, Query(alias="arg", description="A CID.")]
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from rich.console import Console
 from rich.table import Table
@@ -19,27 +18,45 @@ from supernet.sdk.chain.deployment import CONTRACT_NAMES, Deployment
 from supernet.sdk.chain.errors import ChainError
 from supernet.sdk.chain.params import ProtocolParams
 from supernet.sdk.errors import SupernetError
+from supernet.sdk.key_options import KeyFile, Keystore, PasswordFile, account, env_only
 
 app = typer.Typer(help="Deploy and inspect the protocol contracts.", no_args_is_help=True)
 console = Console()
 
 
-def resolve_account(key: str | None, account_index: int | None) -> LocalAccount:
-    """The signer from ``--key`` or a dev-mnemonic ``--account-index`` (exactly one)."""
-    if (key is None) == (account_index is None):
-        raise typer.BadParameter("give exactly one of --key (or $SUPERNET_PRIVATE_KEY) and --account-index")
-    if key is not None:
-        return Account.from_key(key)
-    assert account_index is not None
-    return dev_account(account_index)
+def resolve_account(
+    key: str | None,
+    account_index: int | None,
+    key_file: Path | None = None,
+    keystore: Path | None = None,
+    password_file: Path | None = None,
+) -> LocalAccount:
+    """The signer from ``$SUPERNET_PRIVATE_KEY``, ``--key-file``, ``--keystore`` or a dev-mnemonic
+    ``--account-index`` (exactly one)."""
+    if account_index is not None:
+        if key or key_file or keystore:
+            raise typer.BadParameter("give either a key source or --account-index, not both")
+        return dev_account(account_index)
+    if not (key or key_file or keystore):
+        raise typer.BadParameter(
+            "give a key: $SUPERNET_PRIVATE_KEY, --key-file, --keystore, or --account-index on a local chain"
+        )
+    return account(key, key_file, keystore, password_file)
 
 
 @app.command()
 def deploy(
     rpc: str = typer.Option("http://127.0.0.1:8545", "--rpc", help="JSON-RPC URL."),
     key: str | None = typer.Option(
-        None, "--key", envvar="SUPERNET_PRIVATE_KEY", help="Deployer private key (0x-hex)."
+        None,
+        "--key",
+        envvar="SUPERNET_PRIVATE_KEY",
+        callback=env_only,
+        help="Deployer private key (0x-hex), from $SUPERNET_PRIVATE_KEY only (never on the command line).",
     ),
+    key_file: KeyFile = None,
+    keystore: Keystore = None,
+    password_file: PasswordFile = None,
     account_index: int | None = typer.Option(
         None, "--account-index", help="Use dev account N of Anvil's default mnemonic (local chains only)."
     ),
@@ -49,7 +66,7 @@ def deploy(
     ),
 ) -> None:
     """Deploy ServiceManager, ModelRegistry, Payments and TaskManager; write the deployment file."""
-    deployer = resolve_account(key, account_index)
+    deployer = resolve_account(key, account_index, key_file, keystore, password_file)
     params = ProtocolParams.devnet() if devnet_params else ProtocolParams()
     try:
         contracts = Contracts.deploy(rpc, deployer, params, rpc_url=rpc)

@@ -63,11 +63,17 @@ class Client:
 
     @classmethod
     def connect(
-        cls, rpc_url: str, deployment: str | Path | Deployment, private_key: str, **kwargs: Any
+        cls,
+        rpc_url: str,
+        deployment: str | Path | Deployment,
+        private_key: str | LocalAccount,
+        **kwargs: Any,
     ) -> Client:
-        """A client from an RPC URL, a deployment (file) and the user's private key."""
+        """A client from an RPC URL, a deployment (file) and the user's key (hex, or an account,
+        e.g. from `supernet.sdk.keys.load_account`)."""
         dep = deployment if isinstance(deployment, Deployment) else Deployment.load(deployment)
-        return cls(Contracts.connect(rpc_url, dep, Account.from_key(private_key)), **kwargs)
+        signer = private_key if isinstance(private_key, LocalAccount) else Account.from_key(private_key)
+        return cls(Contracts.connect(rpc_url, dep, signer), **kwargs)
 
     async def __aenter__(self) -> Self:
         return self

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import json
 import platform
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -49,7 +50,33 @@ def _get_store(request: Request) -> EmbeddedStore:
 
 StoreDep = Annotated[EmbeddedStore, Depends(_get_store)]
 CidArg = Annotated[str, Query(alias="arg", description="A CID.")]
-router = APIRouter(prefix="/api/v0")
+
+
+class KuboError(BaseModel):
+    """Kubo's RPC error body: what every error answer of this API carries."""
+
+    Message: str
+    Code: int = Field(description="1: the client's error; 0: the server's")
+    Type: Literal["error"] = "error"
+
+
+KUBO_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {
+        "model": KuboError,
+        "description": "Invalid argument: not a CID, an unsupported codec, a bad block.",
+    },
+    403: {"model": KuboError, "description": "Refused (a read-only endpoint)."},
+    404: {"model": KuboError, "description": "No such RPC path."},
+    405: {
+        "model": KuboError,
+        "description": "Method not allowed (the `Allow` header lists the allowed ones).",
+    },
+    413: {"model": KuboError, "description": "Request body or block over the limit."},
+    500: {"model": KuboError, "description": "Block not found (the status Kubo answers it with)."},
+}
+"""The error answers of the Kubo RPC subset, as documented in its OpenAPI (`create_app`)."""
+
+router = APIRouter(prefix="/api/v0", responses=KUBO_ERRORS)
 
 
 @router.post("/block/put")
@@ -86,7 +113,16 @@ def block_stat(store: StoreDep, arg: CidArg) -> dict[str, Any]:
     return {"Key": stat.cid, "Size": stat.size}
 
 
-@router.post("/block/rm")
+@router.post(
+    "/block/rm",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "One JSON object per line (`Hash`, and `Error` when that block failed), as Kubo.",
+            "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+        }
+    },
+)
 def block_rm(store: StoreDep, arg: Annotated[list[str], Query()], force: bool = False) -> Response:
     """Remove blocks; like Kubo, report per-block failures in the ``Error`` field of each line."""
     lines = []
