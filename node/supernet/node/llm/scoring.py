@@ -68,7 +68,7 @@ class _PackedAttention:
     no prefix is plain causal attention (no mask). Several sequences are attended as a padded batch
     ``[n_seqs, heads, longest, head_dim]`` rather than as one masked ``T x T`` product, which would
     spend most of its work on the blocks the mask throws away (packing 8 calls of ~64 tokens, the
-    padded batch does ~5x less attention work). When ``keep > 0`` the first ``keep`` new keys/values
+    padded batch does ~5x fewer attention FLOPs). When ``keep > 0`` the first ``keep`` new keys/values
     of every layer are recorded in ``kept`` (for the scoring prefix cache; one sequence only).
     """
 
