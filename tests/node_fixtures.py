@@ -12,7 +12,8 @@ import asyncio
 import hashlib
 import itertools
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from supernet.node.service.config import NodeSettings
 from supernet.node.service.identity import load_account
 from supernet.node.service.ports import CommitPending, Job, JobResult, SignedCommit, SignedVoucher, TokenSink
 from supernet.node.service.runner import NodeService
+from supernet.sdk.chain import Contracts, ProtocolParams
+from supernet.sdk.chain.anvil import Anvil, dev_account
 from supernet.sdk.chain.eip712 import Domain, TaskRequest, Voucher, sign_task_request, sign_voucher
 from supernet.sdk.chain.payments import Channel
 from supernet.sdk.chain.receipts import input_hash
@@ -301,3 +304,19 @@ class NodeProcess:
 
     def log_tail(self, n: int = 3000) -> str:
         return self.service.log_tail(n) if self.service is not None else ""
+
+
+@contextmanager
+def node_on_anvil(tmp: Path, node_key_index: int) -> Iterator[tuple[Anvil, Contracts, Path, NodeProcess]]:
+    """A real Anvil with the protocol deployed (devnet parameters) and ``supernet node run`` keyed as
+    dev account ``node_key_index``, data under ``tmp``; the node is stopped on exit."""
+    with Anvil(accounts=20) as anvil:
+        contracts = Contracts.deploy(anvil.url, dev_account(0), ProtocolParams.devnet())
+        deployment = contracts.deployment.save(tmp / "deployment.json")
+        key = "0x" + bytes(dev_account(node_key_index).key).hex()
+        node = NodeProcess(tmp / "node", anvil.url, deployment, key)
+        node.start()
+        try:
+            yield anvil, contracts, deployment, node
+        finally:
+            node.stop()

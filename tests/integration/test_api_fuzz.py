@@ -31,12 +31,11 @@ from eth_account.signers.local import LocalAccount
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
-from node_fixtures import NodeProcess
+from node_fixtures import NodeProcess, node_on_anvil
 from schemathesis import GenerationMode
 from schemathesis.config import SchemathesisConfig
 from schemathesis.specs.openapi.checks import positive_data_acceptance
-from supernet.sdk.chain import Contracts, ProtocolParams
-from supernet.sdk.chain.anvil import Anvil, dev_account
+from supernet.sdk.chain.anvil import dev_account
 from supernet.sdk.chain.eip712 import Domain, TaskRequest, Voucher, sign_task_request, sign_voucher
 from supernet.sdk.chain.receipts import input_hash
 from supernet.sdk.store.embedded import serve_in_thread
@@ -62,11 +61,7 @@ class FuzzNet:
 @pytest.fixture(scope="module")
 def fuzz_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzNet]:
     tmp = tmp_path_factory.mktemp("fuzz")
-    with Anvil(accounts=20) as anvil:
-        contracts = Contracts.deploy(anvil.url, dev_account(0), ProtocolParams.devnet())
-        dep = contracts.deployment.save(tmp / "deployment.json")
-        node = NodeProcess(tmp / "node", anvil.url, dep, "0x" + bytes(dev_account(NODE_KEY_INDEX).key).hex())
-        node.start()
+    with node_on_anvil(tmp, NODE_KEY_INDEX) as (_, contracts, _, node):
         store_url, stop_store = serve_in_thread(tmp / "store")
         try:
             user = dev_account(USER_INDEX)
@@ -77,7 +72,6 @@ def fuzz_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzNet]:
             yield FuzzNet(node, contracts.domain, user, model_id, agent_hash, store_url)
         finally:
             stop_store()
-            node.stop()
         print(f"\nfuzz cases: {COUNTS}")
 
 

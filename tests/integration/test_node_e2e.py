@@ -20,8 +20,8 @@ from typing import Any
 
 import httpx
 import pytest
-from node_fixtures import NodeProcess
-from supernet.sdk.chain import Contracts, ProtocolParams
+from node_fixtures import NodeProcess, node_on_anvil
+from supernet.sdk.chain import Contracts
 from supernet.sdk.chain.anvil import Anvil, dev_account
 from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.chain.tasks import AvailabilityStatus
@@ -50,15 +50,8 @@ class Net:
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
     tmp = tmp_path_factory.mktemp("e2e")
-    with Anvil(accounts=20) as anvil:
-        contracts = Contracts.deploy(anvil.url, dev_account(0), ProtocolParams.devnet())
-        dep = contracts.deployment.save(tmp / "deployment.json")
-        node = NodeProcess(tmp / "node", anvil.url, dep, "0x" + bytes(dev_account(NODE_KEY_INDEX).key).hex())
-        node.start()
-        try:
-            yield Net(anvil, contracts, dep, node, tmp)
-        finally:
-            node.stop()
+    with node_on_anvil(tmp, NODE_KEY_INDEX) as (anvil, contracts, dep, node):
+        yield Net(anvil, contracts, dep, node, tmp)
 
 
 def db_rows(path: Path) -> dict[str, list[tuple[Any, ...]]]:

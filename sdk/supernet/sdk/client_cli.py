@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 from supernet.sdk.client import Client, ClientError
-from supernet.sdk.key_options import KeyFile, Keystore, PasswordFile, account, env_only
+from supernet.sdk.key_options import KeyFile, Keystore, PasswordFile, account, key_option
 
 app = typer.Typer(
     name="task", help="Submit paid tasks to Supernet nodes and verify receipts.", no_args_is_help=True
@@ -25,15 +25,7 @@ Rpc = Annotated[str, typer.Option("--rpc", envvar="SUPERNET_RPC_URL", help="Chai
 Dep = Annotated[
     Path, typer.Option("--deployment", envvar="SUPERNET_DEPLOYMENT", help="Deployment JSON file.")
 ]
-Key = Annotated[
-    str,
-    typer.Option(
-        "--key",
-        envvar="SUPERNET_USER_KEY",
-        callback=env_only,
-        help="User's private key (hex), from $SUPERNET_USER_KEY only (never typed on the command line).",
-    ),
-]
+Key = Annotated[str, key_option("SUPERNET_USER_KEY", "User's")]
 StateDir = Annotated[
     Path | None,
     typer.Option(

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from eth_account.signers.local import LocalAccount
@@ -25,6 +25,16 @@ Keystore = Annotated[
 PasswordFile = Annotated[
     Path | None, typer.Option("--password-file", help="File holding the keystore's passphrase (mode 0600).")
 ]
+
+
+def key_option(envvar: str, whose: str) -> Any:
+    """The ``--key`` option of a command: a hex key read from ``envvar`` only (`env_only`)."""
+    return typer.Option(
+        "--key",
+        envvar=envvar,
+        callback=env_only,
+        help=f"{whose} private key (0x-hex), from ${envvar} only (never typed on the command line).",
+    )
 
 
 def env_only(ctx: typer.Context, param: typer.CallbackParam, value: str | None) -> str | None:

@@ -17,9 +17,10 @@ import contextlib
 import json
 import signal
 from pathlib import Path
+from typing import Annotated
 
 import typer
-from supernet.sdk.key_options import KeyFile, Keystore, PasswordFile, env_only
+from supernet.sdk.key_options import KeyFile, Keystore, PasswordFile, key_option
 from supernet.validator.config import ValidatorSettings
 
 app = typer.Typer(
@@ -32,13 +33,7 @@ def run(
     config: Path | None = typer.Option(None, "--config", help="TOML settings file."),
     rpc: str | None = typer.Option(None, "--rpc", help="JSON-RPC URL of the chain."),
     deployment: Path | None = typer.Option(None, "--deployment", help="Deployment file (addresses)."),
-    key: str | None = typer.Option(
-        None,
-        "--key",
-        envvar="SUPERNET_VALIDATOR_CHAIN__KEY",
-        callback=env_only,
-        help="Validator private key, from $SUPERNET_VALIDATOR_CHAIN__KEY only (never on the command line).",
-    ),
+    key: Annotated[str | None, key_option("SUPERNET_VALIDATOR_CHAIN__KEY", "Validator")] = None,
     key_file: KeyFile = None,
     keystore: Keystore = None,
     password_file: PasswordFile = None,

@@ -264,15 +264,16 @@ class Verifier:
                 verdicts.append(s)
                 continue
             findings = list(s.findings)
-            scores = next(judged)
-            if isinstance(scores, str):
-                verdicts.append(s.head.verdict(findings, unverifiable=None if findings else scores))
+            judgement = next(judged)
+            if isinstance(judgement, str):
+                verdicts.append(s.head.verdict(findings, unverifiable=None if findings else judgement))
                 continue
             for call in s.trace.llm_calls:
-                decode = s.scorer.decode if call.call in scores else None  # only ids the model knows
+                scored = call.call in judgement.findings
+                decode = s.scorer.decode if scored else None  # only ids the model knows
                 findings += check_shape(call, s.scorer.eos_ids, call.stop_strings, decode)
-                if call.call in scores:
-                    findings += check_scores(call, *scores[call.call])
+                if scored:
+                    findings += judgement.findings[call.call]
             tool_findings, reran, why = await check_tools(s.trace.tool_calls, self.tools)
             findings += tool_findings
             verdicts.append(
@@ -281,18 +282,17 @@ class Verifier:
                     llm_calls=len(s.trace.llm_calls),
                     tool_calls=reran,
                     unverifiable=None if findings else why,
-                    rechecked=sum(tol is s.tolerance and s.screen is not None for _, tol in scores.values()),
+                    rechecked=judgement.rechecked,
                 )
             )
         return verdicts
 
-    async def _judge(self, ready: Sequence[_Staged]) -> list[dict[int, tuple[ScoreResult, Tolerance]] | str]:
-        """Per receipt, each scorable call's scores and the tolerance that judges them: the screen's
-        where the screen accepts the call, else the arbiter's re-scoring with the final tolerance
-        (or, when scoring fails on this side, the reason instead)."""
-        assert all(s.scorer is self.scorer for s in ready)
+    async def _judge(self, ready: Sequence[_Staged]) -> list[_Judgement | str]:
+        """Per receipt, the findings on each scorable call: the screen's where the screen accepts
+        the call (none), else those of the arbiter's re-scoring under the final tolerance (or,
+        when scoring fails on this side, the reason instead)."""
         first = await self._score(self.scorer, [s.scorable for s in ready])
-        out: list[dict[int, tuple[ScoreResult, Tolerance]] | str] = []
+        out: list[_Judgement | str] = []
         doubtful: list[list[LLMCall]] = []
         for s, scores in zip(ready, first, strict=True):
             if isinstance(scores, str):
@@ -300,12 +300,9 @@ class Verifier:
                 doubtful.append([])
                 continue
             tol = s.tolerance if s.screen is None else s.screen
-            out.append({c.call: (sc, tol) for c, sc in zip(s.scorable, scores, strict=True)})
-            doubtful.append(
-                []
-                if s.screen is None
-                else [c for c, sc in zip(s.scorable, scores, strict=True) if check_scores(c, sc, s.screen)]
-            )
+            found = {c.call: check_scores(c, sc, tol) for c, sc in zip(s.scorable, scores, strict=True)}
+            out.append(_Judgement(found))
+            doubtful.append([] if s.screen is None else [c for c in s.scorable if found[c.call]])
         if self.arbiter is None or not any(doubtful):
             return out
         exact = await self._score(self.arbiter, doubtful)
@@ -316,7 +313,10 @@ class Verifier:
             if isinstance(scores, str):
                 out[k] = scores
                 continue
-            judged.update({c.call: (sc, s.tolerance) for c, sc in zip(calls, scores, strict=True)})
+            judged.findings.update(
+                {c.call: check_scores(c, sc, s.tolerance) for c, sc in zip(calls, scores, strict=True)}
+            )
+            judged.rechecked = len(calls)
         return out
 
     async def _score(
@@ -422,6 +422,14 @@ class _Head:
             request_hash=self.entry.receipt.request_hash,
             **extra,
         )
+
+
+@dataclass
+class _Judgement:
+    """The LLM findings of one receipt, by call index, and how many calls the arbiter re-scored."""
+
+    findings: dict[int, list[Finding]]
+    rechecked: int = 0
 
 
 @dataclass(frozen=True)

@@ -178,16 +178,10 @@ def selection_margin(logits: Tensor, token: int, params: SamplingParams, positio
     at_rule = float(_interval_margin(lo, cdf[token], cdf[-1], u)) if support[token] > 0 else math.inf
     if at_rule == 0.0 or params.top_p >= 1.0:
         return at_rule
-    # every other nucleus size k (the top k tokens), vectorised: how far top_p is from choosing k,
-    # and the token's interval among those k tokens in id order
-    vals, order = torch.sort(probs, descending=True, stable=True)
-    rank = int(torch.nonzero(order == token).flatten()[0])
-    cum = vals.cumsum(0)
-    before = torch.cat((torch.zeros(1, dtype=cum.dtype), cum[:-1]))
-    off_cut = torch.clamp(torch.maximum(params.top_p - cum, before - params.top_p), min=0.0)
-    lo_k = (vals * (order < token)).cumsum(0)
-    inner = _interval_margin(lo_k, lo_k + probs[token], cum, u)
-    return min(at_rule, float(torch.maximum(off_cut, inner)[rank:].min()))
+    # every other nucleus size k (the top k tokens of the whole row, in the rule's order)
+    top = _top(probs[None], probs.shape[0])
+    least, _ = _least_margins(top, torch.tensor([token]), probs[token][None], u[None], params.top_p, True)
+    return min(at_rule, float(least[0]))
 
 
 def selection_margins(

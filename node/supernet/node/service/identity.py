@@ -17,9 +17,9 @@ log = logging.getLogger(__name__)
 def load_account(settings: NodeSettings) -> LocalAccount:
     """The node's signing account.
 
-    Order: ``identity.private_key``, then ``identity.key_file``, then ``identity.keystore``
-    (`supernet.sdk.keys`: files must be mode 0600), then ``<data_dir>/node.key``, which is created
-    (mode 0600) when nothing else is configured and the chain is disabled.
+    Order: ``identity.private_key``, then ``identity.keystore`` (over ``identity.key_file`` when
+    both are set; `supernet.sdk.keys`: files must be mode 0600), then ``<data_dir>/node.key``,
+    which is created (mode 0600) when nothing else is configured and the chain is disabled.
 
     Raises:
         supernet.sdk.keys.KeyLoadError: the configured key cannot be loaded (missing, readable by

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from eth_account.signers.local import LocalAccount
@@ -18,7 +19,7 @@ from supernet.sdk.chain.deployment import CONTRACT_NAMES, Deployment
 from supernet.sdk.chain.errors import ChainError
 from supernet.sdk.chain.params import ProtocolParams
 from supernet.sdk.errors import SupernetError
-from supernet.sdk.key_options import KeyFile, Keystore, PasswordFile, account, env_only
+from supernet.sdk.key_options import KeyFile, Keystore, PasswordFile, account, key_option
 
 app = typer.Typer(help="Deploy and inspect the protocol contracts.", no_args_is_help=True)
 console = Console()
@@ -47,13 +48,7 @@ def resolve_account(
 @app.command()
 def deploy(
     rpc: str = typer.Option("http://127.0.0.1:8545", "--rpc", help="JSON-RPC URL."),
-    key: str | None = typer.Option(
-        None,
-        "--key",
-        envvar="SUPERNET_PRIVATE_KEY",
-        callback=env_only,
-        help="Deployer private key (0x-hex), from $SUPERNET_PRIVATE_KEY only (never on the command line).",
-    ),
+    key: Annotated[str | None, key_option("SUPERNET_PRIVATE_KEY", "Deployer")] = None,
     key_file: KeyFile = None,
     keystore: Keystore = None,
     password_file: PasswordFile = None,
