@@ -88,7 +88,7 @@ async def run_pair(args: argparse.Namespace, store: StoreClient, node_dt: str, v
     try:
         start = time.perf_counter()
         entries, receipts, _ = await bv.run_tasks(
-            kernel, injector, node_model.model_id, args.tasks, args.tokens, 0
+            kernel, injector, kernel.model_id, args.tasks, args.tokens, 0
         )
         verdicts, _ = await bv.verify_all(verifier, entries, receipts)
         traces = [await store.get_dag(e.trace_cid) for e in entries]
@@ -108,7 +108,7 @@ async def run_pair(args: argparse.Namespace, store: StoreClient, node_dt: str, v
             specs[FaultKind(kind)] = rate
             fired = FaultInjector({FaultKind(kind): rate}, seed=injector.seed)  # which calls it hit
             e, r, _ = await bv.run_tasks(
-                kernel, injector, node_model.model_id, args.fault_tasks, args.tokens, 10_000 * (n + 1)
+                kernel, injector, kernel.model_id, args.fault_tasks, args.tokens, 10_000 * (n + 1)
             )
             specs.clear()
             fv, _ = await bv.verify_all(verifier, e, r)

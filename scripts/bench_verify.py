@@ -238,7 +238,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         size = -(-args.honest_tasks // args.rounds)
         for r, start in enumerate(range(0, args.honest_tasks, size)):
             n = min(size, args.honest_tasks - start)
-            e, rc, g = await run_tasks(kernel, injector, loaded.model_id, n, args.tokens, start)
+            e, rc, g = await run_tasks(kernel, injector, kernel.model_id, n, args.tokens, start)
             gen_s += g
             order = [verifier, baseline] if r % 2 == 0 else [baseline, verifier]
             for which in order:
@@ -312,7 +312,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             specs.clear()
             specs[kind] = 1.0
             e, r, _ = await run_tasks(
-                kernel, injector, loaded.model_id, args.fault_tasks, args.tokens, 10_000 * (n + 1)
+                kernel, injector, kernel.model_id, args.fault_tasks, args.tokens, 10_000 * (n + 1)
             )
             specs.clear()
             fault_verdicts, _ = await verify_all(verifier, e, r)
@@ -331,7 +331,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     await bad_kernel.setup()
     try:
         e, r, _ = await run_tasks(
-            bad_kernel, model_faults, loaded.model_id, args.fault_tasks, args.tokens, 90_000
+            bad_kernel, model_faults, bad_kernel.model_id, args.fault_tasks, args.tokens, 90_000
         )
     finally:
         await bad_kernel.stop()

@@ -39,6 +39,7 @@ from supernet.sdk.chain.receipts import (
     trace_hash,
 )
 from supernet.sdk.formats.manifest import BatchManifest, ManifestEntry
+from supernet.sdk.models import served_model_id
 from supernet.sdk.store import StoreClient
 from supernet.sdk.store.cids import encode_dag
 from supernet.sdk.store.embedded import serve_in_thread
@@ -121,7 +122,7 @@ class VNet:
         the edited trace, so only the trace's content is wrong). ``kernel``: run the tasks on another
         kernel than the fixture's (e.g. one on a bf16 engine); it must use `VNet.injector`.
         """
-        model_id = bytes.fromhex(self.loaded.model_id[2:])
+        model_id = bytes.fromhex((kernel or self.kernel).model_id[2:])  # the served id: names the dtype
         agent_hash = bytes.fromhex(ProbeAgent.code_hash()[2:])
         entries: list[ManifestEntry] = []
         receipts: list[Receipt] = []
@@ -234,9 +235,10 @@ async def vnet(smollm2_loaded: Any, tmp_path_factory: pytest.TempPathFactory) ->
             tuple(dev_account(i) for i in (16, 17, 18)),
             (dev_account(19),),
         )
-        model_id = bytes.fromhex(smollm2_loaded.model_id[2:])
+        weights_id = bytes.fromhex(smollm2_loaded.model_id[2:])
         manifest = canonical_json(smollm2_loaded.manifest)
-        assert contracts.model_registry.register_model(manifest, "smollm2-135m").value == model_id
+        assert contracts.model_registry.register_model(manifest, "smollm2-135m").value == weights_id
+        model_id = bytes.fromhex(served_model_id(smollm2_loaded.model_id, "float32")[2:])
         contracts.as_account(node).service_manager.register_node(
             "http://127.0.0.1:1", [model_id], 10**9, NODE_STAKE
         )

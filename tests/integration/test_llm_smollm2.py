@@ -18,6 +18,7 @@ import torch
 from supernet.node.llm import LLMEngine, SamplingParams
 from supernet.node.llm.loader import load_model
 from supernet.node.llm.scoring import compare_generation
+from supernet.sdk.models import served_model_id
 
 pytestmark = pytest.mark.model
 
@@ -119,7 +120,8 @@ def _recorded_model_id(model_dir: Path) -> str:
 
 async def test_model_id_is_stable(engine: LLMEngine, smollm2_dir: Path) -> None:
     recorded = _recorded_model_id(smollm2_dir)
-    assert engine.model_id == recorded
+    assert engine.weights_id == recorded
+    assert engine.model_id == served_model_id(recorded, "float32")  # what users sign names the dtype
     assert engine.model_id.startswith("0x") and len(engine.model_id) == 66
     gguf = smollm2_dir / "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert load_model(gguf).model_id == recorded  # the same id straight from the GGUF

@@ -18,6 +18,7 @@ import torch
 from supernet.node.llm.scoring import Tolerance
 from supernet.sdk.chain.merkle import ReceiptTree
 from supernet.sdk.chain.receipts import trace_cid
+from supernet.sdk.models import served_model_id
 from supernet.validator.tool_check import RegistryRunner
 from supernet.validator.verifier import Verifier, load_manifest
 from validator_fixtures import VNet, probe_registry
@@ -29,20 +30,56 @@ QUESTIONS = ["Name a fruit.", "Describe the sea.", "Write a haiku about rain.", 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def bf16_kernel(vnet: VNet) -> AsyncIterator[Any]:
-    """The node's kernel on a bfloat16 copy of the model (same weights, same model id)."""
+    """The node's kernel on a bfloat16 copy of the model (same weights, another served id)."""
     from supernet.node.kernel.kernel import Kernel
     from supernet.node.llm import LLMEngine
     from supernet.node.llm.loader import load_model
 
     loaded = load_model("smollm2-135m", dtype=torch.bfloat16, max_positions=1024)
-    assert loaded.model_id == vnet.loaded.model_id  # the id names the weights, not the compute dtype
+    assert loaded.model_id == vnet.loaded.model_id  # the weights id names the weights alone
     engine = LLMEngine(loaded.model, loaded.tokenizer, loaded.model_id, max_batch=4, max_seq_len=1024)
+    assert engine.model_id == served_model_id(loaded.model_id, "bfloat16") != vnet.kernel.model_id
     kernel = Kernel(engine, vnet.store, agents=vnet.kernel.agents, faults=vnet.injector)
     await kernel.setup()
     try:
         yield kernel
     finally:
         await kernel.stop()
+
+
+def steer_one_near_tie(exact: Any, steered: list[tuple[int, int]]) -> Any:
+    """A trace edit for `VNet.run_batch`: in the first greedy call with a near-tied greedy token
+    (0.05-0.35 nat above the runner-up), swap that token for the runner-up, claim the runner-up's
+    own logprob and cut the call there; records (task, position) in ``steered``."""
+    from supernet.validator.trace_view import parse_trace
+    from supernet.validator.verifier import score_calls
+
+    def steer(i: int, trace: dict[str, Any]) -> dict[str, Any]:
+        if steered:
+            return trace
+        call = parse_trace(trace).llm_calls[0]  # the greedy call
+        scores = score_calls(exact, [call])[0]
+        for j, top in enumerate(scores.top_tokens):
+            (best, lp1), (runner, lp2) = top[0], top[1]
+            if best == call.output_ids[j] and 0.05 < lp1 - lp2 < 0.35 and best not in exact.eos_ids:
+                steered.append((i, j))
+                e = dict(trace["events"][call.call])
+                e["output_ids"] = [*e["output_ids"][:j], runner]  # cut after it: later tokens stay honest
+                e["logprobs"] = [*e["logprobs"][:j], lp2]
+                e["fingerprints"] = [f for f in e["fingerprints"] if f["index"] <= j]
+                e["finish_reason"] = "length"
+                e["params"] = {**e["params"], "max_new_tokens": j + 1}
+                events = list(trace["events"])
+                events[call.call] = e
+                return {**trace, "events": events}
+        return trace
+
+    return steer
+
+
+def token_findings(verdicts: list[Any]) -> list[tuple[int, int | None]]:
+    """(receipt, position) of every greedy-token finding."""
+    return [(v.index, f.position) for v in verdicts for f in v.findings if f.check.value == "llm.token"]
 
 
 async def verdicts(vnet: VNet, batch_id: int, receipts: list[Any], tolerance: Tolerance | None) -> list[Any]:
@@ -136,41 +173,38 @@ async def test_a_steered_greedy_token_inside_the_bf16_bounds_is_caught_by_the_ar
     logprob). A bf16 validator alone accepts that token (its greedy bound must absorb bf16 near-tie
     flips, 0.6); with the float32 arbiter deciding what the screen doubts, it is a token finding."""
     from supernet.validator.scoring import ModelScorer
-    from supernet.validator.trace_view import parse_trace
-    from supernet.validator.verifier import score_calls
 
     vnet.faults()
-    exact = ModelScorer.from_loaded(vnet.loaded)
     steered: list[tuple[int, int]] = []  # (task, position) of the one steered token
-
-    def steer(i: int, trace: dict[str, Any]) -> dict[str, Any]:
-        if steered:
-            return trace
-        call = parse_trace(trace).llm_calls[0]  # the greedy call
-        scores = score_calls(exact, [call])[0]
-        for j, top in enumerate(scores.top_tokens):
-            (best, lp1), (runner, lp2) = top[0], top[1]
-            if best == call.output_ids[j] and 0.05 < lp1 - lp2 < 0.35 and best not in exact.eos_ids:
-                steered.append((i, j))
-                e = dict(trace["events"][call.call])
-                e["output_ids"] = [*e["output_ids"][:j], runner]  # cut after it: later tokens stay honest
-                e["logprobs"] = [*e["logprobs"][:j], lp2]
-                e["fingerprints"] = [f for f in e["fingerprints"] if f["index"] <= j]
-                e["finish_reason"] = "length"
-                e["params"] = {**e["params"], "max_new_tokens": j + 1}
-                events = list(trace["events"])
-                events[call.call] = e
-                return {**trace, "events": events}
-        return trace
-
+    steer = steer_one_near_tie(ModelScorer.from_loaded(vnet.loaded), steered)
     batch_id, receipts = await vnet.run_batch(QUESTIONS, max_new_tokens=32, edit_trace=steer)
     assert steered, "no near-tied greedy token in these answers: the test needs other questions"
     task, j = steered[0]
-
-    def token_findings(verdicts: list[Any]) -> list[tuple[int, int | None]]:
-        return [(v.index, f.position) for v in verdicts for f in v.findings if f.check.value == "llm.token"]
 
     alone = token_findings(await screened(vnet, batch_id, receipts, bf16_screen, arbiter=False))
     decided = token_findings(await screened(vnet, batch_id, receipts, bf16_screen, arbiter=True))
     assert alone == [], "the bf16 bounds alone were expected to let the steered token through"
     assert decided == [(task, j)]
+
+
+async def test_a_node_cannot_claim_a_looser_precision_than_the_id_the_user_signed(vnet: VNet) -> None:
+    """The float32 node steers a near-tied greedy token and writes ``bfloat16`` as its engine dtype,
+    hoping for the bf16 pair's 0.6-nat greedy bound. The precision is read from the signed model id
+    (`supernet.sdk.models`), so the validator holds it to float32's bound and also reports the
+    false dtype claim."""
+    from supernet.validator.scoring import ModelScorer
+
+    vnet.faults()
+    steered: list[tuple[int, int]] = []
+    steer = steer_one_near_tie(ModelScorer.from_loaded(vnet.loaded), steered)
+
+    def steer_and_claim_bf16(i: int, trace: dict[str, Any]) -> dict[str, Any]:
+        return {**steer(i, trace), "engine": {"device": "cpu", "dtype": "bfloat16"}}
+
+    batch_id, receipts = await vnet.run_batch(QUESTIONS, max_new_tokens=32, edit_trace=steer_and_claim_bf16)
+    assert steered, "no near-tied greedy token in these answers: the test needs other questions"
+    found = await verdicts(vnet, batch_id, receipts, None)
+    assert token_findings(found) == steered
+    for v in found:
+        claims = [f for f in v.findings if f.check.value == "trace" and f.claimed == "bfloat16"]
+        assert claims and claims[0].expected == "float32", [f.message for f in v.findings]

@@ -9,7 +9,10 @@ import pytest
 from supernet.node.llm import catalog
 from supernet.node.llm.cli import app
 from supernet.node.llm.errors import ModelNotFoundError
+from supernet.sdk.models import served_model_id
 from typer.testing import CliRunner
+
+WEIGHTS_ID = "0x" + "ab" * 32
 
 
 @pytest.fixture
@@ -22,7 +25,7 @@ def _fake_pulled(home: Path) -> Path:
     d = home / "models" / "smollm2-135m"
     d.mkdir(parents=True)
     (d / "model.safetensors").write_bytes(b"x")
-    (d / "manifest.json").write_text(json.dumps({"model_id": "0xabc"}))
+    (d / "manifest.json").write_text(json.dumps({"model_id": WEIGHTS_ID}))
     return d
 
 
@@ -55,5 +58,7 @@ def test_cli_list_shows_pulled_model_id(home: Path) -> None:
     assert "no" in runner.invoke(app, ["list"]).output
     _fake_pulled(home)
     out = runner.invoke(app, ["list"]).output
-    assert "smollm2-135m" in out and "0xabc" in out
+    assert "smollm2-135m" in out and WEIGHTS_ID in out
+    for compute in ("float32", "bfloat16"):  # the ids a node serves, which users sign
+        assert served_model_id(WEIGHTS_ID, compute) in out
     assert runner.invoke(app, ["pull", "bogus"]).exit_code == 2

@@ -182,7 +182,7 @@ SHARED = list(range(50, 70))  # a 20-token prefix (a chat template's system turn
 async def test_prefix_cache_prefills_only_the_rest_with_the_same_results() -> None:
     model = make_tiny_llama(7)
     plain = LLMEngine.from_model(model, max_batch=4, max_seq_len=128, prefix_cache=False)
-    cached = LLMEngine(model, None, plain.model_id, max_batch=4, max_seq_len=128)
+    cached = LLMEngine(model, None, plain.weights_id, max_batch=4, max_seq_len=128)
     prompts = [[*SHARED, 5, 6, 7], [*SHARED, 9, 3], SHARED + list(range(40, 52)), [44, 45], [*SHARED, 8]]
     async with plain, cached:
         expected = [await _alone(plain, p, GREEDY) for p in prompts]
@@ -208,7 +208,7 @@ async def test_prefix_cache_prefills_only_the_rest_with_the_same_results() -> No
 async def test_a_prefix_shared_within_one_batch_is_prefilled_once() -> None:
     model = make_tiny_llama(7)
     plain = LLMEngine.from_model(model, max_batch=4, max_seq_len=128, prefix_cache=False)
-    cached = LLMEngine(model, None, plain.model_id, max_batch=4, max_seq_len=128)
+    cached = LLMEngine(model, None, plain.weights_id, max_batch=4, max_seq_len=128)
     prompts = [[*SHARED, 5, 6, 7], [*SHARED, 9, 3], [44, 45], SHARED + list(range(40, 52))]
     async with plain, cached:
         expected = [await _alone(plain, p, GREEDY) for p in prompts]

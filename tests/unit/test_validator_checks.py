@@ -62,7 +62,7 @@ async def generate(engine: LLMEngine, temperature: float) -> LLMCall:
 
 
 def rescore(engine: LLMEngine, call: LLMCall) -> ScoreResult:
-    return score_call(ModelScorer(engine.model, None, engine.model_id, (0,)), call)  # type: ignore[arg-type]
+    return score_call(ModelScorer(engine.model, None, engine.weights_id, (0,)), call)  # type: ignore[arg-type]
 
 
 def faulty(call: LLMCall, kind: str) -> LLMCall:
@@ -124,7 +124,7 @@ async def test_scorer_packs_calls_and_reuses_their_shared_prefix(
     ]
     monkeypatch.setattr(validator_scoring, "MAX_PACKED_TOKENS", 30)  # forces several packed passes
     assert len(validator_scoring._chunks(requests, len(shared), 30)) >= 3
-    scorer = ModelScorer(tiny.model, None, tiny.model_id, (0,))  # type: ignore[arg-type]
+    scorer = ModelScorer(tiny.model, None, tiny.weights_id, (0,))  # type: ignore[arg-type]
     for round_ in range(2):  # the second round takes the prefix from the cache
         got = scorer.score_many(requests)
         assert list(scorer._prefixes) == [shared]
@@ -142,7 +142,7 @@ async def test_scorer_packs_calls_and_reuses_their_shared_prefix(
 
 def test_scorer_sets_its_thread_count_in_the_scoring_thread(tiny: LLMEngine) -> None:
     """torch's intra-op thread count is per OS thread; the validator scores in a worker thread."""
-    scorer = ModelScorer(tiny.model, None, tiny.model_id, (0,), threads=1)  # type: ignore[arg-type]
+    scorer = ModelScorer(tiny.model, None, tiny.weights_id, (0,), threads=1)  # type: ignore[arg-type]
     seen: list[int] = []
 
     def work() -> None:

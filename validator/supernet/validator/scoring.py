@@ -2,7 +2,7 @@
 
 The validator does not need the continuous-batching engine, only teacher-forced passes over the
 recorded calls; it loads the same weights the same way (`supernet.node.llm.loader.load_model`) so
-the model id it computes is the one receipts carry.
+the weights id it computes is the one the receipts' served model ids name (`supernet.sdk.models`).
 
 Why it is fast (scripts/bench_verify.py measures it against generation): the calls of several
 receipts are scored together, laid end to end in one forward pass of up to ``MAX_PACKED_TOKENS``
@@ -11,7 +11,7 @@ template's system turn) is computed once and kept (``PREFIX_CACHE_ENTRIES`` entr
 forward pass over a few dozen tokens runs at a fraction of the FLOP rate of one over hundreds.
 
 >>> scorer = ModelScorer.load("smollm2-135m", threads=1)   # doctest: +SKIP
->>> scorer.model_id                                        # doctest: +SKIP
+>>> scorer.weights_id                                       # doctest: +SKIP
 '0x…'
 """
 
@@ -84,7 +84,7 @@ class ModelScorer:
 
     model: Llama
     loaded: LoadedModel
-    model_id: str
+    weights_id: str  # the served ids of these weights name the precision (`supernet.sdk.models`)
     eos_ids: tuple[int, ...]
     threads: int | None = None
     stats: ScoringStats = field(default_factory=ScoringStats)

@@ -149,9 +149,9 @@ class Validator:
         if s.register_stake_wei:
             await asyncio.to_thread(self._ensure_registered, s.register_stake_wei)
         log.info(
-            "validator %s ready: model %s, sampling rate %d ppm",
+            "validator %s ready: weights %s, sampling rate %d ppm",
             self.address,
-            scorer.model_id,
+            scorer.weights_id,
             self.chain.params().sample_rate_ppm,
         )
 

@@ -31,6 +31,7 @@ from supernet.node.llm.types import ScoreResult
 from supernet.sdk.chain.eip712 import Domain
 from supernet.sdk.chain.merkle import ReceiptTree
 from supernet.sdk.formats.manifest import BatchManifest, ManifestEntry
+from supernet.sdk.models import compute_of
 from supernet.sdk.store.errors import InvalidBlockError, InvalidCIDError
 from supernet.validator.consistency import check_receipt, check_trace, check_trace_hash
 from supernet.validator.evidence import Check, Finding, Verdict
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 class Scorer(Protocol):
     """The validator's model (see `supernet.validator.scoring.ModelScorer`)."""
 
-    model_id: str
+    weights_id: str
     eos_ids: tuple[int, ...]
 
     @property
@@ -363,9 +364,20 @@ class Verifier:
             return head.verdict(findings, unverifiable=f"trace unavailable: {exc}", missing=not findings)
         findings += check_trace(trace, entry)
         scorer = self.scorer
-        if scorer is None or scorer.model_id.lower() != head.model_id:
+        # The precision comes from the id the user signed, never from the trace's word for it.
+        node_dtype = None if scorer is None else compute_of(head.model_id, scorer.weights_id)
+        if scorer is None or node_dtype is None:
             why = None if findings else f"model {head.model_id} not served by this validator"
             return head.verdict(findings, unverifiable=why)
+        if trace.doc.engine.dtype != node_dtype:
+            findings.append(
+                Finding(
+                    Check.TRACE,
+                    f"trace engine dtype {trace.doc.engine.dtype!r} is not the signed model's {node_dtype!r}",
+                    expected=node_dtype,
+                    claimed=trace.doc.engine.dtype,
+                )
+            )
         replayed = await check_replay(trace.doc, self.agents, scorer.tokenizer, self.tools)
         findings += replayed.findings
         if replayed.unverifiable is not None and not findings:
@@ -381,7 +393,6 @@ class Verifier:
         if too_long:  # a longer context than this validator's model holds: not proof of anything
             why = f"calls {too_long} exceed the {scorer.max_positions} positions this validator scores"
             return head.verdict(findings, unverifiable=None if findings else why)
-        node_dtype = trace.doc.engine.dtype
         screen = None if self.arbiter is None else Tolerance.screening(node_dtype, _dtype(scorer))
         final = self._tolerance(node_dtype, scorer if self.arbiter is None else self.arbiter)
         return _Staged(head, trace, tuple(findings), scorer, tuple(scorable), final, screen)

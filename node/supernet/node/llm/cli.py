@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from supernet.node.llm import catalog
+from supernet.sdk.models import COMPUTE_PRECISIONS, served_model_id
 
 app = typer.Typer(help="Models: pull into the local cache, list.", no_args_is_help=True)
 console = Console()
@@ -46,11 +47,19 @@ def pull_cmd(name: str = typer.Argument(catalog.DEFAULT_MODEL, help="Catalog nam
 
 @app.command("list")
 def list_cmd() -> None:
-    """Catalog models, whether each is pulled, and the model id of pulled ones."""
-    table = Table("name", "pulled", "model id", "description")
+    """Catalog models, whether each is pulled, and the ids of pulled ones: the weights id and the
+    served id per compute precision (what a node registers and users sign)."""
+    table = Table("name", "pulled", "description")
+    ids: list[str] = []  # printed unwrapped below the table: an id must stay copyable
     for entry in catalog.CATALOG.values():
-        mid = ""
-        if catalog.is_pulled(entry.name):
+        pulled = catalog.is_pulled(entry.name)
+        if pulled:
             mid = json.loads((catalog.models_dir() / entry.name / "manifest.json").read_text())["model_id"]
-        table.add_row(entry.name, "yes" if mid else "no", mid, entry.description)
+            ids.append(f"{entry.name}  weights  {mid}")
+            ids += [f"{entry.name}@{c}  served  {served_model_id(mid, c)}" for c in COMPUTE_PRECISIONS]
+        table.add_row(entry.name, "yes" if pulled else "no", entry.description)
     console.print(table)
+    if ids:
+        console.print("ids (a node computing in a precision serves, and users sign, its served id):")
+        for line in ids:
+            console.print(f"  {line}", soft_wrap=True)

@@ -39,6 +39,7 @@ from supernet.node.llm.sampling import SamplingParams
 from supernet.node.llm.step import StepOutput, run_step
 from supernet.node.llm.tokenizer import Tokenizer
 from supernet.node.llm.types import FinishReason, ScoreResult, SequenceSnapshot, TokenEvent
+from supernet.sdk.models import served_model_id
 from torch import Tensor
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,8 @@ class LLMEngine:
     Args:
         model: The decoder, already on its device and dtype.
         tokenizer: Its tokenizer (``None`` for token-only use, e.g. tests with random weights).
-        model_id: The id of its weights manifest.
+        weights_id: The id of its weights manifest; the engine serves ``model_id``, the served
+            id of those weights in its compute dtype (`supernet.sdk.models.served_model_id`).
         max_batch: Most sequences decoded together (KV slots).
         max_seq_len: Longest prompt + output of one sequence.
         pack_weights: On CPU in fp32, reorder the projection weights for oneDNN's small-batch
@@ -67,7 +69,7 @@ class LLMEngine:
         self,
         model: Llama,
         tokenizer: Tokenizer | None,
-        model_id: str,
+        weights_id: str,
         *,
         max_batch: int = 16,
         max_seq_len: int = 2048,
@@ -76,9 +78,12 @@ class LLMEngine:
     ) -> None:
         if pack_weights and not model.packed:
             model.pack_linears(batch_hint=max_batch)
-        self.model, self.tokenizer, self.model_id = model, tokenizer, model_id
+        self.model, self.tokenizer, self.weights_id = model, tokenizer, weights_id
         first = next(model.parameters())
         self.device, self.dtype = first.device, first.dtype
+        # The id users sign names the precision too (`supernet.sdk.models`): a validator then
+        # judges the node by what it signed up to compute, not by what its trace claims.
+        self.model_id = served_model_id(weights_id, str(self.dtype).removeprefix("torch."))
         self.max_batch = max_batch
         self.max_seq_len = min(max_seq_len, model.rope_cos.shape[0])
         self.pool = KVPool(model.cfg, max_batch, self.max_seq_len, self.device, self.dtype)

@@ -24,6 +24,7 @@ from supernet.sdk.chain import Contracts, ProtocolParams
 from supernet.sdk.chain.anvil import Anvil, dev_account
 from supernet.sdk.chain.receipts import canonical_json
 from supernet.sdk.errors import SupernetError
+from supernet.sdk.models import COMPUTE_PRECISIONS, served_manifest, served_model_id
 
 ETHER = 10**18
 DEFAULT_STATE_DIR = Path(".supernet/devnet")
@@ -70,9 +71,14 @@ class DevnetConfig:
     with validators wants blocks to keep coming: a batch's sampling seed is a later block's hash."""
 
     @property
-    def model_id(self) -> bytes:
-        """The registered model's id: sha256 of its manifest (the registry computes the same)."""
+    def weights_id(self) -> bytes:
+        """The registered weights' id: sha256 of their manifest (the registry computes the same)."""
         return hashlib.sha256(self.model_manifest).digest()
+
+    @property
+    def model_id(self) -> bytes:
+        """The id nodes serve on a CPU: those weights computed in float32 (`supernet.sdk.models`)."""
+        return bytes.fromhex(served_model_id("0x" + self.weights_id.hex(), "float32")[2:])
 
     @property
     def accounts_needed(self) -> int:
@@ -107,11 +113,22 @@ def make_actors(cfg: DevnetConfig) -> list[Actor]:
     return actors
 
 
+def register_models(contracts: Contracts, weights_manifest: bytes, name: str) -> None:
+    """Register the weights and their served ids in every precision (`supernet.sdk.models`), so
+    anyone reading the chain can tell what each served id computes; idempotent."""
+    weights_id = "0x" + hashlib.sha256(weights_manifest).hexdigest()
+    entries = [(weights_manifest, name)] + [
+        (served_manifest(weights_id, compute), f"{name}@{compute}") for compute in COMPUTE_PRECISIONS
+    ]
+    for manifest, label in entries:
+        if not contracts.model_registry.is_registered(hashlib.sha256(manifest).digest()):
+            contracts.model_registry.register_model(manifest, label)
+
+
 def populate(contracts: Contracts, cfg: DevnetConfig, actors: list[Actor]) -> None:
     """Register the model, register and stake nodes and validators, and fund each user's payment
     channel to every node (``user_deposit`` split evenly: a channel pays one node only)."""
-    if not contracts.model_registry.is_registered(cfg.model_id):
-        contracts.model_registry.register_model(cfg.model_manifest, cfg.model_name)
+    register_models(contracts, cfg.model_manifest, cfg.model_name)
     for a in actors:
         c = contracts.as_account(a.account)
         if a.role == "node":
