@@ -31,6 +31,7 @@ from supernet.sdk.chain.anvil import Anvil, dev_account
 from supernet.sdk.chain.eip712 import Domain, TaskRequest, Voucher, sign_task_request, sign_voucher
 from supernet.sdk.chain.payments import Channel
 from supernet.sdk.chain.receipts import input_hash
+from supernet.sdk.client.read_grant import ReadGrantAuth
 from supernet.sdk.devnet.processes import ServiceProcess, free_port
 from supernet.sdk.store import StoreClient
 from supernet.sdk.store.cids import compute_cid, encode_dag
@@ -221,7 +222,13 @@ async def make_fake_node(data_dir: Path, **settings: Any) -> FakeNode:
     service = NodeService(cfg, executor, load_account(cfg), store, chain)
     await service.setup()
     assert service.app is not None
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=service.app), base_url="http://node")
+    # Reads carry the default user's read grant (what `supernet.sdk.client.Client` sends); the
+    # tests of the grant itself use clients without it.
+    http = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=service.app),
+        base_url="http://node",
+        auth=ReadGrantAuth(user, service.account.address, chain.domain),
+    )
     return FakeNode(service, executor, chain, store, http, user)
 
 

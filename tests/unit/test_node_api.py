@@ -6,11 +6,25 @@ import asyncio
 import hashlib
 import json
 import sqlite3
+import time
 from typing import Any
 
+import httpx
+import pytest
 from eth_account import Account
 from node_fixtures import FakeNode
+from supernet.sdk.chain.eip712 import Domain, ReadGrant, sign_typed
 from supernet.sdk.chain.receipts import input_hash
+from supernet.sdk.client.read_grant import (
+    MAX_READ_GRANT_S,
+    READ_HEADER,
+    ReadGrantAuth,
+    ReadGrantError,
+    sign_read_grant,
+    verify_read_grant,
+)
+
+DOMAIN = Domain(31337, "0x" + "11" * 20)
 
 
 def db_snapshot(node: FakeNode) -> dict[str, list[tuple[Any, ...]]]:
@@ -290,3 +304,64 @@ async def test_the_advertised_store_is_read_only(fake_node: FakeNode) -> None:
         r = await fake_node.http.post(f"/v1/store/api/v0/{path}", params={"arg": cid})
         assert r.status_code == 403 and "read-only" in r.json()["Message"], (path, r.text)
     assert await fake_node.store.get_dag(cid) == {"trace": "of a task"}  # still there
+
+
+async def test_results_receipts_and_streams_are_readable_only_by_the_tasks_user(fake_node: FakeNode) -> None:
+    """Task ids are public (every batch manifest lists them), so the id must not open a result:
+    reads need a fresh `ReadGrant` signed by the task's user for this node."""
+    r = await fake_node.http.post("/v1/tasks", json=fake_node.body("private words", cumulative=10**12))
+    tid = r.json()["id"]
+    await wait_done(fake_node, tid)
+    domain, node = fake_node.chain.domain, fake_node.address
+    other_node = Account.create().address
+    now = time.time()
+    own = sign_read_grant(fake_node.user, node, domain).header()
+    user, expiry, sig = own.split(":")
+    day = int(now) + 86_400
+    long_lived = sign_typed(ReadGrant(user, node, day), domain, fake_node.user)
+    refused = {
+        "no grant": (None, 401),
+        "another user's grant": (sign_read_grant(Account.create(), node, domain).header(), 403),
+        "the user's grant for another node": (
+            sign_read_grant(fake_node.user, other_node, domain).header(),
+            401,
+        ),
+        "an expired grant": (sign_read_grant(fake_node.user, node, domain, now=now - 3700).header(), 401),
+        "a grant living a day": (f"{user}:{day}:0x{long_lived.hex()}", 401),
+        "the expiry moved": (f"{user}:{int(expiry) - 1}:{sig}", 401),
+        "another user named": (f"{Account.create().address}:{expiry}:{sig}", 401),
+        "garbage": ("garbage", 401),
+        "a short signature": (f"{user}:{expiry}:0x00", 401),
+        "a huge expiry": (f"{user}:{'9' * 80}:{sig}", 401),
+    }
+    transport = httpx.ASGITransport(app=fake_node.service.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://node") as anon:
+        for path in ("", "/receipt", "/events"):
+            for why, (header, status) in refused.items():
+                headers = {} if header is None else {READ_HEADER: header}
+                resp = await anon.get(f"/v1/tasks/{tid}{path}", headers=headers)
+                assert resp.status_code == status, (path, why, resp.text)
+                assert resp.json()["error"]["code"] in ("unauthorized", "forbidden"), (path, why)
+                assert "private words" not in resp.text
+            ok = await anon.get(f"/v1/tasks/{tid}{path}", headers={READ_HEADER: own})
+            assert ok.status_code == 200, (path, ok.text)
+        # an unknown task is a 404 for anyone with a valid grant; without one, 401 first
+        missing = "/v1/tasks/0x" + "00" * 32
+        assert (await anon.get(missing, headers={READ_HEADER: own})).status_code == 404
+        assert (await anon.get(missing)).status_code == 401
+    assert "private words" in (await fake_node.http.get(f"/v1/tasks/{tid}")).json()["output"]
+
+
+def test_the_sdk_read_grant_is_renewed_before_it_expires() -> None:
+    user, node = Account.create(), Account.create().address
+    clock = [1_000_000.0]
+    auth = ReadGrantAuth(user, node, DOMAIN, clock=lambda: clock[0])
+    first = auth.header()
+    assert verify_read_grant(first, node, DOMAIN, now=clock[0]) == user.address
+    clock[0] += 600
+    assert auth.header() == first  # still valid for long enough: no new signature
+    clock[0] += MAX_READ_GRANT_S - 600 - 100  # under RENEW_BEFORE_S left
+    renewed = auth.header()
+    assert renewed != first and verify_read_grant(renewed, node, DOMAIN, now=clock[0]) == user.address
+    with pytest.raises(ReadGrantError, match="expired"):
+        verify_read_grant(first, node, DOMAIN, now=clock[0] + 200)

@@ -5,15 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from supernet.node.service.auth import Authenticator
 from supernet.node.service.config import NodeSettings
 from supernet.node.service.db import Database
-from supernet.node.service.errors import NotFoundError, UnavailableError
+from supernet.node.service.errors import ForbiddenError, NotFoundError, UnauthorizedError, UnavailableError
 from supernet.node.service.models import TaskRow
 from supernet.node.service.ports import ChainPort, Executor
 from supernet.node.service.streams import StreamHub
 from supernet.node.service.worker import TaskWorker
+from supernet.sdk.client.read_grant import READ_HEADER, ReadGrantError, verify_read_grant
 
 
 @dataclass
@@ -58,4 +59,33 @@ def load_task(ctx: NodeContext, task_id: str) -> TaskRow:
     task = ctx.db.task(task_id.lower())
     if task is None:
         raise NotFoundError(f"no task {task_id}")
+    return task
+
+
+ReadGrantHeader = Annotated[
+    str | None,
+    Header(
+        alias=READ_HEADER,
+        description="The task user's read grant for this node: `<user>:<expiry>:<signature>` "
+        "(EIP-712 `ReadGrant`, at most one hour long; `supernet.sdk.client.ReadGrantAuth`).",
+    ),
+]
+
+
+def load_own_task(ctx: NodeContext, task_id: str, grant: str | None) -> TaskRow:
+    """The task ``task_id`` for the user who paid for it: 401 without a valid read grant, 404 if
+    there is no such task, 403 if the grant is another user's. Task ids are public (every batch
+    manifest lists them), so the id alone must not open a result."""
+    if grant is None:
+        raise UnauthorizedError(
+            f"reading a task needs its user's read grant in {READ_HEADER} "
+            "(docs/protocol.md, 'Reading results')"
+        )
+    try:
+        reader = verify_read_grant(grant, ctx.address, ctx.auth.domain)
+    except ReadGrantError as exc:
+        raise UnauthorizedError(str(exc)) from None
+    task = load_task(ctx, task_id)
+    if task.user.lower() != reader.lower():
+        raise ForbiddenError(f"task {task.id} belongs to another user")
     return task

@@ -62,6 +62,13 @@ class BadSignatureError(NodeError):
     code = "bad_signature"
 
 
+class UnauthorizedError(NodeError):
+    """Reading a task needs its user's read grant (``X-Supernet-Read``), missing or invalid here."""
+
+    status = 401
+    code = "unauthorized"
+
+
 class PaymentError(NodeError):
     """The fee, voucher or deposit does not cover the task."""
 

@@ -8,7 +8,14 @@ from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Path, status
 from sse_starlette import EventSourceResponse
-from supernet.node.service.deps import AcceptingCtx, Ctx, NodeContext, load_task
+from supernet.node.service.deps import (
+    AcceptingCtx,
+    Ctx,
+    NodeContext,
+    ReadGrantHeader,
+    load_own_task,
+    load_task,
+)
 from supernet.node.service.errors import InputNotCanonicalError, NotFoundError, TooLargeError
 from supernet.node.service.metrics import METRICS
 from supernet.node.service.models import TaskRow, TaskStatus
@@ -73,15 +80,16 @@ async def create_task(body: TaskCreate, ctx: AcceptingCtx) -> TaskPublic:
 
 
 @router.get("/{task_id}", response_model=TaskPublic)
-async def get_task(task_id: TaskId, ctx: Ctx) -> TaskPublic:
-    """A task's status, and its output once done."""
-    return task_public(load_task(ctx, task_id))
+async def get_task(task_id: TaskId, ctx: Ctx, grant: ReadGrantHeader = None) -> TaskPublic:
+    """A task's status, and its output once done (to its user only: ``X-Supernet-Read``)."""
+    return task_public(load_own_task(ctx, task_id, grant))
 
 
 @router.get("/{task_id}/receipt", response_model=ReceiptPublic)
-async def get_receipt(task_id: TaskId, ctx: Ctx) -> ReceiptPublic:
-    """The signed receipt; ``batch`` (with the Merkle proof) appears once it is committed."""
-    task = load_task(ctx, task_id)
+async def get_receipt(task_id: TaskId, ctx: Ctx, grant: ReadGrantHeader = None) -> ReceiptPublic:
+    """The signed receipt; ``batch`` (with the Merkle proof) appears once it is committed (to the
+    task's user only: ``X-Supernet-Read``)."""
+    task = load_own_task(ctx, task_id, grant)
     row = ctx.db.receipt(task.id)
     if row is None or task.trace_cid is None:
         raise NotFoundError(f"task {task.id} has no receipt yet (status {task.status})", status=task.status)
@@ -131,7 +139,8 @@ async def task_events(ctx: NodeContext, task_id: str) -> AsyncIterator[dict[str,
     response_class=EventSourceResponse,
     responses={200: {"content": {"text/event-stream": {}}}},
 )
-async def stream_task(task_id: TaskId, ctx: Ctx) -> EventSourceResponse:
-    """Server-sent events: ``token`` ``{"text"}`` as they are generated, then ``done`` with the task."""
-    task = load_task(ctx, task_id)
+async def stream_task(task_id: TaskId, ctx: Ctx, grant: ReadGrantHeader = None) -> EventSourceResponse:
+    """Server-sent events: ``token`` ``{"text"}`` as they are generated, then ``done`` with the task
+    (to the task's user only: ``X-Supernet-Read``)."""
+    task = load_own_task(ctx, task_id, grant)
     return EventSourceResponse(task_events(ctx, task.id), ping=15)

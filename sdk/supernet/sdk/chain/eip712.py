@@ -184,6 +184,31 @@ class Confirmation(_Typed):
         return {"requestHash": self.request_hash, "actionHash": self.action_hash}
 
 
+@dataclass(frozen=True)
+class ReadGrant(_Typed):
+    """The user's permission, until ``expiry`` (unix seconds), to read its own tasks' results,
+    streams and receipts on node ``node``. Bound to one node, so a node cannot replay a grant it
+    was given to read the same user's results elsewhere; short-lived, so a leaked one expires."""
+
+    user: str
+    node: str
+    expiry: int
+
+    TYPE: ClassVar[str] = "ReadGrant"
+    FIELDS: ClassVar[list[dict[str, str]]] = [
+        {"name": "user", "type": "address"},
+        {"name": "node", "type": "address"},
+        {"name": "expiry", "type": "uint256"},
+    ]
+
+    def message(self) -> dict[str, Any]:
+        return {
+            "user": to_checksum_address(self.user),
+            "node": to_checksum_address(self.node),
+            "expiry": self.expiry,
+        }
+
+
 # ---------------------------------------------------------------------------------------------
 # Generic encode / hash / sign / recover
 # ---------------------------------------------------------------------------------------------

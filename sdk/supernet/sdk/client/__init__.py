@@ -10,6 +10,7 @@ It never imports torch: only the chain bindings, the store client and httpx.
 """
 
 from supernet.sdk.client.client import Client
+from supernet.sdk.client.read_grant import ReadGrantAuth, sign_read_grant
 from supernet.sdk.client.state import ClientState
 from supernet.sdk.client.types import ClientError, NodeChoice, PreparedTask, TaskResult
 from supernet.sdk.client.verify import Check, VerificationError, VerificationReport
@@ -21,7 +22,9 @@ __all__ = [
     "ClientState",
     "NodeChoice",
     "PreparedTask",
+    "ReadGrantAuth",
     "TaskResult",
     "VerificationError",
     "VerificationReport",
+    "sign_read_grant",
 ]

@@ -17,6 +17,7 @@ from eth_utils import to_checksum_address
 from supernet.sdk.chain import Contracts, Deployment
 from supernet.sdk.chain.eip712 import TaskRequest, Voucher, hash_task_request, sign_task_request, sign_voucher
 from supernet.sdk.chain.receipts import input_hash
+from supernet.sdk.client.read_grant import ReadGrantAuth
 from supernet.sdk.client.state import ClientState, TaskRecord
 from supernet.sdk.client.types import (
     ClientError,
@@ -60,6 +61,7 @@ class Client:
         self.store_url = store_url
         self.http = httpx.AsyncClient(timeout=timeout)
         self._domain_key = f"{contracts.domain.chain_id}:{contracts.domain.verifying_contract.lower()}"
+        self._read_auths: dict[str, ReadGrantAuth] = {}  # node URL -> this user's read grant there
 
     @classmethod
     def connect(
@@ -260,7 +262,11 @@ class Client:
     async def stream_events(self, node_url: str, task_id: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """The task's server-sent events as ``(event, data)`` pairs."""
         url = f"{node_url.rstrip('/')}/v1/tasks/{task_id}/events"
-        async with self.http.stream("GET", url, timeout=None) as resp:
+        auth = await self._read_auth(node_url)
+        async with self.http.stream("GET", url, timeout=None, auth=auth) as resp:
+            if resp.status_code >= 400:
+                await resp.aread()
+                answer(resp)  # raises the node's error
             event = "message"
             async for line in resp.aiter_lines():
                 if line.startswith("event:"):
@@ -270,17 +276,20 @@ class Client:
                     event = "message"
 
     async def task(self, task_id: str, node_url: str | None = None) -> dict[str, Any]:
-        """``GET /v1/tasks/{id}``."""
-        return dict(await self._get(f"{self._url_of(task_id, node_url)}/v1/tasks/{task_id}"))
+        """``GET /v1/tasks/{id}`` (with this user's read grant)."""
+        base = self._url_of(task_id, node_url)
+        auth = await self._read_auth(base)
+        return dict(answer(await self.http.get(f"{base}/v1/tasks/{task_id}", auth=auth)))
 
     async def receipt(
         self, task_id: str, node_url: str | None = None, *, wait_committed: float = 0.0
     ) -> dict[str, Any]:
         """The task's receipt; with ``wait_committed`` > 0, poll until it is committed on chain."""
-        url = f"{self._url_of(task_id, node_url)}/v1/tasks/{task_id}/receipt"
+        base = self._url_of(task_id, node_url)
+        url = f"{base}/v1/tasks/{task_id}/receipt"
         deadline = time.monotonic() + wait_committed
         while True:
-            doc = dict(await self._get(url))
+            doc = dict(answer(await self.http.get(url, auth=await self._read_auth(base))))
             committed = (doc.get("batch") or {}).get("status") == "committed"
             if committed or time.monotonic() >= deadline:
                 return doc
@@ -377,6 +386,16 @@ class Client:
         if record is None:
             raise ClientError(f"task {task_id} is unknown here: pass the node URL")
         return record.node_url.rstrip("/")
+
+    async def _read_auth(self, node_url: str) -> ReadGrantAuth:
+        """This user's read grant for the node at ``node_url`` (results are readable by their
+        user only: `supernet.sdk.client.read_grant`)."""
+        base = node_url.rstrip("/")
+        auth = self._read_auths.get(base)
+        if auth is None:
+            address = to_checksum_address((await self.node_info(base))["address"])
+            auth = self._read_auths[base] = ReadGrantAuth(self.account, address, self.contracts.domain)
+        return auth
 
     async def _get(self, url: str) -> Any:
         return answer(await self.http.get(url))
