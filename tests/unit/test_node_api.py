@@ -7,12 +7,13 @@ import hashlib
 import json
 import sqlite3
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from eth_account import Account
-from node_fixtures import FakeNode
+from node_fixtures import FakeNode, make_fake_node
 from supernet.sdk.chain.eip712 import Domain, ReadGrant, sign_typed
 from supernet.sdk.chain.receipts import input_hash
 from supernet.sdk.client.read_grant import (
@@ -365,3 +366,25 @@ def test_the_sdk_read_grant_is_renewed_before_it_expires() -> None:
     assert renewed != first and verify_read_grant(renewed, node, DOMAIN, now=clock[0]) == user.address
     with pytest.raises(ReadGrantError, match="expired"):
         verify_read_grant(first, node, DOMAIN, now=clock[0] + 200)
+
+
+async def test_an_event_stream_ends_after_its_time_limit_and_the_task_goes_on(tmp_path: Path) -> None:
+    """A peer must not hold a connection open for as long as it likes: the stream of a task that
+    is still running ends with ``pending`` after ``api.max_stream_s``; the task is unaffected."""
+    node = await make_fake_node(tmp_path / "node", api={"max_stream_s": 0.5})
+    try:
+        node.executor.gate = asyncio.Event()  # the task runs until the gate opens
+        tid = (await node.http.post("/v1/tasks", json=node.body("slow words", cumulative=10**12))).json()[
+            "id"
+        ]
+        started = time.monotonic()
+        resp = await node.http.get(f"/v1/tasks/{tid}/events")
+        waited = time.monotonic() - started
+        events = [line.split(": ", 1)[1] for line in resp.text.splitlines() if line.startswith("event: ")]
+        assert events[-1] == "pending" and 0.4 < waited < 10, (events, waited)
+        node.executor.gate.set()
+        assert (await wait_done(node, tid))["output"] == "echo: slow words"
+    finally:
+        await node.http.aclose()
+        await node.service.cleanup()
+        await node.store.aclose()

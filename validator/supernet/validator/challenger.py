@@ -157,6 +157,7 @@ class Disputes:
                 log.info("batch %d #%d already challenged (%d)", batch.batch_id, verdict.index, prior)
                 self.db.set_check_challenge(batch.batch_id, verdict.index, prior)
                 return prior
+        log.info("opening a challenge on batch %d #%d", batch.batch_id, verdict.index)
         try:
             cid = await self._call(
                 self.chain.open_challenge,

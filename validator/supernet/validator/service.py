@@ -234,6 +234,7 @@ class Validator:
         indexes = await asyncio.to_thread(self.sample, batch, seed)
         self._emit("batch", batch_id=batch.batch_id, node=batch.node, count=batch.count, sampled=indexes)
         if indexes:
+            log.info("verifying batch %d of %s: receipts %s", batch.batch_id, batch.node, indexes)
             try:
                 manifest = await self.disputes.manifest(batch)
             except ManifestError as exc:  # never skipped: retried, then an availability challenge

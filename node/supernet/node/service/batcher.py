@@ -155,6 +155,7 @@ class Batcher:
             self.db.record_commit_tx(batch.id, commit.tx_hash, commit.raw, commit.nonce)
         else:
             commit = SignedCommit(*stored)
+        log.info("broadcasting the commit of batch %d (tx %s)", batch.id, commit.tx_hash)
         await self.chain.broadcast(commit)
         chain_id = await self.chain.wait_commit(commit)
         if chain_id is None:

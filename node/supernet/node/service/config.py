@@ -40,6 +40,14 @@ class ApiSettings(BaseModel):
     )
     max_body_bytes: int = Field(default=64 * 1024, gt=0, description="Larger request bodies get 413.")
     max_input_chars: int = Field(default=16 * 1024, gt=0, description="Longer task inputs get 413.")
+    max_stream_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="Longest an event stream stays open; then it ends with `pending` and the client polls.",
+    )
+    stream_send_timeout_s: float = Field(
+        default=30.0, gt=0, description="A stream whose reader takes no data for this long is closed."
+    )
 
     def endpoint(self) -> str:
         """The URL users reach this node at."""

@@ -107,6 +107,7 @@ class Redeemer:
         for start in range(0, len(due), size):
             chunk = [v for v, _ in due[start : start + size]]
             before = {v.user: redeemed for v, redeemed in due[start : start + size]}
+            log.info("redeeming %d vouchers", len(chunk))
             tx = await self.chain.redeem(chunk)
             after = {v.user: await self.chain.redeemed(v.user) for v in chunk}
             self.db.set_redeemed(after, tx)

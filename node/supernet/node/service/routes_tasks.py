@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal, cast
@@ -119,12 +121,25 @@ async def get_receipt(task_id: TaskId, ctx: Ctx, grant: ReadGrantHeader = None) 
 
 
 async def task_events(ctx: NodeContext, task_id: str) -> AsyncIterator[dict[str, str]]:
-    """SSE events of a task: ``token`` pieces, then one ``done`` (or ``error``) event."""
+    """SSE events of a task: ``token`` pieces, then one ``done`` (or ``error``) event. A stream
+    open longer than ``api.max_stream_s`` ends with ``pending`` (a connection is a resource a
+    peer must not hold forever; the client polls ``GET /v1/tasks/{id}`` instead)."""
     stream = ctx.streams.get(task_id)
     if stream is not None:
-        async for piece in stream.subscribe():
-            yield {"event": "token", "data": json.dumps({"text": piece})}
-        await ctx.worker.wait(task_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ctx.settings.api.max_stream_s
+        pieces = stream.subscribe()
+        try:  # the deadline is checked at each wait, never across a `yield` (the reader's time)
+            while True:
+                piece = await asyncio.wait_for(anext(pieces), deadline - loop.time())
+                yield {"event": "token", "data": json.dumps({"text": piece})}
+        except StopAsyncIteration:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ctx.worker.wait(task_id), max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            pass
+        finally:
+            await pieces.aclose()
     task = load_task(ctx, task_id)
     if stream is None and task.status is TaskStatus.DONE and task.output:
         yield {"event": "token", "data": json.dumps({"text": task.output})}
@@ -143,4 +158,6 @@ async def stream_task(task_id: TaskId, ctx: Ctx, grant: ReadGrantHeader = None) 
     """Server-sent events: ``token`` ``{"text"}`` as they are generated, then ``done`` with the task
     (to the task's user only: ``X-Supernet-Read``)."""
     task = load_own_task(ctx, task_id, grant)
-    return EventSourceResponse(task_events(ctx, task.id), ping=15)
+    return EventSourceResponse(
+        task_events(ctx, task.id), ping=15, send_timeout=ctx.settings.api.stream_send_timeout_s
+    )

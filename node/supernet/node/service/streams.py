@@ -14,7 +14,7 @@ task's output is served from the database instead.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from functools import partial
 
 
@@ -55,7 +55,7 @@ class TokenStream:
     def _ready(self, sent: int) -> bool:
         return self._closed or sent < len(self._pieces)
 
-    async def subscribe(self) -> AsyncIterator[str]:
+    async def subscribe(self) -> AsyncGenerator[str, None]:
         """Yield every piece, from the first, until the stream is closed."""
         sent = 0
         while True:
