@@ -36,6 +36,7 @@ _GROUP_HELP = {
     "store": "Serve or use a content store (embedded or Kubo).",
     "task": "Submit paid tasks and verify their receipts.",
     "keys": "Create and inspect Ethereum V3 keystores.",
+    "account": "Your payment channels to nodes: balance, deposit, withdraw.",
     "node": "Run an intelligent node.",
     "model": "Pull and list models.",
     "validator": "Run a validator.",

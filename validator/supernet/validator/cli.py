@@ -21,6 +21,7 @@ from typing import Annotated
 
 import typer
 from supernet.sdk.key_options import KeyFile, Keystore, PasswordFile, key_option
+from supernet.sdk.money_cli import add_operator_commands
 from supernet.validator.config import ValidatorSettings
 
 app = typer.Typer(
@@ -96,6 +97,11 @@ def status(
     """Print the validator's progress (cursor, batches, verdicts, challenges) as JSON."""
     from supernet.validator.db import Database
 
+    if not db.is_file():  # opening would create an empty database and report zeros
+        typer.secho(
+            f"error: no validator database at {db} (pass the --db that `validator run` uses)", err=True
+        )
+        raise typer.Exit(1)
     d = Database(db)
     checks = d.checks()
     doc = {
@@ -120,3 +126,6 @@ def status(
         ],
     }
     typer.echo(json.dumps(doc, indent=2))
+
+
+add_operator_commands(app, "validator", "SUPERNET_VALIDATOR_CHAIN__KEY")

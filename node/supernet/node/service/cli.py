@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from supernet.node.service.config import NodeSettings
+from supernet.sdk.money_cli import add_operator_commands
 
 app = typer.Typer(
     name="node", help="Run a Supernet node (kernel, LLM engine, public API).", no_args_is_help=True
@@ -66,3 +67,6 @@ def openapi(
         typer.echo(text, nl=False)
     else:
         out.write_text(text)
+
+
+add_operator_commands(app, "node", "SUPERNET_IDENTITY__PRIVATE_KEY")

@@ -1,0 +1,303 @@
+"""Money commands: ``supernet account ...`` for users, and the operators' commands that the node
+and validator groups add (`add_operator_commands`).
+
+Users pay a node through a payment channel (docs/protocol.md, "Payments"): ``deposit`` tops one
+up, ``withdraw`` asks for the unspent rest (the node may still redeem the user's latest voucher
+during the withdrawal delay) and takes it once the delay is over. Operators see their stake and
+what they earned, start unbonding, leave, and withdraw what is theirs. Amounts take units like
+`cast`: ``0.01ether``, ``100gwei``, ``5000`` (wei). Every failure is one line with what to do.
+"""
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from eth_utils import to_checksum_address
+from supernet.sdk.chain import Contracts, Deployment
+from supernet.sdk.errors import SupernetError
+from supernet.sdk.key_options import KeyFile, Keystore, PasswordFile, account, key_option
+from supernet.sdk.units import AmountError, format_amount, parse_amount
+
+Rpc = Annotated[str, typer.Option("--rpc", envvar="SUPERNET_RPC_URL", help="Chain JSON-RPC URL.")]
+Dep = Annotated[
+    Path, typer.Option("--deployment", envvar="SUPERNET_DEPLOYMENT", help="Deployment JSON file.")
+]
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before sending the transaction.")]
+
+app = typer.Typer(
+    name="account",
+    help="Your payment channels to nodes: balance, deposit, withdraw.",
+    no_args_is_help=True,
+)
+UserKey = Annotated[str, key_option("SUPERNET_USER_KEY", "User's")]
+
+
+def _amount(text: str) -> int:
+    try:
+        return parse_amount(text)
+    except AmountError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """A refused transaction, a missing file or an unreachable chain: one line, exit status 1."""
+    try:
+        yield
+    except (SupernetError, OSError, ValueError) as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+
+
+def connect(
+    rpc: str, deployment: Path, signer: tuple[str, Path | None, Path | None, Path | None]
+) -> Contracts:
+    """The deployment bound to the signer's account."""
+    if not deployment.is_file():
+        raise SupernetError(
+            f"no deployment file at {deployment}: pass --deployment or set SUPERNET_DEPLOYMENT "
+            "(`supernet devnet up` writes one)"
+        )
+    return Contracts.connect(rpc, Deployment.load(deployment), account(*signer))
+
+
+def _chain_time(c: Contracts) -> int:
+    return int(c.w3.eth.get_block("latest")["timestamp"])
+
+
+def _when(ts: int, now: int) -> str:
+    clock = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+    return f"{clock} (in {ts - now} s)" if ts > now else f"{clock} (now)"
+
+
+def _confirm(what: str, yes: bool) -> None:
+    if not yes and not typer.confirm(what, default=True):
+        raise typer.Exit(1)
+
+
+@app.command()
+def balance(
+    rpc: Rpc = "http://127.0.0.1:8545",
+    deployment: Dep = Path("deployment.json"),
+    node: Annotated[str | None, typer.Option(help="Only the channel to this node (address).")] = None,
+    key: UserKey = "",
+    key_file: KeyFile = None,
+    keystore: Keystore = None,
+    password_file: PasswordFile = None,
+) -> None:
+    """Your channel to every registered node (or one): deposited, spent, left, withdrawal state."""
+    with _one_line_errors():
+        c = connect(rpc, deployment, (key, key_file, keystore, password_file))
+        user = c.account.address if c.account else ""
+        now = _chain_time(c)
+        nodes = [node] if node else c.service_manager.nodes()
+        typer.echo(f"user {user}, wallet {format_amount(c.w3.eth.get_balance(to_checksum_address(user)))}")
+        for n in nodes:
+            ch = c.payments.channel(user, n)
+            if not ch.deposited and not node:
+                continue
+            state = ""
+            if ch.withdrawable_at:
+                state = f", withdrawal requested: ready {_when(ch.withdrawable_at, now)}"
+            typer.echo(
+                f"node {n}: deposited {format_amount(ch.deposited)}, redeemed by the node "
+                f"{format_amount(ch.redeemed)}, left {format_amount(ch.balance)}{state}"
+            )
+
+
+@app.command()
+def deposit(
+    node: Annotated[str, typer.Argument(help="The node's address (a deposit pays only this node).")],
+    amount: Annotated[str, typer.Argument(help="How much: 0.01ether, 100gwei, 5000 (wei).")],
+    rpc: Rpc = "http://127.0.0.1:8545",
+    deployment: Dep = Path("deployment.json"),
+    yes: Yes = False,
+    key: UserKey = "",
+    key_file: KeyFile = None,
+    keystore: Keystore = None,
+    password_file: PasswordFile = None,
+) -> None:
+    """Add to your payment channel to NODE."""
+    wei = _amount(amount)
+    if wei == 0:
+        raise typer.BadParameter("a deposit must be more than 0")
+    with _one_line_errors():
+        c = connect(rpc, deployment, (key, key_file, keystore, password_file))
+        _confirm(f"deposit {format_amount(wei)} into your channel to {node}?", yes)
+        tx = c.payments.deposit(node, wei)
+        ch = c.payments.channel(c.account.address if c.account else "", node)
+        typer.echo(
+            f"deposited {format_amount(wei)} (tx {tx.tx_hash}); the channel holds {format_amount(ch.balance)}"
+        )
+
+
+@app.command()
+def withdraw(
+    node: Annotated[str, typer.Argument(help="The node whose channel to empty.")],
+    rpc: Rpc = "http://127.0.0.1:8545",
+    deployment: Dep = Path("deployment.json"),
+    cancel: Annotated[bool, typer.Option(help="Cancel a requested withdrawal.")] = False,
+    yes: Yes = False,
+    key: UserKey = "",
+    key_file: KeyFile = None,
+    keystore: Keystore = None,
+    password_file: PasswordFile = None,
+) -> None:
+    """Take back what is left in your channel to NODE: the first call asks (the node may redeem
+    your latest voucher until the delay ends), a call after the delay pays you."""
+    with _one_line_errors():
+        c = connect(rpc, deployment, (key, key_file, keystore, password_file))
+        user = c.account.address if c.account else ""
+        ch, now = c.payments.channel(user, node), _chain_time(c)
+        if cancel:
+            c.payments.cancel_withdrawal(node)
+            typer.echo(f"withdrawal cancelled; the channel keeps {format_amount(ch.balance)}")
+        elif ch.balance == 0:
+            typer.echo(f"nothing to withdraw: the channel to {node} is empty")
+        elif not ch.withdrawable_at:
+            _confirm(f"ask to withdraw {format_amount(ch.balance)} from your channel to {node}?", yes)
+            c.payments.request_withdrawal(node)
+            ready = c.payments.channel(user, node).withdrawable_at
+            typer.echo(
+                f"withdrawal requested: the node may still redeem your latest voucher until "
+                f"{_when(ready, _chain_time(c))}; run this command again after that"
+            )
+        elif now < ch.withdrawable_at:
+            typer.echo(f"the withdrawal is not ready yet: {_when(ch.withdrawable_at, now)}")
+        else:
+            tx = c.payments.withdraw(node)
+            typer.echo(f"withdrew {format_amount(ch.balance)} (tx {tx.tx_hash})")
+
+
+# ---------------------------------------------------------------------------------------------
+# Operators (added to `supernet node` and `supernet validator`)
+# ---------------------------------------------------------------------------------------------
+
+
+def add_operator_commands(group: typer.Typer, role: str, key_env: str) -> None:
+    """Add ``earnings``/``rewards``, ``withdraw``/``claim``, ``unbond`` and ``deregister`` to the
+    ``node`` or ``validator`` group; keys come from ``key_env`` or a key file or keystore."""
+    OpKey = Annotated[str, key_option(key_env, f"The {role}'s")]
+    pending: Callable[[Contracts, str], int]
+    if role == "node":
+        view_name, take_name = "earnings", "withdraw"
+
+        def pending(c: Contracts, who: str) -> int:
+            return c.payments.earnings(who)
+
+        def take(c: Contracts) -> Any:
+            return c.payments.withdraw_earnings()
+    else:
+        view_name, take_name = "rewards", "claim"
+
+        def pending(c: Contracts, who: str) -> int:
+            return int(c.task_manager.call("claimable", who))
+
+        def take(c: Contracts) -> Any:
+            return c.task_manager.withdraw()
+
+    def status(
+        rpc: Rpc = "http://127.0.0.1:8545",
+        deployment: Dep = Path("deployment.json"),
+        key: OpKey = "",
+        key_file: KeyFile = None,
+        keystore: Keystore = None,
+        password_file: PasswordFile = None,
+    ) -> None:
+        with _one_line_errors():
+            c = connect(rpc, deployment, (key, key_file, keystore, password_file))
+            who = c.account.address if c.account else ""
+            op, now = c.service_manager.get_operator(who), _chain_time(c)
+            typer.echo(f"{role} {who}: {'registered' if op.registered else 'not registered'}")
+            typer.echo(f"  stake {format_amount(op.stake)}, slashed {op.slash_count} time(s)")
+            if op.unbonding:
+                typer.echo(
+                    f"  unbonding {format_amount(op.unbonding)}, ready {_when(op.unbonding_ready_at, now)}"
+                )
+            if op.locked_until > now:
+                typer.echo(f"  locked by open work until {_when(op.locked_until, now)}")
+            typer.echo(f"  {view_name}: {format_amount(pending(c, who))} to withdraw")
+
+    status.__doc__ = f"Stake, unbonding, slashes, and the {view_name} you can withdraw."
+
+    def withdraw_all(
+        rpc: Rpc = "http://127.0.0.1:8545",
+        deployment: Dep = Path("deployment.json"),
+        key: OpKey = "",
+        key_file: KeyFile = None,
+        keystore: Keystore = None,
+        password_file: PasswordFile = None,
+    ) -> None:
+        with _one_line_errors():
+            c = connect(rpc, deployment, (key, key_file, keystore, password_file))
+            who = c.account.address if c.account else ""
+            op, now, done = c.service_manager.get_operator(who), _chain_time(c), False
+            owed = pending(c, who)
+            if owed:
+                take(c)
+                typer.echo(f"withdrew {format_amount(owed)} of {view_name}")
+                done = True
+            if op.unbonding and now >= max(op.unbonding_ready_at, op.locked_until):
+                c.service_manager.withdraw_unbonded()
+                typer.echo(f"withdrew {format_amount(op.unbonding)} of unbonded stake")
+                done = True
+            elif op.unbonding:
+                ready = max(op.unbonding_ready_at, op.locked_until)
+                typer.echo(f"{format_amount(op.unbonding)} of stake is unbonding: ready {_when(ready, now)}")
+            if not done:
+                typer.echo(f"nothing to withdraw yet (no {view_name}, no unbonded stake ready)")
+
+    withdraw_all.__doc__ = f"Withdraw your {view_name}, and your unbonded stake once it is ready."
+
+    def unbond(
+        amount: Annotated[str, typer.Argument(help="How much stake: 1ether, 500gwei, or 'all'.")],
+        rpc: Rpc = "http://127.0.0.1:8545",
+        deployment: Dep = Path("deployment.json"),
+        yes: Yes = False,
+        key: OpKey = "",
+        key_file: KeyFile = None,
+        keystore: Keystore = None,
+        password_file: PasswordFile = None,
+    ) -> None:
+        """Start unbonding stake (it can still be slashed until the unbonding period ends)."""
+        with _one_line_errors():
+            c = connect(rpc, deployment, (key, key_file, keystore, password_file))
+            who = c.account.address if c.account else ""
+            stake = c.service_manager.get_operator(who).stake
+            wei = stake if amount.strip().lower() == "all" else _amount(amount)
+            _confirm(f"unbond {format_amount(wei)} of your {format_amount(stake)} stake?", yes)
+            c.service_manager.request_unbond(wei)
+            op = c.service_manager.get_operator(who)
+            typer.echo(
+                f"unbonding {format_amount(op.unbonding)}: withdraw it with `supernet {role} {take_name}` "
+                f"after {_when(op.unbonding_ready_at, _chain_time(c))}"
+            )
+
+    def deregister(
+        rpc: Rpc = "http://127.0.0.1:8545",
+        deployment: Dep = Path("deployment.json"),
+        yes: Yes = False,
+        key: OpKey = "",
+        key_file: KeyFile = None,
+        keystore: Keystore = None,
+        password_file: PasswordFile = None,
+    ) -> None:
+        """Leave the network: your whole stake starts unbonding."""
+        with _one_line_errors():
+            c = connect(rpc, deployment, (key, key_file, keystore, password_file))
+            _confirm(f"deregister this {role} (the whole stake starts unbonding)?", yes)
+            c.service_manager.deregister()
+            who = c.account.address if c.account else ""
+            op = c.service_manager.get_operator(who)
+            typer.echo(
+                f"deregistered; {format_amount(op.unbonding)} unbonding until "
+                f"{_when(op.unbonding_ready_at, _chain_time(c))}"
+            )
+
+    group.command(view_name)(status)
+    group.command(take_name)(withdraw_all)
+    group.command("unbond")(unbond)
+    group.command("deregister")(deregister)
