@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from importlib.metadata import entry_points
+from importlib.metadata import entry_points, version
 
 import typer
 
@@ -22,8 +22,19 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"supernet {version('supernet-sdk')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at debug level.")) -> None:
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at debug level."),
+    _show_version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
     level = logging.DEBUG if verbose else getattr(logging, os.environ.get("SUPERNET_LOG", "INFO").upper())
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not verbose:
@@ -60,7 +71,16 @@ def _not_loaded() -> None:  # pragma: no cover - only reachable through --help l
 
 def main() -> None:
     _register_subcommands(sys.argv[1:])
-    app()
+    try:
+        app()
+    except Exception as exc:
+        from supernet.sdk.cli_errors import explain
+
+        line = explain(exc)
+        if line is None or "-v" in sys.argv or "--verbose" in sys.argv:
+            raise
+        typer.secho(f"error: {line}", fg=typer.colors.RED, err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

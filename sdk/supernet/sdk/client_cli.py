@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from supernet.sdk.cli_errors import explain
 from supernet.sdk.client import Client, ClientError
 from supernet.sdk.key_options import KeyFile, Keystore, PasswordFile, account, key_option
 
@@ -49,7 +50,7 @@ def _run(coro: Any) -> Any:
     try:
         return asyncio.run(coro)
     except ClientError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        typer.secho(f"error: {explain(exc) or exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
 
 

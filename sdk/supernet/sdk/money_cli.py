@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 from eth_utils import to_checksum_address
 from supernet.sdk.chain import Contracts, Deployment
+from supernet.sdk.cli_errors import explain
 from supernet.sdk.errors import SupernetError
 from supernet.sdk.key_options import KeyFile, Keystore, PasswordFile, account, key_option
 from supernet.sdk.units import AmountError, format_amount, parse_amount
@@ -48,7 +49,7 @@ def _one_line_errors() -> Iterator[None]:
     try:
         yield
     except (SupernetError, OSError, ValueError) as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        typer.secho(f"error: {explain(exc) or exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
 
 

@@ -1,0 +1,49 @@
+"""The common mistakes, as one line with the fix instead of a traceback (the `supernet` root).
+
+Anything else is a bug and keeps its traceback (``--verbose`` adds debug logs).
+"""
+
+from __future__ import annotations
+
+import httpx
+from supernet.sdk.chain.deployment import DeploymentError
+from supernet.sdk.client.types import ClientError
+from supernet.sdk.errors import SupernetError
+
+_CLIENT_HINTS = {
+    402: "top up the channel: `supernet account deposit NODE AMOUNT`",
+    404: "check the task id (and the node it ran on: --node URL)",
+    401: "reading a task needs the key of the user who paid for it",
+    403: "this task belongs to another user",
+}
+
+
+def explain(exc: BaseException) -> str | None:
+    """One line saying what went wrong and what to do, or None for an unexpected error."""
+    if isinstance(exc, DeploymentError):
+        return f"{exc} — pass --deployment or set SUPERNET_DEPLOYMENT (`supernet devnet up` writes one)"
+    if isinstance(exc, httpx.ConnectError | httpx.TimeoutException):
+        url = exc.request.url if exc.request is not None else "the service"
+        return f"cannot reach {url}: is the node (or store) running and is the URL right?"
+    if _is_chain_unreachable(exc):
+        return (
+            f"cannot reach the chain's JSON-RPC ({exc.__class__.__name__}): is it running? "
+            "`supernet devnet up` starts a local one; else check --rpc / SUPERNET_RPC_URL"
+        )
+    if isinstance(exc, ClientError):
+        hint = _CLIENT_HINTS.get(exc.status or 0)
+        return f"{exc}" + (f" — {hint}" if hint else "")
+    if isinstance(exc, SupernetError):
+        return str(exc)
+    return None
+
+
+def _is_chain_unreachable(exc: BaseException) -> bool:
+    """web3's HTTP provider (requests) refusing or timing out, whatever wraps it."""
+    try:
+        import requests
+    except ImportError:  # pragma: no cover - web3 depends on it
+        return False
+    from web3.exceptions import ProviderConnectionError
+
+    return isinstance(exc, requests.ConnectionError | requests.Timeout | ProviderConnectionError)
