@@ -122,6 +122,15 @@ class EngineSettings(BaseModel):
         default=128, gt=0, le=4096, description="Cap on tokens generated per LLM call."
     )
     agents: list[str] = Field(default_factory=lambda: ["chat"], description="Agent ids this node runs.")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        default="auto",
+        description="Compute precision: auto = float32 on CPU, bfloat16 on CUDA. The served model id "
+        "names it (a bf16 node serves another id than a float32 one; validators hold each to its own).",
+    )
+    policy: Literal["fair", "fifo", "rr"] = Field(
+        default="fair",
+        description="LLM-call scheduling: fair (fee-weighted fair share), fifo, rr (round robin).",
+    )
 
 
 class PricingSettings(BaseModel):

@@ -79,9 +79,11 @@ class KernelExecutor:
         cls, settings: NodeSettings, store: Any, faults: FaultInjector | None = None
     ) -> KernelExecutor:
         """Load the model (in a thread: it takes seconds), build and start the kernel."""
+        import torch
         from supernet.node.llm import LLMEngine
 
-        engine = await asyncio.to_thread(LLMEngine.load, settings.engine.model)
+        dtype = None if settings.engine.dtype == "auto" else getattr(torch, settings.engine.dtype)
+        engine = await asyncio.to_thread(LLMEngine.load, settings.engine.model, dtype=dtype)
         if faults is not None:
             faults.perturb_model(engine.model)  # the `model` fault at rate 1: a different model
         # One set of caps, from the config, and the task budget is what the fee pays for:
@@ -89,7 +91,9 @@ class KernelExecutor:
         policy = NodePolicy(
             max_new_tokens=settings.engine.max_new_tokens, max_llm_tokens=settings.pricing.tokens_per_task
         )
-        config = KernelConfig(chain_rpc_url=settings.chain.rpc_url, node_policy=policy)
+        config = KernelConfig(
+            chain_rpc_url=settings.chain.rpc_url, node_policy=policy, policy=settings.engine.policy
+        )
         extra: dict[str, Any] = {"faults": faults} if faults is not None else {}
         kernel = Kernel(
             engine, store, config, agents=default_registry(allowed=settings.engine.agents), **extra
