@@ -18,11 +18,13 @@ FORGE_FLAGS := --use ../scripts/solc --offline
 SUPERNET_HOME ?= $(HOME)/.cache/supernet
 export SUPERNET_HOME
 MODEL_STAMP := $(SUPERNET_HOME)/models/smollm2-135m/.pulled
+# Debian's Chromium for the explorer's browser tests (Playwright's own browser download is not reachable).
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: fuzz-api setup demo test test-contracts test-python test-unit test-integration lint contracts bindings \
-        bench-gas bench-llm bench-kernel bench-verify clean
+        bench-gas bench-llm bench-kernel bench-verify bench-explorer bench-reliability clean
 
-setup: node_modules/.installed $(VENV)/.installed contracts/out/.built $(MODEL_STAMP)
+setup: node_modules/.installed $(VENV)/.installed contracts/out/.built $(MODEL_STAMP) $(CHROMIUM)
 
 node_modules/.installed: package.json package-lock.json
 	@echo "==> npm ci (anvil, forge, cast, solc, @openzeppelin/contracts)"
@@ -30,18 +32,24 @@ node_modules/.installed: package.json package-lock.json
 	@$(BIN)/anvil --version >/dev/null || { echo "anvil binary missing after npm ci" >&2; exit 1; }
 	touch $@
 
-$(VENV)/.installed: sdk/pyproject.toml node/pyproject.toml validator/pyproject.toml requirements-dev.txt
+$(VENV)/.installed: sdk/pyproject.toml node/pyproject.toml validator/pyproject.toml explorer/pyproject.toml \
+                    requirements-dev.txt
 	@echo "==> Python virtualenv in $(VENV) (torch pinned to 2.13.0, CPU build)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "pip>=24"
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e sdk -e node -e validator -r requirements-dev.txt
+	$(PY) -m pip install -q -e sdk -e node -e validator -e explorer -r requirements-dev.txt
 	touch $@
 
 contracts/out/.built: $(shell find contracts/src contracts/test contracts/script -name '*.sol' 2>/dev/null) contracts/foundry.toml node_modules/.installed
 	@echo "==> forge build"
 	$(FORGE) build $(FORGE_FLAGS)
 	touch $@
+
+# Installed only when missing (make's target is the binary itself, so a second run does nothing).
+$(CHROMIUM):
+	@echo "==> Debian chromium (browser tests of the explorer)"
+	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
 
 $(MODEL_STAMP): $(VENV)/.installed
 	@echo "==> default model (SmolLM2-135M-Instruct) into $(SUPERNET_HOME)/models"
@@ -73,9 +81,9 @@ test-integration: setup
 	$(PY) -m pytest tests/integration
 
 lint: setup
-	$(VENV)/bin/ruff check sdk node validator tests scripts
-	$(VENV)/bin/ruff format --check sdk node validator tests scripts
-	$(VENV)/bin/mypy sdk/supernet node/supernet validator/supernet
+	$(VENV)/bin/ruff check sdk node validator explorer tests scripts
+	$(VENV)/bin/ruff format --check sdk node validator explorer tests scripts
+	$(VENV)/bin/mypy sdk/supernet node/supernet validator/supernet explorer/supernet
 
 demo: setup
 	$(VENV)/bin/supernet devnet demo
@@ -91,6 +99,13 @@ bench-kernel: setup
 
 bench-verify: setup
 	$(PY) scripts/bench_verify.py
+
+bench-explorer: setup
+	$(PY) scripts/bench_explorer.py
+
+# A crash campaign: 24 SIGKILLs over every role of a devnet under load (~20 min); `make test` runs 6
+bench-reliability: setup
+	$(PY) scripts/bench_reliability.py --kills 24
 
 # schemathesis over the node's and the store's OpenAPI, 100 cases per operation (>= 1,000 in all);
 # `make test` runs the same file with SUPERNET_FUZZ_CASES=12

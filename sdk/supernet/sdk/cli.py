@@ -51,6 +51,7 @@ _GROUP_HELP = {
     "node": "Run an intelligent node.",
     "model": "Pull and list models.",
     "validator": "Run a validator.",
+    "explorer": "Index the chain and serve the network explorer (web pages and JSON API).",
 }
 
 

@@ -12,11 +12,14 @@ whose task was proven faulty got a refund credited.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import shutil
+import socket
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +27,14 @@ from rich.console import Console
 from supernet.sdk.chain import Contracts
 from supernet.sdk.client import Client
 from supernet.sdk.devnet.demo_view import ChainWatcher, eth, refunds_by_user, summary_tables
-from supernet.sdk.devnet.network import ETHER, Actor, Devnet, DevnetConfig, pulled_model_manifest
+from supernet.sdk.devnet.network import (
+    ETHER,
+    Actor,
+    Devnet,
+    DevnetConfig,
+    pulled_model_manifest,
+    register_models,
+)
 from supernet.sdk.devnet.processes import ServiceProcess, free_port
 from supernet.sdk.errors import SupernetError
 from supernet.sdk.store.embedded import serve_in_thread
@@ -56,6 +66,21 @@ class DemoConfig:
     settle_s: float = 15.0
     """After the last event, how long to wait for validators to finish before judging."""
     keep_dir: Path | None = None
+    explorer_port: int | None = 8090
+    """Port of `supernet explorer` (0, or 8090 taken: any free port); None: no explorer."""
+    hold: Callable[[DemoNetwork], None] | None = None
+    """Called once the demo is judged, before the network stops (tests browse the explorer)."""
+
+
+@dataclass(frozen=True)
+class DemoNetwork:
+    """Where the running demo's pieces are (what `DemoConfig.hold` receives)."""
+
+    rpc_url: str
+    deployment: Path
+    store_url: str
+    explorer_url: str | None
+    ok: bool
 
 
 def run_demo(cfg: DemoConfig, console: Console) -> bool:
@@ -80,7 +105,11 @@ def run_demo(cfg: DemoConfig, console: Console) -> bool:
     )
     store_url, stop_store = serve_in_thread(work / "store")
     try:
-        return _run(cfg, console, net, store_url, work, procs)
+        ok, explorer_url = _run(cfg, console, net, store_url, work, procs)
+        if cfg.hold is not None:
+            deployment = net.config.state_dir / "deployment.json"
+            cfg.hold(DemoNetwork(net.anvil.url, deployment, store_url, explorer_url, ok))
+        return ok
     finally:
         console.print("[dim]stopping nodes, validators, store and anvil…[/dim]")
         for p in procs:
@@ -100,9 +129,38 @@ def _model_manifest(model: str) -> bytes:
     return manifest
 
 
+def _start_explorer(
+    cfg: DemoConfig,
+    console: Console,
+    rpc: str,
+    deployment: Path,
+    store_url: str,
+    work: Path,
+    procs: list[ServiceProcess],
+) -> str | None:
+    """`supernet explorer` on the devnet (when its distribution is installed); returns its URL."""
+    if cfg.explorer_port is None or importlib.util.find_spec("supernet.explorer") is None:
+        return None
+    port = cfg.explorer_port or free_port()
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            port = free_port()  # 8090 taken (another explorer?): any free port
+    args = ["explorer", "--rpc", rpc, "--deployment", str(deployment), "--store", store_url]
+    args += ["--port", str(port), "--db", str(work / "explorer.sqlite"), "--poll", "0.5"]
+    proc = ServiceProcess("explorer", args, work / "explorer.log")
+    procs.append(proc)  # stopped with the other services
+    proc.start()
+    url = f"http://127.0.0.1:{port}"
+    proc.wait_http(f"{url}/healthz", timeout=cfg.timeout_s)
+    console.print(f"[bold]explorer[/bold] {url}  (indexing the devnet; up while the demo runs)")
+    return url
+
+
 def _run(
     cfg: DemoConfig, console: Console, net: Devnet, store_url: str, work: Path, procs: list[ServiceProcess]
-) -> bool:
+) -> tuple[bool, str | None]:
     c = net.contracts
     actors = net.actors
     names = {a.address.lower(): f"{a.role}-{a.index}" for a in actors}
@@ -115,7 +173,7 @@ def _run(
     console.print(f"chain {net.anvil.url}   store {store_url}   work dir {work}")
 
     # Setup on chain: the model, the validators' stakes and the users' deposits.
-    c.model_registry.register_model(net.config.model_manifest, cfg.model)
+    register_models(c, net.config.model_manifest, cfg.model)
     for v in validators:
         c.as_account(v.account).service_manager.register_validator(5 * ETHER)
     for u in users:  # a payment channel to every node: a deposit pays only the node it names
@@ -170,6 +228,7 @@ def _run(
     for p in procs[len(nodes) :]:
         p.wait_log("ready", timeout=cfg.timeout_s)
     console.print(f"all services up in {time.monotonic() - started:.0f} s")
+    explorer_url = _start_explorer(cfg, console, net.anvil.url, deployment, store_url, work, procs)
     stakes_before = {n.address: c.service_manager.get_node(n.address).stake for n in nodes}
 
     watcher = ChainWatcher(c, names, console, from_block=c.w3.eth.block_number)
@@ -186,7 +245,10 @@ def _run(
             break
         time.sleep(1.0)
     watcher.poll()
-    return _judge(cfg, console, c, names, stakes_before, served, faulty.address, users)
+    ok = _judge(cfg, console, c, names, stakes_before, served, faulty.address, users)
+    if explorer_url is not None:
+        console.print(f"explorer: {explorer_url}")
+    return ok, explorer_url
 
 
 async def _submit_all(

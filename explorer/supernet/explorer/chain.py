@@ -1,0 +1,104 @@
+"""Reading the protocol's events off the chain, decoded once into plain `ChainLog` records.
+
+One ``eth_getLogs`` over the four contracts per block range; each log is decoded with the ABI
+its topic belongs to (`supernet.sdk.chain.bindings.load_abi`, generated from forge's artifacts)
+and its arguments made JSON-plain (bytes as ``0x`` hex, addresses checksummed, integers kept),
+so the same record goes into the database and, in the benchmark, comes from a generator.
+
+>>> reader = ChainReader(make_web3(url), Deployment.load(path))   # doctest: +SKIP
+>>> logs = reader.logs(dep.deploy_block, reader.head())           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from eth_utils import event_abi_to_log_topic
+from supernet.sdk.chain.bindings import load_abi
+from supernet.sdk.chain.deployment import CONTRACT_NAMES, Deployment
+from web3 import Web3
+from web3._utils.events import get_event_data
+
+
+@dataclass(frozen=True)
+class ChainLog:
+    """One protocol event, decoded: where it was logged and its arguments (JSON-plain)."""
+
+    block: int
+    log_index: int
+    tx_hash: str
+    contract: str
+    name: str
+    args: Mapping[str, Any]
+
+
+def plain(value: Any) -> Any:
+    """A decoded ABI value as JSON data: bytes as 0x-hex, tuples/structs as lists/dicts."""
+    if isinstance(value, bytes | bytearray):
+        return "0x" + bytes(value).hex()
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+class ChainReader:
+    """Logs, heads and block hashes of one deployment, over a `Web3` client.
+
+    Args:
+        w3: a connected client.
+        deployment: the contracts' addresses.
+    """
+
+    def __init__(self, w3: Web3, deployment: Deployment) -> None:
+        self.w3 = w3
+        self.deployment = deployment
+        self._names = {deployment.address(n).lower(): n for n in CONTRACT_NAMES}
+        self._decoders: dict[bytes, tuple[str, dict[str, Any]]] = {}
+        for name in CONTRACT_NAMES:
+            for item in load_abi(name):
+                if item["type"] == "event" and not item.get("anonymous"):
+                    topic = bytes(event_abi_to_log_topic(item))  # type: ignore[arg-type]
+                    self._decoders[topic] = (name, item)
+
+    def head(self) -> int:
+        """The latest block number."""
+        return int(self.w3.eth.block_number)
+
+    def block(self, number: int) -> tuple[str, int]:
+        """``(hash, timestamp)`` of block ``number``."""
+        b = self.w3.eth.get_block(number)
+        return "0x" + bytes(b["hash"]).hex(), int(b["timestamp"])
+
+    def gas_used(self, tx_hash: str) -> int:
+        """Gas the transaction used (its receipt)."""
+        return int(self.w3.eth.get_transaction_receipt(tx_hash)["gasUsed"])  # type: ignore[arg-type]
+
+    def logs(self, from_block: int, to_block: int) -> list[ChainLog]:
+        """Every protocol event in ``[from_block, to_block]``, in chain order."""
+        addresses = [Web3.to_checksum_address(a) for a in self._names]
+        raw = self.w3.eth.get_logs({"address": addresses, "fromBlock": from_block, "toBlock": to_block})
+        out: list[ChainLog] = []
+        for log in raw:
+            if not log["topics"]:
+                continue
+            found = self._decoders.get(bytes(log["topics"][0]))
+            if found is None or self._names.get(str(log["address"]).lower()) != found[0]:
+                continue
+            contract, abi = found
+            ev = get_event_data(self.w3.codec, abi, log)
+            out.append(
+                ChainLog(
+                    block=int(ev["blockNumber"]),
+                    log_index=int(ev["logIndex"]),
+                    tx_hash="0x" + bytes(ev["transactionHash"]).hex(),
+                    contract=contract,
+                    name=str(ev["event"]),
+                    args=plain(dict(ev["args"])),
+                )
+            )
+        out.sort(key=lambda e: (e.block, e.log_index))
+        return out

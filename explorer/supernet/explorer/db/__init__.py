@@ -1,0 +1,1 @@
+"""The explorer's index: one SQLAlchemy schema for SQLite and PostgreSQL, with Alembic migrations."""

@@ -1,0 +1,200 @@
+"""The indexer: follows the protocol's events from the deploy block into the database, reorg-safe.
+
+Like the validator's follower (`supernet.validator.follower`), each step reads the logs of
+``[cursor, min(head - confirmations, cursor + max_range - 1)]`` and writes the events, the block
+hashes seen and the new cursor in one transaction: a crash re-reads a range, never skips one.
+Unlike the validator, the explorer also watches for reorgs: before each step it compares the hash
+of the last block it recorded with the chain's; on a mismatch it walks back to the newest block
+both agree on, deletes the orphaned events and rebuilds the derived tables by replaying the rest
+(`supernet.explorer.apply.project`). Batch manifests are read from the content store after their
+commit is indexed; a manifest the store does not have yet is retried with backoff.
+
+>>> ix = Indexer(engine, ChainReader(w3, dep), ContentReader(store_url), start_block=dep.deploy_block)
+>>> ix.step()                                                     # doctest: +SKIP
+12
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine, delete, exists, select
+from sqlalchemy.orm import Session
+from supernet.explorer.apply import attach_manifest, ingest, project
+from supernet.explorer.chain import ChainReader
+from supernet.explorer.content import ContentReader, ContentUnavailable
+from supernet.explorer.db.models import (
+    Batch,
+    Block,
+    Challenge,
+    Event,
+    Meta,
+    Operator,
+    Receipt,
+    StakePoint,
+    Total,
+    Vote,
+)
+from supernet.sdk.formats.fields import FormatError
+from supernet.sdk.formats.manifest import BatchManifest
+from web3.exceptions import BlockNotFound
+
+log = logging.getLogger(__name__)
+
+DERIVED = (Operator, Batch, Receipt, Challenge, Vote, Total, StakePoint)
+"""Tables rebuilt from ``events`` after a reorg."""
+
+
+def get_cursor(session: Session, default: int) -> int:
+    """The next block to scan."""
+    row = session.get(Meta, "cursor")
+    return int(row.value) if row is not None else default
+
+
+def set_cursor(session: Session, value: int) -> None:
+    """Store the next block to scan (in the caller's transaction)."""
+    session.merge(Meta(key="cursor", value=str(value)))
+
+
+@dataclass
+class Indexer:
+    """Scans block ranges into the index and attaches batch manifests.
+
+    Args:
+        engine: the index database.
+        reader: the chain.
+        content: the content store (None: receipts are not indexed, only on-chain facts).
+        start_block: first block on a fresh index (the deploy block).
+        confirmations: blocks to stay behind the head.
+        max_range: most blocks per ``eth_getLogs``.
+        retry_s: first delay before re-reading a manifest the store did not have (doubles, ≤ 60 s).
+    """
+
+    engine: Engine
+    reader: ChainReader
+    content: ContentReader | None
+    start_block: int
+    confirmations: int = 0
+    max_range: int = 2_000
+    retry_s: float = 1.0
+    _retry: dict[int, tuple[float, float]] = field(default_factory=dict)
+
+    def step(self) -> int:
+        """One range (after a reorg check) and pending manifests; returns the events recorded."""
+        if self.check_reorg():
+            return 0
+        with Session(self.engine) as s:
+            start = get_cursor(s, self.start_block)
+        end = min(self.reader.head() - self.confirmations, start + self.max_range - 1)
+        n = 0
+        if end >= start:
+            n = self._scan(start, end)
+        self.attach_manifests()
+        return n
+
+    def catch_up(self) -> int:
+        """Steps until the cursor reaches the head; returns the events recorded."""
+        total = 0
+        while True:
+            with Session(self.engine) as s:
+                before = get_cursor(s, self.start_block)
+            total += self.step()
+            with Session(self.engine) as s:
+                if get_cursor(s, self.start_block) == before:
+                    return total
+
+    def _scan(self, start: int, end: int) -> int:
+        logs = self.reader.logs(start, end)
+        blocks = {b: self.reader.block(b) for b in {*(lg.block for lg in logs), end}}
+        gas = {lg.tx_hash: self.reader.gas_used(lg.tx_hash) for lg in logs if lg.name == "BatchCommitted"}
+        with Session(self.engine) as s, s.begin():
+            for lg in logs:
+                ingest(s, lg, blocks[lg.block][1], gas.get(lg.tx_hash, 0))
+            for number, (h, ts) in blocks.items():
+                s.merge(Block(number=number, hash=h, timestamp=ts))
+            # Hashes of event-less range ends older than 256 blocks are of no further use for reorg
+            # detection; only a recent window is looked at, so a step's cost does not grow with history.
+            has_events = exists(select(Event.id).where(Event.block == Block.number))
+            s.execute(delete(Block).where(Block.number.between(start - 512, end - 256), ~has_events))
+            set_cursor(s, end + 1)
+        if logs:
+            log.info("indexed %d events in blocks %d..%d", len(logs), start, end)
+        return len(logs)
+
+    def check_reorg(self) -> bool:
+        """Undo orphaned blocks if the chain changed under the index; True when it did."""
+        with Session(self.engine) as s:
+            recorded = list(s.scalars(select(Block).order_by(Block.number.desc()).limit(512)))
+        if not recorded or self._hash(recorded[0].number) == recorded[0].hash:
+            return False
+        fork = self.start_block - 1  # nothing in common (a restarted dev chain): rebuild from scratch
+        for b in recorded[1:]:
+            if self._hash(b.number) == b.hash:
+                fork = b.number
+                break
+        log.warning("reorg: blocks after %d changed; rebuilding the index from its events", fork)
+        with Session(self.engine) as s, s.begin():
+            s.execute(delete(Event).where(Event.block > fork))
+            s.execute(delete(Block).where(Block.number > fork))
+            for table in DERIVED:
+                s.execute(delete(table))
+            for ev in s.scalars(select(Event).order_by(Event.block, Event.log_index)):
+                project(s, ev)
+            set_cursor(s, fork + 1)
+        self._retry.clear()
+        return True
+
+    def _hash(self, number: int) -> str | None:
+        """The chain's hash of block ``number`` (None: the chain is shorter now)."""
+        try:
+            return self.reader.block(number)[0]
+        except BlockNotFound:
+            return None
+
+    def attach_manifests(self, limit: int = 32) -> int:
+        """Read pending batches' manifests from the store; returns how many were settled."""
+        if self.content is None:
+            return 0
+        with Session(self.engine) as s:
+            pending = s.execute(
+                select(Batch.batch_id, Batch.manifest_cid)
+                .where(Batch.manifest_status == "pending")
+                .order_by(Batch.batch_id)
+                .limit(limit)
+            ).all()
+        done = 0
+        now = time.monotonic()
+        for batch_id, cid in pending:
+            due, delay = self._retry.get(batch_id, (0.0, self.retry_s))
+            if now < due:
+                continue
+            manifest, error = None, ""
+            try:
+                manifest = BatchManifest.from_dag(self.content.dag(cid))
+            except ContentUnavailable as exc:
+                if not exc.permanent:
+                    self._retry[batch_id] = (now + delay, min(delay * 2, 60.0))
+                    continue
+                error = f"manifest unreadable: {exc}"
+            except FormatError as exc:
+                error = f"malformed manifest: {exc}"
+            with Session(self.engine) as s, s.begin():
+                batch = s.get(Batch, batch_id)
+                if batch is None or batch.manifest_status != "pending":
+                    continue
+                attach_manifest(s, batch, manifest, error)
+            self._retry.pop(batch_id, None)
+            done += 1
+        return done
+
+    def run_forever(self, stop: threading.Event, poll_s: float = 1.0) -> None:
+        """Step until ``stop`` is set; errors are logged and retried (the RPC may be restarting)."""
+        while not stop.is_set():
+            try:
+                self.catch_up()
+            except Exception:  # keep serving pages when the chain or store hiccups
+                log.exception("indexer step failed; retrying in %.1f s", poll_s)
+            stop.wait(poll_s)
