@@ -211,6 +211,32 @@ async def test_kill_mid_task_then_restart_charges_once(net: Net) -> None:
         await client.aclose()
 
 
+async def test_a_lost_acknowledgement_does_not_strand_the_client(net: Net) -> None:
+    """The node stores a task and bills it, but its 202 never reaches the client (a crash or a cut
+    connection right after the commit). The client's next sync finds the node billed more than it
+    counted, looks up the tasks it sent without an answer, and counts the one the node has: the
+    next task is admitted instead of being refused with 402 forever."""
+    client = net.client(USER_INDEXES[0], "lost-ack")
+    try:
+        first = await client.prepare("Say hi.", node_url=net.node.url, deposit=10**17)
+        async with httpx.AsyncClient(base_url=net.node.url, timeout=60) as http:
+            assert (await http.post("/v1/tasks", json=first.task_body())).status_code == 202
+        # ... and the client never hears of it (no `accepted`): its ladder is one fee behind
+        for _ in range(240):
+            if (await client.task(first.task_id, net.node.url))["status"] in ("done", "failed"):
+                break
+            await asyncio.sleep(0.5)
+        second = await client.submit_task("Say bye.", node_url=net.node.url)
+        assert second.status == "done"
+        assert client.state.tasks[first.task_id].status == "done"
+        acct = client.state.account(client._domain_key, client.account.address, second.node)
+        async with httpx.AsyncClient(base_url=net.node.url, timeout=60) as http:
+            remote = (await http.get(f"/v1/accounts/{client.account.address}")).json()
+        assert acct.cumulative == int(remote["billed"])  # the client and the node agree again
+    finally:
+        await client.aclose()
+
+
 def test_cli_submit_and_verify(net: Net) -> None:
     import os
 

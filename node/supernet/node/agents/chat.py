@@ -1,7 +1,8 @@
 """The chat agent: one LLM call on the user's messages (what ``/v1/chat/completions`` runs).
 
 Input: a string (one user message), or ``{"messages": [...], "max_new_tokens": n,
-"temperature": t, "top_p": p, "seed": s}``.
+"temperature": t, "top_p": p, "seed": s, "stop": [strings]}`` (a single ``stop`` string is a list
+of one). Generation ends at the first stop string, so the node spends no tokens past it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ class ChatAgent(Agent):
         elif isinstance(input, dict) and isinstance(input.get("messages"), list) and input["messages"]:
             messages = input["messages"]
             options = {k: input[k] for k in ("max_new_tokens", "temperature", "top_p", "seed") if k in input}
+            stop = input.get("stop")
+            if stop is not None:
+                options["stop"] = [stop] if isinstance(stop, str) else list(stop)
         else:
             raise ValueError('chat input is a string or {"messages": [{"role": ..., "content": ...}, ...]}')
         options.setdefault("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)

@@ -2,28 +2,39 @@
 
 The signed request travels in the body's ``supernet`` field or, for OpenAI clients that cannot
 add body fields, base64url-encoded JSON in the ``X-Supernet-Auth`` header (same shape:
-``{"request", "signature", "voucher"}``). The task runs the ``chat`` agent on the input
-``{"messages": [...], "max_new_tokens"?, "temperature"?, "top_p"?, "seed"?}`` (``max_new_tokens``
-is the OpenAI ``max_tokens``), which ``inputHash`` covers.
+``{"request", "signature", "voucher"}``; `supernet.sdk.openai_compat.SupernetAuth` sends it).
+The task runs the ``chat`` agent on `chat_task_input` of the body *as received* (the parsed JSON,
+not this module's typed view of it), which ``inputHash`` covers: what runs, what is billed and
+what the user signed are one input. Parameters this node cannot honour are a 400 (`chat_params`).
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
+from supernet.node.service.chat_params import ChatPlan, UnsupportedParameterError, chat_plan
+from supernet.node.service.chat_result import (
+    CallFacts,
+    StopHold,
+    add_alternatives,
+    call_facts,
+    cut_at_stop,
+    finish_reason,
+    token_logprobs,
+)
 from supernet.node.service.deps import AcceptingCtx, NodeContext, load_task
 from supernet.node.service.errors import BadRequestError, BadSignatureError, NodeError
-from supernet.node.service.models import TaskStatus
+from supernet.node.service.models import TaskRow, TaskStatus
 from supernet.node.service.routes_tasks import admit_and_start
 from supernet.node.service.schemas import ChatCompletionCreate, SignedTask
+from supernet.sdk.openai_compat.chat_input import chat_task_input
 
 router = APIRouter(prefix="/v1/chat", tags=["openai"])
 
@@ -59,66 +70,98 @@ def _check_model(ctx: NodeContext, model: str, signed: SignedTask) -> str:
     return ctx.executor.model_name(model_id)
 
 
-def _chunk(task_id: str, model: str, delta: dict[str, str], finish: str | None) -> str:
-    return json.dumps(
-        {
-            "id": task_id,
-            "object": "chat.completion.chunk",
-            "created": int(time.time()),
-            "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        }
-    )
+def _engine(ctx: NodeContext) -> Any:
+    """The LLM engine (tokenizer, scoring pass) behind a kernel executor; None for other executors."""
+    return getattr(getattr(ctx.executor, "kernel", None), "engine", None)
 
 
-async def _stream(ctx: NodeContext, task_id: str, model: str) -> AsyncIterator[dict[str, str]]:
-    yield {"data": _chunk(task_id, model, {"role": "assistant", "content": ""}, None)}
-    stream = ctx.streams.get(task_id)
+async def _logprobs(ctx: NodeContext, plan: ChatPlan, facts: CallFacts | None, content: str) -> Any:
+    if not plan.logprobs:
+        return None
+    if facts is None:
+        raise NodeError("the task's trace cannot be read, so its log-probabilities cannot be reported")
+    engine = _engine(ctx)
+    entries = token_logprobs(getattr(engine, "tokenizer", None), facts, content)
+    await add_alternatives(engine, facts, entries, plan.top_logprobs)
+    return {"content": entries}
+
+
+class _Answer:
+    """One completion's fixed fields: a single ``id``, ``created`` and ``model`` for every chunk."""
+
+    def __init__(self, task: TaskRow, model: str) -> None:
+        self.id, self.created, self.model = task.id, int(task.created_at), model
+
+    def doc(self, kind: str, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+        head = {"id": self.id, "object": kind, "created": self.created, "model": self.model}
+        return {**head, "choices": choices, **extra}
+
+    def chunk(self, delta: dict[str, str], finish: str | None = None, logprobs: Any = None) -> dict[str, str]:
+        choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+        return {"data": json.dumps(self.doc("chat.completion.chunk", [choice]))}
+
+
+async def _stream(ctx: NodeContext, answer: _Answer, plan: ChatPlan) -> AsyncIterator[dict[str, str]]:
+    yield answer.chunk({"role": "assistant", "content": ""})
+    hold = StopHold(plan.stop)
+    stream = ctx.streams.get(answer.id)
     if stream is not None:
         async for piece in stream.subscribe():
-            yield {"data": _chunk(task_id, model, {"content": piece}, None)}
-    await ctx.worker.wait(task_id)
-    task = load_task(ctx, task_id)
+            if text := hold.feed(piece):
+                yield answer.chunk({"content": text})
+    await ctx.worker.wait(answer.id)
+    task = load_task(ctx, answer.id)
     if task.status is not TaskStatus.DONE:
         yield {"data": json.dumps({"error": {"code": "task_failed", "message": task.error or task.status}})}
-    else:
-        yield {"data": _chunk(task_id, model, {}, "stop")}
+        yield {"data": "[DONE]"}
+        return
+    content, stopped = cut_at_stop(task.output or "", plan.stop)
+    sent = hold.text[: hold.sent]
+    if content.startswith(sent) and len(content) > len(sent):  # held back, or no live stream
+        yield answer.chunk({"content": content[len(sent) :]})
+    facts = await call_facts(ctx.store, task.trace_cid)
+    logprobs = await _logprobs(ctx, plan, facts, content)
+    yield answer.chunk({}, finish_reason(facts, stopped), logprobs)
+    if plan.include_usage and facts is not None:
+        yield {"data": json.dumps(answer.doc("chat.completion.chunk", [], usage=facts.usage()))}
     yield {"data": "[DONE]"}
 
 
 @router.post("/completions", response_model=None)
 async def chat_completions(
     body: ChatCompletionCreate,
+    request: Request,
     ctx: AcceptingCtx,
     x_supernet_auth: Annotated[str | None, Header(alias=AUTH_HEADER)] = None,
 ) -> Any:
     """Chat completion (streamed as ``chat.completion.chunk`` events when ``stream`` is true)."""
+    plan = chat_plan(body)
+    if plan.top_logprobs and _engine(ctx) is None:
+        raise UnsupportedParameterError(
+            "`top_logprobs` is not supported by this node: its executor has no scoring pass",
+            param="top_logprobs",
+        )
     signed = _signed(body, x_supernet_auth)
     model = _check_model(ctx, body.model, signed)
-    task_id = await admit_and_start(ctx, signed, "chat", body.task_input())
+    received = json.loads(await request.body())  # the JSON as sent: the typed view re-types values
+    task_id = await admit_and_start(ctx, signed, "chat", chat_task_input(received))
+    answer = _Answer(load_task(ctx, task_id), model)
     if body.stream:
-        return EventSourceResponse(_stream(ctx, task_id, model), ping=15)
+        return EventSourceResponse(
+            _stream(ctx, answer, plan), ping=15, send_timeout=ctx.settings.api.stream_send_timeout_s
+        )
     await ctx.worker.wait(task_id)
     task = load_task(ctx, task_id)
     if task.status is not TaskStatus.DONE:
         raise NodeError(f"task {task_id} failed: {task.error}", taskId=task_id)
-    return JSONResponse(
-        {
-            "id": task_id,
-            "object": "chat.completion",
-            "created": int(task.created_at),
-            "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": task.output},
-                    "finish_reason": "stop",
-                }
-            ],
-            "supernet": {
-                "taskId": task_id,
-                "traceCid": task.trace_cid,
-                "receipt": f"/v1/tasks/{task_id}/receipt",
-            },
-        }
-    )
+    content, stopped = cut_at_stop(task.output or "", plan.stop)
+    facts = await call_facts(ctx.store, task.trace_cid)
+    choice = {
+        "index": 0,
+        "message": {"role": "assistant", "content": content},
+        "logprobs": await _logprobs(ctx, plan, facts, content),
+        "finish_reason": finish_reason(facts, stopped),
+    }
+    usage = {"usage": facts.usage()} if facts is not None else {}
+    supernet = {"taskId": task_id, "traceCid": task.trace_cid, "receipt": f"/v1/tasks/{task_id}/receipt"}
+    return JSONResponse(answer.doc("chat.completion", [choice], **usage, supernet=supernet))

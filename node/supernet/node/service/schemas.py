@@ -121,6 +121,9 @@ class ModelCard(BaseModel):
 
     id: str
     object: Literal["model"] = "model"
+    created: int = Field(
+        default=0, description="Unix seconds OpenAI's shape asks for; 0: not known to the node."
+    )
     owned_by: str
     modelId: Bytes32
     taskFee: Uint256
@@ -155,42 +158,70 @@ class AccountPublic(BaseModel):
     redeemed: Uint256
 
 
-class ChatMessage(BaseModel):
-    """One OpenAI chat message."""
+class ContentPart(BaseModel):
+    """One part of a message's content array (only ``text`` parts are read; others are a 400)."""
 
-    role: Literal["system", "user", "assistant"]
-    content: Annotated[str, StringConstraints(max_length=32_768)]
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    text: Annotated[str, StringConstraints(max_length=32_768)] | None = None
+
+
+class ChatMessage(BaseModel):
+    """One OpenAI chat message. ``developer`` is read as ``system``; other fields (``name``) are
+    kept in the signed input as sent; ``tool`` messages and ``tool_calls`` are a 400 (no tools)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: (
+        Annotated[str, StringConstraints(max_length=32_768)]
+        | Annotated[list[ContentPart], Field(max_length=64)]
+        | None
+    ) = None
+
+
+class StreamOptions(BaseModel):
+    """``stream_options``: ``include_usage`` adds a last chunk with ``usage``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    include_usage: bool = False
+
+
+StopStrings = (
+    Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    | Annotated[list[Annotated[str, StringConstraints(min_length=1, max_length=64)]], Field(max_length=4)]
+)
 
 
 class ChatCompletionCreate(BaseModel):
     """``POST /v1/chat/completions``; the ``supernet`` field (or the ``X-Supernet-Auth`` header)
-    carries the signed request. The signed input is ``{"messages": [...]}`` plus
-    ``max_new_tokens`` (from ``max_tokens``) / ``temperature`` / ``top_p`` / ``seed`` when given."""
+    carries the signed request. The signed input is computed from the body as sent
+    (`supernet.sdk.openai_compat.chat_task_input`, docs/node.md). A field this node cannot honour
+    (``tools``, ``n`` > 1, a ``response_format`` other than text, penalties, ``top_logprobs`` > 5,
+    any unknown field) is a 400 naming it, never ignored."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")
 
     model: str
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=64)]
     stream: bool = False
+    stream_options: StreamOptions | None = None
     max_tokens: Annotated[int, Field(gt=0, le=4096)] | None = None
+    max_completion_tokens: Annotated[int, Field(gt=0, le=4096)] | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(gt=0, le=1)] | None = None
-    seed: Annotated[int, Field(ge=0, lt=2**63)] | None = None
+    seed: Annotated[int, Field(ge=0, lt=2**53)] | None = None
+    stop: StopStrings | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    n: Annotated[int, Field(ge=1, le=128)] | None = None
+    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    response_format: dict[str, Any] | None = None
+    user: Annotated[str, StringConstraints(max_length=256)] | None = None
     supernet: SignedTask | None = None
-
-    def task_input(self) -> dict[str, Any]:
-        """The task input this chat request stands for (what ``inputHash`` covers): the chat
-        agent's ``{"messages", "max_new_tokens"?, "temperature"?, "top_p"?, "seed"?}``."""
-        out: dict[str, Any] = {"messages": [m.model_dump() for m in self.messages]}
-        for ours, theirs in (
-            ("max_new_tokens", "max_tokens"),
-            ("temperature", "temperature"),
-            ("top_p", "top_p"),
-            ("seed", "seed"),
-        ):
-            if getattr(self, theirs) is not None:
-                out[ours] = getattr(self, theirs)
-        return out
 
 
 class ErrorBody(BaseModel):

@@ -15,8 +15,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 from supernet.sdk.chain import Contracts, Deployment
-from supernet.sdk.chain.eip712 import TaskRequest, Voucher, hash_task_request, sign_task_request, sign_voucher
-from supernet.sdk.chain.receipts import input_hash
+from supernet.sdk.client.ladder import domain_key, rebase, sign_task
 from supernet.sdk.client.read_grant import ReadGrantAuth
 from supernet.sdk.client.state import ClientState, TaskRecord
 from supernet.sdk.client.types import (
@@ -60,7 +59,7 @@ class Client:
         self.state = ClientState.open(state_dir)
         self.store_url = store_url
         self.http = httpx.AsyncClient(timeout=timeout)
-        self._domain_key = f"{contracts.domain.chain_id}:{contracts.domain.verifying_contract.lower()}"
+        self._domain_key = domain_key(contracts.domain)
         self._read_auths: dict[str, ReadGrantAuth] = {}  # node URL -> this user's read grant there
 
     @classmethod
@@ -178,29 +177,24 @@ class Client:
         acct = await self._sync_account(choice)
         nonce, cumulative = acct.nonce + 1, acct.cumulative + fee
         await self.ensure_deposit(choice.address, cumulative, deposit)
-        req = TaskRequest(
-            user=self.account.address,
+        task_id, signed = sign_task(
+            self.account,
+            self.contracts.domain,
             node=choice.address,
-            model_id=bytes.fromhex(model_id[2:]),
-            agent_hash=bytes.fromhex(agent_hash[2:]),
-            input_hash=input_hash(task_input),
+            model_id=model_id,
+            agent_hash=agent_hash,
+            task_input=task_input,
             max_fee=max_fee if max_fee is not None else fee,
             nonce=nonce,
-            deadline=int(time.time()) + 600,
+            cumulative=cumulative,
         )
-        domain = self.contracts.domain
-        voucher = Voucher(user=self.account.address, node=choice.address, cumulative_amount=cumulative)
         acct.nonce = nonce
+        # Remembered before it is sent: if the node stores the task but its answer is lost, the
+        # next sync finds the task on the node and counts its fee (`_adopt_unanswered`).
+        self.state.tasks[task_id] = TaskRecord(
+            choice.address, choice.url, task_input, model_id, fee, status="sent"
+        )
         self.state.save()
-        signed = {
-            "request": req.to_json(),
-            "signature": "0x" + sign_task_request(req, domain, self.account).hex(),
-            "voucher": {
-                "cumulativeAmount": str(cumulative),
-                "signature": "0x" + sign_voucher(voucher, domain, self.account).hex(),
-            },
-        }
-        task_id = "0x" + hash_task_request(req, domain).hex()
         return PreparedTask(task_id, choice, signed, agent, task_input, model_id, fee, cumulative)
 
     def accepted(self, p: PreparedTask) -> None:
@@ -247,7 +241,13 @@ class Client:
         p = await self.prepare(
             task_input, agent=agent, model=model, node_url=node_url, max_fee=max_fee, deposit=deposit
         )
-        created = await self._post(p.node.url.rstrip("/") + "/v1/tasks", p.task_body())
+        try:
+            created = await self._post(p.node.url.rstrip("/") + "/v1/tasks", p.task_body())
+        except ClientError as exc:
+            if exc.status is not None:  # the node answered with a refusal: nothing stored or billed
+                self.state.tasks.pop(p.task_id, None)
+                self.state.save()
+            raise
         if created["id"] != p.task_id:
             raise ClientError(f"node answered task id {created['id']}, expected {p.task_id}")
         self.accepted(p)
@@ -334,13 +334,32 @@ class Client:
         return nodes[0]
 
     async def _sync_account(self, choice: NodeChoice) -> Any:
-        known = self.state.key(self._domain_key, self.account.address, choice.address) in self.state.accounts
-        acct = self.state.account(self._domain_key, self.account.address, choice.address)
         remote = await self._get(f"{choice.url.rstrip('/')}/v1/accounts/{self.account.address}")
-        acct.nonce = max(acct.nonce, int(remote["lastNonce"]))
-        billed = int(remote["billed"])
-        acct.cumulative = min(acct.cumulative, billed) if known else billed
-        return acct
+        acct = self.state.accounts.get(self.state.key(self._domain_key, self.account.address, choice.address))
+        if acct is not None and int(remote["billed"]) > acct.cumulative:
+            await self._adopt_unanswered(choice, acct)
+        return rebase(self.state, self._domain_key, self.account.address, choice.address, remote)
+
+    async def _adopt_unanswered(self, choice: NodeChoice, acct: Any) -> None:
+        """The node billed more than this client counted: look up the tasks sent to it whose answer
+        never came (a crash or a lost connection after the node stored them). Those the node has
+        are the user's and count; those it does not have are forgotten. Without this, the ladder
+        would stay below the node's total and every later task would be refused (402)."""
+        for task_id, record in list(self.state.tasks.items()):
+            if record.status != "sent" or record.node.lower() != choice.address.lower():
+                continue
+            try:
+                task = await self.task(task_id, choice.url)
+            except ClientError as exc:
+                if exc.status == 404:
+                    del self.state.tasks[task_id]
+                continue
+            record.status = str(task["status"])
+            if record.status in ("accepted", "running", "done"):
+                acct.cumulative += record.fee
+                record.output = task.get("output")
+                log.info("task %s reached %s although its answer was lost: counted", task_id, choice.address)
+        self.state.save()
 
     async def _follow(self, url: str, task_id: str, on_token: Callable[[str], None] | None) -> dict[str, Any]:
         async for event, data in self.stream_events(url, task_id):

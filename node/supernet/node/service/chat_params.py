@@ -1,0 +1,107 @@
+"""Which OpenAI chat parameters this node honours, and a 400 naming any other one.
+
+The ``chat`` agent runs one greedy-or-sampled generation on text messages; what it cannot do
+exactly — and a validator could not re-check — is refused, never silently ignored:
+
+* ``n`` > 1: one task is one generation (send n requests);
+* ``tools`` / ``tool_choice`` / ``functions``, ``tool`` messages and ``tool_calls``: no tool calling;
+* ``response_format`` other than ``{"type": "text"}``: no constrained decoding;
+* ``presence_penalty`` / ``frequency_penalty`` other than 0, ``logit_bias``: the sampler has none;
+* ``top_logprobs`` > 5: alternatives come from a teacher-forced pass that keeps 5 per position;
+* content parts other than ``text`` (images, audio), and any field this API does not know.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from supernet.node.service.errors import BadRequestError
+from supernet.node.service.schemas import ChatCompletionCreate
+
+MAX_TOP_LOGPROBS = 5
+"""Alternatives per token the scoring pass keeps (``supernet.node.llm.scoring.score``'s top_k)."""
+
+
+class UnsupportedParameterError(BadRequestError):
+    """A chat parameter this node cannot honour (``param`` names it, as OpenAI's errors do)."""
+
+    code = "unsupported_parameter"
+
+
+@dataclass(frozen=True)
+class ChatPlan:
+    """What the answer must do beyond running the agent."""
+
+    stop: tuple[str, ...]
+    logprobs: bool
+    top_logprobs: int
+    include_usage: bool
+
+
+_WHY = {
+    "tools": "no tool calling yet",
+    "tool_choice": "no tool calling yet",
+    "parallel_tool_calls": "no tool calling yet",
+    "functions": "no tool calling yet",
+    "function_call": "no tool calling yet",
+    "logit_bias": "the sampler applies no logit bias",
+    "modalities": "text only",
+    "audio": "text only",
+}
+
+
+def _refuse(param: str, why: str) -> UnsupportedParameterError:
+    return UnsupportedParameterError(f"`{param}` is not supported by this node: {why}", param=param)
+
+
+def _check_messages(body: ChatCompletionCreate) -> None:
+    for i, m in enumerate(body.messages):
+        where = f"messages[{i}]"
+        if m.role == "tool":
+            raise _refuse(f"{where}.role", "tool messages need tool calling, which this node does not do")
+        for extra in sorted(m.model_extra or {}):
+            if extra in ("tool_calls", "function_call", "tool_call_id", "audio"):
+                raise _refuse(f"{where}.{extra}", "this node does not do tool calling or audio")
+        if m.content is None:
+            raise BadRequestError(f"{where}.content is missing", param=f"{where}.content")
+        if isinstance(m.content, list):
+            for j, part in enumerate(m.content):
+                if part.type != "text" or part.text is None:
+                    raise _refuse(f"{where}.content[{j}]", f"only text parts are read, not {part.type!r}")
+
+
+def chat_plan(body: ChatCompletionCreate) -> ChatPlan:
+    """Check ``body`` against what this node honours.
+
+    Raises:
+        UnsupportedParameterError: the first parameter it cannot honour (400, ``param`` names it).
+        BadRequestError: an inconsistent request (two different token limits, a message without
+            content).
+    """
+    for name in sorted(body.model_extra or {}):
+        raise _refuse(name, _WHY.get(name, "unknown to this node's chat API (docs/node.md)"))
+    if body.n not in (None, 1):
+        raise _refuse("n", "one task is one generation; send n requests")
+    for name in ("presence_penalty", "frequency_penalty"):
+        if getattr(body, name) not in (None, 0):
+            raise _refuse(name, "the sampler applies no penalties")
+    if body.response_format is not None and body.response_format.get("type") != "text":
+        raise _refuse("response_format", "no constrained decoding (structured output) yet; only text")
+    if (body.top_logprobs or 0) > MAX_TOP_LOGPROBS:
+        raise _refuse("top_logprobs", f"at most {MAX_TOP_LOGPROBS} alternatives per token are scored")
+    if body.top_logprobs is not None and not body.logprobs:
+        raise BadRequestError("`top_logprobs` needs `logprobs: true`", param="top_logprobs")
+    both = (body.max_tokens, body.max_completion_tokens)
+    if None not in both and both[0] != both[1]:
+        raise BadRequestError(
+            "`max_tokens` and `max_completion_tokens` differ; send one", param="max_completion_tokens"
+        )
+    _check_messages(body)
+    stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
+    include_usage = body.stream_options is not None and body.stream_options.include_usage
+    return ChatPlan(
+        stop=stop,
+        logprobs=bool(body.logprobs),
+        top_logprobs=body.top_logprobs or 0,
+        include_usage=include_usage,
+    )

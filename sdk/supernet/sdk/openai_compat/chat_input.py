@@ -1,0 +1,70 @@
+"""The signed input of an OpenAI chat completion: one function that clients and nodes both run.
+
+A ``POST /v1/chat/completions`` body becomes the ``chat`` agent's task input, and ``inputHash`` is
+the RFC 8785 hash of that input (`supernet.sdk.chain.receipts.input_hash`). Both sides compute it
+from the JSON *as sent* — values are copied, never re-typed (``1`` stays ``1``; JCS writes ``1.0``
+the same way anyway) and a message's other fields (``name``) are kept — so an honest client and
+the node agree without sharing a schema library. The rules (docs/node.md "Chat completions"):
+
+* ``messages``: each message as sent, except that ``developer`` is the ``system`` role and a
+  content array of ``text`` parts is their texts joined by ``\\n`` (what the model reads);
+* ``max_new_tokens``: ``max_completion_tokens``, else ``max_tokens``;
+* ``temperature``, ``top_p``, ``seed``, ``stop``, ``logprobs``, ``top_logprobs``: as sent;
+* nothing else (``model`` is the signed ``modelId``; ``stream`` only changes the transport).
+  Keys that are absent or ``null`` are left out.
+
+>>> signed = chat_task_input({"model": "m", "messages": [{"role": "developer", "content": "Be brief."},
+...     {"role": "user", "name": "ann", "content": [{"type": "text", "text": "Hi"}]}],
+...     "max_completion_tokens": 8, "temperature": 1})
+>>> signed["messages"]
+[{'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'name': 'ann', 'content': 'Hi'}]
+>>> signed["max_new_tokens"], signed["temperature"]
+(8, 1)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+PASSED_AS_SENT = ("temperature", "top_p", "seed", "stop", "logprobs", "top_logprobs")
+"""Body fields copied into the signed input unchanged (when present and not null)."""
+
+
+def _content(content: Any) -> Any:
+    """A content array of text parts as the text the model reads; anything else as sent (the
+    node refuses parts it cannot read, naming them)."""
+    if isinstance(content, list) and all(
+        isinstance(p, Mapping) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content
+    ):
+        return "\n".join(p["text"] for p in content)
+    return content
+
+
+def _message(message: Any) -> Any:
+    if not isinstance(message, Mapping):
+        return message
+    out = dict(message)
+    if out.get("role") == "developer":  # OpenAI's newer name for system instructions
+        out["role"] = "system"
+    if "content" in out:
+        out["content"] = _content(out["content"])
+    return out
+
+
+def chat_task_input(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``chat`` agent's input (what ``inputHash`` covers) for a chat completion ``body``, the
+    parsed JSON as sent (the ``supernet`` auth field, if any, is ignored)."""
+    messages = body.get("messages")
+    out: dict[str, Any] = {
+        "messages": [_message(m) for m in messages] if isinstance(messages, list) else messages
+    }
+    limit = body.get("max_completion_tokens")
+    if limit is None:
+        limit = body.get("max_tokens")
+    if limit is not None:
+        out["max_new_tokens"] = limit
+    for key in PASSED_AS_SENT:
+        if body.get(key) is not None:
+            out[key] = body[key]
+    return out

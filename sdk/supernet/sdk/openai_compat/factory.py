@@ -1,0 +1,117 @@
+"""`openai_client` / `async_openai_client`: the official OpenAI client, paying a Supernet node.
+
+>>> from supernet.sdk import openai_client
+>>> client = openai_client("http://127.0.0.1:8101", key, "deployment.json")          # doctest: +SKIP
+>>> reply = client.chat.completions.create(model="smollm2-135m",                     # doctest: +SKIP
+...     messages=[{"role": "user", "content": "Hi"}], max_completion_tokens=16)
+>>> reply.choices[0].message.content, reply.usage.total_tokens                       # doctest: +SKIP
+
+Needs the ``openai`` package (``pip install 'supernet-sdk[openai]'``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import httpx
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_utils import to_checksum_address
+from supernet.sdk.chain.deployment import Deployment
+from supernet.sdk.client.types import answer
+from supernet.sdk.openai_compat.auth import SupernetAuth
+
+if TYPE_CHECKING:
+    import openai
+
+log = logging.getLogger(__name__)
+
+API_KEY = "supernet"
+"""OpenAI clients insist on an API key; a node authenticates by signature and ignores it."""
+
+
+def _auth(
+    node_url: str,
+    private_key: str | LocalAccount,
+    deployment: str | Path | Deployment,
+    rpc_url: str | None,
+    deposit: int,
+    state_dir: Path | None,
+    max_fee: int | None,
+) -> tuple[str, SupernetAuth]:
+    dep = deployment if isinstance(deployment, Deployment) else Deployment.load(deployment)
+    account = private_key if isinstance(private_key, LocalAccount) else Account.from_key(private_key)
+    base = node_url.rstrip("/") + "/v1"
+    if deposit:
+        if rpc_url is None:
+            raise ValueError("a deposit needs rpc_url")
+        _fund(rpc_url, dep, account, base, deposit)
+    return base, SupernetAuth(account, dep.domain, state_dir=state_dir, max_fee=max_fee)
+
+
+def _fund(rpc_url: str, dep: Deployment, account: LocalAccount, base: str, amount: int) -> None:
+    """Top the payment channel to the node up to ``amount`` wei (one transaction, announced)."""
+    from supernet.sdk.chain import Contracts
+
+    node = to_checksum_address(answer(httpx.get(f"{base}/node", timeout=30))["address"])
+    payments = Contracts.connect(rpc_url, dep, account).payments
+    missing = amount - payments.channel(account.address, node).deposited
+    if missing > 0:
+        log.info("depositing %d wei into the payment channel to %s", missing, node)
+        payments.deposit(node, missing)
+
+
+def openai_client(
+    node_url: str,
+    private_key: str | LocalAccount,
+    deployment: str | Path | Deployment,
+    *,
+    rpc_url: str | None = None,
+    deposit: int = 0,
+    state_dir: Path | None = None,
+    max_fee: int | None = None,
+    timeout: float = 300.0,
+    **kwargs: Any,
+) -> openai.OpenAI:
+    """An ``openai.OpenAI`` whose chat completions the node at ``node_url`` runs, each paid by a
+    signed request and the next cumulative voucher (`SupernetAuth`).
+
+    Args:
+        node_url: the node's API (``http://host:port``).
+        private_key: the user's key (hex, or an account from `supernet.sdk.keys.load_account`).
+        deployment: the deployment (file): its payment contract is the signing domain.
+        rpc_url: with ``deposit``: the chain to fund the channel on.
+        deposit: fund the payment channel to this node up to this many wei first.
+        state_dir: nonces and voucher totals (``~/.supernet``, shared with `Client`).
+        max_fee: most wei per call (default: the node's fee).
+        timeout: seconds per HTTP request (a completion runs the model).
+        kwargs: passed to ``openai.OpenAI``.
+    """
+    import openai
+
+    base, auth = _auth(node_url, private_key, deployment, rpc_url, deposit, state_dir, max_fee)
+    http = httpx.Client(auth=auth, timeout=timeout)
+    # openai 1.x-2.x type this as httpx.Client, 3.x as httpx2.Client while still taking httpx's
+    return openai.OpenAI(base_url=base, api_key=API_KEY, http_client=cast(Any, http), **kwargs)
+
+
+def async_openai_client(
+    node_url: str,
+    private_key: str | LocalAccount,
+    deployment: str | Path | Deployment,
+    *,
+    rpc_url: str | None = None,
+    deposit: int = 0,
+    state_dir: Path | None = None,
+    max_fee: int | None = None,
+    timeout: float = 300.0,
+    **kwargs: Any,
+) -> openai.AsyncOpenAI:
+    """`openai_client`, as an ``openai.AsyncOpenAI`` (the same arguments)."""
+    import openai
+
+    base, auth = _auth(node_url, private_key, deployment, rpc_url, deposit, state_dir, max_fee)
+    http = httpx.AsyncClient(auth=auth, timeout=timeout)
+    return openai.AsyncOpenAI(base_url=base, api_key=API_KEY, http_client=cast(Any, http), **kwargs)

@@ -1,0 +1,200 @@
+"""The official ``openai`` client against a real node: ``supernet node run`` on a real Anvil with the
+real default model, reached through `supernet.sdk.openai_client` (each call signed and paid by
+voucher, nothing else changed in the OpenAI code).
+
+Greedy decoding is deterministic, so a streamed answer, an answer cut at a stop string and one with
+log-probabilities are each compared with the plain answer to the same request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import rfc8785
+from node_fixtures import NodeProcess, node_on_anvil
+from supernet.sdk import async_openai_client, openai_client
+from supernet.sdk.chain import Contracts
+from supernet.sdk.chain.anvil import Anvil, dev_account
+from supernet.sdk.client import ReadGrantAuth
+from supernet.sdk.openai_compat import chat_task_input
+from supernet.sdk.store import StoreClient
+
+pytestmark = [pytest.mark.anvil, pytest.mark.model, pytest.mark.slow]
+
+NODE_KEY_INDEX, USER_INDEX = 17, 18  # dev accounts no other suite uses
+PROMPT = [{"role": "user", "content": "Name the days of the week."}]
+
+
+@dataclass
+class Net:
+    anvil: Anvil
+    contracts: Contracts
+    deployment: Path
+    node: NodeProcess
+    ai: openai.OpenAI
+    model: str
+    key: str
+    state: Path
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
+    tmp = tmp_path_factory.mktemp("openai")
+    key = "0x" + bytes(dev_account(USER_INDEX).key).hex()
+    with node_on_anvil(tmp, NODE_KEY_INDEX) as (anvil, contracts, deployment, node):
+        state = tmp / "user"
+        ai = openai_client(
+            node.url, key, deployment, rpc_url=anvil.url, deposit=10**17, state_dir=state, max_retries=0
+        )
+        model = ai.models.list().data[0].id
+        yield Net(anvil, contracts, deployment, node, ai, model, key, state)
+        ai.close()
+
+
+def ask(net: Net, **kw: Any) -> Any:
+    return net.ai.chat.completions.create(model=net.model, messages=kw.pop("messages", PROMPT), **kw)
+
+
+@pytest.fixture(scope="module")
+def plain(net: Net) -> Any:
+    """The plain answer to `PROMPT` (greedy, 16 tokens at most)."""
+    return ask(net, max_completion_tokens=16)
+
+
+def test_models_in_openai_shape(net: Net) -> None:
+    models = net.ai.models.list().data
+    assert [m.object for m in models] == ["model"] and models[0].owned_by == dev_account(
+        NODE_KEY_INDEX
+    ).address
+    assert (models[0].model_extra or {})["modelId"].startswith("0x")
+
+
+def test_plain_answer_with_usage(plain: Any) -> None:
+    assert plain.object == "chat.completion" and plain.id.startswith("0x")
+    choice = plain.choices[0]
+    assert choice.message.role == "assistant" and choice.message.content
+    assert choice.finish_reason in ("stop", "length") and choice.logprobs is None
+    u = plain.usage
+    assert u.prompt_tokens > 5 and 0 < u.completion_tokens <= 16
+    assert u.total_tokens == u.prompt_tokens + u.completion_tokens
+
+
+def test_finish_reason_length_at_max_completion_tokens(net: Net) -> None:
+    reply = ask(
+        net,
+        messages=[{"role": "user", "content": "Write a long story about a cat."}],
+        max_completion_tokens=3,
+    )
+    assert reply.choices[0].finish_reason == "length"
+    assert reply.usage.completion_tokens == 3
+
+
+def test_stop_cuts_the_answer_where_the_stop_string_starts(net: Net, plain: Any) -> None:
+    full = plain.choices[0].message.content
+    assert len(full) >= 8, full
+    stop = full[len(full) // 2 : len(full) // 2 + 3]
+    reply = ask(net, max_completion_tokens=16, stop=[stop])
+    assert reply.choices[0].message.content == full[: full.find(stop)]
+    assert reply.choices[0].finish_reason == "stop"
+
+
+def test_logprobs_and_top_logprobs_of_each_token(net: Net, plain: Any) -> None:
+    reply = ask(net, max_completion_tokens=16, logprobs=True, top_logprobs=3)
+    content = reply.choices[0].message.content
+    assert content == plain.choices[0].message.content
+    tokens = reply.choices[0].logprobs.content
+    assert "".join(t.token for t in tokens) == content
+    assert 0 < len(tokens) <= reply.usage.completion_tokens
+    for t in tokens:
+        alternatives = [a.logprob for a in t.top_logprobs]
+        assert len(alternatives) == 3 and alternatives == sorted(alternatives, reverse=True)
+        assert t.logprob <= 0
+        # greedy took the likeliest token: the trace's log-prob is the scoring pass's best one
+        assert abs(t.logprob - alternatives[0]) < 0.02, (t.token, t.logprob, t.top_logprobs)
+
+
+async def test_streamed_answer_is_the_plain_one(net: Net, plain: Any) -> None:
+    ai = async_openai_client(net.node.url, net.key, net.deployment, state_dir=net.state, max_retries=0)
+    try:
+        stream = await ai.chat.completions.create(
+            model=net.model,
+            messages=PROMPT,
+            max_completion_tokens=16,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        chunks = [c async for c in stream]
+    finally:
+        await ai.close()
+    assert len({(c.id, c.created) for c in chunks}) == 1
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == plain.choices[0].message.content
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == [plain.choices[0].finish_reason]
+    assert chunks[-1].choices == [] and chunks[-1].usage == plain.usage
+
+
+@pytest.mark.parametrize(
+    ("kw", "param"),
+    [
+        ({"n": 2}, "n"),
+        ({"logprobs": True, "top_logprobs": 6}, "top_logprobs"),
+        ({"frequency_penalty": 1.0}, "frequency_penalty"),
+    ],
+)
+def test_unsupported_parameter_is_a_400_naming_it(net: Net, kw: dict[str, Any], param: str) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        ask(net, max_completion_tokens=4, **kw)
+    assert caught.value.param == param and caught.value.code == "unsupported_parameter"
+
+
+def test_calls_in_a_row_are_billed_once_each_and_ran_as_signed(net: Net) -> None:
+    """Every call above was admitted with the next voucher; the node billed exactly one fee per
+    completion. The receipt and the trace of a completion hold the input its body hashes to."""
+    body = {
+        "messages": [{"role": "user", "name": "ann", "content": "Say yes."}],
+        "max_completion_tokens": 4,
+        "temperature": 0,
+    }
+    reply = ask(net, **body)
+    node = dev_account(NODE_KEY_INDEX).address
+    user = dev_account(USER_INDEX)
+    with httpx.Client(base_url=net.node.url, timeout=30) as http:
+        account = http.get(f"/v1/accounts/{user.address}").json()
+        fee = int(http.get("/v1/node").json()["taskFee"])
+        auth = ReadGrantAuth(user, node, net.contracts.domain)
+        for _ in range(60):
+            r = http.get(f"/v1/tasks/{reply.id}/receipt", auth=auth)
+            if r.status_code == 200:
+                break
+            time.sleep(0.5)
+    assert r.status_code == 200, r.text
+    billed = int(account["billed"])
+    assert billed % fee == 0 and billed // fee >= 6  # the calls of this module so far, none twice
+    expected = chat_task_input({"model": net.model, **body})
+    digest = "0x" + hashlib.sha256(rfc8785.dumps(expected)).hexdigest()
+    assert r.json()["receipt"]["inputHash"] == digest
+    trace_cid = (reply.model_extra or {})["supernet"]["traceCid"]
+    assert r.json()["traceCid"] == trace_cid
+    store_url = httpx.get(f"{net.node.url}/v1/node").json()["storeUrl"]
+    trace = _run(_trace(store_url, trace_cid))
+    assert trace["input"] == expected
+
+
+async def _trace(store_url: str, cid: str) -> Any:
+    async with StoreClient(store_url, timeout=30) as store:
+        return await store.get_dag(cid)
+
+
+def _run(coro: Any) -> Any:
+    import asyncio
+
+    return asyncio.run(coro)

@@ -1,0 +1,61 @@
+"""`supernet.sdk.client.verify.check_receipt` on receipts a node got wrong: a failed check, never a crash."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from eth_account import Account
+from supernet.sdk.chain.receipts import Receipt, input_hash, output_hash, sign_receipt
+from supernet.sdk.client.verify import check_receipt
+from supernet.sdk.store.cids import compute_cid
+
+
+def _doc(signature: str | None = None) -> tuple[dict[str, object], str, str]:
+    node, user = Account.create(), Account.create()
+    cid = compute_cid(b"trace", "raw")
+    receipt = Receipt(
+        request_hash=hashlib.sha256(b"request").digest(),
+        user=user.address,
+        model_id=bytes(32),
+        input_hash=input_hash("hi"),
+        output_hash=output_hash("hello"),
+        trace_hash=hashlib.sha256(b"trace").digest(),
+        fee=10**12,
+    )
+    sig = signature or "0x" + sign_receipt(receipt, node).hex()
+    doc = {
+        "receipt": receipt.to_json(),
+        "leaf": "0x" + receipt.leaf().hex(),
+        "signature": sig,
+        "traceCid": cid,
+        "batch": None,
+    }
+    return doc, user.address, node.address
+
+
+def _report(doc: dict[str, object], user: str, node: str) -> dict[str, bool]:
+    task_id = "0x" + hashlib.sha256(b"request").hexdigest()
+    rep = check_receipt(
+        doc,
+        task_id=task_id,
+        user=user,
+        node=node,
+        task_input="hi",
+        output="hello",
+        onchain_batch=lambda _: ("0x" + "00" * 20, b"", 0),
+        trace_loaded=None,
+    )
+    return {c.name: c.ok for c in rep.checks}
+
+
+def test_an_honest_receipt_passes_its_signature_and_hash_checks() -> None:
+    checks = _report(*_doc())
+    assert checks["node signature"] and checks["leaf"] and checks["input hash"] and checks["output hash"]
+
+
+@pytest.mark.parametrize("garbage", ["0x" + "ff" * 65, "0x" + "00" * 65, "0x1234", "0xzz"])
+def test_a_garbage_node_signature_is_a_failed_check_not_a_crash(garbage: str) -> None:
+    doc, user, node = _doc(garbage)
+    checks = _report(doc, user, node)
+    assert checks["node signature"] is False and checks["leaf"] is True
