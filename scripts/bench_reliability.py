@@ -540,7 +540,7 @@ def write_report(figures: dict[str, Any], out: Path, command: str) -> None:
     lines = [
         "# Crash campaign",
         "",
-        f"Reproduce: `{command}` (scripts/bench_reliability.py; measured {stamp}, {figures['seconds']} s).",
+        f"Reproduce: `make bench-reliability` (`{command}`; measured {stamp}, {figures['seconds']} s).",
         "Raw figures and every kill: [reliability.json](reliability.json).",
         "",
         "A devnet on a real Anvil (nodes, validators and the store as real processes, the real model) under",
@@ -576,7 +576,7 @@ def main() -> None:
         write_report(
             figures,
             Path(args.out),
-            f"make bench-reliability  # python scripts/bench_reliability.py --kills {cfg.kills}",
+            f".venv/bin/python scripts/bench_reliability.py --kills {cfg.kills}",
         )
     bad = [
         k
