@@ -22,10 +22,11 @@ import httpx
 import pytest
 from node_fixtures import NodeProcess, node_on_anvil
 from supernet.sdk.chain import Contracts
-from supernet.sdk.chain.anvil import Anvil, dev_account
+from supernet.sdk.chain.anvil import Anvil, dev_account, set_balance
 from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.chain.tasks import AvailabilityStatus
 from supernet.sdk.client import Client
+from supernet.sdk.devnet.processes import free_port
 
 pytestmark = [pytest.mark.anvil, pytest.mark.model, pytest.mark.slow]
 
@@ -287,3 +288,41 @@ async def test_node_answers_availability_challenges(net: Net) -> None:
     assert answer.index == index and answer.receipt == Receipt.from_json(doc["receipt"])
     assert hashlib.sha256(answer.trace).digest() == answer.receipt.trace_hash
     assert net.contracts.service_manager.get_operator(node_addr).frozen_count == 0
+
+
+async def test_the_answer_streams_as_an_async_iterator_and_a_dead_node_is_explained(net: Net) -> None:
+    """`Client.stream`: text pieces as they come, then the result; discovery probes every node,
+    ranks the reachable ones and says why the others were left out (a registered node whose
+    endpoint is down, cheaper than the live one, is not chosen)."""
+    dead = dev_account(16)
+    c = net.contracts.as_account(dead)
+    set_balance(net.contracts.w3, dead.address, 100 * 10**18)
+    if not net.contracts.service_manager.get_operator(dead.address).registered:
+        model = net.contracts.service_manager.get_node(dev_account(NODE_KEY_INDEX).address).model_ids
+        c.service_manager.register_node(f"http://127.0.0.1:{free_port()}", model, 1, 2 * 10**18)
+    client = net.client(USER_INDEXES[0], "stream")
+    try:
+        nodes = await client.discover()
+        assert [n.address for n in nodes] == [dev_account(NODE_KEY_INDEX).address]
+        left_out = {p.address: p.problem for p in client.last_discovery if not p.ok}
+        assert left_out[dead.address] is not None and "unreachable" in left_out[dead.address]
+        stream = client.stream("Count to three.", deposit=10**17)
+        pieces = [piece async for piece in stream]
+        assert len(pieces) > 1 and stream.result is not None
+        assert "".join(pieces).strip() == stream.result.output.strip()
+        assert (await client.verify(stream.result.task_id)).ok
+    finally:
+        await client.aclose()
+
+
+def test_the_sync_client_submits_streams_and_verifies(net: Net) -> None:
+    from supernet.sdk.client.sync import SyncClient
+
+    key = "0x" + bytes(dev_account(USER_INDEXES[1]).key).hex()
+    with SyncClient.connect(net.anvil.url, net.deployment, key, state_dir=net.tmp / "sync") as client:
+        result = client.submit_task("Say yes.", node_url=net.node.url, deposit=10**17)
+        assert result.status == "done" and result.output
+        pieces = list(client.stream("Say no.", node_url=net.node.url))
+        assert pieces and client.last_result is not None
+        assert "".join(pieces).strip() == client.last_result.output.strip()
+        assert client.verify(result.task_id).ok

@@ -9,6 +9,7 @@ charged twice, no batch committed twice or skipped by a validator, no honest nod
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ def _campaign_module() -> Any:
     spec = importlib.util.spec_from_file_location("bench_reliability", path)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
     spec.loader.exec_module(mod)
     return mod
 

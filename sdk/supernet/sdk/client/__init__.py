@@ -12,6 +12,8 @@ It never imports torch: only the chain bindings, the store client and httpx.
 from supernet.sdk.client.client import Client
 from supernet.sdk.client.read_grant import ReadGrantAuth, sign_read_grant
 from supernet.sdk.client.state import ClientState
+from supernet.sdk.client.streaming import TaskStream
+from supernet.sdk.client.sync import SyncClient
 from supernet.sdk.client.types import ClientError, NodeChoice, PreparedTask, TaskResult
 from supernet.sdk.client.verify import Check, VerificationError, VerificationReport
 
@@ -23,7 +25,9 @@ __all__ = [
     "NodeChoice",
     "PreparedTask",
     "ReadGrantAuth",
+    "SyncClient",
     "TaskResult",
+    "TaskStream",
     "VerificationError",
     "VerificationReport",
     "sign_read_grant",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -14,10 +15,13 @@ import httpx
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
+from httpx_sse import aconnect_sse
 from supernet.sdk.chain import Contracts, Deployment
 from supernet.sdk.client.ladder import domain_key, rebase, sign_task
 from supernet.sdk.client.read_grant import ReadGrantAuth
+from supernet.sdk.client.routing import Probe, probe, rank
 from supernet.sdk.client.state import ClientState, TaskRecord
+from supernet.sdk.client.streaming import TaskStream
 from supernet.sdk.client.types import (
     ClientError,
     NodeChoice,
@@ -32,6 +36,9 @@ from supernet.sdk.formats.trace import Trace
 from supernet.sdk.store import StoreClient, StoreError
 
 log = logging.getLogger(__name__)
+MAX_FAILOVER = 3  # nodes tried in turn when the best ranked ones cannot be reached
+CONNECT_RETRIES = 2
+STREAM_READ_TIMEOUT_S = 60.0
 
 
 class Client:
@@ -57,8 +64,12 @@ class Client:
         self.contracts = contracts
         self.account: LocalAccount = contracts.account
         self.state = ClientState.open(state_dir)
-        self.store_url = store_url
-        self.http = httpx.AsyncClient(timeout=timeout)
+        self.store_url = store_url or os.environ.get("SUPERNET_STORE_URL") or None
+        # connection failures are retried by httpx itself (nothing was sent, so it is always safe)
+        self.http = httpx.AsyncClient(
+            timeout=timeout, transport=httpx.AsyncHTTPTransport(retries=CONNECT_RETRIES)
+        )
+        self.last_discovery: list[Probe] = []
         self._domain_key = domain_key(contracts.domain)
         self._read_auths: dict[str, ReadGrantAuth] = {}  # node URL -> this user's read grant there
 
@@ -95,13 +106,15 @@ class Client:
     async def discover(
         self, model: str | None = None, max_price_per_token: int | None = None, min_stake: int = 0
     ) -> list[NodeChoice]:
-        """Active nodes serving ``model`` (``0x`` id, or None: any), cheapest then best staked first."""
+        """Active nodes serving ``model`` (``0x`` id or name; None: any), best first: fewest slashes,
+        cheapest, fastest to answer, best staked (`supernet.sdk.client.routing`). Every node is
+        probed at once; the ones left out and why are in ``last_discovery``."""
         sm = self.contracts.service_manager
 
         def scan() -> list[Any]:
             return [sm.get_node(a) for a in sm.nodes()]
 
-        out = []
+        views = []
         for view in await asyncio.to_thread(scan):
             if not view.active or view.stake < min_stake:
                 continue
@@ -113,15 +126,25 @@ class Client:
                 and bytes.fromhex(model[2:]) not in view.model_ids
             ):
                 continue
-            try:
-                info = await self.node_info(view.endpoint)
-            except (ClientError, httpx.HTTPError):
-                continue  # unreachable or broken node: skip it
-            if model is not None and not serves_model(info, model):
-                continue
-            out.append(NodeChoice(view.node, view.endpoint, view.price_per_token, view.stake, info))
-        out.sort(key=lambda n: (n.price_per_token, -n.stake))
-        return out
+            views.append(view)
+        self.last_discovery = await probe(
+            views, self.node_info, lambda info: model is None or serves_model(info, model)
+        )
+        for p in self.last_discovery:
+            if not p.ok:
+                log.info("node %s left out: %s", p.address, p.problem)
+        return [
+            NodeChoice(p.address, p.url, p.price_per_token, p.stake, p.info or {}, p.slash_count, p.latency_s)
+            for p in rank(self.last_discovery)
+        ]
+
+    async def _candidates(self, model: str | None) -> list[NodeChoice]:
+        """Discovered nodes, or an error naming every node tried and why it was left out."""
+        nodes = await self.discover(model)
+        if not nodes:
+            tried = "; ".join(p.describe() for p in self.last_discovery) or "no active node is registered"
+            raise ClientError(f"no active node serves model {model or '(any)'}: {tried}")
+        return nodes
 
     async def ensure_deposit(self, node: str, cumulative: int, top_up: int = 0) -> int:
         """Fund the payment channel to ``node`` so that it covers a voucher of ``cumulative``.
@@ -238,23 +261,82 @@ class Client:
         Raises:
             ClientError: no node, a refusal (4xx) or a failed task.
         """
-        p = await self.prepare(
+        p = await self._submit(
             task_input, agent=agent, model=model, node_url=node_url, max_fee=max_fee, deposit=deposit
         )
+        final = await self._follow(p.node.url, p.task_id, on_token)
+        result = self._finish(p, final)
+        if result is None:
+            raise ClientError(f"task {p.task_id} {final['status']}: {final.get('error')}")
+        return result
+
+    def stream(
+        self,
+        task_input: str | dict[str, Any],
+        *,
+        agent: str = "chat",
+        model: str | None = None,
+        node_url: str | None = None,
+        max_fee: int | None = None,
+        deposit: int = 0,
+    ) -> TaskStream:
+        """`submit_task` as an async iterator of text pieces (``async for piece in client.stream(...)``);
+        the stream's ``result`` holds the task once its answer is complete."""
+        options = {
+            "agent": agent,
+            "model": model,
+            "node_url": node_url,
+            "max_fee": max_fee,
+            "deposit": deposit,
+        }
+        return TaskStream(self, task_input, options)
+
+    async def _submit(
+        self,
+        task_input: str | dict[str, Any],
+        *,
+        agent: str,
+        model: str | None,
+        node_url: str | None,
+        max_fee: int | None,
+        deposit: int,
+    ) -> PreparedTask:
+        """Prepare and send a task; returns it accepted. Without ``node_url``, the best ranked
+        nodes are tried in turn while one cannot be reached (nothing was sent to it)."""
+        candidates = [node_url] if node_url is not None else [c.url for c in await self._candidates(model)]
+        problems: list[str] = []
+        for url in candidates[:MAX_FAILOVER]:
+            try:
+                p = await self.prepare(
+                    task_input, agent=agent, model=model, node_url=url, max_fee=max_fee, deposit=deposit
+                )
+                created = await self._send(p)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                if node_url is not None:
+                    raise ClientError(f"cannot reach the node at {url}: {exc}") from exc
+                problems.append(f"{url}: {type(exc).__name__}")
+                log.warning("node at %s unreachable (%s); trying the next one", url, exc)
+                continue
+            if created["id"] != p.task_id:
+                raise ClientError(f"node answered task id {created['id']}, expected {p.task_id}")
+            self.accepted(p)
+            return p
+        raise ClientError("no node could be reached: " + "; ".join(problems))
+
+    async def _send(self, p: PreparedTask) -> Any:
         try:
-            created = await self._post(p.node.url.rstrip("/") + "/v1/tasks", p.task_body())
+            return await self._post(p.node.url.rstrip("/") + "/v1/tasks", p.task_body())
         except ClientError as exc:
             if exc.status is not None:  # the node answered with a refusal: nothing stored or billed
                 self.state.tasks.pop(p.task_id, None)
                 self.state.save()
             raise
-        if created["id"] != p.task_id:
-            raise ClientError(f"node answered task id {created['id']}, expected {p.task_id}")
-        self.accepted(p)
-        final = await self._follow(p.node.url, p.task_id, on_token)
+
+    def _finish(self, p: PreparedTask, final: dict[str, Any]) -> TaskResult | None:
+        """Record how ``p`` ended; its result when done, None when it failed or was refused."""
         self.finished(p, final["status"], final.get("output"))
         if final["status"] != "done":
-            raise ClientError(f"task {p.task_id} {final['status']}: {final.get('error')}")
+            return None
         return TaskResult(
             p.task_id, p.node.address, p.node.url, "done", final["output"], p.fee, final.get("traceCid")
         )
@@ -263,17 +345,15 @@ class Client:
         """The task's server-sent events as ``(event, data)`` pairs."""
         url = f"{node_url.rstrip('/')}/v1/tasks/{task_id}/events"
         auth = await self._read_auth(node_url)
-        async with self.http.stream("GET", url, timeout=None, auth=auth) as resp:
-            if resp.status_code >= 400:
-                await resp.aread()
-                answer(resp)  # raises the node's error
-            event = "message"
-            async for line in resp.aiter_lines():
-                if line.startswith("event:"):
-                    event = line[6:].strip()
-                elif line.startswith("data:"):
-                    yield event, json.loads(line[5:].strip())
-                    event = "message"
+        # The node pings every 15 s: a node silent for STREAM_READ_TIMEOUT_S has stalled.
+        timeout = httpx.Timeout(self.http.timeout.connect, read=STREAM_READ_TIMEOUT_S)
+        async with aconnect_sse(self.http, "GET", url, timeout=timeout, auth=auth) as source:
+            if source.response.status_code >= 400:
+                await source.response.aread()
+                answer(source.response)  # raises the node's error
+            async for sse in source.aiter_sse():
+                if sse.data:
+                    yield sse.event, json.loads(sse.data)
 
     async def task(self, task_id: str, node_url: str | None = None) -> dict[str, Any]:
         """``GET /v1/tasks/{id}`` (with this user's read grant)."""
@@ -328,10 +408,7 @@ class Client:
         if node_url is not None:
             info = await self.node_info(node_url)
             return NodeChoice(to_checksum_address(info["address"]), node_url, 0, 0, info)
-        nodes = await self.discover(model)
-        if not nodes:
-            raise ClientError(f"no active node serves model {model or '(any)'}")
-        return nodes[0]
+        return (await self._candidates(model))[0]
 
     async def _sync_account(self, choice: NodeChoice) -> Any:
         remote = await self._get(f"{choice.url.rstrip('/')}/v1/accounts/{self.account.address}")
@@ -367,7 +444,19 @@ class Client:
                 on_token(data["text"])
             elif event in ("done", "error"):
                 return data
-        return await self.task(task_id, url)
+        return await self.wait(task_id, url)
+
+    async def wait(
+        self, task_id: str, node_url: str | None = None, within_s: float = 900.0
+    ) -> dict[str, Any]:
+        """Poll ``GET /v1/tasks/{id}`` until the task is done, failed or refused (or ``within_s``
+        has passed: then its state as it is)."""
+        deadline = time.monotonic() + within_s
+        while True:
+            task = await self.task(task_id, node_url)
+            if task["status"] in ("done", "failed", "refused") or time.monotonic() > deadline:
+                return task
+            await asyncio.sleep(0.5)
 
     async def trace(self, task_id: str) -> Trace:
         """The task's trace, typed (`supernet.sdk.formats.trace.Trace`).

@@ -27,6 +27,8 @@ class NodeChoice:
     price_per_token: int
     stake: int
     info: dict[str, Any]
+    slash_count: int = 0
+    latency_s: float | None = None
 
 
 @dataclass(frozen=True)
