@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from chain_fixtures import Actors
+from eth_account import Account
 from supernet.sdk.chain import Contracts
 from supernet.sdk.devnet.processes import free_port
 
@@ -35,6 +36,7 @@ def test_common_mistakes_are_one_line_with_the_fix(
     deployed: Contracts, actors: Actors, tmp_path: Path
 ) -> None:
     user_env = {"SUPERNET_USER_KEY": "0x" + bytes(actors.users[0].key).hex()}
+    broke = Account.create()  # a fresh key: no ether for gas
     dep = str(deployed.deployment.save(tmp_path / "deployment.json"))
     rpc = deployed.w3.provider.endpoint_uri  # type: ignore[attr-defined]
     cases = {
@@ -58,7 +60,21 @@ def test_common_mistakes_are_one_line_with_the_fix(
                 "--node",
                 f"http://127.0.0.1:{free_port()}",
             ],
-            "cannot reach http://127.0.0.1:",
+            "is it running",
+        ),
+        "an account without ether": (
+            [
+                "account",
+                "deposit",
+                actors.node.address,
+                "0.01ether",
+                "--yes",
+                "--rpc",
+                rpc,
+                "--deployment",
+                dep,
+            ],
+            "cannot pay for Payments.deposit",
         ),
         "malformed key": (
             ["account", "balance", "--rpc", rpc, "--deployment", dep],
@@ -69,7 +85,11 @@ def test_common_mistakes_are_one_line_with_the_fix(
         env = {**user_env, "SUPERNET_STATE_DIR": str(tmp_path / "state")}
         if name == "malformed key":
             env["SUPERNET_USER_KEY"] = "0x1234"
+        if name == "an account without ether":
+            env["SUPERNET_USER_KEY"] = "0x" + bytes(broke.key).hex()
         code, out = supernet(*args, env=env)
         assert code != 0, (name, out)
         assert fix in out and "Traceback" not in out, (name, out)
+        if name == "an account without ether":
+            assert broke.address in out, out  # the message names whose funds are missing
         assert len([line for line in out.splitlines() if line.strip()]) <= 6, (name, out)  # not a dump

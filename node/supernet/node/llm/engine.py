@@ -113,8 +113,15 @@ class LLMEngine:
         """Load a catalog model (pulled beforehand) or a local model directory / GGUF file."""
         max_seq_len = kwargs.get("max_seq_len", 2048)
         loaded = load_model(name_or_path, device=device, dtype=dtype, max_positions=max_seq_len)
-        log.info("loaded %s (%s) on %s as %s", loaded.path, loaded.model_id, device, loaded.model.cfg)
-        return cls(loaded.model, loaded.tokenizer, loaded.model_id, **kwargs)
+        engine = cls(loaded.model, loaded.tokenizer, loaded.model_id, **kwargs)
+        log.info(
+            "loaded %s on %s in %s: serves model %s",
+            loaded.path,
+            engine.device,
+            engine.dtype,
+            engine.model_id,
+        )
+        return engine
 
     @classmethod
     def from_model(cls, model: Llama, tokenizer: Tokenizer | None = None, **kwargs: Any) -> LLMEngine:

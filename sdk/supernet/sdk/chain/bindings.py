@@ -21,7 +21,13 @@ from importlib.resources import files
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
-from supernet.sdk.chain.errors import BindingsError, ContractError, TransactionFailed, decode_revert
+from supernet.sdk.chain.errors import (
+    BindingsError,
+    ContractError,
+    InsufficientFundsError,
+    TransactionFailed,
+    decode_revert,
+)
 from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractConstructor, ContractFunction
@@ -90,6 +96,22 @@ def reverts_as(contract: str) -> Iterator[None]:
         raise err from exc
 
 
+@contextmanager
+def _funds_named(w3: Web3, address: str, contract: str, fn: Any) -> Iterator[None]:
+    """The node's "insufficient funds" answer, as an error that names the account and its balance
+    (web3 reports it without saying whose funds)."""
+    try:
+        yield
+    except Exception as exc:
+        if "insufficient funds" not in str(exc).lower():
+            raise
+        what = f"{contract}.{getattr(fn, 'fn_name', 'constructor')}"
+        balance = w3.eth.get_balance(Web3.to_checksum_address(address))
+        raise InsufficientFundsError(
+            f"account {address} cannot pay for {what}: it holds {balance} wei; send it some ether first"
+        ) from exc
+
+
 def send(
     w3: Web3, account: LocalAccount, fn: ContractFunction | ContractConstructor, contract: str, value: int = 0
 ) -> TxReceipt:
@@ -109,7 +131,7 @@ def send(
         ContractError: the call reverts (detected by gas estimation, before sending).
         TransactionFailed: it was mined but failed anyway.
     """
-    with reverts_as(contract):
+    with reverts_as(contract), _funds_named(w3, account.address, contract, fn):
         params: TxParams = {
             "from": account.address,
             "value": Wei(value),

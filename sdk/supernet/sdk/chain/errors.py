@@ -31,6 +31,10 @@ class BindingsError(ChainError, RuntimeError):
     """The generated ABIs are missing or do not match what the code expects."""
 
 
+class InsufficientFundsError(ChainError):
+    """The signing account cannot pay for a transaction's gas and value."""
+
+
 class TransactionFailed(ChainError):
     """A transaction was mined with status 0 and no revert data could be recovered."""
 

@@ -313,7 +313,10 @@ class Client:
                 created = await self._send(p)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 if node_url is not None:
-                    raise ClientError(f"cannot reach the node at {url}: {exc}") from exc
+                    raise ClientError(
+                        f"cannot reach the node at {url} ({type(exc).__name__}): is it running, and is "
+                        "the URL right?"
+                    ) from exc
                 problems.append(f"{url}: {type(exc).__name__}")
                 log.warning("node at %s unreachable (%s); trying the next one", url, exc)
                 continue

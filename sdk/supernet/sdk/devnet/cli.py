@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -32,7 +33,8 @@ from supernet.sdk.errors import SupernetError
 app = typer.Typer(
     help="Local devnet: Anvil + contracts + sample nodes, validators and users.", no_args_is_help=True
 )
-console = Console()
+# Piped output (a log, `| less`) gets no terminal width: keep addresses on one line anyway.
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 StateDir = typer.Option(DEFAULT_STATE_DIR, "--state-dir", help="Where the devnet keeps its files.")
 
@@ -41,7 +43,7 @@ def _roles_table(net: Devnet) -> Table:
     sm, pay = net.contracts.service_manager, net.contracts.payments
     table = Table(title=f"Supernet devnet on {net.anvil.url} (chain {net.contracts.deployment.chain_id})")
     for col in ("role", "account", "address", "stake / deposit", "URL"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, overflow="fold", no_wrap=col == "address")
     for a in net.actors:
         if a.role in ("node", "validator"):
             amount = sm.get_operator(a.address).stake
