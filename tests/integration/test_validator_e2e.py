@@ -8,9 +8,12 @@ neither skips nor repeats a batch.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
+import httpx
 import pytest
 from supernet.node.llm.scoring import ScoreRequest
 from supernet.node.llm.types import ScoreResult
@@ -214,3 +217,34 @@ async def test_challenge_vote_resolve_slash_refund(vnet: VNet, validator_factory
     assert c.service_manager.get_operator(vnet.node.address).stake < stake_before
     assert c.task_manager.claimable(receipt.user) == TASK_FEE  # the user's refund
     assert all(c.task_manager.get_vote(cid, v.address).reward_claimed for v in voters)
+
+
+async def test_healthz_and_metrics_follow_the_validators_work(vnet: VNet, validator_factory: Any) -> None:
+    """`--http-port` on a running validator: /healthz turns 200 once steps succeed; /metrics counts
+    the receipts checked and the findings of a faulty one (the status rules: test_validator_ops)."""
+    from supernet.sdk.devnet.processes import free_port
+
+    port = free_port()
+    vnet.faults(tokens=1.0)
+    try:
+        batch_id, _ = await vnet.run_batch(QUESTIONS[:1])
+    finally:
+        vnet.faults()
+    async with validator_factory(0, http_port=port, challenge=False) as v, httpx.AsyncClient() as http:
+        running = asyncio.create_task(v.run_forever())
+        base = f"http://127.0.0.1:{port}"
+        health = None
+        for _ in range(600):
+            with contextlib.suppress(httpx.HTTPError):
+                health = await http.get(f"{base}/healthz")
+                if health.status_code == 200 and v.db.checks(batch_id):
+                    break
+            await asyncio.sleep(0.1)
+        metrics = (await http.get(f"{base}/metrics")).text
+        v.stop()
+        await running
+    assert health is not None and health.status_code == 200, health and health.text
+    assert health.json()["status"] == "ok" and health.json()["validator"] == v.address
+    assert 'supernet_validator_receipts_total{result="faulty"}' in metrics, metrics[:2000]
+    assert 'supernet_validator_findings_total{check="llm.token"}' in metrics
+    assert "supernet_validator_step_seconds_count" in metrics

@@ -104,3 +104,15 @@ def test_validator_environment_reaches_validator_settings(monkeypatch: pytest.Mo
             for part in key.removeprefix("SUPERNET_VALIDATOR_").lower().split("__"):
                 obj = getattr(obj, part)
             assert str(obj) == value, f"{name}: {key}"
+
+
+def test_every_long_running_service_has_a_healthcheck_and_the_store_rpc_stays_private() -> None:
+    services = compose()["services"]
+    for name, svc in services.items():
+        if name != "deployer":  # a one-shot job
+            assert "healthcheck" in svc, f"{name} has no healthcheck"
+    published = [p.split(":")[-1] for p in services["kubo"].get("ports", [])]
+    assert "5001" not in published, "Kubo's RPC API (it can delete blocks) must not be published"
+    for name in ("node1", "node2", "validator1", "validator2", "explorer"):
+        mounts = [v.split(":")[0] for v in services[name]["volumes"]]
+        assert any(m in compose()["volumes"] and m != "deployment" for m in mounts), f"{name}: no data volume"

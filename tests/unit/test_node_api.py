@@ -246,6 +246,10 @@ async def test_models_node_health_metrics(fake_node: FakeNode) -> None:
     info = (await fake_node.http.get("/v1/node")).json()
     assert info["address"] == fake_node.address and info["agents"]["chat"]
     assert (await fake_node.http.get("/healthz")).json()["status"] == "ok"
+    fake_node.service.ctx.accepting = False  # shutting down: a load balancer must stop sending tasks
+    draining = await fake_node.http.get("/healthz")
+    assert draining.status_code == 503 and draining.json()["status"] == "draining"
+    fake_node.service.ctx.accepting = True
     metrics = (await fake_node.http.get("/metrics")).text
     assert "supernet_tasks_admitted_total" in metrics
 

@@ -47,6 +47,11 @@ def run(
     ),
     no_challenge: bool = typer.Option(False, "--no-challenge", help="Verify and vote, but never challenge."),
     poll: float | None = typer.Option(None, "--poll", help="Seconds between steps."),
+    http_port: int | None = typer.Option(
+        None,
+        "--http-port",
+        help="Serve /healthz and /metrics on this port (127.0.0.1; [http_host] to change).",
+    ),
 ) -> None:
     """Run a validator until interrupted (SIGINT / SIGTERM stop it cleanly)."""
     chain = {
@@ -66,6 +71,7 @@ def run(
         register_stake_wei=stake,
         challenge=False if no_challenge else None,
         poll_interval_s=poll,
+        http_port=http_port,
     )
     asyncio.run(_serve(settings))
 

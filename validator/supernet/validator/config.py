@@ -101,6 +101,10 @@ class ValidatorSettings(BaseSettings):
         4, ge=1, description="fetch attempts of a missing manifest or trace before an availability challenge"
     )
     availability_backoff_s: float = Field(2.0, gt=0, description="first retry delay; doubles after each")
+    http_port: int | None = Field(
+        None, ge=0, le=65535, description="serve /healthz and /metrics on this port (None: off)"
+    )
+    http_host: str = Field("127.0.0.1", description="address of the /healthz and /metrics server")
 
     @classmethod
     def from_toml(cls, path: str | Path | None, **overrides: Any) -> ValidatorSettings:

@@ -20,10 +20,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Self
 
+import uvicorn
 from supernet.node.agents.registry import AgentRegistry
 from supernet.sdk.chain.contracts import make_web3
 from supernet.sdk.chain.deployment import Deployment
@@ -35,6 +36,7 @@ from supernet.validator.config import ValidatorSettings
 from supernet.validator.db import BatchRow, CheckRow, Database
 from supernet.validator.evidence import Verdict, publish
 from supernet.validator.follower import Follower
+from supernet.validator.ops import Health, ValidatorMetrics, ops_app
 from supernet.validator.sampler import sample
 from supernet.validator.tool_check import RegistryRunner, ToolRunner
 from supernet.validator.verifier import ManifestError, Scorer, Verifier
@@ -94,6 +96,8 @@ class Validator:
         self._agents = agents
         self._own_store = store is None
         self._stop = asyncio.Event()
+        self.metrics = ValidatorMetrics()
+        self.health = Health(address=self.address)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -163,19 +167,49 @@ class Validator:
             sm.register_validator(stake)
 
     async def run_forever(self) -> None:
-        """Step until `stop`; a failing step is logged and retried after the poll interval."""
+        """Step until `stop`; a failing step is logged and retried after the poll interval. With
+        ``http_port`` set, ``/healthz`` and ``/metrics`` are served meanwhile (`supernet.validator.ops`)."""
+        server = self._ops_server()
+        serving = asyncio.create_task(server.serve()) if server is not None else None
+        self.health.ready = True
+        try:
+            await self._steps()
+        finally:
+            self.health.draining = True
+            if server is not None and serving is not None:
+                server.should_exit = True
+                await serving
+
+    def _ops_server(self) -> Any:
+        port = self.settings.http_port
+        if port is None:
+            return None
+        stale = max(60.0, 10 * self.settings.poll_interval_s)
+        app = ops_app(self.metrics, self.health, stale_after_s=stale)
+        config = uvicorn.Config(app, host=self.settings.http_host, port=port, log_level="warning")
+        return _QuietServer(config)
+
+    async def _steps(self) -> None:
         while not self._stop.is_set():
+            started = time.monotonic()
             try:
                 await self.step()
+                self.health.last_success, self.health.last_error = time.time(), None
+                self.health.cursor = self.db.cursor(default=0)
+                self.metrics.last_success.set(self.health.last_success)
+                self.metrics.cursor.set(self.health.cursor)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self.metrics.step_failures.inc()
+                self.health.last_error = f"{type(exc).__name__}: {exc}"[:300]
                 log.warning(
                     "validator step failed (retrying): %s: %s",
                     type(exc).__name__,
                     exc,
                     exc_info=log.isEnabledFor(logging.DEBUG),
                 )
+            self.metrics.step_seconds.observe(time.monotonic() - started)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.settings.poll_interval_s)
 
@@ -211,6 +245,7 @@ class Validator:
         await self.disputes.settle(now)
 
     def _emit(self, kind: str, **data: Any) -> None:
+        self.metrics.on_event(kind, data)
         if self._on_event is not None:
             self._on_event(ValidatorEvent(kind, data))
 
@@ -309,3 +344,12 @@ class Validator:
         verdict = await self.verifier.verify(batch.batch_id, batch.node, index, manifest)
         if not verdict.ok and not verdict.unverifiable:
             await self.disputes.challenge(batch, verdict, await publish(self.store, verdict))
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its signal handling: the validator's CLI owns SIGINT/SIGTERM and stops the
+    server with the validator (`Validator.run_forever`)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield

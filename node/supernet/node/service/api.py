@@ -130,14 +130,14 @@ def create_app(ctx: NodeContext | None = None, *, max_body_bytes: int = 64 * 102
     app.include_router(routes_chat.router)
     app.include_router(routes_store.router)
 
-    @app.get("/healthz", tags=["ops"])
-    async def healthz(ctx: Ctx) -> dict[str, Any]:
-        """Liveness and a summary of the node's state."""
-        return {
-            "status": "ok" if ctx.accepting else "draining",
-            "node": ctx.address,
-            "tasks": ctx.db.count_by_status(),
-        }
+    @app.get("/healthz", tags=["ops"], responses={503: {"description": "draining: takes no new tasks"}})
+    async def healthz(ctx: Ctx) -> JSONResponse:
+        """Readiness and a summary of the node's state: 503 while draining (shutting down), so a
+        load balancer stops sending it tasks before it stops."""
+        body = {"status": "ok" if ctx.accepting else "draining", "node": ctx.address}
+        return JSONResponse(
+            {**body, "tasks": ctx.db.count_by_status()}, status_code=200 if ctx.accepting else 503
+        )
 
     @app.get("/metrics", tags=["ops"], response_class=Response)
     async def metrics() -> Response:
