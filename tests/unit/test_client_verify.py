@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 from eth_account import Account
-from supernet.sdk.chain.receipts import Receipt, input_hash, output_hash, sign_receipt
+from supernet.sdk.chain.receipts import Receipt, input_hash, output_hash, sign_receipt, trace_hash
 from supernet.sdk.client.verify import check_receipt
 from supernet.sdk.store.cids import compute_cid
 
@@ -20,7 +20,7 @@ def _doc(signature: str | None = None) -> tuple[dict[str, object], str, str]:
         model_id=bytes(32),
         input_hash=input_hash("hi"),
         output_hash=output_hash("hello"),
-        trace_hash=hashlib.sha256(b"trace").digest(),
+        trace_hash=trace_hash(cid),
         fee=10**12,
     )
     sig = signature or "0x" + sign_receipt(receipt, node).hex()
@@ -59,3 +59,31 @@ def test_a_garbage_node_signature_is_a_failed_check_not_a_crash(garbage: str) ->
     doc, user, node = _doc(garbage)
     checks = _report(doc, user, node)
     assert checks["node signature"] is False and checks["leaf"] is True
+
+
+def test_a_receipt_not_yet_committed_is_pending_not_failed() -> None:
+    doc, user, node = _doc()
+    task_id = "0x" + hashlib.sha256(b"request").hexdigest()
+    rep = check_receipt(
+        doc,
+        task_id=task_id,
+        user=user,
+        node=node,
+        task_input="hi",
+        output="hello",
+        onchain_batch=lambda _: ("0x" + "00" * 20, b"", 0),
+        trace_loaded=None,
+    )
+    assert not rep.ok and rep.pending  # everything else checks out: wait for the commit
+    bad, user, node = _doc("0x" + "ff" * 65)
+    rep = check_receipt(
+        bad,
+        task_id=task_id,
+        user=user,
+        node=node,
+        task_input="hi",
+        output="hello",
+        onchain_batch=lambda _: ("0x" + "00" * 20, b"", 0),
+        trace_loaded=None,
+    )
+    assert not rep.ok and not rep.pending  # a bad signature is a failure, committed or not

@@ -126,12 +126,17 @@ def verify_cmd(
     state_dir: StateDir = None,
     wait: Annotated[float, typer.Option(help="Seconds to wait for the commit.")] = 60.0,
 ) -> None:
-    """Verify a task's receipt: signatures, hashes, trace and Merkle inclusion on chain."""
+    """Verify a task's receipt: signatures, hashes, trace and Merkle inclusion on chain.
+
+    Exit status: 0 verified, 2 a check failed, 3 pending (everything checks out but the receipt is
+    not committed on chain yet: verify again later)."""
 
     async def go() -> None:
         async with _client(rpc, deployment, (key, key_file, keystore, password_file), state_dir) as client:
             report = await client.verify(task_id, wait_committed=wait)
             _print_report(report)
+            if report.pending:
+                raise typer.Exit(3)
             if not report.ok:
                 raise typer.Exit(2)
 
@@ -145,10 +150,19 @@ def _echo(text: str) -> None:
 
 def _print_report(report: Any) -> None:
     for check in report.checks:
-        mark = (
-            typer.style("ok  ", fg=typer.colors.GREEN)
-            if check.ok
-            else typer.style("FAIL", fg=typer.colors.RED)
-        )
+        if check.ok:
+            mark = typer.style("ok  ", fg=typer.colors.GREEN)
+        elif report.pending:  # only "committed on chain" is missing: not a failure yet
+            mark = typer.style("wait", fg=typer.colors.YELLOW)
+        else:
+            mark = typer.style("FAIL", fg=typer.colors.RED)
         typer.echo(f"  {mark} {check.name}: {check.detail}")
-    typer.echo("receipt verified" if report.ok else "receipt NOT verified")
+    if report.ok:
+        typer.echo("receipt verified")
+    elif report.pending:
+        typer.echo(
+            f"receipt checks pass so far; it is not committed on chain yet (pending): run "
+            f"`supernet task verify {report.task_id}` again in a little while"
+        )
+    else:
+        typer.echo("receipt NOT verified")

@@ -64,6 +64,15 @@ class VerificationReport:
         """The checks that did not pass."""
         return [c for c in self.checks if not c.ok]
 
+    @property
+    def pending(self) -> bool:
+        """Every check passed except that the receipt is not committed on chain yet: not a failure,
+        the node commits batches as they fill or age (verify again later)."""
+        return [c.name for c in self.failed()] == [PENDING_CHECK]
+
+
+PENDING_CHECK = "committed on chain"
+
 
 def _hex(b: bytes) -> str:
     return "0x" + b.hex()
@@ -131,7 +140,7 @@ def check_receipt(
                 rep.add("trace output", trace.output == output, summary)
     batch = doc.get("batch") or {}
     if batch.get("chainBatchId") is None or batch.get("proof") is None:
-        rep.add("committed on chain", False, "receipt not committed yet")
+        rep.add(PENDING_CHECK, False, "receipt not committed yet")
         return rep
     batch_node, root, count = onchain_batch(int(batch["chainBatchId"]))
     rep.add("batch node", to_checksum_address(batch_node) == to_checksum_address(node), batch_node)
