@@ -8,12 +8,12 @@ import pytest
 from eth_account import Account
 from supernet.sdk.chain.receipts import Receipt, input_hash, output_hash, sign_receipt, trace_hash
 from supernet.sdk.client.verify import check_receipt
-from supernet.sdk.store.cids import compute_cid
+from supernet.sdk.store.cids import compute_cid, encode_dag
 
 
 def _doc(signature: str | None = None) -> tuple[dict[str, object], str, str]:
     node, user = Account.create(), Account.create()
-    cid = compute_cid(b"trace", "raw")
+    cid = compute_cid(encode_dag({"trace": 1}), "dag-cbor")
     receipt = Receipt(
         request_hash=hashlib.sha256(b"request").digest(),
         user=user.address,
