@@ -261,6 +261,25 @@ def test_cli_submit_and_verify(net: Net) -> None:
         timeout=120,
     )
     assert again.returncode == 0 and "merkle inclusion" in again.stdout, again.stdout + again.stderr
+    # the same user's task, from a fresh client state that never saw it: verified from the node,
+    # the chain and the trace (input and output taken from the trace and checked against the receipt)
+    fresh = [*args[:-1], str(net.tmp / "cli-fresh")]
+    third = subprocess.run(
+        [sys.executable, "-m", "supernet.sdk.cli", "task", "verify", task_id, *fresh, "--node", net.node.url],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert third.returncode == 0 and "input hash" in third.stdout, third.stdout + third.stderr
+    unknown = subprocess.run(
+        [sys.executable, "-m", "supernet.sdk.cli", "task", "verify", task_id, *fresh],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert unknown.returncode == 1 and "pass the node's URL" in unknown.stderr + unknown.stdout
 
 
 async def test_node_answers_availability_challenges(net: Net) -> None:

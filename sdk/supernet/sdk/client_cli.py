@@ -125,6 +125,9 @@ def verify_cmd(
     password_file: PasswordFile = None,
     state_dir: StateDir = None,
     wait: Annotated[float, typer.Option(help="Seconds to wait for the commit.")] = 60.0,
+    node: Annotated[
+        str | None, typer.Option(help="Node URL, for a task this client state does not know.")
+    ] = None,
 ) -> None:
     """Verify a task's receipt: signatures, hashes, trace and Merkle inclusion on chain.
 
@@ -133,7 +136,7 @@ def verify_cmd(
 
     async def go() -> None:
         async with _client(rpc, deployment, (key, key_file, keystore, password_file), state_dir) as client:
-            report = await client.verify(task_id, wait_committed=wait)
+            report = await client.verify(task_id, node_url=node, wait_committed=wait)
             _print_report(report)
             if report.pending:
                 raise typer.Exit(3)

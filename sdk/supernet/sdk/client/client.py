@@ -378,12 +378,21 @@ class Client:
                 return doc
             await asyncio.sleep(0.5)
 
-    async def verify(self, task_id: str, *, wait_committed: float = 60.0) -> VerificationReport:
-        """Fetch the receipt (waiting for its commit) and run every check on it."""
+    async def verify(
+        self, task_id: str, *, node_url: str | None = None, wait_committed: float = 60.0
+    ) -> VerificationReport:
+        """Fetch the receipt (waiting for its commit) and run every check on it.
+
+        A task this client submitted is checked against what it remembers (input, output). Any
+        other task of this user is verified too with ``node_url``: the node's address comes from
+        the node, and the input and output from the trace, whose hashes the receipt must match."""
         record = self.state.tasks.get(task_id)
         if record is None:
-            raise ClientError(f"task {task_id} is not in this client's state")
-        doc = await self.receipt(task_id, wait_committed=wait_committed)
+            if node_url is None:
+                raise ClientError(f"task {task_id} is not in this client's state: pass the node's URL")
+            info = await self.node_info(node_url)
+            record = TaskRecord(to_checksum_address(info["address"]), node_url.rstrip("/"), None, "", 0)
+        doc = await self.receipt(task_id, record.node_url, wait_committed=wait_committed)
         tm = self.contracts.task_manager
 
         def batch(batch_id: int) -> tuple[str, bytes, int]:
@@ -393,13 +402,16 @@ class Client:
         chain_batch = (doc.get("batch") or {}).get("chainBatchId")
         resolved = await asyncio.to_thread(batch, int(chain_batch)) if chain_batch is not None else None
         trace_doc = await self._trace_doc(record.node_url, doc["traceCid"])
+        task_input, output = record.input, record.output
+        if task_input is None and isinstance(trace_doc, dict):  # not ours to remember: the trace's
+            task_input, output = trace_doc.get("input"), trace_doc.get("output")
         return check_receipt(
             doc,
             task_id=task_id,
             user=self.account.address,
             node=record.node,
-            task_input=record.input,
-            output=record.output,
+            task_input=task_input,
+            output=output,
             onchain_batch=lambda _: resolved or ("0x" + "00" * 20, b"", 0),
             trace_loaded=trace_doc is not None,
             trace_doc=trace_doc,
