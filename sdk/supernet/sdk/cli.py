@@ -13,6 +13,7 @@ import sys
 from importlib.metadata import entry_points, version
 
 import typer
+from supernet.sdk.logs import configure
 
 app = typer.Typer(
     name="supernet",
@@ -34,9 +35,18 @@ def _root(
     _show_version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    log_format: str = typer.Option(
+        "text",
+        "--log-format",
+        envvar="SUPERNET_LOG_FORMAT",
+        help="text, or json (one object per line, for log pipelines).",
+    ),
 ) -> None:
     level = logging.DEBUG if verbose else getattr(logging, os.environ.get("SUPERNET_LOG", "INFO").upper())
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        configure(level, log_format)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--log-format") from None
     if not verbose:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per HTTP request is noise
 
@@ -57,13 +67,29 @@ _GROUP_HELP = {
 
 def _register_subcommands(argv: list[str]) -> None:
     """Load only the subcommand group being run: the node's groups import torch (seconds)."""
-    wanted = next((a for a in argv if not a.startswith("-")), None)
+    wanted = _group_of(argv)
     for ep in sorted(entry_points(group="supernet.cli"), key=lambda e: e.name):
         if ep.name != wanted:
             # Listed in `supernet --help` without importing it.
             app.command(ep.name, help=_GROUP_HELP.get(ep.name, ""), add_help_option=False)(_not_loaded)
             continue
         app.add_typer(ep.load(), name=ep.name)
+
+
+_ROOT_OPTIONS_WITH_VALUE = {"--log-format"}
+
+
+def _group_of(argv: list[str]) -> str | None:
+    """The subcommand group named on the command line (root options and their values skipped)."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in _ROOT_OPTIONS_WITH_VALUE:
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
 
 
 def _not_loaded() -> None:  # pragma: no cover - only reachable through --help listings
