@@ -97,6 +97,14 @@ async def test_paid_tasks_verify_on_chain_and_node_is_paid(net: Net) -> None:
             await asyncio.sleep(0.5)
         assert paid == [r.fee for r in results]
         assert pay.earnings(node_addr) >= sum(paid)
+        # the engine's own numbers reach /metrics: the tokens of these tasks were produced by it
+        async with httpx.AsyncClient(base_url=net.node.url, timeout=30) as http:
+            metrics = (await http.get("/metrics")).text
+        steps = next(
+            line for line in metrics.splitlines() if line.startswith("supernet_engine_sequence_steps")
+        )
+        assert float(steps.split()[-1]) >= len(tokens)
+        assert any(line.startswith("supernet_engine_kv_cache_bytes ") for line in metrics.splitlines())
     finally:
         for c in clients:
             await c.aclose()

@@ -252,6 +252,7 @@ async def test_models_node_health_metrics(fake_node: FakeNode) -> None:
     fake_node.service.ctx.accepting = True
     metrics = (await fake_node.http.get("/metrics")).text
     assert "supernet_tasks_admitted_total" in metrics
+    assert 'supernet_http_request_seconds_count{route="/healthz"}' in metrics  # latency per route
 
 
 def _chat_body(node: FakeNode, cumulative: int, stream: bool) -> dict[str, Any]:

@@ -91,6 +91,7 @@ class LLMEngine:
         self._score_prefixes: OrderedDict[tuple[int, ...], tuple[Tensor, Tensor]] = OrderedDict()
         self._score_lock = threading.Lock()
         self.steps = 0
+        self.stepped_sequences = 0
         self._pending: deque[Sequence] = deque()
         self._active: list[Sequence] = []
         self._control: list[Sequence] = []
@@ -272,8 +273,14 @@ class LLMEngine:
 
     @property
     def load_stats(self) -> dict[str, int]:
-        """Active and waiting sequences, steps run."""
-        return {"active": len(self._active), "waiting": len(self._pending), "steps": self.steps}
+        """Active and waiting sequences, steps run, sequence-steps run (tokens), KV-cache bytes held."""
+        return {
+            "active": len(self._active),
+            "waiting": len(self._pending),
+            "steps": self.steps,
+            "sequence_steps": self.stepped_sequences,
+            "kv_cache_bytes": self.pool.capacity * self.pool.slots * self.pool.bytes_per_token,
+        }
 
     async def _request_preempt(self, seq: Sequence) -> SequenceSnapshot:
         if seq.finished:
@@ -314,6 +321,7 @@ class LLMEngine:
                     self._retire(batch)
                     continue
                 self.steps += 1
+                self.stepped_sequences += len(batch)  # one token (or a prefill) per sequence
                 self._apply(batch, outputs)
         except BaseException as exc:
             self._fail(self._active + list(self._pending), EngineStoppedError(f"engine loop died: {exc!r}"))

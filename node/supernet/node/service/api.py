@@ -7,6 +7,7 @@ with uvicorn. Domain errors (:class:`NodeError`) become HTTP answers in one hand
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from eth_utils import to_checksum_address
@@ -121,9 +122,11 @@ def create_app(ctx: NodeContext | None = None, *, max_body_bytes: int = 64 * 102
 
     @app.middleware("http")
     async def _count(request: Request, call_next: Any) -> Response:
+        started = time.perf_counter()
         response: Response = await call_next(request)
-        route = request.scope.get("route")
-        METRICS.requests.labels(route=getattr(route, "path", "other"), status=str(response.status_code)).inc()
+        route = getattr(request.scope.get("route"), "path", "other")
+        METRICS.requests.labels(route=route, status=str(response.status_code)).inc()
+        METRICS.request_seconds.labels(route=route).observe(time.perf_counter() - started)
         return response
 
     app.include_router(routes_tasks.router)

@@ -24,6 +24,7 @@ from supernet.node.kernel.errors import AgentNotAllowedError
 from supernet.node.kernel.kernel import Kernel, KernelConfig
 from supernet.node.kernel.syscalls import TaskSpec
 from supernet.node.service.config import NodeSettings
+from supernet.node.service.metrics import METRICS
 from supernet.node.service.ports import Job, JobResult, TokenSink
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ class KernelExecutor:
 
         dtype = None if settings.engine.dtype == "auto" else getattr(torch, settings.engine.dtype)
         engine = await asyncio.to_thread(LLMEngine.load, settings.engine.model, dtype=dtype)
+        METRICS.watch_engine(lambda: engine.load_stats)
         if faults is not None:
             faults.perturb_model(engine.model)  # the `model` fault at rate 1: a different model
         # One set of caps, from the config, and the task budget is what the fee pays for:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -31,7 +33,33 @@ class NodeMetrics:
         self.receipts_committed = Counter("supernet_receipts_committed", "Receipts committed", registry=r)
         self.redeemed_wei = Counter("supernet_redeemed_wei", "Wei redeemed from vouchers", registry=r)
         self.pending_receipts = Gauge("supernet_pending_receipts", "Receipts waiting for a batch", registry=r)
+        self.request_seconds = Histogram(
+            "supernet_http_request_seconds",
+            "HTTP request latency (to the response's first byte for streams)",
+            ["route"],
+            registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self._engine = {
+            name: Gauge(f"supernet_engine_{name}", help_, registry=r)
+            for name, help_ in (
+                ("active", "Sequences in the engine's running batch"),
+                ("waiting", "Sequences waiting for a batch slot"),
+                ("steps", "Decode steps run (a counter, as a gauge of the engine's own count)"),
+                ("sequence_steps", "Tokens produced (sequence-steps) since the engine started"),
+                ("kv_cache_bytes", "Bytes of KV cache allocated"),
+            )
+        }
+
+    def watch_engine(self, stats: Callable[[], dict[str, int]]) -> None:
+        """Read the engine's numbers at every scrape (``LLMEngine.load_stats``)."""
+        for name, gauge in self._engine.items():
+            gauge.set_function(functools.partial(_stat, stats, name))
 
 
 METRICS = NodeMetrics()
 """The process's metrics."""
+
+
+def _stat(stats: Callable[[], dict[str, int]], name: str) -> float:
+    return float(stats().get(name, 0))
