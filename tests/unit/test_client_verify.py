@@ -7,7 +7,7 @@ import hashlib
 import pytest
 from eth_account import Account
 from supernet.sdk.chain.receipts import Receipt, input_hash, output_hash, sign_receipt, trace_hash
-from supernet.sdk.client.verify import check_receipt
+from supernet.sdk.client.verify import VerificationReport, check_receipt
 from supernet.sdk.store.cids import compute_cid, encode_dag
 
 
@@ -34,11 +34,10 @@ def _doc(signature: str | None = None) -> tuple[dict[str, object], str, str]:
     return doc, user.address, node.address
 
 
-def _report(doc: dict[str, object], user: str, node: str) -> dict[str, bool]:
-    task_id = "0x" + hashlib.sha256(b"request").hexdigest()
-    rep = check_receipt(
+def _check(doc: dict[str, object], user: str, node: str) -> VerificationReport:
+    return check_receipt(
         doc,
-        task_id=task_id,
+        task_id="0x" + hashlib.sha256(b"request").hexdigest(),
         user=user,
         node=node,
         task_input="hi",
@@ -46,7 +45,10 @@ def _report(doc: dict[str, object], user: str, node: str) -> dict[str, bool]:
         onchain_batch=lambda _: ("0x" + "00" * 20, b"", 0),
         trace_loaded=None,
     )
-    return {c.name: c.ok for c in rep.checks}
+
+
+def _report(doc: dict[str, object], user: str, node: str) -> dict[str, bool]:
+    return {c.name: c.ok for c in _check(doc, user, node).checks}
 
 
 def test_an_honest_receipt_passes_its_signature_and_hash_checks() -> None:
@@ -62,28 +64,7 @@ def test_a_garbage_node_signature_is_a_failed_check_not_a_crash(garbage: str) ->
 
 
 def test_a_receipt_not_yet_committed_is_pending_not_failed() -> None:
-    doc, user, node = _doc()
-    task_id = "0x" + hashlib.sha256(b"request").hexdigest()
-    rep = check_receipt(
-        doc,
-        task_id=task_id,
-        user=user,
-        node=node,
-        task_input="hi",
-        output="hello",
-        onchain_batch=lambda _: ("0x" + "00" * 20, b"", 0),
-        trace_loaded=None,
-    )
+    rep = _check(*_doc())
     assert not rep.ok and rep.pending  # everything else checks out: wait for the commit
-    bad, user, node = _doc("0x" + "ff" * 65)
-    rep = check_receipt(
-        bad,
-        task_id=task_id,
-        user=user,
-        node=node,
-        task_input="hi",
-        output="hello",
-        onchain_batch=lambda _: ("0x" + "00" * 20, b"", 0),
-        trace_loaded=None,
-    )
+    rep = _check(*_doc("0x" + "ff" * 65))
     assert not rep.ok and not rep.pending  # a bad signature is a failure, committed or not

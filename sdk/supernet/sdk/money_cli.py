@@ -18,14 +18,11 @@ import typer
 from eth_utils import to_checksum_address
 from supernet.sdk.chain import Contracts, Deployment
 from supernet.sdk.cli_errors import explain
+from supernet.sdk.client_cli import Dep, Rpc  # one definition of the chain options
 from supernet.sdk.errors import SupernetError
 from supernet.sdk.key_options import KeyFile, Keystore, PasswordFile, account, key_option
 from supernet.sdk.units import AmountError, format_amount, parse_amount
 
-Rpc = Annotated[str, typer.Option("--rpc", envvar="SUPERNET_RPC_URL", help="Chain JSON-RPC URL.")]
-Dep = Annotated[
-    Path, typer.Option("--deployment", envvar="SUPERNET_DEPLOYMENT", help="Deployment JSON file.")
-]
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before sending the transaction.")]
 
 app = typer.Typer(

@@ -189,6 +189,18 @@ class Client:
         moves only when the node accepts (:meth:`accepted`).
         """
         choice = await self._choose(model, node_url)
+        return await self._prepare_for(choice, task_input, agent, model, max_fee, deposit)
+
+    async def _prepare_for(
+        self,
+        choice: NodeChoice,
+        task_input: str | dict[str, Any],
+        agent: str,
+        model: str | None,
+        max_fee: int | None,
+        deposit: int,
+    ) -> PreparedTask:
+        """`prepare` for a node already chosen (its ``/v1/node`` answer in hand)."""
         info = choice.info
         model_id = pick_model_id(info, model)
         agent_hash = info["agents"].get(agent)
@@ -303,13 +315,16 @@ class Client:
     ) -> PreparedTask:
         """Prepare and send a task; returns it accepted. Without ``node_url``, the best ranked
         nodes are tried in turn while one cannot be reached (nothing was sent to it)."""
-        candidates = [node_url] if node_url is not None else [c.url for c in await self._candidates(model)]
         problems: list[str] = []
-        for url in candidates[:MAX_FAILOVER]:
+        # discovery already read each candidate's /v1/node: its answer is used, not fetched again
+        choices: list[NodeChoice | None] = [None]  # None: the node at `node_url`, read when tried
+        if node_url is None:
+            choices = [*(await self._candidates(model))[:MAX_FAILOVER]]
+        for choice in choices:
+            url = choice.url if choice is not None else node_url
             try:
-                p = await self.prepare(
-                    task_input, agent=agent, model=model, node_url=url, max_fee=max_fee, deposit=deposit
-                )
+                chosen = choice or await self._choose(model, url)
+                p = await self._prepare_for(chosen, task_input, agent, model, max_fee, deposit)
                 created = await self._send(p)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 if node_url is not None:
