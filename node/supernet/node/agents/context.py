@@ -23,9 +23,12 @@ from supernet.node.kernel.syscalls import (
     MemoryHit,
     MemorySearch,
     Message,
+    StorageDelete,
     StorageGet,
     StorageList,
     StoragePut,
+    StorageRollback,
+    StorageVersions,
     Syscall,
     ToolCall,
 )
@@ -35,6 +38,8 @@ SyscallFn = Callable[[Syscall], Awaitable[Any]]
 """The kernel's syscall entry, already bound to one task."""
 
 MessageLike = Message | Mapping[str, str]
+FileVersions = list[str | None]
+"""A file's version CIDs, oldest first, ``None`` where it was deleted."""
 
 
 def _message(m: MessageLike) -> Message:
@@ -125,9 +130,26 @@ class StorageClient:
         return data
 
     async def list(self) -> dict[str, str]:
-        """Every file with its latest CID."""
+        """Every file with its latest CID (deleted files left out)."""
         files: dict[str, str] = await self._syscall(StorageList())
         return files
+
+    async def versions(self, path: str) -> FileVersions:
+        """Every version of ``path``: CIDs oldest first (version 1 first), ``None`` where it was
+        deleted; ``[]`` if there never was such a file."""
+        versions: FileVersions = await self._syscall(StorageVersions(path))
+        return versions
+
+    async def rollback(self, path: str, version: str) -> int:
+        """Make the version of ``path`` with CID ``version`` the latest again (a deleted file too);
+        returns its new version number. ``FileNotFoundError`` if it is not a version of ``path``."""
+        number: int = await self._syscall(StorageRollback(path, version))
+        return number
+
+    async def delete(self, path: str) -> None:
+        """Delete ``path``: gone from :meth:`get` and :meth:`list`, its versions kept (a tombstone),
+        so :meth:`rollback` restores it. ``FileNotFoundError`` if there is no such file."""
+        await self._syscall(StorageDelete(path))
 
 
 @dataclass(frozen=True)

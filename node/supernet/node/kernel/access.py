@@ -8,6 +8,11 @@ memory or files: the namespace never comes from an argument the agent passes.
 Irreversible tools need the task owner's EIP-712 ``Confirmation`` (docs/protocol.md):
 ``requestHash`` = the task id, ``actionHash`` = sha256 of the canonical JSON of
 ``{"tool": name, "args": args}``, signed by the task's user.
+
+Reading the content store by CID (the ``store_read`` tool) is scoped the same way: a block
+carries no namespace and a CID is no secret (public traces name every entry, root and file a
+task touches), so the access manager keeps an :class:`OwnershipIndex` of the blocks each
+namespace's own writes made, and a task reads only those (:meth:`AccessManager.check_store_read`).
 """
 
 from __future__ import annotations
@@ -16,15 +21,23 @@ import hashlib
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from supernet.node.kernel.errors import AccessDeniedError, BudgetExceededError, ConfirmationRequiredError
+from supernet.node.kernel.errors import (
+    AccessDeniedError,
+    BudgetExceededError,
+    ConfirmationRequiredError,
+    ToolUnavailableError,
+)
 from supernet.node.kernel.syscalls import TaskSpec
 from supernet.node.kernel.tools import ToolSpec
 from supernet.sdk.chain.eip712 import Confirmation, Domain, recover_confirmation
 from supernet.sdk.chain.receipts import canonical_input
+from supernet.sdk.store.cids import canonical_cid
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +111,59 @@ def namespace_of(user: str, agent_id: str) -> str:
     return f"{user.lower()}/{agent_id}"
 
 
+class OwnershipIndex:
+    """Which content-store blocks each namespace may read: exactly the blocks its own writes made.
+
+    The dispatcher grants a namespace, as each write succeeds, every block that write put in the
+    store: a memory entry and the new memory root; a file's root, its chunks and the new file-tree
+    root. Links are never followed to grant (a block may link anything, a foreign block included),
+    and a CID named in a task's input grants nothing. Two namespaces that wrote the same bytes hold
+    the same CID, and both may read it: each already had the content. CIDs are kept canonical
+    (CIDv1, base32), so another spelling of a granted CID is the same grant.
+
+    The node persists :meth:`snapshot` with the namespace roots before it acknowledges a task, and
+    :meth:`restore` s it on start: a grant outlives a restart like the memory it is for.
+
+    >>> index = OwnershipIndex()
+    >>> cid = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
+    >>> index.grant("0xa1/notes", [cid])
+    >>> index.owns("0xa1/notes", cid), index.owns("0xb0/notes", cid)
+    (True, False)
+    """
+
+    def __init__(self) -> None:
+        self._cids: dict[str, set[str]] = {}
+
+    def grant(self, namespace: str, cids: Iterable[str]) -> None:
+        """Let ``namespace`` read ``cids`` (blocks its write just put in the store)."""
+        self._cids.setdefault(namespace, set()).update(canonical_cid(c) for c in cids)
+
+    def owns(self, namespace: str, cid: str) -> bool:
+        """Whether ``namespace`` may read ``cid`` (any spelling of a CID).
+
+        Raises:
+            InvalidCIDError: ``cid`` is not a CID the store can serve.
+        """
+        return canonical_cid(cid) in self._cids.get(namespace, ())
+
+    def snapshot(self) -> dict[str, list[str]]:
+        """Every namespace's grants (sorted), for the node to persist."""
+        return {ns: sorted(cids) for ns, cids in sorted(self._cids.items())}
+
+    def restore(self, grants: Mapping[str, Iterable[str]]) -> None:
+        """Continue from grants persisted by :meth:`snapshot` (added to the ones held)."""
+        for namespace, cids in grants.items():
+            self.grant(namespace, cids)
+
+
+NOT_READABLE = "{cid} is not available to this task"
+"""The refusal of a ``store_read`` outside the task's namespace: the same words whether or not the
+store holds the block, so a refusal tells nothing about another user's data."""
+
+_CALLER: ContextVar[tuple[TaskSpec, Capabilities] | None] = ContextVar("supernet_tool_caller", default=None)
+"""The task whose tool call is running (set by the dispatcher around each call, never by an agent)."""
+
+
 class AccessManager:
     """Derives capabilities, checks every action against them, and keeps an audit log.
 
@@ -112,6 +178,7 @@ class AccessManager:
         self.policy = policy
         self._domain = domain
         self._audit: deque[AuditEntry] = deque(maxlen=audit_size)
+        self.owned = OwnershipIndex()
 
     def capabilities(self, spec: TaskSpec, registered_tools: frozenset[str]) -> Capabilities:
         """The capabilities of ``spec``: requested tools ∩ the policy's tools ∩ registered ones."""
@@ -186,6 +253,36 @@ class AccessManager:
         if not (caps.memory if area == "memory" else caps.storage):
             raise self.deny(spec, action, caps.namespace, f"the node's policy gives agents no {area}")
         self.audit(spec, action, caps.namespace, True)
+
+    @contextmanager
+    def acting_for(self, spec: TaskSpec, caps: Capabilities) -> Iterator[None]:
+        """Run a tool call as task ``spec``: scoped tools (``store_read``) ask whose call it is."""
+        token = _CALLER.set((spec, caps))
+        try:
+            yield
+        finally:
+            _CALLER.reset(token)
+
+    def check_store_read(self, cid: str) -> None:
+        """Allow the running tool call's task to read block ``cid``: only a block its namespace owns.
+
+        Checked before the store is asked, so a refusal is the same whether or not the block exists.
+
+        Raises:
+            ToolUnavailableError: ``cid`` is not the namespace's (or no task is calling). The name
+                is the protocol's "not available": a validator cannot see the grants, so it neither
+                re-runs nor holds such an outcome against the node (docs/protocol.md).
+            InvalidCIDError: ``cid`` is not a CID the store can serve.
+        """
+        caller = _CALLER.get()
+        if caller is None:  # fail closed: only a task's call through the dispatcher reads
+            log.warning("store_read of %s outside any task's tool call: refused", cid)
+            raise ToolUnavailableError(NOT_READABLE.format(cid=cid))
+        spec, caps = caller
+        if not self.owned.owns(caps.namespace, cid):
+            self.audit(spec, "store.read", cid, False, f"not a block of namespace {caps.namespace}")
+            raise ToolUnavailableError(NOT_READABLE.format(cid=cid))
+        self.audit(spec, "store.read", cid, True)
 
     def _confirmation_problem(self, spec: TaskSpec, tool: str, args: Mapping[str, Any]) -> str:
         """Why the confirmation of this call is missing or invalid ("" when it is valid)."""

@@ -1,5 +1,11 @@
 """The node's built-in tools: calculator, JSON and text utilities, content-store read, chain read.
 
+``store_read`` is scoped: on a node (``access`` given) it reads only blocks the access manager
+grants the calling task's namespace, the blocks that namespace's own memory and file writes made
+(`supernet.node.kernel.access.OwnershipIndex`); anything else is refused before the store is
+asked, in the same words as a block nobody serves. A validator re-running a recorded read
+builds the tools without ``access``: the node already allowed that read.
+
 >>> registry = ToolRegistry()
 >>> for tool in builtin_tools(store=None, rpc_url=None):
 ...     registry.register(tool)
@@ -12,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from supernet.node.kernel.calculator import evaluate
 from supernet.node.kernel.errors import ToolError, ToolUnavailableError
@@ -20,6 +26,9 @@ from supernet.node.kernel.tools import Tool, ToolRegistry, ToolSpec
 from supernet.sdk.store import InvalidBlockError
 from supernet.sdk.store.cids import codec_of
 from supernet.sdk.store.errors import BlockNotFoundError, StoreUnavailableError
+
+if TYPE_CHECKING:
+    from supernet.node.kernel.access import AccessManager
 
 __all__ = ["ToolRegistry", "builtin_tools"]
 
@@ -62,11 +71,13 @@ def _text(args: Mapping[str, Any]) -> Any:
     raise ToolError(f"unknown text op {op!r}")
 
 
-def _store_read(store: Any) -> Any:
+def _store_read(store: Any, access: AccessManager | None) -> Any:
     async def read(args: Mapping[str, Any]) -> Any:
         if store is None:
             raise ToolError("this node has no content store")
         cid = str(args["cid"])
+        if access is not None:  # before the store is asked: a refusal must not tell if the block exists
+            access.check_store_read(cid)
         try:
             if codec_of(cid) == "raw":
                 data = await store.get_block(cid)
@@ -103,8 +114,15 @@ def _chain_read(rpc_url: str | None) -> Any:
     return read
 
 
-def builtin_tools(store: Any, rpc_url: str | None) -> list[Tool]:
-    """The built-in tools, bound to the node's content store and chain RPC (either may be absent)."""
+def builtin_tools(store: Any, rpc_url: str | None, access: AccessManager | None = None) -> list[Tool]:
+    """The built-in tools, bound to the node's content store and chain RPC (either may be absent).
+
+    Args:
+        store: The content store ``store_read`` reads.
+        rpc_url: The chain RPC of ``chain_read``.
+        access: The node's access manager: ``store_read`` reads only what it grants the calling
+            task's namespace. ``None`` (a validator re-running a recorded read): any block.
+    """
     string = {"type": "string"}
     address = {"type": "string", "pattern": "^0x[0-9a-fA-F]{40}$"}
     return [
@@ -146,7 +164,7 @@ def builtin_tools(store: Any, rpc_url: str | None) -> list[Tool]:
         Tool(
             ToolSpec(
                 "store_read",
-                "Read a file or block from the content store by CID.",
+                "Read a file or block by CID: this agent's own memory entries and files for this user.",
                 {
                     "type": "object",
                     "properties": {"cid": string, "max_bytes": {"type": "integer", "minimum": 1}},
@@ -154,7 +172,7 @@ def builtin_tools(store: Any, rpc_url: str | None) -> list[Tool]:
                 },
                 timeout_s=10.0,
             ),
-            _store_read(store),
+            _store_read(store, access),
         ),
         Tool(
             ToolSpec(

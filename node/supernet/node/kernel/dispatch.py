@@ -6,6 +6,11 @@ capabilities and budgets come from the kernel, never from the agent's arguments.
 syscall, failed ones included, leaves an event in the task's trace; a failure is raised to
 the agent (as a :class:`~supernet.node.kernel.errors.KernelError` or the manager's own
 error), never swallowed.
+
+Every block a memory or file write puts in the store is granted here to the task's namespace
+(the access manager's ownership index), and tools run "acting for" the task, so a scoped tool
+(``store_read``) reads only blocks of that namespace. A syscall that writes new blocks must
+grant them here too.
 """
 
 from __future__ import annotations
@@ -28,9 +33,12 @@ from supernet.node.kernel.syscalls import (
     LLMChat,
     MemoryAdd,
     MemorySearch,
+    StorageDelete,
     StorageGet,
     StorageList,
     StoragePut,
+    StorageRollback,
+    StorageVersions,
     Syscall,
     TaskSpec,
     TokenChunk,
@@ -38,6 +46,8 @@ from supernet.node.kernel.syscalls import (
 )
 from supernet.node.kernel.tools import ToolRegistry, ToolSpec
 from supernet.node.kernel.trace import MAX_TRACE_EVENTS, TraceRecorder, check_encodable, cid_link
+from supernet.sdk.store.cids import compute_cid
+from supernet.sdk.store.files import split_chunks
 
 
 @dataclass(eq=False)
@@ -116,7 +126,7 @@ class Dispatcher:
                 return await self._tool(st, call)
             if isinstance(call, MemoryAdd | MemorySearch):
                 return await self._memory_call(st, call)
-            if isinstance(call, StoragePut | StorageGet | StorageList):
+            if isinstance(call, _STORAGE_CALLS):
                 return await self._storage_call(st, call)
             raise TypeError(f"not a syscall: {type(call).__name__}")
         except Exception as exc:
@@ -197,7 +207,8 @@ class Dispatcher:
         self._access.check_tool(st.spec, st.caps, tool, call.args)
         record = {"name": call.name, "args": dict(call.args), "deterministic": tool.deterministic}
         try:
-            result = await self._tools.call(call.name, call.args)
+            with self._access.acting_for(st.spec, st.caps):
+                result = await self._tools.call(call.name, call.args)
         except Exception as exc:  # recorded as the tool's answer: a validator re-runs it and expects it too
             st.trace.record("tool", **record, result=None, error=_error(exc))
             raise
@@ -221,6 +232,7 @@ class Dispatcher:
         ns = st.caps.namespace
         if isinstance(call, MemoryAdd):
             w = await self._memory.add(ns, call.text, call.metadata)
+            self._access.owned.grant(ns, (w.entry_cid, w.root_cid))
             st.trace.record(
                 "memory.add",
                 namespace=ns,
@@ -241,8 +253,8 @@ class Dispatcher:
         )
         return hits
 
-    async def _storage_call(self, st: TaskState, call: StoragePut | StorageGet | StorageList) -> Any:
-        write = isinstance(call, StoragePut)
+    async def _storage_call(self, st: TaskState, call: _StorageCall) -> Any:
+        write = isinstance(call, StoragePut | StorageRollback | StorageDelete)
         self._access.check_area(st.spec, st.caps, "storage", write=write)
         if self._storage is None:
             raise AccessDeniedError("this node runs no storage manager")
@@ -251,6 +263,8 @@ class Dispatcher:
             if len(call.data) > st.caps.max_file_bytes:
                 raise self._access.deny(st.spec, "storage.write", call.path, "file over the size limit")
             w = await self._storage.put(ns, call.path, call.data)
+            chunks = (compute_cid(chunk) for chunk in split_chunks(call.data))  # as add_file cut them
+            self._access.owned.grant(ns, (w.cid, *chunks, w.root_cid))
             st.trace.record(
                 "storage.put",
                 namespace=ns,
@@ -261,7 +275,19 @@ class Dispatcher:
                 version=w.version,
             )
             return w.cid
+        if isinstance(call, StorageRollback | StorageDelete):
+            return await self._storage_change(st, self._storage, call)
         root = self._storage.roots.root(ns)
+        if isinstance(call, StorageVersions):
+            versions = await self._storage.versions(ns, call.path)
+            st.trace.record(
+                "storage.versions",
+                namespace=ns,
+                path=call.path,
+                root=cid_link(root),
+                versions=[cid_link(v) for v in versions],
+            )
+            return versions
         if isinstance(call, StorageGet):
             cid, data = await self._storage.get(ns, call.path, call.version)
             st.trace.record(
@@ -272,6 +298,34 @@ class Dispatcher:
         st.trace.record("storage.list", namespace=ns, root=cid_link(root))
         return files
 
+    async def _storage_change(
+        self, st: TaskState, storage: StorageManager | Any, call: StorageRollback | StorageDelete
+    ) -> Any:
+        """A rollback (returns the new version number) or a delete (returns ``None``)."""
+        ns = st.caps.namespace
+        if isinstance(call, StorageRollback):
+            c = await storage.rollback(ns, call.path, call.version)
+        else:
+            c = await storage.delete(ns, call.path)
+        self._access.owned.grant(ns, (c.root_cid,))  # the one new block: the version was granted at its put
+        roots = {"root": cid_link(c.root_cid), "prev_root": cid_link(c.prev_root)}
+        if isinstance(call, StorageRollback):
+            st.trace.record(
+                "storage.rollback",
+                namespace=ns,
+                path=call.path,
+                cid=cid_link(c.cid),
+                **roots,
+                version=c.version,
+            )
+            return c.version
+        st.trace.record("storage.delete", namespace=ns, path=call.path, **roots, version=c.version)
+        return None
+
+
+_StorageCall = StoragePut | StorageGet | StorageList | StorageRollback | StorageDelete | StorageVersions
+_STORAGE_CALLS = (StoragePut, StorageGet, StorageList, StorageRollback, StorageDelete, StorageVersions)
+
 
 _KINDS = {
     LLMChat: "llm",
@@ -281,6 +335,9 @@ _KINDS = {
     StoragePut: "storage.put",
     StorageGet: "storage.get",
     StorageList: "storage.list",
+    StorageRollback: "storage.rollback",
+    StorageDelete: "storage.delete",
+    StorageVersions: "storage.versions",
 }
 
 

@@ -26,7 +26,7 @@ from supernet.node.kernel.agent_run import run_agent, task_context, task_seed
 from supernet.node.kernel.builtin_tools import builtin_tools
 from supernet.node.kernel.dispatch import Dispatcher, TaskState
 from supernet.node.kernel.errors import KernelError, KernelStoppedError
-from supernet.node.kernel.memory import Embedder, MemoryManager
+from supernet.node.kernel.memory import DEFAULT_K, DEFAULT_WORKING_SET, Embedder, MemoryManager
 from supernet.node.kernel.policies import PolicyName, make_policy
 from supernet.node.kernel.scheduler import Scheduler
 from supernet.node.kernel.storage import StorageManager
@@ -51,6 +51,9 @@ class KernelConfig:
         node_policy: The operator's access policy.
         chain_rpc_url: RPC of the ``chain_read`` tool (``None``: the tool reports no chain).
         eip712_domain: Domain of the task owners' confirmations (``None``: irreversible tools refused).
+        memory_working_set: Memory entries of one namespace held in RAM at most (K-LRU working
+            set; evicted entries stay in the store and are paged back in). ``None``: unbounded.
+        memory_k: The K of the memory working sets' LRU-K replacement (1: plain LRU).
     """
 
     policy: PolicyName = "fair"
@@ -60,6 +63,8 @@ class KernelConfig:
     node_policy: NodePolicy = field(default_factory=NodePolicy)
     chain_rpc_url: str | None = None
     eip712_domain: Domain | None = None
+    memory_working_set: int | None = DEFAULT_WORKING_SET
+    memory_k: int = DEFAULT_K
 
 
 class TaskRun:
@@ -130,9 +135,10 @@ class Kernel:
         self.engine = engine
         self.store = store
         self.agents = agents or default_registry()
+        self.access = AccessManager(config.node_policy, config.eip712_domain)
         if tools is None:
             tools = ToolRegistry()
-            for tool in builtin_tools(store, config.chain_rpc_url):
+            for tool in builtin_tools(store, config.chain_rpc_url, self.access):  # store_read: scoped
                 tools.register(tool)
         self.tools = tools
         self._own_embedder = embedder is None
@@ -145,13 +151,12 @@ class Kernel:
             from supernet.node.llm import SamplingParams
 
             params_type = SamplingParams
-        self.access = AccessManager(config.node_policy, config.eip712_domain)
         slice_tokens = None if config.policy == "fifo" else config.time_slice_tokens
         max_active = min(config.max_active, getattr(engine, "max_batch", config.max_active))
         self.scheduler = Scheduler(
             engine, make_policy(config.policy), max_active=max_active, time_slice_tokens=slice_tokens
         )
-        self.memory = MemoryManager(store, embedder)
+        self.memory = MemoryManager(store, embedder, working_set=config.memory_working_set, k=config.memory_k)
         self.storage = StorageManager(store)
         self._faults = faults
         self._dispatcher = Dispatcher(
@@ -253,14 +258,20 @@ class Kernel:
         """The access manager's decisions (of one task when ``task_id`` is given)."""
         return self.access.audit_log(task_id)
 
-    def namespace_roots(self) -> dict[str, dict[str, str]]:
-        """Latest memory and file roots per namespace, for the node to persist."""
-        return {"memory": self.memory.roots.snapshot(), "storage": self.storage.roots.snapshot()}
+    def namespace_roots(self) -> dict[str, Any]:
+        """Latest memory and file roots per namespace, and the blocks each namespace may read
+        (``grants``, the access manager's ownership index), for the node to persist."""
+        return {
+            "memory": self.memory.roots.snapshot(),
+            "storage": self.storage.roots.snapshot(),
+            "grants": self.access.owned.snapshot(),
+        }
 
-    def restore_namespace_roots(self, roots: Mapping[str, Mapping[str, str]]) -> None:
-        """Continue from roots saved by :meth:`namespace_roots` (after a restart)."""
+    def restore_namespace_roots(self, roots: Mapping[str, Any]) -> None:
+        """Continue from roots (and grants) saved by :meth:`namespace_roots` (after a restart)."""
         self.memory.roots.restore(roots.get("memory", {}))
         self.storage.roots.restore(roots.get("storage", {}))
+        self.access.owned.restore(roots.get("grants", {}))
 
     def _forget(self, run: TaskRun) -> None:
         if self._runs.get(run.task_id) is run:

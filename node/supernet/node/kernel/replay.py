@@ -12,7 +12,9 @@ from the recorded events in order:
 - a tool call gets the recorded result or error (deterministic tools are re-run separately);
 - a memory or storage access gets the content-addressed blocks the recorded CIDs name, read from
   the trace's own ``witness`` (never from a store: a trace is self-contained, so withholding a
-  linked block cannot make it unverifiable), checked against what the agent wrote or asked for.
+  linked block cannot make it unverifiable), checked against what the agent wrote or asked for;
+  a file rollback or delete must turn its previous root into its new one by exactly that one
+  appended version or tombstone, and a version list is read from its root.
 
 Because the dispatcher is the node's, the replay records the trace an honest kernel would have
 recorded given those results. Every event must equal the recorded one (kind, messages, prompt ids,
@@ -42,7 +44,8 @@ from supernet.node.kernel.access import AccessManager, Capabilities, NodePolicy,
 from supernet.node.kernel.agent_run import run_agent, task_seed
 from supernet.node.kernel.dispatch import Dispatcher, TaskState
 from supernet.node.kernel.memory import MemoryWrite
-from supernet.node.kernel.storage import FileWrite, normalize_path
+from supernet.node.kernel.storage import ROOT_TYPE as FS_ROOT_TYPE
+from supernet.node.kernel.storage import FileChange, FileWrite, history_of, latest_files, normalize_path
 from supernet.node.kernel.syscalls import GenerationOutcome, MemoryHit, Syscall, TaskSpec
 from supernet.node.kernel.tools import ToolSpec
 from supernet.node.kernel.trace import TraceRecorder, to_dag
@@ -53,13 +56,17 @@ from supernet.sdk.formats.trace import (
     LlmEvent,
     MemoryAddEvent,
     MemorySearchEvent,
+    StorageDeleteEvent,
     StorageGetEvent,
     StorageListEvent,
     StoragePutEvent,
+    StorageRollbackEvent,
+    StorageVersionsEvent,
     ToolEvent,
     Trace,
     VerifiedWitness,
 )
+from supernet.sdk.store.cids import link
 
 REPLAY_TIMEOUT_S = 120.0
 """Wall-clock bound of one replay (the agent's own work is parsing and formatting)."""
@@ -425,7 +432,8 @@ class _TapeRoots:
 
     def root(self, namespace: str) -> str | None:
         ev = self._tape.peek()
-        return getattr(ev, "root", None) if isinstance(ev, StorageGetEvent | StorageListEvent) else None
+        reads = StorageGetEvent | StorageListEvent | StorageVersionsEvent
+        return getattr(ev, "root", None) if isinstance(ev, reads) else None
 
 
 class _TapeStorage:
@@ -443,7 +451,7 @@ class _TapeStorage:
     async def get(self, namespace: str, path: str, version: str | None = None) -> tuple[str, bytes]:
         path = normalize_path(path)
         ev: StorageGetEvent = self._tape.next(StorageGetEvent)
-        history = [str(c) for c in (await self._files(ev.root)).get(path, [])]
+        history = history_of(await self._root(ev.root), path)
         wanted = (history[-1] if history else None) if version is None else version
         if ev.cid != wanted or wanted not in history:
             self._tape.diverge(
@@ -453,11 +461,52 @@ class _TapeStorage:
 
     async def list_files(self, namespace: str) -> dict[str, str]:
         ev: StorageListEvent = self._tape.next(StorageListEvent)
-        return {p: str(v[-1]) for p, v in (await self._files(ev.root)).items() if v}
+        return latest_files(await self._root(ev.root))
 
-    async def _files(self, root_cid: str | None) -> dict[str, list[Any]]:
+    async def versions(self, namespace: str, path: str) -> list[str | None]:
+        path = normalize_path(path)
+        ev: StorageVersionsEvent = self._tape.next(StorageVersionsEvent)
+        return history_of(await self._root(ev.root), path)  # the recorded list must be the root's
+
+    async def rollback(self, namespace: str, path: str, version: str) -> FileChange:
+        path = normalize_path(path)
+        ev: StorageRollbackEvent = self._tape.next(StorageRollbackEvent)
+        history = history_of(await self._root(ev.prev_root), path)
+        if version not in history:
+            self._tape.diverge(
+                self._tape.index, f"storage.rollback {path}: not a version its root holds", history, version
+            )
+        await self._check_append(namespace, ev.prev_root, ev.root, path, version, ev.version)
+        return FileChange(version, ev.root, ev.prev_root, ev.version)
+
+    async def delete(self, namespace: str, path: str) -> FileChange:
+        path = normalize_path(path)
+        ev: StorageDeleteEvent = self._tape.next(StorageDeleteEvent)
+        history = history_of(await self._root(ev.prev_root), path)
+        if not history or history[-1] is None:
+            self._tape.diverge(self._tape.index, f"storage.delete {path}: no such file in its root", path)
+        await self._check_append(namespace, ev.prev_root, ev.root, path, None, ev.version)
+        return FileChange(None, ev.root, ev.prev_root, ev.version)
+
+    async def _check_append(
+        self, namespace: str, prev_cid: str, root_cid: str, path: str, entry: str | None, version: int
+    ) -> None:
+        """``root`` must be ``prev`` (a root of ``namespace``) with ``entry`` appended to ``path``'s
+        history, and nothing else."""
+        prev, root = await self._root(prev_cid), await self._root(root_cid)
+        files = dict(prev.get("files") or {})
+        files[path] = [*files.get(path, []), None if entry is None else link(entry)]
+        expected = {"type": FS_ROOT_TYPE, "namespace": namespace, "files": files, "prev": link(prev_cid)}
+        if prev.get("namespace") != namespace or root != expected or version != len(files[path]):
+            self._tape.diverge(
+                self._tape.index,
+                f"syscall {self._tape.index}: the new root is not its previous root with this change",
+                _short(expected),
+                _short(root),
+            )
+
+    async def _root(self, root_cid: str | None) -> dict[str, Any]:
         if root_cid is None:
             return {}
         root = await self._tape.dag(root_cid)
-        files = root.get("files") if isinstance(root, Mapping) else None
-        return dict(files) if isinstance(files, Mapping) else {}
+        return dict(root) if isinstance(root, Mapping) and isinstance(root.get("files"), Mapping) else {}

@@ -4,10 +4,18 @@ A namespace's root ``{"type": "supernet/fs-root", "namespace", "files": {path: [
 links, newest last]}, "prev"}`` names every version of every file; a file version is a
 ``supernet/file`` (docs/protocol.md), so its CID is its content's. Reading an older version
 is allowed only for a CID in that path's history: an agent reads its own files, nothing else.
+
+History only grows. **Rollback** to an older version appends that version's CID again (it is the
+latest once more, under a new version number); **delete** appends a tombstone (``null``): the
+file is gone from `StorageManager.get` and `StorageManager.list_files`, but its earlier versions
+stay in the history (and pinned), readable by CID and restorable by a rollback; a put after a
+delete starts the file again. **Versions** lists a path's history, tombstones included. Each is
+one new root, so every state a namespace was in stays named by a root CID.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +37,44 @@ class FileWrite:
     version: int
 
 
+@dataclass(frozen=True)
+class FileChange:
+    """A rollback or a delete: the entry appended to a path's history and the namespace's roots.
+
+    Attributes:
+        cid: The version made the latest again (a rollback), ``None`` for a tombstone (a delete).
+        root_cid: The namespace's new root.
+        prev_root: The root it replaced.
+        version: The number of the appended entry (1-based position in the path's history).
+    """
+
+    cid: str | None
+    root_cid: str
+    prev_root: str
+    version: int
+
+
+def history_of(root: Any, path: str) -> list[str | None]:
+    """The version CIDs of ``path`` in a decoded fs-root (oldest first, ``None`` a tombstone)."""
+    files = root.get("files") if isinstance(root, Mapping) else None
+    versions = files.get(path) if isinstance(files, Mapping) else None
+    if not isinstance(versions, list):
+        return []
+    return [None if v is None else str(v) for v in versions]
+
+
+def latest_files(root: Any) -> dict[str, str]:
+    """Every live file of a decoded fs-root with its latest version's CID (deleted ones left out)."""
+    files = root.get("files") if isinstance(root, Mapping) else None
+    if not isinstance(files, Mapping):
+        return {}
+    return {
+        str(path): str(versions[-1])
+        for path, versions in files.items()
+        if isinstance(versions, list) and versions and versions[-1] is not None
+    }
+
+
 def normalize_path(path: str) -> str:
     """A relative path without empty, ``.`` or ``..`` parts.
 
@@ -42,7 +88,7 @@ def normalize_path(path: str) -> str:
 
 
 class StorageManager:
-    """Puts and gets each namespace's files.
+    """Puts, gets, lists, rolls back and deletes each namespace's files.
 
     Args:
         store: The content store client.
@@ -82,10 +128,12 @@ class StorageManager:
             AccessDeniedError: ``version`` is not a version of this namespace's ``path``.
         """
         path = normalize_path(path)
-        history = [str(c) for c in (await self._files(namespace)).get(path, [])]
+        history = history_of(await self.roots.load(namespace), path)
         if not history:
             raise FileNotFoundError(f"no file {path!r}")
         cid = history[-1] if version is None else version
+        if cid is None:
+            raise FileNotFoundError(f"file {path!r} was deleted")
         if cid not in history:
             raise AccessDeniedError(f"{version} is not a version of {path!r} of this agent")
         try:
@@ -94,8 +142,63 @@ class StorageManager:
             raise MemoryStoreError(f"cannot read file {path} ({cid}): {exc}") from exc
 
     async def list_files(self, namespace: str) -> dict[str, str]:
-        """Every file of ``namespace`` with its latest version's CID."""
-        return {path: str(versions[-1]) for path, versions in (await self._files(namespace)).items()}
+        """Every file of ``namespace`` with its latest version's CID (deleted files left out)."""
+        return latest_files(await self.roots.load(namespace))
+
+    async def rollback(self, namespace: str, path: str, version: str) -> FileChange:
+        """Make the version of ``path`` whose CID is ``version`` the latest again.
+
+        The history keeps everything: the version is appended once more (a new version number),
+        so the rollback itself can be rolled back. A deleted file can be rolled back too.
+
+        Raises:
+            ValueError: A bad path.
+            FileNotFoundError: No such file, or ``version`` is not one of its versions.
+            MemoryStoreError: The store failed.
+        """
+        path = normalize_path(path)
+        async with self.roots.lock(namespace):
+            files = await self._files(namespace)
+            history = [None if v is None else str(v) for v in files.get(path, [])]
+            if not history:
+                raise FileNotFoundError(f"no file {path!r}")
+            if version not in history:  # None (a tombstone) is no version to roll back to
+                raise FileNotFoundError(f"{version} is not a version of {path!r}")
+            return await self._append(namespace, files, path, link(version), version)
+
+    async def delete(self, namespace: str, path: str) -> FileChange:
+        """Delete ``path``: a tombstone ends its history (earlier versions stay, by CID).
+
+        Raises:
+            ValueError: A bad path.
+            FileNotFoundError: No such file, or it is deleted already.
+            MemoryStoreError: The store failed.
+        """
+        path = normalize_path(path)
+        async with self.roots.lock(namespace):
+            files = await self._files(namespace)
+            versions = files.get(path, [])
+            if not versions or versions[-1] is None:
+                raise FileNotFoundError(f"no file {path!r}")
+            return await self._append(namespace, files, path, None, None)
+
+    async def versions(self, namespace: str, path: str) -> list[str | None]:
+        """Every version CID of ``path``, oldest first, ``None`` for a delete; [] for no such file.
+
+        Raises:
+            ValueError: A bad path.
+        """
+        return history_of(await self.roots.load(namespace), normalize_path(path))
+
+    async def _append(
+        self, namespace: str, files: dict[str, list[Any]], path: str, entry: Any, cid: str | None
+    ) -> FileChange:
+        """Append ``entry`` to ``path``'s history and commit; call with the namespace's lock held."""
+        history = [*files[path], entry]
+        files[path] = history
+        root_cid, prev = await self.roots.commit(namespace, {"files": files})
+        assert prev is not None  # the path has a history, so the namespace has a root
+        return FileChange(cid, root_cid, prev, len(history))
 
     async def _files(self, namespace: str) -> dict[str, list[Any]]:
         root = await self.roots.load(namespace)

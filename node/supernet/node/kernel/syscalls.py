@@ -163,10 +163,43 @@ class StorageGet:
 
 @dataclass(frozen=True)
 class StorageList:
-    """List the agent's files (path -> latest CID)."""
+    """List the agent's files (path -> latest CID; deleted files left out)."""
 
 
-Syscall = LLMChat | ToolCall | MemoryAdd | MemorySearch | StoragePut | StorageGet | StorageList
+@dataclass(frozen=True)
+class StorageRollback:
+    """Make the version of ``path`` with CID ``version`` its latest again (a new version number)."""
+
+    path: str
+    version: str
+
+
+@dataclass(frozen=True)
+class StorageDelete:
+    """Delete ``path`` (a tombstone: its earlier versions stay readable by CID and restorable)."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class StorageVersions:
+    """List every version of ``path``: CIDs oldest first, ``None`` where it was deleted."""
+
+    path: str
+
+
+Syscall = (
+    LLMChat
+    | ToolCall
+    | MemoryAdd
+    | MemorySearch
+    | StoragePut
+    | StorageGet
+    | StorageList
+    | StorageRollback
+    | StorageDelete
+    | StorageVersions
+)
 
 
 # ---------------------------------------------------------------------------------------------

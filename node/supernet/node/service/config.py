@@ -133,6 +133,24 @@ class EngineSettings(BaseModel):
     )
 
 
+class KernelSettings(BaseModel):
+    """How the kernel's managers hold agents' state."""
+
+    memory_working_set: int = Field(
+        default=1024,
+        ge=1,
+        description="Memory entries of one agent namespace (user and agent) held in RAM at most; "
+        "the rest stay in the content store and are paged back in on access (K-LRU).",
+    )
+    memory_k: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description="The K of the memory working set's LRU-K replacement: an entry is ranked by its "
+        "K-th most recent access (1: plain LRU).",
+    )
+
+
 class PricingSettings(BaseModel):
     """What a task costs.
 
@@ -183,6 +201,7 @@ class NodeSettings(BaseSettings):
     chain: ChainSettings = Field(default_factory=ChainSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
+    kernel: KernelSettings = Field(default_factory=KernelSettings)
     pricing: PricingSettings = Field(default_factory=PricingSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
     redeem: RedeemSettings = Field(default_factory=RedeemSettings)

@@ -94,7 +94,11 @@ class KernelExecutor:
             max_new_tokens=settings.engine.max_new_tokens, max_llm_tokens=settings.pricing.tokens_per_task
         )
         config = KernelConfig(
-            chain_rpc_url=settings.chain.rpc_url, node_policy=policy, policy=settings.engine.policy
+            chain_rpc_url=settings.chain.rpc_url,
+            node_policy=policy,
+            policy=settings.engine.policy,
+            memory_working_set=settings.kernel.memory_working_set,
+            memory_k=settings.kernel.memory_k,
         )
         extra: dict[str, Any] = {"faults": faults} if faults is not None else {}
         kernel = Kernel(

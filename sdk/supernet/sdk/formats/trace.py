@@ -4,6 +4,8 @@ A trace is one dag-cbor block per task (docs/protocol.md "Traces"). The node bui
 kernel's events (`Trace.to_dag`), a validator reads it (`Trace.from_dag`, strict: every field of
 the format, nothing else, each with its type) and replays it, a client renders it. Events are
 typed per syscall kind (`LlmEvent`, `ToolEvent`, the memory and storage events, `ErrorEvent`).
+New kinds are only ever added (``storage.rollback``, ``storage.delete`` and ``storage.versions``
+came after the first ones); an existing kind's fields never change.
 
 The ``witness`` carries every content-addressed block a replay reads (`witness_reads`), so a trace
 is self-contained; `VerifiedWitness` keys its entries by the CIDs it recomputes.
@@ -338,6 +340,102 @@ class StorageListEvent:
 
 
 @dataclass(frozen=True)
+class StorageRollbackEvent:
+    """A file rolled back: version ``cid`` appended again to its history (number ``version``)."""
+
+    namespace: str
+    path: str
+    cid: str
+    root: str
+    prev_root: str
+    version: int
+    kind: ClassVar[str] = "storage.rollback"
+
+    def to_dag(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "namespace": self.namespace,
+            "path": self.path,
+            "cid": link_or_none(self.cid),
+            "root": link_or_none(self.root),
+            "prev_root": link_or_none(self.prev_root),
+            "version": self.version,
+        }
+
+    @classmethod
+    def from_dag(cls, r: Mapping[str, Any], path: str) -> StorageRollbackEvent:
+        return cls(
+            namespace=string(r["namespace"], f"{path}.namespace"),
+            path=string(r["path"], f"{path}.path"),
+            cid=cid(r["cid"], f"{path}.cid"),
+            root=cid(r["root"], f"{path}.root"),
+            prev_root=cid(r["prev_root"], f"{path}.prev_root"),
+            version=integer(r["version"], f"{path}.version", 1),
+        )
+
+
+@dataclass(frozen=True)
+class StorageDeleteEvent:
+    """A file deleted: a tombstone appended to its history (number ``version``)."""
+
+    namespace: str
+    path: str
+    root: str
+    prev_root: str
+    version: int
+    kind: ClassVar[str] = "storage.delete"
+
+    def to_dag(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "namespace": self.namespace,
+            "path": self.path,
+            "root": link_or_none(self.root),
+            "prev_root": link_or_none(self.prev_root),
+            "version": self.version,
+        }
+
+    @classmethod
+    def from_dag(cls, r: Mapping[str, Any], path: str) -> StorageDeleteEvent:
+        return cls(
+            namespace=string(r["namespace"], f"{path}.namespace"),
+            path=string(r["path"], f"{path}.path"),
+            root=cid(r["root"], f"{path}.root"),
+            prev_root=cid(r["prev_root"], f"{path}.prev_root"),
+            version=integer(r["version"], f"{path}.version", 1),
+        )
+
+
+@dataclass(frozen=True)
+class StorageVersionsEvent:
+    """A file's versions listed from the namespace root: CIDs oldest first, null for a delete."""
+
+    namespace: str
+    path: str
+    root: str | None
+    versions: tuple[str | None, ...]
+    kind: ClassVar[str] = "storage.versions"
+
+    def to_dag(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "namespace": self.namespace,
+            "path": self.path,
+            "root": link_or_none(self.root),
+            "versions": [link_or_none(v) for v in self.versions],
+        }
+
+    @classmethod
+    def from_dag(cls, r: Mapping[str, Any], path: str) -> StorageVersionsEvent:
+        return cls(
+            namespace=string(r["namespace"], f"{path}.namespace"),
+            path=string(r["path"], f"{path}.path"),
+            root=optional(cid)(r["root"], f"{path}.root"),
+            versions=items(r["versions"], f"{path}.versions", optional(cid)),
+        )
+
+
+@dataclass(frozen=True)
 class ErrorEvent:
     """A syscall refused or failed before it recorded its own event."""
 
@@ -366,6 +464,9 @@ Event = (
     | StoragePutEvent
     | StorageGetEvent
     | StorageListEvent
+    | StorageRollbackEvent
+    | StorageDeleteEvent
+    | StorageVersionsEvent
     | ErrorEvent
 )
 
@@ -379,6 +480,9 @@ _EVENT_TYPES: dict[str, Any] = {
         StoragePutEvent,
         StorageGetEvent,
         StorageListEvent,
+        StorageRollbackEvent,
+        StorageDeleteEvent,
+        StorageVersionsEvent,
         ErrorEvent,
     )
 }
@@ -630,8 +734,10 @@ def _reads(ev: Event) -> list[tuple[str, str | None]]:
         return [("file", ev.cid)]
     if isinstance(ev, StorageGetEvent):
         return [("block", ev.root), ("file", ev.cid)]
-    if isinstance(ev, StorageListEvent):
+    if isinstance(ev, StorageListEvent | StorageVersionsEvent):
         return [("block", ev.root)]
+    if isinstance(ev, StorageRollbackEvent | StorageDeleteEvent):
+        return [("block", ev.prev_root), ("block", ev.root)]
     return []
 
 
