@@ -103,11 +103,21 @@ class FakeChain:
     mined: dict[str, int] = field(default_factory=dict)
     nonce: int = 0
 
-    async def sign_commit(self, root: bytes, count: int, manifest_cid: str) -> SignedCommit:
+    settled_in_commits: list[int] = field(default_factory=list)  # vouchers settled by each commit
+    refuse_vouchers: bool = False  # signing a commit with vouchers fails (e.g. one went stale)
+
+    async def sign_commit(
+        self, root: bytes, count: int, manifest_cid: str, vouchers: Sequence[SignedVoucher] = ()
+    ) -> SignedCommit:
+        if vouchers and self.refuse_vouchers:
+            raise RuntimeError("StaleVoucher (the gas estimate reverts)")
         self.nonce += 1
         tx = "0x" + hashlib.sha256(root + self.nonce.to_bytes(8, "big")).hexdigest()
         self.signed[tx] = (root, count, manifest_cid)
+        self._settles[tx] = list(vouchers)
         return SignedCommit(tx, root, self.nonce)
+
+    _settles: dict[str, list[SignedVoucher]] = field(default_factory=dict)
 
     paused: bool = False  # mining paused: broadcast transactions stay pending
     broadcasts: int = 0
@@ -117,6 +127,9 @@ class FakeChain:
         if not self.paused and commit.tx_hash not in self.mined:  # the same signed bytes land once
             self.commits.append(self.signed[commit.tx_hash])
             self.mined[commit.tx_hash] = len(self.commits)
+            vouchers = self._settles.get(commit.tx_hash, [])
+            self._pay(vouchers)  # a commit that settles: redeemed in the same transaction
+            self.settled_in_commits.append(len(vouchers))
 
     async def wait_commit(self, commit: SignedCommit) -> int | None:
         if commit.tx_hash not in self.mined:
@@ -129,12 +142,15 @@ class FakeChain:
     async def redeem(self, vouchers: Sequence[SignedVoucher]) -> str:
         assert len(vouchers) <= self.max_batch, "more vouchers than one call takes"
         self.redeem_calls += 1
+        self._pay(vouchers)
+        return "0x" + "77" * 32
+
+    def _pay(self, vouchers: Sequence[SignedVoucher]) -> None:
         for v in vouchers:
             already = self.redeemed_amounts.get(v.user, 0)
             paid = min(v.cumulative_amount - already, self.deposits.get(v.user, 0))
             self.deposits[v.user] = self.deposits.get(v.user, 0) - paid
             self.redeemed_amounts[v.user] = already + paid
-        return "0x" + "77" * 32
 
     async def ensure_registered(self, endpoint: str, model_ids: Sequence[str], stake_wei: int) -> None:
         return None

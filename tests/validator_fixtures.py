@@ -205,7 +205,7 @@ class VNet:
         assert manifest.root == tree.root
         cid = await self.store.put_dag(manifest.to_dag(), pin=True)
         tm = self.contracts.as_account(self.node).task_manager
-        batch_id = int((await asyncio.to_thread(tm.commit_batch, tree.root, len(receipts), cid)).value)
+        batch_id = (await asyncio.to_thread(tm.commit_batch, tree.root, len(receipts), cid)).value.batch_id
         mine(self.contracts.w3, 2)  # the seed block (devnet SEED_DELAY_BLOCKS = 1) and one after it
         self.batches.append(batch_id)
         self.manifests[batch_id] = cid

@@ -27,6 +27,14 @@ import {Confirmation, TaskRequest, Voucher} from "./libraries/Types.sol";
 ///      A user leaves a channel in two steps: {requestWithdrawal} starts WITHDRAWAL_DELAY, during
 ///      which the node can still redeem its latest voucher (and stops admitting work: it sees the
 ///      request on chain); {withdraw} then pays the user what the node did not redeem.
+///
+///      Vouchers travel packed (docs/protocol.md, "Settlement"): 96 bytes each,
+///      `user << 96 | cumulativeAmount` (a uint96), then the EIP-2098 compact signature `r`, `vs`.
+///      The node is not in the record: it is the caller (or, for {settle}, the node whose batch the
+///      TaskManager is committing). Redeemed wei goes to the node in the same call: it asked for
+///      it, so this is still a pull, and no earnings slot has to be written and emptied again.
+///      A node settles in the transaction that commits its batch ({TaskManager-commitBatch} calls
+///      {settle}), or alone with {redeem} (e.g. before a channel's close delay ends).
 contract Payments is EIP712, ReentrancyGuardTransient {
     /*//////////////////////////////////////////////////////////////
                                  TYPES
@@ -50,6 +58,8 @@ contract Payments is EIP712, ReentrancyGuardTransient {
     bytes32 public constant VOUCHER_TYPEHASH = keccak256("Voucher(address user,address node,uint256 cumulativeAmount)");
     /// @notice keccak256 of the `Confirmation` EIP-712 type string.
     bytes32 public constant CONFIRMATION_TYPEHASH = keccak256("Confirmation(bytes32 requestHash,bytes32 actionHash)");
+    /// @notice Bytes of one packed voucher: `user << 96 | cumulativeAmount`, `r`, `vs`.
+    uint256 public constant PACKED_VOUCHER_SIZE = 96;
 
     /*//////////////////////////////////////////////////////////////
                                IMMUTABLES
@@ -57,18 +67,21 @@ contract Payments is EIP712, ReentrancyGuardTransient {
 
     /// @notice Seconds between {requestWithdrawal} and {withdraw}: the node's time to redeem.
     uint256 public immutable WITHDRAWAL_DELAY;
-    /// @notice Most vouchers in one {redeem} call.
+    /// @notice Most vouchers in one {redeem} or {settle} call.
     uint256 public immutable MAX_REDEEM_BATCH;
+    /// @notice The address allowed to call {setTaskManager} (once).
+    address public immutable DEPLOYER;
 
     /*//////////////////////////////////////////////////////////////
                                 STORAGE
     //////////////////////////////////////////////////////////////*/
 
+    /// @notice The TaskManager, allowed to {settle} for the node whose batch it commits.
+    address public taskManager;
+
     mapping(address user => mapping(address node => Channel)) internal _channels;
     /// @notice When the user may {withdraw} a channel (0: no withdrawal requested).
     mapping(address user => mapping(address node => uint256)) public withdrawableAt;
-    /// @notice Redeemed wei a node has not withdrawn yet.
-    mapping(address => uint256) public earnings;
 
     /*//////////////////////////////////////////////////////////////
                                  EVENTS
@@ -82,10 +95,10 @@ contract Payments is EIP712, ReentrancyGuardTransient {
     event WithdrawalCancelled(address indexed user, address indexed node);
     /// @notice `user` received what `node` had not redeemed from their channel.
     event Withdrawn(address indexed user, address indexed node, uint256 amount);
-    /// @notice `node` redeemed `vouchers` vouchers in one call and was credited `total`.
+    /// @notice `node` redeemed `vouchers` vouchers in one call and was paid `total`.
     event Redeemed(address indexed node, uint256 vouchers, uint256 total);
-    /// @notice `node` received its earnings.
-    event EarningsWithdrawn(address indexed node, uint256 amount);
+    /// @notice The TaskManager was wired in (happens once).
+    event TaskManagerSet(address indexed taskManager);
 
     /*//////////////////////////////////////////////////////////////
                                  ERRORS
@@ -107,14 +120,18 @@ contract Payments is EIP712, ReentrancyGuardTransient {
     error WithdrawalAlreadyRequested(uint256 readyAt);
     /// @notice WITHDRAWAL_DELAY has not passed.
     error WithdrawalNotReady(uint256 readyAt);
-    /// @notice `vouchers` and `signatures` differ in length.
-    error LengthMismatch(uint256 vouchers, uint256 signatures);
+    /// @notice The packed vouchers are not a whole number of PACKED_VOUCHER_SIZE records.
+    error MalformedVouchers(uint256 length);
+    /// @notice Only the deployer may wire the TaskManager.
+    error OnlyDeployer();
+    /// @notice The TaskManager is already wired.
+    error TaskManagerAlreadySet();
+    /// @notice Only the TaskManager may call this.
+    error OnlyTaskManager();
     /// @notice No vouchers given.
     error EmptyBatch();
     /// @notice More than MAX_REDEEM_BATCH vouchers.
     error BatchTooLarge(uint256 count, uint256 maximum);
-    /// @notice Voucher `index` names another node than the caller.
-    error NotVoucherNode(uint256 index);
     /// @notice Voucher `index` is not signed by its user.
     error InvalidSignature(uint256 index);
     /// @notice The voucher's cumulative amount is not above what was already redeemed (replay).
@@ -134,6 +151,17 @@ contract Payments is EIP712, ReentrancyGuardTransient {
         }
         WITHDRAWAL_DELAY = withdrawalDelay;
         MAX_REDEEM_BATCH = maxRedeemBatch;
+        DEPLOYER = msg.sender;
+    }
+
+    /// @notice Wires the TaskManager. Callable once, by the deployer only.
+    /// @param taskManager_ The TaskManager contract.
+    function setTaskManager(address taskManager_) external {
+        if (msg.sender != DEPLOYER) revert OnlyDeployer();
+        if (taskManager != address(0)) revert TaskManagerAlreadySet();
+        if (taskManager_ == address(0)) revert ZeroAddress();
+        taskManager = taskManager_;
+        emit TaskManagerSet(taskManager_);
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -195,50 +223,23 @@ contract Payments is EIP712, ReentrancyGuardTransient {
                                REDEMPTION
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice Redeems vouchers addressed to the caller; credits the total to `earnings[caller]`.
-    /// @dev Reverts as a whole on any bad voucher (wrong node, bad signature, stale amount).
-    ///      Moves no ETH out (earnings are pulled with {withdrawEarnings}). Per voucher: one
-    ///      signature recovery and one write of an existing slot; one event per call.
-    /// @param vouchers Signed cumulative vouchers, each with `node == msg.sender`.
-    /// @param signatures 65-byte ECDSA signatures of each voucher's EIP-712 digest by its user.
-    /// @return total Wei credited by this call.
-    function redeem(Voucher[] calldata vouchers, bytes[] calldata signatures) external returns (uint256 total) {
-        uint256 count = vouchers.length;
-        if (count == 0) revert EmptyBatch();
-        if (count > MAX_REDEEM_BATCH) revert BatchTooLarge(count, MAX_REDEEM_BATCH);
-        if (count != signatures.length) revert LengthMismatch(count, signatures.length);
-        bytes32 domain = _domainSeparatorV4();
-        for (uint256 i; i < count;) {
-            Voucher calldata v = vouchers[i];
-            address user;
-            address voucherNode;
-            uint256 cumulative;
-            // The array's bounds were checked on entry (count * 96 bytes of calldata); the two
-            // addresses must be clean 20-byte values, as the ABI decoder would require.
-            assembly ("memory-safe") {
-                user := calldataload(v)
-                voucherNode := calldataload(add(v, 0x20))
-                cumulative := calldataload(add(v, 0x40))
-                if shr(160, or(user, voucherNode)) { revert(0, 0) }
-            }
-            if (voucherNode != msg.sender) revert NotVoucherNode(i);
-            total += _redeemOne(user, cumulative, signatures[i], i, domain);
-            unchecked {
-                ++i;
-            }
-        }
-        // One credit and one event for the whole call (never per voucher).
-        if (total != 0) earnings[msg.sender] += total;
-        emit Redeemed(msg.sender, count, total);
+    /// @notice Redeems packed vouchers of the caller's channels and pays the caller.
+    /// @dev Reverts as a whole on any bad voucher (bad signature, stale amount). Per voucher: one
+    ///      signature recovery and one write of an existing slot; one payment and one event per call.
+    /// @param vouchers Packed vouchers (see the contract's notes), at most MAX_REDEEM_BATCH.
+    /// @return total Wei paid to the caller.
+    function redeem(bytes calldata vouchers) external nonReentrant returns (uint256 total) {
+        total = _redeemAll(msg.sender, vouchers);
     }
 
-    /// @notice Pays the caller its earnings.
-    function withdrawEarnings() external nonReentrant {
-        uint256 amount = earnings[msg.sender];
-        if (amount == 0) revert NothingToWithdraw();
-        earnings[msg.sender] = 0;
-        emit EarningsWithdrawn(msg.sender, amount);
-        _send(msg.sender, amount);
+    /// @notice {redeem} for `node`, called by the TaskManager in the transaction that commits
+    ///         `node`'s batch: one transaction per batch commits the receipts and settles the fees.
+    /// @param node The node that is committing (the TaskManager's caller).
+    /// @param vouchers Packed vouchers of channels to `node`.
+    /// @return total Wei paid to `node`.
+    function settle(address node, bytes calldata vouchers) external nonReentrant returns (uint256 total) {
+        if (msg.sender != taskManager || msg.sender == address(0)) revert OnlyTaskManager();
+        total = _redeemAll(node, vouchers);
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -296,20 +297,49 @@ contract Payments is EIP712, ReentrancyGuardTransient {
         emit Deposited(user, node, msg.sender, msg.value);
     }
 
-    /// @dev Checks and pays one voucher of `user` to the caller: one read and at most one write
-    ///      of the channel's slot. `domain` is the EIP-712 domain separator, read once per call.
-    function _redeemOne(address user, uint256 cumulative, bytes calldata signature, uint256 index, bytes32 domain)
-        internal
-        returns (uint256 paid)
-    {
-        Channel storage c = _channels[user][msg.sender];
-        uint256 depositTotal = c.deposit;
+    /// @dev Checks every packed voucher of `node`'s channels, then pays `node` the total.
+    function _redeemAll(address node, bytes calldata vouchers) internal returns (uint256 total) {
+        uint256 length = vouchers.length;
+        if (length == 0) revert EmptyBatch();
+        if (length % PACKED_VOUCHER_SIZE != 0) revert MalformedVouchers(length);
+        uint256 count = length / PACKED_VOUCHER_SIZE;
+        if (count > MAX_REDEEM_BATCH) revert BatchTooLarge(count, MAX_REDEEM_BATCH);
+        bytes32 domain = _domainSeparatorV4();
+        uint256 offset;
+        assembly ("memory-safe") {
+            offset := vouchers.offset
+        }
+        for (uint256 i; i < count;) {
+            total += _redeemOne(node, offset, i, domain);
+            unchecked {
+                ++i;
+                offset += PACKED_VOUCHER_SIZE;
+            }
+        }
+        emit Redeemed(node, count, total);
+        if (total != 0) _send(node, total);
+    }
+
+    /// @dev Checks and pays the packed voucher at calldata offset `offset` (number `index`) to `node`:
+    ///      one read and at most one write of the channel's slot. `domain` is the EIP-712 domain
+    ///      separator, read once per call. The caller checked that the 96 bytes are in bounds.
+    function _redeemOne(address node, uint256 offset, uint256 index, bytes32 domain) internal returns (uint256 paid) {
+        address user;
+        uint256 cumulative;
+        {
+            uint256 head;
+            assembly ("memory-safe") {
+                head := calldataload(offset)
+            }
+            user = address(uint160(head >> 96));
+            cumulative = uint96(head);
+        }
+        Channel storage c = _channels[user][node];
         uint256 already = c.redeemed;
         if (cumulative <= already) revert StaleVoucher(user, cumulative, already);
-        (address signer, ECDSA.RecoverError err,) =
-            ECDSA.tryRecoverCalldata(_voucherDigest(domain, user, msg.sender, cumulative), signature);
-        if (err != ECDSA.RecoverError.NoError || signer != user) revert InvalidSignature(index);
+        _checkSignature(_voucherDigest(domain, user, node, cumulative), offset, user, index);
         // Pay up to the channel's deposit; the same voucher pays the rest after a top-up.
+        uint256 depositTotal = c.deposit;
         uint256 upTo = cumulative < depositTotal ? cumulative : depositTotal;
         if (upTo <= already) return 0;
         unchecked {
@@ -317,6 +347,20 @@ contract Payments is EIP712, ReentrancyGuardTransient {
         }
         // forge-lint: disable-next-line(unsafe-typecast)
         c.redeemed = uint128(upTo); // upTo <= deposit < 2**128
+    }
+
+    /// @dev Reverts with InvalidSignature(index) unless the compact signature (EIP-2098) after
+    ///      the record's first word at `offset` is `user`'s over `digest`. OpenZeppelin refuses an s in
+    ///      the upper half, so a signature has one accepted form (no malleability).
+    function _checkSignature(bytes32 digest, uint256 offset, address user, uint256 index) internal pure {
+        bytes32 r;
+        bytes32 vs;
+        assembly ("memory-safe") {
+            r := calldataload(add(offset, 0x20))
+            vs := calldataload(add(offset, 0x40))
+        }
+        (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, r, vs);
+        if (err != ECDSA.RecoverError.NoError || signer != user) revert InvalidSignature(index);
     }
 
     /// @dev EIP-712 digest of `Voucher(user, node, cumulativeAmount)` under `domain`; hashes in

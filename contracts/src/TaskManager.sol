@@ -4,6 +4,7 @@ pragma solidity 0.8.37;
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {Blockhash} from "@openzeppelin/contracts/utils/Blockhash.sol";
 
+import {IPayments} from "./interfaces/IPayments.sol";
 import {IServiceManager} from "./interfaces/IServiceManager.sol";
 import {MerkleLib} from "./libraries/MerkleLib.sol";
 import {ReceiptLib} from "./libraries/ReceiptLib.sol";
@@ -14,6 +15,16 @@ import {Receipt} from "./libraries/Types.sol";
 ///         challenges with a Merkle proof, stake-weighted validator votes, resolution and the
 ///         slashing split. Parameters and their defaults: docs/security-parameters.md.
 /// @dev Ids of batches and challenges start at 1 (0 means "none").
+///
+///      Batch records (docs/protocol.md, "Batches"): a commit writes one storage word, in a slot of
+///      the committing node's own that the node picks, holding the batch's commit time and a
+///      216-bit digest of its header ({BatchRef}). Everything that needs the batch later
+///      (challenges, availability, seeds) passes the header, which is checked against that word.
+///      A node reuses a slot once the batch in it can no longer be disputed (BATCH_RETENTION after
+///      its commit), so a node's steady state rewrites its own existing slots instead of creating
+///      one per batch (5,000 instead of 22,100 gas), and batch data lives in calldata and events.
+///      The same transaction can settle the node's vouchers (Payments.settle): one transaction per
+///      batch commits the receipts and collects their fees.
 ///
 ///      Time windows are half-open, [opened, deadline): an action *within* a window needs
 ///      `now < deadline`, an action *after* it `now >= deadline`, and a stake lock until `deadline`
@@ -43,11 +54,13 @@ contract TaskManager is ReentrancyGuardTransient {
                                  TYPES
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice One committed batch (2 storage slots).
-    /// @dev Block number and timestamp are packed as uint32 to keep a commit at two new slots:
-    ///      valid until block 4_294_967_295 and the year 2106.
-    struct Batch {
+    /// @notice The header of one committed batch, as emitted in {BatchCommitted} and passed back
+    ///         by whoever acts on the batch. Block number and timestamp are uint32: valid until
+    ///         block 4_294_967_295 and the year 2106.
+    struct BatchRef {
+        uint256 batchId;
         address node;
+        uint32 slot;
         uint32 count;
         uint32 commitBlock;
         uint32 committedAt;
@@ -97,6 +110,7 @@ contract TaskManager is ReentrancyGuardTransient {
         uint32 index;
         uint64 deadline;
         AvailabilityStatus status;
+        address node;
     }
 
     /// @notice One validator's vote on one challenge.
@@ -118,6 +132,12 @@ contract TaskManager is ReentrancyGuardTransient {
     uint256 public constant MAX_PROOF_LENGTH = 32;
     /// @notice Where burned ETH goes.
     address public constant BURN_ADDRESS = 0x000000000000000000000000000000000000dEaD;
+    /// @notice Low bits of a batch slot word that hold the commit time (the rest is the digest).
+    uint256 internal constant TIME_BITS = 40;
+    /// @notice Most slots one {reserveSlots} call reserves.
+    uint256 public constant MAX_RESERVE = 256;
+    /// @notice The word of a reserved, never used slot: commit time 1 (long past), no digest.
+    uint256 internal constant RESERVED = 1;
 
     /*//////////////////////////////////////////////////////////////
                                IMMUTABLES
@@ -125,6 +145,8 @@ contract TaskManager is ReentrancyGuardTransient {
 
     /// @notice The operator registry.
     IServiceManager public immutable SERVICE_MANAGER;
+    /// @notice The payment channels, settled in the commit's transaction.
+    IPayments public immutable PAYMENTS;
     /// @notice Blocks between a commit at block B and its seed block B + SEED_DELAY_BLOCKS (>= 1).
     uint256 public immutable SEED_DELAY_BLOCKS;
     /// @notice Probability, in ppm, that a given validator checks a given receipt.
@@ -143,6 +165,15 @@ contract TaskManager is ReentrancyGuardTransient {
     uint256 public immutable CHALLENGER_REWARD_BPS;
     /// @notice Share (bps) of the slash (fraud) or of the bond (not fraud) for the winning voters.
     uint256 public immutable VOTER_REWARD_BPS;
+    /// @notice Seconds after a commit until its slot can hold another batch:
+    ///         2 * CHALLENGE_WINDOW + VOTE_WINDOW, the latest a dispute on it can still open (an
+    ///         availability challenge at the end of the window, answered at the end of its vote
+    ///         window, reopens the fraud window for CHALLENGE_WINDOW).
+    uint256 public immutable BATCH_RETENTION;
+    /// @notice A commit locks the node's stake until the end of its challenge window rounded up
+    ///         to a multiple of LOCK_STEP (CHALLENGE_WINDOW / 16), so that the commits of one step
+    ///         write the lock once: the stake stays locked at most LOCK_STEP longer.
+    uint256 public immutable LOCK_STEP;
 
     /*//////////////////////////////////////////////////////////////
                                 STORAGE
@@ -160,7 +191,8 @@ contract TaskManager is ReentrancyGuardTransient {
     /// @notice Latest challenge of keccak256(abi.encode(batchId, leaf)).
     mapping(bytes32 => uint256) public leafChallenge;
 
-    mapping(uint256 => Batch) internal _batches;
+    /// @dev node => slot => (216-bit digest of the BatchRef << 40 | committedAt).
+    mapping(address => mapping(uint256 => uint256)) internal _slots;
     mapping(uint256 => bytes32) internal _sealedSeeds;
     mapping(uint256 => Challenge) internal _challenges;
     mapping(uint256 => mapping(address => VoteRecord)) internal _votes;
@@ -177,15 +209,20 @@ contract TaskManager is ReentrancyGuardTransient {
                                  EVENTS
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice A node committed a batch of `count` receipts.
+    /// @notice A node committed a batch of `count` receipts into its slot `slot`; the other
+    ///         fields with `batchId` and `node` are the batch's {BatchRef}.
     event BatchCommitted(
         uint256 indexed batchId,
         address indexed node,
+        uint32 slot,
         bytes32 root,
         uint32 count,
-        uint256 commitBlock,
+        uint32 commitBlock,
+        uint32 committedAt,
         string manifestCid
     );
+    /// @notice `node` reserved its empty slots `first` .. `first + count - 1`.
+    event SlotsReserved(address indexed node, uint32 first, uint32 count);
     /// @notice The seed of a batch was stored.
     event SeedSealed(uint256 indexed batchId, bytes32 seed);
     /// @notice A validator challenged one receipt of a batch.
@@ -253,8 +290,13 @@ contract TaskManager is ReentrancyGuardTransient {
     error NotActiveValidator();
     /// @notice A batch needs at least one receipt and a non-zero root.
     error EmptyBatch();
-    /// @notice No batch with this id.
+    /// @notice The header is not the batch its node's slot holds (wrong field, or the slot was
+    ///         reused after BATCH_RETENTION).
     error UnknownBatch(uint256 batchId);
+    /// @notice The node's slot holds a batch that can still be disputed until `reusableAt`.
+    error SlotInUse(uint32 slot, uint256 reusableAt);
+    /// @notice A reservation of 0 or more than MAX_RESERVE slots, or past the last slot.
+    error BadReservation(uint256 count);
     /// @notice The seed block has not been mined yet.
     error SeedNotReady(uint256 seedBlock);
     /// @notice The seed block's hash is no longer readable and the seed was not sealed.
@@ -319,6 +361,7 @@ contract TaskManager is ReentrancyGuardTransient {
     //////////////////////////////////////////////////////////////*/
 
     /// @param serviceManager The ServiceManager (which must then be wired with setTaskManager).
+    /// @param payments The Payments contract (which must then be wired with setTaskManager).
     /// @param seedDelayBlocks SEED_DELAY_BLOCKS, 1..256 (default 2; devnet 1).
     /// @param sampleRatePpm SAMPLE_RATE_PPM, 1..1_000_000 (default 100_000 = 10 %; devnet 1_000_000).
     /// @param challengeWindow CHALLENGE_WINDOW seconds, > 0 (default 1 days; devnet 600).
@@ -330,6 +373,7 @@ contract TaskManager is ReentrancyGuardTransient {
     /// @param voterRewardBps VOTER_REWARD_BPS; challenger + voter <= 10_000 (default 2_000).
     constructor(
         IServiceManager serviceManager,
+        IPayments payments,
         uint256 seedDelayBlocks,
         uint256 sampleRatePpm,
         uint256 challengeWindow,
@@ -340,7 +384,7 @@ contract TaskManager is ReentrancyGuardTransient {
         uint256 challengerRewardBps,
         uint256 voterRewardBps
     ) {
-        if (address(serviceManager) == address(0)) revert InvalidParameter();
+        if (address(serviceManager) == address(0) || address(payments) == address(0)) revert InvalidParameter();
         if (seedDelayBlocks == 0 || seedDelayBlocks > 256) revert InvalidParameter();
         if (sampleRatePpm == 0 || sampleRatePpm > PPM) revert InvalidParameter();
         if (challengeWindow == 0 || challengeWindow > type(uint32).max) revert InvalidParameter();
@@ -349,6 +393,7 @@ contract TaskManager is ReentrancyGuardTransient {
         if (quorumBps == 0 || quorumBps > BPS) revert InvalidParameter();
         if (challengerRewardBps + voterRewardBps > BPS) revert InvalidParameter();
         SERVICE_MANAGER = serviceManager;
+        PAYMENTS = payments;
         SEED_DELAY_BLOCKS = seedDelayBlocks;
         SAMPLE_RATE_PPM = sampleRatePpm;
         CHALLENGE_WINDOW = challengeWindow;
@@ -358,6 +403,8 @@ contract TaskManager is ReentrancyGuardTransient {
         SLASH_AMOUNT = slashAmount;
         CHALLENGER_REWARD_BPS = challengerRewardBps;
         VOTER_REWARD_BPS = voterRewardBps;
+        BATCH_RETENTION = 2 * challengeWindow + voteWindow;
+        LOCK_STEP = challengeWindow >= 16 ? challengeWindow / 16 : 1;
     }
 
     /// @notice Accepts slashed stake from the ServiceManager only.
@@ -369,72 +416,95 @@ contract TaskManager is ReentrancyGuardTransient {
                                 BATCHES
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice Commits a batch of receipts; the caller must be an active node. Its stake stays
-    ///         locked until CHALLENGE_WINDOW after this commit.
+    /// @notice Commits a batch of receipts into the caller's slot `slot`, and settles the given
+    ///         vouchers in the same transaction; the caller must be an active node. Its stake
+    ///         stays locked until CHALLENGE_WINDOW after this commit (rounded up to LOCK_STEP).
+    /// @param slot Any slot of the caller's that is empty or whose batch is past BATCH_RETENTION.
     /// @param root Merkle root of the receipt leaves (docs/protocol.md).
     /// @param count Number of receipts (> 0).
     /// @param manifestCid CID of the batch manifest (only emitted, not stored).
+    /// @param vouchers Packed vouchers to redeem now (Payments.settle), or empty.
     /// @return batchId The new batch id (sequential from 1).
-    function commitBatch(bytes32 root, uint32 count, string calldata manifestCid) external returns (uint256 batchId) {
+    function commitBatch(
+        uint32 slot,
+        bytes32 root,
+        uint32 count,
+        string calldata manifestCid,
+        bytes calldata vouchers
+    ) external nonReentrant returns (uint256 batchId) {
         if (count == 0 || root == bytes32(0)) revert EmptyBatch();
         // One call checks that the caller is an active node and locks its stake until the
         // challenge window of this batch ends (reverted with the rest if anything below fails).
-        // forge-lint: disable-next-line(unsafe-typecast)
-        if (!SERVICE_MANAGER.lockActiveNode(msg.sender, uint64(block.timestamp + CHALLENGE_WINDOW))) {
+        if (!SERVICE_MANAGER.lockActiveNode(msg.sender, _lockUntil(block.timestamp + CHALLENGE_WINDOW))) {
             revert NotActiveNode();
         }
-        unchecked {
-            batchId = _nextBatchId++;
-        }
-        Batch storage b = _batches[batchId];
-        // The first slot of `Batch` (node | count | commitBlock | committedAt, low bits first, as
-        // Solidity lays the struct out) in one SSTORE instead of four read-modify-writes.
+        batchId = _store(slot, count, root);
         // forge-lint: disable-next-line(unsafe-typecast)
-        uint256 commitBlock = uint32(block.number);
-        // forge-lint: disable-next-line(unsafe-typecast)
-        uint256 committedAt = uint32(block.timestamp);
-        uint256 head =
-            uint256(uint160(msg.sender)) | (uint256(count) << 160) | (commitBlock << 192) | (committedAt << 224);
-        assembly ("memory-safe") {
-            sstore(b.slot, head)
+        emit BatchCommitted(
+            batchId, msg.sender, slot, root, count, uint32(block.number), uint32(block.timestamp), manifestCid
+        );
+        if (vouchers.length != 0) PAYMENTS.settle(msg.sender, vouchers);
+    }
+
+    /// @notice Writes the caller's empty slots `first` .. `first + count - 1` once, so that its
+    ///         commits into them rewrite an existing word (5,000 gas) instead of creating one
+    ///         (22,100): a node pays for its slots when it sets up, not in its first batches.
+    ///         Slots already written are left as they are.
+    /// @param first The first slot.
+    /// @param count How many (1..MAX_RESERVE).
+    function reserveSlots(uint32 first, uint32 count) external {
+        if (count == 0 || count > MAX_RESERVE || uint256(first) + count > type(uint32).max) {
+            revert BadReservation(count);
         }
-        b.root = root;
-        emit BatchCommitted(batchId, msg.sender, root, count, block.number, manifestCid);
+        mapping(uint256 => uint256) storage slots = _slots[msg.sender];
+        uint256 end = uint256(first) + count;
+        for (uint256 slot = first; slot < end; ++slot) {
+            if (slots[slot] == 0) slots[slot] = RESERVED;
+        }
+        emit SlotsReserved(msg.sender, first, count);
     }
 
     /// @notice Stores the seed of a batch so that it stays readable after its block hash expires.
     ///         Anyone may call it once the seed block exists.
-    /// @param batchId The batch.
-    function sealSeed(uint256 batchId) external returns (bytes32 seed) {
-        if (_sealedSeeds[batchId] != bytes32(0)) revert SeedAlreadySealed(batchId);
-        seed = batchSeed(batchId);
-        _sealedSeeds[batchId] = seed;
-        emit SeedSealed(batchId, seed);
+    /// @param ref The batch's header.
+    function sealSeed(BatchRef calldata ref) external returns (bytes32 seed) {
+        if (_sealedSeeds[ref.batchId] != bytes32(0)) revert SeedAlreadySealed(ref.batchId);
+        seed = batchSeed(ref);
+        _sealedSeeds[ref.batchId] = seed;
+        emit SeedSealed(ref.batchId, seed);
     }
 
     /// @notice `keccak256(abi.encode(blockhash(commitBlock + SEED_DELAY_BLOCKS), batchId))`, or
     ///         the sealed seed. Reverts with SeedNotReady before the seed block is mined and with
     ///         SeedExpired when its hash is no longer readable and nobody sealed it.
-    /// @param batchId The batch.
-    function batchSeed(uint256 batchId) public view returns (bytes32) {
-        bytes32 sealed_ = _sealedSeeds[batchId];
+    /// @dev A sealed seed is returned by `ref.batchId` alone (it was checked when sealed), so it
+    ///      stays readable after the batch's slot is reused; otherwise `ref` is checked.
+    /// @param ref The batch's header.
+    function batchSeed(BatchRef calldata ref) public view returns (bytes32) {
+        bytes32 sealed_ = _sealedSeeds[ref.batchId];
         if (sealed_ != bytes32(0)) return sealed_;
-        uint256 seedBlock = uint256(_batch(batchId).commitBlock) + SEED_DELAY_BLOCKS;
+        _checkRef(ref);
+        uint256 seedBlock = uint256(ref.commitBlock) + SEED_DELAY_BLOCKS;
         if (block.number <= seedBlock) revert SeedNotReady(seedBlock);
         bytes32 hash = Blockhash.blockHash(seedBlock);
         if (hash == bytes32(0)) revert SeedExpired(seedBlock);
-        return keccak256(abi.encode(hash, batchId));
+        return keccak256(abi.encode(hash, ref.batchId));
+    }
+
+    /// @notice The sealed seed of a batch (zero if nobody sealed it).
+    /// @param batchId The batch.
+    function sealedSeed(uint256 batchId) external view returns (bytes32) {
+        return _sealedSeeds[batchId];
     }
 
     /// @notice True iff `validator` must check receipt `index` of the batch:
     ///         `uint256(keccak256(abi.encode(seed, validator, index))) % 1_000_000 < SAMPLE_RATE_PPM`.
-    /// @param batchId The batch.
+    /// @param ref The batch's header.
     /// @param validator The validator address.
     /// @param index Receipt position in the manifest (< count).
-    function isSampled(uint256 batchId, address validator, uint256 index) external view returns (bool) {
-        uint256 count = _batch(batchId).count;
-        if (index >= count) revert IndexOutOfRange(index, count);
-        bytes32 seed = batchSeed(batchId);
+    function isSampled(BatchRef calldata ref, address validator, uint256 index) external view returns (bool) {
+        if (index >= ref.count) revert IndexOutOfRange(index, ref.count);
+        bytes32 seed = batchSeed(ref);
         return uint256(keccak256(abi.encode(seed, validator, index))) % PPM < SAMPLE_RATE_PPM;
     }
 
@@ -445,26 +515,26 @@ contract TaskManager is ReentrancyGuardTransient {
     /// @notice Challenges one receipt of a batch. The caller must be an active validator, send
     ///         exactly CHALLENGE_BOND and act within CHALLENGE_WINDOW of the commit. Freezes the
     ///         node and counts as the caller's fraud vote.
-    /// @param batchId The batch.
+    /// @param ref The batch's header.
     /// @param index The receipt's position in the batch (< count).
     /// @param receipt The receipt (its leaf must be at `index` of the batch's tree).
     /// @param proof Merkle proof of the leaf at `index` (at most MAX_PROOF_LENGTH hashes).
     /// @param evidenceCid CID of the challenger's evidence (only emitted).
     /// @return challengeId The new challenge id (sequential from 1).
     function challenge(
-        uint256 batchId,
+        BatchRef calldata ref,
         uint256 index,
         Receipt calldata receipt,
         bytes32[] calldata proof,
         string calldata evidenceCid
     ) external payable nonReentrant returns (uint256 challengeId) {
         if (msg.value != CHALLENGE_BOND) revert WrongBond(msg.value, CHALLENGE_BOND);
-        bytes32 leaf = _checkChallengeable(batchId, index, receipt, proof);
-        address node;
+        bytes32 leaf = _checkChallengeable(ref, index, receipt, proof);
+        address node = ref.node;
         uint64 voteDeadline;
-        (challengeId, node, voteDeadline) = _openChallenge(batchId, receipt.user, receipt.fee, leaf);
+        (challengeId, voteDeadline) = _openChallenge(ref.batchId, node, receipt.user, receipt.fee, leaf);
         emit ChallengeOpened(
-            challengeId, batchId, msg.sender, node, leaf, receipt.requestHash, voteDeadline, evidenceCid
+            challengeId, ref.batchId, msg.sender, node, leaf, receipt.requestHash, voteDeadline, evidenceCid
         );
         SERVICE_MANAGER.freeze(node);
         SERVICE_MANAGER.lockStake(msg.sender, voteDeadline);
@@ -562,23 +632,24 @@ contract TaskManager is ReentrancyGuardTransient {
     ///         to) cannot be fetched. Anyone may open it, with CHALLENGE_BOND, while the batch can
     ///         be challenged; the node is frozen until it is answered or resolved. After the OP
     ///         Stack's DataAvailabilityChallenge: the data goes on chain, or the node is slashed.
-    /// @param batchId The batch.
+    /// @param ref The batch's header.
     /// @param index The entry's position (< count).
     /// @return availabilityId The new availability challenge.
-    function challengeAvailability(uint256 batchId, uint256 index)
+    function challengeAvailability(BatchRef calldata ref, uint256 index)
         external
         payable
         nonReentrant
         returns (uint256 availabilityId)
     {
         if (msg.value != CHALLENGE_BOND) revert WrongBond(msg.value, CHALLENGE_BOND);
-        Batch storage b = _batch(batchId);
-        if (index >= b.count) revert IndexOutOfRange(index, b.count);
+        _checkRef(ref);
+        uint256 batchId = ref.batchId;
+        if (index >= ref.count) revert IndexOutOfRange(index, ref.count);
         bytes32 key = keccak256(abi.encode(batchId, index));
         if (answeredAt[key] != 0) revert AlreadyAnswered(batchId, index);
         uint256 prior = entryAvailability[key];
         if (prior != 0) revert AvailabilityAlreadyOpen(prior); // open, or already slashed for
-        uint256 deadline = uint256(b.committedAt) + CHALLENGE_WINDOW;
+        uint256 deadline = uint256(ref.committedAt) + CHALLENGE_WINDOW;
         if (block.timestamp >= deadline) revert ChallengeWindowClosed(deadline);
         unchecked {
             availabilityId = ++availabilityCount;
@@ -591,10 +662,11 @@ contract TaskManager is ReentrancyGuardTransient {
             // forge-lint: disable-next-line(unsafe-typecast)
             index: uint32(index),
             deadline: answerBy,
-            status: AvailabilityStatus.Open
+            status: AvailabilityStatus.Open,
+            node: ref.node
         });
         entryAvailability[key] = availabilityId;
-        address node = b.node;
+        address node = ref.node;
         emit AvailabilityChallenged(availabilityId, batchId, msg.sender, node, index, answerBy);
         SERVICE_MANAGER.freeze(node);
     }
@@ -604,11 +676,13 @@ contract TaskManager is ReentrancyGuardTransient {
     ///         `traceHash`. Anyone holding the data may answer; the bond pays the answerer's gas.
     ///         A fraud challenge on the entry stays open for CHALLENGE_WINDOW from now.
     /// @param availabilityId The availability challenge.
+    /// @param ref The header of the challenged batch.
     /// @param receipt The entry's receipt.
     /// @param proof Merkle proof of its leaf at the challenged position.
     /// @param trace The dag-cbor trace block (emitted in AvailabilityAnswered).
     function answerAvailability(
         uint256 availabilityId,
+        BatchRef calldata ref,
         Receipt calldata receipt,
         bytes32[] calldata proof,
         bytes calldata trace
@@ -617,15 +691,16 @@ contract TaskManager is ReentrancyGuardTransient {
         if (block.timestamp >= a.deadline) revert AnswerWindowClosed(a.deadline);
         uint256 batchId = a.batchId;
         uint256 index = a.index;
-        Batch storage b = _batches[batchId];
-        _checkEntry(b, index, receipt, proof);
+        if (ref.batchId != batchId) revert UnknownBatch(ref.batchId);
+        _checkRef(ref);
+        _checkEntry(ref, index, receipt, proof);
         bytes32 posted = sha256(trace);
         if (posted != receipt.traceHash) revert TraceMismatch(receipt.traceHash, posted);
         a.status = AvailabilityStatus.Answered;
         answeredAt[keccak256(abi.encode(batchId, index))] = block.timestamp;
         claimable[msg.sender] += CHALLENGE_BOND;
         emit AvailabilityAnswered(availabilityId, batchId, index, receipt, proof, trace);
-        address node = b.node;
+        address node = a.node;
         // forge-lint: disable-next-line(unsafe-typecast)
         SERVICE_MANAGER.lockStake(node, uint64(block.timestamp + CHALLENGE_WINDOW));
         SERVICE_MANAGER.unfreeze(node);
@@ -639,7 +714,7 @@ contract TaskManager is ReentrancyGuardTransient {
         AvailabilityChallenge storage a = _openAvailability(availabilityId);
         if (block.timestamp < a.deadline) revert AnswerWindowOpen(a.deadline);
         a.status = AvailabilityStatus.Unanswered;
-        address node = _batches[a.batchId].node;
+        address node = a.node;
         uint256 slashed = SERVICE_MANAGER.slash(node, SLASH_AMOUNT);
         uint256 reward = slashed * CHALLENGER_REWARD_BPS / BPS;
         uint256 burned = slashed - reward;
@@ -669,10 +744,19 @@ contract TaskManager is ReentrancyGuardTransient {
         }
     }
 
-    /// @notice A batch (reverts with UnknownBatch if none).
-    /// @param batchId The batch.
-    function batches(uint256 batchId) external view returns (Batch memory) {
-        return _batch(batchId);
+    /// @notice What a node's batch slot holds: the commit time of its batch (0: never used) and
+    ///         the top 216 bits of the batch header's digest.
+    /// @param node The node.
+    /// @param slot The slot.
+    function batchSlot(address node, uint32 slot) external view returns (uint256 committedAt, bytes32 digest) {
+        uint256 held = _slots[node][slot];
+        return (uint40(held), bytes32(held >> TIME_BITS << TIME_BITS));
+    }
+
+    /// @notice True iff `ref` is the batch its node's slot holds now.
+    /// @param ref The batch's header.
+    function isCommitted(BatchRef calldata ref) external view returns (bool) {
+        return ref.committedAt != 0 && _slots[ref.node][ref.slot] == _refWord(ref);
     }
 
     /// @notice A challenge (reverts with UnknownChallenge if none).
@@ -698,48 +782,49 @@ contract TaskManager is ReentrancyGuardTransient {
                                 INTERNAL
     //////////////////////////////////////////////////////////////*/
 
-    /// @dev Checks the window, the proof and that the leaf is free; returns the leaf.
-    function _checkChallengeable(uint256 batchId, uint256 index, Receipt calldata receipt, bytes32[] calldata proof)
-        internal
-        view
-        returns (bytes32 leaf)
-    {
-        Batch storage b = _batch(batchId);
-        uint256 deadline = uint256(b.committedAt) + CHALLENGE_WINDOW;
+    /// @dev Checks the header, the window, the proof and that the leaf is free; returns the leaf.
+    function _checkChallengeable(
+        BatchRef calldata ref,
+        uint256 index,
+        Receipt calldata receipt,
+        bytes32[] calldata proof
+    ) internal view returns (bytes32 leaf) {
+        _checkRef(ref);
+        uint256 batchId = ref.batchId;
+        uint256 deadline = uint256(ref.committedAt) + CHALLENGE_WINDOW;
         if (block.timestamp >= deadline) {
             // Data posted late (an availability answer) gets a full window of its own: a node
             // must not escape a fraud challenge by answering at the last moment.
             uint256 posted = answeredAt[keccak256(abi.encode(batchId, index))];
             if (posted == 0 || block.timestamp >= posted + CHALLENGE_WINDOW) revert ChallengeWindowClosed(deadline);
         }
-        leaf = _checkEntry(b, index, receipt, proof);
+        leaf = _checkEntry(ref, index, receipt, proof);
         uint256 prior = leafChallenge[keccak256(abi.encode(batchId, leaf))];
         if (prior != 0 && _challenges[prior].status != ChallengeStatus.NotFraud) revert LeafAlreadyChallenged(prior);
     }
 
-    /// @dev The leaf of `receipt`, proven to sit at `index` of batch `b`'s tree.
-    function _checkEntry(Batch storage b, uint256 index, Receipt calldata receipt, bytes32[] calldata proof)
+    /// @dev The leaf of `receipt`, proven to sit at `index` of the (checked) batch `ref`'s tree.
+    function _checkEntry(BatchRef calldata ref, uint256 index, Receipt calldata receipt, bytes32[] calldata proof)
         internal
-        view
+        pure
         returns (bytes32 leaf)
     {
         if (proof.length > MAX_PROOF_LENGTH) revert ProofTooLong(proof.length);
         leaf = ReceiptLib.leaf(receipt);
-        (bytes32 root, bool ok) = MerkleLib.rootAt(leaf, index, b.count, proof);
-        if (!ok || root != b.root) revert InvalidProof();
+        (bytes32 root, bool ok) = MerkleLib.rootAt(leaf, index, ref.count, proof);
+        if (!ok || root != ref.root) revert InvalidProof();
     }
 
     /// @dev Stores a new challenge with the caller's fraud vote.
-    function _openChallenge(uint256 batchId, address user, uint256 fee, bytes32 leaf)
+    function _openChallenge(uint256 batchId, address node, address user, uint256 fee, bytes32 leaf)
         internal
-        returns (uint256 challengeId, address node, uint64 voteDeadline)
+        returns (uint256 challengeId, uint64 voteDeadline)
     {
         uint256 weight = SERVICE_MANAGER.validatorStake(msg.sender);
         if (weight == 0) revert NotActiveValidator();
         unchecked {
             challengeId = ++challengeCount;
         }
-        node = _batches[batchId].node;
         // forge-lint: disable-next-line(unsafe-typecast)
         voteDeadline = uint64(block.timestamp + VOTE_WINDOW);
         Challenge storage c = _challenges[challengeId];
@@ -790,9 +875,49 @@ contract TaskManager is ReentrancyGuardTransient {
         if (a.status != AvailabilityStatus.Open) revert AvailabilityNotOpen(availabilityId);
     }
 
-    function _batch(uint256 batchId) internal view returns (Batch storage b) {
-        b = _batches[batchId];
-        if (b.node == address(0)) revert UnknownBatch(batchId);
+    /// @dev Gives the caller's batch the next id and writes its header's word into `slot`, which
+    ///      must be empty or past BATCH_RETENTION.
+    function _store(uint32 slot, uint32 count, bytes32 root) internal returns (uint256 batchId) {
+        mapping(uint256 => uint256) storage slots = _slots[msg.sender];
+        uint256 held = slots[slot];
+        if (held != 0) {
+            uint256 reusableAt = uint256(uint40(held)) + BATCH_RETENTION;
+            if (block.timestamp < reusableAt) revert SlotInUse(slot, reusableAt);
+        }
+        unchecked {
+            batchId = _nextBatchId++;
+        }
+        // forge-lint: disable-next-line(unsafe-typecast)
+        uint32 committedAt = uint32(block.timestamp);
+        bytes32 digest = keccak256(abi.encode(batchId, msg.sender, slot, count, uint32(block.number), committedAt, root));
+        slots[slot] = _word(digest, committedAt);
+    }
+
+    /// @dev Reverts unless `ref` is the batch its node's slot holds.
+    function _checkRef(BatchRef calldata ref) internal view {
+        if (ref.committedAt == 0 || _slots[ref.node][ref.slot] != _refWord(ref)) revert UnknownBatch(ref.batchId);
+    }
+
+    /// @dev The slot word of a header: its digest's top 216 bits and its commit time.
+    function _refWord(BatchRef calldata ref) internal pure returns (uint256) {
+        return _word(
+            keccak256(
+                abi.encode(ref.batchId, ref.node, ref.slot, ref.count, ref.commitBlock, ref.committedAt, ref.root)
+            ),
+            ref.committedAt
+        );
+    }
+
+    /// @dev 216 bits of digest (collisions need ~2**108 work) above 40 bits of commit time.
+    function _word(bytes32 digest, uint32 committedAt) internal pure returns (uint256) {
+        return (uint256(digest) >> TIME_BITS << TIME_BITS) | committedAt;
+    }
+
+    /// @dev `until` rounded up to a multiple of LOCK_STEP.
+    function _lockUntil(uint256 until) internal view returns (uint64) {
+        uint256 step = LOCK_STEP;
+        // forge-lint: disable-next-line(unsafe-typecast)
+        return uint64((until + step - 1) / step * step);
     }
 
     function _challenge(uint256 challengeId) internal view returns (Challenge storage c) {

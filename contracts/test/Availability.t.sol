@@ -30,12 +30,12 @@ contract AvailabilityTest is Base {
     function _challengeAvailability(address who, uint256 index) internal returns (uint256) {
         vm.deal(who, who.balance + CHALLENGE_BOND);
         vm.prank(who);
-        return tm.challengeAvailability{value: CHALLENGE_BOND}(batchId, index);
+        return tm.challengeAvailability{value: CHALLENGE_BOND}(_ref(batchId), index);
     }
 
     function _answer(uint256 id, uint256 index) internal {
         vm.prank(node);
-        tm.answerAvailability(id, rs[index], Merkle.proofAt(leaves, index), _trace(index));
+        tm.answerAvailability(id, _ref(batchId), rs[index], Merkle.proofAt(leaves, index), _trace(index));
     }
 
     function test_Availability_AnsweredNodeKeepsStakeAndIsPaidTheBond() public {
@@ -73,7 +73,7 @@ contract AvailabilityTest is Base {
         vm.deal(stranger, 1 ether);
         vm.prank(stranger);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.AvailabilityAlreadyOpen.selector, id));
-        tm.challengeAvailability{value: CHALLENGE_BOND}(batchId, 0); // one slash per withheld entry
+        tm.challengeAvailability{value: CHALLENGE_BOND}(_ref(batchId), 0); // one slash per withheld entry
     }
 
     function test_RevertWhen_AnswerIsNotTheCommittedData() public {
@@ -82,43 +82,43 @@ contract AvailabilityTest is Base {
         bytes memory wrongTrace = _trace(7);
         vm.startPrank(node);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.TraceMismatch.selector, rs[2].traceHash, sha256(wrongTrace)));
-        tm.answerAvailability(id, rs[2], proof, wrongTrace);
+        tm.answerAvailability(id, _ref(batchId), rs[2], proof, wrongTrace);
         bytes memory trace1 = _trace(1);
         bytes32[] memory proof1 = Merkle.proofAt(leaves, 1);
         vm.expectRevert(TaskManager.InvalidProof.selector); // another entry's data, however valid
-        tm.answerAvailability(id, rs[1], proof1, trace1);
+        tm.answerAvailability(id, _ref(batchId), rs[1], proof1, trace1);
         vm.stopPrank();
         vm.warp(block.timestamp + VOTE_WINDOW + 1);
         uint64 deadline = tm.availabilityChallenges(id).deadline;
         bytes memory trace2 = _trace(2);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.AnswerWindowClosed.selector, deadline));
         vm.prank(node);
-        tm.answerAvailability(id, rs[2], proof, trace2);
+        tm.answerAvailability(id, _ref(batchId), rs[2], proof, trace2);
     }
 
     function test_RevertWhen_ChallengeAvailabilityBadInput() public {
         vm.deal(validator1, 1 ether);
         vm.startPrank(validator1);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.WrongBond.selector, 1 wei, CHALLENGE_BOND));
-        tm.challengeAvailability{value: 1 wei}(batchId, 0);
+        tm.challengeAvailability{value: 1 wei}(_ref(batchId), 0);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.IndexOutOfRange.selector, 5, 5));
-        tm.challengeAvailability{value: CHALLENGE_BOND}(batchId, 5);
+        tm.challengeAvailability{value: CHALLENGE_BOND}(_ref(batchId), 5);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.UnknownBatch.selector, 99));
-        tm.challengeAvailability{value: CHALLENGE_BOND}(99, 0);
-        uint256 id = tm.challengeAvailability{value: CHALLENGE_BOND}(batchId, 1);
+        tm.challengeAvailability{value: CHALLENGE_BOND}(_refOf(99, node, 0, 1, keccak256("no such batch")), 0);
+        uint256 id = tm.challengeAvailability{value: CHALLENGE_BOND}(_ref(batchId), 1);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.AvailabilityAlreadyOpen.selector, id));
-        tm.challengeAvailability{value: CHALLENGE_BOND}(batchId, 1);
+        tm.challengeAvailability{value: CHALLENGE_BOND}(_ref(batchId), 1);
         vm.stopPrank();
         _answer(id, 1);
         vm.deal(stranger, 1 ether);
         vm.prank(stranger);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.AlreadyAnswered.selector, batchId, 1));
-        tm.challengeAvailability{value: CHALLENGE_BOND}(batchId, 1);
+        tm.challengeAvailability{value: CHALLENGE_BOND}(_ref(batchId), 1);
         uint256 deadline = block.timestamp + CHALLENGE_WINDOW;
         vm.warp(deadline + 1);
         vm.prank(stranger);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.ChallengeWindowClosed.selector, deadline));
-        tm.challengeAvailability{value: CHALLENGE_BOND}(batchId, 2);
+        tm.challengeAvailability{value: CHALLENGE_BOND}(_ref(batchId), 2);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.UnknownAvailabilityChallenge.selector, 42));
         tm.availabilityChallenges(42);
     }
@@ -149,7 +149,7 @@ contract AvailabilityTest is Base {
         vm.expectRevert(
             abi.encodeWithSelector(TaskManager.ChallengeWindowClosed.selector, committedAt + CHALLENGE_WINDOW)
         );
-        tm.challenge{value: CHALLENGE_BOND}(batchId, 3, rs[3], Merkle.proofAt(leaves, 3), ""); // others are not
+        tm.challenge{value: CHALLENGE_BOND}(_ref(batchId), 3, rs[3], Merkle.proofAt(leaves, 3), ""); // others are not
     }
 
     function test_RevertWhen_FraudChallengeNamesAnotherPosition() public {
@@ -157,6 +157,6 @@ contract AvailabilityTest is Base {
         vm.deal(validator1, 1 ether);
         vm.prank(validator1);
         vm.expectRevert(TaskManager.InvalidProof.selector);
-        tm.challenge{value: CHALLENGE_BOND}(batchId, 2, rs[1], proof, "");
+        tm.challenge{value: CHALLENGE_BOND}(_ref(batchId), 2, rs[1], proof, "");
     }
 }

@@ -30,16 +30,20 @@ contract DisputeRulesTest is Base {
         sm.requestUnbond(2 ether); // unbonding ready long before the window ends
         bytes32[] memory proof = Merkle.proofAt(leaves, 0);
 
+        // The lock is the window's end rounded up to LOCK_STEP: never earlier than the deadline.
+        uint64 lockedUntil = sm.getNode(node).lockedUntil;
+        assertGe(lockedUntil, deadline);
         vm.warp(deadline - 1); // inside the window: challengeable, and the stake cannot leave
         vm.prank(node);
-        vm.expectRevert(abi.encodeWithSelector(ServiceManager.StakeIsLocked.selector, uint64(deadline)));
+        vm.expectRevert(abi.encodeWithSelector(ServiceManager.StakeIsLocked.selector, lockedUntil));
         sm.withdrawUnbonded();
 
-        vm.warp(deadline); // the window is over: the stake may leave, and no challenge is accepted
+        vm.warp(deadline); // the window is over: no challenge is accepted (and the stake may leave)
         vm.deal(validator1, 1 ether);
         vm.prank(validator1);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.ChallengeWindowClosed.selector, deadline));
-        tm.challenge{value: CHALLENGE_BOND}(batchId, 0, rs[0], proof, "");
+        tm.challenge{value: CHALLENGE_BOND}(_ref(batchId), 0, rs[0], proof, "");
+        vm.warp(lockedUntil);
         vm.prank(node);
         sm.withdrawUnbonded();
     }
@@ -132,8 +136,7 @@ contract DisputeRulesTest is Base {
         bytes32[] memory leaves = new bytes32[](1);
         rs[0] = _receipt(0, sockpuppet, 1000 ether); // a huge fee to "refund" to itself
         leaves[0] = _leaf(rs[0]);
-        vm.prank(node);
-        uint256 batchId = tm.commitBatch(Merkle.root(leaves), 1, "");
+        uint256 batchId = _commitRoot(node, Merkle.root(leaves), 1);
         uint256 id = _challenge(ally, batchId, 0, rs[0], new bytes32[](0));
         vm.warp(tm.challenges(id).voteDeadline);
         assertTrue(tm.resolve(id));

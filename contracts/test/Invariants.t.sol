@@ -29,6 +29,7 @@ contract ProtocolHandler is Test {
     mapping(uint256 => Receipt[]) internal _batchReceipts;
     mapping(uint256 => bytes32[]) internal _batchLeaves;
     mapping(uint256 => bytes[]) internal _batchTraces;
+    mapping(uint256 => TaskManager.BatchRef) internal _refs;
 
     constructor(ServiceManager sm_, Payments payments_, TaskManager tm_) {
         sm = sm_;
@@ -152,30 +153,39 @@ contract ProtocolHandler is Test {
         (uint256 deposited, uint256 redeemedBefore,) = payments.channel(users[u], to);
         Voucher[] memory vs = new Voucher[](1);
         vs[0] = Voucher({user: users[u], node: to, cumulativeAmount: redeemedBefore + amount});
-        bytes[] memory sigs = new bytes[](1);
-        sigs[0] = signDigest(userKeys[u], payments.hashVoucher(vs[0]));
+        uint256 before = to.balance;
         vm.prank(to);
-        uint256 paid = payments.redeem(vs, sigs);
+        uint256 paid = payments.redeem(_packed(u, vs[0]));
         assertTrue(paid <= deposited - redeemedBefore, "paid beyond the channel");
+        assertEq(to.balance - before, paid, "paid in the call");
+        ghostOut += paid;
         ++calls[this.redeem.selector];
     }
 
-    function withdrawEarnings(uint256 seed) external {
-        address who = nodes[seed % 3];
-        uint256 before = who.balance;
-        vm.prank(who);
-        try payments.withdrawEarnings() {
-            ghostOut += who.balance - before;
-            ++calls[this.withdrawEarnings.selector];
-        } catch {}
+    /// @dev A voucher of user `u` in Payments' packed form.
+    function _packed(uint256 u, Voucher memory v) internal view returns (bytes memory) {
+        (uint8 pv, bytes32 r, bytes32 ps) = vm.sign(userKeys[u], payments.hashVoucher(v));
+        bytes32 vs = bytes32(uint256(ps) | (uint256(pv - 27) << 255));
+        return abi.encodePacked(uint256(uint160(v.user)) << 96 | v.cumulativeAmount, r, vs);
     }
 
     /*//////////////////////////////////////////////////////////////
                                 DISPUTES
     //////////////////////////////////////////////////////////////*/
 
-    function commitBatch(uint256 seed, uint256 n, uint256 fee) external {
+    /// @dev A node commits into one of 4 slots (reused once retained long enough) and, for an odd
+    ///      `settleSeed`, settles a voucher of one of its channels in the same transaction.
+    function commitBatch(uint256 seed, uint256 n, uint256 fee, uint256 settleSeed) external {
         address who = nodes[seed % 3];
+        // forge-lint: disable-next-line(unsafe-typecast)
+        uint32 slot = uint32((seed / 3) % 4);
+        bytes memory vouchers;
+        if (settleSeed % 2 == 1) {
+            uint256 u = (settleSeed / 2) % 3;
+            (, uint256 redeemedBefore,) = payments.channel(users[u], who);
+            uint256 amount = bound(settleSeed / 6, 1, 3 ether);
+            vouchers = _packed(u, Voucher({user: users[u], node: who, cumulativeAmount: redeemedBefore + amount}));
+        }
         n = bound(n, 1, 4);
         fee = bound(fee, 0, 2 ether);
         uint256 nextId = tm.batchCount() + 1;
@@ -196,9 +206,16 @@ contract ProtocolHandler is Test {
             _batchLeaves[nextId].push(leaves[i]);
             _batchTraces[nextId].push(trace);
         }
+        uint256 before = who.balance;
+        bytes32 root = Merkle.root(leaves);
         vm.prank(who);
         // forge-lint: disable-next-line(unsafe-typecast)
-        try tm.commitBatch(Merkle.root(leaves), uint32(n), "") {
+        try tm.commitBatch(slot, root, uint32(n), "", vouchers) {
+            ghostOut += who.balance - before;
+            // forge-lint: disable-next-line(unsafe-typecast)
+            _refs[nextId] = TaskManager.BatchRef(
+                nextId, who, slot, uint32(n), uint32(block.number), uint32(block.timestamp), root
+            );
             ++calls[this.commitBatch.selector];
         } catch {
             delete _batchReceipts[nextId];
@@ -218,7 +235,7 @@ contract ProtocolHandler is Test {
         uint256 bond = tm.CHALLENGE_BOND();
         vm.deal(who, who.balance + bond);
         vm.prank(who);
-        try tm.challengeAvailability{value: bond}(batchId, indexSeed % n) {
+        try tm.challengeAvailability{value: bond}(_refs[batchId], indexSeed % n) {
             ghostIn += bond;
             ++calls[this.challengeAvailability.selector];
         } catch {}
@@ -233,7 +250,9 @@ contract ProtocolHandler is Test {
         uint256 i = a.index;
         bytes memory trace = wrongTrace ? bytes("not the trace") : _batchTraces[a.batchId][i];
         vm.prank(_anyActor(seed));
-        try tm.answerAvailability(id, _batchReceipts[a.batchId][i], Merkle.proofAt(_batchLeaves[a.batchId], i), trace) {
+        try tm.answerAvailability(
+            id, _refs[a.batchId], _batchReceipts[a.batchId][i], Merkle.proofAt(_batchLeaves[a.batchId], i), trace
+        ) {
             assertFalse(wrongTrace, "a trace that is not the committed one answered a challenge");
             ++calls[this.answerAvailability.selector];
         } catch {}
@@ -252,6 +271,7 @@ contract ProtocolHandler is Test {
         if (count == 0) return;
         uint256 batchId = bound(batchSeed, 1, count);
         bytes32[] memory leaves = _batchLeaves[batchId];
+        if (leaves.length == 0) return;
         uint256 i = leafSeed % leaves.length;
         bytes32[] memory proof = Merkle.proofAt(leaves, i);
         Receipt memory r = _batchReceipts[batchId][i];
@@ -259,7 +279,7 @@ contract ProtocolHandler is Test {
         uint256 bond = tm.CHALLENGE_BOND();
         vm.deal(who, who.balance + bond);
         vm.prank(who);
-        try tm.challenge{value: bond}(batchId, i, r, proof, "") {
+        try tm.challenge{value: bond}(_refs[batchId], i, r, proof, "") {
             ghostIn += bond;
             ++calls[this.challenge.selector];
         } catch {}
@@ -357,9 +377,9 @@ contract InvariantsTest is Base {
         assertEq(sm.totalValidatorStake(), sum, "total validator stake");
     }
 
-    /// @dev Payments: balance == Σ over channels (deposit - redeemed) + Σ unpaid earnings, and no
-    ///      channel ever redeemed more than was deposited into it.
-    function invariant_PaymentsHoldsDepositsAndEarnings() public view {
+    /// @dev Payments: balance == Σ over channels (deposit - redeemed) (redemptions are paid out in
+    ///      the same call), and no channel ever redeemed more than was deposited into it.
+    function invariant_PaymentsHoldsDeposits() public view {
         uint256 sum;
         for (uint256 i; i < 3; ++i) {
             for (uint256 j; j < 3; ++j) {
@@ -367,7 +387,6 @@ contract InvariantsTest is Base {
                 assertTrue(redeemed <= deposited, "redeemed beyond the channel's deposit");
                 sum += deposited - redeemed;
             }
-            sum += payments.earnings(handler.nodes(i));
         }
         assertEq(address(payments).balance, sum, "payments balance");
     }
@@ -394,7 +413,7 @@ contract InvariantsTest is Base {
             TaskManager.AvailabilityChallenge memory a = tm.availabilityChallenges(id);
             if (a.status != TaskManager.AvailabilityStatus.Open) continue;
             sum += tm.CHALLENGE_BOND();
-            address node = tm.batches(a.batchId).node;
+            address node = a.node;
             for (uint256 i; i < 3; ++i) {
                 if (node == handler.nodes(i)) ++open[i];
             }
@@ -427,7 +446,7 @@ contract InvariantHandlerTest is Base {
 
     function test_AvailabilityFlowsSucceedThroughTheHandler() public {
         handler.registerNode(0, 2 ether);
-        handler.commitBatch(0, 3, 1 ether);
+        handler.commitBatch(0, 3, 1 ether, 0);
         handler.challengeAvailability(0, 1, 0); // entry 0
         handler.answerAvailability(0, 1, true); // the wrong trace is refused
         assertEq(handler.calls(handler.answerAvailability.selector), 0, "a wrong trace answered");
@@ -439,5 +458,21 @@ contract InvariantHandlerTest is Base {
         assertEq(handler.calls(handler.challengeAvailability.selector), 2, "challenges");
         assertEq(handler.calls(handler.answerAvailability.selector), 1, "answer");
         assertEq(handler.calls(handler.resolveAvailability.selector), 1, "resolve");
+    }
+
+    /// @dev A commit that settles a voucher pays the node in the same call (ghost out), and a
+    ///      slot is reused once its batch is past retention.
+    function test_CommitSettlesAndReusesSlotsThroughTheHandler() public {
+        handler.registerNode(0, 2 ether); // nodes[0]
+        handler.deposit(0, 0, 1 ether); // users[0] -> nodes[0]
+        uint256 outBefore = handler.ghostOut();
+        handler.commitBatch(0, 2, 1 ether, 1 + 6 * 0.5 ether); // slot 0, settles 0.5 ether of users[0]
+        assertEq(handler.calls(handler.commitBatch.selector), 1, "commit");
+        assertEq(handler.ghostOut() - outBefore, 0.5 ether, "the node was paid in the commit");
+        handler.commitBatch(0, 2, 1 ether, 0); // slot 0 again: still retained
+        assertEq(handler.calls(handler.commitBatch.selector), 1, "a retained slot is refused");
+        vm.warp(block.timestamp + tm.BATCH_RETENTION());
+        handler.commitBatch(0, 2, 1 ether, 0);
+        assertEq(handler.calls(handler.commitBatch.selector), 2, "reused after retention");
     }
 }

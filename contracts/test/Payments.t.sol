@@ -140,11 +140,11 @@ contract PaymentsTest is Base {
         Voucher memory toNode2 = _voucher(user, node2, 1 ether);
         bytes memory sig = _signVoucher(userKey, toNode2);
         vm.prank(node2);
-        assertEq(payments.redeem(_one(toNode2), _one(sig)), 0, "node2 has no channel from user");
+        assertEq(payments.redeem(_pack(toNode2, sig)), 0, "node2 has no channel from user");
         Voucher memory toNode = _voucher(user, node, 1 ether);
         bytes memory sig1 = _signVoucher(userKey, toNode);
         vm.prank(node);
-        assertEq(payments.redeem(_one(toNode), _one(sig1)), 1 ether, "node is paid in full");
+        assertEq(payments.redeem(_pack(toNode, sig1)), 1 ether, "node is paid in full");
     }
 
     function test_RequestWithdrawal_NodeStillRedeemsDuringTheDelay() public {
@@ -160,7 +160,7 @@ contract PaymentsTest is Base {
         bytes memory sig = _signVoucher(userKey, v);
         vm.warp(readyAt - 1);
         vm.prank(node);
-        assertEq(payments.redeem(_one(v), _one(sig)), 0.4 ether);
+        assertEq(payments.redeem(_pack(v, sig)), 0.4 ether);
         vm.warp(readyAt);
         vm.expectEmit(address(payments));
         emit Payments.Withdrawn(user, node, 0.6 ether);
@@ -173,7 +173,7 @@ contract PaymentsTest is Base {
         Voucher memory later = _voucher(user, node, 0.9 ether);
         bytes memory laterSig = _signVoucher(userKey, later);
         vm.prank(node);
-        assertEq(payments.redeem(_one(later), _one(laterSig)), 0);
+        assertEq(payments.redeem(_pack(later, laterSig)), 0);
     }
 
     function test_RevertWhen_RequestWithdrawalTwiceOrEmpty() public {
@@ -244,18 +244,18 @@ contract PaymentsTest is Base {
         emit Payments.Redeemed(node, 1, 0.3 ether);
         bytes memory sig = _signVoucher(userKey, v);
         vm.prank(node);
-        uint256 total = payments.redeem(_one(v), _one(sig));
+        uint256 total = payments.redeem(_pack(v, sig));
         assertEq(total, 0.3 ether);
-        assertEq(payments.earnings(node), 0.3 ether);
+        assertEq(node.balance, 0.3 ether, "paid in the same call");
         assertEq(_redeemed(user, node), 0.3 ether);
 
         // a later, higher voucher pays only the difference
         v = _voucher(user, node, 0.5 ether);
         bytes memory sig2 = _signVoucher(userKey, v);
         vm.prank(node);
-        total = payments.redeem(_one(v), _one(sig2));
+        total = payments.redeem(_pack(v, sig2));
         assertEq(total, 0.2 ether);
-        assertEq(payments.earnings(node), 0.5 ether);
+        assertEq(node.balance, 0.5 ether);
         assertEq(_redeemed(user, node), 0.5 ether);
     }
 
@@ -269,27 +269,9 @@ contract PaymentsTest is Base {
         sigs[0] = _signVoucher(userKey, vs[0]);
         sigs[1] = _signVoucher(user2Key, vs[1]);
         vm.prank(node);
-        assertEq(payments.redeem(vs, sigs), 0.3 ether);
-        assertEq(payments.earnings(node), 0.3 ether);
+        assertEq(payments.redeem(_packAll(vs, sigs)), 0.3 ether);
+        assertEq(node.balance, 0.3 ether);
         assertEq(_redeemed(user2, node), 0.2 ether);
-    }
-
-    function test_RevertWhen_RedeemDirtyAddressBits() public {
-        _deposit(user, 1 ether);
-        Voucher memory v = _voucher(user, node, 0.1 ether);
-        bytes memory data = abi.encodeCall(Payments.redeem, (_one(v), _one(_signVoucher(userKey, v))));
-        // Layout: selector, two array offsets, vouchers.length, then vouchers[0].user at 4 + 96.
-        for (uint256 field; field < 2; ++field) {
-            bytes memory dirty = bytes.concat(data);
-            dirty[4 + 96 + 32 * field] = 0x01; // highest byte of the 32-byte address word
-            vm.prank(node);
-            (bool ok, bytes memory ret) = address(payments).call(dirty);
-            assertFalse(ok);
-            assertEq(ret.length, 0);
-        }
-        vm.prank(node);
-        (bool clean,) = address(payments).call(data);
-        assertTrue(clean);
     }
 
     function testFuzz_HashVoucher_MatchesProtocol(address from, address to, uint256 cumulative) public view {
@@ -307,12 +289,12 @@ contract PaymentsTest is Base {
         vm.expectEmit(address(payments));
         emit Payments.Redeemed(node, 1, 0.2 ether);
         vm.prank(node);
-        assertEq(payments.redeem(_one(v), _one(sig)), 0.2 ether);
+        assertEq(payments.redeem(_pack(v, sig)), 0.2 ether);
         assertEq(_redeemed(user, node), 0.2 ether);
 
         _deposit(user, 1 ether);
         vm.prank(node);
-        assertEq(payments.redeem(_one(v), _one(sig)), 0.3 ether, "same voucher pays the rest");
+        assertEq(payments.redeem(_pack(v, sig)), 0.3 ether, "same voucher pays the rest");
         (uint256 deposited, uint256 redeemed) = _channel(user, node);
         assertEq(redeemed, 0.5 ether);
         assertEq(deposited - redeemed, 0.7 ether);
@@ -323,10 +305,10 @@ contract PaymentsTest is Base {
         Voucher memory v = _voucher(user, node, 0.3 ether);
         bytes memory sig = _signVoucher(userKey, v);
         vm.prank(node);
-        payments.redeem(_one(v), _one(sig));
+        payments.redeem(_pack(v, sig));
         vm.prank(node);
         vm.expectRevert(abi.encodeWithSelector(Payments.StaleVoucher.selector, user, 0.3 ether, 0.3 ether));
-        payments.redeem(_one(v), _one(sig));
+        payments.redeem(_pack(v, sig));
     }
 
     function test_RevertWhen_RedeemLowerAmount() public {
@@ -334,39 +316,80 @@ contract PaymentsTest is Base {
         Voucher memory v = _voucher(user, node, 0.3 ether);
         bytes memory sig = _signVoucher(userKey, v);
         vm.prank(node);
-        payments.redeem(_one(v), _one(sig));
+        payments.redeem(_pack(v, sig));
         Voucher memory lower = _voucher(user, node, 0.1 ether);
         bytes memory lowerSig = _signVoucher(userKey, lower);
         vm.prank(node);
         vm.expectRevert(abi.encodeWithSelector(Payments.StaleVoucher.selector, user, 0.1 ether, 0.3 ether));
-        payments.redeem(_one(lower), _one(lowerSig));
+        payments.redeem(_pack(lower, lowerSig));
     }
 
     function test_RevertWhen_RedeemEmpty() public {
         vm.prank(node);
         vm.expectRevert(Payments.EmptyBatch.selector);
-        payments.redeem(new Voucher[](0), new bytes[](0));
+        payments.redeem("");
     }
 
     function test_RevertWhen_RedeemTooMany() public {
         vm.prank(node);
         vm.expectRevert(abi.encodeWithSelector(Payments.BatchTooLarge.selector, 257, MAX_REDEEM_BATCH));
-        payments.redeem(new Voucher[](257), new bytes[](257));
+        payments.redeem(new bytes(257 * 96));
     }
 
-    function test_RevertWhen_RedeemLengthMismatch() public {
+    function test_RevertWhen_RedeemNotWholeRecords() public {
         vm.prank(node);
-        vm.expectRevert(abi.encodeWithSelector(Payments.LengthMismatch.selector, 2, 1));
-        payments.redeem(new Voucher[](2), new bytes[](1));
+        vm.expectRevert(abi.encodeWithSelector(Payments.MalformedVouchers.selector, 95));
+        payments.redeem(new bytes(95));
+        vm.prank(node);
+        vm.expectRevert(abi.encodeWithSelector(Payments.MalformedVouchers.selector, 97));
+        payments.redeem(new bytes(97));
     }
 
+    /// @dev The node is not in the packed record: a voucher signed for node2 and redeemed by
+    ///      node is checked against node's own channel and domain, where its signature fails.
     function test_RevertWhen_RedeemOtherNodesVoucher() public {
         _deposit(user, 1 ether);
         Voucher memory v = _voucher(user, node2, 0.3 ether);
         bytes memory sig = _signVoucher(userKey, v);
         vm.prank(node);
-        vm.expectRevert(abi.encodeWithSelector(Payments.NotVoucherNode.selector, 0));
-        payments.redeem(_one(v), _one(sig));
+        vm.expectRevert(abi.encodeWithSelector(Payments.InvalidSignature.selector, 0));
+        payments.redeem(_pack(v, sig));
+    }
+
+    /// @dev A malleable twin of a valid signature (s in the upper half, parity flipped) is refused.
+    function test_RevertWhen_RedeemHighS() public {
+        _deposit(user, 1 ether);
+        Voucher memory v = _voucher(user, node, 0.3 ether);
+        (bytes32 r, bytes32 vs) = _compact(_signVoucher(userKey, v));
+        uint256 n = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141;
+        uint256 s_ = uint256(vs) & ((1 << 255) - 1);
+        uint256 parity = uint256(vs) >> 255;
+        bytes32 twin = bytes32((n - s_) | ((1 - parity) << 255));
+        vm.prank(node);
+        vm.expectRevert(abi.encodeWithSelector(Payments.InvalidSignature.selector, 0));
+        payments.redeem(abi.encodePacked(uint256(uint160(user)) << 96 | uint256(0.3 ether), r, twin));
+    }
+
+    /// @dev Only the TaskManager settles for a node: anyone else calling settle could make a node
+    ///      redeem (and be paid) on someone else's schedule.
+    function test_RevertWhen_SettleNotFromTaskManager() public {
+        _deposit(user, 1 ether);
+        Voucher memory v = _voucher(user, node, 0.3 ether);
+        bytes memory packed = _pack(v, _signVoucher(userKey, v));
+        vm.prank(node);
+        vm.expectRevert(Payments.OnlyTaskManager.selector);
+        payments.settle(node, packed);
+        vm.prank(stranger);
+        vm.expectRevert(Payments.OnlyTaskManager.selector);
+        payments.settle(node, packed);
+    }
+
+    function test_RevertWhen_SetTaskManagerTwiceOrByOthers() public {
+        vm.prank(stranger);
+        vm.expectRevert(Payments.OnlyDeployer.selector);
+        payments.setTaskManager(stranger);
+        vm.expectRevert(Payments.TaskManagerAlreadySet.selector);
+        payments.setTaskManager(stranger);
     }
 
     function test_RevertWhen_RedeemSignedByOther() public {
@@ -375,15 +398,14 @@ contract PaymentsTest is Base {
         bytes memory sig = _signVoucher(user2Key, v);
         vm.prank(node);
         vm.expectRevert(abi.encodeWithSelector(Payments.InvalidSignature.selector, 0));
-        payments.redeem(_one(v), _one(sig));
+        payments.redeem(_pack(v, sig));
     }
 
     function test_RevertWhen_RedeemMalformedSignature() public {
         _deposit(user, 1 ether);
-        Voucher memory v = _voucher(user, node, 0.3 ether);
         vm.prank(node);
         vm.expectRevert(abi.encodeWithSelector(Payments.InvalidSignature.selector, 0));
-        payments.redeem(_one(v), _one(new bytes(64)));
+        payments.redeem(abi.encodePacked(uint256(uint160(user)) << 96 | uint256(0.3 ether), new bytes(64)));
     }
 
     function test_RevertWhen_RedeemTamperedAmount() public {
@@ -397,37 +419,19 @@ contract PaymentsTest is Base {
         sigs[1] = sig;
         vm.prank(node);
         vm.expectRevert(abi.encodeWithSelector(Payments.InvalidSignature.selector, 1));
-        payments.redeem(vs, sigs);
+        payments.redeem(_packAll(vs, sigs));
     }
 
-    function test_WithdrawEarnings() public {
-        _deposit(user, 1 ether);
-        Voucher memory v = _voucher(user, node, 0.3 ether);
-        bytes memory sig = _signVoucher(userKey, v);
-        vm.prank(node);
-        payments.redeem(_one(v), _one(sig));
-        vm.expectEmit(address(payments));
-        emit Payments.EarningsWithdrawn(node, 0.3 ether);
-        vm.prank(node);
-        payments.withdrawEarnings();
-        assertEq(node.balance, 0.3 ether);
-        assertEq(payments.earnings(node), 0);
-    }
-
-    function test_RevertWhen_WithdrawEarningsNothing() public {
-        vm.prank(node);
-        vm.expectRevert(Payments.NothingToWithdraw.selector);
-        payments.withdrawEarnings();
-    }
-
-    function test_RevertWhen_WithdrawEarningsTransferFails() public {
+    function test_RevertWhen_RedeemPaymentFails() public {
         Rejecter r = new Rejecter();
         _depositTo(user, address(r), 1 ether);
         Voucher memory v = _voucher(user, address(r), 0.3 ether);
-        r.call(address(payments), 0, abi.encodeCall(Payments.redeem, (_one(v), _one(_signVoucher(userKey, v)))));
+        bytes memory data = abi.encodeCall(Payments.redeem, (_pack(v, _signVoucher(userKey, v))));
         r.setRejecting(true);
         vm.expectRevert(Payments.TransferFailed.selector);
-        r.call(address(payments), 0, abi.encodeCall(Payments.withdrawEarnings, ()));
+        r.call(address(payments), 0, data);
+        (, uint256 redeemed) = _channel(user, address(r));
+        assertEq(redeemed, 0, "nothing changed");
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -444,7 +448,7 @@ contract PaymentsTest is Base {
         Voucher memory v1 = _voucher(user, node, first);
         bytes memory sig1 = _signVoucher(userKey, v1);
         vm.prank(node);
-        uint256 paid1 = payments.redeem(_one(v1), _one(sig1));
+        uint256 paid1 = payments.redeem(_pack(v1, sig1));
         assertEq(paid1, first < funded ? first : funded);
 
         if (topUp != 0) _deposit(user, topUp);
@@ -452,14 +456,14 @@ contract PaymentsTest is Base {
         Voucher memory v2 = _voucher(user, node, second);
         bytes memory sig2 = _signVoucher(userKey, v2);
         vm.prank(node);
-        uint256 paid2 = payments.redeem(_one(v2), _one(sig2));
+        uint256 paid2 = payments.redeem(_pack(v2, sig2));
         uint256 totalPaid = second < total ? second : total;
         assertEq(paid1 + paid2, totalPaid);
         (uint256 deposited, uint256 redeemed) = _channel(user, node);
         assertEq(redeemed, totalPaid);
         assertEq(deposited, total);
-        assertEq(payments.earnings(node), totalPaid);
-        assertEq(address(payments).balance, deposited - redeemed + payments.earnings(node));
+        assertEq(node.balance, totalPaid);
+        assertEq(address(payments).balance, deposited - redeemed);
     }
 
     function testFuzz_RevertWhen_SignerIsNotUser(uint256 key) public {
@@ -470,6 +474,6 @@ contract PaymentsTest is Base {
         bytes memory sig = signDigest(key, payments.hashVoucher(v));
         vm.prank(node);
         vm.expectRevert(abi.encodeWithSelector(Payments.InvalidSignature.selector, 0));
-        payments.redeem(_one(v), _one(sig));
+        payments.redeem(_pack(v, sig));
     }
 }

@@ -3,8 +3,10 @@ pragma solidity 0.8.37;
 
 import {ServiceManager} from "../src/ServiceManager.sol";
 import {TaskManager} from "../src/TaskManager.sol";
+import {Payments} from "../src/Payments.sol";
+import {IPayments} from "../src/interfaces/IPayments.sol";
 import {IServiceManager} from "../src/interfaces/IServiceManager.sol";
-import {Receipt} from "../src/libraries/Types.sol";
+import {Receipt, Voucher} from "../src/libraries/Types.sol";
 
 import {Base, Rejecter} from "./utils/Base.sol";
 import {Merkle} from "./utils/Merkle.sol";
@@ -33,7 +35,7 @@ contract TaskManagerTest is Base {
         internal
         returns (TaskManager)
     {
-        return new TaskManager(IServiceManager(address(sm)), seedDelay, rate, 1, 1, 1, quorum, 1, cr, vr);
+        return new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), seedDelay, rate, 1, 1, 1, quorum, 1, cr, vr);
     }
 
     function test_RevertWhen_ConstructorParameterInvalid() public {
@@ -52,15 +54,15 @@ contract TaskManagerTest is Base {
         vm.expectRevert(TaskManager.InvalidParameter.selector);
         _newTm(1, 1, 1, 6_000, 4_001);
         vm.expectRevert(TaskManager.InvalidParameter.selector);
-        new TaskManager(IServiceManager(address(0)), 1, 1, 1, 1, 1, 1, 1, 0, 0);
+        new TaskManager(IServiceManager(address(0)), IPayments(address(payments)), 1, 1, 1, 1, 1, 1, 1, 0, 0);
         vm.expectRevert(TaskManager.InvalidParameter.selector);
-        new TaskManager(IServiceManager(address(sm)), 1, 1, 0, 1, 1, 1, 1, 0, 0);
+        new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), 1, 1, 0, 1, 1, 1, 1, 0, 0);
         vm.expectRevert(TaskManager.InvalidParameter.selector);
-        new TaskManager(IServiceManager(address(sm)), 1, 1, 1, 0, 1, 1, 1, 0, 0);
+        new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), 1, 1, 1, 0, 1, 1, 1, 0, 0);
         vm.expectRevert(TaskManager.InvalidParameter.selector);
-        new TaskManager(IServiceManager(address(sm)), 1, 1, 1, 1, 0, 1, 1, 0, 0);
+        new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), 1, 1, 1, 1, 0, 1, 1, 0, 0);
         vm.expectRevert(TaskManager.InvalidParameter.selector);
-        new TaskManager(IServiceManager(address(sm)), 1, 1, 1, 1, 1, 1, 0, 0, 0);
+        new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), 1, 1, 1, 1, 1, 1, 0, 0, 0);
     }
 
     function test_RevertWhen_EthFromOthers() public {
@@ -80,57 +82,211 @@ contract TaskManagerTest is Base {
         (, bytes32[] memory leaves) = _receipts(3);
         bytes32 root = Merkle.root(leaves);
         vm.expectEmit(address(tm));
-        emit TaskManager.BatchCommitted(1, node, root, 3, block.number, "bafymanifest");
+        emit TaskManager.BatchCommitted(
+            1, node, 7, root, 3, uint32(block.number), uint32(block.timestamp), "bafymanifest"
+        );
         vm.prank(node);
-        uint256 id = tm.commitBatch(root, 3, "bafymanifest");
+        uint256 id = tm.commitBatch(7, root, 3, "bafymanifest", "");
         assertEq(id, 1);
         assertEq(tm.batchCount(), 1);
-        TaskManager.Batch memory b = tm.batches(1);
-        assertEq(b.node, node);
-        assertEq(b.root, root);
-        assertEq(b.count, 3);
-        assertEq(b.commitBlock, block.number);
-        assertEq(b.committedAt, block.timestamp);
-        assertEq(sm.getNode(node).lockedUntil, block.timestamp + CHALLENGE_WINDOW);
+        TaskManager.BatchRef memory ref = _refOf(id, node, 7, 3, root);
+        assertTrue(tm.isCommitted(ref));
+        (uint256 committedAt, bytes32 digest) = tm.batchSlot(node, 7);
+        assertEq(committedAt, block.timestamp);
+        assertEq(
+            digest, bytes32(uint256(keccak256(abi.encode(1, node, 7, 3, block.number, block.timestamp, root))) >> 40 << 40)
+        );
+        uint256 step = tm.LOCK_STEP();
+        assertEq(step, CHALLENGE_WINDOW / 16);
+        uint256 until = sm.getNode(node).lockedUntil;
+        assertGe(until, block.timestamp + CHALLENGE_WINDOW);
+        assertLt(until, block.timestamp + CHALLENGE_WINDOW + step);
+        assertEq(until % step, 0);
 
         vm.prank(node);
-        assertEq(tm.commitBatch(root, 3, ""), 2, "sequential ids");
+        assertEq(tm.commitBatch(8, root, 3, "", ""), 2, "sequential ids");
     }
 
     function test_BatchCount_StartsAtZero() public view {
         assertEq(tm.batchCount(), 0);
     }
 
-    /// @dev commitBatch writes the first slot of a Batch in one packed word: every field must
-    ///      read back exactly, whatever the bit patterns.
-    function testFuzz_CommitBatch_PacksFields(bytes32 root, uint32 count, uint32 blockNo, uint32 time) public {
-        vm.assume(root != bytes32(0) && count != 0);
+    /// @dev Every field of the header is bound by the slot's digest, whatever the bit patterns.
+    function testFuzz_CommitBatch_BindsEveryField(bytes32 root, uint32 count, uint32 blockNo, uint32 time, uint32 slot)
+        public
+    {
+        vm.assume(root != bytes32(0) && count != 0 && time != 0);
         _registerNode(node, 1 ether);
         vm.roll(blockNo);
         vm.warp(time);
         vm.prank(node);
-        uint256 id = tm.commitBatch(root, count, "bafymanifest");
-        TaskManager.Batch memory b = tm.batches(id);
-        assertEq(b.node, node);
-        assertEq(b.count, count);
-        assertEq(b.commitBlock, blockNo);
-        assertEq(b.committedAt, time);
-        assertEq(b.root, root);
+        uint256 id = tm.commitBatch(slot, root, count, "", "");
+        TaskManager.BatchRef memory ref = _refOf(id, node, slot, count, root);
+        assertTrue(tm.isCommitted(ref));
         assertEq(tm.batchCount(), id);
-        assertEq(sm.getNode(node).lockedUntil, uint256(time) + CHALLENGE_WINDOW);
+        for (uint256 field; field < 7; ++field) {
+            TaskManager.BatchRef memory forged = _refOf(id, node, slot, count, root);
+            if (field == 0) forged.batchId += 1;
+            if (field == 1) forged.node = node2;
+            if (field == 2) forged.slot ^= 1;
+            if (field == 3) forged.count ^= 1;
+            if (field == 4) forged.commitBlock ^= 1;
+            if (field == 5) forged.committedAt ^= 1;
+            if (field == 6) forged.root ^= bytes32(uint256(1));
+            assertFalse(tm.isCommitted(forged), "a changed field is another batch");
+        }
+    }
+
+    /// @dev Commits of one LOCK_STEP write the lock once; the lock still covers every window.
+    function test_CommitsOfOneStepWriteTheLockOnce() public {
+        _registerNode(node, 1 ether);
+        uint256 step = tm.LOCK_STEP();
+        vm.warp((block.timestamp / step + 1) * step + 1); // just after a step boundary
+        _commit(node, 1);
+        uint256 until = sm.getNode(node).lockedUntil;
+        vm.warp(block.timestamp + step - 2);
+        _commit(node, 1);
+        assertEq(sm.getNode(node).lockedUntil, until, "same step: the lock is not rewritten");
+        assertGe(until, block.timestamp + CHALLENGE_WINDOW);
+        vm.warp(block.timestamp + 2); // next step
+        _commit(node, 1);
+        assertEq(sm.getNode(node).lockedUntil, until + step);
+    }
+
+    /// @dev A slot holds a batch until nothing can dispute it any more; then the node reuses it,
+    ///      and the old header no longer names a batch (its sealed seed stays readable by id).
+    function test_SlotIsReusedOnlyAfterRetention() public {
+        _registerNode(node, 1 ether);
+        (uint256 first,,) = _commit(node, 2); // slot 0
+        TaskManager.BatchRef memory old = _ref(first);
+        uint256 retention = tm.BATCH_RETENTION();
+        assertEq(retention, 2 * CHALLENGE_WINDOW + VOTE_WINDOW);
+        vm.roll(block.number + 3);
+        bytes32 seed = tm.sealSeed(old);
+        uint256 reusableAt = old.committedAt + retention;
+        vm.warp(reusableAt - 1);
+        vm.prank(node);
+        vm.expectRevert(abi.encodeWithSelector(TaskManager.SlotInUse.selector, 0, reusableAt));
+        tm.commitBatch(0, keccak256("r"), 1, "", "");
+        // another node's slot 0 is its own
+        _registerNode(node2, 1 ether);
+        vm.prank(node2);
+        tm.commitBatch(0, keccak256("r"), 1, "", "");
+
+        vm.warp(reusableAt);
+        vm.prank(node);
+        uint256 second = tm.commitBatch(0, keccak256("r2"), 1, "", "");
+        assertEq(second, first + 2);
+        assertFalse(tm.isCommitted(old));
+        assertTrue(tm.isCommitted(_refOf(second, node, 0, 1, keccak256("r2"))));
+        assertEq(tm.batchSeed(old), seed, "sealed seeds outlive the slot");
+        vm.expectRevert(abi.encodeWithSelector(TaskManager.UnknownBatch.selector, first));
+        tm.challengeAvailability{value: CHALLENGE_BOND}(old, 0);
+    }
+
+    /// @dev The latest moment a dispute can reach a batch is inside its retention: an
+    ///      availability challenge at the last second of the window, answered at the last second
+    ///      of its vote window, leaves a fraud challenge possible until just before reuse.
+    function test_RetentionCoversTheLatestPossibleDispute() public {
+        _registerNode(node, 2 ether);
+        _registerValidator(validator1, 1 ether);
+        (uint256 batchId, Receipt[] memory rs, bytes32[] memory leaves) = _commit(node, 2);
+        TaskManager.BatchRef memory ref = _ref(batchId);
+        vm.warp(ref.committedAt + CHALLENGE_WINDOW - 1);
+        vm.deal(stranger, CHALLENGE_BOND);
+        vm.prank(stranger);
+        uint256 a = tm.challengeAvailability{value: CHALLENGE_BOND}(ref, 1);
+        vm.warp(block.timestamp + VOTE_WINDOW - 1);
+        vm.prank(node);
+        tm.answerAvailability(a, ref, rs[1], Merkle.proofAt(leaves, 1), _trace(1));
+        vm.warp(block.timestamp + CHALLENGE_WINDOW - 1);
+        assertLt(block.timestamp, ref.committedAt + tm.BATCH_RETENTION());
+        _challenge(validator1, batchId, 1, rs[1], Merkle.proofAt(leaves, 1));
+        assertEq(tm.challengeCount(), 1);
+    }
+
+    /// @dev Reserved slots are free to commit into, hold no batch, and are the caller's own.
+    function test_ReserveSlots() public {
+        _registerNode(node, 1 ether);
+        _commit(node, 1); // slot 0 holds a batch
+        vm.expectEmit(address(tm));
+        emit TaskManager.SlotsReserved(node, 0, 3);
+        vm.prank(node);
+        tm.reserveSlots(0, 3);
+        (uint256 at0,) = tm.batchSlot(node, 0);
+        (uint256 at1, bytes32 digest1) = tm.batchSlot(node, 1);
+        assertEq(at0, block.timestamp, "a used slot is left as it is");
+        assertEq(at1, 1);
+        assertEq(digest1, bytes32(0));
+        (uint256 other,) = tm.batchSlot(node2, 1);
+        assertEq(other, 0, "only the caller's slots");
+        vm.prank(node);
+        tm.commitBatch(1, keccak256("r"), 1, "", "");
+        uint256 reusableAt = block.timestamp + tm.BATCH_RETENTION();
+        vm.prank(node);
+        vm.expectRevert(abi.encodeWithSelector(TaskManager.SlotInUse.selector, 0, reusableAt));
+        tm.commitBatch(0, keccak256("r"), 1, "", "");
+        // a reserved word never passes for a batch header
+        assertFalse(tm.isCommitted(TaskManager.BatchRef(0, node, 2, 0, 0, 1, bytes32(0))));
+    }
+
+    function test_RevertWhen_ReserveSlotsBadCount() public {
+        vm.startPrank(node);
+        vm.expectRevert(abi.encodeWithSelector(TaskManager.BadReservation.selector, 0));
+        tm.reserveSlots(0, 0);
+        vm.expectRevert(abi.encodeWithSelector(TaskManager.BadReservation.selector, 257));
+        tm.reserveSlots(0, 257);
+        vm.expectRevert(abi.encodeWithSelector(TaskManager.BadReservation.selector, 2));
+        tm.reserveSlots(type(uint32).max - 1, 2);
+        vm.stopPrank();
+    }
+
+    /// @dev One transaction commits the batch and settles vouchers: the node is paid in it.
+    function test_CommitBatchSettlesVouchers() public {
+        _registerNode(node, 1 ether);
+        _deposit(user, 1 ether);
+        _deposit(user2, 1 ether);
+        Voucher[] memory vs = new Voucher[](2);
+        bytes[] memory sigs = new bytes[](2);
+        vs[0] = _voucher(user, node, 0.1 ether);
+        vs[1] = _voucher(user2, node, 0.2 ether);
+        sigs[0] = _signVoucher(userKey, vs[0]);
+        sigs[1] = _signVoucher(user2Key, vs[1]);
+        uint256 before = node.balance;
+        vm.expectEmit(address(payments));
+        emit Payments.Redeemed(node, 2, 0.3 ether);
+        vm.prank(node);
+        tm.commitBatch(0, keccak256("r"), 1, "", _packAll(vs, sigs));
+        assertEq(node.balance - before, 0.3 ether);
+        // a bad voucher reverts the commit with it (the node retries without it)
+        vs[0] = _voucher(user, node, 0.5 ether);
+        vm.prank(node);
+        vm.expectRevert(abi.encodeWithSelector(Payments.InvalidSignature.selector, 0));
+        tm.commitBatch(1, keccak256("r"), 1, "", _packAll(vs, sigs));
+        assertEq(tm.batchCount(), 1);
     }
 
     function test_RevertWhen_CommitBatchBeforeWiring() public {
         ServiceManager unwired = new ServiceManager(MIN_NODE_STAKE, MIN_VALIDATOR_STAKE, UNBONDING_PERIOD, MAX_MODELS);
         TaskManager lone = new TaskManager(
-            IServiceManager(address(unwired)), 2, 100_000, 1 days, 1 days, 0.1 ether, 3_000, 1 ether, 2_000, 2_000
+            IServiceManager(address(unwired)),
+            IPayments(address(payments)),
+            2,
+            100_000,
+            1 days,
+            1 days,
+            0.1 ether,
+            3_000,
+            1 ether,
+            2_000,
+            2_000
         );
         vm.deal(node, 1 ether);
         vm.prank(node);
         unwired.registerNode{value: 1 ether}(ENDPOINT, _models(), 1);
         vm.prank(node);
         vm.expectRevert(ServiceManager.OnlyTaskManager.selector);
-        lone.commitBatch(keccak256("r"), 1, "");
+        lone.commitBatch(0, keccak256("r"), 1, "", "");
         assertEq(lone.batchCount(), 0);
     }
 
@@ -138,28 +294,27 @@ contract TaskManagerTest is Base {
         _registerNode(node, 1 ether);
         vm.startPrank(node);
         vm.expectRevert(TaskManager.EmptyBatch.selector);
-        tm.commitBatch(keccak256("r"), 0, "");
+        tm.commitBatch(0, keccak256("r"), 0, "", "");
         vm.expectRevert(TaskManager.EmptyBatch.selector);
-        tm.commitBatch(bytes32(0), 1, "");
+        tm.commitBatch(0, bytes32(0), 1, "", "");
         vm.stopPrank();
     }
 
     function test_RevertWhen_CommitBatchNotActiveNode() public {
         vm.prank(stranger);
         vm.expectRevert(TaskManager.NotActiveNode.selector);
-        tm.commitBatch(keccak256("r"), 1, "");
+        tm.commitBatch(0, keccak256("r"), 1, "", "");
 
         _registerNode(node, 1 ether);
         vm.prank(node);
         sm.requestUnbond(0.5 ether);
         vm.prank(node);
         vm.expectRevert(TaskManager.NotActiveNode.selector);
-        tm.commitBatch(keccak256("r"), 1, "");
+        tm.commitBatch(0, keccak256("r"), 1, "", "");
     }
 
-    function test_RevertWhen_BatchesUnknown() public {
-        vm.expectRevert(abi.encodeWithSelector(TaskManager.UnknownBatch.selector, 1));
-        tm.batches(1);
+    function test_IsCommitted_UnknownIsFalse() public view {
+        assertFalse(tm.isCommitted(_ref(1)));
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -180,26 +335,26 @@ contract TaskManagerTest is Base {
     function test_BatchSeed_FollowsProtocol() public {
         uint256 batchId = _committedBatch();
         _rollPastSeed(103);
-        assertEq(tm.batchSeed(batchId), keccak256(abi.encode(SEED_HASH, batchId)));
+        assertEq(tm.batchSeed(_ref(batchId)), keccak256(abi.encode(SEED_HASH, batchId)));
     }
 
     function test_RevertWhen_BatchSeedNotReady() public {
         uint256 batchId = _committedBatch();
         vm.roll(102);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.SeedNotReady.selector, 102));
-        tm.batchSeed(batchId);
+        tm.batchSeed(_ref(batchId));
     }
 
     function test_RevertWhen_BatchSeedExpired() public {
         uint256 batchId = _committedBatch();
         _rollPastSeed(102 + 8192);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.SeedExpired.selector, 102));
-        tm.batchSeed(batchId);
+        tm.batchSeed(_ref(batchId));
     }
 
     function test_RevertWhen_BatchSeedUnknownBatch() public {
         vm.expectRevert(abi.encodeWithSelector(TaskManager.UnknownBatch.selector, 9));
-        tm.batchSeed(9);
+        tm.batchSeed(_refOf(9, node, 0, 1, keccak256("no such batch")));
     }
 
     function test_SealSeed_SurvivesExpiry() public {
@@ -208,23 +363,23 @@ contract TaskManagerTest is Base {
         bytes32 expected = keccak256(abi.encode(SEED_HASH, batchId));
         vm.expectEmit(address(tm));
         emit TaskManager.SeedSealed(batchId, expected);
-        assertEq(tm.sealSeed(batchId), expected);
+        assertEq(tm.sealSeed(_ref(batchId)), expected);
         vm.roll(102 + 100_000);
-        assertEq(tm.batchSeed(batchId), expected);
+        assertEq(tm.batchSeed(_ref(batchId)), expected);
     }
 
     function test_RevertWhen_SealSeedTwice() public {
         uint256 batchId = _committedBatch();
         _rollPastSeed(103);
-        tm.sealSeed(batchId);
+        tm.sealSeed(_ref(batchId));
         vm.expectRevert(abi.encodeWithSelector(TaskManager.SeedAlreadySealed.selector, batchId));
-        tm.sealSeed(batchId);
+        tm.sealSeed(_ref(batchId));
     }
 
     function test_RevertWhen_SealSeedNotReady() public {
         uint256 batchId = _committedBatch();
         vm.expectRevert(abi.encodeWithSelector(TaskManager.SeedNotReady.selector, 102));
-        tm.sealSeed(batchId);
+        tm.sealSeed(_ref(batchId));
     }
 
     function test_IsSampled_FollowsProtocol() public {
@@ -234,7 +389,7 @@ contract TaskManagerTest is Base {
         uint256 hits;
         for (uint256 i; i < 4; ++i) {
             bool expected = uint256(keccak256(abi.encode(seed, validator1, i))) % 1_000_000 < SAMPLE_RATE_PPM;
-            assertEq(tm.isSampled(batchId, validator1, i), expected);
+            assertEq(tm.isSampled(_ref(batchId), validator1, i), expected);
             if (expected) ++hits;
         }
         hits;
@@ -244,7 +399,7 @@ contract TaskManagerTest is Base {
         uint256 batchId = _committedBatch();
         _rollPastSeed(103);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.IndexOutOfRange.selector, 4, 4));
-        tm.isSampled(batchId, validator1, 4);
+        tm.isSampled(_ref(batchId), validator1, 4);
     }
 
     function test_IsSampled_DevnetSamplesEverything() public {
@@ -254,7 +409,7 @@ contract TaskManagerTest is Base {
         vm.roll(102);
         vm.setBlockhash(101, SEED_HASH);
         for (uint256 i; i < 4; ++i) {
-            assertTrue(tm.isSampled(batchId, validator1, i));
+            assertTrue(tm.isSampled(_ref(batchId), validator1, i));
         }
     }
 
@@ -280,7 +435,7 @@ contract TaskManagerTest is Base {
         vm.expectEmit(address(tm));
         emit TaskManager.ChallengeOpened(1, batchId, validator1, node, leaves[2], rs[2].requestHash, deadline, "ev");
         vm.prank(validator1);
-        uint256 id = tm.challenge{value: CHALLENGE_BOND}(batchId, 2, rs[2], proof, "ev");
+        uint256 id = tm.challenge{value: CHALLENGE_BOND}(_ref(batchId), 2, rs[2], proof, "ev");
 
         assertEq(id, 1);
         assertEq(tm.challengeCount(), 1);
@@ -307,7 +462,8 @@ contract TaskManagerTest is Base {
         _registerNode(node, 2 ether);
         _registerValidator(validator1, 1 ether);
         (uint256 batchId, Receipt[] memory rs,) = _commit(node, 1);
-        assertEq(tm.batches(batchId).root, _leaf(rs[0]), "root = leaf");
+        assertEq(_ref(batchId).root, _leaf(rs[0]), "root = leaf");
+        assertTrue(tm.isCommitted(_ref(batchId)));
         _challenge(validator1, batchId, 0, rs[0], new bytes32[](0));
         assertEq(tm.challengeCount(), 1);
     }
@@ -317,7 +473,7 @@ contract TaskManagerTest is Base {
         vm.deal(validator1, 1 ether);
         vm.prank(validator1);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.WrongBond.selector, 1 wei, CHALLENGE_BOND));
-        tm.challenge{value: 1 wei}(1, 0, r, new bytes32[](0), "");
+        tm.challenge{value: 1 wei}(_refOf(1, node, 0, 1, keccak256("no such batch")), 0, r, new bytes32[](0), "");
     }
 
     function test_RevertWhen_ChallengeUnknownBatch() public {
@@ -325,7 +481,7 @@ contract TaskManagerTest is Base {
         vm.deal(validator1, 1 ether);
         vm.prank(validator1);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.UnknownBatch.selector, 1));
-        tm.challenge{value: CHALLENGE_BOND}(1, 0, r, new bytes32[](0), "");
+        tm.challenge{value: CHALLENGE_BOND}(_refOf(1, node, 0, 1, keccak256("no such batch")), 0, r, new bytes32[](0), "");
     }
 
     function test_RevertWhen_ChallengeWindowClosed() public {
@@ -338,7 +494,7 @@ contract TaskManagerTest is Base {
         vm.deal(validator1, 1 ether);
         vm.prank(validator1);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.ChallengeWindowClosed.selector, deadline));
-        tm.challenge{value: CHALLENGE_BOND}(batchId, 0, rs[0], proof, "");
+        tm.challenge{value: CHALLENGE_BOND}(_ref(batchId), 0, rs[0], proof, "");
     }
 
     function test_RevertWhen_ChallengeNotValidator() public {
@@ -348,7 +504,7 @@ contract TaskManagerTest is Base {
         vm.deal(stranger, 1 ether);
         vm.prank(stranger);
         vm.expectRevert(TaskManager.NotActiveValidator.selector);
-        tm.challenge{value: CHALLENGE_BOND}(batchId, 0, rs[0], proof, "");
+        tm.challenge{value: CHALLENGE_BOND}(_ref(batchId), 0, rs[0], proof, "");
     }
 
     function test_RevertWhen_ChallengeProofTooLong() public {
@@ -358,7 +514,7 @@ contract TaskManagerTest is Base {
         vm.deal(validator1, 1 ether);
         vm.prank(validator1);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.ProofTooLong.selector, 33));
-        tm.challenge{value: CHALLENGE_BOND}(batchId, 0, rs[0], new bytes32[](33), "");
+        tm.challenge{value: CHALLENGE_BOND}(_ref(batchId), 0, rs[0], new bytes32[](33), "");
     }
 
     function test_RevertWhen_ChallengeInvalidProof() public {
@@ -371,7 +527,7 @@ contract TaskManagerTest is Base {
         vm.deal(validator1, 1 ether);
         vm.prank(validator1);
         vm.expectRevert(TaskManager.InvalidProof.selector);
-        tm.challenge{value: CHALLENGE_BOND}(batchId, 0, forged, proof, "");
+        tm.challenge{value: CHALLENGE_BOND}(_ref(batchId), 0, forged, proof, "");
     }
 
     function test_RevertWhen_ChallengeLeafAlreadyOpen() public {
@@ -381,7 +537,7 @@ contract TaskManagerTest is Base {
         vm.deal(validator2, 1 ether);
         vm.prank(validator2);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.LeafAlreadyChallenged.selector, id));
-        tm.challenge{value: CHALLENGE_BOND}(batchId, 1, r, proof, "");
+        tm.challenge{value: CHALLENGE_BOND}(_ref(batchId), 1, r, proof, "");
     }
 
     function test_Rechallenge_AfterNotFraud_ButNotAfterFraud() public {
@@ -404,7 +560,7 @@ contract TaskManagerTest is Base {
         vm.deal(validator1, 1 ether);
         vm.prank(validator1);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.LeafAlreadyChallenged.selector, second));
-        tm.challenge{value: CHALLENGE_BOND}(batchId, 0, rs[0], proof, "");
+        tm.challenge{value: CHALLENGE_BOND}(_ref(batchId), 0, rs[0], proof, "");
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -595,8 +751,7 @@ contract TaskManagerTest is Base {
         rs[1] = _receipt(1, address(0), 1 ether);
         leaves[0] = _leaf(rs[0]);
         leaves[1] = _leaf(rs[1]);
-        vm.prank(node);
-        uint256 batchId = tm.commitBatch(Merkle.root(leaves), 2, "");
+        uint256 batchId = _commitRoot(node, Merkle.root(leaves), 2);
         uint256 a = _challenge(validator1, batchId, 0, rs[0], Merkle.proof(leaves, leaves[0]));
         uint256 b = _challenge(validator1, batchId, 1, rs[1], Merkle.proof(leaves, leaves[1]));
         vm.warp(block.timestamp + VOTE_WINDOW + 1);
@@ -676,8 +831,7 @@ contract TaskManagerTest is Base {
         _registerValidator(validator1, 1 ether);
         Receipt[] memory rs = new Receipt[](1);
         rs[0] = _receipt(0, address(r), 0.01 ether);
-        vm.prank(node);
-        uint256 batchId = tm.commitBatch(_leaf(rs[0]), 1, "");
+        uint256 batchId = _commitRoot(node, _leaf(rs[0]), 1);
         uint256 id = _challenge(validator1, batchId, 0, rs[0], new bytes32[](0));
         vm.warp(block.timestamp + VOTE_WINDOW + 1);
         tm.resolve(id);
@@ -725,8 +879,7 @@ contract TaskManagerTest is Base {
         _registerValidator(validator1, 1 ether);
         Receipt[] memory rs = new Receipt[](1);
         rs[0] = _receipt(0, user, fee);
-        vm.prank(node);
-        uint256 batchId = tm.commitBatch(_leaf(rs[0]), 1, "");
+        uint256 batchId = _commitRoot(node, _leaf(rs[0]), 1);
         uint256 id = _challenge(validator1, batchId, 0, rs[0], new bytes32[](0));
         vm.warp(block.timestamp + VOTE_WINDOW + 1);
         assertTrue(tm.resolve(id));
@@ -749,7 +902,7 @@ contract TaskManagerTest is Base {
         vm.setBlockhash(102, blockHash);
         bytes32 seed = keccak256(abi.encode(blockHash, batchId));
         assertEq(
-            tm.isSampled(batchId, validator, index),
+            tm.isSampled(_ref(batchId), validator, index),
             uint256(keccak256(abi.encode(seed, validator, index))) % 1_000_000 < SAMPLE_RATE_PPM
         );
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 from chain_fixtures import Actors, make_receipts
 from supernet.sdk.chain import CONTRACT_NAMES, Contracts, Deployment, DeploymentError, ReceiptTree
+from supernet.sdk.chain.anvil import increase_time
 from supernet.sdk.chain.contract_errors import InvalidProof
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +42,7 @@ def test_deployment_file_connects(deployed: Contracts, tmp_path: Path) -> None:
 def test_contract_accepts_every_proof_of_an_odd_tree(network: Contracts, actors: Actors) -> None:
     receipts = make_receipts(network, actors.users, actors.node.address, 6)  # layers 6 -> 3 -> 2 -> 1
     tree = ReceiptTree.from_receipts(receipts)
-    batch_id = network.as_account(actors.node).task_manager.commit_batch(tree.root, 6, "bafy").value
+    batch_id = network.as_account(actors.node).task_manager.commit_batch(tree.root, 6, "bafy").value.batch_id
     validator = network.as_account(actors.validators[0]).task_manager
     with pytest.raises(InvalidProof):
         validator.challenge(batch_id, 0, receipts[0], tree.proof_at(0)[:-1], "bafy")
@@ -115,3 +117,35 @@ async def test_a_signed_commit_lands_once_however_often_it_is_broadcast(
     w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(other.raw_transaction))
     await chain.broadcast(dead)  # nonce too low: ignored
     assert await chain.wait_commit(dead, timeout_s=0.5) is None
+
+
+@pytest.mark.anvil
+async def test_a_new_node_reserves_slots_and_reuses_them_after_retention(
+    chain: Contracts, actors: Actors
+) -> None:
+    """The node service's batch slots on a real chain: a new node reserves its slots when it
+    registers, commits into the lowest free one, and after `BATCH_RETENTION` (also after a restart,
+    learning its slots from its own events) rewrites its oldest slot instead of creating one."""
+    from chain_fixtures import MODEL_ID, NODE_STAKE
+    from supernet.node.service.chain import RESERVED_SLOTS, Web3Chain
+
+    me = actors.outsider  # never registered: a new node
+    node = Web3Chain(chain, me)
+    await node.ensure_registered("http://127.0.0.1:8199", ["0x" + MODEL_ID.hex()], NODE_STAKE)
+    tm = chain.task_manager
+    assert tm.batch_slot(me.address, RESERVED_SLOTS - 1)[0] == 1, "reserved: an old, empty word"
+    assert tm.batch_slot(me.address, RESERVED_SLOTS)[0] == 0
+
+    async def commit(web3_chain: Web3Chain, tag: str) -> int:
+        signed = await web3_chain.sign_commit(hashlib.sha256(tag.encode()).digest(), 1, "bafy")
+        await web3_chain.broadcast(signed)
+        batch_id = await web3_chain.wait_commit(signed)
+        assert batch_id is not None
+        return tm.batch(batch_id).slot
+
+    assert [await commit(node, "a"), await commit(node, "b")] == [0, 1]
+    increase_time(chain.w3, tm.batch_retention())
+    restarted = Web3Chain(chain, me)  # a fresh process: its slots come from its events
+    assert await commit(restarted, "c") == 0, "the oldest slot is free again: rewritten, not created"
+    assert await commit(restarted, "d") == 1
+    assert await commit(restarted, "e") == 2

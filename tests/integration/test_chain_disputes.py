@@ -25,7 +25,11 @@ BPS = 10_000
 def _commit(c: Contracts, actors: Actors, count: int = 7):
     receipts = make_receipts(c, actors.users, actors.node.address, count)
     tree = ReceiptTree.from_receipts(receipts)
-    batch_id = c.as_account(actors.node).task_manager.commit_batch(tree.root, len(tree), "bafymanifest").value
+    batch_id = (
+        c.as_account(actors.node)
+        .task_manager.commit_batch(tree.root, len(tree), "bafymanifest")
+        .value.batch_id
+    )
     return receipts, tree, batch_id
 
 
@@ -101,7 +105,8 @@ def test_unbond_blocked_during_dispute(network: Contracts, actors: Actors) -> No
         .value
     )
     node_sm.request_unbond(NODE_STAKE)
-    increase_time(network.w3, network.params.challenge_window + 1)  # past unbonding and lock
+    # past unbonding and the lock (the window's end, rounded up to LOCK_STEP = window / 16)
+    increase_time(network.w3, network.params.challenge_window * 17 // 16 + 1)
     with pytest.raises(OperatorFrozen) as exc:
         node_sm.withdraw_unbonded()
     assert exc.value.frozenCount == 1

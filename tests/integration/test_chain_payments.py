@@ -19,11 +19,11 @@ from supernet.sdk.chain.anvil import increase_time
 from supernet.sdk.chain.contract_errors import (
     EmptyBatch,
     InvalidSignature,
-    LengthMismatch,
-    NotVoucherNode,
+    MalformedVouchers,
     StaleVoucher,
     WithdrawalNotReady,
 )
+from supernet.sdk.chain.payments import pack_vouchers
 
 pytestmark = pytest.mark.anvil
 
@@ -51,8 +51,11 @@ def test_redeem_many_then_replay_is_rejected(network: Contracts, actors: Actors)
     node = network.as_account(actors.node).payments
     vouchers = [Voucher(u.address, actors.node.address, 1000 * (i + 1)) for i, u in enumerate(actors.users)]
     sigs = [sign_voucher(v, network.domain, u) for v, u in zip(vouchers, actors.users, strict=True)]
-    assert node.redeem(vouchers, sigs).value == 1000 + 2000 + 3000
-    assert node.earnings(actors.node.address) == 6000
+    balance = network.w3.eth.get_balance(actors.node.address)
+    tx = node.redeem(vouchers, sigs)
+    assert tx.value == 1000 + 2000 + 3000
+    fee = tx.gas_used * int(tx.receipt["effectiveGasPrice"])
+    assert network.w3.eth.get_balance(actors.node.address) == balance - fee + 6000, "paid in the call"
     assert node.redeemed(actors.users[1].address, actors.node.address) == 2000
     assert node.channel(actors.users[0].address, actors.node.address).balance == USER_DEPOSIT - 1000
 
@@ -77,15 +80,30 @@ def test_bad_signatures_and_lengths_are_typed(network: Contracts, actors: Actors
         node.redeem([v, v2], [good, forged])
     assert exc.value.index == 1  # the whole call reverts: nothing was redeemed
     assert node.redeemed(user.address, actors.node.address) == 0
-    with pytest.raises(InvalidSignature):
-        node.redeem([v], [good[:64]])  # 64 bytes: wrong signature length
-    with pytest.raises(LengthMismatch) as mism:
+    with pytest.raises(ValueError, match="65 bytes"):  # refused before anything is sent
+        node.redeem([v], [good[:64]])
+    with pytest.raises(ValueError, match="signatures"):
         node.redeem([v, v], [good])
-    assert (mism.value.vouchers, mism.value.signatures) == (2, 1)
+    # What the contract itself refuses, sent raw: no records, a partial record.
     with pytest.raises(EmptyBatch):
-        node.redeem([], [])
-    with pytest.raises(NotVoucherNode):
+        node.transact("redeem", b"")
+    packed = pack_vouchers([v], [good])
+    with pytest.raises(MalformedVouchers) as bad:
+        node.transact("redeem", packed[:95])
+    assert bad.value.length == 95
+    # The malleable twin of a good signature (s -> n - s, parity flipped) is refused on chain.
+    r, vs = int.from_bytes(packed[32:64], "big"), int.from_bytes(packed[64:96], "big")
+    s_, parity = vs & ((1 << 255) - 1), vs >> 255
+    n = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+    twin = packed[:64] + ((n - s_) | ((1 - parity) << 255)).to_bytes(32, "big")
+    assert r and twin != packed
+    with pytest.raises(InvalidSignature):
+        node.transact("redeem", twin)
+    # The node is not in a packed voucher: another node redeeming it checks the signature
+    # against its own channel's digest, where it fails.
+    with pytest.raises(InvalidSignature):
         network.as_account(actors.node2).payments.redeem([v], [good])
+    assert node.redeemed(user.address, actors.node.address) == 0
 
 
 def test_a_channel_pays_only_its_node(network: Contracts, actors: Actors) -> None:

@@ -105,7 +105,9 @@ def commit_real_batch(c: Contracts, actors: Actors, store_url: str) -> Committed
     manifest = BatchManifest.seal(actors.node.address, entries)
     manifest_cid = asyncio.run(put(manifest.to_dag()))
     tree = ReceiptTree(e.leaf for e in entries)
-    batch_id = c.as_account(actors.node).task_manager.commit_batch(tree.root, len(tree), manifest_cid).value
+    batch_id = (
+        c.as_account(actors.node).task_manager.commit_batch(tree.root, len(tree), manifest_cid).value.batch_id
+    )
     return Committed(batch_id, ["0x" + e.receipt.request_hash.hex() for e in entries], entries, tree)
 
 

@@ -393,3 +393,23 @@ async def test_an_event_stream_ends_after_its_time_limit_and_the_task_goes_on(tm
         await node.http.aclose()
         await node.service.cleanup()
         await node.store.aclose()
+
+
+async def test_a_voucher_the_contract_could_not_redeem_is_refused(fake_node: FakeNode) -> None:
+    """Vouchers go on chain packed (a 96-bit amount, a low-s EIP-2098 signature). A voucher that
+    does not fit would make its task free, so admission refuses it and stores nothing."""
+    before = db_snapshot(fake_node)
+    body = fake_node.body("x", cumulative=10**12)
+    sig = bytes.fromhex(body["voucher"]["signature"][2:])
+    n = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+    high_s = (n - int.from_bytes(sig[32:64], "big")).to_bytes(32, "big")
+    body["voucher"]["signature"] = "0x" + (sig[:32] + high_s + bytes([55 - sig[64]])).hex()  # 27 <-> 28
+    r = await fake_node.http.post("/v1/tasks", json=body)
+    assert r.status_code == 401 and "voucher signature" in r.json()["error"]["message"], r.text
+    fake_node.chain.deposits[fake_node.user.address] = 2**100
+    huge = fake_node.body("x", cumulative=2**96)
+    r = await fake_node.http.post("/v1/tasks", json=huge)
+    assert r.status_code == 402 and "above the most a voucher can redeem" in r.json()["error"]["message"], (
+        r.text
+    )
+    assert db_snapshot(fake_node) == before

@@ -178,3 +178,51 @@ async def test_redeem_policy_worth_its_gas_always_before_a_close_and_chunked(fak
     calls = fake_node.chain.redeem_calls
     assert len(await redeemer.redeem_once()) == 3  # 5 vouchers in calls of at most 2
     assert fake_node.chain.redeem_calls == calls + 3
+
+
+async def test_due_vouchers_ride_on_the_commit(fake_node: FakeNode) -> None:
+    """What the policy says is due is redeemed in the batch's own commit transaction (one
+    transaction per batch), recorded once it landed, and not redeemed again on its own."""
+    service, chain = fake_node.service, fake_node.chain
+    assert service.batcher is not None and service.redeemer is not None
+    assert service.batcher.settlement is service.redeemer, "the runner wires settlement into commits"
+    service.redeemer.policy = RedeemPolicy(min_amount_wei=1)  # everything is worth redeeming
+    ids = [await _submit(fake_node, f"t{i}", FEE * (i + 1)) for i in range(2)]
+    for tid in ids:
+        await service.ctx.worker.wait(tid)  # type: ignore[union-attr]
+    await service.batcher.flush()
+    assert chain.settled_in_commits == [1], "the one user's latest voucher rode on the commit"
+    assert chain.redeemed_amounts[fake_node.user.address] == 2 * FEE
+    assert chain.redeem_calls == 0, "no redemption transaction of its own"
+    assert service.ctx.db.redeemed(fake_node.user.address) == 2 * FEE  # type: ignore[union-attr]
+    assert await service.redeemer.redeem_once() == []  # nothing left: never paid twice
+
+
+async def test_a_voucher_that_cannot_be_settled_never_holds_a_batch_back(fake_node: FakeNode) -> None:
+    """If the commit cannot be signed with its vouchers (one went stale meanwhile, say), the batch
+    is committed without them and the redeemer collects them on its own."""
+    service, chain = fake_node.service, fake_node.chain
+    assert service.batcher is not None and service.redeemer is not None
+    service.redeemer.policy = RedeemPolicy(min_amount_wei=1)
+    chain.refuse_vouchers = True
+    tid = await _submit(fake_node, "pay me", FEE)
+    await service.ctx.worker.wait(tid)  # type: ignore[union-attr]
+    batch = await service.batcher.flush()
+    assert batch is not None and batch.chain_batch_id == 1
+    assert chain.settled_in_commits == [0]
+    assert len(await service.redeemer.redeem_once()) == 1
+    assert chain.redeemed_amounts[fake_node.user.address] == FEE
+
+
+def test_batch_slots_pick_the_lowest_free_one() -> None:
+    """`BatchSlots`: a slot is free once its batch is `retention` old; otherwise a new one."""
+    from supernet.node.service.chain import BatchSlots
+
+    slots = BatchSlots(retention_s=100, used={0: 1, 1: 1})  # two reserved slots ("used" at time 1)
+    assert slots.pick(now=1000) == 0
+    slots.used(0, 1000)
+    assert slots.pick(now=1010) == 1
+    slots.used(1, 1010)
+    assert slots.pick(now=1020) == 2, "every slot holds a batch that can still be disputed"
+    slots.used(2, 1020)
+    assert slots.pick(now=1099) == 3 and slots.pick(now=1100) == 0

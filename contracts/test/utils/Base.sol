@@ -5,6 +5,7 @@ import {ModelRegistry} from "../../src/ModelRegistry.sol";
 import {Payments} from "../../src/Payments.sol";
 import {ServiceManager} from "../../src/ServiceManager.sol";
 import {TaskManager} from "../../src/TaskManager.sol";
+import {IPayments} from "../../src/interfaces/IPayments.sol";
 import {IServiceManager} from "../../src/interfaces/IServiceManager.sol";
 import {Receipt, Voucher} from "../../src/libraries/Types.sol";
 
@@ -51,6 +52,11 @@ abstract contract Base is Test {
     uint256 internal user2Key;
     address internal stranger;
 
+    /// @dev The header of every batch committed through {_commitRoot}, by id.
+    mapping(uint256 => TaskManager.BatchRef) internal _refs;
+    /// @dev Slots each node used so far (a new slot per batch unless a test reuses one).
+    mapping(address => uint32) internal _slotsUsed;
+
     bytes32 internal constant MODEL_ID = keccak256("smollm2-135m manifest");
     string internal constant ENDPOINT = "http://127.0.0.1:8000";
 
@@ -76,6 +82,7 @@ abstract contract Base is Test {
         payments = new Payments(WITHDRAWAL_DELAY, MAX_REDEEM_BATCH);
         tm = new TaskManager(
             IServiceManager(address(sm)),
+            IPayments(address(payments)),
             SEED_DELAY_BLOCKS,
             SAMPLE_RATE_PPM,
             CHALLENGE_WINDOW,
@@ -87,6 +94,7 @@ abstract contract Base is Test {
             VOTER_REWARD_BPS
         );
         sm.setTaskManager(address(tm));
+        payments.setTaskManager(address(tm));
     }
 
     /// @dev Redeploys with the devnet parameters (short windows, every receipt sampled).
@@ -100,6 +108,7 @@ abstract contract Base is Test {
         payments = new Payments(60, MAX_REDEEM_BATCH);
         tm = new TaskManager(
             IServiceManager(address(sm)),
+            IPayments(address(payments)),
             1,
             1_000_000,
             600,
@@ -111,6 +120,7 @@ abstract contract Base is Test {
             VOTER_REWARD_BPS
         );
         sm.setTaskManager(address(tm));
+        payments.setTaskManager(address(tm));
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -177,9 +187,31 @@ abstract contract Base is Test {
         returns (uint256 batchId, Receipt[] memory rs, bytes32[] memory leaves)
     {
         (rs, leaves) = _receipts(n);
-        vm.prank(who);
         // forge-lint: disable-next-line(unsafe-typecast)
-        batchId = tm.commitBatch(Merkle.root(leaves), uint32(n), "bafybatchmanifest");
+        batchId = _commitRoot(who, Merkle.root(leaves), uint32(n));
+    }
+
+    /// @dev Commits `root` of `n` receipts as `who` into its next unused slot; records the header.
+    function _commitRoot(address who, bytes32 root, uint32 n) internal returns (uint256 batchId) {
+        uint32 slot = _slotsUsed[who]++;
+        vm.prank(who);
+        batchId = tm.commitBatch(slot, root, n, "bafybatchmanifest", "");
+        _refs[batchId] = _refOf(batchId, who, slot, n, root);
+    }
+
+    /// @dev The header of a batch committed in this block by `who`.
+    function _refOf(uint256 batchId, address who, uint32 slot, uint32 n, bytes32 root)
+        internal
+        view
+        returns (TaskManager.BatchRef memory)
+    {
+        // forge-lint: disable-next-line(unsafe-typecast)
+        return TaskManager.BatchRef(batchId, who, slot, n, uint32(block.number), uint32(block.timestamp), root);
+    }
+
+    /// @dev The recorded header of a batch (all zero for an unknown id).
+    function _ref(uint256 batchId) internal view returns (TaskManager.BatchRef memory) {
+        return _refs[batchId];
     }
 
     /// @dev node + 3 validators (1, 2 and 3 ether) + one 4-receipt batch challenged by validator1.
@@ -201,7 +233,7 @@ abstract contract Base is Test {
     {
         vm.deal(who, who.balance + CHALLENGE_BOND);
         vm.prank(who);
-        return tm.challenge{value: CHALLENGE_BOND}(batchId, index, r, proof, "bafyevidence");
+        return tm.challenge{value: CHALLENGE_BOND}(_ref(batchId), index, r, proof, "bafyevidence");
     }
 
     function _vote(address who, uint256 challengeId, bool fraud) internal {
@@ -232,14 +264,30 @@ abstract contract Base is Test {
         return signDigest(key, payments.hashVoucher(v));
     }
 
-    function _one(Voucher memory v) internal pure returns (Voucher[] memory vs) {
-        vs = new Voucher[](1);
-        vs[0] = v;
+    /// @dev One packed voucher (Payments' 96-byte record) from a 65-byte signature.
+    function _pack(Voucher memory v, bytes memory sig) internal pure returns (bytes memory) {
+        (bytes32 r, bytes32 vs) = _compact(sig);
+        return abi.encodePacked(uint256(uint160(v.user)) << 96 | v.cumulativeAmount, r, vs);
     }
 
-    function _one(bytes memory sig) internal pure returns (bytes[] memory sigs) {
-        sigs = new bytes[](1);
-        sigs[0] = sig;
+    /// @dev EIP-2098: `vs` = s with v's parity in its top bit.
+    function _compact(bytes memory sig) internal pure returns (bytes32 r, bytes32 vs) {
+        require(sig.length == 65, "65-byte signature");
+        bytes32 s;
+        uint8 v;
+        assembly ("memory-safe") {
+            r := mload(add(sig, 0x20))
+            s := mload(add(sig, 0x40))
+            v := byte(0, mload(add(sig, 0x60)))
+        }
+        vs = bytes32(uint256(s) | (uint256(v - 27) << 255));
+    }
+
+    /// @dev Several packed vouchers, in order.
+    function _packAll(Voucher[] memory vs, bytes[] memory sigs) internal pure returns (bytes memory out) {
+        for (uint256 i; i < vs.length; ++i) {
+            out = bytes.concat(out, _pack(vs[i], sigs[i]));
+        }
     }
 }
 

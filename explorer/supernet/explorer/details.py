@@ -215,10 +215,13 @@ def sampling(tm: TaskManager | None, batch_id: int, count: int, validators: list
     if count * len(validators) > 256:  # one eth_call each: keep the page fast
         return {"seed": None, "sampled": {}, "note": "batch too large to list sampling here"}
     try:
-        seed = "0x" + tm.batch_seed(batch_id).hex()
-        sampled = {v: [i for i in range(count) if tm.is_sampled(batch_id, v, i)] for v in validators}
+        batch = tm.batch(batch_id)  # its header, from the commit's event
+        seed = "0x" + tm.batch_seed(batch).hex()
+        sampled = {v: [i for i in range(count) if tm.is_sampled(batch, v, i)] for v in validators}
     except ContractError as exc:
         return {"seed": None, "sampled": {}, "note": f"seed not available: {exc.error_name}"}
+    except LookupError as exc:
+        return {"seed": None, "sampled": {}, "note": str(exc)}
     except (OSError, Web3Exception) as exc:  # the page still shows what the index knows
         return {"seed": None, "sampled": {}, "note": f"chain not reachable: {type(exc).__name__}"}
     return {"seed": seed, "sampled": sampled, "note": ""}

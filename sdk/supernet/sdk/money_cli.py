@@ -9,7 +9,7 @@ what they earned, start unbonding, leave, and withdraw what is theirs. Amounts t
 """
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -179,23 +179,15 @@ def add_operator_commands(group: typer.Typer, role: str, key_env: str) -> None:
     """Add ``earnings``/``rewards``, ``withdraw``/``claim``, ``unbond`` and ``deregister`` to the
     ``node`` or ``validator`` group; keys come from ``key_env`` or a key file or keystore."""
     OpKey = Annotated[str, key_option(key_env, f"The {role}'s")]
-    pending: Callable[[Contracts, str], int]
-    if role == "node":
-        view_name, take_name = "earnings", "withdraw"
+    # Fees reach a node in the transaction that redeems them (Payments pays the caller), so what
+    # is left to withdraw is, for both roles, what the dispute contract owes: bonds, rewards.
+    view_name, take_name = ("earnings", "withdraw") if role == "node" else ("rewards", "claim")
 
-        def pending(c: Contracts, who: str) -> int:
-            return c.payments.earnings(who)
+    def pending(c: Contracts, who: str) -> int:
+        return int(c.task_manager.call("claimable", who))
 
-        def take(c: Contracts) -> Any:
-            return c.payments.withdraw_earnings()
-    else:
-        view_name, take_name = "rewards", "claim"
-
-        def pending(c: Contracts, who: str) -> int:
-            return int(c.task_manager.call("claimable", who))
-
-        def take(c: Contracts) -> Any:
-            return c.task_manager.withdraw()
+    def take(c: Contracts) -> Any:
+        return c.task_manager.withdraw()
 
     def status(
         rpc: Rpc = "http://127.0.0.1:8545",

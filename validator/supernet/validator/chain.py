@@ -18,7 +18,13 @@ from functools import cached_property
 from eth_account.signers.local import LocalAccount
 from supernet.sdk.chain.errors import ContractError
 from supernet.sdk.chain.receipts import Receipt
-from supernet.sdk.chain.tasks import AvailabilityAnswer, AvailabilityChallenge, ChallengeStatus, TaskManager
+from supernet.sdk.chain.tasks import (
+    AvailabilityAnswer,
+    AvailabilityChallenge,
+    Batch,
+    ChallengeStatus,
+    TaskManager,
+)
 from web3 import Web3
 
 
@@ -108,6 +114,8 @@ class TaskManagerClient:
         self.w3 = w3
         self.binding = TaskManager(w3, address, account)
         self.account = account
+        # Batch headers (what the contract takes back) by id, from the events this client read.
+        self._batches: dict[int, Batch] = {}
 
     @property
     def address(self) -> str:
@@ -165,6 +173,7 @@ class TaskManagerClient:
             ev = decoder.process_log(log)
             a, blk, idx = ev["args"], int(ev["blockNumber"]), int(ev["logIndex"])
             if ev["event"] == "BatchCommitted":
+                self._batches[int(a["batchId"])] = Batch.from_event(a)
                 out.append(
                     BatchCommitted(
                         int(a["batchId"]),
@@ -208,7 +217,7 @@ class TaskManagerClient:
             ContractError: ``SeedExpired`` (nobody sealed it in time) or ``UnknownBatch``.
         """
         try:
-            return bytes(self.binding.call("batchSeed", batch_id))
+            return bytes(self.binding.call("batchSeed", self.batch(batch_id).as_tuple()))
         except ContractError as exc:
             if exc.error_name == "SeedNotReady":
                 return None
@@ -216,7 +225,14 @@ class TaskManagerClient:
 
     def is_sampled(self, batch_id: int, validator: str, index: int) -> bool:
         """The contract's own sampling decision (the cross-check of `supernet.validator.sampler`)."""
-        return bool(self.binding.call("isSampled", batch_id, Web3.to_checksum_address(validator), index))
+        ref = self.batch(batch_id).as_tuple()
+        return bool(self.binding.call("isSampled", ref, Web3.to_checksum_address(validator), index))
+
+    def batch(self, batch_id: int) -> Batch:
+        """A batch's header (from the events already read, else looked up by its event)."""
+        if batch_id not in self._batches:
+            self._batches[batch_id] = self.binding.batch(batch_id)
+        return self._batches[batch_id]
 
     def leaf_challenge(self, batch_id: int, leaf: bytes) -> int:
         """The latest challenge id on this leaf of the batch (0: none)."""
@@ -246,14 +262,16 @@ class TaskManagerClient:
         """Post a bonded challenge on entry ``index``; returns the new challenge id."""
         return int(
             self.binding.challenge(
-                batch_id, index, receipt, proof, evidence_cid, bond=self.params().challenge_bond
+                self.batch(batch_id), index, receipt, proof, evidence_cid, bond=self.params().challenge_bond
             ).value
         )
 
     def challenge_availability(self, batch_id: int, index: int) -> int:
         """Claim entry ``index`` of a batch unavailable (bonded); returns the availability id."""
         return int(
-            self.binding.challenge_availability(batch_id, index, bond=self.params().challenge_bond).value
+            self.binding.challenge_availability(
+                self.batch(batch_id), index, bond=self.params().challenge_bond
+            ).value
         )
 
     def availability(self, availability_id: int) -> AvailabilityChallenge:

@@ -38,6 +38,7 @@ from supernet.sdk.chain.eip712 import (
     recover_task_request,
     recover_voucher,
 )
+from supernet.sdk.chain.payments import MAX_PACKED_AMOUNT, compact_signature
 from supernet.sdk.chain.receipts import input_hash
 
 
@@ -116,6 +117,17 @@ class Authenticator:
             raise BadSignatureError(f"voucher signature is malformed: {exc}") from None
         if vsigner != user:
             raise BadSignatureError(f"voucher signature is by {vsigner}, not by user {user}")
+        # What the contract redeems: a packed voucher (96-bit amount, low-s compact signature). A
+        # voucher the node could not redeem would make the task free, so it is refused here.
+        if s.voucher.cumulativeAmount > MAX_PACKED_AMOUNT:
+            raise PaymentError(
+                f"voucher amount {s.voucher.cumulativeAmount} is above the most a voucher can redeem "
+                f"({MAX_PACKED_AMOUNT})"
+            )
+        try:
+            compact_signature(_b32(s.voucher.signature))
+        except ValueError as exc:
+            raise BadSignatureError(f"voucher signature cannot be redeemed: {exc}") from None
 
     def _guard(self, user: str, nonce: int, cumulative: int) -> Callable[[int, int], None]:
         fee = self.task_fee

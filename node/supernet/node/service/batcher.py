@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from supernet.node.service.db import Database
 from supernet.node.service.metrics import METRICS
 from supernet.node.service.models import BatchRow, ReceiptRow
-from supernet.node.service.ports import ChainPort, SignedCommit
+from supernet.node.service.ports import ChainPort, SignedCommit, SignedVoucher
 from supernet.sdk.chain.merkle import ReceiptTree
 from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.formats.manifest import BatchManifest, ManifestEntry
@@ -33,6 +33,23 @@ from supernet.sdk.formats.manifest import BatchManifest, ManifestEntry
 log = logging.getLogger(__name__)
 
 RETRY_S = 5.0
+
+Due = tuple[SignedVoucher, int]
+"""A voucher due for redemption, with what its channel had redeemed when it was read."""
+
+
+class Settlement(Protocol):
+    """What is due to be redeemed, settled in the commit's transaction (the node's `Redeemer`)."""
+
+    lock: asyncio.Lock
+
+    async def for_commit(self) -> list[Due]:
+        """Due vouchers with what their channels had redeemed (at most one call's worth)."""
+        ...
+
+    async def settled(self, chunk: list[Due], tx: str) -> None:
+        """Record a transaction that redeemed ``chunk``."""
+        ...
 
 
 class DagStore(Protocol):
@@ -65,6 +82,8 @@ class Batcher:
         self.node_address = node_address
         self.max_size = max_size
         self.max_age_s = max_age_s
+        self.settlement: Settlement | None = None
+        """Set by the runner: vouchers due are redeemed in each commit's transaction."""
         self._wake = asyncio.Event()
         self._stopping = False
 
@@ -131,6 +150,14 @@ class Batcher:
         )
 
     async def _commit_on_chain(self, batch: BatchRow) -> int:
+        """`_commit_once`, holding the settlement's lock so that no voucher of the commit goes out
+        in a redemption of its own meanwhile."""
+        if self.settlement is None:
+            return await self._commit_once(batch)
+        async with self.settlement.lock:
+            return await self._commit_once(batch)
+
+    async def _commit_once(self, batch: BatchRow) -> int:
         """One ``commitBatch`` per batch, whatever crashes or timeouts happen: a commit that may have
         landed is looked up before anything is signed; a signed transaction is persisted before it is
         broadcast and re-broadcast (the same bytes, the same nonce) until it lands or is known
@@ -150,8 +177,9 @@ class Batcher:
             found = await self.chain.find_commit(root)
             if found is not None:
                 return found
+        due: list[Due] = []
         if stored is None:
-            commit = await self.chain.sign_commit(root, batch.count, batch.manifest_cid)
+            commit, due = await self._sign(root, batch)
             self.db.record_commit_tx(batch.id, commit.tx_hash, commit.raw, commit.nonce)
         else:
             commit = SignedCommit(*stored)
@@ -164,7 +192,22 @@ class Batcher:
                 return found
             self.db.drop_commit_tx(batch.id)
             raise RuntimeError(f"commit transaction {commit.tx_hash} of batch {batch.id} can never land")
+        if due and self.settlement is not None:
+            await self.settlement.settled(due, commit.tx_hash)
         return chain_id
+
+    async def _sign(self, root: bytes, batch: BatchRow) -> tuple[SignedCommit, list[Due]]:
+        """The signed commit, settling what is due; without vouchers if signing with them fails
+        (a voucher that cannot be redeemed must never hold a batch back)."""
+        assert self.chain is not None
+        due = await self.settlement.for_commit() if self.settlement is not None else []
+        if due:
+            vouchers = [v for v, _ in due]
+            try:
+                return await self.chain.sign_commit(root, batch.count, batch.manifest_cid, vouchers), due
+            except Exception as exc:  # e.g. a voucher redeemed meanwhile: the gas estimate reverts
+                log.warning("committing batch %d without its %d vouchers: %s", batch.id, len(due), exc)
+        return await self.chain.sign_commit(root, batch.count, batch.manifest_cid), []
 
     async def commit(self, batch: BatchRow) -> BatchRow:
         """Drive one batch to *committed* (idempotent: resumes from its stored status)."""

@@ -19,13 +19,43 @@ from supernet.node.service.ports import CommitPending, SignedCommit, SignedVouch
 from supernet.sdk.chain import Contracts, Voucher
 from supernet.sdk.chain.bindings import reverts_as
 from supernet.sdk.chain.eip712 import Domain
-from supernet.sdk.chain.payments import Channel
+from supernet.sdk.chain.payments import Channel, pack_vouchers
+from supernet.sdk.chain.registry import Role
 from web3.exceptions import TimeExhausted, TransactionNotFound, Web3RPCError
 
 log = logging.getLogger(__name__)
 
 GAS_HEADROOM = 1.3
 """Gas limit over the estimate for ``commitBatch`` (its cost depends on the stake lock's state)."""
+
+RESERVED_SLOTS = 16
+"""Batch slots a node reserves when it registers (``TaskManager.reserveSlots``, 22,100 gas each,
+once): its first commits then rewrite existing words. More are created as needed."""
+
+
+class BatchSlots:
+    """Which of this node's batch slots are free (docs/protocol.md "Batches").
+
+    A commit writes one word in a slot of the node's own; a slot holds its batch until
+    ``BATCH_RETENTION`` after the commit, then the node reuses it (an existing word costs 5,000
+    gas to rewrite, a new one 22,100). Learned once from this node's ``BatchCommitted`` events, then
+    kept up to date from its own commits.
+    """
+
+    def __init__(self, retention_s: int, used: dict[int, int] | None = None) -> None:
+        self.retention_s = retention_s
+        self.committed_at: dict[int, int] = dict(used or {})
+
+    def pick(self, now: int) -> int:
+        """The lowest slot free at ``now`` (a new one when every used slot still holds a batch)."""
+        for slot in sorted(self.committed_at):
+            if self.committed_at[slot] + self.retention_s <= now:
+                return slot
+        return max(self.committed_at, default=-1) + 1
+
+    def used(self, slot: int, committed_at: int) -> None:
+        """Record a commit into ``slot``."""
+        self.committed_at[slot] = committed_at
 
 
 class Web3Chain:
@@ -37,6 +67,7 @@ class Web3Chain:
         self.price_per_token = price_per_token
         self._tx_lock = asyncio.Lock()
         self._max_redeem_batch: int | None = None
+        self._slots: BatchSlots | None = None
 
     @property
     def domain(self) -> Domain:
@@ -61,14 +92,36 @@ class Web3Chain:
             self._max_redeem_batch = await asyncio.to_thread(self.contracts.payments.max_redeem_batch)
         return self._max_redeem_batch
 
-    async def sign_commit(self, root: bytes, count: int, manifest_cid: str) -> SignedCommit:
-        """Build and sign ``commitBatch`` at the next nonce (a revert is raised here, by gas
-        estimation); nothing is sent, so the batcher can persist it first."""
+    def _batch_slots(self) -> BatchSlots:
+        """This node's slots, read once from its ``SlotsReserved`` and ``BatchCommitted`` events
+        (worker thread); a reserved slot counts as used long ago."""
+        if self._slots is None:
+            tm = self.contracts.task_manager
+            events = tm.contract.events
+            since, me = self.contracts.deployment.deploy_block, {"node": self.account.address}
+            used: dict[int, int] = {}
+            for e in events.SlotsReserved().get_logs(from_block=since, argument_filters=me):
+                first, count = int(e["args"]["first"]), int(e["args"]["count"])
+                used.update(dict.fromkeys(range(first, first + count), 1))
+            for e in events.BatchCommitted().get_logs(from_block=since, argument_filters=me):
+                used[int(e["args"]["slot"])] = int(e["args"]["committedAt"])
+            self._slots = BatchSlots(tm.batch_retention(), used)
+        return self._slots
+
+    async def sign_commit(
+        self, root: bytes, count: int, manifest_cid: str, vouchers: Sequence[SignedVoucher] = ()
+    ) -> SignedCommit:
+        """Build and sign ``commitBatch`` at the next nonce into a free slot, settling ``vouchers``
+        in the same transaction (a revert is raised here, by gas estimation); nothing is sent, so
+        the batcher can persist it first."""
         tm = self.contracts.task_manager
         w3 = self.contracts.w3
+        packed = self._packed(vouchers) if vouchers else b""
 
         def sign() -> SignedCommit:
-            fn = tm.contract.functions.commitBatch(root, count, manifest_cid)
+            slots = self._batch_slots()
+            slot = slots.pick(int(w3.eth.get_block("latest")["timestamp"]))
+            fn = tm.contract.functions.commitBatch(slot, root, count, manifest_cid, packed)
             nonce = w3.eth.get_transaction_count(self.account.address, "pending")
             with reverts_as(tm.name):
                 tx = fn.build_transaction(
@@ -127,7 +180,9 @@ class Web3Chain:
             if receipt["status"] != 1:  # mined but reverted: the batcher signs a fresh one
                 log.warning("commitBatch %s reverted in block %s", commit.tx_hash, receipt["blockNumber"])
                 return None
-            return int(tm.events(receipt, "BatchCommitted")[0]["args"]["batchId"])
+            args = tm.events(receipt, "BatchCommitted")[0]["args"]
+            self._batch_slots().used(int(args["slot"]), int(args["committedAt"]))
+            return int(args["batchId"])
 
         return await asyncio.to_thread(wait)
 
@@ -156,6 +211,11 @@ class Web3Chain:
             result = await asyncio.to_thread(self.contracts.payments.redeem, typed, sigs)
         return result.tx_hash
 
+    def _packed(self, vouchers: Sequence[SignedVoucher]) -> bytes:
+        node = self.account.address
+        typed = [Voucher(user=v.user, node=node, cumulative_amount=v.cumulative_amount) for v in vouchers]
+        return pack_vouchers(typed, [v.signature for v in vouchers])
+
     async def ensure_registered(self, endpoint: str, model_ids: Sequence[str], stake_wei: int) -> None:
         """Register with ``stake_wei`` (at least the minimum), or top the stake up and sync the
         endpoint, models and price of an existing registration."""
@@ -168,6 +228,9 @@ class Web3Chain:
                 stake = max(stake_wei - op.stake, sm.min_node_stake() - op.stake, 0)
                 sm.register_node(endpoint, ids, self.price_per_token, stake)
                 log.info("registered node %s at %s with stake %d", self.account.address, endpoint, stake)
+                if op.role == Role.NONE:  # a new node (not one registering again): set its batch slots up
+                    self.contracts.task_manager.reserve_slots(0, RESERVED_SLOTS)
+                    self._slots = None
                 return
             view = sm.get_node(self.account.address)
             if op.stake < stake_wei:

@@ -180,7 +180,7 @@ class RedeemSettings(BaseModel):
 
     interval_s: float = Field(default=60.0, gt=0)
     worth_factor: int = Field(
-        default=100, ge=0, description="Redeem a user owing at least this many times the voucher's gas cost."
+        default=250, ge=0, description="Redeem a user owing at least this many times the voucher's gas cost."
     )
     min_amount_wei: int = Field(
         default=0, ge=0, description="A fixed threshold instead of worth_factor (0: use worth_factor)."

@@ -106,8 +106,11 @@ class ChainPort(Protocol):
         """Most vouchers one redemption takes."""
         ...
 
-    async def sign_commit(self, root: bytes, count: int, manifest_cid: str) -> SignedCommit:
-        """Build and sign ``commitBatch`` (nothing is sent): the caller persists it, then broadcasts."""
+    async def sign_commit(
+        self, root: bytes, count: int, manifest_cid: str, vouchers: Sequence[SignedVoucher] = ()
+    ) -> SignedCommit:
+        """Build and sign ``commitBatch`` (nothing is sent): the caller persists it, then broadcasts.
+        ``vouchers`` are redeemed in the same transaction (at most `max_redeem_batch`)."""
         ...
 
     async def broadcast(self, commit: SignedCommit) -> None:

@@ -107,6 +107,7 @@ class NodeService:
                 s.redeem.interval_s,
                 RedeemPolicy(s.redeem.worth_factor, s.redeem.min_amount_wei),
             )
+            self.batcher.settlement = self.redeemer
             if s.chain.auto_register:
                 await self.chain.ensure_registered(
                     s.api.endpoint(), list(self.executor.model_ids()), s.chain.stake_wei

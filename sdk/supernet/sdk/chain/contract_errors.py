@@ -23,6 +23,7 @@ __all__ = [
     "AnswerWindowOpen",
     "AvailabilityAlreadyOpen",
     "AvailabilityNotOpen",
+    "BadReservation",
     "BatchTooLarge",
     "ChallengeNotOpen",
     "ChallengeNotResolved",
@@ -39,7 +40,7 @@ __all__ = [
     "InvalidShortString",
     "InvalidSignature",
     "LeafAlreadyChallenged",
-    "LengthMismatch",
+    "MalformedVouchers",
     "ModelAlreadyRegistered",
     "NoWithdrawalRequested",
     "NotANode",
@@ -47,7 +48,6 @@ __all__ = [
     "NotActiveValidator",
     "NotFrozen",
     "NotRegistered",
-    "NotVoucherNode",
     "NotWinningVoter",
     "NothingToWithdraw",
     "OnlyDeployer",
@@ -61,6 +61,7 @@ __all__ = [
     "SeedAlreadySealed",
     "SeedExpired",
     "SeedNotReady",
+    "SlotInUse",
     "StakeIsLocked",
     "StakeTooRecent",
     "StaleVoucher",
@@ -180,6 +181,17 @@ class AvailabilityNotOpen(ContractError):
     arg_names = ("availabilityId",)
     arg_types = ("uint256",)
     availabilityId: int
+
+
+class BadReservation(ContractError):
+    """``BadReservation(uint256)``, declared by TaskManager."""
+
+    error_name = "BadReservation"
+    signature = "BadReservation(uint256)"
+    selector = bytes.fromhex("15f85d43")
+    arg_names = ("count",)
+    arg_types = ("uint256",)
+    count: int
 
 
 class BatchTooLarge(ContractError):
@@ -353,16 +365,15 @@ class LeafAlreadyChallenged(ContractError):
     challengeId: int
 
 
-class LengthMismatch(ContractError):
-    """``LengthMismatch(uint256,uint256)``, declared by Payments."""
+class MalformedVouchers(ContractError):
+    """``MalformedVouchers(uint256)``, declared by Payments."""
 
-    error_name = "LengthMismatch"
-    signature = "LengthMismatch(uint256,uint256)"
-    selector = bytes.fromhex("ab8b67c6")
-    arg_names = ("vouchers", "signatures")
-    arg_types = ("uint256", "uint256")
-    vouchers: int
-    signatures: int
+    error_name = "MalformedVouchers"
+    signature = "MalformedVouchers(uint256)"
+    selector = bytes.fromhex("a14a34c6")
+    arg_names = ("length",)
+    arg_types = ("uint256",)
+    length: int
 
 
 class ModelAlreadyRegistered(ContractError):
@@ -436,17 +447,6 @@ class NotRegistered(ContractError):
     arg_types = ()
 
 
-class NotVoucherNode(ContractError):
-    """``NotVoucherNode(uint256)``, declared by Payments."""
-
-    error_name = "NotVoucherNode"
-    signature = "NotVoucherNode(uint256)"
-    selector = bytes.fromhex("89b894a2")
-    arg_names = ("index",)
-    arg_types = ("uint256",)
-    index: int
-
-
 class NotWinningVoter(ContractError):
     """``NotWinningVoter()``, declared by TaskManager."""
 
@@ -468,7 +468,7 @@ class NothingToWithdraw(ContractError):
 
 
 class OnlyDeployer(ContractError):
-    """``OnlyDeployer()``, declared by ServiceManager."""
+    """``OnlyDeployer()``, declared by ServiceManager, Payments."""
 
     error_name = "OnlyDeployer"
     signature = "OnlyDeployer()"
@@ -488,7 +488,7 @@ class OnlyServiceManager(ContractError):
 
 
 class OnlyTaskManager(ContractError):
-    """``OnlyTaskManager()``, declared by ServiceManager."""
+    """``OnlyTaskManager()``, declared by ServiceManager, Payments."""
 
     error_name = "OnlyTaskManager"
     signature = "OnlyTaskManager()"
@@ -582,6 +582,18 @@ class SeedNotReady(ContractError):
     seedBlock: int
 
 
+class SlotInUse(ContractError):
+    """``SlotInUse(uint32,uint256)``, declared by TaskManager."""
+
+    error_name = "SlotInUse"
+    signature = "SlotInUse(uint32,uint256)"
+    selector = bytes.fromhex("8e90deac")
+    arg_names = ("slot", "reusableAt")
+    arg_types = ("uint32", "uint256")
+    slot: int
+    reusableAt: int
+
+
 class StakeIsLocked(ContractError):
     """``StakeIsLocked(uint64)``, declared by ServiceManager."""
 
@@ -629,7 +641,7 @@ class StringTooLong(ContractError):
 
 
 class TaskManagerAlreadySet(ContractError):
-    """``TaskManagerAlreadySet()``, declared by ServiceManager."""
+    """``TaskManagerAlreadySet()``, declared by ServiceManager, Payments."""
 
     error_name = "TaskManagerAlreadySet"
     signature = "TaskManagerAlreadySet()"
@@ -813,6 +825,7 @@ BY_SELECTOR: dict[bytes, type[ContractError]] = {
     AnswerWindowOpen.selector: AnswerWindowOpen,
     AvailabilityAlreadyOpen.selector: AvailabilityAlreadyOpen,
     AvailabilityNotOpen.selector: AvailabilityNotOpen,
+    BadReservation.selector: BadReservation,
     BatchTooLarge.selector: BatchTooLarge,
     ChallengeNotOpen.selector: ChallengeNotOpen,
     ChallengeNotResolved.selector: ChallengeNotResolved,
@@ -829,7 +842,7 @@ BY_SELECTOR: dict[bytes, type[ContractError]] = {
     InvalidShortString.selector: InvalidShortString,
     InvalidSignature.selector: InvalidSignature,
     LeafAlreadyChallenged.selector: LeafAlreadyChallenged,
-    LengthMismatch.selector: LengthMismatch,
+    MalformedVouchers.selector: MalformedVouchers,
     ModelAlreadyRegistered.selector: ModelAlreadyRegistered,
     NoWithdrawalRequested.selector: NoWithdrawalRequested,
     NotANode.selector: NotANode,
@@ -837,7 +850,6 @@ BY_SELECTOR: dict[bytes, type[ContractError]] = {
     NotActiveValidator.selector: NotActiveValidator,
     NotFrozen.selector: NotFrozen,
     NotRegistered.selector: NotRegistered,
-    NotVoucherNode.selector: NotVoucherNode,
     NotWinningVoter.selector: NotWinningVoter,
     NothingToWithdraw.selector: NothingToWithdraw,
     OnlyDeployer.selector: OnlyDeployer,
@@ -851,6 +863,7 @@ BY_SELECTOR: dict[bytes, type[ContractError]] = {
     SeedAlreadySealed.selector: SeedAlreadySealed,
     SeedExpired.selector: SeedExpired,
     SeedNotReady.selector: SeedNotReady,
+    SlotInUse.selector: SlotInUse,
     StakeIsLocked.selector: StakeIsLocked,
     StakeTooRecent.selector: StakeTooRecent,
     StaleVoucher.selector: StaleVoucher,

@@ -104,9 +104,11 @@ class Contracts:
         sm, sm_receipt = deploy(w3, deployer, "ServiceManager", *p.service_manager_args())
         mr, _ = deploy(w3, deployer, "ModelRegistry")
         pay, _ = deploy(w3, deployer, "Payments", *p.payments_args())
-        tm, _ = deploy(w3, deployer, "TaskManager", sm, *p.task_manager_args())
+        tm, _ = deploy(w3, deployer, "TaskManager", sm, pay, *p.task_manager_args())
         service_manager = ServiceManager(w3, sm, deployer)
         send(w3, deployer, service_manager.contract.functions.setTaskManager(tm), "ServiceManager")
+        payments = Payments(w3, pay, deployer)
+        send(w3, deployer, payments.contract.functions.setTaskManager(tm), "Payments")
         deployment = Deployment(
             chain_id=w3.eth.chain_id,
             deploy_block=int(sm_receipt["blockNumber"]),

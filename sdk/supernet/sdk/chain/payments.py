@@ -6,6 +6,9 @@
 >>> sig = sign_voucher(v, dep.domain, user)                            # doctest: +SKIP
 >>> Payments(w3, pay.address, node).redeem([v], [sig]).value           # doctest: +SKIP
 1000000000000000
+
+On chain, vouchers travel packed (`pack_vouchers`): 96 bytes each, ``user << 96 | cumulativeAmount``
+then the EIP-2098 compact signature. Users sign the same EIP-712 ``Voucher`` as before.
 """
 
 from __future__ import annotations
@@ -16,10 +19,49 @@ from dataclasses import dataclass
 from supernet.sdk.chain.bindings import Binding, TxResult
 from supernet.sdk.chain.eip712 import Confirmation, TaskRequest, Voucher
 
+MAX_PACKED_AMOUNT = 2**96 - 1
+"""Largest cumulative amount a packed voucher carries (about 7.9e10 ether)."""
+_SECP256K1_HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
+
 
 def _voucher_tuple(v: Voucher) -> tuple[str, str, int]:
     m = v.message()
     return (m["user"], m["node"], m["cumulativeAmount"])
+
+
+def compact_signature(signature: bytes) -> bytes:
+    """EIP-2098: a 65-byte ``r || s || v`` signature as 64 bytes ``r || vs`` (v's parity in s's top bit).
+
+    Raises:
+        ValueError: not 65 bytes, v not 27/28 (or 0/1), or s in the upper half of the curve order
+            (the contract refuses that form).
+    """
+    if len(signature) != 65:
+        raise ValueError(f"a signature is 65 bytes, got {len(signature)}")
+    r, s, v = signature[:32], int.from_bytes(signature[32:64], "big"), signature[64]
+    parity = v - 27 if v >= 27 else v
+    if parity not in (0, 1):
+        raise ValueError(f"bad signature v {v}")
+    if s > _SECP256K1_HALF_N:
+        raise ValueError("signature s is in the upper half (malleable form)")
+    return r + (s | (parity << 255)).to_bytes(32, "big")
+
+
+def pack_vouchers(vouchers: Sequence[Voucher], signatures: Sequence[bytes]) -> bytes:
+    """The packed form ``Payments.redeem``/``TaskManager.commitBatch`` take (96 bytes per voucher).
+
+    Raises:
+        ValueError: lengths differ, an amount does not fit 96 bits, or a signature is malformed.
+    """
+    if len(vouchers) != len(signatures):
+        raise ValueError(f"{len(vouchers)} vouchers but {len(signatures)} signatures")
+    out = bytearray()
+    for v, sig in zip(vouchers, signatures, strict=True):
+        if not 0 < v.cumulative_amount <= MAX_PACKED_AMOUNT:
+            raise ValueError(f"voucher amount {v.cumulative_amount} does not fit a packed voucher")
+        head = (int(v.user, 16) << 96) | v.cumulative_amount
+        out += head.to_bytes(32, "big") + compact_signature(sig)
+    return bytes(out)
 
 
 @dataclass(frozen=True)
@@ -72,7 +114,8 @@ class Payments(Binding):
     # -- node side -----------------------------------------------------------------------------
 
     def redeem(self, vouchers: Sequence[Voucher], signatures: Sequence[bytes]) -> TxResult:
-        """Redeem signed vouchers addressed to the bound account, in one transaction.
+        """Redeem signed vouchers addressed to the bound account, in one transaction; the
+        contract pays the total to the bound account in the same call.
 
         Args:
             vouchers: cumulative vouchers, each naming the bound account as ``node``
@@ -80,15 +123,11 @@ class Payments(Binding):
             signatures: each voucher's 65-byte signature by its user (same order and length).
 
         Returns:
-            The transaction; ``value`` is the total wei credited.
+            The transaction; ``value`` is the total wei paid.
         """
-        tx = self.transact("redeem", [_voucher_tuple(v) for v in vouchers], list(signatures))
+        tx = self.transact("redeem", pack_vouchers(vouchers, signatures))
         paid = sum(int(e["args"]["total"]) for e in self.events(tx, "Redeemed"))
         return TxResult(tx.receipt, paid)
-
-    def withdraw_earnings(self) -> TxResult:
-        """Receive the bound node's redeemed earnings."""
-        return self.transact("withdrawEarnings")
 
     # -- views ---------------------------------------------------------------------------------
 
@@ -100,10 +139,6 @@ class Payments(Binding):
     def redeemed(self, user: str, node: str) -> int:
         """Wei already paid from ``user`` to ``node`` through vouchers."""
         return self.channel(user, node).redeemed
-
-    def earnings(self, node: str) -> int:
-        """Redeemed wei the node has not withdrawn yet."""
-        return int(self.call("earnings", node))
 
     def max_redeem_batch(self) -> int:
         """Most vouchers one ``redeem`` call takes."""

@@ -2,9 +2,13 @@
 
 >>> tm = TaskManager(w3, dep.address("TaskManager"), node)              # doctest: +SKIP
 >>> tree = ReceiptTree.from_receipts(receipts)
->>> batch_id = tm.commit_batch(tree.root, len(tree), manifest_cid).value  # doctest: +SKIP
+>>> batch = tm.commit_batch(0, tree.root, len(tree), manifest_cid).value  # doctest: +SKIP
 >>> v = tm.with_account(validator)                                      # doctest: +SKIP
->>> cid = v.challenge(batch_id, 0, receipts[0], tree.proof_at(0), evidence_cid).value
+>>> cid = v.challenge(batch, 0, receipts[0], tree.proof_at(0), evidence_cid).value
+
+A batch is stored on chain as one word in a slot of its node's (docs/protocol.md "Batches"); what
+acts on it later passes its header, a `Batch`, read from the ``BatchCommitted`` event. Methods that
+take a batch accept a `Batch` or a batch id (then the event is looked up).
 """
 
 from __future__ import annotations
@@ -75,13 +79,45 @@ class AvailabilityAnswer:
 
 @dataclass(frozen=True)
 class Batch:
-    """One committed batch."""
+    """One committed batch: its header (``TaskManager.BatchRef``) and manifest CID."""
 
+    batch_id: int
     node: str
+    slot: int
     count: int
     commit_block: int
     committed_at: int
     root: bytes
+    manifest_cid: str = ""
+
+    def as_tuple(self) -> tuple[int, str, int, int, int, int, bytes]:
+        """The ``BatchRef`` tuple the contract takes."""
+        return (
+            self.batch_id,
+            self.node,
+            self.slot,
+            self.count,
+            self.commit_block,
+            self.committed_at,
+            self.root,
+        )
+
+    @classmethod
+    def from_event(cls, args: Any) -> Batch:
+        """From a ``BatchCommitted`` event's args."""
+        return cls(
+            int(args["batchId"]),
+            args["node"],
+            int(args["slot"]),
+            int(args["count"]),
+            int(args["commitBlock"]),
+            int(args["committedAt"]),
+            bytes(args["root"]),
+            str(args["manifestCid"]),
+        )
+
+
+BatchLike = Batch | int
 
 
 @dataclass(frozen=True)
@@ -121,21 +157,43 @@ class TaskManager(Binding):
 
     # -- node ----------------------------------------------------------------------------------
 
-    def commit_batch(self, root: bytes, count: int, manifest_cid: str) -> TxResult:
-        """Commit a batch root; ``value`` of the result is the new batch id."""
-        tx = self.transact("commitBatch", root, count, manifest_cid)
-        return TxResult(tx.receipt, int(self.events(tx, "BatchCommitted")[0]["args"]["batchId"]))
+    def commit_batch(
+        self,
+        root: bytes,
+        count: int,
+        manifest_cid: str,
+        vouchers: bytes = b"",
+        *,
+        slot: int | None = None,
+    ) -> TxResult:
+        """Commit a batch root into one of the bound node's slots, settling ``vouchers`` (packed,
+        see `supernet.sdk.chain.payments.pack_vouchers`) in the same transaction; ``value`` of the
+        result is the new `Batch`.
 
-    def seal_seed(self, batch_id: int) -> TxResult:
+        Args:
+            slot: the slot; by default the lowest one free now (`free_slot`). A node that commits
+                often keeps track of its slots instead (the node service does).
+        """
+        if slot is None:
+            slot = self.free_slot()
+        tx = self.transact("commitBatch", slot, root, count, manifest_cid, vouchers)
+        return TxResult(tx.receipt, Batch.from_event(self.events(tx, "BatchCommitted")[0]["args"]))
+
+    def reserve_slots(self, first: int, count: int) -> TxResult:
+        """Write the bound node's empty batch slots ``first .. first+count-1`` once (at set-up), so
+        that commits into them rewrite a word instead of creating one."""
+        return self.transact("reserveSlots", first, count)
+
+    def seal_seed(self, batch: BatchLike) -> TxResult:
         """Store a batch's seed before its block hash expires; ``value`` is the seed."""
-        tx = self.transact("sealSeed", batch_id)
+        tx = self.transact("sealSeed", self._ref(batch))
         return TxResult(tx.receipt, bytes(self.events(tx, "SeedSealed")[0]["args"]["seed"]))
 
     # -- validators ----------------------------------------------------------------------------
 
     def challenge(
         self,
-        batch_id: int,
+        batch: BatchLike,
         index: int,
         receipt: Receipt,
         proof: Sequence[bytes],
@@ -145,7 +203,7 @@ class TaskManager(Binding):
         """Challenge one receipt with its Merkle proof; ``value`` is the new challenge id.
 
         Args:
-            batch_id: the batch holding the receipt.
+            batch: the batch holding the receipt (or its id).
             index: the receipt's position in the batch.
             receipt: the receipt (its leaf must be at ``index`` of the batch's tree).
             proof: the leaf's Merkle proof (`ReceiptTree.proof_at`).
@@ -154,16 +212,16 @@ class TaskManager(Binding):
         """
         value = self.challenge_bond() if bond is None else bond
         tx = self.transact(
-            "challenge", batch_id, index, receipt.as_tuple(), list(proof), evidence_cid, value=value
+            "challenge", self._ref(batch), index, receipt.as_tuple(), list(proof), evidence_cid, value=value
         )
         return TxResult(tx.receipt, int(self.events(tx, "ChallengeOpened")[0]["args"]["challengeId"]))
 
     # -- availability (docs/protocol.md "Availability") -----------------------------------------
 
-    def challenge_availability(self, batch_id: int, index: int, bond: int | None = None) -> TxResult:
+    def challenge_availability(self, batch: BatchLike, index: int, bond: int | None = None) -> TxResult:
         """Claim entry ``index`` of a batch cannot be fetched; ``value`` is the availability id."""
         value = self.challenge_bond() if bond is None else bond
-        tx = self.transact("challengeAvailability", batch_id, index, value=value)
+        tx = self.transact("challengeAvailability", self._ref(batch), index, value=value)
         return TxResult(
             tx.receipt, int(self.events(tx, "AvailabilityChallenged")[0]["args"]["availabilityId"])
         )
@@ -172,7 +230,10 @@ class TaskManager(Binding):
         self, availability_id: int, receipt: Receipt, proof: Sequence[bytes], trace: bytes
     ) -> TxResult:
         """Post the entry's receipt (with its proof) and the trace block it commits to."""
-        return self.transact("answerAvailability", availability_id, receipt.as_tuple(), list(proof), trace)
+        ref = self._ref(self.get_availability(availability_id).batch_id)
+        return self.transact(
+            "answerAvailability", availability_id, ref, receipt.as_tuple(), list(proof), trace
+        )
 
     def resolve_availability(self, availability_id: int) -> TxResult:
         """Slash the node of an unanswered availability challenge; ``value`` is the event's args."""
@@ -221,7 +282,9 @@ class TaskManager(Binding):
 
     def get_availability(self, availability_id: int) -> AvailabilityChallenge:
         """An availability challenge (raises ``UnknownAvailabilityChallenge``)."""
-        batch_id, challenger, index, deadline, status = self.call("availabilityChallenges", availability_id)
+        batch_id, challenger, index, deadline, status, _node = self.call(
+            "availabilityChallenges", availability_id
+        )
         return AvailabilityChallenge(
             int(batch_id), challenger, int(index), int(deadline), AvailabilityStatus(int(status))
         )
@@ -246,10 +309,52 @@ class TaskManager(Binding):
 
     # -- views ---------------------------------------------------------------------------------
 
-    def batch(self, batch_id: int) -> Batch:
-        """A committed batch (raises ``UnknownBatch``)."""
-        node, count, commit_block, committed_at, root = self.call("batches", batch_id)
-        return Batch(node, count, commit_block, committed_at, bytes(root))
+    def batch(self, batch_id: int, from_block: int = 0) -> Batch:
+        """A committed batch, from its ``BatchCommitted`` event (the event stays on chain after
+        the batch's slot is reused).
+
+        Raises:
+            LookupError: no batch with this id was committed (at or after ``from_block``).
+        """
+        logs = self.contract.events.BatchCommitted().get_logs(
+            from_block=from_block, to_block="latest", argument_filters={"batchId": batch_id}
+        )
+        if not logs:
+            raise LookupError(f"no batch {batch_id} on chain")
+        return Batch.from_event(logs[0]["args"])
+
+    def batches_committed(self, from_block: int, to_block: int | str = "latest") -> list[Batch]:
+        """Every ``BatchCommitted`` in a block range, in chain order."""
+        logs = self.contract.events.BatchCommitted().get_logs(from_block=from_block, to_block=to_block)
+        return [Batch.from_event(e["args"]) for e in logs]
+
+    def is_committed(self, batch: Batch) -> bool:
+        """Whether the batch's node's slot still holds this exact header."""
+        return bool(self.call("isCommitted", batch.as_tuple()))
+
+    def batch_slot(self, node: str, slot: int) -> tuple[int, bytes]:
+        """What a node's slot holds: (commit time, 0 if never used; top 216 bits of the digest)."""
+        committed_at, digest = self.call("batchSlot", node, slot)
+        return int(committed_at), bytes(digest)
+
+    def free_slot(self) -> int:
+        """The bound node's lowest slot that a commit can use now (one read per slot tried)."""
+        assert self.account is not None, "a free slot is the bound node's"
+        retention = self.batch_retention()
+        now = int(self.w3.eth.get_block("latest")["timestamp"])
+        slot = 0
+        while True:
+            committed_at, _ = self.batch_slot(self.account.address, slot)
+            if committed_at == 0 or committed_at + retention <= now:
+                return slot
+            slot += 1
+
+    def batch_retention(self) -> int:
+        """Seconds after a commit until its slot can hold another batch."""
+        return int(self.call("BATCH_RETENTION"))
+
+    def _ref(self, batch: BatchLike) -> tuple[int, str, int, int, int, int, bytes]:
+        return (batch if isinstance(batch, Batch) else self.batch(batch)).as_tuple()
 
     def get_challenge(self, challenge_id: int) -> Challenge:
         """A challenge (raises ``UnknownChallenge``)."""
@@ -262,13 +367,13 @@ class TaskManager(Binding):
         """How ``validator`` voted on a challenge."""
         return Vote(*self.call("getVote", challenge_id, validator))
 
-    def batch_seed(self, batch_id: int) -> bytes:
+    def batch_seed(self, batch: BatchLike) -> bytes:
         """The batch's sampling seed (raises ``SeedNotReady`` before its block)."""
-        return bytes(self.call("batchSeed", batch_id))
+        return bytes(self.call("batchSeed", self._ref(batch)))
 
-    def is_sampled(self, batch_id: int, validator: str, index: int) -> bool:
+    def is_sampled(self, batch: BatchLike, validator: str, index: int) -> bool:
         """True iff ``validator`` must check receipt ``index`` of the batch."""
-        return bool(self.call("isSampled", batch_id, validator, index))
+        return bool(self.call("isSampled", self._ref(batch), validator, index))
 
     def hash_receipt(self, receipt: Receipt) -> bytes:
         """The contract's Merkle leaf of a receipt."""

@@ -29,6 +29,7 @@ from supernet.sdk.chain import (
     sign_voucher,
 )
 from supernet.sdk.chain.anvil import increase_time, mine
+from supernet.sdk.chain.payments import pack_vouchers
 from supernet.sdk.devnet.network import Devnet, populate
 
 TASKS_PER_USER = 4
@@ -91,13 +92,19 @@ def run_scenario(net: Devnet, console: Console) -> dict[str, Any]:
         f"{len(receipts)} signed requests, receipts signed by the node, {len(vouchers)} cumulative vouchers"
     )
 
-    say("Batch commit")
+    say("Batch commit, settling the vouchers in the same transaction")
     tree = ReceiptTree.from_receipts(receipts)
     node_c = c.as_account(node.account)
-    commit = node_c.task_manager.commit_batch(tree.root, len(tree), "bafydevnetmanifest")
-    batch_id = commit.value
+    commit = node_c.task_manager.commit_batch(
+        tree.root, len(tree), "bafydevnetmanifest", pack_vouchers(vouchers, sigs)
+    )
+    batch = commit.value
+    batch_id = batch.batch_id
+    redeemed = sum(c.payments.redeemed(u.address, node.address) for u in users)  # paid in the commit
     console.print(
-        f"batch {batch_id}: root 0x{tree.root.hex()[:16]}…, {len(tree)} receipts, gas {commit.gas_used:,}"
+        f"batch {batch_id} in slot {batch.slot}: root 0x{tree.root.hex()[:16]}…, {len(tree)} receipts; "
+        f"node paid {_eth(redeemed)} from {len(vouchers)} vouchers; gas {commit.gas_used:,} "
+        f"({commit.gas_used / len(tree):,.0f} per task)"
     )
 
     say("Sampling seed")
@@ -107,12 +114,7 @@ def run_scenario(net: Devnet, console: Console) -> dict[str, Any]:
         n = sum(c.task_manager.is_sampled(batch_id, v.address, i) for i in range(len(receipts)))
         console.print(f"validator {v.address[:10]}… checks {n} of {len(receipts)} receipts")
 
-    say("Voucher redemption")
-    redeem = node_c.payments.redeem(vouchers, sigs)
-    console.print(
-        f"node redeemed {_eth(redeem.value)} from {len(vouchers)} vouchers in one tx "
-        f"(gas {redeem.gas_used:,})"
-    )
+    say("Voucher replay")
     try:
         node_c.payments.redeem(vouchers[:1], sigs[:1])
     except ContractError as exc:
@@ -167,7 +169,7 @@ def run_scenario(net: Devnet, console: Console) -> dict[str, Any]:
     summary = {
         "batch_id": batch_id,
         "receipts": len(receipts),
-        "redeemed_wei": redeem.value,
+        "redeemed_wei": redeemed,
         "challenge_id": ch.value,
         "fraud": bool(res["fraud"]),
         "slashed_wei": res["slashed"],
@@ -176,8 +178,7 @@ def run_scenario(net: Devnet, console: Console) -> dict[str, Any]:
         "node_stake_after": op.stake + op.unbonding,
         "node_slash_count": op.slash_count,
         "burned_wei": c.task_manager.total_burned(),
-        "commit_gas": commit.gas_used,
-        "redeem_gas": redeem.gas_used,
+        "commit_and_settle_gas": commit.gas_used,
     }
     table = Table(title="Scenario summary")
     table.add_column("what")
