@@ -48,6 +48,7 @@ class FakeExecutor:
     gate: asyncio.Event | None = None
     fail_on: str | None = None
     runs: list[str] = field(default_factory=list)
+    fees: dict[str, int] = field(default_factory=dict)  # the fee each job was run with
 
     def model_ids(self) -> Sequence[str]:
         return [FAKE_MODEL_ID]
@@ -60,6 +61,7 @@ class FakeExecutor:
 
     async def run(self, job: Job, on_token: TokenSink) -> JobResult:
         self.runs.append(job.task_id)
+        self.fees[job.task_id] = job.fee
         if self.gate is not None:
             await self.gate.wait()
         text = job.input if isinstance(job.input, str) else job.input["messages"][-1]["content"]

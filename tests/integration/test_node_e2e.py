@@ -25,7 +25,7 @@ from supernet.sdk.chain import Contracts
 from supernet.sdk.chain.anvil import Anvil, dev_account, set_balance
 from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.chain.tasks import AvailabilityStatus
-from supernet.sdk.client import Client
+from supernet.sdk.client import Client, ClientError
 from supernet.sdk.devnet.processes import free_port
 
 pytestmark = [pytest.mark.anvil, pytest.mark.model, pytest.mark.slow]
@@ -354,3 +354,25 @@ def test_the_sync_client_submits_streams_and_verifies(net: Net) -> None:
         assert pieces and client.last_result is not None
         assert "".join(pieces).strip() == client.last_result.output.strip()
         assert client.verify(result.task_id).ok
+
+
+async def test_an_offer_above_the_price_is_charged_and_verifies(net: Net) -> None:
+    """Fee priority: a user who offers more than the node's price pays exactly the offer (its
+    voucher ladder counts it), the receipt says so and verifies, and the next task at the price
+    is admitted on the same ladder."""
+    client = net.client(USER_INDEXES[0], "offer")
+    try:
+        price = int((await client.node_info(net.node.url))["taskFee"])
+        rich = await client.submit_task(
+            "Name a river.", deposit=10**17, offer=2 * price, node_url=net.node.url
+        )
+        assert rich.fee == 2 * price
+        report = await client.verify(rich.task_id, wait_committed=60)
+        assert report.ok, report.failed()
+        assert (await client.receipt(rich.task_id))["receipt"]["fee"] == str(2 * price)
+        plain = await client.submit_task("Name a lake.", node_url=net.node.url)
+        assert plain.fee == price
+        with pytest.raises(ClientError, match="below the node's price"):
+            await client.submit_task("Too cheap.", offer=price - 1, node_url=net.node.url)
+    finally:
+        await client.aclose()

@@ -413,3 +413,21 @@ async def test_a_voucher_the_contract_could_not_redeem_is_refused(fake_node: Fak
         r.text
     )
     assert db_snapshot(fake_node) == before
+
+
+async def test_a_user_may_offer_more_than_the_price_for_priority(fake_node: FakeNode) -> None:
+    """The fee is what the user signs (`maxFee`, at least the node's price): a task offering 3x
+    the price is billed 3x, its voucher must cover that, its receipt says so, and the kernel gets
+    that fee as the fair-share scheduler's weight."""
+    price = 10**12
+    short = fake_node.body("x", cumulative=price, fee=3 * price)  # the voucher covers only the price
+    r = await fake_node.http.post("/v1/tasks", json=short)
+    assert r.status_code == 402 and r.json()["error"]["requiredCumulative"] == str(3 * price), r.text
+    r = await fake_node.http.post("/v1/tasks", json=fake_node.body("x", cumulative=3 * price, fee=3 * price))
+    assert r.status_code == 202, r.text
+    task_id = r.json()["id"]
+    await fake_node.service.ctx.worker.wait(task_id)  # type: ignore[union-attr]
+    assert fake_node.executor.fees[task_id] == 3 * price
+    assert fake_node.service.ctx.db.billed(fake_node.user.address) == 3 * price  # type: ignore[union-attr]
+    doc = (await fake_node.http.get(f"/v1/tasks/{task_id}/receipt")).json()
+    assert doc["receipt"]["fee"] == str(3 * price)

@@ -17,6 +17,7 @@ import typer
 from supernet.sdk.cli_errors import explain
 from supernet.sdk.client import Client, ClientError
 from supernet.sdk.key_options import KeyFile, Keystore, PasswordFile, account, key_option
+from supernet.sdk.units import parse_amount
 
 app = typer.Typer(
     name="task", help="Submit paid tasks to Supernet nodes and verify receipts.", no_args_is_help=True
@@ -68,6 +69,10 @@ def submit(
     agent: Annotated[str, typer.Option(help="Agent id.")] = "chat",
     node: Annotated[str | None, typer.Option(help="Node URL (default: discover on chain).")] = None,
     max_fee: Annotated[int | None, typer.Option(help="Most wei to pay.")] = None,
+    offer: Annotated[
+        str | None,
+        typer.Option(help="Pay this fee instead of the node's price, for priority (e.g. 3000gwei)."),
+    ] = None,
     deposit: Annotated[int, typer.Option(help="Deposit at least this many wei when topping up.")] = 10**16,
     as_json: Annotated[bool, typer.Option("--json", help="Parse TEXT as a JSON object.")] = False,
     verify: Annotated[bool, typer.Option(help="Wait for the commit and verify the receipt.")] = True,
@@ -85,6 +90,7 @@ def submit(
                 max_fee=max_fee,
                 deposit=deposit,
                 on_token=_echo,
+                offer=None if offer is None else parse_amount(offer),
             )
             typer.echo(f"\ntask {result.task_id} on {result.node} ({result.fee} wei)")
             if verify:

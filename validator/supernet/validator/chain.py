@@ -11,6 +11,7 @@ module adds the validator's vocabulary: decoded events in chain order and parame
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -26,6 +27,9 @@ from supernet.sdk.chain.tasks import (
     TaskManager,
 )
 from web3 import Web3
+
+BATCH_CACHE = 4096
+"""Batch headers a validator keeps in memory (a batch is checked soon after its commit)."""
 
 
 @dataclass(frozen=True)
@@ -114,8 +118,9 @@ class TaskManagerClient:
         self.w3 = w3
         self.binding = TaskManager(w3, address, account)
         self.account = account
-        # Batch headers (what the contract takes back) by id, from the events this client read.
-        self._batches: dict[int, Batch] = {}
+        # Batch headers (what the contract takes back) by id, from the events this client read;
+        # the most recent BATCH_CACHE of them (an older one is looked up by its event again).
+        self._batches: OrderedDict[int, Batch] = OrderedDict()
 
     @property
     def address(self) -> str:
@@ -173,7 +178,7 @@ class TaskManagerClient:
             ev = decoder.process_log(log)
             a, blk, idx = ev["args"], int(ev["blockNumber"]), int(ev["logIndex"])
             if ev["event"] == "BatchCommitted":
-                self._batches[int(a["batchId"])] = Batch.from_event(a)
+                self._remember(Batch.from_event(a))
                 out.append(
                     BatchCommitted(
                         int(a["batchId"]),
@@ -230,9 +235,16 @@ class TaskManagerClient:
 
     def batch(self, batch_id: int) -> Batch:
         """A batch's header (from the events already read, else looked up by its event)."""
-        if batch_id not in self._batches:
-            self._batches[batch_id] = self.binding.batch(batch_id)
-        return self._batches[batch_id]
+        batch = self._batches.get(batch_id)
+        if batch is None:
+            batch = self.binding.batch(batch_id)
+            self._remember(batch)
+        return batch
+
+    def _remember(self, batch: Batch) -> None:
+        self._batches[batch.batch_id] = batch
+        while len(self._batches) > BATCH_CACHE:
+            self._batches.popitem(last=False)
 
     def leaf_challenge(self, batch_id: int, leaf: bytes) -> int:
         """The latest challenge id on this leaf of the batch (0: none)."""

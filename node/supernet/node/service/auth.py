@@ -129,8 +129,7 @@ class Authenticator:
         except ValueError as exc:
             raise BadSignatureError(f"voucher signature cannot be redeemed: {exc}") from None
 
-    def _guard(self, user: str, nonce: int, cumulative: int) -> Callable[[int, int], None]:
-        fee = self.task_fee
+    def _guard(self, user: str, nonce: int, cumulative: int, fee: int) -> Callable[[int, int], None]:
 
         def guard(last_nonce: int, billed: int) -> None:
             if nonce <= last_nonce:
@@ -158,7 +157,9 @@ class Authenticator:
         task_id = _hex(hash_task_request(req, self.domain))
         if self.db.task(task_id) is not None:
             raise ReplayError(f"task {task_id} was already submitted", taskId=task_id)
-        guard = self._guard(user, req.nonce, s.voucher.cumulativeAmount)
+        # The fee is what the user signed (`maxFee`, at least this node's price, checked above):
+        # a user offers more for priority, and the fee-priority scheduler weighs the task by it.
+        guard = self._guard(user, req.nonce, s.voucher.cumulativeAmount, req.max_fee)
         guard(self.db.last_nonce(user), self.db.billed(user))
         if self.chain is not None:  # only funds this node alone can claim: the user's channel to it
             channel = await self.chain.channel(user)
@@ -186,7 +187,7 @@ class Authenticator:
             input=task_input,
             input_hash=s.request.inputHash.lower(),
             max_fee=req.max_fee,
-            fee=self.task_fee,
+            fee=req.max_fee,
             deadline=req.deadline,
             signature=s.signature.lower(),
             voucher_amount=s.voucher.cumulativeAmount,

@@ -135,7 +135,7 @@ class KernelExecutor:
             agent_id=job.agent,
             input=job.input,
             user=job.user,
-            fee=self._task_fee,
+            fee=job.fee or self._task_fee,  # what the task pays: the fair policy's weight
             request=job.request,
             request_signature=job.request_signature,
         )

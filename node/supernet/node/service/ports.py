@@ -26,6 +26,7 @@ class Job:
     input: str | dict[str, Any]
     request: Mapping[str, str] | None = None  # the signed TaskRequest (recorded in the trace)
     request_signature: str | None = None
+    fee: int = 0  # wei the task pays: the fee-priority scheduler weighs it by this
 
 
 @dataclass(frozen=True)

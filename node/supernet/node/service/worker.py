@@ -129,6 +129,7 @@ class TaskWorker:
                     input=task.input,
                     request=task.task_request(self.account.address).to_json(),
                     request_signature=task.signature,
+                    fee=task.fee,
                 )
                 result = await self.executor.run(job, stream.push)
             except asyncio.CancelledError:

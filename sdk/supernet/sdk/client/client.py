@@ -182,6 +182,7 @@ class Client:
         node_url: str | None = None,
         max_fee: int | None = None,
         deposit: int = 0,
+        offer: int | None = None,
     ) -> PreparedTask:
         """Pick a node, top the deposit up, and sign the request and voucher (nothing is sent).
 
@@ -189,7 +190,7 @@ class Client:
         moves only when the node accepts (:meth:`accepted`).
         """
         choice = await self._choose(model, node_url)
-        return await self._prepare_for(choice, task_input, agent, model, max_fee, deposit)
+        return await self._prepare_for(choice, task_input, agent, model, max_fee, deposit, offer)
 
     async def _prepare_for(
         self,
@@ -199,14 +200,19 @@ class Client:
         model: str | None,
         max_fee: int | None,
         deposit: int,
+        offer: int | None = None,
     ) -> PreparedTask:
-        """`prepare` for a node already chosen (its ``/v1/node`` answer in hand)."""
+        """`prepare` for a node already chosen (its ``/v1/node`` answer in hand). The fee signed
+        (``maxFee``) is what the node charges: its price, or ``offer`` for priority."""
         info = choice.info
         model_id = pick_model_id(info, model)
         agent_hash = info["agents"].get(agent)
         if agent_hash is None:
             raise ClientError(f"node {choice.address} does not run agent {agent!r}")
-        fee = int(info["taskFee"])
+        price = int(info["taskFee"])
+        fee = price if offer is None else offer
+        if fee < price:
+            raise ClientError(f"offer {fee} is below the node's price {price}")
         if max_fee is not None and fee > max_fee:
             raise ClientError(f"node fee {fee} is above max_fee {max_fee}")
         acct = await self._sync_account(choice)
@@ -219,7 +225,7 @@ class Client:
             model_id=model_id,
             agent_hash=agent_hash,
             task_input=task_input,
-            max_fee=max_fee if max_fee is not None else fee,
+            max_fee=fee,  # the fee the node charges (docs/protocol.md): a higher one buys priority
             nonce=nonce,
             cumulative=cumulative,
         )
@@ -258,6 +264,7 @@ class Client:
         max_fee: int | None = None,
         deposit: int = 0,
         on_token: Callable[[str], None] | None = None,
+        offer: int | None = None,
     ) -> TaskResult:
         """Pick a node, pay, submit, and stream the task to its end.
 
@@ -266,15 +273,23 @@ class Client:
             agent: agent id (must be run by the node).
             model: model name or ``0x`` id (default: the node's first).
             node_url: use this node instead of discovering one on chain.
-            max_fee: most wei to pay (default: the node's fee).
+            max_fee: most wei to pay (refused before anything is signed if the fee is above it).
             deposit: deposit at least this much when a top-up is needed.
             on_token: called with each piece of text as it is generated.
+            offer: pay this fee instead of the node's price (at least the price): under the node's
+                fee-priority scheduler a task's share of the model grows with its fee.
 
         Raises:
             ClientError: no node, a refusal (4xx) or a failed task.
         """
         p = await self._submit(
-            task_input, agent=agent, model=model, node_url=node_url, max_fee=max_fee, deposit=deposit
+            task_input,
+            agent=agent,
+            model=model,
+            node_url=node_url,
+            max_fee=max_fee,
+            deposit=deposit,
+            offer=offer,
         )
         final = await self._follow(p.node.url, p.task_id, on_token)
         result = self._finish(p, final)
@@ -291,6 +306,7 @@ class Client:
         node_url: str | None = None,
         max_fee: int | None = None,
         deposit: int = 0,
+        offer: int | None = None,
     ) -> TaskStream:
         """`submit_task` as an async iterator of text pieces (``async for piece in client.stream(...)``);
         the stream's ``result`` holds the task once its answer is complete."""
@@ -300,6 +316,7 @@ class Client:
             "node_url": node_url,
             "max_fee": max_fee,
             "deposit": deposit,
+            "offer": offer,
         }
         return TaskStream(self, task_input, options)
 
@@ -312,6 +329,7 @@ class Client:
         node_url: str | None,
         max_fee: int | None,
         deposit: int,
+        offer: int | None = None,
     ) -> PreparedTask:
         """Prepare and send a task; returns it accepted. Without ``node_url``, the best ranked
         nodes are tried in turn while one cannot be reached (nothing was sent to it)."""
@@ -324,7 +342,7 @@ class Client:
             url = choice.url if choice is not None else node_url
             try:
                 chosen = choice or await self._choose(model, url)
-                p = await self._prepare_for(chosen, task_input, agent, model, max_fee, deposit)
+                p = await self._prepare_for(chosen, task_input, agent, model, max_fee, deposit, offer)
                 created = await self._send(p)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 if node_url is not None:

@@ -152,7 +152,7 @@ class SupernetAuth(httpx.Auth):
             model_id=model_id,
             agent_hash=agent_hash,
             task_input=chat_task_input(body),
-            max_fee=self.max_fee if self.max_fee is not None else fee,
+            max_fee=fee,  # what the node charges (the cap `max_fee` was checked above)
             nonce=nonce,
             cumulative=cumulative,
         )
