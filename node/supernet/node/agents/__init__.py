@@ -1,5 +1,8 @@
-"""The Agent SDK: write an agent as a class whose ``run`` uses ``ctx.llm``, ``ctx.tools``,
-``ctx.memory`` and ``ctx.storage``; built-in agents: chat, react (tools), retrieval (memory).
+"""The node's agents: the registry, agents from packages, and the built-ins: chat, react (tools),
+retrieval (memory).
+
+``Agent`` and ``AgentContext`` are the agent ABI of the SDK (:mod:`supernet.sdk.agents`, no torch),
+re-exported here; agent packages import them from the SDK.
 
 >>> from supernet.node.agents import Agent, AgentContext
 >>> class Shout(Agent):

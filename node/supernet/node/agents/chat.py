@@ -7,7 +7,8 @@ of one). Generation ends at the first stop string, so the node spends no tokens 
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from supernet.node.agents.base import Agent
 from supernet.node.agents.context import AgentContext
@@ -20,6 +21,31 @@ class ChatAgent(Agent):
 
     agent_id = "chat"
     description = "One reply of the node's model to a chat."
+    input_schema: ClassVar[Mapping[str, Any]] = {
+        "oneOf": [
+            {"type": "string", "description": "One user message."},
+            {
+                "type": "object",
+                "required": ["messages"],
+                "properties": {
+                    "messages": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "required": ["role", "content"],
+                            "properties": {"role": {"type": "string"}, "content": {"type": "string"}},
+                        },
+                    },
+                    "max_new_tokens": {"type": "integer", "minimum": 1},
+                    "temperature": {"type": "number", "minimum": 0},
+                    "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                    "seed": {"type": "integer"},
+                    "stop": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+                },
+            },
+        ]
+    }
 
     async def run(self, ctx: AgentContext, input: Any) -> str:
         if isinstance(input, str):

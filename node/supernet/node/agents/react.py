@@ -9,7 +9,8 @@ observation. The loop is bounded by ``max_steps``; a model that never gives a
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from supernet.node.agents.base import Agent
 from supernet.node.agents.context import AgentContext
@@ -48,6 +49,19 @@ class ReactAgent(Agent):
 
     agent_id = "react"
     description = "Answers a question with tools (ReAct: Thought, Action, Observation)."
+    input_schema: ClassVar[Mapping[str, Any]] = {
+        "oneOf": [
+            {"type": "string", "minLength": 1, "description": "The question."},
+            {
+                "type": "object",
+                "required": ["question"],
+                "properties": {
+                    "question": {"type": "string", "minLength": 1},
+                    "max_steps": {"type": "integer", "minimum": 1},
+                },
+            },
+        ]
+    }
     bundle_modules = ("supernet.node.agents.react_parse",)
 
     async def run(self, ctx: AgentContext, input: Any) -> str:

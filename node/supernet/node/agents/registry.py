@@ -1,9 +1,11 @@
 """The agent registry: which agents this node runs, by id and code hash.
 
-Agents are Python classes installed with the node (built-ins, or the operator's own
-packages); the kernel never downloads or runs code a task sends. The operator allows
-agents by id or by code hash; a task that names another agent, or pins a code hash that
-differs from the installed one, is refused.
+Agents are Python classes installed with the node: the built-ins (chat, react, retrieval), and
+agents from installed packages, found through the ``supernet.agents`` entry-point group
+(:mod:`supernet.node.agents.packages`). The kernel never downloads or runs code a task sends.
+The operator allows built-ins by id or by code hash (``[engine] agents``) and packaged agents by
+id *and* code hash (``[agents] allow``); a task that names another agent, or pins a code hash
+that differs from the installed one, is refused.
 
 >>> registry = default_registry(allowed=["chat"])
 >>> registry.get("chat").agent_id
@@ -12,21 +14,38 @@ differs from the installed one, is refused.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from supernet.node.agents.base import Agent
 from supernet.node.kernel.errors import AgentNotAllowedError
 
+if TYPE_CHECKING:
+    from supernet.node.agents.packages import AllowedAgent, PackageLoad
+
+BUILTIN_IDS = ("chat", "react", "retrieval")
+"""Ids of the node's built-in agents: no package may take one."""
+
 
 @dataclass(frozen=True)
 class AgentInfo:
-    """A registered agent."""
+    """A registered agent.
+
+    Attributes:
+        package: The entry point it came from (``"name = module:Class"``); ``None`` for a built-in.
+    """
 
     agent_id: str
     code_hash: str
     description: str
     cls: type[Agent]
+    package: str | None = None
+
+    @property
+    def input_schema(self) -> Mapping[str, Any]:
+        """JSON schema of the agent's input (``{}``: any JSON value)."""
+        return self.cls.input_schema
 
 
 class AgentRegistry:
@@ -34,15 +53,21 @@ class AgentRegistry:
 
     Args:
         allowed: Agent ids or code hashes (``0x…``) the operator runs; ``None`` allows every
-            registered agent.
+            registered agent. Agents registered with ``pinned=True`` (packaged agents whose code
+            hash the operator named) are allowed whatever this says.
     """
 
     def __init__(self, allowed: Iterable[str] | None = None) -> None:
         self._allowed = None if allowed is None else {a.lower() for a in allowed}
         self._agents: dict[str, AgentInfo] = {}
+        self._pinned: set[str] = set()
 
-    def register(self, cls: type[Agent]) -> AgentInfo:
+    def register(self, cls: type[Agent], *, package: str | None = None, pinned: bool = False) -> AgentInfo:
         """Register an agent class (its code hash is computed now).
+
+        Args:
+            package: The entry point it came from, for listings and logs.
+            pinned: The operator allowed exactly this id and code hash (a packaged agent).
 
         Raises:
             ValueError: Another class already has this id.
@@ -50,12 +75,20 @@ class AgentRegistry:
         existing = self._agents.get(cls.agent_id)
         if existing is not None and existing.cls is not cls:
             raise ValueError(f"agent id {cls.agent_id!r} is already registered")
-        info = AgentInfo(cls.agent_id, cls.code_hash(), cls.description, cls)
+        info = AgentInfo(cls.agent_id, cls.code_hash(), cls.description, cls, package)
         self._agents[cls.agent_id] = info
+        if pinned:
+            self._pinned.add(cls.agent_id)
         return info
+
+    def has(self, agent_id: str) -> bool:
+        """Whether an agent ``agent_id`` is registered (allowed or not)."""
+        return agent_id in self._agents
 
     def is_allowed(self, info: AgentInfo) -> bool:
         """Whether the operator runs ``info``."""
+        if info.agent_id in self._pinned:
+            return True
         return self._allowed is None or bool({info.agent_id.lower(), info.code_hash} & self._allowed)
 
     def get(self, agent_id: str, code_hash: str | None = None) -> AgentInfo:
@@ -82,13 +115,40 @@ class AgentRegistry:
         return [self._agents[i] for i in self.ids()]
 
 
-def default_registry(allowed: Iterable[str] | None = None) -> AgentRegistry:
-    """A registry with the built-in agents (chat, react, retrieval) under the allow list."""
+def default_registry(
+    allowed: Iterable[str] | None = None,
+    packages: Iterable[AllowedAgent] | None = (),
+) -> AgentRegistry:
+    """A registry with the built-in agents (chat, react, retrieval) under the allow list, and the
+    packaged agents ``packages`` allows.
+
+    Args:
+        allowed: Built-in agent ids or code hashes the operator runs (``None``: all three).
+        packages: Packaged agents the operator allows, each by id and code hash (the default,
+            none: no package is imported); ``None`` loads every installed one at its installed
+            code hash (a validator's view: the signed ``agentHash`` is checked at each replay).
+    """
+    registry = AgentRegistry(allowed)
+    for cls in builtin_agents():
+        registry.register(cls)
+    wanted = None if packages is None else tuple(packages)
+    if wanted is None or wanted:
+        load_packages(registry, wanted)
+    return registry
+
+
+def builtin_agents() -> tuple[type[Agent], ...]:
+    """The node's built-in agent classes."""
     from supernet.node.agents.chat import ChatAgent
     from supernet.node.agents.react import ReactAgent
     from supernet.node.agents.retrieval import RetrievalAgent
 
-    registry = AgentRegistry(allowed)
-    for cls in (ChatAgent, ReactAgent, RetrievalAgent):
-        registry.register(cls)
-    return registry
+    return (ChatAgent, ReactAgent, RetrievalAgent)
+
+
+def load_packages(registry: AgentRegistry, packages: Iterable[AllowedAgent] | None) -> list[PackageLoad]:
+    """Register the installed packaged agents ``packages`` allows (see
+    :func:`supernet.node.agents.packages.load_installed`)."""
+    from supernet.node.agents.packages import load_installed
+
+    return load_installed(registry, packages)

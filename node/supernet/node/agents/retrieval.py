@@ -7,7 +7,8 @@ closest memories go into the prompt as context.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from supernet.node.agents.base import Agent
 from supernet.node.agents.context import AgentContext
@@ -20,6 +21,20 @@ class RetrievalAgent(Agent):
 
     agent_id = "retrieval"
     description = "Remembers facts and answers questions from its memory."
+    input_schema: ClassVar[Mapping[str, Any]] = {
+        "oneOf": [
+            {"type": "string", "description": "A question, answered from what it remembers."},
+            {
+                "type": "object",
+                "properties": {
+                    "remember": {"type": "array", "items": {"type": "string"}},
+                    "question": {"type": "string"},
+                    "k": {"type": "integer", "minimum": 1},
+                    "max_new_tokens": {"type": "integer", "minimum": 1},
+                },
+            },
+        ]
+    }
 
     async def run(self, ctx: AgentContext, input: Any) -> str:
         if isinstance(input, str):

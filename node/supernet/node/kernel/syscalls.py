@@ -15,8 +15,50 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+# The syscalls and their results are the agent ABI's (supernet.sdk.agents, no torch): re-exported.
+from supernet.sdk.agents.syscalls import (
+    ChatResult,
+    LLMChat,
+    MemoryAdd,
+    MemoryHit,
+    MemorySearch,
+    Message,
+    StorageDelete,
+    StorageGet,
+    StorageList,
+    StoragePut,
+    StorageRollback,
+    StorageVersions,
+    Syscall,
+    ToolCall,
+)
+
 JSON = Any
 """A JSON-compatible value (dict, list, str, int, float, bool, None)."""
+
+__all__ = [
+    "JSON",
+    "ChatResult",
+    "GenerationOutcome",
+    "LLMChat",
+    "LLMJob",
+    "MemoryAdd",
+    "MemoryHit",
+    "MemorySearch",
+    "Message",
+    "StorageDelete",
+    "StorageGet",
+    "StorageList",
+    "StoragePut",
+    "StorageRollback",
+    "StorageVersions",
+    "Syscall",
+    "TaskOutcome",
+    "TaskSpec",
+    "TaskStatus",
+    "TokenChunk",
+    "ToolCall",
+]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,146 +136,6 @@ class TokenChunk:
     call_index: int
     token_id: int
     text: str
-
-
-# ---------------------------------------------------------------------------------------------
-# Syscalls
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Message:
-    """One chat message."""
-
-    role: str
-    content: str
-
-
-@dataclass(frozen=True)
-class LLMChat:
-    """Generate a reply to chat ``messages`` with the node's model."""
-
-    messages: tuple[Message, ...]
-    max_new_tokens: int = 128
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    """Call the registered tool ``name`` with JSON ``args``."""
-
-    name: str
-    args: Mapping[str, JSON]
-
-
-@dataclass(frozen=True)
-class MemoryAdd:
-    """Add a text to the agent's memory."""
-
-    text: str
-    metadata: Mapping[str, JSON] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class MemorySearch:
-    """Find the ``k`` memory entries closest in meaning to ``query``."""
-
-    query: str
-    k: int = 3
-
-
-@dataclass(frozen=True)
-class StoragePut:
-    """Write a file of the agent; each write is a new version (CID)."""
-
-    path: str
-    data: bytes
-
-
-@dataclass(frozen=True)
-class StorageGet:
-    """Read a file of the agent: its latest version, or the version with CID ``version``."""
-
-    path: str
-    version: str | None = None
-
-
-@dataclass(frozen=True)
-class StorageList:
-    """List the agent's files (path -> latest CID; deleted files left out)."""
-
-
-@dataclass(frozen=True)
-class StorageRollback:
-    """Make the version of ``path`` with CID ``version`` its latest again (a new version number)."""
-
-    path: str
-    version: str
-
-
-@dataclass(frozen=True)
-class StorageDelete:
-    """Delete ``path`` (a tombstone: its earlier versions stay readable by CID and restorable)."""
-
-    path: str
-
-
-@dataclass(frozen=True)
-class StorageVersions:
-    """List every version of ``path``: CIDs oldest first, ``None`` where it was deleted."""
-
-    path: str
-
-
-Syscall = (
-    LLMChat
-    | ToolCall
-    | MemoryAdd
-    | MemorySearch
-    | StoragePut
-    | StorageGet
-    | StorageList
-    | StorageRollback
-    | StorageDelete
-    | StorageVersions
-)
-
-
-# ---------------------------------------------------------------------------------------------
-# Results
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ChatResult:
-    """A finished LLM call.
-
-    Attributes:
-        text: The reply, cut before the first stop string.
-        prompt_ids: Token ids of the templated prompt.
-        output_ids: Token ids generated (what a validator teacher-forces).
-        finish_reason: ``"stop"`` (stop token or string) or ``"length"``.
-        preemptions: How often the scheduler preempted and resumed this generation.
-    """
-
-    text: str
-    prompt_ids: tuple[int, ...]
-    output_ids: tuple[int, ...]
-    finish_reason: str
-    preemptions: int = 0
-
-
-@dataclass(frozen=True)
-class MemoryHit:
-    """One memory search result."""
-
-    cid: str
-    text: str
-    score: float
-    metadata: Mapping[str, JSON]
 
 
 # ---------------------------------------------------------------------------------------------

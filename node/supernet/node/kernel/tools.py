@@ -20,32 +20,10 @@ from typing import Any
 
 import jsonschema
 from supernet.node.kernel.errors import ToolArgumentsError, ToolError, ToolTimeoutError
+from supernet.sdk.agents.tools import ToolSpec  # the agent ABI's; re-exported here
 
 ToolFn = Callable[[Mapping[str, Any]], Any | Awaitable[Any]]
 """A tool's body: takes the validated arguments, returns a JSON value (sync or async)."""
-
-
-@dataclass(frozen=True)
-class ToolSpec:
-    """What a tool is and how it may run.
-
-    Attributes:
-        name: Unique name agents call it by.
-        description: One line for the LLM's tool list.
-        parameters: JSON schema of the arguments object.
-        deterministic: Same arguments, same result: validators re-run it.
-        irreversible: Needs the task owner's signed EIP-712 confirmation.
-        timeout_s: Wall-clock bound of one call.
-        max_concurrency: Calls of this tool running at once, node-wide.
-    """
-
-    name: str
-    description: str
-    parameters: Mapping[str, Any]
-    deterministic: bool = True
-    irreversible: bool = False
-    timeout_s: float = 10.0
-    max_concurrency: int = 4
 
 
 @dataclass(frozen=True)
@@ -62,9 +40,13 @@ class ToolRegistry:
     def __init__(self) -> None:
         self._tools: dict[str, Tool] = {}
         self._limits: dict[str, asyncio.Semaphore] = {}
+        self._groups: dict[str, asyncio.Semaphore] = {}
 
-    def register(self, tool: Tool) -> None:
+    def register(self, tool: Tool, *, limit_group: str | None = None) -> None:
         """Add ``tool``; its schema must be a valid JSON schema and its name unused.
+
+        Tools registered with the same ``limit_group`` (e.g. the tools of one MCP server) share one
+        concurrency limit, the ``max_concurrency`` of the group's first tool.
 
         Raises:
             ValueError: The name is taken or the schema is invalid.
@@ -72,8 +54,12 @@ class ToolRegistry:
         if tool.spec.name in self._tools:
             raise ValueError(f"tool {tool.spec.name!r} is already registered")
         jsonschema.Draft202012Validator.check_schema(dict(tool.spec.parameters))
+        if limit_group is None:
+            limit = asyncio.Semaphore(tool.spec.max_concurrency)
+        else:
+            limit = self._groups.setdefault(limit_group, asyncio.Semaphore(tool.spec.max_concurrency))
         self._tools[tool.spec.name] = tool
-        self._limits[tool.spec.name] = asyncio.Semaphore(tool.spec.max_concurrency)
+        self._limits[tool.spec.name] = limit
 
     def names(self) -> list[str]:
         """Registered tool names, sorted."""

@@ -21,7 +21,15 @@ from supernet.node.service import routes_chat, routes_store, routes_tasks
 from supernet.node.service.deps import Ctx, NodeContext
 from supernet.node.service.errors import NodeError
 from supernet.node.service.metrics import METRICS
-from supernet.node.service.schemas import AccountPublic, Address, ErrorBody, ModelCard, ModelList, NodeInfo
+from supernet.node.service.schemas import (
+    AccountPublic,
+    Address,
+    AgentCard,
+    ErrorBody,
+    ModelCard,
+    ModelList,
+    NodeInfo,
+)
 
 API_VERSION = "1.0.0"
 
@@ -162,7 +170,14 @@ def create_app(ctx: NodeContext | None = None, *, max_body_bytes: int = 64 * 102
     async def node_info(ctx: Ctx, request: Request) -> NodeInfo:
         """What a client needs to sign for this node: address, EIP-712 domain, fee, models, agents,
         and where to read traces (the read-only store under ``/v1/store``, or ``store.public_url``)."""
-        agents = {a: h for a in ctx.settings.engine.agents if (h := ctx.executor.agent_hash(a))}
+        ids = dict.fromkeys([*ctx.settings.engine.agents, *(a.id for a in ctx.settings.agents.allow)])
+        agents = {a: h for a in ids if (h := ctx.executor.agent_hash(a))}
+        describe = getattr(ctx.executor, "agent_cards", None)  # executors that describe their agents
+        cards = (
+            [AgentCard.model_validate(c) for c in describe() if agents.get(c["id"]) == c["codeHash"]]
+            if describe is not None
+            else [AgentCard(id=a, codeHash=h) for a, h in agents.items()]
+        )
         return NodeInfo(
             address=ctx.address,
             chainId=ctx.auth.domain.chain_id,
@@ -171,6 +186,7 @@ def create_app(ctx: NodeContext | None = None, *, max_body_bytes: int = 64 * 102
             models=list(ctx.executor.model_ids()),
             modelNames={ctx.executor.model_name(m): m for m in ctx.executor.model_ids()},
             agents=agents,
+            agentCards=cards,
             storeUrl=ctx.store_url or str(request.base_url).rstrip("/") + routes_store.PREFIX,
         )
 

@@ -26,6 +26,7 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from supernet.node.agents.packages import AllowedAgent
 
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("supernet_node_config_file", default=None)
 
@@ -151,6 +152,21 @@ class KernelSettings(BaseModel):
     )
 
 
+class AgentsSettings(BaseModel):
+    """Agents from installed packages (the ``supernet.agents`` entry-point group; docs/agents.md).
+
+    Only the entry points named here are imported, and each only at the code hash given: a package
+    that changed since is refused (logged), as is one that fails to import or takes a built-in's id.
+    The built-in agents are governed by ``[engine] agents``.
+    """
+
+    allow: list[AllowedAgent] = Field(
+        default_factory=list,
+        description='Packaged agents this node runs: [{id = ..., code_hash = "0x..."}] '
+        "(`python -m supernet.node.agents.packages` lists the installed ones with their code hashes).",
+    )
+
+
 class PricingSettings(BaseModel):
     """What a task costs.
 
@@ -187,6 +203,55 @@ class RedeemSettings(BaseModel):
     )
 
 
+class McpServerSettings(BaseModel):
+    """One MCP server whose tools the node offers (``[[mcp.servers]]``; docs/node.md)."""
+
+    model_config = {"extra": "forbid"}
+
+    name: str = Field(
+        pattern=r"^[a-z][a-z0-9_-]{0,31}$", description="Its tools are registered as `<name>.<tool>`."
+    )
+    transport: Literal["stdio", "http"] = "stdio"
+    command: str | None = Field(default=None, description="stdio: the program the node launches.")
+    args: list[str] = Field(default_factory=list, description="stdio: its arguments.")
+    env: dict[str, str] = Field(
+        default_factory=dict, description="stdio: extra environment (the node's own is not passed on)."
+    )
+    url: str | None = Field(default=None, description="http: the Streamable HTTP endpoint.")
+    timeout_s: float = Field(default=30.0, gt=0, description="Bound of one tool call.")
+    connect_timeout_s: float = Field(default=30.0, gt=0, description="Bound of starting and listing.")
+    max_concurrency: int = Field(default=4, ge=1, description="Calls to this server at once (all tools).")
+    deterministic: list[str] = Field(
+        default_factory=list, description="Tools declared deterministic (marked so in traces)."
+    )
+    irreversible: list[str] = Field(
+        default_factory=list, description="Tools that need the task owner's signed confirmation."
+    )
+    allow: list[str] | None = Field(default=None, description="Tools to offer (default: all it lists).")
+    max_result_bytes: int = Field(default=64 * 1024, gt=0, description="Largest result (compact JSON).")
+
+    @model_validator(mode="after")
+    def _transport_fields(self) -> McpServerSettings:
+        if self.transport == "stdio" and not self.command:
+            raise ValueError(f"mcp server {self.name}: transport stdio needs command")
+        if self.transport == "http" and not self.url:
+            raise ValueError(f"mcp server {self.name}: transport http needs url")
+        return self
+
+
+class McpSettings(BaseModel):
+    """The operator's MCP servers (tools from the Model Context Protocol)."""
+
+    servers: list[McpServerSettings] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> McpSettings:
+        names = [s.name for s in self.servers]
+        if len(set(names)) != len(names):
+            raise ValueError("mcp server names must be unique")
+        return self
+
+
 class NodeSettings(BaseSettings):
     """Everything a node needs to run."""
 
@@ -202,9 +267,11 @@ class NodeSettings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     kernel: KernelSettings = Field(default_factory=KernelSettings)
+    agents: AgentsSettings = Field(default_factory=AgentsSettings)
     pricing: PricingSettings = Field(default_factory=PricingSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
     redeem: RedeemSettings = Field(default_factory=RedeemSettings)
+    mcp: McpSettings = Field(default_factory=McpSettings)
 
     @model_validator(mode="after")
     def _identity_when_chain(self) -> NodeSettings:

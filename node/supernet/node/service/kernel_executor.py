@@ -22,8 +22,9 @@ from supernet.node.faults import FaultInjector
 from supernet.node.kernel.access import NodePolicy
 from supernet.node.kernel.errors import AgentNotAllowedError
 from supernet.node.kernel.kernel import Kernel, KernelConfig
+from supernet.node.kernel.mcp_tools import MCPServerConfig, MCPTools
 from supernet.node.kernel.syscalls import TaskSpec
-from supernet.node.service.config import NodeSettings
+from supernet.node.service.config import McpServerSettings, NodeSettings
 from supernet.node.service.metrics import METRICS
 from supernet.node.service.ports import Job, JobResult, TokenSink
 
@@ -46,6 +47,7 @@ class KernelExecutor:
         self._roots_file = roots_file
         self._roots_lock = threading.Lock()
         self._roots_seq = self._roots_written = 0
+        self._mcp: MCPTools | None = None
         if roots_file is not None and roots_file.is_file():  # agents' memory and files survive restarts
             kernel.restore_namespace_roots(json.loads(roots_file.read_text()))
 
@@ -101,17 +103,26 @@ class KernelExecutor:
             memory_k=settings.kernel.memory_k,
         )
         extra: dict[str, Any] = {"faults": faults} if faults is not None else {}
-        kernel = Kernel(
-            engine, store, config, agents=default_registry(allowed=settings.engine.agents), **extra
-        )
+        # built-ins by [engine] agents; packaged agents only those [agents] allow names, at their hash
+        agents = default_registry(allowed=settings.engine.agents, packages=settings.agents.allow)
+        kernel = Kernel(engine, store, config, agents=agents, **extra)
+        mcp = MCPTools([mcp_config(s) for s in settings.mcp.servers])
+        await mcp.start()  # a server that is down is logged and its tools are absent
+        try:
+            mcp.register(kernel.tools)
+        except Exception:
+            await mcp.close()
+            raise
         await kernel.setup()
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        return cls(
+        executor = cls(
             kernel,
             Path(settings.engine.model).name,
             settings.pricing.task_fee_wei,
             settings.data_dir / "namespace_roots.json",
         )
+        executor._mcp = mcp
+        return executor
 
     def model_ids(self) -> Sequence[str]:
         """The one model this node serves."""
@@ -127,6 +138,19 @@ class KernelExecutor:
             return self.kernel.agents.get(agent).code_hash
         except AgentNotAllowedError:
             return None
+
+    def agent_cards(self) -> list[dict[str, Any]]:
+        """Every agent this node runs: id, code hash, description, input JSON schema, package."""
+        return [
+            {
+                "id": a.agent_id,
+                "codeHash": a.code_hash,
+                "description": a.description,
+                "inputSchema": dict(a.input_schema),
+                "package": a.package,
+            }
+            for a in self.kernel.agents.list()
+        ]
 
     async def run(self, job: Job, on_token: TokenSink) -> JobResult:
         """Run the job's agent to its end, streaming generated text to ``on_token``."""
@@ -149,5 +173,26 @@ class KernelExecutor:
         return JobResult(output=outcome.output, trace_cid=outcome.trace_cid)
 
     async def close(self) -> None:
-        """Stop the kernel and its engine."""
+        """Stop the kernel and its engine, and close the MCP sessions."""
         await self.kernel.stop()
+        if self._mcp is not None:
+            await self._mcp.close()
+
+
+def mcp_config(s: McpServerSettings) -> MCPServerConfig:
+    """The kernel's view of one ``[[mcp.servers]]`` entry."""
+    return MCPServerConfig(
+        name=s.name,
+        transport=s.transport,
+        command=s.command,
+        args=tuple(s.args),
+        env=dict(s.env),
+        url=s.url,
+        timeout_s=s.timeout_s,
+        connect_timeout_s=s.connect_timeout_s,
+        max_concurrency=s.max_concurrency,
+        deterministic=frozenset(s.deterministic),
+        irreversible=frozenset(s.irreversible),
+        allow=None if s.allow is None else frozenset(s.allow),
+        max_result_bytes=s.max_result_bytes,
+    )

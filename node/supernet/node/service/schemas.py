@@ -136,6 +136,20 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
+class AgentCard(BaseModel):
+    """One agent a node runs, in ``GET /v1/node``: what to sign (``codeHash``) and what to send."""
+
+    id: str
+    codeHash: Bytes32 = Field(description="The agent's code hash: the signed request's agentHash.")
+    description: str = ""
+    inputSchema: dict[str, Any] = Field(
+        default_factory=dict, description="JSON schema of the task input ({}: any JSON value)."
+    )
+    package: str | None = Field(
+        default=None, description="The entry point it was installed from; null for a built-in agent."
+    )
+
+
 class NodeInfo(BaseModel):
     """``GET /v1/node``: what a client needs to sign a request to this node."""
 
@@ -145,7 +159,10 @@ class NodeInfo(BaseModel):
     taskFee: Uint256
     models: list[Bytes32]
     modelNames: dict[str, Bytes32]
-    agents: dict[str, Bytes32]
+    agents: dict[str, Bytes32] = Field(description="Agent id -> code hash, of every agent it runs.")
+    agentCards: list[AgentCard] = Field(
+        default_factory=list, description="Every agent it runs, with its description and input schema."
+    )
     storeUrl: str | None = Field(None, description="Content store (Kubo RPC) holding this node's traces.")
 
 

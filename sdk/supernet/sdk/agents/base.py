@@ -1,0 +1,125 @@
+"""The base class of agents, and how an agent is identified: id and code hash.
+
+The code hash is what a user signs (the task's ``agentHash``) and what a validator checks before
+it re-runs the agent: sha256 (:func:`bundle_hash`) of the agent's *source bundle*:
+
+- an agent that sets ``bundle_package`` (every agent installed from a package: the node's loader
+  sets it to the entry point's top-level package when the class does not): every file under that
+  package's directory, keyed ``<package>/<relative path>`` (``__pycache__`` and compiled files
+  left out), so any change to any module or data file of the package changes the hash;
+- otherwise (the node's built-in agents): the source of the class's own module and of each module
+  named in ``bundle_modules``, keyed by module name.
+
+>>> class Echo(Agent):
+...     agent_id = "echo"
+...     async def run(self, ctx, input):
+...         return str(input)
+>>> Echo.code_hash().startswith("0x") and len(Echo.code_hash()) == 66
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import inspect
+import sys
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from supernet.sdk.agents.context import AgentContext
+
+__all__ = ["Agent", "bundle_hash", "package_bundle"]
+
+_SKIPPED_SUFFIXES = (".pyc", ".pyo")
+
+
+def bundle_hash(files: Mapping[str, bytes]) -> str:
+    """sha256 of a source bundle: for each file by name, ``name NUL size(8 bytes BE) bytes``.
+
+    The encoding is unambiguous (names and sizes delimit the contents), so two different
+    bundles never share a hash by concatenation tricks.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        data = files[name]
+        digest.update(name.encode() + b"\0" + len(data).to_bytes(8, "big") + data)
+    return "0x" + digest.hexdigest()
+
+
+def package_bundle(package: str) -> dict[str, bytes]:
+    """Every file of the installed top-level package (or single module) ``package``, by
+    ``<package>/<path>``; found without importing it, so a bundle can be checked before its code runs.
+
+    ``__pycache__`` directories and compiled files are left out; symbolic links are read through.
+
+    Raises:
+        ImportError: No such package, or it has no one directory (a namespace package).
+    """
+    if "." in package:
+        raise ImportError(f"{package!r} is not a top-level package")
+    spec = importlib.util.find_spec(package)
+    if spec is None:
+        raise ImportError(f"no installed package {package!r}")
+    locations = list(spec.submodule_search_locations or [])
+    if not locations:  # a single module
+        if spec.origin is None or not spec.has_location:
+            raise ImportError(f"{package!r} has no source file")
+        origin = Path(spec.origin)
+        return {f"{package}/{origin.name}": origin.read_bytes()}
+    if len(locations) != 1 or spec.origin is None:  # a namespace package spans directories
+        raise ImportError(f"{package!r} is a namespace package: it has no one source bundle")
+    root = Path(locations[0])
+    bundle: dict[str, bytes] = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if "__pycache__" in rel.parts or path.suffix in _SKIPPED_SUFFIXES or not path.is_file():
+            continue
+        bundle[f"{package}/{rel.as_posix()}"] = path.read_bytes()
+    return bundle
+
+
+class Agent(ABC):
+    """An agent: ``run`` gets the task's context and input, returns the answer text.
+
+    Subclasses set ``agent_id`` (the name users ask for), ``description`` (one line) and
+    ``input_schema`` (the JSON schema of the input; the node lists both in ``GET /v1/node``).
+    A packaged agent sets ``bundle_package`` to its top-level package (the node's loader does it
+    otherwise); a built-in one may list extra modules its behaviour depends on in
+    ``bundle_modules`` so those count in the code hash. A fresh instance runs each task: keep no
+    state between tasks on the instance.
+    """
+
+    agent_id: ClassVar[str]
+    description: ClassVar[str] = ""
+    input_schema: ClassVar[Mapping[str, Any]] = {}
+    bundle_modules: ClassVar[tuple[str, ...]] = ()
+    bundle_package: ClassVar[str | None] = None
+
+    @abstractmethod
+    async def run(self, ctx: AgentContext, input: Any) -> str:
+        """Do the task; every LLM, tool, memory and storage access goes through ``ctx``."""
+
+    @classmethod
+    def source_bundle(cls) -> dict[str, bytes]:
+        """The agent's source files: its package's (``bundle_package``), or its own module's and
+        ``bundle_modules``' by module name."""
+        if cls.bundle_package is not None:
+            return package_bundle(cls.bundle_package)
+        names = (cls.__module__, *cls.bundle_modules)
+        bundle: dict[str, bytes] = {}
+        for name in names:
+            module = sys.modules.get(name)
+            path = inspect.getsourcefile(module) if module is not None else None
+            if path is None:
+                bundle[name] = inspect.getsource(cls).encode() if name == cls.__module__ else b""
+            else:
+                bundle[name] = Path(path).read_bytes()
+        return bundle
+
+    @classmethod
+    def code_hash(cls) -> str:
+        """sha256 of the agent's source bundle, ``0x`` hex (the signed task's ``agentHash``)."""
+        return bundle_hash(cls.source_bundle())

@@ -1,0 +1,134 @@
+"""MCP tools on the real kernel: an agent calls tools of a real MCP server (tests/mcp_test_server.py,
+launched over stdio by the node's client); results and the specs the agent saw are in the trace;
+the replay answers the calls from the trace; validators re-run none of them; a task reaches only
+the MCP tools its capabilities allow."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from supernet.node.agents.base import Agent
+from supernet.node.agents.context import AgentContext
+from supernet.node.agents.registry import AgentRegistry
+from supernet.node.kernel.errors import AccessDeniedError, ToolError
+from supernet.node.kernel.mcp_tools import MCPServerConfig, MCPTools
+from supernet.node.kernel.replay import replay
+from supernet.node.kernel.syscalls import TaskSpec
+from supernet.sdk.formats.trace import Trace
+from supernet.validator.tool_check import RegistryRunner, check_tools
+from supernet.validator.trace_view import parse_trace
+
+from tests.integration.test_kernel_agents import ALICE
+
+pytestmark = [pytest.mark.model, pytest.mark.timeout(600)]
+
+SERVER = str(Path(__file__).resolve().parents[1] / "mcp_test_server.py")
+
+
+class McpAgent(Agent):
+    """Test agent: two MCP calls, one that times out (caught), one that may be refused."""
+
+    agent_id = "mcp"
+
+    async def run(self, ctx: AgentContext, input: Any) -> str:
+        total = await ctx.tools.call("test.add", {"a": input["a"], "b": input["b"]})
+        echo = await ctx.tools.call("test.echo", {"text": "hello"})
+        try:
+            await ctx.tools.call("test.slow", {"seconds": 10})
+            slow = "done"
+        except ToolError as exc:
+            slow = type(exc).__name__
+        return f"{total['result']} {echo} {slow}"
+
+
+@pytest.fixture
+async def mcp_tools() -> AsyncIterator[MCPTools]:
+    cfg = MCPServerConfig(
+        "test",
+        command=sys.executable,
+        args=(SERVER, "stdio"),
+        timeout_s=2.0,
+        deterministic=frozenset({"add"}),
+        allow=frozenset({"add", "echo", "slow"}),
+    )
+    tools = MCPTools([cfg])
+    await tools.start()
+    yield tools
+    await tools.close()
+
+
+async def test_an_agent_calls_mcp_tools_through_the_kernel(
+    make_kernel: Any, store_client: Any, mcp_tools: MCPTools
+) -> None:
+    agents = AgentRegistry()
+    agents.register(McpAgent)
+    kernel = await make_kernel(agents=agents)
+    assert mcp_tools.register(kernel.tools) == ["test.add", "test.echo", "test.slow"]
+
+    outcome = await kernel.run_task(TaskSpec("0x" + "f1" * 32, "mcp", {"a": 40, "b": 2}, user=ALICE))
+    assert outcome.status == "ok", outcome.error
+    assert outcome.output == "42 hello ToolTimeoutError"
+    doc: dict[str, Any] = await store_client.get_dag(outcome.trace_cid)
+    assert Trace.from_dag(doc).to_dag() == doc  # the one trace format, unchanged
+    tools = [e for e in doc["events"] if e["kind"] == "tool"]
+    assert [(e["name"], e["result"], e["deterministic"]) for e in tools] == [
+        ("test.add", {"result": 42}, True),  # declared deterministic by the operator
+        ("test.echo", "hello", False),
+        ("test.slow", None, False),
+    ]
+    assert tools[2]["error"].startswith("ToolTimeoutError: ")
+    seen = {t["name"]: t for t in doc["tools"]}
+    assert seen["test.add"]["parameters"]["required"] == ["a", "b"]
+    assert {"calculator", "test.add", "test.echo", "test.slow"} <= set(seen)
+
+    # the replay answers every MCP call from the trace (no server needed)
+    result = await replay(doc, McpAgent, kernel.engine.tokenizer)
+    assert result.divergences == [] and result.output == doc["output"]
+
+    # validators cannot reach the operator's servers: no MCP call is re-run or held against the node
+    findings, rerun, unverifiable = await check_tools(
+        parse_trace(doc).tool_calls, RegistryRunner(store_client)
+    )
+    assert findings == [] and rerun == 0 and unverifiable is None
+
+
+async def test_a_task_reaches_only_the_mcp_tools_it_may_use(
+    make_kernel: Any, store_client: Any, mcp_tools: MCPTools
+) -> None:
+    agents = AgentRegistry()
+    agents.register(McpAgent)
+    kernel = await make_kernel(agents=agents)
+    mcp_tools.register(kernel.tools)
+    spec = TaskSpec("0x" + "f2" * 32, "mcp", {"a": 1, "b": 2}, user=ALICE, tools=frozenset({"calculator"}))
+    outcome = await kernel.run_task(spec)
+    assert outcome.status == "error" and "test.add" in (outcome.error or "")
+    assert outcome.error.startswith(AccessDeniedError.__name__), outcome.error
+    assert any(not e.allowed and e.target == "test.add" for e in kernel.audit_log(spec.task_id))
+
+
+async def test_a_node_built_from_its_config_offers_the_tools_of_the_servers_that_are_up(
+    tmp_path: Path,
+) -> None:
+    from supernet.node.service.config import NodeSettings
+    from supernet.node.service.kernel_executor import KernelExecutor
+    from supernet.sdk.store.embedded import in_process_client
+
+    servers = [
+        {"name": "test", "command": sys.executable, "args": [SERVER, "stdio"], "allow": ["add"]},
+        {"name": "gone", "command": "/nonexistent/mcp-server", "connect_timeout_s": 5},
+    ]
+    settings = NodeSettings.load(None, data_dir=tmp_path / "node", mcp={"servers": servers})
+    store = in_process_client(tmp_path / "store")
+    executor = await KernelExecutor.create(settings, store, None)
+    try:
+        names = executor.kernel.tools.names()
+        assert "test.add" in names and "calculator" in names
+        assert not [n for n in names if n.startswith("gone.") or n == "test.echo"]
+        assert await executor.kernel.tools.call("test.add", {"a": 1, "b": 2}) == {"result": 3}
+    finally:
+        await executor.close()
+        await store.aclose()
