@@ -424,7 +424,8 @@ machine reaches on the model's own projections in the screen's precision
 ({f["machine_gflop_per_s"]} GFLOP/s, 2 threads, measured in this run){_arbiter_floor(f)}: together
 **verify_floor_ratio = {f["verify_cost_ratio_at_machine_rate"]}** of the node's time; no
 re-scoring in these precisions can go below it here. The rest is attention, norms, the
-sampled-token margins (a batched top-k per position) and the receipt checks and agent replay,
+vocabulary head's log-sum-exp and top-k, the sampled-token margins (per position, the rule's
+nucleus among the tokens above a probability floor) and the receipt checks and agent replay,
 which the validator overlaps with scoring (`Verifier.verify_groups`) but which share the 2 cores.
 A bfloat16 screen is only a screen: every call it does not accept within the float32 greedy bound
 (0.01 nat) or `SCREEN_SAMPLE_MARGIN` of CDF mass is re-scored in float32, and only that decides

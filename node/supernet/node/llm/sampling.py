@@ -190,9 +190,10 @@ def selection_margins(
     """``selection_margin`` for every row of ``logits`` ``[n, V]`` at once (row ``i``: ``tokens[i]`` at
     position ``start + i``), with batched tensor ops instead of one sort per row.
 
-    The rule's nucleus of each row is found from a batched top-k (widened for rows whose nucleus is
-    wider) as the tokens at least as likely as its last member, and the CDF is the cumulative sum
-    of the row with the others zeroed, exactly the sampler's arithmetic. Rows where that is not
+    The rule's nucleus of each row is found among the tokens above a probability floor (`_rule_margins`;
+    a batched top-k only where no floor holds it) as the tokens at least as likely as its last
+    member, and the CDF is the cumulative sum of the members in token-id order, exactly the
+    sampler's arithmetic (its sum over the row with the others zeroed). Rows where that is not
     certain to be the rule's nucleus (a tie at its last member, mass within rounding of ``top_p``),
     and rows whose margin there exceeds ``EXACT_ABOVE`` (where another nucleus may give a smaller
     one), take the per-row function. A smaller margin is reported as computed at the rule's own
@@ -212,40 +213,152 @@ def selection_margins(
     if params.greedy:
         # log_softmax shifts a row by one constant: the gap is the logit gap (0 exactly at the max)
         return (rows.max(dim=-1).values - rows.gather(-1, target)[:, 0]).tolist()
-    probs = torch.softmax(rows / params.temperature, dim=-1)
+    # x / 1.0 is x exactly: the division is skipped at temperature 1
+    probs = torch.softmax(rows if params.temperature == 1.0 else rows / params.temperature, dim=-1)
     u = torch.tensor([uniform(params.seed, start + i) for i in range(n)], dtype=torch.float64)
     vocab = probs.shape[1]
-    nuclei = _nuclei(probs, params.top_p) if params.top_p < 1.0 else None
-    support = probs if nuclei is None else nuclei.support
-    cdf = support.cumsum(-1)
     t = target[:, 0]
-    lo = torch.where(
-        t > 0, cdf.gather(-1, (t - 1).clamp(min=0)[:, None])[:, 0], torch.zeros(n, dtype=cdf.dtype)
-    )
-    out = _interval_margin(lo, cdf.gather(-1, target)[:, 0], cdf[:, vocab - 1], u)
-    out = torch.where(support.gather(-1, target)[:, 0] == 0, torch.inf, out)  # outside the support
+    top: tuple[Tensor, Tensor] | None = None
+    if params.top_p < 1.0:
+        out, exact, cands = _rule_margins(probs, t, u, params.top_p)
+    else:
+        cdf = probs.cumsum(-1)  # the support is the whole row
+        lo = torch.where(
+            t > 0, cdf.gather(-1, (t - 1).clamp(min=0)[:, None])[:, 0], torch.zeros(n, dtype=cdf.dtype)
+        )
+        out = _interval_margin(lo, cdf.gather(-1, target)[:, 0], cdf[:, vocab - 1], u)
+        out = torch.where(probs.gather(-1, target)[:, 0] == 0, torch.inf, out)  # outside the support
     redo = out > EXACT_ABOVE
-    if nuclei is not None:
+    if params.top_p < 1.0:
         # rows off their interval: the least margin over other nuclei, from the top W tokens, W
         # widened for the rows where a wider nucleus might still do better
         p_token = probs.gather(-1, target)[:, 0]
-        rows = torch.nonzero(redo & nuclei.exact).flatten()
-        top = _top(probs[rows], min(_REFINE_WIDTH, vocab))
-        while rows.numel():
+        rows = torch.nonzero(redo & exact).flatten()
+        if rows.numel():
+            top = _candidate_top(cands, rows, vocab) or _top(probs[rows], min(_REFINE_WIDTH, vocab))
+        while top is not None and rows.numel():
             complete = top[0].shape[1] == vocab
             refined, settled = _least_margins(top, t[rows], p_token[rows], u[rows], params.top_p, complete)
             out[rows[settled]] = torch.minimum(out[rows[settled]], refined[settled])
             rows = rows[~settled]
             if not rows.numel() or complete:
                 break
-            width = top[0].shape[1]
+            width = max(top[0].shape[1], _REFINE_WIDTH // 8)
             top = _top(probs[rows], vocab if width * 8 >= vocab else width * 8)
-        redo = ~nuclei.exact
+        redo = ~exact
         redo[rows] = True
     margins = out.tolist()
     for i in torch.nonzero(redo).flatten().tolist():  # the rare cases: row by row
         margins[i] = selection_margin(logits[i], tokens[i], params, start + i)
     return margins
+
+
+_CANDIDATE_FLOORS = (1e-5,)
+"""Probabilities at or above which the nucleus is first looked for (then below, see `_rule_margins`)."""
+
+
+@dataclass(frozen=True)
+class _Candidates:
+    """The tokens of some rows at least as likely as a floor: a prefix of the rule's order (ties
+    whole), laid out per row in token-id order, padded with value 0 and id ``V``."""
+
+    rows: Tensor  # [m]: which rows of the batch
+    vals: Tensor  # [m, K]: probabilities, token-id order
+    ids: Tensor  # [m, K]: token ids, ascending
+
+
+def _candidates(probs: Tensor, floor: float) -> _Candidates:
+    """Every token of every row of ``probs`` ``[m, V]`` with probability ``>= floor``."""
+    m, vocab = probs.shape
+    r, c = (probs >= floor).nonzero(as_tuple=True)  # row-major: token-id order within a row
+    counts = torch.bincount(r, minlength=m)
+    width = max(int(counts.max()), 1) if m else 1
+    col = torch.arange(r.numel()) - (counts.cumsum(0) - counts)[r]
+    vals = torch.zeros(m, width, dtype=probs.dtype)
+    ids = torch.full((m, width), vocab, dtype=torch.long)
+    vals[r, col] = probs[r, c]
+    ids[r, col] = c
+    return _Candidates(torch.arange(m), vals, ids)
+
+
+def _rule_margins(
+    probs: Tensor, token: Tensor, u: Tensor, top_p: float
+) -> tuple[Tensor, Tensor, _Candidates]:
+    """The margin of each row's token at the rule's own nucleus (``inf`` outside it), whether that
+    nucleus is certainly the sampler's (else: per row), and the candidates it came from.
+
+    The nucleus is a prefix of the tokens in the rule's order, so it is found among the tokens at
+    least as likely as a floor (first ``_CANDIDATE_FLOORS``, then one below which all tokens
+    together hold at most ``(1 - top_p) / 2``) as soon as their cumulative mass reaches ``top_p``:
+    the same values summed in the same order as over a top-k or the whole sorted row. The CDF in
+    token-id order is the cumulative sum of the nucleus members' probabilities in id order, which
+    is the sampler's sum over the row with every other token zeroed (zeros add exactly). Rows
+    where no floor's candidates reach ``top_p`` take the batched top-k (`_nuclei`).
+    """
+    n, vocab = probs.shape
+    out = torch.empty(n, dtype=probs.dtype)
+    exact = torch.ones(n, dtype=torch.bool)
+    pending = torch.arange(n)
+    first: _Candidates | None = None
+    for floor in (*_CANDIDATE_FLOORS, (1.0 - top_p) / (2 * vocab)):
+        cands = _candidates(probs[pending] if pending.numel() < n else probs, floor)
+        cands = _Candidates(pending[cands.rows], cands.vals, cands.ids)
+        desc = torch.sort(cands.vals, dim=-1, descending=True).values  # padding (0) last
+        cum = desc.cumsum(-1)
+        reached = cum >= top_p
+        done = reached[:, -1]
+        if first is None:
+            first = cands
+        if bool(done.any()):
+            sel = torch.nonzero(done).flatten()
+            c, v, ids, vals = cum[sel], desc[sel], cands.ids[sel], cands.vals[sel]
+            at = reached[sel].int().argmax(-1)[:, None]
+            thr = v.gather(-1, at)
+            prev = torch.where(at > 0, c.gather(-1, (at - 1).clamp(min=0)), torch.zeros_like(thr))
+            # within rounding of top_p: a guard (both sides sum the same values in the same order)
+            edge = ((c.gather(-1, at) - top_p).abs() < 1e-12) | ((prev - top_p).abs() < 1e-12)
+            # members: every token at least as likely as the last one; where more tokens tie with
+            # it than the nucleus holds, only the first of them by id (the rule's order)
+            tied = vals == thr
+            need = at + 1 - (vals > thr).sum(-1, keepdim=True)
+            members = (vals > thr) | (tied & (tied.cumsum(-1) <= need))
+            cdf = (vals * members).cumsum(-1)
+            pos = torch.searchsorted(ids, token[cands.rows[sel], None]).clamp(max=ids.shape[1] - 1)
+            inside = (ids.gather(-1, pos) == token[cands.rows[sel], None]) & members.gather(-1, pos)
+            lo = torch.where(pos > 0, cdf.gather(-1, (pos - 1).clamp(min=0)), torch.zeros_like(thr))
+            margin = _interval_margin(lo, cdf.gather(-1, pos), cdf[:, -1:], u[cands.rows[sel], None])
+            rows = cands.rows[sel]
+            out[rows] = torch.where(inside, margin, torch.inf)[:, 0]
+            exact[rows] = ~edge[:, 0]
+        pending = cands.rows[~done]
+        if not pending.numel():
+            break
+    if pending.numel():  # no floor's candidates reach top_p (top_p within rounding of 1)
+        nuclei = _nuclei(probs[pending], top_p)
+        cdf = nuclei.support.cumsum(-1)
+        t = token[pending]
+        lo = torch.where(
+            t > 0, cdf.gather(-1, (t - 1).clamp(min=0)[:, None])[:, 0], torch.zeros(len(t), dtype=cdf.dtype)
+        )
+        margin = _interval_margin(lo, cdf.gather(-1, t[:, None])[:, 0], cdf[:, vocab - 1], u[pending])
+        out[pending] = torch.where(nuclei.support.gather(-1, t[:, None])[:, 0] == 0, torch.inf, margin)
+        exact[pending] = nuclei.exact
+    assert first is not None
+    return out, exact, first
+
+
+def _candidate_top(cands: _Candidates, rows: Tensor, vocab: int) -> tuple[Tensor, Tensor] | None:
+    """`_top` of ``rows`` from their candidates (a prefix of the rule's order, ties whole; the
+    padding, value 0, is never usable), or None when they are not all candidates' rows."""
+    where = torch.searchsorted(cands.rows, rows)
+    if cands.vals.shape[1] >= vocab or bool(
+        (where >= cands.rows.numel()).any()
+        or (cands.rows[where.clamp(max=cands.rows.numel() - 1)] != rows).any()
+    ):
+        return None
+    vals, ids = cands.vals[where], cands.ids[where]
+    order = torch.sort(vals, dim=-1, descending=True, stable=True).indices  # ties keep id order
+    return vals.gather(-1, order), ids.gather(-1, order)
 
 
 @dataclass(frozen=True)

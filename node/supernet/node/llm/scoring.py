@@ -107,10 +107,12 @@ class _PackedAttention:
             self.mask = torch.cat((torch.ones(t, n_prefix, dtype=torch.bool), causal), dim=1).to(device)
 
     def _pad(self, x: Tensor) -> Tensor:
-        """``[1, heads, T, D]`` packed to ``[n_seqs, heads, longest, D]`` padded."""
+        """``[1, heads, T, D]`` packed to ``[n_seqs, heads, longest, D]`` padded (a view of
+        ``[n_seqs, longest, heads, D]``: whole tokens are copied, not one head's slice at a time)."""
         assert self.gather is not None
         n, longest = self.shape
-        return x[0][:, self.gather].view(x.shape[1], n, longest, x.shape[3]).transpose(0, 1)
+        rows = x[0].transpose(0, 1).index_select(0, self.gather)  # [n * longest, heads, D]
+        return rows.view(n, longest, x.shape[1], x.shape[3]).transpose(1, 2)
 
     def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         if self.keep:
@@ -131,7 +133,9 @@ class _PackedAttention:
             vp = torch.cat((self.prefix[1][layer][None].expand(n, -1, -1, -1), vp), dim=2)
         out = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=self.mask, enable_gqa=gqa)
         heads, dim = out.shape[1], out.shape[3]
-        return out.transpose(0, 1).reshape(heads, -1, dim)[:, self.scatter][None]
+        # token-major, as the caller lays it out next (``[1, T, heads, D]``): one copy
+        tokens = out.transpose(1, 2).reshape(-1, heads, dim).index_select(0, self.scatter)
+        return tokens.transpose(0, 1)[None]
 
 
 def score(
@@ -271,6 +275,75 @@ def _result(
     return ScoreResult(logprobs=tuple(claimed), top_tokens=tops, fingerprints=tuple(fps), margins=margins)
 
 
+HEAD_ROWS = 16
+"""Rows of logits post-processed at a time by `score_packed` (log-sum-exp, top-k, margins): a
+``[rows, V]`` float32 block that stays in cache, instead of several passes over all of them."""
+
+
+def _row_blocks(n: int, size: int) -> list[tuple[int, int]]:
+    """``[start, end)`` blocks of ``size`` rows covering ``n``, none of a single row unless ``n`` is 1
+    (a one-row reduction may split across threads, so its rounding would differ from a batch's)."""
+    blocks = [(a, min(n, a + size)) for a in range(0, n, size)]
+    if len(blocks) > 1 and blocks[-1][1] - blocks[-1][0] == 1:
+        blocks[-2:] = [(blocks[-2][0], n)]
+    return blocks
+
+
+def _packed_results(
+    model: Llama, rows: Tensor, requests: Sequence[ScoreRequest], top_k: int
+) -> list[ScoreResult]:
+    """`_result` of every request from their hidden rows ``[sum of outputs, dim]`` laid end to end.
+
+    One vocabulary projection for every row; then, ``HEAD_ROWS`` rows at a time, their float32
+    logits, log-sum-exp, top-k, claimed logits and (sampled requests) selection margins. Every one
+    is computed row by row, so the values are those of `_result` on the whole ``[rows, V]`` logits
+    (the blocks hold at least two rows, like the whole: see `_row_blocks`), without writing them
+    (or a log-sum-exp temporary of their size) to memory.
+    """
+    raw = model.output(rows)  # `Llama.logits` without its float32 copy of every row at once
+    n = rows.shape[0]
+    target = torch.tensor([t for r in requests for t in r.output_ids], device=rows.device)
+    lse = torch.empty(n, device=rows.device)
+    claimed = torch.empty(n, device=rows.device)
+    top_vals = torch.empty(n, top_k, device=rows.device)
+    top_ids = torch.empty(n, top_k, dtype=torch.long, device=rows.device)
+    spans, at = [], 0
+    for r in requests:
+        spans.append((at, at + len(r.output_ids)))
+        at += len(r.output_ids)
+    margins: list[list[float]] = [[] for _ in requests]
+    for a, b in _row_blocks(n, HEAD_ROWS):
+        logits = raw[a:b].float()
+        lse[a:b] = torch.logsumexp(logits, dim=-1)
+        claimed[a:b] = logits.gather(-1, target[a:b, None])[:, 0]
+        top = logits.topk(top_k, dim=-1)
+        top_vals[a:b], top_ids[a:b] = top.values, top.indices
+        for k, (r, (s, e)) in enumerate(zip(requests, spans, strict=True)):
+            if r.params is None or e <= a or s >= b:
+                continue
+            lo, hi = max(s, a), min(e, b)  # rows of this request in this block
+            margins[k] += selection_margins(
+                logits[lo - a : hi - a], r.output_ids[lo - s : hi - s], r.params, len(r.prompt_ids) + lo - s
+            )
+    logprobs = (claimed - lse).tolist()
+    top_lps = (top_vals - lse[:, None]).tolist()
+    top_tok = top_ids.tolist()
+    out = []
+    for k, (r, (s, e)) in enumerate(zip(requests, spans, strict=True)):
+        tops = tuple(tuple(zip(top_tok[i], top_lps[i], strict=True)) for i in range(s, e))
+        due = [i for i in range(e - s) if fingerprint_due(i)]
+        fps = fingerprints_of(rows[s:e][due], due)
+        out.append(
+            ScoreResult(
+                logprobs=tuple(logprobs[s:e]),
+                top_tokens=tops,
+                fingerprints=tuple(fps),
+                margins=None if r.params is None else tuple(margins[k]),
+            )
+        )
+    return out
+
+
 @dataclass(frozen=True)
 class ScoreRequest:
     """One claimed generation to re-score; ``params`` (its sampling rule) asks for selection margins."""
@@ -322,16 +395,7 @@ def score_packed(
         hidden = model(tokens, positions, _PackedAttention(prefix, lengths, device))[0]
         picks = torch.cat([torch.arange(e - len(r.output_ids), e) for e, r in zip(ends, live, strict=True)])
         rows = hidden[picks.to(device)]
-        logits = model.logits(rows)  # one projection for every request's rows
-        lse = torch.logsumexp(logits, dim=-1)
-        scored, at = [], 0
-        for r in live:
-            n = len(r.output_ids)
-            part = slice(at, at + n)
-            scored.append(
-                _result(rows[part], logits[part], lse[part], r.output_ids, r.params, len(r.prompt_ids), top_k)
-            )
-            at += n
+        scored = _packed_results(model, rows, live, top_k)
     it = iter(scored)
     return [next(it) if r.output_ids else _empty(r.params) for r in requests]
 
