@@ -9,7 +9,9 @@ syscall.
 
 The validator replays only agents it has installed: the registry must hold a class with the code
 hash the user signed (the built-ins, or the operator's own agents registered the same way on
-nodes and validators). Another hash makes the receipt *unverifiable* to this validator.
+nodes and validators). Another hash makes the receipt *unverifiable* to this validator, and so
+does an agent call (``agent.call`` event) of an agent it does not hold at the recorded code hash.
+The children's events are inline in the trace: their LLM calls are scored like the caller's.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from typing import Any
 from supernet.node.agents.registry import AgentRegistry
 from supernet.node.kernel.agent_run import spec_record
 from supernet.node.kernel.errors import AgentNotAllowedError
-from supernet.node.kernel.replay import MalformedContext, check_seed, context_of, replay
+from supernet.node.kernel.replay import MalformedContext, ReplayUnavailable, check_seed, context_of, replay
+from supernet.sdk.chain.eip712 import Domain
 from supernet.sdk.formats.trace import Trace
 from supernet.validator.evidence import Check, Finding
 
@@ -34,7 +37,7 @@ class ReplayOutcome:
 
 
 async def check_replay(
-    trace: Trace, agents: AgentRegistry, tokenizer: Any, tools: Any = None
+    trace: Trace, agents: AgentRegistry, tokenizer: Any, tools: Any = None, domain: Domain | None = None
 ) -> ReplayOutcome:
     """Replay the trace's agent; findings for every divergence.
 
@@ -43,6 +46,8 @@ async def check_replay(
         agents: the agents this validator has installed.
         tokenizer: the model's tokenizer.
         tools: the validator's tool runner: a recorded spec of a tool it knows must equal its own.
+        domain: the deployment's EIP-712 domain, in which recorded confirmations of irreversible
+            tool calls must be the task user's signatures.
     """
     try:
         info = agents.get(trace.agent.id, trace.agent.code_hash)
@@ -67,7 +72,9 @@ async def check_replay(
                 )
             )
     try:
-        result = await replay(trace, info.cls, tokenizer)
+        result = await replay(trace, info.cls, tokenizer, agents=agents, domain=domain)
+    except ReplayUnavailable as exc:  # it calls an agent this validator does not have installed
+        return ReplayOutcome(unverifiable=str(exc)) if not findings else ReplayOutcome(tuple(findings))
     except MalformedContext as exc:  # the witness: blocks that are not dag-cbor
         return ReplayOutcome((*findings, Finding(Check.TRACE_MALFORMED, str(exc))))
     findings += [

@@ -205,7 +205,9 @@ class Verifier:
         agents: AgentRegistry | None = None,
         arbiter: Scorer | None = None,
     ) -> None:
-        self.agents = agents or default_registry()
+        # every agent installed here, packaged ones included, at its installed code hash: a replay
+        # runs exactly the code the user signed (a task of an agent not installed is unverifiable)
+        self.agents = agents or default_registry(packages=None)
         self.arbiter = arbiter
         self.store = store
         self.scorer = scorer
@@ -378,7 +380,7 @@ class Verifier:
                     claimed=trace.doc.engine.dtype,
                 )
             )
-        replayed = await check_replay(trace.doc, self.agents, scorer.tokenizer, self.tools)
+        replayed = await check_replay(trace.doc, self.agents, scorer.tokenizer, self.tools, self.domain)
         findings += replayed.findings
         if replayed.unverifiable is not None and not findings:
             return head.verdict(findings, unverifiable=replayed.unverifiable)

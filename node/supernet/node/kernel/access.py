@@ -13,18 +13,32 @@ Reading the content store by CID (the ``store_read`` tool) is scoped the same wa
 carries no namespace and a CID is no secret (public traces name every entry, root and file a
 task touches), so the access manager keeps an :class:`OwnershipIndex` of the blocks each
 namespace's own writes made, and a task reads only those (:meth:`AccessManager.check_store_read`).
+
+Privilege groups (:class:`PrivilegeGroup`, ``[[access.groups]]`` of the node config) narrow what
+an agent gets on top of those rules: an agent named by one or more groups may use only the tools
+their patterns match (``fnmatch`` globs: ``"mcp_files.*"``) and a memory or files only if one of
+its groups allows it; an agent in no group keeps the node policy's defaults. Groups shape the
+task's capabilities, which the trace records (``tools``, ``limits``), so a denial replays exactly.
+
+A call of an irreversible tool without its confirmation may *pause* instead of failing
+(``NodePolicy.confirmation_timeout_s``): the access manager announces a
+:class:`PendingConfirmation` to the task's watcher (the node's event stream), and the call goes on
+once :meth:`AccessManager.confirm` gets the task user's valid signature, or fails with
+``ConfirmationRequiredError`` when the wait times out.
 """
 
 from __future__ import annotations
 
+import asyncio
+import fnmatch
 import hashlib
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from supernet.node.kernel.errors import (
@@ -35,11 +49,34 @@ from supernet.node.kernel.errors import (
 )
 from supernet.node.kernel.syscalls import TaskSpec
 from supernet.node.kernel.tools import ToolSpec
-from supernet.sdk.chain.eip712 import Confirmation, Domain, recover_confirmation
+from supernet.sdk.chain.eip712 import Confirmation, Domain, recover_confirmation, typed_data
 from supernet.sdk.chain.receipts import canonical_input
 from supernet.sdk.store.cids import canonical_cid
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PrivilegeGroup:
+    """An operator-defined group of agents and what its members may use.
+
+    Attributes:
+        name: The group's name (the operator's label; unique in the config).
+        agents: Agent ids in the group.
+        tools: Tool names or ``fnmatch`` globs (``"mcp_files.*"``) the members may use.
+        memory: Whether members get a memory.
+        storage: Whether members get files.
+    """
+
+    name: str
+    agents: frozenset[str]
+    tools: tuple[str, ...] = ()
+    memory: bool = False
+    storage: bool = False
+
+    def allows_tool(self, tool: str) -> bool:
+        """Whether one of the group's patterns matches ``tool``."""
+        return any(fnmatch.fnmatchcase(tool, pattern) for pattern in self.tools)
 
 
 @dataclass(frozen=True)
@@ -56,6 +93,10 @@ class NodePolicy:
         allow_storage: Whether agents get files.
         max_file_bytes: Largest file an agent may write. A trace carries the files its task reads
             and writes (its witness) within one 1 MiB block, hence the 256 KiB default.
+        groups: Privilege groups; an agent in at least one gets the union of their tools, memory
+            and files (within the rest of the policy); an agent in none keeps the defaults above.
+        confirmation_timeout_s: How long a tool call missing its confirmation waits for the task
+            user to send one (``None``: no wait, the call is refused at once).
     """
 
     allowed_tools: frozenset[str] | None = None
@@ -66,6 +107,12 @@ class NodePolicy:
     allow_memory: bool = True
     allow_storage: bool = True
     max_file_bytes: int = 256 << 10
+    groups: tuple[PrivilegeGroup, ...] = ()
+    confirmation_timeout_s: float | None = None
+
+    def groups_of(self, agent_id: str) -> tuple[PrivilegeGroup, ...]:
+        """The groups naming ``agent_id`` (empty: the agent keeps the policy's defaults)."""
+        return tuple(g for g in self.groups if agent_id in g.agents)
 
 
 @dataclass(frozen=True)
@@ -95,6 +142,60 @@ class AuditEntry:
     target: str
     allowed: bool
     reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry as JSON (the node persists and serves it)."""
+        return asdict(self)
+
+
+@dataclass(eq=False)
+class PendingConfirmation:
+    """A paused tool call waiting for its user's signed ``Confirmation``.
+
+    Attributes:
+        task_id: The task (``requestHash``).
+        action_hash: ``0x`` hex of the call's ``actionHash``.
+        tool: The tool's name.
+        args: The call's arguments.
+        typed_data: The EIP-712 document the user signs (``eth_signTypedData_v4``).
+    """
+
+    task_id: str
+    action_hash: str
+    tool: str
+    args: dict[str, Any]
+    typed_data: dict[str, Any]
+    done: asyncio.Future[bytes] = field(
+        repr=False, default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``confirmation_required`` event's data (bytes as ``0x`` hex)."""
+        return {
+            "taskId": self.task_id,
+            "actionHash": self.action_hash,
+            "tool": self.tool,
+            "args": self.args,
+            "typedData": _hexed(self.typed_data),
+        }
+
+
+class UnknownActionError(LookupError):
+    """No call of this task waits for a confirmation of this action."""
+
+
+class ConfirmationRejectedError(PermissionError):
+    """The confirmation is not the task user's signature of this action."""
+
+
+def _hexed(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    if isinstance(value, dict):
+        return {k: _hexed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_hexed(v) for v in value]
+    return value
 
 
 def action_hash(tool: str, args: Mapping[str, Any]) -> bytes:
@@ -160,6 +261,18 @@ NOT_READABLE = "{cid} is not available to this task"
 """The refusal of a ``store_read`` outside the task's namespace: the same words whether or not the
 store holds the block, so a refusal tells nothing about another user's data."""
 
+
+def unconfirmed(tool: str, args: Mapping[str, Any]) -> str:
+    """The refusal of an irreversible call that has no confirmation: the same words whether none
+    was sent, none came in time, or there is no domain to check one in (the audit entry says
+    which), because a validator's replay, which has neither the domain nor a pause, must raise
+    exactly this error."""
+    try:
+        return f"tool {tool} is irreversible: no confirmation for action 0x{action_hash(tool, args).hex()}"
+    except Exception:  # arguments without a canonical form have no actionHash to confirm
+        return f"tool {tool} is irreversible: no confirmation for its arguments"
+
+
 _CALLER: ContextVar[tuple[TaskSpec, Capabilities] | None] = ContextVar("supernet_tool_caller", default=None)
 """The task whose tool call is running (set by the dispatcher around each call, never by an agent)."""
 
@@ -179,20 +292,36 @@ class AccessManager:
         self._domain = domain
         self._audit: deque[AuditEntry] = deque(maxlen=audit_size)
         self.owned = OwnershipIndex()
+        self._pending: dict[str, dict[str, PendingConfirmation]] = {}
+        self._received: dict[str, dict[str, bytes]] = {}
+        self._watchers: dict[str, Callable[[PendingConfirmation], None]] = {}
+        self._users: dict[str, str] = {}
+
+    @property
+    def domain(self) -> Domain | None:
+        """The EIP-712 domain confirmations are signed in."""
+        return self._domain
 
     def capabilities(self, spec: TaskSpec, registered_tools: frozenset[str]) -> Capabilities:
-        """The capabilities of ``spec``: requested tools ∩ the policy's tools ∩ registered ones."""
+        """The capabilities of ``spec``: requested tools ∩ the policy's tools ∩ registered ones,
+        narrowed by the agent's privilege groups if it is in any."""
         tools = registered_tools
         if self.policy.allowed_tools is not None:
             tools &= self.policy.allowed_tools
         if spec.tools is not None:
             tools &= spec.tools
         p = self.policy
+        memory, storage = p.allow_memory, p.allow_storage
+        groups = p.groups_of(spec.agent_id)
+        if groups:
+            tools = frozenset(t for t in tools if any(g.allows_tool(t) for g in groups))
+            memory = memory and any(g.memory for g in groups)
+            storage = storage and any(g.storage for g in groups)
         return Capabilities(
             tools=frozenset(tools),
             namespace=namespace_of(spec.user, spec.agent_id),
-            memory=p.allow_memory,
-            storage=p.allow_storage,
+            memory=memory,
+            storage=storage,
             max_llm_calls=p.max_llm_calls,
             max_llm_tokens=p.max_llm_tokens,
             max_new_tokens=p.max_new_tokens,
@@ -240,8 +369,108 @@ class AccessManager:
             reason = self._confirmation_problem(spec, tool.name, args)
             if reason:
                 self.audit(spec, "tool", tool.name, False, reason)
-                raise ConfirmationRequiredError(f"tool {tool.name} is irreversible: {reason}")
+                shown = reason if reason.startswith(("confirmation signed", "unreadable")) else None
+                raise ConfirmationRequiredError(
+                    f"tool {tool.name} is irreversible: {shown}" if shown else unconfirmed(tool.name, args)
+                )
         self.audit(spec, "tool", tool.name, True)
+
+    async def authorize_tool(
+        self, spec: TaskSpec, caps: Capabilities, tool: ToolSpec, args: Mapping[str, Any]
+    ) -> None:
+        """:meth:`check_tool`, but a call missing only its confirmation may wait for one.
+
+        With ``policy.confirmation_timeout_s`` set, a domain to check signatures in and a watcher
+        for the task (:meth:`watch`), the call pauses: the watcher gets a
+        :class:`PendingConfirmation`, and the call goes on once :meth:`confirm` accepts the user's
+        signature (at most once per action; a later duplicate changes nothing).
+
+        Raises:
+            AccessDeniedError: The tool is not in the task's capabilities.
+            ConfirmationRequiredError: No valid confirmation, or none came within the timeout.
+        """
+        timeout = self.policy.confirmation_timeout_s
+        watcher = self._watchers.get(spec.task_id)
+        if (
+            not tool.irreversible
+            or tool.name not in caps.tools
+            or timeout is None
+            or self._domain is None
+            or watcher is None
+            or not self._confirmation_problem(spec, tool.name, args).startswith("no confirmation")
+        ):
+            self.check_tool(spec, caps, tool, args)
+            return
+        key = "0x" + action_hash(tool.name, args).hex()
+        waiting = self._pending.setdefault(spec.task_id, {})
+        pending = waiting.get(key)
+        if pending is None:
+            conf = Confirmation(bytes.fromhex(spec.task_id.removeprefix("0x")), bytes.fromhex(key[2:]))
+            pending = PendingConfirmation(
+                spec.task_id, key, tool.name, dict(args), typed_data(conf, self._domain)
+            )
+            waiting[key] = pending
+            self.audit(spec, "confirmation.wait", tool.name, True, f"action {key}")
+            watcher(pending)
+        try:
+            await asyncio.wait_for(asyncio.shield(pending.done), timeout)
+        except TimeoutError:
+            if waiting.get(key) is pending:
+                del waiting[key]
+            self.audit(spec, "tool", tool.name, False, f"no confirmation within {timeout:g} s")
+            raise ConfirmationRequiredError(unconfirmed(tool.name, args)) from None
+        self.check_tool(spec, caps, tool, args)
+
+    def watch(self, spec: TaskSpec, on_pending: Callable[[PendingConfirmation], None]) -> None:
+        """Call ``on_pending`` when a call of task ``spec`` pauses for a confirmation (until
+        :meth:`forget`); without a watcher, calls are refused at once as before."""
+        self._watchers[spec.task_id] = on_pending
+        self._users[spec.task_id] = spec.user
+
+    def pending(self, task_id: str) -> list[PendingConfirmation]:
+        """The calls of ``task_id`` waiting for a confirmation now."""
+        return list(self._pending.get(task_id, {}).values())
+
+    def confirm(self, task_id: str, action: str, signature: bytes) -> bool:
+        """Accept the task user's signed confirmation of a paused call (or a repeat of one).
+
+        Returns:
+            ``True`` if it resumed a paused call, ``False`` for a valid repeat of an accepted one.
+
+        Raises:
+            UnknownActionError: No call of ``task_id`` waits for ``action`` (nothing changes).
+            ConfirmationRejectedError: The signature is not the task user's over this action.
+        """
+        key = "0x" + action.lower().removeprefix("0x")
+        pending = self._pending.get(task_id, {}).get(key)
+        accepted = self._received.get(task_id, {})
+        if pending is None and key not in accepted:
+            raise UnknownActionError(f"no call of task {task_id} waits for a confirmation of {key}")
+        user = self._users.get(task_id)
+        if self._domain is None or user is None:
+            raise UnknownActionError(f"task {task_id} takes no confirmations here")
+        try:
+            conf = Confirmation(bytes.fromhex(task_id.removeprefix("0x")), bytes.fromhex(key[2:]))
+            signer = recover_confirmation(conf, self._domain, signature)
+        except Exception as exc:
+            raise ConfirmationRejectedError(f"unreadable confirmation: {exc}") from None
+        if signer.lower() != user.lower():
+            raise ConfirmationRejectedError(f"confirmation signed by {signer}, not the task's user")
+        if pending is None or pending.done.done():
+            return False
+        self._received.setdefault(task_id, {})[key] = signature
+        del self._pending[task_id][key]
+        pending.done.set_result(signature)
+        return True
+
+    def forget(self, task_id: str) -> None:
+        """Drop a finished task's watcher, paused calls and accepted confirmations."""
+        self._watchers.pop(task_id, None)
+        self._users.pop(task_id, None)
+        self._received.pop(task_id, None)
+        for pending in self._pending.pop(task_id, {}).values():
+            if not pending.done.done():
+                pending.done.cancel()
 
     def check_area(self, spec: TaskSpec, caps: Capabilities, area: str, write: bool) -> None:
         """Allow a memory (``area="memory"``) or file (``"storage"``) access of the task's own namespace.
@@ -251,6 +480,7 @@ class AccessManager:
         """
         action = f"{area}.{'write' if write else 'read'}"
         if not (caps.memory if area == "memory" else caps.storage):
+            # the same words whichever rule (policy or group) took it: a replay knows only the caps
             raise self.deny(spec, action, caps.namespace, f"the node's policy gives agents no {area}")
         self.audit(spec, action, caps.namespace, True)
 
@@ -284,12 +514,26 @@ class AccessManager:
             raise ToolUnavailableError(NOT_READABLE.format(cid=cid))
         self.audit(spec, "store.read", cid, True)
 
+    def confirmation_of(self, spec: TaskSpec, tool: str, args: Mapping[str, Any]) -> bytes | None:
+        """The signature that confirms this call of an irreversible tool (given with the task or
+        posted through the API), recorded in the trace so that a validator's replay can check it."""
+        wanted = "0x" + action_hash(tool, args).hex()
+        return (
+            spec.confirmations.get(wanted)
+            or spec.confirmations.get(wanted[2:])
+            or self._received.get(spec.task_id, {}).get(wanted)
+        )
+
     def _confirmation_problem(self, spec: TaskSpec, tool: str, args: Mapping[str, Any]) -> str:
         """Why the confirmation of this call is missing or invalid ("" when it is valid)."""
         if self._domain is None:
             return "this node has no EIP-712 domain to check confirmations in"
         wanted = action_hash(tool, args)
-        signature = spec.confirmations.get("0x" + wanted.hex()) or spec.confirmations.get(wanted.hex())
+        signature = (
+            spec.confirmations.get("0x" + wanted.hex())
+            or spec.confirmations.get(wanted.hex())
+            or self._received.get(spec.task_id, {}).get("0x" + wanted.hex())
+        )
         if signature is None:
             return f"no confirmation for action 0x{wanted.hex()}"
         try:

@@ -11,11 +11,19 @@ Every block a memory or file write puts in the store is granted here to the task
 (the access manager's ownership index), and tools run "acting for" the task, so a scoped tool
 (``store_read``) reads only blocks of that namespace. A syscall that writes new blocks must
 grant them here too.
+
+An agent call (:class:`~supernet.node.kernel.syscalls.AgentCall`) runs another agent of the node as
+a child of the task: a child :class:`TaskState` with the child's namespace and capabilities (the
+caller's, narrowed by the access manager for the child agent), sharing the task's budget counters,
+trace and token stream. Its events are recorded inline between an ``agent.call`` and an
+``agent.return`` event (docs/protocol.md "Agent calls").
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,12 +31,15 @@ from typing import Any
 from supernet.node.agents.registry import AgentInfo
 from supernet.node.faults import FaultInjector, Generation
 from supernet.node.kernel.access import AccessManager, Capabilities
-from supernet.node.kernel.agent_run import derive_seed
+from supernet.node.kernel.agent_run import AgentResult, derive_seed, run_agent
 from supernet.node.kernel.errors import AccessDeniedError, BudgetExceededError, ToolError
 from supernet.node.kernel.memory import MemoryManager
 from supernet.node.kernel.scheduler import LLMJob, Scheduler
 from supernet.node.kernel.storage import StorageManager
 from supernet.node.kernel.syscalls import (
+    MAX_AGENT_CALL_DEPTH,
+    AgentCall,
+    AgentCallError,
     ChatResult,
     LLMChat,
     MemoryAdd,
@@ -46,6 +57,7 @@ from supernet.node.kernel.syscalls import (
 )
 from supernet.node.kernel.tools import ToolRegistry, ToolSpec
 from supernet.node.kernel.trace import MAX_TRACE_EVENTS, TraceRecorder, check_encodable, cid_link
+from supernet.sdk.chain.receipts import InputEncodingError, canonical_input
 from supernet.sdk.store.cids import compute_cid
 from supernet.sdk.store.files import split_chunks
 
@@ -64,6 +76,40 @@ class TaskState:
     llm_calls: int = 0
     llm_tokens: int = 0
     tool_calls: int = 0
+    parent: TaskState | None = None  # set on an agent call's child: the budgets are the root's
+
+    @property
+    def root(self) -> TaskState:
+        """The task's own state, whose counters every agent call of the task charges."""
+        st = self
+        while st.parent is not None:
+            st = st.parent
+        return st
+
+    @property
+    def chain(self) -> tuple[str, ...]:
+        """Agent ids from the task's agent down to this one (agent calls nest)."""
+        up = () if self.parent is None else self.parent.chain
+        return (*up, self.agent.agent_id)
+
+
+class RegistryAgents:
+    """The agents an agent call may run on the node: the kernel's registry (allowed agents)."""
+
+    def __init__(self, registry: Any) -> None:
+        self._registry = registry
+
+    def resolve(self, agent_id: str, task_input: Any) -> AgentInfo:
+        """The allowed agent ``agent_id`` (``AgentNotAllowedError`` otherwise)."""
+        info: AgentInfo = self._registry.get(agent_id)
+        return info
+
+    def child_caps(self, caps: Capabilities) -> Capabilities:
+        """The child's capabilities (the replay takes the recorded ones, checked against these)."""
+        return caps
+
+    def returned(self, agent_id: str, result: AgentResult) -> None:
+        """The child ended, before its ``agent.return`` is recorded (the replay checks it here)."""
 
 
 class _StopWatcher:
@@ -103,7 +149,9 @@ class Dispatcher:
         params_type: Callable[..., Any],
         faults: FaultInjector | None = None,
         model_perturbed: bool = False,
+        agents: RegistryAgents | Any | None = None,
     ) -> None:
+        self._agents = agents
         self._engine = engine
         self._scheduler = scheduler
         self._tools = tools
@@ -117,7 +165,9 @@ class Dispatcher:
     async def handle(self, st: TaskState, call: Syscall) -> Any:
         """Run one syscall of task ``st``; record it (or its failure) in the trace."""
         recorded = len(st.trace.events)
-        if recorded >= MAX_TRACE_EVENTS:  # a full trace: refused, and not recorded
+        # each agent call open on the chain keeps one event for its agent.return, a new call two
+        limit = MAX_TRACE_EVENTS - (len(st.chain) - 1) - (1 if isinstance(call, AgentCall) else 0)
+        if recorded >= limit:  # a full trace: refused, and not recorded
             raise BudgetExceededError(f"task {st.spec.task_id} made its {MAX_TRACE_EVENTS} syscalls")
         try:
             if isinstance(call, LLMChat):
@@ -128,6 +178,8 @@ class Dispatcher:
                 return await self._memory_call(st, call)
             if isinstance(call, _STORAGE_CALLS):
                 return await self._storage_call(st, call)
+            if isinstance(call, AgentCall):
+                return await self._agent_call(st, call)
             raise TypeError(f"not a syscall: {type(call).__name__}")
         except Exception as exc:
             if len(st.trace.events) == recorded:  # refused or failed before its own event
@@ -135,11 +187,11 @@ class Dispatcher:
             raise
 
     async def _llm(self, st: TaskState, call: LLMChat) -> ChatResult:
-        spec, caps = st.spec, st.caps
-        self._access.check_budget(spec, "LLM calls", st.llm_calls, caps.max_llm_calls)
-        self._access.check_budget(spec, "LLM tokens", st.llm_tokens, caps.max_llm_tokens)
-        index = st.llm_calls
-        st.llm_calls += 1
+        spec, caps, use = st.spec, st.caps, st.root  # an agent call's child charges the task
+        self._access.check_budget(spec, "LLM calls", use.llm_calls, caps.max_llm_calls)
+        self._access.check_budget(spec, "LLM tokens", use.llm_tokens, caps.max_llm_tokens)
+        index = use.llm_calls
+        use.llm_calls += 1
         tokenizer = self._engine.tokenizer
         messages = [{"role": m.role, "content": m.content} for m in call.messages]
         if self._faults is not None:
@@ -149,7 +201,7 @@ class Dispatcher:
             messages = self._faults.on_prompt(key, messages)
         prompt_ids = tuple(tokenizer.apply_chat_template(messages, add_generation_prompt=True))
         seed = call.seed if call.seed is not None else derive_seed(st.seed, index)
-        max_new = max(1, min(call.max_new_tokens, caps.max_new_tokens, caps.max_llm_tokens - st.llm_tokens))
+        max_new = max(1, min(call.max_new_tokens, caps.max_new_tokens, caps.max_llm_tokens - use.llm_tokens))
         params = self._params_type(
             max_new_tokens=max_new, temperature=call.temperature, top_p=call.top_p, seed=seed
         )
@@ -160,7 +212,7 @@ class Dispatcher:
         watcher = _StopWatcher(tokenizer, call.stop, emit)
         job = LLMJob(f"{spec.task_id}/llm/{index}", spec.task_id, spec.user, spec.fee, prompt_ids, params)
         outcome = await self._scheduler.generate(job, watcher.on_token)
-        st.llm_tokens += len(outcome.output_ids)
+        use.llm_tokens += len(outcome.output_ids)
         gen = Generation(
             prompt_ids=prompt_ids,
             output_ids=outcome.output_ids,
@@ -198,14 +250,23 @@ class Dispatcher:
         return ChatResult(text, prompt_ids, gen.output_ids, gen.finish_reason, outcome.preemptions)
 
     async def _tool(self, st: TaskState, call: ToolCall) -> Any:
-        self._access.check_budget(st.spec, "tool calls", st.tool_calls, st.caps.max_tool_calls)
-        st.tool_calls += 1
+        use = st.root
+        self._access.check_budget(st.spec, "tool calls", use.tool_calls, st.caps.max_tool_calls)
+        use.tool_calls += 1
         if call.name not in st.caps.tools:  # before the lookup: the answer must not depend on which
             # other tools this node has installed (a validator's replay knows only the task's)
             raise self._access.deny(st.spec, "tool", call.name, "not in this task's capabilities")
         tool = self._tools.spec(call.name)
-        self._access.check_tool(st.spec, st.caps, tool, call.args)
-        record = {"name": call.name, "args": dict(call.args), "deterministic": tool.deterministic}
+        await self._access.authorize_tool(st.spec, st.caps, tool, call.args)  # may pause for a confirmation
+        record: dict[str, Any] = {
+            "name": call.name,
+            "args": dict(call.args),
+            "deterministic": tool.deterministic,
+        }
+        if tool.irreversible:  # the user's signature that allowed it: a replay checks it again
+            signature = self._access.confirmation_of(st.spec, call.name, call.args)
+            if signature is not None:
+                record["confirmation"] = "0x" + bytes(signature).hex()
         try:
             with self._access.acting_for(st.spec, st.caps):
                 result = await self._tools.call(call.name, call.args)
@@ -322,6 +383,63 @@ class Dispatcher:
         st.trace.record("storage.delete", namespace=ns, path=call.path, **roots, version=c.version)
         return None
 
+    async def _agent_call(self, st: TaskState, call: AgentCall) -> str:
+        """Run another agent as a child of the task: its events inline, its output returned."""
+        spec, use = st.spec, st.root
+        if self._agents is None:
+            raise AccessDeniedError("this node runs no agent calls")
+        chain = st.chain
+        if call.agent_id in chain:
+            raise self._access.deny(
+                spec, "agent.call", call.agent_id, f"a cycle: {' -> '.join((*chain, call.agent_id))}"
+            )
+        if len(chain) > MAX_AGENT_CALL_DEPTH:
+            raise self._access.deny(
+                spec, "agent.call", call.agent_id, f"agent calls nest at most {MAX_AGENT_CALL_DEPTH} deep"
+            )
+        self._access.check_budget(spec, "LLM calls", use.llm_calls, st.caps.max_llm_calls)
+        self._access.check_budget(spec, "LLM tokens", use.llm_tokens, st.caps.max_llm_tokens)
+        try:  # the child gets its input as a task would: canonical JSON (or the string)
+            raw = canonical_input(call.input)
+        except InputEncodingError as exc:
+            raise AgentCallError(f"agent {call.agent_id}: {exc}") from None
+        child_input = call.input if isinstance(call.input, str) else json.loads(raw)
+        info = self._agents.resolve(call.agent_id, child_input)
+        child_spec = dataclasses.replace(spec, agent_id=info.agent_id, agent_hash=info.code_hash)
+        narrowed = self._access.capabilities(child_spec, st.caps.tools)  # never more than the caller
+        caps = dataclasses.replace(
+            st.caps,
+            tools=narrowed.tools & st.caps.tools,
+            namespace=narrowed.namespace,
+            memory=narrowed.memory and st.caps.memory,
+            storage=narrowed.storage and st.caps.storage,
+        )
+        caps = self._agents.child_caps(caps)
+        tools = tuple(t for t in st.tools if t.name in caps.tools)
+        self._access.audit(spec, "agent.call", info.agent_id, True)
+        st.trace.record(
+            "agent.call",
+            agent={"id": info.agent_id, "code_hash": info.code_hash},
+            input=child_input,
+            depth=len(chain),
+            tools=sorted(caps.tools),
+            memory=caps.memory,
+            storage=caps.storage,
+        )
+        child = TaskState(child_spec, info, caps, st.trace, tools, st.seed, st.stream, parent=st)
+
+        async def syscall(c: Syscall) -> Any:
+            return await self.handle(child, c)
+
+        ran = await run_agent(info.cls, spec.task_id, child_input, syscall, tools, spec.timeout_s)
+        self._agents.returned(info.agent_id, ran)
+        st.trace.record(
+            "agent.return", agent=info.agent_id, output=ran.output, status=ran.status, error=ran.error
+        )
+        if ran.status != "ok":
+            raise AgentCallError(f"agent {info.agent_id} failed: {ran.error}")
+        return ran.output
+
 
 _StorageCall = StoragePut | StorageGet | StorageList | StorageRollback | StorageDelete | StorageVersions
 _STORAGE_CALLS = (StoragePut, StorageGet, StorageList, StorageRollback, StorageDelete, StorageVersions)
@@ -338,6 +456,7 @@ _KINDS = {
     StorageRollback: "storage.rollback",
     StorageDelete: "storage.delete",
     StorageVersions: "storage.versions",
+    AgentCall: "agent.call",
 }
 
 
@@ -355,6 +474,13 @@ def _describe(call: Any) -> dict[str, Any]:
         return {"path": call.path, "size": len(call.data)}
     if isinstance(call, LLMChat):
         return {"messages": [{"role": m.role, "content": m.content} for m in call.messages]}
+    if isinstance(call, AgentCall):
+        try:
+            check_encodable(call.input)
+            recorded = call.input
+        except ValueError:
+            recorded = None  # refused for its input: a trace cannot hold it either
+        return {"agent_id": call.agent_id, "input": recorded}
     if hasattr(call, "__dataclass_fields__"):
         return {name: getattr(call, name) for name in call.__dataclass_fields__}
     return {"type": type(call).__name__}

@@ -24,7 +24,7 @@ from supernet.node.faults import FaultInjector
 from supernet.node.kernel.access import AccessManager, AuditEntry, NodePolicy
 from supernet.node.kernel.agent_run import run_agent, task_context, task_seed
 from supernet.node.kernel.builtin_tools import builtin_tools
-from supernet.node.kernel.dispatch import Dispatcher, TaskState
+from supernet.node.kernel.dispatch import Dispatcher, RegistryAgents, TaskState
 from supernet.node.kernel.errors import KernelError, KernelStoppedError
 from supernet.node.kernel.memory import DEFAULT_K, DEFAULT_WORKING_SET, Embedder, MemoryManager
 from supernet.node.kernel.policies import PolicyName, make_policy
@@ -169,6 +169,7 @@ class Kernel:
             params_type=params_type,
             faults=faults,
             model_perturbed=model_perturbed,
+            agents=RegistryAgents(self.agents),  # agent calls run the node's allowed agents
         )
         self._slots = asyncio.Semaphore(config.max_concurrent_tasks)
         self._runs: dict[str, TaskRun] = {}
@@ -276,6 +277,7 @@ class Kernel:
     def _forget(self, run: TaskRun) -> None:
         if self._runs.get(run.task_id) is run:
             del self._runs[run.task_id]
+            self.access.forget(run.task_id)  # its paused calls and confirmations end with it
 
     async def _execute(self, st: TaskState) -> TaskOutcome:
         spec = st.spec

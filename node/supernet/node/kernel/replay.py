@@ -14,7 +14,11 @@ from the recorded events in order:
   the trace's own ``witness`` (never from a store: a trace is self-contained, so withholding a
   linked block cannot make it unverifiable), checked against what the agent wrote or asked for;
   a file rollback or delete must turn its previous root into its new one by exactly that one
-  appended version or tombstone, and a version list is read from its root.
+  appended version or tombstone, and a version list is read from its root;
+- an agent call (``agent.call`` ... ``agent.return``, the child's events inline between them) must
+  name the agent the replayed agent calls with the input it passes; the child, the installed class
+  with the recorded code hash, is replayed on the same tape under the recorded capabilities (no
+  more than the caller's), and must return exactly the recorded output.
 
 Because the dispatcher is the node's, the replay records the trace an honest kernel would have
 recorded given those results. Every event must equal the recorded one (kind, messages, prompt ids,
@@ -33,15 +37,16 @@ through ``ctx``): see docs/agents.md.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from supernet.node.agents.base import Agent
-from supernet.node.agents.registry import AgentInfo
+from supernet.node.agents.registry import BUILTIN_IDS, AgentInfo, AgentRegistry
 from supernet.node.kernel import errors as kernel_errors
-from supernet.node.kernel.access import AccessManager, Capabilities, NodePolicy, namespace_of
-from supernet.node.kernel.agent_run import run_agent, task_seed
+from supernet.node.kernel.access import AccessManager, Capabilities, NodePolicy, action_hash, namespace_of
+from supernet.node.kernel.agent_run import AgentResult, run_agent, task_seed
 from supernet.node.kernel.dispatch import Dispatcher, TaskState
 from supernet.node.kernel.memory import MemoryWrite
 from supernet.node.kernel.storage import ROOT_TYPE as FS_ROOT_TYPE
@@ -49,8 +54,11 @@ from supernet.node.kernel.storage import FileChange, FileWrite, history_of, late
 from supernet.node.kernel.syscalls import GenerationOutcome, MemoryHit, Syscall, TaskSpec
 from supernet.node.kernel.tools import ToolSpec
 from supernet.node.kernel.trace import TraceRecorder, to_dag
+from supernet.sdk.chain.eip712 import Domain
 from supernet.sdk.formats.fields import FormatError
 from supernet.sdk.formats.trace import (
+    AgentCallEvent,
+    AgentReturnEvent,
     ErrorEvent,
     Event,
     LlmEvent,
@@ -93,8 +101,20 @@ class ReplayDivergence(Exception):
         self.index, self.message, self.expected, self.claimed = index, message, expected, claimed
 
 
+class ReplayUnavailable(Exception):
+    """The trace calls an agent (id and code hash) this replay does not have: not replayable here."""
+
+
 class MalformedContext(ValueError):
     """The trace is not a well-formed ``supernet/trace/v1`` document (the message names the field)."""
+
+
+class _Unavailable(BaseException):
+    """Unwinds the agent when a child it calls is not installed here (`ReplayUnavailable`)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class _Abort(BaseException):
@@ -166,6 +186,16 @@ def context_of(doc: Mapping[str, Any] | Trace) -> tuple[int, Capabilities, tuple
     return trace.seed, caps, specs
 
 
+def _recorded_confirmations(trace: Trace) -> dict[str, bytes]:
+    """``actionHash`` -> signature of every confirmed tool call the trace records: what the node
+    says the user signed. The replay's access manager checks each against the task's user."""
+    out: dict[str, bytes] = {}
+    for event in trace.events:
+        if isinstance(event, ToolEvent) and event.confirmation is not None:
+            out["0x" + action_hash(event.name, event.args).hex()] = event.confirmation
+    return out
+
+
 async def replay(
     doc: Mapping[str, Any] | Trace,
     agent: type[Agent],
@@ -173,6 +203,8 @@ async def replay(
     *,
     params_type: Any = None,
     timeout_s: float = REPLAY_TIMEOUT_S,
+    agents: AgentRegistry | None = None,
+    domain: Domain | None = None,
 ) -> ReplayResult:
     """Replay ``agent`` against the trace ``doc`` (see the module docstring).
 
@@ -182,9 +214,15 @@ async def replay(
         tokenizer: the model's tokenizer (chat template and decoding, as the node's engine has).
         params_type: the engine's sampling-parameter class (default: `supernet.node.llm.SamplingParams`).
         timeout_s: bound of the whole replay.
+        agents: the installed agents that agent calls in the trace may run (children are looked up
+            by the recorded id and code hash).
+        domain: the deployment's EIP-712 domain: a recorded call of an irreversible tool replays
+            only if its recorded confirmation is the task user's signature in it (without a domain,
+            such a call is refused, as on a node without one).
 
     Raises:
         MalformedContext: the trace is not well-formed (its witness included).
+        ReplayUnavailable: the trace calls an agent ``agents`` does not hold at its code hash.
     """
     if params_type is None:
         from supernet.node.llm import SamplingParams
@@ -196,7 +234,14 @@ async def replay(
         witness = VerifiedWitness(trace.witness)
     except FormatError as exc:
         raise MalformedContext(f"trace: {exc}") from None
-    spec = TaskSpec(task_id=trace.task_id, agent_id=agent.agent_id, input=trace.input, user=trace.user, fee=0)
+    spec = TaskSpec(
+        task_id=trace.task_id,
+        agent_id=agent.agent_id,
+        input=trace.input,
+        user=trace.user,
+        fee=0,
+        confirmations=_recorded_confirmations(trace),
+    )
     code_hash = agent.code_hash()  # reads the agent's source files: once
     recorder = TraceRecorder(
         trace.task_id, trace.user, trace.fee, agent.agent_id, code_hash, trace.model_id, spec.input
@@ -210,8 +255,9 @@ async def replay(
         tools=_TapeTools(tape, specs),
         memory=_TapeMemory(tape),
         storage=_TapeStorage(tape),
-        access=AccessManager(NodePolicy()),
+        access=AccessManager(NodePolicy(), domain),
         params_type=params_type,
+        agents=_TapeAgents(tape, agents),
     )
 
     async def syscall(call: Syscall) -> Any:
@@ -219,6 +265,8 @@ async def replay(
 
     try:
         ran = await run_agent(agent, trace.task_id, spec.input, syscall, specs, timeout_s)
+    except _Unavailable as missing:
+        raise ReplayUnavailable(missing.reason) from None
     except _Abort as abort:
         return ReplayResult("", "diverged", None, recorder.events, [abort.cause])
     result = ReplayResult(ran.output, ran.status, ran.error, recorder.events)
@@ -344,6 +392,90 @@ def _rebuild(index: int, error: str, tape: _Tape) -> BaseException:
         return cls(message)
     except Exception:
         return type(name, (kernel_errors.KernelError,), {})(message)
+
+
+class _TapeAgents:
+    """Agent calls: the recorded ``agent.call`` must be the call the replayed agent makes, and the
+    replayed child must end as the recorded ``agent.return`` says."""
+
+    def __init__(self, tape: _Tape, agents: AgentRegistry | None) -> None:
+        self._tape, self._agents = tape, agents
+        self._calls: list[AgentCallEvent] = []
+
+    def resolve(self, agent_id: str, task_input: Any) -> AgentInfo:
+        tape, i = self._tape, self._tape.index
+        ev = tape.peek()
+        if isinstance(ev, ErrorEvent) and ev.syscall == AgentCallEvent.kind:
+            name, _, message = ev.error.partition(": ")
+            if name == "AgentNotAllowedError":  # the node's agent set is not in the trace
+                raise kernel_errors.AgentNotAllowedError(message)
+            tape.diverge(i, f"syscall {i}: an agent call refused with a {name} the replay does not give")
+        call: AgentCallEvent = tape.next(AgentCallEvent)
+        if call.agent.id != agent_id:
+            tape.diverge(
+                i, f"syscall {i}: the agent calls agent {agent_id}, the trace ran {call.agent.id}", agent_id,
+                call.agent.id,
+            )  # fmt: skip
+        if call.input != to_dag(task_input):
+            tape.diverge(
+                i, f"syscall {i}: the input of agent {agent_id} is not what the agent passes",
+                _short(task_input), _short(call.input),
+            )  # fmt: skip
+        self._calls.append(call)
+        return self._child(i, call)
+
+    def _child(self, i: int, call: AgentCallEvent) -> AgentInfo:
+        """The installed class of the recorded child: the id is the caller's (checked above), the code
+        hash the node's. A built-in's must be the protocol's; a packaged agent this validator lacks at
+        that hash makes the trace unverifiable here, as for the task's own agent."""
+        name = f"agent {call.agent.id!r}"
+        if self._agents is None:
+            raise _Unavailable(f"cannot replay the call of {name}: no agents to replay it with")
+        try:
+            return self._agents.get(call.agent.id, call.agent.code_hash)
+        except kernel_errors.AgentNotAllowedError as exc:
+            reason = f"cannot replay the call of {name}: {exc}"
+        if call.agent.id in BUILTIN_IDS:  # the protocol's own agents: no other version to claim
+            try:
+                mine = self._agents.get(call.agent.id).code_hash
+            except kernel_errors.AgentNotAllowedError:
+                raise _Unavailable(reason) from None
+            self._tape.diverge(
+                i, f"syscall {i}: built-in {name} has another code hash", mine, call.agent.code_hash
+            )
+        raise _Unavailable(reason)
+
+    def child_caps(self, caps: Capabilities) -> Capabilities:
+        call, i = self._calls[-1], self._tape.index
+        tools = frozenset(call.tools)
+        if (
+            not tools <= caps.tools
+            or (call.memory and not caps.memory)
+            or (call.storage and not caps.storage)
+        ):
+            self._tape.diverge(
+                i, f"syscall {i}: agent {call.agent.id} ran with capabilities its caller does not have",
+                _short({"tools": sorted(caps.tools), "memory": caps.memory, "storage": caps.storage}),
+                _short({"tools": list(call.tools), "memory": call.memory, "storage": call.storage}),
+            )  # fmt: skip
+        return dataclasses.replace(caps, tools=tools, memory=call.memory, storage=call.storage)
+
+    def returned(self, agent_id: str, result: AgentResult) -> None:
+        tape, i = self._tape, self._tape.index
+        ev = tape.peek()
+        if not isinstance(ev, AgentReturnEvent):
+            tape.diverge(
+                i, f"syscall {i}: agent {agent_id} returns here; the trace has "
+                + ("no more events" if ev is None else f"a {ev.kind} event"),
+                AgentReturnEvent.kind, None if ev is None else ev.kind,
+            )  # fmt: skip
+        mine = (agent_id, result.status, result.output, result.error)
+        if (ev.agent, ev.status, ev.output, ev.error) != mine:
+            tape.diverge(
+                i, f"syscall {i}: the output of agent {agent_id} is not what it returns",
+                _short({"status": result.status, "output": result.output, "error": result.error}),
+                _short({"agent": ev.agent, "status": ev.status, "output": ev.output, "error": ev.error}),
+            )  # fmt: skip
 
 
 class _TapeEngine:

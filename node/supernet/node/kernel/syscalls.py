@@ -17,6 +17,9 @@ from typing import Any, Literal
 
 # The syscalls and their results are the agent ABI's (supernet.sdk.agents, no torch): re-exported.
 from supernet.sdk.agents.syscalls import (
+    MAX_AGENT_CALL_DEPTH,
+    AgentCall,
+    AgentCallError,
     ChatResult,
     LLMChat,
     MemoryAdd,
@@ -38,6 +41,9 @@ JSON = Any
 
 __all__ = [
     "JSON",
+    "MAX_AGENT_CALL_DEPTH",
+    "AgentCall",
+    "AgentCallError",
     "ChatResult",
     "GenerationOutcome",
     "LLMChat",

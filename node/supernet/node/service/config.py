@@ -252,6 +252,47 @@ class McpSettings(BaseModel):
         return self
 
 
+class AccessGroupSettings(BaseModel):
+    """One privilege group (``[[access.groups]]``): which agents may use which tools and areas."""
+
+    model_config = {"extra": "forbid"}
+
+    name: str = Field(min_length=1, max_length=64)
+    agents: list[str] = Field(description="Agent ids in the group.")
+    tools: list[str] = Field(
+        default_factory=list,
+        description='Tool names or fnmatch globs the members may use ("calculator", "mcp_files.*").',
+    )
+    memory: bool = Field(default=False, description="Whether members get a memory.")
+    storage: bool = Field(default=False, description="Whether members get files.")
+
+
+class AccessSettings(BaseModel):
+    """Access rules on top of each task's signed request (docs/agents.md, "Access").
+
+    An agent named by one or more groups gets only what they allow (the union of their tools,
+    memory, files); an agent in no group keeps the defaults: every tool the task asked for, a
+    memory and files.
+    """
+
+    model_config = {"extra": "forbid"}
+
+    groups: list[AccessGroupSettings] = Field(default_factory=list)
+    confirmation_timeout_s: float | None = Field(
+        default=300.0,
+        gt=0,
+        description="How long a call of an irreversible tool waits for its user's confirmation "
+        "(POST /v1/tasks/{id}/confirmations) before it fails; unset: refused at once.",
+    )
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> AccessSettings:
+        names = [g.name for g in self.groups]
+        if len(set(names)) != len(names):
+            raise ValueError("access group names must be unique")
+        return self
+
+
 class NodeSettings(BaseSettings):
     """Everything a node needs to run."""
 
@@ -272,6 +313,7 @@ class NodeSettings(BaseSettings):
     batch: BatchSettings = Field(default_factory=BatchSettings)
     redeem: RedeemSettings = Field(default_factory=RedeemSettings)
     mcp: McpSettings = Field(default_factory=McpSettings)
+    access: AccessSettings = Field(default_factory=AccessSettings)
 
     @model_validator(mode="after")
     def _identity_when_chain(self) -> NodeSettings:

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 from supernet.node.service.models import BatchRow, NewTask, ReceiptRow, TaskRow, TaskStatus
 from supernet.sdk.sqlite import DurableSQLite
@@ -50,6 +51,10 @@ CREATE TABLE IF NOT EXISTS receipts (
 CREATE INDEX IF NOT EXISTS receipts_pending ON receipts(batch_id, created_at);
 CREATE TABLE IF NOT EXISTS redemptions (
     user TEXT PRIMARY KEY, redeemed TEXT NOT NULL, tx_hash TEXT, updated_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (
+    task_id TEXT NOT NULL, seq INTEGER NOT NULL, time REAL NOT NULL, agent TEXT NOT NULL,
+    user TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL, allowed INTEGER NOT NULL,
+    reason TEXT NOT NULL, PRIMARY KEY (task_id, seq));
 """
 
 _BILLED = (TaskStatus.ACCEPTED, TaskStatus.RUNNING, TaskStatus.DONE)
@@ -170,6 +175,46 @@ class Database:
         """Number of tasks per status (for metrics)."""
         rows = self._all("SELECT status, COUNT(*) AS n FROM tasks GROUP BY status")
         return {r["status"]: int(r["n"]) for r in rows}
+
+    # ---------------------------------------------------------------- access audit
+
+    def save_audit(self, task_id: str, entries: Sequence[Mapping[str, Any]]) -> None:
+        """Persist the access decisions of one task run (``AuditEntry.to_json`` dicts), replacing
+        those of an earlier run of the same task (a task re-run after a restart decides again)."""
+        with self.transaction() as c:
+            c.execute("DELETE FROM audit WHERE task_id = ?", (task_id,))
+            c.executemany(
+                "INSERT INTO audit VALUES (?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        task_id,
+                        i,
+                        float(e["time"]),
+                        str(e["agent_id"]),
+                        str(e["user"]),
+                        str(e["action"]),
+                        str(e["target"]),
+                        int(bool(e["allowed"])),
+                        str(e.get("reason", "")),
+                    )
+                    for i, e in enumerate(entries)
+                ],
+            )
+
+    def audit(self, task_id: str) -> list[dict[str, Any]]:
+        """The persisted access decisions of ``task_id``, in the order they were made."""
+        rows = self._all("SELECT * FROM audit WHERE task_id = ? ORDER BY seq", (task_id,))
+        return [
+            {
+                "time": r["time"],
+                "agent": r["agent"],
+                "action": r["action"],
+                "target": r["target"],
+                "allowed": bool(r["allowed"]),
+                "reason": r["reason"],
+            }
+            for r in rows
+        ]
 
     # ---------------------------------------------------------------- receipts and batches
 

@@ -19,14 +19,17 @@ from typing import Any
 
 from supernet.node.agents.registry import default_registry
 from supernet.node.faults import FaultInjector
-from supernet.node.kernel.access import NodePolicy
+from supernet.node.kernel.access import NodePolicy, PendingConfirmation, PrivilegeGroup
 from supernet.node.kernel.errors import AgentNotAllowedError
 from supernet.node.kernel.kernel import Kernel, KernelConfig
 from supernet.node.kernel.mcp_tools import MCPServerConfig, MCPTools
 from supernet.node.kernel.syscalls import TaskSpec
-from supernet.node.service.config import McpServerSettings, NodeSettings
+from supernet.node.service.config import AccessSettings, McpServerSettings, NodeSettings
+from supernet.node.service.db import Database
 from supernet.node.service.metrics import METRICS
 from supernet.node.service.ports import Job, JobResult, TokenSink
+from supernet.sdk.chain.deployment import Deployment
+from supernet.sdk.chain.eip712 import Domain
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,7 @@ class KernelExecutor:
         self._roots_lock = threading.Lock()
         self._roots_seq = self._roots_written = 0
         self._mcp: MCPTools | None = None
+        self.audit_db: Database | None = None  # where each task's access decisions are persisted
         if roots_file is not None and roots_file.is_file():  # agents' memory and files survive restarts
             kernel.restore_namespace_roots(json.loads(roots_file.read_text()))
 
@@ -93,11 +97,14 @@ class KernelExecutor:
         # One set of caps, from the config, and the task budget is what the fee pays for:
         # `engine.max_new_tokens` per LLM call, `pricing.tokens_per_task` per task.
         policy = NodePolicy(
-            max_new_tokens=settings.engine.max_new_tokens, max_llm_tokens=settings.pricing.tokens_per_task
+            max_new_tokens=settings.engine.max_new_tokens,
+            max_llm_tokens=settings.pricing.tokens_per_task,
+            **access_policy(settings.access),
         )
         config = KernelConfig(
             chain_rpc_url=settings.chain.rpc_url,
             node_policy=policy,
+            eip712_domain=node_domain(settings),  # users' confirmations are signed in it
             policy=settings.engine.policy,
             memory_working_set=settings.kernel.memory_working_set,
             memory_k=settings.kernel.memory_k,
@@ -122,6 +129,7 @@ class KernelExecutor:
             settings.data_dir / "namespace_roots.json",
         )
         executor._mcp = mcp
+        executor.audit_db = Database.open(settings.data_dir / "node.sqlite3")  # the node's own database
         return executor
 
     def model_ids(self) -> Sequence[str]:
@@ -164,10 +172,19 @@ class KernelExecutor:
             request_signature=job.request_signature,
         )
         run = self.kernel.submit(spec)
+        # the worker's sink is its event stream's `push`: paused calls are announced on that stream
+        push_event = getattr(getattr(on_token, "__self__", None), "push_event", None)
+        if push_event is not None:
+
+            def announce(pending: PendingConfirmation) -> None:
+                push_event("confirmation_required", pending.to_json())
+
+            self.kernel.access.watch(spec, announce)
         async for chunk in run.tokens():
             on_token(chunk.text)
         outcome = await run.outcome()
         await self._save_roots()
+        self._save_audit(job.task_id)  # before the worker acknowledges the result
         if outcome.status != "ok":
             raise TaskFailedError(outcome.error or outcome.status)
         return JobResult(output=outcome.output, trace_cid=outcome.trace_cid)
@@ -177,6 +194,35 @@ class KernelExecutor:
         await self.kernel.stop()
         if self._mcp is not None:
             await self._mcp.close()
+        if self.audit_db is not None:
+            self.audit_db.close()
+
+    def confirm(self, task_id: str, action: str, signature: bytes) -> bool:
+        """Hand the user's confirmation to a paused call (:meth:`AccessManager.confirm`)."""
+        return self.kernel.access.confirm(task_id, action, signature)
+
+    def pending_confirmations(self, task_id: str) -> list[dict[str, Any]]:
+        """The calls of ``task_id`` waiting for a confirmation now (``confirmation_required`` data)."""
+        return [p.to_json() for p in self.kernel.access.pending(task_id)]
+
+    def _save_audit(self, task_id: str) -> None:
+        if self.audit_db is not None:
+            self.audit_db.save_audit(task_id, [e.to_json() for e in self.kernel.audit_log(task_id)])
+
+
+def access_policy(s: AccessSettings) -> dict[str, Any]:
+    """The ``NodePolicy`` fields of the ``[access]`` section."""
+    groups = tuple(
+        PrivilegeGroup(g.name, frozenset(g.agents), tuple(g.tools), g.memory, g.storage) for g in s.groups
+    )
+    return {"groups": groups, "confirmation_timeout_s": s.confirmation_timeout_s}
+
+
+def node_domain(settings: NodeSettings) -> Domain:
+    """The EIP-712 domain of this node's deployment (as the node service's ``domain``)."""
+    if settings.chain.enabled and settings.chain.deployment is not None:
+        return Deployment.load(settings.chain.deployment).domain
+    return Domain(chain_id=settings.chain.chain_id, verifying_contract="0x" + "00" * 20)
 
 
 def mcp_config(s: McpServerSettings) -> MCPServerConfig:

@@ -1,4 +1,5 @@
-"""``/v1/tasks``: submit a paid task, read it, stream its tokens, fetch its receipt."""
+"""``/v1/tasks``: submit a paid task, read it, stream its tokens, fetch its receipt, confirm its
+irreversible actions and read its access audit."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Path, status
+from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse
 from supernet.node.service.deps import (
     AcceptingCtx,
@@ -18,10 +20,16 @@ from supernet.node.service.deps import (
     load_own_task,
     load_task,
 )
-from supernet.node.service.errors import InputNotCanonicalError, NotFoundError, TooLargeError
+from supernet.node.service.errors import (
+    ForbiddenError,
+    InputNotCanonicalError,
+    NotFoundError,
+    TooLargeError,
+)
 from supernet.node.service.metrics import METRICS
 from supernet.node.service.models import TaskRow, TaskStatus
 from supernet.node.service.schemas import BatchInfo, ReceiptPublic, SignedTask, TaskCreate, TaskPublic
+from supernet.node.service.streams import StreamEvent
 from supernet.sdk.chain.receipts import InputEncodingError, canonical_input
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
@@ -121,17 +129,21 @@ async def get_receipt(task_id: TaskId, ctx: Ctx, grant: ReadGrantHeader = None) 
 
 
 async def task_events(ctx: NodeContext, task_id: str) -> AsyncIterator[dict[str, str]]:
-    """SSE events of a task: ``token`` pieces, then one ``done`` (or ``error``) event. A stream
+    """SSE events of a task: ``token`` pieces (and ``confirmation_required`` when a call of an
+    irreversible tool waits for its user), then one ``done`` (or ``error``) event. A stream
     open longer than ``api.max_stream_s`` ends with ``pending`` (a connection is a resource a
     peer must not hold forever; the client polls ``GET /v1/tasks/{id}`` instead)."""
     stream = ctx.streams.get(task_id)
     if stream is not None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + ctx.settings.api.max_stream_s
-        pieces = stream.subscribe()
+        pieces = stream.subscribe_all()
         try:  # the deadline is checked at each wait, never across a `yield` (the reader's time)
             while True:
                 piece = await asyncio.wait_for(anext(pieces), deadline - loop.time())
+                if isinstance(piece, StreamEvent):  # confirmation_required: a call waits for the user
+                    yield {"event": piece.event, "data": json.dumps(dict(piece.data))}
+                    continue
                 yield {"event": "token", "data": json.dumps({"text": piece})}
         except StopAsyncIteration:
             with contextlib.suppress(TimeoutError):
@@ -161,3 +173,59 @@ async def stream_task(task_id: TaskId, ctx: Ctx, grant: ReadGrantHeader = None) 
     return EventSourceResponse(
         task_events(ctx, task.id), ping=15, send_timeout=ctx.settings.api.stream_send_timeout_s
     )
+
+
+class ConfirmationPost(BaseModel):
+    """The task user's EIP-712 ``Confirmation(requestHash = task id, actionHash)`` signature."""
+
+    actionHash: str = Field(pattern=r"^0x[0-9a-fA-F]{64}$", description="From `confirmation_required`.")
+    signature: str = Field(pattern=r"^0x[0-9a-fA-F]{130}$", description="65-byte r‖s‖v signature.")
+
+
+class ConfirmationAccepted(BaseModel):
+    """Whether the confirmation resumed a paused call (``false``: a repeat of an accepted one)."""
+
+    taskId: str
+    actionHash: str
+    resumed: bool
+
+
+class AuditEntryPublic(BaseModel):
+    """One access decision of a task's agent."""
+
+    time: float
+    agent: str
+    action: str = Field(
+        description="`tool`, `memory.read`, `storage.write`, `store.read`, `confirmation.wait`..."
+    )
+    target: str
+    allowed: bool
+    reason: str
+
+
+@router.post("/{task_id}/confirmations", response_model=ConfirmationAccepted)
+async def confirm_action(task_id: TaskId, body: ConfirmationPost, ctx: Ctx) -> ConfirmationAccepted:
+    """Confirm an irreversible action a running task waits for (``confirmation_required``). The
+    signature is the authentication: it must recover to the task's user over the protocol's
+    ``Confirmation`` in this node's domain (403 otherwise, 404 if no call waits for that action);
+    a repeat of an accepted confirmation changes nothing."""
+    task = load_task(ctx, task_id)
+    confirm = getattr(ctx.executor, "confirm", None)
+    if confirm is None:
+        raise NotFoundError(f"task {task.id} has no call waiting for a confirmation")
+    action = body.actionHash.lower()
+    try:
+        resumed = bool(confirm(task.id, action, bytes.fromhex(body.signature[2:])))
+    except LookupError as exc:  # the access manager's UnknownActionError: nothing waits for it
+        raise NotFoundError(str(exc)) from None
+    except PermissionError as exc:  # its ConfirmationRejectedError: not the task user's signature
+        raise ForbiddenError(str(exc)) from None
+    return ConfirmationAccepted(taskId=task.id, actionHash=action, resumed=resumed)
+
+
+@router.get("/{task_id}/audit", response_model=list[AuditEntryPublic])
+async def get_audit(task_id: TaskId, ctx: Ctx, grant: ReadGrantHeader = None) -> list[AuditEntryPublic]:
+    """The access decisions (tools, memory, files, store reads, confirmations) of a task's agent,
+    persisted before its result was acknowledged (to the task's user only: ``X-Supernet-Read``)."""
+    task = load_own_task(ctx, task_id, grant)
+    return [AuditEntryPublic(**row) for row in ctx.db.audit(task.id)]

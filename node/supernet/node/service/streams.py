@@ -1,8 +1,10 @@
 """In-memory fan-out of generated text to event-stream subscribers.
 
 Each running task has a :class:`TokenStream`: the executor pushes text pieces, any number of
-subscribers iterate them (a late subscriber first gets what was already produced). A stream
-ends with :meth:`TokenStream.close`. Streams live only in memory: after a restart a finished
+subscribers iterate them (a late subscriber first gets what was already produced). Named events
+other than text (``confirmation_required``: a tool call waits for its user) travel in the same
+order as :class:`StreamEvent` items (:meth:`TokenStream.push_event`). A stream ends with
+:meth:`TokenStream.close`. Streams live only in memory: after a restart a finished
 task's output is served from the database instead.
 
 >>> hub = StreamHub()
@@ -14,15 +16,25 @@ task's output is served from the database instead.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass
 from functools import partial
+from typing import Any
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """A named event of a task's stream besides its text (sent as SSE ``event`` with JSON data)."""
+
+    event: str
+    data: Mapping[str, Any]
 
 
 class TokenStream:
     """The text pieces of one task, replayable and live."""
 
     def __init__(self) -> None:
-        self._pieces: list[str] = []
+        self._pieces: list[str | StreamEvent] = []
         self._closed = False
         self._changed = asyncio.Condition()
         self._waiters = 0
@@ -32,6 +44,13 @@ class TokenStream:
         if self._closed or not piece:
             return
         self._pieces.append(piece)
+        self._notify()
+
+    def push_event(self, event: str, data: Mapping[str, Any]) -> None:
+        """Append a named event (e.g. ``confirmation_required``) and wake subscribers."""
+        if self._closed:
+            return
+        self._pieces.append(StreamEvent(event, dict(data)))
         self._notify()
 
     def close(self) -> None:
@@ -56,7 +75,14 @@ class TokenStream:
         return self._closed or sent < len(self._pieces)
 
     async def subscribe(self) -> AsyncGenerator[str, None]:
-        """Yield every piece, from the first, until the stream is closed."""
+        """Yield every text piece, from the first, until the stream is closed."""
+        async for piece in self.subscribe_all():
+            if isinstance(piece, str):
+                yield piece
+
+    async def subscribe_all(self) -> AsyncGenerator[str | StreamEvent, None]:
+        """Yield every piece (text, or a :class:`StreamEvent`), from the first, until the stream
+        is closed."""
         sent = 0
         while True:
             while sent < len(self._pieces):

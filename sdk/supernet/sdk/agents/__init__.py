@@ -18,6 +18,7 @@ operator allows it by id and code hash (docs/agents.md).
 from supernet.sdk.agents.base import Agent, bundle_hash, package_bundle
 from supernet.sdk.agents.context import (
     AgentContext,
+    AgentsClient,
     FileVersions,
     LLMClient,
     MemoryClient,
@@ -41,6 +42,8 @@ from supernet.sdk.agents.errors import (
     ToolUnavailableError,
 )
 from supernet.sdk.agents.syscalls import (
+    AgentCall,
+    AgentCallError,
     ChatResult,
     LLMChat,
     MemoryAdd,
@@ -65,8 +68,11 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "AccessDeniedError",
     "Agent",
+    "AgentCall",
+    "AgentCallError",
     "AgentContext",
     "AgentNotAllowedError",
+    "AgentsClient",
     "BudgetExceededError",
     "ChatResult",
     "ConfirmationRequiredError",

@@ -1,4 +1,4 @@
-"""What an agent sees: ``ctx.llm``, ``ctx.tools``, ``ctx.memory``, ``ctx.storage``.
+"""What an agent sees: ``ctx.llm``, ``ctx.tools``, ``ctx.memory``, ``ctx.storage``, ``ctx.agents``.
 
 The node builds one :class:`AgentContext` per task (``supernet.node.agents.context`` re-exports
 this module); an agent package needs only ``supernet-sdk`` to be written and type-checked.
@@ -16,10 +16,12 @@ uses: there is no user or agent argument anywhere here.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from supernet.sdk.agents.errors import KernelError
 from supernet.sdk.agents.syscalls import (
+    AgentCall,
     ChatResult,
     LLMChat,
     MemoryAdd,
@@ -155,6 +157,28 @@ class StorageClient:
         await self._syscall(StorageDelete(path))
 
 
+class AgentsClient:
+    """The other agents of this node, run as sub-tasks of this task (docs/agents.md)."""
+
+    def __init__(self, syscall: SyscallFn) -> None:
+        self._syscall = syscall
+
+    async def call(self, agent_id: str, input: Any) -> str:
+        """Run agent ``agent_id`` on ``input`` (a string or JSON) and return its output.
+
+        The child runs on this task's budgets, under this task's tools (never more), in its own
+        memory and files for this user; its calls are in this task's trace. Raises
+        ``AgentCallError`` if the child fails, ``AccessDeniedError`` past the nesting depth or for a
+        cycle, ``AgentNotAllowedError`` for an agent the node does not run.
+        """
+        output: str = await self._syscall(AgentCall(agent_id, input))
+        return output
+
+
+async def _no_agent_calls(call: Syscall) -> Any:
+    raise KernelError("this context was built without agent calls")
+
+
 @dataclass(frozen=True)
 class AgentContext:
     """One task's view of the kernel."""
@@ -164,6 +188,7 @@ class AgentContext:
     tools: ToolsClient
     memory: MemoryClient
     storage: StorageClient
+    agents: AgentsClient = field(default_factory=lambda: AgentsClient(_no_agent_calls))
 
     @classmethod
     def bind(cls, task_id: str, syscall: SyscallFn, tools: Sequence[ToolSpec]) -> AgentContext:
@@ -174,4 +199,5 @@ class AgentContext:
             ToolsClient(syscall, tools),
             MemoryClient(syscall),
             StorageClient(syscall),
+            AgentsClient(syscall),
         )

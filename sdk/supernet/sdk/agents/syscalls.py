@@ -15,8 +15,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from supernet.sdk.agents.errors import KernelError
+
 __all__ = [
     "JSON",
+    "MAX_AGENT_CALL_DEPTH",
+    "AgentCall",
+    "AgentCallError",
     "ChatResult",
     "LLMChat",
     "MemoryAdd",
@@ -129,6 +134,26 @@ class StorageVersions:
     path: str
 
 
+@dataclass(frozen=True)
+class AgentCall:
+    """Run the agent ``agent_id`` of this node on ``input`` as a sub-task of this task.
+
+    The child runs in its own namespace (``<user>/<agent_id>``), under this task's capabilities
+    (never more) and on this task's budgets; its syscalls are recorded in this task's trace.
+    """
+
+    agent_id: str
+    input: JSON
+
+
+MAX_AGENT_CALL_DEPTH = 2
+"""How deep agent calls nest: a task's agent may call a child, which may call a grandchild."""
+
+
+class AgentCallError(KernelError):
+    """The called agent failed (its ``"Type: message"`` error is in the message)."""
+
+
 Syscall = (
     LLMChat
     | ToolCall
@@ -140,6 +165,7 @@ Syscall = (
     | StorageRollback
     | StorageDelete
     | StorageVersions
+    | AgentCall
 )
 
 

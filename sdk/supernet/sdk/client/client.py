@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any, Self
 
@@ -17,6 +17,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 from httpx_sse import aconnect_sse
 from supernet.sdk.chain import Contracts, Deployment
+from supernet.sdk.client.confirm import confirmation_body
 from supernet.sdk.client.ladder import domain_key, rebase, sign_task
 from supernet.sdk.client.read_grant import ReadGrantAuth
 from supernet.sdk.client.routing import Probe, probe, rank
@@ -396,6 +397,33 @@ class Client:
         base = self._url_of(task_id, node_url)
         auth = await self._read_auth(base)
         return dict(answer(await self.http.get(f"{base}/v1/tasks/{task_id}", auth=auth)))
+
+    async def confirm(
+        self, task_id: str, action: str | Mapping[str, Any], node_url: str | None = None
+    ) -> dict[str, Any]:
+        """Confirm an irreversible action a running task waits for: sign the EIP-712
+        ``Confirmation`` and post it (``POST /v1/tasks/{id}/confirmations``).
+
+        Args:
+            task_id: The task.
+            action: The ``confirmation_required`` event's data (from :meth:`stream_events`; its
+                tool and args are hashed here, so what is signed is the call shown), or an
+                ``actionHash``.
+            node_url: The node running it (default: the one this client sent it to).
+
+        Returns:
+            The node's answer: ``{"taskId", "actionHash", "resumed"}``.
+        """
+        base = self._url_of(task_id, node_url)
+        body = confirmation_body(task_id, action, self.contracts.domain, self.account)
+        return dict(await self._post(f"{base}/v1/tasks/{task_id}/confirmations", body))
+
+    async def audit(self, task_id: str, node_url: str | None = None) -> list[dict[str, Any]]:
+        """``GET /v1/tasks/{id}/audit``: the access decisions of the task's agent (with this
+        user's read grant)."""
+        base = self._url_of(task_id, node_url)
+        auth = await self._read_auth(base)
+        return list(answer(await self.http.get(f"{base}/v1/tasks/{task_id}/audit", auth=auth)))
 
     async def receipt(
         self, task_id: str, node_url: str | None = None, *, wait_committed: float = 0.0

@@ -5,7 +5,8 @@ kernel's events (`Trace.to_dag`), a validator reads it (`Trace.from_dag`, strict
 the format, nothing else, each with its type) and replays it, a client renders it. Events are
 typed per syscall kind (`LlmEvent`, `ToolEvent`, the memory and storage events, `ErrorEvent`).
 New kinds are only ever added (``storage.rollback``, ``storage.delete`` and ``storage.versions``
-came after the first ones); an existing kind's fields never change.
+came after the first ones, then ``agent.call`` and ``agent.return``, which bracket a child agent's
+events inline in its caller's trace); an existing kind's fields never change.
 
 The ``witness`` carries every content-addressed block a replay reads (`witness_reads`), so a trace
 is self-contained; `VerifiedWitness` keys its entries by the CIDs it recomputes.
@@ -17,6 +18,7 @@ is self-contained; `VerifiedWitness` keys its entries by the CIDs it recomputes.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -159,17 +161,21 @@ class LlmEvent:
 
 @dataclass(frozen=True)
 class ToolEvent:
-    """One tool call and its result or error (``"Type: message"``)."""
+    """One tool call and its result or error (``"Type: message"``). A call of an irreversible
+    tool carries the task user's EIP-712 ``Confirmation`` signature that allowed it
+    (``confirmation``, 65 bytes; absent otherwise, so older traces encode unchanged)."""
 
     name: str
     args: Mapping[str, Any]
     deterministic: bool
     result: Any
     error: str | None
+    confirmation: bytes | None = None
     kind: ClassVar[str] = "tool"
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("confirmation",)
 
     def to_dag(self) -> dict[str, Any]:
-        return {
+        out = {
             "kind": self.kind,
             "name": self.name,
             "args": dict(self.args),
@@ -177,18 +183,23 @@ class ToolEvent:
             "result": self.result,
             "error": self.error,
         }
+        if self.confirmation is not None:
+            out["confirmation"] = hex0x(self.confirmation)
+        return out
 
     @classmethod
     def from_dag(cls, r: Mapping[str, Any], path: str) -> ToolEvent:
         args = data(r["args"], f"{path}.args")
         if not isinstance(args, dict):
             raise FormatError(f"{path}.args must be an object")
+        confirmation = r.get("confirmation")
         return cls(
             name=string(r["name"], f"{path}.name"),
             args=args,
             deterministic=boolean(r["deterministic"], f"{path}.deterministic"),
             result=data(r["result"], f"{path}.result"),
             error=optional(string)(r["error"], f"{path}.error"),
+            confirmation=None if confirmation is None else hexbytes(confirmation, f"{path}.confirmation", 65),
         )
 
 
@@ -436,6 +447,75 @@ class StorageVersionsEvent:
 
 
 @dataclass(frozen=True)
+class AgentCallEvent:
+    """An agent call starts: the child agent (id, code hash), its input, its nesting depth and the
+    capabilities it runs under (a subset of the caller's). The child's own events follow in the
+    same trace, then its `AgentReturnEvent`."""
+
+    agent: AgentRef
+    input: Any
+    depth: int
+    tools: tuple[str, ...]
+    memory: bool
+    storage: bool
+    kind: ClassVar[str] = "agent.call"
+
+    def to_dag(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "agent": self.agent.to_dag(),
+            "input": self.input,
+            "depth": self.depth,
+            "tools": list(self.tools),
+            "memory": self.memory,
+            "storage": self.storage,
+        }
+
+    @classmethod
+    def from_dag(cls, r: Mapping[str, Any], path: str) -> AgentCallEvent:
+        return cls(
+            agent=AgentRef.from_dag(r["agent"], f"{path}.agent"),
+            input=data(r["input"], f"{path}.input"),
+            depth=integer(r["depth"], f"{path}.depth", 1),
+            tools=items(r["tools"], f"{path}.tools", string),
+            memory=boolean(r["memory"], f"{path}.memory"),
+            storage=boolean(r["storage"], f"{path}.storage"),
+        )
+
+
+@dataclass(frozen=True)
+class AgentReturnEvent:
+    """An agent call ends: the child's output (what the caller received), or how it failed."""
+
+    agent: str
+    output: str
+    status: str
+    error: str | None
+    kind: ClassVar[str] = "agent.return"
+
+    def to_dag(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "agent": self.agent,
+            "output": self.output,
+            "status": self.status,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_dag(cls, r: Mapping[str, Any], path: str) -> AgentReturnEvent:
+        status = string(r["status"], f"{path}.status")
+        if status not in STATUSES:
+            raise FormatError(f"{path}.status must be one of {STATUSES}")
+        return cls(
+            agent=string(r["agent"], f"{path}.agent"),
+            output=string(r["output"], f"{path}.output"),
+            status=status,
+            error=optional(string)(r["error"], f"{path}.error"),
+        )
+
+
+@dataclass(frozen=True)
 class ErrorEvent:
     """A syscall refused or failed before it recorded its own event."""
 
@@ -467,6 +547,8 @@ Event = (
     | StorageRollbackEvent
     | StorageDeleteEvent
     | StorageVersionsEvent
+    | AgentCallEvent
+    | AgentReturnEvent
     | ErrorEvent
 )
 
@@ -483,6 +565,8 @@ _EVENT_TYPES: dict[str, Any] = {
         StorageRollbackEvent,
         StorageDeleteEvent,
         StorageVersionsEvent,
+        AgentCallEvent,
+        AgentReturnEvent,
         ErrorEvent,
     )
 }
@@ -500,8 +584,10 @@ def event_from_dag(obj: Any, path: str = "event") -> Event:
     cls = _EVENT_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise FormatError(f"{path}.kind {kind!r} is not one of {sorted(_EVENT_TYPES)}")
-    fields = ("kind", *(f for f in cls.__dataclass_fields__ if f != "kind"))
-    event: Event = cls.from_dag(record(obj, path, fields), path)
+    optional_fields: tuple[str, ...] = getattr(cls, "OPTIONAL", ())
+    names = (f.name for f in dataclasses.fields(cls))  # ClassVars (kind, OPTIONAL) are not fields
+    fields = ("kind", *(n for n in names if n not in optional_fields))
+    event: Event = cls.from_dag(record(obj, path, fields, optional_fields), path)
     return event
 
 

@@ -1,0 +1,55 @@
+"""The task user's consent to an irreversible action of its running task (docs/protocol.md).
+
+When an agent calls an irreversible tool, the node pauses the call and sends a
+``confirmation_required`` event on the task's stream: ``{"taskId", "actionHash", "tool", "args",
+"typedData"}``. The user signs the EIP-712 ``Confirmation(requestHash = task id, actionHash)`` and
+posts it to ``POST /v1/tasks/{id}/confirmations``; the call goes on.
+
+>>> body = confirmation_body(task_id, event_data, domain, account)  # doctest: +SKIP
+>>> # {"actionHash": "0x…", "signature": "0x…"}
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+from supernet.sdk.chain.eip712 import Confirmation, Domain, sign_confirmation
+from supernet.sdk.chain.receipts import canonical_input
+
+
+def action_hash(tool: str, args: Mapping[str, Any]) -> bytes:
+    """The protocol's ``actionHash`` of a tool call: sha256 of the RFC 8785 JSON ``{"tool", "args"}``."""
+    return hashlib.sha256(canonical_input({"tool": tool, "args": dict(args)})).digest()
+
+
+def confirmation_body(
+    task_id: str, action: str | Mapping[str, Any], domain: Domain, account: LocalAccount
+) -> dict[str, str]:
+    """The ``POST /v1/tasks/{id}/confirmations`` body confirming ``action`` of task ``task_id``.
+
+    Args:
+        task_id: The task id (``requestHash``, ``0x`` hex).
+        action: The ``confirmation_required`` event's data (its ``tool`` and ``args`` are hashed
+            here, so what is signed is the call shown, never a hash the node chose), or an
+            ``actionHash`` the caller computed itself.
+        domain: The protocol's EIP-712 domain (the deployment's).
+        account: The task's user.
+
+    Raises:
+        ValueError: the event's ``actionHash`` is not the hash of its ``tool`` and ``args``.
+    """
+    if isinstance(action, str):
+        digest = bytes.fromhex(action.removeprefix("0x"))
+    else:
+        digest = action_hash(str(action["tool"]), action["args"])
+        claimed = action.get("actionHash")
+        if claimed is not None and str(claimed).lower() != "0x" + digest.hex():
+            raise ValueError(f"the event's actionHash {claimed} is not the hash of its tool and args")
+    if len(digest) != 32:
+        raise ValueError("an actionHash is 32 bytes")
+    conf = Confirmation(bytes.fromhex(task_id.removeprefix("0x")), digest)
+    signature = sign_confirmation(conf, domain, account)
+    return {"actionHash": "0x" + digest.hex(), "signature": "0x" + signature.hex()}
