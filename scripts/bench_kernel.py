@@ -239,6 +239,14 @@ def write_reports(result: dict[str, Any]) -> None:
 
 **ratio (kernel / baseline throughput): {r["ratio"]:.2f}×** (goal at 16 agents: ≥ 5; AIOS reports up to 2.1×).
 
+
+Latency is from submission to the task's end, all tasks submitted at once (the baseline's
+task *k* waits for the *k − 1* before it). The kernel preempted and resumed generations
+{r["kernel_preemptions"]} times. Both runs share one process and machine, each after a warm-up:
+{r["device"]}, {r["torch_threads"]} torch threads, torch {r["torch"]}, Python {r["python"]}.
+The machine was shared with other work while this ran, so absolute numbers move between runs;
+the ratio is the figure to compare.
+
 ## Fee priority
 
 The same {r["agents"]} agents through a kernel that runs at most {fm["slots"]} LLM calls at a time
@@ -254,13 +262,6 @@ High-fee tasks finish at **{r["low_fee_p95_s"] / r["high_fee_p95_s"]:.2f}x** low
 low-fee ones in the same load ({fm["wall_s"]:.1f} s for all). A user offers a higher fee
 by signing it as the request's `maxFee` (`Client.submit_task(offer=...)`, `supernet task run
 --offer`); the node charges exactly that (docs/protocol.md).
-
-Latency is from submission to the task's end, all tasks submitted at once (the baseline's
-task *k* waits for the *k − 1* before it). The kernel preempted and resumed generations
-{r["kernel_preemptions"]} times. Both runs share one process and machine, each after a warm-up:
-{r["device"]}, {r["torch_threads"]} torch threads, torch {r["torch"]}, Python {r["python"]}.
-The machine was shared with other work while this ran, so absolute numbers move between runs;
-the ratio is the figure to compare.
 """
     (OUT / "kernel.md").write_text(md)
 
