@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
-import hashlib
 import logging
 import time
 from collections import deque
@@ -50,7 +49,7 @@ from supernet.node.kernel.errors import (
 from supernet.node.kernel.syscalls import TaskSpec
 from supernet.node.kernel.tools import ToolSpec
 from supernet.sdk.chain.eip712 import Confirmation, Domain, recover_confirmation, typed_data
-from supernet.sdk.chain.receipts import canonical_input
+from supernet.sdk.chain.receipts import action_hash
 from supernet.sdk.store.cids import canonical_cid
 
 log = logging.getLogger(__name__)
@@ -196,15 +195,6 @@ def _hexed(value: Any) -> Any:
     if isinstance(value, list):
         return [_hexed(v) for v in value]
     return value
-
-
-def action_hash(tool: str, args: Mapping[str, Any]) -> bytes:
-    """The ``actionHash`` of a tool call: sha256 of the RFC 8785 JSON ``{"tool", "args"}``.
-
-    Raises:
-        InputEncodingError: the arguments have no canonical form.
-    """
-    return hashlib.sha256(canonical_input({"tool": tool, "args": dict(args)})).digest()
 
 
 def namespace_of(user: str, agent_id: str) -> str:

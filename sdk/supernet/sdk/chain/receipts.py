@@ -80,6 +80,16 @@ def input_hash(task_input: str | Mapping[str, Any]) -> bytes:
     return hashlib.sha256(canonical_input(task_input)).digest()
 
 
+def action_hash(tool: str, args: Mapping[str, Any]) -> bytes:
+    """The ``actionHash`` a ``Confirmation`` signs for a tool call: sha256 of the RFC 8785 JSON of
+    ``{"tool", "args"}`` (the node checks it, the user's client computes it).
+
+    Raises:
+        InputEncodingError: the arguments have no canonical form.
+    """
+    return hashlib.sha256(canonical_input({"tool": tool, "args": dict(args)})).digest()
+
+
 def output_hash(output: str) -> bytes:
     """sha256 of the UTF-8 output text."""
     return hashlib.sha256(output.encode()).digest()

@@ -11,18 +11,12 @@ posts it to ``POST /v1/tasks/{id}/confirmations``; the call goes on.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from supernet.sdk.chain.eip712 import Confirmation, Domain, sign_confirmation
-from supernet.sdk.chain.receipts import canonical_input
-
-
-def action_hash(tool: str, args: Mapping[str, Any]) -> bytes:
-    """The protocol's ``actionHash`` of a tool call: sha256 of the RFC 8785 JSON ``{"tool", "args"}``."""
-    return hashlib.sha256(canonical_input({"tool": tool, "args": dict(args)})).digest()
+from supernet.sdk.chain.receipts import action_hash
 
 
 def confirmation_body(
