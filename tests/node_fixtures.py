@@ -59,7 +59,7 @@ class FakeExecutor:
     def agent_hash(self, agent: str) -> str | None:
         return FAKE_AGENT_HASH if agent == "chat" else None
 
-    async def run(self, job: Job, on_token: TokenSink) -> JobResult:
+    async def run(self, job: Job, on_token: TokenSink, on_event: Any = None) -> JobResult:
         self.runs.append(job.task_id)
         self.fees[job.task_id] = job.fee
         if self.gate is not None:

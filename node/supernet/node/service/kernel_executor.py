@@ -27,7 +27,7 @@ from supernet.node.kernel.syscalls import TaskSpec
 from supernet.node.service.config import AccessSettings, McpServerSettings, NodeSettings
 from supernet.node.service.db import Database
 from supernet.node.service.metrics import METRICS
-from supernet.node.service.ports import Job, JobResult, TokenSink
+from supernet.node.service.ports import EventSink, Job, JobResult, TokenSink
 from supernet.sdk.chain.deployment import Deployment
 from supernet.sdk.chain.eip712 import Domain
 
@@ -160,8 +160,9 @@ class KernelExecutor:
             for a in self.kernel.agents.list()
         ]
 
-    async def run(self, job: Job, on_token: TokenSink) -> JobResult:
-        """Run the job's agent to its end, streaming generated text to ``on_token``."""
+    async def run(self, job: Job, on_token: TokenSink, on_event: EventSink | None = None) -> JobResult:
+        """Run the job's agent to its end, streaming generated text to ``on_token``; a call that
+        waits for the user's confirmation is announced to ``on_event``."""
         spec = TaskSpec(
             task_id=job.task_id,
             agent_id=job.agent,
@@ -172,9 +173,8 @@ class KernelExecutor:
             request_signature=job.request_signature,
         )
         run = self.kernel.submit(spec)
-        # the worker's sink is its event stream's `push`: paused calls are announced on that stream
-        push_event = getattr(getattr(on_token, "__self__", None), "push_event", None)
-        if push_event is not None:
+        if on_event is not None:
+            push_event = on_event
 
             def announce(pending: PendingConfirmation) -> None:
                 push_event("confirmation_required", pending.to_json())

@@ -40,6 +40,9 @@ class JobResult:
 TokenSink = Callable[[str], None]
 """Receives each piece of generated text as it is produced (for the event stream)."""
 
+EventSink = Callable[[str, Mapping[str, Any]], None]
+"""Receives a task's named events (name, JSON data) for its event stream."""
+
 
 class Executor(Protocol):
     """Runs agent tasks (the kernel)."""
@@ -56,8 +59,9 @@ class Executor(Protocol):
         """``0x`` sha256 of the agent's code bundle, or None if this node does not run it."""
         ...
 
-    async def run(self, job: Job, on_token: TokenSink) -> JobResult:
-        """Run the job to completion; raises on failure."""
+    async def run(self, job: Job, on_token: TokenSink, on_event: EventSink | None = None) -> JobResult:
+        """Run the job to completion; raises on failure. ``on_event`` gets the task's named events
+        besides its text (e.g. ``confirmation_required`` when a call waits for the user)."""
         ...
 
 

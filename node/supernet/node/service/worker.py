@@ -131,7 +131,7 @@ class TaskWorker:
                     request_signature=task.signature,
                     fee=task.fee,
                 )
-                result = await self.executor.run(job, stream.push)
+                result = await self.executor.run(job, stream.push, stream.push_event)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
