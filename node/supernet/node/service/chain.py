@@ -204,17 +204,19 @@ class Web3Chain:
 
     async def redeem(self, vouchers: Sequence[SignedVoucher]) -> str:
         """``Payments.redeem`` of all ``vouchers`` in one transaction."""
-        node = self.account.address
-        typed = [Voucher(user=v.user, node=node, cumulative_amount=v.cumulative_amount) for v in vouchers]
-        sigs = [v.signature for v in vouchers]
         async with self._tx_lock:
-            result = await asyncio.to_thread(self.contracts.payments.redeem, typed, sigs)
+            result = await asyncio.to_thread(self.contracts.payments.redeem, *self._typed(vouchers))
         return result.tx_hash
 
     def _packed(self, vouchers: Sequence[SignedVoucher]) -> bytes:
+        """``vouchers`` as ``commitBatch`` settles them (packed, 96 bytes each)."""
+        return pack_vouchers(*self._typed(vouchers))
+
+    def _typed(self, vouchers: Sequence[SignedVoucher]) -> tuple[list[Voucher], list[bytes]]:
+        """The users' EIP-712 vouchers to this node, and their signatures."""
         node = self.account.address
         typed = [Voucher(user=v.user, node=node, cumulative_amount=v.cumulative_amount) for v in vouchers]
-        return pack_vouchers(typed, [v.signature for v in vouchers])
+        return typed, [v.signature for v in vouchers]
 
     async def ensure_registered(self, endpoint: str, model_ids: Sequence[str], stake_wei: int) -> None:
         """Register with ``stake_wei`` (at least the minimum), or top the stake up and sync the
