@@ -332,14 +332,17 @@ class NodeProcess:
 
 
 @contextmanager
-def node_on_anvil(tmp: Path, node_key_index: int) -> Iterator[tuple[Anvil, Contracts, Path, NodeProcess]]:
+def node_on_anvil(
+    tmp: Path, node_key_index: int, extra: str = ""
+) -> Iterator[tuple[Anvil, Contracts, Path, NodeProcess]]:
     """A real Anvil with the protocol deployed (devnet parameters) and ``supernet node run`` keyed as
-    dev account ``node_key_index``, data under ``tmp``; the node is stopped on exit."""
+    dev account ``node_key_index``, data under ``tmp``; the node is stopped on exit. ``extra``: TOML
+    appended to the node's config (e.g. an ``[engine]`` section)."""
     with Anvil(accounts=20) as anvil:
         contracts = Contracts.deploy(anvil.url, dev_account(0), ProtocolParams.devnet())
         deployment = contracts.deployment.save(tmp / "deployment.json")
         key = "0x" + bytes(dev_account(node_key_index).key).hex()
-        node = NodeProcess(tmp / "node", anvil.url, deployment, key)
+        node = NodeProcess(tmp / "node", anvil.url, deployment, key, extra=extra)
         node.start()
         try:
             yield anvil, contracts, deployment, node

@@ -113,6 +113,7 @@ class VNet:
         fault_plan: list[dict[str, float]] | None = None,
         edit_trace: Callable[[int, dict[str, Any]], dict[str, Any]] | None = None,
         kernel: Any = None,
+        models: list[str] | None = None,
     ) -> tuple[int, list[Receipt]]:
         """Run one task per question, commit them as one batch; returns (batch id, receipts).
 
@@ -121,12 +122,15 @@ class VNet:
         node that rewrites task ``i``'s trace before committing it (receipt and signatures follow
         the edited trace, so only the trace's content is wrong). ``kernel``: run the tasks on another
         kernel than the fixture's (e.g. one on a bf16 engine); it must use `VNet.injector`.
+        ``models[i]``: the served model id task ``i`` is signed for and runs on (a kernel with several
+        LLM cores); default: the kernel's first.
         """
-        model_id = bytes.fromhex((kernel or self.kernel).model_id[2:])  # the served id: names the dtype
+        default_model = (kernel or self.kernel).model_id  # the served id: names the dtype
         agent_hash = bytes.fromhex(ProbeAgent.code_hash()[2:])
         entries: list[ManifestEntry] = []
         receipts: list[Receipt] = []
         for i, q in enumerate(questions):
+            model_id = bytes.fromhex((models[i] if models is not None else default_model)[2:])
             user = self.users[i % len(self.users)]
             self.nonce += 1
             task_input = {
@@ -165,6 +169,7 @@ class VNet:
                 agent_hash="0x" + agent_hash.hex(),
                 request=request,
                 request_signature=request_signature,
+                model_id="0x" + model_id.hex(),
             )
             if fault_plan is not None:
                 self.faults(**fault_plan[i])

@@ -20,8 +20,11 @@ pytestmark = [pytest.mark.model, pytest.mark.timeout(600)]
 ALICE = "0x" + "a1" * 20
 
 
-def job(n: int, task_input: Any) -> Job:
-    return Job(task_id="0x" + f"{n:02x}" * 32, user=ALICE, agent="retrieval", model_id="0x", input=task_input)
+def job(executor: KernelExecutor, n: int, task_input: Any) -> Job:
+    model_id = executor.model_ids()[0]  # the task runs on the core of the model it names
+    return Job(
+        task_id="0x" + f"{n:02x}" * 32, user=ALICE, agent="retrieval", model_id=model_id, input=task_input
+    )
 
 
 async def test_agent_memory_survives_a_node_restart(
@@ -35,7 +38,7 @@ async def test_agent_memory_survives_a_node_restart(
         policy = first.kernel.access.policy  # one set of caps, from the config (issue: caps disagreed)
         assert policy.max_new_tokens == settings.engine.max_new_tokens
         assert policy.max_llm_tokens == settings.pricing.tokens_per_task
-        await first.run(job(1, {"remember": ["The vault code is 4711."]}), lambda _t: None)
+        await first.run(job(first, 1, {"remember": ["The vault code is 4711."]}), lambda _t: None)
         roots = first.kernel.namespace_roots()
         assert roots["memory"], "the memory write made a root"
     finally:
@@ -44,7 +47,8 @@ async def test_agent_memory_survives_a_node_restart(
     try:
         assert second.kernel.namespace_roots() == roots
         result = await second.run(
-            job(2, {"question": "What is the vault code?", "k": 1, "max_new_tokens": 8}), lambda _t: None
+            job(second, 2, {"question": "What is the vault code?", "k": 1, "max_new_tokens": 8}),
+            lambda _t: None,
         )
         trace = await store_client.get_dag(result.trace_cid)
         [search] = [e for e in trace["events"] if e["kind"] == "memory.search"]

@@ -70,8 +70,9 @@ def agents() -> AgentRegistry:
     return reg
 
 
-def job(n: int, user: str, agent: str, task_input: Any) -> Job:
-    return Job(task_id="0x" + f"{n:02x}" * 32, user=user, agent=agent, model_id="0x", input=task_input)
+def job(executor: KernelExecutor, n: int, user: str, agent: str, task_input: Any) -> Job:
+    model_id = executor.model_ids()[0]  # the task runs on the core of the model it names
+    return Job(task_id="0x" + f"{n:02x}" * 32, user=user, agent=agent, model_id=model_id, input=task_input)
 
 
 async def written_blocks(store: Any, trace_cid: str) -> dict[str, str]:
@@ -89,7 +90,7 @@ async def written_blocks(store: Any, trace_cid: str) -> dict[str, str]:
 
 
 async def read(executor: KernelExecutor, n: int, user: str, agent: str, cids: list[str]) -> Any:
-    result = await executor.run(job(n, user, agent, {"op": "read", "cids": cids}), lambda _t: None)
+    result = await executor.run(job(executor, n, user, agent, {"op": "read", "cids": cids}), lambda _t: None)
     return json.loads(result.output), result.trace_cid
 
 
@@ -99,7 +100,7 @@ async def test_store_read_is_scoped_to_the_namespace_and_survives_a_restart(
     roots_file = tmp_path / "node" / "namespace_roots.json"
     roots_file.parent.mkdir()
     first = KernelExecutor(await make_kernel(agents=agents()), "m", 1, roots_file)
-    wrote = await first.run(job(1, ALICE, "vault", {"op": "write"}), lambda _t: None)
+    wrote = await first.run(job(first, 1, ALICE, "vault", {"op": "write"}), lambda _t: None)
     blocks = await written_blocks(store_client, wrote.trace_cid)
     cids = list(blocks.values())
     nobody = compute_cid(b"a block nobody has")

@@ -17,6 +17,9 @@ a child of the task: a child :class:`TaskState` with the child's namespace and c
 caller's, narrowed by the access manager for the child agent), sharing the task's budget counters,
 trace and token stream. Its events are recorded inline between an ``agent.call`` and an
 ``agent.return`` event (docs/protocol.md "Agent calls").
+
+An LLM call goes to the LLM core (engine and batch) of the task's model id
+(:class:`~supernet.node.kernel.cores.LLMCores`); every other manager is one for all models.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from supernet.node.agents.registry import AgentInfo
 from supernet.node.faults import FaultInjector, Generation
 from supernet.node.kernel.access import AccessManager, Capabilities
 from supernet.node.kernel.agent_run import AgentResult, derive_seed, run_agent
+from supernet.node.kernel.cores import LLMCore, LLMCores
 from supernet.node.kernel.errors import AccessDeniedError, BudgetExceededError, ToolError
 from supernet.node.kernel.memory import MemoryManager
 from supernet.node.kernel.scheduler import LLMJob, Scheduler
@@ -140,8 +144,9 @@ class Dispatcher:
     def __init__(
         self,
         *,
-        engine: Any,
-        scheduler: Scheduler | Any,
+        engine: Any = None,
+        scheduler: Scheduler | Any = None,
+        cores: LLMCores | None = None,
         tools: ToolRegistry | Any,
         memory: MemoryManager | Any | None,
         storage: StorageManager | Any | None,
@@ -152,8 +157,8 @@ class Dispatcher:
         agents: RegistryAgents | Any | None = None,
     ) -> None:
         self._agents = agents
-        self._engine = engine
-        self._scheduler = scheduler
+        # One LLM core per served model; a replay (or a one-model kernel) passes engine + scheduler.
+        self._cores = cores if cores is not None else LLMCores([LLMCore(engine, scheduler)])
         self._tools = tools
         self._memory = memory
         self._storage = storage
@@ -190,9 +195,10 @@ class Dispatcher:
         spec, caps, use = st.spec, st.caps, st.root  # an agent call's child charges the task
         self._access.check_budget(spec, "LLM calls", use.llm_calls, caps.max_llm_calls)
         self._access.check_budget(spec, "LLM tokens", use.llm_tokens, caps.max_llm_tokens)
+        core = self._cores.get(spec.model_id)  # the engine of the model the user signed for
         index = use.llm_calls
         use.llm_calls += 1
-        tokenizer = self._engine.tokenizer
+        tokenizer = core.engine.tokenizer
         messages = [{"role": m.role, "content": m.content} for m in call.messages]
         if self._faults is not None:
             key = f"{spec.task_id}:{index}"
@@ -211,7 +217,7 @@ class Dispatcher:
 
         watcher = _StopWatcher(tokenizer, call.stop, emit)
         job = LLMJob(f"{spec.task_id}/llm/{index}", spec.task_id, spec.user, spec.fee, prompt_ids, params)
-        outcome = await self._scheduler.generate(job, watcher.on_token)
+        outcome = await core.scheduler.generate(job, watcher.on_token)
         use.llm_tokens += len(outcome.output_ids)
         gen = Generation(
             prompt_ids=prompt_ids,
@@ -229,7 +235,7 @@ class Dispatcher:
         st.trace.record(
             "llm",
             index=index,
-            model_id=self._engine.model_id,
+            model_id=core.engine.model_id,
             messages=messages,
             prompt_ids=gen.prompt_ids,
             output_ids=gen.output_ids,

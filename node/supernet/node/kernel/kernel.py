@@ -9,6 +9,11 @@ The node service calls :meth:`Kernel.run_task` (or :meth:`Kernel.submit` to stre
 >>> async for chunk in run.tokens():  # doctest: +SKIP
 ...     print(chunk.text, end="")
 >>> outcome = await run.outcome()  # doctest: +SKIP  (output, trace_cid, trace_hash, trace ...)
+
+Several models: ``Kernel([fp32_engine, bf16_engine], store)`` gives one LLM core (engine, batch,
+scheduler) per model id (`supernet.node.kernel.cores`) and ``TaskSpec.model_id`` picks the core a
+task's LLM calls go to; memory, storage, tools and access stay one for all models, so a user's
+memory is the same whichever model a task of theirs runs on.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from supernet.node.faults import FaultInjector
 from supernet.node.kernel.access import AccessManager, AuditEntry, NodePolicy
 from supernet.node.kernel.agent_run import run_agent, task_context, task_seed
 from supernet.node.kernel.builtin_tools import builtin_tools
+from supernet.node.kernel.cores import LLMCore, LLMCores
 from supernet.node.kernel.dispatch import Dispatcher, RegistryAgents, TaskState
 from supernet.node.kernel.errors import KernelError, KernelStoppedError
 from supernet.node.kernel.memory import DEFAULT_K, DEFAULT_WORKING_SET, Embedder, MemoryManager
@@ -106,7 +112,9 @@ class Kernel:
     """The AIOS-style kernel of a node.
 
     Args:
-        engine: The LLM engine (``supernet.node.llm.LLMEngine``); the kernel starts and stops it.
+        engine: The LLM engine (``supernet.node.llm.LLMEngine``), or a sequence of engines: one
+            LLM core each (its own batch and scheduler), routed by the task's model id; the first
+            serves tasks that name no model. The kernel starts and stops them.
         store: The content-store client (``supernet.sdk.store.StoreClient``).
         config: Scheduling and access configuration.
         agents: The agents the operator allows (default: the built-ins).
@@ -132,7 +140,8 @@ class Kernel:
         model_perturbed: bool = False,
     ) -> None:
         self.config = config = config or KernelConfig()
-        self.engine = engine
+        engines = list(engine) if isinstance(engine, list | tuple) else [engine]
+        self.engine = engines[0]  # the default core's (one-model callers use it as before)
         self.store = store
         self.agents = agents or default_registry()
         self.access = AccessManager(config.node_policy, config.eip712_domain)
@@ -152,16 +161,19 @@ class Kernel:
 
             params_type = SamplingParams
         slice_tokens = None if config.policy == "fifo" else config.time_slice_tokens
-        max_active = min(config.max_active, getattr(engine, "max_batch", config.max_active))
-        self.scheduler = Scheduler(
-            engine, make_policy(config.policy), max_active=max_active, time_slice_tokens=slice_tokens
-        )
+
+        def core(e: Any) -> LLMCore:  # each model: its own batch, fed by its own scheduler
+            max_active = min(config.max_active, getattr(e, "max_batch", config.max_active))
+            policy = make_policy(config.policy)
+            return LLMCore(e, Scheduler(e, policy, max_active=max_active, time_slice_tokens=slice_tokens))
+
+        self.cores = LLMCores([core(e) for e in engines])
+        self.scheduler = self.cores.default.scheduler
         self.memory = MemoryManager(store, embedder, working_set=config.memory_working_set, k=config.memory_k)
         self.storage = StorageManager(store)
         self._faults = faults
         self._dispatcher = Dispatcher(
-            engine=engine,
-            scheduler=self.scheduler,
+            cores=self.cores,
             tools=tools,
             memory=self.memory,
             storage=self.storage,
@@ -178,14 +190,28 @@ class Kernel:
 
     @property
     def model_id(self) -> str:
-        """The engine's model id (``0x`` sha256 of the weights manifest)."""
+        """The default core's served model id (``supernet.sdk.models.served_model_id``)."""
         return str(self.engine.model_id)
+
+    @property
+    def model_ids(self) -> list[str]:
+        """Every served model id (lower-case ``0x`` hex), the default first."""
+        return self.cores.model_ids
+
+    def engine_for(self, model_id: str | None) -> Any:
+        """The engine of ``model_id``'s core (``None``: the default).
+
+        Raises:
+            ModelNotServedError: no core serves ``model_id``.
+        """
+        return self.cores.get(model_id).engine
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def setup(self) -> None:
-        """Start the engine's batching loop; then tasks are accepted."""
-        await self.engine.start()
+        """Start every core's batching loop; then tasks are accepted."""
+        for c in self.cores:
+            await c.engine.start()
         self._running = True
         self._stopped.clear()
 
@@ -196,12 +222,14 @@ class Kernel:
     async def stop(self) -> None:
         """Stop accepting tasks, end the running ones, stop the engine."""
         self._running = False
-        self.scheduler.close()
+        for c in self.cores:
+            c.scheduler.close()
         runs = [r for r in self._runs.values() if not r.done()]
         for run in runs:
             run._task.cancel()
         await asyncio.gather(*(r._task for r in runs), return_exceptions=True)
-        await self.engine.stop()
+        for c in self.cores:
+            await c.engine.stop()
         close = getattr(self._embedder, "close", None)
         if self._own_embedder and close is not None:
             close()
@@ -215,6 +243,7 @@ class Kernel:
         Raises:
             KernelStoppedError: The kernel is not running.
             AgentNotAllowedError: The node does not run this agent (or this code hash).
+            ModelNotServedError: No core serves the task's model id.
             KernelError: A task with this id is running already.
         """
         if not self._running:
@@ -223,6 +252,7 @@ class Kernel:
         if previous is not None and not previous.done():
             raise KernelError(f"task {spec.task_id} is already running")
         info = self.agents.get(spec.agent_id, spec.agent_hash)
+        core = self.cores.get(spec.model_id)
         try:  # the trace must record the input exactly as signed (docs/protocol.md, inputHash)
             canonical_input(spec.input)
         except InputEncodingError as exc:
@@ -236,10 +266,10 @@ class Kernel:
             spec.fee,
             info.agent_id,
             info.code_hash,
-            self.model_id,
+            str(core.engine.model_id),
             spec.input,
             {
-                **task_context(seed, caps, tools, self.engine),
+                **task_context(seed, caps, tools, core.engine),
                 **({"request": dict(spec.request)} if spec.request is not None else {}),
                 **({"request_signature": spec.request_signature} if spec.request_signature else {}),
             },

@@ -89,6 +89,8 @@ class TaskSpec:
         request: The signed EIP-712 ``TaskRequest`` fields (paid tasks); recorded in the trace so
             that the trace alone, posted on chain, can be checked against the user's signature.
         request_signature: The user's signature of ``request`` (0x hex).
+        model_id: The served model id whose LLM core runs the task's LLM calls (the signed
+            ``modelId``); ``None``: the kernel's first model.
     """
 
     task_id: str
@@ -102,6 +104,7 @@ class TaskSpec:
     timeout_s: float = 600.0
     request: Mapping[str, Any] | None = None
     request_signature: str | None = None
+    model_id: str | None = None
 
 
 TaskStatus = Literal["ok", "error", "timeout", "cancelled"]

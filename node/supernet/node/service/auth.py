@@ -23,12 +23,13 @@ from supernet.node.service.errors import (
     DeadlinePassedError,
     ForbiddenError,
     InputHashMismatchError,
+    ModelNotServedError,
     PaymentError,
     ReplayError,
     WrongNodeError,
 )
 from supernet.node.service.models import NewTask
-from supernet.node.service.ports import ChainPort, Executor
+from supernet.node.service.ports import ChainPort, Executor, served_models
 from supernet.node.service.schemas import SignedTask
 from supernet.sdk.chain.eip712 import (
     Domain,
@@ -76,7 +77,7 @@ class Authenticator:
         if to_checksum_address(r.node) != self.node_address:
             raise WrongNodeError(f"request is for node {r.node}, this node is {self.node_address}")
         if r.modelId.lower() not in {m.lower() for m in self.executor.model_ids()}:
-            raise WrongNodeError(f"model {r.modelId} is not served by this node")
+            raise ModelNotServedError.naming(r.modelId, served_models(self.executor))
         expected_agent = self.executor.agent_hash(agent)
         if expected_agent is None:
             raise ForbiddenError(f"agent {agent!r} is not run by this node")

@@ -115,23 +115,72 @@ class StoreSettings(BaseModel):
     )
 
 
+Dtype = Literal["auto", "float32", "bfloat16"]
+
+
+class ModelSettings(BaseModel):
+    """One model the node serves (an ``[[engine.models]]`` entry): its own engine and batch."""
+
+    model_config = {"extra": "forbid"}
+
+    model: str = Field(description="Catalog name or local path of the model.")
+    dtype: Dtype = Field(
+        default="auto",
+        description="Compute precision (auto = float32 on CPU, bfloat16 on CUDA); the served id names it.",
+    )
+    name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="Its name in the OpenAI API (`model`) and GET /v1/node `modelNames`; default: the "
+        "catalog or directory name, with `@<dtype>` added when two entries share it.",
+    )
+
+
 class EngineSettings(BaseModel):
-    """Which model the node serves and how it runs."""
+    """Which models the node serves and how they run.
+
+    One model: ``model`` and ``dtype``. Several: one ``[[engine.models]]`` entry each (then
+    ``model`` and ``dtype`` are not set); every entry is an LLM core of the one kernel (its own
+    engine and continuous batch, the kernel's memory, storage, tools and access shared), and
+    tasks and chat completions go to the core of the model id they name. The other settings
+    here apply to every model.
+    """
 
     model: str = Field(default="smollm2-135m", description="Catalog name or local path of the model.")
+    models: list[ModelSettings] = Field(
+        default_factory=list,
+        description="Several models, one entry each ([[engine.models]]); the first is the default "
+        "(listed first: the SDK signs for it when a user names no model). Empty: the one of `model` "
+        "and `dtype`.",
+    )
     max_new_tokens: int = Field(
         default=128, gt=0, le=4096, description="Cap on tokens generated per LLM call."
     )
     agents: list[str] = Field(default_factory=lambda: ["chat"], description="Agent ids this node runs.")
-    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+    dtype: Dtype = Field(
         default="auto",
         description="Compute precision: auto = float32 on CPU, bfloat16 on CUDA. The served model id "
         "names it (a bf16 node serves another id than a float32 one; validators hold each to its own).",
     )
     policy: Literal["fair", "fifo", "rr"] = Field(
         default="fair",
-        description="LLM-call scheduling: fair (fee-weighted fair share), fifo, rr (round robin).",
+        description="LLM-call scheduling: fair (fee-weighted fair share), fifo, rr (round robin); "
+        "each model's batch has its own scheduler.",
     )
+
+    @model_validator(mode="after")
+    def _one_way_to_name_models(self) -> EngineSettings:
+        if self.models and {"model", "dtype"} & self.model_fields_set:
+            raise ValueError("engine: set either model/dtype (one model) or [[engine.models]], not both")
+        names = [m.name for m in self.models if m.name is not None]
+        if len(set(names)) != len(names):
+            raise ValueError("engine.models: names must be unique")
+        return self
+
+    def served(self) -> list[ModelSettings]:
+        """The models to serve, the default first."""
+        return list(self.models) or [ModelSettings(model=self.model, dtype=self.dtype)]
 
 
 class KernelSettings(BaseModel):

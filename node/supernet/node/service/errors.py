@@ -8,6 +8,7 @@ client can act on, e.g. the voucher amount the node expects.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 
@@ -47,6 +48,21 @@ class WrongNodeError(BadRequestError):
     """The request is addressed to another node (or another model)."""
 
     code = "wrong_node"
+
+
+class ModelNotServedError(WrongNodeError):
+    """The request names a model this node does not serve; ``models`` lists those it does."""
+
+    code = "model_not_served"
+
+    @classmethod
+    def naming(cls, model: str, served: Mapping[str, str]) -> ModelNotServedError:
+        """The error for ``model``, given the served models as name -> ``0x`` id."""
+        listed = ", ".join(f"{name} ({model_id})" for name, model_id in served.items())
+        return cls(
+            f"model {model} is not served by this node; it serves {listed}",
+            models=[{"name": name, "modelId": model_id} for name, model_id in served.items()],
+        )
 
 
 class DeadlinePassedError(BadRequestError):

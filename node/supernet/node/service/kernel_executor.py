@@ -1,8 +1,9 @@
 """The node's executor on the real kernel (``supernet.node.kernel.Kernel``) and LLM engine.
 
 Each job becomes a ``TaskSpec``: the kernel runs the agent, schedules its LLM calls into the
-engine's continuous batch, records the trace and stores it; the executor forwards the token
-stream and returns the output and trace CID. The task's base seed derives from the task id, so
+continuous batch of the engine serving the job's model id (one LLM core per configured model,
+``[[engine.models]]``), records the trace and stores it; the executor forwards the token stream
+and returns the output and trace CID. The task's base seed derives from the task id, so
 a task re-run after a restart samples the same way.
 """
 
@@ -13,7 +14,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from supernet.node.kernel.errors import AgentNotAllowedError
 from supernet.node.kernel.kernel import Kernel, KernelConfig
 from supernet.node.kernel.mcp_tools import MCPServerConfig, MCPTools
 from supernet.node.kernel.syscalls import TaskSpec
-from supernet.node.service.config import AccessSettings, McpServerSettings, NodeSettings
+from supernet.node.service.config import AccessSettings, McpServerSettings, ModelSettings, NodeSettings
 from supernet.node.service.db import Database
 from supernet.node.service.metrics import METRICS
 from supernet.node.service.ports import EventSink, Job, JobResult, TokenSink
@@ -42,10 +43,16 @@ class KernelExecutor:
     """:class:`~supernet.node.service.ports.Executor` on the kernel."""
 
     def __init__(
-        self, kernel: Kernel, model_name: str, task_fee: int, roots_file: Path | None = None
+        self,
+        kernel: Kernel,
+        model_names: str | Mapping[str, str],
+        task_fee: int,
+        roots_file: Path | None = None,
     ) -> None:
         self.kernel = kernel
-        self._model_name = model_name
+        # model id -> name; a str: the one name of a one-model kernel's model
+        self._names = {} if isinstance(model_names, str) else {m.lower(): n for m, n in model_names.items()}
+        self._one_name = model_names if isinstance(model_names, str) else None
         self._task_fee = task_fee
         self._roots_file = roots_file
         self._roots_lock = threading.Lock()
@@ -85,15 +92,24 @@ class KernelExecutor:
     async def create(
         cls, settings: NodeSettings, store: Any, faults: FaultInjector | None = None
     ) -> KernelExecutor:
-        """Load the model (in a thread: it takes seconds), build and start the kernel."""
+        """Load the models (in a thread: seconds each), build and start the kernel.
+
+        Raises:
+            ValueError: two configured models serve one model id, or two get one name.
+        """
         import torch
         from supernet.node.llm import LLMEngine
 
-        dtype = None if settings.engine.dtype == "auto" else getattr(torch, settings.engine.dtype)
-        engine = await asyncio.to_thread(LLMEngine.load, settings.engine.model, dtype=dtype)
-        METRICS.watch_engine(lambda: engine.load_stats)
+        served = settings.engine.served()
+        engines = []
+        for entry in served:
+            dtype = None if entry.dtype == "auto" else getattr(torch, entry.dtype)
+            engines.append(await asyncio.to_thread(LLMEngine.load, entry.model, dtype=dtype))
+        names = model_names(served, engines)
+        METRICS.watch_engine(lambda: summed_stats(engines))
         if faults is not None:
-            faults.perturb_model(engine.model)  # the `model` fault at rate 1: a different model
+            for engine in engines:  # the `model` fault at rate 1: a different model
+                faults.perturb_model(engine.model)
         # One set of caps, from the config, and the task budget is what the fee pays for:
         # `engine.max_new_tokens` per LLM call, `pricing.tokens_per_task` per task.
         policy = NodePolicy(
@@ -112,7 +128,7 @@ class KernelExecutor:
         extra: dict[str, Any] = {"faults": faults} if faults is not None else {}
         # built-ins by [engine] agents; packaged agents only those [agents] allow names, at their hash
         agents = default_registry(allowed=settings.engine.agents, packages=settings.agents.allow)
-        kernel = Kernel(engine, store, config, agents=agents, **extra)
+        kernel = Kernel(engines, store, config, agents=agents, **extra)
         mcp = MCPTools([mcp_config(s) for s in settings.mcp.servers])
         await mcp.start()  # a server that is down is logged and its tools are absent
         try:
@@ -124,7 +140,7 @@ class KernelExecutor:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         executor = cls(
             kernel,
-            Path(settings.engine.model).name,
+            names,
             settings.pricing.task_fee_wei,
             settings.data_dir / "namespace_roots.json",
         )
@@ -133,12 +149,20 @@ class KernelExecutor:
         return executor
 
     def model_ids(self) -> Sequence[str]:
-        """The one model this node serves."""
-        return [self.kernel.model_id.lower()]
+        """Every model this node serves (one LLM core each), the default first."""
+        return self.kernel.model_ids
 
     def model_name(self, model_id: str) -> str:
-        """The configured model name (catalog name or directory name)."""
-        return self._model_name
+        """The model's name (configured, or its catalog or directory name); the id if unknown."""
+        return self._names.get(model_id.lower()) or self._one_name or model_id
+
+    def engine(self, model_id: str) -> Any:
+        """The engine serving ``model_id`` (its tokenizer and scoring pass).
+
+        Raises:
+            ModelNotServedError: no core serves ``model_id``.
+        """
+        return self.kernel.engine_for(model_id)
 
     def agent_hash(self, agent: str) -> str | None:
         """Code hash of an allowed agent, None otherwise."""
@@ -171,6 +195,7 @@ class KernelExecutor:
             fee=job.fee or self._task_fee,  # what the task pays: the fair policy's weight
             request=job.request,
             request_signature=job.request_signature,
+            model_id=job.model_id,  # the signed modelId: the core whose engine runs the LLM calls
         )
         run = self.kernel.submit(spec)
         if on_event is not None:
@@ -208,6 +233,36 @@ class KernelExecutor:
     def _save_audit(self, task_id: str) -> None:
         if self.audit_db is not None:
             self.audit_db.save_audit(task_id, [e.to_json() for e in self.kernel.audit_log(task_id)])
+
+
+def model_names(served: Sequence[ModelSettings], engines: Sequence[Any]) -> dict[str, str]:
+    """Served model id -> name: the configured name, else the catalog or directory name, with
+    ``@<dtype>`` added where two models would share it (``smollm2-135m@bfloat16``).
+
+    Raises:
+        ValueError: two models serve one id, or two end up with one name.
+    """
+    base = [m.name or Path(m.model).name for m in served]
+    names: dict[str, str] = {}
+    for m, name, engine in zip(served, base, engines, strict=True):
+        model_id = str(engine.model_id).lower()
+        if model_id in names:
+            raise ValueError(f"engine.models: {m.model} ({m.dtype}) serves {model_id} a second time")
+        if m.name is None and base.count(name) > 1:
+            name = f"{name}@{str(engine.dtype).removeprefix('torch.')}"
+        names[model_id] = name
+    if len(set(names.values())) != len(names):
+        raise ValueError(f"engine.models: two models share a name ({sorted(names.values())}); set `name`")
+    return names
+
+
+def summed_stats(engines: Sequence[Any]) -> dict[str, int]:
+    """The engines' ``load_stats`` added up (what /metrics reports for the node)."""
+    total: dict[str, int] = {}
+    for engine in engines:
+        for key, value in engine.load_stats.items():
+            total[key] = total.get(key, 0) + int(value)
+    return total
 
 
 def access_policy(s: AccessSettings) -> dict[str, Any]:

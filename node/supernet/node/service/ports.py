@@ -48,7 +48,7 @@ class Executor(Protocol):
     """Runs agent tasks (the kernel)."""
 
     def model_ids(self) -> Sequence[str]:
-        """``0x`` model ids this node serves."""
+        """``0x`` model ids this node serves (the default first): a job's ``model_id`` is one."""
         ...
 
     def model_name(self, model_id: str) -> str:
@@ -63,6 +63,11 @@ class Executor(Protocol):
         """Run the job to completion; raises on failure. ``on_event`` gets the task's named events
         besides its text (e.g. ``confirmation_required`` when a call waits for the user)."""
         ...
+
+
+def served_models(executor: Executor) -> dict[str, str]:
+    """The executor's models as name -> ``0x`` id (``GET /v1/node`` ``modelNames``), default first."""
+    return {executor.model_name(m): m for m in executor.model_ids()}
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,9 @@ from supernet.node.service.chat_result import (
     token_logprobs,
 )
 from supernet.node.service.deps import AcceptingCtx, NodeContext, load_task
-from supernet.node.service.errors import BadRequestError, BadSignatureError, NodeError
+from supernet.node.service.errors import BadRequestError, BadSignatureError, ModelNotServedError, NodeError
 from supernet.node.service.models import TaskRow, TaskStatus
+from supernet.node.service.ports import served_models
 from supernet.node.service.routes_tasks import admit_and_start
 from supernet.node.service.schemas import ChatCompletionCreate, SignedTask
 from supernet.sdk.openai_compat.chat_input import chat_task_input
@@ -60,27 +61,34 @@ def _signed(body: ChatCompletionCreate, header: str | None) -> SignedTask:
 
 
 def _check_model(ctx: NodeContext, model: str, signed: SignedTask) -> str:
-    served = {ctx.executor.model_name(m): m for m in ctx.executor.model_ids()}
-    served.update({m: m for m in ctx.executor.model_ids()})
+    """The served model id ``model`` names (a name or an id), checked against the signed one."""
+    names = served_models(ctx.executor)
+    served = {**names, **{m.lower(): m for m in ctx.executor.model_ids()}}
     model_id = served.get(model) or served.get(model.lower())
     if model_id is None:
-        raise BadRequestError(f"model {model!r} is not served here; see GET /v1/models")
+        raise ModelNotServedError.naming(repr(model), names)
     if model_id.lower() != signed.request.modelId.lower():
         raise BadRequestError(f"model {model!r} is not the signed modelId {signed.request.modelId}")
-    return ctx.executor.model_name(model_id)
+    return model_id
 
 
-def _engine(ctx: NodeContext) -> Any:
-    """The LLM engine (tokenizer, scoring pass) behind a kernel executor; None for other executors."""
-    return getattr(getattr(ctx.executor, "kernel", None), "engine", None)
+def _engine(ctx: NodeContext, model_id: str | None = None) -> Any:
+    """The LLM engine (tokenizer, scoring pass) of ``model_id`` behind a kernel executor (None: the
+    default model's); None for other executors."""
+    engine_for = getattr(ctx.executor, "engine", None)
+    if engine_for is None:
+        return None
+    return engine_for(model_id) if model_id is not None else engine_for(ctx.executor.model_ids()[0])
 
 
-async def _logprobs(ctx: NodeContext, plan: ChatPlan, facts: CallFacts | None, content: str) -> Any:
+async def _logprobs(
+    ctx: NodeContext, plan: ChatPlan, facts: CallFacts | None, content: str, model_id: str
+) -> Any:
     if not plan.logprobs:
         return None
     if facts is None:
         raise NodeError("the task's trace cannot be read, so its log-probabilities cannot be reported")
-    engine = _engine(ctx)
+    engine = _engine(ctx, model_id)  # the alternatives come from the model that answered
     entries = token_logprobs(getattr(engine, "tokenizer", None), facts, content)
     await add_alternatives(engine, facts, entries, plan.top_logprobs)
     return {"content": entries}
@@ -91,6 +99,7 @@ class _Answer:
 
     def __init__(self, task: TaskRow, model: str) -> None:
         self.id, self.created, self.model = task.id, int(task.created_at), model
+        self.model_id = task.model_id
 
     def doc(self, kind: str, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
         head = {"id": self.id, "object": kind, "created": self.created, "model": self.model}
@@ -120,7 +129,7 @@ async def _stream(ctx: NodeContext, answer: _Answer, plan: ChatPlan) -> AsyncIte
     if content.startswith(sent) and len(content) > len(sent):  # held back, or no live stream
         yield answer.chunk({"content": content[len(sent) :]})
     facts = await call_facts(ctx.store, task.trace_cid)
-    logprobs = await _logprobs(ctx, plan, facts, content)
+    logprobs = await _logprobs(ctx, plan, facts, content, answer.model_id)
     yield answer.chunk({}, finish_reason(facts, stopped), logprobs)
     if plan.include_usage and facts is not None:
         yield {"data": json.dumps(answer.doc("chat.completion.chunk", [], usage=facts.usage()))}
@@ -142,10 +151,10 @@ async def chat_completions(
             param="top_logprobs",
         )
     signed = _signed(body, x_supernet_auth)
-    model = _check_model(ctx, body.model, signed)
+    model_id = _check_model(ctx, body.model, signed)
     received = json.loads(await request.body())  # the JSON as sent: the typed view re-types values
     task_id = await admit_and_start(ctx, signed, "chat", chat_task_input(received))
-    answer = _Answer(load_task(ctx, task_id), model)
+    answer = _Answer(load_task(ctx, task_id), ctx.executor.model_name(model_id))
     if body.stream:
         return EventSourceResponse(
             _stream(ctx, answer, plan), ping=15, send_timeout=ctx.settings.api.stream_send_timeout_s
@@ -159,7 +168,7 @@ async def chat_completions(
     choice = {
         "index": 0,
         "message": {"role": "assistant", "content": content},
-        "logprobs": await _logprobs(ctx, plan, facts, content),
+        "logprobs": await _logprobs(ctx, plan, facts, content, task.model_id),
         "finish_reason": finish_reason(facts, stopped),
     }
     usage = {"usage": facts.usage()} if facts is not None else {}

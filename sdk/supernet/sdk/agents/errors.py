@@ -20,6 +20,7 @@ __all__ = [
     "KernelStoppedError",
     "LLMError",
     "MemoryStoreError",
+    "ModelNotServedError",
     "ToolArgumentsError",
     "ToolError",
     "ToolTimeoutError",
@@ -41,6 +42,10 @@ class ConfirmationRequiredError(AccessDeniedError):
 
 class AgentNotAllowedError(KernelError, LookupError):
     """The node's operator does not run this agent (unknown id or code hash)."""
+
+
+class ModelNotServedError(KernelError, LookupError):
+    """The kernel serves no LLM core of the task's model id (the message lists the ones it serves)."""
 
 
 class BudgetExceededError(KernelError):
