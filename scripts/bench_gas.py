@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
-from supernet.node.service.chain import RESERVED_SLOTS
+from supernet.node.service.chain import ACCOUNT_OPENING_WEI, RESERVED_SLOTS
 from supernet.node.service.redeemer import RedeemPolicy
 from supernet.sdk.chain import Contracts, ProtocolParams, Receipt, ReceiptTree, Voucher, sign_voucher
 from supernet.sdk.chain.anvil import Anvil, dev_account, find_anvil, increase_time
@@ -179,6 +179,7 @@ def run(batch: int, n_users: int) -> dict[str, Any]:
         started = time.monotonic()
         for n in nodes[:2]:  # as `supernet node run` does when it registers a new node
             n.task_manager.reserve_slots(0, RESERVED_SLOTS)
+            n.payments.fund_escrow(n.account.address, ACCOUNT_OPENING_WEI)  # type: ignore[union-attr]
         owed: dict[str, int] = {}
         worst = _worst_case(nodes[0], users, batch, owed)
         unreserved = _worst_case(nodes[2], users, batch, {}, first_slot=RESERVED_SLOTS + 100)
@@ -285,8 +286,11 @@ task); all of the node's gas, commits included, is {r["gas_share"]} of those fee
 
 Breakdown. Worst case: one transaction of {w["commit_and_settle_gas"]:,} gas. A node reserves
 {RESERVED_SLOTS} batch slots when it registers (`reserveSlots`, 22,100 gas each, once in its life,
-like its registration), so that its first commits rewrite a word instead of creating one;
-into a never-written slot the same commit costs {w["unreserved_slot"]:,}. Policy: a user's
+like its registration), so that its first commits rewrite a word instead of creating one, and
+opens its Payments account (1 wei into its verification escrow) so that settlements rewrite the
+node's one account word (earnings | escrow: the fees less the verification share, and that share)
+instead of creating it; into a never-written slot of a node that skipped both the same commit
+costs {w["unreserved_slot"]:,}. Policy: a user's
 voucher rides on a commit once what it owes is worth 250x the voucher's gas at the current gas
 price (threshold {p["threshold_wei"]:,} wei), so settlement costs about 0.5 % of the fees whatever
 the voucher's gas (waiting costs the node nothing but cash flow: a channel's deposit cannot leave

@@ -31,10 +31,19 @@ import {Confirmation, TaskRequest, Voucher} from "./libraries/Types.sol";
 ///      Vouchers travel packed (docs/protocol.md, "Settlement"): 96 bytes each,
 ///      `user << 96 | cumulativeAmount` (a uint96), then the EIP-2098 compact signature `r`, `vs`.
 ///      The node is not in the record: it is the caller (or, for {settle}, the node whose batch the
-///      TaskManager is committing). Redeemed wei goes to the node in the same call: it asked for
-///      it, so this is still a pull, and no earnings slot has to be written and emptied again.
-///      A node settles in the transaction that commits its batch ({TaskManager-commitBatch} calls
-///      {settle}), or alone with {redeem} (e.g. before a channel's close delay ends).
+///      TaskManager is committing). A node settles in the transaction that commits its batch
+///      ({TaskManager-commitBatch} calls {settle}), or alone with {redeem} (e.g. before a channel's
+///      close delay ends).
+///
+///      Verification is paid from fees (docs/security-parameters.md, "Paying validators"):
+///      VERIFICATION_SHARE_BPS of every redeemed fee goes to the node's verification escrow, the
+///      rest to its earnings, both in one slot per node ({NodeAccount}), so a redemption writes one
+///      existing slot for the node instead of sending it ether (5,000 gas instead of ~9,100). The
+///      node pulls its earnings with {withdrawEarnings}. The escrow can only leave as decoy
+///      bounties the TaskManager pays to validators who found one of the node's decoys
+///      ({payBounty}): no function returns it to the node, so it is spent on verification whether
+///      or not the node plants decoys, and the node's only way to get part of it back is the
+///      TaskManager's rebate on decoys that validators found.
 contract Payments is EIP712, ReentrancyGuardTransient {
     /*//////////////////////////////////////////////////////////////
                                  TYPES
@@ -44,6 +53,13 @@ contract Payments is EIP712, ReentrancyGuardTransient {
     struct Channel {
         uint128 deposit;
         uint128 redeemed;
+    }
+
+    /// @notice A node's money here, in one slot: redeemed fees it can withdraw, and its
+    ///         verification escrow (paid out only as decoy bounties).
+    struct NodeAccount {
+        uint128 earnings;
+        uint128 escrow;
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -58,6 +74,11 @@ contract Payments is EIP712, ReentrancyGuardTransient {
     bytes32 public constant VOUCHER_TYPEHASH = keccak256("Voucher(address user,address node,uint256 cumulativeAmount)");
     /// @notice keccak256 of the `Confirmation` EIP-712 type string.
     bytes32 public constant CONFIRMATION_TYPEHASH = keccak256("Confirmation(bytes32 requestHash,bytes32 actionHash)");
+    /// @notice keccak256 of the `Decoy` EIP-712 type string: a receipt's user declares the task a
+    ///         decoy its node planted (only the node's own decoy accounts ever sign one).
+    bytes32 public constant DECOY_TYPEHASH = keccak256("Decoy(address node,bytes32 requestHash)");
+    /// @notice Basis-point denominator.
+    uint256 public constant BPS = 10_000;
     /// @notice Bytes of one packed voucher: `user << 96 | cumulativeAmount`, `r`, `vs`.
     uint256 public constant PACKED_VOUCHER_SIZE = 96;
 
@@ -71,6 +92,13 @@ contract Payments is EIP712, ReentrancyGuardTransient {
     uint256 public immutable MAX_REDEEM_BATCH;
     /// @notice The address allowed to call {setTaskManager} (once).
     address public immutable DEPLOYER;
+    /// @notice Share (bps) of every redeemed fee that goes to the node's verification escrow.
+    uint256 public immutable VERIFICATION_SHARE_BPS;
+    /// @notice Wei one found decoy takes from its node's escrow (at most what the escrow holds).
+    uint256 public immutable DECOY_BOUNTY;
+    /// @notice Share (bps) of that which goes back to the node's earnings; the rest goes to the
+    ///         validator that found the decoy.
+    uint256 public immutable DECOY_REBATE_BPS;
 
     /*//////////////////////////////////////////////////////////////
                                 STORAGE
@@ -82,6 +110,7 @@ contract Payments is EIP712, ReentrancyGuardTransient {
     mapping(address user => mapping(address node => Channel)) internal _channels;
     /// @notice When the user may {withdraw} a channel (0: no withdrawal requested).
     mapping(address user => mapping(address node => uint256)) public withdrawableAt;
+    mapping(address node => NodeAccount) internal _accounts;
 
     /*//////////////////////////////////////////////////////////////
                                  EVENTS
@@ -95,8 +124,16 @@ contract Payments is EIP712, ReentrancyGuardTransient {
     event WithdrawalCancelled(address indexed user, address indexed node);
     /// @notice `user` received what `node` had not redeemed from their channel.
     event Withdrawn(address indexed user, address indexed node, uint256 amount);
-    /// @notice `node` redeemed `vouchers` vouchers in one call and was paid `total`.
-    event Redeemed(address indexed node, uint256 vouchers, uint256 total);
+    /// @notice `node` redeemed `vouchers` vouchers worth `total` in one call: `total - toEscrow`
+    ///         went to its earnings, `toEscrow` to its verification escrow.
+    event Redeemed(address indexed node, uint256 vouchers, uint256 total, uint256 toEscrow);
+    /// @notice `node` pulled `amount` of its earnings.
+    event EarningsWithdrawn(address indexed node, uint256 amount);
+    /// @notice `from` added `amount` to `node`'s verification escrow.
+    event EscrowFunded(address indexed node, address indexed from, uint256 amount);
+    /// @notice A found decoy took `bounty + rebate` from `node`'s escrow: `bounty` went to the
+    ///         TaskManager for the validator, `rebate` to the node's earnings.
+    event BountyPaid(address indexed node, uint256 bounty, uint256 rebate);
     /// @notice The TaskManager was wired in (happens once).
     event TaskManagerSet(address indexed taskManager);
 
@@ -138,6 +175,8 @@ contract Payments is EIP712, ReentrancyGuardTransient {
     error StaleVoucher(address user, uint256 cumulativeAmount, uint256 alreadyRedeemed);
     /// @notice An ETH transfer failed.
     error TransferFailed();
+    /// @notice A node account's earnings or escrow would not fit its 128 bits.
+    error AccountOverflow();
 
     /*//////////////////////////////////////////////////////////////
                               CONSTRUCTOR
@@ -145,12 +184,32 @@ contract Payments is EIP712, ReentrancyGuardTransient {
 
     /// @param withdrawalDelay WITHDRAWAL_DELAY in seconds, > 0 (default 1 days; devnet 60).
     /// @param maxRedeemBatch MAX_REDEEM_BATCH, > 0 (default 256).
-    constructor(uint256 withdrawalDelay, uint256 maxRedeemBatch) EIP712("Supernet", "1") {
+    /// @param verificationShareBps VERIFICATION_SHARE_BPS, 1..5_000 (default 2_000).
+    /// @param decoyBounty DECOY_BOUNTY wei, > 0 (default 0.05 ether; the TaskManager also needs it
+    ///        below its CHALLENGE_BOND).
+    /// @param decoyRebateBps DECOY_REBATE_BPS, 1..5_000 (default 1_000).
+    constructor(
+        uint256 withdrawalDelay,
+        uint256 maxRedeemBatch,
+        uint256 verificationShareBps,
+        uint256 decoyBounty,
+        uint256 decoyRebateBps
+    ) EIP712("Supernet", "1") {
         if (maxRedeemBatch == 0 || withdrawalDelay == 0 || withdrawalDelay > type(uint32).max) {
             revert InvalidParameter();
         }
+        // Some share must fund verification (0 brings back the verifier's dilemma), and a node
+        // must keep most of its fee.
+        if (verificationShareBps == 0 || verificationShareBps > BPS / 2) revert InvalidParameter();
+        // A rebate of 0 leaves a node no reason to plant decoys validators can find; above half
+        // it would keep most of what it owes them.
+        if (decoyBounty == 0 || decoyBounty > type(uint128).max) revert InvalidParameter();
+        if (decoyRebateBps == 0 || decoyRebateBps > BPS / 2) revert InvalidParameter();
         WITHDRAWAL_DELAY = withdrawalDelay;
         MAX_REDEEM_BATCH = maxRedeemBatch;
+        VERIFICATION_SHARE_BPS = verificationShareBps;
+        DECOY_BOUNTY = decoyBounty;
+        DECOY_REBATE_BPS = decoyRebateBps;
         DEPLOYER = msg.sender;
     }
 
@@ -223,11 +282,12 @@ contract Payments is EIP712, ReentrancyGuardTransient {
                                REDEMPTION
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice Redeems packed vouchers of the caller's channels and pays the caller.
+    /// @notice Redeems packed vouchers of the caller's channels into the caller's account.
     /// @dev Reverts as a whole on any bad voucher (bad signature, stale amount). Per voucher: one
-    ///      signature recovery and one write of an existing slot; one payment and one event per call.
+    ///      signature recovery and one write of an existing slot; one account write and one event
+    ///      per call.
     /// @param vouchers Packed vouchers (see the contract's notes), at most MAX_REDEEM_BATCH.
-    /// @return total Wei paid to the caller.
+    /// @return total Wei redeemed (earnings plus the escrow share).
     function redeem(bytes calldata vouchers) external nonReentrant returns (uint256 total) {
         total = _redeemAll(msg.sender, vouchers);
     }
@@ -236,10 +296,64 @@ contract Payments is EIP712, ReentrancyGuardTransient {
     ///         `node`'s batch: one transaction per batch commits the receipts and settles the fees.
     /// @param node The node that is committing (the TaskManager's caller).
     /// @param vouchers Packed vouchers of channels to `node`.
-    /// @return total Wei paid to `node`.
+    /// @return total Wei redeemed for `node` (earnings plus the escrow share).
     function settle(address node, bytes calldata vouchers) external nonReentrant returns (uint256 total) {
         if (msg.sender != taskManager || msg.sender == address(0)) revert OnlyTaskManager();
         total = _redeemAll(node, vouchers);
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                          EARNINGS AND ESCROW
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice Pays the caller (a node) its earnings; its escrow stays.
+    function withdrawEarnings() external nonReentrant {
+        NodeAccount storage a = _accounts[msg.sender];
+        uint256 amount = a.earnings;
+        if (amount == 0) revert NothingToWithdraw();
+        a.earnings = 0;
+        emit EarningsWithdrawn(msg.sender, amount);
+        _send(msg.sender, amount);
+    }
+
+    /// @notice Adds `msg.value` to `node`'s verification escrow. Anyone may; nobody can take it
+    ///         back (it only leaves as decoy bounties). A node funds its escrow at set-up so that
+    ///         it can plant decoys before its fees have filled it, and so that its account slot
+    ///         is never empty (a redemption then rewrites it instead of creating it).
+    /// @param node The node.
+    function fundEscrow(address node) external payable {
+        if (msg.value == 0) revert ZeroAmount();
+        if (node == address(0)) revert ZeroAddress();
+        NodeAccount storage a = _accounts[node];
+        uint256 escrow = a.escrow + msg.value;
+        if (escrow > type(uint128).max) revert AccountOverflow();
+        // forge-lint: disable-next-line(unsafe-typecast)
+        a.escrow = uint128(escrow);
+        emit EscrowFunded(node, msg.sender, msg.value);
+    }
+
+    /// @notice Pays the bounty of a decoy of `node`'s that a sampled validator found: takes
+    ///         `min(DECOY_BOUNTY, escrow)` from the escrow, credits DECOY_REBATE_BPS of it to the
+    ///         node's earnings and sends the rest to the TaskManager, which credits the validator.
+    ///         Only the TaskManager.
+    /// @param node The node whose decoy was found.
+    /// @return bounty Wei sent to the TaskManager.
+    /// @return rebate Wei credited to the node's earnings.
+    function payBounty(address node) external nonReentrant returns (uint256 bounty, uint256 rebate) {
+        address tm = taskManager;
+        if (msg.sender != tm || tm == address(0)) revert OnlyTaskManager();
+        NodeAccount storage a = _accounts[node];
+        uint256 escrow = a.escrow;
+        uint256 taken = DECOY_BOUNTY < escrow ? DECOY_BOUNTY : escrow;
+        if (taken == 0) return (0, 0);
+        rebate = taken * DECOY_REBATE_BPS / BPS;
+        bounty = taken - rebate;
+        // forge-lint: disable-next-line(unsafe-typecast)
+        a.escrow = uint128(escrow - taken);
+        // forge-lint: disable-next-line(unsafe-typecast)
+        a.earnings += uint128(rebate); // rebate <= escrow < 2**128; earnings + it is checked
+        emit BountyPaid(node, bounty, rebate);
+        if (bounty != 0) _send(tm, bounty);
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -257,6 +371,21 @@ contract Payments is EIP712, ReentrancyGuardTransient {
     {
         Channel storage c = _channels[user][node];
         return (c.deposit, c.redeemed, withdrawableAt[user][node]);
+    }
+
+    /// @notice A node's withdrawable earnings and its verification escrow.
+    /// @param node The node.
+    function account(address node) external view returns (uint256 earnings, uint256 escrow) {
+        NodeAccount storage a = _accounts[node];
+        return (a.earnings, a.escrow);
+    }
+
+    /// @notice EIP-712 digest of `Decoy(node, requestHash)`: what a decoy account signs so that
+    ///         the node can show a challenged receipt was a decoy it planted.
+    /// @param node The node that planted the decoy.
+    /// @param requestHash The decoy task's id.
+    function hashDecoy(address node, bytes32 requestHash) external view returns (bytes32) {
+        return _hashTypedDataV4(keccak256(abi.encode(DECOY_TYPEHASH, node, requestHash)));
     }
 
     /// @notice The EIP-712 domain separator (name "Supernet", version "1", this chain, this contract).
@@ -316,8 +445,19 @@ contract Payments is EIP712, ReentrancyGuardTransient {
                 offset += PACKED_VOUCHER_SIZE;
             }
         }
-        emit Redeemed(node, count, total);
-        if (total != 0) _send(node, total);
+        if (total != 0) {
+            uint256 toEscrow = total * VERIFICATION_SHARE_BPS / BPS;
+            NodeAccount storage a = _accounts[node];
+            uint256 earnings = a.earnings + (total - toEscrow);
+            uint256 escrow = a.escrow + toEscrow;
+            if (earnings > type(uint128).max || escrow > type(uint128).max) revert AccountOverflow();
+            // One write of the node's slot: both halves together.
+            // forge-lint: disable-next-line(unsafe-typecast)
+            _accounts[node] = NodeAccount(uint128(earnings), uint128(escrow));
+            emit Redeemed(node, count, total, toEscrow);
+        } else {
+            emit Redeemed(node, count, 0, 0);
+        }
     }
 
     /// @dev Checks and pays the packed voucher at calldata offset `offset` (number `index`) to `node`:

@@ -3,6 +3,7 @@ pragma solidity 0.8.37;
 
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {Blockhash} from "@openzeppelin/contracts/utils/Blockhash.sol";
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 
 import {IPayments} from "./interfaces/IPayments.sol";
 import {IServiceManager} from "./interfaces/IServiceManager.sol";
@@ -48,6 +49,15 @@ import {Receipt} from "./libraries/Types.sol";
 ///      Not fraud: VOTER_REWARD_BPS of the bond is a pool for the honest voters (if any voted),
 ///      the rest of the bond goes to the accused node.
 ///
+///      Decoy (docs/security-parameters.md, "Paying validators"): a node plants decoys, faulty
+///      receipts of tasks it ran for accounts of its own, so that checking pays in an honest
+///      network. When a challenged receipt is one, the node shows it with the receipt's user's
+///      `Decoy(node, requestHash)` signature ({revealDecoy}) within the vote window: nobody is
+///      slashed, the challenger gets its bond back and, if it was sampled for that receipt, the
+///      decoy bounty from the node's verification escrow (Payments.payBounty: DECOY_BOUNTY less
+///      the DECOY_REBATE_BPS that goes back to the node's earnings). A real user never signs a
+///      Decoy, so a node cannot pass off a faulty answer it served to someone else as a decoy.
+///
 ///      Every payout is credited to `claimable` and pulled with {withdraw}.
 contract TaskManager is ReentrancyGuardTransient {
     /*//////////////////////////////////////////////////////////////
@@ -72,7 +82,8 @@ contract TaskManager is ReentrancyGuardTransient {
         None,
         Open,
         Fraud,
-        NotFraud
+        NotFraud,
+        Decoy
     }
 
     /// @notice One challenge on one receipt leaf.
@@ -83,6 +94,7 @@ contract TaskManager is ReentrancyGuardTransient {
         uint64 voteDeadline;
         ChallengeStatus status;
         address node;
+        bool sampled; // the challenger was sampled for this receipt (decoy bounties need it)
         address user;
         uint256 fee;
         bytes32 leaf;
@@ -250,6 +262,12 @@ contract TaskManager is ReentrancyGuardTransient {
         uint256 voterPool,
         uint256 burned
     );
+    /// @notice The challenged receipt was a decoy its node planted: the challenger got its bond
+    ///         back plus `bounty`, the node's earnings `rebate` (both 0 if the challenger was not
+    ///         sampled).
+    event DecoyRevealed(
+        uint256 indexed challengeId, address indexed node, address indexed challenger, uint256 bounty, uint256 rebate
+    );
     /// @notice A winning voter's reward share was credited to `claimable`.
     event VoteRewardClaimed(uint256 indexed challengeId, address indexed validator, uint256 amount);
     /// @notice `account` pulled `amount` from `claimable`.
@@ -355,6 +373,10 @@ contract TaskManager is ReentrancyGuardTransient {
     error AnswerWindowOpen(uint64 deadline);
     /// @notice The posted trace is not the one the receipt commits to (sha256 mismatch).
     error TraceMismatch(bytes32 expected, bytes32 posted);
+    /// @notice The receipt given is not the challenged one.
+    error NotChallengedReceipt(bytes32 expected, bytes32 given);
+    /// @notice The Decoy signature is not the receipt's user's.
+    error NotADecoy();
 
     /*//////////////////////////////////////////////////////////////
                               CONSTRUCTOR
@@ -371,6 +393,9 @@ contract TaskManager is ReentrancyGuardTransient {
     /// @param slashAmount SLASH_AMOUNT wei, > 0 (default 1 ether).
     /// @param challengerRewardBps CHALLENGER_REWARD_BPS (default 2_000).
     /// @param voterRewardBps VOTER_REWARD_BPS; challenger + voter <= 10_000 (default 2_000).
+    ///      The decoy bounty is a Payments parameter (it is paid from the escrow there) and must be
+    ///      below the bond: a bounty at or above it would make challenging a node's receipts
+    ///      blindly pay whenever that node plants many decoys.
     constructor(
         IServiceManager serviceManager,
         IPayments payments,
@@ -392,6 +417,7 @@ contract TaskManager is ReentrancyGuardTransient {
         if (challengeBond == 0 || slashAmount == 0) revert InvalidParameter();
         if (quorumBps == 0 || quorumBps > BPS) revert InvalidParameter();
         if (challengerRewardBps + voterRewardBps > BPS) revert InvalidParameter();
+        if (payments.DECOY_BOUNTY() >= challengeBond) revert InvalidParameter();
         SERVICE_MANAGER = serviceManager;
         PAYMENTS = payments;
         SEED_DELAY_BLOCKS = seedDelayBlocks;
@@ -407,9 +433,9 @@ contract TaskManager is ReentrancyGuardTransient {
         LOCK_STEP = challengeWindow >= 16 ? challengeWindow / 16 : 1;
     }
 
-    /// @notice Accepts slashed stake from the ServiceManager only.
+    /// @notice Accepts slashed stake from the ServiceManager and decoy bounties from Payments only.
     receive() external payable {
-        if (msg.sender != address(SERVICE_MANAGER)) revert OnlyServiceManager();
+        if (msg.sender != address(SERVICE_MANAGER) && msg.sender != address(PAYMENTS)) revert OnlyServiceManager();
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -480,15 +506,13 @@ contract TaskManager is ReentrancyGuardTransient {
     /// @dev A sealed seed is returned by `ref.batchId` alone (it was checked when sealed), so it
     ///      stays readable after the batch's slot is reused; otherwise `ref` is checked.
     /// @param ref The batch's header.
-    function batchSeed(BatchRef calldata ref) public view returns (bytes32) {
-        bytes32 sealed_ = _sealedSeeds[ref.batchId];
-        if (sealed_ != bytes32(0)) return sealed_;
-        _checkRef(ref);
-        uint256 seedBlock = uint256(ref.commitBlock) + SEED_DELAY_BLOCKS;
+    function batchSeed(BatchRef calldata ref) public view returns (bytes32 seed) {
+        if (_sealedSeeds[ref.batchId] == bytes32(0)) _checkRef(ref);
+        uint256 seedBlock;
+        (seed, seedBlock) = _seed(ref);
+        if (seed != bytes32(0)) return seed;
         if (block.number <= seedBlock) revert SeedNotReady(seedBlock);
-        bytes32 hash = Blockhash.blockHash(seedBlock);
-        if (hash == bytes32(0)) revert SeedExpired(seedBlock);
-        return keccak256(abi.encode(hash, ref.batchId));
+        revert SeedExpired(seedBlock);
     }
 
     /// @notice The sealed seed of a batch (zero if nobody sealed it).
@@ -504,8 +528,7 @@ contract TaskManager is ReentrancyGuardTransient {
     /// @param index Receipt position in the manifest (< count).
     function isSampled(BatchRef calldata ref, address validator, uint256 index) external view returns (bool) {
         if (index >= ref.count) revert IndexOutOfRange(index, ref.count);
-        bytes32 seed = batchSeed(ref);
-        return uint256(keccak256(abi.encode(seed, validator, index))) % PPM < SAMPLE_RATE_PPM;
+        return _sampledBy(batchSeed(ref), validator, index);
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -533,6 +556,11 @@ contract TaskManager is ReentrancyGuardTransient {
         address node = ref.node;
         uint64 voteDeadline;
         (challengeId, voteDeadline) = _openChallenge(ref.batchId, node, receipt.user, receipt.fee, leaf);
+        // Recorded now, while the seed is surely readable: a decoy bounty is paid only to a
+        // validator the seed picked for this receipt, so a friend the node tells where its decoys
+        // are collects only the decoys it was sampled for, not all of them.
+        (bytes32 seed,) = _seed(ref);
+        if (seed != bytes32(0) && _sampledBy(seed, msg.sender, index)) _challenges[challengeId].sampled = true;
         emit ChallengeOpened(
             challengeId, ref.batchId, msg.sender, node, leaf, receipt.requestHash, voteDeadline, evidenceCid
         );
@@ -593,6 +621,39 @@ contract TaskManager is ReentrancyGuardTransient {
         SERVICE_MANAGER.unfreeze(c.node);
     }
 
+    /// @notice Shows that a challenged receipt is a decoy its node planted, with the receipt's
+    ///         user's EIP-712 `Decoy(node, requestHash)` signature, within the vote window (anyone
+    ///         holding the signature may call; the node does). Closes the challenge without a
+    ///         vote: nobody is slashed, the challenger gets its bond back and, if it was sampled
+    ///         for the receipt, the bounty Payments.payBounty sends from the node's escrow.
+    ///         Votes already cast earn nothing.
+    /// @param challengeId The open challenge.
+    /// @param receipt The challenged receipt (its leaf must be the challenge's).
+    /// @param signature The receipt user's signature of `Payments.hashDecoy(node, requestHash)`.
+    function revealDecoy(uint256 challengeId, Receipt calldata receipt, bytes calldata signature)
+        external
+        nonReentrant
+    {
+        Challenge storage c = _challenge(challengeId);
+        if (c.status != ChallengeStatus.Open) revert ChallengeNotOpen(challengeId);
+        if (block.timestamp >= c.voteDeadline) revert VoteWindowClosed(c.voteDeadline);
+        bytes32 leaf = ReceiptLib.leaf(receipt);
+        if (leaf != c.leaf) revert NotChallengedReceipt(c.leaf, leaf);
+        address node = c.node;
+        (address signer, ECDSA.RecoverError err,) =
+            ECDSA.tryRecover(PAYMENTS.hashDecoy(node, receipt.requestHash), signature);
+        if (err != ECDSA.RecoverError.NoError || signer != receipt.user) revert NotADecoy();
+
+        c.status = ChallengeStatus.Decoy;
+        uint256 bounty;
+        uint256 rebate;
+        if (c.sampled) (bounty, rebate) = PAYMENTS.payBounty(node);
+        address challenger = c.challenger;
+        claimable[challenger] += CHALLENGE_BOND + bounty;
+        emit DecoyRevealed(challengeId, node, challenger, bounty, rebate);
+        SERVICE_MANAGER.unfreeze(node);
+    }
+
     /// @notice Credits the caller's share of a resolved challenge's voter pool:
     ///         `rewardPool * weight / winningStake` (rounded down; the dust stays in the contract).
     /// @param challengeId The challenge.
@@ -600,6 +661,7 @@ contract TaskManager is ReentrancyGuardTransient {
     function claimVoteReward(uint256 challengeId) external returns (uint256 amount) {
         Challenge storage c = _challenge(challengeId);
         ChallengeStatus status = c.status;
+        if (status == ChallengeStatus.Decoy) revert NotWinningVoter(); // a decoy has no voter pool
         if (status != ChallengeStatus.Fraud && status != ChallengeStatus.NotFraud) {
             revert ChallengeNotResolved(challengeId);
         }
@@ -911,6 +973,22 @@ contract TaskManager is ReentrancyGuardTransient {
     /// @dev 216 bits of digest (collisions need ~2**108 work) above 40 bits of commit time.
     function _word(bytes32 digest, uint32 committedAt) internal pure returns (uint256) {
         return (uint256(digest) >> TIME_BITS << TIME_BITS) | committedAt;
+    }
+
+    /// @dev The batch's seed and its seed block; the seed is zero while the block is not mined or
+    ///      once its hash is no longer readable (unless sealed). `ref` must be checked by the caller
+    ///      unless the seed is sealed.
+    function _seed(BatchRef calldata ref) internal view returns (bytes32 seed, uint256 seedBlock) {
+        seedBlock = uint256(ref.commitBlock) + SEED_DELAY_BLOCKS;
+        seed = _sealedSeeds[ref.batchId];
+        if (seed != bytes32(0) || block.number <= seedBlock) return (seed, seedBlock);
+        bytes32 hash = Blockhash.blockHash(seedBlock);
+        if (hash != bytes32(0)) seed = keccak256(abi.encode(hash, ref.batchId));
+    }
+
+    /// @dev Whether `seed` picks `validator` for receipt `index`.
+    function _sampledBy(bytes32 seed, address validator, uint256 index) internal view returns (bool) {
+        return uint256(keccak256(abi.encode(seed, validator, index))) % PPM < SAMPLE_RATE_PPM;
     }
 
     /// @dev `until` rounded up to a multiple of LOCK_STEP.

@@ -30,6 +30,11 @@ contract ProtocolHandler is Test {
     mapping(uint256 => bytes32[]) internal _batchLeaves;
     mapping(uint256 => bytes[]) internal _batchTraces;
     mapping(uint256 => TaskManager.BatchRef) internal _refs;
+    /// @dev Entry 0 of every batch is a decoy of its node, from this account.
+    address public decoyUser;
+    uint256 internal _decoyKey;
+    /// @dev challenge id => (batch id, entry index) + 1 (0: not opened here).
+    mapping(uint256 => uint256[2]) internal _challenged;
 
     constructor(ServiceManager sm_, Payments payments_, TaskManager tm_) {
         sm = sm_;
@@ -42,6 +47,8 @@ contract ProtocolHandler is Test {
             users.push(makeAddr(name));
             userKeys.push(privateKeyOf(name));
         }
+        decoyUser = makeAddr("inv-decoy");
+        _decoyKey = privateKeyOf("inv-decoy");
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -145,7 +152,8 @@ contract ProtocolHandler is Test {
         } catch {}
     }
 
-    /// @dev A node redeems a voucher above what it was paid; never more than the channel holds.
+    /// @dev A node redeems a voucher above what it was paid; never more than the channel holds,
+    ///      all of it into the node's account (earnings + escrow).
     function redeem(uint256 nodeSeed, uint256 userSeed, uint256 amount) external {
         address to = nodes[nodeSeed % 3];
         uint256 u = userSeed % 3;
@@ -153,13 +161,35 @@ contract ProtocolHandler is Test {
         (uint256 deposited, uint256 redeemedBefore,) = payments.channel(users[u], to);
         Voucher[] memory vs = new Voucher[](1);
         vs[0] = Voucher({user: users[u], node: to, cumulativeAmount: redeemedBefore + amount});
-        uint256 before = to.balance;
+        (uint256 e0, uint256 s0) = payments.account(to);
+        // Packed before the prank: signing calls Payments, which would use up the prank.
+        bytes memory packed = _packed(u, vs[0]);
         vm.prank(to);
-        uint256 paid = payments.redeem(_packed(u, vs[0]));
+        uint256 paid = payments.redeem(packed);
         assertTrue(paid <= deposited - redeemedBefore, "paid beyond the channel");
-        assertEq(to.balance - before, paid, "paid in the call");
-        ghostOut += paid;
+        (uint256 e1, uint256 s1) = payments.account(to);
+        assertEq(e1 + s1 - e0 - s0, paid, "credited to the node's account");
         ++calls[this.redeem.selector];
+    }
+
+    function withdrawEarnings(uint256 nodeSeed) external {
+        address who = nodes[nodeSeed % 3];
+        uint256 before = who.balance;
+        vm.prank(who);
+        try payments.withdrawEarnings() {
+            ghostOut += who.balance - before;
+            ++calls[this.withdrawEarnings.selector];
+        } catch {}
+    }
+
+    function fundEscrow(uint256 seed, uint256 nodeSeed, uint256 amount) external {
+        address who = _anyActor(seed);
+        amount = bound(amount, 1, 0.1 ether);
+        vm.deal(who, who.balance + amount);
+        vm.prank(who);
+        payments.fundEscrow{value: amount}(nodes[nodeSeed % 3]);
+        ghostIn += amount;
+        ++calls[this.fundEscrow.selector];
     }
 
     /// @dev A voucher of user `u` in Payments' packed form.
@@ -194,7 +224,7 @@ contract ProtocolHandler is Test {
             bytes memory trace = abi.encode("trace", nextId, i);
             Receipt memory r = Receipt({
                 requestHash: keccak256(abi.encode(nextId, i)),
-                user: users[i % 3],
+                user: i == 0 ? decoyUser : users[i % 3],
                 modelId: bytes32(0),
                 inputHash: bytes32(i),
                 outputHash: bytes32(nextId),
@@ -206,12 +236,10 @@ contract ProtocolHandler is Test {
             _batchLeaves[nextId].push(leaves[i]);
             _batchTraces[nextId].push(trace);
         }
-        uint256 before = who.balance;
         bytes32 root = Merkle.root(leaves);
         vm.prank(who);
         // forge-lint: disable-next-line(unsafe-typecast)
-        try tm.commitBatch(slot, root, uint32(n), "", vouchers) {
-            ghostOut += who.balance - before;
+        try tm.commitBatch(slot, root, uint32(n), "", vouchers) returns (uint256) {
             // forge-lint: disable-next-line(unsafe-typecast)
             _refs[nextId] = TaskManager.BatchRef(
                 nextId, who, slot, uint32(n), uint32(block.number), uint32(block.timestamp), root
@@ -279,9 +307,28 @@ contract ProtocolHandler is Test {
         uint256 bond = tm.CHALLENGE_BOND();
         vm.deal(who, who.balance + bond);
         vm.prank(who);
-        try tm.challenge{value: bond}(_refs[batchId], i, r, proof, "") {
+        try tm.challenge{value: bond}(_refs[batchId], i, r, proof, "") returns (uint256 id) {
             ghostIn += bond;
+            _challenged[id] = [batchId, i + 1];
             ++calls[this.challenge.selector];
+        } catch {}
+    }
+
+    /// @dev Anyone reveals a challenged entry as a decoy with the decoy account's signature (only
+    ///      entry 0 of a batch is one; the others must be refused).
+    function revealDecoy(uint256 seed, uint256 challengeSeed) external {
+        uint256 count = tm.challengeCount();
+        if (count == 0) return;
+        uint256 id = bound(challengeSeed, 1, count);
+        uint256[2] memory at = _challenged[id];
+        if (at[1] == 0) return;
+        Receipt memory r = _batchReceipts[at[0]][at[1] - 1];
+        TaskManager.Challenge memory c = tm.challenges(id);
+        (uint8 v, bytes32 rr, bytes32 ss) = vm.sign(_decoyKey, payments.hashDecoy(c.node, r.requestHash));
+        vm.prank(_anyActor(seed));
+        try tm.revealDecoy(id, r, abi.encodePacked(rr, ss, v)) {
+            assertEq(r.user, decoyUser, "a receipt of a real user was revealed as a decoy");
+            ++calls[this.revealDecoy.selector];
         } catch {}
     }
 
@@ -377,8 +424,8 @@ contract InvariantsTest is Base {
         assertEq(sm.totalValidatorStake(), sum, "total validator stake");
     }
 
-    /// @dev Payments: balance == Σ over channels (deposit - redeemed) (redemptions are paid out in
-    ///      the same call), and no channel ever redeemed more than was deposited into it.
+    /// @dev Payments: balance == Σ over channels (deposit - redeemed) + Σ over nodes (earnings +
+    ///      escrow), and no channel ever redeemed more than was deposited into it.
     function invariant_PaymentsHoldsDeposits() public view {
         uint256 sum;
         for (uint256 i; i < 3; ++i) {
@@ -387,6 +434,8 @@ contract InvariantsTest is Base {
                 assertTrue(redeemed <= deposited, "redeemed beyond the channel's deposit");
                 sum += deposited - redeemed;
             }
+            (uint256 earnings, uint256 escrow) = payments.account(handler.nodes(i));
+            sum += earnings + escrow;
         }
         assertEq(address(payments).balance, sum, "payments balance");
     }
@@ -422,6 +471,7 @@ contract InvariantsTest is Base {
             sum += tm.claimable(handler.nodes(i)) + tm.claimable(handler.validators(i)) + tm.claimable(handler.users(i));
             assertEq(sm.getOperator(handler.nodes(i)).frozenCount, open[i], "frozen == open challenges");
         }
+        sum += tm.claimable(handler.decoyUser()); // refunded when a node kept its decoy quiet
         assertEq(address(tm).balance, sum, "tm balance");
     }
 
@@ -460,19 +510,40 @@ contract InvariantHandlerTest is Base {
         assertEq(handler.calls(handler.resolveAvailability.selector), 1, "resolve");
     }
 
-    /// @dev A commit that settles a voucher pays the node in the same call (ghost out), and a
+    /// @dev A commit that settles a voucher credits the node's account (earnings + escrow), and a
     ///      slot is reused once its batch is past retention.
     function test_CommitSettlesAndReusesSlotsThroughTheHandler() public {
         handler.registerNode(0, 2 ether); // nodes[0]
         handler.deposit(0, 0, 1 ether); // users[0] -> nodes[0]
-        uint256 outBefore = handler.ghostOut();
         handler.commitBatch(0, 2, 1 ether, 1 + 6 * 0.5 ether); // slot 0, settles 0.5 ether of users[0]
         assertEq(handler.calls(handler.commitBatch.selector), 1, "commit");
-        assertEq(handler.ghostOut() - outBefore, 0.5 ether, "the node was paid in the commit");
+        (uint256 earnings, uint256 escrow) = payments.account(handler.nodes(0));
+        assertEq(earnings + escrow, 0.5 ether, "the node was credited in the commit");
+        uint256 outBefore = handler.ghostOut();
+        handler.withdrawEarnings(0);
+        assertEq(handler.ghostOut() - outBefore, earnings, "and pulls its earnings");
         handler.commitBatch(0, 2, 1 ether, 0); // slot 0 again: still retained
         assertEq(handler.calls(handler.commitBatch.selector), 1, "a retained slot is refused");
         vm.warp(block.timestamp + tm.BATCH_RETENTION());
         handler.commitBatch(0, 2, 1 ether, 0);
         assertEq(handler.calls(handler.commitBatch.selector), 2, "reused after retention");
+    }
+
+    /// @dev The decoy flow through the handler: a real user's entry is refused, the decoy is paid.
+    function test_DecoyFlowsThroughTheHandler() public {
+        handler.registerNode(0, 2 ether);
+        handler.registerValidator(0, 1 ether);
+        handler.fundEscrow(0, 0, 0.05 ether);
+        handler.commitBatch(0, 2, 0, 0); // entry 0: the decoy account's; entry 1: users[1]
+        handler.warp(1);
+        handler.warp(1); // the seed block is mined and readable
+        handler.challenge(0, 1, 1); // the real entry
+        handler.challenge(0, 1, 0); // the decoy
+        assertEq(handler.calls(handler.challenge.selector), 2, "challenges");
+        handler.revealDecoy(0, 1);
+        assertEq(handler.calls(handler.revealDecoy.selector), 0, "a real user's entry revealed as a decoy");
+        handler.revealDecoy(0, 2);
+        assertEq(handler.calls(handler.revealDecoy.selector), 1, "the decoy");
+        assertTrue(tm.claimable(handler.validators(0)) > tm.CHALLENGE_BOND(), "bond back plus the bounty");
     }
 }

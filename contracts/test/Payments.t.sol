@@ -14,15 +14,29 @@ contract PaymentsTest is Base {
     function test_Constructor_SetsParameters() public view {
         assertEq(payments.WITHDRAWAL_DELAY(), WITHDRAWAL_DELAY);
         assertEq(payments.MAX_REDEEM_BATCH(), MAX_REDEEM_BATCH);
+        assertEq(payments.VERIFICATION_SHARE_BPS(), VERIFICATION_SHARE_BPS);
+        assertEq(payments.DECOY_BOUNTY(), DECOY_BOUNTY);
+        assertEq(payments.DECOY_REBATE_BPS(), DECOY_REBATE_BPS);
     }
 
     function test_RevertWhen_ConstructorParameterInvalid() public {
         vm.expectRevert(Payments.InvalidParameter.selector);
-        new Payments(1, 0);
+        new Payments(1, 0, 2_000, 1, 1);
         vm.expectRevert(Payments.InvalidParameter.selector);
-        new Payments(uint256(type(uint32).max) + 1, 1);
+        new Payments(uint256(type(uint32).max) + 1, 1, 2_000, 1, 1);
         vm.expectRevert(Payments.InvalidParameter.selector);
-        new Payments(0, 1); // the node must have time to redeem before a channel closes
+        new Payments(0, 1, 2_000, 1, 1); // the node must have time to redeem before a channel closes
+        vm.expectRevert(Payments.InvalidParameter.selector);
+        new Payments(1, 1, 0, 1, 1); // nothing would pay verification
+        vm.expectRevert(Payments.InvalidParameter.selector);
+        new Payments(1, 1, 5_001, 1, 1);
+        vm.expectRevert(Payments.InvalidParameter.selector);
+        new Payments(1, 1, 1, 0, 1); // no bounty
+        vm.expectRevert(Payments.InvalidParameter.selector);
+        new Payments(1, 1, 1, 1, 0); // no reason for a node to plant findable decoys
+        vm.expectRevert(Payments.InvalidParameter.selector);
+        new Payments(1, 1, 1, 1, 5_001);
+        new Payments(1, 1, 5_000, 1, 5_000); // the bounds themselves are accepted
     }
 
     function _domainSeparator() internal view returns (bytes32) {
@@ -241,12 +255,14 @@ contract PaymentsTest is Base {
         _deposit(user, 1 ether);
         Voucher memory v = _voucher(user, node, 0.3 ether);
         vm.expectEmit(address(payments));
-        emit Payments.Redeemed(node, 1, 0.3 ether);
+        emit Payments.Redeemed(node, 1, 0.3 ether, 0.06 ether);
         bytes memory sig = _signVoucher(userKey, v);
         vm.prank(node);
         uint256 total = payments.redeem(_pack(v, sig));
         assertEq(total, 0.3 ether);
-        assertEq(node.balance, 0.3 ether, "paid in the same call");
+        (uint256 earnings, uint256 escrow) = payments.account(node);
+        assertEq(earnings, 0.24 ether, "the fee minus the verification share");
+        assertEq(escrow, 0.06 ether, "VERIFICATION_SHARE_BPS of the fee");
         assertEq(_redeemed(user, node), 0.3 ether);
 
         // a later, higher voucher pays only the difference
@@ -255,8 +271,81 @@ contract PaymentsTest is Base {
         vm.prank(node);
         total = payments.redeem(_pack(v, sig2));
         assertEq(total, 0.2 ether);
-        assertEq(node.balance, 0.5 ether);
+        (earnings, escrow) = payments.account(node);
+        assertEq(earnings + escrow, 0.5 ether);
         assertEq(_redeemed(user, node), 0.5 ether);
+
+        // the node pulls its earnings; the escrow stays
+        vm.expectEmit(address(payments));
+        emit Payments.EarningsWithdrawn(node, 0.4 ether);
+        vm.prank(node);
+        payments.withdrawEarnings();
+        assertEq(node.balance, 0.4 ether);
+        (earnings, escrow) = payments.account(node);
+        assertEq(earnings, 0);
+        assertEq(escrow, 0.1 ether);
+        vm.prank(node);
+        vm.expectRevert(Payments.NothingToWithdraw.selector);
+        payments.withdrawEarnings();
+    }
+
+    /// @dev The escrow has no way out but decoy bounties through the TaskManager.
+    function test_RevertWhen_EscrowTakenByAnyoneButTheTaskManager() public {
+        vm.deal(node, 1 ether);
+        vm.prank(node);
+        payments.fundEscrow{value: 1 ether}(node);
+        (, uint256 escrow) = payments.account(node);
+        assertEq(escrow, 1 ether);
+        vm.prank(node);
+        vm.expectRevert(Payments.NothingToWithdraw.selector);
+        payments.withdrawEarnings();
+        for (uint256 i; i < 3; ++i) {
+            address who = i == 0 ? node : i == 1 ? stranger : user;
+            vm.prank(who);
+            vm.expectRevert(Payments.OnlyTaskManager.selector);
+            payments.payBounty(node);
+        }
+        vm.expectRevert(Payments.ZeroAmount.selector);
+        payments.fundEscrow(node);
+        vm.expectRevert(Payments.ZeroAddress.selector);
+        payments.fundEscrow{value: 1}(address(0));
+        assertEq(address(payments).balance, 1 ether);
+    }
+
+    /// @dev A bounty is DECOY_BOUNTY split into the validator's part and the node's rebate, and
+    ///      never more than the escrow holds.
+    function test_PayBounty_SplitsAndIsCappedByEscrow() public {
+        vm.deal(address(this), 1 ether);
+        payments.fundEscrow{value: DECOY_BOUNTY + 0.004 ether}(node);
+        uint256 rebate = DECOY_BOUNTY * DECOY_REBATE_BPS / 10_000;
+        vm.expectEmit(address(payments));
+        emit Payments.BountyPaid(node, DECOY_BOUNTY - rebate, rebate);
+        vm.prank(address(tm));
+        (uint256 bounty, uint256 back) = payments.payBounty(node);
+        assertEq(bounty, DECOY_BOUNTY - rebate);
+        assertEq(back, rebate);
+        assertEq(address(tm).balance, bounty, "the validator's part goes to the TaskManager");
+        (uint256 earnings, uint256 escrow) = payments.account(node);
+        assertEq(earnings, rebate);
+        assertEq(escrow, 0.004 ether);
+        vm.prank(address(tm));
+        (bounty, back) = payments.payBounty(node);
+        assertEq(bounty + back, 0.004 ether, "what is left, not more");
+        vm.prank(address(tm));
+        (bounty, back) = payments.payBounty(node);
+        assertEq(bounty + back, 0, "an empty escrow pays nothing");
+    }
+
+    function testFuzz_RedeemSplitsExactly(uint96 fee) public {
+        vm.assume(fee != 0);
+        _deposit(user, fee);
+        Voucher memory v = _voucher(user, node, fee);
+        bytes memory sig = _signVoucher(userKey, v);
+        vm.prank(node);
+        payments.redeem(_pack(v, sig));
+        (uint256 earnings, uint256 escrow) = payments.account(node);
+        assertEq(earnings + escrow, fee, "no wei created or lost");
+        assertEq(escrow, uint256(fee) * VERIFICATION_SHARE_BPS / 10_000);
     }
 
     function test_Redeem_ManyUsersInOneCall() public {
@@ -270,7 +359,8 @@ contract PaymentsTest is Base {
         sigs[1] = _signVoucher(user2Key, vs[1]);
         vm.prank(node);
         assertEq(payments.redeem(_packAll(vs, sigs)), 0.3 ether);
-        assertEq(node.balance, 0.3 ether);
+        (uint256 earnings, uint256 escrow) = payments.account(node);
+        assertEq(earnings + escrow, 0.3 ether);
         assertEq(_redeemed(user2, node), 0.2 ether);
     }
 
@@ -287,7 +377,7 @@ contract PaymentsTest is Base {
         Voucher memory v = _voucher(user, node, 0.5 ether);
         bytes memory sig = _signVoucher(userKey, v);
         vm.expectEmit(address(payments));
-        emit Payments.Redeemed(node, 1, 0.2 ether);
+        emit Payments.Redeemed(node, 1, 0.2 ether, 0.04 ether);
         vm.prank(node);
         assertEq(payments.redeem(_pack(v, sig)), 0.2 ether);
         assertEq(_redeemed(user, node), 0.2 ether);
@@ -422,16 +512,20 @@ contract PaymentsTest is Base {
         payments.redeem(_packAll(vs, sigs));
     }
 
-    function test_RevertWhen_RedeemPaymentFails() public {
+    /// @dev A node that cannot take ether keeps its earnings (the withdrawal reverts as a whole),
+    ///      and redeeming does not depend on it (nothing is sent in a redemption).
+    function test_RevertWhen_EarningsPaymentFails() public {
         Rejecter r = new Rejecter();
         _depositTo(user, address(r), 1 ether);
         Voucher memory v = _voucher(user, address(r), 0.3 ether);
-        bytes memory data = abi.encodeCall(Payments.redeem, (_pack(v, _signVoucher(userKey, v))));
         r.setRejecting(true);
+        r.call(address(payments), 0, abi.encodeCall(Payments.redeem, (_pack(v, _signVoucher(userKey, v)))));
+        (uint256 earnings,) = payments.account(address(r));
+        assertEq(earnings, 0.24 ether);
         vm.expectRevert(Payments.TransferFailed.selector);
-        r.call(address(payments), 0, data);
-        (, uint256 redeemed) = _channel(user, address(r));
-        assertEq(redeemed, 0, "nothing changed");
+        r.call(address(payments), 0, abi.encodeCall(Payments.withdrawEarnings, ()));
+        (uint256 after_,) = payments.account(address(r));
+        assertEq(after_, 0.24 ether, "nothing changed");
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -462,8 +556,9 @@ contract PaymentsTest is Base {
         (uint256 deposited, uint256 redeemed) = _channel(user, node);
         assertEq(redeemed, totalPaid);
         assertEq(deposited, total);
-        assertEq(node.balance, totalPaid);
-        assertEq(address(payments).balance, deposited - redeemed);
+        (uint256 earnings, uint256 escrow) = payments.account(node);
+        assertEq(earnings + escrow, totalPaid);
+        assertEq(address(payments).balance, deposited - redeemed + earnings + escrow);
     }
 
     function testFuzz_RevertWhen_SignerIsNotUser(uint256 key) public {

@@ -35,7 +35,7 @@ contract TaskManagerTest is Base {
         internal
         returns (TaskManager)
     {
-        return new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), seedDelay, rate, 1, 1, 1, quorum, 1, cr, vr);
+        return new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), seedDelay, rate, 1, 1, 1 ether, quorum, 1, cr, vr);
     }
 
     function test_RevertWhen_ConstructorParameterInvalid() public {
@@ -53,16 +53,20 @@ contract TaskManagerTest is Base {
         _newTm(1, 1, 10_001, 0, 0);
         vm.expectRevert(TaskManager.InvalidParameter.selector);
         _newTm(1, 1, 1, 6_000, 4_001);
+        // The decoy bounty (a Payments parameter, paid from the node's escrow) must be below the bond.
         vm.expectRevert(TaskManager.InvalidParameter.selector);
-        new TaskManager(IServiceManager(address(0)), IPayments(address(payments)), 1, 1, 1, 1, 1, 1, 1, 0, 0);
+        new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), 1, 1, 1, 1, DECOY_BOUNTY, 1, 1, 0, 0);
+        new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), 1, 1, 1, 1, DECOY_BOUNTY + 1, 1, 1, 0, 0);
         vm.expectRevert(TaskManager.InvalidParameter.selector);
-        new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), 1, 1, 0, 1, 1, 1, 1, 0, 0);
+        new TaskManager(IServiceManager(address(0)), IPayments(address(payments)), 1, 1, 1, 1, 1 ether, 1, 1, 0, 0);
         vm.expectRevert(TaskManager.InvalidParameter.selector);
-        new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), 1, 1, 1, 0, 1, 1, 1, 0, 0);
+        new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), 1, 1, 0, 1, 1 ether, 1, 1, 0, 0);
+        vm.expectRevert(TaskManager.InvalidParameter.selector);
+        new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), 1, 1, 1, 0, 1 ether, 1, 1, 0, 0);
         vm.expectRevert(TaskManager.InvalidParameter.selector);
         new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), 1, 1, 1, 1, 0, 1, 1, 0, 0);
         vm.expectRevert(TaskManager.InvalidParameter.selector);
-        new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), 1, 1, 1, 1, 1, 1, 0, 0, 0);
+        new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), 1, 1, 1, 1, 1 ether, 1, 0, 0, 0);
     }
 
     function test_RevertWhen_EthFromOthers() public {
@@ -252,12 +256,13 @@ contract TaskManagerTest is Base {
         vs[1] = _voucher(user2, node, 0.2 ether);
         sigs[0] = _signVoucher(userKey, vs[0]);
         sigs[1] = _signVoucher(user2Key, vs[1]);
-        uint256 before = node.balance;
         vm.expectEmit(address(payments));
-        emit Payments.Redeemed(node, 2, 0.3 ether);
+        emit Payments.Redeemed(node, 2, 0.3 ether, 0.06 ether);
         vm.prank(node);
         tm.commitBatch(0, keccak256("r"), 1, "", _packAll(vs, sigs));
-        assertEq(node.balance - before, 0.3 ether);
+        (uint256 earnings, uint256 escrow) = payments.account(node);
+        assertEq(earnings, 0.24 ether);
+        assertEq(escrow, 0.06 ether);
         // a bad voucher reverts the commit with it (the node retries without it)
         vs[0] = _voucher(user, node, 0.5 ether);
         vm.prank(node);

@@ -51,11 +51,18 @@ def test_redeem_many_then_replay_is_rejected(network: Contracts, actors: Actors)
     node = network.as_account(actors.node).payments
     vouchers = [Voucher(u.address, actors.node.address, 1000 * (i + 1)) for i, u in enumerate(actors.users)]
     sigs = [sign_voucher(v, network.domain, u) for v, u in zip(vouchers, actors.users, strict=True)]
-    balance = network.w3.eth.get_balance(actors.node.address)
+    earnings0, escrow0 = node.node_account(actors.node.address)
     tx = node.redeem(vouchers, sigs)
     assert tx.value == 1000 + 2000 + 3000
+    earnings, escrow = node.node_account(actors.node.address)
+    share = network.params.verification_share_bps
+    assert escrow - escrow0 == 6000 * share // 10_000, "the verification share goes to the escrow"
+    assert earnings - earnings0 == 6000 - 6000 * share // 10_000, "the rest to the node's earnings"
+    balance = network.w3.eth.get_balance(actors.node.address)
+    tx = node.withdraw_earnings()
     fee = tx.gas_used * int(tx.receipt["effectiveGasPrice"])
-    assert network.w3.eth.get_balance(actors.node.address) == balance - fee + 6000, "paid in the call"
+    assert network.w3.eth.get_balance(actors.node.address) == balance - fee + earnings, "pulled"
+    assert node.node_account(actors.node.address) == (0, escrow), "the escrow stays"
     assert node.redeemed(actors.users[1].address, actors.node.address) == 2000
     assert node.channel(actors.users[0].address, actors.node.address).balance == USER_DEPOSIT - 1000
 

@@ -9,12 +9,19 @@ is capped by what is left of the slash), so the check is conservative.
 
 Two more incentives are checked from the same parameters: a challenger earns more than its bond
 when right (it is worth checking), and a false accusation costs the bond (it is not free).
+
+And validator pay, in an honest network too (the verifier's dilemma): the verification share of
+the fees pays for at least one check of every receipt at the measured verification cost, blind
+challenges lose, and a node gains from planting decoys validators can find.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import pytest
 from supernet.sdk.chain import Contracts, ProtocolParams
@@ -93,3 +100,92 @@ def test_margin_is_tight_enough_to_catch_a_bad_setting() -> None:
     )
     with pytest.raises(AssertionError):
         check(bad)
+
+
+# -- paying validators (docs/security-parameters.md "Paying validators") ---------------------------
+
+VERIFICATION = Path(__file__).parents[2] / "docs" / "benchmarks" / "verification.json"
+GAS_PRICE_WEI = 10 * 10**9
+"""The gas price the inequalities are checked at (10 gwei; the devnet runs at about 1)."""
+CHALLENGE_GAS = 250_000
+"""A challenge transaction (proof, receipt, evidence CID), rounded up from the devnet's ~190k."""
+DECOY_GAS = 100_000
+"""What a decoy costs its node beyond the task: the funding transfer (21k), the decoy account's
+deposit (about 50k on a new channel) and its voucher's share of a settlement (about 11k)."""
+
+
+@dataclass(frozen=True)
+class ValidatorPay:
+    """The parameters of validator pay, as the contracts report them, and the measured cost ratio."""
+
+    share: float  # s: VERIFICATION_SHARE_BPS, of every fee, into the node's escrow
+    bounty: int  # B_d: DECOY_BOUNTY, taken from the escrow per found decoy
+    rebate: float  # e: DECOY_REBATE_BPS, of B_d, back to the node
+    bond: int  # B: CHALLENGE_BOND
+    rho: float  # verify_cost_ratio: a validator's compute per check / the node's per task
+
+    @classmethod
+    def read(cls, c: Contracts, rho: float) -> ValidatorPay:
+        pay = c.payments
+        return cls(
+            share=int(pay.call("VERIFICATION_SHARE_BPS")) / 10_000,
+            bounty=pay.decoy_bounty(),
+            rebate=int(pay.call("DECOY_REBATE_BPS")) / 10_000,
+            bond=c.task_manager.challenge_bond(),
+            rho=rho,
+        )
+
+    @property
+    def finder_keeps(self) -> float:
+        """h: the part of a bounty a finder keeps after its challenge's gas."""
+        return ((1 - self.rebate) * self.bounty - CHALLENGE_GAS * GAS_PRICE_WEI) / self.bounty
+
+    @property
+    def checks_paid_per_receipt(self) -> float:
+        """N* = s·h/rho: the checks of each receipt that fees pay for (validators join until the
+        k validators' k·q checks per receipt reach it)."""
+        return self.share * self.finder_keeps / self.rho
+
+    @property
+    def found_in_equilibrium(self) -> float:
+        """P = 1 - exp(-N*): the chance a receipt (a decoy, or a cheat) is checked at least once."""
+        return 1 - math.exp(-self.checks_paid_per_receipt)
+
+
+def check_validator_pay(v: ValidatorPay) -> None:
+    # (V1) Checking pays: the fees pay for at least one check of every receipt.
+    assert v.checks_paid_per_receipt >= 1, v
+    # (V2) Challenging blindly loses: with any share d of decoys below one half, d·(1-e)·B_d <
+    # (1-d)·B, so guessing costs more bonds than it wins bounties.
+    d = 0.5
+    assert d * (1 - v.rebate) * v.bounty < (1 - d) * v.bond, v
+    # (V3) The node plants decoys that can be found: its rebate on a found decoy beats the decoy's
+    # cost (its escrow is spent either way).
+    assert v.rebate * v.bounty * v.found_in_equilibrium > MARGIN * DECOY_GAS * GAS_PRICE_WEI, v
+
+
+def measured_rho() -> float:
+    return float(json.loads(VERIFICATION.read_text())["verify_cost_ratio"])
+
+
+def test_default_parameters_pay_validators_for_checking(default_deployment: Contracts) -> None:
+    v = ValidatorPay.read(default_deployment, measured_rho())
+    assert (v.share, v.rebate, v.bounty) == (0.2, 0.1, ETHER // 20)  # the documented defaults
+    check_validator_pay(v)
+
+
+def test_devnet_parameters_pay_validators_for_checking(deployed: Contracts) -> None:
+    check_validator_pay(ValidatorPay.read(deployed, measured_rho()))
+
+
+def test_validator_pay_checks_catch_bad_settings() -> None:
+    good = ValidatorPay(share=0.2, bounty=ETHER // 20, rebate=0.1, bond=ETHER // 10, rho=0.135)
+    check_validator_pay(good)
+    for bad in (
+        replace(good, share=0.05),  # fees pay for a third of a check per receipt
+        replace(good, rho=0.5),  # checking costs half of running
+        replace(good, bounty=ETHER // 2, bond=ETHER // 10),  # blind challenges would pay
+        replace(good, rebate=0.001),  # a node gains nothing from decoys being found
+    ):
+        with pytest.raises(AssertionError):
+            check_validator_pay(bad)

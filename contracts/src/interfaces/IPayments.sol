@@ -2,9 +2,22 @@
 pragma solidity 0.8.37;
 
 /// @title IPayments
-/// @notice The part of Payments that the TaskManager calls when a node commits a batch.
+/// @notice The part of Payments that the TaskManager calls: settlement when a node commits a
+///         batch, and decoy bounties from a node's verification escrow.
 interface IPayments {
-    /// @notice Redeems packed vouchers of channels to `node` and pays `node`. Only the TaskManager.
-    /// @return total Wei paid to `node`.
+    /// @notice Redeems packed vouchers of channels to `node` into its account. Only the TaskManager.
+    /// @return total Wei redeemed (earnings plus the escrow share).
     function settle(address node, bytes calldata vouchers) external returns (uint256 total);
+
+    /// @notice Pays a decoy bounty from `node`'s escrow: the bounty to the TaskManager (for the
+    ///         validator), the rebate to `node`'s earnings. Only the TaskManager.
+    /// @return bounty Wei sent to the TaskManager.
+    /// @return rebate Wei credited to the node.
+    function payBounty(address node) external returns (uint256 bounty, uint256 rebate);
+
+    /// @notice What one found decoy takes from its node's escrow (bounty plus rebate).
+    function DECOY_BOUNTY() external view returns (uint256);
+
+    /// @notice EIP-712 digest of `Decoy(node, requestHash)` in the protocol's domain.
+    function hashDecoy(address node, bytes32 requestHash) external view returns (bytes32);
 }

@@ -23,6 +23,7 @@ abstract contract Base is Test {
     // Payments
     uint256 internal constant WITHDRAWAL_DELAY = 1 days;
     uint256 internal constant MAX_REDEEM_BATCH = 256;
+    uint256 internal constant VERIFICATION_SHARE_BPS = 2_000;
     // TaskManager
     uint256 internal constant SEED_DELAY_BLOCKS = 2;
     uint256 internal constant SAMPLE_RATE_PPM = 100_000;
@@ -33,6 +34,8 @@ abstract contract Base is Test {
     uint256 internal constant SLASH_AMOUNT = 1 ether;
     uint256 internal constant CHALLENGER_REWARD_BPS = 2_000;
     uint256 internal constant VOTER_REWARD_BPS = 2_000;
+    uint256 internal constant DECOY_BOUNTY = 0.05 ether;
+    uint256 internal constant DECOY_REBATE_BPS = 1_000;
 
     address internal constant BURN = 0x000000000000000000000000000000000000dEaD;
 
@@ -79,7 +82,7 @@ abstract contract Base is Test {
     function _deploy() internal {
         sm = new ServiceManager(MIN_NODE_STAKE, MIN_VALIDATOR_STAKE, UNBONDING_PERIOD, MAX_MODELS);
         registry = new ModelRegistry();
-        payments = new Payments(WITHDRAWAL_DELAY, MAX_REDEEM_BATCH);
+        payments = new Payments(WITHDRAWAL_DELAY, MAX_REDEEM_BATCH, VERIFICATION_SHARE_BPS, DECOY_BOUNTY, DECOY_REBATE_BPS);
         tm = new TaskManager(
             IServiceManager(address(sm)),
             IPayments(address(payments)),
@@ -105,7 +108,7 @@ abstract contract Base is Test {
     /// @dev The devnet parameters with another unbonding period (seconds).
     function _deployDevnet(uint256 unbondingPeriod) internal {
         sm = new ServiceManager(MIN_NODE_STAKE, MIN_VALIDATOR_STAKE, unbondingPeriod, MAX_MODELS);
-        payments = new Payments(60, MAX_REDEEM_BATCH);
+        payments = new Payments(60, MAX_REDEEM_BATCH, VERIFICATION_SHARE_BPS, DECOY_BOUNTY, DECOY_REBATE_BPS);
         tm = new TaskManager(
             IServiceManager(address(sm)),
             IPayments(address(payments)),

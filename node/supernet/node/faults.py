@@ -127,6 +127,9 @@ class FaultInjector:
 
     specs: Mapping[FaultKind, float] = field(default_factory=dict)
     seed: int = 0
+    decoys: set[str] = field(default_factory=set)
+    """Task ids of the node's own decoys (`supernet.node.service.decoys`): ``tokens`` always fires
+    on their LLM calls, whatever the specs say."""
 
     @classmethod
     def from_cli(cls, values: Iterable[str], seed: int = 0) -> FaultInjector:
@@ -140,6 +143,8 @@ class FaultInjector:
 
     def fires(self, kind: FaultKind, key: str) -> bool:
         """Whether ``kind`` fires for ``key`` (a pure function of seed, kind and key)."""
+        if kind is FaultKind.TOKENS and key.partition(":")[0] in self.decoys:
+            return True
         rate = self.specs.get(kind, 0.0)
         if rate <= 0.0:
             return False

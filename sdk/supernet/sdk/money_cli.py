@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from eth_utils import to_checksum_address
@@ -179,15 +179,25 @@ def add_operator_commands(group: typer.Typer, role: str, key_env: str) -> None:
     """Add ``earnings``/``rewards``, ``withdraw``/``claim``, ``unbond`` and ``deregister`` to the
     ``node`` or ``validator`` group; keys come from ``key_env`` or a key file or keystore."""
     OpKey = Annotated[str, key_option(key_env, f"The {role}'s")]
-    # Fees reach a node in the transaction that redeems them (Payments pays the caller), so what
-    # is left to withdraw is, for both roles, what the dispute contract owes: bonds, rewards.
+    # A node's redeemed fees wait in its Payments account (earnings; the verification share sits
+    # in its escrow, which only decoy bounties spend); bonds and rewards of disputes wait in the
+    # TaskManager. A validator has only the latter.
     view_name, take_name = ("earnings", "withdraw") if role == "node" else ("rewards", "claim")
 
-    def pending(c: Contracts, who: str) -> int:
-        return int(c.task_manager.call("claimable", who))
+    def owed(c: Contracts, who: str) -> tuple[int, int]:
+        """(Payments earnings, TaskManager claimable)."""
+        fees = c.payments.node_account(who)[0] if role == "node" else 0
+        return fees, int(c.task_manager.call("claimable", who))
 
-    def take(c: Contracts) -> Any:
-        return c.task_manager.withdraw()
+    def pending(c: Contracts, who: str) -> int:
+        return sum(owed(c, who))
+
+    def take(c: Contracts, who: str) -> None:
+        fees, claimable = owed(c, who)
+        if fees:
+            c.payments.withdraw_earnings()
+        if claimable:
+            c.task_manager.withdraw()
 
     def status(
         rpc: Rpc = "http://127.0.0.1:8545",
@@ -210,6 +220,11 @@ def add_operator_commands(group: typer.Typer, role: str, key_env: str) -> None:
             if op.locked_until > now:
                 typer.echo(f"  locked by open work until {_when(op.locked_until, now)}")
             typer.echo(f"  {view_name}: {format_amount(pending(c, who))} to withdraw")
+            if role == "node":
+                fees, disputes = owed(c, who)
+                escrow = c.payments.node_account(who)[1]
+                typer.echo(f"    fees {format_amount(fees)}, disputes {format_amount(disputes)}")
+                typer.echo(f"  verification escrow {format_amount(escrow)} (paid out only as decoy bounties)")
 
     status.__doc__ = f"Stake, unbonding, slashes, and the {view_name} you can withdraw."
 
@@ -225,10 +240,10 @@ def add_operator_commands(group: typer.Typer, role: str, key_env: str) -> None:
             c = connect(rpc, deployment, (key, key_file, keystore, password_file))
             who = c.account.address if c.account else ""
             op, now, done = c.service_manager.get_operator(who), _chain_time(c), False
-            owed = pending(c, who)
-            if owed:
-                take(c)
-                typer.echo(f"withdrew {format_amount(owed)} of {view_name}")
+            total = pending(c, who)
+            if total:
+                take(c, who)
+                typer.echo(f"withdrew {format_amount(total)} of {view_name}")
                 done = True
             if op.unbonding and now >= max(op.unbonding_ready_at, op.locked_until):
                 c.service_manager.withdraw_unbonded()

@@ -255,7 +255,7 @@ class TaskManagerClient:
         """The on-chain state of a challenge."""
         c = self.binding.call("challenges", challenge_id)
         return ChallengeView(
-            challenge_id, int(c[0]), c[1], int(c[3]), ChallengeStatus(int(c[4])), c[5], bytes(c[8])
+            challenge_id, int(c[0]), c[1], int(c[3]), ChallengeStatus(int(c[4])), c[5], bytes(c[9])
         )
 
     def has_voted(self, challenge_id: int, validator: str) -> bool:

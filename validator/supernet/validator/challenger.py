@@ -266,6 +266,10 @@ class Disputes:
                 if view.status == ChallengeStatus.OPEN:
                     continue
                 fraud = view.status == ChallengeStatus.FRAUD
+                if view.status == ChallengeStatus.DECOY:
+                    # The node showed the receipt was one of its decoys: the challenger's bond came
+                    # back with the bounty (when it was sampled); nobody was slashed.
+                    log.warning("challenge %d: a decoy of node %s, bounty paid", row.challenge_id, view.node)
             self.db.set_challenge_status(row.challenge_id, "resolved", fraud)
             self._emit("resolved", {"challenge_id": row.challenge_id, "fraud": fraud})
         claimed = False

@@ -64,6 +64,8 @@ async def build_node(
             settings.chain.rpc_url, Deployment.load(settings.chain.deployment), account
         )
         chain = Web3Chain(contracts, account, settings.pricing.price_per_token_wei)
+    if faults is None and chain is not None and settings.decoys.enabled:
+        faults = FaultInjector()  # no fault of its own: it only corrupts the node's decoys
     executor = await KernelExecutor.create(settings, store, faults)
     res.closers.append(executor.close)
     service = NodeService(

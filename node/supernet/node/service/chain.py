@@ -17,9 +17,10 @@ from typing import Any, cast
 from eth_account.signers.local import LocalAccount
 from supernet.node.service.ports import CommitPending, SignedCommit, SignedVoucher
 from supernet.sdk.chain import Contracts, Voucher
-from supernet.sdk.chain.bindings import reverts_as
+from supernet.sdk.chain.bindings import reverts_as, send_ether
 from supernet.sdk.chain.eip712 import Domain
 from supernet.sdk.chain.payments import Channel, pack_vouchers
+from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.chain.registry import Role
 from web3.exceptions import TimeExhausted, TransactionNotFound, Web3RPCError
 
@@ -31,6 +32,12 @@ GAS_HEADROOM = 1.3
 RESERVED_SLOTS = 16
 """Batch slots a node reserves when it registers (``TaskManager.reserveSlots``, 22,100 gas each,
 once): its first commits then rewrite existing words. More are created as needed."""
+
+
+ACCOUNT_OPENING_WEI = 1
+"""Put into a new node's verification escrow when it registers: its Payments account slot
+(earnings | escrow) then exists, so every settlement rewrites it (5,000 gas) instead of the first
+one creating it (22,100), as reserved batch slots do for commits."""
 
 
 class BatchSlots:
@@ -218,6 +225,30 @@ class Web3Chain:
         typed = [Voucher(user=v.user, node=node, cumulative_amount=v.cumulative_amount) for v in vouchers]
         return typed, [v.signature for v in vouchers]
 
+    # -- decoys (docs/security-parameters.md "Paying validators") -------------------------------
+
+    async def account_balances(self) -> tuple[int, int]:
+        """This node's (earnings, verification escrow) in Payments."""
+        return await asyncio.to_thread(self.contracts.payments.node_account, self.account.address)
+
+    async def fund_escrow(self, amount: int) -> None:
+        """Add ``amount`` wei of the node's ether to its verification escrow."""
+        async with self._tx_lock:
+            await asyncio.to_thread(self.contracts.payments.fund_escrow, self.account.address, amount)
+
+    async def send_ether(self, to: str, amount: int) -> None:
+        """A plain transfer from the node's account (it funds its decoy accounts)."""
+        async with self._tx_lock:
+            await asyncio.to_thread(send_ether, self.contracts.w3, self.account, to, amount)
+
+    async def reveal_decoy(self, challenge_id: int, receipt: Receipt, signature: bytes) -> str:
+        """``TaskManager.revealDecoy``: the challenged receipt is a decoy of ours."""
+        async with self._tx_lock:
+            result = await asyncio.to_thread(
+                self.contracts.task_manager.reveal_decoy, challenge_id, receipt, signature
+            )
+        return result.tx_hash
+
     async def ensure_registered(self, endpoint: str, model_ids: Sequence[str], stake_wei: int) -> None:
         """Register with ``stake_wei`` (at least the minimum), or top the stake up and sync the
         endpoint, models and price of an existing registration."""
@@ -233,6 +264,8 @@ class Web3Chain:
                 if op.role == Role.NONE:  # a new node (not one registering again): set its batch slots up
                     self.contracts.task_manager.reserve_slots(0, RESERVED_SLOTS)
                     self._slots = None
+                    # ... and its Payments account: a first settlement then rewrites the slot.
+                    self.contracts.payments.fund_escrow(self.account.address, ACCOUNT_OPENING_WEI)
                 return
             view = sm.get_node(self.account.address)
             if op.stake < stake_wei:

@@ -252,6 +252,21 @@ class RedeemSettings(BaseModel):
     )
 
 
+class DecoySettings(BaseModel):
+    """Decoys: the node's way of paying the validators who check it (docs/security-parameters.md
+    "Paying validators"; `supernet.node.service.decoys`). Only on a chain."""
+
+    enabled: bool = Field(default=True, description="Plant decoys (the escrow is spent either way).")
+    share: float = Field(default=0.02, gt=0, le=0.5, description="At most this fraction of tasks are decoys.")
+    escrow_wei: int = Field(
+        default=0, ge=0, description="Fund the verification escrow up to this on start (fees also fill it)."
+    )
+    inputs: list[str] = Field(
+        default_factory=list, description="Decoy inputs (default: the node's recent inputs, then built-ins)."
+    )
+    interval_s: float = Field(default=5.0, gt=0, description="Seconds between planting and revealing steps.")
+
+
 class McpServerSettings(BaseModel):
     """One MCP server whose tools the node offers (``[[mcp.servers]]``; docs/node.md)."""
 
@@ -361,6 +376,7 @@ class NodeSettings(BaseSettings):
     pricing: PricingSettings = Field(default_factory=PricingSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
     redeem: RedeemSettings = Field(default_factory=RedeemSettings)
+    decoys: DecoySettings = Field(default_factory=DecoySettings)
     mcp: McpSettings = Field(default_factory=McpSettings)
     access: AccessSettings = Field(default_factory=AccessSettings)
 

@@ -51,6 +51,9 @@ CREATE TABLE IF NOT EXISTS receipts (
 CREATE INDEX IF NOT EXISTS receipts_pending ON receipts(batch_id, created_at);
 CREATE TABLE IF NOT EXISTS redemptions (
     user TEXT PRIMARY KEY, redeemed TEXT NOT NULL, tx_hash TEXT, updated_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS decoys (
+    task_id TEXT PRIMARY KEY, account_index INTEGER NOT NULL, signature TEXT NOT NULL,
+    planted_at REAL NOT NULL, revealed_challenge INTEGER);
 CREATE TABLE IF NOT EXISTS audit (
     task_id TEXT NOT NULL, seq INTEGER NOT NULL, time REAL NOT NULL, agent TEXT NOT NULL,
     user TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL, allowed INTEGER NOT NULL,
@@ -175,6 +178,44 @@ class Database:
         """Number of tasks per status (for metrics)."""
         rows = self._all("SELECT status, COUNT(*) AS n FROM tasks GROUP BY status")
         return {r["status"]: int(r["n"]) for r in rows}
+
+    def task_count(self) -> int:
+        """Number of tasks ever admitted (decoys included)."""
+        return int(self._all("SELECT COUNT(*) AS n FROM tasks")[0]["n"])
+
+    def recent_inputs(self, limit: int, exclude_users: Sequence[str] = ()) -> list[str]:
+        """Inputs of the latest finished tasks of agent ``chat``, newest first."""
+        marks = ",".join("?" * len(exclude_users)) or "''"
+        rows = self._all(
+            f"SELECT input FROM tasks WHERE status = ? AND agent = 'chat' AND lower(user) NOT IN ({marks}) "
+            "ORDER BY created_at DESC LIMIT ?",
+            (TaskStatus.DONE.value, *exclude_users, limit),
+        )
+        return [str(r["input"]) for r in rows]
+
+    # ---------------------------------------------------------------- decoys
+
+    def insert_decoy(self, task_id: str, account_index: int, signature: str, planted_at: float) -> None:
+        """Record a decoy (before its task is sent: a crash never loses the means to reveal it)."""
+        with self._db.transaction() as c:
+            c.execute(
+                "INSERT INTO decoys (task_id, account_index, signature, planted_at) VALUES (?, ?, ?, ?)",
+                (task_id, account_index, signature, planted_at),
+            )
+
+    def decoys(self) -> list[sqlite3.Row]:
+        """Every decoy planted, oldest first."""
+        return self._all("SELECT * FROM decoys ORDER BY planted_at")
+
+    def decoy(self, task_id: str) -> sqlite3.Row | None:
+        """The decoy record of ``task_id`` (None: not a decoy)."""
+        rows = self._all("SELECT * FROM decoys WHERE task_id = ?", (task_id,))
+        return rows[0] if rows else None
+
+    def mark_decoy_revealed(self, task_id: str, challenge_id: int) -> None:
+        """Record that ``task_id`` was shown a decoy in challenge ``challenge_id``."""
+        with self._db.transaction() as c:
+            c.execute("UPDATE decoys SET revealed_challenge = ? WHERE task_id = ?", (challenge_id, task_id))
 
     # ---------------------------------------------------------------- access audit
 

@@ -27,6 +27,7 @@ from supernet.node.service.batcher import Batcher, DagStore
 from supernet.node.service.chain import Web3Chain
 from supernet.node.service.config import NodeSettings
 from supernet.node.service.db import Database
+from supernet.node.service.decoys import DecoyPlanter
 from supernet.node.service.deps import NodeContext
 from supernet.node.service.ports import ChainPort, Executor
 from supernet.node.service.redeemer import Redeemer, RedeemPolicy
@@ -65,6 +66,7 @@ class NodeService:
         self.batcher: Batcher | None = None
         self.redeemer: Redeemer | None = None
         self.availability: AvailabilityResponder | None = None
+        self.decoys: DecoyPlanter | None = None
         self._server: uvicorn.Server | None = None
         self._stopped = asyncio.Event()
 
@@ -120,6 +122,20 @@ class NodeService:
                 self.account.address,
                 self.chain.contracts.deployment.deploy_block,
             )
+            if s.decoys.enabled and self.faults is not None:
+                self.decoys = DecoyPlanter(
+                    db,
+                    self.chain,
+                    self.faults,
+                    self.account,
+                    s.api.endpoint(),
+                    s.data_dir / "decoys",
+                    share=s.decoys.share,
+                    escrow_wei=s.decoys.escrow_wei,
+                    inputs=s.decoys.inputs,
+                    interval_s=s.decoys.interval_s,
+                )
+                await self.decoys.setup()
         resumed = worker.resume()
         if resumed:
             log.info("resumed %d unfinished tasks", len(resumed))
@@ -140,6 +156,8 @@ class NodeService:
             services.append(self.redeemer.run_forever())
         if self.availability is not None:
             services.append(self.availability.run_forever())
+        if self.decoys is not None:
+            services.append(self.decoys.run_forever())
         tasks: list[asyncio.Task[object]] = [asyncio.create_task(s) for s in services]
         stop_wait = asyncio.create_task(self._stopped.wait())
         await asyncio.wait([*tasks, stop_wait], return_when=asyncio.FIRST_COMPLETED)
@@ -165,6 +183,8 @@ class NodeService:
             self.redeemer.stop()
         if self.availability is not None:
             self.availability.stop()
+        if self.decoys is not None:
+            self.decoys.stop()
         if self._server is not None:
             self._server.should_exit = True
         self._stopped.set()

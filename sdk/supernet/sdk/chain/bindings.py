@@ -154,6 +154,25 @@ def send(
     return receipt
 
 
+def send_ether(w3: Web3, account: LocalAccount, to: str, amount: int) -> TxReceipt:
+    """Send ``amount`` wei from ``account`` to ``to`` (a plain transfer) and wait for it."""
+    tx: TxParams = {
+        "from": account.address,
+        "to": Web3.to_checksum_address(to),
+        "value": Wei(amount),
+        "nonce": w3.eth.get_transaction_count(account.address, "pending"),
+        "chainId": w3.eth.chain_id,
+        "gas": 21_000,
+        "gasPrice": w3.eth.gas_price,
+    }
+    signed = account.sign_transaction(dict(tx))  # type: ignore[arg-type]
+    tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
+    receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120, poll_latency=0.05)
+    if receipt["status"] != 1:
+        raise TransactionFailed(f"transfer of {amount} wei to {to} failed", tx_hash.hex())
+    return receipt
+
+
 class Binding:
     """One deployed contract, bound to a client and (optionally) a signing account.
 

@@ -14,6 +14,7 @@ from supernet.sdk.chain.errors import ContractError
 
 __all__ = [
     "BY_SELECTOR",
+    "AccountOverflow",
     "AccusedCannotVote",
     "AlreadyAnswered",
     "AlreadyRegistered",
@@ -43,9 +44,11 @@ __all__ = [
     "MalformedVouchers",
     "ModelAlreadyRegistered",
     "NoWithdrawalRequested",
+    "NotADecoy",
     "NotANode",
     "NotActiveNode",
     "NotActiveValidator",
+    "NotChallengedReceipt",
     "NotFrozen",
     "NotRegistered",
     "NotWinningVoter",
@@ -83,6 +86,16 @@ __all__ = [
     "ZeroAddress",
     "ZeroAmount",
 ]
+
+
+class AccountOverflow(ContractError):
+    """``AccountOverflow()``, declared by Payments."""
+
+    error_name = "AccountOverflow"
+    signature = "AccountOverflow()"
+    selector = bytes.fromhex("50ab072a")
+    arg_names = ()
+    arg_types = ()
 
 
 class AccusedCannotVote(ContractError):
@@ -397,6 +410,16 @@ class NoWithdrawalRequested(ContractError):
     arg_types = ()
 
 
+class NotADecoy(ContractError):
+    """``NotADecoy()``, declared by TaskManager."""
+
+    error_name = "NotADecoy"
+    signature = "NotADecoy()"
+    selector = bytes.fromhex("0198c40e")
+    arg_names = ()
+    arg_types = ()
+
+
 class NotANode(ContractError):
     """``NotANode()``, declared by ServiceManager."""
 
@@ -425,6 +448,18 @@ class NotActiveValidator(ContractError):
     selector = bytes.fromhex("98a8cbb0")
     arg_names = ()
     arg_types = ()
+
+
+class NotChallengedReceipt(ContractError):
+    """``NotChallengedReceipt(bytes32,bytes32)``, declared by TaskManager."""
+
+    error_name = "NotChallengedReceipt"
+    signature = "NotChallengedReceipt(bytes32,bytes32)"
+    selector = bytes.fromhex("89cce1c9")
+    arg_names = ("expected", "given")
+    arg_types = ("bytes32", "bytes32")
+    expected: bytes
+    given: bytes
 
 
 class NotFrozen(ContractError):
@@ -816,6 +851,7 @@ class ZeroAmount(ContractError):
 
 
 BY_SELECTOR: dict[bytes, type[ContractError]] = {
+    AccountOverflow.selector: AccountOverflow,
     AccusedCannotVote.selector: AccusedCannotVote,
     AlreadyAnswered.selector: AlreadyAnswered,
     AlreadyRegistered.selector: AlreadyRegistered,
@@ -845,9 +881,11 @@ BY_SELECTOR: dict[bytes, type[ContractError]] = {
     MalformedVouchers.selector: MalformedVouchers,
     ModelAlreadyRegistered.selector: ModelAlreadyRegistered,
     NoWithdrawalRequested.selector: NoWithdrawalRequested,
+    NotADecoy.selector: NotADecoy,
     NotANode.selector: NotANode,
     NotActiveNode.selector: NotActiveNode,
     NotActiveValidator.selector: NotActiveValidator,
+    NotChallengedReceipt.selector: NotChallengedReceipt,
     NotFrozen.selector: NotFrozen,
     NotRegistered.selector: NotRegistered,
     NotWinningVoter.selector: NotWinningVoter,

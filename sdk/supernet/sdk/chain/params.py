@@ -30,6 +30,9 @@ class ProtocolParams:
     # Payments
     withdrawal_delay: int = 1 * DAY
     max_redeem_batch: int = 256
+    verification_share_bps: int = 2_000
+    decoy_bounty: int = ETHER // 20
+    decoy_rebate_bps: int = 1_000
     # TaskManager
     seed_delay_blocks: int = 2
     sample_rate_ppm: int = 100_000
@@ -59,7 +62,13 @@ class ProtocolParams:
 
     def payments_args(self) -> list[int]:
         """Payments' constructor arguments, in order."""
-        return [self.withdrawal_delay, self.max_redeem_batch]
+        return [
+            self.withdrawal_delay,
+            self.max_redeem_batch,
+            self.verification_share_bps,
+            self.decoy_bounty,
+            self.decoy_rebate_bps,
+        ]
 
     def task_manager_args(self) -> list[int]:
         """TaskManager's constructor arguments after the ServiceManager address, in order."""

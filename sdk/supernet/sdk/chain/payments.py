@@ -114,8 +114,8 @@ class Payments(Binding):
     # -- node side -----------------------------------------------------------------------------
 
     def redeem(self, vouchers: Sequence[Voucher], signatures: Sequence[bytes]) -> TxResult:
-        """Redeem signed vouchers addressed to the bound account, in one transaction; the
-        contract pays the total to the bound account in the same call.
+        """Redeem signed vouchers addressed to the bound account, in one transaction, into the
+        bound account's earnings (less the verification share, which goes to its escrow).
 
         Args:
             vouchers: cumulative vouchers, each naming the bound account as ``node``
@@ -123,11 +123,33 @@ class Payments(Binding):
             signatures: each voucher's 65-byte signature by its user (same order and length).
 
         Returns:
-            The transaction; ``value`` is the total wei paid.
+            The transaction; ``value`` is the total wei redeemed (earnings plus escrow share).
         """
         tx = self.transact("redeem", pack_vouchers(vouchers, signatures))
         paid = sum(int(e["args"]["total"]) for e in self.events(tx, "Redeemed"))
         return TxResult(tx.receipt, paid)
+
+    def withdraw_earnings(self) -> TxResult:
+        """Pay the bound node its earnings (its escrow stays)."""
+        return self.transact("withdrawEarnings")
+
+    def fund_escrow(self, node: str, amount: int) -> TxResult:
+        """Add ``amount`` wei to ``node``'s verification escrow (it only leaves as decoy bounties)."""
+        return self.transact("fundEscrow", node, value=amount)
+
+    def node_account(self, node: str) -> tuple[int, int]:
+        """``node``'s (earnings, escrow) in wei."""
+        earnings, escrow = self.call("account", node)
+        return int(earnings), int(escrow)
+
+    def hash_decoy(self, node: str, request_hash: bytes) -> bytes:
+        """The EIP-712 digest a decoy account signs to declare task ``request_hash`` of
+        ``node`` a decoy."""
+        return bytes(self.call("hashDecoy", node, request_hash))
+
+    def decoy_bounty(self) -> int:
+        """What one found decoy takes from its node's escrow (bounty plus rebate)."""
+        return int(self.call("DECOY_BOUNTY"))
 
     # -- views ---------------------------------------------------------------------------------
 

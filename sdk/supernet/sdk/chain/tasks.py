@@ -29,6 +29,7 @@ class ChallengeStatus(IntEnum):
     OPEN = 1
     FRAUD = 2
     NOT_FRAUD = 3
+    DECOY = 4  # its node showed the receipt was a decoy it planted: bounty, no slash
 
 
 class AvailabilityStatus(IntEnum):
@@ -130,6 +131,7 @@ class Challenge:
     vote_deadline: int
     status: ChallengeStatus
     node: str
+    sampled: bool  # the challenger was sampled for the receipt (decoy bounties need it)
     user: str
     fee: int
     leaf: bytes
@@ -303,6 +305,11 @@ class TaskManager(Binding):
         tx = self.transact("claimVoteReward", challenge_id)
         return TxResult(tx.receipt, int(self.events(tx, "VoteRewardClaimed")[0]["args"]["amount"]))
 
+    def reveal_decoy(self, challenge_id: int, receipt: Receipt, signature: bytes) -> TxResult:
+        """Show that a challenged receipt was a decoy the node planted, with the receipt's user's
+        EIP-712 ``Decoy(node, requestHash)`` signature (see `Payments.hash_decoy`)."""
+        return self.transact("revealDecoy", challenge_id, receipt.as_tuple(), signature)
+
     def withdraw(self) -> TxResult:
         """Pull the bound account's ``claimable`` balance (bonds, rewards, refunds)."""
         return self.transact("withdraw")
@@ -360,7 +367,7 @@ class TaskManager(Binding):
         """A challenge (raises ``UnknownChallenge``)."""
         f = list(self.call("challenges", challenge_id))
         f[4] = ChallengeStatus(f[4])
-        f[8] = bytes(f[8])
+        f[9] = bytes(f[9])
         return Challenge(*f)
 
     def get_vote(self, challenge_id: int, validator: str) -> Vote:

@@ -360,6 +360,17 @@ class Client:
             return p
         raise ClientError("no node could be reached: " + "; ".join(problems))
 
+    async def send(self, p: PreparedTask) -> None:
+        """Send a task made with :meth:`prepare` to its node and record it accepted.
+
+        Raises:
+            ClientError: the node refused it (nothing was stored or billed) or answered another id.
+        """
+        created = await self._send(p)
+        if created["id"] != p.task_id:
+            raise ClientError(f"node answered task id {created['id']}, expected {p.task_id}")
+        self.accepted(p)
+
     async def _send(self, p: PreparedTask) -> Any:
         try:
             return await self._post(p.node.url.rstrip("/") + "/v1/tasks", p.task_body())

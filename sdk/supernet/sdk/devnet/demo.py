@@ -196,6 +196,9 @@ def _run(
             f'[store]\nurl = "{store_url}"\n'
             f'[engine]\nmodel = "{cfg.model}"\nmax_new_tokens = {cfg.max_new_tokens}\n'
             "[batch]\nmax_size = 4\nmax_age_s = 2.0\n[redeem]\ninterval_s = 10.0\nmin_amount_wei = 1\n"
+            # Decoys pay the validators who check (docs/security-parameters.md): a few in a short
+            # demo, from an escrow funded at start for five devnet bounties.
+            f"[decoys]\nshare = 0.2\nescrow_wei = {5 * c.payments.decoy_bounty()}\ninterval_s = 2.0\n"
         )
         args = ["node", "run", "--config", str(conf)]
         if n is faulty:

@@ -22,6 +22,7 @@ _WATCHED = (
     ("task_manager", "ChallengeOpened"),
     ("task_manager", "Voted"),
     ("task_manager", "ChallengeResolved"),
+    ("task_manager", "DecoyRevealed"),
     ("service_manager", "Slashed"),
     ("payments", "Redeemed"),
 )
@@ -94,6 +95,13 @@ class ChainWatcher:
                 )
             else:
                 self.console.print(f"{t} [green]resolved[/green] #{a.challengeId}: not fraud (bond to node)")
+        elif event == "DecoyRevealed":
+            self.open_challenges.discard(a.challengeId)
+            self.console.print(
+                f"{t} [green]decoy[/green]  #{a.challengeId}: {self.name(a.node)} shows it planted that "
+                f"receipt; {self.name(a.challenger)} is paid a bounty of {eth(a.bounty)} for checking "
+                f"(node rebate {eth(a.rebate)}), nobody slashed"
+            )
         elif event == "Slashed":
             self.fraud_nodes[a.operator.lower()] += 1
             self.console.print(f"{t} [red]slashed[/red] {self.name(a.operator)}: {eth(a.amount)}")
