@@ -95,7 +95,30 @@ STORY = [
         voterPool=ETH // 10,
         burned=ETH // 2,
     ),
-    log(15, "Payments", "Redeemed", node=NODE, vouchers=2, total=3 * 10**14),
+    log(15, "Payments", "Redeemed", node=NODE, vouchers=2, total=3 * 10**14, toEscrow=6 * 10**13),
+    log(
+        16,
+        "TaskManager",
+        "ChallengeOpened",
+        challengeId=2,
+        batchId=1,
+        challenger=V2,
+        node=NODE,
+        leaf="0x" + "cd" * 32,
+        requestHash="0x" + "ce" * 32,
+        voteDeadline=1_700_000_100,
+        evidenceCid="bafyev2",
+    ),
+    log(
+        17,
+        "TaskManager",
+        "DecoyRevealed",
+        challengeId=2,
+        node=NODE,
+        challenger=V2,
+        bounty=45 * 10**15,
+        rebate=5 * 10**15,
+    ),
 ]
 
 
@@ -126,7 +149,10 @@ def test_each_event_lands_where_people_look() -> None:
         assert (v1.votes, v1.challenges_won, v2.stake) == (1, 1, 6 * ETH)
         ch = s.get(Challenge, 1)
         assert ch is not None and ch.status == "fraud" and ch.refund == 10**14 and ch.burned == ETH // 2
+        decoy = s.get(Challenge, 2)
+        assert decoy is not None and decoy.status == "decoy" and decoy.challenger_reward == 45 * 10**15
         totals = queries.totals(s)
+        assert (totals["decoys"], totals["decoy_bounties"]) == (1, 45 * 10**15)
         assert totals["slashed"] == ETH and totals["refunded"] == 10**14 and totals["redeemed"] == 3 * 10**14
         assert totals["gas_per_task"] == 30_000  # 120,000 gas over 4 committed receipts
         doc = queries.challenge(s, 1)

@@ -300,6 +300,18 @@ def _challenge_resolved(s: Session, a: dict[str, Any], log: Event, ts: int) -> N
     add_total(s, "challenger_rewards", amounts["challengerReward"])
 
 
+def _decoy_revealed(s: Session, a: dict[str, Any], log: Event, ts: int) -> None:
+    """A challenged receipt was one of its node's decoys: the challenger was paid for checking."""
+    ch = _get(s, Challenge, int(a["challengeId"]))
+    bounty = int(a["bounty"])
+    if ch is not None:
+        ch.status = "decoy"
+        ch.challenger_reward = bounty
+        ch.resolved_at = ts
+    add_total(s, "decoys", 1)
+    add_total(s, "decoy_bounties", bounty)
+
+
 def _availability_resolved(s: Session, a: dict[str, Any], log: Event, ts: int) -> None:
     add_total(s, "burned", int(a["burned"]))
     add_total(s, "challenger_rewards", int(a["challengerReward"]))
@@ -327,6 +339,7 @@ _HANDLERS = {
     "ChallengeOpened": _challenge_opened,
     "Voted": _voted,
     "ChallengeResolved": _challenge_resolved,
+    "DecoyRevealed": _decoy_revealed,
     "AvailabilityResolved": _availability_resolved,
     "Redeemed": _redeemed,
 }

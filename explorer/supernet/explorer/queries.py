@@ -69,6 +69,8 @@ def totals(s: Session) -> dict[str, int]:
             "rejected",
             "redeemed",
             "challenger_rewards",
+            "decoys",
+            "decoy_bounties",
         )
     }
     out.update({t.key: t.value for t in s.scalars(select(Total))})

@@ -145,6 +145,8 @@ class TotalsOut(BaseModel):
     refunded: Wei
     redeemed: Wei
     challenger_rewards: Wei
+    decoys: int  # challenges that found a node's decoy (the validator was paid a bounty)
+    decoy_bounties: Wei
     indexed_block: int | None = None
 
 

@@ -148,7 +148,7 @@ class Challenge(Base):
     vote_deadline: Mapped[int] = mapped_column(BigInteger)
     evidence_cid: Mapped[str] = mapped_column(Text, index=True)
     opened_at: Mapped[int] = mapped_column(BigInteger)
-    status: Mapped[str] = mapped_column(String(16), default="open")  # open | fraud | not_fraud
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open | fraud | not_fraud | decoy
     fraud_stake: Mapped[int] = mapped_column(Wei, default=0)
     honest_stake: Mapped[int] = mapped_column(Wei, default=0)
     slashed: Mapped[int] = mapped_column(Wei, default=0)
