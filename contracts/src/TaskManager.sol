@@ -818,7 +818,7 @@ contract TaskManager is ReentrancyGuardTransient {
     /// @notice True iff `ref` is the batch its node's slot holds now.
     /// @param ref The batch's header.
     function isCommitted(BatchRef calldata ref) external view returns (bool) {
-        return ref.committedAt != 0 && _slots[ref.node][ref.slot] == _refWord(ref);
+        return _holds(ref);
     }
 
     /// @notice A challenge (reverts with UnknownChallenge if none).
@@ -951,23 +951,36 @@ contract TaskManager is ReentrancyGuardTransient {
         }
         // forge-lint: disable-next-line(unsafe-typecast)
         uint32 committedAt = uint32(block.timestamp);
-        bytes32 digest = keccak256(abi.encode(batchId, msg.sender, slot, count, uint32(block.number), committedAt, root));
-        slots[slot] = _word(digest, committedAt);
+        // forge-lint: disable-next-line(unsafe-typecast)
+        slots[slot] = _word(_digest(batchId, msg.sender, slot, count, uint32(block.number), committedAt, root), committedAt);
     }
 
     /// @dev Reverts unless `ref` is the batch its node's slot holds.
     function _checkRef(BatchRef calldata ref) internal view {
-        if (ref.committedAt == 0 || _slots[ref.node][ref.slot] != _refWord(ref)) revert UnknownBatch(ref.batchId);
+        if (!_holds(ref)) revert UnknownBatch(ref.batchId);
     }
 
-    /// @dev The slot word of a header: its digest's top 216 bits and its commit time.
-    function _refWord(BatchRef calldata ref) internal pure returns (uint256) {
-        return _word(
-            keccak256(
-                abi.encode(ref.batchId, ref.node, ref.slot, ref.count, ref.commitBlock, ref.committedAt, ref.root)
-            ),
-            ref.committedAt
-        );
+    /// @dev Whether `ref` is the batch its node's slot holds now (a header never committed has
+    ///      committedAt 0, which no stored word carries).
+    function _holds(BatchRef calldata ref) internal view returns (bool) {
+        if (ref.committedAt == 0) return false;
+        bytes32 digest =
+            _digest(ref.batchId, ref.node, ref.slot, ref.count, ref.commitBlock, ref.committedAt, ref.root);
+        return _slots[ref.node][ref.slot] == _word(digest, ref.committedAt);
+    }
+
+    /// @dev The digest of a batch header: the one encoding both the commit (from its own values)
+    ///      and every later check (from the header passed back) hash.
+    function _digest(
+        uint256 batchId,
+        address node,
+        uint32 slot,
+        uint32 count,
+        uint32 commitBlock,
+        uint32 committedAt,
+        bytes32 root
+    ) internal pure returns (bytes32) {
+        return keccak256(abi.encode(batchId, node, slot, count, commitBlock, committedAt, root));
     }
 
     /// @dev 216 bits of digest (collisions need ~2**108 work) above 40 bits of commit time.

@@ -320,9 +320,9 @@ contract ProtocolHandler is Test {
         uint256 count = tm.challengeCount();
         if (count == 0) return;
         uint256 id = bound(challengeSeed, 1, count);
-        uint256[2] memory at = _challenged[id];
-        if (at[1] == 0) return;
-        Receipt memory r = _batchReceipts[at[0]][at[1] - 1];
+        uint256[2] memory entry = _challenged[id];
+        if (entry[1] == 0) return;
+        Receipt memory r = _batchReceipts[entry[0]][entry[1] - 1];
         TaskManager.Challenge memory c = tm.challenges(id);
         (uint8 v, bytes32 rr, bytes32 ss) = vm.sign(_decoyKey, payments.hashDecoy(c.node, r.requestHash));
         vm.prank(_anyActor(seed));
