@@ -134,6 +134,11 @@ async def test_refusals_are_4xx_and_change_nothing(net: Net) -> None:
                 await http.post("/v1/tasks", content=b"{", headers={"content-type": "application/json"})
             ).status_code == 422
             assert (await http.post("/v1/tasks", json={**good, "input": "x" * 100_000})).status_code == 413
+            # a correctly signed input the agent's schema rejects (chat: at least one message)
+            off_schema = await client.prepare({"messages": []})
+            r = await http.post("/v1/tasks", json=off_schema.task_body())
+            assert r.status_code == 400 and r.json()["error"]["code"] == "input_schema_mismatch", r.text
+            assert "messages" in r.json()["error"]["message"]
             assert replay.status == "done"
             assert db_rows(net.node.db_path) == before
             # now submit it for real, then replay the identical body: 409 and nothing new

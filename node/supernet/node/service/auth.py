@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import jsonschema
 from eth_utils import to_checksum_address
 from supernet.node.service.db import Database
 from supernet.node.service.errors import (
@@ -23,6 +24,7 @@ from supernet.node.service.errors import (
     DeadlinePassedError,
     ForbiddenError,
     InputHashMismatchError,
+    InputSchemaError,
     ModelNotServedError,
     PaymentError,
     ReplayError,
@@ -71,6 +73,7 @@ class Authenticator:
         self.chain = chain
         self.task_fee = task_fee
         self._clock = clock
+        self._input_validators: dict[str, jsonschema.protocols.Validator] = {}
 
     def _check_shape(self, s: SignedTask, agent: str, task_input: str | dict[str, Any]) -> TaskRequest:
         r = s.request
@@ -83,6 +86,7 @@ class Authenticator:
             raise ForbiddenError(f"agent {agent!r} is not run by this node")
         if r.agentHash.lower() != expected_agent.lower():
             raise BadRequestError(f"agentHash does not match agent {agent!r} ({expected_agent})")
+        self._check_input(agent, task_input)
         actual = _hex(input_hash(task_input))
         if r.inputHash.lower() != actual:
             raise InputHashMismatchError(f"inputHash {r.inputHash} is not the hash of the input ({actual})")
@@ -102,6 +106,23 @@ class Authenticator:
             nonce=r.nonce,
             deadline=r.deadline,
         )
+
+    def _check_input(self, agent: str, task_input: str | dict[str, Any]) -> None:
+        """Refuse an input the agent's declared schema rejects, before anything is stored or
+        billed (the agent would fail on it, and the user would learn why only from a failed task)."""
+        describe = getattr(self.executor, "agent_input_schema", None)  # executors that know schemas
+        schema = describe(agent) if describe is not None else None
+        if not schema:
+            return
+        validator = self._input_validators.get(agent)
+        if validator is None:
+            validator = self._input_validators[agent] = jsonschema.Draft202012Validator(dict(schema))
+        error = jsonschema.exceptions.best_match(validator.iter_errors(task_input))
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path) or "(the input)"
+            raise InputSchemaError(
+                f"input does not match agent {agent!r}'s input schema at {where}: {error.message}"
+            )
 
     def _check_signatures(self, s: SignedTask, req: TaskRequest) -> None:
         user = to_checksum_address(req.user)

@@ -31,6 +31,12 @@ class BadRequestError(NodeError, ValueError):
     code = "bad_request"
 
 
+class InputSchemaError(BadRequestError):
+    """The input does not match the agent's input JSON schema (``GET /v1/node`` ``agentCards``)."""
+
+    code = "input_schema_mismatch"
+
+
 class InputHashMismatchError(BadRequestError):
     """``inputHash`` does not match the input that was sent."""
 

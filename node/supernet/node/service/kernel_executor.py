@@ -171,6 +171,13 @@ class KernelExecutor:
         except AgentNotAllowedError:
             return None
 
+    def agent_input_schema(self, agent: str) -> Mapping[str, Any] | None:
+        """The JSON schema an allowed agent's input must match, None for an agent not run here."""
+        try:
+            return self.kernel.agents.get(agent).input_schema
+        except AgentNotAllowedError:
+            return None
+
     def agent_cards(self) -> list[dict[str, Any]]:
         """Every agent this node runs: id, code hash, description, input JSON schema, package."""
         return [
