@@ -20,7 +20,7 @@ from supernet.node.kernel.replay import replay
 from supernet.node.kernel.syscalls import TaskSpec
 from supernet.sdk.formats.trace import Trace
 from supernet.validator.tool_check import RegistryRunner, check_tools
-from supernet.validator.trace_view import parse_trace
+from supernet.validator.trace_view import ToolCall, parse_trace
 
 from tests.integration.test_kernel_agents import ALICE
 
@@ -89,11 +89,46 @@ async def test_an_agent_calls_mcp_tools_through_the_kernel(
     result = await replay(doc, McpAgent, kernel.engine.tokenizer)
     assert result.divergences == [] and result.output == doc["output"]
 
-    # validators cannot reach the operator's servers: no MCP call is re-run or held against the node
+    # a validator that cannot reach the operator's servers re-runs no MCP call, holds none against it
     findings, rerun, unverifiable = await check_tools(
         parse_trace(doc).tool_calls, RegistryRunner(store_client)
     )
     assert findings == [] and rerun == 0 and unverifiable is None
+
+    # one configured with the same server re-runs the call recorded (and declared) deterministic
+    runner = RegistryRunner(store_client)
+    runner.add_mcp(mcp_tools)
+    findings, rerun, unverifiable = await check_tools(parse_trace(doc).tool_calls, runner)
+    assert findings == [] and rerun == 1 and unverifiable is None
+
+    # ... so a node that fabricates that result is caught
+    forged = {**doc, "events": [dict(e) for e in doc["events"]]}
+    add = next(e for e in forged["events"] if e["kind"] == "tool" and e["name"] == "test.add")
+    add["result"] = {"result": 43}
+    findings, rerun, _ = await check_tools(parse_trace(forged).tool_calls, runner)
+    assert rerun == 1 and [f.message for f in findings] == ["tool test.add returned another result on re-run"]
+
+
+async def test_an_mcp_tool_is_deterministic_only_by_its_operators_word(store_client: Any) -> None:
+    """A validator that declares ``echo`` deterministic does not accuse a node whose operator did
+    not (the node recorded the call as non-deterministic): nothing is re-run, nothing found."""
+    cfg = MCPServerConfig(
+        "test",
+        command=sys.executable,
+        args=(SERVER, "stdio"),
+        timeout_s=2.0,
+        deterministic=frozenset({"add", "echo"}),
+        allow=frozenset({"add", "echo"}),
+    )
+    tools = MCPTools([cfg])
+    await tools.start()
+    try:
+        runner = RegistryRunner(store_client)
+        assert runner.add_mcp(tools) == ["test.add", "test.echo"]
+        call = ToolCall(0, "test.echo", {"text": "hi"}, "other", None, deterministic=False)
+        assert await check_tools((call,), runner) == ([], 0, None)
+    finally:
+        await tools.close()
 
 
 async def test_a_task_reaches_only_the_mcp_tools_it_may_use(

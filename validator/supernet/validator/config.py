@@ -20,6 +20,7 @@ from typing import Any, Literal
 from eth_account.signers.local import LocalAccount
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from supernet.node.service.config import McpServerSettings
 from supernet.sdk.keys import load_account
 from supernet.sdk.store import DEFAULT_STORE_URL
 
@@ -105,6 +106,12 @@ class ValidatorSettings(BaseSettings):
         None, ge=0, le=65535, description="serve /healthz and /metrics on this port (None: off)"
     )
     http_host: str = Field("127.0.0.1", description="address of the /healthz and /metrics server")
+    mcp_servers: list[McpServerSettings] = Field(
+        default_factory=list,
+        description="MCP servers whose tools this validator re-runs when a trace records a call to them "
+        "as deterministic and this list declares the tool deterministic too (same format as the node's "
+        "[[mcp.servers]]; docs/validator.md)",
+    )
 
     @classmethod
     def from_toml(cls, path: str | Path | None, **overrides: Any) -> ValidatorSettings:

@@ -95,6 +95,7 @@ class Validator:
         self._arbiter = arbiter
         self._agents = agents
         self._own_store = store is None
+        self._mcp: Any = None  # MCPTools of settings.mcp_servers, started in setup
         self._stop = asyncio.Event()
         self.metrics = ValidatorMetrics()
         self.health = Health(address=self.address)
@@ -117,10 +118,21 @@ class Validator:
             )
             self._scorer, self._arbiter = screen, arbiter
         scorer: Scorer = self._scorer
+        tools = self._tools
+        if tools is None:
+            runner = RegistryRunner(self.store)
+            if s.mcp_servers:
+                from supernet.node.kernel.mcp_tools import MCPTools
+                from supernet.node.service.kernel_executor import mcp_config
+
+                self._mcp = MCPTools([mcp_config(m) for m in s.mcp_servers])
+                await self._mcp.start()  # a server that is down: its calls are skipped, not accused
+                log.info("re-running MCP tools %s", runner.add_mcp(self._mcp))
+            tools = runner
         self.verifier = Verifier(
             self.store,
             self._scorer,
-            self._tools or RegistryRunner(self.store),
+            tools,
             self.deployment.domain,
             self.address,
             agents=self._agents,
@@ -218,8 +230,10 @@ class Validator:
         self._stop.set()
 
     async def cleanup(self) -> None:
-        """Close the database and the store client (if this object opened it)."""
+        """Close the database, the MCP connections and the store client (if this object opened it)."""
         self.db.close()
+        if self._mcp is not None:
+            await self._mcp.close()
         if self._own_store:
             await self.store.aclose()
 

@@ -5,6 +5,11 @@ A call the trace marks deterministic is re-run with the recorded arguments; a di
 (or an error where the node recorded none, and vice versa) is a `Check.TOOL` finding. A tool the
 validator knows as deterministic but the trace marks non-deterministic is a finding too (a node
 must not dodge the re-run). Tools the validator does not have are skipped, not accused.
+
+MCP tools (``<server>.<tool>``; built-in names have no dot) are deterministic only by their
+operator's word: the validator re-runs one when its own ``mcp_servers`` reach that server and
+declare the tool deterministic *and* the trace recorded the call as deterministic; a call the node
+recorded as non-deterministic is never held against it (another operator may declare otherwise).
 """
 
 from __future__ import annotations
@@ -41,6 +46,10 @@ class RegistryRunner:
         for tool in builtin_tools(store, None):
             self._registry.register(tool)
 
+    def add_mcp(self, tools: Any) -> list[str]:
+        """Register the tools of started MCP servers (`supernet.node.kernel.mcp_tools.MCPTools`)."""
+        return list(tools.register(self._registry))
+
     def deterministic(self, name: str) -> bool | None:
         """See `ToolRunner`."""
         return self._registry.spec(name).deterministic if name in self._registry.names() else None
@@ -52,6 +61,11 @@ class RegistryRunner:
     async def run(self, name: str, args: Mapping[str, Any]) -> Any:
         """See `ToolRunner`."""
         return await self._registry.call(name, args)
+
+
+def is_mcp(name: str) -> bool:
+    """Whether ``name`` is an MCP tool's (``<server>.<tool>``): built-in tool names have no dot."""
+    return "." in name
 
 
 def _canon(value: Any) -> str:
@@ -80,6 +94,9 @@ async def check_tools(
         known = runner.deterministic(call.name)
         if known is None:
             continue
+        operators_word = is_mcp(call.name)
+        if operators_word and not call.deterministic:
+            continue  # an MCP tool is deterministic only if the node's operator says so
         if known and not call.deterministic:
             findings.append(
                 Finding(
