@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from supernet.explorer.app import ExplorerState, create_app
@@ -19,6 +20,7 @@ from supernet.explorer.indexer import Indexer
 from supernet.sdk.chain.contracts import make_web3
 from supernet.sdk.chain.deployment import Deployment, DeploymentError
 from supernet.sdk.chain.tasks import TaskManager
+from supernet.sdk.cli_options import deployment_option, rpc_option, store_option
 
 
 def openapi_json() -> str:
@@ -33,21 +35,9 @@ log = logging.getLogger(__name__)
 
 @app.callback(invoke_without_command=True)
 def explorer(
-    rpc: str = typer.Option(
-        "http://127.0.0.1:8545", "--rpc", envvar="SUPERNET_EXPLORER_RPC", help="JSON-RPC URL."
-    ),
-    deployment: Path | None = typer.Option(
-        None,
-        "--deployment",
-        envvar="SUPERNET_EXPLORER_DEPLOYMENT",
-        help="Deployment file (supernet contracts deploy / devnet up).",
-    ),
-    store: str | None = typer.Option(
-        None,
-        "--store",
-        envvar="SUPERNET_EXPLORER_STORE",
-        help="Content store RPC URL (Kubo or `supernet store serve`).",
-    ),
+    rpc: Annotated[str, rpc_option("SUPERNET_EXPLORER_RPC")] = "http://127.0.0.1:8545",
+    deployment: Annotated[Path | None, deployment_option("SUPERNET_EXPLORER_DEPLOYMENT")] = None,
+    store: Annotated[str | None, store_option("SUPERNET_EXPLORER_STORE")] = None,
     db: str = typer.Option(
         ".supernet/explorer.sqlite",
         "--db",

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 from supernet.sdk.cli_errors import explain
+from supernet.sdk.cli_options import DEPLOYMENT_ENV, RPC_ENV
 from supernet.sdk.client import Client, ClientError
 from supernet.sdk.key_options import KeyFile, Keystore, PasswordFile, account, key_option
 from supernet.sdk.units import parse_amount
@@ -23,10 +24,8 @@ app = typer.Typer(
     name="task", help="Submit paid tasks to Supernet nodes and verify receipts.", no_args_is_help=True
 )
 
-Rpc = Annotated[str, typer.Option("--rpc", envvar="SUPERNET_RPC_URL", help="Chain JSON-RPC URL.")]
-Dep = Annotated[
-    Path, typer.Option("--deployment", envvar="SUPERNET_DEPLOYMENT", help="Deployment JSON file.")
-]
+Rpc = Annotated[str, typer.Option("--rpc", envvar=RPC_ENV, help="Chain JSON-RPC URL.")]
+Dep = Annotated[Path, typer.Option("--deployment", envvar=DEPLOYMENT_ENV, help="Deployment JSON file.")]
 Key = Annotated[str, key_option("SUPERNET_USER_KEY", "User's")]
 StateDir = Annotated[
     Path | None,

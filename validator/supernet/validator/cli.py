@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from supernet.sdk.cli_options import deployment_option, rpc_option, store_option
 from supernet.sdk.key_options import KeyFile, Keystore, PasswordFile, key_option
 from supernet.sdk.money_cli import add_operator_commands
 from supernet.validator.config import ValidatorSettings
@@ -32,13 +33,13 @@ app = typer.Typer(
 @app.command()
 def run(
     config: Path | None = typer.Option(None, "--config", help="TOML settings file."),
-    rpc: str | None = typer.Option(None, "--rpc", help="JSON-RPC URL of the chain."),
-    deployment: Path | None = typer.Option(None, "--deployment", help="Deployment file (addresses)."),
+    rpc: Annotated[str | None, rpc_option()] = None,
+    deployment: Annotated[Path | None, deployment_option()] = None,
     key: Annotated[str | None, key_option("SUPERNET_VALIDATOR_CHAIN__KEY", "Validator")] = None,
     key_file: KeyFile = None,
     keystore: Keystore = None,
     password_file: PasswordFile = None,
-    store: str | None = typer.Option(None, "--store", help="Content-store URL (Kubo RPC or embedded)."),
+    store: Annotated[str | None, store_option()] = None,
     db: Path | None = typer.Option(None, "--db", help="SQLite file of the validator's progress."),
     model: str | None = typer.Option(None, "--model", help="Model name or path to re-score with."),
     threads: int | None = typer.Option(None, "--threads", help="torch intra-op threads."),

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from supernet.node.service.config import NodeSettings
+from supernet.sdk.cli_options import deployment_option, rpc_option, store_option
 from supernet.sdk.money_cli import add_operator_commands
 
 app = typer.Typer(
@@ -24,12 +25,16 @@ def run(
     ] = None,
     host: Annotated[str | None, typer.Option(help="Override api.host.")] = None,
     port: Annotated[int | None, typer.Option(help="Override api.port.")] = None,
+    rpc: Annotated[str | None, rpc_option()] = None,
+    deployment: Annotated[Path | None, deployment_option()] = None,
+    store: Annotated[str | None, store_option()] = None,
     fault: Annotated[
         list[str] | None, typer.Option(help="Cheat on purpose, KIND:RATE (repeatable; tests/demo).")
     ] = None,
     fault_seed: Annotated[int, typer.Option(help="Seed deciding which calls a fault hits.")] = 0,
 ) -> None:
-    """Run the node until SIGINT/SIGTERM."""
+    """Run the node until SIGINT/SIGTERM. ``--rpc`` with ``--deployment`` puts the node on that
+    chain (the flags and environment names every command shares: `supernet.sdk.cli_options`)."""
     overrides: dict[str, object] = {}
     settings = NodeSettings.load(config)
     if host is not None or port is not None:
@@ -37,10 +42,21 @@ def run(
             update={k: v for k, v in (("host", host), ("port", port)) if v is not None}
         )
         overrides["api"] = api
-    if overrides:
-        settings = settings.model_copy(update=overrides)
+    chain: dict[str, object] = {k: v for k, v in (("rpc_url", rpc), ("deployment", deployment)) if v}
+    if chain:
+        if "rpc_url" in chain and "deployment" in chain:
+            chain["enabled"] = True
+        overrides["chain"] = settings.chain.model_copy(update=chain)
+    if store is not None:
+        overrides["store"] = settings.store.model_copy(update={"url": store})
+    if overrides:  # validated again as a whole (e.g. a chain needs the node's key)
+        settings = NodeSettings.model_validate({**settings.model_dump(), **_dumped(overrides)})
     logging.getLogger().setLevel(settings.log_level)
     asyncio.run(_serve(settings, fault or [], fault_seed))
+
+
+def _dumped(overrides: dict[str, object]) -> dict[str, object]:
+    return {k: v.model_dump() if hasattr(v, "model_dump") else v for k, v in overrides.items()}
 
 
 async def _serve(settings: NodeSettings, faults: list[str], fault_seed: int) -> None:
