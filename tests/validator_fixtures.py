@@ -59,11 +59,18 @@ class ProbeAgent(Agent):
     async def run(self, ctx: AgentContext, input: Any) -> str:
         value = await ctx.tools.call("calculator", {"expression": input["expr"]})
         n = int(input.get("max_new_tokens", 12))
+        fmt = input.get("response_format")  # both LLM calls constrained when given
         greedy = await ctx.llm.chat(
-            [{"role": "user", "content": f"{input['question']} ({value})"}], max_new_tokens=n
+            [{"role": "user", "content": f"{input['question']} ({value})"}],
+            max_new_tokens=n,
+            response_format=fmt,
         )
         sampled = await ctx.llm.chat(
-            [{"role": "user", "content": input["question"]}], max_new_tokens=n, temperature=1.0, top_p=0.95
+            [{"role": "user", "content": input["question"]}],
+            max_new_tokens=n,
+            temperature=1.0,
+            top_p=0.95,
+            response_format=fmt,
         )
         return f"{value}|{greedy.text}|{sampled.text}"
 
@@ -114,6 +121,7 @@ class VNet:
         edit_trace: Callable[[int, dict[str, Any]], dict[str, Any]] | None = None,
         kernel: Any = None,
         models: list[str] | None = None,
+        response_format: dict[str, Any] | None = None,
     ) -> tuple[int, list[Receipt]]:
         """Run one task per question, commit them as one batch; returns (batch id, receipts).
 
@@ -123,7 +131,8 @@ class VNet:
         the edited trace, so only the trace's content is wrong). ``kernel``: run the tasks on another
         kernel than the fixture's (e.g. one on a bf16 engine); it must use `VNet.injector`.
         ``models[i]``: the served model id task ``i`` is signed for and runs on (a kernel with several
-        LLM cores); default: the kernel's first.
+        LLM cores); default: the kernel's first. ``response_format``: constrain both LLM calls of
+        every task (structured output).
         """
         default_model = (kernel or self.kernel).model_id  # the served id: names the dtype
         agent_hash = bytes.fromhex(ProbeAgent.code_hash()[2:])
@@ -137,6 +146,7 @@ class VNet:
                 "question": q,
                 "expr": f"{i + 2} * 7 + {self.nonce}",
                 "max_new_tokens": max_new_tokens,
+                **({} if response_format is None else {"response_format": response_format}),
             }
             req = TaskRequest(
                 user=user.address,

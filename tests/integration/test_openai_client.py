@@ -3,12 +3,14 @@ real default model, reached through `supernet.sdk.openai_client` (each call sign
 voucher, nothing else changed in the OpenAI code).
 
 Greedy decoding is deterministic, so a streamed answer, an answer cut at a stop string and one with
-log-probabilities are each compared with the plain answer to the same request.
+log-probabilities are each compared with the plain answer to the same request. Structured output
+(``response_format`` ``json_schema`` / ``json_object``) parses and validates against its schema.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,10 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema
 import openai
 import pytest
 import rfc8785
 from node_fixtures import NodeProcess, node_on_anvil
+from pydantic import BaseModel, Field
+from supernet.node.llm.grammar import grammar_of
 from supernet.sdk import async_openai_client, openai_client
 from supernet.sdk.chain import Contracts
 from supernet.sdk.chain.anvil import Anvil, dev_account
@@ -198,3 +203,96 @@ def _run(coro: Any) -> Any:
     import asyncio
 
     return asyncio.run(coro)
+
+
+# -- structured output: response_format honoured by constrained decoding -------------------------
+
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 30},
+        "age": {"type": "integer", "minimum": 0, "maximum": 120},
+        "likes_cats": {"type": "boolean"},
+    },
+    "required": ["name", "age", "likes_cats"],
+    "additionalProperties": False,
+}
+PERSON_FORMAT = {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON, "strict": True}}
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    ["Describe a person as JSON.", "Who wrote Hamlet?", "Tell me about your neighbour.", "Hi!"],
+)
+def test_json_schema_answers_parse_and_validate(net: Net, prompt: str) -> None:
+    reply = ask(
+        net,
+        messages=[{"role": "user", "content": prompt}],
+        max_completion_tokens=64,
+        response_format=PERSON_FORMAT,
+    )
+    choice = reply.choices[0]
+    assert choice.finish_reason == "stop", choice.message.content
+    jsonschema.validate(json.loads(choice.message.content or ""), PERSON)
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "List three colours as a JSON object.",
+        "Reply in JSON: what is the capital of France?",
+        "Describe a cat as a JSON object with a name and an age.",
+    ],
+)
+def test_json_object_answer_is_a_json_object(net: Net, prompt: str) -> None:
+    """Any JSON object (greedy: a 135M model sampling under no schema may write digits forever)."""
+    reply = ask(
+        net,
+        messages=[{"role": "user", "content": prompt}],
+        max_completion_tokens=64,
+        response_format={"type": "json_object"},
+    )
+    assert reply.choices[0].finish_reason == "stop", reply.choices[0].message.content
+    assert isinstance(json.loads(reply.choices[0].message.content or ""), dict)
+
+
+def test_parse_with_a_pydantic_model(net: Net) -> None:
+    """The openai package's own structured-output helper (a strict json_schema from the model)."""
+
+    class City(BaseModel):
+        name: str = Field(max_length=30)
+        country: str = Field(max_length=30)
+
+    parsed = net.ai.chat.completions.parse(
+        model=net.model,
+        messages=[{"role": "user", "content": "Name a big city."}],
+        max_completion_tokens=64,
+        response_format=City,
+    )
+    assert isinstance(parsed.choices[0].message.parsed, City)
+
+
+def test_the_constraint_is_signed_and_recorded(net: Net) -> None:
+    """The response_format is part of the signed input, and the trace records the grammar the
+    mask came from (what validators re-apply)."""
+    body = {"messages": [{"role": "user", "content": "A person?"}], "max_completion_tokens": 48}
+    reply = ask(net, **body, response_format=PERSON_FORMAT)
+    trace_cid = (reply.model_extra or {})["supernet"]["traceCid"]
+    store_url = httpx.get(f"{net.node.url}/v1/node").json()["storeUrl"]
+    trace = _run(_trace(store_url, trace_cid))
+    assert trace["input"]["response_format"] == PERSON_FORMAT
+    [llm] = [e for e in trace["events"] if e["kind"] == "llm"]
+    assert llm["params"]["grammar"] == grammar_of(PERSON_FORMAT)
+
+
+@pytest.mark.parametrize(
+    "response_format",
+    [
+        {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}},
+        {"type": "json_schema"},
+    ],
+)
+def test_a_schema_without_a_grammar_is_a_400(net: Net, response_format: dict[str, Any]) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        ask(net, max_completion_tokens=4, response_format=response_format)
+    assert caught.value.param == "response_format"

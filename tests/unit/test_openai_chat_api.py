@@ -99,8 +99,7 @@ async def test_a_signature_binds_the_exact_messages_and_params(
         ({"n": 2}, "n"),
         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
         ({"tool_choice": "auto"}, "tool_choice"),
-        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "response_format"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"response_format": {"type": "xml"}}, "response_format"),
         ({"logprobs": True, "top_logprobs": 6}, "top_logprobs"),
         ({"presence_penalty": 0.5}, "presence_penalty"),
         ({"logit_bias": {"1": 5}}, "logit_bias"),
@@ -123,6 +122,33 @@ async def test_unsupported_parameters_are_a_400_naming_them(
     assert error["code"] == "unsupported_parameter" and error["param"] == param, error
     assert f"`{param}`" in error["message"]
     assert tasks_count(fake_node) == 0
+
+
+@pytest.mark.parametrize(
+    "response_format",
+    [
+        {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}},
+        {
+            "type": "json_schema",
+            "json_schema": {"name": "x", "schema": {"type": "array", "uniqueItems": True}},
+        },
+        {"type": "json_schema"},
+    ],
+)
+async def test_a_response_format_without_a_grammar_is_a_400_naming_it(
+    fake_node: FakeNode, response_format: dict[str, Any]
+) -> None:
+    """Structured output is honoured by constrained decoding (tests/integration/test_openai_client.py);
+    a schema that gives no grammar, or one with a keyword the grammar cannot enforce, is refused."""
+    body = {
+        "model": "fake-model",
+        "messages": [{"role": "user", "content": "hi"}],
+        "response_format": response_format,
+    }
+    signed = fake_node.body(chat_task_input(body), cumulative=10**12)
+    r = await fake_node.http.post(URL, json=body, headers=header(signed))
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == "response_format" and tasks_count(fake_node) == 0
 
 
 async def test_no_op_values_of_those_parameters_are_accepted(fake_node: FakeNode) -> None:

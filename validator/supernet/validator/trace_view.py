@@ -45,6 +45,7 @@ class LLMCall:
         finish_reason: ``"stop"`` or ``"length"``.
         text: the decoded reply the agent saw, if recorded.
         stop_strings: stop strings of the call (the text is cut before the first one).
+        grammar: a constrained call's grammar (its tokens obey its mask), else None.
     """
 
     call: int
@@ -61,6 +62,7 @@ class LLMCall:
     finish_reason: str
     text: str | None
     stop_strings: tuple[str, ...] = ()
+    grammar: str | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,7 @@ def _llm(i: int, ev: LlmEvent) -> LLMCall:
         finish_reason=ev.finish_reason,
         text=ev.text,
         stop_strings=p.stop,
+        grammar=p.grammar,
     )
 
 

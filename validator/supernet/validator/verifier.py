@@ -7,8 +7,9 @@
 Order of checks (each adds findings; nothing stops at the first one so the evidence is complete):
 the entry against its leaf, the node's signature and the user's signed ``TaskRequest``; the trace
 CID against ``traceHash``; the trace against the receipt (task, input, output, model, agent
-hash); every LLM call's shape and finish reason, then its tokens, logprobs and fingerprints by
-one teacher-forced pass (`llm_check`); every deterministic tool call by re-running it.
+hash); every LLM call's shape and finish reason, a constrained call's tokens against its grammar
+(`grammar_check`), then its tokens, logprobs and fingerprints by one teacher-forced pass
+(`llm_check`); every deterministic tool call by re-running it.
 A receipt whose model this validator does not serve is *unverifiable*: no verdict, no challenge.
 
 ``verify_many`` checks several receipts of a batch at once: their traces are fetched concurrently
@@ -35,6 +36,7 @@ from supernet.sdk.models import compute_of
 from supernet.sdk.store.errors import InvalidBlockError, InvalidCIDError
 from supernet.validator.consistency import check_receipt, check_trace, check_trace_hash
 from supernet.validator.evidence import Check, Finding, Verdict
+from supernet.validator.grammar_check import check_grammar, grammar_masks
 from supernet.validator.llm_check import check_scores, check_shape, check_tokens, sampling_params
 from supernet.validator.replay_check import check_replay
 from supernet.validator.tool_check import ToolRunner, check_tools
@@ -78,21 +80,28 @@ def score_calls(scorer: Scorer, calls: Sequence[LLMCall]) -> list[ScoreResult]:
 
     Greedy margins (best logprob minus the token's) come straight from the scores' top tokens,
     which saves a full-vocabulary pass per position; sampled calls get the engine's CDF margins.
+    A constrained call's margins are computed under its grammar's masks (`grammar_check`).
     """
     requests = [
         ScoreRequest(c.prompt_ids, c.output_ids, sampling_params(c) if c.temperature > 0 else None)
+        if c.grammar is None
+        else ScoreRequest(c.prompt_ids, c.output_ids, sampling_params(c), _masks(scorer, c))
         for c in calls
     ]
     scored = scorer.score_many(requests)
     return [
         s
-        if c.temperature > 0
+        if c.temperature > 0 or c.grammar is not None  # constrained: margins under the grammar's mask
         else replace(
             s,
             margins=tuple(max(0.0, top[0][1] - lp) for top, lp in zip(s.top_tokens, s.logprobs, strict=True)),
         )
         for c, s in zip(calls, scored, strict=True)
     ]
+
+
+def _masks(scorer: Scorer, call: LLMCall) -> Any:
+    return grammar_masks(call, scorer.tokenizer, scorer.vocab_size, scorer.eos_ids)
 
 
 def score_call(scorer: Scorer, call: LLMCall) -> ScoreResult:
@@ -388,6 +397,9 @@ class Verifier:
         for call in trace.llm_calls:
             bad = check_tokens(call, scorer.vocab_size)
             findings += bad
+            if not bad and call.grammar is not None:  # the mask walk, off the event loop
+                args = (call, scorer.tokenizer, scorer.vocab_size, scorer.eos_ids)
+                findings += await asyncio.to_thread(check_grammar, *args)
             if len(call.prompt_ids) + len(call.output_ids) > scorer.max_positions:
                 too_long.append(call.call)
             elif call.output_ids and not bad:

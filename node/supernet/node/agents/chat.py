@@ -1,8 +1,10 @@
 """The chat agent: one LLM call on the user's messages (what ``/v1/chat/completions`` runs).
 
 Input: a string (one user message), or ``{"messages": [...], "max_new_tokens": n,
-"temperature": t, "top_p": p, "seed": s, "stop": [strings]}`` (a single ``stop`` string is a list
-of one). Generation ends at the first stop string, so the node spends no tokens past it.
+"temperature": t, "top_p": p, "seed": s, "stop": [strings], "response_format": {...}}`` (a single
+``stop`` string is a list of one). Generation ends at the first stop string, so the node spends no
+tokens past it. A ``response_format`` of type ``json_schema`` or ``json_object`` constrains the
+reply to that JSON (the kernel's grammar mask, `supernet.node.llm.grammar`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class ChatAgent(Agent):
                     "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
                     "seed": {"type": "integer"},
                     "stop": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+                    "response_format": {"type": "object", "required": ["type"]},
                 },
             },
         ]
@@ -57,6 +60,8 @@ class ChatAgent(Agent):
             stop = input.get("stop")
             if stop is not None:
                 options["stop"] = [stop] if isinstance(stop, str) else list(stop)
+            if input.get("response_format") is not None:
+                options["response_format"] = input["response_format"]
         else:
             raise ValueError('chat input is a string or {"messages": [{"role": ..., "content": ...}, ...]}')
         options.setdefault("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)

@@ -19,7 +19,9 @@ trace and token stream. Its events are recorded inline between an ``agent.call``
 ``agent.return`` event (docs/protocol.md "Agent calls").
 
 An LLM call goes to the LLM core (engine and batch) of the task's model id
-(:class:`~supernet.node.kernel.cores.LLMCores`); every other manager is one for all models.
+(:class:`~supernet.node.kernel.cores.LLMCores`); every other manager is one for all models. A call
+with a ``response_format`` is constrained: its grammar (`supernet.node.llm.grammar.grammar_of`)
+goes to the engine with the sampling parameters and into the trace's ``params.grammar``.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from supernet.node.kernel.syscalls import (
 )
 from supernet.node.kernel.tools import ToolRegistry, ToolSpec
 from supernet.node.kernel.trace import MAX_TRACE_EVENTS, TraceRecorder, check_encodable, cid_link
+from supernet.node.llm.grammar import grammar_of
 from supernet.sdk.chain.receipts import InputEncodingError, canonical_input
 from supernet.sdk.store.cids import compute_cid
 from supernet.sdk.store.files import split_chunks
@@ -208,8 +211,10 @@ class Dispatcher:
         prompt_ids = tuple(tokenizer.apply_chat_template(messages, add_generation_prompt=True))
         seed = call.seed if call.seed is not None else derive_seed(st.seed, index)
         max_new = max(1, min(call.max_new_tokens, caps.max_new_tokens, caps.max_llm_tokens - use.llm_tokens))
+        grammar = grammar_of(call.response_format)  # GrammarError (a ValueError) fails the call
+        constraint = {} if grammar is None else {"grammar": grammar}  # unconstrained: as before
         params = self._params_type(
-            max_new_tokens=max_new, temperature=call.temperature, top_p=call.top_p, seed=seed
+            max_new_tokens=max_new, temperature=call.temperature, top_p=call.top_p, seed=seed, **constraint
         )
 
         def emit(token_id: int, text: str) -> None:
@@ -246,6 +251,7 @@ class Dispatcher:
                 "seed": gen.seed,
                 "stop_token_ids": params.stop_token_ids,
                 "stop": call.stop,
+                **constraint,
             },
             finish_reason=gen.finish_reason,
             logprobs=gen.logprobs,

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from supernet.node.llm import scoring
 from supernet.node.llm.errors import ContextOverflowError, EngineStoppedError, LLMError, SequenceFinishedError
+from supernet.node.llm.grammar import GrammarConstraint
 from supernet.node.llm.handle import GenerationHandle, Sequence
 from supernet.node.llm.kvcache import KVPool, PrefixCache
 from supernet.node.llm.loader import load_model
@@ -192,6 +193,7 @@ class LLMEngine:
             EngineStoppedError: The loop is not running.
             ContextOverflowError: The prompt does not fit ``max_seq_len``.
             ValueError: Empty prompt, or a snapshot of another prompt or model.
+            GrammarError: ``params.grammar`` does not compile (a ``ValueError``).
         """
         if not self.running or self._stopping:
             raise EngineStoppedError("the engine is not running: await engine.start() first")
@@ -210,9 +212,20 @@ class LLMEngine:
             seq.output, seq.logprobs = list(resume.output_ids), list(resume.logprobs)
             seq.fingerprints = list(resume.fingerprints)
             seq.resume = resume if resume.output_ids else None
+        if params.grammar is not None:
+            seq.constraint = self._constraint(params.grammar, sorted(stop), seq.output)
         self._pending.append(seq)
         self._wake.set()
         return GenerationHandle(self, seq)
+
+    def _constraint(self, grammar: str, stop: list[int], output: list[int]) -> GrammarConstraint:
+        """The grammar state of a constrained generation, advanced over ``output`` (a resume)."""
+        if self.tokenizer is None:
+            raise ValueError("a constrained generation needs the model's tokenizer")
+        constraint = GrammarConstraint(self.tokenizer, grammar, self.model.cfg.vocab_size, stop)
+        for token in output:
+            constraint.advance(token)
+        return constraint
 
     def _check_snapshot(self, snap: SequenceSnapshot, prompt: tuple[int, ...]) -> None:
         if snap.model_id != self.model_id:

@@ -12,6 +12,7 @@ from supernet.node.llm.types import Fingerprint, FinishReason, GenerationResult,
 
 if TYPE_CHECKING:
     from supernet.node.llm.engine import LLMEngine
+    from supernet.node.llm.grammar import GrammarConstraint
     from torch import Tensor
 
 
@@ -33,6 +34,8 @@ class Sequence:
         prefix: Keys and values of a cached prompt prefix (``PrefixCache``), loaded into the slot
             so that the prefill computes only the rest of the prompt.
         share: Length of a prompt prefix to copy into the prefix cache once prefilled (0: none).
+        constraint: The grammar state of a constrained generation (``params.grammar``), built by
+            the engine at submission and advanced over the tokens so far.
     """
 
     request_id: str
@@ -47,6 +50,7 @@ class Sequence:
     cached: int = 0
     prefix: tuple[Tensor, Tensor] | None = None
     share: int = 0
+    constraint: GrammarConstraint | None = None
     events: asyncio.Queue[TokenEvent | None] = field(default_factory=asyncio.Queue)
     done: asyncio.Future[GenerationResult] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()

@@ -54,6 +54,8 @@ class SamplingParams:
         seed: Key of the counter-based RNG (with the token's position).
         stop_token_ids: Tokens that end the generation (kept in the output); ``None`` means the
             model's end-of-sequence tokens, ``()`` means none.
+        grammar: A constrained call's grammar (`supernet.node.llm.grammar`): the rule runs on the
+            logits with every token the grammar does not allow next at ``-inf``.
     """
 
     max_new_tokens: int = 64
@@ -61,6 +63,7 @@ class SamplingParams:
     top_p: float = 1.0
     seed: int = 0
     stop_token_ids: tuple[int, ...] | None = None
+    grammar: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:

@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
+from supernet.node.llm.grammar import masked
 from supernet.node.llm.model import Llama
 from supernet.node.llm.sampling import SamplingParams, selection_margins
 from supernet.node.llm.types import (
@@ -322,8 +323,11 @@ def _packed_results(
             if r.params is None or e <= a or s >= b:
                 continue
             lo, hi = max(s, a), min(e, b)  # rows of this request in this block
+            block = logits[lo - a : hi - a]
+            if r.allowed is not None:  # a constrained call: the rule ran on its grammar's mask
+                block = masked(block, r.allowed[lo - s : hi - s])
             margins[k] += selection_margins(
-                logits[lo - a : hi - a], r.output_ids[lo - s : hi - s], r.params, len(r.prompt_ids) + lo - s
+                block, r.output_ids[lo - s : hi - s], r.params, len(r.prompt_ids) + lo - s
             )
     logprobs = (claimed - lse).tolist()
     top_lps = (top_vals - lse[:, None]).tolist()
@@ -346,11 +350,14 @@ def _packed_results(
 
 @dataclass(frozen=True)
 class ScoreRequest:
-    """One claimed generation to re-score; ``params`` (its sampling rule) asks for selection margins."""
+    """One claimed generation to re-score; ``params`` (its sampling rule) asks for selection margins,
+    computed over the tokens ``allowed`` at each output position (``[n, V]`` bool: a constrained
+    call's grammar masks, `supernet.node.llm.grammar`) when given."""
 
     prompt_ids: Sequence[int]
     output_ids: Sequence[int]
     params: SamplingParams | None = None
+    allowed: Tensor | None = field(default=None, compare=False)
 
 
 def score_packed(

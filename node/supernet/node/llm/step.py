@@ -4,8 +4,9 @@ The batch arrives ordered by slot: first the sequences that already have output 
 ``0..D-1``, decoded together, one token each), then the new ones (slots ``D..``, prefilled
 together, right-padded; a prompt whose leading tokens are in the engine's prefix cache has them
 loaded into its slot and prefills only the rest). Both yield final hidden states; one lm-head
-matmul, one log-softmax and one selection call serve all rows. Nothing here touches asyncio
-state: the loop applies the returned ``StepOutput``s.
+matmul, one log-softmax and one selection call serve all rows (a constrained row's selection runs
+on its grammar's mask, `supernet.node.llm.grammar`). Nothing here touches asyncio state: the loop
+applies the returned ``StepOutput``s.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from supernet.node.llm.grammar import masked
 from supernet.node.llm.handle import Sequence
 from supernet.node.llm.kvcache import DecodeAttention, KVPool, PrefillAttention, PrefixPrefillAttention
 from supernet.node.llm.model import Llama
 from supernet.node.llm.sampling import select
 from supernet.node.llm.scoring import fingerprint_due, fingerprints_of
 from supernet.node.llm.types import Fingerprint
+from torch import Tensor
 
 
 @dataclass(frozen=True)
@@ -75,16 +78,33 @@ def run_step(model: Llama, pool: KVPool, batch: list[Sequence]) -> list[StepOutp
     rows = torch.cat(hidden) if len(hidden) > 1 else hidden[0]
     logits = model.logits(rows)
     positions = [len(s.prompt) + len(s.output) for s in batch]
-    chosen = select(logits, [s.params for s in batch], positions)
+    chosen = select(_constrained(logits, batch), [s.params for s in batch], positions)
     logp = torch.log_softmax(logits, dim=-1).gather(-1, torch.tensor(chosen, device=device)[:, None])[:, 0]
     due = [r for r, s in enumerate(batch) if fingerprint_due(len(s.output))]
     fps: dict[int, Fingerprint] = dict(
         zip(due, fingerprints_of(rows[due], [len(batch[r].output) for r in due]), strict=True)
     )
+    for seq, token in zip(batch, chosen, strict=True):
+        if seq.constraint is not None:
+            seq.constraint.advance(token)
     return [
         StepOutput(token=t, logprob=lp, fingerprint=fps.get(r), cached=c)
         for r, (t, lp, c) in enumerate(zip(chosen, logp.tolist(), cached, strict=True))
     ]
+
+
+def _constrained(logits: Tensor, batch: list[Sequence]) -> Tensor:
+    """``logits`` with each constrained row's disallowed tokens at ``-inf`` (a copy when any is):
+    the selection rule runs on these, the recorded logprobs stay the model's own."""
+    rows = [r for r, s in enumerate(batch) if s.constraint is not None]
+    if not rows:
+        return logits
+    out = logits.clone()
+    for r in rows:
+        constraint = batch[r].constraint
+        assert constraint is not None
+        out[r] = masked(out[r], constraint.allowed())
+    return out
 
 
 def _prefill_shared(model: Llama, pool: KVPool, fresh: list[Sequence], starts: list[int]) -> None:

@@ -28,6 +28,11 @@ class Tokenizer:
         self._tok = AutoTokenizer.from_pretrained(str(path), **kwargs)
 
     @property
+    def backend(self) -> Any:
+        """The wrapped transformers tokenizer (for libraries that read it, e.g. llguidance)."""
+        return self._tok
+
+    @property
     def eos_token_id(self) -> int | None:
         """The end-of-sequence token (the chat template's end-of-turn for instruct models)."""
         return self._tok.eos_token_id

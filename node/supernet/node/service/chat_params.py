@@ -5,7 +5,9 @@ exactly — and a validator could not re-check — is refused, never silently ig
 
 * ``n`` > 1: one task is one generation (send n requests);
 * ``tools`` / ``tool_choice`` / ``functions``, ``tool`` messages and ``tool_calls``: no tool calling;
-* ``response_format`` other than ``{"type": "text"}``: no constrained decoding;
+* ``response_format`` other than ``text``, ``json_object`` or ``json_schema``, or a schema that
+  gives no grammar (``json_schema`` and ``json_object`` are honoured by constrained decoding:
+  `supernet.node.llm.grammar`, which validators re-apply);
 * ``presence_penalty`` / ``frequency_penalty`` other than 0, ``logit_bias``: the sampler has none;
 * ``top_logprobs`` > 5: alternatives come from a teacher-forced pass that keeps 5 per position;
 * content parts other than ``text`` (images, audio), and any field this API does not know.
@@ -14,7 +16,9 @@ exactly — and a validator could not re-check — is refused, never silently ig
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from supernet.node.llm.grammar import TEXT_FORMATS, GrammarError, check_grammar, grammar_of
 from supernet.node.service.errors import BadRequestError
 from supernet.node.service.schemas import ChatCompletionCreate
 
@@ -70,6 +74,20 @@ def _check_messages(body: ChatCompletionCreate) -> None:
                     raise _refuse(f"{where}.content[{j}]", f"only text parts are read, not {part.type!r}")
 
 
+def _check_response_format(response_format: dict[str, Any] | None) -> None:
+    """A 400 naming ``response_format`` unless it is text or gives a grammar that compiles."""
+    if response_format is None or response_format.get("type") in TEXT_FORMATS:
+        return
+    if response_format.get("type") not in ("json_object", "json_schema"):
+        raise _refuse("response_format", "only text, json_object and json_schema")
+    try:
+        grammar = grammar_of(response_format)
+        if grammar is not None:
+            check_grammar(grammar)
+    except GrammarError as exc:
+        raise BadRequestError(f"`response_format`: {exc}", param="response_format") from None
+
+
 def chat_plan(body: ChatCompletionCreate) -> ChatPlan:
     """Check ``body`` against what this node honours.
 
@@ -85,8 +103,7 @@ def chat_plan(body: ChatCompletionCreate) -> ChatPlan:
     for name in ("presence_penalty", "frequency_penalty"):
         if getattr(body, name) not in (None, 0):
             raise _refuse(name, "the sampler applies no penalties")
-    if body.response_format is not None and body.response_format.get("type") != "text":
-        raise _refuse("response_format", "no constrained decoding (structured output) yet; only text")
+    _check_response_format(body.response_format)
     if (body.top_logprobs or 0) > MAX_TOP_LOGPROBS:
         raise _refuse("top_logprobs", f"at most {MAX_TOP_LOGPROBS} alternatives per token are scored")
     if body.top_logprobs is not None and not body.logprobs:

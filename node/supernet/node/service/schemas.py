@@ -216,8 +216,9 @@ class ChatCompletionCreate(BaseModel):
     """``POST /v1/chat/completions``; the ``supernet`` field (or the ``X-Supernet-Auth`` header)
     carries the signed request. The signed input is computed from the body as sent
     (`supernet.sdk.openai_compat.chat_task_input`, docs/node.md). A field this node cannot honour
-    (``tools``, ``n`` > 1, a ``response_format`` other than text, penalties, ``top_logprobs`` > 5,
-    any unknown field) is a 400 naming it, never ignored."""
+    (``tools``, ``n`` > 1, penalties, ``top_logprobs`` > 5, any unknown field) is a 400 naming it,
+    never ignored; ``response_format`` ``json_schema`` / ``json_object`` is honoured by constrained
+    decoding."""
 
     model_config = ConfigDict(extra="allow")
 

@@ -66,6 +66,7 @@ class LLMClient:
         top_p: float = 1.0,
         seed: int | None = None,
         stop: Sequence[str] = (),
+        response_format: Mapping[str, Any] | None = None,
     ) -> ChatResult:
         """Reply to chat ``messages`` (dicts with ``role`` and ``content``, or :class:`Message`).
 
@@ -76,9 +77,17 @@ class LLMClient:
             top_p: Nucleus sampling mass.
             seed: Sampling seed; by default derived from the task's seed and the call's index.
             stop: Strings that end the reply (cut from the text).
+            response_format: Constrain the reply: ``{"type": "json_schema", "json_schema":
+                {"schema": ...}}`` or ``{"type": "json_object"}`` (`LLMChat`).
         """
         call = LLMChat(
-            tuple(_message(m) for m in messages), max_new_tokens, temperature, top_p, seed, tuple(stop)
+            tuple(_message(m) for m in messages),
+            max_new_tokens,
+            temperature,
+            top_p,
+            seed,
+            tuple(stop),
+            response_format,
         )
         result: ChatResult = await self._syscall(call)
         return result

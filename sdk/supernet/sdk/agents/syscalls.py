@@ -57,7 +57,12 @@ class Message:
 
 @dataclass(frozen=True)
 class LLMChat:
-    """Generate a reply to chat ``messages`` with the node's model."""
+    """Generate a reply to chat ``messages`` with the node's model.
+
+    ``response_format`` (OpenAI's shape: ``{"type": "json_schema", "json_schema": {"schema": ...}}``
+    or ``{"type": "json_object"}``; ``None`` or ``{"type": "text"}`` for free text) constrains the
+    reply by the grammar the kernel builds from it (docs/protocol.md "Token selection").
+    """
 
     messages: tuple[Message, ...]
     max_new_tokens: int = 128
@@ -65,6 +70,7 @@ class LLMChat:
     top_p: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    response_format: Mapping[str, JSON] | None = field(default=None, hash=False)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,9 @@ the format, nothing else, each with its type) and replays it, a client renders i
 typed per syscall kind (`LlmEvent`, `ToolEvent`, the memory and storage events, `ErrorEvent`).
 New kinds are only ever added (``storage.rollback``, ``storage.delete`` and ``storage.versions``
 came after the first ones, then ``agent.call`` and ``agent.return``, which bracket a child agent's
-events inline in its caller's trace); an existing kind's fields never change.
+events inline in its caller's trace); an existing kind's fields never change, except that an
+optional one may be added that is absent where it does not apply (``llm`` ``params.grammar``, on
+constrained calls only), so every earlier trace reads and re-encodes the same.
 
 The ``witness`` carries every content-addressed block a replay reads (`witness_reads`), so a trace
 is self-contained; `VerifiedWitness` keys its entries by the CIDs it recomputes.
@@ -68,7 +70,11 @@ class Message:
 
 @dataclass(frozen=True)
 class Sampling:
-    """The sampling parameters an LLM call ran with."""
+    """The sampling parameters an LLM call ran with.
+
+    ``grammar`` (present only on a constrained call) is the llguidance grammar the token mask
+    came from (`supernet.node.llm.grammar.grammar_of` of the call's ``response_format``).
+    """
 
     max_new_tokens: int
     temperature: float
@@ -76,9 +82,10 @@ class Sampling:
     seed: int
     stop_token_ids: tuple[int, ...] | None
     stop: tuple[str, ...]
+    grammar: str | None = None
 
     def to_dag(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "max_new_tokens": self.max_new_tokens,
             "temperature": self.temperature,
             "top_p": self.top_p,
@@ -86,10 +93,18 @@ class Sampling:
             "stop_token_ids": None if self.stop_token_ids is None else list(self.stop_token_ids),
             "stop": list(self.stop),
         }
+        if self.grammar is not None:  # absent on unconstrained calls: their traces are unchanged
+            out["grammar"] = self.grammar
+        return out
 
     @classmethod
     def from_dag(cls, obj: Any, path: str) -> Sampling:
-        r = record(obj, path, ("max_new_tokens", "temperature", "top_p", "seed", "stop_token_ids", "stop"))
+        r = record(
+            obj,
+            path,
+            ("max_new_tokens", "temperature", "top_p", "seed", "stop_token_ids", "stop"),
+            ("grammar",),
+        )
         stops = r["stop_token_ids"]
         return cls(
             max_new_tokens=integer(r["max_new_tokens"], f"{path}.max_new_tokens", 0),
@@ -98,6 +113,7 @@ class Sampling:
             seed=integer(r["seed"], f"{path}.seed", 0),
             stop_token_ids=None if stops is None else items(stops, f"{path}.stop_token_ids", _token),
             stop=items(r["stop"], f"{path}.stop", string),
+            grammar=string(r["grammar"], f"{path}.grammar") if "grammar" in r else None,
         )
 
 

@@ -9,7 +9,8 @@ the node agree without sharing a schema library. The rules (docs/node.md "Chat c
 * ``messages``: each message as sent, except that ``developer`` is the ``system`` role and a
   content array of ``text`` parts is their texts joined by ``\\n`` (what the model reads);
 * ``max_new_tokens``: ``max_completion_tokens``, else ``max_tokens``;
-* ``temperature``, ``top_p``, ``seed``, ``stop``, ``logprobs``, ``top_logprobs``: as sent;
+* ``temperature``, ``top_p``, ``seed``, ``stop``, ``logprobs``, ``top_logprobs``,
+  ``response_format``: as sent (so a node cannot drop a structured-output constraint);
 * nothing else (``model`` is the signed ``modelId``; ``stream`` only changes the transport).
   Keys that are absent or ``null`` are left out.
 
@@ -27,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-PASSED_AS_SENT = ("temperature", "top_p", "seed", "stop", "logprobs", "top_logprobs")
+PASSED_AS_SENT = ("temperature", "top_p", "seed", "stop", "logprobs", "top_logprobs", "response_format")
 """Body fields copied into the signed input unchanged (when present and not null)."""
 
 

@@ -1,0 +1,171 @@
+"""Constrained decoding: the grammar of an OpenAI ``response_format`` and the token mask it allows.
+
+A constrained LLM call carries a *grammar* (``SamplingParams.grammar``): an llguidance grammar
+document, built from the call's ``response_format`` by `grammar_of` (a pure function of it, so a
+validator's replay rebuilds the same string). At each output position the *mask* is the set of
+tokens the grammar allows after the tokens so far (`GrammarConstraint.allowed`); the selection
+rule (`supernet.node.llm.sampling`) then runs on the logits with every other token set to
+``-inf``. The mask is a deterministic function of the grammar, the tokenizer and the tokens so
+far, which is what lets a validator re-apply it exactly (docs/protocol.md "Token selection").
+
+Rules both sides apply:
+
+* ``{"type": "json_schema", "json_schema": {"schema": S, ...}}``: JSON valid against ``S``;
+  ``{"type": "json_object"}``: any JSON object (the schema ``{"type": "object"}``). JSON is
+  compact (no whitespace between tokens: ``x-guidance.whitespace_flexible`` false unless the
+  schema's own ``x-guidance`` says otherwise), so a small model cannot loop on blank space.
+* The stop tokens (the model's end-of-sequence tokens) are allowed wherever the grammar accepts
+  the text so far; where the grammar allows nothing at all (it is finished, or a matcher error),
+  only the stop tokens are allowed, so a generation always has a token to pick.
+
+>>> grammar_of({"type": "json_object"})
+'{"grammars":[{"json_schema":{"type":"object","x-guidance":{"whitespace_flexible":false}}}]}'
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import weakref
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # torch and llguidance load on first use: the kernel reads `grammar_of` without them
+    from torch import Tensor
+
+TEXT_FORMATS = ("text",)
+"""``response_format`` types that constrain nothing (a format without a type is not one of them)."""
+
+
+class GrammarError(ValueError):
+    """A ``response_format`` that does not give a usable grammar (the message says why)."""
+
+
+def _schema_of(response_format: Mapping[str, Any]) -> Mapping[str, Any]:
+    kind = response_format.get("type")
+    if kind == "json_object":
+        return {"type": "object"}
+    if kind != "json_schema":
+        raise GrammarError(f"response_format type {kind!r} is not text, json_object or json_schema")
+    spec = response_format.get("json_schema")
+    if not isinstance(spec, Mapping):
+        raise GrammarError("response_format.json_schema must be an object with a `schema`")
+    schema = spec.get("schema", {})
+    if not isinstance(schema, Mapping):
+        raise GrammarError("response_format.json_schema.schema must be a JSON schema object")
+    return schema
+
+
+def grammar_of(response_format: Mapping[str, Any] | None) -> str | None:
+    """The llguidance grammar (JSON text, sorted keys, no spaces) a ``response_format`` asks for;
+    ``None`` for plain text.
+
+    Raises:
+        GrammarError: another type, or a schema that is not an object.
+    """
+    if response_format is None or response_format.get("type") in TEXT_FORMATS:
+        return None
+    schema = dict(_schema_of(response_format))
+    options = schema.get("x-guidance")
+    schema["x-guidance"] = {"whitespace_flexible": False, **(options if isinstance(options, Mapping) else {})}
+    doc = {"grammars": [{"json_schema": schema}]}
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def check_grammar(grammar: str) -> None:
+    """Raise `GrammarError` (with llguidance's reason) unless ``grammar`` compiles."""
+    import llguidance
+
+    try:
+        error = llguidance.LLMatcher.validate_grammar(grammar)
+    except Exception as exc:  # a grammar document llguidance cannot even read
+        raise GrammarError(f"the schema gives no usable grammar: {exc}") from None
+    if error:
+        raise GrammarError(f"the schema gives no usable grammar: {error}")
+
+
+_LL_TOKENIZERS: weakref.WeakKeyDictionary[Any, dict[tuple[int, tuple[int, ...]], Any]] = (
+    weakref.WeakKeyDictionary()
+)
+_LL_LOCK = threading.Lock()
+
+
+def _ll_tokenizer(tokenizer: Any, vocab_size: int, stop_ids: tuple[int, ...]) -> Any:
+    """llguidance's view of ``tokenizer`` (a `supernet.node.llm.tokenizer.Tokenizer`), built once
+    per (vocabulary size, stop tokens): building one takes about a second."""
+    import llguidance.hf
+
+    key = (vocab_size, stop_ids)
+    with _LL_LOCK:
+        per = _LL_TOKENIZERS.setdefault(tokenizer, {})
+        if key not in per:
+            per[key] = llguidance.hf.from_tokenizer(
+                tokenizer.backend, n_vocab=vocab_size, eos_token=list(stop_ids)
+            )
+        return per[key]
+
+
+class GrammarConstraint:
+    """The grammar state of one constrained generation (or of a validator's walk over its tokens).
+
+    Args:
+        tokenizer: The model's tokenizer (`supernet.node.llm.tokenizer.Tokenizer`).
+        grammar: The call's grammar (`grammar_of`).
+        vocab_size: The model's vocabulary (the mask's width).
+        stop_ids: The tokens that end the generation.
+
+    Raises:
+        GrammarError: the grammar does not compile.
+    """
+
+    def __init__(self, tokenizer: Any, grammar: str, vocab_size: int, stop_ids: Sequence[int]) -> None:
+        import llguidance
+
+        self.vocab_size = vocab_size
+        self.stop_ids = tuple(sorted(set(int(t) for t in stop_ids)))
+        ll = _ll_tokenizer(tokenizer, vocab_size, self.stop_ids)
+        self._matcher = llguidance.LLMatcher(ll, grammar, log_level=0)
+        if self._matcher.is_error():
+            raise GrammarError(f"the grammar does not compile: {self._matcher.get_error()}")
+
+    def allowed(self) -> Tensor:
+        """The tokens allowed next: a bool tensor of ``vocab_size`` (never all false)."""
+        import torch
+
+        raw = self._matcher.compute_logit_bias() if not self._matcher.is_error() else b""
+        mask = torch.zeros(self.vocab_size, dtype=torch.bool)
+        if raw:
+            bias = torch.frombuffer(bytearray(raw), dtype=torch.uint8)[: self.vocab_size]
+            mask[: bias.shape[0]] = bias > 0
+        if not bool(mask.any()):
+            mask[list(self.stop_ids)] = True
+        return mask
+
+    def advance(self, token: int) -> bool:
+        """Take ``token`` as the next one; False if the grammar did not allow it (or is finished).
+        A stop token ends the walk and is always taken."""
+        if token in self.stop_ids:
+            return True
+        return bool(self._matcher.consume_token(int(token)))
+
+
+def masked(logits: Tensor, allowed: Tensor) -> Tensor:
+    """``logits`` (``[V]`` or ``[n, V]``) with every token outside ``allowed`` at ``-inf`` (a copy)."""
+    return logits.masked_fill(~allowed.to(logits.device), float("-inf"))
+
+
+def allowed_masks(constraint: GrammarConstraint, tokens: Sequence[int]) -> tuple[Tensor, int | None]:
+    """The mask at each position of ``tokens`` (``[len(tokens), V]`` bool) as the grammar walks
+    them, and the first position whose token the mask does not allow (``None``: every one is).
+    The walk ends there: the positions after it allow every token."""
+    import torch
+
+    rows = torch.ones((len(tokens), constraint.vocab_size), dtype=torch.bool)
+    bad: int | None = None
+    for i, t in enumerate(tokens):
+        if bad is not None:
+            break
+        rows[i] = constraint.allowed()
+        if not (0 <= t < constraint.vocab_size and bool(rows[i, t])) or not constraint.advance(t):
+            bad = i
+    return rows, bad
