@@ -2,7 +2,8 @@
 
 ``selection_margins`` finds the rule's nucleus among the tokens above a probability floor instead
 of a batched top-k over the whole vocabulary, and ``score_packed`` post-processes the logits a few
-rows at a time and pads attention by whole tokens. Each is pinned here against a verbatim copy of
+rows at a time and pads attention by whole tokens; the decoder rotates without a rolled copy and
+multiplies in place. Each is pinned here against a verbatim copy of
 the implementation it replaced, on random rows with exact ties, flat rows, nuclei at the edge of
 ``top_p`` and near-perturbed logits (the refinement path), so soundness cannot drift.
 """
@@ -14,8 +15,10 @@ from collections.abc import Sequence
 
 import pytest
 import torch
-from llm_fixtures import make_tiny_llama
+import torch.nn.functional as F
+from llm_fixtures import TINY, make_tiny_llama
 from supernet.node.llm import sampling
+from supernet.node.llm.model import Llama, apply_rope, rope_tables
 from supernet.node.llm.sampling import SamplingParams, select, selection_margin, selection_margins, uniform
 from supernet.node.llm.scoring import ScoreRequest, fingerprint_due, fingerprints_of, prompt_kv, score_packed
 from supernet.node.llm.types import ScoreResult
@@ -248,3 +251,52 @@ def test_packed_scores_equal_the_whole_logits_computation(dtype: torch.dtype) ->
         want = _old_result(rows[part], logits[part], lse[part], r.output_ids, r.params, len(r.prompt_ids), 5)
         assert got == want
         at += n
+
+
+# ---- the decoder's elementwise work (rope without the rolled copy, in-place products) ----
+
+
+def _old_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    return (x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin).to(x.dtype)
+
+
+def _old_forward(model: Llama, tokens: Tensor) -> Tensor:
+    """The decoder as it was: ``weight * normed``, ``silu(gate) * up``, out-of-place residuals."""
+
+    def norm(mod: torch.nn.Module, x: Tensor) -> Tensor:
+        return mod.weight * F.rms_norm(x.float(), mod.weight.shape, eps=mod.eps).to(x.dtype)
+
+    t = tokens.shape[1]
+    cos, sin = model.rope_cos[None, :t, None], model.rope_sin[None, :t, None]
+    x = model.tok_embeddings(tokens)
+    for blk in model.blocks:
+        att, ffn = blk.attention, blk.feed_forward
+        h = norm(blk.attention_norm, x)
+        b, hd, nq, nkv = 1, att.head_dim, att.n_heads * att.head_dim, att.n_kv * att.head_dim
+        qkv = att.wqkv(h)
+        qk = _old_rope(qkv[..., : nq + nkv].view(b, t, att.n_heads + att.n_kv, hd), cos, sin)
+        q, k = qk[:, :, : att.n_heads].transpose(1, 2), qk[:, :, att.n_heads :].transpose(1, 2)
+        v = qkv[..., nq + nkv :].view(b, t, att.n_kv, hd).transpose(1, 2)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=att.n_kv != att.n_heads)
+        x = x + att.wo(y.transpose(1, 2).reshape(b, t, nq))
+        gate, up = ffn.w13(norm(blk.ffn_norm, x)).split(ffn.hidden, dim=-1)
+        x = x + ffn.w2(F.silu(gate) * up)
+    return norm(model.norm, x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_decoder_elementwise_work_is_bit_for_bit_the_old_one(dtype: torch.dtype) -> None:
+    """`apply_rope` adds the rotated half without a rolled copy (float32) and the norms, the SwiGLU
+    product and the second residual work in place: the same values to the bit, in float32 and
+    bfloat16."""
+    gen = torch.Generator().manual_seed(11)
+    cos, sin = rope_tables(TINY, 64)
+    for shape in ((1, 64, 6, TINY.head_dim), (3, 64, 6, TINY.head_dim)):
+        x = (torch.randn(shape, generator=gen) * 3).to(dtype)
+        pos = torch.randint(0, 64, shape[:2], generator=gen)
+        c, s = cos[pos].unsqueeze(2), sin[pos].unsqueeze(2)
+        assert torch.equal(apply_rope(x, c, s), _old_rope(x, c, s))
+    model = make_tiny_llama(6).to(dtype)
+    tokens = torch.randint(0, TINY.vocab_size, (1, 40), generator=gen)
+    with torch.inference_mode():
+        assert torch.equal(model(tokens), _old_forward(model, tokens))

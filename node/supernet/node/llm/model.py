@@ -43,7 +43,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.weight * F.rms_norm(x.float(), self.weight.shape, eps=self.eps).to(x.dtype)
+        # the weight multiplies the normed tensor in place (it is a fresh one in either dtype): the
+        # same products as ``weight * normed``, one temporary less
+        return F.rms_norm(x.float(), self.weight.shape, eps=self.eps).to(x.dtype).mul_(self.weight)
 
 
 def rope_tables(cfg: LlamaConfig, n_positions: int) -> tuple[Tensor, Tensor]:
@@ -59,8 +61,22 @@ def rope_tables(cfg: LlamaConfig, n_positions: int) -> tuple[Tensor, Tensor]:
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate ``x`` ``[B, T, heads, D]`` by per-token ``cos``/``sin`` ``[B or 1, T, 1, D]``."""
-    return (x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin).to(x.dtype)
+    """Rotate ``x`` ``[B, T, heads, D]`` by per-token ``cos``/``sin`` ``[B or 1, T, 1, D]``.
+
+    ``x * cos + roll(x, D / 2) * sin``. In float32 without the rolled copy (its strided copy of a
+    q/k view is most of the cost there: ~4x faster measured on 480 tokens): the second term is added
+    half by half, ``-x2 * |sin|`` as a subtraction (the sin table's first half is the negated second
+    half, and ``a + (-b)`` is ``a - b`` exactly), so the result is the same to the bit. A bfloat16
+    ``x`` keeps the one expression, where the half-by-half products measured slower (~1.2x).
+    """
+    if x.dtype != torch.float32:
+        return (x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin).to(x.dtype)
+    h = x.shape[-1] // 2
+    x1, x2, s = x[..., :h], x[..., h:], sin[..., h:]
+    out = x * cos
+    out[..., :h] -= x2 * s
+    out[..., h:] += x1 * s
+    return out.to(x.dtype)
 
 
 def weight_of(module: nn.Module) -> Tensor:
@@ -140,7 +156,7 @@ class FeedForward(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         gate, up = self.w13(x).split(self.hidden, dim=-1)
-        return self.w2(F.silu(gate) * up)
+        return self.w2(F.silu(gate).mul_(up))  # in place on silu's fresh output: one temporary less
 
 
 class Block(nn.Module):
@@ -155,7 +171,7 @@ class Block(nn.Module):
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: AttentionCache | None) -> Tensor:
         x = x + self.attention(self.attention_norm(x), cos, sin, cache)
-        return x + self.feed_forward(self.ffn_norm(x))
+        return x.add_(self.feed_forward(self.ffn_norm(x)))  # x is this block's own sum by now
 
 
 class Llama(nn.Module):
