@@ -23,6 +23,7 @@ import pytest
 import pytest_asyncio
 from eth_account.signers.local import LocalAccount
 from supernet.node.agents.base import Agent
+from supernet.node.agents.chat import ChatAgent
 from supernet.node.agents.context import AgentContext
 from supernet.node.agents.registry import AgentRegistry, default_registry
 from supernet.node.faults import FaultInjector, FaultKind
@@ -122,6 +123,7 @@ class VNet:
         kernel: Any = None,
         models: list[str] | None = None,
         response_format: dict[str, Any] | None = None,
+        chat_inputs: list[dict[str, Any]] | None = None,
     ) -> tuple[int, list[Receipt]]:
         """Run one task per question, commit them as one batch; returns (batch id, receipts).
 
@@ -132,22 +134,30 @@ class VNet:
         kernel than the fixture's (e.g. one on a bf16 engine); it must use `VNet.injector`.
         ``models[i]``: the served model id task ``i`` is signed for and runs on (a kernel with several
         LLM cores); default: the kernel's first. ``response_format``: constrain both LLM calls of
-        every task (structured output).
+        every task (structured output). ``chat_inputs``: run the built-in ``chat`` agent on these
+        inputs instead (one task each; ``questions`` is not read).
         """
         default_model = (kernel or self.kernel).model_id  # the served id: names the dtype
-        agent_hash = bytes.fromhex(ProbeAgent.code_hash()[2:])
+        agent: type[Agent] = ProbeAgent if chat_inputs is None else ChatAgent
+        agent_hash = bytes.fromhex(agent.code_hash()[2:])
+        if chat_inputs is not None:
+            questions = ["" for _ in chat_inputs]
         entries: list[ManifestEntry] = []
         receipts: list[Receipt] = []
         for i, q in enumerate(questions):
             model_id = bytes.fromhex((models[i] if models is not None else default_model)[2:])
             user = self.users[i % len(self.users)]
             self.nonce += 1
-            task_input = {
-                "question": q,
-                "expr": f"{i + 2} * 7 + {self.nonce}",
-                "max_new_tokens": max_new_tokens,
-                **({} if response_format is None else {"response_format": response_format}),
-            }
+            task_input = (
+                {
+                    "question": q,
+                    "expr": f"{i + 2} * 7 + {self.nonce}",
+                    "max_new_tokens": max_new_tokens,
+                    **({} if response_format is None else {"response_format": response_format}),
+                }
+                if chat_inputs is None
+                else chat_inputs[i]
+            )
             req = TaskRequest(
                 user=user.address,
                 node=self.node.address,
@@ -172,7 +182,7 @@ class VNet:
             request_signature = "0x" + sign_task_request(req, self.contracts.domain, user).hex()
             spec = TaskSpec(
                 task_id="0x" + rh.hex(),
-                agent_id="probe",
+                agent_id=agent.agent_id,
                 input=task_input,
                 user=user.address,
                 fee=TASK_FEE,
@@ -210,7 +220,7 @@ class VNet:
                     leaf=receipt.leaf(),
                     signature=sign_receipt(receipt, self.node),
                     trace_cid=trace_cid,
-                    agent="probe",
+                    agent=agent.agent_id,
                     request=TaskRequest.from_json(request),
                     request_signature=bytes.fromhex(request_signature[2:]),
                 )
@@ -275,6 +285,7 @@ async def vnet(smollm2_loaded: Any, tmp_path_factory: pytest.TempPathFactory) ->
         )
         agents = AgentRegistry()
         agents.register(ProbeAgent)
+        agents.register(ChatAgent)  # `run_batch(chat_inputs=...)`
         kernel = Kernel(engine, store, agents=agents, faults=injector)
         await kernel.setup()
         try:

@@ -4,7 +4,8 @@ voucher, nothing else changed in the OpenAI code).
 
 Greedy decoding is deterministic, so a streamed answer, an answer cut at a stop string and one with
 log-probabilities are each compared with the plain answer to the same request. Structured output
-(``response_format`` ``json_schema`` / ``json_object``) parses and validates against its schema.
+(``response_format`` ``json_schema`` / ``json_object``) parses and validates against its schema, and
+so do tool calls' arguments against their tool's parameters.
 """
 
 from __future__ import annotations
@@ -296,3 +297,157 @@ def test_a_schema_without_a_grammar_is_a_400(net: Net, response_format: dict[str
     with pytest.raises(openai.BadRequestError) as caught:
         ask(net, max_completion_tokens=4, response_format=response_format)
     assert caught.value.param == "response_format"
+
+
+# -- tool calling: tools / tool_choice honoured by a grammar built from the tools ----------------
+
+WEATHER_PARAMS = {
+    "type": "object",
+    "properties": {"city": {"type": "string", "maxLength": 30}},
+    "required": ["city"],
+    "additionalProperties": False,
+}
+ADD_PARAMS = {
+    "type": "object",
+    "properties": {
+        "a": {"type": "integer", "minimum": -1000, "maximum": 1000},
+        "b": {"type": "integer", "minimum": -1000, "maximum": 1000},
+    },
+    "required": ["a", "b"],
+    "additionalProperties": False,
+}
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "The weather in a city.",
+            "parameters": WEATHER_PARAMS,
+        },
+    },
+    {
+        "type": "function",
+        "function": {"name": "add", "description": "Add two numbers.", "parameters": ADD_PARAMS},
+    },
+]
+PARAMS = {"get_weather": WEATHER_PARAMS, "add": ADD_PARAMS}
+ADD_CHOICE = {"type": "function", "function": {"name": "add"}}
+
+
+def _valid_call(reply: Any, names: tuple[str, ...]) -> Any:
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls", choice.message
+    assert choice.message.content is None
+    [call] = choice.message.tool_calls
+    assert call.type == "function" and call.id.startswith("call_") and call.function.name in names
+    jsonschema.validate(json.loads(call.function.arguments), PARAMS[call.function.name])
+    return call
+
+
+@pytest.mark.parametrize(
+    ("prompt", "tool_choice", "names"),
+    [
+        ("What is the weather in Paris?", "required", ("get_weather", "add")),
+        ("Hi!", "required", ("get_weather", "add")),
+        ("What is 2 plus 3?", ADD_CHOICE, ("add",)),
+        ("Tell me a joke.", ADD_CHOICE, ("add",)),
+    ],
+)
+def test_required_and_named_tool_calls_validate(net: Net, prompt: str, tool_choice: Any, names: Any) -> None:
+    reply = ask(
+        net,
+        messages=[{"role": "user", "content": prompt}],
+        max_completion_tokens=64,
+        tools=TOOLS,
+        tool_choice=tool_choice,
+    )
+    _valid_call(reply, names)
+
+
+def test_tool_calling_is_signed_and_recorded(net: Net) -> None:
+    """tools and tool_choice are part of the signed input; the trace records the prompt with the
+    tools listed and the grammar the agent derives from them (what a validator's replay rebuilds)."""
+    from supernet.node.agents.tool_calls import tools_response_format
+
+    body = {"messages": [{"role": "user", "content": "Weather in Rome?"}], "max_completion_tokens": 48}
+    reply = ask(net, **body, tools=TOOLS, tool_choice="required")
+    _valid_call(reply, ("get_weather", "add"))
+    store_url = httpx.get(f"{net.node.url}/v1/node").json()["storeUrl"]
+    trace = _run(_trace(store_url, (reply.model_extra or {})["supernet"]["traceCid"]))
+    assert trace["input"]["tools"] == TOOLS and trace["input"]["tool_choice"] == "required"
+    [llm] = [e for e in trace["events"] if e["kind"] == "llm"]
+    assert llm["params"]["grammar"] == grammar_of(tools_response_format(TOOLS, "required"))
+    assert '"name":"get_weather"' in llm["messages"][0]["content"]
+
+
+def test_a_conversation_with_a_tool_result_is_answered(net: Net) -> None:
+    first = ask(
+        net,
+        messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+        max_completion_tokens=48,
+        tools=TOOLS,
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+    )
+    call = _valid_call(first, ("get_weather",))
+    messages = [
+        {"role": "user", "content": "What is the weather in Paris?"},
+        first.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "Sunny, 24 degrees."},
+    ]
+    reply = ask(net, messages=messages, max_completion_tokens=32, tools=TOOLS)  # tool_choice: auto
+    choice = reply.choices[0]
+    if choice.finish_reason == "tool_calls":  # "auto" lets the model call again
+        _valid_call(reply, ("get_weather", "add"))
+    else:
+        assert choice.message.content and not choice.message.content.startswith("{")
+        assert choice.message.tool_calls is None
+
+
+def test_tool_choice_none_answers_in_text(net: Net) -> None:
+    reply = ask(
+        net,
+        messages=[{"role": "user", "content": "What is 2 plus 3?"}],
+        max_completion_tokens=16,
+        tools=TOOLS,
+        tool_choice="none",
+    )
+    choice = reply.choices[0]
+    assert choice.finish_reason in ("stop", "length") and choice.message.tool_calls is None
+    assert isinstance(choice.message.content, str) and choice.message.content
+
+
+async def test_a_streamed_tool_call_is_the_plain_one(net: Net) -> None:
+    """A streamed tool-calling reply arrives whole in one chunk (tool calls are not split)."""
+    kw: dict[str, Any] = {
+        "model": net.model,
+        "messages": [{"role": "user", "content": "Add 40 and 2."}],
+        "max_completion_tokens": 48,
+        "tools": TOOLS,
+        "tool_choice": "required",
+    }
+    plain = net.ai.chat.completions.create(**kw)
+    ai = async_openai_client(net.node.url, net.key, net.deployment, state_dir=net.state, max_retries=0)
+    try:
+        chunks = [c async for c in await ai.chat.completions.create(**kw, stream=True)]
+    finally:
+        await ai.close()
+    deltas = [d for c in chunks if c.choices for d in (c.choices[0].delta.tool_calls or [])]
+    [call] = plain.choices[0].message.tool_calls
+    assert [(d.function.name, d.function.arguments) for d in deltas] == [
+        (call.function.name, call.function.arguments)
+    ]
+    assert deltas[0].id.startswith("call_") and deltas[0].type == "function"  # its own task: its own id
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == [
+        "tool_calls"
+    ]
+
+
+def test_an_unknown_tool_in_tool_choice_is_a_400_naming_it(net: Net) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        ask(
+            net,
+            max_completion_tokens=4,
+            tools=TOOLS,
+            tool_choice={"type": "function", "function": {"name": "launch_rocket"}},
+        )
+    assert caught.value.param == "tool_choice" and "launch_rocket" in caught.value.message

@@ -93,18 +93,20 @@ async def test_a_signature_binds_the_exact_messages_and_params(
     assert stored_inputs(fake_node) == [chat_task_input(body)]
 
 
+TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+
+
 @pytest.mark.parametrize(
     ("extra", "param"),
     [
         ({"n": 2}, "n"),
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-        ({"tool_choice": "auto"}, "tool_choice"),
+        ({"functions": [{"name": "f"}]}, "functions"),
         ({"response_format": {"type": "xml"}}, "response_format"),
         ({"logprobs": True, "top_logprobs": 6}, "top_logprobs"),
         ({"presence_penalty": 0.5}, "presence_penalty"),
         ({"logit_bias": {"1": 5}}, "logit_bias"),
         ({"frobnicate": True}, "frobnicate"),
-        ({"messages": [{"role": "tool", "content": "42", "tool_call_id": "c1"}]}, "messages[0].role"),
+        ({"messages": [{"role": "user", "content": "hi", "function_call": {}}]}, "messages[0].function_call"),
         (
             {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
             "messages[0].content[0]",
@@ -151,6 +153,33 @@ async def test_a_response_format_without_a_grammar_is_a_400_naming_it(
     assert r.json()["error"]["param"] == "response_format" and tasks_count(fake_node) == 0
 
 
+@pytest.mark.parametrize(
+    ("extra", "param", "named"),
+    [
+        (
+            {"tools": [TOOL], "tool_choice": {"type": "function", "function": {"name": "nope"}}},
+            "tool_choice",
+            "'nope'",
+        ),
+        ({"tool_choice": "required"}, "tool_choice", "`tools`"),
+        ({"tools": [{"type": "function", "function": {"name": "a b"}}]}, "tools[0].function.name", "letters"),
+        ({"messages": [{"role": "tool", "content": "42"}]}, "messages[0].tool_call_id", "missing"),
+    ],
+)
+async def test_bad_tool_calling_requests_are_a_400_naming_the_field(
+    fake_node: FakeNode, extra: dict[str, Any], param: str, named: str
+) -> None:
+    """Tool calling is honoured (tests/integration/test_openai_client.py); a tool choice naming no
+    offered tool, or a malformed tool or tool message, is refused before any task is made."""
+    body = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}], **extra}
+    signed = fake_node.body(chat_task_input(body), cumulative=10**12)
+    r = await fake_node.http.post(URL, json=body, headers=header(signed))
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == param and named in error["message"], error
+    assert tasks_count(fake_node) == 0
+
+
 async def test_no_op_values_of_those_parameters_are_accepted(fake_node: FakeNode) -> None:
     body = {
         "model": "fake-model",
@@ -158,6 +187,9 @@ async def test_no_op_values_of_those_parameters_are_accepted(fake_node: FakeNode
         "n": 1,
         "presence_penalty": 0,
         "response_format": {"type": "text"},
+        "tools": [TOOL],
+        "tool_choice": "none",
+        "parallel_tool_calls": False,
         "logprobs": False,
         "user": "someone",
     }

@@ -5,6 +5,12 @@ Input: a string (one user message), or ``{"messages": [...], "max_new_tokens": n
 ``stop`` string is a list of one). Generation ends at the first stop string, so the node spends no
 tokens past it. A ``response_format`` of type ``json_schema`` or ``json_object`` constrains the
 reply to that JSON (the kernel's grammar mask, `supernet.node.llm.grammar`).
+
+``tools`` and ``tool_choice`` (OpenAI's shapes) make a tool-calling reply: the tools are listed in
+a system message, ``tool`` messages and assistant ``tool_calls`` are rendered as text, and the
+reply is constrained to a tool call (or, for ``"auto"``, text or a tool call) by the grammar
+`supernet.node.agents.tool_calls` derives from them. The output is the reply's text (a tool call
+is its JSON); the OpenAI route turns it into ``tool_calls``.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from typing import Any, ClassVar
 
 from supernet.node.agents.base import Agent
 from supernet.node.agents.context import AgentContext
+from supernet.node.agents.tool_calls import render_messages, tools_response_format
 
 DEFAULT_MAX_NEW_TOKENS = 128
 
@@ -35,8 +42,12 @@ class ChatAgent(Agent):
                         "minItems": 1,
                         "items": {
                             "type": "object",
-                            "required": ["role", "content"],
-                            "properties": {"role": {"type": "string"}, "content": {"type": "string"}},
+                            "required": ["role"],
+                            "properties": {
+                                "role": {"type": "string"},
+                                "content": {"type": ["string", "null"]},
+                                "tool_calls": {"type": "array"},
+                            },
                         },
                     },
                     "max_new_tokens": {"type": "integer", "minimum": 1},
@@ -45,6 +56,8 @@ class ChatAgent(Agent):
                     "seed": {"type": "integer"},
                     "stop": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
                     "response_format": {"type": "object", "required": ["type"]},
+                    "tools": {"type": "array", "minItems": 1},
+                    "tool_choice": {"oneOf": [{"type": "string"}, {"type": "object"}]},
                 },
             },
         ]
@@ -62,6 +75,12 @@ class ChatAgent(Agent):
                 options["stop"] = [stop] if isinstance(stop, str) else list(stop)
             if input.get("response_format") is not None:
                 options["response_format"] = input["response_format"]
+            messages = render_messages(messages, input.get("tools"), input.get("tool_choice"))
+            tool_format = tools_response_format(input.get("tools"), input.get("tool_choice"))
+            if tool_format is not None:
+                if options.get("response_format", {}).get("type", "text") != "text":
+                    raise ValueError("a chat whose reply may be a tool call takes no other response_format")
+                options["response_format"] = tool_format
         else:
             raise ValueError('chat input is a string or {"messages": [{"role": ..., "content": ...}, ...]}')
         options.setdefault("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)

@@ -14,6 +14,12 @@ Rules both sides apply:
   ``{"type": "json_object"}``: any JSON object (the schema ``{"type": "object"}``). JSON is
   compact (no whitespace between tokens: ``x-guidance.whitespace_flexible`` false unless the
   schema's own ``x-guidance`` says otherwise), so a small model cannot loop on blank space.
+* ``{"type": "tool_call", "tools": [{"name": N, "parameters": S}, ...], "text": b}`` (the
+  kernel's own type, which the OpenAI API does not accept: the chat agent builds it from
+  ``tools`` / ``tool_choice``, `supernet.node.agents.tool_calls`): compact JSON
+  ``{"name":N,"arguments":A}`` with ``A`` valid against that tool's ``S`` (``name`` first, so the
+  model names the function before its arguments); with ``text`` true, alternatively any text whose
+  first character is not ``{`` (a lark grammar, `tool_call_lark`).
 * The stop tokens (the model's end-of-sequence tokens) are allowed wherever the grammar accepts
   the text so far; where the grammar allows nothing at all (it is finished, or a matcher error),
   only the stop tokens are allowed, so a generation always has a token to pick.
@@ -25,6 +31,7 @@ Rules both sides apply:
 from __future__ import annotations
 
 import json
+import re
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
@@ -32,6 +39,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # torch and llguidance load on first use: the kernel reads `grammar_of` without them
     from torch import Tensor
+
+TOOL_CALL = "tool_call"
+"""The kernel's ``response_format`` type of a tool-calling reply (see above)."""
+
+TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""A tool name (OpenAI's rule), which a lark string literal holds as it is."""
 
 TEXT_FORMATS = ("text",)
 """``response_format`` types that constrain nothing (a format without a type is not one of them)."""
@@ -56,6 +69,37 @@ def _schema_of(response_format: Mapping[str, Any]) -> Mapping[str, Any]:
     return schema
 
 
+def _compact(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _json_options(schema: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(schema)
+    options = out.get("x-guidance")
+    out["x-guidance"] = {"whitespace_flexible": False, **(options if isinstance(options, Mapping) else {})}
+    return out
+
+
+def tool_call_lark(tools: Sequence[Mapping[str, Any]], text: bool) -> str:
+    """The lark grammar of a ``tool_call`` format: one rule per tool, and a ``TEXT`` alternative."""
+    if not tools:
+        raise GrammarError("a tool_call format needs at least one tool")
+    rules, names = [], []
+    for i, tool in enumerate(tools):
+        name, schema = tool.get("name"), tool.get("parameters", {"type": "object"})
+        if not isinstance(name, str) or not TOOL_NAME.fullmatch(name):
+            raise GrammarError(f"tool name {name!r} is not 1-64 letters, digits, _ or -")
+        if not isinstance(schema, Mapping):
+            raise GrammarError(f"the parameters of tool {name!r} are not a JSON schema object")
+        head = '"{\\"name\\":\\"' + name + '\\",\\"arguments\\":"'
+        rules.append(f'call_{i}: {head} %json {_compact(_json_options(schema))} "}}"')
+        names.append(f"call_{i}")
+    if text:
+        names.append("TEXT")
+        rules.append("TEXT: /[^{][\\s\\S]*/")
+    return "\n".join([f"start: {' | '.join(names)}", *rules])
+
+
 def grammar_of(response_format: Mapping[str, Any] | None) -> str | None:
     """The llguidance grammar (JSON text, sorted keys, no spaces) a ``response_format`` asks for;
     ``None`` for plain text.
@@ -65,11 +109,13 @@ def grammar_of(response_format: Mapping[str, Any] | None) -> str | None:
     """
     if response_format is None or response_format.get("type") in TEXT_FORMATS:
         return None
-    schema = dict(_schema_of(response_format))
-    options = schema.get("x-guidance")
-    schema["x-guidance"] = {"whitespace_flexible": False, **(options if isinstance(options, Mapping) else {})}
-    doc = {"grammars": [{"json_schema": schema}]}
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    if response_format.get("type") == TOOL_CALL:
+        tools = response_format.get("tools")
+        if not isinstance(tools, Sequence) or not all(isinstance(t, Mapping) for t in tools):
+            raise GrammarError("a tool_call format's `tools` is a list of {name, parameters}")
+        lark = tool_call_lark(tools, bool(response_format.get("text")))
+        return _compact({"grammars": [{"lark_grammar": lark}]})
+    return _compact({"grammars": [{"json_schema": _json_options(_schema_of(response_format))}]})
 
 
 def check_grammar(grammar: str) -> None:

@@ -6,11 +6,17 @@ add body fields, base64url-encoded JSON in the ``X-Supernet-Auth`` header (same 
 The task runs the ``chat`` agent on `chat_task_input` of the body *as received* (the parsed JSON,
 not this module's typed view of it), which ``inputHash`` covers: what runs, what is billed and
 what the user signed are one input. Parameters this node cannot honour are a 400 (`chat_params`).
+
+A request with ``tools`` whose reply is a tool call (`supernet.node.agents.tool_calls`) answers
+with ``message.tool_calls`` and ``finish_reason: "tool_calls"``; streamed, such a request sends no
+text until the reply is complete (a reply is a call or text only once its first token is known,
+and a call is sent whole), then one chunk with the text or the call.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -19,6 +25,7 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
+from supernet.node.agents.tool_calls import parse_tool_call
 from supernet.node.service.chat_params import ChatPlan, UnsupportedParameterError, chat_plan
 from supernet.node.service.chat_result import (
     CallFacts,
@@ -105,16 +112,35 @@ class _Answer:
         head = {"id": self.id, "object": kind, "created": self.created, "model": self.model}
         return {**head, "choices": choices, **extra}
 
-    def chunk(self, delta: dict[str, str], finish: str | None = None, logprobs: Any = None) -> dict[str, str]:
+    def chunk(self, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> dict[str, str]:
         choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
         return {"data": json.dumps(self.doc("chat.completion.chunk", [choice]))}
+
+
+def _tool_calls(plan: ChatPlan, task_id: str, content: str) -> list[dict[str, Any]] | None:
+    """OpenAI's ``tool_calls`` when the reply is a call of one of the request's tools, else None.
+    The call's ``id`` is derived from the task id (one call per task)."""
+    if plan.tools is None or (call := parse_tool_call(content, plan.tools)) is None:
+        return None
+    name, arguments = call
+    call_id = "call_" + hashlib.sha256(task_id.encode()).hexdigest()[:24]
+    function = {"name": name, "arguments": json.dumps(arguments, separators=(",", ":"), ensure_ascii=False)}
+    return [{"id": call_id, "type": "function", "function": function}]
+
+
+def _message(plan: ChatPlan, task_id: str, content: str) -> tuple[dict[str, Any], bool]:
+    """The answer's message, and whether it is a tool call."""
+    calls = _tool_calls(plan, task_id, content)
+    if calls is None:
+        return {"role": "assistant", "content": content}, False
+    return {"role": "assistant", "content": None, "tool_calls": calls}, True
 
 
 async def _stream(ctx: NodeContext, answer: _Answer, plan: ChatPlan) -> AsyncIterator[dict[str, str]]:
     yield answer.chunk({"role": "assistant", "content": ""})
     hold = StopHold(plan.stop)
     stream = ctx.streams.get(answer.id)
-    if stream is not None:
+    if stream is not None and plan.tools is None:  # a possible tool call is sent whole, at the end
         async for piece in stream.subscribe():
             if text := hold.feed(piece):
                 yield answer.chunk({"content": text})
@@ -125,10 +151,18 @@ async def _stream(ctx: NodeContext, answer: _Answer, plan: ChatPlan) -> AsyncIte
         yield {"data": "[DONE]"}
         return
     content, stopped = cut_at_stop(task.output or "", plan.stop)
+    facts = await call_facts(ctx.store, task.trace_cid)
+    calls = _tool_calls(plan, answer.id, content)
+    if calls is not None:
+        yield answer.chunk({"tool_calls": [{"index": 0, **calls[0]}]})
+        yield answer.chunk({}, "tool_calls", await _logprobs(ctx, plan, facts, content, answer.model_id))
+        if plan.include_usage and facts is not None:
+            yield {"data": json.dumps(answer.doc("chat.completion.chunk", [], usage=facts.usage()))}
+        yield {"data": "[DONE]"}
+        return
     sent = hold.text[: hold.sent]
     if content.startswith(sent) and len(content) > len(sent):  # held back, or no live stream
         yield answer.chunk({"content": content[len(sent) :]})
-    facts = await call_facts(ctx.store, task.trace_cid)
     logprobs = await _logprobs(ctx, plan, facts, content, answer.model_id)
     yield answer.chunk({}, finish_reason(facts, stopped), logprobs)
     if plan.include_usage and facts is not None:
@@ -165,11 +199,12 @@ async def chat_completions(
         raise NodeError(f"task {task_id} failed: {task.error}", taskId=task_id)
     content, stopped = cut_at_stop(task.output or "", plan.stop)
     facts = await call_facts(ctx.store, task.trace_cid)
+    message, is_call = _message(plan, task_id, content)
     choice = {
         "index": 0,
-        "message": {"role": "assistant", "content": content},
+        "message": message,
         "logprobs": await _logprobs(ctx, plan, facts, content, task.model_id),
-        "finish_reason": finish_reason(facts, stopped),
+        "finish_reason": "tool_calls" if is_call else finish_reason(facts, stopped),
     }
     usage = {"usage": facts.usage()} if facts is not None else {}
     supernet = {"taskId": task_id, "traceCid": task.trace_cid, "receipt": f"/v1/tasks/{task_id}/receipt"}

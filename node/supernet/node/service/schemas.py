@@ -185,8 +185,9 @@ class ContentPart(BaseModel):
 
 
 class ChatMessage(BaseModel):
-    """One OpenAI chat message. ``developer`` is read as ``system``; other fields (``name``) are
-    kept in the signed input as sent; ``tool`` messages and ``tool_calls`` are a 400 (no tools)."""
+    """One OpenAI chat message. ``developer`` is read as ``system``; other fields (``name``, an
+    assistant's ``tool_calls``, a ``tool`` message's ``tool_call_id``) are kept in the signed input
+    as sent; the model reads ``tool`` messages and ``tool_calls`` as text (docs/node.md)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -216,9 +217,10 @@ class ChatCompletionCreate(BaseModel):
     """``POST /v1/chat/completions``; the ``supernet`` field (or the ``X-Supernet-Auth`` header)
     carries the signed request. The signed input is computed from the body as sent
     (`supernet.sdk.openai_compat.chat_task_input`, docs/node.md). A field this node cannot honour
-    (``tools``, ``n`` > 1, penalties, ``top_logprobs`` > 5, any unknown field) is a 400 naming it,
-    never ignored; ``response_format`` ``json_schema`` / ``json_object`` is honoured by constrained
-    decoding."""
+    (``n`` > 1, penalties, ``top_logprobs`` > 5, any unknown field) is a 400 naming it, never
+    ignored; ``response_format`` ``json_schema`` / ``json_object`` and ``tools`` / ``tool_choice``
+    are honoured by constrained decoding (at most one tool call per reply, whatever
+    ``parallel_tool_calls`` says)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -238,6 +240,9 @@ class ChatCompletionCreate(BaseModel):
     presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     response_format: dict[str, Any] | None = None
+    tools: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=64)] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
     user: Annotated[str, StringConstraints(max_length=256)] | None = None
     supernet: SignedTask | None = None
 

@@ -60,8 +60,10 @@ class LLMChat:
     """Generate a reply to chat ``messages`` with the node's model.
 
     ``response_format`` (OpenAI's shape: ``{"type": "json_schema", "json_schema": {"schema": ...}}``
-    or ``{"type": "json_object"}``; ``None`` or ``{"type": "text"}`` for free text) constrains the
-    reply by the grammar the kernel builds from it (docs/protocol.md "Token selection").
+    or ``{"type": "json_object"}``; ``None`` or ``{"type": "text"}`` for free text; or the kernel's
+    ``{"type": "tool_call", "tools": [{"name", "parameters"}], "text": bool}`` for a tool call)
+    constrains the reply by the grammar the kernel builds from it (docs/protocol.md "Token
+    selection").
     """
 
     messages: tuple[Message, ...]

@@ -10,7 +10,8 @@ the node agree without sharing a schema library. The rules (docs/node.md "Chat c
   content array of ``text`` parts is their texts joined by ``\\n`` (what the model reads);
 * ``max_new_tokens``: ``max_completion_tokens``, else ``max_tokens``;
 * ``temperature``, ``top_p``, ``seed``, ``stop``, ``logprobs``, ``top_logprobs``,
-  ``response_format``: as sent (so a node cannot drop a structured-output constraint);
+  ``response_format``, ``tools``, ``tool_choice``: as sent (so a node cannot drop a
+  structured-output constraint, nor change the tools the reply may call);
 * nothing else (``model`` is the signed ``modelId``; ``stream`` only changes the transport).
   Keys that are absent or ``null`` are left out.
 
@@ -28,7 +29,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-PASSED_AS_SENT = ("temperature", "top_p", "seed", "stop", "logprobs", "top_logprobs", "response_format")
+PASSED_AS_SENT = (
+    "temperature",
+    "top_p",
+    "seed",
+    "stop",
+    "logprobs",
+    "top_logprobs",
+    "response_format",
+    "tools",
+    "tool_choice",
+)
 """Body fields copied into the signed input unchanged (when present and not null)."""
 
 
