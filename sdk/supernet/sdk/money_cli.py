@@ -184,20 +184,10 @@ def add_operator_commands(group: typer.Typer, role: str, key_env: str) -> None:
     # TaskManager. A validator has only the latter.
     view_name, take_name = ("earnings", "withdraw") if role == "node" else ("rewards", "claim")
 
-    def owed(c: Contracts, who: str) -> tuple[int, int]:
-        """(Payments earnings, TaskManager claimable)."""
-        fees = c.payments.node_account(who)[0] if role == "node" else 0
-        return fees, int(c.task_manager.call("claimable", who))
-
-    def pending(c: Contracts, who: str) -> int:
-        return sum(owed(c, who))
-
-    def take(c: Contracts, who: str) -> None:
-        fees, claimable = owed(c, who)
-        if fees:
-            c.payments.withdraw_earnings()
-        if claimable:
-            c.task_manager.withdraw()
+    def balances(c: Contracts, who: str) -> tuple[int, int, int]:
+        """(Payments earnings, verification escrow, TaskManager claimable), read once."""
+        fees, escrow = c.payments.node_account(who) if role == "node" else (0, 0)
+        return fees, escrow, int(c.task_manager.call("claimable", who))
 
     def status(
         rpc: Rpc = "http://127.0.0.1:8545",
@@ -219,10 +209,9 @@ def add_operator_commands(group: typer.Typer, role: str, key_env: str) -> None:
                 )
             if op.locked_until > now:
                 typer.echo(f"  locked by open work until {_when(op.locked_until, now)}")
-            typer.echo(f"  {view_name}: {format_amount(pending(c, who))} to withdraw")
+            fees, escrow, disputes = balances(c, who)
+            typer.echo(f"  {view_name}: {format_amount(fees + disputes)} to withdraw")
             if role == "node":
-                fees, disputes = owed(c, who)
-                escrow = c.payments.node_account(who)[1]
                 typer.echo(f"    fees {format_amount(fees)}, disputes {format_amount(disputes)}")
                 typer.echo(f"  verification escrow {format_amount(escrow)} (paid out only as decoy bounties)")
 
@@ -240,10 +229,13 @@ def add_operator_commands(group: typer.Typer, role: str, key_env: str) -> None:
             c = connect(rpc, deployment, (key, key_file, keystore, password_file))
             who = c.account.address if c.account else ""
             op, now, done = c.service_manager.get_operator(who), _chain_time(c), False
-            total = pending(c, who)
-            if total:
-                take(c, who)
-                typer.echo(f"withdrew {format_amount(total)} of {view_name}")
+            fees, _, disputes = balances(c, who)
+            if fees:
+                c.payments.withdraw_earnings()
+            if disputes:
+                c.task_manager.withdraw()
+            if fees or disputes:
+                typer.echo(f"withdrew {format_amount(fees + disputes)} of {view_name}")
                 done = True
             if op.unbonding and now >= max(op.unbonding_ready_at, op.locked_until):
                 c.service_manager.withdraw_unbonded()

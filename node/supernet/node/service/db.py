@@ -183,13 +183,12 @@ class Database:
         """Number of tasks ever admitted (decoys included)."""
         return int(self._all("SELECT COUNT(*) AS n FROM tasks")[0]["n"])
 
-    def recent_inputs(self, limit: int, exclude_users: Sequence[str] = ()) -> list[str]:
-        """Inputs of the latest finished tasks of agent ``chat``, newest first."""
-        marks = ",".join("?" * len(exclude_users)) or "''"
+    def recent_inputs(self, limit: int) -> list[str]:
+        """Inputs of the latest finished ``chat`` tasks that are not decoys, newest first."""
         rows = self._all(
-            f"SELECT input FROM tasks WHERE status = ? AND agent = 'chat' AND lower(user) NOT IN ({marks}) "
-            "ORDER BY created_at DESC LIMIT ?",
-            (TaskStatus.DONE.value, *exclude_users, limit),
+            "SELECT input FROM tasks WHERE status = ? AND agent = 'chat' "
+            "AND id NOT IN (SELECT task_id FROM decoys) ORDER BY created_at DESC LIMIT ?",
+            (TaskStatus.DONE.value, limit),
         )
         return [str(r["input"]) for r in rows]
 

@@ -197,9 +197,7 @@ class DecoyPlanter:
             await self.chain.send_ether(decoy.address, fee + gas - have)
 
     def _pick_input(self) -> str:
-        key = bytes(self.account.key)
-        own = [decoy_account(key, int(r["account_index"])).address.lower() for r in self.db.decoys()]
-        pool = self.inputs or self.db.recent_inputs(32, exclude_users=own) or FALLBACK_INPUTS
+        pool = self.inputs or self.db.recent_inputs(32) or FALLBACK_INPUTS
         return self._rng.choice(list(pool))
 
     # -- revealing --------------------------------------------------------------------------------
