@@ -71,8 +71,8 @@ test-contracts: setup
 	$(FORGE) snapshot $(FORGE_FLAGS) --check
 
 test-python: setup
-	@echo "==> pytest"
-	$(PY) -m pytest tests
+	@echo "==> pytest (the 25 slowest tests are listed at the end)"
+	$(PY) -m pytest tests --durations=25
 
 test-unit: setup
 	$(PY) -m pytest tests/unit

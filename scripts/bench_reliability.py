@@ -299,7 +299,7 @@ async def _wait_terminal(client: Client, url: str, task_id: str, stop: asyncio.E
     """Poll the task until it ends (tolerating a node that is down); None if the campaign stops first."""
     while not stop.is_set():
         try:
-            status = str((await client.task(task_id, url))["status"])
+            status = (await client.task(task_id, url)).status
             if status in TERMINAL:
                 return status
         except (ClientError, httpx.HTTPError):

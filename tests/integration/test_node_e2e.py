@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import httpx
 import pytest
@@ -134,8 +135,15 @@ async def test_refusals_are_4xx_and_change_nothing(net: Net) -> None:
                 await http.post("/v1/tasks", content=b"{", headers={"content-type": "application/json"})
             ).status_code == 422
             assert (await http.post("/v1/tasks", json={**good, "input": "x" * 100_000})).status_code == 413
-            # a correctly signed input the agent's schema rejects (chat: at least one message)
-            off_schema = await client.prepare({"messages": []})
+            # an input the agent's schema rejects (chat: at least one message): the SDK refuses it
+            # from the node's agent card before signing, so no nonce is reserved...
+            nonces = {k: a.nonce for k, a in client.state.accounts.items()}
+            with pytest.raises(ClientError, match="input schema at messages"):
+                await client.prepare({"messages": []})
+            assert {k: a.nonce for k, a in client.state.accounts.items()} == nonces
+            # ...and the node refuses it too when a client that does not check signs it
+            with patch("supernet.sdk.client.client.check_input", lambda *_: None):
+                off_schema = await client.prepare({"messages": []})
             r = await http.post("/v1/tasks", json=off_schema.task_body())
             assert r.status_code == 400 and r.json()["error"]["code"] == "input_schema_mismatch", r.text
             assert "messages" in r.json()["error"]["message"]
@@ -199,15 +207,15 @@ async def test_kill_mid_task_then_restart_charges_once(net: Net) -> None:
                 break  # generation is under way: crash now
         net.node.kill9()
         net.node.start()
-        task: dict[str, Any] = {}
+        task = await client.task(p.task_id)
         for _ in range(240):
             task = await client.task(p.task_id)
-            if task["status"] in ("done", "refused", "failed"):
+            if task.status in ("done", "refused", "failed"):
                 break
             await asyncio.sleep(0.5)
-        assert task["status"] == "done", task  # deadline still ahead: resumed and finished
+        assert task.status == "done", task  # deadline still ahead: resumed and finished
         assert f"resuming task {p.task_id}" in net.node.log_tail(200_000)
-        client.finished(p, task["status"], task.get("output"))
+        client.finished(p, task.status, task.output)
         with sqlite3.connect(f"file:{net.node.db_path}?mode=ro", uri=True) as c:
             done_fees = [
                 int(f)
@@ -238,7 +246,7 @@ async def test_a_lost_acknowledgement_does_not_strand_the_client(net: Net) -> No
             assert (await http.post("/v1/tasks", json=first.task_body())).status_code == 202
         # ... and the client never hears of it (no `accepted`): its ladder is one fee behind
         for _ in range(240):
-            if (await client.task(first.task_id, net.node.url))["status"] in ("done", "failed"):
+            if (await client.task(first.task_id, net.node.url)).status in ("done", "failed"):
                 break
             await asyncio.sleep(0.5)
         second = await client.submit_task("Say bye.", node_url=net.node.url)
@@ -305,7 +313,8 @@ async def test_node_answers_availability_challenges(net: Net) -> None:
         doc = await client.receipt(done.task_id, wait_committed=60)
     finally:
         await client.aclose()
-    batch_id, index = int(doc["batch"]["chainBatchId"]), int(doc["batch"]["index"])
+    assert doc.batch is not None and doc.batch.chainBatchId is not None
+    batch_id, index = doc.batch.chainBatchId, doc.batch.index
     node_addr = dev_account(NODE_KEY_INDEX).address
     tm = net.contracts.task_manager
     claimable = tm.claimable(node_addr)
@@ -318,7 +327,7 @@ async def test_node_answers_availability_challenges(net: Net) -> None:
     assert tm.get_availability(aid).status == AvailabilityStatus.ANSWERED
     assert tm.claimable(node_addr) == claimable + tm.challenge_bond()
     [answer] = tm.availability_answers(batch_id)
-    assert answer.index == index and answer.receipt == Receipt.from_json(doc["receipt"])
+    assert answer.index == index and answer.receipt == Receipt.from_json(doc.receipt)
     assert hashlib.sha256(answer.trace).digest() == answer.receipt.trace_hash
     assert net.contracts.service_manager.get_operator(node_addr).frozen_count == 0
 
@@ -367,14 +376,14 @@ async def test_an_offer_above_the_price_is_charged_and_verifies(net: Net) -> Non
     is admitted on the same ladder."""
     client = net.client(USER_INDEXES[0], "offer")
     try:
-        price = int((await client.node_info(net.node.url))["taskFee"])
+        price = (await client.node_info(net.node.url)).taskFee
         rich = await client.submit_task(
             "Name a river.", deposit=10**17, offer=2 * price, node_url=net.node.url
         )
         assert rich.fee == 2 * price
         report = await client.verify(rich.task_id, wait_committed=60)
         assert report.ok, report.failed()
-        assert (await client.receipt(rich.task_id))["receipt"]["fee"] == str(2 * price)
+        assert (await client.receipt(rich.task_id)).receipt["fee"] == str(2 * price)
         plain = await client.submit_task("Name a lake.", node_url=net.node.url)
         assert plain.fee == price
         with pytest.raises(ClientError, match="below the node's price"):

@@ -110,7 +110,7 @@ async def test_a_task_of_each_model_runs_on_that_models_engine(net: Net) -> None
             result = await client.submit_task("Name a colour.", model=name, deposit=10**17)
             assert result.output and result.trace_cid is not None
             doc = await client.receipt(result.task_id, wait_committed=60)
-            assert doc["receipt"]["modelId"] == net.ids[name]
+            assert doc.receipt["modelId"] == net.ids[name]
             trace = await net.trace(result.trace_cid)
             assert trace.model_id == net.ids[name]
             assert trace.engine.dtype == dtype  # the core that ran it computes in this precision

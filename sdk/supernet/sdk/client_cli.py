@@ -114,7 +114,7 @@ def receipt(
 
     async def go() -> None:
         async with _client(rpc, deployment, (key, key_file, keystore, password_file), state_dir) as client:
-            typer.echo(json.dumps(await client.receipt(task_id, node), indent=2))
+            typer.echo((await client.receipt(task_id, node)).model_dump_json(indent=2))
 
     _run(go())
 

@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import jsonschema
 from eth_utils import to_checksum_address
 from supernet.node.service.db import Database
 from supernet.node.service.errors import (
@@ -33,6 +32,7 @@ from supernet.node.service.errors import (
 from supernet.node.service.models import NewTask
 from supernet.node.service.ports import ChainPort, Executor, served_models
 from supernet.node.service.schemas import SignedTask
+from supernet.sdk.agents.input_schema import input_problem
 from supernet.sdk.chain.eip712 import (
     Domain,
     TaskRequest,
@@ -73,7 +73,6 @@ class Authenticator:
         self.chain = chain
         self.task_fee = task_fee
         self._clock = clock
-        self._input_validators: dict[str, jsonschema.protocols.Validator] = {}
 
     def _check_shape(self, s: SignedTask, agent: str, task_input: str | dict[str, Any]) -> TaskRequest:
         r = s.request
@@ -114,15 +113,9 @@ class Authenticator:
         schema = describe(agent) if describe is not None else None
         if not schema:
             return
-        validator = self._input_validators.get(agent)
-        if validator is None:
-            validator = self._input_validators[agent] = jsonschema.Draft202012Validator(dict(schema))
-        error = jsonschema.exceptions.best_match(validator.iter_errors(task_input))
-        if error is not None:
-            where = "/".join(str(p) for p in error.absolute_path) or "(the input)"
-            raise InputSchemaError(
-                f"input does not match agent {agent!r}'s input schema at {where}: {error.message}"
-            )
+        problem = input_problem(schema, task_input)
+        if problem is not None:
+            raise InputSchemaError(f"input does not match agent {agent!r}'s input schema {problem}")
 
     def _check_signatures(self, s: SignedTask, req: TaskRequest) -> None:
         user = to_checksum_address(req.user)

@@ -180,7 +180,7 @@ class DecoyPlanter:
             self.faults.decoys.add(p.task_id)
             await client.send(p)
             final = await client.wait(p.task_id, self.node_url)
-            client.finished(p, str(final["status"]), final.get("output"))
+            client.finished(p, final.status, final.output)
         finally:
             await client.aclose()
         log.info("planted decoy %s (account %s)", p.task_id, decoy.address)
@@ -189,7 +189,7 @@ class DecoyPlanter:
     async def _fund(self, client: Client, decoy: LocalAccount) -> None:
         """Give a new decoy account the ether for its deposit and that transaction's gas."""
         info = await client.node_info(self.node_url)
-        fee = int(info["taskFee"])
+        fee = info.taskFee
         w3 = self.chain.contracts.w3
         gas = await asyncio.to_thread(lambda: int(w3.eth.gas_price)) * DECOY_GAS_WEI_FACTOR
         have = await asyncio.to_thread(w3.eth.get_balance, decoy.address)

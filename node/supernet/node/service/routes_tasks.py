@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Path, status
-from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse
 from supernet.node.service.deps import (
     AcceptingCtx,
@@ -28,7 +27,16 @@ from supernet.node.service.errors import (
 )
 from supernet.node.service.metrics import METRICS
 from supernet.node.service.models import TaskRow, TaskStatus
-from supernet.node.service.schemas import BatchInfo, ReceiptPublic, SignedTask, TaskCreate, TaskPublic
+from supernet.node.service.schemas import (
+    AuditEntryPublic,
+    BatchInfo,
+    ConfirmationAccepted,
+    ConfirmationPost,
+    ReceiptPublic,
+    SignedTask,
+    TaskCreate,
+    TaskPublic,
+)
 from supernet.node.service.streams import StreamEvent
 from supernet.sdk.chain.receipts import InputEncodingError, canonical_input
 
@@ -173,34 +181,6 @@ async def stream_task(task_id: TaskId, ctx: Ctx, grant: ReadGrantHeader = None) 
     return EventSourceResponse(
         task_events(ctx, task.id), ping=15, send_timeout=ctx.settings.api.stream_send_timeout_s
     )
-
-
-class ConfirmationPost(BaseModel):
-    """The task user's EIP-712 ``Confirmation(requestHash = task id, actionHash)`` signature."""
-
-    actionHash: str = Field(pattern=r"^0x[0-9a-fA-F]{64}$", description="From `confirmation_required`.")
-    signature: str = Field(pattern=r"^0x[0-9a-fA-F]{130}$", description="65-byte r‖s‖v signature.")
-
-
-class ConfirmationAccepted(BaseModel):
-    """Whether the confirmation resumed a paused call (``false``: a repeat of an accepted one)."""
-
-    taskId: str
-    actionHash: str
-    resumed: bool
-
-
-class AuditEntryPublic(BaseModel):
-    """One access decision of a task's agent."""
-
-    time: float
-    agent: str
-    action: str = Field(
-        description="`tool`, `memory.read`, `storage.write`, `store.read`, `confirmation.wait`..."
-    )
-    target: str
-    allowed: bool
-    reason: str
 
 
 @router.post("/{task_id}/confirmations", response_model=ConfirmationAccepted)

@@ -1,178 +1,71 @@
 """Request and response schemas of the public API (pydantic, the edge of the service).
 
-Field names follow docs/protocol.md (camelCase, as in the signed EIP-712 structs). Integers of
-uint256 range are accepted as JSON numbers or decimal strings and returned as decimal strings.
+The protocol's own schemas (tasks, receipts, node info, accounts, confirmations, audit, errors)
+are defined once in `supernet.sdk.node_api`, shared with the client, and re-exported here; this
+module adds the OpenAI-compatible chat completion request, which clients send through the
+official ``openai`` package.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from supernet.sdk.node_api import (
+    AccountPublic,
+    Address,
+    AgentCard,
+    AgentId,
+    AuditEntryPublic,
+    BatchInfo,
+    Bytes32,
+    ConfirmationAccepted,
+    ConfirmationPost,
+    Deadline,
+    ErrorBody,
+    ModelCard,
+    ModelList,
+    NodeInfo,
+    ReceiptPublic,
+    Signature,
+    SignedTask,
+    TaskCreate,
+    TaskInput,
+    TaskPublic,
+    TaskRequestBody,
+    Uint256,
+    VoucherBody,
+)
 
-Address = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{40}$")]
-Bytes32 = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{64}$")]
-Signature = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{130}$")]
-_UINT256_DECIMAL = {"type": "string", "pattern": "^[0-9]{1,78}$", "description": "uint256, decimal"}
-Uint256 = Annotated[
-    int,
-    Field(ge=0, lt=2**256),
-    PlainSerializer(str, return_type=str),
-    # the bound as JSON Schema would be a float (1.157920892373162e+77) that loses the exact value:
-    # published as an integer or a decimal string instead, the bound is enforced by the validator
-    WithJsonSchema(
-        {"anyOf": [{"type": "integer", "minimum": 0}, _UINT256_DECIMAL], "description": "uint256 (< 2**256)"},
-        mode="validation",
-    ),
-    WithJsonSchema(_UINT256_DECIMAL, mode="serialization"),
+__all__ = [
+    "AccountPublic",
+    "Address",
+    "AgentCard",
+    "AgentId",
+    "AuditEntryPublic",
+    "BatchInfo",
+    "Bytes32",
+    "ChatCompletionCreate",
+    "ChatMessage",
+    "ConfirmationAccepted",
+    "ConfirmationPost",
+    "ContentPart",
+    "Deadline",
+    "ErrorBody",
+    "ModelCard",
+    "ModelList",
+    "NodeInfo",
+    "ReceiptPublic",
+    "Signature",
+    "SignedTask",
+    "StreamOptions",
+    "TaskCreate",
+    "TaskInput",
+    "TaskPublic",
+    "TaskRequestBody",
+    "Uint256",
+    "VoucherBody",
 ]
-AgentId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
-Deadline = Annotated[
-    int,
-    Field(ge=0, lt=2**63, description="unix seconds, below 2**63"),
-    PlainSerializer(str, return_type=str),
-]
-TaskInput = str | dict[str, Any]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class TaskRequestBody(_Strict):
-    """The EIP-712 ``TaskRequest`` the user signed."""
-
-    user: Address
-    node: Address
-    modelId: Bytes32
-    agentHash: Bytes32
-    inputHash: Bytes32
-    maxFee: Uint256
-    nonce: Uint256
-    deadline: Deadline
-
-
-class VoucherBody(_Strict):
-    """The user's cumulative voucher to this node (``user`` and ``node`` are the request's)."""
-
-    cumulativeAmount: Uint256
-    signature: Signature
-
-
-class SignedTask(_Strict):
-    """Authentication of one paid task: the signed request and the voucher that pays for it."""
-
-    request: TaskRequestBody
-    signature: Signature
-    voucher: VoucherBody
-
-
-class TaskCreate(SignedTask):
-    """``POST /v1/tasks``: the input, the agent that runs it, and the signatures."""
-
-    agent: AgentId = "chat"
-    input: TaskInput
-
-
-class TaskPublic(BaseModel):
-    """A task as the API shows it."""
-
-    id: Bytes32
-    status: Literal["accepted", "running", "done", "failed", "refused"]
-    user: Address
-    agent: str
-    modelId: Bytes32
-    nonce: Uint256
-    fee: Uint256
-    output: str | None = None
-    traceCid: str | None = None
-    error: str | None = None
-    createdAt: float
-    updatedAt: float
-
-
-class BatchInfo(BaseModel):
-    """Where a receipt was committed, with its Merkle proof against the on-chain root."""
-
-    localId: int
-    status: Literal["sealed", "sent", "committed"]
-    chainBatchId: int | None
-    root: Bytes32
-    index: int
-    manifestCid: str
-    txHash: str | None
-    proof: list[Bytes32] | None
-
-
-class ReceiptPublic(BaseModel):
-    """``GET /v1/tasks/{id}/receipt``."""
-
-    taskId: Bytes32
-    node: Address
-    receipt: dict[str, str]
-    leaf: Bytes32
-    signature: Signature
-    traceCid: str
-    batch: BatchInfo | None = None
-
-
-class ModelCard(BaseModel):
-    """One entry of ``GET /v1/models`` (OpenAI-compatible, plus the protocol's model id)."""
-
-    id: str
-    object: Literal["model"] = "model"
-    created: int = Field(
-        default=0, description="Unix seconds OpenAI's shape asks for; 0: not known to the node."
-    )
-    owned_by: str
-    modelId: Bytes32
-    taskFee: Uint256
-
-
-class ModelList(BaseModel):
-    """``GET /v1/models``."""
-
-    object: Literal["list"] = "list"
-    data: list[ModelCard]
-
-
-class AgentCard(BaseModel):
-    """One agent a node runs, in ``GET /v1/node``: what to sign (``codeHash``) and what to send."""
-
-    id: str
-    codeHash: Bytes32 = Field(description="The agent's code hash: the signed request's agentHash.")
-    description: str = ""
-    inputSchema: dict[str, Any] = Field(
-        default_factory=dict, description="JSON schema of the task input ({}: any JSON value)."
-    )
-    package: str | None = Field(
-        default=None, description="The entry point it was installed from; null for a built-in agent."
-    )
-
-
-class NodeInfo(BaseModel):
-    """``GET /v1/node``: what a client needs to sign a request to this node."""
-
-    address: Address
-    chainId: int
-    verifyingContract: Address
-    taskFee: Uint256
-    models: list[Bytes32]
-    modelNames: dict[str, Bytes32]
-    agents: dict[str, Bytes32] = Field(description="Agent id -> code hash, of every agent it runs.")
-    agentCards: list[AgentCard] = Field(
-        default_factory=list, description="Every agent it runs, with its description and input schema."
-    )
-    storeUrl: str | None = Field(None, description="Content store (Kubo RPC) holding this node's traces.")
-
-
-class AccountPublic(BaseModel):
-    """``GET /v1/accounts/{user}``: the user's nonce and billing state at this node."""
-
-    user: Address
-    lastNonce: int
-    billed: Uint256
-    redeemed: Uint256
 
 
 class ContentPart(BaseModel):
@@ -245,9 +138,3 @@ class ChatCompletionCreate(BaseModel):
     parallel_tool_calls: bool | None = None
     user: Annotated[str, StringConstraints(max_length=256)] | None = None
     supernet: SignedTask | None = None
-
-
-class ErrorBody(BaseModel):
-    """Every 4xx/5xx answer: ``{"error": {"code", "message", ...detail}}``."""
-
-    error: dict[str, Any]

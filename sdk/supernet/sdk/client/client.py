@@ -16,6 +16,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 from httpx_sse import aconnect_sse
+from pydantic import RootModel
 from supernet.sdk.chain import Contracts, Deployment
 from supernet.sdk.client.confirm import confirmation_body
 from supernet.sdk.client.ladder import domain_key, rebase, sign_task
@@ -29,17 +30,31 @@ from supernet.sdk.client.types import (
     PreparedTask,
     TaskResult,
     answer,
+    check_input,
+    parse,
     pick_model_id,
     serves_model,
 )
 from supernet.sdk.client.verify import VerificationReport, check_receipt
 from supernet.sdk.formats.trace import Trace
+from supernet.sdk.node_api import (
+    AccountPublic,
+    AuditEntryPublic,
+    ConfirmationAccepted,
+    NodeInfo,
+    ReceiptPublic,
+    TaskPublic,
+)
 from supernet.sdk.store import StoreClient, StoreError
 
 log = logging.getLogger(__name__)
 MAX_FAILOVER = 3  # nodes tried in turn when the best ranked ones cannot be reached
 CONNECT_RETRIES = 2
 STREAM_READ_TIMEOUT_S = 60.0
+
+
+class _AuditLog(RootModel[list[AuditEntryPublic]]):
+    """``GET /v1/tasks/{id}/audit``'s answer."""
 
 
 class Client:
@@ -100,9 +115,11 @@ class Client:
 
     # ------------------------------------------------------------------ discovery and payment
 
-    async def node_info(self, url: str) -> dict[str, Any]:
-        """``GET /v1/node`` of a node."""
-        return dict(await self._get(url.rstrip("/") + "/v1/node"))
+    async def node_info(self, url: str) -> NodeInfo:
+        """``GET /v1/node`` of a node: its address, domain, fee, models and agents (with their
+        input schemas)."""
+        endpoint = url.rstrip("/") + "/v1/node"
+        return parse(NodeInfo, await self._get(endpoint), endpoint)
 
     async def discover(
         self, model: str | None = None, max_price_per_token: int | None = None, min_stake: int = 0
@@ -135,8 +152,9 @@ class Client:
             if not p.ok:
                 log.info("node %s left out: %s", p.address, p.problem)
         return [
-            NodeChoice(p.address, p.url, p.price_per_token, p.stake, p.info or {}, p.slash_count, p.latency_s)
+            NodeChoice(p.address, p.url, p.price_per_token, p.stake, p.info, p.slash_count, p.latency_s)
             for p in rank(self.last_discovery)
+            if p.info is not None
         ]
 
     async def _candidates(self, model: str | None) -> list[NodeChoice]:
@@ -207,10 +225,11 @@ class Client:
         (``maxFee``) is what the node charges: its price, or ``offer`` for priority."""
         info = choice.info
         model_id = pick_model_id(info, model)
-        agent_hash = info["agents"].get(agent)
+        agent_hash = info.agents.get(agent)
         if agent_hash is None:
             raise ClientError(f"node {choice.address} does not run agent {agent!r}")
-        price = int(info["taskFee"])
+        check_input(info, agent, task_input)  # before a nonce is reserved or a deposit made
+        price = info.taskFee
         fee = price if offer is None else offer
         if fee < price:
             raise ClientError(f"offer {fee} is below the node's price {price}")
@@ -295,7 +314,7 @@ class Client:
         final = await self._follow(p.node.url, p.task_id, on_token)
         result = self._finish(p, final)
         if result is None:
-            raise ClientError(f"task {p.task_id} {final['status']}: {final.get('error')}")
+            raise ClientError(f"task {p.task_id} {final.status}: {final.error}")
         return result
 
     def stream(
@@ -354,8 +373,8 @@ class Client:
                 problems.append(f"{url}: {type(exc).__name__}")
                 log.warning("node at %s unreachable (%s); trying the next one", url, exc)
                 continue
-            if created["id"] != p.task_id:
-                raise ClientError(f"node answered task id {created['id']}, expected {p.task_id}")
+            if created.id.lower() != p.task_id.lower():
+                raise ClientError(f"node answered task id {created.id}, expected {p.task_id}")
             self.accepted(p)
             return p
         raise ClientError("no node could be reached: " + "; ".join(problems))
@@ -367,27 +386,27 @@ class Client:
             ClientError: the node refused it (nothing was stored or billed) or answered another id.
         """
         created = await self._send(p)
-        if created["id"] != p.task_id:
-            raise ClientError(f"node answered task id {created['id']}, expected {p.task_id}")
+        if created.id.lower() != p.task_id.lower():
+            raise ClientError(f"node answered task id {created.id}, expected {p.task_id}")
         self.accepted(p)
 
-    async def _send(self, p: PreparedTask) -> Any:
+    async def _send(self, p: PreparedTask) -> TaskPublic:
+        endpoint = p.node.url.rstrip("/") + "/v1/tasks"
         try:
-            return await self._post(p.node.url.rstrip("/") + "/v1/tasks", p.task_body())
+            return parse(TaskPublic, await self._post(endpoint, p.task_body()), endpoint)
         except ClientError as exc:
             if exc.status is not None:  # the node answered with a refusal: nothing stored or billed
                 self.state.tasks.pop(p.task_id, None)
                 self.state.save()
             raise
 
-    def _finish(self, p: PreparedTask, final: dict[str, Any]) -> TaskResult | None:
+    def _finish(self, p: PreparedTask, final: TaskPublic) -> TaskResult | None:
         """Record how ``p`` ended; its result when done, None when it failed or was refused."""
-        self.finished(p, final["status"], final.get("output"))
-        if final["status"] != "done":
+        self.finished(p, final.status, final.output)
+        if final.status != "done":
             return None
-        return TaskResult(
-            p.task_id, p.node.address, p.node.url, "done", final["output"], p.fee, final.get("traceCid")
-        )
+        output = final.output or ""
+        return TaskResult(p.task_id, p.node.address, p.node.url, "done", output, p.fee, final.traceCid)
 
     async def stream_events(self, node_url: str, task_id: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """The task's server-sent events as ``(event, data)`` pairs."""
@@ -403,15 +422,16 @@ class Client:
                 if sse.data:
                     yield sse.event, json.loads(sse.data)
 
-    async def task(self, task_id: str, node_url: str | None = None) -> dict[str, Any]:
-        """``GET /v1/tasks/{id}`` (with this user's read grant)."""
+    async def task(self, task_id: str, node_url: str | None = None) -> TaskPublic:
+        """``GET /v1/tasks/{id}`` (with this user's read grant): status, output, trace CID."""
         base = self._url_of(task_id, node_url)
         auth = await self._read_auth(base)
-        return dict(answer(await self.http.get(f"{base}/v1/tasks/{task_id}", auth=auth)))
+        url = f"{base}/v1/tasks/{task_id}"
+        return parse(TaskPublic, answer(await self.http.get(url, auth=auth)), url)
 
     async def confirm(
         self, task_id: str, action: str | Mapping[str, Any], node_url: str | None = None
-    ) -> dict[str, Any]:
+    ) -> ConfirmationAccepted:
         """Confirm an irreversible action a running task waits for: sign the EIP-712
         ``Confirmation`` and post it (``POST /v1/tasks/{id}/confirmations``).
 
@@ -423,29 +443,33 @@ class Client:
             node_url: The node running it (default: the one this client sent it to).
 
         Returns:
-            The node's answer: ``{"taskId", "actionHash", "resumed"}``.
+            The node's answer (``resumed`` false: a repeat of an accepted confirmation).
         """
         base = self._url_of(task_id, node_url)
         body = confirmation_body(task_id, action, self.contracts.domain, self.account)
-        return dict(await self._post(f"{base}/v1/tasks/{task_id}/confirmations", body))
+        url = f"{base}/v1/tasks/{task_id}/confirmations"
+        return parse(ConfirmationAccepted, await self._post(url, body), url)
 
-    async def audit(self, task_id: str, node_url: str | None = None) -> list[dict[str, Any]]:
+    async def audit(self, task_id: str, node_url: str | None = None) -> list[AuditEntryPublic]:
         """``GET /v1/tasks/{id}/audit``: the access decisions of the task's agent (with this
         user's read grant)."""
         base = self._url_of(task_id, node_url)
         auth = await self._read_auth(base)
-        return list(answer(await self.http.get(f"{base}/v1/tasks/{task_id}/audit", auth=auth)))
+        url = f"{base}/v1/tasks/{task_id}/audit"
+        return parse(_AuditLog, answer(await self.http.get(url, auth=auth)), url).root
 
     async def receipt(
         self, task_id: str, node_url: str | None = None, *, wait_committed: float = 0.0
-    ) -> dict[str, Any]:
-        """The task's receipt; with ``wait_committed`` > 0, poll until it is committed on chain."""
+    ) -> ReceiptPublic:
+        """The task's signed receipt and where it was batched; with ``wait_committed`` > 0, poll
+        until it is committed on chain (its ``batch.proof`` then proves it against the root)."""
         base = self._url_of(task_id, node_url)
         url = f"{base}/v1/tasks/{task_id}/receipt"
         deadline = time.monotonic() + wait_committed
         while True:
-            doc = dict(answer(await self.http.get(url, auth=await self._read_auth(base))))
-            committed = (doc.get("batch") or {}).get("status") == "committed"
+            got = await self.http.get(url, auth=await self._read_auth(base))
+            doc = parse(ReceiptPublic, answer(got), url)
+            committed = doc.batch is not None and doc.batch.status == "committed"
             if committed or time.monotonic() >= deadline:
                 return doc
             await asyncio.sleep(0.5)
@@ -463,7 +487,7 @@ class Client:
             if node_url is None:
                 raise ClientError(f"task {task_id} is not in this client's state: pass the node's URL")
             info = await self.node_info(node_url)
-            record = TaskRecord(to_checksum_address(info["address"]), node_url.rstrip("/"), None, "", 0)
+            record = TaskRecord(to_checksum_address(info.address), node_url.rstrip("/"), None, "", 0)
         doc = await self.receipt(task_id, record.node_url, wait_committed=wait_committed)
         tm = self.contracts.task_manager
 
@@ -471,14 +495,14 @@ class Client:
             b = tm.batch(batch_id)
             return b.node, b.root, b.count
 
-        chain_batch = (doc.get("batch") or {}).get("chainBatchId")
-        resolved = await asyncio.to_thread(batch, int(chain_batch)) if chain_batch is not None else None
-        trace_doc = await self._trace_doc(record.node_url, doc["traceCid"])
+        chain_batch = doc.batch.chainBatchId if doc.batch is not None else None
+        resolved = await asyncio.to_thread(batch, chain_batch) if chain_batch is not None else None
+        trace_doc = await self._trace_doc(record.node_url, doc.traceCid)
         task_input, output = record.input, record.output
         if task_input is None and isinstance(trace_doc, dict):  # not ours to remember: the trace's
             task_input, output = trace_doc.get("input"), trace_doc.get("output")
         return check_receipt(
-            doc,
+            doc.model_dump(mode="json"),
             task_id=task_id,
             user=self.account.address,
             node=record.node,
@@ -494,13 +518,14 @@ class Client:
     async def _choose(self, model: str | None, node_url: str | None) -> NodeChoice:
         if node_url is not None:
             info = await self.node_info(node_url)
-            return NodeChoice(to_checksum_address(info["address"]), node_url, 0, 0, info)
+            return NodeChoice(to_checksum_address(info.address), node_url, 0, 0, info)
         return (await self._candidates(model))[0]
 
     async def _sync_account(self, choice: NodeChoice) -> Any:
-        remote = await self._get(f"{choice.url.rstrip('/')}/v1/accounts/{self.account.address}")
+        url = f"{choice.url.rstrip('/')}/v1/accounts/{self.account.address}"
+        remote = parse(AccountPublic, await self._get(url), url)
         acct = self.state.accounts.get(self.state.key(self._domain_key, self.account.address, choice.address))
-        if acct is not None and int(remote["billed"]) > acct.cumulative:
+        if acct is not None and remote.billed > acct.cumulative:
             await self._adopt_unanswered(choice, acct)
         return rebase(self.state, self._domain_key, self.account.address, choice.address, remote)
 
@@ -518,30 +543,28 @@ class Client:
                 if exc.status == 404:
                     del self.state.tasks[task_id]
                 continue
-            record.status = str(task["status"])
+            record.status = task.status
             if record.status in ("accepted", "running", "done"):
                 acct.cumulative += record.fee
-                record.output = task.get("output")
+                record.output = task.output
                 log.info("task %s reached %s although its answer was lost: counted", task_id, choice.address)
         self.state.save()
 
-    async def _follow(self, url: str, task_id: str, on_token: Callable[[str], None] | None) -> dict[str, Any]:
+    async def _follow(self, url: str, task_id: str, on_token: Callable[[str], None] | None) -> TaskPublic:
         async for event, data in self.stream_events(url, task_id):
             if event == "token" and on_token is not None:
                 on_token(data["text"])
             elif event in ("done", "error"):
-                return data
+                return parse(TaskPublic, data, f"{url} {event} event")
         return await self.wait(task_id, url)
 
-    async def wait(
-        self, task_id: str, node_url: str | None = None, within_s: float = 900.0
-    ) -> dict[str, Any]:
+    async def wait(self, task_id: str, node_url: str | None = None, within_s: float = 900.0) -> TaskPublic:
         """Poll ``GET /v1/tasks/{id}`` until the task is done, failed or refused (or ``within_s``
         has passed: then its state as it is)."""
         deadline = time.monotonic() + within_s
         while True:
             task = await self.task(task_id, node_url)
-            if task["status"] in ("done", "failed", "refused") or time.monotonic() > deadline:
+            if task.status in ("done", "failed", "refused") or time.monotonic() > deadline:
                 return task
             await asyncio.sleep(0.5)
 
@@ -555,7 +578,7 @@ class Client:
         record = self.state.tasks.get(task_id)
         if record is None:
             raise ClientError(f"task {task_id} is not in this client's state")
-        cid = (await self.receipt(task_id, wait_committed=0))["traceCid"]
+        cid = (await self.receipt(task_id, wait_committed=0)).traceCid
         doc = await self._trace_doc(record.node_url, cid)
         if doc is None:
             raise ClientError(f"trace {cid} cannot be fetched from the content store")
@@ -565,7 +588,7 @@ class Client:
         """The decoded trace block (re-hashed against its CID by the store client), or None."""
         store_url = self.store_url
         if store_url is None:
-            store_url = (await self.node_info(node_url)).get("storeUrl")
+            store_url = (await self.node_info(node_url)).storeUrl
         if not store_url:
             return None
         try:
@@ -588,7 +611,7 @@ class Client:
         base = node_url.rstrip("/")
         auth = self._read_auths.get(base)
         if auth is None:
-            address = to_checksum_address((await self.node_info(base))["address"])
+            address = to_checksum_address((await self.node_info(base)).address)
             auth = self._read_auths[base] = ReadGrantAuth(self.account, address, self.contracts.domain)
         return auth
 

@@ -5,7 +5,7 @@ the next request takes ``nonce + 1`` and a voucher of ``cumulative + fee``, wher
 is re-based on the node's billed total (``GET /v1/accounts/{user}``) but never raised by it — a
 node that claims to have billed more cannot make the user sign a larger voucher.
 
->>> acct = rebase(state, domain_key(domain), user, node, {"lastNonce": "3", "billed": "0"})  # doctest: +SKIP
+>>> acct = rebase(state, domain_key(domain), user, node, AccountPublic(...))  # doctest: +SKIP
 >>> task_id, signed = sign_task(account, domain, node=node, model_id=m, agent_hash=a,   # doctest: +SKIP
 ...     task_input="hi", max_fee=fee, nonce=acct.nonce + 1, cumulative=acct.cumulative + fee)
 """
@@ -27,6 +27,7 @@ from supernet.sdk.chain.eip712 import (
 )
 from supernet.sdk.chain.receipts import input_hash
 from supernet.sdk.client.state import ClientState, NodeAccount
+from supernet.sdk.node_api import AccountPublic
 
 DEADLINE_S = 600
 """How long a signed request stays valid."""
@@ -37,16 +38,16 @@ def domain_key(domain: Domain) -> str:
     return f"{domain.chain_id}:{domain.verifying_contract.lower()}"
 
 
-def rebase(state: ClientState, domain: str, user: str, node: str, remote: Mapping[str, Any]) -> NodeAccount:
-    """The user's account with ``node`` after reading the node's ``{"lastNonce", "billed"}``.
+def rebase(state: ClientState, domain: str, user: str, node: str, remote: AccountPublic) -> NodeAccount:
+    """The user's account with ``node`` after reading the node's ``GET /v1/accounts/{user}``.
 
     The nonce only goes up. The cumulative total drops to what the node billed (a failed task is
     not billed, so its fee is taken back) but is never raised by it, except for an account this
     state has never seen (a fresh state directory starts from the node's word)."""
     known = state.key(domain, user, node) in state.accounts
     acct = state.account(domain, user, node)
-    acct.nonce = max(acct.nonce, int(remote["lastNonce"]))
-    billed = int(remote["billed"])
+    acct.nonce = max(acct.nonce, remote.lastNonce)
+    billed = remote.billed
     acct.cumulative = min(acct.cumulative, billed) if known else billed
     return acct
 

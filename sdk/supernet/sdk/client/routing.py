@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from supernet.sdk.node_api import NodeInfo
+
 PROBE_TIMEOUT_S = 5.0
 """Longest a node may take to answer ``GET /v1/node`` during discovery."""
 
@@ -32,7 +34,7 @@ class Probe:
     stake: int
     slash_count: int
     latency_s: float | None = None
-    info: dict[str, Any] | None = None
+    info: NodeInfo | None = None
     problem: str | None = None
 
     @property
@@ -47,8 +49,8 @@ class Probe:
 
 async def probe(
     views: Iterable[Any],
-    node_info: Callable[[str], Awaitable[dict[str, Any]]],
-    serves: Callable[[dict[str, Any]], bool],
+    node_info: Callable[[str], Awaitable[NodeInfo]],
+    serves: Callable[[NodeInfo], bool],
     per_node_s: float = PROBE_TIMEOUT_S,
 ) -> list[Probe]:
     """Ask every node (``ServiceManager.getNode`` views) for ``/v1/node`` concurrently."""

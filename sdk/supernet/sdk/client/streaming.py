@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from supernet.sdk.client.types import ClientError, TaskResult
+from supernet.sdk.client.types import ClientError, TaskResult, parse
+from supernet.sdk.node_api import TaskPublic
 
 if TYPE_CHECKING:
     from supernet.sdk.client.client import Client
@@ -32,15 +33,15 @@ class TaskStream:
     async def __aiter__(self) -> AsyncIterator[str]:
         p = await self._client._submit(self._input, **self._options)
         self.task_id = p.task_id
-        final: dict[str, Any] | None = None
+        final: TaskPublic | None = None
         async for event, data in self._client.stream_events(p.node.url, p.task_id):
             if event == "token":
                 yield str(data["text"])
             elif event in ("done", "error"):
-                final = data
+                final = parse(TaskPublic, data, f"{p.node.url} {event} event")
                 break
         if final is None:  # the stream ended early ("pending"): the task's state says the rest
             final = await self._client.task(p.task_id, p.node.url)
         self.result = self._client._finish(p, final)
         if self.result is None:
-            raise ClientError(f"task {p.task_id} {final['status']}: {final.get('error')}")
+            raise ClientError(f"task {p.task_id} {final.status}: {final.error}")

@@ -23,6 +23,7 @@ from supernet.sdk.chain import Deployment
 from supernet.sdk.client.client import Client
 from supernet.sdk.client.types import NodeChoice, TaskResult
 from supernet.sdk.client.verify import VerificationReport
+from supernet.sdk.node_api import NodeInfo, ReceiptPublic, TaskPublic
 
 T = TypeVar("T")
 _DONE = object()
@@ -72,13 +73,17 @@ class SyncClient:
         """`Client.verify`."""
         return self._call(self._client.verify(task_id, **kwargs))
 
-    def task(self, task_id: str, node_url: str | None = None) -> dict[str, Any]:
+    def task(self, task_id: str, node_url: str | None = None) -> TaskPublic:
         """`Client.task`."""
         return self._call(self._client.task(task_id, node_url))
 
-    def receipt(self, task_id: str, node_url: str | None = None, **kwargs: Any) -> dict[str, Any]:
+    def receipt(self, task_id: str, node_url: str | None = None, **kwargs: Any) -> ReceiptPublic:
         """`Client.receipt`."""
         return self._call(self._client.receipt(task_id, node_url, **kwargs))
+
+    def node_info(self, url: str) -> NodeInfo:
+        """`Client.node_info`."""
+        return self._call(self._client.node_info(url))
 
     def discover(self, model: str | None = None, **kwargs: Any) -> list[NodeChoice]:
         """`Client.discover`."""

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+import jsonschema
+from pydantic import BaseModel, ValidationError
+from supernet.sdk.agents.input_schema import input_problem
 from supernet.sdk.errors import SupernetError
+from supernet.sdk.node_api import NodeInfo
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class ClientError(SupernetError, RuntimeError):
@@ -26,7 +32,7 @@ class NodeChoice:
     url: str
     price_per_token: int
     stake: int
-    info: dict[str, Any]
+    info: NodeInfo
     slash_count: int = 0
     latency_s: float | None = None
 
@@ -76,19 +82,45 @@ def answer(resp: httpx.Response) -> Any:
     return resp.json()
 
 
-def serves_model(info: dict[str, Any], model: str) -> bool:
-    return any(m.lower() == model.lower() for m in info.get("models", [])) or model in info.get(
-        "modelNames", {}
-    )
+def parse(model: type[M], doc: Any, what: str) -> M:
+    """``doc`` (a node's JSON answer) as ``model``, or a `ClientError` naming what was malformed:
+    a node's answer is input like any other, and a wrong one must not surface as a ``KeyError``."""
+    try:
+        return model.model_validate(doc)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(root)"
+        raise ClientError(
+            f"{what}: malformed answer ({exc.error_count()} problem(s); first at {where}: {first['msg']})"
+        ) from None
 
 
-def pick_model_id(info: dict[str, Any], model: str | None) -> str:
-    models: list[str] = info["models"]
+def serves_model(info: NodeInfo, model: str) -> bool:
+    return any(m.lower() == model.lower() for m in info.models) or model in info.modelNames
+
+
+def pick_model_id(info: NodeInfo, model: str | None) -> str:
+    if not info.models:
+        raise ClientError(f"node {info.address} serves no model")
     if model is None:
-        return models[0]
-    if model.startswith("0x") and model.lower() in [m.lower() for m in models]:
+        return info.models[0].lower()
+    if model.startswith("0x") and model.lower() in [m.lower() for m in info.models]:
         return model.lower()
-    named = info.get("modelNames", {}).get(model)
+    named = info.modelNames.get(model)
     if named is None:
         raise ClientError(f"node does not serve model {model!r}")
-    return str(named)
+    return named.lower()
+
+
+def check_input(info: NodeInfo, agent: str, task_input: Any) -> None:
+    """Refuse, before anything is signed, an input the agent's published schema rejects (the node
+    would answer 400 ``input_schema_mismatch``; `supernet.sdk.agents.input_schema`)."""
+    card = next((c for c in info.agentCards if c.id == agent), None)
+    if card is None:
+        return
+    try:
+        problem = input_problem(card.inputSchema, task_input)
+    except jsonschema.SchemaError:
+        return  # the node published a schema that is none: its own admission check decides
+    if problem is not None:
+        raise ClientError(f"input does not match agent {agent!r}'s input schema {problem}")

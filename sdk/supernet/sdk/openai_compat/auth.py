@@ -26,7 +26,8 @@ from eth_utils import to_checksum_address
 from supernet.sdk.chain.eip712 import Domain
 from supernet.sdk.client.ladder import domain_key, rebase, sign_task
 from supernet.sdk.client.state import ClientState
-from supernet.sdk.client.types import ClientError, answer, pick_model_id
+from supernet.sdk.client.types import ClientError, answer, parse, pick_model_id
+from supernet.sdk.node_api import AccountPublic, NodeInfo
 from supernet.sdk.openai_compat.chat_input import chat_task_input
 
 AUTH_HEADER = "X-Supernet-Auth"
@@ -56,7 +57,7 @@ class SupernetAuth(httpx.Auth):
         self.account, self.domain, self.max_fee = account, domain, max_fee
         self._state_dir = state_dir
         self.state = ClientState.open(state_dir)
-        self._nodes: dict[str, dict[str, Any]] = {}  # API base URL -> GET /v1/node
+        self._nodes: dict[str, NodeInfo] = {}  # API base URL -> GET /v1/node
         self._in_flight: dict[str, dict[int, int]] = {}  # node -> nonce -> cumulative signed
         self._lock = threading.Lock()  # the sync client may be shared between threads
 
@@ -100,11 +101,12 @@ class SupernetAuth(httpx.Auth):
         base = request.url.copy_with(path=path[: -len(CHAT_PATH)], query=None)
         info = self._nodes.get(str(base))
         if info is None:
-            info = answer((yield httpx.Request("GET", f"{base}/node")))
+            info = parse(NodeInfo, answer((yield httpx.Request("GET", f"{base}/node"))), f"{base}/node")
             self._check_domain(info)
             self._nodes[str(base)] = info
-        node = to_checksum_address(info["address"])
-        remote = answer((yield httpx.Request("GET", f"{base}/accounts/{self.account.address}")))
+        node = to_checksum_address(info.address)
+        accounts = f"{base}/accounts/{self.account.address}"
+        remote = parse(AccountPublic, answer((yield httpx.Request("GET", accounts))), accounts)
         body = json.loads(request.content)
         nonce, cumulative = self._sign_into(request, info, node, remote, body)
         try:
@@ -116,20 +118,20 @@ class SupernetAuth(httpx.Auth):
         if 400 <= response.status_code < 500:
             self._nodes.pop(str(base), None)  # re-read the node next time (its fee may have changed)
 
-    def _check_domain(self, info: dict[str, Any]) -> None:
+    def _check_domain(self, info: NodeInfo) -> None:
         ours = (self.domain.chain_id, self.domain.verifying_contract.lower())
-        theirs = (int(info["chainId"]), str(info["verifyingContract"]).lower())
+        theirs = (info.chainId, info.verifyingContract.lower())
         if ours != theirs:
             raise ClientError(f"the node signs for chain/contract {theirs}, this deployment is {ours}")
 
     def _sign_into(
-        self, request: httpx.Request, info: dict[str, Any], node: str, remote: Any, body: dict[str, Any]
+        self, request: httpx.Request, info: NodeInfo, node: str, remote: AccountPublic, body: dict[str, Any]
     ) -> tuple[int, int]:
         """Reserve the next nonce and voucher, sign them for ``body`` and set the header."""
-        fee = int(info["taskFee"])
+        fee = info.taskFee
         if self.max_fee is not None and fee > self.max_fee:
             raise ClientError(f"node fee {fee} is above max_fee {self.max_fee}")
-        agent_hash = info["agents"].get(AGENT)
+        agent_hash = info.agents.get(AGENT)
         if agent_hash is None:
             raise ClientError(f"node {node} does not run the {AGENT!r} agent")
         model_id = pick_model_id(info, body.get("model"))
