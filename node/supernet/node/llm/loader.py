@@ -7,6 +7,7 @@ is read from the same place. The model id is computed from the tensors as loaded
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from supernet.node.llm.manifest import build_manifest, model_id
 from supernet.node.llm.model import Llama
 from supernet.node.llm.tokenizer import Tokenizer
 from supernet.node.llm.weights import read_gguf, read_hf_dir
+from torch import Tensor
 
 
 def default_device() -> torch.device:
@@ -72,7 +74,24 @@ def load_model(
     if cached.is_file() and json.loads(cached.read_text()).get("model_id") != model_id(manifest):
         raise WeightsFormatError(f"{path}: weights do not match manifest.json (corrupt or edited cache)")
     model = Llama.from_hf_state_dict(cfg, tensors, max_positions).to(device=dev, dtype=dt)
+    _own_weights(model, tensors)
     model.rope_cos, model.rope_sin = model.rope_cos.float(), model.rope_sin.float()
     has_tokenizer = tok_src[1] is not None or (path / "tokenizer.json").is_file()
     tokenizer = Tokenizer(*tok_src) if has_tokenizer else None
     return LoadedModel(model, tokenizer, model_id(manifest), manifest, path)
+
+
+def _own_weights(model: Llama, source: dict[str, Tensor]) -> None:
+    """Give the model its own copy of every tensor it took from ``source`` unchanged.
+
+    The safetensors reader maps the file and hands out tensors that live in that mapping; the
+    ones the model keeps as they are (the embedding, the norms, the projections it does not fuse)
+    would keep the whole ~540 MB file mapped and resident for the node's life, next to the packed
+    copies the engine makes of the projections (docs/benchmarks/memory.md). Copied, the mapping
+    goes once ``source`` does.
+    """
+    mapped = {t.untyped_storage().data_ptr() for t in source.values() if t.device.type == "cpu"}
+    with torch.no_grad():
+        for t in itertools.chain(model.parameters(), model.buffers()):
+            if t.device.type == "cpu" and t.untyped_storage().data_ptr() in mapped:
+                t.data = t.data.clone()

@@ -1,0 +1,169 @@
+"""What a node's memory is made of: the idle RSS of a real `supernet node run`, and each part's share.
+
+Two measurements, written to docs/benchmarks/memory.md and memory.json:
+
+1. A real node (no chain, embedded store, the default model and agents) started as its own
+   process; once ``/healthz`` answers, its resident set is read from ``/proc`` (anonymous memory:
+   tensors and the Python heap; file-backed: shared libraries and mapped files), then again after
+   a few chat completions (the KV cache grows with use).
+2. The same parts loaded one at a time in this process, each stage's RSS growth attributed to it.
+
+Usage: ``.venv/bin/python scripts/probe_node_memory.py`` (about a minute; the model must be pulled).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT_MD = ROOT / "docs" / "benchmarks" / "memory.md"
+OUT_JSON = ROOT / "docs" / "benchmarks" / "memory.json"
+MB = 1024 * 1024
+
+
+def proc_memory(pid: int | str = "self") -> dict[str, float]:
+    """Resident memory of ``pid`` in MB: total, anonymous, file-backed, and the peak (VmHWM)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
+            fields[key] = int(value.split()[0]) / 1024
+    return {
+        "rss_mb": fields["VmRSS"],
+        "anon_mb": fields["RssAnon"],
+        "file_mb": fields["RssFile"],
+        "peak_mb": fields["VmHWM"],
+    }
+
+
+def free_port() -> int:
+    from supernet.sdk.devnet.processes import free_port as pick
+
+    return pick()
+
+
+def real_node() -> dict[str, Any]:
+    """Start `supernet node run`, wait until it serves, and read its memory idle and after use."""
+    with tempfile.TemporaryDirectory(prefix="supernet-mem-") as tmp:
+        port = free_port()
+        config = Path(tmp) / "node.toml"
+        config.write_text(f'data_dir = "{tmp}/data"\n\n[api]\nport = {port}\n')
+        log = (Path(tmp) / "node.log").open("w")
+        proc = subprocess.Popen(
+            [str(ROOT / ".venv" / "bin" / "supernet"), "node", "run", "--config", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            started = time.monotonic()
+            while True:
+                if proc.poll() is not None:
+                    raise SystemExit(f"the node exited ({proc.returncode}): see {log.name}")
+                try:
+                    if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() - started > 300:
+                    raise SystemExit("the node did not start within 300 s")
+                time.sleep(0.5)
+            time.sleep(3.0)  # let start-up work settle
+            idle = proc_memory(proc.pid)
+            return {"idle": idle, "startup_s": round(time.monotonic() - started, 1)}
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
+def stages() -> list[tuple[str, float]]:
+    """RSS after each part of a node is loaded, in this process (MB)."""
+    rows = [("Python interpreter", proc_memory()["rss_mb"])]
+    import torch
+
+    torch.set_num_threads(2)
+    rows.append(("torch imported (its shared libraries)", proc_memory()["rss_mb"]))
+    import supernet.node.service.kernel_executor  # noqa: F401  (fastapi, web3, the kernel)
+
+    rows.append(("node service modules (FastAPI, web3, kernel)", proc_memory()["rss_mb"]))
+    from supernet.node.llm.loader import load_model
+
+    loaded = load_model("smollm2-135m", device="cpu", dtype=torch.float32, max_positions=2048)
+    gc.collect()
+    rows.append(("model weights loaded (float32)", proc_memory()["rss_mb"]))
+    from supernet.node.llm.engine import LLMEngine
+
+    engine = LLMEngine(loaded.model, loaded.tokenizer, loaded.model_id, max_batch=16)
+    gc.collect()
+    rows.append(("engine: weights packed for oneDNN, KV pool allocated", proc_memory()["rss_mb"]))
+    kv_mb = engine.pool.capacity * engine.pool.slots * engine.pool.bytes_per_token / MB
+    weights_mb = sum(t.numel() * t.element_size() for t in loaded.model.state_dict().values()) / MB
+    packed_mb = sum(b.numel() * b.element_size() for b in engine.model.buffers()) / MB
+    from supernet.node.kernel.embeddings import MiniLMEmbedder
+
+    embedder = MiniLMEmbedder()
+    embedder.embed_sync(["load it"])  # the model loads on first use
+    gc.collect()
+    rows.append(("embedding model all-MiniLM-L6-v2 (memory search)", proc_memory()["rss_mb"]))
+    import llguidance  # noqa: F401  (constrained decoding)
+
+    rows.append(("llguidance (structured output)", proc_memory()["rss_mb"]))
+    sizes = f"embedding + norms {weights_mb:.0f} MB, packed projections and head {packed_mb:.0f}"
+    rows.append((f"(tensor sizes: {sizes}, KV pool {kv_mb:.0f})", 0.0))
+    return rows
+
+
+def main() -> None:
+    node = real_node()
+    rows = stages()
+    figures = {
+        "node_idle_rss_mb": round(node["idle"]["rss_mb"], 1),
+        "node_idle_anon_mb": round(node["idle"]["anon_mb"], 1),
+        "node_idle_file_mb": round(node["idle"]["file_mb"], 1),
+        "node_peak_rss_mb": round(node["idle"]["peak_mb"], 1),
+        "node_startup_s": node["startup_s"],
+        "stages_mb": [[name, round(mb, 1)] for name, mb in rows if mb],
+        "machine": f"{platform.machine()}, Python {platform.python_version()}",
+    }
+    OUT_JSON.write_text(json.dumps(figures, indent=2) + "\n")
+    lines = [
+        "# Node memory",
+        "",
+        "`.venv/bin/python scripts/probe_node_memory.py`: a real `supernet node run` (no chain, embedded",
+        "store, the default model `smollm2-135m` in float32, default agents), read from `/proc` once",
+        "`/healthz` answers; then the same parts loaded one at a time in one process.",
+        "",
+        "| node process, idle | MB |",
+        "|---|---:|",
+        f"| resident (RSS) | **{figures['node_idle_rss_mb']:.0f}** |",
+        f"| of which anonymous (tensors, Python heap) | {figures['node_idle_anon_mb']:.0f} |",
+        f"| of which file-backed (shared libraries, mapped files) | {figures['node_idle_file_mb']:.0f} |",
+        f"| peak so far (VmHWM, start-up included) | {figures['node_peak_rss_mb']:.0f} |",
+        "",
+        "| part, loaded in this order | RSS after (MB) | growth (MB) |",
+        "|---|---:|---:|",
+    ]
+    previous = 0.0
+    for name, mb in rows:
+        if not mb:
+            lines.append(f"| {name} | | |")
+            continue
+        lines.append(f"| {name} | {mb:.0f} | {mb - previous:+.0f} |")
+        previous = mb
+    lines += ["", f"Machine: {figures['machine']}.", ""]
+    OUT_MD.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
