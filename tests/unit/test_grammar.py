@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from supernet.node.llm.grammar import GrammarConstraint, GrammarError, allowed_masks, grammar_of
+from supernet.node.llm.grammar import (
+    GrammarConstraint,
+    GrammarError,
+    allowed_masks,
+    grammar_of,
+    prepare_tokenizer,
+    stop_key,
+)
 from supernet.node.service.chat_params import UnsupportedParameterError, chat_plan
 from supernet.node.service.errors import BadRequestError
 from supernet.node.service.schemas import ChatCompletionCreate
@@ -153,3 +160,16 @@ async def test_constrained_generation_preempted_and_resumed_continues_exactly(sm
             break
         resumed = await engine.submit(prompt, params, resume=await handle.preempt()).result()
     assert resumed.output_ids == whole.output_ids
+
+
+@pytest.mark.model
+def test_the_tokenizer_view_is_built_once_before_submission(tokenizer: Any) -> None:
+    """`LLMEngine.prepare_grammar` builds llguidance's tokenizer in a worker thread before the
+    scheduler submits a constrained call; a constraint made afterwards (on the event loop) must
+    find it built, whatever the order of its stop tokens."""
+    stops = [2, 0, 1, 0]  # a key no other test builds
+    assert prepare_tokenizer(tokenizer, 49152, stops) is True
+    assert prepare_tokenizer(tokenizer, 49152, [0, 1, 2]) is False  # built: nothing to do
+    assert stop_key(stops) == (0, 1, 2)
+    c = GrammarConstraint(tokenizer, grammar_of(FORMAT) or "", 49152, [1, 2, 0])
+    assert prepare_tokenizer(tokenizer, 49152, c.stop_ids) is False  # the constraint used that view

@@ -219,3 +219,27 @@ async def test_a_prefix_shared_within_one_batch_is_prefilled_once() -> None:
         assert want.output_ids == got.output_ids
         assert max(abs(x - y) for x, y in zip(want.logprobs, got.logprobs, strict=True)) < 1e-4
         assert [f.indices for f in want.fingerprints] == [f.indices for f in got.fingerprints]
+
+
+async def test_a_longer_shared_prefix_extends_a_cached_one_while_others_decode() -> None:
+    # agents' calls share the system turn (cached), then an instruction (new): the batch computes
+    # the instruction once on top of the cached turn, in a step that also decodes a running call
+    model = make_tiny_llama(7)
+    plain = LLMEngine.from_model(model, max_batch=4, max_seq_len=128, prefix_cache=False)
+    cached = LLMEngine(model, None, plain.weights_id, max_batch=4, max_seq_len=128)
+    more = [*SHARED, 90, 91, 92, 93, 94, 95]
+    prompts = [[44, 45, 46], [*more, 5, 6, 7], [*more, 9], [*more, 1, 2]]
+    async with plain, cached:
+        expected = [await _alone(plain, p, GREEDY) for p in prompts]
+        for p in ([*SHARED, 1], [*SHARED, 2]):  # the second caches SHARED
+            await _alone(cached, p, GREEDY)
+        running = cached.submit(prompts[0], GREEDY)
+        async for _ in running:  # decoding when the others arrive
+            break
+        handles = [running] + [cached.submit(p, GREEDY) for p in prompts[1:]]
+        together = [await h.result() for h in handles]
+        assert cached.prefixes is not None and tuple(more) in cached.prefixes.entries
+    for want, got in zip(expected, together, strict=True):
+        assert want.output_ids == got.output_ids
+        assert max(abs(x - y) for x, y in zip(want.logprobs, got.logprobs, strict=True)) < 1e-4
+        assert [f.indices for f in want.fingerprints] == [f.indices for f in got.fingerprints]

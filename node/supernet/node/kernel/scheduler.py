@@ -202,6 +202,9 @@ class Scheduler:
         job = entry.job
         handle: EngineHandle | None = None
         try:
+            prepare = getattr(self._engine, "prepare_grammar", None)  # engines without grammars: none
+            if prepare is not None and job.params.grammar is not None:
+                await prepare(job.params)  # off the event loop: `submit` runs on it
             resume = self.context.take(job.request_id)
             handle = self._engine.submit(job.prompt_ids, job.params, request_id=job.request_id, resume=resume)
             in_slice = 0

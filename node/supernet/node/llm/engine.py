@@ -3,9 +3,10 @@
 One asyncio task owns the batch. Each iteration it applies preempts and cancels, admits waiting
 requests into free KV slots, then runs one step in a dedicated worker thread (``run_in_executor``, so the
 event loop stays responsive): a decode of every active sequence together, plus a batched prefill
-of the newly admitted ones, which join the decode from the next step. Sampled tokens go out as
-events; finished sequences retire and free their slot. The loop sleeps on an ``asyncio.Event``
-when idle — no polling.
+of the newly admitted ones in the same forward pass, which join the decode from the next step.
+Sampled tokens go out as events; finished sequences retire and free their slot, and the loop lets
+their callers' follow-up requests (an agent's next call) arrive before it admits the next batch.
+The loop sleeps on an ``asyncio.Event`` when idle — no polling.
 
 >>> engine = LLMEngine.load("smollm2-135m")  # doctest: +SKIP
 >>> await engine.start()  # doctest: +SKIP
@@ -30,7 +31,7 @@ from typing import Any
 import torch
 from supernet.node.llm import scoring
 from supernet.node.llm.errors import ContextOverflowError, EngineStoppedError, LLMError, SequenceFinishedError
-from supernet.node.llm.grammar import GrammarConstraint
+from supernet.node.llm.grammar import GrammarConstraint, prepare_tokenizer
 from supernet.node.llm.handle import GenerationHandle, Sequence
 from supernet.node.llm.kvcache import KVPool, PrefixCache
 from supernet.node.llm.loader import load_model
@@ -46,6 +47,11 @@ from torch import Tensor
 log = logging.getLogger(__name__)
 SCORE_CACHE_ENTRIES = 4  # scored prompts whose keys/values ``LLMEngine.score`` keeps
 SCORE_CACHE_TOKENS = 1024  # longest prompt prefix kept per entry
+# Event-loop turns the loop gives away after a step that finished sequences, before the next step:
+# an agent often answers a finished call with its next one (a tool call, then another LLM call,
+# a few dozen callbacks and one tool-thread hop later). Admitted now, that call prefills inside
+# the next step; missed, it waits a whole step (~0.1 s on CPU) and its task ends a step later.
+FOLLOW_UP_TURNS = 64
 _ids = itertools.count()
 
 
@@ -218,6 +224,15 @@ class LLMEngine:
         self._wake.set()
         return GenerationHandle(self, seq)
 
+    async def prepare_grammar(self, params: SamplingParams) -> None:
+        """Build what a constrained call's grammar needs (llguidance's view of the tokenizer, about
+        a second the first time) in a worker thread, so that `submit`, which runs on the event
+        loop, finds it ready; a no-op for an unconstrained call or once built."""
+        if params.grammar is None or self.tokenizer is None:
+            return
+        stop = params.stop_token_ids if params.stop_token_ids is not None else self.model.cfg.eos_token_ids
+        await asyncio.to_thread(prepare_tokenizer, self.tokenizer, self.model.cfg.vocab_size, stop)
+
     def _constraint(self, grammar: str, stop: list[int], output: list[int]) -> GrammarConstraint:
         """The grammar state of a constrained generation, advanced over ``output`` (a resume)."""
         if self.tokenizer is None:
@@ -336,6 +351,9 @@ class LLMEngine:
                 self.steps += 1
                 self.stepped_sequences += len(batch)  # one token (or a prefill) per sequence
                 self._apply(batch, outputs)
+                if len(self._active) < len(batch):  # some finished: let their callers follow up
+                    for _ in range(FOLLOW_UP_TURNS):
+                        await asyncio.sleep(0)
         except BaseException as exc:
             self._fail(self._active + list(self._pending), EngineStoppedError(f"engine loop died: {exc!r}"))
             raise

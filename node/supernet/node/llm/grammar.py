@@ -151,6 +151,23 @@ def _ll_tokenizer(tokenizer: Any, vocab_size: int, stop_ids: tuple[int, ...]) ->
         return per[key]
 
 
+def stop_key(stop_ids: Sequence[int]) -> tuple[int, ...]:
+    """The stop tokens as a constraint keys them (sorted, each once)."""
+    return tuple(sorted(set(int(t) for t in stop_ids)))
+
+
+def prepare_tokenizer(tokenizer: Any, vocab_size: int, stop_ids: Sequence[int]) -> bool:
+    """Build llguidance's view of ``tokenizer`` now if it is not built yet (about a second, the
+    first time): called in a worker thread before a constrained call is submitted, so the
+    event loop never waits for it. Returns whether it was built by this call."""
+    key = (vocab_size, stop_key(stop_ids))
+    with _LL_LOCK:
+        if key in _LL_TOKENIZERS.get(tokenizer, {}):
+            return False
+    _ll_tokenizer(tokenizer, *key)
+    return True
+
+
 class GrammarConstraint:
     """The grammar state of one constrained generation (or of a validator's walk over its tokens).
 
@@ -168,7 +185,7 @@ class GrammarConstraint:
         import llguidance
 
         self.vocab_size = vocab_size
-        self.stop_ids = tuple(sorted(set(int(t) for t in stop_ids)))
+        self.stop_ids = stop_key(stop_ids)
         ll = _ll_tokenizer(tokenizer, vocab_size, self.stop_ids)
         self._matcher = llguidance.LLMatcher(ll, grammar, log_level=0)
         if self._matcher.is_error():

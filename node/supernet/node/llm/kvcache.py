@@ -219,8 +219,12 @@ class PrefixPrefillAttention:
         pos = starts[:, None, None] + t[None, None, :]
         self.write_rows = ((slots[:, None, None] * kv + heads[None, :, None]) * cap + pos).reshape(-1)
         self.span = int(starts.max()) + width
-        # query i of row r sees keys 0..starts[r] + i
-        self.mask = (torch.arange(self.span, device=device)[None, None, :] <= pos[:, 0, :, None])[:, None]
+        # query i of row r sees keys 0..starts[r] + i; as an additive float mask, built once per step
+        # (SDPA would turn a boolean one into this in every layer: the same values, one op more each)
+        seen = (torch.arange(self.span, device=device)[None, None, :] <= pos[:, 0, :, None])[:, None]
+        self.mask = torch.zeros(seen.shape, dtype=pool.dtype, device=device).masked_fill_(
+            ~seen, float("-inf")
+        )
 
     def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         d = q.shape[-1]
@@ -233,3 +237,65 @@ class PrefixPrefillAttention:
         return F.scaled_dot_product_attention(
             q, keys, values, attn_mask=self.mask, enable_gqa=q.shape[1] != keys.shape[1]
         )
+
+
+class PackedStepAttention:
+    """Decoding and prefilling in one forward pass: the step's tokens packed into one row ``[1, N]``.
+
+    A step that admits new prompts used to run two forward passes, one to decode the running
+    sequences and one to prefill the new ones; each pass reads every weight once and pays the
+    model's per-layer overhead (on a 2-core CPU a batch-1 pass costs about half of a batch-16 one).
+    Packing both into one pass pays that once. The projections and elementwise work are per
+    token, so only attention needs the rows apart: the first ``D`` tokens are one decode token per
+    slot ``0..D-1`` (``DecodeAttention``); the rest are the fresh prompts laid end to end, gathered
+    into the right-padded ``[F, T]`` layout of ``PrefillAttention`` / ``PrefixPrefillAttention``
+    and scattered back. Results equal the two-pass step's up to the rounding of another matmul
+    shape (~1e-6), as between any two batch compositions.
+
+    Args:
+        decode: Attention of the ``n_decode`` decode tokens (``None``: no sequence decodes this step).
+        n_decode: How many decode tokens lead the row.
+        prefill: Attention of the fresh prompts in the padded layout (slots ``n_decode..``).
+        lengths: Tokens each fresh prompt computes this step (its ``T``-padded row's real part).
+        device: Where the index tensors live.
+    """
+
+    def __init__(
+        self,
+        decode: DecodeAttention | None,
+        n_decode: int,
+        prefill: PrefillAttention | PrefixPrefillAttention,
+        lengths: list[int],
+        device: torch.device,
+    ) -> None:
+        self.decode, self.n_decode, self.prefill = decode, n_decode, prefill
+        self.rows, self.width = len(lengths), max(lengths)
+        # packed index of each padded cell (padding repeats its row's last token: its keys/values
+        # land past the prompt's end, masked and then overwritten, as the zero padding's did)
+        offsets = [0]
+        for n in lengths:
+            offsets.append(offsets[-1] + n)
+        pad = [offsets[r] + min(t, n - 1) for r, n in enumerate(lengths) for t in range(self.width)]
+        self.pad_index = torch.tensor(pad, device=device)
+        self.unpad_index = torch.tensor(
+            [r * self.width + t for r, n in enumerate(lengths) for t in range(n)], device=device
+        )
+        self.single = self.rows == 1  # one prompt: the packed and padded layouts coincide
+
+    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        d, nd = q.shape[-1], self.n_decode
+        out: list[Tensor] = []
+        if self.decode is not None:
+            dq, dk, dv = (x[0, :, :nd].transpose(0, 1)[:, :, None] for x in (q, k, v))
+            out.append(self.decode.attend(layer, dq, dk, dv)[:, :, 0].transpose(0, 1))  # [H, D, d]
+        fq, fk, fv = (self._padded(x[0, :, nd:]) for x in (q, k, v))
+        y = self.prefill.attend(layer, fq, fk, fv)  # [F, H, T, d]
+        y = y.transpose(0, 1).reshape(y.shape[1], -1, d)
+        out.append(y if self.single else y.index_select(1, self.unpad_index))
+        return torch.cat(out, dim=1)[None] if len(out) > 1 else out[0][None]
+
+    def _padded(self, x: Tensor) -> Tensor:
+        """Packed ``[heads, P, d]`` to padded ``[F, heads, T, d]``."""
+        if not self.single:
+            x = x.index_select(1, self.pad_index)
+        return x.view(x.shape[0], self.rows, self.width, x.shape[-1]).transpose(0, 1)

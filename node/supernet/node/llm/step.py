@@ -2,8 +2,10 @@
 
 The batch arrives ordered by slot: first the sequences that already have output (slots
 ``0..D-1``, decoded together, one token each), then the new ones (slots ``D..``, prefilled
-together, right-padded; a prompt whose leading tokens are in the engine's prefix cache has them
-loaded into its slot and prefills only the rest). Both yield final hidden states; one lm-head
+together; a prompt whose leading tokens are in the engine's prefix cache has them loaded into its
+slot and prefills only the rest). A step with new prompts runs the decode tokens and the prompts'
+tokens as one packed forward pass (`PackedStepAttention`): every weight is read once per step,
+not once for the decode and again for the prefill. Both yield final hidden states; one lm-head
 matmul, one log-softmax and one selection call serve all rows (a constrained row's selection runs
 on its grammar's mask, `supernet.node.llm.grammar`). Nothing here touches asyncio state: the loop
 applies the returned ``StepOutput``s.
@@ -16,7 +18,13 @@ from dataclasses import dataclass
 import torch
 from supernet.node.llm.grammar import masked
 from supernet.node.llm.handle import Sequence
-from supernet.node.llm.kvcache import DecodeAttention, KVPool, PrefillAttention, PrefixPrefillAttention
+from supernet.node.llm.kvcache import (
+    DecodeAttention,
+    KVPool,
+    PackedStepAttention,
+    PrefillAttention,
+    PrefixPrefillAttention,
+)
 from supernet.node.llm.model import Llama
 from supernet.node.llm.sampling import select
 from supernet.node.llm.scoring import fingerprint_due, fingerprints_of
@@ -43,39 +51,16 @@ def run_step(model: Llama, pool: KVPool, batch: list[Sequence]) -> list[StepOutp
             pool.load(seq.slot, seq.resume.keys, seq.resume.values)  # type: ignore[arg-type]
     decode = [s for s in batch if s.output]
     fresh = batch[len(decode) :]
-    hidden, cached = [], []
+    lengths = [len(s.prompt) + len(s.output) - 1 for s in decode]
     if decode:
-        lengths = [len(s.prompt) + len(s.output) - 1 for s in decode]
         pool.ensure_capacity(max(lengths) + 1)
+    if not fresh:
         pos = torch.tensor(lengths, device=device)
         tokens = torch.tensor([s.output[-1] for s in decode], device=device)[:, None]
-        hidden.append(model(tokens, pos[:, None], DecodeAttention(pool, pos))[:, 0])
-        cached += [n + 1 for n in lengths]
-    if fresh:
-        starts = [0 if s.prefix is None else s.prefix[0].shape[2] for s in fresh]
-        _prefill_shared(model, pool, fresh, starts)
-        lens = [len(s.prompt) for s in fresh]
-        width = max(n - p for n, p in zip(lens, starts, strict=True))
-        if any(starts) and max(starts) + width > pool.max_capacity:  # too wide together: prefill all
-            starts = [0] * len(fresh)
-            width = max(lens)
-        pool.ensure_capacity(max(starts) + width)
-        tokens = torch.zeros((len(fresh), width), dtype=torch.long, device=device)
-        for r, s in enumerate(fresh):
-            tokens[r, : lens[r] - starts[r]] = torch.tensor(s.prompt[starts[r] :])
-        if any(starts):
-            for r, s in enumerate(fresh):
-                if starts[r] and s.prefix is not None:
-                    pool.load(s.slot, *s.prefix)
-            first = torch.tensor(starts, device=device)
-            at = first[:, None] + torch.arange(width, device=device)[None, :]
-            h = model(tokens, at, PrefixPrefillAttention(pool, len(decode), first, width))
-        else:
-            h = model(tokens, None, PrefillAttention(pool, len(decode)))
-        last = torch.tensor([n - p - 1 for n, p in zip(lens, starts, strict=True)], device=device)
-        hidden.append(h[torch.arange(len(fresh), device=device), last])
-        cached += lens
-    rows = torch.cat(hidden) if len(hidden) > 1 else hidden[0]
+        rows = model(tokens, pos[:, None], DecodeAttention(pool, pos))[:, 0]
+        cached = [n + 1 for n in lengths]
+    else:
+        rows, cached = _decode_and_prefill(model, pool, decode, lengths, fresh)
     logits = model.logits(rows)
     positions = [len(s.prompt) + len(s.output) for s in batch]
     chosen = select(_constrained(logits, batch), [s.params for s in batch], positions)
@@ -93,6 +78,51 @@ def run_step(model: Llama, pool: KVPool, batch: list[Sequence]) -> list[StepOutp
     ]
 
 
+def _decode_and_prefill(
+    model: Llama, pool: KVPool, decode: list[Sequence], lengths: list[int], fresh: list[Sequence]
+) -> tuple[Tensor, list[int]]:
+    """One forward pass over the decode tokens and the fresh prompts packed into one row
+    (`PackedStepAttention`); the final hidden state of every sequence and its cached length after."""
+    device = pool.device
+    starts = [0 if s.prefix is None else s.prefix[0].shape[2] for s in fresh]
+    _prefill_shared(model, pool, fresh, starts)
+    lens = [len(s.prompt) for s in fresh]
+    width = max(n - p for n, p in zip(lens, starts, strict=True))
+    if any(starts) and max(starts) + width > pool.max_capacity:  # too wide together: prefill all
+        starts = [0] * len(fresh)
+        width = max(lens)
+    pool.ensure_capacity(max(starts) + width)  # before any attention indexes the pool's layout
+    for r, s in enumerate(fresh):
+        if starts[r] and s.prefix is not None and starts[r] == s.prefix[0].shape[2]:  # else: shared above
+            pool.load(s.slot, *s.prefix)
+    prefill: PrefillAttention | PrefixPrefillAttention
+    if any(starts):
+        first = torch.tensor(starts, device=device)
+        prefill = PrefixPrefillAttention(pool, len(decode), first, width)
+    else:
+        prefill = PrefillAttention(pool, len(decode))
+    ids = [s.output[-1] for s in decode]
+    positions = list(lengths)
+    for r, s in enumerate(fresh):
+        ids += s.prompt[starts[r] :]
+        positions += range(starts[r], lens[r])
+    pos = torch.tensor(positions, device=device)
+    attention = PackedStepAttention(
+        DecodeAttention(pool, pos[: len(decode)]) if decode else None,
+        len(decode),
+        prefill,
+        [n - p for n, p in zip(lens, starts, strict=True)],
+        device,
+    )
+    h = model(torch.tensor([ids], device=device), pos[None], attention)[0]
+    last = list(range(len(decode)))  # each sequence's row: its decode token, or its prompt's last token
+    end = len(decode)
+    for n, p in zip(lens, starts, strict=True):
+        end += n - p
+        last.append(end - 1)
+    return h[torch.tensor(last, device=device)], [n + 1 for n in lengths] + lens
+
+
 def _constrained(logits: Tensor, batch: list[Sequence]) -> Tensor:
     """``logits`` with each constrained row's disallowed tokens at ``-inf`` (a copy when any is):
     the selection rule runs on these, the recorded logprobs stay the model's own."""
@@ -108,23 +138,33 @@ def _constrained(logits: Tensor, batch: list[Sequence]) -> Tensor:
 
 
 def _prefill_shared(model: Llama, pool: KVPool, fresh: list[Sequence], starts: list[int]) -> None:
-    """Prefill once a prefix that several fresh rows share and nothing cached yet (``Sequence.share``).
+    """Prefill once a prefix that several fresh rows share and no cache entry holds (``Sequence.share``).
 
     Its keys/values go into the first such row's slot and are copied into the others'; their
     ``starts`` become its length, so the batch's prefill computes only the rest of each prompt.
+    Rows whose prompts already start with a shorter cached prefix take part too (agents' calls
+    share a chat template's system turn, then often an instruction): the first row loads that
+    prefix and computes only the rest of the shared one.
     """
+    device = pool.device
     proposed = sorted({s.prompt[: s.share] for s in fresh if s.share}, key=len, reverse=True)
     for prefix in proposed:
         n = len(prefix)
         rows = [
-            r for r, s in enumerate(fresh) if not starts[r] and len(s.prompt) > n and s.prompt[:n] == prefix
+            r for r, s in enumerate(fresh) if starts[r] < n and len(s.prompt) > n and s.prompt[:n] == prefix
         ]
         if len(rows) < 2:
             continue
-        lead = fresh[rows[0]].slot
+        lead, have = fresh[rows[0]], starts[rows[0]]
         pool.ensure_capacity(n)
-        model(torch.tensor([prefix], device=pool.device), None, PrefillAttention(pool, lead))
+        if have and lead.prefix is not None:
+            pool.load(lead.slot, *lead.prefix)
+            at = torch.arange(have, n, device=device)[None]
+            attention = PrefixPrefillAttention(pool, lead.slot, torch.tensor([have], device=device), n - have)
+            model(torch.tensor([prefix[have:]], device=device), at, attention)
+        else:
+            model(torch.tensor([prefix], device=device), None, PrefillAttention(pool, lead.slot))
         for r in rows:
-            if fresh[r].slot != lead:
-                pool.move(lead, fresh[r].slot, n)
+            if fresh[r].slot != lead.slot:
+                pool.move(lead.slot, fresh[r].slot, n)
             starts[r] = n
