@@ -255,6 +255,15 @@ The machine was shared with other work while this ran (1-minute load average
 heavy load slows the baseline's many small batch-1 steps more than the kernel's batched ones and
 so inflates it.
 
+Why the goal of 8x is not met: each agent's 3 LLM calls depend on each other, so the kernel's
+wall time is a chain of about 72 engine steps whatever the batching (every step already decodes
+every running call and prefills every newly admitted prompt in one forward pass). At ~55 ms of
+weight reading per step on this CPU that chain costs ~4 s, and the ~2,270 tokens computed
+(about 1,360 of them prompt tokens) ~5.7 s more near the machine's compute limit: a floor near
+10 s against a baseline of ~50 s on a quiet machine, about 5-5.5x. Going further needs fewer
+steps per chain (e.g. speculative decoding checked in the same packed pass, exact for greedy
+calls up to rounding).
+
 ## Fee priority
 
 The same {r["agents"]} agents through a kernel that runs at most {fm["slots"]} LLM calls at a time
