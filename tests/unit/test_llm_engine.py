@@ -11,6 +11,7 @@ from llm_fixtures import make_tiny_llama
 from supernet.node.llm import (
     ContextOverflowError,
     EngineStoppedError,
+    GenerationResult,
     LLMEngine,
     SamplingParams,
     SequenceFinishedError,
@@ -33,6 +34,14 @@ async def engine() -> AsyncIterator[LLMEngine]:
     await eng.start()
     yield eng
     await eng.stop()
+
+
+def _assert_same_generations(expected: list[GenerationResult], got: list[GenerationResult]) -> None:
+    """Each generation equals its reference: tokens, logprobs up to rounding, fingerprint rows."""
+    for want, have in zip(expected, got, strict=True):
+        assert want.output_ids == have.output_ids
+        assert max(abs(x - y) for x, y in zip(want.logprobs, have.logprobs, strict=True)) < 1e-4
+        assert [f.indices for f in want.fingerprints] == [f.indices for f in have.fingerprints]
 
 
 async def _alone(engine: LLMEngine, prompt: list[int], params: SamplingParams):  # type: ignore[no-untyped-def]
@@ -198,10 +207,8 @@ async def test_prefix_cache_prefills_only_the_rest_with_the_same_results() -> No
         resumed = await cached.submit(prompts[2], GREEDY, resume=await handle.preempt()).result()
         assert cached.prefixes.hits >= 5
     assert [r.output_ids for r in first] == [r.output_ids for r in expected[:2]]
+    _assert_same_generations([*expected, expected[2]], [*together, resumed])
     for want, got in zip([*expected, expected[2]], [*together, resumed], strict=True):
-        assert want.output_ids == got.output_ids
-        assert max(abs(x - y) for x, y in zip(want.logprobs, got.logprobs, strict=True)) < 1e-4
-        assert [f.indices for f in want.fingerprints] == [f.indices for f in got.fingerprints]
         assert [f.index for f in want.fingerprints] == [f.index for f in got.fingerprints]
 
 
@@ -215,10 +222,7 @@ async def test_a_prefix_shared_within_one_batch_is_prefilled_once() -> None:
         handles = [cached.submit(p, GREEDY) for p in prompts]  # all in the first prefill, cache empty
         together = [await h.result() for h in handles]
         assert cached.prefixes is not None and tuple(SHARED) in cached.prefixes.entries
-    for want, got in zip(expected, together, strict=True):
-        assert want.output_ids == got.output_ids
-        assert max(abs(x - y) for x, y in zip(want.logprobs, got.logprobs, strict=True)) < 1e-4
-        assert [f.indices for f in want.fingerprints] == [f.indices for f in got.fingerprints]
+    _assert_same_generations(expected, together)
 
 
 async def test_a_longer_shared_prefix_extends_a_cached_one_while_others_decode() -> None:
@@ -239,7 +243,4 @@ async def test_a_longer_shared_prefix_extends_a_cached_one_while_others_decode()
         handles = [running] + [cached.submit(p, GREEDY) for p in prompts[1:]]
         together = [await h.result() for h in handles]
         assert cached.prefixes is not None and tuple(more) in cached.prefixes.entries
-    for want, got in zip(expected, together, strict=True):
-        assert want.output_ids == got.output_ids
-        assert max(abs(x - y) for x, y in zip(want.logprobs, got.logprobs, strict=True)) < 1e-4
-        assert [f.indices for f in want.fingerprints] == [f.indices for f in got.fingerprints]
+    _assert_same_generations(expected, together)

@@ -9,6 +9,7 @@ Capacity grows by doubling (up to the engine's maximum sequence length) so short
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import OrderedDict, deque
 
@@ -270,11 +271,10 @@ class PackedStepAttention:
     ) -> None:
         self.decode, self.n_decode, self.prefill = decode, n_decode, prefill
         self.rows, self.width = len(lengths), max(lengths)
+        offsets = [0, *itertools.accumulate(lengths)]
+        self.prompt_ends = [n_decode + end for end in offsets[1:]]  # one past each prompt's last token
         # packed index of each padded cell (padding repeats its row's last token: its keys/values
         # land past the prompt's end, masked and then overwritten, as the zero padding's did)
-        offsets = [0]
-        for n in lengths:
-            offsets.append(offsets[-1] + n)
         pad = [offsets[r] + min(t, n - 1) for r, n in enumerate(lengths) for t in range(self.width)]
         self.pad_index = torch.tensor(pad, device=device)
         self.unpad_index = torch.tensor(

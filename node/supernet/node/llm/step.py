@@ -115,11 +115,8 @@ def _decode_and_prefill(
         device,
     )
     h = model(torch.tensor([ids], device=device), pos[None], attention)[0]
-    last = list(range(len(decode)))  # each sequence's row: its decode token, or its prompt's last token
-    end = len(decode)
-    for n, p in zip(lens, starts, strict=True):
-        end += n - p
-        last.append(end - 1)
+    # each sequence's row: its decode token, or its prompt's last token
+    last = [*range(len(decode)), *(end - 1 for end in attention.prompt_ends)]
     return h[torch.tensor(last, device=device)], [n + 1 for n in lengths] + lens
 
 
