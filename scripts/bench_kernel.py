@@ -44,8 +44,11 @@ from supernet.node.kernel.kernel import Kernel, KernelConfig
 from supernet.node.kernel.syscalls import ChatResult, LLMChat, TaskSpec, ToolCall
 from supernet.node.kernel.tools import ToolRegistry
 from supernet.node.llm import LLMEngine, catalog
+from supernet.node.llm.loader import default_compute
 from supernet.sdk.store import StoreClient
 from supernet.sdk.store.embedded import EmbeddedStore, create_app
+
+ENGINE_COMPUTE = default_compute(torch.device("cpu"))  # the kernel's engine, as a CPU node loads it
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
 HIGH_FEE, LOW_FEE = 4, 1  # relative fees of the fee-priority run (only their ratio matters)
@@ -154,7 +157,7 @@ async def bench_kernel(
     max_active: int | None = None,
     mixed_fees: bool = False,
 ) -> dict[str, Any]:
-    engine = LLMEngine.load(model_dir)
+    engine = LLMEngine.load(model_dir, compute=ENGINE_COMPUTE)  # the format a CPU node serves
     store = StoreClient(
         "http://embedded-store",
         transport=httpx.ASGITransport(
@@ -233,7 +236,8 @@ def write_reports(result: dict[str, Any]) -> None:
     md = f"""# Kernel benchmark
 
 `make bench-kernel` (`scripts/bench_kernel.py`): {r["agents"]} agents, each 3 LLM calls (greedy, at most
-{r["max_new_tokens_per_call"]} new tokens) and 2 tool calls (calculator, text), on {r["model"]}.
+{r["max_new_tokens_per_call"]} new tokens) and 2 tool calls (calculator, text), on {r["model"]}; the
+kernel's engine in `{r["engine_compute"]}`, the format a CPU node serves by default (docs/node.md).
 
 | run | tasks/min | wall (s) | tokens generated | p50 latency (s) | p95 latency (s) |
 |---|---:|---:|---:|---:|---:|
@@ -311,6 +315,7 @@ async def main() -> None:
     baseline_tpm = 60 * args.agents / b["wall_s"]
     result = {
         "agents": args.agents,
+        "engine_compute": ENGINE_COMPUTE,
         "kernel_tasks_per_min": round(kernel_tpm, 2),
         "baseline_tasks_per_min": round(baseline_tpm, 2),
         "ratio": round(kernel_tpm / baseline_tpm, 2),

@@ -39,11 +39,12 @@ from supernet.node.faults import FaultInjector, FaultKind
 from supernet.node.kernel.kernel import Kernel
 from supernet.node.kernel.syscalls import TaskSpec
 from supernet.node.llm import LLMEngine
-from supernet.node.llm.loader import load_model
+from supernet.node.llm.loader import default_compute, load_model
 from supernet.sdk.chain import ReceiptTree
 from supernet.sdk.chain.eip712 import Domain, TaskRequest, hash_task_request, sign_task_request
 from supernet.sdk.chain.receipts import Receipt, input_hash, output_hash, sign_receipt, trace_hash
 from supernet.sdk.formats.manifest import ManifestEntry
+from supernet.sdk.models import COMPUTE_PRECISIONS
 from supernet.sdk.store import StoreClient
 from supernet.sdk.store.embedded import serve_in_thread
 from supernet.validator.evidence import Check, Verdict
@@ -167,7 +168,7 @@ def matmul_rate(model: Any, threads: int, seconds: float = 3.0) -> float:
     """FLOP/s of the model's own feed-forward projections on 512 tokens (the validator's pass size)."""
     torch.set_num_threads(threads)
     ffn = model.layers[0].feed_forward
-    x = torch.randn(1, 512, model.cfg.dim, dtype=next(model.parameters()).dtype)
+    x = torch.randn(1, 512, model.cfg.dim, dtype=model.dtype)
     flops_per_round = 2 * 512 * model.cfg.dim * model.cfg.hidden_dim * 3
     with torch.inference_mode():
         ffn.w2(ffn.w13(x)[..., : model.cfg.hidden_dim])  # warm-up
@@ -204,7 +205,8 @@ def count_faults(kind: str, verdicts: list[Verdict], traces: list[dict[str, Any]
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(2)
-    loaded = load_model(args.model, max_positions=1024)
+    # the node as `supernet node run` loads it: in this device's default format unless told
+    loaded = load_model(args.model, max_positions=1024, compute=args.node_compute)
     tmp = Path(tempfile.mkdtemp(prefix="bench-verify-"))
     url, stop_store = serve_in_thread(tmp / "store")
     store = StoreClient(url)
@@ -217,6 +219,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     # the validator's own load, as `supernet validator run` does it (its default precision unless
     # --validator-dtype says otherwise: a bf16 screen with its float32 arbiter where bf16 is native)
     scorer, arbiter = ModelScorer.load_screened(args.model, dtype=args.validator_dtype)
+    # whose passes count: the scorer (or the arbiter) in the node's own format, as the verifier picks
+    first = scorer if arbiter is not None else scorer.for_compute(args.node_compute)
+    exact = None if arbiter is None else arbiter.for_compute(args.node_compute)
     verifier = Verifier(
         store, scorer, RegistryRunner(store), DOMAIN, "0xbench", agents=agents, arbiter=arbiter
     )
@@ -250,14 +255,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     ver_s += t
                 else:
                     base_s += t
-            rates["screen"].append(matmul_rate(scorer.model, threads=2, seconds=1.0))
-            if arbiter is not None:
-                rates["arbiter"].append(matmul_rate(arbiter.model, threads=2, seconds=1.0))
+            rates["screen"].append(matmul_rate(first.model, threads=2, seconds=1.0))
+            if exact is not None:
+                rates["arbiter"].append(matmul_rate(exact.model, threads=2, seconds=1.0))
         result["honest_calls"] = sum(v.llm_calls for v in verdicts)
         result["false_positives"] = sum(not v.ok for v in verdicts)
         result["unverifiable"] = sum(bool(v.unverifiable) for v in verdicts)
         result["rechecked_calls"] = sum(v.rechecked for v in verdicts)
-        work = scorer.stats
+        work = first.stats
         rate = sum(rates["screen"]) / len(rates["screen"])  # in the precision the validator scores in
         seconds = work.flops(loaded.model) / rate
         result["floor"] = {
@@ -267,12 +272,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "validator_gflop": round(work.flops(loaded.model) / 1e9, 1),
             "machine_gflop_per_s": round(rate / 1e9, 1),
         }
-        if arbiter is not None:  # the calls the screen doubted, re-scored in float32
-            exact, exact_rate = arbiter.stats, sum(rates["arbiter"]) / len(rates["arbiter"])
-            seconds += exact.flops(loaded.model) / exact_rate
+        if exact is not None:  # the calls the screen doubted, re-scored in the node's format
+            done, exact_rate = exact.stats, sum(rates["arbiter"]) / len(rates["arbiter"])
+            seconds += done.flops(loaded.model) / exact_rate
             result["floor"] |= {
-                "arbiter_tokens_forwarded": exact.tokens,
-                "arbiter_gflop": round(exact.flops(loaded.model) / 1e9, 1),
+                "arbiter_tokens_forwarded": done.tokens,
+                "arbiter_gflop": round(done.flops(loaded.model) / 1e9, 1),
                 "arbiter_machine_gflop_per_s": round(exact_rate / 1e9, 1),
             }
         result["floor"]["verify_cost_ratio_at_machine_rate"] = round(seconds / gen_s, 4)
@@ -282,8 +287,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         # the floor for the precision this validator scores in: its matrix products alone at the
         # FLOP rate this machine reached (docs/benchmarks/verification.md, "What bounds the ratio")
         result["verify_floor_ratio"] = result["floor"]["verify_cost_ratio_at_machine_rate"]
-        result["validator_dtype"] = scorer.dtype + ("" if arbiter is None else " screen + float32 arbiter")
-        pair = f"float32 node / {result['validator_dtype']} validator"
+        result["node_compute"] = args.node_compute
+        screened = None if exact is None else f"{scorer.dtype} screen + {exact.dtype} arbiter"
+        result["validator_dtype"] = screened or first.dtype
+        pair = f"{args.node_compute} node / {result['validator_dtype']} validator"
         result["precision_pairs"] = {
             f"{pair} (this run)": {
                 "honest_calls": result["honest_calls"],
@@ -325,7 +332,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     # A fresh load: the first engine packed `loaded.model`'s weights for oneDNN (not deep-copyable).
     perturbed = load_model(args.model, max_positions=1024).model
     model_faults = FaultInjector.from_cli(["model:1"], seed=3)
-    assert model_faults.perturb_model(perturbed)
+    assert model_faults.perturb_model(perturbed)  # every weight, before any rounding to the format
+    if args.node_compute == "float16-weights":
+        perturbed.use_fp16_weights()
     bad_engine = LLMEngine(perturbed, loaded.tokenizer, loaded.model_id, max_batch=8, max_seq_len=1024)
     bad_kernel = Kernel(bad_engine, store, agents=agents, faults=model_faults, model_perturbed=True)
     await bad_kernel.setup()
@@ -389,11 +398,11 @@ Units: LLM calls for `model`, `tokens`, `truncate`; sampled LLM calls for `seed`
 
 ## Honest receipts
 
-- honest LLM calls verified: **{result["honest_calls"]}** (node float32, validator
+- honest LLM calls verified: **{result["honest_calls"]}** (node {result["node_compute"]}, validator
   {result["validator_dtype"]})
 - false positives (receipts flagged): **{result["false_positives"]}**
 - unverifiable: {result["unverifiable"]}
-- calls re-scored by the float32 arbiter (the screen doubted them): {result.get("rechecked_calls", 0)}
+- calls re-scored by the arbiter (the screen doubted them): {result.get("rechecked_calls", 0)}
 
 Precision pairs (`precision_pairs`; the mixed pairs' faults are in [precision.md](precision.md)):
 
@@ -404,7 +413,8 @@ Precision pairs (`precision_pairs`; the mixed pairs' faults are in [precision.md
 ## Cost
 
 Measured in {t["rounds"]} rounds, each generating a slice of the honest tasks and then verifying it
-with the default validator and with a float32-only one (order alternating), so that this
+with the default validator (and, where that is a bf16 screen, with a float32-only one, order
+alternating), so that this
 machine's drifting speed weighs on both sides of each ratio alike.
 
 - node: {t["honest_tasks"]} tasks ({t["max_new_tokens"]} new tokens per call, 2 calls + 1 tool call each)
@@ -428,7 +438,8 @@ vocabulary head's log-sum-exp and top-k, the sampled-token margins (per position
 nucleus among the tokens above a probability floor) and the receipt checks and agent replay,
 which the validator overlaps with scoring (`Verifier.verify_groups`) but which share the 2 cores.
 A bfloat16 screen is only a screen: every call it does not accept within the float32 greedy bound
-(0.01 nat) or `SCREEN_SAMPLE_MARGIN` of CDF mass is re-scored in float32, and only that decides
+(0.01 nat) or `SCREEN_SAMPLE_MARGIN` of CDF mass is re-scored by the arbiter in the node's own
+format, and only that decides
 (docs/validator.md, "Screen and arbiter"). A teacher-forced
 pass costs the same FLOPs per token as generating that token; what verification saves is generation's
 sequential, memory-bound decode steps. The node's continuous batch already makes decoding
@@ -445,7 +456,7 @@ def _arbiter_floor(f: dict[str, Any]) -> str:
     if "arbiter_gflop" not in f:
         return ""
     return (
-        f", plus the float32 arbiter's {f['arbiter_tokens_forwarded']} tokens, {f['arbiter_gflop']} GFLOP at"
+        f", plus the arbiter's {f['arbiter_tokens_forwarded']} tokens, {f['arbiter_gflop']} GFLOP at"
         f" {f['arbiter_machine_gflop_per_s']} GFLOP/s"
     )
 
@@ -464,8 +475,14 @@ if __name__ == "__main__":
     p.add_argument(
         "--validator-dtype",
         default="auto",
-        choices=("auto", "float32", "bfloat16"),
+        choices=("auto", *COMPUTE_PRECISIONS),
         help="as `[model] dtype`",
+    )
+    p.add_argument(
+        "--node-compute",
+        default=default_compute(torch.device("cpu")),
+        choices=COMPUTE_PRECISIONS,
+        help="the node's format (as `[engine] dtype`; default: a CPU node's)",
     )
     p.add_argument("--fault-tasks", type=int, default=5, help="tasks per fault kind")
     p.add_argument("--rounds", type=int, default=5, help="generate/verify rounds of the cost figure")

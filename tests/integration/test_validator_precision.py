@@ -136,8 +136,22 @@ def bf16_screen() -> Any:
     return ModelScorer.load("smollm2-135m", dtype="bfloat16")
 
 
+class OneFormat:
+    """A scorer that offers no other format: a verifier then decides with it alone (without this
+    a bf16 scorer would load the node's own format to decide, `ModelScorer.for_compute`)."""
+
+    def __init__(self, scorer: Any) -> None:
+        self._scorer = scorer
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "for_compute":
+            raise AttributeError(name)
+        return getattr(self._scorer, name)
+
+
 async def screened(vnet: VNet, batch_id: int, receipts: list[Any], screen: Any, arbiter: bool) -> list[Any]:
-    """Verdicts of a validator scoring with ``screen``, with or without the float32 arbiter."""
+    """Verdicts of a validator scoring with ``screen``, with the float32 arbiter or, without it,
+    with the screen's own bf16 verdicts."""
     from supernet.validator.scoring import ModelScorer
 
     manifest = await load_manifest(
@@ -145,7 +159,7 @@ async def screened(vnet: VNet, batch_id: int, receipts: list[Any], screen: Any, 
     )
     verifier = Verifier(
         vnet.store,
-        screen,
+        screen if arbiter else OneFormat(screen),
         RegistryRunner(vnet.store),
         vnet.contracts.domain,
         "0xv",

@@ -57,6 +57,7 @@ class ServedFakeEngine(FakeLLMEngine):
     def __init__(self, model_id: str, dtype: str) -> None:
         super().__init__()
         self.model_id, self.dtype, self.device = model_id, dtype, "cpu"
+        self.compute = dtype.removeprefix("torch.")  # the served format (a dtype name, or float16-weights)
         self.tokenizer = FakeTokenizer()
         self.max_batch = 4
         self.load_stats = {"active": 0, "steps": 1}
@@ -158,25 +159,25 @@ def test_engine_models_config(tmp_path: Path) -> None:
 def test_model_names_add_the_precision_only_where_two_share_a_name() -> None:
     a, b, c = (
         ServedFakeEngine(MODEL_A, "torch.float32"),
-        ServedFakeEngine(MODEL_B, "torch.bfloat16"),
+        ServedFakeEngine(MODEL_B, "float16-weights"),
         ServedFakeEngine("0x" + "cc" * 32, "torch.float32"),
     )
     served = [
         ModelSettings(model="smollm2-135m", dtype="float32"),
-        ModelSettings(model="smollm2-135m", dtype="bfloat16"),
+        ModelSettings(model="smollm2-135m", dtype="float16-weights"),
         ModelSettings(model="/models/other"),
     ]
     assert model_names(served, [a, b, c]) == {
         MODEL_A: "smollm2-135m@float32",
-        MODEL_B: "smollm2-135m@bfloat16",
+        MODEL_B: "smollm2-135m@float16-weights",
         c.model_id: "other",
     }
     with pytest.raises(ValueError, match="a second time"):
         model_names(served[:2], [a, ServedFakeEngine(MODEL_A, "torch.bfloat16")])
     named = [ModelSettings(model="x", name="other"), ModelSettings(model="/models/other", dtype="bfloat16")]
-    assert model_names(named, [a, b]) == {MODEL_A: "other", MODEL_B: "other@bfloat16"}
+    assert model_names(named, [a, b]) == {MODEL_A: "other", MODEL_B: "other@float16-weights"}
     clash = [
-        ModelSettings(model="x", name="m@bfloat16"),
+        ModelSettings(model="x", name="m@float16-weights"),
         *(ModelSettings(model="m", dtype=d) for d in DTYPES),
     ]
     with pytest.raises(ValueError, match="share a name"):

@@ -277,13 +277,15 @@ def test_evidence_document() -> None:
     assert doc["fraud"] is True and doc["findings"][0]["check"] == "receipt" and v.fault_kinds == {"trace"}
 
 
-def test_the_scoring_precision_follows_the_hardware() -> None:
+def test_the_scoring_format_follows_the_hardware() -> None:
     import torch
-    from supernet.validator.scoring import native_bf16, scoring_dtype
+    from supernet.validator.scoring import native_bf16, scoring_compute
 
     cpu = torch.device("cpu")
-    assert scoring_dtype(torch.device("cuda"), "auto") is torch.bfloat16
-    assert scoring_dtype(cpu, "auto") is (torch.bfloat16 if native_bf16(cpu) else torch.float32)
-    assert scoring_dtype(cpu, "float32") is torch.float32 and scoring_dtype(cpu, "bfloat16") is torch.bfloat16
-    with pytest.raises(ValueError, match="scoring dtype"):
-        scoring_dtype(cpu, "float16")
+    assert scoring_compute(torch.device("cuda"), "auto") == "bfloat16"
+    # off native bf16, the format CPU nodes serve by default: a validator then needs no second model
+    assert scoring_compute(cpu, "auto") == ("bfloat16" if native_bf16(cpu) else "float16-weights")
+    for fmt in ("float32", "bfloat16", "float16-weights"):
+        assert scoring_compute(cpu, fmt) == fmt
+    with pytest.raises(ValueError, match="scoring format"):
+        scoring_compute(cpu, "float16")

@@ -12,7 +12,7 @@ judged with the looser bf16 bounds. So the id a node serves, registers and has u
 with ``weightsId = sha256(canonical weights manifest)`` (`supernet.node.llm.manifest`). The served
 manifest is registrable on chain like a weights manifest (`ModelRegistry.registerModel` hashes the
 bytes it is given), and a validator that holds the weights finds the precision from the signed id
-alone (`compute_of`). New formats (int8/int4 weights) become new ``compute`` values.
+alone (`compute_of`). Weight formats are ``compute`` values too (``float16-weights``).
 
 >>> w = "0x" + "ab" * 32
 >>> compute_of(served_model_id(w, "bfloat16"), w)
@@ -26,8 +26,12 @@ import hashlib
 from supernet.sdk.chain.receipts import canonical_json
 
 SERVED_FORMAT = "supernet-served-model/1"
-COMPUTE_PRECISIONS = ("float32", "bfloat16")
-"""The compute precisions a served id can name (torch dtype names)."""
+COMPUTE_PRECISIONS = ("float32", "bfloat16", "float16-weights")
+"""The compute formats a served id can name: torch dtype names (weights, activations and sums in
+that dtype), and ``float16-weights``: weights rounded to float16, activations, sums and the KV
+cache in float32 (the CPU default; docs/benchmarks/formats.md)."""
+CPU_DEFAULT_COMPUTE = "float16-weights"
+"""The format a node on a CPU serves unless its operator sets another (`[engine] dtype`)."""
 
 
 def served_manifest(weights_id: str, compute: str) -> bytes:

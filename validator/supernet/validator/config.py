@@ -76,12 +76,14 @@ class ModelSettings(BaseModel):
     name: str = "smollm2-135m"
     threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: torch's)")
     device: str | None = None
-    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+    dtype: Literal["auto", "float32", "bfloat16", "float16-weights"] = Field(
         default="auto",
-        description="precision of the re-scoring: auto = bfloat16 where the hardware computes it "
-        "natively (CUDA, CPUs with AVX512-BF16 or AMX), else float32. A bfloat16 scorer is a screen: "
-        "every call it does not accept is re-scored by a float32 copy of the model, whose verdict "
-        "decides (docs/validator.md, Screen and arbiter)",
+        description="format of the first re-scoring: auto = bfloat16 where the hardware computes it "
+        "natively (CUDA, CPUs with AVX512-BF16 or AMX), else the format nodes on this device serve by "
+        "default (float16-weights on CPU). A bfloat16 scorer is a screen: every call it does not accept "
+        "is re-scored by an exact copy of the model, whose verdict decides. Whatever is set here, a "
+        "float32 or float16-weights node is finally judged in its own format, loaded on first use "
+        "(docs/validator.md, Screen and arbiter)",
     )
 
 

@@ -17,6 +17,7 @@ forward pass over a few dozen tokens runs at a fraction of the FLOP rate of one 
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -24,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from supernet.node.llm.loader import LoadedModel, load_model
+from supernet.node.llm.loader import LoadedModel, default_compute, load_model
 from supernet.node.llm.model import Llama
 from supernet.node.llm.scoring import ScoreRequest, longest_cached_prefix, prompt_kv, score_packed
 from supernet.node.llm.types import ScoreResult
+from supernet.sdk.models import COMPUTE_PRECISIONS
 from torch import Tensor
 
 MAX_PACKED_TOKENS = 512  # tokens per forward pass: past ~256 the FLOP rate stops rising on 2 cores
@@ -47,18 +49,23 @@ def native_bf16(device: torch.device) -> bool:
     return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
 
 
-def scoring_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
-    """The precision a validator re-scores in: ``auto`` is bfloat16 where it is native, else float32.
+def scoring_compute(device: torch.device, dtype: str = "auto") -> str:
+    """The format a validator re-scores in first: ``auto`` is bfloat16 where it is native, else the
+    format a node on this device serves by default (`supernet.node.llm.loader.default_compute`).
 
-    A bfloat16 scorer is a *screen*: a validator pairs it with a float32 arbiter
+    A bfloat16 scorer is a *screen*: a validator pairs it with an arbiter
     (`ModelScorer.load_screened`) that re-scores every call the screen does not accept, so the
     cheaper precision never decides an accusation (docs/validator.md, "Screen and arbiter").
+
+    Raises:
+        ValueError: not ``auto`` nor a served format.
     """
     if dtype == "auto":
-        return torch.bfloat16 if native_bf16(device) else torch.float32
-    if dtype not in ("float32", "bfloat16"):
-        raise ValueError(f"scoring dtype must be auto, float32 or bfloat16, not {dtype!r}")
-    return torch.bfloat16 if dtype == "bfloat16" else torch.float32
+        return "bfloat16" if native_bf16(device) else default_compute(device)
+    if dtype not in COMPUTE_PRECISIONS:
+        known = ", ".join(COMPUTE_PRECISIONS)
+        raise ValueError(f"scoring format must be auto or one of {known}, not {dtype!r}")
+    return dtype
 
 
 @dataclass
@@ -88,6 +95,8 @@ class ModelScorer:
     eos_ids: tuple[int, ...]
     threads: int | None = None
     stats: ScoringStats = field(default_factory=ScoringStats)
+    _siblings: dict[str, ModelScorer] = field(default_factory=dict, repr=False)
+    _sibling_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _prefixes: OrderedDict[tuple[int, ...], tuple[Tensor, Tensor]] = field(
         default_factory=OrderedDict, repr=False
     )
@@ -102,10 +111,11 @@ class ModelScorer:
             name_or_path: catalog name or local path of the model.
             threads: torch intra-op threads while scoring (None: torch's).
             device: ``cpu`` / ``cuda`` (None: CUDA if available).
-            dtype: ``float32``, ``bfloat16``, or ``auto`` (`scoring_dtype`).
+            dtype: a served format (``float32``, ``bfloat16``, ``float16-weights``) or ``auto``
+                (`scoring_compute`).
         """
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        loaded = load_model(name_or_path, device=dev, dtype=scoring_dtype(dev, dtype))
+        loaded = load_model(name_or_path, device=dev, compute=scoring_compute(dev, dtype))
         loaded.model.pack_linears(batch_hint=MAX_PACKED_TOKENS)  # a no-op off CPU fp32
         return replace(cls.from_loaded(loaded), threads=threads)
 
@@ -113,14 +123,34 @@ class ModelScorer:
     def load_screened(
         cls, name_or_path: str, threads: int | None = None, device: str | None = None, dtype: str = "auto"
     ) -> tuple[ModelScorer, ModelScorer | None]:
-        """The scorer for ``dtype`` and, when that is not float32, the float32 *arbiter* that
-        decides every call the cheaper screen does not accept (`supernet.validator.verifier.Verifier`).
-        """
+        """The scorer for ``dtype`` and, when that is bfloat16, the *arbiter* that decides every
+        call the cheaper screen does not accept (`supernet.validator.verifier.Verifier`): in the
+        format nodes on this device serve by default off CUDA (``float16-weights`` on CPU), float32
+        on CUDA (whose nodes default to bfloat16). Either way a node is finally judged in its own
+        format (`for_compute`)."""
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         screen = cls.load(name_or_path, threads, str(dev), dtype)
-        if screen.dtype == "float32":
+        if screen.dtype != "bfloat16":
             return screen, None
-        return screen, cls.load(name_or_path, threads, str(dev), "float32")
+        exact = "float32" if dev.type == "cuda" else default_compute(dev)
+        return screen, cls.load(name_or_path, threads, str(dev), exact)
+
+    def for_compute(self, compute: str) -> ModelScorer:
+        """The scorer whose verdict decides a node that serves these weights in ``compute``.
+
+        A float32 or float16-weights node is re-scored in its own format, where decode and re-score
+        agree to ~1e-5 (no batch dependence) and the tight float32 tolerance holds: this scorer if
+        it computes in that format, else a copy of the same weights loaded in it on first use and
+        kept. A bfloat16 node is re-scored here, with the bfloat16 pair's calibrated bounds
+        (`supernet.node.llm.scoring.Tolerance.for_pair`), as bfloat16 is not batch-invariant.
+        """
+        if compute == self.dtype or compute == "bfloat16":
+            return self
+        with self._sibling_lock:  # one load per format, however many receipts ask at once
+            if compute not in self._siblings:
+                path, device = str(self.loaded.path), str(self.model.device)
+                self._siblings[compute] = type(self).load(path, self.threads, device, compute)
+            return self._siblings[compute]
 
     @classmethod
     def from_loaded(cls, loaded: LoadedModel) -> ModelScorer:
@@ -129,8 +159,8 @@ class ModelScorer:
 
     @property
     def dtype(self) -> str:
-        """The torch dtype this scorer computes in (``float32``, ``bfloat16``)."""
-        return str(next(self.model.parameters()).dtype).removeprefix("torch.")
+        """The format this scorer computes in (``float32``, ``bfloat16``, ``float16-weights``)."""
+        return self.model.compute
 
     @property
     def tokenizer(self) -> Any:

@@ -24,7 +24,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from supernet.node.agents.registry import AgentRegistry, default_registry
 from supernet.node.llm.scoring import ScoreRequest, Tolerance
@@ -196,11 +196,12 @@ class Verifier:
         tolerance: numeric tolerances of the LLM checks (default: per receipt, for the pair of the
             node's recorded dtype and this validator's, `Tolerance.for_pair`).
         agents: the agents this validator can replay (default: the built-ins).
-        arbiter: the same model in float32, when ``scorer`` is a cheaper *screen* (bfloat16): every
-            call is scored by the screen, and a call the screen does not accept
-            (`Tolerance.screening`) is re-scored by the arbiter, whose verdict alone decides it.
-            So a bfloat16 validator never accuses on its own rounding, and a float32 node's
-            greedy tokens are held to the float32 bound.
+        arbiter: the same weights in an exact format, when ``scorer`` is a cheaper *screen*
+            (bfloat16): every call is scored by the screen, and a call the screen does not accept
+            (`Tolerance.screening`) is re-scored by the arbiter in the node's own format
+            (`ModelScorer.for_compute`), whose verdict alone decides it. So a bfloat16 validator
+            never accuses on its own rounding, and a float32 or float16-weights node's greedy
+            tokens are held to the float32 bound.
     """
 
     def __init__(
@@ -303,7 +304,7 @@ class Verifier:
         """Per receipt, the findings on each scorable call: the screen's where the screen accepts
         the call (none), else those of the arbiter's re-scoring under the final tolerance (or,
         when scoring fails on this side, the reason instead)."""
-        first = await self._score(self.scorer, [s.scorable for s in ready])
+        first = await self._score_each([(s.scorer, s.scorable) for s in ready])
         out: list[_Judgement | str] = []
         doubtful: list[list[LLMCall]] = []
         for s, scores in zip(ready, first, strict=True):
@@ -315,9 +316,10 @@ class Verifier:
             found = {c.call: check_scores(c, sc, tol) for c, sc in zip(s.scorable, scores, strict=True)}
             out.append(_Judgement(found))
             doubtful.append([] if s.screen is None else [c for c in s.scorable if found[c.call]])
-        if self.arbiter is None or not any(doubtful):
+        if not any(doubtful):
             return out
-        exact = await self._score(self.arbiter, doubtful)
+        work = [(s.decider or s.scorer, calls) for s, calls in zip(ready, doubtful, strict=True)]
+        exact = await self._score_each(work)
         for k, (s, calls, scores) in enumerate(zip(ready, doubtful, exact, strict=True)):
             judged = out[k]
             if not calls or isinstance(judged, str):
@@ -329,6 +331,20 @@ class Verifier:
                 {c.call: check_scores(c, sc, s.tolerance) for c, sc in zip(calls, scores, strict=True)}
             )
             judged.rechecked = len(calls)
+        return out
+
+    async def _score_each(
+        self, work: Sequence[tuple[Scorer, Sequence[LLMCall]]]
+    ) -> list[list[ScoreResult] | str]:
+        """`_score` of every (scorer, calls) pair, the pairs of one scorer in one go, in order."""
+        out: list[list[ScoreResult] | str] = [[] for _ in work]
+        by_scorer: dict[int, list[int]] = {}
+        for k, (scorer, _) in enumerate(work):
+            by_scorer.setdefault(id(scorer), []).append(k)
+        for ks in by_scorer.values():
+            scored = await self._score(work[ks[0]][0], [work[k][1] for k in ks])
+            for k, result in zip(ks, scored, strict=True):
+                out[k] = result
         return out
 
     async def _score(
@@ -407,9 +423,29 @@ class Verifier:
         if too_long:  # a longer context than this validator's model holds: not proof of anything
             why = f"calls {too_long} exceed the {scorer.max_positions} positions this validator scores"
             return head.verdict(findings, unverifiable=None if findings else why)
-        screen = None if self.arbiter is None else Tolerance.screening(node_dtype, _dtype(scorer))
-        final = self._tolerance(node_dtype, scorer if self.arbiter is None else self.arbiter)
-        return _Staged(head, trace, tuple(findings), scorer, tuple(scorable), final, screen)
+        try:
+            decider = await self._decider(node_dtype)
+        except Exception as exc:  # this validator cannot load that format: not the node's fault
+            log.exception("loading a %s scorer failed", node_dtype)
+            why = None if findings else f"cannot score in {node_dtype} here: {type(exc).__name__}: {exc}"
+            return head.verdict(findings, unverifiable=why)
+        final = self._tolerance(node_dtype, decider)
+        if self.arbiter is None:
+            return _Staged(head, trace, tuple(findings), decider, tuple(scorable), final)
+        screen = Tolerance.screening(node_dtype, _dtype(scorer))
+        return _Staged(head, trace, tuple(findings), scorer, tuple(scorable), final, screen, decider)
+
+    async def _decider(self, node_compute: str) -> Scorer:
+        """The scorer whose verdict decides a call of a node serving ``node_compute``: the arbiter
+        (else the sole scorer) in the node's own format where it offers one (`ModelScorer.for_compute`;
+        a first use loads it, in a worker thread), so the tight tolerance of a format against itself
+        applies instead of a looser cross-format one."""
+        base = self.arbiter if self.arbiter is not None else self.scorer
+        assert base is not None  # only receipts of a served model get here
+        for_compute = getattr(base, "for_compute", None)
+        if for_compute is None:  # a scorer with one format only
+            return base
+        return cast("Scorer", await asyncio.to_thread(for_compute, node_compute))
 
     def _tolerance(self, node_dtype: str, scorer: Scorer) -> Tolerance:
         """The configured tolerance, else the one of the (node, validator) precision pair."""
@@ -464,7 +500,8 @@ class _Staged:
     head: _Head
     trace: Trace
     findings: tuple[Finding, ...]
-    scorer: Scorer
+    scorer: Scorer  # scores every call first: the screen, or the decider itself
     scorable: tuple[LLMCall, ...]  # calls with output tokens that passed `check_tokens`
-    tolerance: Tolerance  # what decides a call: the arbiter's pair, or the scorer's without one
-    screen: Tolerance | None = None  # what the scorer accepts without the arbiter (None: no arbiter)
+    tolerance: Tolerance  # what decides a call: the decider's pair with the node's format
+    screen: Tolerance | None = None  # what the screen accepts without the decider (None: no screen)
+    decider: Scorer | None = None  # re-scores what the screen doubts, in the node's format

@@ -70,8 +70,10 @@ def spec_record(spec: ToolSpec) -> dict[str, Any]:
 
 
 def engine_record(engine: Any) -> dict[str, str]:
-    """The device and dtype the node's engine computes in (validators pick tolerances by them)."""
-    dtype = str(getattr(engine, "dtype", "float32")).removeprefix("torch.")
+    """The device and compute format of the node's engine (the trace's ``dtype`` field holds the
+    format, e.g. ``float16-weights``: it must equal the one the signed model id names)."""
+    compute = getattr(engine, "compute", None) or getattr(engine, "dtype", "float32")
+    dtype = str(compute).removeprefix("torch.")
     device = getattr(engine, "device", "cpu")
     return {"device": getattr(device, "type", str(device)), "dtype": dtype}
 

@@ -86,11 +86,11 @@ class LLMEngine:
         if pack_weights and not model.packed:
             model.pack_linears(batch_hint=max_batch)
         self.model, self.tokenizer, self.weights_id = model, tokenizer, weights_id
-        first = next(model.parameters())
-        self.device, self.dtype = first.device, first.dtype
-        # The id users sign names the precision too (`supernet.sdk.models`): a validator then
+        self.device, self.dtype = model.device, model.dtype
+        # The id users sign names the compute format too (`supernet.sdk.models`): a validator then
         # judges the node by what it signed up to compute, not by what its trace claims.
-        self.model_id = served_model_id(weights_id, str(self.dtype).removeprefix("torch."))
+        self.compute = model.compute
+        self.model_id = served_model_id(weights_id, self.compute)
         self.max_batch = max_batch
         self.max_seq_len = min(max_seq_len, model.rope_cos.shape[0])
         self.pool = KVPool(model.cfg, max_batch, self.max_seq_len, self.device, self.dtype)
@@ -116,17 +116,24 @@ class LLMEngine:
         *,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        compute: str | None = None,
         **kwargs: Any,
     ) -> LLMEngine:
-        """Load a catalog model (pulled beforehand) or a local model directory / GGUF file."""
+        """Load a catalog model (pulled beforehand) or a local model directory / GGUF file.
+
+        ``compute`` names a served format (``float32``, ``bfloat16``, ``float16-weights``;
+        `supernet.node.llm.loader.load_model`); without it or ``dtype``, float32 on CPU.
+        """
         max_seq_len = kwargs.get("max_seq_len", 2048)
-        loaded = load_model(name_or_path, device=device, dtype=dtype, max_positions=max_seq_len)
+        loaded = load_model(
+            name_or_path, device=device, dtype=dtype, max_positions=max_seq_len, compute=compute
+        )
         engine = cls(loaded.model, loaded.tokenizer, loaded.model_id, **kwargs)
         log.info(
             "loaded %s on %s in %s: serves model %s",
             loaded.path,
             engine.device,
-            engine.dtype,
+            engine.compute,
             engine.model_id,
         )
         return engine

@@ -25,6 +25,9 @@ from supernet.node.llm.config import LlamaConfig
 from supernet.node.llm.errors import WeightsFormatError
 from torch import Tensor, nn
 
+FP16_WEIGHTS = "float16-weights"
+"""The compute format of `Llama.use_fp16_weights` (a `supernet.sdk.models.COMPUTE_PRECISIONS` value)."""
+
 
 class AttentionCache(Protocol):
     """What a KV cache offers the model: store this step's keys/values and attend."""
@@ -107,6 +110,41 @@ class PackedLinear(nn.Module):
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], "")
 
 
+def fbgemm_fp16(device: torch.device) -> bool:
+    """Whether fbgemm's float16-weight kernels serve ``device`` (x86 CPUs in PyTorch's builds)."""
+    return device.type == "cpu" and "fbgemm" in torch.backends.quantized.supported_engines
+
+
+class Fp16WeightLinear(nn.Module):
+    """A bias-free linear layer with its weight rounded to float16; activations and sums stay float32.
+
+    The weight is what is stored and read per decode step (half of float32's bytes); each product
+    is ``x @ fp16_round(W).T`` computed in float32, so results differ from float32 weights only by
+    the weights' rounding (|Δlogprob| ≤ 0.01 on SmolLM2, docs/benchmarks/formats.md) and, like the
+    float32 path, not with the batch a row is computed in. On x86 CPUs fbgemm holds the weight
+    packed in float16 and widens it inside the kernel (``linear_dynamic_fp16``); elsewhere the
+    float16 weight is widened per call (same numbers up to summation order).
+    """
+
+    def __init__(self, linear: nn.Module) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        weight = weight_of(linear).detach().to(torch.float16).contiguous()
+        self.fbgemm = fbgemm_fp16(weight.device)
+        if self.fbgemm:
+            packed = torch.ops.quantized.linear_prepack_fp16(weight.float(), None)
+            self.packed: object = packed  # an fbgemm handle, not a tensor: kept as a plain attribute
+        else:
+            self.weight16: Tensor
+            self.register_buffer("weight16", weight, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.fbgemm:
+            return F.linear(x, self.weight16.to(x.dtype))
+        flat = x.reshape(-1, x.shape[-1])
+        return torch.ops.quantized.linear_dynamic_fp16(flat, self.packed).view(*x.shape[:-1], -1)
+
+
 def can_pack(model: nn.Module) -> bool:
     """Whether ``pack_linears`` applies: fp32 weights on CPU and a PyTorch built with oneDNN."""
     p = next(model.parameters())
@@ -181,6 +219,7 @@ class Llama(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.packed = False
+        self.fp16_weights = False  # `use_fp16_weights`: the served format ``float16-weights``
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
@@ -218,7 +257,7 @@ class Llama(nn.Module):
             cos, sin = self.rope_cos[None, :t, None], self.rope_sin[None, :t, None]
         else:
             cos, sin = self.rope_cos[positions].unsqueeze(2), self.rope_sin[positions].unsqueeze(2)
-        x = self.tok_embeddings(tokens)
+        x = self.tok_embeddings(tokens).to(self.dtype)  # float16-stored embeddings widen here
         for block in self.blocks:
             x = block(x, cos, sin, cache)
         return self.norm(x)
@@ -227,6 +266,22 @@ class Llama(nn.Module):
     def blocks(self) -> list[Block]:
         """The decoder blocks, typed (``nn.ModuleList`` yields plain modules)."""
         return cast("list[Block]", list(self.layers))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The activations' (and the KV cache's) dtype; float16-stored weights do not change it."""
+        return self.norm.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model computes."""
+        return self.norm.weight.device
+
+    @property
+    def compute(self) -> str:
+        """The served compute format (`supernet.sdk.models.COMPUTE_PRECISIONS`): what a served
+        model id names, and what validators re-score in."""
+        return FP16_WEIGHTS if self.fp16_weights else str(self.dtype).removeprefix("torch.")
 
     @torch.inference_mode()
     def logits(self, hidden: Tensor) -> Tensor:
@@ -246,6 +301,27 @@ class Llama(nn.Module):
             ffn.w13, ffn.w2 = PackedLinear(ffn.w13, batch_hint), PackedLinear(ffn.w2, batch_hint)
         self.output = PackedLinear(self.output, batch_hint)
         self.packed = True
+        return self
+
+    def use_fp16_weights(self) -> Llama:
+        """Round every weight matrix to float16 and keep it so: the ``float16-weights`` format.
+
+        The projections and the vocabulary head become `Fp16WeightLinear`; the embedding table is
+        stored in float16 and widened per lookup, so it rounds exactly as the (tied) head does.
+        Norm weights, activations and the KV cache stay float32. Call it once, on a float32 model
+        whose weights are final, instead of ``pack_linears``.
+        """
+        if self.packed or self.fp16_weights or self.dtype != torch.float32:
+            raise RuntimeError("float16 weights are made once from an unpacked float32 model")
+        for block in self.blocks:
+            att, ffn = block.attention, block.feed_forward
+            att.wqkv, att.wo = Fp16WeightLinear(att.wqkv), Fp16WeightLinear(att.wo)
+            ffn.w13, ffn.w2 = Fp16WeightLinear(ffn.w13), Fp16WeightLinear(ffn.w2)
+        self.output = Fp16WeightLinear(self.output)
+        self.tok_embeddings.weight = nn.Parameter(
+            self.tok_embeddings.weight.detach().to(torch.float16), requires_grad=False
+        )
+        self.packed = self.fp16_weights = True
         return self
 
     @classmethod

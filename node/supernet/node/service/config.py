@@ -115,7 +115,7 @@ class StoreSettings(BaseModel):
     )
 
 
-Dtype = Literal["auto", "float32", "bfloat16"]
+Dtype = Literal["auto", "float32", "bfloat16", "float16-weights"]
 
 
 class ModelSettings(BaseModel):
@@ -126,14 +126,15 @@ class ModelSettings(BaseModel):
     model: str = Field(description="Catalog name or local path of the model.")
     dtype: Dtype = Field(
         default="auto",
-        description="Compute precision (auto = float32 on CPU, bfloat16 on CUDA); the served id names it.",
+        description="Compute format (auto = float16-weights on CPU: float16 weights, float32 activations; "
+        "bfloat16 on CUDA); the served id names it.",
     )
     name: str | None = Field(
         default=None,
         min_length=1,
         max_length=64,
         description="Its name in the OpenAI API (`model`) and GET /v1/node `modelNames`; default: the "
-        "catalog or directory name, with `@<dtype>` added when two entries share it.",
+        "catalog or directory name, with `@<compute format>` added when two entries share it.",
     )
 
 
@@ -160,8 +161,9 @@ class EngineSettings(BaseModel):
     agents: list[str] = Field(default_factory=lambda: ["chat"], description="Agent ids this node runs.")
     dtype: Dtype = Field(
         default="auto",
-        description="Compute precision: auto = float32 on CPU, bfloat16 on CUDA. The served model id "
-        "names it (a bf16 node serves another id than a float32 one; validators hold each to its own).",
+        description="Compute format: auto = float16-weights on CPU (float16 weights, float32 activations "
+        "and sums), bfloat16 on CUDA; or float32. The served model id names it (each format serves "
+        "another id; validators hold each to its own).",
     )
     policy: Literal["fair", "fifo", "rr"] = Field(
         default="fair",

@@ -97,14 +97,14 @@ class KernelExecutor:
         Raises:
             ValueError: two configured models serve one model id, or two get one name.
         """
-        import torch
         from supernet.node.llm import LLMEngine
+        from supernet.node.llm.loader import default_compute, default_device
 
         served = settings.engine.served()
         engines = []
         for entry in served:
-            dtype = None if entry.dtype == "auto" else getattr(torch, entry.dtype)
-            engines.append(await asyncio.to_thread(LLMEngine.load, entry.model, dtype=dtype))
+            compute = default_compute(default_device()) if entry.dtype == "auto" else entry.dtype
+            engines.append(await asyncio.to_thread(LLMEngine.load, entry.model, compute=compute))
         names = model_names(served, engines)
         METRICS.watch_engine(lambda: summed_stats(engines))
         if faults is not None:
@@ -244,7 +244,7 @@ class KernelExecutor:
 
 def model_names(served: Sequence[ModelSettings], engines: Sequence[Any]) -> dict[str, str]:
     """Served model id -> name: the configured name, else the catalog or directory name, with
-    ``@<dtype>`` added where two models would share it (``smollm2-135m@bfloat16``).
+    ``@<compute format>`` added where two models would share it (``smollm2-135m@bfloat16``).
 
     Raises:
         ValueError: two models serve one id, or two end up with one name.
@@ -256,7 +256,7 @@ def model_names(served: Sequence[ModelSettings], engines: Sequence[Any]) -> dict
         if model_id in names:
             raise ValueError(f"engine.models: {m.model} ({m.dtype}) serves {model_id} a second time")
         if m.name is None and base.count(name) > 1:
-            name = f"{name}@{str(engine.dtype).removeprefix('torch.')}"
+            name = f"{name}@{engine.compute}"
         names[model_id] = name
     if len(set(names.values())) != len(names):
         raise ValueError(f"engine.models: two models share a name ({sorted(names.values())}); set `name`")

@@ -24,7 +24,7 @@ from supernet.sdk.chain import Contracts, ProtocolParams
 from supernet.sdk.chain.anvil import Anvil, dev_account
 from supernet.sdk.chain.receipts import canonical_json
 from supernet.sdk.errors import SupernetError
-from supernet.sdk.models import COMPUTE_PRECISIONS, served_manifest, served_model_id
+from supernet.sdk.models import COMPUTE_PRECISIONS, CPU_DEFAULT_COMPUTE, served_manifest, served_model_id
 
 ETHER = 10**18
 DEFAULT_STATE_DIR = Path(".supernet/devnet")
@@ -77,8 +77,8 @@ class DevnetConfig:
 
     @property
     def model_id(self) -> bytes:
-        """The id nodes serve on a CPU: those weights computed in float32 (`supernet.sdk.models`)."""
-        return bytes.fromhex(served_model_id("0x" + self.weights_id.hex(), "float32")[2:])
+        """The id nodes serve on a CPU: those weights in the CPU's default format (`supernet.sdk.models`)."""
+        return bytes.fromhex(served_model_id("0x" + self.weights_id.hex(), CPU_DEFAULT_COMPUTE)[2:])
 
     @property
     def accounts_needed(self) -> int:
