@@ -96,19 +96,23 @@ def stages() -> list[tuple[str, float]]:
     import supernet.node.service.kernel_executor  # noqa: F401  (fastapi, web3, the kernel)
 
     rows.append(("node service modules (FastAPI, web3, kernel)", proc_memory()["rss_mb"]))
-    from supernet.node.llm.loader import load_model
+    from supernet.node.llm.loader import default_compute, load_model
+    from supernet.node.llm.model import Fp16WeightLinear, PackedLinear
 
-    loaded = load_model("smollm2-135m", device="cpu", dtype=torch.float32, max_positions=2048)
+    compute = default_compute(torch.device("cpu"))  # what `supernet node run` loads here
+    loaded = load_model("smollm2-135m", device="cpu", compute=compute, max_positions=2048)
     gc.collect()
-    rows.append(("model weights loaded (float32)", proc_memory()["rss_mb"]))
+    rows.append((f"model weights loaded ({compute})", proc_memory()["rss_mb"]))
     from supernet.node.llm.engine import LLMEngine
 
     engine = LLMEngine(loaded.model, loaded.tokenizer, loaded.model_id, max_batch=16)
     gc.collect()
-    rows.append(("engine: weights packed for oneDNN, KV pool allocated", proc_memory()["rss_mb"]))
+    rows.append(("engine: KV pool allocated (float32 weights: packed for oneDNN)", proc_memory()["rss_mb"]))
     kv_mb = engine.pool.capacity * engine.pool.slots * engine.pool.bytes_per_token / MB
     weights_mb = sum(t.numel() * t.element_size() for t in loaded.model.state_dict().values()) / MB
-    packed_mb = sum(b.numel() * b.element_size() for b in engine.model.buffers()) / MB
+    linears = [m for m in engine.model.modules() if isinstance(m, Fp16WeightLinear | PackedLinear)]
+    per_weight = 2 if compute == "float16-weights" else 4
+    packed_mb = sum(m.in_features * m.out_features * per_weight for m in linears) / MB
     from supernet.node.kernel.embeddings import MiniLMEmbedder
 
     embedder = MiniLMEmbedder()
@@ -118,7 +122,7 @@ def stages() -> list[tuple[str, float]]:
     import llguidance  # noqa: F401  (constrained decoding)
 
     rows.append(("llguidance (structured output)", proc_memory()["rss_mb"]))
-    sizes = f"embedding + norms {weights_mb:.0f} MB, packed projections and head {packed_mb:.0f}"
+    sizes = f"embedding + norms {weights_mb:.0f} MB, packed {compute} projections and head {packed_mb:.0f}"
     rows.append((f"(tensor sizes: {sizes}, KV pool {kv_mb:.0f})", 0.0))
     return rows
 
@@ -140,8 +144,8 @@ def main() -> None:
         "# Node memory",
         "",
         "`.venv/bin/python scripts/probe_node_memory.py`: a real `supernet node run` (no chain, embedded",
-        "store, the default model `smollm2-135m` in float32, default agents), read from `/proc` once",
-        "`/healthz` answers; then the same parts loaded one at a time in one process.",
+        "store, the default model `smollm2-135m` in the CPU default format, default agents), read from",
+        "`/proc` once `/healthz` answers; then the same parts loaded one at a time in one process.",
         "",
         "| node process, idle | MB |",
         "|---|---:|",

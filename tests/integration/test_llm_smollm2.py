@@ -125,3 +125,19 @@ async def test_model_id_is_stable(engine: LLMEngine, smollm2_dir: Path) -> None:
     assert engine.model_id.startswith("0x") and len(engine.model_id) == 66
     gguf = smollm2_dir / "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert load_model(gguf).model_id == recorded  # the same id straight from the GGUF
+
+
+def test_float16_weights_load_rounds_the_real_weights_once() -> None:
+    """The loader builds the ``float16-weights`` model from the file's tensors rounded straight to
+    float16 (no float32 copy, a lower load peak): the same numbers as rounding a loaded float32
+    model, and the same greedy token as float32 on a short prompt."""
+    fp16w = load_model("smollm2-135m", compute="float16-weights", max_positions=256)
+    rounded = load_model("smollm2-135m", max_positions=256).model
+    tokens = torch.tensor([[1, 504, 3060, 282, 4649, 314, 28, 253]])
+    exact = rounded.logits(rounded(tokens))
+    rounded.use_fp16_weights()
+    ours = fp16w.model.logits(fp16w.model(tokens))
+    assert torch.equal(ours, rounded.logits(rounded(tokens)))
+    assert fp16w.model.compute == "float16-weights" and fp16w.model_id == _recorded_model_id(fp16w.path)
+    assert torch.equal(ours.argmax(-1), exact.argmax(-1))
+    assert (ours - exact).abs().max().item() < 0.1  # the weights' rounding, not another model

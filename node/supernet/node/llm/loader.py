@@ -7,6 +7,7 @@ is read from the same place. The model id is computed from the tensors as loaded
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import json
 from dataclasses import dataclass
@@ -105,14 +106,50 @@ def load_model(
     cached = path / "manifest.json"
     if cached.is_file() and json.loads(cached.read_text()).get("model_id") != model_id(manifest):
         raise WeightsFormatError(f"{path}: weights do not match manifest.json (corrupt or edited cache)")
-    model = Llama.from_hf_state_dict(cfg, tensors, max_positions).to(device=dev, dtype=dt)
-    _own_weights(model, tensors)
-    model.rope_cos, model.rope_sin = model.rope_cos.float(), model.rope_sin.float()
     if compute == FP16_WEIGHTS:
-        model.use_fp16_weights()
+        half = _rounded_to_fp16(tensors, dev)
+        del tensors  # the file's mapping goes before the packed copies are made: a lower peak
+        model = _fp16_weights_model(cfg, half, max_positions, dev)
+    else:
+        model = Llama.from_hf_state_dict(cfg, tensors, max_positions).to(device=dev, dtype=dt)
+        _own_weights(model, tensors)
+        model.rope_cos, model.rope_sin = model.rope_cos.float(), model.rope_sin.float()
+        del tensors
+    _give_back_freed_memory()
     has_tokenizer = tok_src[1] is not None or (path / "tokenizer.json").is_file()
     tokenizer = Tokenizer(*tok_src) if has_tokenizer else None
     return LoadedModel(model, tokenizer, model_id(manifest), manifest, path)
+
+
+def _rounded_to_fp16(tensors: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
+    """Every matrix rounded to float16, every vector (the norms) in float32: all copies, even where
+    the dtype already matches, since a tensor left in the file's mapping keeps it resident."""
+    return {
+        k: t.to(device, torch.float16 if t.dim() == 2 else torch.float32, copy=True)
+        for k, t in tensors.items()
+    }
+
+
+def _fp16_weights_model(
+    cfg: LlamaConfig, half: dict[str, Tensor], max_positions: int | None, device: torch.device
+) -> Llama:
+    """The ``float16-weights`` model from `_rounded_to_fp16`'s tensors, packed
+    (`Llama.use_fp16_weights`): no float32 copy of the weights is ever made, so the load peaks near
+    the file's mapping plus the float16 weights, not float32 plus float16."""
+    model = Llama.from_hf_state_dict(cfg, half, max_positions)
+    half.clear()  # the model holds what it uses; each matrix goes once it is packed
+    model.rope_cos, model.rope_sin = model.rope_cos.to(device), model.rope_sin.to(device)
+    return model.use_fp16_weights()
+
+
+def _give_back_freed_memory() -> None:
+    """Return the loader's freed temporaries to the OS. Tensors of a few MB come from malloc's heap,
+    which keeps what is freed in its middle: after a load that was ~300 MB of resident memory
+    nobody used (docs/benchmarks/memory.md). glibc only; elsewhere a no-op."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _own_weights(model: Llama, source: dict[str, Tensor]) -> None:
