@@ -115,16 +115,11 @@ class DecodeAttention:
 
     def __init__(self, pool: KVPool, lengths: Tensor) -> None:
         self.pool = pool
-        b, kv, cap = lengths.shape[0], pool.cfg.n_kv_heads, pool.capacity
-        # flat row of (slot, head, position) in a layer's [slots * kv * cap, head_dim] view
-        heads = torch.arange(kv, device=lengths.device)
-        slots = torch.arange(b, device=lengths.device)
-        self.write_rows = ((slots[:, None] * kv + heads[None, :]) * cap + lengths[:, None]).reshape(-1)
-        self.span = int(lengths.max()) + 1
-        keep = torch.arange(self.span, device=lengths.device)[None, :] <= lengths[:, None]
-        self.bias = torch.zeros(keep.shape, dtype=torch.float32, device=lengths.device)
-        self.bias.masked_fill_(~keep, float("-inf"))
-        self.bias = self.bias[:, None, None, :]
+        kv, cap, ns = pool.cfg.n_kv_heads, pool.capacity, lengths.tolist()
+        self.write_rows, self.span = _decode_rows(ns, kv, cap, lengths.device)
+        # no row shorter than the span (batch 1, or equal lengths): nothing to hide, and adding a
+        # mask of zeros changes no score, so the step skips the mask and an add per layer
+        self.bias = None if min(ns) == self.span - 1 else _decode_bias(lengths, self.span)
 
     def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         b, h, _, d = q.shape
@@ -134,9 +129,27 @@ class DecodeAttention:
         values.view(-1, d).index_copy_(0, self.write_rows, v.reshape(-1, d))
         keys, values = keys[:b, :, : self.span], values[:b, :, : self.span]
         qg = q.reshape(b, kv, h // kv, d)
-        scores = (qg @ keys.transpose(-1, -2)).float() * (1.0 / math.sqrt(d)) + self.bias
+        # in place on the matmul's fresh output: the same products and sums, two temporaries less
+        scores = (qg @ keys.transpose(-1, -2)).float().mul_(1.0 / math.sqrt(d))
+        if self.bias is not None:
+            scores.add_(self.bias)
         probs = torch.softmax(scores, dim=-1).to(values.dtype)
         return (probs @ values).reshape(b, h, 1, d)
+
+
+def _decode_rows(lengths: list[int], kv: int, cap: int, device: torch.device) -> tuple[Tensor, int]:
+    """The flat row of (slot, head, position) of each decode token's keys/values in a layer's
+    ``[slots * kv * cap, head_dim]`` view, and the attended span (the longest row's length + 1);
+    from Python ints, one small tensor per step instead of a chain of index ops."""
+    rows = [(slot * kv + head) * cap + n for slot, n in enumerate(lengths) for head in range(kv)]
+    return torch.tensor(rows, dtype=torch.long, device=device), max(lengths) + 1
+
+
+def _decode_bias(lengths: Tensor, span: int) -> Tensor:
+    """The additive mask ``[B, 1, 1, span]`` hiding each row's positions past its own length."""
+    keep = torch.arange(span, device=lengths.device)[None, :] <= lengths[:, None]
+    bias = torch.zeros(keep.shape, dtype=torch.float32, device=lengths.device)
+    return bias.masked_fill_(~keep, float("-inf"))[:, None, None, :]
 
 
 class PrefixCache:

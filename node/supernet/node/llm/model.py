@@ -77,9 +77,10 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     h = x.shape[-1] // 2
     x1, x2, s = x[..., :h], x[..., h:], sin[..., h:]
     out = x * cos
-    out[..., :h] -= x2 * s
-    out[..., h:] += x1 * s
-    return out.to(x.dtype)
+    # in place on the halves' views: ``out[..., :h] -= ...`` would also copy each half onto itself
+    out[..., :h].sub_(x2 * s)
+    out[..., h:].add_(x1 * s)
+    return out
 
 
 def weight_of(module: nn.Module) -> Tensor:
@@ -308,11 +309,12 @@ class Llama(nn.Module):
 
         The projections and the vocabulary head become `Fp16WeightLinear`; the embedding table is
         stored in float16 and widened per lookup, so it rounds exactly as the (tied) head does.
-        Norm weights, activations and the KV cache stay float32. Call it once, on a float32 model
-        whose weights are final, instead of ``pack_linears``.
+        Norm weights, activations and the KV cache stay float32. Call it once, on a model whose
+        weights are final (its matrices in float32 or already float16, its norms float32), instead
+        of ``pack_linears``.
         """
         if self.packed or self.fp16_weights or self.dtype != torch.float32:
-            raise RuntimeError("float16 weights are made once from an unpacked float32 model")
+            raise RuntimeError("float16 weights are made once from an unpacked model with float32 norms")
         for block in self.blocks:
             att, ffn = block.attention, block.feed_forward
             att.wqkv, att.wo = Fp16WeightLinear(att.wqkv), Fp16WeightLinear(att.wo)

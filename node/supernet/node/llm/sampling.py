@@ -94,15 +94,23 @@ def uniform(seed: int, position: int) -> float:
 
 
 def _support(probs: Tensor, top_p: float) -> Tensor:
-    """``probs`` with every token outside the support zeroed (same shape, float64).
+    """``probs`` with every token outside the support zeroed (same shape, float64)."""
+    if top_p >= 1.0:
+        return probs
+    members = _nucleus(probs, top_p)
+    out = torch.zeros_like(probs)
+    out[members] = probs[members]
+    return out
+
+
+def _nucleus(probs: Tensor, top_p: float) -> Tensor:
+    """The token ids of the nucleus of ``probs`` (``top_p < 1``), ascending.
 
     The nucleus is looked for among the likeliest ``_FIRST_CANDIDATES`` tokens (ties at the last
     one included), then among 8 times as many, and so on, until their cumulative mass reaches
     ``top_p``: those candidates are the top of the rule's order, so the cut is the same whatever
     their number.
     """
-    if top_p >= 1.0:
-        return probs
     vocab = probs.shape[0]
     width = min(_FIRST_CANDIDATES, vocab)
     while True:
@@ -115,18 +123,22 @@ def _support(probs: Tensor, top_p: float) -> Tensor:
             break
         width = min(vocab, width * 8)
     n = min(int(torch.searchsorted(cum, torch.tensor([top_p], dtype=cum.dtype)).item()) + 1, cum.shape[0])
-    members = ids[order[:n]]
-    out = torch.zeros_like(probs)
-    out[members] = probs[members]
-    return out
+    return ids[order[:n]].sort().values
 
 
 def _draw(row: Tensor, temperature: float, top_p: float, u: float) -> int:
     probs = torch.softmax(row.double() / temperature, dim=-1)
-    # zeros add exactly, so this is the cumulative mass over the support in token-id order
-    cdf = _support(probs, top_p).cumsum(0)
+    vocab = probs.shape[0]
+    members = None if top_p >= 1.0 else _nucleus(probs, top_p)
+    # The CDF over the support in token-id order, at the support's tokens only: a running sum adds
+    # the same values in the same order as over the whole row with the others zeroed (zeros add
+    # exactly), without a vocabulary-wide zeroed copy and cumulative sum per sampled token.
+    cdf = (probs if members is None else probs[members]).cumsum(0)
     target = torch.tensor([u], dtype=cdf.dtype) * cdf[-1]
-    return min(int(torch.searchsorted(cdf, target, right=True).item()), cdf.shape[0] - 1)
+    k = int(torch.searchsorted(cdf, target, right=True).item())
+    if k == cdf.shape[0]:  # no entry above the target: the rule's last id, as over the whole row
+        return vocab - 1
+    return k if members is None else int(members[k])
 
 
 def select(logits: Tensor, params: Sequence[SamplingParams], positions: Sequence[int]) -> list[int]:
@@ -145,6 +157,17 @@ def select(logits: Tensor, params: Sequence[SamplingParams], positions: Sequence
         if not p.greedy:
             tokens[r] = _draw(logits[r].cpu(), p.temperature, p.top_p, uniform(p.seed, pos))
     return tokens
+
+
+def chosen_logprobs(logits: Tensor, tokens: Sequence[int]) -> list[float]:
+    """The log-probability of ``tokens[r]`` under row ``r`` of ``logits`` ``[N, V]``: what the
+    engine records and validators re-score.
+
+    A greedy choice needs no probabilities, but the recorded value is this one: a log-softmax over
+    the whole row (one pass, no sort), kept exactly as it was computed before.
+    """
+    index = torch.tensor(list(tokens), dtype=torch.long, device=logits.device)[:, None]
+    return list(torch.log_softmax(logits, dim=-1).gather(-1, index)[:, 0].tolist())
 
 
 def _interval_margin(lo: Tensor, hi: Tensor, mass: Tensor, u: Tensor) -> Tensor:

@@ -26,7 +26,7 @@ from supernet.node.llm.kvcache import (
     PrefixPrefillAttention,
 )
 from supernet.node.llm.model import Llama
-from supernet.node.llm.sampling import select
+from supernet.node.llm.sampling import chosen_logprobs, select
 from supernet.node.llm.scoring import fingerprint_due, fingerprints_of
 from supernet.node.llm.types import Fingerprint
 from torch import Tensor
@@ -64,18 +64,24 @@ def run_step(model: Llama, pool: KVPool, batch: list[Sequence]) -> list[StepOutp
     logits = model.logits(rows)
     positions = [len(s.prompt) + len(s.output) for s in batch]
     chosen = select(_constrained(logits, batch), [s.params for s in batch], positions)
-    logp = torch.log_softmax(logits, dim=-1).gather(-1, torch.tensor(chosen, device=device)[:, None])[:, 0]
-    due = [r for r, s in enumerate(batch) if fingerprint_due(len(s.output))]
-    fps: dict[int, Fingerprint] = dict(
-        zip(due, fingerprints_of(rows[due], [len(batch[r].output) for r in due]), strict=True)
-    )
+    logprobs = chosen_logprobs(logits, chosen)
+    fps = _fingerprints(rows, batch)
     for seq, token in zip(batch, chosen, strict=True):
         if seq.constraint is not None:
             seq.constraint.advance(token)
     return [
         StepOutput(token=t, logprob=lp, fingerprint=fps.get(r), cached=c)
-        for r, (t, lp, c) in enumerate(zip(chosen, logp.tolist(), cached, strict=True))
+        for r, (t, lp, c) in enumerate(zip(chosen, logprobs, cached, strict=True))
     ]
+
+
+def _fingerprints(rows: Tensor, batch: list[Sequence]) -> dict[int, Fingerprint]:
+    """Fingerprints of the rows whose token is due one (every ``FINGERPRINT_INTERVAL``-th), by row;
+    most steps have none, and then index no tensor."""
+    due = [r for r, s in enumerate(batch) if fingerprint_due(len(s.output))]
+    if not due:
+        return {}
+    return dict(zip(due, fingerprints_of(rows[due], [len(batch[r].output) for r in due]), strict=True))
 
 
 def _decode_and_prefill(
