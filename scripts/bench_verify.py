@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import tempfile
 import time
@@ -205,6 +206,7 @@ def count_faults(kind: str, verdicts: list[Verdict], traces: list[dict[str, Any]
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(2)
+    load_start = os.getloadavg()[0]  # the machine is shared: the cost figures say how busy it was
     # the node as `supernet node run` loads it: in this device's default format unless told
     loaded = load_model(args.model, max_positions=1024, compute=args.node_compute)
     tmp = Path(tempfile.mkdtemp(prefix="bench-verify-"))
@@ -359,6 +361,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "validator_batch": f"the calls of {RECEIPTS_PER_PASS} receipts per packed forward pass",
         "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),
+        "load_average": f"{load_start:.2f} and {os.getloadavg()[0]:.2f}",
     }
     await store.aclose()
     stop_store()
@@ -421,9 +424,9 @@ machine's drifting speed weighs on both sides of each ratio alike.
   in {t["generation_s"]} s
 - default validator ({result["validator_dtype"]}), 2 threads as the node: verified in
   {t["verification_s"]} s: **verify_cost_ratio = {result["verify_cost_ratio"]}** (validator time / node time)
-- float32-only validator (`[model] dtype = "float32"`), same receipts:
-  {t.get("verification_float32_only_s", "-")} s, ratio {result.get("verify_cost_ratio_float32_only", "-")}
-- at the default sampling rate p = 0.1 a validator spends about p times that per committed receipt.
+{_float32_only(result)}- at the default sampling rate p = 0.1 a validator spends about p times that per
+  committed receipt.
+- load average (1 min) at the start and end: {_load(result["setup"].get("load_average"))}
 
 ## What bounds the ratio on this machine
 
@@ -450,6 +453,26 @@ spends a few percent (bench-llm: score ≈ 0.06 of batch-1 generation even on th
 Setup: {json.dumps(result["setup"])}
 """
     (OUT / f"verification{suffix}.md").write_text(md)
+
+
+def _load(average: str | None) -> str:
+    """The run's load average, and whether it was busy (2 cores: well above 2 is shared)."""
+    if average is None:
+        return "not recorded."
+    busiest = max(float(x) for x in average.split(" and "))
+    busy = "busy: other work shared the machine, the cost figures are inflated" if busiest > 2.5 else "quiet"
+    return f"{average} on 2 cores ({busy})."
+
+
+def _float32_only(result: dict[str, Any]) -> str:
+    """The float32-only validator's line, where the default validator is a screen (else none)."""
+    if "verify_cost_ratio_float32_only" not in result:
+        return ""
+    seconds = result["timing"]["verification_float32_only_s"]
+    return (
+        f'- float32-only validator (`[model] dtype = "float32"`), same receipts:\n'
+        f"  {seconds} s, ratio {result['verify_cost_ratio_float32_only']}\n"
+    )
 
 
 def _arbiter_floor(f: dict[str, Any]) -> str:
