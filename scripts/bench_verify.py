@@ -378,7 +378,12 @@ def write(result: dict[str, Any]) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     # the default validator writes verification.*; a float32-only one (--validator-dtype float32)
     # on a machine where the default is a bf16 screen writes verification-fp32.*
-    suffix = "-fp32" if result["validator_dtype"] == "float32" and native_bf16(torch.device("cpu")) else ""
+    # verification.* is the reference the security parameters are sized by: validators with native
+    # bf16 (docs/security-parameters.md); a machine without it writes verification-no-bf16.*
+    if not native_bf16(torch.device("cpu")):
+        suffix = "-no-bf16"
+    else:
+        suffix = "-fp32" if result["validator_dtype"] == "float32" else ""
     (OUT / f"verification{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
     rows = "\n".join(f"| {k} | {v['injected']} | {v['detected']} |" for k, v in result["faults"].items())
     pairs = _pair_rows(result)

@@ -165,6 +165,8 @@ def check_validator_pay(v: ValidatorPay) -> None:
 
 
 def measured_rho() -> float:
+    """ρ of the reference validator the defaults are sized for (native bf16; a CPU without it
+    measures more, docs/security-parameters.md, and writes verification-no-bf16.json)."""
     return float(json.loads(VERIFICATION.read_text())["verify_cost_ratio"])
 
 

@@ -16,13 +16,10 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from supernet.node.llm.scoring import Tolerance
-from supernet.sdk.chain.merkle import ReceiptTree
 from supernet.sdk.chain.receipts import trace_cid
 from supernet.sdk.models import served_model_id
-from supernet.validator.tool_check import RegistryRunner
-from supernet.validator.verifier import Verifier, load_manifest
-from test_validator_precision import QUESTIONS, steer_one_near_tie, token_findings
-from validator_fixtures import VNet, probe_registry
+from test_validator_precision import QUESTIONS, steer_one_near_tie, token_findings, verdicts
+from validator_fixtures import VNet
 
 pytestmark = [pytest.mark.anvil, pytest.mark.model, pytest.mark.slow]
 
@@ -53,24 +50,6 @@ def fp32_validator_scorer(vnet: VNet) -> Any:
     return ModelScorer.from_loaded(vnet.loaded)
 
 
-async def verdicts(
-    vnet: VNet, batch_id: int, receipts: list[Any], scorer: Any, tolerance: Tolerance | None = None
-) -> list[Any]:
-    manifest = await load_manifest(
-        vnet.store, vnet.manifests[batch_id], ReceiptTree(receipts).root, len(receipts)
-    )
-    verifier = Verifier(
-        vnet.store,
-        scorer,
-        RegistryRunner(vnet.store),
-        vnet.contracts.domain,
-        "0xv",
-        tolerance,
-        probe_registry(),
-    )
-    return await verifier.verify_many(batch_id, vnet.node.address, range(len(receipts)), manifest)
-
-
 async def test_an_honest_fp16_weights_node_is_judged_in_its_own_format(
     vnet: VNet, fp16w_kernel: Any, fp32_validator_scorer: Any
 ) -> None:
@@ -78,7 +57,7 @@ async def test_an_honest_fp16_weights_node_is_judged_in_its_own_format(
     batch_id, receipts = await vnet.run_batch(QUESTIONS, max_new_tokens=32, kernel=fp16w_kernel)
     trace = await vnet.store.get_dag(trace_cid(receipts[0].trace_hash))
     assert trace["engine"] == {"device": "cpu", "dtype": FP16W}
-    found = await verdicts(vnet, batch_id, receipts, fp32_validator_scorer)
+    found = await verdicts(vnet, batch_id, receipts, None, fp32_validator_scorer)
     assert all(v.ok for v in found), [sorted(v.checks) for v in found]
     assert sum(v.llm_calls for v in found) == 2 * len(QUESTIONS)
     decider = fp32_validator_scorer.for_compute(FP16W)  # loaded by that check, and kept
@@ -101,8 +80,8 @@ async def test_a_steered_near_tie_of_an_fp16_weights_node_is_caught(
         QUESTIONS, max_new_tokens=32, kernel=fp16w_kernel, edit_trace=steer
     )
     assert steered, "no near-tied greedy token in these answers: the test needs other questions"
-    assert token_findings(await verdicts(vnet, batch_id, receipts, fp32_validator_scorer)) == steered
-    loose = await verdicts(vnet, batch_id, receipts, fp32_validator_scorer, Tolerance.bf16())
+    assert token_findings(await verdicts(vnet, batch_id, receipts, None, fp32_validator_scorer)) == steered
+    loose = await verdicts(vnet, batch_id, receipts, Tolerance.bf16(), fp32_validator_scorer)
     assert token_findings(loose) == [], "the loose bounds were expected to let the steered token through"
 
 
@@ -115,7 +94,7 @@ async def test_cheats_of_an_fp16_weights_node_are_caught(
             batch_id, receipts = await vnet.run_batch(QUESTIONS[:3], max_new_tokens=32, kernel=fp16w_kernel)
         finally:
             vnet.faults()
-        found = await verdicts(vnet, batch_id, receipts, fp32_validator_scorer)
+        found = await verdicts(vnet, batch_id, receipts, None, fp32_validator_scorer)
         assert all(not v.ok for v in found), (kind, [sorted(v.checks) for v in found])
         assert any(c.startswith(check) for v in found for c in v.checks), (
             kind,
@@ -136,7 +115,7 @@ async def test_a_float32_id_does_not_let_a_node_pass_fp16_weights_off_as_float32
     batch_id, receipts = await vnet.run_batch(
         QUESTIONS[:2], max_new_tokens=16, kernel=fp16w_kernel, edit_trace=claim_float32
     )
-    found = await verdicts(vnet, batch_id, receipts, fp32_validator_scorer)
+    found = await verdicts(vnet, batch_id, receipts, None, fp32_validator_scorer)
     for v in found:
         claims = [f for f in v.findings if f.check.value == "trace" and f.claimed == "float32"]
         assert claims and claims[0].expected == FP16W, [f.message for f in v.findings]

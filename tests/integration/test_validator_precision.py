@@ -82,13 +82,16 @@ def token_findings(verdicts: list[Any]) -> list[tuple[int, int | None]]:
     return [(v.index, f.position) for v in verdicts for f in v.findings if f.check.value == "llm.token"]
 
 
-async def verdicts(vnet: VNet, batch_id: int, receipts: list[Any], tolerance: Tolerance | None) -> list[Any]:
+async def verdicts(
+    vnet: VNet, batch_id: int, receipts: list[Any], tolerance: Tolerance | None, scorer: Any = None
+) -> list[Any]:
+    """Verdicts of a validator scoring with ``scorer`` (default: the fixture's float32 model)."""
     from supernet.validator.scoring import ModelScorer
 
     manifest = await load_manifest(
         vnet.store, vnet.manifests[batch_id], ReceiptTree(receipts).root, len(receipts)
     )
-    scorer = ModelScorer.from_loaded(vnet.loaded)  # fp32, as a CPU validator runs
+    scorer = scorer or ModelScorer.from_loaded(vnet.loaded)  # fp32, as a CPU validator ran
     verifier = Verifier(
         vnet.store,
         scorer,
