@@ -453,6 +453,15 @@ def _median(runs: list[dict[str, Any]], key: str, field: str) -> float | None:
     return statistics.median(vals) if vals else None
 
 
+MEDIAN_ROWS = (  # the wall-clock rows of the section: (row, run's batch, figure, digits)
+    ("batch 1: tokens/s (prefill included)", "batch1", "tokens_per_s", 1),
+    ("batch 1: decode step ms (wall, loop included)", "batch1", "decode_step_ms", 2),
+    ("batch 1: decode tokens/s", "batch1", "decode_tokens_per_s", 1),
+    ("batch 16: tokens/s (prefill included)", "batch16", "tokens_per_s", 1),
+    ("batch 16: decode step ms", "batch16", "decode_step_ms", 2),
+)
+
+
 def _fmt(x: float | None, digits: int = 1) -> str:
     return "" if x is None else f"{x:.{digits}f}"
 
@@ -481,21 +490,10 @@ def render_section(data: dict[str, Any]) -> str:
         "",
         head,
         rule,
-        "| batch 1: tokens/s (prefill included) | "
-        + " | ".join(_fmt(_median(runs[lb], "batch1", "tokens_per_s")) for lb in labels)
-        + " |",
-        "| batch 1: decode step ms (wall, loop included) | "
-        + " | ".join(_fmt(_median(runs[lb], "batch1", "decode_step_ms"), 2) for lb in labels)
-        + " |",
-        "| batch 1: decode tokens/s | "
-        + " | ".join(_fmt(_median(runs[lb], "batch1", "decode_tokens_per_s")) for lb in labels)
-        + " |",
-        "| batch 16: tokens/s (prefill included) | "
-        + " | ".join(_fmt(_median(runs[lb], "batch16", "tokens_per_s")) for lb in labels)
-        + " |",
-        "| batch 16: decode step ms | "
-        + " | ".join(_fmt(_median(runs[lb], "batch16", "decode_step_ms"), 2) for lb in labels)
-        + " |",
+        *(
+            f"| {name} | " + " | ".join(_fmt(_median(runs[lb], batch, key), digits) for lb in labels) + " |"
+            for name, batch, key, digits in MEDIAN_ROWS
+        ),
         "| load average at start (2 cores; other work on the machine) | "
         + " | ".join(", ".join(f"{r['load_avg_start'][0]:.1f}" for r in runs[lb]) for lb in labels)
         + " |",

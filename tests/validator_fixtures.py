@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,19 @@ class VNet:
     def key(self, account: LocalAccount) -> str:
         """0x hex private key."""
         return "0x" + bytes(account.key).hex()
+
+    @asynccontextmanager
+    async def other_kernel(self, engines: Any) -> AsyncIterator[Any]:
+        """The node's kernel on other ``engines`` (one, or a list of LLM cores): the same store,
+        agents and fault switch as the fixture's kernel, set up and stopped around the block."""
+        from supernet.node.kernel.kernel import Kernel
+
+        kernel = Kernel(engines, self.store, agents=self.kernel.agents, faults=self.injector)
+        await kernel.setup()
+        try:
+            yield kernel
+        finally:
+            await kernel.stop()
 
     async def run_batch(
         self,

@@ -29,17 +29,12 @@ FP16W = "float16-weights"
 @pytest_asyncio.fixture(loop_scope="session")
 async def fp16w_kernel(vnet: VNet) -> AsyncIterator[Any]:
     """The node's kernel on the float16-weights format of the model (same weights, another id)."""
-    from supernet.node.kernel.kernel import Kernel
     from supernet.node.llm import LLMEngine
 
     engine = LLMEngine.load("smollm2-135m", compute=FP16W, max_batch=4, max_seq_len=1024)
     assert engine.model_id == served_model_id(vnet.loaded.model_id, FP16W) != vnet.kernel.model_id
-    kernel = Kernel(engine, vnet.store, agents=vnet.kernel.agents, faults=vnet.injector)
-    await kernel.setup()
-    try:
+    async with vnet.other_kernel(engine) as kernel:
         yield kernel
-    finally:
-        await kernel.stop()
 
 
 @pytest.fixture(scope="module")

@@ -112,7 +112,6 @@ async def test_out_of_grammar_token_with_consistent_logprobs_is_caught(
 async def test_node_ignoring_the_mask_is_caught(vnet: VNet, validator_factory: Any) -> None:
     """A node whose engine drops the grammar (records it, generates freely): everything else in its
     receipts is consistent, and the grammar walk flags the first free token."""
-    from supernet.node.kernel.kernel import Kernel
     from supernet.node.llm import LLMEngine
 
     class MaskIgnoringEngine(LLMEngine):
@@ -127,14 +126,10 @@ async def test_node_ignoring_the_mask_is_caught(vnet: VNet, validator_factory: A
     engine = MaskIgnoringEngine(
         loaded.model, loaded.tokenizer, loaded.model_id, max_batch=4, max_seq_len=1024
     )
-    kernel = Kernel(engine, vnet.store, agents=vnet.kernel.agents, faults=vnet.injector)
-    await kernel.setup()
-    try:
+    async with vnet.other_kernel(engine) as kernel:
         batch_id, _ = await vnet.run_batch(
             QUESTIONS[:1], max_new_tokens=24, response_format=FORMAT, kernel=kernel
         )
-    finally:
-        await kernel.stop()
     async with validator_factory(1, challenge=False) as v:
         await v.step()
         [check] = v.db.checks(batch_id)

@@ -27,7 +27,6 @@ QUESTIONS = ["Name a fruit.", "Describe the sea."]
 @pytest_asyncio.fixture(loop_scope="session")
 async def two_models(vnet: VNet) -> AsyncIterator[Any]:
     """A kernel with two LLM cores: the fixture's float32 weights and a bfloat16 copy of them."""
-    from supernet.node.kernel.kernel import Kernel
     from supernet.node.llm import LLMEngine
     from supernet.node.llm.loader import load_model
 
@@ -36,16 +35,12 @@ async def two_models(vnet: VNet) -> AsyncIterator[Any]:
     )
     loaded = load_model("smollm2-135m", dtype=torch.bfloat16, max_positions=1024)
     bf16 = LLMEngine(loaded.model, loaded.tokenizer, loaded.model_id, max_batch=4, max_seq_len=1024)
-    kernel = Kernel([fp32, bf16], vnet.store, agents=vnet.kernel.agents, faults=vnet.injector)
-    assert kernel.model_ids == [
-        served_model_id(vnet.loaded.model_id, "float32"),
-        served_model_id(vnet.loaded.model_id, "bfloat16"),
-    ]
-    await kernel.setup()
-    try:
+    async with vnet.other_kernel([fp32, bf16]) as kernel:
+        assert kernel.model_ids == [
+            served_model_id(vnet.loaded.model_id, "float32"),
+            served_model_id(vnet.loaded.model_id, "bfloat16"),
+        ]
         yield kernel
-    finally:
-        await kernel.stop()
 
 
 async def test_a_task_of_each_model_is_verified_with_no_false_positive(

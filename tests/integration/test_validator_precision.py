@@ -31,7 +31,6 @@ QUESTIONS = ["Name a fruit.", "Describe the sea.", "Write a haiku about rain.", 
 @pytest_asyncio.fixture(loop_scope="session")
 async def bf16_kernel(vnet: VNet) -> AsyncIterator[Any]:
     """The node's kernel on a bfloat16 copy of the model (same weights, another served id)."""
-    from supernet.node.kernel.kernel import Kernel
     from supernet.node.llm import LLMEngine
     from supernet.node.llm.loader import load_model
 
@@ -39,12 +38,8 @@ async def bf16_kernel(vnet: VNet) -> AsyncIterator[Any]:
     assert loaded.model_id == vnet.loaded.model_id  # the weights id names the weights alone
     engine = LLMEngine(loaded.model, loaded.tokenizer, loaded.model_id, max_batch=4, max_seq_len=1024)
     assert engine.model_id == served_model_id(loaded.model_id, "bfloat16") != vnet.kernel.model_id
-    kernel = Kernel(engine, vnet.store, agents=vnet.kernel.agents, faults=vnet.injector)
-    await kernel.setup()
-    try:
+    async with vnet.other_kernel(engine) as kernel:
         yield kernel
-    finally:
-        await kernel.stop()
 
 
 def steer_one_near_tie(exact: Any, steered: list[tuple[int, int]]) -> Any:
