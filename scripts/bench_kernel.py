@@ -313,7 +313,7 @@ under the fair-share policy (a user's virtual time grows by tokens / fee):
 
 High-fee tasks finish at **{r["low_fee_p95_s"] / r["high_fee_p95_s"]:.2f}x** lower p95 latency than
 low-fee ones in the same load ({fm["wall_s"]:.1f} s for all). A user offers a higher fee
-by signing it as the request's `maxFee` (`Client.submit_task(offer=...)`, `supernet task run
+by signing it as the request's `maxFee` (`Client.submit_task(offer=...)`, `supernet task submit
 --offer`); the node charges exactly that (docs/protocol.md).
 """
     (OUT / "kernel.md").write_text(md)
