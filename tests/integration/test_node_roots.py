@@ -55,3 +55,29 @@ async def test_agent_memory_survives_a_node_restart(
         assert len(search["hits"]) == 1, "the note written before the restart is found after it"
     finally:
         await second.close()
+
+
+async def test_a_task_whose_agent_code_changed_since_it_was_signed_is_not_run(
+    tmp_path: Path, smollm2_dir: Path, store_client: Any
+) -> None:
+    """A stored task resumed after the operator upgraded its agent (a restart) must not run the new
+    code: its result could never be replayed against the hash the user signed."""
+    from supernet.node.service.kernel_executor import TaskFailedError
+
+    settings = NodeSettings.load(
+        None, data_dir=tmp_path / "node", engine={"model": str(smollm2_dir), "agents": ["retrieval"]}
+    )
+    executor = await KernelExecutor.create(settings, store_client)
+    try:
+        running = executor.agent_hash("retrieval")
+        assert running is not None
+        before = executor.kernel.namespace_roots()
+        signed = "0x" + "5e" * 32
+        stale = job(executor, 3, {"remember": ["written by the new code"]})
+        stale = Job(**{**stale.__dict__, "request": {"agentHash": signed}})
+        with pytest.raises(TaskFailedError, match=f"now runs code {running}, not the {signed}"):
+            await executor.run(stale, lambda _t: None)
+        assert executor.kernel.namespace_roots() == before, "nothing of the task ran"
+        assert not before["memory"], "(and a write would have made a memory root)"
+    finally:
+        await executor.close()

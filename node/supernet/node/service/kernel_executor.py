@@ -193,7 +193,19 @@ class KernelExecutor:
 
     async def run(self, job: Job, on_token: TokenSink, on_event: EventSink | None = None) -> JobResult:
         """Run the job's agent to its end, streaming generated text to ``on_token``; a call that
-        waits for the user's confirmation is announced to ``on_event``."""
+        waits for the user's confirmation is announced to ``on_event``.
+
+        Raises:
+            TaskFailedError: The agent's code is no longer the code its user signed (the operator
+                upgraded the package while the task waited, e.g. across a restart): running the new
+                code would return a result no validator could replay against the signed hash.
+        """
+        signed = (job.request or {}).get("agentHash")
+        running = self.agent_hash(job.agent)
+        if signed is not None and (running is None or running.lower() != signed.lower()):
+            raise TaskFailedError(
+                f"agent {job.agent!r} now runs code {running}, not the {signed} its user signed"
+            )
         spec = TaskSpec(
             task_id=job.task_id,
             agent_id=job.agent,
