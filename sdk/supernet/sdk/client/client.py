@@ -21,7 +21,7 @@ from supernet.sdk.chain import Contracts, Deployment
 from supernet.sdk.client.confirm import confirmation_body
 from supernet.sdk.client.ladder import domain_key, rebase, sign_task
 from supernet.sdk.client.read_grant import ReadGrantAuth
-from supernet.sdk.client.routing import Probe, probe, rank
+from supernet.sdk.client.routing import PROBE_TIMEOUT_S, Probe, probe, rank
 from supernet.sdk.client.state import ClientState, TaskRecord
 from supernet.sdk.client.streaming import TaskStream
 from supernet.sdk.client.types import (
@@ -48,7 +48,7 @@ from supernet.sdk.node_api import (
 from supernet.sdk.store import StoreClient, StoreError
 
 log = logging.getLogger(__name__)
-MAX_FAILOVER = 3  # nodes tried in turn when the best ranked ones cannot be reached
+MAX_FAILOVER = 3  # nodes tried in turn when the best ranked ones are down (before any payment)
 CONNECT_RETRIES = 2
 STREAM_READ_TIMEOUT_S = 60.0
 
@@ -86,6 +86,11 @@ class Client:
             timeout=timeout, transport=httpx.AsyncHTTPTransport(retries=CONNECT_RETRIES)
         )
         self.last_discovery: list[Probe] = []
+        self.last_choice: Probe | None = None
+        """The discovered node the last task went to, with its score (``last_choice.explain()``);
+        None when the node was given by URL."""
+        self.last_skipped: list[str] = []
+        """The better ranked nodes passed over for the last task, and why (down, 5xx)."""
         self._domain_key = domain_key(contracts.domain)
         self._read_auths: dict[str, ReadGrantAuth] = {}  # node URL -> this user's read grant there
 
@@ -124,9 +129,10 @@ class Client:
     async def discover(
         self, model: str | None = None, max_price_per_token: int | None = None, min_stake: int = 0
     ) -> list[NodeChoice]:
-        """Active nodes serving ``model`` (``0x`` id or name; None: any), best first: fewest slashes,
-        cheapest, fastest to answer, best staked (`supernet.sdk.client.routing`). Every node is
-        probed at once; the ones left out and why are in ``last_discovery``."""
+        """Active nodes serving ``model`` (``0x`` id or name; None: any), best first by one score of
+        price, measured latency and on-chain record (slashes, open disputes), then stake
+        (`supernet.sdk.client.routing.score`). Every node is probed at once; the ones left out
+        and why, and each one's score, are in ``last_discovery``."""
         sm = self.contracts.service_manager
 
         def scan() -> list[Any]:
@@ -151,6 +157,8 @@ class Client:
         for p in self.last_discovery:
             if not p.ok:
                 log.info("node %s left out: %s", p.address, p.problem)
+            else:
+                log.debug("node %s", p.explain())
         return [
             NodeChoice(p.address, p.url, p.price_per_token, p.stake, p.info, p.slash_count, p.latency_s)
             for p in rank(self.last_discovery)
@@ -208,8 +216,9 @@ class Client:
         The nonce is reserved at once (saved), so it is never reused; the cumulative total
         moves only when the node accepts (:meth:`accepted`).
         """
-        choice = await self._choose(model, node_url)
-        return await self._prepare_for(choice, task_input, agent, model, max_fee, deposit, offer)
+        self.last_skipped = []
+        p, _ = await self._prepare_failover(task_input, agent, model, node_url, max_fee, deposit, offer)
+        return p
 
     async def _prepare_for(
         self,
@@ -223,6 +232,21 @@ class Client:
     ) -> PreparedTask:
         """`prepare` for a node already chosen (its ``/v1/node`` answer in hand). The fee signed
         (``maxFee``) is what the node charges: its price, or ``offer`` for priority."""
+        p, _ = await self._prepare_paid(choice, task_input, agent, model, max_fee, deposit, offer)
+        return p
+
+    async def _prepare_paid(
+        self,
+        choice: NodeChoice,
+        task_input: str | dict[str, Any],
+        agent: str,
+        model: str | None,
+        max_fee: int | None,
+        deposit: int,
+        offer: int | None = None,
+    ) -> tuple[PreparedTask, int]:
+        """`_prepare_for`, and the wei deposited now. Every request to the node comes before the
+        deposit: a node failing any of them costs nothing."""
         info = choice.info
         model_id = pick_model_id(info, model)
         agent_hash = info.agents.get(agent)
@@ -237,7 +261,7 @@ class Client:
             raise ClientError(f"node fee {fee} is above max_fee {max_fee}")
         acct = await self._sync_account(choice)
         nonce, cumulative = acct.nonce + 1, acct.cumulative + fee
-        await self.ensure_deposit(choice.address, cumulative, deposit)
+        deposited = await self.ensure_deposit(choice.address, cumulative, deposit)
         task_id, signed = sign_task(
             self.account,
             self.contracts.domain,
@@ -256,7 +280,7 @@ class Client:
             choice.address, choice.url, task_input, model_id, fee, status="sent"
         )
         self.state.save()
-        return PreparedTask(task_id, choice, signed, agent, task_input, model_id, fee, cumulative)
+        return PreparedTask(task_id, choice, signed, agent, task_input, model_id, fee, cumulative), deposited
 
     def accepted(self, p: PreparedTask) -> None:
         """Record that the node accepted ``p`` (its fee now counts in the cumulative total)."""
@@ -351,33 +375,107 @@ class Client:
         deposit: int,
         offer: int | None = None,
     ) -> PreparedTask:
-        """Prepare and send a task; returns it accepted. Without ``node_url``, the best ranked
-        nodes are tried in turn while one cannot be reached (nothing was sent to it)."""
-        problems: list[str] = []
-        # discovery already read each candidate's /v1/node: its answer is used, not fetched again
-        choices: list[NodeChoice | None] = [None]  # None: the node at `node_url`, read when tried
-        if node_url is None:
-            choices = [*(await self._candidates(model))[:MAX_FAILOVER]]
-        for choice in choices:
-            url = choice.url if choice is not None else node_url
+        """Prepare and send a task; returns it accepted.
+
+        Without ``node_url``, the best ranked nodes are tried in turn while one is down (no
+        connection, a timeout or a 5xx, to ``GET /healthz`` or any request before the deposit):
+        nothing was paid to it. Once a deposit was made for a node, a failure of that node is an
+        error naming it, never a silent retry elsewhere (that would pay twice); only a connection
+        refused before anything was sent, with no deposit made, moves on. A 4xx is a refusal of
+        the request itself and is raised as it is.
+        """
+        self.last_skipped = []
+        tried: set[str] = set()
+        for _ in range(MAX_FAILOVER):
+            p, deposited = await self._prepare_failover(
+                task_input, agent, model, node_url, max_fee, deposit, offer, tried
+            )
+            tried.add(p.node.address)
             try:
-                chosen = choice or await self._choose(model, url)
-                p = await self._prepare_for(chosen, task_input, agent, model, max_fee, deposit, offer)
                 created = await self._send(p)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                if node_url is not None:
-                    raise ClientError(
-                        f"cannot reach the node at {url} ({type(exc).__name__}): is it running, and is "
-                        "the URL right?"
-                    ) from exc
-                problems.append(f"{url}: {type(exc).__name__}")
-                log.warning("node at %s unreachable (%s); trying the next one", url, exc)
-                continue
+            except (httpx.TransportError, ClientError) as exc:
+                if not _node_down(exc):
+                    raise
+                nothing_sent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
+                if deposited == 0 and nothing_sent:  # the voucher never left: nothing is committed
+                    if node_url is not None:
+                        raise ClientError(
+                            f"cannot reach the node at {node_url} ({type(exc).__name__}): is it "
+                            "running, and is the URL right?"
+                        ) from exc
+                    self._skip(p.node, exc)
+                    continue
+                committed = [f"{deposited} wei deposited into your channel to it"] if deposited else []
+                if not nothing_sent:
+                    committed.append(
+                        f"the task {p.task_id} and its voucher sent (cumulative {p.cumulative} wei)"
+                    )
+                raise ClientError(
+                    f"node {p.node.address} at {p.node.url} failed after payment was committed "
+                    f"({'; '.join(committed)}): {_why(exc)}. Not retried on another node, which "
+                    f"could pay twice: the deposit stays in your channel to {p.node.address} (the "
+                    "task is looked up on that node again on its next use; withdraw the channel "
+                    "to take the deposit back)"
+                ) from exc
             if created.id.lower() != p.task_id.lower():
                 raise ClientError(f"node answered task id {created.id}, expected {p.task_id}")
             self.accepted(p)
             return p
-        raise ClientError("no node could be reached: " + "; ".join(problems))
+        raise ClientError("no node could be reached: " + "; ".join(self.last_skipped))
+
+    async def _prepare_failover(
+        self,
+        task_input: str | dict[str, Any],
+        agent: str,
+        model: str | None,
+        node_url: str | None,
+        max_fee: int | None,
+        deposit: int,
+        offer: int | None,
+        tried: set[str] | None = None,
+    ) -> tuple[PreparedTask, int]:
+        """Choose a node that is up (not in ``tried``) and prepare the task for it (deposit made,
+        voucher signed); the wei deposited now. Nodes down before the deposit are passed over
+        (`last_skipped`)."""
+        if node_url is not None:
+            self.last_choice = None
+            try:
+                await self._alive(node_url)
+                chosen = await self._choose(model, node_url)
+                return await self._prepare_paid(chosen, task_input, agent, model, max_fee, deposit, offer)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                raise ClientError(
+                    f"cannot reach the node at {node_url} ({type(exc).__name__}): is it running, and "
+                    "is the URL right?"
+                ) from exc
+        if tried is None:
+            tried = set()
+        candidates = [c for c in await self._candidates(model) if c.address not in tried]
+        scored = {p.address: p for p in self.last_discovery}
+        for choice in candidates[: MAX_FAILOVER - len(tried)]:
+            try:
+                await self._alive(choice.url)
+                prepared = await self._prepare_paid(choice, task_input, agent, model, max_fee, deposit, offer)
+            except (httpx.TransportError, ClientError) as exc:
+                if not _node_down(exc):
+                    raise
+                self._skip(choice, exc)
+                tried.add(choice.address)
+                continue
+            self.last_choice = scored.get(choice.address)
+            why = self.last_choice.explain() if self.last_choice is not None else choice.address
+            passed = f"; passed over: {'; '.join(self.last_skipped)}" if self.last_skipped else ""
+            log.info("chose node %s%s", why, passed)
+            return prepared
+        raise ClientError("no node could be reached: " + "; ".join(self.last_skipped))
+
+    def _skip(self, choice: NodeChoice, exc: Exception) -> None:
+        self.last_skipped.append(f"{choice.address} at {choice.url}: {_why(exc)}")
+        log.warning("node %s at %s is down (%s); trying the next one", choice.address, choice.url, _why(exc))
+
+    async def _alive(self, url: str) -> None:
+        """``GET /healthz``: raises unless the node is up and taking tasks (503: draining)."""
+        answer(await self.http.get(url.rstrip("/") + "/healthz", timeout=PROBE_TIMEOUT_S))
 
     async def send(self, p: PreparedTask) -> None:
         """Send a task made with :meth:`prepare` to its node and record it accepted.
@@ -620,3 +718,17 @@ class Client:
 
     async def _post(self, url: str, body: dict[str, Any]) -> Any:
         return answer(await self.http.post(url, json=body))
+
+
+def _node_down(exc: Exception) -> bool:
+    """The node failed (no connection, a timeout, a broken answer or a 5xx), as opposed to
+    refusing the request (4xx) or a problem on this side."""
+    if isinstance(exc, httpx.TransportError):
+        return True
+    return isinstance(exc, ClientError) and exc.status is not None and exc.status >= 500
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc)[:200]
+    return f"{type(exc).__name__}: {exc}"[:200]

@@ -1,10 +1,11 @@
-"""Choosing a node: every registered node probed at once, ranked, and the failures explained.
+"""Choosing a node: every registered node probed at once, scored, and the failures explained.
 
 A node that is unreachable, answers garbage or does not serve the model is not silently dropped:
 its reason is kept, so "no node serves this model" can say which nodes were tried and why each
-failed. Reachable nodes are ranked by (slashes, price per token, measured latency, stake): a node
-that was proven to cheat comes after every clean one, then the cheapest, then the fastest to
-answer, then the best staked.
+failed. Reachable nodes are ranked by one score (`score`, lower is better) of their price, their
+measured latency and their on-chain record (slashes: fraud verdicts upheld against them; open
+disputes: verdicts pending); stake only breaks ties. ``Probe.explain`` says why a node scored
+what it did, so the client can say which node it chose and why.
 
 >>> ranked = rank(probes)                    # doctest: +SKIP
 >>> [p.address for p in ranked if p.ok]      # doctest: +SKIP
@@ -23,6 +24,62 @@ from supernet.sdk.node_api import NodeInfo
 PROBE_TIMEOUT_S = 5.0
 """Longest a node may take to answer ``GET /v1/node`` during discovery."""
 
+LATENCY_REF_S = 1.0
+"""Measured latency that counts as much as the node's whole price (see `score`)."""
+SLASH_FACTOR = 10.0
+"""Each upheld fraud verdict (slash) multiplies a node's score by this (see `score`)."""
+DISPUTE_FACTOR = 2.0
+"""Each dispute open against a node (verdict pending) multiplies its score by this."""
+
+
+@dataclass(frozen=True)
+class Score:
+    """A node's score and its parts (`score`)."""
+
+    total: float
+    price: int
+    latency_s: float
+    slashes: int
+    open_disputes: int
+
+    def __str__(self) -> str:
+        return (
+            f"score {self.total:.4g} = (price {self.price} + 1) x (1 + {self.latency_s * 1000:.0f} ms / "
+            f"{LATENCY_REF_S:g} s) x {SLASH_FACTOR:g}^{self.slashes} slashes x "
+            f"{DISPUTE_FACTOR:g}^{self.open_disputes} open disputes"
+        )
+
+
+def score(price_per_token: int, latency_s: float, slashes: int, open_disputes: int = 0) -> Score:
+    """A node's score, lower is better: what a token effectively costs with it.
+
+    ``score = (price + 1) x (1 + latency_s / LATENCY_REF_S) x SLASH_FACTOR^slashes
+    x DISPUTE_FACTOR^open_disputes``
+
+    - ``price``: the node's registered price per token in wei (``+ 1`` so that free nodes still
+      differ by latency and record).
+    - ``latency_s``: how long the node took to answer ``GET /v1/node`` just now (measured here,
+      not claimed by the node); 1 s of latency counts as much as doubling the price.
+    - ``slashes``: the node's ``slashCount`` on chain (``ServiceManager.getNode``). A node is
+      slashed only when a challenge against it is upheld: the validators' fraud verdict (or a
+      failed availability challenge). Each one multiplies the score by 10: a node once proven to
+      cheat must be more than ten times cheaper than a clean one to be chosen.
+    - ``open_disputes``: the node's ``frozenCount`` on chain, the challenges against it whose
+      verdict is pending. Each one doubles the score: suspicion, not proof.
+
+    These are the verdict records the chain holds per node, read with one ``getNode`` call; the
+    challenges a node *won* are not counted per node on chain (reading them would mean scanning
+    every challenge), so a clean record is simply no slash and no open dispute. The product
+    keeps the score free of units: only ratios of prices, latencies and the record matter.
+    """
+    total = (
+        (price_per_token + 1)
+        * (1.0 + latency_s / LATENCY_REF_S)
+        * SLASH_FACTOR**slashes
+        * DISPUTE_FACTOR**open_disputes
+    )
+    return Score(total, price_per_token, latency_s, slashes, open_disputes)
+
 
 @dataclass(frozen=True)
 class Probe:
@@ -36,15 +93,25 @@ class Probe:
     latency_s: float | None = None
     info: NodeInfo | None = None
     problem: str | None = None
+    frozen_count: int = 0  # disputes open against the node on chain
 
     @property
     def ok(self) -> bool:
         """Reachable and serving what was asked."""
         return self.problem is None and self.info is not None
 
+    @property
+    def score(self) -> Score:
+        """This node's `score`."""
+        return score(self.price_per_token, self.latency_s or 0.0, self.slash_count, self.frozen_count)
+
     def describe(self) -> str:
         """One line for error messages."""
         return f"{self.address} at {self.url or '(no endpoint)'}: {self.problem or 'ok'}"
+
+    def explain(self) -> str:
+        """One line saying why this node ranks where it does."""
+        return f"{self.address} at {self.url}: {self.score}"
 
 
 async def probe(
@@ -56,7 +123,14 @@ async def probe(
     """Ask every node (``ServiceManager.getNode`` views) for ``/v1/node`` concurrently."""
 
     async def one(view: Any) -> Probe:
-        base = Probe(view.node, view.endpoint, view.price_per_token, view.stake, view.slash_count)
+        base = Probe(
+            view.node,
+            view.endpoint,
+            view.price_per_token,
+            view.stake,
+            view.slash_count,
+            frozen_count=getattr(view, "frozen_count", 0),
+        )
         started = time.monotonic()
         try:
             info = await asyncio.wait_for(node_info(view.endpoint), per_node_s)
@@ -73,9 +147,9 @@ async def probe(
 
 
 def rank(probes: Iterable[Probe]) -> list[Probe]:
-    """The usable probes, best first: fewest slashes, cheapest, fastest, best staked."""
+    """The usable probes, best first: lowest `score`, then best staked."""
     usable = [p for p in probes if p.ok]
-    return sorted(usable, key=lambda p: (p.slash_count, p.price_per_token, p.latency_s or 0.0, -p.stake))
+    return sorted(usable, key=lambda p: (p.score.total, -p.stake))
 
 
 def _with(p: Probe, **changes: Any) -> Probe:
