@@ -191,3 +191,48 @@ def test_validator_pay_checks_catch_bad_settings() -> None:
     ):
         with pytest.raises(AssertionError):
             check_validator_pay(bad)
+
+
+NO_BF16 = VERIFICATION.with_name("verification-no-bf16.json")
+
+
+def test_a_network_of_validators_without_bf16_deploys_a_share_that_pays_them() -> None:
+    """At the ρ measured without native bf16 the default 20 % share pays for under one check per
+    receipt (the verifier's dilemma returns); `sized_for_verify_cost` sizes the share from the
+    measured ρ, and the deployed contracts then satisfy V1-V3 at that ρ."""
+    rho = float(json.loads(NO_BF16.read_text())["verify_cost_ratio"])
+    assert rho > measured_rho(), "the file measures validators without native bf16"
+    with pytest.raises(AssertionError):  # the shortfall the sizing exists for
+        check_validator_pay(ValidatorPay(0.2, ETHER // 20, 0.1, ETHER // 10, rho))
+    params = ProtocolParams().sized_for_verify_cost(rho)
+    assert params.verification_share_bps > ProtocolParams().verification_share_bps
+    with Anvil(accounts=2) as anvil:
+        c = Contracts.deploy(anvil.url, dev_account(0), params)
+        v = ValidatorPay.read(c, rho)
+    assert v.share == params.verification_share_bps / 10_000
+    assert v.checks_paid_per_receipt == pytest.approx(params.checks_paid_per_receipt(rho))
+    check_validator_pay(v)
+    # the reference validator's ρ is sized by the defaults already: nothing changes
+    assert ProtocolParams().sized_for_verify_cost(measured_rho()) == ProtocolParams()
+    with pytest.raises(ValueError, match="above the 50 % Payments accepts"):
+        ProtocolParams().sized_for_verify_cost(0.6)
+
+
+def test_deploy_cli_sizes_the_share_from_the_measured_ratio(tmp_path: Path) -> None:
+    from supernet.sdk.chain.cli import app
+    from supernet.sdk.chain.deployment import Deployment
+    from typer.testing import CliRunner
+
+    runner = CliRunner()
+    with Anvil(accounts=2) as anvil:
+        base = ["deploy", "--rpc", anvil.url, "--account-index", "0"]
+        refused = tmp_path / "x.json"
+        too_dear = runner.invoke(app, [*base, "--out", str(refused), "--verify-cost-ratio", "0.6"])
+        assert too_dear.exit_code == 2 and "above the 50 %" in too_dear.output, too_dear.output
+        assert not refused.exists(), "a refused option deploys nothing"
+        out = tmp_path / "deployment.json"
+        ok = runner.invoke(app, [*base, "--out", str(out), "--verify-cost-ratio", "0.272"])
+        assert ok.exit_code == 0, ok.output
+        assert "verification share 32.00 %" in ok.output
+        c = Contracts.connect(anvil.url, Deployment.load(out))
+        assert int(c.payments.call("VERIFICATION_SHARE_BPS")) == 3_200

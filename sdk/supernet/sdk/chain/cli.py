@@ -59,10 +59,29 @@ def deploy(
     devnet_params: bool = typer.Option(
         False, "--devnet-params", help="Short delays and full sampling (local devnet), instead of defaults."
     ),
+    verify_cost_ratio: float | None = typer.Option(
+        None,
+        "--verify-cost-ratio",
+        help=(
+            "The validators' measured verify_cost_ratio (make bench-verify on their hardware): size the "
+            "verification share so fees pay for at least one check per receipt (default: sized for 0.135, "
+            "validators with native bf16)."
+        ),
+    ),
 ) -> None:
     """Deploy ServiceManager, ModelRegistry, Payments and TaskManager; write the deployment file."""
     deployer = resolve_account(key, account_index, key_file, keystore, password_file)
     params = ProtocolParams.devnet() if devnet_params else ProtocolParams()
+    if verify_cost_ratio is not None:
+        try:
+            params = params.sized_for_verify_cost(verify_cost_ratio)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--verify-cost-ratio") from exc
+        console.print(
+            f"verification share {params.verification_share_bps / 100:.2f} % of every fee: "
+            f"{params.checks_paid_per_receipt(verify_cost_ratio):.2f} checks per receipt paid at "
+            f"verify_cost_ratio {verify_cost_ratio:g}"
+        )
     try:
         contracts = Contracts.deploy(rpc, deployer, params, rpc_url=rpc)
     except (SupernetError, OSError) as exc:

@@ -11,11 +11,18 @@ shortens every delay so a local scenario runs in seconds.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 
 ETHER = 10**18
 DAY = 86_400
+REFERENCE_GAS_PRICE_WEI = 10 * 10**9
+"""The gas price validator pay is sized at (10 gwei; docs/security-parameters.md)."""
+CHALLENGE_GAS = 250_000
+"""A decoy finder's challenge transaction (proof, receipt, evidence CID), rounded up from ~190k."""
+MAX_VERIFICATION_SHARE_BPS = 5_000
+"""The most of every fee Payments' constructor lets go to the verification escrow."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,48 @@ class ProtocolParams:
             challenge_window=600,
             vote_window=30,
         )
+
+    def finder_keeps(self, gas_price_wei: int = REFERENCE_GAS_PRICE_WEI) -> float:
+        """h: the part of a decoy bounty its finder keeps after the rebate and its challenge's gas."""
+        bounty = self.decoy_bounty
+        return ((10_000 - self.decoy_rebate_bps) * bounty / 10_000 - CHALLENGE_GAS * gas_price_wei) / bounty
+
+    def checks_paid_per_receipt(self, verify_cost_ratio: float) -> float:
+        """N* = s·h/ρ: the checks of each receipt the verification share pays for, with ρ the
+        validators' measured ``verify_cost_ratio`` (docs/security-parameters.md, "Paying validators")."""
+        if verify_cost_ratio <= 0:
+            raise ValueError("verify_cost_ratio must be positive")
+        return self.verification_share_bps / 10_000 * self.finder_keeps() / verify_cost_ratio
+
+    def sized_for_verify_cost(
+        self, verify_cost_ratio: float, checks_per_receipt: float = 1.0
+    ) -> ProtocolParams:
+        """A copy whose verification share pays for ``checks_per_receipt`` checks of every receipt
+        by validators whose checks cost ``verify_cost_ratio`` of the node's run (``make
+        bench-verify`` on their hardware): ``s = ceil(N·ρ/h)``, never below this share.
+
+        The defaults are sized for validators with native bf16 (ρ = 0.135); a network whose
+        validators lack it (ρ = 0.272 measured) deploys with this instead of underpaying them.
+
+        Raises:
+            ValueError: The share needed exceeds what Payments accepts (50 %): checking is too
+                dear for fees to pay, so a cheaper verifier or a lower sampling target is needed.
+        """
+        if checks_per_receipt <= 0:
+            raise ValueError("checks_per_receipt must be positive")
+        h = self.finder_keeps()
+        if verify_cost_ratio <= 0 or h <= 0:
+            raise ValueError("verify_cost_ratio and the finder's keep must be positive")
+        share = math.ceil(10_000 * checks_per_receipt * verify_cost_ratio / h)
+        if share / 10_000 * h / verify_cost_ratio < checks_per_receipt:  # rounding fell short
+            share += 1
+        if share > MAX_VERIFICATION_SHARE_BPS:
+            raise ValueError(
+                f"paying {checks_per_receipt:g} checks per receipt at verify_cost_ratio "
+                f"{verify_cost_ratio:g} needs {share / 100:.1f} % of every fee, above the "
+                f"{MAX_VERIFICATION_SHARE_BPS / 100:.0f} % Payments accepts"
+            )
+        return replace(self, verification_share_bps=max(share, self.verification_share_bps))
 
     def service_manager_args(self) -> list[int]:
         """ServiceManager's constructor arguments, in order."""
