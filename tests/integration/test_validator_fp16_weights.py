@@ -114,3 +114,35 @@ async def test_a_float32_id_does_not_let_a_node_pass_fp16_weights_off_as_float32
     for v in found:
         claims = [f for f in v.findings if f.check.value == "trace" and f.claimed == "float32"]
         assert claims and claims[0].expected == FP16W, [f.message for f in v.findings]
+
+
+async def test_fp16_weights_work_sold_under_the_float32_id_is_caught(
+    vnet: VNet, fp32_validator_scorer: Any
+) -> None:
+    """The rational cheat between formats: compute in float16-weights (half the bytes read per
+    token) but serve the float32 id and write ``float32`` into the trace, so nothing claims the
+    cheaper format. The weights' rounding moves every call's logprobs by ≥ 1.7e-3 and its
+    fingerprints by ≥ 5.6e-4 relative (docs/benchmarks/exact_pairs.md), outside the same-format
+    tolerance; the former float32 bounds (0.02 nat, 1 %) let such calls through unless a near-tie
+    flipped a greedy token."""
+    from supernet.node.llm import LLMEngine
+
+    vnet.faults()
+    engine = LLMEngine.load("smollm2-135m", compute=FP16W, max_batch=4, max_seq_len=1024)
+    engine.compute, engine.model_id = "float32", vnet.kernel.model_id  # the dearer product's id
+    async with vnet.other_kernel(engine) as kernel:
+        batch_id, receipts = await vnet.run_batch(QUESTIONS, max_new_tokens=32, kernel=kernel)
+    trace = await vnet.store.get_dag(trace_cid(receipts[0].trace_hash))
+    assert trace["engine"] == {"device": "cpu", "dtype": "float32"}
+    assert all("0x" + r.model_id.hex() == vnet.kernel.model_id for r in receipts)
+
+    found = await verdicts(vnet, batch_id, receipts, None, fp32_validator_scorer)
+    assert all(not v.ok for v in found), [sorted(v.checks) for v in found]
+    flagged_calls = {(v.index, f.call) for v in found for f in v.findings if f.check.value.startswith("llm")}
+    assert len(flagged_calls) == sum(v.llm_calls for v in found) == 2 * len(QUESTIONS)
+
+    former = Tolerance(
+        logprob_atol=0.02, hidden_rtol=0.01, hidden_atol=0.01, selection_margin=0.01, sample_margin=0.01
+    )
+    passed_before = await verdicts(vnet, batch_id, receipts, former, fp32_validator_scorer)
+    assert any(v.ok for v in passed_before), "the former bounds were expected to let some of it through"
