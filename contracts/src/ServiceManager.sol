@@ -61,6 +61,11 @@ contract ServiceManager is IServiceManager, ReentrancyGuardTransient {
         bool active;
     }
 
+    struct TotalCheckpoint {
+        uint40 second;
+        uint216 totalBefore;
+    }
+
     struct NodeInfo {
         string endpoint;
         bytes32[] modelIds;
@@ -97,6 +102,10 @@ contract ServiceManager is IServiceManager, ReentrancyGuardTransient {
     address public taskManager;
     /// @notice Sum of the active stake of registered validators.
     uint256 public totalValidatorStake;
+    /// @dev `totalValidatorStake` as it stood before the first change in second `second`: stake
+    ///      added in the current second cannot vote in a challenge opened in it, so it must not
+    ///      count in that challenge's quorum base either (`settledValidatorStake`).
+    TotalCheckpoint internal _checkpoint;
 
     mapping(address => Operator) internal _operators;
     mapping(address => NodeInfo) internal _nodeInfo;
@@ -275,7 +284,7 @@ contract ServiceManager is IServiceManager, ReentrancyGuardTransient {
         op.stake = stake;
         // forge-lint: disable-next-line(unsafe-typecast)
         op.stakedAt = uint40(block.timestamp);
-        totalValidatorStake += stake;
+        _setTotal(totalValidatorStake + stake);
         emit ValidatorRegistered(msg.sender, stake);
     }
 
@@ -288,7 +297,7 @@ contract ServiceManager is IServiceManager, ReentrancyGuardTransient {
         op.stake = stake;
         // forge-lint: disable-next-line(unsafe-typecast)
         op.stakedAt = uint40(block.timestamp);
-        if (op.role == Role.Validator) totalValidatorStake += msg.value;
+        if (op.role == Role.Validator) _setTotal(totalValidatorStake + msg.value);
         emit StakeAdded(msg.sender, msg.value, stake);
     }
 
@@ -336,7 +345,7 @@ contract ServiceManager is IServiceManager, ReentrancyGuardTransient {
             if (remaining != 0 && remaining < MIN_VALIDATOR_STAKE) {
                 revert InsufficientStake(remaining, MIN_VALIDATOR_STAKE);
             }
-            totalValidatorStake -= amount;
+            _setTotal(totalValidatorStake - amount);
         }
         _unbond(op, amount, remaining);
     }
@@ -348,7 +357,7 @@ contract ServiceManager is IServiceManager, ReentrancyGuardTransient {
         if (!op.registered) revert NotRegistered();
         op.registered = false;
         uint256 stake = op.stake;
-        if (op.role == Role.Validator) totalValidatorStake -= stake;
+        if (op.role == Role.Validator) _setTotal(totalValidatorStake - stake);
         emit Deregistered(msg.sender);
         if (stake != 0) _unbond(op, stake, 0);
     }
@@ -381,7 +390,7 @@ contract ServiceManager is IServiceManager, ReentrancyGuardTransient {
         op.stake -= fromStake;
         op.unbonding -= fromUnbonding;
         op.slashCount += 1;
-        if (op.role == Role.Validator && op.registered) totalValidatorStake -= fromStake;
+        if (op.role == Role.Validator && op.registered) _setTotal(totalValidatorStake - fromStake);
         emit Slashed(operator, slashed, fromStake, fromUnbonding);
         if (slashed != 0) _send(msg.sender, slashed);
     }
@@ -435,6 +444,12 @@ contract ServiceManager is IServiceManager, ReentrancyGuardTransient {
     /// @inheritdoc IServiceManager
     function validatorStake(address validator) external view returns (uint256) {
         return isActiveValidator(validator) ? _operators[validator].stake : 0;
+    }
+
+    /// @inheritdoc IServiceManager
+    function settledValidatorStake() external view returns (uint256) {
+        TotalCheckpoint memory cp = _checkpoint;
+        return cp.second == block.timestamp ? cp.totalBefore : totalValidatorStake;
     }
 
     /// @inheritdoc IServiceManager
@@ -508,6 +523,16 @@ contract ServiceManager is IServiceManager, ReentrancyGuardTransient {
     /*//////////////////////////////////////////////////////////////
                                 INTERNAL
     //////////////////////////////////////////////////////////////*/
+
+    /// @dev Every change of `totalValidatorStake` goes through here, so `_checkpoint` holds its
+    ///      value at the start of the current second.
+    function _setTotal(uint256 total) internal {
+        if (_checkpoint.second != block.timestamp) {
+            // forge-lint: disable-next-line(unsafe-typecast)
+            _checkpoint = TotalCheckpoint({second: uint40(block.timestamp), totalBefore: uint216(totalValidatorStake)});
+        }
+        totalValidatorStake = total;
+    }
 
     function _unbond(Operator storage op, uint256 amount, uint256 remaining) internal {
         op.stake = remaining;

@@ -9,7 +9,7 @@ import {IPayments} from "./interfaces/IPayments.sol";
 import {IServiceManager} from "./interfaces/IServiceManager.sol";
 import {MerkleLib} from "./libraries/MerkleLib.sol";
 import {ReceiptLib} from "./libraries/ReceiptLib.sol";
-import {Receipt} from "./libraries/Types.sol";
+import {Receipt, TaskRequest} from "./libraries/Types.sol";
 
 /// @title TaskManager
 /// @notice Batch commitments of task receipts, the sampling seed, and disputes: bonded
@@ -375,8 +375,10 @@ contract TaskManager is ReentrancyGuardTransient {
     error TraceMismatch(bytes32 expected, bytes32 posted);
     /// @notice The receipt given is not the challenged one.
     error NotChallengedReceipt(bytes32 expected, bytes32 given);
-    /// @notice The Decoy signature is not the receipt's user's.
+    /// @notice The request is not the receipt's, or the Decoy signature is not its user's.
     error NotADecoy();
+    /// @notice Only the challenged node may reveal a decoy.
+    error OnlyChallengedNode();
 
     /*//////////////////////////////////////////////////////////////
                               CONSTRUCTOR
@@ -605,44 +607,64 @@ contract TaskManager is ReentrancyGuardTransient {
         if (block.timestamp < c.voteDeadline) revert VoteWindowOpen(c.voteDeadline);
 
         uint256 fraudStake = c.fraudStake;
-        uint256 voted = fraudStake + c.honestStake;
-        fraud = voted * BPS >= c.quorumBase * QUORUM_BPS && fraudStake * 2 > voted;
+        uint256 honestStake = c.honestStake;
+        uint256 quorum = c.quorumBase * QUORUM_BPS;
+        // Monotone in the honest side: fraud needs a quorum of fraud votes by themselves, so a
+        // "not fraud" vote can never be what carries a cartel's challenge over the quorum.
+        fraud = fraudStake * BPS >= quorum && fraudStake > honestStake;
 
         if (fraud) {
             c.status = ChallengeStatus.Fraud;
             _resolveFraud(challengeId, c);
         } else {
             c.status = ChallengeStatus.NotFraud;
-            uint256 pool = c.honestStake == 0 ? 0 : CHALLENGE_BOND * VOTER_REWARD_BPS / BPS;
+            // The node earns the bond only when the validators cleared it (a quorum voted and
+            // "not fraud" had at least as much stake). Without such a verdict the bond burns:
+            // were it paid to the node, a node could let a correct challenge of its own decoy
+            // fail for lack of votes and pocket the finder's bond instead of revealing.
+            bool cleared = honestStake >= fraudStake && (fraudStake + honestStake) * BPS >= quorum;
+            uint256 pool = cleared && honestStake != 0 ? CHALLENGE_BOND * VOTER_REWARD_BPS / BPS : 0;
+            uint256 burned = cleared ? 0 : CHALLENGE_BOND;
             c.rewardPool = pool;
-            claimable[c.node] += CHALLENGE_BOND - pool;
-            emit ChallengeResolved(challengeId, false, fraudStake, c.honestStake, 0, 0, 0, pool, 0);
+            if (cleared) claimable[c.node] += CHALLENGE_BOND - pool;
+            else totalBurned += burned;
+            emit ChallengeResolved(challengeId, false, fraudStake, honestStake, 0, 0, 0, pool, burned);
+            if (burned != 0) _send(BURN_ADDRESS, burned);
         }
         SERVICE_MANAGER.unfreeze(c.node);
     }
 
-    /// @notice Shows that a challenged receipt is a decoy its node planted, with the receipt's
-    ///         user's EIP-712 `Decoy(node, requestHash)` signature, within the vote window (anyone
-    ///         holding the signature may call; the node does). Closes the challenge without a
-    ///         vote: nobody is slashed, the challenger gets its bond back and, if it was sampled
-    ///         for the receipt, the bounty Payments.payBounty sends from the node's escrow.
-    ///         Votes already cast earn nothing.
+    /// @notice The node shows that a challenged receipt is a decoy it planted: the receipt's
+    ///         request (whose EIP-712 digest must be the receipt's `requestHash` and whose `node`
+    ///         the challenged node) and that request's user's EIP-712 `Decoy(node, requestHash)`
+    ///         signature, within the vote window. Closes the challenge without a vote: nobody is
+    ///         slashed, the challenger gets its bond back and, if it was sampled for the receipt,
+    ///         the bounty Payments.payBounty sends from the node's escrow. Votes already cast earn
+    ///         nothing. Only the node may reveal (a user who signs Decoy messages for its own
+    ///         honest tasks cannot spend the node's escrow), and the signer is the request's user,
+    ///         not the receipt's `user` field (which the node writes): a real user never signs a
+    ///         Decoy, so a real user's task cannot be passed off as one.
     /// @param challengeId The open challenge.
     /// @param receipt The challenged receipt (its leaf must be the challenge's).
-    /// @param signature The receipt user's signature of `Payments.hashDecoy(node, requestHash)`.
-    function revealDecoy(uint256 challengeId, Receipt calldata receipt, bytes calldata signature)
-        external
-        nonReentrant
-    {
+    /// @param request The receipt's task request.
+    /// @param signature The request's user's signature of `Payments.hashDecoy(node, requestHash)`.
+    function revealDecoy(
+        uint256 challengeId,
+        Receipt calldata receipt,
+        TaskRequest calldata request,
+        bytes calldata signature
+    ) external nonReentrant {
         Challenge storage c = _challenge(challengeId);
         if (c.status != ChallengeStatus.Open) revert ChallengeNotOpen(challengeId);
         if (block.timestamp >= c.voteDeadline) revert VoteWindowClosed(c.voteDeadline);
+        address node = c.node;
+        if (msg.sender != node) revert OnlyChallengedNode();
         bytes32 leaf = ReceiptLib.leaf(receipt);
         if (leaf != c.leaf) revert NotChallengedReceipt(c.leaf, leaf);
-        address node = c.node;
+        if (request.node != node || PAYMENTS.hashTaskRequest(request) != receipt.requestHash) revert NotADecoy();
         (address signer, ECDSA.RecoverError err,) =
             ECDSA.tryRecover(PAYMENTS.hashDecoy(node, receipt.requestHash), signature);
-        if (err != ECDSA.RecoverError.NoError || signer != receipt.user) revert NotADecoy();
+        if (err != ECDSA.RecoverError.NoError || signer != request.user) revert NotADecoy();
 
         c.status = ChallengeStatus.Decoy;
         uint256 bounty;
@@ -735,7 +757,7 @@ contract TaskManager is ReentrancyGuardTransient {
 
     /// @notice Answers an availability challenge by posting the entry's receipt (with its proof
     ///         at the challenged position) and the trace, whose sha256 must be the receipt's
-    ///         `traceHash`. Anyone holding the data may answer; the bond pays the answerer's gas.
+    ///         `traceHash`. Anyone holding the data may answer; the bond goes to the node.
     ///         A fraud challenge on the entry stays open for CHALLENGE_WINDOW from now.
     /// @param availabilityId The availability challenge.
     /// @param ref The header of the challenged batch.
@@ -760,7 +782,10 @@ contract TaskManager is ReentrancyGuardTransient {
         if (posted != receipt.traceHash) revert TraceMismatch(receipt.traceHash, posted);
         a.status = AvailabilityStatus.Answered;
         answeredAt[keccak256(abi.encode(batchId, index))] = block.timestamp;
-        claimable[msg.sender] += CHALLENGE_BOND;
+        // The bond always goes to the node, whoever posts the data: a false claim cost the node
+        // a frozen stake and a longer lock, and a claimant that answered its own challenge would
+        // otherwise get its bond back and grief for free.
+        claimable[a.node] += CHALLENGE_BOND;
         emit AvailabilityAnswered(availabilityId, batchId, index, receipt, proof, trace);
         address node = a.node;
         // forge-lint: disable-next-line(unsafe-typecast)
@@ -900,7 +925,7 @@ contract TaskManager is ReentrancyGuardTransient {
         c.fee = fee;
         c.leaf = leaf;
         c.fraudStake = weight;
-        c.quorumBase = SERVICE_MANAGER.totalValidatorStake();
+        c.quorumBase = SERVICE_MANAGER.settledValidatorStake();
         leafChallenge[keccak256(abi.encode(batchId, leaf))] = challengeId;
         // forge-lint: disable-next-line(unsafe-typecast)
         _votes[challengeId][msg.sender] = VoteRecord({weight: uint128(weight), fraud: true, rewardClaimed: false});

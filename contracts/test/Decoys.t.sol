@@ -3,7 +3,7 @@ pragma solidity 0.8.37;
 
 import {Payments} from "../src/Payments.sol";
 import {TaskManager} from "../src/TaskManager.sol";
-import {Receipt} from "../src/libraries/Types.sol";
+import {Receipt, TaskRequest} from "../src/libraries/Types.sol";
 
 import {Base} from "./utils/Base.sol";
 import {Merkle} from "./utils/Merkle.sol";
@@ -37,7 +37,7 @@ contract DecoysTest is Base {
         payments.fundEscrow{value: ESCROW}(node);
 
         for (uint256 i; i < 4; ++i) {
-            Receipt memory r = _receipt(i, i == DECOY_INDEX ? decoyUser : user, 0.001 ether);
+            Receipt memory r = _boundReceipt(i, i == DECOY_INDEX ? decoyUser : user, node, 0.001 ether);
             rs.push(r);
             leaves.push(_leaf(r));
         }
@@ -47,6 +47,11 @@ contract DecoysTest is Base {
 
     function _challengeAt(address who, uint256 index) internal returns (uint256) {
         return _challenge(who, batchId, index, rs[index], Merkle.proofAt(leaves, index));
+    }
+
+    /// @dev The request of entry `i` of the setUp batch.
+    function _req(uint256 i) internal view returns (TaskRequest memory) {
+        return _request(i, i == DECOY_INDEX ? decoyUser : user, node);
     }
 
     function _decoySig(uint256 key, address forNode, bytes32 requestHash) internal view returns (bytes memory) {
@@ -66,8 +71,9 @@ contract DecoysTest is Base {
 
         vm.expectEmit(address(tm));
         emit TaskManager.DecoyRevealed(id, node, validator1, bounty, rebate);
+        bytes memory decoySig1 = _decoySig(decoyKey, node, rs[DECOY_INDEX].requestHash);
         vm.prank(node);
-        tm.revealDecoy(id, rs[DECOY_INDEX], _decoySig(decoyKey, node, rs[DECOY_INDEX].requestHash));
+        tm.revealDecoy(id, rs[DECOY_INDEX], _req(DECOY_INDEX), decoySig1);
 
         assertTrue(tm.challenges(id).status == TaskManager.ChallengeStatus.Decoy);
         assertEq(tm.claimable(validator1), CHALLENGE_BOND + bounty, "bond back plus the bounty");
@@ -109,7 +115,7 @@ contract DecoysTest is Base {
             bytes memory sig = _decoySig(keys[i], node, requestHash);
             vm.prank(node);
             vm.expectRevert(TaskManager.NotADecoy.selector);
-            tm.revealDecoy(id, rs[REAL_INDEX], sig);
+            tm.revealDecoy(id, rs[REAL_INDEX], _req(REAL_INDEX), sig);
         }
         // Nor by pairing the challenge with the decoy's receipt and signature.
         bytes memory decoySig = _decoySig(decoyKey, node, rs[DECOY_INDEX].requestHash);
@@ -117,10 +123,11 @@ contract DecoysTest is Base {
         vm.expectRevert(
             abi.encodeWithSelector(TaskManager.NotChallengedReceipt.selector, leaves[REAL_INDEX], leaves[DECOY_INDEX])
         );
-        tm.revealDecoy(id, rs[DECOY_INDEX], decoySig);
+        tm.revealDecoy(id, rs[DECOY_INDEX], _req(DECOY_INDEX), decoySig);
         // Malformed signatures are refused the same way.
+        vm.prank(node);
         vm.expectRevert(TaskManager.NotADecoy.selector);
-        tm.revealDecoy(id, rs[REAL_INDEX], hex"1234");
+        tm.revealDecoy(id, rs[REAL_INDEX], _req(REAL_INDEX), hex"1234");
 
         _vote(validator2, id, true);
         vm.warp(block.timestamp + 30);
@@ -135,28 +142,37 @@ contract DecoysTest is Base {
     function test_RevertWhen_DecoySignedForAnotherNode() public {
         uint256 id = _challengeAt(validator1, DECOY_INDEX);
         bytes memory sig = _decoySig(decoyKey, node2, rs[DECOY_INDEX].requestHash);
+        vm.prank(node);
         vm.expectRevert(TaskManager.NotADecoy.selector);
-        tm.revealDecoy(id, rs[DECOY_INDEX], sig);
+        tm.revealDecoy(id, rs[DECOY_INDEX], _req(DECOY_INDEX), sig);
     }
 
     function test_RevertWhen_RevealLateTwiceOrUnknown() public {
         uint256 id = _challengeAt(validator1, DECOY_INDEX);
         bytes memory sig = _decoySig(decoyKey, node, rs[DECOY_INDEX].requestHash);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.UnknownChallenge.selector, id + 1));
-        tm.revealDecoy(id + 1, rs[DECOY_INDEX], sig);
+        tm.revealDecoy(id + 1, rs[DECOY_INDEX], _req(DECOY_INDEX), sig);
 
         uint256 snapshot = vm.snapshotState();
         _vote(validator2, id, true);
         vm.warp(block.timestamp + 30); // the vote window is [opened, deadline)
         vm.expectRevert(abi.encodeWithSelector(TaskManager.VoteWindowClosed.selector, tm.challenges(id).voteDeadline));
-        tm.revealDecoy(id, rs[DECOY_INDEX], sig);
+        tm.revealDecoy(id, rs[DECOY_INDEX], _req(DECOY_INDEX), sig);
         // Unrevealed, the decoy is judged as any receipt: the node that kept quiet is slashed.
         assertTrue(tm.resolve(id));
         vm.revertToState(snapshot);
 
-        tm.revealDecoy(id, rs[DECOY_INDEX], sig); // anyone holding the signature may reveal
+        // Only the node reveals: not the decoy account, not anyone else holding the signature.
+        address[2] memory others = [decoyUser, stranger];
+        for (uint256 i; i < others.length; ++i) {
+            vm.prank(others[i]);
+            vm.expectRevert(TaskManager.OnlyChallengedNode.selector);
+            tm.revealDecoy(id, rs[DECOY_INDEX], _req(DECOY_INDEX), sig);
+        }
+        vm.prank(node);
+        tm.revealDecoy(id, rs[DECOY_INDEX], _req(DECOY_INDEX), sig);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.ChallengeNotOpen.selector, id));
-        tm.revealDecoy(id, rs[DECOY_INDEX], sig);
+        tm.revealDecoy(id, rs[DECOY_INDEX], _req(DECOY_INDEX), sig);
     }
 
     /// @dev A friend the node told where its decoys are collects only where it was sampled: a
@@ -165,14 +181,16 @@ contract DecoysTest is Base {
     function test_Decoy_UnsampledChallengerGetsOnlyItsBond() public {
         Receipt[] memory batch = new Receipt[](2);
         bytes32[] memory ls = new bytes32[](2);
-        batch[0] = _receipt(10, decoyUser, 0.001 ether);
+        batch[0] = _boundReceipt(10, decoyUser, node, 0.001 ether);
         batch[1] = _receipt(11, user, 0.001 ether);
         ls[0] = _leaf(batch[0]);
         ls[1] = _leaf(batch[1]);
         uint256 early = _commitRoot(node, Merkle.root(ls), 2);
         uint256 id = _challenge(validator1, early, 0, batch[0], Merkle.proofAt(ls, 0)); // same block: no seed yet
         assertFalse(tm.challenges(id).sampled);
-        tm.revealDecoy(id, batch[0], _decoySig(decoyKey, node, batch[0].requestHash));
+        bytes memory decoySig2 = _decoySig(decoyKey, node, batch[0].requestHash);
+        vm.prank(node);
+        tm.revealDecoy(id, batch[0], _request(10, decoyUser, node), decoySig2);
         assertEq(tm.claimable(validator1), CHALLENGE_BOND);
         (uint256 earnings, uint256 escrow) = payments.account(node);
         assertEq(earnings, 0);
@@ -182,13 +200,15 @@ contract DecoysTest is Base {
     /// @dev An empty escrow pays no bounty: the reveal still returns the bond and frees the node.
     function test_Decoy_EmptyEscrowPaysOnlyTheBond() public {
         for (uint256 i; i < 5; ++i) {
-            Receipt memory r = _receipt(100 + i, decoyUser, 0.001 ether);
+            Receipt memory r = _boundReceipt(100 + i, decoyUser, node, 0.001 ether);
             bytes32[] memory one = new bytes32[](1);
             one[0] = _leaf(r);
             uint256 b = _commitRoot(node, one[0], 1);
             vm.roll(block.number + 2);
             uint256 id = _challenge(validator1, b, 0, r, new bytes32[](0));
-            tm.revealDecoy(id, r, _decoySig(decoyKey, node, r.requestHash));
+            bytes memory decoySig3 = _decoySig(decoyKey, node, r.requestHash);
+            vm.prank(node);
+            tm.revealDecoy(id, r, _request(100 + i, decoyUser, node), decoySig3);
         }
         (, uint256 escrow) = payments.account(node);
         assertEq(escrow, 0, "the escrow covered exactly five bounties");
@@ -196,7 +216,9 @@ contract DecoysTest is Base {
         assertEq(tm.claimable(validator1), 5 * (CHALLENGE_BOND + bounty));
 
         uint256 id2 = _challengeAt(validator1, DECOY_INDEX);
-        tm.revealDecoy(id2, rs[DECOY_INDEX], _decoySig(decoyKey, node, rs[DECOY_INDEX].requestHash));
+        bytes memory decoySig4 = _decoySig(decoyKey, node, rs[DECOY_INDEX].requestHash);
+        vm.prank(node);
+        tm.revealDecoy(id2, rs[DECOY_INDEX], _req(DECOY_INDEX), decoySig4);
         assertEq(tm.claimable(validator1), 5 * (CHALLENGE_BOND + bounty) + CHALLENGE_BOND);
     }
 

@@ -4,7 +4,7 @@ pragma solidity 0.8.37;
 import {Payments} from "../src/Payments.sol";
 import {ServiceManager} from "../src/ServiceManager.sol";
 import {TaskManager} from "../src/TaskManager.sol";
-import {Receipt, Voucher} from "../src/libraries/Types.sol";
+import {Receipt, TaskRequest, Voucher} from "../src/libraries/Types.sol";
 
 import {Merkle} from "./utils/Merkle.sol";
 import {Test} from "./utils/Test.sol";
@@ -222,15 +222,7 @@ contract ProtocolHandler is Test {
         bytes32[] memory leaves = new bytes32[](n);
         for (uint256 i; i < n; ++i) {
             bytes memory trace = abi.encode("trace", nextId, i);
-            Receipt memory r = Receipt({
-                requestHash: keccak256(abi.encode(nextId, i)),
-                user: i == 0 ? decoyUser : users[i % 3],
-                modelId: bytes32(0),
-                inputHash: bytes32(i),
-                outputHash: bytes32(nextId),
-                traceHash: sha256(trace),
-                fee: fee
-            });
+            Receipt memory r = _entryReceipt(nextId, i, who, fee, trace);
             leaves[i] = keccak256(bytes.concat(keccak256(abi.encode(r))));
             _batchReceipts[nextId].push(r);
             _batchLeaves[nextId].push(leaves[i]);
@@ -314,8 +306,44 @@ contract ProtocolHandler is Test {
         } catch {}
     }
 
-    /// @dev Anyone reveals a challenged entry as a decoy with the decoy account's signature (only
-    ///      entry 0 of a batch is one; the others must be refused).
+    /// @dev Entry `i` of batch `batchId` by node `who`: the decoy account's at 0, else a user's.
+    function _entryReceipt(uint256 batchId, uint256 i, address who, uint256 fee, bytes memory trace)
+        internal
+        view
+        returns (Receipt memory)
+    {
+        address entryUser = i == 0 ? decoyUser : users[i % 3];
+        return Receipt({
+            requestHash: payments.hashTaskRequest(_entryRequest(batchId, i, entryUser, who)),
+            user: entryUser,
+            modelId: bytes32(0),
+            inputHash: bytes32(i),
+            outputHash: bytes32(batchId),
+            traceHash: sha256(trace),
+            fee: fee
+        });
+    }
+
+    /// @dev The request of entry `i` of batch `batchId` (its receipt's `requestHash` preimage).
+    function _entryRequest(uint256 batchId, uint256 i, address entryUser, address forNode)
+        internal
+        pure
+        returns (TaskRequest memory)
+    {
+        return TaskRequest({
+            user: entryUser,
+            node: forNode,
+            modelId: bytes32(0),
+            agentHash: bytes32(0),
+            inputHash: bytes32(i),
+            maxFee: 2 ether,
+            nonce: batchId * 16 + i,
+            deadline: type(uint64).max
+        });
+    }
+
+    /// @dev A caller reveals a challenged entry as a decoy with the decoy account's signature: only
+    ///      the node may (anyone else is refused), and only entry 0 of a batch is one.
     function revealDecoy(uint256 seed, uint256 challengeSeed) external {
         uint256 count = tm.challengeCount();
         if (count == 0) return;
@@ -325,9 +353,11 @@ contract ProtocolHandler is Test {
         Receipt memory r = _batchReceipts[entry[0]][entry[1] - 1];
         TaskManager.Challenge memory c = tm.challenges(id);
         (uint8 v, bytes32 rr, bytes32 ss) = vm.sign(_decoyKey, payments.hashDecoy(c.node, r.requestHash));
-        vm.prank(_anyActor(seed));
-        try tm.revealDecoy(id, r, abi.encodePacked(rr, ss, v)) {
+        address caller = seed % 4 == 3 ? _anyActor(seed / 4) : c.node;
+        vm.prank(caller);
+        try tm.revealDecoy(id, r, _entryRequest(entry[0], entry[1] - 1, r.user, c.node), abi.encodePacked(rr, ss, v)) {
             assertEq(r.user, decoyUser, "a receipt of a real user was revealed as a decoy");
+            assertEq(caller, c.node, "a decoy revealed by someone other than its node");
             ++calls[this.revealDecoy.selector];
         } catch {}
     }

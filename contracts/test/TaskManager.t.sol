@@ -713,12 +713,29 @@ contract TaskManagerTest is Base {
         assertEq(node.balance, CHALLENGE_BOND - pool);
     }
 
-    function test_Resolve_NoQuorumClearsNode() public {
+    /// @dev No quorum is no verdict: the node is not slashed, and the bond burns rather than go to
+    ///      the node (which could otherwise let a correct challenge of its own decoy starve of
+    ///      votes and pocket the finder's bond; test/Adversary.t.sol).
+    function test_Resolve_NoQuorumBurnsTheBond() public {
         (uint256 id,,) = _openChallenge(); // only the challenger's 1 of 6 ether voted
+        uint256 burnedBefore = tm.totalBurned();
         vm.warp(block.timestamp + VOTE_WINDOW + 1);
         assertFalse(tm.resolve(id));
-        assertEq(tm.claimable(node), CHALLENGE_BOND, "no honest voters: whole bond to node");
+        assertEq(tm.claimable(node), 0, "no verdict: nothing to the node");
+        assertEq(tm.claimable(validator1), 0, "nor back to the challenger");
+        assertEq(tm.totalBurned() - burnedBefore, CHALLENGE_BOND);
         assertEq(tm.challenges(id).rewardPool, 0);
+    }
+
+    /// @dev Cleared by a quorum: the node gets the bond less the honest voters' pool.
+    function test_Resolve_ClearedByQuorumPaysTheNode() public {
+        (uint256 id,,) = _openChallenge();
+        _vote(validator3, id, false); // honest 3 of 6 ether against the challenger's 1
+        vm.warp(block.timestamp + VOTE_WINDOW + 1);
+        assertFalse(tm.resolve(id));
+        uint256 pool = CHALLENGE_BOND * VOTER_REWARD_BPS / 10_000;
+        assertEq(tm.claimable(node), CHALLENGE_BOND - pool);
+        assertEq(tm.challenges(id).rewardPool, pool);
     }
 
     function test_Resolve_TieIsNotFraud() public {

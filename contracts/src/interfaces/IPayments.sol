@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 pragma solidity 0.8.37;
 
+import {TaskRequest} from "../libraries/Types.sol";
+
 /// @title IPayments
 /// @notice The part of Payments that the TaskManager calls: settlement when a node commits a
 ///         batch, and decoy bounties from a node's verification escrow.
@@ -20,4 +22,7 @@ interface IPayments {
 
     /// @notice EIP-712 digest of `Decoy(node, requestHash)` in the protocol's domain.
     function hashDecoy(address node, bytes32 requestHash) external view returns (bytes32);
+
+    /// @notice EIP-712 digest of a task request in the protocol's domain (its `requestHash`).
+    function hashTaskRequest(TaskRequest calldata request) external view returns (bytes32);
 }

@@ -16,6 +16,10 @@ interface IServiceManager {
     /// @notice Sum of the active stake of all registered validators (the quorum base).
     function totalValidatorStake() external view returns (uint256);
 
+    /// @notice `totalValidatorStake` without the stake added in the current second, which cannot
+    ///         vote in a challenge opened now (`votingStake`): a challenge's quorum base.
+    function settledValidatorStake() external view returns (uint256);
+
     /// @notice The active stake of a registered validator if none of it was added at or after
     ///         `since` (a challenge's opening time), else 0: stake that joins a dispute late
     ///         cannot vote in it.

@@ -7,7 +7,7 @@ import {ServiceManager} from "../../src/ServiceManager.sol";
 import {TaskManager} from "../../src/TaskManager.sol";
 import {IPayments} from "../../src/interfaces/IPayments.sol";
 import {IServiceManager} from "../../src/interfaces/IServiceManager.sol";
-import {Receipt, Voucher} from "../../src/libraries/Types.sol";
+import {Receipt, TaskRequest, Voucher} from "../../src/libraries/Types.sol";
 
 import {Merkle} from "./Merkle.sol";
 import {Test} from "./Test.sol";
@@ -163,6 +163,26 @@ abstract contract Base is Test {
             traceHash: sha256(_trace(i)),
             fee: fee
         });
+    }
+
+    /// @dev Task request `i` of `who` to `forNode` (the preimage of a bound receipt's `requestHash`).
+    function _request(uint256 i, address who, address forNode) internal pure returns (TaskRequest memory) {
+        return TaskRequest({
+            user: who,
+            node: forNode,
+            modelId: MODEL_ID,
+            agentHash: keccak256(abi.encode("agent")),
+            inputHash: keccak256(abi.encode("input", i)), // no precompile call: safe under vm.prank
+            maxFee: 1 ether,
+            nonce: i,
+            deadline: type(uint64).max
+        });
+    }
+
+    /// @dev Receipt `i` whose `requestHash` is the EIP-712 digest of `_request(i, who, forNode)`.
+    function _boundReceipt(uint256 i, address who, address forNode, uint256 fee) internal view returns (Receipt memory r) {
+        r = _receipt(i, who, fee);
+        r.requestHash = payments.hashTaskRequest(_request(i, who, forNode));
     }
 
     /// @dev The trace bytes receipt `i` commits to (`traceHash = sha256(trace)`).

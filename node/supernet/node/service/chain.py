@@ -18,7 +18,7 @@ from eth_account.signers.local import LocalAccount
 from supernet.node.service.ports import CommitPending, SignedCommit, SignedVoucher
 from supernet.sdk.chain import Contracts, Voucher
 from supernet.sdk.chain.bindings import reverts_as, send_ether
-from supernet.sdk.chain.eip712 import Domain
+from supernet.sdk.chain.eip712 import Domain, TaskRequest
 from supernet.sdk.chain.payments import Channel, pack_vouchers
 from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.chain.registry import Role
@@ -241,11 +241,14 @@ class Web3Chain:
         async with self._tx_lock:
             await asyncio.to_thread(send_ether, self.contracts.w3, self.account, to, amount)
 
-    async def reveal_decoy(self, challenge_id: int, receipt: Receipt, signature: bytes) -> str:
-        """``TaskManager.revealDecoy``: the challenged receipt is a decoy of ours."""
+    async def reveal_decoy(
+        self, challenge_id: int, receipt: Receipt, request: TaskRequest, signature: bytes
+    ) -> str:
+        """``TaskManager.revealDecoy``: the challenged receipt is a decoy of ours (``request`` is
+        its signed task request, ``signature`` the request's user's Decoy signature)."""
         async with self._tx_lock:
             result = await asyncio.to_thread(
-                self.contracts.task_manager.reveal_decoy, challenge_id, receipt, signature
+                self.contracts.task_manager.reveal_decoy, challenge_id, receipt, request, signature
             )
         return result.tx_hash
 

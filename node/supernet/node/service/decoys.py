@@ -223,7 +223,8 @@ class DecoyPlanter:
             task_id = "0x" + bytes(args["requestHash"]).hex()
             record = self.db.decoy(task_id)
             row = self.db.receipt(task_id)
-            if record is None or record["revealed_challenge"] is not None or row is None:
+            task = self.db.task(task_id)
+            if record is None or record["revealed_challenge"] is not None or row is None or task is None:
                 continue
             challenge_id = int(args["challengeId"])
             challenge = await asyncio.to_thread(tm.get_challenge, challenge_id)
@@ -232,7 +233,8 @@ class DecoyPlanter:
             receipt = Receipt.from_json(row.receipt_json)
             signature = bytes.fromhex(str(record["signature"])[2:])
             try:
-                await self.chain.reveal_decoy(challenge_id, receipt, signature)
+                request = task.task_request(self.account.address)
+                await self.chain.reveal_decoy(challenge_id, receipt, request, signature)
             except ContractError as exc:  # e.g. the vote window just closed: nothing more to do
                 log.error("could not reveal decoy %s in challenge %d: %s", task_id, challenge_id, exc)
                 continue

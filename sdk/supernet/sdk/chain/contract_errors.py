@@ -53,6 +53,7 @@ __all__ = [
     "NotRegistered",
     "NotWinningVoter",
     "NothingToWithdraw",
+    "OnlyChallengedNode",
     "OnlyDeployer",
     "OnlyServiceManager",
     "OnlyTaskManager",
@@ -502,6 +503,16 @@ class NothingToWithdraw(ContractError):
     arg_types = ()
 
 
+class OnlyChallengedNode(ContractError):
+    """``OnlyChallengedNode()``, declared by TaskManager."""
+
+    error_name = "OnlyChallengedNode"
+    signature = "OnlyChallengedNode()"
+    selector = bytes.fromhex("b55ba92f")
+    arg_names = ()
+    arg_types = ()
+
+
 class OnlyDeployer(ContractError):
     """``OnlyDeployer()``, declared by ServiceManager, Payments."""
 
@@ -890,6 +901,7 @@ BY_SELECTOR: dict[bytes, type[ContractError]] = {
     NotRegistered.selector: NotRegistered,
     NotWinningVoter.selector: NotWinningVoter,
     NothingToWithdraw.selector: NothingToWithdraw,
+    OnlyChallengedNode.selector: OnlyChallengedNode,
     OnlyDeployer.selector: OnlyDeployer,
     OnlyServiceManager.selector: OnlyServiceManager,
     OnlyTaskManager.selector: OnlyTaskManager,

@@ -19,6 +19,7 @@ from enum import IntEnum
 from typing import Any
 
 from supernet.sdk.chain.bindings import Binding, TxResult
+from supernet.sdk.chain.eip712 import TaskRequest
 from supernet.sdk.chain.receipts import Receipt
 
 
@@ -305,10 +306,15 @@ class TaskManager(Binding):
         tx = self.transact("claimVoteReward", challenge_id)
         return TxResult(tx.receipt, int(self.events(tx, "VoteRewardClaimed")[0]["args"]["amount"]))
 
-    def reveal_decoy(self, challenge_id: int, receipt: Receipt, signature: bytes) -> TxResult:
-        """Show that a challenged receipt was a decoy the node planted, with the receipt's user's
-        EIP-712 ``Decoy(node, requestHash)`` signature (see `Payments.hash_decoy`)."""
-        return self.transact("revealDecoy", challenge_id, receipt.as_tuple(), signature)
+    def reveal_decoy(
+        self, challenge_id: int, receipt: Receipt, request: TaskRequest, signature: bytes
+    ) -> TxResult:
+        """The challenged node shows that a receipt was a decoy it planted: the receipt's request
+        (its EIP-712 digest must be the receipt's ``requestHash``) and that request's user's
+        ``Decoy(node, requestHash)`` signature (see `Payments.hash_decoy`). Only the node may."""
+        return self.transact(
+            "revealDecoy", challenge_id, receipt.as_tuple(), tuple(request.message().values()), signature
+        )
 
     def withdraw(self) -> TxResult:
         """Pull the bound account's ``claimable`` balance (bonds, rewards, refunds)."""
