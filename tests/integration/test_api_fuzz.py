@@ -95,7 +95,10 @@ def _sign(net: FuzzNet, body: dict[str, Any]) -> dict[str, Any]:
         nonce=next(_nonces),
         deadline=int(time.time()) + 600,
     )
-    voucher = Voucher(user=net.user.address, node=node, cumulative_amount=DEPOSIT)
+    # the node admits a voucher of exactly billed + fee (a larger one would never be redeemed)
+    account = httpx.get(f"{net.node.url}/v1/accounts/{net.user.address}", timeout=30).json()
+    cumulative = int(account["billed"]) + req.max_fee
+    voucher = Voucher(user=net.user.address, node=node, cumulative_amount=cumulative)
     COUNTS["signed"] += 1
     return {
         **body,
@@ -112,7 +115,7 @@ def _sign(net: FuzzNet, body: dict[str, Any]) -> dict[str, Any]:
         },
         "signature": "0x" + sign_task_request(req, net.domain, net.user).hex(),
         "voucher": {
-            "cumulativeAmount": str(DEPOSIT),
+            "cumulativeAmount": str(cumulative),
             "signature": "0x" + sign_voucher(voucher, net.domain, net.user).hex(),
         },
     }

@@ -1,5 +1,6 @@
 """Node choice and failover end to end: a real Anvil, a real ``supernet node run`` (the honest node),
-and a second node registered on chain by the test, cheaper, so the client's score puts it first.
+and a second node registered on chain by the test, cheaper (task fee and registered price), so the
+client's score puts it first.
 
 The second node's endpoint is a small real HTTP server started here that answers ``/v1/node`` like
 a node (so discovery finds and ranks it) and ``500`` to everything else. A FAULT the test injects:
@@ -109,7 +110,9 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
     with node_on_anvil(tmp, NODE_KEY_INDEX) as (anvil, contracts, dep, node):
         info = httpx.get(node.url + "/v1/node", timeout=30).json()
         broken_account = dev_account(BROKEN_KEY_INDEX)
-        broken = BrokenNode({**info, "address": broken_account.address})
+        # half the honest node's task fee (what the client ranks on) and half its registered price
+        cheaper_fee = str(int(info["taskFee"]) // 2)
+        broken = BrokenNode({**info, "address": broken_account.address, "taskFee": cheaper_fee})
         thread = threading.Thread(target=broken.serve_forever, daemon=True)
         thread.start()
         try:

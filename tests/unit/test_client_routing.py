@@ -1,6 +1,7 @@
 """Node choice (`supernet.sdk.client.routing`): every node probed at once, ranked by one score of
-price, measured latency and on-chain record (slashes, open disputes), stake breaking ties; the ones
-left out keep their reason. And which failures of a node move the client on to the next one."""
+task fee (``taskFee``), measured latency and on-chain record (slashes, open disputes), stake
+breaking ties; the ones left out keep their reason. And which failures of a node move the client on
+to the next one."""
 
 from __future__ import annotations
 
@@ -13,6 +14,14 @@ from supernet.sdk.client.client import _node_down
 from supernet.sdk.client.routing import Probe, probe, rank, score
 from supernet.sdk.client.types import ClientError
 from supernet.sdk.devnet.processes import free_port
+
+
+class Info(dict[str, Any]):
+    """A ``/v1/node`` answer: a dict, with the ``taskFee`` a node is ranked on as an attribute."""
+
+    @property
+    def taskFee(self) -> int:
+        return int(self["taskFee"])
 
 
 def view(node: str, url: str, price: int = 10, stake: int = 5, slashes: int = 0, disputes: int = 0) -> Any:
@@ -29,11 +38,11 @@ def view(node: str, url: str, price: int = 10, stake: int = 5, slashes: int = 0,
 async def test_nodes_are_ranked_by_score_and_failures_explained() -> None:
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: a real connection refusal
     answers = {
-        "http://slashed": {"models": ["m"]},
-        "http://dear": {"models": ["m"]},
-        "http://cheap-slow": {"models": ["m"]},
-        "http://cheap-fast": {"models": ["m"]},
-        "http://other-model": {"models": ["x"]},
+        "http://slashed": Info(models=["m"], taskFee=1),
+        "http://dear": Info(models=["m"], taskFee=15),
+        "http://cheap-slow": Info(models=["m"], taskFee=5),
+        "http://cheap-fast": Info(models=["m"], taskFee=5),
+        "http://other-model": Info(models=["x"], taskFee=1),
     }
     delays = {"http://cheap-slow": 0.3}
 
@@ -53,7 +62,7 @@ async def test_nodes_are_ranked_by_score_and_failures_explained() -> None:
         view("0xother", "http://other-model", price=1),
         view("0xhung", "http://hung", price=1),
     ]
-    answers["http://hung"] = {"models": ["m"]}
+    answers["http://hung"] = Info(models=["m"], taskFee=1)
     delays["http://hung"] = 5.0
     probes = await probe(views, node_info, lambda info: "m" in info["models"], per_node_s=1.0)
     assert [p.address for p in rank(probes)] == ["0xfast", "0xslow", "0xdear", "0xslashed"]
@@ -67,7 +76,7 @@ async def test_nodes_are_ranked_by_score_and_failures_explained() -> None:
 def node(
     address: str, price: int = 10, latency: float = 0.0, slashes: int = 0, disputes: int = 0, stake: int = 5
 ) -> Probe:
-    info: Any = {"models": ["m"]}  # any answer: the probe is usable
+    info: Any = Info(models=["m"], taskFee=price)  # any answer: the probe is usable; ranked on its fee
     return Probe(address, f"http://{address}", price, stake, slashes, latency, info, None, disputes)
 
 

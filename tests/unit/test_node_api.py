@@ -128,9 +128,12 @@ async def test_admission_counts_only_the_users_channel_to_this_node(fake_node: F
     before = db_snapshot(fake_node)
     user = fake_node.user.address
     deposited = fake_node.chain.deposits[user]
-    over = fake_node.body("x", cumulative=deposited + 1)
-    r = await fake_node.http.post("/v1/tasks", json=over)
-    assert r.status_code == 402 and "payment channel" in r.json()["error"]["message"], r.text
+    fake_node.chain.deposits[user] = 10**12 - 1  # the exact voucher (billed 0 + fee) is above it
+    try:
+        r = await fake_node.http.post("/v1/tasks", json=fake_node.body("x", cumulative=10**12))
+        assert r.status_code == 402 and "payment channel" in r.json()["error"]["message"], r.text
+    finally:
+        fake_node.chain.deposits[user] = deposited
     fake_node.chain.closing[user] = 123
     try:
         r = await fake_node.http.post("/v1/tasks", json=fake_node.body("x", cumulative=10**12))

@@ -188,10 +188,14 @@ def test_mistyped_traces_and_fingerprints_are_malformed() -> None:
     ):
         with pytest.raises(MalformedTrace, match=field.replace("[", r"\[").replace("]", r"\]")):
             parse_trace({**trace, "events": [{**event, "params": bad}]})
-    good = [{"index": 0, "indices": [1, 2], "values": [0.5, -0.5]}]
-    assert claimed_fingerprints(good)[0].indices == (1, 2)
+    good = [{"index": 0, "indices": list(range(1, 9)), "values": [0.5, -0.5] * 4}]  # FINGERPRINT_TOP_K dims
+    assert claimed_fingerprints(good)[0].indices == tuple(range(1, 9))
     for raw in (
         [{"index": 0, "indices": [1, 2], "values": [0.5]}],
+        [{"index": 0, "indices": [], "values": []}],  # checks nothing
+        [{"index": 0, "indices": [1, 2], "values": [0.5, -0.5]}],  # fewer dims than the top-k
+        [{"index": 0, "indices": [1] * 8, "values": [0.5] * 8}],  # repeated dims
+        [{"index": 0, "indices": list(range(1, 9)), "values": [float("inf")] * 8}],
         [{"index": 0, "indices": [1], "values": ["big"]}],
         [{"index": 0, "indices": [1]}],
         [7],
@@ -244,6 +248,7 @@ def make_entry(output: str = "yo") -> tuple[ManifestEntry, dict[str, Any]]:
         **example_dag(),
         "task_id": "0x" + rh.hex(),
         "user": USER.address,
+        "fee": 50,  # the receipt's
         "model_id": "0x" + "07" * 32,
         "agent": {"id": "chat", "code_hash": "0x" + "08" * 32},
         "input": "hi",

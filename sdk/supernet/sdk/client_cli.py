@@ -67,7 +67,7 @@ def submit(
     model: Annotated[str | None, typer.Option(help="Model name or 0x id.")] = None,
     agent: Annotated[str, typer.Option(help="Agent id.")] = "chat",
     node: Annotated[str | None, typer.Option(help="Node URL (default: discover on chain).")] = None,
-    max_fee: Annotated[int | None, typer.Option(help="Most wei to pay.")] = None,
+    max_fee: Annotated[int | None, typer.Option(help="Most wei to pay (default 1e15).")] = None,
     offer: Annotated[
         str | None,
         typer.Option(help="Pay this fee instead of the node's price, for priority (e.g. 3000gwei)."),

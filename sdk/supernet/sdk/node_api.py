@@ -182,6 +182,11 @@ class AccountPublic(BaseModel):
     lastNonce: int
     billed: Uint256
     redeemed: Uint256
+    voucher: VoucherBody | None = Field(
+        None,
+        description="The user's largest voucher of a billed task here (signed by the user): the proof "
+        "of `billed` a client without local state checks before signing on top of it.",
+    )
 
 
 class ConfirmationPost(BaseModel):

@@ -100,18 +100,26 @@ def check_trace_hash(trace_cid: str, claimed: bytes) -> list[Finding]:
 
 
 def check_trace(trace: Trace, entry: ManifestEntry) -> list[Finding]:
-    """The trace's task, input, output, model and agent against the receipt and the request."""
-    r, out = entry.receipt, []
+    """The trace's task, input, output, model, agent, user, fee and request against the receipt
+    and the signed request.
+
+    Every field of the trace head the replay or the checks read must be bound to what the user
+    signed: the replay checks a recorded confirmation against the trace's ``user``, so a node that
+    wrote its own address there could confirm an irreversible call itself.
+    """
+    r, q, out = entry.receipt, entry.request, []
     try:
-        ih = input_hash(trace.input)
-    except TypeError:
-        ih = b""
+        ih = _hex(input_hash(trace.input))
+    except (TypeError, ValueError) as exc:  # InputEncodingError: no canonical form, the node's fault
+        ih = f"no canonical form: {exc}"
     checks = (
         ("task id", _hex(r.request_hash), trace.task_id.lower()),
-        ("input hash", _hex(r.input_hash), _hex(ih)),
+        ("input hash", _hex(r.input_hash), ih),
         ("output hash", _hex(r.output_hash), _hex(output_hash(trace.output))),
         ("model id", _hex(r.model_id), trace.model_id.lower()),
-        ("agent code hash", _hex(entry.request.agent_hash), trace.agent_hash.lower()),
+        ("agent code hash", _hex(q.agent_hash), trace.agent_hash.lower()),
+        ("user", q.user.lower(), trace.doc.user.lower()),  # = the receipt's (`check_receipt`)
+        ("fee", str(r.fee), str(trace.doc.fee)),
     )
     for name, expected, claimed in checks:
         if expected != claimed:
@@ -123,6 +131,29 @@ def check_trace(trace: Trace, entry: ManifestEntry) -> list[Finding]:
                     claimed=claimed,
                 )
             )
+    # a trace that carries the request (optional) must carry the one the receipt hashes
+    if trace.doc.request is not None and trace.doc.request.to_json() != q.to_json():
+        out.append(
+            Finding(
+                Check.TRACE,
+                "trace request is not the signed request",
+                expected=q.to_json(),
+                claimed=trace.doc.request.to_json(),
+            )
+        )
+    if (
+        trace.doc.request_signature is not None
+        and entry.request_signature is not None
+        and trace.doc.request_signature != entry.request_signature
+    ):
+        out.append(
+            Finding(
+                Check.TRACE,
+                "trace request signature is not the user's signature of the request",
+                expected=_hex(entry.request_signature),
+                claimed=_hex(trace.doc.request_signature),
+            )
+        )
     for call in trace.llm_calls:
         if call.model_id.lower() != _hex(r.model_id):
             out.append(

@@ -20,12 +20,13 @@ Per check only the first few offending positions are reported (the evidence stay
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from supernet.node.llm.sampling import SamplingParams
+from supernet.node.llm.sampling import SamplingParams, is_greedy
 from supernet.node.llm.scoring import Tolerance, compare_generation
-from supernet.node.llm.types import Fingerprint, GenerationResult, ScoreResult
+from supernet.node.llm.types import FINGERPRINT_TOP_K, Fingerprint, GenerationResult, ScoreResult
 from supernet.validator.evidence import Check, Finding
 from supernet.validator.trace_view import LLMCall
 
@@ -53,6 +54,16 @@ def claimed_fingerprints(raw: Any) -> tuple[Fingerprint, ...]:
         raise ValueError(f"bad fingerprints: {type(exc).__name__}: {exc}") from exc
     if any(len(f.indices) != len(f.values) for f in fps):
         raise ValueError("bad fingerprints: indices and values differ in length")
+    # the comparison checks only the dims a node lists: fewer (an empty list checks nothing),
+    # repeated or non-finite ones would let a cheaper model through, and no honest engine writes them
+    for f in fps:
+        if len(set(f.indices)) != FINGERPRINT_TOP_K or len(f.indices) != FINGERPRINT_TOP_K:
+            raise ValueError(
+                f"bad fingerprints: output {f.index} lists {len(f.indices)} dims "
+                f"({len(set(f.indices))} distinct), not {FINGERPRINT_TOP_K}"
+            )
+        if not all(math.isfinite(v) for v in f.values):
+            raise ValueError(f"bad fingerprints: output {f.index} has a non-finite value")
     return fps
 
 
@@ -174,7 +185,7 @@ def check_scores(call: LLMCall, rescored: ScoreResult, tol: Tolerance) -> list[F
         logprobs=call.logprobs,
         fingerprints=fps,
     )
-    greedy = call.temperature == 0.0
+    greedy = is_greedy(call.temperature)  # the node's rule (a tiny temperature is greedy)
     verdict = compare_generation(claimed, rescored, tol, sampled=not greedy)
     out: list[Finding] = []
     per_kind: dict[str, int] = {}

@@ -9,8 +9,11 @@ syscall.
 
 The validator replays only agents it has installed: the registry must hold a class with the code
 hash the user signed (the built-ins, or the operator's own agents registered the same way on
-nodes and validators). Another hash makes the receipt *unverifiable* to this validator, and so
-does an agent call (``agent.call`` event) of an agent it does not hold at the recorded code hash.
+nodes and validators), looked up by that hash alone. Another hash makes the receipt
+*unverifiable* to this validator; a trace naming the agent by another id than the installed one of
+that hash is a `Check.TRACE` finding (the id is the node's word; it must not decide whether the
+trace is checked). An agent call (``agent.call`` event) of an agent installed here under another
+code hash is a divergence; only one whose id is not installed here is unverifiable.
 The children's events are inline in the trace: their LLM calls are scored like the caller's.
 """
 
@@ -21,7 +24,6 @@ from typing import Any
 
 from supernet.node.agents.registry import AgentRegistry
 from supernet.node.kernel.agent_run import spec_record
-from supernet.node.kernel.errors import AgentNotAllowedError
 from supernet.node.kernel.replay import MalformedContext, ReplayUnavailable, check_seed, context_of, replay
 from supernet.sdk.chain.eip712 import Domain
 from supernet.sdk.formats.trace import Trace
@@ -49,11 +51,28 @@ async def check_replay(
         domain: the deployment's EIP-712 domain, in which recorded confirmations of irreversible
             tool calls must be the task user's signatures.
     """
-    try:
-        info = agents.get(trace.agent.id, trace.agent.code_hash)
-    except AgentNotAllowedError as exc:
-        return ReplayOutcome(unverifiable=f"cannot replay: {exc}")
+    # by the code hash alone (`check_trace` binds the trace's to the signed one): the trace's id
+    # is the node's word, and a made-up id must be a finding, not a reason to skip the replay
+    candidates = agents.by_code_hash(trace.agent.code_hash)
+    if not candidates:
+        return ReplayOutcome(
+            unverifiable=f"cannot replay: no agent with code hash {trace.agent.code_hash} is installed here"
+        )
     findings: list[Finding] = []
+    named = [c for c in candidates if c.agent_id == trace.agent.id]
+    if not named:
+        ids = [c.agent_id for c in candidates]
+        findings.append(
+            Finding(
+                Check.TRACE,
+                "trace agent id is not the id of an agent with the signed code hash",
+                expected=ids[0] if len(ids) == 1 else ids,
+                claimed=trace.agent.id,
+            )
+        )
+        if len(candidates) > 1:  # a bundle of several agents: the id was the only way to choose
+            return ReplayOutcome(tuple(findings))
+    info = named[0] if named else candidates[0]
     _, _, specs = context_of(trace)
     if (bad_seed := check_seed(trace)) is not None:
         findings.append(

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from supernet.node.kernel.dispatch import stop_text
 from supernet.node.llm.loader import LoadedModel, default_compute, load_model
 from supernet.node.llm.model import Llama
 from supernet.node.llm.scoring import ScoreRequest, longest_cached_prefix, prompt_kv, score_packed
@@ -228,9 +229,10 @@ class ModelScorer:
         return kv
 
     def decode(self, ids: Sequence[int]) -> str:
-        """Token ids to text (special tokens kept, as the kernel sees them)."""
+        """Token ids to text as the kernel looks for stop strings in it (special tokens skipped:
+        `supernet.node.kernel.dispatch.stop_text`, the protocol's one decode rule)."""
         tok = self.loaded.tokenizer
-        return tok.decode(list(ids)) if tok is not None else ""
+        return stop_text(tok, ids) if tok is not None else ""
 
 
 def eos_ids_of(loaded: LoadedModel) -> tuple[int, ...]:

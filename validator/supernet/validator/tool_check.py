@@ -74,12 +74,25 @@ def _canon(value: Any) -> str:
 
 ENVIRONMENTAL_ERRORS = ("ToolTimeoutError", "ToolUnavailableError")
 """Tool failures that depend on the moment (load, what a store serves), not on the arguments: a
-node recording one is not re-checked, a re-run failing with one makes the receipt unverifiable
-(never an accusation, or a node could withhold a block, let validators accuse, then publish it)."""
+node recording one is not re-checked (unless the tool is one of `LOCAL_PURE_TOOLS`), a re-run
+failing with one makes the receipt unverifiable (never an accusation, or a node could withhold a
+block, let validators accuse, then publish it)."""
+
+
+LOCAL_PURE_TOOLS = frozenset({"calculator", "json_query", "text"})
+"""Built-in tools that are pure functions of their arguments, computed in-process (no store, no
+network) and bounded to finish far inside their timeout: a node's recorded timeout of one is no
+reason to skip the re-run (it would let a node drop any call it dislikes). The re-run decides: a
+result where the node recorded a timeout is a finding; a re-run timing out too is unverifiable."""
 
 
 def _environmental(error: str | None) -> bool:
     return error is not None and error.split(":", 1)[0] in ENVIRONMENTAL_ERRORS
+
+
+def _exempt(call: ToolCall) -> bool:
+    """Whether the node's recorded failure exempts the call from the re-run (store/network tools)."""
+    return _environmental(call.error) and (is_mcp(call.name) or call.name not in LOCAL_PURE_TOOLS)
 
 
 async def check_tools(
@@ -107,7 +120,7 @@ async def check_tools(
                     claimed=False,
                 )
             )
-        if not known or _environmental(call.error):
+        if not known or _exempt(call):
             continue
         rerun += 1
         try:

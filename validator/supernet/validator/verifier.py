@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, cast
 
 from supernet.node.agents.registry import AgentRegistry, default_registry
+from supernet.node.llm.sampling import is_greedy
 from supernet.node.llm.scoring import ScoreRequest, Tolerance
 from supernet.node.llm.types import ScoreResult
 from supernet.sdk.chain.eip712 import Domain
@@ -83,7 +84,7 @@ def score_calls(scorer: Scorer, calls: Sequence[LLMCall]) -> list[ScoreResult]:
     A constrained call's margins are computed under its grammar's masks (`grammar_check`).
     """
     requests = [
-        ScoreRequest(c.prompt_ids, c.output_ids, sampling_params(c) if c.temperature > 0 else None)
+        ScoreRequest(c.prompt_ids, c.output_ids, None if is_greedy(c.temperature) else sampling_params(c))
         if c.grammar is None
         else ScoreRequest(c.prompt_ids, c.output_ids, sampling_params(c), _masks(scorer, c))
         for c in calls
@@ -91,7 +92,7 @@ def score_calls(scorer: Scorer, calls: Sequence[LLMCall]) -> list[ScoreResult]:
     scored = scorer.score_many(requests)
     return [
         s
-        if c.temperature > 0 or c.grammar is not None  # constrained: margins under the grammar's mask
+        if not is_greedy(c.temperature) or c.grammar is not None  # constrained: under the grammar's mask
         else replace(
             s,
             margins=tuple(max(0.0, top[0][1] - lp) for top, lp in zip(s.top_tokens, s.logprobs, strict=True)),
@@ -239,7 +240,7 @@ class Verifier:
         self, batch_id: int, node: str, indexes: Sequence[int], manifest: Manifest
     ) -> list[Verdict]:
         """``verify`` for several receipts of one batch, their LLM calls scored together."""
-        staged = await asyncio.gather(*(self._stage(batch_id, node, i, manifest) for i in indexes))
+        staged = await asyncio.gather(*(self._stage_safe(batch_id, node, i, manifest) for i in indexes))
         return await self._finish(staged)
 
     async def verify_groups(
@@ -254,7 +255,7 @@ class Verifier:
 
         def stage(group: list[int]) -> asyncio.Future[list[Verdict | _Staged]]:
             return asyncio.ensure_future(
-                asyncio.gather(*(self._stage(batch_id, node, i, manifest) for i in group))
+                asyncio.gather(*(self._stage_safe(batch_id, node, i, manifest) for i in group))
             )
 
         staging = stage(groups[0])
@@ -276,29 +277,33 @@ class Verifier:
             if isinstance(s, Verdict):
                 verdicts.append(s)
                 continue
-            findings = list(s.findings)
             judgement = next(judged)
-            if isinstance(judgement, str):
-                verdicts.append(s.head.verdict(findings, unverifiable=None if findings else judgement))
-                continue
-            for call in s.trace.llm_calls:
-                scored = call.call in judgement.findings
-                decode = s.scorer.decode if scored else None  # only ids the model knows
-                findings += check_shape(call, s.scorer.eos_ids, call.stop_strings, decode)
-                if scored:
-                    findings += judgement.findings[call.call]
-            tool_findings, reran, why = await check_tools(s.trace.tool_calls, self.tools)
-            findings += tool_findings
-            verdicts.append(
-                s.head.verdict(
-                    findings,
-                    llm_calls=len(s.trace.llm_calls),
-                    tool_calls=reran,
-                    unverifiable=None if findings else why,
-                    rechecked=judgement.rechecked,
-                )
-            )
+            try:
+                verdicts.append(await self._conclude(s, judgement))
+            except Exception as exc:  # one receipt must never stall its batch (or the step)
+                verdicts.append(_barrier(s.head, exc, list(s.findings)))
         return verdicts
+
+    async def _conclude(self, s: _Staged, judgement: _Judgement | str) -> Verdict:
+        """The verdict of one staged receipt: its calls' shapes and scores, its tools re-run."""
+        findings = list(s.findings)
+        if isinstance(judgement, str):
+            return s.head.verdict(findings, unverifiable=None if findings else judgement)
+        for call in s.trace.llm_calls:
+            scored = call.call in judgement.findings
+            decode = s.scorer.decode if scored else None  # only ids the model knows
+            findings += check_shape(call, s.scorer.eos_ids, call.stop_strings, decode)
+            if scored:
+                findings += judgement.findings[call.call]
+        tool_findings, reran, why = await check_tools(s.trace.tool_calls, self.tools)
+        findings += tool_findings
+        return s.head.verdict(
+            findings,
+            llm_calls=len(s.trace.llm_calls),
+            tool_calls=reran,
+            unverifiable=None if findings else why,
+            rechecked=judgement.rechecked,
+        )
 
     async def _judge(self, ready: Sequence[_Staged]) -> list[_Judgement | str]:
         """Per receipt, the findings on each scorable call: the screen's where the screen accepts
@@ -313,7 +318,13 @@ class Verifier:
                 doubtful.append([])
                 continue
             tol = s.tolerance if s.screen is None else s.screen
-            found = {c.call: check_scores(c, sc, tol) for c, sc in zip(s.scorable, scores, strict=True)}
+            try:
+                found = {c.call: check_scores(c, sc, tol) for c, sc in zip(s.scorable, scores, strict=True)}
+            except Exception as exc:  # a bug on this side: this receipt unverifiable, not the batch stalled
+                log.exception("checking the scores of receipt %d failed", s.head.index)
+                out.append(f"checking failed on this validator: {type(exc).__name__}: {exc}")
+                doubtful.append([])
+                continue
             out.append(_Judgement(found))
             doubtful.append([] if s.screen is None else [c for c in s.scorable if found[c.call]])
         if not any(doubtful):
@@ -327,9 +338,14 @@ class Verifier:
             if isinstance(scores, str):
                 out[k] = scores
                 continue
-            judged.findings.update(
-                {c.call: check_scores(c, sc, s.tolerance) for c, sc in zip(calls, scores, strict=True)}
-            )
+            try:
+                judged.findings.update(
+                    {c.call: check_scores(c, sc, s.tolerance) for c, sc in zip(calls, scores, strict=True)}
+                )
+            except Exception as exc:  # as above
+                log.exception("checking the arbiter's scores of receipt %d failed", s.head.index)
+                out[k] = f"checking failed on this validator: {type(exc).__name__}: {exc}"
+                continue
             judged.rechecked = len(calls)
         return out
 
@@ -369,6 +385,25 @@ class Verifier:
                 except Exception as exc:
                     out.append(f"scoring failed on this validator: {type(exc).__name__}: {exc}")
             return out
+
+    async def _stage_safe(
+        self, batch_id: int, node: str, index: int, manifest: Manifest
+    ) -> Verdict | _Staged:
+        """`_stage` behind a per-receipt barrier: an unexpected exception while checking one receipt
+        (a trace no check foresaw, a bug here) becomes that receipt's *unverifiable* verdict, logged,
+        never an exception out of the batch: otherwise one poison trace would make the service's
+        step fail before ``finish_batch`` on every retry and stall every later batch."""
+        try:
+            return await self._stage(batch_id, node, index, manifest)
+        except Exception as exc:
+            if not manifest.readable(index):  # the caller asked for an entry it cannot read
+                raise
+            if index in manifest.malformed:
+                leaf = manifest.malformed[index][0]
+                log.exception("checking receipt %d of batch %d failed", index, batch_id)
+                why = f"checking failed on this validator: {type(exc).__name__}: {exc}"
+                return Verdict(batch_id, index, leaf, unverifiable=why, validator=self.validator)
+            return _barrier(_Head(batch_id, index, manifest.entries[index], self.validator), exc, [])
 
     async def _stage(self, batch_id: int, node: str, index: int, manifest: Manifest) -> Verdict | _Staged:
         """Everything before the model: entry, signatures, trace; a final verdict if it ends there."""
@@ -457,6 +492,14 @@ class Verifier:
 def _dtype(scorer: Scorer) -> str:
     """The precision a scorer computes in (``float32`` unless it says otherwise)."""
     return str(getattr(scorer, "dtype", "float32"))
+
+
+def _barrier(head: _Head, exc: Exception, findings: list[Finding]) -> Verdict:
+    """The verdict of a receipt whose checking raised: the findings so far (a node's fault found
+    before the failure still counts), else unverifiable with the error (logged with its trace)."""
+    log.exception("checking receipt %d of batch %d failed", head.index, head.batch_id)
+    why = f"checking failed on this validator: {type(exc).__name__}: {exc}"
+    return head.verdict(findings, unverifiable=None if findings else why)
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,13 @@ class ChatAgent(Agent):
                     "tools": {"type": "array", "minItems": 1},
                     "tool_choice": {"oneOf": [{"type": "string"}, {"type": "object"}]},
                 },
+                # A reply that may be a tool call is constrained by the tools' grammar: it takes no
+                # other response_format (the agent refuses it; refused at admission instead).
+                "if": {
+                    "required": ["tools", "response_format"],
+                    "properties": {"tool_choice": {"not": {"const": "none"}}},
+                },
+                "then": {"properties": {"response_format": {"properties": {"type": {"const": "text"}}}}},
             },
         ]
     }

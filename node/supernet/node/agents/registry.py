@@ -106,6 +106,22 @@ class AgentRegistry:
             )
         return info
 
+    def by_code_hash(self, code_hash: str) -> list[AgentInfo]:
+        """The allowed agents whose code hash is ``code_hash``, by id (none: no such code here).
+
+        A validator looks a task's agent up by the hash the user signed: the id in a trace is the
+        node's word, so it must not decide whether the code is replayed. The hash is that of the
+        agent's source bundle, so agents sharing a module or package share it: then only the id
+        tells them apart, and it must be one of theirs.
+        """
+        wanted = code_hash.lower()
+        found = [i for i in self._agents.values() if i.code_hash == wanted and self.is_allowed(i)]
+        return sorted(found, key=lambda i: i.agent_id)
+
+    def installed(self, agent_id: str) -> AgentInfo | None:
+        """The agent registered as ``agent_id``, allowed or not (``None``: no such agent here)."""
+        return self._agents.get(agent_id)
+
     def ids(self) -> list[str]:
         """Ids of the allowed agents."""
         return sorted(a.agent_id for a in self._agents.values() if self.is_allowed(a))

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,6 +119,13 @@ class RegistryAgents:
         """The child ended, before its ``agent.return`` is recorded (the replay checks it here)."""
 
 
+def stop_text(tokenizer: Any, ids: Sequence[int]) -> str:
+    """The text stop strings are looked for in: special tokens skipped (docs/protocol.md "Token
+    selection"). One rule for the node (`_StopWatcher`) and validators (`ModelScorer.decode`): an
+    honest stop on a string that spans a special token must verify."""
+    return str(tokenizer.decode(list(ids), skip_special_tokens=True))
+
+
 class _StopWatcher:
     """Streams a call's tokens as text and spots the caller's stop strings."""
 
@@ -129,14 +136,14 @@ class _StopWatcher:
 
     def on_token(self, index: int, token_id: int) -> bool:
         self._ids.append(token_id)
-        text = self._tokenizer.decode(self._ids, skip_special_tokens=True)
+        text = stop_text(self._tokenizer, self._ids)
         delta = text[len(self._text) :] if text.startswith(self._text) else ""
         self._text = text
         self._emit(token_id, delta)
         return any(stop in text for stop in self._stops)
 
     def final_text(self, output_ids: tuple[int, ...]) -> str:
-        text = self._tokenizer.decode(list(output_ids), skip_special_tokens=True)
+        text = stop_text(self._tokenizer, output_ids)
         cuts = [i for i in (text.find(s) for s in self._stops) if i != -1]
         return text[: min(cuts)] if cuts else text
 

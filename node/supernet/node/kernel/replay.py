@@ -192,7 +192,10 @@ def _recorded_confirmations(trace: Trace) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
     for event in trace.events:
         if isinstance(event, ToolEvent) and event.confirmation is not None:
-            out["0x" + action_hash(event.name, event.args).hex()] = event.confirmation
+            try:
+                out["0x" + action_hash(event.name, event.args).hex()] = event.confirmation
+            except ValueError as exc:  # InputEncodingError: no canonical form, so no user signed it
+                raise MalformedContext(f"trace: a confirmed call of {event.name}: {exc}") from None
     return out
 
 
@@ -215,14 +218,14 @@ async def replay(
         params_type: the engine's sampling-parameter class (default: `supernet.node.llm.SamplingParams`).
         timeout_s: bound of the whole replay.
         agents: the installed agents that agent calls in the trace may run (children are looked up
-            by the recorded id and code hash).
+            by the recorded id; another code hash than the installed one is a divergence).
         domain: the deployment's EIP-712 domain: a recorded call of an irreversible tool replays
             only if its recorded confirmation is the task user's signature in it (without a domain,
             such a call is refused, as on a node without one).
 
     Raises:
         MalformedContext: the trace is not well-formed (its witness included).
-        ReplayUnavailable: the trace calls an agent ``agents`` does not hold at its code hash.
+        ReplayUnavailable: the trace calls an agent whose id ``agents`` does not hold.
     """
     if params_type is None:
         from supernet.node.llm import SamplingParams
@@ -426,24 +429,27 @@ class _TapeAgents:
 
     def _child(self, i: int, call: AgentCallEvent) -> AgentInfo:
         """The installed class of the recorded child: the id is the caller's (checked above), the code
-        hash the node's. A built-in's must be the protocol's; a packaged agent this validator lacks at
-        that hash makes the trace unverifiable here, as for the task's own agent."""
+        hash the node's word (the user signs only the task's agent).
+
+        A child whose id is installed here (a built-in, or a packaged agent) under another code hash
+        than the recorded one is a divergence: the caller names its child by id, and the code a
+        network of validators runs for that id is the one installed here (nodes must run the same
+        version of the agents they call, as of the built-ins). Otherwise a node could write any
+        unknown hash into ``agent.call`` and make the rest of the trace unverifiable. Only a child
+        whose id is not installed here at all stays unverifiable (docs/validator.md).
+        """
         name = f"agent {call.agent.id!r}"
         if self._agents is None:
             raise _Unavailable(f"cannot replay the call of {name}: no agents to replay it with")
-        try:
-            return self._agents.get(call.agent.id, call.agent.code_hash)
-        except kernel_errors.AgentNotAllowedError as exc:
-            reason = f"cannot replay the call of {name}: {exc}"
-        if call.agent.id in BUILTIN_IDS:  # the protocol's own agents: no other version to claim
-            try:
-                mine = self._agents.get(call.agent.id).code_hash
-            except kernel_errors.AgentNotAllowedError:
-                raise _Unavailable(reason) from None
+        mine = self._agents.installed(call.agent.id)
+        if mine is None:  # an agent this validator has never installed: it cannot judge the call
+            raise _Unavailable(f"cannot replay the call of {name}: it is not installed here")
+        if mine.code_hash != call.agent.code_hash.lower():
+            kind = "built-in" if call.agent.id in BUILTIN_IDS else "installed"
             self._tape.diverge(
-                i, f"syscall {i}: built-in {name} has another code hash", mine, call.agent.code_hash
+                i, f"syscall {i}: {kind} {name} has another code hash", mine.code_hash, call.agent.code_hash
             )
-        raise _Unavailable(reason)
+        return mine
 
     def child_caps(self, caps: Capabilities) -> Capabilities:
         call, i = self._calls[-1], self._tape.index

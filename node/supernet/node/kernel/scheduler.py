@@ -213,6 +213,8 @@ class Scheduler:
                 in_slice += 1
                 if self._consume(entry, event):
                     snapshot = await _preempt(handle)
+                    if snapshot is None:  # the engine had already finished: its result holds the
+                        snapshot = await handle.result()  # fingerprints (else the trace lacks them)
                     return self._finish_stopped(entry, snapshot)
                 if finishing or self._slice is None or in_slice < self._slice:
                     continue

@@ -5,7 +5,7 @@ of the token being sampled), never from a stateful RNG, so the same logits give 
 whatever else shares the batch, and a validator can recompute the choice from the scored logits.
 
 Selection rule for one row of logits:
-  * ``temperature == 0``: greedy, the lowest token id among the maxima.
+  * ``temperature < MIN_TEMPERATURE`` (0 included): greedy, the lowest token id among the maxima.
   * otherwise ``p = softmax(logits / temperature)`` in float64, and the *support* is
       - ``top_p >= 1``: the whole vocabulary;
       - ``top_p < 1``: the nucleus, the shortest prefix of the tokens sorted by probability
@@ -41,6 +41,18 @@ _REFINE_WIDTH = 1024
 _CHUNK = 8
 EXACT_ABOVE = 1e-3
 """Batched margins at or below this are not refined per row (see ``selection_margins``)."""
+MIN_TEMPERATURE = 1e-6
+"""Temperatures below this are greedy, on the node and on every validator (`is_greedy`).
+
+A request may sign any temperature >= 0; one as small as 1e-310 (a subnormal) would make
+``logits / temperature`` overflow to ±inf and the softmax NaN, so the draw and the validator's
+selection margins would be NaN: no rule at all. At 1e-6 a float32 logit (< 3.4e38) divided stays
+finite in float64, and the distribution is already all but one-hot, so greedy is what it means."""
+
+
+def is_greedy(temperature: float) -> bool:
+    """Whether a call at ``temperature`` picks tokens by argmax (the protocol's one rule for it)."""
+    return temperature < MIN_TEMPERATURE
 
 
 @dataclass(frozen=True)
@@ -77,8 +89,8 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        """Whether tokens are chosen by argmax."""
-        return self.temperature == 0.0
+        """Whether tokens are chosen by argmax (``temperature < MIN_TEMPERATURE``, see `is_greedy`)."""
+        return is_greedy(self.temperature)
 
 
 def _splitmix64(x: int) -> int:

@@ -514,6 +514,11 @@ class Verdict:
 
 
 def _compare_fingerprint(claim: Fingerprint, ref: Fingerprint, tol: Tolerance) -> str | None:
+    # every dimension is compared below: fewer (or repeated) claimed dims would check less, an
+    # empty claim nothing at all, so a claim must list as many distinct dims as the rescored top-k
+    if len(set(claim.indices)) != len(claim.indices) or len(claim.indices) != len(ref.indices):
+        distinct = len(set(claim.indices))
+        return f"claimed {distinct} distinct dims of {len(claim.indices)}, expected {len(ref.indices)}"
     ref_vals = dict(zip(ref.indices, ref.values, strict=True))
     floor = min(abs(v) for v in ref.values)
     for dim, val in zip(claim.indices, claim.values, strict=True):
@@ -559,7 +564,7 @@ def compare_generation(
         if not math.isfinite(err) or err > tol.logprob_atol:  # NaN compares false: never let it pass
             out.append(Mismatch(i, "logprob", f"claimed {a:.5f}, rescored {b:.5f}"))
     for i, m in enumerate(rescored.margins or ()):
-        if m > margin_bound:
+        if not m <= margin_bound:  # NaN compares false: a NaN margin is no rule, never a pass
             detail = f"token {claimed.output_ids[i]} is {m:.4g} off the sampling rule"
             out.append(Mismatch(i, "selection", detail))
     refs = {f.index: f for f in rescored.fingerprints}

@@ -29,6 +29,7 @@ from supernet.node.service.schemas import (
     ModelCard,
     ModelList,
     NodeInfo,
+    VoucherBody,
 )
 
 API_VERSION = "1.0.0"
@@ -192,10 +193,17 @@ def create_app(ctx: NodeContext | None = None, *, max_body_bytes: int = 64 * 102
 
     @app.get("/v1/accounts/{user}", response_model=AccountPublic, tags=["node"])
     async def account(user: Address, ctx: Ctx) -> AccountPublic:
-        """A user's last nonce and billed total here (to resynchronise a client's local state)."""
+        """A user's last nonce and billed total here (to resynchronise a client's local state), with
+        the user's largest voucher of a billed task (the proof of that total)."""
         u = to_checksum_address(user)
+        latest = ctx.db.latest_voucher(u)
+        voucher = None if latest is None else VoucherBody(cumulativeAmount=latest[0], signature=latest[1])
         return AccountPublic(
-            user=u, lastNonce=ctx.db.last_nonce(u), billed=ctx.db.billed(u), redeemed=ctx.db.redeemed(u)
+            user=u,
+            lastNonce=ctx.db.last_nonce(u),
+            billed=ctx.db.billed(u),
+            redeemed=ctx.db.redeemed(u),
+            voucher=voucher,
         )
 
     return app

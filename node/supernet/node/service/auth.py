@@ -151,10 +151,13 @@ class Authenticator:
                 raise ReplayError(
                     f"nonce {nonce} is not above the last nonce {last_nonce} of {user}", lastNonce=last_nonce
                 )
-            if cumulative < billed + fee:
+            # Exactly the billed total plus this task's fee: the redeemer only ever redeems a
+            # voucher up to the fees of done tasks, so a larger one would never be redeemed (its
+            # task would be free), and a smaller one does not pay for the task.
+            if cumulative != billed + fee:
                 raise PaymentError(
-                    f"voucher covers {cumulative} wei, this task needs a cumulative amount of at least "
-                    f"{billed + fee}",
+                    f"voucher is for a cumulative {cumulative} wei, this task needs a cumulative amount "
+                    f"of exactly {billed + fee} (billed {billed} + fee {fee})",
                     requiredCumulative=str(billed + fee),
                 )
 

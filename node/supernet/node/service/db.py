@@ -364,6 +364,18 @@ class Database:
         )
         return best
 
+    def latest_voucher(self, user: str) -> tuple[int, str] | None:
+        """The largest voucher of ``user`` whose task is billed (accepted, running or done): with
+        exact vouchers (billed + fee at admission) it covers the billed total, and the user's
+        own signature proves it to a client that kept no state."""
+        marks = ",".join("?" * len(_BILLED))
+        rows = self._all(
+            "SELECT v.cumulative, v.signature FROM vouchers v JOIN tasks t ON t.id = v.task_id "
+            f"WHERE v.user = ? AND t.status IN ({marks})",
+            (user, *_BILLED),
+        )
+        return max(((int(r["cumulative"]), r["signature"]) for r in rows), default=None)
+
     def users_with_vouchers(self) -> list[str]:
         """Every user that has sent a voucher."""
         return [r["user"] for r in self._all("SELECT DISTINCT user FROM vouchers")]

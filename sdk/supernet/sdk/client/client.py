@@ -19,11 +19,11 @@ from httpx_sse import aconnect_sse
 from pydantic import RootModel
 from supernet.sdk.chain import Contracts, Deployment
 from supernet.sdk.client.confirm import confirmation_body
-from supernet.sdk.client.ladder import domain_key, rebase, sign_task
+from supernet.sdk.client.ladder import DEFAULT_MAX_FEE, domain_key, proven_cumulative, rebase, sign_task
 from supernet.sdk.client.read_grant import ReadGrantAuth
 from supernet.sdk.client.routing import PROBE_TIMEOUT_S, Probe, probe, rank
 from supernet.sdk.client.state import ClientState, TaskRecord
-from supernet.sdk.client.streaming import TaskStream
+from supernet.sdk.client.streaming import TaskStream, check_stream
 from supernet.sdk.client.types import (
     ClientError,
     NodeChoice,
@@ -173,7 +173,9 @@ class Client:
             raise ClientError(f"no active node serves model {model or '(any)'}: {tried}")
         return nodes
 
-    async def ensure_deposit(self, node: str, cumulative: int, top_up: int = 0) -> int:
+    async def ensure_deposit(
+        self, node: str, cumulative: int, top_up: int = 0, *, fee: int | None = None
+    ) -> int:
         """Fund the payment channel to ``node`` so that it covers a voucher of ``cumulative``.
 
         A channel's deposit pays only its node, so the node can count on it (docs/protocol.md
@@ -181,7 +183,10 @@ class Client:
         ``top_up`` when a deposit is needed.
 
         Raises:
-            ClientError: the channel to ``node`` is closing (cancel the withdrawal first).
+            ClientError: the channel to ``node`` is closing (cancel the withdrawal first), or (with
+                ``fee``, one task's fee) the voucher would need more than that fee on top of what
+                the channel holds: the base of the voucher is not backed by the chain, so no
+                automatic deposit is made.
         """
         pay = self.contracts.payments
         channel = await asyncio.to_thread(pay.channel, self.account.address, node)
@@ -193,6 +198,11 @@ class Client:
         missing = cumulative - channel.deposited
         if missing <= 0:
             return 0
+        if fee is not None and missing > fee:
+            raise ClientError(
+                f"a voucher of {cumulative} wei to {node} would need {missing} wei more than your channel "
+                f"holds ({channel.deposited}), above one task's fee ({fee}): not deposited automatically"
+            )
         amount = max(missing, top_up)
         await asyncio.to_thread(pay.deposit, node, amount)
         log.info("deposited %d wei into the payment channel to %s", amount, node)
@@ -257,11 +267,14 @@ class Client:
         fee = price if offer is None else offer
         if fee < price:
             raise ClientError(f"offer {fee} is below the node's price {price}")
-        if max_fee is not None and fee > max_fee:
-            raise ClientError(f"node fee {fee} is above max_fee {max_fee}")
+        cap = DEFAULT_MAX_FEE if max_fee is None else max_fee
+        if fee > cap:
+            which = "max_fee" if max_fee is not None else "the default max_fee"
+            more = "" if max_fee is not None else " (pass max_fee to pay more)"
+            raise ClientError(f"node {choice.address} fee {fee} is above {which} {cap}{more}")
         acct = await self._sync_account(choice)
         nonce, cumulative = acct.nonce + 1, acct.cumulative + fee
-        deposited = await self.ensure_deposit(choice.address, cumulative, deposit)
+        deposited = await self.ensure_deposit(choice.address, cumulative, deposit, fee=fee)
         task_id, signed = sign_task(
             self.account,
             self.contracts.domain,
@@ -317,7 +330,8 @@ class Client:
             agent: agent id (must be run by the node).
             model: model name or ``0x`` id (default: the node's first).
             node_url: use this node instead of discovering one on chain.
-            max_fee: most wei to pay (refused before anything is signed if the fee is above it).
+            max_fee: most wei to pay (refused before anything is signed if the fee is above it;
+                default `supernet.sdk.client.ladder.DEFAULT_MAX_FEE`).
             deposit: deposit at least this much when a top-up is needed.
             on_token: called with each piece of text as it is generated.
             offer: pay this fee instead of the node's price (at least the price): under the node's
@@ -335,10 +349,13 @@ class Client:
             deposit=deposit,
             offer=offer,
         )
-        final = await self._follow(p.node.url, p.task_id, on_token)
+        streamed: list[str] = []
+        final, complete = await self._follow(p.node.url, p.task_id, on_token, streamed)
         result = self._finish(p, final)
         if result is None:
             raise ClientError(f"task {p.task_id} {final.status}: {final.error}")
+        if on_token is not None:  # text was shown: it must be the committed output
+            check_stream(p, "".join(streamed), final, complete=complete)
         return result
 
     def stream(
@@ -451,6 +468,12 @@ class Client:
         if tried is None:
             tried = set()
         candidates = [c for c in await self._candidates(model) if c.address not in tried]
+        cap = DEFAULT_MAX_FEE if max_fee is None else max_fee
+        affordable = [c for c in candidates if c.info.taskFee <= cap]
+        if candidates and not affordable:  # ranked by taskFee: the cheapest is above the cap too
+            fees = "; ".join(f"{c.address}: {c.info.taskFee}" for c in candidates)
+            raise ClientError(f"every node's task fee is above max_fee {cap} ({fees})")
+        candidates = affordable
         scored = {p.address: p for p in self.last_discovery}
         for choice in candidates[: MAX_FAILOVER - len(tried)]:
             try:
@@ -609,6 +632,11 @@ class Client:
             onchain_batch=lambda _: resolved or ("0x" + "00" * 20, b"", 0),
             trace_loaded=trace_doc is not None,
             trace_doc=trace_doc,
+            # what this client signed: the model, and the fee as maxFee (a task of another user
+            # of this key, not in this state, has neither: those checks are skipped)
+            model_id=record.model_id or None,
+            max_fee=record.fee or None,
+            fee=record.fee or None,
         )
 
     # ------------------------------------------------------------------ internals
@@ -625,7 +653,14 @@ class Client:
         acct = self.state.accounts.get(self.state.key(self._domain_key, self.account.address, choice.address))
         if acct is not None and remote.billed > acct.cumulative:
             await self._adopt_unanswered(choice, acct)
-        return rebase(self.state, self._domain_key, self.account.address, choice.address, remote)
+        proven = 0
+        if acct is None and remote.billed > 0:  # an account new to this state: the node must prove it
+            proven = proven_cumulative(remote, self.contracts.domain, self.account.address, choice.address)
+            if remote.billed > proven:  # or the chain: the largest voucher the node redeemed
+                pay = self.contracts.payments
+                channel = await asyncio.to_thread(pay.channel, self.account.address, choice.address)
+                proven = max(proven, channel.redeemed)
+        return rebase(self.state, self._domain_key, self.account.address, choice.address, remote, proven)
 
     async def _adopt_unanswered(self, choice: NodeChoice, acct: Any) -> None:
         """The node billed more than this client counted: look up the tasks sent to it whose answer
@@ -648,13 +683,18 @@ class Client:
                 log.info("task %s reached %s although its answer was lost: counted", task_id, choice.address)
         self.state.save()
 
-    async def _follow(self, url: str, task_id: str, on_token: Callable[[str], None] | None) -> TaskPublic:
+    async def _follow(
+        self, url: str, task_id: str, on_token: Callable[[str], None] | None, streamed: list[str]
+    ) -> tuple[TaskPublic, bool]:
+        """The task's end, and whether its stream ran to it (``streamed`` gets the text pieces)."""
         async for event, data in self.stream_events(url, task_id):
-            if event == "token" and on_token is not None:
-                on_token(data["text"])
+            if event == "token":
+                streamed.append(str(data["text"]))
+                if on_token is not None:
+                    on_token(streamed[-1])
             elif event in ("done", "error"):
-                return parse(TaskPublic, data, f"{url} {event} event")
-        return await self.wait(task_id, url)
+                return parse(TaskPublic, data, f"{url} {event} event"), True
+        return await self.wait(task_id, url), False
 
     async def wait(self, task_id: str, node_url: str | None = None, within_s: float = 900.0) -> TaskPublic:
         """Poll ``GET /v1/tasks/{id}`` until the task is done, failed or refused (or ``within_s``

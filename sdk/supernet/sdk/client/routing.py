@@ -2,7 +2,7 @@
 
 A node that is unreachable, answers garbage or does not serve the model is not silently dropped:
 its reason is kept, so "no node serves this model" can say which nodes were tried and why each
-failed. Reachable nodes are ranked by one score (`score`, lower is better) of their price, their
+failed. Reachable nodes are ranked by one score (`score`, lower is better) of their task fee, their
 measured latency and their on-chain record (slashes: fraud verdicts upheld against them; open
 disputes: verdicts pending); stake only breaks ties. ``Probe.explain`` says why a node scored
 what it did, so the client can say which node it chose and why.
@@ -50,14 +50,14 @@ class Score:
         )
 
 
-def score(price_per_token: int, latency_s: float, slashes: int, open_disputes: int = 0) -> Score:
+def score(price: int, latency_s: float, slashes: int, open_disputes: int = 0) -> Score:
     """A node's score, lower is better: what a token effectively costs with it.
 
     ``score = (price + 1) x (1 + latency_s / LATENCY_REF_S) x SLASH_FACTOR^slashes
     x DISPUTE_FACTOR^open_disputes``
 
-    - ``price``: the node's registered price per token in wei (``+ 1`` so that free nodes still
-      differ by latency and record).
+    - ``price``: the fee in wei the client will sign for one task with the node, its advertised
+      ``taskFee`` (`Probe.price`; ``+ 1`` so that free nodes still differ by latency and record).
     - ``latency_s``: how long the node took to answer ``GET /v1/node`` just now (measured here,
       not claimed by the node); 1 s of latency counts as much as doubling the price.
     - ``slashes``: the node's ``slashCount`` on chain (``ServiceManager.getNode``). A node is
@@ -73,12 +73,12 @@ def score(price_per_token: int, latency_s: float, slashes: int, open_disputes: i
     keeps the score free of units: only ratios of prices, latencies and the record matter.
     """
     total = (
-        (price_per_token + 1)
+        (price + 1)
         * (1.0 + latency_s / LATENCY_REF_S)
         * SLASH_FACTOR**slashes
         * DISPUTE_FACTOR**open_disputes
     )
-    return Score(total, price_per_token, latency_s, slashes, open_disputes)
+    return Score(total, price, latency_s, slashes, open_disputes)
 
 
 @dataclass(frozen=True)
@@ -101,9 +101,17 @@ class Probe:
         return self.problem is None and self.info is not None
 
     @property
+    def price(self) -> int:
+        """What the node is ranked on: the fee the client signs for one of its tasks (``taskFee``
+        of ``GET /v1/node``, what the voucher pays), or, for a node not probed, its registered
+        price per token. The registered price alone would let a node rank first at 1 wei per
+        token and charge any ``taskFee``."""
+        return self.info.taskFee if self.info is not None else self.price_per_token
+
+    @property
     def score(self) -> Score:
         """This node's `score`."""
-        return score(self.price_per_token, self.latency_s or 0.0, self.slash_count, self.frozen_count)
+        return score(self.price, self.latency_s or 0.0, self.slash_count, self.frozen_count)
 
     def describe(self) -> str:
         """One line for error messages."""

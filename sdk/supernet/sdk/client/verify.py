@@ -89,6 +89,9 @@ def check_receipt(
     onchain_batch: Callable[[int], tuple[str, bytes, int]],
     trace_loaded: bool | None,
     trace_doc: Any = None,
+    model_id: str | None = None,
+    max_fee: int | None = None,
+    fee: int | None = None,
 ) -> VerificationReport:
     """Run every check on a ``GET /v1/tasks/{id}/receipt`` document.
 
@@ -103,6 +106,11 @@ def check_receipt(
         trace_loaded: whether the trace CID was fetched from the store (None: not tried).
         trace_doc: the decoded trace, if fetched: it must be a well-formed ``supernet/trace/v1``
             (`supernet.sdk.formats.trace`) of this task, with this output.
+        model_id: the ``0x`` model id the user signed (``modelId``): the receipt must name it
+            (a node must not answer with another model). None: skip the check.
+        max_fee: the ``maxFee`` the user signed: the receipt's fee must not be above it.
+        fee: the fee the user agreed to pay (known to the client that signed): the receipt's fee
+            must equal it.
     """
     rep = VerificationReport(task_id)
     receipt = Receipt.from_json(doc["receipt"])
@@ -112,6 +120,12 @@ def check_receipt(
         rep.add("input hash", receipt.input_hash == input_hash(task_input), _hex(receipt.input_hash))
     if output is not None:
         rep.add("output hash", receipt.output_hash == output_hash(output), _hex(receipt.output_hash))
+    if model_id is not None:
+        rep.add("model id", _hex(receipt.model_id) == model_id.lower(), _hex(receipt.model_id))
+    if max_fee is not None:
+        rep.add("fee within maxFee", receipt.fee <= max_fee, f"{receipt.fee} (maxFee {max_fee})")
+    if fee is not None:
+        rep.add("fee", receipt.fee == fee, f"{receipt.fee} (agreed {fee})")
     leaf = receipt.leaf()
     rep.add("leaf", _hex(leaf) == doc["leaf"].lower(), _hex(leaf))
     try:

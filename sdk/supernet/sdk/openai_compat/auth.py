@@ -24,7 +24,7 @@ import httpx
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 from supernet.sdk.chain.eip712 import Domain
-from supernet.sdk.client.ladder import domain_key, rebase, sign_task
+from supernet.sdk.client.ladder import DEFAULT_MAX_FEE, domain_key, proven_cumulative, rebase, sign_task
 from supernet.sdk.client.state import ClientState
 from supernet.sdk.client.types import ClientError, answer, parse, pick_model_id
 from supernet.sdk.node_api import AccountPublic, NodeInfo
@@ -43,7 +43,7 @@ class SupernetAuth(httpx.Auth):
         domain: the deployment's EIP-712 domain (from the user's deployment file, not from the
             node: a node must not choose which contract the user's vouchers are valid on).
         state_dir: where nonces and cumulative totals persist (shared with `Client`).
-        max_fee: most wei to pay per call (default: the node's fee).
+        max_fee: most wei to pay per call (default: `supernet.sdk.client.ladder.DEFAULT_MAX_FEE`).
     """
 
     def __init__(
@@ -129,8 +129,9 @@ class SupernetAuth(httpx.Auth):
     ) -> tuple[int, int]:
         """Reserve the next nonce and voucher, sign them for ``body`` and set the header."""
         fee = info.taskFee
-        if self.max_fee is not None and fee > self.max_fee:
-            raise ClientError(f"node fee {fee} is above max_fee {self.max_fee}")
+        cap = DEFAULT_MAX_FEE if self.max_fee is None else self.max_fee
+        if fee > cap:
+            raise ClientError(f"node fee {fee} is above max_fee {cap}")
         agent_hash = info.agents.get(AGENT)
         if agent_hash is None:
             raise ClientError(f"node {node} does not run the {AGENT!r} agent")
@@ -139,7 +140,8 @@ class SupernetAuth(httpx.Auth):
             # re-read: another client on this state directory (a `Client`, a second helper) may
             # have signed since, and a stale total would sign a voucher the node must refuse
             self.state = ClientState.open(self._state_dir)
-            acct = rebase(self.state, domain_key(self.domain), self.account.address, node, remote)
+            proven = proven_cumulative(remote, self.domain, self.account.address, node)
+            acct = rebase(self.state, domain_key(self.domain), self.account.address, node, remote, proven)
             pending = self._in_flight.setdefault(node, {})
             # stack on our own unanswered vouchers: the node may admit them before this one
             nonce = max(acct.nonce, *pending, 0) + 1

@@ -85,7 +85,7 @@ def openai_client(
         rpc_url: with ``deposit``: the chain to fund the channel on.
         deposit: fund the payment channel to this node up to this many wei first.
         state_dir: nonces and voucher totals (``~/.supernet``, shared with `Client`).
-        max_fee: most wei per call (default: the node's fee).
+        max_fee: most wei per call (default: `supernet.sdk.client.ladder.DEFAULT_MAX_FEE`).
         timeout: seconds per HTTP request (a completion runs the model).
         kwargs: passed to ``openai.OpenAI``.
     """

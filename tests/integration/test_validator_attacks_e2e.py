@@ -1,0 +1,173 @@
+"""Regression tests of the validator on real parts (Anvil, store, SmolLM2, the node's kernel).
+
+Each test replays an attack of an adversarial review and asserts it now fails (the cheat is
+caught, the validator is not stalled, the honest node is not flagged);
+``test_known_limit_*`` asserts the current behaviour of an attack left open on purpose
+(docs/validator.md "Known limits").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from supernet.sdk.chain.receipts import trace_cid
+from test_validator_precision import QUESTIONS, screened, verdicts
+from validator_fixtures import VNet
+
+SHORT = [*QUESTIONS, "Is water wet? Answer yes or no.", "Pick a number.", "Say hi.", "Name a colour."]
+
+pytestmark = [pytest.mark.anvil, pytest.mark.model, pytest.mark.slow, pytest.mark.timeout(1800)]
+
+
+@pytest.fixture(scope="module")
+def bf16_screen_scorer() -> Any:
+    """A bfloat16 scorer: the screen of a validator on a bf16-capable CPU or any CUDA GPU."""
+    from supernet.validator.scoring import ModelScorer
+
+    return ModelScorer.load("smollm2-135m", dtype="bfloat16")
+
+
+async def test_known_limit_bf16_compute_sold_as_float32_passes_the_bf16_screen(
+    vnet: VNet, bf16_screen_scorer: Any
+) -> None:
+    """KNOWN LIMIT (not fixed; docs/validator.md "Known limits"): a node computes in bfloat16
+    (cheapest) but serves the float32 id and writes float32 in the trace. A float32 validator flags
+    it; the default validator of bf16 hardware (bf16 screen + float32 arbiter) accepts it:
+    `Tolerance.screening` keeps the bf16 pair's logprob (0.75) and fingerprint (15 %) bounds, and
+    only calls whose *tokens* are doubtful go to the arbiter. What would fix it: sending a sample
+    of every float32 node's calls (not only token-doubtful ones) to the float32 arbiter, or a
+    screen bound tight enough to separate bf16 compute from float32 (a measured one)."""
+    from supernet.node.llm import LLMEngine
+    from supernet.node.llm.loader import load_model
+
+    vnet.faults()
+    loaded = load_model("smollm2-135m", dtype=torch.bfloat16, max_positions=1024)
+    engine = LLMEngine(loaded.model, loaded.tokenizer, loaded.model_id, max_batch=4, max_seq_len=1024)
+    engine.compute, engine.model_id = "float32", vnet.kernel.model_id  # the dearer product's id
+    async with vnet.other_kernel(engine) as kernel:
+        batch_id, receipts = await vnet.run_batch(QUESTIONS, max_new_tokens=32, kernel=kernel)
+    trace = await vnet.store.get_dag(trace_cid(receipts[0].trace_hash))
+    assert trace["engine"]["dtype"] == "float32"
+    assert all("0x" + r.model_id.hex() == vnet.kernel.model_id for r in receipts)
+
+    exact = await verdicts(vnet, batch_id, receipts, None)  # a float32-only validator
+    assert all(not v.ok for v in exact), [sorted(v.checks) for v in exact]
+
+    found = await screened(vnet, batch_id, receipts, bf16_screen_scorer, arbiter=True)
+    passed = [v.index for v in found if v.ok]
+    print("screened: passed", passed, "rechecked", [v.rechecked for v in found])
+    assert passed, [sorted(v.checks) for v in found]
+
+
+async def test_emptied_fingerprints_of_fp16_weights_sold_as_float32_are_caught(vnet: VNet) -> None:
+    """float16-weights compute sold under the float32 id is caught by its fingerprints
+    (`test_fp16_weights_work_sold_under_the_float32_id_is_caught`). A fingerprint whose
+    ``indices``/``values`` are empty was compared over nothing and passed, leaving only the
+    logprob bound. Every claimed fingerprint must now list ``FINGERPRINT_TOP_K`` distinct finite
+    dims: the emptied ones are LLM shape findings on every receipt."""
+    from supernet.node.llm import LLMEngine
+    from supernet.validator.scoring import ModelScorer
+
+    originals: dict[int, dict[str, Any]] = {}
+
+    def empty_fingerprints(i: int, doc: dict[str, Any]) -> dict[str, Any]:
+        originals[i] = doc
+        events = []
+        for e in doc["events"]:
+            if e["kind"] == "llm" and e["fingerprints"]:
+                e = {**e, "fingerprints": [{**f, "indices": [], "values": []} for f in e["fingerprints"]]}
+            events.append(e)
+        return {**doc, "events": events}
+
+    vnet.faults()
+    engine = LLMEngine.load("smollm2-135m", compute="float16-weights", max_batch=4, max_seq_len=1024)
+    engine.compute, engine.model_id = "float32", vnet.kernel.model_id
+    async with vnet.other_kernel(engine) as kernel:
+        # short answers (a label, a number): few positions for the logprob bound to catch it at
+        b_plain, r_plain = await vnet.run_batch(SHORT, max_new_tokens=2, kernel=kernel)
+        b_empty, r_empty = await vnet.run_batch(
+            SHORT, max_new_tokens=2, kernel=kernel, edit_trace=empty_fingerprints
+        )
+    scorer = ModelScorer.from_loaded(vnet.loaded)
+    plain = await verdicts(vnet, b_plain, r_plain, None, scorer)
+    emptied = await verdicts(vnet, b_empty, r_empty, None, scorer)
+    print("plain ok", [v.ok for v in plain], "emptied ok", [v.ok for v in emptied])
+    assert not any(v.ok for v in plain)
+    assert not any(v.ok for v in emptied), [sorted(v.checks) for v in emptied]
+    for v in emptied:  # each is caught by the shape of its fingerprints (every call has one at 0)
+        bad = [f for f in v.findings if f.check.value == "llm.shape" and "bad fingerprints" in f.message]
+        assert bad, [f.message for f in v.findings]
+    assert set(originals) == set(range(len(SHORT)))
+
+
+async def test_poison_trace_does_not_stall_the_validator(vnet: VNet, validator_factory: Any) -> None:
+    """A node commits one batch whose trace input holds an integer past 2**53 (a valid dag-cbor
+    trace). `check_trace`'s ``input_hash`` raised ``InputEncodingError``, so `Validator.step`
+    failed before ``finish_batch`` on every retry and the cheating batch the node committed next
+    was never checked. Now the poison input is a TRACE finding (and any unexpected exception in one
+    receipt is that receipt's unverifiable verdict): one step finishes both batches."""
+    vnet.faults()
+
+    def poison(i: int, doc: dict[str, Any]) -> dict[str, Any]:
+        return {**doc, "input": {"n": 2**60}}
+
+    poisoned, _ = await vnet.run_batch(QUESTIONS[:1], max_new_tokens=4, edit_trace=poison)
+    cheat, _ = await vnet.run_batch(QUESTIONS[:1], max_new_tokens=4, fault_plan=[{"answer": 1.0}])
+    async with validator_factory(1, challenge=False) as v:
+        await v.step()  # no exception out of the step
+        pending = [b.batch_id for b in v.db.pending_batches()]
+        assert poisoned not in pending and cheat not in pending, pending
+        [poison_check] = v.db.checks(poisoned)
+        assert not poison_check.ok and "trace" in poison_check.kinds, poison_check
+        cheat_checks = v.db.checks(cheat)
+        assert cheat_checks and not any(c.ok for c in cheat_checks), cheat_checks  # the cheat is examined
+
+
+# a stop string that spans a special token must not get an HONEST node's receipt judged faulty
+FEW_SHOT = [
+    m
+    for _ in range(4)
+    for m in (
+        {"role": "user", "content": "Say it."},
+        {"role": "assistant", "content": "Alpha<filename>Omega"},  # the text names a special token
+    )
+] + [{"role": "user", "content": "Say it."}]
+SLASH_INPUT = {"messages": FEW_SHOT, "stop": ["AlphaOmega"], "max_new_tokens": 8}
+CONTROL_INPUT = {"messages": FEW_SHOT, "max_new_tokens": 8}  # the same chat without the stop string
+
+
+async def test_stop_string_across_special_token_does_not_flag_an_honest_node(
+    vnet: VNet, validator_factory: Any
+) -> None:
+    """The kernel looks for stop strings in the text decoded WITHOUT special tokens
+    (`_StopWatcher`); the validator checked a ``stop`` finish against the text decoded WITH them.
+    A user whose few-shot prompt makes the model answer ``Alpha<filename>Omega`` (``<filename>`` a
+    special token the user's text encodes to) with ``stop = ["AlphaOmega"]`` got an honest node to
+    stop there, and the validator flagged it ("finish 'stop' without a stop token or stop
+    string"), which a challenge slashes for. Both sides now use one decode rule
+    (`supernet.node.kernel.dispatch.stop_text`, docs/protocol.md "Token selection")."""
+    from supernet.validator.trace_view import parse_trace
+
+    traces: list[dict[str, Any]] = []
+
+    def keep(i: int, trace: dict[str, Any]) -> dict[str, Any]:
+        traces.append(trace)
+        return trace
+
+    vnet.faults()  # an honest node
+    batch_id, receipts = await vnet.run_batch([], chat_inputs=[SLASH_INPUT, CONTROL_INPUT], edit_trace=keep)
+    [call] = parse_trace(traces[0]).llm_calls
+    [control] = parse_trace(traces[1]).llm_calls
+    tok = vnet.loaded.tokenizer
+    assert call.finish_reason == "stop", call
+    assert tok.decode(list(call.output_ids)) == "Alpha<filename>Omega", tok.decode(list(call.output_ids))
+    assert tok.decode(list(control.output_ids)).startswith("Alpha<filename>Omega")
+    async with validator_factory(0, challenge=False) as v:
+        await v.step()
+        checks = v.db.checks(batch_id)
+    print("validator findings:", [(c.ok, c.kinds) for c in checks])
+    assert len(checks) == len(receipts) == 2
+    assert checks[1].ok, checks[1].kinds  # the same answer without the stop string passes
+    assert checks[0].ok, checks[0].kinds  # the honest stop on the string passes too

@@ -1,0 +1,719 @@
+"""Regression tests of the validator against a cheating node's traces (an adversarial review's).
+
+Each test builds the trace a cheating node would commit and asserts the whole `Verifier`
+(receipt, signatures, trace, agent replay, tools) now catches it (a precise finding) or refuses to
+be stalled by it; each keeps the review's control case. ``test_known_limit_*`` tests assert the
+current (harmful) behaviour of attacks left open on purpose (docs/validator.md "Known limits").
+No chain and no real model: most traces make no LLM call, so a stand-in scorer that only names the
+served weights is enough (the checks that run are the model-free ones plus replay).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import pytest
+from eth_account import Account
+from supernet.node.agents.base import Agent
+from supernet.node.agents.context import AgentContext
+from supernet.node.agents.registry import AgentRegistry
+from supernet.node.kernel.access import action_hash, namespace_of
+from supernet.node.kernel.agent_run import task_seed
+from supernet.node.kernel.replay import replay
+from supernet.sdk.chain.eip712 import (
+    Confirmation,
+    Domain,
+    TaskRequest,
+    hash_task_request,
+    sign_confirmation,
+    sign_task_request,
+)
+from supernet.sdk.chain.receipts import Receipt, input_hash, output_hash, sign_receipt, trace_hash
+from supernet.sdk.formats.manifest import ManifestEntry
+from supernet.sdk.models import served_model_id
+from supernet.sdk.store.cids import compute_cid, decode_dag, encode_dag, link
+from supernet.validator.tool_check import RegistryRunner
+from supernet.validator.verifier import Manifest, Verifier
+
+DOMAIN = Domain(chain_id=31337, verifying_contract="0x" + "33" * 20)
+USER = Account.from_key("0x" + "01" * 32)
+NODE = Account.from_key("0x" + "02" * 32)
+NODE_SOCK = Account.from_key("0x" + "03" * 32)  # a key the cheating node controls
+WEIGHTS = "0x" + "ab" * 32
+MODEL_ID = served_model_id(WEIGHTS, "float32")
+
+
+class MemoryQuestion(Agent):
+    """Answers from the user's memory: the best hit's text, else 'unknown'."""
+
+    agent_id = "memq"
+    description = "Answers a question from the user's memory."
+
+    async def run(self, ctx: AgentContext, input: Any) -> str:
+        hits = await ctx.memory.search(str(input["q"]), k=1)
+        return hits[0].text if hits else "unknown"
+
+
+class Payer(Agent):
+    """Calls an irreversible payment tool (an operator's MCP tool) with the input's arguments."""
+
+    agent_id = "payer"
+    description = "Transfers funds (irreversible, needs the user's confirmation)."
+
+    async def run(self, ctx: AgentContext, input: Any) -> str:
+        result = await ctx.tools.call("bank.transfer", {"to": input["to"], "amount": input["amount"]})
+        return str(result)
+
+
+class StandInScorer:
+    """Names the served weights; never asked to score (no LLM call in these traces)."""
+
+    weights_id = WEIGHTS
+    eos_ids = (0,)
+    vocab_size = 100
+    tokenizer = None
+    max_positions = 1024
+    dtype = "float32"
+
+    def score_many(self, requests: Any) -> list[Any]:
+        raise AssertionError("no LLM call to score")
+
+    def decode(self, ids: Any) -> str:
+        return ""
+
+
+class DictStore:
+    def __init__(self) -> None:
+        self.blocks: dict[str, bytes] = {}
+
+    def put(self, doc: Any) -> str:
+        raw = encode_dag(doc)
+        cid = compute_cid(raw, "dag-cbor")
+        self.blocks[cid] = raw
+        return cid
+
+    async def get_dag(self, cid: str) -> Any:
+        return decode_dag(self.blocks[cid])
+
+
+def registry(extra: tuple[type[Agent], ...] = ()) -> AgentRegistry:
+    r = AgentRegistry()
+    for cls in (MemoryQuestion, Payer, *extra):
+        r.register(cls)
+    return r
+
+
+def signed_task(agent: type[Agent], task_input: Any) -> tuple[TaskRequest, str]:
+    req = TaskRequest(
+        user=USER.address,
+        node=NODE.address,
+        model_id=bytes.fromhex(MODEL_ID[2:]),
+        agent_hash=bytes.fromhex(agent.code_hash()[2:]),
+        input_hash=input_hash(task_input),
+        max_fee=100,
+        nonce=1,
+        deadline=2**40,
+    )
+    return req, "0x" + hash_task_request(req, DOMAIN).hex()
+
+
+def trace_doc(
+    agent: type[Agent],
+    task_id: str,
+    user: str,
+    task_input: Any,
+    events: list[dict[str, Any]],
+    output: str,
+    tools: list[dict[str, Any]] | None = None,
+    blocks: list[bytes] | None = None,
+) -> dict[str, Any]:
+    return {
+        "type": "supernet/trace/v1",
+        "task_id": task_id,
+        "user": user,
+        "fee": 100,
+        "agent": {"id": agent.agent_id, "code_hash": agent.code_hash()},
+        "model_id": MODEL_ID,
+        "input": task_input,
+        "seed": task_seed(task_id),
+        "limits": {
+            "memory": True,
+            "storage": False,
+            "max_llm_calls": 8,
+            "max_llm_tokens": 1024,
+            "max_new_tokens": 64,
+            "max_tool_calls": 8,
+            "max_file_bytes": 0,
+        },
+        "tools": tools or [],
+        "engine": {"device": "cpu", "dtype": "float32"},
+        "output": output,
+        "status": "ok",
+        "error": None,
+        "events": events,
+        "witness": {"blocks": blocks or [], "files": []},
+    }
+
+
+async def verify(
+    store: DictStore,
+    req: TaskRequest,
+    task_id: str,
+    doc: dict[str, Any],
+    agents: tuple[type[Agent], ...] = (),
+) -> Any:
+    """Commit ``doc`` the way an (honest-looking) node does and run the whole verifier on it."""
+    trace_cid = store.put(doc)
+    receipt = Receipt(
+        request_hash=bytes.fromhex(task_id[2:]),
+        user=USER.address,
+        model_id=req.model_id,
+        input_hash=req.input_hash,
+        output_hash=output_hash(doc["output"]),
+        trace_hash=trace_hash(trace_cid),
+        fee=100,
+    )
+    entry = ManifestEntry(
+        receipt,
+        receipt.leaf(),
+        sign_receipt(receipt, NODE),
+        trace_cid,
+        doc["agent"]["id"],
+        req,
+        sign_task_request(req, DOMAIN, USER),
+    )
+    verifier = Verifier(
+        store, StandInScorer(), RegistryRunner(store), DOMAIN, "0x" + "44" * 20, agents=registry(agents)
+    )
+    return await verifier.verify(1, NODE.address, 0, Manifest({0: entry}))
+
+
+async def test_known_limit_fabricated_memory_root() -> None:
+    """KNOWN LIMIT (not fixed; docs/validator.md "Known limits"): a node answers a memory question
+    from memories the user never stored, and the receipt verifies clean.
+
+    The user has no memory at all (an honest node would answer 'unknown'). The node records a
+    ``memory.search`` whose ``root`` is a block it made up, listing an entry it made up, both
+    carried in the witness. Replay only checks hits against *that* root, never that the root is
+    the namespace's (nor even a memory root of the namespace), so the made-up answer verifies.
+    What would fix it: binding each namespace's memory root to something the validator can check
+    (a per-namespace root chain committed with the batches, or the user's signature over it), and
+    checking the recorded root's ``namespace`` field at least.
+    """
+    store = DictStore()
+    task_input = {"q": "What is the launch code?"}
+    req, task_id = signed_task(MemoryQuestion, task_input)
+    ns = namespace_of(USER.address, "memq")
+    lie = {"type": "supernet/memory-entry", "text": "The launch code is 0000.", "metadata": {}}
+    lie_raw = encode_dag(lie)
+    lie_cid = compute_cid(lie_raw, "dag-cbor")
+    fake_root = {"type": "supernet/memory-root", "namespace": "someone/else", "entries": [link(lie_cid)]}
+    root_raw = encode_dag(fake_root)
+    root_cid = compute_cid(root_raw, "dag-cbor")
+    events = [
+        {
+            "kind": "memory.search",
+            "namespace": ns,
+            "query": task_input["q"],
+            "k": 1,
+            "root": link(root_cid),
+            "hits": [link(lie_cid)],
+            "scores": [0.99],
+        }
+    ]
+    doc = trace_doc(
+        MemoryQuestion, task_id, USER.address, task_input, events, lie["text"], blocks=[root_raw, lie_raw]
+    )
+    verdict = await verify(store, req, task_id, doc)
+    assert verdict.findings == () and verdict.unverifiable is None and verdict.ok
+    # the honest answer would have been different: the same task with the namespace's real (empty) memory
+    honest = await replay(
+        trace_doc(
+            MemoryQuestion,
+            task_id,
+            USER.address,
+            task_input,
+            [{**events[0], "root": None, "hits": [], "scores": []}],
+            "unknown",
+        ),
+        MemoryQuestion,
+        None,
+    )
+    assert honest.divergences == [] and honest.output == "unknown"
+
+
+TRANSFER_TOOL = {
+    "name": "bank.transfer",
+    "description": "Send funds. Irreversible.",
+    "parameters": {"type": "object"},
+    "deterministic": False,
+    "irreversible": True,
+}
+
+
+async def test_forged_confirmation_via_trace_user_is_caught() -> None:
+    """A node runs an irreversible tool without the user's consent, writing its own address as the
+    trace's ``user`` and signing the Confirmation itself (the replay checks confirmations against
+    that field). `check_trace` now binds ``user`` to the signed request: a TRACE finding.
+    """
+    store = DictStore()
+    task_input = {"to": "0x" + "99" * 20, "amount": 1000}
+    req, task_id = signed_task(Payer, task_input)
+    args = {"to": task_input["to"], "amount": task_input["amount"]}
+    forged = sign_confirmation(
+        Confirmation(bytes.fromhex(task_id[2:]), action_hash("bank.transfer", args)), DOMAIN, NODE_SOCK
+    )
+    events = [
+        {
+            "kind": "tool",
+            "name": "bank.transfer",
+            "args": args,
+            "deterministic": False,
+            "result": "sent",
+            "error": None,
+            "confirmation": "0x" + forged.hex(),
+        }
+    ]
+    doc = trace_doc(Payer, task_id, NODE_SOCK.address, task_input, events, "sent", tools=[TRANSFER_TOOL])
+    verdict = await verify(store, req, task_id, doc)
+    assert not verdict.ok and verdict.unverifiable is None
+    user = [f for f in verdict.findings if f.check.value == "trace" and "user" in f.message]
+    assert len(user) == 1, verdict.findings
+    assert user[0].expected == USER.address.lower() and user[0].claimed == NODE_SOCK.address.lower()
+    # control: the same forged signature under the real user's address is refused by the replay
+    control = await verify(store, req, task_id, {**doc, "user": USER.address})
+    assert not control.ok and {f.check.value for f in control.findings} == {"replay"}
+
+
+@pytest.mark.parametrize("swap", ["fee", "request"])
+async def test_trace_head_fields_are_bound(swap: str) -> None:
+    """The trace's ``fee`` and (optional) ``request`` must be the receipt's / the signed request."""
+    store = DictStore()
+    task_input = {"q": "x"}
+    req, task_id = signed_task(MemoryQuestion, task_input)
+    ns = namespace_of(USER.address, "memq")
+    events = [
+        {
+            "kind": "memory.search",
+            "namespace": ns,
+            "query": "x",
+            "k": 1,
+            "root": None,
+            "hits": [],
+            "scores": [],
+        }
+    ]
+    doc = trace_doc(MemoryQuestion, task_id, USER.address, task_input, events, "unknown")
+    if swap == "fee":
+        doc["fee"] = 10**18  # receipt fee is 100
+    else:
+        other = TaskRequest(
+            user=NODE_SOCK.address, node=NODE.address, model_id=b"\x01" * 32, agent_hash=b"\x02" * 32,
+            input_hash=b"\x03" * 32, max_fee=1, nonce=9, deadline=1,
+        )  # fmt: skip
+        doc["request"] = other.to_json()
+    verdict = await verify(store, req, task_id, doc)
+    assert [(f.check.value, f.message) for f in verdict.findings] == [
+        ("trace", "trace fee does not match the receipt / signed request")
+        if swap == "fee"
+        else ("trace", "trace request is not the signed request")
+    ]
+    # control: the untouched trace verifies clean
+    clean = trace_doc(MemoryQuestion, task_id, USER.address, task_input, events, "unknown")
+    assert (await verify(store, req, task_id, clean)).ok
+    # the request, when the trace carries it, may be the signed one
+    assert (await verify(store, req, task_id, {**clean, "request": req.to_json()})).ok
+
+
+class Calc(Agent):
+    """Uses the deterministic built-in calculator; says so when it cannot (like ReAct's observations)."""
+
+    agent_id = "calc"
+    description = "Computes with the calculator."
+
+    async def run(self, ctx: AgentContext, input: Any) -> str:
+        try:
+            return str(await ctx.tools.call("calculator", {"expression": input["expr"]}))
+        except Exception as exc:
+            return f"could not compute ({type(exc).__name__})"
+
+
+async def test_claimed_timeout_of_a_pure_tool_is_caught() -> None:
+    """A node never runs a deterministic tool (or suppresses a result it dislikes): it records the
+    call as failed with ``ToolTimeoutError``. A pure local tool (calculator) is now re-run whatever
+    the node recorded, and its result where the node claimed a timeout is a TOOL finding."""
+    from supernet.node.kernel.agent_run import spec_record
+
+    store = DictStore()
+    task_input = {"expr": "6 * 7"}
+    req, task_id = signed_task(Calc, task_input)
+    spec = spec_record(RegistryRunner(store).spec("calculator"))
+    events = [
+        {
+            "kind": "tool",
+            "name": "calculator",
+            "args": {"expression": "6 * 7"},
+            "deterministic": True,
+            "result": None,
+            "error": "ToolTimeoutError: tool calculator timed out after 2 s",
+        }
+    ]
+    doc = trace_doc(
+        Calc, task_id, USER.address, task_input, events, "could not compute (ToolTimeoutError)", tools=[spec]
+    )
+    verdict = await verify(store, req, task_id, doc, agents=(Calc,))
+    assert verdict.tool_calls == 1  # re-run despite the claimed timeout
+    assert [(f.check.value, f.message, f.call) for f in verdict.findings] == [
+        ("tool", "tool calculator: error on one side only", 0)
+    ]
+    assert verdict.findings[0].expected == 42
+    # control: the honest trace (the result recorded) verifies clean
+    honest = trace_doc(
+        Calc,
+        task_id,
+        USER.address,
+        task_input,
+        [{**events[0], "result": 42, "error": None}],
+        "42",
+        tools=[spec],
+    )
+    ok = await verify(store, req, task_id, honest, agents=(Calc,))
+    assert ok.ok and ok.unverifiable is None and ok.tool_calls == 1
+    # a store-backed tool keeps the exemption: its recorded timeout is not re-run
+    from supernet.validator.tool_check import check_tools
+    from supernet.validator.trace_view import ToolCall
+
+    read = ToolCall(0, "store_read", {"cid": "bafyx"}, None, "ToolTimeoutError: timed out", True)
+    assert await check_tools((read,), RegistryRunner(store)) == ([], 0, None)
+
+
+def test_empty_fingerprints_are_caught() -> None:
+    """Fingerprints compare only the dimensions the node lists, so an entry with empty (or fewer,
+    or repeated) ``indices`` would check nothing. A node computing with slightly different weights
+    is caught by its fingerprints alone; with them emptied, it is now an LLM shape finding."""
+    import asyncio
+    import copy
+    from dataclasses import replace as dc_replace
+
+    import torch
+    from llm_fixtures import make_tiny_llama
+    from supernet.node.llm import LLMEngine, SamplingParams
+    from supernet.node.llm.scoring import Tolerance
+    from supernet.validator.llm_check import check_scores
+    from supernet.validator.scoring import ModelScorer
+    from supernet.validator.trace_view import LLMCall
+    from supernet.validator.verifier import score_call
+
+    prompt = (5, 17, 33, 2, 9)
+    honest = make_tiny_llama(3)
+    cheap = copy.deepcopy(honest)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in cheap.parameters():
+            if p.dim() > 1:
+                p.mul_(1 + 4e-5 * torch.randn(p.shape, generator=gen))
+
+    async def generate() -> Any:
+        engine = LLMEngine.from_model(cheap, max_batch=4, max_seq_len=128)
+        async with engine:
+            params = SamplingParams(max_new_tokens=40, temperature=0.0, seed=11, stop_token_ids=())
+            return await engine.submit(prompt, params).result()
+
+    res = asyncio.run(generate())
+    fps = [{"index": f.index, "indices": list(f.indices), "values": list(f.values)} for f in res.fingerprints]
+    call = LLMCall(
+        0, "m", prompt, res.output_ids, res.logprobs, fps, 0.0, 1.0, 11, 40, (), res.finish_reason, None
+    )
+    weights = LLMEngine.from_model(honest, max_batch=1, max_seq_len=128).weights_id
+    rescored = score_call(ModelScorer(honest, None, weights, (0,)), call)  # type: ignore[arg-type]
+    caught = check_scores(call, rescored, Tolerance())
+    assert caught and all("fingerprint" in f.message for f in caught)  # only the fingerprints see it
+    emptied = [{**f, "indices": [], "values": []} for f in fps]
+    found = check_scores(dc_replace(call, fingerprints=emptied), rescored, Tolerance())
+    assert [(f.check.value, f.call) for f in found] == [("llm.shape", 0)]
+    assert "lists 0 dims" in found[0].message
+    # fewer dims, a repeated dim, a non-finite value: the same
+    for bad in (
+        {**fps[0], "indices": fps[0]["indices"][:3], "values": fps[0]["values"][:3]},
+        {**fps[0], "indices": [fps[0]["indices"][0]] * 8, "values": [fps[0]["values"][0]] * 8},
+        {**fps[0], "values": [float("nan"), *fps[0]["values"][1:]]},
+    ):
+        found = check_scores(dc_replace(call, fingerprints=[bad, *fps[1:]]), rescored, Tolerance())
+        assert [f.check.value for f in found] == ["llm.shape"], found
+    # control: the honest model's own fingerprints of the same call pass
+    own = [
+        {"index": f.index, "indices": list(f.indices), "values": list(f.values)}
+        for f in rescored.fingerprints
+    ]
+    honest = dc_replace(call, fingerprints=own, logprobs=rescored.logprobs)
+    assert check_scores(honest, rescored, Tolerance()) == []
+
+
+@pytest.mark.parametrize("where", ["input", "confirmed_tool_args"])
+async def test_poison_trace_is_a_trace_finding(where: str) -> None:
+    """A trace holding an integer past 2**53 (valid dag-cbor, valid ``supernet/trace/v1``) made
+    `Verifier.verify` raise (``InputEncodingError`` from ``input_hash`` / ``action_hash``). Such a
+    value has no canonical form, so no honest node records it: now a TRACE finding."""
+    store = DictStore()
+    task_input = {"q": "x"}
+    req, task_id = signed_task(MemoryQuestion, task_input)
+    ns = namespace_of(USER.address, "memq")
+    events: list[dict[str, Any]] = [
+        {
+            "kind": "memory.search",
+            "namespace": ns,
+            "query": "x",
+            "k": 1,
+            "root": None,
+            "hits": [],
+            "scores": [],
+        }
+    ]
+    doc = trace_doc(MemoryQuestion, task_id, USER.address, task_input, events, "unknown")
+    if where == "input":
+        doc["input"] = {"q": 2**60}
+    else:
+        events.append(
+            {
+                "kind": "tool", "name": "bank.transfer", "args": {"amount": 2**60}, "deterministic": False,
+                "result": None, "error": None, "confirmation": "0x" + "00" * 65,
+            }
+        )  # fmt: skip
+    verdict = await verify(store, req, task_id, doc)
+    assert verdict.unverifiable is None and not verdict.ok
+    if where == "input":
+        [bad] = [f for f in verdict.findings if "input hash" in f.message]
+        assert bad.check.value == "trace" and "no canonical form" in str(bad.claimed)
+    else:
+        [bad] = [f for f in verdict.findings if f.check.value == "trace.malformed"]
+        assert "a confirmed call of bank.transfer" in bad.message
+
+
+async def test_an_exception_checking_one_receipt_never_escapes_the_batch(monkeypatch: Any) -> None:
+    """The per-receipt barrier: whatever raises while checking one receipt (a case no check
+    foresaw, a bug here) makes that receipt unverifiable, logged, and the others still get their
+    verdicts; `verify_many` never raises (a raise would stall the service's step forever)."""
+    import supernet.validator.verifier as verifier_mod
+
+    store = DictStore()
+    task_input = {"q": "x"}
+    req, task_id = signed_task(MemoryQuestion, task_input)
+    ns = namespace_of(USER.address, "memq")
+    events = [
+        {
+            "kind": "memory.search",
+            "namespace": ns,
+            "query": "x",
+            "k": 1,
+            "root": None,
+            "hits": [],
+            "scores": [],
+        }
+    ]
+    doc = trace_doc(MemoryQuestion, task_id, USER.address, task_input, events, "unknown")
+    assert (await verify(store, req, task_id, doc)).ok  # control
+    calls = []
+    real = verifier_mod.check_trace
+
+    def boom(trace: Any, entry: Any) -> Any:
+        calls.append(1)
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(verifier_mod, "check_trace", boom)
+    verdict = await verify(store, req, task_id, doc)
+    assert calls and verdict.findings == () and verdict.unverifiable is not None
+    assert "RuntimeError: a bug" in verdict.unverifiable
+    monkeypatch.setattr(verifier_mod, "check_trace", real)
+
+    async def tools_boom(*args: Any) -> Any:
+        raise RuntimeError("tools broke")
+
+    monkeypatch.setattr(verifier_mod, "check_tools", tools_boom)
+    late = await verify(store, req, task_id, doc)
+    assert late.findings == () and "RuntimeError: tools broke" in str(late.unverifiable)
+
+
+async def test_renamed_agent_id_is_caught() -> None:
+    """The trace's ``agent.id`` is the node's word (only ``code_hash`` is signed). Renaming it made
+    the replay's lookup by id fail, i.e. *unverifiable*, so a fabricated answer escaped every
+    check. The replay now looks the agent up by the signed code hash alone: the renamed id is a
+    TRACE finding, and the replay still runs (the fabricated answer is a REPLAY finding)."""
+    store = DictStore()
+    task_input = {"q": "What is the launch code?"}
+    req, task_id = signed_task(MemoryQuestion, task_input)
+    ns = namespace_of(USER.address, "memq")
+    events = [
+        {
+            "kind": "memory.search",
+            "namespace": ns,
+            "query": task_input["q"],
+            "k": 1,
+            "root": None,
+            "hits": [],
+            "scores": [],
+        }
+    ]
+    doc = trace_doc(MemoryQuestion, task_id, USER.address, task_input, events, "The launch code is 0000.")
+    control = await verify(store, req, task_id, doc)  # under its real id: the made-up answer is a finding
+    assert not control.ok and any(f.check.value == "replay" for f in control.findings)
+    doc["agent"] = {**doc["agent"], "id": "memq-v2"}
+    verdict = await verify(store, req, task_id, doc)
+    assert verdict.unverifiable is None and not verdict.ok
+    # the test agents share one source file, so one code hash: the id must be one of theirs
+    assert [(f.check.value, f.message, f.expected, f.claimed) for f in verdict.findings] == [
+        (
+            "trace",
+            "trace agent id is not the id of an agent with the signed code hash",
+            ["memq", "payer"],
+            "memq-v2",
+        )
+    ]
+    # a signed code hash no agent here has stays unverifiable (the validator cannot know that code)
+    other = "0x" + "ee" * 32
+    req2 = dataclasses.replace(req, agent_hash=bytes.fromhex(other[2:]))
+    task_id2 = "0x" + hash_task_request(req2, DOMAIN).hex()
+    doc2 = {
+        **doc,
+        "task_id": task_id2,
+        "seed": task_seed(task_id2),
+        "agent": {"id": "memq", "code_hash": other},
+    }
+    unknown = await verify(store, req2, task_id2, doc2)
+    assert unknown.findings == () and f"no agent with code hash {other}" in str(unknown.unverifiable)
+
+
+class Delegator(Agent):
+    """Hands the question to an installed (packaged, non-built-in) child agent."""
+
+    agent_id = "delegator"
+    description = "Delegates to memq."
+
+    async def run(self, ctx: AgentContext, input: Any) -> str:
+        return await ctx.agents.call("memq", input)
+
+
+class NobodyDelegator(Agent):
+    """Hands the question to an agent no validator here has installed."""
+
+    agent_id = "nobody-delegator"
+    description = "Delegates to nobody."
+
+    async def run(self, ctx: AgentContext, input: Any) -> str:
+        return await ctx.agents.call("nobody", input)
+
+
+async def test_unknown_child_code_hash_of_an_installed_agent_is_caught() -> None:
+    """A child agent's code hash is the node's word (the user signs only the top agent's). Writing
+    a hash no validator has into the ``agent.call`` event made the replay *unverifiable*. A child
+    whose id is installed here under another code hash is now a REPLAY divergence; only a child
+    whose id is not installed here at all stays unverifiable."""
+    store = DictStore()
+    task_input = {"q": "What is the launch code?"}
+    req, task_id = signed_task(Delegator, task_input)
+    events = [
+        {
+            "kind": "agent.call",
+            "agent": {"id": "memq", "code_hash": "0x" + "ee" * 32},
+            "input": task_input,
+            "depth": 1,
+            "tools": [],
+            "memory": True,
+            "storage": False,
+        }
+    ]
+    doc = trace_doc(Delegator, task_id, USER.address, task_input, events, "The launch code is 0000.")
+    verdict = await verify(store, req, task_id, doc, agents=(Delegator,))
+    assert verdict.unverifiable is None
+    [div] = [f for f in verdict.findings if f.check.value == "replay"]
+    assert "has another code hash" in div.message and div.call == 0
+    assert (div.expected, div.claimed) == (MemoryQuestion.code_hash(), "0x" + "ee" * 32)
+    # control: with the installed child's real hash, the same made-up trace is a finding
+    doc["events"][0]["agent"]["code_hash"] = MemoryQuestion.code_hash()
+    control = await verify(store, req, task_id, doc, agents=(Delegator,))
+    assert not control.ok and control.unverifiable is None
+    # a child whose id is not installed here at all stays unverifiable (no finding to give)
+    doc["events"][0]["agent"] = {"id": "nobody", "code_hash": "0x" + "ee" * 32}
+    req2, task_id2 = signed_task(NobodyDelegator, task_input)
+    doc2 = trace_doc(
+        NobodyDelegator, task_id2, USER.address, task_input, doc["events"], "The launch code is 0000."
+    )
+    unknown = await verify(store, req2, task_id2, doc2, agents=(NobodyDelegator,))
+    assert unknown.findings == () and "'nobody'" in str(unknown.unverifiable)
+    assert "not installed here" in str(unknown.unverifiable)
+
+
+def test_subnormal_temperature_is_greedy_and_caught() -> None:
+    """A call at a (signed, schema-valid: ``minimum: 0``) temperature like 1e-310 divided the logits
+    to ±inf; every selection margin was NaN, and ``m > bound`` is False for NaN, so ANY output
+    tokens passed. Temperatures below ``MIN_TEMPERATURE`` are now greedy on node and validator
+    alike (and a NaN margin is flagged): made-up tokens are token findings, the honest greedy
+    tokens pass."""
+    from llm_fixtures import make_tiny_llama
+    from supernet.node.llm import LLMEngine
+    from supernet.node.llm.scoring import Tolerance
+    from supernet.validator.llm_check import check_scores
+    from supernet.validator.scoring import ModelScorer
+    from supernet.validator.trace_view import LLMCall
+    from supernet.validator.verifier import score_call
+
+    model = make_tiny_llama(3)
+    weights = LLMEngine.from_model(model, max_batch=1, max_seq_len=128).weights_id
+    scorer = ModelScorer(model, None, weights, (0,))  # type: ignore[arg-type]
+    prompt, chosen = (5, 17, 33, 2, 9), (7, 7, 7, 7, 7, 7, 7, 7)  # whatever the node likes
+    probe = LLMCall(0, "m", prompt, chosen, (0.0,) * 8, None, 1e-310, 1.0, 11, 8, (), "length", None)
+    honest = score_call(scorer, probe)
+    fps = [
+        {"index": f.index, "indices": list(f.indices), "values": list(f.values)} for f in honest.fingerprints
+    ]
+    call = LLMCall(0, "m", prompt, chosen, honest.logprobs, fps, 1e-310, 1.0, 11, 8, (), "length", None)
+    rescored = score_call(scorer, call)
+    assert all(math.isfinite(m) for m in rescored.margins or ())  # greedy margins: logit gaps
+    found = check_scores(call, rescored, Tolerance())
+    assert found and {f.check.value for f in found} == {"llm.token"}
+    assert all("selection" in f.message for f in found)
+    # control: at temperature 1e-3 the same tokens are selection findings
+    sane = LLMCall(0, "m", prompt, chosen, honest.logprobs, fps, 1e-3, 1.0, 11, 8, (), "length", None)
+    assert any("selection" in f.message for f in check_scores(sane, score_call(scorer, sane), Tolerance()))
+    # the node's engine picks greedy tokens at that temperature, and they verify
+    import asyncio
+
+    from supernet.node.llm import SamplingParams
+
+    async def generate() -> Any:
+        engine = LLMEngine.from_model(make_tiny_llama(3), max_batch=2, max_seq_len=128)  # same weights
+        async with engine:
+            params = SamplingParams(max_new_tokens=8, temperature=1e-310, seed=11, stop_token_ids=())
+            return await engine.submit(prompt, params).result()
+
+    res = asyncio.run(generate())
+    greedy = score_call(
+        scorer,
+        LLMCall(0, "m", prompt, res.output_ids, res.logprobs, None, 0.0, 1.0, 11, 8, (), "length", None),
+    )
+    assert res.output_ids == tuple(top[0][0] for top in greedy.top_tokens)
+    own = [{"index": f.index, "indices": list(f.indices), "values": list(f.values)} for f in res.fingerprints]
+    node_call = LLMCall(
+        0, "m", prompt, res.output_ids, res.logprobs, own, 1e-310, 1.0, 11, 8, (), "length", None
+    )
+    assert check_scores(node_call, score_call(scorer, node_call), Tolerance()) == []
+
+
+def test_nan_selection_margin_is_flagged() -> None:
+    """`compare_generation` flags a NaN margin (``not m <= bound``): NaN is no rule, never a pass."""
+    from supernet.node.llm.scoring import Tolerance, compare_generation
+    from supernet.node.llm.types import GenerationResult, ScoreResult
+
+    claimed = GenerationResult(
+        prompt_ids=(1,), output_ids=(2,), finish_reason="stop", logprobs=(-1.0,), fingerprints=()
+    )
+    scored = ScoreResult(
+        logprobs=(-1.0,), top_tokens=(((2, -1.0),),), fingerprints=(), margins=(float("nan"),)
+    )
+    verdict = compare_generation(claimed, scored, Tolerance(), sampled=True)
+    assert [m.kind for m in verdict.mismatches] == ["selection"] and not verdict.ok
+    ok = compare_generation(
+        claimed, ScoreResult((-1.0,), (((2, -1.0),),), (), (0.0,)), Tolerance(), sampled=True
+    )
+    assert ok.ok
