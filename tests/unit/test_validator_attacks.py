@@ -190,6 +190,22 @@ async def verify(
     return await verifier.verify(1, NODE.address, 0, Manifest({0: entry}))
 
 
+def empty_search(query: str) -> list[dict[str, Any]]:
+    """The one event of a MemoryQuestion run on an empty namespace: a search that finds nothing."""
+    ns = namespace_of(USER.address, "memq")
+    return [
+        {
+            "kind": "memory.search",
+            "namespace": ns,
+            "query": query,
+            "k": 1,
+            "root": None,
+            "hits": [],
+            "scores": [],
+        }
+    ]
+
+
 async def test_known_limit_fabricated_memory_root() -> None:
     """KNOWN LIMIT (not fixed; docs/validator.md "Known limits"): a node answers a memory question
     from memories the user never stored, and the receipt verifies clean.
@@ -293,18 +309,7 @@ async def test_trace_head_fields_are_bound(swap: str) -> None:
     store = DictStore()
     task_input = {"q": "x"}
     req, task_id = signed_task(MemoryQuestion, task_input)
-    ns = namespace_of(USER.address, "memq")
-    events = [
-        {
-            "kind": "memory.search",
-            "namespace": ns,
-            "query": "x",
-            "k": 1,
-            "root": None,
-            "hits": [],
-            "scores": [],
-        }
-    ]
+    events = empty_search("x")
     doc = trace_doc(MemoryQuestion, task_id, USER.address, task_input, events, "unknown")
     if swap == "fee":
         doc["fee"] = 10**18  # receipt fee is 100
@@ -459,18 +464,7 @@ async def test_poison_trace_is_a_trace_finding(where: str) -> None:
     store = DictStore()
     task_input = {"q": "x"}
     req, task_id = signed_task(MemoryQuestion, task_input)
-    ns = namespace_of(USER.address, "memq")
-    events: list[dict[str, Any]] = [
-        {
-            "kind": "memory.search",
-            "namespace": ns,
-            "query": "x",
-            "k": 1,
-            "root": None,
-            "hits": [],
-            "scores": [],
-        }
-    ]
+    events = empty_search("x")
     doc = trace_doc(MemoryQuestion, task_id, USER.address, task_input, events, "unknown")
     if where == "input":
         doc["input"] = {"q": 2**60}
@@ -500,18 +494,7 @@ async def test_an_exception_checking_one_receipt_never_escapes_the_batch(monkeyp
     store = DictStore()
     task_input = {"q": "x"}
     req, task_id = signed_task(MemoryQuestion, task_input)
-    ns = namespace_of(USER.address, "memq")
-    events = [
-        {
-            "kind": "memory.search",
-            "namespace": ns,
-            "query": "x",
-            "k": 1,
-            "root": None,
-            "hits": [],
-            "scores": [],
-        }
-    ]
+    events = empty_search("x")
     doc = trace_doc(MemoryQuestion, task_id, USER.address, task_input, events, "unknown")
     assert (await verify(store, req, task_id, doc)).ok  # control
     calls = []
@@ -543,18 +526,7 @@ async def test_renamed_agent_id_is_caught() -> None:
     store = DictStore()
     task_input = {"q": "What is the launch code?"}
     req, task_id = signed_task(MemoryQuestion, task_input)
-    ns = namespace_of(USER.address, "memq")
-    events = [
-        {
-            "kind": "memory.search",
-            "namespace": ns,
-            "query": task_input["q"],
-            "k": 1,
-            "root": None,
-            "hits": [],
-            "scores": [],
-        }
-    ]
+    events = empty_search(task_input["q"])
     doc = trace_doc(MemoryQuestion, task_id, USER.address, task_input, events, "The launch code is 0000.")
     control = await verify(store, req, task_id, doc)  # under its real id: the made-up answer is a finding
     assert not control.ok and any(f.check.value == "replay" for f in control.findings)
