@@ -93,25 +93,30 @@ VALIDATOR_STAKE = 2 * ETHER
 USER_DEPOSIT = 1 * ETHER
 
 
+def make_request(users: tuple[LocalAccount, ...], node: str, i: int) -> TaskRequest:
+    """Task request ``i`` (of ``users[i % len(users)]``): the preimage of receipt ``i``'s requestHash."""
+    return TaskRequest(
+        user=users[i % len(users)].address,
+        node=node,
+        model_id=MODEL_ID,
+        agent_hash=bytes(32),
+        input_hash=input_hash(f"task {i}"),
+        max_fee=10**15,
+        nonce=i,
+        deadline=2**40,
+    )
+
+
 def make_receipts(c: Contracts, users: tuple[LocalAccount, ...], node: str, count: int) -> list[Receipt]:
-    """``count`` receipts spread round-robin over ``users``, each for a signed task request."""
+    """``count`` receipts spread round-robin over ``users``, each for a signed task request
+    (`make_request`)."""
     out = []
     for i in range(count):
-        user = users[i % len(users)]
-        req = TaskRequest(
-            user=user.address,
-            node=node,
-            model_id=MODEL_ID,
-            agent_hash=bytes(32),
-            input_hash=input_hash(f"task {i}"),
-            max_fee=10**15,
-            nonce=i,
-            deadline=2**40,
-        )
+        req = make_request(users, node, i)
         out.append(
             Receipt(
                 request_hash=hash_task_request(req, c.domain),
-                user=user.address,
+                user=req.user,
                 model_id=MODEL_ID,
                 input_hash=req.input_hash,
                 output_hash=output_hash(f"answer {i}"),

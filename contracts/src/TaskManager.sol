@@ -32,22 +32,23 @@ import {Receipt, TaskRequest} from "./libraries/Types.sol";
 ///      releases at `now >= deadline`. So there is no second in which stake can leave and still be
 ///      challenged, or be withdrawn and still vote, whatever UNBONDING_PERIOD and the windows are.
 ///
-///      Resolution rule (exact): with `voted = fraudStake + honestStake` and
-///      `total = ServiceManager.totalValidatorStake()` snapshotted when the challenge opened
-///      (stake that registers or leaves later can neither dilute nor concentrate the quorum),
-///      fraud  <=>  voted * 10_000 >= total * QUORUM_BPS  &&  fraudStake * 2 > voted.
-///      Anything else (no quorum, a tie, an honest majority) clears the node.
+///      Resolution rule (exact): with `base = ServiceManager.settledValidatorStake()` when the
+///      challenge opened (stake added in that second cannot vote, so it does not count either),
+///      fraud  <=>  fraudStake * 10_000 >= base * QUORUM_BPS  &&  fraudStake > honestStake.
+///      The node is cleared iff honestStake >= fraudStake and both together reach the quorum;
+///      anything else (no quorum either way) is no verdict.
 ///
 ///      Fraud: `slashed = min(SLASH_AMOUNT, node stake + unbonding)` moves here; the challenger
-///      gets its bond back plus CHALLENGER_REWARD_BPS of `slashed`; VOTER_REWARD_BPS of
-///      `slashed` becomes a pool for the fraud voters (challenger included), claimed pro rata to
-///      vote weight with {claimVoteReward}; the receipt's user is refunded `min(fee, rest / 2)`; the
+///      gets its bond back plus, if the seed picked it for the receipt, CHALLENGER_REWARD_BPS of
+///      `slashed`; VOTER_REWARD_BPS of `slashed` becomes a pool for the fraud voters (challenger
+///      included), claimed pro rata to vote weight with {claimVoteReward}; `min(fee, rest / 2)`
+///      is held as the refund of the user who signed the receipt's request ({claimRefund}); the
 ///      remainder is burned (sent to 0x…dEaD, counted in `totalBurned`). Rewards come before the
 ///      refund so that a node cannot cancel its own slash by committing a fake receipt with a
 ///      huge fee paid to itself.
 ///
-///      Not fraud: VOTER_REWARD_BPS of the bond is a pool for the honest voters (if any voted),
-///      the rest of the bond goes to the accused node.
+///      Not fraud: cleared, VOTER_REWARD_BPS of the bond is a pool for the honest voters (if any
+///      voted) and the rest of the bond goes to the accused node; no verdict, the bond burns.
 ///
 ///      Decoy (docs/security-parameters.md, "Paying validators"): a node plants decoys, faulty
 ///      receipts of tasks it ran for accounts of its own, so that checking pays in an honest
@@ -94,8 +95,8 @@ contract TaskManager is ReentrancyGuardTransient {
         uint64 voteDeadline;
         ChallengeStatus status;
         address node;
-        bool sampled; // the challenger was sampled for this receipt (decoy bounties need it)
-        address user;
+        bool sampled; // the challenger was sampled for this receipt (its reward and bounties need it)
+        address user; // the receipt's `user` field (written by the node: shown, never paid)
         uint256 fee;
         bytes32 leaf;
         uint256 fraudStake;
@@ -104,6 +105,7 @@ contract TaskManager is ReentrancyGuardTransient {
         uint256 rewardPool; // for the winning side's voters
         uint256 rewardClaimed;
         uint256 quorumBase; // totalValidatorStake when the challenge opened
+        uint256 refundDue; // fraud: held for the request's user until {claimRefund}
     }
 
     /// @notice Lifecycle of an availability challenge (docs/protocol.md, "Availability").
@@ -123,6 +125,7 @@ contract TaskManager is ReentrancyGuardTransient {
         uint64 deadline;
         AvailabilityStatus status;
         address node;
+        bool sampled; // the challenger was sampled for the entry (its reward needs it)
     }
 
     /// @notice One validator's vote on one challenge.
@@ -150,6 +153,14 @@ contract TaskManager is ReentrancyGuardTransient {
     uint256 public constant MAX_RESERVE = 256;
     /// @notice The word of a reserved, never used slot: commit time 1 (long past), no digest.
     uint256 internal constant RESERVED = 1;
+    /// @notice Share (bps) of an answered availability challenge's bond that burns: what a false
+    ///         claim costs its claimant beyond the answer it forced (and nobody's income).
+    uint256 public constant AVAILABILITY_FEE_BPS = 1_000;
+    /// @notice Gas of an availability answer besides its trace bytes (receipt, proof, storage).
+    uint256 public constant ANSWER_FIXED_GAS = 200_000; // measured: ~175k to execute + 21k + calldata
+    /// @notice Gas per trace byte of an answer: calldata at the EIP-7623 floor (40 per non-zero
+    ///         byte), which covers the event's 8 and the hashing.
+    uint256 public constant ANSWER_GAS_PER_BYTE = 40;
 
     /*//////////////////////////////////////////////////////////////
                                IMMUTABLES
@@ -250,7 +261,8 @@ contract TaskManager is ReentrancyGuardTransient {
     );
     /// @notice A validator voted (the challenger's implicit fraud vote included).
     event Voted(uint256 indexed challengeId, address indexed validator, bool fraud, uint256 weight);
-    /// @notice A challenge was resolved, with the payout split.
+    /// @notice A challenge was resolved, with the payout split (`refund`: held for the request's
+    ///         user until {claimRefund}; `challengerReward`: 0 for a challenger not sampled).
     event ChallengeResolved(
         uint256 indexed challengeId,
         bool fraud,
@@ -269,6 +281,8 @@ contract TaskManager is ReentrancyGuardTransient {
         uint256 indexed challengeId, address indexed node, address indexed challenger, uint256 bounty, uint256 rebate
     );
     /// @notice A winning voter's reward share was credited to `claimable`.
+    /// @notice A fraud verdict's refund was credited to the user who signed the request.
+    event RefundClaimed(uint256 indexed challengeId, address indexed user, uint256 amount);
     event VoteRewardClaimed(uint256 indexed challengeId, address indexed validator, uint256 amount);
     /// @notice `account` pulled `amount` from `claimable`.
     event Withdrawn(address indexed account, uint256 amount);
@@ -291,6 +305,10 @@ contract TaskManager is ReentrancyGuardTransient {
         bytes32[] proof,
         bytes trace
     );
+    /// @notice An answered availability challenge's bond was split: `answerCost` (what posting the
+    ///         trace costs at the block's base fee, capped) to the node, `refunded` to the
+    ///         claimant, `burned` (AVAILABILITY_FEE_BPS of the bond) burned.
+    event AvailabilitySettled(uint256 indexed availabilityId, uint256 answerCost, uint256 refunded, uint256 burned);
     /// @notice An availability challenge expired unanswered: the node was slashed.
     event AvailabilityResolved(
         uint256 indexed availabilityId, uint256 slashed, uint256 challengerReward, uint256 burned
@@ -379,6 +397,8 @@ contract TaskManager is ReentrancyGuardTransient {
     error NotADecoy();
     /// @notice Only the challenged node may reveal a decoy.
     error OnlyChallengedNode();
+    /// @notice The request's EIP-712 digest is not the receipt's `requestHash`.
+    error NotTheRequest(bytes32 expected, bytes32 given);
 
     /*//////////////////////////////////////////////////////////////
                               CONSTRUCTOR
@@ -558,11 +578,11 @@ contract TaskManager is ReentrancyGuardTransient {
         address node = ref.node;
         uint64 voteDeadline;
         (challengeId, voteDeadline) = _openChallenge(ref.batchId, node, receipt.user, receipt.fee, leaf);
-        // Recorded now, while the seed is surely readable: a decoy bounty is paid only to a
-        // validator the seed picked for this receipt, so a friend the node tells where its decoys
-        // are collects only the decoys it was sampled for, not all of them.
-        (bytes32 seed,) = _seed(ref);
-        if (seed != bytes32(0) && _sampledBy(seed, msg.sender, index)) _challenges[challengeId].sampled = true;
+        // Recorded now, while the seed is surely readable: the challenger reward and a decoy
+        // bounty are paid only to a validator the seed picked for this receipt, so a friend of
+        // the node who knows which receipts are faulty (or decoys) collects only where it was
+        // sampled, not wherever it is first.
+        if (_challengerSampled(ref, index)) _challenges[challengeId].sampled = true;
         emit ChallengeOpened(
             challengeId, ref.batchId, msg.sender, node, leaf, receipt.requestHash, voteDeadline, evidenceCid
         );
@@ -676,6 +696,34 @@ contract TaskManager is ReentrancyGuardTransient {
         SERVICE_MANAGER.unfreeze(node);
     }
 
+    /// @notice Credits a fraud verdict's refund to the user who signed the challenged receipt's
+    ///         request: `request` must be the one whose EIP-712 digest is the receipt's
+    ///         `requestHash`. Anyone may call it (the refund goes to `request.user` whoever calls),
+    ///         once. The receipt's `user` field plays no part: a node that writes its own account
+    ///         there no longer steers the refund, and a receipt whose request nobody can show
+    ///         refunds nobody (the refund stays held).
+    /// @param challengeId A challenge resolved as fraud.
+    /// @param receipt The challenged receipt (its leaf must be the challenge's).
+    /// @param request The receipt's task request.
+    /// @return amount Wei credited to `request.user`'s `claimable`.
+    function claimRefund(uint256 challengeId, Receipt calldata receipt, TaskRequest calldata request)
+        external
+        returns (uint256 amount)
+    {
+        Challenge storage c = _challenge(challengeId);
+        if (c.status != ChallengeStatus.Fraud) revert ChallengeNotResolved(challengeId);
+        amount = c.refundDue;
+        if (amount == 0) revert NothingToWithdraw();
+        bytes32 leaf = ReceiptLib.leaf(receipt);
+        if (leaf != c.leaf) revert NotChallengedReceipt(c.leaf, leaf);
+        bytes32 digest = PAYMENTS.hashTaskRequest(request);
+        if (digest != receipt.requestHash) revert NotTheRequest(receipt.requestHash, digest);
+        c.refundDue = 0;
+        address user = request.user;
+        claimable[user] += amount;
+        emit RefundClaimed(challengeId, user, amount);
+    }
+
     /// @notice Credits the caller's share of a resolved challenge's voter pool:
     ///         `rewardPool * weight / winningStake` (rounded down; the dust stays in the contract).
     /// @param challengeId The challenge.
@@ -747,7 +795,8 @@ contract TaskManager is ReentrancyGuardTransient {
             index: uint32(index),
             deadline: answerBy,
             status: AvailabilityStatus.Open,
-            node: ref.node
+            node: ref.node,
+            sampled: _challengerSampled(ref, index)
         });
         entryAvailability[key] = availabilityId;
         address node = ref.node;
@@ -757,7 +806,9 @@ contract TaskManager is ReentrancyGuardTransient {
 
     /// @notice Answers an availability challenge by posting the entry's receipt (with its proof
     ///         at the challenged position) and the trace, whose sha256 must be the receipt's
-    ///         `traceHash`. Anyone holding the data may answer; the bond goes to the node.
+    ///         `traceHash`. Anyone holding the data may answer; the bond pays the node what the
+    ///         answer costs (AvailabilitySettled), burns AVAILABILITY_FEE_BPS, and the rest goes
+    ///         back to the claimant.
     ///         A fraud challenge on the entry stays open for CHALLENGE_WINDOW from now.
     /// @param availabilityId The availability challenge.
     /// @param ref The header of the challenged batch.
@@ -782,15 +833,13 @@ contract TaskManager is ReentrancyGuardTransient {
         if (posted != receipt.traceHash) revert TraceMismatch(receipt.traceHash, posted);
         a.status = AvailabilityStatus.Answered;
         answeredAt[keccak256(abi.encode(batchId, index))] = block.timestamp;
-        // The bond always goes to the node, whoever posts the data: a false claim cost the node
-        // a frozen stake and a longer lock, and a claimant that answered its own challenge would
-        // otherwise get its bond back and grief for free.
-        claimable[a.node] += CHALLENGE_BOND;
         emit AvailabilityAnswered(availabilityId, batchId, index, receipt, proof, trace);
+        uint256 burned = _splitAnswerBond(availabilityId, a, trace.length);
         address node = a.node;
         // forge-lint: disable-next-line(unsafe-typecast)
         SERVICE_MANAGER.lockStake(node, uint64(block.timestamp + CHALLENGE_WINDOW));
         SERVICE_MANAGER.unfreeze(node);
+        _send(BURN_ADDRESS, burned);
     }
 
     /// @notice Slashes the node of an availability challenge left unanswered past its deadline
@@ -803,7 +852,8 @@ contract TaskManager is ReentrancyGuardTransient {
         a.status = AvailabilityStatus.Unanswered;
         address node = a.node;
         uint256 slashed = SERVICE_MANAGER.slash(node, SLASH_AMOUNT);
-        uint256 reward = slashed * CHALLENGER_REWARD_BPS / BPS;
+        // Only a challenger the seed picked for the entry earns the reward (as for fraud).
+        uint256 reward = a.sampled ? slashed * CHALLENGER_REWARD_BPS / BPS : 0;
         uint256 burned = slashed - reward;
         claimable[a.challenger] += CHALLENGE_BOND + reward;
         totalBurned += burned;
@@ -934,26 +984,52 @@ contract TaskManager is ReentrancyGuardTransient {
 
     function _resolveFraud(uint256 challengeId, Challenge storage c) internal {
         uint256 slashed = SERVICE_MANAGER.slash(c.node, SLASH_AMOUNT);
-        uint256 challengerReward = slashed * CHALLENGER_REWARD_BPS / BPS;
+        uint256 fullReward = slashed * CHALLENGER_REWARD_BPS / BPS;
         uint256 voterPool = slashed * VOTER_REWARD_BPS / BPS;
-        uint256 rest = slashed - challengerReward - voterPool;
-        address user = c.user;
-        // At most half of the rest refunds the receipt's user: the other half always burns, so a
-        // node that slashes itself through an allied challenger and its own "user" address loses
-        // at least (1 - CR - VR) / 2 of the slash (30 % at the defaults) instead of recovering it all.
+        uint256 rest = slashed - fullReward - voterPool;
+        // The reward of a challenger the seed did not pick burns: an ally of the node who takes
+        // the leaf first (in the commit block, before the seed) recovers none of the slash.
+        uint256 challengerReward = c.sampled ? fullReward : 0;
+        // At most half of the rest refunds the user: the other half always burns, so a node that
+        // slashes itself through an allied challenger and its own "user" address loses at least
+        // (1 - CR - VR) / 2 of the slash (30 % at the defaults) instead of recovering it all. The
+        // refund is held for whoever signed the receipt's request ({claimRefund}), never paid to
+        // the receipt's `user` field, which the node writes.
         uint256 refundCap = rest / 2;
-        uint256 refund = user == address(0) ? 0 : (c.fee < refundCap ? c.fee : refundCap);
-        uint256 burned = rest - refund;
+        uint256 refund = c.fee < refundCap ? c.fee : refundCap;
+        uint256 burned = slashed - challengerReward - voterPool - refund;
 
         c.slashed = slashed;
         c.rewardPool = voterPool;
+        c.refundDue = refund;
         claimable[c.challenger] += CHALLENGE_BOND + challengerReward;
-        if (refund != 0) claimable[user] += refund;
         totalBurned += burned;
         emit ChallengeResolved(
             challengeId, true, c.fraudStake, c.honestStake, slashed, refund, challengerReward, voterPool, burned
         );
         if (burned != 0) _send(BURN_ADDRESS, burned);
+    }
+
+    /// @dev The bond of an answered availability challenge pays for the answer it forced, after the
+    ///      OP Stack's DataAvailabilityChallenge: the node gets what posting the trace costs at the
+    ///      block's base fee (not the sender's gas price, which it would choose), whoever posts it;
+    ///      AVAILABILITY_FEE_BPS burns; the claimant gets the rest back. The node never earns more
+    ///      than its cost: when it was paid the whole bond, withholding data on purpose to bait
+    ///      availability challenges paid it a bond per validator it baited (and taught validators
+    ///      to stop asking). A false claim still costs the claimant the answer and the fee, even
+    ///      if it answers itself. Returns the wei to burn.
+    function _splitAnswerBond(uint256 availabilityId, AvailabilityChallenge storage a, uint256 traceLength)
+        internal
+        returns (uint256 burned)
+    {
+        burned = CHALLENGE_BOND * AVAILABILITY_FEE_BPS / BPS;
+        uint256 answerCost = (ANSWER_FIXED_GAS + traceLength * ANSWER_GAS_PER_BYTE) * block.basefee;
+        if (answerCost > CHALLENGE_BOND - burned) answerCost = CHALLENGE_BOND - burned;
+        uint256 refunded = CHALLENGE_BOND - burned - answerCost;
+        claimable[a.node] += answerCost;
+        claimable[a.challenger] += refunded;
+        totalBurned += burned;
+        emit AvailabilitySettled(availabilityId, answerCost, refunded, burned);
     }
 
     function _openAvailability(uint256 availabilityId) internal view returns (AvailabilityChallenge storage a) {
@@ -1022,6 +1098,13 @@ contract TaskManager is ReentrancyGuardTransient {
         if (seed != bytes32(0) || block.number <= seedBlock) return (seed, seedBlock);
         bytes32 hash = Blockhash.blockHash(seedBlock);
         if (hash != bytes32(0)) seed = keccak256(abi.encode(hash, ref.batchId));
+    }
+
+    /// @dev Whether the seed of `ref` (checked by the caller) is readable now and picks the caller
+    ///      for entry `index`: false in the blocks before the seed exists.
+    function _challengerSampled(BatchRef calldata ref, uint256 index) internal view returns (bool) {
+        (bytes32 seed,) = _seed(ref);
+        return seed != bytes32(0) && _sampledBy(seed, msg.sender, index);
     }
 
     /// @dev Whether `seed` picks `validator` for receipt `index`.

@@ -92,15 +92,17 @@ contract AdversaryTest is Base {
         assertEq(sm.getOperator(node).stake, 2 ether - SLASH_AMOUNT, "the node is slashed");
     }
 
-    /// Same mislabel, without a reveal: the fraud refund goes to whoever the node named in
-    /// `receipt.user`, not to the real user whose request it was. The node is still slashed the
-    /// full amount; what it steers is the refund (at most the fee). Kept as a known limit
-    /// (docs/protocol.md, "Disputes"): closing it needs the request at challenge time.
-    function test_KnownLimit_RefundFollowsTheReceiptsUserField() public {
+    /// Same mislabel, without a reveal: the node names its own account in `receipt.user` of a
+    /// real user's faulty task, hoping to steer the fraud refund. The refund is held for whoever
+    /// signed the receipt's request: the node's account cannot claim it with any request of its
+    /// own making (its digest is not the receipt's `requestHash`), and the real user claims it
+    /// with its own request. (Formerly a known limit: the refund followed the `user` field.)
+    function test_Attack_RefundGoesToTheRequestsSignerNotTheUserField() public {
         _registerNode(node, 2 ether);
         _registerValidator(validator1, 1 ether);
         _registerValidator(validator2, 2 ether);
-        bytes32 realRequest = payments.hashTaskRequest(_realRequest(user, node, 9));
+        TaskRequest memory real = _realRequest(user, node, 9);
+        bytes32 realRequest = payments.hashTaskRequest(real);
         Receipt memory r = Receipt({
             requestHash: realRequest,
             user: decoyUser,
@@ -116,8 +118,35 @@ contract AdversaryTest is Base {
         vm.warp(tm.challenges(id).voteDeadline);
         assertTrue(tm.resolve(id));
         assertEq(sm.getOperator(node).stake, 2 ether - SLASH_AMOUNT, "slashed in full");
-        assertEq(tm.claimable(user), 0, "real user: no refund");
-        assertEq(tm.claimable(decoyUser), 0.1 ether, "node's own account got the refund");
+        assertEq(tm.claimable(decoyUser), 0, "nothing paid to the receipt's user field");
+
+        // the node's account tries with a request of its own: not the receipt's request
+        TaskRequest memory forged = _realRequest(decoyUser, node, 9);
+        bytes32 forgedHash = payments.hashTaskRequest(forged);
+        vm.expectRevert(abi.encodeWithSelector(TaskManager.NotTheRequest.selector, realRequest, forgedHash));
+        tm.claimRefund(id, r, forged);
+        // nor with the real request against another receipt (the leaf binds it)
+        Receipt memory other = Receipt({
+            requestHash: r.requestHash,
+            user: user,
+            modelId: r.modelId,
+            inputHash: r.inputHash,
+            outputHash: r.outputHash,
+            traceHash: r.traceHash,
+            fee: r.fee
+        });
+        bytes32 leaf = _leaf(r);
+        bytes32 otherLeaf = _leaf(other);
+        vm.expectRevert(abi.encodeWithSelector(TaskManager.NotChallengedReceipt.selector, leaf, otherLeaf));
+        tm.claimRefund(id, other, real);
+
+        // anyone may submit the real request; the refund goes to its signer, once
+        vm.prank(decoyUser);
+        assertEq(tm.claimRefund(id, r, real), 0.1 ether);
+        assertEq(tm.claimable(user), 0.1 ether, "the real user got the refund");
+        assertEq(tm.claimable(decoyUser), 0);
+        vm.expectRevert(TaskManager.NothingToWithdraw.selector);
+        tm.claimRefund(id, r, real);
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -233,15 +262,17 @@ contract AdversaryTest is Base {
     }
 
     /*//////////////////////////////////////////////////////////////
-       A5. Free availability griefing: the claimant answers itself
+       A5. Availability griefing: the claimant answers itself
     //////////////////////////////////////////////////////////////*/
 
     /// A node that asked to unbond 1 ether long ago commits its last batch: its ether is free once
     /// that batch's window ends. Anyone (no stake needed) opens an availability challenge in the
     /// window's last second and answers it itself in the answer window's last second (the data is
     /// public, or copied from the node's own pending answer), hoping for its bond back. The bond
-    /// now goes to the node whoever answers: the delay the griefer causes costs it the bond.
-    function test_Attack_AvailabilityGriefingCostsTheBond() public {
+    /// pays the node what the answer costs whoever answers, and AVAILABILITY_FEE_BPS burns, so the
+    /// delay the griefer causes costs it the answer's price and the fee (not the whole bond: that
+    /// paid the node for baiting, test_Attack_BaitingAvailabilityChallengesPaysOnlyTheAnswersCost).
+    function test_Attack_AvailabilityGriefingCostsTheAnswerAndTheFee() public {
         _registerNode(node, 3 ether);
         vm.prank(node);
         sm.requestUnbond(1 ether);
@@ -255,11 +286,14 @@ contract AdversaryTest is Base {
         vm.prank(stranger);
         uint256 aid = tm.challengeAvailability{value: CHALLENGE_BOND}(_ref(b), 2);
         vm.warp(tm.availabilityChallenges(aid).deadline - 1);
+        vm.fee(10 gwei);
+        bytes memory trace = _trace(2);
+        uint256 cost = (tm.ANSWER_FIXED_GAS() + trace.length * tm.ANSWER_GAS_PER_BYTE()) * 10 gwei;
         vm.prank(stranger);
-        tm.answerAvailability(aid, _ref(b), rs[2], Merkle.proofAt(ls, 2), _trace(2));
+        tm.answerAvailability(aid, _ref(b), rs[2], Merkle.proofAt(ls, 2), trace);
 
-        assertEq(tm.claimable(stranger), 0, "the griefer's bond is gone");
-        assertEq(tm.claimable(node), CHALLENGE_BOND, "and paid to the node it delayed");
+        assertEq(tm.claimable(node), cost, "the node it delayed is paid the answer");
+        assertEq(tm.claimable(stranger), CHALLENGE_BOND * 9 / 10 - cost, "the griefer loses the answer and the fee");
         uint256 lockedUntil = sm.getNode(node).lockedUntil;
         assertGe(lockedUntil, normalExit + CHALLENGE_WINDOW + VOTE_WINDOW - LOCK_STEP_SLACK);
         vm.warp(normalExit + VOTE_WINDOW + 1);
@@ -329,16 +363,18 @@ contract AdversaryTest is Base {
     /// The node's ally challenges the node's own faulty receipt in the commit block (before the
     /// seed exists). The honest sampled finder can no longer challenge (leaf occupied until the
     /// vote ends, which with CHALLENGE_WINDOW == VOTE_WINDOW is exactly the window's end); it can
-    /// only vote. The coalition recovers the bond + 20 % challenger reward + its pool share.
-    ///      Kept as a known limit (docs/protocol.md, "Disputes"): the node is still slashed in full;
-    ///      the coalition recovers a quarter of it.
-    function test_KnownLimit_AllySquatsLeafAndCapturesChallengerReward() public {
+    /// only vote. The ally was not picked by the seed (none existed), so its challenger reward
+    /// burns: the coalition recovers only the ally's bond and its pro-rata voter share, and the
+    /// node loses more than if an honest finder had challenged. (Formerly a known limit: the
+    /// ally took the full challenger reward, a quarter of the slash with its voter share.)
+    function test_Attack_AllySquattingTheLeafRecoversNoChallengerReward() public {
         address ally = makeAddr("ally");
         _registerNode(node, 2 ether);
         _registerValidator(ally, 1 ether);
         _registerValidator(validator3, 3 ether); // honest finder
         (uint256 b, Receipt[] memory rs, bytes32[] memory ls) = _commit(node, 2);
         uint256 id = _challenge(ally, b, 0, rs[0], Merkle.proofAt(ls, 0)); // same block as commit
+        assertFalse(tm.challenges(id).sampled, "no seed yet: nobody is sampled");
         vm.roll(block.number + 3);
         vm.deal(validator3, CHALLENGE_BOND);
         vm.prank(validator3);
@@ -346,12 +382,37 @@ contract AdversaryTest is Base {
         tm.challenge{value: CHALLENGE_BOND}(_ref(b), 0, rs[0], Merkle.proofAt(ls, 0), "");
         _vote(validator3, id, true);
         vm.warp(tm.challenges(id).voteDeadline);
+        uint256 burnedBefore = tm.totalBurned();
         assertTrue(tm.resolve(id));
         vm.prank(ally);
         tm.claimVoteReward(id);
+        uint256 pool = SLASH_AMOUNT * 2_000 / 10_000;
         uint256 coalitionBack = tm.claimable(ally) - CHALLENGE_BOND;
-        assertEq(coalitionBack, SLASH_AMOUNT * 2_000 / 10_000 + SLASH_AMOUNT * 2_000 / 10_000 / 4);
+        assertEq(coalitionBack, pool / 4, "only the ally's voter share (1 of 4 ether voted)");
+        uint256 reward = SLASH_AMOUNT * 2_000 / 10_000;
+        uint256 refund = 0.001 ether; // held for the request's user
+        assertEq(tm.totalBurned() - burnedBefore, SLASH_AMOUNT - pool - refund, "the reward burned");
+        assertGt(tm.totalBurned() - burnedBefore, SLASH_AMOUNT - reward - pool - refund);
         assertEq(CHALLENGE_WINDOW, VOTE_WINDOW); // so no re-challenge is ever possible after it
+    }
+
+    /// The same ally waits for the seed: it earns the reward only where the seed picked it (10 %
+    /// per receipt and per validator address here), like any honest finder.
+    function test_Attack_AllyEarnsTheRewardOnlyWhereSampled() public {
+        address ally = makeAddr("ally");
+        _registerNode(node, 2 ether);
+        _registerValidator(ally, 1 ether);
+        (uint256 b, Receipt[] memory rs, bytes32[] memory ls) = _commit(node, 16);
+        vm.roll(block.number + SEED_DELAY_BLOCKS + 1);
+        uint256 sampledCount;
+        for (uint256 i; i < 16; ++i) {
+            bool picked = tm.isSampled(_ref(b), ally, i);
+            if (picked) ++sampledCount;
+            bytes32[] memory proof = Merkle.proofAt(ls, i);
+            uint256 id = _challenge(ally, b, i, rs[i], proof);
+            assertTrue(tm.challenges(id).sampled == picked, "reward eligibility is the seed's pick");
+        }
+        assertLt(sampledCount, 16); // the seed does not pick the ally everywhere
     }
 
     /// @dev Registers a validator without moving the clock (`_registerValidator` steps a second).

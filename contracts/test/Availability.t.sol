@@ -38,14 +38,22 @@ contract AvailabilityTest is Base {
         tm.answerAvailability(id, _ref(batchId), rs[index], Merkle.proofAt(leaves, index), _trace(index));
     }
 
-    function test_Availability_AnsweredNodeKeepsStakeAndIsPaidTheBond() public {
+    function test_Availability_AnsweredNodeKeepsStakeAndIsPaidItsCost() public {
         uint256 id = _challengeAvailability(stranger, 3); // anyone may ask, users too
         assertEq(sm.getNode(node).frozenCount, 1, "frozen while open");
+        vm.fee(10 gwei); // the block's base fee prices the answer
+        uint256 cost = (tm.ANSWER_FIXED_GAS() + _trace(3).length * tm.ANSWER_GAS_PER_BYTE()) * 10 gwei;
+        uint256 burned = CHALLENGE_BOND / 10;
         vm.expectEmit(address(tm));
         emit TaskManager.AvailabilityAnswered(id, batchId, 3, rs[3], Merkle.proofAt(leaves, 3), _trace(3));
+        vm.expectEmit(address(tm));
+        emit TaskManager.AvailabilitySettled(id, cost, CHALLENGE_BOND - burned - cost, burned);
+        vm.txGasPrice(1000 gwei); // a gas price the node picks changes nothing
         _answer(id, 3);
         assertTrue(tm.availabilityChallenges(id).status == TaskManager.AvailabilityStatus.Answered);
-        assertEq(tm.claimable(node), CHALLENGE_BOND, "the false claim pays for the answer");
+        assertEq(tm.claimable(node), cost, "the false claim pays for the answer, no more");
+        assertEq(tm.claimable(stranger), CHALLENGE_BOND - burned - cost, "the claimant gets the rest back");
+        assertEq(BURN.balance, burned);
         assertEq(sm.getNode(node).frozenCount, 0);
         assertEq(sm.getOperator(node).stake, 2 ether);
         assertEq(tm.answeredAt(keccak256(abi.encode(batchId, uint256(3)))), block.timestamp);
@@ -62,11 +70,12 @@ contract AvailabilityTest is Base {
         uint256 burnedBefore = BURN.balance;
         vm.prank(stranger); // anyone may resolve
         tm.resolveAvailability(id);
-        uint256 reward = SLASH_AMOUNT * CHALLENGER_REWARD_BPS / 10_000;
         assertEq(sm.getOperator(node).stake, 2 ether - SLASH_AMOUNT);
         assertEq(sm.getNode(node).slashCount, 1);
-        assertEq(tm.claimable(validator1), CHALLENGE_BOND + reward);
-        assertEq(BURN.balance - burnedBefore, SLASH_AMOUNT - reward, "a self-challenge through an ally loses the rest");
+        // opened in the commit block, before the seed: nobody was sampled, so no reward
+        assertFalse(tm.availabilityChallenges(id).sampled);
+        assertEq(tm.claimable(validator1), CHALLENGE_BOND, "bond back, no reward");
+        assertEq(BURN.balance - burnedBefore, SLASH_AMOUNT, "the whole slash burns");
         assertEq(sm.getNode(node).frozenCount, 0);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.AvailabilityNotOpen.selector, id));
         tm.resolveAvailability(id);
@@ -74,6 +83,45 @@ contract AvailabilityTest is Base {
         vm.prank(stranger);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.AvailabilityAlreadyOpen.selector, id));
         tm.challengeAvailability{value: CHALLENGE_BOND}(_ref(batchId), 0); // one slash per withheld entry
+    }
+
+    /// The challenger reward goes only to a challenger the seed picked for the entry: an ally of
+    /// a node that withholds a faked trace cannot recover part of the slash by claiming first.
+    function test_Availability_OnlyASampledChallengerEarnsTheReward() public {
+        _deployDevnet(); // every entry sampled for every validator once the seed exists
+        _registerNode(node, 2 ether);
+        _registerValidator(validator1, 1 ether);
+        (uint256 b,,) = _commit(node, 2);
+        vm.roll(block.number + 2); // the seed block (devnet: commit + 1) is mined
+        vm.deal(validator1, validator1.balance + CHALLENGE_BOND);
+        vm.prank(validator1);
+        uint256 id = tm.challengeAvailability{value: CHALLENGE_BOND}(_ref(b), 1);
+        assertTrue(tm.availabilityChallenges(id).sampled);
+        vm.warp(tm.availabilityChallenges(id).deadline);
+        tm.resolveAvailability(id);
+        uint256 reward = SLASH_AMOUNT * CHALLENGER_REWARD_BPS / 10_000;
+        assertEq(tm.claimable(validator1), CHALLENGE_BOND + reward);
+        assertEq(tm.totalBurned(), SLASH_AMOUNT - reward);
+    }
+
+    /// A node that withholds data to bait availability challenges, then answers, gains nothing: it
+    /// is paid what answering cost, never more, however high the base fee (the cost is capped so
+    /// the claimant never pays more than its bond). When it was paid the whole bond, each
+    /// validator it baited paid it 0.1 ether.
+    function test_Attack_BaitingAvailabilityChallengesPaysOnlyTheAnswersCost() public {
+        uint256 id = _challengeAvailability(validator1, 1);
+        vm.fee(1 gwei);
+        uint256 nodeGas = 300_000 + _trace(1).length * 40; // generous: the answer's real gas
+        uint256 before = tm.claimable(node);
+        _answer(id, 1);
+        uint256 paid = tm.claimable(node) - before;
+        assertLe(paid, nodeGas * 1 gwei); // no profit over the answer's cost
+        assertGe(CHALLENGE_BOND - tm.claimable(validator1), paid); // the claimant covered it
+
+        uint256 id2 = _challengeAvailability(validator1, 2);
+        vm.fee(1_000_000 gwei); // an absurd base fee: the cost is capped
+        _answer(id2, 2);
+        assertEq(tm.claimable(node) - before - paid, CHALLENGE_BOND * 9 / 10, "capped at the bond less the fee");
     }
 
     function test_RevertWhen_AnswerIsNotTheCommittedData() public {

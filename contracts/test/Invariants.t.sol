@@ -379,6 +379,27 @@ contract ProtocolHandler is Test {
         } catch {}
     }
 
+    /// @dev Anyone shows a request for a fraud verdict's refund: the entry's real request (credited
+    ///      to its user) or one naming the caller (refused: not the receipt's request).
+    function claimRefund(uint256 seed, uint256 challengeSeed) external {
+        uint256 count = tm.challengeCount();
+        if (count == 0) return;
+        uint256 id = bound(challengeSeed, 1, count);
+        uint256[2] memory entry = _challenged[id];
+        if (entry[1] == 0) return;
+        Receipt memory r = _batchReceipts[entry[0]][entry[1] - 1];
+        address caller = _anyActor(seed / 2);
+        address named = seed % 2 == 0 ? r.user : caller;
+        TaskRequest memory request = _entryRequest(entry[0], entry[1] - 1, named, tm.challenges(id).node);
+        uint256 before = tm.claimable(r.user);
+        vm.prank(caller);
+        try tm.claimRefund(id, r, request) returns (uint256 amount) {
+            assertTrue(named == r.user, "a refund paid on a request that is not the receipt's");
+            assertEq(tm.claimable(r.user), before + amount, "the refund went to the request's user");
+            ++calls[this.claimRefund.selector];
+        } catch {}
+    }
+
     function claimVoteReward(uint256 seed, uint256 challengeSeed) external {
         uint256 count = tm.challengeCount();
         if (count == 0) return;
@@ -484,7 +505,7 @@ contract InvariantsTest is Base {
                     if (c.node == handler.nodes(i)) ++open[i];
                 }
             } else {
-                sum += c.rewardPool - c.rewardClaimed;
+                sum += c.rewardPool - c.rewardClaimed + c.refundDue; // refunds held until claimed
             }
         }
         uint256 available = tm.availabilityCount();

@@ -6,7 +6,7 @@ import {TaskManager} from "../src/TaskManager.sol";
 import {Payments} from "../src/Payments.sol";
 import {IPayments} from "../src/interfaces/IPayments.sol";
 import {IServiceManager} from "../src/interfaces/IServiceManager.sol";
-import {Receipt, Voucher} from "../src/libraries/Types.sol";
+import {Receipt, TaskRequest, Voucher} from "../src/libraries/Types.sol";
 
 import {Base, Rejecter} from "./utils/Base.sol";
 import {Merkle} from "./utils/Merkle.sol";
@@ -635,7 +635,8 @@ contract TaskManagerTest is Base {
 
     /// @dev The whole dispute: challenge -> votes -> resolve -> slash -> payouts -> withdrawals.
     function test_Flow_FraudSlashesAndPays() public {
-        (uint256 id,, Receipt memory r) = _openChallenge(); // v1 (1 ether) challenged
+        (uint256 id,, Receipt memory r) = _openSampledChallenge(); // v1 (1 ether), sampled, challenged
+        assertTrue(tm.challenges(id).sampled);
         _vote(validator2, id, true); // 2 ether
         // validator3 (3 ether) abstains: voted 3 of 6 ether >= 30 %, fraud 3 > 3/2
         vm.warp(block.timestamp + VOTE_WINDOW + 1);
@@ -656,6 +657,12 @@ contract TaskManagerTest is Base {
         assertEq(nv.frozenCount, 0, "unfrozen");
         assertEq(nv.slashCount, 1);
         assertEq(tm.claimable(validator1), CHALLENGE_BOND + challengerReward);
+        assertEq(tm.claimable(user), 0, "the refund is held until the request is shown");
+        assertEq(tm.challenges(id).refundDue, refund);
+        vm.expectEmit(address(tm));
+        emit TaskManager.RefundClaimed(id, user, refund);
+        vm.prank(stranger); // anyone may show it: the refund goes to the request's signer
+        assertEq(tm.claimRefund(id, r, _request(1, user, node)), refund);
         assertEq(tm.claimable(user), refund);
         assertEq(tm.totalBurned(), burned);
         assertEq(BURN.balance, burned);
@@ -764,13 +771,13 @@ contract TaskManagerTest is Base {
         assertEq(node.balance, 1 ether);
     }
 
-    function test_Resolve_RefundCappedAndZeroUser() public {
+    function test_Resolve_RefundCappedAndHeldForTheRequest() public {
         _registerNode(node, 2 ether);
         _registerValidator(validator1, 1 ether);
         Receipt[] memory rs = new Receipt[](2);
         bytes32[] memory leaves = new bytes32[](2);
-        rs[0] = _receipt(0, user, 50 ether); // fee larger than the slash
-        rs[1] = _receipt(1, address(0), 1 ether);
+        rs[0] = _boundReceipt(0, user, node, 50 ether); // fee larger than the slash
+        rs[1] = _receipt(1, user, 1 ether); // a requestHash nobody can show the request of
         leaves[0] = _leaf(rs[0]);
         leaves[1] = _leaf(rs[1]);
         uint256 batchId = _commitRoot(node, Merkle.root(leaves), 2);
@@ -778,12 +785,30 @@ contract TaskManagerTest is Base {
         uint256 b = _challenge(validator1, batchId, 1, rs[1], Merkle.proof(leaves, leaves[1]));
         vm.warp(block.timestamp + VOTE_WINDOW + 1);
         tm.resolve(a);
-        assertEq(tm.claimable(user), 0.3 ether, "refund capped at half of what is left after rewards");
+        // the challenger was not sampled (no seed yet): its reward burns with the other half
+        assertEq(tm.totalBurned(), 1 ether - 0.2 ether - 0.3 ether, "slash - pool - held refund");
+        assertEq(tm.claimRefund(a, rs[0], _request(0, user, node)), 0.3 ether, "capped at half the rest");
+        assertEq(tm.claimable(user), 0.3 ether);
         tm.resolve(b);
         TaskManager.Challenge memory c = tm.challenges(b);
         assertEq(c.slashed, 1 ether);
-        assertEq(tm.totalBurned(), 0.3 ether + 0.6 ether, "the other half burned; zero user: all burned");
+        assertEq(c.refundDue, 0.3 ether, "held: no request hashes to this requestHash");
+        TaskRequest memory guess = _request(1, user, node);
+        bytes32 guessHash = payments.hashTaskRequest(guess);
+        vm.expectRevert(abi.encodeWithSelector(TaskManager.NotTheRequest.selector, rs[1].requestHash, guessHash));
+        tm.claimRefund(b, rs[1], guess);
+        assertEq(tm.claimable(user), 0.3 ether, "the user field alone earns nothing");
         assertEq(sm.getNode(node).stake, 0);
+    }
+
+    function test_RevertWhen_RefundClaimedBeforeAFraudVerdict() public {
+        (uint256 id,, Receipt memory r) = _openChallenge();
+        vm.expectRevert(abi.encodeWithSelector(TaskManager.ChallengeNotResolved.selector, id));
+        tm.claimRefund(id, r, _request(1, user, node));
+        vm.warp(block.timestamp + VOTE_WINDOW + 1);
+        assertFalse(tm.resolve(id), "1 of 6 ether: no quorum");
+        vm.expectRevert(abi.encodeWithSelector(TaskManager.ChallengeNotResolved.selector, id));
+        tm.claimRefund(id, r, _request(1, user, node));
     }
 
     function test_RevertWhen_ResolveDuringVoteWindow() public {
@@ -852,11 +877,12 @@ contract TaskManagerTest is Base {
         _registerNode(node, 2 ether);
         _registerValidator(validator1, 1 ether);
         Receipt[] memory rs = new Receipt[](1);
-        rs[0] = _receipt(0, address(r), 0.01 ether);
+        rs[0] = _boundReceipt(0, address(r), node, 0.01 ether);
         uint256 batchId = _commitRoot(node, _leaf(rs[0]), 1);
         uint256 id = _challenge(validator1, batchId, 0, rs[0], new bytes32[](0));
         vm.warp(block.timestamp + VOTE_WINDOW + 1);
         tm.resolve(id);
+        tm.claimRefund(id, rs[0], _request(0, address(r), node));
         assertEq(tm.claimable(address(r)), 0.01 ether);
         r.setRejecting(true);
         vm.expectRevert(TaskManager.TransferFailed.selector);
@@ -894,22 +920,27 @@ contract TaskManagerTest is Base {
         assertEq(address(sm).balance, nodeStake - slashed + 1 ether);
     }
 
-    function testFuzz_FraudSplit(uint256 nodeStake, uint256 fee) public {
+    function testFuzz_FraudSplit(uint256 nodeStake, uint256 fee, bool sampled) public {
+        if (sampled) _deployDevnet(); // every receipt sampled once the seed exists
         nodeStake = bound(nodeStake, MIN_NODE_STAKE, 5 ether);
         fee = bound(fee, 0, 10 ether);
         _registerNode(node, nodeStake);
         _registerValidator(validator1, 1 ether);
-        Receipt[] memory rs = new Receipt[](1);
-        rs[0] = _receipt(0, user, fee);
-        uint256 batchId = _commitRoot(node, _leaf(rs[0]), 1);
-        uint256 id = _challenge(validator1, batchId, 0, rs[0], new bytes32[](0));
+        Receipt memory r = _boundReceipt(0, user, node, fee);
+        uint256 batchId = _commitRoot(node, _leaf(r), 1);
+        if (sampled) vm.roll(block.number + 2); // else: challenged before the seed exists
+        uint256 id = _challenge(validator1, batchId, 0, r, new bytes32[](0));
         vm.warp(block.timestamp + VOTE_WINDOW + 1);
         assertTrue(tm.resolve(id));
 
         uint256 slashed = nodeStake < SLASH_AMOUNT ? nodeStake : SLASH_AMOUNT;
         TaskManager.Challenge memory c = tm.challenges(id);
+        assertTrue(c.sampled == sampled);
         assertEq(c.slashed, slashed);
+        assertEq(address(tm).balance, tm.claimable(validator1) + c.refundDue + c.rewardPool, "refund held");
+        if (c.refundDue != 0) tm.claimRefund(id, r, _request(0, user, node));
         uint256 challengerReward = tm.claimable(validator1) - CHALLENGE_BOND;
+        if (!sampled) assertEq(challengerReward, 0, "no reward without the seed's pick");
         assertEq(challengerReward + c.rewardPool + tm.claimable(user) + tm.totalBurned(), slashed);
         assertLe(tm.claimable(user), fee);
         assertEq(address(tm).balance, tm.claimable(validator1) + tm.claimable(user) + c.rewardPool);

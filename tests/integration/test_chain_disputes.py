@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
-from chain_fixtures import NODE_STAKE, Actors, make_receipts
+from chain_fixtures import NODE_STAKE, Actors, make_receipts, make_request
 from supernet.sdk.chain import ChallengeStatus, Contracts, ReceiptTree
 from supernet.sdk.chain.anvil import increase_time, mine
 from supernet.sdk.chain.contract_errors import (
@@ -11,11 +13,14 @@ from supernet.sdk.chain.contract_errors import (
     AlreadyVoted,
     InvalidProof,
     NotActiveValidator,
+    NotTheRequest,
     OperatorFrozen,
     SeedNotReady,
     VoteWindowOpen,
     WrongBond,
 )
+from supernet.sdk.client import Client, ClientState, RefundClaimed
+from supernet.sdk.client.state import TaskRecord
 
 pytestmark = pytest.mark.anvil
 
@@ -52,7 +57,9 @@ def test_fraud_slashes_refunds_and_rewards(network: Contracts, actors: Actors) -
     challenger, v1, v2 = (network.as_account(v).task_manager for v in actors.validators)
     p = network.params
 
+    mine(network.w3, 2)  # a validator challenges once the seed says it is sampled
     cid = challenger.challenge(batch_id, 3, bad, tree.proof_at(3), "bafyevidence").value
+    assert network.task_manager.get_challenge(cid).sampled  # so it earns the challenger reward
     assert network.service_manager.get_operator(actors.node.address).frozen_count == 1
     with pytest.raises(AlreadyVoted):  # the challenge is the challenger's fraud vote
         challenger.vote(cid, True)
@@ -70,6 +77,13 @@ def test_fraud_slashes_refunds_and_rewards(network: Contracts, actors: Actors) -
 
     tm = network.task_manager
     assert tm.get_challenge(cid).status == ChallengeStatus.FRAUD
+    assert tm.get_challenge(cid).refund_due == bad.fee and tm.claimable(bad.user) == 0  # held
+    # the user finds its challenged receipt from the chain alone, and shows its signed request
+    assert tm.challenged_receipts({bad.request_hash}) == [(cid, bad)]
+    user_tm = network.as_account(next(u for u in actors.users if u.address == bad.user)).task_manager
+    with pytest.raises(NotTheRequest):  # another of its requests is not this receipt's
+        user_tm.claim_refund(cid, bad, make_request(actors.users, actors.node.address, 2))
+    assert user_tm.claim_refund(cid, bad, make_request(actors.users, actors.node.address, 3)).value == bad.fee
     assert tm.claimable(bad.user) == bad.fee
     assert tm.claimable(actors.validators[0].address) == p.challenge_bond + reward
     op = network.service_manager.get_operator(actors.node.address)
@@ -77,7 +91,6 @@ def test_fraud_slashes_refunds_and_rewards(network: Contracts, actors: Actors) -
 
     share = v1.claim_vote_reward(cid).value
     assert share == pool // 2  # two fraud voters of equal stake
-    user_tm = network.as_account(next(u for u in actors.users if u.address == bad.user)).task_manager
     user_tm.withdraw()
     assert tm.claimable(bad.user) == 0
 
@@ -132,3 +145,33 @@ def test_bad_challenges_are_typed(network: Contracts, actors: Actors) -> None:
     cid = v.challenge(batch_id, 2, receipts[2], proof, "bafy").value
     with pytest.raises(AccusedCannotVote):
         network.as_account(actors.node).task_manager.vote(cid, False)
+
+
+async def test_client_claims_its_refunds_from_the_chain_alone(
+    network: Contracts, actors: Actors, tmp_path: Path
+) -> None:
+    """A user whose task was proven faulty gets its refund with nothing but its own state: the
+    client finds the challenge by its request hash, reads the receipt from the challenge's
+    calldata (the node is not asked) and shows the request it signed."""
+    receipts, tree, batch_id = _commit(network, actors)
+    bad = receipts[1]
+    user = next(u for u in actors.users if u.address == bad.user)
+    request = make_request(actors.users, actors.node.address, 1)
+    task_id = "0x" + bad.request_hash.hex()
+    state = ClientState.open(tmp_path)
+    state.tasks[task_id] = TaskRecord(
+        actors.node.address, "http://127.0.0.1:9", "task 1", "0x" + bad.model_id.hex(), bad.fee,
+        status="done", request=request.to_json(),
+    )  # fmt: skip
+    state.save()
+    challenger, v1, _ = (network.as_account(v).task_manager for v in actors.validators)
+    mine(network.w3, 2)
+    cid = challenger.challenge(batch_id, 1, bad, tree.proof_at(1), "bafyevidence").value
+    async with Client(network.as_account(user), state_dir=tmp_path) as client:
+        assert await client.claim_refunds() == []  # open: nothing to claim yet
+        v1.vote(cid, True)
+        increase_time(network.w3, network.params.vote_window + 1)
+        assert challenger.resolve(cid).value["fraud"]
+        assert await client.claim_refunds() == [RefundClaimed(task_id, cid, bad.fee)]
+        assert await client.claim_refunds() == []  # claimed once
+    assert network.task_manager.claimable(user.address) == bad.fee

@@ -305,8 +305,8 @@ def test_cli_submit_and_verify(net: Net) -> None:
 
 
 async def test_node_answers_availability_challenges(net: Net) -> None:
-    """Anyone may claim an entry is unavailable; the running node posts it on chain and is paid the
-    bond, and the posted trace is the one the receipt commits to."""
+    """Anyone may claim an entry is unavailable; the running node posts it on chain and is paid
+    what that cost out of the bond, and the posted trace is the one the receipt commits to."""
     client = net.client(USER_INDEXES[0], "availability")
     try:
         done = await client.submit_task("Name a planet.", deposit=10**17)
@@ -325,7 +325,13 @@ async def test_node_answers_availability_challenges(net: Net) -> None:
             break
         await asyncio.sleep(0.5)
     assert tm.get_availability(aid).status == AvailabilityStatus.ANSWERED
-    assert tm.claimable(node_addr) == claimable + tm.challenge_bond()
+    [settled] = tm.contract.events.AvailabilitySettled().get_logs(
+        from_block=0, argument_filters={"availabilityId": aid}
+    )
+    cost = int(settled["args"]["answerCost"])
+    assert 0 < cost < tm.challenge_bond() // 2  # its cost, not the bond
+    assert tm.claimable(node_addr) == claimable + cost
+    assert tm.claimable(stranger.account.address) == int(settled["args"]["refunded"])
     [answer] = tm.availability_answers(batch_id)
     assert answer.index == index and answer.receipt == Receipt.from_json(doc.receipt)
     assert hashlib.sha256(answer.trace).digest() == answer.receipt.trace_hash

@@ -1,13 +1,13 @@
 """Regression tests of the validator on real parts (Anvil, store, SmolLM2, the node's kernel).
 
 Each test replays an attack of an adversarial review and asserts it now fails (the cheat is
-caught, the validator is not stalled, the honest node is not flagged);
-``test_known_limit_*`` asserts the current behaviour of an attack left open on purpose
-(docs/validator.md "Known limits").
+caught, the validator is not stalled, the honest node is not flagged).
 """
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -29,16 +29,30 @@ def bf16_screen_scorer() -> Any:
     return ModelScorer.load("smollm2-135m", dtype="bfloat16")
 
 
-async def test_known_limit_bf16_compute_sold_as_float32_passes_the_bf16_screen(
+class Pick(random.Random):
+    """A stand-in for the arbiter's private draw that picks the accepted calls ``wanted`` names (else
+    the first ones): to show which draw catches what. The real draw is `secrets.SystemRandom`."""
+
+    def __init__(self, wanted: Callable[[Any], bool]) -> None:
+        super().__init__(0)
+        self.wanted = wanted
+
+    def sample(self, population: Any, k: int, *, counts: Any = None) -> list[Any]:
+        pool = list(population)
+        return ([c for c in pool if self.wanted(c)] or pool)[:k]
+
+
+async def test_bf16_compute_sold_as_float32_is_caught_by_the_arbiter_sample(
     vnet: VNet, bf16_screen_scorer: Any
 ) -> None:
-    """KNOWN LIMIT (not fixed; docs/validator.md "Known limits"): a node computes in bfloat16
-    (cheapest) but serves the float32 id and writes float32 in the trace. A float32 validator flags
-    it; the default validator of bf16 hardware (bf16 screen + float32 arbiter) accepts it:
-    `Tolerance.screening` keeps the bf16 pair's logprob (0.75) and fingerprint (15 %) bounds, and
-    only calls whose *tokens* are doubtful go to the arbiter. What would fix it: sending a sample
-    of every float32 node's calls (not only token-doubtful ones) to the float32 arbiter, or a
-    screen bound tight enough to separate bf16 compute from float32 (a measured one)."""
+    """Regression (was a known limit): a node computes in bfloat16 (cheapest) but serves the float32
+    id and writes float32 in the trace. A float32 validator flags it; the default validator of bf16
+    hardware (bf16 screen + float32 arbiter) used to accept it: `Tolerance.screening` keeps the bf16
+    pair's logprob (0.75) and fingerprint (15 %) bounds, and only calls whose *tokens* the screen
+    doubted went to the arbiter. Now the arbiter also re-scores a random draw of every float32
+    receipt's accepted calls (`Verifier.arbiter_draw`), and every bf16-computed call it re-scores
+    is an `llm.model` finding: every receipt is caught. Control: with an empty draw (the old rule)
+    some receipt passes."""
     from supernet.node.llm import LLMEngine
     from supernet.node.llm.loader import load_model
 
@@ -56,9 +70,68 @@ async def test_known_limit_bf16_compute_sold_as_float32_passes_the_bf16_screen(
     assert all(not v.ok for v in exact), [sorted(v.checks) for v in exact]
 
     found = await screened(vnet, batch_id, receipts, bf16_screen_scorer, arbiter=True)
-    passed = [v.index for v in found if v.ok]
-    print("screened: passed", passed, "rechecked", [v.rechecked for v in found])
-    assert passed, [sorted(v.checks) for v in found]
+    print("screened: ok", [v.ok for v in found], "rechecked", [v.rechecked for v in found])
+    assert all(not v.ok and "llm.model" in v.checks for v in found), [sorted(v.checks) for v in found]
+    assert all(v.rechecked >= 1 for v in found)
+
+    class NoDraw(random.Random):
+        def sample(self, population: Any, k: int, *, counts: Any = None) -> list[Any]:
+            return []
+
+    old_rule = await screened(vnet, batch_id, receipts, bf16_screen_scorer, arbiter=True, rng=NoDraw())
+    assert any(v.ok for v in old_rule), [sorted(v.checks) for v in old_rule]
+
+
+async def test_a_partial_bf16_cheat_is_caught_when_its_call_is_drawn(
+    vnet: VNet, bf16_screen_scorer: Any
+) -> None:
+    """A node computes the first LLM call of each task in float32 and the second in bfloat16 (its
+    claimed logprobs and fingerprints are bf16's, its tokens the float32 ones), under the float32
+    id. With one drawn call of n = 2 a receipt is caught with probability at least m/n = 1/2 per
+    receipt (more where the screen doubts the cheated call itself), so a batch of r such receipts
+    escapes with probability at most 2^-r, and the node cannot compute the draw. Pinned here
+    deterministically: when the draw falls on the cheated call every receipt is an `llm.model`
+    finding on that call; when it falls on the honest call a receipt is flagged only where the
+    screen doubted the cheated call (two calls re-checked), and the honest call never is."""
+    from supernet.validator.trace_view import parse_trace
+    from supernet.validator.verifier import score_calls
+
+    cheated: set[int] = set()  # event indexes of the bf16-computed calls
+
+    def second_call_in_bf16(i: int, doc: dict[str, Any]) -> dict[str, Any]:
+        call = parse_trace(doc).llm_calls[1]
+        [bf16] = score_calls(bf16_screen_scorer, [call])
+        e = dict(doc["events"][call.call])
+        e["logprobs"] = list(bf16.logprobs)
+        e["fingerprints"] = [
+            {"index": f.index, "indices": list(f.indices), "values": list(f.values)}
+            for f in bf16.fingerprints
+        ]
+        events = list(doc["events"])
+        events[call.call] = e
+        cheated.add(call.call)
+        return {**doc, "events": events}
+
+    vnet.faults()
+    batch_id, receipts = await vnet.run_batch(QUESTIONS, max_new_tokens=32, edit_trace=second_call_in_bf16)
+    assert len(cheated) == 1, cheated  # the same layout in every task
+
+    def on_cheat(c: Any) -> bool:
+        return c.call in cheated
+
+    def on_honest(c: Any) -> bool:
+        return c.call not in cheated
+
+    hit = await screened(vnet, batch_id, receipts, bf16_screen_scorer, arbiter=True, rng=Pick(on_cheat))
+    miss = await screened(vnet, batch_id, receipts, bf16_screen_scorer, arbiter=True, rng=Pick(on_honest))
+    print("drawn cheated: ok", [v.ok for v in hit], "drawn honest: ok", [v.ok for v in miss])
+    print("rechecked", [v.rechecked for v in hit], [v.rechecked for v in miss])
+    for v in hit:
+        assert not v.ok and {f.call for f in v.findings} == cheated, [(f.check, f.call) for f in v.findings]
+        assert {f.check.value for f in v.findings} == {"llm.model"}
+    for v in miss:
+        assert v.ok or v.rechecked == 2, (v.rechecked, [(f.check, f.call) for f in v.findings])
+        assert {f.call for f in v.findings} <= cheated
 
 
 async def test_emptied_fingerprints_of_fp16_weights_sold_as_float32_are_caught(vnet: VNet) -> None:

@@ -67,7 +67,7 @@ async def test_an_answered_challenge_keeps_the_stake_and_the_posted_entry_is_ver
     vnet: VNet, validator_factory: Any
 ) -> None:
     """The node withheld the trace of a made-up answer, then posts it when challenged: it is paid
-    the bond (the claim of unavailability was false), and the posted trace is replayed and the
+    what the answer cost (out of the claimant's bond), and the posted trace is replayed and the
     made-up answer challenged for fraud."""
     tm = vnet.contracts.task_manager
     vnet.faults(withhold=1.0, answer=1.0)
@@ -80,8 +80,11 @@ async def test_an_answered_challenge_keeps_the_stake_and_the_posted_entry_is_ver
         aid = await until_challenged(v)
         trace = vnet.traces[trace_cid(receipts[0].trace_hash)]
         node_tm = vnet.contracts.as_account(vnet.node).task_manager
-        node_tm.answer_availability(aid, receipts[0], ReceiptTree(receipts).proof_at(0), trace)
-        assert tm.claimable(vnet.node.address) == claimable_before + tm.challenge_bond()
+        split = node_tm.answer_availability(aid, receipts[0], ReceiptTree(receipts).proof_at(0), trace).value
+        # paid what posting the trace costs, never the whole bond (baiting would pay otherwise)
+        assert 0 < split["answerCost"] < tm.challenge_bond() * 9 // 10
+        assert split["answerCost"] + split["refunded"] + split["burned"] == tm.challenge_bond()
+        assert tm.claimable(vnet.node.address) == claimable_before + split["answerCost"]
         await v.step()
         assert v.db.missing()[0].status == "answered"
         [check] = v.db.checks(batch_id)

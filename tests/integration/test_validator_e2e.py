@@ -215,7 +215,8 @@ async def test_challenge_vote_resolve_slash_refund(vnet: VNet, validator_factory
             await v.cleanup()
     assert c.task_manager.get_challenge(cid).status == ChallengeStatus.FRAUD
     assert c.service_manager.get_operator(vnet.node.address).stake < stake_before
-    assert c.task_manager.claimable(receipt.user) == TASK_FEE  # the user's refund
+    # the challenger showed the manifest's signed request: the refund reached its signer
+    assert c.task_manager.claimable(receipt.user) == TASK_FEE
     assert all(c.task_manager.get_vote(cid, v.address).reward_claimed for v in voters)
 
 

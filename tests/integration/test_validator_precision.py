@@ -147,9 +147,11 @@ class OneFormat:
         return getattr(self._scorer, name)
 
 
-async def screened(vnet: VNet, batch_id: int, receipts: list[Any], screen: Any, arbiter: bool) -> list[Any]:
+async def screened(
+    vnet: VNet, batch_id: int, receipts: list[Any], screen: Any, arbiter: bool, **extra: Any
+) -> list[Any]:
     """Verdicts of a validator scoring with ``screen``, with the float32 arbiter or, without it,
-    with the screen's own bf16 verdicts."""
+    with the screen's own bf16 verdicts (``extra``: more `Verifier` arguments)."""
     from supernet.validator.scoring import ModelScorer
 
     manifest = await load_manifest(
@@ -163,6 +165,7 @@ async def screened(vnet: VNet, batch_id: int, receipts: list[Any], screen: Any, 
         "0xv",
         agents=probe_registry(),
         arbiter=ModelScorer.from_loaded(vnet.loaded) if arbiter else None,
+        **extra,
     )
     return await verifier.verify_many(batch_id, vnet.node.address, range(len(receipts)), manifest)
 

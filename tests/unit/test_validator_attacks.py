@@ -432,7 +432,7 @@ def test_empty_fingerprints_are_caught() -> None:
         0, "m", prompt, res.output_ids, res.logprobs, fps, 0.0, 1.0, 11, 40, (), res.finish_reason, None
     )
     weights = LLMEngine.from_model(honest, max_batch=1, max_seq_len=128).weights_id
-    rescored = score_call(ModelScorer(honest, None, weights, (0,)), call)  # type: ignore[arg-type]
+    rescored = score_call(ModelScorer(honest, None, weights, (0,)), call)
     caught = check_scores(call, rescored, Tolerance())
     assert caught and all("fingerprint" in f.message for f in caught)  # only the fingerprints see it
     emptied = [{**f, "indices": [], "values": []} for f in fps]
@@ -632,7 +632,7 @@ def test_subnormal_temperature_is_greedy_and_caught() -> None:
 
     model = make_tiny_llama(3)
     weights = LLMEngine.from_model(model, max_batch=1, max_seq_len=128).weights_id
-    scorer = ModelScorer(model, None, weights, (0,))  # type: ignore[arg-type]
+    scorer = ModelScorer(model, None, weights, (0,))
     prompt, chosen = (5, 17, 33, 2, 9), (7, 7, 7, 7, 7, 7, 7, 7)  # whatever the node likes
     probe = LLMCall(0, "m", prompt, chosen, (0.0,) * 8, None, 1e-310, 1.0, 11, 8, (), "length", None)
     honest = score_call(scorer, probe)
@@ -689,3 +689,241 @@ def test_nan_selection_margin_is_flagged() -> None:
         claimed, ScoreResult((-1.0,), (((2, -1.0),),), (), (0.0,)), Tolerance(), sampled=True
     )
     assert ok.ok
+
+
+# -- bfloat16 compute sold under an exact id, against a bf16 screen + exact arbiter ------------------
+#
+# A stand-in model whose "true" (float32) scores are a fixed function of the call; a node computing
+# in bfloat16 claims them off by BF16_DRIFT: inside the screen's bf16 bounds (0.75 nat), far outside
+# the exact pair's (0.002). The screen re-scores with its own bf16 rounding (SCREEN_DRIFT), the
+# arbiter exactly. So the screen accepts honest and bf16-computed calls alike; the arbiter tells them
+# apart: what the real models do (tests/integration/test_validator_attacks_e2e.py).
+
+BF16_DRIFT = 0.02
+SCREEN_DRIFT = 0.01
+
+
+def true_logprobs(prompt: tuple[int, ...], output: tuple[int, ...]) -> tuple[float, ...]:
+    return tuple(-0.1 * (j + 1) - 0.001 * prompt[0] for j in range(len(output)))
+
+
+class DriftScorer(StandInScorer):
+    """Teacher-forced scores of the stand-in model, off by ``drift``; counts its passes and calls."""
+
+    def __init__(self, dtype: str, drift: float) -> None:
+        self.dtype = dtype
+        self.drift = drift
+        self.passes = 0
+        self.seen: list[int] = []  # prompt[0] of every call scored (the call's id in these tests)
+
+    def score_many(self, requests: Any) -> list[Any]:
+        from supernet.node.llm.types import ScoreResult
+
+        self.passes += 1
+        out = []
+        for r in requests:
+            self.seen.append(r.prompt_ids[0])
+            lps = tuple(lp + self.drift for lp in true_logprobs(r.prompt_ids, r.output_ids))
+            top = tuple(((t, lp),) for t, lp in zip(r.output_ids, lps, strict=True))  # each token the argmax
+            out.append(ScoreResult(logprobs=lps, top_tokens=top, fingerprints=()))
+        return out
+
+
+def llm_calls(
+    n: int, bf16: set[int], first_id: int = 1, off: dict[int, float] | None = None
+) -> tuple[Any, ...]:
+    """``n`` greedy calls of one receipt (call ``i`` has prompt id ``first_id + i``); those in
+    ``bf16`` claim bfloat16-computed logprobs, those in ``off`` are off by that much."""
+    from supernet.validator.trace_view import LLMCall
+
+    out = []
+    for i in range(n):
+        prompt, output = (first_id + i, 7, 8), (11, 12, 13, 14)
+        shift = (BF16_DRIFT if i in bf16 else 0.0) + (off or {}).get(i, 0.0)
+        lps = tuple(lp + shift for lp in true_logprobs(prompt, output))
+        out.append(LLMCall(i, MODEL_ID, prompt, output, lps, None, 0.0, 1.0, 0, 8, None, "length", None))
+    return tuple(out)
+
+
+def staged(
+    calls: tuple[Any, ...], screen: Any, arbiter: Any, node_dtype: str = "float32", index: int = 0
+) -> Any:
+    """A receipt past its model-free checks, as `Verifier._stage` leaves it for a bf16 screen."""
+    import types
+
+    from supernet.node.llm.scoring import Tolerance
+    from supernet.validator.verifier import _Staged
+
+    return _Staged(
+        types.SimpleNamespace(index=index),  # the head: only its index is read here
+        None,  # the trace: read when concluding, not when judging
+        (),
+        screen,
+        calls,
+        Tolerance.for_pair(node_dtype, "float32"),
+        Tolerance.screening(node_dtype, "bfloat16"),
+        arbiter,
+        sampled=node_dtype != "bfloat16",
+    )
+
+
+def screened_verifier(**extra: Any) -> Verifier:
+    store = DictStore()
+    return Verifier(store, StandInScorer(), RegistryRunner(store), DOMAIN, "0xv", agents=registry(), **extra)
+
+
+def flagged(judgement: Any) -> list[int]:
+    """Calls with a finding."""
+    return sorted(c for c, found in judgement.findings.items() if found)
+
+
+async def test_bf16_compute_sold_as_float32_is_caught_by_the_arbiter_sample() -> None:
+    """Regression (was ``test_known_limit_*``): every call of the receipt is computed in bf16 and
+    claimed as float32. The screen accepts all of them; the arbiter's random draw (1 call) flags the
+    drawn one with an `llm.model` finding. Control: without the draw (the old rule: only doubted
+    calls go to the arbiter) it passes; the honest receipt passes with the draw too."""
+    screen, arbiter = DriftScorer("bfloat16", SCREEN_DRIFT), DriftScorer("float32", 0.0)
+    v = screened_verifier(arbiter=arbiter)
+    cheat = staged(llm_calls(4, bf16={0, 1, 2, 3}), screen, arbiter)
+    honest = staged(llm_calls(4, bf16=set(), first_id=10), screen, arbiter, index=1)
+    judged_cheat, judged_honest = await v._judge([cheat, honest])
+    assert len(flagged(judged_cheat)) == 1 and judged_cheat.rechecked == 1
+    [finding] = judged_cheat.findings[flagged(judged_cheat)[0]][:1]
+    assert finding.check.value == "llm.model", finding
+    assert flagged(judged_honest) == [] and judged_honest.rechecked == 1
+    assert arbiter.passes == 1  # both receipts' draws in one arbiter pass
+
+    old_rule = dataclasses.replace(cheat, sampled=False)
+    [judged] = await v._judge([old_rule])
+    assert flagged(judged) == [] and judged.rechecked == 0  # what the screen alone lets through
+
+
+async def test_a_bf16_node_is_not_sampled() -> None:
+    """A bfloat16 node is decided by the bf16 pair's bounds whoever scores it: the screen's verdict
+    stands (no draw, no arbiter pass)."""
+    screen, arbiter = DriftScorer("bfloat16", SCREEN_DRIFT), DriftScorer("float32", 0.0)
+    v = screened_verifier(arbiter=arbiter)
+    [judged] = await v._judge([staged(llm_calls(4, bf16={0, 1, 2, 3}), screen, arbiter, "bfloat16")])
+    assert flagged(judged) == [] and judged.rechecked == 0 and arbiter.passes == 0
+
+
+async def test_doubted_and_drawn_calls_share_one_arbiter_pass() -> None:
+    """A call the screen doubts (off by 1 nat) goes to the arbiter as before; the draw adds one of
+    the accepted calls on top, in the same pass."""
+    screen, arbiter = DriftScorer("bfloat16", SCREEN_DRIFT), DriftScorer("float32", 0.0)
+    v = screened_verifier(arbiter=arbiter)
+    receipts = [
+        staged(llm_calls(3, bf16=set(), first_id=10 * k, off={0: 1.0}), screen, arbiter, index=k)
+        for k in range(1, 4)
+    ]
+    judged = await v._judge(receipts)
+    assert arbiter.passes == 1 and len(arbiter.seen) == 3 * 2
+    for j in judged:
+        assert flagged(j) == [0] and j.rechecked == 2
+
+
+async def test_the_sample_size_is_configurable() -> None:
+    screen, arbiter = DriftScorer("bfloat16", SCREEN_DRIFT), DriftScorer("float32", 0.0)
+    for extra, expected in (
+        ({}, 1),
+        ({"arbiter_sample": 3}, 3),
+        ({"arbiter_sample_fraction": 0.5}, 5),
+        ({"arbiter_sample": 20}, 10),
+    ):
+        v = screened_verifier(arbiter=arbiter, **extra)
+        [judged] = await v._judge([staged(llm_calls(10, bf16=set()), screen, arbiter)])
+        assert judged.rechecked == expected and flagged(judged) == [], extra
+    for bad in ({"arbiter_sample": 0}, {"arbiter_sample_fraction": 1.5}):
+        with pytest.raises(ValueError):
+            screened_verifier(arbiter=arbiter, **bad)
+    from supernet.validator.config import ModelSettings
+
+    assert ModelSettings().arbiter_sample == 1 and ModelSettings().arbiter_sample_fraction == 0.0
+
+
+async def test_a_partial_bf16_cheat_is_caught_with_probability_m_over_n() -> None:
+    """The node computes the first of 4 calls in float32 and the other 3 in bf16 (m = 3 of n = 4),
+    or only one call in bf16 (m = 1): with one drawn call a receipt is caught with probability m/n
+    (3/4, 1/4). Over 400 such receipts the caught share is within 5 standard deviations of that
+    (a false failure has probability < 1e-6); an honest receipt is never flagged."""
+    screen, arbiter = DriftScorer("bfloat16", SCREEN_DRIFT), DriftScorer("float32", 0.0)
+    v = screened_verifier(arbiter=arbiter)
+    n, receipts = 400, 4
+    for cheated, p in (({1, 2, 3}, 0.75), ({2}, 0.25), (set(), 0.0)):
+        batch = [
+            staged(llm_calls(receipts, cheated, first_id=10 * k), screen, arbiter, index=k) for k in range(n)
+        ]
+        judged = await v._judge(batch)
+        caught = sum(bool(flagged(j)) for j in judged)
+        assert all(j.rechecked == 1 for j in judged)
+        assert all(set(flagged(j)) <= cheated for j in judged)  # only cheated calls are ever flagged
+        sd = (n * p * (1 - p)) ** 0.5
+        assert abs(caught - n * p) <= 5 * sd, (cheated, caught)
+        if p:
+            assert 0 < caught < n  # neither never nor always: the draw, not the trace, decides
+
+
+async def test_the_draw_is_private_randomness_not_a_function_of_the_trace() -> None:
+    """The same receipt judged again, or by another validator with the same configuration, draws
+    another call: a node that knows the configuration cannot tell which call to compute honestly.
+    Over 400 draws of one 4-call receipt every call is drawn, each about a quarter of the time; the
+    default source is the OS's CSPRNG."""
+    import secrets
+
+    screen, arbiter = DriftScorer("bfloat16", SCREEN_DRIFT), DriftScorer("float32", 0.0)
+    receipt = staged(llm_calls(4, bf16=set()), screen, arbiter)
+    for _ in range(400):
+        await screened_verifier(arbiter=arbiter)._judge([receipt])  # a fresh validator each time
+    counts = {c: arbiter.seen.count(c) for c in (1, 2, 3, 4)}
+    assert len(arbiter.seen) == 400 and all(60 <= k <= 140 for k in counts.values()), counts
+    assert isinstance(screened_verifier(arbiter=arbiter)._rng, secrets.SystemRandom)
+
+
+async def test_a_recheck_of_a_found_fault_rescores_every_accepted_call() -> None:
+    """``recheck_all`` (a vote on a challenge, a challenge re-sent): the arbiter re-scores every call
+    the screen accepted, so a one-call-in-four cheat is caught on every receipt, not a quarter."""
+    screen, arbiter = DriftScorer("bfloat16", SCREEN_DRIFT), DriftScorer("float32", 0.0)
+    v = screened_verifier(arbiter=arbiter)
+    batch = [staged(llm_calls(4, {2}, first_id=10 * k), screen, arbiter, index=k) for k in range(50)]
+    judged = await v._judge(batch, recheck_all=True)
+    assert all(flagged(j) == [2] and j.rechecked == 4 for j in judged)
+    assert arbiter.passes == 1
+
+
+async def test_a_vote_rechecks_every_call_of_the_challenged_receipt() -> None:
+    """A voter's own random draw would miss a partial cheat the challenger's draw hit (and vote a
+    real fault down): `Disputes` votes on a verdict with ``recheck_all``."""
+    import types
+
+    from supernet.validator.challenger import Disputes
+    from supernet.validator.evidence import Check, Finding, Verdict
+
+    asked: list[dict[str, Any]] = []
+    votes: list[bool] = []
+
+    class Verifier_:
+        async def verify(self, *args: Any, **kwargs: Any) -> Verdict:
+            asked.append(kwargs)
+            return Verdict(1, 0, b"\x01" * 32, findings=(Finding(Check.LLM_MODEL, "bf16"),), validator="0xv")
+
+    class Store:
+        async def put_dag(self, doc: Any, pin: bool = False) -> str:
+            return "bafy-evidence"
+
+    chain = types.SimpleNamespace(
+        binding=types.SimpleNamespace(get_vote=lambda cid, who: types.SimpleNamespace(weight=0, fraud=False)),
+        vote=lambda cid, fraud: votes.append(fraud),
+    )
+    db = types.SimpleNamespace(
+        batch=lambda batch_id: types.SimpleNamespace(batch_id=batch_id, node="0x" + "22" * 20),
+        set_vote=lambda *args: None,
+    )
+    disputes = Disputes(chain, db, Verifier_(), Store(), "0x" + "44" * 20)
+
+    async def manifest(batch: Any) -> Any:
+        return types.SimpleNamespace(index_of=lambda leaf: 0)
+
+    disputes.manifest = manifest
+    row = types.SimpleNamespace(challenge_id=7, batch_id=1, leaf=b"\x01" * 32)
+    await disputes._vote_one(row)
+    assert asked == [{"recheck_all": True}] and votes == [True]

@@ -194,12 +194,12 @@ abstract contract Base is Test {
         return keccak256(bytes.concat(keccak256(abi.encode(r))));
     }
 
-    /// @dev `n` receipts of `user` (fee 0.001 ether each) and their leaves.
+    /// @dev `n` receipts of `user` to `node` (fee 0.001 ether each) and their leaves.
     function _receipts(uint256 n) internal view returns (Receipt[] memory rs, bytes32[] memory leaves) {
         rs = new Receipt[](n);
         leaves = new bytes32[](n);
         for (uint256 i; i < n; ++i) {
-            rs[i] = _receipt(i, user, 0.001 ether);
+            rs[i] = _boundReceipt(i, user, node, 0.001 ether); // its request is `_request(i, user, node)`
             leaves[i] = _leaf(rs[i]);
         }
     }
@@ -247,6 +247,22 @@ abstract contract Base is Test {
         bytes32[] memory leaves;
         (batchId, rs, leaves) = _commit(node, 4);
         r = rs[1];
+        challengeId = _challenge(validator1, batchId, 1, r, Merkle.proof(leaves, leaves[1]));
+    }
+
+    /// @dev As {_openChallenge} on the devnet parameters, challenged once the seed exists, so the
+    ///      challenger is sampled (the devnet samples every receipt) and earns the reward.
+    function _openSampledChallenge() internal returns (uint256 challengeId, uint256 batchId, Receipt memory r) {
+        _deployDevnet();
+        _registerNode(node, 2 ether);
+        _registerValidator(validator1, 1 ether);
+        _registerValidator(validator2, 2 ether);
+        _registerValidator(validator3, 3 ether);
+        Receipt[] memory rs;
+        bytes32[] memory leaves;
+        (batchId, rs, leaves) = _commit(node, 4);
+        r = rs[1];
+        vm.roll(block.number + 2);
         challengeId = _challenge(validator1, batchId, 1, r, Merkle.proof(leaves, leaves[1]));
     }
 

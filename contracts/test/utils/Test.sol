@@ -9,6 +9,8 @@ interface Vm {
     function deal(address account, uint256 newBalance) external;
     function warp(uint256 newTimestamp) external;
     function roll(uint256 newHeight) external;
+    function fee(uint256 newBasefee) external;
+    function txGasPrice(uint256 newGasPrice) external;
     function setBlockhash(uint256 blockNumber, bytes32 blockHash) external;
     function expectRevert() external;
     function expectRevert(bytes4 revertData) external;

@@ -151,6 +151,35 @@ def verify_cmd(
     _run(go())
 
 
+@app.command()
+def refunds(
+    rpc: Rpc = "http://127.0.0.1:8545",
+    deployment: Dep = Path("deployment.json"),
+    key: Key = "",
+    key_file: KeyFile = None,
+    keystore: Keystore = None,
+    password_file: PasswordFile = None,
+    state_dir: StateDir = None,
+    withdraw: Annotated[bool, typer.Option(help="Then pull everything claimable to your account.")] = True,
+) -> None:
+    """Claim the refund of every task of yours that a fraud verdict proved faulty (your signed
+    request proves the task is yours), then withdraw it."""
+
+    async def go() -> None:
+        async with _client(rpc, deployment, (key, key_file, keystore, password_file), state_dir) as client:
+            claimed = await client.claim_refunds()
+            for c in claimed:
+                typer.echo(f"task {c.task_id}: challenge {c.challenge_id} refunded {c.amount} wei")
+            typer.echo(f"{len(claimed)} refund(s) claimed, {sum(c.amount for c in claimed)} wei")
+            tm = client.contracts.task_manager
+            pending = await asyncio.to_thread(tm.claimable, client.account.address)
+            if withdraw and pending:
+                await asyncio.to_thread(tm.withdraw)
+                typer.echo(f"withdrew {pending} wei")
+
+    _run(go())
+
+
 def _echo(text: str) -> None:
     sys.stdout.write(text)
     sys.stdout.flush()

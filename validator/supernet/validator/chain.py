@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from eth_account.signers.local import LocalAccount
+from supernet.sdk.chain.eip712 import TaskRequest
 from supernet.sdk.chain.errors import ContractError
 from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.chain.tasks import (
@@ -314,6 +315,10 @@ class TaskManagerClient:
     def claim_vote_reward(self, challenge_id: int) -> int:
         """Credit this validator's share of a resolved challenge's voter pool; returns the wei."""
         return int(self.binding.claim_vote_reward(challenge_id).value)
+
+    def claim_refund(self, challenge_id: int, receipt: Receipt, request: TaskRequest) -> int:
+        """Credit a fraud verdict's refund to ``request.user`` (anyone may send it); returns the wei."""
+        return int(self.binding.claim_refund(challenge_id, receipt, request).value)
 
     def withdraw(self) -> None:
         """Pull everything claimable (bonds back, rewards)."""

@@ -213,10 +213,14 @@ class Disputes:
         if index is None:
             log.warning("challenge %d: leaf not in the manifest, not voting", row.challenge_id)
             return
-        verdict = await self.verifier.verify(batch.batch_id, batch.node, index, manifest)
+        # every call the screen accepts re-scored by the arbiter too, not a random draw: a draw that
+        # missed the one cheated call the challenger's draw hit would vote a real fault down
+        verdict = await self.verifier.verify(batch.batch_id, batch.node, index, manifest, recheck_all=True)
         if verdict.missing:  # perhaps posted on chain since: import it and check again
             await self.posted(batch)
-            verdict = await self.verifier.verify(batch.batch_id, batch.node, index, manifest)
+            verdict = await self.verifier.verify(
+                batch.batch_id, batch.node, index, manifest, recheck_all=True
+            )
         if verdict.unverifiable:
             log.info("challenge %d: cannot check (%s), not voting", row.challenge_id, verdict.unverifiable)
             return
@@ -247,6 +251,36 @@ class Disputes:
 
     # -- resolve, claim, withdraw ----------------------------------------------------------------
 
+    async def _deliver_refund(self, row: ChallengeRow) -> None:
+        """The challenger of a fraud verdict shows the receipt's signed request (from the manifest)
+        so the refund reaches the user who signed it without the user having to be online. The
+        contract pays ``request.user`` whoever sends it; a user who claimed first, or a manifest
+        that is gone, only costs this courtesy."""
+        batch = self.db.batch(row.batch_id)
+        if batch is None:
+            return
+        try:
+            manifest = await self.manifest(batch)
+        except ManifestError as exc:
+            log.info(
+                "challenge %d: no manifest, the user claims its refund itself: %s", row.challenge_id, exc
+            )
+            return
+        index = manifest.index_of(row.leaf)
+        if index is None:
+            return
+        entry = manifest.entries[index]
+        try:
+            amount = await self._call(self.chain.claim_refund, row.challenge_id, entry.receipt, entry.request)
+        except ContractError as exc:
+            if exc.error_name not in EXPECTED_RACES | {"NotTheRequest"}:
+                raise
+            log.info("challenge %d: refund not delivered: %s", row.challenge_id, exc)
+            return
+        log.info(
+            "challenge %d: refund of %d wei delivered to %s", row.challenge_id, amount, entry.request.user
+        )
+
     async def settle(self, now: int) -> None:
         """Resolve expired challenges, claim vote rewards, withdraw."""
         for row in self.db.challenges("open", "voted"):
@@ -272,6 +306,8 @@ class Disputes:
                     log.warning("challenge %d: a decoy of node %s, bounty paid", row.challenge_id, view.node)
             self.db.set_challenge_status(row.challenge_id, "resolved", fraud)
             self._emit("resolved", {"challenge_id": row.challenge_id, "fraud": fraud})
+            if fraud and row.challenger.lower() == self.address.lower():
+                await self._deliver_refund(row)
         claimed = False
         for row in self.db.challenges("resolved"):
             if row.my_vote is not None and row.my_vote == row.fraud:

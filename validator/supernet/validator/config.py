@@ -85,6 +85,19 @@ class ModelSettings(BaseModel):
         "float32 or float16-weights node is finally judged in its own format, loaded on first use "
         "(docs/validator.md, Screen and arbiter)",
     )
+    arbiter_sample: int = Field(
+        default=1,
+        ge=1,
+        description="with a bfloat16 screen: calls per receipt of a float32 or float16-weights node the "
+        "exact arbiter re-scores although the screen accepts them, drawn at random (unpredictable to the "
+        "node) among the accepted ones, so bfloat16 compute sold under an exact id is caught",
+    )
+    arbiter_sample_fraction: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="draw this fraction of the accepted calls instead (rounded up) where it is more",
+    )
 
 
 class ValidatorSettings(BaseSettings):

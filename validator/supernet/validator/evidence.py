@@ -88,7 +88,8 @@ class Verdict:
             an unverifiable receipt is never challenged.
         llm_calls: LLM calls re-scored.
         tool_calls: deterministic tool calls re-run.
-        rechecked: LLM calls the float32 arbiter re-scored because the screen did not accept them.
+        rechecked: LLM calls the exact arbiter re-scored: those the screen did not accept, and
+            those it drew at random from the accepted ones (docs/validator.md, Screen and arbiter).
         validator: the validator's address.
         model_id: the model the trace claims.
         missing: the receipt's trace (or the batch's manifest) could not be fetched: not a verdict

@@ -137,6 +137,8 @@ class Validator:
             self.address,
             agents=self._agents,
             arbiter=self._arbiter,
+            arbiter_sample=s.model.arbiter_sample,
+            arbiter_sample_fraction=s.model.arbiter_sample_fraction,
         )
         self.disputes = Disputes(
             self.chain,
@@ -355,7 +357,7 @@ class Validator:
 
     async def _retry_challenge(self, batch: BatchRow, index: int, manifest: Any) -> None:
         """A faulty verdict stored before a crash, whose challenge was never sent: re-verify and send."""
-        verdict = await self.verifier.verify(batch.batch_id, batch.node, index, manifest)
+        verdict = await self.verifier.verify(batch.batch_id, batch.node, index, manifest, recheck_all=True)
         if not verdict.ok and not verdict.unverifiable:
             await self.disputes.challenge(batch, verdict, await publish(self.store, verdict))
 

@@ -22,6 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import random
+import secrets
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, cast
@@ -203,6 +206,14 @@ class Verifier:
             (`ModelScorer.for_compute`), whose verdict alone decides it. So a bfloat16 validator
             never accuses on its own rounding, and a float32 or float16-weights node's greedy
             tokens are held to the float32 bound.
+        arbiter_sample: with an arbiter, calls per receipt it re-scores *although* the screen
+            accepts them, drawn at random among the accepted ones, when the node serves a format
+            other than the screen's (float32, float16-weights): the screen's cross-format bounds
+            accept the screen's own (cheaper) compute, the arbiter's do not. At least 1.
+        arbiter_sample_fraction: a fraction of the accepted calls to draw instead, when it names
+            more calls than ``arbiter_sample`` (rounded up).
+        rng: where the draw comes from; default the OS's CSPRNG (`secrets`), which no node can
+            predict (a draw from the trace alone a node could compute and answer honestly).
     """
 
     def __init__(
@@ -215,7 +226,12 @@ class Verifier:
         tolerance: Tolerance | None = None,
         agents: AgentRegistry | None = None,
         arbiter: Scorer | None = None,
+        arbiter_sample: int = 1,
+        arbiter_sample_fraction: float = 0.0,
+        rng: random.Random | None = None,
     ) -> None:
+        if arbiter_sample < 1 or not 0.0 <= arbiter_sample_fraction <= 1.0:
+            raise ValueError("arbiter_sample must be at least 1 and arbiter_sample_fraction in [0, 1]")
         # every agent installed here, packaged ones included, at its installed code hash: a replay
         # runs exactly the code the user signed (a task of an agent not installed is unverifiable)
         self.agents = agents or default_registry(packages=None)
@@ -226,22 +242,31 @@ class Verifier:
         self.domain = domain
         self.validator = validator
         self.tolerance = tolerance
+        self.arbiter_sample = arbiter_sample
+        self.arbiter_sample_fraction = arbiter_sample_fraction
+        self._rng = rng if rng is not None else secrets.SystemRandom()
         self._score_lock = asyncio.Lock()
 
     def entry(self, manifest: Manifest, index: int) -> ManifestEntry:
         """Entry ``index`` (``KeyError`` if not readable here)."""
         return manifest.entries[index]
 
-    async def verify(self, batch_id: int, node: str, index: int, manifest: Manifest) -> Verdict:
-        """Check receipt ``index`` of a batch; returns the verdict (never raises on node faults)."""
-        return (await self.verify_many(batch_id, node, [index], manifest))[0]
+    async def verify(
+        self, batch_id: int, node: str, index: int, manifest: Manifest, recheck_all: bool = False
+    ) -> Verdict:
+        """Check receipt ``index`` of a batch; returns the verdict (never raises on node faults).
+
+        ``recheck_all``: the arbiter re-scores every call the screen accepted instead of a random
+        draw (`arbiter_draw`): for a receipt someone found faulty (a vote on a challenge, a
+        challenge re-sent), where a draw that misses the one cheated call must not clear it."""
+        return (await self.verify_many(batch_id, node, [index], manifest, recheck_all))[0]
 
     async def verify_many(
-        self, batch_id: int, node: str, indexes: Sequence[int], manifest: Manifest
+        self, batch_id: int, node: str, indexes: Sequence[int], manifest: Manifest, recheck_all: bool = False
     ) -> list[Verdict]:
         """``verify`` for several receipts of one batch, their LLM calls scored together."""
         staged = await asyncio.gather(*(self._stage_safe(batch_id, node, i, manifest) for i in indexes))
-        return await self._finish(staged)
+        return await self._finish(staged, recheck_all)
 
     async def verify_groups(
         self, batch_id: int, node: str, indexes: Sequence[int], manifest: Manifest, size: int
@@ -268,10 +293,10 @@ class Verifier:
         finally:
             staging.cancel()
 
-    async def _finish(self, staged: Sequence[Verdict | _Staged]) -> list[Verdict]:
+    async def _finish(self, staged: Sequence[Verdict | _Staged], recheck_all: bool = False) -> list[Verdict]:
         """Score the staged receipts' calls together and turn every stage into its verdict."""
         ready = [s for s in staged if isinstance(s, _Staged)]
-        judged = iter(await self._judge(ready))  # in the order of `ready`, i.e. of `staged`
+        judged = iter(await self._judge(ready, recheck_all))  # in the order of `ready`, i.e. of `staged`
         verdicts = []
         for s in staged:
             if isinstance(s, Verdict):
@@ -305,17 +330,19 @@ class Verifier:
             rechecked=judgement.rechecked,
         )
 
-    async def _judge(self, ready: Sequence[_Staged]) -> list[_Judgement | str]:
+    async def _judge(self, ready: Sequence[_Staged], recheck_all: bool = False) -> list[_Judgement | str]:
         """Per receipt, the findings on each scorable call: the screen's where the screen accepts
-        the call (none), else those of the arbiter's re-scoring under the final tolerance (or,
-        when scoring fails on this side, the reason instead)."""
+        the call (none) and the arbiter did not draw it (`arbiter_draw`; every accepted call with
+        ``recheck_all``), else those of the arbiter's re-scoring under the final tolerance (or,
+        when scoring fails on this side, the reason instead). Doubted and drawn calls of every
+        receipt go to the arbiter in one pass."""
         first = await self._score_each([(s.scorer, s.scorable) for s in ready])
         out: list[_Judgement | str] = []
-        doubtful: list[list[LLMCall]] = []
+        rescore: list[list[LLMCall]] = []
         for s, scores in zip(ready, first, strict=True):
             if isinstance(scores, str):
                 out.append(scores)
-                doubtful.append([])
+                rescore.append([])
                 continue
             tol = s.tolerance if s.screen is None else s.screen
             try:
@@ -323,15 +350,21 @@ class Verifier:
             except Exception as exc:  # a bug on this side: this receipt unverifiable, not the batch stalled
                 log.exception("checking the scores of receipt %d failed", s.head.index)
                 out.append(f"checking failed on this validator: {type(exc).__name__}: {exc}")
-                doubtful.append([])
+                rescore.append([])
                 continue
             out.append(_Judgement(found))
-            doubtful.append([] if s.screen is None else [c for c in s.scorable if found[c.call]])
-        if not any(doubtful):
+            if s.screen is None:
+                rescore.append([])
+                continue
+            accepted = [c for c in s.scorable if not found[c.call]]
+            drawn = (accepted if recheck_all else self.arbiter_draw(accepted)) if s.sampled else []
+            picked = {c.call for c in drawn}
+            rescore.append([c for c in s.scorable if found[c.call] or c.call in picked])
+        if not any(rescore):
             return out
-        work = [(s.decider or s.scorer, calls) for s, calls in zip(ready, doubtful, strict=True)]
+        work = [(s.decider or s.scorer, calls) for s, calls in zip(ready, rescore, strict=True)]
         exact = await self._score_each(work)
-        for k, (s, calls, scores) in enumerate(zip(ready, doubtful, exact, strict=True)):
+        for k, (s, calls, scores) in enumerate(zip(ready, rescore, exact, strict=True)):
             judged = out[k]
             if not calls or isinstance(judged, str):
                 continue
@@ -348,6 +381,19 @@ class Verifier:
                 continue
             judged.rechecked = len(calls)
         return out
+
+    def arbiter_draw(self, accepted: Sequence[LLMCall]) -> list[LLMCall]:
+        """The calls the screen accepted that the arbiter re-scores anyway: ``arbiter_sample`` of
+        them, or ``ceil(arbiter_sample_fraction * n)`` where that is more (all when fewer are
+        left), uniformly without replacement from this validator's private randomness. Nothing in
+        the trace or the receipt decides the draw, so a node cannot compute the one call it must
+        get right: a receipt where ``m`` of ``n`` calls are computed in a cheaper format that the
+        screen accepts is caught with probability at least ``1 - C(n - m, k) / C(n, k)``
+        (``m / n`` for ``k = 1``)."""
+        k = max(self.arbiter_sample, math.ceil(self.arbiter_sample_fraction * len(accepted)))
+        if k >= len(accepted):
+            return list(accepted)
+        return self._rng.sample(list(accepted), k)
 
     async def _score_each(
         self, work: Sequence[tuple[Scorer, Sequence[LLMCall]]]
@@ -468,7 +514,10 @@ class Verifier:
         if self.arbiter is None:
             return _Staged(head, trace, tuple(findings), decider, tuple(scorable), final)
         screen = Tolerance.screening(node_dtype, _dtype(scorer))
-        return _Staged(head, trace, tuple(findings), scorer, tuple(scorable), final, screen, decider)
+        # the screen's bounds for another format accept the screen's own compute: a node serving
+        # that other format gets a random sample of its accepted calls judged by the arbiter too
+        sampled = node_dtype != _dtype(scorer)
+        return _Staged(head, trace, tuple(findings), scorer, tuple(scorable), final, screen, decider, sampled)
 
     async def _decider(self, node_compute: str) -> Scorer:
         """The scorer whose verdict decides a call of a node serving ``node_compute``: the arbiter
@@ -530,7 +579,8 @@ class _Head:
 
 @dataclass
 class _Judgement:
-    """The LLM findings of one receipt, by call index, and how many calls the arbiter re-scored."""
+    """The LLM findings of one receipt, by call index, and how many calls the arbiter re-scored
+    (those the screen doubted and those it drew at random)."""
 
     findings: dict[int, list[Finding]]
     rechecked: int = 0
@@ -548,3 +598,4 @@ class _Staged:
     tolerance: Tolerance  # what decides a call: the decider's pair with the node's format
     screen: Tolerance | None = None  # what the screen accepts without the decider (None: no screen)
     decider: Scorer | None = None  # re-scores what the screen doubts, in the node's format
+    sampled: bool = False  # the decider also re-scores a random draw of the accepted calls

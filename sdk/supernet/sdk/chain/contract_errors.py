@@ -51,6 +51,7 @@ __all__ = [
     "NotChallengedReceipt",
     "NotFrozen",
     "NotRegistered",
+    "NotTheRequest",
     "NotWinningVoter",
     "NothingToWithdraw",
     "OnlyChallengedNode",
@@ -483,6 +484,18 @@ class NotRegistered(ContractError):
     arg_types = ()
 
 
+class NotTheRequest(ContractError):
+    """``NotTheRequest(bytes32,bytes32)``, declared by TaskManager."""
+
+    error_name = "NotTheRequest"
+    signature = "NotTheRequest(bytes32,bytes32)"
+    selector = bytes.fromhex("1c603585")
+    arg_names = ("expected", "given")
+    arg_types = ("bytes32", "bytes32")
+    expected: bytes
+    given: bytes
+
+
 class NotWinningVoter(ContractError):
     """``NotWinningVoter()``, declared by TaskManager."""
 
@@ -899,6 +912,7 @@ BY_SELECTOR: dict[bytes, type[ContractError]] = {
     NotChallengedReceipt.selector: NotChallengedReceipt,
     NotFrozen.selector: NotFrozen,
     NotRegistered.selector: NotRegistered,
+    NotTheRequest.selector: NotTheRequest,
     NotWinningVoter.selector: NotWinningVoter,
     NothingToWithdraw.selector: NothingToWithdraw,
     OnlyChallengedNode.selector: OnlyChallengedNode,

@@ -51,6 +51,7 @@ class AvailabilityChallenge:
     index: int
     deadline: int
     status: AvailabilityStatus
+    sampled: bool = False  # the seed picked the challenger for the entry (its reward needs it)
 
 
 @dataclass(frozen=True)
@@ -132,8 +133,8 @@ class Challenge:
     vote_deadline: int
     status: ChallengeStatus
     node: str
-    sampled: bool  # the challenger was sampled for the receipt (decoy bounties need it)
-    user: str
+    sampled: bool  # the seed picked the challenger for the receipt (its reward and bounties need it)
+    user: str  # the receipt's ``user`` field (node-written: shown, never paid)
     fee: int
     leaf: bytes
     fraud_stake: int
@@ -141,7 +142,8 @@ class Challenge:
     slashed: int
     reward_pool: int
     reward_claimed: int
-    quorum_base: int  # totalValidatorStake when the challenge opened
+    quorum_base: int  # settledValidatorStake when the challenge opened
+    refund_due: int = 0  # fraud: held for the request's signer until `TaskManager.claim_refund`
 
 
 @dataclass(frozen=True)
@@ -232,11 +234,12 @@ class TaskManager(Binding):
     def answer_availability(
         self, availability_id: int, receipt: Receipt, proof: Sequence[bytes], trace: bytes
     ) -> TxResult:
-        """Post the entry's receipt (with its proof) and the trace block it commits to."""
+        """Post the entry's receipt (with its proof) and the trace block it commits to; ``value`` is
+        the bond's split, the ``AvailabilitySettled`` args (``answerCost`` to the node, ``refunded``
+        to the claimant, ``burned``)."""
         ref = self._ref(self.get_availability(availability_id).batch_id)
-        return self.transact(
-            "answerAvailability", availability_id, ref, receipt.as_tuple(), list(proof), trace
-        )
+        tx = self.transact("answerAvailability", availability_id, ref, receipt.as_tuple(), list(proof), trace)
+        return TxResult(tx.receipt, dict(self.events(tx, "AvailabilitySettled")[0]["args"]))
 
     def resolve_availability(self, availability_id: int) -> TxResult:
         """Slash the node of an unanswered availability challenge; ``value`` is the event's args."""
@@ -285,11 +288,16 @@ class TaskManager(Binding):
 
     def get_availability(self, availability_id: int) -> AvailabilityChallenge:
         """An availability challenge (raises ``UnknownAvailabilityChallenge``)."""
-        batch_id, challenger, index, deadline, status, _node = self.call(
+        batch_id, challenger, index, deadline, status, _node, sampled = self.call(
             "availabilityChallenges", availability_id
         )
         return AvailabilityChallenge(
-            int(batch_id), challenger, int(index), int(deadline), AvailabilityStatus(int(status))
+            int(batch_id),
+            challenger,
+            int(index),
+            int(deadline),
+            AvailabilityStatus(int(status)),
+            bool(sampled),
         )
 
     def vote(self, challenge_id: int, fraud: bool) -> TxResult:
@@ -315,6 +323,29 @@ class TaskManager(Binding):
         return self.transact(
             "revealDecoy", challenge_id, receipt.as_tuple(), tuple(request.message().values()), signature
         )
+
+    def claim_refund(self, challenge_id: int, receipt: Receipt, request: TaskRequest) -> TxResult:
+        """Credit a fraud verdict's refund to ``request.user``, whoever sends it: ``request`` must
+        be the one whose EIP-712 digest is the challenged receipt's ``requestHash`` (the node-written
+        ``user`` field plays no part). ``value`` is the amount credited."""
+        tx = self.transact("claimRefund", challenge_id, receipt.as_tuple(), tuple(request.message().values()))
+        return TxResult(tx.receipt, int(self.events(tx, "RefundClaimed")[0]["args"]["amount"]))
+
+    def challenged_receipts(
+        self, request_hashes: set[bytes], from_block: int = 0, to_block: int | str = "latest"
+    ) -> list[tuple[int, Receipt]]:
+        """(challenge id, receipt) of every challenge opened on a receipt of one of
+        ``request_hashes``, read from the chain alone: the receipt is decoded from the challenge
+        transaction's calldata, so a user needs nothing from the (possibly gone) node."""
+        logs = self.contract.events.ChallengeOpened().get_logs(from_block=from_block, to_block=to_block)
+        out: list[tuple[int, Receipt]] = []
+        for e in logs:
+            if bytes(e["args"]["requestHash"]) not in request_hashes:
+                continue
+            tx = self.w3.eth.get_transaction(e["transactionHash"])
+            _fn, params = self.contract.decode_function_input(tx["input"])
+            out.append((int(e["args"]["challengeId"]), Receipt.from_tuple(_struct(params["receipt"]))))
+        return out
 
     def withdraw(self) -> TxResult:
         """Pull the bound account's ``claimable`` balance (bonds, rewards, refunds)."""

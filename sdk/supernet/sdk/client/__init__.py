@@ -14,7 +14,7 @@ from supernet.sdk.client.read_grant import ReadGrantAuth, sign_read_grant
 from supernet.sdk.client.state import ClientState
 from supernet.sdk.client.streaming import TaskStream
 from supernet.sdk.client.sync import SyncClient
-from supernet.sdk.client.types import ClientError, NodeChoice, PreparedTask, TaskResult
+from supernet.sdk.client.types import ClientError, NodeChoice, PreparedTask, RefundClaimed, TaskResult
 from supernet.sdk.client.verify import Check, VerificationError, VerificationReport
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "NodeChoice",
     "PreparedTask",
     "ReadGrantAuth",
+    "RefundClaimed",
     "SyncClient",
     "TaskResult",
     "TaskStream",

@@ -18,6 +18,8 @@ from eth_utils import to_checksum_address
 from httpx_sse import aconnect_sse
 from pydantic import RootModel
 from supernet.sdk.chain import Contracts, Deployment
+from supernet.sdk.chain.eip712 import TaskRequest
+from supernet.sdk.chain.tasks import ChallengeStatus
 from supernet.sdk.client.confirm import confirmation_body
 from supernet.sdk.client.ladder import DEFAULT_MAX_FEE, domain_key, proven_cumulative, rebase, sign_task
 from supernet.sdk.client.read_grant import ReadGrantAuth
@@ -28,6 +30,7 @@ from supernet.sdk.client.types import (
     ClientError,
     NodeChoice,
     PreparedTask,
+    RefundClaimed,
     TaskResult,
     answer,
     check_input,
@@ -290,7 +293,7 @@ class Client:
         # Remembered before it is sent: if the node stores the task but its answer is lost, the
         # next sync finds the task on the node and counts its fee (`_adopt_unanswered`).
         self.state.tasks[task_id] = TaskRecord(
-            choice.address, choice.url, task_input, model_id, fee, status="sent"
+            choice.address, choice.url, task_input, model_id, fee, status="sent", request=signed["request"]
         )
         self.state.save()
         return PreparedTask(task_id, choice, signed, agent, task_input, model_id, fee, cumulative), deposited
@@ -299,7 +302,9 @@ class Client:
         """Record that the node accepted ``p`` (its fee now counts in the cumulative total)."""
         acct = self.state.account(self._domain_key, self.account.address, p.node.address)
         acct.cumulative = max(acct.cumulative, p.cumulative)
-        self.state.tasks[p.task_id] = TaskRecord(p.node.address, p.node.url, p.input, p.model_id, p.fee)
+        self.state.tasks[p.task_id] = TaskRecord(
+            p.node.address, p.node.url, p.input, p.model_id, p.fee, request=p.signed["request"]
+        )
         self.state.save()
 
     def finished(self, p: PreparedTask, status: str, output: str | None) -> None:
@@ -638,6 +643,36 @@ class Client:
             max_fee=record.fee or None,
             fee=record.fee or None,
         )
+
+    async def claim_refunds(self, from_block: int | None = None) -> list[RefundClaimed]:
+        """Claim the refund of every task of this client that a fraud verdict proved faulty.
+
+        Finds the challenges on this client's tasks from the chain alone (the receipt is read from
+        the challenge transaction, so a slashed node need not answer), and shows each fraud
+        verdict's contract the signed request: the refund goes to the request's signer, whatever
+        account the node wrote into the receipt (docs/protocol.md, "Disputes"). Tasks without a
+        stored request (state files from before it was kept) are skipped."""
+        mine = {
+            bytes.fromhex(tid.removeprefix("0x")): (tid, rec)
+            for tid, rec in self.state.tasks.items()
+            if rec.request is not None
+        }
+        if not mine:
+            return []
+        tm = self.contracts.task_manager
+        start = self.contracts.deployment.deploy_block if from_block is None else from_block
+        found = await asyncio.to_thread(tm.challenged_receipts, set(mine), start)
+        claimed: list[RefundClaimed] = []
+        for challenge_id, receipt in found:
+            challenge = await asyncio.to_thread(tm.get_challenge, challenge_id)
+            if challenge.status != ChallengeStatus.FRAUD or challenge.refund_due == 0:
+                continue
+            task_id, record = mine[receipt.request_hash]
+            assert record.request is not None
+            request = TaskRequest.from_json(record.request)
+            got = await asyncio.to_thread(tm.claim_refund, challenge_id, receipt, request)
+            claimed.append(RefundClaimed(task_id, challenge_id, int(got.value)))
+        return claimed
 
     # ------------------------------------------------------------------ internals
 

@@ -40,6 +40,8 @@ class TaskRecord:
     fee: int
     output: str | None = None
     status: str = "submitted"
+    # the signed TaskRequest (its JSON form): proves this user's claim to a fraud refund
+    request: dict[str, str] | None = None
 
 
 @dataclass

@@ -21,7 +21,7 @@ from typing import Any, Self, TypeVar
 from eth_account.signers.local import LocalAccount
 from supernet.sdk.chain import Deployment
 from supernet.sdk.client.client import Client
-from supernet.sdk.client.types import NodeChoice, TaskResult
+from supernet.sdk.client.types import NodeChoice, RefundClaimed, TaskResult
 from supernet.sdk.client.verify import VerificationReport
 from supernet.sdk.node_api import NodeInfo, ReceiptPublic, TaskPublic
 
@@ -80,6 +80,10 @@ class SyncClient:
     def receipt(self, task_id: str, node_url: str | None = None, **kwargs: Any) -> ReceiptPublic:
         """`Client.receipt`."""
         return self._call(self._client.receipt(task_id, node_url, **kwargs))
+
+    def claim_refunds(self, from_block: int | None = None) -> list[RefundClaimed]:
+        """`Client.claim_refunds`."""
+        return self._call(self._client.claim_refunds(from_block))
 
     def node_info(self, url: str) -> NodeInfo:
         """`Client.node_info`."""

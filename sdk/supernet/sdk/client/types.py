@@ -68,6 +68,15 @@ class TaskResult:
     trace_cid: str | None
 
 
+@dataclass(frozen=True)
+class RefundClaimed:
+    """A fraud verdict's refund credited to this user's ``claimable`` (pull it with ``withdraw``)."""
+
+    task_id: str
+    challenge_id: int
+    amount: int
+
+
 def answer(resp: httpx.Response) -> Any:
     if resp.status_code >= 400:
         try:

@@ -26,7 +26,13 @@ from pathlib import Path
 from rich.console import Console
 from supernet.sdk.chain import Contracts
 from supernet.sdk.client import Client
-from supernet.sdk.devnet.demo_view import ChainWatcher, eth, refunds_by_user, summary_tables
+from supernet.sdk.devnet.demo_view import (
+    ChainWatcher,
+    eth,
+    refunds_by_user,
+    summary_tables,
+    unclaimed_refunds,
+)
 from supernet.sdk.devnet.network import (
     ETHER,
     Actor,
@@ -248,6 +254,8 @@ def _run(
             break
         time.sleep(1.0)
     watcher.poll()
+    asyncio.run(_claim_refunds(console, net, users, names, work))
+    watcher.poll()
     ok = _judge(cfg, console, c, names, stakes_before, served, faulty.address, users)
     if explorer_url is not None:
         console.print(f"explorer: {explorer_url}")
@@ -302,6 +310,21 @@ async def _submit_all(
     return served
 
 
+async def _claim_refunds(
+    console: Console, net: Devnet, users: list[Actor], names: dict[str, str], work: Path
+) -> None:
+    """Each user claims the refunds of its proven-faulty tasks with the requests it signed."""
+    dep = net.config.state_dir / "deployment.json"
+    for u in users:
+        key = "0x" + bytes(u.account.key).hex()
+        async with Client.connect(net.anvil.url, dep, key, state_dir=work / f"user-{u.index}") as client:
+            for r in await client.claim_refunds():
+                console.print(
+                    f"[cyan]refund[/cyan] {names[u.address.lower()]} claimed {eth(r.amount)} for task "
+                    f"{r.task_id[:12]}… (challenge #{r.challenge_id})"
+                )
+
+
 def _judge(
     cfg: DemoConfig,
     console: Console,
@@ -321,8 +344,8 @@ def _judge(
     faulty_slashed = sm.get_node(faulty).slash_count > 0
     honest_clean = all(sm.get_node(a).slash_count == 0 for a in stakes_before if a.lower() != faulty.lower())
     refunds = refunds_by_user(c)
-    # Every user named in a fraud verdict must have had its fee credited back.
-    refunded = bool(refunds) and all(v > 0 for v in refunds.values())
+    # Every fraud verdict's refund must have reached the user who signed the request.
+    refunded = bool(refunds) and not unclaimed_refunds(c)
     checks = {
         "the faulty node was slashed": faulty_slashed,
         "no honest node was slashed": honest_clean,

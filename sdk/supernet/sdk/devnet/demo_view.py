@@ -23,6 +23,7 @@ _WATCHED = (
     ("task_manager", "Voted"),
     ("task_manager", "ChallengeResolved"),
     ("task_manager", "DecoyRevealed"),
+    ("task_manager", "RefundClaimed"),
     ("service_manager", "Slashed"),
     ("payments", "Redeemed"),
 )
@@ -89,12 +90,17 @@ class ChainWatcher:
             self.open_challenges.discard(a.challengeId)
             if a.fraud:
                 self.console.print(
-                    f"{t} [red]resolved[/red] #{a.challengeId}: FRAUD; slashed {eth(a.slashed)}, user "
-                    f"refund {eth(a.refund)}, challenger {eth(a.challengerReward)}, voters "
+                    f"{t} [red]resolved[/red] #{a.challengeId}: FRAUD; slashed {eth(a.slashed)}, refund "
+                    f"held {eth(a.refund)}, challenger {eth(a.challengerReward)}, voters "
                     f"{eth(a.voterPool)}, burned {eth(a.burned)}"
                 )
             else:
                 self.console.print(f"{t} [green]resolved[/green] #{a.challengeId}: not fraud (bond to node)")
+        elif event == "RefundClaimed":
+            self.console.print(
+                f"{t} [cyan]refund[/cyan]  #{a.challengeId}: {self.name(a.user)} showed its signed request, "
+                f"{eth(a.amount)} credited"
+            )
         elif event == "DecoyRevealed":
             self.open_challenges.discard(a.challengeId)
             self.console.print(
@@ -146,12 +152,18 @@ def summary_tables(
 
 
 def refunds_by_user(contracts: Contracts) -> dict[str, int]:
-    """User → refunds credited by fraud verdicts (``ChallengeResolved.refund``; user from the challenge)."""
+    """User → refunds credited (``RefundClaimed``: the user is the signer of the request)."""
     tm = contracts.task_manager
     out: Counter[str] = Counter()
-    logs = tm.contract.events.ChallengeResolved.get_logs(from_block=contracts.deployment.deploy_block)
+    logs = tm.contract.events.RefundClaimed.get_logs(from_block=contracts.deployment.deploy_block)
     for ev in logs:
-        if ev["args"]["fraud"]:
-            user = tm.get_challenge(ev["args"]["challengeId"]).user
-            out[user.lower()] += int(ev["args"]["refund"])
+        out[str(ev["args"]["user"]).lower()] += int(ev["args"]["amount"])
     return dict(out)
+
+
+def unclaimed_refunds(contracts: Contracts) -> list[int]:
+    """Fraud verdicts whose refund nobody has claimed yet (challenge ids)."""
+    tm = contracts.task_manager
+    logs = tm.contract.events.ChallengeResolved.get_logs(from_block=contracts.deployment.deploy_block)
+    fraud = [int(ev["args"]["challengeId"]) for ev in logs if ev["args"]["fraud"] and ev["args"]["refund"]]
+    return [cid for cid in fraud if tm.get_challenge(cid).refund_due > 0]

@@ -75,12 +75,14 @@ def run_scenario(net: Devnet, console: Console) -> dict[str, Any]:
 
     say(f"Tasks off chain: {TASKS_PER_USER} per user to node {node.address[:10]}…")
     receipts: list[Receipt] = []
+    requests: list[TaskRequest] = []  # each user keeps its own: it proves a refund is theirs
     for i in range(TASKS_PER_USER * len(users)):
         u = users[i % len(users)]
         req = TaskRequest(
             u.address, node.address, cfg.model_id, bytes(32), input_hash(f"q{i}"), FEE, i, 2**40
         )
         sign_task_request(req, c.domain, u.account)  # sent to the node's API with the input
+        requests.append(req)
         r = Receipt(hash_task_request(req, c.domain), u.address, cfg.model_id, req.input_hash,
                     output_hash(f"answer {i}"), hashlib.sha256(b"trace %d" % i).digest(), FEE)  # fmt: skip
         sign_receipt(r, node.account)
@@ -154,9 +156,11 @@ def run_scenario(net: Devnet, console: Console) -> dict[str, Any]:
         console.print(f"{k:17} {res[k] if k == 'fraud' else _eth(res[k])}")
 
     say("Payouts (pull payments)")
-    bad_user = next(u for u in users if u.address == bad.user)
-    c.as_account(bad_user.account).task_manager.withdraw()
-    console.print(f"user {bad_user.address[:10]}… withdrew its refund {_eth(res['refund'])}")
+    bad_user = next(u for u in users if u.address == requests[CHEATED].user)
+    user_tm = c.as_account(bad_user.account).task_manager
+    refund = user_tm.claim_refund(ch.value, bad, requests[CHEATED]).value  # its signed request proves it
+    user_tm.withdraw()
+    console.print(f"user {bad_user.address[:10]}… showed its request and withdrew its refund {_eth(refund)}")
     for v in validators[1:]:
         got = c.as_account(v.account).task_manager.claim_vote_reward(ch.value).value
         console.print(f"validator {v.address[:10]}… claimed a vote reward of {_eth(got)}")
