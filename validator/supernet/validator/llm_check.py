@@ -12,8 +12,10 @@ model assigns to the next token. From them the validator decides, per position:
 Tolerances are the engine's documented ones (`supernet.node.llm.scoring.Tolerance`); the
 comparison itself is the engine's `compare_generation`, so node and validator agree on it.
 Further:
-* **finish** — ``"length"`` needs exactly ``max_new_tokens`` tokens, ``"stop"`` a stop token (or a
-  recorded stop string) at the end; a stop token earlier than the end is a token fault.
+* **finish** — ``"length"`` needs exactly ``max_new_tokens`` tokens (the recorded budget, which the
+  kernel caps at the protocol's context ``MAX_CONTEXT_TOKENS - len(prompt)`` and the replay
+  re-derives), ``"stop"`` a stop token (or a recorded stop string) at the end; a stop token earlier
+  than the end is a token fault.
 
 Per check only the first few offending positions are reported (the evidence stays small).
 """

@@ -70,6 +70,7 @@ def evaluate(expression: str) -> int | float:
         if isinstance(exc, CalculatorError):
             raise
         raise CalculatorError(str(exc)) from None
+    result = _finite(result)
     if isinstance(result, int) and abs(result) >= MAX_EXACT_INT:
         return float(result)
     return result
@@ -77,9 +78,9 @@ def evaluate(expression: str) -> int | float:
 
 def _eval(node: ast.AST) -> Any:
     if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-        return node.value
+        return _finite(node.value)  # a literal too: "1e400" parses to inf
     if isinstance(node, ast.Name) and node.id in _CONSTANTS:
-        return _CONSTANTS[node.id]
+        return _finite(_CONSTANTS[node.id])
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
         return _UNARY[type(node.op)](_eval(node.operand))
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
@@ -104,9 +105,20 @@ def _eval(node: ast.AST) -> Any:
     raise CalculatorError(f"not allowed in an expression: {ast.dump(node)[:60]}")
 
 
+def _finite(value: Any) -> Any:
+    """Every number the evaluator sees or makes (literals and constants included) is finite: a
+    trace holds no NaN or infinity (it would record ``null``, not what the agent computed with), so
+    such a number is the calculator's error, the same on a node and on a validator's re-run."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise CalculatorError(f"non-finite number ({value}): a trace holds only finite numbers")
+    return value
+
+
 def _bounded(value: Any) -> Any:
+    """The result of an operation: a finite real number of at most `MAX_MAGNITUDE`."""
     if isinstance(value, complex):
         raise CalculatorError("complex result")
+    _finite(value)
     if abs(value) > MAX_MAGNITUDE:
         raise CalculatorError("result too large")
     return value

@@ -38,7 +38,7 @@ from supernet.node.faults import FaultInjector, Generation
 from supernet.node.kernel.access import AccessManager, Capabilities
 from supernet.node.kernel.agent_run import AgentResult, derive_seed, run_agent
 from supernet.node.kernel.cores import LLMCore, LLMCores
-from supernet.node.kernel.errors import AccessDeniedError, BudgetExceededError, ToolError
+from supernet.node.kernel.errors import AccessDeniedError, BudgetExceededError, LLMError
 from supernet.node.kernel.memory import MemoryManager
 from supernet.node.kernel.scheduler import LLMJob, Scheduler
 from supernet.node.kernel.storage import StorageManager
@@ -61,10 +61,11 @@ from supernet.node.kernel.syscalls import (
     TokenChunk,
     ToolCall,
 )
-from supernet.node.kernel.tools import ToolRegistry, ToolSpec
-from supernet.node.kernel.trace import MAX_TRACE_EVENTS, TraceRecorder, check_encodable, cid_link
+from supernet.node.kernel.tools import ToolRegistry, ToolSpec, recorded_result
+from supernet.node.kernel.trace import MAX_TRACE_EVENTS, TraceRecorder, as_recorded, check_encodable, cid_link
 from supernet.node.llm.grammar import grammar_of
 from supernet.sdk.chain.receipts import InputEncodingError, canonical_input
+from supernet.sdk.formats.trace import MAX_CONTEXT_TOKENS
 from supernet.sdk.store.cids import compute_cid
 from supernet.sdk.store.files import split_chunks
 
@@ -217,7 +218,21 @@ class Dispatcher:
             messages = self._faults.on_prompt(key, messages)
         prompt_ids = tuple(tokenizer.apply_chat_template(messages, add_generation_prompt=True))
         seed = call.seed if call.seed is not None else derive_seed(st.seed, index)
-        max_new = max(1, min(call.max_new_tokens, caps.max_new_tokens, caps.max_llm_tokens - use.llm_tokens))
+        # The budget is capped by the protocol's context (MAX_CONTEXT_TOKENS, never the engine's own
+        # max_seq_len: a node-chosen number would let a node claim a tiny context to skip work), so
+        # it is re-derived by the replay (which runs this code) and a call that reaches the end of
+        # the context finishes "length" with exactly the recorded max_new_tokens.
+        room = MAX_CONTEXT_TOKENS - len(prompt_ids)
+        if room < 1:
+            raise LLMError(
+                f"a prompt of {len(prompt_ids)} tokens fills the {MAX_CONTEXT_TOKENS}-token context"
+            )
+        max_new = max(
+            1, min(call.max_new_tokens, caps.max_new_tokens, caps.max_llm_tokens - use.llm_tokens, room)
+        )
+        held = getattr(core.engine, "max_seq_len", None)  # a replay's tape engine has none: the tape answers
+        if held is not None and len(prompt_ids) + max_new > held:  # refused, never cut short
+            raise LLMError(f"{len(prompt_ids)} + {max_new} tokens exceed this engine's {held} positions")
         grammar = grammar_of(call.response_format)  # GrammarError (a ValueError) fails the call
         constraint = {} if grammar is None else {"grammar": grammar}  # unconstrained: as before
         params = self._params_type(
@@ -288,21 +303,18 @@ class Dispatcher:
                 record["confirmation"] = "0x" + bytes(signature).hex()
         try:
             with self._access.acting_for(st.spec, st.caps):
-                result = await self._tools.call(call.name, call.args)
+                # a ToolRegistry returns the result as recorded (an unrecordable one is its
+                # ToolError), the rule a validator's re-run shares; again here for any other manager
+                result = recorded_result(call.name, await self._tools.call(call.name, call.args))
         except Exception as exc:  # recorded as the tool's answer: a validator re-runs it and expects it too
             st.trace.record("tool", **record, result=None, error=_error(exc))
             raise
-        try:
-            check_encodable(result)
-        except ValueError as exc:  # e.g. an integer past 64 bits: the trace could not hold it
-            error = ToolError(f"tool {call.name} returned a result a trace cannot hold ({exc})")
-            st.trace.record("tool", **record, result=None, error=_error(error))
-            raise error from None
         if self._faults is not None:
             key = f"{st.spec.task_id}:{len(st.trace.events)}"
             result = self._faults.on_tool_result(key, call.name, call.args, result, tool.deterministic)
+            result = as_recorded(result)
         st.trace.record("tool", **record, result=result, error=None)
-        return result
+        return result  # exactly what the replay's tape answers: the recorded value, never the live one
 
     async def _memory_call(self, st: TaskState, call: MemoryAdd | MemorySearch) -> Any:
         write = isinstance(call, MemoryAdd)
@@ -331,7 +343,11 @@ class Dispatcher:
             hits=[cid_link(h.cid) for h in hits],
             scores=[h.score for h in hits],
         )
-        return hits
+        # the hits as the replay rebuilds them from the record (score NaN -> None, metadata as stored)
+        return [
+            dataclasses.replace(h, score=as_recorded(h.score), metadata=as_recorded(h.metadata) or {})
+            for h in hits
+        ]
 
     async def _storage_call(self, st: TaskState, call: _StorageCall) -> Any:
         write = isinstance(call, StoragePut | StorageRollback | StorageDelete)
@@ -376,7 +392,7 @@ class Dispatcher:
             return data
         files = await self._storage.list_files(ns)
         st.trace.record("storage.list", namespace=ns, root=cid_link(root))
-        return files
+        return as_recorded(files)  # in the order the replay reads them from the decoded root
 
     async def _storage_change(
         self, st: TaskState, storage: StorageManager | Any, call: StorageRollback | StorageDelete

@@ -226,7 +226,8 @@ class Scheduler:
                     continue
                 stop = False
                 async for late in handle:  # tokens made between the slice's end and the preemption
-                    stop = self._consume(entry, late) or stop
+                    if not stop:  # none after the one whose callback stopped (as within a slice)
+                        stop = self._consume(entry, late)
                 if stop:
                     return self._finish_stopped(entry, snapshot)
                 self.context.save(job.request_id, snapshot)

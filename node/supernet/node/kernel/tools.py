@@ -20,6 +20,7 @@ from typing import Any
 
 import jsonschema
 from supernet.node.kernel.errors import ToolArgumentsError, ToolError, ToolTimeoutError
+from supernet.node.kernel.trace import as_recorded
 from supernet.sdk.agents.tools import ToolSpec  # the agent ABI's; re-exported here
 
 ToolFn = Callable[[Mapping[str, Any]], Any | Awaitable[Any]]
@@ -90,10 +91,13 @@ class ToolRegistry:
             raise ToolArgumentsError(f"bad arguments for {name}: {exc.message}") from None
 
     async def call(self, name: str, args: Mapping[str, Any]) -> Any:
-        """Validate ``args`` and run tool ``name`` under its concurrency limit and timeout.
+        """Validate ``args``, run tool ``name`` under its concurrency limit and timeout, and return
+        its result *as recorded* (`recorded_result`): the one rule a node's kernel and a validator's
+        re-run (`supernet.validator.tool_check.RegistryRunner`) share.
 
         Raises:
-            ToolError: No such tool, or the tool raised (its error is chained).
+            ToolError: No such tool, the tool raised (its error is chained), or its result is one a
+                trace cannot hold.
             ToolArgumentsError: The arguments do not match the schema.
             ToolTimeoutError: The tool ran past ``timeout_s``.
         """
@@ -103,11 +107,30 @@ class ToolRegistry:
             try:
                 async with asyncio.timeout(tool.spec.timeout_s):
                     if inspect.iscoroutinefunction(tool.fn):
-                        return await tool.fn(args)
-                    return await asyncio.to_thread(tool.fn, args)
+                        result = await tool.fn(args)
+                    else:
+                        result = await asyncio.to_thread(tool.fn, args)
             except TimeoutError:
                 raise ToolTimeoutError(f"tool {name} timed out after {tool.spec.timeout_s} s") from None
             except ToolError:
                 raise
             except Exception as exc:
                 raise ToolError(f"tool {name} failed: {exc}") from exc
+        return recorded_result(name, result)
+
+
+def recorded_result(name: str, result: Any) -> Any:
+    """A tool's ``result`` as a trace records it (`supernet.node.kernel.trace.as_recorded`: NaN and
+    infinities ``None``, tuples lists, maps in dag-cbor order), which is also what the agent gets.
+
+    A result a trace cannot hold (an integer past 64 bits, a string with a lone surrogate, nesting
+    too deep to encode) is the tool's failure, a `ToolError`, on every side alike: the node records
+    it as the call's error and a validator's re-run through the same registry fails the same way.
+
+    Raises:
+        ToolError: the result is not recordable.
+    """
+    try:
+        return as_recorded(result)
+    except ValueError as exc:
+        raise ToolError(f"tool {name} returned a result a trace cannot hold ({exc})") from None

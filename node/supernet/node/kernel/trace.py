@@ -31,9 +31,17 @@ from supernet.sdk.formats.trace import (
     event_from_dag,
     witness_reads,
 )
-from supernet.sdk.store.cids import MAX_BLOCK_SIZE, compute_cid, encode_dag, link
+from supernet.sdk.store.cids import MAX_BLOCK_SIZE, compute_cid, decode_dag, encode_dag, link
 
-__all__ = ["MAX_TRACE_EVENTS", "TRACE_TYPE", "TraceRecorder", "collect_witness", "save_trace", "to_dag"]
+__all__ = [
+    "MAX_TRACE_EVENTS",
+    "TRACE_TYPE",
+    "TraceRecorder",
+    "as_recorded",
+    "collect_witness",
+    "save_trace",
+    "to_dag",
+]
 
 
 class TraceTooLargeError(ValueError):
@@ -46,6 +54,21 @@ def check_encodable(value: Any) -> None:
     try:
         encode_dag(to_dag(value))
     except Exception as exc:
+        raise ValueError(f"not recordable in a trace: {exc}") from None
+
+
+def as_recorded(value: Any) -> Any:
+    """``value`` exactly as a trace holds it and a replay reads it back: the dag-cbor round trip of
+    ``to_dag(value)`` (tuples become lists, NaN and infinities ``None``, maps in dag-cbor's key
+    order). The kernel hands an agent this, never the live value, so the agent sees on the node what
+    it sees in a validator's replay (which answers from the record).
+
+    Raises:
+        ValueError: the value is not recordable (see `check_encodable`).
+    """
+    try:
+        return decode_dag(encode_dag(to_dag(value)))
+    except Exception as exc:  # RecursionError, TypeError, InvalidBlockError (64-bit ints, surrogates)
         raise ValueError(f"not recordable in a trace: {exc}") from None
 
 

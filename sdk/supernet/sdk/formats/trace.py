@@ -49,6 +49,14 @@ MAX_TRACE_EVENTS = 1024
 """Most events one trace holds: a kernel refuses further syscalls (unrecorded) once a trace is
 full, so a validator bounds its work on any trace without wronging an honest node."""
 
+MAX_CONTEXT_TOKENS = 2048
+"""Positions (prompt + output) one LLM call may use: the protocol's context, not a node's setting.
+A kernel caps a call's recorded ``max_new_tokens`` at ``MAX_CONTEXT_TOKENS - len(prompt_ids)``
+(and refuses a prompt that leaves no room), so a call that runs out of context ends with finish
+``"length"`` after exactly its recorded budget; the replay re-derives that budget with the same
+constant. A node cannot claim a smaller context to skip work, and an engine that holds fewer
+positions refuses such a call (a recorded ``LLMError``) instead of cutting it short."""
+
 STATUSES = ("ok", "error", "timeout")
 
 
