@@ -84,7 +84,9 @@ def old_selection_margins(
     lo = torch.where(
         t > 0, cdf.gather(-1, (t - 1).clamp(min=0)[:, None])[:, 0], torch.zeros(n, dtype=cdf.dtype)
     )
-    out = sampling._interval_margin(lo, cdf.gather(-1, target)[:, 0], cdf[:, vocab - 1], u)
+    out = sampling._interval_margin(
+        lo, cdf.gather(-1, target)[:, 0], cdf[:, vocab - 1], u, params.temperature
+    )
     out = torch.where(support.gather(-1, target)[:, 0] == 0, torch.inf, out)
     redo = out > sampling.EXACT_ABOVE
     if nuclei is not None:
@@ -95,7 +97,7 @@ def old_selection_margins(
         while rows.numel():
             complete = top[0].shape[1] == vocab
             refined, settled = sampling._least_margins(
-                top, t[rows], p_token[rows], u[rows], params.top_p, complete
+                top, t[rows], p_token[rows], u[rows], params.top_p, complete, params.temperature
             )
             out[rows[settled]] = torch.minimum(out[rows[settled]], refined[settled])
             rows = rows[~settled]

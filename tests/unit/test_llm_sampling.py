@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from supernet.node.llm import sampling
 from supernet.node.llm.sampling import (
     EXACT_ABOVE,
     SamplingParams,
@@ -14,6 +15,7 @@ from supernet.node.llm.sampling import (
     selection_margins,
     uniform,
 )
+from supernet.node.llm.scoring import Tolerance
 
 
 def test_uniform_is_deterministic_in_range_and_keyed_by_both_inputs() -> None:
@@ -179,3 +181,44 @@ def test_a_nucleus_one_token_wider_on_the_validator_costs_only_the_cut_distance(
     assert max(selection_margin(validator, 0, p, pos) for pos in range(40)) < 1e-3
     # while a token the node could never have drawn stays far off
     assert min(selection_margin(validator, 1, p, pos) for pos in range(40)) > 0.2
+
+
+def _near_tie(gen: torch.Generator, vocab: int = 1000) -> tuple[torch.Tensor, int]:
+    """A row whose two best tokens are 1e-5 apart (a user can search prompts for such a tie)."""
+    row = torch.randn(vocab, dtype=torch.float64, generator=gen) * 3
+    best, second = torch.topk(row, 2).indices.tolist()
+    row[second] = row[best] - 1e-5
+    return row, int(row.argmin())
+
+
+@pytest.mark.parametrize("top_p", [1.0, 0.9])
+def test_low_temperature_near_ties_are_not_accusations(top_p: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An honest node's logits differ from a validator's by rounding (~5e-5 here, the same-format
+    noise docs/benchmarks/exact_pairs.md measures). At a low temperature that difference moves a
+    near-tie's CDF boundary ~1/T further, so in CDF units alone a user choosing T and the seed could
+    get an honest token flagged; the margin in log-odds units (`_interval_margin`) keeps it within
+    the bound, and still refuses a token far from the draw."""
+    gen = torch.Generator().manual_seed(7)
+    bound = Tolerance().sample_margin
+    cdf = sampling._interval_margin
+    flagged = cdf_flagged = far_accepted = 0
+    for trial in range(400):
+        temperature = (1e-5, 1e-4, 1e-3, 1e-2)[trial % 4]
+        row, far = _near_tie(gen)
+        noise = torch.randn(row.shape, dtype=torch.float64, generator=gen) * 5e-5
+        params = SamplingParams(temperature=temperature, top_p=top_p, seed=trial)
+        token = select(row[None], [params], [trial])[0]
+        margin = selection_margin(row + noise, token, params, trial)
+        assert margin == pytest.approx(
+            selection_margins((row + noise)[None], [token], params, trial)[0], abs=1e-12
+        )
+        flagged += margin > bound
+        with monkeypatch.context() as patch:  # the former rule: the CDF distance alone
+            patch.setattr(
+                sampling, "_interval_margin", lambda lo, hi, mass, u, temperature=1.0: cdf(lo, hi, mass, u)
+            )
+            cdf_flagged += selection_margin(row + noise, token, params, trial) > bound
+        far_accepted += selection_margin(row + noise, far, params, trial) <= bound
+    assert flagged == 0
+    assert far_accepted <= 4  # only where the draw lands within the bound of the far token's interval
+    assert cdf_flagged > 20  # the former rule flagged these honest tokens (~12 %)

@@ -48,6 +48,8 @@ A request may sign any temperature >= 0; one as small as 1e-310 (a subnormal) wo
 ``logits / temperature`` overflow to ±inf and the softmax NaN, so the draw and the validator's
 selection margins would be NaN: no rule at all. At 1e-6 a float32 logit (< 3.4e38) divided stays
 finite in float64, and the distribution is already all but one-hot, so greedy is what it means."""
+ODDS_FLOOR = 1e-9
+"""Shares of a row's mass closer than this to 0 or 1 are never measured in log-odds (`_odds_distance`)."""
 
 
 def is_greedy(temperature: float) -> bool:
@@ -182,16 +184,44 @@ def chosen_logprobs(logits: Tensor, tokens: Sequence[int]) -> list[float]:
     return list(torch.log_softmax(logits, dim=-1).gather(-1, index)[:, 0].tolist())
 
 
-def _interval_margin(lo: Tensor, hi: Tensor, mass: Tensor, u: Tensor) -> Tensor:
+def _interval_margin(lo: Tensor, hi: Tensor, mass: Tensor, u: Tensor, temperature: float = 1.0) -> Tensor:
     """How far the draw ``u`` lies outside the CDF interval ``[lo, hi) / mass`` (0 inside it).
 
     "Inside" is decided with the sampler's own arithmetic (``lo <= u * mass < hi``), so the token the
     node drew has a margin of exactly 0 when the validator computes the same ``lo``, ``hi``, ``mass``.
+
+    Outside, the distance is the lesser of the CDF distance ``|u - b|`` to the nearer end ``b`` and
+    ``temperature * |logit(u) - logit(b)| / 4``. The boundary ``b`` is the share of the mass on one
+    side of it; logits that differ by at most ``d`` move the log-odds of that share by at most
+    ``2d / temperature``, so the second term is the logit difference that would put ``b`` at ``u``,
+    in the CDF units it has at a central boundary at temperature 1 (``logit' >= 4``: never more than
+    ``|u - b|`` at ``temperature >= 1``, where nothing changes). Below temperature 1 the same rounding
+    moves a near-tie's boundary ``1 / temperature`` times further: a bound in CDF units alone would
+    let a user's low temperature and chosen seed get an honest node flagged, while this one still
+    refuses a token no small logit change would reach (a boundary in a distribution's tail is far
+    in log-odds).
     """
     target = u * mass
     inside = (lo <= target) & (target < hi)
-    outside = torch.clamp(torch.maximum(lo / mass - u, u - hi / mass), min=0.0)
+    below, above = lo / mass - u, u - hi / mass
+    outside = torch.clamp(torch.maximum(below, above), min=0.0)
+    if temperature < 1.0:
+        edge = torch.where(below > 0, lo / mass, hi / mass)
+        # fmin: where the log-odds are undefined (rounding past an end), the CDF distance stands
+        outside = torch.fmin(outside, _odds_distance(u, edge, temperature))
     return torch.where(inside, torch.zeros_like(outside), outside)
+
+
+def _odds_distance(x: Tensor | float, share: Tensor, temperature: float) -> Tensor:
+    """``temperature * |logit(x) - logit(share)| / 4``: how far a mass ``share`` (of a row's softmax
+    at ``temperature``) is from ``x`` in log-odds, in the CDF units of a central share at
+    temperature 1 (see `_interval_margin`); ``inf`` for a share within ``ODDS_FLOOR`` of 0 or 1,
+    whose log-odds the float64 sums cannot tell (a tail that underflowed to 0 would read as the
+    sums' rounding, ~1e-13, i.e. only ~30 nats away, and let a low temperature reach it)."""
+    x = torch.as_tensor(x, dtype=share.dtype)
+    odds = (torch.log(x) - torch.log1p(-x)) - (torch.log(share) - torch.log1p(-share))
+    exact = (share >= ODDS_FLOOR) & (share <= 1 - ODDS_FLOOR)
+    return torch.where(exact, temperature * odds.abs() / 4, torch.inf)
 
 
 def selection_margin(logits: Tensor, token: int, params: SamplingParams, position: int) -> float:
@@ -213,12 +243,18 @@ def selection_margin(logits: Tensor, token: int, params: SamplingParams, positio
     support = _support(probs, params.top_p)
     cdf = support.cumsum(0)  # over the rule's own support, in the sampler's arithmetic
     lo = cdf[token - 1] if token > 0 else torch.zeros((), dtype=torch.float64)
-    at_rule = float(_interval_margin(lo, cdf[token], cdf[-1], u)) if support[token] > 0 else math.inf
+    at_rule = (
+        float(_interval_margin(lo, cdf[token], cdf[-1], u, params.temperature))
+        if support[token] > 0
+        else math.inf
+    )
     if at_rule == 0.0 or params.top_p >= 1.0:
         return at_rule
     # every other nucleus size k (the top k tokens of the whole row, in the rule's order)
     top = _top(probs[None], probs.shape[0])
-    least, _ = _least_margins(top, torch.tensor([token]), probs[token][None], u[None], params.top_p, True)
+    least, _ = _least_margins(
+        top, torch.tensor([token]), probs[token][None], u[None], params.top_p, True, params.temperature
+    )
     return min(at_rule, float(least[0]))
 
 
@@ -258,13 +294,13 @@ def selection_margins(
     t = target[:, 0]
     top: tuple[Tensor, Tensor] | None = None
     if params.top_p < 1.0:
-        out, exact, cands = _rule_margins(probs, t, u, params.top_p)
+        out, exact, cands = _rule_margins(probs, t, u, params.top_p, params.temperature)
     else:
         cdf = probs.cumsum(-1)  # the support is the whole row
         lo = torch.where(
             t > 0, cdf.gather(-1, (t - 1).clamp(min=0)[:, None])[:, 0], torch.zeros(n, dtype=cdf.dtype)
         )
-        out = _interval_margin(lo, cdf.gather(-1, target)[:, 0], cdf[:, vocab - 1], u)
+        out = _interval_margin(lo, cdf.gather(-1, target)[:, 0], cdf[:, vocab - 1], u, params.temperature)
         out = torch.where(probs.gather(-1, target)[:, 0] == 0, torch.inf, out)  # outside the support
     redo = out > EXACT_ABOVE
     if params.top_p < 1.0:
@@ -276,7 +312,9 @@ def selection_margins(
             top = _candidate_top(cands, rows, vocab) or _top(probs[rows], min(_REFINE_WIDTH, vocab))
         while top is not None and rows.numel():
             complete = top[0].shape[1] == vocab
-            refined, settled = _least_margins(top, t[rows], p_token[rows], u[rows], params.top_p, complete)
+            refined, settled = _least_margins(
+                top, t[rows], p_token[rows], u[rows], params.top_p, complete, params.temperature
+            )
             out[rows[settled]] = torch.minimum(out[rows[settled]], refined[settled])
             rows = rows[~settled]
             if not rows.numel() or complete:
@@ -320,7 +358,7 @@ def _candidates(probs: Tensor, floor: float) -> _Candidates:
 
 
 def _rule_margins(
-    probs: Tensor, token: Tensor, u: Tensor, top_p: float
+    probs: Tensor, token: Tensor, u: Tensor, top_p: float, temperature: float = 1.0
 ) -> tuple[Tensor, Tensor, _Candidates]:
     """The margin of each row's token at the rule's own nucleus (``inf`` outside it), whether that
     nucleus is certainly the sampler's (else: per row), and the candidates it came from.
@@ -364,7 +402,9 @@ def _rule_margins(
             pos = torch.searchsorted(ids, token[cands.rows[sel], None]).clamp(max=ids.shape[1] - 1)
             inside = (ids.gather(-1, pos) == token[cands.rows[sel], None]) & members.gather(-1, pos)
             lo = torch.where(pos > 0, cdf.gather(-1, (pos - 1).clamp(min=0)), torch.zeros_like(thr))
-            margin = _interval_margin(lo, cdf.gather(-1, pos), cdf[:, -1:], u[cands.rows[sel], None])
+            margin = _interval_margin(
+                lo, cdf.gather(-1, pos), cdf[:, -1:], u[cands.rows[sel], None], temperature
+            )
             rows = cands.rows[sel]
             out[rows] = torch.where(inside, margin, torch.inf)[:, 0]
             exact[rows] = ~edge[:, 0]
@@ -378,7 +418,9 @@ def _rule_margins(
         lo = torch.where(
             t > 0, cdf.gather(-1, (t - 1).clamp(min=0)[:, None])[:, 0], torch.zeros(len(t), dtype=cdf.dtype)
         )
-        margin = _interval_margin(lo, cdf.gather(-1, t[:, None])[:, 0], cdf[:, vocab - 1], u[pending])
+        margin = _interval_margin(
+            lo, cdf.gather(-1, t[:, None])[:, 0], cdf[:, vocab - 1], u[pending], temperature
+        )
         out[pending] = torch.where(nuclei.support.gather(-1, t[:, None])[:, 0] == 0, torch.inf, margin)
         exact[pending] = nuclei.exact
     assert first is not None
@@ -421,7 +463,13 @@ def _top(probs: Tensor, width: int) -> tuple[Tensor, Tensor]:
 
 
 def _least_margins(
-    top: tuple[Tensor, Tensor], token: Tensor, p_token: Tensor, u: Tensor, top_p: float, complete: bool
+    top: tuple[Tensor, Tensor],
+    token: Tensor,
+    p_token: Tensor,
+    u: Tensor,
+    top_p: float,
+    complete: bool,
+    temperature: float = 1.0,
 ) -> tuple[Tensor, Tensor]:
     """`selection_margin`'s least margin over the nuclei made of the top ``W`` tokens, per row, and
     whether it is settled (the token is among them, and no wider nucleus can do better: those
@@ -430,8 +478,13 @@ def _least_margins(
     cum = vals.cumsum(-1)
     before = torch.cat((torch.zeros_like(cum[:, :1]), cum[:, :-1]), dim=-1)
     off_cut = torch.clamp(torch.maximum(top_p - cum, before - top_p), min=0.0)
+    if temperature < 1.0:  # the nucleus's cut moves with rounding as a CDF boundary does
+        share = torch.where(top_p > cum, cum, before)
+        off_cut = torch.where(
+            off_cut > 0, torch.fmin(off_cut, _odds_distance(top_p, share, temperature)), off_cut
+        )
     lo = (vals * (ids < token[:, None])).cumsum(-1)
-    inner = _interval_margin(lo, lo + p_token[:, None], cum, u[:, None])
+    inner = _interval_margin(lo, lo + p_token[:, None], cum, u[:, None], temperature)
     # a top-k may cut a group of tied tokens at its last value anywhere: only the nuclei before that
     # group are the rule's (ties in id order)
     usable = torch.ones_like(ids, dtype=torch.bool) if complete else vals > vals[:, -1:]
