@@ -158,9 +158,13 @@ contract TaskManager is ReentrancyGuardTransient {
     uint256 public constant AVAILABILITY_FEE_BPS = 1_000;
     /// @notice Gas of an availability answer besides its trace bytes (receipt, proof, storage).
     uint256 public constant ANSWER_FIXED_GAS = 200_000; // measured: ~175k to execute + 21k + calldata
-    /// @notice Gas per trace byte of an answer: calldata at the EIP-7623 floor (40 per non-zero
-    ///         byte), which covers the event's 8 and the hashing.
+    /// @notice Gas per non-zero trace byte of an answer: calldata at the EIP-7623 floor (40),
+    ///         which covers the event's 8 and the hashing.
     uint256 public constant ANSWER_GAS_PER_BYTE = 40;
+    /// @notice Gas per zero trace byte of an answer: 4 of calldata, 8 of the event, the hashing
+    ///         (a zero byte costs far less than 40: priced at 40, a trace padded with zeros paid a
+    ///         baiting node several times its cost).
+    uint256 public constant ANSWER_GAS_PER_ZERO_BYTE = 12;
 
     /*//////////////////////////////////////////////////////////////
                                IMMUTABLES
@@ -834,7 +838,7 @@ contract TaskManager is ReentrancyGuardTransient {
         a.status = AvailabilityStatus.Answered;
         answeredAt[keccak256(abi.encode(batchId, index))] = block.timestamp;
         emit AvailabilityAnswered(availabilityId, batchId, index, receipt, proof, trace);
-        uint256 burned = _splitAnswerBond(availabilityId, a, trace.length);
+        uint256 burned = _splitAnswerBond(availabilityId, a, trace.length, _zeroBytes(trace));
         address node = a.node;
         // forge-lint: disable-next-line(unsafe-typecast)
         SERVICE_MANAGER.lockStake(node, uint64(block.timestamp + CHALLENGE_WINDOW));
@@ -957,8 +961,13 @@ contract TaskManager is ReentrancyGuardTransient {
         internal
         returns (uint256 challengeId, uint64 voteDeadline)
     {
-        uint256 weight = SERVICE_MANAGER.validatorStake(msg.sender);
-        if (weight == 0) revert NotActiveValidator();
+        // The challenge is the challenger's fraud vote, so it weighs what a vote would: stake added
+        // in this second neither counts in the quorum base (settledValidatorStake) nor votes.
+        uint256 weight = SERVICE_MANAGER.votingStake(msg.sender, block.timestamp);
+        if (weight == 0) {
+            if (SERVICE_MANAGER.validatorStake(msg.sender) != 0) revert StakeTooRecent(uint64(block.timestamp));
+            revert NotActiveValidator();
+        }
         unchecked {
             challengeId = ++challengeCount;
         }
@@ -1018,18 +1027,44 @@ contract TaskManager is ReentrancyGuardTransient {
     ///      availability challenges paid it a bond per validator it baited (and taught validators
     ///      to stop asking). A false claim still costs the claimant the answer and the fee, even
     ///      if it answers itself. Returns the wei to burn.
-    function _splitAnswerBond(uint256 availabilityId, AvailabilityChallenge storage a, uint256 traceLength)
-        internal
-        returns (uint256 burned)
-    {
+    function _splitAnswerBond(
+        uint256 availabilityId,
+        AvailabilityChallenge storage a,
+        uint256 traceLength,
+        uint256 zeroBytes
+    ) internal returns (uint256 burned) {
         burned = CHALLENGE_BOND * AVAILABILITY_FEE_BPS / BPS;
-        uint256 answerCost = (ANSWER_FIXED_GAS + traceLength * ANSWER_GAS_PER_BYTE) * block.basefee;
+        uint256 answerCost = (ANSWER_FIXED_GAS + traceLength * ANSWER_GAS_PER_BYTE
+                - zeroBytes * (ANSWER_GAS_PER_BYTE - ANSWER_GAS_PER_ZERO_BYTE)) * block.basefee;
         if (answerCost > CHALLENGE_BOND - burned) answerCost = CHALLENGE_BOND - burned;
         uint256 refunded = CHALLENGE_BOND - burned - answerCost;
         claimable[a.node] += answerCost;
         claimable[a.challenger] += refunded;
         totalBurned += burned;
         emit AvailabilitySettled(availabilityId, answerCost, refunded, burned);
+    }
+
+    /// @dev How many bytes of `data` are zero, a 32-byte word at a time (~1 gas per byte): each
+    ///      byte folded onto its lowest bit, then the 32 bits summed by one multiplication.
+    function _zeroBytes(bytes calldata data) internal pure returns (uint256 zeros) {
+        uint256 ones = 0x0101010101010101010101010101010101010101010101010101010101010101;
+        uint256 nonZero;
+        uint256 n = data.length;
+        assembly ("memory-safe") {
+            let end := add(data.offset, n)
+            for { let p := data.offset } lt(p, end) { p := add(p, 32) } {
+                let w := calldataload(p)
+                let rest := sub(end, p)
+                // the last word: only the data's own bytes (its padding is the encoder's to fill)
+                if lt(rest, 32) { w := and(w, not(shr(mul(8, rest), not(0)))) }
+                w := or(w, shr(4, w))
+                w := or(w, shr(2, w))
+                w := or(w, shr(1, w))
+                w := and(w, ones)
+                nonZero := add(nonZero, shr(248, mul(w, ones)))
+            }
+        }
+        zeros = n - nonZero;
     }
 
     function _openAvailability(uint256 availabilityId) internal view returns (AvailabilityChallenge storage a) {
@@ -1100,11 +1135,16 @@ contract TaskManager is ReentrancyGuardTransient {
         if (hash != bytes32(0)) seed = keccak256(abi.encode(hash, ref.batchId));
     }
 
-    /// @dev Whether the seed of `ref` (checked by the caller) is readable now and picks the caller
-    ///      for entry `index`: false in the blocks before the seed exists.
+    /// @dev Whether the caller earns a challenger reward or a decoy bounty on entry `index` of
+    ///      `ref` (checked by the caller): the seed is readable now and picks it, and it is an
+    ///      active validator none of whose stake was added at or after the batch's commit. An
+    ///      address picked by the seed costs nothing to find (an ally grinds keys until one is
+    ///      picked, then registers it): only stake that was in place before anyone could know the
+    ///      seed makes the pick worth paying.
     function _challengerSampled(BatchRef calldata ref, uint256 index) internal view returns (bool) {
         (bytes32 seed,) = _seed(ref);
-        return seed != bytes32(0) && _sampledBy(seed, msg.sender, index);
+        return seed != bytes32(0) && _sampledBy(seed, msg.sender, index)
+            && SERVICE_MANAGER.votingStake(msg.sender, ref.committedAt) != 0;
     }
 
     /// @dev Whether `seed` picks `validator` for receipt `index`.

@@ -288,7 +288,7 @@ contract AdversaryTest is Base {
         vm.warp(tm.availabilityChallenges(aid).deadline - 1);
         vm.fee(10 gwei);
         bytes memory trace = _trace(2);
-        uint256 cost = (tm.ANSWER_FIXED_GAS() + trace.length * tm.ANSWER_GAS_PER_BYTE()) * 10 gwei;
+        uint256 cost = _answerCost(trace, 10 gwei);
         vm.prank(stranger);
         tm.answerAvailability(aid, _ref(b), rs[2], Merkle.proofAt(ls, 2), trace);
 

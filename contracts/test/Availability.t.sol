@@ -42,7 +42,7 @@ contract AvailabilityTest is Base {
         uint256 id = _challengeAvailability(stranger, 3); // anyone may ask, users too
         assertEq(sm.getNode(node).frozenCount, 1, "frozen while open");
         vm.fee(10 gwei); // the block's base fee prices the answer
-        uint256 cost = (tm.ANSWER_FIXED_GAS() + _trace(3).length * tm.ANSWER_GAS_PER_BYTE()) * 10 gwei;
+        uint256 cost = _answerCost(_trace(3), 10 gwei);
         uint256 burned = CHALLENGE_BOND / 10;
         vm.expectEmit(address(tm));
         emit TaskManager.AvailabilityAnswered(id, batchId, 3, rs[3], Merkle.proofAt(leaves, 3), _trace(3));

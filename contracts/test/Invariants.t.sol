@@ -585,6 +585,7 @@ contract InvariantHandlerTest is Base {
         handler.registerNode(0, 2 ether);
         handler.registerValidator(0, 1 ether);
         handler.fundEscrow(0, 0, 0.05 ether);
+        handler.warp(1); // the validator's stake predates the commit (a bounty needs it)
         handler.commitBatch(0, 2, 0, 0); // entry 0: the decoy account's; entry 1: users[1]
         handler.warp(1);
         handler.warp(1); // the seed block is mined and readable

@@ -190,6 +190,18 @@ abstract contract Base is Test {
         return abi.encode("trace", i);
     }
 
+    /// @dev What an availability answer posting `trace` pays the node at `basefee`, computed the
+    ///      slow way (TaskManager counts zero bytes a word at a time).
+    function _answerCost(bytes memory trace, uint256 basefee) internal view returns (uint256) {
+        uint256 zeros;
+        for (uint256 i; i < trace.length; ++i) {
+            if (trace[i] == 0) ++zeros;
+        }
+        uint256 nonZero = trace.length - zeros;
+        return (tm.ANSWER_FIXED_GAS() + nonZero * tm.ANSWER_GAS_PER_BYTE() + zeros * tm.ANSWER_GAS_PER_ZERO_BYTE())
+            * basefee;
+    }
+
     function _leaf(Receipt memory r) internal pure returns (bytes32) {
         return keccak256(bytes.concat(keccak256(abi.encode(r))));
     }
