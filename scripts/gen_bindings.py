@@ -25,12 +25,21 @@ from typing import Any
 from eth_utils import keccak
 
 ROOT = Path(__file__).resolve().parent.parent
-CONTRACTS = ("ServiceManager", "ModelRegistry", "Payments", "TaskManager")
+CONTRACTS = ("ServiceManager", "ModelRegistry", "Payments", "TaskManager", "OmissionManager")
 CHAIN_PKG = ROOT / "sdk" / "supernet" / "sdk" / "chain"
 ABI_DIR = CHAIN_PKG / "abi"
 ERRORS_PY = CHAIN_PKG / "contract_errors.py"
 
 _PY_TYPES = {"address": "str", "bool": "bool", "string": "str", "bytes": "bytes"}
+
+
+def _docstring(text: str, width: int = 110) -> str:
+    """A one-line class docstring, or a two-line one where one line would be too long."""
+    line = f'    """{text}"""'
+    if len(line) <= width:
+        return line
+    cut = text.rfind(", ", 0, width - 10) + 1
+    return f'    """{text[:cut]}\n    {text[cut:].lstrip()}"""'
 
 
 def _canonical_type(param: dict[str, Any]) -> str:
@@ -131,7 +140,7 @@ def errors_module(errors: list[dict[str, Any]]) -> str:
         out += [
             "",
             f"class {e['cls']}(ContractError):",
-            f'    """``{e["signature"]}``, declared by {", ".join(e["contracts"])}."""',
+            _docstring(f"``{e['signature']}``, declared by {', '.join(e['contracts'])}."),
             "",
             f'    error_name = "{e["name"]}"',
             f'    signature = "{e["signature"]}"',

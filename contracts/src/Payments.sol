@@ -5,7 +5,7 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 
-import {Confirmation, TaskRequest, Voucher} from "./libraries/Types.sol";
+import {Confirmation, ReceiptPromise, TaskRequest, Voucher} from "./libraries/Types.sol";
 
 /// @title Payments
 /// @notice Payment channels from users to nodes (native ETH), paid through EIP-712 cumulative
@@ -77,6 +77,10 @@ contract Payments is EIP712, ReentrancyGuardTransient {
     /// @notice keccak256 of the `Decoy` EIP-712 type string: a receipt's user declares the task a
     ///         decoy its node planted (only the node's own decoy accounts ever sign one).
     bytes32 public constant DECOY_TYPEHASH = keccak256("Decoy(address node,bytes32 requestHash)");
+    /// @notice keccak256 of the `ReceiptPromise` EIP-712 type string: a node's promise to commit a
+    ///         receipt by a time.
+    bytes32 public constant RECEIPT_PROMISE_TYPEHASH =
+        keccak256("ReceiptPromise(bytes32 requestHash,bytes32 leaf,uint256 commitBy)");
     /// @notice Basis-point denominator.
     uint256 public constant BPS = 10_000;
     /// @notice Bytes of one packed voucher: `user << 96 | cumulativeAmount`, `r`, `vs`.
@@ -403,6 +407,12 @@ contract Payments is EIP712, ReentrancyGuardTransient {
     /// @param request The request.
     function hashTaskRequest(TaskRequest calldata request) external view returns (bytes32) {
         return _hashTypedDataV4(keccak256(abi.encode(TASK_REQUEST_TYPEHASH, request)));
+    }
+
+    /// @notice EIP-712 digest of a node's receipt promise (what the node signs).
+    /// @param receiptPromise The promise.
+    function hashReceiptPromise(ReceiptPromise calldata receiptPromise) external view returns (bytes32) {
+        return _hashTypedDataV4(keccak256(abi.encode(RECEIPT_PROMISE_TYPEHASH, receiptPromise)));
     }
 
     /// @notice EIP-712 digest of an action confirmation.

@@ -100,6 +100,8 @@ contract ServiceManager is IServiceManager, ReentrancyGuardTransient {
 
     /// @notice The dispute contract allowed to slash, freeze, unfreeze and lock.
     address public taskManager;
+    /// @notice The OmissionManager, which may freeze, unfreeze and slash too (set once by the deployer).
+    address public omissionManager;
     /// @notice Sum of the active stake of registered validators.
     uint256 public totalValidatorStake;
     /// @dev `totalValidatorStake` as it stood before the first change in second `second`: stake
@@ -118,6 +120,8 @@ contract ServiceManager is IServiceManager, ReentrancyGuardTransient {
 
     /// @notice The TaskManager was wired in (happens once).
     event TaskManagerSet(address indexed taskManager);
+    /// @notice The OmissionManager was wired in (once).
+    event OmissionManagerSet(address indexed omissionManager);
     /// @notice A node registered (or re-registered after deregistering).
     event NodeRegistered(
         address indexed node, string endpoint, bytes32[] modelIds, uint256 pricePerToken, uint256 stake
@@ -203,6 +207,14 @@ contract ServiceManager is IServiceManager, ReentrancyGuardTransient {
         _;
     }
 
+    /// @dev The dispute contracts: the TaskManager, and the OmissionManager (omission challenges).
+    modifier onlyDisputes() {
+        if (msg.sender == address(0) || (msg.sender != taskManager && msg.sender != omissionManager)) {
+            revert OnlyTaskManager();
+        }
+        _;
+    }
+
     /*//////////////////////////////////////////////////////////////
                               CONSTRUCTOR
     //////////////////////////////////////////////////////////////*/
@@ -233,6 +245,16 @@ contract ServiceManager is IServiceManager, ReentrancyGuardTransient {
         if (taskManager_ == address(0)) revert ZeroAddress();
         taskManager = taskManager_;
         emit TaskManagerSet(taskManager_);
+    }
+
+    /// @notice Wires in the OmissionManager (once, by the deployer, after the TaskManager).
+    /// @param omissionManager_ The OmissionManager.
+    function setOmissionManager(address omissionManager_) external {
+        if (msg.sender != DEPLOYER) revert OnlyDeployer();
+        if (omissionManager != address(0)) revert TaskManagerAlreadySet();
+        if (omissionManager_ == address(0)) revert ZeroAddress();
+        omissionManager = omissionManager_;
+        emit OmissionManagerSet(omissionManager_);
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -381,7 +403,7 @@ contract ServiceManager is IServiceManager, ReentrancyGuardTransient {
     //////////////////////////////////////////////////////////////*/
 
     /// @inheritdoc IServiceManager
-    function slash(address operator, uint256 amount) external onlyTaskManager nonReentrant returns (uint256 slashed) {
+    function slash(address operator, uint256 amount) external onlyDisputes nonReentrant returns (uint256 slashed) {
         Operator storage op = _operators[operator];
         uint256 fromStake = amount < op.stake ? amount : op.stake;
         uint256 rest = amount - fromStake;
@@ -396,14 +418,14 @@ contract ServiceManager is IServiceManager, ReentrancyGuardTransient {
     }
 
     /// @inheritdoc IServiceManager
-    function freeze(address operator) external onlyTaskManager {
+    function freeze(address operator) external onlyDisputes {
         uint32 count = _operators[operator].frozenCount + 1;
         _operators[operator].frozenCount = count;
         emit Frozen(operator, count);
     }
 
     /// @inheritdoc IServiceManager
-    function unfreeze(address operator) external onlyTaskManager {
+    function unfreeze(address operator) external onlyDisputes {
         uint32 count = _operators[operator].frozenCount;
         if (count == 0) revert NotFrozen();
         unchecked {

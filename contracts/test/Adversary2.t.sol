@@ -2,7 +2,8 @@
 pragma solidity 0.8.37;
 
 import {TaskManager} from "../src/TaskManager.sol";
-import {Receipt, TaskRequest, Voucher} from "../src/libraries/Types.sol";
+import {Receipt, ReceiptPromise, TaskRequest, Voucher} from "../src/libraries/Types.sol";
+import {ServiceManager} from "../src/ServiceManager.sol";
 
 import {Base} from "./utils/Base.sol";
 import {Merkle} from "./utils/Merkle.sol";
@@ -298,17 +299,18 @@ contract Adversary2Test is Base {
     /// not: a voucher is a cumulative amount, bound to no receipt. So a node fakes a task, signs
     /// the user its receipt off chain (as usual), redeems the user's voucher in the commit of a
     /// batch of its OTHER receipts and never commits the faked one. No index of any batch holds
-    /// it, so nobody can challenge it and the node's signature on it is worth nothing on chain:
-    /// cheating on a task and leaving it out is free (p = 0 in the incentive inequality), and the
-    /// user's `client.verify` only tells it afterwards that its receipt is missing.
-    ///      Kept as a known limit (docs/security-parameters.md): closing it needs an omission
-    ///      challenge, the user posting a node-signed promise {requestHash, leaf, commitBy} and the
-    ///      node proving inclusion within VOTE_WINDOW or being slashed.
-    function test_KnownLimit_OmittedReceiptIsPaidButUnchallengeable() public {
+    /// it, so nobody can challenge it there. But the node signed, with the receipt, its promise to
+    /// commit it by `commitBy` (the SDK fails a receipt without one): the user claims the
+    /// omission (OmissionManager) and the node, unable to show the receipt, is slashed before it
+    /// can leave. (It used to leave with its whole stake.)
+    function test_Attack_OmittedReceiptIsPaidButUnchallengeable() public {
         _registerNode(node, 2 ether);
         _registerValidator(validator1, 1 ether);
         _deposit(user, 1 ether);
         Receipt memory faked = _boundReceipt(7, user, node, 0.01 ether); // served, signed, never committed
+        ReceiptPromise memory promised =
+            ReceiptPromise({requestHash: faked.requestHash, leaf: _leaf(faked), commitBy: block.timestamp + 600});
+        bytes memory promiseSig = signDigest(privateKeyOf("node"), payments.hashReceiptPromise(promised));
         Voucher memory v = _voucher(user, node, 0.01 ether);
         bytes memory vsig = _signVoucher(userKey, v);
         bytes memory packed = _pack(v, vsig);
@@ -317,19 +319,35 @@ contract Adversary2Test is Base {
         vm.prank(node);
         uint256 b = tm.commitBatch(0, root, 2, "bafymanifest", packed); // settles the faked task's fee
         TaskManager.BatchRef memory ref = _refOf(b, node, 0, 2, root);
-        (uint256 earnings, uint256 escrow) = payments.account(node);
-        assertEq(earnings + escrow, 0.01 ether, "the faked task is paid");
+        assertEq(_nodePaid(), 0.01 ether, "the faked task is paid");
 
         vm.roll(block.number + SEED_DELAY_BLOCKS + 1);
         _challengeEveryIndexFails(ref, faked, ls);
         assertEq(rs.length, 2);
-        vm.warp(block.timestamp + CHALLENGE_WINDOW + LOCK_STEP);
         vm.prank(node);
         sm.requestUnbond(2 ether);
+        uint256 claim = _claimOmission(promised, promiseSig, _request(7, user, node));
         vm.warp(block.timestamp + UNBONDING_PERIOD);
         vm.prank(node);
-        sm.withdrawUnbonded(); // and leaves with its whole stake
-        assertEq(sm.getOperator(node).slashCount, 0);
+        vm.expectRevert(abi.encodeWithSelector(ServiceManager.OperatorFrozen.selector, uint32(1)));
+        sm.withdrawUnbonded(); // frozen by the claim: it cannot leave first
+        om.resolveOmission(claim);
+        assertEq(sm.getOperator(node).slashCount, 1, "slashed for the receipt it left out");
+    }
+
+    function _nodePaid() internal view returns (uint256) {
+        (uint256 earnings, uint256 escrow) = payments.account(node);
+        return earnings + escrow;
+    }
+
+    function _claimOmission(ReceiptPromise memory promised, bytes memory sig, TaskRequest memory req)
+        internal
+        returns (uint256)
+    {
+        vm.warp(promised.commitBy);
+        vm.deal(user, user.balance + CHALLENGE_BOND);
+        vm.prank(user);
+        return om.challengeOmission{value: CHALLENGE_BOND}(promised, sig, req);
     }
 
     function _challengeEveryIndexFails(TaskManager.BatchRef memory ref, Receipt memory faked, bytes32[] memory ls)

@@ -19,6 +19,8 @@ from supernet.sdk.chain.contract_errors import (
     VoteWindowOpen,
     WrongBond,
 )
+from supernet.sdk.chain.eip712 import ReceiptPromise, recover_receipt_promise, sign_receipt_promise
+from supernet.sdk.chain.omission import OmissionStatus
 from supernet.sdk.client import Client, ClientState, RefundClaimed
 from supernet.sdk.client.state import TaskRecord
 
@@ -175,3 +177,54 @@ async def test_client_claims_its_refunds_from_the_chain_alone(
         assert await client.claim_refunds() == [RefundClaimed(task_id, cid, bad.fee)]
         assert await client.claim_refunds() == []  # claimed once
     assert network.task_manager.claimable(user.address) == bad.fee
+
+
+def test_a_broken_receipt_promise_is_slashed_and_a_kept_one_answered(
+    network: Contracts, actors: Actors
+) -> None:
+    """Omission: the node signs, with each receipt, a promise to commit it by a time. A receipt it
+    leaves out of its batches (paid by the voucher, never sampled) is claimed by its user after
+    that time and the node is slashed; a receipt it did commit is shown and the claim costs the
+    node nothing."""
+    receipts, tree, batch_id = _commit(network, actors, count=3)
+    node = actors.node
+    domain = network.domain
+    now = network.w3.eth.get_block("latest")["timestamp"]
+    kept = ReceiptPromise(receipts[1].request_hash, receipts[1].leaf(), now + 60)
+    omitted_receipt = make_receipts(network, actors.users, node.address, 5)[4]  # never committed
+    omitted = ReceiptPromise(omitted_receipt.request_hash, omitted_receipt.leaf(), now + 60)
+    assert recover_receipt_promise(kept, domain, sign_receipt_promise(kept, domain, node)) == node.address
+    increase_time(network.w3, 61)
+
+    def user_tm(i: int):
+        request = make_request(actors.users, node.address, i)
+        return network.as_account(
+            next(u for u in actors.users if u.address == request.user)
+        ).omission_manager, request
+
+    tm_kept, req_kept = user_tm(1)
+    aid = tm_kept.challenge_omission(kept, sign_receipt_promise(kept, domain, node), req_kept).value
+    answered = (
+        network.as_account(node)
+        .omission_manager.answer_omission(
+            aid, network.task_manager.batch(batch_id), 1, receipts[1], tree.proof_at(1)
+        )
+        .value
+    )
+    assert answered["index"] == 1 and answered["answerCost"] < network.params.challenge_bond
+    assert network.omission_manager.get_omission(aid).status == OmissionStatus.ANSWERED
+
+    tm_omitted, req_omitted = user_tm(4)
+    oid = tm_omitted.challenge_omission(
+        omitted, sign_receipt_promise(omitted, domain, node), req_omitted
+    ).value
+    with pytest.raises(InvalidProof):  # the receipt is in none of the node's batches
+        network.as_account(node).omission_manager.answer_omission(
+            oid, network.task_manager.batch(batch_id), 0, omitted_receipt, tree.proof_at(0)
+        )
+    increase_time(network.w3, network.params.vote_window + 1)
+    stake = network.service_manager.get_operator(node.address).stake
+    resolved = network.as_account(actors.outsider).omission_manager.resolve_omission(oid).value
+    assert resolved["slashed"] == network.params.slash_amount
+    assert network.service_manager.get_operator(node.address).stake == stake - network.params.slash_amount
+    assert network.omission_manager.get_omission(oid).status == OmissionStatus.UNANSWERED

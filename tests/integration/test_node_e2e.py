@@ -23,7 +23,8 @@ import httpx
 import pytest
 from node_fixtures import NodeProcess, node_on_anvil
 from supernet.sdk.chain import Contracts
-from supernet.sdk.chain.anvil import Anvil, dev_account, set_balance
+from supernet.sdk.chain.anvil import Anvil, dev_account, increase_time, set_balance
+from supernet.sdk.chain.omission import OmissionStatus
 from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.chain.tasks import AvailabilityStatus
 from supernet.sdk.client import Client, ClientError
@@ -394,5 +395,35 @@ async def test_an_offer_above_the_price_is_charged_and_verifies(net: Net) -> Non
         assert plain.fee == price
         with pytest.raises(ClientError, match="below the node's price"):
             await client.submit_task("Too cheap.", offer=price - 1, node_url=net.node.url)
+    finally:
+        await client.aclose()
+
+
+async def test_the_node_promises_each_commit_and_answers_an_omission_claim(net: Net) -> None:
+    """Each receipt comes with the node's signed promise to commit it by a time; the client checks
+    and keeps it, and after that time can claim the receipt was left out of the node's batches. A
+    running honest node answers the claim by showing the receipt in its batch (it keeps its stake
+    and is paid the answer's cost). Last in this module: it moves the chain's clock."""
+    client = net.client(USER_INDEXES[1], "omission")
+    node_addr = dev_account(NODE_KEY_INDEX).address
+    try:
+        done = await client.submit_task("Name a mountain.", deposit=10**17, node_url=net.node.url)
+        report = await client.verify(done.task_id, wait_committed=60)
+        assert report.ok, report.failed()
+        assert {c.name: c.ok for c in report.checks}["commit promise"]
+        promise = client.state.tasks[done.task_id].promise
+        assert promise is not None and promise["leaf"] == (await client.receipt(done.task_id)).leaf
+        now = net.contracts.w3.eth.get_block("latest")["timestamp"]
+        increase_time(net.contracts.w3, max(0, int(promise["commitBy"]) - now) + 1)
+        stake = net.contracts.service_manager.get_operator(node_addr).stake
+        claim = await client.claim_omission(done.task_id)
+        om = net.contracts.omission_manager
+        for _ in range(60):
+            if om.get_omission(claim).status == OmissionStatus.ANSWERED:
+                break
+            await asyncio.sleep(0.5)
+        assert om.get_omission(claim).status == OmissionStatus.ANSWERED
+        assert net.contracts.service_manager.get_operator(node_addr).stake == stake
+        assert 0 < om.claimable(node_addr) < om.challenge_bond() // 2  # its answer's cost, no more
     finally:
         await client.aclose()

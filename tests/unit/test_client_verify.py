@@ -6,12 +6,19 @@ import hashlib
 
 import pytest
 from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from supernet.sdk.chain.eip712 import Domain, ReceiptPromise, sign_receipt_promise
 from supernet.sdk.chain.receipts import Receipt, input_hash, output_hash, sign_receipt, trace_hash
 from supernet.sdk.client.verify import VerificationReport, check_receipt
 from supernet.sdk.store.cids import compute_cid, encode_dag
 
 
 def _doc(signature: str | None = None) -> tuple[dict[str, object], str, str]:
+    doc, user, node = _doc_and_node(signature)
+    return doc, user, node.address
+
+
+def _doc_and_node(signature: str | None = None) -> tuple[dict[str, object], str, LocalAccount]:
     node, user = Account.create(), Account.create()
     cid = compute_cid(encode_dag({"trace": 1}), "dag-cbor")
     receipt = Receipt(
@@ -31,7 +38,7 @@ def _doc(signature: str | None = None) -> tuple[dict[str, object], str, str]:
         "traceCid": cid,
         "batch": None,
     }
-    return doc, user.address, node.address
+    return doc, user.address, node
 
 
 def _check(doc: dict[str, object], user: str, node: str) -> VerificationReport:
@@ -68,3 +75,49 @@ def test_a_receipt_not_yet_committed_is_pending_not_failed() -> None:
     assert not rep.ok and rep.pending  # everything else checks out: wait for the commit
     rep = _check(*_doc("0x" + "ff" * 65))
     assert not rep.ok and not rep.pending  # a bad signature is a failure, committed or not
+
+
+DOMAIN = Domain(chain_id=31337, verifying_contract="0x" + "22" * 20)
+
+
+def _promise(doc: dict[str, object], signer: LocalAccount, commit_by: int) -> None:
+    receipt = Receipt.from_json(doc["receipt"])  # type: ignore[arg-type]
+    promise = ReceiptPromise(receipt.request_hash, receipt.leaf(), commit_by)
+    doc["promise"] = {
+        "commitBy": commit_by,
+        "signature": "0x" + sign_receipt_promise(promise, DOMAIN, signer).hex(),
+    }
+
+
+def _check_at(doc: dict[str, object], user: str, node: str, now: int) -> VerificationReport:
+    return check_receipt(
+        doc,
+        task_id="0x" + hashlib.sha256(b"request").hexdigest(),
+        user=user,
+        node=node,
+        task_input="hi",
+        output="hello",
+        onchain_batch=lambda _: ("0x" + "00" * 20, b"", 0),
+        trace_loaded=None,
+        domain=DOMAIN,
+        now=now,
+    )
+
+
+def test_the_nodes_promise_to_commit_is_checked() -> None:
+    """A receipt comes with the node's signed promise to commit it by a time (without it, a receipt
+    the node leaves out of its batches could not be claimed): missing or signed by anyone else is a
+    failed check; a kept one is pending until the commit; past `commitBy` uncommitted, it fails
+    with the way to claim the omission."""
+    doc, user, node = _doc_and_node()
+    rep = _check_at(doc, user, node.address, 1000)
+    assert {c.name: c.ok for c in rep.checks}["commit promise"] is False and not rep.pending
+    _promise(doc, Account.create(), 2000)  # a promise someone else signed
+    assert {c.name: c.ok for c in _check_at(doc, user, node.address, 1000).checks}["commit promise"] is False
+    _promise(doc, node, 2000)
+    rep = _check_at(doc, user, node.address, 1000)
+    assert rep.pending, [c for c in rep.failed()]
+    late = _check_at(doc, user, node.address, 2000)
+    assert not late.ok and not late.pending
+    assert [c.name for c in late.failed()] == ["commit promise kept"]
+    assert "supernet task omission" in late.failed()[0].detail

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 pragma solidity 0.8.37;
 
-import {TaskRequest} from "../libraries/Types.sol";
+import {ReceiptPromise, TaskRequest} from "../libraries/Types.sol";
 
 /// @title IPayments
 /// @notice The part of Payments that the TaskManager calls: settlement when a node commits a
@@ -25,4 +25,7 @@ interface IPayments {
 
     /// @notice EIP-712 digest of a task request in the protocol's domain (its `requestHash`).
     function hashTaskRequest(TaskRequest calldata request) external view returns (bytes32);
+
+    /// @notice EIP-712 digest of a node's receipt promise in the protocol's domain.
+    function hashReceiptPromise(ReceiptPromise calldata receiptPromise) external view returns (bytes32);
 }

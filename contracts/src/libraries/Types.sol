@@ -31,6 +31,17 @@ struct Confirmation {
     bytes32 actionHash;
 }
 
+/// @notice A node's promise that the receipt with leaf `leaf` of task `requestHash` is committed in
+///         one of its batches by `commitBy` (EIP-712 type `ReceiptPromise`, signed by the node and
+///         handed to the user with the receipt). A promise not kept is slashable
+///         (TaskManager.challengeOmission): a receipt a node leaves out of its batches can no
+///         longer escape sampling for free.
+struct ReceiptPromise {
+    bytes32 requestHash;
+    bytes32 leaf;
+    uint256 commitBy;
+}
+
 /// @notice One executed task, a leaf of a committed batch.
 struct Receipt {
     bytes32 requestHash; // EIP-712 digest of the TaskRequest

@@ -2,6 +2,7 @@
 pragma solidity 0.8.37;
 
 import {ModelRegistry} from "../../src/ModelRegistry.sol";
+import {OmissionManager} from "../../src/OmissionManager.sol";
 import {Payments} from "../../src/Payments.sol";
 import {ServiceManager} from "../../src/ServiceManager.sol";
 import {TaskManager} from "../../src/TaskManager.sol";
@@ -43,6 +44,7 @@ abstract contract Base is Test {
     ModelRegistry internal registry;
     Payments internal payments;
     TaskManager internal tm;
+    OmissionManager internal om;
 
     address internal node;
     address internal node2;
@@ -98,6 +100,8 @@ abstract contract Base is Test {
         );
         sm.setTaskManager(address(tm));
         payments.setTaskManager(address(tm));
+        om = new OmissionManager(tm);
+        sm.setOmissionManager(address(om));
     }
 
     /// @dev Redeploys with the devnet parameters (short windows, every receipt sampled).
@@ -124,6 +128,8 @@ abstract contract Base is Test {
         );
         sm.setTaskManager(address(tm));
         payments.setTaskManager(address(tm));
+        om = new OmissionManager(tm);
+        sm.setOmissionManager(address(om));
     }
 
     /*//////////////////////////////////////////////////////////////

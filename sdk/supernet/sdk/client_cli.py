@@ -152,6 +152,28 @@ def verify_cmd(
 
 
 @app.command()
+def omission(
+    task_id: str,
+    rpc: Rpc = "http://127.0.0.1:8545",
+    deployment: Dep = Path("deployment.json"),
+    key: Key = "",
+    key_file: KeyFile = None,
+    keystore: Keystore = None,
+    password_file: PasswordFile = None,
+    state_dir: StateDir = None,
+) -> None:
+    """Claim that the node broke its signed promise to commit a task's receipt (after the promised
+    time; `task verify` says when): it must show the receipt in one of its batches or be slashed."""
+
+    async def go() -> None:
+        async with _client(rpc, deployment, (key, key_file, keystore, password_file), state_dir) as client:
+            claim = await client.claim_omission(task_id)
+            typer.echo(f"omission claim {claim} opened: the node must show the receipt or be slashed")
+
+    _run(go())
+
+
+@app.command()
 def refunds(
     rpc: Rpc = "http://127.0.0.1:8545",
     deployment: Dep = Path("deployment.json"),

@@ -113,6 +113,15 @@ class BatchInfo(BaseModel):
     proof: list[Bytes32] | None
 
 
+class PromisePublic(BaseModel):
+    """The node's EIP-712 ``ReceiptPromise(requestHash, leaf, commitBy)`` of a receipt: it will be
+    committed in one of the node's batches by ``commitBy`` (unix seconds), or the task's user can
+    get the node slashed (``OmissionManager.challengeOmission``)."""
+
+    commitBy: int
+    signature: Signature
+
+
 class ReceiptPublic(BaseModel):
     """``GET /v1/tasks/{id}/receipt``."""
 
@@ -123,6 +132,7 @@ class ReceiptPublic(BaseModel):
     signature: Signature
     traceCid: str
     batch: BatchInfo | None = None
+    promise: PromisePublic | None = None
 
 
 class ModelCard(BaseModel):

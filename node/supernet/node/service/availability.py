@@ -8,6 +8,10 @@ withholding a trace a losing move.
 
 The service follows ``AvailabilityChallenged`` events from the deployment block (a restart re-reads
 them and skips those no longer open), so a challenge is never missed while the node runs.
+
+It answers omission claims the same way (``OmissionChallenged``, docs/protocol.md "Omission"): a
+user claims a receipt the node promised to commit by ``commitBy`` is in none of its batches, and the
+node shows it at its position in the batch it was committed in, with the proof.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import logging
 from typing import Any
 
 from supernet.node.service.db import Database
+from supernet.sdk.chain.omission import OmissionStatus
 from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.chain.tasks import AvailabilityOpened, AvailabilityStatus
 
@@ -45,7 +50,10 @@ class AvailabilityResponder:
         node: str,
         start_block: int,
         interval_s: float = 1.0,
+        omission_manager: Any = None,
     ) -> None:
+        self.om = omission_manager
+        self._omissions: dict[int, bytes] = {}  # open omission claims against this node: id -> leaf
         self.db = db
         self.store = store
         self.tm = task_manager
@@ -78,7 +86,14 @@ class AvailabilityResponder:
             for ev in await asyncio.to_thread(self.tm.availability_opened, self._next_block, head):
                 if ev.node.lower() == self.node:
                     self._open[ev.availability_id] = ev
+            if self.om is not None:
+                for oid, node, leaf in await asyncio.to_thread(
+                    self.om.omissions_opened, self._next_block, head
+                ):
+                    if node.lower() == self.node:
+                        self._omissions[oid] = leaf
             self._next_block = head + 1
+        await self._answer_omissions()
         answered = []
         for aid, ev in list(self._open.items()):
             status = (await asyncio.to_thread(self.tm.get_availability, aid)).status
@@ -89,6 +104,27 @@ class AvailabilityResponder:
                 answered.append(aid)
                 del self._open[aid]
         return answered
+
+    async def _answer_omissions(self) -> None:
+        """Show every receipt an open omission claim says is missing, once it is committed."""
+        for oid, leaf in list(self._omissions.items()):
+            if (await asyncio.to_thread(self.om.get_omission, oid)).status != OmissionStatus.OPEN:
+                del self._omissions[oid]
+                continue
+            row = self.db.receipt_by_leaf("0x" + leaf.hex())
+            batch = self.db.batch(row.batch_id) if row is not None and row.batch_id is not None else None
+            if row is None or row.proof is None or batch is None or batch.chain_batch_id is None:
+                log.error("omission claim %d: receipt %s is not committed here", oid, "0x" + leaf.hex())
+                continue  # retried: it may be committed by the next scan
+            assert row.batch_index is not None
+            ref = await asyncio.to_thread(self.tm.batch, batch.chain_batch_id)
+            proof = [bytes.fromhex(p[2:]) for p in json.loads(row.proof)]
+            receipt = Receipt.from_json(row.receipt_json)
+            await asyncio.to_thread(self.om.answer_omission, oid, ref, row.batch_index, receipt, proof)
+            log.warning(
+                "answered omission claim %d: batch %d #%d", oid, batch.chain_batch_id, row.batch_index
+            )
+            del self._omissions[oid]
 
     async def _answer(self, ev: AvailabilityOpened) -> bool:
         row = self.db.receipt_at(ev.batch_id, ev.index)

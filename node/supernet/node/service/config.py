@@ -240,6 +240,15 @@ class BatchSettings(BaseModel):
 
     max_size: int = Field(default=16, gt=0, le=1024)
     max_age_s: float = Field(default=10.0, gt=0)
+    promise_s: int = Field(
+        default=600,
+        gt=0,
+        description=(
+            "Each receipt comes with the node's signed promise to commit it within this many seconds "
+            "(slashable when broken: OmissionManager). Keep it well above max_age_s and at most the "
+            "chain's CHALLENGE_WINDOW, so the batch is still on chain when a claim is answered."
+        ),
+    )
 
 
 class RedeemSettings(BaseModel):

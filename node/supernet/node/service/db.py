@@ -49,6 +49,9 @@ CREATE TABLE IF NOT EXISTS receipts (
     signature TEXT NOT NULL, batch_id INTEGER REFERENCES batches(id), batch_index INTEGER,
     proof TEXT, created_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS receipts_pending ON receipts(batch_id, created_at);
+CREATE TABLE IF NOT EXISTS promises (
+    task_id TEXT PRIMARY KEY REFERENCES receipts(task_id), commit_by INTEGER NOT NULL,
+    signature TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS redemptions (
     user TEXT PRIMARY KEY, redeemed TEXT NOT NULL, tx_hash TEXT, updated_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS decoys (
@@ -161,8 +164,16 @@ class Database:
                 (status, error, time.time(), task_id),
             )
 
-    def finish_task(self, task_id: str, output: str, trace_cid: str, receipt: ReceiptRow) -> None:
-        """Store the output and the signed receipt, and mark the task done, atomically."""
+    def finish_task(
+        self,
+        task_id: str,
+        output: str,
+        trace_cid: str,
+        receipt: ReceiptRow,
+        promise: tuple[int, str] | None = None,
+    ) -> None:
+        """Store the output, the signed receipt and the signed promise to commit it (``commitBy``,
+        signature), and mark the task done, atomically."""
         now = time.time()
         with self.transaction() as c:
             c.execute(
@@ -173,6 +184,18 @@ class Database:
                 "INSERT INTO receipts VALUES (?,?,?,?,NULL,NULL,NULL,?)",
                 (task_id, receipt.leaf, receipt.body, receipt.signature, now),
             )
+            if promise is not None:
+                c.execute("INSERT INTO promises VALUES (?,?,?)", (task_id, promise[0], promise[1]))
+
+    def promise(self, task_id: str) -> tuple[int, str] | None:
+        """The node's signed promise to commit the task's receipt: (``commitBy``, signature)."""
+        rows = self._all("SELECT commit_by, signature FROM promises WHERE task_id = ?", (task_id,))
+        return (int(rows[0]["commit_by"]), str(rows[0]["signature"])) if rows else None
+
+    def receipt_by_leaf(self, leaf: str) -> ReceiptRow | None:
+        """The receipt with Merkle leaf ``leaf`` (0x hex), if this node signed one."""
+        rows = self._all("SELECT * FROM receipts WHERE leaf = ?", (leaf.lower(),))
+        return ReceiptRow.from_row(rows[0]) if rows else None
 
     def count_by_status(self) -> dict[str, int]:
         """Number of tasks per status (for metrics)."""

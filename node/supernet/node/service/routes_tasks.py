@@ -32,6 +32,7 @@ from supernet.node.service.schemas import (
     BatchInfo,
     ConfirmationAccepted,
     ConfirmationPost,
+    PromisePublic,
     ReceiptPublic,
     SignedTask,
     TaskCreate,
@@ -111,6 +112,7 @@ async def get_receipt(task_id: TaskId, ctx: Ctx, grant: ReadGrantHeader = None) 
     row = ctx.db.receipt(task.id)
     if row is None or task.trace_cid is None:
         raise NotFoundError(f"task {task.id} has no receipt yet (status {task.status})", status=task.status)
+    promise = ctx.db.promise(task.id)
     batch_info = None
     if row.batch_id is not None:
         batch = ctx.db.batch(row.batch_id)
@@ -133,6 +135,7 @@ async def get_receipt(task_id: TaskId, ctx: Ctx, grant: ReadGrantHeader = None) 
         signature=row.signature,
         traceCid=task.trace_cid,
         batch=batch_info,
+        promise=None if promise is None else PromisePublic(commitBy=promise[0], signature=promise[1]),
     )
 
 

@@ -85,7 +85,16 @@ class NodeService:
         self.batcher = Batcher(
             db, self.store, self.chain, self.account.address, s.batch.max_size, s.batch.max_age_s
         )
-        worker = TaskWorker(db, self.executor, self.account, streams, self.batcher.notify, faults=self.faults)
+        worker = TaskWorker(
+            db,
+            self.executor,
+            self.account,
+            streams,
+            self.batcher.notify,
+            faults=self.faults,
+            domain=self.domain,
+            promise_s=s.batch.promise_s,
+        )
         auth = Authenticator(
             self.account.address, self.domain, self.executor, db, self.chain, s.pricing.task_fee_wei
         )
@@ -121,6 +130,7 @@ class NodeService:
                 self.chain.contracts.task_manager,
                 self.account.address,
                 self.chain.contracts.deployment.deploy_block,
+                omission_manager=self.chain.contracts.omission_manager,
             )
             if s.decoys.enabled and self.faults is not None:
                 self.decoys = DecoyPlanter(

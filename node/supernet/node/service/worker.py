@@ -21,6 +21,7 @@ from supernet.node.service.metrics import METRICS
 from supernet.node.service.models import ReceiptRow, TaskRow, TaskStatus
 from supernet.node.service.ports import Executor, Job
 from supernet.node.service.streams import StreamHub
+from supernet.sdk.chain.eip712 import Domain, ReceiptPromise, sign_receipt_promise
 from supernet.sdk.chain.receipts import Receipt, output_hash, sign_receipt, trace_hash
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,11 @@ class TaskWorker:
         on_receipt: Callable[[], None],
         concurrency: int = 16,
         faults: FaultInjector | None = None,
+        domain: Domain | None = None,
+        promise_s: int = 600,
     ) -> None:
+        self.domain = domain
+        self.promise_s = promise_s
         self.db = db
         self.executor = executor
         self.account = account
@@ -70,6 +75,15 @@ class TaskWorker:
         self._slots = asyncio.Semaphore(concurrency)
         self._running: dict[str, asyncio.Task[None]] = {}
         self.faults = faults
+
+    def _promise(self, receipt: Receipt) -> tuple[int, str] | None:
+        """The node's signed promise to commit ``receipt`` within ``promise_s`` (commitBy, signature):
+        a receipt left out of the node's batches is slashable by its user (OmissionManager)."""
+        if self.domain is None:
+            return None
+        commit_by = int(time.time()) + self.promise_s
+        promise = ReceiptPromise(receipt.request_hash, receipt.leaf(), commit_by)
+        return commit_by, "0x" + sign_receipt_promise(promise, self.domain, self.account).hex()
 
     def start(self, task_id: str) -> asyncio.Task[None]:
         """Start running a stored task in the background; returns its asyncio task."""
@@ -150,7 +164,7 @@ class TaskWorker:
                 body=json.dumps(receipt.to_json()),
                 signature="0x" + sign_receipt(receipt, self.account).hex(),
             )
-            self.db.finish_task(task_id, output, result.trace_cid, row)
+            self.db.finish_task(task_id, output, result.trace_cid, row, self._promise(receipt))
             METRICS.tasks_finished.labels(status="done").inc()
             METRICS.task_seconds.observe(time.perf_counter() - started)
             stream.close()

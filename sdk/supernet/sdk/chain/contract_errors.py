@@ -29,6 +29,7 @@ __all__ = [
     "ChallengeNotOpen",
     "ChallengeNotResolved",
     "ChallengeWindowClosed",
+    "CommittedTooLate",
     "DepositTooLarge",
     "EmptyBatch",
     "IndexOutOfRange",
@@ -51,14 +52,20 @@ __all__ = [
     "NotChallengedReceipt",
     "NotFrozen",
     "NotRegistered",
+    "NotTheNodesPromise",
     "NotTheRequest",
+    "NotTheRequestsUser",
     "NotWinningVoter",
     "NothingToWithdraw",
+    "OmissionNotOpen",
     "OnlyChallengedNode",
     "OnlyDeployer",
     "OnlyServiceManager",
     "OnlyTaskManager",
     "OperatorFrozen",
+    "PromiseAlreadyChallenged",
+    "PromiseExpired",
+    "PromiseNotDue",
     "ProofTooLong",
     "ReentrancyGuardReentrantCall",
     "RewardAlreadyClaimed",
@@ -80,6 +87,7 @@ __all__ = [
     "UnknownBatch",
     "UnknownChallenge",
     "UnknownModel",
+    "UnknownOmission",
     "VoteWindowClosed",
     "VoteWindowOpen",
     "WithdrawalAlreadyRequested",
@@ -155,7 +163,7 @@ class AmountExceedsStake(ContractError):
 
 
 class AnswerWindowClosed(ContractError):
-    """``AnswerWindowClosed(uint64)``, declared by TaskManager."""
+    """``AnswerWindowClosed(uint64)``, declared by TaskManager, OmissionManager."""
 
     error_name = "AnswerWindowClosed"
     signature = "AnswerWindowClosed(uint64)"
@@ -166,7 +174,7 @@ class AnswerWindowClosed(ContractError):
 
 
 class AnswerWindowOpen(ContractError):
-    """``AnswerWindowOpen(uint64)``, declared by TaskManager."""
+    """``AnswerWindowOpen(uint64)``, declared by TaskManager, OmissionManager."""
 
     error_name = "AnswerWindowOpen"
     signature = "AnswerWindowOpen(uint64)"
@@ -254,6 +262,18 @@ class ChallengeWindowClosed(ContractError):
     deadline: int
 
 
+class CommittedTooLate(ContractError):
+    """``CommittedTooLate(uint256,uint256)``, declared by OmissionManager."""
+
+    error_name = "CommittedTooLate"
+    signature = "CommittedTooLate(uint256,uint256)"
+    selector = bytes.fromhex("4564c1d4")
+    arg_names = ("committedAt", "commitBy")
+    arg_types = ("uint256", "uint256")
+    committedAt: int
+    commitBy: int
+
+
 class DepositTooLarge(ContractError):
     """``DepositTooLarge()``, declared by Payments."""
 
@@ -339,7 +359,7 @@ class InvalidParameter(ContractError):
 
 
 class InvalidProof(ContractError):
-    """``InvalidProof()``, declared by TaskManager."""
+    """``InvalidProof()``, declared by TaskManager, OmissionManager."""
 
     error_name = "InvalidProof"
     signature = "InvalidProof()"
@@ -453,7 +473,7 @@ class NotActiveValidator(ContractError):
 
 
 class NotChallengedReceipt(ContractError):
-    """``NotChallengedReceipt(bytes32,bytes32)``, declared by TaskManager."""
+    """``NotChallengedReceipt(bytes32,bytes32)``, declared by TaskManager, OmissionManager."""
 
     error_name = "NotChallengedReceipt"
     signature = "NotChallengedReceipt(bytes32,bytes32)"
@@ -484,8 +504,18 @@ class NotRegistered(ContractError):
     arg_types = ()
 
 
+class NotTheNodesPromise(ContractError):
+    """``NotTheNodesPromise()``, declared by OmissionManager."""
+
+    error_name = "NotTheNodesPromise"
+    signature = "NotTheNodesPromise()"
+    selector = bytes.fromhex("45cb9e0e")
+    arg_names = ()
+    arg_types = ()
+
+
 class NotTheRequest(ContractError):
-    """``NotTheRequest(bytes32,bytes32)``, declared by TaskManager."""
+    """``NotTheRequest(bytes32,bytes32)``, declared by TaskManager, OmissionManager."""
 
     error_name = "NotTheRequest"
     signature = "NotTheRequest(bytes32,bytes32)"
@@ -494,6 +524,17 @@ class NotTheRequest(ContractError):
     arg_types = ("bytes32", "bytes32")
     expected: bytes
     given: bytes
+
+
+class NotTheRequestsUser(ContractError):
+    """``NotTheRequestsUser(address)``, declared by OmissionManager."""
+
+    error_name = "NotTheRequestsUser"
+    signature = "NotTheRequestsUser(address)"
+    selector = bytes.fromhex("5f2b00d0")
+    arg_names = ("user",)
+    arg_types = ("address",)
+    user: str
 
 
 class NotWinningVoter(ContractError):
@@ -507,13 +548,24 @@ class NotWinningVoter(ContractError):
 
 
 class NothingToWithdraw(ContractError):
-    """``NothingToWithdraw()``, declared by ServiceManager, Payments, TaskManager."""
+    """``NothingToWithdraw()``, declared by ServiceManager, Payments, TaskManager, OmissionManager."""
 
     error_name = "NothingToWithdraw"
     signature = "NothingToWithdraw()"
     selector = bytes.fromhex("d0d04f60")
     arg_names = ()
     arg_types = ()
+
+
+class OmissionNotOpen(ContractError):
+    """``OmissionNotOpen(uint256)``, declared by OmissionManager."""
+
+    error_name = "OmissionNotOpen"
+    signature = "OmissionNotOpen(uint256)"
+    selector = bytes.fromhex("8434d9c1")
+    arg_names = ("omissionId",)
+    arg_types = ("uint256",)
+    omissionId: int
 
 
 class OnlyChallengedNode(ContractError):
@@ -537,7 +589,7 @@ class OnlyDeployer(ContractError):
 
 
 class OnlyServiceManager(ContractError):
-    """``OnlyServiceManager()``, declared by TaskManager."""
+    """``OnlyServiceManager()``, declared by TaskManager, OmissionManager."""
 
     error_name = "OnlyServiceManager"
     signature = "OnlyServiceManager()"
@@ -567,8 +619,41 @@ class OperatorFrozen(ContractError):
     frozenCount: int
 
 
+class PromiseAlreadyChallenged(ContractError):
+    """``PromiseAlreadyChallenged(uint256)``, declared by OmissionManager."""
+
+    error_name = "PromiseAlreadyChallenged"
+    signature = "PromiseAlreadyChallenged(uint256)"
+    selector = bytes.fromhex("316841d6")
+    arg_names = ("omissionId",)
+    arg_types = ("uint256",)
+    omissionId: int
+
+
+class PromiseExpired(ContractError):
+    """``PromiseExpired(uint256)``, declared by OmissionManager."""
+
+    error_name = "PromiseExpired"
+    signature = "PromiseExpired(uint256)"
+    selector = bytes.fromhex("f7e91810")
+    arg_names = ("until",)
+    arg_types = ("uint256",)
+    until: int
+
+
+class PromiseNotDue(ContractError):
+    """``PromiseNotDue(uint256)``, declared by OmissionManager."""
+
+    error_name = "PromiseNotDue"
+    signature = "PromiseNotDue(uint256)"
+    selector = bytes.fromhex("72cd937d")
+    arg_names = ("commitBy",)
+    arg_types = ("uint256",)
+    commitBy: int
+
+
 class ProofTooLong(ContractError):
-    """``ProofTooLong(uint256)``, declared by TaskManager."""
+    """``ProofTooLong(uint256)``, declared by TaskManager, OmissionManager."""
 
     error_name = "ProofTooLong"
     signature = "ProofTooLong(uint256)"
@@ -579,7 +664,8 @@ class ProofTooLong(ContractError):
 
 
 class ReentrancyGuardReentrantCall(ContractError):
-    """``ReentrancyGuardReentrantCall()``, declared by ServiceManager, Payments, TaskManager."""
+    """``ReentrancyGuardReentrantCall()``, declared by ServiceManager, Payments, TaskManager,
+    OmissionManager."""
 
     error_name = "ReentrancyGuardReentrantCall"
     signature = "ReentrancyGuardReentrantCall()"
@@ -734,7 +820,7 @@ class TraceMismatch(ContractError):
 
 
 class TransferFailed(ContractError):
-    """``TransferFailed()``, declared by ServiceManager, Payments, TaskManager."""
+    """``TransferFailed()``, declared by ServiceManager, Payments, TaskManager, OmissionManager."""
 
     error_name = "TransferFailed"
     signature = "TransferFailed()"
@@ -766,7 +852,7 @@ class UnknownAvailabilityChallenge(ContractError):
 
 
 class UnknownBatch(ContractError):
-    """``UnknownBatch(uint256)``, declared by TaskManager."""
+    """``UnknownBatch(uint256)``, declared by TaskManager, OmissionManager."""
 
     error_name = "UnknownBatch"
     signature = "UnknownBatch(uint256)"
@@ -796,6 +882,17 @@ class UnknownModel(ContractError):
     arg_names = ("modelId",)
     arg_types = ("bytes32",)
     modelId: bytes
+
+
+class UnknownOmission(ContractError):
+    """``UnknownOmission(uint256)``, declared by OmissionManager."""
+
+    error_name = "UnknownOmission"
+    signature = "UnknownOmission(uint256)"
+    selector = bytes.fromhex("92ec5ecc")
+    arg_names = ("omissionId",)
+    arg_types = ("uint256",)
+    omissionId: int
 
 
 class VoteWindowClosed(ContractError):
@@ -843,7 +940,7 @@ class WithdrawalNotReady(ContractError):
 
 
 class WrongBond(ContractError):
-    """``WrongBond(uint256,uint256)``, declared by TaskManager."""
+    """``WrongBond(uint256,uint256)``, declared by TaskManager, OmissionManager."""
 
     error_name = "WrongBond"
     signature = "WrongBond(uint256,uint256)"
@@ -890,6 +987,7 @@ BY_SELECTOR: dict[bytes, type[ContractError]] = {
     ChallengeNotOpen.selector: ChallengeNotOpen,
     ChallengeNotResolved.selector: ChallengeNotResolved,
     ChallengeWindowClosed.selector: ChallengeWindowClosed,
+    CommittedTooLate.selector: CommittedTooLate,
     DepositTooLarge.selector: DepositTooLarge,
     EmptyBatch.selector: EmptyBatch,
     IndexOutOfRange.selector: IndexOutOfRange,
@@ -912,14 +1010,20 @@ BY_SELECTOR: dict[bytes, type[ContractError]] = {
     NotChallengedReceipt.selector: NotChallengedReceipt,
     NotFrozen.selector: NotFrozen,
     NotRegistered.selector: NotRegistered,
+    NotTheNodesPromise.selector: NotTheNodesPromise,
     NotTheRequest.selector: NotTheRequest,
+    NotTheRequestsUser.selector: NotTheRequestsUser,
     NotWinningVoter.selector: NotWinningVoter,
     NothingToWithdraw.selector: NothingToWithdraw,
+    OmissionNotOpen.selector: OmissionNotOpen,
     OnlyChallengedNode.selector: OnlyChallengedNode,
     OnlyDeployer.selector: OnlyDeployer,
     OnlyServiceManager.selector: OnlyServiceManager,
     OnlyTaskManager.selector: OnlyTaskManager,
     OperatorFrozen.selector: OperatorFrozen,
+    PromiseAlreadyChallenged.selector: PromiseAlreadyChallenged,
+    PromiseExpired.selector: PromiseExpired,
+    PromiseNotDue.selector: PromiseNotDue,
     ProofTooLong.selector: ProofTooLong,
     ReentrancyGuardReentrantCall.selector: ReentrancyGuardReentrantCall,
     RewardAlreadyClaimed.selector: RewardAlreadyClaimed,
@@ -941,6 +1045,7 @@ BY_SELECTOR: dict[bytes, type[ContractError]] = {
     UnknownBatch.selector: UnknownBatch,
     UnknownChallenge.selector: UnknownChallenge,
     UnknownModel.selector: UnknownModel,
+    UnknownOmission.selector: UnknownOmission,
     VoteWindowClosed.selector: VoteWindowClosed,
     VoteWindowOpen.selector: VoteWindowOpen,
     WithdrawalAlreadyRequested.selector: WithdrawalAlreadyRequested,

@@ -15,6 +15,7 @@ from eth_account.signers.local import LocalAccount
 from supernet.sdk.chain.bindings import deploy, send
 from supernet.sdk.chain.deployment import CONTRACT_NAMES, Deployment, DeploymentError
 from supernet.sdk.chain.eip712 import Domain
+from supernet.sdk.chain.omission import OmissionManager
 from supernet.sdk.chain.params import ProtocolParams
 from supernet.sdk.chain.payments import Payments
 from supernet.sdk.chain.registry import ModelRegistry, ServiceManager
@@ -40,6 +41,7 @@ class Contracts:
     model_registry: ModelRegistry
     payments: Payments
     task_manager: TaskManager
+    omission_manager: OmissionManager
 
     @classmethod
     def connect(
@@ -77,6 +79,7 @@ class Contracts:
             model_registry=ModelRegistry(w3, deployment.address("ModelRegistry"), account),
             payments=Payments(w3, deployment.address("Payments"), account),
             task_manager=TaskManager(w3, deployment.address("TaskManager"), account),
+            omission_manager=OmissionManager(w3, deployment.address("OmissionManager"), account),
         )
 
     @classmethod
@@ -88,7 +91,8 @@ class Contracts:
         *,
         rpc_url: str | None = None,
     ) -> Contracts:
-        """Deploy ServiceManager, ModelRegistry, Payments and TaskManager, then wire them.
+        """Deploy ServiceManager, ModelRegistry, Payments, TaskManager and OmissionManager, then
+        wire them.
 
         Args:
             rpc: JSON-RPC URL or a `Web3` client.
@@ -105,14 +109,22 @@ class Contracts:
         mr, _ = deploy(w3, deployer, "ModelRegistry")
         pay, _ = deploy(w3, deployer, "Payments", *p.payments_args())
         tm, _ = deploy(w3, deployer, "TaskManager", sm, pay, *p.task_manager_args())
+        om, _ = deploy(w3, deployer, "OmissionManager", tm)  # its parameters are the TaskManager's
         service_manager = ServiceManager(w3, sm, deployer)
         send(w3, deployer, service_manager.contract.functions.setTaskManager(tm), "ServiceManager")
+        send(w3, deployer, service_manager.contract.functions.setOmissionManager(om), "ServiceManager")
         payments = Payments(w3, pay, deployer)
         send(w3, deployer, payments.contract.functions.setTaskManager(tm), "Payments")
         deployment = Deployment(
             chain_id=w3.eth.chain_id,
             deploy_block=int(sm_receipt["blockNumber"]),
-            contracts={"ServiceManager": sm, "ModelRegistry": mr, "Payments": pay, "TaskManager": tm},
+            contracts={
+                "ServiceManager": sm,
+                "ModelRegistry": mr,
+                "Payments": pay,
+                "TaskManager": tm,
+                "OmissionManager": om,
+            },
             params=p.to_dict(),
             deployer=deployer.address,
             rpc_url=rpc_url or (rpc if isinstance(rpc, str) else None),

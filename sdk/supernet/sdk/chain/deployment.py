@@ -30,7 +30,7 @@ from supernet.sdk.chain.eip712 import Domain
 from supernet.sdk.chain.errors import ChainError
 
 FORMAT_VERSION = 1
-CONTRACT_NAMES = ("ServiceManager", "ModelRegistry", "Payments", "TaskManager")
+CONTRACT_NAMES = ("ServiceManager", "ModelRegistry", "Payments", "TaskManager", "OmissionManager")
 """The protocol's contracts, in deployment order."""
 
 

@@ -185,6 +185,27 @@ class Confirmation(_Typed):
 
 
 @dataclass(frozen=True)
+class ReceiptPromise(_Typed):
+    """A node's promise to commit the receipt with leaf ``leaf`` of task ``request_hash`` in one of
+    its batches by ``commit_by`` (unix seconds). Broken, it is slashable
+    (``TaskManager.challengeOmission``, docs/protocol.md "Omission")."""
+
+    request_hash: bytes
+    leaf: bytes
+    commit_by: int
+
+    TYPE: ClassVar[str] = "ReceiptPromise"
+    FIELDS: ClassVar[list[dict[str, str]]] = [
+        {"name": "requestHash", "type": "bytes32"},
+        {"name": "leaf", "type": "bytes32"},
+        {"name": "commitBy", "type": "uint256"},
+    ]
+
+    def message(self) -> dict[str, Any]:
+        return {"requestHash": self.request_hash, "leaf": self.leaf, "commitBy": self.commit_by}
+
+
+@dataclass(frozen=True)
 class ReadGrant(_Typed):
     """The user's permission, until ``expiry`` (unix seconds), to read its own tasks' results,
     streams and receipts on node ``node``. Bound to one node, so a node cannot replay a grant it
@@ -278,6 +299,16 @@ def sign_voucher(voucher: Voucher, domain: Domain, account: LocalAccount) -> byt
 def recover_voucher(voucher: Voucher, domain: Domain, signature: bytes) -> str:
     """Address that signed ``voucher`` (compare with ``voucher.user``)."""
     return recover_typed(voucher, domain, signature)
+
+
+def sign_receipt_promise(promise: ReceiptPromise, domain: Domain, account: LocalAccount) -> bytes:
+    """Sign, as the node, the promise to commit a receipt by a time."""
+    return sign_typed(promise, domain, account)
+
+
+def recover_receipt_promise(promise: ReceiptPromise, domain: Domain, signature: bytes) -> str:
+    """The address that signed a receipt promise."""
+    return recover_typed(promise, domain, signature)
 
 
 def hash_confirmation(conf: Confirmation, domain: Domain) -> bytes:

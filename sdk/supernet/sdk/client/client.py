@@ -18,7 +18,7 @@ from eth_utils import to_checksum_address
 from httpx_sse import aconnect_sse
 from pydantic import RootModel
 from supernet.sdk.chain import Contracts, Deployment
-from supernet.sdk.chain.eip712 import TaskRequest
+from supernet.sdk.chain.eip712 import ReceiptPromise, TaskRequest
 from supernet.sdk.chain.tasks import ChallengeStatus
 from supernet.sdk.client.confirm import confirmation_body
 from supernet.sdk.client.ladder import DEFAULT_MAX_FEE, domain_key, proven_cumulative, rebase, sign_task
@@ -624,6 +624,12 @@ class Client:
         chain_batch = doc.batch.chainBatchId if doc.batch is not None else None
         resolved = await asyncio.to_thread(batch, chain_batch) if chain_batch is not None else None
         trace_doc = await self._trace_doc(record.node_url, doc.traceCid)
+        if doc.promise is not None and task_id in self.state.tasks:  # kept: an omission claim needs it
+            self.state.tasks[task_id].promise = {"leaf": doc.leaf, **doc.promise.model_dump()}
+            self.state.save()
+        chain_now = await asyncio.to_thread(
+            lambda: int(self.contracts.w3.eth.get_block("latest")["timestamp"])
+        )
         task_input, output = record.input, record.output
         if task_input is None and isinstance(trace_doc, dict):  # not ours to remember: the trace's
             task_input, output = trace_doc.get("input"), trace_doc.get("output")
@@ -642,6 +648,8 @@ class Client:
             model_id=record.model_id or None,
             max_fee=record.fee or None,
             fee=record.fee or None,
+            domain=self.contracts.domain,
+            now=chain_now,
         )
 
     async def claim_refunds(self, from_block: int | None = None) -> list[RefundClaimed]:
@@ -673,6 +681,31 @@ class Client:
             got = await asyncio.to_thread(tm.claim_refund, challenge_id, receipt, request)
             claimed.append(RefundClaimed(task_id, challenge_id, int(got.value)))
         return claimed
+
+    async def claim_omission(self, task_id: str) -> int:
+        """Claim that the node broke its promise to commit this task's receipt by ``commitBy`` (the
+        receipt is in none of its batches): with ``CHALLENGE_BOND``, after ``commitBy``; the node
+        answers with the receipt's inclusion or is slashed (docs/protocol.md, "Omission"). Needs
+        the request this client signed and the promise a `verify` stored. Returns the claim's id.
+
+        Raises:
+            ClientError: the task is not in this client's state, or no promise was stored for it.
+        """
+        record = self.state.tasks.get(task_id)
+        if record is None or record.request is None:
+            raise ClientError(f"task {task_id} is not in this client's state (its signed request is needed)")
+        if record.promise is None:
+            raise ClientError(f"no promise stored for task {task_id}: run verify first")
+        promise = ReceiptPromise(
+            bytes.fromhex(task_id.removeprefix("0x")),
+            bytes.fromhex(str(record.promise["leaf"]).removeprefix("0x")),
+            int(record.promise["commitBy"]),
+        )
+        signature = bytes.fromhex(str(record.promise["signature"]).removeprefix("0x"))
+        request = TaskRequest.from_json(record.request)
+        om = self.contracts.omission_manager
+        got = await asyncio.to_thread(om.challenge_omission, promise, signature, request)
+        return int(got.value)
 
     # ------------------------------------------------------------------ internals
 

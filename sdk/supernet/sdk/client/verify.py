@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eth_utils import to_checksum_address
+from supernet.sdk.chain.eip712 import Domain, ReceiptPromise, recover_receipt_promise
 from supernet.sdk.chain.merkle import verify as merkle_verify
 from supernet.sdk.chain.receipts import (
     Receipt,
@@ -92,6 +93,8 @@ def check_receipt(
     model_id: str | None = None,
     max_fee: int | None = None,
     fee: int | None = None,
+    domain: Domain | None = None,
+    now: float | None = None,
 ) -> VerificationReport:
     """Run every check on a ``GET /v1/tasks/{id}/receipt`` document.
 
@@ -111,6 +114,10 @@ def check_receipt(
         max_fee: the ``maxFee`` the user signed: the receipt's fee must not be above it.
         fee: the fee the user agreed to pay (known to the client that signed): the receipt's fee
             must equal it.
+        domain: the protocol's EIP-712 domain: the node's `ReceiptPromise` to commit the receipt
+            (``doc["promise"]``) must be there and signed by the node (None: skip the check).
+        now: the chain's time: a receipt still not committed after its promised ``commitBy`` fails
+            ("commit promise kept"; the user can claim the omission, `Client.claim_omission`).
     """
     rep = VerificationReport(task_id)
     receipt = Receipt.from_json(doc["receipt"])
@@ -134,6 +141,18 @@ def check_receipt(
         rep.add("node signature", False, f"malformed: {type(exc).__name__}: {exc}")
     else:
         rep.add("node signature", signer == to_checksum_address(node), signer)
+    promise = doc.get("promise")
+    if domain is not None:
+        if promise is None:
+            rep.add("commit promise", False, "the node signed no promise to commit this receipt")
+        else:
+            signed = ReceiptPromise(receipt.request_hash, leaf, int(promise["commitBy"]))
+            try:
+                by = recover_receipt_promise(signed, domain, bytes.fromhex(str(promise["signature"])[2:]))
+            except Exception as exc:  # garbage bytes, as above
+                rep.add("commit promise", False, f"malformed: {type(exc).__name__}: {exc}")
+            else:
+                rep.add("commit promise", by == to_checksum_address(node), f"by {promise['commitBy']}, {by}")
     try:
         trace_ok = trace_hash(doc["traceCid"]) == receipt.trace_hash
     except InvalidCIDError:
@@ -154,6 +173,13 @@ def check_receipt(
                 rep.add("trace output", trace.output == output, summary)
     batch = doc.get("batch") or {}
     if batch.get("chainBatchId") is None or batch.get("proof") is None:
+        if promise is not None and now is not None and now >= int(promise["commitBy"]):
+            rep.add(
+                "commit promise kept",
+                False,
+                f"not committed by {promise['commitBy']}: claim the omission (supernet task omission)",
+            )
+            return rep
         rep.add(PENDING_CHECK, False, "receipt not committed yet")
         return rep
     batch_node, root, count = onchain_batch(int(batch["chainBatchId"]))

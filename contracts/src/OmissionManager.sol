@@ -1,0 +1,321 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.37;
+
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+
+import {TaskManager} from "./TaskManager.sol";
+import {IPayments} from "./interfaces/IPayments.sol";
+import {IServiceManager} from "./interfaces/IServiceManager.sol";
+import {MerkleLib} from "./libraries/MerkleLib.sol";
+import {ReceiptLib} from "./libraries/ReceiptLib.sol";
+import {Receipt, ReceiptPromise, TaskRequest} from "./libraries/Types.sol";
+
+/// @title OmissionManager
+/// @notice Omission challenges: a node signs, with each receipt, a `ReceiptPromise` to commit it
+///         in one of its batches by `commitBy`. Sampling, fraud and availability challenges all
+///         start from a committed leaf while payment rides on vouchers bound to no receipt, so
+///         without this a node could fake a task, be paid and leave the receipt out of its
+///         batches for free. A user shows the broken promise with a bond; the node shows the
+///         receipt in a batch committed by then, or is slashed.
+/// @dev Its own contract (not a part of TaskManager, which is at the EIP-170 size limit): it reads
+///      batches through `TaskManager.isCommitted`, takes its parameters from the TaskManager, and
+///      the ServiceManager lets it freeze, unfreeze and slash (`setOmissionManager`). Payouts are
+///      pulled from here ({withdraw}). Parameters: docs/security-parameters.md, "Omission".
+contract OmissionManager is ReentrancyGuardTransient {
+    /// @notice Lifecycle of an omission challenge.
+    enum OmissionStatus {
+        None,
+        Open,
+        Answered,
+        Unanswered
+    }
+
+    /// @notice A user's claim that its node did not commit a receipt it promised
+    ///         (`ReceiptPromise`) by `commitBy`. The node answers with the receipt's inclusion in a
+    ///         batch committed by then, or is slashed.
+    struct OmissionChallenge {
+        address challenger;
+        uint64 deadline;
+        OmissionStatus status;
+        address node;
+        uint64 commitBy;
+        bytes32 leaf;
+    }
+
+    /// @notice Basis-point denominator.
+    uint256 public constant BPS = 10_000;
+    /// @notice Longest Merkle proof accepted.
+    uint256 public constant MAX_PROOF_LENGTH = 32;
+    /// @notice Where burned ETH goes.
+    address public constant BURN_ADDRESS = 0x000000000000000000000000000000000000dEaD;
+
+    /// @notice The operator registry (which lets this contract freeze, unfreeze and slash).
+    IServiceManager public immutable SERVICE_MANAGER;
+    /// @notice The EIP-712 domain (request and promise digests).
+    IPayments public immutable PAYMENTS;
+    /// @notice The batches (and the dispute parameters, read once at deployment).
+    TaskManager public immutable TASK_MANAGER;
+    /// @notice Exact wei a claimant posts (TaskManager's CHALLENGE_BOND).
+    uint256 public immutable CHALLENGE_BOND;
+    /// @notice Seconds after `commitBy` during which a promise can be claimed broken.
+    uint256 public immutable CHALLENGE_WINDOW;
+    /// @notice Seconds the node has to answer (TaskManager's VOTE_WINDOW).
+    uint256 public immutable VOTE_WINDOW;
+    /// @notice Wei slashed from a node that broke its promise.
+    uint256 public immutable SLASH_AMOUNT;
+    /// @notice Share (bps) of the slash paid to the claimant.
+    uint256 public immutable CHALLENGER_REWARD_BPS;
+    /// @notice Share (bps) of an answered claim's bond that burns.
+    uint256 public immutable ANSWER_FEE_BPS;
+    /// @notice Gas of an answer, paid to the node at the base fee.
+    uint256 public immutable ANSWER_GAS;
+
+    /// @notice Omission challenges opened so far (ids 1..omissionCount).
+    uint256 public omissionCount;
+    mapping(uint256 => OmissionChallenge) internal _omissions;
+    /// @notice keccak256(abi.encode(node, leaf)) => the omission challenge of that promise (one ever).
+    mapping(bytes32 => uint256) public promiseOmission;
+    /// @notice Wei each address can pull with {withdraw}.
+    mapping(address => uint256) public claimable;
+    /// @notice Wei burned so far.
+    uint256 public totalBurned;
+
+    /// @notice A user claims its node did not keep the promise to commit receipt `leaf` by `commitBy`.
+    event OmissionChallenged(
+        uint256 indexed omissionId,
+        address indexed node,
+        address indexed challenger,
+        bytes32 leaf,
+        bytes32 requestHash,
+        uint64 commitBy,
+        uint64 deadline
+    );
+    /// @notice The node showed the promised receipt at `index` of batch `batchId`; the bond was split
+    ///         as for an availability answer.
+    event OmissionAnswered(
+        uint256 indexed omissionId, uint256 batchId, uint256 index, uint256 answerCost, uint256 refunded, uint256 burned
+    );
+    /// @notice An omission challenge expired unanswered: the node was slashed.
+    event OmissionResolved(uint256 indexed omissionId, uint256 slashed, uint256 challengerReward, uint256 burned);
+    /// @notice Someone pulled its claimable balance.
+    event Withdrawn(address indexed account, uint256 amount);
+
+    /// @notice The request's EIP-712 digest is not the promise's `requestHash`.
+    error NotTheRequest(bytes32 expected, bytes32 given);
+    /// @notice Not the exact bond.
+    error WrongBond(uint256 sent, uint256 required);
+    /// @notice The batch is not the node's committed batch.
+    error UnknownBatch(uint256 batchId);
+    /// @notice The Merkle proof does not prove the leaf at the index.
+    error InvalidProof();
+    /// @notice Longer than MAX_PROOF_LENGTH.
+    error ProofTooLong(uint256 length);
+    /// @notice The receipt shown is not the promised one.
+    error NotChallengedReceipt(bytes32 expected, bytes32 given);
+    /// @notice The answer window is over.
+    error AnswerWindowClosed(uint64 deadline);
+    /// @notice The answer window is still open.
+    error AnswerWindowOpen(uint64 deadline);
+    /// @notice Nothing to withdraw.
+    error NothingToWithdraw();
+    /// @notice A transfer failed.
+    error TransferFailed();
+    /// @notice Only the ServiceManager sends ETH here (slashed stake).
+    error OnlyServiceManager();
+    /// @notice The promise is not signed by the node the request names.
+    error NotTheNodesPromise();
+    /// @notice Only the request's user may claim its promise was broken.
+    error NotTheRequestsUser(address user);
+    /// @notice The promise's `commitBy` has not passed yet.
+    error PromiseNotDue(uint256 commitBy);
+    /// @notice The promise can be challenged only within CHALLENGE_WINDOW after `commitBy`.
+    error PromiseExpired(uint256 until);
+    /// @notice This promise was already challenged.
+    error PromiseAlreadyChallenged(uint256 omissionId);
+    /// @notice No omission challenge with this id.
+    error UnknownOmission(uint256 omissionId);
+    /// @notice The omission challenge is not open.
+    error OmissionNotOpen(uint256 omissionId);
+    /// @notice The batch shown was committed after the promise's `commitBy`.
+    error CommittedTooLate(uint256 committedAt, uint256 commitBy);
+
+
+    /// @param taskManager The TaskManager (its parameters are read here once).
+    constructor(TaskManager taskManager) {
+        TASK_MANAGER = taskManager;
+        SERVICE_MANAGER = taskManager.SERVICE_MANAGER();
+        PAYMENTS = taskManager.PAYMENTS();
+        CHALLENGE_BOND = taskManager.CHALLENGE_BOND();
+        CHALLENGE_WINDOW = taskManager.CHALLENGE_WINDOW();
+        VOTE_WINDOW = taskManager.VOTE_WINDOW();
+        SLASH_AMOUNT = taskManager.SLASH_AMOUNT();
+        CHALLENGER_REWARD_BPS = taskManager.CHALLENGER_REWARD_BPS();
+        ANSWER_FEE_BPS = taskManager.AVAILABILITY_FEE_BPS();
+        ANSWER_GAS = taskManager.ANSWER_FIXED_GAS();
+    }
+
+    /// @notice Accepts slashed stake from the ServiceManager only.
+    receive() external payable {
+        if (msg.sender != address(SERVICE_MANAGER)) revert OnlyServiceManager();
+    }
+
+    /// @notice The user of a task claims its node broke the signed promise to commit the task's
+    ///         receipt (leaf `pledge.leaf`) in one of its batches by `pledge.commitBy`: a receipt
+    ///         never committed can be neither sampled nor challenged, so without this a node could
+    ///         fake a task, be paid by the voucher and leave the receipt out for free. With
+    ///         CHALLENGE_BOND, from `commitBy` until CHALLENGE_WINDOW after it, once per promise;
+    ///         the node is frozen until it answers ({answerOmission}) or the deadline passes
+    ///         ({resolveOmission}: slashed). Only the request's user may open it (the request's
+    ///         digest must be the promise's `requestHash`), so a node's ally cannot take the
+    ///         reward of a slash it earns for a real user's task.
+    /// @dev A node keeps `commitBy` within CHALLENGE_WINDOW of its commit (its own promise),
+    ///      so the batch's slot is still retained (BATCH_RETENTION) when the answer is due.
+    /// @param pledge The node's promise (a `ReceiptPromise`).
+    /// @param signature The node's EIP-712 signature of the promise.
+    /// @param request The task's request (its user is the caller; its node signed the promise).
+    /// @return omissionId The new omission challenge.
+    function challengeOmission(ReceiptPromise calldata pledge, bytes calldata signature, TaskRequest calldata request)
+        external
+        payable
+        nonReentrant
+        returns (uint256 omissionId)
+    {
+        if (msg.value != CHALLENGE_BOND) revert WrongBond(msg.value, CHALLENGE_BOND);
+        address node = _checkPromise(pledge, signature, request);
+        bytes32 key = keccak256(abi.encode(node, pledge.leaf));
+        uint256 prior = promiseOmission[key];
+        if (prior != 0) revert PromiseAlreadyChallenged(prior);
+        unchecked {
+            omissionId = ++omissionCount;
+        }
+        // forge-lint: disable-next-line(unsafe-typecast)
+        uint64 deadline = uint64(block.timestamp + VOTE_WINDOW);
+        // forge-lint: disable-next-line(unsafe-typecast)
+        uint64 commitBy = uint64(pledge.commitBy);
+        _omissions[omissionId] = OmissionChallenge({
+            challenger: msg.sender,
+            deadline: deadline,
+            status: OmissionStatus.Open,
+            node: node,
+            commitBy: commitBy,
+            leaf: pledge.leaf
+        });
+        promiseOmission[key] = omissionId;
+        emit OmissionChallenged(omissionId, node, msg.sender, pledge.leaf, pledge.requestHash, commitBy, deadline);
+        SERVICE_MANAGER.freeze(node);
+    }
+
+    /// @notice The node (or anyone) shows the promised receipt in a batch of the node's committed
+    ///         by `commitBy`: the receipt's leaf must be the promise's and sit at `index` of the
+    ///         batch's tree. The bond pays the node what the answer costs at the base fee
+    ///         (ANSWER_GAS), ANSWER_FEE_BPS burns, the claimant gets the rest.
+    /// @param omissionId The open omission challenge.
+    /// @param ref The header of the batch holding the receipt.
+    /// @param index The receipt's position in the batch.
+    /// @param receipt The receipt.
+    /// @param proof Its Merkle proof at `index`.
+    function answerOmission(
+        uint256 omissionId,
+        TaskManager.BatchRef calldata ref,
+        uint256 index,
+        Receipt calldata receipt,
+        bytes32[] calldata proof
+    ) external nonReentrant {
+        OmissionChallenge storage o = _openOmission(omissionId);
+        if (block.timestamp >= o.deadline) revert AnswerWindowClosed(o.deadline);
+        address node = o.node;
+        if (ref.node != node || !TASK_MANAGER.isCommitted(ref)) revert UnknownBatch(ref.batchId);
+        if (ref.committedAt > o.commitBy) revert CommittedTooLate(ref.committedAt, o.commitBy);
+        if (proof.length > MAX_PROOF_LENGTH) revert ProofTooLong(proof.length);
+        bytes32 leaf = ReceiptLib.leaf(receipt);
+        (bytes32 root, bool ok) = MerkleLib.rootAt(leaf, index, ref.count, proof);
+        if (!ok || root != ref.root) revert InvalidProof();
+        if (leaf != o.leaf) revert NotChallengedReceipt(o.leaf, leaf);
+        o.status = OmissionStatus.Answered;
+        (uint256 answerCost, uint256 refunded, uint256 burned) =
+            _splitBond(node, o.challenger, ANSWER_GAS * block.basefee);
+        emit OmissionAnswered(omissionId, ref.batchId, index, answerCost, refunded, burned);
+        SERVICE_MANAGER.unfreeze(node);
+        _send(BURN_ADDRESS, burned);
+    }
+
+    /// @notice Slashes the node of an omission challenge left unanswered past its deadline (anyone
+    ///         may call): the user who claimed it gets its bond back plus CHALLENGER_REWARD_BPS of
+    ///         the slash; the rest is burned.
+    /// @param omissionId The omission challenge.
+    function resolveOmission(uint256 omissionId) external nonReentrant {
+        OmissionChallenge storage o = _openOmission(omissionId);
+        if (block.timestamp < o.deadline) revert AnswerWindowOpen(o.deadline);
+        o.status = OmissionStatus.Unanswered;
+        address node = o.node;
+        uint256 slashed = SERVICE_MANAGER.slash(node, SLASH_AMOUNT);
+        uint256 reward = slashed * CHALLENGER_REWARD_BPS / BPS;
+        uint256 burned = slashed - reward;
+        claimable[o.challenger] += CHALLENGE_BOND + reward;
+        totalBurned += burned;
+        emit OmissionResolved(omissionId, slashed, reward, burned);
+        SERVICE_MANAGER.unfreeze(node);
+        if (burned != 0) _send(BURN_ADDRESS, burned);
+    }
+
+    /// @notice Pays the caller its `claimable` balance (bonds back, rewards).
+    function withdraw() external nonReentrant {
+        uint256 amount = claimable[msg.sender];
+        if (amount == 0) revert NothingToWithdraw();
+        claimable[msg.sender] = 0;
+        emit Withdrawn(msg.sender, amount);
+        _send(msg.sender, amount);
+    }
+
+    /// @notice An omission challenge.
+    /// @param omissionId The omission challenge.
+    function omissionChallenges(uint256 omissionId) external view returns (OmissionChallenge memory) {
+        OmissionChallenge storage o = _omissions[omissionId];
+        if (o.status == OmissionStatus.None) revert UnknownOmission(omissionId);
+        return o;
+    }
+
+    /// @dev Checks that the caller may claim `pledge` broken now; returns the node that signed it.
+    function _checkPromise(ReceiptPromise calldata pledge, bytes calldata signature, TaskRequest calldata request)
+        internal
+        view
+        returns (address node)
+    {
+        bytes32 digest = PAYMENTS.hashTaskRequest(request);
+        if (digest != pledge.requestHash) revert NotTheRequest(pledge.requestHash, digest);
+        if (msg.sender != request.user) revert NotTheRequestsUser(request.user);
+        node = request.node;
+        (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecover(PAYMENTS.hashReceiptPromise(pledge), signature);
+        if (err != ECDSA.RecoverError.NoError || signer != node) revert NotTheNodesPromise();
+        uint256 commitBy = pledge.commitBy;
+        if (block.timestamp < commitBy) revert PromiseNotDue(commitBy);
+        if (block.timestamp >= commitBy + CHALLENGE_WINDOW) revert PromiseExpired(commitBy + CHALLENGE_WINDOW);
+    }
+
+    function _openOmission(uint256 omissionId) internal view returns (OmissionChallenge storage o) {
+        o = _omissions[omissionId];
+        if (o.status == OmissionStatus.None) revert UnknownOmission(omissionId);
+        if (o.status != OmissionStatus.Open) revert OmissionNotOpen(omissionId);
+    }
+
+    /// @dev Splits an answered challenge's bond: `cost` (capped so the fee always burns) to the
+    ///      node, ANSWER_FEE_BPS burned (returned, for the caller to send), the rest back to
+    ///      the claimant.
+    function _splitBond(address node, address challenger, uint256 cost)
+        internal
+        returns (uint256 answerCost, uint256 refunded, uint256 burned)
+    {
+        burned = CHALLENGE_BOND * ANSWER_FEE_BPS / BPS;
+        answerCost = cost > CHALLENGE_BOND - burned ? CHALLENGE_BOND - burned : cost;
+        refunded = CHALLENGE_BOND - burned - answerCost;
+        claimable[node] += answerCost;
+        claimable[challenger] += refunded;
+        totalBurned += burned;
+    }
+
+    function _send(address to, uint256 amount) internal {
+        (bool ok,) = to.call{value: amount}("");
+        if (!ok) revert TransferFailed();
+    }
+}

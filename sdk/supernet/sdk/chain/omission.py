@@ -1,0 +1,102 @@
+"""Typed wrapper of ``OmissionManager``: a user claims its node broke a signed `ReceiptPromise`
+(the receipt is in none of the node's batches committed by ``commitBy``); the node answers with
+the receipt's inclusion, or is slashed (docs/protocol.md, "Omission").
+
+>>> om = OmissionManager(w3, dep.address("OmissionManager"), user)                # doctest: +SKIP
+>>> oid = om.challenge_omission(promise, node_signature, request).value
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+from supernet.sdk.chain.bindings import Binding, TxResult
+from supernet.sdk.chain.eip712 import ReceiptPromise, TaskRequest
+from supernet.sdk.chain.receipts import Receipt
+from supernet.sdk.chain.tasks import Batch
+
+
+class OmissionStatus(IntEnum):
+    """Lifecycle of an omission challenge."""
+
+    NONE = 0
+    OPEN = 1
+    ANSWERED = 2
+    UNANSWERED = 3
+
+
+@dataclass(frozen=True)
+class OmissionChallenge:
+    """A user's claim that its node did not commit a promised receipt by ``commit_by``."""
+
+    challenger: str
+    deadline: int
+    status: OmissionStatus
+    node: str
+    commit_by: int
+    leaf: bytes
+
+
+class OmissionManager(Binding):
+    """The omission challenges of a deployment (payouts are pulled from here: `withdraw`)."""
+
+    NAME = "OmissionManager"
+
+    def challenge_bond(self) -> int:
+        """Wei a claim posts (the TaskManager's ``CHALLENGE_BOND``)."""
+        return int(self.call("CHALLENGE_BOND"))
+
+    def challenge_omission(self, promise: ReceiptPromise, signature: bytes, request: TaskRequest) -> TxResult:
+        """As the request's user, claim its node broke ``promise`` (the receipt is in none of its
+        batches committed by ``commit_by``), with ``CHALLENGE_BOND``; ``value`` is the id."""
+        tx = self.transact(
+            "challengeOmission",
+            (promise.request_hash, promise.leaf, promise.commit_by),
+            signature,
+            tuple(request.message().values()),
+            value=self.challenge_bond(),
+        )
+        return TxResult(tx.receipt, int(self.events(tx, "OmissionChallenged")[0]["args"]["omissionId"]))
+
+    def answer_omission(
+        self, omission_id: int, batch: Batch, index: int, receipt: Receipt, proof: Sequence[bytes]
+    ) -> TxResult:
+        """Show the promised receipt at ``index`` of ``batch``; ``value`` is the ``OmissionAnswered`` args."""
+        tx = self.transact(
+            "answerOmission", omission_id, self._ref(batch), index, receipt.as_tuple(), list(proof)
+        )
+        return TxResult(tx.receipt, dict(self.events(tx, "OmissionAnswered")[0]["args"]))
+
+    def resolve_omission(self, omission_id: int) -> TxResult:
+        """Slash the node of an unanswered omission challenge; ``value`` is the event's args."""
+        tx = self.transact("resolveOmission", omission_id)
+        return TxResult(tx.receipt, dict(self.events(tx, "OmissionResolved")[0]["args"]))
+
+    def get_omission(self, omission_id: int) -> OmissionChallenge:
+        """An omission challenge (raises ``UnknownOmission``)."""
+        challenger, deadline, status, node, commit_by, leaf = self.call("omissionChallenges", omission_id)
+        return OmissionChallenge(
+            challenger, int(deadline), OmissionStatus(int(status)), node, int(commit_by), bytes(leaf)
+        )
+
+    def omissions_opened(
+        self, from_block: int, to_block: int | str = "latest"
+    ) -> list[tuple[int, str, bytes]]:
+        """(omission id, node, leaf) of every omission challenge opened in the block range."""
+        logs = self.contract.events.OmissionChallenged().get_logs(from_block=from_block, to_block=to_block)
+        return [(int(e["args"]["omissionId"]), e["args"]["node"], bytes(e["args"]["leaf"])) for e in logs]
+
+    def claimable(self, address: str) -> int:
+        """Wei ``address`` can pull with `withdraw`."""
+        return int(self.call("claimable", address))
+
+    def withdraw(self) -> TxResult:
+        """Pull the bound account's ``claimable`` balance here (bonds back, rewards)."""
+        return self.transact("withdraw")
+
+    @staticmethod
+    def _ref(batch: Batch) -> tuple[Any, ...]:
+        return batch.as_tuple()
