@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import pytest
 from eth_account import Account
@@ -41,7 +42,7 @@ def _doc_and_node(signature: str | None = None) -> tuple[dict[str, object], str,
     return doc, user.address, node
 
 
-def _check(doc: dict[str, object], user: str, node: str) -> VerificationReport:
+def _check(doc: dict[str, object], user: str, node: str, **extra: Any) -> VerificationReport:
     return check_receipt(
         doc,
         task_id="0x" + hashlib.sha256(b"request").hexdigest(),
@@ -51,6 +52,7 @@ def _check(doc: dict[str, object], user: str, node: str) -> VerificationReport:
         output="hello",
         onchain_batch=lambda _: ("0x" + "00" * 20, b"", 0),
         trace_loaded=None,
+        **extra,
     )
 
 
@@ -90,18 +92,7 @@ def _promise(doc: dict[str, object], signer: LocalAccount, commit_by: int) -> No
 
 
 def _check_at(doc: dict[str, object], user: str, node: str, now: int) -> VerificationReport:
-    return check_receipt(
-        doc,
-        task_id="0x" + hashlib.sha256(b"request").hexdigest(),
-        user=user,
-        node=node,
-        task_input="hi",
-        output="hello",
-        onchain_batch=lambda _: ("0x" + "00" * 20, b"", 0),
-        trace_loaded=None,
-        domain=DOMAIN,
-        now=now,
-    )
+    return _check(doc, user, node, domain=DOMAIN, now=now)
 
 
 def test_the_nodes_promise_to_commit_is_checked() -> None:

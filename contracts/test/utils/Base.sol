@@ -257,21 +257,20 @@ abstract contract Base is Test {
 
     /// @dev node + 3 validators (1, 2 and 3 ether) + one 4-receipt batch challenged by validator1.
     function _openChallenge() internal returns (uint256 challengeId, uint256 batchId, Receipt memory r) {
-        _registerNode(node, 2 ether);
-        _registerValidator(validator1, 1 ether);
-        _registerValidator(validator2, 2 ether);
-        _registerValidator(validator3, 3 ether);
-        Receipt[] memory rs;
-        bytes32[] memory leaves;
-        (batchId, rs, leaves) = _commit(node, 4);
-        r = rs[1];
-        challengeId = _challenge(validator1, batchId, 1, r, Merkle.proof(leaves, leaves[1]));
+        return _openChallengeOn(false);
     }
 
     /// @dev As {_openChallenge} on the devnet parameters, challenged once the seed exists, so the
     ///      challenger is sampled (the devnet samples every receipt) and earns the reward.
     function _openSampledChallenge() internal returns (uint256 challengeId, uint256 batchId, Receipt memory r) {
         _deployDevnet();
+        return _openChallengeOn(true);
+    }
+
+    function _openChallengeOn(bool afterSeed)
+        internal
+        returns (uint256 challengeId, uint256 batchId, Receipt memory r)
+    {
         _registerNode(node, 2 ether);
         _registerValidator(validator1, 1 ether);
         _registerValidator(validator2, 2 ether);
@@ -280,7 +279,7 @@ abstract contract Base is Test {
         bytes32[] memory leaves;
         (batchId, rs, leaves) = _commit(node, 4);
         r = rs[1];
-        vm.roll(block.number + 2);
+        if (afterSeed) vm.roll(block.number + 2);
         challengeId = _challenge(validator1, batchId, 1, r, Merkle.proof(leaves, leaves[1]));
     }
 
