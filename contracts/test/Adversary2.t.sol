@@ -236,19 +236,7 @@ contract Adversary2Test is Base {
         uint256 basefee = 20 gwei;
         vm.fee(basefee);
         bytes32[] memory proof = new bytes32[](0);
-        bytes memory cd = abi.encodeCall(TaskManager.answerAvailability, (aid, ref, r, proof, trace));
-        uint256 tokens;
-        for (uint256 i; i < cd.length; ++i) {
-            tokens += cd[i] == 0 ? 1 : 4;
-        }
-        vm.prank(node);
-        uint256 g = gasleft();
-        tm.answerAvailability(aid, ref, r, proof, trace);
-        uint256 exec = g - gasleft() + 100_000; // + slack for cold accesses the test keeps warm
-        uint256 standard = 21_000 + 4 * tokens + exec;
-        uint256 floor = 21_000 + 10 * tokens;
-        uint256 txGas = standard > floor ? standard : floor;
-        uint256 cost = txGas * basefee;
+        uint256 cost = _answerAtCost(aid, ref, r, proof, trace, basefee);
         uint256 paid = tm.claimable(node);
         // zero bytes are priced at ANSWER_GAS_PER_ZERO_BYTE: the node is paid no more than its cost
         // (it was paid ~2.6x, netting ~0.05 ether per baited challenge)
@@ -274,21 +262,38 @@ contract Adversary2Test is Base {
         uint256 basefee = 1 gwei; // below the 90 % cap
         vm.fee(basefee);
         bytes32[] memory proof = new bytes32[](0);
-        bytes memory cd = abi.encodeCall(TaskManager.answerAvailability, (aid, ref, r, proof, trace));
-        uint256 tokens;
+        uint256 cost = _answerAtCost(aid, ref, r, proof, trace, basefee);
+        uint256 paid = tm.claimable(node);
+        vm.assertLe(paid, cost * 11 / 10, "non-zero bytes: paid at most ~cost");
+        vm.assertGe(paid, cost * 9 / 10, "and at least ~cost");
+    }
+
+    /// @dev EIP-7623 tokens of calldata: 1 per zero byte, 4 per other byte.
+    function _calldataTokens(bytes memory cd) internal pure returns (uint256 tokens) {
         for (uint256 i; i < cd.length; ++i) {
             tokens += cd[i] == 0 ? 1 : 4;
         }
+    }
+
+    /// @dev The node answers availability challenge `aid`; returns what that transaction costs at
+    ///      `basefee`: the larger of the standard price (calldata + measured execution, with slack
+    ///      for the cold accesses the test keeps warm) and the EIP-7623 floor.
+    function _answerAtCost(
+        uint256 aid,
+        TaskManager.BatchRef memory ref,
+        Receipt memory r,
+        bytes32[] memory proof,
+        bytes memory trace,
+        uint256 basefee
+    ) internal returns (uint256) {
+        uint256 tokens = _calldataTokens(abi.encodeCall(TaskManager.answerAvailability, (aid, ref, r, proof, trace)));
         vm.prank(node);
         uint256 g = gasleft();
         tm.answerAvailability(aid, ref, r, proof, trace);
         uint256 exec = g - gasleft() + 100_000;
         uint256 standard = 21_000 + 4 * tokens + exec;
         uint256 floor = 21_000 + 10 * tokens;
-        uint256 cost = (standard > floor ? standard : floor) * basefee;
-        uint256 paid = tm.claimable(node);
-        vm.assertLe(paid, cost * 11 / 10, "non-zero bytes: paid at most ~cost");
-        vm.assertGe(paid, cost * 9 / 10, "and at least ~cost");
+        return (standard > floor ? standard : floor) * basefee;
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -400,11 +405,7 @@ contract Adversary2Test is Base {
         uint256 aid = tm.challengeAvailability{value: CHALLENGE_BOND}(ref, 0);
 
         bytes memory cd = abi.encodeCall(TaskManager.answerAvailability, (aid, ref, r, new bytes32[](0), trace));
-        uint256 tokens;
-        for (uint256 i; i < cd.length; ++i) {
-            tokens += cd[i] == 0 ? 1 : 4;
-        }
-        uint256 floorGas = 21_000 + 10 * tokens;
+        uint256 floorGas = 21_000 + 10 * _calldataTokens(cd);
         vm.assertGt(floorGas, 1 << 24, "no single transaction can carry the answer (EIP-7825 cap)");
 
         vm.warp(tm.availabilityChallenges(aid).deadline);
