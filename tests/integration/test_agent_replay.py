@@ -269,19 +269,21 @@ def foreign_link(cid: str) -> Any:
     return link(cid)
 
 
-async def test_a_task_whose_witness_does_not_fit_in_one_block_fails_clearly(
+async def test_a_task_whose_trace_is_over_the_protocol_cap_fails_clearly(
     make_kernel: Any, store_client: Any
 ) -> None:
+    """A trace over MAX_TRACE_BYTES could not be posted in an availability answer (B7): the kernel
+    does not save it, the task fails and no receipt is signed. The default file limit leaves room."""
     from supernet.node.kernel.trace import TraceTooLargeError
-    from supernet.sdk.store.cids import MAX_BLOCK_SIZE
+    from supernet.sdk.formats.trace import MAX_TRACE_BYTES
 
     kernel = await make_kernel(
-        KernelConfig(node_policy=NodePolicy(max_file_bytes=2 * MAX_BLOCK_SIZE)), agents=registry()
+        KernelConfig(node_policy=NodePolicy(max_file_bytes=2 * MAX_TRACE_BYTES)), agents=registry()
     )
     spec = TaskSpec(
-        "0x" + "f2" * 32, "notes", {"op": "write", "path": "big", "text": "x" * MAX_BLOCK_SIZE}, user=ALICE
+        "0x" + "f2" * 32, "notes", {"op": "write", "path": "big", "text": "x" * MAX_TRACE_BYTES}, user=ALICE
     )
-    with pytest.raises(TraceTooLargeError, match="block limit"):
+    with pytest.raises(TraceTooLargeError, match="trace limit"):
         await kernel.run_task(spec)
     # the default file limit leaves room for the witness: a file at the limit fits
     kernel = await make_kernel(agents=registry())
@@ -291,3 +293,4 @@ async def test_a_task_whose_witness_does_not_fit_in_one_block_fails_clearly(
     )
     doc = await record(kernel, store_client, spec)
     assert doc["status"] == "ok" and doc["witness"]["files"] == [b"y" * limit]
+    assert len(encode_dag(doc)) <= MAX_TRACE_BYTES

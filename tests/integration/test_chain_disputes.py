@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -23,6 +26,7 @@ from supernet.sdk.chain.eip712 import ReceiptPromise, recover_receipt_promise, s
 from supernet.sdk.chain.omission import OmissionStatus
 from supernet.sdk.client import Client, ClientState, RefundClaimed
 from supernet.sdk.client.state import TaskRecord
+from supernet.sdk.formats.trace import MAX_TRACE_BYTES
 
 pytestmark = pytest.mark.anvil
 
@@ -228,3 +232,33 @@ def test_a_broken_receipt_promise_is_slashed_and_a_kept_one_answered(
     assert resolved["slashed"] == network.params.slash_amount
     assert network.service_manager.get_operator(node.address).stake == stake - network.params.slash_amount
     assert network.omission_manager.get_omission(oid).status == OmissionStatus.UNANSWERED
+
+
+def test_the_largest_trace_a_kernel_saves_is_answered_in_one_transaction(
+    network: Contracts, actors: Actors
+) -> None:
+    """B7: an availability answer posts the whole trace as calldata, and a trace too big for one
+    transaction could not be answered, so anyone could get its honest node slashed. Kernels now
+    save at most MAX_TRACE_BYTES; this Anvil enforces EIP-7825's 2^24 gas per transaction (as
+    mainnet since Osaka) and prices calldata at EIP-7623's floor, and the answer with the costliest
+    trace of that size (no zero byte) goes through. A trace past the cap could not be answered."""
+    largest = bytes(b | 1 for b in os.urandom(MAX_TRACE_BYTES))  # no zero byte: the costliest calldata
+    too_big = bytes(b | 1 for b in os.urandom(MAX_TRACE_BYTES * 5 // 4))
+    receipts = make_receipts(network, actors.users, actors.node.address, 3)
+    receipts[1] = dataclasses.replace(receipts[1], trace_hash=hashlib.sha256(largest).digest())
+    receipts[2] = dataclasses.replace(receipts[2], trace_hash=hashlib.sha256(too_big).digest())
+    tree = ReceiptTree.from_receipts(receipts)
+    node_tm = network.as_account(actors.node).task_manager
+    batch_id = node_tm.commit_batch(tree.root, len(tree), "bafymanifest").value.batch_id
+    mine(network.w3, 2)
+    claimant = network.as_account(actors.validators[0]).task_manager
+    aid = claimant.challenge_availability(batch_id, 1).value
+    answer = node_tm.answer_availability(aid, receipts[1], tree.proof_at(1), largest)
+    floor = 21_000 + 40 * MAX_TRACE_BYTES  # EIP-7623: 10 gas per token, 4 tokens per non-zero byte
+    assert floor < answer.gas_used <= 2**24, answer.gas_used
+    assert network.task_manager.get_availability(aid).status.name == "ANSWERED"
+
+    aid2 = claimant.challenge_availability(batch_id, 2).value
+    with pytest.raises(Exception, match="gas"):  # over EIP-7825's cap: no transaction can carry it
+        node_tm.answer_availability(aid2, receipts[2], tree.proof_at(2), too_big)
+    assert network.task_manager.get_availability(aid2).status.name == "OPEN"

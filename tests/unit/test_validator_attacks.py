@@ -97,6 +97,9 @@ class DictStore:
     async def get_dag(self, cid: str) -> Any:
         return decode_dag(self.blocks[cid])
 
+    async def get_block(self, cid: str) -> bytes:
+        return self.blocks[cid]
+
 
 def registry(extra: tuple[type[Agent], ...] = ()) -> AgentRegistry:
     r = AgentRegistry()
@@ -483,6 +486,25 @@ async def test_poison_trace_is_a_trace_finding(where: str) -> None:
     else:
         [bad] = [f for f in verdict.findings if f.check.value == "trace.malformed"]
         assert "a confirmed call of bank.transfer" in bad.message
+
+
+async def test_a_committed_trace_over_the_protocol_cap_is_the_nodes_fault() -> None:
+    """A trace over MAX_TRACE_BYTES can never be posted in an availability answer (EIP-7825), so a
+    node that commits one could not answer for it (the second contract review's B7). An honest
+    kernel does not save one (the task fails without a receipt); a committed one is now a
+    trace.malformed finding, whatever its content. Control: the same task with a small input is ok."""
+    from supernet.sdk.formats.trace import MAX_TRACE_BYTES
+
+    for pad, ok in ((64, True), (MAX_TRACE_BYTES, False)):
+        store = DictStore()
+        task_input = {"q": "x", "pad": "p" * pad}
+        req, task_id = signed_task(MemoryQuestion, task_input)
+        doc = trace_doc(MemoryQuestion, task_id, USER.address, task_input, empty_search("x"), "unknown")
+        verdict = await verify(store, req, task_id, doc)
+        assert verdict.unverifiable is None and verdict.ok is ok, verdict.findings
+        if not ok:
+            [bad] = verdict.findings
+            assert bad.check.value == "trace.malformed" and "over the protocol's" in bad.message
 
 
 async def test_an_exception_checking_one_receipt_never_escapes_the_batch(monkeypatch: Any) -> None:

@@ -24,7 +24,7 @@ from supernet.sdk.chain.errors import ContractError
 from supernet.sdk.chain.merkle import verify as merkle_verify
 from supernet.sdk.formats.fields import FormatError
 from supernet.sdk.formats.manifest import ManifestEntry
-from supernet.sdk.formats.trace import Trace
+from supernet.sdk.formats.trace import trace_from_block
 from supernet.sdk.store.cids import decode_dag
 from supernet.validator.chain import ChallengeStatus, TaskManagerClient
 from supernet.validator.db import BatchRow, ChallengeRow, Database
@@ -112,13 +112,13 @@ class Disputes:
                 continue  # the contract checked it; a log from another contract would not be
             try:
                 cid = await self.store.put_block(a.trace, "dag-cbor")
-                doc = decode_dag(a.trace)
+                decode_dag(a.trace)
             except Exception as exc:  # over the block limit, not dag-cbor: leave it unreadable
                 log.warning("batch %d #%d: posted trace not storable: %s", batch.batch_id, a.index, exc)
                 continue
             proofs[a.index] = a.proof
             try:
-                trace = Trace.from_dag(doc)
+                trace = trace_from_block(a.trace)  # over MAX_TRACE_BYTES: the node's fault too
             except FormatError as exc:
                 malformed[a.index] = (leaf, f"not a well-formed trace: {exc}")
                 continue

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from supernet.sdk.formats.fields import FormatError
-from supernet.sdk.formats.trace import LlmEvent, ToolEvent
+from supernet.sdk.formats.trace import LlmEvent, ToolEvent, trace_from_block
 from supernet.sdk.formats.trace import Trace as TraceDoc
+from supernet.sdk.store.errors import InvalidBlockError
 
 
 class MalformedTrace(ValueError):
@@ -112,6 +113,19 @@ def _llm(i: int, ev: LlmEvent) -> LLMCall:
         stop_strings=p.stop,
         grammar=p.grammar,
     )
+
+
+def parse_trace_block(block: bytes) -> Trace:
+    """Parse a trace block as the node committed it: at most `MAX_TRACE_BYTES` (a larger one
+    could never be posted in an availability answer, so committing it is the node's fault).
+
+    Raises:
+        MalformedTrace: over the cap, not dag-cbor, or not a well-formed trace.
+    """
+    try:
+        return parse_trace(trace_from_block(block))
+    except (FormatError, InvalidBlockError) as exc:
+        raise MalformedTrace(f"malformed trace: {exc}") from None
 
 
 def parse_trace(doc: Any) -> Trace:

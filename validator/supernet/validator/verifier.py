@@ -44,7 +44,7 @@ from supernet.validator.grammar_check import check_grammar, grammar_masks
 from supernet.validator.llm_check import check_scores, check_shape, check_tokens, sampling_params
 from supernet.validator.replay_check import check_replay
 from supernet.validator.tool_check import ToolRunner, check_tools
-from supernet.validator.trace_view import LLMCall, MalformedTrace, Trace, parse_trace
+from supernet.validator.trace_view import LLMCall, MalformedTrace, Trace, parse_trace_block
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,10 @@ class DagStore(Protocol):
 
     async def get_dag(self, cid: str) -> Any:
         """Fetch and decode a dag-cbor object (re-hashed against its CID)."""
+        ...
+
+    async def get_block(self, cid: str) -> bytes:
+        """Fetch a block's bytes (re-hashed against its CID)."""
         ...
 
 
@@ -463,8 +467,7 @@ class Verifier:
             entry.trace_cid, entry.receipt.trace_hash
         )
         try:
-            doc = await self.store.get_dag(entry.trace_cid)
-            trace = parse_trace(doc)
+            trace = parse_trace_block(await self.store.get_block(entry.trace_cid))
         except (MalformedTrace, InvalidBlockError, InvalidCIDError) as exc:  # what the node committed
             findings.append(Finding(Check.TRACE_MALFORMED, str(exc)))
             return head.verdict(findings)

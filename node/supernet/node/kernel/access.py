@@ -91,7 +91,9 @@ class NodePolicy:
         allow_memory: Whether agents get a memory.
         allow_storage: Whether agents get files.
         max_file_bytes: Largest file an agent may write. A trace carries the files its task reads
-            and writes (its witness) within one 1 MiB block, hence the 256 KiB default.
+            and writes (its witness), and a written file's text twice (the call and the witness),
+            within the protocol's 384 KiB (`MAX_TRACE_BYTES`), hence the 64 KiB default, which
+            leaves most of the trace to the LLM calls.
         groups: Privilege groups; an agent in at least one gets the union of their tools, memory
             and files (within the rest of the policy); an agent in none keeps the defaults above.
         confirmation_timeout_s: How long a tool call missing its confirmation waits for the task
@@ -105,7 +107,7 @@ class NodePolicy:
     max_tool_calls: int = 64
     allow_memory: bool = True
     allow_storage: bool = True
-    max_file_bytes: int = 256 << 10
+    max_file_bytes: int = 64 << 10
     groups: tuple[PrivilegeGroup, ...] = ()
     confirmation_timeout_s: float | None = None
 

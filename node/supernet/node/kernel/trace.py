@@ -11,7 +11,8 @@ pinned dag-cbor block whose sha256 is the receipt's ``traceHash``.
 A trace is *self-contained*: its ``witness`` carries every content-addressed block the replay
 reads (memory entries and roots, file roots and contents), as stateless Ethereum clients carry the
 state a block touches, so a node cannot make its replay unverifiable by withholding a linked block.
-The whole trace is one block of at most `MAX_BLOCK_SIZE` bytes (`TraceTooLargeError`).
+The whole trace is one block of at most `MAX_TRACE_BYTES` (384 KiB, what one availability answer can
+post on chain; `TraceTooLargeError`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from multiformats import CID
 from supernet.sdk.chain.receipts import trace_hash
 from supernet.sdk.formats.trace import (
+    MAX_TRACE_BYTES,
     MAX_TRACE_EVENTS,
     TRACE_TYPE,
     Event,
@@ -31,7 +33,7 @@ from supernet.sdk.formats.trace import (
     event_from_dag,
     witness_reads,
 )
-from supernet.sdk.store.cids import MAX_BLOCK_SIZE, compute_cid, decode_dag, encode_dag, link
+from supernet.sdk.store.cids import compute_cid, decode_dag, encode_dag, link
 
 __all__ = [
     "MAX_TRACE_EVENTS",
@@ -45,7 +47,8 @@ __all__ = [
 
 
 class TraceTooLargeError(ValueError):
-    """The trace (with its witness) does not fit in one block: the task's reads are too large."""
+    """The trace (with its witness) is over `MAX_TRACE_BYTES`: no availability answer could post it,
+    so the kernel does not save it and the task fails without a receipt."""
 
 
 def check_encodable(value: Any) -> None:
@@ -177,13 +180,14 @@ async def save_trace(store: Any, trace: Mapping[str, Any], *, publish: bool = Tr
     to itself).
 
     Raises:
-        TraceTooLargeError: the encoded trace is over `MAX_BLOCK_SIZE` bytes.
+        TraceTooLargeError: the encoded trace is over `MAX_TRACE_BYTES` bytes.
     """
     block = encode_dag(dict(trace))
-    if len(block) > MAX_BLOCK_SIZE:
+    if len(block) > MAX_TRACE_BYTES:
         raise TraceTooLargeError(
-            f"the trace is {len(block)} bytes with its witness, over the {MAX_BLOCK_SIZE}-byte block "
-            "limit: the task read or wrote too much memory or file data"
+            f"the trace is {len(block)} bytes with its witness, over the protocol's {MAX_TRACE_BYTES}-byte "
+            "trace limit (what one availability answer can post on chain): the task read or wrote too "
+            "much memory or file data"
         )
     if publish:
         cid = await store.put_block(block, "dag-cbor", pin=True)

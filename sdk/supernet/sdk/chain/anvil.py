@@ -103,6 +103,10 @@ class Anvil:
         self.chain_id = chain_id
         self._args = ["--port", str(port), "--host", host, "--chain-id", str(chain_id)]
         self._args += ["--accounts", str(accounts), "--balance", str(balance_eth)]
+        # EIP-7825's cap of 2^24 gas per transaction, as on mainnet since Osaka (Anvil leaves it off
+        # by default): a transaction the protocol needs (an availability answer with the largest
+        # trace) must fit it here too, or the devnet would hide that it cannot on a real chain.
+        self._args += ["--enable-tx-gas-limit"]
         if block_time is not None:
             self._args += ["--block-time", str(block_time)]
         self._binary = Path(binary) if binary else None

@@ -35,7 +35,12 @@ from web3.exceptions import ContractLogicError
 from web3.types import EventData, TxParams, TxReceipt, Wei
 
 GAS_MARGIN_PCT = 130
-"""Gas limit sent = estimate × 1.3 (unused gas is not charged)."""
+"""Gas limit sent = estimate × 1.3 (unused gas is not charged), within `TX_GAS_CAP`."""
+
+TX_GAS_CAP = 1 << 24
+"""EIP-7825's most gas one transaction may ask for (mainnet since Osaka): the margin above never
+takes a limit past it, or a transaction that fits (an availability answer with a large trace)
+would be refused for its margin alone."""
 
 
 @dataclass(frozen=True)
@@ -141,7 +146,8 @@ def send(
         tx = fn.build_transaction(params)
     # The estimate runs against the pending state; the mined block can differ (a later timestamp
     # makes e.g. `lockStake` write a slot it skipped in the estimate), so leave a margin.
-    tx["gas"] = int(tx["gas"]) * GAS_MARGIN_PCT // 100
+    estimate = int(tx["gas"])
+    tx["gas"] = min(estimate * GAS_MARGIN_PCT // 100, max(estimate, TX_GAS_CAP))
     signed = account.sign_transaction(dict(tx))  # type: ignore[arg-type]
     tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
     receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120, poll_latency=0.05)

@@ -14,11 +14,19 @@ chain types `supernet.sdk.chain.receipts.Receipt` and `supernet.sdk.chain.eip712
 from supernet.sdk.formats.evidence import EVIDENCE_TYPE, Evidence, EvidenceFinding
 from supernet.sdk.formats.fields import FormatError
 from supernet.sdk.formats.manifest import MANIFEST_TYPE, BatchManifest, ManifestEntry
-from supernet.sdk.formats.trace import MAX_TRACE_EVENTS, TRACE_TYPE, Trace, event_from_dag
+from supernet.sdk.formats.trace import (
+    MAX_TRACE_BYTES,
+    MAX_TRACE_EVENTS,
+    TRACE_TYPE,
+    Trace,
+    event_from_dag,
+    trace_from_block,
+)
 
 __all__ = [
     "EVIDENCE_TYPE",
     "MANIFEST_TYPE",
+    "MAX_TRACE_BYTES",
     "MAX_TRACE_EVENTS",
     "TRACE_TYPE",
     "BatchManifest",
@@ -28,4 +36,5 @@ __all__ = [
     "ManifestEntry",
     "Trace",
     "event_from_dag",
+    "trace_from_block",
 ]

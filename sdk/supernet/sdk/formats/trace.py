@@ -57,6 +57,17 @@ A kernel caps a call's recorded ``max_new_tokens`` at ``MAX_CONTEXT_TOKENS - len
 constant. A node cannot claim a smaller context to skip work, and an engine that holds fewer
 positions refuses such a call (a recorded ``LLMError``) instead of cutting it short."""
 
+MAX_TRACE_BYTES = 384 * 1024
+"""Largest encoded trace (with its witness): what an availability answer can post on chain in one
+transaction. `answerAvailability` carries the whole trace as calldata; at EIP-7623's floor of
+40 gas per non-zero byte, 393 216 bytes cost 15.73 M gas, and with the 21 000 base, the receipt
+and a Merkle proof the answer stays under EIP-7825's cap of 2^24 = 16.78 M gas per transaction
+(contracts/test/Adversary2.t.sol, ``test_Holds_LargestTraceIsAnswerableInOneTransaction``). A
+larger trace could not be answered, so anyone could get its honest node slashed (the second
+contract review's B7). Hence one rule for all: a kernel refuses to save a larger trace (the task
+fails, no receipt is signed), and a validator takes a committed one as the node's fault
+(`trace_from_block`)."""
+
 STATUSES = ("ok", "error", "timeout")
 
 
@@ -594,6 +605,21 @@ _EVENT_TYPES: dict[str, Any] = {
         ErrorEvent,
     )
 }
+
+
+def trace_from_block(block: bytes) -> Trace:
+    """Read a trace block as committed: at most `MAX_TRACE_BYTES`, then `Trace.from_dag`.
+
+    Raises:
+        FormatError: the block is over `MAX_TRACE_BYTES`, or not a well-formed trace.
+        InvalidBlockError: the bytes are not dag-cbor.
+    """
+    if len(block) > MAX_TRACE_BYTES:
+        raise FormatError(
+            f"the trace is {len(block)} bytes, over the protocol's {MAX_TRACE_BYTES}-byte cap "
+            "(the largest an availability answer can post)"
+        )
+    return Trace.from_dag(decode_dag(block))
 
 
 def event_from_dag(obj: Any, path: str = "event") -> Event:
