@@ -209,43 +209,66 @@ def empty_search(query: str) -> list[dict[str, Any]]:
     ]
 
 
+def fabricated_memory(namespace: str, text: str) -> tuple[list[bytes], Any, Any]:
+    """A memory root of ``namespace`` the node made up, listing one entry it made up:
+    (their blocks, the root's link, the entry's link)."""
+    entry_raw = encode_dag({"type": "supernet/memory-entry", "text": text, "metadata": {}})
+    entry_cid = compute_cid(entry_raw, "dag-cbor")
+    root = {"type": "supernet/memory-root", "namespace": namespace, "entries": [link(entry_cid)], "prev": None}
+    root_raw = encode_dag(root)
+    return [root_raw, entry_raw], link(compute_cid(root_raw, "dag-cbor")), link(entry_cid)
+
+
+def searched(namespace: str, query: str, root: Any, hit: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            "kind": "memory.search", "namespace": namespace, "query": query, "k": 1,
+            "root": root, "hits": [hit], "scores": [0.99],
+        }
+    ]  # fmt: skip
+
+
+async def test_a_memory_root_of_another_namespace_is_caught() -> None:
+    """A node answering a user's memory question from another user's memory (a real root of theirs,
+    or one made up and labelled as theirs) verified clean: replay checked hits against the recorded
+    root, never whose root it is. Now the searched root must be a memory root of the task's own
+    namespace, or the search is a divergence. Control: the same root labelled with the task's
+    namespace still verifies (the known limit below)."""
+    task_input = {"q": "What is the launch code?"}
+    req, task_id = signed_task(MemoryQuestion, task_input)
+    ns = namespace_of(USER.address, "memq")
+    other = namespace_of("0x" + "77" * 20, "memq")
+    blocks, root, hit = fabricated_memory(other, "The launch code is 0000.")
+    doc = trace_doc(
+        MemoryQuestion, task_id, USER.address, task_input, searched(ns, task_input["q"], root, hit),
+        "The launch code is 0000.", blocks=blocks,
+    )  # fmt: skip
+    verdict = await verify(DictStore(), req, task_id, doc)
+    assert not verdict.ok and verdict.unverifiable is None
+    assert any("not a memory root of it" in f.message for f in verdict.findings), verdict.findings
+
+
 async def test_known_limit_fabricated_memory_root() -> None:
     """KNOWN LIMIT (not fixed; docs/validator.md "Known limits"): a node answers a memory question
     from memories the user never stored, and the receipt verifies clean.
 
     The user has no memory at all (an honest node would answer 'unknown'). The node records a
-    ``memory.search`` whose ``root`` is a block it made up, listing an entry it made up, both
-    carried in the witness. Replay only checks hits against *that* root, never that the root is
-    the namespace's (nor even a memory root of the namespace), so the made-up answer verifies.
-    What would fix it: binding each namespace's memory root to something the validator can check
-    (a per-namespace root chain committed with the batches, or the user's signature over it), and
-    checking the recorded root's ``namespace`` field at least.
+    ``memory.search`` whose ``root`` is a block it made up, labelled as the user's namespace and
+    listing an entry it made up, both carried in the witness. Replay checks that the root is a
+    memory root of the task's namespace and that the hits are its entries, never that the root
+    is one the user's own tasks wrote. What would fix it: each root names the task that wrote it
+    (its request hash) and the trace carries that task's receipt with its inclusion proof in a
+    committed batch, so a validator can follow the root back to tasks the user signed.
     """
-    store = DictStore()
     task_input = {"q": "What is the launch code?"}
     req, task_id = signed_task(MemoryQuestion, task_input)
     ns = namespace_of(USER.address, "memq")
-    lie = {"type": "supernet/memory-entry", "text": "The launch code is 0000.", "metadata": {}}
-    lie_raw = encode_dag(lie)
-    lie_cid = compute_cid(lie_raw, "dag-cbor")
-    fake_root = {"type": "supernet/memory-root", "namespace": "someone/else", "entries": [link(lie_cid)]}
-    root_raw = encode_dag(fake_root)
-    root_cid = compute_cid(root_raw, "dag-cbor")
-    events = [
-        {
-            "kind": "memory.search",
-            "namespace": ns,
-            "query": task_input["q"],
-            "k": 1,
-            "root": link(root_cid),
-            "hits": [link(lie_cid)],
-            "scores": [0.99],
-        }
-    ]
+    blocks, root, hit = fabricated_memory(ns, "The launch code is 0000.")
+    events = searched(ns, task_input["q"], root, hit)
     doc = trace_doc(
-        MemoryQuestion, task_id, USER.address, task_input, events, lie["text"], blocks=[root_raw, lie_raw]
+        MemoryQuestion, task_id, USER.address, task_input, events, "The launch code is 0000.", blocks=blocks
     )
-    verdict = await verify(store, req, task_id, doc)
+    verdict = await verify(DictStore(), req, task_id, doc)
     assert verdict.findings == () and verdict.unverifiable is None and verdict.ok
     # the honest answer would have been different: the same task with the namespace's real (empty) memory
     honest = await replay(

@@ -48,6 +48,7 @@ from supernet.node.kernel import errors as kernel_errors
 from supernet.node.kernel.access import AccessManager, Capabilities, NodePolicy, action_hash, namespace_of
 from supernet.node.kernel.agent_run import AgentResult, run_agent, task_seed
 from supernet.node.kernel.dispatch import Dispatcher, TaskState
+from supernet.node.kernel.memory import ROOT_TYPE as MEMORY_ROOT_TYPE
 from supernet.node.kernel.memory import MemoryWrite
 from supernet.node.kernel.storage import ROOT_TYPE as FS_ROOT_TYPE
 from supernet.node.kernel.storage import FileChange, FileWrite, history_of, latest_files, normalize_path
@@ -547,6 +548,16 @@ class _TapeMemory:
         if ev.root is not None:
             root = await self._tape.dag(ev.root)
             entries = [str(c) for c in root.get("entries", [])] if isinstance(root, Mapping) else []
+            # A root of another namespace (another user's memory) or of another kind: never one an
+            # honest node searches for this task (the access manager names the namespace).
+            kind = (root.get("type"), root.get("namespace")) if isinstance(root, Mapping) else None
+            if kind != (MEMORY_ROOT_TYPE, namespace):
+                self._tape.diverge(
+                    self._tape.index,
+                    f"memory.search of {namespace}: the root searched is not a memory root of it",
+                    namespace,
+                    _short(kind),
+                )
         wanted = min(max(k, 0), len(entries))
         if len(ev.hits) != wanted or not set(ev.hits) <= set(entries):
             self._tape.diverge(
