@@ -54,6 +54,7 @@ class AvailabilityResponder:
     ) -> None:
         self.om = omission_manager
         self._omissions: dict[int, bytes] = {}  # open omission claims against this node: id -> leaf
+        self._uncommitted: set[int] = set()  # claims already reported as naming no committed receipt
         self.db = db
         self.store = store
         self.tm = task_manager
@@ -110,11 +111,14 @@ class AvailabilityResponder:
         for oid, leaf in list(self._omissions.items()):
             if (await asyncio.to_thread(self.om.get_omission, oid)).status != OmissionStatus.OPEN:
                 del self._omissions[oid]
+                self._uncommitted.discard(oid)
                 continue
             row = self.db.receipt_by_leaf("0x" + leaf.hex())
             batch = self.db.batch(row.batch_id) if row is not None and row.batch_id is not None else None
             if row is None or row.proof is None or batch is None or batch.chain_batch_id is None:
-                log.error("omission claim %d: receipt %s is not committed here", oid, "0x" + leaf.hex())
+                if oid not in self._uncommitted:  # once per claim, not at every scan
+                    self._uncommitted.add(oid)
+                    log.error("omission claim %d: receipt %s is not committed here", oid, "0x" + leaf.hex())
                 continue  # retried: it may be committed by the next scan
             assert row.batch_index is not None
             ref = await asyncio.to_thread(self.tm.batch, batch.chain_batch_id)
@@ -125,6 +129,7 @@ class AvailabilityResponder:
                 "answered omission claim %d: batch %d #%d", oid, batch.chain_batch_id, row.batch_index
             )
             del self._omissions[oid]
+            self._uncommitted.discard(oid)
 
     async def _answer(self, ev: AvailabilityOpened) -> bool:
         row = self.db.receipt_at(ev.batch_id, ev.index)
