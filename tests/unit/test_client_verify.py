@@ -112,3 +112,16 @@ def test_the_nodes_promise_to_commit_is_checked() -> None:
     assert not late.ok and not late.pending
     assert [c.name for c in late.failed()] == ["commit promise kept"]
     assert "supernet task omission" in late.failed()[0].detail
+
+
+def test_a_trace_over_the_protocol_cap_fails_the_trace_format_check() -> None:
+    """A node could commit a trace no availability answer can post (over MAX_TRACE_BYTES): the
+    user's verify says so, as validators do. Control: a trace within the cap passes it."""
+    from supernet.sdk.formats.trace import MAX_TRACE_BYTES, example_dag
+
+    doc, user, node = _doc()
+    big = {**example_dag(), "input": "p" * MAX_TRACE_BYTES}
+    [fmt] = [c for c in _check(doc, user, node, trace_doc=big).checks if c.name == "trace format"]
+    assert not fmt.ok and "over the protocol's" in str(fmt.detail)
+    [fmt] = [c for c in _check(doc, user, node, trace_doc=example_dag()).checks if c.name == "trace format"]
+    assert fmt.ok

@@ -214,7 +214,12 @@ def fabricated_memory(namespace: str, text: str) -> tuple[list[bytes], Any, Any]
     (their blocks, the root's link, the entry's link)."""
     entry_raw = encode_dag({"type": "supernet/memory-entry", "text": text, "metadata": {}})
     entry_cid = compute_cid(entry_raw, "dag-cbor")
-    root = {"type": "supernet/memory-root", "namespace": namespace, "entries": [link(entry_cid)], "prev": None}
+    root = {
+        "type": "supernet/memory-root",
+        "namespace": namespace,
+        "entries": [link(entry_cid)],
+        "prev": None,
+    }
     root_raw = encode_dag(root)
     return [root_raw, entry_raw], link(compute_cid(root_raw, "dag-cbor")), link(entry_cid)
 

@@ -24,8 +24,9 @@ from supernet.sdk.chain.receipts import (
 )
 from supernet.sdk.errors import SupernetError
 from supernet.sdk.formats.fields import FormatError
-from supernet.sdk.formats.trace import TRACE_TYPE, Trace
-from supernet.sdk.store.errors import InvalidCIDError
+from supernet.sdk.formats.trace import TRACE_TYPE, trace_from_block
+from supernet.sdk.store.cids import encode_dag
+from supernet.sdk.store.errors import InvalidBlockError, InvalidCIDError
 
 
 class VerificationError(SupernetError, ValueError):
@@ -108,7 +109,8 @@ def check_receipt(
         onchain_batch: ``batch_id -> (node, root, count)`` read from the TaskManager.
         trace_loaded: whether the trace CID was fetched from the store (None: not tried).
         trace_doc: the decoded trace, if fetched: it must be a well-formed ``supernet/trace/v1``
-            (`supernet.sdk.formats.trace`) of this task, with this output.
+            (`supernet.sdk.formats.trace`) of this task, with this output, within
+            ``MAX_TRACE_BYTES`` (a larger one could not be posted in an availability answer).
         model_id: the ``0x`` model id the user signed (``modelId``): the receipt must name it
             (a node must not answer with another model). None: skip the check.
         max_fee: the ``maxFee`` the user signed: the receipt's fee must not be above it.
@@ -162,8 +164,9 @@ def check_receipt(
         rep.add("trace in store", trace_loaded, doc["traceCid"])
     if trace_doc is not None:
         try:
-            trace = Trace.from_dag(trace_doc)
-        except FormatError as exc:
+            # re-encoded as committed (dag-cbor is canonical): over MAX_TRACE_BYTES is the node's fault
+            trace = trace_from_block(encode_dag(trace_doc))
+        except (FormatError, InvalidBlockError) as exc:
             rep.add("trace format", False, str(exc))
         else:
             rep.add("trace format", True, TRACE_TYPE)
