@@ -139,6 +139,8 @@ contract OmissionManager is ReentrancyGuardTransient {
     error OmissionNotOpen(uint256 omissionId);
     /// @notice The batch shown was committed after the promise's `commitBy`.
     error CommittedTooLate(uint256 committedAt, uint256 commitBy);
+    /// @notice The receipt is not the promised one (its leaf), or not of the request.
+    error NotThePromisedReceipt();
 
 
     /// @param taskManager The TaskManager (its parameters are read here once).
@@ -167,21 +169,29 @@ contract OmissionManager is ReentrancyGuardTransient {
     ///         CHALLENGE_BOND, from `commitBy` until CHALLENGE_WINDOW after it, once per promise;
     ///         the node is frozen until it answers ({answerOmission}) or the deadline passes
     ///         ({resolveOmission}: slashed). Only the request's user may open it (the request's
-    ///         digest must be the promise's `requestHash`), so a node's ally cannot take the
-    ///         reward of a slash it earns for a real user's task.
+    ///         digest must be the promise's `requestHash`), and only on the receipt of that
+    ///         request: the promised leaf must be the receipt's, and the receipt's `requestHash`
+    ///         the request's. A node signs promises of any leaf it likes, so without the receipt an
+    ///         ally's claim on a promise made for the ally's own request could name a real user's
+    ///         leaf and use up its one claim (keyed by node and leaf): the ally took the reward, or
+    ///         the node answered with a late batch and escaped the user's claim.
     /// @dev A node keeps `commitBy` within CHALLENGE_WINDOW of its commit (its own promise),
     ///      so the batch's slot is still retained (BATCH_RETENTION) when the answer is due.
     /// @param pledge The node's promise (a `ReceiptPromise`).
     /// @param signature The node's EIP-712 signature of the promise.
     /// @param request The task's request (its user is the caller; its node signed the promise).
+    /// @param receipt The receipt the node gave for the task (its leaf is the promise's).
     /// @return omissionId The new omission challenge.
-    function challengeOmission(ReceiptPromise calldata pledge, bytes calldata signature, TaskRequest calldata request)
-        external
-        payable
-        nonReentrant
-        returns (uint256 omissionId)
-    {
+    function challengeOmission(
+        ReceiptPromise calldata pledge,
+        bytes calldata signature,
+        TaskRequest calldata request,
+        Receipt calldata receipt
+    ) external payable nonReentrant returns (uint256 omissionId) {
         if (msg.value != CHALLENGE_BOND) revert WrongBond(msg.value, CHALLENGE_BOND);
+        if (ReceiptLib.leaf(receipt) != pledge.leaf || receipt.requestHash != pledge.requestHash) {
+            revert NotThePromisedReceipt();
+        }
         address node = _checkPromise(pledge, signature, request);
         bytes32 key = keccak256(abi.encode(node, pledge.leaf));
         uint256 prior = promiseOmission[key];

@@ -331,7 +331,7 @@ contract Adversary2Test is Base {
         assertEq(rs.length, 2);
         vm.prank(node);
         sm.requestUnbond(2 ether);
-        uint256 claim = _claimOmission(promised, promiseSig, _request(7, user, node));
+        uint256 claim = _claimOmission(promised, promiseSig, _request(7, user, node), faked);
         vm.warp(block.timestamp + UNBONDING_PERIOD);
         vm.prank(node);
         vm.expectRevert(abi.encodeWithSelector(ServiceManager.OperatorFrozen.selector, uint32(1)));
@@ -345,14 +345,16 @@ contract Adversary2Test is Base {
         return earnings + escrow;
     }
 
-    function _claimOmission(ReceiptPromise memory promised, bytes memory sig, TaskRequest memory req)
-        internal
-        returns (uint256)
-    {
+    function _claimOmission(
+        ReceiptPromise memory promised,
+        bytes memory sig,
+        TaskRequest memory req,
+        Receipt memory receipt
+    ) internal returns (uint256) {
         vm.warp(promised.commitBy);
         vm.deal(user, user.balance + CHALLENGE_BOND);
         vm.prank(user);
-        return om.challengeOmission{value: CHALLENGE_BOND}(promised, sig, req);
+        return om.challengeOmission{value: CHALLENGE_BOND}(promised, sig, req, receipt);
     }
 
     function _challengeEveryIndexFails(TaskManager.BatchRef memory ref, Receipt memory faked, bytes32[] memory ls)

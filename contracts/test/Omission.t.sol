@@ -31,13 +31,13 @@ contract OmissionTest is Base {
         return signDigest(key, payments.hashReceiptPromise(p));
     }
 
-    function _claim(address who, ReceiptPromise memory p, bytes memory sig, TaskRequest memory q)
+    function _claim(address who, ReceiptPromise memory p, bytes memory sig, TaskRequest memory q, Receipt memory r)
         internal
         returns (uint256)
     {
         vm.deal(who, who.balance + CHALLENGE_BOND);
         vm.prank(who);
-        return om.challengeOmission{value: CHALLENGE_BOND}(p, sig, q);
+        return om.challengeOmission{value: CHALLENGE_BOND}(p, sig, q, r);
     }
 
     /// The attack it closes: the node fakes the user's task, redeems the voucher, leaves the
@@ -51,7 +51,7 @@ contract OmissionTest is Base {
         _commit(node, 2); // its other receipts
 
         vm.warp(commitBy);
-        uint256 id = _claim(user, p, sig, _request(TASK, user, node));
+        uint256 id = _claim(user, p, sig, _request(TASK, user, node), faked);
         assertEq(sm.getNode(node).frozenCount, 1, "frozen until settled");
         OmissionManager.OmissionChallenge memory o = om.omissionChallenges(id);
         assertEq(o.node, node);
@@ -87,7 +87,7 @@ contract OmissionTest is Base {
         uint256 b = _commitRoot(node, Merkle.root(ls), 3);
 
         vm.warp(commitBy + 10);
-        uint256 id = _claim(user, p, sig, _request(TASK + 1, user, node));
+        uint256 id = _claim(user, p, sig, _request(TASK + 1, user, node), rs[1]);
         bytes32[] memory proof = Merkle.proofAt(ls, 1);
         TaskManager.BatchRef memory ref = _ref(b);
         bytes32[] memory wrongProof = Merkle.proofAt(ls, 0);
@@ -102,10 +102,20 @@ contract OmissionTest is Base {
         assertEq(sm.getOperator(node).stake, 2 ether);
         assertEq(sm.getNode(node).frozenCount, 0);
         assertTrue(om.omissionChallenges(id).status == OmissionManager.OmissionStatus.Answered);
+        _claimAgainRefused(p, sig, _request(TASK + 1, user, node), rs[1], id);
+    }
+
+    function _claimAgainRefused(
+        ReceiptPromise memory p,
+        bytes memory sig,
+        TaskRequest memory q,
+        Receipt memory r,
+        uint256 id
+    ) internal {
         vm.deal(user, CHALLENGE_BOND);
         vm.prank(user);
         vm.expectRevert(abi.encodeWithSelector(OmissionManager.PromiseAlreadyChallenged.selector, id));
-        om.challengeOmission{value: CHALLENGE_BOND}(p, sig, _request(TASK + 1, user, node));
+        om.challengeOmission{value: CHALLENGE_BOND}(p, sig, q, r);
     }
 
     /// Committing after the promised time does not keep the promise: the answer is refused and
@@ -118,7 +128,7 @@ contract OmissionTest is Base {
         bytes memory sig = _signPromise(nodeKey, p);
         vm.warp(commitBy + 1);
         uint256 b = _commitRoot(node, _leaf(r), 1);
-        uint256 id = _claim(user, p, sig, _request(TASK, user, node));
+        uint256 id = _claim(user, p, sig, _request(TASK, user, node), r);
         TaskManager.BatchRef memory ref = _ref(b);
         vm.prank(node);
         vm.expectRevert(abi.encodeWithSelector(OmissionManager.CommittedTooLate.selector, commitBy + 1, commitBy));
@@ -136,7 +146,7 @@ contract OmissionTest is Base {
         bytes memory sig = _signPromise(nodeKey, p);
         uint256 b = _commitRoot(node2, _leaf(r), 1);
         vm.warp(p.commitBy);
-        uint256 id = _claim(user, p, sig, _request(TASK, user, node));
+        uint256 id = _claim(user, p, sig, _request(TASK, user, node), r);
         TaskManager.BatchRef memory ref = _ref(b);
         vm.expectRevert(abi.encodeWithSelector(OmissionManager.UnknownBatch.selector, b));
         om.answerOmission(id, ref, 0, r, new bytes32[](0));
@@ -155,35 +165,41 @@ contract OmissionTest is Base {
 
         vm.prank(user);
         vm.expectRevert(abi.encodeWithSelector(OmissionManager.PromiseNotDue.selector, commitBy));
-        om.challengeOmission{value: CHALLENGE_BOND}(p, sig, q);
+        om.challengeOmission{value: CHALLENGE_BOND}(p, sig, q, r);
 
         vm.warp(commitBy);
         vm.prank(user);
         vm.expectRevert(abi.encodeWithSelector(OmissionManager.WrongBond.selector, 1, CHALLENGE_BOND));
-        om.challengeOmission{value: 1}(p, sig, q);
+        om.challengeOmission{value: 1}(p, sig, q, r);
 
         // a node's ally (or anyone) cannot claim a real user's promise and take the reward
         vm.prank(stranger);
         vm.expectRevert(abi.encodeWithSelector(OmissionManager.NotTheRequestsUser.selector, user));
-        om.challengeOmission{value: CHALLENGE_BOND}(p, sig, q);
+        om.challengeOmission{value: CHALLENGE_BOND}(p, sig, q, r);
 
         // a promise signed by someone else than the request's node
         bytes memory forged = _signPromise(userKey, p);
         vm.prank(user);
         vm.expectRevert(OmissionManager.NotTheNodesPromise.selector);
-        om.challengeOmission{value: CHALLENGE_BOND}(p, forged, q);
+        om.challengeOmission{value: CHALLENGE_BOND}(p, forged, q, r);
+
+        // a receipt other than the promised one (another leaf), or of another request
+        Receipt memory otherReceipt = _boundReceipt(TASK + 1, user, node, 0.001 ether);
+        vm.prank(user);
+        vm.expectRevert(OmissionManager.NotThePromisedReceipt.selector);
+        om.challengeOmission{value: CHALLENGE_BOND}(p, sig, q, otherReceipt);
 
         // another request than the promise's
         TaskRequest memory other = _request(TASK + 1, user, node);
         bytes32 otherHash = payments.hashTaskRequest(other);
         vm.prank(user);
         vm.expectRevert(abi.encodeWithSelector(OmissionManager.NotTheRequest.selector, p.requestHash, otherHash));
-        om.challengeOmission{value: CHALLENGE_BOND}(p, sig, other);
+        om.challengeOmission{value: CHALLENGE_BOND}(p, sig, other, r);
 
         vm.warp(commitBy + CHALLENGE_WINDOW);
         vm.prank(user);
         vm.expectRevert(abi.encodeWithSelector(OmissionManager.PromiseExpired.selector, commitBy + CHALLENGE_WINDOW));
-        om.challengeOmission{value: CHALLENGE_BOND}(p, sig, q);
+        om.challengeOmission{value: CHALLENGE_BOND}(p, sig, q, r);
 
         assertEq(om.omissionCount(), 0);
         assertEq(sm.getNode(node).frozenCount, 0);
@@ -200,7 +216,7 @@ contract OmissionTest is Base {
         vm.prank(node);
         sm.requestUnbond(1 ether);
         vm.warp(p.commitBy);
-        _claim(user, p, sig, _request(TASK, user, node));
+        _claim(user, p, sig, _request(TASK, user, node), r);
         vm.warp(block.timestamp + UNBONDING_PERIOD); // unbonded, but frozen until resolved
         vm.prank(node);
         vm.expectRevert(abi.encodeWithSelector(ServiceManager.OperatorFrozen.selector, uint32(1)));

@@ -16,6 +16,7 @@ from supernet.sdk.chain.contract_errors import (
     AlreadyVoted,
     InvalidProof,
     NotActiveValidator,
+    NotThePromisedReceipt,
     NotTheRequest,
     OperatorFrozen,
     SeedNotReady,
@@ -207,7 +208,11 @@ def test_a_broken_receipt_promise_is_slashed_and_a_kept_one_answered(
         ).omission_manager, request
 
     tm_kept, req_kept = user_tm(1)
-    aid = tm_kept.challenge_omission(kept, sign_receipt_promise(kept, domain, node), req_kept).value
+    with pytest.raises(NotThePromisedReceipt):  # another receipt than the promised one
+        tm_kept.challenge_omission(kept, sign_receipt_promise(kept, domain, node), req_kept, receipts[0])
+    aid = tm_kept.challenge_omission(
+        kept, sign_receipt_promise(kept, domain, node), req_kept, receipts[1]
+    ).value
     answered = (
         network.as_account(node)
         .omission_manager.answer_omission(
@@ -220,7 +225,7 @@ def test_a_broken_receipt_promise_is_slashed_and_a_kept_one_answered(
 
     tm_omitted, req_omitted = user_tm(4)
     oid = tm_omitted.challenge_omission(
-        omitted, sign_receipt_promise(omitted, domain, node), req_omitted
+        omitted, sign_receipt_promise(omitted, domain, node), req_omitted, omitted_receipt
     ).value
     with pytest.raises(InvalidProof):  # the receipt is in none of the node's batches
         network.as_account(node).omission_manager.answer_omission(

@@ -53,6 +53,7 @@ __all__ = [
     "NotFrozen",
     "NotRegistered",
     "NotTheNodesPromise",
+    "NotThePromisedReceipt",
     "NotTheRequest",
     "NotTheRequestsUser",
     "NotWinningVoter",
@@ -510,6 +511,16 @@ class NotTheNodesPromise(ContractError):
     error_name = "NotTheNodesPromise"
     signature = "NotTheNodesPromise()"
     selector = bytes.fromhex("45cb9e0e")
+    arg_names = ()
+    arg_types = ()
+
+
+class NotThePromisedReceipt(ContractError):
+    """``NotThePromisedReceipt()``, declared by OmissionManager."""
+
+    error_name = "NotThePromisedReceipt"
+    signature = "NotThePromisedReceipt()"
+    selector = bytes.fromhex("89a2201d")
     arg_names = ()
     arg_types = ()
 
@@ -1011,6 +1022,7 @@ BY_SELECTOR: dict[bytes, type[ContractError]] = {
     NotFrozen.selector: NotFrozen,
     NotRegistered.selector: NotRegistered,
     NotTheNodesPromise.selector: NotTheNodesPromise,
+    NotThePromisedReceipt.selector: NotThePromisedReceipt,
     NotTheRequest.selector: NotTheRequest,
     NotTheRequestsUser.selector: NotTheRequestsUser,
     NotWinningVoter.selector: NotWinningVoter,

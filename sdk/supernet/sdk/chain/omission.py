@@ -3,7 +3,7 @@
 the receipt's inclusion, or is slashed (docs/protocol.md, "Omission").
 
 >>> om = OmissionManager(w3, dep.address("OmissionManager"), user)                # doctest: +SKIP
->>> oid = om.challenge_omission(promise, node_signature, request).value
+>>> oid = om.challenge_omission(promise, node_signature, request, receipt).value
 """
 
 from __future__ import annotations
@@ -49,14 +49,18 @@ class OmissionManager(Binding):
         """Wei a claim posts (the TaskManager's ``CHALLENGE_BOND``)."""
         return int(self.call("CHALLENGE_BOND"))
 
-    def challenge_omission(self, promise: ReceiptPromise, signature: bytes, request: TaskRequest) -> TxResult:
-        """As the request's user, claim its node broke ``promise`` (the receipt is in none of its
-        batches committed by ``commit_by``), with ``CHALLENGE_BOND``; ``value`` is the id."""
+    def challenge_omission(
+        self, promise: ReceiptPromise, signature: bytes, request: TaskRequest, receipt: Receipt
+    ) -> TxResult:
+        """As the request's user, claim its node broke ``promise`` (``receipt``, whose leaf it
+        names, is in none of its batches committed by ``commit_by``), with ``CHALLENGE_BOND``;
+        ``value`` is the id. The receipt must be the request's (``NotThePromisedReceipt``)."""
         tx = self.transact(
             "challengeOmission",
             (promise.request_hash, promise.leaf, promise.commit_by),
             signature,
             tuple(request.message().values()),
+            receipt.as_tuple(),
             value=self.challenge_bond(),
         )
         return TxResult(tx.receipt, int(self.events(tx, "OmissionChallenged")[0]["args"]["omissionId"]))

@@ -19,6 +19,7 @@ from httpx_sse import aconnect_sse
 from pydantic import RootModel
 from supernet.sdk.chain import Contracts, Deployment
 from supernet.sdk.chain.eip712 import ReceiptPromise, TaskRequest
+from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.chain.tasks import ChallengeStatus
 from supernet.sdk.client.confirm import confirmation_body
 from supernet.sdk.client.ladder import DEFAULT_MAX_FEE, domain_key, proven_cumulative, rebase, sign_task
@@ -625,7 +626,11 @@ class Client:
         resolved = await asyncio.to_thread(batch, chain_batch) if chain_batch is not None else None
         trace_doc = await self._trace_doc(record.node_url, doc.traceCid)
         if doc.promise is not None and task_id in self.state.tasks:  # kept: an omission claim needs it
-            self.state.tasks[task_id].promise = {"leaf": doc.leaf, **doc.promise.model_dump()}
+            self.state.tasks[task_id].promise = {
+                "leaf": doc.leaf,
+                "receipt": doc.receipt,
+                **doc.promise.model_dump(),
+            }
             self.state.save()
         chain_now = await asyncio.to_thread(
             lambda: int(self.contracts.w3.eth.get_block("latest")["timestamp"])
@@ -694,8 +699,8 @@ class Client:
         record = self.state.tasks.get(task_id)
         if record is None or record.request is None:
             raise ClientError(f"task {task_id} is not in this client's state (its signed request is needed)")
-        if record.promise is None:
-            raise ClientError(f"no promise stored for task {task_id}: run verify first")
+        if record.promise is None or "receipt" not in record.promise:
+            raise ClientError(f"no promise (with its receipt) stored for task {task_id}: run verify first")
         promise = ReceiptPromise(
             bytes.fromhex(task_id.removeprefix("0x")),
             bytes.fromhex(str(record.promise["leaf"]).removeprefix("0x")),
@@ -703,8 +708,9 @@ class Client:
         )
         signature = bytes.fromhex(str(record.promise["signature"]).removeprefix("0x"))
         request = TaskRequest.from_json(record.request)
+        receipt = Receipt.from_json(record.promise["receipt"])
         om = self.contracts.omission_manager
-        got = await asyncio.to_thread(om.challenge_omission, promise, signature, request)
+        got = await asyncio.to_thread(om.challenge_omission, promise, signature, request, receipt)
         return int(got.value)
 
     # ------------------------------------------------------------------ internals

@@ -42,8 +42,8 @@ class TaskRecord:
     status: str = "submitted"
     # the signed TaskRequest (its JSON form): proves this user's claim to a fraud refund
     request: dict[str, str] | None = None
-    # the node's signed promise to commit the receipt: {"leaf", "commitBy", "signature"} (an
-    # omission claim shows it, `Client.claim_omission`)
+    # the node's signed promise to commit the receipt: {"leaf", "commitBy", "signature",
+    # "receipt"} (an omission claim shows it and the promised receipt, `Client.claim_omission`)
     promise: dict[str, Any] | None = None
 
 
