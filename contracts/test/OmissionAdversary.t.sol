@@ -135,11 +135,11 @@ contract OmissionAdversaryTest is Base {
     /// same second; the ally resolves its claim first and takes the whole stake (20 % back to the
     /// ally). The fraud verdict then slashes nothing: the honest challenger, the voters and the
     /// user get no reward or refund.
-    ///      Kept as a known limit (docs/security-parameters.md): the node loses its whole stake
-    ///      either way and its coalition recovers at most the 20 % reward of the last slash its
-    ///      stake covers. Closing it needs slashes that compete for one stake settled in the order
-    ///      the disputes opened (a reservation per dispute), or a minimum stake above 1.25 slashes
-    ///      (then draining costs the node more than the fraud slash).
+    ///      Kept as a known limit (docs/security-parameters.md) for a stake this low: the node
+    ///      loses its whole stake either way and its coalition recovers 20 % of it. The default
+    ///      MIN_NODE_STAKE (2 ether, `(1 - R) * MIN_NODE_STAKE >= S`) makes the move a loss for
+    ///      an active node (the Holds test below); a node already slashed this low can still use
+    ///      it. The full fix: competing slashes settled in the order their disputes opened.
     function test_KnownLimit_SelfOmissionDivertsFraudSlash() public {
         _registerNode(node, 1 ether);
         _registerValidator(validator1, 1 ether);
@@ -178,6 +178,36 @@ contract OmissionAdversaryTest is Base {
         assertEq(om.claimable(ally), CHALLENGE_BOND + reward, "the node's ally recovers 20 % of the stake");
         assertEq(sm.getOperator(node).stake, 0);
         assertEq(sm.getNode(node).frozenCount, 0);
+    }
+
+    /// The same move at the default minimum stake (2 ether, `(1 - R) * MIN_NODE_STAKE >= S`):
+    /// the ally's claim takes one slash, the fraud verdict still slashes in full and pays the
+    /// honest challenger, the voters and the user; to block it the ally would need a second
+    /// claim, and the node would lose 2 ether (0.4 back) instead of the verdict's 1.
+    function test_Holds_SelfOmissionAboveTheMinimumStakeLosesMoreThanTheVerdict() public {
+        _registerNode(node, 2 ether);
+        _registerValidator(validator1, 1 ether);
+        _registerValidator(validator2, 2 ether);
+        _registerValidator(validator3, 3 ether);
+        (uint256 b, Receipt[] memory rs, bytes32[] memory ls) = _commit(node, 4);
+        bytes32[] memory proof = Merkle.proofAt(ls, 1);
+        uint256 cid = _challenge(validator1, b, 1, rs[1], proof);
+        Receipt memory junk = _boundReceipt(ALLY_TASK, ally, node, 1); // never committed
+        (ReceiptPromise memory allyP, bytes memory allySig, TaskRequest memory allyQ) =
+            _allyPromise(_leaf(junk), block.timestamp);
+        uint256 oid = _claim(ally, allyP, allySig, allyQ, junk);
+        _vote(validator2, cid, true);
+        _vote(validator3, cid, true);
+        vm.warp(tm.challenges(cid).voteDeadline);
+        vm.prank(ally);
+        om.resolveOmission(oid);
+        assertTrue(tm.resolve(cid), "fraud verdict");
+        TaskManager.Challenge memory c = tm.challenges(cid);
+        assertEq(c.slashed, SLASH_AMOUNT, "the verdict still slashes in full");
+        vm.assertGt(c.rewardPool, 0, "the voters are paid");
+        vm.assertGt(c.refundDue, 0, "the user is refunded");
+        uint256 allyReward = SLASH_AMOUNT * CHALLENGER_REWARD_BPS / 10_000;
+        vm.assertGt(2 ether - allyReward, SLASH_AMOUNT, "the coalition lost more than the verdict alone");
     }
 
     /*//////////////////////////////////////////////////////////////

@@ -62,9 +62,10 @@ def test_registration_rejections_are_typed(chain: Contracts, actors: Actors) -> 
     assert (exc.value.stake, exc.value.minimum) == (ETHER // 2, CHAIN_TEST_PARAMS.min_node_stake)
     assert exc.value.contract == "ServiceManager"
 
-    sm.register_node("http://x", [MODEL_ID], 1, ETHER)
+    minimum = CHAIN_TEST_PARAMS.min_node_stake
+    sm.register_node("http://x", [MODEL_ID], 1, minimum)
     with pytest.raises(AlreadyRegistered):
-        sm.register_node("http://x", [MODEL_ID], 1, ETHER)
+        sm.register_node("http://x", [MODEL_ID], 1, minimum)
     sm.deregister()
     with pytest.raises(RoleMismatch):  # one role for life
         sm.register_validator(ETHER)

@@ -77,6 +77,10 @@ def check(d: Deployed) -> None:
     challenger_gain = d.effective_slash * d.challenger_reward_bps // 10_000
     assert challenger_gain > d.bond, "a right challenge must pay more than the bond it risks"
     assert d.bond > 0 and 0 < d.quorum_bps <= 10_000
+    # an ally's slashes ahead of a fraud verdict (docs/security-parameters.md, "Known limits"):
+    # taking a whole minimum stake that way must cost the node at least the verdict's slash
+    kept_by_ally = d.min_node_stake * d.challenger_reward_bps // 10_000
+    assert d.min_node_stake - kept_by_ally >= d.slash, "draining the stake must cost more than a verdict"
 
 
 def test_default_parameters_make_cheating_unprofitable(default_deployment: Contracts) -> None:

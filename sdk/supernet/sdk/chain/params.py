@@ -30,7 +30,9 @@ class ProtocolParams:
     """Every deploy-time parameter of ServiceManager, Payments and TaskManager."""
 
     # ServiceManager
-    min_node_stake: int = 1 * ETHER
+    # (1 - challenger reward) x this >= the slash: draining a node through an ally's omission
+    # claims ahead of a fraud verdict costs more than the verdict (docs/security-parameters.md)
+    min_node_stake: int = 2 * ETHER
     min_validator_stake: int = 1 * ETHER
     unbonding_period: int = 7 * DAY
     max_models: int = 16
