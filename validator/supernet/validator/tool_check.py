@@ -140,6 +140,18 @@ async def check_tools(
                     claimed=call.error or _short(call.result),
                 )
             )
+        elif error is not None and call.name in LOCAL_PURE_TOOLS and error != call.error:
+            # the text reaches the agent (and through it the model or the user): a node that
+            # writes its own there steers the task; built-in tools word their errors themselves
+            findings.append(
+                Finding(
+                    Check.TOOL,
+                    f"tool {call.name} failed with another error on re-run",
+                    call=call.call,
+                    expected=error,
+                    claimed=call.error,
+                )
+            )
         elif error is None and _canon(_roundtrip(result)) != _canon(call.result):
             findings.append(
                 Finding(

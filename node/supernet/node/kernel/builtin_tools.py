@@ -45,7 +45,7 @@ def _json_query(args: Mapping[str, Any]) -> Any:
     try:
         value: Any = json.loads(args["json"])
     except json.JSONDecodeError as exc:
-        raise ToolError(f"not JSON: {exc.msg}") from None
+        raise ToolError(f"not JSON (line {exc.lineno}, column {exc.colno})") from None
     for index, key in _PATH_PART.findall(args.get("path", "")):
         try:
             value = value[int(index)] if index else value[key]

@@ -48,6 +48,14 @@ _FUNCTIONS: dict[str, Callable[..., Any]] = {
 _CONSTANTS = {"pi": math.pi, "e": math.e}
 
 
+_ERRORS = {
+    ZeroDivisionError: "division by zero",
+    OverflowError: "result too large",
+    ValueError: "math domain error",
+    TypeError: "wrong argument types",
+}
+
+
 class CalculatorError(ValueError):
     """The expression is not plain arithmetic, or its result is out of bounds."""
 
@@ -60,16 +68,19 @@ def evaluate(expression: str) -> int | float:
     """
     if len(expression) > MAX_EXPRESSION_CHARS:
         raise CalculatorError(f"expression longer than {MAX_EXPRESSION_CHARS} characters")
+    # Every message is the calculator's own, never Python's text (which changes between Python
+    # versions): a validator compares a failed call's error text with its re-run's, since agents
+    # hand that text to the model or the user (tool_check.check_tools).
     try:
         tree = ast.parse(expression.strip().replace("^", "**"), mode="eval")
-    except SyntaxError as exc:
-        raise CalculatorError(f"not an arithmetic expression: {exc.msg}") from None
+    except SyntaxError:
+        raise CalculatorError("not an arithmetic expression") from None
     try:
         result = _eval(tree.body)
     except (ArithmeticError, ValueError, TypeError) as exc:
         if isinstance(exc, CalculatorError):
             raise
-        raise CalculatorError(str(exc)) from None
+        raise CalculatorError(_ERRORS.get(type(exc), "invalid operation")) from None
     result = _finite(result)
     if isinstance(result, int) and abs(result) >= MAX_EXACT_INT:
         return float(result)
@@ -102,7 +113,7 @@ def _eval(node: ast.AST) -> Any:
         ):
             raise CalculatorError(f"round's digits must be an integer within ±{MAX_ROUND_DIGITS}")
         return _bounded(_FUNCTIONS[node.func.id](*args))
-    raise CalculatorError(f"not allowed in an expression: {ast.dump(node)[:60]}")
+    raise CalculatorError(f"not allowed in an expression: {type(node).__name__}")
 
 
 def _finite(value: Any) -> Any:

@@ -85,6 +85,8 @@ class TaskState:
     llm_tokens: int = 0
     tool_calls: int = 0
     parent: TaskState | None = None  # set on an agent call's child: the budgets are the root's
+    # the user's namespace lock, once the task first touched memory or files (`Dispatcher.release`)
+    namespaces: asyncio.Lock | None = None
 
     @property
     def root(self) -> TaskState:
@@ -177,6 +179,11 @@ class Dispatcher:
         self._params_type = params_type
         self._faults = faults
         self._model_perturbed = model_perturbed
+        # One task of a user at a time touches that user's memory and files, from its first such
+        # syscall to its end: a task's namespace roots then change only by its own writes, so a
+        # replay can chain every read and write of the task to the one before (a node cannot feed
+        # a read from a root the task never had). Tasks that use neither still run side by side.
+        self._user_locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     async def handle(self, st: TaskState, call: Syscall) -> Any:
         """Run one syscall of task ``st``; record it (or its failure) in the trace."""
@@ -316,11 +323,41 @@ class Dispatcher:
         st.trace.record("tool", **record, result=result, error=None)
         return result  # exactly what the replay's tape answers: the recorded value, never the live one
 
+    async def _hold_namespaces(self, st: TaskState) -> None:
+        """Take the task user's namespace lock, if this task does not hold it yet."""
+        root = st.root
+        if root.namespaces is not None:
+            return
+        user = root.spec.user.lower()
+        lock, waiting = self._user_locks.get(user, (asyncio.Lock(), 0))
+        self._user_locks[user] = (lock, waiting + 1)
+        try:
+            await lock.acquire()
+        except BaseException:
+            self._drop_user(user)
+            raise
+        root.namespaces = lock
+
+    def release(self, st: TaskState) -> None:
+        """The task ended: hand its user's namespace lock to the next task of that user."""
+        if st.namespaces is not None:
+            st.namespaces.release()
+            st.namespaces = None
+            self._drop_user(st.spec.user.lower())
+
+    def _drop_user(self, user: str) -> None:
+        lock, waiting = self._user_locks[user]
+        if waiting <= 1:
+            del self._user_locks[user]  # nobody holds or waits: no lock kept per user ever seen
+        else:
+            self._user_locks[user] = (lock, waiting - 1)
+
     async def _memory_call(self, st: TaskState, call: MemoryAdd | MemorySearch) -> Any:
         write = isinstance(call, MemoryAdd)
         self._access.check_area(st.spec, st.caps, "memory", write=write)
         if self._memory is None:
             raise AccessDeniedError("this node runs no memory manager")
+        await self._hold_namespaces(st)
         ns = st.caps.namespace
         if isinstance(call, MemoryAdd):
             w = await self._memory.add(ns, call.text, call.metadata)
@@ -354,6 +391,7 @@ class Dispatcher:
         self._access.check_area(st.spec, st.caps, "storage", write=write)
         if self._storage is None:
             raise AccessDeniedError("this node runs no storage manager")
+        await self._hold_namespaces(st)
         ns = st.caps.namespace
         if isinstance(call, StoragePut):
             if len(call.data) > st.caps.max_file_bytes:

@@ -323,6 +323,7 @@ class Kernel:
                     st.agent.cls, spec.task_id, spec.input, syscall, st.tools, spec.timeout_s
                 )
         finally:
+            self._dispatcher.release(st)
             st.stream.put_nowait(None)
         output = ran.output
         if ran.status == "ok" and self._faults is not None:

@@ -526,9 +526,12 @@ class _TapeTools:
 class _TapeMemory:
     def __init__(self, tape: _Tape) -> None:
         self._tape = tape
+        self._chain = _Chain(tape, "memory")
 
     async def add(self, namespace: str, text: str, metadata: Mapping[str, Any]) -> MemoryWrite:
         ev: MemoryAddEvent = self._tape.next(MemoryAddEvent)
+        self._chain.follow(namespace, ev.prev_root)
+        self._chain.current[namespace] = ev.root
         entry = await self._tape.dag(ev.entry)
         stored = (entry.get("text"), entry.get("metadata")) if isinstance(entry, Mapping) else None
         if stored != (text, to_dag(dict(metadata))):
@@ -542,6 +545,7 @@ class _TapeMemory:
 
     async def search(self, namespace: str, query: str, k: int) -> tuple[str | None, list[MemoryHit]]:
         ev: MemorySearchEvent = self._tape.next(MemorySearchEvent)
+        self._chain.follow(namespace, ev.root)
         if len(ev.scores) != len(ev.hits):
             self._tape.diverge(self._tape.index, "memory.search hits and scores must be lists of one length")
         entries: list[str] = []
@@ -585,22 +589,48 @@ class _TapeRoots:
         return getattr(ev, "root", None) if isinstance(ev, reads) else None
 
 
+class _Chain:
+    """The namespace roots one task has seen, so that every read and write of the task follows
+    the one before: the kernel lets one task of a user at a time use the user's memory and files
+    (`Dispatcher._hold_namespaces`), so within a task a namespace's root changes only by the
+    task's own writes. Only a task's first access to a namespace takes its root from outside the
+    task (docs/validator.md, "Known limits")."""
+
+    def __init__(self, tape: _Tape, area: str) -> None:
+        self._tape, self._area = tape, area
+        self.current: dict[str, str | None] = {}
+
+    def follow(self, namespace: str, root: str | None) -> None:
+        """The syscall reads (or writes on top of) ``root``: the task's last root of the namespace."""
+        if namespace in self.current and self.current[namespace] != root:
+            self._tape.diverge(
+                self._tape.index,
+                f"syscall {self._tape.index}: the {self._area} root of {namespace} is not the task's last",
+                self.current[namespace],
+                root,
+            )
+        self.current[namespace] = root
+
+
 class _TapeStorage:
     def __init__(self, tape: _Tape) -> None:
         self._tape = tape
         self.roots = _TapeRoots(tape)
+        self._chain = _Chain(tape, "file")
 
     async def put(self, namespace: str, path: str, data: bytes) -> FileWrite:
         path = normalize_path(path)
         ev: StoragePutEvent = self._tape.next(StoragePutEvent)
         if await self._tape.file(ev.cid) != data:
             self._tape.diverge(self._tape.index, f"the file stored for {path} is not what the agent wrote")
+        await self._check_append(namespace, ev.prev_root, ev.root, path, ev.cid, ev.version)
         return FileWrite(ev.cid, ev.root, ev.prev_root, ev.version)
 
     async def get(self, namespace: str, path: str, version: str | None = None) -> tuple[str, bytes]:
         path = normalize_path(path)
+        await self._check_missing(namespace, path, version)
         ev: StorageGetEvent = self._tape.next(StorageGetEvent)
-        history = history_of(await self._root(ev.root), path)
+        history = history_of(await self._read(namespace, ev.root), path)
         wanted = (history[-1] if history else None) if version is None else version
         if ev.cid != wanted or wanted not in history:
             self._tape.diverge(
@@ -610,17 +640,18 @@ class _TapeStorage:
 
     async def list_files(self, namespace: str) -> dict[str, str]:
         ev: StorageListEvent = self._tape.next(StorageListEvent)
-        return latest_files(await self._root(ev.root))
+        return latest_files(await self._read(namespace, ev.root))
 
     async def versions(self, namespace: str, path: str) -> list[str | None]:
         path = normalize_path(path)
         ev: StorageVersionsEvent = self._tape.next(StorageVersionsEvent)
-        return history_of(await self._root(ev.root), path)  # the recorded list must be the root's
+        return history_of(await self._read(namespace, ev.root), path)  # the recorded list must be the root's
 
     async def rollback(self, namespace: str, path: str, version: str) -> FileChange:
         path = normalize_path(path)
+        await self._check_missing(namespace, path, version)
         ev: StorageRollbackEvent = self._tape.next(StorageRollbackEvent)
-        history = history_of(await self._root(ev.prev_root), path)
+        history = history_of(await self._root(namespace, ev.prev_root), path)
         if version not in history:
             self._tape.diverge(
                 self._tape.index, f"storage.rollback {path}: not a version its root holds", history, version
@@ -630,32 +661,75 @@ class _TapeStorage:
 
     async def delete(self, namespace: str, path: str) -> FileChange:
         path = normalize_path(path)
+        await self._check_missing(namespace, path, None)
         ev: StorageDeleteEvent = self._tape.next(StorageDeleteEvent)
-        history = history_of(await self._root(ev.prev_root), path)
+        history = history_of(await self._root(namespace, ev.prev_root), path)
         if not history or history[-1] is None:
             self._tape.diverge(self._tape.index, f"storage.delete {path}: no such file in its root", path)
         await self._check_append(namespace, ev.prev_root, ev.root, path, None, ev.version)
         return FileChange(None, ev.root, ev.prev_root, ev.version)
 
+    async def _check_missing(self, namespace: str, path: str, version: str | None) -> None:
+        """A recorded ``FileNotFoundError`` of this syscall must be what the task's current root
+        says: a node cannot hide a file (or a version) the task's own root holds."""
+        ev = self._tape.peek()
+        if not (isinstance(ev, ErrorEvent) and ev.syscall.startswith("storage.")):
+            return
+        if not ev.error.startswith("FileNotFoundError"):
+            return
+        if namespace not in self._chain.current:  # the task's first access: no root to judge by
+            return
+        history = history_of(await self._root(namespace, self._chain.current[namespace]), path)
+        present = version in history if version is not None else bool(history) and history[-1] is not None
+        if present:
+            self._tape.diverge(
+                self._tape.index,
+                f"syscall {self._tape.index}: {path} is in the task's current root, not missing",
+                path,
+                ev.error,
+            )
+
     async def _check_append(
-        self, namespace: str, prev_cid: str, root_cid: str, path: str, entry: str | None, version: int
+        self, namespace: str, prev_cid: str | None, root_cid: str, path: str, entry: str | None, version: int
     ) -> None:
-        """``root`` must be ``prev`` (a root of ``namespace``) with ``entry`` appended to ``path``'s
-        history, and nothing else."""
-        prev, root = await self._root(prev_cid), await self._root(root_cid)
+        """``root`` must be ``prev`` (the task's last root of ``namespace``, or none) with ``entry``
+        appended to ``path``'s history, and nothing else; the task's root is then ``root``."""
+        self._chain.follow(namespace, prev_cid)
+        prev, root = await self._root(namespace, prev_cid), await self._root(namespace, root_cid)
         files = dict(prev.get("files") or {})
         files[path] = [*files.get(path, []), None if entry is None else link(entry)]
-        expected = {"type": FS_ROOT_TYPE, "namespace": namespace, "files": files, "prev": link(prev_cid)}
-        if prev.get("namespace") != namespace or root != expected or version != len(files[path]):
+        expected = {
+            "type": FS_ROOT_TYPE,
+            "namespace": namespace,
+            "files": files,
+            "prev": None if prev_cid is None else link(prev_cid),
+        }
+        if root != expected or version != len(files[path]):
             self._tape.diverge(
                 self._tape.index,
                 f"syscall {self._tape.index}: the new root is not its previous root with this change",
                 _short(expected),
                 _short(root),
             )
+        self._chain.current[namespace] = root_cid
 
-    async def _root(self, root_cid: str | None) -> dict[str, Any]:
+    async def _read(self, namespace: str, root_cid: str | None) -> dict[str, Any]:
+        """The root a read syscall uses: the task's last one of ``namespace`` (or its first read)."""
+        self._chain.follow(namespace, root_cid)
+        return await self._root(namespace, root_cid)
+
+    async def _root(self, namespace: str, root_cid: str | None) -> dict[str, Any]:
+        """The file root ``root_cid`` of ``namespace`` (``{}`` for none): a root of another kind or
+        of another namespace (another user's files) is a divergence."""
         if root_cid is None:
             return {}
         root = await self._tape.dag(root_cid)
-        return dict(root) if isinstance(root, Mapping) and isinstance(root.get("files"), Mapping) else {}
+        kind = (root.get("type"), root.get("namespace")) if isinstance(root, Mapping) else None
+        if kind != (FS_ROOT_TYPE, namespace) or not isinstance(root.get("files"), Mapping):
+            self._tape.diverge(
+                self._tape.index,
+                f"syscall {self._tape.index}: the file root used is not a file root of {namespace}",
+                namespace,
+                _short(kind),
+            )
+        return dict(root)

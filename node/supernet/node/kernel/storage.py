@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from supernet.node.kernel.errors import AccessDeniedError, MemoryStoreError
+from supernet.node.kernel.errors import MemoryStoreError
 from supernet.node.kernel.namespaces import NamespaceRoots
 from supernet.sdk.store.cids import link
 
@@ -124,8 +124,10 @@ class StorageManager:
             (the version's CID, its bytes).
 
         Raises:
-            FileNotFoundError: No such file in this namespace.
-            AccessDeniedError: ``version`` is not a version of this namespace's ``path``.
+            FileNotFoundError: No such file in this namespace, or ``version`` is not a version of
+                its ``path`` (as `rollback`: the root decides it, so a replay reproduces it; an
+                ``AccessDeniedError`` is the access manager's alone, and a replay takes one it
+                does not raise itself for a fabricated refusal).
         """
         path = normalize_path(path)
         history = history_of(await self.roots.load(namespace), path)
@@ -135,7 +137,7 @@ class StorageManager:
         if cid is None:
             raise FileNotFoundError(f"file {path!r} was deleted")
         if cid not in history:
-            raise AccessDeniedError(f"{version} is not a version of {path!r} of this agent")
+            raise FileNotFoundError(f"{version} is not a version of {path!r} of this agent")
         try:
             return cid, await self._store.cat(cid)
         except Exception as exc:

@@ -867,7 +867,7 @@ def _reads(ev: Event) -> list[tuple[str, str | None]]:
     if isinstance(ev, MemorySearchEvent):
         return [("block", ev.root), *(("block", h) for h in ev.hits)]
     if isinstance(ev, StoragePutEvent):
-        return [("file", ev.cid)]
+        return [("file", ev.cid), ("block", ev.prev_root), ("block", ev.root)]
     if isinstance(ev, StorageGetEvent):
         return [("block", ev.root), ("file", ev.cid)]
     if isinstance(ev, StorageListEvent | StorageVersionsEvent):
