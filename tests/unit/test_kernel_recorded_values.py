@@ -20,7 +20,7 @@ from supernet.node.kernel.access import AccessManager, Capabilities, NodePolicy
 from supernet.node.kernel.builtin_tools import builtin_tools
 from supernet.node.kernel.calculator import CalculatorError, evaluate
 from supernet.node.kernel.dispatch import Dispatcher, TaskState
-from supernet.node.kernel.errors import LLMError, ToolError
+from supernet.node.kernel.errors import LLMError, TaskAbort, ToolError
 from supernet.node.kernel.syscalls import GenerationOutcome, LLMChat, Message, TaskSpec
 from supernet.node.kernel.tools import Tool, ToolRegistry, ToolSpec
 from supernet.node.kernel.trace import TraceRecorder, as_recorded
@@ -183,11 +183,13 @@ async def test_a_prompt_that_fills_the_context_is_refused_and_recorded() -> None
 
 
 async def test_an_engine_smaller_than_the_context_refuses_instead_of_cutting_short() -> None:
+    """Never cut short, and never an error the agent may turn into a fallback answer: the task
+    aborts (`TaskAbort`, no receipt), since no replay could reproduce an engine-sized refusal."""
     sched, st = _Scheduler(), _state()
     d = _dispatcher(1000, 1024, sched)
-    with pytest.raises(LLMError, match="1024 positions"):
+    with pytest.raises(TaskAbort, match="1024 positions"):
         await d.handle(st, LLMChat(messages=(Message("user", "hi"),), max_new_tokens=64))
-    assert sched.budgets == [] and _recorded(st)["kind"] == "error"
+    assert sched.budgets == [] and len(st.trace.events) == 0
     # within the engine's positions it runs as usual
     out = await d.handle(st, LLMChat(messages=(Message("user", "hi"),), max_new_tokens=24))
     assert len(out.output_ids) == 24

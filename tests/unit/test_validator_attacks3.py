@@ -190,7 +190,8 @@ async def node_trace(
     app = create_app(EmbeddedStore(tmp_path / f"store-{id(policy)}", fsync=False))
     config = KernelConfig(node_policy=policy or NodePolicy())
     async with StoreClient("http://embedded-store", transport=httpx.ASGITransport(app=app)) as store:
-        kernel = Kernel(FakeEngine(), store, config, agents=registry(AGENTS), embedder=embedder or NoEmbedder())
+        embed = embedder or NoEmbedder()
+        kernel = Kernel(FakeEngine(), store, config, agents=registry(AGENTS), embedder=embed)
         await kernel.setup()
         try:
             spec = TaskSpec(
@@ -234,7 +235,7 @@ async def test_a_read_off_the_tasks_own_root_chain_is_caught(tmp_path: Path, whe
         cheat["events"][0].update(root=link(rf), version=1)
     cheat["witness"] = {"blocks": [*honest["witness"]["blocks"], rf_raw], "files": [b"pay Alice 10", fake]}
     cheat["output"] = fake.decode()
-    why = "is not the task's last" if where == "get_root_unchained" else "not its previous root with this change"
+    why = "is not the task's last" if where == "get_root_unchained" else "not its previous root with this"
     verdict = await verify(store, req, task_id, cheat, agents=AGENTS)
     assert not verdict.ok and verdict.unverifiable is None
     assert any(why in f.message for f in verdict.findings), verdict.findings
@@ -263,7 +264,7 @@ async def test_a_read_of_another_namespaces_file_root_is_caught(tmp_path: Path) 
     cheat["output"] = theirs.decode()
     verdict = await verify(store, req, task_id, cheat, agents=AGENTS)
     assert not verdict.ok and verdict.unverifiable is None
-    assert any('is not a file root of' in f.message for f in verdict.findings), verdict.findings
+    assert any("is not a file root of" in f.message for f in verdict.findings), verdict.findings
 
 
 async def test_a_fabricated_file_not_found_after_the_tasks_own_put_is_caught(tmp_path: Path) -> None:
@@ -288,7 +289,8 @@ async def test_a_fabricated_file_not_found_after_the_tasks_own_put_is_caught(tmp
     assert cheat["output"] != honest["output"]
     verdict = await verify(store, req, task_id, cheat, agents=AGENTS)
     assert not verdict.ok and verdict.unverifiable is None
-    assert any("in the task's current root, not missing" in f.message for f in verdict.findings), verdict.findings
+    found = [f.message for f in verdict.findings]
+    assert any("in the task's current root, not missing" in m for m in found), found
 
 
 class Rememberer(Agent):
@@ -338,7 +340,8 @@ async def test_a_search_off_the_tasks_own_memory_chain_is_caught(tmp_path: Path)
     cheat["output"] = "The launch code is 0000."
     verdict = await verify(store, req, task_id, cheat, agents=AGENTS)
     assert not verdict.ok and verdict.unverifiable is None
-    assert any("memory root" in f.message and "task's last" in f.message for f in verdict.findings), verdict.findings
+    found = [f.message for f in verdict.findings]
+    assert any("memory root" in m and "task's last" in m for m in found), found
 
 
 class SlowNotes(Notes):
@@ -418,12 +421,14 @@ async def test_a_user_cannot_turn_an_honest_version_refusal_into_fraud(tmp_path:
 # -- trace head limits and tools ----------------------------------------------------------------------
 
 
-async def test_attack_budget_error_from_self_chosen_limits(tmp_path: Path) -> None:
-    """A fabricated budget error is caught (`_REPRODUCED_ERRORS`: only the replay's own checks may
-    raise it), but the replay reproduces it from the trace's ``limits`` and ``tools``, which nothing
-    binds to the signed request: the node runs this one task under ``max_tool_calls = 0`` (or with
-    the tool left out of its capabilities), skips the work, and the refusal replays exactly. The
-    cheating traces here are the node's own kernel's under those policies."""
+async def test_known_limit_budget_error_from_self_chosen_limits(tmp_path: Path) -> None:
+    """KNOWN LIMIT (docs/validator.md "Known limits"): a fabricated budget error is caught (only
+    the replay's own checks may raise it), but the replay reproduces it from the trace's ``limits``
+    and ``tools``, which nothing binds to the signed request: the node runs this one task under
+    ``max_tool_calls = 0`` (or with the tool left out of its capabilities), skips the work, and the
+    refusal replays exactly. The cheating traces here are the node's own kernel's under those
+    policies. The fix: the node commits its policy on chain (a hash; the document in the trace's
+    witness) and validators require a trace's limits and tools to be what it gives the agent."""
     task_input = {"expr": "6 * 7"}
     req, task_id = signed_task(Calc2, task_input)
     store = DictStore()
@@ -506,14 +511,16 @@ async def verify_with_tokenizer(store: DictStore, req: TaskRequest, task_id: str
     return await verifier.verify(1, NODE.address, 0, Manifest({0: entry}))
 
 
-async def test_attack_fabricated_llm_error_skips_the_model() -> None:
+async def test_a_fabricated_llm_failure_is_caught() -> None:
     """The node never runs the model: it records the agent's LLM call as refused with an
-    ``LLMError`` (the protocol's own refusal when an engine "holds fewer positions than a call
-    needs", docs/protocol.md "Context": a number the node chooses and no trace records). The replay
-    re-raises any recorded error of a syscall it does not reproduce itself (`replay._rebuild`: only
-    budget, access, confirmation and agent-allowed errors are checked), so an agent that handles a
-    failed model call (a fallback answer, as any robust agent does) returns the fallback, the trace
-    has no LLM call to re-score, and the receipt verifies clean at zero model cost."""
+    ``LLMError`` (the engine "holds fewer positions than a call needs": a number the node chooses
+    and no trace records). The replay used to re-raise any recorded error it does not reproduce
+    itself, so an agent that handles a failed model call (a fallback answer) returned the fallback,
+    the trace had no LLM call to re-score, and the receipt verified clean at zero model cost. Now
+    a call that passes every refusal the protocol defines (budgets, context, grammar: the replay
+    runs the same code) cannot be recorded as failed, and on an honest node an engine failure or
+    shortfall ends the task without a receipt, whatever the agent does
+    (`test_an_engine_shortfall_fails_the_task_even_if_the_agent_catches_errors`)."""
     task_input = {"text": "The quarterly report shows revenue up 12% and costs flat."}
     req, task_id = signed_task(Summarizer, task_input)
     msgs = [{"role": "user", "content": f"Summarize: {task_input['text']}"}]
@@ -524,7 +531,8 @@ async def test_attack_fabricated_llm_error_skips_the_model() -> None:
     cheat = trace_doc(Summarizer, task_id, USER.address, task_input, [refused], task_input["text"][:12])
     store = DictStore()
     verdict = await verify_with_tokenizer(store, req, task_id, cheat)
-    assert clean(verdict) and verdict.llm_calls == 0, verdict
+    assert not verdict.ok and verdict.unverifiable is None
+    assert any("no protocol rule refuses" in f.message for f in verdict.findings), verdict.findings
     # control: the honest trace has the model's call, and the agent returns the model's summary
     draft = {
         "kind": "llm", "index": 0, "model_id": cheat["model_id"], "messages": msgs, "prompt_ids": [1],
@@ -542,14 +550,43 @@ async def test_attack_fabricated_llm_error_skips_the_model() -> None:
     assert cheat["output"] != again.output
 
 
+async def test_an_engine_shortfall_fails_the_task_even_if_the_agent_catches_errors(tmp_path: Path) -> None:
+    """The node's side of the rule above: an engine that holds fewer positions than a call needs
+    (or fails) aborts the task (`TaskAbort`, which ``except Exception`` does not catch), so the
+    agent cannot turn it into a fallback answer with a receipt; the task fails, unbilled."""
+
+    class ShortEngine(FakeEngine):
+        tokenizer = StubTokenizer()
+        max_seq_len = 8  # fewer positions than the protocol's context
+
+    task_input = {"text": "The quarterly report shows revenue up 12% and costs flat."}
+    _, task_id = signed_task(Summarizer, task_input)
+    app = create_app(EmbeddedStore(tmp_path / "store", fsync=False))
+    async with StoreClient("http://embedded-store", transport=httpx.ASGITransport(app=app)) as store:
+        kernel = Kernel(ShortEngine(), store, KernelConfig(), agents=registry(AGENTS), embedder=NoEmbedder())
+        await kernel.setup()
+        try:
+            spec = TaskSpec(
+                task_id=task_id, agent_id="summarizer", input=task_input, user=USER.address, fee=100,
+                agent_hash=Summarizer.code_hash(),
+            )  # fmt: skip
+            outcome = await kernel.run_task(spec)
+        finally:
+            await kernel.stop()
+    assert outcome.status == "error" and outcome.output == ""  # not the agent's fallback
+    assert outcome.error is not None and "exceed this engine's 8 positions" in outcome.error
+
+
 AGENTS = (Notes, Reader, Observer, Calc2, Summarizer, Restorer, Rememberer, SlowNotes)
 
 
 # -- tool confirmations ---------------------------------------------------------------------------------
 
 
-async def test_attack_irreversible_tool_relabelled_reversible_needs_no_confirmation() -> None:
-    """A node runs an irreversible operator tool (an MCP payment) without the user's confirmation:
+async def test_known_limit_irreversible_tool_relabelled_reversible_needs_no_confirmation() -> None:
+    """KNOWN LIMIT (docs/validator.md "Known limits"; the fix is the committed policy of
+    `test_known_limit_budget_error_from_self_chosen_limits`, tool specs included). A node runs an
+    irreversible operator tool (an MCP payment) without the user's confirmation:
     it writes ``irreversible: false`` in the trace's ``tools`` entry for it. The replay's access
     manager requires a confirmation only for tools the recorded spec calls irreversible, and the
     spec of a tool this validator does not know (any MCP tool of a server it does not reach) is the

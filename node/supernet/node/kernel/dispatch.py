@@ -38,7 +38,7 @@ from supernet.node.faults import FaultInjector, Generation
 from supernet.node.kernel.access import AccessManager, Capabilities
 from supernet.node.kernel.agent_run import AgentResult, derive_seed, run_agent
 from supernet.node.kernel.cores import LLMCore, LLMCores
-from supernet.node.kernel.errors import AccessDeniedError, BudgetExceededError, LLMError
+from supernet.node.kernel.errors import AccessDeniedError, BudgetExceededError, LLMError, TaskAbort
 from supernet.node.kernel.memory import MemoryManager
 from supernet.node.kernel.scheduler import LLMJob, Scheduler
 from supernet.node.kernel.storage import StorageManager
@@ -238,8 +238,8 @@ class Dispatcher:
             1, min(call.max_new_tokens, caps.max_new_tokens, caps.max_llm_tokens - use.llm_tokens, room)
         )
         held = getattr(core.engine, "max_seq_len", None)  # a replay's tape engine has none: the tape answers
-        if held is not None and len(prompt_ids) + max_new > held:  # refused, never cut short
-            raise LLMError(f"{len(prompt_ids)} + {max_new} tokens exceed this engine's {held} positions")
+        if held is not None and len(prompt_ids) + max_new > held:  # never cut short, never a receipt
+            raise TaskAbort(f"{len(prompt_ids)} + {max_new} tokens exceed this engine's {held} positions")
         grammar = grammar_of(call.response_format)  # GrammarError (a ValueError) fails the call
         constraint = {} if grammar is None else {"grammar": grammar}  # unconstrained: as before
         params = self._params_type(
@@ -251,7 +251,10 @@ class Dispatcher:
 
         watcher = _StopWatcher(tokenizer, call.stop, emit)
         job = LLMJob(f"{spec.task_id}/llm/{index}", spec.task_id, spec.user, spec.fee, prompt_ids, params)
-        outcome = await core.scheduler.generate(job, watcher.on_token)
+        try:
+            outcome = await core.scheduler.generate(job, watcher.on_token)
+        except Exception as exc:  # the engine's failure: the node's, not one the protocol defines
+            raise TaskAbort(f"the engine failed: {type(exc).__name__}: {exc}") from exc
         use.llm_tokens += len(outcome.output_ids)
         gen = Generation(
             prompt_ids=prompt_ids,

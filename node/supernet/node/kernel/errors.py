@@ -24,6 +24,16 @@ from supernet.sdk.agents.errors import (
     ToolUnavailableError,
 )
 
+
+class TaskAbort(BaseException):
+    """The node cannot serve this task (its engine failed, or holds fewer positions than the
+    protocol's context): the task fails, no receipt is signed and nothing is billed.
+
+    A ``BaseException`` on purpose: an agent's ``except Exception`` cannot catch it and go on
+    with a fallback, since a receipt whose LLM call "failed" for a reason no replay reproduces
+    would let a node skip the model at will (a validator takes such a trace as a divergence)."""
+
+
 __all__ = [
     "AccessDeniedError",
     "AgentNotAllowedError",
@@ -34,6 +44,7 @@ __all__ = [
     "LLMError",
     "MemoryStoreError",
     "ModelNotServedError",
+    "TaskAbort",
     "ToolArgumentsError",
     "ToolError",
     "ToolTimeoutError",

@@ -27,11 +27,11 @@ from typing import Any
 from supernet.node.agents.registry import AgentRegistry, default_registry
 from supernet.node.faults import FaultInjector
 from supernet.node.kernel.access import AccessManager, AuditEntry, NodePolicy
-from supernet.node.kernel.agent_run import run_agent, task_context, task_seed
+from supernet.node.kernel.agent_run import AgentResult, run_agent, task_context, task_seed
 from supernet.node.kernel.builtin_tools import builtin_tools
 from supernet.node.kernel.cores import LLMCore, LLMCores
 from supernet.node.kernel.dispatch import Dispatcher, RegistryAgents, TaskState
-from supernet.node.kernel.errors import KernelError, KernelStoppedError
+from supernet.node.kernel.errors import KernelError, KernelStoppedError, TaskAbort
 from supernet.node.kernel.memory import DEFAULT_K, DEFAULT_WORKING_SET, Embedder, MemoryManager
 from supernet.node.kernel.policies import PolicyName, make_policy
 from supernet.node.kernel.scheduler import Scheduler
@@ -322,6 +322,8 @@ class Kernel:
                 ran = await run_agent(
                     st.agent.cls, spec.task_id, spec.input, syscall, st.tools, spec.timeout_s
                 )
+        except TaskAbort as exc:  # failed, whatever the agent would have made of it
+            ran = AgentResult("", "error", f"TaskAbort: {exc}")
         finally:
             self._dispatcher.release(st)
             st.stream.put_nowait(None)

@@ -495,7 +495,19 @@ class _TapeScheduler:
         self._tape = tape
 
     async def generate(self, job: Any, on_token: Any) -> GenerationOutcome:
-        ev: LlmEvent = self._tape.next(LlmEvent)
+        # The replay reaches the engine only once every refusal the protocol defines (budgets,
+        # context, grammar) has passed, in the dispatcher's own code: a model call then fails on
+        # an honest node only by the node's engine failing, which ends the task without a receipt
+        # (`TaskAbort`). A recorded failure here is a node skipping the model.
+        ev = self._tape.peek()
+        if isinstance(ev, ErrorEvent) and ev.syscall == LlmEvent.kind:
+            self._tape.diverge(
+                self._tape.index,
+                f"syscall {self._tape.index}: an LLM call recorded as failed that no protocol rule refuses",
+                None,
+                ev.error,
+            )
+        ev = self._tape.next(LlmEvent)
         return GenerationOutcome(
             output_ids=ev.output_ids,
             logprobs=tuple(float("nan") if lp is None else lp for lp in ev.logprobs),
