@@ -38,7 +38,13 @@ from supernet.node.faults import FaultInjector, Generation
 from supernet.node.kernel.access import AccessManager, Capabilities
 from supernet.node.kernel.agent_run import AgentResult, derive_seed, run_agent
 from supernet.node.kernel.cores import LLMCore, LLMCores
-from supernet.node.kernel.errors import AccessDeniedError, BudgetExceededError, LLMError, TaskAbort
+from supernet.node.kernel.errors import (
+    AccessDeniedError,
+    BudgetExceededError,
+    KernelError,
+    LLMError,
+    TaskAbort,
+)
 from supernet.node.kernel.memory import MemoryManager
 from supernet.node.kernel.scheduler import LLMJob, Scheduler
 from supernet.node.kernel.storage import StorageManager
@@ -85,8 +91,14 @@ class TaskState:
     llm_tokens: int = 0
     tool_calls: int = 0
     parent: TaskState | None = None  # set on an agent call's child: the budgets are the root's
-    # the user's namespace lock, once the task first touched memory or files (`Dispatcher.release`)
+    # the user's namespace lock, once the task first touched memory or files (`Dispatcher.release`);
+    # `gate` makes a task's concurrent syscalls take it once; `ended` refuses syscalls after the end
     namespaces: asyncio.Lock | None = None
+    gate: asyncio.Lock = field(default_factory=asyncio.Lock)
+    ended: bool = False
+    # why the node aborted the task (`TaskAbort`), kept here too: an agent that swallows the
+    # exception (``gather(..., return_exceptions=True)``) must not turn it into an answer
+    aborted: str | None = None
 
     @property
     def root(self) -> TaskState:
@@ -187,6 +199,8 @@ class Dispatcher:
 
     async def handle(self, st: TaskState, call: Syscall) -> Any:
         """Run one syscall of task ``st``; record it (or its failure) in the trace."""
+        if st.root.ended:  # its trace is built: nothing of it may run or be recorded any more
+            raise KernelError(f"task {st.root.spec.task_id} has ended")
         recorded = len(st.trace.events)
         # each agent call open on the chain keeps one event for its agent.return, a new call two
         limit = MAX_TRACE_EVENTS - (len(st.chain) - 1) - (1 if isinstance(call, AgentCall) else 0)
@@ -239,7 +253,9 @@ class Dispatcher:
         )
         held = getattr(core.engine, "max_seq_len", None)  # a replay's tape engine has none: the tape answers
         if held is not None and len(prompt_ids) + max_new > held:  # never cut short, never a receipt
-            raise TaskAbort(f"{len(prompt_ids)} + {max_new} tokens exceed this engine's {held} positions")
+            raise self._abort(
+                st, f"{len(prompt_ids)} + {max_new} tokens exceed this engine's {held} positions"
+            )
         grammar = grammar_of(call.response_format)  # GrammarError (a ValueError) fails the call
         constraint = {} if grammar is None else {"grammar": grammar}  # unconstrained: as before
         params = self._params_type(
@@ -254,7 +270,7 @@ class Dispatcher:
         try:
             outcome = await core.scheduler.generate(job, watcher.on_token)
         except Exception as exc:  # the engine's failure: the node's, not one the protocol defines
-            raise TaskAbort(f"the engine failed: {type(exc).__name__}: {exc}") from exc
+            raise self._abort(st, f"the engine failed: {type(exc).__name__}: {exc}") from exc
         use.llm_tokens += len(outcome.output_ids)
         gen = Generation(
             prompt_ids=prompt_ids,
@@ -327,26 +343,36 @@ class Dispatcher:
         return result  # exactly what the replay's tape answers: the recorded value, never the live one
 
     async def _hold_namespaces(self, st: TaskState) -> None:
-        """Take the task user's namespace lock, if this task does not hold it yet."""
+        """Take the task user's namespace lock, if this task does not hold it yet (once, however
+        many of its syscalls ask at the same time)."""
         root = st.root
-        if root.namespaces is not None:
-            return
-        user = root.spec.user.lower()
-        lock, waiting = self._user_locks.get(user, (asyncio.Lock(), 0))
-        self._user_locks[user] = (lock, waiting + 1)
-        try:
-            await lock.acquire()
-        except BaseException:
-            self._drop_user(user)
-            raise
-        root.namespaces = lock
+        async with root.gate:
+            if root.ended:  # a syscall the agent left running past its task's end
+                raise KernelError(f"task {root.spec.task_id} has ended")
+            if root.namespaces is not None:
+                return
+            user = root.spec.user.lower()
+            lock, waiting = self._user_locks.get(user, (asyncio.Lock(), 0))
+            self._user_locks[user] = (lock, waiting + 1)
+            try:
+                await lock.acquire()
+            except BaseException:
+                self._drop_user(user)
+                raise
+            root.namespaces = lock
 
     def release(self, st: TaskState) -> None:
-        """The task ended: hand its user's namespace lock to the next task of that user."""
+        """The task ended: no syscall of it runs any more, and its user's namespace lock goes to
+        the next task of that user."""
+        st.ended = True
         if st.namespaces is not None:
             st.namespaces.release()
             st.namespaces = None
             self._drop_user(st.spec.user.lower())
+
+    def _abort(self, st: TaskState, why: str) -> TaskAbort:
+        st.root.aborted = st.root.aborted or why
+        return TaskAbort(why)
 
     def _drop_user(self, user: str) -> None:
         lock, waiting = self._user_locks[user]

@@ -327,6 +327,8 @@ class Kernel:
         finally:
             self._dispatcher.release(st)
             st.stream.put_nowait(None)
+        if st.aborted is not None:  # also when the agent swallowed the TaskAbort
+            ran = AgentResult("", "error", f"TaskAbort: {st.aborted}")
         output = ran.output
         if ran.status == "ok" and self._faults is not None:
             output = self._faults.on_answer(spec.task_id, output)

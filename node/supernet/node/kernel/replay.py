@@ -543,6 +543,21 @@ class _TapeMemory:
     async def add(self, namespace: str, text: str, metadata: Mapping[str, Any]) -> MemoryWrite:
         ev: MemoryAddEvent = self._tape.next(MemoryAddEvent)
         self._chain.follow(namespace, ev.prev_root)
+        # the new root is the previous one with this entry appended, and nothing else
+        prev = await self._root(namespace, ev.prev_root)
+        expected = {
+            "type": MEMORY_ROOT_TYPE,
+            "namespace": namespace,
+            "entries": [*prev.get("entries", []), link(ev.entry)],
+            "prev": None if ev.prev_root is None else link(ev.prev_root),
+        }
+        if await self._root(namespace, ev.root) != expected:
+            self._tape.diverge(
+                self._tape.index,
+                f"syscall {self._tape.index}: the new memory root is not its previous root with this entry",
+                _short(expected),
+                None,
+            )
         self._chain.current[namespace] = ev.root
         entry = await self._tape.dag(ev.entry)
         stored = (entry.get("text"), entry.get("metadata")) if isinstance(entry, Mapping) else None
@@ -560,20 +575,7 @@ class _TapeMemory:
         self._chain.follow(namespace, ev.root)
         if len(ev.scores) != len(ev.hits):
             self._tape.diverge(self._tape.index, "memory.search hits and scores must be lists of one length")
-        entries: list[str] = []
-        if ev.root is not None:
-            root = await self._tape.dag(ev.root)
-            entries = [str(c) for c in root.get("entries", [])] if isinstance(root, Mapping) else []
-            # A root of another namespace (another user's memory) or of another kind: never one an
-            # honest node searches for this task (the access manager names the namespace).
-            kind = (root.get("type"), root.get("namespace")) if isinstance(root, Mapping) else None
-            if kind != (MEMORY_ROOT_TYPE, namespace):
-                self._tape.diverge(
-                    self._tape.index,
-                    f"memory.search of {namespace}: the root searched is not a memory root of it",
-                    namespace,
-                    _short(kind),
-                )
+        entries = [str(c) for c in (await self._root(namespace, ev.root)).get("entries", [])]
         wanted = min(max(k, 0), len(entries))
         if len(ev.hits) != wanted or not set(ev.hits) <= set(entries):
             self._tape.diverge(
@@ -589,6 +591,23 @@ class _TapeMemory:
                 self._tape.diverge(self._tape.index, f"memory entry {cid} is not an object")
             hits.append(MemoryHit(cid, str(block.get("text")), score, block.get("metadata") or {}))
         return ev.root, hits
+
+    async def _root(self, namespace: str, root_cid: str | None) -> dict[str, Any]:
+        """The memory root ``root_cid`` of ``namespace`` (``{}`` for none): a root of another kind
+        or of another namespace (another user's memory) is never one an honest node uses for this
+        task (the access manager names the namespace), so it is a divergence."""
+        if root_cid is None:
+            return {}
+        root = await self._tape.dag(root_cid)
+        kind = (root.get("type"), root.get("namespace")) if isinstance(root, Mapping) else None
+        if kind != (MEMORY_ROOT_TYPE, namespace) or not isinstance(root.get("entries"), list):
+            self._tape.diverge(
+                self._tape.index,
+                f"memory of {namespace}: the root used is not a memory root of it",
+                namespace,
+                _short(kind),
+            )
+        return dict(root)
 
 
 class _TapeRoots:

@@ -863,7 +863,7 @@ class Trace:
 def _reads(ev: Event) -> list[tuple[str, str | None]]:
     """The (``"block"`` | ``"file"``, CID) a replay of one event reads, in the order it reads them."""
     if isinstance(ev, MemoryAddEvent):
-        return [("block", ev.entry)]
+        return [("block", ev.entry), ("block", ev.prev_root), ("block", ev.root)]
     if isinstance(ev, MemorySearchEvent):
         return [("block", ev.root), *(("block", h) for h in ev.hits)]
     if isinstance(ev, StoragePutEvent):
