@@ -56,7 +56,7 @@ def test_receipt_encoding_and_signature() -> None:
 
 
 def test_content_hashes() -> None:
-    assert input_hash("hé") == hashlib.sha256("hé".encode()).digest()
+    assert input_hash("hé") == hashlib.sha256('"hé"'.encode()).digest()  # a JSON string, typed
     assert input_hash({"b": 1, "a": [1, 2]}) == hashlib.sha256(b'{"a":[1,2],"b":1}').digest()
     block = b"\xa1atbtrace"  # a dag-cbor map
     cid = compute_cid(block, "dag-cbor")

@@ -186,7 +186,18 @@ def test_input_hash_is_rfc8785() -> None:
             '{"\U0001f600":2,"\uff5e":1}'.encode()
         ).digest()
     )
-    assert input_hash("hé") == hashlib.sha256("hé".encode()).digest()
+    assert input_hash("hé") == hashlib.sha256('"hé"'.encode()).digest()
+
+
+def test_a_string_input_never_has_an_object_inputs_hash() -> None:
+    """A string input used to hash as its bare UTF-8, so the string spelling an object's canonical
+    JSON had that object's hash: anyone seeing a signed request could run that text in its place
+    under the user's signature. Now every input hashes as its RFC 8785 JSON, type included."""
+    obj = {"messages": [{"role": "user", "content": "hi"}]}
+    text = '{"messages":[{"content":"hi","role":"user"}]}'  # the object's canonical JSON
+    assert input_hash(text) != input_hash(obj)
+    as_json_string = json.dumps(text, separators=(",", ":")).encode()  # '"{\\"messages\\":...}"'
+    assert input_hash(text) == hashlib.sha256(as_json_string).digest()
 
 
 async def test_malformed_and_oversized_requests(fake_node: FakeNode) -> None:

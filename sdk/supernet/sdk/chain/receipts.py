@@ -50,24 +50,21 @@ class InputEncodingError(ValueError):
 
 
 def canonical_input(task_input: Any) -> bytes:
-    """The one encoding of a task input: UTF-8 of a string, RFC 8785 (JCS) of anything else.
+    """The one encoding of a task input: its RFC 8785 (JCS) canonical JSON, strings included.
 
     It is what ``inputHash`` hashes, what admission refuses when it fails, and it round-trips through
     the dag-cbor trace unchanged (JCS admits only finite numbers and safe integers, which dag-cbor
     holds exactly), so a validator recomputes the same hash from the trace. Clients in any language
-    compute it with an RFC 8785 library.
+    compute it with an RFC 8785 library. A string is encoded as a JSON string too (it used to be
+    its bare UTF-8, so the string that spelled an object's canonical JSON had that object's hash,
+    and a signed object input could be swapped for that text: the type is part of the input).
 
     Raises:
         InputEncodingError: the input has no canonical form.
     """
-    if isinstance(task_input, str):
-        try:
-            return task_input.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise InputEncodingError(f"the input is not valid Unicode text: {exc.reason}") from None
     try:
         return bytes(rfc8785.dumps(task_input))
-    except (rfc8785.CanonicalizationError, TypeError, ValueError, RecursionError) as exc:
+    except (rfc8785.CanonicalizationError, TypeError, ValueError, RecursionError, UnicodeEncodeError) as exc:
         raise InputEncodingError(f"the input has no RFC 8785 canonical JSON form: {exc}") from None
 
 

@@ -1,0 +1,220 @@
+"""Second adversarial review of the node's HTTP API. ``test_known_limit_*`` assert a harmful
+outcome still possible, kept on purpose with its fix written down (docs/node.md "Payment and
+pricing" and "Public API"); the other tests are attacks the review found, now closed. Each has a
+control showing the honest path.
+
+Setup as in ``test_node_attacks.py``: the real node service (admission, billing, worker, redeemer,
+SQLite, embedded store, HTTP app over ASGI) on the FAKE executor and chain of ``node_fixtures``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import rfc8785
+from eth_account import Account
+from node_fixtures import FakeExecutor, FakeNode, make_fake_node
+from supernet.node.agents.chat import ChatAgent
+from supernet.node.service.config import NodeSettings
+from supernet.node.service.identity import load_account
+from supernet.node.service.redeemer import Redeemer, RedeemPolicy
+from supernet.node.service.runner import NodeService
+from supernet.sdk.agents.input_schema import input_problem
+from supernet.sdk.chain.receipts import input_hash
+
+FEE = 10**12
+
+
+async def _node(tmp_path: Path, **settings: Any) -> FakeNode:
+    return await make_fake_node(tmp_path / "node", batch={"max_size": 1, "max_age_s": 0.05}, **settings)
+
+
+async def _close(node: FakeNode) -> None:
+    await node.http.aclose()
+    await node.service.cleanup()
+    await node.store.aclose()
+
+
+async def _finish(node: FakeNode, task_id: str) -> str:
+    ctx = node.service.ctx
+    assert ctx is not None
+    await ctx.worker.wait(task_id)
+    task = ctx.db.task(task_id)
+    assert task is not None
+    return task.status.value
+
+
+async def _redeem_on_withdrawal(node: FakeNode, user: str) -> int:
+    """The user asks to withdraw: the node redeems all it can; returns what it got."""
+    ctx = node.service.ctx
+    assert ctx is not None
+    node.chain.closing[user] = int(time.time()) + 3600
+    await Redeemer(ctx.db, node.chain, 3600, RedeemPolicy(min_amount_wei=1)).redeem_once()
+    return node.chain.redeemed_amounts.get(user, 0)
+
+
+# ------------------------------------------------------------------------------------------------
+# USER: failed tasks queued ahead of done tasks make the done tasks' vouchers unredeemable
+# ------------------------------------------------------------------------------------------------
+
+
+async def test_known_limit_failed_tasks_ahead_make_done_tasks_free(tmp_path: Path) -> None:
+    """k tasks that will fail (an input the agent refuses at run time: the documented known gap,
+    here the fake's ``fail_on``) are submitted first, then k real tasks, while all are queued. The
+    real tasks' vouchers are for (k+1)F..2kF (the failing ones counted as billed while queued); once
+    the k failures drop out of ``billed``, the done fees are kF and every done voucher is above it,
+    so ``redeemable_voucher`` finds nothing: k done tasks, 0 wei redeemed on withdrawal."""
+    node = await _node(tmp_path)
+    try:
+        k = 2
+        attacker = Account.create()
+        node.chain.deposits[attacker.address] = 10 * FEE
+        node.executor.gate = asyncio.Event()
+        node.executor.fail_on = "FAILME"
+        ids = []
+        inputs = [f"FAILME {i}" for i in range(k)] + [f"real work {i}" for i in range(k)]
+        for i, text in enumerate(inputs):
+            r = await node.http.post(
+                "/v1/tasks", json=node.body(text, user=attacker, cumulative=(i + 1) * FEE)
+            )
+            assert r.status_code == 202, r.text
+            ids.append(r.json()["id"])
+        node.executor.gate.set()
+        statuses = [await _finish(node, t) for t in ids]
+        assert statuses == ["failed"] * k + ["done"] * k
+        ctx = node.service.ctx
+        assert ctx is not None
+        assert ctx.db.billed(attacker.address, done_only=True) == k * FEE  # k tasks done and owed
+        assert ctx.db.redeemable_voucher(attacker.address) is None  # ... but no voucher to redeem
+        assert await _redeem_on_withdrawal(node, attacker.address) == 0  # the attacker paid nothing
+
+        # control: the same k real tasks without failures ahead of them are paid in full
+        honest = Account.create()
+        node.chain.deposits[honest.address] = 10 * FEE
+        for i in range(k):
+            r = await node.http.post(
+                "/v1/tasks", json=node.body(f"w{i}", user=honest, cumulative=(i + 1) * FEE)
+            )
+            assert r.status_code == 202 and await _finish(node, r.json()["id"]) == "done"
+        assert await _redeem_on_withdrawal(node, honest.address) == k * FEE
+    finally:
+        await _close(node)
+
+
+async def test_known_limit_restart_refusal_ahead_makes_done_task_free(tmp_path: Path) -> None:
+    """The same without any failing input: task A (short deadline) and task B (long deadline, voucher
+    2F) are queued when the node restarts after A's deadline. Resume refuses A (unbilled) and runs B;
+    B's voucher (2F) is above the done fees (F), so B is never redeemed."""
+    node = await _node(tmp_path)
+    data_dir = node.service.settings.data_dir
+    user = Account.create()
+    node.chain.deposits[user.address] = 10 * FEE
+    node.executor.gate = asyncio.Event()  # the node is busy: both tasks wait
+    now = int(time.time())
+    a = await node.http.post("/v1/tasks", json=node.body("a", user=user, cumulative=FEE, deadline=now + 2))
+    b = await node.http.post("/v1/tasks", json=node.body("b", user=user, cumulative=2 * FEE))
+    assert a.status_code == 202 and b.status_code == 202, (a.text, b.text)
+    chain = node.chain
+    await _close(node)  # a crash / restart: both stay accepted or running
+    await asyncio.sleep(max(0.0, now + 2.2 - time.time()))
+    cfg = NodeSettings.load(None, data_dir=data_dir, batch={"max_size": 1, "max_age_s": 0.05})
+    from supernet.sdk.store.embedded import in_process_client
+
+    store = in_process_client(data_dir.parent / "store")
+    service = NodeService(cfg, FakeExecutor(), load_account(cfg), store, chain)
+    await service.setup()
+    try:
+        ctx = service.ctx
+        assert ctx is not None
+        await ctx.worker.wait(b.json()["id"])
+        ta, tb = ctx.db.task(a.json()["id"]), ctx.db.task(b.json()["id"])
+        assert ta is not None and tb is not None
+        assert (ta.status.value, tb.status.value) == ("refused", "done")
+        assert ctx.db.billed(user.address, done_only=True) == FEE
+        assert ctx.db.redeemable_voucher(user.address) is None
+        chain.closing[user.address] = int(time.time()) + 3600
+        await Redeemer(ctx.db, chain, 3600, RedeemPolicy(min_amount_wei=1)).redeem_once()
+        assert chain.redeemed_amounts.get(user.address, 0) == 0  # B done, never paid
+    finally:
+        await service.cleanup()
+        await store.aclose()
+
+
+# ------------------------------------------------------------------------------------------------
+# THIRD PARTY: the signed inputHash does not say whether the input is text or JSON
+# ------------------------------------------------------------------------------------------------
+
+
+async def test_a_string_input_cannot_take_a_json_inputs_signature(tmp_path: Path) -> None:
+    """``canonical_input`` used to be the raw UTF-8 of a string and the RFC 8785 text of an object,
+    with no type tag: the string that IS the JCS text of the user's object input had the same
+    inputHash. A third party that saw a signed body (a proxy, a log, a relay) submitted it first
+    with the string input: the node admitted it under the user's task id, billed the user, ran a
+    different input (the chat agent takes a string as ONE user message: the JSON text itself) and
+    signed a receipt validators accept; the user's own request was then a 409 replay. Closed: every
+    input hashes as its RFC 8785 JSON, a string as a JSON string, so the hijacked body is refused
+    before anything is stored or billed and the user's request goes through."""
+    node = await _node(tmp_path)
+    try:
+        chat_input = {
+            "messages": [
+                {"role": "system", "content": "Answer in French."},
+                {"role": "user", "content": "hi"},
+            ],
+            "max_new_tokens": 8,
+        }
+        as_text = rfc8785.dumps(chat_input).decode()
+        assert input_hash(as_text) != input_hash(chat_input)
+        assert input_problem(ChatAgent.input_schema, as_text) is None  # the real chat agent's schema takes it
+        signed = node.body(chat_input, cumulative=FEE)
+        hijacked = {**signed, "input": as_text}
+        r = await node.http.post("/v1/tasks", json=hijacked)
+        assert r.status_code == 400 and "input" in r.text.lower(), r.text
+        ctx = node.service.ctx
+        assert ctx is not None
+        assert ctx.db.billed(node.user.address) == 0  # nothing billed, nothing stored
+        again = await node.http.post("/v1/tasks", json=signed)  # the user's real request
+        assert again.status_code == 202, again.text
+        assert await _finish(node, again.json()["id"]) == "done"
+    finally:
+        await _close(node)
+
+
+# ------------------------------------------------------------------------------------------------
+# PEER: the chat stream (and the non-streamed chat answer) has no time limit
+# ------------------------------------------------------------------------------------------------
+
+
+def _chat(node: FakeNode, cumulative: int, stream: bool) -> dict[str, Any]:
+    chat = {"model": "fake-model", "messages": [{"role": "user", "content": "hi there"}], "max_tokens": 8}
+    signed = node.body({"messages": chat["messages"], "max_new_tokens": 8}, cumulative=cumulative)
+    return {**chat, "stream": stream, "supernet": {k: signed[k] for k in ("request", "signature", "voucher")}}
+
+
+async def test_known_limit_chat_stream_ignores_max_stream_s(tmp_path: Path) -> None:
+    """``api.max_stream_s`` ends ``/v1/tasks/{id}/events`` (tested in test_node_api), but
+    ``routes_chat._stream`` and the non-streamed answer wait on the task with no deadline: a
+    connection stays open as long as the task runs (here 8x the limit). Control: the task's
+    ``/events`` stream ends with ``pending`` within the limit."""
+    node = await _node(tmp_path, api={"max_stream_s": 0.25})
+    try:
+        node.executor.gate = asyncio.Event()
+        streamed = asyncio.create_task(node.http.post("/v1/chat/completions", json=_chat(node, FEE, True)))
+        plain = asyncio.create_task(node.http.post("/v1/chat/completions", json=_chat(node, 2 * FEE, False)))
+        await asyncio.sleep(2.0)
+        assert not streamed.done() and not plain.done()  # both still open at 8x max_stream_s
+        ctx = node.service.ctx
+        assert ctx is not None
+        tid = next(r["id"] for r in ctx.db._all("SELECT id FROM tasks ORDER BY created_at LIMIT 1"))
+        started = time.monotonic()
+        events = await node.http.get(f"/v1/tasks/{tid}/events")  # control: this one is limited
+        assert "event: pending" in events.text and time.monotonic() - started < 2.0
+        node.executor.gate.set()
+        r1, r2 = await streamed, await plain
+        assert r1.status_code == 200 and r1.text.rstrip().endswith("data: [DONE]")
+        assert r2.status_code == 200, r2.text
+    finally:
+        await _close(node)
