@@ -1,6 +1,6 @@
 """Second adversarial review of the node's HTTP API. ``test_known_limit_*`` assert a harmful
 outcome still possible, kept on purpose with its fix written down (docs/node.md "Payment and
-pricing" and "Public API"); the other tests are attacks the review found, now closed. Each has a
+pricing"); the other tests are attacks the review found, now closed. Each has a
 control showing the honest path.
 
 Setup as in ``test_node_attacks.py``: the real node service (admission, billing, worker, redeemer,
@@ -194,27 +194,26 @@ def _chat(node: FakeNode, cumulative: int, stream: bool) -> dict[str, Any]:
     return {**chat, "stream": stream, "supernet": {k: signed[k] for k in ("request", "signature", "voucher")}}
 
 
-async def test_known_limit_chat_stream_ignores_max_stream_s(tmp_path: Path) -> None:
-    """``api.max_stream_s`` ends ``/v1/tasks/{id}/events`` (tested in test_node_api), but
-    ``routes_chat._stream`` and the non-streamed answer wait on the task with no deadline: a
-    connection stays open as long as the task runs (here 8x the limit). Control: the task's
-    ``/events`` stream ends with ``pending`` within the limit."""
+async def test_chat_answers_end_at_max_stream_s(tmp_path: Path) -> None:
+    """``api.max_stream_s`` ended ``/v1/tasks/{id}/events`` but not the chat answers, which waited
+    on their task with no deadline: a connection stayed open as long as the task ran. Now the
+    streamed answer ends with a ``still_running`` error chunk naming the task, and the plain one
+    with 504 ``still_running`` (the task goes on; the client polls ``GET /v1/tasks/{id}``).
+    Control: once the task is done, a new question is answered in full as before."""
     node = await _node(tmp_path, api={"max_stream_s": 0.25})
     try:
         node.executor.gate = asyncio.Event()
-        streamed = asyncio.create_task(node.http.post("/v1/chat/completions", json=_chat(node, FEE, True)))
-        plain = asyncio.create_task(node.http.post("/v1/chat/completions", json=_chat(node, 2 * FEE, False)))
-        await asyncio.sleep(2.0)
-        assert not streamed.done() and not plain.done()  # both still open at 8x max_stream_s
-        ctx = node.service.ctx
-        assert ctx is not None
-        tid = next(r["id"] for r in ctx.db._all("SELECT id FROM tasks ORDER BY created_at LIMIT 1"))
         started = time.monotonic()
-        events = await node.http.get(f"/v1/tasks/{tid}/events")  # control: this one is limited
-        assert "event: pending" in events.text and time.monotonic() - started < 2.0
+        streamed = await node.http.post("/v1/chat/completions", json=_chat(node, FEE, True))
+        plain = await node.http.post("/v1/chat/completions", json=_chat(node, 2 * FEE, False))
+        assert time.monotonic() - started < 2.0  # both ended near the limit, not with the tasks
+        assert streamed.status_code == 200 and '"code": "still_running"' in streamed.text
+        assert streamed.text.rstrip().endswith("data: [DONE]")
+        assert plain.status_code == 504 and plain.json()["error"]["code"] == "still_running"
+        task_id = plain.json()["error"]["taskId"]
         node.executor.gate.set()
-        r1, r2 = await streamed, await plain
-        assert r1.status_code == 200 and r1.text.rstrip().endswith("data: [DONE]")
-        assert r2.status_code == 200, r2.text
+        assert await _finish(node, task_id) == "done"  # the task went on
+        after = await node.http.post("/v1/chat/completions", json=_chat(node, 3 * FEE, False))
+        assert after.status_code == 200, after.text
     finally:
         await _close(node)

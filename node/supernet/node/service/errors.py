@@ -126,6 +126,15 @@ class TooLargeError(NodeError):
     code = "too_large"
 
 
+class StillRunningError(NodeError):
+    """A waiting answer (the chat endpoint's) outlived ``api.max_stream_s``: the task goes on and
+    the client polls ``GET /v1/tasks/{taskId}`` (a connection is a resource no peer may hold for
+    as long as it likes)."""
+
+    status = 504
+    code = "still_running"
+
+
 class UnavailableError(NodeError):
     """The node cannot take work now (shutting down, not ready)."""
 

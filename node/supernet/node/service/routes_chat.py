@@ -15,6 +15,7 @@ and a call is sent whole), then one chunk with the text or the call.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -37,7 +38,13 @@ from supernet.node.service.chat_result import (
     token_logprobs,
 )
 from supernet.node.service.deps import AcceptingCtx, NodeContext, load_task
-from supernet.node.service.errors import BadRequestError, BadSignatureError, ModelNotServedError, NodeError
+from supernet.node.service.errors import (
+    BadRequestError,
+    BadSignatureError,
+    ModelNotServedError,
+    NodeError,
+    StillRunningError,
+)
 from supernet.node.service.models import TaskRow, TaskStatus
 from supernet.node.service.ports import served_models
 from supernet.node.service.routes_tasks import admit_and_start
@@ -136,15 +143,38 @@ def _message(plan: ChatPlan, task_id: str, content: str) -> tuple[dict[str, Any]
     return {"role": "assistant", "content": None, "tool_calls": calls}, True
 
 
+def _still_running(task_id: str, ctx: NodeContext) -> str:
+    return (
+        f"task {task_id} is still running after api.max_stream_s ({ctx.settings.api.max_stream_s:g} s): "
+        f"poll GET /v1/tasks/{task_id}"
+    )
+
+
 async def _stream(ctx: NodeContext, answer: _Answer, plan: ChatPlan) -> AsyncIterator[dict[str, str]]:
     yield answer.chunk({"role": "assistant", "content": ""})
     hold = StopHold(plan.stop)
     stream = ctx.streams.get(answer.id)
-    if stream is not None and plan.tools is None:  # a possible tool call is sent whole, at the end
-        async for piece in stream.subscribe():
-            if text := hold.feed(piece):
-                yield answer.chunk({"content": text})
-    await ctx.worker.wait(answer.id)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ctx.settings.api.max_stream_s  # as /v1/tasks/{id}/events
+    try:  # the deadline is checked at each wait, never across a `yield` (the reader's time)
+        if stream is not None and plan.tools is None:  # a possible tool call is sent whole, at the end
+            pieces = stream.subscribe()
+            try:
+                while True:
+                    piece = await asyncio.wait_for(anext(pieces), deadline - loop.time())
+                    if text := hold.feed(piece):
+                        yield answer.chunk({"content": text})
+            except StopAsyncIteration:
+                pass
+            finally:
+                await pieces.aclose()
+        await asyncio.wait_for(ctx.worker.wait(answer.id), max(0.05, deadline - loop.time()))
+    except TimeoutError:
+        message = _still_running(answer.id, ctx)
+        error = {"code": StillRunningError.code, "message": message, "taskId": answer.id}
+        yield {"data": json.dumps({"error": error})}
+        yield {"data": "[DONE]"}
+        return
     task = load_task(ctx, answer.id)
     if task.status is not TaskStatus.DONE:
         yield {"data": json.dumps({"error": {"code": "task_failed", "message": task.error or task.status}})}
@@ -193,7 +223,10 @@ async def chat_completions(
         return EventSourceResponse(
             _stream(ctx, answer, plan), ping=15, send_timeout=ctx.settings.api.stream_send_timeout_s
         )
-    await ctx.worker.wait(task_id)
+    try:
+        await asyncio.wait_for(ctx.worker.wait(task_id), ctx.settings.api.max_stream_s)
+    except TimeoutError:
+        raise StillRunningError(_still_running(task_id, ctx), taskId=task_id) from None
     task = load_task(ctx, task_id)
     if task.status is not TaskStatus.DONE:
         raise NodeError(f"task {task_id} failed: {task.error}", taskId=task_id)
