@@ -1,7 +1,5 @@
-"""Second adversarial review of the node's HTTP API. ``test_known_limit_*`` assert a harmful
-outcome still possible, kept on purpose with its fix written down (docs/node.md "Payment and
-pricing"); the other tests are attacks the review found, now closed. Each has a
-control showing the honest path.
+"""Second adversarial review of the node's HTTP API: the attacks it found, each now closed, with
+a control showing the honest path.
 
 Setup as in ``test_node_attacks.py``: the real node service (admission, billing, worker, redeemer,
 SQLite, embedded store, HTTP app over ASGI) on the FAKE executor and chain of ``node_fixtures``.
@@ -61,12 +59,14 @@ async def _redeem_on_withdrawal(node: FakeNode, user: str) -> int:
 # ------------------------------------------------------------------------------------------------
 
 
-async def test_known_limit_failed_tasks_ahead_make_done_tasks_free(tmp_path: Path) -> None:
+async def test_failed_tasks_ahead_no_longer_make_done_tasks_free(tmp_path: Path) -> None:
     """k tasks that will fail (an input the agent refuses at run time: the documented known gap,
     here the fake's ``fail_on``) are submitted first, then k real tasks, while all are queued. The
     real tasks' vouchers are for (k+1)F..2kF (the failing ones counted as billed while queued); once
-    the k failures drop out of ``billed``, the done fees are kF and every done voucher is above it,
-    so ``redeemable_voucher`` finds nothing: k done tasks, 0 wei redeemed on withdrawal."""
+    the k failures dropped out of ``billed``, the done fees were kF and every done voucher above
+    it, so nothing was redeemable: k done tasks, 0 wei. Now a done task's voucher is redeemable once
+    every task sent before it is finished: 2kF is collected, the k failed fees as the attacker's
+    credit on this node (later vouchers, priced without them, owe nothing until it is used)."""
     node = await _node(tmp_path)
     try:
         k = 2
@@ -88,8 +88,14 @@ async def test_known_limit_failed_tasks_ahead_make_done_tasks_free(tmp_path: Pat
         ctx = node.service.ctx
         assert ctx is not None
         assert ctx.db.billed(attacker.address, done_only=True) == k * FEE  # k tasks done and owed
-        assert ctx.db.redeemable_voucher(attacker.address) is None  # ... but no voucher to redeem
-        assert await _redeem_on_withdrawal(node, attacker.address) == 0  # the attacker paid nothing
+        assert ctx.db.redeemable_voucher(attacker.address)[0] == 2 * k * FEE  # type: ignore[index]
+        # the failed fees are credit: the next task's voucher, billed + fee, stays below what is due
+        nxt = await node.http.post(
+            "/v1/tasks", json=node.body("one more", user=attacker, cumulative=(k + 1) * FEE)
+        )
+        assert nxt.status_code == 202 and await _finish(node, nxt.json()["id"]) == "done", nxt.text
+        assert ctx.db.redeemable_voucher(attacker.address)[0] == 2 * k * FEE  # type: ignore[index]
+        assert await _redeem_on_withdrawal(node, attacker.address) == 2 * k * FEE  # k + 1 done, k failed
 
         # control: the same k real tasks without failures ahead of them are paid in full
         honest = Account.create()
@@ -104,10 +110,11 @@ async def test_known_limit_failed_tasks_ahead_make_done_tasks_free(tmp_path: Pat
         await _close(node)
 
 
-async def test_known_limit_restart_refusal_ahead_makes_done_task_free(tmp_path: Path) -> None:
+async def test_a_restart_refusal_ahead_no_longer_makes_a_done_task_free(tmp_path: Path) -> None:
     """The same without any failing input: task A (short deadline) and task B (long deadline, voucher
     2F) are queued when the node restarts after A's deadline. Resume refuses A (unbilled) and runs B;
-    B's voucher (2F) is above the done fees (F), so B is never redeemed."""
+    B's voucher (2F) was above the done fees (F), so B was never redeemed. Now it is (A's fee as
+    the user's credit: the next task's voucher, billed + fee = 2F, owes nothing more)."""
     node = await _node(tmp_path)
     data_dir = node.service.settings.data_dir
     user = Account.create()
@@ -134,10 +141,9 @@ async def test_known_limit_restart_refusal_ahead_makes_done_task_free(tmp_path: 
         assert ta is not None and tb is not None
         assert (ta.status.value, tb.status.value) == ("refused", "done")
         assert ctx.db.billed(user.address, done_only=True) == FEE
-        assert ctx.db.redeemable_voucher(user.address) is None
         chain.closing[user.address] = int(time.time()) + 3600
         await Redeemer(ctx.db, chain, 3600, RedeemPolicy(min_amount_wei=1)).redeem_once()
-        assert chain.redeemed_amounts.get(user.address, 0) == 0  # B done, never paid
+        assert chain.redeemed_amounts.get(user.address, 0) == 2 * FEE  # B paid, A's fee as credit
     finally:
         await service.cleanup()
         await store.aclose()

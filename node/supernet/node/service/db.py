@@ -372,19 +372,27 @@ class Database:
     def redeemable_voucher(self, user: str) -> tuple[int, str] | None:
         """The largest voucher of ``user`` that only covers finished work.
 
-        A voucher is redeemable when its task is done and its amount is at most the fees of
-        the user's done tasks, so the node never collects for work that may still fail.
+        A voucher is redeemable when its task is done and every task the user sent before it (its
+        amount is what those were billed at its admission, plus its own fee) is finished: done,
+        failed or refused. So the node never collects for work that may still fail. The fees of
+        tasks that failed under it are collected too, as the user's credit: later vouchers are
+        priced on the billed total without them (``billed + fee``), so they stay at or below what
+        was redeemed, and owe nothing, until the user's done work passes it. Failures used to be
+        left out by redeeming only vouchers up to the done fees, which made every done task
+        queued behind a failure free (`test_failed_tasks_ahead_no_longer_make_done_tasks_free`).
         """
-        limit = self.billed(user, done_only=True)
         rows = self._all(
-            "SELECT v.cumulative, v.signature FROM vouchers v JOIN tasks t ON t.id = v.task_id "
-            "WHERE v.user = ? AND t.status = ?",
-            (user, TaskStatus.DONE),
+            "SELECT v.cumulative, v.signature, t.status FROM vouchers v JOIN tasks t ON t.id = v.task_id "
+            "WHERE v.user = ? ORDER BY v.rowid",
+            (user,),
         )
-        best = max(
-            ((int(r["cumulative"]), r["signature"]) for r in rows if int(r["cumulative"]) <= limit),
-            default=None,
-        )
+        best: tuple[int, str] | None = None
+        for r in rows:  # admission order
+            status = TaskStatus(r["status"])
+            if status in (TaskStatus.ACCEPTED, TaskStatus.RUNNING):
+                break  # unfinished: nothing sent after it covers only finished work
+            if status is TaskStatus.DONE and (best is None or int(r["cumulative"]) > best[0]):
+                best = (int(r["cumulative"]), r["signature"])
         return best
 
     def latest_voucher(self, user: str) -> tuple[int, str] | None:

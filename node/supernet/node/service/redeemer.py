@@ -1,8 +1,9 @@
 """Redeems users' latest vouchers on chain when that is worth its gas, and always in time.
 
 Only vouchers that cover finished work are redeemed (see
-:meth:`supernet.node.service.db.Database.redeemable_voucher`), so a task that failed or was
-refused after a restart is never collected. The chain's own record of what was redeemed is
+:meth:`supernet.node.service.db.Database.redeemable_voucher`): a task that failed or was refused
+after a restart is collected only when a later voucher of its user covers it, as credit for that
+user's next tasks. The chain's own record of what was redeemed is
 authoritative; the database keeps a copy for the API and metrics.
 
 Policy (docs/node.md "Getting paid"): a user's voucher is redeemed when what it still owes is
