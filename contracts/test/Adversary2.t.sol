@@ -315,7 +315,7 @@ contract Adversary2Test is Base {
         Receipt memory faked = _boundReceipt(7, user, node, 0.01 ether); // served, signed, never committed
         ReceiptPromise memory promised =
             ReceiptPromise({requestHash: faked.requestHash, leaf: _leaf(faked), commitBy: block.timestamp + 600});
-        bytes memory promiseSig = signDigest(privateKeyOf("node"), payments.hashReceiptPromise(promised));
+        bytes memory promiseSig = _signPromise(privateKeyOf("node"), promised);
         Voucher memory v = _voucher(user, node, 0.01 ether);
         bytes memory vsig = _signVoucher(userKey, v);
         bytes memory packed = _pack(v, vsig);
@@ -331,7 +331,7 @@ contract Adversary2Test is Base {
         assertEq(rs.length, 2);
         vm.prank(node);
         sm.requestUnbond(2 ether);
-        uint256 claim = _claimOmission(promised, promiseSig, _request(7, user, node), faked);
+        uint256 claim = _claimAtCommitBy(promised, promiseSig, _request(7, user, node), faked);
         vm.warp(block.timestamp + UNBONDING_PERIOD);
         vm.prank(node);
         vm.expectRevert(abi.encodeWithSelector(ServiceManager.OperatorFrozen.selector, uint32(1)));
@@ -345,16 +345,14 @@ contract Adversary2Test is Base {
         return earnings + escrow;
     }
 
-    function _claimOmission(
+    function _claimAtCommitBy(
         ReceiptPromise memory promised,
         bytes memory sig,
         TaskRequest memory req,
         Receipt memory receipt
     ) internal returns (uint256) {
         vm.warp(promised.commitBy);
-        vm.deal(user, user.balance + CHALLENGE_BOND);
-        vm.prank(user);
-        return om.challengeOmission{value: CHALLENGE_BOND}(promised, sig, req, receipt);
+        return _claimOmission(user, promised, sig, req, receipt);
     }
 
     function _challengeEveryIndexFails(TaskManager.BatchRef memory ref, Receipt memory faked, bytes32[] memory ls)

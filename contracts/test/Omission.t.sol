@@ -27,19 +27,6 @@ contract OmissionTest is Base {
         p = ReceiptPromise({requestHash: r.requestHash, leaf: _leaf(r), commitBy: commitBy});
     }
 
-    function _signPromise(uint256 key, ReceiptPromise memory p) internal view returns (bytes memory) {
-        return signDigest(key, payments.hashReceiptPromise(p));
-    }
-
-    function _claim(address who, ReceiptPromise memory p, bytes memory sig, TaskRequest memory q, Receipt memory r)
-        internal
-        returns (uint256)
-    {
-        vm.deal(who, who.balance + CHALLENGE_BOND);
-        vm.prank(who);
-        return om.challengeOmission{value: CHALLENGE_BOND}(p, sig, q, r);
-    }
-
     /// The attack it closes: the node fakes the user's task, redeems the voucher, leaves the
     /// receipt out of its batches. At `commitBy` the user shows the promise; the node cannot show
     /// the receipt in any batch and is slashed; the user gets its bond and the challenger reward.
@@ -51,7 +38,7 @@ contract OmissionTest is Base {
         _commit(node, 2); // its other receipts
 
         vm.warp(commitBy);
-        uint256 id = _claim(user, p, sig, _request(TASK, user, node), faked);
+        uint256 id = _claimOmission(user, p, sig, _request(TASK, user, node), faked);
         assertEq(sm.getNode(node).frozenCount, 1, "frozen until settled");
         OmissionManager.OmissionChallenge memory o = om.omissionChallenges(id);
         assertEq(o.node, node);
@@ -87,7 +74,7 @@ contract OmissionTest is Base {
         uint256 b = _commitRoot(node, Merkle.root(ls), 3);
 
         vm.warp(commitBy + 10);
-        uint256 id = _claim(user, p, sig, _request(TASK + 1, user, node), rs[1]);
+        uint256 id = _claimOmission(user, p, sig, _request(TASK + 1, user, node), rs[1]);
         bytes32[] memory proof = Merkle.proofAt(ls, 1);
         TaskManager.BatchRef memory ref = _ref(b);
         bytes32[] memory wrongProof = Merkle.proofAt(ls, 0);
@@ -128,7 +115,7 @@ contract OmissionTest is Base {
         bytes memory sig = _signPromise(nodeKey, p);
         vm.warp(commitBy + 1);
         uint256 b = _commitRoot(node, _leaf(r), 1);
-        uint256 id = _claim(user, p, sig, _request(TASK, user, node), r);
+        uint256 id = _claimOmission(user, p, sig, _request(TASK, user, node), r);
         TaskManager.BatchRef memory ref = _ref(b);
         vm.prank(node);
         vm.expectRevert(abi.encodeWithSelector(OmissionManager.CommittedTooLate.selector, commitBy + 1, commitBy));
@@ -146,7 +133,7 @@ contract OmissionTest is Base {
         bytes memory sig = _signPromise(nodeKey, p);
         uint256 b = _commitRoot(node2, _leaf(r), 1);
         vm.warp(p.commitBy);
-        uint256 id = _claim(user, p, sig, _request(TASK, user, node), r);
+        uint256 id = _claimOmission(user, p, sig, _request(TASK, user, node), r);
         TaskManager.BatchRef memory ref = _ref(b);
         vm.expectRevert(abi.encodeWithSelector(OmissionManager.UnknownBatch.selector, b));
         om.answerOmission(id, ref, 0, r, new bytes32[](0));
@@ -216,7 +203,7 @@ contract OmissionTest is Base {
         vm.prank(node);
         sm.requestUnbond(1 ether);
         vm.warp(p.commitBy);
-        _claim(user, p, sig, _request(TASK, user, node), r);
+        _claimOmission(user, p, sig, _request(TASK, user, node), r);
         vm.warp(block.timestamp + UNBONDING_PERIOD); // unbonded, but frozen until resolved
         vm.prank(node);
         vm.expectRevert(abi.encodeWithSelector(ServiceManager.OperatorFrozen.selector, uint32(1)));

@@ -37,17 +37,17 @@ contract OmissionAdversaryTest is Base {
         return ReceiptPromise({requestHash: requestHash, leaf: leaf, commitBy: commitBy});
     }
 
-    function _sign(ReceiptPromise memory p) internal view returns (bytes memory) {
-        return signDigest(nodeKey, payments.hashReceiptPromise(p));
-    }
-
-    function _claim(address who, ReceiptPromise memory p, bytes memory sig, TaskRequest memory q, Receipt memory r)
-        internal
-        returns (uint256)
-    {
-        vm.deal(who, who.balance + CHALLENGE_BOND);
-        vm.prank(who);
-        return om.challengeOmission{value: CHALLENGE_BOND}(p, sig, q, r);
+    /// @dev A real fraud challenge on the node (staking `nodeStake`), voted fraud by validators 2
+    ///      and 3, and in the same block its ally's omission claim on a receipt of the ally's own
+    ///      request that the node promised and never committed: both end at the same second.
+    function _fraudAndAllysOmission(uint256 nodeStake) internal returns (uint256 cid, uint256 oid) {
+        (cid,,) = _openChallengeStaked(nodeStake, false);
+        Receipt memory junk = _boundReceipt(ALLY_TASK, ally, node, 1); // never committed
+        (ReceiptPromise memory allyP, bytes memory allySig, TaskRequest memory allyQ) =
+            _allyPromise(_leaf(junk), block.timestamp);
+        oid = _claimOmission(ally, allyP, allySig, allyQ, junk);
+        _vote(validator2, cid, true);
+        _vote(validator3, cid, true);
     }
 
     /// @dev The node signs, for its ally's own (made-up) request, a promise naming `leaf` (any
@@ -59,7 +59,7 @@ contract OmissionAdversaryTest is Base {
     {
         q = _request(ALLY_TASK, ally, node);
         p = _pledge(payments.hashTaskRequest(q), leaf, commitBy);
-        sig = _sign(p);
+        sig = _signPromise(nodeKey, p);
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -78,7 +78,7 @@ contract OmissionAdversaryTest is Base {
         bytes32 leaf = _leaf(faked);
         uint256 commitBy = block.timestamp + 600;
         ReceiptPromise memory userP = _pledge(faked.requestHash, leaf, commitBy);
-        bytes memory userSig = _sign(userP);
+        bytes memory userSig = _signPromise(nodeKey, userP);
 
         (ReceiptPromise memory allyP, bytes memory allySig, TaskRequest memory allyQ) =
             _allyPromise(leaf, block.timestamp);
@@ -89,7 +89,7 @@ contract OmissionAdversaryTest is Base {
         assertEq(om.omissionCount(), 0, "the ally's claim is refused");
 
         vm.warp(commitBy);
-        uint256 id = _claim(user, userP, userSig, _request(TASK, user, node), faked);
+        uint256 id = _claimOmission(user, userP, userSig, _request(TASK, user, node), faked);
         vm.warp(om.omissionChallenges(id).deadline);
         om.resolveOmission(id);
         uint256 reward = SLASH_AMOUNT * CHALLENGER_REWARD_BPS / 10_000;
@@ -108,7 +108,7 @@ contract OmissionAdversaryTest is Base {
         bytes32 leaf = _leaf(r);
         uint256 commitBy = block.timestamp + 600;
         ReceiptPromise memory userP = _pledge(r.requestHash, leaf, commitBy);
-        bytes memory userSig = _sign(userP);
+        bytes memory userSig = _signPromise(nodeKey, userP);
 
         vm.warp(commitBy + 60); // a minute late
         uint256 b = _commitRoot(node, leaf, 1);
@@ -119,7 +119,7 @@ contract OmissionAdversaryTest is Base {
         vm.expectRevert(OmissionManager.NotThePromisedReceipt.selector);
         om.challengeOmission{value: CHALLENGE_BOND}(allyP, allySig, allyQ, r);
 
-        uint256 id = _claim(user, userP, userSig, _request(TASK, user, node), r);
+        uint256 id = _claimOmission(user, userP, userSig, _request(TASK, user, node), r);
         TaskManager.BatchRef memory ref = _ref(b);
         vm.prank(node);
         vm.expectRevert(abi.encodeWithSelector(OmissionManager.CommittedTooLate.selector, commitBy + 60, commitBy));
@@ -141,21 +141,7 @@ contract OmissionAdversaryTest is Base {
     ///      an active node (the Holds test below); a node already slashed this low can still use
     ///      it. The full fix: competing slashes settled in the order their disputes opened.
     function test_KnownLimit_SelfOmissionDivertsFraudSlash() public {
-        _registerNode(node, 1 ether);
-        _registerValidator(validator1, 1 ether);
-        _registerValidator(validator2, 2 ether);
-        _registerValidator(validator3, 3 ether);
-        (uint256 b, Receipt[] memory rs, bytes32[] memory ls) = _commit(node, 4);
-        bytes32[] memory proof = Merkle.proofAt(ls, 1);
-        uint256 cid = _challenge(validator1, b, 1, rs[1], proof);
-
-        // the node's answer, in the same block
-        Receipt memory junk = _boundReceipt(ALLY_TASK, ally, node, 1); // never committed
-        (ReceiptPromise memory allyP, bytes memory allySig, TaskRequest memory allyQ) =
-            _allyPromise(_leaf(junk), block.timestamp);
-        uint256 oid = _claim(ally, allyP, allySig, allyQ, junk);
-        _vote(validator2, cid, true);
-        _vote(validator3, cid, true);
+        (uint256 cid, uint256 oid) = _fraudAndAllysOmission(1 ether);
         uint64 deadline = tm.challenges(cid).voteDeadline;
         assertEq(uint256(om.omissionChallenges(oid).deadline), uint256(deadline), "same deadline");
         vm.warp(deadline);
@@ -185,19 +171,7 @@ contract OmissionAdversaryTest is Base {
     /// honest challenger, the voters and the user; to block it the ally would need a second
     /// claim, and the node would lose 2 ether (0.4 back) instead of the verdict's 1.
     function test_Holds_SelfOmissionAboveTheMinimumStakeLosesMoreThanTheVerdict() public {
-        _registerNode(node, 2 ether);
-        _registerValidator(validator1, 1 ether);
-        _registerValidator(validator2, 2 ether);
-        _registerValidator(validator3, 3 ether);
-        (uint256 b, Receipt[] memory rs, bytes32[] memory ls) = _commit(node, 4);
-        bytes32[] memory proof = Merkle.proofAt(ls, 1);
-        uint256 cid = _challenge(validator1, b, 1, rs[1], proof);
-        Receipt memory junk = _boundReceipt(ALLY_TASK, ally, node, 1); // never committed
-        (ReceiptPromise memory allyP, bytes memory allySig, TaskRequest memory allyQ) =
-            _allyPromise(_leaf(junk), block.timestamp);
-        uint256 oid = _claim(ally, allyP, allySig, allyQ, junk);
-        _vote(validator2, cid, true);
-        _vote(validator3, cid, true);
+        (uint256 cid, uint256 oid) = _fraudAndAllysOmission(2 ether);
         vm.warp(tm.challenges(cid).voteDeadline);
         vm.prank(ally);
         om.resolveOmission(oid);
@@ -220,7 +194,7 @@ contract OmissionAdversaryTest is Base {
         _registerNode(node, 2 ether);
         Receipt memory r = _boundReceipt(TASK, user, node, 0.001 ether);
         ReceiptPromise memory p = _pledge(r.requestHash, _leaf(r), block.timestamp + 600);
-        bytes memory sig = _sign(p);
+        bytes memory sig = _signPromise(nodeKey, p);
         vm.warp(p.commitBy);
         TaskRequest memory own = _request(TASK, user2, node);
         bytes32 ownHash = payments.hashTaskRequest(own);
@@ -248,11 +222,11 @@ contract OmissionAdversaryTest is Base {
         Receipt memory r = _boundReceipt(TASK, user, node, 0.001 ether);
         ReceiptPromise memory p1 = _pledge(r.requestHash, _leaf(r), block.timestamp + 600);
         ReceiptPromise memory p2 = _pledge(r.requestHash, _leaf(r), block.timestamp + 900);
-        bytes memory s1 = _sign(p1);
-        bytes memory s2 = _sign(p2);
+        bytes memory s1 = _signPromise(nodeKey, p1);
+        bytes memory s2 = _signPromise(nodeKey, p2);
         TaskRequest memory q = _request(TASK, user, node);
         vm.warp(p1.commitBy);
-        uint256 id = _claim(user, p1, s1, q, r);
+        uint256 id = _claimOmission(user, p1, s1, q, r);
         vm.warp(om.omissionChallenges(id).deadline);
         om.resolveOmission(id);
         vm.deal(user, CHALLENGE_BOND);
@@ -269,14 +243,14 @@ contract OmissionAdversaryTest is Base {
         Receipt memory r = _boundReceipt(TASK, user, node, 0.001 ether);
         uint256 commitBy = block.timestamp + 600;
         ReceiptPromise memory p = _pledge(r.requestHash, _leaf(r), commitBy);
-        bytes memory sig = _sign(p);
+        bytes memory sig = _signPromise(nodeKey, p);
         (uint256 other,,) = _commit(node, 2); // another batch, in time, without the leaf
         vm.warp(commitBy + 5);
         bytes32[] memory ls = new bytes32[](2);
         ls[0] = keccak256("x");
         ls[1] = _leaf(r);
         uint256 late = _commitRoot(node, Merkle.root(ls), 2);
-        uint256 id = _claim(user, p, sig, _request(TASK, user, node), r);
+        uint256 id = _claimOmission(user, p, sig, _request(TASK, user, node), r);
         _badAnswers(id, late, other, r, Merkle.proofAt(ls, 1), commitBy);
         _lateAnswers(id, late, r, Merkle.proofAt(ls, 1));
     }
@@ -327,12 +301,12 @@ contract OmissionAdversaryTest is Base {
         bytes32 leaf = _leaf(r);
         uint256 commitBy = block.timestamp + CHALLENGE_WINDOW;
         ReceiptPromise memory p = _pledge(r.requestHash, leaf, commitBy);
-        bytes memory sig = _sign(p);
+        bytes memory sig = _signPromise(nodeKey, p);
         uint256 b = _commitRoot(node, leaf, 1); // slot 0
         uint256 reusableAt = block.timestamp + tm.BATCH_RETENTION();
 
         vm.warp(commitBy + CHALLENGE_WINDOW - 1);
-        uint256 id = _claim(user, p, sig, _request(TASK, user, node), r);
+        uint256 id = _claimOmission(user, p, sig, _request(TASK, user, node), r);
         uint64 deadline = om.omissionChallenges(id).deadline;
         assertLt(uint256(deadline), reusableAt);
         vm.warp(deadline - 1);
@@ -351,9 +325,9 @@ contract OmissionAdversaryTest is Base {
         _registerNode(node, 2 ether);
         Receipt memory r = _boundReceipt(TASK, user, node, 0.001 ether);
         ReceiptPromise memory p = _pledge(r.requestHash, _leaf(r), block.timestamp + 600);
-        bytes memory sig = _sign(p);
+        bytes memory sig = _signPromise(nodeKey, p);
         vm.warp(p.commitBy);
-        uint256 id = _claim(user, p, sig, _request(TASK, user, node), r);
+        uint256 id = _claimOmission(user, p, sig, _request(TASK, user, node), r);
         vm.prank(node);
         sm.deregister();
         vm.warp(block.timestamp + UNBONDING_PERIOD);
@@ -374,8 +348,8 @@ contract OmissionAdversaryTest is Base {
         (uint256 cid,,) = _openChallenge(); // node 2 ether, validators 1..3
         Receipt memory r = _boundReceipt(TASK, user, node, 0.001 ether);
         ReceiptPromise memory p = _pledge(r.requestHash, _leaf(r), block.timestamp);
-        bytes memory sig = _sign(p);
-        uint256 oid = _claim(user, p, sig, _request(TASK, user, node), r);
+        bytes memory sig = _signPromise(nodeKey, p);
+        uint256 oid = _claimOmission(user, p, sig, _request(TASK, user, node), r);
         assertEq(sm.getNode(node).frozenCount, 2);
         vm.warp(tm.challenges(cid).voteDeadline);
         assertFalse(tm.resolve(cid)); // no quorum
@@ -395,7 +369,7 @@ contract OmissionAdversaryTest is Base {
         Receipt memory r = _boundReceipt(TASK, user, node, 0.001 ether);
         uint256 huge = uint256(type(uint64).max) + 1 + block.timestamp; // truncates to ~now
         ReceiptPromise memory p = _pledge(r.requestHash, _leaf(r), huge);
-        bytes memory sig = _sign(p);
+        bytes memory sig = _signPromise(nodeKey, p);
         TaskRequest memory q = _request(TASK, user, node);
         vm.deal(user, CHALLENGE_BOND);
         vm.prank(user);

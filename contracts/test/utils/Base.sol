@@ -8,7 +8,7 @@ import {ServiceManager} from "../../src/ServiceManager.sol";
 import {TaskManager} from "../../src/TaskManager.sol";
 import {IPayments} from "../../src/interfaces/IPayments.sol";
 import {IServiceManager} from "../../src/interfaces/IServiceManager.sol";
-import {Receipt, TaskRequest, Voucher} from "../../src/libraries/Types.sol";
+import {Receipt, ReceiptPromise, TaskRequest, Voucher} from "../../src/libraries/Types.sol";
 
 import {Merkle} from "./Merkle.sol";
 import {Test} from "./Test.sol";
@@ -271,7 +271,15 @@ abstract contract Base is Test {
         internal
         returns (uint256 challengeId, uint256 batchId, Receipt memory r)
     {
-        _registerNode(node, 2 ether);
+        return _openChallengeStaked(2 ether, afterSeed);
+    }
+
+    /// @dev {_openChallengeOn} with the node staking `nodeStake`.
+    function _openChallengeStaked(uint256 nodeStake, bool afterSeed)
+        internal
+        returns (uint256 challengeId, uint256 batchId, Receipt memory r)
+    {
+        _registerNode(node, nodeStake);
         _registerValidator(validator1, 1 ether);
         _registerValidator(validator2, 2 ether);
         _registerValidator(validator3, 3 ether);
@@ -281,6 +289,24 @@ abstract contract Base is Test {
         r = rs[1];
         if (afterSeed) vm.roll(block.number + 2);
         challengeId = _challenge(validator1, batchId, 1, r, Merkle.proof(leaves, leaves[1]));
+    }
+
+    /// @dev `key`'s EIP-712 signature of a `ReceiptPromise` (the node's, when honest).
+    function _signPromise(uint256 key, ReceiptPromise memory p) internal view returns (bytes memory) {
+        return signDigest(key, payments.hashReceiptPromise(p));
+    }
+
+    /// @dev `who` claims, with the bond, that the node broke promise `p` of receipt `r` (request `q`).
+    function _claimOmission(
+        address who,
+        ReceiptPromise memory p,
+        bytes memory sig,
+        TaskRequest memory q,
+        Receipt memory r
+    ) internal returns (uint256) {
+        vm.deal(who, who.balance + CHALLENGE_BOND);
+        vm.prank(who);
+        return om.challengeOmission{value: CHALLENGE_BOND}(p, sig, q, r);
     }
 
     function _challenge(address who, uint256 batchId, uint256 index, Receipt memory r, bytes32[] memory proof)
