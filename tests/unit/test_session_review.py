@@ -14,31 +14,26 @@ import copy
 from pathlib import Path
 from typing import Any
 
-import httpx
 from supernet.node.agents.base import Agent
 from supernet.node.agents.context import AgentContext
 from supernet.node.kernel.access import namespace_of
-from supernet.node.kernel.kernel import Kernel, KernelConfig
 from supernet.node.kernel.syscalls import TaskSpec
-from supernet.sdk.store import StoreClient
-from supernet.sdk.store.embedded import EmbeddedStore, create_app
 
 from tests.unit.test_validator_attacks import (
     USER,
     DictStore,
     fabricated_memory,
-    registry,
     signed_task,
     verify,
 )
 from tests.unit.test_validator_attacks3 import (
     AGENTS,
-    FakeEngine,
-    NoEmbedder,
     Rememberer,
+    ShortEngine,
     ZeroEmbedder,
     clean,
     node_trace,
+    stand_in_kernel,
 )
 
 # -- (1) memory.add's new root is not chained like storage.put's ---------------------------------------
@@ -98,28 +93,20 @@ class Gatherer(Agent):
 
 
 async def _run_two_users_tasks(tmp_path: Path, timeout_s: float, hold: bool = True) -> tuple[Any, Any]:
-    app = create_app(EmbeddedStore(tmp_path / "store", fsync=False))
-    async with StoreClient("http://embedded-store", transport=httpx.ASGITransport(app=app)) as store:
-        kernel = Kernel(
-            FakeEngine(), store, KernelConfig(), agents=registry((Holder, Gatherer)), embedder=NoEmbedder()
+    async with stand_in_kernel(tmp_path / "store", (Holder, Gatherer)) as kernel:
+        other = USER.address if hold else "0x" + "88" * 20  # control: another user's task
+        first = kernel.submit(
+            TaskSpec(task_id="0x" + "01" * 32, agent_id="holder", input="a", user=other, fee=1)
         )
-        await kernel.setup()
-        try:
-            other = USER.address if hold else "0x" + "88" * 20  # control: another user's task
-            first = kernel.submit(
-                TaskSpec(task_id="0x" + "01" * 32, agent_id="holder", input="a", user=other, fee=1)
+        await asyncio.sleep(0.05)  # the holder has the user's lock now
+        second = kernel.submit(
+            TaskSpec(
+                task_id="0x" + "02" * 32, agent_id="gatherer", input="b", user=USER.address, fee=1,
+                timeout_s=timeout_s,
             )
-            await asyncio.sleep(0.05)  # the holder has the user's lock now
-            second = kernel.submit(
-                TaskSpec(
-                    task_id="0x" + "02" * 32, agent_id="gatherer", input="b", user=USER.address, fee=1,
-                    timeout_s=timeout_s,
-                )
-            )  # fmt: skip
-            a = await first.outcome()
-            b = await second.outcome()
-        finally:
-            await kernel.stop()
+        )  # fmt: skip
+        a = await first.outcome()
+        b = await second.outcome()
     return a, b
 
 
@@ -169,26 +156,18 @@ async def test_a_syscall_after_the_tasks_end_does_not_hold_the_users_lock_foreve
     """A syscall that reaches the dispatcher after its task ended (``Kernel._execute`` already
     called ``release``) takes the user's lock and stores it on the finished task's state: nobody
     ever releases it, and every later task of that user that touches memory or files hangs."""
-    app = create_app(EmbeddedStore(tmp_path / "store", fsync=False))
-    async with StoreClient("http://embedded-store", transport=httpx.ASGITransport(app=app)) as store:
-        kernel = Kernel(
-            FakeEngine(), store, KernelConfig(), agents=registry((Spawner, Writer)), embedder=NoEmbedder()
+    async with stand_in_kernel(tmp_path / "store", (Spawner, Writer)) as kernel:
+        first = await kernel.run_task(
+            TaskSpec(task_id="0x" + "03" * 32, agent_id="spawner", input="a", user=USER.address, fee=1)
         )
-        await kernel.setup()
-        try:
-            first = await kernel.run_task(
-                TaskSpec(task_id="0x" + "03" * 32, agent_id="spawner", input="a", user=USER.address, fee=1)
+        assert first.status == "ok"
+        await asyncio.sleep(0.2)  # the background write ran
+        second = await kernel.run_task(
+            TaskSpec(
+                task_id="0x" + "04" * 32, agent_id="writer", input="b", user=USER.address, fee=1,
+                timeout_s=1.0,
             )
-            assert first.status == "ok"
-            await asyncio.sleep(0.2)  # the background write ran
-            second = await kernel.run_task(
-                TaskSpec(
-                    task_id="0x" + "04" * 32, agent_id="writer", input="b", user=USER.address, fee=1,
-                    timeout_s=1.0,
-                )
-            )  # fmt: skip
-        finally:
-            await kernel.stop()
+        )  # fmt: skip
     assert second.status == "ok", (second.status, second.error)
 
 
@@ -213,24 +192,8 @@ async def test_an_engine_shortfall_cannot_become_a_fallback_answer_through_gathe
     answer with a receipt; ``asyncio.gather(..., return_exceptions=True)`` hands it to the agent as a
     value, the task ends "ok" with the fallback, and its trace lacks the LLM call (no event is
     recorded for a TaskAbort): the node signs a receipt whose trace every replay rejects."""
-    from tests.unit.test_validator_attacks3 import StubTokenizer
-
-    class ShortEngine(FakeEngine):
-        tokenizer = StubTokenizer()
-        max_seq_len = 8
-
-    app = create_app(EmbeddedStore(tmp_path / "store", fsync=False))
-    async with StoreClient("http://embedded-store", transport=httpx.ASGITransport(app=app)) as store:
-        kernel = Kernel(
-            ShortEngine(), store, KernelConfig(), agents=registry((GatherChat,)), embedder=NoEmbedder()
+    async with stand_in_kernel(tmp_path / "store", (GatherChat,), engine=ShortEngine()) as kernel:
+        out = await kernel.run_task(
+            TaskSpec(task_id="0x" + "05" * 32, agent_id="gather-chat", input="hello there", user=USER.address)
         )
-        await kernel.setup()
-        try:
-            out = await kernel.run_task(
-                TaskSpec(
-                    task_id="0x" + "05" * 32, agent_id="gather-chat", input="hello there", user=USER.address
-                )
-            )
-        finally:
-            await kernel.stop()
     assert out.status == "error", (out.status, out.output, [e["kind"] for e in out.trace["events"]])

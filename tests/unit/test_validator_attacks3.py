@@ -11,7 +11,10 @@ Helpers come from ``tests/unit/test_validator_attacks.py``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +42,7 @@ from tests.unit.test_validator_attacks import (
     MODEL_ID,
     NODE,
     USER,
+    Calc,
     DictStore,
     StandInScorer,
     registry,
@@ -89,19 +93,6 @@ class Observer(Agent):
             return str(await ctx.tools.call("calculator", {"expression": input["expr"]}))
         except (KernelError, ValueError) as exc:
             return f"Error: {exc}"
-
-
-class Calc2(Agent):
-    """Uses the calculator; says so when it cannot."""
-
-    agent_id = "calc2"
-    description = "Computes with the calculator."
-
-    async def run(self, ctx: AgentContext, input: Any) -> str:
-        try:
-            return str(await ctx.tools.call("calculator", {"expression": input["expr"]}))
-        except Exception as exc:
-            return f"could not compute ({type(exc).__name__})"
 
 
 class Summarizer(Agent):
@@ -177,6 +168,31 @@ class NoEmbedder:
         return [[0.0] * 4 for _ in texts]
 
 
+@contextlib.asynccontextmanager
+async def stand_in_kernel(
+    store_dir: Path,
+    agents: tuple[type[Agent], ...],
+    *,
+    engine: Any = None,
+    policy: NodePolicy | None = None,
+    embedder: Any = None,
+) -> AsyncIterator[Kernel]:
+    """The node's own kernel (dispatcher, managers, built-in tools) on an embedded store in
+    ``store_dir``, with a stand-in engine (`FakeEngine` unless given), set up and stopped around
+    the block."""
+    app = create_app(EmbeddedStore(store_dir, fsync=False))
+    config = KernelConfig(node_policy=policy or NodePolicy())
+    async with StoreClient("http://embedded-store", transport=httpx.ASGITransport(app=app)) as store:
+        kernel = Kernel(
+            engine or FakeEngine(), store, config, agents=registry(agents), embedder=embedder or NoEmbedder()
+        )
+        await kernel.setup()
+        try:
+            yield kernel
+        finally:
+            await kernel.stop()
+
+
 async def node_trace(
     tmp_path: Path,
     agent: type[Agent],
@@ -187,20 +203,14 @@ async def node_trace(
 ) -> dict[str, Any]:
     """The trace the node's own kernel (dispatcher, managers, built-in tools, store) records for the
     task under ``policy`` (default: the default operator policy): what an honest node commits."""
-    app = create_app(EmbeddedStore(tmp_path / f"store-{id(policy)}", fsync=False))
-    config = KernelConfig(node_policy=policy or NodePolicy())
-    async with StoreClient("http://embedded-store", transport=httpx.ASGITransport(app=app)) as store:
-        embed = embedder or NoEmbedder()
-        kernel = Kernel(FakeEngine(), store, config, agents=registry(AGENTS), embedder=embed)
-        await kernel.setup()
-        try:
-            spec = TaskSpec(
-                task_id=task_id, agent_id=agent.agent_id, input=task_input, user=USER.address, fee=100,
-                agent_hash=agent.code_hash(),
-            )  # fmt: skip
-            outcome = await kernel.run_task(spec)
-        finally:
-            await kernel.stop()
+    async with stand_in_kernel(
+        tmp_path / f"store-{id(policy)}", AGENTS, policy=policy, embedder=embedder
+    ) as kernel:
+        spec = TaskSpec(
+            task_id=task_id, agent_id=agent.agent_id, input=task_input, user=USER.address, fee=100,
+            agent_hash=agent.code_hash(),
+        )  # fmt: skip
+        outcome = await kernel.run_task(spec)
     trace: dict[str, Any] = outcome.trace
     return trace
 
@@ -350,8 +360,6 @@ class SlowNotes(Notes):
     agent_id = "slow-notes"
 
     async def run(self, ctx: AgentContext, input: Any) -> str:
-        import asyncio
-
         await ctx.storage.put("notes.txt", str(input["text"]))
         await asyncio.sleep(0.02)  # on the node only: the replay answers from the trace
         return (await ctx.storage.get("notes.txt")).decode()
@@ -363,23 +371,15 @@ async def test_a_users_tasks_on_one_namespace_take_turns_so_honest_traces_chain(
     (from its first such syscall to its end). Eight tasks of one user, started together, each
     write then read the same file: every trace verifies clean and each read returns its own
     write; the tasks' writes form one chain, each on top of the one before."""
-    import asyncio
-
-    app = create_app(EmbeddedStore(tmp_path / "store", fsync=False))
-    async with StoreClient("http://embedded-store", transport=httpx.ASGITransport(app=app)) as store:
-        kernel = Kernel(FakeEngine(), store, KernelConfig(), agents=registry(AGENTS), embedder=NoEmbedder())
-        await kernel.setup()
-        try:
-            inputs = [{"text": f"note {i}"} for i in range(8)]
-            signed = [signed_task(SlowNotes, x) for x in inputs]
-            specs = [
-                TaskSpec(task_id=tid, agent_id="slow-notes", input=x, user=USER.address, fee=100,
-                         agent_hash=SlowNotes.code_hash())
-                for x, (_, tid) in zip(inputs, signed, strict=True)
-            ]  # fmt: skip
-            outcomes = await asyncio.gather(*(kernel.run_task(spec) for spec in specs))
-        finally:
-            await kernel.stop()
+    async with stand_in_kernel(tmp_path / "store", AGENTS) as kernel:
+        inputs = [{"text": f"note {i}"} for i in range(8)]
+        signed = [signed_task(SlowNotes, x) for x in inputs]
+        specs = [
+            TaskSpec(task_id=tid, agent_id="slow-notes", input=x, user=USER.address, fee=100,
+                     agent_hash=SlowNotes.code_hash())
+            for x, (_, tid) in zip(inputs, signed, strict=True)
+        ]  # fmt: skip
+        outcomes = await asyncio.gather(*(kernel.run_task(spec) for spec in specs))
     for x, (req, tid), out in zip(inputs, signed, outcomes, strict=True):
         assert out.output == x["text"]
         assert clean(await verify(DictStore(), req, tid, out.trace, agents=AGENTS))
@@ -430,17 +430,17 @@ async def test_known_limit_budget_error_from_self_chosen_limits(tmp_path: Path) 
     policies. The fix: the node commits its policy on chain (a hash; the document in the trace's
     witness) and validators require a trace's limits and tools to be what it gives the agent."""
     task_input = {"expr": "6 * 7"}
-    req, task_id = signed_task(Calc2, task_input)
+    req, task_id = signed_task(Calc, task_input)
     store = DictStore()
-    honest = await node_trace(tmp_path, Calc2, task_input, task_id)
+    honest = await node_trace(tmp_path, Calc, task_input, task_id)
     assert honest["output"] == "42"
     ok = await verify(store, req, task_id, honest, agents=AGENTS)
     assert clean(ok) and ok.tool_calls == 1  # control: the default policy runs the tool
 
-    starved = await node_trace(tmp_path, Calc2, task_input, task_id, NodePolicy(max_tool_calls=0))
+    starved = await node_trace(tmp_path, Calc, task_input, task_id, NodePolicy(max_tool_calls=0))
     assert starved["output"] == "could not compute (BudgetExceededError)"
     assert clean(await verify(store, req, task_id, starved, agents=AGENTS))
-    no_tool = await node_trace(tmp_path, Calc2, task_input, task_id, NodePolicy(allowed_tools=frozenset()))
+    no_tool = await node_trace(tmp_path, Calc, task_input, task_id, NodePolicy(allowed_tools=frozenset()))
     assert no_tool["output"] == "could not compute (AccessDeniedError)"
     assert clean(await verify(store, req, task_id, no_tool, agents=AGENTS))
     # the defence the limits bypass: the same budget error under the honest trace's limits is caught
@@ -491,6 +491,13 @@ class StubTokenizer:
 
 class TokenizingScorer(StandInScorer):
     tokenizer = StubTokenizer()
+
+
+class ShortEngine(FakeEngine):
+    """A stand-in engine that holds fewer positions than the protocol's context."""
+
+    tokenizer = StubTokenizer()
+    max_seq_len = 8
 
 
 async def verify_with_tokenizer(store: DictStore, req: TaskRequest, task_id: str, doc: dict[str, Any]) -> Any:
@@ -555,29 +562,19 @@ async def test_an_engine_shortfall_fails_the_task_even_if_the_agent_catches_erro
     (or fails) aborts the task (`TaskAbort`, which ``except Exception`` does not catch), so the
     agent cannot turn it into a fallback answer with a receipt; the task fails, unbilled."""
 
-    class ShortEngine(FakeEngine):
-        tokenizer = StubTokenizer()
-        max_seq_len = 8  # fewer positions than the protocol's context
-
     task_input = {"text": "The quarterly report shows revenue up 12% and costs flat."}
     _, task_id = signed_task(Summarizer, task_input)
-    app = create_app(EmbeddedStore(tmp_path / "store", fsync=False))
-    async with StoreClient("http://embedded-store", transport=httpx.ASGITransport(app=app)) as store:
-        kernel = Kernel(ShortEngine(), store, KernelConfig(), agents=registry(AGENTS), embedder=NoEmbedder())
-        await kernel.setup()
-        try:
-            spec = TaskSpec(
-                task_id=task_id, agent_id="summarizer", input=task_input, user=USER.address, fee=100,
-                agent_hash=Summarizer.code_hash(),
-            )  # fmt: skip
-            outcome = await kernel.run_task(spec)
-        finally:
-            await kernel.stop()
+    async with stand_in_kernel(tmp_path / "store", AGENTS, engine=ShortEngine()) as kernel:
+        spec = TaskSpec(
+            task_id=task_id, agent_id="summarizer", input=task_input, user=USER.address, fee=100,
+            agent_hash=Summarizer.code_hash(),
+        )  # fmt: skip
+        outcome = await kernel.run_task(spec)
     assert outcome.status == "error" and outcome.output == ""  # not the agent's fallback
     assert outcome.error is not None and "exceed this engine's 8 positions" in outcome.error
 
 
-AGENTS = (Notes, Reader, Observer, Calc2, Summarizer, Restorer, Rememberer, SlowNotes)
+AGENTS = (Notes, Reader, Observer, Calc, Summarizer, Restorer, Rememberer, SlowNotes)
 
 
 # -- tool confirmations ---------------------------------------------------------------------------------
