@@ -538,20 +538,23 @@ class _TapeTools:
 class _TapeMemory:
     def __init__(self, tape: _Tape) -> None:
         self._tape = tape
-        self._chain = _Chain(tape, "memory")
+        self._chain = _Chain(
+            tape, "memory", MEMORY_ROOT_TYPE, ("entries", list),
+            "memory of {namespace}: the root used is not a memory root of it",
+        )  # fmt: skip
 
     async def add(self, namespace: str, text: str, metadata: Mapping[str, Any]) -> MemoryWrite:
         ev: MemoryAddEvent = self._tape.next(MemoryAddEvent)
         self._chain.follow(namespace, ev.prev_root)
         # the new root is the previous one with this entry appended, and nothing else
-        prev = await self._root(namespace, ev.prev_root)
+        prev = await self._chain.load(namespace, ev.prev_root)
         expected = {
             "type": MEMORY_ROOT_TYPE,
             "namespace": namespace,
             "entries": [*prev.get("entries", []), link(ev.entry)],
             "prev": None if ev.prev_root is None else link(ev.prev_root),
         }
-        if await self._root(namespace, ev.root) != expected:
+        if await self._chain.load(namespace, ev.root) != expected:
             self._tape.diverge(
                 self._tape.index,
                 f"syscall {self._tape.index}: the new memory root is not its previous root with this entry",
@@ -572,10 +575,9 @@ class _TapeMemory:
 
     async def search(self, namespace: str, query: str, k: int) -> tuple[str | None, list[MemoryHit]]:
         ev: MemorySearchEvent = self._tape.next(MemorySearchEvent)
-        self._chain.follow(namespace, ev.root)
         if len(ev.scores) != len(ev.hits):
             self._tape.diverge(self._tape.index, "memory.search hits and scores must be lists of one length")
-        entries = [str(c) for c in (await self._root(namespace, ev.root)).get("entries", [])]
+        entries = [str(c) for c in (await self._chain.read(namespace, ev.root)).get("entries", [])]
         wanted = min(max(k, 0), len(entries))
         if len(ev.hits) != wanted or not set(ev.hits) <= set(entries):
             self._tape.diverge(
@@ -591,23 +593,6 @@ class _TapeMemory:
                 self._tape.diverge(self._tape.index, f"memory entry {cid} is not an object")
             hits.append(MemoryHit(cid, str(block.get("text")), score, block.get("metadata") or {}))
         return ev.root, hits
-
-    async def _root(self, namespace: str, root_cid: str | None) -> dict[str, Any]:
-        """The memory root ``root_cid`` of ``namespace`` (``{}`` for none): a root of another kind
-        or of another namespace (another user's memory) is never one an honest node uses for this
-        task (the access manager names the namespace), so it is a divergence."""
-        if root_cid is None:
-            return {}
-        root = await self._tape.dag(root_cid)
-        kind = (root.get("type"), root.get("namespace")) if isinstance(root, Mapping) else None
-        if kind != (MEMORY_ROOT_TYPE, namespace) or not isinstance(root.get("entries"), list):
-            self._tape.diverge(
-                self._tape.index,
-                f"memory of {namespace}: the root used is not a memory root of it",
-                namespace,
-                _short(kind),
-            )
-        return dict(root)
 
 
 class _TapeRoots:
@@ -625,11 +610,42 @@ class _Chain:
     the one before: the kernel lets one task of a user at a time use the user's memory and files
     (`Dispatcher._hold_namespaces`), so within a task a namespace's root changes only by the
     task's own writes. Only a task's first access to a namespace takes its root from outside the
-    task (docs/validator.md, "Known limits")."""
+    task (docs/validator.md, "Known limits").
 
-    def __init__(self, tape: _Tape, area: str) -> None:
+    Args:
+        area: ``"memory"`` or ``"file"`` (for messages).
+        root_type: The roots' ``type``; ``body`` their content field and its type.
+        refusal: The divergence message of a root of another kind or namespace (``{namespace}``
+            and ``{index}`` filled in).
+    """
+
+    def __init__(self, tape: _Tape, area: str, root_type: str, body: tuple[str, type], refusal: str) -> None:
         self._tape, self._area = tape, area
+        self._root_type, self._body, self._refusal = root_type, body, refusal
         self.current: dict[str, str | None] = {}
+
+    async def read(self, namespace: str, root_cid: str | None) -> dict[str, Any]:
+        """The root a read syscall uses: the task's last one of ``namespace`` (or its first read)."""
+        self.follow(namespace, root_cid)
+        return await self.load(namespace, root_cid)
+
+    async def load(self, namespace: str, root_cid: str | None) -> dict[str, Any]:
+        """The root ``root_cid`` of ``namespace`` (``{}`` for none): a root of another kind or of
+        another namespace (another user's memory or files) is never one an honest node uses for
+        this task (the access manager names the namespace), so it is a divergence."""
+        if root_cid is None:
+            return {}
+        root = await self._tape.dag(root_cid)
+        kind = (root.get("type"), root.get("namespace")) if isinstance(root, Mapping) else None
+        key, body_type = self._body
+        if kind != (self._root_type, namespace) or not isinstance(root.get(key), body_type):
+            self._tape.diverge(
+                self._tape.index,
+                self._refusal.format(namespace=namespace, index=self._tape.index),
+                namespace,
+                _short(kind),
+            )
+        return dict(root)
 
     def follow(self, namespace: str, root: str | None) -> None:
         """The syscall reads (or writes on top of) ``root``: the task's last root of the namespace."""
@@ -647,7 +663,10 @@ class _TapeStorage:
     def __init__(self, tape: _Tape) -> None:
         self._tape = tape
         self.roots = _TapeRoots(tape)
-        self._chain = _Chain(tape, "file")
+        self._chain = _Chain(
+            tape, "file", FS_ROOT_TYPE, ("files", Mapping),
+            "syscall {index}: the file root used is not a file root of {namespace}",
+        )  # fmt: skip
 
     async def put(self, namespace: str, path: str, data: bytes) -> FileWrite:
         path = normalize_path(path)
@@ -661,7 +680,7 @@ class _TapeStorage:
         path = normalize_path(path)
         await self._check_missing(namespace, path, version)
         ev: StorageGetEvent = self._tape.next(StorageGetEvent)
-        history = history_of(await self._read(namespace, ev.root), path)
+        history = history_of(await self._chain.read(namespace, ev.root), path)
         wanted = (history[-1] if history else None) if version is None else version
         if ev.cid != wanted or wanted not in history:
             self._tape.diverge(
@@ -671,18 +690,19 @@ class _TapeStorage:
 
     async def list_files(self, namespace: str) -> dict[str, str]:
         ev: StorageListEvent = self._tape.next(StorageListEvent)
-        return latest_files(await self._read(namespace, ev.root))
+        return latest_files(await self._chain.read(namespace, ev.root))
 
     async def versions(self, namespace: str, path: str) -> list[str | None]:
         path = normalize_path(path)
         ev: StorageVersionsEvent = self._tape.next(StorageVersionsEvent)
-        return history_of(await self._read(namespace, ev.root), path)  # the recorded list must be the root's
+        # the recorded list must be the root's
+        return history_of(await self._chain.read(namespace, ev.root), path)
 
     async def rollback(self, namespace: str, path: str, version: str) -> FileChange:
         path = normalize_path(path)
         await self._check_missing(namespace, path, version)
         ev: StorageRollbackEvent = self._tape.next(StorageRollbackEvent)
-        history = history_of(await self._root(namespace, ev.prev_root), path)
+        history = history_of(await self._chain.load(namespace, ev.prev_root), path)
         if version not in history:
             self._tape.diverge(
                 self._tape.index, f"storage.rollback {path}: not a version its root holds", history, version
@@ -694,7 +714,7 @@ class _TapeStorage:
         path = normalize_path(path)
         await self._check_missing(namespace, path, None)
         ev: StorageDeleteEvent = self._tape.next(StorageDeleteEvent)
-        history = history_of(await self._root(namespace, ev.prev_root), path)
+        history = history_of(await self._chain.load(namespace, ev.prev_root), path)
         if not history or history[-1] is None:
             self._tape.diverge(self._tape.index, f"storage.delete {path}: no such file in its root", path)
         await self._check_append(namespace, ev.prev_root, ev.root, path, None, ev.version)
@@ -710,7 +730,7 @@ class _TapeStorage:
             return
         if namespace not in self._chain.current:  # the task's first access: no root to judge by
             return
-        history = history_of(await self._root(namespace, self._chain.current[namespace]), path)
+        history = history_of(await self._chain.load(namespace, self._chain.current[namespace]), path)
         present = version in history if version is not None else bool(history) and history[-1] is not None
         if present:
             self._tape.diverge(
@@ -726,7 +746,7 @@ class _TapeStorage:
         """``root`` must be ``prev`` (the task's last root of ``namespace``, or none) with ``entry``
         appended to ``path``'s history, and nothing else; the task's root is then ``root``."""
         self._chain.follow(namespace, prev_cid)
-        prev, root = await self._root(namespace, prev_cid), await self._root(namespace, root_cid)
+        prev, root = await self._chain.load(namespace, prev_cid), await self._chain.load(namespace, root_cid)
         files = dict(prev.get("files") or {})
         files[path] = [*files.get(path, []), None if entry is None else link(entry)]
         expected = {
@@ -743,24 +763,3 @@ class _TapeStorage:
                 _short(root),
             )
         self._chain.current[namespace] = root_cid
-
-    async def _read(self, namespace: str, root_cid: str | None) -> dict[str, Any]:
-        """The root a read syscall uses: the task's last one of ``namespace`` (or its first read)."""
-        self._chain.follow(namespace, root_cid)
-        return await self._root(namespace, root_cid)
-
-    async def _root(self, namespace: str, root_cid: str | None) -> dict[str, Any]:
-        """The file root ``root_cid`` of ``namespace`` (``{}`` for none): a root of another kind or
-        of another namespace (another user's files) is a divergence."""
-        if root_cid is None:
-            return {}
-        root = await self._tape.dag(root_cid)
-        kind = (root.get("type"), root.get("namespace")) if isinstance(root, Mapping) else None
-        if kind != (FS_ROOT_TYPE, namespace) or not isinstance(root.get("files"), Mapping):
-            self._tape.diverge(
-                self._tape.index,
-                f"syscall {self._tape.index}: the file root used is not a file root of {namespace}",
-                namespace,
-                _short(kind),
-            )
-        return dict(root)
