@@ -24,7 +24,7 @@ from supernet.sdk.chain.errors import ContractError
 from supernet.sdk.chain.merkle import verify as merkle_verify
 from supernet.sdk.formats.fields import FormatError
 from supernet.sdk.formats.manifest import ManifestEntry
-from supernet.sdk.formats.trace import trace_from_block
+from supernet.sdk.formats.trace import Trace, check_trace_size
 from supernet.sdk.store.cids import decode_dag
 from supernet.validator.chain import ChallengeStatus, TaskManagerClient
 from supernet.validator.db import BatchRow, ChallengeRow, Database
@@ -112,13 +112,14 @@ class Disputes:
                 continue  # the contract checked it; a log from another contract would not be
             try:
                 cid = await self.store.put_block(a.trace, "dag-cbor")
-                decode_dag(a.trace)
+                doc = decode_dag(a.trace)
             except Exception as exc:  # over the block limit, not dag-cbor: leave it unreadable
                 log.warning("batch %d #%d: posted trace not storable: %s", batch.batch_id, a.index, exc)
                 continue
             proofs[a.index] = a.proof
             try:
-                trace = trace_from_block(a.trace)  # over MAX_TRACE_BYTES: the node's fault too
+                check_trace_size(len(a.trace))  # over MAX_TRACE_BYTES: the node's fault too
+                trace = Trace.from_dag(doc)
             except FormatError as exc:
                 malformed[a.index] = (leaf, f"not a well-formed trace: {exc}")
                 continue

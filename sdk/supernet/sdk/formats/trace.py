@@ -614,12 +614,17 @@ def trace_from_block(block: bytes) -> Trace:
         FormatError: the block is over `MAX_TRACE_BYTES`, or not a well-formed trace.
         InvalidBlockError: the bytes are not dag-cbor.
     """
-    if len(block) > MAX_TRACE_BYTES:
+    check_trace_size(len(block))
+    return Trace.from_dag(decode_dag(block))
+
+
+def check_trace_size(size: int) -> None:
+    """Raise ``FormatError`` if a trace block of ``size`` bytes is over `MAX_TRACE_BYTES`."""
+    if size > MAX_TRACE_BYTES:
         raise FormatError(
-            f"the trace is {len(block)} bytes, over the protocol's {MAX_TRACE_BYTES}-byte cap "
+            f"the trace is {size} bytes, over the protocol's {MAX_TRACE_BYTES}-byte cap "
             "(the largest an availability answer can post)"
         )
-    return Trace.from_dag(decode_dag(block))
 
 
 def event_from_dag(obj: Any, path: str = "event") -> Event:
