@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -49,6 +50,7 @@ from supernet.node.service.models import TaskRow, TaskStatus
 from supernet.node.service.ports import served_models
 from supernet.node.service.routes_tasks import admit_and_start
 from supernet.node.service.schemas import ChatCompletionCreate, SignedTask
+from supernet.node.service.streams import until
 from supernet.sdk.openai_compat.chat_input import chat_task_input
 
 router = APIRouter(prefix="/v1/chat", tags=["openai"])
@@ -156,18 +158,12 @@ async def _stream(ctx: NodeContext, answer: _Answer, plan: ChatPlan) -> AsyncIte
     stream = ctx.streams.get(answer.id)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + ctx.settings.api.max_stream_s  # as /v1/tasks/{id}/events
-    try:  # the deadline is checked at each wait, never across a `yield` (the reader's time)
+    try:
         if stream is not None and plan.tools is None:  # a possible tool call is sent whole, at the end
-            pieces = stream.subscribe()
-            try:
-                while True:
-                    piece = await asyncio.wait_for(anext(pieces), deadline - loop.time())
+            async with contextlib.aclosing(until(stream.subscribe(), deadline)) as pieces:
+                async for piece in pieces:
                     if text := hold.feed(piece):
                         yield answer.chunk({"content": text})
-            except StopAsyncIteration:
-                pass
-            finally:
-                await pieces.aclose()
         await asyncio.wait_for(ctx.worker.wait(answer.id), max(0.05, deadline - loop.time()))
     except TimeoutError:
         message = _still_running(answer.id, ctx)

@@ -38,7 +38,7 @@ from supernet.node.service.schemas import (
     TaskCreate,
     TaskPublic,
 )
-from supernet.node.service.streams import StreamEvent
+from supernet.node.service.streams import StreamEvent, until
 from supernet.sdk.chain.receipts import InputEncodingError, canonical_input
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
@@ -148,21 +148,17 @@ async def task_events(ctx: NodeContext, task_id: str) -> AsyncIterator[dict[str,
     if stream is not None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + ctx.settings.api.max_stream_s
-        pieces = stream.subscribe_all()
-        try:  # the deadline is checked at each wait, never across a `yield` (the reader's time)
-            while True:
-                piece = await asyncio.wait_for(anext(pieces), deadline - loop.time())
-                if isinstance(piece, StreamEvent):  # confirmation_required: a call waits for the user
-                    yield {"event": piece.event, "data": json.dumps(dict(piece.data))}
-                    continue
-                yield {"event": "token", "data": json.dumps({"text": piece})}
-        except StopAsyncIteration:
+        try:
+            async with contextlib.aclosing(until(stream.subscribe_all(), deadline)) as pieces:
+                async for piece in pieces:
+                    if isinstance(piece, StreamEvent):  # confirmation_required: a call waits for the user
+                        yield {"event": piece.event, "data": json.dumps(dict(piece.data))}
+                        continue
+                    yield {"event": "token", "data": json.dumps({"text": piece})}
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ctx.worker.wait(task_id), max(0.0, deadline - loop.time()))
         except TimeoutError:
             pass
-        finally:
-            await pieces.aclose()
     task = load_task(ctx, task_id)
     if stream is None and task.status is TaskStatus.DONE and task.output:
         yield {"event": "token", "data": json.dumps({"text": task.output})}

@@ -19,7 +19,26 @@ import asyncio
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+async def until(pieces: AsyncGenerator[T, None], deadline: float) -> AsyncGenerator[T, None]:
+    """``pieces`` until they end, or ``TimeoutError`` at ``deadline`` (event-loop time): the
+    deadline bounds each wait for the next piece, never the reader's time across a ``yield``. A
+    connection is a resource a peer must not hold forever (``api.max_stream_s``). Closing it
+    (``contextlib.aclosing``) closes ``pieces``, so a reader that leaves unsubscribes at once."""
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            try:
+                piece = await asyncio.wait_for(anext(pieces), deadline - loop.time())
+            except StopAsyncIteration:
+                return
+            yield piece
+    finally:
+        await pieces.aclose()
 
 
 @dataclass(frozen=True)
