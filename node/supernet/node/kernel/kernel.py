@@ -323,11 +323,11 @@ class Kernel:
                     st.agent.cls, spec.task_id, spec.input, syscall, st.tools, spec.timeout_s
                 )
         except TaskAbort as exc:  # failed, whatever the agent would have made of it
-            ran = AgentResult("", "error", f"TaskAbort: {exc}")
+            st.aborted = st.aborted or str(exc)
         finally:
             self._dispatcher.release(st)
             st.stream.put_nowait(None)
-        if st.aborted is not None:  # also when the agent swallowed the TaskAbort
+        if st.aborted is not None:  # raised, or swallowed by the agent
             ran = AgentResult("", "error", f"TaskAbort: {st.aborted}")
         output = ran.output
         if ran.status == "ok" and self._faults is not None:
