@@ -93,7 +93,7 @@ async def run_tasks(
     kernel: Kernel, injector: FaultInjector, model_id: str, n: int, tokens: int, offset: int
 ) -> tuple[list[ManifestEntry], list[Receipt], float]:
     """Run ``n`` probe tasks 8 at a time; returns manifest entries, receipts and wall seconds."""
-    agent_hash = bytes.fromhex(ProbeAgent.code_hash()[2:])
+    agent_hash = bytes.fromhex(kernel.profile(ProbeAgent.agent_id).hash()[2:])
 
     async def one(i: int) -> tuple[ManifestEntry, Receipt]:
         task_input = {

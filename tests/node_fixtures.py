@@ -33,12 +33,20 @@ from supernet.sdk.chain.payments import Channel
 from supernet.sdk.chain.receipts import input_hash
 from supernet.sdk.client.read_grant import ReadGrantAuth
 from supernet.sdk.devnet.processes import ServiceProcess, free_port
+from supernet.sdk.formats.profile import AgentProfile
+from supernet.sdk.formats.trace import AgentRef, Limits
 from supernet.sdk.store import StoreClient
 from supernet.sdk.store.cids import compute_cid, encode_dag
 from supernet.sdk.store.embedded import in_process_client
 
 FAKE_MODEL_ID = "0x" + hashlib.sha256(b"fake-model").hexdigest()
-FAKE_AGENT_HASH = "0x" + hashlib.sha256(b"fake-chat-agent").hexdigest()
+FAKE_PROFILE = AgentProfile.of(
+    AgentRef("chat", "0x" + hashlib.sha256(b"fake-chat-agent").hexdigest()),
+    Limits(True, True, 32, 8192, 512, 64, 1 << 16),
+    [],
+)
+"""The profile the FAKE kernel lists for its one agent."""
+FAKE_AGENT_HASH = FAKE_PROFILE.hash()
 
 
 @dataclass
@@ -58,6 +66,17 @@ class FakeExecutor:
 
     def agent_hash(self, agent: str) -> str | None:
         return FAKE_AGENT_HASH if agent == "chat" else None
+
+    def agent_cards(self) -> list[dict[str, Any]]:
+        code_hash = FAKE_PROFILE.agent.code_hash
+        return [
+            {
+                "id": "chat",
+                "codeHash": code_hash,
+                "agentHash": FAKE_AGENT_HASH,
+                "profile": FAKE_PROFILE.to_json(),
+            }
+        ]
 
     async def run(self, job: Job, on_token: TokenSink, on_event: Any = None) -> JobResult:
         self.runs.append(job.task_id)

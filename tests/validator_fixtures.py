@@ -153,7 +153,7 @@ class VNet:
         """
         default_model = (kernel or self.kernel).model_id  # the served id: names the dtype
         agent: type[Agent] = ProbeAgent if chat_inputs is None else ChatAgent
-        agent_hash = bytes.fromhex(agent.code_hash()[2:])
+        agent_hash = bytes.fromhex((kernel or self.kernel).profile(agent.agent_id).hash()[2:])
         if chat_inputs is not None:
             questions = ["" for _ in chat_inputs]
         entries: list[ManifestEntry] = []

@@ -8,6 +8,7 @@ another code hash is unverifiable to the validator, never replayed with the wron
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from supernet.node.agents.registry import default_registry
 from supernet.node.kernel.errors import AgentNotAllowedError
 from supernet.node.kernel.replay import replay
 from supernet.node.kernel.syscalls import TaskSpec
-from supernet.sdk.formats.trace import Trace
+from supernet.sdk.formats.trace import AgentRef, Trace
 from supernet.validator.replay_check import check_replay
 
 from tests.integration.test_kernel_agents import ALICE
@@ -45,7 +46,8 @@ async def test_the_example_package_runs_on_the_kernel_and_replays(
         ("0x" + "a8" * 32, {"expression": "1 / 0", "max_new_tokens": 8}, "1 / 0: ", ["tool"]),
     ]
     for task_id, task_input, prefix, kinds in cases:
-        spec = TaskSpec(task_id, "calc-explain", task_input, user=ALICE, fee=1, agent_hash=pin.code_hash)
+        signed = kernel.profile("calc-explain").hash()  # the pinned code, under this node's limits
+        spec = TaskSpec(task_id, "calc-explain", task_input, user=ALICE, fee=1, agent_hash=signed)
         outcome = await kernel.run_task(spec)
         assert outcome.status == "ok", outcome.error
         assert outcome.output.startswith(prefix), outcome.output
@@ -66,9 +68,12 @@ async def test_the_example_package_runs_on_the_kernel_and_replays(
     # The user signed another version of the package: the node refuses the task, and a validator
     # with this version installed calls such a trace unverifiable instead of replaying other code.
     signed_earlier = "0x" + "5e" * 32
-    with pytest.raises(AgentNotAllowedError, match="code hash"):
+    earlier_profile = dataclasses.replace(
+        kernel.profile("calc-explain"), agent=AgentRef("calc-explain", signed_earlier)
+    ).hash()
+    with pytest.raises(AgentNotAllowedError, match="not the signed"):
         await kernel.run_task(
-            TaskSpec("0x" + "a9" * 32, "calc-explain", "2 + 2", user=ALICE, agent_hash=signed_earlier)
+            TaskSpec("0x" + "a9" * 32, "calc-explain", "2 + 2", user=ALICE, agent_hash=earlier_profile)
         )
     other = {**honest_trace, "agent": {**honest_trace["agent"], "code_hash": signed_earlier}}
     checked = await check_replay(Trace.from_dag(other), validator_agents, kernel.engine.tokenizer)

@@ -33,6 +33,8 @@ from supernet.sdk.chain import Contracts
 from supernet.sdk.chain.anvil import Anvil, dev_account
 from supernet.sdk.chain.eip712 import Domain
 from supernet.sdk.client import Client, ClientError
+from supernet.sdk.formats.profile import AgentProfile
+from supernet.sdk.formats.trace import AgentRef
 from supernet.sdk.store import StoreClient
 from supernet_example_agent.agent import CalcExplainAgent
 
@@ -142,10 +144,13 @@ async def test_the_node_lists_the_allowed_package_agent_with_its_card(net: Net) 
     async with httpx.AsyncClient(base_url=net.node.url, timeout=30) as http:
         info = (await http.get("/v1/node")).json()
     cards = {c["id"]: c for c in info["agentCards"]}
-    assert info["agents"] == {"chat": cards["chat"]["codeHash"], EXAMPLE: net.hashes[EXAMPLE]}
+    assert info["agents"] == {"chat": cards["chat"]["agentHash"], EXAMPLE: cards[EXAMPLE]["agentHash"]}
     assert set(cards) == {"chat", EXAMPLE}  # neither the unlisted nor the wrong-hash agent
     card = cards[EXAMPLE]
     assert card["codeHash"] == net.hashes[EXAMPLE]
+    # what a user signs: the profile of the package's code under this node's limits and tools
+    profile = AgentProfile.from_json(card["profile"])
+    assert profile.agent == AgentRef(EXAMPLE, net.hashes[EXAMPLE]) and profile.hash() == card["agentHash"]
     assert card["description"] == CalcExplainAgent.description
     assert card["inputSchema"] == dict(CalcExplainAgent.input_schema)
     assert card["package"] == f"{EXAMPLE} = supernet_example_agent.agent:CalcExplainAgent"
@@ -229,7 +234,8 @@ async def test_tasks_for_agents_not_run_here_are_refused_and_nothing_is_stored(n
         assert r.status_code == 400, r.text
         assert r.json()["error"]["code"] == "bad_request"
         assert "agentHash does not match" in r.json()["error"]["message"]
-        assert net.hashes[EXAMPLE] in r.json()["error"]["message"]  # the hash it would need
+        listed = (await http.get("/v1/node")).json()["agents"][EXAMPLE]
+        assert listed in r.json()["error"]["message"]  # the hash it would need
         assert (await http.get(f"/v1/accounts/{user.address}")).json()["lastNonce"] == last_nonce
     assert stored_rows(net.node.db_path) == before
     assert not any(agent in repr(before["tasks"]) for agent in (UNLISTED, WRONG_HASH))

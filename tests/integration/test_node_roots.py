@@ -75,7 +75,7 @@ async def test_a_task_whose_agent_code_changed_since_it_was_signed_is_not_run(
         signed = "0x" + "5e" * 32
         stale = job(executor, 3, {"remember": ["written by the new code"]})
         stale = Job(**{**stale.__dict__, "request": {"agentHash": signed}})
-        with pytest.raises(TaskFailedError, match=f"now runs code {running}, not the {signed}"):
+        with pytest.raises(TaskFailedError, match=f"now runs under profile {running}, not the {signed}"):
             await executor.run(stale, lambda _t: None)
         assert executor.kernel.namespace_roots() == before, "nothing of the task ran"
         assert not before["memory"], "(and a write would have made a memory root)"

@@ -84,12 +84,17 @@ def scorer(smollm2_dir: Path) -> Any:
 _nonce = iter(range(1, 10**6))
 
 
-async def honest_verdict(kernel: Any, store: Any, scorer: Any, agent: type[Agent], task_input: Any) -> Any:
+async def honest_verdict(
+    kernel: Any, store: Any, scorer: Any, agent: type[Agent], task_input: Any, signed_for: str | None = None
+) -> Any:
     """Run ``task_input`` on the honest node's kernel, commit the receipt as a node does and return
-    the verdict of a validator with the same agents. Returns (trace, verdict)."""
+    the verdict of a validator with the same agents. Returns (trace, verdict).
+
+    ``signed_for``: the ``agentHash`` the user signed, when it is not this kernel's profile of the
+    agent (a node that runs the task anyway, under its own profile: the kernel is not told)."""
     nonce = next(_nonce)
     model_id = bytes.fromhex(kernel.model_id[2:])
-    agent_hash = bytes.fromhex(agent.code_hash()[2:])
+    agent_hash = bytes.fromhex((signed_for or kernel.profile(agent.agent_id).hash())[2:])
     req = TaskRequest(
         user=USER.address,
         node=NODE.address,
@@ -108,7 +113,7 @@ async def honest_verdict(kernel: Any, store: Any, scorer: Any, agent: type[Agent
         input=task_input,
         user=USER.address,
         fee=100,
-        agent_hash="0x" + agent_hash.hex(),
+        agent_hash=None if signed_for else "0x" + agent_hash.hex(),
         request=req.to_json(),
         request_signature="0x" + request_signature.hex(),
         model_id=kernel.model_id,

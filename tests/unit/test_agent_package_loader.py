@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from node_fixtures import FAKE_AGENT_HASH, FakeNode
+from node_fixtures import FAKE_AGENT_HASH, FAKE_PROFILE, FakeNode
 from pydantic import ValidationError
 from supernet.node.agents.packages import AllowedAgent, PackageLoad, load_installed
 from supernet.node.agents.registry import AgentRegistry, default_registry
@@ -233,14 +233,18 @@ def test_agents_config_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 async def test_node_info_lists_agents_with_description_and_schema(fake_node: FakeNode) -> None:
     info = (await fake_node.http.get("/v1/node")).json()
     assert info["agents"] == {"chat": FAKE_AGENT_HASH}
+    code_hash = FAKE_PROFILE.agent.code_hash
     assert info["agentCards"] == [
-        {"id": "chat", "codeHash": FAKE_AGENT_HASH, "description": "", "inputSchema": {}, "package": None}
-    ]
+        {"id": "chat", "codeHash": code_hash, "agentHash": FAKE_AGENT_HASH, "profile": FAKE_PROFILE.to_json(),
+         "description": "", "inputSchema": {}, "package": None}
+    ]  # fmt: skip
     schema = {"type": "string"}
     cards = [
-        {"id": "chat", "codeHash": FAKE_AGENT_HASH, "description": "Chat.", "inputSchema": schema},
-        {"id": "ghost", "codeHash": "0x" + "11" * 32, "description": "not run here", "inputSchema": {}},
-    ]
-    fake_node.executor.agent_cards = lambda: cards
+        {"id": "chat", "codeHash": code_hash, "agentHash": FAKE_AGENT_HASH, "profile": FAKE_PROFILE.to_json(),
+         "description": "Chat.", "inputSchema": schema},
+        {"id": "ghost", "codeHash": "0x" + "11" * 32, "agentHash": "0x" + "11" * 32, "profile": None,
+         "description": "not run here", "inputSchema": {}},
+    ]  # fmt: skip
+    fake_node.executor.agent_cards = lambda: cards  # type: ignore[method-assign]
     info = (await fake_node.http.get("/v1/node")).json()
     assert info["agentCards"] == [{**cards[0], "package": None}]

@@ -140,6 +140,12 @@ def test_hostile_tool_listings_are_refused() -> None:
         ("ok", {"type": "object", "properties": {f"p{i}": {"type": "string"} for i in range(200)}}, "over"),
         ("ok", {"type": "object", "properties": {"x": {"type": 5}}}, "is not valid"),
         ("ok", {"type": "object", "properties": {"x": {"maximum": 10**30}}}, "not recordable in a trace"),
+        # recordable, but with no RFC 8785 form: the agent profile that lists it could not be hashed
+        (
+            "ok",
+            {"type": "object", "properties": {"x": {"maximum": 2**60}}},
+            "cannot be listed in an agent profile",
+        ),
     ]:
         with pytest.raises(Exception, match=match):
             make_spec(cfg, tool(name, schema))

@@ -23,7 +23,6 @@ from tests.unit.test_validator_attacks import (
     USER,
     DictStore,
     fabricated_memory,
-    signed_task,
     verify,
 )
 from tests.unit.test_validator_attacks3 import (
@@ -32,6 +31,7 @@ from tests.unit.test_validator_attacks3 import (
     ShortEngine,
     ZeroEmbedder,
     clean,
+    node_task,
     node_trace,
     stand_in_kernel,
 )
@@ -48,7 +48,7 @@ async def test_memory_add_new_root_is_checked_like_a_put(tmp_path: Path) -> None
     storage.put's root is checked, `_check_append`), so the node answers from made-up memories
     after the task's own write: the claimed "every write chains" property does not hold for memory."""
     task_input = {"fact": "The launch code is 1234."}
-    req, task_id = signed_task(Rememberer, task_input)
+    req, task_id = node_task(Rememberer, task_input)
     honest = await node_trace(tmp_path, Rememberer, task_input, task_id, embedder=ZeroEmbedder())
     assert [e["kind"] for e in honest["events"]] == ["memory.add", "memory.search"]
     assert honest["events"][0]["prev_root"] is None  # the task's own first write: no outside root

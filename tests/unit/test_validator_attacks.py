@@ -32,6 +32,8 @@ from supernet.sdk.chain.eip712 import (
 )
 from supernet.sdk.chain.receipts import Receipt, input_hash, output_hash, sign_receipt, trace_hash
 from supernet.sdk.formats.manifest import ManifestEntry
+from supernet.sdk.formats.profile import AgentProfile
+from supernet.sdk.formats.trace import AgentRef, Limits, ToolDescription, Trace
 from supernet.sdk.models import served_model_id
 from supernet.sdk.store.cids import compute_cid, decode_dag, encode_dag, link
 from supernet.validator.tool_check import RegistryRunner
@@ -108,12 +110,37 @@ def registry(extra: tuple[type[Agent], ...] = ()) -> AgentRegistry:
     return r
 
 
-def signed_task(agent: type[Agent], task_input: Any) -> tuple[TaskRequest, str]:
+DOC_LIMITS = {
+    "memory": True,
+    "storage": False,
+    "max_llm_calls": 8,
+    "max_llm_tokens": 1024,
+    "max_new_tokens": 64,
+    "max_tool_calls": 8,
+    "max_file_bytes": 0,
+}
+"""The limits of every `trace_doc`."""
+
+
+def doc_profile(agent: type[Agent], tools: list[dict[str, Any]] | None = None) -> str:
+    """The ``agentHash`` of a `trace_doc` of ``agent`` with ``tools``: the profile the user signs."""
+    return AgentProfile.of(
+        AgentRef(agent.agent_id, agent.code_hash()),
+        Limits.from_dag(DOC_LIMITS, "limits"),
+        [ToolDescription.from_dag(t, "tool") for t in tools or []],
+    ).hash()
+
+
+def signed_task(
+    agent: type[Agent], task_input: Any, agent_hash: str | None = None
+) -> tuple[TaskRequest, str]:
+    """The user's request for ``agent`` on ``task_input``, signed for ``agent_hash`` (default: the
+    profile of a `trace_doc` without tools), and its task id."""
     req = TaskRequest(
         user=USER.address,
         node=NODE.address,
         model_id=bytes.fromhex(MODEL_ID[2:]),
-        agent_hash=bytes.fromhex(agent.code_hash()[2:]),
+        agent_hash=bytes.fromhex((agent_hash or doc_profile(agent))[2:]),
         input_hash=input_hash(task_input),
         max_fee=100,
         nonce=1,
@@ -141,15 +168,7 @@ def trace_doc(
         "model_id": MODEL_ID,
         "input": task_input,
         "seed": task_seed(task_id),
-        "limits": {
-            "memory": True,
-            "storage": False,
-            "max_llm_calls": 8,
-            "max_llm_tokens": 1024,
-            "max_new_tokens": 64,
-            "max_tool_calls": 8,
-            "max_file_bytes": 0,
-        },
+        "limits": dict(DOC_LIMITS),
         "tools": tools or [],
         "engine": {"device": "cpu", "dtype": "float32"},
         "output": output,
@@ -307,7 +326,7 @@ async def test_forged_confirmation_via_trace_user_is_caught() -> None:
     """
     store = DictStore()
     task_input = {"to": "0x" + "99" * 20, "amount": 1000}
-    req, task_id = signed_task(Payer, task_input)
+    req, task_id = signed_task(Payer, task_input, doc_profile(Payer, [TRANSFER_TOOL]))
     args = {"to": task_input["to"], "amount": task_input["amount"]}
     forged = sign_confirmation(
         Confirmation(bytes.fromhex(task_id[2:]), action_hash("bank.transfer", args)), DOMAIN, NODE_SOCK
@@ -384,8 +403,8 @@ async def test_claimed_timeout_of_a_pure_tool_is_caught() -> None:
 
     store = DictStore()
     task_input = {"expr": "6 * 7"}
-    req, task_id = signed_task(Calc, task_input)
     spec = spec_record(RegistryRunner(store).spec("calculator"))
+    req, task_id = signed_task(Calc, task_input, doc_profile(Calc, [spec]))
     events = [
         {
             "kind": "tool",
@@ -569,10 +588,11 @@ async def test_an_exception_checking_one_receipt_never_escapes_the_batch(monkeyp
 
 
 async def test_renamed_agent_id_is_caught() -> None:
-    """The trace's ``agent.id`` is the node's word (only ``code_hash`` is signed). Renaming it made
+    """The trace's ``agent.id`` was the node's word (only ``code_hash`` was signed). Renaming it made
     the replay's lookup by id fail, i.e. *unverifiable*, so a fabricated answer escaped every
-    check. The replay now looks the agent up by the signed code hash alone: the renamed id is a
-    TRACE finding, and the replay still runs (the fabricated answer is a REPLAY finding)."""
+    check. The replay now looks the agent up by the code hash alone: the renamed id is a TRACE
+    finding, and the replay still runs (the fabricated answer is a REPLAY finding). The id is now
+    also part of the signed profile (`AgentProfile`), so the rename is a profile mismatch too."""
     store = DictStore()
     task_input = {"q": "What is the launch code?"}
     req, task_id = signed_task(MemoryQuestion, task_input)
@@ -585,23 +605,24 @@ async def test_renamed_agent_id_is_caught() -> None:
     assert verdict.unverifiable is None and not verdict.ok
     # the test agents share one source file, so one code hash: the id must be one of theirs
     assert [(f.check.value, f.message, f.expected, f.claimed) for f in verdict.findings] == [
+        ("trace", "trace agent profile hash does not match the receipt / signed request", doc_profile(
+            MemoryQuestion), AgentProfile.of_trace(Trace.from_dag(doc)).hash()),
         (
             "trace",
             "trace agent id is not the id of an agent with the signed code hash",
             ["memq", "payer"],
             "memq-v2",
-        )
-    ]
-    # a signed code hash no agent here has stays unverifiable (the validator cannot know that code)
+        ),
+    ]  # fmt: skip
+    # a signed profile whose code no agent here has stays unverifiable (the validator cannot know
+    # that code), as long as the trace is of the signed profile
     other = "0x" + "ee" * 32
-    req2 = dataclasses.replace(req, agent_hash=bytes.fromhex(other[2:]))
+    doc2 = {**doc, "agent": {"id": "memq", "code_hash": other}}
+    req2 = dataclasses.replace(
+        req, agent_hash=bytes.fromhex(AgentProfile.of_trace(Trace.from_dag(doc2)).hash()[2:])
+    )
     task_id2 = "0x" + hash_task_request(req2, DOMAIN).hex()
-    doc2 = {
-        **doc,
-        "task_id": task_id2,
-        "seed": task_seed(task_id2),
-        "agent": {"id": "memq", "code_hash": other},
-    }
+    doc2 = {**doc2, "task_id": task_id2, "seed": task_seed(task_id2)}
     unknown = await verify(store, req2, task_id2, doc2)
     assert unknown.findings == () and f"no agent with code hash {other}" in str(unknown.unverifiable)
 

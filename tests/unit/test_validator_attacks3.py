@@ -176,12 +176,13 @@ async def stand_in_kernel(
     engine: Any = None,
     policy: NodePolicy | None = None,
     embedder: Any = None,
+    max_concurrent_tasks: int = 64,
 ) -> AsyncIterator[Kernel]:
     """The node's own kernel (dispatcher, managers, built-in tools) on an embedded store in
     ``store_dir``, with a stand-in engine (`FakeEngine` unless given), set up and stopped around
     the block."""
     app = create_app(EmbeddedStore(store_dir, fsync=False))
-    config = KernelConfig(node_policy=policy or NodePolicy())
+    config = KernelConfig(node_policy=policy or NodePolicy(), max_concurrent_tasks=max_concurrent_tasks)
     async with StoreClient("http://embedded-store", transport=httpx.ASGITransport(app=app)) as store:
         kernel = Kernel(
             engine or FakeEngine(), store, config, agents=registry(agents), embedder=embedder or NoEmbedder()
@@ -207,12 +208,24 @@ async def node_trace(
         tmp_path / f"store-{id(policy)}", AGENTS, policy=policy, embedder=embedder
     ) as kernel:
         spec = TaskSpec(
-            task_id=task_id, agent_id=agent.agent_id, input=task_input, user=USER.address, fee=100,
-            agent_hash=agent.code_hash(),
-        )  # fmt: skip
-        outcome = await kernel.run_task(spec)
+            task_id=task_id, agent_id=agent.agent_id, input=task_input, user=USER.address, fee=100
+        )
+        outcome = await kernel.run_task(spec)  # no agent_hash: under `policy`, whatever was signed
     trace: dict[str, Any] = outcome.trace
     return trace
+
+
+def kernel_profile(agent: type[Agent], policy: NodePolicy | None = None) -> str:
+    """The ``agentHash`` a `stand_in_kernel` under ``policy`` lists for ``agent``: what an honest
+    node under that policy asks its users to sign."""
+    config = KernelConfig(node_policy=policy or NodePolicy())
+    kernel = Kernel(FakeEngine(), None, config, agents=registry(AGENTS), embedder=NoEmbedder())
+    return kernel.profile(agent.agent_id).hash()
+
+
+def node_task(agent: type[Agent], task_input: Any) -> tuple[TaskRequest, str]:
+    """`signed_task` for ``agent`` as a `stand_in_kernel` under the default policy runs it."""
+    return signed_task(agent, task_input, kernel_profile(agent))
 
 
 # -- storage roots --------------------------------------------------------------------------------------
@@ -229,7 +242,7 @@ async def test_a_read_off_the_tasks_own_root_chain_is_caught(tmp_path: Path, whe
     lets one task of a user at a time use the user's files, and the replay chains every read and
     write of a task to the one before and checks each write's new root (carried in the witness)."""
     task_input = {"text": "pay Alice 10"}
-    req, task_id = signed_task(Notes, task_input)
+    req, task_id = node_task(Notes, task_input)
     honest = await node_trace(tmp_path, Notes, task_input, task_id)
     assert [e["kind"] for e in honest["events"]] == ["storage.put", "storage.get"]
     store = DictStore()
@@ -258,7 +271,7 @@ async def test_a_read_of_another_namespaces_file_root_is_caught(tmp_path: Path) 
     every file root a syscall uses must be a file root of the task's namespace, as for
     ``memory.search`` (`test_a_memory_root_of_another_namespace_is_caught`)."""
     task_input = {"q": "my note"}
-    req, task_id = signed_task(Reader, task_input)
+    req, task_id = node_task(Reader, task_input)
     honest = await node_trace(tmp_path, Reader, task_input, task_id)
     assert honest["output"] == "no notes (FileNotFoundError)"
     store = DictStore()
@@ -284,7 +297,7 @@ async def test_a_fabricated_file_not_found_after_the_tasks_own_put_is_caught(tmp
     must be what the task's current root says (the first access of a task to a namespace has no
     root to judge by: docs/validator.md "Known limits")."""
     task_input = {"text": "pay Alice 10"}
-    req, task_id = signed_task(Notes, task_input)
+    req, task_id = node_task(Notes, task_input)
     honest = await node_trace(tmp_path, Notes, task_input, task_id)
     store = DictStore()
     assert clean(await verify(store, req, task_id, honest, agents=AGENTS))  # control
@@ -335,7 +348,7 @@ async def test_a_search_off_the_tasks_own_memory_chain_is_caught(tmp_path: Path)
     from tests.unit.test_validator_attacks import fabricated_memory
 
     task_input = {"fact": "The launch code is 1234."}
-    req, task_id = signed_task(Rememberer, task_input)
+    req, task_id = node_task(Rememberer, task_input)
     honest = await node_trace(tmp_path, Rememberer, task_input, task_id, embedder=ZeroEmbedder())
     assert [e["kind"] for e in honest["events"]] == ["memory.add", "memory.search"]
     assert honest["output"] == task_input["fact"]
@@ -373,11 +386,11 @@ async def test_a_users_tasks_on_one_namespace_take_turns_so_honest_traces_chain(
     write; the tasks' writes form one chain, each on top of the one before."""
     async with stand_in_kernel(tmp_path / "store", AGENTS) as kernel:
         inputs = [{"text": f"note {i}"} for i in range(8)]
-        signed = [signed_task(SlowNotes, x) for x in inputs]
+        signed = [node_task(SlowNotes, x) for x in inputs]
         specs = [
             TaskSpec(task_id=tid, agent_id="slow-notes", input=x, user=USER.address, fee=100,
-                     agent_hash=SlowNotes.code_hash())
-            for x, (_, tid) in zip(inputs, signed, strict=True)
+                     agent_hash="0x" + req.agent_hash.hex())
+            for x, (req, tid) in zip(inputs, signed, strict=True)
         ]  # fmt: skip
         outcomes = await asyncio.gather(*(kernel.run_task(spec) for spec in specs))
     for x, (req, tid), out in zip(inputs, signed, outcomes, strict=True):
@@ -411,7 +424,7 @@ async def test_a_user_cannot_turn_an_honest_version_refusal_into_fraud(tmp_path:
     the node slashed. Now the refusal is a ``FileNotFoundError`` (as a rollback's), which the
     replay checks against the task's root: the honest trace verifies clean."""
     task_input = {"text": "pay Alice 10", "version": file_cid(b"a version this file never had")}
-    req, task_id = signed_task(Restorer, task_input)
+    req, task_id = node_task(Restorer, task_input)
     honest = await node_trace(tmp_path, Restorer, task_input, task_id)
     assert honest["status"] == "ok" and honest["output"] == "no such version (FileNotFoundError)"
     assert honest["events"][1]["kind"] == "error"
@@ -421,31 +434,39 @@ async def test_a_user_cannot_turn_an_honest_version_refusal_into_fraud(tmp_path:
 # -- trace head limits and tools ----------------------------------------------------------------------
 
 
-async def test_known_limit_budget_error_from_self_chosen_limits(tmp_path: Path) -> None:
-    """KNOWN LIMIT (docs/validator.md "Known limits"): a fabricated budget error is caught (only
-    the replay's own checks may raise it), but the replay reproduces it from the trace's ``limits``
-    and ``tools``, which nothing binds to the signed request: the node runs this one task under
-    ``max_tool_calls = 0`` (or with the tool left out of its capabilities), skips the work, and the
-    refusal replays exactly. The cheating traces here are the node's own kernel's under those
-    policies. The fix: the node commits its policy on chain (a hash; the document in the trace's
-    witness) and validators require a trace's limits and tools to be what it gives the agent."""
+async def test_a_budget_error_from_self_chosen_limits_is_caught(tmp_path: Path) -> None:
+    """Was a known limit: a fabricated budget error is caught (only the replay's own checks may
+    raise it), but the replay reproduced it from the trace's ``limits`` and ``tools``, which were
+    the node's word: the node ran one task under ``max_tool_calls = 0`` (or with the tool left out
+    of its capabilities), skipped the work, and the refusal replayed exactly. The signed
+    ``agentHash`` is now the hash of the agent's profile (code, limits, tools; `AgentProfile`), and
+    a validator recomputes it from the trace: the cheating traces (the node's own kernel's under
+    those policies) are TRACE findings, and an honest kernel refuses to run a task signed for a
+    profile it does not run."""
     task_input = {"expr": "6 * 7"}
-    req, task_id = signed_task(Calc, task_input)
+    req, task_id = node_task(Calc, task_input)
     store = DictStore()
     honest = await node_trace(tmp_path, Calc, task_input, task_id)
     assert honest["output"] == "42"
     ok = await verify(store, req, task_id, honest, agents=AGENTS)
-    assert clean(ok) and ok.tool_calls == 1  # control: the default policy runs the tool
+    assert clean(ok) and ok.tool_calls == 1  # control: the signed (default) policy runs the tool
 
     starved = await node_trace(tmp_path, Calc, task_input, task_id, NodePolicy(max_tool_calls=0))
-    assert starved["output"] == "could not compute (BudgetExceededError)"
-    assert clean(await verify(store, req, task_id, starved, agents=AGENTS))
     no_tool = await node_trace(tmp_path, Calc, task_input, task_id, NodePolicy(allowed_tools=frozenset()))
+    assert starved["output"] == "could not compute (BudgetExceededError)"
     assert no_tool["output"] == "could not compute (AccessDeniedError)"
-    assert clean(await verify(store, req, task_id, no_tool, agents=AGENTS))
-    # the defence the limits bypass: the same budget error under the honest trace's limits is caught
-    forged = {**honest, "events": starved["events"], "output": starved["output"]}
-    assert not (await verify(store, req, task_id, forged, agents=AGENTS)).ok
+    for cheat in (starved, no_tool):
+        verdict = await verify(store, req, task_id, cheat, agents=AGENTS)
+        assert not verdict.ok and verdict.unverifiable is None
+        assert [f.message for f in verdict.findings if f.check.value == "trace"] == [
+            "trace agent profile hash does not match the receipt / signed request"
+        ], verdict.findings
+    # an honest node under another policy does not run the task signed for the default one
+    async with stand_in_kernel(tmp_path / "strict", AGENTS, policy=NodePolicy(max_tool_calls=0)) as kernel:
+        spec = TaskSpec(task_id=task_id, agent_id="calc", input=task_input, user=USER.address, fee=100,
+                        agent_hash="0x" + req.agent_hash.hex())  # fmt: skip
+        with pytest.raises(KernelError, match="not the signed"):
+            kernel.submit(spec)
 
 
 # -- tool errors ------------------------------------------------------------------------------------------
@@ -458,7 +479,7 @@ async def test_a_tool_error_text_of_the_nodes_own_is_caught(tmp_path: Path) -> N
     it liked there: a steering channel. Now a built-in tool's error must be its re-run's, word for
     word (the calculator words its errors itself, never with Python's version-dependent text)."""
     task_input = {"expr": "1/0"}
-    req, task_id = signed_task(Observer, task_input)
+    req, task_id = node_task(Observer, task_input)
     store = DictStore()
     honest = await node_trace(tmp_path, Observer, task_input, task_id)
     assert honest["output"] == "Error: tool calculator failed: division by zero"
@@ -563,11 +584,11 @@ async def test_an_engine_shortfall_fails_the_task_even_if_the_agent_catches_erro
     agent cannot turn it into a fallback answer with a receipt; the task fails, unbilled."""
 
     task_input = {"text": "The quarterly report shows revenue up 12% and costs flat."}
-    _, task_id = signed_task(Summarizer, task_input)
+    req, task_id = node_task(Summarizer, task_input)
     async with stand_in_kernel(tmp_path / "store", AGENTS, engine=ShortEngine()) as kernel:
         spec = TaskSpec(
             task_id=task_id, agent_id="summarizer", input=task_input, user=USER.address, fee=100,
-            agent_hash=Summarizer.code_hash(),
+            agent_hash="0x" + req.agent_hash.hex(),
         )  # fmt: skip
         outcome = await kernel.run_task(spec)
     assert outcome.status == "error" and outcome.output == ""  # not the agent's fallback
@@ -580,29 +601,28 @@ AGENTS = (Notes, Reader, Observer, Calc, Summarizer, Restorer, Rememberer, SlowN
 # -- tool confirmations ---------------------------------------------------------------------------------
 
 
-async def test_known_limit_irreversible_tool_relabelled_reversible_needs_no_confirmation() -> None:
-    """KNOWN LIMIT (docs/validator.md "Known limits"; the fix is the committed policy of
-    `test_known_limit_budget_error_from_self_chosen_limits`, tool specs included). A node runs an
-    irreversible operator tool (an MCP payment) without the user's confirmation:
-    it writes ``irreversible: false`` in the trace's ``tools`` entry for it. The replay's access
-    manager requires a confirmation only for tools the recorded spec calls irreversible, and the
-    spec of a tool this validator does not know (any MCP tool of a server it does not reach) is the
-    node's word (`check_replay` compares only specs it has itself), so the unconfirmed transfer
-    verifies clean. The forged-confirmation defence (`test_forged_confirmation_via_trace_user_is_caught`)
-    never runs: there is nothing to check."""
-    from tests.unit.test_validator_attacks import TRANSFER_TOOL, Payer
+async def test_an_irreversible_tool_relabelled_reversible_is_caught() -> None:
+    """Was a known limit: a node ran an irreversible operator tool (an MCP payment) without the
+    user's confirmation by writing ``irreversible: false`` in the trace's ``tools`` entry for it
+    (the spec of a tool a validator does not know is the node's word, and the replay asks for a
+    confirmation only where the recorded spec says irreversible). The tool specs are now part of
+    the signed profile: the user signed the spec the node listed (irreversible), so the relabelled
+    trace is a TRACE finding. What stays the node's word is what it lists up front, which the
+    user reads before signing (`supernet.sdk.client.types.agent_profile`)."""
+    from tests.unit.test_validator_attacks import TRANSFER_TOOL, Payer, doc_profile
 
     store = DictStore()
     task_input = {"to": "0x" + "99" * 20, "amount": 1000}
-    req, task_id = signed_task(Payer, task_input)
+    req, task_id = signed_task(Payer, task_input, doc_profile(Payer, [TRANSFER_TOOL]))
     args = {"to": task_input["to"], "amount": task_input["amount"]}
     sent = {"kind": "tool", "name": "bank.transfer", "args": args, "deterministic": False, "result": "sent",
             "error": None}  # fmt: skip
     relabelled = {**TRANSFER_TOOL, "irreversible": False}
     cheat = trace_doc(Payer, task_id, USER.address, task_input, [sent], "sent", tools=[relabelled])
     verdict = await verify(store, req, task_id, cheat)
-    assert clean(verdict), verdict
-    # control: under the tool's real spec, the same unconfirmed call is refused by the replay
+    assert not verdict.ok and verdict.unverifiable is None
+    assert {f.check.value for f in verdict.findings} == {"trace"}, verdict.findings
+    # control: under the signed spec, the same unconfirmed call is refused by the replay
     control = trace_doc(Payer, task_id, USER.address, task_input, [sent], "sent", tools=[TRANSFER_TOOL])
     caught = await verify(store, req, task_id, control)
     assert not caught.ok and {f.check.value for f in caught.findings} == {"replay"}

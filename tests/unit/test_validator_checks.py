@@ -17,6 +17,8 @@ from supernet.node.llm.types import ScoreResult
 from supernet.sdk.chain.eip712 import Domain, TaskRequest, hash_task_request, sign_task_request
 from supernet.sdk.chain.receipts import Receipt, input_hash, output_hash, sign_receipt, trace_hash
 from supernet.sdk.formats.manifest import ManifestEntry
+from supernet.sdk.formats.profile import AgentProfile
+from supernet.sdk.formats.trace import Trace as TraceDoc
 from supernet.sdk.formats.trace import example_dag
 from supernet.sdk.store.cids import compute_cid, encode_dag
 from supernet.validator import scoring as validator_scoring
@@ -228,11 +230,13 @@ USER, NODE = Account.from_key("0x" + "01" * 32), Account.from_key("0x" + "02" * 
 
 
 def make_entry(output: str = "yo") -> tuple[ManifestEntry, dict[str, Any]]:
+    head = {**example_dag(), "agent": {"id": "chat", "code_hash": "0x" + "08" * 32}}
+    profile = AgentProfile.of_trace(TraceDoc.from_dag(head)).hash()  # what the user signs
     req = TaskRequest(
         user=USER.address,
         node=NODE.address,
         model_id=b"\x07" * 32,
-        agent_hash=b"\x08" * 32,
+        agent_hash=bytes.fromhex(profile[2:]),
         input_hash=input_hash("hi"),
         max_fee=100,
         nonce=1,
@@ -245,12 +249,11 @@ def make_entry(output: str = "yo") -> tuple[ManifestEntry, dict[str, Any]]:
         r, r.leaf(), sign_receipt(r, NODE), cid, "chat", req, sign_task_request(req, DOMAIN, USER)
     )
     trace = {
-        **example_dag(),
+        **head,
         "task_id": "0x" + rh.hex(),
         "user": USER.address,
         "fee": 50,  # the receipt's
         "model_id": "0x" + "07" * 32,
-        "agent": {"id": "chat", "code_hash": "0x" + "08" * 32},
         "input": "hi",
         "output": "yo",
     }

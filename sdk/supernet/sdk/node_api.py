@@ -156,10 +156,19 @@ class ModelList(BaseModel):
 
 
 class AgentCard(BaseModel):
-    """One agent a node runs, in ``GET /v1/node``: what to sign (``codeHash``) and what to send."""
+    """One agent a node runs, in ``GET /v1/node``: what to sign (``agentHash``, the hash of
+    ``profile``) and what to send."""
 
     id: str
-    codeHash: Bytes32 = Field(description="The agent's code hash: the signed request's agentHash.")
+    codeHash: Bytes32 = Field(description="sha256 of the agent's source bundle.")
+    agentHash: Bytes32 | None = Field(
+        default=None,
+        description="What the request signs: sha256 of the profile's RFC 8785 JSON (code, limits, tools).",
+    )
+    profile: dict[str, Any] | None = Field(
+        default=None,
+        description="supernet/agent-profile/v1: the code hash, limits and tools every task of it runs under.",
+    )
     description: str = ""
     inputSchema: dict[str, Any] = Field(
         default_factory=dict, description="JSON schema of the task input ({}: any JSON value)."
@@ -178,7 +187,9 @@ class NodeInfo(BaseModel):
     taskFee: Uint256
     models: list[Bytes32]
     modelNames: dict[str, Bytes32]
-    agents: dict[str, Bytes32] = Field(description="Agent id -> code hash, of every agent it runs.")
+    agents: dict[str, Bytes32] = Field(
+        description="Agent id -> agentHash (its profile's hash: what a request signs), of each agent it runs."
+    )
     agentCards: list[AgentCard] = Field(
         default_factory=list, description="Every agent it runs, with its description and input schema."
     )

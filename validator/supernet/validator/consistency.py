@@ -117,7 +117,8 @@ def check_trace(trace: Trace, entry: ManifestEntry) -> list[Finding]:
         ("input hash", _hex(r.input_hash), ih),
         ("output hash", _hex(r.output_hash), _hex(output_hash(trace.output))),
         ("model id", _hex(r.model_id), trace.model_id.lower()),
-        ("agent code hash", _hex(q.agent_hash), trace.agent_hash.lower()),
+        # the profile, not only the code: limits and tool specs are the user's, not the node's word
+        ("agent profile hash", _hex(q.agent_hash), trace.agent_hash.lower()),
         ("user", q.user.lower(), trace.doc.user.lower()),  # = the receipt's (`check_receipt`)
         ("fee", str(r.fee), str(trace.doc.fee)),
     )

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from supernet.sdk.formats.fields import FormatError
+from supernet.sdk.formats.profile import AgentProfile, profile_hash_or_reason
 from supernet.sdk.formats.trace import LlmEvent, ToolEvent, trace_from_block
 from supernet.sdk.formats.trace import Trace as TraceDoc
 from supernet.sdk.store.errors import InvalidBlockError
@@ -85,7 +86,7 @@ class Trace:
     doc: TraceDoc
     task_id: str
     agent_id: str
-    agent_hash: str
+    agent_hash: str  # of the profile the trace ran under (code, limits, tools): the signed agentHash
     model_id: str
     input: Any
     output: str
@@ -143,7 +144,7 @@ def parse_trace(doc: Any) -> Trace:
         doc=typed,
         task_id=typed.task_id,
         agent_id=typed.agent.id,
-        agent_hash=typed.agent.code_hash,
+        agent_hash=profile_hash_or_reason(AgentProfile.of_trace(typed)),
         model_id=typed.model_id,
         input=typed.input,
         output=typed.output,

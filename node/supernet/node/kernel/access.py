@@ -35,7 +35,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractAsyncContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -78,6 +78,10 @@ class PrivilegeGroup:
         return any(fnmatch.fnmatchcase(tool, pattern) for pattern in self.tools)
 
 
+MAX_LIMIT = 2**53 - 1
+"""The largest value of a policy limit: the largest integer RFC 8785 JSON (the signed profile) holds."""
+
+
 @dataclass(frozen=True)
 class NodePolicy:
     """The node operator's rules for every task.
@@ -110,6 +114,14 @@ class NodePolicy:
     max_file_bytes: int = 64 << 10
     groups: tuple[PrivilegeGroup, ...] = ()
     confirmation_timeout_s: float | None = None
+
+    def __post_init__(self) -> None:
+        # every limit is part of each agent's signed profile, hashed as RFC 8785 JSON: an integer
+        # it cannot write would leave the node unable to list an agent or admit a task
+        for name in ("max_llm_calls", "max_llm_tokens", "max_new_tokens", "max_tool_calls", "max_file_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_LIMIT:
+                raise ValueError(f"policy {name} must be an integer from 0 to 2**53 - 1, not {value!r}")
 
     def groups_of(self, agent_id: str) -> tuple[PrivilegeGroup, ...]:
         """The groups naming ``agent_id`` (empty: the agent keeps the policy's defaults)."""
@@ -368,9 +380,15 @@ class AccessManager:
         self.audit(spec, "tool", tool.name, True)
 
     async def authorize_tool(
-        self, spec: TaskSpec, caps: Capabilities, tool: ToolSpec, args: Mapping[str, Any]
+        self,
+        spec: TaskSpec,
+        caps: Capabilities,
+        tool: ToolSpec,
+        args: Mapping[str, Any],
+        idle: Callable[[], AbstractAsyncContextManager[None]] | None = None,
     ) -> None:
-        """:meth:`check_tool`, but a call missing only its confirmation may wait for one.
+        """:meth:`check_tool`, but a call missing only its confirmation may wait for one (inside
+        ``idle()`` when given: the kernel gives the task's slot up while it waits for its user).
 
         With ``policy.confirmation_timeout_s`` set, a domain to check signatures in and a watcher
         for the task (:meth:`watch`), the call pauses: the watcher gets a
@@ -405,7 +423,8 @@ class AccessManager:
             self.audit(spec, "confirmation.wait", tool.name, True, f"action {key}")
             watcher(pending)
         try:
-            await asyncio.wait_for(asyncio.shield(pending.done), timeout)
+            async with idle() if idle is not None else nullcontext():
+                await asyncio.wait_for(asyncio.shield(pending.done), timeout)
         except TimeoutError:
             if waiting.get(key) is pending:
                 del waiting[key]

@@ -21,6 +21,9 @@ from supernet.node.agents.context import AgentContext
 from supernet.node.kernel.access import Capabilities
 from supernet.node.kernel.syscalls import Syscall, TaskStatus
 from supernet.node.kernel.tools import ToolSpec
+from supernet.node.kernel.trace import as_recorded
+from supernet.sdk.formats.profile import AgentProfile
+from supernet.sdk.formats.trace import AgentRef, Limits, ToolDescription
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +79,35 @@ def engine_record(engine: Any) -> dict[str, str]:
     dtype = str(compute).removeprefix("torch.")
     device = getattr(engine, "device", "cpu")
     return {"device": getattr(device, "type", str(device)), "dtype": dtype}
+
+
+def seen_spec(tool: ToolDescription) -> ToolSpec:
+    """The spec an agent is handed for a tool, made from its record (the kernel's and a replay's
+    alike): the trace's values (key order, lists), and the default timeout and concurrency (not
+    recorded, so not the agent's to see). Handing the live spec let an agent that printed a schema
+    answer otherwise on the node than in the replay: an honest node framed."""
+    return ToolSpec(
+        name=tool.name,
+        description=tool.description,
+        parameters=dict(tool.parameters),
+        deterministic=tool.deterministic,
+        irreversible=tool.irreversible,
+    )
+
+
+def recorded_tool(spec: ToolSpec) -> ToolDescription:
+    """A registered tool's spec as the trace records it."""
+    return ToolDescription.from_dag(as_recorded(spec_record(spec)), "tool")
+
+
+def profile_of(agent_id: str, code_hash: str, caps: Capabilities, tools: Sequence[ToolSpec]) -> AgentProfile:
+    """The profile a task of ``agent_id`` runs under: its hash is the ``agentHash`` the user signs
+    (`supernet.sdk.formats.profile`), built from the same records the trace keeps."""
+    return AgentProfile.of(
+        AgentRef(agent_id, code_hash),
+        Limits.from_dag(limits_of(caps), "limits"),
+        [recorded_tool(s) for s in tools],
+    )
 
 
 def task_context(seed: int, caps: Capabilities, tools: Sequence[ToolSpec], engine: Any) -> dict[str, Any]:

@@ -31,6 +31,7 @@ import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from supernet.node.agents.registry import AgentInfo
@@ -47,6 +48,7 @@ from supernet.node.kernel.errors import (
 )
 from supernet.node.kernel.memory import MemoryManager
 from supernet.node.kernel.scheduler import LLMJob, Scheduler
+from supernet.node.kernel.slots import Slot, TaskSlots
 from supernet.node.kernel.storage import StorageManager
 from supernet.node.kernel.syscalls import (
     MAX_AGENT_CALL_DEPTH,
@@ -95,6 +97,7 @@ class TaskState:
     # `gate` makes a task's concurrent syscalls take it once; `ended` refuses syscalls after the end
     namespaces: asyncio.Lock | None = None
     gate: asyncio.Lock = field(default_factory=asyncio.Lock)
+    slot: Slot | None = None  # the kernel slot the task runs in, given up while it waits for the lock
     ended: bool = False
     # why the node aborted the task (`TaskAbort`), kept here too: an agent that swallows the
     # exception (``gather(..., return_exceptions=True)``) must not turn it into an answer
@@ -180,8 +183,10 @@ class Dispatcher:
         faults: FaultInjector | None = None,
         model_perturbed: bool = False,
         agents: RegistryAgents | Any | None = None,
+        slots: TaskSlots | None = None,
     ) -> None:
         self._agents = agents
+        self._slots = slots
         # One LLM core per served model; a replay (or a one-model kernel) passes engine + scheduler.
         self._cores = cores if cores is not None else LLMCores([LLMCore(engine, scheduler)])
         self._tools = tools
@@ -317,7 +322,9 @@ class Dispatcher:
             # other tools this node has installed (a validator's replay knows only the task's)
             raise self._access.deny(st.spec, "tool", call.name, "not in this task's capabilities")
         tool = self._tools.spec(call.name)
-        await self._access.authorize_tool(st.spec, st.caps, tool, call.args)  # may pause for a confirmation
+        # may pause for the user's confirmation, without a kernel slot meanwhile
+        idle = None if self._slots is None else partial(self._slots.away, st.root.slot)
+        await self._access.authorize_tool(st.spec, st.caps, tool, call.args, idle)
         record: dict[str, Any] = {
             "name": call.name,
             "args": dict(call.args),
@@ -355,11 +362,17 @@ class Dispatcher:
             lock, waiting = self._user_locks.get(user, (asyncio.Lock(), 0))
             self._user_locks[user] = (lock, waiting + 1)
             try:
-                await lock.acquire()
+                if self._slots is None or not lock.locked():
+                    await lock.acquire()
+                    root.namespaces = lock
+                else:  # another task of the user holds it: wait without a kernel slot (`slots`)
+                    async with self._slots.away(root.slot):
+                        await lock.acquire()
+                        root.namespaces = lock  # held from here on: `release` frees it, come what may
             except BaseException:
-                self._drop_user(user)
+                if root.namespaces is None:
+                    self._drop_user(user)
                 raise
-            root.namespaces = lock
 
     def release(self, st: TaskState) -> None:
         """The task ended: no syscall of it runs any more, and its user's namespace lock goes to
@@ -507,7 +520,7 @@ class Dispatcher:
             raise AgentCallError(f"agent {call.agent_id}: {exc}") from None
         child_input = call.input if isinstance(call.input, str) else json.loads(raw)
         info = self._agents.resolve(call.agent_id, child_input)
-        child_spec = dataclasses.replace(spec, agent_id=info.agent_id, agent_hash=info.code_hash)
+        child_spec = dataclasses.replace(spec, agent_id=info.agent_id, agent_hash=None)
         narrowed = self._access.capabilities(child_spec, st.caps.tools)  # never more than the caller
         caps = dataclasses.replace(
             st.caps,

@@ -26,21 +26,31 @@ from typing import Any
 
 from supernet.node.agents.registry import AgentRegistry, default_registry
 from supernet.node.faults import FaultInjector
-from supernet.node.kernel.access import AccessManager, AuditEntry, NodePolicy
-from supernet.node.kernel.agent_run import AgentResult, run_agent, task_context, task_seed
+from supernet.node.kernel.access import AccessManager, AuditEntry, Capabilities, NodePolicy
+from supernet.node.kernel.agent_run import (
+    AgentResult,
+    profile_of,
+    recorded_tool,
+    run_agent,
+    seen_spec,
+    task_context,
+    task_seed,
+)
 from supernet.node.kernel.builtin_tools import builtin_tools
 from supernet.node.kernel.cores import LLMCore, LLMCores
 from supernet.node.kernel.dispatch import Dispatcher, RegistryAgents, TaskState
-from supernet.node.kernel.errors import KernelError, KernelStoppedError, TaskAbort
+from supernet.node.kernel.errors import AgentNotAllowedError, KernelError, KernelStoppedError, TaskAbort
 from supernet.node.kernel.memory import DEFAULT_K, DEFAULT_WORKING_SET, Embedder, MemoryManager
 from supernet.node.kernel.policies import PolicyName, make_policy
 from supernet.node.kernel.scheduler import Scheduler
+from supernet.node.kernel.slots import TaskSlots
 from supernet.node.kernel.storage import StorageManager
 from supernet.node.kernel.syscalls import Syscall, TaskOutcome, TaskSpec, TokenChunk
-from supernet.node.kernel.tools import ToolRegistry
+from supernet.node.kernel.tools import ToolRegistry, ToolSpec
 from supernet.node.kernel.trace import TraceRecorder, collect_witness, save_trace
 from supernet.sdk.chain.eip712 import Domain
 from supernet.sdk.chain.receipts import InputEncodingError, canonical_input
+from supernet.sdk.formats.profile import AgentProfile
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +182,7 @@ class Kernel:
         self.memory = MemoryManager(store, embedder, working_set=config.memory_working_set, k=config.memory_k)
         self.storage = StorageManager(store)
         self._faults = faults
+        self._slots = TaskSlots(config.max_concurrent_tasks)
         self._dispatcher = Dispatcher(
             cores=self.cores,
             tools=tools,
@@ -182,8 +193,8 @@ class Kernel:
             faults=faults,
             model_perturbed=model_perturbed,
             agents=RegistryAgents(self.agents),  # agent calls run the node's allowed agents
+            slots=self._slots,
         )
-        self._slots = asyncio.Semaphore(config.max_concurrent_tasks)
         self._runs: dict[str, TaskRun] = {}
         self._running = False
         self._stopped = asyncio.Event()
@@ -242,7 +253,7 @@ class Kernel:
 
         Raises:
             KernelStoppedError: The kernel is not running.
-            AgentNotAllowedError: The node does not run this agent (or this code hash).
+            AgentNotAllowedError: The node does not run this agent, or not under the signed profile.
             ModelNotServedError: No core serves the task's model id.
             KernelError: A task with this id is running already.
         """
@@ -251,14 +262,20 @@ class Kernel:
         previous = self._runs.get(spec.task_id)
         if previous is not None and not previous.done():
             raise KernelError(f"task {spec.task_id} is already running")
-        info = self.agents.get(spec.agent_id, spec.agent_hash)
+        info = self.agents.get(spec.agent_id)
         core = self.cores.get(spec.model_id)
         try:  # the trace must record the input exactly as signed (docs/protocol.md, inputHash)
             canonical_input(spec.input)
         except InputEncodingError as exc:
             raise KernelError(f"task {spec.task_id}: {exc}") from None
-        caps = self.access.capabilities(spec, frozenset(self.tools.names()))
-        tools = [self.tools.spec(name) for name in sorted(caps.tools)]
+        caps, tools = self._environment(spec)
+        if spec.agent_hash is not None:  # the user signed the profile, not only the code
+            running = profile_of(info.agent_id, info.code_hash, caps, tools).hash()
+            if running != spec.agent_hash.lower():
+                raise AgentNotAllowedError(
+                    f"agent {spec.agent_id!r} runs here under profile {running}, not the signed "
+                    f"{spec.agent_hash} (its code, limits or tools differ)"
+                )
         seed = task_seed(spec.task_id)
         trace = TraceRecorder(
             spec.task_id,
@@ -280,6 +297,21 @@ class Kernel:
         self._runs[spec.task_id] = run
         task.add_done_callback(lambda _t: self._forget(run))
         return run
+
+    def _environment(self, spec: TaskSpec) -> tuple[Capabilities, list[ToolSpec]]:
+        caps = self.access.capabilities(spec, frozenset(self.tools.names()))
+        return caps, [seen_spec(recorded_tool(self.tools.spec(name))) for name in sorted(caps.tools)]
+
+    def profile(self, agent_id: str) -> AgentProfile:
+        """The profile every task of ``agent_id`` runs under here (code, limits, tools): its hash
+        is the ``agentHash`` a user signs for it.
+
+        Raises:
+            AgentNotAllowedError: the node does not run ``agent_id``.
+        """
+        info = self.agents.get(agent_id)
+        caps, tools = self._environment(TaskSpec(task_id="", agent_id=info.agent_id, input=""))
+        return profile_of(info.agent_id, info.code_hash, caps, tools)
 
     async def run_task(self, spec: TaskSpec) -> TaskOutcome:
         """Run ``spec`` to its end: its output, trace CID, trace hash and trace."""
@@ -318,7 +350,7 @@ class Kernel:
             return await self._dispatcher.handle(st, call)
 
         try:
-            async with self._slots:
+            async with self._slots.hold() as st.slot:
                 ran = await run_agent(
                     st.agent.cls, spec.task_id, spec.input, syscall, st.tools, spec.timeout_s
                 )

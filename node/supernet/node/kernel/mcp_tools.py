@@ -52,8 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO
 
 from supernet.node.kernel.errors import ToolError, ToolUnavailableError
-from supernet.node.kernel.tools import Tool, ToolRegistry, ToolSpec
-from supernet.node.kernel.trace import check_encodable
+from supernet.node.kernel.tools import Tool, ToolRegistry, ToolSpec, check_listable
 
 log = logging.getLogger(__name__)
 
@@ -219,10 +218,7 @@ def make_spec(cfg: MCPServerConfig, tool: Any) -> ToolSpec:
     destructive = hints is not None and hints.destructive_hint is True and hints.read_only_hint is not True
     description = " ".join(str(tool.description or tool.name).split())[:MAX_DESCRIPTION_CHARS]
     parameters = check_schema(tool.input_schema, cfg.max_schema_bytes)
-    # every task's trace records the specs its agent saw: one a trace cannot hold (a 100-bit
-    # integer, a lone surrogate) would break every task, so it is refused here
-    check_encodable({"description": description, "parameters": parameters})
-    return ToolSpec(
+    spec = ToolSpec(
         name=tool_name(cfg.name, tool.name),
         description=description,
         parameters=parameters,
@@ -231,6 +227,10 @@ def make_spec(cfg: MCPServerConfig, tool: Any) -> ToolSpec:
         timeout_s=cfg.timeout_s,
         max_concurrency=cfg.max_concurrency,
     )
+    # every task's trace records the specs its agent saw, and its signed profile hashes them: one
+    # a trace cannot hold or hash (a 100-bit integer, a lone surrogate) would break every task
+    check_listable(spec)
+    return spec
 
 
 # -- connections ------------------------------------------------------------------------------------

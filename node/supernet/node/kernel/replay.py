@@ -46,7 +46,7 @@ from supernet.node.agents.base import Agent
 from supernet.node.agents.registry import BUILTIN_IDS, AgentInfo, AgentRegistry
 from supernet.node.kernel import errors as kernel_errors
 from supernet.node.kernel.access import AccessManager, Capabilities, NodePolicy, action_hash, namespace_of
-from supernet.node.kernel.agent_run import AgentResult, run_agent, task_seed
+from supernet.node.kernel.agent_run import AgentResult, run_agent, seen_spec, task_seed
 from supernet.node.kernel.dispatch import Dispatcher, TaskState
 from supernet.node.kernel.memory import ROOT_TYPE as MEMORY_ROOT_TYPE
 from supernet.node.kernel.memory import MemoryWrite
@@ -174,16 +174,7 @@ def context_of(doc: Mapping[str, Any] | Trace) -> tuple[int, Capabilities, tuple
         max_tool_calls=limits.max_tool_calls,
         max_file_bytes=limits.max_file_bytes,
     )
-    specs = tuple(
-        ToolSpec(
-            name=t.name,
-            description=t.description,
-            parameters=dict(t.parameters),
-            deterministic=t.deterministic,
-            irreversible=t.irreversible,
-        )
-        for t in sorted(trace.tools, key=lambda t: t.name)
-    )
+    specs = tuple(seen_spec(t) for t in sorted(trace.tools, key=lambda t: t.name))
     return trace.seed, caps, specs
 
 

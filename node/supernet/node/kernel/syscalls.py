@@ -82,7 +82,8 @@ class TaskSpec:
         input: The task input (a string or a JSON object).
         user: The task owner's address; the memory and file namespaces derive from it.
         fee: Fee in wei; the fee-priority scheduler weighs users by it.
-        agent_hash: If set, the agent's code hash must equal it (the signed ``agentHash``).
+        agent_hash: If set, the hash of the agent's profile here (code, limits, tools) must equal it
+            (the signed ``agentHash``, `supernet.sdk.formats.profile`).
         tools: Tools the signed task asks for (``None``: all the node's policy allows).
         confirmations: ``actionHash`` hex -> 65-byte signature of an EIP-712 ``Confirmation``.
         timeout_s: Wall-clock bound of the whole task.

@@ -22,6 +22,8 @@ import jsonschema
 from supernet.node.kernel.errors import ToolArgumentsError, ToolError, ToolTimeoutError
 from supernet.node.kernel.trace import as_recorded
 from supernet.sdk.agents.tools import ToolSpec  # the agent ABI's; re-exported here
+from supernet.sdk.chain.receipts import canonical_input
+from supernet.sdk.formats.profile import check_numbers
 
 ToolFn = Callable[[Mapping[str, Any]], Any | Awaitable[Any]]
 """A tool's body: takes the validated arguments, returns a JSON value (sync or async)."""
@@ -33,6 +35,21 @@ class Tool:
 
     spec: ToolSpec
     fn: ToolFn = field(repr=False)
+
+
+def check_listable(spec: ToolSpec) -> None:
+    """Raise ``ValueError`` unless the spec can be part of a signed agent profile, naming one
+    environment: no float that is not finite (recorded as ``null``: the node would validate against
+    another schema than the one signed) or whose value is an integer (`check_numbers`), recordable
+    in a trace (`supernet.node.kernel.trace.check_encodable`), and with an RFC 8785 form (no integer
+    past 2**53). A tool that fails could not be listed in ``GET /v1/node`` nor its profile hashed,
+    so it is refused when it is registered, not on every task."""
+    record = {"description": spec.description, "parameters": dict(spec.parameters)}
+    try:
+        check_numbers(record)
+        canonical_input(as_recorded(record))
+    except ValueError as exc:  # InputEncodingError, or not recordable at all
+        raise ValueError(f"tool {spec.name!r} cannot be listed in an agent profile: {exc}") from None
 
 
 class ToolRegistry:
@@ -55,6 +72,7 @@ class ToolRegistry:
         if tool.spec.name in self._tools:
             raise ValueError(f"tool {tool.spec.name!r} is already registered")
         jsonschema.Draft202012Validator.check_schema(dict(tool.spec.parameters))
+        check_listable(tool.spec)
         if limit_group is None:
             limit = asyncio.Semaphore(tool.spec.max_concurrency)
         else:

@@ -173,12 +173,11 @@ def create_app(ctx: NodeContext | None = None, *, max_body_bytes: int = 64 * 102
         and where to read traces (the read-only store under ``/v1/store``, or ``store.public_url``)."""
         ids = dict.fromkeys([*ctx.settings.engine.agents, *(a.id for a in ctx.settings.agents.allow)])
         agents = {a: h for a in ids if (h := ctx.executor.agent_hash(a))}
-        describe = getattr(ctx.executor, "agent_cards", None)  # executors that describe their agents
-        cards = (
-            [AgentCard.model_validate(c) for c in describe() if agents.get(c["id"]) == c["codeHash"]]
-            if describe is not None
-            else [AgentCard(id=a, codeHash=h) for a, h in agents.items()]
-        )
+        cards = [
+            AgentCard.model_validate(c)
+            for c in ctx.executor.agent_cards()
+            if agents.get(c["id"]) == c["agentHash"]
+        ]
         return NodeInfo(
             address=ctx.address,
             chainId=ctx.auth.domain.chain_id,

@@ -227,7 +227,7 @@ class PricingSettings(BaseModel):
     """
 
     price_per_token_wei: int = Field(default=10**9, ge=0)
-    tokens_per_task: int = Field(default=1000, gt=0)
+    tokens_per_task: int = Field(default=1000, gt=0, le=2**53 - 1)  # a limit of the signed agent profile
 
     @property
     def task_fee_wei(self) -> int:

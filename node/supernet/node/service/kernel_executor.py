@@ -165,9 +165,9 @@ class KernelExecutor:
         return self.kernel.engine_for(model_id)
 
     def agent_hash(self, agent: str) -> str | None:
-        """Code hash of an allowed agent, None otherwise."""
+        """The ``agentHash`` a user signs for an allowed agent (its profile's hash), None otherwise."""
         try:
-            return self.kernel.agents.get(agent).code_hash
+            return self.kernel.profile(agent).hash()
         except AgentNotAllowedError:
             return None
 
@@ -179,11 +179,14 @@ class KernelExecutor:
             return None
 
     def agent_cards(self) -> list[dict[str, Any]]:
-        """Every agent this node runs: id, code hash, description, input JSON schema, package."""
+        """Every agent this node runs: id, code hash, profile and its hash (the signed
+        ``agentHash``), description, input JSON schema, package."""
         return [
             {
                 "id": a.agent_id,
                 "codeHash": a.code_hash,
+                "agentHash": (profile := self.kernel.profile(a.agent_id)).hash(),
+                "profile": profile.to_json(),
                 "description": a.description,
                 "inputSchema": dict(a.input_schema),
                 "package": a.package,
@@ -196,15 +199,16 @@ class KernelExecutor:
         waits for the user's confirmation is announced to ``on_event``.
 
         Raises:
-            TaskFailedError: The agent's code is no longer the code its user signed (the operator
-                upgraded the package while the task waited, e.g. across a restart): running the new
-                code would return a result no validator could replay against the signed hash.
+            TaskFailedError: The agent's profile is no longer the one its user signed (the operator
+                upgraded the package or changed the policy while the task waited, e.g. across a
+                restart): running it would return a result no validator could replay against the
+                signed hash.
         """
         signed = (job.request or {}).get("agentHash")
         running = self.agent_hash(job.agent)
         if signed is not None and (running is None or running.lower() != signed.lower()):
             raise TaskFailedError(
-                f"agent {job.agent!r} now runs code {running}, not the {signed} its user signed"
+                f"agent {job.agent!r} now runs under profile {running}, not the {signed} its user signed"
             )
         spec = TaskSpec(
             task_id=job.task_id,

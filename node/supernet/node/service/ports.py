@@ -56,7 +56,13 @@ class Executor(Protocol):
         ...
 
     def agent_hash(self, agent: str) -> str | None:
-        """``0x`` sha256 of the agent's code bundle, or None if this node does not run it."""
+        """The ``agentHash`` a request for the agent signs (``0x`` hash of its profile: code,
+        limits, tools; `supernet.sdk.formats.profile`), or None if this node does not run it."""
+        ...
+
+    def agent_cards(self) -> list[dict[str, Any]]:
+        """Every agent it runs, as ``GET /v1/node`` lists it (`supernet.sdk.node_api.AgentCard`:
+        id, code hash, ``agentHash`` and the profile it hashes, description, input schema)."""
         ...
 
     async def run(self, job: Job, on_token: TokenSink, on_event: EventSink | None = None) -> JobResult:

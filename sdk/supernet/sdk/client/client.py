@@ -28,11 +28,13 @@ from supernet.sdk.client.routing import PROBE_TIMEOUT_S, Probe, probe, rank
 from supernet.sdk.client.state import ClientState, TaskRecord
 from supernet.sdk.client.streaming import TaskStream, check_stream
 from supernet.sdk.client.types import (
+    DEFAULT_MIN_LIMITS,
     ClientError,
     NodeChoice,
     PreparedTask,
     RefundClaimed,
     TaskResult,
+    agent_profile,
     answer,
     check_input,
     parse,
@@ -78,11 +80,13 @@ class Client:
         state_dir: Path | None = None,
         store_url: str | None = None,
         timeout: float = 60.0,
+        min_limits: Mapping[str, int] = DEFAULT_MIN_LIMITS,
     ) -> None:
         if contracts.account is None:
             raise ClientError("the client needs a signing account")
         self.contracts = contracts
         self.account: LocalAccount = contracts.account
+        self.min_limits = min_limits  # the least budget of an agent profile it signs for
         self.state = ClientState.open(state_dir)
         self.store_url = store_url or os.environ.get("SUPERNET_STORE_URL") or None
         # connection failures are retried by httpx itself (nothing was sent, so it is always safe)
@@ -263,9 +267,7 @@ class Client:
         deposit: a node failing any of them costs nothing."""
         info = choice.info
         model_id = pick_model_id(info, model)
-        agent_hash = info.agents.get(agent)
-        if agent_hash is None:
-            raise ClientError(f"node {choice.address} does not run agent {agent!r}")
+        agent_hash, _ = agent_profile(info, agent, self.min_limits)
         check_input(info, agent, task_input)  # before a nonce is reserved or a deposit made
         price = info.taskFee
         fee = price if offer is None else offer

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import httpx
@@ -10,6 +12,8 @@ import jsonschema
 from pydantic import BaseModel, ValidationError
 from supernet.sdk.agents.input_schema import input_problem
 from supernet.sdk.errors import SupernetError
+from supernet.sdk.formats.fields import FormatError
+from supernet.sdk.formats.profile import AgentProfile, profile_hash_or_reason
 from supernet.sdk.node_api import NodeInfo
 
 M = TypeVar("M", bound=BaseModel)
@@ -119,6 +123,66 @@ def pick_model_id(info: NodeInfo, model: str | None) -> str:
     if named is None:
         raise ClientError(f"node does not serve model {model!r}")
     return named.lower()
+
+
+DEFAULT_MIN_LIMITS: Mapping[str, int] = MappingProxyType(
+    {"max_llm_calls": 1, "max_llm_tokens": 16, "max_new_tokens": 16}
+)
+"""The least budget the client signs for by default (``min_limits``): at least one LLM call of 16
+tokens. A node that lists ``max_llm_calls = 0`` would otherwise sell an agent's fallback answer,
+verified clean, for the price of a model run."""
+
+
+def agent_profile(
+    info: NodeInfo, agent: str, min_limits: Mapping[str, int] = DEFAULT_MIN_LIMITS
+) -> tuple[str, AgentProfile]:
+    """The ``agentHash`` to sign for ``agent`` on this node, and the profile it is the hash of.
+
+    The user signs the whole profile (the agent's id and code, limits and tools), so a node cannot
+    run the task under a smaller budget or with a tool relabelled; this checks that the hash the
+    node asks for is the hash of a profile *of that agent* (the request names no agent id: a
+    profile of another agent would run that agent, and verify clean) with at least ``min_limits``
+    (limit name -> least value, e.g. ``{"max_tool_calls": 4}``).
+
+    Raises:
+        ClientError: the node does not run ``agent``, lists no readable profile for it, lists one
+            of another agent or code, or whose hash is not the ``agentHash`` it asks for, or whose
+            limits are below ``min_limits``.
+    """
+    agent_hash = info.agents.get(agent)
+    if agent_hash is None:
+        raise ClientError(f"node {info.address} does not run agent {agent!r}")
+    card = next((c for c in info.agentCards if c.id == agent), None)
+    if card is None or card.profile is None:
+        raise ClientError(
+            f"node {info.address} lists no profile of agent {agent!r}: nothing says what it signs"
+        )
+    try:
+        profile = AgentProfile.from_json(card.profile)
+    except FormatError as exc:
+        raise ClientError(
+            f"node {info.address} lists an unreadable profile of agent {agent!r}: {exc}"
+        ) from None
+    if profile.agent.id != agent or profile.agent.code_hash.lower() != card.codeHash.lower():
+        raise ClientError(
+            f"node {info.address} lists for agent {agent!r} (code {card.codeHash}) the profile of "
+            f"agent {profile.agent.id!r} (code {profile.agent.code_hash})"
+        )
+    if profile_hash_or_reason(profile) != agent_hash.lower():
+        raise ClientError(
+            f"node {info.address} asks to sign {agent_hash} for agent {agent!r}, "
+            f"which is not the hash of the profile it lists ({profile_hash_or_reason(profile)})"
+        )
+    limits = profile.limits.to_dag()
+    short = sorted(
+        (name, limits.get(name), least) for name, least in min_limits.items() if limits.get(name, 0) < least
+    )
+    if short:
+        raise ClientError(
+            f"node {info.address} runs agent {agent!r} with less than this client signs for: "
+            + ", ".join(f"{name} {got} < {least}" for name, got, least in short)
+        )
+    return agent_hash, profile
 
 
 def check_input(info: NodeInfo, agent: str, task_input: Any) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
-from collections.abc import AsyncGenerator, Generator
+from collections.abc import AsyncGenerator, Generator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,14 @@ from eth_utils import to_checksum_address
 from supernet.sdk.chain.eip712 import Domain
 from supernet.sdk.client.ladder import DEFAULT_MAX_FEE, domain_key, proven_cumulative, rebase, sign_task
 from supernet.sdk.client.state import ClientState
-from supernet.sdk.client.types import ClientError, answer, parse, pick_model_id
+from supernet.sdk.client.types import (
+    DEFAULT_MIN_LIMITS,
+    ClientError,
+    agent_profile,
+    answer,
+    parse,
+    pick_model_id,
+)
 from supernet.sdk.node_api import AccountPublic, NodeInfo
 from supernet.sdk.openai_compat.chat_input import chat_task_input
 
@@ -53,8 +60,10 @@ class SupernetAuth(httpx.Auth):
         *,
         state_dir: Path | None = None,
         max_fee: int | None = None,
+        min_limits: Mapping[str, int] = DEFAULT_MIN_LIMITS,
     ) -> None:
         self.account, self.domain, self.max_fee = account, domain, max_fee
+        self.min_limits = min_limits  # the least budget of the chat agent's profile it signs for
         self._state_dir = state_dir
         self.state = ClientState.open(state_dir)
         self._nodes: dict[str, NodeInfo] = {}  # API base URL -> GET /v1/node
@@ -132,9 +141,7 @@ class SupernetAuth(httpx.Auth):
         cap = DEFAULT_MAX_FEE if self.max_fee is None else self.max_fee
         if fee > cap:
             raise ClientError(f"node fee {fee} is above max_fee {cap}")
-        agent_hash = info.agents.get(AGENT)
-        if agent_hash is None:
-            raise ClientError(f"node {node} does not run the {AGENT!r} agent")
+        agent_hash, _ = agent_profile(info, AGENT, self.min_limits)
         model_id = pick_model_id(info, body.get("model"))
         with self._lock:
             # re-read: another client on this state directory (a `Client`, a second helper) may
