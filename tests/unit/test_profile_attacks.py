@@ -5,9 +5,8 @@ The adversaries: a cheating node (run a task under another environment than the 
 still verify clean), a user or a third party trying to get an honest node slashed, and a node
 trying to make a client sign something it did not mean to.
 
-Each attack was proven as a test first; ``test_defence_*``: the attack fails (six of them were
-closed after the review: their docstrings say how it worked, and what closed it);
-``test_known_limit_*``: it still works, as documented in docs/validator.md "Known limits".
+Each attack was proven as a test first; ``test_defence_*``: the attack fails (the seven that
+worked were closed after the review: their docstrings say how each worked, and what closed it).
 Helpers come from ``tests/unit/test_validator_attacks.py`` and ``test_validator_attacks3.py``.
 """
 
@@ -246,31 +245,34 @@ def test_defence_a_schema_number_without_one_spelling_is_not_listed(bad: float) 
     )
 
 
-async def test_known_limit_child_agent_narrowed_by_a_group_verifies_clean(tmp_path: Path) -> None:
-    """KNOWN LIMIT (docs/validator.md "Children's narrowing"), shown end to end. The user signs the
-    profile of ``calc-delegator``, which lists the calculator. The node puts the *child* agent
-    ``calc`` in a privilege group with no tools: the parent's profile (hence the signed hash) does
-    not change, the child's call of the calculator is refused, and the degraded answer verifies
-    clean, since a child's tools are the node's word within the parent's. A user cannot even see
-    the narrowing: no listed profile mentions it.
-
-    Fix: list and sign the child profiles too (e.g. the parent's profile names, per callable child,
-    its tools/memory/storage, or the hash of the child's profile), and have replay check the
-    ``agent.call`` event's capabilities against them.
-    """
+async def test_defence_a_child_agent_narrowed_by_a_group_is_caught(tmp_path: Path) -> None:
+    """Was a known limit (shown end to end by this review): the user signed the profile of
+    ``calc-delegator``, which lists the calculator; the node put the *child* agent ``calc`` in a
+    privilege group with no tools, which left the parent's profile unchanged: the child's
+    calculator call was refused and the degraded answer verified clean. A profile now lists the
+    agents its agent may call, each with what it gets (`CallableAgent`), and the replay holds each
+    ``agent.call`` to its entry: the node's narrowing changes the profile (a TRACE finding against
+    the signed one), and a trace that narrows a child without saying so diverges."""
     starve = NodePolicy(groups=(PrivilegeGroup("no-tools", frozenset({"calc"}), tools=()),))
-    assert kernel_of(starve).profile("calc-delegator").hash() == kernel_of().profile("calc-delegator").hash()
-    assert "calculator" in {t.name for t in kernel_of(starve).profile("calc-delegator").tools}
+    listed, starved = kernel_of().profile("calc-delegator"), kernel_of(starve).profile("calc-delegator")
+    assert listed.hash() != starved.hash() and listed.tools == starved.tools  # only the child differs
+    assert next(a for a in starved.agents if a.id == "calc").tools == ()
     task_input = {"expr": "6 * 7"}
     req, task_id, honest = await honest_run(tmp_path, CalcDelegator, task_input)
     assert honest["output"] == "42" and clean(await verify(DictStore(), req, task_id, honest, agents=MINE))
-    req2, task_id2, cheat = await honest_run(tmp_path, CalcDelegator, task_input, starve)
-    assert req2 == req and task_id2 == task_id  # the same signed request
+    async with started_kernel(tmp_path / "cheat", starve) as kernel:  # runs it, whatever was signed
+        spec = TaskSpec(
+            task_id=task_id, agent_id="calc-delegator", input=task_input, user=USER.address, fee=100
+        )
+        cheat = dict((await kernel.run_task(spec)).trace)
     assert cheat["output"].startswith("could not compute")
-    assert clean(await verify(DictStore(), req, task_id, cheat, agents=MINE))
-
-
-# -- one hash, two environments ---------------------------------------------------------------------
+    verdict = await verify(DictStore(), req, task_id, cheat, agents=MINE)
+    assert not verdict.ok and "trace" in {f.check.value for f in verdict.findings}, verdict.findings
+    # the narrowed child, recorded under the signed profile's entries: the replay diverges
+    forged = {**cheat, "agents": honest["agents"]}
+    verdict = await verify(DictStore(), req, task_id, forged, agents=MINE)
+    assert not verdict.ok and [f.check.value for f in verdict.findings] == ["replay"], verdict.findings
+    assert "other capabilities than its profile entry gives" in verdict.findings[0].message
 
 
 async def test_defence_a_trace_spelling_a_schema_integer_as_a_float_is_caught() -> None:

@@ -10,6 +10,7 @@ value becomes the task's output, and of how failures are reported.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,7 +24,7 @@ from supernet.node.kernel.syscalls import Syscall, TaskStatus
 from supernet.node.kernel.tools import ToolSpec
 from supernet.node.kernel.trace import as_recorded
 from supernet.sdk.formats.profile import AgentProfile
-from supernet.sdk.formats.trace import AgentRef, Limits, ToolDescription
+from supernet.sdk.formats.trace import AgentRef, CallableAgent, Limits, ToolDescription
 
 log = logging.getLogger(__name__)
 
@@ -100,22 +101,46 @@ def recorded_tool(spec: ToolSpec) -> ToolDescription:
     return ToolDescription.from_dag(as_recorded(spec_record(spec)), "tool")
 
 
-def profile_of(agent_id: str, code_hash: str, caps: Capabilities, tools: Sequence[ToolSpec]) -> AgentProfile:
+def profile_of(
+    agent_id: str,
+    code_hash: str,
+    caps: Capabilities,
+    tools: Sequence[ToolSpec],
+    agents: Sequence[CallableAgent],
+) -> AgentProfile:
     """The profile a task of ``agent_id`` runs under: its hash is the ``agentHash`` the user signs
     (`supernet.sdk.formats.profile`), built from the same records the trace keeps."""
-    return AgentProfile.of(
-        AgentRef(agent_id, code_hash),
-        Limits.from_dag(limits_of(caps), "limits"),
-        [recorded_tool(s) for s in tools],
+    limits = Limits.from_dag(limits_of(caps), "limits")
+    return AgentProfile.of(AgentRef(agent_id, code_hash), limits, [recorded_tool(s) for s in tools], agents)
+
+
+def callable_agent(agent_id: str, code_hash: str, caps: Capabilities) -> CallableAgent:
+    """What an agent gets when another agent calls it (before keeping only what the caller has)."""
+    return CallableAgent(agent_id, code_hash, tuple(sorted(caps.tools)), caps.memory, caps.storage)
+
+
+def child_capabilities(caller: Capabilities, child: CallableAgent, namespace: str) -> Capabilities:
+    """A called agent's capabilities: its caller's budget, and the tools, memory and files that
+    both its profile entry and its caller have (never more than the caller). One rule for the
+    node's dispatcher and a validator's replay."""
+    return dataclasses.replace(
+        caller,
+        tools=caller.tools & frozenset(child.tools),
+        namespace=namespace,
+        memory=caller.memory and child.memory,
+        storage=caller.storage and child.storage,
     )
 
 
-def task_context(seed: int, caps: Capabilities, tools: Sequence[ToolSpec], engine: Any) -> dict[str, Any]:
+def task_context(
+    seed: int, caps: Capabilities, tools: Sequence[ToolSpec], agents: Sequence[CallableAgent], engine: Any
+) -> dict[str, Any]:
     """The trace fields besides the events that a replay depends on."""
     return {
         "seed": seed,
         "limits": limits_of(caps),
         "tools": [spec_record(s) for s in tools],
+        "agents": [a.to_dag() for a in sorted(agents, key=lambda a: a.id)],
         "engine": engine_record(engine),
     }
 

@@ -36,8 +36,14 @@ from typing import Any
 
 from supernet.node.agents.registry import AgentInfo
 from supernet.node.faults import FaultInjector, Generation
-from supernet.node.kernel.access import AccessManager, Capabilities
-from supernet.node.kernel.agent_run import AgentResult, derive_seed, run_agent
+from supernet.node.kernel.access import AccessManager, Capabilities, namespace_of
+from supernet.node.kernel.agent_run import (
+    AgentResult,
+    callable_agent,
+    child_capabilities,
+    derive_seed,
+    run_agent,
+)
 from supernet.node.kernel.cores import LLMCore, LLMCores
 from supernet.node.kernel.errors import (
     AccessDeniedError,
@@ -73,7 +79,7 @@ from supernet.node.kernel.tools import ToolRegistry, ToolSpec, recorded_result
 from supernet.node.kernel.trace import MAX_TRACE_EVENTS, TraceRecorder, as_recorded, check_encodable, cid_link
 from supernet.node.llm.grammar import grammar_of
 from supernet.sdk.chain.receipts import InputEncodingError, canonical_input
-from supernet.sdk.formats.trace import MAX_CONTEXT_TOKENS
+from supernet.sdk.formats.trace import MAX_CONTEXT_TOKENS, CallableAgent
 from supernet.sdk.store.cids import compute_cid
 from supernet.sdk.store.files import split_chunks
 
@@ -121,13 +127,18 @@ class TaskState:
 class RegistryAgents:
     """The agents an agent call may run on the node: the kernel's registry (allowed agents)."""
 
-    def __init__(self, registry: Any) -> None:
+    def __init__(self, registry: Any, callable_agents: Callable[[], Sequence[CallableAgent]] = tuple) -> None:
         self._registry = registry
+        self._callable = callable_agents
 
     def resolve(self, agent_id: str, task_input: Any) -> AgentInfo:
         """The allowed agent ``agent_id`` (``AgentNotAllowedError`` otherwise)."""
         info: AgentInfo = self._registry.get(agent_id)
         return info
+
+    def callable(self, info: AgentInfo) -> CallableAgent | None:
+        """What ``info`` gets when called: its entry in the profiles' callable agents."""
+        return next((a for a in self._callable() if a.id == info.agent_id), None)
 
     def child_caps(self, caps: Capabilities) -> Capabilities:
         """The child's capabilities (the replay takes the recorded ones, checked against these)."""
@@ -521,14 +532,10 @@ class Dispatcher:
         child_input = call.input if isinstance(call.input, str) else json.loads(raw)
         info = self._agents.resolve(call.agent_id, child_input)
         child_spec = dataclasses.replace(spec, agent_id=info.agent_id, agent_hash=None)
-        narrowed = self._access.capabilities(child_spec, st.caps.tools)  # never more than the caller
-        caps = dataclasses.replace(
-            st.caps,
-            tools=narrowed.tools & st.caps.tools,
-            namespace=narrowed.namespace,
-            memory=narrowed.memory and st.caps.memory,
-            storage=narrowed.storage and st.caps.storage,
-        )
+        # what the signed profile's entry for the child gives, of what the caller has (a trace from
+        # before profiles listed callable agents has none: the caller's, as the trace recorded)
+        entry = self._agents.callable(info) or callable_agent(info.agent_id, info.code_hash, st.caps)
+        caps = child_capabilities(st.caps, entry, namespace_of(spec.user, info.agent_id))
         caps = self._agents.child_caps(caps)
         tools = tuple(t for t in st.tools if t.name in caps.tools)
         self._access.audit(spec, "agent.call", info.agent_id, True)

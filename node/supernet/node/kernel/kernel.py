@@ -29,6 +29,7 @@ from supernet.node.faults import FaultInjector
 from supernet.node.kernel.access import AccessManager, AuditEntry, Capabilities, NodePolicy
 from supernet.node.kernel.agent_run import (
     AgentResult,
+    callable_agent,
     profile_of,
     recorded_tool,
     run_agent,
@@ -51,6 +52,7 @@ from supernet.node.kernel.trace import TraceRecorder, collect_witness, save_trac
 from supernet.sdk.chain.eip712 import Domain
 from supernet.sdk.chain.receipts import InputEncodingError, canonical_input
 from supernet.sdk.formats.profile import AgentProfile
+from supernet.sdk.formats.trace import CallableAgent
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +194,7 @@ class Kernel:
             params_type=params_type,
             faults=faults,
             model_perturbed=model_perturbed,
-            agents=RegistryAgents(self.agents),  # agent calls run the node's allowed agents
+            agents=RegistryAgents(self.agents, self.callable_agents),  # the node's allowed agents
             slots=self._slots,
         )
         self._runs: dict[str, TaskRun] = {}
@@ -269,8 +271,9 @@ class Kernel:
         except InputEncodingError as exc:
             raise KernelError(f"task {spec.task_id}: {exc}") from None
         caps, tools = self._environment(spec)
+        callable_agents = self.callable_agents()
         if spec.agent_hash is not None:  # the user signed the profile, not only the code
-            running = profile_of(info.agent_id, info.code_hash, caps, tools).hash()
+            running = profile_of(info.agent_id, info.code_hash, caps, tools, callable_agents).hash()
             if running != spec.agent_hash.lower():
                 raise AgentNotAllowedError(
                     f"agent {spec.agent_id!r} runs here under profile {running}, not the signed "
@@ -286,7 +289,7 @@ class Kernel:
             str(core.engine.model_id),
             spec.input,
             {
-                **task_context(seed, caps, tools, core.engine),
+                **task_context(seed, caps, tools, callable_agents, core.engine),
                 **({"request": dict(spec.request)} if spec.request is not None else {}),
                 **({"request_signature": spec.request_signature} if spec.request_signature else {}),
             },
@@ -303,15 +306,26 @@ class Kernel:
         return caps, [seen_spec(recorded_tool(self.tools.spec(name))) for name in sorted(caps.tools)]
 
     def profile(self, agent_id: str) -> AgentProfile:
-        """The profile every task of ``agent_id`` runs under here (code, limits, tools): its hash
-        is the ``agentHash`` a user signs for it.
+        """The profile every task of ``agent_id`` runs under here (code, limits, tools, callable
+        agents): its hash is the ``agentHash`` a user signs for it.
 
         Raises:
             AgentNotAllowedError: the node does not run ``agent_id``.
         """
         info = self.agents.get(agent_id)
         caps, tools = self._environment(TaskSpec(task_id="", agent_id=info.agent_id, input=""))
-        return profile_of(info.agent_id, info.code_hash, caps, tools)
+        return profile_of(info.agent_id, info.code_hash, caps, tools, self.callable_agents())
+
+    def callable_agents(self) -> list[CallableAgent]:
+        """Every allowed agent, with what it gets when another agent calls it (the same for every
+        caller, before keeping only what the caller has): part of every profile."""
+        registered = frozenset(self.tools.names())
+        return [
+            callable_agent(
+                a.agent_id, a.code_hash, self.access.capabilities(TaskSpec("", a.agent_id, ""), registered)
+            )
+            for a in self.agents.list()
+        ]
 
     async def run_task(self, spec: TaskSpec) -> TaskOutcome:
         """Run ``spec`` to its end: its output, trace CID, trace hash and trace."""

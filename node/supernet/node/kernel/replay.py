@@ -60,6 +60,7 @@ from supernet.sdk.formats.fields import FormatError
 from supernet.sdk.formats.trace import (
     AgentCallEvent,
     AgentReturnEvent,
+    CallableAgent,
     ErrorEvent,
     Event,
     LlmEvent,
@@ -252,7 +253,7 @@ async def replay(
         storage=_TapeStorage(tape),
         access=AccessManager(NodePolicy(), domain),
         params_type=params_type,
-        agents=_TapeAgents(tape, agents),
+        agents=_TapeAgents(tape, agents, trace.agents),
     )
 
     async def syscall(call: Syscall) -> Any:
@@ -393,8 +394,12 @@ class _TapeAgents:
     """Agent calls: the recorded ``agent.call`` must be the call the replayed agent makes, and the
     replayed child must end as the recorded ``agent.return`` says."""
 
-    def __init__(self, tape: _Tape, agents: AgentRegistry | None) -> None:
+    def __init__(
+        self, tape: _Tape, agents: AgentRegistry | None, listed: Sequence[CallableAgent] | None = None
+    ) -> None:
         self._tape, self._agents = tape, agents
+        # the signed profile's callable agents (None: a trace from before profiles listed them)
+        self._listed = None if listed is None else {a.id: a for a in listed}
         self._calls: list[AgentCallEvent] = []
 
     def resolve(self, agent_id: str, task_input: Any) -> AgentInfo:
@@ -402,10 +407,26 @@ class _TapeAgents:
         ev = tape.peek()
         if isinstance(ev, ErrorEvent) and ev.syscall == AgentCallEvent.kind:
             name, _, message = ev.error.partition(": ")
-            if name == "AgentNotAllowedError":  # the node's agent set is not in the trace
-                raise kernel_errors.AgentNotAllowedError(message)
-            tape.diverge(i, f"syscall {i}: an agent call refused with a {name} the replay does not give")
+            if name != "AgentNotAllowedError":
+                tape.diverge(i, f"syscall {i}: an agent call refused with a {name} the replay does not give")
+            if self._listed is not None and agent_id in self._listed:
+                tape.diverge(
+                    i, f"syscall {i}: the node refused agent {agent_id}, which the signed profile lists"
+                )
+            raise kernel_errors.AgentNotAllowedError(message)
         call: AgentCallEvent = tape.next(AgentCallEvent)
+        if self._listed is not None:
+            entry = self._listed.get(call.agent.id)
+            if entry is None:
+                tape.diverge(
+                    i,
+                    f"syscall {i}: agent {call.agent.id} ran, which the signed profile does not list",
+                )
+            elif entry.code_hash.lower() != call.agent.code_hash.lower():
+                tape.diverge(
+                    i, f"syscall {i}: agent {call.agent.id} ran other code than the signed profile lists",
+                    entry.code_hash, call.agent.code_hash,
+                )  # fmt: skip
         if call.agent.id != agent_id:
             tape.diverge(
                 i, f"syscall {i}: the agent calls agent {agent_id}, the trace ran {call.agent.id}", agent_id,
@@ -443,9 +464,25 @@ class _TapeAgents:
             )
         return mine
 
+    def callable(self, info: AgentInfo) -> CallableAgent | None:
+        return None if self._listed is None else self._listed.get(info.agent_id)
+
     def child_caps(self, caps: Capabilities) -> Capabilities:
+        """The recorded capabilities of the child: exactly ``caps`` (what the signed profile's entry
+        gives of what the caller has), or, in a trace from before profiles listed callable agents,
+        no more than the caller's."""
         call, i = self._calls[-1], self._tape.index
         tools = frozenset(call.tools)
+        if self._listed is not None and (tools, call.memory, call.storage) != (
+            caps.tools,
+            caps.memory,
+            caps.storage,
+        ):
+            self._tape.diverge(
+                i, f"syscall {i}: {call.agent.id} got other capabilities than its profile entry gives",
+                _short({"tools": sorted(caps.tools), "memory": caps.memory, "storage": caps.storage}),
+                _short({"tools": list(call.tools), "memory": call.memory, "storage": call.storage}),
+            )  # fmt: skip
         if (
             not tools <= caps.tools
             or (call.memory and not caps.memory)

@@ -1,20 +1,23 @@
 """The agent profile, ``supernet/agent-profile/v1``: what a signed ``agentHash`` names.
 
 A task's result depends on the agent's code and on the environment the node runs it in: the
-budget (LLM calls, tokens per call and per task, tool calls, file size, memory and files on or off)
-and the tools it is offered, with whether each is deterministic (validators re-run it) and
-irreversible (it needs the user's confirmation). If only the code were signed, the environment
-would be the node's word per task: a node could run one task with ``max_new_tokens = 1`` and its
-one-token answer would replay clean, or relabel an irreversible tool as reversible and call it
-without a confirmation. So the signed ``agentHash`` is the hash of the whole profile:
+budget (LLM calls, tokens per call and per task, tool calls, file size, memory and files on or off),
+the tools it is offered, with whether each is deterministic (validators re-run it) and
+irreversible (it needs the user's confirmation), and the agents it may call with what each gets.
+If only the code were signed, the environment would be the node's word per task: a node could run
+one task with ``max_new_tokens = 1`` and its one-token answer would replay clean, or relabel an
+irreversible tool as reversible and call it without a confirmation. So the signed ``agentHash`` is
+the hash of the whole profile:
 
     agentHash = sha256(RFC 8785 JSON of the profile)
 
 A node lists each agent's profile and its hash (``GET /v1/node``, ``agentCards``); a client checks
 the hash, may check the limits against its own minimums, and signs it. The node runs the task under
 exactly that profile or refuses it; a trace records the profile's parts (``agent``, ``limits``,
-``tools``), and a validator recomputes the hash from them, so a trace whose environment is not the
-signed one is a finding, whatever the replay of it says.
+``tools``, ``agents``), and a validator recomputes the hash from them, so a trace whose environment is not the
+signed one is a finding, whatever the replay of it says. The replay holds a called agent to the
+profile's entry for it: its code hash, and the tools, memory and files it gets (what its caller
+has, narrowed by the entry).
 
 >>> from supernet.sdk.formats.trace import Trace, example_dag
 >>> p = AgentProfile.of_trace(Trace.from_dag(example_dag()))
@@ -32,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from supernet.sdk.chain.receipts import InputEncodingError, canonical_input
 from supernet.sdk.formats.fields import FormatError, items, record
-from supernet.sdk.formats.trace import AgentRef, Limits, ToolDescription
+from supernet.sdk.formats.trace import AgentRef, CallableAgent, Limits, ToolDescription, callable_agents
 
 if TYPE_CHECKING:
     from supernet.sdk.formats.trace import Trace
@@ -48,21 +51,35 @@ class AgentProfile:
         agent: The agent's id (it names the task's memory and file namespace) and code hash.
         limits: The budget and the memory/files switches every task of the agent runs under.
         tools: The tools the agent is offered, as it sees them.
+        agents: The agents it may call (``ctx.agents.call``), each with what it gets when called
+            (by id; one it may not call is not listed). A node lists the same for every agent.
     """
 
     agent: AgentRef
     limits: Limits
     tools: tuple[ToolDescription, ...]
+    agents: tuple[CallableAgent, ...] = ()
 
     @classmethod
-    def of(cls, agent: AgentRef, limits: Limits, tools: Sequence[ToolDescription]) -> AgentProfile:
-        """The profile with its tools in the one order that is hashed (by name)."""
-        return cls(agent, limits, tuple(sorted(tools, key=lambda t: t.name)))
+    def of(
+        cls,
+        agent: AgentRef,
+        limits: Limits,
+        tools: Sequence[ToolDescription],
+        agents: Sequence[CallableAgent] = (),
+    ) -> AgentProfile:
+        """The profile with its tools and callable agents in the one order that is hashed."""
+        return cls(
+            agent,
+            limits,
+            tuple(sorted(tools, key=lambda t: t.name)),
+            tuple(sorted(agents, key=lambda a: a.id)),
+        )
 
     @classmethod
     def of_trace(cls, trace: Trace) -> AgentProfile:
         """The profile a trace says its task ran under."""
-        return cls.of(trace.agent, trace.limits, trace.tools)
+        return cls.of(trace.agent, trace.limits, trace.tools, trace.agents or ())
 
     def to_json(self) -> dict[str, Any]:
         """The profile as JSON (what is hashed, and what ``agentCards`` list)."""
@@ -71,12 +88,13 @@ class AgentProfile:
             "agent": self.agent.to_dag(),
             "limits": self.limits.to_dag(),
             "tools": [t.to_dag() for t in self.tools],
+            "agents": [a.to_dag() for a in self.agents],
         }
 
     @classmethod
     def from_json(cls, obj: Any) -> AgentProfile:
         """Read a listed profile (`FormatError` naming the field that is not one)."""
-        r = record(obj, "profile", ("type", "agent", "limits", "tools"))
+        r = record(obj, "profile", ("type", "agent", "limits", "tools", "agents"))
         if r["type"] != PROFILE_TYPE:
             raise FormatError(f"profile.type must be {PROFILE_TYPE!r}, not {r['type']!r}")
         tools = items(r["tools"], "profile.tools", ToolDescription.from_dag)
@@ -86,6 +104,7 @@ class AgentProfile:
             AgentRef.from_dag(r["agent"], "profile.agent"),
             Limits.from_dag(r["limits"], "profile.limits"),
             tools,
+            callable_agents(r["agents"], "profile.agents"),
         )
 
     def hash(self) -> str:

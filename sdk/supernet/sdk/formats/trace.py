@@ -726,6 +726,51 @@ class ToolDescription:
 
 
 @dataclass(frozen=True)
+class CallableAgent:
+    """An agent the task's agent may call, as the node runs it when called: its id and code hash,
+    and the tools, memory and files it gets (the operator's privilege groups), of which a child
+    keeps what its caller also has. Part of the signed profile: a child's narrowing was the node's
+    word per task otherwise."""
+
+    id: str
+    code_hash: str
+    tools: tuple[str, ...]
+    memory: bool
+    storage: bool
+
+    def to_dag(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "code_hash": self.code_hash,
+            "tools": list(self.tools),
+            "memory": self.memory,
+            "storage": self.storage,
+        }
+
+    @classmethod
+    def from_dag(cls, obj: Any, path: str) -> CallableAgent:
+        r = record(obj, path, ("id", "code_hash", "tools", "memory", "storage"))
+        tools = items(r["tools"], f"{path}.tools", string)
+        if list(tools) != sorted(set(tools)):
+            raise FormatError(f"{path}.tools must be sorted, each once")
+        return cls(
+            id=string(r["id"], f"{path}.id"),
+            code_hash=string(r["code_hash"], f"{path}.code_hash"),
+            tools=tools,
+            memory=boolean(r["memory"], f"{path}.memory"),
+            storage=boolean(r["storage"], f"{path}.storage"),
+        )
+
+
+def callable_agents(obj: Any, path: str) -> tuple[CallableAgent, ...]:
+    """A list of `CallableAgent` sorted by id, each once (`FormatError` otherwise)."""
+    agents = items(obj, path, CallableAgent.from_dag)
+    if [a.id for a in agents] != sorted({a.id for a in agents}):
+        raise FormatError(f"{path} must be sorted by id, each once")
+    return agents
+
+
+@dataclass(frozen=True)
 class Engine:
     """Where the node computed (validators choose tolerances by the precision pair)."""
 
@@ -784,6 +829,8 @@ class Trace:
     witness: Witness = field(default_factory=Witness)
     request: TaskRequest | None = None
     request_signature: bytes | None = None
+    # the agents it may call (`CallableAgent`); absent in traces from before they were signed
+    agents: tuple[CallableAgent, ...] | None = None
 
     def to_dag(self) -> dict[str, Any]:
         """The dag-cbor document (CIDs as links)."""
@@ -809,6 +856,8 @@ class Trace:
             doc["request"] = self.request.to_json()
         if self.request_signature is not None:
             doc["request_signature"] = hex0x(self.request_signature)
+        if self.agents is not None:
+            doc["agents"] = [a.to_dag() for a in self.agents]
         return doc
 
     @classmethod
@@ -826,7 +875,7 @@ class Trace:
                 "type", "task_id", "user", "fee", "agent", "model_id", "input", "seed", "limits",
                 "tools", "engine", "output", "status", "error", "events", "witness",
             ),
-            ("request", "request_signature"),
+            ("request", "request_signature", "agents"),
         )  # fmt: skip
         if r["type"] != TRACE_TYPE:
             raise FormatError(f"type must be {TRACE_TYPE!r}, not {r['type']!r}")
@@ -859,6 +908,7 @@ class Trace:
             witness=Witness.from_dag(r["witness"], "witness"),
             request=parsed_request,
             request_signature=optional(hexbytes)(r.get("request_signature"), "request_signature"),
+            agents=optional(callable_agents)(r.get("agents"), "agents"),
         )
 
 
