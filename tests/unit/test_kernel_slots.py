@@ -100,10 +100,13 @@ async def test_a_task_paused_for_its_users_confirmation_gives_its_slot_up() -> N
         access, seen = _pausing(timeout)
         s = access_spec()
         async with slots.hold() as slot:
-            call = asyncio.create_task(
-                access.authorize_tool(s, access.capabilities(s, REGISTERED), SEND, {"amount": 1}, partial(
-                    slots.away, slot))
-            )  # fmt: skip
+
+            async def syscall(slot: Any = slot, access: Any = access, s: Any = s) -> None:
+                async with slots.running(slot):  # as the dispatcher runs each syscall
+                    caps = access.capabilities(s, REGISTERED)
+                    await access.authorize_tool(s, caps, SEND, {"amount": 1}, partial(slots.away, slot))
+
+            call = asyncio.create_task(syscall())
             for _ in range(500):  # the watcher is a plain callback: poll for its pending call
                 if seen:
                     break

@@ -33,7 +33,7 @@ from supernet.sdk.chain.eip712 import (
 from supernet.sdk.chain.receipts import Receipt, input_hash, output_hash, sign_receipt, trace_hash
 from supernet.sdk.formats.manifest import ManifestEntry
 from supernet.sdk.formats.profile import AgentProfile
-from supernet.sdk.formats.trace import AgentRef, Limits, ToolDescription, Trace
+from supernet.sdk.formats.trace import AgentRef, CallableAgent, Limits, ToolDescription, Trace
 from supernet.sdk.models import served_model_id
 from supernet.sdk.store.cids import compute_cid, decode_dag, encode_dag, link
 from supernet.validator.tool_check import RegistryRunner
@@ -122,12 +122,16 @@ DOC_LIMITS = {
 """The limits of every `trace_doc`."""
 
 
-def doc_profile(agent: type[Agent], tools: list[dict[str, Any]] | None = None) -> str:
-    """The ``agentHash`` of a `trace_doc` of ``agent`` with ``tools``: the profile the user signs."""
+def doc_profile(
+    agent: type[Agent], tools: list[dict[str, Any]] | None = None, agents: list[dict[str, Any]] | None = None
+) -> str:
+    """The ``agentHash`` of a `trace_doc` of ``agent`` with ``tools`` and callable ``agents``: the
+    profile the user signs."""
     return AgentProfile.of(
         AgentRef(agent.agent_id, agent.code_hash()),
         Limits.from_dag(DOC_LIMITS, "limits"),
         [ToolDescription.from_dag(t, "tool") for t in tools or []],
+        [CallableAgent.from_dag(a, "agent") for a in agents or []],
     ).hash()
 
 
@@ -158,8 +162,10 @@ def trace_doc(
     output: str,
     tools: list[dict[str, Any]] | None = None,
     blocks: list[bytes] | None = None,
+    agents: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     return {
+        **({} if agents is None else {"agents": agents}),
         "type": "supernet/trace/v1",
         "task_id": task_id,
         "user": user,
@@ -648,41 +654,53 @@ class NobodyDelegator(Agent):
 
 
 async def test_unknown_child_code_hash_of_an_installed_agent_is_caught() -> None:
-    """A child agent's code hash is the node's word (the user signs only the top agent's). Writing
-    a hash no validator has into the ``agent.call`` event made the replay *unverifiable*. A child
-    whose id is installed here under another code hash is now a REPLAY divergence; only a child
-    whose id is not installed here at all stays unverifiable."""
+    """A child agent's code hash was the node's word (the user signed only the top agent's). Writing
+    a hash no validator has into the ``agent.call`` event made the replay *unverifiable*. The
+    signed profile now lists every agent the task's agent may call with its code hash, so another
+    hash in the call is a REPLAY divergence; a profile listing a child installed here under another
+    code hash diverges too (nodes run the versions validators install); only a child whose id is
+    not installed here at all stays unverifiable."""
     store = DictStore()
     task_input = {"q": "What is the launch code?"}
-    req, task_id = signed_task(Delegator, task_input)
-    events = [
-        {
-            "kind": "agent.call",
-            "agent": {"id": "memq", "code_hash": "0x" + "ee" * 32},
-            "input": task_input,
-            "depth": 1,
-            "tools": [],
-            "memory": True,
-            "storage": False,
-        }
-    ]
-    doc = trace_doc(Delegator, task_id, USER.address, task_input, events, "The launch code is 0000.")
-    verdict = await verify(store, req, task_id, doc, agents=(Delegator,))
+
+    def entry(agent_id: str, code_hash: str) -> dict[str, Any]:
+        return {"id": agent_id, "code_hash": code_hash, "tools": [], "memory": True, "storage": False}
+
+    def delegated(agent_id: str, code_hash: str) -> list[dict[str, Any]]:
+        call = {"kind": "agent.call", "agent": {"id": agent_id, "code_hash": code_hash}, "input": task_input,
+                "depth": 1, "tools": [], "memory": True, "storage": False}  # fmt: skip
+        return [call]
+
+    async def verdict_of(
+        parent: type[Agent], table: list[dict[str, Any]], events: list[dict[str, Any]]
+    ) -> Any:
+        req, task_id = signed_task(parent, task_input, doc_profile(parent, agents=table))
+        doc = trace_doc(
+            parent, task_id, USER.address, task_input, events, "The launch code is 0000.", agents=table
+        )
+        return await verify(store, req, task_id, doc, agents=(parent,))
+
+    listed = [entry("memq", MemoryQuestion.code_hash())]
+    verdict = await verdict_of(Delegator, listed, delegated("memq", "0x" + "ee" * 32))
     assert verdict.unverifiable is None
     [div] = [f for f in verdict.findings if f.check.value == "replay"]
-    assert "has another code hash" in div.message and div.call == 0
+    assert "ran other code than the signed profile lists" in div.message and div.call == 0
     assert (div.expected, div.claimed) == (MemoryQuestion.code_hash(), "0x" + "ee" * 32)
-    # control: with the installed child's real hash, the same made-up trace is a finding
-    doc["events"][0]["agent"]["code_hash"] = MemoryQuestion.code_hash()
-    control = await verify(store, req, task_id, doc, agents=(Delegator,))
-    assert not control.ok and control.unverifiable is None
-    # a child whose id is not installed here at all stays unverifiable (no finding to give)
-    doc["events"][0]["agent"] = {"id": "nobody", "code_hash": "0x" + "ee" * 32}
-    req2, task_id2 = signed_task(NobodyDelegator, task_input)
-    doc2 = trace_doc(
-        NobodyDelegator, task_id2, USER.address, task_input, doc["events"], "The launch code is 0000."
+    # the signed profile lists the installed child under another hash: the installed code decides
+    verdict = await verdict_of(
+        Delegator, [entry("memq", "0x" + "ee" * 32)], delegated("memq", "0x" + "ee" * 32)
     )
-    unknown = await verify(store, req2, task_id2, doc2, agents=(NobodyDelegator,))
+    [div] = [f for f in verdict.findings if f.check.value == "replay"]
+    assert "has another code hash" in div.message
+    # control: with the installed child's real hash, the same made-up trace is a finding
+    control = await verdict_of(Delegator, listed, delegated("memq", MemoryQuestion.code_hash()))
+    assert not control.ok and control.unverifiable is None
+    # a child the signed profile does not list diverges
+    unlisted = await verdict_of(Delegator, [], delegated("memq", MemoryQuestion.code_hash()))
+    assert any("which the signed profile does not list" in f.message for f in unlisted.findings)
+    # a child whose id is not installed here at all stays unverifiable (no finding to give)
+    nobody = [entry("nobody", "0x" + "ee" * 32)]
+    unknown = await verdict_of(NobodyDelegator, nobody, delegated("nobody", "0x" + "ee" * 32))
     assert unknown.findings == () and "'nobody'" in str(unknown.unverifiable)
     assert "not installed here" in str(unknown.unverifiable)
 

@@ -30,6 +30,7 @@ import asyncio
 import dataclasses
 import json
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -39,7 +40,6 @@ from supernet.node.faults import FaultInjector, Generation
 from supernet.node.kernel.access import AccessManager, Capabilities, namespace_of
 from supernet.node.kernel.agent_run import (
     AgentResult,
-    callable_agent,
     child_capabilities,
     derive_seed,
     run_agent,
@@ -47,12 +47,14 @@ from supernet.node.kernel.agent_run import (
 from supernet.node.kernel.cores import LLMCore, LLMCores
 from supernet.node.kernel.errors import (
     AccessDeniedError,
+    AgentNotAllowedError,
     BudgetExceededError,
     KernelError,
     LLMError,
     TaskAbort,
 )
 from supernet.node.kernel.memory import MemoryManager
+from supernet.node.kernel.namespaces import NamespaceRoots
 from supernet.node.kernel.scheduler import LLMJob, Scheduler
 from supernet.node.kernel.slots import Slot, TaskSlots
 from supernet.node.kernel.storage import StorageManager
@@ -104,6 +106,8 @@ class TaskState:
     namespaces: asyncio.Lock | None = None
     gate: asyncio.Lock = field(default_factory=asyncio.Lock)
     slot: Slot | None = None  # the kernel slot the task runs in, given up while it waits for the lock
+    # the user's memory and file roots when the task took the lock: where a failed task leaves them
+    marked: tuple[dict[str, str], dict[str, str]] | None = None
     ended: bool = False
     # why the node aborted the task (`TaskAbort`), kept here too: an agent that swallows the
     # exception (``gather(..., return_exceptions=True)``) must not turn it into an answer
@@ -195,9 +199,16 @@ class Dispatcher:
         model_perturbed: bool = False,
         agents: RegistryAgents | Any | None = None,
         slots: TaskSlots | None = None,
+        revert_failed: bool = False,
     ) -> None:
         self._agents = agents
         self._slots = slots
+        # the node's kernel: a failed task's writes are undone (`release`)
+        self._undo: tuple[NamespaceRoots, NamespaceRoots] | None = (
+            (memory.roots, storage.roots)
+            if revert_failed and memory is not None and storage is not None
+            else None
+        )
         # One LLM core per served model; a replay (or a one-model kernel) passes engine + scheduler.
         self._cores = cores if cores is not None else LLMCores([LLMCore(engine, scheduler)])
         self._tools = tools
@@ -223,21 +234,26 @@ class Dispatcher:
         if recorded >= limit:  # a full trace: refused, and not recorded
             raise BudgetExceededError(f"task {st.spec.task_id} made its {MAX_TRACE_EVENTS} syscalls")
         try:
-            if isinstance(call, LLMChat):
-                return await self._llm(st, call)
-            if isinstance(call, ToolCall):
-                return await self._tool(st, call)
-            if isinstance(call, MemoryAdd | MemorySearch):
-                return await self._memory_call(st, call)
-            if isinstance(call, _STORAGE_CALLS):
-                return await self._storage_call(st, call)
-            if isinstance(call, AgentCall):
+            if isinstance(call, AgentCall):  # the child's own syscalls hold the task's slot
                 return await self._agent_call(st, call)
+            async with self._running(st):
+                if isinstance(call, LLMChat):
+                    return await self._llm(st, call)
+                if isinstance(call, ToolCall):
+                    return await self._tool(st, call)
+                if isinstance(call, MemoryAdd | MemorySearch):
+                    return await self._memory_call(st, call)
+                if isinstance(call, _STORAGE_CALLS):
+                    return await self._storage_call(st, call)
             raise TypeError(f"not a syscall: {type(call).__name__}")
         except Exception as exc:
             if len(st.trace.events) == recorded:  # refused or failed before its own event
                 st.trace.record("error", syscall=_kind(call), error=_error(exc), call=_describe(call))
             raise
+
+    def _running(self, st: TaskState) -> AbstractAsyncContextManager[None]:
+        """One syscall of the task runs in the task's kernel slot (`TaskSlots.running`)."""
+        return nullcontext() if self._slots is None else self._slots.running(st.root.slot)
 
     async def _llm(self, st: TaskState, call: LLMChat) -> ChatResult:
         spec, caps, use = st.spec, st.caps, st.root  # an agent call's child charges the task
@@ -375,23 +391,43 @@ class Dispatcher:
             try:
                 if self._slots is None or not lock.locked():
                     await lock.acquire()
-                    root.namespaces = lock
+                    self._held(root, lock)
                 else:  # another task of the user holds it: wait without a kernel slot (`slots`)
                     async with self._slots.away(root.slot):
                         await lock.acquire()
-                        root.namespaces = lock  # held from here on: `release` frees it, come what may
+                        self._held(root, lock)  # from here on `release` frees it, come what may
             except BaseException:
                 if root.namespaces is None:
                     self._drop_user(user)
                 raise
 
-    def release(self, st: TaskState) -> None:
-        """The task ended: no syscall of it runs any more, and its user's namespace lock goes to
-        the next task of that user."""
+    def _held(self, root: TaskState, lock: asyncio.Lock) -> None:
+        root.namespaces = lock
+        prefix = root.spec.user.lower() + "/"
+        if self._undo is not None:
+            root.marked = (self._undo[0].mark(prefix), self._undo[1].mark(prefix))
+
+    def end(self, st: TaskState) -> None:
+        """The task's agent ended: no syscall of it runs any more."""
         st.ended = True
-        if st.namespaces is not None:
+
+    async def release(self, st: TaskState, keep: bool) -> None:
+        """The task ended: its user's namespace lock goes to the next task of that user. A task
+        that did not succeed (``keep`` false: no receipt will name it) first puts the user's memory
+        and files back where it found them: a task's writes take effect with its result, so the
+        next task of the user starts from roots only receipted tasks made."""
+        st.ended = True
+        if st.namespaces is None:
+            return
+        try:
+            if not keep and st.marked is not None and self._undo is not None:
+                prefix = st.spec.user.lower() + "/"
+                await self._undo[0].revert(prefix, st.marked[0])
+                await self._undo[1].revert(prefix, st.marked[1])
+        finally:
             st.namespaces.release()
             st.namespaces = None
+            st.marked = None
             self._drop_user(st.spec.user.lower())
 
     def _abort(self, st: TaskState, why: str) -> TaskAbort:
@@ -532,9 +568,9 @@ class Dispatcher:
         child_input = call.input if isinstance(call.input, str) else json.loads(raw)
         info = self._agents.resolve(call.agent_id, child_input)
         child_spec = dataclasses.replace(spec, agent_id=info.agent_id, agent_hash=None)
-        # what the signed profile's entry for the child gives, of what the caller has (a trace from
-        # before profiles listed callable agents has none: the caller's, as the trace recorded)
-        entry = self._agents.callable(info) or callable_agent(info.agent_id, info.code_hash, st.caps)
+        entry = self._agents.callable(info)  # the signed profile's entry for the child
+        if entry is None:
+            raise AgentNotAllowedError(f"agent {info.agent_id!r} is not among the agents this task may call")
         caps = child_capabilities(st.caps, entry, namespace_of(spec.user, info.agent_id))
         caps = self._agents.child_caps(caps)
         tools = tuple(t for t in st.tools if t.name in caps.tools)

@@ -196,6 +196,7 @@ class Kernel:
             model_perturbed=model_perturbed,
             agents=RegistryAgents(self.agents, self.callable_agents),  # the node's allowed agents
             slots=self._slots,
+            revert_failed=True,
         )
         self._runs: dict[str, TaskRun] = {}
         self._running = False
@@ -370,17 +371,25 @@ class Kernel:
                 )
         except TaskAbort as exc:  # failed, whatever the agent would have made of it
             st.aborted = st.aborted or str(exc)
+        except BaseException:
+            await self._dispatcher.release(st, keep=False)
+            raise
         finally:
-            self._dispatcher.release(st)
+            self._dispatcher.end(st)
             st.stream.put_nowait(None)
         if st.aborted is not None:  # raised, or swallowed by the agent
             ran = AgentResult("", "error", f"TaskAbort: {st.aborted}")
         output = ran.output
         if ran.status == "ok" and self._faults is not None:
             output = self._faults.on_answer(spec.task_id, output)
-        witness = await collect_witness(self.store, st.trace.typed)
-        trace = st.trace.build(output, ran.status, ran.error, witness)
-        cid, trace_hash = await save_trace(self.store, trace, publish=not self._withholds(spec.task_id))
+        kept = False  # the user's memory and files keep the task's writes only if it succeeds
+        try:
+            witness = await collect_witness(self.store, st.trace.typed)
+            trace = st.trace.build(output, ran.status, ran.error, witness)
+            cid, trace_hash = await save_trace(self.store, trace, publish=not self._withholds(spec.task_id))
+            kept = ran.status == "ok"
+        finally:
+            await self._dispatcher.release(st, keep=kept)
         return TaskOutcome(
             task_id=spec.task_id,
             status=ran.status,

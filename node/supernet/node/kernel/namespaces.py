@@ -46,6 +46,27 @@ class NamespaceRoots:
         """Continue from roots persisted by :meth:`snapshot`."""
         self._roots.update(roots)
 
+    def mark(self, prefix: str) -> dict[str, str]:
+        """The roots of the namespaces starting with ``prefix`` (one user's), to `revert` to."""
+        return {ns: cid for ns, cid in self._roots.items() if ns.startswith(prefix)}
+
+    async def revert(self, prefix: str, marked: Mapping[str, str]) -> None:
+        """Put the namespaces starting with ``prefix`` back to the roots `mark` returned: the roots
+        written since are dropped (unpinned), the marked ones pinned again."""
+        for ns in [ns for ns in self._roots if ns.startswith(prefix) and self._roots[ns] != marked.get(ns)]:
+            async with self.lock(ns):
+                current, earlier = self._roots[ns], marked.get(ns)
+                try:
+                    if earlier is not None:
+                        await self.store.pin_add(earlier)
+                    await self.store.pin_rm(current)
+                except Exception as exc:
+                    raise MemoryStoreError(f"cannot revert {ns} to {earlier}: {exc}") from exc
+                if earlier is None:
+                    del self._roots[ns]
+                else:
+                    self._roots[ns] = earlier
+
     async def load(self, namespace: str) -> dict[str, Any] | None:
         """The latest root object of ``namespace`` (``None`` before its first write)."""
         cid = self._roots.get(namespace)

@@ -37,7 +37,6 @@ through ``ctx``): see docs/agents.md.
 from __future__ import annotations
 
 import builtins
-import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -253,7 +252,7 @@ async def replay(
         storage=_TapeStorage(tape),
         access=AccessManager(NodePolicy(), domain),
         params_type=params_type,
-        agents=_TapeAgents(tape, agents, trace.agents),
+        agents=_TapeAgents(tape, agents, trace.agents or ()),
     )
 
     async def syscall(call: Syscall) -> Any:
@@ -394,12 +393,11 @@ class _TapeAgents:
     """Agent calls: the recorded ``agent.call`` must be the call the replayed agent makes, and the
     replayed child must end as the recorded ``agent.return`` says."""
 
-    def __init__(
-        self, tape: _Tape, agents: AgentRegistry | None, listed: Sequence[CallableAgent] | None = None
-    ) -> None:
+    def __init__(self, tape: _Tape, agents: AgentRegistry | None, listed: Sequence[CallableAgent]) -> None:
         self._tape, self._agents = tape, agents
-        # the signed profile's callable agents (None: a trace from before profiles listed them)
-        self._listed = None if listed is None else {a.id: a for a in listed}
+        # the signed profile's callable agents; a trace without them hashes as a profile that lists
+        # none (no fallback to the caller's word: that would let a forged table-less trace run any)
+        self._listed = {a.id: a for a in listed}
         self._calls: list[AgentCallEvent] = []
 
     def resolve(self, agent_id: str, task_input: Any) -> AgentInfo:
@@ -409,24 +407,20 @@ class _TapeAgents:
             name, _, message = ev.error.partition(": ")
             if name != "AgentNotAllowedError":
                 tape.diverge(i, f"syscall {i}: an agent call refused with a {name} the replay does not give")
-            if self._listed is not None and agent_id in self._listed:
+            if agent_id in self._listed:
                 tape.diverge(
                     i, f"syscall {i}: the node refused agent {agent_id}, which the signed profile lists"
                 )
             raise kernel_errors.AgentNotAllowedError(message)
         call: AgentCallEvent = tape.next(AgentCallEvent)
-        if self._listed is not None:
-            entry = self._listed.get(call.agent.id)
-            if entry is None:
-                tape.diverge(
-                    i,
-                    f"syscall {i}: agent {call.agent.id} ran, which the signed profile does not list",
-                )
-            elif entry.code_hash.lower() != call.agent.code_hash.lower():
-                tape.diverge(
-                    i, f"syscall {i}: agent {call.agent.id} ran other code than the signed profile lists",
-                    entry.code_hash, call.agent.code_hash,
-                )  # fmt: skip
+        entry = self._listed.get(call.agent.id)
+        if entry is None:
+            tape.diverge(i, f"syscall {i}: agent {call.agent.id} ran, which the signed profile does not list")
+        if entry.code_hash.lower() != call.agent.code_hash.lower():
+            tape.diverge(
+                i, f"syscall {i}: agent {call.agent.id} ran other code than the signed profile lists",
+                entry.code_hash, call.agent.code_hash,
+            )  # fmt: skip
         if call.agent.id != agent_id:
             tape.diverge(
                 i, f"syscall {i}: the agent calls agent {agent_id}, the trace ran {call.agent.id}", agent_id,
@@ -465,35 +459,20 @@ class _TapeAgents:
         return mine
 
     def callable(self, info: AgentInfo) -> CallableAgent | None:
-        return None if self._listed is None else self._listed.get(info.agent_id)
+        return self._listed.get(info.agent_id)
 
     def child_caps(self, caps: Capabilities) -> Capabilities:
-        """The recorded capabilities of the child: exactly ``caps`` (what the signed profile's entry
-        gives of what the caller has), or, in a trace from before profiles listed callable agents,
-        no more than the caller's."""
+        """The recorded capabilities of the child must be exactly ``caps``: what the signed
+        profile's entry for it gives of what its caller has."""
         call, i = self._calls[-1], self._tape.index
-        tools = frozenset(call.tools)
-        if self._listed is not None and (tools, call.memory, call.storage) != (
-            caps.tools,
-            caps.memory,
-            caps.storage,
-        ):
+        recorded = (frozenset(call.tools), call.memory, call.storage)
+        if recorded != (caps.tools, caps.memory, caps.storage):
             self._tape.diverge(
                 i, f"syscall {i}: {call.agent.id} got other capabilities than its profile entry gives",
                 _short({"tools": sorted(caps.tools), "memory": caps.memory, "storage": caps.storage}),
                 _short({"tools": list(call.tools), "memory": call.memory, "storage": call.storage}),
             )  # fmt: skip
-        if (
-            not tools <= caps.tools
-            or (call.memory and not caps.memory)
-            or (call.storage and not caps.storage)
-        ):
-            self._tape.diverge(
-                i, f"syscall {i}: agent {call.agent.id} ran with capabilities its caller does not have",
-                _short({"tools": sorted(caps.tools), "memory": caps.memory, "storage": caps.storage}),
-                _short({"tools": list(call.tools), "memory": call.memory, "storage": call.storage}),
-            )  # fmt: skip
-        return dataclasses.replace(caps, tools=tools, memory=call.memory, storage=call.storage)
+        return caps
 
     def returned(self, agent_id: str, result: AgentResult) -> None:
         tape, i = self._tape, self._tape.index
