@@ -108,6 +108,9 @@ class TaskState:
     slot: Slot | None = None  # the kernel slot the task runs in, given up while it waits for the lock
     # the user's memory and file roots when the task took the lock: where a failed task leaves them
     marked: tuple[dict[str, str], dict[str, str]] | None = None
+    # syscalls of the task in flight (one an agent left running when it returned included)
+    inflight: int = 0
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
     ended: bool = False
     # why the node aborted the task (`TaskAbort`), kept here too: an agent that swallows the
     # exception (``gather(..., return_exceptions=True)``) must not turn it into an answer
@@ -226,8 +229,28 @@ class Dispatcher:
 
     async def handle(self, st: TaskState, call: Syscall) -> Any:
         """Run one syscall of task ``st``; record it (or its failure) in the trace."""
-        if st.root.ended:  # its trace is built: nothing of it may run or be recorded any more
-            raise KernelError(f"task {st.root.spec.task_id} has ended")
+        root = st.root
+        if root.ended:  # its agent returned: nothing of it may start any more
+            raise KernelError(f"task {root.spec.task_id} has ended")
+        root.inflight += 1
+        root.settled.clear()
+        try:
+            return await self._handle(st, call)
+        finally:
+            root.inflight -= 1
+            if root.inflight == 0:
+                root.settled.set()
+
+    async def settle(self, st: TaskState) -> None:
+        """Wait until no syscall of the task is in flight (the task has ended: none starts any
+        more). A syscall the agent left running when it returned (``create_task``) ends within its
+        own limits; the kernel builds the trace, and keeps or undoes the task's writes, after it, so
+        every write of the task is in its trace and none lands after the user's lock moved on."""
+        st.ended = True
+        if st.inflight:
+            await st.settled.wait()
+
+    async def _handle(self, st: TaskState, call: Syscall) -> Any:
         recorded = len(st.trace.events)
         # each agent call open on the chain keeps one event for its agent.return, a new call two
         limit = MAX_TRACE_EVENTS - (len(st.chain) - 1) - (1 if isinstance(call, AgentCall) else 0)
@@ -416,7 +439,7 @@ class Dispatcher:
         that did not succeed (``keep`` false: no receipt will name it) first puts the user's memory
         and files back where it found them: a task's writes take effect with its result, so the
         next task of the user starts from roots only receipted tasks made."""
-        st.ended = True
+        await self.settle(st)
         if st.namespaces is None:
             return
         try:

@@ -384,6 +384,7 @@ class Kernel:
             output = self._faults.on_answer(spec.task_id, output)
         kept = False  # the user's memory and files keep the task's writes only if it succeeds
         try:
+            await self._dispatcher.settle(st)  # a syscall the agent left running: in the trace too
             witness = await collect_witness(self.store, st.trace.typed)
             trace = st.trace.build(output, ran.status, ran.error, witness)
             cid, trace_hash = await save_trace(self.store, trace, publish=not self._withholds(spec.task_id))

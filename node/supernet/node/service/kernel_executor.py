@@ -240,6 +240,7 @@ class KernelExecutor:
     async def close(self) -> None:
         """Stop the kernel and its engine, and close the MCP sessions."""
         await self.kernel.stop()
+        await self._save_roots()  # the roots the stopped tasks left (their writes undone, unpinned)
         if self._mcp is not None:
             await self._mcp.close()
         if self.audit_db is not None:
