@@ -10,6 +10,7 @@ starts (`Dispatcher.release`).
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ ALICE = "0x" + "a1" * 20
 
 
 class Journal(Agent):
-    """Writes a note and a memory, then fails if asked to; ``{"read": true}`` reports both."""
+    """Writes a note and a memory, then fails or hangs if asked to; ``{"read": true}`` reports both."""
 
     agent_id = "journal"
     description = "Writes, maybe fails, or reads back."
@@ -35,14 +36,16 @@ class Journal(Agent):
             except FileNotFoundError:
                 note = "-"
             hits = await ctx.memory.search("anything", k=8)
+            if input.get("fail"):
+                raise RuntimeError("read, then failed")
             return f"{note}|{sorted(h.text for h in hits)}"
         await ctx.storage.put("note.txt", input["text"])
         await ctx.memory.add(input["text"])
+        if input.get("slow"):
+            await asyncio.sleep(input["slow"])
         if input.get("fail"):
             raise RuntimeError("the agent failed after writing")
         if input.get("hang"):
-            import asyncio
-
             await asyncio.sleep(60)
         return "written"
 

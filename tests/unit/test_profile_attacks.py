@@ -12,16 +12,14 @@ Helpers come from ``tests/unit/test_validator_attacks.py`` and ``test_validator_
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
-from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import httpx
 import pytest
 from supernet.node.agents.base import Agent
 from supernet.node.agents.context import AgentContext
@@ -36,9 +34,7 @@ from supernet.sdk.client.types import ClientError, agent_profile
 from supernet.sdk.formats.profile import AgentProfile
 from supernet.sdk.formats.trace import AgentRef, Limits, ToolDescription, Trace
 from supernet.sdk.node_api import AgentCard, NodeInfo
-from supernet.sdk.store import StoreClient
 from supernet.sdk.store.cids import decode_dag, encode_dag
-from supernet.sdk.store.embedded import EmbeddedStore, create_app
 
 from tests.unit.test_validator_attacks import (
     USER,
@@ -52,7 +48,7 @@ from tests.unit.test_validator_attacks import (
     trace_doc,
     verify,
 )
-from tests.unit.test_validator_attacks3 import FakeEngine, NoEmbedder, Summarizer, clean
+from tests.unit.test_validator_attacks3 import FakeEngine, NoEmbedder, Summarizer, clean, stand_in_kernel
 
 # -- agents ---------------------------------------------------------------------------------------------
 
@@ -104,17 +100,9 @@ def kernel_of(policy: NodePolicy | None = None) -> Kernel:
     )  # fmt: skip
 
 
-@contextlib.asynccontextmanager
-async def started_kernel(store_dir: Path, policy: NodePolicy | None = None) -> AsyncIterator[Kernel]:
-    app = create_app(EmbeddedStore(store_dir, fsync=False))
-    config = KernelConfig(node_policy=policy or NodePolicy())
-    async with StoreClient("http://embedded-store", transport=httpx.ASGITransport(app=app)) as store:
-        kernel = Kernel(FakeEngine(), store, config, agents=registry(MINE), embedder=EMBEDDER)
-        await kernel.setup()
-        try:
-            yield kernel
-        finally:
-            await kernel.stop()
+def started_kernel(store_dir: Path, policy: NodePolicy | None = None) -> AbstractAsyncContextManager[Kernel]:
+    """A started kernel of `MINE` under ``policy`` on an embedded store in ``store_dir``."""
+    return stand_in_kernel(store_dir, MINE, policy=policy, embedder=EMBEDDER)
 
 
 async def honest_run(

@@ -11,11 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
-import httpx
 from supernet.node.agents.base import Agent
 from supernet.node.agents.context import AgentContext
 from supernet.node.kernel.access import NodePolicy, PrivilegeGroup
@@ -26,8 +25,6 @@ from supernet.node.kernel.tools import Tool, ToolSpec
 from supernet.sdk.chain.receipts import canonical_input
 from supernet.sdk.formats.profile import AgentProfile
 from supernet.sdk.formats.trace import Trace
-from supernet.sdk.store import StoreClient
-from supernet.sdk.store.embedded import EmbeddedStore, create_app
 
 from tests.unit.test_profile_attacks import (
     EMBEDDER,
@@ -58,17 +55,9 @@ class Outer(Agent):
 NESTED = (*MINE, Outer)
 
 
-@contextlib.asynccontextmanager
-async def nested_kernel(store_dir: Path, policy: NodePolicy | None = None) -> AsyncIterator[Kernel]:
-    app = create_app(EmbeddedStore(store_dir, fsync=False))
-    config = KernelConfig(node_policy=policy or NodePolicy())
-    async with StoreClient("http://embedded-store", transport=httpx.ASGITransport(app=app)) as store:
-        kernel = Kernel(FakeEngine(), store, config, agents=registry(NESTED), embedder=EMBEDDER)
-        await kernel.setup()
-        try:
-            yield kernel
-        finally:
-            await kernel.stop()
+def nested_kernel(store_dir: Path, policy: NodePolicy | None = None) -> AbstractAsyncContextManager[Kernel]:
+    """A started kernel of `NESTED` under ``policy`` on an embedded store in ``store_dir``."""
+    return stand_in_kernel(store_dir, NESTED, policy=policy, embedder=EMBEDDER)
 
 
 def without_agents(doc: dict[str, Any]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from supernet.node.kernel.syscalls import TaskSpec
 from supernet.node.kernel.trace import TraceTooLargeError
 from supernet.sdk.agents.errors import KernelStoppedError
 
+from tests.unit.test_failed_task_writes import Journal
 from tests.unit.test_validator_attacks import DictStore, registry, signed_task, verify
 from tests.unit.test_validator_attacks3 import FakeEngine, NoEmbedder, clean, stand_in_kernel
 
@@ -47,33 +48,6 @@ class SlowEmbedder:
         if any(t.startswith("ghost") for t in texts):
             await asyncio.sleep(GHOST_DELAY_S)
         return np.ones((len(texts), self.dim), dtype=np.float32)
-
-
-class Journal(Agent):
-    """Writes a note and a memory, then fails or hangs if asked to; ``{"read": true}`` reports both."""
-
-    agent_id = "journal"
-    description = "Writes, maybe fails, or reads back."
-
-    async def run(self, ctx: AgentContext, input: Any) -> str:
-        if input.get("read"):
-            try:
-                note = (await ctx.storage.get("note.txt")).decode()
-            except FileNotFoundError:
-                note = "-"
-            hits = await ctx.memory.search("anything", k=8)
-            if input.get("fail"):
-                raise RuntimeError("read, then failed")
-            return f"{note}|{sorted(h.text for h in hits)}"
-        await ctx.storage.put("note.txt", input["text"])
-        await ctx.memory.add(input["text"])
-        if input.get("slow"):
-            await asyncio.sleep(input["slow"])
-        if input.get("fail"):
-            raise RuntimeError("the agent failed after writing")
-        if input.get("hang"):
-            await asyncio.sleep(60)
-        return "written"
 
 
 class Ghost(Agent):
