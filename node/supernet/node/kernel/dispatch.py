@@ -430,10 +430,6 @@ class Dispatcher:
         if self._undo is not None:
             root.marked = (self._undo[0].mark(prefix), self._undo[1].mark(prefix))
 
-    def end(self, st: TaskState) -> None:
-        """The task's agent ended: no syscall of it runs any more."""
-        st.ended = True
-
     async def release(self, st: TaskState, keep: bool) -> None:
         """The task ended: its user's namespace lock goes to the next task of that user. A task
         that did not succeed (``keep`` false: no receipt will name it) first puts the user's memory

@@ -375,7 +375,7 @@ class Kernel:
             await self._dispatcher.release(st, keep=False)
             raise
         finally:
-            self._dispatcher.end(st)
+            st.ended = True  # no syscall of it starts any more (`Dispatcher.settle` waits for the rest)
             st.stream.put_nowait(None)
         if st.aborted is not None:  # raised, or swallowed by the agent
             ran = AgentResult("", "error", f"TaskAbort: {st.aborted}")

@@ -171,13 +171,14 @@ def create_app(ctx: NodeContext | None = None, *, max_body_bytes: int = 64 * 102
     async def node_info(ctx: Ctx, request: Request) -> NodeInfo:
         """What a client needs to sign for this node: address, EIP-712 domain, fee, models, agents,
         and where to read traces (the read-only store under ``/v1/store``, or ``store.public_url``)."""
-        ids = dict.fromkeys([*ctx.settings.engine.agents, *(a.id for a in ctx.settings.agents.allow)])
-        agents = {a: h for a in ids if (h := ctx.executor.agent_hash(a))}
+        ids = {*ctx.settings.engine.agents, *(a.id for a in ctx.settings.agents.allow)}
+        # each profile hashed once: the cards carry the agentHash `agents` lists
         cards = [
             AgentCard.model_validate(c)
             for c in ctx.executor.agent_cards()
-            if agents.get(c["id"]) == c["agentHash"]
+            if c["id"] in ids and c.get("agentHash")
         ]
+        agents = {c.id: c.agentHash for c in cards if c.agentHash is not None}
         return NodeInfo(
             address=ctx.address,
             chainId=ctx.auth.domain.chain_id,
