@@ -21,7 +21,6 @@ from supernet.node.agents.context import AgentContext
 from supernet.node.agents.registry import AgentRegistry
 from supernet.node.kernel.access import action_hash, namespace_of
 from supernet.node.kernel.agent_run import task_seed
-from supernet.node.kernel.replay import replay
 from supernet.sdk.chain.eip712 import (
     Confirmation,
     Domain,
@@ -191,8 +190,27 @@ async def verify(
     task_id: str,
     doc: dict[str, Any],
     agents: tuple[type[Agent], ...] = (),
+    origins: Any = None,
+    batch_id: int = 1,
 ) -> Any:
-    """Commit ``doc`` the way an (honest-looking) node does and run the whole verifier on it."""
+    """Commit ``doc`` the way an (honest-looking) node does and run the whole verifier on it (as
+    entry 0 of batch ``batch_id``; ``origins``: the verifier's `ReceiptIndex`, None: roots are not
+    followed)."""
+    entry = commit_entry(store, req, task_id, doc)
+    verifier = Verifier(
+        store,
+        StandInScorer(),
+        RegistryRunner(store),
+        DOMAIN,
+        "0x" + "44" * 20,
+        agents=registry(agents),
+        origins=origins,
+    )
+    return await verifier.verify(batch_id, NODE.address, 0, Manifest({0: entry}))
+
+
+def commit_entry(store: DictStore, req: TaskRequest, task_id: str, doc: dict[str, Any]) -> ManifestEntry:
+    """Put the trace ``doc`` in ``store``; the manifest entry an honest-looking node commits for it."""
     trace_cid = store.put(doc)
     receipt = Receipt(
         request_hash=bytes.fromhex(task_id[2:]),
@@ -212,10 +230,7 @@ async def verify(
         req,
         sign_task_request(req, DOMAIN, USER),
     )
-    verifier = Verifier(
-        store, StandInScorer(), RegistryRunner(store), DOMAIN, "0x" + "44" * 20, agents=registry(agents)
-    )
-    return await verifier.verify(1, NODE.address, 0, Manifest({0: entry}))
+    return entry
 
 
 def empty_search(query: str) -> list[dict[str, Any]]:
@@ -276,44 +291,6 @@ async def test_a_memory_root_of_another_namespace_is_caught() -> None:
     verdict = await verify(DictStore(), req, task_id, doc)
     assert not verdict.ok and verdict.unverifiable is None
     assert any("not a memory root of it" in f.message for f in verdict.findings), verdict.findings
-
-
-async def test_known_limit_fabricated_memory_root() -> None:
-    """KNOWN LIMIT (not fixed; docs/validator.md "Known limits"): a node answers a memory question
-    from memories the user never stored, and the receipt verifies clean.
-
-    The user has no memory at all (an honest node would answer 'unknown'). The node records a
-    ``memory.search`` whose ``root`` is a block it made up, labelled as the user's namespace and
-    listing an entry it made up, both carried in the witness. Replay checks that the root is a
-    memory root of the task's namespace and that the hits are its entries, never that the root
-    is one the user's own tasks wrote. What would fix it: each root names the task that wrote it
-    (its request hash) and the trace carries that task's receipt with its inclusion proof in a
-    committed batch, so a validator can follow the root back to tasks the user signed.
-    """
-    task_input = {"q": "What is the launch code?"}
-    req, task_id = signed_task(MemoryQuestion, task_input)
-    ns = namespace_of(USER.address, "memq")
-    blocks, root, hit = fabricated_memory(ns, "The launch code is 0000.")
-    events = searched(ns, task_input["q"], root, hit)
-    doc = trace_doc(
-        MemoryQuestion, task_id, USER.address, task_input, events, "The launch code is 0000.", blocks=blocks
-    )
-    verdict = await verify(DictStore(), req, task_id, doc)
-    assert verdict.findings == () and verdict.unverifiable is None and verdict.ok
-    # the honest answer would have been different: the same task with the namespace's real (empty) memory
-    honest = await replay(
-        trace_doc(
-            MemoryQuestion,
-            task_id,
-            USER.address,
-            task_input,
-            [{**events[0], "root": None, "hits": [], "scores": []}],
-            "unknown",
-        ),
-        MemoryQuestion,
-        None,
-    )
-    assert honest.divergences == [] and honest.output == "unknown"
 
 
 TRANSFER_TOOL = {

@@ -6,6 +6,9 @@
 * ``checks``: one row per (batch, receipt index) this validator checked, with the verdict, the
   evidence CID and the challenge it opened (if any). A restart skips receipts already checked.
 * ``challenges``: every challenge seen on chain, with this validator's vote and payout steps.
+* ``receipts`` / ``indexed``: where each committed receipt of a node is, by request hash, read
+  from the batches' manifests once (`supernet.validator.origin_check.ReceiptIndex`); ``indexed``
+  says which batches are read, and whether wholly (a posted manifest is partial).
 
 >>> db = Database(":memory:")
 >>> db.cursor(default=7)
@@ -40,7 +43,24 @@ CREATE TABLE IF NOT EXISTS missing (
   batch_id INTEGER NOT NULL, idx INTEGER NOT NULL, reason TEXT NOT NULL,
   attempts INTEGER NOT NULL DEFAULT 0, next_try REAL NOT NULL, availability_id INTEGER,
   status TEXT NOT NULL DEFAULT 'retrying', PRIMARY KEY (batch_id, idx));
+CREATE TABLE IF NOT EXISTS receipts (
+  batch_id INTEGER NOT NULL, idx INTEGER NOT NULL, node TEXT NOT NULL, request_hash TEXT NOT NULL,
+  user TEXT NOT NULL, trace_cid TEXT NOT NULL, PRIMARY KEY (batch_id, idx));
+CREATE INDEX IF NOT EXISTS receipts_by_request ON receipts (node, request_hash);
+CREATE TABLE IF NOT EXISTS indexed (batch_id INTEGER PRIMARY KEY, complete INTEGER NOT NULL);
 """
+
+
+@dataclass(frozen=True)
+class ReceiptRow:
+    """Where one committed receipt is (``node`` and ``user`` lower-case, ``request_hash`` 0x-hex)."""
+
+    batch_id: int
+    index: int
+    node: str
+    request_hash: str
+    user: str
+    trace_cid: str
 
 
 @dataclass(frozen=True)
@@ -281,6 +301,46 @@ class Database:
                 "THEN 'voted' ELSE status END WHERE challenge_id = ?",
                 (int(fraud), evidence_cid, challenge_id),
             )
+
+    # -- receipt index ---------------------------------------------------------------------------
+
+    def unindexed_batches(self, node: str, up_to: int) -> list[BatchRow]:
+        """``node``'s batches up to ``up_to`` whose manifests are not wholly indexed yet."""
+        rows = self._all(
+            "SELECT b.batch_id, b.node, b.root, b.count, b.commit_block, b.manifest_cid, b.status "
+            "FROM batches b LEFT JOIN indexed i ON i.batch_id = b.batch_id "
+            "WHERE lower(b.node) = lower(?) AND b.batch_id <= ? AND COALESCE(i.complete, 0) = 0 "
+            "ORDER BY b.batch_id",
+            node,
+            up_to,
+        )
+        return [BatchRow(r[0], r[1], bytes.fromhex(r[2]), r[3], r[4], r[5], r[6]) for r in rows]
+
+    def index_receipts(self, batch_id: int, rows: Iterable[ReceiptRow], complete: bool) -> None:
+        """Record the receipts read from a batch's manifest (idempotent)."""
+        with self._tx() as c:
+            c.executemany(
+                "INSERT OR IGNORE INTO receipts (batch_id, idx, node, request_hash, user, trace_cid) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(r.batch_id, r.index, r.node, r.request_hash, r.user, r.trace_cid) for r in rows],
+            )
+            c.execute(
+                "INSERT INTO indexed (batch_id, complete) VALUES (?, ?) ON CONFLICT(batch_id) "
+                "DO UPDATE SET complete = MAX(complete, excluded.complete)",
+                (batch_id, int(complete)),
+            )
+
+    def find_receipt(self, node: str, request_hash: str, up_to: int) -> ReceiptRow | None:
+        """The first committed receipt of ``node`` for ``request_hash`` in batches up to ``up_to``."""
+        rows = self._all(
+            "SELECT batch_id, idx, node, request_hash, user, trace_cid FROM receipts "
+            "WHERE node = lower(?) AND request_hash = lower(?) AND batch_id <= ? "
+            "ORDER BY batch_id, idx LIMIT 1",
+            node,
+            request_hash,
+            up_to,
+        )
+        return ReceiptRow(*rows[0]) if rows else None
 
     def set_challenge_status(self, challenge_id: int, status: str, fraud: bool | None = None) -> None:
         """Move a challenge to ``resolved`` or ``claimed``."""

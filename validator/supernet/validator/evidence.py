@@ -36,6 +36,7 @@ class Check(StrEnum):
     LLM_SHAPE = "llm.shape"  # lengths or params inconsistent
     TOOL = "tool"  # deterministic tool result differs on re-run
     REPLAY = "replay"  # the trace is not what the agent does (answer, calls, prompts, order)
+    ORIGIN = "origin"  # a root the task started from was not written by a committed task of its user
 
 
 FAULT_OF: dict[Check, str] = {
@@ -50,6 +51,7 @@ FAULT_OF: dict[Check, str] = {
     Check.LLM_SHAPE: "tokens",
     Check.TOOL: "tool",
     Check.REPLAY: "answer",
+    Check.ORIGIN: "answer",
 }
 """The node fault kind (`supernet.node.faults.FaultKind` value) each check reveals."""
 

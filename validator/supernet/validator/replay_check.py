@@ -19,7 +19,7 @@ The children's events are inline in the trace: their LLM calls are scored like t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from supernet.node.agents.registry import AgentRegistry
@@ -32,10 +32,12 @@ from supernet.validator.evidence import Check, Finding
 
 @dataclass(frozen=True)
 class ReplayOutcome:
-    """Findings of the replay, or why it could not run (``unverifiable``)."""
+    """Findings of the replay, or why it could not run (``unverifiable``); the roots the task
+    started from (`ReplayResult.first_roots`), for `supernet.validator.origin_check`."""
 
     findings: tuple[Finding, ...] = ()
     unverifiable: str | None = None
+    first_roots: dict[tuple[str, str], str | None] = field(default_factory=dict)
 
 
 async def check_replay(
@@ -100,4 +102,4 @@ async def check_replay(
         Finding(Check.REPLAY, d.message, call=d.index, expected=d.expected, claimed=d.claimed)
         for d in result.divergences
     ]
-    return ReplayOutcome(tuple(findings))
+    return ReplayOutcome(tuple(findings), first_roots=result.first_roots)

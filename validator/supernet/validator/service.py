@@ -37,6 +37,7 @@ from supernet.validator.db import BatchRow, CheckRow, Database
 from supernet.validator.evidence import Verdict, publish
 from supernet.validator.follower import Follower
 from supernet.validator.ops import Health, ValidatorMetrics, ops_app
+from supernet.validator.origin_check import ReceiptIndex
 from supernet.validator.sampler import sample
 from supernet.validator.tool_check import RegistryRunner, ToolRunner
 from supernet.validator.verifier import ManifestError, Scorer, Verifier
@@ -150,6 +151,8 @@ class Validator:
             auto_withdraw=s.auto_withdraw,
             on_event=lambda kind, data: self._emit(kind, **data),
         )
+        # the roots a task started from are followed to the committed receipts that wrote them
+        self.verifier.origins = ReceiptIndex(self.db, self.disputes.manifest)
         self.availability = Availability(
             self.chain,
             self.db,

@@ -42,6 +42,7 @@ from supernet.validator.consistency import check_receipt, check_trace, check_tra
 from supernet.validator.evidence import Check, Finding, Verdict
 from supernet.validator.grammar_check import check_grammar, grammar_masks
 from supernet.validator.llm_check import check_scores, check_shape, check_tokens, sampling_params
+from supernet.validator.origin_check import ReceiptIndex, check_origins
 from supernet.validator.replay_check import check_replay
 from supernet.validator.tool_check import ToolRunner, check_tools
 from supernet.validator.trace_view import LLMCall, MalformedTrace, Trace, parse_trace_block
@@ -218,6 +219,9 @@ class Verifier:
             more calls than ``arbiter_sample`` (rounded up).
         rng: where the draw comes from; default the OS's CSPRNG (`secrets`), which no node can
             predict (a draw from the trace alone a node could compute and answer honestly).
+        origins: where the nodes' committed receipts are: the roots a task started from are
+            followed to the committed tasks that wrote them (`supernet.validator.origin_check`).
+            None: not checked (a verifier without the chain, as in the benchmarks).
     """
 
     def __init__(
@@ -233,6 +237,7 @@ class Verifier:
         arbiter_sample: int = 1,
         arbiter_sample_fraction: float = 0.0,
         rng: random.Random | None = None,
+        origins: ReceiptIndex | None = None,
     ) -> None:
         if arbiter_sample < 1 or not 0.0 <= arbiter_sample_fraction <= 1.0:
             raise ValueError("arbiter_sample must be at least 1 and arbiter_sample_fraction in [0, 1]")
@@ -249,6 +254,7 @@ class Verifier:
         self.arbiter_sample = arbiter_sample
         self.arbiter_sample_fraction = arbiter_sample_fraction
         self._rng = rng if rng is not None else secrets.SystemRandom()
+        self.origins = origins
         self._score_lock = asyncio.Lock()
 
     def entry(self, manifest: Manifest, index: int) -> ManifestEntry:
@@ -493,6 +499,13 @@ class Verifier:
         findings += replayed.findings
         if replayed.unverifiable is not None and not findings:
             return head.verdict(findings, unverifiable=replayed.unverifiable)
+        if self.origins is not None and replayed.first_roots:
+            origin = await check_origins(
+                trace.doc, replayed.first_roots, self.origins, self.store, node, batch_id
+            )
+            findings += origin.findings
+            if origin.unverifiable is not None and not findings:
+                return head.verdict(findings, unverifiable=origin.unverifiable)
         scorable, too_long = [], []
         for call in trace.llm_calls:
             bad = check_tokens(call, scorer.vocab_size)

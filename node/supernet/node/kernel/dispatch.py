@@ -468,7 +468,7 @@ class Dispatcher:
         await self._hold_namespaces(st)
         ns = st.caps.namespace
         if isinstance(call, MemoryAdd):
-            w = await self._memory.add(ns, call.text, call.metadata)
+            w = await self._memory.add(ns, call.text, call.metadata, st.root.spec.task_id)
             self._access.owned.grant(ns, (w.entry_cid, w.root_cid))
             st.trace.record(
                 "memory.add",
@@ -504,7 +504,7 @@ class Dispatcher:
         if isinstance(call, StoragePut):
             if len(call.data) > st.caps.max_file_bytes:
                 raise self._access.deny(st.spec, "storage.write", call.path, "file over the size limit")
-            w = await self._storage.put(ns, call.path, call.data)
+            w = await self._storage.put(ns, call.path, call.data, st.root.spec.task_id)
             chunks = (compute_cid(chunk) for chunk in split_chunks(call.data))  # as add_file cut them
             self._access.owned.grant(ns, (w.cid, *chunks, w.root_cid))
             st.trace.record(
@@ -546,9 +546,9 @@ class Dispatcher:
         """A rollback (returns the new version number) or a delete (returns ``None``)."""
         ns = st.caps.namespace
         if isinstance(call, StorageRollback):
-            c = await storage.rollback(ns, call.path, call.version)
+            c = await storage.rollback(ns, call.path, call.version, st.root.spec.task_id)
         else:
-            c = await storage.delete(ns, call.path)
+            c = await storage.delete(ns, call.path, st.root.spec.task_id)
         self._access.owned.grant(ns, (c.root_cid,))  # the one new block: the version was granted at its put
         roots = {"root": cid_link(c.root_cid), "prev_root": cid_link(c.prev_root)}
         if isinstance(call, StorageRollback):

@@ -205,8 +205,11 @@ class MemoryManager:
         ws = self._sets.get(namespace)
         return ws is not None and cid in ws
 
-    async def add(self, namespace: str, text: str, metadata: Mapping[str, Any]) -> MemoryWrite:
-        """Embed ``text`` and append it to ``namespace``'s memory.
+    async def add(
+        self, namespace: str, text: str, metadata: Mapping[str, Any], writer: str | None = None
+    ) -> MemoryWrite:
+        """Embed ``text`` and append it to ``namespace``'s memory (the new root names ``writer``,
+        the task that wrote it: `NamespaceRoots.commit`).
 
         Raises:
             MemoryStoreError: The text is too long or the store failed.
@@ -228,7 +231,7 @@ class MemoryManager:
                 raise MemoryStoreError(f"cannot write a memory entry: {exc}") from exc
             root = await self.roots.load(namespace)
             links = [*(root["entries"] if root else []), link(entry_cid)]
-            root_cid, prev = await self.roots.commit(namespace, {"entries": links})
+            root_cid, prev = await self.roots.commit(namespace, {"entries": links}, writer)
             self._admit(namespace, entry_cid, _Entry(text, dict(metadata), vector))  # written through
         return MemoryWrite(entry_cid, root_cid, prev)
 

@@ -78,14 +78,26 @@ class NamespaceRoots:
             raise MemoryStoreError(f"cannot read root {cid} of {namespace}: {exc}") from exc
         return obj
 
-    async def commit(self, namespace: str, body: Mapping[str, Any]) -> tuple[str, str | None]:
+    async def commit(
+        self, namespace: str, body: Mapping[str, Any], writer: str | None = None
+    ) -> tuple[str, str | None]:
         """Write a new root of ``namespace`` holding ``body``; call with :meth:`lock` held.
+
+        ``writer`` is the id of the task whose write this is (the request hash of a paid task). A
+        root names it so that a validator can follow a task's first root back to the committed
+        receipt whose trace wrote it (docs/validator.md, "Where a task's roots come from").
 
         Returns:
             (the new root CID, the previous root CID or ``None``).
         """
         prev = self._roots.get(namespace)
-        obj = {"type": self.root_type, "namespace": namespace, **body, "prev": cid_link(prev)}
+        obj = {
+            "type": self.root_type,
+            "namespace": namespace,
+            **body,
+            "prev": cid_link(prev),
+            "writer": writer,
+        }
         try:
             cid = str(await self.store.put_dag(obj, pin=True))
             if prev is not None and prev != cid:

@@ -136,6 +136,9 @@ class ReplayResult:
         error: the agent's error, if any.
         events: the events the replay recorded.
         divergences: every difference from the trace, first one first.
+        first_roots: ``(area, namespace) -> root CID`` (``None``: empty) that the task found at its
+            first access to each memory (``"memory"``) and file (``"files"``) namespace: the roots
+            the task did not write itself, whose origin `supernet.validator.origin_check` follows.
     """
 
     output: str
@@ -143,6 +146,7 @@ class ReplayResult:
     error: str | None
     events: list[dict[str, Any]]
     divergences: list[ReplayDivergence] = field(default_factory=list)
+    first_roots: dict[tuple[str, str], str | None] = field(default_factory=dict)
 
 
 def parse(doc: Mapping[str, Any] | Trace) -> Trace:
@@ -248,8 +252,8 @@ async def replay(
         engine=_TapeEngine(trace.model_id, tokenizer),
         scheduler=_TapeScheduler(tape),
         tools=_TapeTools(tape, specs),
-        memory=_TapeMemory(tape),
-        storage=_TapeStorage(tape),
+        memory=(memory := _TapeMemory(tape)),
+        storage=(storage := _TapeStorage(tape)),
         access=AccessManager(NodePolicy(), domain),
         params_type=params_type,
         agents=_TapeAgents(tape, agents, trace.agents or ()),
@@ -266,6 +270,10 @@ async def replay(
         return ReplayResult("", "diverged", None, recorder.events, [abort.cause])
     result = ReplayResult(ran.output, ran.status, ran.error, recorder.events)
     result.divergences = list(_compare(result, trace))
+    result.first_roots = {
+        **{("memory", ns): root for ns, root in memory.first_roots().items()},
+        **{("files", ns): root for ns, root in storage.first_roots().items()},
+    }
     return result
 
 
@@ -550,7 +558,12 @@ class _TapeMemory:
             "memory of {namespace}: the root used is not a memory root of it",
         )  # fmt: skip
 
-    async def add(self, namespace: str, text: str, metadata: Mapping[str, Any]) -> MemoryWrite:
+    def first_roots(self) -> dict[str, str | None]:
+        return dict(self._chain.first)
+
+    async def add(
+        self, namespace: str, text: str, metadata: Mapping[str, Any], writer: str | None = None
+    ) -> MemoryWrite:
         ev: MemoryAddEvent = self._tape.next(MemoryAddEvent)
         self._chain.follow(namespace, ev.prev_root)
         # the new root is the previous one with this entry appended, and nothing else
@@ -560,6 +573,7 @@ class _TapeMemory:
             "namespace": namespace,
             "entries": [*prev.get("entries", []), link(ev.entry)],
             "prev": None if ev.prev_root is None else link(ev.prev_root),
+            "writer": writer,
         }
         if await self._chain.load(namespace, ev.root) != expected:
             self._tape.diverge(
@@ -630,6 +644,9 @@ class _Chain:
         self._tape, self._area = tape, area
         self._root_type, self._body, self._refusal = root_type, body, refusal
         self.current: dict[str, str | None] = {}
+        # the root each namespace had at the task's first access to it: the one root of the task
+        # from outside it, which the validator follows back to the task that wrote it
+        self.first: dict[str, str | None] = {}
 
     async def read(self, namespace: str, root_cid: str | None) -> dict[str, Any]:
         """The root a read syscall uses: the task's last one of ``namespace`` (or its first read)."""
@@ -663,6 +680,7 @@ class _Chain:
                 self.current[namespace],
                 root,
             )
+        self.first.setdefault(namespace, root)
         self.current[namespace] = root
 
 
@@ -675,12 +693,15 @@ class _TapeStorage:
             "syscall {index}: the file root used is not a file root of {namespace}",
         )  # fmt: skip
 
-    async def put(self, namespace: str, path: str, data: bytes) -> FileWrite:
+    def first_roots(self) -> dict[str, str | None]:
+        return dict(self._chain.first)
+
+    async def put(self, namespace: str, path: str, data: bytes, writer: str | None = None) -> FileWrite:
         path = normalize_path(path)
         ev: StoragePutEvent = self._tape.next(StoragePutEvent)
         if await self._tape.file(ev.cid) != data:
             self._tape.diverge(self._tape.index, f"the file stored for {path} is not what the agent wrote")
-        await self._check_append(namespace, ev.prev_root, ev.root, path, ev.cid, ev.version)
+        await self._check_append(namespace, ev.prev_root, ev.root, path, ev.cid, ev.version, writer)
         return FileWrite(ev.cid, ev.root, ev.prev_root, ev.version)
 
     async def get(self, namespace: str, path: str, version: str | None = None) -> tuple[str, bytes]:
@@ -705,7 +726,9 @@ class _TapeStorage:
         # the recorded list must be the root's
         return history_of(await self._chain.read(namespace, ev.root), path)
 
-    async def rollback(self, namespace: str, path: str, version: str) -> FileChange:
+    async def rollback(
+        self, namespace: str, path: str, version: str, writer: str | None = None
+    ) -> FileChange:
         path = normalize_path(path)
         await self._check_missing(namespace, path, version)
         ev: StorageRollbackEvent = self._tape.next(StorageRollbackEvent)
@@ -714,17 +737,17 @@ class _TapeStorage:
             self._tape.diverge(
                 self._tape.index, f"storage.rollback {path}: not a version its root holds", history, version
             )
-        await self._check_append(namespace, ev.prev_root, ev.root, path, version, ev.version)
+        await self._check_append(namespace, ev.prev_root, ev.root, path, version, ev.version, writer)
         return FileChange(version, ev.root, ev.prev_root, ev.version)
 
-    async def delete(self, namespace: str, path: str) -> FileChange:
+    async def delete(self, namespace: str, path: str, writer: str | None = None) -> FileChange:
         path = normalize_path(path)
         await self._check_missing(namespace, path, None)
         ev: StorageDeleteEvent = self._tape.next(StorageDeleteEvent)
         history = history_of(await self._chain.load(namespace, ev.prev_root), path)
         if not history or history[-1] is None:
             self._tape.diverge(self._tape.index, f"storage.delete {path}: no such file in its root", path)
-        await self._check_append(namespace, ev.prev_root, ev.root, path, None, ev.version)
+        await self._check_append(namespace, ev.prev_root, ev.root, path, None, ev.version, writer)
         return FileChange(None, ev.root, ev.prev_root, ev.version)
 
     async def _check_missing(self, namespace: str, path: str, version: str | None) -> None:
@@ -748,10 +771,18 @@ class _TapeStorage:
             )
 
     async def _check_append(
-        self, namespace: str, prev_cid: str | None, root_cid: str, path: str, entry: str | None, version: int
+        self,
+        namespace: str,
+        prev_cid: str | None,
+        root_cid: str,
+        path: str,
+        entry: str | None,
+        version: int,
+        writer: str | None,
     ) -> None:
         """``root`` must be ``prev`` (the task's last root of ``namespace``, or none) with ``entry``
-        appended to ``path``'s history, and nothing else; the task's root is then ``root``."""
+        appended to ``path``'s history, and nothing else, written by ``writer`` (this task); the
+        task's root is then ``root``."""
         self._chain.follow(namespace, prev_cid)
         prev, root = await self._chain.load(namespace, prev_cid), await self._chain.load(namespace, root_cid)
         files = dict(prev.get("files") or {})
@@ -761,6 +792,7 @@ class _TapeStorage:
             "namespace": namespace,
             "files": files,
             "prev": None if prev_cid is None else link(prev_cid),
+            "writer": writer,
         }
         if root != expected or version != len(files[path]):
             self._tape.diverge(

@@ -98,8 +98,8 @@ class StorageManager:
         self.roots = NamespaceRoots(store, ROOT_TYPE)
         self._store = store
 
-    async def put(self, namespace: str, path: str, data: bytes) -> FileWrite:
-        """Write a new version of ``path``.
+    async def put(self, namespace: str, path: str, data: bytes, writer: str | None = None) -> FileWrite:
+        """Write a new version of ``path`` (the new root names ``writer``: `NamespaceRoots.commit`).
 
         Raises:
             ValueError: A bad path.
@@ -114,7 +114,7 @@ class StorageManager:
             files = await self._files(namespace)
             versions = [*files.get(path, []), link(cid)]
             files[path] = versions
-            root_cid, prev = await self.roots.commit(namespace, {"files": files})
+            root_cid, prev = await self.roots.commit(namespace, {"files": files}, writer)
         return FileWrite(cid, root_cid, prev, len(versions))
 
     async def get(self, namespace: str, path: str, version: str | None = None) -> tuple[str, bytes]:
@@ -147,7 +147,9 @@ class StorageManager:
         """Every file of ``namespace`` with its latest version's CID (deleted files left out)."""
         return latest_files(await self.roots.load(namespace))
 
-    async def rollback(self, namespace: str, path: str, version: str) -> FileChange:
+    async def rollback(
+        self, namespace: str, path: str, version: str, writer: str | None = None
+    ) -> FileChange:
         """Make the version of ``path`` whose CID is ``version`` the latest again.
 
         The history keeps everything: the version is appended once more (a new version number),
@@ -166,9 +168,9 @@ class StorageManager:
                 raise FileNotFoundError(f"no file {path!r}")
             if version not in history:  # None (a tombstone) is no version to roll back to
                 raise FileNotFoundError(f"{version} is not a version of {path!r}")
-            return await self._append(namespace, files, path, link(version), version)
+            return await self._append(namespace, files, path, link(version), version, writer)
 
-    async def delete(self, namespace: str, path: str) -> FileChange:
+    async def delete(self, namespace: str, path: str, writer: str | None = None) -> FileChange:
         """Delete ``path``: a tombstone ends its history (earlier versions stay, by CID).
 
         Raises:
@@ -182,7 +184,7 @@ class StorageManager:
             versions = files.get(path, [])
             if not versions or versions[-1] is None:
                 raise FileNotFoundError(f"no file {path!r}")
-            return await self._append(namespace, files, path, None, None)
+            return await self._append(namespace, files, path, None, None, writer)
 
     async def versions(self, namespace: str, path: str) -> list[str | None]:
         """Every version CID of ``path``, oldest first, ``None`` for a delete; [] for no such file.
@@ -193,12 +195,18 @@ class StorageManager:
         return history_of(await self.roots.load(namespace), normalize_path(path))
 
     async def _append(
-        self, namespace: str, files: dict[str, list[Any]], path: str, entry: Any, cid: str | None
+        self,
+        namespace: str,
+        files: dict[str, list[Any]],
+        path: str,
+        entry: Any,
+        cid: str | None,
+        writer: str | None,
     ) -> FileChange:
         """Append ``entry`` to ``path``'s history and commit; call with the namespace's lock held."""
         history = [*files[path], entry]
         files[path] = history
-        root_cid, prev = await self.roots.commit(namespace, {"files": files})
+        root_cid, prev = await self.roots.commit(namespace, {"files": files}, writer)
         assert prev is not None  # the path has a history, so the namespace has a root
         return FileChange(cid, root_cid, prev, len(history))
 

@@ -1,0 +1,274 @@
+"""Where a task's roots come from: each memory or file root a task starts from must have been
+written by a committed task of the same user (`supernet.validator.origin_check`).
+
+Replay holds every access of a task to the one before, so the one root a trace states from outside
+the task is the one its first access found. A node that makes that root up (memories the user
+never stored) answers with a trace that replays clean. Every root now names its writer (the
+request hash of the task whose write produced it), and the validator follows it to that task's
+committed receipt and trace. Each attack below is what a rational node would commit instead;
+the control is the node's own kernel running two tasks of one user, which verifies clean.
+
+The batches a validator's follower records come from the chain; here they are recorded into the
+validator's real database directly (`Chain`), with manifests served from memory. The rest is
+real: the node's kernel on an embedded store, the verifier, its replay and the receipt index.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from supernet.node.kernel.access import namespace_of
+from supernet.node.kernel.replay import replay
+from supernet.node.kernel.syscalls import TaskSpec
+from supernet.sdk.chain.eip712 import TaskRequest
+from supernet.sdk.chain.merkle import ReceiptTree
+from supernet.sdk.chain.receipts import sign_receipt
+from supernet.sdk.formats.manifest import ManifestEntry
+from supernet.sdk.store.cids import compute_cid, encode_dag, link
+from supernet.validator.chain import BatchCommitted
+from supernet.validator.db import BatchRow, Database
+from supernet.validator.evidence import Check
+from supernet.validator.origin_check import ReceiptIndex
+from supernet.validator.verifier import Manifest, ManifestError
+
+from tests.unit.test_validator_attacks import (
+    NODE,
+    USER,
+    DictStore,
+    MemoryQuestion,
+    commit_entry,
+    empty_search,
+    searched,
+    signed_task,
+    trace_doc,
+    verify,
+)
+from tests.unit.test_validator_attacks3 import AGENTS, Notes, clean, node_task, stand_in_kernel
+
+OTHER_USER = "0x" + "77" * 20
+
+
+class Chain:
+    """The node's committed batches as a validator's database records them, and their manifests."""
+
+    def __init__(self) -> None:
+        self.db = Database(":memory:")
+        self.manifests: dict[int, Manifest] = {}
+        self._next = 1
+
+    def commit(self, *entries: ManifestEntry, served: bool = True) -> int:
+        """Record a batch of ``entries`` (its manifest ``served`` or not); returns its id."""
+        batch_id, self._next = self._next, self._next + 1
+        tree = ReceiptTree([e.leaf for e in entries])
+        event = BatchCommitted(
+            batch_id, NODE.address, tree.root, len(entries), batch_id, f"m{batch_id}", 0, 0
+        )
+        self.db.record_events([event], batch_id + 1)
+        if served:
+            self.serve(batch_id, entries)
+        return batch_id
+
+    def serve(self, batch_id: int, entries: tuple[ManifestEntry, ...]) -> None:
+        self.manifests[batch_id] = Manifest(dict(enumerate(entries)), ReceiptTree([e.leaf for e in entries]))
+
+    async def manifest(self, batch: BatchRow) -> Manifest:
+        if batch.batch_id not in self.manifests:
+            raise ManifestError(f"manifest {batch.manifest_cid} not served")
+        return self.manifests[batch.batch_id]
+
+    def index(self) -> ReceiptIndex:
+        return ReceiptIndex(self.db, self.manifest)
+
+
+def spec(req: TaskRequest, task_id: str, agent_id: str, task_input: Any) -> TaskSpec:
+    return TaskSpec(
+        task_id=task_id,
+        agent_id=agent_id,
+        input=task_input,
+        user=USER.address,
+        fee=100,
+        agent_hash="0x" + req.agent_hash.hex(),
+    )
+
+
+def made_up_memory(
+    writer: str | None, text: str = "The launch code is 0000."
+) -> tuple[list[bytes], Any, Any]:
+    """A memory root of the user's ``memq`` namespace the node made up, naming ``writer``, and one
+    entry it made up: (their blocks, the root's link, the entry's link)."""
+    ns = namespace_of(USER.address, "memq")
+    entry_raw = encode_dag({"type": "supernet/memory-entry", "text": text, "metadata": {}})
+    entry = compute_cid(entry_raw, "dag-cbor")
+    root = {"type": "supernet/memory-root", "namespace": ns, "entries": [link(entry)], "prev": None}
+    root_raw = encode_dag({**root, "writer": writer})
+    return [root_raw, entry_raw], link(compute_cid(root_raw, "dag-cbor")), link(entry)
+
+
+async def memory_answer(store: DictStore, chain: Chain, writer: str | None, batch_id: int) -> Any:
+    """The verdict on a memory question answered from a made-up root naming ``writer``."""
+    task_input = {"q": "What is the launch code?"}
+    req, task_id = signed_task(MemoryQuestion, task_input)
+    blocks, root, hit = made_up_memory(writer)
+    events = searched(namespace_of(USER.address, "memq"), task_input["q"], root, hit)
+    doc = trace_doc(
+        MemoryQuestion, task_id, USER.address, task_input, events, "The launch code is 0000.", blocks=blocks
+    )
+    return await verify(store, req, task_id, doc, origins=chain.index(), batch_id=batch_id)
+
+
+def origin_findings(verdict: Any) -> list[str]:
+    """The origin findings; the trace is otherwise consistent (it replays clean)."""
+    assert all(f.check == Check.ORIGIN for f in verdict.findings), verdict.findings
+    return [f.message for f in verdict.findings]
+
+
+async def two_notes(tmp_path: Path) -> tuple[tuple[TaskRequest, str, Any], tuple[TaskRequest, str, Any]]:
+    """Two tasks of one user on one namespace, run by the node's own kernel: the first writes the
+    note, the second writes on top of the first's root."""
+    first, second = {"text": "first note"}, {"text": "second note"}
+    (req_a, a), (req_b, b) = node_task(Notes, first), node_task(Notes, second)
+    async with stand_in_kernel(tmp_path / "store", AGENTS) as kernel:
+        out_a = await kernel.run_task(spec(req_a, a, "notes", first))
+        out_b = await kernel.run_task(spec(req_b, b, "notes", second))
+    assert (out_a.output, out_b.output) == ("first note", "second note")
+    return (req_a, a, out_a.trace), (req_b, b, out_b.trace)
+
+
+async def test_an_honest_users_second_task_follows_its_root_to_the_first(tmp_path: Path) -> None:
+    """Control: the second task's first root is the one the first task wrote; it names the first
+    task, whose receipt is committed in an earlier batch and whose trace records that write."""
+    (req_a, a, trace_a), (req_b, b, trace_b) = await two_notes(tmp_path)
+    put_b = trace_b["events"][0]
+    assert put_b["kind"] == "storage.put" and put_b["prev_root"] == trace_a["events"][0]["root"]
+    store, chain = DictStore(), Chain()
+    chain.commit(commit_entry(store, req_a, a, trace_a))
+    verdict = await verify(store, req_b, b, trace_b, agents=AGENTS, origins=chain.index(), batch_id=2)
+    assert clean(verdict), verdict.findings
+    # the same two tasks in one batch (the first one's receipt stored first) verify too
+    chain2 = Chain()
+    chain2.commit(commit_entry(store, req_a, a, trace_a), commit_entry(store, req_b, b, trace_b))
+    assert clean(await verify(store, req_b, b, trace_b, agents=AGENTS, origins=chain2.index(), batch_id=1))
+
+
+async def test_a_made_up_root_naming_no_writer_is_caught() -> None:
+    """The former known limit (``test_known_limit_fabricated_memory_root``): a node answers a
+    memory question from memories the user never stored, under a root it made up (as roots were
+    before they named their writer). The user has no memory: an honest node answers 'unknown'."""
+    verdict = await memory_answer(DictStore(), Chain(), None, batch_id=1)
+    assert not verdict.ok and verdict.unverifiable is None
+    assert any("names no writer task" in m for m in origin_findings(verdict)), verdict.findings
+    task_input = {"q": "What is the launch code?"}
+    _, task_id = signed_task(MemoryQuestion, task_input)
+    honest = await replay(
+        trace_doc(
+            MemoryQuestion, task_id, USER.address, task_input, empty_search(task_input["q"]), "unknown"
+        ),
+        MemoryQuestion,
+        None,
+    )
+    assert honest.divergences == [] and honest.output == "unknown"
+
+
+async def test_a_made_up_root_naming_an_uncommitted_task_is_caught() -> None:
+    """The root names a task the user really signed (the node holds every request it was sent),
+    but that task's receipt was never committed: its trace, the one that would hold the write,
+    is open to no check."""
+    _, never_committed = signed_task(Notes, {"text": "a request the node kept"})
+    verdict = await memory_answer(DictStore(), Chain(), never_committed, batch_id=1)
+    assert not verdict.ok
+    assert any("no receipt this node committed" in m for m in origin_findings(verdict)), verdict.findings
+
+
+async def test_a_root_naming_another_users_task_is_caught() -> None:
+    """The root names a committed task, of another user (whose memory is never this user's)."""
+    store, chain = DictStore(), Chain()
+    req, other_task = signed_task(Notes, {"text": "someone else's note"})
+    entry = commit_entry(store, req, other_task, trace_doc(Notes, other_task, OTHER_USER, {}, [], "x"))
+    receipt = dataclasses.replace(entry.receipt, user=OTHER_USER)
+    chain.commit(
+        dataclasses.replace(
+            entry, receipt=receipt, leaf=receipt.leaf(), signature=sign_receipt(receipt, NODE)
+        )
+    )
+    verdict = await memory_answer(store, chain, other_task, batch_id=2)
+    assert any("a task of another user" in m for m in origin_findings(verdict)), verdict.findings
+
+
+async def test_a_root_naming_a_committed_task_that_never_wrote_it_is_caught(tmp_path: Path) -> None:
+    """The root names a real, committed task of the user, whose committed trace records no write
+    that produced it: the node borrowed the name."""
+    (req_a, a, trace_a), _ = await two_notes(tmp_path)
+    store, chain = DictStore(), Chain()
+    chain.commit(commit_entry(store, req_a, a, trace_a))
+    verdict = await memory_answer(store, chain, a, batch_id=2)
+    assert any("wrote no such root" in m for m in origin_findings(verdict)), verdict.findings
+
+
+async def test_a_writer_committed_only_after_the_task_is_caught(tmp_path: Path) -> None:
+    """A task's writer must be committed no later than the task (an honest node stores a task's
+    receipt before its next task of the user can start): a receipt committed after the task's
+    batch is one the node could still have been making up when it committed the task."""
+    (req_a, a, trace_a), (req_b, b, trace_b) = await two_notes(tmp_path)
+    store, chain = DictStore(), Chain()
+    chain.commit(commit_entry(store, req_b, b, trace_b))  # batch 1: the second task
+    chain.commit(commit_entry(store, req_a, a, trace_a))  # batch 2: its writer, later
+    verdict = await verify(store, req_b, b, trace_b, agents=AGENTS, origins=chain.index(), batch_id=1)
+    assert any("no receipt this node committed by batch 1" in m for m in origin_findings(verdict))
+
+
+async def test_an_unreadable_manifest_is_no_accusation_until_it_is_read(tmp_path: Path) -> None:
+    """A manifest of the node that cannot be read may hold the writer: the task is unverifiable
+    here for now (never an accusation). Once it is read and the writer is not in it, it is."""
+    store, chain = DictStore(), Chain()
+    _, stranger = signed_task(Notes, {"text": "not committed"})
+    (req_a, a, trace_a), _ = await two_notes(tmp_path)
+    entry = commit_entry(store, req_a, a, trace_a)
+    batch = chain.commit(entry, served=False)
+    verdict = await memory_answer(store, chain, stranger, batch_id=2)
+    assert verdict.findings == () and verdict.unverifiable is not None
+    assert "unreadable" in verdict.unverifiable
+    chain.serve(batch, (entry,))
+    verdict = await memory_answer(store, chain, stranger, batch_id=2)
+    assert any("no receipt this node committed" in m for m in origin_findings(verdict)), verdict.findings
+
+
+async def test_an_unreadable_writer_trace_is_no_accusation(tmp_path: Path) -> None:
+    """KNOWN LIMIT (docs/validator.md): the writer is committed but its trace cannot be read here;
+    the task is unverifiable, not faulty (a store hiccup is proof of nothing). The writer's trace
+    is an ordinary committed entry: within its window the availability challenge makes the node
+    serve it; later, a node that withholds it leaves the task unchecked."""
+    (req_a, a, trace_a), (req_b, b, trace_b) = await two_notes(tmp_path)
+    store, chain = DictStore(), Chain()
+    entry = commit_entry(store, req_a, a, trace_a)
+    chain.commit(entry)
+    del store.blocks[entry.trace_cid]
+    verdict = await verify(store, req_b, b, trace_b, agents=AGENTS, origins=chain.index(), batch_id=2)
+    assert verdict.findings == () and "unreadable" not in (verdict.unverifiable or "")
+    assert verdict.unverifiable is not None and entry.trace_cid in verdict.unverifiable
+
+
+async def test_a_write_naming_another_writer_is_caught(tmp_path: Path) -> None:
+    """A node that writes, in one task, a root naming another task (to pass it off later as that
+    task's write) gives a trace that does not replay: a task's writes name the task itself."""
+    (req_a, a, trace_a), _ = await two_notes(tmp_path)
+    doc = copy.deepcopy(trace_a)
+    put, get = doc["events"][0], doc["events"][1]
+    assert put["kind"] == "storage.put" and get["kind"] == "storage.get"
+    ns = namespace_of(USER.address, "notes")
+    forged = {
+        "type": "supernet/fs-root",
+        "namespace": ns,
+        "files": {"notes.txt": [put["cid"]]},
+        "prev": None,
+        "writer": "0x" + "ab" * 32,
+    }
+    raw = encode_dag(forged)
+    put["root"] = get["root"] = link(compute_cid(raw, "dag-cbor"))
+    doc["witness"]["blocks"] = [*doc["witness"]["blocks"], raw]
+    verdict = await verify(DictStore(), req_a, a, doc, agents=AGENTS)
+    assert any(f.check == Check.REPLAY and "new root" in f.message for f in verdict.findings), (
+        verdict.findings
+    )
