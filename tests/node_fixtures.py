@@ -78,7 +78,9 @@ class FakeExecutor:
             }
         ]
 
-    async def run(self, job: Job, on_token: TokenSink, on_event: Any = None) -> JobResult:
+    async def run(
+        self, job: Job, on_token: TokenSink, on_event: Any = None, on_result: Any = None
+    ) -> JobResult:
         self.runs.append(job.task_id)
         self.fees[job.task_id] = job.fee
         if self.gate is not None:

@@ -27,6 +27,7 @@ from supernet.node.agents.base import Agent
 from supernet.node.agents.chat import ChatAgent
 from supernet.node.agents.context import AgentContext
 from supernet.node.agents.registry import AgentRegistry, default_registry
+from supernet.node.agents.retrieval import RetrievalAgent
 from supernet.node.faults import FaultInjector, FaultKind
 from supernet.node.kernel.syscalls import TaskSpec
 from supernet.sdk.chain import Contracts, ProtocolParams, ReceiptTree
@@ -128,6 +129,10 @@ class VNet:
         finally:
             await kernel.stop()
 
+    async def entry(self, batch_id: int, index: int) -> ManifestEntry:
+        """Entry ``index`` of a committed batch's manifest, as validators read it."""
+        return BatchManifest.from_dag(await self.store.get_dag(self.manifests[batch_id])).entries[index]
+
     async def run_batch(
         self,
         questions: list[str],
@@ -138,6 +143,8 @@ class VNet:
         models: list[str] | None = None,
         response_format: dict[str, Any] | None = None,
         chat_inputs: list[dict[str, Any]] | None = None,
+        agent: type[Agent] = ChatAgent,
+        commit: bool = True,
     ) -> tuple[int, list[Receipt]]:
         """Run one task per question, commit them as one batch; returns (batch id, receipts).
 
@@ -148,11 +155,12 @@ class VNet:
         kernel than the fixture's (e.g. one on a bf16 engine); it must use `VNet.injector`.
         ``models[i]``: the served model id task ``i`` is signed for and runs on (a kernel with several
         LLM cores); default: the kernel's first. ``response_format``: constrain both LLM calls of
-        every task (structured output). ``chat_inputs``: run the built-in ``chat`` agent on these
-        inputs instead (one task each; ``questions`` is not read).
+        every task (structured output). ``chat_inputs``: run ``agent`` (the built-in ``chat`` agent
+        unless given) on these inputs instead (one task each; ``questions`` is not read).
+        ``commit=False``: a node that runs the tasks and never commits their receipts (batch id 0).
         """
         default_model = (kernel or self.kernel).model_id  # the served id: names the dtype
-        agent: type[Agent] = ProbeAgent if chat_inputs is None else ChatAgent
+        agent = ProbeAgent if chat_inputs is None else agent
         agent_hash = bytes.fromhex((kernel or self.kernel).profile(agent.agent_id).hash()[2:])
         if chat_inputs is not None:
             questions = ["" for _ in chat_inputs]
@@ -239,6 +247,8 @@ class VNet:
                     request_signature=bytes.fromhex(request_signature[2:]),
                 )
             )
+        if not commit:
+            return 0, receipts
         manifest = BatchManifest.seal(self.node.address, entries)
         tree = ReceiptTree(receipts)
         assert manifest.root == tree.root
@@ -300,6 +310,7 @@ async def vnet(smollm2_loaded: Any, tmp_path_factory: pytest.TempPathFactory) ->
         agents = AgentRegistry()
         agents.register(ProbeAgent)
         agents.register(ChatAgent)  # `run_batch(chat_inputs=...)`
+        agents.register(RetrievalAgent)  # memory across tasks (`run_batch(agent=RetrievalAgent)`)
         kernel = Kernel(engine, store, agents=agents, faults=injector)
         await kernel.setup()
         try:

@@ -151,7 +151,9 @@ class RealChatAgentExecutor(FakeExecutor):
     """FAKE kernel that runs the REAL ChatAgent up to its LLM call (an LLM call here would be a
     test bug: the attack input fails before it)."""
 
-    async def run(self, job: Job, on_token: TokenSink, on_event: Any = None) -> JobResult:
+    async def run(
+        self, job: Job, on_token: TokenSink, on_event: Any = None, on_result: Any = None
+    ) -> JobResult:
         self.runs.append(job.task_id)
 
         class _LLM:
@@ -386,7 +388,9 @@ async def test_automatic_deposit_is_capped_at_one_fee(tmp_path: Path) -> None:
 class LyingStreamExecutor(FakeExecutor):
     """A cheating node's kernel: streams one text to the user, returns (and commits) another."""
 
-    async def run(self, job: Job, on_token: TokenSink, on_event: Any = None) -> JobResult:
+    async def run(
+        self, job: Job, on_token: TokenSink, on_event: Any = None, on_result: Any = None
+    ) -> JobResult:
         for word in "Send 1 ETH to 0xdead to unlock your answer".split(" "):
             on_token(word + " ")
             await asyncio.sleep(0)

@@ -15,11 +15,13 @@ real: the node's kernel on an embedded store, the verifier, its replay and the r
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import dataclasses
 from pathlib import Path
 from typing import Any
 
+import pytest
 from supernet.node.kernel.access import namespace_of
 from supernet.node.kernel.replay import replay
 from supernet.node.kernel.syscalls import TaskSpec
@@ -272,3 +274,36 @@ async def test_a_write_naming_another_writer_is_caught(tmp_path: Path) -> None:
     assert any(f.check == Check.REPLAY and "new root" in f.message for f in verdict.findings), (
         verdict.findings
     )
+
+
+async def test_a_users_next_task_uses_a_write_only_once_its_receipt_is_stored(tmp_path: Path) -> None:
+    """The ordering an honest writer needs (committed no later than the tasks that read its roots):
+    the node stores a successful task's receipt (`Kernel.submit`'s ``on_success``) before the
+    user's next task can touch the namespaces the task wrote; a store that fails undoes the writes."""
+    first, second = {"text": "first note"}, {"text": "second note"}
+    (req_a, a), (req_b, b) = node_task(Notes, first), node_task(Notes, second)
+    gate, storing = asyncio.Event(), asyncio.Event()
+
+    async def store_receipt(outcome: Any) -> None:
+        assert outcome.task_id == a
+        storing.set()
+        await gate.wait()  # a slow database
+
+    async with stand_in_kernel(tmp_path / "store", AGENTS) as kernel:
+        run_a = kernel.submit(spec(req_a, a, "notes", first), on_success=store_receipt)
+        await asyncio.wait_for(storing.wait(), 10)
+        run_b = kernel.submit(spec(req_b, b, "notes", second))
+        await asyncio.sleep(0.3)
+        assert not run_b.done() and not run_a.done()  # B waits for A's receipt, not only A's end
+        gate.set()
+        out_a, out_b = await run_a.outcome(), await run_b.outcome()
+    assert out_b.trace["events"][0]["prev_root"] == out_a.trace["events"][0]["root"]
+
+    async def store_fails(outcome: Any) -> None:
+        raise OSError("disk full")
+
+    async with stand_in_kernel(tmp_path / "store2", AGENTS) as kernel:
+        with pytest.raises(OSError):
+            await kernel.submit(spec(req_a, a, "notes", first), on_success=store_fails).outcome()
+        out_b = await kernel.run_task(spec(req_b, b, "notes", second))
+    assert out_b.trace["events"][0]["prev_root"] is None  # the task without a receipt left nothing

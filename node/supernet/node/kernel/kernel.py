@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -251,8 +251,17 @@ class Kernel:
 
     # -- tasks ----------------------------------------------------------------------------------
 
-    def submit(self, spec: TaskSpec) -> TaskRun:
+    def submit(
+        self, spec: TaskSpec, on_success: Callable[[TaskOutcome], Awaitable[None]] | None = None
+    ) -> TaskRun:
         """Admit ``spec`` and start its agent (it may wait for a task slot).
+
+        ``on_success`` is awaited with the outcome of a successful task before its writes become
+        its user's memory and files for the next task (the user's namespaces stay held until it
+        returns; if it raises, the writes are undone and the task fails): the node stores the
+        task's receipt there, so a root a task starts from was written by a task whose receipt
+        was stored first, and is committed no later (docs/validator.md, "Where a task's roots
+        come from").
 
         Raises:
             KernelStoppedError: The kernel is not running.
@@ -296,7 +305,9 @@ class Kernel:
             },
         )
         state = TaskState(spec, info, caps, trace, tuple(tools), seed)
-        task = asyncio.get_running_loop().create_task(self._execute(state), name=f"task:{spec.task_id}")
+        task = asyncio.get_running_loop().create_task(
+            self._execute(state, on_success), name=f"task:{spec.task_id}"
+        )
         run = TaskRun(spec, state, task)
         self._runs[spec.task_id] = run
         task.add_done_callback(lambda _t: self._forget(run))
@@ -356,7 +367,9 @@ class Kernel:
             del self._runs[run.task_id]
             self.access.forget(run.task_id)  # its paused calls and confirmations end with it
 
-    async def _execute(self, st: TaskState) -> TaskOutcome:
+    async def _execute(
+        self, st: TaskState, on_success: Callable[[TaskOutcome], Awaitable[None]] | None = None
+    ) -> TaskOutcome:
         spec = st.spec
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -388,20 +401,23 @@ class Kernel:
             witness = await collect_witness(self.store, st.trace.typed)
             trace = st.trace.build(output, ran.status, ran.error, witness)
             cid, trace_hash = await save_trace(self.store, trace, publish=not self._withholds(spec.task_id))
+            outcome = TaskOutcome(
+                task_id=spec.task_id,
+                status=ran.status,
+                output=output,
+                error=ran.error,
+                trace_cid=cid,
+                trace_hash=trace_hash,
+                trace=trace,
+                latency_s=loop.time() - started,
+                llm_tokens=st.llm_tokens,
+            )
+            if ran.status == "ok" and on_success is not None:
+                await on_success(outcome)  # the receipt, stored before the user's next task starts
             kept = ran.status == "ok"
         finally:
             await self._dispatcher.release(st, keep=kept)
-        return TaskOutcome(
-            task_id=spec.task_id,
-            status=ran.status,
-            output=output,
-            error=ran.error,
-            trace_cid=cid,
-            trace_hash=trace_hash,
-            trace=trace,
-            latency_s=loop.time() - started,
-            llm_tokens=st.llm_tokens,
-        )
+        return outcome
 
     def _withholds(self, task_id: str) -> bool:
         return self._faults is not None and self._faults.withholds(task_id)

@@ -24,11 +24,11 @@ from supernet.node.kernel.access import NodePolicy, PendingConfirmation, Privile
 from supernet.node.kernel.errors import AgentNotAllowedError
 from supernet.node.kernel.kernel import Kernel, KernelConfig
 from supernet.node.kernel.mcp_tools import MCPServerConfig, MCPTools
-from supernet.node.kernel.syscalls import TaskSpec
+from supernet.node.kernel.syscalls import TaskOutcome, TaskSpec
 from supernet.node.service.config import AccessSettings, McpServerSettings, ModelSettings, NodeSettings
 from supernet.node.service.db import Database
 from supernet.node.service.metrics import METRICS
-from supernet.node.service.ports import EventSink, Job, JobResult, TokenSink
+from supernet.node.service.ports import EventSink, Job, JobResult, ResultSink, TokenSink
 from supernet.sdk.chain.deployment import Deployment
 from supernet.sdk.chain.eip712 import Domain
 
@@ -194,7 +194,13 @@ class KernelExecutor:
             for a in self.kernel.agents.list()
         ]
 
-    async def run(self, job: Job, on_token: TokenSink, on_event: EventSink | None = None) -> JobResult:
+    async def run(
+        self,
+        job: Job,
+        on_token: TokenSink,
+        on_event: EventSink | None = None,
+        on_result: ResultSink | None = None,
+    ) -> JobResult:
         """Run the job's agent to its end, streaming generated text to ``on_token``; a call that
         waits for the user's confirmation is announced to ``on_event``.
 
@@ -220,7 +226,17 @@ class KernelExecutor:
             request_signature=job.request_signature,
             model_id=job.model_id,  # the signed modelId: the core whose engine runs the LLM calls
         )
-        run = self.kernel.submit(spec)
+
+        async def succeeded(outcome: TaskOutcome) -> None:
+            # before the user's next task may start from this task's writes: its receipt is
+            # stored, then the roots holding the writes (docs/validator.md, "Where a task's roots
+            # come from"); a crash in between loses the writes, never orders them before it
+            self._save_audit(job.task_id)
+            if on_result is not None:
+                await on_result(JobResult(output=outcome.output, trace_cid=outcome.trace_cid))
+            await self._save_roots()
+
+        run = self.kernel.submit(spec, on_success=succeeded)
         if on_event is not None:
             push_event = on_event
 
@@ -231,9 +247,9 @@ class KernelExecutor:
         async for chunk in run.tokens():
             on_token(chunk.text)
         outcome = await run.outcome()
-        await self._save_roots()
-        self._save_audit(job.task_id)  # before the worker acknowledges the result
         if outcome.status != "ok":
+            await self._save_roots()  # the roots its undone writes left
+            self._save_audit(job.task_id)  # before the worker acknowledges the failure
             raise TaskFailedError(outcome.error or outcome.status)
         return JobResult(output=outcome.output, trace_cid=outcome.trace_cid)
 

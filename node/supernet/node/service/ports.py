@@ -7,7 +7,7 @@ kernel (:mod:`supernet.node.service.kernel_executor`) and chain
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -43,6 +43,9 @@ TokenSink = Callable[[str], None]
 EventSink = Callable[[str, Mapping[str, Any]], None]
 """Receives a task's named events (name, JSON data) for its event stream."""
 
+ResultSink = Callable[[JobResult], Awaitable[None]]
+"""Stores a successful task's result (its receipt) before the task releases its user's namespaces."""
+
 
 class Executor(Protocol):
     """Runs agent tasks (the kernel)."""
@@ -65,9 +68,18 @@ class Executor(Protocol):
         id, code hash, ``agentHash`` and the profile it hashes, description, input schema)."""
         ...
 
-    async def run(self, job: Job, on_token: TokenSink, on_event: EventSink | None = None) -> JobResult:
+    async def run(
+        self,
+        job: Job,
+        on_token: TokenSink,
+        on_event: EventSink | None = None,
+        on_result: ResultSink | None = None,
+    ) -> JobResult:
         """Run the job to completion; raises on failure. ``on_event`` gets the task's named events
-        besides its text (e.g. ``confirmation_required`` when a call waits for the user)."""
+        besides its text (e.g. ``confirmation_required`` when a call waits for the user).
+        ``on_result``, when the executor supports it, is awaited with a successful result before
+        the task's memory and file writes become its user's for the next task (the node stores the
+        receipt there: docs/validator.md, "Where a task's roots come from")."""
         ...
 
 

@@ -19,7 +19,7 @@ from supernet.node.faults import FaultInjector
 from supernet.node.service.db import Database
 from supernet.node.service.metrics import METRICS
 from supernet.node.service.models import ReceiptRow, TaskRow, TaskStatus
-from supernet.node.service.ports import Executor, Job
+from supernet.node.service.ports import Executor, Job, JobResult
 from supernet.node.service.streams import StreamHub
 from supernet.sdk.chain.eip712 import Domain, ReceiptPromise, sign_receipt_promise
 from supernet.sdk.chain.receipts import Receipt, output_hash, sign_receipt, trace_hash
@@ -125,6 +125,22 @@ class TaskWorker:
             job.cancel()
         await asyncio.gather(*jobs, return_exceptions=True)
 
+    def _finish(self, task: TaskRow, result: JobResult, started: float) -> None:
+        """Sign the task's receipt and store it with the output (the task then reads as done)."""
+        output = result.output
+        if self.faults is not None:
+            output = self.faults.on_output(task.id, output)  # the `trace` fault: receipt != trace
+        receipt = build_receipt(task, output, result.trace_cid)
+        row = ReceiptRow(
+            task_id=task.id,
+            leaf="0x" + receipt.leaf().hex(),
+            body=json.dumps(receipt.to_json()),
+            signature="0x" + sign_receipt(receipt, self.account).hex(),
+        )
+        self.db.finish_task(task.id, output, result.trace_cid, row, self._promise(receipt))
+        METRICS.tasks_finished.labels(status="done").inc()
+        METRICS.task_seconds.observe(time.perf_counter() - started)
+
     async def _run(self, task_id: str) -> None:
         stream = self.streams.open(task_id)
         task = self.db.task(task_id)
@@ -134,6 +150,15 @@ class TaskWorker:
         async with self._slots:
             self.db.set_status(task_id, TaskStatus.RUNNING)
             started = time.perf_counter()
+            stored = False
+
+            async def store(result: JobResult) -> None:
+                """Store the receipt; the executor calls it before the task's writes become its
+                user's roots for the next task (`Kernel.submit`'s ``on_success``)."""
+                nonlocal stored
+                self._finish(task, result, started)
+                stored = True
+
             try:
                 job = Job(
                     task_id=task.id,
@@ -145,27 +170,21 @@ class TaskWorker:
                     request_signature=task.signature,
                     fee=task.fee,
                 )
-                result = await self.executor.run(job, stream.push, stream.push_event)
+                result = await self.executor.run(job, stream.push, stream.push_event, on_result=store)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("task %s failed: %s", task_id, exc, exc_info=log.isEnabledFor(logging.DEBUG))
-                self.db.set_status(task_id, TaskStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
-                METRICS.tasks_finished.labels(status="failed").inc()
+                if stored:  # done and receipted: what failed after cannot undo that
+                    log.error("task %s: after its receipt was stored: %s", task_id, exc)
+                else:
+                    log.warning("task %s failed: %s", task_id, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+                    self.db.set_status(task_id, TaskStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+                    METRICS.tasks_finished.labels(status="failed").inc()
                 stream.close()
+                if stored:
+                    self._on_receipt()
                 return
-            output = result.output
-            if self.faults is not None:
-                output = self.faults.on_output(task_id, output)  # the `trace` fault: receipt != trace
-            receipt = build_receipt(task, output, result.trace_cid)
-            row = ReceiptRow(
-                task_id=task_id,
-                leaf="0x" + receipt.leaf().hex(),
-                body=json.dumps(receipt.to_json()),
-                signature="0x" + sign_receipt(receipt, self.account).hex(),
-            )
-            self.db.finish_task(task_id, output, result.trace_cid, row, self._promise(receipt))
-            METRICS.tasks_finished.labels(status="done").inc()
-            METRICS.task_seconds.observe(time.perf_counter() - started)
+            if not stored:  # an executor that does not call ``on_result``
+                self._finish(task, result, started)
             stream.close()
         self._on_receipt()
