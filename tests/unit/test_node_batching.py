@@ -226,3 +226,26 @@ def test_batch_slots_pick_the_lowest_free_one() -> None:
     assert slots.pick(now=1020) == 2, "every slot holds a batch that can still be disputed"
     slots.used(2, 1020)
     assert slots.pick(now=1099) == 3 and slots.pick(now=1100) == 0
+
+
+async def test_receipts_are_batched_in_the_order_they_were_stored(
+    fake_node: FakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A receipt stored first is committed no later, even if the wall clock stepped back in
+    between (an NTP correction): a user's task reads the writes of the one before only once that
+    one's receipt is stored, and validators require the writer committed no later than the reader
+    (docs/validator.md, "Where a task's roots come from")."""
+    import types
+
+    import supernet.node.service.db as node_db
+
+    first = await _submit(fake_node, "first", FEE)
+    await fake_node.service.ctx.worker.wait(first)  # type: ignore[union-attr]
+    stepped_back = types.SimpleNamespace(time=lambda: 1_000.0)  # the database's clock steps back
+    monkeypatch.setattr(node_db, "time", stepped_back)
+    second = await _submit(fake_node, "second", 2 * FEE)
+    await fake_node.service.ctx.worker.wait(second)  # type: ignore[union-attr]
+    monkeypatch.undo()
+    db = fake_node.service.ctx.db  # type: ignore[union-attr]
+    assert db.receipt(second).created_at < db.receipt(first).created_at  # type: ignore[union-attr]
+    assert [r.task_id for r in db.pending_receipts(10)] == [first, second]

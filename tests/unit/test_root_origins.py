@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from eth_account import Account
 from supernet.node.kernel.access import namespace_of
 from supernet.node.kernel.replay import replay
 from supernet.node.kernel.syscalls import TaskSpec
-from supernet.sdk.chain.eip712 import TaskRequest
+from supernet.sdk.chain.eip712 import TaskRequest, hash_task_request, sign_task_request
 from supernet.sdk.chain.merkle import ReceiptTree
 from supernet.sdk.chain.receipts import sign_receipt
 from supernet.sdk.formats.manifest import ManifestEntry
@@ -37,6 +38,7 @@ from supernet.validator.origin_check import ReceiptIndex
 from supernet.validator.verifier import Manifest, ManifestError
 
 from tests.unit.test_validator_attacks import (
+    DOMAIN,
     NODE,
     USER,
     DictStore,
@@ -50,7 +52,8 @@ from tests.unit.test_validator_attacks import (
 )
 from tests.unit.test_validator_attacks3 import AGENTS, Notes, clean, node_task, stand_in_kernel
 
-OTHER_USER = "0x" + "77" * 20
+OTHER = Account.from_key("0x" + "05" * 32)
+NOT_COMMITTED = "no receipt of a signed request this node committed"
 
 
 class Chain:
@@ -82,7 +85,7 @@ class Chain:
         return self.manifests[batch.batch_id]
 
     def index(self) -> ReceiptIndex:
-        return ReceiptIndex(self.db, self.manifest)
+        return ReceiptIndex(self.db, self.manifest, DOMAIN)
 
 
 def spec(req: TaskRequest, task_id: str, agent_id: str, task_input: Any) -> TaskSpec:
@@ -181,22 +184,51 @@ async def test_a_made_up_root_naming_an_uncommitted_task_is_caught() -> None:
     _, never_committed = signed_task(Notes, {"text": "a request the node kept"})
     verdict = await memory_answer(DictStore(), Chain(), never_committed, batch_id=1)
     assert not verdict.ok
-    assert any("no receipt this node committed" in m for m in origin_findings(verdict)), verdict.findings
+    assert any(NOT_COMMITTED in m for m in origin_findings(verdict)), verdict.findings
 
 
 async def test_a_root_naming_another_users_task_is_caught() -> None:
-    """The root names a committed task, of another user (whose memory is never this user's)."""
+    """The root names a committed task the other user really signed (whose memory is never this
+    user's)."""
     store, chain = DictStore(), Chain()
-    req, other_task = signed_task(Notes, {"text": "someone else's note"})
-    entry = commit_entry(store, req, other_task, trace_doc(Notes, other_task, OTHER_USER, {}, [], "x"))
-    receipt = dataclasses.replace(entry.receipt, user=OTHER_USER)
+    req, _ = signed_task(Notes, {"text": "someone else's note"})
+    req = dataclasses.replace(req, user=OTHER.address)
+    other_task = "0x" + hash_task_request(req, DOMAIN).hex()
+    entry = commit_entry(store, req, other_task, trace_doc(Notes, other_task, OTHER.address, {}, [], "x"))
+    receipt = dataclasses.replace(entry.receipt, user=OTHER.address)
+    signed = sign_task_request(req, DOMAIN, OTHER)
     chain.commit(
         dataclasses.replace(
-            entry, receipt=receipt, leaf=receipt.leaf(), signature=sign_receipt(receipt, NODE)
+            entry,
+            receipt=receipt,
+            leaf=receipt.leaf(),
+            signature=sign_receipt(receipt, NODE),
+            request_signature=signed,
         )
     )
     verdict = await memory_answer(store, chain, other_task, batch_id=2)
     assert any("a task of another user" in m for m in origin_findings(verdict)), verdict.findings
+
+
+async def test_a_writer_whose_request_its_user_never_signed_is_caught() -> None:
+    """The root names a receipt the node committed for a request nobody signed (it made the
+    writer up too, receipt and trace): committing it costs nothing, and only its own sampling
+    would catch it. The index holds only receipts of requests their users signed."""
+    store, chain = DictStore(), Chain()
+    req, task = signed_task(Notes, {"text": "a note the node wrote itself"})
+    ns = namespace_of(USER.address, "memq")
+    blocks, root, _ = made_up_memory(task)
+    write = {"kind": "memory.add", "namespace": ns, "entry": link(compute_cid(blocks[1], "dag-cbor")),
+             "root": root, "prev_root": None}  # fmt: skip
+    entry = commit_entry(store, req, task, trace_doc(Notes, task, USER.address, {}, [write], "x"))
+    forged = sign_task_request(req, DOMAIN, NODE)  # the node's key, not the user's
+    chain.commit(dataclasses.replace(entry, request_signature=forged))
+    verdict = await memory_answer(store, chain, task, batch_id=2)
+    assert any(NOT_COMMITTED in m for m in origin_findings(verdict)), verdict.findings
+    # control: the same receipt with the user's signature is a writer (the trace wrote the root)
+    chain2 = Chain()
+    chain2.commit(entry)
+    assert origin_findings(await memory_answer(store, chain2, task, batch_id=2)) == []
 
 
 async def test_a_root_naming_a_committed_task_that_never_wrote_it_is_caught(tmp_path: Path) -> None:
@@ -218,7 +250,7 @@ async def test_a_writer_committed_only_after_the_task_is_caught(tmp_path: Path) 
     chain.commit(commit_entry(store, req_b, b, trace_b))  # batch 1: the second task
     chain.commit(commit_entry(store, req_a, a, trace_a))  # batch 2: its writer, later
     verdict = await verify(store, req_b, b, trace_b, agents=AGENTS, origins=chain.index(), batch_id=1)
-    assert any("no receipt this node committed by batch 1" in m for m in origin_findings(verdict))
+    assert any(NOT_COMMITTED + " by batch 1" in m for m in origin_findings(verdict))
 
 
 async def test_an_unreadable_manifest_is_no_accusation_until_it_is_read(tmp_path: Path) -> None:
@@ -234,7 +266,7 @@ async def test_an_unreadable_manifest_is_no_accusation_until_it_is_read(tmp_path
     assert "unreadable" in verdict.unverifiable
     chain.serve(batch, (entry,))
     verdict = await memory_answer(store, chain, stranger, batch_id=2)
-    assert any("no receipt this node committed" in m for m in origin_findings(verdict)), verdict.findings
+    assert any(NOT_COMMITTED in m for m in origin_findings(verdict)), verdict.findings
 
 
 async def test_an_unreadable_writer_trace_is_no_accusation(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,9 @@ from supernet.validator.evidence import Verdict, publish
 from supernet.validator.verifier import Manifest, ManifestError, Verifier, load_manifest
 
 log = logging.getLogger(__name__)
+
+MANIFEST_CACHE = 64
+"""Manifests kept in memory (each at most 1 MiB as a block; the least recently used go)."""
 
 EXPECTED_RACES = {
     "LeafAlreadyChallenged",
@@ -78,7 +82,9 @@ class Disputes:
         self.address = address
         self.enabled = challenge
         self.auto_withdraw = auto_withdraw
-        self._manifests: dict[int, Manifest] = {}
+        # the last manifests read, most recent last: the receipt index reads every batch of a
+        # node once, which must not keep them all in memory
+        self._manifests: OrderedDict[int, Manifest] = OrderedDict()
         self._emit = on_event or (lambda kind, data: None)
 
     async def _call(self, fn: Any, *args: Any) -> Any:
@@ -97,6 +103,9 @@ class Disputes:
                 if not posted.entries and not posted.malformed:
                     raise
                 return posted
+            while len(self._manifests) > MANIFEST_CACHE:
+                self._manifests.popitem(last=False)
+        self._manifests.move_to_end(batch.batch_id)
         return self._manifests[batch.batch_id]
 
     async def posted(self, batch: BatchRow) -> Manifest:

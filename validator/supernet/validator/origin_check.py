@@ -9,8 +9,10 @@ names the task whose write produced it (``writer``: its request hash, `Namespace
 and a validator follows it back:
 
 * the writer must be a receipt of the same node, committed in this batch or an earlier one
-  (`ReceiptIndex`, read from the node's manifests): a committed receipt is one the sampling,
-  fraud and availability rules reach, so its writes were open to the same checks;
+  (`ReceiptIndex`, read from the node's manifests), for a request its user signed: a committed
+  receipt is one the sampling, fraud and availability rules reach, so its writes were open to the
+  same checks, and the user's signature keeps a node from inventing the writer (an unsigned
+  receipt would only be caught if it were itself sampled);
 * of the same user (another user's memory is never this user's);
 * and its committed trace must record the write that produced the root (a root that names a real
   task which never wrote it is as made up as one naming none).
@@ -27,6 +29,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from supernet.sdk.chain.eip712 import Domain
 from supernet.sdk.formats.trace import (
     MemoryAddEvent,
     StorageDeleteEvent,
@@ -36,6 +39,7 @@ from supernet.sdk.formats.trace import (
     VerifiedWitness,
 )
 from supernet.sdk.store.cids import canonical_cid
+from supernet.validator.consistency import check_receipt
 from supernet.validator.db import BatchRow, Database, ReceiptRow
 from supernet.validator.evidence import Check, Finding
 from supernet.validator.trace_view import parse_trace_block
@@ -60,16 +64,24 @@ class ReceiptIndex:
     """Where a node's committed receipts are, by request hash: read from its batches' manifests,
     once each, into the validator's database.
 
+    Only entries whose receipt passes `check_receipt` (the node's signed leaf, a request its user
+    signed, receipt fields equal to the request's) are indexed: a writer must be a task the user
+    asked for.
+
     Args:
         db: the validator's database (its ``batches`` come from the follower, from the deploy
             block on, so every committed batch is there).
         manifest: the batch's manifest, checked against its committed root (`Disputes.manifest`:
             fetched, else the entries posted on chain); any error it raises means "unreadable".
+        domain: the deployment's EIP-712 domain (the requests' signatures).
     """
 
-    def __init__(self, db: Database, manifest: Callable[[BatchRow], Awaitable[Manifest]]) -> None:
+    def __init__(
+        self, db: Database, manifest: Callable[[BatchRow], Awaitable[Manifest]], domain: Domain
+    ) -> None:
         self.db = db
         self._manifest = manifest
+        self._domain = domain
 
     async def locate(self, node: str, request_hash: str, up_to_batch: int) -> ReceiptRow | None:
         """The receipt of ``node`` for ``request_hash`` in its batches up to ``up_to_batch``.
@@ -102,6 +114,7 @@ class ReceiptIndex:
                     e.trace_cid,
                 )
                 for i, e in sorted(manifest.entries.items())
+                if e.request_signature is not None and not check_receipt(e, node, self._domain)
             ]
             self.db.index_receipts(batch.batch_id, rows, complete=manifest.tree is not None)
             if manifest.tree is None:
@@ -159,7 +172,8 @@ async def check_origins(
             return OriginOutcome(tuple(findings), unverifiable=None if findings else str(exc))
         if receipt is None:
             message = (
-                f"{where} names task {writer}, which is no receipt this node committed by batch {batch_id}"
+                f"{where} names task {writer}, no receipt of a signed request this node committed "
+                f"by batch {batch_id}"
             )
             findings.append(Finding(Check.ORIGIN, message, claimed=writer))
             continue

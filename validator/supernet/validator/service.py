@@ -152,7 +152,7 @@ class Validator:
             on_event=lambda kind, data: self._emit(kind, **data),
         )
         # the roots a task started from are followed to the committed receipts that wrote them
-        self.verifier.origins = ReceiptIndex(self.db, self.disputes.manifest)
+        self.verifier.origins = ReceiptIndex(self.db, self.disputes.manifest, self.deployment.domain)
         self.availability = Availability(
             self.chain,
             self.db,

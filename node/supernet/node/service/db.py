@@ -287,10 +287,10 @@ class Database:
         return ReceiptRow.from_row(rows[0]) if rows else None
 
     def pending_receipts(self, limit: int) -> list[ReceiptRow]:
-        """Receipts not yet in a batch, oldest first."""
-        rows = self._all(
-            "SELECT * FROM receipts WHERE batch_id IS NULL ORDER BY created_at LIMIT ?", (limit,)
-        )
+        """Receipts not yet in a batch, in the order they were stored (not by the wall clock, which
+        can step back): a task's receipt is stored before its user's next task may read its
+        writes, so it is committed no later (docs/validator.md, "Where a task's roots come from")."""
+        rows = self._all("SELECT * FROM receipts WHERE batch_id IS NULL ORDER BY rowid LIMIT ?", (limit,))
         return [ReceiptRow.from_row(r) for r in rows]
 
     def seal_batch(self, root: str, manifest_cid: str, task_ids: list[str]) -> int:
