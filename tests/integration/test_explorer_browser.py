@@ -5,6 +5,11 @@ that cheats with made-up answers, three validators, the real default model, and 
 explorer` as one more process) is shared by the module; once the demo has judged the network,
 Debian's Chromium driven by Playwright opens the explorer. Screenshots go to a temporary folder,
 or to ``$SUPERNET_EXPLORER_SCREENSHOTS`` (``docs/explorer`` to refresh the README's).
+
+The same run is the end-to-end test of `supernet devnet demo` itself
+(`test_demo_slashes_the_cheater_and_refunds_its_users`): one demo network serves both, instead of
+two identical runs of about two and a half minutes each (tests/integration/test_devnet_demo.py
+runs it on its own only where Chromium is missing).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from supernet.sdk.devnet.demo import DemoConfig, DemoNetwork, run_demo
 pytestmark = [pytest.mark.anvil, pytest.mark.model, pytest.mark.slow]
 
 CHROMIUM = Path("/usr/bin/chromium")
+DEMO_RUN: dict[str, Any] = {}
+"""The module's demo run: its console ``output`` and ``keep_dir`` (its processes' logs)."""
 LAPTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 
@@ -49,6 +56,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoNetwork]:
     cfg = DemoConfig(
         tasks=6, fault="answer:1.0", keep_dir=tmp_path_factory.mktemp("demo"), hold=hold, explorer_port=0
     )
+    DEMO_RUN.update(output=out, keep_dir=cfg.keep_dir)
     console = Console(file=out, width=120, force_terminal=False)
     failure: list[BaseException] = []
 
@@ -89,6 +97,19 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = Path(target) if target else tmp_path_factory.mktemp("screenshots")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def test_demo_slashes_the_cheater_and_refunds_its_users(demo: DemoNetwork) -> None:
+    """`supernet devnet demo` end to end (tests/integration/test_devnet_demo.py says what it runs)."""
+    text = DEMO_RUN["output"].getvalue()
+    assert demo.ok, text[-4000:]
+    assert "✔ the faulty node was slashed" in text
+    assert "✔ no honest node was slashed" in text
+    assert "challenge #1" in text and "FRAUD" in text
+    # The verdict came from independent checks: more than one validator flagged the receipt itself.
+    logs = sorted(DEMO_RUN["keep_dir"].glob("validator-*.log"))
+    assert len(logs) == 3
+    assert sum("FAULTY" in log.read_text() for log in logs) >= 2
 
 
 def api(net: DemoNetwork, path: str) -> dict[str, Any]:
