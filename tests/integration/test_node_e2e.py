@@ -29,6 +29,7 @@ from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.chain.tasks import AvailabilityStatus
 from supernet.sdk.client import Client, ClientError
 from supernet.sdk.devnet.processes import free_port
+from supernet.sdk.store import StoreClient
 
 pytestmark = [pytest.mark.anvil, pytest.mark.model, pytest.mark.slow]
 
@@ -53,7 +54,9 @@ class Net:
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
     tmp = tmp_path_factory.mktemp("e2e")
-    with node_on_anvil(tmp, NODE_KEY_INDEX) as (anvil, contracts, dep, node):
+    # the built-in retrieval agent too: a user's memory across tasks
+    extra = '[engine]\nagents = ["chat", "retrieval"]\n'
+    with node_on_anvil(tmp, NODE_KEY_INDEX, extra=extra) as (anvil, contracts, dep, node):
         yield Net(anvil, contracts, dep, node, tmp)
 
 
@@ -425,5 +428,32 @@ async def test_the_node_promises_each_commit_and_answers_an_omission_claim(net: 
         assert om.get_omission(claim).status == OmissionStatus.ANSWERED
         assert net.contracts.service_manager.get_operator(node_addr).stake == stake
         assert 0 < om.claimable(node_addr) < om.challenge_bond() // 2  # its answer's cost, no more
+    finally:
+        await client.aclose()
+
+
+async def test_a_users_memory_carries_over_and_the_client_checks_it_is_the_latest(net: Net) -> None:
+    """The built-in ``retrieval`` agent remembers a fact in one task and answers from it in the
+    next: the node stored the first task's receipt before the second could read its memory, and
+    the client verifies the second started from the memory the first left ("latest memory and
+    files", `supernet.sdk.client.freshness`)."""
+    client = net.client(USER_INDEXES[-1], name="memory")
+    try:
+        first = await client.submit_task(
+            {"remember": ["The vault code is 4711."]}, agent="retrieval", deposit=10**17
+        )
+        second = await client.submit_task(
+            {"question": "What is the vault code?", "k": 1, "max_new_tokens": 8}, agent="retrieval"
+        )
+        reports = [await client.verify(r.task_id, wait_committed=60) for r in (first, second)]
+        for report in reports:
+            assert report.ok, report.failed()
+        latest = [c for c in reports[1].checks if c.name == "latest memory and files"]
+        assert latest and latest[0].ok, reports[1].checks
+        trace = await client.trace(second.task_id)
+        search = next(e for e in trace.events if getattr(e, "kind", "") == "memory.search")
+        async with StoreClient((await client.node_info(net.node.url)).storeUrl) as store:
+            root = await store.get_dag(str(search.root))
+        assert root["writer"] == first.task_id  # the memory names the task that wrote it
     finally:
         await client.aclose()

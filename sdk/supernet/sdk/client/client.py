@@ -22,6 +22,7 @@ from supernet.sdk.chain.eip712 import ReceiptPromise, TaskRequest
 from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.chain.tasks import ChallengeStatus
 from supernet.sdk.client.confirm import confirmation_body
+from supernet.sdk.client.freshness import check_latest
 from supernet.sdk.client.ladder import DEFAULT_MAX_FEE, domain_key, proven_cumulative, rebase, sign_task
 from supernet.sdk.client.read_grant import ReadGrantAuth
 from supernet.sdk.client.routing import PROBE_TIMEOUT_S, Probe, probe, rank
@@ -42,6 +43,7 @@ from supernet.sdk.client.types import (
     serves_model,
 )
 from supernet.sdk.client.verify import VerificationReport, check_receipt
+from supernet.sdk.formats.fields import FormatError
 from supernet.sdk.formats.trace import Trace
 from supernet.sdk.node_api import (
     AccountPublic,
@@ -296,7 +298,14 @@ class Client:
         # Remembered before it is sent: if the node stores the task but its answer is lost, the
         # next sync finds the task on the node and counts its fee (`_adopt_unanswered`).
         self.state.tasks[task_id] = TaskRecord(
-            choice.address, choice.url, task_input, model_id, fee, status="sent", request=signed["request"]
+            choice.address,
+            choice.url,
+            task_input,
+            model_id,
+            fee,
+            status="sent",
+            request=signed["request"],
+            sent_at=time.time(),
         )
         self.state.save()
         return PreparedTask(task_id, choice, signed, agent, task_input, model_id, fee, cumulative), deposited
@@ -305,8 +314,15 @@ class Client:
         """Record that the node accepted ``p`` (its fee now counts in the cumulative total)."""
         acct = self.state.account(self._domain_key, self.account.address, p.node.address)
         acct.cumulative = max(acct.cumulative, p.cumulative)
+        sent = self.state.tasks.get(p.task_id)
         self.state.tasks[p.task_id] = TaskRecord(
-            p.node.address, p.node.url, p.input, p.model_id, p.fee, request=p.signed["request"]
+            p.node.address,
+            p.node.url,
+            p.input,
+            p.model_id,
+            p.fee,
+            request=p.signed["request"],
+            sent_at=sent.sent_at if sent is not None else time.time(),
         )
         self.state.save()
 
@@ -314,7 +330,9 @@ class Client:
         """Record the end of ``p``; a failed or refused task is not charged, so its fee is undone."""
         record = self.state.tasks[p.task_id]
         record.status, record.output = status, output
-        if status != "done":
+        if status == "done":
+            record.done_at = time.time()
+        else:
             acct = self.state.account(self._domain_key, self.account.address, p.node.address)
             acct.cumulative -= p.fee
         self.state.save()
@@ -640,7 +658,7 @@ class Client:
         task_input, output = record.input, record.output
         if task_input is None and isinstance(trace_doc, dict):  # not ours to remember: the trace's
             task_input, output = trace_doc.get("input"), trace_doc.get("output")
-        return check_receipt(
+        report = check_receipt(
             doc.model_dump(mode="json"),
             task_id=task_id,
             user=self.account.address,
@@ -658,6 +676,29 @@ class Client:
             domain=self.contracts.domain,
             now=chain_now,
         )
+        if trace_doc is not None and task_id in self.state.tasks:
+            await self._check_latest(report, task_id, record, trace_doc)
+        return report
+
+    async def _check_latest(
+        self, report: VerificationReport, task_id: str, record: TaskRecord, trace_doc: Any
+    ) -> None:
+        """ "latest memory and files": the task started from the last roots this client saw before
+        it sent the task, or roots written on top of them (`supernet.sdk.client.freshness`)."""
+        try:
+            trace = Trace.from_dag(trace_doc)
+        except FormatError:
+            return  # check_receipt reported the malformed trace
+        store_url = self.store_url or (await self.node_info(record.node_url)).storeUrl
+        if not store_url:
+            return
+        async with StoreClient(store_url, timeout=30) as store:
+            latest = await check_latest(
+                self.state.roots, record.node, task_id, record.sent_at, record.done_at, trace, store.get_dag
+            )
+        self.state.save()
+        if latest is not None:
+            report.add("latest memory and files", *latest)
 
     async def claim_refunds(self, from_block: int | None = None) -> list[RefundClaimed]:
         """Claim the refund of every task of this client that a fraud verdict proved faulty.
@@ -753,6 +794,8 @@ class Client:
                     del self.state.tasks[task_id]
                 continue
             record.status = task.status
+            if record.status == "done" and record.done_at is None:
+                record.done_at = time.time()
             if record.status in ("accepted", "running", "done"):
                 acct.cumulative += record.fee
                 record.output = task.output

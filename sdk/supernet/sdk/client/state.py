@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from supernet.sdk.client.freshness import SeenRoot
+
 DEFAULT_STATE_DIR = Path.home() / ".supernet"
 
 
@@ -45,6 +47,10 @@ class TaskRecord:
     # the node's signed promise to commit the receipt: {"leaf", "commitBy", "signature",
     # "receipt"} (an omission claim shows it and the promised receipt, `Client.claim_omission`)
     promise: dict[str, Any] | None = None
+    # when this client sent the task and received its result (this machine's clock): which tasks
+    # had finished before it was sent (`supernet.sdk.client.freshness`)
+    sent_at: float | None = None
+    done_at: float | None = None
 
 
 @dataclass
@@ -54,6 +60,8 @@ class ClientState:
     path: Path
     accounts: dict[str, NodeAccount] = field(default_factory=dict)
     tasks: dict[str, TaskRecord] = field(default_factory=dict)
+    # the last memory and file root of each node's namespaces this client saw (`check_latest`)
+    roots: dict[str, SeenRoot] = field(default_factory=dict)
 
     @classmethod
     def open(cls, state_dir: Path | None = None) -> ClientState:
@@ -66,6 +74,7 @@ class ClientState:
             path,
             {k: NodeAccount(**v) for k, v in doc.get("accounts", {}).items()},
             {k: TaskRecord(**v) for k, v in doc.get("tasks", {}).items()},
+            {k: SeenRoot(**v) for k, v in doc.get("roots", {}).items()},
         )
 
     @staticmethod
@@ -83,6 +92,7 @@ class ClientState:
         doc = {
             "accounts": {k: asdict(v) for k, v in self.accounts.items()},
             "tasks": {k: asdict(v) for k, v in self.tasks.items()},
+            "roots": {k: asdict(v) for k, v in self.roots.items()},
         }
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".state-")
         with os.fdopen(fd, "w") as f:
