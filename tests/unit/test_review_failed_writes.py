@@ -120,8 +120,8 @@ async def read(kernel: Kernel, n: int, user: str = ALICE) -> str:
 
 
 def roots_of(kernel: Kernel) -> tuple[dict[str, str], dict[str, str]]:
-    r = kernel.namespace_roots()
-    return r["memory"], r["storage"]
+    """The live roots (a running task's writes included, which `Kernel.namespace_roots` holds back)."""
+    return kernel.memory.roots.snapshot(), kernel.storage.roots.snapshot()
 
 
 def events(outcome: Any, kind: str) -> list[dict[str, Any]]:
@@ -194,7 +194,9 @@ async def test_defence_stop_persists_the_roots_it_left(tmp_path: Path) -> None:
     another task's in-flight roots (user B finishes while user A's task is between its write and
     its end). When the node then stopped, `Kernel.stop` cancelled A's task and reverted it
     (unpinning A's in-flight root), but nothing saved the roots again: the roots file named a root
-    the store no longer pinned. `KernelExecutor.close` now saves the roots after the kernel stops."""
+    the store no longer pinned. `KernelExecutor.close` now saves the roots after the kernel stops,
+    and a running task's writes are not persisted before its receipt is stored at all
+    (`Kernel.namespace_roots`: docs/validator.md, "Where a task's roots come from")."""
     from supernet.node.service.kernel_executor import KernelExecutor
 
     async with stand_in_kernel(tmp_path / "store", AGENTS, embedder=SlowEmbedder()) as kernel:
@@ -206,7 +208,8 @@ async def test_defence_stop_persists_the_roots_it_left(tmp_path: Path) -> None:
                 break
             await asyncio.sleep(0.01)
         await executor._save_roots()  # what another task's outcome saves meanwhile
-        in_flight = json.loads(roots_file.read_text())["memory"][namespace_of(ALICE, "journal")]
+        assert namespace_of(ALICE, "journal") not in json.loads(roots_file.read_text())["memory"]
+        in_flight = kernel.memory.roots.root(namespace_of(ALICE, "journal"))
         assert in_flight in set(await kernel.store.pin_ls())
         await executor.close()  # the node shuts down: the task is cancelled and reverted
         with pytest.raises(KernelStoppedError):

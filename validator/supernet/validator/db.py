@@ -8,7 +8,8 @@
 * ``challenges``: every challenge seen on chain, with this validator's vote and payout steps.
 * ``receipts`` / ``indexed``: where each committed receipt of a node is, by request hash, read
   from the batches' manifests once (`supernet.validator.origin_check.ReceiptIndex`); ``indexed``
-  says which batches are read, and whether wholly (a posted manifest is partial).
+  says which batches are read, and whether wholly (a posted manifest may be partial).
+* ``verified_roots``: memory and file roots the origin check found sound, with their history.
 
 >>> db = Database(":memory:")
 >>> db.cursor(default=7)
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from supernet.sdk.sqlite import DurableSQLite
+from supernet.sdk.store.cids import canonical_cid
 from supernet.validator.chain import BatchCommitted, ChainEvent, ChallengeOpened, ChallengeResolved
 
 _SCHEMA = """
@@ -48,6 +50,7 @@ CREATE TABLE IF NOT EXISTS receipts (
   user TEXT NOT NULL, trace_cid TEXT NOT NULL, PRIMARY KEY (batch_id, idx));
 CREATE INDEX IF NOT EXISTS receipts_by_request ON receipts (node, request_hash);
 CREATE TABLE IF NOT EXISTS indexed (batch_id INTEGER PRIMARY KEY, complete INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS verified_roots (root TEXT PRIMARY KEY);
 """
 
 
@@ -341,6 +344,17 @@ class Database:
             up_to,
         )
         return ReceiptRow(*rows[0]) if rows else None
+
+    def root_verified(self, root: str) -> bool:
+        """Whether the origin check found ``root`` (and every root below it) sound already."""
+        return bool(self._all("SELECT 1 FROM verified_roots WHERE root = ?", canonical_cid(root)))
+
+    def mark_roots_verified(self, roots: Iterable[str]) -> None:
+        """Record roots the origin check found sound, with every root below them."""
+        with self._tx() as c:
+            c.executemany(
+                "INSERT OR IGNORE INTO verified_roots (root) VALUES (?)", [(canonical_cid(r),) for r in roots]
+            )
 
     def set_challenge_status(self, challenge_id: int, status: str, fraud: bool | None = None) -> None:
         """Move a challenge to ``resolved`` or ``claimed``."""

@@ -14,22 +14,33 @@ and a validator follows it back:
   same checks, and the user's signature keeps a node from inventing the writer (an unsigned
   receipt would only be caught if it were itself sampled);
 * of the same user (another user's memory is never this user's);
-* and its committed trace must record the write that produced the root (a root that names a real
-  task which never wrote it is as made up as one naming none).
+* and its committed trace (the one whose hash the receipt commits) must record the write that
+  produced the root, on top of the root's ``prev``, and the root must be exactly that previous root
+  with that one change (a root that names a real task which never wrote it is as made up as one
+  naming none).
 
-By induction every root a task starts from descends, write by write, from the empty root through
-tasks the user signed and the node committed. What stays the node's word is *which* of those roots
-it shows a task (an older one, or none): docs/validator.md, "Known limits".
+The same holds for every root below it, down to the empty one: the walk follows ``prev`` until it
+reaches a root this validator already found sound (`Database.root_verified`), so a made-up root
+cannot be laundered through a writer that is itself never checked, and each root is judged once.
+What a write wrote (the entry's text) is the writer's agent's work, checked when the writer is
+sampled; what stays the node's word is *which* of the user's roots it shows a task (an older one,
+or none): docs/validator.md, "Known limits".
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from supernet.node.kernel.memory import ROOT_TYPE as MEMORY_ROOT_TYPE
+from supernet.node.kernel.storage import ROOT_TYPE as FS_ROOT_TYPE
+from supernet.node.kernel.storage import normalize_path
 from supernet.sdk.chain.eip712 import Domain
+from supernet.sdk.formats.manifest import ManifestEntry
 from supernet.sdk.formats.trace import (
     MemoryAddEvent,
     StorageDeleteEvent,
@@ -38,8 +49,8 @@ from supernet.sdk.formats.trace import (
     Trace,
     VerifiedWitness,
 )
-from supernet.sdk.store.cids import canonical_cid
-from supernet.validator.consistency import check_receipt
+from supernet.sdk.store.cids import canonical_cid, link
+from supernet.validator.consistency import check_receipt, check_trace_hash
 from supernet.validator.db import BatchRow, Database, ReceiptRow
 from supernet.validator.evidence import Check, Finding
 from supernet.validator.trace_view import parse_trace_block
@@ -48,6 +59,13 @@ if TYPE_CHECKING:  # the verifier uses this module
     from supernet.validator.verifier import DagStore, Manifest
 
 log = logging.getLogger(__name__)
+
+MAX_WALK = 512
+"""Roots not yet found sound that one check walks down; a longer unchecked history is
+unverifiable here (each root is judged once, so a validator that follows a node keeps up)."""
+
+UNREADABLE_RETRY_S = 30.0
+"""First wait before a manifest that could not be read is tried again (it doubles, to an hour)."""
 
 # the events that write a root, by area (`ReplayResult.first_roots`)
 _WRITES: dict[str, tuple[type, ...]] = {
@@ -65,8 +83,10 @@ class ReceiptIndex:
     once each, into the validator's database.
 
     Only entries whose receipt passes `check_receipt` (the node's signed leaf, a request its user
-    signed, receipt fields equal to the request's) are indexed: a writer must be a task the user
-    asked for.
+    signed, receipt fields equal to the request's) and whose ``traceCid`` is the trace the receipt
+    commits (``traceHash``; the manifest's CID is not under the batch root) are indexed: a writer
+    must be a task the user asked for, read through its committed trace. Checking runs in a
+    worker thread; a manifest that cannot be read is retried with back-off, not on every lookup.
 
     Args:
         db: the validator's database (its ``batches`` come from the follower, from the deploy
@@ -82,6 +102,7 @@ class ReceiptIndex:
         self.db = db
         self._manifest = manifest
         self._domain = domain
+        self._retry: dict[int, tuple[float, float]] = {}  # batch -> (next try, back-off), monotonic
 
     async def locate(self, node: str, request_hash: str, up_to_batch: int) -> ReceiptRow | None:
         """The receipt of ``node`` for ``request_hash`` in its batches up to ``up_to_batch``.
@@ -96,33 +117,51 @@ class ReceiptIndex:
         found = self.db.find_receipt(node, request_hash, up_to_batch)
         if found is not None:
             return found
-        unreadable = []
-        for batch in self.db.unindexed_batches(node, up_to_batch):
-            try:
-                manifest = await self._manifest(batch)
-            except Exception as exc:  # ManifestError, or the chain's posted entries unreadable
-                unreadable.append(batch.batch_id)
-                log.info("receipt index: manifest of batch %d unreadable: %s", batch.batch_id, exc)
-                continue
-            rows = [
-                ReceiptRow(
-                    batch.batch_id,
-                    i,
-                    node.lower(),
-                    "0x" + e.receipt.request_hash.hex(),
-                    e.receipt.user.lower(),
-                    e.trace_cid,
-                )
-                for i, e in sorted(manifest.entries.items())
-                if e.request_signature is not None and not check_receipt(e, node, self._domain)
-            ]
-            self.db.index_receipts(batch.batch_id, rows, complete=manifest.tree is not None)
-            if manifest.tree is None:
-                unreadable.append(batch.batch_id)
+        unreadable = [
+            b.batch_id for b in self.db.unindexed_batches(node, up_to_batch) if not await self._read(b)
+        ]
         found = self.db.find_receipt(node, request_hash, up_to_batch)
         if found is None and unreadable:
             raise OriginUnknown(f"the manifests of batches {unreadable} of {node} are unreadable")
         return found
+
+    async def _read(self, batch: BatchRow) -> bool:
+        """Index one batch; whether all of it could be read."""
+        now = time.monotonic()
+        next_try, backoff = self._retry.get(batch.batch_id, (0.0, UNREADABLE_RETRY_S))
+        if now < next_try:
+            return False
+        try:
+            manifest = await self._manifest(batch)
+        except Exception as exc:  # ManifestError, or the chain's posted entries unreadable
+            log.info("receipt index: manifest of batch %d unreadable: %s", batch.batch_id, exc)
+            self._retry[batch.batch_id] = (now + backoff, min(2 * backoff, 3600.0))
+            return False
+        entries = sorted(manifest.entries.items())
+        rows = await asyncio.to_thread(self._rows, batch, entries)
+        complete = manifest.tree is not None or len(entries) + len(manifest.malformed) >= batch.count
+        self.db.index_receipts(batch.batch_id, rows, complete=complete)
+        if complete:
+            self._retry.pop(batch.batch_id, None)
+        else:
+            self._retry[batch.batch_id] = (now + backoff, min(2 * backoff, 3600.0))
+        return complete
+
+    def _rows(self, batch: BatchRow, entries: list[tuple[int, ManifestEntry]]) -> list[ReceiptRow]:
+        return [
+            ReceiptRow(
+                batch.batch_id,
+                i,
+                batch.node.lower(),
+                "0x" + e.receipt.request_hash.hex(),
+                e.receipt.user.lower(),
+                e.trace_cid,
+            )
+            for i, e in entries
+            if e.request_signature is not None
+            and not check_receipt(e, batch.node, self._domain)
+            and not check_trace_hash(e.trace_cid, e.receipt.trace_hash)
+        ]
 
 
 @dataclass(frozen=True)
@@ -141,84 +180,190 @@ async def check_origins(
     node: str,
     batch_id: int,
 ) -> OriginOutcome:
-    """Follow each root the task started from to the committed task that wrote it.
+    """Follow each root the task started from, and every root below it, to the committed tasks
+    that wrote them. Every first root is judged: one that cannot be judged yet never hides a
+    finding on another.
 
     Args:
         trace: the task's trace (its replay produced ``first_roots``).
         first_roots: ``(area, namespace) -> root`` of the task's first access to each namespace.
         index: where the node's committed receipts are.
-        store: the content store (the writer's trace).
+        store: the content store (roots below the first ones, the writers' traces).
         node: the node that committed the task; ``batch_id``: the task's batch.
     """
-    findings: list[Finding] = []
     try:
         witness = VerifiedWitness(trace.witness)
     except Exception as exc:  # the replay reports a malformed witness itself
         return OriginOutcome(unverifiable=f"witness unreadable: {exc}")
+    walk = _Walk(trace, witness, index, store, node, batch_id)
+    findings: list[Finding] = []
+    unknown: list[str] = []
     for (area, namespace), root in sorted(first_roots.items()):
         if root is None:  # an empty namespace: nothing made up to follow
             continue
-        where = f"the {area} root {root} of {namespace} the task started from"
-        writer = _writer(witness, root)
-        if writer is None:
-            findings.append(Finding(Check.ORIGIN, f"{where} names no writer task"))
-            continue
-        if writer.lower() == trace.task_id.lower():
-            findings.append(Finding(Check.ORIGIN, f"{where} names this task, which had not written yet"))
-            continue
+        judged = await walk.follow(area, namespace, root)
+        if isinstance(judged, Finding):
+            findings.append(judged)
+        elif judged is not None:
+            unknown.append(judged)
+    if findings:
+        return OriginOutcome(tuple(findings))
+    return OriginOutcome(unverifiable="; ".join(unknown) if unknown else None)
+
+
+class _Walk:
+    """One task's origin check: its roots' blocks and its writers' traces, read once each."""
+
+    def __init__(
+        self,
+        trace: Trace,
+        witness: VerifiedWitness,
+        index: ReceiptIndex,
+        store: DagStore,
+        node: str,
+        batch: int,
+    ) -> None:
+        self.trace, self.witness, self.index, self.store = trace, witness, index, store
+        self.node, self.batch = node, batch
+        self._traces: dict[str, Trace] = {}
+        self._witnesses = [witness]  # the task's, then each writer's trace's (its roots around each write)
+
+    async def follow(self, area: str, namespace: str, first: str) -> Finding | str | None:
+        """None: sound; a finding; or why it cannot be judged yet (unverifiable)."""
+        chain: list[str] = []
+        current: str | None = first
+        while current is not None and not self.index.db.root_verified(current):
+            where = f"the {area} root {first} of {namespace} the task started from" + (
+                f" (down its history, root {current})" if current != first else ""
+            )
+            if len(chain) >= MAX_WALK:
+                return f"{where}: more than {MAX_WALK} roots below it not yet checked here"
+            judged = await self._one(area, namespace, current, where)
+            if not isinstance(judged, tuple):
+                return judged
+            chain.append(current)
+            current = judged[0]
+        self.index.db.mark_roots_verified(chain)
+        return None
+
+    async def _one(
+        self, area: str, namespace: str, root: str, where: str
+    ) -> tuple[str | None] | Finding | str:
+        """Judge one root: ``(its prev,)`` when its write is sound."""
+        block = await self._block(root)
+        if block is None:
+            return f"{where}: the root block cannot be read"
+        writer = block.get("writer") if isinstance(block, Mapping) else None
+        if not isinstance(writer, str):
+            return Finding(Check.ORIGIN, f"{where} names no writer task")
+        if writer.lower() == self.trace.task_id.lower():
+            return Finding(Check.ORIGIN, f"{where} names this task, which had not written yet")
         try:
-            receipt = await index.locate(node, writer, batch_id)
+            receipt = await self.index.locate(self.node, writer, self.batch)
         except OriginUnknown as exc:
-            return OriginOutcome(tuple(findings), unverifiable=None if findings else str(exc))
+            return f"{where}: {exc}"
         if receipt is None:
             message = (
                 f"{where} names task {writer}, no receipt of a signed request this node committed "
-                f"by batch {batch_id}"
+                f"by batch {self.batch}"
             )
-            findings.append(Finding(Check.ORIGIN, message, claimed=writer))
-            continue
-        if receipt.user != trace.user.lower():
-            findings.append(
-                Finding(
-                    Check.ORIGIN,
-                    f"{where} was written by a task of another user",
-                    expected=trace.user.lower(),
-                    claimed=receipt.user,
-                )
+            return Finding(Check.ORIGIN, message, claimed=writer)
+        if receipt.user != self.trace.user.lower():
+            return Finding(
+                Check.ORIGIN,
+                f"{where} was written by a task of another user",
+                expected=self.trace.user.lower(),
+                claimed=receipt.user,
             )
-            continue
+        written = await self._writer_trace(receipt)
+        if isinstance(written, str):
+            return f"{where}: {written}"
+        if (written.task_id.lower(), written.user.lower()) != (writer.lower(), receipt.user):
+            return Finding(
+                Check.ORIGIN, f"{where} names task {writer}, whose committed trace is another task's"
+            )
+        event = _write_of(written, area, namespace, root)
+        if event is None:
+            return Finding(
+                Check.ORIGIN,
+                f"{where} names task {writer}, whose committed trace wrote no such root",
+                claimed=writer,
+            )
+        prev = block.get("prev")
+        prev_cid = None if prev is None else str(prev)
+        if _cid(event.prev_root) != _cid(prev_cid):
+            return Finding(Check.ORIGIN, f"{where}: its writer wrote it on top of another root than its prev")
+        prev_block = {} if prev_cid is None else await self._block(prev_cid)
+        if prev_block is None:
+            return f"{where}: its previous root {prev_cid} cannot be read"
+        if dict(block) != _next_root(area, namespace, prev_block, prev_cid, event, writer):
+            return Finding(Check.ORIGIN, f"{where} is not its previous root with its writer's one change")
+        return (prev_cid,)
+
+    async def _block(self, cid: str) -> Any:
+        """A root block: from the task's or a writer's trace's witness, else the store (None if
+        none has it)."""
+        for witness in self._witnesses:
+            try:
+                return witness.block(cid)
+            except (KeyError, ValueError):
+                continue
         try:
-            written = parse_trace_block(await store.get_block(receipt.trace_cid))
-        except Exception as exc:
-            why = f"the trace {receipt.trace_cid} of task {writer} (batch {receipt.batch_id}): {exc}"
-            return OriginOutcome(tuple(findings), unverifiable=None if findings else why)
-        if not _wrote(written.doc, area, namespace, root):
-            findings.append(
-                Finding(
-                    Check.ORIGIN,
-                    f"{where} names task {writer}, whose committed trace wrote no such root",
-                    claimed=writer,
-                )
-            )
-    return OriginOutcome(tuple(findings))
+            return await self.store.get_dag(cid)
+        except Exception:
+            return None
+
+    async def _writer_trace(self, receipt: ReceiptRow) -> Trace | str:
+        if receipt.trace_cid not in self._traces:
+            try:
+                view = parse_trace_block(await self.store.get_block(receipt.trace_cid))
+            except Exception as exc:
+                where = f"task {receipt.request_hash} (batch {receipt.batch_id})"
+                return f"the trace {receipt.trace_cid} of {where}: {exc}"
+            self._traces[receipt.trace_cid] = view.doc
+            try:
+                self._witnesses.append(VerifiedWitness(view.doc.witness))
+            except Exception:  # its replay would report it; here its blocks are just not used
+                log.info("the trace %s has an unreadable witness", receipt.trace_cid)
+        return self._traces[receipt.trace_cid]
 
 
-def _writer(witness: VerifiedWitness, root: str) -> str | None:
-    """The ``writer`` a root block names (the replay read the block, so the witness holds it)."""
-    try:
-        block: Any = witness.block(root)
-    except (KeyError, ValueError):
-        return None
-    writer = block.get("writer") if isinstance(block, Mapping) else None
-    return writer if isinstance(writer, str) else None
+def _cid(value: str | None) -> str | None:
+    return None if value is None else canonical_cid(value)
 
 
-def _wrote(trace: Trace, area: str, namespace: str, root: str) -> bool:
-    """Whether ``trace`` records a write of ``namespace`` that produced ``root``."""
-    kinds, wanted = _WRITES[area], canonical_cid(root)
+def _write_of(trace: Trace, area: str, namespace: str, root: str) -> Any:
+    """The event of ``trace`` that wrote ``root`` of ``namespace`` (None: none did)."""
+    wanted = canonical_cid(root)
     for ev in trace.events:
-        if isinstance(ev, kinds):
+        if isinstance(ev, _WRITES[area]):
             written: Any = ev  # one of the write events, each with its namespace and new root
             if written.namespace == namespace and canonical_cid(written.root) == wanted:
-                return True
-    return False
+                return written
+    return None
+
+
+def _next_root(
+    area: str, namespace: str, prev: Mapping[str, Any], prev_cid: str | None, event: Any, writer: str
+) -> dict[str, Any] | None:
+    """The root ``event`` must have written on top of ``prev``, as `NamespaceRoots.commit` writes
+    it and the replay holds each write to (None: the event names no valid path)."""
+    if area == "memory":
+        body: dict[str, Any] = {"entries": [*(prev.get("entries") or []), link(event.entry)]}
+        root_type = MEMORY_ROOT_TYPE
+    else:
+        try:
+            path = normalize_path(event.path)
+        except ValueError:
+            return None
+        files = dict(prev.get("files") or {})
+        cid = getattr(event, "cid", None)  # a delete appends a tombstone
+        files[path] = [*files.get(path, []), None if cid is None else link(cid)]
+        body, root_type = {"files": files}, FS_ROOT_TYPE
+    return {
+        "type": root_type,
+        "namespace": namespace,
+        **body,
+        "prev": None if prev_cid is None else link(prev_cid),
+        "writer": writer,
+    }

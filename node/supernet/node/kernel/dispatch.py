@@ -108,6 +108,9 @@ class TaskState:
     slot: Slot | None = None  # the kernel slot the task runs in, given up while it waits for the lock
     # the user's memory and file roots when the task took the lock: where a failed task leaves them
     marked: tuple[dict[str, str], dict[str, str]] | None = None
+    # set once the task succeeded and the node stores its receipt: its writes may be persisted
+    # (`Kernel.namespace_roots`); before, a crash must not leave them without a receipt
+    receipted: bool = False
     # syscalls of the task in flight (one an agent left running when it returned included)
     inflight: int = 0
     settled: asyncio.Event = field(default_factory=asyncio.Event)

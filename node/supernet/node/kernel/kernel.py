@@ -97,6 +97,11 @@ class TaskRun:
     def task_id(self) -> str:
         return self.spec.task_id
 
+    @property
+    def state(self) -> TaskState:
+        """The kernel's state of the task (kernel-internal)."""
+        return self._state
+
     async def tokens(self) -> AsyncIterator[TokenChunk]:
         """Every generated token of every LLM call of the task, as it comes (one consumer)."""
         while (chunk := await self._state.stream.get()) is not None:
@@ -349,12 +354,22 @@ class Kernel:
 
     def namespace_roots(self) -> dict[str, Any]:
         """Latest memory and file roots per namespace, and the blocks each namespace may read
-        (``grants``, the access manager's ownership index), for the node to persist."""
-        return {
-            "memory": self.memory.roots.snapshot(),
-            "storage": self.storage.roots.snapshot(),
-            "grants": self.access.owned.snapshot(),
-        }
+        (``grants``, the access manager's ownership index), for the node to persist.
+
+        The namespaces of a user whose task is still running are given as that task found them:
+        its writes are persisted only once its receipt is being stored (a crash must never leave a
+        root whose writer has no receipt: validators would find no committed writer for it)."""
+        memory, storage = self.memory.roots.snapshot(), self.storage.roots.snapshot()
+        for run in self._runs.values():
+            st = run.state
+            if st.marked is None or st.receipted:
+                continue
+            prefix = st.spec.user.lower() + "/"
+            for roots, found in ((memory, st.marked[0]), (storage, st.marked[1])):
+                for ns in [ns for ns in roots if ns.startswith(prefix)]:
+                    del roots[ns]
+                roots.update(found)
+        return {"memory": memory, "storage": storage, "grants": self.access.owned.snapshot()}
 
     def restore_namespace_roots(self, roots: Mapping[str, Any]) -> None:
         """Continue from roots (and grants) saved by :meth:`namespace_roots` (after a restart)."""
@@ -413,6 +428,7 @@ class Kernel:
                 llm_tokens=st.llm_tokens,
             )
             if ran.status == "ok" and on_success is not None:
+                st.receipted = True  # its writes may now be persisted (`namespace_roots`)
                 await on_success(outcome)  # the receipt, stored before the user's next task starts
             kept = ran.status == "ok"
         finally:
