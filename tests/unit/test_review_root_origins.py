@@ -132,6 +132,16 @@ def remembered(
     return events, root_cid, [fact_raw, root_raw]
 
 
+def honest_writer(store: DictStore) -> tuple[str, ManifestEntry, list[bytes]]:
+    """W: the user's `Rememberer` task "Buy milk." on an empty memory, put in ``store`` as an honest
+    node commits it: (its task id, its manifest entry, its blocks: the fact's entry, its new root)."""
+    w_input = {"fact": "Buy milk."}
+    req_w, w = signed_task(Rememberer, w_input)
+    events, _, blocks = remembered(w, w_input["fact"], None, [])
+    doc = trace_doc(Rememberer, w, USER.address, w_input, events, w_input["fact"], blocks=blocks)
+    return w, commit_entry(store, req_w, w, doc), blocks
+
+
 # -- 1. made-up roots the validator accepts ---------------------------------------------------------
 
 
@@ -275,15 +285,7 @@ async def test_defence_one_unresolvable_root_never_shields_another_made_up_root(
     Fix: check every root first and collect findings; only when none is found report the
     unreadable ones as unverifiable (e.g. collect ``unverifiable`` reasons and continue the loop)."""
     store, chain = DictStore(), Chain()
-    w_input = {"fact": "Buy milk."}
-    req_w, w = signed_task(Rememberer, w_input)
-    events, _, blocks = remembered(w, w_input["fact"], None, [])
-    entry_w = commit_entry(
-        store,
-        req_w,
-        w,
-        trace_doc(Rememberer, w, USER.address, w_input, events, w_input["fact"], blocks=blocks),
-    )
+    w, entry_w, _ = honest_writer(store)
     nowhere = compute_cid(encode_dag({"a block": "nobody serves"}), "dag-cbor")
     chain.commit(dataclasses.replace(entry_w, trace_cid=nowhere))
     t_input = {"q": "What is the launch code?"}
@@ -318,15 +320,7 @@ async def test_defence_a_wholly_posted_manifest_is_complete() -> None:
     in an unreadable batch then leads to an availability challenge for that entry); and retry an
     origin-unverifiable receipt later instead of recording it as checked."""
     store, chain = DictStore(), Chain()
-    w_input = {"fact": "Buy milk."}
-    req_w, w = signed_task(Rememberer, w_input)
-    events, _, blocks = remembered(w, w_input["fact"], None, [])
-    entry_w = commit_entry(
-        store,
-        req_w,
-        w,
-        trace_doc(Rememberer, w, USER.address, w_input, events, w_input["fact"], blocks=blocks),
-    )
+    _, entry_w, _ = honest_writer(store)
     batch = chain.commit(entry_w, served=False)
     tree = ReceiptTree([entry_w.leaf])
     chain.manifests[batch] = Manifest({0: entry_w}, proofs={0: tuple(tree.proof_at(0))})  # all posted
