@@ -556,3 +556,35 @@ async def test_defence_concurrent_tasks_of_one_user_commit_in_order_and_verify(t
             store, req, outcome.task_id, outcome.trace, agents=AGENTS, origins=chain.index(), batch_id=batch
         )
         assert clean(verdict), verdict.findings
+
+
+async def test_defence_a_withheld_root_below_never_shields_a_writer() -> None:
+    """CLOSED (found re-reading the walk). The node commits W, a real signed task of the user,
+    whose trace writes R on top of a root R0 it made up, and serves R0 nowhere (not in W's witness,
+    not in the store): the walk could not read R0 and left every task on R unverifiable, never
+    accused, so only W's own sampling would catch it. A writer's committed trace carries both roots
+    of its write (its replay reads them), so a root below that it does not carry is its fault: an
+    origin finding on the task that reads R."""
+    store, chain = DictStore(), Chain()
+    ns = namespace_of(USER.address, "rememberer")
+    fake_raw, fake = entry_block(LAUNCH)
+    _, r0 = memory_root(ns, [fake], None, None)  # made up, and never served
+    w_input = {"fact": "Buy milk."}
+    req_w, w = signed_task(Rememberer, w_input)
+    events, r1, blocks = remembered(w, w_input["fact"], r0, [fake])
+    doc_w = trace_doc(
+        Rememberer, w, USER.address, w_input, events, w_input["fact"], blocks=[fake_raw, *blocks]
+    )
+    chain.commit(commit_entry(store, req_w, w, doc_w))
+    t_input = {"fact": "What is the launch code?"}
+    req_t, t = signed_task(Rememberer, t_input)
+    r1_raw = next(b for b in blocks if compute_cid(b, "dag-cbor") == r1)
+    events, _, t_blocks = remembered(
+        t, t_input["fact"], r1, [fake, compute_cid(blocks[0], "dag-cbor")], hit=fake
+    )
+    doc_t = trace_doc(
+        Rememberer, t, USER.address, t_input, events, LAUNCH, blocks=[r1_raw, fake_raw, *t_blocks]
+    )
+    verdict = await verify(store, req_t, t, doc_t, agents=(Rememberer,), origins=chain.index(), batch_id=2)
+    assert [f.check for f in verdict.findings] == [Check.ORIGIN], verdict.findings
+    assert "does not carry the root it wrote on top of" in verdict.findings[0].message

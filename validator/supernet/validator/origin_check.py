@@ -226,7 +226,7 @@ class _Walk:
         self.trace, self.witness, self.index, self.store = trace, witness, index, store
         self.node, self.batch = node, batch
         self._traces: dict[str, Trace] = {}
-        self._witnesses = [witness]  # the task's, then each writer's trace's (its roots around each write)
+        self._witness_of: dict[str, VerifiedWitness] = {}  # each writer's trace's: its writes' roots
 
     async def follow(self, area: str, namespace: str, first: str) -> Finding | str | None:
         """None: sound; a finding; or why it cannot be judged yet (unverifiable)."""
@@ -293,17 +293,21 @@ class _Walk:
         prev_cid = None if prev is None else str(prev)
         if _cid(event.prev_root) != _cid(prev_cid):
             return Finding(Check.ORIGIN, f"{where}: its writer wrote it on top of another root than its prev")
-        prev_block = {} if prev_cid is None else await self._block(prev_cid)
+        # the writer's committed trace carries both roots of its write in its witness (its replay
+        # reads them): a root below that nobody serves is the writer's fault, never a reason to
+        # leave the task unjudged (which would shield a made-up root under a real writer)
+        prev_block = {} if prev_cid is None else _carried(self._witness_of.get(receipt.trace_cid), prev_cid)
         if prev_block is None:
-            return f"{where}: its previous root {prev_cid} cannot be read"
+            message = f"{where}: its writer's committed trace does not carry the root it wrote on top of"
+            return Finding(Check.ORIGIN, message, claimed=prev_cid)
         if dict(block) != _next_root(area, namespace, prev_block, prev_cid, event, writer):
             return Finding(Check.ORIGIN, f"{where} is not its previous root with its writer's one change")
         return (prev_cid,)
 
     async def _block(self, cid: str) -> Any:
-        """A root block: from the task's or a writer's trace's witness, else the store (None if
-        none has it)."""
-        for witness in self._witnesses:
+        """A root block: from the task's witness (its first roots) or a writer's trace's (the
+        roots below), else the store (None if none has it)."""
+        for witness in (self.witness, *self._witness_of.values()):
             try:
                 return witness.block(cid)
             except (KeyError, ValueError):
@@ -322,10 +326,20 @@ class _Walk:
                 return f"the trace {receipt.trace_cid} of {where}: {exc}"
             self._traces[receipt.trace_cid] = view.doc
             try:
-                self._witnesses.append(VerifiedWitness(view.doc.witness))
-            except Exception:  # its replay would report it; here its blocks are just not used
+                self._witness_of[receipt.trace_cid] = VerifiedWitness(view.doc.witness)
+            except Exception:  # the writer's fault: its roots are then missing (a finding)
                 log.info("the trace %s has an unreadable witness", receipt.trace_cid)
         return self._traces[receipt.trace_cid]
+
+
+def _carried(witness: VerifiedWitness | None, cid: str) -> Any:
+    """Block ``cid`` of a witness (None: not carried, or no readable witness)."""
+    if witness is None:
+        return None
+    try:
+        return witness.block(cid)
+    except (KeyError, ValueError):
+        return None
 
 
 def _cid(value: str | None) -> str | None:
