@@ -23,6 +23,8 @@ from typing import Any
 
 import pytest
 from eth_account import Account
+from supernet.node.agents.base import Agent
+from supernet.node.agents.context import AgentContext
 from supernet.node.kernel.access import namespace_of
 from supernet.node.kernel.replay import replay
 from supernet.node.kernel.syscalls import TaskSpec
@@ -339,3 +341,53 @@ async def test_a_users_next_task_uses_a_write_only_once_its_receipt_is_stored(tm
             await kernel.submit(spec(req_a, a, "notes", first), on_success=store_fails).outcome()
         out_b = await kernel.run_task(spec(req_b, b, "notes", second))
     assert out_b.trace["events"][0]["prev_root"] is None  # the task without a receipt left nothing
+
+
+class Editor(Agent):
+    """Edits the user's files: writes, restores a version, deletes, as the input says; returns
+    what the file holds afterwards."""
+
+    agent_id = "editor"
+    description = "Writes, restores or deletes the user's note."
+
+    async def run(self, ctx: AgentContext, input: Any) -> str:
+        for step in input["steps"]:
+            if step == "put":
+                await ctx.storage.put("./notes.txt", str(input["text"]))  # an unnormalised path
+            elif step == "restore-first":
+                await ctx.storage.rollback("notes.txt", (await ctx.storage.versions("notes.txt"))[0])
+            elif step == "delete":
+                await ctx.storage.delete("notes.txt")
+        try:
+            return (await ctx.storage.get("notes.txt")).decode()
+        except FileNotFoundError:
+            return "no note"
+
+
+async def test_an_honest_history_of_puts_rollbacks_and_deletes_walks_clean(tmp_path: Path) -> None:
+    """Control for the walk: every kind of file write (put, rollback, delete), by several
+    committed tasks of one user, each in its own batch; the last task's first roots are followed
+    down the whole history and found sound (and a second check stops at the roots found sound)."""
+    agents = (*AGENTS, Editor)
+    steps = [
+        {"steps": ["put"], "text": "v1"},
+        {"steps": ["put", "restore-first"], "text": "v2"},
+        {"steps": ["delete", "restore-first"], "text": ""},
+        {"steps": ["put"], "text": "v4"},
+    ]
+    async with stand_in_kernel(tmp_path / "store", agents) as kernel:
+        runs = []
+        for x in steps:
+            req, tid = signed_task(Editor, x, kernel.profile("editor").hash())
+            out = await kernel.run_task(spec(req, tid, "editor", x))
+            assert out.status == "ok", out.error
+            runs.append((req, tid, out.trace))
+    assert [str(r[2]["output"]) for r in runs] == ["v1", "v1", "v1", "v4"]
+    store, chain = DictStore(), Chain()
+    index = chain.index()
+    for batch, (req, tid, trace) in enumerate(runs, start=1):
+        chain.commit(commit_entry(store, req, tid, trace))
+        verdict = await verify(store, req, tid, trace, agents=agents, origins=index, batch_id=batch)
+        assert clean(verdict), (batch, verdict.findings, verdict.unverifiable)
+    walked = chain.db._all("SELECT COUNT(*) FROM verified_roots")[0][0]
+    assert walked >= 5  # every root below the last task's first one
