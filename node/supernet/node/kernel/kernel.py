@@ -266,7 +266,8 @@ class Kernel:
         returns; if it raises, the writes are undone and the task fails): the node stores the
         task's receipt there, so a root a task starts from was written by a task whose receipt
         was stored first, and is committed no later (docs/validator.md, "Where a task's roots
-        come from").
+        come from"). Once it returns, the writes stay whatever happens next. It should store and
+        return: the user's namespaces wait for it.
 
         Raises:
             KernelStoppedError: The kernel is not running.
@@ -428,9 +429,8 @@ class Kernel:
                 llm_tokens=st.llm_tokens,
             )
             if ran.status == "ok" and on_success is not None:
-                st.receipted = True  # its writes may now be persisted (`namespace_roots`)
                 await on_success(outcome)  # the receipt, stored before the user's next task starts
-            kept = ran.status == "ok"
+            st.receipted = kept = ran.status == "ok"  # from here on the writes stay, and may be persisted
         finally:
             await self._dispatcher.release(st, keep=kept)
         return outcome

@@ -228,13 +228,12 @@ class KernelExecutor:
         )
 
         async def succeeded(outcome: TaskOutcome) -> None:
-            # before the user's next task may start from this task's writes: its receipt is
-            # stored, then the roots holding the writes (docs/validator.md, "Where a task's roots
-            # come from"); a crash in between loses the writes, never orders them before it
+            # before the user's next task may start from this task's writes: its receipt is stored
+            # (docs/validator.md, "Where a task's roots come from"); the roots holding the writes
+            # are saved after (a crash in between loses the writes, never orders them before it)
             self._save_audit(job.task_id)
             if on_result is not None:
                 await on_result(JobResult(output=outcome.output, trace_cid=outcome.trace_cid))
-            await self._save_roots()
 
         run = self.kernel.submit(spec, on_success=succeeded)
         if on_event is not None:
@@ -247,8 +246,8 @@ class KernelExecutor:
         async for chunk in run.tokens():
             on_token(chunk.text)
         outcome = await run.outcome()
+        await self._save_roots()  # its writes (kept with its receipt, or undone)
         if outcome.status != "ok":
-            await self._save_roots()  # the roots its undone writes left
             self._save_audit(job.task_id)  # before the worker acknowledges the failure
             raise TaskFailedError(outcome.error or outcome.status)
         return JobResult(output=outcome.output, trace_cid=outcome.trace_cid)

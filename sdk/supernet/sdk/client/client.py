@@ -305,7 +305,7 @@ class Client:
             fee,
             status="sent",
             request=signed["request"],
-            sent_at=time.time(),
+            sent_seq=self.state.tick(),
         )
         self.state.save()
         return PreparedTask(task_id, choice, signed, agent, task_input, model_id, fee, cumulative), deposited
@@ -322,7 +322,7 @@ class Client:
             p.model_id,
             p.fee,
             request=p.signed["request"],
-            sent_at=sent.sent_at if sent is not None else time.time(),
+            sent_seq=sent.sent_seq if sent is not None else self.state.tick(),
         )
         self.state.save()
 
@@ -331,7 +331,7 @@ class Client:
         record = self.state.tasks[p.task_id]
         record.status, record.output = status, output
         if status == "done":
-            record.done_at = time.time()
+            record.done_seq = self.state.tick()
         else:
             acct = self.state.account(self._domain_key, self.account.address, p.node.address)
             acct.cumulative -= p.fee
@@ -694,7 +694,7 @@ class Client:
             return
         async with StoreClient(store_url, timeout=30) as store:
             latest = await check_latest(
-                self.state.roots, record.node, task_id, record.sent_at, record.done_at, trace, store.get_dag
+                self.state.roots, record.node, task_id, record.sent_seq, record.done_seq, trace, store.get_dag
             )
         self.state.save()
         if latest is not None:
@@ -794,8 +794,8 @@ class Client:
                     del self.state.tasks[task_id]
                 continue
             record.status = task.status
-            if record.status == "done" and record.done_at is None:
-                record.done_at = time.time()
+            if record.status == "done" and record.done_seq is None:
+                record.done_seq = self.state.tick()
             if record.status in ("accepted", "running", "done"):
                 acct.cumulative += record.fee
                 record.output = task.output

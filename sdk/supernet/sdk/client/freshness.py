@@ -76,20 +76,20 @@ async def descends(
 
 @dataclass
 class SeenRoot:
-    """The last root of a namespace the client saw: left by ``task``, which finished at ``done_at``
-    (this machine's clock)."""
+    """The last root of a namespace the client saw: left by ``task``, whose result came at
+    ``done_seq`` (the client state's logical clock, `ClientState.tick`)."""
 
     root: str | None
     task: str
-    done_at: float
+    done_seq: int
 
 
 async def check_latest(
     seen: dict[str, SeenRoot],
     node: str,
     task_id: str,
-    sent_at: float | None,
-    done_at: float | None,
+    sent_seq: int | None,
+    done_seq: int | None,
     trace: Trace,
     get_dag: Callable[[str], Awaitable[Any]],
 ) -> tuple[bool, str] | None:
@@ -98,7 +98,7 @@ async def check_latest(
 
     Args:
         seen: ``"<node>:<area>:<namespace>"`` -> the last root seen (the client's state).
-        node: the node's address; ``task_id``: the task; ``sent_at`` / ``done_at``: when this
+        node: the node's address; ``task_id``: the task; ``sent_seq`` / ``done_seq``: when this
             client sent it and received its result (None: unknown, no check / not remembered).
         trace: the task's trace.
         get_dag: reads a root block (the content store).
@@ -112,7 +112,7 @@ async def check_latest(
     stale, unjudged = [], []
     for (area, namespace), (first, _) in sorted(roots.items()):
         before = seen.get(f"{node.lower()}:{area}:{namespace}")
-        if before is None or sent_at is None or before.done_at >= sent_at or before.task == task_id:
+        if before is None or sent_seq is None or before.done_seq >= sent_seq or before.task == task_id:
             continue  # nothing finished before this task was sent
         fresh = await descends(first, before.root, get_dag)
         if fresh is None:
@@ -124,8 +124,8 @@ async def check_latest(
             )
     for (area, namespace), (_, last) in roots.items():
         key = f"{node.lower()}:{area}:{namespace}"
-        if done_at is not None and (key not in seen or seen[key].done_at < done_at):
-            seen[key] = SeenRoot(last, task_id, done_at)
+        if done_seq is not None and (key not in seen or seen[key].done_seq < done_seq):
+            seen[key] = SeenRoot(last, task_id, done_seq)
     if stale:
         return False, "; ".join(stale)
     detail = f"{len(roots)} namespace(s)"

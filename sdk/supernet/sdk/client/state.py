@@ -47,10 +47,11 @@ class TaskRecord:
     # the node's signed promise to commit the receipt: {"leaf", "commitBy", "signature",
     # "receipt"} (an omission claim shows it and the promised receipt, `Client.claim_omission`)
     promise: dict[str, Any] | None = None
-    # when this client sent the task and received its result (this machine's clock): which tasks
-    # had finished before it was sent (`supernet.sdk.client.freshness`)
-    sent_at: float | None = None
-    done_at: float | None = None
+    # when this client sent the task and received its result, on the state's own logical clock
+    # (`ClientState.tick`; a wall clock can step back): which tasks had finished before it was sent
+    # (`supernet.sdk.client.freshness`)
+    sent_seq: int | None = None
+    done_seq: int | None = None
 
 
 @dataclass
@@ -62,6 +63,7 @@ class ClientState:
     tasks: dict[str, TaskRecord] = field(default_factory=dict)
     # the last memory and file root of each node's namespaces this client saw (`check_latest`)
     roots: dict[str, SeenRoot] = field(default_factory=dict)
+    clock: int = 0  # the last value `tick` gave
 
     @classmethod
     def open(cls, state_dir: Path | None = None) -> ClientState:
@@ -75,6 +77,7 @@ class ClientState:
             {k: NodeAccount(**v) for k, v in doc.get("accounts", {}).items()},
             {k: TaskRecord(**v) for k, v in doc.get("tasks", {}).items()},
             {k: SeenRoot(**v) for k, v in doc.get("roots", {}).items()},
+            int(doc.get("clock", 0)),
         )
 
     @staticmethod
@@ -86,6 +89,12 @@ class ClientState:
         """The (possibly new) account of ``user`` with ``node``."""
         return self.accounts.setdefault(self.key(domain_key, user, node), NodeAccount())
 
+    def tick(self) -> int:
+        """The next value of this state's logical clock (persisted with it): orders this client's
+        sends and results whatever the machine's clock does."""
+        self.clock += 1
+        return self.clock
+
     def save(self) -> None:
         """Write the state atomically (temp file + rename, fsync'd)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,6 +102,7 @@ class ClientState:
             "accounts": {k: asdict(v) for k, v in self.accounts.items()},
             "tasks": {k: asdict(v) for k, v in self.tasks.items()},
             "roots": {k: asdict(v) for k, v in self.roots.items()},
+            "clock": self.clock,
         }
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".state-")
         with os.fdopen(fd, "w") as f:
