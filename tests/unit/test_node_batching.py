@@ -249,3 +249,29 @@ async def test_receipts_are_batched_in_the_order_they_were_stored(
     db = fake_node.service.ctx.db  # type: ignore[union-attr]
     assert db.receipt(second).created_at < db.receipt(first).created_at  # type: ignore[union-attr]
     assert [r.task_id for r in db.pending_receipts(10)] == [first, second]
+
+
+async def test_one_user_cannot_hold_every_worker_slot(fake_node: FakeNode) -> None:
+    """Found reviewing the receipt ordering: a user's tasks can wait in the executor for long (for
+    the user's own memory, held by another of their tasks; for a confirmation never given) and,
+    failing, are not billed; with one worker semaphore for all, one user's stuck tasks could fill
+    every slot and keep every other user's task from starting. A user gets at most a quarter of
+    the slots (4 of 16 here); another user's task still starts."""
+    fake_node.executor.gate = asyncio.Event()  # every task hangs in the executor until released
+    mine = [await _submit(fake_node, f"stuck {i}", FEE * (i + 1)) for i in range(6)]
+    other = Account.create()
+    fake_node.chain.deposits[other.address] = 10**18
+    r = await fake_node.http.post("/v1/tasks", json=fake_node.body("hello", cumulative=FEE, user=other))
+    assert r.status_code == 202, r.text
+    theirs = str(r.json()["id"])
+    for _ in range(200):
+        if theirs in fake_node.executor.runs:
+            break
+        await asyncio.sleep(0.01)
+    assert theirs in fake_node.executor.runs  # the other user's task started
+    assert len([t for t in fake_node.executor.runs if t in mine]) == 4  # the cap: 4 of my 6 running
+    fake_node.executor.gate.set()
+    for t in [*mine, theirs]:
+        await fake_node.service.ctx.worker.wait(t)  # type: ignore[union-attr]
+    db = fake_node.service.ctx.db  # type: ignore[union-attr]
+    assert all(db.task(t).status is TaskStatus.DONE for t in [*mine, theirs])  # type: ignore[union-attr]

@@ -9,10 +9,11 @@ running (their deadline still ahead) and refuses the rest, which are then never 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from eth_account.signers.local import LocalAccount
 from supernet.node.faults import FaultInjector
@@ -50,6 +51,11 @@ class TaskWorker:
         streams: where generated text is published.
         on_receipt: called after each stored receipt (wakes the batcher).
         concurrency: tasks in the executor at once; the kernel batches their LLM calls.
+        per_user: tasks of one user in the executor at once (default: a quarter of
+            ``concurrency``, at least 1). A user's tasks can wait in the executor for long (for the
+            user's own memory, held by another of their tasks; for a confirmation they never
+            give), and unbilled if they then fail: without this cap, one user could hold every slot
+            and keep every other user's task from starting.
         faults: deliberate cheating for tests and demos (``--fault trace:RATE``); None: honest.
     """
 
@@ -64,6 +70,7 @@ class TaskWorker:
         faults: FaultInjector | None = None,
         domain: Domain | None = None,
         promise_s: int = 600,
+        per_user: int | None = None,
     ) -> None:
         self.domain = domain
         self.promise_s = promise_s
@@ -73,6 +80,8 @@ class TaskWorker:
         self.streams = streams
         self._on_receipt = on_receipt
         self._slots = asyncio.Semaphore(concurrency)
+        self._per_user = per_user if per_user is not None else max(1, concurrency // 4)
+        self._user_slots: dict[str, tuple[asyncio.Semaphore, int]] = {}  # user -> (slots, tasks using it)
         self._running: dict[str, asyncio.Task[None]] = {}
         self.faults = faults
 
@@ -125,6 +134,23 @@ class TaskWorker:
             job.cancel()
         await asyncio.gather(*jobs, return_exceptions=True)
 
+    @contextlib.asynccontextmanager
+    async def _user_slot(self, user: str) -> AsyncIterator[None]:
+        """One of ``user``'s `per_user` slots, taken before a worker slot (waiting for it holds
+        none); the semaphore of a user with no task is dropped."""
+        key = user.lower()
+        sem, users = self._user_slots.get(key, (asyncio.Semaphore(self._per_user), 0))
+        self._user_slots[key] = (sem, users + 1)
+        try:
+            async with sem:
+                yield
+        finally:
+            sem, users = self._user_slots[key]
+            if users <= 1:
+                del self._user_slots[key]
+            else:
+                self._user_slots[key] = (sem, users - 1)
+
     def _finish(self, task: TaskRow, result: JobResult, started: float) -> None:
         """Sign the task's receipt and store it with the output (the task then reads as done)."""
         output = result.output
@@ -147,7 +173,7 @@ class TaskWorker:
         if task is None:
             stream.close()
             return
-        async with self._slots:
+        async with self._user_slot(task.user), self._slots:
             self.db.set_status(task_id, TaskStatus.RUNNING)
             started = time.perf_counter()
             stored = False
