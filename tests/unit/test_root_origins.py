@@ -391,3 +391,14 @@ async def test_an_honest_history_of_puts_rollbacks_and_deletes_walks_clean(tmp_p
         assert clean(verdict), (batch, verdict.findings, verdict.unverifiable)
     walked = chain.db._all("SELECT COUNT(*) FROM verified_roots")[0][0]
     assert walked >= 5  # every root below the last task's first one
+
+
+def test_a_root_found_sound_is_sound_for_its_node_only() -> None:
+    """The walk stops at roots it found sound, per node: a root of one node's user, written by that
+    node's committed tasks, is not one another node committed (every validator, with or without
+    that memo, then judges another node's task the same way)."""
+    db = Database(":memory:")
+    root = compute_cid(encode_dag({"type": "supernet/fs-root", "namespace": "x", "files": {}}), "dag-cbor")
+    db.mark_roots_verified(NODE.address, [root])
+    assert db.root_verified(NODE.address.lower(), root)
+    assert not db.root_verified(OTHER.address, root)

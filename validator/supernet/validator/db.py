@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS receipts (
   user TEXT NOT NULL, trace_cid TEXT NOT NULL, PRIMARY KEY (batch_id, idx));
 CREATE INDEX IF NOT EXISTS receipts_by_request ON receipts (node, request_hash);
 CREATE TABLE IF NOT EXISTS indexed (batch_id INTEGER PRIMARY KEY, complete INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS verified_roots (root TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS verified_roots (node TEXT NOT NULL, root TEXT NOT NULL, PRIMARY KEY (node, root));
 """
 
 
@@ -345,15 +345,20 @@ class Database:
         )
         return ReceiptRow(*rows[0]) if rows else None
 
-    def root_verified(self, root: str) -> bool:
-        """Whether the origin check found ``root`` (and every root below it) sound already."""
-        return bool(self._all("SELECT 1 FROM verified_roots WHERE root = ?", canonical_cid(root)))
+    def root_verified(self, node: str, root: str) -> bool:
+        """Whether the origin check found ``root`` (and every root below it) sound already, as a
+        root of ``node``'s (its writers that node's committed receipts)."""
+        rows = self._all(
+            "SELECT 1 FROM verified_roots WHERE node = ? AND root = ?", node.lower(), canonical_cid(root)
+        )
+        return bool(rows)
 
-    def mark_roots_verified(self, roots: Iterable[str]) -> None:
-        """Record roots the origin check found sound, with every root below them."""
+    def mark_roots_verified(self, node: str, roots: Iterable[str]) -> None:
+        """Record roots of ``node`` the origin check found sound, with every root below them."""
         with self._tx() as c:
             c.executemany(
-                "INSERT OR IGNORE INTO verified_roots (root) VALUES (?)", [(canonical_cid(r),) for r in roots]
+                "INSERT OR IGNORE INTO verified_roots (node, root) VALUES (?, ?)",
+                [(node.lower(), canonical_cid(r)) for r in roots],
             )
 
     def set_challenge_status(self, challenge_id: int, status: str, fraud: bool | None = None) -> None:

@@ -232,7 +232,7 @@ class _Walk:
         """None: sound; a finding; or why it cannot be judged yet (unverifiable)."""
         chain: list[str] = []
         current: str | None = first
-        while current is not None and not self.index.db.root_verified(current):
+        while current is not None and not self.index.db.root_verified(self.node, current):
             where = f"the {area} root {first} of {namespace} the task started from" + (
                 f" (down its history, root {current})" if current != first else ""
             )
@@ -243,7 +243,7 @@ class _Walk:
                 return judged
             chain.append(current)
             current = judged[0]
-        self.index.db.mark_roots_verified(chain)
+        self.index.db.mark_roots_verified(self.node, chain)
         return None
 
     async def _one(
