@@ -37,8 +37,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from supernet.node.kernel.memory import ROOT_TYPE as MEMORY_ROOT_TYPE
+from supernet.node.kernel.namespaces import root_object
 from supernet.node.kernel.storage import ROOT_TYPE as FS_ROOT_TYPE
-from supernet.node.kernel.storage import normalize_path
+from supernet.node.kernel.storage import normalize_path, with_version
 from supernet.sdk.chain.eip712 import Domain
 from supernet.sdk.formats.manifest import ManifestEntry
 from supernet.sdk.formats.trace import (
@@ -363,21 +364,12 @@ def _next_root(
     """The root ``event`` must have written on top of ``prev``, as `NamespaceRoots.commit` writes
     it and the replay holds each write to (None: the event names no valid path)."""
     if area == "memory":
-        body: dict[str, Any] = {"entries": [*(prev.get("entries") or []), link(event.entry)]}
-        root_type = MEMORY_ROOT_TYPE
-    else:
-        try:
-            path = normalize_path(event.path)
-        except ValueError:
-            return None
-        files = dict(prev.get("files") or {})
-        cid = getattr(event, "cid", None)  # a delete appends a tombstone
-        files[path] = [*files.get(path, []), None if cid is None else link(cid)]
-        body, root_type = {"files": files}, FS_ROOT_TYPE
-    return {
-        "type": root_type,
-        "namespace": namespace,
-        **body,
-        "prev": None if prev_cid is None else link(prev_cid),
-        "writer": writer,
-    }
+        entries = [*(prev.get("entries") or []), link(event.entry)]
+        return root_object(MEMORY_ROOT_TYPE, namespace, {"entries": entries}, prev_cid, writer)
+    try:
+        path = normalize_path(event.path)
+    except ValueError:
+        return None
+    version = getattr(event, "cid", None)  # a delete appends a tombstone
+    files = with_version(prev.get("files") or {}, path, version)
+    return root_object(FS_ROOT_TYPE, namespace, {"files": files}, prev_cid, writer)

@@ -16,6 +16,14 @@ from supernet.node.kernel.errors import MemoryStoreError
 from supernet.node.kernel.trace import cid_link
 
 
+def root_object(
+    root_type: str, namespace: str, body: Mapping[str, Any], prev: str | None, writer: str | None
+) -> dict[str, Any]:
+    """A root block as `NamespaceRoots.commit` writes it: what a validator rebuilds to check a
+    write (the replay, each write of a task; the origin check, each root below a task's first)."""
+    return {"type": root_type, "namespace": namespace, **body, "prev": cid_link(prev), "writer": writer}
+
+
 class NamespaceRoots:
     """The latest root CID of each namespace, with one writer at a time per namespace.
 
@@ -91,13 +99,7 @@ class NamespaceRoots:
             (the new root CID, the previous root CID or ``None``).
         """
         prev = self._roots.get(namespace)
-        obj = {
-            "type": self.root_type,
-            "namespace": namespace,
-            **body,
-            "prev": cid_link(prev),
-            "writer": writer,
-        }
+        obj = root_object(self.root_type, namespace, body, prev, writer)
         try:
             cid = str(await self.store.put_dag(obj, pin=True))
             if prev is not None and prev != cid:

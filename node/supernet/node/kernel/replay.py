@@ -49,8 +49,16 @@ from supernet.node.kernel.agent_run import AgentResult, run_agent, seen_spec, ta
 from supernet.node.kernel.dispatch import Dispatcher, TaskState
 from supernet.node.kernel.memory import ROOT_TYPE as MEMORY_ROOT_TYPE
 from supernet.node.kernel.memory import MemoryWrite
+from supernet.node.kernel.namespaces import root_object
 from supernet.node.kernel.storage import ROOT_TYPE as FS_ROOT_TYPE
-from supernet.node.kernel.storage import FileChange, FileWrite, history_of, latest_files, normalize_path
+from supernet.node.kernel.storage import (
+    FileChange,
+    FileWrite,
+    history_of,
+    latest_files,
+    normalize_path,
+    with_version,
+)
 from supernet.node.kernel.syscalls import GenerationOutcome, MemoryHit, Syscall, TaskSpec
 from supernet.node.kernel.tools import ToolSpec
 from supernet.node.kernel.trace import TraceRecorder, to_dag
@@ -568,13 +576,8 @@ class _TapeMemory:
         self._chain.follow(namespace, ev.prev_root)
         # the new root is the previous one with this entry appended, and nothing else
         prev = await self._chain.load(namespace, ev.prev_root)
-        expected = {
-            "type": MEMORY_ROOT_TYPE,
-            "namespace": namespace,
-            "entries": [*prev.get("entries", []), link(ev.entry)],
-            "prev": None if ev.prev_root is None else link(ev.prev_root),
-            "writer": writer,
-        }
+        entries = [*prev.get("entries", []), link(ev.entry)]
+        expected = root_object(MEMORY_ROOT_TYPE, namespace, {"entries": entries}, ev.prev_root, writer)
         if await self._chain.load(namespace, ev.root) != expected:
             self._tape.diverge(
                 self._tape.index,
@@ -785,15 +788,8 @@ class _TapeStorage:
         task's root is then ``root``."""
         self._chain.follow(namespace, prev_cid)
         prev, root = await self._chain.load(namespace, prev_cid), await self._chain.load(namespace, root_cid)
-        files = dict(prev.get("files") or {})
-        files[path] = [*files.get(path, []), None if entry is None else link(entry)]
-        expected = {
-            "type": FS_ROOT_TYPE,
-            "namespace": namespace,
-            "files": files,
-            "prev": None if prev_cid is None else link(prev_cid),
-            "writer": writer,
-        }
+        files = with_version(prev.get("files") or {}, path, entry)
+        expected = root_object(FS_ROOT_TYPE, namespace, {"files": files}, prev_cid, writer)
         if root != expected or version != len(files[path]):
             self._tape.diverge(
                 self._tape.index,

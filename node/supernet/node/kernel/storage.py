@@ -63,6 +63,14 @@ def history_of(root: Any, path: str) -> list[str | None]:
     return [None if v is None else str(v) for v in versions]
 
 
+def with_version(files: Mapping[str, Any], path: str, version: str | None) -> dict[str, Any]:
+    """A root's ``files`` with ``version`` (a CID, or ``None`` for a delete) appended to ``path``'s
+    history: the one change of a put, rollback or delete."""
+    out = dict(files)
+    out[path] = [*out.get(path, []), None if version is None else link(version)]
+    return out
+
+
 def latest_files(root: Any) -> dict[str, str]:
     """Every live file of a decoded fs-root with its latest version's CID (deleted ones left out)."""
     files = root.get("files") if isinstance(root, Mapping) else None
@@ -111,11 +119,9 @@ class StorageManager:
                 cid = str(await self._store.add_file(data))
             except Exception as exc:
                 raise MemoryStoreError(f"cannot write file {path}: {exc}") from exc
-            files = await self._files(namespace)
-            versions = [*files.get(path, []), link(cid)]
-            files[path] = versions
+            files = with_version(await self._files(namespace), path, cid)
             root_cid, prev = await self.roots.commit(namespace, {"files": files}, writer)
-        return FileWrite(cid, root_cid, prev, len(versions))
+        return FileWrite(cid, root_cid, prev, len(files[path]))
 
     async def get(self, namespace: str, path: str, version: str | None = None) -> tuple[str, bytes]:
         """Read the latest version of ``path``, or the version whose CID is ``version``.
@@ -168,7 +174,7 @@ class StorageManager:
                 raise FileNotFoundError(f"no file {path!r}")
             if version not in history:  # None (a tombstone) is no version to roll back to
                 raise FileNotFoundError(f"{version} is not a version of {path!r}")
-            return await self._append(namespace, files, path, link(version), version, writer)
+            return await self._append(namespace, files, path, version, writer)
 
     async def delete(self, namespace: str, path: str, writer: str | None = None) -> FileChange:
         """Delete ``path``: a tombstone ends its history (earlier versions stay, by CID).
@@ -184,7 +190,7 @@ class StorageManager:
             versions = files.get(path, [])
             if not versions or versions[-1] is None:
                 raise FileNotFoundError(f"no file {path!r}")
-            return await self._append(namespace, files, path, None, None, writer)
+            return await self._append(namespace, files, path, None, writer)
 
     async def versions(self, namespace: str, path: str) -> list[str | None]:
         """Every version CID of ``path``, oldest first, ``None`` for a delete; [] for no such file.
@@ -199,16 +205,15 @@ class StorageManager:
         namespace: str,
         files: dict[str, list[Any]],
         path: str,
-        entry: Any,
-        cid: str | None,
+        version: str | None,
         writer: str | None,
     ) -> FileChange:
-        """Append ``entry`` to ``path``'s history and commit; call with the namespace's lock held."""
-        history = [*files[path], entry]
-        files[path] = history
+        """Append ``version`` (``None``: a tombstone) to ``path``'s history and commit; call with
+        the namespace's lock held."""
+        files = with_version(files, path, version)
         root_cid, prev = await self.roots.commit(namespace, {"files": files}, writer)
         assert prev is not None  # the path has a history, so the namespace has a root
-        return FileChange(cid, root_cid, prev, len(history))
+        return FileChange(version, root_cid, prev, len(files[path]))
 
     async def _files(self, namespace: str) -> dict[str, list[Any]]:
         root = await self.roots.load(namespace)
