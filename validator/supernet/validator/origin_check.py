@@ -189,7 +189,7 @@ async def check_origins(
         trace: the task's trace (its replay produced ``first_roots``).
         first_roots: ``(area, namespace) -> root`` of the task's first access to each namespace.
         index: where the node's committed receipts are.
-        store: the content store (roots below the first ones, the writers' traces).
+        store: the content store (the writers' traces).
         node: the node that committed the task; ``batch_id``: the task's batch.
     """
     try:
@@ -233,27 +233,30 @@ class _Walk:
         """None: sound; a finding; or why it cannot be judged yet (unverifiable)."""
         chain: list[str] = []
         current: str | None = first
+        # the first root's block is in the task's witness (its replay read it); each root below is
+        # the previous step's writer's, carried in that writer's committed trace
+        block = _carried(self.witness, first)
         while current is not None and not self.index.db.root_verified(self.node, current):
             where = f"the {area} root {first} of {namespace} the task started from" + (
                 f" (down its history, root {current})" if current != first else ""
             )
+            if block is None:
+                return f"{where}: the root block cannot be read"
             if len(chain) >= MAX_WALK:
                 return f"{where}: more than {MAX_WALK} roots below it not yet checked here"
-            judged = await self._one(area, namespace, current, where)
+            judged = await self._one(area, namespace, current, block, where)
             if not isinstance(judged, tuple):
                 return judged
             chain.append(current)
-            current = judged[0]
+            current, block = judged
         self.index.db.mark_roots_verified(self.node, chain)
         return None
 
     async def _one(
-        self, area: str, namespace: str, root: str, where: str
-    ) -> tuple[str | None] | Finding | str:
-        """Judge one root: ``(its prev,)`` when its write is sound."""
-        block = await self._block(root)
-        if block is None:
-            return f"{where}: the root block cannot be read"
+        self, area: str, namespace: str, root: str, block: Any, where: str
+    ) -> tuple[str | None, Any] | Finding | str:
+        """Judge one root (``block`` its content): ``(its prev, the prev's block)`` when its write
+        is sound."""
         writer = block.get("writer") if isinstance(block, Mapping) else None
         if not isinstance(writer, str):
             return Finding(Check.ORIGIN, f"{where} names no writer task")
@@ -303,20 +306,7 @@ class _Walk:
             return Finding(Check.ORIGIN, message, claimed=prev_cid)
         if dict(block) != _next_root(area, namespace, prev_block, prev_cid, event, writer):
             return Finding(Check.ORIGIN, f"{where} is not its previous root with its writer's one change")
-        return (prev_cid,)
-
-    async def _block(self, cid: str) -> Any:
-        """A root block: from the task's witness (its first roots) or a writer's trace's (the
-        roots below), else the store (None if none has it)."""
-        for witness in (self.witness, *self._witness_of.values()):
-            try:
-                return witness.block(cid)
-            except (KeyError, ValueError):
-                continue
-        try:
-            return await self.store.get_dag(cid)
-        except Exception:
-            return None
+        return prev_cid, prev_block
 
     async def _writer_trace(self, receipt: ReceiptRow) -> Trace | str:
         if receipt.trace_cid not in self._traces:
