@@ -42,14 +42,7 @@ from supernet.node.kernel.storage import ROOT_TYPE as FS_ROOT_TYPE
 from supernet.node.kernel.storage import normalize_path, with_version
 from supernet.sdk.chain.eip712 import Domain
 from supernet.sdk.formats.manifest import ManifestEntry
-from supernet.sdk.formats.trace import (
-    MemoryAddEvent,
-    StorageDeleteEvent,
-    StoragePutEvent,
-    StorageRollbackEvent,
-    Trace,
-    VerifiedWitness,
-)
+from supernet.sdk.formats.trace import ROOT_WRITES, Trace, VerifiedWitness
 from supernet.sdk.store.cids import canonical_cid, link
 from supernet.validator.consistency import check_receipt, check_trace_hash
 from supernet.validator.db import BatchRow, Database, ReceiptRow
@@ -67,12 +60,6 @@ unverifiable here (each root is judged once, so a validator that follows a node 
 
 UNREADABLE_RETRY_S = 30.0
 """First wait before a manifest that could not be read is tried again (it doubles, to an hour)."""
-
-# the events that write a root, by area (`ReplayResult.first_roots`)
-_WRITES: dict[str, tuple[type, ...]] = {
-    "memory": (MemoryAddEvent,),
-    "files": (StoragePutEvent, StorageRollbackEvent, StorageDeleteEvent),
-}
 
 
 class OriginUnknown(Exception):
@@ -341,7 +328,7 @@ def _write_of(trace: Trace, area: str, namespace: str, root: str) -> Any:
     """The event of ``trace`` that wrote ``root`` of ``namespace`` (None: none did)."""
     wanted = canonical_cid(root)
     for ev in trace.events:
-        if isinstance(ev, _WRITES[area]):
+        if isinstance(ev, ROOT_WRITES[area]):
             written: Any = ev  # one of the write events, each with its namespace and new root
             if written.namespace == namespace and canonical_cid(written.root) == wanted:
                 return written

@@ -19,25 +19,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from supernet.sdk.formats.trace import (
-    MemoryAddEvent,
-    MemorySearchEvent,
-    StorageDeleteEvent,
-    StorageGetEvent,
-    StorageListEvent,
-    StoragePutEvent,
-    StorageRollbackEvent,
-    StorageVersionsEvent,
-    Trace,
-)
+from supernet.sdk.formats.trace import ROOT_READS, ROOT_WRITES, Trace
 from supernet.sdk.store.cids import canonical_cid
 
 MAX_WALK = 256
 """Roots walked down from a task's first root looking for the one the user saw last: a longer
 chain (that many writes by other devices in between) is not judged."""
-
-_WRITES = (MemoryAddEvent, StoragePutEvent, StorageRollbackEvent, StorageDeleteEvent)
-_READS = (MemorySearchEvent, StorageGetEvent, StorageListEvent, StorageVersionsEvent)
 
 
 def namespace_roots(trace: Trace) -> dict[tuple[str, str], tuple[str | None, str | None]]:
@@ -45,13 +32,12 @@ def namespace_roots(trace: Trace) -> dict[tuple[str, str], tuple[str | None, str
     (``"files"``) namespace the task used: the root its first access found and the one it left."""
     out: dict[tuple[str, str], tuple[str | None, str | None]] = {}
     for ev in trace.events:
-        if not isinstance(ev, _WRITES + _READS):
-            continue
-        area = "memory" if isinstance(ev, MemoryAddEvent | MemorySearchEvent) else "files"
-        found: Any = ev.prev_root if isinstance(ev, _WRITES) else ev.root
-        key = (area, ev.namespace)
-        first = out[key][0] if key in out else found
-        out[key] = (first, ev.root)
+        for area in ROOT_WRITES:
+            if isinstance(ev, ROOT_WRITES[area] + ROOT_READS[area]):
+                used: Any = ev  # a root event of ``area``: its namespace and root
+                found = used.prev_root if isinstance(ev, ROOT_WRITES[area]) else used.root
+                key = (area, used.namespace)
+                out[key] = (out[key][0] if key in out else found, used.root)
     return out
 
 

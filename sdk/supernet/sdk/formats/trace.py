@@ -915,6 +915,19 @@ class Trace:
 # -- the witness -----------------------------------------------------------------------------------
 
 
+ROOT_WRITES: dict[str, tuple[type, ...]] = {
+    "memory": (MemoryAddEvent,),
+    "files": (StoragePutEvent, StorageRollbackEvent, StorageDeleteEvent),
+}
+"""The events that write a namespace root (``prev_root`` -> ``root``), by area: memory, files."""
+
+ROOT_READS: dict[str, tuple[type, ...]] = {
+    "memory": (MemorySearchEvent,),
+    "files": (StorageGetEvent, StorageListEvent, StorageVersionsEvent),
+}
+"""The events that read a namespace root (``root``, ``None`` for an empty namespace), by area."""
+
+
 def _reads(ev: Event) -> list[tuple[str, str | None]]:
     """The (``"block"`` | ``"file"``, CID) a replay of one event reads, in the order it reads them."""
     if isinstance(ev, MemoryAddEvent):
