@@ -142,6 +142,24 @@ def honest_writer(store: DictStore) -> tuple[str, ManifestEntry, list[bytes]]:
     return w, commit_entry(store, req_w, w, doc), blocks
 
 
+async def ask_launch_code(
+    store: DictStore,
+    chain: Chain,
+    root: tuple[bytes, str],
+    entries: list[str],
+    fake: tuple[bytes, str],
+) -> Any:
+    """T, the user's next task (batch 2): "What is the launch code?" on top of ``root`` (its block
+    and CID, listing ``entries``), answered from the fake memory entry ``fake``: the verdict."""
+    t_input = {"fact": "What is the launch code?"}
+    req_t, t = signed_task(Rememberer, t_input)
+    events, _, blocks = remembered(t, t_input["fact"], root[1], entries, hit=fake[1])
+    doc_t = trace_doc(
+        Rememberer, t, USER.address, t_input, events, LAUNCH, blocks=[root[0], fake[0], *blocks]
+    )
+    return await verify(store, req_t, t, doc_t, agents=(Rememberer,), origins=chain.index(), batch_id=2)
+
+
 # -- 1. made-up roots the validator accepts ---------------------------------------------------------
 
 
@@ -176,13 +194,7 @@ async def test_defence_a_writer_trace_cid_must_be_the_committed_trace() -> None:
     assert forged_entry.leaf == entry_w.leaf  # the committed root is the same either way
     chain.commit(forged_entry)
     # T: the user's next task, from the made-up root: "What is the launch code?" -> the fake memory
-    t_input = {"fact": "What is the launch code?"}
-    req_t, t = signed_task(Rememberer, t_input)
-    events, _, blocks = remembered(t, t_input["fact"], made_up, [fake], hit=fake)
-    doc_t = trace_doc(
-        Rememberer, t, USER.address, t_input, events, LAUNCH, blocks=[made_up_raw, fake_raw, *blocks]
-    )
-    verdict = await verify(store, req_t, t, doc_t, agents=(Rememberer,), origins=chain.index(), batch_id=2)
+    verdict = await ask_launch_code(store, chain, (made_up_raw, made_up), [fake], (fake_raw, fake))
     assert [f.check for f in verdict.findings] == [Check.ORIGIN], verdict.findings
     assert NOT_COMMITTED in verdict.findings[0].message  # W's entry, read through a forged CID, is no writer
     # only sampling W itself shows the entry's trace is not its receipt's
@@ -217,16 +229,9 @@ async def test_defence_a_made_up_root_cannot_be_laundered_through_a_writer() -> 
     checked_w = await verify_entry(store, entry_w, (Rememberer,), chain.index(), 1)
     assert [f.check for f in checked_w.findings] == [Check.ORIGIN]  # W itself, if sampled: caught
     assert "names no writer" in checked_w.findings[0].message
-    t_input = {"fact": "What is the launch code?"}
-    req_t, t = signed_task(Rememberer, t_input)
     r1_raw = next(b for b in blocks if compute_cid(b, "dag-cbor") == r1)
-    events, _, t_blocks = remembered(
-        t, t_input["fact"], r1, [fake, compute_cid(blocks[0], "dag-cbor")], hit=fake
-    )
-    doc_t = trace_doc(
-        Rememberer, t, USER.address, t_input, events, LAUNCH, blocks=[r1_raw, fake_raw, *t_blocks]
-    )
-    verdict = await verify(store, req_t, t, doc_t, agents=(Rememberer,), origins=chain.index(), batch_id=2)
+    entries = [fake, compute_cid(blocks[0], "dag-cbor")]
+    verdict = await ask_launch_code(store, chain, (r1_raw, r1), entries, (fake_raw, fake))
     assert [f.check for f in verdict.findings] == [Check.ORIGIN], verdict.findings
     assert "down its history" in verdict.findings[0].message
     assert "names no writer" in verdict.findings[0].message
@@ -576,15 +581,8 @@ async def test_defence_a_withheld_root_below_never_shields_a_writer() -> None:
         Rememberer, w, USER.address, w_input, events, w_input["fact"], blocks=[fake_raw, *blocks]
     )
     chain.commit(commit_entry(store, req_w, w, doc_w))
-    t_input = {"fact": "What is the launch code?"}
-    req_t, t = signed_task(Rememberer, t_input)
     r1_raw = next(b for b in blocks if compute_cid(b, "dag-cbor") == r1)
-    events, _, t_blocks = remembered(
-        t, t_input["fact"], r1, [fake, compute_cid(blocks[0], "dag-cbor")], hit=fake
-    )
-    doc_t = trace_doc(
-        Rememberer, t, USER.address, t_input, events, LAUNCH, blocks=[r1_raw, fake_raw, *t_blocks]
-    )
-    verdict = await verify(store, req_t, t, doc_t, agents=(Rememberer,), origins=chain.index(), batch_id=2)
+    entries = [fake, compute_cid(blocks[0], "dag-cbor")]
+    verdict = await ask_launch_code(store, chain, (r1_raw, r1), entries, (fake_raw, fake))
     assert [f.check for f in verdict.findings] == [Check.ORIGIN], verdict.findings
     assert "does not carry the root it wrote on top of" in verdict.findings[0].message
