@@ -200,17 +200,16 @@ class TaskWorker:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if stored:  # done and receipted: what failed after cannot undo that
-                    log.error("task %s: after its receipt was stored: %s", task_id, exc)
-                else:
+                if not stored:
                     log.warning("task %s failed: %s", task_id, exc, exc_info=log.isEnabledFor(logging.DEBUG))
                     self.db.set_status(task_id, TaskStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
                     METRICS.tasks_finished.labels(status="failed").inc()
-                stream.close()
-                if stored:
-                    self._on_receipt()
-                return
-            if not stored:  # an executor that does not call ``on_result``
-                self._finish(task, result, started)
+                    stream.close()
+                    return
+                # done and receipted: what failed after cannot undo that
+                log.error("task %s: after its receipt was stored: %s", task_id, exc)
+            else:
+                if not stored:  # an executor that does not call ``on_result``
+                    self._finish(task, result, started)
             stream.close()
         self._on_receipt()
