@@ -14,7 +14,7 @@ import itertools
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,15 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from supernet.node.service.config import NodeSettings
 from supernet.node.service.identity import load_account
-from supernet.node.service.ports import CommitPending, Job, JobResult, SignedCommit, SignedVoucher, TokenSink
+from supernet.node.service.ports import (
+    CommitPending,
+    Job,
+    JobResult,
+    RootsSnapshot,
+    SignedCommit,
+    SignedVoucher,
+    TokenSink,
+)
 from supernet.node.service.runner import NodeService
 from supernet.sdk.chain import Contracts, ProtocolParams
 from supernet.sdk.chain.anvil import Anvil, dev_account
@@ -57,6 +65,7 @@ class FakeExecutor:
     fail_on: str | None = None
     runs: list[str] = field(default_factory=list)
     fees: dict[str, int] = field(default_factory=dict)  # the fee each job was run with
+    stores_roots: bool = False  # hand each result, with roots naming the task, to ``on_result``
 
     def model_ids(self) -> Sequence[str]:
         return [FAKE_MODEL_ID]
@@ -92,7 +101,11 @@ class FakeExecutor:
         for word in output.split(" "):
             on_token(word + " ")
             await asyncio.sleep(0)
-        return JobResult(output=output, trace_cid=compute_cid(encode_dag({"in": text}), "dag-cbor"))
+        result = JobResult(output=output, trace_cid=compute_cid(encode_dag({"in": text}), "dag-cbor"))
+        if self.stores_roots and on_result is not None:
+            roots = RootsSnapshot(len(self.runs), {"memory": {job.user.lower(): job.task_id}})
+            await on_result(replace(result, roots=roots))
+        return result
 
 
 @dataclass

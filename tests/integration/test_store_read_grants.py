@@ -24,6 +24,7 @@ from supernet.node.kernel.access import NOT_READABLE
 from supernet.node.kernel.errors import ToolError
 from supernet.node.kernel.replay import replay
 from supernet.node.kernel.syscalls import TaskSpec
+from supernet.node.service.db import Database
 from supernet.node.service.kernel_executor import KernelExecutor
 from supernet.node.service.ports import Job
 from supernet.sdk.store.cids import compute_cid
@@ -97,9 +98,8 @@ async def read(executor: KernelExecutor, n: int, user: str, agent: str, cids: li
 async def test_store_read_is_scoped_to_the_namespace_and_survives_a_restart(
     make_kernel: Any, store_client: Any, tmp_path: Path
 ) -> None:
-    roots_file = tmp_path / "node" / "namespace_roots.json"
-    roots_file.parent.mkdir()
-    first = KernelExecutor(await make_kernel(agents=agents()), "m", 1, roots_file)
+    db_file = tmp_path / "node" / "node.sqlite3"
+    first = KernelExecutor(await make_kernel(agents=agents()), "m", 1, Database.open(db_file))
     wrote = await first.run(job(first, 1, ALICE, "vault", {"op": "write"}), lambda _t: None)
     blocks = await written_blocks(store_client, wrote.trace_cid)
     cids = list(blocks.values())
@@ -122,12 +122,12 @@ async def test_store_read_is_scoped_to_the_namespace_and_survives_a_restart(
     bob_trace = await store_client.get_dag(trace_cid)
 
     # The grants were persisted with the roots before the tasks were acknowledged.
-    saved = json.loads(roots_file.read_text())
-    assert set(cids) <= set(saved["grants"][f"{ALICE}/vault"])
+    saved = Database.open(db_file).load_roots()
+    assert saved is not None and set(cids) <= set(saved.roots["grants"][f"{ALICE}/vault"])
     await first.kernel.stop()
 
     # A new kernel over the same data dir: Alice still reads hers, Bob still reads none.
-    second = KernelExecutor(await make_kernel(agents=agents()), "m", 1, roots_file)
+    second = KernelExecutor(await make_kernel(agents=agents()), "m", 1, Database.open(db_file))
     own, alice_trace_cid = await read(second, 5, ALICE, "vault", cids)
     assert all(own[c].get("text") for c in cids), own
     theirs, _ = await read(second, 6, BOB, "vault", cids)

@@ -10,7 +10,7 @@ import pytest
 from eth_account import Account
 from node_fixtures import FakeNode, make_fake_node
 from supernet.node.service.models import TaskStatus
-from supernet.node.service.ports import CommitPending
+from supernet.node.service.ports import CommitPending, RootsSnapshot
 from supernet.node.service.redeemer import GAS_PER_VOUCHER, Redeemer, RedeemPolicy
 from supernet.sdk.chain.merkle import verify
 from supernet.sdk.chain.receipts import Receipt, recover_receipt_signer
@@ -275,3 +275,22 @@ async def test_one_user_cannot_hold_every_worker_slot(fake_node: FakeNode) -> No
         await fake_node.service.ctx.worker.wait(t)  # type: ignore[union-attr]
     db = fake_node.service.ctx.db  # type: ignore[union-attr]
     assert all(db.task(t).status is TaskStatus.DONE for t in [*mine, theirs])  # type: ignore[union-attr]
+
+
+async def test_a_tasks_roots_are_stored_in_its_receipts_transaction(fake_node: FakeNode) -> None:
+    """The roots holding a task's writes reach the disk with its receipt, in one transaction
+    (`Database.finish_task`): a crash keeps both or neither."""
+    fake_node.executor.stores_roots = True
+    task_id = await _submit(fake_node, "remember", FEE)
+    await fake_node.service.ctx.worker.wait(task_id)  # type: ignore[union-attr]
+    db = fake_node.service.ctx.db  # type: ignore[union-attr]
+    saved = db.load_roots()
+    assert db.receipt(task_id) is not None
+    assert saved is not None and saved.roots["memory"][fake_node.user.address.lower()] == task_id
+    # a second store of that receipt fails (one receipt per task): its roots are not kept either
+    row = db.receipt(task_id)
+    assert row is not None
+    with pytest.raises(sqlite3.IntegrityError):
+        db.finish_task(task_id, "again", "cid", row, None, RootsSnapshot(99, {"memory": {}}))
+    after = db.load_roots()
+    assert after is not None and after.seq == saved.seq and after.roots == saved.roots

@@ -141,8 +141,7 @@ async def make_node(tmp_path: Path, timeout_s: float) -> Node:
         StubEngine(), store, config, agents=agents, tools=tools, embedder=StubEmbedder(), params_type=dict
     )
     await kernel.setup()
-    executor = KernelExecutor(kernel, "stub", 10**12)
-    executor.audit_db = Database.open(cfg.data_dir / "node.sqlite3")  # as KernelExecutor.create does
+    executor = KernelExecutor(kernel, "stub", 10**12, Database.open(cfg.data_dir / "node.sqlite3"))
     service = NodeService(cfg, executor, load_account(cfg), store, chain)
     await service.setup()
     assert service.app is not None

@@ -11,7 +11,6 @@ docstrings say.
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
@@ -197,18 +196,19 @@ async def test_defence_stop_persists_the_roots_it_left(tmp_path: Path) -> None:
     the store no longer pinned. `KernelExecutor.close` now saves the roots after the kernel stops,
     and a running task's writes are not persisted before its receipt is stored at all
     (`Kernel.namespace_roots`: docs/validator.md, "Where a task's roots come from")."""
+    from supernet.node.service.db import Database
     from supernet.node.service.kernel_executor import KernelExecutor
 
     async with stand_in_kernel(tmp_path / "store", AGENTS, embedder=SlowEmbedder()) as kernel:
-        roots_file = tmp_path / "roots.json"
-        executor = KernelExecutor(kernel, "stand-in", 1, roots_file=roots_file)
+        db = Database.open(tmp_path / "node.sqlite3")
+        executor = KernelExecutor(kernel, "stand-in", 1, db)
         run = kernel.submit(spec(1, "journal", {"text": "in flight", "hang": True}))
         for _ in range(200):
             if kernel.memory.roots.root(namespace_of(ALICE, "journal")) is not None:
                 break
             await asyncio.sleep(0.01)
-        await executor._save_roots()  # what another task's outcome saves meanwhile
-        assert namespace_of(ALICE, "journal") not in json.loads(roots_file.read_text())["memory"]
+        executor._save_roots()  # what another task's outcome saves meanwhile
+        assert namespace_of(ALICE, "journal") not in saved_roots(db)["memory"]
         in_flight = kernel.memory.roots.root(namespace_of(ALICE, "journal"))
         assert in_flight in set(await kernel.store.pin_ls())
         await executor.close()  # the node shuts down: the task is cancelled and reverted
@@ -216,7 +216,13 @@ async def test_defence_stop_persists_the_roots_it_left(tmp_path: Path) -> None:
             await run.outcome()
         assert roots_of(kernel) == ({}, {})
         assert in_flight not in set(await kernel.store.pin_ls())
-        assert json.loads(roots_file.read_text())["memory"] == {}  # the file no longer names it
+        assert saved_roots(Database.open(tmp_path / "node.sqlite3"))["memory"] == {}  # no longer named
+
+
+def saved_roots(db: Any) -> Any:
+    saved = db.load_roots()
+    assert saved is not None
+    return saved.roots
 
 
 # -- defences -----------------------------------------------------------------------------------------

@@ -5,22 +5,21 @@
 
 Written as ``test_bug_*`` tests that passed while each problem existed; the fixed ones now assert
 the defence (``test_defence_*``, the docstring saying what the problem was and how it was fixed),
-and the one left open asserts today's behaviour (``test_known_limit_*``).
+and the one once left open (a crash between the receipt and the roots) is closed by design.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import json
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from supernet.node.kernel.access import namespace_of
+from supernet.node.service.db import Database
 from supernet.node.service.kernel_executor import KernelExecutor
-from supernet.node.service.ports import Job, JobResult
+from supernet.node.service.ports import Job, JobResult, RootsSnapshot
 from supernet.sdk.client.freshness import SeenRoot, check_latest
 from supernet.sdk.formats.trace import Trace
 
@@ -48,32 +47,32 @@ async def trace_of(kernel: Any, cid: str) -> Trace:
 
 
 async def test_defence_a_roots_save_failure_never_undoes_a_receipted_tasks_writes(tmp_path: Path) -> None:
-    """FIXED (the hook only stores the receipt; once it returns the writes stay, and the roots are
-    saved after, by `KernelExecutor.run`, whose failure no longer undoes anything). The problem:
-    `KernelExecutor.run`'s ``succeeded`` hook stores the receipt (``on_result``) and then
-    saves the roots; if the save raises (disk full, EIO, a missing data dir) the exception leaves
-    ``on_success`` and `Kernel._execute` releases with ``keep=False``: the writes of a task whose
-    receipt IS stored are undone (and their roots unpinned). The worker sees ``stored`` and leaves
-    the task ``done`` (charged, batched), yet the user's next task no longer sees its note, and the
-    client's "latest memory and files" check accuses the honest node.
-    Fix: once the receipt is stored the task has succeeded: in `_execute`, keep the writes (release
-    with ``keep=True``) whenever the receipt was stored, whatever fails after it (e.g. the hook
-    returns/sets a "stored" flag before the roots save, or `KernelExecutor` catches and logs a
-    failed `_save_roots` and retries the save on the next task), and only undo for a hook that
-    failed before the receipt was stored."""
-    roots_file = tmp_path / "gone" / "namespace_roots.json"  # its folder is missing: saves fail
+    """FIXED (the hook only stores the receipt; once it returns the writes stay, and what is saved
+    after, by `KernelExecutor.run`, can no longer undo anything). The problem:
+    `KernelExecutor.run`'s ``succeeded`` hook stored the receipt (``on_result``) and then
+    saved the roots; if the save raised (disk full, EIO, a missing data dir) the exception left
+    ``on_success`` and `Kernel._execute` released with ``keep=False``: the writes of a task whose
+    receipt IS stored were undone (and their roots unpinned). The worker saw ``stored`` and left
+    the task ``done`` (charged, batched), yet the user's next task no longer saw its note, and the
+    client's "latest memory and files" check accused the honest node."""
+    db = Database.open(tmp_path / "node.sqlite3")
     receipts: list[JobResult] = []
 
     async def store(result: JobResult) -> None:
         receipts.append(result)
 
+    def disk_full(_snapshot: Any) -> None:
+        raise OSError("No space left on device")
+
     async with stand_in_kernel(tmp_path / "store", AGENTS) as kernel:
-        executor = KernelExecutor(kernel, "model", 100, roots_file)
+        executor = KernelExecutor(kernel, "model", 100, db)
+        save = db.save_roots
+        db.save_roots = disk_full  # type: ignore[method-assign]
         with pytest.raises(OSError):
             await executor.run(job(tid(1), {"text": "first"}), quiet, on_result=store)
         assert len(receipts) == 1  # the receipt is stored: the task reads done and is charged
         assert kernel.storage.roots.root(NS) is not None  # ... and its write stays
-        roots_file.parent.mkdir()  # the disk is back
+        db.save_roots = save  # type: ignore[method-assign]  # the disk is back
         b = await executor.run(job(tid(2), {"text": "second"}), quiet, on_result=store)
         trace_a, trace_b = await trace_of(kernel, receipts[0].trace_cid), await trace_of(kernel, b.trace_cid)
         seen: dict[str, SeenRoot] = {}
@@ -83,85 +82,64 @@ async def test_defence_a_roots_save_failure_never_undoes_a_receipted_tasks_write
     assert second is not None and second[0], second  # the honest node is not accused
 
 
-async def test_defence_a_stop_while_the_roots_are_saved_keeps_a_receipted_tasks_writes(
-    tmp_path: Path,
-) -> None:
-    """FIXED (the roots are saved after the kernel released the task with its writes kept, outside
-    the hook a stop could cancel). The problem: The node shuts down (`KernelExecutor.close` ->
-    `Kernel.stop`, which cancels running
-    tasks) while a task is inside its ``on_success`` hook after its receipt was stored, waiting for
-    the roots file (`_save_roots` runs the fsync in a thread; a slow disk makes this window long).
-    The cancellation leaves the hook, `_execute`'s ``finally`` releases with ``keep=False``: the
-    receipted task's writes are reverted, and `close` then persists the reverted roots. After the
-    restart the task is ``done`` with a receipt in the batch, but the user's memory lacks its write
-    (the client then flags the node's next task as stale; see the test above).
-    Fix: shield the part of the hook after the receipt is stored (``asyncio.shield`` of the roots
-    save, or keep=True once stored, as above), and let `Kernel.stop` wait for tasks in their hook
-    instead of cancelling them."""
-    roots_file = tmp_path / "namespace_roots.json"
+async def test_defence_a_crash_right_after_the_receipt_keeps_the_writes(tmp_path: Path) -> None:
+    """FIXED (the roots holding a task's writes are stored in its receipt's transaction:
+    `JobResult.roots`, `Database.finish_task`). The problem (was ``test_known_limit_...``): the
+    receipt was stored first and the roots file written after; a crash in between left the
+    receipt (task ``done``, charged, batched; the client received the result and remembered its
+    last root) with the roots from before the task. After the restart the user's next task started
+    from the older root and `check_latest` reported "latest memory and files" FAILED against an
+    honest node that merely lost power. (A second defence of the old design, against a node stop
+    while the roots file was being written after the receipt, is gone with the window: nothing is
+    awaited between the receipt's transaction and the task's release.)
+
+    Here the node's real worker path stores the receipt (`TaskWorker._finish` ->
+    `Database.finish_task`), and the power goes out right after: nothing the executor saves later
+    reaches the disk."""
+    db = Database.open(tmp_path / "node.sqlite3")
     receipts: list[JobResult] = []
 
-    async def store(result: JobResult) -> None:
+    async def store(result: JobResult) -> None:  # what `TaskWorker._finish` stores, in one transaction
         receipts.append(result)
+        assert result.roots is not None
+        db.save_roots(result.roots)
+
+    def power_lost(_snapshot: Any) -> None:
+        raise OSError("the machine is off")
 
     async with stand_in_kernel(tmp_path / "store", AGENTS) as kernel:
-        executor = KernelExecutor(kernel, "model", 100, roots_file)
-        write = executor._write_roots
-
-        def slow_write(seq: int, roots: Any) -> None:  # a slow disk
-            time.sleep(0.3)
-            write(seq, roots)
-
-        executor._write_roots = slow_write  # type: ignore[method-assign]
-        run_a = asyncio.create_task(executor.run(job(tid(3), {"text": "kept?"}), quiet, on_result=store))
-        for _ in range(500):
-            if receipts:
-                break
-            await asyncio.sleep(0.01)
-        assert receipts and not run_a.done()  # receipt stored, roots being saved
-        await executor.close()  # node shutdown
-        assert (await run_a).trace_cid == receipts[0].trace_cid
-        kept = kernel.storage.roots.root(NS)
-        assert kept is not None  # the receipted write stays
-    assert json.loads(roots_file.read_text())["storage"][NS] == kept  # and is there after the restart
-
-
-async def test_known_limit_a_crash_between_receipt_and_roots_save_loses_the_writes(
-    tmp_path: Path,
-) -> None:
-    """KNOWN LIMIT (docs/validator.md "Known limits"; the window the ``succeeded`` hook's comment
-    accepts: "a crash in between loses the
-    writes, never orders them before it"). It is safe for validators, but not for the client: the
-    receipt is in the database (task ``done``, charged, batched; the client received the result and
-    remembers its last root), while the roots file still holds the roots from before the task. After
-    the restart the user's next task starts from the older root and `check_latest` reports
-    "latest memory and files" FAILED against an honest node that merely lost power.
-    Fix: make receipt and roots durable together: store the roots snapshot in the same SQLite
-    transaction as the receipt (`Database.finish_task`), or write the roots file first with the
-    pending writer's task id and, on restore, keep those roots only if the database holds that
-    task's receipt (else restore the marked roots)."""
-    roots_file = tmp_path / "namespace_roots.json"
-    at_crash: list[str | None] = []
-    receipts: list[JobResult] = []
-
-    async def store(result: JobResult) -> None:
-        receipts.append(result)
-        at_crash.append(roots_file.read_text() if roots_file.exists() else None)  # power lost here
-
-    async with stand_in_kernel(tmp_path / "store", AGENTS) as kernel:
-        executor = KernelExecutor(kernel, "model", 100, roots_file)
-        await executor.run(job(tid(4), {"text": "remember me"}), quiet, on_result=store)
-    roots_file.unlink()
-    if at_crash[0] is not None:
-        roots_file.write_text(at_crash[0])
+        executor = KernelExecutor(kernel, "model", 100, Database.open(tmp_path / "node.sqlite3"))
+        assert executor.db is not None
+        executor.db.save_roots = power_lost  # type: ignore[method-assign]
+        with pytest.raises(OSError):
+            await executor.run(job(tid(4), {"text": "remember me"}), quiet, on_result=store)
+        written = kernel.storage.roots.root(NS)
+    assert written is not None
+    saved = db.load_roots()
+    assert saved is not None and saved.roots["storage"][NS] == written  # the write is on disk
     async with stand_in_kernel(tmp_path / "store", AGENTS) as kernel:  # the restart
-        executor = KernelExecutor(kernel, "model", 100, roots_file)
+        executor = KernelExecutor(kernel, "model", 100, Database.open(tmp_path / "node.sqlite3"))
+        assert kernel.storage.roots.root(NS) == written
         b = await executor.run(job(tid(5), {"text": "next"}), quiet, on_result=store)
         trace_a, trace_b = await trace_of(kernel, receipts[0].trace_cid), await trace_of(kernel, b.trace_cid)
         seen: dict[str, SeenRoot] = {}
         await check_latest(seen, NODE.address, tid(4), 1.0, 2.0, trace_a, kernel.store.get_dag)
         verdict = await check_latest(seen, NODE.address, tid(5), 10.0, 11.0, trace_b, kernel.store.get_dag)
-    assert verdict is not None and verdict[0] is False, verdict
+    assert verdict is not None and verdict[0], verdict  # the honest node is not accused
+
+
+async def test_defence_an_older_roots_snapshot_never_replaces_a_newer_one(tmp_path: Path) -> None:
+    """DEFENCE. Snapshots are taken in order on the event loop but stored by different paths (a
+    task's receipt transaction, the executor's saves after each outcome): the database keeps the
+    newest by number, whatever order the writes land in, and a restarted executor numbers after it."""
+    db = Database.open(tmp_path / "node.sqlite3")
+    db.save_roots(RootsSnapshot(2, {"memory": {"ns": "newer"}}))
+    db.save_roots(RootsSnapshot(1, {"memory": {"ns": "older"}}))
+    saved = db.load_roots()
+    assert saved is not None and (saved.seq, saved.roots["memory"]["ns"]) == (2, "newer")
+    async with stand_in_kernel(tmp_path / "store", AGENTS) as kernel:
+        executor = KernelExecutor(kernel, "model", 100, db)
+        assert executor._roots_snapshot().seq == 3
 
 
 async def test_defence_the_client_orders_sends_and_results_by_its_own_logical_clock(
@@ -209,7 +187,7 @@ async def test_defence_an_unreceipted_write_never_reaches_the_roots_file(
     Fix: unmask only after the receipt is stored: have `KernelExecutor` mark the task (e.g. a
     `Kernel.receipted(task_id)` call, or ``on_success`` split into ``store`` then ``persist``) after
     ``on_result`` returns, and set ``st.receipted`` there."""
-    roots_file = tmp_path / "namespace_roots.json"
+    db = Database.open(tmp_path / "node.sqlite3")
     entered = asyncio.Event()
     proceed = asyncio.Event()
 
@@ -219,18 +197,19 @@ async def test_defence_an_unreceipted_write_never_reaches_the_roots_file(
         raise OSError("database is locked")
 
     async with stand_in_kernel(tmp_path / "store", AGENTS) as kernel:
-        executor = KernelExecutor(kernel, "model", 100, roots_file)
+        executor = KernelExecutor(kernel, "model", 100, db)
         run_a = asyncio.create_task(
             executor.run(job(tid(8), {"text": "no receipt"}), quiet, on_result=slow_failing_store)
         )
         await asyncio.wait_for(entered.wait(), 10)
         await executor.run(job(tid(9), {"text": "hi"}, user=OTHER.address), quiet)  # another user's task
-        on_disk = json.loads(roots_file.read_text())
+        on_disk = db.load_roots()
+        assert on_disk is not None
         proceed.set()
         with pytest.raises(OSError):
             await run_a
         assert kernel.storage.roots.root(NS) is None  # A failed: its write undone in memory
-    assert on_disk["storage"].get(NS) is None  # ... and never persisted while A had no receipt
+    assert on_disk.roots["storage"].get(NS) is None  # ... and never persisted while A had no receipt
 
 
 async def test_defence_concurrent_tasks_verified_in_any_order_never_look_stale(tmp_path: Path) -> None:
@@ -274,17 +253,18 @@ async def test_defence_a_failed_task_leaves_the_roots_for_the_next_and_no_receip
     """DEFENCE. A receipt store that fails before anything is stored (the worker's ``_finish``
     raising) fails the task and undoes its writes; `KernelExecutor` does not persist them, and the
     user's next task starts from the roots before it: consistent with "no receipt, no write"."""
-    roots_file = tmp_path / "namespace_roots.json"
+    db = Database.open(tmp_path / "node.sqlite3")
 
     async def broken(result: JobResult) -> None:
         raise OSError("disk full")
 
     async with stand_in_kernel(tmp_path / "store", AGENTS) as kernel:
-        executor = KernelExecutor(kernel, "model", 100, roots_file)
+        executor = KernelExecutor(kernel, "model", 100, db)
         with pytest.raises(OSError):
             await executor.run(job(tid(30), {"text": "lost"}), quiet, on_result=broken)
         assert kernel.storage.roots.root(NS) is None
         b = await executor.run(job(tid(31), {"text": "next"}), quiet)
         trace_b = await trace_of(kernel, b.trace_cid)
     assert trace_b.events[0].prev_root is None
-    assert json.loads(roots_file.read_text())["storage"].get(NS) is not None  # B's own write only
+    saved = db.load_roots()
+    assert saved is not None and saved.roots["storage"].get(NS) is not None  # B's own write only

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
 from supernet.node.agents.base import Agent
 from supernet.node.agents.context import AgentContext
 from supernet.node.kernel.access import namespace_of
+from supernet.node.service.db import Database
 from supernet.node.service.kernel_executor import KernelExecutor
 from supernet.node.service.ports import Job
 from supernet.sdk.chain.eip712 import TaskRequest
@@ -483,7 +483,7 @@ async def test_defence_a_crash_never_persists_an_unreceipted_write(
     Fix: persist, for a user whose namespaces a running task holds, the roots that task found
     (`TaskState.marked`), not its uncommitted writes (e.g. `namespace_roots()` returns the marked
     roots for held users); on restore, a resumed task then starts from the committed state."""
-    roots_file = tmp_path / "namespace_roots.json"
+    db = Database.open(tmp_path / "node.sqlite3")
     ns = namespace_of(USER.address, Lingerer.agent_id)
     GATE["open"] = asyncio.Event()
     a_input = {"text": "pay Bob 5", "linger": True}
@@ -493,7 +493,7 @@ async def test_defence_a_crash_never_persists_an_unreceipted_write(
         return Job(task_id=task_id, user=user, agent=Lingerer.agent_id, model_id=MODEL_ID, input=task_input)
 
     async with stand_in_kernel(tmp_path / "store", MY_AGENTS) as kernel:
-        executor = KernelExecutor(kernel, "model", 100, roots_file)
+        executor = KernelExecutor(kernel, "model", 100, db)
         run_a = asyncio.create_task(executor.run(job(a, USER.address, a_input), lambda _t: None))
         for _ in range(500):
             if kernel.storage.roots.root(ns) is not None:
@@ -503,15 +503,17 @@ async def test_defence_a_crash_never_persists_an_unreceipted_write(
         assert written_by_a is not None and not run_a.done()
         # another user's task ends meanwhile: the roots go to disk, A's uncommitted write with them
         await executor.run(job("0x" + "cd" * 32, OTHER.address, {"text": "hi"}), lambda _t: None)
-        on_disk_at_crash = roots_file.read_text()
+        on_disk_at_crash = db.load_roots()
         run_a.cancel()  # the crash: A never ends (what the stop below undoes in memory stays on disk)
-    assert ns not in json.loads(on_disk_at_crash)["storage"]  # A's write waits for A's receipt
+    assert on_disk_at_crash is not None
+    assert ns not in on_disk_at_crash.roots["storage"]  # A's write waits for A's receipt
     GATE["open"].set()
 
     # (a) restart, A resumed: it starts from the root it found, with no trace of its first run
-    roots_file.write_text(on_disk_at_crash)
+    after_crash = Database.open(tmp_path / "a.sqlite3")
+    after_crash.save_roots(on_disk_at_crash)
     async with stand_in_kernel(tmp_path / "store", MY_AGENTS) as kernel:
-        KernelExecutor(kernel, "model", 100, roots_file)  # restores the roots
+        KernelExecutor(kernel, "model", 100, after_crash)  # restores the roots
         rerun = await kernel.run_task(spec(req_a, a, Lingerer.agent_id, a_input))
     assert rerun.status == "ok" and rerun.trace["events"][0]["prev_root"] is None, rerun.error
     verdict = await verify(
@@ -520,11 +522,12 @@ async def test_defence_a_crash_never_persists_an_unreceipted_write(
     assert clean(verdict), verdict.findings
 
     # (b) restart, A refused: the user's next task does not see A's write
-    roots_file.write_text(on_disk_at_crash)
+    after_crash = Database.open(tmp_path / "b.sqlite3")
+    after_crash.save_roots(on_disk_at_crash)
     b_input = {"read": True}
     req_b, b = my_task(Lingerer, b_input)
     async with stand_in_kernel(tmp_path / "store", MY_AGENTS) as kernel:
-        KernelExecutor(kernel, "model", 100, roots_file)
+        KernelExecutor(kernel, "model", 100, after_crash)
         out_b = await kernel.run_task(spec(req_b, b, Lingerer.agent_id, b_input))
     assert out_b.output == "no notes (FileNotFoundError)"
     verdict = await verify(

@@ -353,17 +353,18 @@ class Kernel:
         """The access manager's decisions (of one task when ``task_id`` is given)."""
         return self.access.audit_log(task_id)
 
-    def namespace_roots(self) -> dict[str, Any]:
+    def namespace_roots(self, receipting: str | None = None) -> dict[str, Any]:
         """Latest memory and file roots per namespace, and the blocks each namespace may read
         (``grants``, the access manager's ownership index), for the node to persist.
 
         The namespaces of a user whose task is still running are given as that task found them:
-        its writes are persisted only once its receipt is being stored (a crash must never leave a
-        root whose writer has no receipt: validators would find no committed writer for it)."""
+        its writes are persisted only with its receipt (a crash must never leave a root whose
+        writer has no receipt: validators would find no committed writer for it). ``receipting``:
+        the task whose receipt is being stored with these roots (its writes are included)."""
         memory, storage = self.memory.roots.snapshot(), self.storage.roots.snapshot()
         for run in self._runs.values():
             st = run.state
-            if st.marked is None or st.receipted:
+            if st.marked is None or st.receipted or st.spec.task_id == receipting:
                 continue
             prefix = st.spec.user.lower() + "/"
             for roots, found in ((memory, st.marked[0]), (storage, st.marked[1])):

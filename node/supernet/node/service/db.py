@@ -14,6 +14,7 @@ Big integers (wei, uint256 nonces) are stored as decimal text and compared in Py
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from supernet.node.service.models import BatchRow, NewTask, ReceiptRow, TaskRow, TaskStatus
+from supernet.node.service.ports import RootsSnapshot
 from supernet.sdk.sqlite import DurableSQLite
 
 SCHEMA = """
@@ -61,6 +63,8 @@ CREATE TABLE IF NOT EXISTS audit (
     task_id TEXT NOT NULL, seq INTEGER NOT NULL, time REAL NOT NULL, agent TEXT NOT NULL,
     user TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL, allowed INTEGER NOT NULL,
     reason TEXT NOT NULL, PRIMARY KEY (task_id, seq));
+CREATE TABLE IF NOT EXISTS namespace_roots (
+    id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, roots TEXT NOT NULL);
 """
 
 _BILLED = (TaskStatus.ACCEPTED, TaskStatus.RUNNING, TaskStatus.DONE)
@@ -171,11 +175,15 @@ class Database:
         trace_cid: str,
         receipt: ReceiptRow,
         promise: tuple[int, str] | None = None,
+        roots: RootsSnapshot | None = None,
     ) -> None:
         """Store the output, the signed receipt and the signed promise to commit it (``commitBy``,
-        signature), and mark the task done, atomically."""
+        signature), and mark the task done, atomically; with the namespace roots holding the task's
+        writes when given (a crash keeps both or neither)."""
         now = time.time()
         with self.transaction() as c:
+            if roots is not None:
+                _put_roots(c, roots)
             c.execute(
                 "UPDATE tasks SET status = ?, output = ?, trace_cid = ?, updated_at = ? WHERE id = ?",
                 (TaskStatus.DONE, output, trace_cid, now, task_id),
@@ -238,6 +246,18 @@ class Database:
         """Record that ``task_id`` was shown a decoy in challenge ``challenge_id``."""
         with self._db.transaction() as c:
             c.execute("UPDATE decoys SET revealed_challenge = ? WHERE task_id = ?", (challenge_id, task_id))
+
+    # ---------------------------------------------------------------- agents' memory and files
+
+    def save_roots(self, snapshot: RootsSnapshot) -> None:
+        """Persist the namespace roots, unless a newer snapshot is already stored."""
+        with self.transaction() as c:
+            _put_roots(c, snapshot)
+
+    def load_roots(self) -> RootsSnapshot | None:
+        """The last namespace roots persisted (None on a new node)."""
+        rows = self._all("SELECT seq, roots FROM namespace_roots WHERE id = 1")
+        return RootsSnapshot(int(rows[0]["seq"]), json.loads(rows[0]["roots"])) if rows else None
 
     # ---------------------------------------------------------------- access audit
 
@@ -427,3 +447,11 @@ class Database:
                     "updated_at = excluded.updated_at",
                     (user, str(amount), tx_hash, now),
                 )
+
+
+def _put_roots(c: sqlite3.Connection, snapshot: RootsSnapshot) -> None:
+    c.execute(
+        "INSERT INTO namespace_roots VALUES (1, ?, ?) ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, "
+        "roots = excluded.roots WHERE excluded.seq > namespace_roots.seq",
+        (snapshot.seq, json.dumps(snapshot.roots, sort_keys=True)),
+    )

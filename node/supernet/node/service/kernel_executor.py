@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ from supernet.node.kernel.syscalls import TaskOutcome, TaskSpec
 from supernet.node.service.config import AccessSettings, McpServerSettings, ModelSettings, NodeSettings
 from supernet.node.service.db import Database
 from supernet.node.service.metrics import METRICS
-from supernet.node.service.ports import EventSink, Job, JobResult, ResultSink, TokenSink
+from supernet.node.service.ports import EventSink, Job, JobResult, ResultSink, RootsSnapshot, TokenSink
 from supernet.sdk.chain.deployment import Deployment
 from supernet.sdk.chain.eip712 import Domain
 
@@ -47,46 +45,33 @@ class KernelExecutor:
         kernel: Kernel,
         model_names: str | Mapping[str, str],
         task_fee: int,
-        roots_file: Path | None = None,
+        db: Database | None = None,
     ) -> None:
         self.kernel = kernel
         # model id -> name; a str: the one name of a one-model kernel's model
         self._names = {} if isinstance(model_names, str) else {m.lower(): n for m, n in model_names.items()}
         self._one_name = model_names if isinstance(model_names, str) else None
         self._task_fee = task_fee
-        self._roots_file = roots_file
-        self._roots_lock = threading.Lock()
-        self._roots_seq = self._roots_written = 0
+        # the node's database: each task's access decisions, and the namespace roots (agents' memory
+        # and files survive restarts; stored with each receipt, `JobResult.roots`)
+        self.db = db
+        self._roots_seq = 0
         self._mcp: MCPTools | None = None
-        self.audit_db: Database | None = None  # where each task's access decisions are persisted
-        if roots_file is not None and roots_file.is_file():  # agents' memory and files survive restarts
-            kernel.restore_namespace_roots(json.loads(roots_file.read_text()))
+        saved = db.load_roots() if db is not None else None
+        if saved is not None:
+            kernel.restore_namespace_roots(saved.roots)
+            self._roots_seq = saved.seq
 
-    async def _save_roots(self) -> None:
-        """Persist every namespace's memory and file root (atomically) before the task is
-        acknowledged as done, so a restart continues from them.
-
-        The snapshot is taken on the event loop (where the kernel changes the roots), written in a
-        thread under a lock, and a write never replaces a newer snapshot: tasks finish
-        concurrently, and their writes must neither collide on the temporary file nor go back in
-        time."""
-        if self._roots_file is None:
-            return
+    def _roots_snapshot(self, receipting: str | None = None) -> RootsSnapshot:
+        """The roots now, numbered after every snapshot taken before (`RootsSnapshot`)."""
         self._roots_seq += 1
-        await asyncio.to_thread(self._write_roots, self._roots_seq, self.kernel.namespace_roots())
+        return RootsSnapshot(self._roots_seq, self.kernel.namespace_roots(receipting))
 
-    def _write_roots(self, seq: int, roots: Any) -> None:
-        assert self._roots_file is not None
-        with self._roots_lock:
-            if seq <= self._roots_written:
-                return  # a newer snapshot is already on disk
-            tmp = self._roots_file.with_suffix(".tmp")
-            with tmp.open("w") as f:
-                json.dump(roots, f, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self._roots_file)
-            self._roots_written = seq
+    def _save_roots(self, snapshot: RootsSnapshot | None = None) -> None:
+        """Persist the roots (inline, like every other write of the node's database: one short
+        fsynced transaction) before the task is acknowledged as done or failed."""
+        if self.db is not None:
+            self.db.save_roots(snapshot or self._roots_snapshot())
 
     @classmethod
     async def create(
@@ -137,15 +122,10 @@ class KernelExecutor:
             await mcp.close()
             raise
         await kernel.setup()
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        executor = cls(
-            kernel,
-            names,
-            settings.pricing.task_fee_wei,
-            settings.data_dir / "namespace_roots.json",
-        )
+        db = Database.open(settings.data_dir / "node.sqlite3")  # the node's own database
+        adopt_roots_file(db, settings.data_dir / "namespace_roots.json")
+        executor = cls(kernel, names, settings.pricing.task_fee_wei, db)
         executor._mcp = mcp
-        executor.audit_db = Database.open(settings.data_dir / "node.sqlite3")  # the node's own database
         return executor
 
     def model_ids(self) -> Sequence[str]:
@@ -229,11 +209,13 @@ class KernelExecutor:
 
         async def succeeded(outcome: TaskOutcome) -> None:
             # before the user's next task may start from this task's writes: its receipt is stored
-            # (docs/validator.md, "Where a task's roots come from"); the roots holding the writes
-            # are saved after (a crash in between loses the writes, never orders them before it)
+            # (docs/validator.md, "Where a task's roots come from"), with the roots holding them
             self._save_audit(job.task_id)
+            roots = self._roots_snapshot(receipting=job.task_id)
             if on_result is not None:
-                await on_result(JobResult(output=outcome.output, trace_cid=outcome.trace_cid))
+                await on_result(JobResult(outcome.output, outcome.trace_cid, roots))
+            else:
+                self._save_roots(roots)
 
         run = self.kernel.submit(spec, on_success=succeeded)
         if on_event is not None:
@@ -246,7 +228,7 @@ class KernelExecutor:
         async for chunk in run.tokens():
             on_token(chunk.text)
         outcome = await run.outcome()
-        await self._save_roots()  # its writes (kept with its receipt, or undone)
+        self._save_roots()  # grants and pins as the task left them (its writes kept, or undone)
         if outcome.status != "ok":
             self._save_audit(job.task_id)  # before the worker acknowledges the failure
             raise TaskFailedError(outcome.error or outcome.status)
@@ -255,11 +237,11 @@ class KernelExecutor:
     async def close(self) -> None:
         """Stop the kernel and its engine, and close the MCP sessions."""
         await self.kernel.stop()
-        await self._save_roots()  # the roots the stopped tasks left (their writes undone, unpinned)
+        self._save_roots()  # the roots the stopped tasks left (their writes undone, unpinned)
         if self._mcp is not None:
             await self._mcp.close()
-        if self.audit_db is not None:
-            self.audit_db.close()
+        if self.db is not None:
+            self.db.close()
 
     def confirm(self, task_id: str, action: str, signature: bytes) -> bool:
         """Hand the user's confirmation to a paused call (:meth:`AccessManager.confirm`)."""
@@ -270,8 +252,17 @@ class KernelExecutor:
         return [p.to_json() for p in self.kernel.access.pending(task_id)]
 
     def _save_audit(self, task_id: str) -> None:
-        if self.audit_db is not None:
-            self.audit_db.save_audit(task_id, [e.to_json() for e in self.kernel.audit_log(task_id)])
+        if self.db is not None:
+            self.db.save_audit(task_id, [e.to_json() for e in self.kernel.audit_log(task_id)])
+
+
+def adopt_roots_file(db: Database, path: Path) -> None:
+    """Move the roots a node kept in ``namespace_roots.json`` (before they were stored with the
+    receipts) into its database, once; the file is renamed so it is never read again."""
+    if path.is_file():
+        if db.load_roots() is None:
+            db.save_roots(RootsSnapshot(1, json.loads(path.read_text())))
+        path.rename(path.with_suffix(".json.adopted"))
 
 
 def model_names(served: Sequence[ModelSettings], engines: Sequence[Any]) -> dict[str, str]:

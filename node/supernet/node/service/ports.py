@@ -30,11 +30,26 @@ class Job:
 
 
 @dataclass(frozen=True)
+class RootsSnapshot:
+    """Every namespace's memory and file root, and the blocks each may read (``Kernel.namespace_roots``),
+    at one moment. Numbered: snapshots are taken in order on the event loop but may be stored out of
+    order, and an older one must never replace a newer one."""
+
+    seq: int
+    roots: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class JobResult:
-    """What the executor returns: the output and the CID of the execution trace."""
+    """What the executor returns: the output and the CID of the execution trace.
+
+    ``roots`` (handed to the ``ResultSink`` only): the roots holding the task's writes, stored in
+    the same transaction as its receipt, so a crash can neither keep a write without its receipt
+    nor a receipt without its writes."""
 
     output: str
     trace_cid: str
+    roots: RootsSnapshot | None = None
 
 
 TokenSink = Callable[[str], None]

@@ -152,7 +152,8 @@ class TaskWorker:
                 self._user_slots[key] = (sem, users - 1)
 
     def _finish(self, task: TaskRow, result: JobResult, started: float) -> None:
-        """Sign the task's receipt and store it with the output (the task then reads as done)."""
+        """Sign the task's receipt and store it with the output and the roots holding its writes
+        (the task then reads as done)."""
         output = result.output
         if self.faults is not None:
             output = self.faults.on_output(task.id, output)  # the `trace` fault: receipt != trace
@@ -163,7 +164,7 @@ class TaskWorker:
             body=json.dumps(receipt.to_json()),
             signature="0x" + sign_receipt(receipt, self.account).hex(),
         )
-        self.db.finish_task(task.id, output, result.trace_cid, row, self._promise(receipt))
+        self.db.finish_task(task.id, output, result.trace_cid, row, self._promise(receipt), result.roots)
         METRICS.tasks_finished.labels(status="done").inc()
         METRICS.task_seconds.observe(time.perf_counter() - started)
 
