@@ -6,14 +6,19 @@ A user's question is answered from memories an earlier task of theirs wrote. Whe
 task is committed, the validator follows the question's memory root to it and the receipt
 verifies clean. When the node ran the earlier task but never committed its receipt (so its trace,
 which holds the write, is open to no check), the question's receipt is challenged for its origin.
+When the node committed the earlier task but withholds its trace, the question waits: the earlier
+task goes to the availability challenge, and once the node posts its trace the question is checked.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 from supernet.node.agents.retrieval import RetrievalAgent
+from supernet.sdk.chain.merkle import ReceiptTree
+from supernet.sdk.chain.receipts import trace_cid
 from validator_fixtures import VNet
 
 pytestmark = [pytest.mark.anvil, pytest.mark.model, pytest.mark.slow]
@@ -46,6 +51,50 @@ async def test_a_question_follows_its_memory_to_the_committed_task_that_wrote_it
     assert challenges == []
 
 
+async def test_a_question_on_memory_whose_writer_trace_is_withheld_waits_until_it_is_served(
+    vnet: VNet, validator_factory: Any
+) -> None:
+    """Before, such a question was recorded as checked ("unverifiable") and never looked at
+    again: a node withholding its writers' traces kept every task reading their memory unchecked."""
+    vnet.faults(withhold=1.0)
+    try:
+        first, receipts = await vnet.run_batch([], chat_inputs=[REMEMBER], agent=RetrievalAgent)
+    finally:
+        vnet.faults()
+    second, _ = await vnet.run_batch([], chat_inputs=[QUESTION], agent=RetrievalAgent)
+    events: list[Any] = []
+    fast = {"availability_retries": 2, "availability_backoff_s": 0.1}
+    async with validator_factory(0, events=events, **fast) as v:
+        await v.step()
+        assert v.db.checks(second) == [], "a question whose origin is unreadable is not settled"
+        rows = {(r.batch_id, r.index): r for r in v.db.missing()}
+        assert rows[(second, 0)].status == "awaiting" and "origin" in rows[(second, 0)].reason
+        assert rows[(first, 0)].status in ("retrying", "challenged")  # the writer: availability path
+        for _ in range(40):  # retries spent: the writer's entry is challenged
+            if v.db.missing()[0].status == "challenged":
+                break
+            await v.step()
+            await asyncio.sleep(0.15)
+        aid = v.db.missing()[0].availability_id
+        assert aid, v.db.missing()
+        trace = vnet.traces[trace_cid(receipts[0].trace_hash)]
+        node_tm = vnet.contracts.as_account(vnet.node).task_manager
+        node_tm.answer_availability(aid, receipts[0], ReceiptTree(receipts).proof_at(0), trace)
+        for _ in range(40):  # the posted trace is imported; the question is checked again
+            await v.step()
+            if v.db.checks(second):
+                break
+            await asyncio.sleep(0.15)
+        status = {(r.batch_id, r.index): r.status for r in v.db.missing()}
+        checks = v.db.checks(second)
+    assert status == {(first, 0): "answered", (second, 0): "checked"}, status
+    assert [(c.ok, c.kinds) for c in checks] == [(True, "")], checks
+    verdict = next(e.data for e in events if e.kind == "verdict" and e.data["batch_id"] == second)
+    assert verdict["unverifiable"] is None  # judged in full, its memory followed to the writer
+
+
+# last: it leaves the user's memory on a root no committed task wrote (every later task of theirs
+# reading it is challenged)
 async def test_memory_from_a_task_the_node_never_committed_is_challenged(
     vnet: VNet, validator_factory: Any
 ) -> None:

@@ -266,16 +266,18 @@ async def test_an_unreadable_manifest_is_no_accusation_until_it_is_read(tmp_path
     verdict = await memory_answer(store, chain, stranger, batch_id=2)
     assert verdict.findings == () and verdict.unverifiable is not None
     assert "unreadable" in verdict.unverifiable
+    assert verdict.origin_pending and verdict.withheld == ()  # checked again later, not settled
     chain.serve(batch, (entry,))
     verdict = await memory_answer(store, chain, stranger, batch_id=2)
     assert any(NOT_COMMITTED in m for m in origin_findings(verdict)), verdict.findings
 
 
 async def test_an_unreadable_writer_trace_is_no_accusation(tmp_path: Path) -> None:
-    """KNOWN LIMIT (docs/validator.md): the writer is committed but its trace cannot be read here;
-    the task is unverifiable, not faulty (a store hiccup is proof of nothing). The writer's trace
-    is an ordinary committed entry: within its window the availability challenge makes the node
-    serve it; later, a node that withholds it leaves the task unchecked."""
+    """The writer is committed but its trace cannot be read here: the task is not faulty (a store
+    hiccup is proof of nothing) and not settled either: the verdict names the writer's entry, which
+    the validator sends to the availability path (served, or the node slashed), and the task is
+    checked again until its window closes (the devnet run of this:
+    tests/integration/test_validator_origins_e2e.py)."""
     (req_a, a, trace_a), (req_b, b, trace_b) = await two_notes(tmp_path)
     store, chain = DictStore(), Chain()
     entry = commit_entry(store, req_a, a, trace_a)
@@ -284,6 +286,7 @@ async def test_an_unreadable_writer_trace_is_no_accusation(tmp_path: Path) -> No
     verdict = await verify(store, req_b, b, trace_b, agents=AGENTS, origins=chain.index(), batch_id=2)
     assert verdict.findings == () and "unreadable" not in (verdict.unverifiable or "")
     assert verdict.unverifiable is not None and entry.trace_cid in verdict.unverifiable
+    assert verdict.origin_pending and verdict.withheld == ((1, 0),)
 
 
 async def test_a_write_naming_another_writer_is_caught(tmp_path: Path) -> None:

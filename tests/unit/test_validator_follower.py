@@ -76,3 +76,19 @@ def test_recording_is_idempotent_and_checks_first_wins() -> None:
     assert row.fraud is True
     db.finish_batch(1)
     assert db.pending_batches() == [] and db.batch(1) is not None
+
+
+def test_batches_before_the_start_block_are_followed_for_the_receipt_index_only(tmp_path: Path) -> None:
+    """A validator told to sample from a later block still records every batch from the deploy
+    block on (as ``history``, never sampled): the origin check follows a task's memory to any
+    earlier committed writer, and with a gap in its history it would take a writer committed
+    before its start for one never committed, and challenge an honest node."""
+    opened = ChallengeOpened(
+        1, 1, "0x" + "22" * 20, "0x" + "11" * 20, b"\x01" * 32, b"\x02" * 32, 100, "bafyev", 4, 0
+    )
+    chain = FakeChain({3: [batch(1, 3), opened], 9: [batch(2, 9)]}, head_block=12)
+    f = Follower(chain, Database(tmp_path / "v.db"), start_block=0, history_until=8)  # type: ignore[arg-type]
+    f.catch_up()
+    assert [b.batch_id for b in f.db.pending_batches()] == [2]  # only batch 2 is sampled
+    assert [b.batch_id for b in f.db.unindexed_batches("0x" + "11" * 20, 2)] == [1, 2]  # both indexed
+    assert f.db.challenges() == []  # a challenge opened before the start is not followed

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from supernet.sdk.chain.errors import ContractError
@@ -31,6 +32,10 @@ from supernet.validator.evidence import Verdict
 from supernet.validator.verifier import ManifestError, Verifier
 
 log = logging.getLogger(__name__)
+
+RECHECK_MAX_S = 300.0
+"""Longest wait between two checks of an entry waiting for its roots' origins (the writer's
+availability challenge takes a vote window to answer)."""
 
 Settle = Callable[[BatchRow, int, Verdict], Awaitable[None]]
 
@@ -76,11 +81,29 @@ class Availability:
         log.info("batch %d #%d: data unavailable (%s); retrying", batch.batch_id, index, reason)
         self.db.add_missing(batch.batch_id, index, reason[:500], time.time() + self.backoff_s)
 
+    def await_origins(self, batch: BatchRow, index: int, verdict: Verdict) -> None:
+        """Entry ``index`` of ``batch`` cannot be judged yet: the origin of a root it started from
+        is unreadable (`Verdict.origin_pending`). The writer entries whose traces are withheld
+        go to the availability path (served, or the node is slashed); the entry itself is checked
+        again with back-off until its batch's challenge window is about to close."""
+        for writer_batch, writer_index in verdict.withheld:
+            writer = self.db.batch(writer_batch)
+            if writer is not None:
+                reason = f"the trace of a writer of batch {batch.batch_id} #{index}'s roots"
+                self.note(writer, writer_index, reason)
+        log.info("batch %d #%d: %s; checking again later", batch.batch_id, index, verdict.unverifiable)
+        reason = (verdict.unverifiable or "origin unreadable")[:500]
+        self.db.add_awaiting(batch.batch_id, index, reason, time.time() + self.backoff_s)
+
     async def step(self, chain_now: int) -> None:
-        """Retry what is due, challenge what stays missing, follow challenges to their end."""
+        """Retry what is due, challenge what stays missing, follow challenges to their end, and
+        check again the entries waiting for their roots' origins."""
         for row in self.db.missing("retrying"):
             if row.next_try <= time.time():
                 await self._retry(row, chain_now)
+        for row in self.db.missing("awaiting"):
+            if row.next_try <= time.time():
+                await self._recheck(row, chain_now)
         for row in self.db.missing("challenged"):
             await self._follow(row, chain_now)
 
@@ -104,11 +127,7 @@ class Availability:
             await self._settle(batch, row.index, verdict)
             return
         attempts = row.attempts + 1
-        info = await self._call(self.chain.binding.batch, row.batch_id)
-        window_end = info.committed_at + self.chain.params().challenge_window
-        closing = chain_now >= window_end - max(
-            2 * self.backoff_s, self.chain.params().challenge_window // 10
-        )
+        closing = await self._closing(row.batch_id, chain_now)
         if attempts < self.retries and not closing:
             delay = self.backoff_s * 2**attempts
             self.db.update_missing(row.batch_id, row.index, attempts=attempts, next_try=time.time() + delay)
@@ -117,6 +136,38 @@ class Availability:
             self.db.update_missing(row.batch_id, row.index, attempts=attempts, status="expired")
             return
         await self._open(row, attempts)
+
+    async def _closing(self, batch_id: int, chain_now: int) -> bool:
+        """Whether the batch's challenge window is about to close (the last tenth, at least two
+        back-offs): time to act on what is known."""
+        info = await self._call(self.chain.binding.batch, batch_id)
+        window = self.chain.params().challenge_window
+        return chain_now >= info.committed_at + window - max(2 * self.backoff_s, window // 10)
+
+    async def _recheck(self, row: MissingRow, chain_now: int) -> None:
+        batch = self.db.batch(row.batch_id)
+        assert batch is not None
+        verdict = await self._verdict(batch, row.index)
+        if verdict is not None and not verdict.origin_pending:
+            self.db.update_missing(row.batch_id, row.index, status="checked")
+            await self._settle(batch, row.index, verdict)
+            return
+        if verdict is not None:  # writers found withheld since: serve them, or be slashed
+            for writer_batch, writer_index in verdict.withheld:
+                writer = self.db.batch(writer_batch)
+                if writer is not None:
+                    self.note(writer, writer_index, f"the trace of a writer of batch {batch.batch_id}")
+        attempts = row.attempts + 1
+        if not await self._closing(row.batch_id, chain_now):
+            delay = min(self.backoff_s * 2**attempts, RECHECK_MAX_S)
+            self.db.update_missing(row.batch_id, row.index, attempts=attempts, next_try=time.time() + delay)
+            return
+        log.warning(
+            "batch %d #%d: its roots' origins stayed unreadable: unverifiable", row.batch_id, row.index
+        )
+        self.db.update_missing(row.batch_id, row.index, attempts=attempts, status="expired")
+        if verdict is not None:  # recorded as checked, unverifiable (never an accusation)
+            await self._settle(batch, row.index, replace(verdict, origin_pending=False))
 
     async def _open(self, row: MissingRow, attempts: int) -> None:
         prior = await self._call(self.chain.entry_availability, row.batch_id, row.index)

@@ -37,7 +37,12 @@ class ChainSettings(BaseModel):
         None, description="the keystore's passphrase (mode 0600; default $SUPERNET_KEY_PASSWORD)"
     )
     confirmations: int = Field(0, ge=0, description="blocks to stay behind the head")
-    start_block: int | None = Field(None, ge=0, description="first block to scan (default: the deploy block)")
+    start_block: int | None = Field(
+        None,
+        ge=0,
+        description="first block whose batches are sampled (default: the deploy block); earlier "
+        "batches are still followed, for the origin check's receipt index",
+    )
 
     @field_validator("key")
     @classmethod

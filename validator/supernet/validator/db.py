@@ -19,7 +19,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,15 +143,26 @@ class Database:
         rows = self._all("SELECT value FROM meta WHERE key = 'cursor'")
         return int(rows[0][0]) if rows else default
 
-    def record_events(self, events: Iterable[ChainEvent], next_block: int) -> None:
-        """Store the events of a scanned range and advance the cursor, atomically (idempotent)."""
+    def record_events(
+        self, events: Iterable[ChainEvent], next_block: int, history: Collection[int] = ()
+    ) -> None:
+        """Store the events of a scanned range and advance the cursor, atomically (idempotent).
+        Batches in ``history`` are recorded for the receipt index only (status ``history``)."""
         with self._tx() as c:
             for ev in events:
                 if isinstance(ev, BatchCommitted):
                     c.execute(
                         "INSERT OR IGNORE INTO batches (batch_id, node, root, count, commit_block, "
-                        "manifest_cid) VALUES (?, ?, ?, ?, ?, ?)",
-                        (ev.batch_id, ev.node, ev.root.hex(), ev.count, ev.commit_block, ev.manifest_cid),
+                        "manifest_cid, status) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            ev.batch_id,
+                            ev.node,
+                            ev.root.hex(),
+                            ev.count,
+                            ev.commit_block,
+                            ev.manifest_cid,
+                            "history" if ev.batch_id in history else "pending",
+                        ),
                     )
                 elif isinstance(ev, ChallengeOpened):
                     c.execute(
@@ -243,6 +254,18 @@ class Database:
         with self._tx() as c:
             c.execute(
                 "INSERT OR IGNORE INTO missing (batch_id, idx, reason, next_try) VALUES (?, ?, ?, ?)",
+                (batch_id, index, reason, next_try),
+            )
+
+    def add_awaiting(self, batch_id: int, index: int, reason: str, next_try: float) -> None:
+        """Check an entry again later: the data its roots' origins need cannot be read yet
+        (status ``awaiting``; an entry whose own data was missing and is now fetched moves on to it)."""
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO missing (batch_id, idx, reason, next_try, status) "
+                "VALUES (?, ?, ?, ?, 'awaiting') "
+                "ON CONFLICT (batch_id, idx) DO UPDATE SET status = 'awaiting', reason = excluded.reason, "
+                "next_try = excluded.next_try, attempts = 0 WHERE status IN ('fetched', 'answered')",
                 (batch_id, index, reason, next_try),
             )
 

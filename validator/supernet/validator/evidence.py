@@ -96,6 +96,7 @@ class Verdict:
         model_id: the model the trace claims.
         missing: the receipt's trace (or the batch's manifest) could not be fetched: not a verdict
             yet, but a case for the availability challenge once retries are spent.
+        origin_pending, withheld: see below.
     """
 
     batch_id: int
@@ -111,6 +112,12 @@ class Verdict:
     request_hash: bytes = b""
     missing: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    origin_pending: bool = False
+    """Unverifiable only because data the origin check needs cannot be read yet (a writer's
+    committed trace or manifest): worth checking again until the batch's challenge window closes."""
+    withheld: tuple[tuple[int, int], ...] = ()
+    """``(batch, index)`` of the writer entries whose committed traces could not be read: the
+    availability path makes the node serve them (or slashes it)."""
 
     @property
     def ok(self) -> bool:

@@ -31,6 +31,11 @@ class Follower:
         start_block: first block to scan on a fresh database (the deploy block).
         confirmations: blocks to stay behind the head (0 on a dev chain).
         max_range: most blocks per ``eth_getLogs`` query.
+        history_until: batches committed before this block are recorded as ``history``: never
+            sampled or checked here, but in the receipt index (a task's memory may come from any
+            earlier committed task, so the origin check needs every batch from the deploy block
+            on: with gaps it would take a writer it never saw for one never committed); challenges
+            opened before it are not followed.
     """
 
     chain: TaskManagerClient
@@ -38,6 +43,7 @@ class Follower:
     start_block: int
     confirmations: int = 0
     max_range: int = 2_000
+    history_until: int = 0
 
     def step(self) -> int:
         """Scan one range (if any block is new); returns the number of events recorded."""
@@ -46,7 +52,10 @@ class Follower:
         if end < start:
             return 0
         events = self.chain.events(start, end)
-        self.db.record_events(events, end + 1)
+        before = self.history_until
+        history = {e.batch_id for e in events if isinstance(e, BatchCommitted) and e.block < before}
+        events = [e for e in events if isinstance(e, BatchCommitted) or e.block >= before]
+        self.db.record_events(events, end + 1, history=history)
         for ev in events:
             if isinstance(ev, BatchCommitted):
                 log.info(

@@ -158,6 +158,8 @@ class OriginOutcome:
 
     findings: tuple[Finding, ...] = ()
     unverifiable: str | None = None
+    withheld: tuple[tuple[int, int], ...] = ()
+    """``(batch, index)`` of committed writers whose traces could not be read."""
 
 
 async def check_origins(
@@ -196,7 +198,9 @@ async def check_origins(
             unknown.append(judged)
     if findings:
         return OriginOutcome(tuple(findings))
-    return OriginOutcome(unverifiable="; ".join(unknown) if unknown else None)
+    if not unknown:
+        return OriginOutcome()
+    return OriginOutcome(unverifiable="; ".join(unknown), withheld=tuple(sorted(walk.withheld)))
 
 
 class _Walk:
@@ -215,6 +219,7 @@ class _Walk:
         self.node, self.batch = node, batch
         self._traces: dict[str, Trace] = {}
         self._witness_of: dict[str, VerifiedWitness] = {}  # each writer's trace's: its writes' roots
+        self.withheld: set[tuple[int, int]] = set()  # committed writers whose traces are unreadable
 
     async def follow(self, area: str, namespace: str, first: str) -> Finding | str | None:
         """None: sound; a finding; or why it cannot be judged yet (unverifiable)."""
@@ -300,7 +305,8 @@ class _Walk:
             try:
                 view = parse_trace_block(await self.store.get_block(receipt.trace_cid))
             except Exception as exc:
-                where = f"task {receipt.request_hash} (batch {receipt.batch_id})"
+                self.withheld.add((receipt.batch_id, receipt.index))
+                where = f"task {receipt.request_hash} (batch {receipt.batch_id} #{receipt.index})"
                 return f"the trace {receipt.trace_cid} of {where}: {exc}"
             self._traces[receipt.trace_cid] = view.doc
             try:

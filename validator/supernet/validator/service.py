@@ -164,8 +164,15 @@ class Validator:
             challenge=s.challenge,
             on_event=lambda kind, data: self._emit(kind, **data),
         )
-        start = s.chain.start_block if s.chain.start_block is not None else self.deployment.deploy_block
-        self.follower = Follower(self.chain, self.db, start, s.chain.confirmations)
+        # every batch from the deploy block on is followed (the origin check's receipt index);
+        # those before ``start_block`` are never sampled here
+        self.follower = Follower(
+            self.chain,
+            self.db,
+            self.deployment.deploy_block,
+            s.chain.confirmations,
+            history_until=s.chain.start_block or 0,
+        )
         await asyncio.to_thread(self.chain.params)
         if s.register_stake_wei:
             await asyncio.to_thread(self._ensure_registered, s.register_stake_wei)
@@ -319,6 +326,9 @@ class Validator:
         A verdict that only says the data is missing goes to the availability path instead."""
         if verdict.missing:
             self.availability.note(batch, i, verdict.unverifiable or "trace unavailable")
+            return
+        if verdict.origin_pending:  # not a verdict yet: checked again once the origins are served
+            self.availability.await_origins(batch, i, verdict)
             return
         cid = await publish(self.store, verdict)
         self.db.record_check(

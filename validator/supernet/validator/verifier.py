@@ -505,7 +505,12 @@ class Verifier:
             )
             findings += origin.findings
             if origin.unverifiable is not None and not findings:
-                return head.verdict(findings, unverifiable=origin.unverifiable)
+                return head.verdict(
+                    findings,
+                    unverifiable=f"origin: {origin.unverifiable}",
+                    origin_pending=True,
+                    withheld=origin.withheld,
+                )
         scorable, too_long = [], []
         for call in trace.llm_calls:
             bad = check_tokens(call, scorer.vocab_size)
