@@ -130,6 +130,9 @@ class FaultInjector:
     decoys: set[str] = field(default_factory=set)
     """Task ids of the node's own decoys (`supernet.node.service.decoys`): ``tokens`` always fires
     on their LLM calls, whatever the specs say."""
+    fired: set[str] = field(default_factory=set)
+    """Task ids a fault of the specs fired on (not the decoys'): the node's ``supernet_fault_tasks``
+    metric, which tells a test network (the devnet demo) that its faulty node did cheat."""
 
     @classmethod
     def from_cli(cls, values: Iterable[str], seed: int = 0) -> FaultInjector:
@@ -148,7 +151,10 @@ class FaultInjector:
         rate = self.specs.get(kind, 0.0)
         if rate <= 0.0:
             return False
-        return rate >= 1.0 or _unit(self.seed, kind.value, key) < rate
+        if rate >= 1.0 or _unit(self.seed, kind.value, key) < rate:
+            self.fired.add(key.partition(":")[0])
+            return True
+        return False
 
     # -- hooks -----------------------------------------------------------------------------------
 

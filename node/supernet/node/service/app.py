@@ -14,6 +14,7 @@ from supernet.node.faults import FaultInjector
 from supernet.node.service.chain import Web3Chain
 from supernet.node.service.config import NodeSettings
 from supernet.node.service.identity import load_account
+from supernet.node.service.metrics import METRICS
 from supernet.node.service.runner import NodeService
 from supernet.sdk.chain import Contracts, Deployment
 from supernet.sdk.store import StoreClient
@@ -66,6 +67,9 @@ async def build_node(
         chain = Web3Chain(contracts, account, settings.pricing.price_per_token_wei)
     if faults is None and chain is not None and settings.decoys.enabled:
         faults = FaultInjector()  # no fault of its own: it only corrupts the node's decoys
+    if faults is not None:
+        injector = faults
+        METRICS.watch_faults(lambda: len(injector.fired))
     executor = await KernelExecutor.create(settings, store, faults)
     res.closers.append(executor.close)
     service = NodeService(

@@ -33,6 +33,9 @@ class NodeMetrics:
         self.receipts_committed = Counter("supernet_receipts_committed", "Receipts committed", registry=r)
         self.redeemed_wei = Counter("supernet_redeemed_wei", "Wei redeemed from vouchers", registry=r)
         self.pending_receipts = Gauge("supernet_pending_receipts", "Receipts waiting for a batch", registry=r)
+        self.fault_tasks = Gauge(
+            "supernet_fault_tasks", "Tasks an injected --fault fired on (test networks only)", registry=r
+        )
         self.request_seconds = Histogram(
             "supernet_http_request_seconds",
             "HTTP request latency (to the response's first byte for streams)",
@@ -50,6 +53,10 @@ class NodeMetrics:
                 ("kv_cache_bytes", "Bytes of KV cache allocated"),
             )
         }
+
+    def watch_faults(self, fired: Callable[[], int]) -> None:
+        """Export how many tasks an injected fault (``--fault``) fired on: test networks only."""
+        self.fault_tasks.set_function(lambda: float(fired()))
 
     def watch_engine(self, stats: Callable[[], dict[str, int]]) -> None:
         """Read the engine's numbers at every scrape (``LLMEngine.load_stats``)."""

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 from rich.console import Console
 from supernet.sdk.chain import Contracts
 from supernet.sdk.client import Client
@@ -44,6 +45,9 @@ from supernet.sdk.devnet.network import (
 from supernet.sdk.devnet.processes import ServiceProcess, free_port
 from supernet.sdk.errors import SupernetError
 from supernet.sdk.store.embedded import serve_in_thread
+
+MAX_EXTRA_TASKS = 12
+"""Tasks sent to the faulty node after the plan while its fault has not fired (0.5^12: never)."""
 
 PROMPTS = (
     "What is the capital of France?",
@@ -280,12 +284,12 @@ async def _submit_all(
     for t in range(cfg.tasks):
         plan[t % len(users)].append((t, nodes[t % len(nodes)].address.lower()))
 
-    async def one_user(i: int) -> None:
+    async def one_user(i: int, tasks: list[tuple[int, str]]) -> None:
         u = users[i]
         key = "0x" + bytes(u.account.key).hex()
         dep = net.config.state_dir / "deployment.json"
         async with Client.connect(net.anvil.url, dep, key, state_dir=work / f"user-{u.index}") as client:
-            for t, node in plan[i]:
+            for t, node in tasks:
                 prompt = PROMPTS[t % len(PROMPTS)]
                 res = await client.submit_task(prompt, node_url=urls[node])
                 served[node] += 1
@@ -294,6 +298,18 @@ async def _submit_all(
                     f"[dim]{time.monotonic() - watcher.started:6.1f}s[/dim] [magenta]task[/magenta]   "
                     f"{names[u.address.lower()]} → {names[node]}: {prompt!r} → {text!r}"
                 )
+
+    async def until_it_cheats() -> None:
+        """The fault fires on a chance per task (``KIND:RATE``): a faulty node that happened to serve
+        all its tasks honestly gets more (a demo whose cheater never cheats proves nothing)."""
+        faulty = nodes[-1].address.lower()
+        for t in range(cfg.tasks, cfg.tasks + MAX_EXTRA_TASKS):
+            if await _fault_tasks(urls[faulty]) > 0:
+                return
+            console.print(
+                f"[dim]{names[faulty]} has not cheated yet ({cfg.fault}): one more task for it[/dim]"
+            )
+            await one_user(t % len(users), [(t, faulty)])
 
     async def watch() -> None:
         while True:
@@ -304,10 +320,21 @@ async def _submit_all(
 
     watching = asyncio.create_task(watch())
     try:
-        await asyncio.gather(*(one_user(i) for i in range(len(users))))
+        await asyncio.gather(*(one_user(i, plan[i]) for i in range(len(users))))
+        await until_it_cheats()
     finally:
         watching.cancel()
     return served
+
+
+async def _fault_tasks(node_url: str) -> int:
+    """How many tasks the node's injected fault fired on (its ``supernet_fault_tasks`` metric)."""
+    async with httpx.AsyncClient(timeout=10.0) as http:
+        text = (await http.get(node_url + "/metrics")).text
+    for line in text.splitlines():
+        if line.startswith("supernet_fault_tasks "):
+            return int(float(line.split()[1]))
+    return 0
 
 
 async def _claim_refunds(
