@@ -108,7 +108,8 @@ async def test_rollback_delete_and_versions_work_are_traced_and_survive_a_restar
     assert deleted["output"] == "deleted" and kinds(deleted) == ["storage.delete"]
     assert deleted["events"][0]["version"] == 4
     gone = await files(op="read")
-    assert gone["output"] == "missing: file 'f.txt' was deleted" and kinds(gone) == ["error"]
+    assert gone["output"] == "missing: file 'f.txt' was deleted" and kinds(gone) == ["storage.missing"]
+    assert gone["events"][0]["root"] == deleted["events"][0]["root"]  # the root it was looked up in
     assert json.loads((await files(op="list"))["output"]) == {"g.txt": g1}
     listed = await files(op="versions")
     assert kinds(listed) == ["storage.versions"]
@@ -119,7 +120,8 @@ async def test_rollback_delete_and_versions_work_are_traced_and_survive_a_restar
     assert (await files(op="read"))["output"] == "second"
     assert (await files(op="delete"))["output"] == "deleted"
 
-    # refusals, recorded as errors: what is not a version of the path, what is gone, another user's
+    # misses, recorded with the root they were judged under: what is not a version of the path,
+    # what is gone, another user's
     refused = [
         await files(op="rollback", version=g1),
         await files(op="delete"),
@@ -132,7 +134,8 @@ async def test_rollback_delete_and_versions_work_are_traced_and_survive_a_restar
         "missing: no file 'never.txt'",
         "missing: no file 'f.txt'",
     ]
-    assert all(kinds(d) == ["error"] for d in refused)
+    assert all(kinds(d) == ["storage.missing"] for d in refused)
+    assert refused[3]["events"][0]["root"] is None  # Bob's namespace is empty
     assert json.loads((await files(op="versions", path="never.txt"))["output"]) == []
 
     for doc in files.docs:  # every trace replays, and carries exactly what its replay reads

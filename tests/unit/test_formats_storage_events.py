@@ -63,3 +63,25 @@ def test_new_storage_events_round_trip_and_name_their_reads() -> None:
 def test_new_storage_events_are_read_strictly(event: dict[str, Any], message: str) -> None:
     with pytest.raises(FormatError, match=message):
         event_from_dag(event)
+
+
+MISSING = {
+    "kind": "storage.missing",
+    "namespace": "ns",
+    "op": "storage.get",
+    "path": "a",
+    "version": "not-a-cid: the agent's own text",
+    "root": ROOT,
+    "error": "FileNotFoundError: no such version",
+}
+
+
+def test_a_miss_round_trips_names_its_root_and_is_read_strictly() -> None:
+    typed = event_from_dag(MISSING)
+    assert isinstance(typed, trace.StorageMissingEvent) and typed.to_dag() == MISSING
+    assert witness_reads([typed]) == [("block", str(ROOT))]
+    assert event_from_dag({**MISSING, "root": None, "version": None}).to_dag()["root"] is None
+    with pytest.raises(FormatError, match=r"op"):
+        event_from_dag({**MISSING, "op": "storage.put"})  # a put cannot miss
+    with pytest.raises(FormatError, match=r"root"):
+        event_from_dag({**MISSING, "root": "not a link"})

@@ -293,27 +293,37 @@ async def test_a_read_of_another_namespaces_file_root_is_caught(tmp_path: Path) 
 async def test_a_fabricated_file_not_found_after_the_tasks_own_put_is_caught(tmp_path: Path) -> None:
     """The agent writes the note and reads it back; the node records the read as failed
     (``FileNotFoundError``) right after its own put of that file. A recorded error of a storage
-    syscall used to be re-raised to the replayed agent as is. Now a recorded ``FileNotFoundError``
-    must be what the task's current root says (the first access of a task to a namespace has no
-    root to judge by: docs/validator.md "Known limits")."""
+    syscall used to be re-raised to the replayed agent as is. Now a miss is a ``storage.missing``
+    event naming the root it was judged under, which must be the task's current root (on a first
+    access, its first root: tests/unit/test_storage_missing.py) and must lack the file; a bare
+    recorded error is not what the replayed dispatcher records."""
     task_input = {"text": "pay Alice 10"}
     req, task_id = node_task(Notes, task_input)
     honest = await node_trace(tmp_path, Notes, task_input, task_id)
     store = DictStore()
     assert clean(await verify(store, req, task_id, honest, agents=AGENTS))  # control
 
-    cheat = copy.deepcopy(honest)
-    cheat["events"][1] = {
+    put = honest["events"][0]
+    missing = {
+        "kind": "storage.missing", "namespace": put["namespace"], "op": "storage.get",
+        "path": "notes.txt", "version": None, "root": put["root"],
+        "error": "FileNotFoundError: no file 'notes.txt'",
+    }  # fmt: skip
+    bare = {
         "kind": "error", "syscall": "storage.get", "error": "FileNotFoundError: no file 'notes.txt'",
         "call": {"path": "notes.txt", "version": None},
     }  # fmt: skip
-    cheat["witness"] = {"blocks": honest["witness"]["blocks"], "files": [b"pay Alice 10"]}
-    cheat["output"] = "no notes (FileNotFoundError)"
-    assert cheat["output"] != honest["output"]
-    verdict = await verify(store, req, task_id, cheat, agents=AGENTS)
-    assert not verdict.ok and verdict.unverifiable is None
-    found = [f.message for f in verdict.findings]
-    assert any("in the task's current root, not missing" in m for m in found), found
+    expected = {"storage.missing": "in the root it was looked up in, not missing", "error": "storage.missing"}
+    for event in (missing, bare):
+        cheat = copy.deepcopy(honest)
+        cheat["events"][1] = event
+        cheat["witness"] = {"blocks": honest["witness"]["blocks"], "files": [b"pay Alice 10"]}
+        cheat["output"] = "no notes (FileNotFoundError)"
+        assert cheat["output"] != honest["output"]
+        verdict = await verify(store, req, task_id, cheat, agents=AGENTS)
+        assert not verdict.ok and verdict.unverifiable is None
+        found = [f"{f.message} {f.expected} {f.claimed}" for f in verdict.findings]
+        assert any(expected[event["kind"]] in m for m in found), (event["kind"], found)
 
 
 class Rememberer(Agent):
@@ -427,7 +437,7 @@ async def test_a_user_cannot_turn_an_honest_version_refusal_into_fraud(tmp_path:
     req, task_id = node_task(Restorer, task_input)
     honest = await node_trace(tmp_path, Restorer, task_input, task_id)
     assert honest["status"] == "ok" and honest["output"] == "no such version (FileNotFoundError)"
-    assert honest["events"][1]["kind"] == "error"
+    assert honest["events"][1]["kind"] == "storage.missing"
     assert clean(await verify(DictStore(), req, task_id, honest, agents=AGENTS))
 
 

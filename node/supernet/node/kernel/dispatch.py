@@ -520,9 +520,21 @@ class Dispatcher:
                 version=w.version,
             )
             return w.cid
-        if isinstance(call, StorageRollback | StorageDelete):
-            return await self._storage_change(st, self._storage, call)
         root = self._storage.roots.root(ns)
+        if isinstance(call, StorageRollback | StorageDelete | StorageGet):
+            try:
+                return await self._storage_read_or_change(st, self._storage, call, root)
+            except FileNotFoundError as exc:  # judged under ``root``: recorded so a replay checks it
+                st.trace.record(
+                    "storage.missing",
+                    namespace=ns,
+                    op=_kind(call),
+                    path=call.path,
+                    version=_version_asked(call),
+                    root=cid_link(root),
+                    error=_error(exc),
+                )
+                raise
         if isinstance(call, StorageVersions):
             versions = await self._storage.versions(ns, call.path)
             st.trace.record(
@@ -533,21 +545,26 @@ class Dispatcher:
                 versions=[cid_link(v) for v in versions],
             )
             return versions
-        if isinstance(call, StorageGet):
-            cid, data = await self._storage.get(ns, call.path, call.version)
-            st.trace.record(
-                "storage.get", namespace=ns, path=call.path, cid=cid_link(cid), root=cid_link(root)
-            )
-            return data
         files = await self._storage.list_files(ns)
         st.trace.record("storage.list", namespace=ns, root=cid_link(root))
         return as_recorded(files)  # in the order the replay reads them from the decoded root
 
-    async def _storage_change(
-        self, st: TaskState, storage: StorageManager | Any, call: StorageRollback | StorageDelete
+    async def _storage_read_or_change(
+        self,
+        st: TaskState,
+        storage: StorageManager | Any,
+        call: StorageGet | StorageRollback | StorageDelete,
+        root: str | None,
     ) -> Any:
-        """A rollback (returns the new version number) or a delete (returns ``None``)."""
+        """A read (returns the file's bytes), a rollback (returns the new version number) or a
+        delete (returns ``None``); each may find no such file (`FileNotFoundError`)."""
         ns = st.caps.namespace
+        if isinstance(call, StorageGet):
+            cid, data = await storage.get(ns, call.path, call.version)
+            st.trace.record(
+                "storage.get", namespace=ns, path=call.path, cid=cid_link(cid), root=cid_link(root)
+            )
+            return data
         if isinstance(call, StorageRollback):
             c = await storage.rollback(ns, call.path, call.version, st.root.spec.task_id)
         else:
@@ -638,6 +655,12 @@ _KINDS = {
     StorageVersions: "storage.versions",
     AgentCall: "agent.call",
 }
+
+
+def _version_asked(call: StorageGet | StorageRollback | StorageDelete) -> str | None:
+    """The version a file syscall names, as text (an agent may pass anything)."""
+    version = getattr(call, "version", None)
+    return None if version is None else str(version)
 
 
 def _error(exc: BaseException) -> str:

@@ -56,6 +56,7 @@ from supernet.node.kernel.storage import (
     FileWrite,
     history_of,
     latest_files,
+    missing_file,
     normalize_path,
     with_version,
 )
@@ -65,6 +66,7 @@ from supernet.node.kernel.trace import TraceRecorder, to_dag
 from supernet.sdk.chain.eip712 import Domain
 from supernet.sdk.formats.fields import FormatError
 from supernet.sdk.formats.trace import (
+    ROOT_READS,
     AgentCallEvent,
     AgentReturnEvent,
     CallableAgent,
@@ -76,6 +78,7 @@ from supernet.sdk.formats.trace import (
     StorageDeleteEvent,
     StorageGetEvent,
     StorageListEvent,
+    StorageMissingEvent,
     StoragePutEvent,
     StorageRollbackEvent,
     StorageVersionsEvent,
@@ -625,8 +628,7 @@ class _TapeRoots:
 
     def root(self, namespace: str) -> str | None:
         ev = self._tape.peek()
-        reads = StorageGetEvent | StorageListEvent | StorageVersionsEvent
-        return getattr(ev, "root", None) if isinstance(ev, reads) else None
+        return getattr(ev, "root", None) if isinstance(ev, ROOT_READS["files"]) else None
 
 
 class _Chain:
@@ -709,7 +711,7 @@ class _TapeStorage:
 
     async def get(self, namespace: str, path: str, version: str | None = None) -> tuple[str, bytes]:
         path = normalize_path(path)
-        await self._check_missing(namespace, path, version)
+        await self._check_missing(StorageGetEvent.kind, namespace, path, version)
         ev: StorageGetEvent = self._tape.next(StorageGetEvent)
         history = history_of(await self._chain.read(namespace, ev.root), path)
         wanted = (history[-1] if history else None) if version is None else version
@@ -733,7 +735,7 @@ class _TapeStorage:
         self, namespace: str, path: str, version: str, writer: str | None = None
     ) -> FileChange:
         path = normalize_path(path)
-        await self._check_missing(namespace, path, version)
+        await self._check_missing(StorageRollbackEvent.kind, namespace, path, version)
         ev: StorageRollbackEvent = self._tape.next(StorageRollbackEvent)
         history = history_of(await self._chain.load(namespace, ev.prev_root), path)
         if version not in history:
@@ -745,7 +747,7 @@ class _TapeStorage:
 
     async def delete(self, namespace: str, path: str, writer: str | None = None) -> FileChange:
         path = normalize_path(path)
-        await self._check_missing(namespace, path, None)
+        await self._check_missing(StorageDeleteEvent.kind, namespace, path, None)
         ev: StorageDeleteEvent = self._tape.next(StorageDeleteEvent)
         history = history_of(await self._chain.load(namespace, ev.prev_root), path)
         if not history or history[-1] is None:
@@ -753,25 +755,26 @@ class _TapeStorage:
         await self._check_append(namespace, ev.prev_root, ev.root, path, None, ev.version, writer)
         return FileChange(None, ev.root, ev.prev_root, ev.version)
 
-    async def _check_missing(self, namespace: str, path: str, version: str | None) -> None:
-        """A recorded ``FileNotFoundError`` of this syscall must be what the task's current root
-        says: a node cannot hide a file (or a version) the task's own root holds."""
+    async def _check_missing(self, op: str, namespace: str, path: str, version: str | None) -> None:
+        """A recorded ``storage.missing`` of this syscall: the file (or version) must be missing
+        from the root it was judged under, which must be the task's last root of the namespace (on
+        the task's first access, its first root: followed back by the origin check like any other),
+        and the agent gets the error the node's own check gives for that root, whatever text the
+        trace records (a node's words never reach the agent)."""
         ev = self._tape.peek()
-        if not (isinstance(ev, ErrorEvent) and ev.syscall.startswith("storage.")):
+        if not isinstance(ev, StorageMissingEvent):
             return
-        if not ev.error.startswith("FileNotFoundError"):
-            return
-        if namespace not in self._chain.current:  # the task's first access: no root to judge by
-            return
-        history = history_of(await self._chain.load(namespace, self._chain.current[namespace]), path)
-        present = version in history if version is not None else bool(history) and history[-1] is not None
-        if present:
+        missing = missing_file(
+            op, history_of(await self._chain.read(namespace, ev.root), path), path, version
+        )
+        if missing is None:
             self._tape.diverge(
                 self._tape.index,
-                f"syscall {self._tape.index}: {path} is in the task's current root, not missing",
+                f"syscall {self._tape.index}: {path} is in the root it was looked up in, not missing",
                 path,
                 ev.error,
             )
+        raise FileNotFoundError(missing)
 
     async def _check_append(
         self,

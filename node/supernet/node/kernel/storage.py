@@ -15,7 +15,7 @@ one new root, so every state a namespace was in stays named by a root CID.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +61,29 @@ def history_of(root: Any, path: str) -> list[str | None]:
     if not isinstance(versions, list):
         return []
     return [None if v is None else str(v) for v in versions]
+
+
+def missing_file(op: str, history: Sequence[str | None], path: str, version: str | None) -> str | None:
+    """Why ``op`` (``storage.get``, ``storage.rollback``, ``storage.delete``) finds no such file in
+    a root where ``path`` has ``history``: the `FileNotFoundError` message, None when it is there.
+    One definition for the node and the replay, which recomputes the message an agent sees."""
+    if op == "storage.get":
+        if not history:
+            return f"no file {path!r}"
+        wanted = history[-1] if version is None else version
+        if wanted is None:
+            return f"file {path!r} was deleted"
+        return None if wanted in history else f"{version} is not a version of {path!r} of this agent"
+    if op == "storage.rollback":
+        if not history:
+            return f"no file {path!r}"
+        # None (a tombstone) is no version to roll back to
+        return (
+            None if version is not None and version in history else f"{version} is not a version of {path!r}"
+        )
+    if op == "storage.delete":
+        return f"no file {path!r}" if not history or history[-1] is None else None
+    raise ValueError(f"not a file syscall that can miss: {op}")
 
 
 def with_version(files: Mapping[str, Any], path: str, version: str | None) -> dict[str, Any]:
@@ -137,13 +160,11 @@ class StorageManager:
         """
         path = normalize_path(path)
         history = history_of(await self.roots.load(namespace), path)
-        if not history:
-            raise FileNotFoundError(f"no file {path!r}")
+        missing = missing_file("storage.get", history, path, version)
+        if missing is not None:
+            raise FileNotFoundError(missing)
         cid = history[-1] if version is None else version
-        if cid is None:
-            raise FileNotFoundError(f"file {path!r} was deleted")
-        if cid not in history:
-            raise FileNotFoundError(f"{version} is not a version of {path!r} of this agent")
+        assert cid is not None
         try:
             return cid, await self._store.cat(cid)
         except Exception as exc:
@@ -170,10 +191,9 @@ class StorageManager:
         async with self.roots.lock(namespace):
             files = await self._files(namespace)
             history = [None if v is None else str(v) for v in files.get(path, [])]
-            if not history:
-                raise FileNotFoundError(f"no file {path!r}")
-            if version not in history:  # None (a tombstone) is no version to roll back to
-                raise FileNotFoundError(f"{version} is not a version of {path!r}")
+            missing = missing_file("storage.rollback", history, path, version)
+            if missing is not None:
+                raise FileNotFoundError(missing)
             return await self._append(namespace, files, path, version, writer)
 
     async def delete(self, namespace: str, path: str, writer: str | None = None) -> FileChange:
@@ -187,9 +207,10 @@ class StorageManager:
         path = normalize_path(path)
         async with self.roots.lock(namespace):
             files = await self._files(namespace)
-            versions = files.get(path, [])
-            if not versions or versions[-1] is None:
-                raise FileNotFoundError(f"no file {path!r}")
+            history = [None if v is None else str(v) for v in files.get(path, [])]
+            missing = missing_file("storage.delete", history, path, None)
+            if missing is not None:
+                raise FileNotFoundError(missing)
             return await self._append(namespace, files, path, None, writer)
 
     async def versions(self, namespace: str, path: str) -> list[str | None]:

@@ -482,6 +482,51 @@ class StorageVersionsEvent:
 
 
 @dataclass(frozen=True)
+class StorageMissingEvent:
+    """A file read or change that found no such file (or version) in the namespace root it was
+    judged under (``storage.get``, ``storage.rollback`` or ``storage.delete``: ``op``; ``version``
+    the one asked for). Recording the root makes "not found" checkable even on a task's first
+    access to the namespace, and puts that root under the origin check like any other it read."""
+
+    namespace: str
+    op: str
+    path: str
+    version: str | None
+    root: str | None
+    error: str
+    kind: ClassVar[str] = "storage.missing"
+
+    def to_dag(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "namespace": self.namespace,
+            "op": self.op,
+            "path": self.path,
+            "version": self.version,  # as the agent asked: not necessarily a CID
+            "root": link_or_none(self.root),
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_dag(cls, r: Mapping[str, Any], path: str) -> StorageMissingEvent:
+        op = string(r["op"], f"{path}.op")
+        if op not in MISSING_OPS:
+            raise FormatError(f"{path}.op: {op!r} is not one of {sorted(MISSING_OPS)}")
+        return cls(
+            namespace=string(r["namespace"], f"{path}.namespace"),
+            op=op,
+            path=string(r["path"], f"{path}.path"),
+            version=optional(string)(r["version"], f"{path}.version"),
+            root=optional(cid)(r["root"], f"{path}.root"),
+            error=string(r["error"], f"{path}.error"),
+        )
+
+
+MISSING_OPS = frozenset({"storage.get", "storage.rollback", "storage.delete"})
+"""The file syscalls that can find no such file (`StorageMissingEvent.op`)."""
+
+
+@dataclass(frozen=True)
 class AgentCallEvent:
     """An agent call starts: the child agent (id, code hash), its input, its nesting depth and the
     capabilities it runs under (a subset of the caller's). The child's own events follow in the
@@ -582,6 +627,7 @@ Event = (
     | StorageRollbackEvent
     | StorageDeleteEvent
     | StorageVersionsEvent
+    | StorageMissingEvent
     | AgentCallEvent
     | AgentReturnEvent
     | ErrorEvent
@@ -600,6 +646,7 @@ _EVENT_TYPES: dict[str, Any] = {
         StorageRollbackEvent,
         StorageDeleteEvent,
         StorageVersionsEvent,
+        StorageMissingEvent,
         AgentCallEvent,
         AgentReturnEvent,
         ErrorEvent,
@@ -923,7 +970,7 @@ ROOT_WRITES: dict[str, tuple[type, ...]] = {
 
 ROOT_READS: dict[str, tuple[type, ...]] = {
     "memory": (MemorySearchEvent,),
-    "files": (StorageGetEvent, StorageListEvent, StorageVersionsEvent),
+    "files": (StorageGetEvent, StorageListEvent, StorageVersionsEvent, StorageMissingEvent),
 }
 """The events that read a namespace root (``root``, ``None`` for an empty namespace), by area."""
 
@@ -938,7 +985,7 @@ def _reads(ev: Event) -> list[tuple[str, str | None]]:
         return [("file", ev.cid), ("block", ev.prev_root), ("block", ev.root)]
     if isinstance(ev, StorageGetEvent):
         return [("block", ev.root), ("file", ev.cid)]
-    if isinstance(ev, StorageListEvent | StorageVersionsEvent):
+    if isinstance(ev, StorageListEvent | StorageVersionsEvent | StorageMissingEvent):
         return [("block", ev.root)]
     if isinstance(ev, StorageRollbackEvent | StorageDeleteEvent):
         return [("block", ev.prev_root), ("block", ev.root)]
