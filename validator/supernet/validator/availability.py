@@ -86,11 +86,7 @@ class Availability:
         is unreadable (`Verdict.origin_pending`). The writer entries whose traces are withheld
         go to the availability path (served, or the node is slashed); the entry itself is checked
         again with back-off until its batch's challenge window is about to close."""
-        for writer_batch, writer_index in verdict.withheld:
-            writer = self.db.batch(writer_batch)
-            if writer is not None:
-                reason = f"the trace of a writer of batch {batch.batch_id} #{index}'s roots"
-                self.note(writer, writer_index, reason)
+        self._note_writers(batch, index, verdict)
         log.info("batch %d #%d: %s; checking again later", batch.batch_id, index, verdict.unverifiable)
         reason = (verdict.unverifiable or "origin unreadable")[:500]
         self.db.add_awaiting(batch.batch_id, index, reason, time.time() + self.backoff_s)
@@ -123,8 +119,7 @@ class Availability:
         assert batch is not None
         verdict = await self._verdict(batch, row.index)
         if verdict is not None:
-            self.db.update_missing(row.batch_id, row.index, status="fetched")
-            await self._settle(batch, row.index, verdict)
+            await self._conclude(batch, row.index, verdict, "fetched")
             return
         attempts = row.attempts + 1
         closing = await self._closing(row.batch_id, chain_now)
@@ -144,19 +139,37 @@ class Availability:
         window = self.chain.params().challenge_window
         return chain_now >= info.committed_at + window - max(2 * self.backoff_s, window // 10)
 
+    async def _conclude(self, batch: BatchRow, index: int, verdict: Verdict, status: str) -> None:
+        """An entry's data read at last: settle its verdict, then mark its row ``status`` (after:
+        a settle that fails, e.g. its challenge's transaction, is tried again on the next step);
+        a verdict whose origin is pending waits for it instead."""
+        if verdict.origin_pending:
+            self._note_writers(batch, index, verdict)
+            next_try = time.time() + self.backoff_s
+            self.db.update_missing(batch.batch_id, index, status="awaiting", attempts=0, next_try=next_try)
+            return
+        await self._settle(batch, index, verdict)
+        self.db.update_missing(batch.batch_id, index, status=status)
+
+    def _note_writers(self, batch: BatchRow, index: int, verdict: Verdict) -> None:
+        for writer_batch, writer_index in verdict.withheld:
+            writer = self.db.batch(writer_batch)
+            if writer is not None:
+                reason = f"the trace of a writer of batch {batch.batch_id} #{index}'s roots"
+                self.note(writer, writer_index, reason)
+
     async def _recheck(self, row: MissingRow, chain_now: int) -> None:
         batch = self.db.batch(row.batch_id)
         assert batch is not None
         verdict = await self._verdict(batch, row.index)
-        if verdict is not None and not verdict.origin_pending:
-            self.db.update_missing(row.batch_id, row.index, status="checked")
-            await self._settle(batch, row.index, verdict)
+        if verdict is None:  # its own manifest or trace unreadable now: the availability path
+            reason = "its own data, unreadable while its roots' origins were awaited"
+            self.db.update_missing(row.batch_id, row.index, status="retrying", attempts=0, reason=reason)
             return
-        if verdict is not None:  # writers found withheld since: serve them, or be slashed
-            for writer_batch, writer_index in verdict.withheld:
-                writer = self.db.batch(writer_batch)
-                if writer is not None:
-                    self.note(writer, writer_index, f"the trace of a writer of batch {batch.batch_id}")
+        if not verdict.origin_pending:
+            await self._conclude(batch, row.index, verdict, "checked")
+            return
+        self._note_writers(batch, row.index, verdict)  # writers withheld since: served, or slashed
         attempts = row.attempts + 1
         if not await self._closing(row.batch_id, chain_now):
             delay = min(self.backoff_s * 2**attempts, RECHECK_MAX_S)
@@ -165,9 +178,9 @@ class Availability:
         log.warning(
             "batch %d #%d: its roots' origins stayed unreadable: unverifiable", row.batch_id, row.index
         )
+        # recorded as checked, unverifiable (never an accusation), then the row closed
+        await self._settle(batch, row.index, replace(verdict, origin_pending=False))
         self.db.update_missing(row.batch_id, row.index, attempts=attempts, status="expired")
-        if verdict is not None:  # recorded as checked, unverifiable (never an accusation)
-            await self._settle(batch, row.index, replace(verdict, origin_pending=False))
 
     async def _open(self, row: MissingRow, attempts: int) -> None:
         prior = await self._call(self.chain.entry_availability, row.batch_id, row.index)
@@ -205,8 +218,7 @@ class Availability:
             verdict = await self._verdict(batch, row.index)
             if verdict is None:
                 return  # posted but not readable yet here: try again next step
-            self.db.update_missing(row.batch_id, row.index, status="answered")
-            await self._settle(batch, row.index, verdict)
+            await self._conclude(batch, row.index, verdict, "answered")
             return
         if state.status == AvailabilityStatus.OPEN:
             if chain_now <= state.deadline:

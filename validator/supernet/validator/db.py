@@ -143,6 +143,35 @@ class Database:
         rows = self._all("SELECT value FROM meta WHERE key = 'cursor'")
         return int(rows[0][0]) if rows else default
 
+    def meta(self, key: str) -> str | None:
+        """A value of the ``meta`` table (None when unset)."""
+        rows = self._all("SELECT value FROM meta WHERE key = ?", key)
+        return str(rows[0][0]) if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    def record_history(self, batches: Iterable[BatchCommitted], scanned_to: int) -> None:
+        """Record ``batches`` (status ``history``, never sampled; a batch already recorded keeps its
+        row) and that the history backfill has scanned up to block ``scanned_to``, atomically."""
+        with self._tx() as c:
+            for ev in batches:
+                c.execute(
+                    "INSERT OR IGNORE INTO batches (batch_id, node, root, count, commit_block, "
+                    "manifest_cid, status) VALUES (?, ?, ?, ?, ?, ?, 'history')",
+                    (ev.batch_id, ev.node, ev.root.hex(), ev.count, ev.commit_block, ev.manifest_cid),
+                )
+            c.execute(
+                "INSERT INTO meta (key, value) VALUES ('backfilled_to', ?) ON CONFLICT(key) DO UPDATE "
+                "SET value = excluded.value",
+                (str(scanned_to),),
+            )
+
     def record_events(
         self, events: Iterable[ChainEvent], next_block: int, history: Collection[int] = ()
     ) -> None:
@@ -250,10 +279,16 @@ class Database:
     # -- availability ----------------------------------------------------------------------------
 
     def add_missing(self, batch_id: int, index: int, reason: str, next_try: float) -> None:
-        """Start retrying an entry whose data could not be fetched (idempotent)."""
+        """Start retrying an entry whose data could not be fetched (idempotent). An entry whose
+        data was read before (``fetched``, ``answered``, ``checked``) or given up on (``expired``)
+        is retried again: data once served can be withheld later (a writer's trace a reader needs
+        now); one being retried, challenged, awaited or already slashed for keeps its course."""
         with self._tx() as c:
             c.execute(
-                "INSERT OR IGNORE INTO missing (batch_id, idx, reason, next_try) VALUES (?, ?, ?, ?)",
+                "INSERT INTO missing (batch_id, idx, reason, next_try) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (batch_id, idx) DO UPDATE SET status = 'retrying', attempts = 0, "
+                "reason = excluded.reason, next_try = excluded.next_try "
+                "WHERE status IN ('fetched', 'answered', 'checked', 'expired')",
                 (batch_id, index, reason, next_try),
             )
 

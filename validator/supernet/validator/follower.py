@@ -69,6 +69,29 @@ class Follower:
                 log.info("challenge %d opened on batch %d by %s", ev.challenge_id, ev.batch_id, ev.challenger)
         return len(events)
 
+    def backfill_history(self) -> int:
+        """Record as ``history`` the batches committed between the deploy block (``start_block``)
+        and the block this database first scanned from, for a database that began following later
+        (one made before every batch was followed, with a later start block). Run before any batch
+        is checked: the origin check's receipt index needs every earlier batch. Resumable (its
+        own cursor, ``backfilled_to``); returns the batches recorded."""
+        began = self.db.meta("began_at")
+        if began is None:  # this database's first scan started at its cursor (or starts now)
+            began = str(self.db.cursor(default=self.start_block))
+            self.db.set_meta("began_at", began)
+        end = int(began)
+        total = 0
+        start = int(self.db.meta("backfilled_to") or self.start_block)
+        while start < end:
+            stop = min(end, start + self.max_range)
+            found = [e for e in self.chain.events(start, stop - 1) if isinstance(e, BatchCommitted)]
+            self.db.record_history(found, stop)
+            total += len(found)
+            start = stop
+        if total:
+            log.info("recorded %d earlier batches as history (blocks %d to %d)", total, self.start_block, end)
+        return total
+
     def catch_up(self) -> int:
         """Scan until the cursor reaches the head; returns the events recorded."""
         total = 0

@@ -173,6 +173,7 @@ class Validator:
             s.chain.confirmations,
             history_until=s.chain.start_block or 0,
         )
+        await asyncio.to_thread(self.follower.backfill_history)  # a database that began later
         await asyncio.to_thread(self.chain.params)
         if s.register_stake_wei:
             await asyncio.to_thread(self._ensure_registered, s.register_stake_wei)

@@ -42,7 +42,7 @@ from supernet.validator.consistency import check_receipt, check_trace, check_tra
 from supernet.validator.evidence import Check, Finding, Verdict
 from supernet.validator.grammar_check import check_grammar, grammar_masks
 from supernet.validator.llm_check import check_scores, check_shape, check_tokens, sampling_params
-from supernet.validator.origin_check import ReceiptIndex, check_origins
+from supernet.validator.origin_check import OriginOutcome, ReceiptIndex, check_origins
 from supernet.validator.replay_check import check_replay
 from supernet.validator.tool_check import ToolRunner, check_tools
 from supernet.validator.trace_view import LLMCall, MalformedTrace, Trace, parse_trace_block
@@ -504,13 +504,10 @@ class Verifier:
                 trace.doc, replayed.first_roots, self.origins, self.store, node, batch_id
             )
             findings += origin.findings
-            if origin.unverifiable is not None and not findings:
-                return head.verdict(
-                    findings,
-                    unverifiable=f"origin: {origin.unverifiable}",
-                    origin_pending=True,
-                    withheld=origin.withheld,
-                )
+            if origin.unverifiable is not None:
+                # only the origin waits: every other check runs, and a fault it finds is settled now
+                # (a node must not buy unchecked model work with one unreadable manifest)
+                head = replace(head, origin=origin)
         scorable, too_long = [], []
         for call in trace.llm_calls:
             bad = check_tokens(call, scorer.vocab_size)
@@ -580,12 +577,22 @@ class _Head:
     index: int
     entry: ManifestEntry
     validator: str
+    origin: OriginOutcome | None = None  # set while the roots' origins cannot be judged yet
 
     @property
     def model_id(self) -> str:
         return "0x" + self.entry.receipt.model_id.hex()
 
     def verdict(self, findings: Sequence[Finding], **extra: Any) -> Verdict:
+        """The verdict; with no finding and nothing else unverifiable, one whose origin is pending
+        stays pending (`Verdict.origin_pending`)."""
+        if not findings and extra.get("unverifiable") is None and self.origin is not None:
+            extra = {
+                **extra,
+                "unverifiable": f"origin: {self.origin.unverifiable}",
+                "origin_pending": True,
+                "withheld": self.origin.withheld,
+            }
         return Verdict(
             self.batch_id,
             self.index,
