@@ -4,8 +4,8 @@
 block (``history``).
 
 Written as ``test_bug_*`` tests that passed while each problem existed; the fixed ones now assert
-the defence (``test_defence_*``, the docstring saying what the problem was and how it was fixed),
-the one left open asserts today's behaviour (``test_known_limit_*``).
+the defence (``test_defence_*``, the docstring saying what the problem was and how it was
+fixed); all six are fixed.
 
 The availability path runs for real here (`Availability` on the validator's real database, the
 service's own `Validator._settle`); only the chain (`FakeTaskManager`: windows, availability
@@ -74,7 +74,8 @@ class FakeTaskManager:
         self.opened: dict[tuple[int, int], int] = {}
         self.states: dict[int, SimpleNamespace] = {}
         self.slashed: list[int] = []
-        self.binding = SimpleNamespace(batch=lambda b: SimpleNamespace(committed_at=self.committed_at[b]))
+        self.answered: dict[tuple[int, int], int] = {}
+        self.batch = lambda b: SimpleNamespace(committed_at=self.committed_at[b])
 
     def params(self) -> Any:
         return SimpleNamespace(challenge_window=self.window)
@@ -96,6 +97,10 @@ class FakeTaskManager:
         state = self.states[self.opened[(batch_id, index)]]
         assert self.now <= state.deadline
         state.status = AvailabilityStatus.ANSWERED
+        self.answered[(batch_id, index)] = self.now
+
+    def answered_at(self, batch_id: int, index: int) -> int:
+        return self.answered.get((batch_id, index), 0)
 
     def availability(self, aid: int) -> Any:
         return self.states[aid]
@@ -205,9 +210,12 @@ class Validating:
 # -- the availability path ---------------------------------------------------------------------------
 
 
-async def test_known_limit_a_writer_served_at_its_answer_deadline_leaves_the_reader_unchecked() -> None:
-    """KNOWN LIMIT (docs/validator.md "Known limits"; the availability answer window is the
-    contract's VOTE_WINDOW, as long as CHALLENGE_WINDOW by default). ATTACK (a node, default parameters):
+async def test_defence_a_writer_served_at_its_answer_deadline_no_longer_saves_the_reader() -> None:
+    """FIXED (at its window's last tenth, a reader whose writer is still withheld gets its own
+    availability challenged: the node must post it, or be slashed, and the contract gives an
+    entry posted late a full window from the answer, by when the writer's answer is due; the
+    reader is then checked: `Availability._recheck`, `_closing` with `answered_at`). The problem: ATTACK
+    (a node, default parameters):
     the node commits a task Y whose first root it made up and attributes to a real committed task W of the
     user (its LLM calls are still checked: a made-up root alone). It withholds W's trace. Every validator
     that samples Y gets ``origin_pending`` naming W:
@@ -243,21 +251,33 @@ async def test_known_limit_a_writer_served_at_its_answer_deadline_leaves_the_rea
     assert v.status(1, 0) == "challenged"
     w_deadline = v.chain.states[v.chain.opened[(1, 0)]].deadline
     y_window_end = v.chain.committed_at[2] + v.chain.window
-    assert w_deadline > y_window_end  # the node may answer W after Y can no longer be challenged
+    assert w_deadline > y_window_end  # the node may answer W after Y's own window
 
-    await v.step(y_window_end - DAY // 10)  # Y's window's last tenth: the recheck gives up
-    assert v.status(2, 0) == "expired"
-    [y_check] = v.db.checks(2)
-    assert y_check.ok and y_check.challenge_id is None  # recorded checked (unverifiable)
+    await v.step(y_window_end - DAY // 10)  # Y's window's last tenth, W still withheld:
+    assert v.status(2, 0) == "challenged"  # Y's availability is challenged too
+    y_deadline = v.chain.states[v.chain.opened[(2, 0)]].deadline
+    assert y_deadline > w_deadline  # Y's answer is due after W's
 
     v.chain.now = w_deadline - 60  # the node answers W's challenge in its last minute
     v.chain.answer(1, 0)
     v.verifier.answer[(1, 0)] = sound(1, 0)
     await v.step(v.chain.now)
-    assert v.status(1, 0) == "answered" and v.chain.slashed == []  # never slashed
-    assert v.chain.now > y_window_end  # Y's fraud window closed before W's trace was served
-    await v.step(v.chain.now + 600)
-    assert v.status(2, 0) == "expired" and len(v.db.checks(2)) == 1  # Y is never looked at again
+    assert v.status(1, 0) == "answered"
+    v.chain.now = y_deadline - 60  # and Y's (or it is slashed): Y gets a full window from now
+    v.chain.answer(2, 0)
+    fault = Finding(Check.ORIGIN, "names task W, whose committed trace wrote no such root")
+    v.verifier.answer[(2, 0)] = Verdict(2, 0, LEAF, findings=(fault,))  # W's trace shows the lie
+    sent: list[int] = []
+
+    async def challenge(batch: BatchRow, verdict: Verdict, cid: str) -> int:
+        sent.append(v.chain.now)
+        return 9
+
+    v.disputes.challenge = challenge  # type: ignore[method-assign]
+    await v.step(v.chain.now)
+    assert sent == [y_deadline - 60] and v.status(2, 0) == "answered"
+    assert y_window_end < sent[0] < v.chain.answered_at(2, 0) + v.chain.window  # in Y's new window
+    assert v.chain.slashed == []
 
 
 async def test_defence_a_reader_whose_own_data_vanishes_while_awaiting_is_challenged() -> None:

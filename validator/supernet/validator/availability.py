@@ -132,12 +132,17 @@ class Availability:
             return
         await self._open(row, attempts)
 
-    async def _closing(self, batch_id: int, chain_now: int) -> bool:
-        """Whether the batch's challenge window is about to close (the last tenth, at least two
-        back-offs): time to act on what is known."""
-        info = await self._call(self.chain.binding.batch, batch_id)
+    async def _closing(self, batch_id: int, chain_now: int, index: int | None = None) -> bool:
+        """Whether the entry's challenge window is about to close (the last tenth, at least two
+        back-offs): time to act on what is known. The window is the batch's, or, for an entry
+        posted on chain by an availability answer, a full one from the answer (the contract's)."""
+        info = await self._call(self.chain.batch, batch_id)  # cached: asked on every recheck
         window = self.chain.params().challenge_window
-        return chain_now >= info.committed_at + window - max(2 * self.backoff_s, window // 10)
+        end = info.committed_at + window
+        if index is not None:
+            posted = await self._call(self.chain.answered_at, batch_id, index)
+            end = max(end, posted + window) if posted else end
+        return chain_now >= end - max(2 * self.backoff_s, window // 10)
 
     async def _conclude(self, batch: BatchRow, index: int, verdict: Verdict, status: str) -> None:
         """An entry's data read at last: settle its verdict, then mark its row ``status`` (after:
@@ -150,6 +155,12 @@ class Availability:
             return
         await self._settle(batch, index, verdict)
         self.db.update_missing(batch.batch_id, index, status=status)
+
+    def _writers_pursued(self, verdict: Verdict) -> bool:
+        """Whether a writer the verdict waits for is still being made to serve its trace (retried
+        or challenged for availability, not yet read nor slashed for)."""
+        pursued = {(r.batch_id, r.index) for r in self.db.missing("retrying", "challenged")}
+        return any(w in pursued for w in verdict.withheld)
 
     def _note_writers(self, batch: BatchRow, index: int, verdict: Verdict) -> None:
         for writer_batch, writer_index in verdict.withheld:
@@ -171,9 +182,17 @@ class Availability:
             return
         self._note_writers(batch, row.index, verdict)  # writers withheld since: served, or slashed
         attempts = row.attempts + 1
-        if not await self._closing(row.batch_id, chain_now):
+        if not await self._closing(row.batch_id, chain_now, row.index):
             delay = min(self.backoff_s * 2**attempts, RECHECK_MAX_S)
             self.db.update_missing(row.batch_id, row.index, attempts=attempts, next_try=time.time() + delay)
+            return
+        if self.enabled and row.availability_id is None and self._writers_pursued(verdict):
+            # A writer's trace is still withheld (its availability challenge may be answered at the
+            # end of its answer window, after this window): challenge this entry's availability too.
+            # Once the node answers (it must, or be slashed), the contract gives the entry a full
+            # window from the answer, by when the writer's own answer is due: checked then.
+            log.warning("batch %d #%d: a writer withheld to its window's end", row.batch_id, row.index)
+            await self._open(row, attempts)
             return
         log.warning(
             "batch %d #%d: its roots' origins stayed unreadable: unverifiable", row.batch_id, row.index

@@ -296,6 +296,12 @@ class TaskManagerClient:
         key = Web3.keccak(self.w3.codec.encode(["uint256", "uint256"], [batch_id, index]))
         return int(self.binding.call("entryAvailability", key))
 
+    def answered_at(self, batch_id: int, index: int) -> int:
+        """When entry ``index`` of a batch was posted on chain by an availability answer (0: never):
+        its fraud window runs a full ``CHALLENGE_WINDOW`` from then."""
+        key = Web3.keccak(self.w3.codec.encode(["uint256", "uint256"], [batch_id, index]))
+        return int(self.binding.call("answeredAt", key))
+
     def resolve_availability(self, availability_id: int) -> int:
         """Slash the node of an unanswered availability challenge; returns the wei slashed."""
         return int(self.binding.resolve_availability(availability_id).value["slashed"])
