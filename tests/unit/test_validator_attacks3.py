@@ -296,7 +296,7 @@ async def test_a_fabricated_file_not_found_after_the_tasks_own_put_is_caught(tmp
     syscall used to be re-raised to the replayed agent as is. Now a miss is a ``storage.missing``
     event naming the root it was judged under, which must be the task's current root (on a first
     access, its first root: tests/unit/test_storage_missing.py) and must lack the file; a bare
-    recorded error is not what the replayed dispatcher records."""
+    recorded error of a storage syscall is never taken from the trace."""
     task_input = {"text": "pay Alice 10"}
     req, task_id = node_task(Notes, task_input)
     honest = await node_trace(tmp_path, Notes, task_input, task_id)
@@ -313,7 +313,10 @@ async def test_a_fabricated_file_not_found_after_the_tasks_own_put_is_caught(tmp
         "kind": "error", "syscall": "storage.get", "error": "FileNotFoundError: no file 'notes.txt'",
         "call": {"path": "notes.txt", "version": None},
     }  # fmt: skip
-    expected = {"storage.missing": "in the root it was looked up in, not missing", "error": "storage.missing"}
+    expected = {
+        "storage.missing": "in the root it was looked up in, not missing",
+        "error": "a recorded failure of storage.get the replay does not give",
+    }
     for event in (missing, bare):
         cheat = copy.deepcopy(honest)
         cheat["events"][1] = event

@@ -29,11 +29,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from supernet.node.agents.registry import AgentInfo
 from supernet.node.faults import FaultInjector, Generation
@@ -51,9 +51,10 @@ from supernet.node.kernel.errors import (
     BudgetExceededError,
     KernelError,
     LLMError,
+    MemoryStoreError,
     TaskAbort,
 )
-from supernet.node.kernel.memory import MemoryManager
+from supernet.node.kernel.memory import MAX_ENTRY_CHARS, MemoryManager
 from supernet.node.kernel.namespaces import NamespaceRoots
 from supernet.node.kernel.scheduler import LLMJob, Scheduler
 from supernet.node.kernel.slots import Slot, TaskSlots
@@ -84,6 +85,8 @@ from supernet.sdk.chain.receipts import InputEncodingError, canonical_input
 from supernet.sdk.formats.trace import MAX_CONTEXT_TOKENS, CallableAgent
 from supernet.sdk.store.cids import compute_cid
 from supernet.sdk.store.files import split_chunks
+
+_T = TypeVar("_T")
 
 
 @dataclass(eq=False)
@@ -452,6 +455,18 @@ class Dispatcher:
             st.marked = None
             self._drop_user(st.spec.user.lower())
 
+    async def _served(self, st: TaskState, work: Awaitable[_T]) -> _T:
+        """A memory or storage manager's work. What the protocol defines reaches the agent (a bad
+        path, a file or version not in the root: the replay gives the same from the trace); any
+        other failure (the store or the embedder failed on this node) ends the task: passed on,
+        it would be a claim no validator can check (a note "unreadable", to hide it)."""
+        try:
+            return await work
+        except (ValueError, FileNotFoundError):
+            raise
+        except Exception as exc:
+            raise self._abort(st, f"{type(exc).__name__}: {exc}") from exc
+
     def _abort(self, st: TaskState, why: str) -> TaskAbort:
         st.root.aborted = st.root.aborted or why
         return TaskAbort(why)
@@ -471,7 +486,9 @@ class Dispatcher:
         await self._hold_namespaces(st)
         ns = st.caps.namespace
         if isinstance(call, MemoryAdd):
-            w = await self._memory.add(ns, call.text, call.metadata, st.root.spec.task_id)
+            if len(call.text) > MAX_ENTRY_CHARS:  # here, not in the manager: the replay runs this code
+                raise MemoryStoreError(f"a memory entry holds at most {MAX_ENTRY_CHARS} characters")
+            w = await self._served(st, self._memory.add(ns, call.text, call.metadata, st.root.spec.task_id))
             self._access.owned.grant(ns, (w.entry_cid, w.root_cid))
             st.trace.record(
                 "memory.add",
@@ -481,7 +498,7 @@ class Dispatcher:
                 prev_root=cid_link(w.prev_root),
             )
             return w.entry_cid
-        root, hits = await self._memory.search(ns, call.query, call.k)
+        root, hits = await self._served(st, self._memory.search(ns, call.query, call.k))
         st.trace.record(
             "memory.search",
             namespace=ns,
@@ -507,7 +524,7 @@ class Dispatcher:
         if isinstance(call, StoragePut):
             if len(call.data) > st.caps.max_file_bytes:
                 raise self._access.deny(st.spec, "storage.write", call.path, "file over the size limit")
-            w = await self._storage.put(ns, call.path, call.data, st.root.spec.task_id)
+            w = await self._served(st, self._storage.put(ns, call.path, call.data, st.root.spec.task_id))
             chunks = (compute_cid(chunk) for chunk in split_chunks(call.data))  # as add_file cut them
             self._access.owned.grant(ns, (w.cid, *chunks, w.root_cid))
             st.trace.record(
@@ -536,7 +553,7 @@ class Dispatcher:
                 )
                 raise
         if isinstance(call, StorageVersions):
-            versions = await self._storage.versions(ns, call.path)
+            versions = await self._served(st, self._storage.versions(ns, call.path))
             st.trace.record(
                 "storage.versions",
                 namespace=ns,
@@ -545,7 +562,7 @@ class Dispatcher:
                 versions=[cid_link(v) for v in versions],
             )
             return versions
-        files = await self._storage.list_files(ns)
+        files = await self._served(st, self._storage.list_files(ns))
         st.trace.record("storage.list", namespace=ns, root=cid_link(root))
         return as_recorded(files)  # in the order the replay reads them from the decoded root
 
@@ -560,15 +577,15 @@ class Dispatcher:
         delete (returns ``None``); each may find no such file (`FileNotFoundError`)."""
         ns = st.caps.namespace
         if isinstance(call, StorageGet):
-            cid, data = await storage.get(ns, call.path, call.version)
+            cid, data = await self._served(st, storage.get(ns, call.path, call.version))
             st.trace.record(
                 "storage.get", namespace=ns, path=call.path, cid=cid_link(cid), root=cid_link(root)
             )
             return data
         if isinstance(call, StorageRollback):
-            c = await storage.rollback(ns, call.path, call.version, st.root.spec.task_id)
+            c = await self._served(st, storage.rollback(ns, call.path, call.version, st.root.spec.task_id))
         else:
-            c = await storage.delete(ns, call.path, st.root.spec.task_id)
+            c = await self._served(st, storage.delete(ns, call.path, st.root.spec.task_id))
         self._access.owned.grant(ns, (c.root_cid,))  # the one new block: the version was granted at its put
         roots = {"root": cid_link(c.root_cid), "prev_root": cid_link(c.prev_root)}
         if isinstance(call, StorageRollback):
