@@ -18,10 +18,9 @@ from supernet.sdk.chain.eip712 import TaskRequest
 
 from tests.unit.test_review_root_origins import MY_AGENTS, Lingerer, my_task
 from tests.unit.test_root_origins import spec
+from tests.unit.test_storage_missing import NOTE, fault_messages, read_after_note
 from tests.unit.test_validator_attacks import DictStore, registry, signed_task, verify
 from tests.unit.test_validator_attacks3 import FakeEngine, NoEmbedder, clean, stand_in_kernel
-
-NOTE = {"text": "the vault code is 4711"}
 
 
 async def test_defence_a_file_hidden_by_a_recorded_store_failure_is_caught(tmp_path: Path) -> None:
@@ -49,10 +48,7 @@ async def test_defence_a_file_hidden_by_a_recorded_store_failure_is_caught(tmp_p
     and CID it could not read (the witness carries both, so the validator can tell it was readable
     and count the root as read for the origin and freshness checks).
     """
-    (req_w, w), (req_r, r) = my_task(Lingerer, NOTE), my_task(Lingerer, {})
-    async with stand_in_kernel(tmp_path / "store", MY_AGENTS) as kernel:
-        await kernel.run_task(spec(req_w, w, "lingerer", NOTE))
-        honest = (await kernel.run_task(spec(req_r, r, "lingerer", {}))).trace
+    req_r, r, honest = await read_after_note(tmp_path)
     assert honest["events"][0]["kind"] == "storage.get" and honest["output"] == NOTE["text"]
     assert clean(await verify(DictStore(), req_r, r, honest, agents=MY_AGENTS))  # control
 
@@ -72,8 +68,7 @@ async def test_defence_a_file_hidden_by_a_recorded_store_failure_is_caught(tmp_p
         cheat["output"] = f"no notes ({error.partition(':')[0]})"
         assert NOTE["text"] not in cheat["output"]
         verdict = await verify(DictStore(), req_r, r, cheat, agents=MY_AGENTS)
-        assert not verdict.ok and verdict.unverifiable is None, error
-        found = [f.message for f in verdict.findings]
+        found = fault_messages(verdict)
         assert any("a recorded failure of storage.get the replay does not give" in m for m in found), found
 
 
@@ -137,8 +132,7 @@ async def test_defence_a_listing_failure_is_no_longer_the_nodes_word(tmp_path: P
     cheat["witness"] = {"blocks": [], "files": []}
     cheat["output"] = "no files (FileNotFoundError)"
     verdict = await verify(DictStore(), req_r, r, cheat, agents=LIST_AGENTS)
-    assert not verdict.ok and verdict.unverifiable is None
-    found = [f.message for f in verdict.findings]
+    found = fault_messages(verdict)
     assert any("a recorded failure of storage.list the replay does not give" in m for m in found), found
 
 

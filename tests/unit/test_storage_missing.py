@@ -40,6 +40,22 @@ async def miss_then_write(tmp_path: Path) -> tuple[tuple[Any, str, Any], tuple[A
     return (req_a, a, out_a.trace), (req_b, b, out_b.trace)
 
 
+async def read_after_note(tmp_path: Path) -> tuple[Any, str, dict[str, Any]]:
+    """The user's note written by one task and read by the next (whose first access it is), on
+    the node's own kernel: the reading task's request, id and trace."""
+    (req_w, w), (req_r, r) = my_task(Lingerer, NOTE), my_task(Lingerer, {})
+    async with stand_in_kernel(tmp_path / "store", MY_AGENTS) as kernel:
+        await kernel.run_task(spec(req_w, w, "lingerer", NOTE))
+        honest = (await kernel.run_task(spec(req_r, r, "lingerer", {}))).trace
+    return req_r, r, dict(honest)
+
+
+def fault_messages(verdict: Any) -> list[str]:
+    """The findings of a verdict that accuses the node (a fault, not "unverifiable")."""
+    assert not verdict.ok and verdict.unverifiable is None, verdict
+    return [f.message for f in verdict.findings]
+
+
 async def test_an_honest_miss_on_an_empty_namespace_names_no_root_and_verifies(tmp_path: Path) -> None:
     (req, task_id, trace), _ = await miss_then_write(tmp_path)
     assert trace["output"] == "no notes (FileNotFoundError)"
@@ -53,10 +69,7 @@ async def test_hiding_a_file_on_a_tasks_first_access_is_caught(tmp_path: Path) -
     and records the read as a miss (the agent answers "no notes"). On the root the node names (the
     user's real one) the file is there: a divergence, where before a first access had no root to
     judge by."""
-    (req_w, w), (req_r, r) = my_task(Lingerer, NOTE), my_task(Lingerer, {})
-    async with stand_in_kernel(tmp_path / "store", MY_AGENTS) as kernel:
-        await kernel.run_task(spec(req_w, w, "lingerer", NOTE))
-        honest = (await kernel.run_task(spec(req_r, r, "lingerer", {}))).trace
+    req_r, r, honest = await read_after_note(tmp_path)
     get = honest["events"][0]
     assert get["kind"] == "storage.get" and honest["output"] == NOTE["text"]
     assert clean(await verify(DictStore(), req_r, r, honest, agents=MY_AGENTS))  # control
@@ -72,8 +85,7 @@ async def test_hiding_a_file_on_a_tasks_first_access_is_caught(tmp_path: Path) -
     }
     cheat["output"] = "no notes (FileNotFoundError)"
     verdict = await verify(DictStore(), req_r, r, cheat, agents=MY_AGENTS)
-    assert not verdict.ok and verdict.unverifiable is None
-    found = [f.message for f in verdict.findings]
+    found = fault_messages(verdict)
     assert any("not missing" in m for m in found), found
 
 

@@ -140,8 +140,8 @@ class Database:
 
     def cursor(self, default: int) -> int:
         """The next block to scan (``default`` before the first scan)."""
-        rows = self._all("SELECT value FROM meta WHERE key = 'cursor'")
-        return int(rows[0][0]) if rows else default
+        cursor = self.meta("cursor")
+        return default if cursor is None else int(cursor)
 
     def meta(self, key: str) -> str | None:
         """A value of the ``meta`` table (None when unset)."""
@@ -150,27 +150,15 @@ class Database:
 
     def set_meta(self, key: str, value: str) -> None:
         with self._tx() as c:
-            c.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
+            _put_meta(c, key, value)
 
     def record_history(self, batches: Iterable[BatchCommitted], scanned_to: int) -> None:
         """Record ``batches`` (status ``history``, never sampled; a batch already recorded keeps its
         row) and that the history backfill has scanned up to block ``scanned_to``, atomically."""
         with self._tx() as c:
             for ev in batches:
-                c.execute(
-                    "INSERT OR IGNORE INTO batches (batch_id, node, root, count, commit_block, "
-                    "manifest_cid, status) VALUES (?, ?, ?, ?, ?, ?, 'history')",
-                    (ev.batch_id, ev.node, ev.root.hex(), ev.count, ev.commit_block, ev.manifest_cid),
-                )
-            c.execute(
-                "INSERT INTO meta (key, value) VALUES ('backfilled_to', ?) ON CONFLICT(key) DO UPDATE "
-                "SET value = excluded.value",
-                (str(scanned_to),),
-            )
+                _put_batch(c, ev, "history")
+            _put_meta(c, "backfilled_to", str(scanned_to))
 
     def record_events(
         self, events: Iterable[ChainEvent], next_block: int, history: Collection[int] = ()
@@ -180,19 +168,7 @@ class Database:
         with self._tx() as c:
             for ev in events:
                 if isinstance(ev, BatchCommitted):
-                    c.execute(
-                        "INSERT OR IGNORE INTO batches (batch_id, node, root, count, commit_block, "
-                        "manifest_cid, status) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            ev.batch_id,
-                            ev.node,
-                            ev.root.hex(),
-                            ev.count,
-                            ev.commit_block,
-                            ev.manifest_cid,
-                            "history" if ev.batch_id in history else "pending",
-                        ),
-                    )
+                    _put_batch(c, ev, "history" if ev.batch_id in history else "pending")
                 elif isinstance(ev, ChallengeOpened):
                     c.execute(
                         "INSERT OR IGNORE INTO challenges (challenge_id, batch_id, challenger, node, leaf, "
@@ -213,11 +189,7 @@ class Database:
                         "THEN status ELSE 'resolved' END WHERE challenge_id = ?",
                         (int(ev.fraud), ev.challenge_id),
                     )
-            c.execute(
-                "INSERT INTO meta (key, value) VALUES ('cursor', ?) ON CONFLICT(key) DO UPDATE "
-                "SET value = excluded.value",
-                (str(next_block),),
-            )
+            _put_meta(c, "cursor", str(next_block))
 
     # -- batches and checks ----------------------------------------------------------------------
 
@@ -294,7 +266,7 @@ class Database:
 
     def add_awaiting(self, batch_id: int, index: int, reason: str, next_try: float) -> None:
         """Check an entry again later: the data its roots' origins need cannot be read yet
-        (status ``awaiting``; an entry whose own data was missing and is now fetched moves on to it)."""
+        (status ``awaiting``; a row already there keeps its course unless its data was read)."""
         with self._tx() as c:
             c.execute(
                 "INSERT INTO missing (batch_id, idx, reason, next_try, status) "
@@ -426,3 +398,19 @@ class Database:
                 "UPDATE challenges SET status = ?, fraud = COALESCE(?, fraud) WHERE challenge_id = ?",
                 (status, None if fraud is None else int(fraud), challenge_id),
             )
+
+
+def _put_batch(c: sqlite3.Connection, ev: BatchCommitted, status: str) -> None:
+    """Record a committed batch (a batch already recorded keeps its row)."""
+    c.execute(
+        "INSERT OR IGNORE INTO batches (batch_id, node, root, count, commit_block, manifest_cid, status) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (ev.batch_id, ev.node, ev.root.hex(), ev.count, ev.commit_block, ev.manifest_cid, status),
+    )
+
+
+def _put_meta(c: sqlite3.Connection, key: str, value: str) -> None:
+    c.execute(
+        "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )

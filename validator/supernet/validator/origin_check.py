@@ -37,13 +37,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from supernet.node.kernel.memory import ROOT_TYPE as MEMORY_ROOT_TYPE
+from supernet.node.kernel.memory import with_entry
 from supernet.node.kernel.namespaces import root_object
 from supernet.node.kernel.storage import ROOT_TYPE as FS_ROOT_TYPE
 from supernet.node.kernel.storage import normalize_path, with_version
 from supernet.sdk.chain.eip712 import Domain
 from supernet.sdk.formats.manifest import ManifestEntry
 from supernet.sdk.formats.trace import ROOT_WRITES, Trace, VerifiedWitness
-from supernet.sdk.store.cids import canonical_cid, link
+from supernet.sdk.store.cids import canonical_cid
 from supernet.validator.consistency import check_receipt, check_trace_hash
 from supernet.validator.db import BatchRow, Database, ReceiptRow
 from supernet.validator.evidence import Check, Finding
@@ -347,7 +348,7 @@ def _next_root(
     """The root ``event`` must have written on top of ``prev``, as `NamespaceRoots.commit` writes
     it and the replay holds each write to (None: the event names no valid path)."""
     if area == "memory":
-        entries = [*(prev.get("entries") or []), link(event.entry)]
+        entries = with_entry(prev.get("entries") or [], event.entry)
         return root_object(MEMORY_ROOT_TYPE, namespace, {"entries": entries}, prev_cid, writer)
     try:
         path = normalize_path(event.path)

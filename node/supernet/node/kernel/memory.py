@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -48,6 +48,12 @@ SCORE_CHUNK = 256
 """Entries scored per matrix product in a search (the same chunks whatever is resident)."""
 
 V = TypeVar("V")
+
+
+def with_entry(entries: Sequence[Any], entry: str) -> list[Any]:
+    """A memory root's ``entries`` with ``entry`` (a CID) appended: the one change of an add (as
+    `with_version` is a file write's), for the manager, the replay and the origin check alike."""
+    return [*entries, link(entry)]
 
 
 class Embedder(Protocol):
@@ -230,7 +236,7 @@ class MemoryManager:
             except Exception as exc:
                 raise MemoryStoreError(f"cannot write a memory entry: {exc}") from exc
             root = await self.roots.load(namespace)
-            links = [*(root["entries"] if root else []), link(entry_cid)]
+            links = with_entry(root["entries"] if root else [], entry_cid)
             root_cid, prev = await self.roots.commit(namespace, {"entries": links}, writer)
             self._admit(namespace, entry_cid, _Entry(text, dict(metadata), vector))  # written through
         return MemoryWrite(entry_cid, root_cid, prev)

@@ -48,7 +48,7 @@ from supernet.node.kernel.access import AccessManager, Capabilities, NodePolicy,
 from supernet.node.kernel.agent_run import AgentResult, run_agent, seen_spec, task_seed
 from supernet.node.kernel.dispatch import Dispatcher, TaskState
 from supernet.node.kernel.memory import ROOT_TYPE as MEMORY_ROOT_TYPE
-from supernet.node.kernel.memory import MemoryWrite
+from supernet.node.kernel.memory import MemoryWrite, with_entry
 from supernet.node.kernel.namespaces import root_object
 from supernet.node.kernel.storage import ROOT_TYPE as FS_ROOT_TYPE
 from supernet.node.kernel.storage import (
@@ -86,7 +86,6 @@ from supernet.sdk.formats.trace import (
     Trace,
     VerifiedWitness,
 )
-from supernet.sdk.store.cids import link
 
 REPLAY_TIMEOUT_S = 120.0
 """Wall-clock bound of one replay (the agent's own work is parsing and formatting)."""
@@ -590,7 +589,7 @@ class _TapeMemory:
         self._chain.follow(namespace, ev.prev_root)
         # the new root is the previous one with this entry appended, and nothing else
         prev = await self._chain.load(namespace, ev.prev_root)
-        entries = [*prev.get("entries", []), link(ev.entry)]
+        entries = with_entry(prev.get("entries", []), ev.entry)
         expected = root_object(MEMORY_ROOT_TYPE, namespace, {"entries": entries}, ev.prev_root, writer)
         if await self._chain.load(namespace, ev.root) != expected:
             self._tape.diverge(
@@ -749,7 +748,7 @@ class _TapeStorage:
         await self._check_missing(StorageRollbackEvent.kind, namespace, path, version)
         ev: StorageRollbackEvent = self._tape.next(StorageRollbackEvent)
         history = history_of(await self._chain.load(namespace, ev.prev_root), path)
-        if version not in history:
+        if missing_file(ev.kind, history, path, version) is not None:
             self._tape.diverge(
                 self._tape.index, f"storage.rollback {path}: not a version its root holds", history, version
             )
@@ -761,7 +760,7 @@ class _TapeStorage:
         await self._check_missing(StorageDeleteEvent.kind, namespace, path, None)
         ev: StorageDeleteEvent = self._tape.next(StorageDeleteEvent)
         history = history_of(await self._chain.load(namespace, ev.prev_root), path)
-        if not history or history[-1] is None:
+        if missing_file(ev.kind, history, path, None) is not None:
             self._tape.diverge(self._tape.index, f"storage.delete {path}: no such file in its root", path)
         await self._check_append(namespace, ev.prev_root, ev.root, path, None, ev.version, writer)
         return FileChange(None, ev.root, ev.prev_root, ev.version)
