@@ -44,7 +44,7 @@ from supernet.sdk.chain.receipts import (
 from supernet.sdk.formats.manifest import BatchManifest, ManifestEntry
 from supernet.sdk.models import served_model_id
 from supernet.sdk.store import StoreClient
-from supernet.sdk.store.cids import encode_dag
+from supernet.sdk.store.cids import compute_cid, encode_dag
 from supernet.sdk.store.embedded import serve_in_thread
 
 ETHER = 10**18
@@ -106,6 +106,7 @@ class VNet:
     batches: list[int] = field(default_factory=list)
     manifests: dict[int, str] = field(default_factory=dict)  # batch id -> manifest CID
     traces: dict[str, bytes] = field(default_factory=dict)  # trace CID -> block, stored or not
+    withheld: dict[int, Any] = field(default_factory=dict)  # batch id -> manifest never stored
 
     def faults(self, **rates: float) -> None:
         """Switch the node's faults (``faults(tokens=1.0)``; no arguments: honest)."""
@@ -145,6 +146,7 @@ class VNet:
         chat_inputs: list[dict[str, Any]] | None = None,
         agent: type[Agent] = ChatAgent,
         commit: bool = True,
+        withhold_manifest: bool = False,
     ) -> tuple[int, list[Receipt]]:
         """Run one task per question, commit them as one batch; returns (batch id, receipts).
 
@@ -158,6 +160,7 @@ class VNet:
         every task (structured output). ``chat_inputs``: run ``agent`` (the built-in ``chat`` agent
         unless given) on these inputs instead (one task each; ``questions`` is not read).
         ``commit=False``: a node that runs the tasks and never commits their receipts (batch id 0).
+        ``withhold_manifest``: a node that commits the manifest's CID but never stores the manifest.
         """
         default_model = (kernel or self.kernel).model_id  # the served id: names the dtype
         agent = ProbeAgent if chat_inputs is None else agent
@@ -252,12 +255,17 @@ class VNet:
         manifest = BatchManifest.seal(self.node.address, entries)
         tree = ReceiptTree(receipts)
         assert manifest.root == tree.root
-        cid = await self.store.put_dag(manifest.to_dag(), pin=True)
+        if withhold_manifest:
+            cid = compute_cid(encode_dag(manifest.to_dag()), "dag-cbor")  # committed, never served
+        else:
+            cid = await self.store.put_dag(manifest.to_dag(), pin=True)
         tm = self.contracts.as_account(self.node).task_manager
         batch_id = (await asyncio.to_thread(tm.commit_batch, tree.root, len(receipts), cid)).value.batch_id
         mine(self.contracts.w3, 2)  # the seed block (devnet SEED_DELAY_BLOCKS = 1) and one after it
         self.batches.append(batch_id)
         self.manifests[batch_id] = cid
+        if withhold_manifest:
+            self.withheld[batch_id] = manifest.to_dag()
         return batch_id, receipts
 
 

@@ -18,6 +18,11 @@ import {Receipt, ReceiptPromise, TaskRequest} from "./libraries/Types.sol";
 ///         without this a node could fake a task, be paid and leave the receipt out of its
 ///         batches for free. A user shows the broken promise with a bond; the node shows the
 ///         receipt in a batch committed by then, or is slashed.
+///         Manifest challenges: anyone claims, with a bond, that a committed batch's manifest
+///         cannot be fetched; the node posts every receipt of the batch (the contract recomputes
+///         the batch root from them), or is slashed. Which receipts a batch holds is then public,
+///         so no check that must find a receipt by its task (a root's writer) can be stalled by a
+///         manifest withheld: the receipt found, its entry can be challenged for availability.
 /// @dev Its own contract (not a part of TaskManager, which is at the EIP-170 size limit): it reads
 ///      batches through `TaskManager.isCommitted`, takes its parameters from the TaskManager, and
 ///      the ServiceManager lets it freeze, unfreeze and slash (`setOmissionManager`). Payouts are
@@ -41,6 +46,24 @@ contract OmissionManager is ReentrancyGuardTransient {
         address node;
         uint64 commitBy;
         bytes32 leaf;
+    }
+
+    /// @notice Lifecycle of a manifest challenge.
+    enum ManifestStatus {
+        None,
+        Open,
+        Answered,
+        Unanswered
+    }
+
+    /// @notice A claim that batch `batchId`'s manifest cannot be fetched. The node answers by
+    ///         posting the batch's receipts, or is slashed.
+    struct ManifestChallenge {
+        address challenger;
+        uint64 deadline;
+        ManifestStatus status;
+        address node;
+        uint256 batchId;
     }
 
     /// @notice Basis-point denominator.
@@ -76,6 +99,16 @@ contract OmissionManager is ReentrancyGuardTransient {
     mapping(uint256 => OmissionChallenge) internal _omissions;
     /// @notice keccak256(abi.encode(node, leaf)) => the omission challenge of that promise (one ever).
     mapping(bytes32 => uint256) public promiseOmission;
+    /// @notice Gas of a manifest answer per receipt posted, paid to the node at the base fee on
+    ///         top of ANSWER_GAS: ~7,300 of execution (decoding, leaf hash, tree; measured at 1,024
+    ///         receipts in test/Manifest.t.sol) and 224 calldata bytes (~3,600).
+    uint256 public constant MANIFEST_RECEIPT_GAS = 11_000;
+    /// @notice Manifest challenges opened so far (ids 1..manifestCount).
+    uint256 public manifestCount;
+    mapping(uint256 => ManifestChallenge) internal _manifestChallenges;
+    /// @notice batchId => its manifest challenge (one per batch ever: once answered the receipts
+    ///         are on chain for good; once unanswered the node was slashed for it).
+    mapping(uint256 => uint256) public batchManifest;
     /// @notice Wei each address can pull with {withdraw}.
     mapping(address => uint256) public claimable;
     /// @notice Wei burned so far.
@@ -98,6 +131,22 @@ contract OmissionManager is ReentrancyGuardTransient {
     );
     /// @notice An omission challenge expired unanswered: the node was slashed.
     event OmissionResolved(uint256 indexed omissionId, uint256 slashed, uint256 challengerReward, uint256 burned);
+    /// @notice A manifest challenge on batch `batchId` of `node`, to be answered by `deadline`.
+    event ManifestChallenged(
+        uint256 indexed manifestId, uint256 indexed batchId, address indexed node, address challenger, uint64 deadline
+    );
+    /// @notice The node posted every receipt of batch `batchId`, in manifest order; the bond was
+    ///         split as for an availability answer.
+    event ManifestAnswered(
+        uint256 indexed manifestId,
+        uint256 indexed batchId,
+        Receipt[] receipts,
+        uint256 answerCost,
+        uint256 refunded,
+        uint256 burned
+    );
+    /// @notice A manifest challenge expired unanswered: the node was slashed.
+    event ManifestResolved(uint256 indexed manifestId, uint256 slashed, uint256 challengerReward, uint256 burned);
     /// @notice Someone pulled its claimable balance.
     event Withdrawn(address indexed account, uint256 amount);
 
@@ -137,6 +186,18 @@ contract OmissionManager is ReentrancyGuardTransient {
     error UnknownOmission(uint256 omissionId);
     /// @notice The omission challenge is not open.
     error OmissionNotOpen(uint256 omissionId);
+    /// @notice The batch's challenge window (CHALLENGE_WINDOW from its commit) is over.
+    error ManifestWindowClosed(uint256 until);
+    /// @notice This batch's manifest was already challenged.
+    error ManifestAlreadyChallenged(uint256 manifestId);
+    /// @notice No manifest challenge with this id.
+    error UnknownManifestChallenge(uint256 manifestId);
+    /// @notice The manifest challenge is not open.
+    error ManifestChallengeNotOpen(uint256 manifestId);
+    /// @notice A manifest answer must post exactly the batch's `count` receipts.
+    error WrongReceiptCount(uint256 given, uint256 count);
+    /// @notice The receipts posted do not hash to the batch's root.
+    error NotTheManifest();
     /// @notice The batch shown was committed after the promise's `commitBy`.
     error CommittedTooLate(uint256 committedAt, uint256 commitBy);
     /// @notice The receipt is not the promised one (its leaf), or not of the request.
@@ -269,6 +330,102 @@ contract OmissionManager is ReentrancyGuardTransient {
         if (burned != 0) _send(BURN_ADDRESS, burned);
     }
 
+    /// @notice Claims that the manifest of a committed batch cannot be fetched. Anyone may open it,
+    ///         with CHALLENGE_BOND, within the batch's challenge window, once per batch; the node
+    ///         is frozen until it answers ({answerManifest}) or the deadline passes
+    ///         ({resolveManifest}: slashed). Per-entry availability challenges need an index, and
+    ///         a check that must find a receipt by its task (the writer a memory or file root
+    ///         names) cannot know it without the manifest: this makes the list itself public.
+    /// @param ref The batch's header (checked against the TaskManager's slot).
+    /// @return manifestId The new manifest challenge.
+    function challengeManifest(TaskManager.BatchRef calldata ref)
+        external
+        payable
+        nonReentrant
+        returns (uint256 manifestId)
+    {
+        if (msg.value != CHALLENGE_BOND) revert WrongBond(msg.value, CHALLENGE_BOND);
+        if (!TASK_MANAGER.isCommitted(ref)) revert UnknownBatch(ref.batchId);
+        uint256 until = uint256(ref.committedAt) + CHALLENGE_WINDOW;
+        if (block.timestamp >= until) revert ManifestWindowClosed(until);
+        uint256 prior = batchManifest[ref.batchId];
+        if (prior != 0) revert ManifestAlreadyChallenged(prior);
+        unchecked {
+            manifestId = ++manifestCount;
+        }
+        // forge-lint: disable-next-line(unsafe-typecast)
+        uint64 deadline = uint64(block.timestamp + VOTE_WINDOW);
+        address node = ref.node;
+        _manifestChallenges[manifestId] = ManifestChallenge({
+            challenger: msg.sender,
+            deadline: deadline,
+            status: ManifestStatus.Open,
+            node: node,
+            batchId: ref.batchId
+        });
+        batchManifest[ref.batchId] = manifestId;
+        emit ManifestChallenged(manifestId, ref.batchId, node, msg.sender, deadline);
+        SERVICE_MANAGER.freeze(node);
+    }
+
+    /// @notice The node (or anyone) posts every receipt of the challenged batch in manifest
+    ///         order; their leaves must hash to the batch's root (so no receipt can be left out,
+    ///         added or moved). The bond pays the node what the answer costs at the base fee
+    ///         (ANSWER_GAS plus MANIFEST_RECEIPT_GAS per receipt), ANSWER_FEE_BPS burns, the
+    ///         claimant gets the rest. The receipts are in the ManifestAnswered event.
+    /// @param manifestId The open manifest challenge.
+    /// @param ref The challenged batch's header.
+    /// @param receipts All of the batch's receipts, in order.
+    function answerManifest(uint256 manifestId, TaskManager.BatchRef calldata ref, Receipt[] calldata receipts)
+        external
+        nonReentrant
+    {
+        ManifestChallenge storage m = _openManifest(manifestId);
+        if (block.timestamp >= m.deadline) revert AnswerWindowClosed(m.deadline);
+        if (ref.batchId != m.batchId || !TASK_MANAGER.isCommitted(ref)) revert UnknownBatch(ref.batchId);
+        uint256 n = receipts.length;
+        if (n != ref.count) revert WrongReceiptCount(n, ref.count);
+        bytes32[] memory leaves = new bytes32[](n);
+        for (uint256 i; i < n; ++i) {
+            leaves[i] = ReceiptLib.leaf(receipts[i]);
+        }
+        if (MerkleLib.rootOf(leaves) != ref.root) revert NotTheManifest();
+        m.status = ManifestStatus.Answered;
+        address node = m.node;
+        (uint256 answerCost, uint256 refunded, uint256 burned) =
+            _splitBond(node, m.challenger, (ANSWER_GAS + n * MANIFEST_RECEIPT_GAS) * block.basefee);
+        emit ManifestAnswered(manifestId, ref.batchId, receipts, answerCost, refunded, burned);
+        SERVICE_MANAGER.unfreeze(node);
+        _send(BURN_ADDRESS, burned);
+    }
+
+    /// @notice Slashes the node of a manifest challenge left unanswered past its deadline (anyone
+    ///         may call): the claimant gets its bond back plus CHALLENGER_REWARD_BPS of the slash;
+    ///         the rest is burned.
+    /// @param manifestId The manifest challenge.
+    function resolveManifest(uint256 manifestId) external nonReentrant {
+        ManifestChallenge storage m = _openManifest(manifestId);
+        if (block.timestamp < m.deadline) revert AnswerWindowOpen(m.deadline);
+        m.status = ManifestStatus.Unanswered;
+        address node = m.node;
+        uint256 slashed = SERVICE_MANAGER.slash(node, SLASH_AMOUNT);
+        uint256 reward = slashed * CHALLENGER_REWARD_BPS / BPS;
+        uint256 burned = slashed - reward;
+        claimable[m.challenger] += CHALLENGE_BOND + reward;
+        totalBurned += burned;
+        emit ManifestResolved(manifestId, slashed, reward, burned);
+        SERVICE_MANAGER.unfreeze(node);
+        if (burned != 0) _send(BURN_ADDRESS, burned);
+    }
+
+    /// @notice A manifest challenge.
+    /// @param manifestId The manifest challenge.
+    function manifestChallenges(uint256 manifestId) external view returns (ManifestChallenge memory) {
+        ManifestChallenge storage m = _manifestChallenges[manifestId];
+        if (m.status == ManifestStatus.None) revert UnknownManifestChallenge(manifestId);
+        return m;
+    }
+
     /// @notice Pays the caller its `claimable` balance (bonds back, rewards).
     function withdraw() external nonReentrant {
         uint256 amount = claimable[msg.sender];
@@ -307,6 +464,12 @@ contract OmissionManager is ReentrancyGuardTransient {
         o = _omissions[omissionId];
         if (o.status == OmissionStatus.None) revert UnknownOmission(omissionId);
         if (o.status != OmissionStatus.Open) revert OmissionNotOpen(omissionId);
+    }
+
+    function _openManifest(uint256 manifestId) internal view returns (ManifestChallenge storage m) {
+        m = _manifestChallenges[manifestId];
+        if (m.status == ManifestStatus.None) revert UnknownManifestChallenge(manifestId);
+        if (m.status != ManifestStatus.Open) revert ManifestChallengeNotOpen(manifestId);
     }
 
     /// @dev Splits an answered challenge's bond: `cost` (capped so the fee always burns) to the

@@ -24,7 +24,8 @@ import pytest
 from node_fixtures import NodeProcess, node_on_anvil
 from supernet.sdk.chain import Contracts
 from supernet.sdk.chain.anvil import Anvil, dev_account, increase_time, set_balance
-from supernet.sdk.chain.omission import OmissionStatus
+from supernet.sdk.chain.merkle import ReceiptTree
+from supernet.sdk.chain.omission import ManifestStatus, OmissionStatus
 from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.chain.tasks import AvailabilityStatus
 from supernet.sdk.client import Client, ClientError
@@ -339,6 +340,45 @@ async def test_node_answers_availability_challenges(net: Net) -> None:
     [answer] = tm.availability_answers(batch_id)
     assert answer.index == index and answer.receipt == Receipt.from_json(doc.receipt)
     assert hashlib.sha256(answer.trace).digest() == answer.receipt.trace_hash
+    assert net.contracts.service_manager.get_operator(node_addr).frozen_count == 0
+
+
+async def test_node_answers_manifest_challenges(net: Net) -> None:
+    """Anyone may claim a batch's manifest is unavailable; the running node posts every receipt of
+    the batch in order (the contract recomputes the root), is paid what that cost, and the posted
+    list holds the user's receipt at its index."""
+    client = net.client(USER_INDEXES[0], "manifest")
+    try:
+        done = await client.submit_task("Name a river.", deposit=10**17)
+        doc = await client.receipt(done.task_id, wait_committed=60)
+    finally:
+        await client.aclose()
+    assert doc.batch is not None and doc.batch.chainBatchId is not None
+    batch_id, index = doc.batch.chainBatchId, doc.batch.index
+    node_addr = dev_account(NODE_KEY_INDEX).address
+    om = net.contracts.omission_manager
+    claimable = om.claimable(node_addr)
+    stranger = net.contracts.as_account(dev_account(16)).omission_manager
+    header = net.contracts.task_manager.batch(batch_id)
+    mid = stranger.challenge_manifest(header).value
+    assert net.contracts.service_manager.get_operator(node_addr).frozen_count >= 1
+    for _ in range(60):
+        claim = om.batch_manifest(batch_id)
+        if claim is not None and claim.status == ManifestStatus.ANSWERED:
+            break
+        await asyncio.sleep(0.5)
+    claim = om.batch_manifest(batch_id)
+    assert claim is not None and claim.manifest_id == mid and claim.status == ManifestStatus.ANSWERED
+    posted = om.manifest_receipts(batch_id, header.commit_block)
+    assert posted is not None and len(posted) == header.count
+    assert posted[index] == Receipt.from_json(doc.receipt)
+    assert ReceiptTree(posted).root == header.root
+    [answered] = om.contract.events.ManifestAnswered().get_logs(
+        from_block=header.commit_block, argument_filters={"manifestId": mid}
+    )
+    cost = int(answered["args"]["answerCost"])
+    assert 0 < cost < om.challenge_bond() // 2  # its cost, not the bond
+    assert om.claimable(node_addr) == claimable + cost
     assert net.contracts.service_manager.get_operator(node_addr).frozen_count == 0
 
 

@@ -8,6 +8,9 @@ verifies clean. When the node ran the earlier task but never committed its recei
 which holds the write, is open to no check), the question's receipt is challenged for its origin.
 When the node committed the earlier task but withholds its trace, the question waits: the earlier
 task goes to the availability challenge, and once the node posts its trace the question is checked.
+When the node withholds the manifest of the earlier task's batch (so no one can tell which entry to
+challenge), the manifest is claimed on chain: the node posts the batch's receipts and the question
+is checked, or it is slashed and the earlier task counts as never committed.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 import pytest
 from supernet.node.agents.retrieval import RetrievalAgent
+from supernet.sdk.chain.anvil import increase_time, mine
 from supernet.sdk.chain.merkle import ReceiptTree
 from supernet.sdk.chain.receipts import trace_cid
 from validator_fixtures import VNet
@@ -91,6 +95,111 @@ async def test_a_question_on_memory_whose_writer_trace_is_withheld_waits_until_i
     assert [(c.ok, c.kinds) for c in checks] == [(True, "")], checks
     verdict = next(e.data for e in events if e.kind == "verdict" and e.data["batch_id"] == second)
     assert verdict["unverifiable"] is None  # judged in full, its memory followed to the writer
+
+
+FAST = {"availability_retries": 2, "availability_backoff_s": 0.1}
+
+
+async def step_until(v: Any, done: Any, steps: int = 120) -> None:
+    for _ in range(steps):
+        await v.step()
+        if done():
+            return
+        await asyncio.sleep(0.15)
+    raise AssertionError(f"not reached: missing {v.db.missing()}")
+
+
+async def test_a_question_whose_writers_manifest_is_withheld_waits_for_the_manifest_answer(
+    vnet: VNet, validator_factory: Any
+) -> None:
+    """Before, such a question stayed pending and was recorded unverifiable at its window's end:
+    a node withholding one manifest kept every root naming a writer "maybe in it" unchecked."""
+    vnet.faults()
+    first, receipts = await vnet.run_batch(
+        [], chat_inputs=[REMEMBER], agent=RetrievalAgent, withhold_manifest=True
+    )
+    second, _ = await vnet.run_batch([], chat_inputs=[QUESTION], agent=RetrievalAgent)
+    stake = vnet.contracts.service_manager.get_operator(vnet.node.address).stake
+    events: list[Any] = []
+    async with validator_factory(0, events=events, **FAST) as v:
+        await v.step()
+        assert v.db.checks(second) == [], "a question whose writer cannot be located is not settled"
+        row = {(r.batch_id, r.index): r for r in v.db.missing()}[(second, 0)]
+        assert row.status == "awaiting" and f"batches [{first}]" in row.reason, row.reason
+        await step_until(v, lambda: any(e.kind == "manifest" for e in events))
+        [claim] = [e.data for e in events if e.kind == "manifest"]
+        assert claim["batch_id"] == first
+        node_om = vnet.contracts.as_account(vnet.node).omission_manager
+        node_om.answer_manifest(claim["manifest_id"], vnet.contracts.task_manager.batch(first), receipts)
+        await step_until(v, lambda: bool(v.db.checks(second)))
+        checks = v.db.checks(second)
+    assert [(c.ok, c.kinds) for c in checks] == [(True, "")], checks
+    verdict = next(e.data for e in events if e.kind == "verdict" and e.data["batch_id"] == second)
+    assert verdict["unverifiable"] is None  # its memory followed to the writer the answer located
+    assert vnet.contracts.service_manager.get_operator(vnet.node.address).stake == stake
+
+
+# these last two leave the user's memory on a root no committed task wrote (every later task of
+# theirs reading it is challenged)
+async def test_a_manifest_never_shown_is_slashed_and_its_writers_count_as_never_committed(
+    vnet: VNet, validator_factory: Any
+) -> None:
+    vnet.faults()
+    first, _ = await vnet.run_batch([], chat_inputs=[REMEMBER], agent=RetrievalAgent, withhold_manifest=True)
+    second, _ = await vnet.run_batch([], chat_inputs=[QUESTION], agent=RetrievalAgent)
+    sm = vnet.contracts.service_manager
+    stake = sm.get_operator(vnet.node.address).stake
+    events: list[Any] = []
+    async with validator_factory(0, events=events, **FAST) as v:
+        await step_until(v, lambda: any(e.kind == "manifest" for e in events))
+        assert v.db.checks(second) == [], "not accused while the node may still answer"
+        increase_time(vnet.contracts.w3, vnet.contracts.task_manager.vote_window() + 1)
+        mine(vnet.contracts.w3, 1)
+        await step_until(v, lambda: bool(v.db.checks(second)))
+        checks = v.db.checks(second)
+    assert [e.data["batch_id"] for e in events if e.kind == "manifest_slash"] == [first]
+    assert sm.get_operator(vnet.node.address).stake < stake
+    assert [(c.ok, c.kinds) for c in checks] == [(False, "origin")], checks
+    assert any(e.kind == "challenge" and e.data["batch_id"] == second for e in events)
+    # the node serves the manifest once accused: too late, the chain's word stands for every
+    # validator (another one, voting, reads it and still counts the writer as never committed)
+    assert await vnet.store.put_dag(vnet.withheld[first], pin=True) == vnet.manifests[first]
+    later: list[Any] = []
+    async with validator_factory(1, events=later, **FAST) as voter:
+        await step_until(voter, lambda: bool(voter.db.checks(second)))
+        assert [(c.ok, c.kinds) for c in voter.db.checks(second)] == [(False, "origin")]
+    # the node's stake back (it was slashed for the manifest and its sampled entry) for later tests
+    lost = stake - sm.get_operator(vnet.node.address).stake
+    vnet.contracts.as_account(vnet.node).service_manager.add_stake(lost)
+
+
+async def test_a_posted_receipt_whose_trace_carries_no_signed_request_is_no_writer(
+    vnet: VNet, validator_factory: Any
+) -> None:
+    """A receipt posted by a manifest answer carries no request (a manifest entry does): a node
+    could commit a receipt for a task nobody asked for, withhold the manifest, answer the claim and
+    name that task as a writer. Its trace must carry the request its user signed."""
+    vnet.faults()
+
+    def unsigned(_: int, trace: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in trace.items() if k not in ("request", "request_signature")}
+
+    first, receipts = await vnet.run_batch(
+        [], chat_inputs=[REMEMBER], agent=RetrievalAgent, withhold_manifest=True, edit_trace=unsigned
+    )
+    second, _ = await vnet.run_batch([], chat_inputs=[QUESTION], agent=RetrievalAgent)
+    events: list[Any] = []
+    async with validator_factory(0, events=events, **FAST) as v:
+        await step_until(v, lambda: any(e.kind == "manifest" for e in events))
+        [claim] = [e.data for e in events if e.kind == "manifest"]
+        node_om = vnet.contracts.as_account(vnet.node).omission_manager
+        node_om.answer_manifest(claim["manifest_id"], vnet.contracts.task_manager.batch(first), receipts)
+        await step_until(v, lambda: bool(v.db.checks(second)))
+        checks = v.db.checks(second)
+    assert [(c.ok, c.kinds) for c in checks] == [(False, "origin")], checks
+    verdict = next(e.data for e in events if e.kind == "verdict" and e.data["batch_id"] == second)
+    evidence = await vnet.store.get_dag(verdict["evidence"])
+    assert "whose trace carries no request its user signed" in str(evidence), evidence
 
 
 # last: it leaves the user's memory on a root no committed task wrote (every later task of theirs

@@ -36,6 +36,23 @@ library MerkleLib {
         return (node, true);
     }
 
+    /// @notice The root of the tree whose leaves are `layer`, in order (`layer` is overwritten).
+    /// @dev O(n) hashes over a list the caller already paid to send: a manifest answer posts
+    ///      every receipt of its batch, and only a batch's own count bounds it.
+    function rootOf(bytes32[] memory layer) internal pure returns (bytes32) {
+        uint256 n = layer.length;
+        if (n == 0) return bytes32(0);
+        while (n > 1) {
+            uint256 half = n >> 1;
+            for (uint256 i; i < half; ++i) {
+                layer[i] = _parent(layer[2 * i], layer[2 * i + 1]);
+            }
+            if (n & 1 == 1) layer[half] = layer[n - 1]; // the odd last node is carried up
+            n = (n + 1) >> 1;
+        }
+        return layer[0];
+    }
+
     function _parent(bytes32 left, bytes32 right) private pure returns (bytes32 parent) {
         assembly ("memory-safe") {
             mstore(0x00, left)

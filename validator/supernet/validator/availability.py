@@ -24,6 +24,7 @@ from dataclasses import replace
 from typing import Any
 
 from supernet.sdk.chain.errors import ContractError
+from supernet.sdk.chain.omission import ManifestStatus
 from supernet.sdk.chain.tasks import AvailabilityStatus
 from supernet.validator.chain import TaskManagerClient
 from supernet.validator.challenger import Disputes
@@ -162,6 +163,20 @@ class Availability:
         pursued = {(r.batch_id, r.index) for r in self.db.missing("retrying", "challenged")}
         return any(w in pursued for w in verdict.withheld)
 
+    async def _manifests_pursued(self, verdict: Verdict, chain_now: int) -> bool:
+        """Whether a manifest the verdict waits for is still being made to serve its receipts
+        (its manifest challenge open, or its batch still claimable: `ManifestWatch` claims it)."""
+        for batch_id in verdict.unread_manifests:
+            claim = await self._call(self.chain.batch_manifest, batch_id)
+            if claim is not None:
+                if claim.status == ManifestStatus.OPEN:
+                    return True
+                continue
+            header = await self._call(self.chain.batch, batch_id)
+            if chain_now < header.committed_at + self.chain.params().challenge_window:
+                return True
+        return False
+
     def _note_writers(self, batch: BatchRow, index: int, verdict: Verdict) -> None:
         for writer_batch, writer_index in verdict.withheld:
             writer = self.db.batch(writer_batch)
@@ -186,9 +201,11 @@ class Availability:
             delay = min(self.backoff_s * 2**attempts, RECHECK_MAX_S)
             self.db.update_missing(row.batch_id, row.index, attempts=attempts, next_try=time.time() + delay)
             return
-        if self.enabled and row.availability_id is None and self._writers_pursued(verdict):
-            # A writer's trace is still withheld (its availability challenge may be answered at the
-            # end of its answer window, after this window): challenge this entry's availability too.
+        pursued = self._writers_pursued(verdict) or await self._manifests_pursued(verdict, chain_now)
+        if self.enabled and row.availability_id is None and pursued:
+            # A writer's trace (or a manifest where it may be) is still withheld, and its challenge
+            # may be answered at the end of its answer window, after this window: challenge this
+            # entry's availability too.
             # Once the node answers (it must, or be slashed), the contract gives the entry a full
             # window from the answer, by when the writer's own answer is due: checked then.
             log.warning("batch %d #%d: a writer withheld to its window's end", row.batch_id, row.index)

@@ -19,6 +19,7 @@ from functools import cached_property
 from eth_account.signers.local import LocalAccount
 from supernet.sdk.chain.eip712 import TaskRequest
 from supernet.sdk.chain.errors import ContractError
+from supernet.sdk.chain.omission import ManifestChallenge, OmissionManager
 from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.chain.tasks import (
     AvailabilityAnswer,
@@ -113,11 +114,19 @@ class TaskManagerClient:
         w3: a connected client.
         address: the TaskManager's address.
         account: the validator's key (None: read-only).
+        omission_address: the OmissionManager's (manifest challenges); None: none are read.
     """
 
-    def __init__(self, w3: Web3, address: str, account: LocalAccount | None = None) -> None:
+    def __init__(
+        self,
+        w3: Web3,
+        address: str,
+        account: LocalAccount | None = None,
+        omission_address: str | None = None,
+    ) -> None:
         self.w3 = w3
         self.binding = TaskManager(w3, address, account)
+        self.omission = None if omission_address is None else OmissionManager(w3, omission_address, account)
         self.account = account
         # Batch headers (what the contract takes back) by id, from the events this client read;
         # the most recent BATCH_CACHE of them (an older one is looked up by its event again).
@@ -309,6 +318,26 @@ class TaskManagerClient:
     def availability_answers(self, batch_id: int, from_block: int) -> list[AvailabilityAnswer]:
         """Entries of ``batch_id`` posted on chain (availability answers) since ``from_block``."""
         return self.binding.availability_answers(batch_id, from_block)
+
+    def batch_manifest(self, batch_id: int) -> ManifestChallenge | None:
+        """The manifest challenge of a batch (None: never challenged, or no OmissionManager)."""
+        return None if self.omission is None else self.omission.batch_manifest(batch_id)
+
+    def manifest_receipts(self, batch_id: int) -> list[Receipt] | None:
+        """A batch's receipts as a manifest answer posted them (None: not answered)."""
+        if self.omission is None:
+            return None
+        return self.omission.manifest_receipts(batch_id, self.batch(batch_id).commit_block)
+
+    def challenge_manifest(self, batch_id: int) -> int:
+        """Claim a batch's manifest cannot be fetched (bonded); returns the manifest challenge id."""
+        assert self.omission is not None, "no OmissionManager configured"
+        return int(self.omission.challenge_manifest(self.batch(batch_id)).value)
+
+    def resolve_manifest(self, manifest_id: int) -> int:
+        """Slash the node of an unanswered manifest challenge; returns the wei slashed."""
+        assert self.omission is not None, "no OmissionManager configured"
+        return int(self.omission.resolve_manifest(manifest_id).value["slashed"])
 
     def vote(self, challenge_id: int, fraud: bool) -> None:
         """Vote on an open challenge."""

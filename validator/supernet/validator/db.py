@@ -349,6 +349,16 @@ class Database:
         )
         return [BatchRow(r[0], r[1], bytes.fromhex(r[2]), r[3], r[4], r[5], r[6]) for r in rows]
 
+    def unindexed_since(self, batch_id: int) -> list[BatchRow]:
+        """Every node's batches from ``batch_id`` on whose manifests are not wholly indexed yet."""
+        rows = self._all(
+            "SELECT b.batch_id, b.node, b.root, b.count, b.commit_block, b.manifest_cid, b.status "
+            "FROM batches b LEFT JOIN indexed i ON i.batch_id = b.batch_id "
+            "WHERE b.batch_id >= ? AND COALESCE(i.complete, 0) = 0 ORDER BY b.batch_id",
+            batch_id,
+        )
+        return [BatchRow(r[0], r[1], bytes.fromhex(r[2]), r[3], r[4], r[5], r[6]) for r in rows]
+
     def index_receipts(self, batch_id: int, rows: Iterable[ReceiptRow], complete: bool) -> None:
         """Record the receipts read from a batch's manifest (idempotent)."""
         with self._tx() as c:

@@ -96,7 +96,7 @@ class Verdict:
         model_id: the model the trace claims.
         missing: the receipt's trace (or the batch's manifest) could not be fetched: not a verdict
             yet, but a case for the availability challenge once retries are spent.
-        origin_pending, withheld: see below.
+        origin_pending, withheld, unread_manifests: see below.
     """
 
     batch_id: int
@@ -118,6 +118,9 @@ class Verdict:
     withheld: tuple[tuple[int, int], ...] = ()
     """``(batch, index)`` of the writer entries whose committed traces could not be read: the
     availability path makes the node serve them (or slashes it)."""
+    unread_manifests: tuple[int, ...] = ()
+    """Batches of the node whose manifests could not be read, where a writer may be: the manifest
+    challenge makes the node post their receipts (or slashes it; `supernet.validator.manifests`)."""
 
     @property
     def ok(self) -> bool:

@@ -34,17 +34,19 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from supernet.node.kernel.memory import ROOT_TYPE as MEMORY_ROOT_TYPE
 from supernet.node.kernel.memory import with_entry
 from supernet.node.kernel.namespaces import root_object
 from supernet.node.kernel.storage import ROOT_TYPE as FS_ROOT_TYPE
 from supernet.node.kernel.storage import normalize_path, with_version
-from supernet.sdk.chain.eip712 import Domain
+from supernet.sdk.chain.eip712 import Domain, hash_task_request, recover_task_request
+from supernet.sdk.chain.omission import ManifestChallenge, ManifestStatus
+from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.formats.manifest import ManifestEntry
 from supernet.sdk.formats.trace import ROOT_WRITES, Trace, VerifiedWitness
-from supernet.sdk.store.cids import canonical_cid
+from supernet.sdk.store.cids import canonical_cid, cid_of_digest
 from supernet.validator.consistency import check_receipt, check_trace_hash
 from supernet.validator.db import BatchRow, Database, ReceiptRow
 from supernet.validator.evidence import Check, Finding
@@ -64,7 +66,23 @@ UNREADABLE_RETRY_S = 30.0
 
 
 class OriginUnknown(Exception):
-    """Whether a receipt is committed cannot be told yet (a manifest of the node is unreadable)."""
+    """Whether a receipt is committed cannot be told yet (a manifest of the node is unreadable).
+
+    Attributes:
+        batches: the batches whose manifests could not be read.
+    """
+
+    def __init__(self, message: str, batches: tuple[int, ...] = ()) -> None:
+        super().__init__(message)
+        self.batches = batches
+
+
+class ManifestClaims(Protocol):
+    """What the chain says of a batch's manifest challenge (`TaskManagerClient`)."""
+
+    def batch_manifest(self, batch_id: int) -> ManifestChallenge | None: ...
+
+    def manifest_receipts(self, batch_id: int) -> list[Receipt] | None: ...
 
 
 class ReceiptIndex:
@@ -77,21 +95,40 @@ class ReceiptIndex:
     must be a task the user asked for, read through its committed trace. Checking runs in a
     worker thread; a manifest that cannot be read is retried with back-off, not on every lookup.
 
+    The chain's word on a batch's manifest comes first (``claims``): a batch whose manifest
+    challenge was answered is indexed from the receipts the node posted (each receipt's trace CID
+    is its ``traceHash``; the writer's trace then carries the user's signed request, checked by the
+    walk), and a batch whose node let its manifest challenge go unanswered holds no writer, for
+    every validator alike, whatever the node serves later (it was slashed for it: a manifest shown
+    only once a reader is accused would otherwise win the accused the vote).
+
     Args:
         db: the validator's database (its ``batches`` come from the follower, from the deploy
             block on, so every committed batch is there).
         manifest: the batch's manifest, checked against its committed root (`Disputes.manifest`:
             fetched, else the entries posted on chain); any error it raises means "unreadable".
         domain: the deployment's EIP-712 domain (the requests' signatures).
+        claims: the chain's manifest challenges (None: not consulted, as in unit tests of the walk).
     """
 
     def __init__(
-        self, db: Database, manifest: Callable[[BatchRow], Awaitable[Manifest]], domain: Domain
+        self,
+        db: Database,
+        manifest: Callable[[BatchRow], Awaitable[Manifest]],
+        domain: Domain,
+        claims: ManifestClaims | None = None,
     ) -> None:
         self.db = db
         self._manifest = manifest
         self._domain = domain
+        self._claims = claims
         self._retry: dict[int, tuple[float, float]] = {}  # batch -> (next try, back-off), monotonic
+        self._settled: dict[int, ManifestStatus] = {}  # batch -> its manifest claim's final outcome
+
+    @property
+    def domain(self) -> Domain:
+        """The deployment's EIP-712 domain."""
+        return self._domain
 
     async def locate(self, node: str, request_hash: str, up_to_batch: int) -> ReceiptRow | None:
         """The receipt of ``node`` for ``request_hash`` in its batches up to ``up_to_batch``.
@@ -104,22 +141,37 @@ class ReceiptIndex:
                 receipt may be in it): the caller retries later.
         """
         found = self.db.find_receipt(node, request_hash, up_to_batch)
-        if found is not None:
-            return found
-        unreadable = [
-            b.batch_id for b in self.db.unindexed_batches(node, up_to_batch) if not await self._read(b)
-        ]
-        found = self.db.find_receipt(node, request_hash, up_to_batch)
-        if found is None and unreadable:
-            raise OriginUnknown(f"the manifests of batches {unreadable} of {node} are unreadable")
+        if found is None:
+            unreadable = [
+                b.batch_id for b in self.db.unindexed_batches(node, up_to_batch) if not await self.read(b)
+            ]
+            found = self.db.find_receipt(node, request_hash, up_to_batch)
+            if found is None and unreadable:
+                raise OriginUnknown(
+                    f"the manifests of batches {unreadable} of {node} are unreadable", tuple(unreadable)
+                )
+        if found is not None and await self.claimed(found.batch_id) == ManifestStatus.UNANSWERED:
+            return None  # indexed from its manifest before the node refused to show it on chain
         return found
 
-    async def _read(self, batch: BatchRow) -> bool:
-        """Index one batch; whether all of it could be read."""
+    async def claimed(self, batch_id: int) -> ManifestStatus | None:
+        """The final outcome of the batch's manifest claim (None: none, or still open)."""
+        if batch_id not in self._settled and self._claims is not None:
+            claim = await asyncio.to_thread(self._claims.batch_manifest, batch_id)
+            if claim is not None and claim.status in (ManifestStatus.ANSWERED, ManifestStatus.UNANSWERED):
+                self._settled[batch_id] = claim.status
+        return self._settled.get(batch_id)
+
+    async def read(self, batch: BatchRow, *, force: bool = False) -> bool:
+        """Index one batch; whether all of it could be read (``force``: even before its back-off
+        ends, as `ManifestWatch` asks on its own schedule)."""
         now = time.monotonic()
         next_try, backoff = self._retry.get(batch.batch_id, (0.0, UNREADABLE_RETRY_S))
-        if now < next_try:
+        if now < next_try and not force:
             return False
+        if await self._read_claimed(batch):
+            self._retry.pop(batch.batch_id, None)
+            return True
         try:
             manifest = await self._manifest(batch)
         except Exception as exc:  # ManifestError, or the chain's posted entries unreadable
@@ -135,6 +187,35 @@ class ReceiptIndex:
         else:
             self._retry[batch.batch_id] = (now + backoff, min(2 * backoff, 3600.0))
         return complete
+
+    async def _read_claimed(self, batch: BatchRow) -> bool:
+        """Index a batch from its manifest challenge's outcome; whether it had one."""
+        status = await self.claimed(batch.batch_id)
+        if status is None or self._claims is None:
+            return False
+        if status == ManifestStatus.UNANSWERED:
+            log.warning(
+                "receipt index: batch %d's manifest was never shown: it holds no writer", batch.batch_id
+            )
+            self.db.index_receipts(batch.batch_id, [], complete=True)
+            return True
+        receipts = await asyncio.to_thread(self._claims.manifest_receipts, batch.batch_id)
+        if receipts is None:  # answered, but the log not visible yet on this RPC: next time
+            return False
+        node = batch.node.lower()
+        rows = [
+            ReceiptRow(
+                batch.batch_id,
+                i,
+                node,
+                "0x" + r.request_hash.hex(),
+                r.user.lower(),
+                cid_of_digest(r.trace_hash, "dag-cbor"),
+            )
+            for i, r in enumerate(receipts)
+        ]
+        self.db.index_receipts(batch.batch_id, rows, complete=True)
+        return True
 
     def _rows(self, batch: BatchRow, entries: list[tuple[int, ManifestEntry]]) -> list[ReceiptRow]:
         return [
@@ -161,6 +242,8 @@ class OriginOutcome:
     unverifiable: str | None = None
     withheld: tuple[tuple[int, int], ...] = ()
     """``(batch, index)`` of committed writers whose traces could not be read."""
+    manifests: tuple[int, ...] = ()
+    """Batches whose manifests could not be read, where a writer may be."""
 
 
 async def check_origins(
@@ -201,7 +284,11 @@ async def check_origins(
         return OriginOutcome(tuple(findings))
     if not unknown:
         return OriginOutcome()
-    return OriginOutcome(unverifiable="; ".join(unknown), withheld=tuple(sorted(walk.withheld)))
+    return OriginOutcome(
+        unverifiable="; ".join(unknown),
+        withheld=tuple(sorted(walk.withheld)),
+        manifests=tuple(sorted(walk.manifests)),
+    )
 
 
 class _Walk:
@@ -221,6 +308,7 @@ class _Walk:
         self._traces: dict[str, Trace] = {}
         self._witness_of: dict[str, VerifiedWitness] = {}  # each writer's trace's: its writes' roots
         self.withheld: set[tuple[int, int]] = set()  # committed writers whose traces are unreadable
+        self.manifests: set[int] = set()  # batches whose manifests are unreadable
 
     async def follow(self, area: str, namespace: str, first: str) -> Finding | str | None:
         """None: sound; a finding; or why it cannot be judged yet (unverifiable)."""
@@ -258,6 +346,7 @@ class _Walk:
         try:
             receipt = await self.index.locate(self.node, writer, self.batch)
         except OriginUnknown as exc:
+            self.manifests.update(exc.batches)
             return f"{where}: {exc}"
         if receipt is None:
             message = (
@@ -278,6 +367,13 @@ class _Walk:
         if (written.task_id.lower(), written.user.lower()) != (writer.lower(), receipt.user):
             return Finding(
                 Check.ORIGIN, f"{where} names task {writer}, whose committed trace is another task's"
+            )
+        claimed = await self.index.claimed(receipt.batch_id) == ManifestStatus.ANSWERED
+        if claimed and not _signed_by(written, writer, receipt.user, self.index.domain):
+            # a receipt indexed from a manifest answer carries no request (a manifest entry's
+            # was checked when indexed): the trace must
+            return Finding(
+                Check.ORIGIN, f"{where} names task {writer}, whose trace carries no request its user signed"
             )
         event = _write_of(written, area, namespace, root)
         if event is None:
@@ -315,6 +411,18 @@ class _Walk:
             except Exception:  # the writer's fault: its roots are then missing (a finding)
                 log.info("the trace %s has an unreadable witness", receipt.trace_cid)
         return self._traces[receipt.trace_cid]
+
+
+def _signed_by(trace: Trace, request_hash: str, user: str, domain: Domain) -> bool:
+    """Whether ``trace`` carries the request ``request_hash``, signed by ``user``."""
+    if trace.request is None or trace.request_signature is None:
+        return False
+    try:
+        digest = hash_task_request(trace.request, domain)
+        signer = recover_task_request(trace.request, domain, trace.request_signature)
+    except Exception:  # a malformed request or signature: the writer's fault
+        return False
+    return "0x" + digest.hex() == request_hash.lower() and signer.lower() == user.lower()
 
 
 def _carried(witness: VerifiedWitness | None, cid: str) -> Any:

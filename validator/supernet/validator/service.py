@@ -36,6 +36,7 @@ from supernet.validator.config import ValidatorSettings
 from supernet.validator.db import BatchRow, CheckRow, Database
 from supernet.validator.evidence import Verdict, publish
 from supernet.validator.follower import Follower
+from supernet.validator.manifests import ManifestWatch
 from supernet.validator.ops import Health, ValidatorMetrics, ops_app
 from supernet.validator.origin_check import ReceiptIndex
 from supernet.validator.sampler import sample
@@ -108,7 +109,12 @@ class Validator:
         s = self.settings
         self.deployment = Deployment.load(s.chain.deployment)
         self.w3 = make_web3(s.chain.rpc_url)
-        self.chain = TaskManagerClient(self.w3, self.deployment.address("TaskManager"), self.account)
+        self.chain = TaskManagerClient(
+            self.w3,
+            self.deployment.address("TaskManager"),
+            self.account,
+            omission_address=self.deployment.address("OmissionManager"),
+        )
         self.db = Database(s.db_path)
         self.store = self._store or StoreClient(s.store_url)
         if self._scorer is None:
@@ -152,7 +158,19 @@ class Validator:
             on_event=lambda kind, data: self._emit(kind, **data),
         )
         # the roots a task started from are followed to the committed receipts that wrote them
-        self.verifier.origins = ReceiptIndex(self.db, self.disputes.manifest, self.deployment.domain)
+        self.verifier.origins = ReceiptIndex(
+            self.db, self.disputes.manifest, self.deployment.domain, claims=self.chain
+        )
+        # every batch's manifest is read in its window, and claimed on chain when not served
+        self.manifests = ManifestWatch(
+            self.chain,
+            self.db,
+            self.verifier.origins,
+            retries=s.availability_retries,
+            backoff_s=s.availability_backoff_s,
+            challenge=s.challenge,
+            on_event=lambda kind, data: self._emit(kind, **data),
+        )
         self.availability = Availability(
             self.chain,
             self.db,
@@ -266,6 +284,7 @@ class Validator:
         for batch in self.db.pending_batches():
             await self.process_batch(batch)
         chain_now = await asyncio.to_thread(self.chain.timestamp)
+        await self.manifests.step(chain_now)
         await self.availability.step(chain_now)
         now = max(int(time.time()), chain_now)
         await self.disputes.vote_open(now)

@@ -592,6 +592,7 @@ class _Head:
                 "unverifiable": f"origin: {self.origin.unverifiable}",
                 "origin_pending": True,
                 "withheld": self.origin.withheld,
+                "unread_manifests": self.origin.manifests,
             }
         return Verdict(
             self.batch_id,

@@ -12,6 +12,10 @@ them and skips those no longer open), so a challenge is never missed while the n
 It answers omission claims the same way (``OmissionChallenged``, docs/protocol.md "Omission"): a
 user claims a receipt the node promised to commit by ``commitBy`` is in none of its batches, and the
 node shows it at its position in the batch it was committed in, with the proof.
+
+And manifest claims (``ManifestChallenged``, docs/protocol.md "Manifests"): anyone claims a
+batch's manifest cannot be fetched, and the node posts every receipt of the batch in order (the
+contract recomputes the batch root from them).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import logging
 from typing import Any
 
 from supernet.node.service.db import Database
-from supernet.sdk.chain.omission import OmissionStatus
+from supernet.sdk.chain.omission import ManifestChallenge, ManifestStatus, OmissionStatus
 from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.chain.tasks import AvailabilityOpened, AvailabilityStatus
 
@@ -55,6 +59,7 @@ class AvailabilityResponder:
         self.om = omission_manager
         self._omissions: dict[int, bytes] = {}  # open omission claims against this node: id -> leaf
         self._uncommitted: set[int] = set()  # claims already reported as naming no committed receipt
+        self._manifests: dict[int, ManifestChallenge] = {}  # open manifest claims against this node
         self.db = db
         self.store = store
         self.tm = task_manager
@@ -93,8 +98,12 @@ class AvailabilityResponder:
                 ):
                     if node.lower() == self.node:
                         self._omissions[oid] = leaf
+                for claim in await asyncio.to_thread(self.om.manifests_opened, self._next_block, head):
+                    if claim.node.lower() == self.node:
+                        self._manifests[claim.manifest_id] = claim
             self._next_block = head + 1
         await self._answer_omissions()
+        await self._answer_manifests()
         answered = []
         for aid, ev in list(self._open.items()):
             status = (await asyncio.to_thread(self.tm.get_availability, aid)).status
@@ -130,6 +139,27 @@ class AvailabilityResponder:
             )
             del self._omissions[oid]
             self._uncommitted.discard(oid)
+
+    async def _answer_manifests(self) -> None:
+        """Post the receipts of every batch an open manifest claim names."""
+        for mid, claim in list(self._manifests.items()):
+            state = await asyncio.to_thread(self.om.batch_manifest, claim.batch_id)
+            if state is None or state.status != ManifestStatus.OPEN:
+                del self._manifests[mid]
+                continue
+            batch = self.db.batch_by_chain_id(claim.batch_id)
+            rows = self.db.batch_receipts(batch.id) if batch is not None else []
+            if batch is None or len(rows) != batch.count:
+                log.error("manifest claim %d: batch %d is not one of ours in full", mid, claim.batch_id)
+                del self._manifests[mid]  # nothing to post; it stays open for the claimant to resolve
+                continue
+            ref = await asyncio.to_thread(self.tm.batch, claim.batch_id)
+            receipts = [Receipt.from_json(r.receipt_json) for r in rows]
+            await asyncio.to_thread(self.om.answer_manifest, mid, ref, receipts)
+            log.warning(
+                "answered manifest claim %d: %d receipts of batch %d posted", mid, len(rows), claim.batch_id
+            )
+            del self._manifests[mid]
 
     async def _answer(self, ev: AvailabilityOpened) -> bool:
         row = self.db.receipt_at(ev.batch_id, ev.index)

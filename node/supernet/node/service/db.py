@@ -382,6 +382,11 @@ class Database:
         )
         return ReceiptRow.from_row(rows[0]) if rows else None
 
+    def batch_by_chain_id(self, chain_batch_id: int) -> BatchRow | None:
+        """The batch committed on chain as ``chain_batch_id``."""
+        rows = self._all("SELECT * FROM batches WHERE chain_batch_id = ?", (chain_batch_id,))
+        return BatchRow.from_row(rows[0]) if rows else None
+
     def batch_receipts(self, batch_id: int) -> list[ReceiptRow]:
         """A batch's receipts in commit (manifest) order."""
         rows = self._all("SELECT * FROM receipts WHERE batch_id = ? ORDER BY batch_index", (batch_id,))

@@ -43,6 +43,9 @@ __all__ = [
     "InvalidSignature",
     "LeafAlreadyChallenged",
     "MalformedVouchers",
+    "ManifestAlreadyChallenged",
+    "ManifestChallengeNotOpen",
+    "ManifestWindowClosed",
     "ModelAlreadyRegistered",
     "NoWithdrawalRequested",
     "NotADecoy",
@@ -52,6 +55,7 @@ __all__ = [
     "NotChallengedReceipt",
     "NotFrozen",
     "NotRegistered",
+    "NotTheManifest",
     "NotTheNodesPromise",
     "NotThePromisedReceipt",
     "NotTheRequest",
@@ -87,6 +91,7 @@ __all__ = [
     "UnknownAvailabilityChallenge",
     "UnknownBatch",
     "UnknownChallenge",
+    "UnknownManifestChallenge",
     "UnknownModel",
     "UnknownOmission",
     "VoteWindowClosed",
@@ -94,6 +99,7 @@ __all__ = [
     "WithdrawalAlreadyRequested",
     "WithdrawalNotReady",
     "WrongBond",
+    "WrongReceiptCount",
     "ZeroAddress",
     "ZeroAmount",
 ]
@@ -412,6 +418,39 @@ class MalformedVouchers(ContractError):
     length: int
 
 
+class ManifestAlreadyChallenged(ContractError):
+    """``ManifestAlreadyChallenged(uint256)``, declared by OmissionManager."""
+
+    error_name = "ManifestAlreadyChallenged"
+    signature = "ManifestAlreadyChallenged(uint256)"
+    selector = bytes.fromhex("84ed8e3a")
+    arg_names = ("manifestId",)
+    arg_types = ("uint256",)
+    manifestId: int
+
+
+class ManifestChallengeNotOpen(ContractError):
+    """``ManifestChallengeNotOpen(uint256)``, declared by OmissionManager."""
+
+    error_name = "ManifestChallengeNotOpen"
+    signature = "ManifestChallengeNotOpen(uint256)"
+    selector = bytes.fromhex("b678557a")
+    arg_names = ("manifestId",)
+    arg_types = ("uint256",)
+    manifestId: int
+
+
+class ManifestWindowClosed(ContractError):
+    """``ManifestWindowClosed(uint256)``, declared by OmissionManager."""
+
+    error_name = "ManifestWindowClosed"
+    signature = "ManifestWindowClosed(uint256)"
+    selector = bytes.fromhex("dfc7500b")
+    arg_names = ("until",)
+    arg_types = ("uint256",)
+    until: int
+
+
 class ModelAlreadyRegistered(ContractError):
     """``ModelAlreadyRegistered(bytes32)``, declared by ModelRegistry."""
 
@@ -501,6 +540,16 @@ class NotRegistered(ContractError):
     error_name = "NotRegistered"
     signature = "NotRegistered()"
     selector = bytes.fromhex("aba47339")
+    arg_names = ()
+    arg_types = ()
+
+
+class NotTheManifest(ContractError):
+    """``NotTheManifest()``, declared by OmissionManager."""
+
+    error_name = "NotTheManifest"
+    signature = "NotTheManifest()"
+    selector = bytes.fromhex("d67886df")
     arg_names = ()
     arg_types = ()
 
@@ -884,6 +933,17 @@ class UnknownChallenge(ContractError):
     challengeId: int
 
 
+class UnknownManifestChallenge(ContractError):
+    """``UnknownManifestChallenge(uint256)``, declared by OmissionManager."""
+
+    error_name = "UnknownManifestChallenge"
+    signature = "UnknownManifestChallenge(uint256)"
+    selector = bytes.fromhex("2519243f")
+    arg_names = ("manifestId",)
+    arg_types = ("uint256",)
+    manifestId: int
+
+
 class UnknownModel(ContractError):
     """``UnknownModel(bytes32)``, declared by ModelRegistry."""
 
@@ -962,6 +1022,18 @@ class WrongBond(ContractError):
     required: int
 
 
+class WrongReceiptCount(ContractError):
+    """``WrongReceiptCount(uint256,uint256)``, declared by OmissionManager."""
+
+    error_name = "WrongReceiptCount"
+    signature = "WrongReceiptCount(uint256,uint256)"
+    selector = bytes.fromhex("a86bf44e")
+    arg_names = ("given", "count")
+    arg_types = ("uint256", "uint256")
+    given: int
+    count: int
+
+
 class ZeroAddress(ContractError):
     """``ZeroAddress()``, declared by ServiceManager, Payments."""
 
@@ -1012,6 +1084,9 @@ BY_SELECTOR: dict[bytes, type[ContractError]] = {
     InvalidSignature.selector: InvalidSignature,
     LeafAlreadyChallenged.selector: LeafAlreadyChallenged,
     MalformedVouchers.selector: MalformedVouchers,
+    ManifestAlreadyChallenged.selector: ManifestAlreadyChallenged,
+    ManifestChallengeNotOpen.selector: ManifestChallengeNotOpen,
+    ManifestWindowClosed.selector: ManifestWindowClosed,
     ModelAlreadyRegistered.selector: ModelAlreadyRegistered,
     NoWithdrawalRequested.selector: NoWithdrawalRequested,
     NotADecoy.selector: NotADecoy,
@@ -1021,6 +1096,7 @@ BY_SELECTOR: dict[bytes, type[ContractError]] = {
     NotChallengedReceipt.selector: NotChallengedReceipt,
     NotFrozen.selector: NotFrozen,
     NotRegistered.selector: NotRegistered,
+    NotTheManifest.selector: NotTheManifest,
     NotTheNodesPromise.selector: NotTheNodesPromise,
     NotThePromisedReceipt.selector: NotThePromisedReceipt,
     NotTheRequest.selector: NotTheRequest,
@@ -1056,6 +1132,7 @@ BY_SELECTOR: dict[bytes, type[ContractError]] = {
     UnknownAvailabilityChallenge.selector: UnknownAvailabilityChallenge,
     UnknownBatch.selector: UnknownBatch,
     UnknownChallenge.selector: UnknownChallenge,
+    UnknownManifestChallenge.selector: UnknownManifestChallenge,
     UnknownModel.selector: UnknownModel,
     UnknownOmission.selector: UnknownOmission,
     VoteWindowClosed.selector: VoteWindowClosed,
@@ -1063,6 +1140,7 @@ BY_SELECTOR: dict[bytes, type[ContractError]] = {
     WithdrawalAlreadyRequested.selector: WithdrawalAlreadyRequested,
     WithdrawalNotReady.selector: WithdrawalNotReady,
     WrongBond.selector: WrongBond,
+    WrongReceiptCount.selector: WrongReceiptCount,
     ZeroAddress.selector: ZeroAddress,
     ZeroAmount.selector: ZeroAmount,
 }

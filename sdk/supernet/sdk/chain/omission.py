@@ -1,6 +1,7 @@
 """Typed wrapper of ``OmissionManager``: a user claims its node broke a signed `ReceiptPromise`
 (the receipt is in none of the node's batches committed by ``commitBy``); the node answers with
-the receipt's inclusion, or is slashed (docs/protocol.md, "Omission").
+the receipt's inclusion, or is slashed (docs/protocol.md, "Omission"). Anyone claims a batch's
+manifest cannot be fetched; the node posts the batch's receipts, or is slashed ("Manifests").
 
 >>> om = OmissionManager(w3, dep.address("OmissionManager"), user)                # doctest: +SKIP
 >>> oid = om.challenge_omission(promise, node_signature, request, receipt).value
@@ -38,6 +39,27 @@ class OmissionChallenge:
     node: str
     commit_by: int
     leaf: bytes
+
+
+class ManifestStatus(IntEnum):
+    """Lifecycle of a manifest challenge."""
+
+    NONE = 0
+    OPEN = 1
+    ANSWERED = 2
+    UNANSWERED = 3
+
+
+@dataclass(frozen=True)
+class ManifestChallenge:
+    """A claim that batch ``batch_id``'s manifest cannot be fetched, to be answered by ``deadline``."""
+
+    manifest_id: int
+    challenger: str
+    deadline: int
+    status: ManifestStatus
+    node: str
+    batch_id: int
 
 
 class OmissionManager(Binding):
@@ -93,6 +115,61 @@ class OmissionManager(Binding):
         logs = self.contract.events.OmissionChallenged().get_logs(from_block=from_block, to_block=to_block)
         return [(int(e["args"]["omissionId"]), e["args"]["node"], bytes(e["args"]["leaf"])) for e in logs]
 
+    # -- manifests -----------------------------------------------------------------------------
+
+    def challenge_manifest(self, batch: Batch) -> TxResult:
+        """Claim ``batch``'s manifest cannot be fetched, with ``CHALLENGE_BOND``; ``value`` is the
+        id (``ManifestAlreadyChallenged`` once one was opened, ``ManifestWindowClosed`` after the
+        batch's challenge window)."""
+        tx = self.transact("challengeManifest", self._ref(batch), value=self.challenge_bond())
+        return TxResult(tx.receipt, int(self.events(tx, "ManifestChallenged")[0]["args"]["manifestId"]))
+
+    def answer_manifest(self, manifest_id: int, batch: Batch, receipts: Sequence[Receipt]) -> TxResult:
+        """Post every receipt of ``batch`` in manifest order; ``value`` is the ``ManifestAnswered`` args."""
+        tx = self.transact("answerManifest", manifest_id, self._ref(batch), [r.as_tuple() for r in receipts])
+        return TxResult(tx.receipt, dict(self.events(tx, "ManifestAnswered")[0]["args"]))
+
+    def resolve_manifest(self, manifest_id: int) -> TxResult:
+        """Slash the node of an unanswered manifest challenge; ``value`` is the event's args."""
+        tx = self.transact("resolveManifest", manifest_id)
+        return TxResult(tx.receipt, dict(self.events(tx, "ManifestResolved")[0]["args"]))
+
+    def batch_manifest(self, batch_id: int) -> ManifestChallenge | None:
+        """The manifest challenge of ``batch_id`` (None: never challenged)."""
+        manifest_id = int(self.call("batchManifest", batch_id))
+        if manifest_id == 0:
+            return None
+        challenger, deadline, status, node, batch = self.call("manifestChallenges", manifest_id)
+        return ManifestChallenge(
+            manifest_id, challenger, int(deadline), ManifestStatus(int(status)), node, int(batch)
+        )
+
+    def manifests_opened(self, from_block: int, to_block: int | str = "latest") -> list[ManifestChallenge]:
+        """Every manifest challenge opened in the block range (as opened: status ``OPEN``)."""
+        logs = self.contract.events.ManifestChallenged().get_logs(from_block=from_block, to_block=to_block)
+        return [
+            ManifestChallenge(
+                int(e["args"]["manifestId"]),
+                e["args"]["challenger"],
+                int(e["args"]["deadline"]),
+                ManifestStatus.OPEN,
+                e["args"]["node"],
+                int(e["args"]["batchId"]),
+            )
+            for e in logs
+        ]
+
+    def manifest_receipts(self, batch_id: int, from_block: int) -> list[Receipt] | None:
+        """The receipts of ``batch_id`` posted by a manifest answer, in order (None: not answered;
+        search from the batch's commit block)."""
+        logs = self.contract.events.ManifestAnswered().get_logs(
+            from_block=from_block, to_block="latest", argument_filters={"batchId": batch_id}
+        )
+        for e in logs:
+            if int(e["args"]["batchId"]) == batch_id:  # a node filtering loosely is not trusted
+                return [Receipt.from_tuple(_fields(r)) for r in e["args"]["receipts"]]
+        return None
+
     def claimable(self, address: str) -> int:
         """Wei ``address`` can pull with `withdraw`."""
         return int(self.call("claimable", address))
@@ -104,3 +181,8 @@ class OmissionManager(Binding):
     @staticmethod
     def _ref(batch: Batch) -> tuple[Any, ...]:
         return batch.as_tuple()
+
+
+def _fields(value: Any) -> tuple[Any, ...]:
+    """A decoded struct's values in field order (web3 gives a tuple, or a mapping by name)."""
+    return tuple(value.values()) if hasattr(value, "values") else tuple(value)

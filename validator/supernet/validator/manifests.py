@@ -1,0 +1,126 @@
+"""Every committed batch's manifest is read while it can still be challenged; one a node does not
+serve goes to the bonded manifest challenge (docs/protocol.md, "Manifests").
+
+A check that must find a receipt by its task (the writer a memory or file root names,
+`supernet.validator.origin_check`) needs the node's manifests: which receipt sits where. An entry
+can be challenged for availability only by its index, so a node that withheld a manifest used to
+keep every reader whose writer might be in it pending for good. Now the validator reads each
+batch's manifest as the batch is followed (`ReceiptIndex.read`), retries one it cannot read with
+back-off, and then opens ``challengeManifest``: the node posts the batch's receipts on chain (the
+contract recomputes the root), which the index reads like a manifest, or is slashed, and the batch
+then holds no writer for any validator (`ReceiptIndex`). Another validator's claim on the same
+batch is followed, not duplicated. The claim must be opened within the batch's challenge window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from supernet.sdk.chain.errors import ContractError
+from supernet.sdk.chain.omission import ManifestStatus
+from supernet.validator.chain import TaskManagerClient
+from supernet.validator.db import BatchRow, Database
+from supernet.validator.origin_check import ReceiptIndex
+
+log = logging.getLogger(__name__)
+
+RETRY_MAX_S = 300.0
+"""Longest wait between two reads of an unreadable manifest."""
+
+
+class ManifestWatch:
+    """Reads every batch's manifest in its window; challenges, follows and resolves the unread.
+
+    Args:
+        chain: the TaskManager client (with the OmissionManager) bound to the validator's key.
+        db: the validator's database (the followed batches and the receipt index).
+        index: the receipt index that reads manifests.
+        retries: failed reads before the claim (it is opened earlier near the window's end).
+        backoff_s: first wait between reads; it doubles, to `RETRY_MAX_S`.
+        challenge: whether to open claims (reading, following and resolving always run).
+        on_event: called with ``(kind, data)`` for ``manifest`` and ``manifest_slash`` events.
+    """
+
+    def __init__(
+        self,
+        chain: TaskManagerClient,
+        db: Database,
+        index: ReceiptIndex,
+        *,
+        retries: int = 4,
+        backoff_s: float = 2.0,
+        challenge: bool = True,
+        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.chain, self.db, self.index = chain, db, index
+        self.retries, self.backoff_s, self.enabled = retries, backoff_s, challenge
+        self._emit = on_event or (lambda kind, data: None)
+        self._floor = 0  # batches below it are indexed or past every window
+        self._schedule: dict[int, tuple[float, int]] = {}  # batch -> (next read, failed reads)
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.to_thread(fn, *args)
+
+    async def step(self, chain_now: int) -> None:
+        """Read the manifests that are due; claim, follow and resolve the unread ones."""
+        if self.chain.omission is None:
+            return
+        closed_prefix = True
+        for batch in self.db.unindexed_since(self._floor):
+            open_ = await self._one(batch, chain_now)
+            if closed_prefix and not open_:
+                self._floor = batch.batch_id + 1
+            closed_prefix = closed_prefix and not open_
+
+    async def _one(self, batch: BatchRow, chain_now: int) -> bool:
+        """Handle one unindexed batch; whether it still needs watching."""
+        next_try, failures = self._schedule.get(batch.batch_id, (0.0, 0))
+        if time.time() < next_try:
+            return True
+        if await self.index.read(batch, force=True):
+            self._schedule.pop(batch.batch_id, None)
+            return False
+        failures += 1
+        header = await self._call(self.chain.batch, batch.batch_id)
+        window = self.chain.params().challenge_window
+        end = header.committed_at + window
+        claim = await self._call(self.chain.batch_manifest, batch.batch_id)
+        if claim is None:
+            if chain_now >= end:
+                log.error("batch %d: manifest never served and its window closed unclaimed", batch.batch_id)
+                self._schedule.pop(batch.batch_id, None)
+                return False
+            closing = chain_now >= end - max(2 * self.backoff_s, window // 10)
+            if self.enabled and (failures >= self.retries or closing):
+                await self._claim(batch)
+        elif claim.status == ManifestStatus.OPEN and chain_now > claim.deadline:
+            await self._resolve(batch, claim.manifest_id)
+        delay = min(self.backoff_s * 2**failures, RETRY_MAX_S)
+        self._schedule[batch.batch_id] = (time.time() + delay, failures)
+        return True
+
+    async def _claim(self, batch: BatchRow) -> None:
+        try:
+            mid = await self._call(self.chain.challenge_manifest, batch.batch_id)
+        except ContractError as exc:
+            if exc.error_name in ("ManifestAlreadyChallenged", "ManifestWindowClosed"):
+                return  # another validator's claim (followed), or too late
+            raise
+        log.warning("MANIFEST challenge %d: batch %d of %s not served", mid, batch.batch_id, batch.node)
+        self._emit("manifest", {"batch_id": batch.batch_id, "manifest_id": mid})
+
+    async def _resolve(self, batch: BatchRow, manifest_id: int) -> None:
+        try:
+            slashed = await self._call(self.chain.resolve_manifest, manifest_id)
+        except ContractError as exc:
+            if exc.error_name not in ("ManifestChallengeNotOpen", "AnswerWindowOpen"):
+                raise
+            return  # someone else resolved it, or the chain's clock is behind ours
+        log.warning(
+            "SLASHED node %s: manifest challenge %d unanswered (%d wei)", batch.node, manifest_id, slashed
+        )
+        self._emit("manifest_slash", {"batch_id": batch.batch_id, "manifest_id": manifest_id})
