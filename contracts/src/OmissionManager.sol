@@ -186,7 +186,7 @@ contract OmissionManager is ReentrancyGuardTransient {
     error UnknownOmission(uint256 omissionId);
     /// @notice The omission challenge is not open.
     error OmissionNotOpen(uint256 omissionId);
-    /// @notice The batch's challenge window (CHALLENGE_WINDOW from its commit) is over.
+    /// @notice The batch's manifest can no longer be claimed (half its challenge window is over).
     error ManifestWindowClosed(uint256 until);
     /// @notice This batch's manifest was already challenged.
     error ManifestAlreadyChallenged(uint256 manifestId);
@@ -331,11 +331,15 @@ contract OmissionManager is ReentrancyGuardTransient {
     }
 
     /// @notice Claims that the manifest of a committed batch cannot be fetched. Anyone may open it,
-    ///         with CHALLENGE_BOND, within the batch's challenge window, once per batch; the node
-    ///         is frozen until it answers ({answerManifest}) or the deadline passes
+    ///         with CHALLENGE_BOND, in the first half of the batch's challenge window, once per
+    ///         batch; the node is frozen until it answers ({answerManifest}) or the deadline passes
     ///         ({resolveManifest}: slashed). Per-entry availability challenges need an index, and
     ///         a check that must find a receipt by its task (the writer a memory or file root
     ///         names) cannot know it without the manifest: this makes the list itself public.
+    ///         The answer is due by VOTE_WINDOW from the claim and at the latest three quarters
+    ///         into the batch's window, so the entries it lists can still be claimed for
+    ///         availability (which closes with the window): a node answering at the last moment
+    ///         must not carry its traces past the window.
     /// @param ref The batch's header (checked against the TaskManager's slot).
     /// @return manifestId The new manifest challenge.
     function challengeManifest(TaskManager.BatchRef calldata ref)
@@ -346,15 +350,17 @@ contract OmissionManager is ReentrancyGuardTransient {
     {
         if (msg.value != CHALLENGE_BOND) revert WrongBond(msg.value, CHALLENGE_BOND);
         if (!TASK_MANAGER.isCommitted(ref)) revert UnknownBatch(ref.batchId);
-        uint256 until = uint256(ref.committedAt) + CHALLENGE_WINDOW;
+        uint256 until = uint256(ref.committedAt) + CHALLENGE_WINDOW / 2;
         if (block.timestamp >= until) revert ManifestWindowClosed(until);
         uint256 prior = batchManifest[ref.batchId];
         if (prior != 0) revert ManifestAlreadyChallenged(prior);
         unchecked {
             manifestId = ++manifestCount;
         }
+        uint256 answerBy = uint256(ref.committedAt) + CHALLENGE_WINDOW * 3 / 4;
+        uint256 due = block.timestamp + VOTE_WINDOW;
         // forge-lint: disable-next-line(unsafe-typecast)
-        uint64 deadline = uint64(block.timestamp + VOTE_WINDOW);
+        uint64 deadline = uint64(due < answerBy ? due : answerBy);
         address node = ref.node;
         _manifestChallenges[manifestId] = ManifestChallenge({
             challenger: msg.sender,

@@ -133,17 +133,41 @@ contract ManifestTest is Base {
         om.challengeManifest{value: CHALLENGE_BOND}(ref);
 
         (uint256 late,,) = _commit(node, 1);
-        vm.warp(block.timestamp + CHALLENGE_WINDOW);
+        vm.warp(block.timestamp + CHALLENGE_WINDOW / 2);
         vm.deal(stranger, CHALLENGE_BOND);
         vm.prank(stranger);
         vm.expectRevert(
             abi.encodeWithSelector(
-                OmissionManager.ManifestWindowClosed.selector, _ref(late).committedAt + CHALLENGE_WINDOW
+                OmissionManager.ManifestWindowClosed.selector, _ref(late).committedAt + CHALLENGE_WINDOW / 2
             )
         );
         om.challengeManifest{value: CHALLENGE_BOND}(_ref(late));
         vm.expectRevert(abi.encodeWithSelector(OmissionManager.UnknownManifestChallenge.selector, 99));
         om.manifestChallenges(99);
+    }
+
+    /// A claim opened late is due three quarters into the batch's window (not VOTE_WINDOW after
+    /// the claim): the entries the answer lists can then still be claimed for availability, which
+    /// closes with the window, so a node answering at the last moment cannot carry them past it.
+    function test_Manifest_TheAnswerIsDueWhileTheEntriesCanStillBeClaimed() public {
+        (uint256 b, Receipt[] memory rs,) = _commit(node, 3);
+        uint256 committedAt = _ref(b).committedAt;
+        vm.warp(committedAt + CHALLENGE_WINDOW / 2 - 1);
+        uint256 id = _challengeManifest(validator1, b);
+        uint256 deadline = om.manifestChallenges(id).deadline;
+        assertEq(deadline, committedAt + CHALLENGE_WINDOW * 3 / 4, "due at three quarters, not a day later");
+        vm.warp(deadline - 1);
+        vm.prank(node);
+        om.answerManifest(id, _ref(b), rs); // the last moment still answers
+        vm.deal(validator1, CHALLENGE_BOND);
+        vm.prank(validator1); // and an entry it listed can still be claimed for availability
+        tm.challengeAvailability{value: CHALLENGE_BOND}(_ref(b), 2);
+        // an early claim has its full VOTE_WINDOW when that ends sooner
+        (uint256 early,,) = _commit(node, 1);
+        uint256 id2 = _challengeManifest(stranger, early);
+        uint256 due = block.timestamp + VOTE_WINDOW;
+        uint256 cap = _ref(early).committedAt + CHALLENGE_WINDOW * 3 / 4;
+        assertEq(om.manifestChallenges(id2).deadline, due < cap ? due : cap);
     }
 
     /// The answer's cost is capped so the fee always burns: a huge batch cannot drain more than

@@ -100,6 +100,13 @@ async def test_a_question_on_memory_whose_writer_trace_is_withheld_waits_until_i
 FAST = {"availability_retries": 2, "availability_backoff_s": 0.1}
 
 
+def to_claim_time(vnet: VNet) -> None:
+    """Move the chain to where validators claim an unread manifest: near the end of the first
+    half of its batch's window (the contract's limit), not at the first failed read."""
+    increase_time(vnet.contracts.w3, vnet.contracts.task_manager.challenge_window() * 42 // 100)
+    mine(vnet.contracts.w3, 1)
+
+
 async def step_until(v: Any, done: Any, steps: int = 120) -> None:
     for _ in range(steps):
         await v.step()
@@ -126,6 +133,9 @@ async def test_a_question_whose_writers_manifest_is_withheld_waits_for_the_manif
         assert v.db.checks(second) == [], "a question whose writer cannot be located is not settled"
         row = {(r.batch_id, r.index): r for r in v.db.missing()}[(second, 0)]
         assert row.status == "awaiting" and f"batches [{first}]" in row.reason, row.reason
+        await v.step()
+        assert not any(e.kind == "manifest" for e in events), "no claim at the first failed reads"
+        to_claim_time(vnet)
         await step_until(v, lambda: any(e.kind == "manifest" for e in events))
         [claim] = [e.data for e in events if e.kind == "manifest"]
         assert claim["batch_id"] == first
@@ -136,11 +146,74 @@ async def test_a_question_whose_writers_manifest_is_withheld_waits_for_the_manif
     assert [(c.ok, c.kinds) for c in checks] == [(True, "")], checks
     verdict = next(e.data for e in events if e.kind == "verdict" and e.data["batch_id"] == second)
     assert verdict["unverifiable"] is None  # its memory followed to the writer the answer located
-    assert vnet.contracts.service_manager.get_operator(vnet.node.address).stake == stake
+    assert not any(e.kind == "manifest_slash" for e in events)  # answered: no slash for the manifest
+    # (the writer's own entry, sampled while its manifest was unreadable, went to the availability
+    # path and was slashed when this stand-in node did not post it: that rule is tested elsewhere)
+    sm = vnet.contracts.service_manager
+    if lost := stake - sm.get_operator(vnet.node.address).stake:
+        vnet.contracts.as_account(vnet.node).service_manager.add_stake(lost)
 
 
-# these last two leave the user's memory on a root no committed task wrote (every later task of
+async def test_a_writer_trace_withheld_after_its_window_does_not_stall_its_readers(
+    vnet: VNet, validator_factory: Any
+) -> None:
+    """Before, a writer's trace was read only when a reader needed it: once the writer's batch had
+    left its challenge window, a node could stop serving it (or never have served it, the writer
+    unsampled) and its readers stayed unverifiable for good (the availability challenge closed).
+    Now every committed trace is read in its window for the writes it records (`WriteLog`)."""
+    vnet.faults()
+    _, receipts = await vnet.run_batch([], chat_inputs=[REMEMBER], agent=RetrievalAgent)
+    writer_trace = trace_cid(receipts[0].trace_hash)
+    events: list[Any] = []
+    async with validator_factory(0, db_name="follower.sqlite", events=events, **FAST) as v:
+        await v.step()  # follows the batch in its window: its writes are read
+        # the node stops serving the writer's trace, and the writer's window closes
+        await vnet.store.pin_rm(writer_trace)
+        await vnet.store.rm_block(writer_trace)
+        increase_time(vnet.contracts.w3, vnet.contracts.task_manager.challenge_window() + 1)
+        mine(vnet.contracts.w3, 1)
+        second, _ = await vnet.run_batch([], chat_inputs=[QUESTION], agent=RetrievalAgent)
+        await step_until(v, lambda: bool(v.db.checks(second)), steps=20)
+        checks = v.db.checks(second)
+    await vnet.store.put_block(vnet.traces[writer_trace], "dag-cbor", pin=True)  # for later tests
+    assert [(c.ok, c.kinds) for c in checks] == [(True, "")], checks
+    verdict = next(e.data for e in events if e.kind == "verdict" and e.data["batch_id"] == second)
+    assert verdict["unverifiable"] is None  # its memory followed through the write read in time
+
+
+# these last ones leave the user's memory on a root no committed task wrote (every later task of
 # theirs reading it is challenged)
+async def test_a_writer_whose_trace_was_claimed_and_never_posted_wrote_nothing(
+    vnet: VNet, validator_factory: Any
+) -> None:
+    """The writer's trace was claimed in its window and the node let the claim go unanswered
+    (slashed): a reader checked after that window is accused at once, by every validator alike,
+    instead of waiting for a trace no one can claim any more and ending unverifiable."""
+    vnet.faults(withhold=1.0)
+    try:
+        first, _ = await vnet.run_batch([], chat_inputs=[REMEMBER], agent=RetrievalAgent)
+    finally:
+        vnet.faults()
+    sm = vnet.contracts.service_manager
+    stake = sm.get_operator(vnet.node.address).stake
+    events: list[Any] = []
+    async with validator_factory(0, db_name="follower.sqlite", events=events, **FAST) as v:
+        await step_until(v, lambda: any(e.kind == "availability" for e in events))
+        increase_time(vnet.contracts.w3, vnet.contracts.task_manager.challenge_window() + 1)
+        mine(vnet.contracts.w3, 1)
+        await step_until(v, lambda: any(e.kind == "availability_slash" for e in events))
+        second, _ = await vnet.run_batch([], chat_inputs=[QUESTION], agent=RetrievalAgent)
+        await step_until(v, lambda: bool(v.db.checks(second)), steps=20)
+        checks = v.db.checks(second)
+    assert [(c.ok, c.kinds) for c in checks] == [(False, "origin")], checks
+    verdict = next(e.data for e in events if e.kind == "verdict" and e.data["batch_id"] == second)
+    evidence = await vnet.store.get_dag(verdict["evidence"])
+    assert "never showed when claimed" in str(evidence), evidence
+    assert [e.data["batch_id"] for e in events if e.kind == "availability_slash"] == [first]
+    if lost := stake - sm.get_operator(vnet.node.address).stake:
+        vnet.contracts.as_account(vnet.node).service_manager.add_stake(lost)
+
+
 async def test_a_manifest_never_shown_is_slashed_and_its_writers_count_as_never_committed(
     vnet: VNet, validator_factory: Any
 ) -> None:
@@ -151,6 +224,8 @@ async def test_a_manifest_never_shown_is_slashed_and_its_writers_count_as_never_
     stake = sm.get_operator(vnet.node.address).stake
     events: list[Any] = []
     async with validator_factory(0, events=events, **FAST) as v:
+        await v.step()
+        to_claim_time(vnet)
         await step_until(v, lambda: any(e.kind == "manifest" for e in events))
         assert v.db.checks(second) == [], "not accused while the node may still answer"
         increase_time(vnet.contracts.w3, vnet.contracts.task_manager.vote_window() + 1)
@@ -169,8 +244,8 @@ async def test_a_manifest_never_shown_is_slashed_and_its_writers_count_as_never_
         await step_until(voter, lambda: bool(voter.db.checks(second)))
         assert [(c.ok, c.kinds) for c in voter.db.checks(second)] == [(False, "origin")]
     # the node's stake back (it was slashed for the manifest and its sampled entry) for later tests
-    lost = stake - sm.get_operator(vnet.node.address).stake
-    vnet.contracts.as_account(vnet.node).service_manager.add_stake(lost)
+    if lost := stake - sm.get_operator(vnet.node.address).stake:
+        vnet.contracts.as_account(vnet.node).service_manager.add_stake(lost)
 
 
 async def test_a_posted_receipt_whose_trace_carries_no_signed_request_is_no_writer(
@@ -190,6 +265,8 @@ async def test_a_posted_receipt_whose_trace_carries_no_signed_request_is_no_writ
     second, _ = await vnet.run_batch([], chat_inputs=[QUESTION], agent=RetrievalAgent)
     events: list[Any] = []
     async with validator_factory(0, events=events, **FAST) as v:
+        await v.step()
+        to_claim_time(vnet)
         await step_until(v, lambda: any(e.kind == "manifest" for e in events))
         [claim] = [e.data for e in events if e.kind == "manifest"]
         node_om = vnet.contracts.as_account(vnet.node).omission_manager

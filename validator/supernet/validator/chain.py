@@ -24,6 +24,7 @@ from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.chain.tasks import (
     AvailabilityAnswer,
     AvailabilityChallenge,
+    AvailabilityStatus,
     Batch,
     ChallengeStatus,
     TaskManager,
@@ -310,6 +311,27 @@ class TaskManagerClient:
         its fraud window runs a full ``CHALLENGE_WINDOW`` from then."""
         key = Web3.keccak(self.w3.codec.encode(["uint256", "uint256"], [batch_id, index]))
         return int(self.binding.call("answeredAt", key))
+
+    def entry_refused(self, batch_id: int, index: int) -> bool:
+        """Whether an availability challenge on entry ``index`` of a batch went unanswered."""
+        aid = self.entry_availability(batch_id, index)
+        return bool(aid) and self.availability(aid).status == AvailabilityStatus.UNANSWERED
+
+    def refusals(self, from_block: int, to_block: int) -> list[str]:
+        """The nodes slashed in the block range for data they never showed when claimed (an
+        availability or manifest challenge resolved unanswered), one per refusal."""
+        logs = self.binding.contract.events.AvailabilityResolved().get_logs(
+            from_block=from_block, to_block=to_block
+        )
+        nodes = [self.batch(self.availability(int(e["args"]["availabilityId"])).batch_id).node for e in logs]
+        if self.omission is not None:
+            manifest_logs = self.omission.contract.events.ManifestResolved().get_logs(
+                from_block=from_block, to_block=to_block
+            )
+            for e in manifest_logs:
+                _, _, _, node, _ = self.omission.call("manifestChallenges", int(e["args"]["manifestId"]))
+                nodes.append(node)
+        return nodes
 
     def resolve_availability(self, availability_id: int) -> int:
         """Slash the node of an unanswered availability challenge; returns the wei slashed."""

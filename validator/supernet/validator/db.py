@@ -51,6 +51,12 @@ CREATE TABLE IF NOT EXISTS receipts (
 CREATE INDEX IF NOT EXISTS receipts_by_request ON receipts (node, request_hash);
 CREATE TABLE IF NOT EXISTS indexed (batch_id INTEGER PRIMARY KEY, complete INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS verified_roots (node TEXT NOT NULL, root TEXT NOT NULL, PRIMARY KEY (node, root));
+CREATE TABLE IF NOT EXISTS ingested (
+  batch_id INTEGER NOT NULL, idx INTEGER NOT NULL, status TEXT NOT NULL, PRIMARY KEY (batch_id, idx));
+CREATE TABLE IF NOT EXISTS writes (
+  node TEXT NOT NULL, root TEXT NOT NULL, prev TEXT, area TEXT NOT NULL, namespace TEXT NOT NULL,
+  writer TEXT NOT NULL, user TEXT NOT NULL, batch_id INTEGER NOT NULL, idx INTEGER NOT NULL,
+  PRIMARY KEY (node, root));
 """
 
 
@@ -105,6 +111,22 @@ class ChallengeRow:
     status: str  # open | voted | resolved | claimed
     my_vote: bool | None
     fraud: bool | None
+
+
+@dataclass(frozen=True)
+class WriteRow:
+    """One memory or file write of a committed trace, read in its window and found sound: ``root``
+    (a CID) is ``prev`` with the write's one change, written by task ``writer`` of ``user``."""
+
+    node: str
+    root: str
+    prev: str | None
+    area: str
+    namespace: str
+    writer: str
+    user: str
+    batch_id: int
+    index: int
 
 
 @dataclass(frozen=True)
@@ -375,15 +397,76 @@ class Database:
 
     def find_receipt(self, node: str, request_hash: str, up_to: int) -> ReceiptRow | None:
         """The first committed receipt of ``node`` for ``request_hash`` in batches up to ``up_to``."""
+        rows = self.find_receipts(node, request_hash, up_to, limit=1)
+        return rows[0] if rows else None
+
+    def find_receipts(self, node: str, request_hash: str, up_to: int, limit: int = 16) -> list[ReceiptRow]:
+        """The committed receipts of ``node`` for ``request_hash`` in batches up to ``up_to``, in
+        commit order (a request committed more than once: the first ``limit``)."""
         rows = self._all(
             "SELECT batch_id, idx, node, request_hash, user, trace_cid FROM receipts "
             "WHERE node = lower(?) AND request_hash = lower(?) AND batch_id <= ? "
-            "ORDER BY batch_id, idx LIMIT 1",
+            "ORDER BY batch_id, idx LIMIT ?",
             node,
             request_hash,
             up_to,
+            limit,
         )
-        return ReceiptRow(*rows[0]) if rows else None
+        return [ReceiptRow(*r) for r in rows]
+
+    # -- writes read in their window -----------------------------------------------------------
+
+    def unread_traces(self, from_batch: int, limit: int = 256) -> list[ReceiptRow]:
+        """Indexed receipts of followed (not ``history``) batches from ``from_batch`` on whose
+        traces have not been read for their writes yet."""
+        rows = self._all(
+            "SELECT r.batch_id, r.idx, r.node, r.request_hash, r.user, r.trace_cid FROM receipts r "
+            "JOIN batches b ON b.batch_id = r.batch_id "
+            "LEFT JOIN ingested i ON i.batch_id = r.batch_id AND i.idx = r.idx "
+            "WHERE i.batch_id IS NULL AND b.status != 'history' AND r.batch_id >= ? "
+            "ORDER BY r.batch_id, r.idx LIMIT ?",
+            from_batch,
+            limit,
+        )
+        return [ReceiptRow(*r) for r in rows]
+
+    def record_writes(self, batch_id: int, index: int, writes: Iterable[WriteRow], status: str) -> None:
+        """The writes read from one entry's trace and the entry's status (``read``, or why none
+        were: ``unreadable``, ``refused``), in one transaction."""
+        with self._tx() as c:
+            c.executemany(
+                "INSERT OR IGNORE INTO writes "
+                "(node, root, prev, area, namespace, writer, user, batch_id, idx) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        w.node.lower(),
+                        canonical_cid(w.root),
+                        None if w.prev is None else canonical_cid(w.prev),
+                        w.area,
+                        w.namespace,
+                        w.writer.lower(),
+                        w.user.lower(),
+                        w.batch_id,
+                        w.index,
+                    )
+                    for w in writes
+                ],
+            )
+            c.execute(
+                "INSERT OR REPLACE INTO ingested (batch_id, idx, status) VALUES (?, ?, ?)",
+                (batch_id, index, status),
+            )
+
+    def write_of(self, node: str, root: str) -> WriteRow | None:
+        """The recorded write that produced ``root`` of ``node``'s (None: none read here)."""
+        rows = self._all(
+            "SELECT node, root, prev, area, namespace, writer, user, batch_id, idx FROM writes "
+            "WHERE node = ? AND root = ?",
+            node.lower(),
+            canonical_cid(root),
+        )
+        return WriteRow(*rows[0]) if rows else None
 
     def root_verified(self, node: str, root: str) -> bool:
         """Whether the origin check found ``root`` (and every root below it) sound already, as a
@@ -392,6 +475,12 @@ class Database:
             "SELECT 1 FROM verified_roots WHERE node = ? AND root = ?", node.lower(), canonical_cid(root)
         )
         return bool(rows)
+
+    def forget_verified_roots(self, node: str) -> int:
+        """Drop every root of ``node`` found sound (the node refused data on chain since, which may
+        unmake a writer below them: each is walked again); returns how many."""
+        with self._tx() as c:
+            return c.execute("DELETE FROM verified_roots WHERE node = ?", (node.lower(),)).rowcount
 
     def mark_roots_verified(self, node: str, roots: Iterable[str]) -> None:
         """Record roots of ``node`` the origin check found sound, with every root below them."""

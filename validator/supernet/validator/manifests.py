@@ -6,10 +6,19 @@ A check that must find a receipt by its task (the writer a memory or file root n
 can be challenged for availability only by its index, so a node that withheld a manifest used to
 keep every reader whose writer might be in it pending for good. Now the validator reads each
 batch's manifest as the batch is followed (`ReceiptIndex.read`), retries one it cannot read with
-back-off, and then opens ``challengeManifest``: the node posts the batch's receipts on chain (the
-contract recomputes the root), which the index reads like a manifest, or is slashed, and the batch
-then holds no writer for any validator (`ReceiptIndex`). Another validator's claim on the same
-batch is followed, not duplicated. The claim must be opened within the batch's challenge window.
+back-off, and opens ``challengeManifest`` near the end of the first half of the batch's window
+(the contract's limit: the answer is due by three quarters of it, so the entries it lists can
+still be claimed for availability): the node posts the batch's receipts on chain (the contract
+recomputes the root), which the index reads like a manifest, or is slashed, and the batch then
+holds no writer for any validator (`ReceiptIndex`). Claiming late rather than at the first
+failure leaves an honest node with a passing outage alone, and costs a node that serves no
+manifest the same claims (docs/validator.md, "Known limits"). Another validator's claim on the
+same batch is followed, not duplicated.
+
+Every refusal on chain (a manifest or availability claim resolved unanswered, by anyone) makes
+the validator forget the roots of that node it had found sound: a root walked through a writer
+the node showed this validator and refused to show on chain is judged again, as every other
+validator judges it.
 """
 
 from __future__ import annotations
@@ -39,8 +48,8 @@ class ManifestWatch:
         chain: the TaskManager client (with the OmissionManager) bound to the validator's key.
         db: the validator's database (the followed batches and the receipt index).
         index: the receipt index that reads manifests.
-        retries: failed reads before the claim (it is opened earlier near the window's end).
         backoff_s: first wait between reads; it doubles, to `RETRY_MAX_S`.
+        start_block: where the refusals on chain are followed from (the deploy block).
         challenge: whether to open claims (reading, following and resolving always run).
         on_event: called with ``(kind, data)`` for ``manifest`` and ``manifest_slash`` events.
     """
@@ -51,27 +60,39 @@ class ManifestWatch:
         db: Database,
         index: ReceiptIndex,
         *,
-        retries: int = 4,
         backoff_s: float = 2.0,
         challenge: bool = True,
+        start_block: int = 0,
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         self.chain, self.db, self.index = chain, db, index
-        self.retries, self.backoff_s, self.enabled = retries, backoff_s, challenge
+        self.backoff_s, self.enabled, self._start_block = backoff_s, challenge, start_block
         self._emit = on_event or (lambda kind, data: None)
         self._floor = 0  # batches below it are indexed or past every window
         self._schedule: dict[int, tuple[float, int]] = {}  # batch -> (next read, failed reads)
+        self._done: set[int] = set()  # unindexed for good: window closed unclaimed
 
     async def _call(self, fn: Any, *args: Any) -> Any:
         return await asyncio.to_thread(fn, *args)
 
     async def step(self, chain_now: int) -> None:
-        """Read the manifests that are due; claim, follow and resolve the unread ones."""
+        """Read the manifests that are due; claim, follow and resolve the unread ones; forget the
+        sound roots of nodes that refused data on chain since the last step."""
         if self.chain.omission is None:
             return
+        await self._follow_refusals()
         closed_prefix = True
         for batch in self.db.unindexed_since(self._floor):
-            open_ = await self._one(batch, chain_now)
+            if batch.status == "history" or batch.batch_id in self._done:
+                open_ = False
+            else:
+                try:
+                    open_ = await self._one(batch, chain_now)
+                except Exception as exc:  # one batch's trouble (RPC, funds) never stops the others
+                    log.warning("batch %d: manifest watch failed, retrying: %s", batch.batch_id, exc)
+                    _, failures = self._schedule.get(batch.batch_id, (0.0, 0))
+                    self._schedule[batch.batch_id] = (time.time() + RETRY_MAX_S, failures)
+                    open_ = True
             if closed_prefix and not open_:
                 self._floor = batch.batch_id + 1
             closed_prefix = closed_prefix and not open_
@@ -81,27 +102,41 @@ class ManifestWatch:
         next_try, failures = self._schedule.get(batch.batch_id, (0.0, 0))
         if time.time() < next_try:
             return True
+        header = await self._call(self.chain.batch, batch.batch_id)
+        window = self.chain.params().challenge_window
+        claim_until = header.committed_at + window // 2
+        claim = await self._call(self.chain.batch_manifest, batch.batch_id)
+        if claim is None and chain_now >= claim_until:
+            if not await self.index.read(batch, force=True):  # a last try before giving up
+                log.error("batch %d: manifest never served and never claimed in time", batch.batch_id)
+            self._done.add(batch.batch_id)
+            self._schedule.pop(batch.batch_id, None)
+            return False
         if await self.index.read(batch, force=True):
             self._schedule.pop(batch.batch_id, None)
             return False
         failures += 1
-        header = await self._call(self.chain.batch, batch.batch_id)
-        window = self.chain.params().challenge_window
-        end = header.committed_at + window
-        claim = await self._call(self.chain.batch_manifest, batch.batch_id)
         if claim is None:
-            if chain_now >= end:
-                log.error("batch %d: manifest never served and its window closed unclaimed", batch.batch_id)
-                self._schedule.pop(batch.batch_id, None)
-                return False
-            closing = chain_now >= end - max(2 * self.backoff_s, window // 10)
-            if self.enabled and (failures >= self.retries or closing):
+            closing = chain_now >= claim_until - max(2 * self.backoff_s, window // 10)
+            if self.enabled and closing:
                 await self._claim(batch)
         elif claim.status == ManifestStatus.OPEN and chain_now > claim.deadline:
             await self._resolve(batch, claim.manifest_id)
         delay = min(self.backoff_s * 2**failures, RETRY_MAX_S)
+        if claim is None and not self.enabled:
+            delay = max(delay, RETRY_MAX_S)  # nothing to do but read: no need to hurry
         self._schedule[batch.batch_id] = (time.time() + delay, failures)
         return True
+
+    async def _follow_refusals(self) -> None:
+        head = await self._call(lambda: self.chain.head())
+        start = int(self.db.meta("refusals_to") or self._start_block - 1) + 1
+        if head < start:
+            return
+        for node in set(await self._call(self.chain.refusals, start, head)):
+            dropped = self.db.forget_verified_roots(node)
+            log.warning("node %s refused data on chain: %d roots found sound are judged again", node, dropped)
+        self.db.set_meta("refusals_to", str(head))
 
     async def _claim(self, batch: BatchRow) -> None:
         try:

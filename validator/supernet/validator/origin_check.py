@@ -84,6 +84,8 @@ class ManifestClaims(Protocol):
 
     def manifest_receipts(self, batch_id: int) -> list[Receipt] | None: ...
 
+    def entry_refused(self, batch_id: int, index: int) -> bool: ...
+
 
 class ReceiptIndex:
     """Where a node's committed receipts are, by request hash: read from its batches' manifests,
@@ -140,19 +142,25 @@ class ReceiptIndex:
             OriginUnknown: not found, and a manifest of the node up to there is unreadable (the
                 receipt may be in it): the caller retries later.
         """
-        found = self.db.find_receipt(node, request_hash, up_to_batch)
+        found = await self._first_shown(node, request_hash, up_to_batch)
         if found is None:
             unreadable = [
                 b.batch_id for b in self.db.unindexed_batches(node, up_to_batch) if not await self.read(b)
             ]
-            found = self.db.find_receipt(node, request_hash, up_to_batch)
+            found = await self._first_shown(node, request_hash, up_to_batch)
             if found is None and unreadable:
                 raise OriginUnknown(
                     f"the manifests of batches {unreadable} of {node} are unreadable", tuple(unreadable)
                 )
-        if found is not None and await self.claimed(found.batch_id) == ManifestStatus.UNANSWERED:
-            return None  # indexed from its manifest before the node refused to show it on chain
         return found
+
+    async def _first_shown(self, node: str, request_hash: str, up_to_batch: int) -> ReceiptRow | None:
+        """The first receipt for the request in a batch whose manifest the node did not refuse to
+        show on chain (one indexed from its manifest before the refusal does not count)."""
+        for row in self.db.find_receipts(node, request_hash, up_to_batch):
+            if await self.claimed(row.batch_id) != ManifestStatus.UNANSWERED:
+                return row
+        return None
 
     async def claimed(self, batch_id: int) -> ManifestStatus | None:
         """The final outcome of the batch's manifest claim (None: none, or still open)."""
@@ -161,6 +169,12 @@ class ReceiptIndex:
             if claim is not None and claim.status in (ManifestStatus.ANSWERED, ManifestStatus.UNANSWERED):
                 self._settled[batch_id] = claim.status
         return self._settled.get(batch_id)
+
+    async def entry_refused(self, batch_id: int, index: int) -> bool:
+        """Whether the node let an availability challenge on the entry go unanswered (final)."""
+        if self._claims is None:
+            return False
+        return bool(await asyncio.to_thread(self._claims.entry_refused, batch_id, index))
 
     async def read(self, batch: BatchRow, *, force: bool = False) -> bool:
         """Index one batch; whether all of it could be read (``force``: even before its back-off
@@ -321,10 +335,19 @@ class _Walk:
             where = f"the {area} root {first} of {namespace} the task started from" + (
                 f" (down its history, root {current})" if current != first else ""
             )
-            if block is None:
-                return f"{where}: the root block cannot be read"
             if len(chain) >= MAX_WALK:
                 return f"{where}: more than {MAX_WALK} roots below it not yet checked here"
+            recorded = await self._recorded(area, namespace, current, where)
+            if isinstance(recorded, Finding):
+                return recorded
+            if recorded is not None:  # its write was read in its window (`WriteLog`): sound
+                chain.append(current)
+                current, block = recorded[0], None
+                continue
+            if block is None and chain:  # below a recorded write: the root from the store
+                block = await self._stored_root(current)
+            if block is None:
+                return f"{where}: the root block cannot be read"
             judged = await self._one(area, namespace, current, block, where)
             if not isinstance(judged, tuple):
                 return judged
@@ -332,6 +355,39 @@ class _Walk:
             current, block = judged
         self.index.db.mark_roots_verified(self.node, chain)
         return None
+
+    async def _recorded(
+        self, area: str, namespace: str, root: str, where: str
+    ) -> tuple[str | None] | Finding | None:
+        """``(prev,)`` when this validator read the write of ``root`` in its writer's window
+        (`supernet.validator.writes`), checked as `_one` would; None: not recorded, or not usable
+        here (committed after this task's batch, or in a batch the node refused to show)."""
+        write = self.index.db.write_of(self.node, root)
+        if write is None or write.batch_id > self.batch:
+            return None
+        if await self.index.claimed(write.batch_id) == ManifestStatus.UNANSWERED or (
+            await self.index.entry_refused(write.batch_id, write.index)
+        ):
+            return None  # read here, but refused to others on chain since: judged the slow way
+        if (write.area, write.namespace) != (area, namespace):
+            return Finding(Check.ORIGIN, f"{where} is a root of {write.area} of {write.namespace}")
+        if write.writer == self.trace.task_id.lower():
+            return Finding(Check.ORIGIN, f"{where} names this task, which had not written yet")
+        if write.user != self.trace.user.lower():
+            return Finding(
+                Check.ORIGIN,
+                f"{where} was written by a task of another user",
+                expected=self.trace.user.lower(),
+                claimed=write.user,
+            )
+        return (write.prev,)
+
+    async def _stored_root(self, cid: str) -> Any:
+        try:
+            block = await self.store.get_dag(cid)
+        except Exception:
+            return None
+        return block if isinstance(block, Mapping) else None
 
     async def _one(
         self, area: str, namespace: str, root: str, block: Any, where: str
@@ -363,17 +419,24 @@ class _Walk:
             )
         written = await self._writer_trace(receipt)
         if isinstance(written, str):
+            if await self.index.entry_refused(receipt.batch_id, receipt.index):
+                # its trace was claimed on chain and never posted: the node was slashed for it, and
+                # a write nobody can see is no write, for every validator alike
+                self.withheld.discard((receipt.batch_id, receipt.index))
+                message = f"{where} names task {writer}, whose trace the node never showed when claimed"
+                return Finding(Check.ORIGIN, message, claimed=writer)
             return f"{where}: {written}"
         if (written.task_id.lower(), written.user.lower()) != (writer.lower(), receipt.user):
             return Finding(
                 Check.ORIGIN, f"{where} names task {writer}, whose committed trace is another task's"
             )
         claimed = await self.index.claimed(receipt.batch_id) == ManifestStatus.ANSWERED
-        if claimed and not _signed_by(written, writer, receipt.user, self.index.domain):
+        if claimed and not signed_by(written, writer, receipt.user, self.node, self.index.domain):
             # a receipt indexed from a manifest answer carries no request (a manifest entry's
             # was checked when indexed): the trace must
             return Finding(
-                Check.ORIGIN, f"{where} names task {writer}, whose trace carries no request its user signed"
+                Check.ORIGIN,
+                f"{where} names task {writer}, whose trace carries no request its user signed to this node",
             )
         event = _write_of(written, area, namespace, root)
         if event is None:
@@ -393,7 +456,7 @@ class _Walk:
         if prev_block is None:
             message = f"{where}: its writer's committed trace does not carry the root it wrote on top of"
             return Finding(Check.ORIGIN, message, claimed=prev_cid)
-        if dict(block) != _next_root(area, namespace, prev_block, prev_cid, event, writer):
+        if dict(block) != next_root(area, namespace, prev_block, prev_cid, event, writer):
             return Finding(Check.ORIGIN, f"{where} is not its previous root with its writer's one change")
         return prev_cid, prev_block
 
@@ -413,9 +476,12 @@ class _Walk:
         return self._traces[receipt.trace_cid]
 
 
-def _signed_by(trace: Trace, request_hash: str, user: str, domain: Domain) -> bool:
-    """Whether ``trace`` carries the request ``request_hash``, signed by ``user``."""
+def signed_by(trace: Trace, request_hash: str, user: str, node: str, domain: Domain) -> bool:
+    """Whether ``trace`` carries the request ``request_hash`` to ``node``, signed by ``user`` (a
+    request signed for another node is no task of this one's, however real)."""
     if trace.request is None or trace.request_signature is None:
+        return False
+    if trace.request.node.lower() != node.lower():
         return False
     try:
         digest = hash_task_request(trace.request, domain)
@@ -450,7 +516,7 @@ def _write_of(trace: Trace, area: str, namespace: str, root: str) -> Any:
     return None
 
 
-def _next_root(
+def next_root(
     area: str, namespace: str, prev: Mapping[str, Any], prev_cid: str | None, event: Any, writer: str
 ) -> dict[str, Any] | None:
     """The root ``event`` must have written on top of ``prev``, as `NamespaceRoots.commit` writes

@@ -42,6 +42,7 @@ from supernet.validator.origin_check import ReceiptIndex
 from supernet.validator.sampler import sample
 from supernet.validator.tool_check import RegistryRunner, ToolRunner
 from supernet.validator.verifier import ManifestError, Scorer, Verifier
+from supernet.validator.writes import WriteLog
 
 log = logging.getLogger(__name__)
 
@@ -166,9 +167,9 @@ class Validator:
             self.chain,
             self.db,
             self.verifier.origins,
-            retries=s.availability_retries,
             backoff_s=s.availability_backoff_s,
             challenge=s.challenge,
+            start_block=self.deployment.deploy_block,
             on_event=lambda kind, data: self._emit(kind, **data),
         )
         self.availability = Availability(
@@ -181,6 +182,16 @@ class Validator:
             backoff_s=s.availability_backoff_s,
             challenge=s.challenge,
             on_event=lambda kind, data: self._emit(kind, **data),
+        )
+        # every committed trace is read in its window for the writes it records (the origin check)
+        self.writes = WriteLog(
+            self.chain,
+            self.db,
+            self.store,
+            self.verifier.origins,
+            self.availability,
+            retries=s.availability_retries,
+            backoff_s=s.availability_backoff_s,
         )
         # every batch from the deploy block on is followed (the origin check's receipt index);
         # those before ``start_block`` are never sampled here
@@ -284,7 +295,12 @@ class Validator:
         for batch in self.db.pending_batches():
             await self.process_batch(batch)
         chain_now = await asyncio.to_thread(self.chain.timestamp)
-        await self.manifests.step(chain_now)
+        # what keeps data secured in its window runs isolated: its trouble never stops the votes
+        for name, part in (("manifests", self.manifests), ("writes", self.writes)):
+            try:
+                await part.step(chain_now)
+            except Exception as exc:
+                log.warning("%s step failed, retried next step: %s", name, exc)
         await self.availability.step(chain_now)
         now = max(int(time.time()), chain_now)
         await self.disputes.vote_open(now)

@@ -102,64 +102,80 @@ class AvailabilityResponder:
                     if claim.node.lower() == self.node:
                         self._manifests[claim.manifest_id] = claim
             self._next_block = head + 1
+        answered = []
+        # availability first; each claim on its own: one that cannot be answered (a deadline
+        # passed while the node was down, a reverted transaction) never blocks the others
+        for aid, ev in list(self._open.items()):
+            try:
+                status = (await asyncio.to_thread(self.tm.get_availability, aid)).status
+                if status != AvailabilityStatus.OPEN:
+                    del self._open[aid]
+                    continue
+                if await self._answer(ev):
+                    answered.append(aid)
+                    del self._open[aid]
+            except Exception as exc:
+                log.warning("availability challenge %d: answer failed, retrying: %s", aid, exc)
         await self._answer_omissions()
         await self._answer_manifests()
-        answered = []
-        for aid, ev in list(self._open.items()):
-            status = (await asyncio.to_thread(self.tm.get_availability, aid)).status
-            if status != AvailabilityStatus.OPEN:
-                del self._open[aid]
-                continue
-            if await self._answer(ev):
-                answered.append(aid)
-                del self._open[aid]
         return answered
 
     async def _answer_omissions(self) -> None:
         """Show every receipt an open omission claim says is missing, once it is committed."""
         for oid, leaf in list(self._omissions.items()):
-            if (await asyncio.to_thread(self.om.get_omission, oid)).status != OmissionStatus.OPEN:
-                del self._omissions[oid]
-                self._uncommitted.discard(oid)
-                continue
-            row = self.db.receipt_by_leaf("0x" + leaf.hex())
-            batch = self.db.batch(row.batch_id) if row is not None and row.batch_id is not None else None
-            if row is None or row.proof is None or batch is None or batch.chain_batch_id is None:
-                if oid not in self._uncommitted:  # once per claim, not at every scan
-                    self._uncommitted.add(oid)
-                    log.error("omission claim %d: receipt %s is not committed here", oid, "0x" + leaf.hex())
-                continue  # retried: it may be committed by the next scan
-            assert row.batch_index is not None
-            ref = await asyncio.to_thread(self.tm.batch, batch.chain_batch_id)
-            proof = [bytes.fromhex(p[2:]) for p in json.loads(row.proof)]
-            receipt = Receipt.from_json(row.receipt_json)
-            await asyncio.to_thread(self.om.answer_omission, oid, ref, row.batch_index, receipt, proof)
-            log.warning(
-                "answered omission claim %d: batch %d #%d", oid, batch.chain_batch_id, row.batch_index
-            )
+            try:
+                await self._answer_omission(oid, leaf)
+            except Exception as exc:
+                log.warning("omission claim %d: answer failed, retrying: %s", oid, exc)
+
+    async def _answer_omission(self, oid: int, leaf: bytes) -> None:
+        if (await asyncio.to_thread(self.om.get_omission, oid)).status != OmissionStatus.OPEN:
             del self._omissions[oid]
             self._uncommitted.discard(oid)
+            return
+        row = self.db.receipt_by_leaf("0x" + leaf.hex())
+        batch = self.db.batch(row.batch_id) if row is not None and row.batch_id is not None else None
+        if row is None or row.proof is None or batch is None or batch.chain_batch_id is None:
+            if oid not in self._uncommitted:  # once per claim, not at every scan
+                self._uncommitted.add(oid)
+                log.error("omission claim %d: receipt %s is not committed here", oid, "0x" + leaf.hex())
+            return  # retried: it may be committed by the next scan
+        assert row.batch_index is not None
+        ref = await asyncio.to_thread(self.tm.batch, batch.chain_batch_id)
+        proof = [bytes.fromhex(p[2:]) for p in json.loads(row.proof)]
+        receipt = Receipt.from_json(row.receipt_json)
+        await asyncio.to_thread(self.om.answer_omission, oid, ref, row.batch_index, receipt, proof)
+        log.warning("answered omission claim %d: batch %d #%d", oid, batch.chain_batch_id, row.batch_index)
+        del self._omissions[oid]
+        self._uncommitted.discard(oid)
 
     async def _answer_manifests(self) -> None:
-        """Post the receipts of every batch an open manifest claim names."""
+        """Post the receipts of every batch an open manifest claim names, before its deadline."""
+        now = int(await asyncio.to_thread(lambda: self.tm.w3.eth.get_block("latest")["timestamp"]))
         for mid, claim in list(self._manifests.items()):
-            state = await asyncio.to_thread(self.om.batch_manifest, claim.batch_id)
-            if state is None or state.status != ManifestStatus.OPEN:
-                del self._manifests[mid]
-                continue
-            batch = self.db.batch_by_chain_id(claim.batch_id)
-            rows = self.db.batch_receipts(batch.id) if batch is not None else []
-            if batch is None or len(rows) != batch.count:
-                log.error("manifest claim %d: batch %d is not one of ours in full", mid, claim.batch_id)
-                del self._manifests[mid]  # nothing to post; it stays open for the claimant to resolve
-                continue
-            ref = await asyncio.to_thread(self.tm.batch, claim.batch_id)
-            receipts = [Receipt.from_json(r.receipt_json) for r in rows]
-            await asyncio.to_thread(self.om.answer_manifest, mid, ref, receipts)
-            log.warning(
-                "answered manifest claim %d: %d receipts of batch %d posted", mid, len(rows), claim.batch_id
-            )
-            del self._manifests[mid]
+            try:
+                await self._answer_manifest(mid, claim, now)
+            except Exception as exc:
+                log.warning("manifest claim %d: answer failed, retrying: %s", mid, exc)
+
+    async def _answer_manifest(self, mid: int, claim: ManifestChallenge, now: int) -> None:
+        state = await asyncio.to_thread(self.om.batch_manifest, claim.batch_id)
+        if state is None or state.status != ManifestStatus.OPEN or now >= state.deadline:
+            del self._manifests[mid]  # settled, or too late to answer (anyone may resolve it)
+            return
+        batch = self.db.batch_by_chain_id(claim.batch_id)
+        rows = self.db.batch_receipts(batch.id) if batch is not None else []
+        if batch is None or len(rows) != batch.count:
+            log.error("manifest claim %d: batch %d is not one of ours in full", mid, claim.batch_id)
+            del self._manifests[mid]  # nothing to post; it stays open for the claimant to resolve
+            return
+        ref = await asyncio.to_thread(self.tm.batch, claim.batch_id)
+        receipts = [Receipt.from_json(r.receipt_json) for r in rows]
+        await asyncio.to_thread(self.om.answer_manifest, mid, ref, receipts)
+        log.warning(
+            "answered manifest claim %d: %d receipts of batch %d posted", mid, len(rows), claim.batch_id
+        )
+        del self._manifests[mid]
 
     async def _answer(self, ev: AvailabilityOpened) -> bool:
         row = self.db.receipt_at(ev.batch_id, ev.index)

@@ -1,0 +1,152 @@
+"""Every committed trace is read while its batch can still be challenged, and the memory and file
+writes it records are kept (docs/validator.md, "Where a task's roots come from").
+
+The origin check follows a root back to the committed task that wrote it, through that task's
+trace. It used to read a writer's trace only when a reader needed it, which may be long after the
+writer's batch left its challenge window: a node could withhold the trace of an old, unsampled
+task, name that task as the writer of a made-up root, and leave the reader unverifiable (an
+availability challenge is refused once the window is over). So every committed entry's trace is
+read in its window, sampled or not (`WriteLog.step`): each write it records is checked as the walk
+would check it (the new root is its previous one with the write's one change, by this task; the
+trace carries the request its user signed) and kept in the ``writes`` table, which the walk reads
+first (`supernet.validator.origin_check`). A trace that cannot be read is retried with back-off
+and then goes to the availability path like a sampled one (the node posts it on chain, where it is
+read, or is slashed, and an entry slashed for its trace wrote nothing: `origin_check`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from supernet.sdk.formats.trace import ROOT_WRITES, Trace, VerifiedWitness
+from supernet.sdk.store.cids import canonical_cid
+from supernet.validator.chain import TaskManagerClient
+from supernet.validator.db import Database, ReceiptRow, WriteRow
+from supernet.validator.origin_check import ReceiptIndex, next_root, signed_by
+from supernet.validator.trace_view import parse_trace_block
+
+if TYPE_CHECKING:
+    from supernet.validator.availability import Availability
+    from supernet.validator.verifier import DagStore
+
+log = logging.getLogger(__name__)
+
+RETRY_MAX_S = 300.0
+"""Longest wait between two reads of an unreadable trace."""
+
+
+class WriteLog:
+    """Reads every indexed entry's trace in its window and keeps the writes it records.
+
+    Args:
+        chain: the TaskManager client (batch headers, parameters).
+        db: the validator's database (indexed receipts, ``writes``, ``ingested``).
+        store: the content store the traces are read from.
+        index: the receipt index (the deployment's domain; the chain's word on manifests).
+        availability: where a trace not served goes (retries, then the availability challenge).
+        retries: failed reads before the availability path (sooner near the window's end).
+        backoff_s: first wait between reads; it doubles, to `RETRY_MAX_S`.
+    """
+
+    def __init__(
+        self,
+        chain: TaskManagerClient,
+        db: Database,
+        store: DagStore,
+        index: ReceiptIndex,
+        availability: Availability,
+        *,
+        retries: int = 4,
+        backoff_s: float = 2.0,
+    ) -> None:
+        self.chain, self.db, self.store, self.index = chain, db, store, index
+        self.availability = availability
+        self.retries, self.backoff_s = retries, backoff_s
+        self._floor = 0  # entries of batches below it are read or past every window
+        self._schedule: dict[tuple[int, int], tuple[float, int]] = {}  # entry -> (next read, failures)
+
+    async def step(self, chain_now: int) -> None:
+        """Read the traces that are due; send the ones still unread near their window's end on."""
+        window = self.chain.params().challenge_window
+        rows = self.db.unread_traces(self._floor)
+        if rows:
+            self._floor = rows[0].batch_id
+        for row in rows:
+            next_try, failures = self._schedule.get((row.batch_id, row.index), (0.0, 0))
+            if time.time() < next_try:
+                continue
+            try:
+                await self._one(row, failures, chain_now, window)
+            except Exception as exc:  # one entry's trouble (RPC, store) never stops the others
+                log.warning("batch %d #%d: reading its writes failed: %s", row.batch_id, row.index, exc)
+                self._schedule[(row.batch_id, row.index)] = (time.time() + RETRY_MAX_S, failures)
+
+    async def _one(self, row: ReceiptRow, failures: int, chain_now: int, window: int) -> None:
+        """Read one entry's trace for its writes (or count a failure)."""
+        key = (row.batch_id, row.index)
+        header = await asyncio.to_thread(self.chain.batch, row.batch_id)
+        if chain_now >= header.committed_at + window:
+            self.db.record_writes(row.batch_id, row.index, [], "expired")
+            self._schedule.pop(key, None)
+            return
+        try:
+            trace = parse_trace_block(await self.store.get_block(row.trace_cid)).doc
+        except Exception as exc:  # not served (yet), or not a trace: the availability path
+            failures += 1
+            closing = chain_now >= header.committed_at + window - max(2 * self.backoff_s, window // 10)
+            if failures >= self.retries or closing:
+                batch = self.db.batch(row.batch_id)
+                assert batch is not None
+                self.availability.note(batch, row.index, f"its trace, read for its writes: {exc}")
+                self.db.record_writes(row.batch_id, row.index, [], "unreadable")
+                self._schedule.pop(key, None)
+                return
+            self._schedule[key] = (time.time() + min(self.backoff_s * 2**failures, RETRY_MAX_S), failures)
+            return
+        self._schedule.pop(key, None)
+        writes, status = self.writes_of(row, trace)
+        self.db.record_writes(row.batch_id, row.index, writes, status)
+
+    def writes_of(self, row: ReceiptRow, trace: Trace) -> tuple[list[WriteRow], str]:
+        """The sound writes of entry ``row``'s trace, and the entry's status."""
+        if trace.task_id.lower() != row.request_hash or trace.user.lower() != row.user:
+            return [], "another task's trace"
+        if not signed_by(trace, row.request_hash, row.user, row.node, self.index.domain):
+            return [], "no signed request"
+        try:
+            witness = VerifiedWitness(trace.witness)
+        except Exception:
+            return [], "unreadable witness"
+        out = []
+        for area, kinds in ROOT_WRITES.items():
+            for ev in trace.events:
+                if not isinstance(ev, kinds):
+                    continue
+                written: object = ev
+                root, prev = str(getattr(written, "root", "")), getattr(written, "prev_root", None)
+                prev = None if prev is None else str(prev)
+                try:
+                    block = witness.block(root)
+                    prev_block = {} if prev is None else witness.block(prev)
+                except (KeyError, ValueError):
+                    continue  # not carried: the walk judges such a root the slow way
+                namespace = str(getattr(written, "namespace", ""))
+                if dict(block) != next_root(area, namespace, prev_block, prev, written, trace.task_id):
+                    continue  # not a sound write (the replay of this entry diverges too)
+                out.append(
+                    WriteRow(
+                        row.node,
+                        canonical_cid(root),
+                        prev,
+                        area,
+                        namespace,
+                        row.request_hash,
+                        row.user,
+                        row.batch_id,
+                        row.index,
+                    )
+                )
+        return out, "read"
