@@ -108,9 +108,10 @@ class FakeChain:
     def head(self) -> int:
         return 100
 
-    def refusals(self, from_block: int, to_block: int) -> list[str]:
-        """Nodes whose claims resolved unanswered: the node of every UNANSWERED claim here."""
-        return [c.node for c in self.claims.values() if c.status == ManifestStatus.UNANSWERED]
+    def refusals(self, from_block: int, to_block: int) -> list[tuple[str, int, int]]:
+        """(node, batch, -1) of every manifest claim here resolved unanswered."""
+        refused = [c for c in self.claims.values() if c.status == ManifestStatus.UNANSWERED]
+        return [(c.node, c.batch_id, -1) for c in refused]
 
 
 class Manifests:

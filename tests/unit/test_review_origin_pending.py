@@ -76,6 +76,8 @@ class FakeTaskManager:
         self.slashed: list[int] = []
         self.answered: dict[tuple[int, int], int] = {}
         self.batch = lambda b: SimpleNamespace(committed_at=self.committed_at[b])
+        self.omission = None  # no OmissionManager: no manifest claims (`Availability._manifest_pending`)
+        self.batch_manifest = lambda b: None
 
     def params(self) -> Any:
         return SimpleNamespace(challenge_window=self.window)
@@ -120,7 +122,7 @@ class FakeDisputes:
     async def manifest(self, batch: BatchRow) -> Any:
         if batch.batch_id in self.unreadable:
             raise ManifestError(f"manifest of batch {batch.batch_id} not served")
-        return SimpleNamespace(readable=lambda index: True)
+        return SimpleNamespace(readable=lambda index: True, tree=True)  # the manifest read
 
     async def posted(self, batch: BatchRow) -> Any:
         return None

@@ -124,14 +124,32 @@ class Availability:
             return
         attempts = row.attempts + 1
         closing = await self._closing(row.batch_id, chain_now)
-        if attempts < self.retries and not closing:
-            delay = self.backoff_s * 2**attempts
+        if (attempts < self.retries and not closing) or await self._manifest_pending(batch, chain_now):
+            delay = min(self.backoff_s * 2**attempts, RECHECK_MAX_S)
             self.db.update_missing(row.batch_id, row.index, attempts=attempts, next_try=time.time() + delay)
             return
         if not self.enabled:
             self.db.update_missing(row.batch_id, row.index, attempts=attempts, status="expired")
             return
         await self._open(row, attempts)
+
+    async def _manifest_pending(self, batch: BatchRow, chain_now: int) -> bool:
+        """Whether the batch's manifest is what is missing and its claim (`ManifestWatch`) is
+        still to come or unanswered yet: one claim posts every receipt, after which an entry's
+        trace is read by the CID its receipt names, so each entry is not claimed on its own
+        (its trace posted on chain) until then."""
+        if self.chain.omission is None:
+            return False
+        try:
+            if (await self.disputes.manifest(batch)).tree is not None:
+                return False  # the receipts are known: what is missing is the entry's trace
+        except ManifestError:
+            pass
+        claim = await self._call(self.chain.batch_manifest, batch.batch_id)
+        if claim is not None:
+            return claim.status == ManifestStatus.OPEN
+        header = await self._call(self.chain.batch, batch.batch_id)
+        return chain_now < header.committed_at + self.chain.params().challenge_window // 2
 
     async def _closing(self, batch_id: int, chain_now: int, index: int | None = None) -> bool:
         """Whether the entry's challenge window is about to close (the last tenth, at least two

@@ -317,21 +317,27 @@ class TaskManagerClient:
         aid = self.entry_availability(batch_id, index)
         return bool(aid) and self.availability(aid).status == AvailabilityStatus.UNANSWERED
 
-    def refusals(self, from_block: int, to_block: int) -> list[str]:
-        """The nodes slashed in the block range for data they never showed when claimed (an
-        availability or manifest challenge resolved unanswered), one per refusal."""
+    def refusals(self, from_block: int, to_block: int) -> list[tuple[str, int, int]]:
+        """``(node, batch, index)`` of the data nodes were slashed for never showing when claimed
+        in the block range (an availability or manifest challenge resolved unanswered; ``index``
+        -1 for a whole manifest)."""
         logs = self.binding.contract.events.AvailabilityResolved().get_logs(
             from_block=from_block, to_block=to_block
         )
-        nodes = [self.batch(self.availability(int(e["args"]["availabilityId"])).batch_id).node for e in logs]
+        out = []
+        for e in logs:
+            claim = self.availability(int(e["args"]["availabilityId"]))
+            out.append((self.batch(claim.batch_id).node, claim.batch_id, claim.index))
         if self.omission is not None:
             manifest_logs = self.omission.contract.events.ManifestResolved().get_logs(
                 from_block=from_block, to_block=to_block
             )
             for e in manifest_logs:
-                _, _, _, node, _ = self.omission.call("manifestChallenges", int(e["args"]["manifestId"]))
-                nodes.append(node)
-        return nodes
+                _, _, _, node, batch_id = self.omission.call(
+                    "manifestChallenges", int(e["args"]["manifestId"])
+                )
+                out.append((node, int(batch_id), -1))
+        return out
 
     def resolve_availability(self, availability_id: int) -> int:
         """Slash the node of an unanswered availability challenge; returns the wei slashed."""

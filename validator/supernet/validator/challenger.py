@@ -22,11 +22,13 @@ from collections.abc import Callable
 from typing import Any
 
 from supernet.sdk.chain.errors import ContractError
+from supernet.sdk.chain.merkle import ReceiptTree
 from supernet.sdk.chain.merkle import verify as merkle_verify
+from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.formats.fields import FormatError
 from supernet.sdk.formats.manifest import ManifestEntry
 from supernet.sdk.formats.trace import Trace, check_trace_size
-from supernet.sdk.store.cids import decode_dag
+from supernet.sdk.store.cids import cid_of_digest, decode_dag
 from supernet.validator.chain import ChallengeStatus, TaskManagerClient
 from supernet.validator.db import BatchRow, ChallengeRow, Database
 from supernet.validator.evidence import Verdict, publish
@@ -85,6 +87,7 @@ class Disputes:
         # the last manifests read, most recent last: the receipt index reads every batch of a
         # node once, which must not keep them all in memory
         self._manifests: OrderedDict[int, Manifest] = OrderedDict()
+        self._claimed: dict[int, list[Receipt]] = {}  # receipts posted by manifest answers (final)
         self._emit = on_event or (lambda kind, data: None)
 
     async def _call(self, fn: Any, *args: Any) -> Any:
@@ -92,14 +95,21 @@ class Disputes:
 
     async def manifest(self, batch: BatchRow) -> Manifest:
         """The batch's manifest, checked against its root (cached); when it cannot be read, the
-        entries posted on chain by availability answers (raises `ManifestError` if there are none)."""
+        receipts a manifest answer posted on chain with the traces they commit that can be read
+        (`claimed`), else the entries posted by availability answers (raises `ManifestError` if
+        there are none)."""
         if batch.batch_id not in self._manifests:
             try:
                 self._manifests[batch.batch_id] = await load_manifest(
                     self.store, batch.manifest_cid, batch.root, batch.count
                 )
             except ManifestError:
-                posted = await self.posted(batch)
+                posted = await self.posted(batch)  # imports their traces into the store too
+                claimed = await self.claimed(batch)
+                if claimed is not None:
+                    if len(claimed.entries) + len(claimed.malformed) == batch.count:
+                        self._manifests[batch.batch_id] = claimed
+                    return claimed
                 if not posted.entries and not posted.malformed:
                     raise
                 return posted
@@ -108,12 +118,55 @@ class Disputes:
         self._manifests.move_to_end(batch.batch_id)
         return self._manifests[batch.batch_id]
 
+    async def claimed(self, batch: BatchRow) -> Manifest | None:
+        """The batch as a manifest answer posted it (None: not answered): its receipts build the
+        tree, and each entry whose trace (the CID its ``traceHash`` names) can be read is
+        readable, its signed request taken from the trace (as for an availability answer)."""
+        receipts = self._claimed.get(batch.batch_id)
+        if receipts is None:
+            receipts = await self._call(self.chain.manifest_receipts, batch.batch_id)
+            if receipts is None:
+                return None
+            self._claimed[batch.batch_id] = receipts
+        tree = ReceiptTree([r.leaf() for r in receipts])
+        if tree.root != batch.root:  # the contract checked it; a log from elsewhere would not be
+            return None
+        entries: dict[int, ManifestEntry] = {}
+        malformed: dict[int, tuple[bytes, str]] = {}
+        bad_receipts: dict[int, Receipt] = {}
+        for i, receipt in enumerate(receipts):
+            cid = cid_of_digest(receipt.trace_hash, "dag-cbor")
+            try:
+                raw = await self.store.get_block(cid)
+            except Exception:
+                continue  # not served: unreadable, the availability path claims it by its index
+            try:
+                check_trace_size(len(raw))
+                trace = Trace.from_dag(decode_dag(raw))
+            except Exception as exc:
+                malformed[i], bad_receipts[i] = (receipt.leaf(), f"not a well-formed trace: {exc}"), receipt
+                continue
+            if trace.request is None:
+                malformed[i], bad_receipts[i] = (receipt.leaf(), "it lacks the signed request"), receipt
+                continue
+            entries[i] = ManifestEntry(
+                receipt=receipt,
+                leaf=receipt.leaf(),
+                signature=None,
+                trace_cid=cid,
+                agent=trace.agent.id,
+                request=trace.request,
+                request_signature=trace.request_signature,
+            )
+        return Manifest(entries, tree, malformed=malformed, receipts=bad_receipts)
+
     async def posted(self, batch: BatchRow) -> Manifest:
         """The batch's entries posted on chain by availability answers; their traces are put into
         this validator's store (same bytes, same CID), so the verifier reads them like any other."""
         answers = await self._call(self.chain.availability_answers, batch.batch_id, batch.commit_block)
         entries: dict[int, ManifestEntry] = {}
         malformed: dict[int, tuple[bytes, str]] = {}
+        bad_receipts: dict[int, Receipt] = {}
         proofs: dict[int, tuple[bytes, ...]] = {}
         for a in answers:
             leaf = a.receipt.leaf()
@@ -130,10 +183,13 @@ class Disputes:
                 check_trace_size(len(a.trace))  # over MAX_TRACE_BYTES: the node's fault too
                 trace = Trace.from_dag(doc)
             except FormatError as exc:
-                malformed[a.index] = (leaf, f"not a well-formed trace: {exc}")
+                malformed[a.index], bad_receipts[a.index] = (
+                    (leaf, f"not a well-formed trace: {exc}"),
+                    a.receipt,
+                )
                 continue
             if trace.request is None:
-                malformed[a.index] = (leaf, "it lacks the signed request")
+                malformed[a.index], bad_receipts[a.index] = (leaf, "it lacks the signed request"), a.receipt
                 continue
             entries[a.index] = ManifestEntry(
                 receipt=a.receipt,
@@ -144,7 +200,7 @@ class Disputes:
                 request=trace.request,
                 request_signature=trace.request_signature,
             )
-        return Manifest(entries, proofs=proofs, malformed=malformed)
+        return Manifest(entries, proofs=proofs, malformed=malformed, receipts=bad_receipts)
 
     # -- challenge -------------------------------------------------------------------------------
 
@@ -153,8 +209,14 @@ class Disputes:
         if not self.enabled or verdict.ok or verdict.unverifiable:
             return None
         manifest = await self.manifest(batch)
-        entry = self.verifier.entry(manifest, verdict.index)
-        leaf = entry.receipt.leaf()
+        if verdict.index in manifest.entries:
+            receipt = self.verifier.entry(manifest, verdict.index).receipt
+        elif verdict.index in manifest.receipts:  # a malformed trace posted on chain
+            receipt = manifest.receipts[verdict.index]
+        else:
+            log.warning("batch %d #%d: its receipt is not readable here", batch.batch_id, verdict.index)
+            return None
+        leaf = receipt.leaf()
         if manifest.leaf(verdict.index) != leaf:
             log.warning(
                 "batch %d #%d: receipt hash not in the tree, cannot prove it", batch.batch_id, verdict.index
@@ -173,7 +235,7 @@ class Disputes:
                 self.chain.open_challenge,
                 batch.batch_id,
                 verdict.index,
-                entry.receipt,
+                receipt,
                 manifest.proof(verdict.index),
                 evidence_cid,
             )

@@ -52,7 +52,12 @@ CREATE INDEX IF NOT EXISTS receipts_by_request ON receipts (node, request_hash);
 CREATE TABLE IF NOT EXISTS indexed (batch_id INTEGER PRIMARY KEY, complete INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS verified_roots (node TEXT NOT NULL, root TEXT NOT NULL, PRIMARY KEY (node, root));
 CREATE TABLE IF NOT EXISTS ingested (
-  batch_id INTEGER NOT NULL, idx INTEGER NOT NULL, status TEXT NOT NULL, PRIMARY KEY (batch_id, idx));
+  batch_id INTEGER NOT NULL, idx INTEGER NOT NULL, status TEXT NOT NULL,
+  failures INTEGER NOT NULL DEFAULT 0, next_try REAL NOT NULL DEFAULT 0, PRIMARY KEY (batch_id, idx));
+CREATE TABLE IF NOT EXISTS root_blocks (node TEXT NOT NULL, root TEXT NOT NULL, block BLOB NOT NULL,
+  PRIMARY KEY (node, root));
+CREATE TABLE IF NOT EXISTS refused (
+  batch_id INTEGER NOT NULL, idx INTEGER NOT NULL, PRIMARY KEY (batch_id, idx));
 CREATE TABLE IF NOT EXISTS writes (
   node TEXT NOT NULL, root TEXT NOT NULL, prev TEXT, area TEXT NOT NULL, namespace TEXT NOT NULL,
   writer TEXT NOT NULL, user TEXT NOT NULL, batch_id INTEGER NOT NULL, idx INTEGER NOT NULL,
@@ -416,19 +421,70 @@ class Database:
 
     # -- writes read in their window -----------------------------------------------------------
 
-    def unread_traces(self, from_batch: int, limit: int = 256) -> list[ReceiptRow]:
+    def unread_traces(self, from_batch: int, now: float, limit: int = 256) -> list[tuple[ReceiptRow, int]]:
         """Indexed receipts of followed (not ``history``) batches from ``from_batch`` on whose
-        traces have not been read for their writes yet."""
+        traces are due to be read for their writes (never tried, or retried at ``now``), with
+        the failed reads so far (entries waiting for a retry never crowd out the others)."""
         rows = self._all(
-            "SELECT r.batch_id, r.idx, r.node, r.request_hash, r.user, r.trace_cid FROM receipts r "
+            "SELECT r.batch_id, r.idx, r.node, r.request_hash, r.user, r.trace_cid, "
+            "COALESCE(i.failures, 0) FROM receipts r "
             "JOIN batches b ON b.batch_id = r.batch_id "
             "LEFT JOIN ingested i ON i.batch_id = r.batch_id AND i.idx = r.idx "
-            "WHERE i.batch_id IS NULL AND b.status != 'history' AND r.batch_id >= ? "
-            "ORDER BY r.batch_id, r.idx LIMIT ?",
+            "WHERE (i.batch_id IS NULL OR (i.status = 'pending' AND i.next_try <= ?)) "
+            "AND b.status != 'history' AND r.batch_id >= ? ORDER BY r.batch_id, r.idx LIMIT ?",
+            now,
             from_batch,
             limit,
         )
-        return [ReceiptRow(*r) for r in rows]
+        return [(ReceiptRow(*r[:6]), int(r[6])) for r in rows]
+
+    def first_unread_batch(self) -> int | None:
+        """The lowest batch with an entry whose trace is still to be read (the reader's floor)."""
+        rows = self._all(
+            "SELECT MIN(r.batch_id) FROM receipts r JOIN batches b ON b.batch_id = r.batch_id "
+            "LEFT JOIN ingested i ON i.batch_id = r.batch_id AND i.idx = r.idx "
+            "WHERE (i.batch_id IS NULL OR i.status = 'pending') AND b.status != 'history'"
+        )
+        return None if not rows or rows[0][0] is None else int(rows[0][0])
+
+    def retry_read(self, batch_id: int, index: int, failures: int, next_try: float) -> None:
+        """An entry's trace could not be read: try again at ``next_try``."""
+        with self._tx() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO ingested (batch_id, idx, status, failures, next_try) "
+                "VALUES (?, ?, 'pending', ?, ?)",
+                (batch_id, index, failures, next_try),
+            )
+
+    def read_status(self, batch_id: int, index: int) -> str | None:
+        """What reading an entry's trace for its writes came to (None: not tried yet)."""
+        rows = self._all("SELECT status FROM ingested WHERE batch_id = ? AND idx = ?", batch_id, index)
+        return str(rows[0][0]) if rows else None
+
+    def keep_root_block(self, node: str, root: str, block: bytes) -> None:
+        """A root block read from a writer's witness, below which no write was read here."""
+        with self._tx() as c:
+            c.execute(
+                "INSERT OR IGNORE INTO root_blocks (node, root, block) VALUES (?, ?, ?)",
+                (node.lower(), canonical_cid(root), block),
+            )
+
+    def root_block(self, node: str, root: str) -> bytes | None:
+        """A root block kept by `keep_root_block`."""
+        rows = self._all(
+            "SELECT block FROM root_blocks WHERE node = ? AND root = ?", node.lower(), canonical_cid(root)
+        )
+        return bytes(rows[0][0]) if rows else None
+
+    def record_refusals(self, entries: Iterable[tuple[int, int]]) -> None:
+        """Entries (``index`` -1: a whole manifest) the node refused to show on chain (final)."""
+        with self._tx() as c:
+            c.executemany("INSERT OR IGNORE INTO refused (batch_id, idx) VALUES (?, ?)", list(entries))
+
+    def refused(self, batch_id: int, index: int) -> bool:
+        """Whether the entry (or its batch's manifest) was refused on chain, as far as followed."""
+        rows = self._all("SELECT 1 FROM refused WHERE batch_id = ? AND idx IN (?, -1)", batch_id, index)
+        return bool(rows)
 
     def record_writes(self, batch_id: int, index: int, writes: Iterable[WriteRow], status: str) -> None:
         """The writes read from one entry's trace and the entry's status (``read``, or why none

@@ -133,7 +133,9 @@ class ManifestWatch:
         start = int(self.db.meta("refusals_to") or self._start_block - 1) + 1
         if head < start:
             return
-        for node in set(await self._call(self.chain.refusals, start, head)):
+        refusals = await self._call(self.chain.refusals, start, head)
+        self.db.record_refusals((batch_id, index) for _, batch_id, index in refusals)
+        for node in {node for node, _, _ in refusals}:
             dropped = self.db.forget_verified_roots(node)
             log.warning("node %s refused data on chain: %d roots found sound are judged again", node, dropped)
         self.db.set_meta("refusals_to", str(head))

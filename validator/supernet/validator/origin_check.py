@@ -46,7 +46,7 @@ from supernet.sdk.chain.omission import ManifestChallenge, ManifestStatus
 from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.formats.manifest import ManifestEntry
 from supernet.sdk.formats.trace import ROOT_WRITES, Trace, VerifiedWitness
-from supernet.sdk.store.cids import canonical_cid, cid_of_digest
+from supernet.sdk.store.cids import canonical_cid, cid_of_digest, decode_dag
 from supernet.validator.consistency import check_receipt, check_trace_hash
 from supernet.validator.db import BatchRow, Database, ReceiptRow
 from supernet.validator.evidence import Check, Finding
@@ -58,8 +58,16 @@ if TYPE_CHECKING:  # the verifier uses this module
 log = logging.getLogger(__name__)
 
 MAX_WALK = 512
-"""Roots not yet found sound that one check walks down; a longer unchecked history is
-unverifiable here (each root is judged once, so a validator that follows a node keeps up)."""
+"""Roots not yet found sound that one check walks down through their writers' traces; a longer
+unchecked history is unverifiable here (each root is judged once, so a validator that follows a
+node keeps up). Roots whose writes were read in their window (`writes`) are lookups and do not
+count, up to `MAX_RECORDED`."""
+MAX_RECORDED = 1 << 16
+"""Recorded writes one check follows at most (a database lookup each)."""
+
+READ_IN_WINDOW = ("read", "another task's trace", "no signed request", "unreadable witness")
+"""`WriteLog` statuses of an entry whose committed trace was read in its window: every sound write
+it records is in the ``writes`` table, so a root naming it that is not there is a finding."""
 
 UNREADABLE_RETRY_S = 30.0
 """First wait before a manifest that could not be read is tried again (it doubles, to an hour)."""
@@ -327,6 +335,7 @@ class _Walk:
     async def follow(self, area: str, namespace: str, first: str) -> Finding | str | None:
         """None: sound; a finding; or why it cannot be judged yet (unverifiable)."""
         chain: list[str] = []
+        recorded_steps = 0
         current: str | None = first
         # the first root's block is in the task's witness (its replay read it); each root below is
         # the previous step's writer's, carried in that writer's committed trace
@@ -335,13 +344,14 @@ class _Walk:
             where = f"the {area} root {first} of {namespace} the task started from" + (
                 f" (down its history, root {current})" if current != first else ""
             )
-            if len(chain) >= MAX_WALK:
+            if len(chain) - recorded_steps >= MAX_WALK or recorded_steps >= MAX_RECORDED:
                 return f"{where}: more than {MAX_WALK} roots below it not yet checked here"
             recorded = await self._recorded(area, namespace, current, where)
             if isinstance(recorded, Finding):
                 return recorded
             if recorded is not None:  # its write was read in its window (`WriteLog`): sound
                 chain.append(current)
+                recorded_steps += 1  # a lookup, not a walk step: it does not count toward MAX_WALK
                 current, block = recorded[0], None
                 continue
             if block is None and chain:  # below a recorded write: the root from the store
@@ -362,13 +372,15 @@ class _Walk:
         """``(prev,)`` when this validator read the write of ``root`` in its writer's window
         (`supernet.validator.writes`), checked as `_one` would; None: not recorded, or not usable
         here (committed after this task's batch, or in a batch the node refused to show)."""
-        write = self.index.db.write_of(self.node, root)
+        db = self.index.db
+        write = db.write_of(self.node, root)
         if write is None or write.batch_id > self.batch:
             return None
-        if await self.index.claimed(write.batch_id) == ManifestStatus.UNANSWERED or (
-            await self.index.entry_refused(write.batch_id, write.index)
-        ):
+        if db.refused(write.batch_id, write.index):
             return None  # read here, but refused to others on chain since: judged the slow way
+        copies = db.find_receipts(self.node, write.writer, self.batch, limit=2)
+        if [(c.batch_id, c.index) for c in copies] != [(write.batch_id, write.index)]:
+            return None  # a request committed twice: the copy `locate` picks is the writer
         if (write.area, write.namespace) != (area, namespace):
             return Finding(Check.ORIGIN, f"{where} is a root of {write.area} of {write.namespace}")
         if write.writer == self.trace.task_id.lower():
@@ -383,8 +395,11 @@ class _Walk:
         return (write.prev,)
 
     async def _stored_root(self, cid: str) -> Any:
+        """A root below a recorded write: kept when its write was read (`WriteLog`), else from
+        the store."""
+        kept = self.index.db.root_block(self.node, cid)
         try:
-            block = await self.store.get_dag(cid)
+            block = decode_dag(kept) if kept is not None else await self.store.get_dag(cid)
         except Exception:
             return None
         return block if isinstance(block, Mapping) else None
@@ -417,14 +432,21 @@ class _Walk:
                 expected=self.trace.user.lower(),
                 claimed=receipt.user,
             )
+        if await self.index.entry_refused(receipt.batch_id, receipt.index):
+            # its trace was claimed on chain and never posted: the node was slashed for it, and a
+            # write nobody could see then is no write, for every validator alike (whatever the
+            # node serves some of them later)
+            message = f"{where} names task {writer}, whose trace the node never showed when claimed"
+            return Finding(Check.ORIGIN, message, claimed=writer)
+        status = self.index.db.read_status(receipt.batch_id, receipt.index)
+        if status in READ_IN_WINDOW:
+            # its trace was read in its window (`WriteLog`) and no sound write of this root was
+            # in it: reading it again (the node may withhold it now) could only find the same
+            why = "" if status == "read" else f" ({status})"
+            message = f"{where} names task {writer}, whose trace, read in its window{why}, wrote no such root"
+            return Finding(Check.ORIGIN, message, claimed=writer)
         written = await self._writer_trace(receipt)
         if isinstance(written, str):
-            if await self.index.entry_refused(receipt.batch_id, receipt.index):
-                # its trace was claimed on chain and never posted: the node was slashed for it, and
-                # a write nobody can see is no write, for every validator alike
-                self.withheld.discard((receipt.batch_id, receipt.index))
-                message = f"{where} names task {writer}, whose trace the node never showed when claimed"
-                return Finding(Check.ORIGIN, message, claimed=writer)
             return f"{where}: {written}"
         if (written.task_id.lower(), written.user.lower()) != (writer.lower(), receipt.user):
             return Finding(

@@ -35,6 +35,7 @@ from supernet.node.llm.scoring import ScoreRequest, Tolerance
 from supernet.node.llm.types import ScoreResult
 from supernet.sdk.chain.eip712 import Domain
 from supernet.sdk.chain.merkle import ReceiptTree
+from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.formats.manifest import BatchManifest, ManifestEntry
 from supernet.sdk.models import compute_of
 from supernet.sdk.store.errors import InvalidBlockError, InvalidCIDError
@@ -145,6 +146,8 @@ class Manifest:
     tree: ReceiptTree | None = None
     proofs: Mapping[int, tuple[bytes, ...]] | None = None
     malformed: Mapping[int, tuple[bytes, str]] = field(default_factory=dict)
+    receipts: Mapping[int, Receipt] = field(default_factory=dict)
+    """The receipts of the ``malformed`` entries (posted on chain: a challenge proves them)."""
 
     def readable(self, index: int) -> bool:
         """Whether entry ``index`` can be judged here (read, or posted malformed)."""

@@ -19,10 +19,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from supernet.sdk.formats.trace import ROOT_WRITES, Trace, VerifiedWitness
-from supernet.sdk.store.cids import canonical_cid
+from supernet.sdk.store.cids import canonical_cid, encode_dag
 from supernet.validator.chain import TaskManagerClient
 from supernet.validator.db import Database, ReceiptRow, WriteRow
 from supernet.validator.origin_check import ReceiptIndex, next_root, signed_by
@@ -66,31 +67,23 @@ class WriteLog:
         self.availability = availability
         self.retries, self.backoff_s = retries, backoff_s
         self._floor = 0  # entries of batches below it are read or past every window
-        self._schedule: dict[tuple[int, int], tuple[float, int]] = {}  # entry -> (next read, failures)
 
     async def step(self, chain_now: int) -> None:
         """Read the traces that are due; send the ones still unread near their window's end on."""
         window = self.chain.params().challenge_window
-        rows = self.db.unread_traces(self._floor)
-        if rows:
-            self._floor = rows[0].batch_id
-        for row in rows:
-            next_try, failures = self._schedule.get((row.batch_id, row.index), (0.0, 0))
-            if time.time() < next_try:
-                continue
+        self._floor = self.db.first_unread_batch() or self._floor
+        for row, failures in self.db.unread_traces(self._floor, time.time()):
             try:
                 await self._one(row, failures, chain_now, window)
             except Exception as exc:  # one entry's trouble (RPC, store) never stops the others
                 log.warning("batch %d #%d: reading its writes failed: %s", row.batch_id, row.index, exc)
-                self._schedule[(row.batch_id, row.index)] = (time.time() + RETRY_MAX_S, failures)
+                self.db.retry_read(row.batch_id, row.index, failures, time.time() + RETRY_MAX_S)
 
     async def _one(self, row: ReceiptRow, failures: int, chain_now: int, window: int) -> None:
         """Read one entry's trace for its writes (or count a failure)."""
-        key = (row.batch_id, row.index)
         header = await asyncio.to_thread(self.chain.batch, row.batch_id)
         if chain_now >= header.committed_at + window:
             self.db.record_writes(row.batch_id, row.index, [], "expired")
-            self._schedule.pop(key, None)
             return
         try:
             trace = parse_trace_block(await self.store.get_block(row.trace_cid)).doc
@@ -102,16 +95,18 @@ class WriteLog:
                 assert batch is not None
                 self.availability.note(batch, row.index, f"its trace, read for its writes: {exc}")
                 self.db.record_writes(row.batch_id, row.index, [], "unreadable")
-                self._schedule.pop(key, None)
                 return
-            self._schedule[key] = (time.time() + min(self.backoff_s * 2**failures, RETRY_MAX_S), failures)
+            delay = min(self.backoff_s * 2**failures, RETRY_MAX_S)
+            self.db.retry_read(row.batch_id, row.index, failures, time.time() + delay)
             return
-        self._schedule.pop(key, None)
         writes, status = self.writes_of(row, trace)
         self.db.record_writes(row.batch_id, row.index, writes, status)
 
     def writes_of(self, row: ReceiptRow, trace: Trace) -> tuple[list[WriteRow], str]:
-        """The sound writes of entry ``row``'s trace, and the entry's status."""
+        """The sound writes of entry ``row``'s trace, and the entry's status (``read``, or why it
+        wrote nothing: a root naming it is then a finding, `origin_check`). The block of a write's
+        previous root, when no write read here produced it, is kept: the walk may need it once
+        the writer's trace is gone."""
         if trace.task_id.lower() != row.request_hash or trace.user.lower() != row.user:
             return [], "another task's trace"
         if not signed_by(trace, row.request_hash, row.user, row.node, self.index.domain):
@@ -120,33 +115,42 @@ class WriteLog:
             witness = VerifiedWitness(trace.witness)
         except Exception:
             return [], "unreadable witness"
-        out = []
+        out: list[WriteRow] = []
         for area, kinds in ROOT_WRITES.items():
             for ev in trace.events:
-                if not isinstance(ev, kinds):
-                    continue
-                written: object = ev
-                root, prev = str(getattr(written, "root", "")), getattr(written, "prev_root", None)
-                prev = None if prev is None else str(prev)
-                try:
-                    block = witness.block(root)
-                    prev_block = {} if prev is None else witness.block(prev)
-                except (KeyError, ValueError):
-                    continue  # not carried: the walk judges such a root the slow way
-                namespace = str(getattr(written, "namespace", ""))
-                if dict(block) != next_root(area, namespace, prev_block, prev, written, trace.task_id):
-                    continue  # not a sound write (the replay of this entry diverges too)
-                out.append(
-                    WriteRow(
-                        row.node,
-                        canonical_cid(root),
-                        prev,
-                        area,
-                        namespace,
-                        row.request_hash,
-                        row.user,
-                        row.batch_id,
-                        row.index,
-                    )
-                )
+                if isinstance(ev, kinds):
+                    write = self._write(row, trace, witness, area, ev, {w.root for w in out})
+                    if write is not None:
+                        out.append(write)
         return out, "read"
+
+    def _write(
+        self, row: ReceiptRow, trace: Trace, witness: VerifiedWitness, area: str, ev: object, own: set[str]
+    ) -> WriteRow | None:
+        """One write event as a sound `WriteRow` (None: not sound, or a block not carried; a
+        malformed block is the node's and never stops the trace's other writes)."""
+        root, prev = str(getattr(ev, "root", "")), getattr(ev, "prev_root", None)
+        prev = None if prev is None else str(prev)
+        namespace = str(getattr(ev, "namespace", ""))
+        try:
+            block = witness.block(root)
+            prev_block = {} if prev is None else witness.block(prev)
+            if not isinstance(block, Mapping) or not isinstance(prev_block, Mapping):
+                return None
+            if dict(block) != next_root(area, namespace, prev_block, prev, ev, trace.task_id):
+                return None  # not a sound write (the replay of this entry diverges too)
+        except Exception:
+            return None
+        if prev is not None and self.db.write_of(row.node, prev) is None:
+            self.db.keep_root_block(row.node, prev, encode_dag(prev_block))
+        return WriteRow(
+            row.node,
+            canonical_cid(root),
+            prev,
+            area,
+            namespace,
+            row.request_hash,
+            row.user,
+            row.batch_id,
+            row.index,
+        )
