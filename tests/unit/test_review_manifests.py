@@ -537,3 +537,24 @@ async def test_defence_a_stuck_claim_never_blocks_the_nodes_other_answers() -> N
     clock["now"] = 100  # the claim's deadline passed: dropped, not retried for ever
     await responder.answer_once()
     assert tried == [7]
+
+
+async def test_defence_refusals_are_followed_in_bounded_ranges() -> None:
+    """FIXED (found at the end of the review, by reading: `ManifestWatch._follow_refusals` asked
+    for every refusal from the deploy block to the head in one ``eth_getLogs``; a validator
+    joining a long chain would have its query refused by the provider at every step, and, the
+    refusals being followed first, never read a manifest). Ranges are `REFUSALS_RANGE` blocks at
+    most, one per step, until the head is reached."""
+    from supernet.validator.manifests import REFUSALS_RANGE
+
+    chain = FakeChain()
+    asked: list[tuple[int, int]] = []
+    chain.head = lambda: 5 * REFUSALS_RANGE  # type: ignore[method-assign]
+    chain.refusals = lambda a, b: asked.append((a, b)) or []  # type: ignore[method-assign]
+    view = Manifests(claims=chain)
+    watch = ManifestWatch(chain, view.db, view.index(), start_block=1)  # type: ignore[arg-type]
+    for _ in range(6):
+        await watch.step(0)
+    assert all(b - a + 1 <= REFUSALS_RANGE for a, b in asked), asked
+    assert asked[0][0] == 1 and asked[-1][1] == 5 * REFUSALS_RANGE  # caught up, nothing skipped
+    assert all(asked[i + 1][0] == asked[i][1] + 1 for i in range(len(asked) - 1))

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 RETRY_MAX_S = 300.0
 """Longest wait between two reads of an unreadable manifest."""
+REFUSALS_RANGE = 2_000
+"""Most blocks whose refusals one step reads (one ``eth_getLogs`` each, as the follower's)."""
 
 
 class ManifestWatch:
@@ -133,6 +135,7 @@ class ManifestWatch:
         start = int(self.db.meta("refusals_to") or self._start_block - 1) + 1
         if head < start:
             return
+        head = min(head, start + REFUSALS_RANGE - 1)  # providers cap eth_getLogs ranges: catch up in steps
         refusals = await self._call(self.chain.refusals, start, head)
         self.db.record_refusals((batch_id, index) for _, batch_id, index in refusals)
         for node in {node for node, _, _ in refusals}:
