@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from supernet.node.agents.retrieval import RetrievalAgent
 from supernet.node.llm.scoring import ScoreRequest
 from supernet.node.llm.types import ScoreResult
 from supernet.sdk.chain.anvil import increase_time, mine
@@ -190,6 +191,17 @@ async def test_challenge_vote_resolve_slash_refund(vnet: VNet, validator_factory
         _, [receipt] = await vnet.run_batch(QUESTIONS[:1])
     finally:
         vnet.faults()
+    cid, voters = await challenged_to_slash(vnet, validator_factory)
+    # the challenger showed the manifest's signed request: the refund reached its signer
+    assert c.task_manager.claimable(receipt.user) == TASK_FEE
+    assert all(c.task_manager.get_vote(cid, v).reward_claimed for v in voters)
+
+
+async def challenged_to_slash(vnet: VNet, validator_factory: Any) -> tuple[int, list[str]]:
+    """One validator steps through this test's batches and opens the one challenge there is to
+    open, two others re-check and vote, the vote window passes and the challenger resolves: the
+    challenge is FRAUD and the node's stake is cut. Returns the challenge id and the voters."""
+    c = vnet.contracts
     stake_before = c.service_manager.get_operator(vnet.node.address).stake
     events: list[Any] = []
     challenger = validator_factory(0, "c.sqlite", events=events)
@@ -215,9 +227,43 @@ async def test_challenge_vote_resolve_slash_refund(vnet: VNet, validator_factory
             await v.cleanup()
     assert c.task_manager.get_challenge(cid).status == ChallengeStatus.FRAUD
     assert c.service_manager.get_operator(vnet.node.address).stake < stake_before
-    # the challenger showed the manifest's signed request: the refund reached its signer
-    assert c.task_manager.claimable(receipt.user) == TASK_FEE
-    assert all(c.task_manager.get_vote(cid, v.address).reward_claimed for v in voters)
+    return cid, [v.address for v in voters]
+
+
+MEMORY_TASK = {
+    "remember": [
+        "The spare key is under the blue flower pot.",
+        "My dentist appointment is on Tuesday at 3 pm.",
+        "Our cat is called Miso and she hates the vacuum.",
+    ],
+    "question": "Where is the spare key?",
+    "k": 1,
+    "max_new_tokens": 8,
+}
+
+
+async def test_a_node_showing_the_agent_memories_of_its_choosing_is_slashed(
+    vnet: VNet, validator_factory: Any
+) -> None:
+    """The rational cheat ``search``: the retrieval agent is shown the memory least related to the
+    question (with its true score), so the model answers from the wrong note. Receipt, trace and
+    replay are consistent; the validators rank the searched root again, and the node is slashed.
+    Control: the same task run honestly verifies clean."""
+    honest_batch, _ = await vnet.run_batch([], chat_inputs=[MEMORY_TASK], agent=RetrievalAgent)
+    vnet.faults(search=1.0)
+    try:
+        batch_id, _ = await vnet.run_batch([], chat_inputs=[MEMORY_TASK], agent=RetrievalAgent)
+    finally:
+        vnet.faults()
+    async with validator_factory(1, "check.sqlite", challenge=False) as v:
+        await v.step()
+        [honest] = v.db.checks(honest_batch)
+        [cheat] = v.db.checks(batch_id)
+    assert honest.ok, honest.kinds
+    assert not cheat.ok and cheat.kinds == "memory.search", cheat.kinds
+    doc = await vnet.store.get_dag(cheat.evidence_cid)
+    assert any("left out entry" in f["message"] for f in doc["findings"]), doc["findings"]
+    await challenged_to_slash(vnet, validator_factory)
 
 
 async def test_healthz_and_metrics_follow_the_validators_work(vnet: VNet, validator_factory: Any) -> None:

@@ -18,7 +18,8 @@ from supernet.node.agents.base import Agent
 from supernet.node.agents.context import AgentContext
 from supernet.node.kernel.syscalls import TaskSpec
 
-from tests.unit.test_validator_attacks3 import ZeroEmbedder, stand_in_kernel
+from tests.embedder import SharedMiniLM
+from tests.unit.test_validator_attacks3 import stand_in_kernel
 
 ALICE = "0x" + "a1" * 20
 
@@ -55,7 +56,7 @@ def spec(n: int, task_input: dict[str, Any], timeout_s: float = 60.0) -> TaskSpe
 
 
 async def test_a_failed_tasks_writes_are_undone(tmp_path: Path) -> None:
-    async with stand_in_kernel(tmp_path / "store", (Journal,), embedder=ZeroEmbedder()) as kernel:
+    async with stand_in_kernel(tmp_path / "store", (Journal,), embedder=SharedMiniLM()) as kernel:
         first = await kernel.run_task(spec(1, {"text": "kept"}))
         assert first.status == "ok"
         roots = kernel.namespace_roots()
@@ -77,7 +78,7 @@ async def test_a_failed_tasks_writes_are_undone(tmp_path: Path) -> None:
 
 
 async def test_a_users_first_failed_task_leaves_no_namespace(tmp_path: Path) -> None:
-    async with stand_in_kernel(tmp_path / "store", (Journal,), embedder=ZeroEmbedder()) as kernel:
+    async with stand_in_kernel(tmp_path / "store", (Journal,), embedder=SharedMiniLM()) as kernel:
         failed = await kernel.run_task(spec(1, {"text": "failed", "fail": True}))
         assert failed.status == "error"
         assert kernel.namespace_roots()["memory"] == {} and kernel.namespace_roots()["storage"] == {}

@@ -24,6 +24,7 @@ from supernet.node.kernel.syscalls import TaskSpec
 from supernet.node.kernel.trace import TraceTooLargeError
 from supernet.sdk.agents.errors import KernelStoppedError
 
+from tests.embedder import SharedMiniLM
 from tests.unit.test_failed_task_writes import Journal
 from tests.unit.test_validator_attacks import DictStore, registry, signed_task, verify
 from tests.unit.test_validator_attacks3 import FakeEngine, NoEmbedder, clean, stand_in_kernel
@@ -33,20 +34,15 @@ BOB = ALICE + "ff"  # a user id whose text starts with Alice's whole address
 GHOST_DELAY_S = 0.3
 
 
-class SlowEmbedder:
-    """Every text the same vector; a text starting with ``ghost`` takes a while to embed. On a real
-    node this needs no help: `MiniLMEmbedder.embed` runs every embedding in one worker thread, so
-    a few dozen detached adds of 8192-character texts queue there for well over a task's end."""
-
-    name = "slow"
-    dim = 4
+class SlowEmbedder(SharedMiniLM):
+    """The real embedder; a text starting with ``ghost`` takes a while to embed. On a real node
+    this needs no help: `MiniLMEmbedder.embed` runs every embedding in one worker thread, so a few
+    dozen detached adds of 8192-character texts queue there for well over a task's end."""
 
     async def embed(self, texts: list[str]) -> Any:
-        import numpy as np
-
         if any(t.startswith("ghost") for t in texts):
             await asyncio.sleep(GHOST_DELAY_S)
-        return np.ones((len(texts), self.dim), dtype=np.float32)
+        return await super().embed(texts)
 
 
 class Ghost(Agent):

@@ -472,7 +472,7 @@ async def recall_trace(writer: str | None) -> tuple[Any, str, dict[str, Any]]:
         "seed": 0, "stop_token_ids": None, "stop": []}, "finish_reason": "stop", "logprobs": [-0.1] * 3,
         "fingerprints": [], "text": "", "preemptions": 0,
     }  # fmt: skip
-    events = [*searched(ns, task_input["q"], root, link(entry)), draft]
+    events = [*searched(ns, task_input["q"], root, link(entry), "The code is 0000."), draft]
     blocks = [root_raw, entry_raw]
     probe = await replay(
         trace_doc(Recall, task_id, USER.address, task_input, events, "", blocks=blocks),

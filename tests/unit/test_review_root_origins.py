@@ -32,6 +32,7 @@ from supernet.validator.evidence import Check
 from supernet.validator.tool_check import RegistryRunner
 from supernet.validator.verifier import Manifest, Verifier
 
+from tests.embedder import score
 from tests.unit.test_root_origins import NOT_COMMITTED, OTHER, Chain, memory_answer, spec
 from tests.unit.test_validator_attacks import (
     DOC_LIMITS,
@@ -96,11 +97,15 @@ def add_event(ns: str, entry: str, root: str, prev: str | None) -> dict[str, Any
     }  # fmt: skip
 
 
-def search_event(ns: str, query: str, root: str | None, hits: list[str]) -> dict[str, Any]:
+def search_event(
+    ns: str, query: str, root: str | None, hits: list[str], texts: list[str] | None = None
+) -> dict[str, Any]:
+    """A search of ``root`` returning ``hits`` (entries of ``texts``, default the query itself),
+    with their true scores."""
     return {
         "kind": "memory.search", "namespace": ns, "query": query, "k": 1,
         "root": None if root is None else link(root), "hits": [link(h) for h in hits],
-        "scores": [1.0] * len(hits),
+        "scores": [score(query, t) for t in (texts or [query] * len(hits))],
     }  # fmt: skip
 
 
@@ -119,7 +124,12 @@ async def verify_entry(
 
 
 def remembered(
-    task_id: str, fact: str, prev: str | None, prev_entries: list[str], hit: str | None = None
+    task_id: str,
+    fact: str,
+    prev: str | None,
+    prev_entries: list[str],
+    hit: str | None = None,
+    hit_text: str | None = None,
 ) -> tuple[list[dict[str, Any]], str, list[bytes]]:
     """The events of a `Rememberer` task (add ``fact`` on top of root ``prev``, then a search of
     the new root returning ``hit``, default the fact itself): (the events, its new root, its
@@ -128,7 +138,10 @@ def remembered(
     fact_raw, fact_cid = entry_block(fact)
     root_raw, root_cid = memory_root(ns, [*prev_entries, fact_cid], prev, task_id)
     hit = hit or fact_cid
-    events = [add_event(ns, fact_cid, root_cid, prev), search_event(ns, fact, root_cid, [hit])]
+    events = [
+        add_event(ns, fact_cid, root_cid, prev),
+        search_event(ns, fact, root_cid, [hit], [hit_text or fact]),
+    ]
     return events, root_cid, [fact_raw, root_raw]
 
 
@@ -153,7 +166,7 @@ async def ask_launch_code(
     and CID, listing ``entries``), answered from the fake memory entry ``fake``: the verdict."""
     t_input = {"fact": "What is the launch code?"}
     req_t, t = signed_task(Rememberer, t_input)
-    events, _, blocks = remembered(t, t_input["fact"], root[1], entries, hit=fake[1])
+    events, _, blocks = remembered(t, t_input["fact"], root[1], entries, hit=fake[1], hit_text=LAUNCH)
     doc_t = trace_doc(
         Rememberer, t, USER.address, t_input, events, LAUNCH, blocks=[root[0], fake[0], *blocks]
     )
@@ -195,8 +208,11 @@ async def test_defence_a_writer_trace_cid_must_be_the_committed_trace() -> None:
     chain.commit(forged_entry)
     # T: the user's next task, from the made-up root: "What is the launch code?" -> the fake memory
     verdict = await ask_launch_code(store, chain, (made_up_raw, made_up), [fake], (fake_raw, fake))
-    assert [f.check for f in verdict.findings] == [Check.ORIGIN], verdict.findings
-    assert NOT_COMMITTED in verdict.findings[0].message  # W's entry, read through a forged CID, is no writer
+    origin = [f for f in verdict.findings if f.check == Check.ORIGIN]
+    assert len(origin) == 1, verdict.findings
+    assert NOT_COMMITTED in origin[0].message  # W's entry, read through a forged CID, is no writer
+    # (the search is caught on its own too: T's own fact, the question itself, is the closest entry)
+    assert {f.check for f in verdict.findings} == {Check.ORIGIN, Check.SEARCH}, verdict.findings
     # only sampling W itself shows the entry's trace is not its receipt's
     found_w = await verify_entry(store, forged_entry, (Rememberer,), chain.index(), 1)
     assert not found_w.ok and Check.TRACE in {f.check for f in found_w.findings}, found_w.findings
@@ -268,7 +284,7 @@ def lister_doc(task_id: str, task_input: Any, files_writer: str | None) -> dict[
     mem_raw, mem = memory_root(ns, [fake], None, None)
     events = [
         {"kind": "storage.list", "namespace": ns, "root": link(fs)},
-        search_event(ns, task_input["q"], mem, [fake]),
+        search_event(ns, task_input["q"], mem, [fake], [LAUNCH]),
     ]
     doc = trace_doc(
         Lister, task_id, USER.address, task_input, events, LAUNCH, blocks=[fs_raw, mem_raw, fake_raw]

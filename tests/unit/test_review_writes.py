@@ -468,6 +468,9 @@ async def test_holds_writes_of_keeps_only_sound_writes_of_signed_requests_to_thi
     good = signed(trace_doc(Notes, task, USER.address, {}, [write], "x", blocks=blocks), req)
     writes, status = s.log.writes_of(row, parsed(good))
     assert status == "read" and [w.root for w in writes] == [canonical_cid(str(write["root"]))]
+    # the entry's text is kept for the searches of later tasks (`search_check`)
+    entry = canonical_cid(str(write["entry"]))
+    assert s.view.db.entry_texts([entry]) == {entry: "The launch code is 0000."}
 
     assert s.log.writes_of(dataclasses.replace(row, request_hash="0x" + "ab" * 32), parsed(good)) == (
         [],
@@ -490,6 +493,10 @@ async def test_holds_writes_of_keeps_only_sound_writes_of_signed_requests_to_thi
     doc = signed(trace_doc(Notes, task, USER.address, {}, [on_top], "x", blocks=blocks), req)
     assert s.log.writes_of(row, parsed(doc)) == ([], "read")
     assert prev_blocks
+    # texts are kept of every entry a read witness carries: its CID makes it true, sound write or not
+    fresh = Setup()
+    assert fresh.log.writes_of(row, parsed(doc)) == ([], "read")
+    assert fresh.view.db.entry_texts([entry]) == {entry: "The launch code is 0000."}
 
 
 async def test_holds_a_recorded_write_is_checked_as_the_walk_checks_a_writer() -> None:

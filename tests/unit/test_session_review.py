@@ -19,6 +19,7 @@ from supernet.node.agents.context import AgentContext
 from supernet.node.kernel.access import namespace_of
 from supernet.node.kernel.syscalls import TaskSpec
 
+from tests.embedder import SharedMiniLM
 from tests.unit.test_validator_attacks import (
     USER,
     DictStore,
@@ -29,7 +30,6 @@ from tests.unit.test_validator_attacks3 import (
     AGENTS,
     Rememberer,
     ShortEngine,
-    ZeroEmbedder,
     clean,
     node_task,
     node_trace,
@@ -49,7 +49,7 @@ async def test_memory_add_new_root_is_checked_like_a_put(tmp_path: Path) -> None
     after the task's own write: the claimed "every write chains" property does not hold for memory."""
     task_input = {"fact": "The launch code is 1234."}
     req, task_id = node_task(Rememberer, task_input)
-    honest = await node_trace(tmp_path, Rememberer, task_input, task_id, embedder=ZeroEmbedder())
+    honest = await node_trace(tmp_path, Rememberer, task_input, task_id, embedder=SharedMiniLM())
     assert [e["kind"] for e in honest["events"]] == ["memory.add", "memory.search"]
     assert honest["events"][0]["prev_root"] is None  # the task's own first write: no outside root
     store = DictStore()

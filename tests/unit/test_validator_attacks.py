@@ -38,6 +38,8 @@ from supernet.sdk.store.cids import compute_cid, decode_dag, encode_dag, link
 from supernet.validator.tool_check import RegistryRunner
 from supernet.validator.verifier import Manifest, Verifier
 
+from tests.embedder import score
+
 DOMAIN = Domain(chain_id=31337, verifying_contract="0x" + "33" * 20)
 USER = Account.from_key("0x" + "01" * 32)
 NODE = Account.from_key("0x" + "02" * 32)
@@ -264,11 +266,14 @@ def fabricated_memory(namespace: str, text: str) -> tuple[list[bytes], Any, Any]
     return [root_raw, entry_raw], link(compute_cid(root_raw, "dag-cbor")), link(entry_cid)
 
 
-def searched(namespace: str, query: str, root: Any, hit: Any) -> list[dict[str, Any]]:
+def searched(
+    namespace: str, query: str, root: Any, hit: Any, text: str = "The launch code is 0000."
+) -> list[dict[str, Any]]:
+    """A search of ``root`` whose one hit is ``hit`` (the entry of ``text``), with its true score."""
     return [
         {
             "kind": "memory.search", "namespace": namespace, "query": query, "k": 1,
-            "root": root, "hits": [hit], "scores": [0.99],
+            "root": root, "hits": [hit], "scores": [score(query, text)],
         }
     ]  # fmt: skip
 

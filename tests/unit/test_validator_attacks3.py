@@ -37,6 +37,7 @@ from supernet.sdk.store.files import file_cid
 from supernet.validator.tool_check import RegistryRunner
 from supernet.validator.verifier import Manifest, Verifier
 
+from tests.embedder import SharedMiniLM
 from tests.unit.test_validator_attacks import (
     DOMAIN,
     MODEL_ID,
@@ -177,15 +178,21 @@ async def stand_in_kernel(
     policy: NodePolicy | None = None,
     embedder: Any = None,
     max_concurrent_tasks: int = 64,
+    faults: Any = None,
 ) -> AsyncIterator[Kernel]:
     """The node's own kernel (dispatcher, managers, built-in tools) on an embedded store in
-    ``store_dir``, with a stand-in engine (`FakeEngine` unless given), set up and stopped around
-    the block."""
+    ``store_dir``, with a stand-in engine (`FakeEngine` unless given) and ``faults`` (a
+    `FaultInjector`, none by default), set up and stopped around the block."""
     app = create_app(EmbeddedStore(store_dir, fsync=False))
     config = KernelConfig(node_policy=policy or NodePolicy(), max_concurrent_tasks=max_concurrent_tasks)
     async with StoreClient("http://embedded-store", transport=httpx.ASGITransport(app=app)) as store:
         kernel = Kernel(
-            engine or FakeEngine(), store, config, agents=registry(agents), embedder=embedder or NoEmbedder()
+            engine or FakeEngine(),
+            store,
+            config,
+            agents=registry(agents),
+            embedder=embedder or NoEmbedder(),
+            faults=faults,
         )
         await kernel.setup()
         try:
@@ -341,18 +348,6 @@ class Rememberer(Agent):
         return hits[0].text if hits else "nothing"
 
 
-class ZeroEmbedder:
-    """A sentence embedder for memory tasks that need no meaning (every text the same vector)."""
-
-    name = "zero"
-    dim = 4
-
-    async def embed(self, texts: list[str]) -> Any:
-        import numpy as np
-
-        return np.ones((len(texts), self.dim), dtype=np.float32)
-
-
 async def test_a_search_off_the_tasks_own_memory_chain_is_caught(tmp_path: Path) -> None:
     """The agent stores the user's fact and recalls it in the same task. The node records the
     search on a memory root it made up (labelled with the task's namespace, so the namespace
@@ -362,7 +357,7 @@ async def test_a_search_off_the_tasks_own_memory_chain_is_caught(tmp_path: Path)
 
     task_input = {"fact": "The launch code is 1234."}
     req, task_id = node_task(Rememberer, task_input)
-    honest = await node_trace(tmp_path, Rememberer, task_input, task_id, embedder=ZeroEmbedder())
+    honest = await node_trace(tmp_path, Rememberer, task_input, task_id, embedder=SharedMiniLM())
     assert [e["kind"] for e in honest["events"]] == ["memory.add", "memory.search"]
     assert honest["output"] == task_input["fact"]
     store = DictStore()

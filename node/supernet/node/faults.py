@@ -30,11 +30,14 @@ prompt     `on_prompt` (dispatcher)       the model runs on a cheaper prompt tha
                                           (last message cut in half); the trace records that prompt
 withhold   `withholds` (kernel, per task) the trace's CID goes into the receipt but the trace is
                                           never put in the store
+search     `on_search` (dispatcher)       a memory search shows the agent the entries *least*
+                                          related to the query (their true scores), worst first
 ========== ============================== =========================================================
 
-The first six are what a sloppy node does; the last four are what a *rational* cheater does: each
+The first six are what a sloppy node does; the last five are what a *rational* cheater does: each
 keeps the receipt, the trace and the signatures consistent, so only replaying the agent (answer,
-skip, prompt) or the availability challenge (withhold) catches it.
+skip, prompt), the availability challenge (withhold) or ranking the searched memory again
+(search) catches it.
 
 ``on_generation`` runs after the engine returns and *before* the kernel decodes, records or
 returns the call, with ``key = f"{task_id}:{call_index}"``; ``on_tool_result`` likewise for
@@ -75,6 +78,7 @@ class FaultKind(StrEnum):
     SKIP = "skip"
     PROMPT = "prompt"
     WITHHOLD = "withhold"
+    SEARCH = "search"
 
 
 @dataclass(frozen=True)
@@ -225,6 +229,19 @@ class FaultInjector:
     def withholds(self, task_id: str) -> bool:
         """Whether the node keeps the task's trace to itself (``withhold``)."""
         return self.fires(FaultKind.WITHHOLD, task_id)
+
+    @property
+    def searches(self) -> bool:
+        """Whether ``search`` may fire (the dispatcher then asks its memory for every entry ranked)."""
+        return self.specs.get(FaultKind.SEARCH, 0.0) > 0.0
+
+    def on_search(self, key: str, ranked: Sequence[Any], k: int) -> list[Any]:
+        """The hits the agent is shown, of every entry ``ranked`` best first: the ``k`` best, or,
+        when ``search`` fires for ``key`` (``"task_id:syscall_index"``), the ``k`` worst, worst
+        first. It fires only where that changes what the agent sees (two entries or more)."""
+        if len(ranked) > 1 and k > 0 and self.fires(FaultKind.SEARCH, key):
+            return list(ranked[::-1][:k])
+        return list(ranked[: max(k, 0)])
 
     def on_output(self, key: str, output: str) -> str:
         """The output the receipt hashes: altered when ``trace`` fires for ``key`` (the task id)."""

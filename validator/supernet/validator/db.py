@@ -10,6 +10,8 @@
   from the batches' manifests once (`supernet.validator.origin_check.ReceiptIndex`); ``indexed``
   says which batches are read, and whether wholly (a posted manifest may be partial).
 * ``verified_roots``: memory and file roots the origin check found sound, with their history.
+* ``memory_entries``: memory entries' texts read from committed traces (`WriteLog`) and their
+  vectors computed here (`supernet.validator.search_check`), by entry CID.
 
 >>> db = Database(":memory:")
 >>> db.cursor(default=7)
@@ -19,7 +21,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +64,7 @@ CREATE TABLE IF NOT EXISTS writes (
   node TEXT NOT NULL, root TEXT NOT NULL, prev TEXT, area TEXT NOT NULL, namespace TEXT NOT NULL,
   writer TEXT NOT NULL, user TEXT NOT NULL, batch_id INTEGER NOT NULL, idx INTEGER NOT NULL,
   PRIMARY KEY (node, root));
+CREATE TABLE IF NOT EXISTS memory_entries (cid TEXT PRIMARY KEY, text TEXT, vector BLOB);
 """
 
 
@@ -475,6 +478,39 @@ class Database:
             "SELECT block FROM root_blocks WHERE node = ? AND root = ?", node.lower(), canonical_cid(root)
         )
         return bytes(rows[0][0]) if rows else None
+
+    def keep_entry_texts(self, texts: Mapping[str, str]) -> None:
+        """Memory entries' texts (by CID), read from a verified witness."""
+        with self._tx() as c:
+            c.executemany(
+                "INSERT INTO memory_entries (cid, text) VALUES (?, ?) ON CONFLICT (cid) DO NOTHING",
+                [(canonical_cid(k), v) for k, v in texts.items()],
+            )
+
+    def keep_entry_vectors(self, vectors: Mapping[str, bytes]) -> None:
+        """Memory entries' vectors (float32 bytes, by CID), computed here from their texts."""
+        with self._tx() as c:
+            c.executemany(
+                "INSERT INTO memory_entries (cid, vector) VALUES (?, ?) "
+                "ON CONFLICT (cid) DO UPDATE SET vector = excluded.vector",
+                [(canonical_cid(k), v) for k, v in vectors.items()],
+            )
+
+    def entry_texts(self, cids: Sequence[str]) -> dict[str, str]:
+        """The texts kept of ``cids`` (canonical CIDs), those known only."""
+        return {c: t for c, t in self._entries("text", cids) if t is not None}
+
+    def entry_vectors(self, cids: Sequence[str]) -> dict[str, bytes]:
+        """The vectors kept of ``cids`` (canonical CIDs), those known only."""
+        return {c: bytes(v) for c, v in self._entries("vector", cids) if v is not None}
+
+    def _entries(self, column: str, cids: Sequence[str]) -> list[tuple]:
+        rows: list[tuple] = []
+        for start in range(0, len(cids), 500):  # under SQLite's bound on parameters
+            chunk = list(cids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            rows += self._all(f"SELECT cid, {column} FROM memory_entries WHERE cid IN ({marks})", *chunk)
+        return rows
 
     def record_refusals(self, entries: Iterable[tuple[int, int]]) -> None:
         """Entries (``index`` -1: a whole manifest) the node refused to show on chain (final)."""

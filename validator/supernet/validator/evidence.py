@@ -37,6 +37,7 @@ class Check(StrEnum):
     TOOL = "tool"  # deterministic tool result differs on re-run
     REPLAY = "replay"  # the trace is not what the agent does (answer, calls, prompts, order)
     ORIGIN = "origin"  # a root the task started from was not written by a committed task of its user
+    SEARCH = "memory.search"  # a search's hits are not its root's entries closest to the query
 
 
 FAULT_OF: dict[Check, str] = {
@@ -52,6 +53,7 @@ FAULT_OF: dict[Check, str] = {
     Check.TOOL: "tool",
     Check.REPLAY: "answer",
     Check.ORIGIN: "answer",
+    Check.SEARCH: "search",
 }
 """The node fault kind (`supernet.node.faults.FaultKind` value) each check reveals."""
 

@@ -50,6 +50,7 @@ from supernet.sdk.store.cids import canonical_cid, cid_of_digest, decode_dag
 from supernet.validator.consistency import check_receipt, check_trace_hash
 from supernet.validator.db import BatchRow, Database, ReceiptRow
 from supernet.validator.evidence import Check, Finding
+from supernet.validator.search_check import entry_texts_of
 from supernet.validator.trace_view import parse_trace_block
 
 if TYPE_CHECKING:  # the verifier uses this module
@@ -492,7 +493,8 @@ class _Walk:
                 return f"the trace {receipt.trace_cid} of {where}: {exc}"
             self._traces[receipt.trace_cid] = view.doc
             try:
-                self._witness_of[receipt.trace_cid] = VerifiedWitness(view.doc.witness)
+                self._witness_of[receipt.trace_cid] = witness = VerifiedWitness(view.doc.witness)
+                self.index.db.keep_entry_texts(entry_texts_of(witness))  # for searches (search_check)
             except Exception:  # the writer's fault: its roots are then missing (a finding)
                 log.info("the trace %s has an unreadable witness", receipt.trace_cid)
         return self._traces[receipt.trace_cid]

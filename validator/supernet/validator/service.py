@@ -40,6 +40,7 @@ from supernet.validator.manifests import ManifestWatch
 from supernet.validator.ops import Health, ValidatorMetrics, ops_app
 from supernet.validator.origin_check import ReceiptIndex
 from supernet.validator.sampler import sample
+from supernet.validator.search_check import SearchCheck
 from supernet.validator.tool_check import RegistryRunner, ToolRunner
 from supernet.validator.verifier import ManifestError, Scorer, Verifier
 from supernet.validator.writes import WriteLog
@@ -147,6 +148,8 @@ class Validator:
             arbiter=self._arbiter,
             arbiter_sample=s.model.arbiter_sample,
             arbiter_sample_fraction=s.model.arbiter_sample_fraction,
+            # searched entries' texts from the write log, their vectors kept across restarts
+            searches=SearchCheck(self.store, db=self.db),
         )
         self.disputes = Disputes(
             self.chain,

@@ -45,6 +45,7 @@ from supernet.validator.grammar_check import check_grammar, grammar_masks
 from supernet.validator.llm_check import check_scores, check_shape, check_tokens, sampling_params
 from supernet.validator.origin_check import OriginOutcome, ReceiptIndex, check_origins
 from supernet.validator.replay_check import check_replay
+from supernet.validator.search_check import SearchCheck
 from supernet.validator.tool_check import ToolRunner, check_tools
 from supernet.validator.trace_view import LLMCall, MalformedTrace, Trace, parse_trace_block
 
@@ -225,6 +226,8 @@ class Verifier:
         origins: where the nodes' committed receipts are: the roots a task started from are
             followed to the committed tasks that wrote them (`supernet.validator.origin_check`).
             None: not checked (a verifier without the chain, as in the benchmarks).
+        searches: ranks every searched memory root again (`supernet.validator.search_check`);
+            default: one reading entries from ``store``, vectors kept in memory.
     """
 
     def __init__(
@@ -241,6 +244,7 @@ class Verifier:
         arbiter_sample_fraction: float = 0.0,
         rng: random.Random | None = None,
         origins: ReceiptIndex | None = None,
+        searches: SearchCheck | None = None,
     ) -> None:
         if arbiter_sample < 1 or not 0.0 <= arbiter_sample_fraction <= 1.0:
             raise ValueError("arbiter_sample must be at least 1 and arbiter_sample_fraction in [0, 1]")
@@ -258,6 +262,7 @@ class Verifier:
         self.arbiter_sample_fraction = arbiter_sample_fraction
         self._rng = rng if rng is not None else secrets.SystemRandom()
         self.origins = origins
+        self.searches = searches if searches is not None else SearchCheck(store)
         self._score_lock = asyncio.Lock()
 
     def entry(self, manifest: Manifest, index: int) -> ManifestEntry:
@@ -511,6 +516,10 @@ class Verifier:
                 # only the origin waits: every other check runs, and a fault it finds is settled now
                 # (a node must not buy unchecked model work with one unreadable manifest)
                 head = replace(head, origin=origin)
+        if not replayed.findings:  # the hits of a trace that replays: are they the closest entries?
+            searched = await self.searches.check(trace.doc)
+            findings += searched.findings
+            head = replace(head, unread=searched.unverifiable)
         scorable, too_long = [], []
         for call in trace.llm_calls:
             bad = check_tokens(call, scorer.vocab_size)
@@ -581,6 +590,7 @@ class _Head:
     entry: ManifestEntry
     validator: str
     origin: OriginOutcome | None = None  # set while the roots' origins cannot be judged yet
+    unread: str | None = None  # why a search's ranking cannot be judged here (an entry not read)
 
     @property
     def model_id(self) -> str:
@@ -597,6 +607,8 @@ class _Head:
                 "withheld": self.origin.withheld,
                 "unread_manifests": self.origin.manifests,
             }
+        elif not findings and extra.get("unverifiable") is None and self.unread is not None:
+            extra = {**extra, "unverifiable": self.unread}
         return Verdict(
             self.batch_id,
             self.index,

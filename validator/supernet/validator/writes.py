@@ -27,6 +27,7 @@ from supernet.sdk.store.cids import canonical_cid, encode_dag
 from supernet.validator.chain import TaskManagerClient
 from supernet.validator.db import Database, ReceiptRow, WriteRow
 from supernet.validator.origin_check import ReceiptIndex, next_root, signed_by
+from supernet.validator.search_check import entry_texts_of
 from supernet.validator.trace_view import parse_trace_block
 
 if TYPE_CHECKING:
@@ -122,6 +123,9 @@ class WriteLog:
                     write = self._write(row, trace, witness, area, ev, {w.root for w in out})
                     if write is not None:
                         out.append(write)
+        # the entries' texts, for the searches of later tasks (`search_check`); this trace may be
+        # gone by then
+        self.db.keep_entry_texts(entry_texts_of(witness))
         return out, "read"
 
     def _write(
