@@ -199,7 +199,7 @@ async def test_defence_the_right_memories_in_the_wrong_order(tmp_path: Path) -> 
         trace["output"] = answer(trace, ev["hits"])
 
     found = search_findings(await cheat_verdict(honest, req, task_id, edit))
-    assert any("scores above hit" in m for m in found), found
+    assert any("scores above a hit ranked before it" in m for m in found), found
 
 
 async def test_defence_one_entry_shown_as_every_hit(tmp_path: Path) -> None:

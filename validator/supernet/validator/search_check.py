@@ -36,7 +36,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-from supernet.node.kernel.memory import ENTRY_TYPE
+from supernet.node.kernel.errors import MemoryStoreError
+from supernet.node.kernel.memory import ENTRY_TYPE, check_entry
 from supernet.sdk.formats.trace import MemorySearchEvent, Trace, VerifiedWitness
 from supernet.sdk.store.cids import canonical_cid, decode_dag, verify_block
 from supernet.validator.evidence import Check, Finding
@@ -51,6 +52,10 @@ EMBED_BATCH = 64
 """Texts embedded per forward pass."""
 STORE_TIMEOUT_S = 10.0
 """Longest wait for one entry block from the store."""
+READ_CONCURRENCY = 16
+"""Entry blocks read from the store at a time."""
+CHECK_DEADLINE_S = 60.0
+"""Longest a trace's searches may wait for the store, all entries together."""
 
 
 class Embedder(Protocol):
@@ -100,21 +105,24 @@ class SearchCheck:
         if not searches:
             return SearchOutcome()
         witness = VerifiedWitness(trace.witness)
+        deadline = asyncio.get_running_loop().time() + CHECK_DEADLINE_S
         findings: list[Finding] = []
-        for i, ev in searches:
+        unread = None
+        for i, ev in searches:  # every search: one that cannot be judged here hides no other
             try:
-                findings += await self._one(i, ev, witness)
+                findings += await self._one(i, ev, witness, deadline)
             except NotAnEntry as exc:
                 findings.append(Finding(Check.SEARCH, f"syscall {i}: {exc}", call=i))
             except LookupError as exc:
-                if not findings:
-                    return SearchOutcome(unverifiable=f"memory.search at syscall {i}: {exc}")
-        return SearchOutcome(tuple(findings))
+                unread = unread or f"memory.search at syscall {i}: {exc}"
+        return SearchOutcome(tuple(findings), None if findings else unread)
 
-    async def _one(self, i: int, ev: MemorySearchEvent, witness: VerifiedWitness) -> list[Finding]:
+    async def _one(
+        self, i: int, ev: MemorySearchEvent, witness: VerifiedWitness, deadline: float
+    ) -> list[Finding]:
         root = witness.block(str(ev.root))
         entries = [canonical_cid(str(c)) for c in root["entries"]]
-        vectors = await self._vectors_of(sorted(set(entries)), witness)
+        vectors = await self._vectors_of(sorted(set(entries)), witness, deadline)
         query = (await self.embedder.embed([ev.query]))[0].astype(np.float64)
         score = {cid: float(vec.astype(np.float64) @ query) for cid, vec in vectors.items()}
         hits = [canonical_cid(h) for h in ev.hits]
@@ -143,18 +151,20 @@ class SearchCheck:
                         claimed=claimed,
                     )
                 )
-        for rank in range(1, len(hits)):
-            if score[hits[rank]] > score[hits[rank - 1]] + tol:
+        above = math.inf  # the lowest score of the hits ranked above: drift never adds up
+        for rank in range(len(hits)):
+            if score[hits[rank]] > above + tol:
                 out.append(
                     Finding(
                         Check.SEARCH,
-                        f"syscall {i}: memory.search hit {rank} scores above hit {rank - 1}",
+                        f"syscall {i}: memory.search hit {rank} scores above a hit ranked before it",
                         call=i,
                         expected=[round(score[h], 6) for h in hits],
                         claimed=list(ev.scores),
                     )
                 )
                 break
+            above = min(above, score[hits[rank]])
         left_out = Counter(entries) - Counter(hits)
         if left_out:
             best = max(left_out, key=lambda c: score[c])
@@ -172,19 +182,19 @@ class SearchCheck:
                 )
         return out
 
-    async def _vectors_of(self, cids: Sequence[str], witness: VerifiedWitness) -> dict[str, np.ndarray]:
+    async def _vectors_of(
+        self, cids: Sequence[str], witness: VerifiedWitness, deadline: float
+    ) -> dict[str, np.ndarray]:
         """Every entry's vector, computed here (once per entry) from its text.
 
         Raises:
-            LookupError: an entry's text is nowhere to be read.
+            LookupError: an entry's text is nowhere to be read (by ``deadline``, loop time).
             NotAnEntry: an entry's block is not a memory entry.
         """
         known = self._known_vectors(cids)
         wanted = [c for c in cids if c not in known]
         texts = self.db.entry_texts(wanted) if self.db is not None and wanted else {}
-        for cid in wanted:
-            if cid not in texts:
-                texts[cid] = entry_text(cid, await self._block(cid, witness))
+        texts.update(await self._read_texts([c for c in wanted if c not in texts], witness, deadline))
         for start in range(0, len(wanted), EMBED_BATCH):
             chunk = wanted[start : start + EMBED_BATCH]
             vecs = await self.embedder.embed([texts[c] for c in chunk])
@@ -195,6 +205,33 @@ class SearchCheck:
             else:
                 self._vectors.update(fresh)
         return known
+
+    async def _read_texts(
+        self, cids: Sequence[str], witness: VerifiedWitness, deadline: float
+    ) -> dict[str, str]:
+        """The texts of entries known neither here nor to the database: from the witness, else
+        the store, `READ_CONCURRENCY` reads at a time, all by ``deadline`` (a node serving slow
+        blocks costs a validator one deadline per trace, not one store timeout per entry)."""
+        gate = asyncio.Semaphore(READ_CONCURRENCY)
+
+        async def read(cid: str) -> str | Exception:
+            try:
+                async with gate:
+                    return entry_text(cid, await self._block(cid, witness))
+            except (NotAnEntry, LookupError) as exc:
+                return exc
+
+        try:
+            async with asyncio.timeout_at(deadline):
+                got = await asyncio.gather(*(read(c) for c in cids))
+        except TimeoutError:
+            raise LookupError(
+                f"the searched root's entries were not all read in {CHECK_DEADLINE_S:.0f} s"
+            ) from None
+        failed = [r for r in got if isinstance(r, Exception)]
+        if failed:  # a block that is no entry is the node's fault, whatever else was unreadable
+            raise next((e for e in failed if isinstance(e, NotAnEntry)), failed[0])
+        return dict(zip(cids, (str(r) for r in got), strict=True))
 
     def _known_vectors(self, cids: Sequence[str]) -> dict[str, np.ndarray]:
         if self.db is None:
@@ -239,4 +276,8 @@ def entry_text(cid: str, block: object) -> str:
     text = block.get("text") if isinstance(block, Mapping) else None
     if not isinstance(block, Mapping) or block.get("type") != ENTRY_TYPE or not isinstance(text, str):
         raise NotAnEntry(f"entry {cid} of the searched root is not a memory entry")
+    try:
+        check_entry(text)  # no add writes a longer one: not an entry either
+    except MemoryStoreError as exc:
+        raise NotAnEntry(f"entry {cid} of the searched root is too long: {exc}") from None
     return text

@@ -26,6 +26,7 @@ from typing import Any, Self
 
 import uvicorn
 from supernet.node.agents.registry import AgentRegistry
+from supernet.node.kernel.embeddings import token_count
 from supernet.sdk.chain.contracts import make_web3
 from supernet.sdk.chain.deployment import Deployment
 from supernet.sdk.store import StoreClient
@@ -127,6 +128,8 @@ class Validator:
             )
             self._scorer, self._arbiter = screen, arbiter
         scorer: Scorer = self._scorer
+        # the entry-length rule's tokenizer (replays of memory adds run it), loaded off the loop
+        await asyncio.to_thread(token_count, "")
         tools = self._tools
         if tools is None:
             runner = RegistryRunner(self.store)

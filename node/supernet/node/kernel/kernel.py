@@ -40,6 +40,7 @@ from supernet.node.kernel.agent_run import (
 from supernet.node.kernel.builtin_tools import builtin_tools
 from supernet.node.kernel.cores import LLMCore, LLMCores
 from supernet.node.kernel.dispatch import Dispatcher, RegistryAgents, TaskState
+from supernet.node.kernel.embeddings import token_count
 from supernet.node.kernel.errors import AgentNotAllowedError, KernelError, KernelStoppedError, TaskAbort
 from supernet.node.kernel.memory import DEFAULT_K, DEFAULT_WORKING_SET, Embedder, MemoryManager
 from supernet.node.kernel.policies import PolicyName, make_policy
@@ -231,6 +232,8 @@ class Kernel:
         """Start every core's batching loop; then tasks are accepted."""
         for c in self.cores:
             await c.engine.start()
+        # the entry-length rule's tokenizer, loaded here rather than inside a task's first add
+        await asyncio.to_thread(token_count, "")
         self._running = True
         self._stopped.clear()
 

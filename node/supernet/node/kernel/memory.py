@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
+from supernet.node.kernel.embeddings import MAX_TOKENS, token_count
 from supernet.node.kernel.errors import MemoryStoreError
 from supernet.node.kernel.namespaces import NamespaceRoots
 from supernet.node.kernel.syscalls import MemoryHit
@@ -40,6 +41,9 @@ from supernet.sdk.store.cids import link
 ENTRY_TYPE = "supernet/memory-entry"
 ROOT_TYPE = "supernet/memory-root"
 MAX_ENTRY_CHARS = 8192
+MAX_ENTRY_TOKENS = MAX_TOKENS
+"""An entry holds at most what the embedder reads, so a search ranks it by all of its text (two
+entries differing past that point would score alike, and a node could show either)."""
 DEFAULT_WORKING_SET = 1024
 """Entries of one namespace held in RAM at most (``[kernel] memory_working_set``)."""
 DEFAULT_K = 2
@@ -54,6 +58,23 @@ def with_entry(entries: Sequence[Any], entry: str) -> list[Any]:
     """A memory root's ``entries`` with ``entry`` (a CID) appended: the one change of an add (as
     `with_version` is a file write's), for the manager, the replay and the origin check alike."""
     return [*entries, link(entry)]
+
+
+def check_entry(text: str) -> None:
+    """Refuse a memory entry longer than the protocol allows (`MAX_ENTRY_CHARS`, then
+    `MAX_ENTRY_TOKENS`): run by the dispatcher, so a validator's replay refuses it alike.
+
+    Raises:
+        MemoryStoreError: the text is too long, saying by how much.
+    """
+    if len(text) > MAX_ENTRY_CHARS:  # first: the tokenizer's work stays bounded
+        raise MemoryStoreError(f"a memory entry holds at most {MAX_ENTRY_CHARS} characters")
+    tokens = token_count(text)
+    if tokens > MAX_ENTRY_TOKENS:
+        raise MemoryStoreError(
+            f"a memory entry holds at most {MAX_ENTRY_TOKENS} tokens (what the search's embedder "
+            f"reads), this one {tokens}: store a longer text as several entries"
+        )
 
 
 class Embedder(Protocol):
@@ -220,8 +241,7 @@ class MemoryManager:
         Raises:
             MemoryStoreError: The text is too long or the store failed.
         """
-        if len(text) > MAX_ENTRY_CHARS:
-            raise MemoryStoreError(f"a memory entry holds at most {MAX_ENTRY_CHARS} characters")
+        check_entry(text)
         vector = (await self._embedder.embed([text]))[0].astype("<f4")
         block = {
             "type": ENTRY_TYPE,
