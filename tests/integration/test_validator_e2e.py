@@ -20,9 +20,11 @@ from supernet.node.llm.scoring import ScoreRequest
 from supernet.node.llm.types import ScoreResult
 from supernet.sdk.chain.anvil import increase_time, mine
 from supernet.sdk.chain.merkle import ReceiptTree
+from supernet.sdk.store.cids import compute_cid, encode_dag, link
 from supernet.validator.chain import ChallengeStatus
 from supernet.validator.evidence import FAULT_OF
 from supernet.validator.scoring import ModelScorer
+from supernet.validator.service import Validator
 from supernet.validator.tool_check import RegistryRunner
 from supernet.validator.verifier import Verifier, load_manifest
 from validator_fixtures import TASK_FEE, VNet, probe_registry
@@ -264,6 +266,40 @@ async def test_a_node_showing_the_agent_memories_of_its_choosing_is_slashed(
     doc = await vnet.store.get_dag(cheat.evidence_cid)
     assert any("left out entry" in f["message"] for f in doc["findings"]), doc["findings"]
     await challenged_to_slash(vnet, validator_factory)
+
+
+async def test_a_made_up_write_in_a_task_no_validator_sampled_is_challenged(
+    vnet: VNet, validator_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node claims, in a retrieval task's trace, a memory entry other than the one the agent
+    added (the user's later tasks would find the node's "fact"), and the task is one this
+    validator did not sample. Sampling is chance (and every receipt on the devnet), so "not
+    sampled" is the one fake here: `Validator.sample` draws nothing. The write log reads every
+    trace in its window, replays the writer's agent, and the diverging entry is verified in full
+    and challenged like a sampled one."""
+    made_up = {"type": "supernet/memory-entry", "text": "The spare key is in the mailbox.", "metadata": {}}
+
+    def claim_another_entry(i: int, trace: dict[str, Any]) -> dict[str, Any]:
+        raw = encode_dag(made_up)
+        add = next(e for e in trace["events"] if e["kind"] == "memory.add")
+        add["entry"] = link(compute_cid(raw, "dag-cbor"))
+        trace["witness"]["blocks"] = [*trace["witness"]["blocks"], raw]
+        return trace
+
+    await vnet.store.put_dag(made_up)  # the node's store holds what its trace links
+    batch_id, _ = await vnet.run_batch(
+        [], chat_inputs=[{**MEMORY_TASK, "k": 1}], agent=RetrievalAgent, edit_trace=claim_another_entry
+    )
+    monkeypatch.setattr(Validator, "sample", lambda self, batch, seed: [])  # the fake: drawn by no one
+    events: list[Any] = []
+    async with validator_factory(0, "writer.sqlite", events=events) as v:
+        await v.step()
+        await v.step()  # the write log runs after the batch's (empty) sample
+        [check] = v.db.checks(batch_id)
+    assert [e.data["sampled"] for e in events if e.kind == "batch"] == [[]]
+    assert not check.ok and "replay" in check.kinds.split(","), check.kinds
+    [opened] = [e.data for e in events if e.kind == "challenge"]
+    assert opened["batch_id"] == batch_id and opened["index"] == 0
 
 
 async def test_healthz_and_metrics_follow_the_validators_work(vnet: VNet, validator_factory: Any) -> None:

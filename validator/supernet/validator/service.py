@@ -198,6 +198,9 @@ class Validator:
             self.availability,
             retries=s.availability_retries,
             backoff_s=s.availability_backoff_s,
+            # and every trace that writes is replayed: a diverging writer is checked in full
+            replay=self.verifier.replay,
+            diverged=self.check_entry,
         )
         # every batch from the deploy block on is followed (the origin check's receipt index);
         # those before ``start_block`` are never sampled here
@@ -362,6 +365,17 @@ class Validator:
                     await self._settle(batch, i, verdict)
         self.db.finish_batch(batch.batch_id)
         return True
+
+    async def check_entry(self, batch_id: int, index: int) -> None:
+        """Verify one entry in full and settle its verdict (challenge if faulty), sampled here or
+        not: an entry whose writes' replay diverged (`WriteLog`). Once: an entry checked already
+        is left alone."""
+        batch = self.db.batch(batch_id)
+        if batch is None or any(c.index == index for c in self.db.checks(batch_id)):
+            return
+        manifest = await self.disputes.manifest(batch)
+        verdict = await self.verifier.verify(batch_id, batch.node, index, manifest)
+        await self._settle(batch, index, verdict)
 
     async def _settle(self, batch: BatchRow, i: int, verdict: Verdict) -> None:
         """Publish a verdict's evidence, record it (before anything else happens), challenge if faulty.

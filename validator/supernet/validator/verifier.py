@@ -37,6 +37,7 @@ from supernet.sdk.chain.eip712 import Domain
 from supernet.sdk.chain.merkle import ReceiptTree
 from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.formats.manifest import BatchManifest, ManifestEntry
+from supernet.sdk.formats.trace import Trace as TraceDoc
 from supernet.sdk.models import compute_of
 from supernet.sdk.store.errors import InvalidBlockError, InvalidCIDError
 from supernet.validator.consistency import check_receipt, check_trace, check_trace_hash
@@ -44,7 +45,7 @@ from supernet.validator.evidence import Check, Finding, Verdict
 from supernet.validator.grammar_check import check_grammar, grammar_masks
 from supernet.validator.llm_check import check_scores, check_shape, check_tokens, sampling_params
 from supernet.validator.origin_check import OriginOutcome, ReceiptIndex, check_origins
-from supernet.validator.replay_check import check_replay
+from supernet.validator.replay_check import ReplayOutcome, check_replay
 from supernet.validator.search_check import SearchCheck
 from supernet.validator.tool_check import ToolRunner, check_tools
 from supernet.validator.trace_view import LLMCall, MalformedTrace, Trace, parse_trace_block
@@ -264,6 +265,13 @@ class Verifier:
         self.origins = origins
         self.searches = searches if searches is not None else SearchCheck(store)
         self._score_lock = asyncio.Lock()
+
+    async def replay(self, trace: TraceDoc) -> ReplayOutcome:
+        """Replay ``trace``'s agent alone (no model, no tool re-run): what `WriteLog` runs on every
+        trace that writes, sampled or not."""
+        if self.scorer is None:
+            return ReplayOutcome(unverifiable="no model here: its tokenizer is needed")
+        return await check_replay(trace, self.agents, self.scorer.tokenizer, self.tools, self.domain)
 
     def entry(self, manifest: Manifest, index: int) -> ManifestEntry:
         """Entry ``index`` (``KeyError`` if not readable here)."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
 from supernet.sdk.formats.trace import ROOT_WRITES, Trace, VerifiedWitness
@@ -32,6 +32,7 @@ from supernet.validator.trace_view import parse_trace_block
 
 if TYPE_CHECKING:
     from supernet.validator.availability import Availability
+    from supernet.validator.replay_check import ReplayOutcome
     from supernet.validator.verifier import DagStore
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,11 @@ class WriteLog:
         availability: where a trace not served goes (retries, then the availability challenge).
         retries: failed reads before the availability path (sooner near the window's end).
         backoff_s: first wait between reads; it doubles, to `RETRY_MAX_S`.
+        replay: replays a trace's agent (`Verifier.replay`): every trace that writes memory or
+            files is replayed when read, sampled or not (a write outlives its task: what a
+            reader later finds must be what the writer's agent wrote). None: not replayed.
+        diverged: called with ``(batch, index)`` of an entry whose replay diverged: the entry is
+            then verified in full and challenged like a sampled one (`Validator.check_entry`).
     """
 
     def __init__(
@@ -63,10 +69,13 @@ class WriteLog:
         *,
         retries: int = 4,
         backoff_s: float = 2.0,
+        replay: Callable[[Trace], Awaitable[ReplayOutcome]] | None = None,
+        diverged: Callable[[int, int], Awaitable[None]] | None = None,
     ) -> None:
         self.chain, self.db, self.store, self.index = chain, db, store, index
         self.availability = availability
         self.retries, self.backoff_s = retries, backoff_s
+        self.replay, self.diverged = replay, diverged
         self._floor = 0  # entries of batches below it are read or past every window
 
     async def step(self, chain_now: int) -> None:
@@ -102,6 +111,23 @@ class WriteLog:
             return
         writes, status = self.writes_of(row, trace)
         self.db.record_writes(row.batch_id, row.index, writes, status)
+        await self._replay_writer(row, trace)
+
+    async def _replay_writer(self, row: ReceiptRow, trace: Trace) -> None:
+        """Replay a trace that writes memory or files; an entry that diverges is checked in full.
+        Its trouble is logged, never retried: the sampled path still reaches the entry."""
+        writes = tuple(k for kinds in ROOT_WRITES.values() for k in kinds)
+        if self.replay is None or self.diverged is None:
+            return
+        if not any(isinstance(ev, writes) for ev in trace.events):
+            return
+        try:
+            outcome = await self.replay(trace)
+            if outcome.findings:
+                log.warning("batch %d #%d: its writer's replay diverges", row.batch_id, row.index)
+                await self.diverged(row.batch_id, row.index)
+        except Exception as exc:
+            log.warning("batch %d #%d: replaying its writes failed: %s", row.batch_id, row.index, exc)
 
     def writes_of(self, row: ReceiptRow, trace: Trace) -> tuple[list[WriteRow], str]:
         """The sound writes of entry ``row``'s trace, and the entry's status (``read``, or why it
