@@ -229,7 +229,17 @@ async def challenged_to_slash(vnet: VNet, validator_factory: Any) -> tuple[int, 
             await v.cleanup()
     assert c.task_manager.get_challenge(cid).status == ChallengeStatus.FRAUD
     assert c.service_manager.get_operator(vnet.node.address).stake < stake_before
+    restore_stake(vnet, stake_before)
     return cid, [v.address for v in voters]
+
+
+def restore_stake(vnet: VNet, stake: int) -> None:
+    """Top the slashed node's stake up to ``stake`` again: the module's chain is shared, and a
+    node below the minimum commits nothing more."""
+    c = vnet.contracts
+    missing = stake - c.service_manager.get_operator(vnet.node.address).stake
+    if missing > 0:
+        c.as_account(vnet.node).service_manager.add_stake(missing)
 
 
 MEMORY_TASK = {
@@ -291,15 +301,23 @@ async def test_a_made_up_write_in_a_task_no_validator_sampled_is_challenged(
         [], chat_inputs=[{**MEMORY_TASK, "k": 1}], agent=RetrievalAgent, edit_trace=claim_another_entry
     )
     monkeypatch.setattr(Validator, "sample", lambda self, batch, seed: [])  # the fake: drawn by no one
+    c = vnet.contracts
+    stake_before = c.service_manager.get_operator(vnet.node.address).stake
     events: list[Any] = []
     async with validator_factory(0, "writer.sqlite", events=events) as v:
         await v.step()
         await v.step()  # the write log runs after the batch's (empty) sample
         [check] = v.db.checks(batch_id)
+        [opened] = [e.data for e in events if e.kind == "challenge"]
+        increase_time(c.w3, c.task_manager.vote_window() + 1)
+        mine(c.w3)
+        await v.step()  # resolves: the challenger's own stake is over the quorum here
     assert [e.data["sampled"] for e in events if e.kind == "batch"] == [[]]
     assert not check.ok and "replay" in check.kinds.split(","), check.kinds
-    [opened] = [e.data for e in events if e.kind == "challenge"]
     assert opened["batch_id"] == batch_id and opened["index"] == 0
+    assert c.task_manager.get_challenge(opened["challenge_id"]).status == ChallengeStatus.FRAUD
+    assert c.service_manager.get_operator(vnet.node.address).stake < stake_before
+    restore_stake(vnet, stake_before)
 
 
 async def test_healthz_and_metrics_follow_the_validators_work(vnet: VNet, validator_factory: Any) -> None:

@@ -297,13 +297,14 @@ async def test_defence_one_failing_claim_never_stops_the_validator_step() -> Non
         chain=SimpleNamespace(timestamp=lambda: 45),  # both batches near their claim deadline (50)
         manifests=watch,
         writes=SimpleNamespace(step=lambda now: record("writes", now)),
+        _check_diverged=lambda now: record("diverged", now),
         availability=SimpleNamespace(step=lambda now: record("availability", now)),
         disputes=SimpleNamespace(
             vote_open=lambda now: record("vote", now), settle=lambda now: record("settle", now)
         ),
     )
     await Validator.step(service)  # type: ignore[arg-type]
-    assert ran == ["writes", "availability", "vote", "settle"]  # the rest of the step ran
+    assert ran == ["writes", "diverged", "availability", "vote", "settle"]  # the rest of the step ran
     assert view.fetches.get(2) == 1  # batch 2 was read despite batch 1's failing claim
 
 

@@ -10,6 +10,8 @@
   from the batches' manifests once (`supernet.validator.origin_check.ReceiptIndex`); ``indexed``
   says which batches are read, and whether wholly (a posted manifest may be partial).
 * ``verified_roots``: memory and file roots the origin check found sound, with their history.
+* ``diverged``: entries whose writer replay diverged (`WriteLog`), until their full check is
+  settled (`Validator.check_entry`): a failure on the way is retried, never dropped.
 * ``memory_entries``: memory entries' texts read from committed traces (`WriteLog`) and their
   vectors computed here (`supernet.validator.search_check`), by entry CID.
 
@@ -65,6 +67,9 @@ CREATE TABLE IF NOT EXISTS writes (
   writer TEXT NOT NULL, user TEXT NOT NULL, batch_id INTEGER NOT NULL, idx INTEGER NOT NULL,
   PRIMARY KEY (node, root));
 CREATE TABLE IF NOT EXISTS memory_entries (cid TEXT PRIMARY KEY, text TEXT, vector BLOB);
+CREATE TABLE IF NOT EXISTS diverged (
+  batch_id INTEGER NOT NULL, idx INTEGER NOT NULL, done INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (batch_id, idx));
 """
 
 
@@ -478,6 +483,22 @@ class Database:
             "SELECT block FROM root_blocks WHERE node = ? AND root = ?", node.lower(), canonical_cid(root)
         )
         return bytes(rows[0][0]) if rows else None
+
+    def mark_diverged(self, batch_id: int, index: int) -> None:
+        """An entry whose writer replay diverged: to be checked in full (once)."""
+        with self._tx() as c:
+            c.execute("INSERT OR IGNORE INTO diverged (batch_id, idx) VALUES (?, ?)", (batch_id, index))
+
+    def diverged_pending(self) -> list[tuple[int, int]]:
+        """Diverged entries whose full check is not settled yet, oldest first."""
+        return [
+            (b, i) for b, i in self._all("SELECT batch_id, idx FROM diverged WHERE done = 0 ORDER BY 1, 2")
+        ]
+
+    def settle_diverged(self, batch_id: int, index: int) -> None:
+        """The full check of a diverged entry is settled (checked and challenged, or handed on)."""
+        with self._tx() as c:
+            c.execute("UPDATE diverged SET done = 1 WHERE batch_id = ? AND idx = ?", (batch_id, index))
 
     def keep_entry_texts(self, texts: Mapping[str, str]) -> None:
         """Memory entries' texts (by CID), read from a verified witness."""

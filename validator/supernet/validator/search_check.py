@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from supernet.node.kernel.errors import MemoryStoreError
-from supernet.node.kernel.memory import ENTRY_TYPE, check_entry
+from supernet.node.kernel.memory import ENTRY_TYPE, MAX_ENTRY_CHARS, check_entry
 from supernet.sdk.formats.trace import MemorySearchEvent, Trace, VerifiedWitness
 from supernet.sdk.store.cids import canonical_cid, decode_dag, verify_block
 from supernet.validator.evidence import Check, Finding
@@ -195,6 +195,7 @@ class SearchCheck:
         wanted = [c for c in cids if c not in known]
         texts = self.db.entry_texts(wanted) if self.db is not None and wanted else {}
         texts.update(await self._read_texts([c for c in wanted if c not in texts], witness, deadline))
+        await asyncio.to_thread(check_lengths, texts)  # the tokenizer, off the event loop
         for start in range(0, len(wanted), EMBED_BATCH):
             chunk = wanted[start : start + EMBED_BATCH]
             vecs = await self.embedder.embed([texts[c] for c in chunk])
@@ -257,9 +258,11 @@ def entry_texts_of(witness: VerifiedWitness) -> dict[str, str]:
     out = {}
     for cid, block in witness.blocks.items():
         try:
-            out[cid] = entry_text(cid, block)
+            text = entry_text(cid, block)
         except NotAnEntry:
             continue
+        if len(text) <= MAX_ENTRY_CHARS:  # a longer one no search can use (`check_lengths`)
+            out[cid] = text
     return out
 
 
@@ -276,8 +279,17 @@ def entry_text(cid: str, block: object) -> str:
     text = block.get("text") if isinstance(block, Mapping) else None
     if not isinstance(block, Mapping) or block.get("type") != ENTRY_TYPE or not isinstance(text, str):
         raise NotAnEntry(f"entry {cid} of the searched root is not a memory entry")
-    try:
-        check_entry(text)  # no add writes a longer one: not an entry either
-    except MemoryStoreError as exc:
-        raise NotAnEntry(f"entry {cid} of the searched root is too long: {exc}") from None
     return text
+
+
+def check_lengths(texts: Mapping[str, str]) -> None:
+    """Refuse entries longer than an add writes (`check_entry`: characters, then tokens).
+
+    Raises:
+        NotAnEntry: the first such entry.
+    """
+    for cid, text in texts.items():
+        try:
+            check_entry(text)
+        except MemoryStoreError as exc:
+            raise NotAnEntry(f"entry {cid} of the searched root is too long: {exc}") from None

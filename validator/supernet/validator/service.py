@@ -310,6 +310,7 @@ class Validator:
                 await part.step(chain_now)
             except Exception as exc:
                 log.warning("%s step failed, retried next step: %s", name, exc)
+        await self._check_diverged(chain_now)
         await self.availability.step(chain_now)
         now = max(int(time.time()), chain_now)
         await self.disputes.vote_open(now)
@@ -368,14 +369,44 @@ class Validator:
 
     async def check_entry(self, batch_id: int, index: int) -> None:
         """Verify one entry in full and settle its verdict (challenge if faulty), sampled here or
-        not: an entry whose writes' replay diverged (`WriteLog`). Once: an entry checked already
-        is left alone."""
+        not: an entry whose writes' replay diverged (`WriteLog`). A faulty check whose challenge
+        was never sent is sent again; a manifest not served now goes to the availability path
+        (retried, claimed, verified once served). Raises on anything else: the entry stays
+        pending (`Database.diverged_pending`) and the step tries again."""
         batch = self.db.batch(batch_id)
-        if batch is None or any(c.index == index for c in self.db.checks(batch_id)):
+        done = next((c for c in self.db.checks(batch_id) if c.index == index), None)
+        if batch is None or (done is not None and (done.ok or done.challenge_id or not done.evidence_cid)):
+            self.db.settle_diverged(batch_id, index)
             return
-        manifest = await self.disputes.manifest(batch)
-        verdict = await self.verifier.verify(batch_id, batch.node, index, manifest)
-        await self._settle(batch, index, verdict)
+        try:
+            manifest = await self.disputes.manifest(batch)
+        except ManifestError as exc:
+            self.availability.note(batch, index, f"manifest: {exc}")
+            self.db.settle_diverged(batch_id, index)
+            return
+        if done is not None:
+            await self._retry_challenge(batch, index, manifest)
+        else:
+            await self._settle(
+                batch, index, await self.verifier.verify(batch_id, batch.node, index, manifest)
+            )
+        self.db.settle_diverged(batch_id, index)
+
+    async def _check_diverged(self, chain_now: int) -> None:
+        """Retry the full checks of diverged writers that failed (each isolated), while their
+        batch can still be challenged."""
+        window = self.chain.params().challenge_window
+        for batch_id, index in self.db.diverged_pending():
+            try:
+                header = await asyncio.to_thread(self.chain.batch, batch_id)
+                if chain_now >= header.committed_at + window:
+                    self.db.settle_diverged(batch_id, index)  # past its window: nothing to send
+                    continue
+                await self.check_entry(batch_id, index)
+            except Exception as exc:
+                log.warning(
+                    "batch %d #%d: checking the diverged writer failed, retried: %s", batch_id, index, exc
+                )
 
     async def _settle(self, batch: BatchRow, i: int, verdict: Verdict) -> None:
         """Publish a verdict's evidence, record it (before anything else happens), challenge if faulty.

@@ -114,8 +114,8 @@ class WriteLog:
         await self._replay_writer(row, trace)
 
     async def _replay_writer(self, row: ReceiptRow, trace: Trace) -> None:
-        """Replay a trace that writes memory or files; an entry that diverges is checked in full.
-        Its trouble is logged, never retried: the sampled path still reaches the entry."""
+        """Replay a trace that writes memory or files; an entry that diverges is marked and checked
+        in full (`Database.diverged_pending`: a failed check is retried by the validator's step)."""
         writes = tuple(k for kinds in ROOT_WRITES.values() for k in kinds)
         if self.replay is None or self.diverged is None:
             return
@@ -125,6 +125,7 @@ class WriteLog:
             outcome = await self.replay(trace)
             if outcome.findings:
                 log.warning("batch %d #%d: its writer's replay diverges", row.batch_id, row.index)
+                self.db.mark_diverged(row.batch_id, row.index)  # retried until settled, if this fails
                 await self.diverged(row.batch_id, row.index)
         except Exception as exc:
             log.warning("batch %d #%d: replaying its writes failed: %s", row.batch_id, row.index, exc)
