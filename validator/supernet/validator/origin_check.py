@@ -494,7 +494,7 @@ class _Walk:
             self._traces[receipt.trace_cid] = view.doc
             try:
                 self._witness_of[receipt.trace_cid] = witness = VerifiedWitness(view.doc.witness)
-                self.index.db.keep_entry_texts(entry_texts_of(witness))  # for searches (search_check)
+                self.index.db.keep_entry_texts(entry_texts_of(view.doc, witness))  # for search_check
             except Exception:  # the writer's fault: its roots are then missing (a finding)
                 log.info("the trace %s has an unreadable witness", receipt.trace_cid)
         return self._traces[receipt.trace_cid]

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 from supernet.node.kernel.errors import MemoryStoreError
 from supernet.node.kernel.memory import ENTRY_TYPE, MAX_ENTRY_CHARS, check_entry
-from supernet.sdk.formats.trace import MemorySearchEvent, Trace, VerifiedWitness
+from supernet.sdk.formats.trace import MemoryAddEvent, MemorySearchEvent, Trace, VerifiedWitness
 from supernet.sdk.store.cids import canonical_cid, decode_dag, verify_block
 from supernet.validator.evidence import Check, Finding
 
@@ -252,11 +252,16 @@ class SearchCheck:
             raise LookupError(f"entry {cid} of the searched root is not readable here: {exc}") from None
 
 
-def entry_texts_of(witness: VerifiedWitness) -> dict[str, str]:
-    """The texts of every memory entry a (verified) witness carries, by CID: content addressing
-    makes them true whatever the trace's writes were worth."""
+def entry_texts_of(trace: Trace, witness: VerifiedWitness) -> dict[str, str]:
+    """The texts of the memory entries ``trace``'s adds wrote, as its (verified) witness carries
+    them, by CID: content addressing makes them true whatever the writes were worth. Only what
+    its ``memory.add`` events name: every entry of a root was added so, and other blocks a trace
+    pads its witness with are not kept (a validator's database grows with real adds only)."""
+    added = {canonical_cid(str(ev.entry)) for ev in trace.events if isinstance(ev, MemoryAddEvent)}
     out = {}
     for cid, block in witness.blocks.items():
+        if cid not in added:
+            continue
         try:
             text = entry_text(cid, block)
         except NotAnEntry:

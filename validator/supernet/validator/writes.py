@@ -152,7 +152,7 @@ class WriteLog:
                         out.append(write)
         # the entries' texts, for the searches of later tasks (`search_check`); this trace may be
         # gone by then
-        self.db.keep_entry_texts(entry_texts_of(witness))
+        self.db.keep_entry_texts(entry_texts_of(trace, witness))
         return out, "read"
 
     def _write(
