@@ -4,15 +4,17 @@ Two measurements, written to docs/benchmarks/memory.md and memory.json:
 
 1. A real node (no chain, embedded store, the default model and agents) started as its own
    process; once ``/healthz`` answers, its resident set is read from ``/proc`` (anonymous memory:
-   tensors and the Python heap; file-backed: shared libraries and mapped files), then again after
-   a few chat completions (the KV cache grows with use).
-2. The same parts loaded one at a time in this process, each stage's RSS growth attributed to it.
+   tensors and the Python heap; file-backed: shared libraries and mapped files).
+2. The same parts loaded one at a time in this process, each stage's RSS growth attributed to it;
+   the engine then serves 16 long sequences together (its KV cache written) and idles until it
+   gives that memory back.
 
 Usage: ``.venv/bin/python scripts/probe_node_memory.py`` (about a minute; the model must be pulled).
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import platform
@@ -29,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT_MD = ROOT / "docs" / "benchmarks" / "memory.md"
 OUT_JSON = ROOT / "docs" / "benchmarks" / "memory.json"
 MB = 1024 * 1024
+SERVED_TOKENS = 300  # new tokens per sequence: past the pool's first 256 per slot, so it grows
 
 
 def proc_memory(pid: int | str = "self") -> dict[str, float]:
@@ -107,8 +110,9 @@ def stages() -> list[tuple[str, float]]:
 
     engine = LLMEngine(loaded.model, loaded.tokenizer, loaded.model_id, max_batch=16)
     gc.collect()
-    rows.append(("engine: KV pool allocated (float32 weights: packed for oneDNN)", proc_memory()["rss_mb"]))
     kv_mb = engine.pool.capacity * engine.pool.slots * engine.pool.bytes_per_token / MB
+    rows.append((f"engine: KV pool reserved ({kv_mb:.0f} MB of address space)", proc_memory()["rss_mb"]))
+    rows += asyncio.run(_serve_then_idle(engine))
     weights_mb = sum(t.numel() * t.element_size() for t in loaded.model.state_dict().values()) / MB
     linears = [m for m in engine.model.modules() if isinstance(m, Fp16WeightLinear | PackedLinear)]
     per_weight = 2 if compute == "float16-weights" else 4
@@ -123,8 +127,38 @@ def stages() -> list[tuple[str, float]]:
 
     rows.append(("llguidance (structured output)", proc_memory()["rss_mb"]))
     sizes = f"embedding + norms {weights_mb:.0f} MB, packed {compute} projections and head {packed_mb:.0f}"
-    rows.append((f"(tensor sizes: {sizes}, KV pool {kv_mb:.0f})", 0.0))
+    rows.append((f"(tensor sizes: {sizes}; KV pool reserved {kv_mb:.0f}, resident as written)", 0.0))
     return rows
+
+
+async def _serve_then_idle(engine: Any) -> list[tuple[str, float]]:
+    """RSS once the engine has served 16 sequences past the pool's first capacity together, and
+    once it has been idle long enough to give the KV cache back (`LLMEngine.kv_release_after_s`)."""
+    from supernet.node.llm import SamplingParams
+
+    engine.kv_release_after_s = 1.0
+    await engine.start()
+    try:
+        prompts = [engine.tokenizer.encode(f"Tell a long story about the number {i}.") for i in range(16)]
+        params = SamplingParams(max_new_tokens=SERVED_TOKENS, stop_token_ids=())
+        releases = engine.kv_releases
+        await asyncio.gather(*(engine.submit(p, params).result() for p in prompts))
+        busy = proc_memory()["rss_mb"]
+        capacity = engine.pool.capacity
+        await asyncio.sleep(engine.kv_release_after_s + 1.0)
+        if engine.kv_releases == releases:
+            raise SystemExit("the idle engine did not give its KV cache back")
+        gc.collect()
+        idle = proc_memory()["rss_mb"]
+    finally:
+        await engine.stop()
+    return [
+        (
+            f"engine: served 16 sequences of ~{SERVED_TOKENS + 12} tokens together (pool {capacity}/slot)",
+            busy,
+        ),
+        (f"engine: idle {engine.kv_release_after_s:.0f} s, its KV cache given back", idle),
+    ]
 
 
 def main() -> None:

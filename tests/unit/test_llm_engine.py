@@ -244,3 +244,25 @@ async def test_a_longer_shared_prefix_extends_a_cached_one_while_others_decode()
         together = [await h.result() for h in handles]
         assert cached.prefixes is not None and tuple(more) in cached.prefixes.entries
     _assert_same_generations(expected, together)
+
+
+async def test_an_idle_engine_gives_its_kv_cache_back_and_serves_the_same_after() -> None:
+    eng = LLMEngine.from_model(make_tiny_llama(7), max_batch=4, max_seq_len=512)
+    eng.pool.initial_capacity = 16  # so the generation below grows the pool
+    eng.pool.release()
+    eng.kv_release_after_s = 0.2
+    long = SamplingParams(max_new_tokens=120, stop_token_ids=())
+    await eng.start()
+    try:
+        first = await asyncio.gather(*(eng.submit(p, long).result() for p in PROMPTS[:3]))
+        assert eng.pool.capacity >= 128 and eng.kv_releases == 0  # grew; not yet idle long enough
+        for _ in range(50):
+            if eng.kv_releases:
+                break
+            await asyncio.sleep(0.05)
+        assert eng.kv_releases == 1 and eng.load_stats["kv_releases"] == 1
+        assert eng.pool.capacity == 16
+        again = await asyncio.gather(*(eng.submit(p, long).result() for p in PROMPTS[:3]))
+        _assert_same_generations(first, again)
+    finally:
+        await eng.stop()

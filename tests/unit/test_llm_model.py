@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 from llm_fixtures import TINY, make_tiny_llama
+from supernet.node.llm.config import LlamaConfig
 from supernet.node.llm.kvcache import DecodeAttention, KVPool, PrefillAttention
 from supernet.node.llm.model import Llama
 
@@ -77,3 +80,73 @@ def test_pool_move_export_load() -> None:
         pool.load(1, k, v)
         assert torch.equal(pool.k[:, 1, :, :4], k)
     assert pool.bytes_per_token == 2 * TINY.n_layers * TINY.n_kv_heads * TINY.head_dim * 4
+
+
+# -- the pool's memory: pages resident only once written, idle slots never copied, given back ------
+
+# smollm2-135m's cache shape: 30 layers x 3 kv heads x 64 wide, 46 KB per token of one sequence
+SMOLLM_KV = LlamaConfig(
+    vocab_size=101, dim=576, n_layers=30, n_heads=9, n_kv_heads=3, hidden_dim=96, max_position=2048
+)
+MB = 1024 * 1024
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _big_pool(initial: int = 2048) -> KVPool:
+    # 16 slots x 2048 tokens reserves 1.4 GB
+    return KVPool(
+        SMOLLM_KV,
+        slots=16,
+        max_capacity=2048,
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+        initial_capacity=initial,
+    )
+
+
+def test_a_pool_costs_what_its_sequences_wrote_not_what_it_reserves() -> None:
+    before = _rss()
+    pool = _big_pool()
+    reserved = pool.capacity * pool.slots * pool.bytes_per_token
+    assert reserved > 1400 * MB
+    assert _rss() - before < 32 * MB  # reserving is free
+    with torch.inference_mode():
+        pool.k[:, 0, :, :100] = 1.0  # one sequence of 100 tokens
+        pool.v[:, 0, :, :100] = 1.0
+        assert _rss() - before < 32 * MB  # 100 tokens x 46 KB, rounded up to pages
+        assert pool.k[:, 1].abs().max() == 0 and pool.k[:, 0, :, 100].abs().max() == 0  # zeros
+
+
+def test_growing_copies_the_live_slots_only() -> None:
+    pool = _big_pool(initial=512)
+    with torch.inference_mode():
+        pool.k[:, :2, :, :300] = 2.0
+        pool.v[:, :2, :, :300] = 3.0
+        before = _rss()
+        pool.ensure_capacity(1000, live_slots=2)
+        grown = _rss() - before
+        assert pool.capacity == 1024
+        assert torch.equal(pool.k[:, :2, :, :300], torch.full_like(pool.k[:, :2, :, :300], 2.0))
+        assert torch.equal(pool.v[:, :2, :, :300], torch.full_like(pool.v[:, :2, :, :300], 3.0))
+        assert pool.k[:, 2:].abs().max() == 0 and pool.k[:, :2, :, 300:].abs().max() == 0
+    # the two live slots' 512 positions (copied), not all 16 slots' (350 MB)
+    assert grown < 100 * MB, grown / MB
+
+
+def test_release_gives_the_memory_back_and_empties_every_slot() -> None:
+    pool = _big_pool(initial=256)
+    with torch.inference_mode():
+        pool.ensure_capacity(2048, live_slots=0)
+        before = _rss()
+        pool.k[:, :8, :, :1500] = 1.0  # 8 long sequences: ~1 GB of keys and values
+        pool.v[:, :8, :, :1500] = 1.0
+        written = _rss() - before
+        assert written > 500 * MB
+        pool.release()
+        assert before - _rss() > -0.1 * written  # all of it back
+        assert pool.capacity == 256
+        assert pool.k.abs().max() == 0 and pool.v.abs().max() == 0

@@ -6,7 +6,8 @@ event loop stays responsive): a decode of every active sequence together, plus a
 of the newly admitted ones in the same forward pass, which join the decode from the next step.
 Sampled tokens go out as events; finished sequences retire and free their slot, and the loop lets
 their callers' follow-up requests (an agent's next call) arrive before it admits the next batch.
-The loop sleeps on an ``asyncio.Event`` when idle — no polling.
+The loop sleeps on an ``asyncio.Event`` when idle — no polling — and after ``KV_RELEASE_AFTER_S``
+of idleness gives the KV cache's memory back to the OS.
 
 >>> engine = LLMEngine.load("smollm2-135m")  # doctest: +SKIP
 >>> await engine.start()  # doctest: +SKIP
@@ -52,6 +53,8 @@ SCORE_CACHE_TOKENS = 1024  # longest prompt prefix kept per entry
 # a few dozen callbacks and one tool-thread hop later). Admitted now, that call prefills inside
 # the next step; missed, it waits a whole step (~0.1 s on CPU) and its task ends a step later.
 FOLLOW_UP_TURNS = 64
+# Seconds without a sequence after which the engine gives its KV cache's memory back (`KVPool.release`).
+KV_RELEASE_AFTER_S = 10.0
 _ids = itertools.count()
 
 
@@ -99,6 +102,8 @@ class LLMEngine:
         self._score_lock = threading.Lock()
         self.steps = 0
         self.stepped_sequences = 0
+        self.kv_release_after_s = KV_RELEASE_AFTER_S
+        self.kv_releases = 0  # times the idle engine gave the KV cache's memory back
         self._pending: deque[Sequence] = deque()
         self._active: list[Sequence] = []
         self._control: list[Sequence] = []
@@ -308,13 +313,15 @@ class LLMEngine:
 
     @property
     def load_stats(self) -> dict[str, int]:
-        """Active and waiting sequences, steps run, sequence-steps run (tokens), KV-cache bytes held."""
+        """Active and waiting sequences, steps run, sequence-steps run (tokens), KV-cache bytes reserved,
+        idle releases of the KV cache."""
         return {
             "active": len(self._active),
             "waiting": len(self._pending),
             "steps": self.steps,
             "sequence_steps": self.stepped_sequences,
             "kv_cache_bytes": self.pool.capacity * self.pool.slots * self.pool.bytes_per_token,
+            "kv_releases": self.kv_releases,
         }
 
     async def _request_preempt(self, seq: Sequence) -> SequenceSnapshot:
@@ -342,7 +349,7 @@ class LLMEngine:
                 if not self._active:
                     self._wake.clear()
                     if not (self._pending or self._control or self._stopping):
-                        await self._wake.wait()
+                        await self._idle()
                     continue
                 batch = list(self._active)
                 try:
@@ -368,6 +375,16 @@ class LLMEngine:
             self._fail(self._active + list(self._pending), EngineStoppedError("the engine stopped"))
             self._active.clear()
             self._pending.clear()
+
+    async def _idle(self) -> None:
+        """Sleep until woken; once idle for ``kv_release_after_s``, give the KV cache's memory back
+        (not at every gap: an agent's next call often follows within a step)."""
+        try:
+            await asyncio.wait_for(self._wake.wait(), self.kv_release_after_s)
+        except TimeoutError:
+            self.pool.release()
+            self.kv_releases += 1
+            await self._wake.wait()
 
     def _admit(self) -> None:
         while self._pending and len(self._active) < self.max_batch:

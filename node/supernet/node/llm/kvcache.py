@@ -5,12 +5,19 @@ keeps its active sequences in slots ``0..B-1`` (a retiring sequence's slot is fi
 last one in), so a decode step attends over the view ``[:, :B, :, :L]`` with no gather, ``L`` the
 longest sequence in the batch, and a boolean mask hides each row's positions past its own length.
 Capacity grows by doubling (up to the engine's maximum sequence length) so short workloads stay small.
+
+On CPU the pool lives in anonymous memory mappings: they read as zeros and a page becomes resident
+only once a sequence writes it, so the cache costs what its sequences hold, not slots x capacity
+(16 slots of 256 tokens reserve 180 MB for smollm2-135m; a node serving one short chat holds a few
+MB of it). Growing copies only the slots in use, and `release` gives everything back when the
+engine has been idle a while (a long sequence's doubling is no longer kept for good).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import mmap
 from collections import OrderedDict, deque
 
 import torch
@@ -42,9 +49,10 @@ class KVPool:
     ) -> None:
         self.cfg, self.slots, self.max_capacity = cfg, slots, max_capacity
         self.device, self.dtype = device, dtype
+        self.initial_capacity = min(initial_capacity, max_capacity)
         self.capacity = 0
         self.k = self.v = torch.empty(0)
-        self.ensure_capacity(min(initial_capacity, max_capacity))
+        self.ensure_capacity(self.initial_capacity)
 
     @property
     def bytes_per_token(self) -> int:
@@ -52,8 +60,10 @@ class KVPool:
         c = self.cfg
         return 2 * c.n_layers * c.n_kv_heads * c.head_dim * torch.empty((), dtype=self.dtype).element_size()
 
-    def ensure_capacity(self, tokens: int) -> None:
-        """Grow every slot to hold at least ``tokens`` tokens (doubling), keeping the contents."""
+    def ensure_capacity(self, tokens: int, live_slots: int | None = None) -> None:
+        """Grow every slot to hold at least ``tokens`` tokens (doubling), keeping the contents of
+        slots ``0..live_slots-1`` (all without it; the engine's sequences sit in the first slots,
+        and copying the idle ones would make their zeros resident)."""
         if tokens <= self.capacity:
             return
         if tokens > self.max_capacity:
@@ -61,12 +71,27 @@ class KVPool:
         cap = max(tokens, min(self.max_capacity, 2 ** math.ceil(math.log2(max(tokens, 1)))))
         c = self.cfg
         shape = (c.n_layers, self.slots, c.n_kv_heads, cap, c.head_dim)
-        k = torch.zeros(shape, device=self.device, dtype=self.dtype)
-        v = torch.zeros(shape, device=self.device, dtype=self.dtype)
-        if self.capacity:
-            k[:, :, :, : self.capacity] = self.k
-            v[:, :, :, : self.capacity] = self.v
+        k, v = self._zeros(shape), self._zeros(shape)
+        live = self.slots if live_slots is None else min(live_slots, self.slots)
+        if self.capacity and live:
+            k[:, :live, :, : self.capacity] = self.k[:, :live]
+            v[:, :live, :, : self.capacity] = self.v[:, :live]
         self.k, self.v, self.capacity = k, v, cap
+
+    def release(self) -> None:
+        """Give the cache's memory back: every slot empty, the capacity back to its initial size.
+        Only when no sequence holds a slot (the engine calls it once idle)."""
+        self.capacity = 0
+        self.k = self.v = torch.empty(0)
+        self.ensure_capacity(self.initial_capacity)
+
+    def _zeros(self, shape: tuple[int, ...]) -> Tensor:
+        """A zero tensor of ``shape``; on CPU an anonymous mapping, whose pages (zeros until written)
+        become resident only when written, and go back to the OS with the tensor."""
+        if self.device.type != "cpu":
+            return torch.zeros(shape, device=self.device, dtype=self.dtype)
+        size = math.prod(shape) * torch.empty((), dtype=self.dtype).element_size()
+        return torch.frombuffer(mmap.mmap(-1, size), dtype=self.dtype).view(shape)
 
     def move(self, src: int, dst: int, length: int) -> None:
         """Copy the first ``length`` cached tokens of slot ``src`` into slot ``dst``."""
@@ -80,10 +105,10 @@ class KVPool:
             self.v[:, slot, :, :length].to("cpu", copy=True),
         )
 
-    def load(self, slot: int, keys: Tensor, values: Tensor) -> None:
-        """Write exported keys and values back into ``slot``."""
+    def load(self, slot: int, keys: Tensor, values: Tensor, live_slots: int | None = None) -> None:
+        """Write exported keys and values back into ``slot`` (``live_slots``: `ensure_capacity`)."""
         n = keys.shape[2]
-        self.ensure_capacity(n)
+        self.ensure_capacity(n, live_slots)
         self.k[:, slot, :, :n] = keys.to(self.device, self.dtype)
         self.v[:, slot, :, :n] = values.to(self.device, self.dtype)
 

@@ -46,21 +46,22 @@ class StepOutput:
 def run_step(model: Llama, pool: KVPool, batch: list[Sequence]) -> list[StepOutput]:
     """Advance every sequence of ``batch`` by one token (see the module docstring)."""
     device = pool.device
+    live = _live_slots(batch)
     for seq in batch:
         if seq.resume is not None and seq.resume.keys is not None:
-            pool.load(seq.slot, seq.resume.keys, seq.resume.values)  # type: ignore[arg-type]
+            pool.load(seq.slot, seq.resume.keys, seq.resume.values, live)  # type: ignore[arg-type]
     decode = [s for s in batch if s.output]
     fresh = batch[len(decode) :]
     lengths = [len(s.prompt) + len(s.output) - 1 for s in decode]
     if decode:
-        pool.ensure_capacity(max(lengths) + 1)
+        pool.ensure_capacity(max(lengths) + 1, live)
     if not fresh:
         pos = torch.tensor(lengths, device=device)
         tokens = torch.tensor([s.output[-1] for s in decode], device=device)[:, None]
         rows = model(tokens, pos[:, None], DecodeAttention(pool, pos))[:, 0]
         cached = [n + 1 for n in lengths]
     else:
-        rows, cached = _decode_and_prefill(model, pool, decode, lengths, fresh)
+        rows, cached = _decode_and_prefill(model, pool, decode, lengths, fresh, live)
     logits = model.logits(rows)
     positions = [len(s.prompt) + len(s.output) for s in batch]
     chosen = select(_constrained(logits, batch), [s.params for s in batch], positions)
@@ -75,6 +76,12 @@ def run_step(model: Llama, pool: KVPool, batch: list[Sequence]) -> list[StepOutp
     ]
 
 
+def _live_slots(seqs: list[Sequence]) -> int:
+    """How many leading pool slots hold cached tokens: the engine keeps every active sequence in
+    the slots ``0..B-1`` and steps them all, so the highest slot of a step's batch bounds them."""
+    return max(s.slot for s in seqs) + 1
+
+
 def _fingerprints(rows: Tensor, batch: list[Sequence]) -> dict[int, Fingerprint]:
     """Fingerprints of the rows whose token is due one (every ``FINGERPRINT_INTERVAL``-th), by row;
     most steps have none, and then index no tensor."""
@@ -85,22 +92,28 @@ def _fingerprints(rows: Tensor, batch: list[Sequence]) -> dict[int, Fingerprint]
 
 
 def _decode_and_prefill(
-    model: Llama, pool: KVPool, decode: list[Sequence], lengths: list[int], fresh: list[Sequence]
+    model: Llama,
+    pool: KVPool,
+    decode: list[Sequence],
+    lengths: list[int],
+    fresh: list[Sequence],
+    live: int,
 ) -> tuple[Tensor, list[int]]:
     """One forward pass over the decode tokens and the fresh prompts packed into one row
     (`PackedStepAttention`); the final hidden state of every sequence and its cached length after."""
     device = pool.device
     starts = [0 if s.prefix is None else s.prefix[0].shape[2] for s in fresh]
-    _prefill_shared(model, pool, fresh, starts)
+    _prefill_shared(model, pool, fresh, starts, live)
     lens = [len(s.prompt) for s in fresh]
     width = max(n - p for n, p in zip(lens, starts, strict=True))
     if any(starts) and max(starts) + width > pool.max_capacity:  # too wide together: prefill all
         starts = [0] * len(fresh)
         width = max(lens)
-    pool.ensure_capacity(max(starts) + width)  # before any attention indexes the pool's layout
+    # before any attention indexes the pool's layout
+    pool.ensure_capacity(max(starts) + width, live)
     for r, s in enumerate(fresh):
         if starts[r] and s.prefix is not None and starts[r] == s.prefix[0].shape[2]:  # else: shared above
-            pool.load(s.slot, *s.prefix)
+            pool.load(s.slot, *s.prefix, live)
     prefill: PrefillAttention | PrefixPrefillAttention
     if any(starts):
         first = torch.tensor(starts, device=device)
@@ -140,7 +153,7 @@ def _constrained(logits: Tensor, batch: list[Sequence]) -> Tensor:
     return out
 
 
-def _prefill_shared(model: Llama, pool: KVPool, fresh: list[Sequence], starts: list[int]) -> None:
+def _prefill_shared(model: Llama, pool: KVPool, fresh: list[Sequence], starts: list[int], live: int) -> None:
     """Prefill once a prefix that several fresh rows share and no cache entry holds (``Sequence.share``).
 
     Its keys/values go into the first such row's slot and are copied into the others'; their
@@ -159,9 +172,9 @@ def _prefill_shared(model: Llama, pool: KVPool, fresh: list[Sequence], starts: l
         if len(rows) < 2:
             continue
         lead, have = fresh[rows[0]], starts[rows[0]]
-        pool.ensure_capacity(n)
+        pool.ensure_capacity(n, live)
         if have and lead.prefix is not None:
-            pool.load(lead.slot, *lead.prefix)
+            pool.load(lead.slot, *lead.prefix, live)
             at = torch.arange(have, n, device=device)[None]
             attention = PrefixPrefillAttention(pool, lead.slot, torch.tensor([have], device=device), n - have)
             model(torch.tensor([prefix[have:]], device=device), at, attention)

@@ -50,7 +50,8 @@ class NodeMetrics:
                 ("waiting", "Sequences waiting for a batch slot"),
                 ("steps", "Decode steps run (a counter, as a gauge of the engine's own count)"),
                 ("sequence_steps", "Tokens produced (sequence-steps) since the engine started"),
-                ("kv_cache_bytes", "Bytes of KV cache allocated"),
+                ("kv_cache_bytes", "Bytes of KV cache reserved (on CPU resident only once written)"),
+                ("kv_releases", "Times the idle engine gave its KV cache's memory back"),
             )
         }
 
