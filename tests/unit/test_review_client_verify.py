@@ -244,6 +244,22 @@ def test_known_limit_malleable_promise_signature_accepted_but_unclaimable_on_cha
     assert low_v[64] in (0, 1)  # ecrecover returns address(0) for v not in {27, 28}
 
 
+def _served_uncommitted_task(tmp_path: Path) -> tuple[LocalAccount, str, dict[str, Any], Any, Client]:
+    """A task the client sent and got ``"hello"`` for, whose node serves a receipt not committed yet
+    with a promise to commit by 2000 (the chain's time 1000): node, task id, receipt document,
+    receipt, client."""
+    node, user = Account.create(), Account.create()
+    task_id = _task_id()
+    trace = _trace(task_id, user.address)
+    doc, receipt = _receipt_doc(node, task_id=task_id, user=user.address, trace_doc=trace, committed=False)
+    client = _client(tmp_path, user, node, None, now=1000)
+    client.state.tasks[task_id] = TaskRecord(
+        node.address, "http://node", "hi", MODEL, FEE, output="hello", status="done", sent_seq=1, done_seq=2
+    )
+    _serve(client, node, doc, trace)
+    return node, task_id, doc, receipt, client
+
+
 async def test_known_limit_verify_replaces_a_kept_promise_with_a_later_one(tmp_path: Path) -> None:
     """Attack: the node promises to commit by T=2000, then never commits. When the user verifies
     again after T (as the docs say: "pending ... verify again later"), the node answers with a NEW
@@ -259,15 +275,7 @@ async def test_known_limit_verify_replaces_a_kept_promise_with_a_later_one(tmp_p
     Fix: in `Client.verify`, keep the earliest valid (signature-checked) promise per task and never
     replace it by a later ``commitBy``; pass the stored promise to `check_receipt` (or check
     ``now >= min(stored, new commitBy)``)."""
-    node, user = Account.create(), Account.create()
-    task_id = _task_id()
-    trace = _trace(task_id, user.address)
-    doc, receipt = _receipt_doc(node, task_id=task_id, user=user.address, trace_doc=trace, committed=False)
-    client = _client(tmp_path, user, node, None, now=1000)
-    client.state.tasks[task_id] = TaskRecord(
-        node.address, "http://node", "hi", MODEL, FEE, output="hello", status="done", sent_seq=1, done_seq=2
-    )
-    _serve(client, node, doc, trace)
+    node, task_id, doc, receipt, client = _served_uncommitted_task(tmp_path)
     first = await client.verify(task_id, wait_committed=0)
     assert first.pending and client.state.tasks[task_id].promise["commitBy"] == 2000  # type: ignore[index]
 
@@ -292,15 +300,7 @@ async def test_known_limit_verify_stores_a_promise_that_failed_its_check(tmp_pat
 
     Fix: in `Client.verify`, store a promise only after it passed the "commit promise" check, and
     never overwrite a stored valid one (see the previous test)."""
-    node, user = Account.create(), Account.create()
-    task_id = _task_id()
-    trace = _trace(task_id, user.address)
-    doc, receipt = _receipt_doc(node, task_id=task_id, user=user.address, trace_doc=trace, committed=False)
-    client = _client(tmp_path, user, node, None, now=1000)
-    client.state.tasks[task_id] = TaskRecord(
-        node.address, "http://node", "hi", MODEL, FEE, output="hello", status="done", sent_seq=1, done_seq=2
-    )
-    _serve(client, node, doc, trace)
+    _node, task_id, doc, receipt, client = _served_uncommitted_task(tmp_path)
     assert (await client.verify(task_id, wait_committed=0)).pending
     good = dict(client.state.tasks[task_id].promise or {})
 

@@ -50,9 +50,7 @@ class KVPool:
         self.cfg, self.slots, self.max_capacity = cfg, slots, max_capacity
         self.device, self.dtype = device, dtype
         self.initial_capacity = min(initial_capacity, max_capacity)
-        self.capacity = 0
-        self.k = self.v = torch.empty(0)
-        self.ensure_capacity(self.initial_capacity)
+        self.release()  # allocates the empty pool at its initial capacity
 
     @property
     def bytes_per_token(self) -> int:
