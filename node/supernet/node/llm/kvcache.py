@@ -50,6 +50,9 @@ class KVPool:
         self.cfg, self.slots, self.max_capacity = cfg, slots, max_capacity
         self.device, self.dtype = device, dtype
         self.initial_capacity = min(initial_capacity, max_capacity)
+        self.capacity: int
+        self.k: Tensor
+        self.v: Tensor
         self.release()  # allocates the empty pool at its initial capacity
 
     @property
