@@ -79,6 +79,8 @@ def commit_real_batch(c: Contracts, actors: Actors, store_url: str) -> Committed
         task_id = "0x" + hash_task_request(req, c.domain).hex()
         trace = copy.deepcopy(trace_example())
         trace.update(task_id=task_id, user=user.address, fee=FEE, input=question, output=answer)
+        trace.update(model_id="0x" + MODEL_ID.hex())  # the receipt's model, as every check requires
+        trace["events"][0]["model_id"] = "0x" + MODEL_ID.hex()
         trace["events"][0]["messages"] = [{"role": "user", "content": question}]
         trace["events"][0]["text"] = answer
         cid = asyncio.run(put(trace))

@@ -1,13 +1,13 @@
-# Adversarial review (2026-12-04): each test_known_limit_* passes while its hole exists and states the
-# fix in its docstring; fixing the hole turns it into a test_defence_* with the assertion reversed.
+# Adversarial review (2026-12-04): nine holes were found, each first kept as a test_known_limit_* that
+# passed while it existed; each is now fixed and its test a test_defence_* with the assertion reversed.
 """Adversarial review of the user's client checks (`supernet.sdk.client.verify`, `Client.verify`,
 `supernet.sdk.client.freshness`, `supernet.sdk.client.streaming`).
 
-Every ``test_bug_*`` here PASSES while the hole it describes exists: it asserts that the client
-accepts (or keeps) what a dishonest node forged. ``test_defence_*`` tests assert an attack that is
-refused. Receipts, traces, signatures and promises are built with the real SDK primitives; the
-`Client` is real, with only its network edges (node HTTP answers, content store, chain reads)
-replaced by stand-ins.
+Each ``test_defence_*`` here plays an attack of a dishonest node against the client and asserts
+that it is now refused (each docstring: the attack, what happened before, what now stops it).
+Receipts, traces, signatures and promises are built with the real SDK primitives; the `Client` is
+real, with only its network edges (node HTTP answers, content store, chain reads) replaced by
+stand-ins.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from supernet.sdk.client.ladder import sign_task
 from supernet.sdk.client.state import TaskRecord
 from supernet.sdk.client.streaming import stream_problem
 from supernet.sdk.client.verify import VerificationReport, check_receipt
+from supernet.sdk.formats.profile import AgentProfile
 from supernet.sdk.formats.trace import MemorySearchEvent, Trace, example_dag
 from supernet.sdk.node_api import ReceiptPublic
 from supernet.sdk.store.cids import compute_cid, encode_dag
@@ -150,27 +151,21 @@ def _task_id() -> str:
     return "0x" + hashlib.sha256(b"the user's request").hexdigest()
 
 
-# ---------------------------------------------------------------------------------------- bugs
+# ---------------------------------------------------------------------------------------- attacks
 
 
-def test_known_limit_trace_input_user_model_fee_not_checked_against_receipt() -> None:
+def test_defence_trace_of_another_input_user_model_or_fee_fails_against_the_receipt() -> None:
     """Attack: the node runs the agent on another input (and writes another user, model and fee
     into the trace) but signs a receipt with the right ``inputHash``, ``modelId`` and fee, and a
-    trace whose ``task_id`` and ``output`` match. `check_receipt` compares only the trace's task id
-    and output, so the user's verification is fully green although the committed trace shows the
-    answer was computed for a different prompt on a different model.
+    trace whose ``task_id`` and ``output`` match. Before, `check_receipt` compared only the trace's
+    task id and output, so the user's verification was green.
 
-    Why it matters: "results you don't have to trust" -- the user holds the input, model and fee it
-    signed, so these are checks it can make on its own (validators make them:
-    `supernet.validator.consistency.check_trace`), but it reports ok and would only learn of the
-    fraud if a validator happens to sample this task.
-
-    Fix: in `supernet.sdk.client.verify.check_receipt`, when ``trace_doc`` is given also check
-    ``input_hash(trace.input) == receipt.input_hash``, ``trace.model_id == receipt.model_id`` (and
-    every LLM event's model), ``trace.user == receipt.user``, ``trace.fee == receipt.fee`` (and the
-    trace's ``request`` when present), as the validator does."""
+    Now: the client compares every field the trace shares with the receipt, with the definition
+    the validator uses (`supernet.sdk.formats.binding.trace_receipt_mismatches`); each field is a
+    check of its own. Control: the honest trace passes every one."""
     node, user = Account.create(), Account.create()
     task_id = _task_id()
+    honest = _trace(task_id, user.address)
     forged = _trace(
         task_id,
         Account.create().address,  # another user
@@ -178,53 +173,58 @@ def test_known_limit_trace_input_user_model_fee_not_checked_against_receipt() ->
         model_id="0x" + "99" * 32,  # another model
         fee=1,  # another fee
     )
-    doc, receipt = _receipt_doc(node, task_id=task_id, user=user.address, trace_doc=forged)
-    rep = check_receipt(
-        doc,
-        task_id=task_id,
-        user=user.address,
-        node=node.address,
-        task_input="hi",
-        output="hello",
-        onchain_batch=lambda _: (node.address, receipt.leaf(), 1),
-        trace_loaded=True,
-        trace_doc=forged,
-        model_id=MODEL,
-        max_fee=FEE,
-        fee=FEE,
-        domain=DOMAIN,
-        now=1000,
-    )
-    assert rep.ok, rep.failed()  # the bad behaviour: a trace of another input/user/model verifies clean
+
+    def verify(trace: dict[str, Any]) -> VerificationReport:
+        doc, receipt = _receipt_doc(node, task_id=task_id, user=user.address, trace_doc=trace)
+        return check_receipt(
+            doc,
+            task_id=task_id,
+            user=user.address,
+            node=node.address,
+            task_input="hi",
+            output="hello",
+            onchain_batch=lambda _: (node.address, receipt.leaf(), 1),
+            trace_loaded=True,
+            trace_doc=trace,
+            model_id=MODEL,
+            max_fee=FEE,
+            fee=FEE,
+            domain=DOMAIN,
+            now=1000,
+        )
+
+    rep = verify(forged)
+    failed = {c.name for c in rep.failed()}
+    assert {"trace input hash", "trace user", "trace model id", "trace fee"} <= failed, failed
+    assert not rep.ok and not rep.pending
+    assert verify(honest).ok, verify(honest).failed()  # control
 
 
-def test_known_limit_malleable_promise_signature_accepted_but_unclaimable_on_chain() -> None:
+def test_defence_malleable_promise_or_receipt_signature_is_refused() -> None:
     """Attack: the node signs its `ReceiptPromise` and hands it out in high-s form (s -> n - s,
-    v flipped; the same key recovers) or with v = 0/1. The client's check (eth-account recovery)
-    accepts both, so "commit promise" is ok and the receipt is reported *pending*. The node then
-    never commits. When the user claims the omission, `OmissionManager._checkPromise` uses
-    OpenZeppelin `ECDSA.tryRecover`, which refuses a high-s signature (InvalidSignatureS) and a v
-    other than 27/28 (ecrecover -> 0): the claim reverts with ``NotTheNodesPromise`` and the node
-    is never slashed. The SDK itself knows the contract refuses that form (`compact_signature`).
+    v flipped; the same key recovers) or with v = 0/1. eth-account recovers both, so before the
+    client called the promise valid and the receipt *pending*; but `OmissionManager` recovers with
+    OpenZeppelin ``ECDSA.tryRecover``, which refuses both forms, so the user could never claim the
+    omission and the node was never slashed.
 
-    Why it matters: the promise is the only thing that makes "not committed yet" safe to wait on;
-    a node can make every promise unenforceable at zero cost while the client shows it as valid.
-
-    Fix: in `check_receipt` (the "commit promise" check, and likewise for the receipt signature),
-    refuse a signature whose s > n/2 or whose v is not 27/28 (or normalise it to canonical form
-    before storing it in `Client.verify`, so `claim_omission` sends what the contract accepts)."""
+    Now: every recovery in the SDK requires the form the contracts accept
+    (`supernet.sdk.chain.signatures.require_canonical`): the promise fails "commit promise", the
+    report is neither ok nor pending; the same holds for the receipt's own signature. Control: the
+    node's canonical signatures pass."""
     node, user = Account.create(), Account.create()
     task_id = _task_id()
     trace = _trace(task_id, user.address)
     doc, _receipt = _receipt_doc(node, task_id=task_id, user=user.address, trace_doc=trace, committed=False)
-    good = bytes.fromhex(doc["promise"]["signature"][2:])
-    r, s, v = good[:32], int.from_bytes(good[32:64], "big"), good[64]
-    high_s = r + (SECP256K1_N - s).to_bytes(32, "big") + bytes([55 - v])  # 27 <-> 28
-    low_v = good[:64] + bytes([v - 27])
-    for sig in (high_s, low_v):
-        doc["promise"]["signature"] = "0x" + sig.hex()
-        rep = check_receipt(
-            doc,
+
+    def forms(sig_hex: str) -> tuple[bytes, bytes]:
+        good = bytes.fromhex(sig_hex[2:])
+        r, s, v = good[:32], int.from_bytes(good[32:64], "big"), good[64]
+        high_s = r + (SECP256K1_N - s).to_bytes(32, "big") + bytes([55 - v])  # 27 <-> 28
+        return high_s, good[:64] + bytes([v - 27])
+
+    def verify(d: dict[str, Any]) -> VerificationReport:
+        return check_receipt(
+            d,
             task_id=task_id,
             user=user.address,
             node=node.address,
@@ -236,12 +236,20 @@ def test_known_limit_malleable_promise_signature_accepted_but_unclaimable_on_cha
             domain=DOMAIN,
             now=1000,
         )
-        assert _names(rep)["commit promise"] is True and rep.pending  # accepted as a valid promise
-    # ... yet not a signature the chain accepts (OpenZeppelin ECDSA: s must be in the lower half)
+
+    assert verify(doc).pending  # control: the canonical promise is a valid one
+    for sig in forms(doc["promise"]["signature"]):
+        bad = {**doc, "promise": {**doc["promise"], "signature": "0x" + sig.hex()}}
+        rep = verify(bad)
+        assert _names(rep)["commit promise"] is False and not rep.pending and not rep.ok
+    for sig in forms(doc["signature"]):
+        rep = verify({**doc, "signature": "0x" + sig.hex()})
+        assert _names(rep)["node signature"] is False
+    # the same key does recover from the malleable twin: only the form is refused
+    high_s, _ = forms(doc["promise"]["signature"])
     assert int.from_bytes(high_s[32:64], "big") > SECP256K1_N // 2
     with pytest.raises(ValueError, match="malleable"):
         compact_signature(high_s)
-    assert low_v[64] in (0, 1)  # ecrecover returns address(0) for v not in {27, 28}
 
 
 def _served_uncommitted_task(tmp_path: Path) -> tuple[LocalAccount, str, dict[str, Any], Any, Client]:
@@ -260,76 +268,67 @@ def _served_uncommitted_task(tmp_path: Path) -> tuple[LocalAccount, str, dict[st
     return node, task_id, doc, receipt, client
 
 
-async def test_known_limit_verify_replaces_a_kept_promise_with_a_later_one(tmp_path: Path) -> None:
+async def test_defence_verify_keeps_the_first_promise_against_a_later_one(tmp_path: Path) -> None:
     """Attack: the node promises to commit by T=2000, then never commits. When the user verifies
-    again after T (as the docs say: "pending ... verify again later"), the node answers with a NEW
-    promise for the same receipt, validly signed, with ``commitBy`` far in the future. `Client.verify`
-    overwrites the stored promise with whatever the node sent last (even before checking it), and
-    `check_receipt` judges only that one: the receipt is "pending" again instead of "commit
-    promise kept: claim the omission", and `claim_omission` would now send the late promise, which
-    the contract refuses (``PromiseNotDue``). The original, slashable promise is lost.
+    again after T, the node answers with a NEW promise for the same receipt, validly signed, with
+    ``commitBy`` far in the future. Before, `Client.verify` overwrote the stored promise and judged
+    only the new one: "pending" for ever, and `claim_omission` would send a promise not yet due.
 
-    Why it matters: a node can postpone its commitment forever and escape omission slashing; the
-    user never sees a failure (the CLI exits 3, "pending", every time).
-
-    Fix: in `Client.verify`, keep the earliest valid (signature-checked) promise per task and never
-    replace it by a later ``commitBy``; pass the stored promise to `check_receipt` (or check
-    ``now >= min(stored, new commitBy)``)."""
+    Now: the first promise that passed its check is kept and every later call is judged by it:
+    after T the report fails "commit promise kept" and the stored promise is still the slashable
+    one."""
     node, task_id, doc, receipt, client = _served_uncommitted_task(tmp_path)
     first = await client.verify(task_id, wait_committed=0)
     assert first.pending and client.state.tasks[task_id].promise["commitBy"] == 2000  # type: ignore[index]
 
     # after commitBy, still not committed: the node re-promises for much later
-    later = 10**10
-    doc["promise"] = _promise(node, receipt, later)
+    doc["promise"] = _promise(node, receipt, 10**10)
     client.contracts.w3.eth.get_block = lambda _b: {"timestamp": 3000}  # type: ignore[attr-defined]
     second = await client.verify(task_id, wait_committed=0)
     await client.aclose()
-    assert second.pending, second.failed()  # the bad behaviour: not "commit promise kept" failed
-    assert client.state.tasks[task_id].promise["commitBy"] == later  # type: ignore[index]
+    assert not second.pending and not second.ok
+    assert _names(second)["commit promise kept"] is False
+    assert client.state.tasks[task_id].promise["commitBy"] == 2000  # type: ignore[index]
 
 
-async def test_known_limit_verify_stores_a_promise_that_failed_its_check(tmp_path: Path) -> None:
+async def test_defence_verify_never_stores_a_promise_that_failed_its_check(tmp_path: Path) -> None:
     """Attack: after the user stored a valid promise, the node answers a later verify with a
-    promise signed by some other key (or with garbage commitBy/signature the check rejects).
-    `Client.verify` writes ``doc.promise`` into the state *before* `check_receipt` runs and whatever
-    its outcome, so the good promise is replaced by one no contract accepts; `claim_omission`
-    then sends the bad one (``NotTheNodesPromise``) and the omission cannot be claimed.
+    promise signed by some other key. Before, `Client.verify` wrote it into the state before and
+    whatever the check, so the good promise was replaced by one no contract accepts.
 
-    Why it matters: the user's evidence of the node's obligation can be destroyed by the node.
-
-    Fix: in `Client.verify`, store a promise only after it passed the "commit promise" check, and
-    never overwrite a stored valid one (see the previous test)."""
+    Now: a promise is stored only after it passed "commit promise", and a stored one is never
+    replaced; later calls are judged by the stored one (so this call is still pending). A first
+    promise that fails its check is not stored either."""
     _node, task_id, doc, receipt, client = _served_uncommitted_task(tmp_path)
-    assert (await client.verify(task_id, wait_committed=0)).pending
-    good = dict(client.state.tasks[task_id].promise or {})
-
+    good_promise = doc["promise"]
     doc["promise"] = _promise(Account.create(), receipt, 2000)  # not the node's key
     rep = await client.verify(task_id, wait_committed=0)
+    assert _names(rep)["commit promise"] is False
+    assert client.state.tasks[task_id].promise is None  # a failed promise is never stored
+
+    doc["promise"] = good_promise
+    assert (await client.verify(task_id, wait_committed=0)).pending
+    good = dict(client.state.tasks[task_id].promise or {})
+    assert good["signature"] == good_promise["signature"]
+
+    doc["promise"] = _promise(Account.create(), receipt, 2000)
+    rep = await client.verify(task_id, wait_committed=0)
     await client.aclose()
-    assert _names(rep)["commit promise"] is False  # the check itself catches it ...
-    stored = client.state.tasks[task_id].promise or {}
-    assert stored["signature"] != good["signature"]  # ... but the good promise was overwritten
-    assert stored["signature"] == doc["promise"]["signature"]
+    assert rep.pending  # judged by the promise kept
+    assert (client.state.tasks[task_id].promise or {})["signature"] == good["signature"]
 
 
-async def test_known_limit_verify_skips_the_output_check_when_the_result_came_another_way(
+async def test_defence_verify_checks_the_output_when_the_result_came_another_way(
     tmp_path: Path,
 ) -> None:
-    """Attack: the user runs a task with the documented `prepare()` + `send()` API (or its answer
-    was lost and the record stayed "sent") and reads the result with `wait()` / `task()`. The
-    record's ``output`` is None, so `Client.verify` passes ``output=None`` to `check_receipt`,
-    which then skips BOTH the "output hash" and the "trace output" checks. The node can show the
-    user any output, commit another output hash, and put a third output in the trace: verify is
-    fully green.
+    """Attack: the user runs a task with `prepare()` + `send()` (or its answer was lost and the
+    record stayed "sent") and reads the result with `wait()` / `task()`. Before, the record's
+    ``output`` stayed None and `check_receipt` skipped both output checks: the node could show one
+    output, commit a second and trace a third, and verify was green.
 
-    Why it matters: the receipt's output hash is then bound to nothing the user saw; a report
-    "ok" says nothing about the answer.
-
-    Fix: in `Client.verify`, when the record has no output, fetch it (``GET /v1/tasks/{id}``) and
-    record it, or at least check the receipt's ``outputHash`` against the trace's ``output``
-    (`check_receipt` should always compare ``receipt.output_hash`` with ``output_hash(trace.output)``
-    when the trace is loaded), and report "output not checked" as a failed check, not a silent skip."""
+    Now: `Client.task` remembers the first output a done task showed, `Client.verify` fetches it
+    when the record has none, and `check_receipt` always compares the receipt's output hash with
+    the trace's output ("trace output hash"), so all three must agree."""
     node, user = Account.create(), Account.create()
     task_id = _task_id()
     trace = _trace(task_id, user.address, output="what the trace says")
@@ -340,73 +339,86 @@ async def test_known_limit_verify_skips_the_output_check_when_the_result_came_an
     # what `Client.accepted` records after `send()`: input, model, fee; no output
     client.state.tasks[task_id] = TaskRecord(node.address, "http://node", "hi", MODEL, FEE, sent_seq=1)
     _serve(client, node, doc, trace)
+    shown = {"status": "done", "output": "what the user was shown"}
+
+    async def task(tid: str, _url: str | None = None) -> Any:
+        # `Client.task`'s own bookkeeping, with the node's answer stood in
+        record = client.state.tasks[tid]
+        if record.output is None and shown["status"] == "done":
+            record.output, record.status = shown["output"], "done"
+        return SimpleNamespace(**shown)
+
+    client.task = task  # type: ignore[method-assign]
     rep = await client.verify(task_id, wait_committed=0)
     await client.aclose()
     names = _names(rep)
-    assert "output hash" not in names and "trace output" not in names
-    assert rep.ok, rep.failed()  # the bad behaviour: receipt and trace disagree on the output, verified
+    assert names["output hash"] is False and names["trace output"] is False
+    assert names["trace output hash"] is False  # receipt and trace disagree, whatever was shown
+    assert client.state.tasks[task_id].output == "what the user was shown"
+    assert not rep.ok and not rep.pending
 
 
-async def test_known_limit_verify_of_a_task_not_in_state_accepts_any_node(tmp_path: Path) -> None:
+async def test_defence_verify_of_a_task_not_in_state_requires_the_users_request(tmp_path: Path) -> None:
     """Attack: the user verifies a task sent from another device (`Client.verify(task_id,
-    node_url=...)`, the documented way). The task id is the EIP-712 digest of a request naming
-    node A, but the client takes the node's address from whatever node answers at ``node_url``,
-    and the input and output from that node's own trace. Any registered node B that learns the task
-    id (it is public in URLs, logs, explorer) signs a receipt for it with B's key, with an
-    arbitrary input and output, commits it in its own batch, and the verification is green.
+    node_url=...)`). The task id is the EIP-712 digest of a request naming node A; node B, which
+    learnt the id, signs and commits a receipt for it with an input and output of its choosing.
+    Before, the client took the node's address from whatever answered at ``node_url``: green.
 
-    Why it matters: the user gets a "verified" answer from a node it never asked, with content of
-    that node's choosing. Validators would flag it (the request names A), but the user's own check,
-    the one the docs promise, passes.
-
-    Fix: in `Client.verify` for a task not in state, require the trace's ``request`` and
-    ``request_signature`` (the node has them), check ``hash_task_request(request) == task_id``, the
-    signature recovers to this user, ``request.node`` equals the receipt signer / batch node, and
-    check inputHash, modelId and maxFee against that request."""
+    Now: for a task not in its state the client requires the request the trace carries, checks it
+    hashes to the task id and that this user signed it ("request in trace"), and that the node it
+    names signed the receipt ("request node"), with its model, input and maxFee. B's trace, with or
+    without A's request copied in, fails; control: A's own trace and receipt pass."""
     node_a, node_b, user = Account.create(), Account.create(), Account.create()
-    task_id, _ = sign_task(
+    profile = AgentProfile.of_trace(Trace.from_dag(example_dag())).hash()  # what the trace ran
+    task_id, signed = sign_task(
         user,
         DOMAIN,
         node=node_a.address,  # the user asked node A
         model_id=MODEL,
-        agent_hash="0x" + "cd" * 32,
-        task_input="what is 2+2?",
+        agent_hash=profile,
+        task_input="hi",
         max_fee=FEE,
         nonce=1,
         cumulative=FEE,
     )
-    trace = _trace(task_id, user.address, task_input="anything B likes", output="B's answer")
-    doc, receipt = _receipt_doc(
-        node_b,
-        task_id=task_id,
-        user=user.address,
-        task_input="anything B likes",
-        output="B's answer",
-        trace_doc=trace,
-    )
-    client = _client(tmp_path, user, node_b, receipt.leaf(), now=1000)
-    _serve(client, node_b, doc, trace)
-    rep = await client.verify(task_id, node_url="http://node-b", wait_committed=0)
-    await client.aclose()
-    assert rep.ok, rep.failed()  # the bad behaviour: node B's answer to a request for node A verifies
+    carried = {"request": signed["request"], "request_signature": signed["signature"]}
+
+    async def verify(signer: LocalAccount, trace: dict[str, Any]) -> VerificationReport:
+        doc, receipt = _receipt_doc(
+            signer,
+            task_id=task_id,
+            user=user.address,
+            task_input=trace["input"],
+            output=trace["output"],
+            trace_doc=trace,
+        )
+        client = _client(tmp_path, user, signer, receipt.leaf(), now=1000)
+        _serve(client, signer, doc, trace)
+        try:
+            return await client.verify(task_id, node_url="http://node", wait_committed=0)
+        finally:
+            await client.aclose()
+
+    b_alone = await verify(node_b, _trace(task_id, user.address, task_input="B's input", output="B's"))
+    assert _names(b_alone)["request in trace"] is False and not b_alone.ok
+    b_copied = await verify(node_b, _trace(task_id, user.address, output="B's answer", **carried))
+    assert _names(b_copied)["request node"] is False and not b_copied.ok
+    a = await verify(node_a, _trace(task_id, user.address, **carried))
+    assert a.ok, a.failed()  # control: the node the user asked, with the request it signed
+    assert {"request in trace", "request node", "signed request", "trace agent profile"} <= set(_names(a))
 
 
-async def test_known_limit_freshness_stale_root_with_long_history_is_not_judged_yet_ok() -> None:
+async def test_defence_freshness_rollback_below_a_long_history_fails() -> None:
     """Attack: the user's namespace has a long history (more than `MAX_WALK` = 256 writes in all).
     The node starts the next task from an OLD root (memory the user wrote since is hidden: a
     rollback) that still has >= 256 ancestors. `descends` walks down from the task's first root
-    looking for the root the user saw last; it can never find it (it is newer), runs out of steps
-    and returns None, which `check_latest` reports as "not judged" inside a passing
-    ``(True, ...)``. The same rollback to a root with fewer ancestors is caught.
+    looking for the root the user saw last; it can never find it (it is newer) and runs out of
+    steps. Before, `check_latest` reported that as "not judged" inside a passing ``(True, ...)``.
 
-    Why it matters: "latest memory" is the check only the user can make (validators accept any
-    root the user's tasks wrote); for any long-lived namespace, a node can replay any sufficiently
-    old state and the client says ok.
-
-    Fix: in `supernet.sdk.client.freshness.check_latest`, never return ok=True with unjudged
-    namespaces (return a distinct not-ok / inconclusive result); better, put a height (write count)
-    in root blocks so `descends` stops as soon as it walks below the seen root's height and can
-    tell "older" from "too far"."""
+    Now: not judged is not fresh: the check fails, saying the seen root was not found within
+    `MAX_WALK` roots (a rollback looks exactly like this). Controls: the same rollback to a root
+    with fewer ancestors fails too; an honest task that starts from the seen root passes.
+    """
     roots = [compute_cid(encode_dag({"root": i}), "dag-cbor") for i in range(600)]
     blocks = {roots[i]: {"prev": roots[i - 1] if i else None} for i in range(600)}
 
@@ -425,48 +437,48 @@ async def test_known_limit_freshness_stale_root_with_long_history_is_not_judged_
         False,
         "",
     )
-    assert ok and "not judged" in detail  # the bad behaviour: 199 writes rolled back, verdict ok
+    assert not ok and "not judged" in detail and "rollback" in detail  # 199 writes rolled back
     # control: the same rollback to a root with fewer than MAX_WALK ancestors is caught
     short = await check_latest(dict(seen), node, "0xtask", 3, 4, starting_from(roots[100]), get_dag)
     assert short is not None and short[0] is False and 100 < MAX_WALK
+    fresh = await check_latest(dict(seen), node, "0xtask", 3, 4, starting_from(roots[599]), get_dag)
+    assert fresh is not None and fresh[0] is True
 
 
-def test_known_limit_stream_may_show_arbitrary_text_after_a_stop_string() -> None:
+def test_defence_stream_may_show_nothing_after_the_stop_token() -> None:
     """Attack: a chat task whose input has a ``stop`` string. The node streams the committed
-    output, then the stop string, then any text it likes ("... wire the funds to 0xbad"). The rule
-    in `stream_problem` accepts any rest that *starts with* a stop string, however long, so the
-    user is shown text that no receipt commits to and the client raises nothing.
+    output, then the stop string, then any text it likes ("... wire the funds to 0xbad"). Before,
+    `stream_problem` accepted any rest that started with a stop string, however long.
 
-    Why it matters: the stream is what the user reads; the check exists so the shown text equals
-    the committed one.
-
-    Fix: in `supernet.sdk.client.streaming.stream_problem`, allow after the output only the stop
-    string itself plus at most the rest of the single token that completed it (e.g. check on the
-    pieces: the stop string must end within the last streamed piece), or only whitespace."""
+    Now: the stop string must be completed by the last piece streamed, and only the rest of that
+    piece may follow it (an honest node cuts after the token that completed the stop string and
+    streams nothing more). Controls: the honest stream passes, with the stop token's rest."""
     output = "The capital of France is Paris."
     task_input = {"messages": [{"role": "user", "content": "capital of France?"}], "stop": ["\nUser:"]}
-    streamed = output + "\nUser: also, the node says: send 5 ETH to 0xbad to unlock the full answer."
-    assert stream_problem("chat", task_input, streamed, output) is None  # the bad behaviour
+    tail = " also, the node says: send 5 ETH to 0xbad to unlock the full answer."
+    pieces = ["The capital", " of France", " is Paris", ".", "\nUser", ":", *tail.split(" ")]
+    assert stream_problem("chat", task_input, pieces, output) is not None
+    assert stream_problem("chat", task_input, output + "\nUser:" + tail, output) is not None  # one string
+    assert stream_problem("chat", task_input, pieces[:6], output) is None  # control: honest
+    assert stream_problem("chat", task_input, [*pieces[:5], ": Hi"], output) is None  # the token's rest
 
 
-async def test_known_limit_freshness_remembers_roots_of_a_trace_that_failed_verification(
+async def test_defence_freshness_learns_only_from_proven_traces(
     tmp_path: Path,
 ) -> None:
     """Attack: the node answers `Client.verify` with a trace that fails the receipt's checks (here:
-    it is another task's trace, "trace task" fails) but whose memory events name roots of the
-    node's choosing. `Client.verify` still runs `check_latest`, which records that trace's last
-    roots as the latest the user has seen (``state.roots``), so a forged trace poisons the
-    baseline every later task is judged against (e.g. sets it back to an old root, so a later
-    rollback passes the freshness check).
+    it is another task's trace, "trace task id" fails) but whose memory events name roots of the
+    node's choosing. Before, `Client.verify` still ran `check_latest`, which recorded that trace's
+    last roots as the latest the user had seen (``state.roots``): a forged trace poisoned the
+    baseline every later task is judged against.
 
-    Why it matters: the freshness state must only learn from traces the receipt proved.
-
-    Fix: in `Client.verify`, call `_check_latest` (or at least let it update ``state.roots``) only
-    when every check but the pending commit passed (``report.ok or report.pending``)."""
+    Now: the freshness check runs, and the baseline learns, only from a trace the receipt proved
+    (the report ok or pending).
+    """
     node, user = Account.create(), Account.create()
     task_id = _task_id()
     stale_root = compute_cid(encode_dag({"root": "old"}), "dag-cbor")
-    trace = _trace("0x" + "ee" * 32, user.address)  # another task's id: fails "trace task"
+    trace = _trace("0x" + "ee" * 32, user.address)  # another task's id: fails "trace task id"
     trace["events"] = [
         {
             "kind": "memory.search",
@@ -506,9 +518,9 @@ async def test_known_limit_freshness_remembers_roots_of_a_trace_that_failed_veri
     finally:
         client_module.StoreClient = real_store  # type: ignore[misc]
         await client.aclose()
-    assert _names(rep)["trace task"] is False and not rep.ok and not rep.pending
-    remembered = client.state.roots[f"{node.address.lower()}:memory:notes"]
-    assert remembered.root == stale_root and remembered.task == task_id  # the bad behaviour
+    assert _names(rep)["trace task id"] is False and not rep.ok and not rep.pending
+    assert "latest memory and files" not in _names(rep)
+    assert f"{node.address.lower()}:memory:notes" not in client.state.roots  # nothing learnt
 
 
 # ---------------------------------------------------------------------------------------- defences

@@ -10,7 +10,8 @@ batch's node address, the EIP-712 domain and the parsed trace; each mismatch bec
 from __future__ import annotations
 
 from supernet.sdk.chain.eip712 import Domain, hash_task_request, recover_task_request
-from supernet.sdk.chain.receipts import input_hash, output_hash, recover_receipt_signer, trace_hash
+from supernet.sdk.chain.receipts import recover_receipt_signer, trace_hash
+from supernet.sdk.formats.binding import trace_receipt_mismatches
 from supernet.sdk.formats.manifest import ManifestEntry
 from supernet.sdk.store.errors import InvalidCIDError
 from supernet.validator.evidence import Check, Finding
@@ -108,30 +109,37 @@ def check_trace(trace: Trace, entry: ManifestEntry) -> list[Finding]:
     wrote its own address there could confirm an irreversible call itself.
     """
     r, q, out = entry.receipt, entry.request, []
-    try:
-        ih = _hex(input_hash(trace.input))
-    except (TypeError, ValueError) as exc:  # InputEncodingError: no canonical form, the node's fault
-        ih = f"no canonical form: {exc}"
-    checks = (
-        ("task id", _hex(r.request_hash), trace.task_id.lower()),
-        ("input hash", _hex(r.input_hash), ih),
-        ("output hash", _hex(r.output_hash), _hex(output_hash(trace.output))),
-        ("model id", _hex(r.model_id), trace.model_id.lower()),
-        # the profile, not only the code: limits and tool specs are the user's, not the node's word
-        ("agent profile hash", _hex(q.agent_hash), trace.agent_hash.lower()),
-        ("user", q.user.lower(), trace.doc.user.lower()),  # = the receipt's (`check_receipt`)
-        ("fee", str(r.fee), str(trace.doc.fee)),
-    )
-    for name, expected, claimed in checks:
-        if expected != claimed:
+    # the receipt's fields: one definition shared with the user's client (`trace_receipt_mismatches`)
+    for m in trace_receipt_mismatches(trace.doc, r):
+        if m.call is not None:
             out.append(
                 Finding(
                     Check.TRACE,
-                    f"trace {name} does not match the receipt / signed request",
-                    expected=expected,
-                    claimed=claimed,
+                    "LLM call ran another model than the receipt's",
+                    call=m.call,
+                    expected=m.expected,
+                    claimed=m.claimed,
                 )
             )
+        else:
+            out.append(
+                Finding(
+                    Check.TRACE,
+                    f"trace {m.field} does not match the receipt / signed request",
+                    expected=m.expected,
+                    claimed=m.claimed,
+                )
+            )
+    # the profile, not only the code: limits and tool specs are the user's, not the node's word
+    if trace.agent_hash.lower() != _hex(q.agent_hash):
+        out.append(
+            Finding(
+                Check.TRACE,
+                "trace agent profile hash does not match the receipt / signed request",
+                expected=_hex(q.agent_hash),
+                claimed=trace.agent_hash.lower(),
+            )
+        )
     # a trace that carries the request (optional) must carry the one the receipt hashes
     if trace.doc.request is not None and trace.doc.request.to_json() != q.to_json():
         out.append(
@@ -155,15 +163,4 @@ def check_trace(trace: Trace, entry: ManifestEntry) -> list[Finding]:
                 claimed=_hex(trace.doc.request_signature),
             )
         )
-    for call in trace.llm_calls:
-        if call.model_id.lower() != _hex(r.model_id):
-            out.append(
-                Finding(
-                    Check.TRACE,
-                    "LLM call ran another model than the receipt's",
-                    call=call.call,
-                    expected=_hex(r.model_id),
-                    claimed=call.model_id,
-                )
-            )
     return out

@@ -24,6 +24,7 @@ from eth_account import Account
 from eth_account.messages import SignableMessage, encode_typed_data
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
+from supernet.sdk.chain.signatures import require_canonical
 
 DOMAIN_NAME = "Supernet"
 DOMAIN_VERSION = "1"
@@ -262,8 +263,12 @@ def sign_typed(msg: _Typed, domain: Domain, account: LocalAccount) -> bytes:
 
 
 def recover_typed(msg: _Typed, domain: Domain, signature: bytes) -> str:
-    """The checksum address that produced ``signature`` over ``msg``."""
-    return str(Account.recover_message(signable(msg, domain), signature=signature))
+    """The checksum address that produced ``signature`` over ``msg``.
+
+    Raises:
+        NonCanonicalSignature: a form the contracts refuse (`require_canonical`).
+    """
+    return str(Account.recover_message(signable(msg, domain), signature=require_canonical(signature)))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 from supernet.sdk.chain.bindings import Binding, TxResult
 from supernet.sdk.chain.eip712 import Confirmation, TaskRequest, Voucher
+from supernet.sdk.chain.signatures import SECP256K1_HALF_N
 
 MAX_PACKED_AMOUNT = 2**96 - 1
 """Largest cumulative amount a packed voucher carries (about 7.9e10 ether)."""
-_SECP256K1_HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
 
 
 def _voucher_tuple(v: Voucher) -> tuple[str, str, int]:
@@ -42,7 +42,7 @@ def compact_signature(signature: bytes) -> bytes:
     parity = v - 27 if v >= 27 else v
     if parity not in (0, 1):
         raise ValueError(f"bad signature v {v}")
-    if s > _SECP256K1_HALF_N:
+    if s > SECP256K1_HALF_N:
         raise ValueError("signature s is in the upper half (malleable form)")
     return r + (s | (parity << 255)).to_bytes(32, "big")
 

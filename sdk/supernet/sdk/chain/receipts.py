@@ -29,6 +29,7 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
+from supernet.sdk.chain.signatures import require_canonical
 from supernet.sdk.store.cids import cid_digest, cid_of_digest
 from supernet.sdk.store.errors import InvalidCIDError
 
@@ -187,5 +188,10 @@ def sign_receipt(receipt: Receipt, node: LocalAccount) -> bytes:
 
 
 def recover_receipt_signer(receipt: Receipt, signature: bytes) -> str:
-    """Address that signed the receipt's leaf."""
-    return str(Account.recover_message(encode_defunct(primitive=receipt.leaf()), signature=signature))
+    """Address that signed the receipt's leaf.
+
+    Raises:
+        NonCanonicalSignature: a form the contracts refuse (`require_canonical`).
+    """
+    leaf = encode_defunct(primitive=receipt.leaf())
+    return str(Account.recover_message(leaf, signature=require_canonical(signature)))

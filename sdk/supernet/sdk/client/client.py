@@ -42,7 +42,7 @@ from supernet.sdk.client.types import (
     pick_model_id,
     serves_model,
 )
-from supernet.sdk.client.verify import VerificationReport, check_receipt
+from supernet.sdk.client.verify import VerificationReport, check_receipt, request_in_trace
 from supernet.sdk.formats.fields import FormatError
 from supernet.sdk.formats.trace import Trace
 from supernet.sdk.node_api import (
@@ -381,7 +381,7 @@ class Client:
         if result is None:
             raise ClientError(f"task {p.task_id} {final.status}: {final.error}")
         if on_token is not None:  # text was shown: it must be the committed output
-            check_stream(p, "".join(streamed), final, complete=complete)
+            check_stream(p, streamed, final, complete=complete)
         return result
 
     def stream(
@@ -574,7 +574,16 @@ class Client:
         base = self._url_of(task_id, node_url)
         auth = await self._read_auth(base)
         url = f"{base}/v1/tasks/{task_id}"
-        return parse(TaskPublic, answer(await self.http.get(url, auth=auth)), url)
+        got = parse(TaskPublic, answer(await self.http.get(url, auth=auth)), url)
+        record = self.state.tasks.get(task_id)
+        if record is not None and record.output is None and got.status == "done" and got.output is not None:
+            # the answer the user was shown (`wait`, or a `send` whose reply was lost): what its
+            # receipt's output hash is checked against; the first one shown stays. The status is
+            # left to the billing flows ("sent": its fee is not counted yet, `_adopt_unanswered`)
+            record.output = got.output
+            record.done_seq = record.done_seq if record.done_seq is not None else self.state.tick()
+            self.state.save()
+        return got
 
     async def confirm(
         self, task_id: str, action: str | Mapping[str, Any], node_url: str | None = None
@@ -626,15 +635,25 @@ class Client:
     ) -> VerificationReport:
         """Fetch the receipt (waiting for its commit) and run every check on it.
 
-        A task this client submitted is checked against what it remembers (input, output). Any
-        other task of this user is verified too with ``node_url``: the node's address comes from
-        the node, and the input and output from the trace, whose hashes the receipt must match."""
+        A task this client submitted is checked against what it remembers (the signed request,
+        input, output; an output it never received is fetched and remembered first). Any other
+        task of this user is verified too with ``node_url``: the trace must carry the request this
+        user signed, naming the node that signed the receipt; input and output come from the
+        trace, whose hashes the receipt must match.
+
+        The node's first promise to commit that passes its check is kept, and later calls are
+        judged by it: a node cannot postpone its deadline, or spoil the evidence of an omission, by
+        answering a later call with another promise. The "latest memory and files" baseline
+        learns only from traces this receipt proved (the report ok or pending)."""
         record = self.state.tasks.get(task_id)
+        ours = record is not None
         if record is None:
             if node_url is None:
                 raise ClientError(f"task {task_id} is not in this client's state: pass the node's URL")
             info = await self.node_info(node_url)
             record = TaskRecord(to_checksum_address(info.address), node_url.rstrip("/"), None, "", 0)
+        elif record.output is None:
+            await self.task(task_id, record.node_url)  # remembers the output of a done task
         doc = await self.receipt(task_id, record.node_url, wait_committed=wait_committed)
         tm = self.contracts.task_manager
 
@@ -645,21 +664,25 @@ class Client:
         chain_batch = doc.batch.chainBatchId if doc.batch is not None else None
         resolved = await asyncio.to_thread(batch, chain_batch) if chain_batch is not None else None
         trace_doc = await self._trace_doc(record.node_url, doc.traceCid)
-        if doc.promise is not None and task_id in self.state.tasks:  # kept: an omission claim needs it
-            self.state.tasks[task_id].promise = {
-                "leaf": doc.leaf,
-                "receipt": doc.receipt,
-                **doc.promise.model_dump(),
-            }
-            self.state.save()
         chain_now = await asyncio.to_thread(
             lambda: int(self.contracts.w3.eth.get_block("latest")["timestamp"])
         )
+        domain = self.contracts.domain
+        request: TaskRequest | str | None = None
         task_input, output = record.input, record.output
-        if task_input is None and isinstance(trace_doc, dict):  # not ours to remember: the trace's
-            task_input, output = trace_doc.get("input"), trace_doc.get("output")
+        if ours:
+            request = TaskRequest.from_json(record.request) if record.request is not None else None
+        else:  # not ours to remember: the trace's, under the request this user signed
+            request = "the node served no trace"
+            if isinstance(trace_doc, dict):
+                task_input, output = trace_doc.get("input"), trace_doc.get("output")
+                request = request_in_trace(trace_doc, task_id, self.account.address, domain)
+        receipt_doc = doc.model_dump(mode="json")
+        kept = record.promise if ours else None
+        if kept is not None and kept.get("leaf") == doc.leaf:  # judged by the promise already kept
+            receipt_doc["promise"] = {"commitBy": kept["commitBy"], "signature": kept["signature"]}
         report = check_receipt(
-            doc.model_dump(mode="json"),
+            receipt_doc,
             task_id=task_id,
             user=self.account.address,
             node=record.node,
@@ -669,16 +692,41 @@ class Client:
             trace_loaded=trace_doc is not None,
             trace_doc=trace_doc,
             # what this client signed: the model, and the fee as maxFee (a task of another user
-            # of this key, not in this state, has neither: those checks are skipped)
+            # of this key, not in this state, has neither: its request, from the trace, has them)
             model_id=record.model_id or None,
             max_fee=record.fee or None,
             fee=record.fee or None,
-            domain=self.contracts.domain,
+            domain=domain,
             now=chain_now,
+            request=request if isinstance(request, TaskRequest) else None,
         )
-        if trace_doc is not None and task_id in self.state.tasks:
+        if not ours:
+            report.add("request in trace", isinstance(request, TaskRequest), str(request)[:200])
+        if ours:
+            self._keep_promise(task_id, doc, report, kept)
+        if kept is not None and kept.get("leaf") != doc.leaf:
+            report.add(
+                "receipt as promised", False, f"the node promised leaf {kept.get('leaf')}, serves {doc.leaf}"
+            )
+        if trace_doc is not None and ours and (report.ok or report.pending):
             await self._check_latest(report, task_id, record, trace_doc)
         return report
+
+    def _keep_promise(
+        self, task_id: str, doc: ReceiptPublic, report: VerificationReport, kept: dict[str, Any] | None
+    ) -> None:
+        """Store the node's promise (an omission claim needs it) once it passed its check, if none is
+        kept yet: the first valid promise stays, whatever the node answers later."""
+        if kept is not None or doc.promise is None:
+            return
+        if not any(c.name == "commit promise" and c.ok for c in report.checks):
+            return
+        self.state.tasks[task_id].promise = {
+            "leaf": doc.leaf,
+            "receipt": doc.receipt,
+            **doc.promise.model_dump(),
+        }
+        self.state.save()
 
     async def _check_latest(
         self, report: VerificationReport, task_id: str, record: TaskRecord, trace_doc: Any

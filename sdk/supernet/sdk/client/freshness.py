@@ -23,8 +23,10 @@ from supernet.sdk.formats.trace import ROOT_READS, ROOT_WRITES, Trace
 from supernet.sdk.store.cids import canonical_cid
 
 MAX_WALK = 256
-"""Roots walked down from a task's first root looking for the one the user saw last: a longer
-chain (that many writes by other devices in between) is not judged."""
+"""Roots walked down from a task's first root looking for the one the user saw last. A longer
+chain cannot be told from a rollback to an old root that has that many ancestors, so it fails
+the check (an honest node gets there only after that many writes by the user's other devices
+while this task was being sent)."""
 
 
 def namespace_roots(trace: Trace) -> dict[tuple[str, str], tuple[str | None, str | None]]:
@@ -112,9 +114,12 @@ async def check_latest(
         key = f"{node.lower()}:{area}:{namespace}"
         if done_seq is not None and (key not in seen or seen[key].done_seq < done_seq):
             seen[key] = SeenRoot(last, task_id, done_seq)
+    # not judged is not fresh: a rollback to a root with MAX_WALK ancestors looks the same
+    stale += [
+        f"{name}: the root this client saw last is not among the {MAX_WALK} roots below the task's "
+        "first one (not judged; a rollback to an old root looks like this)"
+        for name in unjudged
+    ]
     if stale:
         return False, "; ".join(stale)
-    detail = f"{len(roots)} namespace(s)"
-    return True, detail + (
-        f" ({', '.join(unjudged)} not judged: over {MAX_WALK} writes since)" if unjudged else ""
-    )
+    return True, f"{len(roots)} namespace(s)"

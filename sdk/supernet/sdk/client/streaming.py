@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from supernet.sdk.client.types import ClientError, PreparedTask, TaskResult, parse
@@ -56,25 +56,40 @@ def _stops(task_input: Any) -> list[str]:
     return [stop] if isinstance(stop, str) else [s for s in stop if isinstance(s, str)]
 
 
+def _stop_cut(rest: str, last_piece: str, stops: list[str]) -> bool:
+    """Whether ``rest`` (what was streamed after the output) is what an honest node's stop cut
+    leaves: a stop string, completed by the last piece streamed, then at most the rest of that
+    piece (or only whitespace). Text streamed in later pieces was never the model's answer."""
+    if not rest.strip():
+        return True
+    for stop in stops:
+        if stop and rest.startswith(stop):
+            after = rest[len(stop) :]
+            if not after.strip() or len(after) < len(last_piece):  # the stop ends in the last piece
+                return True
+    return False
+
+
 def stream_problem(
-    agent: str, task_input: Any, streamed: str, output: str, *, complete: bool = True
+    agent: str, task_input: Any, pieces: Sequence[str], output: str, *, complete: bool = True
 ) -> str | None:
     """None if the text a node streamed for a task agrees with its committed output, else why not.
 
     The rule (an honest node's, docs/interfaces.md "Streaming"): for a `CHECKED_AGENTS` agent, the
-    streamed pieces joined start with the output; what follows it is only whitespace or begins
-    with one of the input's ``stop`` strings (the node cuts the output at the first stop string,
-    after streaming the token that completed it). A stream that ended early (``complete``
-    false) must be a start of the output. Other agents are not checked (None).
+    streamed ``pieces`` joined start with the output; what follows it is only whitespace, or one of
+    the input's ``stop`` strings completed by the last piece (the node cuts the output at the first
+    stop string, after streaming the token that completed it, and streams nothing after it). A
+    stream that ended early (``complete`` false) must be a start of the output. Other agents are
+    not checked (None). A plain string is read as one piece per character (the strictest reading).
     """
     if agent not in CHECKED_AGENTS:
         return None
+    streamed = "".join(pieces)
     at = _align(streamed, output)
     if at is not None:
         i, j = at
         if j == len(output):
-            rest = streamed[i:]
-            if not rest.strip() or any(s and rest.startswith(s) for s in _stops(task_input)):
+            if _stop_cut(streamed[i:], pieces[-1] if len(pieces) else "", _stops(task_input)):
                 return None
         elif not complete and i == len(streamed):
             return None
@@ -84,7 +99,7 @@ def stream_problem(
     )
 
 
-def check_stream(p: PreparedTask, streamed: str, final: TaskPublic, *, complete: bool = True) -> None:
+def check_stream(p: PreparedTask, pieces: Sequence[str], final: TaskPublic, *, complete: bool = True) -> None:
     """Raise if a done task's streamed text is not its committed output (`stream_problem`).
 
     Raises:
@@ -92,7 +107,7 @@ def check_stream(p: PreparedTask, streamed: str, final: TaskPublic, *, complete:
     """
     if final.status != "done":
         return
-    problem = stream_problem(p.agent, p.input, streamed, final.output or "", complete=complete)
+    problem = stream_problem(p.agent, p.input, pieces, final.output or "", complete=complete)
     if problem is not None:
         raise ClientError(
             f"task {p.task_id}: node {p.node.address} streamed text that is not the output its receipt "
@@ -132,5 +147,5 @@ class TaskStream:
         result = self._client._finish(p, final)
         if result is None:
             raise ClientError(f"task {p.task_id} {final.status}: {final.error}")
-        check_stream(p, "".join(pieces), final, complete=complete)  # no result if they disagree
+        check_stream(p, pieces, final, complete=complete)  # no result if they disagree
         self.result = result

@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eth_utils import to_checksum_address
-from supernet.sdk.chain.eip712 import Domain, ReceiptPromise, recover_receipt_promise
+from supernet.sdk.chain.eip712 import (
+    Domain,
+    ReceiptPromise,
+    TaskRequest,
+    hash_task_request,
+    recover_receipt_promise,
+    recover_task_request,
+)
 from supernet.sdk.chain.merkle import verify as merkle_verify
 from supernet.sdk.chain.receipts import (
     Receipt,
@@ -23,8 +30,10 @@ from supernet.sdk.chain.receipts import (
     trace_hash,
 )
 from supernet.sdk.errors import SupernetError
+from supernet.sdk.formats.binding import trace_receipt_mismatches
 from supernet.sdk.formats.fields import FormatError
-from supernet.sdk.formats.trace import TRACE_TYPE, trace_from_block
+from supernet.sdk.formats.profile import AgentProfile, profile_hash_or_reason
+from supernet.sdk.formats.trace import TRACE_TYPE, Trace, trace_from_block
 from supernet.sdk.store.cids import encode_dag
 from supernet.sdk.store.errors import InvalidBlockError, InvalidCIDError
 
@@ -96,6 +105,7 @@ def check_receipt(
     fee: int | None = None,
     domain: Domain | None = None,
     now: float | None = None,
+    request: TaskRequest | None = None,
 ) -> VerificationReport:
     """Run every check on a ``GET /v1/tasks/{id}/receipt`` document.
 
@@ -120,6 +130,15 @@ def check_receipt(
             (``doc["promise"]``) must be there and signed by the node (None: skip the check).
         now: the chain's time: a receipt still not committed after its promised ``commitBy`` fails
             ("commit promise kept"; the user can claim the omission, `Client.claim_omission`).
+        request: the request the user signed (from its own state, or from the trace once its
+            signature was checked, `request_in_trace`): the receipt and the trace must be for it
+            (its digest is the task id, its node signed the receipt, its model, input, maxFee and
+            agent profile are the ones served). None: those checks are skipped.
+
+    Signatures (the receipt's, the promise's) must be in the form the contracts accept
+    (`supernet.sdk.chain.signatures.require_canonical`): a promise the chain would refuse is no
+    promise. Whenever the trace is loaded, every field it shares with the receipt is compared
+    (`supernet.sdk.formats.binding`), whether or not the user holds the output itself.
     """
     rep = VerificationReport(task_id)
     receipt = Receipt.from_json(doc["receipt"])
@@ -135,6 +154,8 @@ def check_receipt(
         rep.add("fee within maxFee", receipt.fee <= max_fee, f"{receipt.fee} (maxFee {max_fee})")
     if fee is not None:
         rep.add("fee", receipt.fee == fee, f"{receipt.fee} (agreed {fee})")
+    if request is not None:
+        _check_request(rep, request, receipt, task_id, node, domain)
     leaf = receipt.leaf()
     rep.add("leaf", _hex(leaf) == doc["leaf"].lower(), _hex(leaf))
     try:
@@ -170,10 +191,7 @@ def check_receipt(
             rep.add("trace format", False, str(exc))
         else:
             rep.add("trace format", True, TRACE_TYPE)
-            rep.add("trace task", trace.task_id.lower() == task_id.lower(), trace.task_id)
-            if output is not None:
-                summary = f"{len(trace.events)} events, status {trace.status}"
-                rep.add("trace output", trace.output == output, summary)
+            _check_trace(rep, trace, receipt, output, request)
     batch = doc.get("batch") or {}
     if batch.get("chainBatchId") is None or batch.get("proof") is None:
         if promise is not None and now is not None and now >= int(promise["commitBy"]):
@@ -194,3 +212,73 @@ def check_receipt(
         f"batch {batch['chainBatchId']} #{batch.get('index')} root {_hex(root)}",
     )
     return rep
+
+
+def _check_trace(
+    rep: VerificationReport, trace: Trace, receipt: Receipt, output: str | None, request: TaskRequest | None
+) -> None:
+    """The trace against the receipt (every field they share) and against what the user holds."""
+    wrong = trace_receipt_mismatches(trace, receipt)
+    by_field = {m.field: m for m in wrong if m.call is None}
+    for name in TRACE_FIELDS:
+        m = by_field.get(name)
+        rep.add(f"trace {name}", m is None, "" if m is None else f"{m.claimed} (receipt: {m.expected})")
+    calls = [m for m in wrong if m.call is not None]
+    rep.add("trace LLM models", not calls, ", ".join(f"call {m.call}: {m.claimed}" for m in calls))
+    if output is not None:
+        summary = f"{len(trace.events)} events, status {trace.status}"
+        rep.add("trace output", trace.output == output, summary)
+    if request is not None:
+        profile = profile_hash_or_reason(AgentProfile.of_trace(trace))
+        rep.add("trace agent profile", profile == _hex(request.agent_hash), profile)
+        if trace.request is not None:
+            rep.add("trace request", trace.request.to_json() == request.to_json(), "")
+
+
+TRACE_FIELDS = ("task id", "input hash", "output hash", "model id", "user", "fee")
+"""The trace fields the receipt commits (`trace_receipt_mismatches`), each a check of its own."""
+
+
+def _check_request(
+    rep: VerificationReport,
+    request: TaskRequest,
+    receipt: Receipt,
+    task_id: str,
+    node: str,
+    domain: Domain | None,
+) -> None:
+    """The receipt against the request the user signed."""
+    if domain is not None:
+        digest = hash_task_request(request, domain)
+        rep.add("signed request", _hex(digest) == task_id.lower(), _hex(digest))
+    rep.add("request node", to_checksum_address(request.node) == to_checksum_address(node), request.node)
+    pairs = (
+        ("request model", request.model_id, receipt.model_id),
+        ("request input", request.input_hash, receipt.input_hash),
+    )
+    for name, signed, got in pairs:
+        rep.add(name, signed == got, f"{_hex(got)} (signed {_hex(signed)})")
+    rep.add("request maxFee", receipt.fee <= request.max_fee, f"{receipt.fee} (maxFee {request.max_fee})")
+
+
+def request_in_trace(trace_doc: Any, task_id: str, user: str, domain: Domain) -> TaskRequest | str:
+    """The request a trace carries, if it is this task's and this user signed it, else why not.
+
+    A task the client did not send itself has no request in its state; the node's trace carries
+    the one it ran (with the user's signature). Without it the client could not tell which node
+    the user asked, and any node that learnt the task id could answer for it."""
+    try:
+        trace = trace_from_block(encode_dag(trace_doc))
+    except (FormatError, InvalidBlockError) as exc:
+        return f"malformed trace: {exc}"
+    if trace.request is None or trace.request_signature is None:
+        return "the trace carries no signed request"
+    if _hex(hash_task_request(trace.request, domain)) != task_id.lower():
+        return "the trace's request is not this task's"
+    try:
+        signer = recover_task_request(trace.request, domain, trace.request_signature)
+    except ValueError as exc:  # malformed or non-canonical signature
+        return f"the trace's request signature is invalid: {exc}"
+    if signer != to_checksum_address(user) or to_checksum_address(trace.request.user) != signer:
+        return f"the trace's request was signed by {signer}, not by this user"
+    return trace.request
