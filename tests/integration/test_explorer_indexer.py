@@ -43,6 +43,8 @@ from supernet.sdk.chain.receipts import input_hash, output_hash, sign_receipt, t
 from supernet.sdk.devnet.processes import ServiceProcess, free_port
 from supernet.sdk.formats import BatchManifest, ManifestEntry
 from supernet.sdk.formats.evidence import example_dag as evidence_example
+from supernet.sdk.formats.profile import AgentProfile
+from supernet.sdk.formats.trace import Trace
 from supernet.sdk.formats.trace import example_dag as trace_example
 from supernet.sdk.store import StoreClient
 
@@ -73,11 +75,12 @@ def commit_real_batch(c: Contracts, actors: Actors, store_url: str) -> Committed
     for i, question in enumerate(QUESTIONS):
         user = actors.users[i % len(actors.users)]
         answer = f"answer {i}"
+        trace = copy.deepcopy(trace_example())
+        profile = bytes.fromhex(AgentProfile.of_trace(Trace.from_dag(trace)).hash()[2:])  # what it ran
         req = TaskRequest(
-            user.address, actors.node.address, MODEL_ID, b"\x0c" * 32, input_hash(question), FEE, i + 1, 2**40
+            user.address, actors.node.address, MODEL_ID, profile, input_hash(question), FEE, i + 1, 2**40
         )
         task_id = "0x" + hash_task_request(req, c.domain).hex()
-        trace = copy.deepcopy(trace_example())
         trace.update(task_id=task_id, user=user.address, fee=FEE, input=question, output=answer)
         trace.update(model_id="0x" + MODEL_ID.hex())  # the receipt's model, as every check requires
         trace["events"][0]["model_id"] = "0x" + MODEL_ID.hex()
@@ -228,9 +231,14 @@ def test_index_matches_the_chain_and_pages_show_it(
         detail = task_detail(s, ContentReader(store_url), done.task_ids[0])
         assert detail is not None and detail.verification is not None
         assert detail.verification.ok, detail.verification.failed()
-        assert {"merkle inclusion", "node signature", "trace output"} <= {
-            x.name for x in detail.verification.checks
+        checked = {
+            "merkle inclusion",
+            "node signature",
+            "trace output",
+            "request node",
+            "trace agent profile",
         }
+        assert checked <= {x.name for x in detail.verification.checks}
         assert detail.trace is not None and detail.trace["output"] == "answer 0"
 
     # A second indexer on the same database resumes from the cursor: nothing is recorded twice.

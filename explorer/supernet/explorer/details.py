@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from supernet.explorer import queries
 from supernet.explorer.content import ContentReader, ContentUnavailable
 from supernet.explorer.db.models import Batch, Challenge, Receipt
+from supernet.sdk.chain.eip712 import TaskRequest
 from supernet.sdk.chain.errors import ContractError
 from supernet.sdk.chain.merkle import ReceiptTree
 from supernet.sdk.chain.receipts import Receipt as ChainReceipt
@@ -158,6 +159,9 @@ def task_detail(s: Session, content: ContentReader | None, task_id: str) -> Task
                 onchain_batch=lambda _id: (b.node, _b(b.root), b.count),
                 trace_loaded=None if content is None else trace_doc is not None,
                 trace_doc=trace_doc,
+                # the manifest's signed request: the node it names, its model, input, maxFee and
+                # agent profile (its digest and signature are the validators' checks)
+                request=TaskRequest.from_json(r.request) if r.request else None,
             )
         except (ValueError, TypeError) as exc:  # a node can publish any bytes as its "signature"
             report = VerificationReport(r.request_hash)
