@@ -203,7 +203,7 @@ def test_low_temperature_near_ties_are_not_accusations(top_p: float, monkeypatch
     cdf = sampling._interval_margin
     flagged = cdf_flagged = far_accepted = 0
     for trial in range(400):
-        temperature = (1e-5, 1e-4, 1e-3, 1e-2)[trial % 4]
+        temperature = (1e-4, 3e-4, 1e-3, 1e-2)[trial % 4]  # from MIN_TEMPERATURE up
         row, far = _near_tie(gen)
         noise = torch.randn(row.shape, dtype=torch.float64, generator=gen) * 5e-5
         params = SamplingParams(temperature=temperature, top_p=top_p, seed=trial)
@@ -221,4 +221,4 @@ def test_low_temperature_near_ties_are_not_accusations(top_p: float, monkeypatch
         far_accepted += selection_margin(row + noise, far, params, trial) <= bound
     assert flagged == 0
     assert far_accepted <= 4  # only where the draw lands within the bound of the far token's interval
-    assert cdf_flagged > 20  # the former rule flagged these honest tokens (~12 %)
+    assert cdf_flagged > 10  # the former rule flagged these honest tokens (~4 %)

@@ -1,16 +1,19 @@
-# Adversarial review (2026-12-04): each test_known_limit_* passes while its hole exists and states the
-# fix in its docstring; fixing the hole turns it into a test_defence_* with the assertion reversed.
+# Adversarial review (2026-12-04): five holes were found, each first recorded as a test_known_limit_*
+# that passed while the hole existed; all five are fixed, and each is now a test_defence_* asserting
+# the attack is refused (and that honest calls still pass).
 """Adversarial review of the validator's LLM checks (`supernet.validator.llm_check` and what it wires).
 
-Each ``test_bug_*`` asserts the harmful behaviour as it is now (it passes while the hole exists):
-a cheating node's call that the validator accepts, or an honest node's call that it flags. The
-docstring names the attack, why it matters and the suggested fix. The tiny random Llama of
-``tests/llm_fixtures.py`` stands in for the model (same decoder, sampler and scoring code).
+Each ``test_defence_*`` names an attack (a cheating node's call the validator used to accept, or an
+honest node's call it used to flag), why it mattered and what now stops it, and asserts the attack
+is refused while the honest controls pass. The tiny random Llama of ``tests/llm_fixtures.py``
+stands in for the model (same decoder, sampler and scoring code).
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -94,27 +97,21 @@ def _never_drawn(logits: torch.Tensor, token: int, temperature: float) -> bool:
     return bool(cdf[token] == lo) or float((cdf[token] - lo) / cdf[-1]) < 2.0**-53
 
 
-def test_known_limit_low_temperature_accepts_a_token_the_sampler_can_never_draw() -> None:
+def test_defence_low_temperature_refuses_a_token_the_sampler_can_never_draw() -> None:
     """Attack: on a sampled call below temperature 1 (top_p 1, the default), whenever the draw ``u``
     lies near a CDF boundary (here ``u`` = 0.99988, within 1e-3 of the end), the node replaces the
     token with ANY token whose id is on the far side of that boundary, even one whose probability
     at that temperature is ~1e-31, i.e. a token whose CDF interval is empty in the sampler's own
     float64 arithmetic, so `select` can never produce it for any seed. It claims the model's own
-    logprobs and fingerprints for it; the fp32-vs-fp32 (tightest) tolerance accepts the call.
+    logprobs and fingerprints for it. Below T ~0.5 most of a real vocabulary underflows to
+    zero-width intervals piled up on the boundaries of the few likely tokens, so at ~0.2 % of
+    positions (more near a near-tie) the node could inject a word of its choosing.
 
-    Why: `sampling._interval_margin` measures only the distance from ``u`` to the token's nearer
-    interval EDGE (in CDF mass, or ``T * log-odds / 4`` below T 1), never whether the token holds
-    any mass there. Below T ~0.5 most of a real vocabulary underflows to zero-width intervals that
-    pile up on the boundaries of the few likely tokens, so at ~0.2 % of positions (``u`` within 1e-3
-    of 0 or 1; far more near a near-tie, where the low-temperature log-odds window is wide) the
-    node may inject an arbitrary token from half the vocabulary: a word of its choosing, which
-    steers the rest of the answer. A tolerance is meant to absorb rounding; no rounding of the
-    logits (~1e-4) can give a token of probability 1e-31 any interval.
-
-    Fix: in `sampling._interval_margin` (and so `selection_margin(s)`, `_least_margins`), a token
-    whose own share ``(hi - lo) / mass`` is below ``ODDS_FLOOR`` (or whose interval is empty) and
-    does not contain ``u`` gets an infinite margin (or one measured from its own logit gap to the
-    drawn token's, ``T``-scaled as the greedy gap is), not the distance to its collapsed edge.
+    Defence: `sampling._interval_margin` measured only the distance from ``u`` to the token's nearer
+    interval edge. It now also measures how far the token's own share ``(hi - lo) / mass`` is below
+    ``DRAW_FLOOR`` (2^-53, the draws' grid): ``T * log(DRAW_FLOOR / share) / 4``, ``inf`` for an empty
+    interval. Rounding of the logits by ``d`` moves that term by at most ``d / 2``, as it does the
+    edge's log-odds, so an honest token is refused only if its own share is below the draws' grid.
     """
     scorer = _scorer()
     temperature, seed, steered = 0.1, 301, 41
@@ -134,29 +131,39 @@ def test_known_limit_low_temperature_accepts_a_token_the_sampler_can_never_draw(
         select(logits[None], [SamplingParams(temperature=temperature, seed=s)], [len(PROMPT)])[0] != steered
         for s in range(2000)
     )
-    # the validator's margin for it is within the tight bound
-    assert selection_margin(logits, steered, params, len(PROMPT)) <= Tolerance().sample_margin
+    # the validator's margin for it is far outside the bound, whichever precision pair judges it
+    assert selection_margin(logits, steered, params, len(PROMPT)) > Tolerance.bf16().sample_margin
+    assert selection_margins(logits[None], [steered], params, len(PROMPT))[0] > Tolerance.bf16().sample_margin
 
     call = _claim(scorer, (steered,), temperature, seed, 1, "length")
-    assert _verdict(scorer, call) == []  # accepted as the model's own sampled work
-    # control: the same steered token at a draw in the middle of the CDF (seed 7) is caught
-    far = _claim(scorer, (steered,), temperature, 7, 1, "length")
-    assert 0.01 < uniform(7, len(PROMPT)) < 0.99
-    assert _verdict(scorer, far) != []
+    assert [f.check.value for f in _verdict(scorer, call)] == ["llm.sample"]  # refused
+    # controls: the honest token at that draw passes, and so does every honest draw at low
+    # temperatures under same-format rounding (1.3e-4 in logits, the largest measured)
+    assert _verdict(scorer, _claim(scorer, (honest,), temperature, seed, 1, "length")) == []
+    gen = torch.Generator().manual_seed(3)
+    for trial in range(48):
+        t = (1e-3, 0.1, 0.3, 1.0)[trial % 4]
+        row = torch.randn(4000, dtype=torch.float64, generator=gen) * 4
+        noise = (torch.rand(row.shape, dtype=torch.float64, generator=gen) * 2 - 1) * 1.3e-4
+        p = SamplingParams(temperature=t, top_p=(1.0, 0.9)[trial % 2], seed=trial)
+        tokens = [select(row[None], [p], [pos])[0] for pos in range(32)]
+        assert (
+            max(selection_margins((row + noise)[None].expand(32, -1), tokens, p, 0))
+            <= Tolerance().sample_margin
+        )
 
 
-def test_known_limit_low_temperature_accepts_an_eos_the_sampler_can_never_draw() -> None:
+def test_defence_low_temperature_refuses_an_eos_the_sampler_can_never_draw() -> None:
     """Attack: the same hole used to truncate. On a sampled call at T 0.2 whose draw ``u`` is below
     1e-3 (0.1 % of positions), the node ends the generation at once with the end-of-sequence
     token (id 0: its CDF interval, of mass 4.5e-23, sits at the very bottom of the id-ordered
     CDF, so only the one draw ``u == 0`` of the 2^53 could reach it) and finish ``"stop"``,
-    though the sampler draws the likely token there for this and every other seed (EOS's interval
-    is narrower than the draws' 2^-53 grid). The validator accepts the call: the
-    agent gets an empty (or cut) reply and the node skips the rest of the generation. SmolLM2's
-    special tokens (ids 0-2, EOS among them) are the lowest ids, so this is the real model's case.
+    though the sampler draws the likely token there for this and every other seed. The agent would
+    get an empty (or cut) reply and the node skip the rest of the generation. SmolLM2's special
+    tokens (ids 0-2, EOS among them) are the lowest ids, so this is the real model's case.
 
-    Why / fix: as in `test_bug_low_temperature_accepts_a_token_the_sampler_can_never_draw`
-    (`sampling._interval_margin` must not accept a token of negligible own mass by its edge).
+    Defence: as in `test_defence_low_temperature_refuses_a_token_the_sampler_can_never_draw`
+    (`sampling._interval_margin` no longer accepts a token of negligible own share by its edge).
     """
     scorer = _scorer()
     temperature, seed = 0.2, 202
@@ -171,37 +178,31 @@ def test_known_limit_low_temperature_accepts_an_eos_the_sampler_can_never_draw()
         select(logits[None], [SamplingParams(temperature=temperature, seed=s)], [len(PROMPT)])[0] != EOS
         for s in range(2000)
     )
-    assert selection_margin(logits, EOS, params, len(PROMPT)) <= Tolerance().sample_margin
+    assert selection_margin(logits, EOS, params, len(PROMPT)) > Tolerance.bf16().sample_margin
 
     call = _claim(scorer, (EOS,), temperature, seed, 16, "stop")
-    assert _verdict(scorer, call) == []  # an empty answer, one forward pass, accepted
+    assert [f.check.value for f in _verdict(scorer, call)] == ["llm.sample"]  # the empty answer refused
 
 
 @pytest.mark.parametrize("top_p", [1.0, 0.9])
-def test_known_limit_honest_near_tie_just_above_min_temperature_is_accused(top_p: float) -> None:
-    """Reverse attack (a USER gets an honest node slashed): the user signs a sampled call at
-    ``temperature = MIN_TEMPERATURE`` (1e-6: the smallest non-greedy value, valid on node and
-    validator) on a prompt with a near-tie (two best logits ~1e-5 apart, which a user can search
-    prompts for). The honest node's logits differ from the validator's by same-format rounding
-    (5e-5 here: the noise model of `test_low_temperature_near_ties_are_not_accusations`, below the
-    7.1e-5 measured in docs/benchmarks/exact_pairs.md), which flips the tie: in the validator's
-    distribution the node's token is then ``>= 21 * T`` below the best, its share below
-    ``ODDS_FLOOR`` (1e-9), where `_odds_distance` is infinite, so the plain CDF distance (~``u``)
-    stands and the honest token is flagged (a large fraction of such draws). The same tokens are
-    never flagged at T 0 (greedy, 1e-3 nat bound) or at T 1e-5, which the existing test covers.
+def test_defence_honest_near_tie_at_min_temperature_is_not_accused(top_p: float) -> None:
+    """Reverse attack (a USER gets an honest node slashed): the user signs a sampled call at the
+    smallest non-greedy temperature on a prompt with a near-tie (two best logits ~1e-5 apart, which
+    a user can search prompts for). The honest node's logits differ from the validator's by
+    same-format rounding (5e-5 here, below the 7.1e-5 measured in docs/benchmarks/exact_pairs.md),
+    which flips the tie. With ``MIN_TEMPERATURE`` at 1e-6 the node's token was then ``>= 21 * T``
+    below the best in the validator's distribution, its share below ``ODDS_FLOOR`` (1e-9), where
+    `_odds_distance` is infinite, so the plain CDF distance (~``u``) stood and ~35 % of such honest
+    draws were flagged.
 
-    Why: an honest node loses its stake to a user-chosen temperature; the low-temperature rule
-    covers T >= 1e-5 only, and between MIN_TEMPERATURE and ~1e-5 the log-odds of a flipped
-    near-tie exceed the floor.
-
-    Fix: raise ``sampling.MIN_TEMPERATURE`` so that ``ODDS_FLOOR``'s log-odds (~20.7) times it
-    exceeds the largest honest logit difference by a wide factor (e.g. 1e-4: below it, greedy with
-    the 1e-3 nat bound), or measure a below-floor share's distance from the logit gap itself
-    (``T * gap``) instead of infinity, in `sampling._odds_distance`.
+    Defence: ``sampling.MIN_TEMPERATURE`` is now 1e-4 (below it a call is greedy, on the node and
+    on every validator, `is_greedy`, judged by the 1e-3-nat greedy bound): rounding of ~1e-4 in
+    the logits then moves a share's log-odds by ~2, far from ``ODDS_FLOOR``'s ~20.7. The temperature
+    that was attacked (1e-6) is greedy now and accuses nobody either.
     """
     gen = torch.Generator().manual_seed(7)
     bound = Tolerance().sample_margin
-    flagged = {MIN_TEMPERATURE: 0, 1e-5: 0, 0.0: 0}
+    flagged = {MIN_TEMPERATURE: 0, 1e-5: 0, 1e-6: 0, 0.0: 0}
     for trial in range(120):
         row = torch.randn(1000, dtype=torch.float64, generator=gen) * 3
         best, second = torch.topk(row, 2).indices.tolist()
@@ -212,46 +213,51 @@ def test_known_limit_honest_near_tie_just_above_min_temperature_is_accused(top_p
             token = select(row[None], [params], [trial])[0]  # the honest node's draw
             margin = selection_margins((row + noise)[None], [token], params, trial)[0]
             flagged[temperature] += margin > bound
-    assert MIN_TEMPERATURE >= 1e-6 and not SamplingParams(temperature=MIN_TEMPERATURE).greedy
-    assert flagged[0.0] == 0 and flagged[1e-5] == 0  # the controls: never an accusation
-    assert flagged[MIN_TEMPERATURE] >= 20  # honest draws accused (~35 % of them)
+    assert MIN_TEMPERATURE == 1e-4 and not SamplingParams(temperature=MIN_TEMPERATURE).greedy
+    assert SamplingParams(temperature=1e-6).greedy and SamplingParams(temperature=9.9e-5).greedy
+    assert flagged == {MIN_TEMPERATURE: 0, 1e-5: 0, 1e-6: 0, 0.0: 0}  # no honest draw accused
 
 
-def test_known_limit_output_continued_past_a_stop_string_is_accepted() -> None:
+def test_defence_output_continued_past_a_stop_string_is_refused() -> None:
     """Attack: a call with a stop string (the agent's ``stop``) must end at the token where that
-    string first appears (`dispatch._StopWatcher` stops the engine there). `check_shape` only asks
-    that the string occur *somewhere* in the decoded output (``s in decode(ids)``) for finish
-    ``"stop"``, and nothing at all for ``"length"``; the replay's tape engine never calls
-    ``on_token``, so it does not notice either. A node can therefore record extra tokens after
-    the stop string (the model's honest continuation, which the teacher-forced check accepts)
-    and stop where it likes. The agent's text is unchanged (cut at the first stop string), but
-    the task's token budget (``use.llm_tokens``) is burnt: the agent's later calls get a smaller
-    ``max_new_tokens`` or are refused (``BudgetExceededError``), which changes what the agent does
-    and lets the node skip that work, all consistently with the replay.
+    string first appears (`dispatch._StopWatcher` stops the engine there). `check_shape` only asked
+    that the string occur *somewhere* in the decoded output for finish ``"stop"``, and nothing at
+    all for ``"length"``; the replay's tape engine never calls ``on_token``. A node could therefore
+    record extra tokens after the stop string (the model's honest continuation, which the
+    teacher-forced check accepts) and stop where it liked: the agent's text is unchanged (cut at
+    the first stop string), but the task's token budget (``use.llm_tokens``) is burnt, so the
+    agent's later calls get a smaller ``max_new_tokens`` or are refused (``BudgetExceededError``).
 
-    Fix: in `llm_check.check_shape`, with stop strings, require that no proper prefix of the output
-    (``ids[:k]``, ``k < n``) decodes to a text containing a stop string, for either finish reason
-    (and that ``"stop"`` without a stop token ends exactly where one first appears).
+    Defence: `llm_check.check_shape` (`_past_stop_string`) requires, for either finish reason, that
+    no proper prefix of the output decodes to a text holding a stop string (the longest one is
+    decoded; a bisection finds the first extra token for the evidence): an ``llm.finish`` finding.
     """
     text = {1: "The answer", 2: " is 4", 3: ".\n\n", 4: "Extra", 5: " words"}
 
-    def decode(ids: tuple[int, ...] | list[int]) -> str:
-        return "".join(text[i] for i in ids)
+    def decode(ids: tuple[int, ...] | list[int] | Sequence[int]) -> str:
+        return "".join(text.get(i, "") for i in ids)
 
     def call(output: tuple[int, ...], finish: str, max_new: int) -> LLMCall:
         lps = (-0.1,) * len(output)
         return LLMCall(0, "m", PROMPT, output, lps, None, 0.0, 1.0, 0, max_new, None, finish, None, ("\n\n",))
 
-    honest = call((1, 2, 3), "stop", 16)
-    assert check_shape(honest, (EOS,), honest.stop_strings, decode) == []
+    def shape(c: LLMCall) -> list[tuple[str, int | None]]:
+        return [(f.check.value, f.position) for f in check_shape(c, (EOS,), c.stop_strings, decode)]
+
     padded = call((1, 2, 3, 4, 5), "stop", 16)  # two tokens past the stop string, no stop token
     assert "\n\n" in decode((1, 2, 3))  # the honest engine stops after token 3
-    assert check_shape(padded, (EOS,), padded.stop_strings, decode) == []
+    assert shape(padded) == [("llm.finish", 3)]
     to_budget = call((1, 2, 3, 4, 5), "length", 5)  # or runs on to the budget
-    assert check_shape(to_budget, (EOS,), to_budget.stop_strings, decode) == []
-    # control: a truncation before the stop string is caught
-    cut = call((1, 2), "stop", 16)
-    assert check_shape(cut, (EOS,), cut.stop_strings, decode) != []
+    assert shape(to_budget) == [("llm.finish", 3)]
+    with_eos = call((1, 2, 3, 4, EOS), "stop", 16)  # or ends on a stop token later
+    assert shape(with_eos) == [("llm.finish", 3)]
+    # controls: honest ends pass (at the stop string, on a stop token, at the budget), and a
+    # truncation before the stop string is still caught
+    assert shape(call((1, 2, 3), "stop", 16)) == []
+    assert shape(call((1, 2, 3), "length", 3)) == []  # the string and the budget at the same token
+    assert shape(call((1, 2, EOS), "stop", 16)) == []
+    assert shape(call((1, 2, 4, 5), "length", 4)) == []
+    assert shape(call((1, 2), "stop", 16)) == [("llm.finish", 1)]
 
 
 # -- a bfloat16 screen in front of the float32 arbiter -------------------------------------------------
@@ -259,27 +265,22 @@ def test_known_limit_output_continued_past_a_stop_string_is_accepted() -> None:
 STEER_PROMPT = (65, 53, 63, 46, 54, 45)  # a prompt whose two best next tokens round to one bf16 logit
 
 
-async def test_known_limit_bf16_screen_ties_let_a_float32_node_steer_greedy_tokens_past_the_arbiter() -> None:
+async def test_defence_bf16_screen_ties_send_a_float32_nodes_greedy_call_to_the_arbiter() -> None:
     """Attack: a float32 node on a greedy call swaps the argmax for the runner-up wherever the two
     are close enough (here 0.055 nat, 55x the float32 bound) that the bf16 screen's logits round
     them to the SAME bfloat16 value (bf16 has 8 mantissa bits: logits of 8-16 are on a 0.0625 grid,
     so ties are common: 17 of 400 random prompts of the tiny model at the first position alone).
     It claims the runner-up's own float32 logprob and fingerprints. The screen's greedy margin is
     then exactly 0 (`Tolerance.screening` keeps the float32 0.001-nat greedy bound, which a tie
-    meets), so the screen ACCEPTS the call and the arbiter sees it only if its random draw (1 call
-    per receipt by default) falls on it: with n calls per receipt the steered one escapes with
-    probability 1 - 1/n. docs/validator.md claims "a float32 node's greedy tokens are held to the
-    float32 bound" under the screen; the node can compute the screen's bf16 logits itself, so it
-    knows exactly where the ties are.
+    meets), so the screen accepted the call and the arbiter saw it only if its random draw (1 call
+    per receipt by default) fell on it: with n calls per receipt the steered one escaped with
+    probability 1 - 1/n. The node can compute the screen's bf16 logits itself, so it knows exactly
+    where the ties are.
 
-    Why it matters: steered greedy tokens (the answer of a deterministic call) pass most
-    verifications; the cheat costs the node nothing (it computes in float32 anyway).
-
-    Fix: in `Verifier._judge` (or `Tolerance.screening`), send a greedy call to the arbiter when
-    its screen margin is within the bf16 pair's greedy bound of a tie, i.e. when any non-claimed
-    token's screen logprob is within ``Tolerance.bf16().selection_margin`` of the claimed one
-    (not only when the claimed token is off the screen's argmax), or always re-score greedy calls
-    with such a near-tie in the arbiter.
+    Defence: `Verifier._judge` sends to the arbiter every greedy call of a node in another format
+    than the screen's in which some token has, on the screen, another token within the pair's
+    greedy bound (`Tolerance.bf16().selection_margin`, `verifier._near_tie`; a constrained greedy
+    call always), not only the calls the screen flags: there the screen's 0 margin proves nothing.
     """
     import random
 
@@ -328,30 +329,34 @@ async def test_known_limit_bf16_screen_ties_let_a_float32_node_steer_greedy_toke
     )  # fmt: skip
     receipt = staged(calls, screen, arbiter)  # a float32 node, bf16 screen, float32 arbiter
     [judged] = await verifier._judge([receipt])
-    assert judged.findings[1] == []  # the steered greedy token is accepted
-    assert judged.rechecked == 1  # the arbiter re-scored only the drawn (honest) call
-    # control: the arbiter alone flags it at that position
-    [again] = await verifier._judge([receipt], recheck_all=True)
-    assert [f.check.value for f in again.findings[1]] == ["llm.token"] and again.findings[1][0].position == 0
+    assert not isinstance(judged, str)
+    # the steered greedy token is refused by the arbiter, whatever the random draw
+    assert [(f.check.value, f.position) for f in judged.findings[1]] == [("llm.token", 0)]
+    assert judged.rechecked == 2  # the near-tie call and the drawn (honest) one
+    assert judged.findings[0] == []  # control: the honest call passes
+    # control: the honest tied call (the argmax itself) is re-scored too, and passes
+    honest_tie = greedy(STEER_PROMPT, (_best,), 1)
+    [fair] = await verifier._judge([staged((calls[0], honest_tie), screen, arbiter)])
+    assert not isinstance(fair, str) and fair.findings == {0: [], 1: []} and fair.rechecked == 2
+    # control: a bf16 node is judged in bf16 anyway: no near-tie window for it
+    assert staged(calls, screen, screen, "bfloat16").tie == 0.0
 
 
-def test_known_limit_fingerprint_dims_outside_the_rescored_top_k_are_never_compared_to_their_values() -> None:
+def test_defence_fingerprint_dims_outside_the_rescored_top_k_are_compared_to_their_values() -> None:
     """Attack: a fingerprint is meant to prove the node computed the hidden state (it is what tells
     float16-weights work sold under the float32 id apart, 113x, docs/validator.md). But
-    `scoring._compare_fingerprint` accepts a claimed dim that is NOT in the rescored top-8 as a
-    "near-tie at the boundary" whenever its claimed magnitude is within the bound of the rescored
+    `scoring._compare_fingerprint` accepted a claimed dim that is NOT in the rescored top-8 as a
+    "near-tie at the boundary" whenever its claimed magnitude was within the bound of the rescored
     8th-largest magnitude (the floor), without ever looking at the rescored hidden value at that
-    dim. So a node can claim 8 arbitrary distinct dims, each with the value ``+floor``: the whole
-    fingerprint then carries one number (the floor) instead of 8 dims and 8 values, and the dims
-    it names may hold anything (here values near 0). A cheaper computation needs to hit only that
-    one number within 0.025 %.
+    dim. So a node could claim 8 arbitrary distinct dims, each with the value ``+floor``: the whole
+    fingerprint then carried one number (the floor) instead of 8 dims and 8 values.
 
-    Fix: keep the rescored row (or gather it at the claimed dims) in `fingerprints_of` /
-    `ScoreResult`, and compare every claimed dim with the rescored value at that dim; accept a dim
-    outside the rescored top-k only if its rescored magnitude is itself within the bound of the
-    floor.
+    Defence: the rescoring keeps the whole hidden row behind every fingerprint
+    (``ScoreResult.fingerprint_rows``, from `score` and `score_packed`), and `_compare_fingerprint`
+    compares a claimed dim outside the rescored top-k with the rescored value at that dim (same
+    bound as for the top-k dims), besides its magnitude with the floor.
     """
-    from supernet.node.llm.scoring import compare_generation, fingerprints_of
+    from supernet.node.llm.scoring import ScoreRequest, compare_generation, fingerprints_of, score_packed
     from supernet.node.llm.types import Fingerprint, GenerationResult
     from supernet.validator.verifier import score_call
 
@@ -366,6 +371,9 @@ def test_known_limit_fingerprint_dims_outside_the_rescored_top_k_are_never_compa
     with torch.inference_mode():  # the true hidden row behind that fingerprint
         hidden = model(torch.tensor([list(PROMPT)]))[0, -1].float()
     assert fingerprints_of(hidden[None], [0])[0].indices == ref.indices
+    assert honest.fingerprint_rows is not None and torch.allclose(
+        honest.fingerprint_rows[0], hidden, atol=1e-5
+    )
     # 8 dims the model's top-8 does not hold, among the smallest-magnitude ones of the row
     made_up = tuple(int(d) for d in hidden.abs().argsort()[:8].tolist())
     assert not set(made_up) & set(ref.indices)
@@ -373,13 +381,24 @@ def test_known_limit_fingerprint_dims_outside_the_rescored_top_k_are_never_compa
     fake = Fingerprint(index=0, indices=made_up, values=(floor,) * 8)
     claimed = GenerationResult(PROMPT, output, "length", honest.logprobs, (fake,))
     verdict = compare_generation(claimed, honest, Tolerance())
-    assert verdict.ok  # a fingerprint of made-up dims passes the tightest tolerance
-    # control: the same dims with their true values (what an honest engine would never list) fail
-    true_vals = tuple(float(hidden[d]) for d in made_up)
-    assert not compare_generation(
-        GenerationResult(PROMPT, output, "length", honest.logprobs, (Fingerprint(0, made_up, true_vals),)),
-        honest,
-        Tolerance(),
+    assert not verdict.ok and [m.kind for m in verdict.mismatches] == ["fingerprint"]
+    assert "rescored" in verdict.mismatches[0].detail
+    # the packed scoring the validator runs keeps the rows too
+    [packed] = score_packed(model, [ScoreRequest(PROMPT, output)])
+    assert not compare_generation(claimed, packed, Tolerance()).ok
+    # controls: the honest fingerprint passes, and so does an honest near-tie at the boundary (the
+    # node's top-8 holds the dim tied with the validator's 8th, at its own value)
+    assert compare_generation(GenerationResult(PROMPT, output, "length", honest.logprobs, (ref,)), honest).ok
+    eighth, ninth = (int(d) for d in hidden.abs().topk(9).indices[7:])
+    tied = hidden.clone()
+    tied[ninth] = torch.sign(tied[ninth]) * abs(tied[eighth])
+    [tied_ref] = fingerprints_of(tied[None], [0])  # the validator's pick among the two
+    mine, theirs = (ninth, eighth) if eighth in tied_ref.indices else (eighth, ninth)
+    dims = tuple(mine if d == theirs else d for d in tied_ref.indices)
+    near = Fingerprint(0, dims, tuple(float(tied[d]) for d in dims))
+    rescored = replace(honest, fingerprints=(tied_ref,), fingerprint_rows=tied[None])
+    assert compare_generation(
+        GenerationResult(PROMPT, output, "length", honest.logprobs, (near,)), rescored
     ).ok
 
 

@@ -835,6 +835,7 @@ def staged(
         Tolerance.screening(node_dtype, "bfloat16"),
         arbiter,
         sampled=node_dtype != "bfloat16",
+        tie=Tolerance.for_pair(node_dtype, "bfloat16").selection_margin if node_dtype != "bfloat16" else 0.0,
     )
 
 

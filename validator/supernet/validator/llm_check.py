@@ -15,7 +15,8 @@ Further:
 * **finish** — ``"length"`` needs exactly ``max_new_tokens`` tokens (the recorded budget, which the
   kernel caps at the protocol's context ``MAX_CONTEXT_TOKENS - len(prompt)`` and the replay
   re-derives), ``"stop"`` a stop token (or a recorded stop string) at the end; a stop token earlier
-  than the end is a token fault.
+  than the end is a token fault, and tokens after the one where a stop string first appears in
+  the decoded text a finish fault (for either finish reason: the engine stops there).
 
 Per check only the first few offending positions are reported (the evidence stays small).
 """
@@ -131,6 +132,17 @@ def check_shape(
                 claimed=call.output_ids[early[0]],
             )
         )
+    past = _past_stop_string(call.output_ids, stop_strings, decode)
+    if past is not None:
+        out.append(
+            Finding(
+                Check.LLM_FINISH,
+                "output continues past a stop string (the engine stops where one first appears)",
+                call=call.call,
+                position=past,
+                claimed=call.output_ids[past],
+            )
+        )
     if call.finish_reason == "length":
         if n != call.max_new_tokens:
             out.append(
@@ -162,6 +174,32 @@ def check_shape(
     else:
         out.append(Finding(Check.LLM_FINISH, f"unknown finish reason {call.finish_reason!r}", call=call.call))
     return out
+
+
+def _past_stop_string(
+    ids: Sequence[int], stop_strings: Sequence[str], decode: Callable[[Sequence[int]], str] | None
+) -> int | None:
+    """The first output index after the token where a stop string first appears, if any does
+    before the last token (None otherwise, or without stop strings or a decoder).
+
+    The node's engine checks the decoded text after every token (`dispatch._StopWatcher`) and
+    stops at the first one where a stop string appears, whatever the finish reason; the text of a
+    prefix is a prefix of the longer text, so the longest proper prefix tells whether the output
+    runs on, and a bisection finds where it should have ended (only for such outputs)."""
+    if not stop_strings or decode is None or len(ids) < 2:
+        return None
+
+    def stopped(k: int) -> bool:
+        text = decode(ids[:k])
+        return any(s in text for s in stop_strings)
+
+    if not stopped(len(ids) - 1):
+        return None
+    lo, hi = 1, len(ids) - 1  # the first k with a stop string in ids[:k] lies in [lo, hi]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if stopped(mid) else (mid + 1, hi)
+    return lo
 
 
 def sampling_params(call: LLMCall) -> SamplingParams:

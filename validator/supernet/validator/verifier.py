@@ -213,9 +213,11 @@ class Verifier:
         arbiter: the same weights in an exact format, when ``scorer`` is a cheaper *screen*
             (bfloat16): every call is scored by the screen, and a call the screen does not accept
             (`Tolerance.screening`) is re-scored by the arbiter in the node's own format
-            (`ModelScorer.for_compute`), whose verdict alone decides it. So a bfloat16 validator
-            never accuses on its own rounding, and a float32 or float16-weights node's greedy
-            tokens are held to the float32 bound.
+            (`ModelScorer.for_compute`), whose verdict alone decides it, and so is a greedy call
+            with a token the screen sees within the pair's greedy bound of another (`_near_tie`:
+            the screen's rounding can hide a swapped argmax there). So a bfloat16 validator never
+            accuses on its own rounding, and a float32 or float16-weights node's greedy tokens are
+            held to the float32 bound.
         arbiter_sample: with an arbiter, calls per receipt it re-scores *although* the screen
             accepts them, drawn at random among the accepted ones, when the node serves a format
             other than the screen's (float32, float16-weights): the screen's cross-format bounds
@@ -358,10 +360,10 @@ class Verifier:
 
     async def _judge(self, ready: Sequence[_Staged], recheck_all: bool = False) -> list[_Judgement | str]:
         """Per receipt, the findings on each scorable call: the screen's where the screen accepts
-        the call (none) and the arbiter did not draw it (`arbiter_draw`; every accepted call with
-        ``recheck_all``), else those of the arbiter's re-scoring under the final tolerance (or,
-        when scoring fails on this side, the reason instead). Doubted and drawn calls of every
-        receipt go to the arbiter in one pass."""
+        the call (none, and no greedy near-tie: `_near_tie`) and the arbiter did not draw it
+        (`arbiter_draw`; every accepted call with ``recheck_all``), else those of the arbiter's
+        re-scoring under the final tolerance (or, when scoring fails on this side, the reason
+        instead). Doubted and drawn calls of every receipt go to the arbiter in one pass."""
         first = await self._score_each([(s.scorer, s.scorable) for s in ready])
         out: list[_Judgement | str] = []
         rescore: list[list[LLMCall]] = []
@@ -382,10 +384,15 @@ class Verifier:
             if s.screen is None:
                 rescore.append([])
                 continue
-            accepted = [c for c in s.scorable if not found[c.call]]
+            doubted = {
+                c.call
+                for c, sc in zip(s.scorable, scores, strict=True)
+                if found[c.call] or _near_tie(c, sc, s.tie)
+            }
+            accepted = [c for c in s.scorable if c.call not in doubted]
             drawn = (accepted if recheck_all else self.arbiter_draw(accepted)) if s.sampled else []
             picked = {c.call for c in drawn}
-            rescore.append([c for c in s.scorable if found[c.call] or c.call in picked])
+            rescore.append([c for c in s.scorable if c.call in doubted or c.call in picked])
         if not any(rescore):
             return out
         work = [(s.decider or s.scorer, calls) for s, calls in zip(ready, rescore, strict=True)]
@@ -555,7 +562,12 @@ class Verifier:
         # the screen's bounds for another format accept the screen's own compute: a node serving
         # that other format gets a random sample of its accepted calls judged by the arbiter too
         sampled = node_dtype != _dtype(scorer)
-        return _Staged(head, trace, tuple(findings), scorer, tuple(scorable), final, screen, decider, sampled)
+        # the screen's rounding can make the node's argmax and runner-up look tied: a greedy token
+        # within the pair's greedy bound of another one is for the decider to judge
+        tie = Tolerance.for_pair(node_dtype, _dtype(scorer)).selection_margin if sampled else 0.0
+        return _Staged(
+            head, trace, tuple(findings), scorer, tuple(scorable), final, screen, decider, sampled, tie
+        )
 
     async def _decider(self, node_compute: str) -> Scorer:
         """The scorer whose verdict decides a call of a node serving ``node_compute``: the arbiter
@@ -574,6 +586,21 @@ class Verifier:
         if self.tolerance is not None:
             return self.tolerance
         return Tolerance.for_pair(node_dtype, _dtype(scorer))
+
+
+def _near_tie(call: LLMCall, scores: ScoreResult, window: float) -> bool:
+    """Whether a greedy call's screen scores leave any of its tokens within ``window`` (log-prob)
+    of another token: there the screen cannot tell the node's argmax from a swapped runner-up (a
+    bf16 screen rounds a 0.05-nat gap to a tie), so its 0 margin proves nothing. A constrained call
+    always: its unmasked top tokens do not show the masked runner-up."""
+    if window <= 0 or not is_greedy(call.temperature):
+        return False
+    if call.grammar is not None:
+        return True
+    return any(
+        any(t != token and other >= lp - window for t, other in top)
+        for token, lp, top in zip(call.output_ids, scores.logprobs, scores.top_tokens, strict=True)
+    )
 
 
 def _dtype(scorer: Scorer) -> str:
@@ -651,3 +678,4 @@ class _Staged:
     screen: Tolerance | None = None  # what the screen accepts without the decider (None: no screen)
     decider: Scorer | None = None  # re-scores what the screen doubts, in the node's format
     sampled: bool = False  # the decider also re-scores a random draw of the accepted calls
+    tie: float = 0.0  # a greedy token this near another on the screen goes to the decider (`_near_tie`)

@@ -41,15 +41,20 @@ _REFINE_WIDTH = 1024
 _CHUNK = 8
 EXACT_ABOVE = 1e-3
 """Batched margins at or below this are not refined per row (see ``selection_margins``)."""
-MIN_TEMPERATURE = 1e-6
+MIN_TEMPERATURE = 1e-4
 """Temperatures below this are greedy, on the node and on every validator (`is_greedy`).
 
-A request may sign any temperature >= 0; one as small as 1e-310 (a subnormal) would make
-``logits / temperature`` overflow to ±inf and the softmax NaN, so the draw and the validator's
-selection margins would be NaN: no rule at all. At 1e-6 a float32 logit (< 3.4e38) divided stays
-finite in float64, and the distribution is already all but one-hot, so greedy is what it means."""
+A request may sign any temperature >= 0, but below ~1e-4 a validator cannot check a sampled draw:
+same-format rounding (up to ~1.3e-4 in logits, docs/benchmarks/formats.md) can flip a near-tie by
+more than ``ODDS_FLOOR``'s log-odds (~20.7) times ``T``, so a user could get an honest node
+flagged; a subnormal such as 1e-310 would even make ``logits / temperature`` overflow and every
+margin NaN. At 1e-4 that rounding moves a share's log-odds by at most ~2.6, and the distribution
+is already all but one-hot, so greedy (with its own 1e-3-nat bound) is what such a call means."""
 ODDS_FLOOR = 1e-9
 """Shares of a row's mass closer than this to 0 or 1 are never measured in log-odds (`_odds_distance`)."""
+DRAW_FLOOR = 2.0**-53
+"""A token whose share of the support's mass is below this (the draws' grid) is one the sampler
+practically never draws: `_interval_margin` measures how far its share is from it, not only its edge."""
 
 
 def is_greedy(temperature: float) -> bool:
@@ -200,6 +205,10 @@ def _interval_margin(lo: Tensor, hi: Tensor, mass: Tensor, u: Tensor, temperatur
     let a user's low temperature and chosen seed get an honest node flagged, while this one still
     refuses a token no small logit change would reach (a boundary in a distribution's tail is far
     in log-odds).
+
+    Either way the distance is at least ``temperature * log(DRAW_FLOOR / share) / 4`` for a token
+    whose own share ``(hi - lo) / mass`` is below ``DRAW_FLOOR`` (``inf`` for an empty interval): a
+    token the sampler can never draw is not reached by sitting next to a boundary the draw is near.
     """
     target = u * mass
     inside = (lo <= target) & (target < hi)
@@ -209,6 +218,13 @@ def _interval_margin(lo: Tensor, hi: Tensor, mass: Tensor, u: Tensor, temperatur
         edge = torch.where(below > 0, lo / mass, hi / mass)
         # fmin: where the log-odds are undefined (rounding past an end), the CDF distance stands
         outside = torch.fmin(outside, _odds_distance(u, edge, temperature))
+    # Being near an edge is not enough: a token of negligible share (an empty interval, e.g. a
+    # tail at a low temperature) must also be within reach in share. Rounding that moves logits by
+    # ``d`` changes a share's log by at most ``2d / T``, i.e. this term by at most ``d / 2`` (as the
+    # log-odds one), so an honest token misses it only if its own share is below ``DRAW_FLOOR``.
+    share = torch.log((hi - lo) / mass)  # -inf for an empty interval
+    own = temperature * torch.clamp(math.log(DRAW_FLOOR) - share, min=0.0) / 4
+    outside = torch.maximum(outside, own)
     return torch.where(inside, torch.zeros_like(outside), outside)
 
 

@@ -12,7 +12,8 @@ and compares, position by position, with what the node claimed:
 * **fingerprints**: for every claimed top-k hidden component, the rescored value at that dimension
   must agree within ``hidden_atol + hidden_rtol * |value|``, and a claimed dimension may only be
   missing from the rescored top-k when its magnitude is within that tolerance of the rescored
-  k-th largest (a near-tie at the boundary).
+  k-th largest (a near-tie at the boundary) and, where the rescoring kept the hidden row
+  (``ScoreResult.fingerprint_rows``: it always does), its rescored value agrees too.
 
 Default tolerance (``Tolerance()``), and why: it is the bound of a format checked in itself
 (float32 against float32, float16-weights against float16-weights), where decode and re-score
@@ -277,7 +278,19 @@ def _result(
     margins = None
     if params is not None:
         margins = tuple(selection_margins(logits, output_ids, params, prompt_len))
-    return ScoreResult(logprobs=tuple(claimed), top_tokens=tops, fingerprints=tuple(fps), margins=margins)
+    return ScoreResult(
+        logprobs=tuple(claimed),
+        top_tokens=tops,
+        fingerprints=tuple(fps),
+        margins=margins,
+        fingerprint_rows=_kept_rows(rows[due]),
+    )
+
+
+def _kept_rows(rows: Tensor) -> Tensor:
+    """The fingerprinted hidden rows as `compare_generation` reads them (float32 on the CPU, as
+    `fingerprints_of` takes its values)."""
+    return rows.detach().float().cpu()
 
 
 HEAD_ROWS = 16
@@ -347,6 +360,7 @@ def _packed_results(
                 top_tokens=tops,
                 fingerprints=tuple(fps),
                 margins=None if r.params is None else tuple(margins[k]),
+                fingerprint_rows=_kept_rows(rows[s:e][due]),
             )
         )
     return out
@@ -513,7 +527,9 @@ class Verdict:
         return tuple(sorted({m.index for m in self.mismatches}))
 
 
-def _compare_fingerprint(claim: Fingerprint, ref: Fingerprint, tol: Tolerance) -> str | None:
+def _compare_fingerprint(
+    claim: Fingerprint, ref: Fingerprint, tol: Tolerance, row: Tensor | None = None
+) -> str | None:
     # every dimension is compared below: fewer (or repeated) claimed dims would check less, an
     # empty claim nothing at all, so a claim must list as many distinct dims as the rescored top-k
     if len(set(claim.indices)) != len(claim.indices) or len(claim.indices) != len(ref.indices):
@@ -530,6 +546,13 @@ def _compare_fingerprint(claim: Fingerprint, ref: Fingerprint, tol: Tolerance) -
                 return f"dim {dim}: claimed {val:.5g}, rescored {ref_vals[dim]:.5g}"
         elif abs(val) < floor - bound or abs(val) > floor + bound:
             return f"dim {dim} ({val:.5g}) not in rescored top-{len(ref.indices)} (floor {floor:.5g})"
+        elif row is not None:
+            # a near-tie at the boundary must also hold its claimed value in the rescored row:
+            # without this, 8 made-up dims all claiming the floor's value would pass
+            if not 0 <= dim < row.shape[0]:
+                return f"dim {dim} outside the hidden state's {row.shape[0]} dims"
+            if abs(float(row[dim]) - val) > bound:
+                return f"dim {dim}: claimed {val:.5g}, rescored {float(row[dim]):.5g} (outside the top-k)"
     return None
 
 
@@ -568,12 +591,14 @@ def compare_generation(
             detail = f"token {claimed.output_ids[i]} is {m:.4g} off the sampling rule"
             out.append(Mismatch(i, "selection", detail))
     refs = {f.index: f for f in rescored.fingerprints}
+    kept = rescored.fingerprint_rows
+    rows = {} if kept is None else {f.index: kept[r] for r, f in enumerate(rescored.fingerprints)}
     claims = {f.index: f for f in claimed.fingerprints}
     for idx in sorted(refs.keys() | claims.keys()):
         if idx not in refs or idx not in claims:
             out.append(Mismatch(idx, "fingerprint", "fingerprint missing on one side"))
             continue
-        problem = _compare_fingerprint(claims[idx], refs[idx], tol)
+        problem = _compare_fingerprint(claims[idx], refs[idx], tol, rows.get(idx))
         if problem:
             out.append(Mismatch(idx, "fingerprint", problem))
     out.sort(key=lambda m: m.index)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from supernet.node.llm.sampling import SamplingParams
@@ -117,9 +117,13 @@ class ScoreResult:
         fingerprints: Fingerprints at the same output indices generation records.
         margins: Per output position, how far the claimed token is from the one the sampling rule
             picks (see ``sampling.selection_margin``); ``None`` unless sampling params were given.
+        fingerprint_rows: The whole hidden row ``[len(fingerprints), dim]`` (float32, CPU) behind each
+            fingerprint, so that a claimed dim outside the rescored top-k is compared with its own
+            value (`scoring.compare_generation`); ``None`` when not kept.
     """
 
     logprobs: tuple[float, ...]
     top_tokens: tuple[tuple[tuple[int, float], ...], ...]
     fingerprints: tuple[Fingerprint, ...]
     margins: tuple[float, ...] | None = None
+    fingerprint_rows: Tensor | None = field(default=None, compare=False, repr=False)
