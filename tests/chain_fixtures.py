@@ -30,7 +30,7 @@ from supernet.sdk.chain import (
 from supernet.sdk.chain.anvil import Anvil, dev_account, increase_time, revert, snapshot
 
 CHAIN_TEST_PARAMS = ProtocolParams.devnet()
-"""Devnet delays (unbond/withdraw 60 s, vote window 30 s, challenge window 600 s), full sampling."""
+"""Devnet delays (unbond 3,600 s, withdraw 60 s, vote window 30 s, challenge window 600 s), full sampling."""
 
 
 @dataclass(frozen=True)

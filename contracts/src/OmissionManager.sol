@@ -93,6 +93,11 @@ contract OmissionManager is ReentrancyGuardTransient {
     uint256 public immutable ANSWER_FEE_BPS;
     /// @notice Gas of an answer, paid to the node at the base fee.
     uint256 public immutable ANSWER_GAS;
+    /// @notice Longest a promise may run past its request's `deadline`: half the ServiceManager's
+    ///         UNBONDING_PERIOD. A claim opens at `min(commitBy, deadline + MAX_PROMISE_DELAY)`,
+    ///         so a node that promises a `commitBy` beyond the time its stake could leave (and
+    ///         deregisters) is still claimable while the stake is there (contracts/test/Review3.t.sol).
+    uint256 public immutable MAX_PROMISE_DELAY;
 
     /// @notice Omission challenges opened so far (ids 1..omissionCount).
     uint256 public omissionCount;
@@ -216,6 +221,7 @@ contract OmissionManager is ReentrancyGuardTransient {
         CHALLENGER_REWARD_BPS = taskManager.CHALLENGER_REWARD_BPS();
         ANSWER_FEE_BPS = taskManager.AVAILABILITY_FEE_BPS();
         ANSWER_GAS = taskManager.ANSWER_FIXED_GAS();
+        MAX_PROMISE_DELAY = SERVICE_MANAGER.UNBONDING_PERIOD() / 2;
     }
 
     /// @notice Accepts slashed stake from the ServiceManager only.
@@ -253,7 +259,7 @@ contract OmissionManager is ReentrancyGuardTransient {
         if (ReceiptLib.leaf(receipt) != pledge.leaf || receipt.requestHash != pledge.requestHash) {
             revert NotThePromisedReceipt();
         }
-        address node = _checkPromise(pledge, signature, request);
+        (address node, uint64 commitBy) = _checkPromise(pledge, signature, request);
         bytes32 key = keccak256(abi.encode(node, pledge.leaf));
         uint256 prior = promiseOmission[key];
         if (prior != 0) revert PromiseAlreadyChallenged(prior);
@@ -262,8 +268,6 @@ contract OmissionManager is ReentrancyGuardTransient {
         }
         // forge-lint: disable-next-line(unsafe-typecast)
         uint64 deadline = uint64(block.timestamp + VOTE_WINDOW);
-        // forge-lint: disable-next-line(unsafe-typecast)
-        uint64 commitBy = uint64(pledge.commitBy);
         _omissions[omissionId] = OmissionChallenge({
             challenger: msg.sender,
             deadline: deadline,
@@ -449,11 +453,13 @@ contract OmissionManager is ReentrancyGuardTransient {
         return o;
     }
 
-    /// @dev Checks that the caller may claim `pledge` broken now; returns the node that signed it.
+    /// @dev Checks that the caller may claim `pledge` broken now; returns the node that signed it
+    ///      and the time the promise fell due: `commitBy`, or the request's `deadline` plus
+    ///      MAX_PROMISE_DELAY if that is earlier (a user-signed bound the node cannot stretch).
     function _checkPromise(ReceiptPromise calldata pledge, bytes calldata signature, TaskRequest calldata request)
         internal
         view
-        returns (address node)
+        returns (address node, uint64 dueAt)
     {
         bytes32 digest = PAYMENTS.hashTaskRequest(request);
         if (digest != pledge.requestHash) revert NotTheRequest(pledge.requestHash, digest);
@@ -461,9 +467,14 @@ contract OmissionManager is ReentrancyGuardTransient {
         node = request.node;
         (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecover(PAYMENTS.hashReceiptPromise(pledge), signature);
         if (err != ECDSA.RecoverError.NoError || signer != node) revert NotTheNodesPromise();
-        uint256 commitBy = pledge.commitBy;
-        if (block.timestamp < commitBy) revert PromiseNotDue(commitBy);
-        if (block.timestamp >= commitBy + CHALLENGE_WINDOW) revert PromiseExpired(commitBy + CHALLENGE_WINDOW);
+        uint256 due = pledge.commitBy;
+        if (request.deadline < type(uint64).max && request.deadline + MAX_PROMISE_DELAY < due) {
+            due = request.deadline + MAX_PROMISE_DELAY;
+        }
+        if (block.timestamp < due) revert PromiseNotDue(due);
+        if (block.timestamp >= due + CHALLENGE_WINDOW) revert PromiseExpired(due + CHALLENGE_WINDOW);
+        // forge-lint: disable-next-line(unsafe-typecast)
+        dueAt = uint64(due); // at most block.timestamp: fits
     }
 
     function _openOmission(uint256 omissionId) internal view returns (OmissionChallenge storage o) {

@@ -35,8 +35,9 @@ import {Receipt, TaskRequest} from "./libraries/Types.sol";
 ///      Resolution rule (exact): with `base = ServiceManager.settledValidatorStake()` when the
 ///      challenge opened (stake added in that second cannot vote, so it does not count either),
 ///      fraud  <=>  fraudStake * 10_000 >= base * QUORUM_BPS  &&  fraudStake > honestStake.
-///      The node is cleared iff honestStake >= fraudStake and both together reach the quorum;
-///      anything else (no quorum either way) is no verdict.
+///      The node is cleared iff honestStake >= fraudStake and honestStake alone reaches the quorum
+///      (the mirror of the fraud rule: a fraud vote never carries "not fraud" over the quorum);
+///      anything else is no verdict.
 ///
 ///      Fraud: `slashed = min(SLASH_AMOUNT, node stake + unbonding)` moves here; the challenger
 ///      gets its bond back plus, if the seed picked it for the receipt, CHALLENGER_REWARD_BPS of
@@ -642,11 +643,13 @@ contract TaskManager is ReentrancyGuardTransient {
             _resolveFraud(challengeId, c);
         } else {
             c.status = ChallengeStatus.NotFraud;
-            // The node earns the bond only when the validators cleared it (a quorum voted and
-            // "not fraud" had at least as much stake). Without such a verdict the bond burns:
-            // were it paid to the node, a node could let a correct challenge of its own decoy
-            // fail for lack of votes and pocket the finder's bond instead of revealing.
-            bool cleared = honestStake >= fraudStake && (fraudStake + honestStake) * BPS >= quorum;
+            // The node earns the bond only when the validators cleared it (a quorum of "not
+            // fraud" votes by themselves, at least the fraud side). Without such a verdict the
+            // bond burns: were it paid to the node, a node could let a correct challenge of its
+            // own decoy fail for lack of votes and pocket the finder's bond instead of revealing;
+            // were the challenger's own vote counted toward clearing, a node's sock identity
+            // could tie it and take the honest challenger's bond (contracts/test/Review3.t.sol).
+            bool cleared = honestStake >= fraudStake && honestStake * BPS >= quorum;
             uint256 pool = cleared && honestStake != 0 ? CHALLENGE_BOND * VOTER_REWARD_BPS / BPS : 0;
             uint256 burned = cleared ? 0 : CHALLENGE_BOND;
             c.rewardPool = pool;

@@ -126,7 +126,8 @@ def test_unbond_blocked_during_dispute(network: Contracts, actors: Actors) -> No
     )
     node_sm.request_unbond(NODE_STAKE)
     # past unbonding and the lock (the window's end, rounded up to LOCK_STEP = window / 16)
-    increase_time(network.w3, network.params.challenge_window * 17 // 16 + 1)
+    p = network.params
+    increase_time(network.w3, max(p.unbonding_period, p.challenge_window * 17 // 16) + 1)
     with pytest.raises(OperatorFrozen) as exc:
         node_sm.withdraw_unbonded()
     assert exc.value.frozenCount == 1

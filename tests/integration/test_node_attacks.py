@@ -438,16 +438,17 @@ async def test_streamed_text_differing_from_committed_output_is_refused(tmp_path
 
 
 def test_stream_rule() -> None:
-    """The rule itself: the output must start the stream; what follows is whitespace or a stop
-    string completed by the last piece (the node streams the token that completed it, then
-    nothing); U+FFFD in the stream stands for a
+    """The rule itself: what the client shows of the stream (cut at the first stop string) is the
+    output, then at most whitespace; U+FFFD in the stream stands for a
     character split across tokens; agents other than chat are not checked."""
     stop = {"messages": [{"role": "user", "content": "x"}], "stop": ["END"]}
     assert stream_problem("chat", "x", "4", "4") is None
     assert stream_problem("chat", "x", "4 \n", "4") is None
-    assert stream_problem("chat", stop, ["4", "END and more"], "4") is None  # the stop token's rest
-    assert stream_problem("chat", stop, ["4", "EN", "D and"], "4") is None  # completed by the last piece
-    assert stream_problem("chat", stop, ["4", "END", " and more"], "4") is not None  # a piece after it
+    # what follows a stop string is never shown (the client cuts there), in whatever pieces
+    assert stream_problem("chat", stop, ["4", "END and more"], "4") is None
+    assert stream_problem("chat", stop, ["4", "EN", "D and"], "4") is None
+    assert stream_problem("chat", stop, ["4", "END", " and more"], "4") is None
+    assert stream_problem("chat", stop, ["5", "END"], "4") is not None  # other text before it
     assert stream_problem("chat", "x", "caf\ufffd ok", "caf\u00e9 ok") is None
     assert stream_problem("chat", "x", "4", "4", complete=False) is None
     assert stream_problem("chat", "x", "4", "42", complete=False) is None  # ended early: a start

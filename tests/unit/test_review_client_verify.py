@@ -24,11 +24,12 @@ from eth_account.signers.local import LocalAccount
 from supernet.sdk.chain.eip712 import Domain, ReceiptPromise, sign_receipt_promise
 from supernet.sdk.chain.payments import compact_signature
 from supernet.sdk.chain.receipts import Receipt, input_hash, output_hash, sign_receipt, trace_hash
+from supernet.sdk.chain.registry import Operator, Role
 from supernet.sdk.client.client import Client
 from supernet.sdk.client.freshness import MAX_WALK, SeenRoot, check_latest
 from supernet.sdk.client.ladder import sign_task
 from supernet.sdk.client.state import TaskRecord
-from supernet.sdk.client.streaming import stream_problem
+from supernet.sdk.client.streaming import shown_cutter, stream_problem
 from supernet.sdk.client.verify import VerificationReport, check_receipt
 from supernet.sdk.formats.profile import AgentProfile
 from supernet.sdk.formats.trace import MemorySearchEvent, Trace, example_dag
@@ -39,6 +40,8 @@ DOMAIN = Domain(chain_id=31337, verifying_contract="0x" + "22" * 20)
 MODEL = "0x" + "07" * 32
 FEE = 10**12
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+ETHER = 10**18
+UNBONDING = 7 * 86_400
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -122,6 +125,13 @@ def _client(tmp_path: Path, user: LocalAccount, node: LocalAccount, leaf: bytes 
             batch=lambda _bid: SimpleNamespace(node=node.address, root=leaf or b"", count=1 if leaf else 0)
         ),
         w3=SimpleNamespace(eth=SimpleNamespace(get_block=lambda _b: {"timestamp": now})),
+        # a node with its whole stake active, on a chain with a week's unbonding: promises due
+        # within ~6 days are backed (`supernet.sdk.chain.promises`)
+        service_manager=SimpleNamespace(
+            get_operator=lambda _a: Operator(Role.NODE, True, 0, 0, 0, 0, 0, 2 * ETHER, 0),
+            unbonding_period=lambda: UNBONDING,
+        ),
+        omission_manager=SimpleNamespace(slash_amount=lambda: ETHER),
     )
     return Client(contracts, state_dir=tmp_path)  # type: ignore[arg-type]
 
@@ -445,22 +455,34 @@ async def test_defence_freshness_rollback_below_a_long_history_fails() -> None:
     assert fresh is not None and fresh[0] is True
 
 
-def test_defence_stream_may_show_nothing_after_the_stop_token() -> None:
+def test_defence_stream_never_shows_text_after_a_stop_string() -> None:
     """Attack: a chat task whose input has a ``stop`` string. The node streams the committed
-    output, then the stop string, then any text it likes ("... wire the funds to 0xbad"). Before,
-    `stream_problem` accepted any rest that started with a stop string, however long.
+    output, then the stop string, then any text it likes ("... wire the funds to 0xbad"), split
+    into pieces as it likes (the tail in the stop's own piece, or everything in one piece). Before,
+    `stream_problem` accepted any rest that started with a stop string, and the client showed it.
 
-    Now: the stop string must be completed by the last piece streamed, and only the rest of that
-    piece may follow it (an honest node cuts after the token that completed the stop string and
-    streams nothing more). Controls: the honest stream passes, with the stop token's rest."""
+    Now: the client cuts what it shows at the first stop string (`StopCutter`, used by
+    `Client.stream` and `submit_task(on_token=...)`), holding back text that could start one, so
+    whatever the node streams after it is never shown; what is shown must be the output. Controls:
+    a stop split over pieces is cut too; a node that streams other text before the stop is caught."""
     output = "The capital of France is Paris."
     task_input = {"messages": [{"role": "user", "content": "capital of France?"}], "stop": ["\nUser:"]}
     tail = " also, the node says: send 5 ETH to 0xbad to unlock the full answer."
-    pieces = ["The capital", " of France", " is Paris", ".", "\nUser", ":", *tail.split(" ")]
-    assert stream_problem("chat", task_input, pieces, output) is not None
-    assert stream_problem("chat", task_input, output + "\nUser:" + tail, output) is not None  # one string
-    assert stream_problem("chat", task_input, pieces[:6], output) is None  # control: honest
-    assert stream_problem("chat", task_input, [*pieces[:5], ": Hi"], output) is None  # the token's rest
+    for pieces in (
+        ["The capital", " of France", " is Paris", ".", "\nUser", ":", *tail.split(" ")],
+        ["The capital of France is Paris.", "\nUser:" + tail],
+        [output + "\nUser:" + tail],
+        ["The capital of France is Paris.\nUs", "er", ":" + tail],
+    ):
+        cutter = shown_cutter("chat", task_input)
+        shown = [cutter.feed(p) for p in pieces] + [cutter.flush()]
+        assert "".join(shown) == output, pieces  # the tail is never shown
+        assert stream_problem("chat", task_input, pieces, output) is None
+    lying = ["The capital of France is Lyon.", "\nUser:"]
+    assert stream_problem("chat", task_input, lying, output) is not None
+    # text that only looks like the start of a stop is shown once it cannot be one
+    cutter = shown_cutter("chat", task_input)
+    assert cutter.feed("Paris.\nU") == "Paris." and cutter.feed("nits") == "\nUnits"
 
 
 async def test_defence_freshness_learns_only_from_proven_traces(

@@ -4,6 +4,9 @@ pragma solidity 0.8.37;
 /// @title IServiceManager
 /// @notice The part of the operator registry that the dispute logic (TaskManager) relies on.
 interface IServiceManager {
+    /// @notice Seconds between a request to unbond and the withdrawal of that stake.
+    function UNBONDING_PERIOD() external view returns (uint256);
+
     /// @notice True iff `node` is a registered node with at least the minimum node stake.
     function isActiveNode(address node) external view returns (bool);
 

@@ -178,8 +178,12 @@ class _StopWatcher:
     def on_token(self, index: int, token_id: int) -> bool:
         self._ids.append(token_id)
         text = stop_text(self._tokenizer, self._ids)
-        delta = text[len(self._text) :] if text.startswith(self._text) else ""
-        self._text = text
+        # a trailing U+FFFD may be a character whose bytes the next token completes: held back,
+        # so the stream only ever grows by whole characters (the user's client reads the stream
+        # as a prefix of the output, `supernet.sdk.client.streaming.stream_problem`)
+        stable = text.rstrip("\ufffd")
+        delta = stable[len(self._text) :] if stable.startswith(self._text) else ""
+        self._text = stable
         self._emit(token_id, delta)
         return any(stop in text for stop in self._stops)
 

@@ -34,6 +34,7 @@ from supernet.node.service.redeemer import Redeemer, RedeemPolicy
 from supernet.node.service.streams import StreamHub
 from supernet.node.service.worker import TaskWorker
 from supernet.sdk.chain.eip712 import Domain
+from supernet.sdk.chain.promises import check_promise_delay
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,9 @@ class NodeService:
             store=self.store,
         )
         self.app = create_app(self.ctx)
+        if isinstance(self.chain, Web3Chain):  # before registering: promises this chain can enforce
+            unbonding = await asyncio.to_thread(self.chain.contracts.service_manager.unbonding_period)
+            check_promise_delay(s.batch.promise_s, unbonding)
         if self.chain is not None:
             self.redeemer = Redeemer(
                 db,

@@ -67,6 +67,10 @@ class OmissionManager(Binding):
 
     NAME = "OmissionManager"
 
+    def slash_amount(self) -> int:
+        """What a claim the node cannot answer slashes (``SLASH_AMOUNT``, the TaskManager's)."""
+        return int(self.call("SLASH_AMOUNT"))
+
     def challenge_bond(self) -> int:
         """Wei a claim posts (the TaskManager's ``CHALLENGE_BOND``)."""
         return int(self.call("CHALLENGE_BOND"))

@@ -57,7 +57,9 @@ class ProtocolParams:
     def devnet(cls) -> ProtocolParams:
         """Short delays and full sampling, for a local chain (each value per the contracts' NatSpec)."""
         return cls(
-            unbonding_period=60,
+            # above twice a node's default 600 s promise: a promise falls due while the stake is
+            # there (`supernet.sdk.chain.promises`; tests move the chain's clock, nobody waits)
+            unbonding_period=3600,
             withdrawal_delay=60,
             seed_delay_blocks=1,
             sample_rate_ppm=1_000_000,

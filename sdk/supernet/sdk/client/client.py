@@ -19,6 +19,7 @@ from httpx_sse import aconnect_sse
 from pydantic import RootModel
 from supernet.sdk.chain import Contracts, Deployment
 from supernet.sdk.chain.eip712 import ReceiptPromise, TaskRequest
+from supernet.sdk.chain.promises import claim_due, promise_horizon
 from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.chain.tasks import ChallengeStatus
 from supernet.sdk.client.confirm import confirmation_body
@@ -27,7 +28,7 @@ from supernet.sdk.client.ladder import DEFAULT_MAX_FEE, domain_key, proven_cumul
 from supernet.sdk.client.read_grant import ReadGrantAuth
 from supernet.sdk.client.routing import PROBE_TIMEOUT_S, Probe, probe, rank
 from supernet.sdk.client.state import ClientState, TaskRecord
-from supernet.sdk.client.streaming import TaskStream, check_stream
+from supernet.sdk.client.streaming import StopCutter, TaskStream, check_stream, shown_cutter
 from supernet.sdk.client.types import (
     DEFAULT_MIN_LIMITS,
     ClientError,
@@ -42,7 +43,7 @@ from supernet.sdk.client.types import (
     pick_model_id,
     serves_model,
 )
-from supernet.sdk.client.verify import VerificationReport, check_receipt, request_in_trace
+from supernet.sdk.client.verify import PENDING_CHECK, VerificationReport, check_receipt, request_in_trace
 from supernet.sdk.formats.fields import FormatError
 from supernet.sdk.formats.trace import Trace
 from supernet.sdk.node_api import (
@@ -54,6 +55,7 @@ from supernet.sdk.node_api import (
     TaskPublic,
 )
 from supernet.sdk.store import StoreClient, StoreError
+from supernet.sdk.store.errors import InvalidCIDError
 
 log = logging.getLogger(__name__)
 MAX_FAILOVER = 3  # nodes tried in turn when the best ranked ones are down (before any payment)
@@ -376,7 +378,8 @@ class Client:
             offer=offer,
         )
         streamed: list[str] = []
-        final, complete = await self._follow(p.node.url, p.task_id, on_token, streamed)
+        cutter = shown_cutter(p.agent, p.input)
+        final, complete = await self._follow(p.node.url, p.task_id, on_token, streamed, cutter)
         result = self._finish(p, final)
         if result is None:
             raise ClientError(f"task {p.task_id} {final.status}: {final.error}")
@@ -677,10 +680,20 @@ class Client:
             if isinstance(trace_doc, dict):
                 task_input, output = trace_doc.get("input"), trace_doc.get("output")
                 request = request_in_trace(trace_doc, task_id, self.account.address, domain)
+        horizon: int | None = None
+        due: Callable[[int], int] | None = None
+        if doc.promise is not None and (doc.batch is None or doc.batch.chainBatchId is None):
+            horizon, unbonding = await asyncio.to_thread(self._promise_horizon, record.node, chain_now)
+            if isinstance(request, TaskRequest):
+                deadline = request.deadline
+                due = lambda commit_by: claim_due(commit_by, deadline, unbonding)  # noqa: E731
+        # no await from here to `_keep_promise`: concurrent verifies of a task see one kept promise
         receipt_doc = doc.model_dump(mode="json")
         kept = record.promise if ours else None
-        if kept is not None and kept.get("leaf") == doc.leaf:  # judged by the promise already kept
+        if kept is not None and str(kept.get("leaf")).lower() == doc.leaf.lower():
+            # judged by the promise already kept (its horizon was judged when it was kept)
             receipt_doc["promise"] = {"commitBy": kept["commitBy"], "signature": kept["signature"]}
+            horizon = None
         report = check_receipt(
             receipt_doc,
             task_id=task_id,
@@ -699,12 +712,14 @@ class Client:
             domain=domain,
             now=chain_now,
             request=request if isinstance(request, TaskRequest) else None,
+            promise_horizon=horizon,
+            promise_due=due,
         )
         if not ours:
             report.add("request in trace", isinstance(request, TaskRequest), str(request)[:200])
         if ours:
             self._keep_promise(task_id, doc, report, kept)
-        if kept is not None and kept.get("leaf") != doc.leaf:
+        if kept is not None and str(kept.get("leaf")).lower() != doc.leaf.lower():
             report.add(
                 "receipt as promised", False, f"the node promised leaf {kept.get('leaf')}, serves {doc.leaf}"
             )
@@ -715,18 +730,29 @@ class Client:
     def _keep_promise(
         self, task_id: str, doc: ReceiptPublic, report: VerificationReport, kept: dict[str, Any] | None
     ) -> None:
-        """Store the node's promise (an omission claim needs it) once it passed its check, if none is
-        kept yet: the first valid promise stays, whatever the node answers later."""
+        """Store the node's promise (an omission claim needs it) if none is kept yet and the receipt
+        passed every check but its commit: a promise kept with a receipt that fails (another task's,
+        a wrong leaf) would be refused by the contract and shut out the honest one for good. The
+        leaf stored is the receipt's own hash, never the node's word for it."""
         if kept is not None or doc.promise is None:
             return
-        if not any(c.name == "commit promise" and c.ok for c in report.checks):
+        failed = {c.name for c in report.failed()}
+        # a promise due too late is still kept: its claim opens at the request's bound on chain
+        if not failed <= {PENDING_CHECK, "commit promise kept", "commit promise backed"} or not any(
+            c.name == "commit promise" for c in report.checks
+        ):
             return
-        self.state.tasks[task_id].promise = {
-            "leaf": doc.leaf,
-            "receipt": doc.receipt,
-            **doc.promise.model_dump(),
-        }
+        leaf = "0x" + Receipt.from_json(doc.receipt).leaf().hex()
+        promise = {"leaf": leaf, "receipt": doc.receipt, **doc.promise.model_dump()}
+        self.state.tasks[task_id].promise = promise
         self.state.save()
+
+    def _promise_horizon(self, node: str, now: int) -> tuple[int, int]:
+        """The latest time a claim against ``node`` could still slash, and the chain's unbonding
+        period (chain reads)."""
+        sm, om = self.contracts.service_manager, self.contracts.omission_manager
+        unbonding = sm.unbonding_period()
+        return promise_horizon(now, sm.get_operator(node), unbonding, om.slash_amount()), unbonding
 
     async def _check_latest(
         self, report: VerificationReport, task_id: str, record: TaskRecord, trace_doc: Any
@@ -740,10 +766,13 @@ class Client:
         store_url = self.store_url or (await self.node_info(record.node_url)).storeUrl
         if not store_url:
             return
-        async with StoreClient(store_url, timeout=30) as store:
-            latest = await check_latest(
-                self.state.roots, record.node, task_id, record.sent_seq, record.done_seq, trace, store.get_dag
-            )
+        seen, seqs = self.state.roots, (record.sent_seq, record.done_seq)
+        try:
+            async with StoreClient(store_url, timeout=30) as store:
+                latest = await check_latest(seen, record.node, task_id, *seqs, trace, store.get_dag)
+        except (StoreError, InvalidCIDError) as exc:  # a root block missing or unreadable
+            report.add("latest memory and files", False, f"a root could not be read: {exc}")
+            return
         self.state.save()
         if latest is not None:
             report.add("latest memory and files", *latest)
@@ -851,17 +880,30 @@ class Client:
         self.state.save()
 
     async def _follow(
-        self, url: str, task_id: str, on_token: Callable[[str], None] | None, streamed: list[str]
+        self,
+        url: str,
+        task_id: str,
+        on_token: Callable[[str], None] | None,
+        streamed: list[str],
+        cutter: StopCutter,
     ) -> tuple[TaskPublic, bool]:
-        """The task's end, and whether its stream ran to it (``streamed`` gets the text pieces)."""
-        async for event, data in self.stream_events(url, task_id):
-            if event == "token":
-                streamed.append(str(data["text"]))
-                if on_token is not None:
-                    on_token(streamed[-1])
-            elif event in ("done", "error"):
-                return parse(TaskPublic, data, f"{url} {event} event"), True
-        return await self.wait(task_id, url), False
+        """The task's end, and whether its stream ran to it (``streamed`` gets the text pieces;
+        ``on_token`` is shown what ``cutter`` lets through: nothing past a stop string)."""
+
+        def show(text: str) -> None:
+            if text and on_token is not None:
+                on_token(text)
+
+        try:
+            async for event, data in self.stream_events(url, task_id):
+                if event == "token":
+                    streamed.append(str(data["text"]))
+                    show(cutter.feed(streamed[-1]))
+                elif event in ("done", "error"):
+                    return parse(TaskPublic, data, f"{url} {event} event"), True
+            return await self.wait(task_id, url), False
+        finally:
+            show(cutter.flush())
 
     async def wait(self, task_id: str, node_url: str | None = None, within_s: float = 900.0) -> TaskPublic:
         """Poll ``GET /v1/tasks/{id}`` until the task is done, failed or refused (or ``within_s``

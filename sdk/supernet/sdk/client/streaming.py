@@ -56,18 +56,48 @@ def _stops(task_input: Any) -> list[str]:
     return [stop] if isinstance(stop, str) else [s for s in stop if isinstance(s, str)]
 
 
-def _stop_cut(rest: str, last_piece: str, stops: list[str]) -> bool:
-    """Whether ``rest`` (what was streamed after the output) is what an honest node's stop cut
-    leaves: a stop string, completed by the last piece streamed, then at most the rest of that
-    piece (or only whitespace). Text streamed in later pieces was never the model's answer."""
-    if not rest.strip():
-        return True
-    for stop in stops:
-        if stop and rest.startswith(stop):
-            after = rest[len(stop) :]
-            if not after.strip() or len(after) < len(last_piece):  # the stop ends in the last piece
-                return True
-    return False
+class StopCutter:
+    """What the user is shown of a chat stream: the text up to the first ``stop`` string, never
+    past it. A piece's text is held back while it could be the start of a stop string, and shown
+    once it cannot (or at the end, `flush`). The node cuts its output at the same place, so what
+    is shown is what its receipt commits; text a node streams after a stop (however it splits its
+    pieces) is never shown (tests/unit/test_review_client_verify2.py)."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self._stops = [s for s in stops if s]
+        self._longest = max((len(s) for s in self._stops), default=0)
+        self._text, self._shown, self._cut = "", 0, False
+
+    def feed(self, piece: str) -> str:
+        """The text of ``piece`` (and of earlier held-back text) that can be shown now."""
+        if self._cut:
+            return ""
+        self._text += piece
+        start = max(0, self._shown - self._longest)
+        found = [i for i in (self._text.find(s, start) for s in self._stops) if i != -1]
+        if found:
+            self._cut = True
+            return self._show(min(found))
+        hold = max(
+            (k for s in self._stops for k in range(1, len(s)) if self._text.endswith(s[:k])),
+            default=0,
+        )
+        return self._show(len(self._text) - hold)
+
+    def flush(self) -> str:
+        """At the stream's end: what was held back (it never became a stop string)."""
+        return "" if self._cut else self._show(len(self._text))
+
+    def _show(self, upto: int) -> str:
+        out = self._text[self._shown : max(upto, self._shown)]
+        self._shown = max(upto, self._shown)
+        return out
+
+
+def shown_cutter(agent: str, task_input: Any) -> StopCutter:
+    """The cutter of what a stream of ``agent`` shows (its input's stop strings; none for an agent
+    whose stream is progress, not the answer)."""
+    return StopCutter(_stops(task_input) if agent in CHECKED_AGENTS else [])
 
 
 def stream_problem(
@@ -75,26 +105,26 @@ def stream_problem(
 ) -> str | None:
     """None if the text a node streamed for a task agrees with its committed output, else why not.
 
-    The rule (an honest node's, docs/interfaces.md "Streaming"): for a `CHECKED_AGENTS` agent, the
-    streamed ``pieces`` joined start with the output; what follows it is only whitespace, or one of
-    the input's ``stop`` strings completed by the last piece (the node cuts the output at the first
-    stop string, after streaming the token that completed it, and streams nothing after it). A
-    stream that ended early (``complete`` false) must be a start of the output. Other agents are
-    not checked (None). A plain string is read as one piece per character (the strictest reading).
+    The rule (an honest node's, docs/interfaces.md "Streaming"): for a `CHECKED_AGENTS` agent,
+    what the user is shown of the streamed ``pieces`` (cut at the first of the input's ``stop``
+    strings, `StopCutter`) is the output, then at most whitespace; a run of U+FFFD in the stream
+    stands for characters split across tokens, and the output may end in U+FFFD the stream never
+    showed (an incomplete last character). A stream that ended early (``complete`` false) must be a
+    start of the output. Other agents are not checked (None).
     """
     if agent not in CHECKED_AGENTS:
         return None
-    streamed = "".join(pieces)
-    at = _align(streamed, output)
+    cutter = shown_cutter(agent, task_input)
+    shown = "".join(cutter.feed(p) for p in pieces) + cutter.flush()
+    at = _align(shown, output)
     if at is not None:
         i, j = at
-        if j == len(output):
-            if _stop_cut(streamed[i:], pieces[-1] if len(pieces) else "", _stops(task_input)):
-                return None
-        elif not complete and i == len(streamed):
+        if i == len(shown) and not complete:
+            return None
+        if not shown[i:].strip() and not output[j:].strip("\ufffd"):
             return None
     return (
-        f"the node streamed {streamed[:120]!r}{'...' if len(streamed) > 120 else ''} but its committed "
+        f"the node streamed {shown[:120]!r}{'...' if len(shown) > 120 else ''} but its committed "
         f"output is {output[:120]!r}{'...' if len(output) > 120 else ''}"
     )
 
@@ -134,13 +164,17 @@ class TaskStream:
         self.task_id = p.task_id
         final: TaskPublic | None = None
         pieces: list[str] = []
+        cutter = shown_cutter(p.agent, p.input)
         async for event, data in self._client.stream_events(p.node.url, p.task_id):
             if event == "token":
                 pieces.append(str(data["text"]))
-                yield pieces[-1]
+                if shown := cutter.feed(pieces[-1]):
+                    yield shown
             elif event in ("done", "error"):
                 final = parse(TaskPublic, data, f"{p.node.url} {event} event")
                 break
+        if rest := cutter.flush():
+            yield rest
         complete = final is not None
         if final is None:  # the stream ended early ("pending"): the task's state says the rest
             final = await self._client.task(p.task_id, p.node.url)

@@ -106,6 +106,8 @@ def check_receipt(
     domain: Domain | None = None,
     now: float | None = None,
     request: TaskRequest | None = None,
+    promise_horizon: int | None = None,
+    promise_due: Callable[[int], int] | None = None,
 ) -> VerificationReport:
     """Run every check on a ``GET /v1/tasks/{id}/receipt`` document.
 
@@ -134,6 +136,13 @@ def check_receipt(
             signature was checked, `request_in_trace`): the receipt and the trace must be for it
             (its digest is the task id, its node signed the receipt, its model, input, maxFee and
             agent profile are the ones served). None: those checks are skipped.
+        promise_horizon: the latest ``commitBy`` a claim could still slash
+            (`supernet.sdk.chain.promises.promise_horizon`): an uncommitted receipt whose promise
+            is due later fails "commit promise backed" (None: not judged, e.g. a promise already
+            kept).
+        promise_due: ``commitBy -> `` when the omission claim opens on chain
+            (`supernet.sdk.chain.promises.claim_due`: the signed request's deadline bounds it);
+            None: at ``commitBy``.
 
     Signatures (the receipt's, the promise's) must be in the form the contracts accept
     (`supernet.sdk.chain.signatures.require_canonical`): a promise the chain would refuse is no
@@ -141,11 +150,16 @@ def check_receipt(
     (`supernet.sdk.formats.binding`), whether or not the user holds the output itself.
     """
     rep = VerificationReport(task_id)
-    receipt = Receipt.from_json(doc["receipt"])
+    try:
+        receipt = Receipt.from_json(doc["receipt"])
+        receipt.leaf()  # every field encodable
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:  # the node's malformed answer
+        rep.add("receipt format", False, f"{type(exc).__name__}: {exc}")
+        return rep
     rep.add("request hash", _hex(receipt.request_hash) == task_id.lower(), _hex(receipt.request_hash))
     rep.add("user", to_checksum_address(receipt.user) == to_checksum_address(user), receipt.user)
     if task_input is not None:
-        rep.add("input hash", receipt.input_hash == input_hash(task_input), _hex(receipt.input_hash))
+        rep.add("input hash", receipt.input_hash == _input_hash(task_input), _hex(receipt.input_hash))
     if output is not None:
         rep.add("output hash", receipt.output_hash == output_hash(output), _hex(receipt.output_hash))
     if model_id is not None:
@@ -194,11 +208,22 @@ def check_receipt(
             _check_trace(rep, trace, receipt, output, request)
     batch = doc.get("batch") or {}
     if batch.get("chainBatchId") is None or batch.get("proof") is None:
-        if promise is not None and now is not None and now >= int(promise["commitBy"]):
+        due = None if promise is None else int(promise["commitBy"])
+        if due is not None and promise_due is not None:
+            due = promise_due(due)
+        if due is not None and promise_horizon is not None and due > promise_horizon:
+            rep.add(
+                "commit promise backed",
+                False,
+                f"due at {due}, after {promise_horizon}, the last time a claim still finds the "
+                "node's stake (supernet.sdk.chain.promises): the promise cannot be enforced",
+            )
+            return rep
+        if due is not None and now is not None and now >= due:
             rep.add(
                 "commit promise kept",
                 False,
-                f"not committed by {promise['commitBy']}: claim the omission (supernet task omission)",
+                f"not committed by {due}: claim the omission (supernet task omission)",
             )
             return rep
         rep.add(PENDING_CHECK, False, "receipt not committed yet")
@@ -212,6 +237,14 @@ def check_receipt(
         f"batch {batch['chainBatchId']} #{batch.get('index')} root {_hex(root)}",
     )
     return rep
+
+
+def _input_hash(task_input: Any) -> bytes | str:
+    """The input's hash, or why it has none (never equal to a hash: the check fails, not verify)."""
+    try:
+        return input_hash(task_input)
+    except (TypeError, ValueError) as exc:  # InputEncodingError: no canonical form
+        return f"no canonical form: {exc}"
 
 
 def _check_trace(

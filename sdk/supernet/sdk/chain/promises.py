@@ -1,0 +1,76 @@
+"""When a node's promise to commit a receipt is worth something: a claim can still slash it.
+
+A `ReceiptPromise` is enforced by an omission claim (`OmissionManager.challengeOmission`), which
+can be opened only from ``commitBy`` on and which freezes the node's stake. Nothing locks stake for
+a receipt that was never committed, so a promise due after the node's stake can leave is no
+promise: the node fakes a task, is paid, signs ``commitBy`` beyond its unbonding, deregisters and
+withdraws before any claim can open (contracts/test/Review3.t.sol). Two rules close it:
+
+- on chain, a claim opens at `claim_due`: ``commitBy``, or the user's signed request ``deadline``
+  plus ``MAX_PROMISE_DELAY`` (half the unbonding period) if that is earlier; a node refuses to
+  start with a ``promise_s`` above `max_promise_delay`;
+- the user's client accepts a promise only if it falls due by `promise_horizon` (a node already
+  unbonding backs only promises due before its stake leaves).
+
+>>> max_promise_delay(7 * 86_400)
+302400
+>>> claim_due(10**12, 1_000, 7 * 86_400)
+303400
+"""
+
+from __future__ import annotations
+
+from supernet.sdk.chain.registry import Operator
+
+DAY = 86_400
+
+
+def claim_margin(unbonding_period: int) -> int:
+    """Time a user keeps, after a promise fell due, to open its claim before the stake could leave:
+    a tenth of the unbonding period, at most a day."""
+    return min(unbonding_period // 10, DAY)
+
+
+def max_promise_delay(unbonding_period: int) -> int:
+    """``OmissionManager.MAX_PROMISE_DELAY``: how long after its request's deadline a promise may
+    fall due (half the unbonding period); also the longest ``promise_s`` a node may use."""
+    return unbonding_period // 2
+
+
+def claim_due(commit_by: int, request_deadline: int, unbonding_period: int) -> int:
+    """When the omission claim of a promise opens (``OmissionManager._checkPromise``)."""
+    if request_deadline < 2**64 - 1:
+        return min(commit_by, request_deadline + max_promise_delay(unbonding_period))
+    return commit_by
+
+
+def promise_horizon(now: int, operator: Operator, unbonding_period: int, slash_amount: int) -> int:
+    """The latest ``commitBy`` whose claim, opened then, still finds ``slash_amount`` of the node's
+    stake (less `claim_margin`).
+
+    Active stake cannot leave before ``now + unbonding_period`` (unbonding starts with a request);
+    stake already unbonding leaves at its ``unbondingReadyAt`` (or lock); a node without enough of
+    either backs no promise (the horizon is then in the past)."""
+    if operator.stake >= slash_amount:
+        until = now + unbonding_period
+    elif operator.stake + operator.unbonding >= slash_amount:
+        until = max(operator.unbonding_ready_at, operator.locked_until)
+    else:
+        return now - 1
+    return until - claim_margin(unbonding_period)
+
+
+def check_promise_delay(promise_s: int, unbonding_period: int) -> None:
+    """Refuse a node's ``batch.promise_s`` its chain would cut short.
+
+    Raises:
+        ValueError: ``promise_s`` is above `max_promise_delay` (users' claims would open before the
+            node's promised time, and clients would judge its promises unbacked).
+    """
+    limit = max_promise_delay(unbonding_period)
+    if promise_s > limit:
+        raise ValueError(
+            f"batch.promise_s = {promise_s} s is above this chain's MAX_PROMISE_DELAY ({limit} s, half "
+            f"its UNBONDING_PERIOD of {unbonding_period} s): a promise must fall due while the node's "
+            f"stake is still there; set batch.promise_s to at most {limit}"
+        )
