@@ -34,7 +34,7 @@ from supernet.node.service.redeemer import Redeemer, RedeemPolicy
 from supernet.node.service.streams import StreamHub
 from supernet.node.service.worker import TaskWorker
 from supernet.sdk.chain.eip712 import Domain
-from supernet.sdk.chain.promises import check_promise_delay
+from supernet.sdk.chain.promises import check_promise_delay, max_promise_delay
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,11 @@ class NodeService:
     async def setup(self) -> None:
         """Open the database, register on chain if configured, and resume unfinished work."""
         s = self.settings
+        promise_bound: int | None = None
+        if isinstance(self.chain, Web3Chain):  # before anything: promises this chain can enforce
+            unbonding = await asyncio.to_thread(self.chain.contracts.service_manager.unbonding_period)
+            check_promise_delay(s.batch.promise_s, unbonding)
+            promise_bound = max_promise_delay(unbonding)
         db = Database.open(s.data_dir / "node.sqlite3")
         streams = StreamHub()
         self.batcher = Batcher(
@@ -95,6 +100,9 @@ class NodeService:
             faults=self.faults,
             domain=self.domain,
             promise_s=s.batch.promise_s,
+            promise_bound_s=promise_bound,
+            # a receipt is committed within max_age_s; the rest is the transaction's inclusion
+            commit_margin_s=2 * s.batch.max_age_s + 60,
         )
         auth = Authenticator(
             self.account.address, self.domain, self.executor, db, self.chain, s.pricing.task_fee_wei
@@ -112,9 +120,6 @@ class NodeService:
             store=self.store,
         )
         self.app = create_app(self.ctx)
-        if isinstance(self.chain, Web3Chain):  # before registering: promises this chain can enforce
-            unbonding = await asyncio.to_thread(self.chain.contracts.service_manager.unbonding_period)
-            check_promise_delay(s.batch.promise_s, unbonding)
         if self.chain is not None:
             self.redeemer = Redeemer(
                 db,

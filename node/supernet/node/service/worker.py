@@ -41,6 +41,10 @@ def build_receipt(task: TaskRow, output: str, trace_cid: str) -> Receipt:
     )
 
 
+class PromiseBoundError(RuntimeError):
+    """A task ended too late for its receipt's promise to be kept (it is failed, not charged)."""
+
+
 class TaskWorker:
     """Schedules admitted tasks on the executor, at most ``concurrency`` at a time.
 
@@ -71,9 +75,16 @@ class TaskWorker:
         domain: Domain | None = None,
         promise_s: int = 600,
         per_user: int | None = None,
+        promise_bound_s: int | None = None,
+        commit_margin_s: float = 80.0,
     ) -> None:
         self.domain = domain
         self.promise_s = promise_s
+        # the chain's MAX_PROMISE_DELAY: a promise falls due at the latest that long after the
+        # request's deadline (`supernet.sdk.chain.promises.claim_due`), so a task that ends later
+        # than that less the time a commit takes is failed, never promised (None: no chain)
+        self.promise_bound_s = promise_bound_s
+        self.commit_margin_s = commit_margin_s
         self.db = db
         self.executor = executor
         self.account = account
@@ -85,12 +96,15 @@ class TaskWorker:
         self._running: dict[str, asyncio.Task[None]] = {}
         self.faults = faults
 
-    def _promise(self, receipt: Receipt) -> tuple[int, str] | None:
+    def _promise(self, receipt: Receipt, deadline: int) -> tuple[int, str] | None:
         """The node's signed promise to commit ``receipt`` within ``promise_s`` (commitBy, signature):
-        a receipt left out of the node's batches is slashable by its user (OmissionManager)."""
+        a receipt left out of the node's batches is slashable by its user (OmissionManager). Never
+        later than the chain lets it fall due (the request's deadline plus ``promise_bound_s``)."""
         if self.domain is None:
             return None
         commit_by = int(time.time()) + self.promise_s
+        if self.promise_bound_s is not None:
+            commit_by = min(commit_by, deadline + self.promise_bound_s)
         promise = ReceiptPromise(receipt.request_hash, receipt.leaf(), commit_by)
         return commit_by, "0x" + sign_receipt_promise(promise, self.domain, self.account).hex()
 
@@ -154,6 +168,16 @@ class TaskWorker:
     def _finish(self, task: TaskRow, result: JobResult, started: float) -> None:
         """Sign the task's receipt and store it with the output and the roots holding its writes
         (the task then reads as done)."""
+        if self.promise_bound_s is not None:
+            due = task.deadline + self.promise_bound_s
+            if time.time() + self.commit_margin_s > due:
+                # its promise would fall due before its batch could be committed: a user could
+                # hold a task past the bound and claim the omission of an honest receipt
+                raise PromiseBoundError(
+                    f"the task ended too late to promise its receipt: the chain lets the promise fall "
+                    f"due at {due} (its deadline {task.deadline} + {self.promise_bound_s} s), less "
+                    f"than {self.commit_margin_s:.0f} s from now; not charged"
+                )
         output = result.output
         if self.faults is not None:
             output = self.faults.on_output(task.id, output)  # the `trace` fault: receipt != trace
@@ -164,7 +188,8 @@ class TaskWorker:
             body=json.dumps(receipt.to_json()),
             signature="0x" + sign_receipt(receipt, self.account).hex(),
         )
-        self.db.finish_task(task.id, output, result.trace_cid, row, self._promise(receipt), result.roots)
+        promise = self._promise(receipt, task.deadline)
+        self.db.finish_task(task.id, output, result.trace_cid, row, promise, result.roots)
         METRICS.tasks_finished.labels(status="done").inc()
         METRICS.task_seconds.observe(time.perf_counter() - started)
 
@@ -175,6 +200,13 @@ class TaskWorker:
             stream.close()
             return
         async with self._user_slot(task.user), self._slots:
+            if task.deadline < time.time():  # queued past its deadline (behind its user's own tasks)
+                log.info("refusing task %s: its deadline passed while it waited (not charged)", task_id)
+                late = "the deadline passed before it could start"
+                self.db.set_status(task_id, TaskStatus.REFUSED, error=late)
+                METRICS.tasks_finished.labels(status="refused").inc()
+                stream.close()
+                return
             self.db.set_status(task_id, TaskStatus.RUNNING)
             started = time.perf_counter()
             stored = False
