@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 import rfc8785
 from node_fixtures import FakeNode
-from supernet.node.service.chat_result import StopHold, cut_at_stop
+from supernet.node.service.chat_result import cut_at_stop
+from supernet.sdk.client.streaming import StopCutter
 from supernet.sdk.openai_compat import chat_task_input
 
 URL = "/v1/chat/completions"
@@ -217,10 +218,10 @@ async def test_stream_has_one_created_and_cuts_at_stop(fake_node: FakeNode) -> N
 
 
 def test_stop_hold_never_sends_a_stop_string_split_over_pieces() -> None:
-    hold = StopHold(["END", "\n\n"])
+    hold = StopCutter(["END", "\n\n"])
     sent = "".join(hold.feed(p) for p in ["Hello wor", "ld E", "N", "D and more"])
     assert sent == "Hello world " and hold.stopped
     assert cut_at_stop("a\n\nbEND", ["END", "\n\n"]) == ("a", True)
     assert cut_at_stop("abc", ["x"]) == ("abc", False)
-    free = StopHold([])
+    free = StopCutter([])
     assert [free.feed(p) for p in ["a", "b"]] == ["a", "b"]

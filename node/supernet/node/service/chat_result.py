@@ -122,25 +122,3 @@ async def add_alternatives(engine: Any, facts: CallFacts, entries: list[dict[str
     scores = await engine.ascore(facts.prompt_ids, facts.output_ids[: len(entries)])
     for entry, top in zip(entries, scores.top_tokens, strict=True):
         entry["top_logprobs"] = [_entry(engine.tokenizer.decode([t]), lp) for t, lp in top[:k]]
-
-
-class StopHold:
-    """Streams text without ever sending a stop string: holds back what could be the start of one."""
-
-    def __init__(self, stops: Sequence[str]) -> None:
-        self._stops = tuple(stops)
-        self._hold = max((len(s) for s in self._stops), default=1) - 1
-        self.text = ""
-        self.sent = 0
-        self.stopped = False
-
-    def feed(self, piece: str) -> str:
-        """Add generated text; returns what may be sent now."""
-        if self.stopped:
-            return ""
-        self.text += piece
-        cut, self.stopped = cut_at_stop(self.text, self._stops)
-        safe = len(cut) if self.stopped else max(self.sent, len(self.text) - self._hold)
-        out = self.text[self.sent : safe]
-        self.sent = max(self.sent, safe)
-        return out

@@ -31,7 +31,6 @@ from supernet.node.agents.tool_calls import parse_tool_call
 from supernet.node.service.chat_params import ChatPlan, UnsupportedParameterError, chat_plan
 from supernet.node.service.chat_result import (
     CallFacts,
-    StopHold,
     add_alternatives,
     call_facts,
     cut_at_stop,
@@ -51,6 +50,7 @@ from supernet.node.service.ports import served_models
 from supernet.node.service.routes_tasks import admit_and_start
 from supernet.node.service.schemas import ChatCompletionCreate, SignedTask
 from supernet.node.service.streams import until
+from supernet.sdk.client.streaming import StopCutter
 from supernet.sdk.openai_compat.chat_input import chat_task_input
 
 router = APIRouter(prefix="/v1/chat", tags=["openai"])
@@ -154,7 +154,7 @@ def _still_running(task_id: str, ctx: NodeContext) -> str:
 
 async def _stream(ctx: NodeContext, answer: _Answer, plan: ChatPlan) -> AsyncIterator[dict[str, str]]:
     yield answer.chunk({"role": "assistant", "content": ""})
-    hold = StopHold(plan.stop)
+    hold = StopCutter(plan.stop)
     stream = ctx.streams.get(answer.id)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + ctx.settings.api.max_stream_s  # as /v1/tasks/{id}/events
@@ -186,7 +186,7 @@ async def _stream(ctx: NodeContext, answer: _Answer, plan: ChatPlan) -> AsyncIte
             yield {"data": json.dumps(answer.doc("chat.completion.chunk", [], usage=facts.usage()))}
         yield {"data": "[DONE]"}
         return
-    sent = hold.text[: hold.sent]
+    sent = hold.shown
     if content.startswith(sent) and len(content) > len(sent):  # held back, or no live stream
         yield answer.chunk({"content": content[len(sent) :]})
     logprobs = await _logprobs(ctx, plan, facts, content, answer.model_id)

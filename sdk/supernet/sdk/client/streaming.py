@@ -61,7 +61,8 @@ class StopCutter:
     past it. A piece's text is held back while it could be the start of a stop string, and shown
     once it cannot (or at the end, `flush`). The node cuts its output at the same place, so what
     is shown is what its receipt commits; text a node streams after a stop (however it splits its
-    pieces) is never shown (tests/unit/test_review_client_verify2.py)."""
+    pieces) is never shown (tests/unit/test_review_client_verify2.py). The node's OpenAI-compatible
+    stream sends through the same cutter."""
 
     def __init__(self, stops: Sequence[str]) -> None:
         self._stops = [s for s in stops if s]
@@ -87,6 +88,16 @@ class StopCutter:
     def flush(self) -> str:
         """At the stream's end: what was held back (it never became a stop string)."""
         return "" if self._cut else self._show(len(self._text))
+
+    @property
+    def shown(self) -> str:
+        """Everything shown so far."""
+        return self._text[: self._shown]
+
+    @property
+    def stopped(self) -> bool:
+        """Whether a stop string was found (nothing more will be shown)."""
+        return self._cut
 
     def _show(self, upto: int) -> str:
         out = self._text[self._shown : max(upto, self._shown)]
