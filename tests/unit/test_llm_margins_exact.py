@@ -75,6 +75,8 @@ def old_selection_margins(
     if params.greedy:
         return (rows.max(dim=-1).values - rows.gather(-1, target)[:, 0]).tolist()
     probs = torch.softmax(rows / params.temperature, dim=-1)
+    scaled = rows / params.temperature
+    log_p = scaled.gather(-1, target)[:, 0] - torch.logsumexp(scaled, dim=-1)
     u = torch.tensor([uniform(params.seed, start + i) for i in range(n)], dtype=torch.float64)
     vocab = probs.shape[1]
     nuclei = _old_nuclei(probs, params.top_p) if params.top_p < 1.0 else None
@@ -85,7 +87,7 @@ def old_selection_margins(
         t > 0, cdf.gather(-1, (t - 1).clamp(min=0)[:, None])[:, 0], torch.zeros(n, dtype=cdf.dtype)
     )
     out = sampling._interval_margin(
-        lo, cdf.gather(-1, target)[:, 0], cdf[:, vocab - 1], u, params.temperature
+        lo, cdf.gather(-1, target)[:, 0], cdf[:, vocab - 1], u, params.temperature, log_p
     )
     out = torch.where(support.gather(-1, target)[:, 0] == 0, torch.inf, out)
     redo = out > sampling.EXACT_ABOVE
@@ -97,7 +99,7 @@ def old_selection_margins(
         while rows.numel():
             complete = top[0].shape[1] == vocab
             refined, settled = sampling._least_margins(
-                top, t[rows], p_token[rows], u[rows], params.top_p, complete, params.temperature
+                top, t[rows], p_token[rows], u[rows], params.top_p, complete, params.temperature, log_p[rows]
             )
             out[rows[settled]] = torch.minimum(out[rows[settled]], refined[settled])
             rows = rows[~settled]

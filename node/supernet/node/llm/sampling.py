@@ -189,7 +189,9 @@ def chosen_logprobs(logits: Tensor, tokens: Sequence[int]) -> list[float]:
     return list(torch.log_softmax(logits, dim=-1).gather(-1, index)[:, 0].tolist())
 
 
-def _interval_margin(lo: Tensor, hi: Tensor, mass: Tensor, u: Tensor, temperature: float = 1.0) -> Tensor:
+def _interval_margin(
+    lo: Tensor, hi: Tensor, mass: Tensor, u: Tensor, temperature: float = 1.0, log_p: Tensor | None = None
+) -> Tensor:
     """How far the draw ``u`` lies outside the CDF interval ``[lo, hi) / mass`` (0 inside it).
 
     "Inside" is decided with the sampler's own arithmetic (``lo <= u * mass < hi``), so the token the
@@ -207,8 +209,11 @@ def _interval_margin(lo: Tensor, hi: Tensor, mass: Tensor, u: Tensor, temperatur
     in log-odds).
 
     Either way the distance is at least ``temperature * log(DRAW_FLOOR / share) / 4`` for a token
-    whose own share ``(hi - lo) / mass`` is below ``DRAW_FLOOR`` (``inf`` for an empty interval): a
-    token the sampler can never draw is not reached by sitting next to a boundary the draw is near.
+    whose own share of ``mass`` is below ``DRAW_FLOOR``: a token the sampler can never draw is not
+    reached by sitting next to a boundary the draw is near. The share is taken in log space from
+    ``log_p``, the token's log-probability at ``temperature`` (from the logits: it never underflows,
+    so an honest token whose share another format computes at 1e-19 scores its true distance, not
+    ``inf``: tests/unit/test_review_llm_check2.py); without it, from ``(hi - lo) / mass``.
     """
     target = u * mass
     inside = (lo <= target) & (target < hi)
@@ -222,7 +227,7 @@ def _interval_margin(lo: Tensor, hi: Tensor, mass: Tensor, u: Tensor, temperatur
     # tail at a low temperature) must also be within reach in share. Rounding that moves logits by
     # ``d`` changes a share's log by at most ``2d / T``, i.e. this term by at most ``d / 2`` (as the
     # log-odds one), so an honest token misses it only if its own share is below ``DRAW_FLOOR``.
-    share = torch.log((hi - lo) / mass)  # -inf for an empty interval
+    share = torch.log((hi - lo) / mass) if log_p is None else log_p - torch.log(mass)
     own = temperature * torch.clamp(math.log(DRAW_FLOOR) - share, min=0.0) / 4
     outside = torch.maximum(outside, own)
     return torch.where(inside, torch.zeros_like(outside), outside)
@@ -255,12 +260,13 @@ def selection_margin(logits: Tensor, token: int, params: SamplingParams, positio
         lp = torch.log_softmax(row, dim=-1)
         return float(lp.max() - lp[token])
     probs = torch.softmax(row / params.temperature, dim=-1)
+    log_p = torch.log_softmax(row / params.temperature, dim=-1)[token]
     u = torch.tensor(uniform(params.seed, position), dtype=torch.float64)
     support = _support(probs, params.top_p)
     cdf = support.cumsum(0)  # over the rule's own support, in the sampler's arithmetic
     lo = cdf[token - 1] if token > 0 else torch.zeros((), dtype=torch.float64)
     at_rule = (
-        float(_interval_margin(lo, cdf[token], cdf[-1], u, params.temperature))
+        float(_interval_margin(lo, cdf[token], cdf[-1], u, params.temperature, log_p))
         if support[token] > 0
         else math.inf
     )
@@ -269,7 +275,14 @@ def selection_margin(logits: Tensor, token: int, params: SamplingParams, positio
     # every other nucleus size k (the top k tokens of the whole row, in the rule's order)
     top = _top(probs[None], probs.shape[0])
     least, _ = _least_margins(
-        top, torch.tensor([token]), probs[token][None], u[None], params.top_p, True, params.temperature
+        top,
+        torch.tensor([token]),
+        probs[token][None],
+        u[None],
+        params.top_p,
+        True,
+        params.temperature,
+        log_p[None],
     )
     return min(at_rule, float(least[0]))
 
@@ -304,19 +317,22 @@ def selection_margins(
         # log_softmax shifts a row by one constant: the gap is the logit gap (0 exactly at the max)
         return (rows.max(dim=-1).values - rows.gather(-1, target)[:, 0]).tolist()
     # x / 1.0 is x exactly: the division is skipped at temperature 1
-    probs = torch.softmax(rows if params.temperature == 1.0 else rows / params.temperature, dim=-1)
+    scaled = rows if params.temperature == 1.0 else rows / params.temperature
+    probs = torch.softmax(scaled, dim=-1)
+    log_p = scaled.gather(-1, target)[:, 0] - torch.logsumexp(scaled, dim=-1)  # never underflows
     u = torch.tensor([uniform(params.seed, start + i) for i in range(n)], dtype=torch.float64)
     vocab = probs.shape[1]
     t = target[:, 0]
     top: tuple[Tensor, Tensor] | None = None
     if params.top_p < 1.0:
-        out, exact, cands = _rule_margins(probs, t, u, params.top_p, params.temperature)
+        out, exact, cands = _rule_margins(probs, t, u, params.top_p, params.temperature, log_p)
     else:
         cdf = probs.cumsum(-1)  # the support is the whole row
         lo = torch.where(
             t > 0, cdf.gather(-1, (t - 1).clamp(min=0)[:, None])[:, 0], torch.zeros(n, dtype=cdf.dtype)
         )
-        out = _interval_margin(lo, cdf.gather(-1, target)[:, 0], cdf[:, vocab - 1], u, params.temperature)
+        hi, mass = cdf.gather(-1, target)[:, 0], cdf[:, vocab - 1]
+        out = _interval_margin(lo, hi, mass, u, params.temperature, log_p)
         out = torch.where(probs.gather(-1, target)[:, 0] == 0, torch.inf, out)  # outside the support
     redo = out > EXACT_ABOVE
     if params.top_p < 1.0:
@@ -329,7 +345,7 @@ def selection_margins(
         while top is not None and rows.numel():
             complete = top[0].shape[1] == vocab
             refined, settled = _least_margins(
-                top, t[rows], p_token[rows], u[rows], params.top_p, complete, params.temperature
+                top, t[rows], p_token[rows], u[rows], params.top_p, complete, params.temperature, log_p[rows]
             )
             out[rows[settled]] = torch.minimum(out[rows[settled]], refined[settled])
             rows = rows[~settled]
@@ -374,7 +390,12 @@ def _candidates(probs: Tensor, floor: float) -> _Candidates:
 
 
 def _rule_margins(
-    probs: Tensor, token: Tensor, u: Tensor, top_p: float, temperature: float = 1.0
+    probs: Tensor,
+    token: Tensor,
+    u: Tensor,
+    top_p: float,
+    temperature: float = 1.0,
+    log_p: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, _Candidates]:
     """The margin of each row's token at the rule's own nucleus (``inf`` outside it), whether that
     nucleus is certainly the sampler's (else: per row), and the candidates it came from.
@@ -418,8 +439,9 @@ def _rule_margins(
             pos = torch.searchsorted(ids, token[cands.rows[sel], None]).clamp(max=ids.shape[1] - 1)
             inside = (ids.gather(-1, pos) == token[cands.rows[sel], None]) & members.gather(-1, pos)
             lo = torch.where(pos > 0, cdf.gather(-1, (pos - 1).clamp(min=0)), torch.zeros_like(thr))
+            rows_log_p = None if log_p is None else log_p[cands.rows[sel], None]
             margin = _interval_margin(
-                lo, cdf.gather(-1, pos), cdf[:, -1:], u[cands.rows[sel], None], temperature
+                lo, cdf.gather(-1, pos), cdf[:, -1:], u[cands.rows[sel], None], temperature, rows_log_p
             )
             rows = cands.rows[sel]
             out[rows] = torch.where(inside, margin, torch.inf)[:, 0]
@@ -434,8 +456,9 @@ def _rule_margins(
         lo = torch.where(
             t > 0, cdf.gather(-1, (t - 1).clamp(min=0)[:, None])[:, 0], torch.zeros(len(t), dtype=cdf.dtype)
         )
+        pending_log_p = None if log_p is None else log_p[pending]
         margin = _interval_margin(
-            lo, cdf.gather(-1, t[:, None])[:, 0], cdf[:, vocab - 1], u[pending], temperature
+            lo, cdf.gather(-1, t[:, None])[:, 0], cdf[:, vocab - 1], u[pending], temperature, pending_log_p
         )
         out[pending] = torch.where(nuclei.support.gather(-1, t[:, None])[:, 0] == 0, torch.inf, margin)
         exact[pending] = nuclei.exact
@@ -486,6 +509,7 @@ def _least_margins(
     top_p: float,
     complete: bool,
     temperature: float = 1.0,
+    log_p: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """`selection_margin`'s least margin over the nuclei made of the top ``W`` tokens, per row, and
     whether it is settled (the token is among them, and no wider nucleus can do better: those
@@ -500,7 +524,8 @@ def _least_margins(
             off_cut > 0, torch.fmin(off_cut, _odds_distance(top_p, share, temperature)), off_cut
         )
     lo = (vals * (ids < token[:, None])).cumsum(-1)
-    inner = _interval_margin(lo, lo + p_token[:, None], cum, u[:, None], temperature)
+    row_log_p = None if log_p is None else log_p[:, None]
+    inner = _interval_margin(lo, lo + p_token[:, None], cum, u[:, None], temperature, row_log_p)
     # a top-k may cut a group of tied tokens at its last value anywhere: only the nuclei before that
     # group are the rule's (ties in id order)
     usable = torch.ones_like(ids, dtype=torch.bool) if complete else vals > vals[:, -1:]
