@@ -7,27 +7,17 @@ import {ServiceManager} from "../src/ServiceManager.sol";
 import {TaskManager} from "../src/TaskManager.sol";
 import {Receipt, ReceiptPromise, TaskRequest, Voucher} from "../src/libraries/Types.sol";
 
-import {Base} from "./utils/Base.sol";
+import {Base, Caller} from "./utils/Base.sol";
 import {Merkle} from "./utils/Merkle.sol";
 
 /// @notice A contract operator that tries to re-enter `TaskManager.withdraw` from its `receive`.
-contract Reenterer {
+contract Reenterer is Caller {
     TaskManager internal immutable TM;
     bool public tried;
     bool public reentered;
 
     constructor(TaskManager tm_) {
         TM = tm_;
-    }
-
-    function call(address target, uint256 value, bytes calldata data) external payable returns (bytes memory) {
-        (bool ok, bytes memory ret) = target.call{value: value}(data);
-        if (!ok) {
-            assembly ("memory-safe") {
-                revert(add(ret, 32), mload(ret))
-            }
-        }
-        return ret;
     }
 
     receive() external payable {
@@ -40,35 +30,10 @@ contract Reenterer {
     }
 }
 
-/// @notice Third adversarial review. `test_knownLimit_*`: a hole that still works (the test
-///         asserts the bad outcome, and fails once the hole is closed); `test_defence_*`: an attack
-///         the contracts stop (the test pins the defence).
+/// @notice Third adversarial review. `test_defence_*`: an attack the contracts stop, the two holes
+///         it found included (each was first a test of the bad outcome; both are fixed).
 contract Review3Test is Base {
     uint256 internal constant TASK = 7;
-
-    /*//////////////////////////////////////////////////////////////
-                                HELPERS
-    //////////////////////////////////////////////////////////////*/
-
-    /// @dev The node is paid `fee` by `user`'s voucher for task TASK (a request with `deadline`, as
-    ///      the SDK signs: ten minutes ahead) and signs a promise to commit the receipt by
-    ///      `commitBy`; returns the request, receipt, promise and the node's signature.
-    function _paidTaskWithPromise(uint256 fee, uint256 commitBy)
-        internal
-        returns (TaskRequest memory q, Receipt memory r, ReceiptPromise memory p, bytes memory sig)
-    {
-        _deposit(user, fee);
-        Voucher memory v = _voucher(user, node, fee);
-        bytes memory packed = _pack(v, _signVoucher(userKey, v));
-        q = _request(TASK, user, node);
-        q.deadline = block.timestamp + 600;
-        r = _receipt(TASK, user, fee);
-        r.requestHash = payments.hashTaskRequest(q);
-        p = ReceiptPromise({requestHash: r.requestHash, leaf: _leaf(r), commitBy: commitBy});
-        sig = _signPromise(privateKeyOf("node"), p);
-        vm.prank(node);
-        payments.redeem(packed);
-    }
 
     /*//////////////////////////////////////////////////////////////
         H1. An omitted receipt's promise falling due after the stake left
@@ -88,7 +53,7 @@ contract Review3Test is Base {
         _registerNode(node, 2 ether);
         uint256 commitBy = block.timestamp + UNBONDING_PERIOD + 1 hours;
         (TaskRequest memory q, Receipt memory faked, ReceiptPromise memory p, bytes memory sig) =
-            _paidTaskWithPromise(0.01 ether, commitBy);
+            _paidTaskWithPromise(TASK, 0.01 ether, block.timestamp + 600, commitBy);
         uint256 due = q.deadline + om.MAX_PROMISE_DELAY();
         assertEq(om.MAX_PROMISE_DELAY(), UNBONDING_PERIOD / 2);
         assertLt(due, commitBy);
@@ -120,7 +85,7 @@ contract Review3Test is Base {
         _registerNode(node, 2 ether);
         uint256 commitBy = block.timestamp + 600;
         (TaskRequest memory q, Receipt memory r, ReceiptPromise memory p, bytes memory sig) =
-            _paidTaskWithPromise(0.01 ether, commitBy);
+            _paidTaskWithPromise(TASK, 0.01 ether, block.timestamp + 600, commitBy);
         vm.warp(commitBy - 1);
         vm.deal(user, CHALLENGE_BOND);
         vm.expectRevert(abi.encodeWithSelector(OmissionManager.PromiseNotDue.selector, commitBy));
@@ -190,7 +155,8 @@ contract Review3Test is Base {
     ///         contract) cannot be redeemed on another deployment holding a channel from the
     ///         same user to the same node.
     function test_defence_VoucherCannotBeReplayedOnAnotherDeployment() public {
-        Payments other = new Payments(WITHDRAWAL_DELAY, MAX_REDEEM_BATCH, VERIFICATION_SHARE_BPS, DECOY_BOUNTY, DECOY_REBATE_BPS);
+        Payments other =
+            new Payments(WITHDRAWAL_DELAY, MAX_REDEEM_BATCH, VERIFICATION_SHARE_BPS, DECOY_BOUNTY, DECOY_REBATE_BPS);
         vm.deal(user, 1 ether);
         vm.prank(user);
         other.deposit{value: 1 ether}(node);

@@ -18,29 +18,6 @@ contract Review4Test is Base {
     uint256 internal constant MAX_AGE_S = 10; // the node's default batch.max_age_s
 
     /*//////////////////////////////////////////////////////////////
-                                HELPERS
-    //////////////////////////////////////////////////////////////*/
-
-    /// @dev The node is paid `fee` by `user` for task TASK, whose request the user signed with
-    ///      `deadline`; the node signs a promise to commit the receipt by `commitBy`.
-    function _paidTask(uint256 fee, uint256 deadline, uint256 commitBy)
-        internal
-        returns (TaskRequest memory q, Receipt memory r, ReceiptPromise memory p, bytes memory sig)
-    {
-        _deposit(user, fee);
-        Voucher memory v = _voucher(user, node, fee);
-        bytes memory packed = _pack(v, _signVoucher(userKey, v));
-        q = _request(TASK, user, node);
-        q.deadline = deadline;
-        r = _receipt(TASK, user, fee);
-        r.requestHash = payments.hashTaskRequest(q);
-        p = ReceiptPromise({requestHash: r.requestHash, leaf: _leaf(r), commitBy: commitBy});
-        sig = _signPromise(privateKeyOf("node"), p);
-        vm.prank(node);
-        payments.redeem(packed);
-    }
-
-    /*//////////////////////////////////////////////////////////////
         H1. A task that ends past deadline + MAX_PROMISE_DELAY
     //////////////////////////////////////////////////////////////*/
 
@@ -60,7 +37,7 @@ contract Review4Test is Base {
         vm.warp(ended);
         uint256 commitBy = ended + PROMISE_S; // the honest node's promise
         (TaskRequest memory q, Receipt memory r, ReceiptPromise memory p, bytes memory sig) =
-            _paidTask(0.01 ether, deadline, commitBy);
+            _paidTaskWithPromise(TASK, 0.01 ether, deadline, commitBy);
 
         uint256 id = _claimOmission(user, p, sig, q, r); // at once: the promise is already "due"
         uint64 due = om.omissionChallenges(id).commitBy;
@@ -92,7 +69,7 @@ contract Review4Test is Base {
         uint256 ended = block.timestamp + 40 minutes;
         vm.warp(ended);
         (TaskRequest memory q, Receipt memory r, ReceiptPromise memory p, bytes memory sig) =
-            _paidTask(0.01 ether, deadline, ended + PROMISE_S);
+            _paidTaskWithPromise(TASK, 0.01 ether, deadline, ended + PROMISE_S);
         uint256 id = _claimOmission(user, p, sig, q, r);
         vm.warp(ended + MAX_AGE_S);
         uint256 b = _commitRoot(node, _leaf(r), 1);
@@ -118,7 +95,7 @@ contract Review4Test is Base {
         vm.warp(ended);
         uint256 commitBy = ended + 2 hours; // a promise past the bound
         (TaskRequest memory q, Receipt memory r, ReceiptPromise memory p, bytes memory sig) =
-            _paidTask(0.01 ether, deadline, commitBy);
+            _paidTaskWithPromise(TASK, 0.01 ether, deadline, commitBy);
         vm.warp(ended + MAX_AGE_S);
         uint256 b = _commitRoot(node, _leaf(r), 1);
 
@@ -144,7 +121,7 @@ contract Review4Test is Base {
         uint256 mpd = om.MAX_PROMISE_DELAY();
         uint256 edge = type(uint64).max;
         (TaskRequest memory q, Receipt memory r, ReceiptPromise memory p, bytes memory sig) =
-            _paidTask(0.01 ether, edge - 1, type(uint256).max);
+            _paidTaskWithPromise(TASK, 0.01 ether, edge - 1, type(uint256).max);
         vm.deal(user, 10 * CHALLENGE_BOND);
         vm.prank(user);
         vm.expectRevert(abi.encodeWithSelector(OmissionManager.PromiseNotDue.selector, edge - 1 + mpd));
@@ -179,7 +156,7 @@ contract Review4Test is Base {
         uint256 deadline = block.timestamp + 600;
         uint256 due = deadline + om.MAX_PROMISE_DELAY();
         (TaskRequest memory q, Receipt memory r, ReceiptPromise memory p, bytes memory sig) =
-            _paidTask(0.01 ether, deadline, due + 2 * CHALLENGE_WINDOW);
+            _paidTaskWithPromise(TASK, 0.01 ether, deadline, due + 2 * CHALLENGE_WINDOW);
         vm.deal(user, 10 * CHALLENGE_BOND);
         vm.warp(due - 1);
         vm.prank(user);

@@ -291,6 +291,26 @@ abstract contract Base is Test {
         challengeId = _challenge(validator1, batchId, 1, r, Merkle.proof(leaves, leaves[1]));
     }
 
+    /// @dev `user` pays `node` `fee` by voucher for task `task`, whose request it signed with
+    ///      `deadline`; the node signs a promise to commit the receipt by `commitBy`. Returns the
+    ///      request, the receipt, the promise and the node's signature.
+    function _paidTaskWithPromise(uint256 task, uint256 fee, uint256 deadline, uint256 commitBy)
+        internal
+        returns (TaskRequest memory q, Receipt memory r, ReceiptPromise memory p, bytes memory sig)
+    {
+        _deposit(user, fee);
+        Voucher memory v = _voucher(user, node, fee);
+        bytes memory packed = _pack(v, _signVoucher(userKey, v));
+        q = _request(task, user, node);
+        q.deadline = deadline;
+        r = _receipt(task, user, fee);
+        r.requestHash = payments.hashTaskRequest(q);
+        p = ReceiptPromise({requestHash: r.requestHash, leaf: _leaf(r), commitBy: commitBy});
+        sig = _signPromise(privateKeyOf("node"), p);
+        vm.prank(node);
+        payments.redeem(packed);
+    }
+
     /// @dev `key`'s EIP-712 signature of a `ReceiptPromise` (the node's, when honest).
     function _signPromise(uint256 key, ReceiptPromise memory p) internal view returns (bytes memory) {
         return signDigest(key, payments.hashReceiptPromise(p));
@@ -373,14 +393,8 @@ abstract contract Base is Test {
     }
 }
 
-/// @notice Accepts or refuses ETH on demand; used to hit the TransferFailed paths.
-contract Rejecter {
-    bool public rejecting;
-
-    function setRejecting(bool on) external {
-        rejecting = on;
-    }
-
+/// @notice A contract account: forwards a call (and its revert data) as itself.
+contract Caller {
     function call(address target, uint256 value, bytes calldata data) external payable returns (bytes memory) {
         (bool ok, bytes memory ret) = target.call{value: value}(data);
         if (!ok) {
@@ -389,6 +403,15 @@ contract Rejecter {
             }
         }
         return ret;
+    }
+}
+
+/// @notice Accepts or refuses ETH on demand; used to hit the TransferFailed paths.
+contract Rejecter is Caller {
+    bool public rejecting;
+
+    function setRejecting(bool on) external {
+        rejecting = on;
     }
 
     receive() external payable {
