@@ -75,8 +75,7 @@ def old_selection_margins(
     if params.greedy:
         return (rows.max(dim=-1).values - rows.gather(-1, target)[:, 0]).tolist()
     probs = torch.softmax(rows / params.temperature, dim=-1)
-    scaled = rows / params.temperature
-    log_p = scaled.gather(-1, target)[:, 0] - torch.logsumexp(scaled, dim=-1)
+    log_p = sampling._token_log_p(rows / params.temperature, target, probs.gather(-1, target)[:, 0])
     u = torch.tensor([uniform(params.seed, start + i) for i in range(n)], dtype=torch.float64)
     vocab = probs.shape[1]
     nuclei = _old_nuclei(probs, params.top_p) if params.top_p < 1.0 else None

@@ -287,6 +287,18 @@ def selection_margin(logits: Tensor, token: int, params: SamplingParams, positio
     return min(at_rule, float(least[0]))
 
 
+def _token_log_p(scaled: Tensor, target: Tensor, p_token: Tensor) -> Tensor:
+    """Each row's log-probability of its token: ``log`` of the softmax already computed, and from
+    the logits (``scaled`` = logits / temperature) only for the rows where it underflowed to 0
+    (a second pass over every row would cost as much as the softmax itself)."""
+    log_p = torch.log(p_token)
+    under = p_token == 0
+    if bool(under.any()):
+        z = scaled[under]
+        log_p[under] = z.gather(-1, target[under])[:, 0] - torch.logsumexp(z, dim=-1)
+    return log_p
+
+
 def selection_margins(
     logits: Tensor, tokens: Sequence[int], params: SamplingParams, start: int
 ) -> list[float]:
@@ -319,7 +331,8 @@ def selection_margins(
     # x / 1.0 is x exactly: the division is skipped at temperature 1
     scaled = rows if params.temperature == 1.0 else rows / params.temperature
     probs = torch.softmax(scaled, dim=-1)
-    log_p = scaled.gather(-1, target)[:, 0] - torch.logsumexp(scaled, dim=-1)  # never underflows
+    p_token = probs.gather(-1, target)[:, 0]
+    log_p = _token_log_p(scaled, target, p_token)
     u = torch.tensor([uniform(params.seed, start + i) for i in range(n)], dtype=torch.float64)
     vocab = probs.shape[1]
     t = target[:, 0]
@@ -338,7 +351,6 @@ def selection_margins(
     if params.top_p < 1.0:
         # rows off their interval: the least margin over other nuclei, from the top W tokens, W
         # widened for the rows where a wider nucleus might still do better
-        p_token = probs.gather(-1, target)[:, 0]
         rows = torch.nonzero(redo & exact).flatten()
         if rows.numel():
             top = _candidate_top(cands, rows, vocab) or _top(probs[rows], min(_REFINE_WIDTH, vocab))

@@ -24,13 +24,12 @@ from supernet.sdk.chain.eip712 import (
 from supernet.sdk.chain.merkle import verify as merkle_verify
 from supernet.sdk.chain.receipts import (
     Receipt,
-    input_hash,
     output_hash,
     recover_receipt_signer,
     trace_hash,
 )
 from supernet.sdk.errors import SupernetError
-from supernet.sdk.formats.binding import trace_receipt_mismatches
+from supernet.sdk.formats.binding import input_hash_or_reason, trace_receipt_mismatches
 from supernet.sdk.formats.fields import FormatError
 from supernet.sdk.formats.profile import AgentProfile, profile_hash_or_reason
 from supernet.sdk.formats.trace import TRACE_TYPE, Trace, trace_from_block
@@ -159,7 +158,8 @@ def check_receipt(
     rep.add("request hash", _hex(receipt.request_hash) == task_id.lower(), _hex(receipt.request_hash))
     rep.add("user", to_checksum_address(receipt.user) == to_checksum_address(user), receipt.user)
     if task_input is not None:
-        rep.add("input hash", receipt.input_hash == _input_hash(task_input), _hex(receipt.input_hash))
+        ih = _hex(receipt.input_hash)
+        rep.add("input hash", ih == input_hash_or_reason(task_input), ih)
     if output is not None:
         rep.add("output hash", receipt.output_hash == output_hash(output), _hex(receipt.output_hash))
     if model_id is not None:
@@ -237,14 +237,6 @@ def check_receipt(
         f"batch {batch['chainBatchId']} #{batch.get('index')} root {_hex(root)}",
     )
     return rep
-
-
-def _input_hash(task_input: Any) -> bytes | str:
-    """The input's hash, or why it has none (never equal to a hash: the check fails, not verify)."""
-    try:
-        return input_hash(task_input)
-    except (TypeError, ValueError) as exc:  # InputEncodingError: no canonical form
-        return f"no canonical form: {exc}"
 
 
 def _check_trace(

@@ -11,6 +11,7 @@ neither can drift into checking less than the other.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from supernet.sdk.chain.receipts import Receipt, input_hash, output_hash
 from supernet.sdk.formats.trace import LlmEvent, Trace
@@ -30,18 +31,23 @@ def _hex(b: bytes) -> str:
     return "0x" + b.hex()
 
 
+def input_hash_or_reason(value: Any) -> str:
+    """The ``0x`` input hash of ``value``, or why it has none (a reason never equals a hash, so
+    comparing the two reports the mismatch instead of raising)."""
+    try:
+        return _hex(input_hash(value))
+    except (TypeError, ValueError) as exc:  # InputEncodingError: no canonical form
+        return f"no canonical form: {exc}"
+
+
 def trace_receipt_mismatches(trace: Trace, receipt: Receipt) -> list[Mismatch]:
     """Every field of ``trace`` that disagrees with ``receipt`` (empty: the trace is the receipt's).
 
     Fields: ``task id``, ``input hash``, ``output hash``, ``model id``, ``user``, ``fee``, and
     ``LLM call model`` for every recorded call that ran another model than the receipt names."""
-    try:
-        ih = _hex(input_hash(trace.input))
-    except (TypeError, ValueError) as exc:  # InputEncodingError: no canonical form, the node's fault
-        ih = f"no canonical form: {exc}"
     pairs = (
         ("task id", _hex(receipt.request_hash), trace.task_id.lower()),
-        ("input hash", _hex(receipt.input_hash), ih),
+        ("input hash", _hex(receipt.input_hash), input_hash_or_reason(trace.input)),
         ("output hash", _hex(receipt.output_hash), _hex(output_hash(trace.output))),
         ("model id", _hex(receipt.model_id), trace.model_id.lower()),
         ("user", receipt.user.lower(), trace.user.lower()),
