@@ -315,8 +315,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "max_new_tokens": args.tokens,
         }
         # `withhold` leaves nothing to verify off chain: its path (availability challenge -> slash) is
-        # tested end to end in tests/integration/test_validator_availability.py.
-        kinds = [k for k in FaultKind if k not in (FaultKind.MODEL, FaultKind.WITHHOLD)]
+        # tested end to end in tests/integration/test_validator_availability.py. `search` needs an
+        # agent that searches memory, which the probe does not (an embedder in the node's loop would
+        # distort the cost figure): tests/unit/test_search_check.py and test_validator_e2e.py.
+        kinds = [k for k in FaultKind if k not in (FaultKind.MODEL, FaultKind.WITHHOLD, FaultKind.SEARCH)]
         for n, kind in enumerate(kinds):
             specs.clear()
             specs[kind] = 1.0
@@ -410,7 +412,8 @@ Units: LLM calls for `model`, `tokens`, `truncate`; sampled LLM calls for `seed`
   {result["validator_dtype"]})
 - false positives (receipts flagged): **{result["false_positives"]}**
 - unverifiable: {result["unverifiable"]}
-- calls re-scored by the arbiter (the screen doubted them): {result.get("rechecked_calls", 0)}
+- calls scored by the arbiter (a screened node's greedy calls, the calls the screen doubted and
+  the ones drawn at random; docs/validator.md, "Screen and arbiter"): {result.get("rechecked_calls", 0)}
 
 Precision pairs (`precision_pairs`; the mixed pairs' faults are in [precision.md](precision.md)):
 

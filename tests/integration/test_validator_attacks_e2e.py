@@ -51,9 +51,9 @@ async def test_bf16_compute_sold_as_float32_is_caught_by_the_arbiter_sample(
     pair's logprob (0.75) and fingerprint (15 %) bounds, and only calls whose *tokens* the screen
     doubted went to the arbiter. Now the arbiter also re-scores a random draw of every float32
     receipt's accepted calls (`Verifier.arbiter_draw`), and every bf16-computed call it re-scores
-    is an `llm.model` finding: every receipt is caught. Control: with an empty draw and no greedy
-    near-tie sent to the arbiter (`verifier._near_tie`, which alone now catches most such calls),
-    i.e. the old rule, some receipt passes."""
+    is an `llm.model` finding: every receipt is caught (and the greedy calls of such a node go to
+    the arbiter without the screen, `Verifier._route`). Control: with an empty draw and the screen
+    judging every call, i.e. the old rule, some receipt passes."""
     from supernet.node.llm import LLMEngine
     from supernet.node.llm.loader import load_model
     from supernet.validator import verifier as verifier_module
@@ -80,7 +80,9 @@ async def test_bf16_compute_sold_as_float32_is_caught_by_the_arbiter_sample(
         def sample(self, population: Any, k: int, *, counts: Any = None) -> list[Any]:
             return []
 
-    monkeypatch.setattr(verifier_module, "_near_tie", lambda *_: False)
+    monkeypatch.setattr(
+        verifier_module.Verifier, "_route", lambda self, s, recheck_all: ([], list(s.scorable))
+    )
     old_rule = await screened(vnet, batch_id, receipts, bf16_screen_scorer, arbiter=True, rng=NoDraw())
     assert any(v.ok for v in old_rule), [sorted(v.checks) for v in old_rule]
 

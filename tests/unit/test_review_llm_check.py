@@ -277,10 +277,11 @@ async def test_defence_bf16_screen_ties_send_a_float32_nodes_greedy_call_to_the_
     probability 1 - 1/n. The node can compute the screen's bf16 logits itself, so it knows exactly
     where the ties are.
 
-    Defence: `Verifier._judge` sends to the arbiter every greedy call of a node in another format
-    than the screen's in which some token has, on the screen, another token within the pair's
-    greedy bound (`Tolerance.bf16().selection_margin`, `verifier._near_tie`; a constrained greedy
-    call always), not only the calls the screen flags: there the screen's 0 margin proves nothing.
+    Defence, by design (`Verifier._route`): the screen never judges a greedy call of a node in
+    another format than its own; every such call goes to the arbiter, whose exact bound refuses the
+    swap whatever the screen's rounding shows. (The first fix sent a greedy call on only when the
+    screen saw a near-tie in it; nearly every greedy call of a few tokens holds one, so scoring them
+    on the screen first was wasted work, and the rule's window was one more bound to get right.)
     """
     import random
 
@@ -332,14 +333,15 @@ async def test_defence_bf16_screen_ties_send_a_float32_nodes_greedy_call_to_the_
     assert not isinstance(judged, str)
     # the steered greedy token is refused by the arbiter, whatever the random draw
     assert [(f.check.value, f.position) for f in judged.findings[1]] == [("llm.token", 0)]
-    assert judged.rechecked == 2  # the near-tie call and the drawn (honest) one
+    assert judged.rechecked == 2  # both greedy calls, by the arbiter alone
+    assert verifier._route(receipt, False) == (list(calls), [])  # the screen scored neither
     assert judged.findings[0] == []  # control: the honest call passes
     # control: the honest tied call (the argmax itself) is re-scored too, and passes
     honest_tie = greedy(STEER_PROMPT, (_best,), 1)
     [fair] = await verifier._judge([staged((calls[0], honest_tie), screen, arbiter)])
     assert not isinstance(fair, str) and fair.findings == {0: [], 1: []} and fair.rechecked == 2
-    # control: a bf16 node is judged in bf16 anyway: no near-tie window for it
-    assert staged(calls, screen, screen, "bfloat16").tie == 0.0
+    # control: a bf16 node is judged in bf16 anyway: the screen scores its greedy calls
+    assert verifier._route(staged(calls, screen, screen, "bfloat16"), False) == ([], list(calls))
 
 
 def test_defence_fingerprint_dims_outside_the_rescored_top_k_are_compared_to_their_values() -> None:

@@ -796,15 +796,21 @@ class DriftScorer(StandInScorer):
             self.seen.append(r.prompt_ids[0])
             lps = tuple(lp + self.drift for lp in true_logprobs(r.prompt_ids, r.output_ids))
             top = tuple(((t, lp),) for t, lp in zip(r.output_ids, lps, strict=True))  # each token the argmax
-            out.append(ScoreResult(logprobs=lps, top_tokens=top, fingerprints=()))
+            margins = None if r.params is None else tuple(0.0 for _ in r.output_ids)  # each token the draw
+            out.append(ScoreResult(logprobs=lps, top_tokens=top, fingerprints=(), margins=margins))
         return out
 
 
 def llm_calls(
-    n: int, bf16: set[int], first_id: int = 1, off: dict[int, float] | None = None
+    n: int,
+    bf16: set[int],
+    first_id: int = 1,
+    off: dict[int, float] | None = None,
+    greedy: frozenset[int] = frozenset(),
 ) -> tuple[Any, ...]:
-    """``n`` greedy calls of one receipt (call ``i`` has prompt id ``first_id + i``); those in
-    ``bf16`` claim bfloat16-computed logprobs, those in ``off`` are off by that much."""
+    """``n`` calls of one receipt, sampled at temperature 1 except those in ``greedy`` (call ``i``
+    has prompt id ``first_id + i``); those in ``bf16`` claim bfloat16-computed logprobs, those in
+    ``off`` are off by that much."""
     from supernet.validator.trace_view import LLMCall
 
     out = []
@@ -812,7 +818,10 @@ def llm_calls(
         prompt, output = (first_id + i, 7, 8), (11, 12, 13, 14)
         shift = (BF16_DRIFT if i in bf16 else 0.0) + (off or {}).get(i, 0.0)
         lps = tuple(lp + shift for lp in true_logprobs(prompt, output))
-        out.append(LLMCall(i, MODEL_ID, prompt, output, lps, None, 0.0, 1.0, 0, 8, None, "length", None))
+        temperature = 0.0 if i in greedy else 1.0
+        out.append(
+            LLMCall(i, MODEL_ID, prompt, output, lps, None, temperature, 1.0, 0, 8, None, "length", None)
+        )
     return tuple(out)
 
 
@@ -835,7 +844,6 @@ def staged(
         Tolerance.screening(node_dtype, "bfloat16"),
         arbiter,
         sampled=node_dtype != "bfloat16",
-        tie=Tolerance.for_pair(node_dtype, "bfloat16").selection_margin if node_dtype != "bfloat16" else 0.0,
     )
 
 
@@ -911,6 +919,50 @@ async def test_the_sample_size_is_configurable() -> None:
     from supernet.validator.config import ModelSettings
 
     assert ModelSettings().arbiter_sample == 1 and ModelSettings().arbiter_sample_fraction == 0.0
+
+
+async def test_greedy_calls_of_another_format_go_to_the_arbiter_alone() -> None:
+    """`Verifier._route`: a float32 node's greedy calls are scored by the arbiter only (the screen's
+    rounding hides a swapped argmax in any near-tie, so its verdict on them would be thrown away);
+    its sampled calls are screened and one of them drawn. A node computing its greedy calls in bf16
+    is caught on every receipt, whatever the draw; a bf16 node's greedy calls stay on the screen."""
+    screen, arbiter = DriftScorer("bfloat16", SCREEN_DRIFT), DriftScorer("float32", 0.0)
+    v = screened_verifier(arbiter=arbiter)
+    greedy = frozenset({0, 1})
+    batch = [
+        staged(llm_calls(5, bf16={0, 1}, first_id=10 * k, greedy=greedy), screen, arbiter, index=k)
+        for k in range(1, 41)
+    ]
+    judged = await v._judge(batch)
+    assert all(not isinstance(j, str) and flagged(j) == [0, 1] and j.rechecked == 3 for j in judged)
+    greedy_ids = {10 * k + i for k in range(1, 41) for i in (0, 1)}
+    assert not greedy_ids & set(screen.seen) and greedy_ids <= set(arbiter.seen)
+    assert len(screen.seen) == 40 * 3  # the sampled calls only
+    assert screen.passes == arbiter.passes == 1
+
+    bf16_node = staged(llm_calls(5, bf16=set(), greedy=greedy), screen, screen, "bfloat16")
+    assert v._route(bf16_node, False) == ([], list(bf16_node.scorable))
+
+
+async def test_a_receipt_whose_sampled_calls_the_draw_takes_whole_skips_the_screen() -> None:
+    """One greedy and one sampled call (the probe agent of `make bench-verify`, and most agents'
+    shape): the default draw of 1 takes the one sampled call anyway, so the screen scores nothing
+    and the arbiter decides both, in one pass. A bf16 cheat on either call is caught every time."""
+    screen, arbiter = DriftScorer("bfloat16", SCREEN_DRIFT), DriftScorer("float32", 0.0)
+    v = screened_verifier(arbiter=arbiter)
+    batch = [
+        staged(llm_calls(2, bf16={k % 2}, first_id=10 * k, greedy=frozenset({0})), screen, arbiter, index=k)
+        for k in range(1, 21)
+    ]
+    judged = await v._judge(batch)
+    assert all(not isinstance(j, str) and flagged(j) == [k % 2] for k, j in enumerate(judged, start=1))
+    assert all(not isinstance(j, str) and j.rechecked == 2 for j in judged)
+    assert screen.passes == 0 and screen.seen == [] and arbiter.passes == 1
+    # with a third (sampled) call the draw no longer takes them all: the screen sees the sampled two
+    wider = staged(llm_calls(3, bf16=set(), greedy=frozenset({0})), screen, arbiter)
+    direct, screened = v._route(wider, False)
+    assert [c.call for c in direct] == [0] and [c.call for c in screened] == [1, 2]
+    assert v._route(wider, True) == (list(wider.scorable), [])  # a recheck: the arbiter scores all
 
 
 async def test_a_partial_bf16_cheat_is_caught_with_probability_m_over_n() -> None:

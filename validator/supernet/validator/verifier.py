@@ -211,17 +211,16 @@ class Verifier:
             node's recorded dtype and this validator's, `Tolerance.for_pair`).
         agents: the agents this validator can replay (default: the built-ins).
         arbiter: the same weights in an exact format, when ``scorer`` is a cheaper *screen*
-            (bfloat16): every call is scored by the screen, and a call the screen does not accept
-            (`Tolerance.screening`) is re-scored by the arbiter in the node's own format
-            (`ModelScorer.for_compute`), whose verdict alone decides it, and so is a greedy call
-            with a token the screen sees within the pair's greedy bound of another (`_near_tie`:
-            the screen's rounding can hide a swapped argmax there). So a bfloat16 validator never
-            accuses on its own rounding, and a float32 or float16-weights node's greedy tokens are
-            held to the float32 bound.
-        arbiter_sample: with an arbiter, calls per receipt it re-scores *although* the screen
-            accepts them, drawn at random among the accepted ones, when the node serves a format
-            other than the screen's (float32, float16-weights): the screen's cross-format bounds
-            accept the screen's own (cheaper) compute, the arbiter's do not. At least 1.
+            (bfloat16): a call the screen does not accept (`Tolerance.screening`) is re-scored by
+            the arbiter in the node's own format (`ModelScorer.for_compute`), whose verdict alone
+            decides it, and the greedy calls of a node in another format than the screen's go to
+            the arbiter without the screen (`_route`: the screen's rounding can hide a swapped
+            argmax in any near-tie). So a bfloat16 validator never accuses on its own rounding,
+            and a float32 or float16-weights node's greedy tokens are held to the exact bound.
+        arbiter_sample: with an arbiter, sampled calls per receipt it re-scores *although* the
+            screen accepts them, drawn at random among the accepted ones, when the node serves a
+            format other than the screen's (float32, float16-weights): the screen's cross-format
+            bounds accept the screen's own (cheaper) compute, the arbiter's do not. At least 1.
         arbiter_sample_fraction: a fraction of the accepted calls to draw instead, when it names
             more calls than ``arbiter_sample`` (rounded up).
         rng: where the draw comes from; default the OS's CSPRNG (`secrets`), which no node can
@@ -360,21 +359,24 @@ class Verifier:
 
     async def _judge(self, ready: Sequence[_Staged], recheck_all: bool = False) -> list[_Judgement | str]:
         """Per receipt, the findings on each scorable call: the screen's where the screen accepts
-        the call (none, and no greedy near-tie: `_near_tie`) and the arbiter did not draw it
-        (`arbiter_draw`; every accepted call with ``recheck_all``), else those of the arbiter's
-        re-scoring under the final tolerance (or, when scoring fails on this side, the reason
-        instead). Doubted and drawn calls of every receipt go to the arbiter in one pass."""
-        first = await self._score_each([(s.scorer, s.scorable) for s in ready])
+        the call (no finding under `Tolerance.screening`) and the arbiter did not draw it
+        (`arbiter_draw`), else those of the decider's scoring under the final tolerance (or, when
+        scoring fails on this side, the reason instead). Which calls the screen sees at all is
+        `_route`'s choice; the decider's calls of every receipt are scored in one pass."""
+        routes = [self._route(s, recheck_all) for s in ready]
+        first = await self._score_each(
+            [(s.scorer, screened) for s, (_, screened) in zip(ready, routes, strict=True)]
+        )
         out: list[_Judgement | str] = []
         rescore: list[list[LLMCall]] = []
-        for s, scores in zip(ready, first, strict=True):
+        for s, (direct, screened), scores in zip(ready, routes, first, strict=True):
             if isinstance(scores, str):
                 out.append(scores)
                 rescore.append([])
                 continue
             tol = s.tolerance if s.screen is None else s.screen
             try:
-                found = {c.call: check_scores(c, sc, tol) for c, sc in zip(s.scorable, scores, strict=True)}
+                found = {c.call: check_scores(c, sc, tol) for c, sc in zip(screened, scores, strict=True)}
             except Exception as exc:  # a bug on this side: this receipt unverifiable, not the batch stalled
                 log.exception("checking the scores of receipt %d failed", s.head.index)
                 out.append(f"checking failed on this validator: {type(exc).__name__}: {exc}")
@@ -384,15 +386,11 @@ class Verifier:
             if s.screen is None:
                 rescore.append([])
                 continue
-            doubted = {
-                c.call
-                for c, sc in zip(s.scorable, scores, strict=True)
-                if found[c.call] or _near_tie(c, sc, s.tie)
-            }
-            accepted = [c for c in s.scorable if c.call not in doubted]
-            drawn = (accepted if recheck_all else self.arbiter_draw(accepted)) if s.sampled else []
-            picked = {c.call for c in drawn}
-            rescore.append([c for c in s.scorable if c.call in doubted or c.call in picked])
+            accepted = [c for c in screened if not found[c.call]]
+            picked = {c.call for c in direct} | {c.call for c in screened if found[c.call]}
+            if s.sampled:
+                picked |= {c.call for c in self.arbiter_draw(accepted)}
+            rescore.append([c for c in s.scorable if c.call in picked])
         if not any(rescore):
             return out
         work = [(s.decider or s.scorer, calls) for s, calls in zip(ready, rescore, strict=True)]
@@ -415,15 +413,43 @@ class Verifier:
             judged.rechecked = len(calls)
         return out
 
+    def _route(self, s: _Staged, recheck_all: bool) -> tuple[list[LLMCall], list[LLMCall]]:
+        """(calls only the decider scores, calls the screen scores first) of one receipt.
+
+        Without a screen, or for a node in the screen's own format, the first scorer sees every
+        call. For a node in another format the screen settles none of what goes straight to the
+        decider, so scoring it there first is work thrown away:
+
+        * its greedy calls: the screen's rounding (bf16 moves a logit by up to ~0.9) hides a
+          swapped argmax inside any near-tie, and a greedy call of more than a few tokens nearly
+          always holds one (every one of 500 in `make bench-verify`), so the decider judges every
+          greedy token of such a node under its own tight bound, by design rather than on a hint;
+        * its sampled calls when the arbiter's draw would take all of them anyway (no more calls
+          than the draw's size, or ``recheck_all``).
+
+        The draw then falls among the sampled calls the screen accepted: what the node can predict
+        (greedy or not) never shrinks the set it must compute honestly."""
+        if s.screen is None or not s.sampled:
+            return [], list(s.scorable)
+        greedy = {c.call for c in s.scorable if is_greedy(c.temperature)}
+        rest = [c for c in s.scorable if c.call not in greedy]
+        if recheck_all or len(rest) <= self._draw_size(len(rest)):
+            return list(s.scorable), []
+        return [c for c in s.scorable if c.call in greedy], rest
+
+    def _draw_size(self, accepted: int) -> int:
+        """How many of ``accepted`` calls the arbiter draws (`arbiter_draw`), before capping at all."""
+        return max(self.arbiter_sample, math.ceil(self.arbiter_sample_fraction * accepted))
+
     def arbiter_draw(self, accepted: Sequence[LLMCall]) -> list[LLMCall]:
         """The calls the screen accepted that the arbiter re-scores anyway: ``arbiter_sample`` of
         them, or ``ceil(arbiter_sample_fraction * n)`` where that is more (all when fewer are
         left), uniformly without replacement from this validator's private randomness. Nothing in
         the trace or the receipt decides the draw, so a node cannot compute the one call it must
-        get right: a receipt where ``m`` of ``n`` calls are computed in a cheaper format that the
-        screen accepts is caught with probability at least ``1 - C(n - m, k) / C(n, k)``
-        (``m / n`` for ``k = 1``)."""
-        k = max(self.arbiter_sample, math.ceil(self.arbiter_sample_fraction * len(accepted)))
+        get right: a receipt where ``m`` of its ``n`` screened calls are computed in a cheaper
+        format that the screen accepts is caught with probability at least
+        ``1 - C(n - m, k) / C(n, k)`` (``m / n`` for ``k = 1``)."""
+        k = self._draw_size(len(accepted))
         if k >= len(accepted):
             return list(accepted)
         return self._rng.sample(list(accepted), k)
@@ -562,12 +588,7 @@ class Verifier:
         # the screen's bounds for another format accept the screen's own compute: a node serving
         # that other format gets a random sample of its accepted calls judged by the arbiter too
         sampled = node_dtype != _dtype(scorer)
-        # the screen's rounding can make the node's argmax and runner-up look tied: a greedy token
-        # within the pair's greedy bound of another one is for the decider to judge
-        tie = Tolerance.for_pair(node_dtype, _dtype(scorer)).selection_margin if sampled else 0.0
-        return _Staged(
-            head, trace, tuple(findings), scorer, tuple(scorable), final, screen, decider, sampled, tie
-        )
+        return _Staged(head, trace, tuple(findings), scorer, tuple(scorable), final, screen, decider, sampled)
 
     async def _decider(self, node_compute: str) -> Scorer:
         """The scorer whose verdict decides a call of a node serving ``node_compute``: the arbiter
@@ -586,21 +607,6 @@ class Verifier:
         if self.tolerance is not None:
             return self.tolerance
         return Tolerance.for_pair(node_dtype, _dtype(scorer))
-
-
-def _near_tie(call: LLMCall, scores: ScoreResult, window: float) -> bool:
-    """Whether a greedy call's screen scores leave any of its tokens within ``window`` (log-prob)
-    of another token: there the screen cannot tell the node's argmax from a swapped runner-up (a
-    bf16 screen rounds a 0.05-nat gap to a tie), so its 0 margin proves nothing. A constrained call
-    always: its unmasked top tokens do not show the masked runner-up."""
-    if window <= 0 or not is_greedy(call.temperature):
-        return False
-    if call.grammar is not None:
-        return True
-    return any(
-        any(t != token and other >= lp - window for t, other in top)
-        for token, lp, top in zip(call.output_ids, scores.logprobs, scores.top_tokens, strict=True)
-    )
 
 
 def _dtype(scorer: Scorer) -> str:
@@ -677,5 +683,4 @@ class _Staged:
     tolerance: Tolerance  # what decides a call: the decider's pair with the node's format
     screen: Tolerance | None = None  # what the screen accepts without the decider (None: no screen)
     decider: Scorer | None = None  # re-scores what the screen doubts, in the node's format
-    sampled: bool = False  # the decider also re-scores a random draw of the accepted calls
-    tie: float = 0.0  # a greedy token this near another on the screen goes to the decider (`_near_tie`)
+    sampled: bool = False  # another format than the screen's: `_route` and the arbiter's draw apply

@@ -64,7 +64,7 @@ def deploy(
         "--verify-cost-ratio",
         help=(
             "The validators' measured verify_cost_ratio (make bench-verify on their hardware): size the "
-            "verification share so fees pay for at least one check per receipt (default: sized for 0.135, "
+            "verification share so fees pay for at least one check per receipt (default: sized for 0.213, "
             "validators with native bf16)."
         ),
     ),

@@ -39,7 +39,7 @@ class ProtocolParams:
     # Payments
     withdrawal_delay: int = 1 * DAY
     max_redeem_batch: int = 256
-    verification_share_bps: int = 2_000
+    verification_share_bps: int = 2_600  # pays one check per receipt at the measured ρ = 0.213
     decoy_bounty: int = ETHER // 20
     decoy_rebate_bps: int = 1_000
     # TaskManager
@@ -86,8 +86,9 @@ class ProtocolParams:
         by validators whose checks cost ``verify_cost_ratio`` of the node's run (``make
         bench-verify`` on their hardware): ``s = ceil(N·ρ/h)``, never below this share.
 
-        The defaults are sized for validators with native bf16 (ρ = 0.135); a network whose
-        validators lack it (ρ = 0.272 measured) deploys with this instead of underpaying them.
+        The defaults are sized for validators with native bf16 checking nodes in their default
+        format (ρ = 0.213, docs/benchmarks/verification.json); a network whose validators lack it
+        (ρ = 0.272 measured) deploys with this instead of underpaying them.
 
         Raises:
             ValueError: The share needed exceeds what Payments accepts (50 %): checking is too
