@@ -445,3 +445,22 @@ async def test_a_user_may_offer_more_than_the_price_for_priority(fake_node: Fake
     assert fake_node.service.ctx.db.billed(fake_node.user.address) == 3 * price  # type: ignore[union-attr]
     doc = (await fake_node.http.get(f"/v1/tasks/{task_id}/receipt")).json()
     assert doc["receipt"]["fee"] == str(3 * price)
+
+
+async def test_an_input_runs_as_the_value_its_hash_names(fake_node: FakeNode) -> None:
+    """RFC 8785 writes ``8.0`` as ``8`` and ``-0.0`` as ``0``: one ``inputHash`` for several values.
+    Attack (a user, found by review: tests/unit/test_review_encodings.py): sign a budget of ``8.0``,
+    which every admission check reads as 8, so that the trace format (integers only) refuses the
+    call after the model did the work: a failed task, never billed. Defence: admission reads the
+    input back from its canonical bytes (`normal_input`) before anything sees it; the task is stored
+    and run with the integer 8 and 0, so its trace records the value the signed hash names."""
+    sent = {"messages": [{"role": "user", "content": "hi"}], "max_new_tokens": 8.0, "z": -0.0}
+    r = await fake_node.http.post("/v1/tasks", json=fake_node.body(sent, cumulative=10**12))
+    assert r.status_code == 202, r.text
+    done = await wait_done(fake_node, r.json()["id"])
+    assert done["status"] == "done" and done["output"] == "echo: hi"
+    stored = fake_node.service.ctx.db.task(r.json()["id"])  # type: ignore[union-attr]
+    assert stored is not None
+    assert stored.input == {"messages": [{"role": "user", "content": "hi"}], "max_new_tokens": 8, "z": 0}
+    assert type(stored.input["max_new_tokens"]) is int and type(stored.input["z"]) is int
+    assert stored.input_hash == "0x" + input_hash(sent).hex()  # the hash the user signed, unchanged

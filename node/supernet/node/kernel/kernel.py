@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from supernet.node.agents.registry import AgentRegistry, default_registry
@@ -51,7 +51,7 @@ from supernet.node.kernel.syscalls import Syscall, TaskOutcome, TaskSpec, TokenC
 from supernet.node.kernel.tools import ToolRegistry, ToolSpec
 from supernet.node.kernel.trace import TraceRecorder, collect_witness, save_trace
 from supernet.sdk.chain.eip712 import Domain
-from supernet.sdk.chain.receipts import InputEncodingError, canonical_input
+from supernet.sdk.chain.receipts import InputEncodingError, normal_input
 from supernet.sdk.formats.profile import AgentProfile
 from supernet.sdk.formats.trace import CallableAgent
 
@@ -285,8 +285,8 @@ class Kernel:
             raise KernelError(f"task {spec.task_id} is already running")
         info = self.agents.get(spec.agent_id)
         core = self.cores.get(spec.model_id)
-        try:  # the trace must record the input exactly as signed (docs/protocol.md, inputHash)
-            canonical_input(spec.input)
+        try:  # the trace records the value the signed inputHash names (docs/protocol.md, inputHash)
+            spec = replace(spec, input=normal_input(spec.input))
         except InputEncodingError as exc:
             raise KernelError(f"task {spec.task_id}: {exc}") from None
         caps, tools = self._environment(spec)

@@ -81,6 +81,9 @@ async def admit_and_start(
     limit = ctx.settings.api.max_input_chars
     if size > limit:
         raise TooLargeError(f"input is {size} characters, the limit is {limit}")
+    # from here on the input is the value its hash names (`normal_input`: 8.0 becomes 8): what the
+    # schema check, the agent and the trace see, so a budget of 8.0 is the integer 8 everywhere
+    task_input = json.loads(encoded)
     try:
         task = await ctx.auth.admit(signed, agent, task_input)
     except Exception as exc:

@@ -69,6 +69,35 @@ def canonical_input(task_input: Any) -> bytes:
         raise InputEncodingError(f"the input has no RFC 8785 canonical JSON form: {exc}") from None
 
 
+def normal_input(task_input: Any) -> Any:
+    """The input as its canonical JSON reads back: what a node runs and records, and the only form
+    of an input a trace may hold (`is_normal_input`).
+
+    RFC 8785 spells ``8.0`` and ``8`` (and ``-0.0`` and ``0``) alike, so one ``inputHash`` names
+    several values that dag-cbor, Python and an agent tell apart (``isinstance(x, int)``, a
+    schema's ``integer``, ``json.dumps``). Reading the canonical bytes back picks one of them, the
+    same everywhere, so the value an agent sees is a function of the hash the user signed.
+
+    Raises:
+        InputEncodingError: the input has no canonical form.
+    """
+    return json.loads(canonical_input(task_input))
+
+
+def is_normal_input(value: Any) -> bool:
+    """Whether ``value`` is its own `normal_input`, types included (``8.0`` is not: its normal form
+    is ``8``). Raises `InputEncodingError` when it has no canonical form."""
+    return _same_typed(value, normal_input(value))
+
+
+def _same_typed(a: Any, b: Any) -> bool:
+    if isinstance(a, list | tuple) and isinstance(b, list):
+        return len(a) == len(b) and all(_same_typed(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, Mapping) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_typed(a[k], b[k]) for k in b)
+    return type(a) is type(b) and a == b
+
+
 def input_hash(task_input: str | Mapping[str, Any]) -> bytes:
     """sha256 of `canonical_input` (the signed ``inputHash``).
 
@@ -170,16 +199,36 @@ class Receipt:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Receipt:
-        """Inverse of `to_json`."""
+        """Inverse of `to_json`, and only of it: every hash exactly 32 bytes of ``0x`` hex and the
+        fee a uint256 in decimal (or an integer), so one leaf has one JSON form (a short hash would
+        be zero-padded by the ABI encoding into another spelling of the same leaf).
+
+        Raises:
+            ValueError: a field is missing its form (``KeyError`` if it is missing).
+        """
         return cls(
-            request_hash=bytes.fromhex(obj["requestHash"].removeprefix("0x")),
+            request_hash=_bytes32(obj["requestHash"], "requestHash"),
             user=to_checksum_address(obj["user"]),
-            model_id=bytes.fromhex(obj["modelId"].removeprefix("0x")),
-            input_hash=bytes.fromhex(obj["inputHash"].removeprefix("0x")),
-            output_hash=bytes.fromhex(obj["outputHash"].removeprefix("0x")),
-            trace_hash=bytes.fromhex(obj["traceHash"].removeprefix("0x")),
-            fee=int(obj["fee"]),
+            model_id=_bytes32(obj["modelId"], "modelId"),
+            input_hash=_bytes32(obj["inputHash"], "inputHash"),
+            output_hash=_bytes32(obj["outputHash"], "outputHash"),
+            trace_hash=_bytes32(obj["traceHash"], "traceHash"),
+            fee=_uint256(obj["fee"], "fee"),
         )
+
+
+def _bytes32(value: Any, name: str) -> bytes:
+    if not isinstance(value, str) or not value.startswith("0x") or len(value) != 66:
+        raise ValueError(f"{name} must be 32 bytes of 0x-prefixed hex")
+    return bytes.fromhex(value[2:])
+
+
+def _uint256(value: Any, name: str) -> int:
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**256:
+        raise ValueError(f"{name} must be a uint256 (decimal digits or an integer)")
+    return value
 
 
 def sign_receipt(receipt: Receipt, node: LocalAccount) -> bytes:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from supernet.sdk.chain.receipts import Receipt, input_hash, output_hash
+from supernet.sdk.chain.receipts import Receipt, input_hash, is_normal_input, output_hash
 from supernet.sdk.formats.trace import LlmEvent, Trace
 
 
@@ -33,8 +33,12 @@ def _hex(b: bytes) -> str:
 
 def input_hash_or_reason(value: Any) -> str:
     """The ``0x`` input hash of ``value``, or why it has none (a reason never equals a hash, so
-    comparing the two reports the mismatch instead of raising)."""
+    comparing the two reports the mismatch instead of raising). A trace's input must be in its
+    normal form (`normal_input`): ``8.0`` hashes like ``8``, so a node could otherwise run an
+    agent on another value than the one the user signed under the same hash."""
     try:
+        if not is_normal_input(value):
+            return "not in its normal form (the value its canonical JSON reads back as, e.g. 8 for 8.0)"
         return _hex(input_hash(value))
     except (TypeError, ValueError) as exc:  # InputEncodingError: no canonical form
         return f"no canonical form: {exc}"
