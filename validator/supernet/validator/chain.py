@@ -106,6 +106,19 @@ class ChallengeView:
     status: ChallengeStatus
     node: str
     leaf: bytes
+    fraud_stake: int = 0
+    honest_stake: int = 0
+    quorum_base: int = 0  # the validators' total stake when the challenge opened
+
+    def cleared(self, quorum_bps: int) -> bool:
+        """Whether the validators cleared the receipt: resolved "not fraud" with a quorum of "not
+        fraud" stake by itself, at least the fraud side's (`TaskManager.resolve`'s rule, the one
+        that pays the node the bond), as opposed to a challenge that ended with no verdict."""
+        return (
+            self.status == ChallengeStatus.NOT_FRAUD
+            and self.honest_stake >= self.fraud_stake
+            and self.honest_stake * 10_000 >= self.quorum_base * quorum_bps
+        )
 
 
 class TaskManagerClient:
@@ -266,7 +279,16 @@ class TaskManagerClient:
         """The on-chain state of a challenge."""
         c = self.binding.call("challenges", challenge_id)
         return ChallengeView(
-            challenge_id, int(c[0]), c[1], int(c[3]), ChallengeStatus(int(c[4])), c[5], bytes(c[9])
+            challenge_id,
+            int(c[0]),
+            c[1],
+            int(c[3]),
+            ChallengeStatus(int(c[4])),
+            c[5],
+            bytes(c[9]),
+            fraud_stake=int(c[10]),
+            honest_stake=int(c[11]),
+            quorum_base=int(c[15]),
         )
 
     def has_voted(self, challenge_id: int, validator: str) -> bool:

@@ -89,6 +89,10 @@ class Disputes:
         self._manifests: OrderedDict[int, Manifest] = OrderedDict()
         self._claimed: dict[int, list[Receipt]] = {}  # receipts posted by manifest answers (final)
         self._emit = on_event or (lambda kind, data: None)
+        # where a challenged entry whose data this voter cannot read goes: the availability path
+        # (`Availability.note`, set by the service), so a node cannot show the trace to the
+        # challenger alone and let the vote fail for want of voters who can check it
+        self.on_missing: Callable[[BatchRow, int, str], None] | None = None
 
     async def _call(self, fn: Any, *args: Any) -> Any:
         return await asyncio.to_thread(fn, *args)
@@ -224,11 +228,24 @@ class Disputes:
             return None
         prior = await self._call(self.chain.leaf_challenge, batch.batch_id, leaf)
         if prior:
-            status = (await self._call(self.chain.challenge, prior)).status
-            if status != ChallengeStatus.NOT_FRAUD:
+            view = await self._call(self.chain.challenge, prior)
+            if view.status != ChallengeStatus.NOT_FRAUD:
                 log.info("batch %d #%d already challenged (%d)", batch.batch_id, verdict.index, prior)
                 self.db.set_check_challenge(batch.batch_id, verdict.index, prior)
                 return prior
+            if view.cleared(self.chain.params().quorum_bps):
+                # a quorum of validators judged this leaf and cleared it: a second challenge asks
+                # the same validators again and pays the node another bond (a node that makes its
+                # receipts split the validators would collect one per dissenting checker). Only a
+                # challenge that ended with no verdict is worth re-opening.
+                log.warning(
+                    "batch %d #%d: found faulty here, but cleared on chain by a quorum (challenge %d)",
+                    batch.batch_id,
+                    verdict.index,
+                    prior,
+                )
+                self.db.set_check_challenge(batch.batch_id, verdict.index, prior)
+                return None
         log.info("opening a challenge on batch %d #%d", batch.batch_id, verdict.index)
         try:
             cid = await self._call(
@@ -293,6 +310,11 @@ class Disputes:
             verdict = await self.verifier.verify(
                 batch.batch_id, batch.node, index, manifest, recheck_all=True
             )
+        if verdict.missing and self.on_missing is not None:
+            # a bonded challenger read this data: the node serves it to some and not to others.
+            # Make it serve everyone (its trace posted on chain) or be slashed for it; once posted,
+            # this voter checks it like any entry (and votes, while the vote is open).
+            self.on_missing(batch, index, f"challenged in {row.challenge_id}, unreadable to this voter")
         if verdict.unverifiable:
             log.info("challenge %d: cannot check (%s), not voting", row.challenge_id, verdict.unverifiable)
             return

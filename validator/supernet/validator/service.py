@@ -189,6 +189,7 @@ class Validator:
             challenge=s.challenge,
             on_event=lambda kind, data: self._emit(kind, **data),
         )
+        self.disputes.on_missing = self.availability.note
         # every committed trace is read in its window for the writes it records (the origin check)
         self.writes = WriteLog(
             self.chain,

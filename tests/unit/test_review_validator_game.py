@@ -1,0 +1,333 @@
+"""Review: the validator's own economics in the challenge / vote game (real Anvil, real contracts,
+the real embedded store, the real `Disputes`, `Follower`, `Verifier` and `Database`).
+
+A rational cheater does not fight the checks head on: it makes an honest validator lose its bond,
+or pays nothing where it should. These tests play that game against the validator's dispute code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from chain_fixtures import Actors
+from eth_account.signers.local import LocalAccount
+from supernet.sdk.chain import Contracts, ReceiptTree
+from supernet.sdk.chain.anvil import increase_time, mine
+from supernet.sdk.chain.eip712 import TaskRequest, hash_task_request, sign_task_request
+from supernet.sdk.chain.receipts import Receipt, input_hash, output_hash, sign_receipt, trace_hash
+from supernet.sdk.formats.manifest import BatchManifest, ManifestEntry
+from supernet.sdk.store import BlockNotFoundError, StoreClient
+from supernet.sdk.store.cids import compute_cid, encode_dag
+from supernet.sdk.store.embedded import serve_in_thread
+from supernet.validator.availability import Availability
+from supernet.validator.chain import ChallengeStatus, TaskManagerClient
+from supernet.validator.challenger import Disputes
+from supernet.validator.db import BatchRow, CheckRow, Database
+from supernet.validator.evidence import Check, Finding, Verdict
+from supernet.validator.follower import Follower
+from supernet.validator.tool_check import RegistryRunner
+from supernet.validator.verifier import Verifier
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+ETHER = 10**18
+
+
+@dataclass
+class Party:
+    """One validator's real dispute stack: chain client, database, follower, verifier, disputes."""
+
+    account: LocalAccount
+    client: TaskManagerClient
+    db: Database
+    follower: Follower
+    disputes: Disputes
+
+
+@dataclass
+class Game:
+    chain: Contracts
+    actors: Actors
+    tmp: Path
+    stores: dict[str, StoreClient]
+
+    def party(self, account: LocalAccount, store: StoreClient, name: str) -> Party:
+        dep = self.chain.deployment
+        client = TaskManagerClient(
+            self.chain.w3,
+            dep.address("TaskManager"),
+            account,
+            omission_address=dep.address("OmissionManager"),
+        )
+        db = Database(self.tmp / f"{name}.sqlite")
+        follower = Follower(client, db, dep.deploy_block)
+        verifier = Verifier(store, None, RegistryRunner(store), self.chain.domain, account.address)
+        disputes = Disputes(client, db, verifier, store, account.address)
+        return Party(account, client, db, follower, disputes)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def game(network: Contracts, actors: Actors, tmp_path: Path) -> AsyncIterator[Game]:
+    """``network`` plus two content stores: ``full`` (what the node serves to the validator it
+    wants to bait) and ``partial`` (what the rest of the validators can read)."""
+    stops, stores = [], {}
+    for name in ("full", "partial"):
+        url, stop = serve_in_thread(tmp_path / f"store-{name}")
+        stops.append(stop)
+        stores[name] = StoreClient(url)
+    try:
+        yield Game(network, actors, tmp_path, stores)
+    finally:
+        for s in stores.values():
+            await s.aclose()
+        for stop in stops:
+            stop()
+
+
+async def _commit(g: Game) -> tuple[int, list[Receipt], str]:
+    """The node commits a batch of two well-signed receipts; the manifest is served on both
+    stores, the trace of entry 0 only on ``full``. Returns (batch id, receipts, trace CID)."""
+    node, users, c = g.actors.node, g.actors.users, g.chain
+    trace_block = encode_dag({"kind": "a trace only the baited validator is shown", "n": 1})
+    entries, receipts = [], []
+    for i in range(2):
+        user = users[i % len(users)]
+        block = trace_block if i == 0 else encode_dag({"kind": "another trace", "n": i})
+        tcid = compute_cid(block, "dag-cbor")
+        await g.stores["full"].put_block(block, "dag-cbor")
+        req = TaskRequest(
+            user=user.address,
+            node=node.address,
+            model_id=bytes(32),
+            agent_hash=bytes(32),
+            input_hash=input_hash(f"q{i}"),
+            max_fee=10**15,
+            nonce=1_000 + i,
+            deadline=2**40,
+        )
+        receipt = Receipt(
+            request_hash=hash_task_request(req, c.domain),
+            user=user.address,
+            model_id=bytes(32),
+            input_hash=req.input_hash,
+            output_hash=output_hash(f"a{i}"),
+            trace_hash=trace_hash(tcid),
+            fee=10**14,
+        )
+        receipts.append(receipt)
+        entries.append(
+            ManifestEntry(
+                receipt=receipt,
+                leaf=receipt.leaf(),
+                signature=sign_receipt(receipt, node),
+                trace_cid=tcid,
+                agent="probe",
+                request=req,
+                request_signature=sign_task_request(req, c.domain, user),
+            )
+        )
+    manifest = BatchManifest.seal(node.address, entries)
+    for store in g.stores.values():
+        cid = await store.put_dag(manifest.to_dag(), pin=True)
+    tree = ReceiptTree(receipts)
+    tm = c.as_account(node).task_manager
+    batch_id = tm.commit_batch(tree.root, len(receipts), cid).value.batch_id
+    mine(c.w3, 2)
+    return batch_id, receipts, compute_cid(trace_block, "dag-cbor")
+
+
+def _faulty(batch_id: int, index: int, leaf: bytes, who: str) -> Verdict:
+    """What a validator's own check concluded: the receipt is faulty."""
+    return Verdict(
+        batch_id, index, leaf, findings=(Finding(Check.TRACE, "output is not the trace's"),), validator=who
+    )
+
+
+def _open(p: Party, batch_id: int, receipts: list[Receipt], index: int = 0) -> int:
+    proof = ReceiptTree(receipts).proof_at(index)
+    return p.client.open_challenge(batch_id, index, receipts[index], proof, "bafy-evidence")
+
+
+def _past_vote_window(c: Contracts) -> None:
+    increase_time(c.w3, 31)
+    mine(c.w3, 1)
+
+
+async def test_defence_a_trace_withheld_from_voters_ends_in_an_availability_slash(game: Game) -> None:
+    """Attack: the node serves entry 0's trace to the validator that sampled it (which finds the
+    fault and challenges, bond posted) and to nobody else. The other validators, who are not
+    sampled for that receipt, can read the manifest but not the trace when they come to vote:
+    `Disputes._vote_one` gets a `missing` verdict, looks for an availability answer on chain,
+    finds none and abstains, and it opens no availability challenge although the batch's
+    challenge window is still open (`challengeAvailability` would force the trace on chain).
+    With the challenger below QUORUM_BPS by itself the challenge ends with no verdict.
+
+    Who profits: the cheating node (never slashed for a real fault). Who pays: the honest
+    challenger, whose CHALLENGE_BOND burns. Repeated, it teaches validators to stop challenging.
+
+    Defence: a voter that cannot read a challenged entry's data hands it to the availability path
+    (`Disputes.on_missing` = `Availability.note`): retried, then `challengeAvailability`, so the
+    node posts the trace on chain for everyone (then every voter checks it; an entry answered
+    late gets a fresh fraud window, and a challenge that ended with no verdict may be re-opened)
+    or is slashed. Withholding from voters no longer saves the node. What remains (docs/validator.md,
+    "Known limits"): the first challenger's bond still burns when the vote ends before the data is
+    served, as the contract does not extend a vote for an availability answer.
+    """
+    g = game
+    c, a = g.chain, g.actors
+    # one more (passive) validator: the challenger alone is now under the 30 % quorum, while the
+    # challenger and the two other validators together would be far above it
+    c.as_account(a.outsider).service_manager.register_validator(8 * ETHER)
+    increase_time(c.w3, 1)
+    batch_id, receipts, trace = await _commit(g)
+    with pytest.raises(BlockNotFoundError):
+        await g.stores["partial"].get_block(trace)  # the voters' view: no trace
+
+    challenger = g.party(a.validators[0], g.stores["full"], "challenger")
+    challenge_id = _open(challenger, batch_id, receipts)
+    burned_before = int(c.task_manager.call("totalBurned"))
+
+    voters = [g.party(v, g.stores["partial"], f"voter{i}") for i, v in enumerate(a.validators[1:])]
+    settled: list[int] = []
+
+    async def settle(batch: BatchRow, index: int, verdict: Verdict) -> None:
+        settled.append(index)
+
+    for v in voters:
+        v.disputes.on_missing = Availability(
+            v.client, v.db, v.disputes, v.disputes.verifier, settle, retries=1, backoff_s=0.01
+        ).note
+        v.follower.catch_up()
+        await v.disputes.vote_open(int(time.time()))
+        assert not v.client.has_voted(challenge_id, v.account.address), "the voter cannot check: no vote"
+        assert [(r.batch_id, r.index) for r in v.db.missing("retrying")] == [(batch_id, 0)]
+    # the first voter's availability path: one retry, then the bonded availability challenge
+    first_voter = voters[0]
+    availability = Availability(
+        first_voter.client, first_voter.db, first_voter.disputes, first_voter.disputes.verifier, settle,
+        retries=1, backoff_s=0.01,
+    )  # fmt: skip
+    await asyncio.sleep(0.02)
+    await availability.step(first_voter.client.timestamp())
+    aid = first_voter.client.entry_availability(batch_id, 0)
+    assert aid != 0, "the voter forced the question: serve the trace on chain, or be slashed"
+    params = challenger.client.params()
+    total = 14 * ETHER
+    assert 2 * ETHER * 10_000 < total * params.quorum_bps, "the challenger alone is no quorum"
+    assert 6 * ETHER * 10_000 >= total * params.quorum_bps, "with the two voters it would be"
+
+    _past_vote_window(c)
+    assert challenger.client.resolve(challenge_id) is False
+    assert challenger.client.challenge(challenge_id).status == ChallengeStatus.NOT_FRAUD
+    assert challenger.client.claimable(a.validators[0].address) == 0, "the honest bond is gone"
+    assert int(c.task_manager.call("totalBurned")) - burned_before == params.challenge_bond
+    assert challenger.client.claimable(a.node.address) == 0
+    # the node never posts the trace: slashed when the answer window ends
+    slashes_before = c.service_manager.get_node(a.node.address).slash_count
+    _past_vote_window(c)
+    await availability.step(first_voter.client.timestamp())
+    assert [r.status for r in first_voter.db.missing("slashed")] == ["slashed"]
+    assert c.service_manager.get_node(a.node.address).slash_count == slashes_before + 1
+    assert settled == []  # nothing judged on data nobody could read
+
+
+async def test_defence_a_leaf_cleared_by_a_quorum_is_not_challenged_again(
+    game: Game,
+) -> None:
+    """Attack (votes split by design): a node commits a receipt that a minority of validators
+    flags and the majority does not (a tool whose result depends on the validator's setup, a
+    near-tie at a tolerance edge). One flagging validator challenges; the majority votes it "not
+    fraud" and the node is paid the bond. Another validator that flags the same leaf then runs
+    `Disputes.challenge`: it sees the prior challenge is NOT_FRAUD and opens a new one (the code
+    treats "cleared by a quorum" the same as "no verdict"), and the same majority clears it
+    again: a second bond to the node. Every minority validator pays the node once per leaf.
+
+    Who profits: the node (CHALLENGE_BOND less the voter pool per re-challenge). Who pays: the
+    validators whose check disagrees with the majority, each of which re-litigates a settled
+    question instead of recording the verdict the chain already reached.
+
+    Defence: `Disputes.challenge` re-opens only a challenge that ended with no verdict; one the
+    validators cleared (`ChallengeView.cleared`: `TaskManager.resolve`'s rule that pays the node)
+    is recorded as the check's challenge and nothing is sent. Control: a challenge that ended with
+    no verdict (below the quorum) is re-opened.
+    """
+    g = game
+    c, a = g.chain, g.actors
+    c.as_account(a.outsider).service_manager.register_validator(2 * ETHER)
+    increase_time(c.w3, 1)
+    batch_id, receipts, _ = await _commit(g)
+    first = g.party(a.validators[0], g.stores["full"], "first")
+    cid1 = _open(first, batch_id, receipts)
+    for v in a.validators[1:]:
+        c.as_account(v).task_manager.vote(cid1, False)
+    _past_vote_window(c)
+    assert first.client.resolve(cid1) is False
+    bond = first.client.params().challenge_bond
+    pool = bond * first.client.params().voter_reward_bps // 10_000
+    assert first.client.claimable(a.node.address) == bond - pool, "cleared by a quorum: node paid"
+
+    second = g.party(a.outsider, g.stores["full"], "second")
+    second.follower.catch_up()
+    batch = second.db.batch(batch_id)
+    assert batch is not None
+    verdict = _faulty(batch_id, 0, receipts[0].leaf(), a.outsider.address)
+    second.db.record_check(CheckRow(batch_id, 0, False, "trace", "e", None))  # its own verdict, stored
+    assert second.client.challenge(cid1).cleared(second.client.params().quorum_bps)
+    assert await second.disputes.challenge(batch, verdict, "e") is None
+    assert first.client.leaf_challenge(batch_id, receipts[0].leaf()) == cid1, "no second challenge"
+    assert [r.challenge_id for r in second.db.checks(batch_id)] == [cid1]  # not retried later
+    assert first.client.claimable(a.node.address) == bond - pool, "the node took one bond only"
+
+    # control: entry 1, challenged without anyone voting, ends with no verdict and is re-opened
+    cid3 = _open(first, batch_id, receipts, index=1)
+    _past_vote_window(c)
+    assert first.client.resolve(cid3) is False
+    assert not first.client.challenge(cid3).cleared(first.client.params().quorum_bps)
+    verdict1 = _faulty(batch_id, 1, receipts[1].leaf(), a.outsider.address)
+    cid4 = await second.disputes.challenge(batch, verdict1, "e")
+    assert cid4 is not None and cid4 != cid3
+
+
+async def test_defence_a_challenge_resent_after_a_crash_posts_one_bond(game: Game) -> None:
+    """Crash between the challenge transaction and the database write: on restart the validator
+    sends the challenge again (`Validator._retry_challenge` -> `Disputes.challenge`). It reads
+    `leafChallenge` first and adopts the open challenge: no second bond, no revert."""
+    g = game
+    c, a = g.chain, g.actors
+    batch_id, receipts, _ = await _commit(g)
+    v = g.party(a.validators[0], g.stores["full"], "v0")
+    v.follower.catch_up()
+    batch = v.db.batch(batch_id)
+    assert batch is not None
+    verdict = _faulty(batch_id, 0, receipts[0].leaf(), a.validators[0].address)
+    first = await v.disputes.challenge(batch, verdict, "e1")
+    again = await v.disputes.challenge(batch, verdict, "e2")  # the restart's re-send
+    assert first is not None and again == first
+    assert int(c.task_manager.call("challengeCount")) == 1, "one challenge, one bond"
+
+
+async def test_defence_a_vote_sent_before_a_crash_is_not_sent_twice(game: Game) -> None:
+    """Crash between the vote transaction and the database write: on restart `vote_open` reads the
+    validator's on-chain vote first and records it, without re-checking or sending it again (an
+    `AlreadyVoted` revert would otherwise fail every step), and its reward is claimed once."""
+    g = game
+    c, a = g.chain, g.actors
+    batch_id, receipts, _ = await _commit(g)
+    challenger = g.party(a.validators[0], g.stores["full"], "c")
+    cid = _open(challenger, batch_id, receipts)
+    voter = g.party(a.validators[1], g.stores["partial"], "v1")
+    c.as_account(a.validators[1]).task_manager.vote(cid, True)  # sent, then the crash
+    voter.follower.catch_up()
+    await voter.disputes.vote_open(int(time.time()))
+    row = next(r for r in voter.db.challenges() if r.challenge_id == cid)
+    assert row.my_vote is True and row.status == "voted"
+    _past_vote_window(c)
+    await voter.disputes.settle(int(c.w3.eth.get_block("latest")["timestamp"]) + 1)
+    await voter.disputes.settle(int(c.w3.eth.get_block("latest")["timestamp"]) + 1)  # restart
+    assert c.task_manager.call("getVote", cid, a.validators[1].address)[2] is True  # claimed, once
