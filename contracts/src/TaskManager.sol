@@ -232,6 +232,10 @@ contract TaskManager is ReentrancyGuardTransient {
     /// @notice keccak256(abi.encode(batchId, index)) => when its data was posted on chain: a fraud
     ///         challenge on that entry stays possible for CHALLENGE_WINDOW after this time.
     mapping(bytes32 => uint256) public answeredAt;
+    /// @dev keccak256(abi.encode(batchId, index)) => the entry's latest fraud challenge, and back:
+    ///      an availability challenge on the entry extends that challenge's vote (`_extendVote`).
+    mapping(bytes32 => uint256) internal _entryChallenge;
+    mapping(uint256 => bytes32) internal _challengeEntry;
 
     /*//////////////////////////////////////////////////////////////
                                  EVENTS
@@ -264,6 +268,10 @@ contract TaskManager is ReentrancyGuardTransient {
         uint64 voteDeadline,
         string evidenceCid
     );
+    /// @notice An availability challenge on the challenged entry moved the vote's end to
+    ///         `voteDeadline` (VOTE_WINDOW after the answer is due): voters who could not read the
+    ///         trace vote once it is posted.
+    event VoteExtended(uint256 indexed challengeId, uint64 voteDeadline);
     /// @notice A validator voted (the challenger's implicit fraud vote included).
     event Voted(uint256 indexed challengeId, address indexed validator, bool fraud, uint256 weight);
     /// @notice A challenge was resolved, with the payout split (`refund`: held for the request's
@@ -593,6 +601,7 @@ contract TaskManager is ReentrancyGuardTransient {
         );
         SERVICE_MANAGER.freeze(node);
         SERVICE_MANAGER.lockStake(msg.sender, voteDeadline);
+        _bindEntry(challengeId, ref.batchId, index);
     }
 
     /// @notice Votes on an open challenge, weighted by the caller's validator stake now. Once
@@ -651,9 +660,14 @@ contract TaskManager is ReentrancyGuardTransient {
             // could tie it and take the honest challenger's bond (contracts/test/Review3.t.sol).
             bool cleared = honestStake >= fraudStake && honestStake * BPS >= quorum;
             uint256 pool = cleared && honestStake != 0 ? CHALLENGE_BOND * VOTER_REWARD_BPS / BPS : 0;
-            uint256 burned = cleared ? 0 : CHALLENGE_BOND;
+            // No verdict because the node withheld the entry's data from the voters (an
+            // availability claim on it left unanswered, for which the node is slashed): the
+            // challenger, who had read it, gets its bond back instead of losing it to the withholding.
+            bool withheld = !cleared && _withheld(challengeId);
+            uint256 burned = cleared || withheld ? 0 : CHALLENGE_BOND;
             c.rewardPool = pool;
             if (cleared) claimable[c.node] += CHALLENGE_BOND - pool;
+            else if (withheld) claimable[c.challenger] += CHALLENGE_BOND;
             else totalBurned += burned;
             emit ChallengeResolved(challengeId, false, fraudStake, honestStake, 0, 0, 0, pool, burned);
             if (burned != 0) _send(BURN_ADDRESS, burned);
@@ -809,6 +823,43 @@ contract TaskManager is ReentrancyGuardTransient {
         address node = ref.node;
         emit AvailabilityChallenged(availabilityId, batchId, msg.sender, node, index, answerBy);
         SERVICE_MANAGER.freeze(node);
+        _extendVote(key, answerBy);
+    }
+
+    /// @dev Records which entry a fraud challenge is on; while the entry's data is claimed
+    ///      unavailable (an open availability challenge) its vote lasts until voters can read it.
+    function _bindEntry(uint256 challengeId, uint256 batchId, uint256 index) internal {
+        bytes32 entry = keccak256(abi.encode(batchId, index));
+        _entryChallenge[entry] = challengeId;
+        _challengeEntry[challengeId] = entry;
+        uint256 claim = entryAvailability[entry];
+        if (claim != 0 && _availability[claim].status == AvailabilityStatus.Open) {
+            _extendVote(entry, _availability[claim].deadline);
+        }
+    }
+
+    /// @dev A node that shows an entry's trace to its challenger alone would let the fraud vote
+    ///      end for want of voters who can check it (the challenger's bond burned, the node never
+    ///      slashed). So an availability challenge on an entry under an open fraud challenge moves
+    ///      that vote's end to VOTE_WINDOW after the answer is due: answered, every voter reads the
+    ///      posted trace in time; unanswered, the node is slashed and the bond refunded (`resolve`).
+    ///      Once per entry (an entry has one availability challenge), so the vote stays bounded.
+    function _extendVote(bytes32 entry, uint64 answerBy) internal {
+        uint256 challengeId = _entryChallenge[entry];
+        if (challengeId == 0) return;
+        Challenge storage c = _challenges[challengeId];
+        uint64 until = answerBy + uint64(VOTE_WINDOW);
+        if (c.status != ChallengeStatus.Open || until <= c.voteDeadline) return;
+        c.voteDeadline = until;
+        emit VoteExtended(challengeId, until);
+    }
+
+    /// @dev Whether the challenge's entry was claimed unavailable and never answered: the node
+    ///      kept the data from the voters (`resolveAvailability` slashes it for that). A claim
+    ///      still open when the vote ends is past its answer deadline (`_extendVote`).
+    function _withheld(uint256 challengeId) internal view returns (bool) {
+        uint256 claim = entryAvailability[_challengeEntry[challengeId]];
+        return claim != 0 && _availability[claim].status != AvailabilityStatus.Answered;
     }
 
     /// @notice Answers an availability challenge by posting the entry's receipt (with its proof

@@ -119,4 +119,78 @@ contract Review5Test is Base {
         vm.expectRevert(abi.encodeWithSelector(TaskManager.LeafAlreadyChallenged.selector, id));
         tm.challenge{value: CHALLENGE_BOND}(_ref(b), 0, rs[0], proof, "again");
     }
+
+    function _claimUnavailable(address who, uint256 b, uint256 index) internal returns (uint256) {
+        vm.deal(who, who.balance + CHALLENGE_BOND);
+        vm.prank(who);
+        return tm.challengeAvailability{value: CHALLENGE_BOND}(_ref(b), index);
+    }
+
+    /// @notice Defence (trace shown to the challenger alone): a voter that cannot read the
+    ///         challenged entry claims it unavailable. The vote now lasts until VOTE_WINDOW after
+    ///         the answer is due (`VoteExtended`). Unanswered: the node is slashed for withholding,
+    ///         the fraud vote ends with no verdict and the challenger gets its bond back instead of
+    ///         losing it. Control: a challenge with no availability claim that ends without a
+    ///         verdict still burns its bond.
+    function test_defence_WithheldFromVotersTheVoteWaitsAndTheBondIsRefunded() public {
+        _deployDevnet(); // a vote window shorter than the challenge window, as deployed
+        _registerNode(node, 2 ether);
+        _registerValidator(validator1, 2 ether); // challenger, alone below the quorum
+        _registerValidator(validator2, 4 ether); // cannot read the trace
+        _registerValidator(validator3, 4 ether);
+        (uint256 b, Receipt[] memory rs, bytes32[] memory ls) = _commit(node, 2);
+        uint256 id = _challenge(validator1, b, 0, rs[0], Merkle.proofAt(ls, 0));
+        uint64 before = tm.challenges(id).voteDeadline;
+        vm.warp(block.timestamp + 10);
+        uint256 claim = _claimUnavailable(validator2, b, 0);
+        uint64 extended = tm.challenges(id).voteDeadline;
+        uint256 window = tm.VOTE_WINDOW();
+        assertEq(extended, uint64(block.timestamp + 2 * window), "a vote window after the answer is due");
+        assertTrue(extended > before);
+        vm.warp(before); // the original vote would be over: still open
+        vm.expectRevert(abi.encodeWithSelector(TaskManager.VoteWindowOpen.selector, extended));
+        tm.resolve(id);
+        vm.warp(extended);
+        tm.resolveAvailability(claim); // never answered: the node is slashed for it
+        uint256 burnedBefore = tm.totalBurned();
+        assertFalse(tm.resolve(id));
+        assertEq(tm.claimable(validator1), CHALLENGE_BOND, "the challenger's bond comes back");
+        assertEq(tm.totalBurned(), burnedBefore, "nothing burned for the withholding");
+
+        // control: entry 1, no availability claim, no votes: no verdict, the bond burns
+        uint256 id2 = _challenge(validator1, b, 1, rs[1], Merkle.proofAt(ls, 1));
+        vm.warp(block.timestamp + window);
+        uint256 burned2 = tm.totalBurned();
+        assertFalse(tm.resolve(id2));
+        assertEq(tm.totalBurned() - burned2, CHALLENGE_BOND);
+        assertEq(tm.claimable(validator1), CHALLENGE_BOND, "only the first bond was refunded");
+    }
+
+    /// @notice Defence: answered late, the posted trace reaches the voters while the vote is open,
+    ///         and the real fraud is slashed (the node's last-second answer no longer outlasts the
+    ///         vote). A fraud challenge opened while the entry's data is claimed waits the same way.
+    function test_defence_AnsweredLateTheVotersStillJudgeIt() public {
+        _deployDevnet();
+        _registerNode(node, 2 ether);
+        _registerValidator(validator1, 2 ether);
+        _registerValidator(validator2, 4 ether);
+        _registerValidator(validator3, 4 ether);
+        (uint256 b, Receipt[] memory rs, bytes32[] memory ls) = _commit(node, 2);
+        uint256 window = tm.VOTE_WINDOW();
+        // entry 1: a fraud challenge opened while the entry's data is claimed waits for the answer
+        _claimUnavailable(validator2, b, 1);
+        uint256 early = _challenge(validator1, b, 1, rs[1], Merkle.proofAt(ls, 1));
+        assertEq(tm.challenges(early).voteDeadline, uint64(block.timestamp + 2 * window));
+        // entry 0: challenged, then claimed; the node answers at the last second of its window
+        uint256 id = _challenge(validator1, b, 0, rs[0], Merkle.proofAt(ls, 0));
+        uint256 claim = _claimUnavailable(validator2, b, 0);
+        vm.warp(block.timestamp + window - 1);
+        vm.prank(node);
+        tm.answerAvailability(claim, _ref(b), rs[0], Merkle.proofAt(ls, 0), _trace(0));
+        assertTrue(tm.challenges(id).voteDeadline > block.timestamp, "the vote is still open");
+        _vote(validator2, id, true); // read from the posted trace
+        _vote(validator3, id, true);
+        vm.warp(tm.challenges(id).voteDeadline);
+        assertTrue(tm.resolve(id), "slashed for the real fault");
+    }
 }

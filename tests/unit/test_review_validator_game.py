@@ -20,6 +20,7 @@ from eth_account.signers.local import LocalAccount
 from supernet.sdk.chain import Contracts, ReceiptTree
 from supernet.sdk.chain.anvil import increase_time, mine
 from supernet.sdk.chain.eip712 import TaskRequest, hash_task_request, sign_task_request
+from supernet.sdk.chain.errors import ContractError
 from supernet.sdk.chain.receipts import Receipt, input_hash, output_hash, sign_receipt, trace_hash
 from supernet.sdk.formats.manifest import BatchManifest, ManifestEntry
 from supernet.sdk.store import BlockNotFoundError, StoreClient
@@ -175,9 +176,11 @@ async def test_defence_a_trace_withheld_from_voters_ends_in_an_availability_slas
     (`Disputes.on_missing` = `Availability.note`): retried, then `challengeAvailability`, so the
     node posts the trace on chain for everyone (then every voter checks it; an entry answered
     late gets a fresh fraud window, and a challenge that ended with no verdict may be re-opened)
-    or is slashed. Withholding from voters no longer saves the node. What remains (docs/validator.md,
-    "Known limits"): the first challenger's bond still burns when the vote ends before the data is
-    served, as the contract does not extend a vote for an availability answer.
+    or is slashed. And the contract (`TaskManager._extendVote`, `VoteExtended`) keeps the fraud
+    vote open until a vote window after the answer is due, so voters judge a posted trace in time;
+    left unanswered, the challenger's bond is refunded instead of burned (contracts/test/Review5.t.sol
+    pins both on the contract alone). Withholding from voters no longer saves the node nor costs
+    the honest challenger.
     """
     g = game
     c, a = g.chain, g.actors
@@ -222,12 +225,15 @@ async def test_defence_a_trace_withheld_from_voters_ends_in_an_availability_slas
     assert 2 * ETHER * 10_000 < total * params.quorum_bps, "the challenger alone is no quorum"
     assert 6 * ETHER * 10_000 >= total * params.quorum_bps, "with the two voters it would be"
 
-    _past_vote_window(c)
-    assert challenger.client.resolve(challenge_id) is False
-    assert challenger.client.challenge(challenge_id).status == ChallengeStatus.NOT_FRAUD
-    assert challenger.client.claimable(a.validators[0].address) == 0, "the honest bond is gone"
-    assert int(c.task_manager.call("totalBurned")) - burned_before == params.challenge_bond
-    assert challenger.client.claimable(a.node.address) == 0
+    # the vote now waits for the answer: the voters' databases follow the extension
+    extended = challenger.client.challenge(challenge_id).vote_deadline
+    for v in voters:
+        v.follower.catch_up()
+        [row] = [r for r in v.db.challenges("open") if r.challenge_id == challenge_id]
+        assert row.vote_deadline == extended
+    _past_vote_window(c)  # the original vote window is over: the vote is not
+    with pytest.raises(ContractError, match="VoteWindowOpen"):
+        challenger.client.resolve(challenge_id)
     # the node never posts the trace: slashed when the answer window ends
     slashes_before = c.service_manager.get_node(a.node.address).slash_count
     _past_vote_window(c)
@@ -235,6 +241,15 @@ async def test_defence_a_trace_withheld_from_voters_ends_in_an_availability_slas
     assert [r.status for r in first_voter.db.missing("slashed")] == ["slashed"]
     assert c.service_manager.get_node(a.node.address).slash_count == slashes_before + 1
     assert settled == []  # nothing judged on data nobody could read
+    # the fraud vote ends with no verdict, and the honest challenger's bond comes back
+    increase_time(c.w3, max(0, extended - challenger.client.timestamp()) + 1)
+    mine(c.w3, 1)
+    burned_before = int(c.task_manager.call("totalBurned"))  # the slash's burned share is in already
+    assert challenger.client.resolve(challenge_id) is False
+    assert challenger.client.challenge(challenge_id).status == ChallengeStatus.NOT_FRAUD
+    assert challenger.client.claimable(a.validators[0].address) == params.challenge_bond
+    assert int(c.task_manager.call("totalBurned")) == burned_before, "the bond is not burned"
+    assert challenger.client.claimable(a.node.address) == 0
 
 
 async def test_defence_a_leaf_cleared_by_a_quorum_is_not_challenged_again(
@@ -252,14 +267,17 @@ async def test_defence_a_leaf_cleared_by_a_quorum_is_not_challenged_again(
     validators whose check disagrees with the majority, each of which re-litigates a settled
     question instead of recording the verdict the chain already reached.
 
-    Defence: `Disputes.challenge` re-opens only a challenge that ended with no verdict; one the
-    validators cleared (`ChallengeView.cleared`: `TaskManager.resolve`'s rule that pays the node)
-    is recorded as the check's challenge and nothing is sent. Control: a challenge that ended with
+    Defence: `Disputes.challenge` does not re-open a challenge a majority of the validators'
+    stake cleared (`ChallengeView.settled`: `TaskManager.resolve`'s clearing rule, by more than half
+    of the stake; a minority at the quorum could be a cartel voting while the honest majority could
+    not judge, test_review_session_fixes.py): it is recorded as the check's challenge and nothing
+    is sent. Control: a challenge that ended with
     no verdict (below the quorum) is re-opened.
     """
     g = game
     c, a = g.chain, g.actors
-    c.as_account(a.outsider).service_manager.register_validator(2 * ETHER)
+    # the two voters then hold 4 of 7 ETH: a majority of the stake, not only the quorum
+    c.as_account(a.outsider).service_manager.register_validator(1 * ETHER)
     increase_time(c.w3, 1)
     batch_id, receipts, _ = await _commit(g)
     first = g.party(a.validators[0], g.stores["full"], "first")
@@ -278,7 +296,7 @@ async def test_defence_a_leaf_cleared_by_a_quorum_is_not_challenged_again(
     assert batch is not None
     verdict = _faulty(batch_id, 0, receipts[0].leaf(), a.outsider.address)
     second.db.record_check(CheckRow(batch_id, 0, False, "trace", "e", None))  # its own verdict, stored
-    assert second.client.challenge(cid1).cleared(second.client.params().quorum_bps)
+    assert second.client.challenge(cid1).settled(second.client.params().quorum_bps)
     assert await second.disputes.challenge(batch, verdict, "e") is None
     assert first.client.leaf_challenge(batch_id, receipts[0].leaf()) == cid1, "no second challenge"
     assert [r.challenge_id for r in second.db.checks(batch_id)] == [cid1]  # not retried later

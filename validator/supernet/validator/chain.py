@@ -92,7 +92,17 @@ class ChallengeResolved:
     log_index: int
 
 
-ChainEvent = BatchCommitted | ChallengeOpened | ChallengeResolved
+@dataclass(frozen=True)
+class VoteExtended:
+    """A ``VoteExtended`` event: an availability claim on the challenged entry moved the vote's end."""
+
+    challenge_id: int
+    vote_deadline: int
+    block: int
+    log_index: int
+
+
+ChainEvent = BatchCommitted | ChallengeOpened | ChallengeResolved | VoteExtended
 
 
 @dataclass(frozen=True)
@@ -119,6 +129,14 @@ class ChallengeView:
             and self.honest_stake >= self.fraud_stake
             and self.honest_stake * 10_000 >= self.quorum_base * quorum_bps
         )
+
+    def settled(self, quorum_bps: int) -> bool:
+        """Whether the clearing is final for this validator: `cleared`, by "not fraud" stake above
+        half of all validator stake when the challenge opened. A quorum alone (30 %) is not
+        enough: a node's friends holding it could clear a fault while the honest majority could
+        not judge it (its data withheld during the vote), and the fault would then be immune to
+        the honest majority's challenge once the data is served."""
+        return self.cleared(quorum_bps) and self.honest_stake * 2 > self.quorum_base
 
 
 class TaskManagerClient:
@@ -186,13 +204,19 @@ class TaskManagerClient:
         return int(self.w3.eth.get_block("latest")["timestamp"])
 
     def events(self, from_block: int, to_block: int) -> list[ChainEvent]:
-        """Batch and challenge events in ``[from_block, to_block]``, in chain order."""
+        """Batch and challenge events (vote extensions included) in ``[from_block, to_block]``, in
+        chain order."""
         address = Web3.to_checksum_address(self.binding.address)
         logs = self.w3.eth.get_logs({"address": address, "fromBlock": from_block, "toBlock": to_block})
         events = self.binding.contract.events
         decoders = {
             bytes.fromhex(str(e.topic).removeprefix("0x")): e
-            for e in (events.BatchCommitted(), events.ChallengeOpened(), events.ChallengeResolved())
+            for e in (
+                events.BatchCommitted(),
+                events.ChallengeOpened(),
+                events.ChallengeResolved(),
+                events.VoteExtended(),
+            )
         }
         out: list[ChainEvent] = []
         for log in logs:
@@ -230,6 +254,8 @@ class TaskManagerClient:
                         idx,
                     )
                 )
+            elif ev["event"] == "VoteExtended":
+                out.append(VoteExtended(int(a["challengeId"]), int(a["voteDeadline"]), blk, idx))
             else:
                 out.append(
                     ChallengeResolved(

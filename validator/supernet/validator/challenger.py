@@ -233,13 +233,14 @@ class Disputes:
                 log.info("batch %d #%d already challenged (%d)", batch.batch_id, verdict.index, prior)
                 self.db.set_check_challenge(batch.batch_id, verdict.index, prior)
                 return prior
-            if view.cleared(self.chain.params().quorum_bps):
-                # a quorum of validators judged this leaf and cleared it: a second challenge asks
-                # the same validators again and pays the node another bond (a node that makes its
-                # receipts split the validators would collect one per dissenting checker). Only a
-                # challenge that ended with no verdict is worth re-opening.
+            if view.settled(self.chain.params().quorum_bps):
+                # a majority of the validators' stake judged this leaf and cleared it: a second
+                # challenge asks the same validators again and pays the node another bond (a node
+                # that makes its receipts split the validators would collect one per dissenting
+                # checker). A challenge that ended with no verdict, or cleared by a minority that
+                # merely reached the quorum, is worth re-opening.
                 log.warning(
-                    "batch %d #%d: found faulty here, but cleared on chain by a quorum (challenge %d)",
+                    "batch %d #%d: found faulty here, but cleared on chain by a majority (challenge %d)",
                     batch.batch_id,
                     verdict.index,
                     prior,
@@ -315,6 +316,13 @@ class Disputes:
             # Make it serve everyone (its trace posted on chain) or be slashed for it; once posted,
             # this voter checks it like any entry (and votes, while the vote is open).
             self.on_missing(batch, index, f"challenged in {row.challenge_id}, unreadable to this voter")
+        if verdict.origin_pending and self.on_missing is not None:
+            # the same for the writers whose traces the check needs (the roots' origins)
+            for writer_batch, writer_index in verdict.withheld:
+                writer = self.db.batch(writer_batch)
+                if writer is not None:
+                    why = f"a writer of the roots of challenge {row.challenge_id}'s entry, unreadable here"
+                    self.on_missing(writer, writer_index, why)
         if verdict.unverifiable:
             log.info("challenge %d: cannot check (%s), not voting", row.challenge_id, verdict.unverifiable)
             return

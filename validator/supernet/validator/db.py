@@ -30,7 +30,13 @@ from pathlib import Path
 
 from supernet.sdk.sqlite import DurableSQLite
 from supernet.sdk.store.cids import canonical_cid
-from supernet.validator.chain import BatchCommitted, ChainEvent, ChallengeOpened, ChallengeResolved
+from supernet.validator.chain import (
+    BatchCommitted,
+    ChainEvent,
+    ChallengeOpened,
+    ChallengeResolved,
+    VoteExtended,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -217,6 +223,11 @@ class Database:
                             ev.vote_deadline,
                             ev.evidence_cid,
                         ),
+                    )
+                elif isinstance(ev, VoteExtended):  # voters wait for the claimed entry's answer
+                    c.execute(
+                        "UPDATE challenges SET vote_deadline = MAX(vote_deadline, ?) WHERE challenge_id = ?",
+                        (ev.vote_deadline, ev.challenge_id),
                     )
                 elif isinstance(ev, ChallengeResolved):
                     c.execute(
