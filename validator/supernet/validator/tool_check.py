@@ -18,6 +18,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from supernet.node.kernel.builtin_tools import LOCAL_PURE_TOOLS
 from supernet.node.kernel.tools import ToolSpec
 from supernet.validator.evidence import Check, Finding
 from supernet.validator.trace_view import ToolCall
@@ -79,11 +80,10 @@ failing with one makes the receipt unverifiable (never an accusation, or a node 
 block, let validators accuse, then publish it)."""
 
 
-LOCAL_PURE_TOOLS = frozenset({"calculator", "json_query", "text"})
-"""Built-in tools that are pure functions of their arguments, computed in-process (no store, no
-network) and bounded to finish far inside their timeout: a node's recorded timeout of one is no
-reason to skip the re-run (it would let a node drop any call it dislikes). The re-run decides: a
-result where the node recorded a timeout is a finding; a re-run timing out too is unverifiable."""
+# `LOCAL_PURE_TOOLS` (the node's definition): a node's recorded timeout of one is no reason to skip
+# the re-run (it would let a node drop any call it dislikes), and an honest node never records one
+# (it fails the task instead). The re-run decides: a result where the node recorded a timeout is a
+# finding; a re-run timing out too is unverifiable.
 
 
 def _environmental(error: str | None) -> bool:

@@ -33,6 +33,15 @@ if TYPE_CHECKING:
 __all__ = ["ToolRegistry", "builtin_tools"]
 
 MAX_READ_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 512
+"""Deepest nesting `json_query` parses: deeper documents are refused before parsing (the process's
+recursion limit is raised by a dependency, so a ~99,000-deep array crashed the interpreter, a
+node's or a validator's re-run alike, instead of raising)."""
+LOCAL_PURE_TOOLS = frozenset({"calculator", "json_query", "text"})
+"""Built-in tools that are pure functions of their arguments, computed in-process (no store, no
+network) and bounded to finish far inside their timeout. A validator re-runs every call of one
+whatever the node recorded; so a node never records a timeout of one (that would be its load's
+word, not the arguments'): it fails the task instead, without a receipt (`Dispatcher._tool`)."""
 _PATH_PART = re.compile(r"\[(-?\d+)\]|\.?([^.\[\]]+)")
 
 
@@ -40,8 +49,32 @@ def _calculator(args: Mapping[str, Any]) -> Any:
     return evaluate(str(args["expression"]))
 
 
+def _nesting(text: str) -> int:
+    """The deepest ``[``/``{`` nesting of a JSON text (brackets inside strings not counted)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
 def _json_query(args: Mapping[str, Any]) -> Any:
     """Pick a value out of a JSON document by a path like ``a.b[0].c``."""
+    if _nesting(str(args["json"])) > MAX_JSON_DEPTH:
+        raise ToolError(f"the JSON nests deeper than {MAX_JSON_DEPTH} levels")
     try:
         value: Any = json.loads(args["json"])
     except json.JSONDecodeError as exc:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from supernet.node.kernel.agent_run import (
     derive_seed,
     run_agent,
 )
+from supernet.node.kernel.builtin_tools import LOCAL_PURE_TOOLS
 from supernet.node.kernel.cores import LLMCore, LLMCores
 from supernet.node.kernel.errors import (
     AccessDeniedError,
@@ -52,6 +52,7 @@ from supernet.node.kernel.errors import (
     KernelError,
     LLMError,
     TaskAbort,
+    ToolTimeoutError,
 )
 from supernet.node.kernel.memory import MemoryManager, check_entry
 from supernet.node.kernel.namespaces import NamespaceRoots
@@ -78,10 +79,17 @@ from supernet.node.kernel.syscalls import (
     ToolCall,
 )
 from supernet.node.kernel.tools import ToolRegistry, ToolSpec, recorded_result
-from supernet.node.kernel.trace import MAX_TRACE_EVENTS, TraceRecorder, as_recorded, check_encodable, cid_link
+from supernet.node.kernel.trace import (
+    MAX_TRACE_EVENTS,
+    TraceRecorder,
+    as_recorded,
+    check_encodable,
+    cid_link,
+    llm_record_bound,
+)
 from supernet.node.llm.grammar import grammar_of
-from supernet.sdk.chain.receipts import InputEncodingError, canonical_input
-from supernet.sdk.formats.trace import MAX_CONTEXT_TOKENS, CallableAgent
+from supernet.sdk.chain.receipts import InputEncodingError, normal_input
+from supernet.sdk.formats.trace import MAX_CONTEXT_TOKENS, MAX_TRACE_BYTES, CallableAgent
 from supernet.sdk.store.cids import compute_cid
 from supernet.sdk.store.files import split_chunks
 
@@ -212,7 +220,16 @@ class Dispatcher:
         agents: RegistryAgents | Any | None = None,
         slots: TaskSlots | None = None,
         revert_failed: bool = False,
+        trace_size: Callable[[TraceRecorder], Awaitable[int]] | None = None,
+        live: bool = False,
     ) -> None:
+        # the node's own run of a task (not a replay's): a pure tool's timeout is its load's word,
+        # so it ends the task without a receipt rather than being recorded (`_tool`)
+        self._live = live
+        # what the task's trace weighs so far (`trace.trace_size`): a node refuses an LLM call whose
+        # record could take it past MAX_TRACE_BYTES before generating a token (None: no check,
+        # as in a replay, which re-runs only tasks whose trace was within the limit)
+        self._trace_size = trace_size
         self._agents = agents
         self._slots = slots
         # the node's kernel: a failed task's writes are undone (`release`)
@@ -320,6 +337,18 @@ class Dispatcher:
             raise self._abort(
                 st, f"{len(prompt_ids)} + {max_new} tokens exceed this engine's {held} positions"
             )
+        if self._trace_size is not None:
+            # A trace over MAX_TRACE_BYTES fails its task after the fact, unbilled: the tokens
+            # streamed meanwhile would be free work (a user could bloat the witness with memory
+            # adds before the answer). So the call runs only if its largest record still fits.
+            used = await self._trace_size(st.root.trace)
+            need = llm_record_bound(messages, prompt_ids, max_new)
+            if used + need > MAX_TRACE_BYTES:
+                raise self._abort(
+                    st,
+                    f"the trace holds {used} bytes and this call's record may take {need} more, past "
+                    f"the protocol's {MAX_TRACE_BYTES}-byte trace limit: refused before any token",
+                )
         grammar = grammar_of(call.response_format)  # GrammarError (a ValueError) fails the call
         constraint = {} if grammar is None else {"grammar": grammar}  # unconstrained: as before
         params = self._params_type(
@@ -398,6 +427,13 @@ class Dispatcher:
                 # a ToolRegistry returns the result as recorded (an unrecordable one is its
                 # ToolError), the rule a validator's re-run shares; again here for any other manager
                 result = recorded_result(call.name, await self._tools.call(call.name, call.args))
+        except ToolTimeoutError as exc:
+            if self._live and call.name in LOCAL_PURE_TOOLS:
+                # this node's load, not the arguments, made it late, and validators re-run it: a
+                # recorded timeout would be an honest node's fault (a user could cause it by load)
+                raise self._abort(st, f"{exc} on this node: the task ends without a receipt") from None
+            st.trace.record("tool", **record, result=None, error=_error(exc))
+            raise
         except Exception as exc:  # recorded as the tool's answer: a validator re-runs it and expects it too
             st.trace.record("tool", **record, result=None, error=_error(exc))
             raise
@@ -623,11 +659,10 @@ class Dispatcher:
             )
         self._access.check_budget(spec, "LLM calls", use.llm_calls, st.caps.max_llm_calls)
         self._access.check_budget(spec, "LLM tokens", use.llm_tokens, st.caps.max_llm_tokens)
-        try:  # the child gets its input as a task would: canonical JSON (or the string)
-            raw = canonical_input(call.input)
+        try:  # the child gets its input as a task would: its normal form (`normal_input`)
+            child_input = normal_input(call.input)
         except InputEncodingError as exc:
             raise AgentCallError(f"agent {call.agent_id}: {exc}") from None
-        child_input = call.input if isinstance(call.input, str) else json.loads(raw)
         info = self._agents.resolve(call.agent_id, child_input)
         child_spec = dataclasses.replace(spec, agent_id=info.agent_id, agent_hash=None)
         entry = self._agents.callable(info)  # the signed profile's entry for the child

@@ -22,6 +22,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from supernet.node.agents.registry import AgentRegistry, default_registry
@@ -49,7 +50,13 @@ from supernet.node.kernel.slots import TaskSlots
 from supernet.node.kernel.storage import StorageManager
 from supernet.node.kernel.syscalls import Syscall, TaskOutcome, TaskSpec, TokenChunk
 from supernet.node.kernel.tools import ToolRegistry, ToolSpec
-from supernet.node.kernel.trace import TraceRecorder, collect_witness, save_trace
+from supernet.node.kernel.trace import (
+    TraceRecorder,
+    TraceTooLargeError,
+    collect_witness,
+    save_trace,
+    trace_size,
+)
 from supernet.sdk.chain.eip712 import Domain
 from supernet.sdk.chain.receipts import InputEncodingError, normal_input
 from supernet.sdk.formats.profile import AgentProfile
@@ -203,6 +210,8 @@ class Kernel:
             agents=RegistryAgents(self.agents, self.callable_agents),  # the node's allowed agents
             slots=self._slots,
             revert_failed=True,
+            trace_size=partial(trace_size, store),
+            live=True,
         )
         self._runs: dict[str, TaskRun] = {}
         self._running = False
@@ -420,7 +429,14 @@ class Kernel:
             await self._dispatcher.settle(st)  # a syscall the agent left running: in the trace too
             witness = await collect_witness(self.store, st.trace.typed)
             trace = st.trace.build(output, ran.status, ran.error, witness)
-            cid, trace_hash = await save_trace(self.store, trace, publish=not self._withholds(spec.task_id))
+            try:
+                cid, trace_hash = await save_trace(
+                    self.store, trace, publish=not self._withholds(spec.task_id)
+                )
+            except TraceTooLargeError as exc:  # say why the task failed first, not only the trace's size
+                if ran.error is None:
+                    raise
+                raise TraceTooLargeError(f"{ran.error}; then: {exc}") from None
             outcome = TaskOutcome(
                 task_id=spec.task_id,
                 status=ran.status,

@@ -18,7 +18,7 @@ post on chain; `TraceTooLargeError`).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from multiformats import CID
@@ -171,6 +171,24 @@ class TraceRecorder:
             "witness": (witness or Witness()).to_dag(),
         }
         return Trace.from_dag(doc).to_dag()
+
+
+LLM_RECORD_BYTES_PER_TOKEN = 96
+"""An upper bound on what one output token adds to a trace: its id and log-probability, its text
+in the call and again in the task's output (tokens of up to 32 UTF-8 bytes each), and its share
+of the fingerprints (one every `FINGERPRINT_INTERVAL` tokens)."""
+
+
+def llm_record_bound(messages: Any, prompt_ids: Sequence[int], max_new_tokens: int) -> int:
+    """An upper bound on the bytes an LLM call of ``max_new_tokens`` adds to the trace."""
+    text = sum(len(str(m.get("content", ""))) * 4 + 32 for m in messages)  # UTF-8: at most 4 a char
+    return 1024 + text + 5 * len(prompt_ids) + LLM_RECORD_BYTES_PER_TOKEN * max_new_tokens
+
+
+async def trace_size(store: Any, recorder: TraceRecorder) -> int:
+    """The encoded size of the trace recorded so far, with its witness."""
+    witness = await collect_witness(store, recorder.typed)
+    return len(encode_dag(recorder.build("", "ok", None, witness)))
 
 
 async def save_trace(store: Any, trace: Mapping[str, Any], *, publish: bool = True) -> tuple[str, str]:

@@ -39,7 +39,7 @@ from supernet.node.service.schemas import (
     TaskPublic,
 )
 from supernet.node.service.streams import StreamEvent, until
-from supernet.sdk.chain.receipts import InputEncodingError, canonical_input
+from supernet.sdk.chain.receipts import InputEncodingError, canonical_input, normal_input
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 
@@ -74,6 +74,10 @@ async def admit_and_start(
     not record what the user signed, and validators would wrong this node over it."""
     try:
         encoded = canonical_input(task_input)
+        # from here on the input is the value its hash names (`normal_input`: 8.0 becomes 8): what
+        # the schema check, the agent and the trace see, so a budget of 8.0 is the integer 8
+        # everywhere; an input whose normal form has no hash (1e16) is refused here too
+        normal = normal_input(task_input)
     except InputEncodingError as exc:
         METRICS.tasks_rejected.labels(code=InputNotCanonicalError.code).inc()
         raise InputNotCanonicalError(str(exc)) from None
@@ -81,9 +85,7 @@ async def admit_and_start(
     limit = ctx.settings.api.max_input_chars
     if size > limit:
         raise TooLargeError(f"input is {size} characters, the limit is {limit}")
-    # from here on the input is the value its hash names (`normal_input`: 8.0 becomes 8): what the
-    # schema check, the agent and the trace see, so a budget of 8.0 is the integer 8 everywhere
-    task_input = json.loads(encoded)
+    task_input = normal
     try:
         task = await ctx.auth.admit(signed, agent, task_input)
     except Exception as exc:

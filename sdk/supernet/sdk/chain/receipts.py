@@ -79,9 +79,14 @@ def normal_input(task_input: Any) -> Any:
     same everywhere, so the value an agent sees is a function of the hash the user signed.
 
     Raises:
-        InputEncodingError: the input has no canonical form.
+        InputEncodingError: the input has no canonical form, or its normal form has none (a float
+            such as 1e16 is spelled as an integer beyond 2**53 - 1, which no canonical form holds):
+            such an input names no value every party can hash again, so it is refused like one
+            without a canonical form.
     """
-    return json.loads(canonical_input(task_input))
+    value = json.loads(canonical_input(task_input))
+    canonical_input(value)  # closed: the normal form is itself hashable (and its own normal form)
+    return value
 
 
 def is_normal_input(value: Any) -> bool:
