@@ -161,6 +161,7 @@ async def test_inputs_without_a_canonical_form_are_refused_before_anything(fake_
         {"n": 2**53},
         {"s": "\ud800"},
         "\ud800",
+        {"n": 1e16},  # spelled 10000000000000000 by RFC 8785: its normal form has no canonical form
     ):
         body = fake_node.body(bad, cumulative=10**12, input_digest=_loose_digest(bad))
         r = await fake_node.http.post(
