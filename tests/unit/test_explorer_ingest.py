@@ -119,6 +119,7 @@ STORY = [
         bounty=45 * 10**15,
         rebate=5 * 10**15,
     ),
+    log(18, "TaskManager", "VoteExtended", challengeId=2, voteDeadline=1_700_000_400),
 ]
 
 
@@ -151,6 +152,7 @@ def test_each_event_lands_where_people_look() -> None:
         assert ch is not None and ch.status == "fraud" and ch.refund == 10**14 and ch.burned == ETH // 2
         decoy = s.get(Challenge, 2)
         assert decoy is not None and decoy.status == "decoy" and decoy.challenger_reward == 45 * 10**15
+        assert decoy.vote_deadline == 1_700_000_400  # moved by an availability claim (VoteExtended)
         totals = queries.totals(s)
         assert (totals["decoys"], totals["decoy_bounties"]) == (1, 45 * 10**15)
         assert totals["slashed"] == ETH and totals["refunded"] == 10**14 and totals["redeemed"] == 3 * 10**14

@@ -262,6 +262,13 @@ def _challenge_opened(s: Session, a: dict[str, Any], log: Event, ts: int) -> Non
     add_total(s, "challenges", 1)
 
 
+def _vote_extended(s: Session, a: dict[str, Any], log: Event, ts: int) -> None:
+    """An availability claim on the challenged entry moved the vote's end (`TaskManager._extendVote`)."""
+    ch = _get(s, Challenge, int(a["challengeId"]))
+    if ch is not None:
+        ch.vote_deadline = max(ch.vote_deadline, int(a["voteDeadline"]))
+
+
 def _voted(s: Session, a: dict[str, Any], log: Event, ts: int) -> None:
     validator = _checksum(a["validator"])
     s.add(
@@ -337,6 +344,7 @@ _HANDLERS = {
     "BatchCommitted": _batch_committed,
     "SeedSealed": _seed_sealed,
     "ChallengeOpened": _challenge_opened,
+    "VoteExtended": _vote_extended,
     "Voted": _voted,
     "ChallengeResolved": _challenge_resolved,
     "DecoyRevealed": _decoy_revealed,
