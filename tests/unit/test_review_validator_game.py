@@ -8,7 +8,6 @@ or pays nothing where it should. These tests play that game against the validato
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,7 +206,7 @@ async def test_defence_a_trace_withheld_from_voters_ends_in_an_availability_slas
             v.client, v.db, v.disputes, v.disputes.verifier, settle, retries=1, backoff_s=0.01
         ).note
         v.follower.catch_up()
-        await v.disputes.vote_open(int(time.time()))
+        await v.disputes.vote_open(v.client.timestamp())
         assert not v.client.has_voted(challenge_id, v.account.address), "the voter cannot check: no vote"
         assert [(r.batch_id, r.index) for r in v.db.missing("retrying")] == [(batch_id, 0)]
     # the first voter's availability path: one retry, then the bonded availability challenge
@@ -342,7 +341,7 @@ async def test_defence_a_vote_sent_before_a_crash_is_not_sent_twice(game: Game) 
     voter = g.party(a.validators[1], g.stores["partial"], "v1")
     c.as_account(a.validators[1]).task_manager.vote(cid, True)  # sent, then the crash
     voter.follower.catch_up()
-    await voter.disputes.vote_open(int(time.time()))
+    await voter.disputes.vote_open(voter.client.timestamp())
     row = next(r for r in voter.db.challenges() if r.challenge_id == cid)
     assert row.my_vote is True and row.status == "voted"
     _past_vote_window(c)
