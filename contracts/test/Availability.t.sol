@@ -28,9 +28,7 @@ contract AvailabilityTest is Base {
     }
 
     function _challengeAvailability(address who, uint256 index) internal returns (uint256) {
-        vm.deal(who, who.balance + CHALLENGE_BOND);
-        vm.prank(who);
-        return tm.challengeAvailability{value: CHALLENGE_BOND}(_ref(batchId), index);
+        return _claimAvailability(who, batchId, index);
     }
 
     function _answer(uint256 id, uint256 index) internal {

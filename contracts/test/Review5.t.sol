@@ -120,12 +120,6 @@ contract Review5Test is Base {
         tm.challenge{value: CHALLENGE_BOND}(_ref(b), 0, rs[0], proof, "again");
     }
 
-    function _claimUnavailable(address who, uint256 b, uint256 index) internal returns (uint256) {
-        vm.deal(who, who.balance + CHALLENGE_BOND);
-        vm.prank(who);
-        return tm.challengeAvailability{value: CHALLENGE_BOND}(_ref(b), index);
-    }
-
     /// @notice Defence (trace shown to the challenger alone): a voter that cannot read the
     ///         challenged entry claims it unavailable. The vote now lasts until VOTE_WINDOW after
     ///         the answer is due (`VoteExtended`). Unanswered: the node is slashed for withholding,
@@ -142,7 +136,7 @@ contract Review5Test is Base {
         uint256 id = _challenge(validator1, b, 0, rs[0], Merkle.proofAt(ls, 0));
         uint64 before = tm.challenges(id).voteDeadline;
         vm.warp(block.timestamp + 10);
-        uint256 claim = _claimUnavailable(validator2, b, 0);
+        uint256 claim = _claimAvailability(validator2, b, 0);
         uint64 extended = tm.challenges(id).voteDeadline;
         uint256 window = tm.VOTE_WINDOW();
         assertEq(extended, uint64(block.timestamp + 2 * window), "a vote window after the answer is due");
@@ -178,12 +172,12 @@ contract Review5Test is Base {
         (uint256 b, Receipt[] memory rs, bytes32[] memory ls) = _commit(node, 2);
         uint256 window = tm.VOTE_WINDOW();
         // entry 1: a fraud challenge opened while the entry's data is claimed waits for the answer
-        _claimUnavailable(validator2, b, 1);
+        _claimAvailability(validator2, b, 1);
         uint256 early = _challenge(validator1, b, 1, rs[1], Merkle.proofAt(ls, 1));
         assertEq(tm.challenges(early).voteDeadline, uint64(block.timestamp + 2 * window));
         // entry 0: challenged, then claimed; the node answers at the last second of its window
         uint256 id = _challenge(validator1, b, 0, rs[0], Merkle.proofAt(ls, 0));
-        uint256 claim = _claimUnavailable(validator2, b, 0);
+        uint256 claim = _claimAvailability(validator2, b, 0);
         vm.warp(block.timestamp + window - 1);
         vm.prank(node);
         tm.answerAvailability(claim, _ref(b), rs[0], Merkle.proofAt(ls, 0), _trace(0));

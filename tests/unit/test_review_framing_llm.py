@@ -25,6 +25,7 @@ from supernet.sdk.formats.trace import MAX_CONTEXT_TOKENS
 from supernet.validator.llm_check import _past_stop_string
 
 from tests.integration.test_user_framing_attacks import describe, honest_verdict, llm_events, registry
+from tests.unit.test_review_llm_check2 import _honest_output
 from tests.unit.test_validator_attacks3 import NoEmbedder
 
 SMOLLM2 = Path.home() / ".cache" / "supernet" / "models" / "smollm2-135m"
@@ -130,16 +131,12 @@ def test_defence_stop_string_whose_character_is_split_over_tokens_stops_where_th
     ids, k = _first_stop_mid_character(tok, "ab 😀 cd 中文 ef x<|im_end|>y gh")
     assert decode(ids[:k]).endswith("\ufffd")
     for stops in (("😀",), ("中文",), ("xy",), ("😀 c",)):
-        watcher = _StopWatcher(tok, stops, lambda _i, _t: None)
-        out: list[int] = []
-        for i, t in enumerate(ids):
-            out.append(t)
-            if watcher.on_token(i, t):
-                break
+        out = _honest_output(tok, ids, stops)  # where the node's own `_StopWatcher` stops
         assert any(s in decode(out) for s in stops)
-        assert _past_stop_string(tuple(out), stops, decode) is None, stops
+        assert _past_stop_string(out, stops, decode) is None, stops
         assert _past_stop_string(tuple(ids[: len(out) + 1]), stops, decode) == len(out), stops
-        assert watcher.final_text(tuple(out)) == decode(out)[: min(decode(out).find(s) for s in stops)]
+        watcher = _StopWatcher(tok, stops, lambda _i, _t: None)
+        assert watcher.final_text(out) == decode(out)[: min(decode(out).find(s) for s in stops)]
 
 
 async def test_defence_stop_strings_on_split_characters_verify_end_to_end(

@@ -338,6 +338,13 @@ abstract contract Base is Test {
         return tm.challenge{value: CHALLENGE_BOND}(_ref(batchId), index, r, proof, "bafyevidence");
     }
 
+    /// @dev `who` claims entry `index` of `batchId` unavailable, with the bond.
+    function _claimAvailability(address who, uint256 batchId, uint256 index) internal returns (uint256) {
+        vm.deal(who, who.balance + CHALLENGE_BOND);
+        vm.prank(who);
+        return tm.challengeAvailability{value: CHALLENGE_BOND}(_ref(batchId), index);
+    }
+
     function _vote(address who, uint256 challengeId, bool fraud) internal {
         vm.prank(who);
         tm.vote(challengeId, fraud);

@@ -427,14 +427,11 @@ class Dispatcher:
                 # a ToolRegistry returns the result as recorded (an unrecordable one is its
                 # ToolError), the rule a validator's re-run shares; again here for any other manager
                 result = recorded_result(call.name, await self._tools.call(call.name, call.args))
-        except ToolTimeoutError as exc:
-            if self._live and call.name in LOCAL_PURE_TOOLS:
+        except Exception as exc:  # recorded as the tool's answer: a validator re-runs it and expects it too
+            if self._live and isinstance(exc, ToolTimeoutError) and call.name in LOCAL_PURE_TOOLS:
                 # this node's load, not the arguments, made it late, and validators re-run it: a
                 # recorded timeout would be an honest node's fault (a user could cause it by load)
                 raise self._abort(st, f"{exc} on this node: the task ends without a receipt") from None
-            st.trace.record("tool", **record, result=None, error=_error(exc))
-            raise
-        except Exception as exc:  # recorded as the tool's answer: a validator re-runs it and expects it too
             st.trace.record("tool", **record, result=None, error=_error(exc))
             raise
         if self._faults is not None:

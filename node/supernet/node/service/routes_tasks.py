@@ -85,9 +85,8 @@ async def admit_and_start(
     limit = ctx.settings.api.max_input_chars
     if size > limit:
         raise TooLargeError(f"input is {size} characters, the limit is {limit}")
-    task_input = normal
     try:
-        task = await ctx.auth.admit(signed, agent, task_input)
+        task = await ctx.auth.admit(signed, agent, normal)
     except Exception as exc:
         METRICS.tasks_rejected.labels(code=getattr(exc, "code", "internal")).inc()
         raise
