@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from supernet.sdk.devnet.processes import free_port
 from supernet.sdk.store import MAX_BLOCK_SIZE, StoreClient, StoreUnavailableError, compute_cid, file_cid
 from supernet.sdk.store.cli import app as store_cli
 from supernet.sdk.store.embedded import EmbeddedStore, create_app, serve_in_thread
@@ -142,9 +143,7 @@ def test_cli_add_and_cat(served: str, tmp_path: Path) -> None:
 
 
 async def test_cli_serve_runs_the_store(tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     args = ["-m", "supernet.sdk.store.cli", "serve", "--path", str(tmp_path / "s"), "--port", str(port)]
     server = await asyncio.create_subprocess_exec(sys.executable, *args, stderr=asyncio.subprocess.DEVNULL)
     try:

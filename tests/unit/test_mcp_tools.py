@@ -21,6 +21,7 @@ from supernet.node.kernel.mcp_tools import MCPServerConfig, MCPTools, make_spec,
 from supernet.node.kernel.tools import ToolRegistry
 from supernet.node.service.config import NodeSettings
 from supernet.node.service.kernel_executor import mcp_config
+from supernet.sdk.devnet.processes import free_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -111,7 +112,7 @@ async def test_a_server_that_dies_is_reconnected(server: tuple[MCPTools, ToolReg
 
 async def test_a_server_that_is_down_leaves_its_tools_out() -> None:
     down = MCPServerConfig("gone", command="/nonexistent/mcp-server", connect_timeout_s=5)
-    closed = MCPServerConfig("nohttp", transport="http", url=f"http://127.0.0.1:{_free_port()}/mcp")
+    closed = MCPServerConfig("nohttp", transport="http", url=f"http://127.0.0.1:{free_port()}/mcp")
     mcp, registry = await started(down, closed, stdio(allow=frozenset({"echo"})))
     try:
         assert [n for n in registry.names() if "." in n] == ["test.echo"]  # and `allow` filtered
@@ -219,15 +220,9 @@ def test_mcp_servers_are_configured_in_the_node_settings() -> None:
             NodeSettings.model_validate({"mcp": {"servers": bad}})
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def http_server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, SERVER, "http", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )

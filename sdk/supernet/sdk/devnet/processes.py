@@ -11,6 +11,7 @@ which other users of the machine can read).
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -27,9 +28,40 @@ class ProcessError(SupernetError, RuntimeError):
     """A child process exited early or never became ready."""
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port() -> int:
-    """A TCP port free right now on 127.0.0.1."""
-    with socket.socket() as s:
+    """A TCP port free right now on 127.0.0.1, outside the kernel's ephemeral range.
+
+    A port the kernel handed out for ``bind(0)`` lies in the ephemeral range, so an outgoing
+    connection of any process (a validator polling Anvil) can take it as its source port in
+    the seconds a node spends loading its model before it binds: the node then dies with
+    "address already in use". Ports below that range are only ever taken by an explicit bind.
+    """
+    low, _high = _ephemeral_range()
+    first = 10_000 if low > 12_000 else 1_024
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(first, low)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    with socket.socket() as s:  # the low range is crowded: fall back to the kernel's choice
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
@@ -99,7 +131,7 @@ class ServiceProcess:
         """Raise `ProcessError` with the log tail when the process has exited."""
         if self.proc is not None and self.proc.poll() is not None:
             code = self.proc.returncode
-            raise ProcessError(f"{self.name} exited with {code}; log tail:\n{self.log_tail()}")
+            raise ProcessError(f"{self.name} exited with {code}; log tail:\n{self.log_tail(8000)}")
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM, then SIGKILL if it has not exited after ``timeout`` seconds."""
