@@ -173,3 +173,40 @@ def test_the_tokenizer_view_is_built_once_before_submission(tokenizer: Any) -> N
     assert stop_key(stops) == (0, 1, 2)
     c = GrammarConstraint(tokenizer, grammar_of(FORMAT) or "", 49152, [1, 2, 0])
     assert prepare_tokenizer(tokenizer, 49152, c.stop_ids) is False  # the constraint used that view
+
+
+@pytest.mark.model
+async def test_a_token_the_grammar_refuses_after_its_mask_allowed_it_fails_the_call_unstreamed(
+    smollm2_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A grammar engine whose matcher refuses a token its own mask allowed (a fault we cannot cause
+    with llguidance, faked here by `advance` refusing the 4th token) used to be ignored: the node
+    went on generating and recorded a token a validator's walk finds outside the grammar, a
+    fraud finding against an honest node. Now the call fails before that token is streamed (its
+    task gets no receipt), and the engine goes on serving the other sequences."""
+    from supernet.node.llm import LLMEngine, SamplingParams
+    from supernet.node.llm.errors import LLMError
+
+    real_advance = GrammarConstraint.advance
+    taken: dict[int, int] = {}
+
+    def refusing_advance(self: GrammarConstraint, token: int) -> bool:  # the named fake
+        taken[id(self)] = taken.get(id(self), 0) + 1
+        return False if taken[id(self)] == 4 else real_advance(self, token)
+
+    monkeypatch.setattr(GrammarConstraint, "advance", refusing_advance)
+    engine = LLMEngine.load(smollm2_dir, max_batch=2, max_seq_len=256)
+    constrained = SamplingParams(max_new_tokens=24, temperature=0.0, seed=1, grammar=grammar_of(FORMAT))
+    plain = SamplingParams(max_new_tokens=8, temperature=0.0, seed=1)
+    async with engine:
+        prompt = engine.tokenizer.apply_chat_template([{"role": "user", "content": "Give n."}])
+        handle = engine.submit(prompt, constrained)
+        other = engine.submit(prompt, plain)
+        streamed = []
+        with pytest.raises(LLMError, match="refused a token its own mask allowed"):
+            async for event in handle:
+                streamed.append(event)
+        with pytest.raises(LLMError):
+            await handle.result()
+        assert len(streamed) == 3, "the refused token is never streamed"
+        assert (await other.result()).finish_reason in ("stop", "length")

@@ -251,7 +251,8 @@ class LLMEngine:
             raise ValueError("a constrained generation needs the model's tokenizer")
         constraint = GrammarConstraint(self.tokenizer, grammar, self.model.cfg.vocab_size, stop)
         for token in output:
-            constraint.advance(token)
+            if not constraint.advance(token):
+                raise ValueError(f"the resumed output leaves the grammar at token {token}")
         return constraint
 
     def _check_snapshot(self, snap: SequenceSnapshot, prompt: tuple[int, ...]) -> None:
@@ -406,6 +407,7 @@ class LLMEngine:
 
     def _apply(self, batch: list[Sequence], outputs: list[StepOutput]) -> None:
         done: list[Sequence] = []
+        refused = [s for s in batch if s.grammar_refused]
         for seq, out in zip(batch, outputs, strict=True):
             seq.resume = None
             seq.cached = out.cached
@@ -416,6 +418,8 @@ class LLMEngine:
                     self.prefixes.add(seq.prompt[: seq.share], keys, values)
                 seq.share = 0
             seq.prefix = None
+            if seq.grammar_refused:  # never streamed: the call fails and its task gets no receipt
+                continue
             position = len(seq.prompt) + len(seq.output)
             seq.output.append(out.token)
             seq.logprobs.append(out.logprob)
@@ -424,7 +428,9 @@ class LLMEngine:
             seq.events.put_nowait(TokenEvent(out.token, position, out.logprob))
             if self._finish_if_done(seq):
                 done.append(seq)
-        self._retire(done)
+        if refused:
+            self._fail(refused, LLMError("the grammar engine refused a token its own mask allowed"))
+        self._retire(done + refused)
 
     def _finish_if_done(self, seq: Sequence) -> bool:
         reason: FinishReason | None = None

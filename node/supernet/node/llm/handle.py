@@ -57,6 +57,7 @@ class Sequence:
     )
     preempt_waiters: list[asyncio.Future[SequenceSnapshot]] = field(default_factory=list)
     cancel_requested: bool = False
+    grammar_refused: bool = False  # the grammar refused the token its own mask let through
 
     @property
     def finished(self) -> bool:

@@ -68,8 +68,10 @@ def run_step(model: Llama, pool: KVPool, batch: list[Sequence]) -> list[StepOutp
     logprobs = chosen_logprobs(logits, chosen)
     fps = _fingerprints(rows, batch)
     for seq, token in zip(batch, chosen, strict=True):
-        if seq.constraint is not None:
-            seq.constraint.advance(token)
+        # a token the mask allowed and the matcher then refuses would be a grammar-engine bug; a
+        # validator's walk would find it outside the grammar, so the call ends there, unrecorded
+        if seq.constraint is not None and not seq.constraint.advance(token):
+            seq.grammar_refused = True
     return [
         StepOutput(token=t, logprob=lp, fingerprint=fps.get(r), cached=c)
         for r, (t, lp, c) in enumerate(zip(chosen, logprobs, cached, strict=True))
