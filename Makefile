@@ -43,7 +43,7 @@ $(VENV)/.installed: sdk/pyproject.toml node/pyproject.toml validator/pyproject.t
 
 contracts/out/.built: $(shell find contracts/src contracts/test contracts/script -name '*.sol' 2>/dev/null) contracts/foundry.toml node_modules/.installed
 	@echo "==> forge build"
-	$(FORGE) build $(FORGE_FLAGS)
+	$(FORGE) build $(FORGE_FLAGS) $(if $(filter contracts/foundry.toml,$?),--force)  # forge's cache misses compiler-setting changes
 	touch $@
 
 # Installed only when missing (make's target is the binary itself, so a second run does nothing).

@@ -162,6 +162,8 @@ class Synth:
             voteDeadline=10**10,
             evidenceCid="bafy-evidence",
         )
+        # a voter's vote is sealed first (commit-reveal), then opened
+        self.emit("TaskManager", "VoteCommitted", challengeId=cid, validator=v1, weight=5 * ETH)
         self.emit("TaskManager", "Voted", challengeId=cid, validator=v1, fraud=True, weight=5 * ETH)
         self.emit(
             "ServiceManager", "Slashed", operator=node, amount=ETH // 10, fromStake=ETH // 10, fromUnbonding=0

@@ -6,6 +6,7 @@
 - ``chain``: the same contracts, with the chain reverted to a clean snapshot after the test.
 - ``actors``: named dev accounts (``deployer``, ``node``, ``node2``, ``validators``, ``users``).
 - ``network``: ``chain`` plus a registered model, two staked nodes, three validators, funded users.
+- `commit_vote`, `reveal_vote`, `to_reveal_phase`, `cast_votes`: commit-reveal votes sent directly.
 
 Loaded as a plugin by tests/conftest.py (every ``*_fixtures.py`` is).
 """
@@ -27,7 +28,8 @@ from supernet.sdk.chain import (
     input_hash,
     output_hash,
 )
-from supernet.sdk.chain.anvil import Anvil, dev_account, increase_time, revert, snapshot
+from supernet.sdk.chain.anvil import Anvil, advance_to, dev_account, increase_time, revert, snapshot
+from supernet.sdk.chain.tasks import vote_commitment
 
 CHAIN_TEST_PARAMS = ProtocolParams.devnet()
 """Devnet delays (unbond 3,600 s, withdraw 60 s, vote window 30 s, challenge window 600 s), full sampling."""
@@ -140,3 +142,39 @@ def network(chain: Contracts, actors: Actors) -> Contracts:
     for u in actors.users:  # a payment channel from every user to `node`
         chain.as_account(u).payments.deposit(actors.node.address, USER_DEPOSIT)
     return chain
+
+
+# ---------------------------------------------------------------------------------------------
+# Votes sent directly (commit-reveal), with a salt each test can derive again to reveal
+# ---------------------------------------------------------------------------------------------
+
+
+def vote_salt(challenge_id: int, voter: LocalAccount) -> bytes:
+    """The salt of ``voter``'s vote on a challenge in these tests (derived, so no one keeps it)."""
+    return hashlib.sha256(f"vote {challenge_id} {voter.address}".encode()).digest()
+
+
+def commit_vote(c: Contracts, challenge_id: int, voter: LocalAccount, fraud: bool) -> None:
+    """Seal ``voter``'s vote (the bond posted); `reveal_vote` opens it."""
+    commitment = vote_commitment(challenge_id, voter.address, fraud, vote_salt(challenge_id, voter))
+    c.as_account(voter).task_manager.commit_vote(challenge_id, commitment)
+
+
+def reveal_vote(c: Contracts, challenge_id: int, voter: LocalAccount, fraud: bool) -> None:
+    """Open ``voter``'s sealed vote (in the reveal phase)."""
+    c.as_account(voter).task_manager.reveal_vote(challenge_id, fraud, vote_salt(challenge_id, voter))
+
+
+def to_reveal_phase(c: Contracts, challenge_id: int) -> None:
+    """Move chain time to the start of the challenge's reveal phase (its last REVEAL_WINDOW s)."""
+    advance_to(c.w3, c.task_manager.reveals_at(challenge_id))
+
+
+def cast_votes(c: Contracts, challenge_id: int, votes: list[tuple[LocalAccount, bool]]) -> None:
+    """Commit every vote, move to the reveal phase and reveal them: the vote is then counted and
+    chain time is inside the vote window still (its last REVEAL_WINDOW seconds)."""
+    for voter, fraud in votes:
+        commit_vote(c, challenge_id, voter, fraud)
+    to_reveal_phase(c, challenge_id)
+    for voter, fraud in votes:
+        reveal_vote(c, challenge_id, voter, fraud)

@@ -107,6 +107,9 @@ contract TaskManager is ReentrancyGuardTransient {
         uint256 rewardClaimed;
         uint256 quorumBase; // totalValidatorStake when the challenge opened
         uint256 refundDue; // fraud: held for the request's user until {claimRefund}
+        uint32 committed; // sealed votes (each with its VOTE_BOND), the challenger's not counted
+        uint32 fraudVoters; // revealed "fraud" votes, the challenger's not counted
+        uint32 honestVoters; // revealed "not fraud" votes
     }
 
     /// @notice Lifecycle of an availability challenge (docs/protocol.md, "Availability").
@@ -129,11 +132,13 @@ contract TaskManager is ReentrancyGuardTransient {
         bool sampled; // the challenger was sampled for the entry (its reward needs it)
     }
 
-    /// @notice One validator's vote on one challenge.
+    /// @notice One validator's vote on one challenge: sealed with {commitVote}, opened with
+    ///         {revealVote}.
     struct VoteRecord {
         uint128 weight; // 0 = did not vote
-        bool fraud;
+        bool fraud; // meaningful once revealed
         bool rewardClaimed;
+        bool revealed;
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -183,6 +188,9 @@ contract TaskManager is ReentrancyGuardTransient {
     uint256 public immutable CHALLENGE_WINDOW;
     /// @notice Seconds after a challenge opens during which validators vote.
     uint256 public immutable VOTE_WINDOW;
+    /// @notice The last REVEAL_WINDOW seconds of a vote (a third of VOTE_WINDOW, rounded up), when
+    ///         sealed votes are opened; before them votes are only sealed ({commitVote}).
+    uint256 public immutable REVEAL_WINDOW;
     /// @notice Exact wei a challenger posts.
     uint256 public immutable CHALLENGE_BOND;
     /// @notice Share (bps) of total validator stake that must vote for a fraud verdict.
@@ -224,6 +232,8 @@ contract TaskManager is ReentrancyGuardTransient {
     mapping(uint256 => bytes32) internal _sealedSeeds;
     mapping(uint256 => Challenge) internal _challenges;
     mapping(uint256 => mapping(address => VoteRecord)) internal _votes;
+    /// @dev challengeId => validator => keccak256(abi.encode(challengeId, validator, fraud, salt)).
+    mapping(uint256 => mapping(address => bytes32)) internal _commitments;
     /// @notice Availability challenges opened so far (ids 1..availabilityCount).
     uint256 public availabilityCount;
     mapping(uint256 => AvailabilityChallenge) internal _availability;
@@ -272,7 +282,9 @@ contract TaskManager is ReentrancyGuardTransient {
     ///         `voteDeadline` (VOTE_WINDOW after the answer is due): voters who could not read the
     ///         trace vote once it is posted.
     event VoteExtended(uint256 indexed challengeId, uint64 voteDeadline);
-    /// @notice A validator voted (the challenger's implicit fraud vote included).
+    /// @notice A validator sealed its vote (and posted VOTE_BOND); the side shows at {Voted}.
+    event VoteCommitted(uint256 indexed challengeId, address indexed validator, uint256 weight);
+    /// @notice A validator's vote was opened (the challenger's implicit fraud vote included).
     event Voted(uint256 indexed challengeId, address indexed validator, bool fraud, uint256 weight);
     /// @notice A challenge was resolved, with the payout split (`refund`: held for the request's
     ///         user until {claimRefund}; `challengerReward`: 0 for a challenger not sampled).
@@ -376,6 +388,10 @@ contract TaskManager is ReentrancyGuardTransient {
     error AccusedCannotVote();
     /// @notice The validator already voted on this challenge.
     error AlreadyVoted();
+    /// @notice Votes are sealed until `revealsAt` and only opened from then on.
+    error WrongVotePhase(uint64 revealsAt);
+    /// @notice The revealed vote is not the one the caller sealed (or it sealed none).
+    error NotTheCommittedVote();
     /// @notice The challenge is not resolved yet.
     error ChallengeNotResolved(uint256 challengeId);
     /// @notice The caller did not vote on the winning side.
@@ -448,7 +464,7 @@ contract TaskManager is ReentrancyGuardTransient {
         if (seedDelayBlocks == 0 || seedDelayBlocks > 256) revert InvalidParameter();
         if (sampleRatePpm == 0 || sampleRatePpm > PPM) revert InvalidParameter();
         if (challengeWindow == 0 || challengeWindow > type(uint32).max) revert InvalidParameter();
-        if (voteWindow == 0 || voteWindow > type(uint32).max) revert InvalidParameter();
+        if (voteWindow < 2 || voteWindow > type(uint32).max) revert InvalidParameter();
         if (challengeBond == 0 || slashAmount == 0) revert InvalidParameter();
         if (quorumBps == 0 || quorumBps > BPS) revert InvalidParameter();
         if (challengerRewardBps + voterRewardBps > BPS) revert InvalidParameter();
@@ -459,6 +475,7 @@ contract TaskManager is ReentrancyGuardTransient {
         SAMPLE_RATE_PPM = sampleRatePpm;
         CHALLENGE_WINDOW = challengeWindow;
         VOTE_WINDOW = voteWindow;
+        REVEAL_WINDOW = (voteWindow + 2) / 3;
         CHALLENGE_BOND = challengeBond;
         QUORUM_BPS = quorumBps;
         SLASH_AMOUNT = slashAmount;
@@ -604,31 +621,73 @@ contract TaskManager is ReentrancyGuardTransient {
         _bindEntry(challengeId, ref.batchId, index);
     }
 
-    /// @notice Votes on an open challenge, weighted by the caller's validator stake now. Once
-    ///         per validator, within VOTE_WINDOW; the accused node cannot vote. The voter's stake
-    ///         stays locked until the vote window ends (so it cannot be recycled into a new vote).
+    /// @notice Seals a vote on an open challenge: `commitment` is
+    ///         `keccak256(abi.encode(challengeId, msg.sender, fraud, salt))` for a secret `salt`,
+    ///         sent with VOTE_BOND (= CHALLENGE_BOND) before the last REVEAL_WINDOW seconds of the
+    ///         vote. Once per validator; the accused node cannot vote; the weight is the caller's
+    ///         validator stake now, locked until the vote ends. Sealed, a vote cannot be copied: a
+    ///         validator that has not checked the receipt has only the challenger's side to go by.
+    ///         The bond comes back with a vote on the side that wins a verdict (with a share of the
+    ///         pool) or when there is no verdict; it goes to the winners' pool when the vote loses a
+    ///         verdict or is never revealed, so a wrong or unopened vote costs what a wrong
+    ///         challenge does.
     /// @param challengeId The challenge.
-    /// @param fraud True if the caller found the receipt fraudulent.
-    function vote(uint256 challengeId, bool fraud) external {
+    /// @param commitment The sealed vote.
+    function commitVote(uint256 challengeId, bytes32 commitment) external payable {
         Challenge storage c = _challenge(challengeId);
         if (c.status != ChallengeStatus.Open) revert ChallengeNotOpen(challengeId);
-        if (block.timestamp >= c.voteDeadline) revert VoteWindowClosed(c.voteDeadline);
+        uint64 revealsAt = c.voteDeadline - uint64(REVEAL_WINDOW);
+        if (block.timestamp >= revealsAt) revert WrongVotePhase(revealsAt);
+        if (msg.value != CHALLENGE_BOND) revert WrongBond(msg.value, CHALLENGE_BOND);
         if (msg.sender == c.node) revert AccusedCannotVote();
         VoteRecord storage record = _votes[challengeId][msg.sender];
-        if (record.weight != 0) revert AlreadyVoted();
+        if (record.weight != 0 || record.revealed) revert AlreadyVoted();
         uint256 weight = SERVICE_MANAGER.votingStake(msg.sender, c.openedAt);
         if (weight == 0) {
             if (SERVICE_MANAGER.validatorStake(msg.sender) != 0) revert StakeTooRecent(c.openedAt);
             revert NotActiveValidator();
         }
-
         // forge-lint: disable-next-line(unsafe-typecast)
         record.weight = uint128(weight);
-        record.fraud = fraud;
-        if (fraud) c.fraudStake += weight;
-        else c.honestStake += weight;
-        emit Voted(challengeId, msg.sender, fraud, weight);
+        _commitments[challengeId][msg.sender] = commitment;
+        ++c.committed;
+        emit VoteCommitted(challengeId, msg.sender, weight);
         SERVICE_MANAGER.lockStake(msg.sender, c.voteDeadline);
+    }
+
+    /// @notice Opens the caller's sealed vote in the last REVEAL_WINDOW seconds of the vote and
+    ///         counts it with the weight it was sealed with.
+    /// @param challengeId The challenge.
+    /// @param fraud The side sealed.
+    /// @param salt The salt sealed.
+    function revealVote(uint256 challengeId, bool fraud, bytes32 salt) external {
+        Challenge storage c = _challenge(challengeId);
+        if (c.status != ChallengeStatus.Open) revert ChallengeNotOpen(challengeId);
+        uint64 deadline = c.voteDeadline;
+        uint64 revealsAt = deadline - uint64(REVEAL_WINDOW);
+        if (block.timestamp < revealsAt) revert WrongVotePhase(revealsAt);
+        if (block.timestamp >= deadline) revert VoteWindowClosed(deadline);
+        VoteRecord storage record = _votes[challengeId][msg.sender];
+        if (
+            record.revealed
+                || _commitments[challengeId][msg.sender] != keccak256(abi.encode(challengeId, msg.sender, fraud, salt))
+        ) revert NotTheCommittedVote();
+        record.revealed = true;
+        record.fraud = fraud;
+        // the sealed weight, or less if stake left since (only the stake still here is at risk)
+        uint256 weight = SERVICE_MANAGER.validatorStake(msg.sender);
+        if (weight > record.weight) weight = record.weight;
+        // forge-lint: disable-next-line(unsafe-typecast)
+        record.weight = uint128(weight);
+        if (fraud) {
+            c.fraudStake += weight;
+            ++c.fraudVoters;
+        } else {
+            c.honestStake += weight;
+            ++c.honestVoters;
+        }
+        emit Voted(challengeId, msg.sender, fraud, weight);
+        SERVICE_MANAGER.lockStake(msg.sender, deadline); // an extended vote locks to its new end
     }
 
     /// @notice Resolves a challenge after its vote window (anyone may call): applies the verdict,
@@ -658,17 +717,22 @@ contract TaskManager is ReentrancyGuardTransient {
             // own decoy fail for lack of votes and pocket the finder's bond instead of revealing;
             // were the challenger's own vote counted toward clearing, a node's sock identity
             // could tie it and take the honest challenger's bond (contracts/test/Review3.t.sol).
-            bool cleared = honestStake >= fraudStake && honestStake * BPS >= quorum;
-            uint256 pool = cleared && honestStake != 0 ? CHALLENGE_BOND * VOTER_REWARD_BPS / BPS : 0;
+            bool cleared = _cleared(c);
+            uint256 pool = cleared ? CHALLENGE_BOND * VOTER_REWARD_BPS / BPS : 0;
             // No verdict because the node withheld the entry's data from the voters (an
             // availability claim on it left unanswered, for which the node is slashed): the
             // challenger, who had read it, gets its bond back instead of losing it to the withholding.
             bool withheld = !cleared && _withheld(challengeId);
             uint256 burned = cleared || withheld ? 0 : CHALLENGE_BOND;
-            c.rewardPool = pool;
             if (cleared) claimable[c.node] += CHALLENGE_BOND - pool;
             else if (withheld) claimable[c.challenger] += CHALLENGE_BOND;
-            else totalBurned += burned;
+            // The bonds of votes that lost the verdict go to the winners' pool; those of votes
+            // never opened burn (in the pool, a voter sealing both sides under two identities
+            // would win back the bond of the side it did not open; _unopened).
+            if (cleared) pool += CHALLENGE_BOND * c.fraudVoters;
+            burned += _unopened(c);
+            c.rewardPool = pool;
+            totalBurned += burned;
             emit ChallengeResolved(challengeId, false, fraudStake, honestStake, 0, 0, 0, pool, burned);
             if (burned != 0) _send(BURN_ADDRESS, burned);
         }
@@ -745,25 +809,37 @@ contract TaskManager is ReentrancyGuardTransient {
         emit RefundClaimed(challengeId, user, amount);
     }
 
-    /// @notice Credits the caller's share of a resolved challenge's voter pool:
-    ///         `rewardPool * weight / winningStake` (rounded down; the dust stays in the contract).
+    /// @notice Credits what the caller's vote on a resolved challenge earned: on the side of a
+    ///         verdict (fraud, or cleared), its VOTE_BOND back plus `rewardPool * weight /
+    ///         winningStake` (rounded down; the dust stays in the contract; the challenger, whose
+    ///         vote is its challenge, gets the share only); a revealed vote without a verdict, or
+    ///         any sealed vote on a decoy, its bond back. A vote that lost a verdict or was never
+    ///         revealed earns nothing: its bond went to the pool (or burned without a verdict).
     /// @param challengeId The challenge.
     /// @return amount Wei credited to `claimable`.
     function claimVoteReward(uint256 challengeId) external returns (uint256 amount) {
         Challenge storage c = _challenge(challengeId);
         ChallengeStatus status = c.status;
-        if (status == ChallengeStatus.Decoy) revert NotWinningVoter(); // a decoy has no voter pool
-        if (status != ChallengeStatus.Fraud && status != ChallengeStatus.NotFraud) {
-            revert ChallengeNotResolved(challengeId);
-        }
+        if (status == ChallengeStatus.Open) revert ChallengeNotResolved(challengeId);
         VoteRecord storage record = _votes[challengeId][msg.sender];
-        bool fraudWon = status == ChallengeStatus.Fraud;
-        if (record.weight == 0 || record.fraud != fraudWon) revert NotWinningVoter();
         if (record.rewardClaimed) revert RewardAlreadyClaimed();
+        bool bonded = msg.sender != c.challenger;
+        bool fraudWon = status == ChallengeStatus.Fraud;
+        bool verdict = fraudWon || (status == ChallengeStatus.NotFraud && _cleared(c));
+        if (status == ChallengeStatus.Decoy) {
+            if (record.weight == 0 || !bonded) revert NotWinningVoter();
+            amount = CHALLENGE_BOND;
+        } else if (!record.revealed || (verdict && record.fraud != fraudWon) || (!verdict && !bonded)) {
+            revert NotWinningVoter();
+        } else {
+            if (verdict) {
+                uint256 share = c.rewardPool * record.weight / (fraudWon ? c.fraudStake : c.honestStake);
+                c.rewardClaimed += share;
+                amount = share;
+            }
+            if (bonded) amount += CHALLENGE_BOND;
+        }
         record.rewardClaimed = true;
-        uint256 winningStake = fraudWon ? c.fraudStake : c.honestStake;
-        amount = c.rewardPool * record.weight / winningStake;
-        c.rewardClaimed += amount;
         claimable[msg.sender] += amount;
         emit VoteRewardClaimed(challengeId, msg.sender, amount);
     }
@@ -849,7 +925,12 @@ contract TaskManager is ReentrancyGuardTransient {
         if (challengeId == 0) return;
         Challenge storage c = _challenges[challengeId];
         uint64 until = answerBy + uint64(VOTE_WINDOW);
-        if (c.status != ChallengeStatus.Open || until <= c.voteDeadline) return;
+        // Only while votes are sealed: extended once they open, a vote would reopen sealing with
+        // its tally public (or, past its deadline, with the final tally) for copiers to seal.
+        if (
+            c.status != ChallengeStatus.Open || block.timestamp >= c.voteDeadline - REVEAL_WINDOW
+                || until <= c.voteDeadline
+        ) return;
         c.voteDeadline = until;
         emit VoteExtended(challengeId, until);
     }
@@ -858,8 +939,11 @@ contract TaskManager is ReentrancyGuardTransient {
     ///      kept the data from the voters (`resolveAvailability` slashes it for that). A claim
     ///      still open when the vote ends is past its answer deadline (`_extendVote`).
     function _withheld(uint256 challengeId) internal view returns (bool) {
-        uint256 claim = entryAvailability[_challengeEntry[challengeId]];
-        return claim != 0 && _availability[claim].status != AvailabilityStatus.Answered;
+        AvailabilityChallenge storage a = _availability[entryAvailability[_challengeEntry[challengeId]]];
+        // past its answer deadline: a claim made after the votes opened (which extends nothing)
+        // and not yet due must not save a challenger's bond from a vote that found no verdict
+        return a.status == AvailabilityStatus.Unanswered
+            || (a.status == AvailabilityStatus.Open && block.timestamp >= a.deadline);
     }
 
     /// @notice Answers an availability challenge by posting the entry's receipt (with its proof
@@ -1041,8 +1125,20 @@ contract TaskManager is ReentrancyGuardTransient {
         c.quorumBase = SERVICE_MANAGER.settledValidatorStake();
         leafChallenge[keccak256(abi.encode(batchId, leaf))] = challengeId;
         // forge-lint: disable-next-line(unsafe-typecast)
-        _votes[challengeId][msg.sender] = VoteRecord({weight: uint128(weight), fraud: true, rewardClaimed: false});
+        _votes[challengeId][msg.sender] =
+            VoteRecord({weight: uint128(weight), fraud: true, rewardClaimed: false, revealed: true});
         emit Voted(challengeId, msg.sender, true, weight);
+    }
+
+    /// @dev The validators cleared the node: "not fraud" votes reach the quorum by themselves and
+    ///      are at least the fraud side.
+    function _cleared(Challenge storage c) internal view returns (bool) {
+        return c.honestStake >= c.fraudStake && c.honestStake * BPS >= c.quorumBase * QUORUM_BPS;
+    }
+
+    /// @dev The vote bonds of the votes sealed and never opened (they burn).
+    function _unopened(Challenge storage c) internal view returns (uint256) {
+        return CHALLENGE_BOND * (c.committed - c.fraudVoters - c.honestVoters);
     }
 
     function _resolveFraud(uint256 challengeId, Challenge storage c) internal {
@@ -1060,7 +1156,8 @@ contract TaskManager is ReentrancyGuardTransient {
         // the receipt's `user` field, which the node writes.
         uint256 refundCap = rest / 2;
         uint256 refund = c.fee < refundCap ? c.fee : refundCap;
-        uint256 burned = slashed - challengerReward - voterPool - refund;
+        uint256 burned = slashed - challengerReward - voterPool - refund + _unopened(c);
+        voterPool += CHALLENGE_BOND * c.honestVoters; // the bonds of the votes that lost
 
         c.slashed = slashed;
         c.rewardPool = voterPool;

@@ -323,9 +323,10 @@ contract AdversaryTest is Base {
         vm.prank(ally);
         sm.registerValidator{value: 20 ether}(); // front-run, same block/second
         uint256 id = _challenge(validator1, b, 0, rs[0], Merkle.proofAt(ls, 0));
+        vm.deal(ally, ally.balance + CHALLENGE_BOND);
         vm.prank(ally);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.StakeTooRecent.selector, uint64(block.timestamp)));
-        tm.vote(id, false); // it cannot vote (it does not need to)
+        tm.commitVote{value: CHALLENGE_BOND}(id, keccak256(abi.encode(id, false))); // it cannot vote (it does not need to)
         vm.prank(ally);
         sm.deregister(); // back-run
         assertEq(tm.challenges(id).quorumBase, 6 ether, "only the stake that can vote");

@@ -82,13 +82,19 @@ contract DecoysTest is Base {
         assertEq(escrow, ESCROW - DECOY_BOUNTY);
         assertEq(sm.getOperator(node).stake, 2 ether, "nobody is slashed");
         assertEq(sm.getNode(node).frozenCount, 0, "unfrozen");
-        assertEq(address(tm).balance, CHALLENGE_BOND + bounty);
+        assertEq(address(tm).balance, 2 * CHALLENGE_BOND + bounty, "with validator2's vote bond");
 
-        // The challenge is closed: no vote, no resolution, no voter pool, no second challenge.
+        // The challenge is closed: no vote, no resolution, no voter pool (a voter gets its vote
+        // bond back, nothing more), no second challenge.
         vm.expectRevert(abi.encodeWithSelector(TaskManager.ChallengeNotOpen.selector, id));
         tm.resolve(id);
-        vm.expectRevert(TaskManager.NotWinningVoter.selector);
         vm.prank(validator2);
+        assertEq(tm.claimVoteReward(id), CHALLENGE_BOND, "the vote bond back");
+        vm.expectRevert(TaskManager.RewardAlreadyClaimed.selector);
+        vm.prank(validator2);
+        tm.claimVoteReward(id);
+        vm.expectRevert(TaskManager.NotWinningVoter.selector);
+        vm.prank(validator3);
         tm.claimVoteReward(id);
         vm.deal(validator2, CHALLENGE_BOND);
         vm.prank(validator2);

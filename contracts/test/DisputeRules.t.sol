@@ -64,9 +64,14 @@ contract DisputeRulesTest is Base {
         vm.expectRevert(abi.encodeWithSelector(ServiceManager.StakeIsLocked.selector, deadline));
         sm.withdrawUnbonded();
         vm.warp(deadline);
+        // at the deadline nobody votes any more (neither seals nor opens), so the freed ether votes nowhere
+        vm.deal(validator3, validator3.balance + CHALLENGE_BOND);
+        vm.prank(validator3);
+        vm.expectRevert(abi.encodeWithSelector(TaskManager.WrongVotePhase.selector, _revealsAt(id)));
+        tm.commitVote{value: CHALLENGE_BOND}(id, keccak256(abi.encode(id, true)));
         vm.prank(validator3);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.VoteWindowClosed.selector, deadline));
-        tm.vote(id, true); // at the deadline nobody votes any more, so the freed ether votes nowhere
+        tm.revealVote(id, true, bytes32(0));
         vm.prank(validator2);
         sm.withdrawUnbonded(); // from the deadline on, the stake is free
     }
@@ -112,15 +117,17 @@ contract DisputeRulesTest is Base {
         uint64 openedAt = tm.challenges(id).openedAt;
         vm.warp(block.timestamp + 1);
         _registerValidator(validator3, 50 ether);
+        vm.deal(validator3, validator3.balance + CHALLENGE_BOND);
         vm.prank(validator3);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.StakeTooRecent.selector, openedAt));
-        tm.vote(id, false);
+        tm.commitVote{value: CHALLENGE_BOND}(id, keccak256(abi.encode(id, false)));
         vm.deal(validator2, 50 ether);
         vm.prank(validator2);
         sm.addStake{value: 50 ether}();
+        vm.deal(validator2, validator2.balance + CHALLENGE_BOND);
         vm.prank(validator2);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.StakeTooRecent.selector, openedAt));
-        tm.vote(id, false);
+        tm.commitVote{value: CHALLENGE_BOND}(id, keccak256(abi.encode(id, false)));
         assertEq(sm.votingStake(validator1, openedAt + 1), 1 ether);
         assertEq(sm.votingStake(validator3, openedAt + 1), 0);
     }

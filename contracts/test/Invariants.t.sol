@@ -362,12 +362,27 @@ contract ProtocolHandler is Test {
         } catch {}
     }
 
+    /// @dev Seals a vote (salt 0); {reveal} opens it, with the side it was sealed with or not.
     function vote(uint256 seed, uint256 challengeSeed, bool fraud) external {
         uint256 count = tm.challengeCount();
         if (count == 0) return;
-        vm.prank(validators[seed % 3]);
-        try tm.vote(bound(challengeSeed, 1, count), fraud) {
+        address who = validators[seed % 3];
+        uint256 id = bound(challengeSeed, 1, count);
+        uint256 bond = tm.CHALLENGE_BOND();
+        vm.deal(who, who.balance + bond);
+        vm.prank(who);
+        try tm.commitVote{value: bond}(id, keccak256(abi.encode(id, who, fraud, bytes32(0)))) {
+            ghostIn += bond;
             ++calls[this.vote.selector];
+        } catch {}
+    }
+
+    function reveal(uint256 seed, uint256 challengeSeed, bool fraud) external {
+        uint256 count = tm.challengeCount();
+        if (count == 0) return;
+        vm.prank(validators[seed % 3]);
+        try tm.revealVote(bound(challengeSeed, 1, count), fraud, bytes32(0)) {
+            ++calls[this.reveal.selector];
         } catch {}
     }
 
@@ -500,12 +515,13 @@ contract InvariantsTest is Base {
         for (uint256 id = 1; id <= count; ++id) {
             TaskManager.Challenge memory c = tm.challenges(id);
             if (c.status == TaskManager.ChallengeStatus.Open) {
-                sum += tm.CHALLENGE_BOND();
+                sum += tm.CHALLENGE_BOND() * (1 + c.committed); // the challenge's and the votes' bonds
                 for (uint256 i; i < 3; ++i) {
                     if (c.node == handler.nodes(i)) ++open[i];
                 }
             } else {
                 sum += c.rewardPool - c.rewardClaimed + c.refundDue; // refunds held until claimed
+                sum += _voteBondsOwed(id, c);
             }
         }
         uint256 available = tm.availabilityCount();
@@ -524,6 +540,24 @@ contract InvariantsTest is Base {
         }
         sum += tm.claimable(handler.decoyUser()); // refunded when a node kept its decoy quiet
         assertEq(address(tm).balance, sum, "tm balance");
+    }
+
+    /// @dev Vote bonds of a resolved challenge still to be claimed back: votes on the side of a
+    ///      verdict, revealed votes without one, sealed votes on a decoy.
+    function _voteBondsOwed(uint256 id, TaskManager.Challenge memory c) internal view returns (uint256 owed) {
+        bool fraudWon = c.status == TaskManager.ChallengeStatus.Fraud;
+        bool cleared = c.status == TaskManager.ChallengeStatus.NotFraud && c.honestStake >= c.fraudStake
+            && c.honestStake * 10_000 >= c.quorumBase * tm.QUORUM_BPS();
+        for (uint256 i; i < 3; ++i) {
+            address v = handler.validators(i);
+            TaskManager.VoteRecord memory r = tm.getVote(id, v);
+            if (v == c.challenger || r.weight == 0 || r.rewardClaimed) continue;
+            bool owed_;
+            if (c.status == TaskManager.ChallengeStatus.Decoy) owed_ = true;
+            else if (fraudWon || cleared) owed_ = r.revealed && r.fraud == fraudWon;
+            else owed_ = r.revealed;
+            if (owed_) owed += tm.CHALLENGE_BOND();
+        }
     }
 
     /// @dev Ghost totals: what went in minus what came out is held or burned, nothing else.

@@ -35,7 +35,7 @@ contract TaskManagerTest is Base {
         internal
         returns (TaskManager)
     {
-        return new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), seedDelay, rate, 1, 1, 1 ether, quorum, 1, cr, vr);
+        return new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), seedDelay, rate, 1, 2, 1 ether, quorum, 1, cr, vr);
     }
 
     function test_RevertWhen_ConstructorParameterInvalid() public {
@@ -55,8 +55,11 @@ contract TaskManagerTest is Base {
         _newTm(1, 1, 1, 6_000, 4_001);
         // The decoy bounty (a Payments parameter, paid from the node's escrow) must be below the bond.
         vm.expectRevert(TaskManager.InvalidParameter.selector);
-        new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), 1, 1, 1, 1, DECOY_BOUNTY, 1, 1, 0, 0);
-        new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), 1, 1, 1, 1, DECOY_BOUNTY + 1, 1, 1, 0, 0);
+        new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), 1, 1, 1, 2, DECOY_BOUNTY, 1, 1, 0, 0);
+        new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), 1, 1, 1, 2, DECOY_BOUNTY + 1, 1, 1, 0, 0);
+        // A vote needs a sealing phase and a reveal phase: at least 2 seconds.
+        vm.expectRevert(TaskManager.InvalidParameter.selector);
+        new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), 1, 1, 1, 1, 1 ether, 1, 1, 0, 0);
         vm.expectRevert(TaskManager.InvalidParameter.selector);
         new TaskManager(IServiceManager(address(0)), IPayments(address(payments)), 1, 1, 1, 1, 1 ether, 1, 1, 0, 0);
         vm.expectRevert(TaskManager.InvalidParameter.selector);
@@ -575,9 +578,16 @@ contract TaskManagerTest is Base {
     function test_Vote_WeightedByStake() public {
         (uint256 id,,) = _openChallenge();
         vm.expectEmit(address(tm));
+        emit TaskManager.VoteCommitted(id, validator3, 3 ether);
+        _commitVote(validator3, id, false);
+        assertEq(tm.challenges(id).honestStake, 0, "a sealed vote counts once opened");
+        _commitVote(validator2, id, true);
+        vm.warp(_revealsAt(id));
+        vm.expectEmit(address(tm));
         emit TaskManager.Voted(id, validator3, false, 3 ether);
-        _vote(validator3, id, false);
-        _vote(validator2, id, true);
+        vm.prank(validator3);
+        tm.revealVote(id, false, _voteSalt(validator3, id));
+        _revealVote(validator2, id, true);
         TaskManager.Challenge memory c = tm.challenges(id);
         assertEq(c.fraudStake, 3 ether);
         assertEq(c.honestStake, 3 ether);
@@ -585,48 +595,57 @@ contract TaskManagerTest is Base {
     }
 
     function test_RevertWhen_VoteUnknownChallenge() public {
+        vm.deal(validator1, validator1.balance + CHALLENGE_BOND);
         vm.prank(validator1);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.UnknownChallenge.selector, 5));
-        tm.vote(5, true);
+        tm.commitVote{value: CHALLENGE_BOND}(5, keccak256(abi.encode(5, true)));
     }
 
     function test_RevertWhen_VoteAfterWindow() public {
         (uint256 id,,) = _openChallenge();
         uint64 deadline = tm.challenges(id).voteDeadline;
         vm.warp(deadline + 1);
+        vm.deal(validator2, validator2.balance + CHALLENGE_BOND);
+        vm.prank(validator2);
+        vm.expectRevert(abi.encodeWithSelector(TaskManager.WrongVotePhase.selector, _revealsAt(id)));
+        tm.commitVote{value: CHALLENGE_BOND}(id, keccak256(abi.encode(id, true)));
         vm.prank(validator2);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.VoteWindowClosed.selector, deadline));
-        tm.vote(id, true);
+        tm.revealVote(id, true, bytes32(0));
     }
 
     function test_RevertWhen_VoteOnResolved() public {
         (uint256 id,,) = _openChallenge();
         vm.warp(block.timestamp + VOTE_WINDOW + 1);
         tm.resolve(id);
+        vm.deal(validator2, validator2.balance + CHALLENGE_BOND);
         vm.prank(validator2);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.ChallengeNotOpen.selector, id));
-        tm.vote(id, true);
+        tm.commitVote{value: CHALLENGE_BOND}(id, keccak256(abi.encode(id, true)));
     }
 
     function test_RevertWhen_VoteByAccused() public {
         (uint256 id,,) = _openChallenge();
+        vm.deal(node, node.balance + CHALLENGE_BOND);
         vm.prank(node);
         vm.expectRevert(TaskManager.AccusedCannotVote.selector);
-        tm.vote(id, false);
+        tm.commitVote{value: CHALLENGE_BOND}(id, keccak256(abi.encode(id, false)));
     }
 
     function test_RevertWhen_VoteTwice() public {
         (uint256 id,,) = _openChallenge();
+        vm.deal(validator1, validator1.balance + CHALLENGE_BOND);
         vm.prank(validator1);
         vm.expectRevert(TaskManager.AlreadyVoted.selector);
-        tm.vote(id, false);
+        tm.commitVote{value: CHALLENGE_BOND}(id, keccak256(abi.encode(id, false)));
     }
 
     function test_RevertWhen_VoteNotValidator() public {
         (uint256 id,,) = _openChallenge();
+        vm.deal(stranger, stranger.balance + CHALLENGE_BOND);
         vm.prank(stranger);
         vm.expectRevert(TaskManager.NotActiveValidator.selector);
-        tm.vote(id, true);
+        tm.commitVote{value: CHALLENGE_BOND}(id, keccak256(abi.encode(id, true)));
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -674,10 +693,10 @@ contract TaskManagerTest is Base {
         vm.prank(validator1);
         uint256 share1 = tm.claimVoteReward(id);
         vm.expectEmit(address(tm));
-        emit TaskManager.VoteRewardClaimed(id, validator2, pool * 2 / 3);
+        emit TaskManager.VoteRewardClaimed(id, validator2, pool * 2 / 3 + CHALLENGE_BOND);
         vm.prank(validator2);
-        uint256 share2 = tm.claimVoteReward(id);
-        assertEq(share1, pool / 3);
+        uint256 share2 = tm.claimVoteReward(id) - CHALLENGE_BOND; // its vote bond back, and its share
+        assertEq(share1, pool / 3, "the challenger's share (its vote is its challenge: no vote bond)");
         assertEq(share2, pool * 2 / 3);
 
         uint256 before = validator1.balance;
@@ -690,6 +709,7 @@ contract TaskManagerTest is Base {
         tm.withdraw();
         assertEq(user.balance, refund);
         assertEq(address(tm).balance, tm.claimable(validator2) + pool - share1 - share2);
+        assertEq(tm.claimable(validator2), CHALLENGE_BOND + share2);
     }
 
     function test_Flow_FalseAccusationPaysNode() public {
@@ -708,9 +728,9 @@ contract TaskManagerTest is Base {
         assertEq(tm.claimable(node), CHALLENGE_BOND - pool);
         assertEq(tm.claimable(validator1), 0, "bond lost");
         vm.prank(validator2);
-        assertEq(tm.claimVoteReward(id), pool * 2 / 5);
+        assertEq(tm.claimVoteReward(id), CHALLENGE_BOND + pool * 2 / 5, "vote bond back and the share");
         vm.prank(validator3);
-        assertEq(tm.claimVoteReward(id), pool * 3 / 5);
+        assertEq(tm.claimVoteReward(id), CHALLENGE_BOND + pool * 3 / 5);
         vm.prank(validator1);
         vm.expectRevert(TaskManager.NotWinningVoter.selector);
         tm.claimVoteReward(id);

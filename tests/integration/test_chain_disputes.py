@@ -8,7 +8,16 @@ import os
 from pathlib import Path
 
 import pytest
-from chain_fixtures import NODE_STAKE, Actors, make_receipts, make_request
+from chain_fixtures import (
+    NODE_STAKE,
+    VALIDATOR_STAKE,
+    Actors,
+    cast_votes,
+    commit_vote,
+    make_receipts,
+    make_request,
+    to_reveal_phase,
+)
 from supernet.sdk.chain import ChallengeStatus, Contracts, ReceiptTree
 from supernet.sdk.chain.anvil import increase_time, mine
 from supernet.sdk.chain.contract_errors import (
@@ -16,15 +25,19 @@ from supernet.sdk.chain.contract_errors import (
     AlreadyVoted,
     InvalidProof,
     NotActiveValidator,
+    NotTheCommittedVote,
     NotThePromisedReceipt,
     NotTheRequest,
+    NotWinningVoter,
     OperatorFrozen,
     SeedNotReady,
     VoteWindowOpen,
     WrongBond,
+    WrongVotePhase,
 )
 from supernet.sdk.chain.eip712 import ReceiptPromise, recover_receipt_promise, sign_receipt_promise
 from supernet.sdk.chain.omission import OmissionStatus
+from supernet.sdk.chain.tasks import vote_commitment
 from supernet.sdk.client import Client, ClientState, RefundClaimed
 from supernet.sdk.client.state import TaskRecord
 from supernet.sdk.formats.trace import MAX_TRACE_BYTES
@@ -69,9 +82,16 @@ def test_fraud_slashes_refunds_and_rewards(network: Contracts, actors: Actors) -
     assert network.task_manager.get_challenge(cid).sampled  # so it earns the challenger reward
     assert network.service_manager.get_operator(actors.node.address).frozen_count == 1
     with pytest.raises(AlreadyVoted):  # the challenge is the challenger's fraud vote
-        challenger.vote(cid, True)
-    v1.vote(cid, True)
-    v2.vote(cid, False)
+        commit_vote(network, cid, actors.validators[0], True)
+    with pytest.raises(WrongBond):  # a vote is bonded like a challenge
+        v1.commit_vote(cid, bytes(32), value=1)
+    with pytest.raises(WrongVotePhase):  # sealed votes are opened in the last REVEAL_WINDOW only
+        v1.reveal_vote(cid, True, bytes(32))
+    cast_votes(network, cid, [(actors.validators[1], True), (actors.validators[2], False)])
+    with pytest.raises(WrongVotePhase):  # no more commits in the reveal phase
+        commit_vote(network, cid, actors.outsider, True)
+    with pytest.raises(NotTheCommittedVote):  # revealed once
+        v1.reveal_vote(cid, True, bytes(32))
     with pytest.raises(VoteWindowOpen):
         v1.resolve(cid)
 
@@ -96,19 +116,50 @@ def test_fraud_slashes_refunds_and_rewards(network: Contracts, actors: Actors) -
     op = network.service_manager.get_operator(actors.node.address)
     assert (op.stake, op.slash_count, op.frozen_count) == (NODE_STAKE - slashed, 1, 0)
 
-    share = v1.claim_vote_reward(cid).value
-    assert share == pool // 2  # two fraud voters of equal stake
+    # the pool has the losing voter's bond too; the winner gets its own bond back with its share
+    bond = p.challenge_bond
+    assert v1.claim_vote_reward(cid).value == bond + (pool + bond) // 2  # two fraud voters, equal stake
+    with pytest.raises(NotWinningVoter):
+        v2.claim_vote_reward(cid)
     user_tm.withdraw()
     assert tm.claimable(bad.user) == 0
+
+
+def test_a_sealed_vote_opens_with_its_own_side_and_salt_only(network: Contracts, actors: Actors) -> None:
+    """The SDK's `vote_commitment` is the contract's: the vote it seals is revealed and counted;
+    the other side (or another salt) is refused, and the side stays secret until the reveal."""
+    receipts, tree, batch_id = _commit(network, actors)
+    mine(network.w3, 2)
+    challenger = network.as_account(actors.validators[0]).task_manager
+    cid = challenger.challenge(batch_id, 0, receipts[0], tree.proof_at(0), "bafyevidence").value
+    voter = actors.validators[1]
+    tm = network.as_account(voter).task_manager
+    salt = os.urandom(32)
+    tx = tm.commit_vote(cid, vote_commitment(cid, voter.address, True, salt))
+    [ev] = tm.events(tx, "VoteCommitted")
+    assert (ev["args"]["validator"], ev["args"]["weight"]) == (voter.address, VALIDATOR_STAKE)
+    sealed = tm.get_vote(cid, voter.address)
+    assert sealed.weight == VALIDATOR_STAKE and not sealed.revealed
+    assert tm.get_challenge(cid).committed == 1 and tm.get_challenge(cid).fraud_stake == VALIDATOR_STAKE
+    to_reveal_phase(network, cid)
+    with pytest.raises(NotTheCommittedVote):  # the other side
+        tm.reveal_vote(cid, False, salt)
+    with pytest.raises(NotTheCommittedVote):  # another salt
+        tm.reveal_vote(cid, True, os.urandom(32))
+    [voted] = tm.events(tm.reveal_vote(cid, True, salt), "Voted")
+    assert voted["args"]["fraud"] is True and voted["args"]["weight"] == VALIDATOR_STAKE
+    opened = tm.get_vote(cid, voter.address)
+    assert opened.revealed and opened.fraud
+    ch = tm.get_challenge(cid)
+    assert (ch.fraud_voters, ch.honest_voters, ch.fraud_stake) == (1, 0, 2 * VALIDATOR_STAKE)
 
 
 def test_false_accusation_pays_the_node(network: Contracts, actors: Actors) -> None:
     receipts, tree, batch_id = _commit(network, actors, count=1)
     assert tree.root == receipts[0].leaf() and tree.proof(receipts[0]) == []
-    challenger, v1, v2 = (network.as_account(v).task_manager for v in actors.validators)
+    challenger = network.as_account(actors.validators[0]).task_manager
     cid = challenger.challenge(batch_id, 0, receipts[0], [], "bafyevidence").value
-    v1.vote(cid, False)
-    v2.vote(cid, False)
+    cast_votes(network, cid, [(actors.validators[1], False), (actors.validators[2], False)])
     increase_time(network.w3, network.params.vote_window + 1)
     assert not challenger.resolve(cid).value["fraud"]
     bond = network.params.challenge_bond
@@ -152,7 +203,7 @@ def test_bad_challenges_are_typed(network: Contracts, actors: Actors) -> None:
         network.as_account(actors.outsider).task_manager.challenge(batch_id, 2, receipts[2], proof, "bafy")
     cid = v.challenge(batch_id, 2, receipts[2], proof, "bafy").value
     with pytest.raises(AccusedCannotVote):
-        network.as_account(actors.node).task_manager.vote(cid, False)
+        commit_vote(network, cid, actors.node, False)
 
 
 async def test_client_claims_its_refunds_from_the_chain_alone(
@@ -172,12 +223,12 @@ async def test_client_claims_its_refunds_from_the_chain_alone(
         status="done", request=request.to_json(),
     )  # fmt: skip
     state.save()
-    challenger, v1, _ = (network.as_account(v).task_manager for v in actors.validators)
+    challenger = network.as_account(actors.validators[0]).task_manager
     mine(network.w3, 2)
     cid = challenger.challenge(batch_id, 1, bad, tree.proof_at(1), "bafyevidence").value
     async with Client(network.as_account(user), state_dir=tmp_path) as client:
         assert await client.claim_refunds() == []  # open: nothing to claim yet
-        v1.vote(cid, True)
+        cast_votes(network, cid, [(actors.validators[1], True)])
         increase_time(network.w3, network.params.vote_window + 1)
         assert challenger.resolve(cid).value["fraud"]
         assert await client.claim_refunds() == [RefundClaimed(task_id, cid, bad.fee)]

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from chain_fixtures import MODEL_ID, Actors
+from chain_fixtures import MODEL_ID, Actors, cast_votes
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
@@ -131,8 +131,7 @@ def challenge_and_slash(
     tm = c.as_account(actors.validators[0]).task_manager
     e = done.entries[index]
     ch = tm.challenge(done.batch_id, index, e.receipt, done.tree.proof_at(index), evidence_cid).value
-    for v in actors.validators[1:]:
-        c.as_account(v).task_manager.vote(ch, True)
+    cast_votes(c, ch, [(v, True) for v in actors.validators[1:]])  # sealed, then revealed (``Voted``)
     increase_time(c.w3, c.params.vote_window + 1)
     return {"challenge_id": ch, **c.as_account(actors.outsider).task_manager.resolve(ch).value}
 
@@ -247,6 +246,8 @@ def test_index_matches_the_chain_and_pages_show_it(
     assert make_indexer(explorer_db, c, store_url).catch_up() == 0
     with Session(explorer_db) as s:
         assert s.scalar(select(func.count()).select_from(Event)) == before
+        # sealed votes are kept as raw events (no derived state: the side shows at ``Voted``)
+        assert s.scalar(select(func.count()).where(Event.name == "VoteCommitted")) == 2
 
     state = ExplorerState(explorer_db, ContentReader(store_url), c.task_manager)
     with TestClient(create_app(state)) as client:

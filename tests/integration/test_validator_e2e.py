@@ -18,7 +18,7 @@ import pytest
 from supernet.node.agents.retrieval import RetrievalAgent
 from supernet.node.llm.scoring import ScoreRequest
 from supernet.node.llm.types import ScoreResult
-from supernet.sdk.chain.anvil import increase_time, mine
+from supernet.sdk.chain.anvil import advance_to, increase_time, mine
 from supernet.sdk.chain.merkle import ReceiptTree
 from supernet.sdk.store.cids import compute_cid, encode_dag, link
 from supernet.validator.chain import ChallengeStatus
@@ -215,20 +215,31 @@ async def challenged_to_slash(vnet: VNet, validator_factory: Any) -> tuple[int, 
         [opened] = [e.data for e in events if e.kind == "challenge"]
         cid = opened["challenge_id"]
         for v in voters:
-            await v.step()  # re-check independently, then vote
+            await v.step()  # re-check independently, then seal a vote (bonded)
         votes = [e.data for e in events if e.kind == "vote"]
         assert len(votes) == 2 and all(d["fraud"] for d in votes)
         assert all(d["evidence"] != opened["evidence"] for d in votes)  # their own evidence
+        assert c.task_manager.get_challenge(cid).committed == 2
+        advance_to(c.w3, c.task_manager.reveals_at(cid))  # the vote's last REVEAL_WINDOW seconds
+        for v in voters:
+            await v.step()  # reveal
+        assert [e.data["fraud"] for e in events if e.kind == "reveal"] == [True, True]
         increase_time(c.w3, c.task_manager.vote_window() + 1)
         mine(c.w3)
         await challenger.step()  # resolves, claims, withdraws
         for v in voters:
-            await v.step()  # claim their vote rewards
+            await v.step()  # claim their vote bonds back with their rewards, and withdraw them
     finally:
         for v in (challenger, *voters):
             await v.cleanup()
     assert c.task_manager.get_challenge(cid).status == ChallengeStatus.FRAUD
     assert c.service_manager.get_operator(vnet.node.address).stake < stake_before
+    claims = c.task_manager.contract.events.VoteRewardClaimed().get_logs(
+        from_block=0, argument_filters={"challengeId": cid}
+    )
+    paid = {e["args"]["validator"]: int(e["args"]["amount"]) for e in claims}
+    bond = c.task_manager.challenge_bond()
+    assert all(paid[v.address] > bond for v in voters), paid  # the bond back, with a share of the pool
     restore_stake(vnet, stake_before)
     return cid, [v.address for v in voters]
 

@@ -69,6 +69,15 @@ STORY = [
         evidenceCid="bafyev",
     ),
     log(9, "ServiceManager", "Frozen", operator=NODE, frozenCount=1),
+    # a sealed vote: a raw event only (the side, and the vote's count, come with its ``Voted``)
+    ChainLog(
+        block=9,
+        log_index=1,
+        tx_hash="0x" + "09" * 32,
+        contract="TaskManager",
+        name="VoteCommitted",
+        args={"challengeId": 1, "validator": V2, "weight": 6 * ETH},
+    ),
     log(10, "TaskManager", "Voted", challengeId=1, validator=V2, fraud=True, weight=6 * ETH),
     log(
         11,
@@ -161,6 +170,7 @@ def test_each_event_lands_where_people_look() -> None:
         assert doc is not None and [v["weight"] for v in doc["votes"]] == [6 * ETH, 5 * ETH]  # heaviest first
         addr = queries.address(s, NODE)
         assert {e["name"] for e in addr["events"]} >= {"NodeRegistered", "Slashed", "Frozen"}
+        assert "VoteCommitted" in {e["name"] for e in queries.address(s, V2)["events"]}
         charts = queries.charts(s)
         assert charts["stake_eth"][-1][1] == 7 + 5 + 6  # total active stake after the slash
         assert charts["tasks_per_minute"] and charts["gas_per_task"] == [(1_700_000_005, 30_000.0)]

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from chain_fixtures import Actors
+from chain_fixtures import Actors, cast_votes, commit_vote
 from eth_account.signers.local import LocalAccount
 from supernet.sdk.chain import Contracts, ReceiptTree
-from supernet.sdk.chain.anvil import increase_time, mine
+from supernet.sdk.chain.anvil import advance_to, increase_time, mine
 from supernet.sdk.chain.eip712 import TaskRequest, hash_task_request, sign_task_request
 from supernet.sdk.chain.errors import ContractError
 from supernet.sdk.chain.receipts import Receipt, input_hash, output_hash, sign_receipt, trace_hash
@@ -281,8 +281,7 @@ async def test_defence_a_leaf_cleared_by_a_quorum_is_not_challenged_again(
     batch_id, receipts, _ = await _commit(g)
     first = g.party(a.validators[0], g.stores["full"], "first")
     cid1 = _open(first, batch_id, receipts)
-    for v in a.validators[1:]:
-        c.as_account(v).task_manager.vote(cid1, False)
+    cast_votes(c, cid1, [(v, False) for v in a.validators[1:]])
     _past_vote_window(c)
     assert first.client.resolve(cid1) is False
     bond = first.client.params().challenge_bond
@@ -329,22 +328,130 @@ async def test_defence_a_challenge_resent_after_a_crash_posts_one_bond(game: Gam
     assert int(c.task_manager.call("challengeCount")) == 1, "one challenge, one bond"
 
 
-async def test_defence_a_vote_sent_before_a_crash_is_not_sent_twice(game: Game) -> None:
-    """Crash between the vote transaction and the database write: on restart `vote_open` reads the
-    validator's on-chain vote first and records it, without re-checking or sending it again (an
-    `AlreadyVoted` revert would otherwise fail every step), and its reward is claimed once."""
+class Crash(Exception):
+    """The validator's process dies here."""
+
+
+def _claimed(c: Contracts, challenge_id: int, voter: str) -> list[int]:
+    """The amounts ``voter`` claimed on a challenge (``VoteRewardClaimed``)."""
+    logs = c.task_manager.contract.events.VoteRewardClaimed().get_logs(from_block=0)
+    return [
+        int(e["args"]["amount"])
+        for e in logs
+        if e["args"]["challengeId"] == challenge_id and e["args"]["validator"] == voter
+    ]
+
+
+async def test_defence_a_sealed_vote_survives_a_crash_between_commit_and_reveal(game: Game) -> None:
+    """A vote is sealed (commit) and opened later (reveal) from a secret salt: a validator that lost
+    the salt in a crash could never reveal, and its vote bond would be lost. The voter writes its
+    side, salt and evidence to its database before it sends the commit; killed right after the
+    commit is mined (before recording it), the restarted validator finds its vote sealed on chain,
+    does not send it again, and reveals it from the database in the reveal phase. After the fraud
+    verdict it voted with, it claims its bond back with its share of the voter pool."""
+    g = game
+    c, a = g.chain, g.actors
+    batch_id, receipts, _ = await _commit(g)
+    challenger = g.party(a.validators[0], g.stores["full"], "c")
+    cid = _open(challenger, batch_id, receipts)
+    voter = g.party(a.validators[1], g.stores["full"], "v1")
+    voter.follower.catch_up()
+    leaf = receipts[0].leaf()
+
+    async def faulty(*args: object, **kwargs: object) -> Verdict:  # its own check: a fault
+        return _faulty(batch_id, 0, leaf, a.validators[1].address)
+
+    voter.disputes.verifier.verify = faulty  # type: ignore[method-assign]
+    on_disk: list[tuple[bool | None, bytes | None]] = []
+    send = voter.client.commit_vote
+
+    def commit_then_crash(challenge_id: int, commitment: bytes) -> None:
+        [row] = [r for r in Database(g.tmp / "v1.sqlite").challenges() if r.challenge_id == challenge_id]
+        on_disk.append((row.my_vote, row.salt))  # what a restart would read, before the send
+        send(challenge_id, commitment)
+        raise Crash
+
+    voter.client.commit_vote = commit_then_crash  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        await voter.disputes.vote_open(voter.client.timestamp())
+    assert on_disk and on_disk[0][0] is True and on_disk[0][1] is not None and len(on_disk[0][1]) == 32
+    assert c.task_manager.get_vote(cid, a.validators[1].address).weight != 0  # sealed on chain
+    voter.db.close()
+
+    restarted = g.party(a.validators[1], g.stores["full"], "v1")
+    restarted.follower.catch_up()
+    await restarted.disputes.vote_open(restarted.client.timestamp())  # commit phase still: nothing sent
+    [row] = [r for r in restarted.db.challenges() if r.challenge_id == cid]
+    assert (row.status, row.reveal, row.salt) == ("voted", "pending", on_disk[0][1])
+    assert c.task_manager.get_challenge(cid).committed == 1, "one commit, one bond"
+    assert not c.task_manager.get_vote(cid, a.validators[1].address).revealed
+
+    advance_to(c.w3, c.task_manager.reveals_at(cid))
+    await restarted.disputes.vote_open(restarted.client.timestamp())
+    vote = c.task_manager.get_vote(cid, a.validators[1].address)
+    assert vote.revealed and vote.fraud
+    assert next(r for r in restarted.db.challenges() if r.challenge_id == cid).reveal == "done"
+
+    _past_vote_window(c)
+    challenger.follower.catch_up()
+    await challenger.disputes.settle(challenger.client.timestamp() + 1)
+    assert c.task_manager.get_challenge(cid).status == ChallengeStatus.FRAUD
+    await restarted.disputes.settle(restarted.client.timestamp() + 1)
+    await restarted.disputes.settle(restarted.client.timestamp() + 1)  # claimed once
+    ch, bond = c.task_manager.get_challenge(cid), challenger.client.params().challenge_bond
+    assert _claimed(c, cid, a.validators[1].address) == [
+        bond + ch.reward_pool * vote.weight // ch.fraud_stake
+    ]
+    assert c.task_manager.get_vote(cid, a.validators[1].address).reward_claimed
+
+
+async def test_defence_a_vote_sealed_by_another_program_is_not_sealed_twice(
+    game: Game, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A vote sealed with this validator's key but not by it (its database lost, or another program):
+    on restart `vote_open` reads the on-chain vote first and records it without re-checking or
+    sending it again (an `AlreadyVoted` revert would otherwise fail every step). Without the salt it
+    cannot reveal: it says so loudly, and after the resolution it claims nothing (the contract would
+    refuse: an unrevealed vote lost its bond)."""
     g = game
     c, a = g.chain, g.actors
     batch_id, receipts, _ = await _commit(g)
     challenger = g.party(a.validators[0], g.stores["full"], "c")
     cid = _open(challenger, batch_id, receipts)
     voter = g.party(a.validators[1], g.stores["partial"], "v1")
-    c.as_account(a.validators[1]).task_manager.vote(cid, True)  # sent, then the crash
+    commit_vote(c, cid, a.validators[1], True)  # sent, then the database lost
     voter.follower.catch_up()
     await voter.disputes.vote_open(voter.client.timestamp())
     row = next(r for r in voter.db.challenges() if r.challenge_id == cid)
-    assert row.my_vote is True and row.status == "voted"
+    assert row.status == "voted" and row.reveal == "lost"
+    assert "cannot be revealed" in caplog.text
+    advance_to(c.w3, c.task_manager.reveals_at(cid))
+    await voter.disputes.vote_open(voter.client.timestamp())  # nothing to reveal from
+    assert not c.task_manager.get_vote(cid, a.validators[1].address).revealed
     _past_vote_window(c)
-    await voter.disputes.settle(int(c.w3.eth.get_block("latest")["timestamp"]) + 1)
-    await voter.disputes.settle(int(c.w3.eth.get_block("latest")["timestamp"]) + 1)  # restart
-    assert c.task_manager.call("getVote", cid, a.validators[1].address)[2] is True  # claimed, once
+    await voter.disputes.settle(voter.client.timestamp() + 1)
+    await voter.disputes.settle(voter.client.timestamp() + 1)  # restart
+    assert _claimed(c, cid, a.validators[1].address) == []
+
+
+async def test_a_check_that_ends_after_the_commit_phase_casts_no_vote(game: Game) -> None:
+    """A vote can only be sealed before the vote's last REVEAL_WINDOW seconds: a voter whose check
+    finishes later does not vote (nothing persisted, nothing sent, no bond at stake)."""
+    g = game
+    c, a = g.chain, g.actors
+    batch_id, receipts, _ = await _commit(g)
+    challenger = g.party(a.validators[0], g.stores["full"], "c")
+    cid = _open(challenger, batch_id, receipts)
+    voter = g.party(a.validators[1], g.stores["full"], "v1")
+    voter.follower.catch_up()
+    leaf = receipts[0].leaf()
+
+    async def slow_faulty(*args: object, **kwargs: object) -> Verdict:  # the check outlasts the phase
+        advance_to(c.w3, c.task_manager.reveals_at(cid))
+        return _faulty(batch_id, 0, leaf, a.validators[1].address)
+
+    voter.disputes.verifier.verify = slow_faulty  # type: ignore[method-assign]
+    await voter.disputes.vote_open(voter.client.timestamp())
+    row = next(r for r in voter.db.challenges() if r.challenge_id == cid)
+    assert (row.status, row.my_vote, row.salt) == ("open", None, None)
+    assert c.task_manager.get_vote(cid, a.validators[1].address).weight == 0

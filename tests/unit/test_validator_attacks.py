@@ -1023,7 +1023,7 @@ async def test_a_vote_rechecks_every_call_of_the_challenged_receipt() -> None:
     from supernet.validator.evidence import Check, Finding, Verdict
 
     asked: list[dict[str, Any]] = []
-    votes: list[bool] = []
+    votes: list[bytes] = []
 
     class Verifier_:
         async def verify(self, *args: Any, **kwargs: Any) -> Verdict:
@@ -1035,12 +1035,18 @@ async def test_a_vote_rechecks_every_call_of_the_challenged_receipt() -> None:
             return "bafy-evidence"
 
     chain = types.SimpleNamespace(
-        binding=types.SimpleNamespace(get_vote=lambda cid, who: types.SimpleNamespace(weight=0, fraud=False)),
-        vote=lambda cid, fraud: votes.append(fraud),
+        binding=types.SimpleNamespace(
+            get_vote=lambda cid, who: types.SimpleNamespace(weight=0, fraud=False, revealed=False)
+        ),
+        commit_vote=lambda cid, commitment: votes.append(commitment),
+        params=lambda: types.SimpleNamespace(reveal_window=10),
+        timestamp=lambda: 0,
     )
+    sealed: list[bool] = []
     db = types.SimpleNamespace(
         batch=lambda batch_id: types.SimpleNamespace(batch_id=batch_id, node="0x" + "22" * 20),
-        set_vote=lambda *args: None,
+        seal_vote=lambda cid, fraud, salt, evidence: sealed.append(fraud),
+        mark_committed=lambda *args: None,
     )
     disputes = Disputes(chain, db, Verifier_(), Store(), "0x" + "44" * 20)
 
@@ -1048,6 +1054,8 @@ async def test_a_vote_rechecks_every_call_of_the_challenged_receipt() -> None:
         return types.SimpleNamespace(index_of=lambda leaf: 0)
 
     disputes.manifest = manifest
-    row = types.SimpleNamespace(challenge_id=7, batch_id=1, leaf=b"\x01" * 32)
+    row = types.SimpleNamespace(
+        challenge_id=7, batch_id=1, leaf=b"\x01" * 32, vote_deadline=2**40, salt=None, my_vote=None
+    )
     await disputes._vote_one(row)
-    assert asked == [{"recheck_all": True}] and votes == [True]
+    assert asked == [{"recheck_all": True}] and sealed == [True] and len(votes) == 1

@@ -92,3 +92,37 @@ def test_batches_before_the_start_block_are_followed_for_the_receipt_index_only(
     assert [b.batch_id for b in f.db.pending_batches()] == [2]  # only batch 2 is sampled
     assert [b.batch_id for b in f.db.unindexed_batches("0x" + "11" * 20, 2)] == [1, 2]  # both indexed
     assert f.db.challenges() == []  # a challenge opened before the start is not followed
+
+
+def test_a_database_of_the_open_vote_era_is_migrated_in_place(tmp_path: Path) -> None:
+    """A validator's file from before sealed votes (schema version 0: no salt, no reveal state)
+    opens with its rows kept; the votes recorded then were open already, so none waits for a
+    reveal; the migration runs once."""
+    import sqlite3
+
+    from supernet.validator.db import _MIGRATIONS, _SCHEMA
+
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript(_SCHEMA)
+    old.execute(
+        "INSERT INTO challenges (challenge_id, batch_id, challenger, node, leaf, vote_deadline, "
+        "evidence_cid, status, my_vote) VALUES (1, 1, '0xc', '0xn', ?, 100, 'bafyev', 'voted', 1), "
+        "(2, 1, '0xc', '0xn', ?, 100, 'bafyev', 'open', NULL)",
+        ("01" * 32, "02" * 32),
+    )
+    old.commit()
+    old.close()
+    db = Database(path)
+    assert db.schema_version() == len(_MIGRATIONS)
+    voted, fresh = db.challenges()
+    assert (voted.status, voted.my_vote, voted.reveal, voted.salt) == ("voted", True, "done", None)
+    assert (fresh.status, fresh.reveal) == ("open", "pending")
+    db.seal_vote(2, False, b"\x07" * 32, "bafymine")
+    db.close()
+    again = Database(path)  # opened again: nothing re-run, the sealed vote kept
+    [row] = [r for r in again.challenges() if r.challenge_id == 2]
+    assert (row.status, row.my_vote, row.salt, row.my_evidence) == ("open", False, b"\x07" * 32, "bafymine")
+    again.mark_committed(2)
+    again.mark_revealed(2)
+    assert [(r.status, r.reveal) for r in again.challenges("voted")] == [("voted", "done"), ("voted", "done")]

@@ -30,6 +30,7 @@ def test_metrics_count_the_validators_events() -> None:
     metrics.on_event("verdict", {"ok": False, "unverifiable": "trace unavailable", "checks": []})
     metrics.on_event("challenge", {})
     metrics.on_event("vote", {"fraud": True})
+    metrics.on_event("reveal", {"fraud": True})
     text = TestClient(ops_app(metrics, Health(), 30)).get("/metrics").text
     for line in (
         "supernet_validator_batches_total 1.0",
@@ -39,5 +40,6 @@ def test_metrics_count_the_validators_events() -> None:
         'supernet_validator_findings_total{check="replay"} 1.0',
         "supernet_validator_challenges_total 1.0",
         'supernet_validator_votes_total{fraud="true"} 1.0',
+        "supernet_validator_reveals_total 1.0",
     ):
         assert line in text, line

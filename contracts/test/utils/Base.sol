@@ -345,9 +345,35 @@ abstract contract Base is Test {
         return tm.challengeAvailability{value: CHALLENGE_BOND}(_ref(batchId), index);
     }
 
+    /// @dev Seals `who`'s vote now and opens it at the start of the reveal phase (time is put
+    ///      back after), so that a test reads as if the vote were cast at once.
     function _vote(address who, uint256 challengeId, bool fraud) internal {
+        _commitVote(who, challengeId, fraud);
+        _revealVote(who, challengeId, fraud);
+    }
+
+    function _voteSalt(address who, uint256 challengeId) internal pure returns (bytes32) {
+        return keccak256(abi.encode("salt", who, challengeId));
+    }
+
+    function _commitVote(address who, uint256 challengeId, bool fraud) internal {
+        bytes32 commitment = keccak256(abi.encode(challengeId, who, fraud, _voteSalt(who, challengeId)));
+        vm.deal(who, who.balance + CHALLENGE_BOND);
         vm.prank(who);
-        tm.vote(challengeId, fraud);
+        tm.commitVote{value: CHALLENGE_BOND}(challengeId, commitment);
+    }
+
+    function _revealsAt(uint256 challengeId) internal view returns (uint256) {
+        return tm.challenges(challengeId).voteDeadline - tm.REVEAL_WINDOW();
+    }
+
+    function _revealVote(address who, uint256 challengeId, bool fraud) internal {
+        uint256 now_ = block.timestamp;
+        uint256 revealsAt = _revealsAt(challengeId);
+        if (now_ < revealsAt) vm.warp(revealsAt);
+        vm.prank(who);
+        tm.revealVote(challengeId, fraud, _voteSalt(who, challengeId));
+        if (now_ < revealsAt) vm.warp(now_);
     }
 
     /*//////////////////////////////////////////////////////////////

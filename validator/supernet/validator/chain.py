@@ -28,6 +28,7 @@ from supernet.sdk.chain.tasks import (
     Batch,
     ChallengeStatus,
     TaskManager,
+    Vote,
 )
 from web3 import Web3
 
@@ -48,6 +49,7 @@ class TaskParams:
     slash_amount: int
     challenger_reward_bps: int
     voter_reward_bps: int
+    reveal_window: int  # the last seconds of a vote, when sealed votes are opened
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,26 @@ class ChallengeView:
         the honest majority's challenge once the data is served."""
         return self.cleared(quorum_bps) and self.honest_stake * 2 > self.quorum_base
 
+    def vote_pays(self, vote: Vote, voter: str, quorum_bps: int) -> bool:
+        """Whether `TaskManager.claimVoteReward` pays ``voter`` for ``vote`` now (where it would
+        revert ``NotWinningVoter`` it is not sent): on a decoy, any sealed vote but the
+        challenger's (its bond back); else a revealed vote on the side of a verdict (fraud, or
+        `cleared`), or, without a verdict, a revealed vote but the challenger's (its bond back).
+        A vote never revealed, or on the losing side of a verdict, lost its bond. (A revealed vote
+        may weigh 0: the contract counts only the stake still staked when it is opened.)"""
+        if (vote.weight == 0 and not vote.revealed) or vote.reward_claimed:
+            return False
+        bonded = voter.lower() != self.challenger.lower()  # the challenger's vote is its challenge
+        if self.status == ChallengeStatus.DECOY:
+            return bonded
+        if not vote.revealed:
+            return False
+        if self.status == ChallengeStatus.FRAUD:
+            return vote.fraud
+        if self.status == ChallengeStatus.NOT_FRAUD:
+            return not vote.fraud if self.cleared(quorum_bps) else bonded
+        return False
+
 
 class TaskManagerClient:
     """Read and write the TaskManager as one validator account.
@@ -185,6 +207,7 @@ class TaskManagerClient:
                     "SLASH_AMOUNT",
                     "CHALLENGER_REWARD_BPS",
                     "VOTER_REWARD_BPS",
+                    "REVEAL_WINDOW",
                 )
             )
         )
@@ -415,16 +438,21 @@ class TaskManagerClient:
         assert self.omission is not None, "no OmissionManager configured"
         return int(self.omission.resolve_manifest(manifest_id).value["slashed"])
 
-    def vote(self, challenge_id: int, fraud: bool) -> None:
-        """Vote on an open challenge."""
-        self.binding.vote(challenge_id, fraud)
+    def commit_vote(self, challenge_id: int, commitment: bytes) -> None:
+        """Seal this validator's vote on an open challenge (`vote_commitment`), with the vote bond."""
+        self.binding.commit_vote(challenge_id, commitment, value=self.params().challenge_bond)
+
+    def reveal_vote(self, challenge_id: int, fraud: bool, salt: bytes) -> None:
+        """Open this validator's sealed vote (in the vote's last REVEAL_WINDOW seconds)."""
+        self.binding.reveal_vote(challenge_id, fraud, salt)
 
     def resolve(self, challenge_id: int) -> bool:
         """Resolve a challenge after its vote window; returns the verdict (fraud or not)."""
         return bool(self.binding.resolve(challenge_id).value["fraud"])
 
     def claim_vote_reward(self, challenge_id: int) -> int:
-        """Credit this validator's share of a resolved challenge's voter pool; returns the wei."""
+        """Credit what this validator's vote on a resolved challenge earned (its bond back, with its
+        share of the voter pool on the winning side of a verdict); returns the wei."""
         return int(self.binding.claim_vote_reward(challenge_id).value)
 
     def claim_refund(self, challenge_id: int, receipt: Receipt, request: TaskRequest) -> int:

@@ -5,9 +5,11 @@ Rules this module keeps:
 * **Challenge** only a receipt this validator found faulty itself, with the receipt's Merkle proof
   and the CID of its evidence; never a leaf that already has an open (or fraud) challenge.
 * **Vote** only after re-checking the challenged receipt with `Verifier` — the challenger's
-  evidence is read for the record but never trusted. An unverifiable receipt gets no vote.
-* **Resolve** any challenge whose vote window has passed (anyone may), then claim this
-  validator's vote reward when it voted with the verdict, and withdraw what is claimable.
+  evidence is read for the record but never trusted. An unverifiable receipt gets no vote. A vote
+  is sealed (``commitVote``, bonded) before the vote's last REVEAL_WINDOW seconds and opened
+  (``revealVote``) in them; its side and salt are in the database before the commit is sent.
+* **Resolve** any challenge whose vote window has passed (anyone may), then claim what this
+  validator's vote earned where the contract pays it, and withdraw what is claimable.
 
 Every step is idempotent against the chain (the contract's state is read before acting), so a
 restart after a transaction but before the database write does not send it twice.
@@ -17,14 +19,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from supernet.sdk.chain.errors import ContractError
 from supernet.sdk.chain.merkle import ReceiptTree
 from supernet.sdk.chain.merkle import verify as merkle_verify
 from supernet.sdk.chain.receipts import Receipt
+from supernet.sdk.chain.tasks import vote_commitment
 from supernet.sdk.formats.fields import FormatError
 from supernet.sdk.formats.manifest import ManifestEntry
 from supernet.sdk.formats.trace import Trace, check_trace_size
@@ -49,6 +54,7 @@ EXPECTED_RACES = {
     "VoteWindowOpen",
     "NotWinningVoter",
     "StakeTooRecent",  # our stake grew after the challenge opened: it cannot vote there
+    "WrongVotePhase",  # the chain's clock was not where this validator's estimate put it
 }
 """Reverts that mean another validator (or an earlier run) got there first: logged at info."""
 
@@ -277,20 +283,38 @@ class Disputes:
     # -- vote ------------------------------------------------------------------------------------
 
     async def vote_open(self, now: int) -> None:
-        """Vote on every open challenge not voted yet (after an independent check)."""
+        """Seal a vote on every open challenge not voted yet (after an independent check), and
+        reveal this validator's sealed votes once their reveal phase has come."""
         for row in self.db.challenges("open"):
             if row.challenger.lower() == self.address.lower():
                 self.db.set_vote(row.challenge_id, True, row.evidence_cid)  # opening counts as a fraud vote
                 continue
-            if row.vote_deadline < now:
-                continue
+            if row.vote_deadline < now or (row.salt is None and now >= self._reveals_at(row)):
+                continue  # over, or no vote sealed here and too late to seal one
             await self._vote_one(row)
+        for row in self.db.challenges("voted"):
+            if row.reveal == "pending" and self._reveals_at(row) <= now < row.vote_deadline:
+                await self._reveal_one(row)
+
+    def _reveals_at(self, row: ChallengeRow) -> int:
+        return row.vote_deadline - self.chain.params().reveal_window
+
+    async def _now(self) -> int:
+        """When the next transaction lands, as near as can be told: the chain's clock (ahead of
+        the wall's on a test chain) or the wall's (ahead of a chain that mines only on demand)."""
+        return max(int(time.time()), int(await self._call(self.chain.timestamp)))
 
     async def _vote_one(self, row: ChallengeRow) -> None:
         record = await self._call(self.chain.binding.get_vote, row.challenge_id, self.address)
-        if record.weight:
-            self.db.set_vote(row.challenge_id, bool(record.fraud), None)
+        if record.weight or record.revealed:  # on chain already (a crash before the db write)
+            self._adopt(row, record)
             return
+        if row.salt is not None and row.my_vote is not None:  # sealed here, the commit not on chain
+            if await self._now() < self._reveals_at(row):
+                await self._commit(row, row.my_vote, row.salt, row.my_evidence or "", ())
+            return
+        if await self._now() >= self._reveals_at(row):
+            return  # the commit phase is over: a late vote cannot be sealed
         batch = self.db.batch(row.batch_id)
         if batch is None or batch.node.lower() == self.address.lower():
             return
@@ -327,29 +351,79 @@ class Disputes:
             log.info("challenge %d: cannot check (%s), not voting", row.challenge_id, verdict.unverifiable)
             return
         evidence = await publish(self.store, verdict)
+        if await self._now() >= self._reveals_at(row):
+            log.info("challenge %d: checked after its commit phase ended, not voting", row.challenge_id)
+            return
+        salt = os.urandom(32)
+        # on disk before the commit is sent: a validator restarted after it still reveals
+        self.db.seal_vote(row.challenge_id, not verdict.ok, salt, evidence)
+        await self._commit(row, not verdict.ok, salt, evidence, sorted(verdict.checks))
+
+    async def _commit(
+        self, row: ChallengeRow, fraud: bool, salt: bytes, evidence: str, checks: Sequence[str]
+    ) -> None:
+        """Send the sealed vote persisted by `Database.seal_vote`."""
+        commitment = vote_commitment(row.challenge_id, self.address, fraud, salt)
         try:
-            await self._call(self.chain.vote, row.challenge_id, not verdict.ok)
+            await self._call(self.chain.commit_vote, row.challenge_id, commitment)
         except ContractError as exc:
             if exc.error_name not in EXPECTED_RACES:
                 raise
-            log.info("challenge %d: vote not counted: %s", row.challenge_id, exc)
+            log.info("challenge %d: vote not sealed: %s", row.challenge_id, exc)
             return
-        self.db.set_vote(row.challenge_id, not verdict.ok, evidence)
+        self.db.mark_committed(row.challenge_id)
         self._emit(
-            "vote",
-            {
-                "challenge_id": row.challenge_id,
-                "fraud": not verdict.ok,
-                "evidence": evidence,
-                "checks": sorted(verdict.checks),
-            },
+            "vote", {"challenge_id": row.challenge_id, "fraud": fraud, "evidence": evidence, "checks": checks}
         )
         log.info(
-            "VOTE challenge %d: %s (own check: %s)",
+            "VOTE challenge %d sealed: %s (own check: %s)",
             row.challenge_id,
-            "fraud" if not verdict.ok else "honest",
-            ", ".join(sorted(verdict.checks)) or "ok",
+            "fraud" if fraud else "honest",
+            ", ".join(checks) or "ok",
         )
+
+    def _adopt(self, row: ChallengeRow, record: Any) -> None:
+        """Record a vote found on chain: revealed (its side known), or sealed, revealed later from
+        the salt in the database; with none there (the database lost, or a vote sent by another
+        program with this key) it cannot be revealed and its bond is lost."""
+        if record.revealed:
+            self.db.set_vote(row.challenge_id, bool(record.fraud), None)
+        elif row.salt is not None:
+            self.db.mark_committed(row.challenge_id)
+        else:
+            log.error(
+                "challenge %d: this validator's vote is sealed on chain but its salt is not in the "
+                "database: it cannot be revealed, and its vote bond will be lost",
+                row.challenge_id,
+            )
+            self.db.mark_committed(row.challenge_id, reveal="lost")
+
+    async def _reveal_one(self, row: ChallengeRow) -> None:
+        """Open the sealed vote from the side and salt persisted before its commit."""
+        if row.salt is None or row.my_vote is None:
+            return
+        record = await self._call(self.chain.binding.get_vote, row.challenge_id, self.address)
+        if record.revealed:  # a crash after the reveal, before the database write
+            self.db.mark_revealed(row.challenge_id)
+            return
+        try:
+            await self._call(self.chain.reveal_vote, row.challenge_id, row.my_vote, row.salt)
+        except ContractError as exc:
+            if exc.error_name == "NotTheCommittedVote":
+                log.error(
+                    "challenge %d: the sealed vote on chain is not the one in the database: it cannot "
+                    "be revealed, and its vote bond will be lost",
+                    row.challenge_id,
+                )
+                self.db.mark_revealed(row.challenge_id, "lost")
+                return
+            if exc.error_name not in EXPECTED_RACES:
+                raise
+            log.info("challenge %d: vote not revealed (yet): %s", row.challenge_id, exc)
+            return
+        self.db.mark_revealed(row.challenge_id)
+        self._emit("reveal", {"challenge_id": row.challenge_id, "fraud": row.my_vote})
+        log.info("VOTE challenge %d revealed: %s", row.challenge_id, "fraud" if row.my_vote else "honest")
 
     # -- resolve, claim, withdraw ----------------------------------------------------------------
 
@@ -412,14 +486,7 @@ class Disputes:
                 await self._deliver_refund(row)
         claimed = False
         for row in self.db.challenges("resolved"):
-            if row.my_vote is not None and row.my_vote == row.fraud:
-                try:
-                    amount = await self._call(self.chain.claim_vote_reward, row.challenge_id)
-                    log.info("claimed %d wei of vote reward on challenge %d", amount, row.challenge_id)
-                    claimed = True
-                except ContractError as exc:
-                    if exc.error_name not in EXPECTED_RACES:
-                        raise
+            claimed = await self._claim(row) or claimed
             self.db.set_challenge_status(row.challenge_id, "claimed")
         if self.auto_withdraw and (claimed or await self._call(self.chain.claimable, self.address)):
             try:
@@ -427,3 +494,27 @@ class Disputes:
             except ContractError as exc:
                 if exc.error_name not in EXPECTED_RACES:
                     raise
+
+    async def _claim(self, row: ChallengeRow) -> bool:
+        """Claim what this validator's vote on a resolved challenge earned, wherever the contract
+        pays it (`ChallengeView.vote_pays`, read from the chain: a vote sealed before a crash counts
+        too); returns whether anything was claimed."""
+        record = await self._call(self.chain.binding.get_vote, row.challenge_id, self.address)
+        if not record.weight and not record.revealed:
+            return False
+        view = await self._call(self.chain.challenge, row.challenge_id)
+        if not view.vote_pays(record, self.address, self.chain.params().quorum_bps):
+            if not record.revealed and view.status != ChallengeStatus.DECOY:
+                log.warning(
+                    "challenge %d: this validator's vote was never revealed, its bond is lost",
+                    row.challenge_id,
+                )
+            return False
+        try:
+            amount = await self._call(self.chain.claim_vote_reward, row.challenge_id)
+        except ContractError as exc:
+            if exc.error_name not in EXPECTED_RACES:
+                raise
+            return False
+        log.info("claimed %d wei (vote bond and reward) on challenge %d", amount, row.challenge_id)
+        return True

@@ -128,7 +128,13 @@ def status(
             if not c.ok
         ],
         "challenges": [
-            {"id": c.challenge_id, "status": c.status, "myVote": c.my_vote, "fraud": c.fraud}
+            {
+                "id": c.challenge_id,
+                "status": c.status,
+                "myVote": c.my_vote,
+                "reveal": c.reveal if c.my_vote is not None or c.status != "open" else None,
+                "fraud": c.fraud,
+            }
             for c in d.challenges()
         ],
     }

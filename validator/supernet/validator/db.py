@@ -5,7 +5,9 @@
 * ``batches``: each committed batch, ``pending`` until every sampled receipt has a verdict.
 * ``checks``: one row per (batch, receipt index) this validator checked, with the verdict, the
   evidence CID and the challenge it opened (if any). A restart skips receipts already checked.
-* ``challenges``: every challenge seen on chain, with this validator's vote and payout steps.
+* ``challenges``: every challenge seen on chain, with this validator's vote and payout steps. A
+  vote is sealed on chain (commit-reveal): its side, salt and evidence are written here before
+  the commit is sent, so a validator restarted before the reveal phase still reveals it.
 * ``receipts`` / ``indexed``: where each committed receipt of a node is, by request hash, read
   from the batches' manifests once (`supernet.validator.origin_check.ReceiptIndex`); ``indexed``
   says which batches are read, and whether wholly (a posted manifest may be partial).
@@ -14,6 +16,9 @@
   settled (`Validator.check_entry`): a failure on the way is retried, never dropped.
 * ``memory_entries``: memory entries' texts read from committed traces (`WriteLog`) and their
   vectors computed here (`supernet.validator.search_check`), by entry CID.
+
+The schema's version is SQLite's ``user_version``: `_MIGRATIONS` brings a file of any earlier
+version up to date when it is opened (``_SCHEMA`` is version 0, the tables as first shipped).
 
 >>> db = Database(":memory:")
 >>> db.cursor(default=7)
@@ -78,6 +83,17 @@ CREATE TABLE IF NOT EXISTS diverged (
   PRIMARY KEY (batch_id, idx));
 """
 
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: sealed votes. ``my_salt`` (hex) is written with ``my_vote`` before the commit is sent;
+    # ``reveal``: pending | done | lost. Votes recorded before were open already.
+    (
+        "ALTER TABLE challenges ADD COLUMN my_salt TEXT",
+        "ALTER TABLE challenges ADD COLUMN reveal TEXT NOT NULL DEFAULT 'pending'",
+        "UPDATE challenges SET reveal = 'done' WHERE my_vote IS NOT NULL",
+    ),
+)
+"""Schema changes, version ``i + 1`` at index ``i``; each runs once, in one transaction."""
+
 
 @dataclass(frozen=True)
 class ReceiptRow:
@@ -127,9 +143,12 @@ class ChallengeRow:
     leaf: bytes
     vote_deadline: int
     evidence_cid: str
-    status: str  # open | voted | resolved | claimed
+    status: str  # open | voted (this validator's vote is on chain) | resolved | claimed
     my_vote: bool | None
     fraud: bool | None
+    salt: bytes | None = None  # of this validator's sealed vote (written before the commit)
+    reveal: str = "pending"  # pending | done | lost (sealed, and cannot be revealed)
+    my_evidence: str | None = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +185,19 @@ class Database:
 
     def __init__(self, path: str | Path) -> None:
         self._db = DurableSQLite(path, _SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        version = int(self._all("PRAGMA user_version")[0][0])
+        for number, statements in enumerate(_MIGRATIONS[version:], start=version + 1):
+            with self._tx() as c:
+                for sql in statements:
+                    c.execute(sql)
+                c.execute(f"PRAGMA user_version = {number}")
+
+    def schema_version(self) -> int:
+        """The file's schema version (``len(_MIGRATIONS)`` once opened)."""
+        return int(self._all("PRAGMA user_version")[0][0])
 
     def close(self) -> None:
         """Close the file."""
@@ -348,7 +380,7 @@ class Database:
         """Challenges in the given statuses (all if none given), by id."""
         sql = (
             "SELECT challenge_id, batch_id, challenger, node, leaf, vote_deadline, evidence_cid, status, "
-            "my_vote, fraud FROM challenges"
+            "my_vote, fraud, my_salt, reveal, my_evidence FROM challenges"
         )
         if statuses:
             rows = self._all(
@@ -368,18 +400,46 @@ class Database:
                 r[7],
                 None if r[8] is None else bool(r[8]),
                 None if r[9] is None else bool(r[9]),
+                None if r[10] is None else bytes.fromhex(r[10]),
+                r[11],
+                r[12],
             )
             for r in rows
         ]
 
     def set_vote(self, challenge_id: int, fraud: bool, evidence_cid: str | None) -> None:
-        """Record this validator's vote (or its own challenge's implicit fraud vote)."""
+        """Record this validator's vote as open on chain (its own challenge's implicit fraud vote,
+        or a vote found revealed there); evidence already recorded is kept when none is given."""
         with self._tx() as c:
             c.execute(
-                "UPDATE challenges SET my_vote = ?, my_evidence = ?, status = CASE WHEN status = 'open' "
-                "THEN 'voted' ELSE status END WHERE challenge_id = ?",
+                "UPDATE challenges SET my_vote = ?, my_evidence = COALESCE(?, my_evidence), reveal = 'done', "
+                "status = CASE WHEN status = 'open' THEN 'voted' ELSE status END WHERE challenge_id = ?",
                 (int(fraud), evidence_cid, challenge_id),
             )
+
+    def seal_vote(self, challenge_id: int, fraud: bool, salt: bytes, evidence_cid: str) -> None:
+        """Persist a vote about to be sealed (before the commit is sent: a crash after the send
+        must still be able to reveal it); the challenge stays ``open`` until `mark_committed`."""
+        with self._tx() as c:
+            c.execute(
+                "UPDATE challenges SET my_vote = ?, my_salt = ?, my_evidence = ?, reveal = 'pending' "
+                "WHERE challenge_id = ?",
+                (int(fraud), salt.hex(), evidence_cid, challenge_id),
+            )
+
+    def mark_committed(self, challenge_id: int, reveal: str = "pending") -> None:
+        """This validator's sealed vote is on chain (``reveal`` ``lost``: it cannot be revealed)."""
+        with self._tx() as c:
+            c.execute(
+                "UPDATE challenges SET reveal = ?, status = CASE WHEN status = 'open' THEN 'voted' "
+                "ELSE status END WHERE challenge_id = ?",
+                (reveal, challenge_id),
+            )
+
+    def mark_revealed(self, challenge_id: int, reveal: str = "done") -> None:
+        """This validator's sealed vote was revealed (or is ``lost``: it cannot be)."""
+        with self._tx() as c:
+            c.execute("UPDATE challenges SET reveal = ? WHERE challenge_id = ?", (reveal, challenge_id))
 
     # -- receipt index ---------------------------------------------------------------------------
 

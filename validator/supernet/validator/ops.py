@@ -1,11 +1,11 @@
 """The validator's operations surface: Prometheus metrics and a `/healthz` a supervisor can use.
 
 `ValidatorMetrics` counts what the validator does from the events it already emits (batches,
-verdicts with their findings, challenges, votes) and how long each step takes. `ops_app` serves
-``/metrics`` and ``/healthz`` — 200 while steps keep succeeding, 503 before the first one and when
-the last success is older than ``stale_after_s`` (a validator that cannot reach the chain or the
-store is not healthy, even though its process runs). ``supernet validator run --http-port`` starts
-it on the validator's own event loop.
+verdicts with their findings, challenges, votes sealed and revealed) and how long each step takes.
+`ops_app` serves ``/metrics`` and ``/healthz`` — 200 while steps keep succeeding, 503 before the
+first one and when the last success is older than ``stale_after_s`` (a validator that cannot reach
+the chain or the store is not healthy, even though its process runs). ``supernet validator run
+--http-port`` starts it on the validator's own event loop.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ class ValidatorMetrics:
             "supernet_validator_findings", "Checks that failed, by check", ["check"], registry=r
         )
         self.challenges = Counter("supernet_validator_challenges", "Challenges opened", registry=r)
-        self.votes = Counter("supernet_validator_votes", "Votes cast, by verdict", ["fraud"], registry=r)
+        self.votes = Counter("supernet_validator_votes", "Votes sealed, by verdict", ["fraud"], registry=r)
+        self.reveals = Counter("supernet_validator_reveals", "Sealed votes revealed", registry=r)
         self.step_seconds = Histogram(
             "supernet_validator_step_seconds",
             "Time of one step (scan, verify, vote, settle)",
@@ -56,7 +57,8 @@ class ValidatorMetrics:
         self.cursor = Gauge("supernet_validator_cursor_block", "Next block to scan", registry=r)
 
     def on_event(self, kind: str, data: dict[str, Any]) -> None:
-        """Count one `ValidatorEvent` (``batch``, ``verdict``, ``challenge``, ``vote``)."""
+        """Count one `ValidatorEvent` (``batch``, ``verdict``, ``challenge``, ``vote`` (sealed),
+        ``reveal``)."""
         if kind == "batch":
             self.batches.inc()
         elif kind == "verdict":
@@ -68,6 +70,8 @@ class ValidatorMetrics:
             self.challenges.inc()
         elif kind == "vote":
             self.votes.labels(fraud=str(bool(data.get("fraud"))).lower()).inc()
+        elif kind == "reveal":
+            self.reveals.inc()
 
 
 @dataclass

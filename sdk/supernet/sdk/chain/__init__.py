@@ -46,7 +46,7 @@ from supernet.sdk.chain.receipts import (
     trace_hash,
 )
 from supernet.sdk.chain.registry import Model, ModelRegistry, NodeView, Operator, Role, ServiceManager
-from supernet.sdk.chain.tasks import Batch, Challenge, ChallengeStatus, TaskManager, Vote
+from supernet.sdk.chain.tasks import Batch, Challenge, ChallengeStatus, TaskManager, Vote, vote_commitment
 
 __all__ = [
     "CONTRACT_NAMES",
@@ -100,4 +100,5 @@ __all__ = [
     "sign_task_request",
     "sign_voucher",
     "trace_hash",
+    "vote_commitment",
 ]

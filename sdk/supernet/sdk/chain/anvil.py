@@ -237,6 +237,15 @@ def increase_time(w3: Web3, seconds: int) -> None:
     mine(w3)
 
 
+def advance_to(w3: Web3, timestamp: int) -> None:
+    """Mine a block at chain time ``timestamp`` exactly (nothing when the chain is past it already):
+    to land in a window of a few seconds (a vote's reveal phase), which `increase_time` overshoots
+    by the wall-clock time since the last block."""
+    if int(w3.eth.get_block("latest")["timestamp"]) < timestamp:
+        _rpc(w3, "evm_setNextBlockTimestamp", [timestamp])
+        mine(w3)
+
+
 def mine(w3: Web3, blocks: int = 1) -> None:
     """Mine ``blocks`` empty blocks."""
     _rpc(w3, "anvil_mine", [hex(blocks)])

@@ -55,6 +55,7 @@ __all__ = [
     "NotChallengedReceipt",
     "NotFrozen",
     "NotRegistered",
+    "NotTheCommittedVote",
     "NotTheManifest",
     "NotTheNodesPromise",
     "NotThePromisedReceipt",
@@ -100,6 +101,7 @@ __all__ = [
     "WithdrawalNotReady",
     "WrongBond",
     "WrongReceiptCount",
+    "WrongVotePhase",
     "ZeroAddress",
     "ZeroAmount",
 ]
@@ -540,6 +542,16 @@ class NotRegistered(ContractError):
     error_name = "NotRegistered"
     signature = "NotRegistered()"
     selector = bytes.fromhex("aba47339")
+    arg_names = ()
+    arg_types = ()
+
+
+class NotTheCommittedVote(ContractError):
+    """``NotTheCommittedVote()``, declared by TaskManager."""
+
+    error_name = "NotTheCommittedVote"
+    signature = "NotTheCommittedVote()"
+    selector = bytes.fromhex("409cfead")
     arg_names = ()
     arg_types = ()
 
@@ -1034,6 +1046,17 @@ class WrongReceiptCount(ContractError):
     count: int
 
 
+class WrongVotePhase(ContractError):
+    """``WrongVotePhase(uint64)``, declared by TaskManager."""
+
+    error_name = "WrongVotePhase"
+    signature = "WrongVotePhase(uint64)"
+    selector = bytes.fromhex("c98b6305")
+    arg_names = ("revealsAt",)
+    arg_types = ("uint64",)
+    revealsAt: int
+
+
 class ZeroAddress(ContractError):
     """``ZeroAddress()``, declared by ServiceManager, Payments."""
 
@@ -1096,6 +1119,7 @@ BY_SELECTOR: dict[bytes, type[ContractError]] = {
     NotChallengedReceipt.selector: NotChallengedReceipt,
     NotFrozen.selector: NotFrozen,
     NotRegistered.selector: NotRegistered,
+    NotTheCommittedVote.selector: NotTheCommittedVote,
     NotTheManifest.selector: NotTheManifest,
     NotTheNodesPromise.selector: NotTheNodesPromise,
     NotThePromisedReceipt.selector: NotThePromisedReceipt,
@@ -1141,6 +1165,7 @@ BY_SELECTOR: dict[bytes, type[ContractError]] = {
     WithdrawalNotReady.selector: WithdrawalNotReady,
     WrongBond.selector: WrongBond,
     WrongReceiptCount.selector: WrongReceiptCount,
+    WrongVotePhase.selector: WrongVotePhase,
     ZeroAddress.selector: ZeroAddress,
     ZeroAmount.selector: ZeroAmount,
 }

@@ -9,6 +9,10 @@
 A batch is stored on chain as one word in a slot of its node's (docs/protocol.md "Batches"); what
 acts on it later passes its header, a `Batch`, read from the ``BatchCommitted`` event. Methods that
 take a batch accept a `Batch` or a batch id (then the event is looked up).
+
+Votes are sealed, then opened (commit-reveal): `commit_vote` with `vote_commitment` (and the vote
+bond) before the vote's last `reveal_window` seconds, `reveal_vote` with the same side and salt in
+them.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
+from eth_abi import encode as abi_encode
 from supernet.sdk.chain.bindings import Binding, TxResult
 from supernet.sdk.chain.eip712 import TaskRequest
 from supernet.sdk.chain.receipts import Receipt
+from web3 import Web3
 
 
 class ChallengeStatus(IntEnum):
@@ -144,15 +150,31 @@ class Challenge:
     reward_claimed: int
     quorum_base: int  # settledValidatorStake when the challenge opened
     refund_due: int = 0  # fraud: held for the request's signer until `TaskManager.claim_refund`
+    committed: int = 0  # sealed votes (each with its bond), the challenger's not counted
+    fraud_voters: int = 0  # revealed "fraud" votes, the challenger's not counted
+    honest_voters: int = 0  # revealed "not fraud" votes
 
 
 @dataclass(frozen=True)
 class Vote:
-    """How one validator voted on one challenge (weight 0: it did not vote)."""
+    """One validator's vote on one challenge: weight 0, it did not vote; weight set and not
+    ``revealed``, sealed (``fraud`` is meaningful once revealed)."""
 
     weight: int
     fraud: bool
     reward_claimed: bool
+    revealed: bool = False
+
+
+def vote_commitment(challenge_id: int, voter: str, fraud: bool, salt: bytes) -> bytes:
+    """The sealed vote `TaskManager.commit_vote` takes: ``keccak256(abi.encode(challengeId, voter,
+    fraud, salt))``; ``salt`` is 32 secret bytes, kept until `TaskManager.reveal_vote`."""
+    if len(salt) != 32:
+        raise ValueError("a vote's salt is 32 bytes")
+    voter = Web3.to_checksum_address(voter)
+    return bytes(
+        Web3.keccak(abi_encode(["uint256", "address", "bool", "bytes32"], [challenge_id, voter, fraud, salt]))
+    )
 
 
 class TaskManager(Binding):
@@ -300,9 +322,19 @@ class TaskManager(Binding):
             bool(sampled),
         )
 
-    def vote(self, challenge_id: int, fraud: bool) -> TxResult:
-        """Vote on an open challenge, weighted by the bound validator's stake."""
-        return self.transact("vote", challenge_id, fraud)
+    def commit_vote(self, challenge_id: int, commitment: bytes, value: int | None = None) -> TxResult:
+        """Seal the bound validator's vote on an open challenge (`vote_commitment`), weighted by
+        its stake, before the vote's last `reveal_window` seconds.
+
+        Args:
+            value: the vote bond sent; the contract's ``CHALLENGE_BOND`` by default.
+        """
+        bond = self.challenge_bond() if value is None else value
+        return self.transact("commitVote", challenge_id, commitment, value=bond)
+
+    def reveal_vote(self, challenge_id: int, fraud: bool, salt: bytes) -> TxResult:
+        """Open the bound validator's sealed vote, in the vote's last `reveal_window` seconds."""
+        return self.transact("revealVote", challenge_id, fraud, salt)
 
     def resolve(self, challenge_id: int) -> TxResult:
         """Resolve after the vote window; ``value`` is the ``ChallengeResolved`` event's args."""
@@ -310,7 +342,9 @@ class TaskManager(Binding):
         return TxResult(tx.receipt, dict(self.events(tx, "ChallengeResolved")[0]["args"]))
 
     def claim_vote_reward(self, challenge_id: int) -> TxResult:
-        """Credit the bound winning voter's share of the pool; ``value`` is the amount."""
+        """Credit what the bound voter's vote earned (its bond back on the winning side of a verdict,
+        a revealed vote without a verdict or any sealed vote on a decoy, plus its pool share on the
+        winning side); ``value`` is the amount."""
         tx = self.transact("claimVoteReward", challenge_id)
         return TxResult(tx.receipt, int(self.events(tx, "VoteRewardClaimed")[0]["args"]["amount"]))
 
@@ -409,7 +443,7 @@ class TaskManager(Binding):
 
     def get_vote(self, challenge_id: int, validator: str) -> Vote:
         """How ``validator`` voted on a challenge."""
-        return Vote(*self.call("getVote", challenge_id, validator))
+        return Vote(*_struct(self.call("getVote", challenge_id, validator)))
 
     def batch_seed(self, batch: BatchLike) -> bytes:
         """The batch's sampling seed (raises ``SeedNotReady`` before its block)."""
@@ -446,6 +480,14 @@ class TaskManager(Binding):
     def vote_window(self) -> int:
         """Seconds after a challenge opens during which validators vote."""
         return int(self.call("VOTE_WINDOW"))
+
+    def reveal_window(self) -> int:
+        """The last seconds of a vote, when sealed votes are revealed (commits come before)."""
+        return int(self.call("REVEAL_WINDOW"))
+
+    def reveals_at(self, challenge_id: int) -> int:
+        """When a challenge's reveal phase starts (its vote deadline less `reveal_window`)."""
+        return self.get_challenge(challenge_id).vote_deadline - self.reveal_window()
 
     def challenge_window(self) -> int:
         """Seconds after a commit during which its receipts can be challenged."""

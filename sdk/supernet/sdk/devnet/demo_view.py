@@ -20,6 +20,7 @@ ETHER = 10**18
 _WATCHED = (
     ("task_manager", "BatchCommitted"),
     ("task_manager", "ChallengeOpened"),
+    ("task_manager", "VoteCommitted"),
     ("task_manager", "Voted"),
     ("task_manager", "ChallengeResolved"),
     ("task_manager", "DecoyRevealed"),
@@ -79,6 +80,11 @@ class ChainWatcher:
             self.console.print(
                 f"{t} [yellow]challenge[/yellow] #{a.challengeId} by {self.name(a.challenger)} against "
                 f"{self.name(a.node)} (batch #{a.batchId}, evidence {a.evidenceCid[:18]}…)"
+            )
+        elif event == "VoteCommitted":  # sealed: the side shows at the reveal (``Voted``)
+            self.console.print(
+                f"{t} [yellow]vote[/yellow]   #{a.challengeId}: {self.name(a.validator)} seals its vote "
+                f"(weight {eth(a.weight)}, bonded)"
             )
         elif event == "Voted":
             verdict = "[red]fraud[/red]" if a.fraud else "[green]honest[/green]"

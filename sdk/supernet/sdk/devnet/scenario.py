@@ -27,8 +27,9 @@ from supernet.sdk.chain import (
     sign_receipt,
     sign_task_request,
     sign_voucher,
+    vote_commitment,
 )
-from supernet.sdk.chain.anvil import increase_time, mine
+from supernet.sdk.chain.anvil import advance_to, increase_time, mine
 from supernet.sdk.chain.payments import pack_vouchers
 from supernet.sdk.devnet.network import Devnet, populate
 
@@ -136,10 +137,18 @@ def run_scenario(net: Devnet, console: Console) -> dict[str, Any]:
         f"{c.service_manager.get_operator(node.address).frozen_count} open dispute(s)"
     )
 
-    say("Validators vote")
+    say("Validators vote: sealed first, then revealed")
+    salts = {
+        v.address: hashlib.sha256(f"devnet vote {ch.value} {v.address}".encode()).digest() for v in validators
+    }
     for v in validators[1:]:
-        c.as_account(v.account).task_manager.vote(ch.value, True)
-        console.print(f"validator {v.address[:10]}… votes fraud")
+        commitment = vote_commitment(ch.value, v.address, True, salts[v.address])
+        c.as_account(v.account).task_manager.commit_vote(ch.value, commitment)
+        console.print(f"validator {v.address[:10]}… seals its vote (bond {_eth(c.params.challenge_bond)})")
+    advance_to(c.w3, c.task_manager.reveals_at(ch.value))  # the vote's last REVEAL_WINDOW seconds
+    for v in validators[1:]:
+        c.as_account(v.account).task_manager.reveal_vote(ch.value, True, salts[v.address])
+        console.print(f"validator {v.address[:10]}… reveals: fraud")
 
     say("Node tries to leave during the dispute")
     node_c.service_manager.request_unbond(ETH_UNBOND)
@@ -163,7 +172,7 @@ def run_scenario(net: Devnet, console: Console) -> dict[str, Any]:
     console.print(f"user {bad_user.address[:10]}… showed its request and withdrew its refund {_eth(refund)}")
     for v in validators[1:]:
         got = c.as_account(v.account).task_manager.claim_vote_reward(ch.value).value
-        console.print(f"validator {v.address[:10]}… claimed a vote reward of {_eth(got)}")
+        console.print(f"validator {v.address[:10]}… claimed its vote bond back and a reward: {_eth(got)}")
     own = challenger.task_manager.claim_vote_reward(ch.value).value  # the challenge was its fraud vote
     challenger.task_manager.withdraw()
     paid = c.params.challenge_bond + res["challengerReward"] + own
