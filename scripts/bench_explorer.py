@@ -48,6 +48,8 @@ from supernet.sdk.chain.receipts import Receipt, input_hash, output_hash, sign_r
 from supernet.sdk.devnet.processes import free_port
 from supernet.sdk.formats.evidence import example_dag as evidence_example
 from supernet.sdk.formats.manifest import BatchManifest, ManifestEntry
+from supernet.sdk.formats.profile import AgentProfile
+from supernet.sdk.formats.trace import Trace
 from supernet.sdk.formats.trace import example_dag as trace_example
 from supernet.sdk.store import StoreClient
 from supernet.sdk.store.cids import compute_cid, encode_dag
@@ -58,6 +60,7 @@ OUT = ROOT / "docs" / "benchmarks"
 ETH = 10**18
 BATCH = 16
 NODES, VALIDATORS, USERS = 8, 5, 64
+FEE = 10**14
 CHALLENGE_EVERY = 25  # batches
 
 
@@ -124,13 +127,15 @@ class Synth:
         for i in range(BATCH):
             user = addr(0x44, (b * BATCH + i) % USERS)
             question, answer = f"question {b}.{i}", f"answer {b}.{i}"
-            req = TaskRequest(
-                user, node, b"\x07" * 32, b"\x0c" * 32, input_hash(question), 10**14, b * BATCH + i, 2**40
-            )
             task_id = "0x" + f"{b:032x}{i:032x}"
             trace = copy.deepcopy(trace_example())
-            trace.update(task_id=task_id, user=user, input=question, output=answer)
+            trace.update(task_id=task_id, user=user, input=question, output=answer, fee=FEE)
             trace["events"][0]["text"] = answer
+            # the request names the agent profile the trace ran under, as a real one does
+            profile = bytes.fromhex(AgentProfile.of_trace(Trace.from_dag(trace)).hash()[2:])
+            req = TaskRequest(
+                user, node, b"\x07" * 32, profile, input_hash(question), FEE, b * BATCH + i, 2**40
+            )
             cid = compute_cid(encode_dag(trace), "dag-cbor")
             self.traces[cid] = trace
             r = Receipt(
@@ -140,7 +145,7 @@ class Synth:
                 input_hash(question),
                 output_hash(answer),
                 trace_hash(cid),
-                10**14,
+                FEE,
             )
             signature = sign_receipt(r, self.keys[node])
             entries.append(ManifestEntry(r, r.leaf(), signature, cid, "chat", req, b"\x06" * 65))
