@@ -300,11 +300,14 @@ async def test_defence_one_failing_claim_never_stops_the_validator_step() -> Non
         _check_diverged=lambda now: record("diverged", now),
         availability=SimpleNamespace(step=lambda now: record("availability", now)),
         disputes=SimpleNamespace(
-            vote_open=lambda now: record("vote", now), settle=lambda now: record("settle", now)
+            reveal_due=lambda: record("reveal"),
+            vote_open=lambda now: record("vote", now),
+            settle=lambda now: record("settle", now),
         ),
     )
     await Validator.step(service)  # type: ignore[arg-type]
-    assert ran == ["writes", "diverged", "availability", "vote", "settle"]  # the rest of the step ran
+    # the rest of the step ran (sealed votes are opened first: their window is short)
+    assert ran == ["reveal", "writes", "diverged", "availability", "vote", "settle"]
     assert view.fetches.get(2) == 1  # batch 2 was read despite batch 1's failing claim
 
 

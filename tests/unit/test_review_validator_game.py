@@ -342,13 +342,28 @@ def _claimed(c: Contracts, challenge_id: int, voter: str) -> list[int]:
     ]
 
 
-async def test_defence_a_sealed_vote_survives_a_crash_between_commit_and_reveal(game: Game) -> None:
+@pytest.mark.parametrize("wall_ahead_s", [0, 3600], ids=["clocks-agree", "chain-an-hour-behind"])
+async def test_defence_a_sealed_vote_survives_a_crash_between_commit_and_reveal(
+    game: Game, monkeypatch: pytest.MonkeyPatch, wall_ahead_s: int
+) -> None:
     """A vote is sealed (commit) and opened later (reveal) from a secret salt: a validator that lost
     the salt in a crash could never reveal, and its vote bond would be lost. The voter writes its
     side, salt and evidence to its database before it sends the commit; killed right after the
     commit is mined (before recording it), the restarted validator finds its vote sealed on chain,
     does not send it again, and reveals it from the database in the reveal phase. After the fraud
-    verdict it voted with, it claims its bond back with its share of the voter pool."""
+    verdict it voted with, it claims its bond back with its share of the voter pool.
+
+    Also with a chain whose clock lags the wall's by an hour (a test chain moved back; CI's shared
+    Anvil late in a run): the phases are the chain's, so a validator that took the wall clock for
+    the chain's thought sealing long over and never voted."""
+    import supernet.validator.challenger as challenger_module
+
+    real_time = challenger_module.time.time
+    monkeypatch.setattr(
+        challenger_module,
+        "time",
+        type("Wall", (), {"time": staticmethod(lambda: real_time() + wall_ahead_s)}),
+    )
     g = game
     c, a = g.chain, g.actors
     batch_id, receipts, _ = await _commit(g)

@@ -58,6 +58,9 @@ EXPECTED_RACES = {
 }
 """Reverts that mean another validator (or an earlier run) got there first: logged at info."""
 
+SEALING_OVER = {"WrongVotePhase", "VoteWindowClosed", "ChallengeNotOpen"}
+"""Reverts of a commit that say no vote can be sealed on the challenge any more."""
+
 
 class Disputes:
     """The validator's side of challenges.
@@ -285,24 +288,43 @@ class Disputes:
     async def vote_open(self, now: int) -> None:
         """Seal a vote on every open challenge not voted yet (after an independent check), and
         reveal this validator's sealed votes once their reveal phase has come."""
+        await self.reveal_due()
+        early = min(now, (await self._clock())[0])
         for row in self.db.challenges("open"):
             if row.challenger.lower() == self.address.lower():
                 self.db.set_vote(row.challenge_id, True, row.evidence_cid)  # opening counts as a fraud vote
                 continue
-            if row.vote_deadline < now or (row.salt is None and now >= self._reveals_at(row)):
-                continue  # over, or no vote sealed here and too late to seal one
+            if row.reveal == "late" or row.vote_deadline <= early:
+                continue  # the contract refused to seal a vote here, or the vote is over
+            if row.salt is None and early >= self._reveals_at(row):
+                continue  # no vote sealed here and too late to seal one
             await self._vote_one(row)
-        for row in self.db.challenges("voted"):
-            if row.reveal == "pending" and self._reveals_at(row) <= now < row.vote_deadline:
-                await self._reveal_one(row)
+            await self.reveal_due()  # a check takes seconds: another vote's phase may have come
+        await self.reveal_due()
+
+    async def reveal_due(self) -> None:
+        """Open this validator's sealed votes whose reveal phase is on (cheap, and due within a
+        window of a third of the vote: the service calls it between its long checks too)."""
+        rows = [r for r in self.db.challenges("voted") if r.reveal == "pending"]
+        if not rows:
+            return
+        early, late = await self._clock()
+        for row in rows:
+            if self._reveals_at(row) <= late and early < row.vote_deadline:
+                await self._reveal_one(row)  # too early after all: WrongVotePhase, retried
 
     def _reveals_at(self, row: ChallengeRow) -> int:
         return row.vote_deadline - self.chain.params().reveal_window
 
-    async def _now(self) -> int:
-        """When the next transaction lands, as near as can be told: the chain's clock (ahead of
-        the wall's on a test chain) or the wall's (ahead of a chain that mines only on demand)."""
-        return max(int(time.time()), int(await self._call(self.chain.timestamp)))
+    async def _clock(self) -> tuple[int, int]:
+        """The earliest and the latest the next transaction's block time can be, as far as can be
+        told: the last block's time and the wall clock, whichever is less or more. The chain runs
+        ahead of the wall on a test chain moved forward, and behind it on one that mines only on
+        demand or was moved back. Decisions lean hopeful (a phase is over only when both clocks
+        say so; it has begun once either does): the contract judges, and a revert in the wrong
+        phase is an expected race, retried or dropped."""
+        wall, chain = int(time.time()), int(await self._call(self.chain.timestamp))
+        return min(wall, chain), max(wall, chain)
 
     async def _vote_one(self, row: ChallengeRow) -> None:
         record = await self._call(self.chain.binding.get_vote, row.challenge_id, self.address)
@@ -310,10 +332,10 @@ class Disputes:
             self._adopt(row, record)
             return
         if row.salt is not None and row.my_vote is not None:  # sealed here, the commit not on chain
-            if await self._now() < self._reveals_at(row):
+            if (await self._clock())[0] < self._reveals_at(row):
                 await self._commit(row, row.my_vote, row.salt, row.my_evidence or "", ())
             return
-        if await self._now() >= self._reveals_at(row):
+        if (await self._clock())[0] >= self._reveals_at(row):
             return  # the commit phase is over: a late vote cannot be sealed
         batch = self.db.batch(row.batch_id)
         if batch is None or batch.node.lower() == self.address.lower():
@@ -351,7 +373,7 @@ class Disputes:
             log.info("challenge %d: cannot check (%s), not voting", row.challenge_id, verdict.unverifiable)
             return
         evidence = await publish(self.store, verdict)
-        if await self._now() >= self._reveals_at(row):
+        if (await self._clock())[0] >= self._reveals_at(row):
             log.info("challenge %d: checked after its commit phase ended, not voting", row.challenge_id)
             return
         salt = os.urandom(32)
@@ -369,6 +391,8 @@ class Disputes:
         except ContractError as exc:
             if exc.error_name not in EXPECTED_RACES:
                 raise
+            if exc.error_name in SEALING_OVER:  # final (time only moves on): never tried again
+                self.db.drop_sealed(row.challenge_id)
             log.info("challenge %d: vote not sealed: %s", row.challenge_id, exc)
             return
         self.db.mark_committed(row.challenge_id)

@@ -85,7 +85,7 @@ CREATE TABLE IF NOT EXISTS diverged (
 
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: sealed votes. ``my_salt`` (hex) is written with ``my_vote`` before the commit is sent;
-    # ``reveal``: pending | done | lost. Votes recorded before were open already.
+    # ``reveal``: pending | done | lost | late (`drop_sealed`). Votes recorded before were open already.
     (
         "ALTER TABLE challenges ADD COLUMN my_salt TEXT",
         "ALTER TABLE challenges ADD COLUMN reveal TEXT NOT NULL DEFAULT 'pending'",
@@ -147,7 +147,7 @@ class ChallengeRow:
     my_vote: bool | None
     fraud: bool | None
     salt: bytes | None = None  # of this validator's sealed vote (written before the commit)
-    reveal: str = "pending"  # pending | done | lost (sealed, and cannot be revealed)
+    reveal: str = "pending"  # pending | done | lost (sealed, cannot be revealed) | late (too late to seal)
     my_evidence: str | None = None
 
 
@@ -425,6 +425,16 @@ class Database:
                 "UPDATE challenges SET my_vote = ?, my_salt = ?, my_evidence = ?, reveal = 'pending' "
                 "WHERE challenge_id = ?",
                 (int(fraud), salt.hex(), evidence_cid, challenge_id),
+            )
+
+    def drop_sealed(self, challenge_id: int) -> None:
+        """The contract refused the commit because sealing is over: forget the vote (it was never
+        on chain) and never seal one on this challenge again (``reveal`` ``late``)."""
+        with self._tx() as c:
+            c.execute(
+                "UPDATE challenges SET my_vote = NULL, my_salt = NULL, my_evidence = NULL, reveal = 'late' "
+                "WHERE challenge_id = ? AND status = 'open'",
+                (challenge_id,),
             )
 
     def mark_committed(self, challenge_id: int, reveal: str = "pending") -> None:

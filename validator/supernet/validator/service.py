@@ -302,8 +302,11 @@ class Validator:
         """Scan new blocks, check pending batches, vote on open challenges, settle expired ones."""
         while await asyncio.to_thread(self.follower.step):
             pass
+        # sealed votes are opened within a third of the vote window: between the long checks too
+        await self.disputes.reveal_due()
         for batch in self.db.pending_batches():
             await self.process_batch(batch)
+            await self.disputes.reveal_due()
         chain_now = await asyncio.to_thread(self.chain.timestamp)
         # what keeps data secured in its window runs isolated: its trouble never stops the votes
         for name, part in (("manifests", self.manifests), ("writes", self.writes)):
