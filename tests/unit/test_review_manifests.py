@@ -311,6 +311,43 @@ async def test_defence_one_failing_claim_never_stops_the_validator_step() -> Non
     assert view.fetches.get(2) == 1  # batch 2 was read despite batch 1's failing claim
 
 
+async def test_defence_a_challenge_bond_it_cannot_pay_never_stops_the_step() -> None:
+    """A validator whose balance cannot pay a challenge bond got "insufficient funds" from
+    `process_batch`, which ended the step before `settle`: the vote bonds and challenge bonds that
+    would refill its balance were never claimed back, and it stalled. Now the batch stays pending
+    (retried next step), the batches after it wait, and the rest of the step runs."""
+    from supernet.sdk.chain.errors import InsufficientFundsError
+
+    ran: list[str] = []
+
+    async def record(name: str, *args: Any) -> None:
+        ran.append(name)
+
+    async def process_batch(batch: Any) -> bool:
+        ran.append(f"batch {batch.batch_id}")
+        raise InsufficientFundsError("account 0x.. cannot pay for TaskManager.challenge")
+
+    service = SimpleNamespace(
+        follower=SimpleNamespace(step=lambda: False),
+        db=SimpleNamespace(
+            pending_batches=lambda: [SimpleNamespace(batch_id=1), SimpleNamespace(batch_id=2)]
+        ),
+        process_batch=process_batch,
+        chain=SimpleNamespace(timestamp=lambda: 45),
+        manifests=SimpleNamespace(step=lambda now: record("manifests", now)),
+        writes=SimpleNamespace(step=lambda now: record("writes", now)),
+        _check_diverged=lambda now: record("diverged", now),
+        availability=SimpleNamespace(step=lambda now: record("availability", now)),
+        disputes=SimpleNamespace(
+            reveal_due=lambda: record("reveal"),
+            vote_open=lambda now: record("vote", now),
+            settle=lambda now: record("settle", now),
+        ),
+    )
+    await Validator.step(service)  # type: ignore[arg-type]
+    assert ran == ["reveal", "batch 1", "manifests", "writes", "diverged", "availability", "vote", "settle"]
+
+
 async def test_defence_closed_unclaimed_batches_are_not_refetched() -> None:
     """FIXED (a batch past its claim deadline with no claim is read once more and then left for
     good, `ManifestWatch._done`; a validator that cannot claim reads at most every `RETRY_MAX_S`).

@@ -470,3 +470,43 @@ async def test_a_check_that_ends_after_the_commit_phase_casts_no_vote(game: Game
     row = next(r for r in voter.db.challenges() if r.challenge_id == cid)
     assert (row.status, row.my_vote, row.salt) == ("open", None, None)
     assert c.task_manager.get_vote(cid, a.validators[1].address).weight == 0
+
+
+async def test_defence_a_voter_without_ether_for_its_bond_keeps_stepping(
+    game: Game, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Attack (liveness): every vote now posts a bond of CHALLENGE_BOND, and bonds come back only
+    when challenges resolve (`Disputes.settle`, at the end of a validator's step). A validator whose
+    balance a burst of challenges emptied got "insufficient funds" from its commit, the exception
+    ended the step before `settle`, and so the bonds that would refill it never came back: it
+    stalled for good. Now the vote is kept (sealed in the database, not on chain), the step goes on,
+    and once ether is back the same vote is sealed without a second check."""
+    g = game
+    c, a = g.chain, g.actors
+    batch_id, receipts, _ = await _commit(g)
+    challenger = g.party(a.validators[0], g.stores["full"], "c")
+    cid = _open(challenger, batch_id, receipts)
+    voter = g.party(a.validators[1], g.stores["full"], "v1")
+    voter.follower.catch_up()
+    leaf = receipts[0].leaf()
+    checks: list[int] = []
+
+    async def faulty(*args: object, **kwargs: object) -> Verdict:
+        checks.append(1)
+        return _faulty(batch_id, 0, leaf, a.validators[1].address)
+
+    voter.disputes.verifier.verify = faulty  # type: ignore[method-assign]
+    address = a.validators[1].address
+    funded = c.w3.eth.get_balance(address)
+    c.w3.provider.make_request("anvil_setBalance", [address, hex(10**16)])  # gas, but no 0.1 ether bond
+    try:
+        await voter.disputes.vote_open(voter.client.timestamp())  # no exception: the step goes on
+        assert "no ether for its bond" in caplog.text
+        assert c.task_manager.get_vote(cid, address).weight == 0
+        row = next(r for r in voter.db.challenges() if r.challenge_id == cid)
+        assert row.status == "open" and row.salt is not None  # kept for the next step
+    finally:
+        c.w3.provider.make_request("anvil_setBalance", [address, hex(funded)])
+    await voter.disputes.vote_open(voter.client.timestamp())
+    assert c.task_manager.get_vote(cid, address).weight != 0, "sealed once ether is back"
+    assert len(checks) == 1, "the same vote, not a second check"

@@ -25,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from supernet.sdk.chain.errors import ContractError
+from supernet.sdk.chain.errors import ContractError, InsufficientFundsError
 from supernet.sdk.chain.merkle import ReceiptTree
 from supernet.sdk.chain.merkle import verify as merkle_verify
 from supernet.sdk.chain.receipts import Receipt
@@ -394,6 +394,11 @@ class Disputes:
             if exc.error_name in SEALING_OVER:  # final (time only moves on): never tried again
                 self.db.drop_sealed(row.challenge_id)
             log.info("challenge %d: vote not sealed: %s", row.challenge_id, exc)
+            return
+        except InsufficientFundsError as exc:
+            # bonds come back when challenges resolve (`settle`, later in the step): an empty
+            # balance must not stop the step that returns them. Kept, and retried while sealing lasts.
+            log.warning("challenge %d: vote not sealed, no ether for its bond: %s", row.challenge_id, exc)
             return
         self.db.mark_committed(row.challenge_id)
         self._emit(

@@ -29,6 +29,7 @@ from supernet.node.agents.registry import AgentRegistry
 from supernet.node.kernel.embeddings import token_count
 from supernet.sdk.chain.contracts import make_web3
 from supernet.sdk.chain.deployment import Deployment
+from supernet.sdk.chain.errors import InsufficientFundsError
 from supernet.sdk.store import StoreClient
 from supernet.validator.availability import Availability
 from supernet.validator.chain import TaskManagerClient
@@ -305,7 +306,12 @@ class Validator:
         # sealed votes are opened within a third of the vote window: between the long checks too
         await self.disputes.reveal_due()
         for batch in self.db.pending_batches():
-            await self.process_batch(batch)
+            try:
+                await self.process_batch(batch)
+            except InsufficientFundsError as exc:  # a challenge bond it cannot post: kept pending
+                # bonds come back through `settle` at the end of this step: never skip it for this
+                log.warning("batch %d: challenge deferred, no ether for its bond: %s", batch.batch_id, exc)
+                break
             await self.disputes.reveal_due()
         chain_now = await asyncio.to_thread(self.chain.timestamp)
         # what keeps data secured in its window runs isolated: its trouble never stops the votes
@@ -315,7 +321,10 @@ class Validator:
             except Exception as exc:
                 log.warning("%s step failed, retried next step: %s", name, exc)
         await self._check_diverged(chain_now)
-        await self.availability.step(chain_now)
+        try:
+            await self.availability.step(chain_now)
+        except InsufficientFundsError as exc:  # an availability bond: retried next step, after settle
+            log.warning("availability claim deferred, no ether for its bond: %s", exc)
         now = max(int(time.time()), chain_now)
         await self.disputes.vote_open(now)
         await self.disputes.settle(now)
