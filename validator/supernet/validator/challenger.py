@@ -98,6 +98,7 @@ class Disputes:
         self._manifests: OrderedDict[int, Manifest] = OrderedDict()
         self._claimed: dict[int, list[Receipt]] = {}  # receipts posted by manifest answers (final)
         self._emit = on_event or (lambda kind, data: None)
+        self._revealing = asyncio.Lock()  # one reveal pass at a time (the service runs one beside its steps)
         # where a challenged entry whose data this voter cannot read goes: the availability path
         # (`Availability.note`, set by the service), so a node cannot show the trace to the
         # challenger alone and let the vote fail for want of voters who can check it
@@ -305,13 +306,14 @@ class Disputes:
     async def reveal_due(self) -> None:
         """Open this validator's sealed votes whose reveal phase is on (cheap, and due within a
         window of a third of the vote: the service calls it between its long checks too)."""
-        rows = [r for r in self.db.challenges("voted") if r.reveal == "pending"]
-        if not rows:
-            return
-        early, late = await self._clock()
-        for row in rows:
-            if self._reveals_at(row) <= late and early < row.vote_deadline:
-                await self._reveal_one(row)  # too early after all: WrongVotePhase, retried
+        async with self._revealing:
+            rows = [r for r in self.db.challenges("voted") if r.reveal == "pending"]
+            if not rows:
+                return
+            early, late = await self._clock()
+            for row in rows:
+                if self._reveals_at(row) <= late and early < row.vote_deadline:
+                    await self._reveal_one(row)  # too early after all: WrongVotePhase, retried
 
     def _reveals_at(self, row: ChallengeRow) -> int:
         return row.vote_deadline - self.chain.params().reveal_window
@@ -439,6 +441,9 @@ class Disputes:
             await self._call(self.chain.reveal_vote, row.challenge_id, row.my_vote, row.salt)
         except ContractError as exc:
             if exc.error_name == "NotTheCommittedVote":
+                if (await self._call(self.chain.binding.get_vote, row.challenge_id, self.address)).revealed:
+                    self.db.mark_revealed(row.challenge_id)  # opened meanwhile (another pass)
+                    return
                 log.error(
                     "challenge %d: the sealed vote on chain is not the one in the database: it cannot "
                     "be revealed, and its vote bond will be lost",

@@ -237,13 +237,31 @@ class Validator:
         server = self._ops_server()
         serving = asyncio.create_task(server.serve()) if server is not None else None
         self.health.ready = True
+        revealing = asyncio.create_task(self._reveals())
         try:
             await self._steps()
         finally:
             self.health.draining = True
+            revealing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await revealing
             if server is not None and serving is not None:
                 server.should_exit = True
                 await serving
+
+    async def _reveals(self) -> None:
+        """Open due sealed votes every poll interval, beside the steps: a step's checks (seconds to
+        minutes, in worker threads) can outlast a vote's reveal phase, and a vote not opened in it
+        loses its bond (tests/unit/test_review_sealed_votes.py)."""
+        while not self._stop.is_set():
+            try:
+                await self.disputes.reveal_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("revealing sealed votes failed (retried): %s: %s", type(exc).__name__, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.settings.poll_interval_s)
 
     def _ops_server(self) -> Any:
         port = self.settings.http_port

@@ -13,6 +13,7 @@ into the generated `ContractError` subclass.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -117,6 +118,18 @@ def _funds_named(w3: Web3, address: str, contract: str, fn: Any) -> Iterator[Non
         ) from exc
 
 
+_SENDERS: dict[str, threading.Lock] = {}
+_SENDERS_LOCK = threading.Lock()
+
+
+def _sender(address: str) -> threading.Lock:
+    """One lock per account in this process, held from reading its nonce to handing the signed
+    transaction to the node: two threads sending for one account (a validator's reveals run
+    beside its long checks) would otherwise read the same pending nonce and one would be lost."""
+    with _SENDERS_LOCK:
+        return _SENDERS.setdefault(address.lower(), threading.Lock())
+
+
 def send(
     w3: Web3, account: LocalAccount, fn: ContractFunction | ContractConstructor, contract: str, value: int = 0
 ) -> TxReceipt:
@@ -136,20 +149,21 @@ def send(
         ContractError: the call reverts (detected by gas estimation, before sending).
         TransactionFailed: it was mined but failed anyway.
     """
-    with reverts_as(contract), _funds_named(w3, account.address, contract, fn):
-        params: TxParams = {
-            "from": account.address,
-            "value": Wei(value),
-            "nonce": w3.eth.get_transaction_count(account.address, "pending"),
-            "chainId": w3.eth.chain_id,
-        }
-        tx = fn.build_transaction(params)
-    # The estimate runs against the pending state; the mined block can differ (a later timestamp
-    # makes e.g. `lockStake` write a slot it skipped in the estimate), so leave a margin.
-    estimate = int(tx["gas"])
-    tx["gas"] = min(estimate * GAS_MARGIN_PCT // 100, max(estimate, TX_GAS_CAP))
-    signed = account.sign_transaction(dict(tx))  # type: ignore[arg-type]
-    tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
+    with _sender(account.address):
+        with reverts_as(contract), _funds_named(w3, account.address, contract, fn):
+            params: TxParams = {
+                "from": account.address,
+                "value": Wei(value),
+                "nonce": w3.eth.get_transaction_count(account.address, "pending"),
+                "chainId": w3.eth.chain_id,
+            }
+            tx = fn.build_transaction(params)
+        # The estimate runs against the pending state; the mined block can differ (a later
+        # timestamp makes e.g. `lockStake` write a slot it skipped in the estimate): a margin.
+        estimate = int(tx["gas"])
+        tx["gas"] = min(estimate * GAS_MARGIN_PCT // 100, max(estimate, TX_GAS_CAP))
+        signed = account.sign_transaction(dict(tx))  # type: ignore[arg-type]
+        tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
     receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120, poll_latency=0.05)
     if receipt["status"] != 1:
         raise TransactionFailed(
@@ -162,17 +176,18 @@ def send(
 
 def send_ether(w3: Web3, account: LocalAccount, to: str, amount: int) -> TxReceipt:
     """Send ``amount`` wei from ``account`` to ``to`` (a plain transfer) and wait for it."""
-    tx: TxParams = {
-        "from": account.address,
-        "to": Web3.to_checksum_address(to),
-        "value": Wei(amount),
-        "nonce": w3.eth.get_transaction_count(account.address, "pending"),
-        "chainId": w3.eth.chain_id,
-        "gas": 21_000,
-        "gasPrice": w3.eth.gas_price,
-    }
-    signed = account.sign_transaction(dict(tx))  # type: ignore[arg-type]
-    tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
+    with _sender(account.address):
+        tx: TxParams = {
+            "from": account.address,
+            "to": Web3.to_checksum_address(to),
+            "value": Wei(amount),
+            "nonce": w3.eth.get_transaction_count(account.address, "pending"),
+            "chainId": w3.eth.chain_id,
+            "gas": 21_000,
+            "gasPrice": w3.eth.gas_price,
+        }
+        signed = account.sign_transaction(dict(tx))  # type: ignore[arg-type]
+        tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
     receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120, poll_latency=0.05)
     if receipt["status"] != 1:
         raise TransactionFailed(f"transfer of {amount} wei to {to} failed", tx_hash.hex())
