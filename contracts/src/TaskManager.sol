@@ -827,7 +827,8 @@ contract TaskManager is ReentrancyGuardTransient {
         bool fraudWon = status == ChallengeStatus.Fraud;
         bool verdict = fraudWon || (status == ChallengeStatus.NotFraud && _cleared(c));
         if (status == ChallengeStatus.Decoy) {
-            if (record.weight == 0 || !bonded) revert NotWinningVoter();
+            // sealed (an opened vote may weigh 0: its stake left before it was opened)
+            if ((record.weight == 0 && !record.revealed) || !bonded) revert NotWinningVoter();
             amount = CHALLENGE_BOND;
         } else if (!record.revealed || (verdict && record.fraud != fraudWon) || (!verdict && !bonded)) {
             revert NotWinningVoter();

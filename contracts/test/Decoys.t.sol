@@ -109,6 +109,24 @@ contract DecoysTest is Base {
         assertEq(validator1.balance - before, CHALLENGE_BOND + bounty);
     }
 
+    /// @dev A voter whose stake left after it sealed opens a vote that weighs nothing; when the
+    ///      challenge then turns out a decoy, its vote bond still comes back (it was stuck: the
+    ///      decoy rule read a zero weight as "never voted"; review of the vote client).
+    function test_Decoy_AVoterWhoseStakeLeftStillGetsItsVoteBondBack() public {
+        uint256 id = _challengeAt(validator1, DECOY_INDEX);
+        _commitVote(validator2, id, true);
+        vm.prank(validator2);
+        sm.deregister();
+        vm.warp(_revealsAt(id));
+        _revealVote(validator2, id, true);
+        assertEq(tm.getVote(id, validator2).weight, 0, "its stake left: its opened vote weighs nothing");
+        bytes memory sig = _decoySig(decoyKey, node, rs[DECOY_INDEX].requestHash);
+        vm.prank(node);
+        tm.revealDecoy(id, rs[DECOY_INDEX], _req(DECOY_INDEX), sig);
+        vm.prank(validator2);
+        assertEq(tm.claimVoteReward(id), CHALLENGE_BOND, "its vote bond back");
+    }
+
     /// @dev The attack the Decoy signature stops: the node served a faulty answer to `user` and,
     ///      caught, claims the receipt was a decoy. Only the receipt's user can sign a Decoy, so the
     ///      claim fails with any other key (the node's, its decoy account's) and the vote slashes.

@@ -551,7 +551,7 @@ contract InvariantsTest is Base {
         for (uint256 i; i < 3; ++i) {
             address v = handler.validators(i);
             TaskManager.VoteRecord memory r = tm.getVote(id, v);
-            if (v == c.challenger || r.weight == 0 || r.rewardClaimed) continue;
+            if (v == c.challenger || (r.weight == 0 && !r.revealed) || r.rewardClaimed) continue;
             bool owed_;
             if (c.status == TaskManager.ChallengeStatus.Decoy) owed_ = true;
             else if (fraudWon || cleared) owed_ = r.revealed && r.fraud == fraudWon;
