@@ -265,6 +265,28 @@ async def test_defence_roots_verified_before_an_unanswered_claim_are_judged_agai
     assert any(NOT_COMMITTED in m for m in origin_messages(verdict_b)), verdict_b.findings
 
 
+def _step_parts(ran: list[str], manifests: Any = None, pending: list[Any] | None = None) -> SimpleNamespace:
+    """A stand-in for `Validator` whose parts record, in ``ran``, the order `Validator.step` runs them."""
+
+    async def record(name: str, *args: Any) -> None:
+        ran.append(name)
+
+    return SimpleNamespace(
+        follower=SimpleNamespace(step=lambda: False),
+        db=SimpleNamespace(pending_batches=lambda: pending or []),
+        chain=SimpleNamespace(timestamp=lambda: 45),
+        manifests=manifests or SimpleNamespace(step=lambda now: record("manifests", now)),
+        writes=SimpleNamespace(step=lambda now: record("writes", now)),
+        _check_diverged=lambda now: record("diverged", now),
+        availability=SimpleNamespace(step=lambda now: record("availability", now)),
+        disputes=SimpleNamespace(
+            reveal_due=lambda: record("reveal"),
+            vote_open=lambda now: record("vote", now),
+            settle=lambda now: record("settle", now),
+        ),
+    )
+
+
 async def test_defence_one_failing_claim_never_stops_the_validator_step() -> None:
     """FIXED (each batch of `ManifestWatch` and each entry of `WriteLog` on its own, and
     `Validator.step` runs both isolated before availability, votes and settlement). PROBLEM
@@ -287,24 +309,7 @@ async def test_defence_one_failing_claim_never_stops_the_validator_step() -> Non
     chain.claim_error = ValueError("insufficient funds for gas * price + value")
     watch = ManifestWatch(chain, view.db, view.index(), backoff_s=0.0)  # type: ignore[arg-type]
     ran: list[str] = []
-
-    async def record(name: str, *args: Any) -> None:
-        ran.append(name)
-
-    service = SimpleNamespace(
-        follower=SimpleNamespace(step=lambda: False),
-        db=SimpleNamespace(pending_batches=lambda: []),
-        chain=SimpleNamespace(timestamp=lambda: 45),  # both batches near their claim deadline (50)
-        manifests=watch,
-        writes=SimpleNamespace(step=lambda now: record("writes", now)),
-        _check_diverged=lambda now: record("diverged", now),
-        availability=SimpleNamespace(step=lambda now: record("availability", now)),
-        disputes=SimpleNamespace(
-            reveal_due=lambda: record("reveal"),
-            vote_open=lambda now: record("vote", now),
-            settle=lambda now: record("settle", now),
-        ),
-    )
+    service = _step_parts(ran, manifests=watch)  # both batches near their claim deadline (50)
     await Validator.step(service)  # type: ignore[arg-type]
     # the rest of the step ran (sealed votes are opened first: their window is short)
     assert ran == ["reveal", "writes", "diverged", "availability", "vote", "settle"]
@@ -320,30 +325,12 @@ async def test_defence_a_challenge_bond_it_cannot_pay_never_stops_the_step() -> 
 
     ran: list[str] = []
 
-    async def record(name: str, *args: Any) -> None:
-        ran.append(name)
-
     async def process_batch(batch: Any) -> bool:
         ran.append(f"batch {batch.batch_id}")
         raise InsufficientFundsError("account 0x.. cannot pay for TaskManager.challenge")
 
-    service = SimpleNamespace(
-        follower=SimpleNamespace(step=lambda: False),
-        db=SimpleNamespace(
-            pending_batches=lambda: [SimpleNamespace(batch_id=1), SimpleNamespace(batch_id=2)]
-        ),
-        process_batch=process_batch,
-        chain=SimpleNamespace(timestamp=lambda: 45),
-        manifests=SimpleNamespace(step=lambda now: record("manifests", now)),
-        writes=SimpleNamespace(step=lambda now: record("writes", now)),
-        _check_diverged=lambda now: record("diverged", now),
-        availability=SimpleNamespace(step=lambda now: record("availability", now)),
-        disputes=SimpleNamespace(
-            reveal_due=lambda: record("reveal"),
-            vote_open=lambda now: record("vote", now),
-            settle=lambda now: record("settle", now),
-        ),
-    )
+    service = _step_parts(ran, pending=[SimpleNamespace(batch_id=b) for b in (1, 2)])
+    service.process_batch = process_batch
     await Validator.step(service)  # type: ignore[arg-type]
     assert ran == ["reveal", "batch 1", "manifests", "writes", "diverged", "availability", "vote", "settle"]
 

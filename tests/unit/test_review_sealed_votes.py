@@ -33,6 +33,7 @@ from tests.unit.test_review_validator_game import (
     _faulty,
     _open,
     _past_vote_window,
+    skew_wall_clock,
 )
 
 game = base.game  # the fixture: real Anvil, contracts and content stores
@@ -432,14 +433,7 @@ async def test_defence_clock_skew_between_wall_and_chain(
     """The wall clock an hour behind the chain (a test chain moved forward) or ahead of it: the
     voter still seals in the chain's commit phase, reveals in the chain's reveal phase (sends
     outside it are expected races, retried), and claims; calls after the deadline do not raise."""
-    import supernet.validator.challenger as challenger_module
-
-    real_time = challenger_module.time.time
-    monkeypatch.setattr(
-        challenger_module,
-        "time",
-        type("Wall", (), {"time": staticmethod(lambda: real_time() + wall_offset_s)}),
-    )
+    skew_wall_clock(monkeypatch, wall_offset_s)
     g = game
     c, a = g.chain, g.actors
     challenger, voter, _, cid = await _sealed_voter(g)

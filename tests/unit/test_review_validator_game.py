@@ -342,6 +342,15 @@ def _claimed(c: Contracts, challenge_id: int, voter: str) -> list[int]:
     ]
 
 
+def skew_wall_clock(monkeypatch: pytest.MonkeyPatch, seconds: int) -> None:
+    """Move the wall clock the vote client reads by ``seconds`` (the chain's stays where it is)."""
+    import supernet.validator.challenger as challenger_module
+
+    real_time = challenger_module.time.time
+    wall = type("Wall", (), {"time": staticmethod(lambda: real_time() + seconds)})
+    monkeypatch.setattr(challenger_module, "time", wall)
+
+
 @pytest.mark.parametrize("wall_ahead_s", [0, 3600], ids=["clocks-agree", "chain-an-hour-behind"])
 async def test_defence_a_sealed_vote_survives_a_crash_between_commit_and_reveal(
     game: Game, monkeypatch: pytest.MonkeyPatch, wall_ahead_s: int
@@ -356,14 +365,7 @@ async def test_defence_a_sealed_vote_survives_a_crash_between_commit_and_reveal(
     Also with a chain whose clock lags the wall's by an hour (a test chain moved back; CI's shared
     Anvil late in a run): the phases are the chain's, so a validator that took the wall clock for
     the chain's thought sealing long over and never voted."""
-    import supernet.validator.challenger as challenger_module
-
-    real_time = challenger_module.time.time
-    monkeypatch.setattr(
-        challenger_module,
-        "time",
-        type("Wall", (), {"time": staticmethod(lambda: real_time() + wall_ahead_s)}),
-    )
+    skew_wall_clock(monkeypatch, wall_ahead_s)
     g = game
     c, a = g.chain, g.actors
     batch_id, receipts, _ = await _commit(g)
