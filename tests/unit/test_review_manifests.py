@@ -280,7 +280,6 @@ def _step_parts(ran: list[str], manifests: Any = None, pending: list[Any] | None
         _check_diverged=lambda now: record("diverged", now),
         availability=SimpleNamespace(step=lambda now: record("availability", now)),
         disputes=SimpleNamespace(
-            reveal_due=lambda: record("reveal"),
             vote_open=lambda now: record("vote", now),
             settle=lambda now: record("settle", now),
         ),
@@ -311,8 +310,7 @@ async def test_defence_one_failing_claim_never_stops_the_validator_step() -> Non
     ran: list[str] = []
     service = _step_parts(ran, manifests=watch)  # both batches near their claim deadline (50)
     await Validator.step(service)  # type: ignore[arg-type]
-    # the rest of the step ran (sealed votes are opened first: their window is short)
-    assert ran == ["reveal", "writes", "diverged", "availability", "vote", "settle"]
+    assert ran == ["writes", "diverged", "availability", "vote", "settle"]  # the rest of the step ran
     assert view.fetches.get(2) == 1  # batch 2 was read despite batch 1's failing claim
 
 
@@ -332,7 +330,7 @@ async def test_defence_a_challenge_bond_it_cannot_pay_never_stops_the_step() -> 
     service = _step_parts(ran, pending=[SimpleNamespace(batch_id=b) for b in (1, 2)])
     service.process_batch = process_batch
     await Validator.step(service)  # type: ignore[arg-type]
-    assert ran == ["reveal", "batch 1", "manifests", "writes", "diverged", "availability", "vote", "settle"]
+    assert ran == ["batch 1", "manifests", "writes", "diverged", "availability", "vote", "settle"]
 
 
 async def test_defence_closed_unclaimed_batches_are_not_refetched() -> None:

@@ -28,6 +28,7 @@ from tests.unit.test_review_validator_game import (
     Crash,
     Game,
     Party,
+    _challenged,
     _claimed,
     _commit,
     _faulty,
@@ -78,11 +79,7 @@ async def _sealed_voter(g: Game) -> tuple[Party, Party, int, int]:
     """A node's batch, a challenge on entry 0 by validator 0, and validator 1 (its own check finds
     the fault) with its vote sealed. Returns (challenger, voter, batch id, challenge id)."""
     c, a = g.chain, g.actors
-    batch_id, receipts, _ = await _commit(g)
-    challenger = g.party(a.validators[0], g.stores["full"], "c")
-    cid = _open(challenger, batch_id, receipts)
-    voter = g.party(a.validators[1], g.stores["full"], "v1")
-    voter.follower.catch_up()
+    batch_id, receipts, challenger, cid, voter = await _challenged(g)
     _judges_faulty(voter, batch_id, {r.leaf(): i for i, r in enumerate(receipts)})
     await voter.disputes.vote_open(voter.client.timestamp())
     assert c.task_manager.get_vote(cid, a.validators[1].address).weight != 0, "sealed"
@@ -155,11 +152,7 @@ async def test_defence_a_crash_after_seal_before_commit_seals_the_same_vote_once
     reveals that very commitment (a fresh salt would make the reveal fail and the bond burn)."""
     g = game
     c, a = g.chain, g.actors
-    batch_id, receipts, _ = await _commit(g)
-    challenger = g.party(a.validators[0], g.stores["full"], "c")
-    cid = _open(challenger, batch_id, receipts)
-    voter = g.party(a.validators[1], g.stores["full"], "v1")
-    voter.follower.catch_up()
+    batch_id, receipts, challenger, cid, voter = await _challenged(g)
     leaves = {r.leaf(): i for i, r in enumerate(receipts)}
     _judges_faulty(voter, batch_id, leaves)
 
@@ -224,11 +217,7 @@ async def test_defence_a_rival_copying_the_sealed_vote_cannot_ride_its_reveal(ga
     honest voter's share is computed without the rival's weight."""
     g = game
     c, a = g.chain, g.actors
-    batch_id, receipts, _ = await _commit(g)
-    challenger = g.party(a.validators[0], g.stores["full"], "c")
-    cid = _open(challenger, batch_id, receipts)
-    voter = g.party(a.validators[1], g.stores["full"], "v1")
-    voter.follower.catch_up()
+    batch_id, receipts, challenger, cid, voter = await _challenged(g)
     _judges_faulty(voter, batch_id, {r.leaf(): i for i, r in enumerate(receipts)})
     seen: list[bytes] = []
     send = voter.client.commit_vote

@@ -154,6 +154,18 @@ def _open(p: Party, batch_id: int, receipts: list[Receipt], index: int = 0) -> i
     return p.client.open_challenge(batch_id, index, receipts[index], proof, "bafy-evidence")
 
 
+async def _challenged(g: Game) -> tuple[int, list[Receipt], Party, int, Party]:
+    """The node's batch (`_commit`), validator 0's challenge on entry 0, and validator 1 reading
+    the full store, caught up with the chain. Returns (batch id, receipts, challenger, challenge
+    id, voter)."""
+    batch_id, receipts, _ = await _commit(g)
+    challenger = g.party(g.actors.validators[0], g.stores["full"], "c")
+    cid = _open(challenger, batch_id, receipts)
+    voter = g.party(g.actors.validators[1], g.stores["full"], "v1")
+    voter.follower.catch_up()
+    return batch_id, receipts, challenger, cid, voter
+
+
 def _past_vote_window(c: Contracts) -> None:
     increase_time(c.w3, 31)
     mine(c.w3, 1)
@@ -368,11 +380,7 @@ async def test_defence_a_sealed_vote_survives_a_crash_between_commit_and_reveal(
     skew_wall_clock(monkeypatch, wall_ahead_s)
     g = game
     c, a = g.chain, g.actors
-    batch_id, receipts, _ = await _commit(g)
-    challenger = g.party(a.validators[0], g.stores["full"], "c")
-    cid = _open(challenger, batch_id, receipts)
-    voter = g.party(a.validators[1], g.stores["full"], "v1")
-    voter.follower.catch_up()
+    batch_id, receipts, challenger, cid, voter = await _challenged(g)
     leaf = receipts[0].leaf()
 
     async def faulty(*args: object, **kwargs: object) -> Verdict:  # its own check: a fault
@@ -456,11 +464,7 @@ async def test_a_check_that_ends_after_the_commit_phase_casts_no_vote(game: Game
     finishes later does not vote (nothing persisted, nothing sent, no bond at stake)."""
     g = game
     c, a = g.chain, g.actors
-    batch_id, receipts, _ = await _commit(g)
-    challenger = g.party(a.validators[0], g.stores["full"], "c")
-    cid = _open(challenger, batch_id, receipts)
-    voter = g.party(a.validators[1], g.stores["full"], "v1")
-    voter.follower.catch_up()
+    batch_id, receipts, _challenger, cid, voter = await _challenged(g)
     leaf = receipts[0].leaf()
 
     async def slow_faulty(*args: object, **kwargs: object) -> Verdict:  # the check outlasts the phase
@@ -485,11 +489,7 @@ async def test_defence_a_voter_without_ether_for_its_bond_keeps_stepping(
     and once ether is back the same vote is sealed without a second check."""
     g = game
     c, a = g.chain, g.actors
-    batch_id, receipts, _ = await _commit(g)
-    challenger = g.party(a.validators[0], g.stores["full"], "c")
-    cid = _open(challenger, batch_id, receipts)
-    voter = g.party(a.validators[1], g.stores["full"], "v1")
-    voter.follower.catch_up()
+    batch_id, receipts, _challenger, cid, voter = await _challenged(g)
     leaf = receipts[0].leaf()
     checks: list[int] = []
 

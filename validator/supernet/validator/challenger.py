@@ -301,11 +301,10 @@ class Disputes:
                 continue  # no vote sealed here and too late to seal one
             await self._vote_one(row)
             await self.reveal_due()  # a check takes seconds: another vote's phase may have come
-        await self.reveal_due()
 
     async def reveal_due(self) -> None:
         """Open this validator's sealed votes whose reveal phase is on (cheap, and due within a
-        window of a third of the vote: the service calls it between its long checks too)."""
+        window of a third of the vote: the service also runs it in a loop beside its steps)."""
         async with self._revealing:
             rows = [r for r in self.db.challenges("voted") if r.reveal == "pending"]
             if not rows:

@@ -321,8 +321,7 @@ class Validator:
         """Scan new blocks, check pending batches, vote on open challenges, settle expired ones."""
         while await asyncio.to_thread(self.follower.step):
             pass
-        # sealed votes are opened within a third of the vote window: between the long checks too
-        await self.disputes.reveal_due()
+        # (sealed votes are opened by `_reveals`, beside the steps, however long their checks take)
         for batch in self.db.pending_batches():
             try:
                 await self.process_batch(batch)
@@ -330,7 +329,6 @@ class Validator:
                 # bonds come back through `settle` at the end of this step: never skip it for this
                 log.warning("batch %d: challenge deferred, no ether for its bond: %s", batch.batch_id, exc)
                 break
-            await self.disputes.reveal_due()
         chain_now = await asyncio.to_thread(self.chain.timestamp)
         # what keeps data secured in its window runs isolated: its trouble never stops the votes
         for name, part in (("manifests", self.manifests), ("writes", self.writes)):
