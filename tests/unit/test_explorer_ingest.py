@@ -69,7 +69,7 @@ STORY = [
         evidenceCid="bafyev",
     ),
     log(9, "ServiceManager", "Frozen", operator=NODE, frozenCount=1),
-    # a sealed vote: a raw event only (the side, and the vote's count, come with its ``Voted``)
+    # a sealed vote: listed from its commit on, its side unknown until its ``Voted``
     ChainLog(
         block=9,
         log_index=1,
@@ -174,6 +174,39 @@ def test_each_event_lands_where_people_look() -> None:
         charts = queries.charts(s)
         assert charts["stake_eth"][-1][1] == 7 + 5 + 6  # total active stake after the slash
         assert charts["tasks_per_minute"] and charts["gas_per_task"] == [(1_700_000_005, 30_000.0)]
+
+
+def test_a_sealed_vote_is_listed_from_its_commit_and_takes_its_side_when_opened() -> None:
+    """A vote row appears at ``VoteCommitted`` (side unknown, the sealed weight), is counted once for
+    its voter, and takes its side and counting weight at ``Voted``; one never opened stays sideless."""
+    engine = open_database("sqlite://")
+    fill(engine)
+    v3 = "0x" + "55" * 20
+    sealed = [
+        log(19, "ServiceManager", "ValidatorRegistered", validator=v3, stake=2 * ETH),
+        log(20, "TaskManager", "VoteCommitted", challengeId=2, validator=v3, weight=2 * ETH),
+    ]
+    with Session(engine) as s, s.begin():
+        for lg in sealed:
+            ingest(s, lg, 1_700_000_000 + lg.block)
+    with Session(engine) as s:
+        (vote,) = (queries.challenge(s, 2) or {})["votes"]
+        assert vote["validator"] == v3
+        assert (vote["fraud"], vote["weight"], vote["sealed_at"]) == (None, 2 * ETH, 1_700_000_020)
+        v2_votes = {v["validator"]: v for v in (queries.challenge(s, 1) or {})["votes"]}
+        opened = [v for v in v2_votes.values() if v["sealed_at"] is not None]
+        assert len(opened) == 1 and opened[0]["fraud"] is True and opened[0]["sealed_at"] == 1_700_000_009
+        op2 = s.get(Operator, opened[0]["validator"])
+        assert op2 is not None and op2.votes == 1  # sealed then opened: one vote, not two
+    with Session(engine) as s, s.begin():
+        ingest(
+            s,
+            log(21, "TaskManager", "Voted", challengeId=2, validator=v3, fraud=False, weight=ETH),
+            1_700_000_021,
+        )
+    with Session(engine) as s:
+        (vote,) = (queries.challenge(s, 2) or {})["votes"]
+        assert (vote["fraud"], vote["weight"], vote["timestamp"]) == (False, ETH, 1_700_000_021)
 
 
 def test_rebuilding_from_the_events_table_gives_the_same_index() -> None:

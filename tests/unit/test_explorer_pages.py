@@ -52,6 +52,14 @@ def test_batch_and_challenge_pages_survive_an_unreachable_chain_and_store() -> N
                 "evidenceCid": "bafyreibjk2zm52hfizr454i2vrctndr2q2oimlwxu36s3or2icabptr6by",
             },
         ),
+        ChainLog(
+            3,
+            0,
+            "0x" + "03" * 32,
+            "TaskManager",
+            "VoteCommitted",
+            {"challengeId": 1, "validator": "0x" + "55" * 20, "weight": 10**18},
+        ),
     ]
     with Session(engine) as s, s.begin():
         for lg in logs:
@@ -65,3 +73,4 @@ def test_batch_and_challenge_pages_survive_an_unreachable_chain_and_store() -> N
         challenge = client.get("/challenges/1")
         assert challenge.status_code == 200 and "evidence not available" in challenge.text
         assert "Voting open until" in challenge.text
+        assert "<td>sealed</td>" in challenge.text  # a sealed vote: listed, its side not known yet

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
-from supernet.explorer.db.engine import database_url, migrate, open_database
+from supernet.explorer.db.engine import MIGRATIONS, database_url, make_engine, migrate, open_database
 from supernet.explorer.db.models import Base
 
 
@@ -22,7 +24,29 @@ def test_migrations_build_the_models_schema(tmp_path: Path) -> None:
     )
     migrate(engine)  # a second upgrade is a no-op
     with engine.connect() as conn:
-        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0001"
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0002"
+
+
+def test_an_index_from_before_sealed_votes_upgrades_keeping_its_votes(tmp_path: Path) -> None:
+    """0001 -> 0002: the opened votes already indexed stay; a sealed (sideless) vote fits after."""
+    engine = make_engine(str(tmp_path / "old.sqlite"))
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.exec_driver_sql(
+            "INSERT INTO votes (challenge_id, validator, fraud, weight, timestamp)"
+            " VALUES (1, '0xab', 1, '5', 9)"
+        )
+    migrate(engine)
+    with engine.begin() as conn:
+        assert conn.exec_driver_sql("SELECT fraud, weight, sealed_at FROM votes").all() == [(1, "5", None)]
+        conn.exec_driver_sql(
+            "INSERT INTO votes (challenge_id, validator, fraud, weight, timestamp, sealed_at)"
+            " VALUES (2, '0xab', NULL, '5', 10, 10)"
+        )
+        assert conn.exec_driver_sql("SELECT count(*) FROM votes WHERE fraud IS NULL").scalar() == 1
 
 
 def test_database_url_forms(tmp_path: Path) -> None:

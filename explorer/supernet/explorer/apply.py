@@ -269,20 +269,28 @@ def _vote_extended(s: Session, a: dict[str, Any], log: Event, ts: int) -> None:
         ch.vote_deadline = max(ch.vote_deadline, int(a["voteDeadline"]))
 
 
+def _vote(s: Session, a: dict[str, Any], ts: int) -> Vote:
+    """The vote row of ``a``'s (challenge, validator), made (and counted for its voter) if new."""
+    key = (int(a["challengeId"]), _checksum(a["validator"]))
+    vote = _get(s, Vote, key)
+    if vote is None:
+        vote = _add(s, Vote(challenge_id=key[0], validator=key[1], fraud=None, weight=0, timestamp=ts), key)
+        op = _get(s, Operator, key[1])
+        if op is not None:
+            op.votes += 1
+    return vote
+
+
+def _vote_committed(s: Session, a: dict[str, Any], log: Event, ts: int) -> None:
+    """A sealed vote: its weight and bond are on chain, its side is not (`TaskManager.commitVote`)."""
+    vote = _vote(s, a, ts)
+    vote.weight, vote.sealed_at, vote.timestamp = int(a["weight"]), ts, ts
+
+
 def _voted(s: Session, a: dict[str, Any], log: Event, ts: int) -> None:
-    validator = _checksum(a["validator"])
-    s.add(
-        Vote(
-            challenge_id=int(a["challengeId"]),
-            validator=validator,
-            fraud=bool(a["fraud"]),
-            weight=int(a["weight"]),
-            timestamp=ts,
-        )
-    )
-    op = _get(s, Operator, validator)
-    if op is not None:
-        op.votes += 1
+    """A vote opened: its side, and the weight that counts (`TaskManager.revealVote`)."""
+    vote = _vote(s, a, ts)
+    vote.fraud, vote.weight, vote.timestamp = bool(a["fraud"]), int(a["weight"]), ts
 
 
 def _challenge_resolved(s: Session, a: dict[str, Any], log: Event, ts: int) -> None:
@@ -345,6 +353,7 @@ _HANDLERS = {
     "SeedSealed": _seed_sealed,
     "ChallengeOpened": _challenge_opened,
     "VoteExtended": _vote_extended,
+    "VoteCommitted": _vote_committed,
     "Voted": _voted,
     "ChallengeResolved": _challenge_resolved,
     "DecoyRevealed": _decoy_revealed,

@@ -105,13 +105,14 @@ class ChallengeOut(BaseModel):
 
 
 class VoteOut(BaseModel):
-    """One stake-weighted vote."""
+    """One stake-weighted vote: ``fraud`` is None while it is sealed (or if it was never opened)."""
 
     challenge_id: int
     validator: str
-    fraud: bool
+    fraud: bool | None
     weight: Wei
     timestamp: int
+    sealed_at: int | None
 
 
 class EventOut(BaseModel):

@@ -160,14 +160,20 @@ class Challenge(Base):
 
 
 class Vote(Base):
-    """One validator's stake-weighted vote on a challenge."""
+    """One validator's stake-weighted vote on a challenge.
+
+    Votes are sealed first (``VoteCommitted``: the side is secret, ``fraud`` is None) and opened in
+    the vote's last window (``Voted``: side and the weight that counts). A row whose ``fraud`` is
+    still None after the challenge resolved was never opened: its bond burned.
+    """
 
     __tablename__ = "votes"
     challenge_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     validator: Mapped[str] = mapped_column(String(42), primary_key=True)
-    fraud: Mapped[bool] = mapped_column(Boolean)
+    fraud: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     weight: Mapped[int] = mapped_column(Wei)
-    timestamp: Mapped[int] = mapped_column(BigInteger)
+    timestamp: Mapped[int] = mapped_column(BigInteger)  # of the latest of its events
+    sealed_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class Total(Base):
