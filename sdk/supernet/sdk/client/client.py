@@ -20,7 +20,7 @@ from pydantic import RootModel
 from supernet.sdk.chain import Contracts, Deployment
 from supernet.sdk.chain.eip712 import ReceiptPromise, TaskRequest
 from supernet.sdk.chain.promises import claim_due, promise_horizon
-from supernet.sdk.chain.receipts import Receipt
+from supernet.sdk.chain.receipts import Receipt, normal_input
 from supernet.sdk.chain.tasks import ChallengeStatus
 from supernet.sdk.client.confirm import confirmation_body
 from supernet.sdk.client.freshness import check_latest
@@ -273,6 +273,9 @@ class Client:
         model_id = pick_model_id(info, model)
         agent_hash, _ = agent_profile(info, agent, self.min_limits)
         check_input(info, agent, task_input)  # before a nonce is reserved or a deposit made
+        # what the node runs and records (``8`` for ``8.0``: one signed hash): remembered so, the
+        # client shows, cuts and checks what the node saw
+        task_input = normal_input(task_input)
         price = info.taskFee
         fee = price if offer is None else offer
         if fee < price:

@@ -24,12 +24,13 @@ from supernet.sdk.chain.eip712 import (
 from supernet.sdk.chain.merkle import verify as merkle_verify
 from supernet.sdk.chain.receipts import (
     Receipt,
+    input_hash,
     output_hash,
     recover_receipt_signer,
     trace_hash,
 )
 from supernet.sdk.errors import SupernetError
-from supernet.sdk.formats.binding import input_hash_or_reason, trace_receipt_mismatches
+from supernet.sdk.formats.binding import trace_receipt_mismatches
 from supernet.sdk.formats.fields import FormatError
 from supernet.sdk.formats.profile import AgentProfile, profile_hash_or_reason
 from supernet.sdk.formats.trace import TRACE_TYPE, Trace, trace_from_block
@@ -88,6 +89,14 @@ def _hex(b: bytes) -> str:
     return "0x" + b.hex()
 
 
+def _signed_input_hash(task_input: Any) -> str:
+    """The ``0x`` hash a request signs for ``task_input``, or why it has none (never equal to a hash)."""
+    try:
+        return _hex(input_hash(task_input))
+    except (TypeError, ValueError) as exc:  # InputEncodingError: no canonical form
+        return f"no canonical form: {exc}"
+
+
 def check_receipt(
     doc: dict[str, Any],
     *,
@@ -115,7 +124,9 @@ def check_receipt(
         task_id: the id the user computed when signing (requestHash).
         user: the user's address.
         node: the node's address.
-        task_input: the input sent (None: skip the input check).
+        task_input: the input sent (None: skip the input check): the receipt must carry its signed
+            hash (RFC 8785, so ``1.0`` and ``1`` are one input, as for the node; a trace's input
+            must also be in its normal form, checked with the trace's fields).
         output: the output received (None: skip the output check).
         onchain_batch: ``batch_id -> (node, root, count)`` read from the TaskManager.
         trace_loaded: whether the trace CID was fetched from the store (None: not tried).
@@ -159,7 +170,7 @@ def check_receipt(
     rep.add("user", to_checksum_address(receipt.user) == to_checksum_address(user), receipt.user)
     if task_input is not None:
         ih = _hex(receipt.input_hash)
-        rep.add("input hash", ih == input_hash_or_reason(task_input), ih)
+        rep.add("input hash", ih == _signed_input_hash(task_input), ih)
     if output is not None:
         rep.add("output hash", receipt.output_hash == output_hash(output), _hex(receipt.output_hash))
     if model_id is not None:
