@@ -231,7 +231,7 @@ def check_scores(call: LLMCall, rescored: ScoreResult, tol: Tolerance) -> list[F
         fingerprints=fps,
     )
     greedy = is_greedy(call.temperature)  # the node's rule (a tiny temperature is greedy)
-    verdict = compare_generation(claimed, rescored, tol, sampled=not greedy)
+    verdict = compare_generation(claimed, rescored, tol, sampled=not greedy, temperature=call.temperature)
     out: list[Finding] = []
     per_kind: dict[str, int] = {}
     for m in verdict.mismatches:
