@@ -424,12 +424,17 @@ async def test_claimed_timeout_of_a_pure_tool_is_caught() -> None:
     )
     ok = await verify(store, req, task_id, honest, agents=(Calc,))
     assert ok.ok and ok.unverifiable is None and ok.tool_calls == 1
-    # a store-backed tool keeps the exemption: its recorded timeout is not re-run
+    # a store-backed tool keeps the exemption: its recorded timeout is not re-run, but it must be in
+    # the tool's own words (the text reaches the agent)
     from supernet.validator.tool_check import check_tools
     from supernet.validator.trace_view import ToolCall
 
-    read = ToolCall(0, "store_read", {"cid": "bafyx"}, None, "ToolTimeoutError: timed out", True)
+    timeout = "ToolTimeoutError: tool store_read timed out after 10.0 s"
+    read = ToolCall(0, "store_read", {"cid": "bafyx"}, None, timeout, True)
     assert await check_tools((read,), RegistryRunner(store)) == ([], 0, None)
+    worded = ToolCall(0, "store_read", {"cid": "bafyx"}, None, "ToolTimeoutError: timed out", True)
+    findings, rerun, _ = await check_tools((worded,), RegistryRunner(store))
+    assert [f.check.value for f in findings] == ["tool"] and rerun == 0
 
 
 def test_empty_fingerprints_are_caught() -> None:

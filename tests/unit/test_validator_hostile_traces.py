@@ -73,7 +73,12 @@ async def test_a_withheld_block_makes_store_read_unverifiable_never_fraud(store_
     findings, _, _ = await check_tools((lie,), runner)
     assert [f.check for f in findings] == [Check.TOOL]
     node_saw_nothing = ToolCall(
-        0, "store_read", {"cid": cid}, None, "ToolUnavailableError: not available", True
+        0,
+        "store_read",
+        {"cid": cid},
+        None,
+        f"ToolUnavailableError: {cid} is not available to this task",
+        True,
     )
     findings, rerun, why = await check_tools((node_saw_nothing,), runner)
     assert findings == [] and rerun == 0 and why is None  # a moment's outcome: not re-checked

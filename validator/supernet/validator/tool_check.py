@@ -15,9 +15,11 @@ recorded as non-deterministic is never held against it (another operator may dec
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from supernet.node.kernel.access import NOT_READABLE
 from supernet.node.kernel.builtin_tools import LOCAL_PURE_TOOLS
 from supernet.node.kernel.tools import ToolSpec
 from supernet.validator.evidence import Check, Finding
@@ -95,6 +97,24 @@ def _exempt(call: ToolCall) -> bool:
     return _environmental(call.error) and (is_mcp(call.name) or call.name not in LOCAL_PURE_TOOLS)
 
 
+def _own_words(call: ToolCall) -> bool:
+    """Whether an exempt failure of a built-in tool is in the words the tool itself uses.
+
+    The text reaches the agent (and through it the model), and no re-run can reproduce the moment,
+    so a node could otherwise write a prompt of its choice there: a built-in tool words its
+    environmental failures itself, the same whatever happened (a store's refusal and its outage
+    read alike, `supernet.node.kernel.access.NOT_READABLE`; a timeout names the tool and its limit).
+    """
+    error = call.error or ""
+    if _TIMEOUT.fullmatch(error) and error.split(" ", 3)[2] == call.name:
+        return True
+    cid = call.args.get("cid") if isinstance(call.args, Mapping) else None
+    return call.name == "store_read" and error == f"ToolUnavailableError: {NOT_READABLE.format(cid=cid)}"
+
+
+_TIMEOUT = re.compile(r"ToolTimeoutError: tool [a-z_]+ timed out after [0-9]+(\.[0-9]+)? s")
+
+
 async def check_tools(
     calls: tuple[ToolCall, ...], runner: ToolRunner
 ) -> tuple[list[Finding], int, str | None]:
@@ -120,7 +140,19 @@ async def check_tools(
                     claimed=False,
                 )
             )
-        if not known or _exempt(call):
+        if not known:
+            continue
+        if _exempt(call):
+            if not is_mcp(call.name) and not _own_words(call):
+                findings.append(
+                    Finding(
+                        Check.TOOL,
+                        f"tool {call.name}: a failure in words the tool never uses",
+                        call=call.call,
+                        expected="the tool's own words for a failed moment",
+                        claimed=_short(call.error),
+                    )
+                )
             continue
         rerun += 1
         try:
@@ -140,7 +172,7 @@ async def check_tools(
                     claimed=call.error or _short(call.result),
                 )
             )
-        elif error is not None and call.name in LOCAL_PURE_TOOLS and error != call.error:
+        elif error is not None and not operators_word and error != call.error:
             # the text reaches the agent (and through it the model or the user): a node that
             # writes its own there steers the task; built-in tools word their errors themselves
             findings.append(

@@ -16,10 +16,12 @@ builds the tools without ``access``: the node already allowed that read.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from supernet.node.kernel.access import NOT_READABLE
 from supernet.node.kernel.calculator import evaluate
 from supernet.node.kernel.errors import ToolError, ToolUnavailableError
 from supernet.node.kernel.tools import Tool, ToolRegistry, ToolSpec
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
     from supernet.node.kernel.access import AccessManager
 
 __all__ = ["ToolRegistry", "builtin_tools"]
+
+log = logging.getLogger(__name__)
 
 MAX_READ_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 512
@@ -120,7 +124,10 @@ def _store_read(store: Any, access: AccessManager | None) -> Any:
                 except InvalidBlockError:  # a dag-cbor object that is not a file: show it as JSON
                     data = json.dumps(await store.get_dag(cid), default=str, sort_keys=True).encode()
         except (BlockNotFoundError, StoreUnavailableError) as exc:
-            raise ToolUnavailableError(f"{cid} is not available: {exc}") from exc
+            # the refusal's words (`NOT_READABLE`), never the store's: the text reaches the agent
+            # and a validator cannot re-run the moment, so it holds the node to these exact words
+            log.info("store_read of %s: %s", cid, exc)
+            raise ToolUnavailableError(NOT_READABLE.format(cid=cid)) from exc
         limit = int(args.get("max_bytes", MAX_READ_BYTES))
         return {"cid": cid, "size": len(data), "text": data[:limit].decode("utf-8", errors="replace")}
 

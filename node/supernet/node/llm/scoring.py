@@ -21,10 +21,11 @@ differ only by summation order: per call at most 7.1e-5 in logprobs and 5.0e-6 r
 fingerprints over 500 honest calls of each format (docs/benchmarks/exact_pairs.md), and 1.3e-4
 in logits between two float32 kernel libraries (MKL against oneDNN, docs/benchmarks/formats.md).
 The defaults (``logprob_atol=2e-3``, ``hidden_rtol=2.5e-4``, ``hidden_atol=1e-4``, greedy margin
-``1e-3``; the sampled margin is ``Tolerance``'s own story) sit 28-50x above that, and below what computing in a cheaper format while claiming
-the dearer one produces (float16 weights sold as float32: every call off by at least 1.7e-3 in
-logprobs and 5.6e-4 in fingerprints), so a node cannot sell a cheaper computation under a dearer
-id. A pair with a bf16 side needs looser values (``Tolerance.bf16()``).
+``1e-3``; the sampled margin is explained at ``Tolerance``) sit 28-50x above that, and below what
+computing in a cheaper format while claiming the dearer one produces (float16 weights sold as
+float32: every call off by at least 1.7e-3 in logprobs and 5.6e-4 in fingerprints), so a node
+cannot sell a cheaper computation under a dearer id. A pair with a bf16 side needs looser values
+(``Tolerance.bf16()``).
 """
 
 from __future__ import annotations
