@@ -27,7 +27,7 @@ from supernet.node.agents.base import Agent
 from supernet.node.agents.chat import ChatAgent
 from supernet.node.agents.context import AgentContext
 from supernet.node.agents.registry import AgentRegistry
-from supernet.node.kernel.access import NOT_READABLE
+from supernet.node.kernel.access import NOT_READABLE, namespace_of
 from supernet.node.kernel.builtin_tools import builtin_tools
 from supernet.node.kernel.errors import ToolUnavailableError
 from supernet.node.kernel.syscalls import TaskSpec
@@ -37,10 +37,11 @@ from supernet.node.llm.scoring import Tolerance
 from supernet.sdk.chain.eip712 import Domain, TaskRequest, hash_task_request, sign_task_request
 from supernet.sdk.chain.receipts import Receipt, input_hash, output_hash, sign_receipt, trace_hash
 from supernet.sdk.formats.manifest import ManifestEntry
+from supernet.sdk.formats.trace import VerifiedWitness, Witness
 from supernet.sdk.store.cids import compute_cid
 from supernet.validator.llm_check import check_scores, check_shape
 from supernet.validator.tool_check import RegistryRunner, check_tools
-from supernet.validator.trace_view import LLMCall, ToolCall
+from supernet.validator.trace_view import LLMCall, ToolCall, parse_trace
 from supernet.validator.verifier import Manifest, Verifier, score_call
 
 from tests.unit.test_validator_attacks3 import NoEmbedder
@@ -351,43 +352,54 @@ async def test_known_limit_a_store_read_claimed_unavailable_in_the_tools_words_h
     assert verdict.findings == () and verdict.unverifiable is None and verdict.ok
 
 
-async def test_known_limit_a_fabricated_store_read_result_behind_a_withheld_block_is_unverifiable(
+async def test_defence_a_fabricated_store_read_result_behind_a_withheld_block_is_caught(
     store_client: Any,
 ) -> None:
-    """HOLE: a validator re-runs ``store_read`` against the store; when the block cannot be read
-    there the re-run's ``ToolUnavailableError`` makes the receipt *unverifiable* (`check_tools`
-    ~l.129, `Verifier._conclude` ``unverifiable=None if findings else why``), never accused, and
-    nothing sends it to the availability path (``missing`` is set only for an unreadable trace).
-    So a node records any ``result`` it likes for a read of a block it does not serve (its own
-    namespace's blocks are served by nobody else): the agent acts on the fabricated text, the replay
-    matches, and the receipt is unverifiable for every validator, at no cost.
-
-    Gain: a tool result of the node's choice (the note's "content") with no risk of a slash.
-
-    Fix: make ``store_read`` self-contained like memory and file reads: the kernel puts the block
-    (or file) it read into the trace's ``witness`` and the re-run reads it from there by CID (an
-    absent block is a replay divergence, i.e. fraud, not unverifiable); the block is content
-    addressed, so its presence proves the result. Control below: a fabricated result of a block
-    the validator can read is caught."""
+    """Attack (found by this review, fixed by design): a validator re-ran ``store_read`` against its
+    own store, and a block it could not read made the receipt *unverifiable*, never accused. So a
+    node recorded any result it liked for a read of a block nobody else serves (its own
+    namespace's), at no cost. Defence: what a successful ``store_read`` read goes into the trace's
+    witness (`supernet.sdk.formats.trace.STORE_READ`; raw blocks in its ``raw`` list), and the
+    validator re-runs the call from the witness alone (`tool_check.WitnessStore`): a result the
+    witness does not back is a ``tool`` finding, whatever any store serves."""
     ghost = compute_cid(b"the note the node withholds")  # a raw block nobody serves
     forged = ToolCall(
-        3,
-        "store_read",
-        {"cid": ghost},
-        {"cid": ghost, "size": 9, "text": "approved!"},
-        None,
-        True,
+        3, "store_read", {"cid": ghost}, {"cid": ghost, "size": 9, "text": "approved!"}, None, True
     )
-    findings, rerun, why = await check_tools((forged,), RegistryRunner(store_client))
-    assert findings == [] and rerun == 1
-    assert why is not None and "ToolUnavailableError" in why  # the current (bad) outcome: unverifiable
-    # control: the same forgery of a block the validator can read is a tool finding
-    real = await store_client.put_block(b"rejected.", pin=True)
-    served = ToolCall(
-        3, "store_read", {"cid": real}, {"cid": real, "size": 9, "text": "approved!"}, None, True
-    )
-    findings, _, why = await check_tools((served,), RegistryRunner(store_client))
+    empty = VerifiedWitness(Witness())
+    findings, _, why = await check_tools((forged,), RegistryRunner(store_client), empty)
     assert [f.check.value for f in findings] == ["tool"] and why is None
+    assert "witness lacks" in findings[0].message
+    # the witness carries a block: the re-run reads it there (no store at all), result by result
+    data = b"rejected."
+    real = compute_cid(data)
+    carried = VerifiedWitness(Witness(raw=(data,)))
+    result = {"cid": real, "size": 9, "text": "rejected."}
+    honest = ToolCall(3, "store_read", {"cid": real}, result, None, True)
+    assert await check_tools((honest,), RegistryRunner(None), carried) == ([], 1, None)
+    lie = ToolCall(3, "store_read", {"cid": real}, {**result, "text": "approved!"}, None, True)
+    findings, _, why = await check_tools((lie,), RegistryRunner(None), carried)
+    assert [f.check.value for f in findings] == ["tool"] and why is None
+
+
+async def test_defence_an_honest_store_read_carries_its_block_and_verifies_from_the_trace_alone(
+    make_node: Any, store_client: Any, scorer: Any
+) -> None:
+    """The honest side of the defence above: a node's successful ``store_read`` puts the block it
+    read into the trace's witness, the whole `Verifier` judges the task ``ok`` with the call re-run,
+    and the re-run needs no store (an empty one gives the same verdict on the tool)."""
+    note = "The contract was rejected by the board on Monday."
+    cid = await store_client.put_block(note.encode(), pin=True)
+    node = await make_node()
+    node.access.owned.grant(namespace_of(USER.address, NoteReader.agent_id), [cid])  # as its write would
+    trace, req, sig = await run_signed(node, NoteReader, {"cid": cid, "question": "Approved or rejected?"})
+    assert trace["status"] == "ok", trace["error"]
+    assert trace["witness"]["raw"] == [note.encode()]
+    verdict = await verdict_of(store_client, scorer, trace, req, sig)
+    assert verdict.ok and verdict.findings == () and verdict.tool_calls == 1
+    (call,) = parse_trace(trace).tool_calls
+    witness = VerifiedWitness(Witness.from_dag(trace["witness"], "witness"))
+    assert await check_tools((call,), RegistryRunner(None), witness) == ([], 1, None)
 
 
 async def test_defence_a_store_read_error_worded_by_the_node_is_caught(store_client: Any) -> None:

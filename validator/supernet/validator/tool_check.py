@@ -22,6 +22,9 @@ from typing import Any, Protocol
 from supernet.node.kernel.access import NOT_READABLE
 from supernet.node.kernel.builtin_tools import LOCAL_PURE_TOOLS
 from supernet.node.kernel.tools import ToolSpec
+from supernet.sdk.formats.trace import STORE_READ, VerifiedWitness
+from supernet.sdk.store import InvalidBlockError
+from supernet.sdk.store.cids import canonical_cid, codec_of
 from supernet.validator.evidence import Check, Finding
 from supernet.validator.trace_view import ToolCall
 
@@ -115,14 +118,53 @@ def _own_words(call: ToolCall) -> bool:
 _TIMEOUT = re.compile(r"ToolTimeoutError: tool [a-z_]+ timed out after [0-9]+(\.[0-9]+)? s")
 
 
+class WitnessLacksError(LookupError):
+    """A re-run ``store_read`` read a block or file the trace's witness does not carry."""
+
+
+class WitnessStore:
+    """The content store a re-run ``store_read`` reads: the trace's own witness, nothing else.
+
+    What a successful call read is in the witness (`supernet.sdk.formats.trace.STORE_READ`), so the
+    re-run needs no store: a block the node withholds cannot turn its made-up result into an
+    unverifiable receipt, and a block missing from the witness is the trace's fault."""
+
+    def __init__(self, witness: VerifiedWitness) -> None:
+        self._w = witness
+
+    async def get_block(self, cid: str) -> bytes:
+        key = canonical_cid(cid)
+        found = self._w.raw.get(key) if codec_of(key) == "raw" else self._w.encoded.get(key)
+        if found is None:
+            raise WitnessLacksError(f"the trace's witness lacks block {cid}")
+        return found
+
+    async def cat(self, cid: str) -> bytes:
+        key = canonical_cid(cid)
+        if key in self._w.files:
+            return self._w.files[key]
+        if key in self._w.encoded:  # a dag-cbor block that is no file: the tool shows it as JSON
+            raise InvalidBlockError(f"{cid} is not a file")
+        raise WitnessLacksError(f"the trace's witness lacks file {cid}")
+
+    async def get_dag(self, cid: str) -> Any:
+        key = canonical_cid(cid)
+        if key not in self._w.blocks:
+            raise WitnessLacksError(f"the trace's witness lacks block {cid}")
+        return self._w.blocks[key]
+
+
 async def check_tools(
-    calls: tuple[ToolCall, ...], runner: ToolRunner
+    calls: tuple[ToolCall, ...], runner: ToolRunner, witness: VerifiedWitness | None = None
 ) -> tuple[list[Finding], int, str | None]:
     """Re-run deterministic calls; returns the findings, how many calls were re-run, and why the
-    receipt is unverifiable (a re-run that failed for lack of data or time), if so."""
+    receipt is unverifiable (a re-run that failed for lack of data or time), if so. With the
+    trace's ``witness``, a ``store_read`` the node recorded as successful is re-run from it alone
+    (`WitnessStore`)."""
     findings: list[Finding] = []
     rerun = 0
     unverifiable: str | None = None
+    from_witness = RegistryRunner(WitnessStore(witness)) if witness is not None else None
     for call in calls:
         known = runner.deterministic(call.name)
         if known is None:
@@ -155,9 +197,22 @@ async def check_tools(
                 )
             continue
         rerun += 1
+        # a read the node says succeeded is re-run from the trace's witness alone
+        rerunner = from_witness if from_witness and call.name == STORE_READ and call.error is None else runner
         try:
-            result, error = await runner.run(call.name, call.args), None
+            result, error = await rerunner.run(call.name, call.args), None
         except Exception as exc:
+            if isinstance(exc.__cause__, WitnessLacksError):
+                findings.append(
+                    Finding(
+                        Check.TOOL,
+                        f"tool {call.name}: {exc.__cause__}, so nothing backs its recorded result",
+                        call=call.call,
+                        expected="the block or file it read, in the witness",
+                        claimed=_short(call.result),
+                    )
+                )
+                continue
             result, error = None, f"{type(exc).__name__}: {exc}"
         if _environmental(error):
             unverifiable = unverifiable or f"tool call {call.call} could not be re-run here: {error}"

@@ -36,8 +36,10 @@ from supernet.node.llm.types import ScoreResult
 from supernet.sdk.chain.eip712 import Domain
 from supernet.sdk.chain.merkle import ReceiptTree
 from supernet.sdk.chain.receipts import Receipt
+from supernet.sdk.formats.fields import FormatError
 from supernet.sdk.formats.manifest import BatchManifest, ManifestEntry
 from supernet.sdk.formats.trace import Trace as TraceDoc
+from supernet.sdk.formats.trace import VerifiedWitness
 from supernet.sdk.models import compute_of
 from supernet.sdk.store.errors import InvalidBlockError, InvalidCIDError
 from supernet.validator.consistency import check_receipt, check_trace, check_trace_hash
@@ -347,7 +349,7 @@ class Verifier:
             findings += check_shape(call, s.scorer.eos_ids, call.stop_strings, decode)
             if scored:
                 findings += judgement.findings[call.call]
-        tool_findings, reran, why = await check_tools(s.trace.tool_calls, self.tools)
+        tool_findings, reran, why = await check_tools(s.trace.tool_calls, self.tools, _witness(s.trace))
         findings += tool_findings
         return s.head.verdict(
             findings,
@@ -612,6 +614,14 @@ class Verifier:
 def _dtype(scorer: Scorer) -> str:
     """The precision a scorer computes in (``float32`` unless it says otherwise)."""
     return str(getattr(scorer, "dtype", "float32"))
+
+
+def _witness(trace: Trace) -> VerifiedWitness | None:
+    """The trace's witness keyed by recomputed CIDs (None: malformed, which the replay reports)."""
+    try:
+        return VerifiedWitness(trace.doc.witness)
+    except FormatError:
+        return None
 
 
 def _barrier(head: _Head, exc: Exception, findings: list[Finding]) -> Verdict:

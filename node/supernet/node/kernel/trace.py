@@ -33,7 +33,8 @@ from supernet.sdk.formats.trace import (
     event_from_dag,
     witness_reads,
 )
-from supernet.sdk.store.cids import compute_cid, decode_dag, encode_dag, link
+from supernet.sdk.store import InvalidBlockError
+from supernet.sdk.store.cids import codec_of, compute_cid, decode_dag, encode_dag, link
 
 __all__ = [
     "MAX_TRACE_EVENTS",
@@ -218,12 +219,23 @@ async def save_trace(store: Any, trace: Mapping[str, Any], *, publish: bool = Tr
 
 
 async def collect_witness(store: Any, events: list[Event]) -> Witness:
-    """The witness of a trace with ``events``: the node's own blocks and files its replay reads."""
+    """The witness of a trace with ``events``: the node's own blocks and files its replay reads, and
+    what each successful ``store_read`` read (a raw block, a file, or a dag-cbor block that is no
+    file, as the tool read it)."""
     blocks: list[bytes] = []
     files: list[bytes] = []
+    raw: list[bytes] = []
     for form, cid in witness_reads(events):
         if form == "block":
             blocks.append(await store.get_block(cid))
-        else:
+        elif form == "file":
             files.append(await store.cat(cid))
-    return Witness(tuple(blocks), tuple(files))
+        elif codec_of(cid) == "raw":
+            raw.append(await store.get_block(cid))
+        else:
+            try:
+                files.append(await store.cat(cid))
+            except InvalidBlockError:  # a dag-cbor object that is not a file: the block itself
+                blocks.append(await store.get_block(cid))
+    # a block or file both replayed and read by store_read goes in once
+    return Witness(tuple(dict.fromkeys(blocks)), tuple(dict.fromkeys(files)), tuple(raw))

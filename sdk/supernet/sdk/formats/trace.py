@@ -835,18 +835,28 @@ class Engine:
 
 @dataclass(frozen=True)
 class Witness:
-    """The blocks and files a replay of the trace reads, as bytes (see `VerifiedWitness`)."""
+    """The blocks and files a replay of the trace reads, as bytes (see `VerifiedWitness`): dag-cbor
+    ``blocks``, ``files`` (their bytes, keyed by the file's root CID), and ``raw`` blocks (read by
+    ``store_read`` of a raw CID; absent when empty, so earlier traces encode unchanged)."""
 
     blocks: tuple[bytes, ...] = ()
     files: tuple[bytes, ...] = ()
+    raw: tuple[bytes, ...] = ()
 
     def to_dag(self) -> dict[str, Any]:
-        return {"blocks": list(self.blocks), "files": list(self.files)}
+        out: dict[str, Any] = {"blocks": list(self.blocks), "files": list(self.files)}
+        if self.raw:
+            out["raw"] = list(self.raw)
+        return out
 
     @classmethod
     def from_dag(cls, obj: Any, path: str) -> Witness:
-        r = record(obj, path, ("blocks", "files"))
-        return cls(items(r["blocks"], f"{path}.blocks", _bytes), items(r["files"], f"{path}.files", _bytes))
+        r = record(obj, path, ("blocks", "files"), ("raw",))
+        return cls(
+            items(r["blocks"], f"{path}.blocks", _bytes),
+            items(r["files"], f"{path}.files", _bytes),
+            items(r["raw"], f"{path}.raw", _bytes) if "raw" in r else (),
+        )
 
 
 def _bytes(value: Any, path: str) -> bytes:
@@ -976,7 +986,8 @@ ROOT_READS: dict[str, tuple[type, ...]] = {
 
 
 def _reads(ev: Event) -> list[tuple[str, str | None]]:
-    """The (``"block"`` | ``"file"``, CID) a replay of one event reads, in the order it reads them."""
+    """The (``"block"`` | ``"file"`` | ``"read"``, CID) a replay (or a re-run of a ``store_read``) of
+    one event reads, in the order it reads them."""
     if isinstance(ev, MemoryAddEvent):
         return [("block", ev.entry), ("block", ev.prev_root), ("block", ev.root)]
     if isinstance(ev, MemorySearchEvent):
@@ -989,7 +1000,16 @@ def _reads(ev: Event) -> list[tuple[str, str | None]]:
         return [("block", ev.root)]
     if isinstance(ev, StorageRollbackEvent | StorageDeleteEvent):
         return [("block", ev.prev_root), ("block", ev.root)]
+    if isinstance(ev, ToolEvent) and ev.name == STORE_READ and ev.error is None:
+        return [("read", str(ev.args.get("cid")))]
     return []
+
+
+STORE_READ = "store_read"
+"""The built-in tool that reads the content store by CID. What a successful call read goes into the
+witness (a ``"read"``: the raw block, the file, or the dag-cbor block, whichever the tool read), so
+a validator re-runs it from the trace alone: a result for a block the node withholds is no longer
+unverifiable, it is a call the trace cannot back."""
 
 
 def witness_reads(events: Sequence[Event]) -> list[tuple[str, str]]:
@@ -1011,12 +1031,16 @@ class VerifiedWitness:
 
     def __init__(self, witness: Witness) -> None:
         self.blocks: dict[str, Any] = {}
+        self.encoded: dict[str, bytes] = {}  # the same blocks as stored (what a store's get_block gives)
         for i, block in enumerate(witness.blocks):
+            cid = compute_cid(block, "dag-cbor")
             try:
-                self.blocks[compute_cid(block, "dag-cbor")] = decode_dag(block)
+                self.blocks[cid] = decode_dag(block)
             except Exception as exc:
                 raise FormatError(f"witness.blocks[{i}] is not dag-cbor: {exc}") from None
+            self.encoded[cid] = block
         self.files: dict[str, bytes] = {file_cid(f): f for f in witness.files}
+        self.raw: dict[str, bytes] = {compute_cid(b): b for b in witness.raw}
 
     def block(self, key: str) -> Any:
         """The decoded block ``key`` (`KeyError` if the witness does not carry it)."""
@@ -1025,6 +1049,10 @@ class VerifiedWitness:
     def file(self, key: str) -> bytes:
         """The file ``key``'s bytes (`KeyError` if the witness does not carry it)."""
         return self.files[canonical_cid(key)]
+
+    def raw_block(self, key: str) -> bytes:
+        """The raw block ``key``'s bytes (`KeyError` if the witness does not carry it)."""
+        return self.raw[canonical_cid(key)]
 
 
 def example_dag() -> dict[str, Any]:
