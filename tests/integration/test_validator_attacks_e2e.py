@@ -83,14 +83,17 @@ async def test_bf16_compute_sold_as_float32_is_caught_by_the_arbiter_sample(
     monkeypatch.setattr(
         verifier_module.Verifier, "_route", lambda self, s, recheck_all: ([], list(s.scorable))
     )
-    old_rule = await screened(vnet, batch_id, receipts, bf16_screen_scorer, arbiter=True, rng=NoDraw())
+    old_rule = await screened(
+        vnet, batch_id, receipts, bf16_screen_scorer, arbiter=True, rng=NoDraw(), arbiter_sample_fraction=0.0
+    )
     assert any(v.ok for v in old_rule), [sorted(v.checks) for v in old_rule]
 
 
 async def test_a_partial_bf16_cheat_is_caught_when_its_call_is_drawn(
     vnet: VNet, bf16_screen_scorer: Any
 ) -> None:
-    """A node computes the first LLM call of each task in float32 and the second in bfloat16 (its
+    """(With the one-call draw an operator may opt into; by default every call is re-scored.)
+    A node computes the first LLM call of each task in float32 and the second in bfloat16 (its
     claimed logprobs and fingerprints are bf16's, its tokens the float32 ones), under the float32
     id. With one drawn call of n = 2 a receipt is caught with probability at least m/n = 1/2 per
     receipt (more where the screen doubts the cheated call itself), so a batch of r such receipts
@@ -127,8 +130,13 @@ async def test_a_partial_bf16_cheat_is_caught_when_its_call_is_drawn(
     def on_honest(c: Any) -> bool:
         return c.call not in cheated
 
-    hit = await screened(vnet, batch_id, receipts, bf16_screen_scorer, arbiter=True, rng=Pick(on_cheat))
-    miss = await screened(vnet, batch_id, receipts, bf16_screen_scorer, arbiter=True, rng=Pick(on_honest))
+    one = {"arbiter_sample_fraction": 0.0}  # the draw of one call an operator may opt into
+    hit = await screened(
+        vnet, batch_id, receipts, bf16_screen_scorer, arbiter=True, rng=Pick(on_cheat), **one
+    )
+    miss = await screened(
+        vnet, batch_id, receipts, bf16_screen_scorer, arbiter=True, rng=Pick(on_honest), **one
+    )
     print("drawn cheated: ok", [v.ok for v in hit], "drawn honest: ok", [v.ok for v in miss])
     print("rechecked", [v.rechecked for v in hit], [v.rechecked for v in miss])
     for v in hit:

@@ -853,7 +853,11 @@ def staged(
 
 
 def screened_verifier(**extra: Any) -> Verifier:
+    """A verifier with a screen whose arbiter draws ``arbiter_sample`` calls (default 1): the
+    draw an operator may opt into (`test_by_default_every_call_of_an_exact_format_node_is_decided_exactly`
+    shows the default)."""
     store = DictStore()
+    extra = {"arbiter_sample_fraction": 0.0, **extra}
     return Verifier(store, StandInScorer(), RegistryRunner(store), DOMAIN, "0xv", agents=registry(), **extra)
 
 
@@ -923,7 +927,30 @@ async def test_the_sample_size_is_configurable() -> None:
             screened_verifier(arbiter=arbiter, **bad)
     from supernet.validator.config import ModelSettings
 
-    assert ModelSettings().arbiter_sample == 1 and ModelSettings().arbiter_sample_fraction == 0.0
+    assert ModelSettings().arbiter_sample == 1 and ModelSettings().arbiter_sample_fraction == 1.0
+
+
+async def test_by_default_every_call_of_an_exact_format_node_is_decided_exactly() -> None:
+    """The screen's sampled bound (`SCREEN_SAMPLE_MARGIN`, 0.05 of CDF mass) is a window: a node
+    knowing the draw of a sampled token can pick any token whose interval lies within it, and with
+    one call of ``n`` drawn for the arbiter it escaped with probability ``(n - 1) / n`` (review:
+    tests/unit/test_review_cheating_node.py). By default (``arbiter_sample_fraction`` = 1) every
+    call of a float32 or float16-weights node skips the screen and is decided by the arbiter under
+    its own tight pair (2e-4 of CDF mass): a cheat in any one of ten calls is caught every time."""
+    screen, arbiter = DriftScorer("bfloat16", SCREEN_DRIFT), DriftScorer("float32", 0.0)
+    store = DictStore()
+    v = Verifier(
+        store, StandInScorer(), RegistryRunner(store), DOMAIN, "0xv", agents=registry(), arbiter=arbiter
+    )
+    batch = [
+        staged(llm_calls(10, bf16={k % 10}, first_id=20 * k), screen, arbiter, index=k) for k in range(1, 11)
+    ]
+    judged = await v._judge(batch)
+    assert all(
+        not isinstance(j, str) and flagged(j) == [k % 10] for k, j in zip(range(1, 11), judged, strict=True)
+    )
+    assert all(not isinstance(j, str) and j.rechecked == 10 for j in judged)
+    assert screen.seen == [] and arbiter.passes == 1  # the screen scores nothing for such a node
 
 
 async def test_greedy_calls_of_another_format_go_to_the_arbiter_alone() -> None:

@@ -98,10 +98,13 @@ class ModelSettings(BaseModel):
         "node) among the accepted ones, so bfloat16 compute sold under an exact id is caught",
     )
     arbiter_sample_fraction: float = Field(
-        default=0.0,
+        default=1.0,
         ge=0.0,
         le=1.0,
-        description="draw this fraction of the accepted calls instead (rounded up) where it is more",
+        description="draw this fraction of the accepted calls instead (rounded up) where it is more. "
+        "The default, 1, re-scores every call of such a node in its own format: the screen's sampled "
+        "bound (0.05 of CDF mass) is a window a node can steer a token in, 250x the exact one; lower it "
+        "only to trade that for cost (docs/validator.md, Random arbiter sample)",
     )
 
 

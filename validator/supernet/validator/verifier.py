@@ -224,7 +224,10 @@ class Verifier:
             format other than the screen's (float32, float16-weights): the screen's cross-format
             bounds accept the screen's own (cheaper) compute, the arbiter's do not. At least 1.
         arbiter_sample_fraction: a fraction of the accepted calls to draw instead, when it names
-            more calls than ``arbiter_sample`` (rounded up).
+            more calls than ``arbiter_sample`` (rounded up). Default 1: every call of such a node
+            is decided in its own format (the screen's sampled bound is a window a node could steer
+            a token in), so the screen serves bf16 nodes, and other-format ones only where an
+            operator lowers this to trade that window for cost.
         rng: where the draw comes from; default the OS's CSPRNG (`secrets`), which no node can
             predict (a draw from the trace alone a node could compute and answer honestly).
         origins: where the nodes' committed receipts are: the roots a task started from are
@@ -245,7 +248,7 @@ class Verifier:
         agents: AgentRegistry | None = None,
         arbiter: Scorer | None = None,
         arbiter_sample: int = 1,
-        arbiter_sample_fraction: float = 0.0,
+        arbiter_sample_fraction: float = 1.0,
         rng: random.Random | None = None,
         origins: ReceiptIndex | None = None,
         searches: SearchCheck | None = None,
