@@ -174,25 +174,18 @@ async def check_tools(
             continue  # an MCP tool is deterministic only if the node's operator says so
         if known and not call.deterministic:
             findings.append(
-                Finding(
-                    Check.TOOL,
-                    f"tool {call.name} is deterministic but recorded as not",
-                    call=call.call,
-                    expected=True,
-                    claimed=False,
-                )
+                _finding(call, f"tool {call.name} is deterministic but recorded as not", True, False)
             )
         if not known:
             continue
         if _exempt(call):
-            if not is_mcp(call.name) and not _own_words(call):
+            if not operators_word and not _own_words(call):
                 findings.append(
-                    Finding(
-                        Check.TOOL,
+                    _finding(
+                        call,
                         f"tool {call.name}: a failure in words the tool never uses",
-                        call=call.call,
-                        expected="the tool's own words for a failed moment",
-                        claimed=_short(call.error),
+                        "the tool's own words for a failed moment",
+                        _short(call.error),
                     )
                 )
             continue
@@ -204,12 +197,11 @@ async def check_tools(
         except Exception as exc:
             if isinstance(exc.__cause__, WitnessLacksError):
                 findings.append(
-                    Finding(
-                        Check.TOOL,
+                    _finding(
+                        call,
                         f"tool {call.name}: {exc.__cause__}, so nothing backs its recorded result",
-                        call=call.call,
-                        expected="the block or file it read, in the witness",
-                        claimed=_short(call.result),
+                        "the block or file it read, in the witness",
+                        _short(call.result),
                     )
                 )
                 continue
@@ -219,37 +211,33 @@ async def check_tools(
             continue
         if (error is None) != (call.error is None):
             findings.append(
-                Finding(
-                    Check.TOOL,
+                _finding(
+                    call,
                     f"tool {call.name}: error on one side only",
-                    call=call.call,
-                    expected=error or _short(result),
-                    claimed=call.error or _short(call.result),
+                    error or _short(result),
+                    call.error or _short(call.result),
                 )
             )
         elif error is not None and not operators_word and error != call.error:
             # the text reaches the agent (and through it the model or the user): a node that
             # writes its own there steers the task; built-in tools word their errors themselves
             findings.append(
-                Finding(
-                    Check.TOOL,
-                    f"tool {call.name} failed with another error on re-run",
-                    call=call.call,
-                    expected=error,
-                    claimed=call.error,
-                )
+                _finding(call, f"tool {call.name} failed with another error on re-run", error, call.error)
             )
         elif error is None and _canon(_roundtrip(result)) != _canon(call.result):
             findings.append(
-                Finding(
-                    Check.TOOL,
+                _finding(
+                    call,
                     f"tool {call.name} returned another result on re-run",
-                    call=call.call,
-                    expected=_short(result),
-                    claimed=_short(call.result),
+                    _short(result),
+                    _short(call.result),
                 )
             )
     return findings, rerun, unverifiable
+
+
+def _finding(call: ToolCall, message: str, expected: Any, claimed: Any) -> Finding:
+    return Finding(Check.TOOL, message, call=call.call, expected=expected, claimed=claimed)
 
 
 def _roundtrip(value: Any) -> Any:
