@@ -37,7 +37,7 @@ from supernet.node.llm.scoring import Tolerance
 from supernet.sdk.chain.eip712 import Domain, TaskRequest, hash_task_request, sign_task_request
 from supernet.sdk.chain.receipts import Receipt, input_hash, output_hash, sign_receipt, trace_hash
 from supernet.sdk.formats.manifest import ManifestEntry
-from supernet.sdk.formats.trace import VerifiedWitness, Witness
+from supernet.sdk.formats.trace import MAX_TRACE_BYTES, VerifiedWitness, Witness
 from supernet.sdk.store.cids import compute_cid
 from supernet.validator.llm_check import check_scores, check_shape
 from supernet.validator.tool_check import RegistryRunner, check_tools
@@ -400,6 +400,19 @@ async def test_defence_an_honest_store_read_carries_its_block_and_verifies_from_
     (call,) = parse_trace(trace).tool_calls
     witness = VerifiedWitness(Witness.from_dag(trace["witness"], "witness"))
     assert await check_tools((call,), RegistryRunner(None), witness) == ([], 1, None)
+
+
+async def test_a_store_read_past_the_trace_cap_ends_the_task_at_the_read(
+    make_node: Any, store_client: Any
+) -> None:
+    """What a ``store_read`` read goes into the trace's witness whole, so a read that takes the
+    trace past ``MAX_TRACE_BYTES`` ends the task there (no receipt, never billed), with a reason
+    that says so, before the agent's LLM call does any work."""
+    big = await store_client.add_file(b"x" * (MAX_TRACE_BYTES + 1024), pin=True)
+    node = await make_node()
+    node.access.owned.grant(namespace_of(USER.address, NoteReader.agent_id), [big])
+    with pytest.raises(Exception, match="with what store_read just read"):
+        await run_signed(node, NoteReader, {"cid": big, "question": "What is it?"})
 
 
 async def test_defence_a_store_read_error_worded_by_the_node_is_caught(store_client: Any) -> None:

@@ -159,8 +159,7 @@ async def check_tools(
 ) -> tuple[list[Finding], int, str | None]:
     """Re-run deterministic calls; returns the findings, how many calls were re-run, and why the
     receipt is unverifiable (a re-run that failed for lack of data or time), if so. With the
-    trace's ``witness``, a ``store_read`` the node recorded as successful is re-run from it alone
-    (`WitnessStore`)."""
+    trace's ``witness``, every re-run ``store_read`` reads it alone (`WitnessStore`), never a store."""
     findings: list[Finding] = []
     rerun = 0
     unverifiable: str | None = None
@@ -190,8 +189,9 @@ async def check_tools(
                 )
             continue
         rerun += 1
-        # a read the node says succeeded is re-run from the trace's witness alone
-        rerunner = from_witness if from_witness and call.name == STORE_READ and call.error is None else runner
+        # a store_read is re-run from the trace's witness alone: a success needs what it read there,
+        # and no honest failure that is not the moment's (exempt above) reads anything at all
+        rerunner = from_witness if from_witness and call.name == STORE_READ else runner
         try:
             result, error = await rerunner.run(call.name, call.args), None
         except Exception as exc:

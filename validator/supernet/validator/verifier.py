@@ -39,7 +39,7 @@ from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.formats.fields import FormatError
 from supernet.sdk.formats.manifest import BatchManifest, ManifestEntry
 from supernet.sdk.formats.trace import Trace as TraceDoc
-from supernet.sdk.formats.trace import VerifiedWitness
+from supernet.sdk.formats.trace import VerifiedWitness, Witness
 from supernet.sdk.models import compute_of
 from supernet.sdk.store.errors import InvalidBlockError, InvalidCIDError
 from supernet.validator.consistency import check_receipt, check_trace, check_trace_hash
@@ -619,12 +619,13 @@ def _dtype(scorer: Scorer) -> str:
     return str(getattr(scorer, "dtype", "float32"))
 
 
-def _witness(trace: Trace) -> VerifiedWitness | None:
-    """The trace's witness keyed by recomputed CIDs (None: malformed, which the replay reports)."""
+def _witness(trace: Trace) -> VerifiedWitness:
+    """The trace's witness keyed by recomputed CIDs; an empty one where it is malformed (the replay
+    reports that), so a re-run ``store_read`` never falls back on this validator's store."""
     try:
         return VerifiedWitness(trace.doc.witness)
     except FormatError:
-        return None
+        return VerifiedWitness(Witness())
 
 
 def _barrier(head: _Head, exc: Exception, findings: list[Finding]) -> Verdict:

@@ -89,7 +89,7 @@ from supernet.node.kernel.trace import (
 )
 from supernet.node.llm.grammar import grammar_of
 from supernet.sdk.chain.receipts import InputEncodingError, normal_input
-from supernet.sdk.formats.trace import MAX_CONTEXT_TOKENS, MAX_TRACE_BYTES, CallableAgent
+from supernet.sdk.formats.trace import MAX_CONTEXT_TOKENS, MAX_TRACE_BYTES, STORE_READ, CallableAgent
 from supernet.sdk.store.cids import compute_cid
 from supernet.sdk.store.files import split_chunks
 
@@ -439,6 +439,16 @@ class Dispatcher:
             result = self._faults.on_tool_result(key, call.name, call.args, result, tool.deterministic)
             result = as_recorded(result)
         st.trace.record("tool", **record, result=result, error=None)
+        if call.name == STORE_READ and self._trace_size is not None:
+            # what it read goes into the witness whole (whatever ``max_bytes`` showed the agent):
+            # a trace past the cap now would fail the task after its work, so it ends here
+            used = await self._trace_size(st.root.trace)
+            if used > MAX_TRACE_BYTES:
+                raise self._abort(
+                    st,
+                    f"the trace holds {used} bytes with what store_read just read, past the protocol's "
+                    f"{MAX_TRACE_BYTES}-byte trace limit (a read goes into the trace whole)",
+                )
         return result  # exactly what the replay's tape answers: the recorded value, never the live one
 
     async def _hold_namespaces(self, st: TaskState) -> None:

@@ -237,5 +237,5 @@ async def collect_witness(store: Any, events: list[Event]) -> Witness:
                 files.append(await store.cat(cid))
             except InvalidBlockError:  # a dag-cbor object that is not a file: the block itself
                 blocks.append(await store.get_block(cid))
-    # a block or file both replayed and read by store_read goes in once
-    return Witness(tuple(dict.fromkeys(blocks)), tuple(dict.fromkeys(files)), tuple(raw))
+    # a block or file both replayed and read by store_read (or read under two spellings) goes in once
+    return Witness(tuple(dict.fromkeys(blocks)), tuple(dict.fromkeys(files)), tuple(dict.fromkeys(raw)))
