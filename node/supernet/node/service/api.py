@@ -57,7 +57,7 @@ class BodyLimit:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
-                raise _BodyTooLarge
+                raise _BodyTooLarge(self.limit)
             return message
 
         try:
@@ -66,8 +66,12 @@ class BodyLimit:
             await _too_large(self.limit)(scope, receive, send)
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(StarletteHTTPException):
+    """A streamed (chunked) body went over the limit. An HTTP exception, so that FastAPI's body
+    parsing, which turns any other error into a vague 400, passes it on as the 413 it is."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body is over {limit} bytes")
 
 
 def _too_large(limit: int) -> JSONResponse:
@@ -89,7 +93,7 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     """Starlette's own errors (a body that is not UTF-8 JSON, unknown path, wrong method) in the
     documented error format, keeping their headers (``Allow`` on a 405)."""
     assert isinstance(exc, StarletteHTTPException)
-    code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(
+    code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
         exc.status_code, "http_error"
     )
     response = _error(exc.status_code, code, str(exc.detail))

@@ -11,6 +11,7 @@ transaction that re-checks nonce and billing and stores the task, voucher and no
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +28,7 @@ from supernet.node.service.errors import (
     ModelNotServedError,
     PaymentError,
     ReplayError,
+    UnavailableError,
     WrongNodeError,
 )
 from supernet.node.service.models import NewTask
@@ -53,6 +55,10 @@ def _hex(b: bytes) -> str:
     return "0x" + b.hex()
 
 
+MAX_ADMISSION_CHAIN_READS = 8
+"""Payment-channel reads admission runs at once (`Authenticator._channel`)."""
+
+
 class Authenticator:
     """Checks signed task requests and vouchers against this node, its state and the chain."""
 
@@ -73,6 +79,30 @@ class Authenticator:
         self.chain = chain
         self.task_fee = task_fee
         self._clock = clock
+        self._chain_reads: asyncio.Semaphore | None = None  # made in the serving loop
+
+    async def _channel(self, chain: ChainPort, user: str) -> Any:
+        """The user's payment channel to this node, read from the chain.
+
+        Keys are free, so every signed request from a fresh one costs a chain read: at most
+        `MAX_ADMISSION_CHAIN_READS` run at once, and a request past them is refused (503, retry)
+        rather than queued, so a flood cannot take the RPC quota and the worker threads the
+        batcher, the redeemer and the availability responder share. A failing chain is a 503 too.
+
+        Raises:
+            UnavailableError: too many reads in flight, or the chain could not be read.
+        """
+        if self._chain_reads is None:
+            self._chain_reads = asyncio.Semaphore(MAX_ADMISSION_CHAIN_READS)
+        if self._chain_reads.locked():
+            raise UnavailableError("too many payment checks in flight on this node; retry shortly")
+        async with self._chain_reads:
+            try:
+                return await chain.channel(user)
+            except Exception as exc:  # the chain's outage, not the request's fault
+                raise UnavailableError(
+                    f"the payment channel cannot be read from the chain now ({type(exc).__name__}); retry"
+                ) from exc
 
     def _check_shape(self, s: SignedTask, agent: str, task_input: str | dict[str, Any]) -> TaskRequest:
         r = s.request
@@ -180,7 +210,7 @@ class Authenticator:
         guard = self._guard(user, req.nonce, s.voucher.cumulativeAmount, req.max_fee)
         guard(self.db.last_nonce(user), self.db.billed(user))
         if self.chain is not None:  # only funds this node alone can claim: the user's channel to it
-            channel = await self.chain.channel(user)
+            channel = await self._channel(self.chain, user)
             if channel.closing:
                 raise PaymentError(
                     f"the payment channel of {user} to this node is closing (withdrawable at "

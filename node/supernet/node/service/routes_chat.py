@@ -20,6 +20,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -56,6 +57,8 @@ from supernet.sdk.openai_compat.chat_input import chat_task_input
 router = APIRouter(prefix="/v1/chat", tags=["openai"])
 
 AUTH_HEADER = "X-Supernet-Auth"
+
+log = logging.getLogger(__name__)
 
 
 def _signed(body: ChatCompletionCreate, header: str | None) -> SignedTask:
@@ -103,7 +106,10 @@ async def _logprobs(
     if not plan.logprobs:
         return None
     if facts is None:
-        raise NodeError("the task's trace cannot be read, so its log-probabilities cannot be reported")
+        # the task is done and billed: its answer goes out without them rather than as an error
+        # the user cannot retry (the same signed request is a replay, a new one pays again)
+        log.warning("the trace of a chat task cannot be read: its answer goes out without logprobs")
+        return None
     engine = _engine(ctx, model_id)  # the alternatives come from the model that answered
     entries = token_logprobs(getattr(engine, "tokenizer", None), facts, content)
     await add_alternatives(engine, facts, entries, plan.top_logprobs)

@@ -74,7 +74,8 @@ def verify_read_grant(header: str, node: str, domain: Domain, now: float | None 
     user, expiry_text, signature_hex = parts
     if not is_hex_address(user):
         raise ReadGrantError(f"{READ_HEADER}: {user!r} is not an address")
-    if not expiry_text.isdigit() or len(expiry_text) > 20:
+    # ASCII digits only: ``str.isdigit`` is true for "²", which ``int`` then refuses with a ValueError
+    if not (expiry_text.isascii() and expiry_text.isdigit()) or len(expiry_text) > 20:
         raise ReadGrantError(f"{READ_HEADER}: expiry must be unix seconds, not {expiry_text!r}")
     sig = signature_hex.removeprefix("0x")
     if len(sig) != 130 or any(c not in "0123456789abcdefABCDEF" for c in sig):
