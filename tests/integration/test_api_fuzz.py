@@ -38,6 +38,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from supernet.sdk.chain.anvil import dev_account
 from supernet.sdk.chain.eip712 import Domain, TaskRequest, Voucher, sign_task_request, sign_voucher
 from supernet.sdk.chain.receipts import input_hash
+from supernet.sdk.client.read_grant import ReadGrantAuth
 from supernet.sdk.store.embedded import serve_in_thread
 
 pytestmark = [pytest.mark.anvil, pytest.mark.model, pytest.mark.slow]
@@ -96,7 +97,8 @@ def _sign(net: FuzzNet, body: dict[str, Any]) -> dict[str, Any]:
         deadline=int(time.time()) + 600,
     )
     # the node admits a voucher of exactly billed + fee (a larger one would never be redeemed)
-    account = httpx.get(f"{net.node.url}/v1/accounts/{net.user.address}", timeout=30).json()
+    grant = ReadGrantAuth(net.user, node, net.domain)  # an account is readable by its user only
+    account = httpx.get(f"{net.node.url}/v1/accounts/{net.user.address}", timeout=30, auth=grant).json()
     cumulative = int(account["billed"]) + req.max_fee
     voucher = Voucher(user=net.user.address, node=node, cumulative_amount=cumulative)
     COUNTS["signed"] += 1

@@ -33,6 +33,7 @@ from supernet.sdk.chain import Contracts
 from supernet.sdk.chain.anvil import Anvil, dev_account
 from supernet.sdk.chain.eip712 import Domain
 from supernet.sdk.client import Client, ClientError
+from supernet.sdk.client.read_grant import ReadGrantAuth
 from supernet.sdk.formats.profile import AgentProfile
 from supernet.sdk.formats.trace import AgentRef
 from supernet.sdk.store import StoreClient
@@ -216,7 +217,8 @@ async def test_tasks_for_agents_not_run_here_are_refused_and_nothing_is_stored(n
             await client.aclose()
 
         before = stored_rows(net.node.db_path)
-        last_nonce = (await http.get(f"/v1/accounts/{user.address}")).json()["lastNonce"]
+        grant = ReadGrantAuth(user, info["address"], domain)  # an account is readable by its user only
+        last_nonce = (await http.get(f"/v1/accounts/{user.address}", auth=grant)).json()["lastNonce"]
         # A client that signs anyway (with the installed code hash, or the one the operator allowed):
         refused = [
             (UNLISTED, net.hashes[UNLISTED]),
@@ -236,6 +238,6 @@ async def test_tasks_for_agents_not_run_here_are_refused_and_nothing_is_stored(n
         assert "agentHash does not match" in r.json()["error"]["message"]
         listed = (await http.get("/v1/node")).json()["agents"][EXAMPLE]
         assert listed in r.json()["error"]["message"]  # the hash it would need
-        assert (await http.get(f"/v1/accounts/{user.address}")).json()["lastNonce"] == last_nonce
+        assert (await http.get(f"/v1/accounts/{user.address}", auth=grant)).json()["lastNonce"] == last_nonce
     assert stored_rows(net.node.db_path) == before
     assert not any(agent in repr(before["tasks"]) for agent in (UNLISTED, WRONG_HASH))

@@ -578,7 +578,8 @@ async def test_overvoucher_is_refused_on_a_real_node(net: Net) -> None:
         )
         assert r.status_code == 402, r.text
         assert r.json()["error"]["requiredCumulative"] == str(fee)
-        account = (await http.get(f"{net.node.url}/v1/accounts/{attacker.address}")).json()
+        grant = ReadGrantAuth(attacker, node, net.contracts.domain)
+        account = (await http.get(f"{net.node.url}/v1/accounts/{attacker.address}", auth=grant)).json()
         assert account["billed"] == "0" and account["lastNonce"] == -1
         r = await http.post(
             f"{net.node.url}/v1/tasks", json=_body(net, info, control, "Name a color.", fee, 1)
@@ -613,5 +614,6 @@ async def test_input_the_agent_refuses_is_refused_on_a_real_node(net: Net) -> No
             assert r.status_code == 400, r.text
             err = r.json()["error"]
             assert err["code"] == "input_schema_mismatch" and "response_format" in err["message"], err
-        account = (await http.get(f"{net.node.url}/v1/accounts/{user.address}")).json()
+        grant = ReadGrantAuth(user, node, net.contracts.domain)
+        account = (await http.get(f"{net.node.url}/v1/accounts/{user.address}", auth=grant)).json()
         assert account["billed"] == "0" and account["lastNonce"] == -1

@@ -259,7 +259,8 @@ async def test_a_lost_acknowledgement_does_not_strand_the_client(net: Net) -> No
         assert client.state.tasks[first.task_id].status == "done"
         acct = client.state.account(client._domain_key, client.account.address, second.node)
         async with httpx.AsyncClient(base_url=net.node.url, timeout=60) as http:
-            remote = (await http.get(f"/v1/accounts/{client.account.address}")).json()
+            grant = await client._read_auth(net.node.url)
+            remote = (await http.get(f"/v1/accounts/{client.account.address}", auth=grant)).json()
         assert acct.cumulative == int(remote["billed"])  # the client and the node agree again
     finally:
         await client.aclose()

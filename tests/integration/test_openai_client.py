@@ -174,9 +174,9 @@ def test_calls_in_a_row_are_billed_once_each_and_ran_as_signed(net: Net) -> None
     node = dev_account(NODE_KEY_INDEX).address
     user = dev_account(USER_INDEX)
     with httpx.Client(base_url=net.node.url, timeout=30) as http:
-        account = http.get(f"/v1/accounts/{user.address}").json()
-        fee = int(http.get("/v1/node").json()["taskFee"])
         auth = ReadGrantAuth(user, node, net.contracts.domain)
+        account = http.get(f"/v1/accounts/{user.address}", auth=auth).json()
+        fee = int(http.get("/v1/node").json()["taskFee"])
         for _ in range(60):
             r = http.get(f"/v1/tasks/{reply.id}/receipt", auth=auth)
             if r.status_code == 200:

@@ -13,6 +13,7 @@ import openai
 import pytest
 from node_fixtures import FakeNode
 from supernet.sdk.chain.eip712 import Domain
+from supernet.sdk.client.read_grant import ReadGrantAuth
 from supernet.sdk.client.types import ClientError
 from supernet.sdk.openai_compat import SupernetAuth
 
@@ -55,7 +56,8 @@ async def test_a_failed_task_is_not_paid_for_and_the_ladder_goes_on(
     fake_node.executor.fail_on = "boom"
     with pytest.raises(openai.InternalServerError):
         await ask(ai, "boom")
-    account = (await ai._client.get(f"http://node/v1/accounts/{fake_node.user.address}")).json()
+    grant = ReadGrantAuth(fake_node.user, fake_node.address, fake_node.chain.domain)
+    account = (await ai._client.get(f"http://node/v1/accounts/{fake_node.user.address}", auth=grant)).json()
     assert int(account["billed"]) == FEE  # the failed task is not billed
     fake_node.executor.fail_on = None
     assert await ask(ai, "after") == "echo: after"

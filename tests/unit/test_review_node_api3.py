@@ -175,35 +175,29 @@ async def test_defence_an_oversized_chunked_body_is_a_413(fake_node: FakeNode) -
     assert _db(fake_node).task_count() == 0
 
 
-async def test_known_limit_anyone_can_watch_a_users_activity_and_spend_live(fake_node: FakeNode) -> None:
-    """What goes wrong: ``GET /v1/accounts/{user}`` (api.py:189-202) needs no authentication. Any
-    stranger who knows an address (it is in every public trace and on chain) polls it and sees,
-    live, each task the user submits (``lastNonce`` moves at admission, before any batch or
-    redemption is public), what they spend (``billed`` includes tasks still running), and the
-    user's latest voucher signature. Results are private on the API (docs/protocol.md "Reading
-    results"), but when and how much a user uses a node is not; the chain only shows redemptions,
-    later and aggregated.
-
-    Who is harmed: users, whose activity pattern at each node is observable in real time (and
-    correlatable with their other addresses' traces).
-
-    Fix: answer the account only with the user's read grant (``load_own_task``'s check: the grant
-    must recover to ``user``; 401/403 otherwise); the two readers, the SDK client
-    (client.py:848) and ``SupernetAuth`` (openai_compat/auth.py), hold the key and already sign
-    grants (`ReadGrantAuth`).
-    """
+async def test_defence_only_the_user_reads_their_account(fake_node: FakeNode) -> None:
+    """Attack (found by this review, fixed): ``GET /v1/accounts/{user}`` needed no authentication,
+    so any stranger who knows an address (it is in every public trace and on chain) could poll it
+    and see, live, each task the user submits (``lastNonce`` moves at admission), what they spend
+    (``billed`` includes tasks still running) and their latest voucher signature. Defence: the
+    account answers only the user's own read grant (401 without one, 403 for another user's);
+    the SDK client and ``SupernetAuth`` send theirs."""
     victim = fake_node.user.address
-    async with _stranger(fake_node) as spy:
-        before = (await spy.get(f"/v1/accounts/{victim}")).json()
-        assert fake_node.executor.gate is None
-        fake_node.executor.gate = asyncio.Event()  # the task is still running
+    node, domain = fake_node.address, fake_node.chain.domain
+    spy = Account.create()
+    async with _stranger(fake_node) as http:
+        none = await http.get(f"/v1/accounts/{victim}")
+        assert none.status_code == 401 and none.json()["error"]["code"] == "unauthorized"
+        other = {READ_HEADER: sign_read_grant(spy, node, domain).header()}
+        theirs = await http.get(f"/v1/accounts/{victim}", headers=other)
+        assert theirs.status_code == 403 and theirs.json()["error"]["code"] == "forbidden"
+        fake_node.executor.gate = asyncio.Event()  # a task still running
         resp = await fake_node.http.post("/v1/tasks", json=fake_node.body("secret errand", cumulative=FEE))
         assert resp.status_code == 202
-        after = (await spy.get(f"/v1/accounts/{victim}")).json()
+        own = {READ_HEADER: sign_read_grant(fake_node.user, node, domain).header()}
+        mine = (await http.get(f"/v1/accounts/{victim}", headers=own)).json()
         fake_node.executor.gate.set()
-    assert before["lastNonce"] == -1 and before["billed"] == "0" and before["voucher"] is None
-    assert after["lastNonce"] == int(resp.json()["nonce"]) and after["billed"] == str(FEE)
-    assert after["voucher"]["cumulativeAmount"] == str(FEE)  # the user's signature, to anyone
+    assert mine["lastNonce"] == int(resp.json()["nonce"]) and mine["billed"] == str(FEE)
 
 
 # -- defences ---------------------------------------------------------------------------------------
@@ -211,10 +205,11 @@ async def test_known_limit_anyone_can_watch_a_users_activity_and_spend_live(fake
 
 async def test_defence_a_published_voucher_signature_is_not_a_read_grant(fake_node: FakeNode) -> None:
     """A ``Voucher(user, node, cumulativeAmount)`` has the same field types, in the same order, as a
-    ``ReadGrant(user, node, expiry)``, and ``GET /v1/accounts/{user}`` hands any stranger the
-    user's latest voucher signature. A voucher whose amount happens to be a near-future unix time
-    would make a valid-looking grant ``user:amount:sig``; the EIP-712 type name (different type
-    hash) is what keeps it from opening the user's results."""
+    ``ReadGrant(user, node, expiry)``, and a voucher signature is no secret (``GET
+    /v1/accounts/{user}`` used to hand it to anyone; the node redeems it on chain). A voucher
+    whose amount happens to be a near-future unix time would make a valid-looking grant
+    ``user:amount:sig``; the EIP-712 type name (different type hash) is what keeps it from
+    opening the user's results."""
     tid = await _done_task(fake_node, "private", FEE)
     user, node, domain = fake_node.user, fake_node.address, fake_node.chain.domain
     amount = int(time.time()) + 600  # a voucher amount that reads as an expiry ten minutes ahead

@@ -18,8 +18,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from supernet.node.service import routes_chat, routes_store, routes_tasks
-from supernet.node.service.deps import Ctx, NodeContext
-from supernet.node.service.errors import NodeError
+from supernet.node.service.deps import Ctx, NodeContext, ReadGrantHeader, reader_of
+from supernet.node.service.errors import ForbiddenError, NodeError
 from supernet.node.service.metrics import METRICS
 from supernet.node.service.schemas import (
     AccountPublic,
@@ -196,10 +196,14 @@ def create_app(ctx: NodeContext | None = None, *, max_body_bytes: int = 64 * 102
         )
 
     @app.get("/v1/accounts/{user}", response_model=AccountPublic, tags=["node"])
-    async def account(user: Address, ctx: Ctx) -> AccountPublic:
+    async def account(user: Address, ctx: Ctx, grant: ReadGrantHeader = None) -> AccountPublic:
         """A user's last nonce and billed total here (to resynchronise a client's local state), with
-        the user's largest voucher of a billed task (the proof of that total)."""
+        the user's largest voucher of a billed task (the proof of that total). Only with that
+        user's read grant: the nonce and the total move as each task is admitted, so they tell
+        whoever reads them what the user does here and when."""
         u = to_checksum_address(user)
+        if reader_of(ctx, grant, "an account") != u:
+            raise ForbiddenError(f"the read grant is another user's, not {u}'s")
         latest = ctx.db.latest_voucher(u)
         voucher = None if latest is None else VoucherBody(cumulativeAmount=latest[0], signature=latest[1])
         return AccountPublic(

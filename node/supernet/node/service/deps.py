@@ -72,19 +72,24 @@ ReadGrantHeader = Annotated[
 ]
 
 
+def reader_of(ctx: NodeContext, grant: str | None, what: str) -> str:
+    """The user whose valid read grant for this node ``grant`` is (401 without one)."""
+    if grant is None:
+        raise UnauthorizedError(
+            f"reading {what} needs its user's read grant in {READ_HEADER} "
+            "(docs/protocol.md, 'Reading results')"
+        )
+    try:
+        return verify_read_grant(grant, ctx.address, ctx.auth.domain)
+    except ReadGrantError as exc:
+        raise UnauthorizedError(str(exc)) from None
+
+
 def load_own_task(ctx: NodeContext, task_id: str, grant: str | None) -> TaskRow:
     """The task ``task_id`` for the user who paid for it: 401 without a valid read grant, 404 if
     there is no such task, 403 if the grant is another user's. Task ids are public (every batch
     manifest lists them), so the id alone must not open a result."""
-    if grant is None:
-        raise UnauthorizedError(
-            f"reading a task needs its user's read grant in {READ_HEADER} "
-            "(docs/protocol.md, 'Reading results')"
-        )
-    try:
-        reader = verify_read_grant(grant, ctx.address, ctx.auth.domain)
-    except ReadGrantError as exc:
-        raise UnauthorizedError(str(exc)) from None
+    reader = reader_of(ctx, grant, "a task")
     task = load_task(ctx, task_id)
     if task.user.lower() != reader.lower():
         raise ForbiddenError(f"task {task.id} belongs to another user")

@@ -846,7 +846,8 @@ class Client:
 
     async def _sync_account(self, choice: NodeChoice) -> Any:
         url = f"{choice.url.rstrip('/')}/v1/accounts/{self.account.address}"
-        remote = parse(AccountPublic, await self._get(url), url)
+        got = await self.http.get(url, auth=await self._read_auth(choice.url))  # the user's own only
+        remote = parse(AccountPublic, answer(got), url)
         acct = self.state.accounts.get(self.state.key(self._domain_key, self.account.address, choice.address))
         if acct is not None and remote.billed > acct.cumulative:
             await self._adopt_unanswered(choice, acct)

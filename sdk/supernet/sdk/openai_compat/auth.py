@@ -25,6 +25,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 from supernet.sdk.chain.eip712 import Domain
 from supernet.sdk.client.ladder import DEFAULT_MAX_FEE, domain_key, proven_cumulative, rebase, sign_task
+from supernet.sdk.client.read_grant import READ_HEADER, ReadGrantAuth
 from supernet.sdk.client.state import ClientState
 from supernet.sdk.client.types import (
     DEFAULT_MIN_LIMITS,
@@ -67,6 +68,7 @@ class SupernetAuth(httpx.Auth):
         self._state_dir = state_dir
         self.state = ClientState.open(state_dir)
         self._nodes: dict[str, NodeInfo] = {}  # API base URL -> GET /v1/node
+        self._grants: dict[str, ReadGrantAuth] = {}  # node address -> this user's read grant there
         self._in_flight: dict[str, dict[int, int]] = {}  # node -> nonce -> cumulative signed
         self._lock = threading.Lock()  # the sync client may be shared between threads
 
@@ -115,7 +117,11 @@ class SupernetAuth(httpx.Auth):
             self._nodes[str(base)] = info
         node = to_checksum_address(info.address)
         accounts = f"{base}/accounts/{self.account.address}"
-        remote = parse(AccountPublic, answer((yield httpx.Request("GET", accounts))), accounts)
+        grant = self._grants.get(node)  # an account is readable by its user only
+        if grant is None:
+            grant = self._grants[node] = ReadGrantAuth(self.account, node, self.domain)
+        read = httpx.Request("GET", accounts, headers={READ_HEADER: grant.header()})
+        remote = parse(AccountPublic, answer((yield read)), accounts)
         body = json.loads(request.content)
         nonce, cumulative = self._sign_into(request, info, node, remote, body)
         try:
