@@ -302,3 +302,35 @@ async def test_defence_a_flood_of_unfunded_signers_holds_few_chain_reads_at_once
     assert peak == MAX_ADMISSION_CHAIN_READS
     assert statuses == [402] * MAX_ADMISSION_CHAIN_READS + [503] * (20 - MAX_ADMISSION_CHAIN_READS)
     assert _db(fake_node).task_count() == 0
+
+
+async def test_defence_a_flood_of_fresh_keys_does_not_turn_a_paying_user_away(fake_node: FakeNode) -> None:
+    """The bound above turns a flood into 503s; it must not turn them on the node's paying users.
+    A channel read open and funded in the last `FUNDED_CHANNEL_TTL_S` answers its user's next
+    request without a chain read, so while fresh keys hold every read slot, a user who paid a
+    moment ago is still admitted."""
+    from supernet.node.service.auth import MAX_ADMISSION_CHAIN_READS
+
+    reads: list[str] = []
+    release = asyncio.Event()
+    real = fake_node.chain.channel
+
+    async def slow_for_strangers(user: str) -> Channel:
+        reads.append(user)
+        if user != fake_node.user.address:
+            await release.wait()
+        return await real(user)
+
+    fake_node.chain.channel = slow_for_strangers  # type: ignore[method-assign]
+    first = await fake_node.http.post("/v1/tasks", json=fake_node.body("first", cumulative=FEE))
+    assert first.status_code == 202 and reads == [fake_node.user.address]
+    node, domain = fake_node.address, fake_node.chain.domain
+    flood = [signed_task(Account.create(), node, domain, "hi", cumulative=FEE, nonce=0) for _ in range(12)]
+    sent = [asyncio.ensure_future(fake_node.http.post("/v1/tasks", json=b)) for b in flood]
+    _, pending = await asyncio.wait(sent, timeout=1.0)
+    assert len(pending) == MAX_ADMISSION_CHAIN_READS  # every read slot held by the flood
+    second = await fake_node.http.post("/v1/tasks", json=fake_node.body("second", cumulative=2 * FEE))
+    assert second.status_code == 202, second.text  # admitted from what the chain said a moment ago
+    assert reads.count(fake_node.user.address) == 1
+    release.set()
+    await asyncio.gather(*sent)

@@ -57,6 +57,10 @@ def _hex(b: bytes) -> str:
 
 MAX_ADMISSION_CHAIN_READS = 8
 """Payment-channel reads admission runs at once (`Authenticator._channel`)."""
+FUNDED_CHANNEL_TTL_S = 15.0
+"""How long a channel read open and funded answers the same user's next requests without a read."""
+MAX_FUNDED_CHANNELS = 10_000
+"""Most funded channels remembered at once (each is a user who made a deposit)."""
 
 
 class Authenticator:
@@ -80,29 +84,44 @@ class Authenticator:
         self.task_fee = task_fee
         self._clock = clock
         self._chain_reads: asyncio.Semaphore | None = None  # made in the serving loop
+        self._funded: dict[str, tuple[float, Any]] = {}  # user -> (read at, a funded open channel)
 
-    async def _channel(self, chain: ChainPort, user: str) -> Any:
-        """The user's payment channel to this node, read from the chain.
+    async def _channel(self, chain: ChainPort, user: str, voucher: int) -> Any:
+        """The user's payment channel to this node, read from the chain (or known funded for it).
 
         Keys are free, so every signed request from a fresh one costs a chain read: at most
         `MAX_ADMISSION_CHAIN_READS` run at once, and a request past them is refused (503, retry)
         rather than queued, so a flood cannot take the RPC quota and the worker threads the
         batcher, the redeemer and the availability responder share. A failing chain is a 503 too.
+        A channel read in the last `FUNDED_CHANNEL_TTL_S` that was open and covered a voucher at
+        least this large answers without a read, so a flood of fresh keys does not turn the
+        node's paying users away. Staleness costs little: deposits only grow until a withdrawal
+        is requested, and one then waits far longer than the TTL, so the node can still redeem.
 
         Raises:
             UnavailableError: too many reads in flight, or the chain could not be read.
         """
+        now = self._clock()
+        known = self._funded.get(user)
+        if known is not None and now - known[0] < FUNDED_CHANNEL_TTL_S and voucher <= known[1].deposited:
+            return known[1]
         if self._chain_reads is None:
             self._chain_reads = asyncio.Semaphore(MAX_ADMISSION_CHAIN_READS)
         if self._chain_reads.locked():
             raise UnavailableError("too many payment checks in flight on this node; retry shortly")
         async with self._chain_reads:
             try:
-                return await chain.channel(user)
+                channel = await chain.channel(user)
             except Exception as exc:  # the chain's outage, not the request's fault
                 raise UnavailableError(
                     f"the payment channel cannot be read from the chain now ({type(exc).__name__}); retry"
                 ) from exc
+        if not channel.closing and voucher <= channel.deposited:  # only funded users: each paid a deposit
+            if len(self._funded) >= MAX_FUNDED_CHANNELS:
+                self._funded = {u: k for u, k in self._funded.items() if now - k[0] < FUNDED_CHANNEL_TTL_S}
+            if len(self._funded) < MAX_FUNDED_CHANNELS:
+                self._funded[user] = (now, channel)
+        return channel
 
     def _check_shape(self, s: SignedTask, agent: str, task_input: str | dict[str, Any]) -> TaskRequest:
         r = s.request
@@ -210,7 +229,7 @@ class Authenticator:
         guard = self._guard(user, req.nonce, s.voucher.cumulativeAmount, req.max_fee)
         guard(self.db.last_nonce(user), self.db.billed(user))
         if self.chain is not None:  # only funds this node alone can claim: the user's channel to it
-            channel = await self._channel(self.chain, user)
+            channel = await self._channel(self.chain, user, s.voucher.cumulativeAmount)
             if channel.closing:
                 raise PaymentError(
                     f"the payment channel of {user} to this node is closing (withdrawable at "
