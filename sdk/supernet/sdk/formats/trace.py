@@ -1013,7 +1013,8 @@ unverifiable, it is a call the trace cannot back."""
 
 
 def witness_reads(events: Sequence[Event]) -> list[tuple[str, str]]:
-    """The ``("block" | "file", cid)`` pairs a replay of ``events`` reads, first read first, once each."""
+    """The ``("block" | "file" | "read", cid)`` pairs a replay of ``events`` (and a re-run of its
+    ``store_read`` calls) reads, first read first, once each."""
     seen: dict[tuple[str, str], None] = {}
     for ev in events:
         for form, c in _reads(ev):
@@ -1049,10 +1050,6 @@ class VerifiedWitness:
     def file(self, key: str) -> bytes:
         """The file ``key``'s bytes (`KeyError` if the witness does not carry it)."""
         return self.files[canonical_cid(key)]
-
-    def raw_block(self, key: str) -> bytes:
-        """The raw block ``key``'s bytes (`KeyError` if the witness does not carry it)."""
-        return self.raw[canonical_cid(key)]
 
 
 def example_dag() -> dict[str, Any]:
