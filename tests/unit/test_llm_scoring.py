@@ -209,3 +209,17 @@ def test_score_packed_rejects_a_prompt_inside_the_prefix() -> None:
         score_packed(model, [ScoreRequest(LONG_PROMPT[:12], [1, 2])], prefix=kv)
     with pytest.raises(ValueError, match="prefix"):
         score_packed(model, [ScoreRequest([], [1, 2])])
+
+
+def test_the_sampled_bound_follows_the_noise_and_is_never_looser_than_before() -> None:
+    """`Tolerance.sample_bound`: a same-format pair allows 2e-4 of CDF mass at T >= 1 and 2e-4 / T
+    below (logit noise moves softmax(l / T)'s CDF by about noise / T), never past the former flat
+    1e-3; the bf16 bounds and the screen's stay flat, and so does a bound set above the cap."""
+    exact = Tolerance()
+    assert exact.sample_bound(2.0) == exact.sample_bound(1.0) == 2e-4
+    assert exact.sample_bound(0.5) == pytest.approx(4e-4)
+    assert exact.sample_bound(0.1) == exact.sample_bound(1e-6) == 1e-3
+    assert all(exact.sample_bound(t) <= 1e-3 for t in (1e-9, 0.01, 0.3, 0.9, 1.0, 5.0))
+    for flat in (Tolerance.bf16(), Tolerance.screening("float16-weights", "bfloat16")):
+        assert flat.sample_bound(0.05) == flat.sample_bound(1.0) == flat.sample_margin
+    assert Tolerance(sample_margin=0.01).sample_bound(0.2) == 0.01

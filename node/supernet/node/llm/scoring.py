@@ -467,7 +467,8 @@ class Tolerance:
         """The CDF distance a sampled token may be off at ``temperature``."""
         if not self.sample_scales or temperature >= 1:
             return self.sample_margin
-        return min(SAMPLE_MARGIN_CAP, self.sample_margin / max(temperature, 1e-9))
+        cap = max(SAMPLE_MARGIN_CAP, self.sample_margin)  # a bound set above the cap stays flat
+        return min(cap, self.sample_margin / max(temperature, 1e-9))
 
     @classmethod
     def bf16(cls) -> Tolerance:
