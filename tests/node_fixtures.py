@@ -120,6 +120,7 @@ class FakeChain:
 
     closing: dict[str, int] = field(default_factory=dict)
     max_batch: int = 256
+    withdrawal_delay_s: int = 86_400
     price: int = 0
 
     async def channel(self, user: str) -> Channel:
@@ -134,6 +135,9 @@ class FakeChain:
 
     async def max_redeem_batch(self) -> int:
         return self.max_batch
+
+    async def withdrawal_delay(self) -> int:
+        return self.withdrawal_delay_s
 
     signed: dict[str, tuple[bytes, int, str]] = field(default_factory=dict)
     mined: dict[str, int] = field(default_factory=dict)

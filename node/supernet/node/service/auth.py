@@ -56,9 +56,13 @@ def _hex(b: bytes) -> str:
 
 
 MAX_ADMISSION_CHAIN_READS = 8
-"""Payment-channel reads admission runs at once (`Authenticator._channel`)."""
+"""Payment-channel reads at once for users new to this node (`Authenticator._channel`)."""
 FUNDED_CHANNEL_TTL_S = 15.0
-"""How long a channel read open and funded answers the same user's next requests without a read."""
+"""Longest a channel read open and funded answers the same user's next requests without a read."""
+KNOWN_USER_CHAIN_READS = 4
+"""Payment-channel reads at once reserved for users who paid here before (`Authenticator._channel`)."""
+KNOWN_USER_WAIT_S = 5.0
+"""How long such a user's request waits for one of them before a 503."""
 MAX_FUNDED_CHANNELS = 10_000
 """Most funded channels remembered at once (each is a user who made a deposit)."""
 
@@ -83,45 +87,78 @@ class Authenticator:
         self.chain = chain
         self.task_fee = task_fee
         self._clock = clock
-        self._chain_reads: asyncio.Semaphore | None = None  # made in the serving loop
+        self._stranger_reads: asyncio.Semaphore | None = None  # made in the serving loop
+        self._known_reads: asyncio.Semaphore | None = None
+        self._ttl: float | None = None  # `_funded_ttl`, once the withdrawal delay is read
         self._funded: dict[str, tuple[float, Any]] = {}  # user -> (read at, a funded open channel)
 
     async def _channel(self, chain: ChainPort, user: str, voucher: int) -> Any:
         """The user's payment channel to this node, read from the chain (or known funded for it).
 
         Keys are free, so every signed request from a fresh one costs a chain read: at most
-        `MAX_ADMISSION_CHAIN_READS` run at once, and a request past them is refused (503, retry)
-        rather than queued, so a flood cannot take the RPC quota and the worker threads the
-        batcher, the redeemer and the availability responder share. A failing chain is a 503 too.
-        A channel read in the last `FUNDED_CHANNEL_TTL_S` that was open and covered a voucher at
-        least this large answers without a read, so a flood of fresh keys does not turn the
-        node's paying users away. Staleness costs little: deposits only grow until a withdrawal
-        is requested, and one then waits far longer than the TTL, so the node can still redeem.
+        `MAX_ADMISSION_CHAIN_READS` of those run at once, and one past them is refused (503,
+        retry) rather than queued, so a flood cannot take the RPC quota and the worker threads the
+        batcher, the redeemer and the availability responder share. A user who has paid here
+        before (a nonce on record) reads through slots of its own (`KNOWN_USER_CHAIN_READS`,
+        waiting up to `KNOWN_USER_WAIT_S`), which a flood of fresh keys cannot hold. A channel
+        read open and covering a voucher at least this large answers the same user's requests
+        for `funded_ttl` without a read. A failing chain is a 503.
 
         Raises:
-            UnavailableError: too many reads in flight, or the chain could not be read.
+            UnavailableError: no read slot, or the chain could not be read.
         """
         now = self._clock()
         known = self._funded.get(user)
-        if known is not None and now - known[0] < FUNDED_CHANNEL_TTL_S and voucher <= known[1].deposited:
+        if (
+            known is not None
+            and now - known[0] < await self._funded_ttl(chain)
+            and voucher <= known[1].deposited
+        ):
             return known[1]
-        if self._chain_reads is None:
-            self._chain_reads = asyncio.Semaphore(MAX_ADMISSION_CHAIN_READS)
-        if self._chain_reads.locked():
-            raise UnavailableError("too many payment checks in flight on this node; retry shortly")
-        async with self._chain_reads:
-            try:
-                channel = await chain.channel(user)
-            except Exception as exc:  # the chain's outage, not the request's fault
-                raise UnavailableError(
-                    f"the payment channel cannot be read from the chain now ({type(exc).__name__}); retry"
-                ) from exc
+        gate = await self._read_slot(user)
+        try:
+            channel = await chain.channel(user)
+        except Exception as exc:  # the chain's outage, not the request's fault
+            raise UnavailableError(
+                f"the payment channel cannot be read from the chain now ({type(exc).__name__}); retry"
+            ) from exc
+        finally:
+            gate.release()
         if not channel.closing and voucher <= channel.deposited:  # only funded users: each paid a deposit
+            ttl = await self._funded_ttl(chain)
             if len(self._funded) >= MAX_FUNDED_CHANNELS:
-                self._funded = {u: k for u, k in self._funded.items() if now - k[0] < FUNDED_CHANNEL_TTL_S}
-            if len(self._funded) < MAX_FUNDED_CHANNELS:
+                self._funded = {u: k for u, k in self._funded.items() if now - k[0] < ttl}
+            if ttl > 0 and len(self._funded) < MAX_FUNDED_CHANNELS:
                 self._funded[user] = (now, channel)
         return channel
+
+    async def _read_slot(self, user: str) -> asyncio.Semaphore:
+        """A held chain-read slot for ``user`` (the caller releases it); see `_channel`."""
+        if self._stranger_reads is None or self._known_reads is None:
+            self._stranger_reads = asyncio.Semaphore(MAX_ADMISSION_CHAIN_READS)
+            self._known_reads = asyncio.Semaphore(KNOWN_USER_CHAIN_READS)
+        if self.db.last_nonce(user) < 0:
+            if self._stranger_reads.locked():
+                raise UnavailableError("too many payment checks in flight on this node; retry shortly")
+            await self._stranger_reads.acquire()
+            return self._stranger_reads
+        try:
+            await asyncio.wait_for(self._known_reads.acquire(), KNOWN_USER_WAIT_S)
+        except TimeoutError:
+            raise UnavailableError("this node's payment checks are all busy; retry shortly") from None
+        return self._known_reads
+
+    async def _funded_ttl(self, chain: ChainPort) -> float:
+        """How long a funded open channel answers without a read: `FUNDED_CHANNEL_TTL_S`, but at most
+        a quarter of the contract's withdrawal delay (a withdrawal requested meanwhile must leave the
+        node time to redeem), and 0 (no cache) if the delay cannot be read."""
+        if self._ttl is None:
+            try:
+                delay = await chain.withdrawal_delay()
+            except Exception:  # the next funded read tries again
+                return 0.0
+            self._ttl = min(FUNDED_CHANNEL_TTL_S, delay / 4)
+        return self._ttl
 
     def _check_shape(self, s: SignedTask, agent: str, task_input: str | dict[str, Any]) -> TaskRequest:
         r = s.request

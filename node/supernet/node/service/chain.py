@@ -74,6 +74,7 @@ class Web3Chain:
         self.price_per_token = price_per_token
         self._tx_lock = asyncio.Lock()
         self._max_redeem_batch: int | None = None
+        self._withdrawal_delay: int | None = None
         self._slots: BatchSlots | None = None
 
     @property
@@ -98,6 +99,12 @@ class Web3Chain:
         if self._max_redeem_batch is None:
             self._max_redeem_batch = await asyncio.to_thread(self.contracts.payments.max_redeem_batch)
         return self._max_redeem_batch
+
+    async def withdrawal_delay(self) -> int:
+        """The contract's ``WITHDRAWAL_DELAY``."""
+        if self._withdrawal_delay is None:
+            self._withdrawal_delay = await asyncio.to_thread(self.contracts.payments.withdrawal_delay)
+        return self._withdrawal_delay
 
     def _batch_slots(self) -> BatchSlots:
         """This node's slots, read once from its ``SlotsReserved`` and ``BatchCommitted`` events

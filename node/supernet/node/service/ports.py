@@ -149,6 +149,11 @@ class ChainPort(Protocol):
         """Most vouchers one redemption takes."""
         ...
 
+    async def withdrawal_delay(self) -> int:
+        """Seconds between a user's withdrawal request and the withdrawal (the contract's
+        ``WITHDRAWAL_DELAY``): how long a channel seen open stays redeemable."""
+        ...
+
     async def sign_commit(
         self, root: bytes, count: int, manifest_cid: str, vouchers: Sequence[SignedVoucher] = ()
     ) -> SignedCommit:
