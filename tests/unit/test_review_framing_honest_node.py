@@ -26,8 +26,7 @@ from supernet.node.service.auth import Authenticator
 from supernet.node.service.db import Database
 from supernet.node.service.errors import DeadlinePassedError, PaymentError, ReplayError, WrongNodeError
 from supernet.node.service.schemas import SignedTask
-from supernet.sdk.chain.eip712 import Domain, TaskRequest, hash_task_request, sign_task_request, sign_voucher
-from supernet.sdk.chain.eip712 import Voucher as VoucherMsg
+from supernet.sdk.chain.eip712 import Domain, TaskRequest, hash_task_request
 from supernet.sdk.chain.receipts import (
     Receipt,
     input_hash,
@@ -40,6 +39,8 @@ from supernet.sdk.client.verify import check_receipt
 from supernet.sdk.store.cids import compute_cid, encode_dag
 from supernet.validator.llm_check import check_shape
 from supernet.validator.trace_view import LLMCall
+
+from tests.node_fixtures import signed_task
 
 DOMAIN = Domain(chain_id=31337, verifying_contract="0x" + "44" * 20)
 USER = Account.from_key("0x" + "b1" * 32)
@@ -76,26 +77,21 @@ def _auth(node: Any, clock: float = 1_000.0) -> Authenticator:
 def _signed(
     node: Any, task_input: Any, *, nonce: int = 1, cumulative: int = FEE, deadline: int = 10_000
 ) -> tuple[str, SignedTask]:
-    req = TaskRequest(
-        user=USER.address,
-        node=node.address,
-        model_id=bytes.fromhex(MODEL_ID[2:]),
-        agent_hash=bytes.fromhex(AGENT_HASH[2:]),
-        input_hash=input_hash(task_input),
-        max_fee=FEE,
+    body = signed_task(
+        USER,
+        node.address,
+        DOMAIN,
+        task_input,
+        cumulative=cumulative,
+        fee=FEE,
         nonce=nonce,
         deadline=deadline,
+        model_id=MODEL_ID,
+        agent_hash=AGENT_HASH,
     )
-    voucher = VoucherMsg(user=USER.address, node=node.address, cumulative_amount=cumulative)
-    body = {
-        "request": req.to_json(),
-        "signature": "0x" + sign_task_request(req, DOMAIN, USER).hex(),
-        "voucher": {
-            "cumulativeAmount": str(cumulative),
-            "signature": "0x" + sign_voucher(voucher, DOMAIN, USER).hex(),
-        },
-    }
-    return "0x" + hash_task_request(req, DOMAIN).hex(), SignedTask.model_validate(body)
+    auth = {k: body[k] for k in ("request", "signature", "voucher")}  # without the task's agent and input
+    req = TaskRequest.from_json(body["request"])
+    return "0x" + hash_task_request(req, DOMAIN).hex(), SignedTask.model_validate(auth)
 
 
 # -- replays of signed requests ----------------------------------------------------------------------

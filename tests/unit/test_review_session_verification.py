@@ -212,9 +212,11 @@ async def test_defence_a_malformed_witness_backs_no_store_read(store_client: Any
     forged = ToolCall(
         3, "store_read", {"cid": ghost}, {"cid": ghost, "size": 9, "text": "approved!"}, None, True
     )
-    malformed = SimpleNamespace(doc=SimpleNamespace(witness=Witness(blocks=(b"not dag-cbor",))))
+    malformed = SimpleNamespace(
+        doc=SimpleNamespace(witness=Witness(blocks=(b"not dag-cbor",))), tool_calls=(forged,)
+    )
     verified = verifier_witness(malformed)  # type: ignore[arg-type]
-    assert verified.blocks == {} and verified.raw == {}
+    assert verified is not None and verified.blocks == {} and verified.raw == {}
     findings, _, why = await check_tools((forged,), RegistryRunner(store_client), verified)
     assert [f.check.value for f in findings] == ["tool"] and why is None
 

@@ -112,7 +112,7 @@ def _own_words(call: ToolCall) -> bool:
     if _TIMEOUT.fullmatch(error) and error.split(" ", 3)[2] == call.name:
         return True
     cid = call.args.get("cid") if isinstance(call.args, Mapping) else None
-    return call.name == "store_read" and error == f"ToolUnavailableError: {NOT_READABLE.format(cid=cid)}"
+    return call.name == STORE_READ and error == f"ToolUnavailableError: {NOT_READABLE.format(cid=cid)}"
 
 
 _TIMEOUT = re.compile(r"ToolTimeoutError: tool [a-z_]+ timed out after [0-9]+(\.[0-9]+)? s")

@@ -38,8 +38,8 @@ from supernet.sdk.chain.merkle import ReceiptTree
 from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.formats.fields import FormatError
 from supernet.sdk.formats.manifest import BatchManifest, ManifestEntry
+from supernet.sdk.formats.trace import STORE_READ, VerifiedWitness, Witness
 from supernet.sdk.formats.trace import Trace as TraceDoc
-from supernet.sdk.formats.trace import VerifiedWitness, Witness
 from supernet.sdk.models import compute_of
 from supernet.sdk.store.errors import InvalidBlockError, InvalidCIDError
 from supernet.validator.consistency import check_receipt, check_trace, check_trace_hash
@@ -619,9 +619,12 @@ def _dtype(scorer: Scorer) -> str:
     return str(getattr(scorer, "dtype", "float32"))
 
 
-def _witness(trace: Trace) -> VerifiedWitness:
-    """The trace's witness keyed by recomputed CIDs; an empty one where it is malformed (the replay
-    reports that), so a re-run ``store_read`` never falls back on this validator's store."""
+def _witness(trace: Trace) -> VerifiedWitness | None:
+    """The witness a re-run ``store_read`` reads, keyed by recomputed CIDs: None when the trace has no
+    ``store_read`` (nothing to hash again for the tool check), an empty one where it is malformed
+    (the replay reports that), so such a re-run never falls back on this validator's store."""
+    if not any(call.name == STORE_READ for call in trace.tool_calls):
+        return None
     try:
         return VerifiedWitness(trace.doc.witness)
     except FormatError:

@@ -846,8 +846,7 @@ class Client:
 
     async def _sync_account(self, choice: NodeChoice) -> Any:
         url = f"{choice.url.rstrip('/')}/v1/accounts/{self.account.address}"
-        got = await self.http.get(url, auth=await self._read_auth(choice.url))  # the user's own only
-        remote = parse(AccountPublic, answer(got), url)
+        remote = parse(AccountPublic, await self._get(url, await self._read_auth(choice.url)), url)
         acct = self.state.accounts.get(self.state.key(self._domain_key, self.account.address, choice.address))
         if acct is not None and remote.billed > acct.cumulative:
             await self._adopt_unanswered(choice, acct)
@@ -966,8 +965,9 @@ class Client:
             auth = self._read_auths[base] = ReadGrantAuth(self.account, address, self.contracts.domain)
         return auth
 
-    async def _get(self, url: str) -> Any:
-        return answer(await self.http.get(url))
+    async def _get(self, url: str, auth: httpx.Auth | None = None) -> Any:
+        """``GET url``'s answer (``auth``: a read grant, for what only its user may read)."""
+        return answer(await self.http.get(url) if auth is None else await self.http.get(url, auth=auth))
 
     async def _post(self, url: str, body: dict[str, Any]) -> Any:
         return answer(await self.http.post(url, json=body))

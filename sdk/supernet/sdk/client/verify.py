@@ -24,13 +24,12 @@ from supernet.sdk.chain.eip712 import (
 from supernet.sdk.chain.merkle import verify as merkle_verify
 from supernet.sdk.chain.receipts import (
     Receipt,
-    input_hash,
     output_hash,
     recover_receipt_signer,
     trace_hash,
 )
 from supernet.sdk.errors import SupernetError
-from supernet.sdk.formats.binding import trace_receipt_mismatches
+from supernet.sdk.formats.binding import signed_input_hash_or_reason, trace_receipt_mismatches
 from supernet.sdk.formats.fields import FormatError
 from supernet.sdk.formats.profile import AgentProfile, profile_hash_or_reason
 from supernet.sdk.formats.trace import TRACE_TYPE, Trace, trace_from_block
@@ -87,14 +86,6 @@ PENDING_CHECK = "committed on chain"
 
 def _hex(b: bytes) -> str:
     return "0x" + b.hex()
-
-
-def _signed_input_hash(task_input: Any) -> str:
-    """The ``0x`` hash a request signs for ``task_input``, or why it has none (never equal to a hash)."""
-    try:
-        return _hex(input_hash(task_input))
-    except (TypeError, ValueError) as exc:  # InputEncodingError: no canonical form
-        return f"no canonical form: {exc}"
 
 
 def check_receipt(
@@ -170,7 +161,7 @@ def check_receipt(
     rep.add("user", to_checksum_address(receipt.user) == to_checksum_address(user), receipt.user)
     if task_input is not None:
         ih = _hex(receipt.input_hash)
-        rep.add("input hash", ih == _signed_input_hash(task_input), ih)
+        rep.add("input hash", ih == signed_input_hash_or_reason(task_input), ih)
     if output is not None:
         rep.add("output hash", receipt.output_hash == output_hash(output), _hex(receipt.output_hash))
     if model_id is not None:

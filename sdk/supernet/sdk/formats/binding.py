@@ -37,8 +37,18 @@ def input_hash_or_reason(value: Any) -> str:
     normal form (`normal_input`): ``8.0`` hashes like ``8``, so a node could otherwise run an
     agent on another value than the one the user signed under the same hash."""
     try:
-        if not is_normal_input(value):
-            return "not in its normal form (the value its canonical JSON reads back as, e.g. 8 for 8.0)"
+        normal = is_normal_input(value)
+    except (TypeError, ValueError) as exc:  # InputEncodingError: no canonical form
+        return f"no canonical form: {exc}"
+    if not normal:
+        return "not in its normal form (the value its canonical JSON reads back as, e.g. 8 for 8.0)"
+    return signed_input_hash_or_reason(value)
+
+
+def signed_input_hash_or_reason(value: Any) -> str:
+    """The ``0x`` hash a request signs for ``value`` (RFC 8785: ``8.0`` and ``8`` alike), or why it
+    has none: what a user's own value is checked by, where a trace's is held to `input_hash_or_reason`."""
+    try:
         return _hex(input_hash(value))
     except (TypeError, ValueError) as exc:  # InputEncodingError: no canonical form
         return f"no canonical form: {exc}"
