@@ -31,7 +31,7 @@ from supernet.node.agents.registry import AgentRegistry
 from supernet.node.faults import FaultInjector, FaultKind
 from supernet.node.kernel.kernel import Kernel
 from supernet.node.llm import LLMEngine
-from supernet.node.llm.loader import load_model
+from supernet.node.llm.loader import default_compute, load_model
 from supernet.sdk.store import StoreClient
 from supernet.sdk.store.embedded import serve_in_thread
 from supernet.validator import verifier as verifier_module
@@ -55,7 +55,10 @@ async def gen(args: argparse.Namespace, out: Path) -> tuple[Any, Any, float]:
     """Generate ``--tasks`` honest probe tasks into the store under ``out`` (as bench_verify's
     honest phase): their manifest entries, receipts and the node's wall seconds."""
     torch.set_num_threads(2)
-    loaded = load_model(args.model, max_positions=1024)
+    # in the format a node on this device serves by default, as bench_verify generates
+    loaded = load_model(
+        args.model, max_positions=1024, compute=args.compute or default_compute(torch.device("cpu"))
+    )
     url, stop_store = serve_in_thread(out / "store")
     store = StoreClient(url)
     specs: dict[FaultKind, float] = {}
@@ -79,7 +82,13 @@ def save(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     entries, receipts, seconds = asyncio.run(gen(args, out))
     (out / "tasks.pkl").write_bytes(pickle.dumps((entries, receipts)))
-    meta = {"tasks": args.tasks, "tokens": args.tokens, "generation_s": seconds, "model": args.model}
+    meta = {
+        "tasks": args.tasks,
+        "tokens": args.tokens,
+        "generation_s": seconds,
+        "model": args.model,
+        "compute": args.compute or default_compute(torch.device("cpu")),
+    }
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(json.dumps(meta))
 
@@ -167,6 +176,7 @@ if __name__ == "__main__":
     g.add_argument("--tokens", type=int, default=48, help="max new tokens per LLM call")
     g.add_argument("--offset", type=int, default=0, help="first request nonce")
     g.add_argument("--model", default="smollm2-135m")
+    g.add_argument("--compute", help="the node's served format (default: this device's default)")
     for name in ("time", "profile"):
         s = sub.add_parser(name, help=f"{name} verification of the saved tasks")
         s.add_argument(

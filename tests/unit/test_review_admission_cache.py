@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -24,7 +25,10 @@ from supernet.node.service import auth as auth_module
 from supernet.node.service.auth import FUNDED_CHANNEL_TTL_S, MAX_ADMISSION_CHAIN_READS, Authenticator
 from supernet.sdk.chain.eip712 import Domain, ReadGrant, sign_typed
 from supernet.sdk.chain.payments import Channel
+from supernet.sdk.client import client as client_module
+from supernet.sdk.client.client import Client
 from supernet.sdk.client.read_grant import READ_HEADER, sign_read_grant
+from supernet.sdk.client.types import ClientError, PreparedTask
 from supernet.sdk.openai_compat import SupernetAuth
 
 from tests.node_fixtures import FakeNode, make_fake_node, signed_task
@@ -83,8 +87,8 @@ async def _flood(node: FakeNode, n: int = 12) -> list[asyncio.Future[httpx.Respo
 # -- known limits -----------------------------------------------------------------------------------
 
 
-async def test_known_limit_a_flood_of_free_keys_turns_away_a_new_paying_user_but_not_a_returning_one(
-    fake_node: FakeNode,
+async def test_defence_a_flood_of_free_keys_delays_a_new_paying_user_and_not_a_returning_one(
+    fake_node: FakeNode, tmp_path: Path
 ) -> None:
     """Found by this review: the funded-channel cache covered only a user read in the last 15 s,
     and everyone else competed with free keys for the 8 read slots; a flood (~8 / RPC latency
@@ -92,11 +96,11 @@ async def test_known_limit_a_flood_of_free_keys_turns_away_a_new_paying_user_but
     after 15 s. Fixed for (b): a user with a nonce on record here reads through slots of its own
     (`KNOWN_USER_CHAIN_READS`, waiting up to `KNOWN_USER_WAIT_S`), which free keys cannot hold.
 
-    Still a limit, (a): a key with no task here yet is indistinguishable from the flood's free
-    keys (a deposit would tell them apart, but seeing it is the very read being rationed), so a
-    user's first task waits out the flood (503, retry). The SDK Client treats a 5xx after the
-    voucher was sent as a hard error (client.py `_submit`); retrying an admission 503 with the
-    same signed body is safe (nothing is stored; a stored one answers 409 with its task id)."""
+    (a) was a known limit (the SDK failed the first task with a 503): a key with no task here yet
+    is indistinguishable from the flood's free keys (a deposit would tell them apart, but seeing it
+    is the very read being rationed). Now admission answers ``503 busy`` with ``Retry-After`` and
+    the SDK's `Client._send` sends the same signed body again: the new user's first task waits out
+    the flood and is admitted once, with its own nonce."""
     honest_new = Account.create()
     fake_node.chain.deposits[honest_new.address] = 10**18  # deposited a moment ago
     reads, release = _reads(fake_node, fast={fake_node.user.address, honest_new.address})
@@ -104,22 +108,55 @@ async def test_known_limit_a_flood_of_free_keys_turns_away_a_new_paying_user_but
     assert first.status_code == 202  # a paying user, on record now
     sent = await _flood(fake_node)
     try:
-        # (a) a funded user's first request: refused while the flood lasts
+        # (a) a funded user's first request: refused while the flood lasts, with a retry hint...
         body = signed_task(
             honest_new, fake_node.address, fake_node.chain.domain, "hi", cumulative=FEE, nonce=0
         )
         new = await fake_node.http.post("/v1/tasks", json=body)
-        assert new.status_code == 503 and new.json()["error"]["code"] == "unavailable"
+        assert new.status_code == 503 and new.json()["error"]["code"] == "busy"
+        assert new.headers["retry-after"] == "1"
         # (b) the paying user, 16 s later (their cache entry expired): admitted through its own slots
         auth = _auth(fake_node)
         auth._clock = lambda: time.time() + FUNDED_CHANNEL_TTL_S + 1  # type: ignore[method-assign]
         back = await fake_node.http.post("/v1/tasks", json=fake_node.body("back", cumulative=2 * FEE))
         assert back.status_code == 202, back.text
         assert honest_new.address not in reads and reads.count(fake_node.user.address) == 2
+        # ...and the SDK's client, sending it, waits the flood out (released after 0.3 s here)
+        client = _sdk_client(tmp_path, honest_new, fake_node)
+        prepared = _prepared(fake_node, body)
+        asyncio.get_running_loop().call_later(0.3, release.set)
+        created = await client._send(prepared)
+        assert created.status == "accepted" and created.user == honest_new.address
     finally:
         release.set()
         await asyncio.gather(*sent)
-    assert _db(fake_node).task_count() == 2
+    assert _db(fake_node).task_count() == 3 and _db(fake_node).last_nonce(honest_new.address) == 0
+
+
+def _prepared(node: FakeNode, body: dict[str, Any]) -> PreparedTask:
+    """``body`` (a signed ``POST /v1/tasks`` body) as the SDK's `PreparedTask` for ``node``."""
+    return PreparedTask(
+        task_id="0x" + "00" * 32,  # the client's own bookkeeping key; the node derives the real one
+        node=SimpleNamespace(url="http://node", address=node.address),  # type: ignore[arg-type]
+        signed={k: body[k] for k in ("request", "signature", "voucher")},
+        agent=body["agent"],
+        input=body["input"],
+        model_id=body["request"]["modelId"],
+        fee=FEE,
+        cumulative=FEE,
+    )
+
+
+def _sdk_client(tmp_path: Path, user: Any, node: FakeNode) -> Client:
+    """The SDK's real `Client` for ``user`` (no chain reads are made by ``_send``), talking to the
+    in-process app."""
+    contracts = SimpleNamespace(account=user, domain=node.chain.domain)
+    client = Client(contracts, state_dir=tmp_path / "client")  # type: ignore[arg-type]
+    assert node.service.app is not None
+    client.http = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=node.service.app), base_url="http://node"
+    )
+    return client
 
 
 async def test_known_limit_a_withdrawal_is_not_seen_for_up_to_15_s(fake_node: FakeNode) -> None:
@@ -235,7 +272,7 @@ async def test_defence_a_503_leaves_nothing_behind_and_the_same_request_is_admit
     body = fake_node.body("retry me", cumulative=FEE)
     fake_node.chain.channel = down  # type: ignore[method-assign]
     resp = await fake_node.http.post("/v1/tasks", json=body)
-    assert resp.status_code == 503 and resp.json()["error"]["code"] == "unavailable"
+    assert resp.status_code == 503 and resp.json()["error"]["code"] == "busy"
     assert auth._funded == {} and _db(fake_node).last_nonce(fake_node.user.address) == -1
     fake_node.chain.channel = real  # type: ignore[method-assign]
     assert (await fake_node.http.post("/v1/tasks", json=body)).status_code == 202
@@ -373,3 +410,35 @@ async def test_defence_the_openai_path_reads_its_account_after_lost_state_and_on
         await second.http.aclose()
         await second.service.cleanup()
         await second.store.aclose()
+
+
+async def test_defence_the_sdk_gives_up_on_a_node_that_stays_busy(
+    fake_node: FakeNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node (or a flood) that answers ``busy`` for ever cannot hold the SDK's client: it sends
+    the body `BUSY_RETRIES` more times, then raises the node's 503, and nothing was stored."""
+    monkeypatch.setattr(client_module, "BUSY_WAIT_MAX_S", 0.01)  # the waits, not their count
+    honest_new = Account.create()
+    fake_node.chain.deposits[honest_new.address] = 10**18
+    _, release = _reads(fake_node, fast=set())
+    sent = await _flood(fake_node)
+    try:
+        body = signed_task(
+            honest_new, fake_node.address, fake_node.chain.domain, "hi", cumulative=FEE, nonce=0
+        )
+        client = _sdk_client(tmp_path, honest_new, fake_node)
+        posts: list[str] = []
+        client.http.event_hooks["request"].append(lambda req: _count(posts, req))
+        prepared = _prepared(fake_node, body)
+        with pytest.raises(ClientError) as err:
+            await client._send(prepared)
+        assert err.value.status == 503 and err.value.error["code"] == "busy"
+        assert len(posts) == client_module.BUSY_RETRIES + 1
+    finally:
+        release.set()
+        await asyncio.gather(*sent)
+    assert _db(fake_node).last_nonce(honest_new.address) == -1
+
+
+async def _count(posts: list[str], request: httpx.Request) -> None:
+    posts.append(request.method)

@@ -141,7 +141,7 @@ async def test_known_limit_every_unfunded_signer_costs_the_node_a_chain_read(fak
 async def test_defence_a_chain_outage_at_admission_is_a_retryable_503(fake_node: FakeNode) -> None:
     """Attack (found by this review, fixed): an RPC failure while admission read the user's
     payment channel escaped as a bare ``500 Internal Server Error`` in text/plain. Defence: it is
-    ``503 unavailable`` in the error format (retry), and nothing is stored."""
+    ``503 busy`` in the error format with ``Retry-After`` (retry as it is), and nothing is stored."""
 
     async def down(user: str) -> Channel:
         raise ConnectionError("rpc unreachable")
@@ -150,7 +150,8 @@ async def test_defence_a_chain_outage_at_admission_is_a_retryable_503(fake_node:
     body = fake_node.body("hello", cumulative=FEE)
     async with _stranger(fake_node) as client:
         resp = await client.post("/v1/tasks", json=body)
-    assert resp.status_code == 503 and resp.json()["error"]["code"] == "unavailable", resp.text
+    assert resp.status_code == 503 and resp.json()["error"]["code"] == "busy", resp.text
+    assert resp.headers["retry-after"] == "1"
     db = _db(fake_node)
     assert db.task_count() == 0 and db.last_nonce(fake_node.user.address) == -1  # nothing written
 

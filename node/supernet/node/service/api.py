@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from supernet.node.service import routes_chat, routes_store, routes_tasks
 from supernet.node.service.deps import Ctx, NodeContext, ReadGrantHeader, reader_of
-from supernet.node.service.errors import ForbiddenError, NodeError
+from supernet.node.service.errors import BusyError, ForbiddenError, NodeError
 from supernet.node.service.metrics import METRICS
 from supernet.node.service.schemas import (
     AccountPublic,
@@ -86,7 +86,10 @@ def _error(status: int, code: str, message: str, **detail: Any) -> JSONResponse:
 
 async def _node_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, NodeError)
-    return _error(exc.status, exc.code, exc.message, **exc.detail)
+    response = _error(exc.status, exc.code, exc.message, **exc.detail)
+    if isinstance(exc, BusyError):
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+    return response
 
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:

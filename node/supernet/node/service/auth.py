@@ -21,6 +21,7 @@ from supernet.node.service.db import Database
 from supernet.node.service.errors import (
     BadRequestError,
     BadSignatureError,
+    BusyError,
     DeadlinePassedError,
     ForbiddenError,
     InputHashMismatchError,
@@ -28,7 +29,6 @@ from supernet.node.service.errors import (
     ModelNotServedError,
     PaymentError,
     ReplayError,
-    UnavailableError,
     WrongNodeError,
 )
 from supernet.node.service.models import NewTask
@@ -105,7 +105,7 @@ class Authenticator:
         for `funded_ttl` without a read. A failing chain is a 503.
 
         Raises:
-            UnavailableError: no read slot, or the chain could not be read.
+            BusyError: no read slot, or the chain could not be read (503, retry as it is).
         """
         now = self._clock()
         known = self._funded.get(user)
@@ -119,7 +119,7 @@ class Authenticator:
         try:
             channel = await chain.channel(user)
         except Exception as exc:  # the chain's outage, not the request's fault
-            raise UnavailableError(
+            raise BusyError(
                 f"the payment channel cannot be read from the chain now ({type(exc).__name__}); retry"
             ) from exc
         finally:
@@ -139,13 +139,13 @@ class Authenticator:
             self._known_reads = asyncio.Semaphore(KNOWN_USER_CHAIN_READS)
         if self.db.last_nonce(user) < 0:
             if self._stranger_reads.locked():
-                raise UnavailableError("too many payment checks in flight on this node; retry shortly")
+                raise BusyError("too many payment checks in flight on this node; retry shortly")
             await self._stranger_reads.acquire()
             return self._stranger_reads
         try:
             await asyncio.wait_for(self._known_reads.acquire(), KNOWN_USER_WAIT_S)
         except TimeoutError:
-            raise UnavailableError("this node's payment checks are all busy; retry shortly") from None
+            raise BusyError("this node's payment checks are all busy; retry shortly") from None
         return self._known_reads
 
     async def _funded_ttl(self, chain: ChainPort) -> float:

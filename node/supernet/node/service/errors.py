@@ -140,3 +140,12 @@ class UnavailableError(NodeError):
 
     status = 503
     code = "unavailable"
+
+
+class BusyError(UnavailableError):
+    """Admission is shedding load (its payment checks are all in flight, or the chain could not be
+    read): nothing was stored or billed, so the same signed request may be sent again as it is
+    after ``Retry-After`` seconds (the SDK's client does, a few times)."""
+
+    code = "busy"
+    retry_after_s: ClassVar[int] = 1

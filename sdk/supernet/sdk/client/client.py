@@ -60,6 +60,8 @@ from supernet.sdk.store.errors import InvalidCIDError
 log = logging.getLogger(__name__)
 MAX_FAILOVER = 3  # nodes tried in turn when the best ranked ones are down (before any payment)
 CONNECT_RETRIES = 2
+BUSY_RETRIES = 4  # a node's admission answering 503 ``busy`` (nothing stored): the same body, sent again
+BUSY_WAIT_MAX_S = 5.0  # the longest ``Retry-After`` honoured between those tries
 STREAM_READ_TIMEOUT_S = 60.0
 
 
@@ -544,9 +546,21 @@ class Client:
         self.accepted(p)
 
     async def _send(self, p: PreparedTask) -> TaskPublic:
+        """``POST /v1/tasks``. A ``503 busy`` (admission shedding load: nothing stored, no nonce
+        used) is answered by sending the very same signed body again after the node's
+        ``Retry-After``, up to `BUSY_RETRIES` times: a user's first task during a flood of free keys
+        waits the flood out instead of failing (a stored copy would answer 409, never run twice)."""
         endpoint = p.node.url.rstrip("/") + "/v1/tasks"
+        attempt = 0
         try:
-            return parse(TaskPublic, await self._post(endpoint, p.task_body()), endpoint)
+            while True:
+                resp = await self.http.post(endpoint, json=p.task_body())
+                if not _busy(resp) or attempt == BUSY_RETRIES:
+                    return parse(TaskPublic, answer(resp), endpoint)
+                attempt += 1
+                wait = min(_retry_after(resp) * attempt, BUSY_WAIT_MAX_S)
+                log.warning("node %s is busy; sending task %s again in %.1f s", p.node.url, p.task_id, wait)
+                await asyncio.sleep(wait)
         except ClientError as exc:
             if exc.status is not None:  # the node answered with a refusal: nothing stored or billed
                 self.state.tasks.pop(p.task_id, None)
@@ -971,6 +985,26 @@ class Client:
 
     async def _post(self, url: str, body: dict[str, Any]) -> Any:
         return answer(await self.http.post(url, json=body))
+
+
+def _busy(resp: httpx.Response) -> bool:
+    """A node's ``503 busy``: admission shed the request before storing anything."""
+    if resp.status_code != 503:
+        return False
+    try:
+        error = resp.json().get("error", {})
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(error, dict) and error.get("code") == "busy"
+
+
+def _retry_after(resp: httpx.Response) -> float:
+    """The node's ``Retry-After`` in seconds (1 when absent or not a number), in [0.1, 5]."""
+    try:
+        seconds = float(resp.headers.get("retry-after", "1"))
+    except ValueError:
+        seconds = 1.0
+    return min(max(seconds, 0.1), BUSY_WAIT_MAX_S) if seconds == seconds else 1.0
 
 
 def _node_down(exc: Exception) -> bool:
