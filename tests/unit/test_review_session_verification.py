@@ -28,10 +28,11 @@ from typing import Any
 
 import torch
 from multiformats import CID
-from supernet.node.kernel.access import NOT_READABLE, AccessManager, NodePolicy
+from supernet.node.kernel.access import NOT_READABLE, AccessManager, Capabilities, NodePolicy
+from supernet.node.kernel.agent_run import task_context
 from supernet.node.kernel.builtin_tools import builtin_tools
 from supernet.node.kernel.tools import Tool, ToolRegistry
-from supernet.node.kernel.trace import collect_witness
+from supernet.node.kernel.trace import TraceRecorder, collect_witness, trace_size
 from supernet.node.llm.sampling import SamplingParams, select, selection_margin, uniform
 from supernet.node.llm.scoring import Tolerance
 from supernet.sdk.formats.trace import MAX_TRACE_BYTES, ToolEvent, VerifiedWitness, Witness
@@ -331,3 +332,41 @@ def test_defence_the_exact_arbiter_judges_every_sampled_call_by_default() -> Non
     assert ModelSettings.model_fields["arbiter_sample_fraction"].default == 1.0
     default = inspect.signature(Verifier).parameters["arbiter_sample_fraction"].default
     assert default == 1.0
+
+
+async def test_defence_the_trace_size_gate_reads_each_witness_item_once(store_client: Any) -> None:
+    """Left by the last review: the gate (`trace_size`, before every LLM call and after every
+    ``store_read``) collected the whole witness from the store again each time, O(n^2) reads for
+    a task of n reads. Now a task's `TraceRecorder.witness_cache` keeps what was read by (form, CID):
+    every item is read once however often the gate runs, and the witness built from the cache is
+    the one a fresh collection gives (what the validator re-runs against)."""
+    raw = await store_client.put_block(b"raw bytes", pin=True)
+    doc = await store_client.add_file(b"a small file", pin=True)
+    obj = await store_client.put_dag({"type": "note", "text": "hi"}, pin=True)
+    tools = _node_tools(store_client)
+    reads: list[str] = []
+
+    class Counting:  # the real store, its reads counted
+        async def get_block(self, cid: str) -> bytes:
+            reads.append(cid)
+            return bytes(await store_client.get_block(cid))
+
+        async def cat(self, cid: str) -> bytes:
+            reads.append(cid)
+            return bytes(await store_client.cat(cid))
+
+    caps = Capabilities(frozenset(), "ns", False, False, 4, 10**6, 64, 4, 1024)
+    context = task_context(1, caps, [tools.spec(n) for n in tools.names()], [], SimpleNamespace())
+    recorder = TraceRecorder(
+        "0x" + "11" * 32, "0x" + "22" * 20, 1, "a", "0x" + "33" * 32, "0x" + "44" * 32, {}, context
+    )
+    sizes = []
+    for cid in (raw, doc, obj, raw, doc, obj):
+        event = await _record(tools, "store_read", {"cid": cid})
+        recorder.record("tool", **{k: v for k, v in event.to_dag().items() if k != "kind"})
+        sizes.append(await trace_size(Counting(), recorder))
+    cached = await collect_witness(Counting(), recorder.typed, recorder.witness_cache)
+    assert len(reads) == 4  # raw, the file, and the dag object tried as a file then read as a block
+    assert sizes == sorted(sizes) and len(set(sizes)) == 6  # each call measured the trace as it grew
+    fresh = await collect_witness(store_client, recorder.typed)
+    assert cached == fresh and len(fresh.raw) == 1 and len(fresh.files) == 1 and len(fresh.blocks) == 1

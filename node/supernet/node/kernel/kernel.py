@@ -427,7 +427,7 @@ class Kernel:
         kept = False  # the user's memory and files keep the task's writes only if it succeeds
         try:
             await self._dispatcher.settle(st)  # a syscall the agent left running: in the trace too
-            witness = await collect_witness(self.store, st.trace.typed)
+            witness = await collect_witness(self.store, st.trace.typed, st.trace.witness_cache)
             trace = st.trace.build(output, ran.status, ran.error, witness)
             try:
                 cid, trace_hash = await save_trace(

@@ -147,6 +147,9 @@ class TraceRecorder:
         }
         self.typed: list[Event] = []
         self.events: list[dict[str, Any]] = []
+        # what the witness holds, by (form, CID) as `witness_reads` names it: content-addressed, so
+        # read from the store once per task however often the size gate and the end collect it
+        self.witness_cache: dict[tuple[str, str], tuple[str, bytes]] = {}
 
     @property
     def llm_calls(self) -> int:
@@ -187,8 +190,9 @@ def llm_record_bound(messages: Any, prompt_ids: Sequence[int], max_new_tokens: i
 
 
 async def trace_size(store: Any, recorder: TraceRecorder) -> int:
-    """The encoded size of the trace recorded so far, with its witness."""
-    witness = await collect_witness(store, recorder.typed)
+    """The encoded size of the trace recorded so far, with its witness (each item read from the
+    store once per task: `TraceRecorder.witness_cache`)."""
+    witness = await collect_witness(store, recorder.typed, recorder.witness_cache)
     return len(encode_dag(recorder.build("", "ok", None, witness)))
 
 
@@ -218,24 +222,33 @@ async def save_trace(store: Any, trace: Mapping[str, Any], *, publish: bool = Tr
 # -- the witness ---------------------------------------------------------------------------------
 
 
-async def collect_witness(store: Any, events: list[Event]) -> Witness:
+async def collect_witness(
+    store: Any, events: list[Event], cache: dict[tuple[str, str], tuple[str, bytes]] | None = None
+) -> Witness:
     """The witness of a trace with ``events``: the node's own blocks and files its replay reads, and
     what each successful ``store_read`` read (a raw block, a file, or a dag-cbor block that is no
-    file, as the tool read it)."""
-    blocks: list[bytes] = []
-    files: list[bytes] = []
-    raw: list[bytes] = []
+    file, as the tool read it). ``cache`` keeps each item read, by (form, CID), for the next call."""
+    found: dict[str, list[bytes]] = {"block": [], "file": [], "raw": []}
+    memo = {} if cache is None else cache
     for form, cid in witness_reads(events):
-        if form == "block":
-            blocks.append(await store.get_block(cid))
-        elif form == "file":
-            files.append(await store.cat(cid))
-        elif codec_of(cid) == "raw":
-            raw.append(await store.get_block(cid))
-        else:
-            try:
-                files.append(await store.cat(cid))
-            except InvalidBlockError:  # a dag-cbor object that is not a file: the block itself
-                blocks.append(await store.get_block(cid))
+        if (form, cid) not in memo:
+            memo[form, cid] = await _witness_item(store, form, cid)
+        kind, data = memo[form, cid]
+        found[kind].append(data)
+    blocks, files, raw = found["block"], found["file"], found["raw"]
     # a block or file both replayed and read by store_read (or read under two spellings) goes in once
     return Witness(tuple(dict.fromkeys(blocks)), tuple(dict.fromkeys(files)), tuple(dict.fromkeys(raw)))
+
+
+async def _witness_item(store: Any, form: str, cid: str) -> tuple[str, bytes]:
+    """One witness item: which list it goes in (``block``, ``file``, ``raw``) and its bytes."""
+    if form == "block":
+        return "block", await store.get_block(cid)
+    if form == "file":
+        return "file", await store.cat(cid)
+    if codec_of(cid) == "raw":
+        return "raw", await store.get_block(cid)
+    try:
+        return "file", await store.cat(cid)
+    except InvalidBlockError:  # a dag-cbor object that is not a file: the block itself
+        return "block", await store.get_block(cid)
