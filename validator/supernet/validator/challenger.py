@@ -515,10 +515,13 @@ class Disputes:
                     log.warning("challenge %d: a decoy of node %s, bounty paid", row.challenge_id, view.node)
             self.db.set_challenge_status(row.challenge_id, "resolved", fraud)
             self._emit("resolved", {"challenge_id": row.challenge_id, "fraud": fraud})
-            if fraud and row.challenger.lower() == self.address.lower():
-                await self._deliver_refund(row)
         claimed = False
         for row in self.db.challenges("resolved"):
+            # the refund goes with the claim, not the resolve: a crash after recording the verdict,
+            # or a verdict another validator resolved (the follower records it), still delivers it
+            # (a second delivery is a NothingToWithdraw race)
+            if row.fraud and row.challenger.lower() == self.address.lower():
+                await self._deliver_refund(row)
             claimed = await self._claim(row) or claimed
             self.db.set_challenge_status(row.challenge_id, "claimed")
         if self.auto_withdraw and (claimed or await self._call(self.chain.claimable, self.address)):

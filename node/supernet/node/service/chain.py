@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -22,7 +23,7 @@ from supernet.sdk.chain.eip712 import Domain, TaskRequest
 from supernet.sdk.chain.payments import Channel, pack_vouchers
 from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.chain.registry import Role
-from web3.exceptions import TimeExhausted, TransactionNotFound, Web3RPCError
+from web3.exceptions import TransactionNotFound, Web3RPCError
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,12 @@ GAS_HEADROOM = 1.3
 RESERVED_SLOTS = 16
 """Batch slots a node reserves when it registers (``TaskManager.reserveSlots``, 22,100 gas each,
 once): its first commits then rewrite existing words. More are created as needed."""
+
+
+COMMIT_POLL_S = 0.25
+"""How often `Web3Chain.wait_commit` looks for the commit's receipt and at the account's nonce."""
+
+_DEAD = object()  # `wait_commit`: the commit's nonce went to another transaction
 
 
 ACCOUNT_OPENING_WEI = 1
@@ -176,21 +183,35 @@ class Web3Chain:
         w3 = self.contracts.w3
         address = self.account.address
 
-        def wait() -> int | None:
+        def mined() -> Any:
+            """The commit's receipt, None while it may still land, or `_DEAD` when its nonce went
+            to another transaction (checked every poll: a commit whose nonce was taken, e.g. by
+            a transaction sent at a restart before the stored commit was re-broadcast, is known
+            dead at once instead of holding every later batch back for the whole timeout)."""
             try:
-                receipt = w3.eth.wait_for_transaction_receipt(
-                    commit.tx_hash,  # type: ignore[arg-type]
-                    timeout=timeout_s,
-                    poll_latency=0.1,
+                return w3.eth.get_transaction_receipt(commit.tx_hash)  # type: ignore[arg-type]
+            except TransactionNotFound:
+                pass
+            if w3.eth.get_transaction_count(address, "latest") <= commit.nonce:
+                return None
+            try:  # the nonce is used: by this transaction (mined since the first look) or another
+                return w3.eth.get_transaction_receipt(commit.tx_hash)  # type: ignore[arg-type]
+            except TransactionNotFound:
+                return _DEAD
+
+        def wait() -> int | None:
+            deadline = time.monotonic() + timeout_s
+            while (receipt := mined()) is None:
+                if time.monotonic() >= deadline:
+                    raise CommitPending(f"commit {commit.tx_hash} still pending after {timeout_s} s")
+                time.sleep(COMMIT_POLL_S)
+            if receipt is _DEAD:
+                log.warning(
+                    "commitBatch %s can never land: nonce %d was used by another transaction",
+                    commit.tx_hash,
+                    commit.nonce,
                 )
-            except TimeExhausted:
-                if w3.eth.get_transaction_count(address, "latest") > commit.nonce:
-                    try:  # the nonce is used: by this transaction (a receipt appears) or another
-                        w3.eth.get_transaction_receipt(commit.tx_hash)  # type: ignore[arg-type]
-                    except TransactionNotFound:
-                        return None
-                    return wait()
-                raise CommitPending(f"commit {commit.tx_hash} still pending after {timeout_s} s") from None
+                return None
             if receipt["status"] != 1:  # mined but reverted: the batcher signs a fresh one
                 log.warning("commitBatch %s reverted in block %s", commit.tx_hash, receipt["blockNumber"])
                 return None
