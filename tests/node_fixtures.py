@@ -267,10 +267,11 @@ class FakeNode:
         return signed_task(kw.pop("user", self.user), self.address, self.chain.domain, task_input, **kw)
 
 
-async def make_fake_node(data_dir: Path, **settings: Any) -> FakeNode:
-    """Build and set up a node service on fakes (caller cleans up)."""
+async def make_fake_node(data_dir: Path, chain: FakeChain | None = None, **settings: Any) -> FakeNode:
+    """Build and set up a node service on fakes (caller cleans up); ``chain``: the (fake) chain of
+    a node this one restarts, with its users' deposits."""
     executor = FakeExecutor()
-    chain = FakeChain()
+    chain = chain or FakeChain()
     store = in_process_client(data_dir.parent / "store")  # the real embedded store, no socket
     user = Account.create()
     chain.deposits[user.address] = 10**18

@@ -64,9 +64,11 @@ async def test_failed_tasks_ahead_no_longer_make_done_tasks_free(tmp_path: Path)
     here the fake's ``fail_on``) are submitted first, then k real tasks, while all are queued. The
     real tasks' vouchers are for (k+1)F..2kF (the failing ones counted as billed while queued); once
     the k failures dropped out of ``billed``, the done fees were kF and every done voucher above
-    it, so nothing was redeemable: k done tasks, 0 wei. Now a done task's voucher is redeemable once
-    every task sent before it is finished: 2kF is collected, the k failed fees as the attacker's
-    credit on this node (later vouchers, priced without them, owe nothing until it is used)."""
+    it, so nothing was redeemable: k done tasks, 0 wei. Then a done task's voucher was redeemable
+    once every task sent before it was finished (2kF: the failed fees as credit, lost to a user who
+    left: tests/unit/test_review_payments_many_nodes.py). Now the largest voucher within the done
+    fees is collected, whichever task it came with: the kth failed task's (kF), exactly the k done
+    tasks; the next done task's own voucher, (k+1)F, is exactly what is owed then."""
     node = await _node(tmp_path)
     try:
         k = 2
@@ -88,14 +90,14 @@ async def test_failed_tasks_ahead_no_longer_make_done_tasks_free(tmp_path: Path)
         ctx = node.service.ctx
         assert ctx is not None
         assert ctx.db.billed(attacker.address, done_only=True) == k * FEE  # k tasks done and owed
-        assert ctx.db.redeemable_voucher(attacker.address)[0] == 2 * k * FEE  # type: ignore[index]
-        # the failed fees are credit: the next task's voucher, billed + fee, stays below what is due
+        assert ctx.db.redeemable_voucher(attacker.address)[0] == k * FEE  # type: ignore[index]
+        # the next task's voucher is priced without the failed fees: billed + fee = (k + 1)F
         nxt = await node.http.post(
             "/v1/tasks", json=node.body("one more", user=attacker, cumulative=(k + 1) * FEE)
         )
         assert nxt.status_code == 202 and await _finish(node, nxt.json()["id"]) == "done", nxt.text
-        assert ctx.db.redeemable_voucher(attacker.address)[0] == 2 * k * FEE  # type: ignore[index]
-        assert await _redeem_on_withdrawal(node, attacker.address) == 2 * k * FEE  # k + 1 done, k failed
+        assert ctx.db.redeemable_voucher(attacker.address)[0] == (k + 1) * FEE  # type: ignore[index]
+        assert await _redeem_on_withdrawal(node, attacker.address) == (k + 1) * FEE  # k + 1 done, paid
 
         # control: the same k real tasks without failures ahead of them are paid in full
         honest = Account.create()
@@ -113,8 +115,8 @@ async def test_failed_tasks_ahead_no_longer_make_done_tasks_free(tmp_path: Path)
 async def test_a_restart_refusal_ahead_no_longer_makes_a_done_task_free(tmp_path: Path) -> None:
     """The same without any failing input: task A (short deadline) and task B (long deadline, voucher
     2F) are queued when the node restarts after A's deadline. Resume refuses A (unbilled) and runs B;
-    B's voucher (2F) was above the done fees (F), so B was never redeemed. Now it is (A's fee as
-    the user's credit: the next task's voucher, billed + fee = 2F, owes nothing more)."""
+    B's voucher (2F) was above the done fees (F), so B was never redeemed. Now the largest voucher
+    within the done fees is collected: A's (F), exactly B's fee; nothing of the refused A is."""
     node = await _node(tmp_path)
     data_dir = node.service.settings.data_dir
     user = Account.create()
@@ -143,7 +145,7 @@ async def test_a_restart_refusal_ahead_no_longer_makes_a_done_task_free(tmp_path
         assert ctx.db.billed(user.address, done_only=True) == FEE
         chain.closing[user.address] = int(time.time()) + 3600
         await Redeemer(ctx.db, chain, 3600, RedeemPolicy(min_amount_wei=1)).redeem_once()
-        assert chain.redeemed_amounts.get(user.address, 0) == 2 * FEE  # B paid, A's fee as credit
+        assert chain.redeemed_amounts.get(user.address, 0) == FEE  # B paid, the refused A not
     finally:
         await service.cleanup()
         await store.aclose()

@@ -87,7 +87,7 @@ async def test_restart_resumes_or_refuses(tmp_path: Path) -> None:
     # shorten the second task's deadline as if the restart came after it
     with sqlite3.connect(tmp_path / "n" / "node.sqlite3") as c:
         c.execute("UPDATE tasks SET deadline = 1 WHERE id = ?", (late,))
-    again = await make_fake_node(tmp_path / "n")
+    again = await make_fake_node(tmp_path / "n", node.chain)  # the chain outlives the node
     try:
         await again.service.ctx.worker.wait(live)  # type: ignore[union-attr]
         db = again.service.ctx.db  # type: ignore[union-attr]

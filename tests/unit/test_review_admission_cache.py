@@ -61,6 +61,8 @@ def _reads(node: FakeNode, fast: set[str] | None = None) -> tuple[list[str], asy
     reads: list[str] = []
     release = asyncio.Event()
     real = node.chain.channel
+    assert node.service.ctx is not None
+    node.service.ctx.worker.chain = None  # only admission's reads: not the worker's at a task's start
 
     async def counting(user: str) -> Channel:
         reads.append(user)

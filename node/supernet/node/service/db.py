@@ -395,30 +395,29 @@ class Database:
     # ---------------------------------------------------------------- vouchers and redemption
 
     def redeemable_voucher(self, user: str) -> tuple[int, str] | None:
-        """The largest voucher of ``user`` that only covers finished work.
+        """The largest voucher of ``user`` for at most the fees of its done tasks.
 
-        A voucher is redeemable when its task is done and every task the user sent before it (its
-        amount is what those were billed at its admission, plus its own fee) is finished: done,
-        failed or refused. So the node never collects for work that may still fail. The fees of
-        tasks that failed under it are collected too, as the user's credit: later vouchers are
-        priced on the billed total without them (``billed + fee``), so they stay at or below what
-        was redeemed, and owe nothing, until the user's done work passes it. Failures used to be
-        left out by redeeming only vouchers up to the done fees, which made every done task
-        queued behind a failure free (`test_failed_tasks_ahead_no_longer_make_done_tasks_free`).
+        A voucher is the user's signed promise of a cumulative total (the billed total plus its
+        task's fee at admission), whichever task it came with: the node collects the largest one
+        its done work covers. So it never collects for work that may still fail or did fail, and
+        no order of tasks makes done work free: a task still running ahead of done ones (even
+        one held unfinished while the user withdraws) or failures queued ahead of them leave
+        a smaller voucher that covers exactly the done fees (with one price, always one). Earlier
+        rules each left a hole (`tests/integration/test_node_api_attacks2.py`,
+        `tests/unit/test_review_payments_many_nodes.py`): only a done task's voucher within the
+        done fees made done tasks queued behind failures free; a done task's voucher sent after
+        finished tasks only collected failed fees as credit a user who left lost, and let one
+        unfinished task shield all later done work until the user withdrew.
         """
-        rows = self._all(
-            "SELECT v.cumulative, v.signature, t.status FROM vouchers v JOIN tasks t ON t.id = v.task_id "
-            "WHERE v.user = ? ORDER BY v.rowid",
-            (user,),
-        )
-        best: tuple[int, str] | None = None
-        for r in rows:  # admission order
-            status = TaskStatus(r["status"])
-            if status in (TaskStatus.ACCEPTED, TaskStatus.RUNNING):
-                break  # unfinished: nothing sent after it covers only finished work
-            if status is TaskStatus.DONE and (best is None or int(r["cumulative"]) > best[0]):
-                best = (int(r["cumulative"]), r["signature"])
-        return best
+        done = self.billed(user, done_only=True)
+        rows = self._all("SELECT cumulative, signature FROM vouchers WHERE user = ?", (user,))
+        covered = [(int(r["cumulative"]), str(r["signature"])) for r in rows if int(r["cumulative"]) <= done]
+        return max(covered, default=None)
+
+    def voucher_amount(self, task_id: str) -> int | None:
+        """The cumulative amount of the voucher that came with task ``task_id`` (None: no voucher)."""
+        rows = self._all("SELECT cumulative FROM vouchers WHERE task_id = ?", (task_id,))
+        return int(rows[0]["cumulative"]) if rows else None
 
     def latest_voucher(self, user: str) -> tuple[int, str] | None:
         """The largest voucher of ``user`` whose task is billed (accepted, running or done): with

@@ -1,10 +1,9 @@
 """Redeems users' latest vouchers on chain when that is worth its gas, and always in time.
 
-Only vouchers that cover finished work are redeemed (see
-:meth:`supernet.node.service.db.Database.redeemable_voucher`): a task that failed or was refused
-after a restart is collected only when a later voucher of its user covers it, as credit for that
-user's next tasks. The chain's own record of what was redeemed is
-authoritative; the database keeps a copy for the API and metrics.
+Only what the user's done tasks cost is redeemed: the largest voucher within their fees (see
+:meth:`supernet.node.service.db.Database.redeemable_voucher`); a task that failed or was refused is
+never paid for. The chain's own record of what was redeemed is authoritative; the database keeps a
+copy for the API and metrics.
 
 Policy (docs/node.md "Getting paid"): a user's voucher is redeemed when what it still owes is
 worth at least ``worth_factor`` times the gas of redeeming it, or ``min_amount_wei`` if set; and
@@ -69,17 +68,25 @@ class Redeemer:
         self.interval_s = interval_s
         self.policy = policy or RedeemPolicy()
         self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
         self.lock = asyncio.Lock()
 
     def stop(self) -> None:
         """Ask :meth:`run_forever` to return."""
         self._stop.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Run a round now rather than at the end of the interval (a closing channel's task is done)."""
+        self._wake.set()
 
     async def run_forever(self) -> None:
-        """Redeem every ``interval_s`` until stopped; errors are logged and retried next round."""
+        """Redeem every ``interval_s`` (or when woken) until stopped; errors are logged and retried
+        next round."""
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.interval_s)
+                await asyncio.wait_for(self._wake.wait(), self.interval_s)
+            self._wake.clear()
             try:
                 await self.redeem_once()
             except asyncio.CancelledError:

@@ -78,6 +78,10 @@ class NodeService:
             return self.chain.domain
         return Domain(chain_id=self.settings.chain.chain_id, verifying_contract=ZERO_ADDRESS)
 
+    def _wake_redeemer(self) -> None:
+        if self.redeemer is not None:
+            self.redeemer.wake()
+
     async def setup(self) -> None:
         """Open the database, register on chain if configured, and resume unfinished work."""
         s = self.settings
@@ -103,6 +107,8 @@ class NodeService:
             promise_bound_s=promise_bound,
             # a receipt is committed within max_age_s; the rest is the transaction's inclusion
             commit_margin_s=2 * s.batch.max_age_s + 60,
+            chain=self.chain,
+            on_closing=self._wake_redeemer,
         )
         auth = Authenticator(
             self.account.address, self.domain, self.executor, db, self.chain, s.pricing.task_fee_wei

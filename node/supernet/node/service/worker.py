@@ -20,7 +20,7 @@ from supernet.node.faults import FaultInjector
 from supernet.node.service.db import Database
 from supernet.node.service.metrics import METRICS
 from supernet.node.service.models import ReceiptRow, TaskRow, TaskStatus
-from supernet.node.service.ports import Executor, Job, JobResult
+from supernet.node.service.ports import ChainPort, Executor, Job, JobResult
 from supernet.node.service.streams import StreamHub
 from supernet.sdk.chain.eip712 import Domain, ReceiptPromise, sign_receipt_promise
 from supernet.sdk.chain.receipts import Receipt, output_hash, sign_receipt, trace_hash
@@ -61,6 +61,10 @@ class TaskWorker:
             give), and unbilled if they then fail: without this cap, one user could hold every slot
             and keep every other user's task from starting.
         faults: deliberate cheating for tests and demos (``--fault trace:RATE``); None: honest.
+        chain: where the users' payment channels are read before each task starts (`_unpaid`);
+            None: not read (no chain).
+        on_closing: called when a task of a user whose channel is closing is done (wakes the
+            redeemer: what it owes is collected before the user can withdraw it).
     """
 
     def __init__(
@@ -77,7 +81,12 @@ class TaskWorker:
         per_user: int | None = None,
         promise_bound_s: int | None = None,
         commit_margin_s: float = 80.0,
+        chain: ChainPort | None = None,
+        on_closing: Callable[[], None] | None = None,
     ) -> None:
+        self.chain = chain
+        self._on_closing = on_closing
+        self._closing: set[str] = set()  # users whose channel was closing when a task of theirs started
         self.domain = domain
         self.promise_s = promise_s
         # the chain's MAX_PROMISE_DELAY: a promise falls due at the latest that long after the
@@ -165,6 +174,31 @@ class TaskWorker:
             else:
                 self._user_slots[key] = (sem, users - 1)
 
+    async def _unpaid(self, task: TaskRow) -> str | None:
+        """Why ``task`` would be unpaid work if it started now, or None. The channel was funded at
+        admission, but a user may ask to withdraw right after the 202 and withdraw once
+        ``WITHDRAWAL_DELAY`` has passed while the task waited (behind a long queue, or behind the
+        user's own tasks held on confirmations): its voucher then pays nothing. So the channel is
+        read again (one call) as the task starts. A chain that cannot be read does not stop it."""
+        amount = self.db.voucher_amount(task.id)
+        if self.chain is None or amount is None:
+            return None
+        try:
+            channel = await self.chain.channel(task.user)
+        except Exception as exc:  # the chain's outage: admission saw the channel funded
+            log.warning("cannot re-read the channel of %s before task %s: %s", task.user, task.id, exc)
+            return None
+        if channel.closing:
+            self._closing.add(task.user)
+        else:
+            self._closing.discard(task.user)
+        if channel.deposited < amount:
+            return (
+                f"the payment channel no longer covers this task's voucher ({channel.deposited} wei "
+                f"deposited, the voucher is for {amount}): the user withdrew"
+            )
+        return None
+
     def _finish(self, task: TaskRow, result: JobResult, started: float) -> None:
         """Sign the task's receipt and store it with the output and the roots holding its writes
         (the task then reads as done)."""
@@ -192,6 +226,8 @@ class TaskWorker:
         self.db.finish_task(task.id, output, result.trace_cid, row, promise, result.roots)
         METRICS.tasks_finished.labels(status="done").inc()
         METRICS.task_seconds.observe(time.perf_counter() - started)
+        if task.user in self._closing and self._on_closing is not None:
+            self._on_closing()  # the user is leaving: collect this task's fee now, not next round
 
     async def _run(self, task_id: str) -> None:
         stream = self.streams.open(task_id)
@@ -204,6 +240,13 @@ class TaskWorker:
                 log.info("refusing task %s: its deadline passed while it waited (not charged)", task_id)
                 late = "the deadline passed before it could start"
                 self.db.set_status(task_id, TaskStatus.REFUSED, error=late)
+                METRICS.tasks_finished.labels(status="refused").inc()
+                stream.close()
+                return
+            unpaid = await self._unpaid(task)
+            if unpaid is not None:
+                log.info("refusing task %s: %s (not charged)", task_id, unpaid)
+                self.db.set_status(task_id, TaskStatus.REFUSED, error=unpaid)
                 METRICS.tasks_finished.labels(status="refused").inc()
                 stream.close()
                 return
