@@ -435,26 +435,22 @@ async def test_defence_a_store_read_error_worded_by_the_node_is_caught(store_cli
     assert await check_tools((same,), runner) == ([], 1, None)  # the honest words pass
 
 
-async def test_known_limit_a_chain_read_at_a_pinned_block_is_the_nodes_word(store_client: Any) -> None:
-    """HOLE: ``chain_read`` is declared non-deterministic as a whole (builtin_tools.py ~l.210,
-    ``deterministic=False``), so `check_tools` never re-runs it (``if not known ...: continue``)
-    whatever the arguments, and a node may record any result, even marked deterministic. But a read
-    at a pinned block number (``{"method": "balance", "block": 123}``, ``"call"`` at a block) is a
-    pure function of the chain, which every validator follows over its own RPC.
-
-    Gain: a chain fact of the node's choice (a balance, a contract's answer) that an agent decides
-    on (pay / refuse, approve / reject), with a clean verdict.
-
-    Fix: treat a ``chain_read`` whose ``block`` is an integer (or a block hash) at or below the
-    validator's finalized head as deterministic, and re-run it against the validator's RPC (the
-    node records a ``ToolUnavailableError`` only for a block it could not reach); keep ``latest``
-    and ``block_number`` exempt."""
+async def test_defence_a_chain_read_is_no_longer_the_nodes_word(store_client: Any) -> None:
+    """Was a HOLE: ``chain_read`` is declared non-deterministic as a whole (``latest`` moves on), so
+    `check_tools` never re-ran it and a node could record any result, even marked deterministic:
+    a chain fact of the node's choice (a balance, a contract's answer) that an agent decides on,
+    with a clean verdict. Fixed by design: the tool reads only final blocks and its result names
+    the block (``{"block", "block_hash", "value"}``); a validator checks that hash is its own
+    chain's block and re-reads there (`supernet.validator.chain_check`; the real-Anvil cases are
+    tests/unit/test_chain_read.py). A bare forged value is not a result of the tool at all: a
+    finding even for a validator that cannot read the chain."""
     runner = RegistryRunner(store_client)
     assert runner.deterministic("chain_read") is False
     pinned = {"method": "balance", "address": "0x" + "11" * 20, "block": 123}
     for recorded_as in (False, True):
         forged = ToolCall(4, "chain_read", pinned, str(10**24), None, recorded_as)
-        assert await check_tools((forged,), runner) == ([], 0, None)  # never re-run, never judged
+        findings, _, _ = await check_tools((forged,), runner)
+        assert [f.check.value for f in findings] == ["tool"], findings
 
 
 # -- 3. early stops of the node's choosing --------------------------------------------------------

@@ -133,7 +133,7 @@ class Validator:
         await asyncio.to_thread(token_count, "")
         tools = self._tools
         if tools is None:
-            runner = RegistryRunner(self.store)
+            runner = RegistryRunner(self.store, s.chain.rpc_url)  # chain_read re-read on our chain
             if s.mcp_servers:
                 from supernet.node.kernel.mcp_tools import MCPTools
                 from supernet.node.service.kernel_executor import mcp_config

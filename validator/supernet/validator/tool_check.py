@@ -25,6 +25,7 @@ from supernet.node.kernel.tools import ToolSpec
 from supernet.sdk.formats.trace import STORE_READ, VerifiedWitness
 from supernet.sdk.store import InvalidBlockError
 from supernet.sdk.store.cids import canonical_cid, codec_of
+from supernet.validator.chain_check import CHAIN_READ, ChainView, check_chain_read
 from supernet.validator.evidence import Check, Finding
 from supernet.validator.trace_view import ToolCall
 
@@ -44,13 +45,20 @@ class ToolRunner(Protocol):
 class RegistryRunner:
     """A `ToolRunner` over the node's built-in tools (store-backed tools read the same store)."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Any, chain_rpc_url: str | None = None) -> None:
         from supernet.node.kernel.builtin_tools import builtin_tools
         from supernet.node.kernel.tools import ToolRegistry
 
         self._registry = ToolRegistry()
         for tool in builtin_tools(store, None):
             self._registry.register(tool)
+        # where a recorded chain_read is re-read at the block it names (None: such receipts are
+        # unverifiable here)
+        self.chain = ChainView(chain_rpc_url) if chain_rpc_url else None
+
+    def validate(self, name: str, args: Mapping[str, Any]) -> None:
+        """Check ``args`` against the protocol's schema of tool ``name`` (`ToolRegistry.validate`)."""
+        self._registry.validate(name, args)
 
     def add_mcp(self, tools: Any) -> list[str]:
         """Register the tools of started MCP servers (`supernet.node.kernel.mcp_tools.MCPTools`)."""
@@ -167,6 +175,15 @@ async def check_tools(
     for call in calls:
         known = runner.deterministic(call.name)
         if known is None:
+            continue
+        if call.name == CHAIN_READ and isinstance(runner, RegistryRunner):
+            # pinned to a final block its result names: re-read there (`chain_check`)
+            finding, reread, why = await check_chain_read(
+                call, runner.validate, runner.chain, lambda e: _TIMEOUT.fullmatch(e) is not None
+            )
+            findings += [finding] if finding is not None else []
+            rerun += reread
+            unverifiable = unverifiable or why
             continue
         operators_word = is_mcp(call.name)
         if operators_word and not call.deterministic:

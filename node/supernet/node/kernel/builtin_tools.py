@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from supernet.node.kernel.access import NOT_READABLE
 from supernet.node.kernel.calculator import evaluate
+from supernet.node.kernel.chain_read import chain_read
 from supernet.node.kernel.errors import ToolError, ToolUnavailableError
 from supernet.node.kernel.tools import Tool, ToolRegistry, ToolSpec
 from supernet.sdk.store import InvalidBlockError
@@ -134,26 +135,6 @@ def _store_read(store: Any, access: AccessManager | None) -> Any:
     return read
 
 
-def _chain_read(rpc_url: str | None) -> Any:
-    async def read(args: Mapping[str, Any]) -> Any:
-        if not rpc_url:
-            raise ToolError("this node has no chain RPC configured")
-        from web3 import AsyncHTTPProvider, AsyncWeb3  # web3 is heavy: import on first use
-
-        w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url))
-        block = args.get("block", "latest")
-        method = args["method"]
-        if method == "block_number":
-            return int(await w3.eth.block_number)
-        address = AsyncWeb3.to_checksum_address(str(args.get("address", "")))
-        if method == "balance":
-            return str(await w3.eth.get_balance(address, block_identifier=block))
-        data = await w3.eth.call({"to": address, "data": args.get("data", "0x")}, block_identifier=block)
-        return "0x" + bytes(data).hex()
-
-    return read
-
-
 def builtin_tools(store: Any, rpc_url: str | None, access: AccessManager | None = None) -> list[Tool]:
     """The built-in tools, bound to the node's content store and chain RPC (either may be absent).
 
@@ -217,7 +198,9 @@ def builtin_tools(store: Any, rpc_url: str | None, access: AccessManager | None 
         Tool(
             ToolSpec(
                 "chain_read",
-                "Read the chain: block_number, balance of an address, or eth_call of data to an address.",
+                "Read the chain at a final block (default: the latest final one): block_number, balance "
+                "of an address, or eth_call of data to an address. The result names the block: "
+                '{"block", "block_hash", "value"} (or "reverted" with the revert data).',
                 {
                     "type": "object",
                     "properties": {
@@ -228,10 +211,12 @@ def builtin_tools(store: Any, rpc_url: str | None, access: AccessManager | None 
                     },
                     "required": ["method"],
                 },
-                deterministic=False,  # chain state moves on; a validator cannot expect the same answer
+                # not re-run as it is (``latest`` moves on): a validator re-reads the block the result
+                # names instead (`supernet.validator.chain_check`)
+                deterministic=False,
                 timeout_s=10.0,
                 max_concurrency=8,
             ),
-            _chain_read(rpc_url),
+            chain_read(rpc_url),
         ),
     ]

@@ -107,6 +107,9 @@ class Anvil:
         # by default): a transaction the protocol needs (an availability answer with the largest
         # trace) must fit it here too, or the devnet would hide that it cannot on a real chain.
         self._args += ["--enable-tx-gas-limit"]
+        # blocks are final two blocks behind the head (Anvil's default: 64): what the `chain_read`
+        # tool reads (supernet.node.kernel.chain_read), so that a devnet's reads are near-current
+        self._args += ["--slots-in-an-epoch", "1"]
         if block_time is not None:
             self._args += ["--block-time", str(block_time)]
         self._binary = Path(binary) if binary else None

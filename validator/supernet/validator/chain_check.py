@@ -1,0 +1,129 @@
+"""Re-checking a recorded ``chain_read`` against the validator's own view of the protocol's chain.
+
+A node's read is pinned to a final block whose number and hash its result names
+(`supernet.node.kernel.chain_read`). So the validator needs no trust in the node's RPC: it checks
+that the hash is its own chain's block at that number, re-reads the same thing at that hash and
+compares. A block not final here yet, or a chain this validator cannot read now, makes the
+receipt unverifiable (retried later), never an accusation. Failures are held to the tool's own
+words (the moment's) or to what the arguments alone cause.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+from supernet.node.kernel.chain_read import (
+    UNAVAILABLE_WORDS,
+    check_arguments,
+    pin_target,
+    pinned_result,
+    read_at,
+)
+from supernet.node.kernel.errors import ToolError
+from supernet.validator.evidence import Check, Finding
+from supernet.validator.trace_view import ToolCall
+
+CHAIN_READ = "chain_read"
+
+
+class ChainView:
+    """The validator's reads of the protocol's chain over its own RPC (a connection per check)."""
+
+    def __init__(self, rpc_url: str) -> None:
+        self.rpc_url = rpc_url
+
+    @contextlib.asynccontextmanager
+    async def connect(self) -> AsyncIterator[Any]:
+        """An ``AsyncWeb3`` on the RPC, its HTTP session closed on exit."""
+        from web3 import AsyncHTTPProvider, AsyncWeb3  # web3 is heavy: import on first use
+
+        w3 = AsyncWeb3(AsyncHTTPProvider(self.rpc_url))
+        try:
+            yield w3
+        finally:
+            await w3.provider.disconnect()
+
+
+def _arguments_error(
+    validate: Callable[[str, Mapping[str, Any]], None], args: Mapping[str, Any]
+) -> str | None:
+    """The error the arguments alone make any ``chain_read`` fail with, as a trace records it."""
+    try:
+        validate(CHAIN_READ, args)
+        check_arguments(args)
+    except ToolError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _moment(error: str, timeout: Callable[[str], bool]) -> bool | None:
+    """For an environmental failure: whether it is in the tool's own words; None: not one."""
+    kind, _, text = error.partition(": ")
+    if kind == "ToolTimeoutError":
+        return timeout(error)
+    if kind == "ToolUnavailableError":
+        return any(p.fullmatch(text) for p in UNAVAILABLE_WORDS)
+    return None
+
+
+async def check_chain_read(
+    call: ToolCall,
+    validate: Callable[[str, Mapping[str, Any]], None],
+    chain: ChainView | None,
+    timeout_words: Callable[[str], bool],
+) -> tuple[Finding | None, bool, str | None]:
+    """One recorded ``chain_read``: (its finding, whether it was re-read, why it is unverifiable)."""
+    if call.error is not None:
+        moment = _moment(call.error, timeout_words)
+        if moment is not None:  # the RPC's moment: not re-run, but only in the tool's words
+            return (
+                (None if moment else _finding(call, "a failure in words the tool never uses", None)),
+                False,
+                None,
+            )
+        expected = _arguments_error(validate, call.args)
+        if expected != call.error:  # a protocol node reads its chain: only the arguments fail a read
+            return _finding(call, "a failure its arguments do not cause", expected), False, None
+        return None, False, None
+    pin = pinned_result(call.result)
+    if pin is None or _arguments_error(validate, call.args) is not None:
+        return (
+            _finding(call, "a result that is not a read pinned to a block", "{block, block_hash, value}"),
+            False,
+            None,
+        )
+    block, block_hash = pin
+    asked = pin_target(call.args)
+    if asked is not None and asked != block:
+        return _finding(call, f"read at block {block}, not the block {asked} asked for", asked), False, None
+    if chain is None:
+        return None, False, f"tool call {call.call} (chain_read) needs a chain RPC to be re-read"
+    try:
+        async with chain.connect() as w3:
+            if block > int((await w3.eth.get_block("finalized"))["number"]):
+                return None, False, f"tool call {call.call} read block {block}, not final here yet"
+            canonical = "0x" + bytes((await w3.eth.get_block(block))["hash"]).hex()
+            if canonical != block_hash:
+                return _finding(call, f"block {block} of this chain is {canonical}", canonical), True, None
+            again = await read_at(w3, call.args, block, block_hash)
+    except Exception as exc:  # this validator's RPC, not the node's fault
+        return (
+            None,
+            False,
+            f"tool call {call.call} (chain_read) could not be re-read here: {type(exc).__name__}",
+        )
+    if _canon(again) != _canon(call.result):
+        return _finding(call, "another result when re-read at its block", again), True, None
+    return None, True, None
+
+
+def _canon(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _finding(call: ToolCall, what: str, expected: Any) -> Finding:
+    claimed = call.error if call.error is not None else call.result
+    return Finding(Check.TOOL, f"tool chain_read: {what}", call=call.call, expected=expected, claimed=claimed)
