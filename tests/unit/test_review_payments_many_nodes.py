@@ -258,34 +258,36 @@ async def test_defence_a_voucher_for_another_deployment_or_chain_pays_nothing(
     assert network.as_account(actors.node).payments.redeem([v], [sig_a]).value == FEE  # control
 
 
-async def test_defence_a_withdrawal_seen_late_still_lets_the_node_collect_all_it_admitted(
+async def test_defence_a_withdrawal_seen_late_still_lets_the_node_collect_all_it_ran(
     network: Contracts, nodes: tuple[ChainNode, ChainNode]
 ) -> None:
     """The node admits task 1 (the channel is read, open, and cached for min(15 s, delay / 4)); the
     user then asks to withdraw and at once sends task 2, which the cache admits (the documented
-    window of ``test_review_admission_cache``). The money side of that window: both fees (2F, far
-    below the default threshold of 250 x a voucher's gas, so never redeemed on worth alone) are
+    window of ``test_review_admission_cache``). The money side of that window: task 2 does not
+    start on the closing channel (refused, unbilled: `TaskWorker._unpaid`), and task 1's fee (F, far
+    below the default threshold of 250 x a voucher's gas, so never redeemed on worth alone) is
     collected by the node's next redeemer round, because the round reads the channel as closing;
-    the user withdraws exactly its deposit less 2F. After the withdrawal the channel holds 2F in
+    the user withdraws exactly its deposit less F. After the withdrawal the channel holds F in
     total, so a third task is refused (402)."""
     n1, _ = nodes
     user = _fresh_user(network, 14, n1.address, 10 * FEE)
     first = await n1.post(user, "before the withdrawal", FEE)
     assert first.status_code == 202, first.text
+    assert await n1.status(first.json()["id"]) == "done"
     network.as_account(user).payments.request_withdrawal(n1.address)
     second = await n1.post(user, "from the cache", 2 * FEE)
     assert second.status_code == 202, second.text  # the 15 s window
-    assert [await n1.status(x.json()["id"]) for x in (first, second)] == ["done", "done"]
+    assert await n1.status(second.json()["id"]) == "refused"
 
     assert n1.service.redeemer is not None
     threshold = n1.service.redeemer.policy.threshold(network.w3.eth.gas_price)
-    assert threshold > 2 * FEE, "not worth its gas: only the closing channel makes it due"
+    assert threshold > FEE, "not worth its gas: only the closing channel makes it due"
     await n1.redeem_round()
-    assert network.payments.channel(user.address, n1.address).redeemed == 2 * FEE
-    assert _withdraw_all(network, user, n1.address) == 8 * FEE
+    assert network.payments.channel(user.address, n1.address).redeemed == FEE
+    assert _withdraw_all(network, user, n1.address) == 9 * FEE
     delay = network.params.withdrawal_delay
     n1.ctx.auth._clock = lambda: time.time() + delay + 1  # the node's clock lives through the delay too
-    late = await n1.post(user, "after it", 3 * FEE)
+    late = await n1.post(user, "after it", 2 * FEE)
     assert late.status_code == 402, late.text
 
 

@@ -23,6 +23,7 @@ from supernet.node.service.errors import (
     BadSignatureError,
     BusyError,
     DeadlinePassedError,
+    FeeInFlightError,
     ForbiddenError,
     InputHashMismatchError,
     InputSchemaError,
@@ -236,6 +237,17 @@ class Authenticator:
             if nonce <= last_nonce:
                 raise ReplayError(
                     f"nonce {nonce} is not above the last nonce {last_nonce} of {user}", lastNonce=last_nonce
+                )
+            # One fee for the tasks in flight at once: the redeemer collects the largest voucher
+            # within the done fees, which is then always exactly the done fees. With mixed fees a
+            # user could make a dear task fail and leave no voucher small enough for the cheap
+            # ones done behind it (tests/unit/test_review_session_changes.py).
+            other = self.db.unfinished_fees(user) - {fee}
+            if other:
+                raise FeeInFlightError(
+                    f"a task of {user} at fee {min(other)} is unfinished: send this one at that fee, "
+                    f"or after it ends",
+                    fee=str(min(other)),
                 )
             # Exactly the billed total plus this task's fee: the redeemer only ever redeems a
             # voucher up to the fees of done tasks, so a larger one would never be redeemed (its

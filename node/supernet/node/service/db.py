@@ -106,6 +106,14 @@ class Database:
         rows = self._all(f"SELECT fee FROM tasks WHERE user = ? AND status IN ({marks})", (user, *statuses))
         return sum(int(r["fee"]) for r in rows)
 
+    def unfinished_fees(self, user: str) -> set[int]:
+        """The fees of ``user``'s tasks still accepted or running."""
+        rows = self._all(
+            "SELECT DISTINCT fee FROM tasks WHERE user = ? AND status IN (?, ?)",
+            (user, TaskStatus.ACCEPTED, TaskStatus.RUNNING),
+        )
+        return {int(r["fee"]) for r in rows}
+
     def insert_task(self, task: NewTask, guard: Callable[[int, int], None] | None = None) -> None:
         """Store an accepted task, its voucher and the user's nonce in one durable transaction.
 

@@ -119,6 +119,14 @@ class ReplayError(NodeError):
     code = "replay"
 
 
+class FeeInFlightError(NodeError):
+    """Another of the user's tasks is still unfinished at another fee: the tasks in flight at once
+    share one fee (`Authenticator._guard`), so that some voucher always equals the done fees."""
+
+    status = 409
+    code = "fee_in_flight"
+
+
 class TooLargeError(NodeError):
     """The request body is over the configured limit."""
 

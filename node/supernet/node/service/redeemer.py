@@ -68,25 +68,17 @@ class Redeemer:
         self.interval_s = interval_s
         self.policy = policy or RedeemPolicy()
         self._stop = asyncio.Event()
-        self._wake = asyncio.Event()
         self.lock = asyncio.Lock()
 
     def stop(self) -> None:
         """Ask :meth:`run_forever` to return."""
         self._stop.set()
-        self._wake.set()
-
-    def wake(self) -> None:
-        """Run a round now rather than at the end of the interval (a closing channel's task is done)."""
-        self._wake.set()
 
     async def run_forever(self) -> None:
-        """Redeem every ``interval_s`` (or when woken) until stopped; errors are logged and retried
-        next round."""
+        """Redeem every ``interval_s`` until stopped; errors are logged and retried next round."""
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval_s)
-            self._wake.clear()
+                await asyncio.wait_for(self._stop.wait(), self.interval_s)
             try:
                 await self.redeem_once()
             except asyncio.CancelledError:

@@ -78,10 +78,6 @@ class NodeService:
             return self.chain.domain
         return Domain(chain_id=self.settings.chain.chain_id, verifying_contract=ZERO_ADDRESS)
 
-    def _wake_redeemer(self) -> None:
-        if self.redeemer is not None:
-            self.redeemer.wake()
-
     async def setup(self) -> None:
         """Open the database, register on chain if configured, and resume unfinished work."""
         s = self.settings
@@ -108,7 +104,6 @@ class NodeService:
             # a receipt is committed within max_age_s; the rest is the transaction's inclusion
             commit_margin_s=2 * s.batch.max_age_s + 60,
             chain=self.chain,
-            on_closing=self._wake_redeemer,
         )
         auth = Authenticator(
             self.account.address, self.domain, self.executor, db, self.chain, s.pricing.task_fee_wei

@@ -63,8 +63,6 @@ class TaskWorker:
         faults: deliberate cheating for tests and demos (``--fault trace:RATE``); None: honest.
         chain: where the users' payment channels are read before each task starts (`_unpaid`);
             None: not read (no chain).
-        on_closing: called when a task of a user whose channel is closing is done (wakes the
-            redeemer: what it owes is collected before the user can withdraw it).
     """
 
     def __init__(
@@ -82,11 +80,8 @@ class TaskWorker:
         promise_bound_s: int | None = None,
         commit_margin_s: float = 80.0,
         chain: ChainPort | None = None,
-        on_closing: Callable[[], None] | None = None,
     ) -> None:
         self.chain = chain
-        self._on_closing = on_closing
-        self._closing: set[str] = set()  # users whose channel was closing when a task of theirs started
         self.domain = domain
         self.promise_s = promise_s
         # the chain's MAX_PROMISE_DELAY: a promise falls due at the latest that long after the
@@ -179,7 +174,9 @@ class TaskWorker:
         admission, but a user may ask to withdraw right after the 202 and withdraw once
         ``WITHDRAWAL_DELAY`` has passed while the task waited (behind a long queue, or behind the
         user's own tasks held on confirmations): its voucher then pays nothing. So the channel is
-        read again (one call) as the task starts. A chain that cannot be read does not stop it."""
+        read again (one call) as the task starts, and a task whose channel is closing does not
+        start either (a withdrawal could land while it runs). A chain that cannot be read does not
+        stop it."""
         amount = self.db.voucher_amount(task.id)
         if self.chain is None or amount is None:
             return None
@@ -188,10 +185,10 @@ class TaskWorker:
         except Exception as exc:  # the chain's outage: admission saw the channel funded
             log.warning("cannot re-read the channel of %s before task %s: %s", task.user, task.id, exc)
             return None
-        if channel.closing:
-            self._closing.add(task.user)
-        else:
-            self._closing.discard(task.user)
+        if channel.closing:  # as admission refuses new work against it: the user may withdraw mid-task
+            return (
+                f"the user asked to withdraw its payment channel (withdrawable at {channel.withdrawable_at})"
+            )
         if channel.deposited < amount:
             return (
                 f"the payment channel no longer covers this task's voucher ({channel.deposited} wei "
@@ -226,8 +223,6 @@ class TaskWorker:
         self.db.finish_task(task.id, output, result.trace_cid, row, promise, result.roots)
         METRICS.tasks_finished.labels(status="done").inc()
         METRICS.task_seconds.observe(time.perf_counter() - started)
-        if task.user in self._closing and self._on_closing is not None:
-            self._on_closing()  # the user is leaving: collect this task's fee now, not next round
 
     async def _run(self, task_id: str) -> None:
         stream = self.streams.open(task_id)

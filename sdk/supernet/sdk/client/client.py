@@ -549,12 +549,18 @@ class Client:
         """``POST /v1/tasks``. A ``503 busy`` (admission shedding load: nothing stored, no nonce
         used) is answered by sending the very same signed body again after the node's
         ``Retry-After``, up to `BUSY_RETRIES` times: a user's first task during a flood of free keys
-        waits the flood out instead of failing (a stored copy would answer 409, never run twice)."""
+        waits the flood out instead of failing. A stored copy answers 409 with its task id, never
+        runs twice: after a busy answer, that 409 means the node did store it (a node that stores a
+        task and says busy must not make the client forget a task it bills), so the client follows
+        the task as accepted."""
         endpoint = p.node.url.rstrip("/") + "/v1/tasks"
         attempt = 0
         try:
             while True:
                 resp = await self.http.post(endpoint, json=p.task_body())
+                if attempt > 0 and _stored_already(resp, p.task_id):
+                    log.warning("node %s had stored task %s although it answered busy", p.node.url, p.task_id)
+                    return await self.task(p.task_id, p.node.url)
                 if not _busy(resp) or attempt == BUSY_RETRIES:
                     return parse(TaskPublic, answer(resp), endpoint)
                 attempt += 1
@@ -996,6 +1002,17 @@ def _busy(resp: httpx.Response) -> bool:
     except (ValueError, AttributeError):
         return False
     return isinstance(error, dict) and error.get("code") == "busy"
+
+
+def _stored_already(resp: httpx.Response, task_id: str) -> bool:
+    """A node's 409 saying task ``task_id`` itself was already submitted (stored)."""
+    if resp.status_code != 409:
+        return False
+    try:
+        error = resp.json().get("error", {})
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(error, dict) and str(error.get("taskId", "")).lower() == task_id.lower()
 
 
 def _retry_after(resp: httpx.Response) -> float:
