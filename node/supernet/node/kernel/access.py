@@ -102,6 +102,10 @@ class NodePolicy:
             and files (within the rest of the policy); an agent in none keeps the defaults above.
         confirmation_timeout_s: How long a tool call missing its confirmation waits for the task
             user to send one (``None``: no wait, the call is refused at once).
+        max_paused_calls: Calls waiting for their users at once, over all tasks; one more is
+            refused at once, as without a wait. A paused task keeps its worker slot, and users who
+            never confirm (free keys, each task failing unbilled) could otherwise hold every slot
+            for the whole timeout (tests/unit/test_review_confirmations.py).
     """
 
     allowed_tools: frozenset[str] | None = None
@@ -114,6 +118,7 @@ class NodePolicy:
     max_file_bytes: int = 64 << 10
     groups: tuple[PrivilegeGroup, ...] = ()
     confirmation_timeout_s: float | None = None
+    max_paused_calls: int = 8
 
     def __post_init__(self) -> None:
         # every limit is part of each agent's signed profile, hashed as RFC 8785 JSON: an integer
@@ -170,6 +175,7 @@ class PendingConfirmation:
         action_hash: ``0x`` hex of the call's ``actionHash``.
         tool: The tool's name.
         args: The call's arguments.
+        occurrence: Which call of this tool with these arguments in the task (0: the first).
         typed_data: The EIP-712 document the user signs (``eth_signTypedData_v4``).
     """
 
@@ -178,6 +184,7 @@ class PendingConfirmation:
     tool: str
     args: dict[str, Any]
     typed_data: dict[str, Any]
+    occurrence: int = 0
     done: asyncio.Future[bytes] = field(
         repr=False, default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -189,6 +196,7 @@ class PendingConfirmation:
             "actionHash": self.action_hash,
             "tool": self.tool,
             "args": self.args,
+            "occurrence": self.occurrence,
             "typedData": _hexed(self.typed_data),
         }
 
@@ -266,13 +274,14 @@ NOT_READABLE = "{cid} is not available to this task"
 store holds the block, so a refusal tells nothing about another user's data."""
 
 
-def unconfirmed(tool: str, args: Mapping[str, Any]) -> str:
+def unconfirmed(tool: str, args: Mapping[str, Any], occurrence: int = 0) -> str:
     """The refusal of an irreversible call that has no confirmation: the same words whether none
     was sent, none came in time, or there is no domain to check one in (the audit entry says
     which), because a validator's replay, which has neither the domain nor a pause, must raise
     exactly this error."""
     try:
-        return f"tool {tool} is irreversible: no confirmation for action 0x{action_hash(tool, args).hex()}"
+        digest = action_hash(tool, args, occurrence).hex()
+        return f"tool {tool} is irreversible: no confirmation for action 0x{digest}"
     except Exception:  # arguments without a canonical form have no actionHash to confirm
         return f"tool {tool} is irreversible: no confirmation for its arguments"
 
@@ -360,8 +369,11 @@ class AccessManager:
             self.audit(spec, what, "budget", False, f"limit {limit} reached")
             raise BudgetExceededError(f"task {spec.task_id} used its {limit} {what}")
 
-    def check_tool(self, spec: TaskSpec, caps: Capabilities, tool: ToolSpec, args: Mapping[str, Any]) -> None:
-        """Allow a tool call or raise; irreversible tools need a valid confirmation.
+    def check_tool(
+        self, spec: TaskSpec, caps: Capabilities, tool: ToolSpec, args: Mapping[str, Any], occurrence: int = 0
+    ) -> None:
+        """Allow a tool call or raise; irreversible tools need a valid confirmation (of this
+        ``occurrence`` of the call: `supernet.sdk.chain.receipts.action_hash`).
 
         Raises:
             AccessDeniedError: The tool is not in the task's capabilities.
@@ -370,7 +382,7 @@ class AccessManager:
         if tool.name not in caps.tools:
             raise self.deny(spec, "tool", tool.name, "not in this task's capabilities")
         if tool.irreversible:
-            reason = self._confirmation_problem(spec, tool.name, args)
+            reason = self._confirmation_problem(spec, tool.name, args, occurrence)
             if reason:
                 self.audit(spec, "tool", tool.name, False, reason)
                 shown = reason if reason.startswith(("confirmation signed", "unreadable")) else None
@@ -386,6 +398,7 @@ class AccessManager:
         tool: ToolSpec,
         args: Mapping[str, Any],
         idle: Callable[[], AbstractAsyncContextManager[None]] | None = None,
+        occurrence: int = 0,
     ) -> None:
         """:meth:`check_tool`, but a call missing only its confirmation may wait for one (inside
         ``idle()`` when given: the kernel gives the task's slot up while it waits for its user).
@@ -407,17 +420,20 @@ class AccessManager:
             or timeout is None
             or self._domain is None
             or watcher is None
-            or not self._confirmation_problem(spec, tool.name, args).startswith("no confirmation")
+            or not self._confirmation_problem(spec, tool.name, args, occurrence).startswith("no confirmation")
         ):
-            self.check_tool(spec, caps, tool, args)
+            self.check_tool(spec, caps, tool, args, occurrence)
             return
-        key = "0x" + action_hash(tool.name, args).hex()
+        key = "0x" + action_hash(tool.name, args, occurrence).hex()
         waiting = self._pending.setdefault(spec.task_id, {})
         pending = waiting.get(key)
+        if pending is None and sum(map(len, self._pending.values())) >= self.policy.max_paused_calls:
+            self.audit(spec, "confirmation.wait", tool.name, False, "too many calls wait for their users")
+            self.check_tool(spec, caps, tool, args, occurrence)  # refused, in the words of no wait
         if pending is None:
             conf = Confirmation(bytes.fromhex(spec.task_id.removeprefix("0x")), bytes.fromhex(key[2:]))
             pending = PendingConfirmation(
-                spec.task_id, key, tool.name, dict(args), typed_data(conf, self._domain)
+                spec.task_id, key, tool.name, dict(args), typed_data(conf, self._domain), occurrence
             )
             waiting[key] = pending
             self.audit(spec, "confirmation.wait", tool.name, True, f"action {key}")
@@ -429,8 +445,8 @@ class AccessManager:
             if waiting.get(key) is pending:
                 del waiting[key]
             self.audit(spec, "tool", tool.name, False, f"no confirmation within {timeout:g} s")
-            raise ConfirmationRequiredError(unconfirmed(tool.name, args)) from None
-        self.check_tool(spec, caps, tool, args)
+            raise ConfirmationRequiredError(unconfirmed(tool.name, args, occurrence)) from None
+        self.check_tool(spec, caps, tool, args, occurrence)
 
     def watch(self, spec: TaskSpec, on_pending: Callable[[PendingConfirmation], None]) -> None:
         """Call ``on_pending`` when a call of task ``spec`` pauses for a confirmation (until
@@ -525,21 +541,25 @@ class AccessManager:
             raise ToolUnavailableError(NOT_READABLE.format(cid=cid))
         self.audit(spec, "store.read", cid, True)
 
-    def confirmation_of(self, spec: TaskSpec, tool: str, args: Mapping[str, Any]) -> bytes | None:
+    def confirmation_of(
+        self, spec: TaskSpec, tool: str, args: Mapping[str, Any], occurrence: int = 0
+    ) -> bytes | None:
         """The signature that confirms this call of an irreversible tool (given with the task or
         posted through the API), recorded in the trace so that a validator's replay can check it."""
-        wanted = "0x" + action_hash(tool, args).hex()
+        wanted = "0x" + action_hash(tool, args, occurrence).hex()
         return (
             spec.confirmations.get(wanted)
             or spec.confirmations.get(wanted[2:])
             or self._received.get(spec.task_id, {}).get(wanted)
         )
 
-    def _confirmation_problem(self, spec: TaskSpec, tool: str, args: Mapping[str, Any]) -> str:
+    def _confirmation_problem(
+        self, spec: TaskSpec, tool: str, args: Mapping[str, Any], occurrence: int = 0
+    ) -> str:
         """Why the confirmation of this call is missing or invalid ("" when it is valid)."""
         if self._domain is None:
             return "this node has no EIP-712 domain to check confirmations in"
-        wanted = action_hash(tool, args)
+        wanted = action_hash(tool, args, occurrence)
         signature = (
             spec.confirmations.get("0x" + wanted.hex())
             or spec.confirmations.get(wanted.hex())

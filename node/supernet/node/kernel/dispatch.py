@@ -88,7 +88,7 @@ from supernet.node.kernel.trace import (
     llm_record_bound,
 )
 from supernet.node.llm.grammar import grammar_of
-from supernet.sdk.chain.receipts import InputEncodingError, normal_input
+from supernet.sdk.chain.receipts import InputEncodingError, canonical_input, normal_input
 from supernet.sdk.formats.trace import MAX_CONTEXT_TOKENS, MAX_TRACE_BYTES, STORE_READ, CallableAgent
 from supernet.sdk.store.cids import compute_cid
 from supernet.sdk.store.files import split_chunks
@@ -128,6 +128,9 @@ class TaskState:
     # why the node aborted the task (`TaskAbort`), kept here too: an agent that swallows the
     # exception (``gather(..., return_exceptions=True)``) must not turn it into an answer
     aborted: str | None = None
+    # calls so far of each irreversible action (tool and canonical arguments), in the order the
+    # agent made them: the occurrence a confirmation signs (`supernet.sdk.chain.receipts.action_hash`)
+    actions: dict[str, int] = field(default_factory=dict)
 
     @property
     def root(self) -> TaskState:
@@ -410,16 +413,17 @@ class Dispatcher:
             # other tools this node has installed (a validator's replay knows only the task's)
             raise self._access.deny(st.spec, "tool", call.name, "not in this task's capabilities")
         tool = self._tools.spec(call.name)
+        occurrence = _occurrence(st.root, call) if tool.irreversible else 0
         # may pause for the user's confirmation, without a kernel slot meanwhile
         idle = None if self._slots is None else partial(self._slots.away, st.root.slot)
-        await self._access.authorize_tool(st.spec, st.caps, tool, call.args, idle)
+        await self._access.authorize_tool(st.spec, st.caps, tool, call.args, idle, occurrence)
         record: dict[str, Any] = {
             "name": call.name,
             "args": dict(call.args),
             "deterministic": tool.deterministic,
         }
         if tool.irreversible:  # the user's signature that allowed it: a replay checks it again
-            signature = self._access.confirmation_of(st.spec, call.name, call.args)
+            signature = self._access.confirmation_of(st.spec, call.name, call.args, occurrence)
             if signature is not None:
                 record["confirmation"] = "0x" + bytes(signature).hex()
         try:
@@ -726,6 +730,18 @@ def _version_asked(call: StorageGet | StorageRollback | StorageDelete) -> str | 
     """The version a file syscall names, as text (an agent may pass anything)."""
     version = getattr(call, "version", None)
     return None if version is None else str(version)
+
+
+def _occurrence(root: TaskState, call: ToolCall) -> int:
+    """Which call of this action (tool and arguments) of the task this one is, from 0, counted as
+    the agent makes them (a refused one included): what its confirmation signs."""
+    try:
+        key = canonical_input({"tool": call.name, "args": dict(call.args)}).decode()
+    except ValueError:  # no canonical form: no actionHash either, and the call is refused as such
+        return 0
+    seen = root.actions.get(key, 0)
+    root.actions[key] = seen + 1
+    return seen
 
 
 def _error(exc: BaseException) -> str:

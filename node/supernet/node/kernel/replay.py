@@ -63,7 +63,8 @@ from supernet.node.kernel.storage import (
 from supernet.node.kernel.syscalls import GenerationOutcome, MemoryHit, Syscall, TaskSpec
 from supernet.node.kernel.tools import ToolSpec
 from supernet.node.kernel.trace import TraceRecorder, to_dag
-from supernet.sdk.chain.eip712 import Domain
+from supernet.sdk.chain.eip712 import Confirmation, Domain, recover_confirmation
+from supernet.sdk.chain.receipts import canonical_input
 from supernet.sdk.formats.fields import FormatError
 from supernet.sdk.formats.trace import (
     ROOT_READS,
@@ -192,16 +193,41 @@ def context_of(doc: Mapping[str, Any] | Trace) -> tuple[int, Capabilities, tuple
     return trace.seed, caps, specs
 
 
-def _recorded_confirmations(trace: Trace) -> dict[str, bytes]:
+def _recorded_confirmations(trace: Trace, domain: Domain | None) -> dict[str, bytes]:
     """``actionHash`` -> signature of every confirmed tool call the trace records: what the node
-    says the user signed. The replay's access manager checks each against the task's user."""
+    says the user signed. The replay's access manager checks each against the task's user.
+
+    A signature allows one occurrence of its action (`supernet.sdk.chain.receipts.action_hash`);
+    the occurrence a recorded one is for is the one it recovers to the task's user under (calls
+    made at once may be recorded out of the order they were made in). One that recovers under
+    none allows nothing: the replayed call is refused, unlike the trace's."""
     out: dict[str, bytes] = {}
     for event in trace.events:
         if isinstance(event, ToolEvent) and event.confirmation is not None:
             try:
-                out["0x" + action_hash(event.name, event.args).hex()] = event.confirmation
+                canonical_input(dict(event.args))
             except ValueError as exc:  # InputEncodingError: no canonical form, so no user signed it
                 raise MalformedContext(f"trace: a confirmed call of {event.name}: {exc}") from None
+    # a call's occurrence is below the number of tool calls the trace records (refused ones, as
+    # errors, included): the bound of the search below
+    calls = sum(
+        isinstance(e, ToolEvent) or (isinstance(e, ErrorEvent) and e.syscall == "tool") for e in trace.events
+    )
+    if domain is None:
+        return out
+    request_hash = bytes.fromhex(trace.task_id.removeprefix("0x"))
+    for event in trace.events:
+        if not isinstance(event, ToolEvent) or event.confirmation is None:
+            continue
+        for k in range(calls):
+            digest = action_hash(event.name, event.args, k)
+            try:
+                signer = recover_confirmation(Confirmation(request_hash, digest), domain, event.confirmation)
+            except Exception:  # an unreadable signature allows nothing
+                break
+            if signer.lower() == trace.user.lower():
+                out["0x" + digest.hex()] = event.confirmation
+                break
     return out
 
 
@@ -249,7 +275,7 @@ async def replay(
         input=trace.input,
         user=trace.user,
         fee=0,
-        confirmations=_recorded_confirmations(trace),
+        confirmations=_recorded_confirmations(trace, domain),
     )
     code_hash = agent.code_hash()  # reads the agent's source files: once
     recorder = TraceRecorder(

@@ -359,6 +359,13 @@ class AccessSettings(BaseModel):
         description="How long a call of an irreversible tool waits for its user's confirmation "
         "(POST /v1/tasks/{id}/confirmations) before it fails; unset: refused at once.",
     )
+    max_paused_calls: int = Field(
+        default=8,
+        ge=0,
+        description="Calls waiting for their users' confirmations at once, over all tasks (each "
+        "keeps its task's worker slot); one more is refused at once. Keep it below the worker's "
+        "concurrency (16), so that users who never confirm cannot hold every slot.",
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> AccessSettings:

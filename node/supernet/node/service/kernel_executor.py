@@ -300,7 +300,11 @@ def access_policy(s: AccessSettings) -> dict[str, Any]:
     groups = tuple(
         PrivilegeGroup(g.name, frozenset(g.agents), tuple(g.tools), g.memory, g.storage) for g in s.groups
     )
-    return {"groups": groups, "confirmation_timeout_s": s.confirmation_timeout_s}
+    return {
+        "groups": groups,
+        "confirmation_timeout_s": s.confirmation_timeout_s,
+        "max_paused_calls": s.max_paused_calls,
+    }
 
 
 def node_domain(settings: NodeSettings) -> Domain:

@@ -112,14 +112,19 @@ def input_hash(task_input: str | Mapping[str, Any]) -> bytes:
     return hashlib.sha256(canonical_input(task_input)).digest()
 
 
-def action_hash(tool: str, args: Mapping[str, Any]) -> bytes:
+def action_hash(tool: str, args: Mapping[str, Any], occurrence: int = 0) -> bytes:
     """The ``actionHash`` a ``Confirmation`` signs for a tool call: sha256 of the RFC 8785 JSON of
-    ``{"tool", "args"}`` (the node checks it, the user's client computes it).
+    ``{"tool", "args", "occurrence"}`` (the node checks it, the user's client computes it).
+
+    ``occurrence`` numbers the task's calls of this tool with these arguments, from 0, refused
+    ones included: a signature allows one call, never a retry the user let time out nor a repeat
+    of the same payment (tests/unit/test_review_confirmations.py).
 
     Raises:
         InputEncodingError: the arguments have no canonical form.
     """
-    return hashlib.sha256(canonical_input({"tool": tool, "args": dict(args)})).digest()
+    body = {"tool": tool, "args": dict(args), "occurrence": occurrence}
+    return hashlib.sha256(canonical_input(body)).digest()
 
 
 def output_hash(output: str) -> bytes:

@@ -2,8 +2,10 @@
 
 When an agent calls an irreversible tool, the node pauses the call and sends a
 ``confirmation_required`` event on the task's stream: ``{"taskId", "actionHash", "tool", "args",
-"typedData"}``. The user signs the EIP-712 ``Confirmation(requestHash = task id, actionHash)`` and
-posts it to ``POST /v1/tasks/{id}/confirmations``; the call goes on.
+"occurrence", "typedData"}`` (``occurrence``: which call of this tool with these arguments in the
+task, from 0; a signature allows that one call, never a retry or a repeat). The user signs the
+EIP-712 ``Confirmation(requestHash = task id, actionHash)`` and posts it to
+``POST /v1/tasks/{id}/confirmations``; the call goes on.
 
 >>> body = confirmation_body(task_id, event_data, domain, account)  # doctest: +SKIP
 >>> # {"actionHash": "0x…", "signature": "0x…"}
@@ -26,9 +28,9 @@ def confirmation_body(
 
     Args:
         task_id: The task id (``requestHash``, ``0x`` hex).
-        action: The ``confirmation_required`` event's data (its ``tool`` and ``args`` are hashed
-            here, so what is signed is the call shown, never a hash the node chose), or an
-            ``actionHash`` the caller computed itself.
+        action: The ``confirmation_required`` event's data (its ``tool``, ``args`` and
+            ``occurrence`` are hashed here, so what is signed is the call shown, never a hash the
+            node chose), or an ``actionHash`` the caller computed itself.
         domain: The protocol's EIP-712 domain (the deployment's).
         account: The task's user.
 
@@ -38,7 +40,10 @@ def confirmation_body(
     if isinstance(action, str):
         digest = bytes.fromhex(action.removeprefix("0x"))
     else:
-        digest = action_hash(str(action["tool"]), action["args"])
+        occurrence = action.get("occurrence", 0)
+        if not isinstance(occurrence, int) or isinstance(occurrence, bool) or occurrence < 0:
+            raise ValueError(f"the event's occurrence {occurrence!r} is not a call number")
+        digest = action_hash(str(action["tool"]), action["args"], occurrence)
         claimed = action.get("actionHash")
         if claimed is not None and str(claimed).lower() != "0x" + digest.hex():
             raise ValueError(f"the event's actionHash {claimed} is not the hash of its tool and args")
