@@ -244,7 +244,7 @@ async def test_defence_unconfirmed_tasks_cannot_hold_every_worker_slot(tmp_path:
     over all tasks; one more is refused at once, in the words of a call nobody confirmed (so the
     replay is unchanged): the honest task starts at once. A confirmation that comes after a call's
     wait ended runs nothing (404)."""
-    node = await make_node(tmp_path, timeout_s=1.5)
+    node = await make_node(tmp_path, timeout_s=6.0)
     try:
         worker = node.ctx.worker
         total, per_user = worker._slots._value, worker._per_user
@@ -259,7 +259,7 @@ async def test_defence_unconfirmed_tasks_cannot_hold_every_worker_slot(tmp_path:
         honest = await submit_paid(node, node.user, "payer", {"amounts": []})  # needs no confirmation
         started = time.monotonic()
         done = await wait_end(node, honest)
-        assert done["status"] == "done" and time.monotonic() - started < 1.0  # before any timeout
+        assert done["status"] == "done" and time.monotonic() - started < 5.0  # before any wait ends
         assert len([t for t in held if node.executor.kernel.access.pending(t)]) <= paused_max
         for task_id in held:
             await node.ctx.worker.wait(task_id)
