@@ -16,7 +16,8 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from supernet.node.kernel.chain_read import (
-    UNAVAILABLE_WORDS,
+    CHAIN_UNREACHABLE,
+    NOT_FINAL,
     check_arguments,
     pin_target,
     pinned_result,
@@ -59,13 +60,21 @@ def _arguments_error(
     return None
 
 
-def _moment(error: str, timeout: Callable[[str], bool]) -> bool | None:
-    """For an environmental failure: whether it is in the tool's own words; None: not one."""
+def _moment(error: str, timeout: bool, args: Mapping[str, Any]) -> bool | None:
+    """For an environmental failure: whether it is in the tool's own words (``timeout``: the error
+    is exactly the tool's timeout at the protocol's limit); None: not one. "Not final" is the
+    tool's word only for the very block the arguments ask for (never for ``latest``)."""
     kind, _, text = error.partition(": ")
     if kind == "ToolTimeoutError":
-        return timeout(error)
+        return timeout
     if kind == "ToolUnavailableError":
-        return any(p.fullmatch(text) for p in UNAVAILABLE_WORDS)
+        if text == CHAIN_UNREACHABLE:
+            return True
+        try:
+            asked = pin_target(args)
+        except ToolError:
+            return False
+        return asked is not None and text == NOT_FINAL.format(block=asked)
     return None
 
 
@@ -73,11 +82,11 @@ async def check_chain_read(
     call: ToolCall,
     validate: Callable[[str, Mapping[str, Any]], None],
     chain: ChainView | None,
-    timeout_words: Callable[[str], bool],
+    timed_out: bool,
 ) -> tuple[Finding | None, bool, str | None]:
     """One recorded ``chain_read``: (its finding, whether it was re-read, why it is unverifiable)."""
     if call.error is not None:
-        moment = _moment(call.error, timeout_words)
+        moment = _moment(call.error, timed_out, call.args)
         if moment is not None:  # the RPC's moment: not re-run, but only in the tool's words
             return (
                 (None if moment else _finding(call, "a failure in words the tool never uses", None)),

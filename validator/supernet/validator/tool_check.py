@@ -15,13 +15,12 @@ recorded as non-deterministic is never held against it (another operator may dec
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 from supernet.node.kernel.access import NOT_READABLE
 from supernet.node.kernel.builtin_tools import LOCAL_PURE_TOOLS
-from supernet.node.kernel.tools import ToolSpec
+from supernet.node.kernel.tools import ToolSpec, timed_out
 from supernet.sdk.formats.trace import STORE_READ, VerifiedWitness
 from supernet.sdk.store import InvalidBlockError
 from supernet.sdk.store.cids import canonical_cid, codec_of
@@ -108,22 +107,26 @@ def _exempt(call: ToolCall) -> bool:
     return _environmental(call.error) and (is_mcp(call.name) or call.name not in LOCAL_PURE_TOOLS)
 
 
-def _own_words(call: ToolCall) -> bool:
+def _own_words(call: ToolCall, runner: ToolRunner) -> bool:
     """Whether an exempt failure of a built-in tool is in the words the tool itself uses.
 
     The text reaches the agent (and through it the model), and no re-run can reproduce the moment,
     so a node could otherwise write a prompt of its choice there: a built-in tool words its
     environmental failures itself, the same whatever happened (a store's refusal and its outage
-    read alike, `supernet.node.kernel.access.NOT_READABLE`; a timeout names the tool and its limit).
+    read alike, `supernet.node.kernel.access.NOT_READABLE`; a timeout names the tool and the
+    protocol's limit for it, `supernet.node.kernel.tools.timed_out`).
     """
     error = call.error or ""
-    if _TIMEOUT.fullmatch(error) and error.split(" ", 3)[2] == call.name:
+    if _is_timeout(call, runner):
         return True
     cid = call.args.get("cid") if isinstance(call.args, Mapping) else None
     return call.name == STORE_READ and error == f"ToolUnavailableError: {NOT_READABLE.format(cid=cid)}"
 
 
-_TIMEOUT = re.compile(r"ToolTimeoutError: tool [a-z_]+ timed out after [0-9]+(\.[0-9]+)? s")
+def _is_timeout(call: ToolCall, runner: ToolRunner) -> bool:
+    """Whether the call's error is exactly its tool's timeout, at the protocol's limit."""
+    spec = runner.spec(call.name) if hasattr(runner, "spec") else None
+    return spec is not None and call.error == f"ToolTimeoutError: {timed_out(call.name, spec.timeout_s)}"
 
 
 class WitnessLacksError(LookupError):
@@ -179,7 +182,7 @@ async def check_tools(
         if call.name == CHAIN_READ and isinstance(runner, RegistryRunner):
             # pinned to a final block its result names: re-read there (`chain_check`)
             finding, reread, why = await check_chain_read(
-                call, runner.validate, runner.chain, lambda e: _TIMEOUT.fullmatch(e) is not None
+                call, runner.validate, runner.chain, _is_timeout(call, runner)
             )
             findings += [finding] if finding is not None else []
             rerun += reread
@@ -195,7 +198,7 @@ async def check_tools(
         if not known:
             continue
         if _exempt(call):
-            if not operators_word and not _own_words(call):
+            if not operators_word and not _own_words(call, runner):
                 findings.append(
                     _finding(
                         call,

@@ -387,7 +387,9 @@ class AccessManager:
                 self.audit(spec, "tool", tool.name, False, reason)
                 shown = reason if reason.startswith(("confirmation signed", "unreadable")) else None
                 raise ConfirmationRequiredError(
-                    f"tool {tool.name} is irreversible: {shown}" if shown else unconfirmed(tool.name, args)
+                    f"tool {tool.name} is irreversible: {shown}"
+                    if shown
+                    else unconfirmed(tool.name, args, occurrence)
                 )
         self.audit(spec, "tool", tool.name, True)
 

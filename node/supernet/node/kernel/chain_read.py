@@ -37,11 +37,6 @@ CHAIN_UNREACHABLE = "the chain cannot be read now"
 BAD_BLOCK = "block must be a block number or one of latest, safe, finalized"
 BAD_ADDRESS = "address must be a 20-byte hex address"
 
-UNAVAILABLE_WORDS = (
-    re.compile(r"block \d+ is not final on this chain yet"),
-    re.compile(re.escape(CHAIN_UNREACHABLE)),
-)
-"""The exact texts of a `ToolUnavailableError` of ``chain_read`` (after ``ToolUnavailableError: ``)."""
 
 _HASH = re.compile(r"^0x[0-9a-f]{64}$")
 
@@ -113,7 +108,11 @@ async def read_at(w3: Any, args: Mapping[str, Any], number: int, block_hash: str
     if method == "balance":
         return {**out, "value": str(await w3.eth.get_balance(address, block_identifier=at))}
     try:
-        data = await w3.eth.call({"to": address, "data": args.get("data", "0x")}, block_identifier=at)
+        # no EIP-3668 off-chain lookup (web3's default): the answer would be a server's the contract
+        # names, not the chain's, and a validator asking that server may be told otherwise
+        data = await w3.eth.call(
+            {"to": address, "data": args.get("data", "0x")}, block_identifier=at, ccip_read_enabled=False
+        )
     except ContractLogicError as exc:  # a revert at a pinned block is as final as a value
         reason = exc.data if isinstance(exc.data, str) else "0x"
         return {**out, "reverted": reason if reason.startswith("0x") else "0x"}

@@ -124,6 +124,9 @@ class TaskState:
     # syscalls of the task in flight (one an agent left running when it returned included)
     inflight: int = 0
     settled: asyncio.Event = field(default_factory=asyncio.Event)
+    # one syscall of this agent at a time (`Dispatcher.handle`): the trace records them in the
+    # order the agent makes them, whatever each one waits for, and the replay makes them alike
+    turn: asyncio.Lock = field(default_factory=asyncio.Lock)
     ended: bool = False
     # why the node aborted the task (`TaskAbort`), kept here too: an agent that swallows the
     # exception (``gather(..., return_exceptions=True)``) must not turn it into an answer
@@ -264,7 +267,14 @@ class Dispatcher:
         root.inflight += 1
         root.settled.clear()
         try:
-            return await self._handle(st, call)
+            if isinstance(call, AgentCall):  # the child's syscalls take turns of their own
+                return await self._handle(st, call)
+            # Concurrent syscalls of one agent (``asyncio.gather``) would be recorded as each
+            # ends, an order that depends on timing (a user answering confirmations in another
+            # order, a slow tool) and that no replay reproduces: an honest node's trace flagged
+            # (tests/unit/test_review_occurrences.py). They take turns instead, in call order.
+            async with st.turn:
+                return await self._handle(st, call)
         finally:
             root.inflight -= 1
             if root.inflight == 0:

@@ -129,12 +129,18 @@ class ToolRegistry:
                     else:
                         result = await asyncio.to_thread(tool.fn, args)
             except TimeoutError:
-                raise ToolTimeoutError(f"tool {name} timed out after {tool.spec.timeout_s} s") from None
+                raise ToolTimeoutError(timed_out(name, tool.spec.timeout_s)) from None
             except ToolError:
                 raise
             except Exception as exc:
                 raise ToolError(f"tool {name} failed: {exc}") from exc
         return recorded_result(name, result)
+
+
+def timed_out(name: str, timeout_s: float) -> str:
+    """The words of a tool call that ran past its limit (a validator holds a recorded timeout of a
+    built-in tool to exactly these, with the protocol's limit)."""
+    return f"tool {name} timed out after {timeout_s} s"
 
 
 def recorded_result(name: str, result: Any) -> Any:
