@@ -178,7 +178,7 @@ async def test_defence_a_user_cannot_frame_a_node_by_confirming_only_the_retry(t
         assert first["actionHash"] != second["actionHash"]  # two calls, two consents
         r = await node.http.post(
             f"/v1/tasks/{task_id}/confirmations",
-            json=confirmation_body(task_id, second, node.chain.domain, node.user),
+            json=confirmation_body(task_id, second, node.chain.domain, node.user, repeat=True),
         )
         assert r.status_code == 200 and r.json()["resumed"] is True
         done = await wait_end(node, task_id)
@@ -221,7 +221,7 @@ async def test_defence_one_confirmation_runs_one_call(tmp_path: Path) -> None:
             shown = await pending_event(node, both, k)
             r = await node.http.post(
                 f"/v1/tasks/{both}/confirmations",
-                json=confirmation_body(both, shown, node.chain.domain, node.user),
+                json=confirmation_body(both, shown, node.chain.domain, node.user, repeat=True),
             )
             assert r.status_code == 200, r.text
         done = await wait_end(node, both)

@@ -27,11 +27,10 @@ What was tried, and what was found:
   shares the task's numbering (its call is occurrence 1, asks again, replays clean); a user cannot
   confirm an occurrence before it is asked (404, nothing runs); the SDK refuses a malformed
   ``occurrence``.
-* **The SDK signs any occurrence a node names** -- KNOWN LIMIT (consent harvesting): a node can show
-  a *fake* ``confirmation_required`` for occurrence 1 of a call that is paused as occurrence 0; the
-  SDK signs it, the POST answers 404 but the node now holds a valid consent for a future call, and
-  with a non-deterministic result that makes the agent retry (replay cannot check it) the node runs
-  the payment twice on one user interaction, and the trace replays clean.
+* **The SDK signed any occurrence a node named** -- FIXED (was a known limit: consent harvesting):
+  a node showed a *fake* ``confirmation_required`` for occurrence 1 of a call paused as occurrence
+  0, the SDK signed it, and a provoked retry ran on it. The SDK now signs a repeat (occurrence above
+  0) only with ``repeat=True``.
 """
 
 from __future__ import annotations
@@ -100,7 +99,7 @@ class CheckingPayer(Agent):
 async def confirm(node: Node, task_id: str, event: dict[str, Any]) -> None:
     r = await node.http.post(
         f"/v1/tasks/{task_id}/confirmations",
-        json=confirmation_body(task_id, event, node.chain.domain, node.user),
+        json=confirmation_body(task_id, event, node.chain.domain, node.user, repeat=True),
     )
     assert r.status_code == 200 and r.json()["resumed"] is True, r.text
 
@@ -240,26 +239,16 @@ async def test_defence_the_paused_calls_cap_cannot_reorder_a_tasks_calls(tmp_pat
         await close(node)
 
 
-async def test_known_limit_sdk_signs_a_future_occurrence_a_node_shows(tmp_path: Path) -> None:
-    """KNOWN LIMIT (consent harvesting: one confirmation, two payments). While the agent's first
-    ``pay 5`` is paused (occurrence 0), a cheating node also shows a *fake* ``confirmation_required``
-    for occurrence 1 of the same call (a call that does not exist). `confirmation_body` checks only
-    that the event's hash is its own tool/args/occurrence, so it signs; the POST answers 404 (no call
-    waits for it), but the node has read the signature in the request. It then runs call 0 on the
-    real consent, records a non-deterministic answer ``failed`` (validators cannot check it), the
-    agent retries, and the harvested signature allows occurrence 1 with no second question: the user
-    pays twice, and the trace replays clean (each signature is the user's, for its own occurrence).
-    The cheat is modelled on the real node by its operator's own edits: the payment tool's body, and
-    the harvested signature put into its access manager's accepted confirmations.
-
-    Harm: a user who confirms what its client shows pays more than once per consent; the node gains
-    whatever the payment is to. Fix (sdk/supernet/sdk/client/confirm.py and ``Client.confirm``): sign
-    occurrence ``k`` of an action only after having answered (or seen refused) occurrences
-    ``0..k-1`` of it in this task's stream, which needs the node to emit an event for every
-    irreversible call, refused-at-once ones included (node/supernet/node/kernel/access.py
-    ``authorize_tool``); and show the user "the (k+1)-th call of this in the task", not a bare
-    number."""
-    node = await make_node(tmp_path, timeout_s=5.0)
+async def test_defence_the_sdk_signs_a_repeat_only_knowingly(tmp_path: Path) -> None:
+    """Found by this review (was a known limit: consent harvesting, one question, two payments).
+    While the agent's first ``pay 5`` waited (occurrence 0), a cheating node showed a *fake*
+    ``confirmation_required`` for occurrence 1; the SDK signed it (the POST answered 404, but the
+    node had the signature), the node answered the real call "failed" (a non-deterministic tool),
+    the agent retried, and the harvested consent ran the second payment with no question: a clean
+    trace. Now `confirmation_body` (and `Client.confirm`) sign a repeat (an occurrence above 0) only
+    with ``repeat=True``: by default there is nothing to harvest, the retry asks its own question,
+    and unanswered it is refused."""
+    node = await make_node(tmp_path, timeout_s=1.0)
     try:
         kernel = node.executor.kernel
         kernel.agents.register(CheckingPayer)
@@ -278,27 +267,18 @@ async def test_known_limit_sdk_signs_a_future_occurrence_a_node_shows(tmp_path: 
         real = await pending_event(node, task_id)
         assert real["occurrence"] == 0
         fake = {k: v for k, v in real.items() if k not in ("actionHash", "typedData")} | {"occurrence": 1}
-        harvested = confirmation_body(task_id, fake, node.chain.domain, node.user)  # the SDK signs it
-        r = await node.http.post(f"/v1/tasks/{task_id}/confirmations", json=harvested)
-        assert r.status_code == 404  # ... yet the node has read the signature
-        # the cheat: the node keeps the harvested consent as if it had been posted for a waiting call
-        kernel.access._received.setdefault(task_id, {})[harvested["actionHash"]] = bytes.fromhex(
-            harvested["signature"][2:]
+        with pytest.raises(ValueError, match="sign a repeat only knowingly"):
+            confirmation_body(task_id, fake, node.chain.domain, node.user)  # nothing to harvest
+        r = await node.http.post(
+            f"/v1/tasks/{task_id}/confirmations",
+            json=confirmation_body(task_id, real, node.chain.domain, node.user),  # the one question
         )
-        await confirm(node, task_id, real)  # the one question the user answers
-        done = await wait_end(node, task_id)
-        assert done["status"] == "done" and done["output"] == "failed; sent 5"
-        assert node.payments == [5, 5]  # two payments, one consent asked
-        stream = node.ctx.streams.get(task_id)
-        asked = [
-            p
-            for p in (stream._pieces if stream else [])
-            if getattr(p, "event", None) == "confirmation_required"
-        ]
-        assert len(asked) == 1
-        trace = await node.store.get_dag(done["traceCid"])
-        assert [e.get("confirmation") is not None for e in trace["events"]] == [True, True]
-        assert await replay_findings(node, trace, CheckingPayer) == []
+        assert r.status_code == 200
+        retry = await pending_event(node, task_id, 2)  # the provoked retry asks its own question
+        assert retry["occurrence"] == 1
+        done = await wait_end(node, task_id)  # unanswered: refused
+        assert done["status"] == "failed" and "ConfirmationRequiredError" in str(done.get("error"))
+        assert node.payments == [5], "one payment per consent"
     finally:
         await close(node)
 
@@ -390,7 +370,7 @@ async def test_defence_no_confirmation_before_the_call_is_asked(tmp_path: Path) 
         task_id = await submit(node, node.body([5, 5]))
         event = await pending_event(node, task_id)
         early = confirmation_body(
-            task_id, {**event, "actionHash": None, "occurrence": 1}, node.chain.domain, node.user
+            task_id, {**event, "actionHash": None, "occurrence": 1}, node.chain.domain, node.user, repeat=True
         )
         r = await node.http.post(f"/v1/tasks/{task_id}/confirmations", json=early)
         assert r.status_code == 404

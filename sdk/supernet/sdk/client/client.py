@@ -612,7 +612,12 @@ class Client:
         return got
 
     async def confirm(
-        self, task_id: str, action: str | Mapping[str, Any], node_url: str | None = None
+        self,
+        task_id: str,
+        action: str | Mapping[str, Any],
+        node_url: str | None = None,
+        *,
+        repeat: bool = False,
     ) -> ConfirmationAccepted:
         """Confirm an irreversible action a running task waits for: sign the EIP-712
         ``Confirmation`` and post it (``POST /v1/tasks/{id}/confirmations``).
@@ -623,12 +628,14 @@ class Client:
                 tool and args are hashed here, so what is signed is the call shown), or an
                 ``actionHash``.
             node_url: The node running it (default: the one this client sent it to).
+            repeat: Also sign the task's second (or later) call of the same tool with the same
+                arguments (`confirmation_body`): off by default.
 
         Returns:
             The node's answer (``resumed`` false: a repeat of an accepted confirmation).
         """
         base = self._url_of(task_id, node_url)
-        body = confirmation_body(task_id, action, self.contracts.domain, self.account)
+        body = confirmation_body(task_id, action, self.contracts.domain, self.account, repeat=repeat)
         url = f"{base}/v1/tasks/{task_id}/confirmations"
         return parse(ConfirmationAccepted, await self._post(url, body), url)
 

@@ -22,7 +22,12 @@ from supernet.sdk.chain.receipts import action_hash
 
 
 def confirmation_body(
-    task_id: str, action: str | Mapping[str, Any], domain: Domain, account: LocalAccount
+    task_id: str,
+    action: str | Mapping[str, Any],
+    domain: Domain,
+    account: LocalAccount,
+    *,
+    repeat: bool = False,
 ) -> dict[str, str]:
     """The ``POST /v1/tasks/{id}/confirmations`` body confirming ``action`` of task ``task_id``.
 
@@ -33,9 +38,15 @@ def confirmation_body(
             node chose), or an ``actionHash`` the caller computed itself.
         domain: The protocol's EIP-712 domain (the deployment's).
         account: The task's user.
+        repeat: Also sign a repeat: an ``occurrence`` above 0, the task's second (or later) call
+            of this very tool with these very arguments. Off by default, so a consent is given to
+            a repeat only knowingly: a node could show an event for a future occurrence while the
+            first one waits, and keep that signature for a call it provokes later (a "failed"
+            answer that makes the agent pay again; `tests/unit/test_review_occurrences.py`).
 
     Raises:
-        ValueError: the event's ``actionHash`` is not the hash of its ``tool`` and ``args``.
+        ValueError: the event's ``actionHash`` is not the hash of its ``tool`` and ``args``, or it
+            is a repeat and ``repeat`` is not set.
     """
     if isinstance(action, str):
         digest = bytes.fromhex(action.removeprefix("0x"))
@@ -43,6 +54,11 @@ def confirmation_body(
         occurrence = action.get("occurrence", 0)
         if not isinstance(occurrence, int) or isinstance(occurrence, bool) or occurrence < 0:
             raise ValueError(f"the event's occurrence {occurrence!r} is not a call number")
+        if occurrence > 0 and not repeat:
+            raise ValueError(
+                f"this is call {occurrence + 1} of {action['tool']} with these arguments in the task: "
+                "sign a repeat only knowingly (repeat=True)"
+            )
         digest = action_hash(str(action["tool"]), action["args"], occurrence)
         claimed = action.get("actionHash")
         if claimed is not None and str(claimed).lower() != "0x" + digest.hex():
