@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from supernet.node.kernel.chain_read import (
     CHAIN_UNREACHABLE,
     NOT_FINAL,
+    block_ref,
     check_arguments,
+    connected,
     pin_target,
     pinned_result,
     read_at,
@@ -36,16 +38,9 @@ class ChainView:
     def __init__(self, rpc_url: str) -> None:
         self.rpc_url = rpc_url
 
-    @contextlib.asynccontextmanager
-    async def connect(self) -> AsyncIterator[Any]:
-        """An ``AsyncWeb3`` on the RPC, its HTTP session closed on exit."""
-        from web3 import AsyncHTTPProvider, AsyncWeb3  # web3 is heavy: import on first use
-
-        w3 = AsyncWeb3(AsyncHTTPProvider(self.rpc_url))
-        try:
-            yield w3
-        finally:
-            await w3.provider.disconnect()
+    def connect(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        """An ``AsyncWeb3`` on the RPC, its HTTP session closed on exit (the node tool's own)."""
+        return connected(self.rpc_url)
 
 
 def _arguments_error(
@@ -114,7 +109,7 @@ async def check_chain_read(
         async with chain.connect() as w3:
             if block > int((await w3.eth.get_block("finalized"))["number"]):
                 return None, False, f"tool call {call.call} read block {block}, not final here yet"
-            canonical = "0x" + bytes((await w3.eth.get_block(block))["hash"]).hex()
+            _, canonical = block_ref(await w3.eth.get_block(block))
             if canonical != block_hash:
                 return _finding(call, f"block {block} of this chain is {canonical}", canonical), True, None
             again = await read_at(w3, call.args, block, block_hash)

@@ -19,8 +19,9 @@ malformed ``block`` is a `ToolError` any validator derives from the arguments al
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from supernet.node.kernel.errors import ToolError, ToolUnavailableError
@@ -81,13 +82,30 @@ async def pin(w3: Any, args: Mapping[str, Any]) -> tuple[int, str]:
         ToolUnavailableError: ``block`` above the finalized head (`NOT_FINAL`).
     """
     target = pin_target(args)
-    final = await w3.eth.get_block("finalized")
+    final = block_ref(await w3.eth.get_block("finalized"))
     if target is None:
-        return int(final["number"]), "0x" + bytes(final["hash"]).hex()
-    if target > int(final["number"]):
+        return final
+    if target > final[0]:
         raise ToolUnavailableError(NOT_FINAL.format(block=target))
-    block = await w3.eth.get_block(target)
+    return block_ref(await w3.eth.get_block(target))
+
+
+def block_ref(block: Mapping[str, Any]) -> tuple[int, str]:
+    """A block as a read is pinned to it: (number, ``0x`` hash)."""
     return int(block["number"]), "0x" + bytes(block["hash"]).hex()
+
+
+@contextlib.asynccontextmanager
+async def connected(rpc_url: str) -> AsyncIterator[Any]:
+    """An ``AsyncWeb3`` on ``rpc_url`` (the node's read, a validator's re-read), its HTTP session
+    closed on exit."""
+    from web3 import AsyncHTTPProvider, AsyncWeb3  # web3 is heavy: import on first use
+
+    w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url))
+    try:
+        yield w3
+    finally:
+        await w3.provider.disconnect()
 
 
 async def read_at(w3: Any, args: Mapping[str, Any], number: int, block_hash: str) -> dict[str, Any]:
@@ -126,18 +144,14 @@ def chain_read(rpc_url: str | None) -> Any:
         if not rpc_url:
             raise ToolError("this node has no chain RPC configured")
         check_arguments(args)  # before the network: every validator derives the same error
-        from web3 import AsyncHTTPProvider, AsyncWeb3
-
-        w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url))
         try:
-            number, block_hash = await pin(w3, args)
-            return await read_at(w3, args, number, block_hash)
+            async with connected(rpc_url) as w3:
+                number, block_hash = await pin(w3, args)
+                return await read_at(w3, args, number, block_hash)
         except (ToolError, ToolUnavailableError):
             raise
         except Exception as exc:  # the RPC's moment, not the arguments': in the tool's own words
             raise ToolUnavailableError(CHAIN_UNREACHABLE) from exc
-        finally:
-            await w3.provider.disconnect()
 
     return read
 

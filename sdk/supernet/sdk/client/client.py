@@ -1000,26 +1000,26 @@ class Client:
         return answer(await self.http.post(url, json=body))
 
 
-def _busy(resp: httpx.Response) -> bool:
-    """A node's ``503 busy``: admission shed the request before storing anything."""
-    if resp.status_code != 503:
-        return False
+def _error_body(resp: httpx.Response, status: int) -> dict[str, Any]:
+    """The ``error`` object of a node's answer with ``status`` (empty for another status, or a
+    body that is not the node's error format)."""
+    if resp.status_code != status:
+        return {}
     try:
         error = resp.json().get("error", {})
     except (ValueError, AttributeError):
-        return False
-    return isinstance(error, dict) and error.get("code") == "busy"
+        return {}
+    return error if isinstance(error, dict) else {}
+
+
+def _busy(resp: httpx.Response) -> bool:
+    """A node's ``503 busy``: admission shed the request before storing anything."""
+    return _error_body(resp, 503).get("code") == "busy"
 
 
 def _stored_already(resp: httpx.Response, task_id: str) -> bool:
     """A node's 409 saying task ``task_id`` itself was already submitted (stored)."""
-    if resp.status_code != 409:
-        return False
-    try:
-        error = resp.json().get("error", {})
-    except (ValueError, AttributeError):
-        return False
-    return isinstance(error, dict) and str(error.get("taskId", "")).lower() == task_id.lower()
+    return str(_error_body(resp, 409).get("taskId", "")).lower() == task_id.lower()
 
 
 def _retry_after(resp: httpx.Response) -> float:
