@@ -69,6 +69,7 @@ def test_common_mistakes_are_one_line_with_the_fix(
                 actors.node.address,
                 "0.01ether",
                 "--yes",
+                "--force",  # no node is registered on this bare deployment
                 "--rpc",
                 rpc,
                 "--deployment",

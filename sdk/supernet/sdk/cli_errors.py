@@ -6,6 +6,7 @@ Anything else is a bug and keeps its traceback (``--verbose`` adds debug logs).
 from __future__ import annotations
 
 import httpx
+from pydantic import ValidationError
 from supernet.sdk.chain.deployment import DeploymentError
 from supernet.sdk.client.types import ClientError
 from supernet.sdk.errors import SupernetError
@@ -35,7 +36,17 @@ def explain(exc: BaseException) -> str | None:
         return f"{exc}" + (f" — {hint}" if hint else "")
     if isinstance(exc, SupernetError):
         return str(exc)
+    if isinstance(exc, ValidationError):
+        return f"invalid {exc.title} configuration: {settings_problems(exc)}"
     return None
+
+
+def settings_problems(exc: ValidationError) -> str:
+    """Each rejected setting as ``where: why``, without the value given (it may be a key)."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
+        for e in exc.errors(include_url=False, include_input=False, include_context=False)
+    )
 
 
 def _is_chain_unreachable(exc: BaseException) -> bool:

@@ -47,3 +47,14 @@ def store_option(*also: str) -> Any:
     return typer.Option(
         "--store", envvar=[STORE_ENV, *also], help="Content-store URL (Kubo RPC or embedded)."
     )
+
+
+def amount_argument(text: str, name: str = "amount") -> int:
+    """An amount of wei from a command line (``0.01ether``, ``100gwei``, ``5000``), or a usage
+    error naming ``name``: every amount is parsed before the command connects or sends anything."""
+    from supernet.sdk.units import AmountError, parse_amount
+
+    try:
+        return parse_amount(text)
+    except AmountError as exc:
+        raise typer.BadParameter(str(exc), param_hint=name) from None

@@ -15,10 +15,9 @@ from typing import Annotated, Any
 
 import typer
 from supernet.sdk.cli_errors import explain
-from supernet.sdk.cli_options import DEPLOYMENT_ENV, RPC_ENV
+from supernet.sdk.cli_options import DEPLOYMENT_ENV, RPC_ENV, amount_argument
 from supernet.sdk.client import Client, ClientError
 from supernet.sdk.key_options import KeyFile, Keystore, PasswordFile, account, key_option
-from supernet.sdk.units import parse_amount
 
 app = typer.Typer(
     name="task", help="Submit paid tasks to Supernet nodes and verify receipts.", no_args_is_help=True
@@ -78,6 +77,7 @@ def submit(
 ) -> None:
     """Submit a task, stream its answer, then verify its receipt."""
     task_input: Any = json.loads(text) if as_json else text
+    offer_wei = None if offer is None else amount_argument(offer, "--offer")  # before any connection
 
     async def go() -> None:
         async with _client(rpc, deployment, (key, key_file, keystore, password_file), state_dir) as client:
@@ -89,7 +89,7 @@ def submit(
                 max_fee=max_fee,
                 deposit=deposit,
                 on_token=_echo,
-                offer=None if offer is None else parse_amount(offer),
+                offer=offer_wei,
             )
             typer.echo(f"\ntask {result.task_id} on {result.node} ({result.fee} wei)")
             if verify:

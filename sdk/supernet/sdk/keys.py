@@ -134,9 +134,12 @@ def write_keystore(path: Path, account: LocalAccount, password: str, **kdf: Any)
     """Write ``account`` as a V3 keystore at ``path``, created with mode 0600; never overwrites.
 
     Raises:
-        KeyLoadError: ``path`` exists.
+        KeyLoadError: ``path`` exists, or the passphrase is empty or blank (an unset variable in a
+            compose file reads as ``""``): such a keystore looks encrypted and protects nothing.
     """
     path = Path(path)
+    if not password.strip():
+        raise KeyLoadError(f"refusing to write {path} under an empty passphrase: anyone could decrypt it")
     doc = encrypt(account, password, **kdf)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

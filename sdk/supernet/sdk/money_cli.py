@@ -18,10 +18,11 @@ import typer
 from eth_utils import to_checksum_address
 from supernet.sdk.chain import Contracts, Deployment
 from supernet.sdk.cli_errors import explain
+from supernet.sdk.cli_options import amount_argument
 from supernet.sdk.client_cli import Dep, Rpc  # one definition of the chain options
 from supernet.sdk.errors import SupernetError
 from supernet.sdk.key_options import KeyFile, Keystore, PasswordFile, account, key_option
-from supernet.sdk.units import AmountError, format_amount, parse_amount
+from supernet.sdk.units import format_amount
 
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before sending the transaction.")]
 
@@ -34,10 +35,7 @@ UserKey = Annotated[str, key_option("SUPERNET_USER_KEY", "User's")]
 
 
 def _amount(text: str) -> int:
-    try:
-        return parse_amount(text)
-    except AmountError as exc:
-        raise typer.BadParameter(str(exc)) from None
+    return amount_argument(text)
 
 
 @contextmanager
@@ -117,14 +115,26 @@ def deposit(
     key_file: KeyFile = None,
     keystore: Keystore = None,
     password_file: PasswordFile = None,
+    force: Annotated[
+        bool, typer.Option(help="Deposit even if NODE is not an active node on chain (pre-funding).")
+    ] = False,
 ) -> None:
-    """Add to your payment channel to NODE."""
+    """Add to your payment channel to NODE (an active node on chain, unless --force)."""
     wei = _amount(amount)
     if wei == 0:
         raise typer.BadParameter("a deposit must be more than 0")
     with _one_line_errors():
         c = connect(rpc, deployment, (key, key_file, keystore, password_file))
-        _confirm(f"deposit {format_amount(wei)} into your channel to {node}?", yes)
+        view = c.service_manager.get_node(node)
+        if not view.active and not force:
+            # a channel pays only its node: one to an address no node uses locks the money until a
+            # withdrawal and its delay, and has no stake behind it
+            state = "registered without the minimum stake" if view.registered else "not a registered node"
+            raise SupernetError(f"{node} is {state}: nothing deposited (--force to deposit anyway)")
+        whom = node
+        if view.registered:
+            whom = f"node {node} at {view.endpoint}, stake {format_amount(view.stake)}"
+        _confirm(f"deposit {format_amount(wei)} into your channel to {whom}?", yes)
         tx = c.payments.deposit(node, wei)
         ch = c.payments.channel(c.account.address if c.account else "", node)
         typer.echo(

@@ -38,7 +38,10 @@ def parse_amount(text: str) -> int:
         value = Decimal(number)
     except InvalidOperation:  # the pattern admits only decimals; kept for safety
         raise AmountError(f"{text!r} is not a number") from None
-    wei = to_wei(value, unit)
+    try:
+        wei = to_wei(value, unit)
+    except ValueError as exc:  # beyond 2**256: no amount the chain can hold
+        raise AmountError(f"{text!r} is too large: {exc}") from None
     if Decimal(wei) != value * Decimal(10) ** {"wei": 0, "gwei": 9, "ether": 18}[unit]:
         raise AmountError(f"{text!r} is not a whole number of wei")
     return int(wei)

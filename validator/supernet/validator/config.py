@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from eth_account.signers.local import LocalAccount
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from supernet.node.service.config import McpServerSettings
+from supernet.node.service.config import McpServerSettings, Section
 from supernet.sdk.keys import load_account
 from supernet.sdk.store import DEFAULT_STORE_URL
 
 
-class ChainSettings(BaseModel):
+class ChainSettings(Section):
     """Where the protocol lives and who this validator is."""
 
     rpc_url: str = "http://127.0.0.1:8545"
@@ -75,7 +75,7 @@ class ChainSettings(BaseModel):
         )
 
 
-class ModelSettings(BaseModel):
+class ModelSettings(Section):
     """The model this validator re-scores with (it checks only receipts of this model)."""
 
     name: str = "smollm2-135m"
@@ -111,7 +111,9 @@ class ModelSettings(BaseModel):
 class ValidatorSettings(BaseSettings):
     """Everything `supernet.validator.service.Validator` needs."""
 
-    model_config = SettingsConfigDict(env_prefix="SUPERNET_VALIDATOR_", env_nested_delimiter="__")
+    model_config = SettingsConfigDict(
+        env_prefix="SUPERNET_VALIDATOR_", env_nested_delimiter="__", extra="forbid", hide_input_in_errors=True
+    )
 
     chain: ChainSettings
     model: ModelSettings = Field(default_factory=lambda: ModelSettings(threads=None))

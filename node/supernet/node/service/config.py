@@ -19,7 +19,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -31,7 +31,16 @@ from supernet.node.agents.packages import AllowedAgent
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("supernet_node_config_file", default=None)
 
 
-class ApiSettings(BaseModel):
+class Section(BaseModel):
+    """A configuration section (node and validator alike): an unknown key is an error, never a
+    silent fallback to a default (``[pricing] price_per_token`` for ``price_per_token_wei`` would
+    serve at the default price, ``[chain] enable`` would run off chain), and a rejected value is
+    not echoed back (it may be a private key)."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+
+class ApiSettings(Section):
     """Where the public API listens and how much it accepts."""
 
     host: str = "127.0.0.1"
@@ -55,7 +64,7 @@ class ApiSettings(BaseModel):
         return self.public_url or f"http://{self.host}:{self.port}"
 
 
-class IdentitySettings(BaseModel):
+class IdentitySettings(Section):
     """The node's signing key: receipts are signed with it, tasks are addressed to it."""
 
     private_key: SecretStr | None = Field(
@@ -71,7 +80,7 @@ class IdentitySettings(BaseModel):
     )
 
 
-class ChainSettings(BaseModel):
+class ChainSettings(Section):
     """On-chain settlement: registry, payments and batch commits."""
 
     enabled: bool = False
@@ -98,7 +107,7 @@ class ChainSettings(BaseModel):
         return self
 
 
-class StoreSettings(BaseModel):
+class StoreSettings(Section):
     """The content store: a Kubo RPC URL, or an embedded on-disk store."""
 
     url: str | None = Field(default=None, description="Kubo RPC (or `supernet store serve`) URL.")
@@ -118,10 +127,8 @@ class StoreSettings(BaseModel):
 Dtype = Literal["auto", "float32", "bfloat16", "float16-weights"]
 
 
-class ModelSettings(BaseModel):
+class ModelSettings(Section):
     """One model the node serves (an ``[[engine.models]]`` entry): its own engine and batch."""
-
-    model_config = {"extra": "forbid"}
 
     model: str = Field(description="Catalog name or local path of the model.")
     dtype: Dtype = Field(
@@ -138,7 +145,7 @@ class ModelSettings(BaseModel):
     )
 
 
-class EngineSettings(BaseModel):
+class EngineSettings(Section):
     """Which models the node serves and how they run.
 
     One model: ``model`` and ``dtype``. Several: one ``[[engine.models]]`` entry each (then
@@ -185,7 +192,7 @@ class EngineSettings(BaseModel):
         return list(self.models) or [ModelSettings(model=self.model, dtype=self.dtype)]
 
 
-class KernelSettings(BaseModel):
+class KernelSettings(Section):
     """How the kernel's managers hold agents' state."""
 
     memory_working_set: int = Field(
@@ -203,7 +210,7 @@ class KernelSettings(BaseModel):
     )
 
 
-class AgentsSettings(BaseModel):
+class AgentsSettings(Section):
     """Agents from installed packages (the ``supernet.agents`` entry-point group; docs/agents.md).
 
     Only the entry points named here are imported, and each only at the code hash given: a package
@@ -218,7 +225,7 @@ class AgentsSettings(BaseModel):
     )
 
 
-class PricingSettings(BaseModel):
+class PricingSettings(Section):
     """What a task costs.
 
     The registry publishes a price per generated token; a task is charged its whole token
@@ -235,7 +242,7 @@ class PricingSettings(BaseModel):
         return self.price_per_token_wei * self.tokens_per_task
 
 
-class BatchSettings(BaseModel):
+class BatchSettings(Section):
     """When receipts are committed: a full batch, or the oldest pending receipt is this old."""
 
     max_size: int = Field(default=16, gt=0, le=1024)
@@ -246,12 +253,32 @@ class BatchSettings(BaseModel):
         description=(
             "Each receipt comes with the node's signed promise to commit it within this many seconds "
             "(slashable when broken: OmissionManager). Keep it well above max_age_s and at most the "
-            "chain's CHALLENGE_WINDOW, so the batch is still on chain when a claim is answered."
+            "chain's CHALLENGE_WINDOW, so the batch is still on chain when a claim is answered. At "
+            "least commit_margin_s (2 * max_age_s + 60): a receipt's batch is committed up to two "
+            "batch ages after it, plus the commit's own time."
         ),
     )
 
+    @property
+    def commit_margin_s(self) -> float:
+        """How long after a receipt its batch may be on chain: a batch waits up to ``max_age_s``
+        for its oldest receipt, a failed commit is retried in the next, and the transaction takes
+        its own time (60 s)."""
+        return 2 * self.max_age_s + 60
 
-class RedeemSettings(BaseModel):
+    @model_validator(mode="after")
+    def _promise_after_commit(self) -> BatchSettings:
+        # a promise due before the batch can be on chain is broken by an honest node: every
+        # receipt becomes a slashable omission claim
+        if self.promise_s < self.commit_margin_s:
+            raise ValueError(
+                f"batch.promise_s ({self.promise_s}) must be at least 2 * batch.max_age_s + 60 "
+                f"({self.commit_margin_s:g}): a receipt's batch may reach the chain that late"
+            )
+        return self
+
+
+class RedeemSettings(Section):
     """How often vouchers are redeemed on chain."""
 
     interval_s: float = Field(default=60.0, gt=0)
@@ -263,7 +290,7 @@ class RedeemSettings(BaseModel):
     )
 
 
-class DecoySettings(BaseModel):
+class DecoySettings(Section):
     """Decoys: the node's way of paying the validators who check it (docs/security-parameters.md
     "Paying validators"; `supernet.node.service.decoys`). Only on a chain."""
 
@@ -278,10 +305,8 @@ class DecoySettings(BaseModel):
     interval_s: float = Field(default=5.0, gt=0, description="Seconds between planting and revealing steps.")
 
 
-class McpServerSettings(BaseModel):
+class McpServerSettings(Section):
     """One MCP server whose tools the node offers (``[[mcp.servers]]``; docs/node.md)."""
-
-    model_config = {"extra": "forbid"}
 
     name: str = Field(
         pattern=r"^[a-z][a-z0-9_-]{0,31}$", description="Its tools are registered as `<name>.<tool>`."
@@ -314,7 +339,7 @@ class McpServerSettings(BaseModel):
         return self
 
 
-class McpSettings(BaseModel):
+class McpSettings(Section):
     """The operator's MCP servers (tools from the Model Context Protocol)."""
 
     servers: list[McpServerSettings] = Field(default_factory=list)
@@ -327,10 +352,8 @@ class McpSettings(BaseModel):
         return self
 
 
-class AccessGroupSettings(BaseModel):
+class AccessGroupSettings(Section):
     """One privilege group (``[[access.groups]]``): which agents may use which tools and areas."""
-
-    model_config = {"extra": "forbid"}
 
     name: str = Field(min_length=1, max_length=64)
     agents: list[str] = Field(description="Agent ids in the group.")
@@ -342,15 +365,13 @@ class AccessGroupSettings(BaseModel):
     storage: bool = Field(default=False, description="Whether members get files.")
 
 
-class AccessSettings(BaseModel):
+class AccessSettings(Section):
     """Access rules on top of each task's signed request (docs/agents.md, "Access").
 
     An agent named by one or more groups gets only what they allow (the union of their tools,
     memory, files); an agent in no group keeps the defaults: every tool the task asked for, a
     memory and files.
     """
-
-    model_config = {"extra": "forbid"}
 
     groups: list[AccessGroupSettings] = Field(default_factory=list)
     confirmation_timeout_s: float | None = Field(
@@ -378,7 +399,9 @@ class AccessSettings(BaseModel):
 class NodeSettings(BaseSettings):
     """Everything a node needs to run."""
 
-    model_config = SettingsConfigDict(env_prefix="SUPERNET_", env_nested_delimiter="__", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="SUPERNET_", env_nested_delimiter="__", extra="forbid", hide_input_in_errors=True
+    )
 
     data_dir: Path = Field(
         default=Path(".supernet/node"), description="SQLite database, node key, embedded store."

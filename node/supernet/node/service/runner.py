@@ -102,7 +102,7 @@ class NodeService:
             promise_s=s.batch.promise_s,
             promise_bound_s=promise_bound,
             # a receipt is committed within max_age_s; the rest is the transaction's inclusion
-            commit_margin_s=2 * s.batch.max_age_s + 60,
+            commit_margin_s=s.batch.commit_margin_s,
             chain=self.chain,
         )
         auth = Authenticator(

@@ -868,8 +868,25 @@ class Client:
     async def _choose(self, model: str | None, node_url: str | None) -> NodeChoice:
         if node_url is not None:
             info = await self.node_info(node_url)
-            return NodeChoice(to_checksum_address(info.address), node_url, 0, 0, info)
+            address = to_checksum_address(info.address)
+            return NodeChoice(address, node_url, *await self._registered(address), info)
         return (await self._candidates(model))[0]
+
+    async def _registered(self, address: str) -> tuple[int, int]:
+        """``(price per token, stake)`` of an active node on chain, else `ClientError`.
+
+        Whom a task pays is decided by the chain, never by a server's word: a URL's ``/v1/node``
+        names the address its vouchers pay, and an address that is not an active (staked) node has
+        nothing behind its receipts (no stake to slash or refund from), so no deposit or voucher
+        goes to it. Discovery reads the same registry."""
+        view = await asyncio.to_thread(self.contracts.service_manager.get_node, address)
+        if not view.active:
+            state = "registered without the minimum stake" if view.registered else "not registered"
+            raise ClientError(
+                f"{address} (named by the node's /v1/node) is not an active node on chain ({state}): "
+                "nothing would back its receipts, so nothing is deposited or signed for it"
+            )
+        return view.price_per_token, view.stake
 
     async def _sync_account(self, choice: NodeChoice) -> Any:
         url = f"{choice.url.rstrip('/')}/v1/accounts/{self.account.address}"
