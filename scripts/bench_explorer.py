@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
+import functools
 import json
 import os
 import platform
@@ -43,7 +44,7 @@ from supernet.explorer.chain import ChainLog
 from supernet.explorer.content import ContentReader
 from supernet.explorer.db.engine import open_database
 from supernet.explorer.db.models import Batch, Challenge
-from supernet.sdk.chain.eip712 import TaskRequest
+from supernet.sdk.chain.eip712 import Domain, TaskRequest, hash_task_request, sign_task_request
 from supernet.sdk.chain.receipts import Receipt, input_hash, output_hash, sign_receipt, trace_hash
 from supernet.sdk.devnet.processes import free_port
 from supernet.sdk.formats.evidence import example_dag as evidence_example
@@ -62,16 +63,25 @@ BATCH = 16
 NODES, VALIDATORS, USERS = 8, 5, 64
 FEE = 10**14
 CHALLENGE_EVERY = 25  # batches
+DOMAIN = Domain(31337, "0x" + "5a" * 20)
+"""The synthetic deployment's EIP-712 domain: users sign their requests under it, as on a chain."""
 
 
 def addr(kind: int, i: int) -> str:
     if kind == 0x11:  # nodes sign their receipts: real keys, so the task page's verification passes
         return str(node_key(i).address)
+    if kind == 0x44:  # users sign their requests: the index counts a receipt only where they did
+        return str(user_key(i).address)
     return "0x" + f"{kind:02x}" * 18 + f"{i:04x}"
 
 
 def node_key(i: int) -> LocalAccount:
     return Account.from_key(keccak(f"bench node {i}".encode()))
+
+
+@functools.cache
+def user_key(i: int) -> LocalAccount:
+    return Account.from_key(keccak(f"bench user {i}".encode()))
 
 
 class Synth:
@@ -125,17 +135,19 @@ class Synth:
     def manifest(self, b: int, node: str) -> BatchManifest:
         entries = []
         for i in range(BATCH):
-            user = addr(0x44, (b * BATCH + i) % USERS)
+            u = (b * BATCH + i) % USERS
+            user = addr(0x44, u)
             question, answer = f"question {b}.{i}", f"answer {b}.{i}"
-            task_id = "0x" + f"{b:032x}{i:032x}"
             trace = copy.deepcopy(trace_example())
-            trace.update(task_id=task_id, user=user, input=question, output=answer, fee=FEE)
+            trace.update(user=user, input=question, output=answer, fee=FEE)
             trace["events"][0]["text"] = answer
             # the request names the agent profile the trace ran under, as a real one does
             profile = bytes.fromhex(AgentProfile.of_trace(Trace.from_dag(trace)).hash()[2:])
             req = TaskRequest(
                 user, node, b"\x07" * 32, profile, input_hash(question), FEE, b * BATCH + i, 2**40
             )
+            task_id = "0x" + hash_task_request(req, DOMAIN).hex()
+            trace.update(task_id=task_id)
             cid = compute_cid(encode_dag(trace), "dag-cbor")
             self.traces[cid] = trace
             r = Receipt(
@@ -148,7 +160,8 @@ class Synth:
                 FEE,
             )
             signature = sign_receipt(r, self.keys[node])
-            entries.append(ManifestEntry(r, r.leaf(), signature, cid, "chat", req, b"\x06" * 65))
+            request_signature = sign_task_request(req, DOMAIN, user_key(u))
+            entries.append(ManifestEntry(r, r.leaf(), signature, cid, "chat", req, request_signature))
         return BatchManifest.seal(node, entries)
 
     def challenge(self, cid: int, batch: int, node: str, entry: ManifestEntry) -> None:
@@ -201,7 +214,7 @@ def index(engine: Any, synth: Synth, per_tx: int = 64) -> tuple[float, float]:
         with Session(engine) as s, s.begin():
             batch = s.get(Batch, batch_id)
             assert batch is not None
-            attach_manifest(s, batch, manifest)
+            attach_manifest(s, batch, manifest, domain=DOMAIN)
     return t_events, time.perf_counter() - t0
 
 

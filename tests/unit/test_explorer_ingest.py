@@ -3,8 +3,11 @@ rebuild from the events table (how a reorg is undone) gives back the same index.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
+from eth_account import Account
+from eth_utils import keccak
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 from supernet.explorer import queries
@@ -14,14 +17,16 @@ from supernet.explorer.db.engine import open_database
 from supernet.explorer.db.models import Batch, Challenge, Event, Operator
 from supernet.explorer.details import task_detail
 from supernet.explorer.indexer import DERIVED
-from supernet.sdk.chain.eip712 import TaskRequest
+from supernet.sdk.chain.eip712 import Domain, TaskRequest, hash_task_request, sign_task_request
 from supernet.sdk.chain.receipts import Receipt, input_hash, output_hash, trace_hash
 from supernet.sdk.formats.manifest import BatchManifest, ManifestEntry
 
 ETH = 10**18
 NODE = "0x" + "11" * 20
 V1, V2 = "0x" + "22" * 20, "0x" + "33" * 20
-USER = "0x" + "44" * 20
+USER_KEY = Account.from_key(keccak(b"explorer ingest user"))
+USER = USER_KEY.address
+DOMAIN = Domain(31337, "0x" + "5a" * 20)
 
 
 def log(n: int, contract: str, name: str, **args: Any) -> ChainLog:
@@ -165,7 +170,7 @@ def test_each_event_lands_where_people_look() -> None:
         totals = queries.totals(s)
         assert (totals["decoys"], totals["decoy_bounties"]) == (1, 45 * 10**15)
         assert totals["slashed"] == ETH and totals["refunded"] == 10**14 and totals["redeemed"] == 3 * 10**14
-        assert totals["gas_per_task"] == 30_000  # 120,000 gas over 4 committed receipts
+        assert totals["gas_per_task"] == 0  # no manifest yet: a commit's count is the node's word
         doc = queries.challenge(s, 1)
         assert doc is not None and [v["weight"] for v in doc["votes"]] == [6 * ETH, 5 * ETH]  # heaviest first
         addr = queries.address(s, NODE)
@@ -173,7 +178,7 @@ def test_each_event_lands_where_people_look() -> None:
         assert "VoteCommitted" in {e["name"] for e in queries.address(s, V2)["events"]}
         charts = queries.charts(s)
         assert charts["stake_eth"][-1][1] == 7 + 5 + 6  # total active stake after the slash
-        assert charts["tasks_per_minute"] and charts["gas_per_task"] == [(1_700_000_005, 30_000.0)]
+        assert charts["tasks_per_minute"] == [] and charts["gas_per_task"] == []  # idem
 
 
 def test_a_sealed_vote_is_listed_from_its_commit_and_takes_its_side_when_opened() -> None:
@@ -221,12 +226,13 @@ def test_rebuilding_from_the_events_table_gives_the_same_index() -> None:
     assert snapshot(engine) == before
 
 
-def _manifest(node: str, signature: bytes, count: int = 2) -> BatchManifest:
+def _manifest(node: str, signature: bytes, count: int = 2, *, signed: bool = True) -> BatchManifest:
+    """Receipts of requests ``USER`` signed for ``node`` (``signed=False``: the node's word only)."""
     entries = []
     for i in range(count):
         req = TaskRequest(USER, node, b"\x07" * 32, bytes(32), input_hash(f"q{i}"), 10**14, i, 2**40)
         r = Receipt(
-            bytes([i + 1]) * 32,
+            hash_task_request(req, DOMAIN),
             USER,
             b"\x07" * 32,
             input_hash(f"q{i}"),
@@ -234,7 +240,8 @@ def _manifest(node: str, signature: bytes, count: int = 2) -> BatchManifest:
             trace_hash(TRACE_CID),
             10**14,
         )
-        entries.append(ManifestEntry(r, r.leaf(), signature, TRACE_CID, "chat", req, None))
+        user_signature = sign_task_request(req, DOMAIN, USER_KEY) if signed else None
+        entries.append(ManifestEntry(r, r.leaf(), signature, TRACE_CID, "chat", req, user_signature))
     return BatchManifest.seal(node, entries)
 
 
@@ -260,6 +267,7 @@ def test_a_manifest_is_accepted_only_when_it_matches_the_commit() -> None:
                 manifestCid="bafy2",
             ),
             1_700_000_020,
+            gas_used=64_000,
         )
         ingest(
             s,
@@ -279,14 +287,59 @@ def test_a_manifest_is_accepted_only_when_it_matches_the_commit() -> None:
     with Session(engine) as s, s.begin():
         b2, b3 = s.get(Batch, 2), s.get(Batch, 3)
         assert b2 is not None and b3 is not None
-        attach_manifest(s, b2, good)
-        attach_manifest(s, b3, good)  # its leaves do not build batch 3's root
+        attach_manifest(s, b2, good, domain=DOMAIN)
+        attach_manifest(s, b3, good, domain=DOMAIN)  # its leaves do not build batch 3's root
         assert (b2.manifest_status, b3.manifest_status) == ("ok", "invalid")
         assert b3.manifest_error is not None and "root" in b3.manifest_error
     with Session(engine) as s:
         assert queries.totals(s)["tasks"] == 2
+        assert queries.totals(s)["gas_per_task"] == 32_000  # 64,000 gas over the 2 receipts proven
+        assert queries.charts(s)["gas_per_task"] == [(1_700_000_020, 32_000.0)]
         # A node's garbage "signature" makes verification fail with a reason, not the page crash.
-        detail = task_detail(s, None, "0x" + "01" * 32)
+        detail = task_detail(s, None, "0x" + good.entries[0].receipt.request_hash.hex())
         assert detail is not None and detail.verification is not None and not detail.verification.ok
         assert [c.name for c in detail.verification.failed()] == ["node signature"]
         assert detail.proof and detail.trace is None and detail.trace_error
+
+
+def test_receipts_the_user_did_not_sign_count_in_no_total() -> None:
+    """A manifest is the node's word: entries without the user's signature of a request for this
+    node (or whose request's digest is not the task id) are kept as claims, never as tasks."""
+    engine = open_database("sqlite://")
+    fill(engine)
+    unsigned = _manifest(NODE, b"\x05" * 65, signed=False)
+    forged = _manifest(NODE, b"\x05" * 65, count=1)
+    e = forged.entries[0]  # the user's signature, moved onto another task id
+    other = Receipt(b"\x09" * 32, *dataclasses.astuple(e.receipt)[1:])
+    forged = BatchManifest.seal(NODE, [dataclasses.replace(e, receipt=other, leaf=other.leaf())])
+    with Session(engine) as s, s.begin():
+        for batch_id, m in ((2, unsigned), (3, forged)):
+            ingest(
+                s,
+                log(
+                    20 + batch_id,
+                    "TaskManager",
+                    "BatchCommitted",
+                    batchId=batch_id,
+                    node=NODE,
+                    root="0x" + m.root.hex(),
+                    count=len(m.entries),
+                    commitBlock=20,
+                    manifestCid="bafy",
+                ),
+                1_700_000_020,
+            )
+    with Session(engine) as s, s.begin():
+        for batch_id, m in ((2, unsigned), (3, forged)):
+            b = s.get(Batch, batch_id)
+            assert b is not None
+            attach_manifest(s, b, m, domain=DOMAIN)
+            assert b.manifest_status == "ok"
+    with Session(engine) as s:
+        totals = queries.totals(s)
+        assert (totals["tasks"], totals["fees"], totals["claims"], totals["committed"]) == (0, 0, 3, 3)
+        assert queries.address(s, USER)["receipts"] == []  # on no user's page
+        assert len(queries.address(s, NODE)["receipts"]) == 3  # the node's own page lists its claims
+        detail = task_detail(s, None, "0x" + unsigned.entries[0].receipt.request_hash.hex())
+        assert detail is not None and detail.verification is not None
+        assert "request signed by the user" in [c.name for c in detail.verification.failed()]

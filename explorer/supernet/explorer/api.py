@@ -20,6 +20,9 @@ from supernet.explorer import details, ids, queries, schemas, search
 from supernet.explorer.db.models import Operator
 from supernet.explorer.ids import DB, State
 
+MAX_EVENT_ID = 2**63 - 1
+"""Largest event id (a signed 64-bit integer in every database): a larger cursor is a 422, not a 500."""
+
 router = APIRouter(prefix="/api/v1", tags=["explorer"])
 Doc = dict[str, Any]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
@@ -122,7 +125,9 @@ def find(
     response_model=list[schemas.EventOut],
     summary="The newest events after an event id (newest first)",
 )
-def events(db: DB, after: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=500)) -> list[Doc]:
+def events(
+    db: DB, after: int = Query(0, ge=0, le=MAX_EVENT_ID), limit: int = Query(50, ge=1, le=500)
+) -> list[Doc]:
     return queries.latest_events(db, after, limit)
 
 
@@ -132,7 +137,9 @@ def events(db: DB, after: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=
     response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {}}}},
 )
-async def live(request: Request, state: State, after: int | None = Query(None, ge=0)) -> StreamingResponse:
+async def live(
+    request: Request, state: State, after: int | None = Query(None, ge=0, le=MAX_EVENT_ID)
+) -> StreamingResponse:
     async def stream() -> AsyncIterator[str]:
         last = after
         if last is None:

@@ -2,9 +2,10 @@
 
 `ingest` writes the raw event and folds it into the derived tables (operators, batches,
 challenges, votes, totals, stake points); `attach_manifest` adds a batch's receipts once its
-manifest was read from the content store. Both are pure functions of their input and the current
-tables, so replaying the events table from scratch rebuilds the same index (how a reorg is undone)
-and the benchmark can feed synthesised events through exactly this code.
+manifest was read from the content store (a receipt is a task only where its user signed the
+request: everything else a manifest says is the node's word). Both are pure functions of their
+input and the current tables, so replaying the events table rebuilds the same index (how a reorg
+is undone) and the benchmark can feed synthesised events through exactly this code.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from supernet.explorer.chain import ChainLog
 from supernet.explorer.db.models import Batch, Challenge, Event, Operator, Receipt, StakePoint, Total, Vote
+from supernet.sdk.chain.eip712 import Domain
 from supernet.sdk.formats.manifest import BatchManifest
 
 T = TypeVar("T")
@@ -224,9 +226,10 @@ def _batch_committed(s: Session, a: dict[str, Any], log: Event, ts: int) -> None
     op = _get(s, Operator, node)
     if op is not None:
         op.batches += 1
+    # the count is the node's word until its manifest proves it: "committed" and the gas per task
+    # are counted when the manifest is attached (`attach_manifest`), so one commit of count 2**32-1
+    # and no manifest cannot fake the network's activity
     add_total(s, "batches", 1)
-    add_total(s, "committed", int(a["count"]))
-    add_total(s, "commit_gas", int(a.get("gasUsed", 0)))
 
 
 def _seed_sealed(s: Session, a: dict[str, Any], log: Event, ts: int) -> None:
@@ -373,15 +376,22 @@ def manifest_problem(batch: Batch, manifest: BatchManifest) -> str | None:
     return None
 
 
-def attach_manifest(session: Session, batch: Batch, manifest: BatchManifest | None, error: str = "") -> None:
-    """Record a batch's receipts from its manifest, or why the manifest is unusable."""
+def attach_manifest(
+    session: Session, batch: Batch, manifest: BatchManifest | None, error: str = "", *, domain: Domain
+) -> None:
+    """Record a batch's receipts from its manifest, or why the manifest is unusable.
+
+    A receipt counts as a task (the node's and the network's task and fee totals, its user's page)
+    only if its user signed its request for this node (``domain``: the deployment's EIP-712
+    domain); any other entry is recorded as the node's unsigned claim."""
     problem = error if manifest is None else manifest_problem(batch, manifest)
     if problem or manifest is None:
         batch.manifest_status, batch.manifest_error = "invalid", problem or "no manifest"
         return
-    fees = 0
+    counted: list[tuple[bool, int]] = []
     for i, e in enumerate(manifest.entries):
         r, req = e.receipt, e.request
+        signed = e.signed_by_user(batch.node, domain)
         session.add(
             Receipt(
                 batch_id=batch.batch_id,
@@ -400,14 +410,27 @@ def attach_manifest(session: Session, batch: Batch, manifest: BatchManifest | No
                 agent=e.agent,
                 request=req.to_json(),
                 request_signature=None if e.request_signature is None else "0x" + e.request_signature.hex(),
+                signed=signed,
                 timestamp=batch.timestamp,
             )
         )
-        fees += r.fee
+        counted.append((signed, r.fee))
     batch.manifest_status, batch.manifest_error = "ok", None
-    op = session.get(Operator, batch.node)
+    count_receipts(session, batch, counted)
+
+
+def count_receipts(session: Session, batch: Batch, receipts: list[tuple[bool, int]]) -> None:
+    """Add a proven batch's receipts, ``(signed, fee)`` each, to its node's and the network's
+    totals: tasks and fees of the signed ones, the unsigned ones as claims, and all of them as
+    committed (with the commit's gas: the gas per task)."""
+    tasks = sum(1 for signed, _ in receipts if signed)
+    fees = sum(fee for signed, fee in receipts if signed)
+    op = _get(session, Operator, batch.node)
     if op is not None:
-        op.tasks += len(manifest.entries)
+        op.tasks += tasks
         op.fees = op.fees + fees
-    add_total(session, "tasks", len(manifest.entries))
+    add_total(session, "tasks", tasks)
     add_total(session, "fees", fees)
+    add_total(session, "claims", len(receipts) - tasks)
+    add_total(session, "committed", len(receipts))
+    add_total(session, "commit_gas", batch.gas_used)

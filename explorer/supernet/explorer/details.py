@@ -166,6 +166,15 @@ def task_detail(s: Session, content: ContentReader | None, task_id: str) -> Task
         except (ValueError, TypeError) as exc:  # a node can publish any bytes as its "signature"
             report = VerificationReport(r.request_hash)
             report.add("node signature", False, f"unreadable signature: {exc}")
+    if report is not None:
+        # checked at ingest with the deployment's domain (`ManifestEntry.signed_by_user`): the
+        # request's digest is this task id, it names this node and this user signed it. Without it
+        # the receipt is the node's own claim, whatever else it gets right.
+        report.add(
+            "request signed by the user",
+            bool(r.signed),
+            "for this node, digest = task id" if r.signed else "no valid user signature: the node's claim",
+        )
 
     q = select(Challenge).where(Challenge.request_hash == r.request_hash).order_by(Challenge.challenge_id)
     challenges = [queries.row(c) for c in s.scalars(q)]

@@ -6,8 +6,11 @@ hashes seen and the new cursor in one transaction: a crash re-reads a range, nev
 Unlike the validator, the explorer also watches for reorgs: before each step it compares the hash
 of the last block it recorded with the chain's; on a mismatch it walks back to the newest block
 both agree on, deletes the orphaned events and rebuilds the derived tables by replaying the rest
-(`supernet.explorer.apply.project`). Batch manifests are read from the content store after their
-commit is indexed; a manifest the store does not have yet is retried with backoff.
+(`supernet.explorer.apply.project`), keeping the receipts of the batches committed before the fork
+(a reorg at the head costs what it orphaned, not a re-read of every manifest). Batch manifests are
+read from the content store after their commit is indexed; a manifest the store does not have yet
+is retried with backoff: batches never tried come first, then those whose retry is due, within a
+time budget per step, so manifests that never resolve cannot hold back the batches after them.
 
 >>> ix = Indexer(engine, ChainReader(w3, dep), ContentReader(store_url), start_block=dep.deploy_block)
 >>> ix.step()                                                     # doctest: +SKIP
@@ -22,8 +25,9 @@ import time
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, delete, exists, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
-from supernet.explorer.apply import attach_manifest, ingest, project
+from supernet.explorer.apply import attach_manifest, count_receipts, ingest, project
 from supernet.explorer.chain import ChainReader
 from supernet.explorer.content import ContentReader, ContentUnavailable
 from supernet.explorer.db.models import (
@@ -44,8 +48,11 @@ from web3.exceptions import BlockNotFound
 
 log = logging.getLogger(__name__)
 
-DERIVED = (Operator, Batch, Receipt, Challenge, Vote, Total, StakePoint)
-"""Tables rebuilt from ``events`` after a reorg."""
+DERIVED = (Operator, Batch, Challenge, Vote, Total, StakePoint)
+"""Tables rebuilt from ``events`` after a reorg (receipts are kept where their batch is)."""
+
+MAX_RETRY_S = 3600.0
+"""Longest wait between two reads of a manifest the store does not have."""
 
 
 def get_cursor(session: Session, default: int) -> int:
@@ -70,7 +77,9 @@ class Indexer:
         start_block: first block on a fresh index (the deploy block).
         confirmations: blocks to stay behind the head.
         max_range: most blocks per ``eth_getLogs``.
-        retry_s: first delay before re-reading a manifest the store did not have (doubles, ≤ 60 s).
+        retry_s: first delay before re-reading a manifest the store did not have (doubles, at
+            most `MAX_RETRY_S`).
+        manifest_budget_s: time one step spends reading manifests (at least one is read).
     """
 
     engine: Engine
@@ -80,6 +89,7 @@ class Indexer:
     confirmations: int = 0
     max_range: int = 2_000
     retry_s: float = 1.0
+    manifest_budget_s: float = 5.0
     _retry: dict[int, tuple[float, float]] = field(default_factory=dict)
 
     def step(self) -> int:
@@ -137,15 +147,36 @@ class Indexer:
                 break
         log.warning("reorg: blocks after %d changed; rebuilding the index from its events", fork)
         with Session(self.engine) as s, s.begin():
+            # batches committed up to the fork keep their manifests' verdicts and receipts; batch
+            # ids grow with the chain, so the orphaned ones are those above the last kept
+            kept = {
+                b.batch_id: (b.manifest_status, b.manifest_error)
+                for b in s.scalars(select(Batch).where(Batch.block <= fork))
+            }
+            s.execute(delete(Receipt).where(Receipt.batch_id > max(kept, default=0)))
             s.execute(delete(Event).where(Event.block > fork))
             s.execute(delete(Block).where(Block.number > fork))
             for table in DERIVED:
                 s.execute(delete(table))
             for ev in s.scalars(select(Event).order_by(Event.block, Event.log_index)):
                 project(s, ev)
+            s.flush()
+            self._restore_manifests(s, kept)
             set_cursor(s, fork + 1)
-        self._retry.clear()
+        self._retry = {b: r for b, r in self._retry.items() if b in kept}
         return True
+
+    @staticmethod
+    def _restore_manifests(s: Session, kept: dict[int, tuple[str, str | None]]) -> None:
+        """Give the replayed batches their manifests' verdicts back and count their receipts."""
+        counted: dict[int, list[tuple[bool, int]]] = {}
+        for batch_id, signed, fee in s.execute(select(Receipt.batch_id, Receipt.signed, Receipt.fee)):
+            counted.setdefault(batch_id, []).append((signed, fee))
+        last = max(kept, default=0)  # every batch up to it is kept (ids grow with the chain)
+        for batch in s.scalars(select(Batch).where(Batch.batch_id <= last)):
+            batch.manifest_status, batch.manifest_error = kept[batch.batch_id]
+            if batch.manifest_status == "ok":
+                count_receipts(s, batch, counted.get(batch.batch_id, []))
 
     def _hash(self, number: int) -> str | None:
         """The chain's hash of block ``number`` (None: the chain is shorter now)."""
@@ -155,7 +186,8 @@ class Indexer:
             return None
 
     def attach_manifests(self, limit: int = 32) -> int:
-        """Read pending batches' manifests from the store; returns how many were settled."""
+        """Read due pending batches' manifests from the store (at most ``limit``, within
+        ``manifest_budget_s``); returns how many were settled."""
         if self.content is None:
             return 0
         with Session(self.engine) as s:
@@ -163,32 +195,55 @@ class Indexer:
                 select(Batch.batch_id, Batch.manifest_cid)
                 .where(Batch.manifest_status == "pending")
                 .order_by(Batch.batch_id)
-                .limit(limit)
             ).all()
-        done = 0
         now = time.monotonic()
-        for batch_id, cid in pending:
-            due, delay = self._retry.get(batch_id, (0.0, self.retry_s))
-            if now < due:
-                continue
-            manifest, error = None, ""
-            try:
-                manifest = BatchManifest.from_dag(self.content.dag(cid))
-            except ContentUnavailable as exc:
-                if not exc.permanent:
-                    self._retry[batch_id] = (now + delay, min(delay * 2, 60.0))
-                    continue
-                error = f"manifest unreadable: {exc}"
-            except FormatError as exc:
-                error = f"malformed manifest: {exc}"
+        # never tried first, then retries by due time: none waits behind batches that never resolve
+        due = sorted(
+            (self._retry.get(batch_id, (0.0, 0.0))[0], batch_id, cid)
+            for batch_id, cid in pending
+            if self._retry.get(batch_id, (0.0, 0.0))[0] <= now
+        )[:limit]
+        done = 0
+        deadline = now + self.manifest_budget_s
+        for _, batch_id, cid in due:
+            if time.monotonic() > deadline:
+                break
+            if self._attach_one(batch_id, cid):
+                done += 1
+        return done
+
+    def _attach_one(self, batch_id: int, cid: str) -> bool:
+        """Read one batch's manifest and record it; False when it is to be read again later."""
+        assert self.content is not None
+        now = time.monotonic()
+        _, delay = self._retry.get(batch_id, (0.0, self.retry_s))
+        manifest, error = None, ""
+        try:
+            manifest = BatchManifest.from_dag(self.content.dag(cid))
+        except ContentUnavailable as exc:
+            if not exc.permanent:
+                self._retry[batch_id] = (now + delay, min(delay * 2, MAX_RETRY_S))
+                return False
+            error = f"manifest unreadable: {exc}"
+        except FormatError as exc:
+            error = f"malformed manifest: {exc}"
+        domain = self.reader.deployment.domain
+        try:
             with Session(self.engine) as s, s.begin():
                 batch = s.get(Batch, batch_id)
                 if batch is None or batch.manifest_status != "pending":
-                    continue
-                attach_manifest(s, batch, manifest, error)
-            self._retry.pop(batch_id, None)
-            done += 1
-        return done
+                    return False
+                attach_manifest(s, batch, manifest, error, domain=domain)
+        except SQLAlchemyError as exc:  # a value the database refuses: this batch, not the indexer
+            log.warning("batch %d: manifest not recorded (%s)", batch_id, exc)
+            with Session(self.engine) as s, s.begin():
+                batch = s.get(Batch, batch_id)
+                if batch is not None:
+                    attach_manifest(
+                        s, batch, None, f"manifest not recordable: {type(exc).__name__}", domain=domain
+                    )
+        self._retry.pop(batch_id, None)
+        return True
 
     def run_forever(self, stop: threading.Event, poll_s: float = 1.0) -> None:
         """Step until ``stop`` is set; errors are logged and retried (the RPC may be restarting)."""

@@ -71,6 +71,7 @@ def totals(s: Session) -> dict[str, int]:
             "challenger_rewards",
             "decoys",
             "decoy_bounties",
+            "claims",
         )
     }
     out.update({t.key: t.value for t in s.scalars(select(Total))})
@@ -85,9 +86,13 @@ def indexed_block(s: Session) -> int:
 
 
 def charts(s: Session, points: int = 60) -> dict[str, list[tuple[int, float]]]:
-    """Time series for the network page: tasks per minute, total stake, gas per task."""
+    """Time series for the network page: tasks per minute, total stake, gas per task (of batches
+    whose manifest proved their count: a commit's count alone is the node's word)."""
     recent = s.execute(
-        select(Batch.timestamp, Batch.count, Batch.gas_used).order_by(Batch.batch_id.desc()).limit(500)
+        select(Batch.timestamp, Batch.count, Batch.gas_used)
+        .where(Batch.manifest_status == "ok")
+        .order_by(Batch.batch_id.desc())
+        .limit(500)
     ).all()
     per_minute: Counter[int] = Counter()
     for ts, count, _gas in recent:
@@ -144,8 +149,13 @@ def batch(s: Session, batch_id: int) -> dict[str, Any] | None:
 
 
 def receipts_of_task(s: Session, task_id: str) -> list[Receipt]:
-    """Every committed receipt of a task id (requestHash), oldest first."""
-    q = select(Receipt).where(Receipt.request_hash == task_id.lower()).order_by(Receipt.batch_id)
+    """Every committed receipt of a task id (requestHash): the one whose user signed the request
+    for its node first (there is at most one such node), then the other nodes' claims, oldest first."""
+    q = (
+        select(Receipt)
+        .where(Receipt.request_hash == task_id.lower())
+        .order_by(Receipt.signed.desc(), Receipt.batch_id, Receipt.idx)
+    )
     return list(s.scalars(q))
 
 
@@ -173,13 +183,15 @@ def address(s: Session, addr: str) -> dict[str, Any]:
     """Everything about one address: its role and stake, batches, tasks, challenges, votes, events."""
     a = to_checksum_address(addr)
     op = s.get(Operator, a)
-    # Two indexed queries, not one with OR (which scans the table): a user's tasks, a node's tasks.
+    # Two indexed queries, not one with OR (which scans the table): a user's tasks (those the user
+    # signed: a node can write receipts in anyone's name), a node's receipts (its claims included).
+    mine = (Receipt.user == a, Receipt.signed.is_(True)), (Receipt.node == a,)
     receipts = sorted(
         {
             (r.batch_id, r.idx): r
-            for column in (Receipt.user, Receipt.node)
+            for where in mine
             for r in s.scalars(
-                select(Receipt).where(column == a).order_by(Receipt.batch_id.desc(), Receipt.idx).limit(LIMIT)
+                select(Receipt).where(*where).order_by(Receipt.batch_id.desc(), Receipt.idx).limit(LIMIT)
             )
         }.values(),
         key=lambda r: (-r.batch_id, r.idx),

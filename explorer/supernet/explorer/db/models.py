@@ -4,20 +4,26 @@ Everything below ``events`` is derived from the raw events table by `supernet.ex
 so a reorg is undone by deleting the orphaned events and replaying the rest. Wei amounts exceed
 64-bit integers (10,000 ETH is 1e22 wei), so they are stored as decimal strings (`Wei`) and summed
 in Python into the ``totals`` table as events arrive, never with SQL ``SUM``.
+
+Every column holding a value from the chain or a manifest is as wide as the format allows (a
+uint32 is a BigInteger, a string of unbounded length a Text, a wei sum an unbounded decimal): a
+value a node may write that a column cannot hold would stop the indexer for everyone (on
+PostgreSQL, which enforces widths), so no column is narrower than its source.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Dialect, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import JSON, BigInteger, Boolean, Dialect, Index, Integer, String, Text, TypeDecorator, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 class Wei(TypeDecorator[int]):
-    """An unbounded non-negative integer (wei) stored as its decimal string."""
+    """An unbounded non-negative integer (wei) stored as its decimal string (a running total of
+    uint256 amounts can outgrow 78 digits)."""
 
-    impl = String(80)
+    impl = Text
     cache_ok = True
 
     def process_bind_param(self, value: int | None, dialect: Dialect) -> str | None:
@@ -55,7 +61,7 @@ class Event(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     block: Mapped[int] = mapped_column(BigInteger, index=True)
     log_index: Mapped[int] = mapped_column(Integer)
-    tx_hash: Mapped[str] = mapped_column(String(66))
+    tx_hash: Mapped[str] = mapped_column(String(66), index=True)  # the search box looks it up
     timestamp: Mapped[int] = mapped_column(BigInteger)
     contract: Mapped[str] = mapped_column(String(32))
     name: Mapped[str] = mapped_column(String(64), index=True)
@@ -79,7 +85,7 @@ class Operator(Base):
     frozen_count: Mapped[int] = mapped_column(Integer, default=0)
     slash_count: Mapped[int] = mapped_column(Integer, default=0)
     slashed: Mapped[int] = mapped_column(Wei, default=0)
-    tasks: Mapped[int] = mapped_column(Integer, default=0)
+    tasks: Mapped[int] = mapped_column(BigInteger, default=0)  # receipts its users signed
     batches: Mapped[int] = mapped_column(Integer, default=0)
     fees: Mapped[int] = mapped_column(Wei, default=0)
     votes: Mapped[int] = mapped_column(Integer, default=0)
@@ -95,7 +101,7 @@ class Batch(Base):
     batch_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     node: Mapped[str] = mapped_column(String(42), index=True)
     root: Mapped[str] = mapped_column(String(66))
-    count: Mapped[int] = mapped_column(Integer)
+    count: Mapped[int] = mapped_column(BigInteger)  # a uint32, any value the node wrote
     commit_block: Mapped[int] = mapped_column(BigInteger)
     manifest_cid: Mapped[str] = mapped_column(Text, index=True)
     block: Mapped[int] = mapped_column(BigInteger)
@@ -108,7 +114,7 @@ class Batch(Base):
 
 
 class Receipt(Base):
-    """One receipt of a batch, from the batch's manifest (the task it records)."""
+    """One receipt of a batch, from the batch's manifest (the task it records, or claims to)."""
 
     __tablename__ = "receipts"
     batch_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
@@ -123,14 +129,19 @@ class Receipt(Base):
     trace_cid: Mapped[str] = mapped_column(Text, index=True)
     fee: Mapped[int] = mapped_column(Wei)
     leaf: Mapped[str] = mapped_column(String(66), index=True)
-    signature: Mapped[str | None] = mapped_column(String(140))
-    agent: Mapped[str] = mapped_column(String(128))
+    signature: Mapped[str | None] = mapped_column(Text)
+    agent: Mapped[str] = mapped_column(Text)
     request: Mapped[dict[str, Any]] = mapped_column(JSON)
-    request_signature: Mapped[str | None] = mapped_column(String(140))
+    request_signature: Mapped[str | None] = mapped_column(Text)
+    # The user signed this request for the committing node and its digest is the task id
+    # (`supernet.sdk.formats.manifest.ManifestEntry.signed_by_user`). Anything else is the node's
+    # own claim: it counts in no total, is on no user's page and never reads as verified.
+    signed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     timestamp: Mapped[int] = mapped_column(BigInteger)
-    # An address page lists the newest tasks of a user or a node: (address, batch) serves it in order.
+    # An address page lists the newest tasks of a user or a node: (address, batch) serves it in order
+    # (a user's: the signed ones, however many claims nodes wrote in the user's name).
     __table_args__ = (
-        Index("ix_receipts_user_batch", "user", "batch_id"),
+        Index("ix_receipts_user_signed_batch", "user", "signed", "batch_id"),
         Index("ix_receipts_node_batch", "node", "batch_id"),
     )
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from eth_utils import to_checksum_address
-from supernet.sdk.chain.eip712 import TaskRequest
+from supernet.sdk.chain.eip712 import Domain, TaskRequest, hash_task_request, recover_task_request
 from supernet.sdk.chain.merkle import ReceiptTree
 from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.formats.fields import (
@@ -59,6 +59,23 @@ class ManifestEntry:
     agent: str
     request: TaskRequest
     request_signature: bytes | None
+
+    def signed_by_user(self, node: str, domain: Domain) -> bool:
+        """Whether the receipt is of a task its user asked of ``node`` (the committing node): the
+        request's EIP-712 digest is the receipt's task id, it names ``node`` and the receipt's
+        user, and that user signed it. A receipt without this is only the node's word: any node
+        can write a receipt in any user's name, or under a task id it learnt from another node."""
+        req, signature = self.request, self.request_signature
+        if signature is None or hash_task_request(req, domain) != self.receipt.request_hash:
+            return False
+        if to_checksum_address(req.node) != to_checksum_address(node):
+            return False
+        if to_checksum_address(req.user) != to_checksum_address(self.receipt.user):
+            return False
+        try:
+            return recover_task_request(req, domain, signature) == to_checksum_address(req.user)
+        except Exception:  # bytes that are no signature (eth-keys raises several types)
+            return False
 
     def to_dag(self) -> dict[str, Any]:
         return {
