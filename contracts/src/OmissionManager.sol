@@ -105,7 +105,7 @@ contract OmissionManager is ReentrancyGuardTransient {
     /// @notice keccak256(abi.encode(node, leaf)) => the omission challenge of that promise (one ever).
     mapping(bytes32 => uint256) public promiseOmission;
     /// @notice Gas of a manifest answer per receipt posted, paid to the node at the base fee on
-    ///         top of ANSWER_GAS: ~7,300 of execution (decoding, leaf hash, tree; measured at 1,024
+    ///         top of ANSWER_GAS: ~7,300 of execution (decoding, leaf hash, tree; measured at 512
     ///         receipts in test/Manifest.t.sol) and 224 calldata bytes (~3,600).
     uint256 public constant MANIFEST_RECEIPT_GAS = 11_000;
     /// @notice Manifest challenges opened so far (ids 1..manifestCount).

@@ -157,6 +157,12 @@ contract TaskManager is ReentrancyGuardTransient {
     uint256 internal constant TIME_BITS = 40;
     /// @notice Most slots one {reserveSlots} call reserves.
     uint256 public constant MAX_RESERVE = 256;
+    /// @notice Most receipts in one batch. Everything a batch's count sizes is bounded by it: a
+    ///         validator's sample (it enumerates the entries), a manifest (MAX_MANIFEST_ENTRIES in
+    ///         the SDK) and a manifest answer, which posts every receipt (324 + 224 bytes each:
+    ///         ~115 KB at 512, under the 128 KiB a geth or op-geth pool accepts). Without it one
+    ///         commit of count 2**32 - 1 cost a node one word and stalled every validator.
+    uint256 public constant MAX_BATCH_COUNT = 512;
     /// @notice The word of a reserved, never used slot: commit time 1 (long past), no digest.
     uint256 internal constant RESERVED = 1;
     /// @notice Share (bps) of an answered availability challenge's bond that burns: what a false
@@ -351,6 +357,8 @@ contract TaskManager is ReentrancyGuardTransient {
     error NotActiveValidator();
     /// @notice A batch needs at least one receipt and a non-zero root.
     error EmptyBatch();
+    /// @notice More receipts than MAX_BATCH_COUNT.
+    error BatchTooLarge(uint256 count);
     /// @notice The header is not the batch its node's slot holds (wrong field, or the slot was
     ///         reused after BATCH_RETENTION).
     error UnknownBatch(uint256 batchId);
@@ -460,7 +468,9 @@ contract TaskManager is ReentrancyGuardTransient {
         uint256 challengerRewardBps,
         uint256 voterRewardBps
     ) {
-        if (address(serviceManager) == address(0) || address(payments) == address(0)) revert InvalidParameter();
+        if (address(serviceManager) == address(0) || address(payments) == address(0)) {
+            revert InvalidParameter();
+        }
         if (seedDelayBlocks == 0 || seedDelayBlocks > 256) revert InvalidParameter();
         if (sampleRatePpm == 0 || sampleRatePpm > PPM) revert InvalidParameter();
         if (challengeWindow == 0 || challengeWindow > type(uint32).max) revert InvalidParameter();
@@ -503,14 +513,13 @@ contract TaskManager is ReentrancyGuardTransient {
     /// @param manifestCid CID of the batch manifest (only emitted, not stored).
     /// @param vouchers Packed vouchers to redeem now (Payments.settle), or empty.
     /// @return batchId The new batch id (sequential from 1).
-    function commitBatch(
-        uint32 slot,
-        bytes32 root,
-        uint32 count,
-        string calldata manifestCid,
-        bytes calldata vouchers
-    ) external nonReentrant returns (uint256 batchId) {
+    function commitBatch(uint32 slot, bytes32 root, uint32 count, string calldata manifestCid, bytes calldata vouchers)
+        external
+        nonReentrant
+        returns (uint256 batchId)
+    {
         if (count == 0 || root == bytes32(0)) revert EmptyBatch();
+        if (count > MAX_BATCH_COUNT) revert BatchTooLarge(count);
         // One call checks that the caller is an active node and locks its stake until the
         // challenge window of this batch ends (reverted with the rest if anything below fails).
         if (!SERVICE_MANAGER.lockActiveNode(msg.sender, _lockUntil(block.timestamp + CHALLENGE_WINDOW))) {
@@ -574,13 +583,20 @@ contract TaskManager is ReentrancyGuardTransient {
     }
 
     /// @notice True iff `validator` must check receipt `index` of the batch:
-    ///         `uint256(keccak256(abi.encode(seed, validator, index))) % 1_000_000 < SAMPLE_RATE_PPM`.
+    ///         `uint256(keccak256(abi.encode(seed, validator, index))) % 1_000_000 < SAMPLE_RATE_PPM`,
+    ///         and true for every validator and entry once the seed expired unsealed: expiry
+    ///         favours the checkers, so a batch nobody read in time is checked in full, never
+    ///         left unchecked (sealing the seed in time, {sealSeed}, keeps the sample small).
+    ///         Reverts with SeedNotReady before the seed block is mined.
     /// @param ref The batch's header.
     /// @param validator The validator address.
     /// @param index Receipt position in the manifest (< count).
     function isSampled(BatchRef calldata ref, address validator, uint256 index) external view returns (bool) {
         if (index >= ref.count) revert IndexOutOfRange(index, ref.count);
-        return _sampledBy(batchSeed(ref), validator, index);
+        if (_sealedSeeds[ref.batchId] == bytes32(0)) _checkRef(ref);
+        (bytes32 seed, uint256 seedBlock) = _seed(ref);
+        if (seed == bytes32(0) && block.number <= seedBlock) revert SeedNotReady(seedBlock);
+        return _picks(seed, validator, index);
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -1186,8 +1202,12 @@ contract TaskManager is ReentrancyGuardTransient {
         uint256 zeroBytes
     ) internal returns (uint256 burned) {
         burned = CHALLENGE_BOND * AVAILABILITY_FEE_BPS / BPS;
-        uint256 answerCost = (ANSWER_FIXED_GAS + traceLength * ANSWER_GAS_PER_BYTE
-                - zeroBytes * (ANSWER_GAS_PER_BYTE - ANSWER_GAS_PER_ZERO_BYTE)) * block.basefee;
+        uint256 answerCost =
+            (ANSWER_FIXED_GAS
+                    + traceLength
+                    * ANSWER_GAS_PER_BYTE
+                    - zeroBytes
+                    * (ANSWER_GAS_PER_BYTE - ANSWER_GAS_PER_ZERO_BYTE)) * block.basefee;
         if (answerCost > CHALLENGE_BOND - burned) answerCost = CHALLENGE_BOND - burned;
         uint256 refunded = CHALLENGE_BOND - burned - answerCost;
         claimable[a.node] += answerCost;
@@ -1240,7 +1260,8 @@ contract TaskManager is ReentrancyGuardTransient {
         // forge-lint: disable-next-line(unsafe-typecast)
         uint32 committedAt = uint32(block.timestamp);
         // forge-lint: disable-next-line(unsafe-typecast)
-        slots[slot] = _word(_digest(batchId, msg.sender, slot, count, uint32(block.number), committedAt, root), committedAt);
+        slots[slot] =
+            _word(_digest(batchId, msg.sender, slot, count, uint32(block.number), committedAt, root), committedAt);
     }
 
     /// @dev Reverts unless `ref` is the batch its node's slot holds.
@@ -1252,8 +1273,7 @@ contract TaskManager is ReentrancyGuardTransient {
     ///      committedAt 0, which no stored word carries).
     function _holds(BatchRef calldata ref) internal view returns (bool) {
         if (ref.committedAt == 0) return false;
-        bytes32 digest =
-            _digest(ref.batchId, ref.node, ref.slot, ref.count, ref.commitBlock, ref.committedAt, ref.root);
+        bytes32 digest = _digest(ref.batchId, ref.node, ref.slot, ref.count, ref.commitBlock, ref.committedAt, ref.root);
         return _slots[ref.node][ref.slot] == _word(digest, ref.committedAt);
     }
 
@@ -1293,15 +1313,18 @@ contract TaskManager is ReentrancyGuardTransient {
     ///      address picked by the seed costs nothing to find (an ally grinds keys until one is
     ///      picked, then registers it): only stake that was in place before anyone could know the
     ///      seed makes the pick worth paying.
+    ///      A seed that expired unsealed picks everyone (as in {isSampled}): a batch nobody read in
+    ///      time pays whoever checks it, instead of burning the finder's reward.
     function _challengerSampled(BatchRef calldata ref, uint256 index) internal view returns (bool) {
-        (bytes32 seed,) = _seed(ref);
-        return seed != bytes32(0) && _sampledBy(seed, msg.sender, index)
+        (bytes32 seed, uint256 seedBlock) = _seed(ref);
+        return (seed != bytes32(0) || block.number > seedBlock) && _picks(seed, msg.sender, index)
             && SERVICE_MANAGER.votingStake(msg.sender, ref.committedAt) != 0;
     }
 
-    /// @dev Whether `seed` picks `validator` for receipt `index`.
-    function _sampledBy(bytes32 seed, address validator, uint256 index) internal view returns (bool) {
-        return uint256(keccak256(abi.encode(seed, validator, index))) % PPM < SAMPLE_RATE_PPM;
+    /// @dev Whether a readable `seed` picks `validator` for receipt `index`; a zero seed (the seed
+    ///      block is past and its hash gone, unsealed) picks everyone.
+    function _picks(bytes32 seed, address validator, uint256 index) internal view returns (bool) {
+        return seed == bytes32(0) || uint256(keccak256(abi.encode(seed, validator, index))) % PPM < SAMPLE_RATE_PPM;
     }
 
     /// @dev `until` rounded up to a multiple of LOCK_STEP.

@@ -113,9 +113,7 @@ contract ManifestTest is Base {
         TaskManager.BatchRef memory ref = _ref(b);
         vm.deal(stranger, 1 ether);
         vm.startPrank(stranger);
-        vm.expectRevert(
-            abi.encodeWithSelector(OmissionManager.WrongBond.selector, CHALLENGE_BOND - 1, CHALLENGE_BOND)
-        );
+        vm.expectRevert(abi.encodeWithSelector(OmissionManager.WrongBond.selector, CHALLENGE_BOND - 1, CHALLENGE_BOND));
         om.challengeManifest{value: CHALLENGE_BOND - 1}(ref);
         TaskManager.BatchRef memory forged = _ref(b); // a copy (memory assignment aliases)
         forged.count = 3;
@@ -184,10 +182,11 @@ contract ManifestTest is Base {
         assertLe(om.claimable(node), CHALLENGE_BOND - burned);
     }
 
-    /// The largest batch a node commits (`batch.max_size` ≤ 1,024) is answerable in one
-    /// transaction well inside a block, and the per-receipt gas the bond pays covers the work.
+    /// The largest batch a node may commit (`TaskManager.MAX_BATCH_COUNT`, 512) is answerable in
+    /// one transaction well inside a block, under the 128 KiB a public pool accepts, and the
+    /// per-receipt gas the bond pays covers the work.
     function test_Manifest_ALargestBatchAnswerFitsABlock() public {
-        uint256 n = 1024;
+        uint256 n = tm.MAX_BATCH_COUNT();
         (uint256 b, Receipt[] memory rs,) = _commit(node, n);
         uint256 id = _challengeManifest(stranger, b);
         TaskManager.BatchRef memory ref = _ref(b);
@@ -196,6 +195,8 @@ contract ManifestTest is Base {
         om.answerManifest(id, ref, rs);
         uint256 used = before - gasleft();
         assertTrue(used < 15_000_000, "half a 30M block at most");
+        bytes memory answer = abi.encodeCall(OmissionManager.answerManifest, (id, ref, rs));
+        vm.assertLt(answer.length, 128 * 1024, "a transaction a geth or op-geth pool accepts");
         // execution only (calldata is paid on top, by the transaction): covered by the bond's rate
         assertTrue(used < om.ANSWER_GAS() + n * om.MANIFEST_RECEIPT_GAS(), "the rate covers the execution");
     }

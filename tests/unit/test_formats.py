@@ -202,8 +202,8 @@ def test_manifest_entries_are_checked_and_bounded() -> None:
     ):
         with pytest.raises(FormatError, match=match):
             BatchManifest.from_dag({**doc, "receipts": [{**entry, **change}]})
-    with pytest.raises(FormatError, match="more than 4096"):
-        BatchManifest.from_dag({**doc, "receipts": [entry] * 4097})
+    with pytest.raises(FormatError, match="more than 512"):
+        BatchManifest.from_dag({**doc, "receipts": [entry] * 513})
     posted = copy.deepcopy(entry)
     posted["signature"] = None  # posted on chain: no node signature, allowed
     assert BatchManifest.from_dag({**doc, "receipts": [posted]}).entries[0].signature is None

@@ -35,6 +35,9 @@ from web3 import Web3
 BATCH_CACHE = 4096
 """Batch headers a validator keeps in memory (a batch is checked soon after its commit)."""
 
+EXPIRED_SEED = b""
+"""`TaskManagerClient.batch_seed` of a batch whose seed expired unsealed: every entry is sampled."""
+
 
 @dataclass(frozen=True)
 class TaskParams:
@@ -289,16 +292,20 @@ class TaskManagerClient:
         return out
 
     def batch_seed(self, batch_id: int) -> bytes | None:
-        """The batch's sampling seed, or None while its seed block is not mined yet.
+        """The batch's sampling seed, or None while its seed block is not mined yet, or
+        `EXPIRED_SEED` once its block hash is gone and nobody sealed it (then every validator
+        checks every entry: ``TaskManager.isSampled``).
 
         Raises:
-            ContractError: ``SeedExpired`` (nobody sealed it in time) or ``UnknownBatch``.
+            ContractError: ``UnknownBatch``.
         """
         try:
             return bytes(self.binding.call("batchSeed", self.batch(batch_id).as_tuple()))
         except ContractError as exc:
             if exc.error_name == "SeedNotReady":
                 return None
+            if exc.error_name == "SeedExpired":
+                return EXPIRED_SEED
             raise
 
     def is_sampled(self, batch_id: int, validator: str, index: int) -> bool:

@@ -32,7 +32,7 @@ from supernet.sdk.chain.deployment import Deployment
 from supernet.sdk.chain.errors import InsufficientFundsError
 from supernet.sdk.store import StoreClient
 from supernet.validator.availability import Availability
-from supernet.validator.chain import TaskManagerClient
+from supernet.validator.chain import EXPIRED_SEED, TaskManagerClient
 from supernet.validator.challenger import Disputes
 from supernet.validator.config import ValidatorSettings
 from supernet.validator.db import BatchRow, CheckRow, Database
@@ -351,8 +351,12 @@ class Validator:
             self._on_event(ValidatorEvent(kind, data))
 
     def sample(self, batch: BatchRow, seed: bytes) -> list[int]:
-        """This validator's indexes of the batch, cross-checked with ``TaskManager.isSampled``."""
-        mine = sample(seed, self.address, batch.count, self.chain.params().sample_rate_ppm)
+        """This validator's indexes of the batch, cross-checked with ``TaskManager.isSampled``
+        (every index when the seed expired unsealed: the contract then samples everyone)."""
+        if seed == EXPIRED_SEED:
+            mine = list(range(batch.count))
+        else:
+            mine = sample(seed, self.address, batch.count, self.chain.params().sample_rate_ppm)
         probe = sorted(set(mine) | set(range(min(batch.count, 16))))
         for i in probe:
             if self.chain.is_sampled(batch.batch_id, self.address, i) != (i in mine):
@@ -368,6 +372,10 @@ class Validator:
         if seed is None:
             return False
         indexes = await asyncio.to_thread(self.sample, batch, seed)
+        if seed == EXPIRED_SEED:
+            log.warning(
+                "batch %d: its seed expired unsealed; checking all %d receipts", batch.batch_id, batch.count
+            )
         self._emit("batch", batch_id=batch.batch_id, node=batch.node, count=batch.count, sampled=indexes)
         if indexes:
             log.info("verifying batch %d of %s: receipts %s", batch.batch_id, batch.node, indexes)

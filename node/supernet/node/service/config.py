@@ -27,6 +27,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 from supernet.node.agents.packages import AllowedAgent
+from supernet.sdk.formats.manifest import MAX_MANIFEST_ENTRIES
 
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("supernet_node_config_file", default=None)
 
@@ -245,7 +246,7 @@ class PricingSettings(Section):
 class BatchSettings(Section):
     """When receipts are committed: a full batch, or the oldest pending receipt is this old."""
 
-    max_size: int = Field(default=16, gt=0, le=1024)
+    max_size: int = Field(default=16, gt=0, le=MAX_MANIFEST_ENTRIES)  # TaskManager.MAX_BATCH_COUNT
     max_age_s: float = Field(default=10.0, gt=0)
     promise_s: int = Field(
         default=600,

@@ -34,7 +34,7 @@ from supernet.node.service.redeemer import Redeemer, RedeemPolicy
 from supernet.node.service.streams import StreamHub
 from supernet.node.service.worker import TaskWorker
 from supernet.sdk.chain.eip712 import Domain
-from supernet.sdk.chain.promises import check_promise_delay, max_promise_delay
+from supernet.sdk.chain.promises import answerable_promise_delay, check_promise_delay, max_promise_delay
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,13 @@ class NodeService:
         promise_bound: int | None = None
         if isinstance(self.chain, Web3Chain):  # before anything: promises this chain can enforce
             unbonding = await asyncio.to_thread(self.chain.contracts.service_manager.unbonding_period)
-            check_promise_delay(s.batch.promise_s, unbonding)
+            tm = self.chain.contracts.task_manager
+            retention, window, vote = await asyncio.gather(
+                *(asyncio.to_thread(f) for f in (tm.batch_retention, tm.challenge_window, tm.vote_window))
+            )
+            check_promise_delay(
+                s.batch.promise_s, unbonding, answerable_promise_delay(retention, window, vote)
+            )
             promise_bound = max_promise_delay(unbonding)
         db = Database.open(s.data_dir / "node.sqlite3")
         streams = StreamHub()

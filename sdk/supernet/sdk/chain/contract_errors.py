@@ -25,7 +25,6 @@ __all__ = [
     "AvailabilityAlreadyOpen",
     "AvailabilityNotOpen",
     "BadReservation",
-    "BatchTooLarge",
     "ChallengeNotOpen",
     "ChallengeNotResolved",
     "ChallengeWindowClosed",
@@ -69,6 +68,7 @@ __all__ = [
     "OnlyServiceManager",
     "OnlyTaskManager",
     "OperatorFrozen",
+    "PaymentsBatchTooLarge",
     "PromiseAlreadyChallenged",
     "PromiseExpired",
     "PromiseNotDue",
@@ -85,6 +85,7 @@ __all__ = [
     "StaleVoucher",
     "StringTooLong",
     "TaskManagerAlreadySet",
+    "TaskManagerBatchTooLarge",
     "TooManyModels",
     "TraceMismatch",
     "TransferFailed",
@@ -224,18 +225,6 @@ class BadReservation(ContractError):
     arg_names = ("count",)
     arg_types = ("uint256",)
     count: int
-
-
-class BatchTooLarge(ContractError):
-    """``BatchTooLarge(uint256,uint256)``, declared by Payments."""
-
-    error_name = "BatchTooLarge"
-    signature = "BatchTooLarge(uint256,uint256)"
-    selector = bytes.fromhex("bb1cb70b")
-    arg_names = ("count", "maximum")
-    arg_types = ("uint256", "uint256")
-    count: int
-    maximum: int
 
 
 class ChallengeNotOpen(ContractError):
@@ -691,6 +680,18 @@ class OperatorFrozen(ContractError):
     frozenCount: int
 
 
+class PaymentsBatchTooLarge(ContractError):
+    """``BatchTooLarge(uint256,uint256)``, declared by Payments."""
+
+    error_name = "BatchTooLarge"
+    signature = "BatchTooLarge(uint256,uint256)"
+    selector = bytes.fromhex("bb1cb70b")
+    arg_names = ("count", "maximum")
+    arg_types = ("uint256", "uint256")
+    count: int
+    maximum: int
+
+
 class PromiseAlreadyChallenged(ContractError):
     """``PromiseAlreadyChallenged(uint256)``, declared by OmissionManager."""
 
@@ -865,6 +866,17 @@ class TaskManagerAlreadySet(ContractError):
     selector = bytes.fromhex("8e2bad70")
     arg_names = ()
     arg_types = ()
+
+
+class TaskManagerBatchTooLarge(ContractError):
+    """``BatchTooLarge(uint256)``, declared by TaskManager."""
+
+    error_name = "BatchTooLarge"
+    signature = "BatchTooLarge(uint256)"
+    selector = bytes.fromhex("a67b9f9e")
+    arg_names = ("count",)
+    arg_types = ("uint256",)
+    count: int
 
 
 class TooManyModels(ContractError):
@@ -1089,7 +1101,6 @@ BY_SELECTOR: dict[bytes, type[ContractError]] = {
     AvailabilityAlreadyOpen.selector: AvailabilityAlreadyOpen,
     AvailabilityNotOpen.selector: AvailabilityNotOpen,
     BadReservation.selector: BadReservation,
-    BatchTooLarge.selector: BatchTooLarge,
     ChallengeNotOpen.selector: ChallengeNotOpen,
     ChallengeNotResolved.selector: ChallengeNotResolved,
     ChallengeWindowClosed.selector: ChallengeWindowClosed,
@@ -1133,6 +1144,7 @@ BY_SELECTOR: dict[bytes, type[ContractError]] = {
     OnlyServiceManager.selector: OnlyServiceManager,
     OnlyTaskManager.selector: OnlyTaskManager,
     OperatorFrozen.selector: OperatorFrozen,
+    PaymentsBatchTooLarge.selector: PaymentsBatchTooLarge,
     PromiseAlreadyChallenged.selector: PromiseAlreadyChallenged,
     PromiseExpired.selector: PromiseExpired,
     PromiseNotDue.selector: PromiseNotDue,
@@ -1149,6 +1161,7 @@ BY_SELECTOR: dict[bytes, type[ContractError]] = {
     StaleVoucher.selector: StaleVoucher,
     StringTooLong.selector: StringTooLong,
     TaskManagerAlreadySet.selector: TaskManagerAlreadySet,
+    TaskManagerBatchTooLarge.selector: TaskManagerBatchTooLarge,
     TooManyModels.selector: TooManyModels,
     TraceMismatch.selector: TraceMismatch,
     TransferFailed.selector: TransferFailed,

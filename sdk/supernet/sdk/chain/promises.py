@@ -60,12 +60,32 @@ def promise_horizon(now: int, operator: Operator, unbonding_period: int, slash_a
     return until - claim_margin(unbonding_period)
 
 
-def check_promise_delay(promise_s: int, unbonding_period: int) -> None:
+def answerable_promise_delay(batch_retention: int, challenge_window: int, vote_window: int) -> int:
+    """The longest promise whose omission claim the node can still answer from its batch.
+
+    An answer shows the receipt in a batch still in its slot (``isCommitted``), and a node reuses
+    a slot ``BATCH_RETENTION`` after its commit. A claim opens at ``commitBy`` at the latest, can
+    be opened for ``CHALLENGE_WINDOW`` after it and answered for ``VOTE_WINDOW`` after that; the
+    batch was committed no earlier than the task's end, ``commitBy - promise_s``. So the batch
+    outlives every claim exactly when ``promise_s <= BATCH_RETENTION - CHALLENGE_WINDOW -
+    VOTE_WINDOW`` (the CHALLENGE_WINDOW with the TaskManager's retention).
+    """
+    return batch_retention - challenge_window - vote_window
+
+
+def check_promise_delay(promise_s: int, unbonding_period: int, answerable: int | None = None) -> None:
     """Refuse a node's ``batch.promise_s`` its chain would cut short.
+
+    Args:
+        promise_s: the node's promise delay.
+        unbonding_period: the ServiceManager's UNBONDING_PERIOD.
+        answerable: `answerable_promise_delay` of the TaskManager (None: not checked).
 
     Raises:
         ValueError: ``promise_s`` is above `max_promise_delay` (users' claims would open before the
-            node's promised time, and clients would judge its promises unbacked).
+            node's promised time, and clients would judge its promises unbacked), or above
+            ``answerable`` (a user could wait for the batch's slot to be reused, then claim a
+            promise the node kept: the honest node could not show its batch and be slashed).
     """
     limit = max_promise_delay(unbonding_period)
     if promise_s > limit:
@@ -73,4 +93,10 @@ def check_promise_delay(promise_s: int, unbonding_period: int) -> None:
             f"batch.promise_s = {promise_s} s is above this chain's MAX_PROMISE_DELAY ({limit} s, half "
             f"its UNBONDING_PERIOD of {unbonding_period} s): a promise must fall due while the node's "
             f"stake is still there; set batch.promise_s to at most {limit}"
+        )
+    if answerable is not None and promise_s > answerable:
+        raise ValueError(
+            f"batch.promise_s = {promise_s} s is above {answerable} s (BATCH_RETENTION - CHALLENGE_WINDOW "
+            "- VOTE_WINDOW): a claim on a promise kept could come after the batch's slot is reused, and "
+            f"the node could no longer show its receipt; set batch.promise_s to at most {answerable}"
         )

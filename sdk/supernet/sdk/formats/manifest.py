@@ -33,8 +33,8 @@ from supernet.sdk.formats.fields import (
 
 MANIFEST_TYPE = "supernet/batch"
 MANIFEST_VERSION = 1
-MAX_MANIFEST_ENTRIES = 4096
-"""Most receipts a manifest may list (a node's batcher seals far fewer): bounds a reader's work."""
+MAX_MANIFEST_ENTRIES = 512
+"""Most receipts a manifest may list: ``TaskManager.MAX_BATCH_COUNT``, the most a batch may commit."""
 
 
 @dataclass(frozen=True)
