@@ -69,7 +69,7 @@ async def test_a_failed_tasks_writes_are_undone(tmp_path: Path) -> None:
         assert read.output == "kept|['kept']"  # only the successful task's writes
         assert kernel.namespace_roots()["memory"] == roots["memory"]
         assert kernel.namespace_roots()["storage"] == roots["storage"]
-        pinned = set(await kernel.store.pin_ls())
+        pinned = set(await kernel.store.pin_ls("all"))
         undone = {e["root"] for o in (failed, timed_out) for e in o.trace["events"] if "root" in e}
         assert len(undone) == 4 and not undone & pinned  # the undone roots unpinned
         assert {*roots["memory"].values(), *roots["storage"].values()} <= pinned  # the kept ones pinned

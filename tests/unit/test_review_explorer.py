@@ -56,6 +56,7 @@ from supernet.explorer.details import task_detail
 from supernet.explorer.indexer import get_cursor
 from supernet.sdk.chain import Contracts, ReceiptTree, TaskRequest, hash_task_request, sign_task_request
 from supernet.sdk.chain.anvil import mine, revert, snapshot
+from supernet.sdk.chain.errors import ContractError
 from supernet.sdk.chain.receipts import Receipt as ChainReceipt
 from supernet.sdk.chain.receipts import input_hash, output_hash, sign_receipt, trace_hash
 from supernet.sdk.formats import BatchManifest, ManifestEntry
@@ -267,7 +268,8 @@ def test_defence_one_commit_with_a_huge_count_fakes_no_network_activity(
     Fix (by design): network figures (tasks/min, gas per task) only from batches whose manifest
     was attached and matched (``manifest_status == "ok"``), counting the manifest's entries."""
     c = network
-    c.as_account(actors.node2).task_manager.commit_batch(b"\x01" * 32, 2**32 - 1, never_stored_cid(1))
+    # (the contract now takes at most MAX_BATCH_COUNT = 512: the largest count a node can claim)
+    c.as_account(actors.node2).task_manager.commit_batch(b"\x01" * 32, 512, never_stored_cid(1))
     ix = make_indexer(open_database("sqlite://"), c, None)
     ix.catch_up()
     with Session(ix.engine) as s:
@@ -280,7 +282,7 @@ def test_defence_one_commit_with_a_huge_count_fakes_no_network_activity(
         )
         assert queries.charts(s)["tasks_per_minute"] == []
         batch = s.scalar(select(Batch))
-        assert batch is not None and batch.count == 2**32 - 1  # the node's word, kept as written
+        assert batch is not None and batch.count == 512  # the node's word, kept as written
 
 
 # -- (b) stalling the indexer for everyone ------------------------------------------------------
@@ -335,14 +337,18 @@ def test_defence_postgres_a_huge_count_does_not_stop_the_indexer(
     c = network
     ix = make_indexer(pg_engine, c, None)
     ix.catch_up()
-    c.as_account(actors.node2).task_manager.commit_batch(b"\x02" * 32, 2**32 - 1, never_stored_cid(2))
+    with pytest.raises(ContractError, match="BatchTooLarge"):  # the chain refuses it now ...
+        c.as_account(actors.node2).task_manager.commit_batch(b"\x02" * 32, 2**32 - 1, never_stored_cid(2))
+    c.as_account(actors.node2).task_manager.commit_batch(b"\x02" * 32, 512, never_stored_cid(2))
     c.as_account(actors.node).service_manager.add_stake(ETH)  # an honest later event
     ix.catch_up()
     with Session(pg_engine) as s:
         assert get_cursor(s, 0) > c.w3.eth.block_number - 1
         node = s.get(Operator, actors.node.address)
         assert node is not None and node.stake == c.service_manager.get_operator(actors.node.address).stake
-        assert s.scalar(select(Batch.count)) == 2**32 - 1
+        assert s.scalar(select(Batch.count)) == 512
+    counts = {col["name"]: col["type"] for col in inspect(pg_engine).get_columns("batches")}
+    assert "BIGINT" in str(counts["count"])  # ... and the index holds any uint32 a chain may send
 
 
 def test_defence_postgres_a_long_agent_id_stalls_no_manifest(

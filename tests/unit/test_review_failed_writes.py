@@ -206,12 +206,12 @@ async def test_defence_stop_persists_the_roots_it_left(tmp_path: Path) -> None:
         executor._save_roots()  # what another task's outcome saves meanwhile
         assert namespace_of(ALICE, "journal") not in saved_roots(db)["memory"]
         in_flight = kernel.memory.roots.root(namespace_of(ALICE, "journal"))
-        assert in_flight in set(await kernel.store.pin_ls())
+        assert in_flight in set(await kernel.store.pin_ls("all"))
         await executor.close()  # the node shuts down: the task is cancelled and reverted
         with pytest.raises(KernelStoppedError):
             await run.outcome()
         assert roots_of(kernel) == ({}, {})
-        assert in_flight not in set(await kernel.store.pin_ls())
+        assert in_flight not in set(await kernel.store.pin_ls("all"))
         assert saved_roots(Database.open(tmp_path / "node.sqlite3"))["memory"] == {}  # no longer named
 
 
@@ -267,10 +267,10 @@ async def test_defence_a_failed_read_only_task_changes_nothing(tmp_path: Path) -
     """A task that takes the lock, only reads, and fails: roots and pins are as before."""
     async with stand_in_kernel(tmp_path / "store", AGENTS, embedder=SlowEmbedder()) as kernel:
         assert (await kernel.run_task(spec(1, "journal", {"text": "kept"}))).status == "ok"
-        before, pins = roots_of(kernel), set(await kernel.store.pin_ls())
+        before, pins = roots_of(kernel), set(await kernel.store.pin_ls("all"))
         failed = await kernel.run_task(spec(2, "journal", {"read": True, "fail": True}))
         assert failed.status == "error"
-        assert roots_of(kernel) == before and set(await kernel.store.pin_ls()) >= pins
+        assert roots_of(kernel) == before and set(await kernel.store.pin_ls("all")) >= pins
         assert await read(kernel, 3) == "kept|['kept']"
 
 
@@ -290,7 +290,7 @@ async def test_defence_a_task_cancelled_by_stop_is_reverted(tmp_path: Path) -> N
         with pytest.raises(KernelStoppedError):
             await run.outcome()
         assert roots_of(kernel) == before
-        assert set(before[0].values()) | set(before[1].values()) <= set(await kernel.store.pin_ls())
+        assert set(before[0].values()) | set(before[1].values()) <= set(await kernel.store.pin_ls("all"))
 
 
 async def test_defence_a_trace_too_large_to_save_reverts(tmp_path: Path, monkeypatch: Any) -> None:

@@ -157,7 +157,8 @@ async def test_defence_a_trace_that_would_overflow_refuses_the_call_before_any_t
     assert streamed == "", events  # not one token reached the user
     assert events[-1][0] == "error"
     task = await wait_final(node.http, tid)
-    assert task["status"] == "failed" and "refused before any token" in task["error"], task
+    # ended at the add that would not fit (`Dispatcher._write_fits`), before the LLM call's own check
+    assert task["status"] == "failed" and "refused before writing" in task["error"], task
     assert str(MAX_TRACE_BYTES) in task["error"]
     account = (await node.http.get(f"/v1/accounts/{node.user.address}")).json()
     assert int(account["billed"]) == 0 and account["voucher"] is None  # nothing to redeem, ever

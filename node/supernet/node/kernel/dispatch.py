@@ -86,14 +86,22 @@ from supernet.node.kernel.trace import (
     check_encodable,
     cid_link,
     llm_record_bound,
+    to_dag,
 )
 from supernet.node.llm.grammar import grammar_of
 from supernet.sdk.chain.receipts import InputEncodingError, canonical_input, normal_input
 from supernet.sdk.formats.trace import MAX_CONTEXT_TOKENS, MAX_TRACE_BYTES, STORE_READ, CallableAgent
-from supernet.sdk.store.cids import compute_cid
+from supernet.sdk.store.cids import compute_cid, encode_dag
 from supernet.sdk.store.files import split_chunks
 
 _T = TypeVar("_T")
+
+ENTRY_OVERHEAD = 2048
+"""A memory entry block beyond its text and metadata: its 384-float embedding (1,536 bytes), the
+model's name and the field names."""
+ROOT_GROWTH = 1024
+"""What a write's new root block and its trace record add beyond the previous root's bytes: one
+link, the writer's id, the record's fields."""
 
 
 @dataclass(eq=False)
@@ -538,6 +546,28 @@ class Dispatcher:
         else:
             self._user_locks[user] = (lock, waiting - 1)
 
+    async def _write_fits(
+        self, st: TaskState, manager: Any, ns: str, payload: Callable[[], int], what: str
+    ) -> None:
+        """End the task before a memory or file write its trace could not hold: the write puts its
+        content, the previous root (unless the trace has it) and the new root into the witness. A
+        trace past MAX_TRACE_BYTES fails its task unbilled after the fact, so without this a task
+        kept writing (and pinning) once its trace was full."""
+        roots = getattr(manager, "roots", None)
+        if self._trace_size is None or not isinstance(roots, NamespaceRoots):
+            return  # a replay's tape managers: a task ended here never has a receipt to replay
+        used = await self._trace_size(st.root.trace)  # fills the witness cache with what it holds
+        prev = roots.root(ns)
+        prev_bytes = 0 if prev is None else len(await roots.store.get_block(prev))
+        known = prev is not None and ("block", prev) in st.root.trace.witness_cache
+        need = payload() + (0 if known else prev_bytes) + prev_bytes + ROOT_GROWTH
+        if used + need > MAX_TRACE_BYTES:
+            raise self._abort(
+                st,
+                f"the trace holds {used} bytes and this {what} would add about {need} more, past the "
+                f"protocol's {MAX_TRACE_BYTES}-byte trace limit: refused before writing",
+            )
+
     async def _memory_call(self, st: TaskState, call: MemoryAdd | MemorySearch) -> Any:
         write = isinstance(call, MemoryAdd)
         self._access.check_area(st.spec, st.caps, "memory", write=write)
@@ -547,6 +577,7 @@ class Dispatcher:
         ns = st.caps.namespace
         if isinstance(call, MemoryAdd):
             check_entry(call.text)  # here, not in the manager only: the replay runs this code
+            await self._write_fits(st, self._memory, ns, lambda: _entry_bytes(call), "memory.add")
             w = await self._served(st, self._memory.add(ns, call.text, call.metadata, st.root.spec.task_id))
             self._access.owned.grant(ns, (w.entry_cid, w.root_cid))
             st.trace.record(
@@ -587,6 +618,7 @@ class Dispatcher:
         if isinstance(call, StoragePut):
             if len(call.data) > st.caps.max_file_bytes:
                 raise self._access.deny(st.spec, "storage.write", call.path, "file over the size limit")
+            await self._write_fits(st, self._storage, ns, lambda: len(call.data) + 64, "storage.put")
             w = await self._served(st, self._storage.put(ns, call.path, call.data, st.root.spec.task_id))
             chunks = (compute_cid(chunk) for chunk in split_chunks(call.data))  # as add_file cut them
             self._access.owned.grant(ns, (w.cid, *chunks, w.root_cid))
@@ -718,6 +750,18 @@ class Dispatcher:
 
 
 _StorageCall = StoragePut | StorageGet | StorageList | StorageRollback | StorageDelete | StorageVersions
+
+
+def _entry_bytes(call: MemoryAdd) -> int:
+    """What a memory entry block of ``call`` takes, at most (its metadata unencodable: the manager
+    refuses the write, as it always did)."""
+    try:
+        metadata = len(encode_dag(to_dag(dict(call.metadata))))
+    except (TypeError, ValueError):
+        metadata = 0
+    return len(call.text.encode()) + metadata + ENTRY_OVERHEAD
+
+
 _STORAGE_CALLS = (StoragePut, StorageGet, StorageList, StorageRollback, StorageDelete, StorageVersions)
 
 

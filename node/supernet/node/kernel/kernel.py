@@ -43,7 +43,13 @@ from supernet.node.kernel.cores import LLMCore, LLMCores
 from supernet.node.kernel.dispatch import Dispatcher, RegistryAgents, TaskState
 from supernet.node.kernel.embeddings import token_count
 from supernet.node.kernel.errors import AgentNotAllowedError, KernelError, KernelStoppedError, TaskAbort
-from supernet.node.kernel.memory import DEFAULT_K, DEFAULT_WORKING_SET, Embedder, MemoryManager
+from supernet.node.kernel.memory import (
+    DEFAULT_K,
+    DEFAULT_RESIDENT_LIMIT,
+    DEFAULT_WORKING_SET,
+    Embedder,
+    MemoryManager,
+)
 from supernet.node.kernel.policies import PolicyName, make_policy
 from supernet.node.kernel.scheduler import Scheduler
 from supernet.node.kernel.slots import TaskSlots
@@ -80,6 +86,7 @@ class KernelConfig:
         memory_working_set: Memory entries of one namespace held in RAM at most (K-LRU working
             set; evicted entries stay in the store and are paged back in). ``None``: unbounded.
         memory_k: The K of the memory working sets' LRU-K replacement (1: plain LRU).
+        memory_resident_entries: Memory entries held in RAM at most, all namespaces together.
     """
 
     policy: PolicyName = "fair"
@@ -91,6 +98,7 @@ class KernelConfig:
     eip712_domain: Domain | None = None
     memory_working_set: int | None = DEFAULT_WORKING_SET
     memory_k: int = DEFAULT_K
+    memory_resident_entries: int | None = DEFAULT_RESIDENT_LIMIT
 
 
 class TaskRun:
@@ -194,7 +202,13 @@ class Kernel:
 
         self.cores = LLMCores([core(e) for e in engines])
         self.scheduler = self.cores.default.scheduler
-        self.memory = MemoryManager(store, embedder, working_set=config.memory_working_set, k=config.memory_k)
+        self.memory = MemoryManager(
+            store,
+            embedder,
+            working_set=config.memory_working_set,
+            k=config.memory_k,
+            resident_limit=config.memory_resident_entries,
+        )
         self.storage = StorageManager(store)
         self._faults = faults
         self._slots = TaskSlots(config.max_concurrent_tasks)

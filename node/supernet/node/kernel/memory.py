@@ -46,6 +46,9 @@ MAX_ENTRY_TOKENS = MAX_TOKENS
 entries differing past that point would score alike, and a node could show either)."""
 DEFAULT_WORKING_SET = 1024
 """Entries of one namespace held in RAM at most (``[kernel] memory_working_set``)."""
+DEFAULT_RESIDENT_LIMIT = 8192
+"""Entries held in RAM at most, all namespaces together (``[kernel] memory_resident_entries``):
+every user address is a namespace, so a bound per namespace alone lets RAM grow with the users."""
 DEFAULT_K = 2
 """The K of LRU-K (``[kernel] memory_k``): 1 is plain LRU."""
 SCORE_CHUNK = 256
@@ -202,6 +205,8 @@ class MemoryManager:
         embedder: The sentence embedder.
         working_set: Entries of one namespace held in RAM at most (``None``: unbounded).
         k: The K of the working sets' LRU-K replacement.
+        resident_limit: Entries held in RAM at most, all namespaces together: past it, the working
+            sets of the namespaces used longest ago are dropped whole (``None``: unbounded).
     """
 
     def __init__(
@@ -211,14 +216,18 @@ class MemoryManager:
         *,
         working_set: int | None = DEFAULT_WORKING_SET,
         k: int = DEFAULT_K,
+        resident_limit: int | None = DEFAULT_RESIDENT_LIMIT,
     ) -> None:
+        if resident_limit is not None and resident_limit < 1:
+            raise ValueError(f"resident_limit must be at least 1, not {resident_limit}")
         KLRU[_Entry](working_set, k)  # checks the arguments now, not at the first write
         self.roots = NamespaceRoots(store, ROOT_TYPE)
-        self.working_set, self.k = working_set, k
+        self.working_set, self.k, self.resident_limit = working_set, k, resident_limit
         self.stats = PagingStats()
         self._store = store
         self._embedder = embedder
-        self._sets: dict[str, KLRU[_Entry]] = {}  # namespace -> entry CID -> decoded entry
+        # namespace -> entry CID -> decoded entry, the namespace used last at the end
+        self._sets: OrderedDict[str, KLRU[_Entry]] = OrderedDict()
 
     def resident(self, namespace: str | None = None) -> int:
         """Entries held in RAM: of ``namespace``, or of all namespaces."""
@@ -252,12 +261,16 @@ class MemoryManager:
         }
         async with self.roots.lock(namespace):
             try:
-                entry_cid = str(await self._store.put_dag(block))
+                entry_cid = str(await self._store.put_dag(block, pin=True))
             except Exception as exc:
                 raise MemoryStoreError(f"cannot write a memory entry: {exc}") from exc
             root = await self.roots.load(namespace)
-            links = with_entry(root["entries"] if root else [], entry_cid)
-            root_cid, prev = await self.roots.commit(namespace, {"entries": links}, writer)
+            before = root["entries"] if root else []
+            fresh = all(str(c) != entry_cid for c in before)  # an earlier write's pin is not ours to drop
+            links = with_entry(before, entry_cid)
+            root_cid, prev = await self.roots.commit(
+                namespace, {"entries": links}, writer, content=entry_cid if fresh else None
+            )
             self._admit(namespace, entry_cid, _Entry(text, dict(metadata), vector))  # written through
         return MemoryWrite(entry_cid, root_cid, prev)
 
@@ -289,7 +302,15 @@ class MemoryManager:
         ws = self._sets.get(namespace)
         if ws is None:
             ws = self._sets[namespace] = KLRU(self.working_set, self.k)
+        self._sets.move_to_end(namespace)
         self.stats.evictions += len(ws.put(cid, entry))
+        if self.resident_limit is None:
+            return
+        total = sum(len(s) for s in self._sets.values())
+        while total > self.resident_limit and len(self._sets) > 1:
+            _, dropped = self._sets.popitem(last=False)  # the namespace used longest ago
+            total -= len(dropped)
+            self.stats.evictions += len(dropped)
 
     async def _vector(self, namespace: str, cid: str) -> np.ndarray:
         """An entry's embedding for scoring: from RAM if resident, else read (not admitted)."""
@@ -306,6 +327,7 @@ class MemoryManager:
         cached = ws.get(cid) if ws is not None else None
         if cached is not None:
             self.stats.hits += 1
+            self._sets.move_to_end(namespace)
             return cached
         entry = await self._load(cid)
         self.stats.page_ins += 1

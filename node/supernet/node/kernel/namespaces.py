@@ -2,18 +2,27 @@
 
 Each namespace (one agent of one user) has a root object in the store; every change writes a
 new root that links the previous one (``prev``), so the root CID names one exact version and
-the whole history stays reachable from it. The latest root is pinned recursively (which
-keeps all of its history); the pin of the root it replaces is dropped.
+the whole history stays reachable from it.
+
+A write pins only what it adds: its content (pinned by the manager, a block or a file's chunks)
+and its root (a direct pin, one block); nothing earlier is unpinned, so the history stays pinned
+as it grows. (A recursive pin of each new root made the store walk every block the namespace
+ever wrote, at every write, under the store's one lock.) A failed task's writes are undone by
+moving the live root back first, which cannot fail, then dropping the pins the writes took: a
+store error there leaves blocks pinned, never the failed task's root live.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from supernet.node.kernel.errors import MemoryStoreError
 from supernet.node.kernel.trace import cid_link
+
+log = logging.getLogger(__name__)
 
 
 def root_object(
@@ -37,6 +46,9 @@ class NamespaceRoots:
         self.root_type = root_type
         self._roots: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        # root CID -> (its prev, the content CID it pinned) for the roots written by this process,
+        # so that a revert knows which pins to drop (after a restart it drops the root's only)
+        self._written: dict[str, tuple[str | None, str | None]] = {}
 
     def lock(self, namespace: str) -> asyncio.Lock:
         """The write lock of ``namespace`` (read-modify-write of its root must not interleave)."""
@@ -59,21 +71,30 @@ class NamespaceRoots:
         return {ns: cid for ns, cid in self._roots.items() if ns.startswith(prefix)}
 
     async def revert(self, prefix: str, marked: Mapping[str, str]) -> None:
-        """Put the namespaces starting with ``prefix`` back to the roots `mark` returned: the roots
-        written since are dropped (unpinned), the marked ones pinned again."""
+        """Put the namespaces starting with ``prefix`` back to the roots `mark` returned: the live
+        root moves back at once (in memory: it cannot fail), then the pins the undone writes took
+        are dropped; a store error there is logged and leaves blocks pinned, nothing else."""
         for ns in [ns for ns in self._roots if ns.startswith(prefix) and self._roots[ns] != marked.get(ns)]:
             async with self.lock(ns):
                 current, earlier = self._roots[ns], marked.get(ns)
-                try:
-                    if earlier is not None:
-                        await self.store.pin_add(earlier)
-                    await self.store.pin_rm(current)
-                except Exception as exc:
-                    raise MemoryStoreError(f"cannot revert {ns} to {earlier}: {exc}") from exc
                 if earlier is None:
                     del self._roots[ns]
                 else:
                     self._roots[ns] = earlier
+                await self._unpin_since(ns, current, earlier)
+
+    async def _unpin_since(self, namespace: str, current: str, earlier: str | None) -> None:
+        """Drop the pins of the roots from ``current`` back to (not including) ``earlier``."""
+        cid: str | None = current
+        while cid is not None and cid != earlier:
+            prev, content = self._written.pop(cid, (None, None))
+            try:
+                await self.store.pin_rm(cid, recursive=False)
+                if content is not None:
+                    await self.store.pin_rm(content)
+            except Exception as exc:  # bookkeeping: the blocks stay, the root is already back
+                log.warning("undoing %s: pins of %s left in place (%s)", namespace, cid, exc)
+            cid = prev
 
     async def load(self, namespace: str) -> dict[str, Any] | None:
         """The latest root object of ``namespace`` (``None`` before its first write)."""
@@ -87,13 +108,19 @@ class NamespaceRoots:
         return obj
 
     async def commit(
-        self, namespace: str, body: Mapping[str, Any], writer: str | None = None
+        self,
+        namespace: str,
+        body: Mapping[str, Any],
+        writer: str | None = None,
+        content: str | None = None,
     ) -> tuple[str, str | None]:
         """Write a new root of ``namespace`` holding ``body``; call with :meth:`lock` held.
 
         ``writer`` is the id of the task whose write this is (the request hash of a paid task). A
         root names it so that a validator can follow a task's first root back to the committed
         receipt whose trace wrote it (docs/validator.md, "Where a task's roots come from").
+        ``content`` is the CID the manager pinned (recursively) for this write, if it was new to
+        the namespace: a revert of this root drops that pin too.
 
         Returns:
             (the new root CID, the previous root CID or ``None``).
@@ -101,10 +128,10 @@ class NamespaceRoots:
         prev = self._roots.get(namespace)
         obj = root_object(self.root_type, namespace, body, prev, writer)
         try:
-            cid = str(await self.store.put_dag(obj, pin=True))
-            if prev is not None and prev != cid:
-                await self.store.pin_rm(prev)
+            cid = str(await self.store.put_dag(obj))
+            await self.store.pin_direct(cid)  # one block: the history is pinned already
         except Exception as exc:
             raise MemoryStoreError(f"cannot write a root of {namespace}: {exc}") from exc
+        self._written[cid] = (prev, content)
         self._roots[namespace] = cid
         return cid, prev

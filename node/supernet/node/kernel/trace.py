@@ -213,7 +213,10 @@ async def save_trace(store: Any, trace: Mapping[str, Any], *, publish: bool = Tr
             "much memory or file data"
         )
     if publish:
-        cid = await store.put_block(block, "dag-cbor", pin=True)
+        # a direct pin: the blocks the trace links (its roots and entries) are pinned by their
+        # namespaces, and a recursive pin walked every root and entry of their histories
+        cid = await store.put_block(block, "dag-cbor")
+        await store.pin_direct(cid)
     else:
         cid = compute_cid(block, "dag-cbor")
     return cid, "0x" + trace_hash(cid).hex()

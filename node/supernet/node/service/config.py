@@ -202,6 +202,12 @@ class KernelSettings(Section):
         description="Memory entries of one agent namespace (user and agent) held in RAM at most; "
         "the rest stay in the content store and are paged back in on access (K-LRU).",
     )
+    memory_resident_entries: int = Field(
+        default=8192,
+        ge=1,
+        description="Memory entries held in RAM at most, all namespaces together: past it the working "
+        "sets of the namespaces used longest ago are dropped (every user address is a namespace).",
+    )
     memory_k: int = Field(
         default=2,
         ge=1,

@@ -108,6 +108,7 @@ class KernelExecutor:
             eip712_domain=node_domain(settings),  # users' confirmations are signed in it
             policy=settings.engine.policy,
             memory_working_set=settings.kernel.memory_working_set,
+            memory_resident_entries=settings.kernel.memory_resident_entries,
             memory_k=settings.kernel.memory_k,
         )
         extra: dict[str, Any] = {"faults": faults} if faults is not None else {}

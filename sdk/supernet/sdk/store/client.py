@@ -41,6 +41,7 @@ from supernet.sdk.store.errors import (
     CIDMismatchError,
     InvalidBlockError,
     InvalidCIDError,
+    StoreError,
     StoreUnavailableError,
 )
 from supernet.sdk.store.files import CHUNK_SIZE, decode_file_root, encode_file_root, split_chunks
@@ -197,6 +198,17 @@ class StoreClient:
         """Pin a block; a recursive pin (the default) keeps every block it links to."""
         params = {"arg": canonical_cid(cid), "recursive": _flag(recursive), **self._local()}
         return [_canonical(c) for c in (await self._call("pin/add", params, ("Pins",)))["Pins"]]
+
+    async def pin_direct(self, cid: str) -> None:
+        """Pin one block, not what it links to: a block that only adds to a pinned graph (a new
+        namespace root, a trace) costs one block, where a recursive pin walks everything linked.
+        A block already pinned recursively stays so (Kubo and the embedded store refuse a direct
+        pin of it)."""
+        try:
+            await self.pin_add(cid, recursive=False)
+        except StoreError as exc:
+            if "already pinned recursively" not in str(exc):
+                raise
 
     async def pin_rm(self, cid: str, *, recursive: bool = True) -> list[str]:
         """Remove a pin (the blocks stay until removed or garbage-collected)."""
