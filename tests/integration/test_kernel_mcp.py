@@ -16,7 +16,7 @@ from supernet.node.agents.context import AgentContext
 from supernet.node.agents.registry import AgentRegistry
 from supernet.node.kernel.errors import AccessDeniedError, ToolError
 from supernet.node.kernel.mcp_tools import MCPServerConfig, MCPTools
-from supernet.node.kernel.replay import replay
+from supernet.node.kernel.replay import context_of, replay
 from supernet.node.kernel.syscalls import TaskSpec
 from supernet.sdk.formats.trace import Trace
 from supernet.validator.tool_check import RegistryRunner, check_tools
@@ -95,17 +95,21 @@ async def test_an_agent_calls_mcp_tools_through_the_kernel(
     )
     assert findings == [] and rerun == 0 and unverifiable is None
 
-    # one configured with the same server re-runs the call recorded (and declared) deterministic
+    # one configured with the same server (the trace describes it as the validator's does) re-runs
+    # the call recorded (and declared) deterministic
     runner = RegistryRunner(store_client)
     runner.add_mcp(mcp_tools)
-    findings, rerun, unverifiable = await check_tools(parse_trace(doc).tool_calls, runner)
+    offered = {spec.name: spec for spec in context_of(doc)[2]}
+    findings, rerun, unverifiable = await check_tools(parse_trace(doc).tool_calls, runner, None, offered)
     assert findings == [] and rerun == 1 and unverifiable is None
+    # without the offered specs (or with another server's) nothing is re-run, nothing accused
+    assert await check_tools(parse_trace(doc).tool_calls, runner) == ([], 0, None)
 
     # ... so a node that fabricates that result is caught
     forged = {**doc, "events": [dict(e) for e in doc["events"]]}
     add = next(e for e in forged["events"] if e["kind"] == "tool" and e["name"] == "test.add")
     add["result"] = {"result": 43}
-    findings, rerun, _ = await check_tools(parse_trace(forged).tool_calls, runner)
+    findings, rerun, _ = await check_tools(parse_trace(forged).tool_calls, runner, None, offered)
     assert rerun == 1 and [f.message for f in findings] == ["tool test.add returned another result on re-run"]
 
 

@@ -297,6 +297,10 @@ def _client(node: FakeNode, user: Any, state_dir: Path, app: Any = None) -> tupl
         domain=node.chain.domain,
         payments=payments,
         task_manager=SimpleNamespace(batch=lambda i: None),
+        # the FAKE chain's registry: the node is an active, staked node (`Client._registered`)
+        service_manager=SimpleNamespace(
+            get_node=lambda a: SimpleNamespace(active=True, registered=True, price_per_token=0, stake=10**18)
+        ),
     )
     client = Client(contracts, state_dir=state_dir)  # type: ignore[arg-type]
     client.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app or node.service.app), timeout=30)

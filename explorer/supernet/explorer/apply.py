@@ -389,9 +389,16 @@ def attach_manifest(
         batch.manifest_status, batch.manifest_error = "invalid", problem or "no manifest"
         return
     counted: list[tuple[bool, int]] = []
+    seen: set[str] = set()
     for i, e in enumerate(manifest.entries):
         r, req = e.receipt, e.request
-        signed = e.signed_by_user(batch.node, domain)
+        task_id = "0x" + r.request_hash.hex()
+        # one request is one task: a copy of a signed entry (in this batch or an earlier one)
+        # is a claim, or a node could count its real customers' tasks as often as it liked
+        signed = (
+            e.signed_by_user(batch.node, domain) and task_id not in seen and not _counted(session, task_id)
+        )
+        seen.add(task_id)
         session.add(
             Receipt(
                 batch_id=batch.batch_id,
@@ -417,6 +424,12 @@ def attach_manifest(
         counted.append((signed, r.fee))
     batch.manifest_status, batch.manifest_error = "ok", None
     count_receipts(session, batch, counted)
+
+
+def _counted(session: Session, task_id: str) -> bool:
+    """Whether an earlier batch already holds a counted (signed) receipt of ``task_id``."""
+    q = select(Receipt.batch_id).where(Receipt.request_hash == task_id, Receipt.signed.is_(True)).limit(1)
+    return session.scalar(q) is not None
 
 
 def count_receipts(session: Session, batch: Batch, receipts: list[tuple[bool, int]]) -> None:

@@ -28,6 +28,7 @@ from supernet.node.kernel.replay import MalformedContext, ReplayUnavailable, che
 from supernet.sdk.chain.eip712 import Domain
 from supernet.sdk.formats.trace import Trace
 from supernet.validator.evidence import Check, Finding
+from supernet.validator.tool_check import is_mcp
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,8 @@ async def check_replay(
         )
     own_spec = getattr(tools, "spec", None)
     for spec in specs:
+        if is_mcp(spec.name):
+            continue  # an operator's local label: another operator's server of that name is no reference
         mine = own_spec(spec.name) if own_spec is not None else None
         if mine is not None and spec_record(mine) != spec_record(spec):
             findings.append(

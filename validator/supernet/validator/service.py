@@ -350,6 +350,11 @@ class Validator:
         if self._on_event is not None:
             self._on_event(ValidatorEvent(kind, data))
 
+    def _window_over(self, batch_id: int) -> bool:
+        """Whether batch ``batch_id``'s challenge window has closed on chain."""
+        header = self.chain.batch(batch_id)
+        return self.chain.timestamp() >= header.committed_at + self.chain.params().challenge_window
+
     def sample(self, batch: BatchRow, seed: bytes) -> list[int]:
         """This validator's indexes of the batch, cross-checked with ``TaskManager.isSampled``
         (every index when the seed expired unsealed: the contract then samples everyone)."""
@@ -371,6 +376,11 @@ class Validator:
         seed = await asyncio.to_thread(self.chain.batch_seed, batch.batch_id)
         if seed is None:
             return False
+        if await asyncio.to_thread(self._window_over, batch.batch_id):
+            # nothing found now can be challenged: a validator that fell behind must not spend its
+            # time on batches it can no longer act on (under an expired seed, every entry of them)
+            self.db.finish_batch(batch.batch_id, "past_window", "its challenge window was over when reached")
+            return True
         indexes = await asyncio.to_thread(self.sample, batch, seed)
         if seed == EXPIRED_SEED:
             log.warning(

@@ -8,8 +8,14 @@ must not dodge the re-run). Tools the validator does not have are skipped, not a
 
 MCP tools (``<server>.<tool>``; built-in names have no dot) are deterministic only by their
 operator's word: the validator re-runs one when its own ``mcp_servers`` reach that server and
-declare the tool deterministic *and* the trace recorded the call as deterministic; a call the node
+declare the tool deterministic *and* the trace recorded the call as deterministic *and* the trace
+describes the tool exactly as the validator's server does (a server name is each operator's local
+label: another server, or another version of it, is skipped, never accused); a call the node
 recorded as non-deterministic is never held against it (another operator may declare otherwise).
+An MCP call's recorded failure must be in the node's one wording for it (`mcp_unavailable`, or the
+tool's timeout at its recorded limit): no re-run can reproduce the moment, and the text reaches
+the agent, so a node that wrote its own there (or hid a deterministic answer behind a failure
+worded to steer the task) would choose what the agent reads.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from supernet.node.kernel.access import NOT_READABLE
+from supernet.node.kernel.agent_run import spec_record
 from supernet.node.kernel.builtin_tools import LOCAL_PURE_TOOLS
+from supernet.node.kernel.mcp_tools import mcp_unavailable
 from supernet.node.kernel.tools import ToolSpec, timed_out
 from supernet.sdk.formats.trace import STORE_READ, VerifiedWitness
 from supernet.sdk.store import InvalidBlockError
@@ -123,6 +131,21 @@ def _own_words(call: ToolCall, runner: ToolRunner) -> bool:
     return call.name == STORE_READ and error == f"ToolUnavailableError: {NOT_READABLE.format(cid=cid)}"
 
 
+def _mcp_words(call: ToolCall, spec: ToolSpec | None) -> bool:
+    """Whether an MCP call's environmental failure is in the node's one wording for it."""
+    server = call.name.split(".", 1)[0]
+    if call.error == f"ToolUnavailableError: {mcp_unavailable(server)}":
+        return True
+    return spec is not None and call.error == f"ToolTimeoutError: {timed_out(call.name, spec.timeout_s)}"
+
+
+def _same_server(name: str, runner: ToolRunner, recorded: Mapping[str, ToolSpec]) -> bool:
+    """Whether the trace describes MCP tool ``name`` exactly as this validator's server does."""
+    mine = runner.spec(name) if hasattr(runner, "spec") else None
+    theirs = recorded.get(name)
+    return mine is not None and theirs is not None and spec_record(mine) == spec_record(theirs)
+
+
 def _is_timeout(call: ToolCall, runner: ToolRunner) -> bool:
     """Whether the call's error is exactly its tool's timeout, at the protocol's limit."""
     spec = runner.spec(call.name) if hasattr(runner, "spec") else None
@@ -166,16 +189,34 @@ class WitnessStore:
 
 
 async def check_tools(
-    calls: tuple[ToolCall, ...], runner: ToolRunner, witness: VerifiedWitness | None = None
+    calls: tuple[ToolCall, ...],
+    runner: ToolRunner,
+    witness: VerifiedWitness | None = None,
+    recorded: Mapping[str, ToolSpec] | None = None,
 ) -> tuple[list[Finding], int, str | None]:
     """Re-run deterministic calls; returns the findings, how many calls were re-run, and why the
     receipt is unverifiable (a re-run that failed for lack of data or time), if so. With the
-    trace's ``witness``, every re-run ``store_read`` reads it alone (`WitnessStore`), never a store."""
+    trace's ``witness``, every re-run ``store_read`` reads it alone (`WitnessStore`), never a store.
+    ``recorded``: the tool specs the trace says its agent was offered (an MCP call is re-run only
+    where the validator's own spec of the tool is the same, and its failures are held to its
+    recorded timeout)."""
     findings: list[Finding] = []
     rerun = 0
     unverifiable: str | None = None
     from_witness = RegistryRunner(WitnessStore(witness)) if witness is not None else None
+    recorded = recorded or {}
     for call in calls:
+        if is_mcp(call.name) and _environmental(call.error):
+            if not _mcp_words(call, recorded.get(call.name)):
+                findings.append(
+                    _finding(
+                        call,
+                        f"tool {call.name}: a failure in words the node never uses for it",
+                        "the node's one wording of an MCP failure",
+                        _short(call.error),
+                    )
+                )
+            continue
         known = runner.deterministic(call.name)
         if known is None:
             continue
@@ -191,6 +232,8 @@ async def check_tools(
         operators_word = is_mcp(call.name)
         if operators_word and not call.deterministic:
             continue  # an MCP tool is deterministic only if the node's operator says so
+        if operators_word and not _same_server(call.name, runner, recorded):
+            continue  # another server under the same local name, or another version of it
         if known and not call.deterministic:
             findings.append(
                 _finding(call, f"tool {call.name} is deterministic but recorded as not", True, False)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, cast
 
 from supernet.node.agents.registry import AgentRegistry, default_registry
+from supernet.node.kernel.replay import context_of
 from supernet.node.llm.sampling import is_greedy
 from supernet.node.llm.scoring import ScoreRequest, Tolerance
 from supernet.node.llm.types import ScoreResult
@@ -352,7 +353,10 @@ class Verifier:
             findings += check_shape(call, s.scorer.eos_ids, call.stop_strings, decode)
             if scored:
                 findings += judgement.findings[call.call]
-        tool_findings, reran, why = await check_tools(s.trace.tool_calls, self.tools, _witness(s.trace))
+        offered = {spec.name: spec for spec in context_of(s.trace.doc)[2]}  # the specs the user signed
+        tool_findings, reran, why = await check_tools(
+            s.trace.tool_calls, self.tools, _witness(s.trace), offered
+        )
         findings += tool_findings
         return s.head.verdict(
             findings,

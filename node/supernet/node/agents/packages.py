@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -128,6 +130,7 @@ def _load_one(
             return outcome("invalid", f"its package {top!r} cannot be read: {type(exc).__name__}: {exc}")
         if before != pins[ep.name]:
             return _mismatch(outcome, before, pins[ep.name])
+    _private_bytecode()
     try:
         cls = ep.load()
     except Exception as exc:  # an operator's package must not stop the node
@@ -152,6 +155,17 @@ def _load_one(
     except ValueError as exc:
         return outcome("collision", str(exc), code_hash)
     return outcome("loaded", code_hash=code_hash)
+
+
+def _private_bytecode() -> None:
+    """Read and write compiled modules in a directory of this user's only (``sys.pycache_prefix``),
+    never in a package's ``__pycache__``: a ``.pyc`` there runs in place of its source (a crafted
+    one passes Python's own checks), and the code hash covers sources only. Python then compiles a
+    package from the very sources the hash covers."""
+    if sys.pycache_prefix is None:
+        prefix = Path.home() / ".cache" / "supernet" / "pycache"
+        prefix.mkdir(parents=True, exist_ok=True, mode=0o700)
+        sys.pycache_prefix = str(prefix)
 
 
 def _mismatch(outcome: Callable[..., PackageLoad], installed: str, allowed: str) -> PackageLoad:

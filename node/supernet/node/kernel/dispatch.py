@@ -275,12 +275,14 @@ class Dispatcher:
         root.inflight += 1
         root.settled.clear()
         try:
-            if isinstance(call, AgentCall):  # the child's syscalls take turns of their own
-                return await self._handle(st, call)
             # Concurrent syscalls of one agent (``asyncio.gather``) would be recorded as each
             # ends, an order that depends on timing (a user answering confirmations in another
             # order, a slow tool) and that no replay reproduces: an honest node's trace flagged
             # (tests/unit/test_review_occurrences.py). They take turns instead, in call order.
+            # An agent call too, for the whole of the child's run (the child's syscalls take
+            # turns of its own state): concurrent children interleaved their events and each read
+            # the task's token budget before the others spent it (an overrun, and a trace no
+            # replay reproduces: tests/unit/test_review_chat_and_scheduling.py).
             async with st.turn:
                 return await self._handle(st, call)
         finally:

@@ -268,6 +268,13 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
         task.exception()  # logged by the caller that waited, if any; never "never retrieved"
 
 
+def mcp_unavailable(server: str) -> str:
+    """The one wording of an MCP server's failure, whatever happened (the reason is logged): the
+    text reaches the agent, and no validator can re-run the moment, so a node that could write its
+    own there would steer the task through a failure (`supernet.validator.tool_check`)."""
+    return f"MCP server {server} is unavailable"
+
+
 class MCPConnection:
     """One session with one MCP server, held by a background task (the MCP client's transports
     must be entered and left in one task); reconnected on the next call after it ends."""
@@ -349,7 +356,8 @@ class MCPConnection:
         except Exception as exc:
             await self.close()
             reason = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
-            raise ToolUnavailableError(f"MCP server {self.cfg.name} is unavailable ({reason})") from None
+            log.warning("MCP server %s is unavailable: %s", self.cfg.name, reason)
+            raise ToolUnavailableError(mcp_unavailable(self.cfg.name)) from None
 
     async def call(self, name: str, args: Mapping[str, Any]) -> Any:
         """Call tool ``name`` (the server's name) and return its JSON value (see the module doc).
@@ -368,7 +376,7 @@ class MCPConnection:
             await asyncio.shield(self._reconnecting)
         session = self._session
         if session is None:
-            raise ToolUnavailableError(f"MCP server {self.cfg.name} is unavailable")
+            raise ToolUnavailableError(mcp_unavailable(self.cfg.name))
         try:
             result = await session.call_tool(name, dict(args))
         except (TimeoutError, asyncio.CancelledError, ToolError):
@@ -377,7 +385,8 @@ class MCPConnection:
             if _connection_lost(exc) or not self.connected:
                 if self._session is session:  # not a session a reconnection already replaced
                     await self.close()  # the next call reconnects
-                raise ToolUnavailableError(f"MCP server {self.cfg.name} went away ({exc})") from None
+                log.warning("MCP server %s went away: %s", self.cfg.name, exc)
+                raise ToolUnavailableError(mcp_unavailable(self.cfg.name)) from None
             raise ToolError(f"MCP call failed: {str(exc)[:MAX_ERROR_CHARS]}") from None
         return result_value(result, self.cfg.max_result_bytes)
 

@@ -265,12 +265,8 @@ class MemoryManager:
             except Exception as exc:
                 raise MemoryStoreError(f"cannot write a memory entry: {exc}") from exc
             root = await self.roots.load(namespace)
-            before = root["entries"] if root else []
-            fresh = all(str(c) != entry_cid for c in before)  # an earlier write's pin is not ours to drop
-            links = with_entry(before, entry_cid)
-            root_cid, prev = await self.roots.commit(
-                namespace, {"entries": links}, writer, content=entry_cid if fresh else None
-            )
+            links = with_entry(root["entries"] if root else [], entry_cid)
+            root_cid, prev = await self.roots.commit(namespace, {"entries": links}, writer)
             self._admit(namespace, entry_cid, _Entry(text, dict(metadata), vector))  # written through
         return MemoryWrite(entry_cid, root_cid, prev)
 

@@ -8,8 +8,11 @@ A write pins only what it adds: its content (pinned by the manager, a block or a
 and its root (a direct pin, one block); nothing earlier is unpinned, so the history stays pinned
 as it grows. (A recursive pin of each new root made the store walk every block the namespace
 ever wrote, at every write, under the store's one lock.) A failed task's writes are undone by
-moving the live root back first, which cannot fail, then dropping the pins the writes took: a
-store error there leaves blocks pinned, never the failed task's root live.
+moving the live root back first, which cannot fail, then dropping the direct pins of the roots it
+wrote: a store error there leaves blocks pinned, never the failed task's root live. Content pins
+stay: the same bytes are the same block for every user (a pin is no count), so unpinning what a
+failed task wrote unpinned another user's entry or file; what a failed task leaves is bounded by
+the trace cap (`Dispatcher._write_fits`).
 """
 
 from __future__ import annotations
@@ -46,9 +49,8 @@ class NamespaceRoots:
         self.root_type = root_type
         self._roots: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        # root CID -> (its prev, the content CID it pinned) for the roots written by this process,
-        # so that a revert knows which pins to drop (after a restart it drops the root's only)
-        self._written: dict[str, tuple[str | None, str | None]] = {}
+        # root CID -> its prev, for the roots written by this process: what a revert unpins
+        self._written: dict[str, str | None] = {}
 
     def lock(self, namespace: str) -> asyncio.Lock:
         """The write lock of ``namespace`` (read-modify-write of its root must not interleave)."""
@@ -87,11 +89,9 @@ class NamespaceRoots:
         """Drop the pins of the roots from ``current`` back to (not including) ``earlier``."""
         cid: str | None = current
         while cid is not None and cid != earlier:
-            prev, content = self._written.pop(cid, (None, None))
+            prev = self._written.pop(cid, None)
             try:
                 await self.store.pin_rm(cid, recursive=False)
-                if content is not None:
-                    await self.store.pin_rm(content)
             except Exception as exc:  # bookkeeping: the blocks stay, the root is already back
                 log.warning("undoing %s: pins of %s left in place (%s)", namespace, cid, exc)
             cid = prev
@@ -112,15 +112,12 @@ class NamespaceRoots:
         namespace: str,
         body: Mapping[str, Any],
         writer: str | None = None,
-        content: str | None = None,
     ) -> tuple[str, str | None]:
         """Write a new root of ``namespace`` holding ``body``; call with :meth:`lock` held.
 
         ``writer`` is the id of the task whose write this is (the request hash of a paid task). A
         root names it so that a validator can follow a task's first root back to the committed
         receipt whose trace wrote it (docs/validator.md, "Where a task's roots come from").
-        ``content`` is the CID the manager pinned (recursively) for this write, if it was new to
-        the namespace: a revert of this root drops that pin too.
 
         Returns:
             (the new root CID, the previous root CID or ``None``).
@@ -132,6 +129,6 @@ class NamespaceRoots:
             await self.store.pin_direct(cid)  # one block: the history is pinned already
         except Exception as exc:
             raise MemoryStoreError(f"cannot write a root of {namespace}: {exc}") from exc
-        self._written[cid] = (prev, content)
+        self._written[cid] = prev
         self._roots[namespace] = cid
         return cid, prev

@@ -151,6 +151,14 @@ class FairSharePolicy:
         if entry in self._seen:
             self._seen.discard(entry)
             self._outstanding[entry.user] -= 1
+            if not self._outstanding[entry.user]:
+                del self._outstanding[entry.user]
+            if not self._outstanding:
+                # An idle node: nobody owes anyone. Kept, the tokens a user had while nobody else
+                # wanted the model became debt that put even its 100x offers behind the next
+                # newcomer (tests/unit/test_review_chat_and_scheduling.py); and one entry per key
+                # ever seen is memory that free keys grow without bound.
+                self._vtime.clear()
 
 
 def make_policy(name: PolicyName) -> Policy:

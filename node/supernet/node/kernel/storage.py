@@ -142,12 +142,8 @@ class StorageManager:
                 cid = str(await self._store.add_file(data, pin=True))  # its root and chunks
             except Exception as exc:
                 raise MemoryStoreError(f"cannot write file {path}: {exc}") from exc
-            before = await self._files(namespace)
-            fresh = not any(str(v) == cid for versions in before.values() for v in versions if v is not None)
-            files = with_version(before, path, cid)
-            root_cid, prev = await self.roots.commit(
-                namespace, {"files": files}, writer, content=cid if fresh else None
-            )
+            files = with_version(await self._files(namespace), path, cid)
+            root_cid, prev = await self.roots.commit(namespace, {"files": files}, writer)
         return FileWrite(cid, root_cid, prev, len(files[path]))
 
     async def get(self, namespace: str, path: str, version: str | None = None) -> tuple[str, bytes]:

@@ -53,10 +53,14 @@ def package_bundle(package: str) -> dict[str, bytes]:
     """Every file of the installed top-level package (or single module) ``package``, by
     ``<package>/<path>``; found without importing it, so a bundle can be checked before its code runs.
 
-    ``__pycache__`` directories and compiled files are left out; symbolic links are read through.
+    ``__pycache__`` directories are left out (the node's loader never reads them:
+    `supernet.node.agents.packages` points ``sys.pycache_prefix`` elsewhere); symbolic links are
+    read through.
 
     Raises:
-        ImportError: No such package, or it has no one directory (a namespace package).
+        ImportError: No such package, it has no one directory (a namespace package), or it holds a
+            compiled module outside ``__pycache__`` (``x.pyc``: Python imports it without a
+            source, so code the hash does not cover would run under it).
     """
     if "." in package:
         raise ImportError(f"{package!r} is not a top-level package")
@@ -75,8 +79,10 @@ def package_bundle(package: str) -> dict[str, bytes]:
     bundle: dict[str, bytes] = {}
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
-        if "__pycache__" in rel.parts or path.suffix in _SKIPPED_SUFFIXES or not path.is_file():
+        if "__pycache__" in rel.parts or not path.is_file():
             continue
+        if path.suffix in _SKIPPED_SUFFIXES:
+            raise ImportError(f"{package!r} holds a compiled module without its source: {rel.as_posix()}")
         bundle[f"{package}/{rel.as_posix()}"] = path.read_bytes()
     return bundle
 

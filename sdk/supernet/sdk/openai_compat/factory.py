@@ -87,13 +87,16 @@ def openai_client(
         state_dir: nonces and voucher totals (``~/.supernet``, shared with `Client`).
         max_fee: most wei per call (default: `supernet.sdk.client.ladder.DEFAULT_MAX_FEE`).
         timeout: seconds per HTTP request (a completion runs the model).
-        kwargs: passed to ``openai.OpenAI``.
+        kwargs: passed to ``openai.OpenAI``. ``max_retries`` defaults to 0: every request is a
+            paid task signed anew (its own nonce and voucher), so openai's automatic retry of a
+            5xx or a read timeout (a slow answer) bought the same answer two more times.
     """
     import openai
 
     base, auth = _auth(node_url, private_key, deployment, rpc_url, deposit, state_dir, max_fee)
     http = httpx.Client(auth=auth, timeout=timeout)
     # openai 1.x-2.x type this as httpx.Client, 3.x as httpx2.Client while still taking httpx's
+    kwargs.setdefault("max_retries", 0)
     return openai.OpenAI(base_url=base, api_key=API_KEY, http_client=cast(Any, http), **kwargs)
 
 
@@ -114,4 +117,5 @@ def async_openai_client(
 
     base, auth = _auth(node_url, private_key, deployment, rpc_url, deposit, state_dir, max_fee)
     http = httpx.AsyncClient(auth=auth, timeout=timeout)
+    kwargs.setdefault("max_retries", 0)  # each retry would be another paid task (`openai_client`)
     return openai.AsyncOpenAI(base_url=base, api_key=API_KEY, http_client=cast(Any, http), **kwargs)
