@@ -5,6 +5,7 @@ the MCP tools its capabilities allow."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -90,8 +91,10 @@ async def test_an_agent_calls_mcp_tools_through_the_kernel(
     assert result.divergences == [] and result.output == doc["output"]
 
     # a validator that cannot reach the operator's servers re-runs no MCP call, holds none against it
+    # (the timeout of test.slow is in the node's words at the tool's recorded limit)
+    offered = {spec.name: spec for spec in context_of(doc)[2]}
     findings, rerun, unverifiable = await check_tools(
-        parse_trace(doc).tool_calls, RegistryRunner(store_client)
+        parse_trace(doc).tool_calls, RegistryRunner(store_client), None, offered
     )
     assert findings == [] and rerun == 0 and unverifiable is None
 
@@ -99,11 +102,13 @@ async def test_an_agent_calls_mcp_tools_through_the_kernel(
     # the call recorded (and declared) deterministic
     runner = RegistryRunner(store_client)
     runner.add_mcp(mcp_tools)
-    offered = {spec.name: spec for spec in context_of(doc)[2]}
     findings, rerun, unverifiable = await check_tools(parse_trace(doc).tool_calls, runner, None, offered)
     assert findings == [] and rerun == 1 and unverifiable is None
-    # without the offered specs (or with another server's) nothing is re-run, nothing accused
-    assert await check_tools(parse_trace(doc).tool_calls, runner) == ([], 0, None)
+    # with another server's description of the tools nothing is re-run, nothing accused
+    others = {
+        name: dataclasses.replace(spec, description="another server's") for name, spec in offered.items()
+    }
+    assert await check_tools(parse_trace(doc).tool_calls, runner, None, others) == ([], 0, None)
 
     # ... so a node that fabricates that result is caught
     forged = {**doc, "events": [dict(e) for e in doc["events"]]}

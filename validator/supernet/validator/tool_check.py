@@ -21,6 +21,7 @@ worded to steer the task) would choose what the agent reads.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -131,12 +132,15 @@ def _own_words(call: ToolCall, runner: ToolRunner) -> bool:
     return call.name == STORE_READ and error == f"ToolUnavailableError: {NOT_READABLE.format(cid=cid)}"
 
 
-def _mcp_words(call: ToolCall, spec: ToolSpec | None) -> bool:
-    """Whether an MCP call's environmental failure is in the node's one wording for it."""
+def _mcp_words(call: ToolCall) -> bool:
+    """Whether an MCP call's environmental failure is in the node's one wording for it: the server
+    unavailable, or the tool's timeout (its limit is the operator's, not in the recorded spec: a
+    number is all the node chooses there)."""
     server = call.name.split(".", 1)[0]
     if call.error == f"ToolUnavailableError: {mcp_unavailable(server)}":
         return True
-    return spec is not None and call.error == f"ToolTimeoutError: {timed_out(call.name, spec.timeout_s)}"
+    limit = (call.error or "").removeprefix(f"ToolTimeoutError: tool {call.name} timed out after ")
+    return limit != (call.error or "") and re.fullmatch(r"[0-9]{1,6}(\.[0-9]{1,6})? s", limit) is not None
 
 
 def _same_server(name: str, runner: ToolRunner, recorded: Mapping[str, ToolSpec]) -> bool:
@@ -207,7 +211,7 @@ async def check_tools(
     recorded = recorded or {}
     for call in calls:
         if is_mcp(call.name) and _environmental(call.error):
-            if not _mcp_words(call, recorded.get(call.name)):
+            if not _mcp_words(call):
                 findings.append(
                     _finding(
                         call,
