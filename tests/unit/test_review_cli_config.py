@@ -44,8 +44,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -69,6 +67,8 @@ from supernet.sdk.money_cli import app as account_app
 from supernet.validator.config import ValidatorSettings
 from typer.testing import CliRunner
 
+from tests.integration.test_cli_errors import supernet  # `supernet ARGS` as a user runs it
+
 FEE = 10**12
 
 
@@ -79,18 +79,6 @@ def _key_env(acct: Any, var: str = "SUPERNET_USER_KEY") -> dict[str, str]:
 def _common(c: Contracts, tmp_path: Path) -> list[str]:
     dep = c.deployment.save(tmp_path / "deployment.json")
     return ["--rpc", c.w3.provider.endpoint_uri, "--deployment", str(dep)]  # type: ignore[attr-defined]
-
-
-def _supernet(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
-    """``supernet ARGS`` as a user runs it (the root's `main`, its one-line error handling)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "supernet.sdk.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **(env or {})},
-    )
-    return proc.returncode, proc.stdout + proc.stderr
 
 
 # ------------------------------------------------------------------ a malicious "node" at a URL
@@ -262,7 +250,7 @@ def test_defence_a_malformed_key_is_never_printed_in_the_error(tmp_path: Path) -
     in `supernet.sdk.cli_errors.explain` as one line."""
     acct = Account.create()
     key = "0x" + bytes(acct.key).hex()
-    code, out = _supernet(
+    code, out = supernet(
         "validator",
         "run",
         "--deployment",
@@ -444,13 +432,13 @@ def test_defence_bad_amounts_are_usage_errors_not_tracebacks(
     every amount option is parsed by one typer ``click_type`` (e.g. ``AmountParam``) before the
     command runs, so each is a usage error (exit 2) naming the option."""
     huge = "9" * 80
-    code, out = _supernet(
+    code, out = supernet(
         "account", "deposit", actors.node.address, huge, "--yes", "--deployment", str(tmp_path / "none.json")
     )
     assert code == 2 and "Traceback" not in out and "too large" in out, out
     dep = str(deployed.deployment.save(tmp_path / "deployment.json"))
     rpc = deployed.w3.provider.endpoint_uri  # type: ignore[attr-defined]
-    code, out = _supernet(
+    code, out = supernet(
         "task",
         "submit",
         "hi",

@@ -56,12 +56,9 @@ from __future__ import annotations
 import asyncio
 import copy
 import py_compile
-import socket
-import subprocess
 import sys
 import time
 import unicodedata
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,12 +74,12 @@ from supernet.node.kernel.mcp_tools import MCPServerConfig, MCPTools
 from supernet.node.kernel.syscalls import TaskSpec
 from supernet.node.kernel.tools import ToolRegistry
 from supernet.sdk.agents import bundle_hash, package_bundle
-from supernet.sdk.devnet.processes import free_port
 from supernet.validator.tool_check import RegistryRunner, check_tools
 from supernet.validator.trace_view import ToolCall
 from supernet.validator.verifier import Manifest, Verifier
 
 from tests.unit.test_agent_package_loader import entry_point, packages  # noqa: F401 (a fixture)
+from tests.unit.test_mcp_tools import http_server  # noqa: F401 (a fixture)
 from tests.unit.test_validator_attacks import (
     DOMAIN,
     NODE,
@@ -341,30 +338,14 @@ async def test_known_limit_a_huge_stdio_result_is_read_whole_before_the_bound() 
         await mcp.close()
 
 
-@pytest.fixture
-def http_server() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, SERVER, "http", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-async def test_defence_a_huge_http_result_is_cut_off_by_the_transport(http_server: str) -> None:
+async def test_defence_a_huge_http_result_is_cut_off_by_the_transport(
+    http_server: tuple[str, Any],  # noqa: F811  (the fixture of tests/unit/test_mcp_tools.py)
+) -> None:
     """Attack: the same huge answer from a Streamable HTTP server. Defence: the client refuses an
     SSE event past 4 x ``max_result_bytes`` while reading it (`MCPConnection._transport`), the
     call fails as environmental (never held against the node), and the next call reconnects."""
-    cfg = MCPServerConfig("web", transport="http", url=http_server, timeout_s=20.0, max_result_bytes=10_000)
+    url, _ = http_server
+    cfg = MCPServerConfig("web", transport="http", url=url, timeout_s=20.0, max_result_bytes=10_000)
     mcp = MCPTools([cfg])
     await mcp.start()
     registry = ToolRegistry()

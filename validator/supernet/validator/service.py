@@ -350,10 +350,12 @@ class Validator:
         if self._on_event is not None:
             self._on_event(ValidatorEvent(kind, data))
 
-    def _window_over(self, batch_id: int) -> bool:
-        """Whether batch ``batch_id``'s challenge window has closed on chain."""
+    def _window_over(self, batch_id: int, now: int | None = None) -> bool:
+        """Whether batch ``batch_id``'s challenge window has closed on chain (at ``now``, else at
+        the latest block)."""
         header = self.chain.batch(batch_id)
-        return self.chain.timestamp() >= header.committed_at + self.chain.params().challenge_window
+        now = self.chain.timestamp() if now is None else now
+        return now >= header.committed_at + self.chain.params().challenge_window
 
     def sample(self, batch: BatchRow, seed: bytes) -> list[int]:
         """This validator's indexes of the batch, cross-checked with ``TaskManager.isSampled``
@@ -442,11 +444,9 @@ class Validator:
     async def _check_diverged(self, chain_now: int) -> None:
         """Retry the full checks of diverged writers that failed (each isolated), while their
         batch can still be challenged."""
-        window = self.chain.params().challenge_window
         for batch_id, index in self.db.diverged_pending():
             try:
-                header = await asyncio.to_thread(self.chain.batch, batch_id)
-                if chain_now >= header.committed_at + window:
+                if await asyncio.to_thread(self._window_over, batch_id, chain_now):
                     self.db.settle_diverged(batch_id, index)  # past its window: nothing to send
                     continue
                 await self.check_entry(batch_id, index)

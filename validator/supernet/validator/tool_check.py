@@ -13,8 +13,8 @@ describes the tool exactly as the validator's server does (a server name is each
 label: another server, or another version of it, is skipped, never accused); a call the node
 recorded as non-deterministic is never held against it (another operator may declare otherwise).
 An MCP call's recorded failure must be in the node's one wording for it (`mcp_unavailable`, or the
-tool's timeout at its recorded limit): no re-run can reproduce the moment, and the text reaches
-the agent, so a node that wrote its own there (or hid a deterministic answer behind a failure
+tool's timeout, whose limit is the operator's number): no re-run can reproduce the moment, and the
+text reaches the agent, so a node that wrote its own there (or hid a deterministic answer behind a failure
 worded to steer the task) would choose what the agent reads.
 """
 
@@ -112,8 +112,9 @@ def _environmental(error: str | None) -> bool:
 
 
 def _exempt(call: ToolCall) -> bool:
-    """Whether the node's recorded failure exempts the call from the re-run (store/network tools)."""
-    return _environmental(call.error) and (is_mcp(call.name) or call.name not in LOCAL_PURE_TOOLS)
+    """Whether the node's recorded failure exempts a built-in call from the re-run (store/network
+    tools; an MCP call's failure is judged by its wording alone, `_mcp_words`)."""
+    return _environmental(call.error) and call.name not in LOCAL_PURE_TOOLS
 
 
 def _own_words(call: ToolCall, runner: ToolRunner) -> bool:
@@ -202,8 +203,7 @@ async def check_tools(
     receipt is unverifiable (a re-run that failed for lack of data or time), if so. With the
     trace's ``witness``, every re-run ``store_read`` reads it alone (`WitnessStore`), never a store.
     ``recorded``: the tool specs the trace says its agent was offered (an MCP call is re-run only
-    where the validator's own spec of the tool is the same, and its failures are held to its
-    recorded timeout)."""
+    where the validator's own spec of the tool is the same)."""
     findings: list[Finding] = []
     rerun = 0
     unverifiable: str | None = None
@@ -245,7 +245,7 @@ async def check_tools(
         if not known:
             continue
         if _exempt(call):
-            if not operators_word and not _own_words(call, runner):
+            if not _own_words(call, runner):
                 findings.append(
                     _finding(
                         call,

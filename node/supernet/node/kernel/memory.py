@@ -228,13 +228,14 @@ class MemoryManager:
         self._embedder = embedder
         # namespace -> entry CID -> decoded entry, the namespace used last at the end
         self._sets: OrderedDict[str, KLRU[_Entry]] = OrderedDict()
+        self._resident = 0  # entries in all of them (a sum over every namespace at each admit is O(users))
 
     def resident(self, namespace: str | None = None) -> int:
         """Entries held in RAM: of ``namespace``, or of all namespaces."""
         if namespace is not None:
             ws = self._sets.get(namespace)
             return 0 if ws is None else len(ws)
-        return sum(len(ws) for ws in self._sets.values())
+        return self._resident
 
     def is_resident(self, namespace: str, cid: str) -> bool:
         """Whether entry ``cid`` of ``namespace`` is in its working set."""
@@ -299,13 +300,14 @@ class MemoryManager:
         if ws is None:
             ws = self._sets[namespace] = KLRU(self.working_set, self.k)
         self._sets.move_to_end(namespace)
+        before = len(ws)
         self.stats.evictions += len(ws.put(cid, entry))
-        if self.resident_limit is None:
-            return
-        total = sum(len(s) for s in self._sets.values())
-        while total > self.resident_limit and len(self._sets) > 1:
+        self._resident += len(ws) - before
+        while (
+            self.resident_limit is not None and self._resident > self.resident_limit and len(self._sets) > 1
+        ):
             _, dropped = self._sets.popitem(last=False)  # the namespace used longest ago
-            total -= len(dropped)
+            self._resident -= len(dropped)
             self.stats.evictions += len(dropped)
 
     async def _vector(self, namespace: str, cid: str) -> np.ndarray:

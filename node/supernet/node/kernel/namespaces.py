@@ -49,8 +49,6 @@ class NamespaceRoots:
         self.root_type = root_type
         self._roots: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        # root CID -> its prev, for the roots written by this process: what a revert unpins
-        self._written: dict[str, str | None] = {}
 
     def lock(self, namespace: str) -> asyncio.Lock:
         """The write lock of ``namespace`` (read-modify-write of its root must not interleave)."""
@@ -86,15 +84,17 @@ class NamespaceRoots:
                 await self._unpin_since(ns, current, earlier)
 
     async def _unpin_since(self, namespace: str, current: str, earlier: str | None) -> None:
-        """Drop the pins of the roots from ``current`` back to (not including) ``earlier``."""
+        """Drop the pins of the roots from ``current`` back to (not including) ``earlier``, following
+        each root's own ``prev`` link."""
         cid: str | None = current
         while cid is not None and cid != earlier:
-            prev = self._written.pop(cid, None)
             try:
+                prev = (await self.store.get_dag(cid)).get("prev")
                 await self.store.pin_rm(cid, recursive=False)
             except Exception as exc:  # bookkeeping: the blocks stay, the root is already back
-                log.warning("undoing %s: pins of %s left in place (%s)", namespace, cid, exc)
-            cid = prev
+                log.warning("undoing %s: pins from %s on left in place (%s)", namespace, cid, exc)
+                return
+            cid = None if prev is None else str(prev)
 
     async def load(self, namespace: str) -> dict[str, Any] | None:
         """The latest root object of ``namespace`` (``None`` before its first write)."""
@@ -129,6 +129,5 @@ class NamespaceRoots:
             await self.store.pin_direct(cid)  # one block: the history is pinned already
         except Exception as exc:
             raise MemoryStoreError(f"cannot write a root of {namespace}: {exc}") from exc
-        self._written[cid] = prev
         self._roots[namespace] = cid
         return cid, prev

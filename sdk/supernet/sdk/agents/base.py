@@ -33,7 +33,7 @@ from supernet.sdk.agents.context import AgentContext
 
 __all__ = ["Agent", "bundle_hash", "package_bundle"]
 
-_SKIPPED_SUFFIXES = (".pyc", ".pyo")
+_COMPILED_SUFFIXES = (".pyc", ".pyo")
 
 
 def bundle_hash(files: Mapping[str, bytes]) -> str:
@@ -81,7 +81,7 @@ def package_bundle(package: str) -> dict[str, bytes]:
         rel = path.relative_to(root)
         if "__pycache__" in rel.parts or not path.is_file():
             continue
-        if path.suffix in _SKIPPED_SUFFIXES:
+        if path.suffix in _COMPILED_SUFFIXES:
             raise ImportError(f"{package!r} holds a compiled module without its source: {rel.as_posix()}")
         bundle[f"{package}/{rel.as_posix()}"] = path.read_bytes()
     return bundle
