@@ -11,3 +11,21 @@ _HERE = Path(__file__).parent
 sys.path.insert(0, str(_HERE))
 
 pytest_plugins = sorted(p.stem for p in _HERE.glob("*_fixtures.py"))
+
+# Below this much free space under the temporary folder the suite fails in confusing places (a
+# store's write, a test's tmp_path, Anvil's states of older blocks); say so once, up front.
+MIN_FREE_GIB = 4
+
+
+def pytest_sessionstart(session: object) -> None:
+    import shutil
+    import tempfile
+
+    import pytest
+
+    tmp = tempfile.gettempdir()
+    free = shutil.disk_usage(tmp).free / 2**30
+    if free < MIN_FREE_GIB:
+        stale = Path.home() / ".foundry" / "anvil" / "tmp"
+        hint = f"; old Anvil states in {stale} can go" if stale.is_dir() and any(stale.iterdir()) else ""
+        pytest.exit(f"only {free:.1f} GiB free under {tmp}: the suite needs {MIN_FREE_GIB} GiB{hint}", 1)

@@ -4,6 +4,11 @@ Anvil is started on a free port (``--port 0``; the port is read from its log), a
 answers ``eth_chainId``, and stopped with SIGTERM (then SIGKILL) as its own process group, so a
 Ctrl-C in the terminal never leaves it behind half-stopped.
 
+Anvil moves the states of older blocks to disk (about a megabyte per block on a chain with the
+protocol deployed) and does not delete them when it is stopped by a signal: left in its default
+``~/.foundry/anvil/tmp`` they filled the disk after a few hundred test chains. Each process here
+gets its own ``--cache-path``, removed once the process has exited.
+
 >>> with Anvil() as anvil:                                     # doctest: +SKIP
 ...     w3 = anvil.web3()
 ...     w3.eth.chain_id
@@ -32,6 +37,9 @@ from web3.types import RPCEndpoint
 
 DEV_MNEMONIC = "test test test test test test test test test test test junk"
 """Anvil's default mnemonic: its dev accounts are public knowledge, never use them for value."""
+
+ANVIL_STATES_PREFIX = "anvil-states-"
+"""How the temporary folder of an Anvil's states of older blocks is named."""
 
 _LISTEN_RE = re.compile(r"Listening on ([0-9.]+):(\d+)")
 
@@ -115,6 +123,8 @@ class Anvil:
         self._binary = Path(binary) if binary else None
         self._log_path = Path(log_path) if log_path else None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._state_dir: Path | None = None
+        self._own_log = False  # a temporary log this object made, removed by `stop`
 
     @property
     def url(self) -> str:
@@ -146,10 +156,12 @@ class Anvil:
             fd, name = tempfile.mkstemp(prefix="anvil-", suffix=".log")
             os.close(fd)
             self._log_path = Path(name)
+            self._own_log = True
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._state_dir = Path(tempfile.mkdtemp(prefix=ANVIL_STATES_PREFIX))
         with open(self._log_path, "wb") as log:
             self._proc = subprocess.Popen(
-                [str(binary), *self._args],
+                [str(binary), *self._args, "--cache-path", str(self._state_dir)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -184,19 +196,25 @@ class Anvil:
             return ""
         return self._log_path.read_text(errors="replace")[-2000:]
 
+    @property
+    def state_dir(self) -> Path | None:
+        """Where this process keeps the states of older blocks (removed by `stop`)."""
+        return self._state_dir
+
     def stop(self, timeout: float = 10.0) -> None:
-        """Terminate Anvil (SIGTERM, then SIGKILL after ``timeout``); safe to call twice."""
+        """Terminate Anvil (SIGTERM, then SIGKILL after ``timeout``) and remove its states and the
+        temporary log it made; safe to call twice."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
         try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout)
-        except ProcessLookupError:
-            pass
+            if proc is not None:
+                _terminate(proc, timeout)
+        finally:
+            state_dir, self._state_dir = self._state_dir, None
+            if state_dir is not None:
+                shutil.rmtree(state_dir, ignore_errors=True)
+            if self._own_log and self._log_path is not None:
+                self._log_path.unlink(missing_ok=True)
+                self._log_path, self._own_log = None, False
 
     def web3(self) -> Web3:
         """A Web3 client on this Anvil."""
@@ -209,6 +227,20 @@ class Anvil:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _terminate(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM to the process group, SIGKILL if it is still there after ``timeout``."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout)
+    except ProcessLookupError:
+        pass
 
 
 # ---------------------------------------------------------------------------------------------

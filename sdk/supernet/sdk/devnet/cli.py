@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -18,7 +19,7 @@ from types import FrameType
 import typer
 from rich.console import Console
 from rich.table import Table
-from supernet.sdk.chain.anvil import dev_account
+from supernet.sdk.chain.anvil import ANVIL_STATES_PREFIX, dev_account
 from supernet.sdk.devnet.network import (
     DEFAULT_STATE_DIR,
     DEVNET_MODEL_MANIFEST,
@@ -133,6 +134,10 @@ def down(state_dir: Path = StateDir, timeout: float = typer.Option(15.0, help="S
         ):
             console.print(f"[red]anvil (pid {anvil_pid}) did not stop within {timeout:.0f} s[/red]")
             raise typer.Exit(1)
+        # `up` did not get to remove Anvil's states of older blocks (see supernet.sdk.chain.anvil)
+        states = Path(str(info.get("anvilStates") or ""))
+        if states.name.startswith(ANVIL_STATES_PREFIX):  # never a folder the pid file merely names
+            shutil.rmtree(states, ignore_errors=True)
     (state_dir / "devnet.pid").unlink(missing_ok=True)
     console.print("devnet stopped")
 

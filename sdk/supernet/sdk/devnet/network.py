@@ -191,7 +191,12 @@ class Devnet:
         ]
         doc = {"rpcUrl": self.anvil.url, "modelId": "0x" + self.config.model_id.hex(), "actors": roles}
         (d / "devnet.json").write_text(json.dumps(doc, indent=2) + "\n")
-        pid = {"pid": os.getpid(), "anvilPid": self.anvil.pid, "rpcUrl": self.anvil.url}
+        pid = {
+            "pid": os.getpid(),
+            "anvilPid": self.anvil.pid,
+            "anvilStates": str(self.anvil.state_dir or ""),
+            "rpcUrl": self.anvil.url,
+        }
         (d / "devnet.pid").write_text(json.dumps(pid) + "\n")
 
     def stop(self) -> None:
