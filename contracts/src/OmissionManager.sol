@@ -7,6 +7,7 @@ import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {TaskManager} from "./TaskManager.sol";
 import {IPayments} from "./interfaces/IPayments.sol";
 import {IServiceManager} from "./interfaces/IServiceManager.sol";
+import {ClaimBond} from "./libraries/ClaimBond.sol";
 import {MerkleLib} from "./libraries/MerkleLib.sol";
 import {ReceiptLib} from "./libraries/ReceiptLib.sol";
 import {Receipt, ReceiptPromise, TaskRequest} from "./libraries/Types.sol";
@@ -46,6 +47,7 @@ contract OmissionManager is ReentrancyGuardTransient {
         address node;
         uint64 commitBy;
         bytes32 leaf;
+        uint256 deposit; // what the claimant posted (ClaimBond)
     }
 
     /// @notice Lifecycle of a manifest challenge.
@@ -64,6 +66,7 @@ contract OmissionManager is ReentrancyGuardTransient {
         ManifestStatus status;
         address node;
         uint256 batchId;
+        uint256 deposit; // what the claimant posted (ClaimBond)
     }
 
     /// @notice Basis-point denominator.
@@ -79,7 +82,9 @@ contract OmissionManager is ReentrancyGuardTransient {
     IPayments public immutable PAYMENTS;
     /// @notice The batches (and the dispute parameters, read once at deployment).
     TaskManager public immutable TASK_MANAGER;
-    /// @notice Exact wei a claimant posts (TaskManager's CHALLENGE_BOND).
+    /// @notice The fixed part of what a claimant posts (TaskManager's CHALLENGE_BOND); a claim
+    ///         also covers its costliest answer at its block's base fee ({omissionBond},
+    ///         {manifestBond}).
     uint256 public immutable CHALLENGE_BOND;
     /// @notice Seconds after `commitBy` during which a promise can be claimed broken.
     uint256 public immutable CHALLENGE_WINDOW;
@@ -93,6 +98,8 @@ contract OmissionManager is ReentrancyGuardTransient {
     uint256 public immutable ANSWER_FEE_BPS;
     /// @notice Gas of an answer, paid to the node at the base fee.
     uint256 public immutable ANSWER_GAS;
+    /// @notice Gas of the costliest manifest answer (MAX_BATCH_COUNT receipts).
+    uint256 public immutable MANIFEST_WORST_GAS;
     /// @notice Longest a promise may run past its request's `deadline`: half the ServiceManager's
     ///         UNBONDING_PERIOD. A claim opens at `min(commitBy, deadline + MAX_PROMISE_DELAY)`,
     ///         so a node that promises a `commitBy` beyond the time its stake could leave (and
@@ -157,7 +164,7 @@ contract OmissionManager is ReentrancyGuardTransient {
 
     /// @notice The request's EIP-712 digest is not the promise's `requestHash`.
     error NotTheRequest(bytes32 expected, bytes32 given);
-    /// @notice Not the exact bond.
+    /// @notice Less than the claim's bond ({omissionBond}, {manifestBond}).
     error WrongBond(uint256 sent, uint256 required);
     /// @notice The batch is not the node's committed batch.
     error UnknownBatch(uint256 batchId);
@@ -221,6 +228,7 @@ contract OmissionManager is ReentrancyGuardTransient {
         CHALLENGER_REWARD_BPS = taskManager.CHALLENGER_REWARD_BPS();
         ANSWER_FEE_BPS = taskManager.AVAILABILITY_FEE_BPS();
         ANSWER_GAS = taskManager.ANSWER_FIXED_GAS();
+        MANIFEST_WORST_GAS = ANSWER_GAS + taskManager.MAX_BATCH_COUNT() * MANIFEST_RECEIPT_GAS;
         MAX_PROMISE_DELAY = SERVICE_MANAGER.UNBONDING_PERIOD() / 2;
     }
 
@@ -232,8 +240,8 @@ contract OmissionManager is ReentrancyGuardTransient {
     /// @notice The user of a task claims its node broke the signed promise to commit the task's
     ///         receipt (leaf `pledge.leaf`) in one of its batches by `pledge.commitBy`: a receipt
     ///         never committed can be neither sampled nor challenged, so without this a node could
-    ///         fake a task, be paid by the voucher and leave the receipt out for free. With
-    ///         CHALLENGE_BOND, from `commitBy` until CHALLENGE_WINDOW after it, once per promise;
+    ///         fake a task, be paid by the voucher and leave the receipt out for free. With at
+    ///         least {omissionBond}, from `commitBy` until CHALLENGE_WINDOW after it, once per promise;
     ///         the node is frozen until it answers ({answerOmission}) or the deadline passes
     ///         ({resolveOmission}: slashed). Only the request's user may open it (the request's
     ///         digest must be the promise's `requestHash`), and only on the receipt of that
@@ -255,7 +263,7 @@ contract OmissionManager is ReentrancyGuardTransient {
         TaskRequest calldata request,
         Receipt calldata receipt
     ) external payable nonReentrant returns (uint256 omissionId) {
-        if (msg.value != CHALLENGE_BOND) revert WrongBond(msg.value, CHALLENGE_BOND);
+        _checkDeposit(ANSWER_GAS);
         if (ReceiptLib.leaf(receipt) != pledge.leaf || receipt.requestHash != pledge.requestHash) {
             revert NotThePromisedReceipt();
         }
@@ -274,8 +282,10 @@ contract OmissionManager is ReentrancyGuardTransient {
             status: OmissionStatus.Open,
             node: node,
             commitBy: commitBy,
-            leaf: pledge.leaf
+            leaf: pledge.leaf,
+            deposit: 0
         });
+        _omissions[omissionId].deposit = msg.value; // (a field of its own: stack depth)
         promiseOmission[key] = omissionId;
         emit OmissionChallenged(omissionId, node, msg.sender, pledge.leaf, pledge.requestHash, commitBy, deadline);
         SERVICE_MANAGER.freeze(node);
@@ -303,13 +313,15 @@ contract OmissionManager is ReentrancyGuardTransient {
         if (ref.node != node || !TASK_MANAGER.isCommitted(ref)) revert UnknownBatch(ref.batchId);
         if (ref.committedAt > o.commitBy) revert CommittedTooLate(ref.committedAt, o.commitBy);
         if (proof.length > MAX_PROOF_LENGTH) revert ProofTooLong(proof.length);
-        bytes32 leaf = ReceiptLib.leaf(receipt);
-        (bytes32 root, bool ok) = MerkleLib.rootAt(leaf, index, ref.count, proof);
-        if (!ok || root != ref.root) revert InvalidProof();
-        if (leaf != o.leaf) revert NotChallengedReceipt(o.leaf, leaf);
+        {
+            bytes32 leaf = ReceiptLib.leaf(receipt);
+            (bytes32 root, bool ok) = MerkleLib.rootAt(leaf, index, ref.count, proof);
+            if (!ok || root != ref.root) revert InvalidProof();
+            if (leaf != o.leaf) revert NotChallengedReceipt(o.leaf, leaf);
+        }
         o.status = OmissionStatus.Answered;
         (uint256 answerCost, uint256 refunded, uint256 burned) =
-            _splitBond(node, o.challenger, ANSWER_GAS * block.basefee);
+            _splitBond(node, o.challenger, o.deposit, ANSWER_GAS * block.basefee);
         emit OmissionAnswered(omissionId, ref.batchId, index, answerCost, refunded, burned);
         SERVICE_MANAGER.unfreeze(node);
         _send(BURN_ADDRESS, burned);
@@ -327,7 +339,7 @@ contract OmissionManager is ReentrancyGuardTransient {
         uint256 slashed = SERVICE_MANAGER.slash(node, SLASH_AMOUNT);
         uint256 reward = slashed * CHALLENGER_REWARD_BPS / BPS;
         uint256 burned = slashed - reward;
-        claimable[o.challenger] += CHALLENGE_BOND + reward;
+        claimable[o.challenger] += o.deposit + reward;
         totalBurned += burned;
         emit OmissionResolved(omissionId, slashed, reward, burned);
         SERVICE_MANAGER.unfreeze(node);
@@ -335,7 +347,7 @@ contract OmissionManager is ReentrancyGuardTransient {
     }
 
     /// @notice Claims that the manifest of a committed batch cannot be fetched. Anyone may open it,
-    ///         with CHALLENGE_BOND, in the first half of the batch's challenge window, once per
+    ///         with at least {manifestBond}, in the first half of the batch's challenge window, once per
     ///         batch; the node is frozen until it answers ({answerManifest}) or the deadline passes
     ///         ({resolveManifest}: slashed). Per-entry availability challenges need an index, and
     ///         a check that must find a receipt by its task (the writer a memory or file root
@@ -352,7 +364,7 @@ contract OmissionManager is ReentrancyGuardTransient {
         nonReentrant
         returns (uint256 manifestId)
     {
-        if (msg.value != CHALLENGE_BOND) revert WrongBond(msg.value, CHALLENGE_BOND);
+        _checkDeposit(MANIFEST_WORST_GAS);
         if (!TASK_MANAGER.isCommitted(ref)) revert UnknownBatch(ref.batchId);
         uint256 until = uint256(ref.committedAt) + CHALLENGE_WINDOW / 2;
         if (block.timestamp >= until) revert ManifestWindowClosed(until);
@@ -371,7 +383,8 @@ contract OmissionManager is ReentrancyGuardTransient {
             deadline: deadline,
             status: ManifestStatus.Open,
             node: node,
-            batchId: ref.batchId
+            batchId: ref.batchId,
+            deposit: msg.value
         });
         batchManifest[ref.batchId] = manifestId;
         emit ManifestChallenged(manifestId, ref.batchId, node, msg.sender, deadline);
@@ -395,15 +408,17 @@ contract OmissionManager is ReentrancyGuardTransient {
         if (ref.batchId != m.batchId || !TASK_MANAGER.isCommitted(ref)) revert UnknownBatch(ref.batchId);
         uint256 n = receipts.length;
         if (n != ref.count) revert WrongReceiptCount(n, ref.count);
-        bytes32[] memory leaves = new bytes32[](n);
-        for (uint256 i; i < n; ++i) {
-            leaves[i] = ReceiptLib.leaf(receipts[i]);
+        {
+            bytes32[] memory leaves = new bytes32[](n);
+            for (uint256 i; i < n; ++i) {
+                leaves[i] = ReceiptLib.leaf(receipts[i]);
+            }
+            if (MerkleLib.rootOf(leaves) != ref.root) revert NotTheManifest();
         }
-        if (MerkleLib.rootOf(leaves) != ref.root) revert NotTheManifest();
         m.status = ManifestStatus.Answered;
         address node = m.node;
         (uint256 answerCost, uint256 refunded, uint256 burned) =
-            _splitBond(node, m.challenger, (ANSWER_GAS + n * MANIFEST_RECEIPT_GAS) * block.basefee);
+            _splitBond(node, m.challenger, m.deposit, (ANSWER_GAS + n * MANIFEST_RECEIPT_GAS) * block.basefee);
         emit ManifestAnswered(manifestId, ref.batchId, receipts, answerCost, refunded, burned);
         SERVICE_MANAGER.unfreeze(node);
         _send(BURN_ADDRESS, burned);
@@ -421,11 +436,25 @@ contract OmissionManager is ReentrancyGuardTransient {
         uint256 slashed = SERVICE_MANAGER.slash(node, SLASH_AMOUNT);
         uint256 reward = slashed * CHALLENGER_REWARD_BPS / BPS;
         uint256 burned = slashed - reward;
-        claimable[m.challenger] += CHALLENGE_BOND + reward;
+        claimable[m.challenger] += m.deposit + reward;
         totalBurned += burned;
         emit ManifestResolved(manifestId, slashed, reward, burned);
         SERVICE_MANAGER.unfreeze(node);
         if (burned != 0) _send(BURN_ADDRESS, burned);
+    }
+
+    /// @notice The least an omission claim posts in this block: CHALLENGE_BOND plus its answer at
+    ///         this block's base fee (ClaimBond). Send `CHALLENGE_BOND + ANSWER_GAS *
+    ///         maxFeePerGas`; what the answer does not cost comes back.
+    function omissionBond() external view returns (uint256) {
+        return ClaimBond.required(CHALLENGE_BOND, ANSWER_GAS);
+    }
+
+    /// @notice The least a manifest claim posts in this block: CHALLENGE_BOND plus the costliest
+    ///         answer (MAX_BATCH_COUNT receipts) at this block's base fee. Send `CHALLENGE_BOND +
+    ///         MANIFEST_WORST_GAS * maxFeePerGas`; what the answer does not cost comes back.
+    function manifestBond() external view returns (uint256) {
+        return ClaimBond.required(CHALLENGE_BOND, MANIFEST_WORST_GAS);
     }
 
     /// @notice A manifest challenge.
@@ -477,6 +506,12 @@ contract OmissionManager is ReentrancyGuardTransient {
         dueAt = uint64(due); // at most block.timestamp: fits
     }
 
+    /// @dev Reverts unless the claim's deposit covers its costliest answer (ClaimBond).
+    function _checkDeposit(uint256 worstGas) internal view {
+        uint256 least = ClaimBond.required(CHALLENGE_BOND, worstGas);
+        if (msg.value < least) revert WrongBond(msg.value, least);
+    }
+
     function _openOmission(uint256 omissionId) internal view returns (OmissionChallenge storage o) {
         o = _omissions[omissionId];
         if (o.status == OmissionStatus.None) revert UnknownOmission(omissionId);
@@ -489,16 +524,15 @@ contract OmissionManager is ReentrancyGuardTransient {
         if (m.status != ManifestStatus.Open) revert ManifestChallengeNotOpen(manifestId);
     }
 
-    /// @dev Splits an answered challenge's bond: `cost` (capped so the fee always burns) to the
-    ///      node, ANSWER_FEE_BPS burned (returned, for the caller to send), the rest back to
-    ///      the claimant.
-    function _splitBond(address node, address challenger, uint256 cost)
+    /// @dev Splits an answered claim's deposit (ClaimBond): ANSWER_FEE_BPS of the bond burned
+    ///      (returned, for the caller to send), `cost` to the node while the deposit lasts, the
+    ///      rest back to the claimant.
+    function _splitBond(address node, address challenger, uint256 deposit, uint256 cost)
         internal
         returns (uint256 answerCost, uint256 refunded, uint256 burned)
     {
         burned = CHALLENGE_BOND * ANSWER_FEE_BPS / BPS;
-        answerCost = cost > CHALLENGE_BOND - burned ? CHALLENGE_BOND - burned : cost;
-        refunded = CHALLENGE_BOND - burned - answerCost;
+        (answerCost, refunded) = ClaimBond.split(deposit, burned, cost);
         claimable[node] += answerCost;
         claimable[challenger] += refunded;
         totalBurned += burned;

@@ -7,6 +7,7 @@ import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 
 import {IPayments} from "./interfaces/IPayments.sol";
 import {IServiceManager} from "./interfaces/IServiceManager.sol";
+import {ClaimBond} from "./libraries/ClaimBond.sol";
 import {MerkleLib} from "./libraries/MerkleLib.sol";
 import {ReceiptLib} from "./libraries/ReceiptLib.sol";
 import {Receipt, TaskRequest} from "./libraries/Types.sol";
@@ -130,6 +131,7 @@ contract TaskManager is ReentrancyGuardTransient {
         AvailabilityStatus status;
         address node;
         bool sampled; // the challenger was sampled for the entry (its reward needs it)
+        uint256 deposit; // what the claimant posted (ClaimBond): the bond and the answer's cover
     }
 
     /// @notice One validator's vote on one challenge: sealed with {commitVote}, opened with
@@ -177,6 +179,12 @@ contract TaskManager is ReentrancyGuardTransient {
     ///         (a zero byte costs far less than 40: priced at 40, a trace padded with zeros paid a
     ///         baiting node several times its cost).
     uint256 public constant ANSWER_GAS_PER_ZERO_BYTE = 12;
+    /// @notice Largest trace an answer may post (the SDK's MAX_TRACE_BYTES, 384 KiB): a kernel
+    ///         saves none larger, and a committed larger one is its node's fault.
+    uint256 public constant MAX_TRACE_BYTES = 393_216;
+    /// @notice Gas of the costliest availability answer: what a claim's deposit covers at its
+    ///         block's base fee on top of CHALLENGE_BOND (ClaimBond).
+    uint256 public constant AVAILABILITY_WORST_GAS = ANSWER_FIXED_GAS + MAX_TRACE_BYTES * ANSWER_GAS_PER_BYTE;
 
     /*//////////////////////////////////////////////////////////////
                                IMMUTABLES
@@ -374,7 +382,8 @@ contract TaskManager is ReentrancyGuardTransient {
     error SeedAlreadySealed(uint256 batchId);
     /// @notice Receipt index past the batch's count.
     error IndexOutOfRange(uint256 index, uint256 count);
-    /// @notice `msg.value` is not CHALLENGE_BOND.
+    /// @notice `msg.value` is not CHALLENGE_BOND (a challenge, a vote) or below an availability
+    ///         claim's {availabilityBond}.
     error WrongBond(uint256 sent, uint256 required);
     /// @notice CHALLENGE_WINDOW after the commit has passed.
     error ChallengeWindowClosed(uint256 deadline);
@@ -428,6 +437,8 @@ contract TaskManager is ReentrancyGuardTransient {
     error AnswerWindowOpen(uint64 deadline);
     /// @notice The posted trace is not the one the receipt commits to (sha256 mismatch).
     error TraceMismatch(bytes32 expected, bytes32 posted);
+    /// @notice A posted trace is over MAX_TRACE_BYTES.
+    error TraceTooLarge(uint256 length);
     /// @notice The receipt given is not the challenged one.
     error NotChallengedReceipt(bytes32 expected, bytes32 given);
     /// @notice The request is not the receipt's, or the Decoy signature is not its user's.
@@ -875,7 +886,8 @@ contract TaskManager is ReentrancyGuardTransient {
     //////////////////////////////////////////////////////////////*/
 
     /// @notice Claims that entry `index` of a batch (its receipt, or the trace the receipt commits
-    ///         to) cannot be fetched. Anyone may open it, with CHALLENGE_BOND, while the batch can
+    ///         to) cannot be fetched. Anyone may open it, with at least {availabilityBond} (the
+    ///         bond plus the costliest answer at this block's base fee), while the batch can
     ///         be challenged; the node is frozen until it is answered or resolved. After the OP
     ///         Stack's DataAvailabilityChallenge: the data goes on chain, or the node is slashed.
     /// @param ref The batch's header.
@@ -887,7 +899,7 @@ contract TaskManager is ReentrancyGuardTransient {
         nonReentrant
         returns (uint256 availabilityId)
     {
-        if (msg.value != CHALLENGE_BOND) revert WrongBond(msg.value, CHALLENGE_BOND);
+        _checkDeposit();
         _checkRef(ref);
         uint256 batchId = ref.batchId;
         if (index >= ref.count) revert IndexOutOfRange(index, ref.count);
@@ -910,8 +922,10 @@ contract TaskManager is ReentrancyGuardTransient {
             deadline: answerBy,
             status: AvailabilityStatus.Open,
             node: ref.node,
-            sampled: _challengerSampled(ref, index)
+            sampled: _challengerSampled(ref, index),
+            deposit: 0
         });
+        _availability[availabilityId].deposit = msg.value; // (a field of its own: stack depth)
         entryAvailability[key] = availabilityId;
         address node = ref.node;
         emit AvailabilityChallenged(availabilityId, batchId, msg.sender, node, index, answerBy);
@@ -988,6 +1002,7 @@ contract TaskManager is ReentrancyGuardTransient {
         if (ref.batchId != batchId) revert UnknownBatch(ref.batchId);
         _checkRef(ref);
         _checkEntry(ref, index, receipt, proof);
+        if (trace.length > MAX_TRACE_BYTES) revert TraceTooLarge(trace.length);
         bytes32 posted = sha256(trace);
         if (posted != receipt.traceHash) revert TraceMismatch(receipt.traceHash, posted);
         a.status = AvailabilityStatus.Answered;
@@ -1014,11 +1029,19 @@ contract TaskManager is ReentrancyGuardTransient {
         // Only a challenger the seed picked for the entry earns the reward (as for fraud).
         uint256 reward = a.sampled ? slashed * CHALLENGER_REWARD_BPS / BPS : 0;
         uint256 burned = slashed - reward;
-        claimable[a.challenger] += CHALLENGE_BOND + reward;
+        claimable[a.challenger] += a.deposit + reward;
         totalBurned += burned;
         emit AvailabilityResolved(availabilityId, slashed, reward, burned);
         SERVICE_MANAGER.unfreeze(node);
         if (burned != 0) _send(BURN_ADDRESS, burned);
+    }
+
+    /// @notice The least an availability claim posts in this block: CHALLENGE_BOND plus the
+    ///         costliest answer at its base fee (ClaimBond). A transaction cannot know the base fee
+    ///         of the block it lands in, so send `CHALLENGE_BOND + AVAILABILITY_WORST_GAS *
+    ///         maxFeePerGas`; what the answer does not cost comes back.
+    function availabilityBond() external view returns (uint256) {
+        return ClaimBond.required(CHALLENGE_BOND, AVAILABILITY_WORST_GAS);
     }
 
     /// @notice An availability challenge.
@@ -1187,10 +1210,11 @@ contract TaskManager is ReentrancyGuardTransient {
         if (burned != 0) _send(BURN_ADDRESS, burned);
     }
 
-    /// @dev The bond of an answered availability challenge pays for the answer it forced, after the
-    ///      OP Stack's DataAvailabilityChallenge: the node gets what posting the trace costs at the
-    ///      block's base fee (not the sender's gas price, which it would choose), whoever posts it;
-    ///      AVAILABILITY_FEE_BPS burns; the claimant gets the rest back. The node never earns more
+    /// @dev The deposit of an answered availability challenge pays for the answer it forced, after
+    ///      the OP Stack's DataAvailabilityChallenge: AVAILABILITY_FEE_BPS of the bond burns, the
+    ///      node gets what posting the trace costs at the block's base fee (not the sender's gas
+    ///      price, which it would choose), whoever posts it, in full while the deposit lasts
+    ///      (ClaimBond); the claimant gets the rest back. The node never earns more
     ///      than its cost: when it was paid the whole bond, withholding data on purpose to bait
     ///      availability challenges paid it a bond per validator it baited (and taught validators
     ///      to stop asking). A false claim still costs the claimant the answer and the fee, even
@@ -1202,18 +1226,25 @@ contract TaskManager is ReentrancyGuardTransient {
         uint256 zeroBytes
     ) internal returns (uint256 burned) {
         burned = CHALLENGE_BOND * AVAILABILITY_FEE_BPS / BPS;
-        uint256 answerCost =
+        (uint256 answerCost, uint256 refunded) = ClaimBond.split(
+            a.deposit,
+            burned,
             (ANSWER_FIXED_GAS
                     + traceLength
                     * ANSWER_GAS_PER_BYTE
                     - zeroBytes
-                    * (ANSWER_GAS_PER_BYTE - ANSWER_GAS_PER_ZERO_BYTE)) * block.basefee;
-        if (answerCost > CHALLENGE_BOND - burned) answerCost = CHALLENGE_BOND - burned;
-        uint256 refunded = CHALLENGE_BOND - burned - answerCost;
+                    * (ANSWER_GAS_PER_BYTE - ANSWER_GAS_PER_ZERO_BYTE)) * block.basefee
+        );
         claimable[a.node] += answerCost;
         claimable[a.challenger] += refunded;
         totalBurned += burned;
         emit AvailabilitySettled(availabilityId, answerCost, refunded, burned);
+    }
+
+    /// @dev Reverts unless the claim's deposit covers {availabilityBond}.
+    function _checkDeposit() internal view {
+        uint256 least = ClaimBond.required(CHALLENGE_BOND, AVAILABILITY_WORST_GAS);
+        if (msg.value < least) revert WrongBond(msg.value, least);
     }
 
     /// @dev How many bytes of `data` are zero, a 32-byte word at a time (~1 gas per byte): each

@@ -104,8 +104,9 @@ contract AvailabilityTest is Base {
 
     /// A node that withholds data to bait availability challenges, then answers, gains nothing: it
     /// is paid what answering cost, never more, however high the base fee (the cost is capped so
-    /// the claimant never pays more than its bond). When it was paid the whole bond, each
-    /// validator it baited paid it 0.1 ether.
+    /// the claimant never pays more than its deposit: the bond plus the costliest answer at the
+    /// claim's base fee). When it was paid the whole bond, each validator it baited paid it
+    /// 0.1 ether.
     function test_Attack_BaitingAvailabilityChallengesPaysOnlyTheAnswersCost() public {
         uint256 id = _challengeAvailability(validator1, 1);
         vm.fee(1 gwei);
@@ -117,9 +118,11 @@ contract AvailabilityTest is Base {
         assertGe(CHALLENGE_BOND - tm.claimable(validator1), paid); // the claimant covered it
 
         uint256 id2 = _challengeAvailability(validator1, 2);
+        uint256 deposit = tm.availabilityChallenges(id2).deposit;
+        assertEq(deposit, CHALLENGE_BOND + tm.AVAILABILITY_WORST_GAS() * 1 gwei, "priced at the claim's base fee");
         vm.fee(1_000_000 gwei); // an absurd base fee: the cost is capped
         _answer(id2, 2);
-        assertEq(tm.claimable(node) - before - paid, CHALLENGE_BOND * 9 / 10, "capped at the bond less the fee");
+        assertEq(tm.claimable(node) - before - paid, deposit - CHALLENGE_BOND / 10, "capped at the deposit less the fee");
     }
 
     function test_RevertWhen_AnswerIsNotTheCommittedData() public {

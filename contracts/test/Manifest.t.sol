@@ -19,9 +19,10 @@ contract ManifestTest is Base {
     }
 
     function _challengeManifest(address who, uint256 batchId) internal returns (uint256 id) {
-        vm.deal(who, CHALLENGE_BOND);
+        uint256 bond = om.manifestBond(); // the bond plus the costliest answer at this base fee
+        vm.deal(who, bond);
         vm.prank(who);
-        id = om.challengeManifest{value: CHALLENGE_BOND}(_ref(batchId));
+        id = om.challengeManifest{value: bond}(_ref(batchId));
     }
 
     /// An honest node posts its receipts: it keeps its stake, is paid the answer's cost, and the
@@ -35,14 +36,15 @@ contract ManifestTest is Base {
             vm.fee(10 gwei);
             uint256 cost = (om.ANSWER_GAS() + n * om.MANIFEST_RECEIPT_GAS()) * 10 gwei;
             uint256 burned = CHALLENGE_BOND / 10;
+            uint256 deposit = om.manifestChallenges(id).deposit;
             vm.expectEmit(address(om)); // the receipts, in order, for every validator to index
-            emit OmissionManager.ManifestAnswered(id, b, rs, cost, CHALLENGE_BOND - burned - cost, burned);
+            emit OmissionManager.ManifestAnswered(id, b, rs, cost, deposit - burned - cost, burned);
             vm.prank(node);
             om.answerManifest(id, _ref(b), rs);
             assertTrue(om.manifestChallenges(id).status == OmissionManager.ManifestStatus.Answered);
             assertEq(sm.getNode(node).frozenCount, 0);
             assertEq(om.claimable(node), cost, "the answer's cost");
-            assertEq(om.claimable(stranger), CHALLENGE_BOND * 9 / 10 - cost, "the rest back, the fee burned");
+            assertEq(om.claimable(stranger), deposit - burned - cost, "the rest back, the fee burned");
             vm.prank(node);
             om.withdraw();
             vm.prank(stranger);

@@ -99,10 +99,11 @@ contract OmissionTest is Base {
         Receipt memory r,
         uint256 id
     ) internal {
-        vm.deal(user, CHALLENGE_BOND);
+        uint256 bond = om.omissionBond();
+        vm.deal(user, bond);
         vm.prank(user);
         vm.expectRevert(abi.encodeWithSelector(OmissionManager.PromiseAlreadyChallenged.selector, id));
-        om.challengeOmission{value: CHALLENGE_BOND}(p, sig, q, r);
+        om.challengeOmission{value: bond}(p, sig, q, r);
     }
 
     /// Committing after the promised time does not keep the promise: the answer is refused and

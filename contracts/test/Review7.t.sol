@@ -240,7 +240,8 @@ contract Review7Test is Base {
         assertFalse(tm.resolve(c1));
 
         uint256 fee = CHALLENGE_BOND * tm.AVAILABILITY_FEE_BPS() / PCT;
-        uint256 refunds = 2 * (CHALLENGE_BOND - fee) - _answerCost(_trace(1), 1 gwei) - _answerCost(_trace(2), 1 gwei);
+        uint256 deposits = tm.availabilityChallenges(a1).deposit + tm.availabilityChallenges(a2).deposit;
+        uint256 refunds = deposits - 2 * fee - _answerCost(_trace(1), 1 gwei) - _answerCost(_trace(2), 1 gwei);
         assertEq(tm.claimable(validator1), refunds, "only what the availability answers left: no challenge bond");
         assertEq(tm.totalBurned(), 2 * CHALLENGE_BOND + 2 * fee, "both challenge bonds and both fees burned");
         assertEq(tm.claimable(node), _answerCost(_trace(1), 1 gwei) + _answerCost(_trace(2), 1 gwei));

@@ -23,7 +23,10 @@ pragma solidity 0.8.37;
 ///   of it, so the claimant risks at most the bond while the node's cost grows with the base fee;
 ///   above ~68 gwei answering a maximum trace costs more than the slash, and a sampled claimant
 ///   earns 20 % of it from an honest node.
-///   FOUND (test_known_limit_AtAHighBaseFeeAnsweringAMaxTraceCostsTheNodeMoreThanTheSlash).
+///   FIXED: a claim's deposit covers its costliest answer at its block's base fee (ClaimBond)
+///   (test_defence_AtAHighBaseFeeTheClaimantPaysTheAnswerItForces,
+///   test_defence_AnAnswerOverTheTraceCapIsRefused); what stays:
+///   test_known_limit_ABaseFeeThatRisesAfterTheClaimForTheWholeWindowUnderpaysTheNode.
 /// - Same at base fee 0: a false claim costs its claimant the 10 % fee, the node is paid nothing
 ///   and pays no base fee; no party profits. holds
 ///   (test_defence_AtBaseFeeZeroAFalseClaimCostsItsClaimantTheFeeAndPaysTheNodeNothing).
@@ -232,63 +235,122 @@ contract Review8Test is Base {
                    3. BOND VERSUS ANSWER, BY BASE FEE
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice KNOWN LIMIT (griefing cost asymmetry at a high base fee). An answered availability
-    ///         claim pays the node `(ANSWER_FIXED_GAS + 40 * bytes) * basefee`, capped at 90 % of
-    ///         the bond (`_splitAnswerBond`, src/TaskManager.sol:1182); the same cap holds for
-    ///         omission and manifest answers (`_splitBond`, src/OmissionManager.sol:495). So a
-    ///         claimant risks at most CHALLENGE_BOND (0.1 ether) whatever the base fee, while the
-    ///         node's answer costs gas x basefee: a trace of MAX_TRACE_BYTES (384 KiB, the largest
-    ///         the protocol lets a task leave) is ~15.9 M gas, above the cap from 5.7 gwei, and above
-    ///         SLASH_AMOUNT + the cap from 68.4 gwei. There the honest node's best reply is to be
-    ///         slashed, and a sampled claimant earns its bond plus 20 % of the slash (here 0.2
-    ///         ether on one entry, against 0.1 lost on the one the node chose to answer at a loss
-    ///         of 1.025 ether). (Manifests: at MAX_BATCH_COUNT, 512 receipts are ~5.8 M gas, above the cap from ~15
-    ///         gwei and above the slash from ~190 gwei, with no sampling needed for the reward.)
-    ///         The attack needs the base fee to stay up for the answer window (VOTE_WINDOW, 1 day
-    ///         by default; 30 s on the devnet), so it is a spike-time griefing, not a steady one.
-    ///         Fix (removes the class): price the bond at claim time from what the answer can cost,
-    ///         `bond >= (ANSWER_FIXED_GAS + 40 * MAX_TRACE_BYTES) * basefee * k` (manifests: per
-    ///         receipt of the batch), refund the excess on answer and pay the node its full cost,
-    ///         no cap; the claimant then bears the answer it forced at any base fee.
-    function test_known_limit_AtAHighBaseFeeAnsweringAMaxTraceCostsTheNodeMoreThanTheSlash() public {
+    /// @notice Defence (was a known limit: griefing cost asymmetry at a high base fee). An
+    ///         answered claim paid the node `(ANSWER_FIXED_GAS + 40 * bytes) * basefee` capped at
+    ///         90 % of the bond, so a claimant risked at most CHALLENGE_BOND while a trace of
+    ///         MAX_TRACE_BYTES (~15.9 M gas) cost the node more than the cap from 5.7 gwei and more
+    ///         than the slash plus the cap from 68.4 gwei: at a spike the honest node's best reply
+    ///         was to be slashed, and a sampled claimant earned 20 % of the slash. Now a claim's
+    ///         deposit covers its costliest answer at its block's base fee (ClaimBond,
+    ///         `availabilityBond`, `manifestBond`, `omissionBond`): the same claims at 70 gwei
+    ///         cost the claimant the answers it forced, and the node is paid in full.
+    function test_defence_AtAHighBaseFeeTheClaimantPaysTheAnswerItForces() public {
         _deploySampledAll(UNBONDING_PERIOD);
         _registerNode(node, 3 ether);
         _registerValidator(validator1, 1 ether); // stake in place before the commit: sampled
         bytes memory trace0 = _denseTrace(MAX_TRACE_BYTES, 0xfe);
-        Receipt memory r0 = _boundReceipt(0, user, node, 0.001 ether);
-        r0.traceHash = sha256(trace0);
-        Receipt memory r1 = _boundReceipt(1, user, node, 0.001 ether);
-        r1.traceHash = sha256(_denseTrace(MAX_TRACE_BYTES, 0xfd));
+        bytes memory trace1 = _denseTrace(MAX_TRACE_BYTES, 0xfd);
+        Receipt[] memory rs = new Receipt[](2);
+        rs[0] = _boundReceipt(0, user, node, 0.001 ether);
+        rs[0].traceHash = sha256(trace0);
+        rs[1] = _boundReceipt(1, user, node, 0.001 ether);
+        rs[1].traceHash = sha256(trace1);
         bytes32[] memory leaves = new bytes32[](2);
-        leaves[0] = _leaf(r0);
-        leaves[1] = _leaf(r1);
+        leaves[0] = _leaf(rs[0]);
+        leaves[1] = _leaf(rs[1]);
         uint256 batchId = _commitRoot(node, Merkle.root(leaves), 2);
         vm.roll(block.number + 2);
-        uint256 a0 = _claimAvailability(validator1, batchId, 0);
-        uint256 a1 = _claimAvailability(validator1, batchId, 1);
-
-        uint256 gasOfAnswer = tm.ANSWER_FIXED_GAS() + MAX_TRACE_BYTES * tm.ANSWER_GAS_PER_BYTE();
-        uint256 cap = CHALLENGE_BOND - CHALLENGE_BOND * tm.AVAILABILITY_FEE_BPS() / 10_000;
-        vm.assertLt(cap / gasOfAnswer, 6 gwei, "the cap bites from ~5.7 gwei");
-        vm.assertLt((SLASH_AMOUNT + cap) / gasOfAnswer, 69 gwei, "costs more than the slash from ~68.4 gwei");
 
         uint256 basefee = 70 gwei;
         vm.fee(basefee);
-        vm.prank(node); // the node answers entry 0 (at a loss)
-        tm.answerAvailability(a0, _ref(batchId), r0, Merkle.proofAt(leaves, 0), trace0);
-        assertEq(tm.claimable(node), cap, "paid 0.09 ether");
-        uint256 nodeLoss = gasOfAnswer * basefee - cap;
-        vm.assertGt(nodeLoss, SLASH_AMOUNT, "answering lost the honest node more than a slash");
-        assertEq(tm.claimable(validator1), 0, "the claimant lost its bond on the answered entry");
+        uint256 worst = tm.AVAILABILITY_WORST_GAS();
+        assertEq(worst, tm.ANSWER_FIXED_GAS() + MAX_TRACE_BYTES * tm.ANSWER_GAS_PER_BYTE());
+        assertEq(tm.MAX_TRACE_BYTES(), MAX_TRACE_BYTES, "the SDK's cap");
+        vm.deal(validator1, 10 ether);
+        vm.prank(validator1); // the old bond alone no longer opens a claim
+        vm.expectRevert(
+            abi.encodeWithSelector(TaskManager.WrongBond.selector, CHALLENGE_BOND, CHALLENGE_BOND + worst * basefee)
+        );
+        tm.challengeAvailability{value: CHALLENGE_BOND}(_ref(batchId), 0);
+        uint256 a0 = _claimAvailability(validator1, batchId, 0);
+        uint256 a1 = _claimAvailability(validator1, batchId, 1);
+        assertEq(tm.availabilityChallenges(a0).deposit, CHALLENGE_BOND + worst * basefee);
 
-        // ... so on entry 1 it takes the slash, and the claimant earns from it.
-        vm.warp(tm.availabilityChallenges(a1).deadline);
-        tm.resolveAvailability(a1);
-        uint256 reward = SLASH_AMOUNT * CHALLENGER_REWARD_BPS / 10_000;
-        assertEq(tm.claimable(validator1), CHALLENGE_BOND + reward, "bond back plus 0.2 ether");
-        assertEq(sm.getOperator(node).stake, 2 ether, "the honest node lost SLASH_AMOUNT");
-        // Over both entries the claimant is up 0.1 ether; the honest node is down over 2 ether.
-        vm.assertGt(reward, CHALLENGE_BOND, "the claimant profits");
+        vm.startPrank(node); // answering costs the node nothing it is not paid back
+        tm.answerAvailability(a0, _ref(batchId), rs[0], Merkle.proofAt(leaves, 0), trace0);
+        tm.answerAvailability(a1, _ref(batchId), rs[1], Merkle.proofAt(leaves, 1), trace1);
+        vm.stopPrank();
+        assertEq(tm.claimable(node), 2 * worst * basefee, "paid each answer in full");
+        uint256 fee = CHALLENGE_BOND * tm.AVAILABILITY_FEE_BPS() / 10_000;
+        assertEq(tm.claimable(validator1), 2 * (CHALLENGE_BOND - fee), "the claimant bore both answers");
+        assertEq(sm.getOperator(node).stake, 3 ether, "the honest node keeps its stake");
+
+        // a manifest claim at the spike covers MAX_BATCH_COUNT receipts the same way
+        uint256 mworst = om.MANIFEST_WORST_GAS();
+        assertEq(mworst, om.ANSWER_GAS() + tm.MAX_BATCH_COUNT() * om.MANIFEST_RECEIPT_GAS());
+        vm.deal(stranger, 10 ether);
+        vm.prank(stranger);
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                OmissionManager.WrongBond.selector, CHALLENGE_BOND, CHALLENGE_BOND + mworst * basefee
+            )
+        );
+        om.challengeManifest{value: CHALLENGE_BOND}(_ref(batchId));
+        uint256 deposit = om.manifestBond();
+        vm.prank(stranger);
+        uint256 mid = om.challengeManifest{value: deposit}(_ref(batchId));
+        vm.prank(node);
+        om.answerManifest(mid, _ref(batchId), rs);
+        uint256 cost = (om.ANSWER_GAS() + 2 * om.MANIFEST_RECEIPT_GAS()) * basefee;
+        assertEq(om.claimable(node), cost, "paid in full");
+        assertEq(om.claimable(stranger), deposit - fee - cost, "what the answer did not cost comes back");
+        assertEq(address(tm).balance, tm.claimable(node) + tm.claimable(validator1), "TaskManager holds what it owes");
+    }
+
+    /// @notice KNOWN LIMIT (what stays of the base-fee asymmetry). The deposit is priced at the
+    ///         claim's block: a base fee that rises after the claim and stays up for the whole
+    ///         answer window (VOTE_WINDOW, a day by default) still pays the node only the deposit
+    ///         less the fee. Nobody chooses that: a claimant cannot hold the base fee up for a day,
+    ///         and the node answers at any moment of the window. Here: claimed at 1 gwei,
+    ///         answered at 70 gwei.
+    function test_known_limit_ABaseFeeThatRisesAfterTheClaimForTheWholeWindowUnderpaysTheNode() public {
+        _deploySampledAll(UNBONDING_PERIOD);
+        _registerNode(node, 3 ether);
+        bytes memory trace0 = _denseTrace(MAX_TRACE_BYTES, 0xfe);
+        Receipt memory r0 = _boundReceipt(0, user, node, 0.001 ether);
+        r0.traceHash = sha256(trace0);
+        bytes32[] memory leaves = new bytes32[](2);
+        leaves[0] = _leaf(r0);
+        leaves[1] = _leaf(_boundReceipt(1, user, node, 0.001 ether));
+        uint256 batchId = _commitRoot(node, Merkle.root(leaves), 2);
+        vm.roll(block.number + 2);
+        vm.fee(1 gwei);
+        uint256 a0 = _claimAvailability(validator1, batchId, 0);
+        uint256 deposit = tm.availabilityChallenges(a0).deposit;
+        vm.fee(70 gwei);
+        vm.prank(node);
+        tm.answerAvailability(a0, _ref(batchId), r0, Merkle.proofAt(leaves, 0), trace0);
+        uint256 fee = CHALLENGE_BOND * tm.AVAILABILITY_FEE_BPS() / 10_000;
+        assertEq(tm.claimable(node), deposit - fee, "capped at the deposit less the fee");
+        vm.assertGt(tm.AVAILABILITY_WORST_GAS() * 70 gwei, deposit - fee, "below the answer's cost");
+    }
+
+    /// @notice Defence: an answer never posts more than the deposit was priced for. A trace over
+    ///         MAX_TRACE_BYTES (which no kernel saves; a committed one is its node's fault) is
+    ///         refused, so the costliest answer is the one AVAILABILITY_WORST_GAS prices.
+    function test_defence_AnAnswerOverTheTraceCapIsRefused() public {
+        _registerNode(node, 2 ether);
+        bytes memory big = _denseTrace(MAX_TRACE_BYTES + 1, 0xfe);
+        Receipt memory r0 = _boundReceipt(0, user, node, 0.001 ether);
+        r0.traceHash = sha256(big);
+        bytes32[] memory leaves = new bytes32[](2);
+        leaves[0] = _leaf(r0);
+        leaves[1] = _leaf(_boundReceipt(1, user, node, 0.001 ether));
+        uint256 batchId = _commitRoot(node, Merkle.root(leaves), 2);
+        uint256 a0 = _claimAvailability(validator1, batchId, 0);
+        vm.prank(node);
+        vm.expectRevert(abi.encodeWithSelector(TaskManager.TraceTooLarge.selector, MAX_TRACE_BYTES + 1));
+        tm.answerAvailability(a0, _ref(batchId), r0, Merkle.proofAt(leaves, 0), big);
     }
 
     /// @notice Defence (the other end: base fee 0). An answered false claim of each kind

@@ -19,7 +19,7 @@ from chain_fixtures import (
     to_reveal_phase,
 )
 from supernet.sdk.chain import ChallengeStatus, Contracts, ReceiptTree
-from supernet.sdk.chain.anvil import increase_time, mine
+from supernet.sdk.chain.anvil import increase_time, mine, set_next_base_fee
 from supernet.sdk.chain.contract_errors import (
     AccusedCannotVote,
     AlreadyVoted,
@@ -31,6 +31,7 @@ from supernet.sdk.chain.contract_errors import (
     NotWinningVoter,
     OperatorFrozen,
     SeedNotReady,
+    TraceTooLarge,
     VoteWindowOpen,
     WrongBond,
     WrongVotePhase,
@@ -298,7 +299,7 @@ def test_the_largest_trace_a_kernel_saves_is_answered_in_one_transaction(
     transaction could not be answered, so anyone could get its honest node slashed. Kernels now
     save at most MAX_TRACE_BYTES; this Anvil enforces EIP-7825's 2^24 gas per transaction (as
     mainnet since Osaka) and prices calldata at EIP-7623's floor, and the answer with the costliest
-    trace of that size (no zero byte) goes through. A trace past the cap could not be answered."""
+    trace of that size (no zero byte) goes through. A trace past the cap is refused (TraceTooLarge)."""
     largest = bytes(b | 1 for b in os.urandom(MAX_TRACE_BYTES))  # no zero byte: the costliest calldata
     too_big = bytes(b | 1 for b in os.urandom(MAX_TRACE_BYTES * 5 // 4))
     receipts = make_receipts(network, actors.users, actors.node.address, 3)
@@ -316,6 +317,45 @@ def test_the_largest_trace_a_kernel_saves_is_answered_in_one_transaction(
     assert network.task_manager.get_availability(aid).status.name == "ANSWERED"
 
     aid2 = claimant.challenge_availability(batch_id, 2).value
-    with pytest.raises(Exception, match="gas"):  # over EIP-7825's cap: no transaction can carry it
+    with pytest.raises(TraceTooLarge):  # over the protocol's cap (and EIP-7825's, for any transaction)
         node_tm.answer_availability(aid2, receipts[2], tree.proof_at(2), too_big)
     assert network.task_manager.get_availability(aid2).status.name == "OPEN"
+
+
+def test_a_claim_at_a_high_base_fee_covers_the_answer_it_forces(network: Contracts, actors: Actors) -> None:
+    """A claim's deposit covers its costliest answer at its block's base fee (the contracts'
+    ClaimBond): with the bond alone, the node was paid its answer's cost capped at 90 % of the
+    bond, so at a base fee spike a claim cost the honest node more than the slash it avoided
+    (contracts/test/Review8.t.sol). Here at ~1,000 gwei, through the SDK as a validator sends it:
+    the bond alone is refused and changes nothing, the default deposit goes through, and the
+    node is paid its answer in full, well above the old cap, from the claimant's deposit."""
+    tm = network.task_manager
+    trace = bytes(b | 1 for b in os.urandom(4096))  # no zero byte: priced at 40 gas a byte
+    receipts = make_receipts(network, actors.users, actors.node.address, 2)
+    receipts[0] = dataclasses.replace(receipts[0], trace_hash=hashlib.sha256(trace).digest())
+    tree = ReceiptTree.from_receipts(receipts)
+    node_tm = network.as_account(actors.node).task_manager
+    batch_id = node_tm.commit_batch(tree.root, len(tree), "bafymanifest").value.batch_id
+    mine(network.w3, 2)
+    set_next_base_fee(network.w3, 1_000 * 10**9)
+    mine(network.w3)
+    claimant = network.as_account(actors.validators[0]).task_manager
+    bond = tm.challenge_bond()
+    count = int(tm.call("availabilityCount"))
+    with pytest.raises(WrongBond):
+        claimant.challenge_availability(batch_id, 0, bond=bond)
+    assert int(tm.call("availabilityCount")) == count
+
+    opened = claimant.challenge_availability(batch_id, 0)
+    aid = opened.value
+    claim_fee = int(network.w3.eth.get_block(opened.receipt["blockNumber"])["baseFeePerGas"])
+    deposit = tm.get_availability(aid).deposit
+    assert deposit >= bond + int(tm.call("AVAILABILITY_WORST_GAS")) * claim_fee
+
+    answer = node_tm.answer_availability(aid, receipts[0], tree.proof_at(0), trace)
+    answer_fee = int(network.w3.eth.get_block(answer.receipt["blockNumber"])["baseFeePerGas"])
+    cost = (int(tm.call("ANSWER_FIXED_GAS")) + 40 * len(trace)) * answer_fee
+    fee = bond * int(tm.call("AVAILABILITY_FEE_BPS")) // BPS
+    assert answer.value["answerCost"] == cost > bond - fee, "paid in full, above the old cap"
+    assert answer.value["refunded"] == deposit - fee - cost
+    assert tm.claimable(actors.validators[0].address) >= deposit - fee - cost

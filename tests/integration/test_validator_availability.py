@@ -83,7 +83,9 @@ async def test_an_answered_challenge_keeps_the_stake_and_the_posted_entry_is_ver
         split = node_tm.answer_availability(aid, receipts[0], ReceiptTree(receipts).proof_at(0), trace).value
         # paid what posting the trace costs, never the whole bond (baiting would pay otherwise)
         assert 0 < split["answerCost"] < tm.challenge_bond() * 9 // 10
-        assert split["answerCost"] + split["refunded"] + split["burned"] == tm.challenge_bond()
+        deposit = tm.get_availability(aid).deposit  # the bond and the answer's cover (ClaimBond)
+        assert deposit > tm.challenge_bond()
+        assert split["answerCost"] + split["refunded"] + split["burned"] == deposit
         assert tm.claimable(vnet.node.address) == claimable_before + split["answerCost"]
         await v.step()
         assert v.db.missing()[0].status == "answered"

@@ -324,9 +324,10 @@ abstract contract Base is Test {
         TaskRequest memory q,
         Receipt memory r
     ) internal returns (uint256) {
-        vm.deal(who, who.balance + CHALLENGE_BOND);
+        uint256 bond = om.omissionBond(); // the bond plus the answer at this block's base fee
+        vm.deal(who, who.balance + bond);
         vm.prank(who);
-        return om.challengeOmission{value: CHALLENGE_BOND}(p, sig, q, r);
+        return om.challengeOmission{value: bond}(p, sig, q, r);
     }
 
     function _challenge(address who, uint256 batchId, uint256 index, Receipt memory r, bytes32[] memory proof)
@@ -338,11 +339,13 @@ abstract contract Base is Test {
         return tm.challenge{value: CHALLENGE_BOND}(_ref(batchId), index, r, proof, "bafyevidence");
     }
 
-    /// @dev `who` claims entry `index` of `batchId` unavailable, with the bond.
+    /// @dev `who` claims entry `index` of `batchId` unavailable, with the least deposit (the bond
+    ///      plus the costliest answer at this block's base fee).
     function _claimAvailability(address who, uint256 batchId, uint256 index) internal returns (uint256) {
-        vm.deal(who, who.balance + CHALLENGE_BOND);
+        uint256 bond = tm.availabilityBond();
+        vm.deal(who, who.balance + bond);
         vm.prank(who);
-        return tm.challengeAvailability{value: CHALLENGE_BOND}(_ref(batchId), index);
+        return tm.challengeAvailability{value: bond}(_ref(batchId), index);
     }
 
     /// @dev Seals `who`'s vote now and opens it at the start of the reveal phase (time is put

@@ -368,12 +368,9 @@ class TaskManagerClient:
         )
 
     def challenge_availability(self, batch_id: int, index: int) -> int:
-        """Claim entry ``index`` of a batch unavailable (bonded); returns the availability id."""
-        return int(
-            self.binding.challenge_availability(
-                self.batch(batch_id), index, bond=self.params().challenge_bond
-            ).value
-        )
+        """Claim entry ``index`` of a batch unavailable (the bond plus the costliest answer at the
+        fee cap, `Binding.claim`); returns the availability id."""
+        return int(self.binding.challenge_availability(self.batch(batch_id), index).value)
 
     def availability(self, availability_id: int) -> AvailabilityChallenge:
         """The on-chain state of an availability challenge."""
@@ -411,7 +408,7 @@ class TaskManagerClient:
                 from_block=from_block, to_block=to_block
             )
             for e in manifest_logs:
-                _, _, _, node, batch_id = self.omission.call(
+                _, _, _, node, batch_id, _ = self.omission.call(
                     "manifestChallenges", int(e["args"]["manifestId"])
                 )
                 out.append((node, int(batch_id), -1))

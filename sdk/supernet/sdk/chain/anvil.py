@@ -286,6 +286,11 @@ def mine(w3: Web3, blocks: int = 1) -> None:
     _rpc(w3, "anvil_mine", [hex(blocks)])
 
 
+def set_next_base_fee(w3: Web3, wei: int) -> None:
+    """Set the base fee of the next block (later blocks follow EIP-1559 from it)."""
+    _rpc(w3, "anvil_setNextBlockBaseFeePerGas", [hex(wei)])
+
+
 def set_balance(w3: Web3, address: str, wei: int) -> None:
     """Set an account's balance."""
     _rpc(w3, "anvil_setBalance", [address, hex(wei)])

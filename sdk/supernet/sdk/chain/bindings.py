@@ -131,7 +131,12 @@ def _sender(address: str) -> threading.Lock:
 
 
 def send(
-    w3: Web3, account: LocalAccount, fn: ContractFunction | ContractConstructor, contract: str, value: int = 0
+    w3: Web3,
+    account: LocalAccount,
+    fn: ContractFunction | ContractConstructor,
+    contract: str,
+    value: int = 0,
+    max_fee_per_gas: int | None = None,
 ) -> TxReceipt:
     """Sign, send and wait for one contract transaction.
 
@@ -141,6 +146,8 @@ def send(
         fn: a bound contract function, e.g. ``contract.functions.deposit()``.
         contract: the contract's name, for error messages.
         value: wei sent along.
+        max_fee_per_gas: the most a gas may cost (EIP-1559 ``maxFeePerGas``); web3's default
+            (twice the latest base fee plus the tip) when None.
 
     Returns:
         The mined transaction's receipt (status 1).
@@ -157,6 +164,9 @@ def send(
                 "nonce": w3.eth.get_transaction_count(account.address, "pending"),
                 "chainId": w3.eth.chain_id,
             }
+            if max_fee_per_gas is not None:
+                params["maxFeePerGas"] = Wei(max_fee_per_gas)
+                params["maxPriorityFeePerGas"] = Wei(min(w3.eth.max_priority_fee, max_fee_per_gas))
             tx = fn.build_transaction(params)
         # The estimate runs against the pending state; the mined block can differ (a later
         # timestamp makes e.g. `lockStake` write a slot it skipped in the estimate): a margin.
@@ -172,6 +182,13 @@ def send(
             tx_hash.hex(),
         )
     return receipt
+
+
+def claim_fee_cap(w3: Web3) -> int:
+    """The fee cap a claim is sent with: twice the latest base fee plus the tip (web3's default
+    for any transaction; the base fee can rise 12.5 % a block, so it holds for several blocks)."""
+    base = int(w3.eth.get_block("latest").get("baseFeePerGas") or 0)
+    return 2 * base + int(w3.eth.max_priority_fee)
 
 
 def send_ether(w3: Web3, account: LocalAccount, to: str, amount: int) -> TxReceipt:
@@ -233,13 +250,23 @@ class Binding:
         with reverts_as(self.name):
             return self.contract.functions[fn_name](*args).call()
 
-    def transact(self, fn_name: str, *args: Any, value: int = 0) -> TxResult:
+    def transact(
+        self, fn_name: str, *args: Any, value: int = 0, max_fee_per_gas: int | None = None
+    ) -> TxResult:
         """Send a transaction from the bound account; reverts raise the typed `ContractError`."""
         if self.account is None:
             raise ContractError(f"{self.name}.{fn_name}: no account bound to sign the transaction")
-        return TxResult(
-            send(self.w3, self.account, self.contract.functions[fn_name](*args), self.name, value)
-        )
+        fn = self.contract.functions[fn_name](*args)
+        return TxResult(send(self.w3, self.account, fn, self.name, value, max_fee_per_gas))
+
+    def claim(self, fn_name: str, *args: Any, bond: int, worst_gas: int) -> TxResult:
+        """Open a data claim (availability, manifest, omission): its deposit is ``bond`` plus its
+        costliest answer (``worst_gas``) at the base fee of the block it lands in (the contracts'
+        `ClaimBond`). That base fee is not known when the transaction is signed, so it is sent
+        with a fee cap and covers ``worst_gas`` at that cap: the block's base fee is at most the
+        cap, and what the answer does not cost comes back when the claim settles."""
+        cap = claim_fee_cap(self.w3)
+        return self.transact(fn_name, *args, value=bond + worst_gas * cap, max_fee_per_gas=cap)
 
     def events(self, tx: TxResult | TxReceipt, event_name: str) -> list[EventData]:
         """The ``event_name`` events this contract emitted in the transaction ``tx``."""

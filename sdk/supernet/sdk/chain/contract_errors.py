@@ -88,6 +88,7 @@ __all__ = [
     "TaskManagerBatchTooLarge",
     "TooManyModels",
     "TraceMismatch",
+    "TraceTooLarge",
     "TransferFailed",
     "UnbondingNotReady",
     "UnknownAvailabilityChallenge",
@@ -903,6 +904,17 @@ class TraceMismatch(ContractError):
     posted: bytes
 
 
+class TraceTooLarge(ContractError):
+    """``TraceTooLarge(uint256)``, declared by TaskManager."""
+
+    error_name = "TraceTooLarge"
+    signature = "TraceTooLarge(uint256)"
+    selector = bytes.fromhex("83a56ef7")
+    arg_names = ("length",)
+    arg_types = ("uint256",)
+    length: int
+
+
 class TransferFailed(ContractError):
     """``TransferFailed()``, declared by ServiceManager, Payments, TaskManager, OmissionManager."""
 
@@ -1164,6 +1176,7 @@ BY_SELECTOR: dict[bytes, type[ContractError]] = {
     TaskManagerBatchTooLarge.selector: TaskManagerBatchTooLarge,
     TooManyModels.selector: TooManyModels,
     TraceMismatch.selector: TraceMismatch,
+    TraceTooLarge.selector: TraceTooLarge,
     TransferFailed.selector: TransferFailed,
     UnbondingNotReady.selector: UnbondingNotReady,
     UnknownAvailabilityChallenge.selector: UnknownAvailabilityChallenge,

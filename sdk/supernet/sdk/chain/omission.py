@@ -39,6 +39,7 @@ class OmissionChallenge:
     node: str
     commit_by: int
     leaf: bytes
+    deposit: int = 0  # what the claimant posted: the bond and the answer's cover (ClaimBond)
 
 
 class ManifestStatus(IntEnum):
@@ -60,6 +61,7 @@ class ManifestChallenge:
     status: ManifestStatus
     node: str
     batch_id: int
+    deposit: int = 0  # what the claimant posted: the bond and the answer's cover (ClaimBond)
 
 
 class OmissionManager(Binding):
@@ -72,22 +74,24 @@ class OmissionManager(Binding):
         return int(self.call("SLASH_AMOUNT"))
 
     def challenge_bond(self) -> int:
-        """Wei a claim posts (the TaskManager's ``CHALLENGE_BOND``)."""
+        """The fixed part of what a claim posts (the TaskManager's ``CHALLENGE_BOND``)."""
         return int(self.call("CHALLENGE_BOND"))
 
     def challenge_omission(
         self, promise: ReceiptPromise, signature: bytes, request: TaskRequest, receipt: Receipt
     ) -> TxResult:
         """As the request's user, claim its node broke ``promise`` (``receipt``, whose leaf it
-        names, is in none of its batches committed by ``commit_by``), with ``CHALLENGE_BOND``;
-        ``value`` is the id. The receipt must be the request's (``NotThePromisedReceipt``)."""
-        tx = self.transact(
+        names, is in none of its batches committed by ``commit_by``), with the bond plus the answer
+        (`Binding.claim`); ``value`` is the id. The receipt must be the request's
+        (``NotThePromisedReceipt``)."""
+        tx = self.claim(
             "challengeOmission",
             (promise.request_hash, promise.leaf, promise.commit_by),
             signature,
             tuple(request.message().values()),
             receipt.as_tuple(),
-            value=self.challenge_bond(),
+            bond=self.challenge_bond(),
+            worst_gas=int(self.call("ANSWER_GAS")),
         )
         return TxResult(tx.receipt, int(self.events(tx, "OmissionChallenged")[0]["args"]["omissionId"]))
 
@@ -107,9 +111,17 @@ class OmissionManager(Binding):
 
     def get_omission(self, omission_id: int) -> OmissionChallenge:
         """An omission challenge (raises ``UnknownOmission``)."""
-        challenger, deadline, status, node, commit_by, leaf = self.call("omissionChallenges", omission_id)
+        challenger, deadline, status, node, commit_by, leaf, deposit = self.call(
+            "omissionChallenges", omission_id
+        )
         return OmissionChallenge(
-            challenger, int(deadline), OmissionStatus(int(status)), node, int(commit_by), bytes(leaf)
+            challenger,
+            int(deadline),
+            OmissionStatus(int(status)),
+            node,
+            int(commit_by),
+            bytes(leaf),
+            int(deposit),
         )
 
     def omissions_opened(
@@ -122,10 +134,15 @@ class OmissionManager(Binding):
     # -- manifests -----------------------------------------------------------------------------
 
     def challenge_manifest(self, batch: Batch) -> TxResult:
-        """Claim ``batch``'s manifest cannot be fetched, with ``CHALLENGE_BOND``; ``value`` is the
-        id (``ManifestAlreadyChallenged`` once one was opened, ``ManifestWindowClosed`` after the
-        batch's challenge window)."""
-        tx = self.transact("challengeManifest", self._ref(batch), value=self.challenge_bond())
+        """Claim ``batch``'s manifest cannot be fetched, with the bond plus the costliest answer
+        (`Binding.claim`); ``value`` is the id (``ManifestAlreadyChallenged`` once one was opened,
+        ``ManifestWindowClosed`` after the batch's challenge window)."""
+        tx = self.claim(
+            "challengeManifest",
+            self._ref(batch),
+            bond=self.challenge_bond(),
+            worst_gas=int(self.call("MANIFEST_WORST_GAS")),
+        )
         return TxResult(tx.receipt, int(self.events(tx, "ManifestChallenged")[0]["args"]["manifestId"]))
 
     def answer_manifest(self, manifest_id: int, batch: Batch, receipts: Sequence[Receipt]) -> TxResult:
@@ -143,9 +160,9 @@ class OmissionManager(Binding):
         manifest_id = int(self.call("batchManifest", batch_id))
         if manifest_id == 0:
             return None
-        challenger, deadline, status, node, batch = self.call("manifestChallenges", manifest_id)
+        challenger, deadline, status, node, batch, deposit = self.call("manifestChallenges", manifest_id)
         return ManifestChallenge(
-            manifest_id, challenger, int(deadline), ManifestStatus(int(status)), node, int(batch)
+            manifest_id, challenger, int(deadline), ManifestStatus(status), node, int(batch), int(deposit)
         )
 
     def manifests_opened(self, from_block: int, to_block: int | str = "latest") -> list[ManifestChallenge]:

@@ -58,6 +58,7 @@ class AvailabilityChallenge:
     deadline: int
     status: AvailabilityStatus
     sampled: bool = False  # the seed picked the challenger for the entry (its reward needs it)
+    deposit: int = 0  # what the claimant posted: the bond and the answer's cover (ClaimBond)
 
 
 @dataclass(frozen=True)
@@ -246,9 +247,22 @@ class TaskManager(Binding):
     # -- availability (docs/protocol.md "Availability") -----------------------------------------
 
     def challenge_availability(self, batch: BatchLike, index: int, bond: int | None = None) -> TxResult:
-        """Claim entry ``index`` of a batch cannot be fetched; ``value`` is the availability id."""
-        value = self.challenge_bond() if bond is None else bond
-        tx = self.transact("challengeAvailability", self._ref(batch), index, value=value)
+        """Claim entry ``index`` of a batch cannot be fetched; ``value`` is the availability id.
+
+        Args:
+            bond: wei sent; by default the bond plus the costliest answer at the fee cap
+                (`Binding.claim`), the part the answer does not cost coming back.
+        """
+        if bond is None:
+            tx = self.claim(
+                "challengeAvailability",
+                self._ref(batch),
+                index,
+                bond=self.challenge_bond(),
+                worst_gas=int(self.call("AVAILABILITY_WORST_GAS")),
+            )
+        else:
+            tx = self.transact("challengeAvailability", self._ref(batch), index, value=bond)
         return TxResult(
             tx.receipt, int(self.events(tx, "AvailabilityChallenged")[0]["args"]["availabilityId"])
         )
@@ -310,7 +324,7 @@ class TaskManager(Binding):
 
     def get_availability(self, availability_id: int) -> AvailabilityChallenge:
         """An availability challenge (raises ``UnknownAvailabilityChallenge``)."""
-        batch_id, challenger, index, deadline, status, _node, sampled = self.call(
+        batch_id, challenger, index, deadline, status, _node, sampled, deposit = self.call(
             "availabilityChallenges", availability_id
         )
         return AvailabilityChallenge(
@@ -320,6 +334,7 @@ class TaskManager(Binding):
             int(deadline),
             AvailabilityStatus(int(status)),
             bool(sampled),
+            int(deposit),
         )
 
     def commit_vote(self, challenge_id: int, commitment: bytes, value: int | None = None) -> TxResult:

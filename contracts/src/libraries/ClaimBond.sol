@@ -1,0 +1,35 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.37;
+
+/// @title ClaimBond
+/// @notice The one rule for what a data claim (availability, manifest, omission) posts and how its
+///         deposit is split when the node answers.
+/// @dev A claim forces the node to post data on chain, so its deposit covers the costliest answer
+///      the claim can force at the base fee of the block it is opened in, on top of the fixed
+///      bond. With the bond alone (the node paid its cost capped at 90 % of the bond) a claim at a
+///      high base fee cost the honest node more than the slash it avoided by answering, so its
+///      best reply was to be slashed (contracts/test/Review8.t.sol). The node can answer at any
+///      time in its window, so it answers at a base fee near the claim's and is paid in full.
+library ClaimBond {
+    /// @notice The least `msg.value` of a claim whose costliest answer takes `worstGas`.
+    /// @param bond The fixed part (CHALLENGE_BOND): what a false claim risks beyond the answer.
+    /// @param worstGas Gas of the costliest answer the claim can force.
+    function required(uint256 bond, uint256 worstGas) internal view returns (uint256) {
+        return bond + worstGas * block.basefee;
+    }
+
+    /// @notice Splits an answered claim's deposit: `burned` first, then the answer's `cost` to the
+    ///         node (capped by what is left), the rest back to the claimant.
+    /// @param deposit What the claimant posted.
+    /// @param burned The fee that burns (a share of the fixed bond, always below `deposit`).
+    /// @param cost What the answer cost at the base fee of its block.
+    function split(uint256 deposit, uint256 burned, uint256 cost)
+        internal
+        pure
+        returns (uint256 answerCost, uint256 refunded)
+    {
+        uint256 left = deposit - burned;
+        answerCost = cost < left ? cost : left;
+        refunded = left - answerCost;
+    }
+}
