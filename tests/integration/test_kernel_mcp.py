@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -176,3 +177,43 @@ async def test_a_node_built_from_its_config_offers_the_tools_of_the_servers_that
     finally:
         await executor.close()
         await store.aclose()
+
+
+async def test_a_receipts_mcp_reruns_share_one_time_budget(store_client: Any) -> None:
+    """A node's trace chooses how many MCP calls it records, and a validator re-runs each (where it
+    serves the same server and both declare the tool deterministic) up to the server's timeout:
+    a trace of many slow calls held the validator on one receipt for as long as the node liked.
+    The re-runs of one receipt now share a budget (`mcp_budget_s`); calls past it are skipped,
+    never accused, like those of a server the validator lacks. A made-up result inside the budget
+    is still caught."""
+    cfg = MCPServerConfig(
+        "test",
+        command=sys.executable,
+        args=(SERVER, "stdio"),
+        timeout_s=5.0,
+        deterministic=frozenset({"slow"}),
+        allow=frozenset({"slow"}),
+    )
+    tools = MCPTools([cfg])
+    await tools.start()
+    try:
+        runner = RegistryRunner(store_client)
+        assert runner.add_mcp(tools) == ["test.slow"]
+        spec = runner.spec("test.slow")
+        assert spec is not None
+        offered = {"test.slow": spec}  # the trace describes the tool as this validator's server does
+        calls = tuple(
+            ToolCall(i, "test.slow", {"seconds": 0.5}, "done", None, deterministic=True) for i in range(40)
+        )
+        started = time.monotonic()
+        findings, rerun, unverifiable = await check_tools(calls, runner, None, offered, mcp_budget_s=1.2)
+        elapsed = time.monotonic() - started
+        assert findings == [] and unverifiable is None
+        assert 2 <= rerun <= 4, rerun  # ~1.2 s of 0.5 s calls (a call started within it finishes)
+        assert elapsed < 5.0, f"{elapsed:.1f} s: the budget did not hold (40 calls are 20 s)"
+
+        lie = (ToolCall(0, "test.slow", {"seconds": 0.1}, "not done", None, deterministic=True),)
+        findings, rerun, _ = await check_tools(lie + calls, runner, None, offered, mcp_budget_s=1.2)
+        assert [f.message for f in findings] == ["tool test.slow returned another result on re-run"]
+    finally:
+        await tools.close()

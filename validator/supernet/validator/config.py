@@ -137,6 +137,12 @@ class ValidatorSettings(BaseSettings):
         "as deterministic and this list declares the tool deterministic too (same format as the node's "
         "[[mcp.servers]]; docs/validator.md)",
     )
+    mcp_rerun_budget_s: float = Field(
+        60.0,
+        gt=0,
+        description="seconds one receipt's MCP re-runs may take together; later MCP calls of that receipt "
+        "are skipped, not accused (a trace chooses how many slow calls it records)",
+    )
 
     @classmethod
     def from_toml(cls, path: str | Path | None, **overrides: Any) -> ValidatorSettings:

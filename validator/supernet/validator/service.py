@@ -152,6 +152,7 @@ class Validator:
             arbiter=self._arbiter,
             arbiter_sample=s.model.arbiter_sample,
             arbiter_sample_fraction=s.model.arbiter_sample_fraction,
+            mcp_budget_s=s.mcp_rerun_budget_s,
             # searched entries' texts from the write log, their vectors kept across restarts
             searches=SearchCheck(self.store, db=self.db),
         )

@@ -16,12 +16,19 @@ An MCP call's recorded failure must be in the node's one wording for it (`mcp_un
 tool's timeout, whose limit is the operator's number): no re-run can reproduce the moment, and the
 text reaches the agent, so a node that wrote its own there (or hid a deterministic answer behind a failure
 worded to steer the task) would choose what the agent reads.
+
+The MCP re-runs of one receipt share a time budget (`MCP_RERUN_BUDGET_S`): a node's trace chooses
+how many MCP calls there are and each may run up to its server's timeout, so without one a trace of
+slow calls held the validator on one receipt for as long as the node liked. Calls past the budget
+are skipped like those of a server the validator lacks: an MCP result is the operator's word, and
+the re-run is a check where the validator can make it, not the ground of the verdict.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -36,6 +43,9 @@ from supernet.sdk.store.cids import canonical_cid, codec_of
 from supernet.validator.chain_check import CHAIN_READ, ChainView, check_chain_read
 from supernet.validator.evidence import Check, Finding
 from supernet.validator.trace_view import ToolCall
+
+MCP_RERUN_BUDGET_S = 60.0
+"""Seconds one receipt's MCP re-runs may take together (a call started within it may finish)."""
 
 
 class ToolRunner(Protocol):
@@ -198,14 +208,17 @@ async def check_tools(
     runner: ToolRunner,
     witness: VerifiedWitness | None = None,
     recorded: Mapping[str, ToolSpec] | None = None,
+    mcp_budget_s: float = MCP_RERUN_BUDGET_S,
 ) -> tuple[list[Finding], int, str | None]:
     """Re-run deterministic calls; returns the findings, how many calls were re-run, and why the
     receipt is unverifiable (a re-run that failed for lack of data or time), if so. With the
     trace's ``witness``, every re-run ``store_read`` reads it alone (`WitnessStore`), never a store.
     ``recorded``: the tool specs the trace says its agent was offered (an MCP call is re-run only
-    where the validator's own spec of the tool is the same)."""
+    where the validator's own spec of the tool is the same). ``mcp_budget_s``: how long the MCP
+    re-runs may take together; later MCP calls are skipped, not accused."""
     findings: list[Finding] = []
     rerun = 0
+    mcp_spent = 0.0
     unverifiable: str | None = None
     from_witness = RegistryRunner(WitnessStore(witness)) if witness is not None else None
     recorded = recorded or {}
@@ -238,6 +251,8 @@ async def check_tools(
             continue  # an MCP tool is deterministic only if the node's operator says so
         if operators_word and not _same_server(call.name, runner, recorded):
             continue  # another server under the same local name, or another version of it
+        if operators_word and mcp_spent >= mcp_budget_s:
+            continue  # the receipt's MCP budget is spent: skipped, as on a validator without the server
         if known and not call.deterministic:
             findings.append(
                 _finding(call, f"tool {call.name} is deterministic but recorded as not", True, False)
@@ -259,6 +274,7 @@ async def check_tools(
         # a store_read is re-run from the trace's witness alone: a success needs what it read there,
         # and no honest failure that is not the moment's (exempt above) reads anything at all
         rerunner = from_witness if from_witness and call.name == STORE_READ else runner
+        started = time.monotonic()
         try:
             result, error = await rerunner.run(call.name, call.args), None
         except Exception as exc:
@@ -273,6 +289,8 @@ async def check_tools(
                 )
                 continue
             result, error = None, f"{type(exc).__name__}: {exc}"
+        if operators_word:
+            mcp_spent += time.monotonic() - started
         if _environmental(error):
             unverifiable = unverifiable or f"tool call {call.call} could not be re-run here: {error}"
             continue

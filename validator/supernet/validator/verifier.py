@@ -50,7 +50,7 @@ from supernet.validator.llm_check import check_scores, check_shape, check_tokens
 from supernet.validator.origin_check import OriginOutcome, ReceiptIndex, check_origins
 from supernet.validator.replay_check import ReplayOutcome, check_replay
 from supernet.validator.search_check import SearchCheck
-from supernet.validator.tool_check import ToolRunner, check_tools
+from supernet.validator.tool_check import MCP_RERUN_BUDGET_S, ToolRunner, check_tools
 from supernet.validator.trace_view import LLMCall, MalformedTrace, Trace, parse_trace_block
 
 log = logging.getLogger(__name__)
@@ -236,6 +236,7 @@ class Verifier:
             None: not checked (a verifier without the chain, as in the benchmarks).
         searches: ranks every searched memory root again (`supernet.validator.search_check`);
             default: one reading entries from ``store``, vectors kept in memory.
+        mcp_budget_s: how long one receipt's MCP re-runs may take together (`check_tools`).
     """
 
     def __init__(
@@ -253,6 +254,7 @@ class Verifier:
         rng: random.Random | None = None,
         origins: ReceiptIndex | None = None,
         searches: SearchCheck | None = None,
+        mcp_budget_s: float = MCP_RERUN_BUDGET_S,
     ) -> None:
         if arbiter_sample < 1 or not 0.0 <= arbiter_sample_fraction <= 1.0:
             raise ValueError("arbiter_sample must be at least 1 and arbiter_sample_fraction in [0, 1]")
@@ -271,6 +273,7 @@ class Verifier:
         self._rng = rng if rng is not None else secrets.SystemRandom()
         self.origins = origins
         self.searches = searches if searches is not None else SearchCheck(store)
+        self.mcp_budget_s = mcp_budget_s
         self._score_lock = asyncio.Lock()
 
     async def replay(self, trace: TraceDoc) -> ReplayOutcome:
@@ -355,7 +358,7 @@ class Verifier:
                 findings += judgement.findings[call.call]
         offered = {spec.name: spec for spec in context_of(s.trace.doc)[2]}  # the specs the user signed
         tool_findings, reran, why = await check_tools(
-            s.trace.tool_calls, self.tools, _witness(s.trace), offered
+            s.trace.tool_calls, self.tools, _witness(s.trace), offered, self.mcp_budget_s
         )
         findings += tool_findings
         return s.head.verdict(
