@@ -257,28 +257,19 @@ async def test_defence_malformed_chat_bodies_are_4xx_and_bill_nothing(
 # -- (b) fee priority at the service --------------------------------------------------------------------
 
 
-async def test_known_limit_a_high_offer_waits_fifo_behind_cheaper_tasks_at_the_worker(
+async def test_defence_a_high_offer_is_first_in_line_for_a_worker_slot(
     fake_node: FakeNode,
 ) -> None:
-    """ATTACK / FAILURE: docs/protocol.md promises that a ``maxFee`` above the price buys priority
-    ("the node's fair-share scheduler gives each user a share of the model in proportion to its
-    task's fee"), and the node charges the whole offer. But in the service a task first waits for
-    one of `TaskWorker`'s slots (worker.py ``_run``: ``async with self._user_slot(...),
-    self._slots`` — an ``asyncio.Semaphore``, woken in arrival order, fee unread), and only a task
-    holding one reaches the kernel, whose fee-aware scheduler has a batch just as large
+    """ATTACK / FAILURE (fixed): docs/protocol.md promises that a ``maxFee`` above the price buys
+    priority, and the node charges the whole offer. But in the service a task first waits for one
+    of `TaskWorker`'s slots (an ``asyncio.Semaphore``, woken in arrival order, fee unread), and only
+    a task holding one reaches the kernel, whose fee-aware scheduler has a batch just as large
     (``KernelConfig.max_active`` 16, ``LLMEngine.max_batch`` 16 = ``TaskWorker`` concurrency 16):
-    a one-call task (every chat completion) never waits where the fee is read. Here four keys hold
-    the 16 slots (4 each, the per-user cap), a base-price task arrives, then a 100x offer: the
-    100x task starts after the cheap one and is billed 100 fees.
+    a one-call task (every chat completion) never waited where the fee is read. Here four keys hold
+    the 16 slots (4 each, the per-user cap), a base-price task arrives, then a 100x offer.
 
-    WHO PROFITS: the node (it charges the offer for nothing); cheaper users who came first.
-    HARM: a user paying for priority gets FIFO; the benchmark that shows fee priority
-    (docs/benchmarks/kernel.md, 4 LLM slots) measures a configuration the node does not run.
-
-    FIX (the class): one fee-aware queue at the first place tasks wait: take worker slots through
-    the same `FairSharePolicy` key (user virtual time, fee) as the LLM scheduler (a priority queue
-    instead of the semaphore), or admit tasks into the kernel unbounded and let its scheduler be
-    the only queue; and make the bench run the shipped configuration."""
+    DEFENCE: the worker's slots are `FeeSlots`: a freed slot goes to the waiting task with the
+    highest fee under the `fair` policy (the default), so the 100x task starts first."""
     node = fake_node
     node.executor.gate = asyncio.Event()
     # the shipped sizes: the worker admits as many tasks as the kernel's LLM batch holds
@@ -302,7 +293,7 @@ async def test_known_limit_a_high_offer_waits_fifo_behind_cheaper_tasks_at_the_w
     assert len(node.executor.runs) == 16 and {cheap_id, rich_id}.isdisjoint(node.executor.runs)
     node.executor.gate.set()
     await _settled(node, 18)
-    assert node.executor.runs.index(cheap_id) < node.executor.runs.index(rich_id)  # FIFO, not fee
+    assert node.executor.runs.index(rich_id) < node.executor.runs.index(cheap_id)  # fee, not arrival
     assert node.executor.fees[rich_id] == 100 * FEE
     assert _db(node).billed(rich_user.address) == 100 * FEE  # charged the offer in full
 

@@ -110,6 +110,7 @@ class NodeService:
             # a receipt is committed within max_age_s; the rest is the transaction's inclusion
             commit_margin_s=s.batch.commit_margin_s,
             chain=self.chain,
+            fee_priority=s.engine.policy == "fair",  # the worker's queue orders tasks as the kernel's does
         )
         auth = Authenticator(
             self.account.address, self.domain, self.executor, db, self.chain, s.pricing.task_fee_wei

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from eth_account.signers.local import LocalAccount
 from supernet.node.faults import FaultInjector
 from supernet.node.service.db import Database
+from supernet.node.service.fee_slots import FeeSlots
 from supernet.node.service.metrics import METRICS
 from supernet.node.service.models import ReceiptRow, TaskRow, TaskStatus
 from supernet.node.service.ports import ChainPort, Executor, Job, JobResult
@@ -63,6 +64,9 @@ class TaskWorker:
         faults: deliberate cheating for tests and demos (``--fault trace:RATE``); None: honest.
         chain: where the users' payment channels are read before each task starts (`_unpaid`);
             None: not read (no chain).
+        fee_priority: a freed slot goes to the waiting task with the highest fee (ties in arrival
+            order, `FeeSlots`), as the kernel's `fair` policy orders LLM calls; False: arrival
+            order (the `fifo` and `rr` policies).
     """
 
     def __init__(
@@ -80,8 +84,10 @@ class TaskWorker:
         promise_bound_s: int | None = None,
         commit_margin_s: float = 80.0,
         chain: ChainPort | None = None,
+        fee_priority: bool = True,
     ) -> None:
         self.chain = chain
+        self.fee_priority = fee_priority
         self.domain = domain
         self.promise_s = promise_s
         # the chain's MAX_PROMISE_DELAY: a promise falls due at the latest that long after the
@@ -94,7 +100,7 @@ class TaskWorker:
         self.account = account
         self.streams = streams
         self._on_receipt = on_receipt
-        self._slots = asyncio.Semaphore(concurrency)
+        self._slots = FeeSlots(concurrency)
         self._per_user = per_user if per_user is not None else max(1, concurrency // 4)
         self._user_slots: dict[str, tuple[asyncio.Semaphore, int]] = {}  # user -> (slots, tasks using it)
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -230,7 +236,8 @@ class TaskWorker:
         if task is None:
             stream.close()
             return
-        async with self._user_slot(task.user), self._slots:
+        priority = task.fee if self.fee_priority else 0
+        async with self._user_slot(task.user), self._slots.slot(priority):
             if task.deadline < time.time():  # queued past its deadline (behind its user's own tasks)
                 log.info("refusing task %s: its deadline passed while it waited (not charged)", task_id)
                 late = "the deadline passed before it could start"
