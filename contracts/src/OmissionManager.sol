@@ -307,6 +307,7 @@ contract OmissionManager is ReentrancyGuardTransient {
         Receipt calldata receipt,
         bytes32[] calldata proof
     ) external nonReentrant {
+        ClaimBond.start();
         OmissionChallenge storage o = _openOmission(omissionId);
         if (block.timestamp >= o.deadline) revert AnswerWindowClosed(o.deadline);
         address node = o.node;
@@ -321,7 +322,7 @@ contract OmissionManager is ReentrancyGuardTransient {
         }
         o.status = OmissionStatus.Answered;
         (uint256 answerCost, uint256 refunded, uint256 burned) =
-            _splitBond(node, o.challenger, o.deposit, ANSWER_GAS * block.basefee);
+            _splitBond(o.challenger, o.deposit, ClaimBond.costOfAnswer(ANSWER_GAS));
         emit OmissionAnswered(omissionId, ref.batchId, index, answerCost, refunded, burned);
         SERVICE_MANAGER.unfreeze(node);
         _send(BURN_ADDRESS, burned);
@@ -403,6 +404,7 @@ contract OmissionManager is ReentrancyGuardTransient {
         external
         nonReentrant
     {
+        ClaimBond.start();
         ManifestChallenge storage m = _openManifest(manifestId);
         if (block.timestamp >= m.deadline) revert AnswerWindowClosed(m.deadline);
         if (ref.batchId != m.batchId || !TASK_MANAGER.isCommitted(ref)) revert UnknownBatch(ref.batchId);
@@ -418,7 +420,7 @@ contract OmissionManager is ReentrancyGuardTransient {
         m.status = ManifestStatus.Answered;
         address node = m.node;
         (uint256 answerCost, uint256 refunded, uint256 burned) =
-            _splitBond(node, m.challenger, m.deposit, (ANSWER_GAS + n * MANIFEST_RECEIPT_GAS) * block.basefee);
+            _splitBond(m.challenger, m.deposit, ClaimBond.costOfAnswer(ANSWER_GAS + n * MANIFEST_RECEIPT_GAS));
         emit ManifestAnswered(manifestId, ref.batchId, receipts, answerCost, refunded, burned);
         SERVICE_MANAGER.unfreeze(node);
         _send(BURN_ADDRESS, burned);
@@ -525,15 +527,15 @@ contract OmissionManager is ReentrancyGuardTransient {
     }
 
     /// @dev Splits an answered claim's deposit (ClaimBond): ANSWER_FEE_BPS of the bond burned
-    ///      (returned, for the caller to send), `cost` to the node while the deposit lasts, the
-    ///      rest back to the claimant.
-    function _splitBond(address node, address challenger, uint256 deposit, uint256 cost)
+    ///      (returned, for the caller to send), `cost` to the answerer (who paid for the answer;
+    ///      the node when it answers itself) while the deposit lasts, the rest back to the claimant.
+    function _splitBond(address challenger, uint256 deposit, uint256 cost)
         internal
         returns (uint256 answerCost, uint256 refunded, uint256 burned)
     {
         burned = CHALLENGE_BOND * ANSWER_FEE_BPS / BPS;
         (answerCost, refunded) = ClaimBond.split(deposit, burned, cost);
-        claimable[node] += answerCost;
+        claimable[msg.sender] += answerCost;
         claimable[challenger] += refunded;
         totalBurned += burned;
     }

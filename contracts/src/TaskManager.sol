@@ -995,6 +995,7 @@ contract TaskManager is ReentrancyGuardTransient {
         bytes32[] calldata proof,
         bytes calldata trace
     ) external nonReentrant {
+        ClaimBond.start();
         AvailabilityChallenge storage a = _openAvailability(availabilityId);
         if (block.timestamp >= a.deadline) revert AnswerWindowClosed(a.deadline);
         uint256 batchId = a.batchId;
@@ -1212,9 +1213,10 @@ contract TaskManager is ReentrancyGuardTransient {
 
     /// @dev The deposit of an answered availability challenge pays for the answer it forced, after
     ///      the OP Stack's DataAvailabilityChallenge: AVAILABILITY_FEE_BPS of the bond burns, the
-    ///      node gets what posting the trace costs at the block's base fee (not the sender's gas
-    ///      price, which it would choose), whoever posts it, in full while the deposit lasts
-    ///      (ClaimBond); the claimant gets the rest back. The node never earns more
+    ///      answerer (whoever posts the trace; the node when it answers itself) gets what posting
+    ///      cost at the block's base fee (not the sender's gas price, which it would choose; the
+    ///      calldata price only for a trace that was the transaction's own calldata,
+    ///      `ClaimBond.costOfAnswer`), in full while the deposit lasts; the claimant gets the rest. The node never earns more
     ///      than its cost: when it was paid the whole bond, withholding data on purpose to bait
     ///      availability challenges paid it a bond per validator it baited (and taught validators
     ///      to stop asking). A false claim still costs the claimant the answer and the fee, even
@@ -1229,13 +1231,12 @@ contract TaskManager is ReentrancyGuardTransient {
         (uint256 answerCost, uint256 refunded) = ClaimBond.split(
             a.deposit,
             burned,
-            (ANSWER_FIXED_GAS
-                    + traceLength
-                    * ANSWER_GAS_PER_BYTE
-                    - zeroBytes
-                    * (ANSWER_GAS_PER_BYTE - ANSWER_GAS_PER_ZERO_BYTE)) * block.basefee
+            ClaimBond.costOfAnswer(
+                ANSWER_FIXED_GAS + traceLength * ANSWER_GAS_PER_BYTE
+                    - zeroBytes * (ANSWER_GAS_PER_BYTE - ANSWER_GAS_PER_ZERO_BYTE)
+            )
         );
-        claimable[a.node] += answerCost;
+        claimable[msg.sender] += answerCost; // whoever answered paid for it
         claimable[a.challenger] += refunded;
         totalBurned += burned;
         emit AvailabilitySettled(availabilityId, answerCost, refunded, burned);

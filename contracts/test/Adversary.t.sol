@@ -57,7 +57,7 @@ contract AdversaryTest is Base {
         _registerValidator(validator1, 1 ether);
         _registerValidator(validator2, 2 ether);
         vm.deal(node, node.balance + 1 ether);
-        vm.prank(node);
+        vm.prank(node, node);
         payments.fundEscrow{value: 1 ether}(node);
 
         TaskRequest memory real = _realRequest(user, node, 7);
@@ -78,12 +78,12 @@ contract AdversaryTest is Base {
 
         bytes memory sig = _decoySig(decoyKey, node, realRequest);
         // The real request: its user is not the decoy account.
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(TaskManager.NotADecoy.selector);
         tm.revealDecoy(id, r, real, sig);
         // A made-up request naming the decoy account does not hash to the receipt's requestHash.
         TaskRequest memory forged = _realRequest(decoyUser, node, 7);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(TaskManager.NotADecoy.selector);
         tm.revealDecoy(id, r, forged, sig);
 
@@ -164,7 +164,7 @@ contract AdversaryTest is Base {
         _registerValidator(validator1, 1 ether);
         uint256 escrow0 = 5 * DECOY_BOUNTY;
         vm.deal(node, node.balance + escrow0);
-        vm.prank(node);
+        vm.prank(node, node);
         payments.fundEscrow{value: escrow0}(node);
 
         uint256 fees;
@@ -204,7 +204,7 @@ contract AdversaryTest is Base {
         _registerValidator(validator2, 2 ether);
         _registerValidator(validator3, 3 ether);
         vm.deal(node, node.balance + 1 ether);
-        vm.prank(node);
+        vm.prank(node, node);
         payments.fundEscrow{value: 1 ether}(node);
         Receipt memory r = _boundReceipt(42, decoyUser, node, 0.001 ether); // a planted (faulty) decoy
         uint256 b = _one(r);
@@ -217,7 +217,7 @@ contract AdversaryTest is Base {
         _vote(validator3, id, true);
         vm.warp(tm.challenges(id).voteDeadline - 1);
         bytes memory decoySig2 = _decoySig(decoyKey, node, r.requestHash);
-        vm.prank(node);
+        vm.prank(node, node);
         tm.revealDecoy(id, r, _request(42, decoyUser, node), decoySig2);
         assertEq(sm.getOperator(node).stake, 2 ether, "quorum: node reveals, no slash");
         (uint256 rebate,) = payments.account(node);
@@ -274,7 +274,7 @@ contract AdversaryTest is Base {
     /// paid the node for baiting, test_Attack_BaitingAvailabilityChallengesPaysOnlyTheAnswersCost).
     function test_Attack_AvailabilityGriefingCostsTheAnswerAndTheFee() public {
         _registerNode(node, 3 ether);
-        vm.prank(node);
+        vm.prank(node, node);
         sm.requestUnbond(1 ether);
         vm.warp(block.timestamp + UNBONDING_PERIOD);
         (uint256 b, Receipt[] memory rs, bytes32[] memory ls) = _commit(node, 4);
@@ -292,12 +292,13 @@ contract AdversaryTest is Base {
         vm.prank(stranger);
         tm.answerAvailability(aid, _ref(b), rs[2], Merkle.proofAt(ls, 2), trace);
 
-        assertEq(tm.claimable(node), cost, "the node it delayed is paid the answer");
-        assertEq(tm.claimable(stranger), CHALLENGE_BOND * 9 / 10 - cost, "the griefer loses the answer and the fee");
+        assertEq(tm.claimable(node), 0, "the answerer is paid the answer, not the node");
+        assertEq(tm.claimable(stranger), CHALLENGE_BOND * 9 / 10, "the griefer loses the fee (and its gas)");
+        vm.assertLe(cost, CHALLENGE_BOND * 9 / 10, "the answer fit the deposit");
         uint256 lockedUntil = sm.getNode(node).lockedUntil;
         assertGe(lockedUntil, normalExit + CHALLENGE_WINDOW + VOTE_WINDOW - LOCK_STEP_SLACK);
         vm.warp(normalExit + VOTE_WINDOW + 1);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(ServiceManager.StakeIsLocked.selector, uint64(lockedUntil)));
         sm.withdrawUnbonded();
     }

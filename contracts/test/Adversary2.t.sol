@@ -199,7 +199,7 @@ contract Adversary2Test is Base {
             TaskRequest memory req = _request(1000 + i, decoyUser, node);
             bytes32 digest = payments.hashDecoy(node, rs[i].requestHash);
             bytes memory sig = signDigest(decoyKey, digest);
-            vm.prank(node);
+            vm.prank(node, node);
             tm.revealDecoy(id, rs[i], req, sig);
             ++found;
         }
@@ -287,7 +287,7 @@ contract Adversary2Test is Base {
         uint256 basefee
     ) internal returns (uint256) {
         uint256 tokens = _calldataTokens(abi.encodeCall(TaskManager.answerAvailability, (aid, ref, r, proof, trace)));
-        vm.prank(node);
+        vm.prank(node, node);
         uint256 g = gasleft();
         tm.answerAvailability(aid, ref, r, proof, trace);
         uint256 exec = g - gasleft() + 100_000;
@@ -321,7 +321,7 @@ contract Adversary2Test is Base {
         bytes memory packed = _pack(v, vsig);
         (Receipt[] memory rs, bytes32[] memory ls) = _receipts(2); // other, honest receipts
         bytes32 root = Merkle.root(ls);
-        vm.prank(node);
+        vm.prank(node, node);
         uint256 b = tm.commitBatch(0, root, 2, "bafymanifest", packed); // settles the faked task's fee
         TaskManager.BatchRef memory ref = _refOf(b, node, 0, 2, root);
         assertEq(_nodePaid(), 0.01 ether, "the faked task is paid");
@@ -329,11 +329,11 @@ contract Adversary2Test is Base {
         vm.roll(block.number + SEED_DELAY_BLOCKS + 1);
         _challengeEveryIndexFails(ref, faked, ls);
         assertEq(rs.length, 2);
-        vm.prank(node);
+        vm.prank(node, node);
         sm.requestUnbond(2 ether);
         uint256 claim = _claimAtCommitBy(promised, promiseSig, _request(7, user, node), faked);
         vm.warp(block.timestamp + UNBONDING_PERIOD);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(ServiceManager.OperatorFrozen.selector, uint32(1)));
         sm.withdrawUnbonded(); // frozen by the claim: it cannot leave first
         om.resolveOmission(claim);
@@ -400,7 +400,7 @@ contract Adversary2Test is Base {
 
         bytes32[] memory proof = new bytes32[](0);
         uint256 tokens = _calldataTokens(abi.encodeCall(TaskManager.answerAvailability, (aid, ref, r, proof, trace)));
-        vm.prank(node);
+        vm.prank(node, node);
         uint256 g = gasleft();
         tm.answerAvailability(aid, ref, r, proof, trace);
         uint256 exec = g - gasleft() + 100_000; // slack for the cold accesses the test keeps warm
@@ -468,7 +468,7 @@ contract Adversary2Test is Base {
         uint256 aid = tm.challengeAvailability{value: CHALLENGE_BOND}(ref, 1);
         bytes memory trace = _trace(1);
         bytes32[] memory proof = Merkle.proofAt(ls, 1);
-        vm.prank(node);
+        vm.prank(node, node);
         tm.answerAvailability(aid, ref, rs[1], proof, trace);
         vm.prank(stranger);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.AlreadyAnswered.selector, b, 1));
@@ -492,13 +492,13 @@ contract Adversary2Test is Base {
         vm.warp(tm.availabilityChallenges(aid).deadline - 1);
         bytes memory trace = _trace(0);
         bytes32[] memory proof = Merkle.proofAt(ls, 0);
-        vm.prank(node);
+        vm.prank(node, node);
         tm.answerAvailability(aid, ref, rs[0], proof, trace);
         vm.warp(block.timestamp + CHALLENGE_WINDOW - 1);
         uint256 id = _challenge(validator1, b, 0, rs[0], proof);
         _vote(validator2, id, true);
         vm.warp(committedAt + tm.BATCH_RETENTION());
-        vm.prank(node);
+        vm.prank(node, node);
         tm.commitBatch(ref.slot, keccak256("new"), 1, "", ""); // slot reused mid-vote
         assertFalse(tm.isCommitted(ref));
         vm.warp(tm.challenges(id).voteDeadline);

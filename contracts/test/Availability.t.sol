@@ -32,7 +32,7 @@ contract AvailabilityTest is Base {
     }
 
     function _answer(uint256 id, uint256 index) internal {
-        vm.prank(node);
+        vm.prank(node, node);
         tm.answerAvailability(id, _ref(batchId), rs[index], Merkle.proofAt(leaves, index), _trace(index));
     }
 
@@ -129,7 +129,7 @@ contract AvailabilityTest is Base {
         uint256 id = _challengeAvailability(validator1, 2);
         bytes32[] memory proof = Merkle.proofAt(leaves, 2);
         bytes memory wrongTrace = _trace(7);
-        vm.startPrank(node);
+        vm.startPrank(node, node);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.TraceMismatch.selector, rs[2].traceHash, sha256(wrongTrace)));
         tm.answerAvailability(id, _ref(batchId), rs[2], proof, wrongTrace);
         bytes memory trace1 = _trace(1);
@@ -141,7 +141,7 @@ contract AvailabilityTest is Base {
         uint64 deadline = tm.availabilityChallenges(id).deadline;
         bytes memory trace2 = _trace(2);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.AnswerWindowClosed.selector, deadline));
-        vm.prank(node);
+        vm.prank(node, node);
         tm.answerAvailability(id, _ref(batchId), rs[2], proof, trace2);
     }
 
@@ -173,11 +173,11 @@ contract AvailabilityTest is Base {
     }
 
     function test_Availability_WithdrawalBlockedWhileOpen() public {
-        vm.prank(node);
+        vm.prank(node, node);
         sm.requestUnbond(2 ether);
         _challengeAvailability(validator1, 4);
         vm.warp(block.timestamp + UNBONDING_PERIOD + 1);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert();
         sm.withdrawUnbonded();
     }

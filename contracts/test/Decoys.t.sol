@@ -33,7 +33,7 @@ contract DecoysTest is Base {
         _registerValidator(validator1, 1 ether);
         _registerValidator(validator2, 2 ether);
         vm.deal(node, node.balance + ESCROW);
-        vm.prank(node);
+        vm.prank(node, node);
         payments.fundEscrow{value: ESCROW}(node);
 
         for (uint256 i; i < 4; ++i) {
@@ -72,7 +72,7 @@ contract DecoysTest is Base {
         vm.expectEmit(address(tm));
         emit TaskManager.DecoyRevealed(id, node, validator1, bounty, rebate);
         bytes memory decoySig1 = _decoySig(decoyKey, node, rs[DECOY_INDEX].requestHash);
-        vm.prank(node);
+        vm.prank(node, node);
         tm.revealDecoy(id, rs[DECOY_INDEX], _req(DECOY_INDEX), decoySig1);
 
         assertTrue(tm.challenges(id).status == TaskManager.ChallengeStatus.Decoy);
@@ -121,7 +121,7 @@ contract DecoysTest is Base {
         _revealVote(validator2, id, true);
         assertEq(tm.getVote(id, validator2).weight, 0, "its stake left: its opened vote weighs nothing");
         bytes memory sig = _decoySig(decoyKey, node, rs[DECOY_INDEX].requestHash);
-        vm.prank(node);
+        vm.prank(node, node);
         tm.revealDecoy(id, rs[DECOY_INDEX], _req(DECOY_INDEX), sig);
         vm.prank(validator2);
         assertEq(tm.claimVoteReward(id), CHALLENGE_BOND, "its vote bond back");
@@ -137,19 +137,19 @@ contract DecoysTest is Base {
         uint256[2] memory keys = [decoyKey, nodeKey];
         for (uint256 i; i < keys.length; ++i) {
             bytes memory sig = _decoySig(keys[i], node, requestHash);
-            vm.prank(node);
+            vm.prank(node, node);
             vm.expectRevert(TaskManager.NotADecoy.selector);
             tm.revealDecoy(id, rs[REAL_INDEX], _req(REAL_INDEX), sig);
         }
         // Nor by pairing the challenge with the decoy's receipt and signature.
         bytes memory decoySig = _decoySig(decoyKey, node, rs[DECOY_INDEX].requestHash);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(
             abi.encodeWithSelector(TaskManager.NotChallengedReceipt.selector, leaves[REAL_INDEX], leaves[DECOY_INDEX])
         );
         tm.revealDecoy(id, rs[DECOY_INDEX], _req(DECOY_INDEX), decoySig);
         // Malformed signatures are refused the same way.
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(TaskManager.NotADecoy.selector);
         tm.revealDecoy(id, rs[REAL_INDEX], _req(REAL_INDEX), hex"1234");
 
@@ -166,7 +166,7 @@ contract DecoysTest is Base {
     function test_RevertWhen_DecoySignedForAnotherNode() public {
         uint256 id = _challengeAt(validator1, DECOY_INDEX);
         bytes memory sig = _decoySig(decoyKey, node2, rs[DECOY_INDEX].requestHash);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(TaskManager.NotADecoy.selector);
         tm.revealDecoy(id, rs[DECOY_INDEX], _req(DECOY_INDEX), sig);
     }
@@ -193,7 +193,7 @@ contract DecoysTest is Base {
             vm.expectRevert(TaskManager.OnlyChallengedNode.selector);
             tm.revealDecoy(id, rs[DECOY_INDEX], _req(DECOY_INDEX), sig);
         }
-        vm.prank(node);
+        vm.prank(node, node);
         tm.revealDecoy(id, rs[DECOY_INDEX], _req(DECOY_INDEX), sig);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.ChallengeNotOpen.selector, id));
         tm.revealDecoy(id, rs[DECOY_INDEX], _req(DECOY_INDEX), sig);
@@ -213,7 +213,7 @@ contract DecoysTest is Base {
         uint256 id = _challenge(validator1, early, 0, batch[0], Merkle.proofAt(ls, 0)); // same block: no seed yet
         assertFalse(tm.challenges(id).sampled);
         bytes memory decoySig2 = _decoySig(decoyKey, node, batch[0].requestHash);
-        vm.prank(node);
+        vm.prank(node, node);
         tm.revealDecoy(id, batch[0], _request(10, decoyUser, node), decoySig2);
         assertEq(tm.claimable(validator1), CHALLENGE_BOND);
         (uint256 earnings, uint256 escrow) = payments.account(node);
@@ -231,7 +231,7 @@ contract DecoysTest is Base {
             vm.roll(block.number + 2);
             uint256 id = _challenge(validator1, b, 0, r, new bytes32[](0));
             bytes memory decoySig3 = _decoySig(decoyKey, node, r.requestHash);
-            vm.prank(node);
+            vm.prank(node, node);
             tm.revealDecoy(id, r, _request(100 + i, decoyUser, node), decoySig3);
         }
         (, uint256 escrow) = payments.account(node);
@@ -241,14 +241,14 @@ contract DecoysTest is Base {
 
         uint256 id2 = _challengeAt(validator1, DECOY_INDEX);
         bytes memory decoySig4 = _decoySig(decoyKey, node, rs[DECOY_INDEX].requestHash);
-        vm.prank(node);
+        vm.prank(node, node);
         tm.revealDecoy(id2, rs[DECOY_INDEX], _req(DECOY_INDEX), decoySig4);
         assertEq(tm.claimable(validator1), 5 * (CHALLENGE_BOND + bounty) + CHALLENGE_BOND);
     }
 
     /// @dev Only the TaskManager moves escrow, and only Payments and the ServiceManager send it ETH.
     function test_RevertWhen_EthFromOthersOrBountyFromOthers() public {
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(Payments.OnlyTaskManager.selector);
         payments.payBounty(node);
         vm.deal(stranger, 1 ether);

@@ -26,7 +26,7 @@ contract DisputeRulesTest is Base {
         _registerValidator(validator1, 1 ether);
         (uint256 batchId, Receipt[] memory rs, bytes32[] memory leaves) = _commit(node, 2);
         uint256 deadline = block.timestamp + 600;
-        vm.prank(node);
+        vm.prank(node, node);
         sm.requestUnbond(2 ether); // unbonding ready long before the window ends
         bytes32[] memory proof = Merkle.proofAt(leaves, 0);
 
@@ -34,7 +34,7 @@ contract DisputeRulesTest is Base {
         uint64 lockedUntil = sm.getNode(node).lockedUntil;
         assertGe(lockedUntil, deadline);
         vm.warp(deadline - 1); // inside the window: challengeable, and the stake cannot leave
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(ServiceManager.StakeIsLocked.selector, lockedUntil));
         sm.withdrawUnbonded();
 
@@ -44,7 +44,7 @@ contract DisputeRulesTest is Base {
         vm.expectRevert(abi.encodeWithSelector(TaskManager.ChallengeWindowClosed.selector, deadline));
         tm.challenge{value: CHALLENGE_BOND}(_ref(batchId), 0, rs[0], proof, "");
         vm.warp(lockedUntil);
-        vm.prank(node);
+        vm.prank(node, node);
         sm.withdrawUnbonded();
     }
 

@@ -39,13 +39,13 @@ contract ManifestTest is Base {
             uint256 deposit = om.manifestChallenges(id).deposit;
             vm.expectEmit(address(om)); // the receipts, in order, for every validator to index
             emit OmissionManager.ManifestAnswered(id, b, rs, cost, deposit - burned - cost, burned);
-            vm.prank(node);
+            vm.prank(node, node);
             om.answerManifest(id, _ref(b), rs);
             assertTrue(om.manifestChallenges(id).status == OmissionManager.ManifestStatus.Answered);
             assertEq(sm.getNode(node).frozenCount, 0);
             assertEq(om.claimable(node), cost, "the answer's cost");
             assertEq(om.claimable(stranger), deposit - burned - cost, "the rest back, the fee burned");
-            vm.prank(node);
+            vm.prank(node, node);
             om.withdraw();
             vm.prank(stranger);
             om.withdraw();
@@ -74,7 +74,7 @@ contract ManifestTest is Base {
         (swapped[1], swapped[2]) = (rs[2], rs[1]);
         altered[3].fee += 1;
 
-        vm.startPrank(node);
+        vm.startPrank(node, node);
         vm.expectRevert(abi.encodeWithSelector(OmissionManager.WrongReceiptCount.selector, 3, 4));
         om.answerManifest(id, ref, fewer);
         vm.expectRevert(abi.encodeWithSelector(OmissionManager.WrongReceiptCount.selector, 5, 4));
@@ -125,7 +125,7 @@ contract ManifestTest is Base {
         vm.expectRevert(abi.encodeWithSelector(OmissionManager.ManifestAlreadyChallenged.selector, id));
         om.challengeManifest{value: CHALLENGE_BOND}(ref);
         vm.stopPrank();
-        vm.prank(node);
+        vm.prank(node, node);
         om.answerManifest(id, ref, rs);
         vm.deal(validator1, CHALLENGE_BOND);
         vm.prank(validator1); // answered: the receipts are public for good, no second claim
@@ -157,7 +157,7 @@ contract ManifestTest is Base {
         uint256 deadline = om.manifestChallenges(id).deadline;
         assertEq(deadline, committedAt + CHALLENGE_WINDOW * 3 / 4, "due at three quarters, not a day later");
         vm.warp(deadline - 1);
-        vm.prank(node);
+        vm.prank(node, node);
         om.answerManifest(id, _ref(b), rs); // the last moment still answers
         vm.deal(validator1, CHALLENGE_BOND);
         vm.prank(validator1); // and an entry it listed can still be claimed for availability
@@ -177,7 +177,7 @@ contract ManifestTest is Base {
         (uint256 b, Receipt[] memory rs,) = _commit(node, n);
         uint256 id = _challengeManifest(stranger, b);
         vm.fee(bound(basefee, 0, 1_000 gwei));
-        vm.prank(node);
+        vm.prank(node, node);
         om.answerManifest(id, _ref(b), rs);
         uint256 burned = CHALLENGE_BOND / 10;
         assertEq(om.claimable(node) + om.claimable(stranger) + burned, CHALLENGE_BOND, "the bond, no more");
@@ -192,7 +192,7 @@ contract ManifestTest is Base {
         (uint256 b, Receipt[] memory rs,) = _commit(node, n);
         uint256 id = _challengeManifest(stranger, b);
         TaskManager.BatchRef memory ref = _ref(b);
-        vm.prank(node);
+        vm.prank(node, node);
         uint256 before = gasleft();
         om.answerManifest(id, ref, rs);
         uint256 used = before - gasleft();

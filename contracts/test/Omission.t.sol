@@ -81,7 +81,7 @@ contract OmissionTest is Base {
         vm.expectRevert(abi.encodeWithSelector(OmissionManager.NotChallengedReceipt.selector, ls[1], ls[0]));
         om.answerOmission(id, ref, 0, rs[0], wrongProof); // another receipt of the batch
         vm.fee(10 gwei);
-        vm.prank(node);
+        vm.prank(node, node);
         om.answerOmission(id, ref, 1, rs[1], proof);
         uint256 cost = om.ANSWER_GAS() * 10 gwei;
         assertEq(om.claimable(node), cost, "the answer's cost, no more");
@@ -118,7 +118,7 @@ contract OmissionTest is Base {
         uint256 b = _commitRoot(node, _leaf(r), 1);
         uint256 id = _claimOmission(user, p, sig, _request(TASK, user, node), r);
         TaskManager.BatchRef memory ref = _ref(b);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(OmissionManager.CommittedTooLate.selector, commitBy + 1, commitBy));
         om.answerOmission(id, ref, 0, r, new bytes32[](0));
         vm.warp(om.omissionChallenges(id).deadline);
@@ -201,12 +201,12 @@ contract OmissionTest is Base {
         Receipt memory r = _boundReceipt(TASK, user, node, 0.001 ether);
         ReceiptPromise memory p = _promise(r, block.timestamp + 600);
         bytes memory sig = _signPromise(nodeKey, p);
-        vm.prank(node);
+        vm.prank(node, node);
         sm.requestUnbond(1 ether);
         vm.warp(p.commitBy);
         _claimOmission(user, p, sig, _request(TASK, user, node), r);
         vm.warp(block.timestamp + UNBONDING_PERIOD); // unbonded, but frozen until resolved
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(ServiceManager.OperatorFrozen.selector, uint32(1)));
         sm.withdrawUnbonded();
     }

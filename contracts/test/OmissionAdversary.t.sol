@@ -121,7 +121,7 @@ contract OmissionAdversaryTest is Base {
 
         uint256 id = _claimOmission(user, userP, userSig, _request(TASK, user, node), r);
         TaskManager.BatchRef memory ref = _ref(b);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(OmissionManager.CommittedTooLate.selector, commitBy + 60, commitBy));
         om.answerOmission(id, ref, 0, r, new bytes32[](0));
         vm.warp(om.omissionChallenges(id).deadline);
@@ -310,7 +310,7 @@ contract OmissionAdversaryTest is Base {
         uint64 deadline = om.omissionChallenges(id).deadline;
         assertLt(uint256(deadline), reusableAt);
         vm.warp(deadline - 1);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.SlotInUse.selector, uint32(0), reusableAt));
         tm.commitBatch(0, keccak256("next"), 1, "m", "");
         TaskManager.BatchRef memory ref = _ref(b);
@@ -328,16 +328,16 @@ contract OmissionAdversaryTest is Base {
         bytes memory sig = _signPromise(nodeKey, p);
         vm.warp(p.commitBy);
         uint256 id = _claimOmission(user, p, sig, _request(TASK, user, node), r);
-        vm.prank(node);
+        vm.prank(node, node);
         sm.deregister();
         vm.warp(block.timestamp + UNBONDING_PERIOD);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(ServiceManager.OperatorFrozen.selector, uint32(1)));
         sm.withdrawUnbonded();
         om.resolveOmission(id);
         assertEq(sm.getOperator(node).unbonding, 1 ether, "slashed from unbonding");
         uint256 before = node.balance;
-        vm.prank(node);
+        vm.prank(node, node);
         sm.withdrawUnbonded();
         assertEq(node.balance - before, 1 ether);
     }

@@ -157,7 +157,7 @@ contract PaymentsTest is Base {
         assertEq(payments.redeem(_pack(toNode2, sig)), 0, "node2 has no channel from user");
         Voucher memory toNode = _voucher(user, node, 1 ether);
         bytes memory sig1 = _signVoucher(userKey, toNode);
-        vm.prank(node);
+        vm.prank(node, node);
         assertEq(payments.redeem(_pack(toNode, sig1)), 1 ether, "node is paid in full");
     }
 
@@ -173,7 +173,7 @@ contract PaymentsTest is Base {
         Voucher memory v = _voucher(user, node, 0.4 ether);
         bytes memory sig = _signVoucher(userKey, v);
         vm.warp(readyAt - 1);
-        vm.prank(node);
+        vm.prank(node, node);
         assertEq(payments.redeem(_pack(v, sig)), 0.4 ether);
         vm.warp(readyAt);
         vm.expectEmit(address(payments));
@@ -186,7 +186,7 @@ contract PaymentsTest is Base {
         // a higher voucher signed earlier pays nothing now
         Voucher memory later = _voucher(user, node, 0.9 ether);
         bytes memory laterSig = _signVoucher(userKey, later);
-        vm.prank(node);
+        vm.prank(node, node);
         assertEq(payments.redeem(_pack(later, laterSig)), 0);
     }
 
@@ -257,7 +257,7 @@ contract PaymentsTest is Base {
         vm.expectEmit(address(payments));
         emit Payments.Redeemed(node, 1, 0.3 ether, 0.06 ether);
         bytes memory sig = _signVoucher(userKey, v);
-        vm.prank(node);
+        vm.prank(node, node);
         uint256 total = payments.redeem(_pack(v, sig));
         assertEq(total, 0.3 ether);
         (uint256 earnings, uint256 escrow) = payments.account(node);
@@ -268,7 +268,7 @@ contract PaymentsTest is Base {
         // a later, higher voucher pays only the difference
         v = _voucher(user, node, 0.5 ether);
         bytes memory sig2 = _signVoucher(userKey, v);
-        vm.prank(node);
+        vm.prank(node, node);
         total = payments.redeem(_pack(v, sig2));
         assertEq(total, 0.2 ether);
         (earnings, escrow) = payments.account(node);
@@ -278,13 +278,13 @@ contract PaymentsTest is Base {
         // the node pulls its earnings; the escrow stays
         vm.expectEmit(address(payments));
         emit Payments.EarningsWithdrawn(node, 0.4 ether);
-        vm.prank(node);
+        vm.prank(node, node);
         payments.withdrawEarnings();
         assertEq(node.balance, 0.4 ether);
         (earnings, escrow) = payments.account(node);
         assertEq(earnings, 0);
         assertEq(escrow, 0.1 ether);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(Payments.NothingToWithdraw.selector);
         payments.withdrawEarnings();
     }
@@ -292,11 +292,11 @@ contract PaymentsTest is Base {
     /// @dev The escrow has no way out but decoy bounties through the TaskManager.
     function test_RevertWhen_EscrowTakenByAnyoneButTheTaskManager() public {
         vm.deal(node, 1 ether);
-        vm.prank(node);
+        vm.prank(node, node);
         payments.fundEscrow{value: 1 ether}(node);
         (, uint256 escrow) = payments.account(node);
         assertEq(escrow, 1 ether);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(Payments.NothingToWithdraw.selector);
         payments.withdrawEarnings();
         for (uint256 i; i < 3; ++i) {
@@ -341,7 +341,7 @@ contract PaymentsTest is Base {
         _deposit(user, fee);
         Voucher memory v = _voucher(user, node, fee);
         bytes memory sig = _signVoucher(userKey, v);
-        vm.prank(node);
+        vm.prank(node, node);
         payments.redeem(_pack(v, sig));
         (uint256 earnings, uint256 escrow) = payments.account(node);
         assertEq(earnings + escrow, fee, "no wei created or lost");
@@ -357,7 +357,7 @@ contract PaymentsTest is Base {
         vs[1] = _voucher(user2, node, 0.2 ether);
         sigs[0] = _signVoucher(userKey, vs[0]);
         sigs[1] = _signVoucher(user2Key, vs[1]);
-        vm.prank(node);
+        vm.prank(node, node);
         assertEq(payments.redeem(_packAll(vs, sigs)), 0.3 ether);
         (uint256 earnings, uint256 escrow) = payments.account(node);
         assertEq(earnings + escrow, 0.3 ether);
@@ -378,12 +378,12 @@ contract PaymentsTest is Base {
         bytes memory sig = _signVoucher(userKey, v);
         vm.expectEmit(address(payments));
         emit Payments.Redeemed(node, 1, 0.2 ether, 0.04 ether);
-        vm.prank(node);
+        vm.prank(node, node);
         assertEq(payments.redeem(_pack(v, sig)), 0.2 ether);
         assertEq(_redeemed(user, node), 0.2 ether);
 
         _deposit(user, 1 ether);
-        vm.prank(node);
+        vm.prank(node, node);
         assertEq(payments.redeem(_pack(v, sig)), 0.3 ether, "same voucher pays the rest");
         (uint256 deposited, uint256 redeemed) = _channel(user, node);
         assertEq(redeemed, 0.5 ether);
@@ -394,9 +394,9 @@ contract PaymentsTest is Base {
         _deposit(user, 1 ether);
         Voucher memory v = _voucher(user, node, 0.3 ether);
         bytes memory sig = _signVoucher(userKey, v);
-        vm.prank(node);
+        vm.prank(node, node);
         payments.redeem(_pack(v, sig));
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(Payments.StaleVoucher.selector, user, 0.3 ether, 0.3 ether));
         payments.redeem(_pack(v, sig));
     }
@@ -405,32 +405,32 @@ contract PaymentsTest is Base {
         _deposit(user, 1 ether);
         Voucher memory v = _voucher(user, node, 0.3 ether);
         bytes memory sig = _signVoucher(userKey, v);
-        vm.prank(node);
+        vm.prank(node, node);
         payments.redeem(_pack(v, sig));
         Voucher memory lower = _voucher(user, node, 0.1 ether);
         bytes memory lowerSig = _signVoucher(userKey, lower);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(Payments.StaleVoucher.selector, user, 0.1 ether, 0.3 ether));
         payments.redeem(_pack(lower, lowerSig));
     }
 
     function test_RevertWhen_RedeemEmpty() public {
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(Payments.EmptyBatch.selector);
         payments.redeem("");
     }
 
     function test_RevertWhen_RedeemTooMany() public {
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(Payments.BatchTooLarge.selector, 257, MAX_REDEEM_BATCH));
         payments.redeem(new bytes(257 * 96));
     }
 
     function test_RevertWhen_RedeemNotWholeRecords() public {
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(Payments.MalformedVouchers.selector, 95));
         payments.redeem(new bytes(95));
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(Payments.MalformedVouchers.selector, 97));
         payments.redeem(new bytes(97));
     }
@@ -441,7 +441,7 @@ contract PaymentsTest is Base {
         _deposit(user, 1 ether);
         Voucher memory v = _voucher(user, node2, 0.3 ether);
         bytes memory sig = _signVoucher(userKey, v);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(Payments.InvalidSignature.selector, 0));
         payments.redeem(_pack(v, sig));
     }
@@ -455,7 +455,7 @@ contract PaymentsTest is Base {
         uint256 s_ = uint256(vs) & ((1 << 255) - 1);
         uint256 parity = uint256(vs) >> 255;
         bytes32 twin = bytes32((n - s_) | ((1 - parity) << 255));
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(Payments.InvalidSignature.selector, 0));
         payments.redeem(abi.encodePacked(uint256(uint160(user)) << 96 | uint256(0.3 ether), r, twin));
     }
@@ -466,7 +466,7 @@ contract PaymentsTest is Base {
         _deposit(user, 1 ether);
         Voucher memory v = _voucher(user, node, 0.3 ether);
         bytes memory packed = _pack(v, _signVoucher(userKey, v));
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(Payments.OnlyTaskManager.selector);
         payments.settle(node, packed);
         vm.prank(stranger);
@@ -486,14 +486,14 @@ contract PaymentsTest is Base {
         _deposit(user, 1 ether);
         Voucher memory v = _voucher(user, node, 0.3 ether);
         bytes memory sig = _signVoucher(user2Key, v);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(Payments.InvalidSignature.selector, 0));
         payments.redeem(_pack(v, sig));
     }
 
     function test_RevertWhen_RedeemMalformedSignature() public {
         _deposit(user, 1 ether);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(Payments.InvalidSignature.selector, 0));
         payments.redeem(abi.encodePacked(uint256(uint160(user)) << 96 | uint256(0.3 ether), new bytes(64)));
     }
@@ -507,7 +507,7 @@ contract PaymentsTest is Base {
         vs[1] = _voucher(user2, node, 0.9 ether);
         sigs[0] = sig;
         sigs[1] = sig;
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(Payments.InvalidSignature.selector, 1));
         payments.redeem(_packAll(vs, sigs));
     }
@@ -541,7 +541,7 @@ contract PaymentsTest is Base {
 
         Voucher memory v1 = _voucher(user, node, first);
         bytes memory sig1 = _signVoucher(userKey, v1);
-        vm.prank(node);
+        vm.prank(node, node);
         uint256 paid1 = payments.redeem(_pack(v1, sig1));
         assertEq(paid1, first < funded ? first : funded);
 
@@ -549,7 +549,7 @@ contract PaymentsTest is Base {
         uint256 total = funded + topUp;
         Voucher memory v2 = _voucher(user, node, second);
         bytes memory sig2 = _signVoucher(userKey, v2);
-        vm.prank(node);
+        vm.prank(node, node);
         uint256 paid2 = payments.redeem(_pack(v2, sig2));
         uint256 totalPaid = second < total ? second : total;
         assertEq(paid1 + paid2, totalPaid);
@@ -567,7 +567,7 @@ contract PaymentsTest is Base {
         _deposit(user, 1 ether);
         Voucher memory v = _voucher(user, node, 1);
         bytes memory sig = signDigest(key, payments.hashVoucher(v));
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(Payments.InvalidSignature.selector, 0));
         payments.redeem(_pack(v, sig));
     }

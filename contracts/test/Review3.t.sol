@@ -58,7 +58,7 @@ contract Review3Test is Base {
         assertEq(om.MAX_PROMISE_DELAY(), UNBONDING_PERIOD / 2);
         assertLt(due, commitBy);
 
-        vm.prank(node);
+        vm.prank(node, node);
         sm.deregister(); // leaves right after serving: never locked
         vm.warp(due - 1);
         vm.deal(user, CHALLENGE_BOND);
@@ -70,7 +70,7 @@ contract Review3Test is Base {
         assertEq(om.omissionChallenges(id).commitBy, due, "the claim holds the node to the earlier time");
 
         vm.warp(block.timestamp + UNBONDING_PERIOD); // unbonding is over, but the claim froze the node
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert();
         sm.withdrawUnbonded();
         vm.warp(om.omissionChallenges(id).deadline);
@@ -162,7 +162,7 @@ contract Review3Test is Base {
         other.deposit{value: 1 ether}(node);
         Voucher memory v = _voucher(user, node, 0.5 ether);
         bytes memory packed = _pack(v, _signVoucher(userKey, v)); // signed for `payments`
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(Payments.InvalidSignature.selector, 0));
         other.redeem(packed);
         (, uint256 redeemed,) = other.channel(user, node);
@@ -179,7 +179,7 @@ contract Review3Test is Base {
         Voucher memory v2 = _voucher(user, node, 0.6 ether);
         bytes memory p1 = _pack(v1, _signVoucher(userKey, v1));
         bytes memory p2 = _pack(v2, _signVoucher(userKey, v2));
-        vm.prank(node);
+        vm.prank(node, node);
         payments.redeem(p1);
 
         vm.prank(user);
@@ -191,9 +191,9 @@ contract Review3Test is Base {
         assertEq(user.balance - before, 0.8 ether);
 
         _deposit(user, 1 ether);
-        vm.prank(node);
+        vm.prank(node, node);
         assertEq(payments.redeem(p2), 0.4 ether, "the old voucher pays up to 0.6 cumulative");
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(Payments.StaleVoucher.selector, user, 0.6 ether, 0.6 ether));
         payments.redeem(p2);
 

@@ -48,7 +48,7 @@ contract Review4Test is Base {
         uint256 b = _commitRoot(node, _leaf(r), 1);
         TaskManager.BatchRef memory ref = _ref(b);
         assertTrue(ref.committedAt < commitBy, "the node kept its own promise");
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(OmissionManager.CommittedTooLate.selector, ref.committedAt, due));
         om.answerOmission(id, ref, 0, r, new bytes32[](0));
 
@@ -73,7 +73,7 @@ contract Review4Test is Base {
         uint256 id = _claimOmission(user, p, sig, q, r);
         vm.warp(ended + MAX_AGE_S);
         uint256 b = _commitRoot(node, _leaf(r), 1);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(
             abi.encodeWithSelector(OmissionManager.CommittedTooLate.selector, ended + MAX_AGE_S, deadline + 1800)
         );

@@ -243,7 +243,7 @@ contract Review5Test is Base {
         uint256 id = _challenge(validator1, b, 0, rs[0], Merkle.proofAt(ls, 0));
         uint256 claim = _claimAvailability(validator2, b, 0);
         vm.warp(block.timestamp + window - 1);
-        vm.prank(node);
+        vm.prank(node, node);
         tm.answerAvailability(claim, _ref(b), rs[0], Merkle.proofAt(ls, 0), _trace(0));
         assertTrue(tm.challenges(id).voteDeadline > block.timestamp, "the vote is still open");
         _vote(validator2, id, true); // read from the posted trace

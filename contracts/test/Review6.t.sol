@@ -182,7 +182,7 @@ contract Review6Test is Base {
         vm.prank(validator3);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.WrongVotePhase.selector, uint64(_revealsAt(id))));
         tm.commitVote{value: CHALLENGE_BOND}(id, bytes32(0));
-        vm.prank(node);
+        vm.prank(node, node);
         tm.answerAvailability(claim, _ref(b), rs[0], Merkle.proofAt(ls, 0), _trace(0));
         vm.warp(deadline);
         assertTrue(tm.resolve(id));
@@ -239,7 +239,7 @@ contract Review6Test is Base {
         uint256 oldReveal = _revealsAt(id);
         vm.warp(oldReveal - 1);
         uint256 claim = _claimAvailability(node, b, 0);
-        vm.prank(node);
+        vm.prank(node, node);
         tm.answerAvailability(claim, _ref(b), rs[0], Merkle.proofAt(ls, 0), _trace(0));
         assertEq(tm.claimable(node), CHALLENGE_BOND - CHALLENGE_BOND / 10, "the node's cost: 0.01 ether");
         vm.warp(oldReveal);
@@ -315,7 +315,7 @@ contract Review6Test is Base {
         sm.deregister(); // ready at t0 + 60
         vm.warp(t0 + 1);
         uint256 claim = _claimAvailability(stranger, b, 0); // deadline moves to t0 + 61
-        vm.prank(node);
+        vm.prank(node, node);
         tm.answerAvailability(claim, _ref(b), rs[0], Merkle.proofAt(ls, 0), _trace(0));
         assertEq(tm.challenges(id).voteDeadline, t0 + 61);
         vm.warp(t0 + 60);
@@ -356,7 +356,7 @@ contract Review6Test is Base {
         _commitVote(validator2, id, true);
         _commitVote(validator3, id, false);
         bytes memory sig = signDigest(decoyKey, payments.hashDecoy(node, r0.requestHash));
-        vm.prank(node);
+        vm.prank(node, node);
         tm.revealDecoy(id, r0, _request(0, decoyUser, node), sig);
 
         vm.deal(stranger, CHALLENGE_BOND);

@@ -85,14 +85,14 @@ contract Review7Test is Base {
         uint256 deadline = g + 4 days; // more than UNBONDING_PERIOD / 2 - CHALLENGE_WINDOW ahead
         (TaskRequest memory q, Receipt memory faked, ReceiptPromise memory p, bytes memory sig) =
             _paidTaskWithPromise(11, 0.01 ether, deadline, deadline + mpd);
-        vm.prank(node);
+        vm.prank(node, node);
         sm.deregister(); // leaves right after serving: no batch, so no lock
 
         vm.warp(g + UNBONDING_PERIOD);
         uint256 before = node.balance;
-        vm.prank(node);
+        vm.prank(node, node);
         sm.withdrawUnbonded();
-        vm.prank(node);
+        vm.prank(node, node);
         payments.withdrawEarnings();
         assertEq(node.balance - before, 2 ether + 0.01 ether * (PCT - VERIFICATION_SHARE_BPS) / PCT, "all out");
 
@@ -124,7 +124,7 @@ contract Review7Test is Base {
         uint256 deadline = g + mpd - CHALLENGE_WINDOW;
         (TaskRequest memory q, Receipt memory faked, ReceiptPromise memory p, bytes memory sig) =
             _paidTaskWithPromise(12, 0.01 ether, deadline, type(uint256).max);
-        vm.prank(node);
+        vm.prank(node, node);
         sm.deregister();
         uint64 readyAt = sm.getOperator(node).unbondingReadyAt;
         assertEq(readyAt, g + UNBONDING_PERIOD);
@@ -132,20 +132,20 @@ contract Review7Test is Base {
         uint256 lastClaimSecond = deadline + mpd + CHALLENGE_WINDOW - 1;
         assertEq(lastClaimSecond, uint256(readyAt) - 1, "the window ends one second before the exit");
         vm.warp(lastClaimSecond);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(ServiceManager.UnbondingNotReady.selector, readyAt));
         sm.withdrawUnbonded();
         uint256 id = _claimOmission(user, p, sig, q, faked);
 
         vm.warp(readyAt);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(ServiceManager.OperatorFrozen.selector, uint32(1)));
         sm.withdrawUnbonded();
         vm.warp(om.omissionChallenges(id).deadline);
         om.resolveOmission(id);
         assertEq(sm.getOperator(node).unbonding, 2 ether - SLASH_AMOUNT, "the slash found the stake");
         assertEq(om.claimable(user), CHALLENGE_BOND + SLASH_AMOUNT * CHALLENGER_REWARD_BPS / PCT);
-        vm.prank(node);
+        vm.prank(node, node);
         sm.withdrawUnbonded();
         assertEq(sm.getOperator(node).unbonding, 0);
     }
@@ -225,7 +225,7 @@ contract Review7Test is Base {
         uint256 a1 = _claimAvailability(validator1, b, 1); // (a) during sealing: extends c1
         assertEq(tm.challenges(c1).voteDeadline, tm.availabilityChallenges(a1).deadline + VOTE_WINDOW);
         vm.fee(1 gwei);
-        vm.prank(node);
+        vm.prank(node, node);
         tm.answerAvailability(a1, _ref(b), rs[1], Merkle.proofAt(ls, 1), _trace(1));
 
         vm.warp(_revealsAt(c2));
@@ -234,7 +234,7 @@ contract Review7Test is Base {
         vm.assertGt(uint256(tm.availabilityChallenges(a2).deadline), uint256(c2End), "still answerable at the end");
         vm.warp(c2End);
         assertFalse(tm.resolve(c2));
-        vm.prank(node);
+        vm.prank(node, node);
         tm.answerAvailability(a2, _ref(b), rs[2], Merkle.proofAt(ls, 2), _trace(2));
         vm.warp(tm.challenges(c1).voteDeadline);
         assertFalse(tm.resolve(c1));
@@ -265,25 +265,25 @@ contract Review7Test is Base {
         _registerNode(node, 2 ether);
         _registerValidator(validator1, 1 ether);
         (uint256 b, Receipt[] memory rs, bytes32[] memory ls) = _commit(node, 2);
-        vm.prank(node);
+        vm.prank(node, node);
         sm.deregister();
         uint256 cw = tm.CHALLENGE_WINDOW();
         vm.warp(_ref(b).committedAt + cw - 1);
         uint256 aid = _claimAvailability(stranger, b, 0);
         vm.warp(tm.availabilityChallenges(aid).deadline - 1);
-        vm.prank(node);
+        vm.prank(node, node);
         tm.answerAvailability(aid, _ref(b), rs[0], Merkle.proofAt(ls, 0), _trace(0));
         uint256 lockEnd = block.timestamp + cw;
         assertEq(sm.getOperator(node).lockedUntil, lockEnd, "locked exactly as long as the reopened window");
 
         vm.warp(lockEnd - 1);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(ServiceManager.StakeIsLocked.selector, uint64(lockEnd)));
         sm.withdrawUnbonded();
         uint256 snap = vm.snapshotState();
         uint256 cid = _challenge(validator1, b, 0, rs[0], Merkle.proofAt(ls, 0));
         vm.warp(lockEnd);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(ServiceManager.OperatorFrozen.selector, uint32(1)));
         sm.withdrawUnbonded();
         vm.warp(tm.challenges(cid).voteDeadline);
@@ -299,7 +299,7 @@ contract Review7Test is Base {
         );
         tm.challenge{value: CHALLENGE_BOND}(_ref(b), 0, rs[0], Merkle.proofAt(ls, 0), "");
         uint256 before = node.balance;
-        vm.prank(node);
+        vm.prank(node, node);
         sm.withdrawUnbonded();
         assertEq(node.balance - before, 2 ether, "free exactly when nothing can be opened any more");
     }
@@ -390,7 +390,7 @@ contract Review7Test is Base {
         Voucher memory v = _voucher(user, node, 0.004 ether);
         L.voucher = _pack(v, _signVoucher(userKey, v));
         bytes32 root = Merkle.root(ls);
-        vm.prank(node);
+        vm.prank(node, node);
         L.b = tm.commitBatch(0, root, 4, "bafymanifest", L.voucher);
         _refs[L.b] = _refOf(L.b, node, 0, 4, root);
         vm.roll(block.number + SEED_DELAY_BLOCKS + 1);
@@ -402,7 +402,7 @@ contract Review7Test is Base {
         L.aid = _claimAvailability(stranger, L.b, 2);
         L.injected += 5 * CHALLENGE_BOND;
         vm.fee(1 gwei);
-        vm.prank(node);
+        vm.prank(node, node);
         tm.answerAvailability(L.aid, _ref(L.b), rs[2], Merkle.proofAt(ls, 2), _trace(2));
         _revealVote(validator2, L.cid, true);
         _revealVote(validator3, L.cid, false);
@@ -446,7 +446,7 @@ contract Review7Test is Base {
         for (uint256 i; i < actors.length; ++i) {
             _withdrawTm(actors[i]);
         }
-        vm.prank(node);
+        vm.prank(node, node);
         payments.withdrawEarnings();
         vm.prank(user);
         payments.requestWithdrawal(node);
@@ -519,14 +519,14 @@ contract Review7Test is Base {
         tm.resolveAvailability(L.aid);
 
         // The voucher settled in the commit cannot be redeemed again, directly or in a commit.
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(Payments.StaleVoucher.selector, user, 0.004 ether, 0.004 ether));
         payments.redeem(L.voucher);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(Payments.StaleVoucher.selector, user, 0.004 ether, 0.004 ether));
         tm.commitBatch(1, keccak256("next"), 1, "", L.voucher);
 
-        vm.startPrank(node);
+        vm.startPrank(node, node);
         payments.withdrawEarnings();
         vm.expectRevert(Payments.NothingToWithdraw.selector);
         payments.withdrawEarnings();

@@ -150,11 +150,11 @@ contract Review8Test is Base {
         bytes32 fakeRoot = keccak256("no receipts behind this root");
         uint32[2] memory tooMany = [uint32(max + 1), type(uint32).max];
         for (uint256 i; i < tooMany.length; ++i) {
-            vm.prank(node);
+            vm.prank(node, node);
             vm.expectRevert(abi.encodeWithSelector(TaskManager.BatchTooLarge.selector, uint256(tooMany[i])));
             tm.commitBatch(0, fakeRoot, tooMany[i], "bafyfake", "");
         }
-        vm.prank(node);
+        vm.prank(node, node);
         // forge-lint: disable-next-line(unsafe-typecast)
         uint256 batchId = tm.commitBatch(0, fakeRoot, uint32(max), "bafyfake", "");
         assertTrue(tm.isCommitted(_refOf(batchId, node, 0, uint32(max), fakeRoot)), "the largest batch");
@@ -178,7 +178,7 @@ contract Review8Test is Base {
         bytes memory answer = abi.encodeCall(OmissionManager.answerManifest, (id, ref, rs));
         assertEq(answer.length, 324 + 224 * max, "the answer's calldata");
         vm.assertLt(answer.length, TXPOOL_MAX_BYTES, "accepted by a geth/op-geth pool");
-        vm.prank(node);
+        vm.prank(node, node);
         om.answerManifest(id, ref, rs);
         assertEq(sm.getOperator(node).stake, 2 ether, "the honest node keeps its stake");
     }
@@ -276,7 +276,7 @@ contract Review8Test is Base {
         uint256 a1 = _claimAvailability(validator1, batchId, 1);
         assertEq(tm.availabilityChallenges(a0).deposit, CHALLENGE_BOND + worst * basefee);
 
-        vm.startPrank(node); // answering costs the node nothing it is not paid back
+        vm.startPrank(node, node); // answering costs the node nothing it is not paid back
         tm.answerAvailability(a0, _ref(batchId), rs[0], Merkle.proofAt(leaves, 0), trace0);
         tm.answerAvailability(a1, _ref(batchId), rs[1], Merkle.proofAt(leaves, 1), trace1);
         vm.stopPrank();
@@ -299,7 +299,7 @@ contract Review8Test is Base {
         uint256 deposit = om.manifestBond();
         vm.prank(stranger);
         uint256 mid = om.challengeManifest{value: deposit}(_ref(batchId));
-        vm.prank(node);
+        vm.prank(node, node);
         om.answerManifest(mid, _ref(batchId), rs);
         uint256 cost = (om.ANSWER_GAS() + 2 * om.MANIFEST_RECEIPT_GAS()) * basefee;
         assertEq(om.claimable(node), cost, "paid in full");
@@ -328,7 +328,7 @@ contract Review8Test is Base {
         uint256 a0 = _claimAvailability(validator1, batchId, 0);
         uint256 deposit = tm.availabilityChallenges(a0).deposit;
         vm.fee(70 gwei);
-        vm.prank(node);
+        vm.prank(node, node);
         tm.answerAvailability(a0, _ref(batchId), r0, Merkle.proofAt(leaves, 0), trace0);
         uint256 fee = CHALLENGE_BOND * tm.AVAILABILITY_FEE_BPS() / 10_000;
         assertEq(tm.claimable(node), deposit - fee, "capped at the deposit less the fee");
@@ -348,7 +348,7 @@ contract Review8Test is Base {
         leaves[1] = _leaf(_boundReceipt(1, user, node, 0.001 ether));
         uint256 batchId = _commitRoot(node, Merkle.root(leaves), 2);
         uint256 a0 = _claimAvailability(validator1, batchId, 0);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.TraceTooLarge.selector, MAX_TRACE_BYTES + 1));
         tm.answerAvailability(a0, _ref(batchId), r0, Merkle.proofAt(leaves, 0), big);
     }
@@ -380,13 +380,13 @@ contract Review8Test is Base {
         Receipt[] memory rs = new Receipt[](2);
         rs[0] = r;
         rs[1] = _receipt(10, user, 0.001 ether);
-        vm.prank(node);
+        vm.prank(node, node);
         om.answerManifest(mid, _ref(batchId), rs);
         assertEq(om.claimable(user2), CHALLENGE_BOND - fee, "manifest: the fee, no more");
 
         vm.warp(p.commitBy);
         uint256 oid = _claimOmission(user, p, sig, q, r);
-        vm.prank(node);
+        vm.prank(node, node);
         om.answerOmission(oid, _ref(batchId), 0, r, Merkle.proofAt(leaves, 0));
         assertEq(om.claimable(user), CHALLENGE_BOND - fee, "omission: the fee, no more");
 
@@ -427,7 +427,7 @@ contract Review8Test is Base {
         uint256 oid = _claimOmission(user, p, sig, q, r);
         vm.warp(om.omissionChallenges(oid).deadline - 1); // the node answers at the last second
         vm.assertLt(block.timestamp, kept.committedAt + tm.BATCH_RETENTION(), "the slot is not reusable yet");
-        vm.prank(node);
+        vm.prank(node, node);
         om.answerOmission(oid, kept, 0, r, Merkle.proofAt(leaves, 0));
         assertEq(sm.getOperator(node).stake, 2 ether, "the honest node keeps its stake");
     }
@@ -458,17 +458,17 @@ contract Review8Test is Base {
         uint256 mid = om.challengeManifest{value: CHALLENGE_BOND}(_ref(b));
         vm.warp(block.timestamp + 5);
         uint256 oid = _claimOmission(user, p, sig, q, r);
-        vm.prank(node);
+        vm.prank(node, node);
         sm.deregister();
         _assertFrozen(4);
 
-        vm.prank(node);
+        vm.prank(node, node);
         om.answerManifest(mid, _ref(b), rs);
         _assertFrozen(3);
         vm.expectRevert(abi.encodeWithSelector(OmissionManager.ManifestChallengeNotOpen.selector, mid));
         om.resolveManifest(mid);
 
-        vm.prank(node);
+        vm.prank(node, node);
         tm.answerAvailability(aid, _ref(b), rs[2], Merkle.proofAt(leaves, 2), _trace(2));
         _assertFrozen(2);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.AvailabilityNotOpen.selector, aid));
@@ -490,7 +490,7 @@ contract Review8Test is Base {
         assertEq(sm.getOperator(node).unbonding, 3 ether - 2 * SLASH_AMOUNT, "two slashes, within the stake");
         vm.warp(sm.getOperator(node).lockedUntil);
         uint256 before = node.balance;
-        vm.prank(node);
+        vm.prank(node, node);
         sm.withdrawUnbonded();
         assertEq(node.balance - before, 1 ether, "exactly the rest");
         assertEq(address(sm).balance, 3 ether, "the validators' stake, no more");
@@ -498,7 +498,7 @@ contract Review8Test is Base {
 
     function _assertFrozen(uint32 count) internal {
         assertEq(sm.getOperator(node).frozenCount, count);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(ServiceManager.OperatorFrozen.selector, count));
         sm.withdrawUnbonded();
     }
@@ -514,14 +514,14 @@ contract Review8Test is Base {
         uint256 home = block.chainid;
 
         Review8Vm(address(vm)).chainId(home + 1);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(Payments.InvalidSignature.selector, 0));
         payments.redeem(packed);
         (, uint256 redeemed,) = payments.channel(user, node);
         assertEq(redeemed, 0, "the fork's channel is untouched");
 
         Review8Vm(address(vm)).chainId(home);
-        vm.prank(node);
+        vm.prank(node, node);
         assertEq(payments.redeem(packed), 0.3 ether, "the voucher pays on its own chain");
     }
 

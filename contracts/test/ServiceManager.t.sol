@@ -64,7 +64,7 @@ contract ServiceManagerTest is Base {
         vm.deal(node, 2 ether);
         vm.expectEmit(address(sm));
         emit ServiceManager.NodeRegistered(node, ENDPOINT, _models(), 1 gwei, 2 ether);
-        vm.prank(node);
+        vm.prank(node, node);
         sm.registerNode{value: 2 ether}(ENDPOINT, _models(), 1 gwei);
 
         ServiceManager.NodeView memory v = sm.getNode(node);
@@ -85,7 +85,7 @@ contract ServiceManagerTest is Base {
 
     function test_RevertWhen_RegisterNodeStakeTooLow() public {
         vm.deal(node, 1 ether);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(ServiceManager.InsufficientStake.selector, 0.5 ether, MIN_NODE_STAKE));
         sm.registerNode{value: 0.5 ether}(ENDPOINT, _models(), 1);
     }
@@ -93,7 +93,7 @@ contract ServiceManagerTest is Base {
     function test_RevertWhen_RegisterNodeTwice() public {
         _registerNode(node, 1 ether);
         vm.deal(node, 1 ether);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(ServiceManager.AlreadyRegistered.selector);
         sm.registerNode{value: 1 ether}(ENDPOINT, _models(), 1);
     }
@@ -110,21 +110,21 @@ contract ServiceManagerTest is Base {
 
     function test_RevertWhen_RegisterNodeEndpointEmpty() public {
         vm.deal(node, 1 ether);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(ServiceManager.InvalidEndpoint.selector);
         sm.registerNode{value: 1 ether}("", _models(), 1);
     }
 
     function test_RevertWhen_RegisterNodeEndpointTooLong() public {
         vm.deal(node, 1 ether);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(ServiceManager.InvalidEndpoint.selector);
         sm.registerNode{value: 1 ether}(string(new bytes(257)), _models(), 1);
     }
 
     function test_RevertWhen_RegisterNodeTooManyModels() public {
         vm.deal(node, 1 ether);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(ServiceManager.TooManyModels.selector, 17, MAX_MODELS));
         sm.registerNode{value: 1 ether}(ENDPOINT, new bytes32[](17), 1);
     }
@@ -162,17 +162,17 @@ contract ServiceManagerTest is Base {
 
     function test_RevertWhen_RegisterValidatorAsNode() public {
         _registerNode(node, 1 ether);
-        vm.prank(node);
+        vm.prank(node, node);
         sm.deregister();
         vm.deal(node, 1 ether);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(ServiceManager.RoleMismatch.selector);
         sm.registerValidator{value: 1 ether}();
     }
 
     function test_Reregister_AfterDeregister() public {
         _registerNode(node, 1 ether);
-        vm.prank(node);
+        vm.prank(node, node);
         sm.deregister();
         assertFalse(sm.isActiveNode(node));
         _registerNode(node, 1 ether);
@@ -192,7 +192,7 @@ contract ServiceManagerTest is Base {
         vm.deal(node, 1 ether);
         vm.expectEmit(address(sm));
         emit ServiceManager.StakeAdded(node, 1 ether, 2 ether);
-        vm.prank(node);
+        vm.prank(node, node);
         sm.addStake{value: 1 ether}();
         assertEq(sm.getNode(node).stake, 2 ether);
         assertEq(sm.totalValidatorStake(), 0);
@@ -216,7 +216,7 @@ contract ServiceManagerTest is Base {
 
     function test_RevertWhen_AddStakeZero() public {
         _registerNode(node, 1 ether);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(ServiceManager.ZeroAmount.selector);
         sm.addStake();
     }
@@ -227,7 +227,7 @@ contract ServiceManagerTest is Base {
         ids[0] = bytes32(uint256(1));
         ids[1] = bytes32(uint256(2));
 
-        vm.startPrank(node);
+        vm.startPrank(node, node);
         vm.expectEmit(address(sm));
         emit ServiceManager.EndpointUpdated(node, "https://node.example");
         sm.updateEndpoint("https://node.example");
@@ -260,7 +260,7 @@ contract ServiceManagerTest is Base {
 
     function test_RevertWhen_UpdateAfterDeregister() public {
         _registerNode(node, 1 ether);
-        vm.startPrank(node);
+        vm.startPrank(node, node);
         sm.deregister();
         vm.expectRevert(ServiceManager.NotRegistered.selector);
         sm.updateEndpoint("x");
@@ -273,14 +273,14 @@ contract ServiceManagerTest is Base {
 
     function test_RevertWhen_UpdateEndpointInvalid() public {
         _registerNode(node, 1 ether);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(ServiceManager.InvalidEndpoint.selector);
         sm.updateEndpoint("");
     }
 
     function test_RevertWhen_UpdateModelsTooMany() public {
         _registerNode(node, 1 ether);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(ServiceManager.TooManyModels.selector, 17, MAX_MODELS));
         sm.updateModels(new bytes32[](17));
     }
@@ -294,7 +294,7 @@ contract ServiceManagerTest is Base {
         uint64 readyAt = uint64(block.timestamp + UNBONDING_PERIOD);
         vm.expectEmit(address(sm));
         emit ServiceManager.UnbondRequested(node, 1 ether, 1 ether, readyAt);
-        vm.prank(node);
+        vm.prank(node, node);
         sm.requestUnbond(1 ether);
         ServiceManager.NodeView memory v = sm.getNode(node);
         assertEq(v.stake, 2 ether);
@@ -302,7 +302,7 @@ contract ServiceManagerTest is Base {
         assertEq(v.unbondingReadyAt, readyAt);
         assertTrue(v.active);
 
-        vm.prank(node);
+        vm.prank(node, node);
         sm.requestUnbond(1.5 ether);
         assertFalse(sm.isActiveNode(node), "below minimum => inactive");
         assertEq(sm.getNode(node).unbonding, 2.5 ether);
@@ -327,14 +327,14 @@ contract ServiceManagerTest is Base {
 
     function test_RevertWhen_RequestUnbondZero() public {
         _registerNode(node, 1 ether);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(ServiceManager.ZeroAmount.selector);
         sm.requestUnbond(0);
     }
 
     function test_RevertWhen_RequestUnbondTooMuch() public {
         _registerNode(node, 1 ether);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(ServiceManager.AmountExceedsStake.selector, 2 ether, 1 ether));
         sm.requestUnbond(2 ether);
     }
@@ -369,13 +369,13 @@ contract ServiceManagerTest is Base {
 
     function test_WithdrawUnbonded() public {
         _registerNode(node, 2 ether);
-        vm.prank(node);
+        vm.prank(node, node);
         sm.requestUnbond(2 ether);
         vm.warp(block.timestamp + UNBONDING_PERIOD);
         uint256 before = node.balance;
         vm.expectEmit(address(sm));
         emit ServiceManager.UnbondedWithdrawn(node, 2 ether);
-        vm.prank(node);
+        vm.prank(node, node);
         sm.withdrawUnbonded();
         assertEq(node.balance, before + 2 ether);
         assertEq(address(sm).balance, 0);
@@ -383,18 +383,18 @@ contract ServiceManagerTest is Base {
 
     function test_RevertWhen_WithdrawUnbondedNothing() public {
         _registerNode(node, 2 ether);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(ServiceManager.NothingToWithdraw.selector);
         sm.withdrawUnbonded();
     }
 
     function test_RevertWhen_WithdrawUnbondedTooEarly() public {
         _registerNode(node, 2 ether);
-        vm.prank(node);
+        vm.prank(node, node);
         sm.requestUnbond(1 ether);
         uint64 readyAt = uint64(block.timestamp + UNBONDING_PERIOD);
         vm.warp(readyAt - 1);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(ServiceManager.UnbondingNotReady.selector, readyAt));
         sm.withdrawUnbonded();
     }
@@ -402,10 +402,10 @@ contract ServiceManagerTest is Base {
     function test_RevertWhen_WithdrawUnbondedFrozen() public {
         (uint256 challengeId,,) = _openChallenge();
         challengeId;
-        vm.prank(node);
+        vm.prank(node, node);
         sm.requestUnbond(2 ether);
         vm.warp(block.timestamp + UNBONDING_PERIOD + CHALLENGE_WINDOW);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(ServiceManager.OperatorFrozen.selector, 1));
         sm.withdrawUnbonded();
     }
@@ -414,18 +414,18 @@ contract ServiceManagerTest is Base {
         ServiceManager shortSm = new ServiceManager(1 ether, 1 ether, 60, 16);
         shortSm.setTaskManager(address(this));
         vm.deal(node, 1 ether);
-        vm.prank(node);
+        vm.prank(node, node);
         shortSm.registerNode{value: 1 ether}(ENDPOINT, _models(), 1);
         uint64 until = uint64(block.timestamp + 600);
         shortSm.lockStake(node, until);
-        vm.prank(node);
+        vm.prank(node, node);
         shortSm.requestUnbond(1 ether);
         vm.warp(block.timestamp + 60);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(ServiceManager.StakeIsLocked.selector, until));
         shortSm.withdrawUnbonded();
         vm.warp(until);
-        vm.prank(node);
+        vm.prank(node, node);
         shortSm.withdrawUnbonded();
     }
 
@@ -483,11 +483,11 @@ contract ServiceManagerTest is Base {
         amount = bound(amount, 1, stake);
         wait = bound(wait, 0, 2 * UNBONDING_PERIOD);
         _registerNode(node, stake);
-        vm.prank(node);
+        vm.prank(node, node);
         sm.requestUnbond(amount);
         assertEq(sm.isActiveNode(node), stake - amount >= MIN_NODE_STAKE);
         vm.warp(block.timestamp + wait);
-        vm.prank(node);
+        vm.prank(node, node);
         if (wait < UNBONDING_PERIOD) {
             vm.expectRevert(
                 abi.encodeWithSelector(
@@ -529,12 +529,12 @@ contract ServiceManagerHooksTest is Base {
         hooked = new ServiceManager(MIN_NODE_STAKE, MIN_VALIDATOR_STAKE, UNBONDING_PERIOD, MAX_MODELS);
         hooked.setTaskManager(address(this));
         vm.deal(node, 3 ether);
-        vm.prank(node);
+        vm.prank(node, node);
         hooked.registerNode{value: 3 ether}(ENDPOINT, _models(), 1);
     }
 
     function test_Slash_TakesStakeThenUnbonding() public {
-        vm.prank(node);
+        vm.prank(node, node);
         hooked.requestUnbond(2 ether);
         uint256 before = address(this).balance;
         vm.expectEmit(address(hooked));
@@ -604,7 +604,7 @@ contract ServiceManagerHooksTest is Base {
         assertEq(hooked.getOperator(validator1).lockedUntil, 0);
         assertFalse(hooked.lockActiveNode(stranger, 900));
         assertEq(hooked.getOperator(stranger).lockedUntil, 0);
-        vm.prank(node);
+        vm.prank(node, node);
         hooked.requestUnbond(2.5 ether);
         assertFalse(hooked.lockActiveNode(node, 900));
         assertEq(hooked.getNode(node).lockedUntil, 500);
@@ -643,7 +643,7 @@ contract ServiceManagerHooksTest is Base {
         ServiceManager other = new ServiceManager(1, 1, 1, 1);
         other.setTaskManager(address(r));
         vm.deal(node, 1 ether);
-        vm.prank(node);
+        vm.prank(node, node);
         other.registerNode{value: 1 ether}(ENDPOINT, _models(), 1);
         r.setRejecting(true);
         vm.expectRevert(ServiceManager.TransferFailed.selector);
@@ -654,7 +654,7 @@ contract ServiceManagerHooksTest is Base {
         unbond = bound(unbond, 0, 3 ether);
         amount = bound(amount, 0, 10 ether);
         if (unbond != 0) {
-            vm.prank(node);
+            vm.prank(node, node);
             hooked.requestUnbond(unbond);
         }
         uint256 slashed = hooked.slash(node, amount);

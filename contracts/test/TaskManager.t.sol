@@ -92,7 +92,7 @@ contract TaskManagerTest is Base {
         emit TaskManager.BatchCommitted(
             1, node, 7, root, 3, uint32(block.number), uint32(block.timestamp), "bafymanifest"
         );
-        vm.prank(node);
+        vm.prank(node, node);
         uint256 id = tm.commitBatch(7, root, 3, "bafymanifest", "");
         assertEq(id, 1);
         assertEq(tm.batchCount(), 1);
@@ -110,7 +110,7 @@ contract TaskManagerTest is Base {
         assertLt(until, block.timestamp + CHALLENGE_WINDOW + step);
         assertEq(until % step, 0);
 
-        vm.prank(node);
+        vm.prank(node, node);
         assertEq(tm.commitBatch(8, root, 3, "", ""), 2, "sequential ids");
     }
 
@@ -128,7 +128,7 @@ contract TaskManagerTest is Base {
         _registerNode(node, 1 ether);
         vm.roll(blockNo);
         vm.warp(time);
-        vm.prank(node);
+        vm.prank(node, node);
         uint256 id = tm.commitBatch(slot, root, count, "", "");
         TaskManager.BatchRef memory ref = _refOf(id, node, slot, count, root);
         assertTrue(tm.isCommitted(ref));
@@ -174,7 +174,7 @@ contract TaskManagerTest is Base {
         bytes32 seed = tm.sealSeed(old);
         uint256 reusableAt = old.committedAt + retention;
         vm.warp(reusableAt - 1);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.SlotInUse.selector, 0, reusableAt));
         tm.commitBatch(0, keccak256("r"), 1, "", "");
         // another node's slot 0 is its own
@@ -183,7 +183,7 @@ contract TaskManagerTest is Base {
         tm.commitBatch(0, keccak256("r"), 1, "", "");
 
         vm.warp(reusableAt);
-        vm.prank(node);
+        vm.prank(node, node);
         uint256 second = tm.commitBatch(0, keccak256("r2"), 1, "", "");
         assertEq(second, first + 2);
         assertFalse(tm.isCommitted(old));
@@ -206,7 +206,7 @@ contract TaskManagerTest is Base {
         vm.prank(stranger);
         uint256 a = tm.challengeAvailability{value: CHALLENGE_BOND}(ref, 1);
         vm.warp(block.timestamp + VOTE_WINDOW - 1);
-        vm.prank(node);
+        vm.prank(node, node);
         tm.answerAvailability(a, ref, rs[1], Merkle.proofAt(leaves, 1), _trace(1));
         vm.warp(block.timestamp + CHALLENGE_WINDOW - 1);
         assertLt(block.timestamp, ref.committedAt + tm.BATCH_RETENTION());
@@ -220,7 +220,7 @@ contract TaskManagerTest is Base {
         _commit(node, 1); // slot 0 holds a batch
         vm.expectEmit(address(tm));
         emit TaskManager.SlotsReserved(node, 0, 3);
-        vm.prank(node);
+        vm.prank(node, node);
         tm.reserveSlots(0, 3);
         (uint256 at0,) = tm.batchSlot(node, 0);
         (uint256 at1, bytes32 digest1) = tm.batchSlot(node, 1);
@@ -229,10 +229,10 @@ contract TaskManagerTest is Base {
         assertEq(digest1, bytes32(0));
         (uint256 other,) = tm.batchSlot(node2, 1);
         assertEq(other, 0, "only the caller's slots");
-        vm.prank(node);
+        vm.prank(node, node);
         tm.commitBatch(1, keccak256("r"), 1, "", "");
         uint256 reusableAt = block.timestamp + tm.BATCH_RETENTION();
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.SlotInUse.selector, 0, reusableAt));
         tm.commitBatch(0, keccak256("r"), 1, "", "");
         // a reserved word never passes for a batch header
@@ -240,7 +240,7 @@ contract TaskManagerTest is Base {
     }
 
     function test_RevertWhen_ReserveSlotsBadCount() public {
-        vm.startPrank(node);
+        vm.startPrank(node, node);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.BadReservation.selector, 0));
         tm.reserveSlots(0, 0);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.BadReservation.selector, 257));
@@ -263,14 +263,14 @@ contract TaskManagerTest is Base {
         sigs[1] = _signVoucher(user2Key, vs[1]);
         vm.expectEmit(address(payments));
         emit Payments.Redeemed(node, 2, 0.3 ether, 0.06 ether);
-        vm.prank(node);
+        vm.prank(node, node);
         tm.commitBatch(0, keccak256("r"), 1, "", _packAll(vs, sigs));
         (uint256 earnings, uint256 escrow) = payments.account(node);
         assertEq(earnings, 0.24 ether);
         assertEq(escrow, 0.06 ether);
         // a bad voucher reverts the commit with it (the node retries without it)
         vs[0] = _voucher(user, node, 0.5 ether);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(Payments.InvalidSignature.selector, 0));
         tm.commitBatch(1, keccak256("r"), 1, "", _packAll(vs, sigs));
         assertEq(tm.batchCount(), 1);
@@ -292,9 +292,9 @@ contract TaskManagerTest is Base {
             2_000
         );
         vm.deal(node, 1 ether);
-        vm.prank(node);
+        vm.prank(node, node);
         unwired.registerNode{value: 1 ether}(ENDPOINT, _models(), 1);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(ServiceManager.OnlyTaskManager.selector);
         lone.commitBatch(0, keccak256("r"), 1, "", "");
         assertEq(lone.batchCount(), 0);
@@ -302,7 +302,7 @@ contract TaskManagerTest is Base {
 
     function test_RevertWhen_CommitBatchEmpty() public {
         _registerNode(node, 1 ether);
-        vm.startPrank(node);
+        vm.startPrank(node, node);
         vm.expectRevert(TaskManager.EmptyBatch.selector);
         tm.commitBatch(0, keccak256("r"), 0, "", "");
         vm.expectRevert(TaskManager.EmptyBatch.selector);
@@ -316,9 +316,9 @@ contract TaskManagerTest is Base {
         tm.commitBatch(0, keccak256("r"), 1, "", "");
 
         _registerNode(node, 1 ether);
-        vm.prank(node);
+        vm.prank(node, node);
         sm.requestUnbond(0.5 ether);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(TaskManager.NotActiveNode.selector);
         tm.commitBatch(0, keccak256("r"), 1, "", "");
     }
@@ -629,7 +629,7 @@ contract TaskManagerTest is Base {
     function test_RevertWhen_VoteByAccused() public {
         (uint256 id,,) = _openChallenge();
         vm.deal(node, node.balance + CHALLENGE_BOND);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(TaskManager.AccusedCannotVote.selector);
         tm.commitVote{value: CHALLENGE_BOND}(id, keccak256(abi.encode(id, false)));
     }
@@ -737,7 +737,7 @@ contract TaskManagerTest is Base {
         vm.expectRevert(TaskManager.NotWinningVoter.selector);
         tm.claimVoteReward(id);
 
-        vm.prank(node);
+        vm.prank(node, node);
         tm.withdraw();
         assertEq(node.balance, CHALLENGE_BOND - pool);
     }
@@ -778,17 +778,17 @@ contract TaskManagerTest is Base {
     function test_Flow_UnbondBlockedWhileFrozenThenSlashedFromUnbonding() public {
         (uint256 id,,) = _openChallenge();
         _vote(validator2, id, true);
-        vm.prank(node);
+        vm.prank(node, node);
         sm.requestUnbond(2 ether); // tries to run with the stake
         vm.warp(block.timestamp + UNBONDING_PERIOD);
-        vm.prank(node);
+        vm.prank(node, node);
         vm.expectRevert(abi.encodeWithSelector(ServiceManager.OperatorFrozen.selector, 1));
         sm.withdrawUnbonded();
 
         assertTrue(tm.resolve(id));
         assertEq(sm.getNode(node).unbonding, 1 ether, "slash came out of unbonding stake");
 
-        vm.prank(node);
+        vm.prank(node, node);
         sm.withdrawUnbonded();
         assertEq(node.balance, 1 ether);
     }
@@ -931,7 +931,7 @@ contract TaskManagerTest is Base {
         _registerNode(node, nodeStake);
         _registerValidator(validator1, 1 ether);
         (uint256 batchId, Receipt[] memory rs, bytes32[] memory leaves) = _commit(node, 2);
-        vm.prank(node);
+        vm.prank(node, node);
         sm.requestUnbond(unbond); // after the commit: must stay slashable
         uint256 id = _challenge(validator1, batchId, 0, rs[0], Merkle.proof(leaves, leaves[0]));
         vm.warp(block.timestamp + VOTE_WINDOW + 1);

@@ -11,11 +11,41 @@ pragma solidity 0.8.37;
 ///      best reply was to be slashed (contracts/test/Review8.t.sol). The node can answer at any
 ///      time in its window, so it answers at a base fee near the claim's and is paid in full.
 library ClaimBond {
+    /// @dev Transient slot holding `gasleft()` at the start of an answer (`start`).
+    uint256 private constant _START_SLOT = 0x5c1a1b0d0000000000000000000000000000000000000000000000000000a75e;
+
     /// @notice The least `msg.value` of a claim whose costliest answer takes `worstGas`.
     /// @param bond The fixed part (CHALLENGE_BOND): what a false claim risks beyond the answer.
     /// @param worstGas Gas of the costliest answer the claim can force.
     function required(uint256 bond, uint256 worstGas) internal view returns (uint256) {
         return bond + worstGas * block.basefee;
+    }
+
+    /// @notice Marks the start of an answer, for {costOfAnswer} to meter one that came through a
+    ///         contract. The answer's first statement.
+    function start() internal {
+        assembly ("memory-safe") {
+            tstore(_START_SLOT, gas())
+        }
+    }
+
+    /// @notice What an answer cost, at this block's base fee: `modelGas` (the answer with its data
+    ///         as the transaction's own calldata) where the answerer is an account without code that
+    ///         sent it directly; otherwise only the gas metered since {start}, at most `modelGas`.
+    /// @dev A contract can build the data in memory (a node controls its traces: one made from a
+    ///      seed looks random) and call the answer with 32 bytes of calldata: paid the calldata
+    ///      price, it earned ~1.8x its cost from every claim it baited by withholding
+    ///      (contracts/test/Review9.t.sol). `tx.origin` is used for pricing only, never for
+    ///      authorisation; an EIP-7702 account has code and is metered.
+    function costOfAnswer(uint256 modelGas) internal view returns (uint256) {
+        // forge-lint: disable-next-line(tx-origin)
+        if (msg.sender == tx.origin && tx.origin.code.length == 0) return modelGas * block.basefee;
+        uint256 begun;
+        assembly ("memory-safe") {
+            begun := tload(_START_SLOT)
+        }
+        uint256 used = begun - gasleft();
+        return (used < modelGas ? used : modelGas) * block.basefee;
     }
 
     /// @notice Splits an answered claim's deposit: `burned` first, then the answer's `cost` to the

@@ -4,7 +4,9 @@ pragma solidity 0.8.37;
 /// @notice The Foundry cheatcodes these tests use (forge-std is not installable here).
 interface Vm {
     function prank(address sender) external;
+    function prank(address sender, address origin) external;
     function startPrank(address sender) external;
+    function startPrank(address sender, address origin) external;
     function stopPrank() external;
     function deal(address account, uint256 newBalance) external;
     function warp(uint256 newTimestamp) external;

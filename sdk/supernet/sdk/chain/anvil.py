@@ -261,9 +261,15 @@ def snapshot(w3: Web3) -> str:
 
 
 def revert(w3: Web3, snapshot_id: str) -> None:
-    """Revert the chain to ``snapshot_id`` (the snapshot is consumed)."""
+    """Revert the chain to ``snapshot_id`` (the snapshot is consumed), base fee included: Anvil
+    keeps a base fee set after the snapshot (`set_next_base_fee`) across ``evm_revert``, and
+    transactions priced from the reverted latest block were then refused ("max fee per gas less
+    than block base fee")."""
     if not _rpc(w3, "evm_revert", [snapshot_id]):
         raise AnvilError(f"evm_revert to {snapshot_id} failed")
+    base = w3.eth.get_block("latest").get("baseFeePerGas")
+    if base is not None:
+        set_next_base_fee(w3, int(base))
 
 
 def increase_time(w3: Web3, seconds: int) -> None:

@@ -185,10 +185,13 @@ def send(
 
 
 def claim_fee_cap(w3: Web3) -> int:
-    """The fee cap a claim is sent with: twice the latest base fee plus the tip (web3's default
-    for any transaction; the base fee can rise 12.5 % a block, so it holds for several blocks)."""
+    """The fee cap a claim is sent with: the latest base fee after two of EIP-1559's largest rises
+    (12.5 % a block) plus the tip. The claim's deposit covers its worst answer at this cap and is
+    locked until the claim settles, so the cap is tighter than web3's default (twice the base fee),
+    which locked twice the cover the contract asks; a claim whose block's base fee is past it is
+    refused before it spends anything and tried again later."""
     base = int(w3.eth.get_block("latest").get("baseFeePerGas") or 0)
-    return 2 * base + int(w3.eth.max_priority_fee)
+    return base * 81 // 64 + int(w3.eth.max_priority_fee)
 
 
 def send_ether(w3: Web3, account: LocalAccount, to: str, amount: int) -> TxReceipt:
