@@ -111,6 +111,8 @@ contract ServiceManager is IServiceManager, ReentrancyGuardTransient {
 
     mapping(address => Operator) internal _operators;
     mapping(address => NodeInfo) internal _nodeInfo;
+    /// @dev Validator => the served model ids it checks (declareModels).
+    mapping(address => bytes32[]) internal _checkedModels;
     address[] internal _nodes;
     address[] internal _validators;
 
@@ -134,6 +136,8 @@ contract ServiceManager is IServiceManager, ReentrancyGuardTransient {
     event EndpointUpdated(address indexed node, string endpoint);
     /// @notice A node changed its model list.
     event ModelsUpdated(address indexed node, bytes32[] modelIds);
+    /// @notice A validator declared the served model ids it checks.
+    event CheckedModelsDeclared(address indexed validator, bytes32[] modelIds);
     /// @notice A node changed its price.
     event PriceUpdated(address indexed node, uint256 pricePerToken);
     /// @notice Stake moved from active to unbonding; withdrawable from `readyAt`.
@@ -173,6 +177,8 @@ contract ServiceManager is IServiceManager, ReentrancyGuardTransient {
     error NotRegistered();
     /// @notice The caller is not a registered node.
     error NotANode();
+    /// @notice The caller is not a registered validator.
+    error NotAValidator();
     /// @notice Stake (sent or remaining) is below the minimum.
     error InsufficientStake(uint256 stake, uint256 minimum);
     /// @notice Too many model ids.
@@ -339,6 +345,27 @@ contract ServiceManager is IServiceManager, ReentrancyGuardTransient {
         _checkModels(modelIds);
         _nodeInfo[msg.sender].modelIds = modelIds;
         emit ModelsUpdated(msg.sender, modelIds);
+    }
+
+    /// @notice Declares the served model ids the calling validator checks (holds the weights to
+    ///         re-score their calls), replacing its last declaration. A receipt under a model no
+    ///         validator holds is unverifiable whatever it says, and with quorums over the whole
+    ///         validator stake one holder decides its challenges alone: clients sign requests only
+    ///         for ids declared by validators holding at least QUORUM_BPS of the stake
+    ///         (`supernet.sdk.chain.coverage`). A declaration is a claim of work, not a proof.
+    /// @param modelIds At most MAX_MODELS ids.
+    function declareCheckedModels(bytes32[] calldata modelIds) external {
+        Operator storage op = _operators[msg.sender];
+        if (op.role != Role.Validator || !op.registered) revert NotAValidator();
+        _checkModels(modelIds);
+        _checkedModels[msg.sender] = modelIds;
+        emit CheckedModelsDeclared(msg.sender, modelIds);
+    }
+
+    /// @notice The served model ids `validator` declared it checks (empty: none).
+    /// @param validator The validator.
+    function checkedModels(address validator) external view returns (bytes32[] memory) {
+        return _checkedModels[validator];
     }
 
     /// @notice Replaces the caller's price per token.

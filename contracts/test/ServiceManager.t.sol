@@ -285,6 +285,38 @@ contract ServiceManagerTest is Base {
         sm.updateModels(new bytes32[](17));
     }
 
+    /// A validator declares the models it checks (what clients read as coverage); a declaration
+    /// replaces the last, is bounded like a node's list, and only a registered validator makes one.
+    function test_DeclareCheckedModels_ByValidatorsOnly() public {
+        bytes32[] memory ids = new bytes32[](2);
+        ids[0] = bytes32(uint256(1));
+        ids[1] = bytes32(uint256(2));
+        _registerValidator(validator1, 1 ether);
+        vm.prank(validator1);
+        vm.expectEmit(address(sm));
+        emit ServiceManager.CheckedModelsDeclared(validator1, ids);
+        sm.declareCheckedModels(ids);
+        assertEq(sm.checkedModels(validator1).length, 2);
+        assertEq(sm.checkedModels(validator1)[1], ids[1]);
+        bytes32[] memory one = new bytes32[](1);
+        one[0] = ids[0];
+        vm.prank(validator1);
+        sm.declareCheckedModels(one);
+        assertEq(sm.checkedModels(validator1).length, 1, "replaced, not appended");
+
+        vm.prank(validator1);
+        vm.expectRevert(abi.encodeWithSelector(ServiceManager.TooManyModels.selector, 17, MAX_MODELS));
+        sm.declareCheckedModels(new bytes32[](17));
+        _registerNode(node, 1 ether);
+        vm.prank(node);
+        vm.expectRevert(ServiceManager.NotAValidator.selector); // a node cannot vouch for its own models
+        sm.declareCheckedModels(ids);
+        vm.prank(stranger);
+        vm.expectRevert(ServiceManager.NotAValidator.selector);
+        sm.declareCheckedModels(ids);
+        assertEq(sm.checkedModels(node).length, 0);
+    }
+
     /*//////////////////////////////////////////////////////////////
                                UNBONDING
     //////////////////////////////////////////////////////////////*/

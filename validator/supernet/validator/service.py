@@ -218,6 +218,7 @@ class Validator:
         await asyncio.to_thread(self.chain.params)
         if s.register_stake_wei:
             await asyncio.to_thread(self._ensure_registered, s.register_stake_wei)
+        await asyncio.to_thread(self._declare_models, scorer.weights_id)
         log.info(
             "validator %s ready: weights %s, sampling rate %d ppm",
             self.address,
@@ -231,6 +232,21 @@ class Validator:
         sm = ServiceManager(self.w3, self.deployment.address("ServiceManager"), self.account)
         if not sm.is_active_validator(self.address):
             sm.register_validator(stake)
+
+    def _declare_models(self, weights_id: str) -> None:
+        """Declare on chain the served model ids this validator checks (its weights in every
+        compute format it scores), so that clients sign requests only for models the validators
+        can check (`supernet.sdk.chain.coverage`); only when registered and the list changed."""
+        from supernet.sdk.chain.registry import ServiceManager
+        from supernet.sdk.models import COMPUTE_PRECISIONS, served_model_id
+
+        sm = ServiceManager(self.w3, self.deployment.address("ServiceManager"), self.account)
+        if not sm.is_active_validator(self.address):
+            return
+        ids = [bytes.fromhex(served_model_id(weights_id, c)[2:]) for c in COMPUTE_PRECISIONS]
+        if sm.checked_models(self.address) != ids:
+            sm.declare_checked_models(ids)
+            log.info("declared the models this validator checks: %s", ", ".join("0x" + i.hex() for i in ids))
 
     async def run_forever(self) -> None:
         """Step until `stop`; a failing step is logged and retried after the poll interval. With

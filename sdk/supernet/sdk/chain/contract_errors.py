@@ -49,6 +49,7 @@ __all__ = [
     "NoWithdrawalRequested",
     "NotADecoy",
     "NotANode",
+    "NotAValidator",
     "NotActiveNode",
     "NotActiveValidator",
     "NotChallengedReceipt",
@@ -480,6 +481,16 @@ class NotANode(ContractError):
     error_name = "NotANode"
     signature = "NotANode()"
     selector = bytes.fromhex("b00aa73b")
+    arg_names = ()
+    arg_types = ()
+
+
+class NotAValidator(ContractError):
+    """``NotAValidator()``, declared by ServiceManager."""
+
+    error_name = "NotAValidator"
+    signature = "NotAValidator()"
+    selector = bytes.fromhex("2b61b797")
     arg_names = ()
     arg_types = ()
 
@@ -1137,6 +1148,7 @@ BY_SELECTOR: dict[bytes, type[ContractError]] = {
     NoWithdrawalRequested.selector: NoWithdrawalRequested,
     NotADecoy.selector: NotADecoy,
     NotANode.selector: NotANode,
+    NotAValidator.selector: NotAValidator,
     NotActiveNode.selector: NotActiveNode,
     NotActiveValidator.selector: NotActiveValidator,
     NotChallengedReceipt.selector: NotChallengedReceipt,

@@ -101,6 +101,14 @@ class ServiceManager(Binding):
         """Replace the node's model list."""
         return self.transact("updateModels", list(model_ids))
 
+    def declare_checked_models(self, model_ids: Sequence[bytes]) -> TxResult:
+        """As a validator, declare the served model ids it checks (replaces the last declaration)."""
+        return self.transact("declareCheckedModels", list(model_ids))
+
+    def checked_models(self, validator: str) -> list[bytes]:
+        """The served model ids ``validator`` declared it checks."""
+        return [bytes(m) for m in self.call("checkedModels", validator)]
+
     def update_price(self, price_per_token: int) -> TxResult:
         """Replace the node's price per generated token (wei)."""
         return self.transact("updatePrice", price_per_token)

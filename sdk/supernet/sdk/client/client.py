@@ -18,6 +18,7 @@ from eth_utils import to_checksum_address
 from httpx_sse import aconnect_sse
 from pydantic import RootModel
 from supernet.sdk.chain import Contracts, Deployment
+from supernet.sdk.chain.coverage import Coverage, coverage, declarations
 from supernet.sdk.chain.eip712 import ReceiptPromise, TaskRequest
 from supernet.sdk.chain.promises import claim_due, promise_horizon
 from supernet.sdk.chain.receipts import Receipt, normal_input
@@ -26,7 +27,7 @@ from supernet.sdk.client.confirm import confirmation_body
 from supernet.sdk.client.freshness import check_latest
 from supernet.sdk.client.ladder import DEFAULT_MAX_FEE, domain_key, proven_cumulative, rebase, sign_task
 from supernet.sdk.client.read_grant import ReadGrantAuth
-from supernet.sdk.client.routing import PROBE_TIMEOUT_S, Probe, probe, rank
+from supernet.sdk.client.routing import PROBE_TIMEOUT_S, Probe, probe, rank, with_problem
 from supernet.sdk.client.state import ClientState, TaskRecord
 from supernet.sdk.client.streaming import StopCutter, TaskStream, check_stream, shown_cutter
 from supernet.sdk.client.types import (
@@ -69,6 +70,10 @@ class _AuditLog(RootModel[list[AuditEntryPublic]]):
     """``GET /v1/tasks/{id}/audit``'s answer."""
 
 
+COVERAGE_TTL_S = 60.0
+"""How long the client trusts its read of which models the validators check."""
+
+
 class Client:
     """A user of the network: discovery, deposits, signing, submission and verification.
 
@@ -100,6 +105,8 @@ class Client:
             timeout=timeout, transport=httpx.AsyncHTTPTransport(retries=CONNECT_RETRIES)
         )
         self.last_discovery: list[Probe] = []
+        # validators' declared models and the quorum, read at most every COVERAGE_TTL_S
+        self._declared: tuple[float, dict[str, tuple[int, frozenset[bytes]]], int] | None = None
         self.last_choice: Probe | None = None
         """The discovered node the last task went to, with its score (``last_choice.explain()``);
         None when the node was given by URL."""
@@ -165,9 +172,9 @@ class Client:
             ):
                 continue
             views.append(view)
-        self.last_discovery = await probe(
-            views, self.node_info, lambda info: model is None or serves_model(info, model)
-        )
+        probed = await probe(views, self.node_info, lambda info: model is None or serves_model(info, model))
+        registered = {v.node: v.model_ids for v in views}
+        self.last_discovery = [await self._unsignable(p, model, registered[p.address]) for p in probed]
         for p in self.last_discovery:
             if not p.ok:
                 log.info("node %s left out: %s", p.address, p.problem)
@@ -178,6 +185,35 @@ class Client:
             for p in rank(self.last_discovery)
             if p.info is not None
         ]
+
+    async def _unsignable(self, p: Probe, model: str | None, registered: list[bytes]) -> Probe:
+        """``p``, left out (with why) if the model id it would be signed for is not one the node
+        registered on chain or not one the network's validators check (`model_coverage`)."""
+        if not p.ok or p.info is None:
+            return p
+        try:
+            model_id = pick_model_id(p.info, model)
+        except ClientError as exc:
+            return with_problem(p, str(exc))
+        if bytes.fromhex(model_id.removeprefix("0x")) not in registered:
+            return with_problem(p, f"its /v1/node names model {model_id}, which it did not register on chain")
+        covered = await self.model_coverage(model_id)
+        return p if covered.checkable else with_problem(p, covered.why_not())
+
+    async def model_coverage(self, model_id: str) -> Coverage:
+        """How much validator stake checks ``model_id`` (`supernet.sdk.chain.coverage`); the
+        validators' declarations are read at most every `COVERAGE_TTL_S`."""
+        now = time.monotonic()
+        if self._declared is None or now - self._declared[0] > COVERAGE_TTL_S:
+            sm, tm = self.contracts.service_manager, self.contracts.task_manager
+
+            def read() -> tuple[dict[str, tuple[int, frozenset[bytes]]], int]:
+                return declarations(sm), int(tm.call("QUORUM_BPS"))
+
+            declared, quorum = await asyncio.to_thread(read)
+            self._declared = (now, declared, quorum)
+        _, declared, quorum = self._declared
+        return coverage(bytes.fromhex(model_id.removeprefix("0x")), declared, quorum)
 
     async def _candidates(self, model: str | None) -> list[NodeChoice]:
         """Discovered nodes, or an error naming every node tried and why it was left out."""
@@ -273,6 +309,9 @@ class Client:
         deposit: a node failing any of them costs nothing."""
         info = choice.info
         model_id = pick_model_id(info, model)
+        covered = await self.model_coverage(model_id)  # a node named directly is not discovered
+        if not covered.checkable:
+            raise ClientError(f"node {choice.address}: {covered.why_not()}")
         agent_hash, _ = agent_profile(info, agent, self.min_limits)
         check_input(info, agent, task_input)  # before a nonce is reserved or a deposit made
         # what the node runs and records (``8`` for ``8.0``: one signed hash): remembered so, the

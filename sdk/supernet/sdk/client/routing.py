@@ -162,3 +162,8 @@ def rank(probes: Iterable[Probe]) -> list[Probe]:
 
 def _with(p: Probe, **changes: Any) -> Probe:
     return Probe(**{**p.__dict__, **changes})
+
+
+def with_problem(p: Probe, problem: str) -> Probe:
+    """``p`` left out of the ranking, with why."""
+    return _with(p, problem=problem)
