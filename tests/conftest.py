@@ -26,6 +26,7 @@ def pytest_sessionstart(session: object) -> None:
     tmp = tempfile.gettempdir()
     free = shutil.disk_usage(tmp).free / 2**30
     if free < MIN_FREE_GIB:
-        stale = Path.home() / ".foundry" / "anvil" / "tmp"
+        stale = Path.home() / ".foundry" / "anvil" / "tmp"  # where Anvils without --cache-path leave them
         hint = f"; old Anvil states in {stale} can go" if stale.is_dir() and any(stale.iterdir()) else ""
+        hint += f"; Anvil states left by killed runs: {tmp}/anvil-states-*"
         pytest.exit(f"only {free:.1f} GiB free under {tmp}: the suite needs {MIN_FREE_GIB} GiB{hint}", 1)

@@ -247,7 +247,7 @@ async def test_defence_unconfirmed_tasks_cannot_hold_every_worker_slot(tmp_path:
     node = await make_node(tmp_path, timeout_s=6.0)
     try:
         worker = node.ctx.worker
-        total, per_user = worker._slots._value, worker._per_user
+        total, per_user = worker._slots.free, worker._per_user
         paused_max = node.executor.kernel.access.policy.max_paused_calls
         assert paused_max < total
         sybils = [Account.create() for _ in range(total // per_user)]

@@ -19,14 +19,17 @@ worded to steer the task) would choose what the agent reads.
 
 The MCP re-runs of one receipt share a time budget (`MCP_RERUN_BUDGET_S`): a node's trace chooses
 how many MCP calls there are and each may run up to its server's timeout, so without one a trace of
-slow calls held the validator on one receipt for as long as the node liked. Calls past the budget
-are skipped like those of a server the validator lacks: an MCP result is the operator's word, and
-the re-run is a check where the validator can make it, not the ground of the verdict.
+slow calls held the validator on one receipt for as long as the node liked. They run in an order
+the validator draws in secret (a node that put its lie after slow honest calls in trace order had
+it skipped every time); calls past the budget are skipped like those of a server the validator
+lacks: an MCP result is the operator's word, and the re-run is a check where the validator can
+make it, not the ground of the verdict.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import re
 import time
 from collections.abc import Mapping
@@ -209,19 +212,22 @@ async def check_tools(
     witness: VerifiedWitness | None = None,
     recorded: Mapping[str, ToolSpec] | None = None,
     mcp_budget_s: float = MCP_RERUN_BUDGET_S,
+    rng: random.Random | None = None,
 ) -> tuple[list[Finding], int, str | None]:
-    """Re-run deterministic calls; returns the findings, how many calls were re-run, and why the
-    receipt is unverifiable (a re-run that failed for lack of data or time), if so. With the
-    trace's ``witness``, every re-run ``store_read`` reads it alone (`WitnessStore`), never a store.
-    ``recorded``: the tool specs the trace says its agent was offered (an MCP call is re-run only
-    where the validator's own spec of the tool is the same). ``mcp_budget_s``: how long the MCP
-    re-runs may take together; later MCP calls are skipped, not accused."""
+    """Re-run deterministic calls; returns the findings (in trace order), how many calls were
+    re-run, and why the receipt is unverifiable (a re-run that failed for lack of data or time), if
+    so. With the trace's ``witness``, every re-run ``store_read`` reads it alone (`WitnessStore`),
+    never a store. ``recorded``: the tool specs the trace says its agent was offered (an MCP call is
+    re-run only where the validator's own spec of the tool is the same). ``mcp_budget_s``: how long
+    the MCP re-runs may take together; they run in an order drawn from ``rng`` (the validator's
+    own, secret), so that a node cannot place a lie where the budget will have run out, and the
+    ones left when it is spent are skipped, not accused."""
     findings: list[Finding] = []
     rerun = 0
-    mcp_spent = 0.0
     unverifiable: str | None = None
     from_witness = RegistryRunner(WitnessStore(witness)) if witness is not None else None
     recorded = recorded or {}
+    deferred: list[ToolCall] = []  # MCP calls to re-run within the budget
     for call in calls:
         if is_mcp(call.name) and _environmental(call.error):
             if not _mcp_words(call):
@@ -251,8 +257,6 @@ async def check_tools(
             continue  # an MCP tool is deterministic only if the node's operator says so
         if operators_word and not _same_server(call.name, runner, recorded):
             continue  # another server under the same local name, or another version of it
-        if operators_word and mcp_spent >= mcp_budget_s:
-            continue  # the receipt's MCP budget is spent: skipped, as on a validator without the server
         if known and not call.deterministic:
             findings.append(
                 _finding(call, f"tool {call.name} is deterministic but recorded as not", True, False)
@@ -270,55 +274,75 @@ async def check_tools(
                     )
                 )
             continue
-        rerun += 1
+        if operators_word:
+            deferred.append(call)
+            continue
         # a store_read is re-run from the trace's witness alone: a success needs what it read there,
         # and no honest failure that is not the moment's (exempt above) reads anything at all
         rerunner = from_witness if from_witness and call.name == STORE_READ else runner
+        found, why = await _rerun(call, rerunner, operators_word=False)
+        rerun += 1
+        findings += found
+        unverifiable = unverifiable or why
+    (rng or random.SystemRandom()).shuffle(deferred)
+    mcp_spent = 0.0
+    for call in deferred:
+        if mcp_spent >= mcp_budget_s:
+            break  # the receipt's MCP budget is spent: the rest skipped, as on a validator without the server
         started = time.monotonic()
-        try:
-            result, error = await rerunner.run(call.name, call.args), None
-        except Exception as exc:
-            if isinstance(exc.__cause__, WitnessLacksError):
-                findings.append(
-                    _finding(
-                        call,
-                        f"tool {call.name}: {exc.__cause__}, so nothing backs its recorded result",
-                        "the block or file it read, in the witness",
-                        _short(call.result),
-                    )
-                )
-                continue
-            result, error = None, f"{type(exc).__name__}: {exc}"
-        if operators_word:
-            mcp_spent += time.monotonic() - started
-        if _environmental(error):
-            unverifiable = unverifiable or f"tool call {call.call} could not be re-run here: {error}"
-            continue
-        if (error is None) != (call.error is None):
-            findings.append(
+        found, why = await _rerun(call, runner, operators_word=True)
+        mcp_spent += time.monotonic() - started
+        rerun += 1
+        findings += found
+        unverifiable = unverifiable or why
+    findings.sort(key=lambda f: -1 if f.call is None else f.call)  # trace order
+    return findings, rerun, unverifiable
+
+
+async def _rerun(
+    call: ToolCall, runner: ToolRunner, operators_word: bool
+) -> tuple[list[Finding], str | None]:
+    """Re-run one call and compare: its findings, and why it could not be re-run here, if so."""
+    try:
+        result, error = await runner.run(call.name, call.args), None
+    except Exception as exc:
+        if isinstance(exc.__cause__, WitnessLacksError):
+            return [
                 _finding(
                     call,
-                    f"tool {call.name}: error on one side only",
-                    error or _short(result),
-                    call.error or _short(call.result),
-                )
-            )
-        elif error is not None and not operators_word and error != call.error:
-            # the text reaches the agent (and through it the model or the user): a node that
-            # writes its own there steers the task; built-in tools word their errors themselves
-            findings.append(
-                _finding(call, f"tool {call.name} failed with another error on re-run", error, call.error)
-            )
-        elif error is None and _canon(_roundtrip(result)) != _canon(call.result):
-            findings.append(
-                _finding(
-                    call,
-                    f"tool {call.name} returned another result on re-run",
-                    _short(result),
+                    f"tool {call.name}: {exc.__cause__}, so nothing backs its recorded result",
+                    "the block or file it read, in the witness",
                     _short(call.result),
                 )
+            ], None
+        result, error = None, f"{type(exc).__name__}: {exc}"
+    if _environmental(error):
+        return [], f"tool call {call.call} could not be re-run here: {error}"
+    if (error is None) != (call.error is None):
+        return [
+            _finding(
+                call,
+                f"tool {call.name}: error on one side only",
+                error or _short(result),
+                call.error or _short(call.result),
             )
-    return findings, rerun, unverifiable
+        ], None
+    if error is not None and not operators_word and error != call.error:
+        # the text reaches the agent (and through it the model or the user): a node that
+        # writes its own there steers the task; built-in tools word their errors themselves
+        return [
+            _finding(call, f"tool {call.name} failed with another error on re-run", error, call.error)
+        ], None
+    if error is None and _canon(_roundtrip(result)) != _canon(call.result):
+        return [
+            _finding(
+                call,
+                f"tool {call.name} returned another result on re-run",
+                _short(result),
+                _short(call.result),
+            )
+        ], None
+    return [], None
 
 
 def _finding(call: ToolCall, message: str, expected: Any, claimed: Any) -> Finding:

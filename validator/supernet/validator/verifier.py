@@ -358,7 +358,7 @@ class Verifier:
                 findings += judgement.findings[call.call]
         offered = {spec.name: spec for spec in context_of(s.trace.doc)[2]}  # the specs the user signed
         tool_findings, reran, why = await check_tools(
-            s.trace.tool_calls, self.tools, _witness(s.trace), offered, self.mcp_budget_s
+            s.trace.tool_calls, self.tools, _witness(s.trace), offered, self.mcp_budget_s, self._rng
         )
         findings += tool_findings
         return s.head.verdict(

@@ -7,7 +7,8 @@ Ctrl-C in the terminal never leaves it behind half-stopped.
 Anvil moves the states of older blocks to disk (about a megabyte per block on a chain with the
 protocol deployed) and does not delete them when it is stopped by a signal: left in its default
 ``~/.foundry/anvil/tmp`` they filled the disk after a few hundred test chains. Each process here
-gets its own ``--cache-path``, removed once the process has exited.
+gets its own ``--cache-path`` in the temporary folder, named after the owner's pid and removed once
+the process has exited (or, if the owner was killed first, by the next start).
 
 >>> with Anvil() as anvil:                                     # doctest: +SKIP
 ...     w3 = anvil.web3()
@@ -152,22 +153,23 @@ class Anvil:
             AnvilError: it exited or did not answer within ``timeout`` seconds.
         """
         binary = self._binary or find_anvil()
-        if self._log_path is None:
-            fd, name = tempfile.mkstemp(prefix="anvil-", suffix=".log")
-            os.close(fd)
-            self._log_path = Path(name)
-            self._own_log = True
-        self._log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._state_dir = Path(tempfile.mkdtemp(prefix=ANVIL_STATES_PREFIX))
-        with open(self._log_path, "wb") as log:
-            self._proc = subprocess.Popen(
-                [str(binary), *self._args, "--cache-path", str(self._state_dir)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # our Ctrl-C handling stops it, not the terminal's SIGINT
-            )
-        try:
+        remove_orphaned_states()
+        try:  # everything made here is removed by `stop` if the start fails at any step
+            if self._log_path is None:
+                fd, name = tempfile.mkstemp(prefix="anvil-", suffix=".log")
+                os.close(fd)
+                self._log_path = Path(name)
+                self._own_log = True
+            self._log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._state_dir = Path(tempfile.mkdtemp(prefix=f"{ANVIL_STATES_PREFIX}{os.getpid()}-"))
+            with open(self._log_path, "wb") as log:
+                self._proc = subprocess.Popen(
+                    [str(binary), *self._args, "--cache-path", str(self._state_dir)],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,  # our Ctrl-C handling stops it, not the terminal's SIGINT
+                )
             self._await_ready(timeout)
         except BaseException:
             self.stop()
@@ -227,6 +229,28 @@ class Anvil:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def remove_orphaned_states() -> list[Path]:
+    """Remove the states folders of Anvils whose owner process is gone (killed before its `stop`:
+    a CI timeout, the OOM killer); each folder is named after its owner's pid. Returns them."""
+    removed = []
+    for folder in Path(tempfile.gettempdir()).glob(f"{ANVIL_STATES_PREFIX}*-*"):
+        pid = folder.name.removeprefix(ANVIL_STATES_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _terminate(proc: subprocess.Popen[bytes], timeout: float) -> None:

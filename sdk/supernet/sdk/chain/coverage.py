@@ -1,6 +1,9 @@
 """Which models the network can check: validators declare the served model ids they hold the
 weights for (`ServiceManager.declareCheckedModels`), and a model is *covered* when the active
-validators that declared it hold at least ``QUORUM_BPS`` of the validator stake.
+validators that declared it hold at least ``QUORUM_BPS`` of the validator stake *without the
+largest of them*: no single validator (a colluder that declares a cheater's made-up id beside the
+real one) makes a model checkable on its own word, as no single validator outvotes the others on
+a model everyone holds (tests/unit/test_review_session_changes3.py).
 
 Why a client asks before it signs: a receipt under a model no validator holds is unverifiable
 whatever it says (nobody can re-score its calls), and a node chooses which ids it serves and how
@@ -10,8 +13,10 @@ quorums over the whole validator stake, a model held by less than the quorum can
 verdict without the few who hold it either. A declaration is a validator's claim of work, as its
 votes are; coverage is read when a client picks a node, not enforced on chain.
 
-Until any validator has declared (a network of validators older than the declaration), nothing is
-known and `Coverage.known` is false: clients then accept any model, as before.
+Until validators holding more than half of the stake have declared (a network of validators
+older than the declaration, or one starting up), nothing is known and `Coverage.known` is false:
+clients then accept any model, as before. A half, not any declaration: one minimum-stake
+validator declaring a bogus id turned "unknown" into "refuse every node".
 """
 
 from __future__ import annotations
@@ -30,23 +35,26 @@ class Coverage:
 
     model_id: bytes
     covered_stake: int  # stake of the active validators that declared the id
+    largest_declarer: int  # stake of the largest of them
     total_stake: int  # stake of all active validators (the quorum base)
     quorum_bps: int
-    known: bool  # some active validator declared anything at all
+    known: bool  # validators holding more than half of the stake declared something
 
     @property
     def checkable(self) -> bool:
-        """Covered by at least the quorum (or nothing declared yet: unknown, accepted)."""
+        """Covered by the quorum without its largest declarer (or nothing known yet: accepted)."""
         if not self.known:
             return True
-        return self.total_stake > 0 and self.covered_stake * BPS >= self.quorum_bps * self.total_stake
+        return (self.covered_stake - self.largest_declarer) * BPS >= self.quorum_bps * self.total_stake
 
     def why_not(self) -> str:
         """The reason a client gives for leaving the model out."""
-        share = 0 if self.total_stake == 0 else self.covered_stake * 100 // self.total_stake
+        without = self.covered_stake - self.largest_declarer
+        share = without * 100 // self.total_stake if self.total_stake else 0
         return (
-            f"model 0x{self.model_id.hex()} is checked by validators with {share}% of the stake, below "
-            f"the {self.quorum_bps / 100:g}% quorum: its receipts could not be verified"
+            f"model 0x{self.model_id.hex()} is checked by validators with {share}% of the stake without "
+            f"the largest of them, below the {self.quorum_bps / 100:g}% quorum: its receipts could not "
+            f"be verified"
         )
 
 
@@ -63,9 +71,10 @@ def declarations(sm: ServiceManager) -> dict[str, tuple[int, frozenset[bytes]]]:
 def coverage(model_id: bytes, declared: dict[str, tuple[int, frozenset[bytes]]], quorum_bps: int) -> Coverage:
     """`Coverage` of ``model_id`` from `declarations`."""
     total = sum(stake for stake, _ in declared.values())
-    covered = sum(stake for stake, ids in declared.values() if model_id in ids)
-    known = any(ids for _, ids in declared.values())
-    return Coverage(model_id, covered, total, quorum_bps, known)
+    covering = [stake for stake, ids in declared.values() if model_id in ids]
+    declaring = sum(stake for stake, ids in declared.values() if ids)
+    known = declaring * 2 > total
+    return Coverage(model_id, sum(covering), max(covering, default=0), total, quorum_bps, known)
 
 
 def model_coverage(sm: ServiceManager, tm: TaskManager, model_id: bytes) -> Coverage:

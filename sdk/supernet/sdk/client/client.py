@@ -70,7 +70,7 @@ class _AuditLog(RootModel[list[AuditEntryPublic]]):
     """``GET /v1/tasks/{id}/audit``'s answer."""
 
 
-COVERAGE_TTL_S = 60.0
+COVERAGE_TTL_S = 15.0
 """How long the client trusts its read of which models the validators check."""
 
 

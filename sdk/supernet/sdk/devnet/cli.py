@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -136,7 +137,8 @@ def down(state_dir: Path = StateDir, timeout: float = typer.Option(15.0, help="S
             raise typer.Exit(1)
         # `up` did not get to remove Anvil's states of older blocks (see supernet.sdk.chain.anvil)
         states = Path(str(info.get("anvilStates") or ""))
-        if states.name.startswith(ANVIL_STATES_PREFIX):  # never a folder the pid file merely names
+        # only an Anvil states folder where `Anvil` makes them, never a folder the pid file names
+        if states.name.startswith(ANVIL_STATES_PREFIX) and states.parent == Path(tempfile.gettempdir()):
             shutil.rmtree(states, ignore_errors=True)
     (state_dir / "devnet.pid").unlink(missing_ok=True)
     console.print("devnet stopped")
