@@ -237,13 +237,16 @@ def remove_orphaned_states() -> list[Path]:
     removed = []
     for folder in Path(tempfile.gettempdir()).glob(f"{ANVIL_STATES_PREFIX}*-*"):
         pid = folder.name.removeprefix(ANVIL_STATES_PREFIX).split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (someone else's included)."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -21,7 +21,7 @@ from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from supernet.sdk.chain import Contracts, ProtocolParams
-from supernet.sdk.chain.anvil import Anvil, dev_account
+from supernet.sdk.chain.anvil import Anvil, dev_account, process_alive
 from supernet.sdk.chain.receipts import canonical_json
 from supernet.sdk.errors import SupernetError
 from supernet.sdk.models import COMPUTE_PRECISIONS, CPU_DEFAULT_COMPUTE, served_manifest, served_model_id
@@ -158,7 +158,7 @@ class Devnet:
             DevnetError: a devnet already runs from this state folder.
         """
         running = read_pid_file(cfg.state_dir)
-        if running and _alive(running.get("pid", 0)):
+        if running and process_alive(running.get("pid", 0)):
             raise DevnetError(f"a devnet already runs (pid {running['pid']}); `supernet devnet down` first")
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         anvil = Anvil(
@@ -212,15 +212,3 @@ def read_pid_file(state_dir: Path) -> dict[str, Any] | None:
     except (OSError, json.JSONDecodeError):
         return None
     return doc
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
