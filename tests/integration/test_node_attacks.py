@@ -296,10 +296,12 @@ def _client(node: FakeNode, user: Any, state_dir: Path, app: Any = None) -> tupl
         account=user,
         domain=node.chain.domain,
         payments=payments,
-        task_manager=SimpleNamespace(batch=lambda i: None),
-        # the FAKE chain's registry: the node is an active, staked node (`Client._registered`)
+        task_manager=SimpleNamespace(batch=lambda i: None, call=lambda name: 3_000),  # QUORUM_BPS
+        # the FAKE chain's registry: the node is an active, staked node (`Client._registered`); no
+        # validator has declared the models it checks (coverage unknown: any model is signed)
         service_manager=SimpleNamespace(
-            get_node=lambda a: SimpleNamespace(active=True, registered=True, price_per_token=0, stake=10**18)
+            get_node=lambda a: SimpleNamespace(active=True, registered=True, price_per_token=0, stake=10**18),
+            validators=lambda: [],
         ),
     )
     client = Client(contracts, state_dir=state_dir)  # type: ignore[arg-type]
