@@ -213,7 +213,8 @@ async def test_a_receipts_mcp_reruns_share_one_time_budget(store_client: Any) ->
         assert elapsed < 5.0, f"{elapsed:.1f} s: the budget did not hold (40 calls are 20 s)"
 
         lie = (ToolCall(0, "test.slow", {"seconds": 0.1}, "not done", None, deterministic=True),)
-        findings, rerun, _ = await check_tools(lie + calls, runner, None, offered, mcp_budget_s=1.2)
+        # within the budget (0.1 + 2 x 0.5 s), whatever order the validator draws
+        findings, rerun, _ = await check_tools(lie + calls[:2], runner, None, offered, mcp_budget_s=1.2)
         assert [f.message for f in findings] == ["tool test.slow returned another result on re-run"]
     finally:
         await tools.close()
