@@ -111,7 +111,7 @@ contract ServiceManager is IServiceManager, ReentrancyGuardTransient {
 
     mapping(address => Operator) internal _operators;
     mapping(address => NodeInfo) internal _nodeInfo;
-    /// @dev Validator => the served model ids it checks (declareModels).
+    /// @dev Validator => the served model ids it checks (declareCheckedModels).
     mapping(address => bytes32[]) internal _checkedModels;
     address[] internal _nodes;
     address[] internal _validators;

@@ -1216,7 +1216,8 @@ contract TaskManager is ReentrancyGuardTransient {
     ///      answerer (whoever posts the trace; the node when it answers itself) gets what posting
     ///      cost at the block's base fee (not the sender's gas price, which it would choose; the
     ///      calldata price only for a trace that was the transaction's own calldata,
-    ///      `ClaimBond.costOfAnswer`), in full while the deposit lasts; the claimant gets the rest. The node never earns more
+    ///      `ClaimBond.costOfAnswer`), in full while the deposit lasts; the claimant gets the rest.
+    ///      The node never earns more
     ///      than its cost: when it was paid the whole bond, withholding data on purpose to bait
     ///      availability challenges paid it a bond per validator it baited (and taught validators
     ///      to stop asking). A false claim still costs the claimant the answer and the fee, even

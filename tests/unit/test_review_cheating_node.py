@@ -163,14 +163,22 @@ async def run_signed(kernel: Any, agent: type[Agent], task_input: Any) -> tuple[
     return dict(await kernel.store.get_dag(outcome.trace_cid)), req, sig
 
 
-async def verdict_of(store: Any, scorer: Any, trace: Mapping[str, Any], req: TaskRequest, sig: bytes) -> Any:
+async def verdict_of(
+    store: Any,
+    scorer: Any,
+    trace: Mapping[str, Any],
+    req: TaskRequest,
+    sig: bytes,
+    receipt_model: bytes | None = None,
+) -> Any:
     """Commit ``trace`` (as the node stores it) under a receipt the node signs, and return the
-    whole `Verifier`'s verdict (receipt, trace, replay, LLM re-scoring, tool re-runs)."""
+    whole `Verifier`'s verdict (receipt, trace, replay, LLM re-scoring, tool re-runs).
+    ``receipt_model``: the receipt's ``modelId`` where the node chose another than the request's."""
     cid = await store.put_dag(dict(trace), pin=True)
     receipt = Receipt(
         request_hash=hash_task_request(req, DOMAIN),
         user=USER.address,
-        model_id=req.model_id,
+        model_id=req.model_id if receipt_model is None else receipt_model,
         input_hash=req.input_hash,
         output_hash=output_hash(trace["output"]),
         trace_hash=trace_hash(cid),

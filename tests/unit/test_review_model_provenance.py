@@ -43,7 +43,6 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import torch
 from chain_fixtures import MODEL_ID, VALIDATOR_STAKE, Actors, make_receipts
@@ -57,11 +56,11 @@ from supernet.sdk.chain.anvil import increase_time, mine
 from supernet.sdk.chain.bindings import load_abi
 from supernet.sdk.chain.contract_errors import ModelAlreadyRegistered, UnknownModel
 from supernet.sdk.chain.eip712 import TaskRequest, hash_task_request, sign_task_request
-from supernet.sdk.client import Client
 from supernet.sdk.client.types import ClientError, NodeChoice, pick_model_id
 from supernet.sdk.models import COMPUTE_PRECISIONS, compute_of, served_manifest, served_model_id
 
-from tests.unit.test_review_cheating_node import DOMAIN, NODE, SMOLLM2, USER, registry, run_signed, verdict_of
+from tests.unit.test_review_cheating_node import DOMAIN, SMOLLM2, USER, registry, run_signed, verdict_of
+from tests.unit.test_review_session_changes3 import _client
 from tests.unit.test_validator_attacks3 import NoEmbedder
 
 pytestmark = pytest.mark.timeout(900)
@@ -196,35 +195,14 @@ async def test_defence_the_client_signs_only_ids_the_validators_check(
     cheater.register_node("http://cheater.invalid", [FAKE_ID], 1, 2 * 10**18)
     honest_id = "0x" + MODEL_ID.hex()
     fake_id = "0x" + FAKE_ID.hex()
-    domain = network.domain
     answers = {
         "127.0.0.1:8100": (actors.node.address, honest_id),
         "cheater.invalid": (actors.outsider.address, fake_id),
     }
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        host = request.url.host + (f":{request.url.port}" if request.url.port else "")
-        if host not in answers or request.url.path != "/v1/node":
-            raise httpx.ConnectError("unreachable", request=request)
-        address, mid = answers[host]
-        return httpx.Response(
-            200,
-            json={
-                "address": address,
-                "chainId": domain.chain_id,
-                "verifyingContract": domain.verifying_contract,
-                "taskFee": "1",
-                "models": [mid],
-                "modelNames": {"test-model": mid},
-                "agents": {"chat": "0x" + "11" * 32},
-            },
-        )
-
     for validator in actors.validators:  # what each validator service declares at start
         network.as_account(validator).service_manager.declare_checked_models([MODEL_ID])
-    client = Client(network.as_account(actors.users[0]), state_dir=tmp_path / "client")
-    await client.http.aclose()
-    client.http = httpx.AsyncClient(transport=httpx.MockTransport(handler))  # the nodes' HTTP answers
+    client = _client(network, actors, tmp_path, answers)  # the nodes' HTTP answers
     try:
         found = await client.discover("test-model")
         [left] = [p for p in client.last_discovery if p.address == actors.outsider.address]
@@ -299,7 +277,7 @@ async def test_defence_model_ids_of_request_receipt_trace_and_engine_are_bound_t
 
     # (a) the user signed FAKE_ID; the node's receipt (built from the request it shows) names the real id
     _, fake_req, fake_sig = resign(trace, req, model_id=FAKE_ID, nonce=req.nonce + 1_000)
-    mixed = await _verdict_with_receipt_model(store_client, scorer, trace, fake_req, fake_sig, req.model_id)
+    mixed = await verdict_of(store_client, scorer, trace, fake_req, fake_sig, receipt_model=req.model_id)
     assert "receipt" in checks(mixed)
     assert any("modelId differs from the signed request" in f.message for f in mixed.findings)
 
@@ -314,30 +292,6 @@ async def test_defence_model_ids_of_request_receipt_trace_and_engine_are_bound_t
     looser["engine"]["dtype"] = "bfloat16"
     v = await verdict_of(store_client, scorer, looser, req, sig)
     assert any("is not the signed model's" in f.message for f in v.findings)
-
-
-async def _verdict_with_receipt_model(
-    store: Any, scorer: Any, trace: Mapping[str, Any], req: TaskRequest, sig: bytes, receipt_model: bytes
-) -> Any:
-    """`verdict_of` with a receipt whose ``modelId`` the node chose (not the signed request's)."""
-    from supernet.sdk.chain.receipts import Receipt, output_hash, sign_receipt, trace_hash
-    from supernet.sdk.formats.manifest import ManifestEntry
-    from supernet.validator.tool_check import RegistryRunner
-    from supernet.validator.verifier import Manifest, Verifier
-
-    cid = await store.put_dag(dict(trace), pin=True)
-    receipt = Receipt(
-        request_hash=hash_task_request(req, DOMAIN),
-        user=USER.address,
-        model_id=receipt_model,
-        input_hash=req.input_hash,
-        output_hash=output_hash(trace["output"]),
-        trace_hash=trace_hash(cid),
-        fee=100,
-    )
-    entry = ManifestEntry(receipt, receipt.leaf(), sign_receipt(receipt, NODE), cid, "x", req, sig)
-    verifier = Verifier(store, scorer, RegistryRunner(store), DOMAIN, "0x" + "44" * 20, agents=registry())
-    return await verifier.verify(1, NODE.address, 0, Manifest({0: entry}))
 
 
 # -- 3. a user signing for a model the node does not serve ------------------------------------------

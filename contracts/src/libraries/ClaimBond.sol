@@ -3,7 +3,7 @@ pragma solidity 0.8.37;
 
 /// @title ClaimBond
 /// @notice The one rule for what a data claim (availability, manifest, omission) posts and how its
-///         deposit is split when the node answers.
+///         deposit is split when it is answered.
 /// @dev A claim forces the node to post data on chain, so its deposit covers the costliest answer
 ///      the claim can force at the base fee of the block it is opened in, on top of the fixed
 ///      bond. With the bond alone (the node paid its cost capped at 90 % of the bond) a claim at a
@@ -49,7 +49,7 @@ library ClaimBond {
     }
 
     /// @notice Splits an answered claim's deposit: `burned` first, then the answer's `cost` to the
-    ///         node (capped by what is left), the rest back to the claimant.
+    ///         answerer (capped by what is left), the rest back to the claimant.
     /// @param deposit What the claimant posted.
     /// @param burned The fee that burns (a share of the fixed bond, always below `deposit`).
     /// @param cost What the answer cost at the base fee of its block.

@@ -30,6 +30,7 @@ from supernet.node.kernel.embeddings import token_count
 from supernet.sdk.chain.contracts import make_web3
 from supernet.sdk.chain.deployment import Deployment
 from supernet.sdk.chain.errors import InsufficientFundsError
+from supernet.sdk.chain.registry import ServiceManager
 from supernet.sdk.store import StoreClient
 from supernet.validator.availability import Availability
 from supernet.validator.chain import EXPIRED_SEED, TaskManagerClient
@@ -226,10 +227,12 @@ class Validator:
             self.chain.params().sample_rate_ppm,
         )
 
-    def _ensure_registered(self, stake: int) -> None:
-        from supernet.sdk.chain.registry import ServiceManager
+    def _registry(self) -> ServiceManager:
+        """The ServiceManager binding, signing as this validator."""
+        return ServiceManager(self.w3, self.deployment.address("ServiceManager"), self.account)
 
-        sm = ServiceManager(self.w3, self.deployment.address("ServiceManager"), self.account)
+    def _ensure_registered(self, stake: int) -> None:
+        sm = self._registry()
         if not sm.is_active_validator(self.address):
             sm.register_validator(stake)
 
@@ -237,10 +240,9 @@ class Validator:
         """Declare on chain the served model ids this validator checks (its weights in every
         compute format it scores), so that clients sign requests only for models the validators
         can check (`supernet.sdk.chain.coverage`); only when registered and the list changed."""
-        from supernet.sdk.chain.registry import ServiceManager
         from supernet.sdk.models import COMPUTE_PRECISIONS, served_model_id
 
-        sm = ServiceManager(self.w3, self.deployment.address("ServiceManager"), self.account)
+        sm = self._registry()
         if not sm.is_active_validator(self.address):
             return
         ids = [bytes.fromhex(served_model_id(weights_id, c)[2:]) for c in COMPUTE_PRECISIONS]
