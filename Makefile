@@ -17,7 +17,8 @@ FORGE := cd contracts && ../$(FORGE_BIN)
 FORGE_FLAGS := --use ../scripts/solc --offline
 SUPERNET_HOME ?= $(HOME)/.cache/supernet
 export SUPERNET_HOME
-MODEL_STAMP := $(SUPERNET_HOME)/models/smollm2-135m/.pulled
+# named after the weights manifest format (supernet.sdk.models): a copy pulled under another is pulled again
+MODEL_STAMP := $(SUPERNET_HOME)/models/smollm2-135m/.pulled-manifest2
 # Debian's Chromium for the explorer's browser tests (Playwright's own browser download is not reachable).
 CHROMIUM := /usr/bin/chromium
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 from supernet.node.llm import catalog
 from supernet.node.llm.cli import app
 from supernet.node.llm.errors import ModelNotFoundError
-from supernet.sdk.models import served_model_id
+from supernet.sdk.models import WEIGHTS_MANIFEST_FORMAT, served_model_id
 from typer.testing import CliRunner
 
 WEIGHTS_ID = "0x" + "ab" * 32
@@ -21,11 +22,11 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def _fake_pulled(home: Path) -> Path:
+def _fake_pulled(home: Path, format: str = WEIGHTS_MANIFEST_FORMAT) -> Path:
     d = home / "models" / "smollm2-135m"
     d.mkdir(parents=True)
     (d / "model.safetensors").write_bytes(b"x")
-    (d / "manifest.json").write_text(json.dumps({"model_id": WEIGHTS_ID}))
+    (d / "manifest.json").write_text(json.dumps({"model_id": WEIGHTS_ID, "format": format}))
     return d
 
 
@@ -53,6 +54,27 @@ def test_pull_is_idempotent(home: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert result.exit_code == 0 and "already" in result.output
 
 
+def test_a_copy_pulled_under_an_older_manifest_format_is_pulled_again(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy whose manifest hashed the weights alone (format 1) names ids no node of this version
+    serves: it is not "pulled", the error says to pull, and `pull` converts it again."""
+    _fake_pulled(home, format="supernet-weights-manifest/1")
+    assert not catalog.is_pulled("smollm2-135m")
+    with pytest.raises(ModelNotFoundError, match="older version"):
+        catalog.resolve_model_dir("smollm2-135m")
+
+    class Converting(Exception):
+        pass
+
+    def convert(*args: object, **kwargs: object) -> None:
+        raise Converting
+
+    monkeypatch.setattr(catalog, "_download_gguf", convert)  # no GGUF in the fake copy: fetched first
+    with pytest.raises(Converting):
+        catalog.pull("smollm2-135m")
+
+
 def test_cli_list_shows_pulled_model_id(home: Path) -> None:
     runner = CliRunner()
     assert "no" in runner.invoke(app, ["list"]).output
@@ -62,3 +84,20 @@ def test_cli_list_shows_pulled_model_id(home: Path) -> None:
     for compute in ("float32", "bfloat16"):  # the ids a node serves, which users sign
         assert served_model_id(WEIGHTS_ID, compute) in out
     assert runner.invoke(app, ["pull", "bogus"]).exit_code == 2
+
+
+def test_the_devnet_registers_only_a_manifest_of_the_current_format(home: Path) -> None:
+    """The devnet registers the pulled model's manifest on chain; one of format 1 hashes to an id no
+    node of this version serves (its manifest lacks the tokenizer), so none is returned and the
+    devnet falls back to its placeholder rather than register an id nobody serves."""
+    from supernet.sdk.chain.receipts import canonical_json
+    from supernet.sdk.devnet.network import pulled_model_manifest
+
+    d = home / "models" / "smollm2-135m"
+    d.mkdir(parents=True)
+    for fmt in ("supernet-weights-manifest/1", WEIGHTS_MANIFEST_FORMAT):
+        doc = {"format": fmt, "config": {}, "tensors": [], "tokenizer": None}
+        recorded = "0x" + hashlib.sha256(canonical_json(doc)).hexdigest()
+        (d / "manifest.json").write_text(json.dumps({"model_id": recorded, **doc}))
+        got = pulled_model_manifest()
+        assert (got == canonical_json(doc)) if fmt == WEIGHTS_MANIFEST_FORMAT else got is None

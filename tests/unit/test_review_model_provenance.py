@@ -19,9 +19,10 @@ admission, the SDK's `Client.discover`. Findings:
 4. FOUND (known limit): validators without the receipt's model abstain, while the quorum base is
    all validator stake: a lone challenger with >= 30 % of stake slashes a node of a niche model,
    true or not; with < 30 % even a correct challenge fails and its bond burns.
-5. FOUND (known limit): the id covers weights and config but not the tokenizer or chat template
-   (read from files next to the weights): same id, different templates, and an honest node whose
-   template differs from the validators' is accused (``replay``).
+5. FIXED: the id covered weights and config but not the tokenizer or chat template (read from
+   files next to the weights): same id, different templates, and an honest node whose template
+   differed from the validators' was accused (``replay``). The weights manifest (format 2) now holds
+   the tokenizer's digest (`Tokenizer.digest`), so other files name another id.
 6. FOUND (known limit): the ``bfloat16`` id is judged with the bf16 pair's loose bounds, which also
    accept a cheaper format: weights rounded to int8 per channel pass as ``bfloat16`` (the same node
    is caught under ``float32``). holds: int4 (groups of 32) is caught.
@@ -352,28 +353,10 @@ def test_defence_registry_entries_are_content_addressed_and_permanent(
 # -- 5. what the id does not name: tokenizer and chat template -------------------------------------
 
 
-@needs_model
-@pytest.mark.model
-async def test_known_limit_the_model_id_does_not_name_the_tokenizer_or_chat_template(
-    loaded: Any, engine: Any, scorer: Any, make_kernel: Any, store_client: Any, tmp_path: Path
-) -> None:
-    """Setup: the same weights in a second directory whose chat template differs in its default
-    system turn (as an upstream revision of a model's ``tokenizer_config`` / ``chat_template.jinja``
-    does, or a later wheel of the catalog's package). The weights id the loader computes there is
-    the same, so the served id users sign is the same.
-
-    Today: a node whose files carry the other template runs the signed task honestly with it; the
-    validator (catalog files) replays the agent with its own template and finds a ``replay`` fault
-    (the prompt ids differ): the honest node is accused, under an id that did not say which template
-    was meant. The reverse holds for a validator with the other files (it accuses every node and
-    loses its bonds). A cheating node cannot steer through its template (the same ``replay``
-    finding catches that), so the harm is framing and a network split, not a free cheat.
-
-    Fix (by design): put the tokenizer and the chat template in what the id hashes (the served
-    manifest: ``sha256(tokenizer.json)`` and the template's text, or the weights manifest gains a
-    ``tokenizer`` entry), load them only if they match, and record the template hash in the trace."""
-    from supernet.node.llm.tokenizer import Tokenizer
-
+def _other_template_copy(tmp_path: Path) -> Path:
+    """The catalog's SmolLM2 files in a second directory (weights linked, not copied) whose chat
+    template differs in its default system turn, as an upstream revision of a model's
+    ``chat_template.jinja`` (or a later wheel of the catalog's package) would."""
     other = tmp_path / "smollm2-other-template"
     other.mkdir()
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
@@ -383,17 +366,48 @@ async def test_known_limit_the_model_id_does_not_name_the_tokenizer_or_chat_temp
     changed = template.replace("trained by Hugging Face", "trained by Hugging Face. Be concise.")
     assert changed != template
     (other / "chat_template.jinja").write_text(changed)
+    return other
 
-    cfg, tensors = read_hf_dir(other)  # what `load_model` hashes
-    assert model_id(build_manifest(tensors, cfg.to_dict())) == loaded.model_id
-    del tensors
+
+@needs_model
+@pytest.mark.model
+async def test_defence_the_model_id_names_the_tokenizer_and_chat_template(
+    loaded: Any, engine: Any, scorer: Any, make_kernel: Any, store_client: Any, tmp_path: Path
+) -> None:
+    """Setup: the same weights in a second directory with another chat template
+    (`_other_template_copy`).
+
+    It was (known limit): the weights id hashed the tensors and the config alone, so the loader gave
+    both directories one id; an honest node with the other files ran a signed task with its
+    template and the validator (catalog files) found a ``replay`` fault (the prompt ids differ):
+    the honest node was accused, under an id that did not say which template was meant.
+
+    Now the weights manifest holds the tokenizer's digest: the other files load under another id,
+    so the node serves and users sign an id the catalog's validators do not hold (its receipts are
+    theirs to leave, not to accuse; clients sign only covered ids), and the id a receipt names
+    fixes the template a validator replays with. Control: a node that keeps the catalog's id while
+    rendering with another template is a cheat, and is caught (``replay``)."""
+    from supernet.node.llm.loader import load_model
+    from supernet.node.llm.tokenizer import Tokenizer
+
+    other = _other_template_copy(tmp_path)
     their_tok = Tokenizer(other)
     chat = [{"role": "user", "content": QUESTIONS[2]}]
     assert their_tok.apply_chat_template(chat) != loaded.tokenizer.apply_chat_template(chat)
+    assert their_tok.digest() != loaded.tokenizer.digest()
+    assert Tokenizer(SMOLLM2).digest() == loaded.tokenizer.digest()  # a digest of content, stable
+
+    cfg, tensors = read_hf_dir(other)
+    assert model_id(build_manifest(tensors, cfg.to_dict())) != loaded.model_id  # no tokenizer: other id
+    assert model_id(build_manifest(tensors, cfg.to_dict(), loaded.tokenizer.digest())) == loaded.model_id
+    del tensors
+    theirs = load_model(other, max_positions=256)
+    assert theirs.model_id == model_id(build_manifest(*_hf(other), their_tok.digest()))
+    assert theirs.model_id != loaded.model_id
 
     kernel = await make_kernel(engine)
     ours = engine.tokenizer
-    engine.tokenizer = their_tok  # the honest node with the other files (same weights, same id)
+    engine.tokenizer = their_tok  # a node rendering with the other template under the catalog's id
     try:
         trace, req, sig = await run_signed(kernel, ChatAgent, QUESTIONS[2])
     finally:
@@ -401,6 +415,32 @@ async def test_known_limit_the_model_id_does_not_name_the_tokenizer_or_chat_temp
     assert trace["model_id"] == served_model_id(loaded.model_id, "float32")
     verdict = await verdict_of(store_client, scorer, trace, req, sig)
     assert "replay" in checks(verdict), verdict
+
+
+def _hf(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(tensors, config dict) of an HF directory, in `build_manifest`'s argument order."""
+    cfg, tensors = read_hf_dir(path)
+    return tensors, cfg.to_dict()
+
+
+@needs_model
+def test_defence_a_copy_whose_tokenizer_was_edited_after_the_pull_does_not_load(tmp_path: Path) -> None:
+    """Attack: an operator edits the chat template of a pulled model in place (its ``manifest.json``
+    still names the catalog's id), hoping to serve under the id every validator holds. The loader
+    computes the id from what it loaded and refuses the copy; a copy recorded under manifest
+    format 1 (weights alone, what older versions pulled) is refused too, saying to pull again."""
+    from supernet.node.llm.errors import WeightsFormatError
+    from supernet.node.llm.loader import load_model
+
+    other = _other_template_copy(tmp_path)
+    shutil.copy(SMOLLM2 / "manifest.json", other / "manifest.json")
+    with pytest.raises(WeightsFormatError, match=r"do not match manifest\.json"):
+        load_model(other, max_positions=64)
+    doc = json.loads((SMOLLM2 / "manifest.json").read_text())
+    doc["format"] = "supernet-weights-manifest/1"
+    (other / "manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(WeightsFormatError, match=r"pull` again"):
+        load_model(other, max_positions=64)
 
 
 # -- 6. a cheaper format under the bfloat16 id ------------------------------------------------------

@@ -75,9 +75,16 @@ def models_dir() -> Path:
 
 
 def is_pulled(name: str) -> bool:
-    """Whether a complete converted copy of catalog model ``name`` is in the cache."""
+    """Whether a complete converted copy of catalog model ``name`` is in the cache, with a manifest
+    of this version's format (a copy pulled by an older version is converted again by `pull`)."""
+    from supernet.node.llm.manifest import MANIFEST_FORMAT
+
     d = models_dir() / name
-    return (d / "manifest.json").is_file() and (d / "model.safetensors").is_file()
+    try:
+        recorded = json.loads((d / "manifest.json").read_text()).get("format")
+    except (OSError, ValueError):
+        return False
+    return recorded == MANIFEST_FORMAT and (d / "model.safetensors").is_file()
 
 
 def resolve_model_dir(name_or_path: str | Path) -> Path:
@@ -89,7 +96,10 @@ def resolve_model_dir(name_or_path: str | Path) -> Path:
     name = str(name_or_path)
     if name in CATALOG:
         if not is_pulled(name):
-            raise ModelNotFoundError(f"model {name!r} is not pulled: run `supernet model pull {name}`")
+            raise ModelNotFoundError(
+                f"model {name!r} is not pulled (or was pulled by an older version):"
+                f" run `supernet model pull {name}`"
+            )
         return models_dir() / name
     path = Path(name).expanduser()
     if path.exists():
@@ -197,7 +207,7 @@ def pull(name: str, progress: ProgressFn | None = None) -> Path:
         ModelPullError: the weights could not be downloaded.
     """
     from supernet.node.llm.manifest import build_manifest, model_id
-    from supernet.node.llm.tokenizer import export_gguf_tokenizer
+    from supernet.node.llm.tokenizer import Tokenizer, export_gguf_tokenizer
     from supernet.node.llm.weights import read_gguf, write_hf_dir
 
     if name not in CATALOG:
@@ -216,7 +226,8 @@ def pull(name: str, progress: ProgressFn | None = None) -> Path:
     export_gguf_tokenizer(gguf_path, out)
     report("tokenizer", 1, 1)
     report("manifest", 0, 1)
-    manifest = build_manifest(tensors, cfg.to_dict())
+    # the tokenizer as a node will load it, from the files just written (the same digest as the GGUF's)
+    manifest = build_manifest(tensors, cfg.to_dict(), Tokenizer(out).digest())
     tmp = out / "manifest.json.tmp"
     tmp.write_text(json.dumps({"model_id": model_id(manifest), **manifest}, indent=1) + "\n")
     tmp.replace(out / "manifest.json")

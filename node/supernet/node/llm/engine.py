@@ -146,7 +146,8 @@ class LLMEngine:
     @classmethod
     def from_model(cls, model: Llama, tokenizer: Tokenizer | None = None, **kwargs: Any) -> LLMEngine:
         """Wrap an in-memory model (tests, experiments); the id is computed from its weights."""
-        manifest = build_manifest(model.to_hf_state_dict(), model.cfg.to_dict())
+        digest = None if tokenizer is None else tokenizer.digest()
+        manifest = build_manifest(model.to_hf_state_dict(), model.cfg.to_dict(), digest)
         return cls(model.eval(), tokenizer, model_id(manifest), **kwargs)
 
     # ------------------------------------------------------------------ lifecycle

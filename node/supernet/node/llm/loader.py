@@ -2,7 +2,8 @@
 
 Accepted sources: a catalog name (pulled into the cache), an HF directory with ``config.json``
 and ``*.safetensors``, a ``.gguf`` file, or a directory holding exactly one ``.gguf``. The tokenizer
-is read from the same place. The model id is computed from the tensors as loaded.
+is read from the same place. The model id is computed from the tensors as loaded and the
+tokenizer's digest (`supernet.node.llm.manifest`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from supernet.node.llm.catalog import resolve_model_dir
 from supernet.node.llm.config import LlamaConfig
 from supernet.node.llm.errors import WeightsFormatError
-from supernet.node.llm.manifest import build_manifest, model_id
+from supernet.node.llm.manifest import MANIFEST_FORMAT, build_manifest, model_id
 from supernet.node.llm.model import FP16_WEIGHTS, Llama
 from supernet.node.llm.tokenizer import Tokenizer
 from supernet.node.llm.weights import read_gguf, read_hf_dir
@@ -102,10 +103,10 @@ def load_model(
             raise WeightsFormatError(f"{path}: expected config.json + safetensors or one .gguf file")
         cfg, tensors = read_gguf(ggufs[0])
         tok_src = (ggufs[0].parent, ggufs[0].name)
-    manifest = build_manifest(tensors, cfg.to_dict())
-    cached = path / "manifest.json"
-    if cached.is_file() and json.loads(cached.read_text()).get("model_id") != model_id(manifest):
-        raise WeightsFormatError(f"{path}: weights do not match manifest.json (corrupt or edited cache)")
+    has_tokenizer = tok_src[1] is not None or (path / "tokenizer.json").is_file()
+    tokenizer = Tokenizer(*tok_src) if has_tokenizer else None
+    manifest = build_manifest(tensors, cfg.to_dict(), None if tokenizer is None else tokenizer.digest())
+    _check_cached_manifest(path, model_id(manifest))
     if compute == FP16_WEIGHTS:
         half = _rounded_to_fp16(tensors, dev)
         del tensors  # the file's mapping goes before the packed copies are made: a lower peak
@@ -116,9 +117,29 @@ def load_model(
         model.rope_cos, model.rope_sin = model.rope_cos.float(), model.rope_sin.float()
         del tensors
     _give_back_freed_memory()
-    has_tokenizer = tok_src[1] is not None or (path / "tokenizer.json").is_file()
-    tokenizer = Tokenizer(*tok_src) if has_tokenizer else None
     return LoadedModel(model, tokenizer, model_id(manifest), manifest, path)
+
+
+def _check_cached_manifest(path: Path, computed_id: str) -> None:
+    """A ``manifest.json`` beside the weights (``supernet model pull`` writes one) must name what was
+    loaded: a mismatch is a corrupt or edited copy, or one pulled by an older version.
+
+    Raises:
+        WeightsFormatError: the recorded manifest is of another format or names another id.
+    """
+    cached = path / "manifest.json"
+    if not cached.is_file():
+        return
+    doc = json.loads(cached.read_text())
+    if doc.get("format") != MANIFEST_FORMAT:
+        raise WeightsFormatError(
+            f"{path}: manifest.json is of format {doc.get('format')!r}, not {MANIFEST_FORMAT!r}"
+            " (pulled by an older version): run `supernet model pull` again"
+        )
+    if doc.get("model_id") != computed_id:
+        raise WeightsFormatError(
+            f"{path}: weights or tokenizer do not match manifest.json (corrupt or edited copy)"
+        )
 
 
 def _rounded_to_fp16(tensors: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:

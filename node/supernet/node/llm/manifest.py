@@ -1,9 +1,13 @@
 """The canonical weights manifest and the model id derived from it.
 
 The manifest lists every tensor (sorted by name) with its dtype, shape and the sha256 of its raw
-little-endian bytes, plus the architecture config. Its canonical JSON (sorted keys, no spaces,
+little-endian bytes, the architecture config, and the digest of the tokenizer and chat template
+(`supernet.node.llm.tokenizer.Tokenizer.digest`). Its canonical JSON (sorted keys, no spaces,
 UTF-8) hashes to the model id registered on chain: ``modelId = "0x" + sha256(canonical JSON)``.
-Any change to a weight, a shape or a hyper-parameter changes the id.
+Any change to a weight, a shape, a hyper-parameter, the vocabulary or the chat template changes
+the id: what turns a user's messages into token ids is part of what a validator must re-run the
+same way (format 1 hashed the weights alone, so two copies with one id could render a chat
+differently, and a validator with the other copy accused an honest node).
 
 >>> import torch
 >>> m = build_manifest({"w": torch.zeros(2)}, {"dim": 2})
@@ -18,9 +22,10 @@ import json
 from typing import Any, cast
 
 import torch
+from supernet.sdk.models import WEIGHTS_MANIFEST_FORMAT
 from torch import Tensor
 
-MANIFEST_FORMAT = "supernet-weights-manifest/1"
+MANIFEST_FORMAT = WEIGHTS_MANIFEST_FORMAT
 _DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64"}
 
 
@@ -30,8 +35,11 @@ def tensor_digest(t: Tensor) -> str:
     return hashlib.sha256(memoryview(cast(Any, data))).hexdigest()  # numpy arrays are buffers (no copy)
 
 
-def build_manifest(tensors: dict[str, Tensor], config: dict[str, Any]) -> dict[str, Any]:
-    """The manifest of a state dict (HF names) and its config (``LlamaConfig.to_dict()``)."""
+def build_manifest(
+    tensors: dict[str, Tensor], config: dict[str, Any], tokenizer: str | None = None
+) -> dict[str, Any]:
+    """The manifest of a state dict (HF names), its config (``LlamaConfig.to_dict()``) and the
+    sha256 hex of its tokenizer (`Tokenizer.digest`; None for a model served without one)."""
     entries = [
         {
             "name": name,
@@ -41,7 +49,7 @@ def build_manifest(tensors: dict[str, Tensor], config: dict[str, Any]) -> dict[s
         }
         for name, t in sorted(tensors.items())
     ]
-    return {"format": MANIFEST_FORMAT, "config": config, "tensors": entries}
+    return {"format": MANIFEST_FORMAT, "config": config, "tensors": entries, "tokenizer": tokenizer}
 
 
 def canonical_json(manifest: dict[str, Any]) -> bytes:

@@ -7,6 +7,9 @@ once as ``tokenizer.json`` / ``tokenizer_config.json`` next to the converted wei
 
 from __future__ import annotations
 
+import hashlib
+import json
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -24,13 +27,39 @@ class Tokenizer:
     def __init__(self, path: Path, gguf_file: str | None = None) -> None:
         from transformers import AutoTokenizer
 
-        kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
-        self._tok = AutoTokenizer.from_pretrained(str(path), **kwargs)
+        if gguf_file is None:
+            self._tok = AutoTokenizer.from_pretrained(str(path))
+            return
+        # A GGUF's tokenizer is its own metadata alone: loaded from its folder, transformers merges
+        # in a sibling tokenizer_config.json (a pulled model's folder holds one), which dropped
+        # the chat template and the special tokens of the GGUF in the catalog's folder.
+        with tempfile.TemporaryDirectory(prefix="supernet-gguf-") as alone:
+            (Path(alone) / gguf_file).symlink_to((path / gguf_file).resolve())
+            self._tok = AutoTokenizer.from_pretrained(alone, gguf_file=gguf_file)
 
     @property
     def backend(self) -> Any:
         """The wrapped transformers tokenizer (for libraries that read it, e.g. llguidance)."""
         return self._tok
+
+    def digest(self) -> str:
+        """sha256 hex of what decides how messages become token ids and ids become text: the
+        tokenizer's pipeline as the `tokenizers` library serialises it (vocabulary, merges,
+        normalizer, pre-tokenizer, post-processor, decoder, added tokens), the special tokens and
+        the chat template, as canonical JSON. The same tokenizer read from HF files or from a
+        GGUF's metadata gives the same digest; one changed merge, token or template byte does not.
+        The weights manifest holds it (`supernet.node.llm.manifest`), so the model id names it."""
+        pipeline = json.loads(self._tok.backend_tokenizer.to_str())
+        merges = pipeline.get("model", {}).get("merges")
+        if merges and isinstance(merges[0], str):  # tokenizers < 0.20 writes "a b", later ["a", "b"]
+            pipeline["model"]["merges"] = [m.split(" ", 1) for m in merges]
+        identity = {
+            "pipeline": pipeline,
+            "special_tokens": dict(self._tok.special_tokens_map),
+            "chat_template": self._tok.chat_template,
+        }
+        canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
     @property
     def eos_token_id(self) -> int | None:

@@ -24,7 +24,13 @@ from supernet.sdk.chain import Contracts, ProtocolParams
 from supernet.sdk.chain.anvil import Anvil, dev_account, process_alive
 from supernet.sdk.chain.receipts import canonical_json
 from supernet.sdk.errors import SupernetError
-from supernet.sdk.models import COMPUTE_PRECISIONS, CPU_DEFAULT_COMPUTE, served_manifest, served_model_id
+from supernet.sdk.models import (
+    COMPUTE_PRECISIONS,
+    CPU_DEFAULT_COMPUTE,
+    WEIGHTS_MANIFEST_FORMAT,
+    served_manifest,
+    served_model_id,
+)
 
 ETHER = 10**18
 DEFAULT_STATE_DIR = Path(".supernet/devnet")
@@ -34,12 +40,16 @@ DEVNET_MODEL_MANIFEST = b"supernet devnet placeholder model manifest"
 
 def pulled_model_manifest(model: str = "smollm2-135m") -> bytes | None:
     """The canonical weights manifest of a pulled model (``supernet model pull`` writes it next to
-    the weights), checked against the model id recorded with it; None if the model is not pulled."""
+    the weights), checked against the model id recorded with it; None if the model is not pulled, or
+    was pulled by a version whose manifest format names other ids than the nodes' (they would serve
+    ids nobody registered)."""
     home = Path(os.environ.get("SUPERNET_HOME", Path.home() / ".cache" / "supernet"))
     try:
         doc = json.loads((home / "models" / model / "manifest.json").read_text())
         recorded = bytes.fromhex(str(doc.pop("model_id")).removeprefix("0x"))
     except (OSError, KeyError, ValueError):
+        return None
+    if doc.get("format") != WEIGHTS_MANIFEST_FORMAT:
         return None
     manifest = canonical_json(doc)
     return manifest if hashlib.sha256(manifest).digest() == recorded else None
