@@ -424,6 +424,28 @@ def _hf(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 @needs_model
+def test_defence_a_decoding_setting_outside_the_pipeline_changes_the_digest(tmp_path: Path) -> None:
+    """Attack on the digest: keep tokenizer.json and the template, set
+    ``clean_up_tokenization_spaces`` in tokenizer_config.json. The pipeline is the same, but the
+    setting strips spaces before punctuation when decoding (transformers 5 applies it to WordPiece
+    tokenizers, and to BPE ones with a second flag), and an agent reads decoded text: a copy whose
+    settings may decode otherwise must name another id, or its honest node is accused on replay."""
+    from supernet.node.llm.tokenizer import Tokenizer
+
+    other = tmp_path / "smollm2-cleanup"
+    other.mkdir()
+    for name in ("tokenizer.json", "chat_template.jinja"):
+        shutil.copy(SMOLLM2 / name, other / name)
+    config = json.loads((SMOLLM2 / "tokenizer_config.json").read_text())
+    config["clean_up_tokenization_spaces"] = True
+    (other / "tokenizer_config.json").write_text(json.dumps(config))
+    ours, theirs = Tokenizer(SMOLLM2), Tokenizer(other)
+    assert theirs.backend.clean_up_tokenization_spaces and not ours.backend.clean_up_tokenization_spaces
+    assert theirs.encode("Hello , world .") == ours.encode("Hello , world .")  # one pipeline
+    assert theirs.digest() != ours.digest()
+
+
+@needs_model
 def test_defence_a_copy_whose_tokenizer_was_edited_after_the_pull_does_not_load(tmp_path: Path) -> None:
     """Attack: an operator edits the chat template of a pulled model in place (its ``manifest.json``
     still names the catalog's id), hoping to serve under the id every validator holds. The loader

@@ -28,7 +28,9 @@ from supernet.sdk.chain.receipts import canonical_json
 SERVED_FORMAT = "supernet-served-model/1"
 WEIGHTS_MANIFEST_FORMAT = "supernet-weights-manifest/2"
 """The weights manifest's ``format`` (`supernet.node.llm.manifest`): version 2 adds the tokenizer's
-digest, so a copy pulled under version 1 names another id and is converted again."""
+digest, so a copy pulled under version 1 names another id and is converted again. Any change to
+what the manifest or `Tokenizer.digest` hashes must bump it (and the Makefile's model stamp):
+pulled copies are recognised as stale by this string alone."""
 COMPUTE_PRECISIONS = ("float32", "bfloat16", "float16-weights")
 """The compute formats a served id can name: torch dtype names (weights, activations and sums in
 that dtype), and ``float16-weights``: weights rounded to float16, activations, sums and the KV

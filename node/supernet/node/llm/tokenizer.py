@@ -15,6 +15,17 @@ from pathlib import Path
 from typing import Any, cast
 
 
+_BEHAVIOUR_SETTINGS = (
+    "add_bos_token",
+    "add_eos_token",
+    "add_prefix_space",
+    "clean_up_tokenization_spaces",
+    "split_special_tokens",
+)
+"""transformers' tokenizer settings that change encoding or decoding beyond the serialised pipeline
+(decoding with ``clean_up_tokenization_spaces`` changes the text an agent reads)."""
+
+
 class Tokenizer:
     """Encode, decode and apply the model's chat template.
 
@@ -45,8 +56,9 @@ class Tokenizer:
     def digest(self) -> str:
         """sha256 hex of what decides how messages become token ids and ids become text: the
         tokenizer's pipeline as the `tokenizers` library serialises it (vocabulary, merges,
-        normalizer, pre-tokenizer, post-processor, decoder, added tokens), the special tokens and
-        the chat template, as canonical JSON. The same tokenizer read from HF files or from a
+        normalizer, pre-tokenizer, post-processor, decoder, added tokens), the special tokens, the
+        chat template and the settings that act outside the pipeline (`_BEHAVIOUR_SETTINGS`), as
+        canonical JSON. The same tokenizer read from HF files or from a
         GGUF's metadata gives the same digest; one changed merge, token or template byte does not.
         The weights manifest holds it (`supernet.node.llm.manifest`), so the model id names it."""
         pipeline = json.loads(self._tok.backend_tokenizer.to_str())
@@ -57,6 +69,8 @@ class Tokenizer:
             "pipeline": pipeline,
             "special_tokens": dict(self._tok.special_tokens_map),
             "chat_template": self._tok.chat_template,
+            # settings of tokenizer_config.json that change ids or text outside the pipeline
+            "settings": {name: getattr(self._tok, name, None) for name in _BEHAVIOUR_SETTINGS},
         }
         canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode()).hexdigest()
