@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
-
 _BEHAVIOUR_SETTINGS = (
     "add_bos_token",
     "add_eos_token",
