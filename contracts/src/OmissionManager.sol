@@ -486,7 +486,12 @@ contract OmissionManager is ReentrancyGuardTransient {
 
     /// @dev Checks that the caller may claim `pledge` broken now; returns the node that signed it
     ///      and the time the promise fell due: `commitBy`, or the request's `deadline` plus
-    ///      MAX_PROMISE_DELAY if that is earlier (a user-signed bound the node cannot stretch).
+    ///      MAX_PROMISE_DELAY if that is earlier (a user-signed bound the node cannot stretch), or,
+    ///      earlier still, CHALLENGE_WINDOW before the node's stake may drop below SLASH_AMOUNT
+    ///      (`stakeLeavesAt`): a node leaving the network can no longer commit (commits need an
+    ///      active node), so every promise it has not kept by then is broken, and its claim must
+    ///      open while the stake it would slash is still there. Without that bound a far request
+    ///      deadline let a node take the fee, deregister and withdraw before the claim opened.
     function _checkPromise(ReceiptPromise calldata pledge, bytes calldata signature, TaskRequest calldata request)
         internal
         view
@@ -502,6 +507,8 @@ contract OmissionManager is ReentrancyGuardTransient {
         if (request.deadline < type(uint64).max && request.deadline + MAX_PROMISE_DELAY < due) {
             due = request.deadline + MAX_PROMISE_DELAY;
         }
+        uint256 leaves = SERVICE_MANAGER.stakeLeavesAt(node, SLASH_AMOUNT);
+        if (leaves > CHALLENGE_WINDOW && leaves - CHALLENGE_WINDOW < due) due = leaves - CHALLENGE_WINDOW;
         if (block.timestamp < due) revert PromiseNotDue(due);
         if (block.timestamp >= due + CHALLENGE_WINDOW) revert PromiseExpired(due + CHALLENGE_WINDOW);
         // forge-lint: disable-next-line(unsafe-typecast)

@@ -480,6 +480,13 @@ contract ServiceManager is IServiceManager, ReentrancyGuardTransient {
     //////////////////////////////////////////////////////////////*/
 
     /// @inheritdoc IServiceManager
+    function stakeLeavesAt(address operator, uint256 keep) external view returns (uint64) {
+        Operator storage op = _operators[operator];
+        if (op.stake >= keep || op.unbonding == 0) return 0;
+        return op.unbondingReadyAt > op.lockedUntil ? op.unbondingReadyAt : op.lockedUntil;
+    }
+
+    /// @inheritdoc IServiceManager
     function isActiveNode(address node) public view returns (bool) {
         return _isActiveNode(_operators[node]);
     }

@@ -56,60 +56,81 @@ contract Review7Test is Base {
           1. A PROMISE'S BOUND FOLLOWS THE DEADLINE, NOT THE STAKE
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice KNOWN LIMIT (stake escapes before an omission claim can open). MAX_PROMISE_DELAY
-    ///         bounds a promise's due time by the *request's deadline* plus UNBONDING_PERIOD / 2
-    ///         (OmissionManager._checkPromise, src/OmissionManager.sol:483-486). The bound keeps the
-    ///         node's stake around only if the deadline is near when the promise is given: a
-    ///         promise given at `g` with `deadline - g > UNBONDING_PERIOD / 2 - CHALLENGE_WINDOW`
-    ///         can fall due (or its claim window end) after a deregistration at `g` has been paid
-    ///         out. A user who signs a generous deadline (here 4 days, a queued task) and whose
-    ///         client accepts a `commitBy` of `deadline + MAX_PROMISE_DELAY` lets the node fake the
-    ///         task, redeem the voucher, deregister at once and withdraw its whole stake on day 7;
-    ///         the claim opens on day 7.5 and slashes nothing.
-    ///         Who profits: the node keeps the fee (0.01 ether here, any amount the user paid) and
-    ///         all its stake (2 ether) although its promise was broken; the user gets its bond back
-    ///         only. The only guard today is off chain (the SDK's `promise_horizon`,
-    ///         sdk/supernet/sdk/chain/promises.py).
-    ///         Fix: bound on chain by something the node cannot stretch past its own exit. E.g.
-    ///         make `withdrawUnbonded` (src/ServiceManager.sol:386-396) wait until
-    ///         `unbondingReadyAt + MAX_PROMISE_DELAY + CHALLENGE_WINDOW` for a node that redeemed
-    ///         vouchers after its unbond request (Payments can record the last redemption time per
-    ///         node), or cap `due` at `request.deadline` only when `deadline` is within
-    ///         `UNBONDING_PERIOD / 2 - CHALLENGE_WINDOW` of the voucher's redemption, which Payments
-    ///         can timestamp; at the least, have the client refuse request deadlines farther than
-    ///         `UNBONDING_PERIOD / 2 - CHALLENGE_WINDOW` (docs/protocol.md, "Omission").
-    function test_knownLimit_AFarDeadlineLetsTheStakeLeaveBeforeTheClaimOpens() public {
+    /// @notice Defence (was a KNOWN LIMIT: stake escaped before an omission claim could open).
+    ///         MAX_PROMISE_DELAY bounds a promise's due time by the *request's deadline* plus
+    ///         UNBONDING_PERIOD / 2, which keeps the stake around only if the deadline is near when
+    ///         the promise is given. A user who signed a generous deadline (here 4 days, a queued
+    ///         task) let the node fake the task, redeem the voucher, deregister at once and
+    ///         withdraw its whole stake on day 7; the claim opened on day 7.5 and slashed nothing.
+    ///         Now a promise also falls due CHALLENGE_WINDOW before the node's stake may drop below
+    ///         SLASH_AMOUNT (`ServiceManager.stakeLeavesAt`; a node that left can no longer commit,
+    ///         so nothing it had not committed can still be kept): the claim opens then, freezes
+    ///         the stake, and the node is slashed.
+    function test_defence_AFarDeadlinePromiseFallsDueBeforeTheStakeOfALeavingNodeIsFree() public {
         _registerNode(node, 2 ether);
         uint256 g = block.timestamp;
         uint256 mpd = om.MAX_PROMISE_DELAY();
         uint256 deadline = g + 4 days; // more than UNBONDING_PERIOD / 2 - CHALLENGE_WINDOW ahead
         (TaskRequest memory q, Receipt memory faked, ReceiptPromise memory p, bytes memory sig) =
             _paidTaskWithPromise(11, 0.01 ether, deadline, deadline + mpd);
+        assertEq(sm.stakeLeavesAt(node, SLASH_AMOUNT), 0, "an active node's stake is not leaving");
         vm.prank(node, node);
         sm.deregister(); // leaves right after serving: no batch, so no lock
+        uint256 readyAt = g + UNBONDING_PERIOD;
+        assertEq(sm.stakeLeavesAt(node, SLASH_AMOUNT), readyAt);
+        uint256 due = readyAt - CHALLENGE_WINDOW;
+        vm.assertLt(due, deadline + mpd, "earlier than the deadline's bound");
 
-        vm.warp(g + UNBONDING_PERIOD);
+        vm.warp(due - 1);
+        uint256 bond = om.omissionBond();
+        vm.deal(user, bond);
+        vm.prank(user);
+        vm.expectRevert(abi.encodeWithSelector(OmissionManager.PromiseNotDue.selector, due));
+        om.challengeOmission{value: bond}(p, sig, q, faked);
+        vm.warp(due);
+        uint256 id = _claimOmission(user, p, sig, q, faked);
+        assertEq(om.omissionChallenges(id).commitBy, due, "the answer must show a batch committed by then");
+
+        vm.warp(readyAt);
+        vm.prank(node, node);
+        vm.expectRevert(abi.encodeWithSelector(ServiceManager.OperatorFrozen.selector, 1));
+        sm.withdrawUnbonded();
+        vm.warp(om.omissionChallenges(id).deadline);
+        om.resolveOmission(id);
+        assertEq(om.totalBurned(), SLASH_AMOUNT - SLASH_AMOUNT * CHALLENGER_REWARD_BPS / PCT, "slashed");
+        assertEq(sm.getOperator(node).unbonding, 2 ether - SLASH_AMOUNT);
+    }
+
+    /// @notice Defence (the acceleration frames no honest node): a node that committed the receipt
+    ///         before it left answers the earlier claim with that batch and keeps its stake; the
+    ///         bound follows the node's stake lock too (a batch's lock can outlast the unbonding),
+    ///         and a node that keeps SLASH_AMOUNT active is not hurried at all.
+    function test_defence_ALeavingNodeThatCommittedAnswersTheEarlierClaim() public {
+        _registerNode(node, 2 ether);
+        uint256 g = block.timestamp;
+        uint256 deadline = g + 4 days;
+        (TaskRequest memory q, Receipt memory r, ReceiptPromise memory p, bytes memory sig) =
+            _paidTaskWithPromise(13, 0.01 ether, deadline, deadline + om.MAX_PROMISE_DELAY());
+        uint256 b = _commitRoot(node, _leaf(r), 1);
+        vm.prank(node, node);
+        sm.requestUnbond(2 ether - SLASH_AMOUNT); // keeps one slash active: not leaving
+        assertEq(sm.stakeLeavesAt(node, SLASH_AMOUNT), 0);
+        vm.prank(node, node);
+        sm.deregister();
+        uint64 locked = sm.getOperator(node).lockedUntil;
+        uint256 leaves = sm.stakeLeavesAt(node, SLASH_AMOUNT);
+        assertEq(leaves, g + UNBONDING_PERIOD > locked ? g + UNBONDING_PERIOD : locked);
+
+        vm.warp(leaves - CHALLENGE_WINDOW);
+        uint256 id = _claimOmission(user, p, sig, q, r);
+        TaskManager.BatchRef memory ref = _ref(b);
+        vm.prank(node, node);
+        om.answerOmission(id, ref, 0, r, new bytes32[](0));
+        vm.warp(leaves);
         uint256 before = node.balance;
         vm.prank(node, node);
         sm.withdrawUnbonded();
-        vm.prank(node, node);
-        payments.withdrawEarnings();
-        assertEq(node.balance - before, 2 ether + 0.01 ether * (PCT - VERIFICATION_SHARE_BPS) / PCT, "all out");
-
-        uint256 due = deadline + mpd;
-        vm.assertGt(due, g + UNBONDING_PERIOD, "the promise falls due after the stake left");
-        vm.warp(due - 1);
-        vm.deal(user, CHALLENGE_BOND);
-        vm.prank(user);
-        vm.expectRevert(abi.encodeWithSelector(OmissionManager.PromiseNotDue.selector, due));
-        om.challengeOmission{value: CHALLENGE_BOND}(p, sig, q, faked);
-        vm.warp(due);
-        uint256 id = _claimOmission(user, p, sig, q, faked);
-        vm.warp(om.omissionChallenges(id).deadline);
-        om.resolveOmission(id);
-        assertEq(om.claimable(user), CHALLENGE_BOND, "the user gets its bond back and nothing else");
-        assertEq(om.totalBurned(), 0, "the slash found nothing to take");
-        assertEq(sm.getOperator(node).slashCount, 1, "slashed on paper only");
+        assertEq(node.balance - before, 2 ether, "the whole stake leaves");
     }
 
     /// @notice Defence (the tightest deadline the bound covers): with `deadline = g +

@@ -42,6 +42,7 @@ FEE = 10**12
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 ETHER = 10**18
 UNBONDING = 7 * 86_400
+CHALLENGE_WINDOW = 3600  # TaskManager.CHALLENGE_WINDOW of the deployment these tests stand in for
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -122,7 +123,8 @@ def _client(tmp_path: Path, user: LocalAccount, node: LocalAccount, leaf: bytes 
         account=user,
         domain=DOMAIN,
         task_manager=SimpleNamespace(
-            batch=lambda _bid: SimpleNamespace(node=node.address, root=leaf or b"", count=1 if leaf else 0)
+            batch=lambda _bid: SimpleNamespace(node=node.address, root=leaf or b"", count=1 if leaf else 0),
+            challenge_window=lambda: CHALLENGE_WINDOW,
         ),
         w3=SimpleNamespace(eth=SimpleNamespace(get_block=lambda _b: {"timestamp": now})),
         # a node with its whole stake active, on a chain with a week's unbonding: promises due

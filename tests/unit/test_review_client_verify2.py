@@ -47,6 +47,7 @@ from supernet.sdk.node_api import ReceiptPublic
 from supernet.sdk.store.cids import compute_cid, encode_dag
 from supernet.sdk.store.errors import BlockNotFoundError
 from test_review_client_verify import (
+    CHALLENGE_WINDOW,
     DOMAIN,
     FEE,
     MODEL,
@@ -59,14 +60,14 @@ from test_review_client_verify import (
     _trace,
 )
 
-CHALLENGE_WINDOW = 3600  # OmissionManager.CHALLENGE_WINDOW of the deployment these tests stand in for
-
 # ---------------------------------------------------------------------------------------- helpers
 
 
-def _contract_accepts(args: tuple[Any, ...], now: int) -> str | None:
+def _contract_accepts(args: tuple[Any, ...], now: int, leaves_at: int = 0) -> str | None:
     """What ``OmissionManager.challengeOmission(pledge, signature, request, receipt)`` would say at
-    block time ``now`` (None: the claim is accepted), checks in the contract's order."""
+    block time ``now`` (None: the claim is accepted), checks in the contract's order; ``leaves_at``
+    is the node's ``stakeLeavesAt`` (0: not leaving)."""
+    leaving = (leaves_at, CHALLENGE_WINDOW)
     pledge, signature, request, receipt = args
     assert isinstance(pledge, ReceiptPromise) and isinstance(request, TaskRequest)
     assert isinstance(receipt, Receipt)
@@ -80,7 +81,7 @@ def _contract_accepts(args: tuple[Any, ...], now: int) -> str | None:
         return "NotTheNodesPromise"
     if signer != request.node:
         return "NotTheNodesPromise"
-    due = claim_due(pledge.commit_by, request.deadline, UNBONDING)  # the contract's own bound
+    due = claim_due(pledge.commit_by, request.deadline, UNBONDING, *leaving)  # the contract's own bound
     if now < due:
         return "PromiseNotDue"
     if now >= due + CHALLENGE_WINDOW:

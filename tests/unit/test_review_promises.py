@@ -19,12 +19,15 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+from chain_fixtures import MODEL_ID, Actors
 from eth_account import Account
 from supernet.node.service.db import Database
 from supernet.node.service.models import NewTask, TaskStatus
 from supernet.node.service.ports import JobResult
 from supernet.node.service.streams import StreamHub
 from supernet.node.service.worker import TaskWorker
+from supernet.sdk.chain import Contracts
 from supernet.sdk.chain.eip712 import TaskRequest
 from supernet.sdk.chain.params import ProtocolParams
 from supernet.sdk.chain.promises import (
@@ -33,10 +36,11 @@ from supernet.sdk.chain.promises import (
     claim_margin,
     max_promise_delay,
     promise_horizon,
+    stake_leaves_at,
 )
 from supernet.sdk.chain.registry import Operator, Role
 from supernet.sdk.store.cids import compute_cid, encode_dag
-from test_review_client_verify import DOMAIN, UNBONDING, _names, _promise
+from test_review_client_verify import CHALLENGE_WINDOW, DOMAIN, UNBONDING, _names, _promise
 from test_review_client_verify2 import _at, _contract_accepts, _our_task
 
 DEVNET_UNBONDING = ProtocolParams.devnet().unbonding_period  # 3600: MAX_PROMISE_DELAY 1800 s
@@ -229,3 +233,68 @@ async def test_defence_a_task_ending_in_time_is_pending_not_claimable(tmp_path: 
     await client.claim_omission(task_id)
     await client.aclose()
     assert _contract_accepts(claims[-1], ended + 5) == "PromiseNotDue"
+
+
+# ------------------------------------------------------------- a leaving node's promises (review 7)
+
+
+def test_defence_a_leaving_nodes_promises_fall_due_a_window_before_its_stake_leaves() -> None:
+    """`claim_due` with `stake_leaves_at` mirrors ``OmissionManager._checkPromise`` and
+    ``ServiceManager.stakeLeavesAt`` (contracts/test/Review7.t.sol, the defence of the far-deadline
+    exit): a node whose active stake is below one slash while stake is unbonding can no longer
+    commit, so its promises fall due ``CHALLENGE_WINDOW`` before that stake may go (the later of
+    its unbonding and its lock); a node keeping a slash active, or with nothing unbonding, is not
+    hurried, and a promise due earlier keeps its own time."""
+    window, ready, lock = 3600, 1_000_000, 1_050_000
+    leaving = Operator(Role.NODE, False, 0, 0, ready, lock, 0, 0, 2 * ETHER)
+    assert stake_leaves_at(leaving, ETHER) == lock
+    assert stake_leaves_at(Operator(Role.NODE, False, 0, 0, ready, 0, 0, 0, 2 * ETHER), ETHER) == ready
+    assert stake_leaves_at(Operator(Role.NODE, True, 0, 0, ready, lock, 0, ETHER, ETHER), ETHER) == 0
+    assert stake_leaves_at(Operator(Role.NODE, True, 0, 0, 0, 0, 0, 0, 0), ETHER) == 0  # nothing left
+    far = 10**9
+    assert claim_due(far, 2**64 - 1, UNBONDING, lock, window) == lock - window
+    assert claim_due(far, 2**64 - 1, UNBONDING, 0, window) == far
+    assert claim_due(5000, 2**64 - 1, UNBONDING, lock, window) == 5000
+
+
+async def test_defence_the_client_claims_a_leaving_nodes_far_promise_before_its_stake_is_free(
+    tmp_path: Path,
+) -> None:
+    """The node gave a promise due long after now (a far request deadline), then deregistered: its
+    whole stake unbonds. The user's client reads the node's record: before ``stakeLeavesAt -
+    CHALLENGE_WINDOW`` the receipt is pending; from then on "commit promise kept" fails and its
+    claim is one the contract accepts (it would have refused it before: PromiseNotDue)."""
+    node, _user, task_id, _trace_doc, doc, receipt, client, claims = _our_task(tmp_path)
+    contracts: Any = client.contracts  # a stand-in (`_client`)
+    ready = 200_000
+    contracts.service_manager.get_operator = lambda _a: Operator(
+        Role.NODE, False, 0, 0, ready, 0, 0, 0, 2 * ETHER
+    )
+    doc["promise"] = _promise(node, receipt, 10**9)  # far: the request's deadline is 2**40
+    due = ready - CHALLENGE_WINDOW
+    _at(client, due - 1)
+    assert (await client.verify(task_id, wait_committed=0)).pending
+    _at(client, due)
+    rep = await client.verify(task_id, wait_committed=0)
+    assert _names(rep)["commit promise kept"] is False and not rep.pending
+    await client.claim_omission(task_id)
+    await client.aclose()
+    assert _contract_accepts(claims[-1], due, leaves_at=ready) is None
+    assert _contract_accepts(claims[-1], due - 1, leaves_at=ready) == "PromiseNotDue"
+
+
+@pytest.mark.anvil
+def test_defence_stake_leaves_at_is_what_the_chain_says(chain: Contracts, actors: Actors) -> None:
+    """The SDK's mirror and the contract's view agree on a real deployment: 0 for an active node,
+    and after ``deregister`` the time its unbonding stake may leave (the unbonding period from the
+    deregistration)."""
+    sm = chain.as_account(actors.outsider).service_manager
+    sm.register_node("http://leaving.invalid", [MODEL_ID], 1, 2 * ETHER)
+    slash = chain.omission_manager.slash_amount()
+    read = chain.service_manager
+    assert read.stake_leaves_at(actors.outsider.address, slash) == 0
+    sm.deregister()
+    op = read.get_operator(actors.outsider.address)
+    assert op.unbonding == 2 * ETHER and op.stake == 0
+    assert read.stake_leaves_at(actors.outsider.address, slash) == stake_leaves_at(op, slash)
+    assert stake_leaves_at(op, slash) == op.unbonding_ready_at > 0

@@ -44,6 +44,11 @@ interface IServiceManager {
     ///         (unix seconds); a lock never moves backwards. Only the TaskManager.
     function lockStake(address operator, uint64 until) external;
 
+    /// @notice When `operator`'s stake may fall below `keep`: 0 while its active stake is at least
+    ///         `keep` or nothing is unbonding, else the time its unbonding stake may be withdrawn
+    ///         (the later of `unbondingReadyAt` and its lock). A claim must open before it.
+    function stakeLeavesAt(address operator, uint256 keep) external view returns (uint64);
+
     /// @notice One call for a batch commit: if `node` is an active node, locks its stake until
     ///         `until` like {lockStake} and returns true; otherwise changes nothing and returns
     ///         false. Only the TaskManager.

@@ -292,10 +292,18 @@ def add_operator_commands(group: typer.Typer, role: str, key_env: str) -> None:
         keystore: Keystore = None,
         password_file: PasswordFile = None,
     ) -> None:
-        """Leave the network: your whole stake starts unbonding."""
+        """Leave the network: your whole stake starts unbonding. A node that left can no longer
+        commit batches: stop it after its last batch is committed, since every promised receipt
+        not committed by then can be claimed a challenge window before the stake is free."""
         with _one_line_errors():
             c = connect(rpc, deployment, (key, key_file, keystore, password_file))
-            _confirm(f"deregister this {role} (the whole stake starts unbonding)?", yes)
+            warn = ""
+            if role == "node":
+                warn = (
+                    "; receipts this node has not committed yet can no longer be, and their users can"
+                    " claim them before the stake is free: stop the node after its last batch first"
+                )
+            _confirm(f"deregister this {role} (the whole stake starts unbonding{warn})?", yes)
             c.service_manager.deregister()
             who = c.account.address if c.account else ""
             op = c.service_manager.get_operator(who)

@@ -7,7 +7,9 @@ promise: the node fakes a task, is paid, signs ``commitBy`` beyond its unbonding
 withdraws before any claim can open (contracts/test/Review3.t.sol). Two rules close it:
 
 - on chain, a claim opens at `claim_due`: ``commitBy``, or the user's signed request ``deadline``
-  plus ``MAX_PROMISE_DELAY`` (half the unbonding period) if that is earlier; a node refuses to
+  plus ``MAX_PROMISE_DELAY`` (half the unbonding period) if that is earlier, or, earlier still, a
+  challenge window before a leaving node's stake may drop below one slash (``stakeLeavesAt``: a
+  node that left can no longer commit, so what it has not committed is broken); a node refuses to
   start with a ``promise_s`` above `max_promise_delay`;
 - the user's client accepts a promise only if it falls due by `promise_horizon` (a node already
   unbonding backs only promises due before its stake leaves).
@@ -37,27 +39,57 @@ def max_promise_delay(unbonding_period: int) -> int:
     return unbonding_period // 2
 
 
-def claim_due(commit_by: int, request_deadline: int, unbonding_period: int) -> int:
-    """When the omission claim of a promise opens (``OmissionManager._checkPromise``)."""
+def claim_due(
+    commit_by: int,
+    request_deadline: int,
+    unbonding_period: int,
+    stake_leaves_at: int = 0,
+    challenge_window: int = 0,
+) -> int:
+    """When the omission claim of a promise opens (``OmissionManager._checkPromise``).
+
+    ``stake_leaves_at`` is ``ServiceManager.stakeLeavesAt(node, SLASH_AMOUNT)`` (0: not leaving) and
+    ``challenge_window`` the TaskManager's ``CHALLENGE_WINDOW``: a leaving node's promises fall due
+    that long before its stake may go."""
+    due = commit_by
     if request_deadline < 2**64 - 1:
-        return min(commit_by, request_deadline + max_promise_delay(unbonding_period))
-    return commit_by
+        due = min(due, request_deadline + max_promise_delay(unbonding_period))
+    if stake_leaves_at > challenge_window:
+        due = min(due, stake_leaves_at - challenge_window)
+    return due
 
 
-def promise_horizon(now: int, operator: Operator, unbonding_period: int, slash_amount: int) -> int:
+def stake_leaves_at(operator: Operator, keep: int) -> int:
+    """``ServiceManager.stakeLeavesAt(operator, keep)`` from its `Operator` record: 0 while its
+    active stake is at least ``keep`` or nothing is unbonding, else when its unbonding stake may
+    be withdrawn (the later of ``unbondingReadyAt`` and its lock)."""
+    if operator.stake >= keep or operator.unbonding == 0:
+        return 0
+    return max(operator.unbonding_ready_at, operator.locked_until)
+
+
+def promise_horizon(
+    now: int,
+    operator: Operator,
+    unbonding_period: int,
+    slash_amount: int,
+    challenge_window: int | None = None,
+) -> int:
     """The latest ``commitBy`` whose claim, opened then, still finds ``slash_amount`` of the node's
     stake (less `claim_margin`).
 
     Active stake cannot leave before ``now + unbonding_period`` (unbonding starts with a request);
     stake already unbonding leaves at its ``unbondingReadyAt`` (or lock); a node without enough of
-    either backs no promise (the horizon is then in the past)."""
+    either backs no promise (the horizon is then in the past). A leaving node's promises fall due
+    on chain ``challenge_window`` before its stake leaves (`claim_due`), a window a claim is
+    always given: with the window known, the margin before a leaving node's exit is at most it."""
+    margin = claim_margin(unbonding_period)
     if operator.stake >= slash_amount:
-        until = now + unbonding_period
-    elif operator.stake + operator.unbonding >= slash_amount:
+        return now + unbonding_period - margin
+    if operator.stake + operator.unbonding >= slash_amount:
         until = max(operator.unbonding_ready_at, operator.locked_until)
-    else:
-        return now - 1
-    return until - claim_margin(unbonding_period)
+        return until - (margin if challenge_window is None else min(margin, challenge_window))
+    return now - 1
 
 
 def answerable_promise_delay(batch_retention: int, challenge_window: int, vote_window: int) -> int:

@@ -132,6 +132,12 @@ class ServiceManager(Binding):
         role, *rest = self.call("getOperator", address)
         return Operator(Role(role), *rest)
 
+    def stake_leaves_at(self, operator: str, keep: int) -> int:
+        """When ``operator``'s stake may fall below ``keep`` (unix seconds): 0 while its active stake
+        is at least ``keep`` or nothing is unbonding (``stakeLeavesAt``; an omission claim against
+        a leaving node opens a challenge window before it)."""
+        return int(self.call("stakeLeavesAt", operator, keep))
+
     def voting_stake(self, validator: str, since: int) -> int:
         """Stake of ``validator`` that may vote on a challenge opened at ``since`` (0: none)."""
         return int(self.call("votingStake", validator, since))

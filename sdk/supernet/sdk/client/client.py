@@ -20,7 +20,7 @@ from pydantic import RootModel
 from supernet.sdk.chain import Contracts, Deployment
 from supernet.sdk.chain.coverage import Coverage, coverage, declarations
 from supernet.sdk.chain.eip712 import ReceiptPromise, TaskRequest
-from supernet.sdk.chain.promises import claim_due, promise_horizon
+from supernet.sdk.chain.promises import claim_due, promise_horizon, stake_leaves_at
 from supernet.sdk.chain.receipts import Receipt, normal_input
 from supernet.sdk.chain.tasks import ChallengeStatus
 from supernet.sdk.client.confirm import confirmation_body
@@ -752,10 +752,11 @@ class Client:
         horizon: int | None = None
         due: Callable[[int], int] | None = None
         if doc.promise is not None and (doc.batch is None or doc.batch.chainBatchId is None):
-            horizon, unbonding = await asyncio.to_thread(self._promise_horizon, record.node, chain_now)
-            if isinstance(request, TaskRequest):
-                deadline = request.deadline
-                due = lambda commit_by: claim_due(commit_by, deadline, unbonding)  # noqa: E731
+            horizon, unbonding, leaves, window = await asyncio.to_thread(
+                self._promise_horizon, record.node, chain_now
+            )
+            deadline = request.deadline if isinstance(request, TaskRequest) else 2**64 - 1
+            due = lambda commit_by: claim_due(commit_by, deadline, unbonding, leaves, window)  # noqa: E731
         # no await from here to `_keep_promise`: concurrent verifies of a task see one kept promise
         receipt_doc = doc.model_dump(mode="json")
         kept = record.promise if ours else None
@@ -816,12 +817,15 @@ class Client:
         self.state.tasks[task_id].promise = promise
         self.state.save()
 
-    def _promise_horizon(self, node: str, now: int) -> tuple[int, int]:
-        """The latest time a claim against ``node`` could still slash, and the chain's unbonding
-        period (chain reads)."""
+    def _promise_horizon(self, node: str, now: int) -> tuple[int, int, int, int]:
+        """The latest time a claim against ``node`` could still slash, the chain's unbonding
+        period, when the node's stake leaves (``stakeLeavesAt``, 0: it is not leaving) and the
+        challenge window (chain reads; the last two move a leaving node's claims earlier)."""
         sm, om = self.contracts.service_manager, self.contracts.omission_manager
-        unbonding = sm.unbonding_period()
-        return promise_horizon(now, sm.get_operator(node), unbonding, om.slash_amount()), unbonding
+        unbonding, slash, operator = sm.unbonding_period(), om.slash_amount(), sm.get_operator(node)
+        window = self.contracts.task_manager.challenge_window()
+        horizon = promise_horizon(now, operator, unbonding, slash, window)
+        return horizon, unbonding, stake_leaves_at(operator, slash), window
 
     async def _check_latest(
         self, report: VerificationReport, task_id: str, record: TaskRecord, trace_doc: Any
