@@ -203,7 +203,6 @@ async def test_known_limit_a_template_that_reads_the_clock_gets_an_honest_node_a
     assert "replay" not in checks(await verdict_of(store_client, scorer, trace, req, sig))
     clock.at = datetime.datetime(2026, 12, 6, 0, 1)  # two minutes later, past midnight
     verdict = await verdict_of(store_client, scorer, trace, req, sig)
-    print("VERDICT", [(f.check.value, str(f)[:300]) for f in verdict.findings])
     assert "replay" in checks(verdict), verdict
 
 
@@ -290,7 +289,6 @@ def test_defence_other_files_and_settings_either_change_the_digest_or_nothing(tm
         assert tok.decode(ids) == base.decode(ids), name
         assert tok.decode(ids, skip_special_tokens=True) == base.decode(ids, skip_special_tokens=True), name
         assert tok.apply_chat_template(chat) == base.apply_chat_template(chat), name
-    print("DIGEST CHANGED", digest_changed)
     assert "added_tokens" in digest_changed  # a new token: a new pipeline
 
 
