@@ -424,12 +424,13 @@ def _hf(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 @needs_model
-def test_defence_a_decoding_setting_outside_the_pipeline_changes_the_digest(tmp_path: Path) -> None:
+def test_defence_a_decoding_setting_outside_the_pipeline_changes_nothing(tmp_path: Path) -> None:
     """Attack on the digest: keep tokenizer.json and the template, set
-    ``clean_up_tokenization_spaces`` in tokenizer_config.json. The pipeline is the same, but the
-    setting strips spaces before punctuation when decoding (transformers 5 applies it to WordPiece
-    tokenizers, and to BPE ones with a second flag), and an agent reads decoded text: a copy whose
-    settings may decode otherwise must name another id, or its honest node is accused on replay."""
+    ``clean_up_tokenization_spaces`` in tokenizer_config.json (transformers strips spaces before
+    punctuation with it, for WordPiece tokenizers and, with a second flag, BPE ones). A node whose
+    copy decoded otherwise would give an agent other text than the validator's copy, under one id.
+    `Tokenizer` encodes and decodes with the `tokenizers` pipeline the digest hashes, so no setting
+    of transformers' wrapper changes what is computed: same ids, same text, same digest."""
     from supernet.node.llm.tokenizer import Tokenizer
 
     other = tmp_path / "smollm2-cleanup"
@@ -441,8 +442,9 @@ def test_defence_a_decoding_setting_outside_the_pipeline_changes_the_digest(tmp_
     (other / "tokenizer_config.json").write_text(json.dumps(config))
     ours, theirs = Tokenizer(SMOLLM2), Tokenizer(other)
     assert theirs.backend.clean_up_tokenization_spaces and not ours.backend.clean_up_tokenization_spaces
-    assert theirs.encode("Hello , world .") == ours.encode("Hello , world .")  # one pipeline
-    assert theirs.digest() != ours.digest()
+    ids = ours.encode("Hello , world .")
+    assert theirs.encode("Hello , world .") == ids and theirs.decode(ids) == ours.decode(ids)
+    assert theirs.digest() == ours.digest()
 
 
 @needs_model

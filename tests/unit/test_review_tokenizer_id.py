@@ -13,26 +13,22 @@ folder of hostile sibling files, the tokenizer's state after use, another librar
 (3) migration: a pulled copy that stops matching its manifest, and what ``pull`` does about it;
 (4) the GGUF's temporary folder: leaks on success and failure, concurrent loads.
 
-Findings:
-1. FOUND (known limit): a chat template that reads the clock (``strftime_now``, as Llama 3.x
-   templates do for their "Today Date" line) renders other prompt ids under one digest on another
-   day or in another time zone: the node's honest trace fails the validator's ``replay`` check.
-2. FOUND (known limit): ``clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output``
-   (transformers 5's second switch, without which BPE tokenizers ignore the clean-up) is not in
-   `_BEHAVIOUR_SETTINGS`: two copies with one digest decode the same ids to other text (the text
-   an agent reads and stop strings are looked for in). The list is a deny-list of one library
-   version's knobs.
-3. FOUND (known limit): the digest hashes the libraries' in-memory view (``to_str`` of the Rust
-   tokenizer, transformers' attributes), not the files, and ``tokenizers>=0.20`` /
-   ``transformers>=5,<6`` are unpinned: a library whose serialisation differs (as tokenizers 0.20's
-   merges format did) gives other ids for the same files. A pulled copy then refuses to load
-   ("corrupt or edited copy"), ``is_pulled`` still says yes and ``supernet model pull`` (and the
-   Makefile's stamp rule) is a no-op: the node cannot start until the folder is deleted by hand;
-   across machines, nodes and validators on other versions name the same catalog model by
-   different ids.
-4. FOUND (known limit, minor): the digest reads the tokenizer's mutable state: a ``tokenizer.json``
-   with a ``truncation`` block (transformers clears it at the first call) gives one digest before
-   use and another after (``LLMEngine.from_model`` digests a tokenizer it is handed, used or not).
+Findings (all four fixed; their tests are now ``test_defence_*``):
+1. FIXED: a chat template that read the clock (``strftime_now``, as Llama 3.x templates do for
+   their "Today Date" line) rendered other prompt ids under one digest on another day or in another
+   time zone: the node's honest trace failed the validator's ``replay`` check. `Tokenizer` now
+   refuses such a template at load (`TokenizerError`): a prompt is a function of the messages.
+2. FIXED: ``clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output`` was outside
+   the digest's deny-list of settings: two copies with one digest decoded the same ids to other
+   text. `Tokenizer.encode` / ``decode`` now call the `tokenizers` pipeline the digest hashes whole,
+   so no wrapper setting changes what is computed (the deny-list is gone).
+3. FIXED: the digest hashes the libraries' view of the files: a library that serialises them
+   otherwise bricked the pulled copy (``pull`` was a no-op). ``pull`` (and so ``make setup``) now
+   re-derives the tokenizer's digest of a pulled copy and rewrites its manifest when it moved,
+   saying why, and the loader's error says to pull again; the tokenizer libraries are pinned in
+   node/pyproject.toml, so machines of one release name one id.
+4. FIXED: the digest read the tokenizer's mutable state (a ``truncation`` block transformers clears
+   at the first call): it is now taken once at load, with padding and truncation left out.
 5. holds: every other file or setting tried either changes the digest or changes nothing the node
    and validator call (encode, decode with and without special tokens, chat template).
 6. holds: the GGUF read directly (through a relative symlink of another name) and the pulled
@@ -42,22 +38,18 @@ Findings:
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import json
 import os
 import shutil
 import tempfile
 import threading
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from supernet.node.agents.chat import ChatAgent
 
-from tests.unit.test_review_cheating_node import SMOLLM2, registry, run_signed, verdict_of
-from tests.unit.test_validator_attacks3 import NoEmbedder
+from tests.unit.test_review_cheating_node import SMOLLM2
 
 pytestmark = [
     pytest.mark.model,
@@ -77,10 +69,6 @@ DATED_TEMPLATE = (
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-
-
-def checks(verdict: Any) -> list[str]:
-    return [f.check.value for f in verdict.findings]
 
 
 def _tokenizer_copy(
@@ -134,99 +122,65 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> type[_Clock]:
     return _Clock
 
 
-@pytest.fixture(scope="module")
-def loaded() -> Any:
-    """SmolLM2 in float32: the file's one full-model load, shared by the node and the validator."""
-    from supernet.node.llm.loader import load_model
-
-    return load_model(SMOLLM2, max_positions=1024)
-
-
-@pytest.fixture
-async def make_kernel(store_client: Any) -> AsyncIterator[Any]:
-    from supernet.node.kernel.kernel import Kernel
-
-    kernels: list[Any] = []
-
-    async def make(eng: Any) -> Any:
-        k = Kernel(eng, store_client, None, embedder=NoEmbedder(), agents=registry())
-        await k.setup()
-        kernels.append(k)
-        return k
-
-    yield make
-    for k in kernels:
-        await k.stop()
-
-
 # -- 1. a template that reads the clock -------------------------------------------------------------
 
 
-async def test_known_limit_a_template_that_reads_the_clock_gets_an_honest_node_accused(
-    loaded: Any, make_kernel: Any, store_client: Any, clock: type[_Clock], tmp_path: Path
+def test_defence_a_template_that_reads_the_clock_is_refused_at_load(tmp_path: Path) -> None:
+    """Attack (was a known limit): a Llama-family chat template dates the system turn with
+    ``strftime_now`` (Llama 3.1 / 3.2 Instruct ship exactly this); node and validator hold
+    byte-identical files, so one digest and one model id. transformers renders ``strftime_now`` with
+    the machine's local clock: a node that ran the task at 23:59 and a validator replaying it two
+    minutes later (or in a time zone east of it) got other prompt ids, a ``replay`` fault, and
+    every validator re-checks after the fact, so the honest node was slashed.
+
+    Now `Tokenizer` refuses, at load, a template that reads the clock (named or in a set of named
+    templates), saying why; the same template without the date loads, and renders the same ids at
+    any time of day (transformers' clock, set by the ``clock`` fixture, is never read)."""
+    from supernet.node.llm.tokenizer import Tokenizer, TokenizerError
+
+    with pytest.raises(TokenizerError, match="reads the clock"):
+        Tokenizer(_tokenizer_copy(tmp_path / "dated", files={"chat_template.jinja": DATED_TEMPLATE}))
+    named = [{"name": "default", "template": "{{ messages[0].content }}"}]
+    named.append({"name": "dated", "template": DATED_TEMPLATE})  # tokenizer_config's list of templates
+    with pytest.raises(TokenizerError, match="'dated'"):
+        Tokenizer(
+            _tokenizer_copy(tmp_path / "named", {"chat_template": named}, drop=("chat_template.jinja",))
+        )
+    undated = DATED_TEMPLATE.replace('strftime_now("%d %b %Y")', '"26 Jul 2024"')
+    tok = Tokenizer(_tokenizer_copy(tmp_path / "undated", files={"chat_template.jinja": undated}))
+    chat = [{"role": "user", "content": "What is 2+2?"}]
+    assert "26 Jul 2024" in tok.decode(tok.apply_chat_template(chat))
+
+
+def test_defence_the_catalog_template_renders_the_same_ids_at_any_time(
+    tmp_path: Path, clock: type[_Clock]
 ) -> None:
-    """Setup: a Llama-family model whose chat template dates the system turn with
-    ``strftime_now`` unless ``date_string`` is passed (Llama 3.1 / 3.2 Instruct ship exactly this);
-    node and validator hold byte-identical files, so one digest and one model id.
-
-    Today: transformers renders the template with ``strftime_now`` = the machine's local
-    ``datetime.now()``, and neither `Tokenizer.apply_chat_template` nor the kernel
-    (`dispatch._llm`) fixes the date. The node runs the task at 23:59; the validator replays it
-    two minutes later (or at the same instant in a time zone east of the node: Tokyo and New York
-    disagree on the date 14 hours a day) and its prompt ids differ: a ``replay`` fault. Every
-    validator re-checks after the fact, so the quorum agrees and the honest node is slashed; a
-    node cannot serve such a model safely at all. The digest cannot help: the template is the same.
-
-    Fix (by design): render chat templates in a protocol-fixed environment: `Tokenizer` compiles
-    the template itself with ``strftime_now`` bound to a date the trace fixes (the signed request's
-    or the batch's), or passes ``date_string`` from the request; or refuse at load a template that
-    calls ``strftime_now`` or any other non-pure global."""
-    from supernet.node.llm import LLMEngine
-    from supernet.node.llm.manifest import model_id
+    """Control for the refusal: the catalog's template does not read the clock, so the prompt ids
+    a node renders at 23:59 are the ones a validator renders past midnight."""
     from supernet.node.llm.tokenizer import Tokenizer
-    from supernet.validator.scoring import ModelScorer
 
-    files = {"chat_template.jinja": DATED_TEMPLATE}
-    node_tok = Tokenizer(_tokenizer_copy(tmp_path / "node", files=files))
-    validator_tok = Tokenizer(_tokenizer_copy(tmp_path / "validator", files=files))
-    assert node_tok.digest() == validator_tok.digest()  # the same files: one id for both
-    mid = model_id({**loaded.manifest, "tokenizer": node_tok.digest()})
-    assert mid != loaded.model_id
-
-    engine = LLMEngine(loaded.model, node_tok, mid, max_batch=4, max_seq_len=1024)
-    scorer = ModelScorer.from_loaded(dataclasses.replace(loaded, tokenizer=validator_tok, model_id=mid))
-    kernel = await make_kernel(engine)
-
+    tok = Tokenizer(SMOLLM2)
+    chat = [{"role": "user", "content": "What is 2+2?"}]
     clock.at = datetime.datetime(2026, 12, 5, 23, 59)
-    trace, req, sig = await run_signed(kernel, ChatAgent, "What is 2+2?")
-    clock.at = datetime.datetime(2026, 12, 5, 23, 59, 30)  # control: the same day verifies
-    assert "replay" not in checks(await verdict_of(store_client, scorer, trace, req, sig))
-    clock.at = datetime.datetime(2026, 12, 6, 0, 1)  # two minutes later, past midnight
-    verdict = await verdict_of(store_client, scorer, trace, req, sig)
-    assert "replay" in checks(verdict), verdict
+    before = tok.apply_chat_template(chat)
+    clock.at = datetime.datetime(2026, 12, 6, 0, 1)
+    assert tok.apply_chat_template(chat) == before
 
 
 # -- 2. a setting outside the digest ----------------------------------------------------------------
 
 
-def test_known_limit_the_bpe_clean_up_override_is_outside_the_digest(tmp_path: Path) -> None:
-    """Setup: two copies of one model with ``clean_up_tokenization_spaces: true`` (upstream
-    tokenizer_configs often carry it); one also sets transformers 5's
-    ``clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output`` (without it, a BPE
-    tokenizer ignores the clean-up; with it, spaces before punctuation are stripped).
+def test_defence_the_bpe_clean_up_override_changes_nothing(tmp_path: Path) -> None:
+    """Attack (was a known limit): two copies of one model with ``clean_up_tokenization_spaces:
+    true``; one also sets transformers 5's
+    ``clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output`` (with it, spaces
+    before punctuation are stripped on decode). Both had one digest, and decoded the same ids to
+    different text: the text an agent reads and stop strings are looked for in, so node and
+    validator disagreed on the agent's return value (``replay``) and honest nodes were accused.
 
-    Today: `_BEHAVIOUR_SETTINGS` lists five settings, not this one, so both copies have one digest,
-    one model id, and decode the same ids to different text: the text an agent reads
-    (``reply.text``), and the text the kernel and `ModelScorer.decode` look for stop strings in
-    (`dispatch.stop_text`). A node with one copy and validators with the other disagree on the
-    agent's return value (``replay``) for any answer with " ." or " ,": honest nodes are accused.
-    The same flag also shows the list is one library version's: earlier transformers 5 releases
-    applied the clean-up to BPE without it, so one copy decodes differently by version too.
-
-    Fix (by design): make the behaviour not depend on settings at all: `Tokenizer.decode` calls the
-    `tokenizers` backend (``backend_tokenizer.decode``, whose pipeline the digest hashes whole) and
-    `encode` likewise, or refuse to load a tokenizer_config with any key outside an allow-list
-    the protocol names, instead of hashing a deny-list of knobs."""
+    Now `Tokenizer.decode` (and ``encode``) call the `tokenizers` pipeline, which the digest hashes
+    whole: the wrapper's settings change nothing a node or validator computes, and the two copies
+    decode, stop and digest alike."""
     from supernet.node.kernel.dispatch import stop_text
     from supernet.node.llm.tokenizer import Tokenizer
 
@@ -235,16 +189,13 @@ def test_known_limit_the_bpe_clean_up_override_is_outside_the_digest(tmp_path: P
     theirs = Tokenizer(_tokenizer_copy(tmp_path / "a", config=clean))
     ours = Tokenizer(_tokenizer_copy(tmp_path / "b", config={**clean, flag: True}))
     assert getattr(ours.backend, flag) and not getattr(theirs.backend, flag)
-    assert ours.digest() == theirs.digest()  # one id
-
-    ids = ours.encode("The answer is 4 . Done , thanks !")
-    assert ours.encode("The answer is 4 . Done , thanks !") == theirs.encode(
-        "The answer is 4 . Done , thanks !"
-    )
-    assert theirs.decode(ids) == "The answer is 4 . Done , thanks !"
-    assert ours.decode(ids) == "The answer is 4. Done, thanks!"
-    assert stop_text(ours, ids) != stop_text(theirs, ids)  # " ." as a stop string: one sees it
-    assert " ." in stop_text(theirs, ids) and " ." not in stop_text(ours, ids)
+    assert ours.backend.decode(ours.encode("is 4 . Done ,")) == "is 4. Done,"  # the wrapper would strip
+    text = "The answer is 4 . Done , thanks !"
+    ids = ours.encode(text)
+    assert ids == theirs.encode(text)
+    assert ours.decode(ids) == theirs.decode(ids) == text
+    assert stop_text(ours, ids) == stop_text(theirs, ids)
+    assert ours.digest() == theirs.digest() == Tokenizer(SMOLLM2).digest()
 
 
 def test_defence_other_files_and_settings_either_change_the_digest_or_nothing(tmp_path: Path) -> None:
@@ -295,29 +246,20 @@ def test_defence_other_files_and_settings_either_change_the_digest_or_nothing(tm
 # -- 3. the same files, another digest: a library's view ----------------------------------------
 
 
-def test_known_limit_a_library_whose_serialisation_differs_bricks_the_pulled_copy(
+def test_defence_a_library_whose_serialisation_differs_is_repaired_by_pull(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Setup: the pulled SmolLM2, untouched; then the machine's ``tokenizers`` (or transformers)
     is upgraded to a release that serialises one more default field of the BPE model (as 0.19
-    added ``ignore_merges`` and 0.20 changed the merges' form, which `Tokenizer.digest` already
-    has to undo). Simulated by a backend whose ``to_str`` adds such a field; nothing on disk
-    changes. node/pyproject.toml pins neither (``tokenizers>=0.20``, ``transformers>=5,<6``).
+    added ``ignore_merges`` and 0.20 changed the merges' form). Simulated by a backend whose
+    ``to_str`` adds such a field; nothing on disk changes.
 
-    Today: the digest is of the libraries' view, not of the files, so the same files give another
-    model id. (a) The pulled copy no longer loads: "corrupt or edited copy". (b) `is_pulled` still
-    says it is pulled (it checks the format string alone), so `pull` returns at once without
-    converting, and so does ``make setup`` (its stamp rule runs `pull` after a venv reinstall):
-    the node or validator cannot start until someone deletes the folder by hand. (c) Across
-    machines, a node and the validators that installed at other times name the same catalog
-    model by different ids: the node's receipts are unverifiable to them, or the devnet registers
-    an id the nodes do not compute.
-
-    Fix (by design): hash the files, not a library's view of them: pull writes the tokenizer files
-    itself from the GGUF in a canonical form and the digest is ``sha256`` of those bytes (or of a
-    protocol-defined canonical JSON built from the file's own fields); pin the tokenizer libraries
-    as part of the served format; and make `is_pulled` / `pull` verify the recorded id (rebuild on a
-    mismatch, saying why) rather than trusting the format string."""
+    It was (known limit): the same files gave another model id, the pulled copy no longer loaded
+    ("corrupt or edited copy"), and `pull` (so ``make setup``) was a no-op: the node could not start
+    until someone deleted the folder. Now the loader's error says to pull again, and `pull`
+    re-derives the recorded digest and rewrites the manifest (tensors kept, nothing downloaded or
+    converted), after which the copy loads under the new id. Across machines the id still follows
+    the library, which node/pyproject.toml pins for that reason."""
     from supernet.node.llm import catalog
     from supernet.node.llm.errors import WeightsFormatError
     from supernet.node.llm.loader import load_model
@@ -345,7 +287,7 @@ def test_known_limit_a_library_whose_serialisation_differs_bricks_the_pulled_cop
     monkeypatch.setattr(
         TokenizersBackend, "backend_tokenizer", property(lambda s: NewerRelease(s._tokenizer))
     )
-    with pytest.raises(WeightsFormatError, match="corrupt or edited copy"):  # (a)
+    with pytest.raises(WeightsFormatError, match="pull` again"):
         load_model("smollm2-135m", max_positions=64)
 
     def convert(*args: object, **kwargs: object) -> None:
@@ -353,24 +295,23 @@ def test_known_limit_a_library_whose_serialisation_differs_bricks_the_pulled_cop
 
     monkeypatch.setattr(catalog, "_download_gguf", convert)
     monkeypatch.setattr("supernet.node.llm.weights.read_gguf", convert)
-    assert catalog.is_pulled("smollm2-135m")  # (b): still "pulled"
-    assert catalog.pull("smollm2-135m") == home / "models" / "smollm2-135m"  # a no-op
-    with pytest.raises(WeightsFormatError, match="corrupt or edited copy"):
-        load_model("smollm2-135m", max_positions=64)
+    folder = home / "models" / "smollm2-135m"
+    (folder / "manifest.json").unlink()  # a link to the real cache: the rewrite must not touch that
+    shutil.copy(SMOLLM2 / "manifest.json", folder / "manifest.json")
+    assert catalog.is_pulled("smollm2-135m")
+    assert catalog.pull("smollm2-135m") == folder  # repaired, nothing converted
+    assert catalog.refresh_manifest("smollm2-135m") is None  # current now
+    repaired = load_model("smollm2-135m", max_positions=64)
+    assert repaired.model_id == json.loads((folder / "manifest.json").read_text())["model_id"]
+    assert repaired.model_id != json.loads((SMOLLM2 / "manifest.json").read_text())["model_id"]
 
 
-def test_known_limit_the_digest_of_a_tokenizer_changes_once_it_is_used(tmp_path: Path) -> None:
-    """Setup: a tokenizer.json whose ``truncation`` block is set (some upstream files carry one).
-
-    Today: `Tokenizer.digest` serialises the live Rust tokenizer, and transformers clears the
-    truncation at the first call: the same object digests differently before and after one
-    `encode` (behaviour is the same either way: the encoding is not truncated after the clear).
-    The loader digests a fresh tokenizer, so load-time ids agree; but `LLMEngine.from_model`
-    digests the tokenizer it is handed, used or not, and any later re-digest of a live tokenizer
-    (a check that the served tokenizer still matches its id) would fail.
-
-    Fix (by design): compute the digest once, from the files or a fresh copy with padding and
-    truncation stripped (as llguidance's ``from_tokenizer`` does), and keep it on the object."""
+def test_defence_the_digest_of_a_tokenizer_is_the_same_before_and_after_use(tmp_path: Path) -> None:
+    """Setup: a tokenizer.json whose ``truncation`` block is set (some upstream files carry one);
+    transformers clears it at the first call. It was (known limit): the same object digested
+    differently before and after one `encode`. Now the digest is taken once at load, with padding
+    and truncation (state, not a property of the files) left out: the same before and after use,
+    and the same as the file without the block."""
     from supernet.node.llm.tokenizer import Tokenizer
 
     dest = _tokenizer_copy(tmp_path / "truncating", drop=("tokenizer.json",))
@@ -379,9 +320,8 @@ def test_known_limit_the_digest_of_a_tokenizer_changes_once_it_is_used(tmp_path:
     (dest / "tokenizer.json").write_text(json.dumps(doc))
     tok = Tokenizer(dest)
     fresh = tok.digest()
-    assert len(tok.encode("one two three four five six seven")) > 4  # not truncated in use
-    assert tok.digest() != fresh  # the same tokenizer, another digest
-    assert Tokenizer(dest).digest() == fresh  # a fresh load: the first one again
+    tok.encode("one two three four five six seven")
+    assert tok.digest() == fresh == Tokenizer(dest).digest() == Tokenizer(SMOLLM2).digest()
 
 
 # -- 4. one model, one id, whichever file is read -----------------------------------------------------

@@ -214,6 +214,7 @@ def pull(name: str, progress: ProgressFn | None = None) -> Path:
         raise ModelNotFoundError(f"unknown model {name!r}; the catalog has {', '.join(CATALOG)}")
     entry, out = CATALOG[name], models_dir() / name
     if is_pulled(name):
+        refresh_manifest(name)
         return out
     report = progress or (lambda stage, done, total: None)
     out.mkdir(parents=True, exist_ok=True)
@@ -233,6 +234,36 @@ def pull(name: str, progress: ProgressFn | None = None) -> Path:
     tmp.replace(out / "manifest.json")
     report("manifest", 1, 1)
     return out
+
+
+def refresh_manifest(name: str) -> str | None:
+    """Re-derive a pulled model's recorded tokenizer digest from its files; if it differs (another
+    `tokenizers` / transformers release serialises the same files otherwise), write the manifest
+    again with the new digest (the tensors' entries kept: the loader re-hashes the weights).
+
+    Returns:
+        Why the manifest was rewritten, or None when it was current (or has no tokenizer files).
+    """
+    from supernet.node.llm.manifest import model_id
+    from supernet.node.llm.tokenizer import Tokenizer
+
+    out = models_dir() / name
+    if not (out / "tokenizer.json").is_file():
+        return None
+    doc = json.loads((out / "manifest.json").read_text())
+    doc.pop("model_id", None)
+    fresh = Tokenizer(out).digest()
+    if doc.get("tokenizer") == fresh:
+        return None
+    reason = (
+        f"the tokenizer's digest is {fresh[:12]}…, not the recorded {str(doc.get('tokenizer'))[:12]}…"
+        " (another tokenizers/transformers release, or edited files): the model id changes with it"
+    )
+    doc["tokenizer"] = fresh
+    tmp = out / "manifest.json.tmp"
+    tmp.write_text(json.dumps({"model_id": model_id(doc), **doc}, indent=1) + "\n")
+    tmp.replace(out / "manifest.json")
+    return reason
 
 
 def remove(name: str) -> bool:

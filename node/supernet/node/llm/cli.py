@@ -55,6 +55,9 @@ def pull_cmd(name: str = typer.Argument(catalog.DEFAULT_MODEL, help="Catalog nam
         console.print(f"[red]unknown model {name!r}[/red]; known: {', '.join(catalog.CATALOG)}")
         raise typer.Exit(2)
     if catalog.is_pulled(name):
+        rebuilt = catalog.refresh_manifest(name)
+        if rebuilt is not None:
+            console.print(f"{name}: manifest.json rewritten: {rebuilt}", markup=False, highlight=False)
         console.print(f"{name} is already pulled: {catalog.models_dir() / name} (nothing to download)")
         return
     columns = (TextColumn("{task.description:<14}"), BarColumn(), _AmountColumn(), TimeElapsedColumn())

@@ -138,7 +138,8 @@ def _check_cached_manifest(path: Path, computed_id: str) -> None:
         )
     if doc.get("model_id") != computed_id:
         raise WeightsFormatError(
-            f"{path}: weights or tokenizer do not match manifest.json (corrupt or edited copy)"
+            f"{path}: weights or tokenizer do not match manifest.json (corrupt or edited copy, or"
+            " pulled under another tokenizers/transformers release): run `supernet model pull` again"
         )
 
 

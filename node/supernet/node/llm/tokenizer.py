@@ -14,24 +14,30 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
-_BEHAVIOUR_SETTINGS = (
-    "add_bos_token",
-    "add_eos_token",
-    "add_prefix_space",
-    "clean_up_tokenization_spaces",
-    "split_special_tokens",
-)
-"""transformers' tokenizer settings that change encoding or decoding beyond the serialised pipeline
-(decoding with ``clean_up_tokenization_spaces`` changes the text an agent reads)."""
+CLOCK_GLOBALS = frozenset({"strftime_now"})
+"""Names transformers gives chat templates that read the machine's clock: a prompt must be a function
+of the messages alone, since validators render it again later (and in other time zones)."""
+
+
+class TokenizerError(ValueError):
+    """The tokenizer's files cannot be served: what they do would not be the same on re-execution."""
 
 
 class Tokenizer:
     """Encode, decode and apply the model's chat template.
 
+    Encoding and decoding go straight to the `tokenizers` pipeline (``backend_tokenizer``), whose
+    serialisation `digest` hashes whole: no setting of transformers' wrapper (clean-up of spaces,
+    split special tokens, BOS/EOS flags) changes what a node or a validator computes. The chat
+    template is rendered by transformers (its sandbox) to text, then encoded the same way.
+
     Args:
         path: A directory with ``tokenizer.json`` (and ``tokenizer_config.json``), or the directory
             of a GGUF file when ``gguf_file`` is given.
         gguf_file: Name of a GGUF file in ``path`` to read the tokenizer from.
+
+    Raises:
+        TokenizerError: the chat template reads the clock (`CLOCK_GLOBALS`).
     """
 
     def __init__(self, path: Path, gguf_file: str | None = None) -> None:
@@ -39,13 +45,16 @@ class Tokenizer:
 
         if gguf_file is None:
             self._tok = AutoTokenizer.from_pretrained(str(path))
-            return
-        # A GGUF's tokenizer is its own metadata alone: loaded from its folder, transformers merges
-        # in a sibling tokenizer_config.json (a pulled model's folder holds one), which dropped
-        # the chat template and the special tokens of the GGUF in the catalog's folder.
-        with tempfile.TemporaryDirectory(prefix="supernet-gguf-") as alone:
-            (Path(alone) / gguf_file).symlink_to((path / gguf_file).resolve())
-            self._tok = AutoTokenizer.from_pretrained(alone, gguf_file=gguf_file)
+        else:
+            # A GGUF's tokenizer is its own metadata alone: loaded from its folder, transformers
+            # merges in a sibling tokenizer_config.json (a pulled model's folder holds one), which
+            # dropped the chat template and the special tokens of the GGUF in the catalog's folder.
+            with tempfile.TemporaryDirectory(prefix="supernet-gguf-") as alone:
+                (Path(alone) / gguf_file).symlink_to((path / gguf_file).resolve())
+                self._tok = AutoTokenizer.from_pretrained(alone, gguf_file=gguf_file)
+        self._pipeline = self._tok.backend_tokenizer
+        _check_template(self._tok.chat_template)
+        self._digest = self._fresh_digest()  # before any use: transformers edits the pipeline on use
 
     @property
     def backend(self) -> Any:
@@ -55,12 +64,17 @@ class Tokenizer:
     def digest(self) -> str:
         """sha256 hex of what decides how messages become token ids and ids become text: the
         tokenizer's pipeline as the `tokenizers` library serialises it (vocabulary, merges,
-        normalizer, pre-tokenizer, post-processor, decoder, added tokens), the special tokens, the
-        chat template and the settings that act outside the pipeline (`_BEHAVIOUR_SETTINGS`), as
-        canonical JSON. The same tokenizer read from HF files or from a
-        GGUF's metadata gives the same digest; one changed merge, token or template byte does not.
-        The weights manifest holds it (`supernet.node.llm.manifest`), so the model id names it."""
-        pipeline = json.loads(self._tok.backend_tokenizer.to_str())
+        normalizer, pre-tokenizer, post-processor, decoder, added tokens), the special tokens (the
+        template's variables) and the chat template, as canonical JSON, taken when the files were
+        loaded. The same tokenizer read from HF files or from a GGUF's metadata gives the same
+        digest; one changed merge, token or template byte does not. The weights manifest holds it
+        (`supernet.node.llm.manifest`), so the model id names it."""
+        return self._digest
+
+    def _fresh_digest(self) -> str:
+        pipeline = json.loads(self._pipeline.to_str())
+        # state transformers sets and clears at its first call, not a property of the files
+        pipeline["truncation"] = pipeline["padding"] = None
         merges = pipeline.get("model", {}).get("merges")
         if merges and isinstance(merges[0], str):  # tokenizers < 0.20 writes "a b", later ["a", "b"]
             pipeline["model"]["merges"] = [m.split(" ", 1) for m in merges]
@@ -68,8 +82,6 @@ class Tokenizer:
             "pipeline": pipeline,
             "special_tokens": dict(self._tok.special_tokens_map),
             "chat_template": self._tok.chat_template,
-            # settings of tokenizer_config.json that change ids or text outside the pipeline
-            "settings": {name: getattr(self._tok, name, None) for name in _BEHAVIOUR_SETTINGS},
         }
         canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode()).hexdigest()
@@ -86,26 +98,47 @@ class Tokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` (no special tokens added)."""
-        return list(self._tok.encode(text, add_special_tokens=False))
+        return list(self._pipeline.encode(text, add_special_tokens=False).ids)
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
         """Text of ``ids``."""
-        return str(self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens))
+        return str(self._pipeline.decode(list(ids), skip_special_tokens=skip_special_tokens))
 
     def apply_chat_template(
         self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True
     ) -> list[int]:
         """Token ids of a chat (``[{"role": ..., "content": ...}]``) rendered by the model's template."""
-        out = self._tok.apply_chat_template(
-            list(messages), add_generation_prompt=add_generation_prompt, tokenize=True, return_dict=False
+        text = self._tok.apply_chat_template(
+            list(messages), add_generation_prompt=add_generation_prompt, tokenize=False
         )
-        if isinstance(out, dict) or hasattr(out, "input_ids"):
-            out = cast(Any, out)["input_ids"]
-        return [int(i) for i in cast("list[int]", out)]
+        return self.encode(cast(str, text))
 
     def save(self, path: Path) -> None:
         """Write ``tokenizer.json``, ``tokenizer_config.json`` and the chat template into ``path``."""
         self._tok.save_pretrained(str(path))
+
+
+def _check_template(template: str | dict[str, str] | None) -> None:
+    """Refuse a chat template that reads the clock (`CLOCK_GLOBALS`): its prompt ids would depend on
+    when (and in which time zone) it is rendered, so a validator replaying it a minute past
+    midnight would accuse the honest node. (Llama 3.x templates date their system turn this way;
+    an agent that needs the date puts it in a message, which the user signs.)"""
+    import jinja2
+    import jinja2.meta
+
+    if template is None:
+        return
+    for name, text in template.items() if isinstance(template, dict) else [("default", template)]:
+        try:
+            used = jinja2.meta.find_undeclared_variables(jinja2.Environment().parse(text))
+        except jinja2.TemplateSyntaxError as exc:
+            raise TokenizerError(f"chat template {name!r} does not parse: {exc}") from exc
+        if used & CLOCK_GLOBALS:
+            raise TokenizerError(
+                f"chat template {name!r} reads the clock ({', '.join(sorted(used & CLOCK_GLOBALS))}): its"
+                " prompts would depend on when they are rendered, and validators render them again"
+                " later; remove the date from the template (an agent passes dates in its messages)"
+            )
 
 
 def export_gguf_tokenizer(gguf_path: Path, out_dir: Path) -> Tokenizer:
