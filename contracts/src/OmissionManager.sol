@@ -485,13 +485,16 @@ contract OmissionManager is ReentrancyGuardTransient {
     }
 
     /// @dev Checks that the caller may claim `pledge` broken now; returns the node that signed it
-    ///      and the time the promise fell due: `commitBy`, or the request's `deadline` plus
-    ///      MAX_PROMISE_DELAY if that is earlier (a user-signed bound the node cannot stretch), or,
-    ///      earlier still, CHALLENGE_WINDOW before the node's stake may drop below SLASH_AMOUNT
-    ///      (`stakeLeavesAt`): a node leaving the network can no longer commit (commits need an
-    ///      active node), so every promise it has not kept by then is broken, and its claim must
-    ///      open while the stake it would slash is still there. Without that bound a far request
-    ///      deadline let a node take the fee, deregister and withdraw before the claim opened.
+    ///      and the time the promise falls due: `commitBy`, or the request's `deadline` plus
+    ///      MAX_PROMISE_DELAY if that is earlier (a user-signed bound the node cannot stretch). The
+    ///      claim may be opened from then until CHALLENGE_WINDOW after it, or from earlier still,
+    ///      CHALLENGE_WINDOW before a leaving node's stake may drop below SLASH_AMOUNT
+    ///      (`stakeLeavesAt`: a node that is not active cannot commit, so its claim must be able to
+    ///      open while the stake it would slash is still there; without it a far request deadline
+    ///      let a node take the fee, deregister and withdraw before the claim opened). Only the
+    ///      opening moves: the window still closes CHALLENGE_WINDOW after the due time, and the
+    ///      answer needs a batch committed by the due time, so a node that comes back (tops up,
+    ///      registers again) and commits within its promise answers an early claim.
     function _checkPromise(ReceiptPromise calldata pledge, bytes calldata signature, TaskRequest calldata request)
         internal
         view
@@ -507,12 +510,16 @@ contract OmissionManager is ReentrancyGuardTransient {
         if (request.deadline < type(uint64).max && request.deadline + MAX_PROMISE_DELAY < due) {
             due = request.deadline + MAX_PROMISE_DELAY;
         }
+        uint256 opens = due;
         uint256 leaves = SERVICE_MANAGER.stakeLeavesAt(node, SLASH_AMOUNT);
-        if (leaves > CHALLENGE_WINDOW && leaves - CHALLENGE_WINDOW < due) due = leaves - CHALLENGE_WINDOW;
-        if (block.timestamp < due) revert PromiseNotDue(due);
-        if (block.timestamp >= due + CHALLENGE_WINDOW) revert PromiseExpired(due + CHALLENGE_WINDOW);
-        // forge-lint: disable-next-line(unsafe-typecast)
-        dueAt = uint64(due); // at most block.timestamp: fits
+        if (leaves > CHALLENGE_WINDOW && leaves - CHALLENGE_WINDOW < opens) opens = leaves - CHALLENGE_WINDOW;
+        if (block.timestamp < opens) revert PromiseNotDue(opens);
+        dueAt = type(uint64).max; // a due time past uint64 (no deadline bound) never closes
+        if (due < type(uint64).max) {
+            if (block.timestamp >= due + CHALLENGE_WINDOW) revert PromiseExpired(due + CHALLENGE_WINDOW);
+            // forge-lint: disable-next-line(unsafe-typecast)
+            dueAt = uint64(due);
+        }
     }
 
     /// @dev Reverts unless the claim's deposit covers its costliest answer (ClaimBond).

@@ -482,7 +482,7 @@ contract ServiceManager is IServiceManager, ReentrancyGuardTransient {
     /// @inheritdoc IServiceManager
     function stakeLeavesAt(address operator, uint256 keep) external view returns (uint64) {
         Operator storage op = _operators[operator];
-        if (op.stake >= keep || op.unbonding == 0) return 0;
+        if (_isActiveNode(op) || op.stake >= keep || op.unbonding == 0) return 0;
         return op.unbondingReadyAt > op.lockedUntil ? op.unbondingReadyAt : op.lockedUntil;
     }
 

@@ -89,7 +89,7 @@ contract Review7Test is Base {
         om.challengeOmission{value: bond}(p, sig, q, faked);
         vm.warp(due);
         uint256 id = _claimOmission(user, p, sig, q, faked);
-        assertEq(om.omissionChallenges(id).commitBy, due, "the answer must show a batch committed by then");
+        assertEq(om.omissionChallenges(id).commitBy, deadline + mpd, "the answer's bound is the promise's own");
 
         vm.warp(readyAt);
         vm.prank(node, node);

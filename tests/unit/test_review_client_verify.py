@@ -132,6 +132,7 @@ def _client(tmp_path: Path, user: LocalAccount, node: LocalAccount, leaf: bytes 
         service_manager=SimpleNamespace(
             get_operator=lambda _a: Operator(Role.NODE, True, 0, 0, 0, 0, 0, 2 * ETHER, 0),
             unbonding_period=lambda: UNBONDING,
+            min_node_stake=lambda: 2 * ETHER,
         ),
         omission_manager=SimpleNamespace(slash_amount=lambda: ETHER),
     )

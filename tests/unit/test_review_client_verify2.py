@@ -32,7 +32,7 @@ from supernet.sdk.chain.eip712 import (
     sign_receipt_promise,
 )
 from supernet.sdk.chain.params import ProtocolParams
-from supernet.sdk.chain.promises import check_promise_delay, claim_due, max_promise_delay
+from supernet.sdk.chain.promises import check_promise_delay, claim_window, max_promise_delay
 from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.chain.registry import Operator, Role
 from supernet.sdk.client.client import Client
@@ -67,7 +67,6 @@ def _contract_accepts(args: tuple[Any, ...], now: int, leaves_at: int = 0) -> st
     """What ``OmissionManager.challengeOmission(pledge, signature, request, receipt)`` would say at
     block time ``now`` (None: the claim is accepted), checks in the contract's order; ``leaves_at``
     is the node's ``stakeLeavesAt`` (0: not leaving)."""
-    leaving = (leaves_at, CHALLENGE_WINDOW)
     pledge, signature, request, receipt = args
     assert isinstance(pledge, ReceiptPromise) and isinstance(request, TaskRequest)
     assert isinstance(receipt, Receipt)
@@ -81,10 +80,12 @@ def _contract_accepts(args: tuple[Any, ...], now: int, leaves_at: int = 0) -> st
         return "NotTheNodesPromise"
     if signer != request.node:
         return "NotTheNodesPromise"
-    due = claim_due(pledge.commit_by, request.deadline, UNBONDING, *leaving)  # the contract's own bound
-    if now < due:
+    opens, closes = claim_window(  # the contract's own bounds
+        pledge.commit_by, request.deadline, UNBONDING, CHALLENGE_WINDOW, leaves_at
+    )
+    if now < opens:
         return "PromiseNotDue"
-    if now >= due + CHALLENGE_WINDOW:
+    if now >= closes:
         return "PromiseExpired"
     return None
 

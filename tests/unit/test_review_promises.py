@@ -34,6 +34,7 @@ from supernet.sdk.chain.promises import (
     check_promise_delay,
     claim_due,
     claim_margin,
+    claim_window,
     max_promise_delay,
     promise_horizon,
     stake_leaves_at,
@@ -238,23 +239,28 @@ async def test_defence_a_task_ending_in_time_is_pending_not_claimable(tmp_path: 
 # ------------------------------------------------------------- a leaving node's promises (review 7)
 
 
-def test_defence_a_leaving_nodes_promises_fall_due_a_window_before_its_stake_leaves() -> None:
-    """`claim_due` with `stake_leaves_at` mirrors ``OmissionManager._checkPromise`` and
-    ``ServiceManager.stakeLeavesAt`` (contracts/test/Review7.t.sol, the defence of the far-deadline
-    exit): a node whose active stake is below one slash while stake is unbonding can no longer
-    commit, so its promises fall due ``CHALLENGE_WINDOW`` before that stake may go (the later of
-    its unbonding and its lock); a node keeping a slash active, or with nothing unbonding, is not
-    hurried, and a promise due earlier keeps its own time."""
-    window, ready, lock = 3600, 1_000_000, 1_050_000
+def test_defence_a_leaving_nodes_claims_open_a_window_before_its_stake_leaves() -> None:
+    """`claim_window` with `stake_leaves_at` mirrors ``OmissionManager._checkPromise`` and
+    ``ServiceManager.stakeLeavesAt`` (contracts/test/Review7.t.sol, Review10.t.sol): a node that
+    cannot commit (not active) with less than one slash of active stake and stake unbonding is
+    leaving, and its claims open ``CHALLENGE_WINDOW`` before that stake may go (the later of its
+    unbonding and its lock); only the opening moves (the window closes a challenge window after the
+    promise's own due time); an active node, a node keeping a slash active, or one with nothing
+    unbonding is not hurried, and a promise due earlier keeps its own time."""
+    window, ready, lock, floor = 3600, 1_000_000, 1_050_000, 2 * ETHER
     leaving = Operator(Role.NODE, False, 0, 0, ready, lock, 0, 0, 2 * ETHER)
-    assert stake_leaves_at(leaving, ETHER) == lock
-    assert stake_leaves_at(Operator(Role.NODE, False, 0, 0, ready, 0, 0, 0, 2 * ETHER), ETHER) == ready
-    assert stake_leaves_at(Operator(Role.NODE, True, 0, 0, ready, lock, 0, ETHER, ETHER), ETHER) == 0
-    assert stake_leaves_at(Operator(Role.NODE, True, 0, 0, 0, 0, 0, 0, 0), ETHER) == 0  # nothing left
+    assert stake_leaves_at(leaving, ETHER, floor) == lock
+    assert stake_leaves_at(Operator(Role.NODE, False, 0, 0, ready, 0, 0, 0, 2 * ETHER), ETHER, floor) == ready
+    kept = Operator(Role.NODE, True, 0, 0, ready, lock, 0, ETHER, ETHER)
+    assert stake_leaves_at(kept, ETHER, floor) == 0
+    assert stake_leaves_at(Operator(Role.NODE, True, 0, 0, 0, 0, 0, 0, 0), ETHER, floor) == 0  # nothing left
+    active_below_a_slash = Operator(Role.NODE, True, 0, 0, ready, 0, 0, ETHER // 2, ETHER)
+    assert stake_leaves_at(active_below_a_slash, ETHER, ETHER // 4) == 0  # it can still commit
     far = 10**9
-    assert claim_due(far, 2**64 - 1, UNBONDING, lock, window) == lock - window
-    assert claim_due(far, 2**64 - 1, UNBONDING, 0, window) == far
-    assert claim_due(5000, 2**64 - 1, UNBONDING, lock, window) == 5000
+    assert claim_window(far, 2**64 - 1, UNBONDING, window, lock) == (lock - window, far + window)
+    assert claim_window(far, 2**64 - 1, UNBONDING, window, 0) == (far, far + window)
+    assert claim_window(5000, 2**64 - 1, UNBONDING, window, lock) == (5000, 5000 + window)
+    assert claim_window(2**70, 2**64 - 1, UNBONDING, window, lock) == (lock - window, 2**256 - 1)
 
 
 async def test_defence_the_client_claims_a_leaving_nodes_far_promise_before_its_stake_is_free(
@@ -271,7 +277,7 @@ async def test_defence_the_client_claims_a_leaving_nodes_far_promise_before_its_
         Role.NODE, False, 0, 0, ready, 0, 0, 0, 2 * ETHER
     )
     doc["promise"] = _promise(node, receipt, 10**9)  # far: the request's deadline is 2**40
-    due = ready - CHALLENGE_WINDOW
+    due = ready - CHALLENGE_WINDOW  # the window opens then (the promise's own time is 10**9)
     _at(client, due - 1)
     assert (await client.verify(task_id, wait_committed=0)).pending
     _at(client, due)
@@ -296,5 +302,6 @@ def test_defence_stake_leaves_at_is_what_the_chain_says(chain: Contracts, actors
     sm.deregister()
     op = read.get_operator(actors.outsider.address)
     assert op.unbonding == 2 * ETHER and op.stake == 0
-    assert read.stake_leaves_at(actors.outsider.address, slash) == stake_leaves_at(op, slash)
-    assert stake_leaves_at(op, slash) == op.unbonding_ready_at > 0
+    floor = read.min_node_stake()
+    assert read.stake_leaves_at(actors.outsider.address, slash) == stake_leaves_at(op, slash, floor)
+    assert stake_leaves_at(op, slash, floor) == op.unbonding_ready_at > 0

@@ -44,9 +44,10 @@ interface IServiceManager {
     ///         (unix seconds); a lock never moves backwards. Only the TaskManager.
     function lockStake(address operator, uint64 until) external;
 
-    /// @notice When `operator`'s stake may fall below `keep`: 0 while its active stake is at least
-    ///         `keep` or nothing is unbonding, else the time its unbonding stake may be withdrawn
-    ///         (the later of `unbondingReadyAt` and its lock). A claim must open before it.
+    /// @notice When `operator`'s stake may fall below `keep`: 0 while it is an active node (it
+    ///         can still commit), its active stake is at least `keep` or nothing is unbonding, else
+    ///         the time its unbonding stake may be withdrawn (the later of `unbondingReadyAt` and
+    ///         its lock). A claim must be able to open before it.
     function stakeLeavesAt(address operator, uint256 keep) external view returns (uint64);
 
     /// @notice One call for a batch commit: if `node` is an active node, locks its stake until

@@ -6,11 +6,11 @@ a receipt that was never committed, so a promise due after the node's stake can 
 promise: the node fakes a task, is paid, signs ``commitBy`` beyond its unbonding, deregisters and
 withdraws before any claim can open (contracts/test/Review3.t.sol). Two rules close it:
 
-- on chain, a claim opens at `claim_due`: ``commitBy``, or the user's signed request ``deadline``
-  plus ``MAX_PROMISE_DELAY`` (half the unbonding period) if that is earlier, or, earlier still, a
-  challenge window before a leaving node's stake may drop below one slash (``stakeLeavesAt``: a
-  node that left can no longer commit, so what it has not committed is broken); a node refuses to
-  start with a ``promise_s`` above `max_promise_delay`;
+- on chain, a promise falls due at `claim_due`: ``commitBy``, or the user's signed request
+  ``deadline`` plus ``MAX_PROMISE_DELAY`` (half the unbonding period) if that is earlier; its claim
+  may be opened in `claim_window`: from then (or, for a node that is leaving, from a challenge
+  window before its stake may drop below one slash: ``stakeLeavesAt``) until a challenge window
+  after the due time; a node refuses to start with a ``promise_s`` above `max_promise_delay`;
 - the user's client accepts a promise only if it falls due by `promise_horizon` (a node already
   unbonding backs only promises due before its stake leaves).
 
@@ -18,11 +18,13 @@ withdraws before any claim can open (contracts/test/Review3.t.sol). Two rules cl
 302400
 >>> claim_due(10**12, 1_000, 7 * 86_400)
 303400
+>>> claim_window(10**12, 1_000, 7 * 86_400, 86_400, stake_leaves_at=200_000)
+(113600, 389800)
 """
 
 from __future__ import annotations
 
-from supernet.sdk.chain.registry import Operator
+from supernet.sdk.chain.registry import Operator, Role
 
 DAY = 86_400
 
@@ -39,31 +41,40 @@ def max_promise_delay(unbonding_period: int) -> int:
     return unbonding_period // 2
 
 
-def claim_due(
+def claim_due(commit_by: int, request_deadline: int, unbonding_period: int) -> int:
+    """When a promise falls due (``OmissionManager._checkPromise``): the time an answer's batch must
+    have been committed by, and the claim window's reference."""
+    if request_deadline < 2**64 - 1:
+        return min(commit_by, request_deadline + max_promise_delay(unbonding_period))
+    return commit_by
+
+
+def claim_window(
     commit_by: int,
     request_deadline: int,
     unbonding_period: int,
+    challenge_window: int,
     stake_leaves_at: int = 0,
-    challenge_window: int = 0,
-) -> int:
-    """When the omission claim of a promise opens (``OmissionManager._checkPromise``).
-
-    ``stake_leaves_at`` is ``ServiceManager.stakeLeavesAt(node, SLASH_AMOUNT)`` (0: not leaving) and
-    ``challenge_window`` the TaskManager's ``CHALLENGE_WINDOW``: a leaving node's promises fall due
-    that long before its stake may go."""
-    due = commit_by
-    if request_deadline < 2**64 - 1:
-        due = min(due, request_deadline + max_promise_delay(unbonding_period))
+) -> tuple[int, int]:
+    """``(opens, closes)``: when the chain accepts the promise's omission claim (``opens <= now <
+    closes``). It opens at `claim_due`, or ``challenge_window`` before ``stake_leaves_at`` if that
+    is earlier (``ServiceManager.stakeLeavesAt(node, SLASH_AMOUNT)``, 0: not leaving), and closes
+    ``challenge_window`` after `claim_due` (never, for a due time past uint64)."""
+    due = claim_due(commit_by, request_deadline, unbonding_period)
+    opens = due
     if stake_leaves_at > challenge_window:
-        due = min(due, stake_leaves_at - challenge_window)
-    return due
+        opens = min(opens, stake_leaves_at - challenge_window)
+    closes = due + challenge_window if due < 2**64 - 1 else 2**256 - 1
+    return opens, closes
 
 
-def stake_leaves_at(operator: Operator, keep: int) -> int:
-    """``ServiceManager.stakeLeavesAt(operator, keep)`` from its `Operator` record: 0 while its
-    active stake is at least ``keep`` or nothing is unbonding, else when its unbonding stake may
-    be withdrawn (the later of ``unbondingReadyAt`` and its lock)."""
-    if operator.stake >= keep or operator.unbonding == 0:
+def stake_leaves_at(operator: Operator, keep: int, min_node_stake: int) -> int:
+    """``ServiceManager.stakeLeavesAt(operator, keep)`` from its `Operator` record: 0 while it is an
+    active node (registered, at least ``min_node_stake``: it can still commit), its active stake is
+    at least ``keep`` or nothing is unbonding, else when its unbonding stake may be withdrawn (the
+    later of ``unbondingReadyAt`` and its lock)."""
+    active = operator.registered and operator.role == Role.NODE and operator.stake >= min_node_stake
+    if active or operator.stake >= keep or operator.unbonding == 0:
         return 0
     return max(operator.unbonding_ready_at, operator.locked_until)
 
@@ -80,8 +91,8 @@ def promise_horizon(
 
     Active stake cannot leave before ``now + unbonding_period`` (unbonding starts with a request);
     stake already unbonding leaves at its ``unbondingReadyAt`` (or lock); a node without enough of
-    either backs no promise (the horizon is then in the past). A leaving node's promises fall due
-    on chain ``challenge_window`` before its stake leaves (`claim_due`), a window a claim is
+    either backs no promise (the horizon is then in the past). A leaving node's claims open on
+    chain ``challenge_window`` before its stake leaves (`claim_window`), a window a claim is
     always given: with the window known, the margin before a leaving node's exit is at most it."""
     margin = claim_margin(unbonding_period)
     if operator.stake >= slash_amount:

@@ -20,7 +20,7 @@ from pydantic import RootModel
 from supernet.sdk.chain import Contracts, Deployment
 from supernet.sdk.chain.coverage import Coverage, coverage, declarations
 from supernet.sdk.chain.eip712 import ReceiptPromise, TaskRequest
-from supernet.sdk.chain.promises import claim_due, promise_horizon, stake_leaves_at
+from supernet.sdk.chain.promises import claim_window, promise_horizon, stake_leaves_at
 from supernet.sdk.chain.receipts import Receipt, normal_input
 from supernet.sdk.chain.tasks import ChallengeStatus
 from supernet.sdk.client.confirm import confirmation_body
@@ -750,13 +750,13 @@ class Client:
                 task_input, output = trace_doc.get("input"), trace_doc.get("output")
                 request = request_in_trace(trace_doc, task_id, self.account.address, domain)
         horizon: int | None = None
-        due: Callable[[int], int] | None = None
+        due: Callable[[int], tuple[int, int]] | None = None
         if doc.promise is not None and (doc.batch is None or doc.batch.chainBatchId is None):
             horizon, unbonding, leaves, window = await asyncio.to_thread(
                 self._promise_horizon, record.node, chain_now
             )
             deadline = request.deadline if isinstance(request, TaskRequest) else 2**64 - 1
-            due = lambda commit_by: claim_due(commit_by, deadline, unbonding, leaves, window)  # noqa: E731
+            due = lambda commit_by: claim_window(commit_by, deadline, unbonding, window, leaves)  # noqa: E731
         # no await from here to `_keep_promise`: concurrent verifies of a task see one kept promise
         receipt_doc = doc.model_dump(mode="json")
         kept = record.promise if ours else None
@@ -783,7 +783,7 @@ class Client:
             now=chain_now,
             request=request if isinstance(request, TaskRequest) else None,
             promise_horizon=horizon,
-            promise_due=due,
+            promise_window=due,
         )
         if not ours:
             report.add("request in trace", isinstance(request, TaskRequest), str(request)[:200])
@@ -825,7 +825,7 @@ class Client:
         unbonding, slash, operator = sm.unbonding_period(), om.slash_amount(), sm.get_operator(node)
         window = self.contracts.task_manager.challenge_window()
         horizon = promise_horizon(now, operator, unbonding, slash, window)
-        return horizon, unbonding, stake_leaves_at(operator, slash), window
+        return horizon, unbonding, stake_leaves_at(operator, slash, sm.min_node_stake()), window
 
     async def _check_latest(
         self, report: VerificationReport, task_id: str, record: TaskRecord, trace_doc: Any

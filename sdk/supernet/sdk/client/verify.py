@@ -106,7 +106,7 @@ def check_receipt(
     now: float | None = None,
     request: TaskRequest | None = None,
     promise_horizon: int | None = None,
-    promise_due: Callable[[int], int] | None = None,
+    promise_window: Callable[[int], tuple[int, int]] | None = None,
 ) -> VerificationReport:
     """Run every check on a ``GET /v1/tasks/{id}/receipt`` document.
 
@@ -141,9 +141,9 @@ def check_receipt(
             (`supernet.sdk.chain.promises.promise_horizon`): an uncommitted receipt whose promise
             is due later fails "commit promise backed" (None: not judged, e.g. a promise already
             kept).
-        promise_due: ``commitBy -> `` when the omission claim opens on chain
-            (`supernet.sdk.chain.promises.claim_due`: the signed request's deadline bounds it);
-            None: at ``commitBy``.
+        promise_window: ``commitBy -> (opens, closes)``, when the chain accepts the omission
+            claim (`supernet.sdk.chain.promises.claim_window`: the signed request's deadline and a
+            leaving node's exit bound it); None: from ``commitBy``, closing unknown.
 
     Signatures (the receipt's, the promise's) must be in the form the contracts accept
     (`supernet.sdk.chain.signatures.require_canonical`): a promise the chain would refuse is no
@@ -210,23 +210,25 @@ def check_receipt(
             _check_trace(rep, trace, receipt, output, request)
     batch = doc.get("batch") or {}
     if batch.get("chainBatchId") is None or batch.get("proof") is None:
-        due = None if promise is None else int(promise["commitBy"])
-        if due is not None and promise_due is not None:
-            due = promise_due(due)
-        if due is not None and promise_horizon is not None and due > promise_horizon:
+        window: tuple[int, int | None] | None = None
+        if promise is not None:
+            commit_by = int(promise["commitBy"])
+            window = (commit_by, None) if promise_window is None else promise_window(commit_by)
+        if window is not None and promise_horizon is not None and window[0] > promise_horizon:
             rep.add(
                 "commit promise backed",
                 False,
-                f"due at {due}, after {promise_horizon}, the last time a claim still finds the "
+                f"due at {window[0]}, after {promise_horizon}, the last time a claim still finds the "
                 "node's stake (supernet.sdk.chain.promises): the promise cannot be enforced",
             )
             return rep
-        if due is not None and now is not None and now >= due:
-            rep.add(
-                "commit promise kept",
-                False,
-                f"not committed by {due}: claim the omission (supernet task omission)",
-            )
+        if window is not None and now is not None and now >= window[0]:
+            opens, closes = window
+            if closes is not None and now >= closes:
+                detail = f"not committed; its claim window ({opens} to {closes}) has closed: no claim"
+            else:
+                detail = f"not committed by {opens}: claim the omission (supernet task omission)"
+            rep.add("commit promise kept", False, detail)
             return rep
         rep.add(PENDING_CHECK, False, "receipt not committed yet")
         return rep
