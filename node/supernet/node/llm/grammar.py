@@ -54,6 +54,77 @@ class GrammarError(ValueError):
     """A ``response_format`` that does not give a usable grammar (the message says why)."""
 
 
+MAX_GRAMMAR_BYTES = 32 * 1024
+"""The longest grammar document (UTF-8) either side compiles."""
+MAX_PATTERN_PROPERTIES = 32
+"""Most ``patternProperties`` of one schema object: llguidance checks each property name against
+all of them, and its compile time grows about as n^3.6 with their number (250: ~2 s, 800: ~130 s on
+this CPU; 32: ~3 ms)."""
+MAX_PATTERNS = 256
+"""Most regular expressions (``pattern`` values and ``patternProperties`` keys) in one grammar."""
+MAX_SCHEMA_NODES = 4096
+"""Most JSON objects in one grammar's schemas."""
+
+
+def check_budget(grammar: str) -> None:
+    """Refuse a grammar over the protocol's cost budget (`MAX_GRAMMAR_BYTES`, `MAX_PATTERNS`,
+    `MAX_PATTERN_PROPERTIES`, `MAX_SCHEMA_NODES`), before any compiling. A pure function of the
+    grammar both sides run (`grammar_of` on the node and in a validator's replay, `check_grammar`
+    and `GrammarConstraint` wherever one is compiled), so an over-budget format fails alike
+    everywhere: no honest receipt holds one, and one in a trace costs a validator nothing.
+
+    Raises:
+        GrammarError: over budget, or not a grammar document `grammar_of` could have written.
+    """
+    if len(grammar.encode()) > MAX_GRAMMAR_BYTES:
+        raise GrammarError(f"the grammar is {len(grammar.encode())} bytes, over {MAX_GRAMMAR_BYTES}")
+    try:
+        entries = json.loads(grammar)["grammars"]
+        schemas: list[Any] = []
+        for entry in entries:
+            if "json_schema" in entry:
+                schemas.append(entry["json_schema"])
+            else:
+                schemas += _lark_schemas(str(entry["lark_grammar"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise GrammarError(f"not a grammar document: {exc}") from None
+    nodes = patterns = 0
+    todo = list(schemas)
+    while todo:
+        value = todo.pop()
+        if isinstance(value, list):
+            todo += value
+            continue
+        if not isinstance(value, dict):
+            continue
+        nodes += 1
+        named = value.get("patternProperties")
+        if isinstance(named, dict):
+            if len(named) > MAX_PATTERN_PROPERTIES:
+                raise GrammarError(
+                    f"a schema object has {len(named)} patternProperties, over {MAX_PATTERN_PROPERTIES}"
+                )
+            patterns += len(named)
+        patterns += isinstance(value.get("pattern"), str)
+        todo += value.values()
+    if patterns > MAX_PATTERNS:
+        raise GrammarError(f"the grammar has {patterns} regular expressions, over {MAX_PATTERNS}")
+    if nodes > MAX_SCHEMA_NODES:
+        raise GrammarError(f"the grammar's schemas have {nodes} objects, over {MAX_SCHEMA_NODES}")
+
+
+def _lark_schemas(lark: str) -> list[Any]:
+    """The JSON schemas a lark grammar embeds (``%json {...}``)."""
+    decoder, out, at = json.JSONDecoder(), [], 0
+    while (at := lark.find("%json", at)) >= 0:
+        start = at + len("%json")
+        while start < len(lark) and lark[start].isspace():
+            start += 1
+        schema, at = decoder.raw_decode(lark, start)
+        out.append(schema)
+    return out
+
+
 def _schema_of(response_format: Mapping[str, Any]) -> Mapping[str, Any]:
     kind = response_format.get("type")
     if kind == "json_object":
@@ -114,13 +185,19 @@ def grammar_of(response_format: Mapping[str, Any] | None) -> str | None:
         if not isinstance(tools, Sequence) or not all(isinstance(t, Mapping) for t in tools):
             raise GrammarError("a tool_call format's `tools` is a list of {name, parameters}")
         lark = tool_call_lark(tools, bool(response_format.get("text")))
-        return _compact({"grammars": [{"lark_grammar": lark}]})
-    return _compact({"grammars": [{"json_schema": _json_options(_schema_of(response_format))}]})
+        grammar = _compact({"grammars": [{"lark_grammar": lark}]})
+    else:
+        grammar = _compact({"grammars": [{"json_schema": _json_options(_schema_of(response_format))}]})
+    check_budget(grammar)
+    return grammar
 
 
 def check_grammar(grammar: str) -> None:
-    """Raise `GrammarError` (with llguidance's reason) unless ``grammar`` compiles."""
+    """Raise `GrammarError` (with llguidance's reason) unless ``grammar`` compiles within the
+    protocol's budget (`check_budget`)."""
     import llguidance
+
+    check_budget(grammar)
 
     try:
         error = llguidance.LLMatcher.validate_grammar(grammar)
@@ -178,11 +255,13 @@ class GrammarConstraint:
         stop_ids: The tokens that end the generation.
 
     Raises:
-        GrammarError: the grammar does not compile.
+        GrammarError: the grammar is over the budget (`check_budget`) or does not compile.
     """
 
     def __init__(self, tokenizer: Any, grammar: str, vocab_size: int, stop_ids: Sequence[int]) -> None:
         import llguidance
+
+        check_budget(grammar)
 
         self.vocab_size = vocab_size
         self.stop_ids = stop_key(stop_ids)
@@ -213,22 +292,59 @@ class GrammarConstraint:
 
 
 def masked(logits: Tensor, allowed: Tensor) -> Tensor:
-    """``logits`` (``[V]`` or ``[n, V]``) with every token outside ``allowed`` at ``-inf`` (a copy)."""
+    """``logits`` (``[V]`` or ``[n, V]``) with every token outside ``allowed`` at ``-inf`` (a copy).
+    ``allowed`` is bool of the logits' shape, or its `pack_masks` form (uint8, a bit per token)."""
+    if allowed.dtype != _bool_dtype():
+        allowed = unpack_masks(allowed, logits.shape[-1])
     return logits.masked_fill(~allowed.to(logits.device), float("-inf"))
 
 
-def allowed_masks(constraint: GrammarConstraint, tokens: Sequence[int]) -> tuple[Tensor, int | None]:
-    """The mask at each position of ``tokens`` (``[len(tokens), V]`` bool) as the grammar walks
-    them, and the first position whose token the mask does not allow (``None``: every one is).
-    The walk ends there: the positions after it allow every token."""
+def _bool_dtype() -> Any:
     import torch
 
-    rows = torch.ones((len(tokens), constraint.vocab_size), dtype=torch.bool)
+    return torch.bool
+
+
+def pack_masks(rows: Tensor) -> Tensor:
+    """Bool masks ``[..., V]`` as uint8 ``[..., ceil(V / 8)]`` (bit ``j`` of byte ``i`` is token
+    ``8 i + j``): a validator holds a constrained call's masks at a bit per token, not a byte."""
+    import torch
+
+    width = rows.shape[-1]
+    pad = (-width) % 8
+    if pad:
+        rows = torch.cat((rows, rows.new_zeros((*rows.shape[:-1], pad))), dim=-1)
+    bits = rows.reshape(*rows.shape[:-1], -1, 8).to(torch.uint8)
+    weights = torch.tensor([1 << j for j in range(8)], dtype=torch.uint8)
+    return (bits * weights).sum(dim=-1, dtype=torch.uint8)
+
+
+def unpack_masks(packed: Tensor, width: int) -> Tensor:
+    """`pack_masks` undone: bool ``[..., width]``."""
+    import torch
+
+    shifts = torch.arange(8, dtype=torch.uint8, device=packed.device)
+    bits = (packed[..., None] >> shifts) & 1
+    return bits.reshape(*packed.shape[:-1], -1)[..., :width].bool()
+
+
+def allowed_masks(
+    constraint: GrammarConstraint, tokens: Sequence[int], packed: bool = False
+) -> tuple[Tensor, int | None]:
+    """The mask at each position of ``tokens`` (``[len(tokens), V]`` bool, or `pack_masks`'s form
+    when ``packed``) as the grammar walks them, and the first position whose token the mask does
+    not allow (``None``: every one is). The walk ends there: the positions after it allow every
+    token."""
+    import torch
+
+    width = constraint.vocab_size if not packed else -(-constraint.vocab_size // 8)
+    rows = torch.full((len(tokens), width), 255 if packed else 1, dtype=torch.uint8 if packed else torch.bool)
     bad: int | None = None
     for i, t in enumerate(tokens):
         if bad is not None:
             break
-        rows[i] = constraint.allowed()
-        if not (0 <= t < constraint.vocab_size and bool(rows[i, t])) or not constraint.advance(t):
+        row = constraint.allowed()
+        rows[i] = pack_masks(row) if packed else row
+        if not (0 <= t < constraint.vocab_size and bool(row[t])) or not constraint.advance(t):
             bad = i
     return rows, bad

@@ -370,8 +370,9 @@ def _packed_results(
 @dataclass(frozen=True)
 class ScoreRequest:
     """One claimed generation to re-score; ``params`` (its sampling rule) asks for selection margins,
-    computed over the tokens ``allowed`` at each output position (``[n, V]`` bool: a constrained
-    call's grammar masks, `supernet.node.llm.grammar`) when given."""
+    computed over the tokens ``allowed`` at each output position (``[n, V]`` bool, or packed at a
+    bit per token: a constrained call's grammar masks, `supernet.node.llm.grammar.pack_masks`)
+    when given."""
 
     prompt_ids: Sequence[int]
     output_ids: Sequence[int]

@@ -210,7 +210,9 @@ async def chat_completions(
     x_supernet_auth: Annotated[str | None, Header(alias=AUTH_HEADER)] = None,
 ) -> Any:
     """Chat completion (streamed as ``chat.completion.chunk`` events when ``stream`` is true)."""
-    plan = chat_plan(body)
+    # off the event loop: its grammar check compiles the user's schema (bounded by the protocol's
+    # budget, `supernet.node.llm.grammar.check_budget`, but not free), before any signature is read
+    plan = await asyncio.to_thread(chat_plan, body)
     if plan.top_logprobs and _engine(ctx) is None:
         raise UnsupportedParameterError(
             "`top_logprobs` is not supported by this node: its executor has no scoring pass",
