@@ -38,7 +38,7 @@ RECHECK_MAX_S = 300.0
 """Longest wait between two checks of an entry waiting for its roots' origins (the writer's
 availability challenge takes a vote window to answer)."""
 
-Settle = Callable[[BatchRow, int, Verdict], Awaitable[None]]
+Settle = Callable[[BatchRow, int, Verdict], Awaitable[bool]]
 
 
 class Availability:

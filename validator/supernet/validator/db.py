@@ -570,6 +570,16 @@ class Database:
         with self._tx() as c:
             c.execute("INSERT OR IGNORE INTO diverged (batch_id, idx) VALUES (?, ?)", (batch_id, index))
 
+    def mark_recheck(self, batch_id: int, index: int) -> None:
+        """An entry whose check failed on this validator (`Verdict.local_failure`): to be checked
+        in full again (with the diverged writers), whether or not it was settled before."""
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO diverged (batch_id, idx) VALUES (?, ?)"
+                " ON CONFLICT (batch_id, idx) DO UPDATE SET done = 0",
+                (batch_id, index),
+            )
+
     def diverged_pending(self) -> list[tuple[int, int]]:
         """Diverged entries whose full check is not settled yet, oldest first."""
         return [

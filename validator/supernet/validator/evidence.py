@@ -79,6 +79,34 @@ class Finding:
     claimed: Any = None
 
 
+LOCAL_FAILURE_MARK = "failed on this validator"
+"""What marks an *unverifiable* reason that is this validator's own failure (memory, a bug), not a
+property of the receipt: such a verdict is not recorded but checked again (`Validator._settle`)."""
+
+MAX_EVIDENCE_FINDINGS = 64
+"""Findings an evidence document holds: the first ones, in order (one proves the fault; a trace
+of ~1,000 faulty calls had ~10,000 findings, over the store's block limit, and stalled every step)."""
+MAX_EVIDENCE_VALUE_CHARS = 512
+"""Longest message, expected or claimed value (as text) of a published finding."""
+
+
+def local_failure(what: str, exc: BaseException) -> str:
+    """The unverifiable reason of a check that failed on this side (`LOCAL_FAILURE_MARK`)."""
+    return f"{what} {LOCAL_FAILURE_MARK}: {type(exc).__name__}: {exc}"
+
+
+def _bounded(value: Any) -> Any:
+    """``value`` as published: as it is when short, else the start of its text, marked."""
+    if value is None or isinstance(value, (bool, float)):
+        return value
+    if isinstance(value, int) and -(2**63) <= value < 2**64:  # what dag-cbor encodes as an integer
+        return value
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) <= MAX_EVIDENCE_VALUE_CHARS:
+        return value if not isinstance(value, int) else text
+    return f"{text[:MAX_EVIDENCE_VALUE_CHARS]}… ({len(text)} chars)"
+
+
 @dataclass(frozen=True)
 class Verdict:
     """A validator's verdict on one receipt.
@@ -130,6 +158,12 @@ class Verdict:
         return not self.findings
 
     @property
+    def local_failure(self) -> bool:
+        """Unverifiable only because checking failed on this validator (`LOCAL_FAILURE_MARK`): not a
+        verdict on the receipt, which is checked again while its window is open."""
+        return not self.findings and LOCAL_FAILURE_MARK in (self.unverifiable or "")
+
+    @property
     def checks(self) -> set[str]:
         """The failed checks' names."""
         return {f.check.value for f in self.findings}
@@ -152,8 +186,15 @@ class Verdict:
             llm_calls=self.llm_calls,
             tool_calls=self.tool_calls,
             findings=tuple(
-                EvidenceFinding(f.check.value, f.message, f.call, f.position, f.expected, f.claimed)
-                for f in self.findings
+                EvidenceFinding(
+                    f.check.value,
+                    _bounded(f.message),
+                    f.call,
+                    f.position,
+                    _bounded(f.expected),
+                    _bounded(f.claimed),
+                )
+                for f in self.findings[:MAX_EVIDENCE_FINDINGS]
             ),
         ).to_dag()
 

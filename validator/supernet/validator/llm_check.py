@@ -30,6 +30,7 @@ from typing import Any
 from supernet.node.llm.sampling import SamplingParams, is_greedy
 from supernet.node.llm.scoring import Tolerance, compare_generation
 from supernet.node.llm.types import FINGERPRINT_TOP_K, Fingerprint, GenerationResult, ScoreResult
+from supernet.sdk.formats.trace import MAX_CONTEXT_TOKENS
 from supernet.validator.evidence import Check, Finding
 from supernet.validator.trace_view import LLMCall
 
@@ -71,12 +72,23 @@ def claimed_fingerprints(raw: Any) -> tuple[Fingerprint, ...]:
 
 
 def check_tokens(call: LLMCall, vocab_size: int) -> list[Finding]:
-    """What must hold before a call can be scored at all: a prompt, and only token ids of the model's
-    vocabulary. No honest node records anything else, so each failure is a finding (and the call is
-    not scored: an out-of-range id would make the forward pass fail, not the node)."""
+    """What must hold before a call can be scored at all: a prompt, no more positions than the
+    protocol's context (``MAX_CONTEXT_TOKENS``), and only token ids of the model's vocabulary. No
+    honest node records anything else, so each failure is a finding (and the call is not scored:
+    an out-of-range id would make the forward pass fail, not the node)."""
     out: list[Finding] = []
     if not call.prompt_ids:
         out.append(Finding(Check.LLM_SHAPE, "empty prompt", call=call.call))
+    used = len(call.prompt_ids) + len(call.output_ids)
+    if used > MAX_CONTEXT_TOKENS:  # a kernel never records one: never scored (nor its masks built)
+        out.append(
+            Finding(
+                Check.LLM_SHAPE,
+                f"the call uses {used} positions, over the protocol's context of {MAX_CONTEXT_TOKENS}",
+                call=call.call,
+                claimed=used,
+            )
+        )
     for where, ids in (("prompt", call.prompt_ids), ("output", call.output_ids)):
         bad = next((i for i, t in enumerate(ids) if not 0 <= t < vocab_size), None)
         if bad is not None:

@@ -454,10 +454,10 @@ class Validator:
             return
         if done is not None:
             await self._retry_challenge(batch, index, manifest)
-        else:
-            await self._settle(
-                batch, index, await self.verifier.verify(batch_id, batch.node, index, manifest)
-            )
+        elif not await self._settle(
+            batch, index, await self.verifier.verify(batch_id, batch.node, index, manifest)
+        ):
+            return  # checking failed on this side again: still pending, tried next step
         self.db.settle_diverged(batch_id, index)
 
     async def _check_diverged(self, chain_now: int) -> None:
@@ -474,15 +474,23 @@ class Validator:
                     "batch %d #%d: checking the diverged writer failed, retried: %s", batch_id, index, exc
                 )
 
-    async def _settle(self, batch: BatchRow, i: int, verdict: Verdict) -> None:
+    async def _settle(self, batch: BatchRow, i: int, verdict: Verdict) -> bool:
         """Publish a verdict's evidence, record it (before anything else happens), challenge if faulty.
-        A verdict that only says the data is missing goes to the availability path instead."""
+        A verdict that only says the data is missing goes to the availability path instead; one
+        that only says checking failed on this validator (memory, a bug: `Verdict.local_failure`)
+        is no verdict: the entry is checked again in full, each step, while its window is open
+        (recorded as checked, a cheat it hid would never be looked at again). Returns whether the
+        verdict was recorded."""
         if verdict.missing:
             self.availability.note(batch, i, verdict.unverifiable or "trace unavailable")
-            return
+            return True
         if verdict.origin_pending:  # not a verdict yet: checked again once the origins are served
             self.availability.await_origins(batch, i, verdict)
-            return
+            return True
+        if verdict.local_failure:
+            log.warning("batch %d #%d: %s; checked again", batch.batch_id, i, verdict.unverifiable)
+            self.db.mark_recheck(batch.batch_id, i)
+            return False
         cid = await publish(self.store, verdict)
         self.db.record_check(
             CheckRow(
@@ -520,6 +528,7 @@ class Validator:
                     node=batch.node,
                     evidence=cid,
                 )
+        return True
 
     async def _retry_challenge(self, batch: BatchRow, index: int, manifest: Any) -> None:
         """A faulty verdict stored before a crash, whose challenge was never sent: re-verify and send."""

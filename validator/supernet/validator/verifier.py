@@ -44,7 +44,7 @@ from supernet.sdk.formats.trace import Trace as TraceDoc
 from supernet.sdk.models import compute_of
 from supernet.sdk.store.errors import InvalidBlockError, InvalidCIDError
 from supernet.validator.consistency import check_receipt, check_trace, check_trace_hash
-from supernet.validator.evidence import Check, Finding, Verdict
+from supernet.validator.evidence import Check, Finding, Verdict, local_failure
 from supernet.validator.grammar_check import check_grammar, grammar_masks
 from supernet.validator.llm_check import check_scores, check_shape, check_tokens, sampling_params
 from supernet.validator.origin_check import OriginOutcome, ReceiptIndex, check_origins
@@ -391,7 +391,7 @@ class Verifier:
                 found = {c.call: check_scores(c, sc, tol) for c, sc in zip(screened, scores, strict=True)}
             except Exception as exc:  # a bug on this side: this receipt unverifiable, not the batch stalled
                 log.exception("checking the scores of receipt %d failed", s.head.index)
-                out.append(f"checking failed on this validator: {type(exc).__name__}: {exc}")
+                out.append(local_failure("checking", exc))
                 rescore.append([])
                 continue
             out.append(_Judgement(found))
@@ -420,7 +420,7 @@ class Verifier:
                 )
             except Exception as exc:  # as above
                 log.exception("checking the arbiter's scores of receipt %d failed", s.head.index)
-                out[k] = f"checking failed on this validator: {type(exc).__name__}: {exc}"
+                out[k] = local_failure("checking", exc)
                 continue
             judged.rechecked = len(calls)
         return out
@@ -500,7 +500,7 @@ class Verifier:
                 try:
                     out.append(await asyncio.to_thread(score_calls, scorer, g))
                 except Exception as exc:
-                    out.append(f"scoring failed on this validator: {type(exc).__name__}: {exc}")
+                    out.append(local_failure("scoring", exc))
             return out
 
     async def _stage_safe(
@@ -518,7 +518,7 @@ class Verifier:
             if index in manifest.malformed:
                 leaf = manifest.malformed[index][0]
                 log.exception("checking receipt %d of batch %d failed", index, batch_id)
-                why = f"checking failed on this validator: {type(exc).__name__}: {exc}"
+                why = local_failure("checking", exc)
                 return Verdict(batch_id, index, leaf, unverifiable=why, validator=self.validator)
             return _barrier(_Head(batch_id, index, manifest.entries[index], self.validator), exc, [])
 
@@ -642,7 +642,7 @@ def _barrier(head: _Head, exc: Exception, findings: list[Finding]) -> Verdict:
     """The verdict of a receipt whose checking raised: the findings so far (a node's fault found
     before the failure still counts), else unverifiable with the error (logged with its trace)."""
     log.exception("checking receipt %d of batch %d failed", head.index, head.batch_id)
-    why = f"checking failed on this validator: {type(exc).__name__}: {exc}"
+    why = local_failure("checking", exc)
     return head.verdict(findings, unverifiable=None if findings else why)
 
 

@@ -1,0 +1,579 @@
+"""Review: the validator's resource bounds. Can a node (with users of its own) make validators spend
+unbounded or disproportionate time, memory or store round trips on what it commits, so that they
+skip, stall or give up on other receipts (a cheater's go unchecked), or lose their bonds?
+
+Real parts: Anvil with the contracts deployed, the embedded store over HTTP, SmolLM2 in the node's
+kernel and in the validator (`vnet`, `validator_factory`), the real `Validator.step`, `Verifier`,
+`WriteLog`, `StoreClient`. Where a test needs hours of validator time it advances the chain's clock
+inside the real call that would take them (the scoring of the flood), never the code under test.
+
+Tried, measured, found (FOUND: a known limit, test passes while it holds; holds: a defence):
+
+1. FOUND: prompts the node serves from its prefix cache cost the validator in full. Twelve chat
+   tasks on two ~280-token documents: in steady state the node prefills ~11 tokens per task, the
+   validator ~320 per receipt (`ModelScorer._shared_prefix` only shares the prefix common to every
+   call of a whole pass, and the two documents differ in their first token). At the protocol's
+   2048-token context that is ~180x per receipt, ~18x per committed receipt at 10 % sampling.
+2. FOUND: nothing bounds a step or orders work by deadline. `Validator.step` checks every pending
+   batch oldest first, then (only then) manifests, writes, availability, votes; a batch reached after
+   its window is finished ``past_window`` unchecked. A flood of (honest, expensive) batches ahead of
+   a cheat makes every validator reach it too late.
+3. FOUND: `WriteLog.step` reads every committed trace (100 %, not the sample) one at a time inside
+   the step, 256 a step, before any vote: a node whose peer delivers each trace block just inside the
+   store's 60 s timeout holds the step ~4 h per 256 receipts, with every read a success (no
+   availability claim, no risk). The sampled path overlaps its reads (8 in flight); this one does not.
+4. FIXED (was FOUND): a crafted constrained call cost the validator a vocabulary row of mask per
+   output token, and calls longer than the protocol's 2048 positions were scored anyway (9 KB of
+   trace -> 47 MiB of masks). Now a call over ``MAX_CONTEXT_TOKENS`` is a shape finding, never
+   scored nor walked (`llm_check.check_tokens`).
+5. FIXED (was FOUND): a receipt whose scoring failed on the validator was recorded as ``ok`` and
+   never looked at again. Now such a verdict (`Verdict.local_failure`) is not recorded: the entry is
+   checked again each step while its window is open (`Validator._settle`, `Database.mark_recheck`).
+6. FIXED (was FOUND): evidence was unbounded (~10,500 findings, ~1.2 MB, over the store's block):
+   the step failed before anything after the batch loop, every step. Now evidence holds the first
+   ``MAX_EVIDENCE_FINDINGS`` findings, values cut at ``MAX_EVIDENCE_VALUE_CHARS``.
+7. holds: a manifest over ``MAX_MANIFEST_ENTRIES`` is refused before an entry is parsed.
+8. holds: a trace over ``MAX_TRACE_BYTES`` is refused before it is decoded.
+9. holds: when a packed pass fails, its receipts are scored alone (`Verifier._score`): a
+   pass-busting companion does not shield a cheat in the same group.
+
+Also seen (not tested here): nobody seals seeds (`TaskManager.sealSeed` is never called by the
+validator or the node), so a validator that a flood holds back past the seed's lifetime meets
+``EXPIRED_SEED`` and checks every entry (10x at 10 %), which feeds the backlog; a backlog also makes
+`WriteLog` record writers ``expired``, whose traces the origin walk then fetches (`MAX_WALK`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+import pytest
+from supernet.sdk.chain.anvil import increase_time, mine
+from supernet.sdk.store import StoreClient
+from validator_fixtures import VNet
+
+from tests.unit.test_validator_attacks import WEIGHTS
+
+LONG_FILLER = " ".join(
+    f"Entry {k}: the {('red', 'blue', 'green', 'amber')[k % 4]} crate holds {k * 7 % 13} parts."
+    for k in range(22)
+)
+"""About 280 tokens of a long document the user's chats share (a report, a codebase, a system prompt)."""
+HEADS = ("Alpha ledger.", "Beta ledger.")
+"""Two documents: they differ in their first token after the chat template's header."""
+
+
+class TokenMeter:
+    """Tokens through the decoder (every forward pass of the shared model, node and validator alike)."""
+
+    def __init__(self, model: Any) -> None:
+        self.tokens = 0
+        self._handle = model.register_forward_pre_hook(self._count)
+
+    def _count(self, module: Any, args: tuple[Any, ...]) -> None:
+        self.tokens += int(args[0].numel())
+
+    def close(self) -> None:
+        self._handle.remove()
+
+
+@pytest.mark.anvil
+@pytest.mark.model
+async def test_known_limit_prompts_the_node_serves_from_its_prefix_cache_cost_the_validator_in_full(
+    vnet: VNet, validator_factory: Any
+) -> None:
+    """Attack (cost asymmetry): the node and users of its own run chat tasks on long documents it
+    keeps in its engine's prefix cache (`PrefixCache`, 8 entries), two documents interleaved in the
+    batch, one output token each. The node prefills each document once and then only the tail of
+    each question; the validator re-scores the whole prompt of every sampled receipt, because
+    `ModelScorer._shared_prefix` keeps only the prefix common to *every* call of a pass (here the
+    chat template's header). Measured with a hook on the shared model's forward: steady state
+    ~11 tokens per task on the node, ~320 per receipt on the validator; the gap grows with the
+    document (up to the 2048-token context) and with the batch (512).
+
+    Harm: at 10 % sampling each committed receipt costs every validator ~18x the node's model work;
+    a node can buy validator hours with cheap, honest receipts (finding 2 turns those hours into
+    unchecked cheats).
+    Fix (by design): make the validator's cost follow the node's: a per-request longest-prefix cache
+    (a radix tree over the prompts of all sampled receipts, scored in prompt order, as the node's
+    engine reuses prefixes), and price verification in the protocol (a fee floor per scored
+    position, so that what the node makes validators compute it pays for)."""
+    vnet.faults()
+    n = 12
+    inputs = [
+        {
+            "messages": [
+                {"role": "user", "content": f"{HEADS[i % 2]} {LONG_FILLER} Question {i}: reply ok."}
+            ],
+            "max_new_tokens": 1,
+        }
+        for i in range(n)
+    ]
+    meter = TokenMeter(vnet.loaded.model)
+    per_task: list[int] = []
+    real_run = vnet.kernel.run_task
+
+    async def metered(spec: Any) -> Any:
+        before = meter.tokens
+        out = await real_run(spec)
+        per_task.append(meter.tokens - before)
+        return out
+
+    vnet.kernel.run_task = metered
+    try:
+        started = time.perf_counter()
+        batch_id, _ = await vnet.run_batch([], chat_inputs=inputs)
+        node_s = time.perf_counter() - started
+        node_tokens = meter.tokens
+        meter.tokens = 0
+        async with validator_factory(2, challenge=False) as v:
+            started = time.perf_counter()
+            await v.step()
+            validator_s = time.perf_counter() - started
+            checks = v.db.checks(batch_id)
+        validator_tokens = meter.tokens
+    finally:
+        vnet.kernel.run_task = real_run
+        meter.close()
+    print(
+        f"\nnode: {node_tokens} tokens ({per_task}), {node_s:.1f} s; "
+        f"validator: {validator_tokens} tokens, {validator_s:.1f} s"
+    )
+    assert len(checks) == n and all(c.ok for c in checks), checks  # an honest node, never accused
+    steady = per_task[4:]  # both documents cached: the node prefills the question's tail only
+    assert max(steady) < 40, per_task
+    assert validator_tokens / n > 250, validator_tokens  # the validator re-reads the document every time
+    assert validator_tokens >= 2 * node_tokens, (validator_tokens, node_tokens)
+
+
+@pytest.mark.anvil
+@pytest.mark.model
+async def test_known_limit_a_long_check_lets_a_later_cheating_batch_pass_its_window_unchecked(
+    vnet: VNet, validator_factory: Any
+) -> None:
+    """Attack (stall -> unchecked cheat): a flood batch committed just before a cheating one.
+    `Validator.step` checks pending batches oldest first with no per-batch or per-step budget; the
+    flood's check takes (modelled here: the chain clock moves a challenge window while its calls
+    are scored) until the cheat's window has passed, and `process_batch` then finishes the cheat as
+    ``past_window`` without a look. Control: the same validator catches the cheat when it looks.
+
+    Harm: a cheater's receipts go unchecked by every validator the flood delays; with finding 1
+    the flood is cheap, and a backlog past the seed's lifetime makes each later batch a full check.
+    Fix (by design): schedule checks by deadline with a fair share per node (a node's own flood
+    delays only its own batches), cap what one batch may take of a window, and keep the sample of a
+    batch that could not be checked in time from expiring silently (e.g. a validator may extend
+    the window of a batch it is provably working on, as availability answers do)."""
+    from supernet.validator.scoring import ModelScorer
+
+    flood, _ = await vnet.run_batch(["Name a fruit."], max_new_tokens=4)  # honest, only expensive
+    cheat, _ = await vnet.run_batch(["Say hi."], max_new_tokens=4, fault_plan=[{"tokens": 1.0}])
+    w3 = vnet.contracts.w3
+    window = vnet.contracts.task_manager.challenge_window()
+    scorer = ModelScorer.from_loaded(vnet.loaded)
+    real_score = scorer.score_many
+    scored_first: list[int] = []
+
+    def hours_of_scoring(requests: Any) -> Any:
+        if not scored_first:  # the flood's check: what its real cost at scale takes, in chain time
+            scored_first.append(len(requests))
+            increase_time(w3, window + 1)
+            mine(w3, 1)
+        return real_score(requests)
+
+    scorer.score_many = hours_of_scoring  # type: ignore[method-assign]
+    v = validator_factory(1, challenge=False)
+    v._scorer = scorer
+    async with v:
+        await v.step()
+        flood_row, cheat_row = v.db.batch(flood), v.db.batch(cheat)
+        assert flood_row is not None and cheat_row is not None
+        assert [c.ok for c in v.db.checks(flood)] == [True]
+        assert cheat_row.status == "past_window" and v.db.checks(cheat) == []
+        assert v.db.pending_batches() == []
+        # the batch left unchecked was a cheat: the same validator catches it when it does look
+        verdict = await v.verifier.verify(cheat, cheat_row.node, 0, await v.disputes.manifest(cheat_row))
+        assert not verdict.ok and not verdict.unverifiable, verdict
+
+
+class SlowPeer(httpx.AsyncBaseTransport):
+    """The validator's store as it sees a node that serves its trace blocks slowly (its peer sends
+    each block ``delay`` seconds after being asked, within the validator's store timeout): the
+    real store answers every read, late."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay, self.reads, self.in_flight, self.most_in_flight = delay, 0, 0, 0
+        self._inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/block/get"):
+            self.reads += 1
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            try:
+                await asyncio.sleep(self.delay)
+            finally:
+                self.in_flight -= 1
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+@pytest.mark.anvil
+@pytest.mark.model
+async def test_known_limit_traces_served_slowly_hold_the_whole_step_and_its_votes(
+    vnet: VNet, validator_factory: Any
+) -> None:
+    """Attack (slow store): a node serves the traces of its batches slowly (its peer sends each block
+    just before the validator's store timeout). `WriteLog.step` reads every committed trace, one at
+    a time, 256 per step, inside `Validator.step`, before `vote_open`; every read succeeds, so
+    nothing goes to the availability path. Measured with a transport that delays each
+    ``block/get``: six reads, one in flight at a time, votes opened after all six delays; the
+    sampled path over the same delays keeps all six in flight.
+
+    Harm: at the 60 s store timeout one step lasts ~4 h per 256 receipts the node commits, during
+    which no vote is sealed (an honest challenger's challenge gets no verdict and its bond burns)
+    and no later batch is sampled; it costs the node nothing.
+    Fix (by design): run the write log, manifests, availability and votes as independent tasks (as
+    `_reveals` already is), read traces concurrently under a per-node budget, and give the store a
+    total deadline per block (a read slower than it counts as a failure, toward the claim)."""
+    vnet.faults()
+    n, delay = 6, 0.5
+    inputs = [{"messages": [{"role": "user", "content": f"Say {i}."}], "max_new_tokens": 1} for i in range(n)]
+    batch_id, _ = await vnet.run_batch([], chat_inputs=inputs)
+    peer, sampled = SlowPeer(delay), SlowPeer(delay)
+    v = validator_factory(2, challenge=False)
+    async with v:
+        v.writes.store = StoreClient(vnet.store_url, transport=peer)
+        v.verifier.store = StoreClient(vnet.store_url, transport=sampled)
+        real_vote_open = v.disputes.vote_open
+        voting_at: list[float] = []
+
+        async def vote_open(now: int) -> None:
+            voting_at.append(time.perf_counter())
+            await real_vote_open(now)
+
+        v.disputes.vote_open = vote_open  # type: ignore[method-assign]
+        started = time.perf_counter()
+        await v.step()
+        waited = voting_at[0] - started
+        rows = v.db._all("SELECT status FROM ingested WHERE batch_id = ?", batch_id)
+        missing = v.db.missing("retrying")
+        checks = v.db.checks(batch_id)
+        await v.writes.store.aclose()
+        await v.verifier.store.aclose()
+    print(f"\n{peer.reads} slow trace reads; votes opened {waited:.2f} s into the step")
+    assert sampled.reads == n and sampled.most_in_flight == n and len(checks) == n  # the sample: overlapped
+    assert peer.reads == n and peer.most_in_flight == 1  # the write log: one read at a time
+    assert sorted(r[0] for r in rows) == ["read"] * n  # every read succeeded...
+    assert missing == []  # ...so nothing is claimed for availability: the node risks nothing
+    assert waited >= 0.95 * n * delay, waited  # one after another, before any vote is looked at
+
+
+class MaskMeter:
+    """The validator's scorer as far as staging and `score_calls` see it (the real tokenizer and
+    vocabulary, SmolLM2's 8192 positions, what `ModelScorer.load` holds by default); it records
+    what one scoring pass is handed, then fails as an allocator would at production sizes."""
+
+    weights_id = WEIGHTS
+    dtype = "float32"
+    max_positions = 8192
+
+    def __init__(self, loaded: Any) -> None:
+        from supernet.validator.scoring import eos_ids_of
+
+        self.tokenizer = loaded.tokenizer
+        self.vocab_size = int(loaded.model.cfg.vocab_size)
+        self.eos_ids = eos_ids_of(loaded)
+        self.mask_bytes: list[int] = []
+        self.positions: list[list[int]] = []
+
+    def score_many(self, requests: Any) -> list[Any]:
+        self.mask_bytes.append(
+            sum(r.allowed.numel() * r.allowed.element_size() for r in requests if r.allowed is not None)
+        )
+        self.positions.append([len(r.prompt_ids) + len(r.output_ids) for r in requests])
+        raise MemoryError("stand-in: the pass is not run here")
+
+    def decode(self, ids: Any) -> str:
+        return ""
+
+
+@pytest.mark.model
+async def test_defence_a_call_over_the_protocols_context_is_a_finding_never_scored(
+    smollm2_loaded: Any,
+) -> None:
+    """Attack (memory; was a known limit): a receipt of constrained calls of 1 prompt token and
+    4,000 output tokens of one byte each. A call longer than the protocol's ``MAX_CONTEXT_TOKENS``
+    was scored as long as the scorer's rotary table (8192) held it, with the masks of every output
+    position built first: a 9 KB trace handed 47 MiB of masks to one pass (375 MiB as bool), a
+    384 KiB trace ~2 GiB. Now such a call is a shape finding (no kernel records one) and is never
+    scored, nor its grammar walked: no pass, no masks, and the receipt is faulty."""
+    from supernet.node.agents.chat import ChatAgent
+    from supernet.node.llm.grammar import grammar_of
+    from supernet.sdk.formats.trace import MAX_CONTEXT_TOKENS
+    from supernet.validator.tool_check import RegistryRunner
+    from supernet.validator.verifier import Manifest, Verifier
+
+    from tests.unit.test_validator_attacks import (
+        DOMAIN,
+        MODEL_ID,
+        NODE,
+        USER,
+        DictStore,
+        commit_entry,
+        registry,
+        signed_task,
+        trace_doc,
+    )
+
+    grammar = grammar_of({"type": "json_object"})
+    calls, out_len = 2, 4000  # past the protocol's 2048-position context, within the scorer's 8192
+
+    def event(k: int) -> dict[str, Any]:
+        return {
+            "kind": "llm",
+            "index": k,
+            "model_id": MODEL_ID,
+            "messages": [{"role": "user", "content": "hi"}],
+            "prompt_ids": [1],
+            "output_ids": [17] * out_len,  # ids below 24: one byte each in dag-cbor
+            "params": {
+                "max_new_tokens": out_len,
+                "temperature": 0.0,
+                "top_p": 1.0,
+                "seed": 0,
+                "stop_token_ids": None,
+                "stop": [],
+                "grammar": grammar,
+            },
+            "finish_reason": "length",
+            "logprobs": [],
+            "fingerprints": None,
+            "text": "",
+            "preemptions": 0,
+        }
+
+    store = DictStore()
+    req, task_id = signed_task(ChatAgent, "hi")
+    doc = trace_doc(ChatAgent, task_id, USER.address, "hi", [event(k) for k in range(calls)], "")
+    entry = commit_entry(store, req, task_id, doc)
+    trace_bytes = len(store.blocks[entry.trace_cid])
+    meter = MaskMeter(smollm2_loaded)
+    verifier = Verifier(
+        store, meter, RegistryRunner(store), DOMAIN, "0x" + "44" * 20, agents=registry((ChatAgent,))
+    )
+    verdict = await verifier.verify(1, NODE.address, 0, Manifest({0: entry}))
+    assert trace_bytes < 16_000 and meter.positions == [] and meter.mask_bytes == []  # nothing scored
+    assert not verdict.ok and verdict.unverifiable is None
+    over = [f for f in verdict.findings if "protocol's context" in f.message]
+    assert [f.call for f in over] == list(range(calls)) and over[
+        0
+    ].claimed == 1 + out_len > MAX_CONTEXT_TOKENS
+
+
+@pytest.mark.anvil
+@pytest.mark.model
+async def test_defence_a_cheat_whose_scoring_fails_here_is_checked_again(
+    vnet: VNet, validator_factory: Any
+) -> None:
+    """Attack (which way a failure goes; was a known limit): the node cheats on its tokens only;
+    the validator's scoring fails (an allocation error). The verdict is unverifiable (an honest
+    node is never accused for the validator's trouble), but it used to be recorded as ``ok`` and
+    never looked at again. Now a verdict that only says checking failed on this validator
+    (`Verdict.local_failure`) is not recorded: the entry is checked again in full each step while
+    its window is open, and once memory is back the cheat is found and challenged."""
+    from supernet.validator.scoring import ModelScorer
+
+    cheat, _ = await vnet.run_batch(["Say hi."], max_new_tokens=4, fault_plan=[{"tokens": 1.0}])
+    scorer = ModelScorer.from_loaded(vnet.loaded)
+    real_score = scorer.score_many
+    failing = [True]
+
+    def out_of_memory(requests: Any) -> Any:
+        if failing[0]:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory")
+        return real_score(requests)
+
+    scorer.score_many = out_of_memory  # type: ignore[method-assign]
+    events: list[Any] = []
+    v = validator_factory(1, events=events)
+    v._scorer = scorer
+    async with v:
+        await v.step()
+        assert v.db.checks(cheat) == []  # no verdict recorded: the failure was this side's
+        assert not [e for e in events if e.kind == "verdict"]
+        assert (cheat, 0) in v.db.diverged_pending()  # to be checked again
+        await v.step()  # still failing: still pending, nothing recorded
+        assert v.db.checks(cheat) == [] and (cheat, 0) in v.db.diverged_pending()
+        failing[0] = False  # memory is back
+        await v.step()
+        [check] = v.db.checks(cheat)
+        assert not check.ok and check.challenge_id is not None  # found and challenged
+        assert (cheat, 0) not in v.db.diverged_pending()
+        assert [e for e in events if e.kind == "challenge"]
+
+
+def wrong_call(k: int, model_id: str) -> dict[str, Any]:
+    """A tiny greedy LLM call whose every output token and logprob is wrong: about 11 findings
+    (five tokens, five logprobs, the fingerprints) for ~370 bytes of trace."""
+    return {
+        "kind": "llm",
+        "index": k,
+        "model_id": model_id,
+        "messages": [{"role": "user", "content": "hi"}],
+        "prompt_ids": [1, 2, 3],
+        "output_ids": [30, 31, 32, 33, 34, 35],
+        "params": {
+            "max_new_tokens": 6,
+            "temperature": 0.0,
+            "top_p": 1.0,
+            "seed": 0,
+            "stop_token_ids": None,
+            "stop": [],
+        },
+        "finish_reason": "length",
+        "logprobs": [0.0] * 6,
+        "fingerprints": None,
+        "text": "",
+        "preemptions": 0,
+    }
+
+
+@pytest.mark.anvil
+@pytest.mark.model
+async def test_defence_a_trace_with_thousands_of_findings_is_accused_with_bounded_evidence(
+    vnet: VNet, validator_factory: Any
+) -> None:
+    """Attack (evidence size; was a known limit): a trace of ~960 tiny greedy calls whose every
+    token and logprob is wrong (~360 KB, under ``MAX_TRACE_BYTES``) gave ~10,500 findings, ~1.2 MB
+    of evidence, over the store's 1 MiB block: publishing raised, the step ended before votes and
+    settlements, and the next step started with the same batch: a cheat committed after it was
+    never reached, and the poison never accused. Now evidence holds the first
+    ``MAX_EVIDENCE_FINDINGS`` findings (values cut at ``MAX_EVIDENCE_VALUE_CHARS``): the poison
+    is recorded faulty with its evidence, and the cheat after it is reached and found."""
+    from supernet.sdk.formats.trace import MAX_TRACE_BYTES
+    from supernet.sdk.store.cids import MAX_BLOCK_SIZE, encode_dag
+    from supernet.validator.evidence import MAX_EVIDENCE_FINDINGS
+
+    vnet.faults()
+    calls = 960
+    sizes: list[int] = []
+
+    def poison(i: int, doc: dict[str, Any]) -> dict[str, Any]:
+        out = {**doc, "events": [wrong_call(k, doc["model_id"]) for k in range(calls)]}
+        sizes.append(len(encode_dag(out)))
+        return out
+
+    hi = [{"messages": [{"role": "user", "content": "hi"}], "max_new_tokens": 1}]
+    poisoned, _ = await vnet.run_batch([], chat_inputs=hi, edit_trace=poison)
+    cheat, _ = await vnet.run_batch(["Say hi."], max_new_tokens=4, fault_plan=[{"tokens": 1.0}])
+    assert sizes[0] <= MAX_TRACE_BYTES < MAX_BLOCK_SIZE  # a trace within every protocol cap
+    async with validator_factory(1, challenge=False) as v:
+        await v.step()
+        [poison_check] = v.db.checks(poisoned)
+        [cheat_check] = v.db.checks(cheat)
+        assert not poison_check.ok and not cheat_check.ok  # both found faulty, in one step
+        evidence = await v.store.get_dag(poison_check.evidence_cid)
+        assert len(evidence["findings"]) == MAX_EVIDENCE_FINDINGS
+        assert len(encode_dag(evidence)) < MAX_BLOCK_SIZE // 10
+        assert [b.batch_id for b in v.db.pending_batches()] == []
+
+
+def test_defence_a_manifest_over_the_batch_cap_is_refused_before_its_entries_are_read() -> None:
+    """Attack: a manifest listing many more receipts than a batch may commit, so that a validator
+    parses (and hashes into a tree) thousands of entries. Holds: ``receipts`` is checked against
+    ``MAX_MANIFEST_ENTRIES`` (= ``TaskManager.MAX_BATCH_COUNT``) before any entry is parsed, in
+    well under a second; a manifest at the cap is read."""
+    from supernet.sdk.chain.eip712 import TaskRequest, sign_task_request
+    from supernet.sdk.chain.receipts import Receipt, sign_receipt
+    from supernet.sdk.formats.fields import FormatError
+    from supernet.sdk.formats.manifest import MAX_MANIFEST_ENTRIES, BatchManifest, ManifestEntry
+
+    from tests.unit.test_validator_attacks import DOMAIN, NODE, USER
+
+    req = TaskRequest(USER.address, NODE.address, bytes(32), bytes(32), bytes(32), 1, 1, 2**40)
+    receipt = Receipt(bytes(32), USER.address, bytes(32), bytes(32), bytes(32), bytes(32), 1)
+    entry = ManifestEntry(
+        receipt,
+        receipt.leaf(),
+        sign_receipt(receipt, NODE),
+        "bafyreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy",
+        "chat",
+        req,
+        sign_task_request(req, DOMAIN, USER),
+    )
+    full = BatchManifest.seal(NODE.address, [entry] * MAX_MANIFEST_ENTRIES).to_dag()
+    assert len(BatchManifest.from_dag(full).entries) == MAX_MANIFEST_ENTRIES  # at the cap: read
+    over = {**full, "receipts": full["receipts"] * 40}  # 20,480 entries
+    started = time.perf_counter()
+    with pytest.raises(FormatError, match=f"more than {MAX_MANIFEST_ENTRIES}"):
+        BatchManifest.from_dag(over)
+    assert time.perf_counter() - started < 0.5
+
+
+def test_defence_a_trace_over_the_byte_cap_is_refused_before_it_is_decoded() -> None:
+    """Attack: a trace block far over the cap, so that a validator decodes it before refusing.
+    Holds: the size is checked before the bytes are decoded (a block that is not CBOR at all is
+    refused for its size), and the refusal is the node's fault (`trace_from_block`)."""
+    from supernet.sdk.formats.fields import FormatError
+    from supernet.sdk.formats.trace import MAX_TRACE_BYTES, example_dag
+    from supernet.sdk.store.cids import encode_dag
+    from supernet.validator.trace_view import MalformedTrace, parse_trace_block
+
+    block = encode_dag({**example_dag(), "input": "x" * MAX_TRACE_BYTES})  # well-formed dag-cbor
+    with pytest.raises(MalformedTrace, match="over the protocol's"):
+        parse_trace_block(block)
+    with pytest.raises(MalformedTrace, match="over the protocol's"):  # not even decoded: not CBOR at all
+        parse_trace_block(b"\xff" * (MAX_TRACE_BYTES + 1))
+    with pytest.raises((MalformedTrace, FormatError)) as small:  # control: a small non-CBOR block
+        parse_trace_block(b"\xff" * 64)
+    assert "over the protocol's" not in str(small.value)
+
+
+@pytest.mark.anvil
+@pytest.mark.model
+async def test_defence_a_pass_busting_companion_does_not_shield_a_cheat_in_its_group(
+    vnet: VNet, validator_factory: Any
+) -> None:
+    """Attack: hide a cheat behind a companion receipt that makes the shared scoring pass fail
+    (too many positions for this validator's memory, modelled by a scorer that refuses passes
+    over a budget), hoping the whole group turns unverifiable. Holds: `Verifier._score` scores the
+    receipts one by one after a failed pass, so the cheat is judged alone and caught, and the
+    companion is faulty on its model-free findings."""
+    from supernet.validator.scoring import ModelScorer
+
+    vnet.faults()
+    budget = 300  # positions one pass may hold here before the allocator gives up
+
+    def bust(i: int, doc: dict[str, Any]) -> dict[str, Any]:
+        if i:
+            return doc
+        return {**doc, "events": [*doc["events"], *(wrong_call(k, doc["model_id"]) for k in range(40))]}
+
+    batch_id, _ = await vnet.run_batch(
+        ["Name a fruit.", "Say hi."], max_new_tokens=4, fault_plan=[{}, {"tokens": 1.0}], edit_trace=bust
+    )
+    scorer = ModelScorer.from_loaded(vnet.loaded)
+    real_score = scorer.score_many
+    passes: list[int] = []
+
+    def limited(requests: Any) -> Any:
+        positions = sum(len(r.prompt_ids) + len(r.output_ids) for r in requests)
+        passes.append(positions)
+        if positions > budget:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory")
+        return real_score(requests)
+
+    scorer.score_many = limited  # type: ignore[method-assign]
+    v = validator_factory(1, challenge=False)
+    v._scorer = scorer
+    async with v:
+        await v.step()
+        checks = {c.index: c for c in v.db.checks(batch_id)}
+    assert passes[0] > budget and any(p <= budget for p in passes[1:]), passes  # together, then alone
+    assert not checks[1].ok and "llm.token" in checks[1].kinds, checks[1]  # the cheat: caught alone
+    assert not checks[0].ok, checks[0]  # the companion: faulty on its model-free findings
