@@ -14,7 +14,8 @@ Tried, measured, found (FOUND: a known limit, test passes while it holds; holds:
    validator ~320 per receipt (`ModelScorer._shared_prefix` only shares the prefix common to every
    call of a whole pass, and the two documents differ in their first token). At the protocol's
    2048-token context that is ~180x per receipt, ~18x per committed receipt at 10 % sampling.
-2. FOUND: nothing bounds a step or orders work by deadline. `Validator.step` checks every pending
+2. FOUND (partly fixed: another node's flood no longer delays a node's batches, `fair_order`, which
+   takes pending batches in turns by node): nothing bounds a step or orders work by deadline. `Validator.step` checks every pending
    batch oldest first, then (only then) manifests, writes, availability, votes; a batch reached after
    its window is finished ``past_window`` unchecked. A flood of (honest, expensive) batches ahead of
    a cheat makes every validator reach it too late.
@@ -568,3 +569,26 @@ async def test_defence_a_pass_busting_companion_does_not_shield_a_cheat_in_its_g
     assert passes[0] > budget and any(p <= budget for p in passes[1:]), passes  # together, then alone
     assert not checks[1].ok and "llm.token" in checks[1].kinds, checks[1]  # the cheat: caught alone
     assert not checks[0].ok, checks[0]  # the companion: faulty on its model-free findings
+
+
+def test_defence_one_nodes_flood_does_not_delay_another_nodes_batches() -> None:
+    """Attack (a part of finding 2 closed): node A commits a flood of costly batches just before
+    node B's cheat. Checked oldest first over all nodes, the flood came first and B's batch could
+    be reached after its window. `fair_order` takes pending batches in turns by node (each node's
+    oldest first), so B's batch is second, whatever A commits; A's own flood still delays A's later
+    batches (the known limit above)."""
+    from supernet.validator.db import BatchRow
+    from supernet.validator.service import fair_order
+
+    def row(batch_id: int, node: str) -> BatchRow:
+        return BatchRow(batch_id, node, b"\x00" * 32, 1, batch_id, "", "pending")
+
+    a, b = "0x" + "aa" * 20, "0x" + "bb" * 20
+    flood = [row(i, a) for i in range(1, 9)]
+    pending = [*flood, row(9, b.upper().replace("0X", "0x")), row(10, a), row(11, b)]
+    order = [(r.batch_id, r.node.lower()) for r in fair_order(pending)]
+    assert order[:2] == [(1, a), (9, b)]  # B's cheat right after A's first batch
+    assert order[2:4] == [(2, a), (11, b)]
+    assert sorted(order) == sorted((r.batch_id, r.node.lower()) for r in pending)  # each batch once
+    assert [i for i, n in order if n == a] == [1, 2, 3, 4, 5, 6, 7, 8, 10]  # a node's own order kept
+    assert fair_order([]) == []

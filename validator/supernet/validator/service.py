@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -341,7 +341,7 @@ class Validator:
         while await asyncio.to_thread(self.follower.step):
             pass
         # (sealed votes are opened by `_reveals`, beside the steps, however long their checks take)
-        for batch in self.db.pending_batches():
+        for batch in fair_order(self.db.pending_batches()):
             try:
                 await self.process_batch(batch)
             except InsufficientFundsError as exc:  # a challenge bond it cannot post: kept pending
@@ -535,6 +535,22 @@ class Validator:
         verdict = await self.verifier.verify(batch.batch_id, batch.node, index, manifest, recheck_all=True)
         if not verdict.ok and not verdict.unverifiable:
             await self.disputes.challenge(batch, verdict, await publish(self.store, verdict))
+
+
+def fair_order(batches: Sequence[BatchRow]) -> list[BatchRow]:
+    """Pending batches in turns by node, each node's oldest first: every node's first batch, then
+    every node's second, and so on (nodes in the order of their oldest batch). A node's flood of
+    costly batches delays its own later batches, not another node's (oldest first over all nodes,
+    a flood committed ahead of another node's cheat brought validators to the cheat after its
+    window: `tests/unit/test_review_validator_budgets.py`)."""
+    by_node: dict[str, list[BatchRow]] = {}
+    for b in sorted(batches, key=lambda b: b.batch_id):
+        by_node.setdefault(b.node.lower(), []).append(b)
+    turns = [list(q) for q in by_node.values()]
+    out: list[BatchRow] = []
+    for depth in range(max((len(q) for q in turns), default=0)):
+        out += [q[depth] for q in turns if depth < len(q)]
+    return out
 
 
 class _QuietServer(uvicorn.Server):
