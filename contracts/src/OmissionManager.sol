@@ -101,9 +101,10 @@ contract OmissionManager is ReentrancyGuardTransient {
     /// @notice Gas of the costliest manifest answer (MAX_BATCH_COUNT receipts).
     uint256 public immutable MANIFEST_WORST_GAS;
     /// @notice Longest a promise may run past its request's `deadline`: half the ServiceManager's
-    ///         UNBONDING_PERIOD. A claim opens at `min(commitBy, deadline + MAX_PROMISE_DELAY)`,
+    ///         UNBONDING_PERIOD. A promise is due at `min(commitBy, deadline + MAX_PROMISE_DELAY)`,
     ///         so a node that promises a `commitBy` beyond the time its stake could leave (and
-    ///         deregisters) is still claimable while the stake is there (contracts/test/Review3.t.sol).
+    ///         deregisters) is still claimable while the stake is there (contracts/test/Review3.t.sol);
+    ///         a leaving node's claims may open earlier still (`_checkPromise`).
     uint256 public immutable MAX_PROMISE_DELAY;
 
     /// @notice Omission challenges opened so far (ids 1..omissionCount).
@@ -188,8 +189,9 @@ contract OmissionManager is ReentrancyGuardTransient {
     error NotTheNodesPromise();
     /// @notice Only the request's user may claim its promise was broken.
     error NotTheRequestsUser(address user);
-    /// @notice The promise's `commitBy` has not passed yet.
-    error PromiseNotDue(uint256 commitBy);
+    /// @notice The promise's claim does not open before `opensAt` (its due time, or earlier for a
+    ///         leaving node: `_checkPromise`).
+    error PromiseNotDue(uint256 opensAt);
     /// @notice The promise can be challenged only within CHALLENGE_WINDOW after `commitBy`.
     error PromiseExpired(uint256 until);
     /// @notice This promise was already challenged.
@@ -241,7 +243,9 @@ contract OmissionManager is ReentrancyGuardTransient {
     ///         receipt (leaf `pledge.leaf`) in one of its batches by `pledge.commitBy`: a receipt
     ///         never committed can be neither sampled nor challenged, so without this a node could
     ///         fake a task, be paid by the voucher and leave the receipt out for free. With at
-    ///         least {omissionBond}, from `commitBy` until CHALLENGE_WINDOW after it, once per promise;
+    ///         least {omissionBond}, from the promise's due time (`commitBy`, bounded by the
+    ///         request's deadline; earlier for a leaving node: `_checkPromise`) until CHALLENGE_WINDOW
+    ///         after it, once per promise;
     ///         the node is frozen until it answers ({answerOmission}) or the deadline passes
     ///         ({resolveOmission}: slashed). Only the request's user may open it (the request's
     ///         digest must be the promise's `requestHash`), and only on the receipt of that
@@ -494,7 +498,8 @@ contract OmissionManager is ReentrancyGuardTransient {
     ///      let a node take the fee, deregister and withdraw before the claim opened). Only the
     ///      opening moves: the window still closes CHALLENGE_WINDOW after the due time, and the
     ///      answer needs a batch committed by the due time, so a node that comes back (tops up,
-    ///      registers again) and commits within its promise answers an early claim.
+    ///      registers again) and commits within its promise answers an early claim (within
+    ///      VOTE_WINDOW of the claim, as any answer).
     function _checkPromise(ReceiptPromise calldata pledge, bytes calldata signature, TaskRequest calldata request)
         internal
         view

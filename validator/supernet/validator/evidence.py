@@ -80,8 +80,8 @@ class Finding:
 
 
 LOCAL_FAILURE_MARK = "failed on this validator"
-"""What marks an *unverifiable* reason that is this validator's own failure (memory, a bug), not a
-property of the receipt: such a verdict is not recorded but checked again (`Validator._settle`)."""
+"""The words of an *unverifiable* reason that is this validator's own failure (memory, a bug), for
+people: the verdict's ``local`` flag is what the service acts on (`Validator._settle`)."""
 
 MAX_EVIDENCE_FINDINGS = 64
 """Findings an evidence document holds: the first ones, in order (one proves the fault; a trace
@@ -148,6 +148,8 @@ class Verdict:
     withheld: tuple[tuple[int, int], ...] = ()
     """``(batch, index)`` of the writer entries whose committed traces could not be read: the
     availability path makes the node serve them (or slashes it)."""
+    local: bool = False
+    """Checking failed on this validator (`local_failure`)."""
     unread_manifests: tuple[int, ...] = ()
     """Batches of the node whose manifests could not be read, where a writer may be: the manifest
     challenge makes the node post their receipts (or slashes it; `supernet.validator.manifests`)."""
@@ -159,9 +161,11 @@ class Verdict:
 
     @property
     def local_failure(self) -> bool:
-        """Unverifiable only because checking failed on this validator (`LOCAL_FAILURE_MARK`): not a
-        verdict on the receipt, which is checked again while its window is open."""
-        return not self.findings and LOCAL_FAILURE_MARK in (self.unverifiable or "")
+        """Unverifiable only because checking failed on this validator (``local``, set where the
+        verifier catches its own failure, never read from the reason's text, which may quote a
+        node's words): not a verdict on the receipt, which is checked again while its window is
+        open."""
+        return self.local and not self.findings
 
     @property
     def checks(self) -> set[str]:

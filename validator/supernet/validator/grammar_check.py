@@ -25,19 +25,22 @@ refuses it, so one in a trace is the node's doing.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 from typing import Any
 
-from supernet.node.llm.grammar import GrammarConstraint, GrammarError, allowed_masks
+from supernet.node.llm.grammar import GrammarConstraint, GrammarError, allowed_masks, check_budget
 from supernet.validator.evidence import Check, Finding
 from supernet.validator.trace_view import LLMCall
 from torch import Tensor
 
 WALK_CACHE_BYTES = 256 * 1024 * 1024
 """Most bytes of packed masks the walk cache holds (the oldest walks go first)."""
+WALK_CACHE_ENTRIES = 256
+"""Most walks the cache holds (each keyed by a 32-byte digest)."""
 
-_walks: OrderedDict[tuple[Any, ...], tuple[GrammarError | None, Tensor | None, int | None]] = OrderedDict()
+_walks: OrderedDict[bytes, tuple[GrammarError | None, Tensor | None, int | None]] = OrderedDict()
 _walks_lock = threading.Lock()
 
 
@@ -49,16 +52,22 @@ def walk(
     None)``, computed once per call (`WALK_CACHE_BYTES`)."""
     assert call.grammar is not None
     stops = call.stop_token_ids if call.stop_token_ids is not None else eos_ids
-    # the tokenizer by its content (`Tokenizer.digest`): an id() can be reused by a later object
-    who = tokenizer.digest() if callable(getattr(tokenizer, "digest", None)) else id(tokenizer)
-    key = (call.grammar, tuple(call.output_ids), tuple(stops), vocab_size, who)
+    try:
+        check_budget(call.grammar)  # cheap: a refusal is not worth keeping
+    except GrammarError as exc:
+        return exc, None, None
+    # a fixed-size key of everything the walk reads; the tokenizer by its content
+    # (`Tokenizer.digest`: an id() can be reused by a later object)
+    who = tokenizer.digest() if callable(getattr(tokenizer, "digest", None)) else str(id(tokenizer))
+    seen = repr((call.grammar, tuple(call.output_ids), tuple(sorted(stops)), vocab_size, who))
+    key = hashlib.sha256(seen.encode()).digest()
     with _walks_lock:
         if key in _walks:
             _walks.move_to_end(key)
             return _walks[key]
     try:
         constraint = GrammarConstraint(tokenizer, call.grammar, vocab_size, stops)
-    except GrammarError as exc:  # over the budget or not compiling: an honest engine refuses it
+    except GrammarError as exc:  # not compiling: an honest engine refuses it
         result: tuple[GrammarError | None, Tensor | None, int | None] = (exc, None, None)
     else:
         masks, bad = allowed_masks(constraint, call.output_ids, packed=True)
@@ -66,7 +75,7 @@ def walk(
     with _walks_lock:
         _walks[key] = result
         held = sum(0 if m is None else m.numel() for _, m, _ in _walks.values())
-        while held > WALK_CACHE_BYTES and len(_walks) > 1:
+        while len(_walks) > 1 and (held > WALK_CACHE_BYTES or len(_walks) > WALK_CACHE_ENTRIES):
             _, (_, old, _) = _walks.popitem(last=False)
             held -= 0 if old is None else old.numel()
     return result

@@ -348,8 +348,8 @@ class Verifier:
     async def _conclude(self, s: _Staged, judgement: _Judgement | str) -> Verdict:
         """The verdict of one staged receipt: its calls' shapes and scores, its tools re-run."""
         findings = list(s.findings)
-        if isinstance(judgement, str):
-            return s.head.verdict(findings, unverifiable=None if findings else judgement)
+        if isinstance(judgement, str):  # scoring or judging failed on this side (`local_failure`)
+            return s.head.verdict(findings, unverifiable=None if findings else judgement, local=True)
         for call in s.trace.llm_calls:
             scored = call.call in judgement.findings
             decode = s.scorer.decode if scored else None  # only ids the model knows
@@ -519,7 +519,7 @@ class Verifier:
                 leaf = manifest.malformed[index][0]
                 log.exception("checking receipt %d of batch %d failed", index, batch_id)
                 why = local_failure("checking", exc)
-                return Verdict(batch_id, index, leaf, unverifiable=why, validator=self.validator)
+                return Verdict(batch_id, index, leaf, unverifiable=why, validator=self.validator, local=True)
             return _barrier(_Head(batch_id, index, manifest.entries[index], self.validator), exc, [])
 
     async def _stage(self, batch_id: int, node: str, index: int, manifest: Manifest) -> Verdict | _Staged:
@@ -643,7 +643,7 @@ def _barrier(head: _Head, exc: Exception, findings: list[Finding]) -> Verdict:
     before the failure still counts), else unverifiable with the error (logged with its trace)."""
     log.exception("checking receipt %d of batch %d failed", head.index, head.batch_id)
     why = local_failure("checking", exc)
-    return head.verdict(findings, unverifiable=None if findings else why)
+    return head.verdict(findings, unverifiable=None if findings else why, local=True)
 
 
 @dataclass(frozen=True)

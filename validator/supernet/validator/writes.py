@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from supernet.sdk.formats.trace import ROOT_WRITES, Trace, VerifiedWitness
 from supernet.sdk.store.cids import canonical_cid, encode_dag
@@ -38,13 +38,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RETRY_MAX_S = 300.0
+"""Longest wait between two reads of an unreadable trace."""
 READS_IN_FLIGHT = 8
 """Traces the write log reads at once (then handles in order): a node whose store drip-feeds each
 block just inside the timeout held a step for hours when they were read one at a time."""
 READ_DEADLINE_S = 60.0
 """The whole read of one trace block: a slower read counts as a failure (toward the availability
 claim), however steadily its bytes trickle in."""
-"""Longest wait between two reads of an unreadable trace."""
 
 
 class WriteLog:
@@ -88,16 +88,30 @@ class WriteLog:
         """Read the traces that are due; send the ones still unread near their window's end on."""
         window = self.chain.params().challenge_window
         self._floor = self.db.first_unread_batch() or self._floor
-        due = list(self.db.unread_traces(self._floor, time.time()))
+        due: list[tuple[ReceiptRow, int, Any]] = []
+        headers: dict[int, Any] = {}
+        for row, failures in self.db.unread_traces(self._floor, time.time()):
+            try:  # an entry past its window is closed before any read (nothing found can be used)
+                if row.batch_id not in headers:
+                    headers[row.batch_id] = await asyncio.to_thread(self.chain.batch, row.batch_id)
+                header = headers[row.batch_id]
+            except Exception as exc:  # one entry's trouble (RPC) never stops the others
+                log.warning("batch %d #%d: reading its header failed: %s", row.batch_id, row.index, exc)
+                self.db.retry_read(row.batch_id, row.index, failures, time.time() + RETRY_MAX_S)
+                continue
+            if chain_now >= header.committed_at + window:
+                self.db.record_writes(row.batch_id, row.index, [], "expired")
+            else:
+                due.append((row, failures, header))
         for start in range(0, len(due), READS_IN_FLIGHT):  # read together, handled in order
             chunk = due[start : start + READS_IN_FLIGHT]
             blocks = await asyncio.gather(
-                *(self._read(row.trace_cid) for row, _ in chunk), return_exceptions=True
+                *(self._read(row.trace_cid) for row, _, _ in chunk), return_exceptions=True
             )
-            for (row, failures), block in zip(chunk, blocks, strict=True):
+            for (row, failures, header), block in zip(chunk, blocks, strict=True):
                 try:
-                    await self._one(row, failures, chain_now, window, block)
-                except Exception as exc:  # one entry's trouble (RPC, store) never stops the others
+                    await self._one(row, failures, chain_now, window, header, block)
+                except Exception as exc:  # one entry's trouble (store, replay) never stops the others
                     log.warning("batch %d #%d: reading its writes failed: %s", row.batch_id, row.index, exc)
                     self.db.retry_read(row.batch_id, row.index, failures, time.time() + RETRY_MAX_S)
 
@@ -106,13 +120,15 @@ class WriteLog:
         return await asyncio.wait_for(self.store.get_block(cid), READ_DEADLINE_S)
 
     async def _one(
-        self, row: ReceiptRow, failures: int, chain_now: int, window: int, block: bytes | BaseException
+        self,
+        row: ReceiptRow,
+        failures: int,
+        chain_now: int,
+        window: int,
+        header: Any,
+        block: bytes | BaseException,
     ) -> None:
         """Handle one entry's trace block, read for its writes (or count a failure)."""
-        header = await asyncio.to_thread(self.chain.batch, row.batch_id)
-        if chain_now >= header.committed_at + window:
-            self.db.record_writes(row.batch_id, row.index, [], "expired")
-            return
         try:
             if isinstance(block, BaseException):
                 raise block

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
-CLOCK_GLOBALS = frozenset({"strftime_now"})
-"""Names transformers gives chat templates that read the machine's clock: a prompt must be a function
-of the messages alone, since validators render it again later (and in other time zones)."""
+UNREPEATABLE = re.compile(r"\bstrftime_now\b|\blipsum\b|\|\s*random\b")
+"""What a chat template may not use: transformers' ``strftime_now`` reads the machine's clock, and
+Jinja's ``lipsum`` global and ``random`` filter draw at random. A prompt must be a function of the
+messages alone, since validators render it again later (and in other time zones)."""
 
 
 class TokenizerError(ValueError):
@@ -37,7 +39,7 @@ class Tokenizer:
         gguf_file: Name of a GGUF file in ``path`` to read the tokenizer from.
 
     Raises:
-        TokenizerError: the chat template reads the clock (`CLOCK_GLOBALS`).
+        TokenizerError: the chat template renders differently each time (`UNREPEATABLE`).
     """
 
     def __init__(self, path: Path, gguf_file: str | None = None) -> None:
@@ -119,25 +121,21 @@ class Tokenizer:
 
 
 def _check_template(template: str | dict[str, str] | None) -> None:
-    """Refuse a chat template that reads the clock (`CLOCK_GLOBALS`): its prompt ids would depend on
-    when (and in which time zone) it is rendered, so a validator replaying it a minute past
-    midnight would accuse the honest node. (Llama 3.x templates date their system turn this way;
-    an agent that needs the date puts it in a message, which the user signs.)"""
-    import jinja2
-    import jinja2.meta
-
+    """Refuse a chat template that renders differently from one time to the next (`UNREPEATABLE`):
+    its prompt ids would depend on when (and in which time zone) it is rendered, or on a draw, so
+    a validator replaying it would accuse the honest node. (Llama 3.x templates date their system
+    turn with ``strftime_now``; an agent that needs the date puts it in a message, which the user
+    signs.) A textual check, not a parse: transformers renders templates with extensions
+    (``{% break %}``, ``{% generation %}``) a plain Jinja parser refuses."""
     if template is None:
         return
     for name, text in template.items() if isinstance(template, dict) else [("default", template)]:
-        try:
-            used = jinja2.meta.find_undeclared_variables(jinja2.Environment().parse(text))
-        except jinja2.TemplateSyntaxError as exc:
-            raise TokenizerError(f"chat template {name!r} does not parse: {exc}") from exc
-        if used & CLOCK_GLOBALS:
+        found = sorted({m.group(0).lstrip("| ") for m in UNREPEATABLE.finditer(text)})
+        if found:
             raise TokenizerError(
-                f"chat template {name!r} reads the clock ({', '.join(sorted(used & CLOCK_GLOBALS))}): its"
+                f"chat template {name!r} renders differently each time ({', '.join(found)}): its"
                 " prompts would depend on when they are rendered, and validators render them again"
-                " later; remove the date from the template (an agent passes dates in its messages)"
+                " later; remove it from the template (an agent passes dates in its messages)"
             )
 
 

@@ -732,9 +732,9 @@ class PromiseNotDue(ContractError):
     error_name = "PromiseNotDue"
     signature = "PromiseNotDue(uint256)"
     selector = bytes.fromhex("72cd937d")
-    arg_names = ("commitBy",)
+    arg_names = ("opensAt",)
     arg_types = ("uint256",)
-    commitBy: int
+    opensAt: int
 
 
 class ProofTooLong(ContractError):

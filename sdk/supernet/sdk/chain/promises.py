@@ -1,7 +1,8 @@
 """When a node's promise to commit a receipt is worth something: a claim can still slash it.
 
 A `ReceiptPromise` is enforced by an omission claim (`OmissionManager.challengeOmission`), which
-can be opened only from ``commitBy`` on and which freezes the node's stake. Nothing locks stake for
+opens when the promise falls due (earlier for a leaving node: `claim_window`) and freezes the
+node's stake. Nothing locks stake for
 a receipt that was never committed, so a promise due after the node's stake can leave is no
 promise: the node fakes a task, is paid, signs ``commitBy`` beyond its unbonding, deregisters and
 withdraws before any claim can open (contracts/test/Review3.t.sol). Two rules close it:

@@ -133,9 +133,9 @@ class ServiceManager(Binding):
         return Operator(Role(role), *rest)
 
     def stake_leaves_at(self, operator: str, keep: int) -> int:
-        """When ``operator``'s stake may fall below ``keep`` (unix seconds): 0 while its active stake
-        is at least ``keep`` or nothing is unbonding (``stakeLeavesAt``; an omission claim against
-        a leaving node opens a challenge window before it)."""
+        """When ``operator``'s stake may fall below ``keep`` (unix seconds): 0 while it is an active
+        node, its active stake is at least ``keep`` or nothing is unbonding (``stakeLeavesAt``; an
+        omission claim against a leaving node opens a challenge window before it)."""
         return int(self.call("stakeLeavesAt", operator, keep))
 
     def voting_stake(self, validator: str, since: int) -> int:
