@@ -15,8 +15,8 @@ Tried, measured, found (FOUND: a known limit, test passes while it holds; holds:
    call of a whole pass, and the two documents differ in their first token). At the protocol's
    2048-token context that is ~180x per receipt, ~18x per committed receipt at 10 % sampling.
 2. FOUND (partly fixed: another node's flood no longer delays a node's batches, `fair_order`, which
-   takes pending batches in turns by node): nothing bounds a step or orders work by deadline. `Validator.step` checks every pending
-   batch oldest first, then (only then) manifests, writes, availability, votes; a batch reached after
+   takes pending batches in turns by node): nothing bounds a step or orders work by deadline.
+   `Validator.step` checks every pending batch oldest first, then (only then) manifests, writes, availability, votes; a batch reached after
    its window is finished ``past_window`` unchecked. A flood of (honest, expensive) batches ahead of
    a cheat makes every validator reach it too late.
 3. FIXED (was FOUND): `WriteLog.step` read every committed trace (100 %, not the sample) one at a
