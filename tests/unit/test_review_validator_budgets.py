@@ -14,11 +14,11 @@ Tried, measured, found (FOUND: a known limit, test passes while it holds; holds:
    validator ~320 per receipt (`ModelScorer._shared_prefix` only shares the prefix common to every
    call of a whole pass, and the two documents differ in their first token). At the protocol's
    2048-token context that is ~180x per receipt, ~18x per committed receipt at 10 % sampling.
-2. FOUND (partly fixed: another node's flood no longer delays a node's batches, `fair_order`, which
+2. FOUND (partly fixed: another node's flood no longer delays a node's batches, `fair_order`
    takes pending batches in turns by node): nothing bounds a step or orders work by deadline.
-   `Validator.step` checks every pending batch oldest first, then (only then) manifests, writes, availability, votes; a batch reached after
-   its window is finished ``past_window`` unchecked. A flood of (honest, expensive) batches ahead of
-   a cheat makes every validator reach it too late.
+   `Validator.step` checks pending batches, then (only then) manifests, writes, availability,
+   votes; a batch reached after its window is finished ``past_window`` unchecked. A node's flood
+   of (honest, expensive) batches ahead of its own cheat makes every validator reach it too late.
 3. FIXED (was FOUND): `WriteLog.step` read every committed trace (100 %, not the sample) one at a
    time inside the step, before any vote: a node whose peer delivered each block just inside the
    store's 60 s timeout held the step ~4 h per 256 receipts. Now reads go `READS_IN_FLIGHT` at a
