@@ -327,7 +327,7 @@ async def test_defence_a_challenge_bond_it_cannot_pay_never_stops_the_step() -> 
         ran.append(f"batch {batch.batch_id}")
         raise InsufficientFundsError("account 0x.. cannot pay for TaskManager.challenge")
 
-    service = _step_parts(ran, pending=[SimpleNamespace(batch_id=b) for b in (1, 2)])
+    service = _step_parts(ran, pending=[SimpleNamespace(batch_id=b, node="0xn") for b in (1, 2)])
     service.process_batch = process_batch
     await Validator.step(service)  # type: ignore[arg-type]
     assert ran == ["batch 1", "manifests", "writes", "diverged", "availability", "vote", "settle"]
