@@ -2,11 +2,7 @@
 pragma solidity 0.8.37;
 
 import {OmissionManager} from "../src/OmissionManager.sol";
-import {Payments} from "../src/Payments.sol";
 import {ServiceManager} from "../src/ServiceManager.sol";
-import {TaskManager} from "../src/TaskManager.sol";
-import {IPayments} from "../src/interfaces/IPayments.sol";
-import {IServiceManager} from "../src/interfaces/IServiceManager.sol";
 import {Receipt, ReceiptPromise, TaskRequest} from "../src/libraries/Types.sol";
 
 import {Base} from "./utils/Base.sol";
@@ -104,30 +100,6 @@ contract Review10Test is Base {
         slashed = before.stake + before.unbonding - afterwards.stake - afterwards.unbonding;
     }
 
-    /// @dev The production contracts with another MIN_NODE_STAKE (everything else as Base).
-    function _deployWithMinNodeStake(uint256 minNodeStake) internal {
-        sm = new ServiceManager(minNodeStake, MIN_VALIDATOR_STAKE, UNBONDING_PERIOD, MAX_MODELS);
-        payments =
-            new Payments(WITHDRAWAL_DELAY, MAX_REDEEM_BATCH, VERIFICATION_SHARE_BPS, DECOY_BOUNTY, DECOY_REBATE_BPS);
-        tm = new TaskManager(
-            IServiceManager(address(sm)),
-            IPayments(address(payments)),
-            SEED_DELAY_BLOCKS,
-            SAMPLE_RATE_PPM,
-            CHALLENGE_WINDOW,
-            VOTE_WINDOW,
-            CHALLENGE_BOND,
-            QUORUM_BPS,
-            SLASH_AMOUNT,
-            CHALLENGER_REWARD_BPS,
-            VOTER_REWARD_BPS
-        );
-        sm.setTaskManager(address(tm));
-        payments.setTaskManager(address(tm));
-        om = new OmissionManager(tm);
-        sm.setOmissionManager(address(om));
-    }
-
     /*//////////////////////////////////////////////////////////////
                  1. THE WINDOW'S END MOVES TO stakeLeavesAt
     //////////////////////////////////////////////////////////////*/
@@ -180,7 +152,7 @@ contract Review10Test is Base {
     ///         leaving (`stakeLeavesAt` is 0 while it can commit): the claim waits for the promise,
     ///         and the node commits within it.
     function test_defence_AnActiveNodeIsNeverHurriedWhateverItsStake() public {
-        _deployWithMinNodeStake(0.5 ether);
+        _deploy(0.5 ether);
         assertLt(sm.MIN_NODE_STAKE(), om.SLASH_AMOUNT());
         _registerNode(node, 1.5 ether);
         vm.prank(node, node);

@@ -82,7 +82,12 @@ abstract contract Base is Test {
     }
 
     function _deploy() internal {
-        sm = new ServiceManager(MIN_NODE_STAKE, MIN_VALIDATOR_STAKE, UNBONDING_PERIOD, MAX_MODELS);
+        _deploy(MIN_NODE_STAKE);
+    }
+
+    /// @dev The production contracts with another MIN_NODE_STAKE (everything else as above).
+    function _deploy(uint256 minNodeStake) internal {
+        sm = new ServiceManager(minNodeStake, MIN_VALIDATOR_STAKE, UNBONDING_PERIOD, MAX_MODELS);
         registry = new ModelRegistry();
         payments = new Payments(WITHDRAWAL_DELAY, MAX_REDEEM_BATCH, VERIFICATION_SHARE_BPS, DECOY_BOUNTY, DECOY_REBATE_BPS);
         tm = new TaskManager(

@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from supernet.node.llm.errors import LLMError, ModelNotFoundError
 
@@ -206,7 +207,7 @@ def pull(name: str, progress: ProgressFn | None = None) -> Path:
         ModelNotFoundError: ``name`` is not in the catalog.
         ModelPullError: the weights could not be downloaded.
     """
-    from supernet.node.llm.manifest import build_manifest, model_id
+    from supernet.node.llm.manifest import build_manifest
     from supernet.node.llm.tokenizer import Tokenizer, export_gguf_tokenizer
     from supernet.node.llm.weights import read_gguf, write_hf_dir
 
@@ -228,10 +229,7 @@ def pull(name: str, progress: ProgressFn | None = None) -> Path:
     report("tokenizer", 1, 1)
     report("manifest", 0, 1)
     # the tokenizer as a node will load it, from the files just written (the same digest as the GGUF's)
-    manifest = build_manifest(tensors, cfg.to_dict(), Tokenizer(out).digest())
-    tmp = out / "manifest.json.tmp"
-    tmp.write_text(json.dumps({"model_id": model_id(manifest), **manifest}, indent=1) + "\n")
-    tmp.replace(out / "manifest.json")
+    _write_manifest(out, build_manifest(tensors, cfg.to_dict(), Tokenizer(out).digest()))
     report("manifest", 1, 1)
     return out
 
@@ -244,7 +242,6 @@ def refresh_manifest(name: str) -> str | None:
     Returns:
         Why the manifest was rewritten, or None when it was current (or has no tokenizer files).
     """
-    from supernet.node.llm.manifest import model_id
     from supernet.node.llm.tokenizer import Tokenizer
 
     out = models_dir() / name
@@ -260,10 +257,17 @@ def refresh_manifest(name: str) -> str | None:
         " (another tokenizers/transformers release, or edited files): the model id changes with it"
     )
     doc["tokenizer"] = fresh
-    tmp = out / "manifest.json.tmp"
-    tmp.write_text(json.dumps({"model_id": model_id(doc), **doc}, indent=1) + "\n")
-    tmp.replace(out / "manifest.json")
+    _write_manifest(out, doc)
     return reason
+
+
+def _write_manifest(out: Path, manifest: dict[str, Any]) -> None:
+    """``manifest.json`` of a pulled model: the manifest with its id, replaced atomically."""
+    from supernet.node.llm.manifest import model_id
+
+    tmp = out / "manifest.json.tmp"
+    tmp.write_text(json.dumps({"model_id": model_id(manifest), **manifest}, indent=1) + "\n")
+    tmp.replace(out / "manifest.json")
 
 
 def remove(name: str) -> bool:
