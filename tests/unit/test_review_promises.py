@@ -163,15 +163,23 @@ async def test_defence_client_waits_for_a_capped_promise_and_claims_after_it(tmp
     request = TaskRequest.from_json(client.state.tasks[task_id].request or {})
     bound = request.deadline + UNBONDING // 2
     ended = bound - 200
-    _at(client, ended + 5)
     doc["promise"] = _promise(node, receipt, bound)  # capped by the node
+    await _pending_then_claimed(client, task_id, claims, pending_at=ended + 5, due=bound)
+
+
+async def _pending_then_claimed(
+    client: Any, task_id: str, claims: list[Any], *, pending_at: int, due: int, leaves_at: int = 0
+) -> None:
+    """At ``pending_at`` the uncommitted receipt is pending; at ``due`` "commit promise kept" fails
+    (not pending), and the claim the client sends is one the contract accepts then."""
+    _at(client, pending_at)
     assert (await client.verify(task_id, wait_committed=0)).pending
-    _at(client, bound)
+    _at(client, due)
     rep = await client.verify(task_id, wait_committed=0)
     assert _names(rep)["commit promise kept"] is False and not rep.pending
     await client.claim_omission(task_id)
     await client.aclose()
-    assert _contract_accepts(claims[-1], bound) is None
+    assert _contract_accepts(claims[-1], due, leaves_at=leaves_at) is None
 
 
 # ---------------------------------------------------------------------------------------- defences
@@ -278,14 +286,7 @@ async def test_defence_the_client_claims_a_leaving_nodes_far_promise_before_its_
     )
     doc["promise"] = _promise(node, receipt, 10**9)  # far: the request's deadline is 2**40
     due = ready - CHALLENGE_WINDOW  # the window opens then (the promise's own time is 10**9)
-    _at(client, due - 1)
-    assert (await client.verify(task_id, wait_committed=0)).pending
-    _at(client, due)
-    rep = await client.verify(task_id, wait_committed=0)
-    assert _names(rep)["commit promise kept"] is False and not rep.pending
-    await client.claim_omission(task_id)
-    await client.aclose()
-    assert _contract_accepts(claims[-1], due, leaves_at=ready) is None
+    await _pending_then_claimed(client, task_id, claims, pending_at=due - 1, due=due, leaves_at=ready)
     assert _contract_accepts(claims[-1], due - 1, leaves_at=ready) == "PromiseNotDue"
 
 

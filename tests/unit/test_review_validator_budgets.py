@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -57,6 +58,22 @@ from supernet.sdk.store import StoreClient
 from validator_fixtures import VNet
 
 from tests.unit.test_validator_attacks import WEIGHTS
+
+
+def scoring_through(
+    vnet: VNet, validator_factory: Any, wrap: Callable[[Callable[[Any], Any], Any], Any], **settings: Any
+) -> Any:
+    """A validator (``validator_factory(1, **settings)``) whose scorer, the real one of ``vnet``'s
+    model, runs every pass through ``wrap(real_score_many, requests)``."""
+    from supernet.validator.scoring import ModelScorer
+
+    scorer = ModelScorer.from_loaded(vnet.loaded)
+    real = scorer.score_many
+    scorer.score_many = lambda requests: wrap(real, requests)  # type: ignore[method-assign]
+    v = validator_factory(1, **settings)
+    v._scorer = scorer
+    return v
+
 
 LONG_FILLER = " ".join(
     f"Entry {k}: the {('red', 'blue', 'green', 'amber')[k % 4]} crate holds {k * 7 % 13} parts."
@@ -167,26 +184,20 @@ async def test_known_limit_a_long_check_lets_a_later_cheating_batch_pass_its_win
     delays only its own batches), cap what one batch may take of a window, and keep the sample of a
     batch that could not be checked in time from expiring silently (e.g. a validator may extend
     the window of a batch it is provably working on, as availability answers do)."""
-    from supernet.validator.scoring import ModelScorer
-
     flood, _ = await vnet.run_batch(["Name a fruit."], max_new_tokens=4)  # honest, only expensive
     cheat, _ = await vnet.run_batch(["Say hi."], max_new_tokens=4, fault_plan=[{"tokens": 1.0}])
     w3 = vnet.contracts.w3
     window = vnet.contracts.task_manager.challenge_window()
-    scorer = ModelScorer.from_loaded(vnet.loaded)
-    real_score = scorer.score_many
     scored_first: list[int] = []
 
-    def hours_of_scoring(requests: Any) -> Any:
+    def hours_of_scoring(real_score: Callable[[Any], Any], requests: Any) -> Any:
         if not scored_first:  # the flood's check: what its real cost at scale takes, in chain time
             scored_first.append(len(requests))
             increase_time(w3, window + 1)
             mine(w3, 1)
         return real_score(requests)
 
-    scorer.score_many = hours_of_scoring  # type: ignore[method-assign]
-    v = validator_factory(1, challenge=False)
-    v._scorer = scorer
+    v = scoring_through(vnet, validator_factory, hours_of_scoring, challenge=False)
     async with v:
         await v.step()
         flood_row, cheat_row = v.db.batch(flood), v.db.batch(cheat)
@@ -378,22 +389,16 @@ async def test_defence_a_cheat_whose_scoring_fails_here_is_checked_again(
     never looked at again. Now a verdict that only says checking failed on this validator
     (`Verdict.local_failure`) is not recorded: the entry is checked again in full each step while
     its window is open, and once memory is back the cheat is found and challenged."""
-    from supernet.validator.scoring import ModelScorer
-
     cheat, _ = await vnet.run_batch(["Say hi."], max_new_tokens=4, fault_plan=[{"tokens": 1.0}])
-    scorer = ModelScorer.from_loaded(vnet.loaded)
-    real_score = scorer.score_many
     failing = [True]
 
-    def out_of_memory(requests: Any) -> Any:
+    def out_of_memory(real_score: Callable[[Any], Any], requests: Any) -> Any:
         if failing[0]:
             raise RuntimeError("DefaultCPUAllocator: can't allocate memory")
         return real_score(requests)
 
-    scorer.score_many = out_of_memory  # type: ignore[method-assign]
     events: list[Any] = []
-    v = validator_factory(1, events=events)
-    v._scorer = scorer
+    v = scoring_through(vnet, validator_factory, out_of_memory, events=events)
     async with v:
         await v.step()
         assert v.db.checks(cheat) == []  # no verdict recorded: the failure was this side's
@@ -536,8 +541,6 @@ async def test_defence_a_pass_busting_companion_does_not_shield_a_cheat_in_its_g
     over a budget), hoping the whole group turns unverifiable. Holds: `Verifier._score` scores the
     receipts one by one after a failed pass, so the cheat is judged alone and caught, and the
     companion is faulty on its model-free findings."""
-    from supernet.validator.scoring import ModelScorer
-
     vnet.faults()
     budget = 300  # positions one pass may hold here before the allocator gives up
 
@@ -549,20 +552,16 @@ async def test_defence_a_pass_busting_companion_does_not_shield_a_cheat_in_its_g
     batch_id, _ = await vnet.run_batch(
         ["Name a fruit.", "Say hi."], max_new_tokens=4, fault_plan=[{}, {"tokens": 1.0}], edit_trace=bust
     )
-    scorer = ModelScorer.from_loaded(vnet.loaded)
-    real_score = scorer.score_many
     passes: list[int] = []
 
-    def limited(requests: Any) -> Any:
+    def limited(real_score: Callable[[Any], Any], requests: Any) -> Any:
         positions = sum(len(r.prompt_ids) + len(r.output_ids) for r in requests)
         passes.append(positions)
         if positions > budget:
             raise RuntimeError("DefaultCPUAllocator: can't allocate memory")
         return real_score(requests)
 
-    scorer.score_many = limited  # type: ignore[method-assign]
-    v = validator_factory(1, challenge=False)
-    v._scorer = scorer
+    v = scoring_through(vnet, validator_factory, limited, challenge=False)
     async with v:
         await v.step()
         checks = {c.index: c for c in v.db.checks(batch_id)}

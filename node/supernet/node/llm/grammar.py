@@ -294,16 +294,12 @@ class GrammarConstraint:
 def masked(logits: Tensor, allowed: Tensor) -> Tensor:
     """``logits`` (``[V]`` or ``[n, V]``) with every token outside ``allowed`` at ``-inf`` (a copy).
     ``allowed`` is bool of the logits' shape, or its `pack_masks` form (uint8, a bit per token)."""
-    allowed = allowed.to(logits.device)  # packed: an eighth of the bytes to move
-    if allowed.dtype != _bool_dtype():
-        allowed = unpack_masks(allowed, logits.shape[-1])
-    return logits.masked_fill(~allowed, float("-inf"))
-
-
-def _bool_dtype() -> Any:
     import torch
 
-    return torch.bool
+    allowed = allowed.to(logits.device)  # packed: an eighth of the bytes to move
+    if allowed.dtype != torch.bool:
+        allowed = unpack_masks(allowed, logits.shape[-1])
+    return logits.masked_fill(~allowed, float("-inf"))
 
 
 def pack_masks(rows: Tensor) -> Tensor:
