@@ -123,4 +123,6 @@ async def test_a_validator_that_checks_is_paid_from_the_escrow_and_nobody_is_sla
     assert escrow < 3 * bounty and earnings >= rebate
     assert sm.get_operator(node_addr).stake == stake_before, "nobody is slashed"
     assert sm.get_operator(node_addr).frozen_count == 0
+    # the node records its reveal once the transaction is mined, in its own process: wait for it
+    await until(lambda: decoys_of(node.db_path) == [(decoy_id, cid)], time.monotonic() + 30)
     assert decoys_of(node.db_path) == [(decoy_id, cid)], "the node recorded the reveal"
