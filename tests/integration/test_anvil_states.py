@@ -49,7 +49,7 @@ def test_states_of_older_blocks_are_removed_with_the_process() -> None:
     anvil.stop()  # twice is harmless
 
 
-def test_devnet_down_removes_the_states_when_up_was_killed(tmp_path: Path) -> None:
+def test_devnet_down_after_up_was_killed_finds_anvil_and_its_states_gone(tmp_path: Path) -> None:
     up = subprocess.Popen(
         [sys.executable, "-c", CLI, "up", "--port", "0", "--state-dir", str(tmp_path)],
         stdout=subprocess.DEVNULL,
@@ -64,11 +64,22 @@ def test_devnet_down_removes_the_states_when_up_was_killed(tmp_path: Path) -> No
         states = Path(info["anvilStates"])
         assert states.is_dir()
     finally:
-        up.send_signal(signal.SIGKILL)  # `up` gets no chance to clean up; Anvil lives on
+        up.send_signal(signal.SIGKILL)  # `up` gets no chance to clean up: its Anvil goes with it
         up.wait(30)
-    os.kill(info["anvilPid"], 0)  # still running
+    deadline = time.monotonic() + 5
+    while states.exists() or _group_alive(info["anvilPid"]):
+        assert time.monotonic() < deadline, "Anvil outlived `up`"
+        time.sleep(0.05)
     subprocess.run([sys.executable, "-c", CLI, "down", "--state-dir", str(tmp_path)], check=True)
-    assert not states.exists()
+    assert not (tmp_path / "devnet.pid").exists()
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test_devnet_down_never_removes_a_folder_the_pid_file_merely_names(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from chain_fixtures import commit_vote, reveal_vote, to_reveal_phase
 from supernet.sdk.chain.anvil import advance_to, increase_time, mine
 from supernet.sdk.chain.errors import ContractError
 from supernet.validator.chain import ChallengeStatus, ChallengeView, TaskManagerClient
-from supernet.validator.db import _SCHEMA
+from supernet.validator.db import _MIGRATIONS, _SCHEMA
 from supernet.validator.evidence import Verdict
 from supernet.validator.service import Validator
 
@@ -407,7 +407,7 @@ async def test_defence_a_database_from_before_sealed_votes_still_claims(game: Ga
     assert old.execute("PRAGMA user_version").fetchone()[0] == 0
     old.close()
     voter = g.party(v1, g.stores["full"], "old")
-    assert voter.db.schema_version() == 1
+    assert voter.db.schema_version() == len(_MIGRATIONS)  # migrated to the current schema
     assert (_row(voter, cid).reveal, _row(voter, cid).salt, _row(voter, cid).my_vote) == ("done", None, True)
     voter.follower.catch_up()
     await voter.disputes.vote_open(voter.client.timestamp())

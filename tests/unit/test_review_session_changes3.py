@@ -45,9 +45,10 @@ What was tried, and what was found:
 4. Anvil clean-up.
    * FOUND (known limit): a start whose ``Popen`` fails (a binary that is not executable) leaks
      the states folder and the temporary log it had just made (``mkdtemp`` before the ``try``).
-   * FOUND (known limit): when the owning Python process is killed (SIGKILL: a CI job timeout),
-     Anvil lives on in its own session and its states folder stays in the temporary folder, which
-     nothing sweeps; the suite's low-disk hint still points at ``~/.foundry/anvil/tmp``.
+   * FOUND (fixed): when the owning Python process is killed (SIGKILL: a CI job timeout), Anvil
+     lived on in its own session and its states folder stayed in the temporary folder; now a
+     supervisor ends Anvil and removes its states when the owner's end of a pipe closes, whichever
+     of the owner's threads started it.
    * FOUND (known limit, minor): ``devnet down`` removes any folder whose *name* starts with
      ``anvil-states-`` that the pid file names, wherever it is.
 """
@@ -64,6 +65,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -489,48 +491,68 @@ def test_defence_a_start_that_cannot_exec_leaves_nothing_behind(
 
 
 @pytest.mark.anvil
-def test_known_limit_a_killed_owner_leaves_anvil_running_until_the_next_start_sweeps_its_states(
-    tmp_path: Path,
-) -> None:
-    """Failure: the process that started Anvil is killed with SIGKILL (a CI job's timeout, the OOM
-    killer): `Anvil.stop` never runs, Anvil keeps running in its own session (KNOWN LIMIT: it
-    would die with its owner by ``prctl(PR_SET_PDEATHSIG)``, which fires when the *thread* that
-    started it ends, too early for an Anvil started from a worker thread), and its states folder
-    (a megabyte per block once it mines) stayed under the temporary folder, where nothing swept it.
-    Defence for the disk: folders are named after their owner's pid, and the next start removes
-    those of dead owners (`remove_orphaned_states`); the suite's low-disk hint names them. Note:
-    the ``anvil`` binary runs a second process in its group; a SIGKILL to the recorded pid alone
-    leaves the server running (`Anvil.stop` signals the group)."""
+def test_defence_a_killed_owner_takes_its_anvil_with_it(tmp_path: Path) -> None:
+    """Failure (fixed): the process that started Anvil is killed with SIGKILL (a CI job's timeout,
+    the OOM killer): `Anvil.stop` never ran, Anvil kept running in its own session and its states
+    folder (a megabyte per block once it mines) stayed until the next start swept it. Defence:
+    Anvil is started by a supervisor (``anvil_lifeline``) that reads a pipe only the owner holds
+    open; the kernel closes it with the owner, and the supervisor ends Anvil's whole group (the
+    ``anvil`` launcher runs the server as a second process in it) and removes its states and log."""
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     script = (
         "import time; from supernet.sdk.chain.anvil import Anvil; a = Anvil(accounts=1).start(); "
-        "print(a.pid, a.state_dir, flush=True); time.sleep(120)"
+        "print(a.pid, a.state_dir, a.url, a.log_path, flush=True); time.sleep(120)"
     )
     owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, env=env, text=True)
     anvil_pid = 0
     try:
         assert owner.stdout is not None
         line = owner.stdout.readline().split()
-        anvil_pid, states = int(line[0]), Path(line[1])
+        anvil_pid, states, url, log = int(line[0]), Path(line[1]), line[2], Path(line[3])
+        assert states.is_dir() and states.parent == tmp_path
+        assert httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"}).is_success
         owner.send_signal(signal.SIGKILL)
         owner.wait(30)
-        time.sleep(0.5)
-        os.kill(anvil_pid, 0)  # still running (raises if not)
-        assert states.is_dir() and states.parent == tmp_path
-        sweep = "from supernet.sdk.chain.anvil import remove_orphaned_states; print(remove_orphaned_states())"
-        subprocess.run([sys.executable, "-c", sweep], env=env, check=True, timeout=60)
-        assert not states.exists(), "the next start removes a dead owner's states"
-        conftest = (Path(__file__).resolve().parents[1] / "conftest.py").read_text()
-        assert "anvil-states-*" in conftest
+        deadline = time.monotonic() + 5
+        while _group_alive(anvil_pid) or states.exists() or log.exists():
+            assert time.monotonic() < deadline, "Anvil outlived its owner"
+            time.sleep(0.05)
+        with pytest.raises(httpx.ConnectError):
+            httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"})
     finally:
         if owner.poll() is None:
             owner.kill()
-        if anvil_pid:
-            try:
-                os.killpg(anvil_pid, signal.SIGKILL)  # the Anvil this test started (its own group)
-            except ProcessLookupError:
-                pass
+        if anvil_pid and _group_alive(anvil_pid):
+            os.killpg(anvil_pid, signal.SIGKILL)  # the Anvil this test started (its own group)
         shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+@pytest.mark.anvil
+def test_defence_an_anvil_started_from_a_worker_thread_outlives_that_thread() -> None:
+    """Failure (avoided): ``prctl(PR_SET_PDEATHSIG)`` would end Anvil with its owner, but fires
+    when the *thread* that started it ends: an Anvil started from a worker thread (a fixture's
+    executor, ``asyncio.to_thread``) would die under its owner, which still uses it. Defence: the
+    lifeline is a pipe held by the process, which no thread's end closes."""
+    anvil = Anvil(accounts=1)
+    worker = threading.Thread(target=anvil.start)
+    worker.start()
+    worker.join(60)
+    try:
+        assert not worker.is_alive() and anvil.pid is not None
+        time.sleep(1.0)
+        assert anvil.running() and _group_alive(anvil.pid)
+        assert anvil.web3().eth.chain_id == 31337
+    finally:
+        anvil.stop()
+    assert not anvil.running()
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test_defence_devnet_down_removes_only_anvils_own_states_folders(tmp_path: Path) -> None:

@@ -125,6 +125,7 @@ async def test_scorer_packs_calls_and_reuses_their_shared_prefix(
         for i, p in enumerate((None, sampled, None, sampled, None))
     ]
     monkeypatch.setattr(validator_scoring, "MAX_PACKED_TOKENS", 30)  # forces several packed passes
+    monkeypatch.setattr(validator_scoring, "MIN_SAVED_TOKENS", 8)  # a prefix pass for 4 x 10 tokens
     assert len(validator_scoring._chunks(requests, len(shared), 30)) >= 3
     scorer = ModelScorer(tiny.model, None, tiny.weights_id, (0,))  # type: ignore[arg-type]
     for round_ in range(2):  # the second round takes the prefix from the cache

@@ -151,16 +151,24 @@ class Availability:
         header = await self._call(self.chain.batch, batch.batch_id)
         return chain_now < header.committed_at + self.chain.params().challenge_window // 2
 
-    async def _closing(self, batch_id: int, chain_now: int, index: int | None = None) -> bool:
-        """Whether the entry's challenge window is about to close (the last tenth, at least two
-        back-offs): time to act on what is known. The window is the batch's, or, for an entry
-        posted on chain by an availability answer, a full one from the answer (the contract's)."""
+    async def deadline(self, batch_id: int, index: int | None = None) -> int:
+        """When entry ``index`` of a batch stops being challengeable for fraud (chain time): at
+        the end of its batch's window, or, for an entry posted on chain by an availability answer,
+        a full window from the answer if later (the contract's `_checkChallengeable`); ``index``
+        None: the batch's."""
         info = await self._call(self.chain.batch, batch_id)  # cached: asked on every recheck
         window = self.chain.params().challenge_window
         end = info.committed_at + window
         if index is not None:
             posted = await self._call(self.chain.answered_at, batch_id, index)
             end = max(end, posted + window) if posted else end
+        return end
+
+    async def _closing(self, batch_id: int, chain_now: int, index: int | None = None) -> bool:
+        """Whether the entry's challenge window (`deadline`) is about to close (the last tenth, at
+        least two back-offs): time to act on what is known."""
+        window = self.chain.params().challenge_window
+        end = await self.deadline(batch_id, index)
         return chain_now >= end - max(2 * self.backoff_s, window // 10)
 
     async def _conclude(self, batch: BatchRow, index: int, verdict: Verdict, status: str) -> None:

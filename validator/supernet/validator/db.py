@@ -13,7 +13,11 @@
   says which batches are read, and whether wholly (a posted manifest may be partial).
 * ``verified_roots``: memory and file roots the origin check found sound, with their history.
 * ``diverged``: entries whose writer replay diverged (`WriteLog`), until their full check is
-  settled (`Validator.check_entry`): a failure on the way is retried, never dropped.
+  settled (`Validator.check_entry`): a failure on the way is retried, never dropped. Also entries
+  whose check failed on this validator (`mark_recheck`): ``attempts`` such failures, due again
+  from re-check round ``next_round`` (rounds: meta ``recheck_round``, one per step), ``last_call``
+  once tried in the last part of the entry's window, ``outcome`` ``unchecked`` when the window
+  closed while the check still failed here.
 * ``memory_entries``: memory entries' texts read from committed traces (`WriteLog`) and their
   vectors computed here (`supernet.validator.search_check`), by entry CID.
 
@@ -91,8 +95,20 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE challenges ADD COLUMN reveal TEXT NOT NULL DEFAULT 'pending'",
         "UPDATE challenges SET reveal = 'done' WHERE my_vote IS NOT NULL",
     ),
+    # 2: re-checks of local failures back off (`Database.mark_recheck`); rows from before are
+    # diverged writers (``attempts`` 0: checked each step, as they were).
+    (
+        "ALTER TABLE diverged ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE diverged ADD COLUMN next_round INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE diverged ADD COLUMN last_call INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE diverged ADD COLUMN outcome TEXT",
+    ),
 )
 """Schema changes, version ``i + 1`` at index ``i``; each runs once, in one transaction."""
+
+MAX_RECHECK_DOUBLINGS = 20
+"""A re-check waits ``2**attempts`` rounds, at most ``2**MAX_RECHECK_DOUBLINGS`` (only a bound on
+the number: an entry's last call comes regardless, `Validator._check_diverged`)."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +181,19 @@ class WriteRow:
     user: str
     batch_id: int
     index: int
+
+
+@dataclass(frozen=True)
+class DivergedRow:
+    """An entry to check in full (`Validator.check_entry`): a diverged writer (``attempts`` 0), or
+    one whose check failed on this validator ``attempts`` times, due again from re-check round
+    ``next_round``; ``last_call``: tried once in the last part of its window already."""
+
+    batch_id: int
+    index: int
+    attempts: int = 0
+    next_round: int = 0
+    last_call: bool = False
 
 
 @dataclass(frozen=True)
@@ -570,26 +599,67 @@ class Database:
         with self._tx() as c:
             c.execute("INSERT OR IGNORE INTO diverged (batch_id, idx) VALUES (?, ?)", (batch_id, index))
 
-    def mark_recheck(self, batch_id: int, index: int) -> None:
-        """An entry whose check failed on this validator (`Verdict.local_failure`): to be checked
-        in full again (with the diverged writers), whether or not it was settled before."""
+    def mark_recheck(self, batch_id: int, index: int, round_: int) -> int:
+        """An entry whose check failed on this validator (`Verdict.local_failure`) in re-check round
+        ``round_``: to be checked in full again (with the diverged writers), whether or not it was
+        settled before, from round ``round_ + 2**attempts`` on (exponential back-off: a check that
+        fails here every time costs a few rounds, not each one). Returns ``attempts``."""
+        with self._tx() as c:
+            row = c.execute(
+                "SELECT attempts FROM diverged WHERE batch_id = ? AND idx = ?", (batch_id, index)
+            ).fetchone()
+            attempts = (row[0] if row else 0) + 1
+            due = round_ + 2 ** min(attempts, MAX_RECHECK_DOUBLINGS)
+            c.execute(
+                "INSERT INTO diverged (batch_id, idx, attempts, next_round) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (batch_id, idx) DO UPDATE SET done = 0, outcome = NULL,"
+                " attempts = excluded.attempts, next_round = excluded.next_round",
+                (batch_id, index, attempts, due),
+            )
+        return attempts
+
+    def mark_last_call(self, batch_id: int, index: int) -> None:
+        """The entry's last-call check is under way (made once, whatever it comes to)."""
+        with self._tx() as c:
+            c.execute("UPDATE diverged SET last_call = 1 WHERE batch_id = ? AND idx = ?", (batch_id, index))
+
+    def recheck_round(self) -> int:
+        """Re-check rounds so far (`end_recheck_round`; 0 before the first)."""
+        return int(self.meta("recheck_round") or 0)
+
+    def end_recheck_round(self) -> None:
+        """One more re-check round is over (one a step: back-off counts them)."""
         with self._tx() as c:
             c.execute(
-                "INSERT INTO diverged (batch_id, idx) VALUES (?, ?)"
-                " ON CONFLICT (batch_id, idx) DO UPDATE SET done = 0",
-                (batch_id, index),
+                "INSERT INTO meta (key, value) VALUES ('recheck_round', '1') ON CONFLICT(key) "
+                "DO UPDATE SET value = CAST(value AS INTEGER) + 1"
             )
 
     def diverged_pending(self) -> list[tuple[int, int]]:
         """Diverged entries whose full check is not settled yet, oldest first."""
-        return [
-            (b, i) for b, i in self._all("SELECT batch_id, idx FROM diverged WHERE done = 0 ORDER BY 1, 2")
-        ]
+        return [(r.batch_id, r.index) for r in self.diverged_rows()]
 
-    def settle_diverged(self, batch_id: int, index: int) -> None:
-        """The full check of a diverged entry is settled (checked and challenged, or handed on)."""
+    def diverged_rows(self) -> list[DivergedRow]:
+        """The rows of `diverged_pending`, with their back-off."""
+        rows = self._all(
+            "SELECT batch_id, idx, attempts, next_round, last_call FROM diverged WHERE done = 0 ORDER BY 1, 2"
+        )
+        return [DivergedRow(r[0], r[1], r[2], r[3], bool(r[4])) for r in rows]
+
+    def settle_diverged(self, batch_id: int, index: int, outcome: str | None = None) -> None:
+        """The full check of a diverged entry is settled (checked and challenged, or handed on;
+        ``outcome`` ``unchecked``: its window closed while checking it failed here)."""
         with self._tx() as c:
-            c.execute("UPDATE diverged SET done = 1 WHERE batch_id = ? AND idx = ?", (batch_id, index))
+            c.execute(
+                "UPDATE diverged SET done = 1, outcome = ? WHERE batch_id = ? AND idx = ?",
+                (outcome, batch_id, index),
+            )
+
+    def unchecked(self) -> list[tuple[int, int]]:
+        """Entries whose window closed while checking them still failed on this validator (an
+        operator's list: no verdict of this validator's exists on them)."""
+        rows = self._all("SELECT batch_id, idx FROM diverged WHERE outcome = 'unchecked' ORDER BY 1, 2")
+        return [(b, i) for b, i in rows]
 
     def keep_entry_texts(self, texts: Mapping[str, str]) -> None:
         """Memory entries' texts (by CID), read from a verified witness."""

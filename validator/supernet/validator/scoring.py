@@ -6,9 +6,17 @@ the weights id it computes is the one the receipts' served model ids name (`supe
 
 Why it is fast (scripts/bench_verify.py measures it against generation): the calls of several
 receipts are scored together, laid end to end in one forward pass of up to ``MAX_PACKED_TOKENS``
-tokens (`supernet.node.llm.scoring.score_packed`), and the prompt prefix they all share (the chat
-template's system turn) is computed once and kept (``PREFIX_CACHE_ENTRIES`` entries). On a CPU, a
-forward pass over a few dozen tokens runs at a fraction of the FLOP rate of one over hundreds.
+tokens (`supernet.node.llm.scoring.score_packed`). On a CPU, a forward pass over a few dozen tokens
+runs at a fraction of the FLOP rate of one over hundreds.
+
+Why its cost follows the node's: every prompt prefix that two calls of a pass share (the chat
+template's system turn, a document several questions are asked about, an earlier turn of the same
+chat) is computed once, as the node's engine serves it from its prefix cache. The calls are sorted
+by prompt and walked as a radix tree (`ModelScorer.score_many`): at each branch the keys/values of
+the prefix its calls share are computed from their parent's (or taken from the last
+``PREFIX_CACHE_ENTRIES`` prefixes, kept across passes), and the calls that branch off there are
+packed over it. A node serving long shared prompts from its cache once made every validator
+re-read them in full for every sampled call (~30x the node's own prefill, more with the context).
 
 >>> scorer = ModelScorer.load("smollm2-135m", threads=1)   # doctest: +SKIP
 >>> scorer.weights_id                                       # doctest: +SKIP
@@ -34,7 +42,13 @@ from supernet.sdk.models import COMPUTE_PRECISIONS
 from torch import Tensor
 
 MAX_PACKED_TOKENS = 512  # tokens per forward pass: past ~256 the FLOP rate stops rising on 2 cores
-MIN_SHARED_PREFIX = 8  # a shorter common prompt prefix is not worth a cache entry
+MIN_SHARED_PREFIX = 8  # a shorter common prompt prefix is not worth a pass or a cache entry
+# a prefix pass must spare the calls sharing it this many tokens: a pass over few rows runs far
+# below the FLOP rate of the packed ones, and splits the calls below it into passes of their own
+MIN_SAVED_TOKENS = 64
+# keys/values the packs waiting to be scored may hold, in prefix tokens (~46 KB each for SmolLM2 in
+# float32): a tree of long branching prompts must not keep one prefix alive per branch
+HELD_PREFIX_TOKENS = 4096
 PREFIX_CACHE_ENTRIES = 8
 
 
@@ -180,7 +194,20 @@ class ModelScorer:
         return int(rope.shape[0])
 
     def score_many(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
-        """Teacher-forced scores of every request, in order, in as few forward passes as fit.
+        """Teacher-forced scores of every request, in order, each shared prompt prefix computed once.
+
+        The requests with an output are sorted by prompt and walked as a radix tree over their
+        prompts. A branch is a group of calls sharing ``c`` prompt tokens (each keeping one of its
+        own). Its prefix's keys/values come from the cache (which holds its parent's, computed just
+        before), extended to ``c`` by one pass over the new tokens where that spares the calls
+        sharing them at least ``MIN_SAVED_TOKENS`` (so it never costs more than it saves); the
+        calls that end or branch off right there are packed over that prefix, with those of every
+        branch that reached the same prefix; the others form the branches below. Each branch point
+        adds at most one pass, and a tree over ``n`` calls has fewer than ``n`` of them.
+
+        Memory stays bounded whatever the tree's shape: the walk holds no keys/values but the
+        cache's (``PREFIX_CACHE_ENTRIES``) and those of the packs waiting to be scored, which are
+        scored as soon as their prefixes add up to ``HELD_PREFIX_TOKENS``.
 
         Raises:
             ValueError: a prompt is empty.
@@ -189,44 +216,78 @@ class ModelScorer:
             raise ValueError("the prompt must hold at least one token")
         if self.threads:  # torch's thread count is per OS thread: set it in the one that scores
             torch.set_num_threads(self.threads)
-        prefix = self._shared_prefix(requests)
-        start = 0 if prefix is None else prefix[0].shape[2]
-        results: list[ScoreResult] = []
-        for chunk in _chunks(requests, start, MAX_PACKED_TOKENS):
-            results += score_packed(self.model, chunk, prefix)
-            live = [r for r in chunk if r.output_ids]
-            self.stats.passes += bool(live)
-            self.stats.tokens += sum(len(r.prompt_ids) - start + len(r.output_ids) - 1 for r in live)
-            self.stats.rows += sum(len(r.output_ids) for r in live)
-        return results
+        results: list[ScoreResult | None] = [None] * len(requests)
+        for i, r in enumerate(requests):
+            if not r.output_ids:
+                results[i] = score_packed(self.model, [r])[0]  # empty scores, no pass
+        prompts = {i: tuple(r.prompt_ids) for i, r in enumerate(requests) if r.output_ids}
+        branches = [sorted(prompts, key=prompts.__getitem__)] if prompts else []  # sorted by prompt
+        packs: dict[tuple[int, ...], tuple[tuple[Tensor, Tensor] | None, list[int]]] = {}  # by prefix
+        while branches:
+            group = branches.pop()
+            first, last = prompts[group[0]], prompts[group[-1]]
+            # sorted, so the first and last prompts share what all do; every call keeps one token
+            shared = min(_common_length(first, last), min(len(prompts[i]) for i in group) - 1)
+            kv, start = self._prefix(first[:shared], len(group))
+            here = packs.setdefault(first[:start], (kv, []))[1]
+            for run in _runs(group, prompts, shared):
+                if len(run) > 1 or self._cached_beyond(prompts[run[0]], start):
+                    branches.append(run)
+                else:
+                    here += run
+            if sum(len(prefix) for prefix in packs) > HELD_PREFIX_TOKENS:
+                self._score_packs(requests, packs, results)
+        self._score_packs(requests, packs, results)
+        assert all(r is not None for r in results)
+        return [r for r in results if r is not None]
 
-    def _shared_prefix(self, requests: Sequence[ScoreRequest]) -> tuple[Tensor, Tensor] | None:
-        """Keys/values of the longest prompt prefix all scored requests share (each keeps one token)."""
-        prompts = [tuple(r.prompt_ids) for r in requests if r.output_ids]
-        if not prompts:
-            return None
-        n = min(len(p) for p in prompts) - 1
-        first = prompts[0]
-        for p in prompts[1:]:
-            i = 0
-            while i < n and p[i] == first[i]:
-                i += 1
-            n = i
-        if n < MIN_SHARED_PREFIX:
-            return None
-        shared = first[:n]
-        found, key, cached = longest_cached_prefix(self._prefixes.items(), shared, n)
-        if key is not None and cached is not None and found == n:
+    def _score_packs(
+        self,
+        requests: Sequence[ScoreRequest],
+        packs: dict[tuple[int, ...], tuple[tuple[Tensor, Tensor] | None, list[int]]],
+        results: list[ScoreResult | None],
+    ) -> None:
+        """Score the calls of every pack over its prefix, ``MAX_PACKED_TOKENS`` at a time, into
+        ``results``; the packs are emptied."""
+        for prefix, (kv, indices) in packs.items():
+            start, done = len(prefix), 0
+            for chunk in _chunks([requests[i] for i in indices], start, MAX_PACKED_TOKENS):
+                scored = score_packed(self.model, chunk, kv)
+                for i, result in zip(indices[done : done + len(chunk)], scored, strict=True):
+                    results[i] = result
+                done += len(chunk)
+                self.stats.passes += 1
+                self.stats.tokens += sum(len(r.prompt_ids) - start + len(r.output_ids) - 1 for r in chunk)
+                self.stats.rows += sum(len(r.output_ids) for r in chunk)
+        packs.clear()
+
+    def _prefix(self, tokens: tuple[int, ...], calls: int) -> tuple[tuple[Tensor, Tensor] | None, int]:
+        """Keys/values of the longest prefix of ``tokens`` worth having for ``calls`` calls that
+        share all of it: the longest the cache holds (of at least ``MIN_SHARED_PREFIX`` tokens),
+        extended to all of ``tokens`` (and kept) where that spares the calls at least
+        ``MIN_SAVED_TOKENS``. Returns them and their length."""
+        found, key, cached = longest_cached_prefix(self._prefixes.items(), tokens, len(tokens))
+        kv, start = None, 0
+        if key is not None and cached is not None and found >= MIN_SHARED_PREFIX:
             self._prefixes.move_to_end(key)
-            return cached[0][:, :, :n], cached[1][:, :, :n]
-        kv = prompt_kv(self.model, shared)
+            kv, start = (cached[0][:, :, :found], cached[1][:, :, :found]), found
+        new = len(tokens) - start
+        if new < MIN_SHARED_PREFIX or (calls - 1) * new < MIN_SAVED_TOKENS:
+            return kv, start
+        kv = prompt_kv(self.model, tokens, kv)
         self.stats.passes += 1
-        self.stats.tokens += n
+        self.stats.tokens += new
         self.stats.rows += 1
-        self._prefixes[shared] = kv
+        self._prefixes[tokens] = kv
         while len(self._prefixes) > PREFIX_CACHE_ENTRIES:
             self._prefixes.popitem(last=False)
-        return kv
+        return kv, len(tokens)
+
+    def _cached_beyond(self, prompt: tuple[int, ...], start: int) -> bool:
+        """Whether the cache holds keys/values of at least `MIN_SHARED_PREFIX` more of ``prompt``
+        than its first ``start`` tokens (a lone call then gets its own pass over them)."""
+        found, _, _ = longest_cached_prefix(self._prefixes.items(), prompt, len(prompt) - 1)
+        return found >= max(start, MIN_SHARED_PREFIX) + MIN_SHARED_PREFIX
 
     def decode(self, ids: Sequence[int]) -> str:
         """Token ids to text as the kernel looks for stop strings in it (special tokens skipped:
@@ -238,6 +299,33 @@ class ModelScorer:
 def eos_ids_of(loaded: LoadedModel) -> tuple[int, ...]:
     """The model's end-of-sequence tokens (what ``stop_token_ids=None`` means to the engine)."""
     return tuple(int(t) for t in loaded.model.cfg.eos_token_ids)
+
+
+def _common_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` share."""
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _runs(group: list[int], prompts: dict[int, tuple[int, ...]], at: int) -> list[list[int]]:
+    """The calls of ``group`` (sorted by prompt, sharing ``at`` tokens) split where they branch: one
+    run per token at position ``at``, and each call whose prompt ends one token after it alone."""
+    runs: list[list[int]] = []
+    for i in group:
+        p = prompts[i]
+        if (
+            len(p) > at + 1
+            and runs
+            and len(prompts[runs[-1][0]]) > at + 1
+            and prompts[runs[-1][0]][at] == p[at]
+        ):
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs
 
 
 def _chunks(requests: Sequence[ScoreRequest], start: int, budget: int) -> list[list[ScoreRequest]]:

@@ -36,7 +36,7 @@ from supernet.validator.availability import Availability
 from supernet.validator.chain import EXPIRED_SEED, TaskManagerClient
 from supernet.validator.challenger import Disputes
 from supernet.validator.config import ValidatorSettings
-from supernet.validator.db import BatchRow, CheckRow, Database
+from supernet.validator.db import BatchRow, CheckRow, Database, DivergedRow
 from supernet.validator.evidence import Verdict, publish
 from supernet.validator.follower import Follower
 from supernet.validator.manifests import ManifestWatch
@@ -53,6 +53,11 @@ log = logging.getLogger(__name__)
 # Receipts verified together: their LLM calls share forward passes (cheaper), while progress is
 # still recorded every few receipts (a restart redoes at most one group).
 RECEIPTS_PER_PASS = 8
+
+LAST_CALL_PART = 10
+"""An entry whose check failed on this validator is checked once more as soon as the last
+``1/LAST_CALL_PART`` of its own window begins, however long its back-off: the last attempt
+still falls inside the window (and leaves time for the check and its challenge)."""
 
 
 class SamplingMismatch(RuntimeError):
@@ -440,7 +445,8 @@ class Validator:
         not: an entry whose writes' replay diverged (`WriteLog`). A faulty check whose challenge
         was never sent is sent again; a manifest not served now goes to the availability path
         (retried, claimed, verified once served). Raises on anything else: the entry stays
-        pending (`Database.diverged_pending`) and the step tries again."""
+        pending (`Database.diverged_pending`) and the step tries again (a check that fails on
+        this validator: after its back-off, `_check_diverged`)."""
         batch = self.db.batch(batch_id)
         done = next((c for c in self.db.checks(batch_id) if c.index == index), None)
         if batch is None or (done is not None and (done.ok or done.challenge_id or not done.evidence_cid)):
@@ -457,30 +463,80 @@ class Validator:
         elif not await self._settle(
             batch, index, await self.verifier.verify(batch_id, batch.node, index, manifest)
         ):
-            return  # checking failed on this side again: still pending, tried next step
+            return  # checking failed on this side again: still pending, tried after its back-off
         self.db.settle_diverged(batch_id, index)
 
     async def _check_diverged(self, chain_now: int) -> None:
-        """Retry the full checks of diverged writers that failed (each isolated), while their
-        batch can still be challenged."""
-        for batch_id, index in self.db.diverged_pending():
+        """One re-check round: the full checks still to settle (each isolated), while the entry's
+        own window is open (`_entry_window`, an availability answer's included). A diverged writer
+        whose check failed on the way is tried each round; an entry whose check failed on this
+        validator (`Verdict.local_failure`) after its back-off (`Database.mark_recheck`: due
+        ``2**attempts`` rounds after its last failure) and once at its last call, so that a check
+        that fails here every time (a crafted trace that runs this validator out of memory) costs
+        a few rounds of a window, not each one. One whose window closed first ends unchecked
+        (`_closed`)."""
+        round_ = self.db.recheck_round()
+        for row in self.db.diverged_rows():
             try:
-                if await asyncio.to_thread(self._window_over, batch_id, chain_now):
-                    self.db.settle_diverged(batch_id, index)  # past its window: nothing to send
+                end, last_call = await self._entry_window(row.batch_id, row.index, chain_now)
+                if chain_now >= end:
+                    self._closed(row)
                     continue
-                await self.check_entry(batch_id, index)
+                final = row.attempts > 0 and not row.last_call and chain_now >= last_call
+                if round_ < row.next_round and not final:
+                    continue  # backing off
+                if final:
+                    self.db.mark_last_call(row.batch_id, row.index)
+                await self.check_entry(row.batch_id, row.index)
             except Exception as exc:
-                log.warning(
-                    "batch %d #%d: checking the diverged writer failed, retried: %s", batch_id, index, exc
-                )
+                log.warning("batch %d #%d: its full check failed, retried: %s", row.batch_id, row.index, exc)
+        self.db.end_recheck_round()
+
+    async def _entry_window(self, batch_id: int, index: int, chain_now: int) -> tuple[int, int]:
+        """When entry ``index`` of batch ``batch_id`` stops being challengeable, and its last call
+        (`LAST_CALL_PART`), in chain time: the batch's window, or a full one from an availability
+        answer that posted the entry (`Availability.deadline`). An answer only extends the batch's
+        window: it is asked for once that window nears its end."""
+        window = self.chain.params().challenge_window
+        margin = window // LAST_CALL_PART
+        end = (await asyncio.to_thread(self.chain.batch, batch_id)).committed_at + window
+        if chain_now >= end - margin:
+            end = await self.availability.deadline(batch_id, index)
+        return end, end - margin
+
+    def _closed(self, row: DivergedRow) -> None:
+        """The entry's window closed before its full check was settled: nothing can be sent now.
+        One whose check last failed on this validator ends *unchecked by this validator*, which
+        is logged, kept in the database (`Database.unchecked`) and counted as an unverifiable
+        verdict (``supernet_validator_receipts{result="unverifiable"}``): a cheat it hid went
+        unseen here, and an operator must know (memory, a bug: the warnings before say which)."""
+        checked = any(c.index == row.index for c in self.db.checks(row.batch_id))
+        if not row.attempts or checked:
+            self.db.settle_diverged(row.batch_id, row.index)
+            return
+        reason = (
+            f"unchecked here: checking failed on this validator {row.attempts} times"
+            " until the entry's window closed"
+        )
+        log.error("batch %d #%d UNCHECKED by this validator: %s", row.batch_id, row.index, reason)
+        self.db.settle_diverged(row.batch_id, row.index, outcome="unchecked")
+        self._emit(
+            "verdict",
+            batch_id=row.batch_id,
+            index=row.index,
+            ok=True,
+            checks=[],
+            unverifiable=reason,
+            evidence=None,
+        )
 
     async def _settle(self, batch: BatchRow, i: int, verdict: Verdict) -> bool:
         """Publish a verdict's evidence, record it (before anything else happens), challenge if faulty.
         A verdict that only says the data is missing goes to the availability path instead; one
         that only says checking failed on this validator (memory, a bug: `Verdict.local_failure`)
-        is no verdict: the entry is checked again in full, each step, while its window is open
-        (recorded as checked, a cheat it hid would never be looked at again). Returns whether the
-        verdict was recorded."""
+        is no verdict: the entry is checked again in full, with back-off, while its own window is
+        open (`_check_diverged`; recorded as checked, a cheat it hid would never be looked at
+        again). Returns whether the verdict was recorded."""
         if verdict.missing:
             self.availability.note(batch, i, verdict.unverifiable or "trace unavailable")
             return True
@@ -488,8 +544,14 @@ class Validator:
             self.availability.await_origins(batch, i, verdict)
             return True
         if verdict.local_failure:
-            log.warning("batch %d #%d: %s; checked again", batch.batch_id, i, verdict.unverifiable)
-            self.db.mark_recheck(batch.batch_id, i)
+            attempts = self.db.mark_recheck(batch.batch_id, i, self.db.recheck_round())
+            log.warning(
+                "batch %d #%d: %s; checked again later (failed here %d times)",
+                batch.batch_id,
+                i,
+                verdict.unverifiable,
+                attempts,
+            )
             return False
         cid = await publish(self.store, verdict)
         self.db.record_check(

@@ -244,9 +244,12 @@ def longest_cached_prefix(
     return best_n, best_key, best
 
 
-def prompt_kv(model: Llama, tokens: Sequence[int]) -> tuple[Tensor, Tensor]:
-    """Keys/values ``[n_layers, n_kv_heads, len(tokens), head_dim]`` of ``tokens``, for ``prefix=``."""
-    kv = score_with_prompt_kv(model, tokens, tokens[-1:], keep_prompt=len(tokens))[1]
+def prompt_kv(
+    model: Llama, tokens: Sequence[int], prefix: tuple[Tensor, Tensor] | None = None
+) -> tuple[Tensor, Tensor]:
+    """Keys/values ``[n_layers, n_kv_heads, len(tokens), head_dim]`` of ``tokens``, for ``prefix=``;
+    given the keys/values of ``tokens[:P]`` (``P < len(tokens)``), only the rest is computed."""
+    kv = score_with_prompt_kv(model, tokens, tokens[-1:], prefix=prefix, keep_prompt=len(tokens))[1]
     assert kv is not None  # one output token and a non-empty prompt always keep keys/values
     return kv
 

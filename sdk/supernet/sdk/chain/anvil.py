@@ -4,11 +4,18 @@ Anvil is started on a free port (``--port 0``; the port is read from its log), a
 answers ``eth_chainId``, and stopped with SIGTERM (then SIGKILL) as its own process group, so a
 Ctrl-C in the terminal never leaves it behind half-stopped.
 
+Anvil ends with the process that started it, however that process ends (SIGKILL by a CI timeout
+or the OOM killer included) and whichever of its threads started it: a small supervisor
+(`supernet.sdk.chain.anvil_lifeline`) starts Anvil and ends it when the pipe that only the owner
+holds open reads EOF. A devnet that should outlive a command runs in a process of its own
+(``supernet devnet up &``), which is then the owner.
+
 Anvil moves the states of older blocks to disk (about a megabyte per block on a chain with the
 protocol deployed) and does not delete them when it is stopped by a signal: left in its default
 ``~/.foundry/anvil/tmp`` they filled the disk after a few hundred test chains. Each process here
 gets its own ``--cache-path`` in the temporary folder, named after the owner's pid and removed once
-the process has exited (or, if the owner was killed first, by the next start).
+the process has exited (by the supervisor, with the temporary log made when none is given; by the
+next start should the supervisor be killed too).
 
 >>> with Anvil() as anvil:                                     # doctest: +SKIP
 ...     w3 = anvil.web3()
@@ -20,9 +27,11 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from functools import cache
@@ -43,6 +52,7 @@ ANVIL_STATES_PREFIX = "anvil-states-"
 """How the temporary folder of an Anvil's states of older blocks is named."""
 
 _LISTEN_RE = re.compile(r"Listening on ([0-9.]+):(\d+)")
+_SUPERVISOR = Path(__file__).with_name("anvil_lifeline.py")
 
 
 class AnvilError(ChainError, RuntimeError):
@@ -123,7 +133,9 @@ class Anvil:
             self._args += ["--block-time", str(block_time)]
         self._binary = Path(binary) if binary else None
         self._log_path = Path(log_path) if log_path else None
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: subprocess.Popen[bytes] | None = None  # the supervisor (anvil_lifeline)
+        self._group = 0  # Anvil's process group: the pid of the `anvil` it started
+        self._lifeline: int | None = None  # the pipe's write end: closed, Anvil ends
         self._state_dir: Path | None = None
         self._own_log = False  # a temporary log this object made, removed by `stop`
 
@@ -134,8 +146,9 @@ class Anvil:
 
     @property
     def pid(self) -> int | None:
-        """Process id while running."""
-        return self._proc.pid if self._proc else None
+        """Anvil's process id while running, also its process group's (the npm ``anvil`` launcher runs
+        the server as a second process in that group: signal the group to reach both)."""
+        return self._group if self._proc else None
 
     @property
     def log_path(self) -> Path | None:
@@ -143,7 +156,7 @@ class Anvil:
         return self._log_path
 
     def running(self) -> bool:
-        """True while the process is alive."""
+        """True while the process is alive (its supervisor exits with it)."""
         return self._proc is not None and self._proc.poll() is None
 
     def start(self, timeout: float = 30.0) -> Anvil:
@@ -162,19 +175,43 @@ class Anvil:
                 self._own_log = True
             self._log_path.parent.mkdir(parents=True, exist_ok=True)
             self._state_dir = Path(tempfile.mkdtemp(prefix=f"{ANVIL_STATES_PREFIX}{os.getpid()}-"))
-            with open(self._log_path, "wb") as log:
-                self._proc = subprocess.Popen(
-                    [str(binary), *self._args, "--cache-path", str(self._state_dir)],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,  # our Ctrl-C handling stops it, not the terminal's SIGINT
-                )
+            anvil = [str(binary), *self._args, "--cache-path", str(self._state_dir)]
+            supervisor = [sys.executable, "-I", "-S", str(_SUPERVISOR)]  # -I -S: the standard library only
+            own_log = str(self._log_path) if self._own_log else ""
+            # Both ends are close-on-exec: only the supervisor gets the read end (pass_fds), so the
+            # write end stays open exactly as long as this process (or a fork of it) lives.
+            lifeline, self._lifeline = os.pipe()
+            try:
+                with open(self._log_path, "wb") as log:
+                    self._proc = subprocess.Popen(
+                        [*supervisor, str(lifeline), str(self._state_dir), own_log, *anvil],
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.PIPE,  # its report: "pid N" or "error ERRNO MESSAGE"
+                        stderr=log,
+                        pass_fds=(lifeline,),
+                        start_new_session=True,  # our Ctrl-C handling stops it, not the terminal's SIGINT
+                    )
+            finally:
+                os.close(lifeline)
+            self._group = self._await_report(binary, timeout)
             self._await_ready(timeout)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _await_report(self, binary: Path, timeout: float) -> int:
+        """Anvil's pid as the supervisor reports it; the error of a binary it could not execute
+        (``OSError(errno, ...)`` is the matching subclass: PermissionError, FileNotFoundError...)."""
+        assert self._proc is not None and self._proc.stdout is not None
+        if not select.select([self._proc.stdout], [], [], timeout)[0]:
+            raise AnvilError(f"anvil's supervisor did not start within {timeout:.0f} s")
+        report = self._proc.stdout.readline().decode().strip().split(maxsplit=2)
+        if report[:1] == ["pid"]:
+            return int(report[1])
+        if report[:1] == ["error"]:
+            raise OSError(int(report[1]), report[2] if len(report) > 2 else "", str(binary))
+        raise AnvilError(f"anvil's supervisor exited with {self._proc.wait()}: {self._log_tail()}")
 
     def _await_ready(self, timeout: float) -> None:
         assert self._proc is not None and self._log_path is not None
@@ -207,9 +244,12 @@ class Anvil:
         """Terminate Anvil (SIGTERM, then SIGKILL after ``timeout``) and remove its states and the
         temporary log it made; safe to call twice."""
         proc, self._proc = self._proc, None
+        lifeline, self._lifeline = self._lifeline, None
         try:
+            if lifeline is not None:
+                os.close(lifeline)  # EOF: the supervisor SIGTERMs Anvil's group, removes its states
             if proc is not None:
-                _terminate(proc, timeout)
+                _await_exit(proc, self._group, timeout)
         finally:
             state_dir, self._state_dir = self._state_dir, None
             if state_dir is not None:
@@ -256,18 +296,22 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def _terminate(proc: subprocess.Popen[bytes], timeout: float) -> None:
-    """SIGTERM to the process group, SIGKILL if it is still there after ``timeout``."""
-    if proc.poll() is not None:
-        return
+def _await_exit(supervisor: subprocess.Popen[bytes], group: int, timeout: float) -> None:
+    """Wait for the supervisor, which exits once Anvil's group is gone; SIGKILL to the group (and
+    to the supervisor) if it is still there after ``timeout``."""
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout)
+        supervisor.wait(timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout)
-    except ProcessLookupError:
-        pass
+        if group:
+            try:
+                os.killpg(group, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        supervisor.kill()
+        supervisor.wait(timeout)
+    finally:
+        if supervisor.stdout is not None:
+            supervisor.stdout.close()
 
 
 # ---------------------------------------------------------------------------------------------
