@@ -277,7 +277,9 @@ def _step_parts(ran: list[str], manifests: Any = None, pending: list[Any] | None
         chain=SimpleNamespace(timestamp=lambda: 45),
         manifests=manifests or SimpleNamespace(step=lambda now: record("manifests", now)),
         writes=SimpleNamespace(step=lambda now: record("writes", now)),
-        _check_diverged=lambda now: record("diverged", now),
+        _check_diverged=lambda now, rechecks_only=False: record(
+            "rechecks" if rechecks_only else "diverged", now
+        ),
         availability=SimpleNamespace(step=lambda now: record("availability", now)),
         disputes=SimpleNamespace(
             vote_open=lambda now: record("vote", now),
@@ -310,7 +312,7 @@ async def test_defence_one_failing_claim_never_stops_the_validator_step() -> Non
     ran: list[str] = []
     service = _step_parts(ran, manifests=watch)  # both batches near their claim deadline (50)
     await Validator.step(service)  # type: ignore[arg-type]
-    assert ran == ["writes", "diverged", "availability", "vote", "settle"]  # the rest of the step ran
+    assert ran == ["rechecks", "writes", "diverged", "availability", "vote", "settle"]  # the rest ran
     assert view.fetches.get(2) == 1  # batch 2 was read despite batch 1's failing claim
 
 
@@ -330,7 +332,7 @@ async def test_defence_a_challenge_bond_it_cannot_pay_never_stops_the_step() -> 
     service = _step_parts(ran, pending=[SimpleNamespace(batch_id=b, node="0xn") for b in (1, 2)])
     service.process_batch = process_batch
     await Validator.step(service)  # type: ignore[arg-type]
-    assert ran == ["batch 1", "manifests", "writes", "diverged", "availability", "vote", "settle"]
+    assert ran == ["rechecks", "batch 1", "manifests", "writes", "diverged", "availability", "vote", "settle"]
 
 
 async def test_defence_closed_unclaimed_batches_are_not_refetched() -> None:

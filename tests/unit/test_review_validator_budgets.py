@@ -56,7 +56,7 @@ from typing import Any
 
 import httpx
 import pytest
-from supernet.sdk.chain.anvil import increase_time, mine
+from supernet.sdk.chain.anvil import advance_to, increase_time, mine
 from supernet.sdk.store import StoreClient
 from validator_fixtures import VNet
 
@@ -392,8 +392,9 @@ async def test_defence_a_cheat_whose_scoring_fails_here_is_checked_again(
     the validator's scoring fails (an allocation error). The verdict is unverifiable (an honest
     node is never accused for the validator's trouble), but it used to be recorded as ``ok`` and
     never looked at again. Now a verdict that only says checking failed on this validator
-    (`Verdict.local_failure`) is not recorded: the entry is checked again in full each step while
-    its window is open, and once memory is back the cheat is found and challenged."""
+    (`Verdict.local_failure`) is not recorded: the entry is checked again in full while its window
+    is open (after a back-off in chain time: tests/unit/test_validator_recheck_backoff.py), and
+    once memory is back the cheat is found and challenged."""
     cheat, _ = await vnet.run_batch(["Say hi."], max_new_tokens=4, fault_plan=[{"tokens": 1.0}])
     failing = [True]
 
@@ -409,9 +410,11 @@ async def test_defence_a_cheat_whose_scoring_fails_here_is_checked_again(
         assert v.db.checks(cheat) == []  # no verdict recorded: the failure was this side's
         assert not [e for e in events if e.kind == "verdict"]
         assert (cheat, 0) in v.db.diverged_pending()  # to be checked again
-        await v.step()  # still failing: still pending, nothing recorded
+        await v.step()  # still failing (or backing off): still pending, nothing recorded
         assert v.db.checks(cheat) == [] and (cheat, 0) in v.db.diverged_pending()
         failing[0] = False  # memory is back
+        [row] = v.db.diverged_rows()
+        advance_to(vnet.contracts.w3, row.next_at)  # the back-off is over
         await v.step()
         [check] = v.db.checks(cheat)
         assert not check.ok and check.challenge_id is not None  # found and challenged

@@ -1,4 +1,5 @@
-"""Re-checks of local failures: back-off, restarts, the entry's own window, what ends unchecked.
+"""Re-checks of local failures: back-off in chain time, restarts, the entry's own window, what
+ends unchecked.
 
 A verdict that only says checking failed on this validator (`Verdict.local_failure`: memory, a
 bug) is no verdict: the entry is checked again in full (`Validator._check_diverged`). It was
@@ -6,18 +7,22 @@ checked again *every step* while its *batch's* window was open, so (1) a check t
 every time (a crafted trace that runs validators out of memory) cost a full check each step, and
 (2) an entry whose data came by an availability answer, which gives it a full window from the
 answer, was dropped at its batch's window: a cheat found on re-check went unchallenged. Now a
-re-check waits ``2**attempts`` rounds (one round a step, counted in the database), is tried once
-more at the entry's last call, runs to the entry's own deadline, and an entry whose window closes
-while its check still fails here is logged and recorded ``unchecked``.
+re-check waits ``RECHECK_BASE_S * 2**(attempts - 1)`` chain seconds, at most a quarter of the time
+left in the entry's own window, drawn down to half at random (`service.recheck_at`); the due
+re-checks run before a step's pending batches; an entry whose window closes while its check still
+fails here is logged and recorded ``unchecked`` (tests/unit/test_review_session_changes5.py holds
+the attacks on the step-counted first version: long steps, a known last call, an error spending it).
 
 Real parts: Anvil with the contracts, the embedded store, SmolLM2 (`vnet`, `validator_factory`),
 the real `Validator.step`; the scorer is the real one, run through a switch that fails its passes
-as an allocator does while memory is short (`scoring_through`).
+as an allocator does while memory is short (`scoring_through`). The back-off's random draw is
+pinned to its longest delay where a test steps to exact chain times (``exact_delays``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import sqlite3
@@ -29,9 +34,10 @@ import pytest
 from supernet.sdk.chain.anvil import advance_to
 from supernet.sdk.chain.merkle import ReceiptTree
 from supernet.sdk.chain.receipts import trace_cid
+from supernet.validator import service
 from supernet.validator.cli import app as validator_app
 from supernet.validator.db import _MIGRATIONS, _SCHEMA, Database, DivergedRow
-from supernet.validator.service import LAST_CALL_PART
+from supernet.validator.service import RECHECK_BASE_S, RECHECK_SHARE, recheck_at
 from typer.testing import CliRunner
 from validator_fixtures import VNet
 
@@ -40,30 +46,55 @@ from tests.unit.test_review_validator_budgets import scoring_through
 
 class Memory:
     """The validator's scoring as its memory allows: each pass raises an allocation error while
-    ``short``. ``step`` is set by the test before each validator step; the steps in which a pass
-    was tried are recorded (one check may try several passes: the group, then each alone)."""
+    ``short``. ``at`` is set by the test to the chain time of each validator step; the times at
+    which a pass was tried are recorded (one check may try several passes: the group, then each
+    alone)."""
 
     def __init__(self) -> None:
-        self.short, self.step = True, 0
+        self.short, self.at = True, 0
         self.tried: set[int] = set()
 
     def __call__(self, real_score: Callable[[Any], Any], requests: Any) -> Any:
-        self.tried.add(self.step)
+        self.tried.add(self.at)
         if self.short:
             raise RuntimeError("DefaultCPUAllocator: can't allocate memory")
         return real_score(requests)
 
 
-async def steps(v: Any, memory: Memory, numbers: range) -> None:
-    for n in numbers:
-        memory.step = n
-        await v.step()
+class Longest:
+    """The back-off's random draw pinned to its longest delay."""
+
+    def uniform(self, low: float, high: float) -> float:
+        return high
+
+
+@pytest.fixture
+def exact_delays(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(service, "_jitter", Longest())
+
+
+async def step_at(v: Any, memory: Memory, w3: Any, t: int) -> None:
+    """One validator step with the chain at time ``t`` (mined there)."""
+    advance_to(w3, t)
+    memory.at = t
+    await v.step()
+
+
+def test_recheck_delays_double_are_capped_by_the_time_left_and_drawn_at_random() -> None:
+    end = 100_000
+    assert recheck_at(1, 0, end) <= RECHECK_BASE_S and recheck_at(1, 0, end) >= RECHECK_BASE_S // 2
+    assert RECHECK_BASE_S * 2 <= recheck_at(3, 0, end) <= RECHECK_BASE_S * 4
+    # late in the window: at most a quarter of what is left, whatever the attempts
+    assert recheck_at(30, end - 400, end) <= end - 400 + 400 // RECHECK_SHARE
+    assert recheck_at(30, end - 3, end) == end - 2  # the last seconds: due again a second later
+    assert recheck_at(30, end + 5, end) == end + 6  # past the end: nothing negative
+    draws = {recheck_at(8, 0, end) for _ in range(50)}
+    assert len(draws) > 10 and min(draws) >= RECHECK_BASE_S * 64 and max(draws) <= RECHECK_BASE_S * 128
 
 
 def test_the_back_off_is_kept_in_the_database_and_old_files_are_migrated(tmp_path: Path) -> None:
-    """A file of schema version 1 (a diverged writer pending) gains the back-off columns; each
-    local failure doubles the wait (``2**attempts`` rounds); the attempts, the due round, the
-    round count, the last call and the ``unchecked`` outcome survive closing the file."""
+    """A file of schema version 1 (a diverged writer pending) gains the back-off columns; the
+    attempts, the chain time a re-check is due and the outcomes survive closing the file."""
     path = tmp_path / "v.sqlite"
     old = sqlite3.connect(path)
     old.executescript(_SCHEMA)
@@ -75,47 +106,52 @@ def test_the_back_off_is_kept_in_the_database_and_old_files_are_migrated(tmp_pat
     old.close()
     db = Database(path)
     assert db.schema_version() == len(_MIGRATIONS) == 2
-    assert db.diverged_rows() == [DivergedRow(3, 1)]  # a writer from before: due each round
-    assert db.mark_recheck(4, 0, round_=0) == 1
-    db.end_recheck_round()
-    db.end_recheck_round()
-    assert db.mark_recheck(4, 0, round_=db.recheck_round()) == 2
-    db.mark_last_call(4, 0)
+    assert db.diverged_rows() == [DivergedRow(3, 1)]  # a writer from before: due each step
+    assert db.recheck_attempts(4, 0) == 0
+    db.mark_recheck(4, 0, next_at=1_000)
+    db.mark_recheck(4, 0, next_at=2_000)
     db.close()
     again = Database(path)
-    assert again.recheck_round() == 2
-    assert again.diverged_rows() == [DivergedRow(3, 1), DivergedRow(4, 0, 2, 2 + 4, True)]
+    assert again.recheck_attempts(4, 0) == 2
+    assert again.diverged_rows() == [DivergedRow(3, 1), DivergedRow(4, 0, 2, 2_000)]
     again.settle_diverged(4, 0, outcome="unchecked")
-    again.settle_diverged(3, 1)
+    again.settle_diverged(3, 1, outcome="unchallenged")
     again.close()
     third = Database(path)
     assert third.diverged_pending() == [] and third.unchecked() == [(4, 0)]
-    assert third.mark_recheck(4, 0, round_=10) == 3  # failed again later: pending again, counted on
-    assert third.diverged_rows() == [DivergedRow(4, 0, 3, 10 + 8, True)] and third.unchecked() == []
+    assert third.unchecked("unchallenged") == [(3, 1)]
+    third.mark_recheck(4, 0, next_at=5_000)  # failed again later: pending again, counted on
+    assert third.diverged_rows() == [DivergedRow(4, 0, 3, 5_000)] and third.unchecked() == []
 
 
 @pytest.mark.anvil
 @pytest.mark.model
 async def test_rechecks_back_off_and_a_cheat_found_on_recheck_is_challenged(
-    vnet: VNet, validator_factory: Any
+    vnet: VNet, validator_factory: Any, exact_delays: None
 ) -> None:
-    """The node cheats on its tokens; this validator's scoring fails (memory) until step 4. The
-    entry is checked at step 1 and again at steps 3 and 7 (after 2, then 4 rounds), not at each
-    step (it was: 1, 1 again in the same step, 2, 3, ...); memory back at step 5, the check at
-    step 7 finds the cheat, records it and challenges it."""
+    """The node cheats on its tokens; this validator's scoring fails (memory) at first. The entry
+    is checked at once, then not before its back-off is over (a second before: nothing), then at
+    it; memory back, the next due check finds the cheat, records it and challenges it."""
     cheat, _ = await vnet.run_batch(["Say hi."], max_new_tokens=4, fault_plan=[{"tokens": 1.0}])
     memory, events = Memory(), list[Any]()
+    w3 = vnet.contracts.w3
     v = scoring_through(vnet, validator_factory, memory, events=events)
     async with v:
-        await steps(v, memory, range(1, 5))
-        assert sorted(memory.tried) == [1, 3]
-        assert v.db.diverged_rows() == [DivergedRow(cheat, 0, 2, 2 + 4)]  # failed at round 2: due at 6
+        t1 = v.chain.timestamp() + 1
+        await step_at(v, memory, w3, t1)
+        assert memory.tried == {t1}
+        [row] = v.db.diverged_rows()
+        assert row.attempts == 1 and t1 < row.next_at <= t1 + 1 + RECHECK_BASE_S
+        await step_at(v, memory, w3, row.next_at - 1)
+        assert memory.tried == {t1}  # backing off
+        await step_at(v, memory, w3, row.next_at)
+        assert memory.tried == {t1, row.next_at}
+        [second] = v.db.diverged_rows()
+        assert second.attempts == 2 and second.next_at - row.next_at > RECHECK_BASE_S  # doubled
         memory.short = False
-        await steps(v, memory, range(5, 7))
-        assert sorted(memory.tried) == [1, 3] and v.db.checks(cheat) == []  # backing off
-        assert not [e for e in events if e.kind == "verdict"]
-        await steps(v, memory, range(7, 8))
-        assert sorted(memory.tried) == [1, 3, 7]
+        await step_at(v, memory, w3, second.next_at - 1)
+        assert v.db.checks(cheat) == [] and not [e for e in events if e.kind == "verdict"]
+        await step_at(v, memory, w3, second.next_at)
         [check] = v.db.checks(cheat)
         assert not check.ok and "llm.token" in check.kinds and check.challenge_id is not None
         assert v.db.diverged_pending() == [] and v.db.unchecked() == []
@@ -124,62 +160,68 @@ async def test_rechecks_back_off_and_a_cheat_found_on_recheck_is_challenged(
 
 @pytest.mark.anvil
 @pytest.mark.model
-async def test_the_back_off_survives_a_restart(vnet: VNet, validator_factory: Any) -> None:
-    """Four steps (checks at 1 and 3), a restart on the same database file, four more: the next
-    check is at step 7, where it was due, not at the restart's first step."""
+async def test_the_back_off_survives_a_restart(
+    vnet: VNet, validator_factory: Any, exact_delays: None
+) -> None:
+    """A failed check, a restart on the same database file: the entry is due where it was, not
+    at the restart's first step."""
     batch_id, _ = await vnet.run_batch(["Say hi."], max_new_tokens=4)
     memory = Memory()
+    w3 = vnet.contracts.w3
     v = scoring_through(vnet, validator_factory, memory, challenge=False)
     async with v:
-        await steps(v, memory, range(1, 5))
+        t1 = v.chain.timestamp() + 1
+        await step_at(v, memory, w3, t1)
+        [row] = v.db.diverged_rows()
         db_path = v.settings.db_path
-    assert sorted(memory.tried) == [1, 3]
     restarted = scoring_through(vnet, validator_factory, memory, challenge=False)
     assert restarted.settings.db_path == db_path  # a new Database on the same file
     async with restarted:
-        assert restarted.db.recheck_round() == 4
-        assert restarted.db.diverged_rows() == [DivergedRow(batch_id, 0, 2, 6)]
-        await steps(restarted, memory, range(5, 9))
-        assert sorted(memory.tried) == [1, 3, 7]
-        assert restarted.db.diverged_rows() == [DivergedRow(batch_id, 0, 3, 6 + 8)]
-        assert restarted.db.checks(batch_id) == []
+        assert restarted.db.diverged_rows() == [row]
+        await step_at(restarted, memory, w3, row.next_at - 1)
+        assert memory.tried == {t1}
+        await step_at(restarted, memory, w3, row.next_at)
+        assert memory.tried == {t1, row.next_at}
+        assert restarted.db.recheck_attempts(batch_id, 0) == 2 and restarted.db.checks(batch_id) == []
 
 
 @pytest.mark.anvil
 @pytest.mark.model
-async def test_the_last_attempt_is_inside_the_window_and_an_entry_left_unchecked_is_reported(
+async def test_tries_thicken_toward_the_window_end_and_an_entry_left_unchecked_is_reported(
     vnet: VNet, validator_factory: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Scoring fails here for good. Checked at steps 1 and 3 (due next at step 7); in the last
-    part of the window (`LAST_CALL_PART`) it is checked once more at once (step 5), not again at
-    step 6; once the window closed it is not checked, and it ends *unchecked*: a log line, the
-    database (`Database.unchecked`, no verdict recorded) and the ``unverifiable`` receipts counter."""
+    """Scoring fails here for good; the validator steps whenever the entry is due. The tries are
+    few (about log(window)), their gaps shrink toward the window's end, the last ones seconds
+    from it; once the window closed nothing is tried, and the entry ends *unchecked*: a log line,
+    the database (`Database.unchecked`, no verdict recorded), ``validator status`` and the
+    ``unverifiable`` receipts counter."""
     batch_id, _ = await vnet.run_batch(["Say hi."], max_new_tokens=4, fault_plan=[{"tokens": 1.0}])
     memory, events = Memory(), list[Any]()
     v = scoring_through(vnet, validator_factory, memory, events=events)
     w3 = vnet.contracts.w3
     window = vnet.contracts.task_manager.challenge_window()
     async with v:
-        await steps(v, memory, range(1, 5))
-        assert sorted(memory.tried) == [1, 3]
         end = v.chain.batch(batch_id).committed_at + window
-        advance_to(w3, end - window // LAST_CALL_PART + 5)  # the last call: inside, before the end
-        await steps(v, memory, range(5, 7))
-        assert sorted(memory.tried) == [1, 3, 5]
-        assert v.chain.timestamp() < end  # the last attempt was inside the entry's window
-        [row] = v.db.diverged_rows()
-        assert row.attempts == 3 and row.last_call
-        advance_to(w3, end)
+        t = v.chain.timestamp() + 1
+        while t < end:
+            await step_at(v, memory, w3, t)
+            [row] = v.db.diverged_rows()
+            t = max(row.next_at, t + 1)
+        tries = sorted(memory.tried)
+        assert v.db.recheck_attempts(batch_id, 0) == len(tries)  # one try a due time
+        gaps = [b - a for a, b in itertools.pairwise(tries)]
+        assert 5 <= len(tries) <= 60, tries  # a few a window, not one a step
+        assert tries[-1] >= end - 4 and max(gaps[-5:]) < max(gaps), tries  # thickening at the end
         caplog.set_level(logging.ERROR, logger="supernet.validator.service")
-        await steps(v, memory, range(7, 9))
-        assert sorted(memory.tried) == [1, 3, 5]  # past the window: nothing tried
+        await step_at(v, memory, w3, end + 1)
+        assert sorted(memory.tried) == tries  # past the window: nothing tried
         assert v.db.diverged_pending() == [] and v.db.unchecked() == [(batch_id, 0)]
         assert v.db.checks(batch_id) == []  # no verdict of this validator's: none was reached
         status = CliRunner().invoke(validator_app, ["status", "--db", str(v.settings.db_path)])
         assert status.exit_code == 0, status.output
         assert json.loads(status.output)["unchecked"] == [{"batch": batch_id, "index": 0}]
         [line] = [r.getMessage() for r in caplog.records if "UNCHECKED" in r.getMessage()]
-        assert f"batch {batch_id} #0" in line and "3 times" in line
+        assert f"batch {batch_id} #0" in line and f"{len(tries)} times" in line
         [verdict] = [e.data for e in events if e.kind == "verdict"]
         assert verdict["unverifiable"].startswith("unchecked here") and verdict["evidence"] is None
         assert v.metrics.receipts.labels(result="unverifiable")._value.get() == 1
@@ -222,17 +264,14 @@ async def test_an_entry_posted_by_an_availability_answer_is_rechecked_in_its_own
         node_tm.answer_availability(row.availability_id, receipts[0], proof, trace)
         answered = v.chain.answered_at(batch_id, 0)
         assert end - 40 <= answered < end
-        memory.step = 1
+        memory.at = 1
         await v.step()  # the posted entry is checked: scoring fails here
         assert memory.tried == {1} and v.db.missing()[0].status == "answered"
-        assert [(r.batch_id, r.attempts) for r in v.db.diverged_rows()] == [(batch_id, 1)]
-        advance_to(w3, end + 60)  # past the batch's window, inside the entry's (answered + window)
+        [row] = v.db.diverged_rows()
+        assert row.batch_id == batch_id and row.attempts == 1
         memory.short = False
-        for n in range(2, 6):
-            memory.step = n
-            await v.step()
-            if v.db.checks(batch_id):
-                break
+        # past the batch's window, inside the entry's (answered + window)
+        await step_at(v, memory, w3, max(end + 60, row.next_at))
         [check] = v.db.checks(batch_id)
         assert not check.ok and check.challenge_id is not None  # found and challenged on chain
         assert end < v.chain.timestamp() < answered + window

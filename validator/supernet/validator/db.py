@@ -15,9 +15,8 @@
 * ``diverged``: entries whose writer replay diverged (`WriteLog`), until their full check is
   settled (`Validator.check_entry`): a failure on the way is retried, never dropped. Also entries
   whose check failed on this validator (`mark_recheck`): ``attempts`` such failures, due again
-  from re-check round ``next_round`` (rounds: meta ``recheck_round``, one per step), ``last_call``
-  once tried in the last part of the entry's window, ``outcome`` ``unchecked`` when the window
-  closed while the check still failed here.
+  at chain time ``next_at``; ``outcome`` ``unchecked`` when the window closed while the check
+  still failed here, ``unchallenged`` when a fault it found could not be challenged in time.
 * ``memory_entries``: memory entries' texts read from committed traces (`WriteLog`) and their
   vectors computed here (`supernet.validator.search_check`), by entry CID.
 
@@ -99,16 +98,11 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # diverged writers (``attempts`` 0: checked each step, as they were).
     (
         "ALTER TABLE diverged ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
-        "ALTER TABLE diverged ADD COLUMN next_round INTEGER NOT NULL DEFAULT 0",
-        "ALTER TABLE diverged ADD COLUMN last_call INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE diverged ADD COLUMN next_at INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE diverged ADD COLUMN outcome TEXT",
     ),
 )
 """Schema changes, version ``i + 1`` at index ``i``; each runs once, in one transaction."""
-
-MAX_RECHECK_DOUBLINGS = 20
-"""A re-check waits ``2**attempts`` rounds, at most ``2**MAX_RECHECK_DOUBLINGS`` (only a bound on
-the number: an entry's last call comes regardless, `Validator._check_diverged`)."""
 
 
 @dataclass(frozen=True)
@@ -186,14 +180,13 @@ class WriteRow:
 @dataclass(frozen=True)
 class DivergedRow:
     """An entry to check in full (`Validator.check_entry`): a diverged writer (``attempts`` 0), or
-    one whose check failed on this validator ``attempts`` times, due again from re-check round
-    ``next_round``; ``last_call``: tried once in the last part of its window already."""
+    one whose check failed on this validator ``attempts`` times, due again at chain time
+    ``next_at`` (`service.recheck_at`)."""
 
     batch_id: int
     index: int
     attempts: int = 0
-    next_round: int = 0
-    last_call: bool = False
+    next_at: int = 0
 
 
 @dataclass(frozen=True)
@@ -599,41 +592,22 @@ class Database:
         with self._tx() as c:
             c.execute("INSERT OR IGNORE INTO diverged (batch_id, idx) VALUES (?, ?)", (batch_id, index))
 
-    def mark_recheck(self, batch_id: int, index: int, round_: int) -> int:
-        """An entry whose check failed on this validator (`Verdict.local_failure`) in re-check round
-        ``round_``: to be checked in full again (with the diverged writers), whether or not it was
-        settled before, from round ``round_ + 2**attempts`` on (exponential back-off: a check that
-        fails here every time costs a few rounds, not each one). Returns ``attempts``."""
+    def mark_recheck(self, batch_id: int, index: int, next_at: int) -> None:
+        """An entry whose check failed on this validator (`Verdict.local_failure`) once more: to be
+        checked in full again (with the diverged writers) from chain time ``next_at`` on, whether
+        or not it was settled before (`recheck_attempts` counts the failures)."""
         with self._tx() as c:
-            row = c.execute(
-                "SELECT attempts FROM diverged WHERE batch_id = ? AND idx = ?", (batch_id, index)
-            ).fetchone()
-            attempts = (row[0] if row else 0) + 1
-            due = round_ + 2 ** min(attempts, MAX_RECHECK_DOUBLINGS)
             c.execute(
-                "INSERT INTO diverged (batch_id, idx, attempts, next_round) VALUES (?, ?, ?, ?)"
+                "INSERT INTO diverged (batch_id, idx, attempts, next_at) VALUES (?, ?, 1, ?)"
                 " ON CONFLICT (batch_id, idx) DO UPDATE SET done = 0, outcome = NULL,"
-                " attempts = excluded.attempts, next_round = excluded.next_round",
-                (batch_id, index, attempts, due),
+                " attempts = attempts + 1, next_at = excluded.next_at",
+                (batch_id, index, next_at),
             )
-        return attempts
 
-    def mark_last_call(self, batch_id: int, index: int) -> None:
-        """The entry's last-call check is under way (made once, whatever it comes to)."""
-        with self._tx() as c:
-            c.execute("UPDATE diverged SET last_call = 1 WHERE batch_id = ? AND idx = ?", (batch_id, index))
-
-    def recheck_round(self) -> int:
-        """Re-check rounds so far (`end_recheck_round`; 0 before the first)."""
-        return int(self.meta("recheck_round") or 0)
-
-    def end_recheck_round(self) -> None:
-        """One more re-check round is over (one a step: back-off counts them)."""
-        with self._tx() as c:
-            c.execute(
-                "INSERT INTO meta (key, value) VALUES ('recheck_round', '1') ON CONFLICT(key) "
-                "DO UPDATE SET value = CAST(value AS INTEGER) + 1"
-            )
+    def recheck_attempts(self, batch_id: int, index: int) -> int:
+        """How many times checking the entry failed on this validator (`mark_recheck`)."""
+        rows = self._all("SELECT attempts FROM diverged WHERE batch_id = ? AND idx = ?", batch_id, index)
+        return int(rows[0][0]) if rows else 0
 
     def diverged_pending(self) -> list[tuple[int, int]]:
         """Diverged entries whose full check is not settled yet, oldest first."""
@@ -641,24 +615,24 @@ class Database:
 
     def diverged_rows(self) -> list[DivergedRow]:
         """The rows of `diverged_pending`, with their back-off."""
-        rows = self._all(
-            "SELECT batch_id, idx, attempts, next_round, last_call FROM diverged WHERE done = 0 ORDER BY 1, 2"
-        )
-        return [DivergedRow(r[0], r[1], r[2], r[3], bool(r[4])) for r in rows]
+        rows = self._all("SELECT batch_id, idx, attempts, next_at FROM diverged WHERE done = 0 ORDER BY 1, 2")
+        return [DivergedRow(r[0], r[1], r[2], r[3]) for r in rows]
 
     def settle_diverged(self, batch_id: int, index: int, outcome: str | None = None) -> None:
         """The full check of a diverged entry is settled (checked and challenged, or handed on;
-        ``outcome`` ``unchecked``: its window closed while checking it failed here)."""
+        ``outcome`` ``unchecked``: its window closed while checking it failed here;
+        ``unchallenged``: it closed before the fault found could be challenged)."""
         with self._tx() as c:
             c.execute(
                 "UPDATE diverged SET done = 1, outcome = ? WHERE batch_id = ? AND idx = ?",
                 (outcome, batch_id, index),
             )
 
-    def unchecked(self) -> list[tuple[int, int]]:
+    def unchecked(self, outcome: str = "unchecked") -> list[tuple[int, int]]:
         """Entries whose window closed while checking them still failed on this validator (an
-        operator's list: no verdict of this validator's exists on them)."""
-        rows = self._all("SELECT batch_id, idx FROM diverged WHERE outcome = 'unchecked' ORDER BY 1, 2")
+        operator's list: no verdict of this validator's exists on them), or with ``outcome``
+        ``unchallenged``, before the fault this validator found was challenged."""
+        rows = self._all("SELECT batch_id, idx FROM diverged WHERE outcome = ? ORDER BY 1, 2", outcome)
         return [(b, i) for b, i in rows]
 
     def keep_entry_texts(self, texts: Mapping[str, str]) -> None:

@@ -50,6 +50,7 @@ MIN_SAVED_TOKENS = 64
 # float32): a tree of long branching prompts must not keep one prefix alive per branch
 HELD_PREFIX_TOKENS = 4096
 PREFIX_CACHE_ENTRIES = 8
+PREFIX_CACHE_TOKENS = 8192  # ~380 MB of float32 keys/values for SmolLM2 (~46 KB a token)
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -278,10 +279,22 @@ class ModelScorer:
         self.stats.passes += 1
         self.stats.tokens += new
         self.stats.rows += 1
-        self._prefixes[tokens] = kv
-        while len(self._prefixes) > PREFIX_CACHE_ENTRIES:
-            self._prefixes.popitem(last=False)
+        self._keep(tokens, kv)
         return kv, len(tokens)
+
+    def _keep(self, tokens: tuple[int, ...], kv: tuple[Tensor, Tensor]) -> None:
+        """Cache ``kv`` under ``tokens``. An entry whose tokens begin these is dropped (this one
+        serves it, sliced: a walk down one stem would otherwise keep a full copy per branch), and
+        the least recently used go while the cache holds more than ``PREFIX_CACHE_ENTRIES``
+        entries or ``PREFIX_CACHE_TOKENS`` tokens (the newest is always kept)."""
+        for key in [k for k in self._prefixes if len(k) <= len(tokens) and tokens[: len(k)] == k]:
+            del self._prefixes[key]
+        self._prefixes[tokens] = kv
+        while len(self._prefixes) > 1 and (
+            len(self._prefixes) > PREFIX_CACHE_ENTRIES
+            or sum(len(k) for k in self._prefixes) > PREFIX_CACHE_TOKENS
+        ):
+            self._prefixes.popitem(last=False)
 
     def _cached_beyond(self, prompt: tuple[int, ...], start: int) -> bool:
         """Whether the cache holds keys/values of at least `MIN_SHARED_PREFIX` more of ``prompt``

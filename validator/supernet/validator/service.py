@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -54,10 +55,12 @@ log = logging.getLogger(__name__)
 # still recorded every few receipts (a restart redoes at most one group).
 RECEIPTS_PER_PASS = 8
 
-LAST_CALL_PART = 10
-"""An entry whose check failed on this validator is checked once more as soon as the last
-``1/LAST_CALL_PART`` of its own window begins, however long its back-off: the last attempt
-still falls inside the window (and leaves time for the check and its challenge)."""
+RECHECK_BASE_S = 60
+"""Chain seconds before the first re-check of an entry whose check failed on this validator,
+doubling with each failure (`service.recheck_at`)."""
+RECHECK_SHARE = 4
+"""A re-check waits at most ``1/RECHECK_SHARE`` of the time left in the entry's window."""
+_jitter = secrets.SystemRandom()  # re-check delays no node can predict
 
 
 class SamplingMismatch(RuntimeError):
@@ -345,6 +348,8 @@ class Validator:
         """Scan new blocks, check pending batches, vote on open challenges, settle expired ones."""
         while await asyncio.to_thread(self.follower.step):
             pass
+        # re-checks due first: a backlog of pending batches must not push them past their window
+        await self._check_diverged(await asyncio.to_thread(self.chain.timestamp), rechecks_only=True)
         # (sealed votes are opened by `_reveals`, beside the steps, however long their checks take)
         for batch in fair_order(self.db.pending_batches()):
             try:
@@ -466,52 +471,58 @@ class Validator:
             return  # checking failed on this side again: still pending, tried after its back-off
         self.db.settle_diverged(batch_id, index)
 
-    async def _check_diverged(self, chain_now: int) -> None:
-        """One re-check round: the full checks still to settle (each isolated), while the entry's
-        own window is open (`_entry_window`, an availability answer's included). A diverged writer
-        whose check failed on the way is tried each round; an entry whose check failed on this
-        validator (`Verdict.local_failure`) after its back-off (`Database.mark_recheck`: due
-        ``2**attempts`` rounds after its last failure) and once at its last call, so that a check
-        that fails here every time (a crafted trace that runs this validator out of memory) costs
-        a few rounds of a window, not each one. One whose window closed first ends unchecked
-        (`_closed`)."""
-        round_ = self.db.recheck_round()
+    async def _check_diverged(self, chain_now: int, rechecks_only: bool = False) -> None:
+        """The full checks still to settle (each isolated), while the entry's own window is open
+        (`_entry_window`, an availability answer's included). A diverged writer is tried each
+        step; an entry whose check failed on this validator (`Verdict.local_failure`) once its
+        back-off is over (`recheck_at`), so that a check that fails here every time (a crafted
+        trace that runs this validator out of memory) costs a few tries a window, not one a step.
+        An error on the way leaves the entry due. One whose window closed first is `_closed`.
+        ``rechecks_only``: the back-off's re-checks alone (a step makes them before its pending
+        batches, whose backlog must not push them past their window)."""
         for row in self.db.diverged_rows():
+            if rechecks_only and not row.attempts:
+                continue
             try:
-                end, last_call = await self._entry_window(row.batch_id, row.index, chain_now)
-                if chain_now >= end:
+                if chain_now >= await self._entry_window(row.batch_id, row.index, chain_now):
                     self._closed(row)
                     continue
-                final = row.attempts > 0 and not row.last_call and chain_now >= last_call
-                if round_ < row.next_round and not final:
+                if row.attempts and chain_now < row.next_at:
                     continue  # backing off
-                if final:
-                    self.db.mark_last_call(row.batch_id, row.index)
                 await self.check_entry(row.batch_id, row.index)
             except Exception as exc:
                 log.warning("batch %d #%d: its full check failed, retried: %s", row.batch_id, row.index, exc)
-        self.db.end_recheck_round()
 
-    async def _entry_window(self, batch_id: int, index: int, chain_now: int) -> tuple[int, int]:
-        """When entry ``index`` of batch ``batch_id`` stops being challengeable, and its last call
-        (`LAST_CALL_PART`), in chain time: the batch's window, or a full one from an availability
-        answer that posted the entry (`Availability.deadline`). An answer only extends the batch's
-        window: it is asked for once that window nears its end."""
+    async def _entry_window(self, batch_id: int, index: int, chain_now: int) -> int:
+        """When entry ``index`` of batch ``batch_id`` stops being challengeable, in chain time: the
+        batch's window, or a full one from an availability answer that posted the entry
+        (`Availability.deadline`). An answer only extends the batch's window: it is asked for once
+        that window is in its last tenth."""
         window = self.chain.params().challenge_window
-        margin = window // LAST_CALL_PART
         end = (await asyncio.to_thread(self.chain.batch, batch_id)).committed_at + window
-        if chain_now >= end - margin:
+        if chain_now >= end - window // 10:
             end = await self.availability.deadline(batch_id, index)
-        return end, end - margin
+        return end
 
     def _closed(self, row: DivergedRow) -> None:
         """The entry's window closed before its full check was settled: nothing can be sent now.
         One whose check last failed on this validator ends *unchecked by this validator*, which
         is logged, kept in the database (`Database.unchecked`) and counted as an unverifiable
         verdict (``supernet_validator_receipts{result="unverifiable"}``): a cheat it hid went
-        unseen here, and an operator must know (memory, a bug: the warnings before say which)."""
-        checked = any(c.index == row.index for c in self.db.checks(row.batch_id))
-        if not row.attempts or checked:
+        unseen here, and an operator must know (memory, a bug: the warnings before say which).
+        One whose fault was found but whose challenge could not be sent ends *unchallenged*,
+        logged and kept likewise."""
+        check = next((c for c in self.db.checks(row.batch_id) if c.index == row.index), None)
+        if check is not None and not check.ok and check.challenge_id is None and check.evidence_cid:
+            log.error(
+                "batch %d #%d UNCHALLENGED: a fault was found (%s) but its challenge was not sent in time",
+                row.batch_id,
+                row.index,
+                check.kinds,
+            )
+            self.db.settle_diverged(row.batch_id, row.index, outcome="unchallenged")
+            return
+        if not row.attempts or check is not None:
             self.db.settle_diverged(row.batch_id, row.index)
             return
         reason = (
@@ -544,12 +555,20 @@ class Validator:
             self.availability.await_origins(batch, i, verdict)
             return True
         if verdict.local_failure:
-            attempts = self.db.mark_recheck(batch.batch_id, i, self.db.recheck_round())
+            attempts = self.db.recheck_attempts(batch.batch_id, i) + 1
+            try:
+                now = await asyncio.to_thread(self.chain.timestamp)
+                next_at = recheck_at(attempts, now, await self._entry_window(batch.batch_id, i, now))
+            except Exception as exc:  # the chain unreachable: due again at once, as before back-off
+                log.warning("batch %d #%d: no back-off (%s)", batch.batch_id, i, exc)
+                next_at = 0
+            self.db.mark_recheck(batch.batch_id, i, next_at)
             log.warning(
-                "batch %d #%d: %s; checked again later (failed here %d times)",
+                "batch %d #%d: %s; checked again from chain time %d (failed here %d times)",
                 batch.batch_id,
                 i,
                 verdict.unverifiable,
+                next_at,
                 attempts,
             )
             return False
@@ -597,6 +616,18 @@ class Validator:
         verdict = await self.verifier.verify(batch.batch_id, batch.node, index, manifest, recheck_all=True)
         if not verdict.ok and not verdict.unverifiable:
             await self.disputes.challenge(batch, verdict, await publish(self.store, verdict))
+
+
+def recheck_at(attempts: int, now: int, end: int) -> int:
+    """When an entry whose check failed on this validator ``attempts`` times is tried again, in
+    chain time (``now``; its window ends at ``end``): after ``RECHECK_BASE_S * 2**(attempts - 1)``
+    seconds, but at most ``1/RECHECK_SHARE`` of the time left, each delay drawn down to half at
+    random. In time, not in steps (a flood of batches makes steps long): the tries thicken toward
+    the window's end (about log(window) of them, the last ones a second apart), and
+    no moment of them is known to the node, so a check that fails only while the node causes it
+    finds the window's rest."""
+    delay = min(RECHECK_BASE_S * 2 ** min(attempts - 1, 32), max(0, end - now) // RECHECK_SHARE)
+    return now + max(1, int(delay * _jitter.uniform(0.5, 1.0)))  # never twice in one step's time
 
 
 def fair_order(batches: Sequence[BatchRow]) -> list[BatchRow]:
