@@ -277,6 +277,7 @@ def _step_parts(ran: list[str], manifests: Any = None, pending: list[Any] | None
         chain=SimpleNamespace(timestamp=lambda: 45),
         manifests=manifests or SimpleNamespace(step=lambda now: record("manifests", now)),
         writes=SimpleNamespace(step=lambda now: record("writes", now)),
+        _check_batches=lambda: record("batches"),
         _check_diverged=lambda now, rechecks_only=False: record(
             "rechecks" if rechecks_only else "diverged", now
         ),
@@ -312,27 +313,48 @@ async def test_defence_one_failing_claim_never_stops_the_validator_step() -> Non
     ran: list[str] = []
     service = _step_parts(ran, manifests=watch)  # both batches near their claim deadline (50)
     await Validator.step(service)  # type: ignore[arg-type]
-    assert ran == ["rechecks", "writes", "diverged", "availability", "vote", "settle"]  # the rest ran
+    assert ran == [
+        "rechecks",
+        "batches",
+        "writes",
+        "diverged",
+        "availability",
+        "vote",
+        "settle",
+    ]  # the rest ran
     assert view.fetches.get(2) == 1  # batch 2 was read despite batch 1's failing claim
 
 
 async def test_defence_a_challenge_bond_it_cannot_pay_never_stops_the_step() -> None:
     """A validator whose balance cannot pay a challenge bond got "insufficient funds" from
-    `process_batch`, which ended the step before `settle`: the vote bonds and challenge bonds that
+    checking a batch, which ended the step before `settle`: the vote bonds and challenge bonds that
     would refill its balance were never claimed back, and it stalled. Now the batch stays pending
-    (retried next step), the batches after it wait, and the rest of the step runs."""
+    (retried next step), the batches after it are checked, and the rest of the step runs."""
     from supernet.sdk.chain.errors import InsufficientFundsError
 
     ran: list[str] = []
 
-    async def process_batch(batch: Any) -> bool:
+    async def open_batch(batch: Any) -> Any:
         ran.append(f"batch {batch.batch_id}")
         raise InsufficientFundsError("account 0x.. cannot pay for TaskManager.challenge")
 
     service = _step_parts(ran, pending=[SimpleNamespace(batch_id=b, node="0xn") for b in (1, 2)])
-    service.process_batch = process_batch
+    service._open_batch = open_batch
+    service._check_batches = lambda: Validator._check_batches(service)  # type: ignore[arg-type]
     await Validator.step(service)  # type: ignore[arg-type]
-    assert ran == ["rechecks", "batch 1", "manifests", "writes", "diverged", "availability", "vote", "settle"]
+    # each batch isolated: the next one is tried too (an honest batch needs no bond), both stay
+    # pending, and the rest of the step runs
+    assert ran == [
+        "rechecks",
+        "batch 1",
+        "batch 2",
+        "manifests",
+        "writes",
+        "diverged",
+        "availability",
+        "vote",
+        "settle",
+    ]
 
 
 async def test_defence_closed_unclaimed_batches_are_not_refetched() -> None:

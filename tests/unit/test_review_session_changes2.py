@@ -350,6 +350,8 @@ async def test_defence_a_batch_past_its_window_is_not_checked(network: Contracts
         batch_id, actors.node.address, header.root, count, header.commit_block, "bafyexpired", "pending"
     )
     me._window_over = lambda b: Validator._window_over(me, b)  # type: ignore[arg-type]
+    me._open_batch = lambda batch: Validator._open_batch(me, batch)  # type: ignore[arg-type]
+    me._group_checks = lambda *a: Validator._group_checks(me, *a)  # type: ignore[arg-type]
     assert await Validator.process_batch(me, row)  # type: ignore[arg-type]
     assert verified == []  # nothing re-run for a batch nobody can challenge any more
     assert finished == [batch_id]

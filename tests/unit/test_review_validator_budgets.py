@@ -17,11 +17,12 @@ Tried, measured, found (FOUND: a known limit, test passes while it holds; holds:
    pass's calls as a radix tree over their prompts, each shared prefix computed once and the
    last few kept across passes (`ModelScorer.score_many`): ~64 tokens per receipt, about half the
    node's own model work on the same tasks (tests/unit/test_validator_prefix_tree.py).
-2. FOUND (partly fixed: another node's flood no longer delays a node's batches, `fair_order`
-   takes pending batches in turns by node): nothing bounds a step or orders work by deadline.
-   `Validator.step` checks pending batches, then (only then) manifests, writes, availability,
-   votes; a batch reached after its window is finished ``past_window`` unchecked. A node's flood
-   of (honest, expensive) batches ahead of its own cheat makes every validator reach it too late.
+2. FOUND (mostly fixed: another node's flood no longer delays a node's batches, `fair_order`
+   takes pending batches in turns by node; a node's own flood delays its later batches by a group
+   per turn, not by its whole check, `Validator._check_batches`): what remains is one group that
+   takes longer than a window. It was: `Validator.step` checked pending batches one after the
+   other, so a node's flood of (honest, expensive) batches ahead of its own cheat made every
+   validator reach it too late.
 3. FIXED (was FOUND): `WriteLog.step` read every committed trace (100 %, not the sample) one at a
    time inside the step, before any vote: a node whose peer delivered each block just inside the
    store's 60 s timeout held the step ~4 h per 256 receipts. Now reads go `READS_IN_FLIGHT` at a
@@ -172,21 +173,22 @@ async def test_defence_prompts_the_node_serves_from_its_prefix_cache_cost_the_va
 
 @pytest.mark.anvil
 @pytest.mark.model
-async def test_known_limit_a_long_check_lets_a_later_cheating_batch_pass_its_window_unchecked(
+async def test_known_limit_one_group_that_outlasts_a_window_lets_a_later_cheat_pass_it(
     vnet: VNet, validator_factory: Any
 ) -> None:
-    """Attack (stall -> unchecked cheat): a flood batch committed just before a cheating one.
-    `Validator.step` checks pending batches oldest first with no per-batch or per-step budget; the
-    flood's check takes (modelled here: the chain clock moves a challenge window while its calls
-    are scored) until the cheat's window has passed, and `process_batch` then finishes the cheat as
-    ``past_window`` without a look. Control: the same validator catches the cheat when it looks.
+    """Attack (stall -> unchecked cheat), what remains: a flood batch committed just before a
+    cheating one, whose *first group alone* takes longer than a challenge window to check
+    (modelled here: the chain clock moves a window while its calls are scored). Batches are checked
+    in turns, a group each (`Validator._check_batches`), so the cheat is reached right after that
+    group, but its window has passed: what is found can no longer be challenged. Control: the
+    validator does find the cheat.
 
-    Harm: a cheater's receipts go unchecked by every validator the flood delays; with finding 1
-    the flood is cheap, and a backlog past the seed's lifetime makes each later batch a full check.
-    Fix (by design): schedule checks by deadline with a fair share per node (a node's own flood
-    delays only its own batches), cap what one batch may take of a window, and keep the sample of a
-    batch that could not be checked in time from expiring silently (e.g. a validator may extend
-    the window of a batch it is provably working on, as availability answers do)."""
+    Harm: a cheat unchecked in time by every validator the group delays. What bounds it: a group is
+    8 receipts, each within the protocol's context (2,048 positions) and trace cap, and the
+    validator's cost follows the node's (prefix sharing), so such a group takes a node ~8/p
+    receipts' worth of its own model work per window at sampling rate p. Fix (by design): a
+    per-batch budget, checks of a batch past its budget resumed in later turns, and a validator
+    that provably works on a batch extending its window, as availability answers do."""
     flood, _ = await vnet.run_batch(["Name a fruit."], max_new_tokens=4)  # honest, only expensive
     cheat, _ = await vnet.run_batch(["Say hi."], max_new_tokens=4, fault_plan=[{"tokens": 1.0}])
     w3 = vnet.contracts.w3
@@ -194,7 +196,7 @@ async def test_known_limit_a_long_check_lets_a_later_cheating_batch_pass_its_win
     scored_first: list[int] = []
 
     def hours_of_scoring(real_score: Callable[[Any], Any], requests: Any) -> Any:
-        if not scored_first:  # the flood's check: what its real cost at scale takes, in chain time
+        if not scored_first:  # the flood's first group: what its real cost at scale takes, in chain time
             scored_first.append(len(requests))
             increase_time(w3, window + 1)
             mine(w3, 1)
@@ -203,14 +205,50 @@ async def test_known_limit_a_long_check_lets_a_later_cheating_batch_pass_its_win
     v = scoring_through(vnet, validator_factory, hours_of_scoring, challenge=False)
     async with v:
         await v.step()
-        flood_row, cheat_row = v.db.batch(flood), v.db.batch(cheat)
-        assert flood_row is not None and cheat_row is not None
         assert [c.ok for c in v.db.checks(flood)] == [True]
-        assert cheat_row.status == "past_window" and v.db.checks(cheat) == []
+        assert v.chain.timestamp() >= v.chain.batch(cheat).committed_at + window  # its window is over
+        [check] = v.db.checks(cheat)  # reached after that one group, too late to act on
+        assert not check.ok and check.challenge_id is None
         assert v.db.pending_batches() == []
-        # the batch left unchecked was a cheat: the same validator catches it when it does look
-        verdict = await v.verifier.verify(cheat, cheat_row.node, 0, await v.disputes.manifest(cheat_row))
-        assert not verdict.ok and not verdict.unverifiable, verdict
+
+
+@pytest.mark.anvil
+@pytest.mark.model
+async def test_defence_a_flood_delays_a_later_batch_by_a_group_not_by_its_whole_check(
+    vnet: VNet, validator_factory: Any
+) -> None:
+    """Attack (stall -> unchecked cheat; was a known limit): the node commits a flood batch of 17
+    honest receipts (groups of 8, 8 and 1 to check) just before a batch with a cheat; each full
+    group of the flood takes half a challenge window to check (modelled: the chain clock moves while
+    its calls are scored). Batch by batch, the flood's groups took the whole window and the
+    cheat was finished ``past_window`` without a look. Now pending batches are checked in turns, a
+    group each (`Validator._check_batches`): the cheat is checked after the flood's first group,
+    inside its window, and challenged."""
+    flood, _ = await vnet.run_batch([f"Name fruit number {i}." for i in range(17)], max_new_tokens=1)
+    cheat, _ = await vnet.run_batch(["Say hi."], max_new_tokens=4, fault_plan=[{"tokens": 1.0}])
+    w3 = vnet.contracts.w3
+    window = vnet.contracts.task_manager.challenge_window()
+    groups: list[int] = []
+
+    def half_a_window(real_score: Callable[[Any], Any], requests: Any) -> Any:
+        if len(requests) > 2:  # a full group of the flood (a receipt holds two calls)
+            groups.append(len(requests))
+            increase_time(w3, window // 2 + 1)
+            mine(w3, 1)
+        return real_score(requests)
+
+    events: list[Any] = []
+    v = scoring_through(vnet, validator_factory, half_a_window, events=events)
+    async with v:
+        await v.step()
+        assert len(groups) == 2  # the flood's full groups were checked too
+        # ... and its last receipt, reached after the flood's own window, was not: nothing to act on
+        assert all(c.ok for c in v.db.checks(flood)) and len(v.db.checks(flood)) == 16
+        flood_row = v.db.batch(flood)
+        assert flood_row is not None and flood_row.status == "past_window"
+        [check] = v.db.checks(cheat)
+        assert not check.ok and check.challenge_id is not None  # in its window: challenged
+        assert [e.data["batch_id"] for e in events if e.kind == "challenge"] == [cheat]
 
 
 class SlowPeer(httpx.AsyncBaseTransport):

@@ -271,6 +271,14 @@ class Disputes:
             if exc.error_name in EXPECTED_RACES:
                 log.info("challenge of batch %d #%d not opened: %s", batch.batch_id, verdict.index, exc)
                 return None
+            if exc.error_name == "ChallengeWindowClosed":  # found too late: the verdict stays recorded
+                log.error(
+                    "batch %d #%d UNCHALLENGED: a fault was found (%s) after its challenge window closed",
+                    batch.batch_id,
+                    verdict.index,
+                    ", ".join(sorted(verdict.checks)),
+                )
+                return None
             raise
         self.db.set_check_challenge(batch.batch_id, verdict.index, cid)
         log.warning(

@@ -21,7 +21,8 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -46,7 +47,7 @@ from supernet.validator.origin_check import ReceiptIndex
 from supernet.validator.sampler import sample
 from supernet.validator.search_check import SearchCheck
 from supernet.validator.tool_check import RegistryRunner, ToolRunner
-from supernet.validator.verifier import ManifestError, Scorer, Verifier
+from supernet.validator.verifier import Manifest, ManifestError, Scorer, Verifier
 from supernet.validator.writes import WriteLog
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ log = logging.getLogger(__name__)
 # Receipts verified together: their LLM calls share forward passes (cheaper), while progress is
 # still recorded every few receipts (a restart redoes at most one group).
 RECEIPTS_PER_PASS = 8
+ACTIVE_BATCHES = 8  # batches checked in turns, a group each (`Validator._check_batches`)
 
 RECHECK_BASE_S = 60
 """Chain seconds before the first re-check of an entry whose check failed on this validator,
@@ -351,13 +353,7 @@ class Validator:
         # re-checks due first: a backlog of pending batches must not push them past their window
         await self._check_diverged(await asyncio.to_thread(self.chain.timestamp), rechecks_only=True)
         # (sealed votes are opened by `_reveals`, beside the steps, however long their checks take)
-        for batch in fair_order(self.db.pending_batches()):
-            try:
-                await self.process_batch(batch)
-            except InsufficientFundsError as exc:  # a challenge bond it cannot post: kept pending
-                # bonds come back through `settle` at the end of this step: never skip it for this
-                log.warning("batch %d: challenge deferred, no ether for its bond: %s", batch.batch_id, exc)
-                break
+        await self._check_batches()  # each batch isolated: its trouble never stops the rest
         chain_now = await asyncio.to_thread(self.chain.timestamp)
         # what keeps data secured in its window runs isolated: its trouble never stops the votes
         for name, part in (("manifests", self.manifests), ("writes", self.writes)):
@@ -399,51 +395,131 @@ class Validator:
                 raise SamplingMismatch(f"batch {batch.batch_id} #{i}: local sample disagrees with isSampled")
         return mine
 
+    async def _check_batches(self) -> None:
+        """Check the pending batches in turns, a group of ``RECEIPTS_PER_PASS`` receipts each turn:
+        up to ``ACTIVE_BATCHES`` at once, taken in `fair_order` (turns by node), the next one as
+        soon as one is done. A batch of thousands of sampled receipts (a node's flood of its own,
+        honest and costly to check) so delays a later batch (its cheat) by a group per turn, not
+        by its whole check, which could outlast the later batch's window. Between rounds of turns
+        the chain is followed again (a batch committed, or whose seed was mined, meanwhile joins
+        the turns) and the re-checks that fell due are made; a batch whose window closes during
+        its turns is finished ``past_window``. Each batch is isolated: an error opening or
+        checking one (no ether for a bond, a store that fails) defers that batch to the next
+        step, never the others."""
+        queue = deque(fair_order(self.db.pending_batches()))
+        admitted = {b.batch_id for b in queue}
+        active: list[tuple[BatchRow, AsyncGenerator[None, None]]] = []
+        try:
+            while queue or active:
+                while queue and len(active) < ACTIVE_BATCHES:
+                    batch = queue.popleft()
+                    try:
+                        checks = await self._open_batch(batch)
+                    except Exception as exc:
+                        _deferred(batch, exc)
+                        continue
+                    if checks is None:  # its seed is not there yet: looked at again next round
+                        admitted.discard(batch.batch_id)
+                    else:
+                        active.append((batch, checks))
+                for batch, checks in list(active):
+                    try:
+                        await anext(checks)
+                        continue
+                    except StopAsyncIteration:
+                        pass
+                    except Exception as exc:  # the generator is finished by its own error
+                        _deferred(batch, exc)
+                    active.remove((batch, checks))
+                if active:  # another round: what came meanwhile joins it
+                    while await asyncio.to_thread(self.follower.step):
+                        pass
+                    for batch in fair_order(self.db.pending_batches()):
+                        if batch.batch_id not in admitted:
+                            admitted.add(batch.batch_id)
+                            queue.append(batch)
+                    now = await asyncio.to_thread(self.chain.timestamp)
+                    await self._check_diverged(now, rechecks_only=True)
+        finally:
+            for _, checks in active:  # the turns were cut short: the rest stays pending
+                with contextlib.suppress(Exception):
+                    await checks.aclose()
+
     async def process_batch(self, batch: BatchRow) -> bool:
         """Check this validator's sample of one batch; returns False while its seed is not ready."""
+        checks = await self._open_batch(batch)
+        if checks is None:
+            return False
+        async for _ in checks:
+            pass
+        return True
+
+    async def _open_batch(self, batch: BatchRow) -> AsyncGenerator[None, None] | None:
+        """Start checking this validator's sample of one batch: ``None`` while its seed is not
+        ready, else its checks, a group of receipts per step of the iterator (`_group_checks`;
+        nothing left for a batch finished here: its own, past its window, its manifest missing)."""
         if batch.node.lower() == self.address.lower():
             self.db.finish_batch(batch.batch_id, "skipped")
-            return True
+            return _nothing()
         seed = await asyncio.to_thread(self.chain.batch_seed, batch.batch_id)
         if seed is None:
-            return False
+            return None
         if await asyncio.to_thread(self._window_over, batch.batch_id):
             # nothing found now can be challenged: a validator that fell behind must not spend its
             # time on batches it can no longer act on (under an expired seed, every entry of them)
             self.db.finish_batch(batch.batch_id, "past_window", "its challenge window was over when reached")
-            return True
+            return _nothing()
         indexes = await asyncio.to_thread(self.sample, batch, seed)
         if seed == EXPIRED_SEED:
             log.warning(
                 "batch %d: its seed expired unsealed; checking all %d receipts", batch.batch_id, batch.count
             )
         self._emit("batch", batch_id=batch.batch_id, node=batch.node, count=batch.count, sampled=indexes)
-        if indexes:
-            log.info("verifying batch %d of %s: receipts %s", batch.batch_id, batch.node, indexes)
-            try:
-                manifest = await self.disputes.manifest(batch)
-            except ManifestError as exc:  # never skipped: retried, then an availability challenge
-                for i in indexes:
-                    self.availability.note(batch, i, f"manifest: {exc}")
-                self.db.finish_batch(batch.batch_id, "missing", str(exc))
-                return True
-            done = {c.index: c for c in self.db.checks(batch.batch_id)}
-            todo = []
+        if not indexes:
+            self.db.finish_batch(batch.batch_id)
+            return _nothing()
+        log.info("verifying batch %d of %s: receipts %s", batch.batch_id, batch.node, indexes)
+        try:
+            manifest = await self.disputes.manifest(batch)
+        except ManifestError as exc:  # never skipped: retried, then an availability challenge
             for i in indexes:
-                if not manifest.readable(i):  # a partial (posted) manifest: the rest is missing
-                    self.availability.note(batch, i, "entry not posted")
-                elif i not in done:
-                    todo.append(i)
-                elif not done[i].ok and done[i].challenge_id is None and done[i].evidence_cid:
-                    await self._retry_challenge(batch, i, manifest)
-            groups = self.verifier.verify_groups(
-                batch.batch_id, batch.node, todo, manifest, RECEIPTS_PER_PASS
-            )
+                self.availability.note(batch, i, f"manifest: {exc}")
+            self.db.finish_batch(batch.batch_id, "missing", str(exc))
+            return _nothing()
+        done = {c.index: c for c in self.db.checks(batch.batch_id)}
+        todo = []
+        for i in indexes:
+            if not manifest.readable(i):  # a partial (posted) manifest: the rest is missing
+                self.availability.note(batch, i, "entry not posted")
+            elif i not in done:
+                todo.append(i)
+            elif not done[i].ok and done[i].challenge_id is None and done[i].evidence_cid:
+                await self._retry_challenge(batch, i, manifest)
+        return self._group_checks(batch, todo, manifest)
+
+    async def _group_checks(
+        self, batch: BatchRow, todo: list[int], manifest: Manifest
+    ) -> AsyncGenerator[None, None]:
+        """Verify ``todo`` in groups of ``RECEIPTS_PER_PASS``, settling each verdict as it comes;
+        one step per group; the batch is finished after the last."""
+        groups = self.verifier.verify_groups(batch.batch_id, batch.node, todo, manifest, RECEIPTS_PER_PASS)
+        left = -(-len(todo) // RECEIPTS_PER_PASS)
+        try:
             async for group, verdicts in groups:
                 for i, verdict in zip(group, verdicts, strict=True):
                     await self._settle(batch, i, verdict)
+                left -= 1
+                if not left:
+                    break
+                yield
+                if await asyncio.to_thread(self._window_over, batch.batch_id):  # the turns took it
+                    self.db.finish_batch(
+                        batch.batch_id, "past_window", "its window closed while it was checked"
+                    )
+                    return
+        finally:
+            await groups.aclose()  # type: ignore[attr-defined]
         self.db.finish_batch(batch.batch_id)
-        return True
 
     async def check_entry(self, batch_id: int, index: int) -> None:
         """Verify one entry in full and settle its verdict (challenge if faulty), sampled here or
@@ -616,6 +692,20 @@ class Validator:
         verdict = await self.verifier.verify(batch.batch_id, batch.node, index, manifest, recheck_all=True)
         if not verdict.ok and not verdict.unverifiable:
             await self.disputes.challenge(batch, verdict, await publish(self.store, verdict))
+
+
+def _deferred(batch: BatchRow, exc: Exception) -> None:
+    """An error of one batch's checks: logged, the batch left pending (checked next step)."""
+    if isinstance(exc, InsufficientFundsError):  # bonds come back through `settle` at the step's end
+        log.warning("batch %d: challenge deferred, no ether for its bond: %s", batch.batch_id, exc)
+    else:
+        log.warning("batch %d: checking failed, retried next step: %s", batch.batch_id, exc)
+
+
+async def _nothing() -> AsyncGenerator[None, None]:
+    """The checks of a batch with nothing left to check."""
+    return
+    yield
 
 
 def recheck_at(attempts: int, now: int, end: int) -> int:

@@ -328,6 +328,9 @@ class Verifier:
                 yield group, await self._finish(staged)
         finally:
             staging.cancel()
+            # a group staged but never finished (the batch's checks closed early): its outcome is
+            # nobody's, retrieved here so that asyncio does not log it as never retrieved
+            staging.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     async def _finish(self, staged: Sequence[Verdict | _Staged], recheck_all: bool = False) -> list[Verdict]:
         """Score the staged receipts' calls together and turn every stage into its verdict."""
