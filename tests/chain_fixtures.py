@@ -14,6 +14,7 @@ Loaded as a plugin by tests/conftest.py (every ``*_fixtures.py`` is).
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -178,3 +179,12 @@ def cast_votes(c: Contracts, challenge_id: int, votes: list[tuple[LocalAccount, 
     to_reveal_phase(c, challenge_id)
     for voter, fraud in votes:
         reveal_vote(c, challenge_id, voter, fraud)
+
+
+def group_alive(group: int) -> bool:
+    """Whether any process of process group ``group`` is running (an Anvil and its launcher)."""
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -8,7 +8,6 @@ megabyte per block) until a CI run found the disk full.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from chain_fixtures import group_alive
 from supernet.sdk.chain.anvil import ANVIL_STATES_PREFIX, Anvil, dev_account
 
 pytestmark = pytest.mark.anvil
@@ -67,19 +67,11 @@ def test_devnet_down_after_up_was_killed_finds_anvil_and_its_states_gone(tmp_pat
         up.send_signal(signal.SIGKILL)  # `up` gets no chance to clean up: its Anvil goes with it
         up.wait(30)
     deadline = time.monotonic() + 5
-    while states.exists() or _group_alive(info["anvilPid"]):
+    while states.exists() or group_alive(info["anvilPid"]):
         assert time.monotonic() < deadline, "Anvil outlived `up`"
         time.sleep(0.05)
     subprocess.run([sys.executable, "-c", CLI, "down", "--state-dir", str(tmp_path)], check=True)
     assert not (tmp_path / "devnet.pid").exists()
-
-
-def _group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_devnet_down_never_removes_a_folder_the_pid_file_merely_names(tmp_path: Path) -> None:

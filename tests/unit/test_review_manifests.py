@@ -13,6 +13,7 @@ are the real ones.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import random
 from types import SimpleNamespace
@@ -341,6 +342,7 @@ async def test_defence_a_challenge_bond_it_cannot_pay_never_stops_the_step() -> 
     service = _step_parts(ran, pending=[SimpleNamespace(batch_id=b, node="0xn") for b in (1, 2)])
     service._open_batch = open_batch
     service._check_batches = lambda: Validator._check_batches(service)  # type: ignore[arg-type]
+    service._stop = asyncio.Event()
     await Validator.step(service)  # type: ignore[arg-type]
     # each batch isolated: the next one is tried too (an honest batch needs no bond), both stay
     # pending, and the rest of the step runs

@@ -579,13 +579,13 @@ async def test_defence_a_fault_found_on_recheck_is_challenged_after_a_failed_try
     a failed settle is redone on the next step). The problem, PROBLEM (an awaiting entry lost):
     `Availability._recheck` marks the entry ``checked`` *before* settling it, and the entry's batch was
     marked ``done`` when it went ``awaiting``
-    (`Validator.process_batch` finishes the batch after `_settle`). When the recheck finds the
+    (`Validator._group_checks` finishes the batch after `_settle`). When the recheck finds the
     task faulty (its writer's trace is served at last and shows the root was made up), `_settle`
     records the check and opens the fraud challenge; if that transaction fails once (an RPC
     timeout, a nonce race, the bond's balance briefly short, the store down while publishing the
     evidence), the step raises and is retried, but nothing picks the entry up again: the
     ``missing`` row is ``checked`` (no more rechecks) and the only retry of an unsent challenge,
-    `Validator._retry_challenge`, runs from `process_batch` for *pending* batches only. (The same
+    `Validator._retry_challenge`, runs from `_open_batch` for *pending* batches only. (The same
     holds for the ``fetched`` / ``answered`` settles of `_retry` / `_follow`, which this change now
     also routes awaiting entries through.)
 
@@ -600,7 +600,7 @@ async def test_defence_a_fault_found_on_recheck_is_challenged_after_a_failed_try
     y_batch = v.commit(2, at=1_000)
     v.chain.now = 1_010
     await v.settle(y_batch, 0, pending(2, 0, withheld=((1, 0),)))
-    v.db.finish_batch(2)  # what `process_batch` does after settling its sample
+    v.db.finish_batch(2)  # what `_group_checks` does after settling its sample
     assert v.status(2, 0) == "awaiting"
     fault = Finding(Check.ORIGIN, "names task W, whose committed trace wrote no such root")
     v.verifier.answer[(2, 0)] = Verdict(2, 0, LEAF, findings=(fault,))  # W's trace served at last

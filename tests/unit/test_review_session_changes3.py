@@ -72,7 +72,7 @@ from typing import Any
 
 import httpx
 import pytest
-from chain_fixtures import MODEL_ID, Actors
+from chain_fixtures import MODEL_ID, Actors, group_alive
 from supernet.node.kernel.mcp_tools import MCPTools
 from supernet.node.service.fee_slots import FeeSlots
 from supernet.sdk.chain import Contracts
@@ -514,7 +514,7 @@ def test_defence_a_killed_owner_takes_its_anvil_with_it(tmp_path: Path) -> None:
         owner.send_signal(signal.SIGKILL)
         owner.wait(30)
         deadline = time.monotonic() + 5
-        while _group_alive(anvil_pid) or states.exists() or log.exists():
+        while group_alive(anvil_pid) or states.exists() or log.exists():
             assert time.monotonic() < deadline, "Anvil outlived its owner"
             time.sleep(0.05)
         with pytest.raises(httpx.ConnectError):
@@ -522,7 +522,7 @@ def test_defence_a_killed_owner_takes_its_anvil_with_it(tmp_path: Path) -> None:
     finally:
         if owner.poll() is None:
             owner.kill()
-        if anvil_pid and _group_alive(anvil_pid):
+        if anvil_pid and group_alive(anvil_pid):
             os.killpg(anvil_pid, signal.SIGKILL)  # the Anvil this test started (its own group)
         shutil.rmtree(tmp_path, ignore_errors=True)
 
@@ -540,19 +540,11 @@ def test_defence_an_anvil_started_from_a_worker_thread_outlives_that_thread() ->
     try:
         assert not worker.is_alive() and anvil.pid is not None
         time.sleep(1.0)
-        assert anvil.running() and _group_alive(anvil.pid)
+        assert anvil.running() and group_alive(anvil.pid)
         assert anvil.web3().eth.chain_id == 31337
     finally:
         anvil.stop()
     assert not anvil.running()
-
-
-def _group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_defence_devnet_down_removes_only_anvils_own_states_folders(tmp_path: Path) -> None:

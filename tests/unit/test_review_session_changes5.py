@@ -468,7 +468,7 @@ async def test_defence_a_fault_whose_challenge_was_never_sent_is_reported_unchal
     """The reviewer's variant of the error finding: the re-check finds the cheat and records it,
     then sending the challenge fails until the window closes. `_closed` used to see a recorded
     check and settle quietly: a faulty verdict never challenged and never reported. Now it ends
-    ``unchallenged``, logged as an error and listed (`Database.unchecked("unchallenged")`)."""
+    ``unchallenged``, logged as an error and listed (`Database.unchallenged()`)."""
     db = Database(tmp_path / "v.sqlite")
     r = Rechecks(db, _Chain(committed_at=0, window=100), lambda t: "raise")
     db.mark_recheck(1, 0, next_at=0)
@@ -476,6 +476,6 @@ async def test_defence_a_fault_whose_challenge_was_never_sent_is_reported_unchal
     caplog.set_level(logging.ERROR, logger="supernet.validator.service")
     await r.run(range(90, 101))
     assert db.diverged_pending() == [] and db.unchecked() == []
-    assert db.unchecked("unchallenged") == [(1, 0)]
+    assert db.unchallenged() == [(1, 0)]
     [line] = [rec.getMessage() for rec in caplog.records if "UNCHALLENGED" in rec.getMessage()]
     assert "batch 1 #0" in line and "llm.token" in line

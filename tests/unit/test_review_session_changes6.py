@@ -228,6 +228,7 @@ class Turns:
     store: Store = field(default_factory=Store)
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     follower: Any = field(default_factory=lambda: SimpleNamespace(step=lambda: False))
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
     manifests: Any = field(default_factory=lambda: SimpleNamespace(step=_nothing))
     writes: Any = field(default_factory=lambda: SimpleNamespace(step=_nothing))
 
@@ -527,3 +528,65 @@ async def test_defence_the_back_off_survives_a_still_clock_a_restart_and_an_exte
     v.chain.now = row.next_at
     await v._check_diverged(v.chain.now)  # checked alone, it passes: found and challenged in time
     assert [(b, i) for b, i, _ in v.disputes.opened] == [(1, 0)]
+
+
+# -- 8. the whole-change review's findings ------------------------------------------------------------
+
+
+async def test_defence_the_turns_end_at_the_step_limit_however_many_batches_arrive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(Was FOUND by the review of the whole change.) Batches admitted between rounds made the turns
+    endless while they kept coming (a busy network, or a node committing one costly batch after
+    another): the step never reached its votes and settlement. Now the turns end at a round's end
+    once ``STEP_TURNS_S`` has passed: the step's duties run, and the turns go on next step where
+    they were."""
+    from supernet.validator import service
+
+    monkeypatch.setattr(service, "STEP_TURNS_S", 0.0)  # the limit is reached after one round
+    v = turns(tmp_path)
+    v.commit(1, NODE, 3 * RECEIPTS_PER_PASS)
+    v.verifier.on_group = lambda b: v.commit(max(v.chain.committed) + 1, OTHER, RECEIPTS_PER_PASS)
+    await v.step()
+    assert v.disputes.ran == ["vote", "settle"]  # the step ended and did its duties
+    assert len(v.db.checks(1)) == RECEIPTS_PER_PASS and v.status(1) == "pending"  # one turn
+    v.verifier.on_group = None
+    await v.step()
+    assert len(v.db.checks(1)) == 2 * RECEIPTS_PER_PASS  # next step: where it was
+    assert v.disputes.ran == ["vote", "settle"] * 2
+
+
+async def test_defence_a_batch_arriving_mid_step_takes_its_turn_by_node(tmp_path: Path) -> None:
+    """(Was FOUND by the review of the whole change.) A batch admitted between rounds was put behind
+    every batch already queued: another node's batch waited for a node's whole queue, what
+    `fair_order` is there to prevent. Now the queue is put in `fair_order` again with it."""
+    v = turns(tmp_path)
+    for b in range(1, ACTIVE_BATCHES + 4):  # more of node A's batches than the turns hold
+        v.commit(b, NODE, RECEIPTS_PER_PASS)
+    other = 100
+
+    def arrive(batch_id: int) -> None:
+        if v.db.batch(other) is None:
+            v.commit(other, OTHER, 1)
+
+    v.verifier.on_group = arrive
+    await v._check_batches()
+    order = [g[0][0] for g in v.verifier.finished]
+    # node B's batch takes its turn by node: after A's next batch, before A's others queued
+    assert order.index(ACTIVE_BATCHES + 1) < order.index(other) < order.index(ACTIVE_BATCHES + 2), order
+
+
+async def test_defence_reopening_a_batch_respects_a_recheck_back_off(tmp_path: Path) -> None:
+    """(Was FOUND by the review of the whole change.) An entry whose check failed here waits for its
+    back-off (`_check_diverged`); reopening its batch next step (after another entry's error
+    deferred the batch) re-verified it at once, a crafted trace costing a full check each step."""
+    v = turns(tmp_path)
+    v.commit(1, NODE, 2)
+    v.verifier.local.add((1, 0))  # its group check fails here
+    v.disputes.error = InsufficientFundsError("no ether for the bond")
+    v.verifier.faulty.add((1, 1))  # the other entry's challenge cannot be paid: the batch is deferred
+    await v.step()
+    assert v.status(1) == "pending" and v.db.recheck_attempts(1, 0) == 1
+    before = sum(1 for g in v.verifier.finished for e in g if e == (1, 0))
+    await v.step()  # reopened: entry 0 is not verified again before its back-off
+    assert sum(1 for g in v.verifier.finished for e in g if e == (1, 0)) == before

@@ -33,7 +33,8 @@ Tried, measured, found (FOUND: a known limit, test passes while it holds; holds:
    scored nor walked (`llm_check.check_tokens`).
 5. FIXED (was FOUND): a receipt whose scoring failed on the validator was recorded as ``ok`` and
    never looked at again. Now such a verdict (`Verdict.local_failure`) is not recorded: the entry is
-   checked again each step while its window is open (`Validator._settle`, `Database.mark_recheck`).
+   checked again in full, with back-off in chain time, while its own window is open
+   (`Validator._settle`, `Database.mark_recheck`, `service.recheck_at`).
 6. FIXED (was FOUND): evidence was unbounded (~10,500 findings, ~1.2 MB, over the store's block):
    the step failed before anything after the batch loop, every step. Now evidence holds the first
    ``MAX_EVIDENCE_FINDINGS`` findings, values cut at ``MAX_EVIDENCE_VALUE_CHARS``.

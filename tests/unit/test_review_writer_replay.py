@@ -122,7 +122,8 @@ async def test_defence_a_diverged_writer_whose_manifest_is_not_served_now_is_not
     tmp_path: Path,
 ) -> None:
     """FIXED (`check_entry` sends an entry whose manifest is not served to the availability path,
-    as `process_batch` does; the diverged mark is persisted and retried until settled).
+    as a batch's checks do (`Validator._open_batch`); the diverged mark is persisted and retried
+    until settled).
     ATTACK (node). Serve the batch manifest while the validators index it (ManifestWatch /
     ReceiptIndex read it once; it is then never claimed), serve the writer's trace for WriteLog,
     and stop serving the manifest. `Disputes.manifest` keeps only the last 64 manifests in RAM
@@ -131,7 +132,7 @@ async def test_defence_a_diverged_writer_whose_manifest_is_not_served_now_is_not
     `_replay_writer` logs it and moves on: the entry is already ``read``, nothing is noted for
     availability, no check is recorded, and nothing ever comes back to it.
     IMPACT (high): the made-up memory write in an unsampled task escapes the writer replay (the
-    whole point of the feature), at no cost to the node. `process_batch` handles the same error
+    whole point of the feature), at no cost to the node. A batch's checks handle the same error
     by `availability.note` for each index.
     FIX: in `check_entry`, on `ManifestError` do `self.availability.note(batch, index, ...)` (its
     retry verifies the entry in full once readable, then claims it); more generally, persist the
@@ -155,7 +156,8 @@ async def test_defence_a_failed_challenge_of_an_unsampled_writer_is_sent_again(t
     ATTACK (none needed; or a node that makes the validators' RPC / gas flaky). `_settle`
     records the faulty verdict first, then opens the challenge; if that transaction fails (RPC
     error, nonce clash, gas spike) the exception leaves `check_entry`, `_replay_writer` logs it,
-    and the entry keeps a faulty check with ``challenge_id`` None. Only `process_batch` re-sends
+    and the entry keeps a faulty check with ``challenge_id`` None. Only a pending batch's opening
+    (`Validator._open_batch`) re-sends
     such challenges (`_retry_challenge`), and only for *sampled* indexes; `check_entry` itself
     returns at once for an entry with any recorded check.
     IMPACT (medium): a diverging writer no validator sampled is found faulty and never challenged:

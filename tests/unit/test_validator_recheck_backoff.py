@@ -119,7 +119,7 @@ def test_the_back_off_is_kept_in_the_database_and_old_files_are_migrated(tmp_pat
     again.close()
     third = Database(path)
     assert third.diverged_pending() == [] and third.unchecked() == [(4, 0)]
-    assert third.unchecked("unchallenged") == [(3, 1)]
+    assert third.unchallenged() == [(3, 1)]
     third.mark_recheck(4, 0, next_at=5_000)  # failed again later: pending again, counted on
     assert third.diverged_rows() == [DivergedRow(4, 0, 3, 5_000)] and third.unchecked() == []
 
@@ -276,3 +276,20 @@ async def test_an_entry_posted_by_an_availability_answer_is_rechecked_in_its_own
         assert not check.ok and check.challenge_id is not None  # found and challenged on chain
         assert end < v.chain.timestamp() < answered + window
         assert v.db.diverged_pending() == [] and v.db.unchecked() == []
+
+
+def test_a_fault_found_too_late_stays_listed_as_unchallenged(tmp_path: Path) -> None:
+    """`Disputes.challenge` records a fault whose challenge the contract refused (its window had
+    closed) as ``unchallenged`` (`Database.mark_unchallenged`); the entry's settling afterwards
+    keeps that outcome, and ``validator status`` lists it."""
+    path = tmp_path / "v.sqlite"
+    db = Database(path)
+    db.mark_unchallenged(7, 2)  # a sampled entry: no diverged row before
+    db.mark_recheck(8, 0, next_at=10)
+    db.mark_unchallenged(8, 0)  # a re-checked one
+    db.settle_diverged(8, 0)  # `check_entry` settles it afterwards, with no outcome of its own
+    assert db.unchallenged() == [(7, 2), (8, 0)] and db.unchecked() == [] and db.diverged_pending() == []
+    db.close()
+    status = CliRunner().invoke(validator_app, ["status", "--db", str(path)])
+    assert status.exit_code == 0, status.output
+    assert json.loads(status.output)["unchallenged"] == [{"batch": 7, "index": 2}, {"batch": 8, "index": 0}]

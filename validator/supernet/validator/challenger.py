@@ -272,6 +272,7 @@ class Disputes:
                 log.info("challenge of batch %d #%d not opened: %s", batch.batch_id, verdict.index, exc)
                 return None
             if exc.error_name == "ChallengeWindowClosed":  # found too late: the verdict stays recorded
+                self.db.mark_unchallenged(batch.batch_id, verdict.index)
                 log.error(
                     "batch %d #%d UNCHALLENGED: a fault was found (%s) after its challenge window closed",
                     batch.batch_id,

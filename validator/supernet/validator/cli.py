@@ -118,6 +118,8 @@ def status(
         "checked": len(checks),
         # entries whose window closed while checking them kept failing here: no verdict of ours
         "unchecked": [{"batch": b, "index": i} for b, i in d.unchecked()],
+        # faults found too late to challenge (their window had closed)
+        "unchallenged": [{"batch": b, "index": i} for b, i in d.unchallenged()],
         "faulty": [
             {
                 "batch": c.batch_id,

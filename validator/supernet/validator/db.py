@@ -35,6 +35,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from supernet.sdk.sqlite import DurableSQLite
 from supernet.sdk.store.cids import canonical_cid
@@ -94,8 +95,8 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE challenges ADD COLUMN reveal TEXT NOT NULL DEFAULT 'pending'",
         "UPDATE challenges SET reveal = 'done' WHERE my_vote IS NOT NULL",
     ),
-    # 2: re-checks of local failures back off (`Database.mark_recheck`); rows from before are
-    # diverged writers (``attempts`` 0: checked each step, as they were).
+    # 2: re-checks of local failures back off (`Database.mark_recheck`); rows from before
+    # (diverged writers and re-checks alike) get ``attempts`` 0: checked each step, as they were.
     (
         "ALTER TABLE diverged ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE diverged ADD COLUMN next_at INTEGER NOT NULL DEFAULT 0",
@@ -175,6 +176,10 @@ class WriteRow:
     user: str
     batch_id: int
     index: int
+
+
+Outcome = Literal["unchecked", "unchallenged"]
+"""How an entry's full check ended without a verdict acted on (`Database.settle_diverged`)."""
 
 
 @dataclass(frozen=True)
@@ -616,22 +621,39 @@ class Database:
     def diverged_rows(self) -> list[DivergedRow]:
         """The rows of `diverged_pending`, with their back-off."""
         rows = self._all("SELECT batch_id, idx, attempts, next_at FROM diverged WHERE done = 0 ORDER BY 1, 2")
-        return [DivergedRow(r[0], r[1], r[2], r[3]) for r in rows]
+        return [DivergedRow(*r) for r in rows]
 
-    def settle_diverged(self, batch_id: int, index: int, outcome: str | None = None) -> None:
+    def settle_diverged(self, batch_id: int, index: int, outcome: Outcome | None = None) -> None:
         """The full check of a diverged entry is settled (checked and challenged, or handed on;
         ``outcome`` ``unchecked``: its window closed while checking it failed here;
-        ``unchallenged``: it closed before the fault found could be challenged)."""
+        ``unchallenged``: it closed before the fault found could be challenged). An outcome
+        recorded before stays."""
         with self._tx() as c:
             c.execute(
-                "UPDATE diverged SET done = 1, outcome = ? WHERE batch_id = ? AND idx = ?",
+                "UPDATE diverged SET done = 1, outcome = COALESCE(?, outcome) WHERE batch_id = ? AND idx = ?",
                 (outcome, batch_id, index),
             )
 
-    def unchecked(self, outcome: str = "unchecked") -> list[tuple[int, int]]:
+    def mark_unchallenged(self, batch_id: int, index: int) -> None:
+        """A fault this validator found in an entry, sampled or re-checked, whose challenge the
+        contract refused: its window had closed (`Disputes.challenge`)."""
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO diverged (batch_id, idx, done, outcome) VALUES (?, ?, 1, 'unchallenged')"
+                " ON CONFLICT (batch_id, idx) DO UPDATE SET done = 1, outcome = 'unchallenged'",
+                (batch_id, index),
+            )
+
+    def unchecked(self) -> list[tuple[int, int]]:
         """Entries whose window closed while checking them still failed on this validator (an
-        operator's list: no verdict of this validator's exists on them), or with ``outcome``
-        ``unchallenged``, before the fault this validator found was challenged."""
+        operator's list: no verdict of this validator's exists on them)."""
+        return self._ended("unchecked")
+
+    def unchallenged(self) -> list[tuple[int, int]]:
+        """Entries whose fault this validator found too late to challenge (an operator's list)."""
+        return self._ended("unchallenged")
+
+    def _ended(self, outcome: Outcome) -> list[tuple[int, int]]:
         rows = self._all("SELECT batch_id, idx FROM diverged WHERE outcome = ? ORDER BY 1, 2", outcome)
         return [(b, i) for b, i in rows]
 

@@ -204,7 +204,8 @@ class ModelScorer:
         sharing them at least ``MIN_SAVED_TOKENS`` (so it never costs more than it saves); the
         calls that end or branch off right there are packed over that prefix, with those of every
         branch that reached the same prefix; the others form the branches below. Each branch point
-        adds at most one pass, and a tree over ``n`` calls has fewer than ``n`` of them.
+        adds at most one pass, and a tree over ``n`` calls has fewer than ``n`` of them (plus a
+        pass for each lone call the cache serves further than its branch).
 
         Memory stays bounded whatever the tree's shape: the walk holds no keys/values but the
         cache's (``PREFIX_CACHE_ENTRIES``) and those of the packs waiting to be scored, which are
@@ -236,7 +237,7 @@ class ModelScorer:
                     branches.append(run)
                 else:
                     here += run
-            if sum(len(prefix) for prefix in packs) > HELD_PREFIX_TOKENS:
+            if sum(len(prefix) for prefix in packs) >= HELD_PREFIX_TOKENS:
                 self._score_packs(requests, packs, results)
         self._score_packs(requests, packs, results)
         assert all(r is not None for r in results)
@@ -272,6 +273,8 @@ class ModelScorer:
         if key is not None and cached is not None and found >= MIN_SHARED_PREFIX:
             self._prefixes.move_to_end(key)
             kv, start = (cached[0][:, :, :found], cached[1][:, :, :found]), found
+            if found < cached[0].shape[2]:  # a copy: a view would keep the whole entry alive
+                kv = (kv[0].clone(), kv[1].clone())
         new = len(tokens) - start
         if new < MIN_SHARED_PREFIX or (calls - 1) * new < MIN_SAVED_TOKENS:
             return kv, start

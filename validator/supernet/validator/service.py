@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 # still recorded every few receipts (a restart redoes at most one group).
 RECEIPTS_PER_PASS = 8
 ACTIVE_BATCHES = 8  # batches checked in turns, a group each (`Validator._check_batches`)
+STEP_TURNS_S = 300.0  # wall seconds of turns a step makes before its other duties
 
 RECHECK_BASE_S = 60
 """Chain seconds before the first re-check of an entry whose check failed on this validator,
@@ -402,13 +403,17 @@ class Validator:
         honest and costly to check) so delays a later batch (its cheat) by a group per turn, not
         by its whole check, which could outlast the later batch's window. Between rounds of turns
         the chain is followed again (a batch committed, or whose seed was mined, meanwhile joins
-        the turns) and the re-checks that fell due are made; a batch whose window closes during
-        its turns is finished ``past_window``. Each batch is isolated: an error opening or
-        checking one (no ether for a bond, a store that fails) defers that batch to the next
-        step, never the others."""
+        the turns, in `fair_order` with the rest) and the re-checks that fell due are made; a
+        batch whose window closes during its turns is finished ``past_window``. Each batch is
+        isolated: an error opening or checking one (no ether for a bond, a store that fails)
+        defers that batch to the next step, never the others. The turns end after
+        ``STEP_TURNS_S`` (or on shutdown) at a round's end, so that the step's other duties
+        (votes, settlement) come in time; what is left goes on next step."""
         queue = deque(fair_order(self.db.pending_batches()))
         admitted = {b.batch_id for b in queue}
+        waiting: list[BatchRow] = []  # admitted, but their seeds were not there yet
         active: list[tuple[BatchRow, AsyncGenerator[None, None]]] = []
+        until = time.monotonic() + STEP_TURNS_S
         try:
             while queue or active:
                 while queue and len(active) < ACTIVE_BATCHES:
@@ -419,7 +424,7 @@ class Validator:
                         _deferred(batch, exc)
                         continue
                     if checks is None:  # its seed is not there yet: looked at again next round
-                        admitted.discard(batch.batch_id)
+                        waiting.append(batch)
                     else:
                         active.append((batch, checks))
                 for batch, checks in list(active):
@@ -431,13 +436,23 @@ class Validator:
                     except Exception as exc:  # the generator is finished by its own error
                         _deferred(batch, exc)
                     active.remove((batch, checks))
-                if active:  # another round: what came meanwhile joins it
-                    while await asyncio.to_thread(self.follower.step):
-                        pass
-                    for batch in fair_order(self.db.pending_batches()):
-                        if batch.batch_id not in admitted:
-                            admitted.add(batch.batch_id)
-                            queue.append(batch)
+                if time.monotonic() >= until or self._stop.is_set():
+                    # the step's other duties (votes, settlement, availability) wait for its end:
+                    # the rest of the turns go on next step, where they were (checks are recorded)
+                    if active or queue:
+                        log.info("%d batches' checks go on next step", len(active) + len(queue))
+                    break
+                # another round: what came meanwhile joins it, in turns by node
+                while await asyncio.to_thread(self.follower.step):
+                    pass
+                new = [b for b in self.db.pending_batches() if b.batch_id not in admitted]
+                if active or queue:  # seeds may have come: tried again while there is work anyway
+                    new += waiting
+                    waiting.clear()
+                if new:
+                    admitted.update(b.batch_id for b in new)
+                    queue = deque(fair_order([*queue, *new]))
+                if queue or active:  # more rounds: the re-checks due meanwhile come first
                     now = await asyncio.to_thread(self.chain.timestamp)
                     await self._check_diverged(now, rechecks_only=True)
         finally:
@@ -446,7 +461,9 @@ class Validator:
                     await checks.aclose()
 
     async def process_batch(self, batch: BatchRow) -> bool:
-        """Check this validator's sample of one batch; returns False while its seed is not ready."""
+        """Check this validator's sample of one batch, all its groups in one go (for callers outside
+        `step`, which takes batches in turns: `_check_batches`); returns False while its seed is
+        not ready."""
         checks = await self._open_batch(batch)
         if checks is None:
             return False
@@ -487,11 +504,13 @@ class Validator:
             self.db.finish_batch(batch.batch_id, "missing", str(exc))
             return _nothing()
         done = {c.index: c for c in self.db.checks(batch.batch_id)}
+        # entries whose check failed here are `_check_diverged`'s, after their back-off
+        waiting = {r.index for r in self.db.diverged_rows() if r.batch_id == batch.batch_id and r.attempts}
         todo = []
         for i in indexes:
             if not manifest.readable(i):  # a partial (posted) manifest: the rest is missing
                 self.availability.note(batch, i, "entry not posted")
-            elif i not in done:
+            elif i not in done and i not in waiting:
                 todo.append(i)
             elif not done[i].ok and done[i].challenge_id is None and done[i].evidence_cid:
                 await self._retry_challenge(batch, i, manifest)
@@ -503,13 +522,13 @@ class Validator:
         """Verify ``todo`` in groups of ``RECEIPTS_PER_PASS``, settling each verdict as it comes;
         one step per group; the batch is finished after the last."""
         groups = self.verifier.verify_groups(batch.batch_id, batch.node, todo, manifest, RECEIPTS_PER_PASS)
-        left = -(-len(todo) // RECEIPTS_PER_PASS)
+        checked = 0
         try:
             async for group, verdicts in groups:
                 for i, verdict in zip(group, verdicts, strict=True):
                     await self._settle(batch, i, verdict)
-                left -= 1
-                if not left:
+                checked += len(group)
+                if checked >= len(todo):  # the last group: no turn to wait for
                     break
                 yield
                 if await asyncio.to_thread(self._window_over, batch.batch_id):  # the turns took it
@@ -518,7 +537,7 @@ class Validator:
                     )
                     return
         finally:
-            await groups.aclose()  # type: ignore[attr-defined]
+            await groups.aclose()
         self.db.finish_batch(batch.batch_id)
 
     async def check_entry(self, batch_id: int, index: int) -> None:
@@ -559,12 +578,12 @@ class Validator:
         for row in self.db.diverged_rows():
             if rechecks_only and not row.attempts:
                 continue
+            if row.attempts and chain_now < row.next_at:
+                continue  # backing off (`recheck_at` puts each try inside the entry's window)
             try:
                 if chain_now >= await self._entry_window(row.batch_id, row.index, chain_now):
                     self._closed(row)
                     continue
-                if row.attempts and chain_now < row.next_at:
-                    continue  # backing off
                 await self.check_entry(row.batch_id, row.index)
             except Exception as exc:
                 log.warning("batch %d #%d: its full check failed, retried: %s", row.batch_id, row.index, exc)

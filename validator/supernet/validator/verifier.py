@@ -25,7 +25,7 @@ import logging
 import math
 import random
 import secrets
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, cast
 
@@ -306,7 +306,7 @@ class Verifier:
 
     async def verify_groups(
         self, batch_id: int, node: str, indexes: Sequence[int], manifest: Manifest, size: int
-    ) -> AsyncIterator[tuple[list[int], list[Verdict]]]:
+    ) -> AsyncGenerator[tuple[list[int], list[Verdict]], None]:
         """`verify_many` over groups of ``size`` receipts, pipelined: while one group's calls are
         scored (in a worker thread), the next group is staged (store reads, receipt and trace
         checks, replay) on the event loop. Yields each group's indexes and verdicts in order."""
