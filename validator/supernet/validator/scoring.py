@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 from supernet.node.kernel.dispatch import stop_text
+from supernet.node.llm.kvcache import common_length
 from supernet.node.llm.loader import LoadedModel, default_compute, load_model
 from supernet.node.llm.model import Llama
 from supernet.node.llm.scoring import ScoreRequest, longest_cached_prefix, prompt_kv, score_packed
@@ -229,7 +230,7 @@ class ModelScorer:
             group = branches.pop()
             first, last = prompts[group[0]], prompts[group[-1]]
             # sorted, so the first and last prompts share what all do; every call keeps one token
-            shared = min(_common_length(first, last), min(len(prompts[i]) for i in group) - 1)
+            shared = common_length(first, last, min(len(prompts[i]) for i in group) - 1)
             kv, start = self._prefix(first[:shared], len(group))
             here = packs.setdefault(first[:start], (kv, []))[1]
             for run in _runs(group, prompts, shared):
@@ -315,15 +316,6 @@ class ModelScorer:
 def eos_ids_of(loaded: LoadedModel) -> tuple[int, ...]:
     """The model's end-of-sequence tokens (what ``stop_token_ids=None`` means to the engine)."""
     return tuple(int(t) for t in loaded.model.cfg.eos_token_ids)
-
-
-def _common_length(a: Sequence[int], b: Sequence[int]) -> int:
-    """How many leading tokens ``a`` and ``b`` share."""
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 def _runs(group: list[int], prompts: dict[int, tuple[int, ...]], at: int) -> list[list[int]]:

@@ -19,11 +19,21 @@ import itertools
 import math
 import mmap
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from supernet.node.llm.config import LlamaConfig
 from torch import Tensor
+
+
+def common_length(a: Sequence[int], b: Sequence[int], limit: int | None = None) -> int:
+    """How many leading tokens ``a`` and ``b`` share (at most ``limit``)."""
+    n = min(len(a), len(b)) if limit is None else min(limit, len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
 
 
 class KVPool:
@@ -219,11 +229,7 @@ class PrefixCache:
         best = 0
         limit = len(prompt) - 1  # a prefix must leave a token to prefill
         for other in self.recent:
-            n = min(limit, len(other))
-            i = 0
-            while i < n and prompt[i] == other[i]:
-                i += 1
-            best = max(best, i)
+            best = max(best, common_length(prompt, other, limit))
         self.recent.append(prompt)
         if best < self.min_tokens or best <= have or prompt[:best] in self.entries:
             return 0

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn.functional as F
 from supernet.node.llm.grammar import masked
+from supernet.node.llm.kvcache import common_length
 from supernet.node.llm.model import Llama
 from supernet.node.llm.sampling import SamplingParams, selection_margins
 from supernet.node.llm.types import (
@@ -235,10 +236,7 @@ def longest_cached_prefix(
         if n <= best_n:
             continue
         if tuple(key[:n]) != tuple(tokens[:n]):
-            i = 0
-            while i < n and key[i] == tokens[i]:
-                i += 1
-            n = i
+            n = common_length(key, tokens, n)
         if n > best_n:
             best_n, best_key, best = n, key, kv
     return best_n, best_key, best
