@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+from collections import OrderedDict
 from types import SimpleNamespace
 from typing import Any
 
@@ -335,20 +336,24 @@ async def test_defence_a_challenge_bond_it_cannot_pay_never_stops_the_step() -> 
 
     ran: list[str] = []
 
-    async def open_batch(batch: Any) -> Any:
+    async def open_batch(batch: Any, groups: int | None = None, announce: bool = True) -> Any:
         ran.append(f"batch {batch.batch_id}")
         raise InsufficientFundsError("account 0x.. cannot pay for TaskManager.challenge")
 
     service = _step_parts(ran, pending=[SimpleNamespace(batch_id=b, node="0xn") for b in (1, 2)])
     service._open_batch = open_batch
     service._check_batches = lambda: Validator._check_batches(service)  # type: ignore[arg-type]
+    service._next_turn = lambda *a: Validator._next_turn(service, *a)  # type: ignore[arg-type]
+    service._turn = lambda *a: Validator._turn(service, *a)  # type: ignore[arg-type]
+    service._turned = OrderedDict()
     service._stop = asyncio.Event()
     await Validator.step(service)  # type: ignore[arg-type]
     # each batch isolated: the next one is tried too (an honest batch needs no bond), both stay
-    # pending, and the rest of the step runs
+    # pending, and the rest of the step runs (the re-checks due are made between turns)
     assert ran == [
         "rechecks",
         "batch 1",
+        "rechecks",
         "batch 2",
         "manifests",
         "writes",

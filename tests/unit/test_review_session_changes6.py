@@ -21,10 +21,12 @@ What was tried, and what was found:
    the cheat's seed block is not mined yet when the step opens it): the cheat is reached after
    its window, ``past_window``, unlooked at. Now the chain is followed again between rounds of
    turns and such a batch joins them.
-2. FOUND (known limit; stall -> unchecked cheat): ``ACTIVE_BATCHES`` of the node's own flood batches ahead of
-   its cheat hold the cheat out of the turns until one of them is done: the flood, split in 8
-   batches, delays the cheat by its whole check again (8 batches of 3 groups hold it 24 groups,
-   one batch of 24 groups held it 1).
+2. FIXED (was FOUND, a known limit; stall -> unchecked cheat): ``ACTIVE_BATCHES`` of the node's own flood
+   batches ahead of its cheat held the cheat out of the turns until one of them was done: the
+   flood, split in 8 batches, delayed the cheat by its whole check again (8 batches of 3 groups
+   held it 24 groups, one batch of 24 groups held it 1). Now every pending batch takes a turn
+   before any takes a second (`Validator._next_turn`), those past the open ones a group at a
+   time (`_turn`).
 3. FIXED (was FOUND; step failure): a batch opened in its window whose faulty receipt is reached after the
    window (a long turn) records the fault, then `Disputes.challenge` raises
    ``ChallengeWindowClosed`` (not an expected race): the error ends `_check_batches` and
@@ -38,7 +40,7 @@ What was tried, and what was found:
    mid-stage logged asyncio's "_GatheringFuture exception was never retrieved" ERROR (now retrieved).
 4. FIXED (was FOUND, regression): an error while *opening* a batch (no ether for the bond of a challenge to
    re-send, `_retry_challenge`) now ends the turns before any batch got one: batches ahead of it
-   in `fair_order`, another node's included, are opened and closed every step, never checked,
+   in turn order, another node's included, are opened and closed every step, never checked,
    where the loop before checked them first. Now each batch is opened in isolation.
 5. FIXED (was FOUND; stall -> unchecked cheat): a re-check due in the middle of `_check_batches` waits for
    the end of it (re-checks run only before and after the turns). A cheat whose first check fails
@@ -57,7 +59,7 @@ What was tried, and what was found:
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -229,11 +231,14 @@ class Turns:
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     follower: Any = field(default_factory=lambda: SimpleNamespace(step=lambda: False))
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _turned: OrderedDict[int, str] = field(default_factory=OrderedDict)
     manifests: Any = field(default_factory=lambda: SimpleNamespace(step=_nothing))
     writes: Any = field(default_factory=lambda: SimpleNamespace(step=_nothing))
 
     step = Validator.step
     _check_batches = Validator._check_batches
+    _next_turn = Validator._next_turn
+    _turn = Validator._turn
     process_batch = Validator.process_batch
     _open_batch = Validator._open_batch
     _group_checks = Validator._group_checks
@@ -313,29 +318,34 @@ async def test_defence_a_cheat_committed_or_seeded_during_the_step_joins_the_tur
 # -- 2. the node's own batches fill the turns ---------------------------------------------------------
 
 
-async def test_known_limit_active_batches_of_its_own_hold_a_cheat_for_a_whole_batch(tmp_path: Path) -> None:
-    """Attack: the node splits its flood into ``ACTIVE_BATCHES`` batches of 3 groups each (24
-    receipts) and commits its cheat after them, all pending at the step's start; each group takes
-    a sixteenth of a window to check. `fair_order` puts the node's batches in order, the first 8
-    take every turn, and the cheat is opened only when one of them is done — here when their own
-    windows close (16 groups, a window): it is finished ``past_window`` unchecked. Control: the
-    same work in ONE flood batch of 24 groups delays the cheat by one group, and it is challenged.
-
-    Harm: the claim "a flood delays a later batch by one group per turn" holds for floods of
-    fewer than ``ACTIVE_BATCHES`` batches; a flood of 8 costs the node the validator's check of
-    the flood within a window, as before the turns. Fix (by design): admit by deadline, not FIFO
-    (a queued batch whose window ends sooner takes a turn from the active batch whose window ends
-    latest, its generator kept), or give every pending batch a turn (open lazily, stage only the
-    next turn's few); bound what a node's batches may take of a turn by its share."""
-    cheat = ACTIVE_BATCHES + 1
-    v = turns(tmp_path, cost=lambda b: WINDOW // 16 + 1)
-    v.verifier.faulty.add((cheat, 0))
-    for b in range(1, ACTIVE_BATCHES + 1):
-        v.commit(b, NODE, 3 * RECEIPTS_PER_PASS)
-    v.commit(cheat, NODE, 1)
-    await v._check_batches()
-    assert len(v.verifier.finished) == 2 * ACTIVE_BATCHES  # the flood, until its windows closed
-    assert v.status(cheat) == "past_window" and v.db.checks(cheat) == [] and v.disputes.opened == []
+async def test_defence_batches_of_its_own_hold_a_cheat_for_one_group_each(tmp_path: Path) -> None:
+    """Attack (was a known limit): the node splits its flood into ``ACTIVE_BATCHES`` batches of 3
+    groups each (24 receipts) and commits its cheat after them, all pending at the step's start;
+    each group takes a sixteenth of a window to check. The turns held at most ``ACTIVE_BATCHES``
+    batches, first come first: the flood's 8 took every turn and the cheat was opened only when
+    one of them was done, here when their own windows closed (16 groups, a window): finished
+    ``past_window``, unchecked. Defence (by design): every pending batch takes a turn before any
+    takes a second (`Validator._next_turn`); past ``ACTIVE_BATCHES`` open ones, a batch's turn
+    opens it for one group and closes it again (`_turn`). The cheat is checked after one group
+    of each flood batch and challenged in its window; the same holds for 3x as many flood
+    batches (a turn each, a memory bound: never more than ``ACTIVE_BATCHES`` open). Control: the
+    same work in ONE flood batch of 24 groups delays the cheat by one group."""
+    for flood_batches in (ACTIVE_BATCHES, 3 * ACTIVE_BATCHES):
+        cheat = flood_batches + 1
+        group_cost = WINDOW // (4 * flood_batches) + 1
+        v = turns(tmp_path / str(flood_batches), cost=lambda b, c=group_cost: c)
+        v.verifier.faulty.add((cheat, 0))
+        for b in range(1, flood_batches + 1):
+            v.commit(b, NODE, 3 * RECEIPTS_PER_PASS)
+        v.commit(cheat, NODE, 1)
+        await v._check_batches()
+        [(batch_id, index, at)] = v.disputes.opened
+        assert (batch_id, index) == (cheat, 0) and at < v.chain.committed[cheat] + WINDOW // 2
+        order = [g[0][0] for g in v.verifier.finished]
+        assert order.index(cheat) == flood_batches  # one group of each flood batch first
+        assert all(v.status(b) == "done" for b in range(1, cheat + 1))
+        assert max(Counter(v.verifier.staged).values()) == 1  # nothing staged twice by the reopening
+        assert [v.counted("batch", b) for b in range(1, cheat + 1)] == [1] * cheat  # announced once
 
     control = turns(tmp_path / "control", cost=lambda b: WINDOW // 16 + 1)
     control.verifier.faulty.add((2, 0))
@@ -407,7 +417,7 @@ async def test_defence_an_error_opening_one_batch_defers_that_batch_only(tmp_pat
     """(Was FOUND, a regression of the turns.) The validator's balance cannot pay a challenge bond
     for a while. Batch 2 (node X) holds a fault recorded before, its challenge not sent:
     `_open_batch` re-sends it (`_retry_challenge`) and raises ``InsufficientFundsError``. Batch 1
-    (another node, ahead in `fair_order`) was closed with the rest, unchecked, every step.
+    (another node, ahead in turn order) was closed with the rest, unchecked, every step.
     Defence: each batch is opened and turned in isolation: batch 1 is checked, batch 2 stays
     pending (its fault re-sent once a bond can be paid), and the step goes on."""
     v = turns(tmp_path)
@@ -538,9 +548,9 @@ async def test_defence_the_turns_end_at_the_step_limit_however_many_batches_arri
 ) -> None:
     """(Was FOUND by the review of the whole change.) Batches admitted between rounds made the turns
     endless while they kept coming (a busy network, or a node committing one costly batch after
-    another): the step never reached its votes and settlement. Now the turns end at a round's end
-    once ``STEP_TURNS_S`` has passed: the step's duties run, and the turns go on next step where
-    they were."""
+    another): the step never reached its votes and settlement. Now the turns end once
+    ``STEP_TURNS_S`` has passed: the step's duties run, and the turns go on next step with the
+    batches served longest ago (here the batch that arrived, then the first one's next group)."""
     from supernet.validator import service
 
     monkeypatch.setattr(service, "STEP_TURNS_S", 0.0)  # the limit is reached after one round
@@ -552,14 +562,17 @@ async def test_defence_the_turns_end_at_the_step_limit_however_many_batches_arri
     assert len(v.db.checks(1)) == RECEIPTS_PER_PASS and v.status(1) == "pending"  # one turn
     v.verifier.on_group = None
     await v.step()
-    assert len(v.db.checks(1)) == 2 * RECEIPTS_PER_PASS  # next step: where it was
-    assert v.disputes.ran == ["vote", "settle"] * 2
+    assert v.status(2) == "done" and len(v.db.checks(1)) == RECEIPTS_PER_PASS  # the other node's turn
+    await v.step()
+    assert len(v.db.checks(1)) == 2 * RECEIPTS_PER_PASS  # then where it was
+    assert v.disputes.ran == ["vote", "settle"] * 3
 
 
 async def test_defence_a_batch_arriving_mid_step_takes_its_turn_by_node(tmp_path: Path) -> None:
     """(Was FOUND by the review of the whole change.) A batch admitted between rounds was put behind
-    every batch already queued: another node's batch waited for a node's whole queue, what
-    `fair_order` is there to prevent. Now the queue is put in `fair_order` again with it."""
+    every batch already queued: another node's batch waited for a node's whole queue, what turns
+    by node are there to prevent. Now turns go by node whenever a batch arrives
+    (`Validator._next_turn`): the other node's batch takes the very next turn."""
     v = turns(tmp_path)
     for b in range(1, ACTIVE_BATCHES + 4):  # more of node A's batches than the turns hold
         v.commit(b, NODE, RECEIPTS_PER_PASS)
@@ -572,8 +585,8 @@ async def test_defence_a_batch_arriving_mid_step_takes_its_turn_by_node(tmp_path
     v.verifier.on_group = arrive
     await v._check_batches()
     order = [g[0][0] for g in v.verifier.finished]
-    # node B's batch takes its turn by node: after A's next batch, before A's others queued
-    assert order.index(ACTIVE_BATCHES + 1) < order.index(other) < order.index(ACTIVE_BATCHES + 2), order
+    # node B's batch takes its turn by node: right after the turn during which it arrived
+    assert order[:3] == [1, other, 2], order
 
 
 async def test_defence_reopening_a_batch_respects_a_recheck_back_off(tmp_path: Path) -> None:

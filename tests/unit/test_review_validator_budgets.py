@@ -17,10 +17,10 @@ Tried, measured, found (FOUND: a known limit, test passes while it holds; holds:
    pass's calls as a radix tree over their prompts, each shared prefix computed once and the
    last few kept across passes (`ModelScorer.score_many`): ~64 tokens per receipt, about half the
    node's own model work on the same tasks (tests/unit/test_validator_prefix_tree.py).
-2. FOUND (mostly fixed: another node's flood no longer delays a node's batches, `fair_order`
-   takes pending batches in turns by node; a node's own flood delays its later batches by a group
-   per turn, not by its whole check, `Validator._check_batches`): what remains is one group that
-   takes longer than a window. It was: `Validator.step` checked pending batches one after the
+2. FOUND (mostly fixed: another node's flood no longer delays a node's batches, turns go by
+   node; a node's own flood, in one batch or many, delays its later batches by a group per flood
+   batch, not by its whole check, `Validator._check_batches` / `_next_turn`): what remains is one
+   group that takes longer than a window. It was: `Validator.step` checked pending batches one after the
    other, so a node's flood of (honest, expensive) batches ahead of its own cheat made every
    validator reach it too late.
 3. FIXED (was FOUND): `WriteLog.step` read every committed trace (100 %, not the sample) one at a
@@ -54,6 +54,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -181,8 +182,8 @@ async def test_known_limit_one_group_that_outlasts_a_window_lets_a_later_cheat_p
     cheating one, whose *first group alone* takes longer than a challenge window to check
     (modelled here: the chain clock moves a window while its calls are scored). Batches are checked
     in turns, a group each (`Validator._check_batches`), so the cheat is reached right after that
-    group, but its window has passed: what is found can no longer be challenged. Control: the
-    validator does find the cheat.
+    group, but its window has passed: it is finished ``past_window`` (nothing found could be
+    challenged any more).
 
     Harm: a cheat unchecked in time by every validator the group delays. What bounds it: a group is
     8 receipts, each within the protocol's context (2,048 positions) and trace cap, and the
@@ -208,8 +209,9 @@ async def test_known_limit_one_group_that_outlasts_a_window_lets_a_later_cheat_p
         await v.step()
         assert [c.ok for c in v.db.checks(flood)] == [True]
         assert v.chain.timestamp() >= v.chain.batch(cheat).committed_at + window  # its window is over
-        [check] = v.db.checks(cheat)  # reached after that one group, too late to act on
-        assert not check.ok and check.challenge_id is None
+        # reached after that one group, too late to act on: finished unchecked (nothing found now
+        # could be challenged), no challenge
+        assert v.db.checks(cheat) == [] and v.db.batch(cheat).status == "past_window"
         assert v.db.pending_batches() == []
 
 
@@ -620,21 +622,32 @@ async def test_defence_a_pass_busting_companion_does_not_shield_a_cheat_in_its_g
 def test_defence_one_nodes_flood_does_not_delay_another_nodes_batches() -> None:
     """Attack (a part of finding 2 closed): node A commits a flood of costly batches just before
     node B's cheat. Checked oldest first over all nodes, the flood came first and B's batch could
-    be reached after its window. `fair_order` takes pending batches in turns by node (each node's
-    oldest first), so B's batch is second, whatever A commits; A's own flood still delays A's later
-    batches (the known limit above)."""
+    be reached after its window. Turns go by node (`Validator._next_turn`: the node served longest
+    ago, the node of the oldest batch first), so B's batch takes the second turn, whatever A
+    commits; and within a node each pending batch takes a turn before any takes a second, so A's
+    flood delays A's own later batches by one group each."""
+    from collections import OrderedDict
+
     from supernet.validator.db import BatchRow
-    from supernet.validator.service import fair_order
+    from supernet.validator.service import Validator
 
     def row(batch_id: int, node: str) -> BatchRow:
         return BatchRow(batch_id, node, b"\x00" * 32, 1, batch_id, "", "pending")
 
     a, b = "0x" + "aa" * 20, "0x" + "bb" * 20
-    flood = [row(i, a) for i in range(1, 9)]
-    pending = [*flood, row(9, b.upper().replace("0X", "0x")), row(10, a), row(11, b)]
-    order = [(r.batch_id, r.node.lower()) for r in fair_order(pending)]
-    assert order[:2] == [(1, a), (9, b)]  # B's cheat right after A's first batch
-    assert order[2:4] == [(2, a), (11, b)]
-    assert sorted(order) == sorted((r.batch_id, r.node.lower()) for r in pending)  # each batch once
-    assert [i for i, n in order if n == a] == [1, 2, 3, 4, 5, 6, 7, 8, 10]  # a node's own order kept
-    assert fair_order([]) == []
+    pending = {i: row(i, a) for i in range(1, 9)}
+    pending |= {9: row(9, b.upper().replace("0X", "0x")), 10: row(10, a), 11: row(11, b)}
+    me = SimpleNamespace(_turned=OrderedDict())
+    order = []
+    for _ in range(2 * len(pending)):  # nothing finishes: two turns for each batch
+        batch = Validator._next_turn(me, pending, set())  # type: ignore[arg-type]
+        assert batch is not None
+        order.append((batch.batch_id, batch.node.lower()))
+        me._turned.pop(batch.batch_id, None)
+        me._turned[batch.batch_id] = batch.node.lower()
+    assert order[:4] == [(1, a), (9, b), (2, a), (11, b)]  # B's cheat right after A's first batch
+    assert [i for i, n in order if n == b] == ([9, 11] * 6)[:11]  # a turn in each round of the nodes
+    assert [i for i, n in order if n == a] == [1, 2, 3, 4, 5, 6, 7, 8, 10, 1, 2]  # each a turn first
+    assert sorted({i for i, _ in order}) == sorted(pending)
+    assert Validator._next_turn(me, pending, set(pending)) is None  # type: ignore[arg-type]
+    assert Validator._next_turn(SimpleNamespace(_turned=OrderedDict()), {}, set()) is None  # type: ignore[arg-type]

@@ -21,10 +21,10 @@ import contextlib
 import logging
 import secrets
 import time
-from collections import deque
-from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import uvicorn
 from supernet.node.agents.registry import AgentRegistry
@@ -115,6 +115,9 @@ class Validator:
         self._own_store = store is None
         self._mcp: Any = None  # MCPTools of settings.mcp_servers, started in setup
         self._stop = asyncio.Event()
+        # the batches served by `_check_batches` (id -> node), least recently first: the order of
+        # turns across steps (a step cut short goes on with those not served yet)
+        self._turned: OrderedDict[int, str] = OrderedDict()
         self.metrics = ValidatorMetrics()
         self.health = Health(address=self.address)
 
@@ -397,68 +400,114 @@ class Validator:
         return mine
 
     async def _check_batches(self) -> None:
-        """Check the pending batches in turns, a group of ``RECEIPTS_PER_PASS`` receipts each turn:
-        up to ``ACTIVE_BATCHES`` at once, taken in `fair_order` (turns by node), the next one as
-        soon as one is done. A batch of thousands of sampled receipts (a node's flood of its own,
-        honest and costly to check) so delays a later batch (its cheat) by a group per turn, not
-        by its whole check, which could outlast the later batch's window. Between rounds of turns
-        the chain is followed again (a batch committed, or whose seed was mined, meanwhile joins
-        the turns, in `fair_order` with the rest) and the re-checks that fell due are made; a
-        batch whose window closes during its turns is finished ``past_window``. Each batch is
-        isolated: an error opening or checking one (no ether for a bond, a store that fails)
-        defers that batch to the next step, never the others. The turns end after
-        ``STEP_TURNS_S`` (or on shutdown) at a round's end, so that the step's other duties
-        (votes, settlement) come in time; what is left goes on next step."""
-        queue = deque(fair_order(self.db.pending_batches()))
-        admitted = {b.batch_id for b in queue}
-        waiting: list[BatchRow] = []  # admitted, but their seeds were not there yet
-        active: list[tuple[BatchRow, AsyncGenerator[None, None]]] = []
+        """Check the pending batches in turns, a group of ``RECEIPTS_PER_PASS`` receipts a turn: by
+        node, the node served longest ago first, and within a node every pending batch taking one
+        before any takes another (`_next_turn`). A node's flood, however many batches it splits
+        it into, so delays its own later batch (its cheat) by one group per flood batch, never by
+        the flood's whole check, and another node's batches not at all beyond their turns. The first
+        ``ACTIVE_BATCHES`` batches opened keep their checks open (each stages its next group while
+        others are scored); any other batch takes a turn of one group, opened and closed again
+        (progress is in the database), so memory stays bounded whatever the number of batches.
+        After each turn the chain is followed again (a batch committed, or whose seed was mined,
+        meanwhile joins the turns) and the re-checks that fell due are made; a batch whose window
+        closes during its turns is finished ``past_window``. Each batch is isolated: an error
+        opening or checking one (no ether for a bond, a store that fails) defers that batch to the
+        next step, never the others. The turns end after ``STEP_TURNS_S`` (or on shutdown), so
+        that the step's other duties (votes, settlement) come in time; which batch was served
+        when is kept (``_turned``), so the next step goes on with those not served yet."""
+        turned = self._turned
+        pending = {b.batch_id: b for b in self.db.pending_batches()}
+        for stale in [i for i in turned if i not in pending]:
+            del turned[stale]
+        seen = set(pending)  # admitted this step: a batch deferred or finished here stays out
+        waiting: set[int] = set()  # their seeds were not there yet: tried again after other work
+        open_checks: dict[int, AsyncGenerator[None, None]] = {}
+        announced: set[int] = set()
         until = time.monotonic() + STEP_TURNS_S
         try:
-            while queue or active:
-                while queue and len(active) < ACTIVE_BATCHES:
-                    batch = queue.popleft()
-                    try:
-                        checks = await self._open_batch(batch)
-                    except Exception as exc:
-                        _deferred(batch, exc)
-                        continue
-                    if checks is None:  # its seed is not there yet: looked at again next round
-                        waiting.append(batch)
-                    else:
-                        active.append((batch, checks))
-                for batch, checks in list(active):
-                    try:
-                        await anext(checks)
-                        continue
-                    except StopAsyncIteration:
-                        pass
-                    except Exception as exc:  # the generator is finished by its own error
-                        _deferred(batch, exc)
-                    active.remove((batch, checks))
+            while (batch := self._next_turn(pending, waiting)) is not None:
+                turned.pop(batch.batch_id, None)
+                turned[batch.batch_id] = batch.node.lower()  # the most recently served, last
+                outcome = await self._turn(batch, open_checks, announced)
+                if outcome == "waiting":
+                    waiting.add(batch.batch_id)
+                    continue
+                waiting.clear()  # work was done: seeds may have come meanwhile
+                if outcome == "finished":
+                    del pending[batch.batch_id]
                 if time.monotonic() >= until or self._stop.is_set():
-                    # the step's other duties (votes, settlement, availability) wait for its end:
-                    # the rest of the turns go on next step, where they were (checks are recorded)
-                    if active or queue:
-                        log.info("%d batches' checks go on next step", len(active) + len(queue))
+                    # the step's other duties (votes, settlement) wait for its end: the turns go on
+                    # next step with the batches served longest ago (checks are recorded)
+                    if len(pending) > len(waiting):
+                        log.info("%d batches' checks go on next step", len(pending) - len(waiting))
                     break
-                # another round: what came meanwhile joins it, in turns by node
                 while await asyncio.to_thread(self.follower.step):
                     pass
-                new = [b for b in self.db.pending_batches() if b.batch_id not in admitted]
-                if active or queue:  # seeds may have come: tried again while there is work anyway
-                    new += waiting
-                    waiting.clear()
-                if new:
-                    admitted.update(b.batch_id for b in new)
-                    queue = deque(fair_order([*queue, *new]))
-                if queue or active:  # more rounds: the re-checks due meanwhile come first
+                for b in self.db.pending_batches():  # committed, or seeded, meanwhile: they join
+                    if b.batch_id not in seen:
+                        seen.add(b.batch_id)
+                        pending[b.batch_id] = b
+                if pending:  # more turns: the re-checks due meanwhile come first
                     now = await asyncio.to_thread(self.chain.timestamp)
                     await self._check_diverged(now, rechecks_only=True)
         finally:
-            for _, checks in active:  # the turns were cut short: the rest stays pending
+            for checks in open_checks.values():  # the turns were cut short: the rest stays pending
                 with contextlib.suppress(Exception):
                     await checks.aclose()
+
+    def _next_turn(self, pending: dict[int, BatchRow], skip: set[int]) -> BatchRow | None:
+        """The pending batch whose turn it is (``None`` when only ``skip`` is left): of the node served
+        longest ago (one never served first, the node of the oldest batch first), the batch served
+        longest ago (one never served first, the oldest first). Turns go by node, then by batch: a
+        node's batches, however many, take one turn in each round of the nodes, and each of them
+        its turn before any of them a second. ``_turned`` holds the batches served, the most
+        recent last, with their nodes."""
+        batch_rank: dict[int, int] = {}
+        node_rank: dict[str, int] = {}
+        for n, (batch_id, node) in enumerate(self._turned.items()):
+            batch_rank[batch_id] = node_rank[node] = n
+        ready = [b for i, b in pending.items() if i not in skip]
+        oldest: dict[str, int] = {}
+        for b in ready:
+            node = b.node.lower()
+            oldest[node] = min(oldest.get(node, b.batch_id), b.batch_id)
+
+        def key(b: BatchRow) -> tuple[int, int, int, int]:
+            node = b.node.lower()
+            return node_rank.get(node, -1), oldest[node], batch_rank.get(b.batch_id, -1), b.batch_id
+
+        return min(ready, key=key, default=None)
+
+    async def _turn(
+        self, batch: BatchRow, open_checks: dict[int, AsyncGenerator[None, None]], announced: set[int]
+    ) -> Literal["more", "finished", "waiting"]:
+        """One turn of ``batch``: a group of its receipts checked and settled. ``finished``: nothing
+        is left for this step (checked, or deferred by an error); ``waiting``: its seed is not
+        there yet. A batch opened while fewer than ``ACTIVE_BATCHES`` are open keeps its checks
+        open between turns (pipelined); any other is opened for one group and closed again."""
+        checks = open_checks.get(batch.batch_id)
+        try:
+            if checks is None:
+                keep = len(open_checks) < ACTIVE_BATCHES
+                first = batch.batch_id not in announced
+                checks = await self._open_batch(batch, groups=None if keep else 1, announce=first)
+                if checks is None:
+                    return "waiting"
+                announced.add(batch.batch_id)
+                if not keep:
+                    async for _ in checks:
+                        pass
+                    row = self.db.batch(batch.batch_id)
+                    return "more" if row is not None and row.status == "pending" else "finished"
+                open_checks[batch.batch_id] = checks
+            await anext(checks)
+            return "more"
+        except StopAsyncIteration:
+            pass
+        except Exception as exc:  # the generator is finished by its own error
+            _deferred(batch, exc)
+        open_checks.pop(batch.batch_id, None)
+        return "finished"
 
     async def process_batch(self, batch: BatchRow) -> bool:
         """Check this validator's sample of one batch, all its groups in one go (for callers outside
@@ -471,10 +520,15 @@ class Validator:
             pass
         return True
 
-    async def _open_batch(self, batch: BatchRow) -> AsyncGenerator[None, None] | None:
+    async def _open_batch(
+        self, batch: BatchRow, groups: int | None = None, announce: bool = True
+    ) -> AsyncGenerator[None, None] | None:
         """Start checking this validator's sample of one batch: ``None`` while its seed is not
         ready, else its checks, a group of receipts per step of the iterator (`_group_checks`;
-        nothing left for a batch finished here: its own, past its window, its manifest missing)."""
+        nothing left for a batch finished here: its own, past its window, its manifest missing).
+        ``groups``: check only that many groups now (the batch stays pending if more are left);
+        ``announce``: emit the ``batch`` event and log its sample (once per step: a batch taking
+        one-group turns is opened again each turn)."""
         if batch.node.lower() == self.address.lower():
             self.db.finish_batch(batch.batch_id, "skipped")
             return _nothing()
@@ -491,11 +545,13 @@ class Validator:
             log.warning(
                 "batch %d: its seed expired unsealed; checking all %d receipts", batch.batch_id, batch.count
             )
-        self._emit("batch", batch_id=batch.batch_id, node=batch.node, count=batch.count, sampled=indexes)
+        if announce:
+            self._emit("batch", batch_id=batch.batch_id, node=batch.node, count=batch.count, sampled=indexes)
         if not indexes:
             self.db.finish_batch(batch.batch_id)
             return _nothing()
-        log.info("verifying batch %d of %s: receipts %s", batch.batch_id, batch.node, indexes)
+        if announce:
+            log.info("verifying batch %d of %s: receipts %s", batch.batch_id, batch.node, indexes)
         try:
             manifest = await self.disputes.manifest(batch)
         except ManifestError as exc:  # never skipped: retried, then an availability challenge
@@ -514,13 +570,16 @@ class Validator:
                 todo.append(i)
             elif not done[i].ok and done[i].challenge_id is None and done[i].evidence_cid:
                 await self._retry_challenge(batch, i, manifest)
+        if groups is not None and len(todo) > groups * RECEIPTS_PER_PASS:
+            return self._group_checks(batch, todo[: groups * RECEIPTS_PER_PASS], manifest, finish=False)
         return self._group_checks(batch, todo, manifest)
 
     async def _group_checks(
-        self, batch: BatchRow, todo: list[int], manifest: Manifest
+        self, batch: BatchRow, todo: list[int], manifest: Manifest, finish: bool = True
     ) -> AsyncGenerator[None, None]:
         """Verify ``todo`` in groups of ``RECEIPTS_PER_PASS``, settling each verdict as it comes;
-        one step per group; the batch is finished after the last."""
+        one step per group; the batch is finished after the last (``finish``: ``todo`` is all
+        that is left of it)."""
         groups = self.verifier.verify_groups(batch.batch_id, batch.node, todo, manifest, RECEIPTS_PER_PASS)
         checked = 0
         try:
@@ -538,7 +597,8 @@ class Validator:
                     return
         finally:
             await groups.aclose()
-        self.db.finish_batch(batch.batch_id)
+        if finish:
+            self.db.finish_batch(batch.batch_id)
 
     async def check_entry(self, batch_id: int, index: int) -> None:
         """Verify one entry in full and settle its verdict (challenge if faulty), sampled here or
@@ -737,22 +797,6 @@ def recheck_at(attempts: int, now: int, end: int) -> int:
     finds the window's rest."""
     delay = min(RECHECK_BASE_S * 2 ** min(attempts - 1, 32), max(0, end - now) // RECHECK_SHARE)
     return now + max(1, int(delay * _jitter.uniform(0.5, 1.0)))  # never twice in one step's time
-
-
-def fair_order(batches: Sequence[BatchRow]) -> list[BatchRow]:
-    """Pending batches in turns by node, each node's oldest first: every node's first batch, then
-    every node's second, and so on (nodes in the order of their oldest batch). A node's flood of
-    costly batches delays its own later batches, not another node's (oldest first over all nodes,
-    a flood committed ahead of another node's cheat brought validators to the cheat after its
-    window: `tests/unit/test_review_validator_budgets.py`)."""
-    by_node: dict[str, list[BatchRow]] = {}
-    for b in sorted(batches, key=lambda b: b.batch_id):
-        by_node.setdefault(b.node.lower(), []).append(b)
-    turns = [list(q) for q in by_node.values()]
-    out: list[BatchRow] = []
-    for depth in range(max((len(q) for q in turns), default=0)):
-        out += [q[depth] for q in turns if depth < len(q)]
-    return out
 
 
 class _QuietServer(uvicorn.Server):
