@@ -298,7 +298,8 @@ class _Availability:
     async def deadline(self, batch_id: int, index: int | None = None) -> int:
         """`Availability.deadline`, as the contract's `_checkChallengeable` has it."""
         end = self.chain.committed_at + self.chain.window
-        return max(end, self.answered_at + self.chain.window) if self.answered_at else end
+        answered = 0 if index is None else self.answered_at
+        return max(end, answered + self.chain.window) if answered else end
 
 
 @dataclass

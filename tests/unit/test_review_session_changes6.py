@@ -201,7 +201,7 @@ class Availability:
     async def deadline(self, batch_id: int, index: int | None = None) -> int:
         """`Availability.deadline` as the contract's `_checkChallengeable` has it."""
         end = self.chain.committed[batch_id] + self.chain.window
-        answered = self.answered_at.get((batch_id, index or 0), 0)
+        answered = 0 if index is None else self.answered_at.get((batch_id, index), 0)
         return max(end, answered + self.chain.window) if answered else end
 
     async def step(self, now: int) -> None:

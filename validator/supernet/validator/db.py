@@ -353,6 +353,16 @@ class Database:
         )
         return [CheckRow(r[0], r[1], bool(r[2]), r[3], r[4], r[5]) for r in rows]
 
+    def check(self, batch_id: int, index: int) -> CheckRow | None:
+        """The verdict recorded for one entry, if any."""
+        rows = self._all(
+            "SELECT batch_id, idx, ok, kinds, evidence_cid, challenge_id FROM checks "
+            "WHERE batch_id = ? AND idx = ?",
+            batch_id,
+            index,
+        )
+        return CheckRow(rows[0][0], rows[0][1], bool(rows[0][2]), *rows[0][3:]) if rows else None
+
     # -- availability ----------------------------------------------------------------------------
 
     def add_missing(self, batch_id: int, index: int, reason: str, next_try: float) -> None:

@@ -93,6 +93,12 @@ class ScoringStats:
     tokens: int = 0
     rows: int = 0
 
+    def add(self, tokens: int, rows: int) -> None:
+        """Count one forward pass of ``tokens`` through the decoder and ``rows`` through the head."""
+        self.passes += 1
+        self.tokens += tokens
+        self.rows += rows
+
     def flops(self, model: Llama) -> float:
         """Multiply-adds × 2 of the matrix products behind these counts (attention scores left out)."""
         c = model.cfg
@@ -259,9 +265,10 @@ class ModelScorer:
                 for i, result in zip(indices[done : done + len(chunk)], scored, strict=True):
                     results[i] = result
                 done += len(chunk)
-                self.stats.passes += 1
-                self.stats.tokens += sum(len(r.prompt_ids) - start + len(r.output_ids) - 1 for r in chunk)
-                self.stats.rows += sum(len(r.output_ids) for r in chunk)
+                self.stats.add(
+                    sum(len(r.prompt_ids) - start + len(r.output_ids) - 1 for r in chunk),
+                    sum(len(r.output_ids) for r in chunk),
+                )
         packs.clear()
 
     def _prefix(self, tokens: tuple[int, ...], calls: int) -> tuple[tuple[Tensor, Tensor] | None, int]:
@@ -280,9 +287,7 @@ class ModelScorer:
         if new < MIN_SHARED_PREFIX or (calls - 1) * new < MIN_SAVED_TOKENS:
             return kv, start
         kv = prompt_kv(self.model, tokens, kv)
-        self.stats.passes += 1
-        self.stats.tokens += new
-        self.stats.rows += 1
+        self.stats.add(new, 1)
         self._keep(tokens, kv)
         return kv, len(tokens)
 

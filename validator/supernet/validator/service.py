@@ -608,7 +608,7 @@ class Validator:
         pending (`Database.diverged_pending`) and the step tries again (a check that fails on
         this validator: after its back-off, `_check_diverged`)."""
         batch = self.db.batch(batch_id)
-        done = next((c for c in self.db.checks(batch_id) if c.index == index), None)
+        done = self.db.check(batch_id, index)
         if batch is None or (done is not None and (done.ok or done.challenge_id or not done.evidence_cid)):
             self.db.settle_diverged(batch_id, index)
             return
@@ -653,9 +653,8 @@ class Validator:
         batch's window, or a full one from an availability answer that posted the entry
         (`Availability.deadline`). An answer only extends the batch's window: it is asked for once
         that window is in its last tenth."""
-        window = self.chain.params().challenge_window
-        end = (await asyncio.to_thread(self.chain.batch, batch_id)).committed_at + window
-        if chain_now >= end - window // 10:
+        end = await self.availability.deadline(batch_id)
+        if chain_now >= end - self.chain.params().challenge_window // 10:
             end = await self.availability.deadline(batch_id, index)
         return end
 
@@ -667,7 +666,7 @@ class Validator:
         unseen here, and an operator must know (memory, a bug: the warnings before say which).
         One whose fault was found but whose challenge could not be sent ends *unchallenged*,
         logged and kept likewise."""
-        check = next((c for c in self.db.checks(row.batch_id) if c.index == row.index), None)
+        check = self.db.check(row.batch_id, row.index)
         if check is not None and not check.ok and check.challenge_id is None and check.evidence_cid:
             log.error(
                 "batch %d #%d UNCHALLENGED: a fault was found (%s) but its challenge was not sent in time",
