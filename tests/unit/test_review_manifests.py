@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
-from collections import OrderedDict
 from types import SimpleNamespace
 from typing import Any
 
@@ -35,6 +34,7 @@ from supernet.validator.evidence import Check
 from supernet.validator.manifests import ManifestWatch
 from supernet.validator.origin_check import ReceiptIndex
 from supernet.validator.service import Validator
+from supernet.validator.turns import TurnOrder
 from supernet.validator.verifier import Manifest, ManifestError
 
 from tests.unit.test_root_origins import NOT_COMMITTED, made_up_memory
@@ -275,7 +275,7 @@ def _step_parts(ran: list[str], manifests: Any = None, pending: list[Any] | None
 
     return SimpleNamespace(
         follower=SimpleNamespace(step=lambda: False),
-        db=SimpleNamespace(pending_batches=lambda: pending or []),
+        db=SimpleNamespace(pending_batches=lambda after=0: [b for b in pending or [] if b.batch_id > after]),
         chain=SimpleNamespace(timestamp=lambda: 45),
         manifests=manifests or SimpleNamespace(step=lambda now: record("manifests", now)),
         writes=SimpleNamespace(step=lambda now: record("writes", now)),
@@ -343,9 +343,8 @@ async def test_defence_a_challenge_bond_it_cannot_pay_never_stops_the_step() -> 
     service = _step_parts(ran, pending=[SimpleNamespace(batch_id=b, node="0xn") for b in (1, 2)])
     service._open_batch = open_batch
     service._check_batches = lambda: Validator._check_batches(service)  # type: ignore[arg-type]
-    service._next_turn = lambda *a: Validator._next_turn(service, *a)  # type: ignore[arg-type]
     service._turn = lambda *a: Validator._turn(service, *a)  # type: ignore[arg-type]
-    service._turned = OrderedDict()
+    service.turn_order = TurnOrder()
     service._stop = asyncio.Event()
     await Validator.step(service)  # type: ignore[arg-type]
     # each batch isolated: the next one is tried too (an honest batch needs no bond), both stay

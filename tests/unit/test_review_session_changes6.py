@@ -25,7 +25,7 @@ What was tried, and what was found:
    batches ahead of its cheat held the cheat out of the turns until one of them was done: the
    flood, split in 8 batches, delayed the cheat by its whole check again (8 batches of 3 groups
    held it 24 groups, one batch of 24 groups held it 1). Now every pending batch takes a turn
-   before any takes a second (`Validator._next_turn`), those past the open ones a group at a
+   before any takes a second (`TurnOrder`), those past the open ones a group at a
    time (`_turn`).
 3. FIXED (was FOUND; step failure): a batch opened in its window whose faulty receipt is reached after the
    window (a long turn) records the fault, then `Disputes.challenge` raises
@@ -59,7 +59,7 @@ What was tried, and what was found:
 from __future__ import annotations
 
 import asyncio
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +73,7 @@ from supernet.validator.chain import BatchCommitted
 from supernet.validator.db import CheckRow, Database
 from supernet.validator.evidence import Check, Finding, Verdict
 from supernet.validator.service import ACTIVE_BATCHES, RECEIPTS_PER_PASS, Validator, recheck_at
+from supernet.validator.turns import TurnOrder
 from supernet.validator.verifier import Verifier
 
 ME = "0x" + "cc" * 20
@@ -167,6 +168,7 @@ class Disputes:
     error: Exception | None = None
     ran: list[str] = field(default_factory=list)
     answered_at: dict[tuple[int, int], int] = field(default_factory=dict)
+    enabled: bool = True
 
     async def manifest(self, batch: Any) -> Any:
         return SimpleNamespace(readable=lambda i: True)
@@ -194,9 +196,12 @@ class Availability:
     chain: Chain
     answered_at: dict[tuple[int, int], int] = field(default_factory=dict)
     noted: list[tuple[int, int]] = field(default_factory=list)
+    db: Database | None = None
 
     def note(self, batch: Any, index: int, reason: str) -> None:
         self.noted.append((batch.batch_id, index))
+        if self.db is not None:  # as the real one: the entry is the availability path's from now
+            self.db.add_missing(batch.batch_id, index, reason, 0.0)
 
     async def deadline(self, batch_id: int, index: int | None = None) -> int:
         """`Availability.deadline` as the contract's `_checkChallengeable` has it."""
@@ -231,13 +236,12 @@ class Turns:
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     follower: Any = field(default_factory=lambda: SimpleNamespace(step=lambda: False))
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
-    _turned: OrderedDict[int, str] = field(default_factory=OrderedDict)
+    turn_order: TurnOrder = field(default_factory=TurnOrder)
     manifests: Any = field(default_factory=lambda: SimpleNamespace(step=_nothing))
     writes: Any = field(default_factory=lambda: SimpleNamespace(step=_nothing))
 
     step = Validator.step
     _check_batches = Validator._check_batches
-    _next_turn = Validator._next_turn
     _turn = Validator._turn
     process_batch = Validator.process_batch
     _open_batch = Validator._open_batch
@@ -278,7 +282,7 @@ def turns(tmp_path: Path, cost: Callable[[int], int] = lambda b: 1) -> Turns:
     db = Database(tmp_path / "v.sqlite")
     chain = Chain()
     disputes = Disputes(chain, db)
-    return Turns(db, chain, Groups(chain, cost), disputes, Availability(chain, disputes.answered_at))
+    return Turns(db, chain, Groups(chain, cost), disputes, Availability(chain, disputes.answered_at, db=db))
 
 
 def groups_of(batch_id: int, receipts: int) -> int:
@@ -325,7 +329,7 @@ async def test_defence_batches_of_its_own_hold_a_cheat_for_one_group_each(tmp_pa
     batches, first come first: the flood's 8 took every turn and the cheat was opened only when
     one of them was done, here when their own windows closed (16 groups, a window): finished
     ``past_window``, unchecked. Defence (by design): every pending batch takes a turn before any
-    takes a second (`Validator._next_turn`); past ``ACTIVE_BATCHES`` open ones, a batch's turn
+    takes a second (`TurnOrder`); past ``ACTIVE_BATCHES`` open ones, a batch's turn
     opens it for one group and closes it again (`_turn`). The cheat is checked after one group
     of each flood batch and challenged in its window; the same holds for 3x as many flood
     batches (a turn each, a memory bound: never more than ``ACTIVE_BATCHES`` open). Control: the
@@ -550,7 +554,8 @@ async def test_defence_the_turns_end_at_the_step_limit_however_many_batches_arri
     endless while they kept coming (a busy network, or a node committing one costly batch after
     another): the step never reached its votes and settlement. Now the turns end once
     ``STEP_TURNS_S`` has passed: the step's duties run, and the turns go on next step with the
-    batches served longest ago (here the batch that arrived, then the first one's next group)."""
+    batches served longest ago: the first batch's next group (its node had a turn before the other
+    node arrived, which joins the back), then the batch that arrived."""
     from supernet.validator import service
 
     monkeypatch.setattr(service, "STEP_TURNS_S", 0.0)  # the limit is reached after one round
@@ -562,17 +567,18 @@ async def test_defence_the_turns_end_at_the_step_limit_however_many_batches_arri
     assert len(v.db.checks(1)) == RECEIPTS_PER_PASS and v.status(1) == "pending"  # one turn
     v.verifier.on_group = None
     await v.step()
-    assert v.status(2) == "done" and len(v.db.checks(1)) == RECEIPTS_PER_PASS  # the other node's turn
+    assert len(v.db.checks(1)) == 2 * RECEIPTS_PER_PASS and v.status(2) == "pending"  # where it was
     await v.step()
-    assert len(v.db.checks(1)) == 2 * RECEIPTS_PER_PASS  # then where it was
+    assert v.status(2) == "done" and len(v.db.checks(1)) == 2 * RECEIPTS_PER_PASS  # then the other node
     assert v.disputes.ran == ["vote", "settle"] * 3
 
 
 async def test_defence_a_batch_arriving_mid_step_takes_its_turn_by_node(tmp_path: Path) -> None:
     """(Was FOUND by the review of the whole change.) A batch admitted between rounds was put behind
     every batch already queued: another node's batch waited for a node's whole queue, what turns
-    by node are there to prevent. Now turns go by node whenever a batch arrives
-    (`Validator._next_turn`): the other node's batch takes the very next turn."""
+    by node are there to prevent. Now turns go by node whenever a batch arrives (`TurnOrder`):
+    the other node joins the back of the nodes' rotation, so its batch takes its turn after one
+    more of node A's, before A's others."""
     v = turns(tmp_path)
     for b in range(1, ACTIVE_BATCHES + 4):  # more of node A's batches than the turns hold
         v.commit(b, NODE, RECEIPTS_PER_PASS)
@@ -585,8 +591,8 @@ async def test_defence_a_batch_arriving_mid_step_takes_its_turn_by_node(tmp_path
     v.verifier.on_group = arrive
     await v._check_batches()
     order = [g[0][0] for g in v.verifier.finished]
-    # node B's batch takes its turn by node: right after the turn during which it arrived
-    assert order[:3] == [1, other, 2], order
+    # node B's batch takes its turn by node: after A's next turn, before A's others
+    assert order[:4] == [1, 2, other, 3], order
 
 
 async def test_defence_reopening_a_batch_respects_a_recheck_back_off(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ Tried, measured, found (FOUND: a known limit, test passes while it holds; holds:
    node's own model work on the same tasks (tests/unit/test_validator_prefix_tree.py).
 2. FOUND (mostly fixed: another node's flood no longer delays a node's batches, turns go by
    node; a node's own flood, in one batch or many, delays its later batches by a group per flood
-   batch, not by its whole check, `Validator._check_batches` / `_next_turn`): what remains is one
+   batch, not by its whole check, `Validator._check_batches` / `TurnOrder`): what remains is one
    group that takes longer than a window. It was: `Validator.step` checked pending batches one after the
    other, so a node's flood of (honest, expensive) batches ahead of its own cheat made every
    validator reach it too late.
@@ -54,7 +54,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -622,14 +621,12 @@ async def test_defence_a_pass_busting_companion_does_not_shield_a_cheat_in_its_g
 def test_defence_one_nodes_flood_does_not_delay_another_nodes_batches() -> None:
     """Attack (a part of finding 2 closed): node A commits a flood of costly batches just before
     node B's cheat. Checked oldest first over all nodes, the flood came first and B's batch could
-    be reached after its window. Turns go by node (`Validator._next_turn`: the node served longest
-    ago, the node of the oldest batch first), so B's batch takes the second turn, whatever A
+    be reached after its window. Turns go by node (`TurnOrder`: the node served longest ago, nodes
+    arriving in the order of their oldest batch), so B's batch takes the second turn, whatever A
     commits; and within a node each pending batch takes a turn before any takes a second, so A's
     flood delays A's own later batches by one group each."""
-    from collections import OrderedDict
-
     from supernet.validator.db import BatchRow
-    from supernet.validator.service import Validator
+    from supernet.validator.turns import TurnOrder
 
     def row(batch_id: int, node: str) -> BatchRow:
         return BatchRow(batch_id, node, b"\x00" * 32, 1, batch_id, "", "pending")
@@ -637,17 +634,16 @@ def test_defence_one_nodes_flood_does_not_delay_another_nodes_batches() -> None:
     a, b = "0x" + "aa" * 20, "0x" + "bb" * 20
     pending = {i: row(i, a) for i in range(1, 9)}
     pending |= {9: row(9, b.upper().replace("0X", "0x")), 10: row(10, a), 11: row(11, b)}
-    me = SimpleNamespace(_turned=OrderedDict())
-    order = []
+    order = TurnOrder()
+    order.admit(pending.values())
+    turns = []
     for _ in range(2 * len(pending)):  # nothing finishes: two turns for each batch
-        batch = Validator._next_turn(me, pending, set())  # type: ignore[arg-type]
+        batch = order.next(pending)
         assert batch is not None
-        order.append((batch.batch_id, batch.node.lower()))
-        me._turned.pop(batch.batch_id, None)
-        me._turned[batch.batch_id] = batch.node.lower()
-    assert order[:4] == [(1, a), (9, b), (2, a), (11, b)]  # B's cheat right after A's first batch
-    assert [i for i, n in order if n == b] == ([9, 11] * 6)[:11]  # a turn in each round of the nodes
-    assert [i for i, n in order if n == a] == [1, 2, 3, 4, 5, 6, 7, 8, 10, 1, 2]  # each a turn first
-    assert sorted({i for i, _ in order}) == sorted(pending)
-    assert Validator._next_turn(me, pending, set(pending)) is None  # type: ignore[arg-type]
-    assert Validator._next_turn(SimpleNamespace(_turned=OrderedDict()), {}, set()) is None  # type: ignore[arg-type]
+        turns.append((batch.batch_id, batch.node.lower()))
+        order.served(batch)
+    assert turns[:4] == [(1, a), (9, b), (2, a), (11, b)]  # B's cheat right after A's first batch
+    assert [i for i, n in turns if n == b] == ([9, 11] * 6)[:11]  # a turn in each round of the nodes
+    assert [i for i, n in turns if n == a] == [1, 2, 3, 4, 5, 6, 7, 8, 10, 1, 2]  # each a turn first
+    assert order.next(pending, set(pending)) is None
+    assert TurnOrder().next({}) is None

@@ -43,6 +43,14 @@ log = logging.getLogger(__name__)
 
 MANIFEST_CACHE = 64
 """Manifests kept in memory (each at most 1 MiB as a block; the least recently used go)."""
+FALLBACK_TTL_S = 300.0
+"""Seconds a manifest read from what was posted on chain (`Disputes.manifest`'s fallback, while the
+manifest itself is not served and the answers posted do not cover every entry) is reused: a batch
+opened for one group each turn reads it once per step's turns (`service.STEP_TURNS_S`), not once a
+turn (each read a store timeout per withheld trace). Entries that become readable later are the
+availability path's, which retries what is missing."""
+TRACE_READS = 8
+"""Traces of a manifest answer read at a time (`Disputes.claimed`)."""
 
 EXPECTED_RACES = {
     "LeafAlreadyChallenged",
@@ -97,6 +105,7 @@ class Disputes:
         # node once, which must not keep them all in memory
         self._manifests: OrderedDict[int, Manifest] = OrderedDict()
         self._claimed: dict[int, list[Receipt]] = {}  # receipts posted by manifest answers (final)
+        self._fallbacks: dict[int, tuple[float, Manifest]] = {}  # incomplete ones, until FALLBACK_TTL_S
         self._emit = on_event or (lambda kind, data: None)
         self._revealing = asyncio.Lock()  # one reveal pass at a time (the service runs one beside its steps)
         # where a challenged entry whose data this voter cannot read goes: the availability path
@@ -113,6 +122,9 @@ class Disputes:
         (`claimed`), else the entries posted by availability answers (raises `ManifestError` if
         there are none)."""
         if batch.batch_id not in self._manifests:
+            kept = self._fallbacks.get(batch.batch_id)
+            if kept is not None and time.monotonic() < kept[0]:
+                return kept[1]
             try:
                 self._manifests[batch.batch_id] = await load_manifest(
                     self.store, batch.manifest_cid, batch.root, batch.count
@@ -123,14 +135,27 @@ class Disputes:
                 if claimed is not None:
                     if len(claimed.entries) + len(claimed.malformed) == batch.count:
                         self._manifests[batch.batch_id] = claimed
+                    else:
+                        self._keep_fallback(batch.batch_id, claimed)
                     return claimed
                 if not posted.entries and not posted.malformed:
                     raise
+                self._keep_fallback(batch.batch_id, posted)
                 return posted
+            self._fallbacks.pop(batch.batch_id, None)
             while len(self._manifests) > MANIFEST_CACHE:
                 self._manifests.popitem(last=False)
         self._manifests.move_to_end(batch.batch_id)
         return self._manifests[batch.batch_id]
+
+    def _keep_fallback(self, batch_id: int, manifest: Manifest) -> None:
+        """Reuse an incomplete manifest for ``FALLBACK_TTL_S`` (at most ``MANIFEST_CACHE`` of them)."""
+        now = time.monotonic()
+        for stale in [b for b, (until, _) in self._fallbacks.items() if until <= now]:
+            del self._fallbacks[stale]
+        self._fallbacks[batch_id] = (now + FALLBACK_TTL_S, manifest)
+        while len(self._fallbacks) > MANIFEST_CACHE:
+            del self._fallbacks[next(iter(self._fallbacks))]
 
     async def claimed(self, batch: BatchRow) -> Manifest | None:
         """The batch as a manifest answer posted it (None: not answered): its receipts build the
@@ -148,12 +173,20 @@ class Disputes:
         entries: dict[int, ManifestEntry] = {}
         malformed: dict[int, tuple[bytes, str]] = {}
         bad_receipts: dict[int, Receipt] = {}
-        for i, receipt in enumerate(receipts):
-            cid = cid_of_digest(receipt.trace_hash, "dag-cbor")
-            try:
-                raw = await self.store.get_block(cid)
-            except Exception:
-                continue  # not served: unreadable, the availability path claims it by its index
+        cids = [cid_of_digest(r.trace_hash, "dag-cbor") for r in receipts]
+        reads = asyncio.Semaphore(TRACE_READS)  # a withheld trace costs a store timeout: not in turn
+
+        async def read(cid: str) -> bytes | None:
+            async with reads:
+                try:
+                    return await self.store.get_block(cid)
+                except Exception:
+                    return None  # not served: unreadable, the availability path claims it by its index
+
+        blocks = await asyncio.gather(*(read(cid) for cid in cids))
+        for i, (receipt, cid, raw) in enumerate(zip(receipts, cids, blocks, strict=True)):
+            if raw is None:
+                continue
             try:
                 check_trace_size(len(raw))
                 trace = Trace.from_dag(decode_dag(raw))
@@ -235,6 +268,7 @@ class Disputes:
             log.warning(
                 "batch %d #%d: receipt hash not in the tree, cannot prove it", batch.batch_id, verdict.index
             )
+            self.db.decline(batch.batch_id, verdict.index, "its receipt is not the tree's leaf")
             return None
         prior = await self._call(self.chain.leaf_challenge, batch.batch_id, leaf)
         if prior:

@@ -102,6 +102,12 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE diverged ADD COLUMN next_at INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE diverged ADD COLUMN outcome TEXT",
     ),
+    # 3: faults whose challenge was declined for good (`Database.decline`): never re-verified to
+    # be sent again.
+    (
+        "CREATE TABLE declined (batch_id INTEGER NOT NULL, idx INTEGER NOT NULL, reason TEXT NOT NULL,"
+        " PRIMARY KEY (batch_id, idx))",
+    ),
 )
 """Schema changes, version ``i + 1`` at index ``i``; each runs once, in one transaction."""
 
@@ -298,11 +304,12 @@ class Database:
 
     # -- batches and checks ----------------------------------------------------------------------
 
-    def pending_batches(self) -> list[BatchRow]:
-        """Batches not finished yet, oldest first."""
+    def pending_batches(self, after: int = 0) -> list[BatchRow]:
+        """Batches not finished yet, oldest first (of ids above ``after``)."""
         rows = self._all(
             "SELECT batch_id, node, root, count, commit_block, manifest_cid, status FROM batches "
-            "WHERE status = 'pending' ORDER BY batch_id"
+            "WHERE status = 'pending' AND batch_id > ? ORDER BY batch_id",
+            after,
         )
         return [BatchRow(r[0], r[1], bytes.fromhex(r[2]), r[3], r[4], r[5], r[6]) for r in rows]
 
@@ -352,6 +359,23 @@ class Database:
             else self._all(sql + " ORDER BY batch_id, idx")
         )
         return [CheckRow(r[0], r[1], bool(r[2]), r[3], r[4], r[5]) for r in rows]
+
+    def decline(self, batch_id: int, index: int, reason: str) -> None:
+        """A fault found here whose challenge can never be sent (its receipt cannot be proven in
+        the batch's tree): kept, and never re-verified to be sent again."""
+        with self._tx() as c:
+            c.execute(
+                "INSERT OR IGNORE INTO declined (batch_id, idx, reason) VALUES (?, ?, ?)",
+                (batch_id, index, reason[:500]),
+            )
+
+    def declined(self, batch_id: int) -> set[int]:
+        """The entries of a batch whose challenge was declined for good (`decline`)."""
+        return {r[0] for r in self._all("SELECT idx FROM declined WHERE batch_id = ?", batch_id)}
+
+    def missing_indexes(self, batch_id: int) -> set[int]:
+        """The entries of a batch the availability path holds (whatever their status)."""
+        return {r[0] for r in self._all("SELECT idx FROM missing WHERE batch_id = ?", batch_id)}
 
     def check(self, batch_id: int, index: int) -> CheckRow | None:
         """The verdict recorded for one entry, if any."""

@@ -21,7 +21,6 @@ import contextlib
 import logging
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Self
@@ -47,6 +46,7 @@ from supernet.validator.origin_check import ReceiptIndex
 from supernet.validator.sampler import sample
 from supernet.validator.search_check import SearchCheck
 from supernet.validator.tool_check import RegistryRunner, ToolRunner
+from supernet.validator.turns import TurnOrder
 from supernet.validator.verifier import Manifest, ManifestError, Scorer, Verifier
 from supernet.validator.writes import WriteLog
 
@@ -115,9 +115,7 @@ class Validator:
         self._own_store = store is None
         self._mcp: Any = None  # MCPTools of settings.mcp_servers, started in setup
         self._stop = asyncio.Event()
-        # the batches served by `_check_batches` (id -> node), least recently first: the order of
-        # turns across steps (a step cut short goes on with those not served yet)
-        self._turned: OrderedDict[int, str] = OrderedDict()
+        self.turn_order = TurnOrder()  # the order of `_check_batches`' turns, kept across steps
         self.metrics = ValidatorMetrics()
         self.health = Health(address=self.address)
 
@@ -400,11 +398,11 @@ class Validator:
         return mine
 
     async def _check_batches(self) -> None:
-        """Check the pending batches in turns, a group of ``RECEIPTS_PER_PASS`` receipts a turn: by
-        node, the node served longest ago first, and within a node every pending batch taking one
-        before any takes another (`_next_turn`). A node's flood, however many batches it splits
-        it into, so delays its own later batch (its cheat) by one group per flood batch, never by
-        the flood's whole check, and another node's batches not at all beyond their turns. The first
+        """Check the pending batches in turns, a group of ``RECEIPTS_PER_PASS`` receipts a turn, in
+        the order of `TurnOrder` (``turn_order``, kept across steps): by node, then by batch, what
+        arrives joining the back. A node's flood, however many batches it splits it into, so
+        delays its own later batch (its cheat) by one group per flood batch, never by the flood's
+        whole check, and another node's batches only by their turns. The first
         ``ACTIVE_BATCHES`` batches opened keep their checks open (each stages its next group while
         others are scored); any other batch takes a turn of one group, opened and closed again
         (progress is in the database), so memory stays bounded whatever the number of batches.
@@ -413,25 +411,24 @@ class Validator:
         closes during its turns is finished ``past_window``. Each batch is isolated: an error
         opening or checking one (no ether for a bond, a store that fails) defers that batch to the
         next step, never the others. The turns end after ``STEP_TURNS_S`` (or on shutdown), so
-        that the step's other duties (votes, settlement) come in time; which batch was served
-        when is kept (``_turned``), so the next step goes on with those not served yet."""
-        turned = self._turned
+        that the step's other duties (votes, settlement) come in time; the next step goes on with
+        those served longest ago."""
         pending = {b.batch_id: b for b in self.db.pending_batches()}
-        for stale in [i for i in turned if i not in pending]:
-            del turned[stale]
-        seen = set(pending)  # admitted this step: a batch deferred or finished here stays out
+        order = self.turn_order
+        order.keep(pending, {b.node.lower() for b in pending.values()})
+        order.admit(pending.values())
+        seen = max(pending, default=0)  # batches committed later are admitted as they come
         waiting: set[int] = set()  # their seeds were not there yet: tried again after other work
         open_checks: dict[int, AsyncGenerator[None, None]] = {}
         announced: set[int] = set()
         until = time.monotonic() + STEP_TURNS_S
         try:
-            while (batch := self._next_turn(pending, waiting)) is not None:
-                turned.pop(batch.batch_id, None)
-                turned[batch.batch_id] = batch.node.lower()  # the most recently served, last
+            while (batch := order.next(pending, waiting)) is not None:
                 outcome = await self._turn(batch, open_checks, announced)
-                if outcome == "waiting":
+                if outcome == "waiting":  # no work done: the node keeps its place
                     waiting.add(batch.batch_id)
                     continue
+                order.served(batch)
                 waiting.clear()  # work was done: seeds may have come meanwhile
                 if outcome == "finished":
                     del pending[batch.batch_id]
@@ -443,10 +440,11 @@ class Validator:
                     break
                 while await asyncio.to_thread(self.follower.step):
                     pass
-                for b in self.db.pending_batches():  # committed, or seeded, meanwhile: they join
-                    if b.batch_id not in seen:
-                        seen.add(b.batch_id)
-                        pending[b.batch_id] = b
+                new = self.db.pending_batches(after=seen)  # committed, or seeded, meanwhile
+                if new:
+                    seen = max(b.batch_id for b in new)
+                    pending |= {b.batch_id: b for b in new}
+                    order.admit(new)
                 if pending:  # more turns: the re-checks due meanwhile come first
                     now = await asyncio.to_thread(self.chain.timestamp)
                     await self._check_diverged(now, rechecks_only=True)
@@ -454,29 +452,6 @@ class Validator:
             for checks in open_checks.values():  # the turns were cut short: the rest stays pending
                 with contextlib.suppress(Exception):
                     await checks.aclose()
-
-    def _next_turn(self, pending: dict[int, BatchRow], skip: set[int]) -> BatchRow | None:
-        """The pending batch whose turn it is (``None`` when only ``skip`` is left): of the node served
-        longest ago (one never served first, the node of the oldest batch first), the batch served
-        longest ago (one never served first, the oldest first). Turns go by node, then by batch: a
-        node's batches, however many, take one turn in each round of the nodes, and each of them
-        its turn before any of them a second. ``_turned`` holds the batches served, the most
-        recent last, with their nodes."""
-        batch_rank: dict[int, int] = {}
-        node_rank: dict[str, int] = {}
-        for n, (batch_id, node) in enumerate(self._turned.items()):
-            batch_rank[batch_id] = node_rank[node] = n
-        ready = [b for i, b in pending.items() if i not in skip]
-        oldest: dict[str, int] = {}
-        for b in ready:
-            node = b.node.lower()
-            oldest[node] = min(oldest.get(node, b.batch_id), b.batch_id)
-
-        def key(b: BatchRow) -> tuple[int, int, int, int]:
-            node = b.node.lower()
-            return node_rank.get(node, -1), oldest[node], batch_rank.get(b.batch_id, -1), b.batch_id
-
-        return min(ready, key=key, default=None)
 
     async def _turn(
         self, batch: BatchRow, open_checks: dict[int, AsyncGenerator[None, None]], announced: set[int]
@@ -540,7 +515,10 @@ class Validator:
             # time on batches it can no longer act on (under an expired seed, every entry of them)
             self.db.finish_batch(batch.batch_id, "past_window", "its challenge window was over when reached")
             return _nothing()
-        indexes = await asyncio.to_thread(self.sample, batch, seed)
+        indexes = self.turn_order.samples.get(batch.batch_id)
+        if indexes is None:  # sampled (and cross-checked on chain) once while it is pending
+            indexes = await asyncio.to_thread(self.sample, batch, seed)
+            self.turn_order.samples[batch.batch_id] = indexes
         if seed == EXPIRED_SEED:
             log.warning(
                 "batch %d: its seed expired unsealed; checking all %d receipts", batch.batch_id, batch.count
@@ -560,15 +538,27 @@ class Validator:
             self.db.finish_batch(batch.batch_id, "missing", str(exc))
             return _nothing()
         done = {c.index: c for c in self.db.checks(batch.batch_id)}
-        # entries whose check failed here are `_check_diverged`'s, after their back-off
+        # entries whose check failed here are `_check_diverged`'s, after their back-off; those
+        # whose data is missing, or whose origins are, are the availability path's (a batch taking
+        # one-group turns would otherwise stage the same withheld entries every turn)
         waiting = {r.index for r in self.db.diverged_rows() if r.batch_id == batch.batch_id and r.attempts}
+        waiting |= self.db.missing_indexes(batch.batch_id)
+        declined = self.db.declined(batch.batch_id)
         todo = []
         for i in indexes:
+            if i in waiting:
+                continue
             if not manifest.readable(i):  # a partial (posted) manifest: the rest is missing
                 self.availability.note(batch, i, "entry not posted")
-            elif i not in done and i not in waiting:
+            elif i not in done:
                 todo.append(i)
-            elif not done[i].ok and done[i].challenge_id is None and done[i].evidence_cid:
+            elif (
+                not done[i].ok
+                and done[i].challenge_id is None
+                and done[i].evidence_cid
+                and i not in declined
+                and self.disputes.enabled
+            ):
                 await self._retry_challenge(batch, i, manifest)
         if groups is not None and len(todo) > groups * RECEIPTS_PER_PASS:
             return self._group_checks(batch, todo[: groups * RECEIPTS_PER_PASS], manifest, finish=False)
