@@ -170,7 +170,7 @@ class Disputes:
     answered_at: dict[tuple[int, int], int] = field(default_factory=dict)
     enabled: bool = True
 
-    async def manifest(self, batch: Any) -> Any:
+    async def manifest(self, batch: Any, reuse: bool = False) -> Any:
         return SimpleNamespace(readable=lambda i: True)
 
     async def challenge(self, batch: Any, verdict: Verdict, evidence_cid: str) -> int | None:

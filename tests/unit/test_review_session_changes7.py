@@ -37,10 +37,11 @@ asserts the attack fails, with its control):
    every trace one after another: each visitor turn re-read the manifest and every trace. Now an
    incomplete fallback is reused for ``FALLBACK_TTL_S`` (a step's turns) and traces are read 8 at
    a time.
-6. FIXED (was FOUND; cost x groups): a fault `Disputes.challenge` declines for good (a leaf that
-   is not the receipt's hash: "cannot prove it") was re-verified in full (``recheck_all``) at each
-   open. Now the decline is recorded (`Database.decline`) and never retried; a validator with
-   challenges off retries nothing.
+6. FIXED (was FOUND; cost x groups): a fault `Disputes.challenge` declines (a leaf that is not the
+   receipt's hash: "cannot prove it"; a validator with challenges off) was re-verified in full
+   (``recheck_all``) at each open. Now a manifest entry whose receipt is not its leaf is no fault
+   but data the node has not shown (`load_manifest` leaves it out: the availability path), and a
+   validator with challenges off retries nothing.
 7. FIXED (was FOUND; cost, minor): the scheduling read every pending batch after every turn. Now
    only batches committed since (`Database.pending_batches(after=)`).
 8. holds: across cut steps with visitors, arrivals and a deferred batch: each receipt is settled
@@ -312,13 +313,12 @@ class Declining(Disputes):
     unprovable: set[int] = field(default_factory=set)
     manifests: Counter[int] = field(default_factory=Counter)
 
-    async def manifest(self, batch: Any) -> Any:
+    async def manifest(self, batch: Any, reuse: bool = False) -> Any:
         self.manifests[batch.batch_id] += 1
-        return await super().manifest(batch)
+        return await super().manifest(batch, reuse)
 
     async def challenge(self, batch: Any, verdict: Verdict, evidence_cid: str) -> int | None:
-        if batch.batch_id in self.unprovable:  # as the real one: declined for good, and recorded
-            self.db.decline(batch.batch_id, verdict.index, "its receipt is not the tree's leaf")
+        if batch.batch_id in self.unprovable and not self.enabled:  # as the real one: challenges off
             return None
         return await super().challenge(batch, verdict, evidence_cid)
 
@@ -366,14 +366,15 @@ async def test_defence_a_visitor_is_sampled_once_not_at_each_turn(tmp_path: Path
 async def test_defence_a_fault_that_cannot_be_challenged_is_not_reverified_at_each_turn(
     tmp_path: Path,
 ) -> None:
-    """Attack: every sampled entry of the node's batch is a fault `Disputes.challenge` declines for
-    good (the manifest entry's leaf is not its receipt's hash: nothing can be proven; its trace
-    may be any costly one the node made once and reuses). It was: the check row stayed ``ok=False,
-    challenge_id=None`` and every open of the batch re-verified it in full (``recheck_all``,
-    `_retry_challenge`): as a visitor of 6 groups, 8 x (0 + 1 + ... + 5) = 120 full re-verifications
-    on top of its 48 checks. Defence: the decline is recorded (`Database.decline`, as the real
-    `Disputes.challenge` does) and never retried; a validator with challenges off retries
-    nothing either."""
+    """Attack: every sampled entry of the node's batch is a fault `Disputes.challenge` declines
+    (here: this validator runs with challenges off; a manifest entry whose leaf is not its
+    receipt's hash used to be declined too, and is now no fault at all but data the node has not
+    shown: `load_manifest`, tests/unit/test_review_session_changes8.py). It was: the check row
+    stayed ``ok=False, challenge_id=None`` and every open of the batch re-verified it in full
+    (``recheck_all``, `_retry_challenge`): as a visitor of 6 groups, 8 x (0 + 1 + ... + 5) = 120
+    full re-verifications on top of its 48 checks. Defence: a validator with challenges off
+    retries nothing. Control: with challenges on, a fault whose challenge was not sent (a
+    crash) is re-sent once, when its batch is opened."""
     v = probed(tmp_path)
     busy(v, 6)
     visitor = ACTIVE_BATCHES + 1
@@ -382,17 +383,19 @@ async def test_defence_a_fault_that_cannot_be_challenged_is_not_reverified_at_ea
     v.verifier.faulty |= {(b, i) for b in (kept_twin, visitor) for i in range(6 * P)}
     disputes, verifier = v.disputes, v.verifier
     assert isinstance(disputes, Declining) and isinstance(verifier, Counted)
+    disputes.enabled = False
     disputes.unprovable |= {kept_twin, visitor}
     await v._check_batches()
     assert v.status(visitor) == "done" and v.status(kept_twin) == "done"
     assert verifier.reverified[kept_twin] == 0 and verifier.reverified[visitor] == 0
-    assert v.db.declined(visitor) == set(range(6 * P))
-    assert disputes.opened == []  # nothing could be challenged, and nothing ever will be
-    disputes.enabled = False  # challenges off: a fault left unsent is not re-verified either
-    v.db.record_check(CheckRow(kept_twin, 99, False, "llm.token", "bafyx", None))
-    v.commit(ACTIVE_BATCHES + 2, NODE, P)
+    assert disputes.opened == []  # nothing challenged: challenges are off
+    unsent = ACTIVE_BATCHES + 2  # control: challenges on, a fault recorded before a crash
+    disputes.enabled = True
+    v.commit(unsent, NODE, P)
+    v.db.record_check(CheckRow(unsent, 0, False, "llm.token", "bafyx", None))
+    v.verifier.faulty.add((unsent, 0))
     await v._check_batches()
-    assert verifier.reverified[kept_twin] == 0
+    assert verifier.reverified[unsent] == 1 and [(b, i) for b, i, _ in disputes.opened] == [(unsent, 0)]
 
 
 # -- 5. the manifest fallback, re-read on each visitor turn -----------------------------------------
@@ -481,12 +484,12 @@ async def test_defence_a_manifest_answered_with_a_trace_withheld_is_read_once_a_
     costs: Counter[int] = Counter()
     readable = v.disputes.manifest  # the other batches' manifests are served
 
-    async def timed(batch: Any) -> Any:
+    async def timed(batch: Any, reuse: bool = False) -> Any:
         if batch.batch_id not in (kept, visitor):
-            return await readable(batch)
+            return await readable(batch, reuse)
         start = v.chain.now
         try:
-            return await real.manifest(batch)
+            return await real.manifest(batch, reuse)
         finally:
             costs[batch.batch_id] += v.chain.now - start
 

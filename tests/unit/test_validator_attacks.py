@@ -1083,7 +1083,7 @@ async def test_a_vote_rechecks_every_call_of_the_challenged_receipt() -> None:
     disputes = Disputes(chain, db, Verifier_(), Store(), "0x" + "44" * 20)
 
     async def manifest(batch: Any) -> Any:
-        return types.SimpleNamespace(index_of=lambda leaf: 0)
+        return types.SimpleNamespace(index_of=lambda leaf: 0, readable=lambda i: True)
 
     disputes.manifest = manifest
     row = types.SimpleNamespace(

@@ -93,9 +93,8 @@ def test_recheck_delays_double_are_capped_by_the_time_left_and_drawn_at_random()
 
 
 def test_the_back_off_is_kept_in_the_database_and_old_files_are_migrated(tmp_path: Path) -> None:
-    """A file of schema version 1 (a diverged writer pending) gains the back-off columns and the
-    table of declined challenges; the attempts, the chain time a re-check is due and the outcomes
-    survive closing the file."""
+    """A file of schema version 1 (a diverged writer pending) gains the back-off columns; the
+    attempts, the chain time a re-check is due and the outcomes survive closing the file."""
     path = tmp_path / "v.sqlite"
     old = sqlite3.connect(path)
     old.executescript(_SCHEMA)
@@ -106,11 +105,8 @@ def test_the_back_off_is_kept_in_the_database_and_old_files_are_migrated(tmp_pat
     old.commit()
     old.close()
     db = Database(path)
-    assert db.schema_version() == len(_MIGRATIONS) == 3
+    assert db.schema_version() == len(_MIGRATIONS) == 2
     assert db.diverged_rows() == [DivergedRow(3, 1)]  # a writer from before: due each step
-    db.decline(4, 1, "its receipt is not the tree's leaf")  # migration 3: declined challenges
-    db.decline(4, 1, "again")  # kept once
-    assert db.declined(4) == {1} and db.declined(3) == set()
     assert db.recheck_attempts(4, 0) == 0
     db.mark_recheck(4, 0, next_at=1_000)
     db.mark_recheck(4, 0, next_at=2_000)

@@ -93,16 +93,19 @@ class Availability:
         self.db.add_awaiting(batch.batch_id, index, reason, time.time() + self.backoff_s)
 
     async def step(self, chain_now: int) -> None:
-        """Retry what is due, challenge what stays missing, follow challenges to their end, and
-        check again the entries waiting for their roots' origins."""
-        for row in self.db.missing("retrying"):
-            if row.next_try <= time.time():
-                await self._retry(row, chain_now)
-        for row in self.db.missing("awaiting"):
-            if row.next_try <= time.time():
-                await self._recheck(row, chain_now)
-        for row in self.db.missing("challenged"):
-            await self._follow(row, chain_now)
+        """Follow open claims to their end (first: that frees their bonds), retry what is due,
+        challenge what stays missing, and check again the entries waiting for their roots'
+        origins. Each entry is isolated: an error (a claim this validator cannot pay for yet, a
+        transaction that fails) defers that entry to the next step, never the others."""
+        now = time.time()
+        work = [(self._follow, row) for row in self.db.missing("challenged")]
+        work += [(self._retry, row) for row in self.db.missing("retrying") if row.next_try <= now]
+        work += [(self._recheck, row) for row in self.db.missing("awaiting") if row.next_try <= now]
+        for handle, row in work:
+            try:
+                await handle(row, chain_now)
+            except Exception as exc:
+                log.warning("batch %d #%d: availability step deferred: %s", row.batch_id, row.index, exc)
 
     async def _verdict(self, batch: BatchRow, index: int) -> Verdict | None:
         """The entry's verdict if its data is readable now (None: still missing)."""
@@ -111,7 +114,11 @@ class Availability:
         except ManifestError:
             return None
         if not manifest.readable(index):
-            return None
+            # an availability answer posted it on chain, while the node's manifest does not show
+            # it (e.g. an entry whose receipt is not its leaf, `load_manifest`)
+            manifest = await self.disputes.posted(batch)
+            if not manifest.readable(index):
+                return None
         verdict = await self.verifier.verify(batch.batch_id, batch.node, index, manifest)
         return None if verdict.missing else verdict
 

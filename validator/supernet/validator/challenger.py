@@ -116,14 +116,17 @@ class Disputes:
     async def _call(self, fn: Any, *args: Any) -> Any:
         return await asyncio.to_thread(fn, *args)
 
-    async def manifest(self, batch: BatchRow) -> Manifest:
+    async def manifest(self, batch: BatchRow, reuse: bool = False) -> Manifest:
         """The batch's manifest, checked against its root (cached); when it cannot be read, the
         receipts a manifest answer posted on chain with the traces they commit that can be read
         (`claimed`), else the entries posted by availability answers (raises `ManifestError` if
-        there are none)."""
+        there are none). Such an incomplete one is read afresh each time unless ``reuse`` (the
+        batch turns, which then read it at most once per ``FALLBACK_TTL_S``): the availability
+        path and voters must see data as soon as it is served (an entry served after it was read
+        would otherwise be claimed for availability from an honest node, or go unvoted)."""
         if batch.batch_id not in self._manifests:
             kept = self._fallbacks.get(batch.batch_id)
-            if kept is not None and time.monotonic() < kept[0]:
+            if reuse and kept is not None and time.monotonic() < kept[0]:
                 return kept[1]
             try:
                 self._manifests[batch.batch_id] = await load_manifest(
@@ -268,7 +271,6 @@ class Disputes:
             log.warning(
                 "batch %d #%d: receipt hash not in the tree, cannot prove it", batch.batch_id, verdict.index
             )
-            self.db.decline(batch.batch_id, verdict.index, "its receipt is not the tree's leaf")
             return None
         prior = await self._call(self.chain.leaf_challenge, batch.batch_id, leaf)
         if prior:
@@ -392,6 +394,12 @@ class Disputes:
         index = manifest.index_of(row.leaf)
         if index is None:
             log.warning("challenge %d: leaf not in the manifest, not voting", row.challenge_id)
+            return
+        if not manifest.readable(index):  # perhaps posted on chain by an availability answer
+            manifest = await self.posted(batch)
+        if not manifest.readable(index):
+            if self.on_missing is not None:  # as below: the node serves it to some and not to others
+                self.on_missing(batch, index, f"challenged in {row.challenge_id}, unreadable to this voter")
             return
         # every call the screen accepts re-scored by the arbiter too, not a random draw: a draw that
         # missed the one cheated call the challenger's draw hit would vote a real fault down
@@ -519,7 +527,7 @@ class Disputes:
             )
             return
         index = manifest.index_of(row.leaf)
-        if index is None:
+        if index is None or index not in manifest.entries:
             return
         entry = manifest.entries[index]
         try:

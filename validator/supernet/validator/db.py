@@ -102,12 +102,6 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE diverged ADD COLUMN next_at INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE diverged ADD COLUMN outcome TEXT",
     ),
-    # 3: faults whose challenge was declined for good (`Database.decline`): never re-verified to
-    # be sent again.
-    (
-        "CREATE TABLE declined (batch_id INTEGER NOT NULL, idx INTEGER NOT NULL, reason TEXT NOT NULL,"
-        " PRIMARY KEY (batch_id, idx))",
-    ),
 )
 """Schema changes, version ``i + 1`` at index ``i``; each runs once, in one transaction."""
 
@@ -359,19 +353,6 @@ class Database:
             else self._all(sql + " ORDER BY batch_id, idx")
         )
         return [CheckRow(r[0], r[1], bool(r[2]), r[3], r[4], r[5]) for r in rows]
-
-    def decline(self, batch_id: int, index: int, reason: str) -> None:
-        """A fault found here whose challenge can never be sent (its receipt cannot be proven in
-        the batch's tree): kept, and never re-verified to be sent again."""
-        with self._tx() as c:
-            c.execute(
-                "INSERT OR IGNORE INTO declined (batch_id, idx, reason) VALUES (?, ?, ?)",
-                (batch_id, index, reason[:500]),
-            )
-
-    def declined(self, batch_id: int) -> set[int]:
-        """The entries of a batch whose challenge was declined for good (`decline`)."""
-        return {r[0] for r in self._all("SELECT idx FROM declined WHERE batch_id = ?", batch_id)}
 
     def missing_indexes(self, batch_id: int) -> set[int]:
         """The entries of a batch the availability path holds (whatever their status)."""

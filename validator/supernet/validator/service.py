@@ -428,6 +428,9 @@ class Validator:
                 if outcome == "waiting":  # no work done: the node keeps its place
                     waiting.add(batch.batch_id)
                     continue
+                if outcome == "idle":  # finished with nothing to check: the node keeps its turn
+                    del pending[batch.batch_id]
+                    continue
                 order.served(batch)
                 waiting.clear()  # work was done: seeds may have come meanwhile
                 if outcome == "finished":
@@ -455,20 +458,27 @@ class Validator:
 
     async def _turn(
         self, batch: BatchRow, open_checks: dict[int, AsyncGenerator[None, None]], announced: set[int]
-    ) -> Literal["more", "finished", "waiting"]:
+    ) -> Literal["more", "finished", "idle", "waiting"]:
         """One turn of ``batch``: a group of its receipts checked and settled. ``finished``: nothing
-        is left for this step (checked, or deferred by an error); ``waiting``: its seed is not
-        there yet. A batch opened while fewer than ``ACTIVE_BATCHES`` are open keeps its checks
-        open between turns (pipelined); any other is opened for one group and closed again."""
+        is left for this step (checked, or deferred by an error); ``idle``: finished without a
+        receipt to check (nothing sampled, past its window, its own...: no work, so no turn
+        spent); ``waiting``: its seed is not there yet. A batch opened while fewer than
+        ``ACTIVE_BATCHES`` are open keeps its checks open between turns (pipelined); any other is
+        opened for one group and closed again."""
         checks = open_checks.get(batch.batch_id)
         try:
             if checks is None:
                 keep = len(open_checks) < ACTIVE_BATCHES
                 first = batch.batch_id not in announced
-                checks = await self._open_batch(batch, groups=None if keep else 1, announce=first)
-                if checks is None:
+                opened = await self._open_batch(batch, groups=None if keep else 1, announce=first)
+                if opened is None:
                     return "waiting"
                 announced.add(batch.batch_id)
+                checks = opened.checks
+                if not opened.receipts:
+                    async for _ in checks:  # finishes the batch
+                        pass
+                    return "idle"
                 if not keep:
                     async for _ in checks:
                         pass
@@ -488,25 +498,26 @@ class Validator:
         """Check this validator's sample of one batch, all its groups in one go (for callers outside
         `step`, which takes batches in turns: `_check_batches`); returns False while its seed is
         not ready."""
-        checks = await self._open_batch(batch)
-        if checks is None:
+        opened = await self._open_batch(batch)
+        if opened is None:
             return False
-        async for _ in checks:
+        async for _ in opened.checks:
             pass
         return True
 
     async def _open_batch(
         self, batch: BatchRow, groups: int | None = None, announce: bool = True
-    ) -> AsyncGenerator[None, None] | None:
+    ) -> _Opened | None:
         """Start checking this validator's sample of one batch: ``None`` while its seed is not
         ready, else its checks, a group of receipts per step of the iterator (`_group_checks`;
-        nothing left for a batch finished here: its own, past its window, its manifest missing).
+        none, and the batch finished here, when nothing is left: its own, past its window, its
+        manifest missing, nothing sampled or all checked).
         ``groups``: check only that many groups now (the batch stays pending if more are left);
         ``announce``: emit the ``batch`` event and log its sample (once per step: a batch taking
         one-group turns is opened again each turn)."""
         if batch.node.lower() == self.address.lower():
             self.db.finish_batch(batch.batch_id, "skipped")
-            return _nothing()
+            return _Opened(_nothing(), 0)
         seed = await asyncio.to_thread(self.chain.batch_seed, batch.batch_id)
         if seed is None:
             return None
@@ -514,7 +525,7 @@ class Validator:
             # nothing found now can be challenged: a validator that fell behind must not spend its
             # time on batches it can no longer act on (under an expired seed, every entry of them)
             self.db.finish_batch(batch.batch_id, "past_window", "its challenge window was over when reached")
-            return _nothing()
+            return _Opened(_nothing(), 0)
         indexes = self.turn_order.samples.get(batch.batch_id)
         if indexes is None:  # sampled (and cross-checked on chain) once while it is pending
             indexes = await asyncio.to_thread(self.sample, batch, seed)
@@ -527,23 +538,22 @@ class Validator:
             self._emit("batch", batch_id=batch.batch_id, node=batch.node, count=batch.count, sampled=indexes)
         if not indexes:
             self.db.finish_batch(batch.batch_id)
-            return _nothing()
+            return _Opened(_nothing(), 0)
         if announce:
             log.info("verifying batch %d of %s: receipts %s", batch.batch_id, batch.node, indexes)
         try:
-            manifest = await self.disputes.manifest(batch)
+            manifest = await self.disputes.manifest(batch, reuse=True)
         except ManifestError as exc:  # never skipped: retried, then an availability challenge
             for i in indexes:
                 self.availability.note(batch, i, f"manifest: {exc}")
             self.db.finish_batch(batch.batch_id, "missing", str(exc))
-            return _nothing()
+            return _Opened(_nothing(), 0)
         done = {c.index: c for c in self.db.checks(batch.batch_id)}
         # entries whose check failed here are `_check_diverged`'s, after their back-off; those
         # whose data is missing, or whose origins are, are the availability path's (a batch taking
         # one-group turns would otherwise stage the same withheld entries every turn)
         waiting = {r.index for r in self.db.diverged_rows() if r.batch_id == batch.batch_id and r.attempts}
         waiting |= self.db.missing_indexes(batch.batch_id)
-        declined = self.db.declined(batch.batch_id)
         todo = []
         for i in indexes:
             if i in waiting:
@@ -556,13 +566,13 @@ class Validator:
                 not done[i].ok
                 and done[i].challenge_id is None
                 and done[i].evidence_cid
-                and i not in declined
                 and self.disputes.enabled
             ):
                 await self._retry_challenge(batch, i, manifest)
         if groups is not None and len(todo) > groups * RECEIPTS_PER_PASS:
-            return self._group_checks(batch, todo[: groups * RECEIPTS_PER_PASS], manifest, finish=False)
-        return self._group_checks(batch, todo, manifest)
+            now = todo[: groups * RECEIPTS_PER_PASS]
+            return _Opened(self._group_checks(batch, now, manifest, finish=False), len(now))
+        return _Opened(self._group_checks(batch, todo, manifest), len(todo))
 
     async def _group_checks(
         self, batch: BatchRow, todo: list[int], manifest: Manifest, finish: bool = True
@@ -768,6 +778,15 @@ def _deferred(batch: BatchRow, exc: Exception) -> None:
         log.warning("batch %d: challenge deferred, no ether for its bond: %s", batch.batch_id, exc)
     else:
         log.warning("batch %d: checking failed, retried next step: %s", batch.batch_id, exc)
+
+
+@dataclass(frozen=True)
+class _Opened:
+    """A batch opened for checking (`Validator._open_batch`): its checks, a group per step, and
+    how many receipts they cover (0: nothing to check, the batch is finished by them)."""
+
+    checks: AsyncGenerator[None, None]
+    receipts: int
 
 
 async def _nothing() -> AsyncGenerator[None, None]:

@@ -174,7 +174,11 @@ class Manifest:
         return list(self.proofs[index])
 
     def index_of(self, leaf: bytes) -> int | None:
-        """The position of the entry with this leaf, if readable here."""
+        """The position of the entry with this leaf: in the tree when it is known (whether the
+        entry is readable here or not: a voter must claim what it cannot read), else among the
+        entries read or posted."""
+        if self.tree is not None:
+            return next((i for i, x in enumerate(self.tree.leaves) if x == leaf), None)
         for i in sorted({*self.entries, *self.malformed}):
             if self.leaf(i) == leaf:
                 return i
@@ -198,7 +202,11 @@ async def load_manifest(store: DagStore, cid: str, root: bytes, count: int) -> M
         raise ManifestError(
             f"manifest {cid} does not build the committed root ({len(manifest.entries)} of {count} receipts)"
         )
-    return Manifest(dict(enumerate(manifest.entries)), tree)
+    # an entry whose receipt is not the hash of its leaf says nothing of what was committed there:
+    # it is data the node has not shown (the availability path makes it post the receipt that is
+    # the leaf, and its trace, or be slashed), never a fault (no challenge can prove it)
+    shown = {i: e for i, e in enumerate(manifest.entries) if e.receipt.leaf() == e.leaf}
+    return Manifest(shown, tree)
 
 
 class Verifier:
