@@ -24,10 +24,11 @@ the real entry-point loader on packages written to disk):
    call the node recorded as non-deterministic "is never held against it, whatever the
    validator declares". MCP server names are the operator's local labels, not global names.
 4. A server (compromised, or an honest fetch-like tool given a user-chosen input) returning a
-   huge result. FOUND for stdio: the whole JSON-RPC line is read and parsed (quadratically, on
-   the node's event loop) before ``max_result_bytes`` is checked; the bound is post hoc and
-   memory is unbounded. Holds for Streamable HTTP: the transport refuses an SSE event past
-   4 x ``max_result_bytes``.
+   huge result. FIXED for stdio (was FOUND): the whole JSON-RPC line was read and parsed
+   (quadratically, on the node's event loop) before ``max_result_bytes`` was checked, memory
+   unbounded; now the server runs behind a relay that ends the session at the first line past
+   4 x ``max_result_bytes`` (`supernet.node.kernel.mcp_line_cap`). Holds for Streamable HTTP:
+   the transport refuses an SSE event past 4 x ``max_result_bytes``.
 5. A validator's MCP re-runs against a slow server. FIXED (stall): the re-runs of one receipt
    were sequential, each waited its full timeout, and they went on after the receipt was already
    unverifiable (``max_tool_calls`` x ``timeout_s``, the node's profile picks the first); they
@@ -55,9 +56,11 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import io
 import py_compile
 import sys
 import time
+import tracemalloc
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -67,9 +70,10 @@ from supernet.node.agents.base import Agent
 from supernet.node.agents.context import AgentContext
 from supernet.node.agents.packages import AllowedAgent, load_installed
 from supernet.node.agents.registry import AgentRegistry
+from supernet.node.kernel import mcp_line_cap
 from supernet.node.kernel.agent_run import spec_record
 from supernet.node.kernel.builtin_tools import _text
-from supernet.node.kernel.errors import KernelError, ToolError, ToolUnavailableError
+from supernet.node.kernel.errors import KernelError, ToolUnavailableError
 from supernet.node.kernel.mcp_tools import MCPServerConfig, MCPTools
 from supernet.node.kernel.syscalls import TaskSpec
 from supernet.node.kernel.tools import ToolRegistry
@@ -311,31 +315,59 @@ async def test_defence_an_honest_mcp_trace_is_not_flagged_by_a_validator_that_de
 # -- 4. huge results ----------------------------------------------------------------------------------
 
 
-async def test_known_limit_a_huge_stdio_result_is_read_whole_before_the_bound() -> None:
+async def test_defence_a_huge_stdio_result_ends_the_session_before_the_node_holds_it() -> None:
     """Attack: an MCP server (compromised, or an honest fetch-like tool on a user-chosen input)
-    answers with one huge JSON-RPC line. The node's ``max_result_bytes`` (10 KB here) is checked
-    in `result_value`, after the MCP client read the whole line into memory (joining chunks with
-    ``buffer + chunk``: quadratic copying on the node's event loop) and parsed it: the error names
-    the full size, 16 MB, so all of it was held. A line with no end exhausts the node's memory
-    (a call's timeout cancels the call, not the session's reader); a validator re-running the
-    call is exposed the same way.
-
-    Fix (by design): the node owns the stdio transport's framing: a reader that refuses (and
-    closes the session on) a message past a byte cap derived from ``max_result_bytes`` (as the
-    HTTP transport already does with ``max_sse_event_size``, next test), reading with a
-    ``bytearray`` and ``find(b"\\n")`` rather than re-joining strings."""
+    answers with one huge JSON-RPC line. It was: ``max_result_bytes`` (10 KB here) was checked in
+    `result_value`, after the MCP client had read the whole 16 MB line into memory (quadratically)
+    and parsed it; a line with no end exhausted the node's memory. Defence (by design): the node
+    owns the stdio framing: the server runs behind `supernet.node.kernel.mcp_line_cap`, which ends
+    the session at the first line over 4 x ``max_result_bytes`` (the HTTP transport's cap on an SSE
+    event): the call fails in the node's one wording of an MCP failure, the node never held more
+    than the cap of it, and the next call reconnects."""
     mcp = MCPTools([server(timeout_s=60.0, max_result_bytes=10_000, allow=frozenset({"huge", "add"}))])
     await mcp.start()
     registry = ToolRegistry()
     mcp.register(registry)
     try:
-        with pytest.raises(
-            ToolError, match=r"MCP result of 16000002 bytes is over this node's limit of 10000"
-        ):
-            await registry.call("test.huge", {"n": 16_000_000})
-        assert await registry.call("test.add", {"a": 1, "b": 2}) == {"result": 3}  # same session
+        assert await registry.call("test.add", {"a": 1, "b": 2}) == {"result": 3}
+        tracemalloc.start()
+        try:
+            with pytest.raises(ToolUnavailableError, match=r"^MCP server test is unavailable$"):
+                await registry.call("test.huge", {"n": 16_000_000})
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 2_000_000, peak  # the 16 MB answer was never in the node's memory
+        assert await registry.call("test.add", {"a": 20, "b": 22}) == {"result": 42}  # reconnected
     finally:
         await mcp.close()
+
+
+@pytest.mark.parametrize(
+    ("data", "whole"),
+    [
+        (b"", True),
+        (b"x" * 10 + b"\n" + b"y" * 10 + b"\n", True),  # lines of exactly the cap
+        (b"x" * 10, True),  # an unfinished line within the cap
+        (b"x" * 11 + b"\n", False),
+        (b"ok\n" + b"y" * 11, False),  # a line with no end past the cap
+        (b"x" * 6 + b"\n" + b"y" * 6 + b"z" * 5 + b"\n", False),  # the cap crossed within a line
+    ],
+)
+def test_the_line_cap_copies_lines_up_to_the_cap_and_stops_at_the_first_past_it(
+    data: bytes, whole: bool
+) -> None:
+    for read_size in (1, 4, 1 << 16):  # the cap is per line whatever the chunks
+        source = io.BufferedReader(io.BytesIO(data), buffer_size=read_size)
+        sink = io.BytesIO()
+        mcp_line_cap.READ_SIZE, saved = read_size, mcp_line_cap.READ_SIZE
+        try:
+            assert mcp_line_cap.relay(source, sink, 10) is whole
+        finally:
+            mcp_line_cap.READ_SIZE = saved
+        copied = sink.getvalue()
+        assert data.startswith(copied) and (copied == data) is whole
+        assert max((len(line) for line in copied.split(b"\n")), default=0) <= 10
 
 
 async def test_defence_a_huge_http_result_is_cut_off_by_the_transport(

@@ -49,6 +49,7 @@ import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from supernet.node.kernel.errors import ToolError, ToolUnavailableError
@@ -62,6 +63,8 @@ MAX_DESCRIPTION_CHARS = 1024
 MAX_ERROR_CHARS = 1024
 MAX_TOOLS_PER_SERVER = 128
 MAX_TOOL_PAGES = 16
+LINE_CAP = Path(__file__).with_name("mcp_line_cap.py")
+"""The relay a stdio server runs behind (`supernet.node.kernel.mcp_line_cap`)."""
 
 
 @dataclass(frozen=True)
@@ -296,8 +299,11 @@ class MCPConnection:
             from mcp.client.stdio import StdioServerParameters, stdio_client
 
             assert self.cfg.command is not None
+            # through the line cap: the client holds a whole message before anything can check it
+            # (the same cap as the HTTP transport's on an SSE event)
+            cap = [str(LINE_CAP), str(4 * self.cfg.max_result_bytes), "--", self.cfg.command]
             params = StdioServerParameters(
-                command=self.cfg.command, args=list(self.cfg.args), env=dict(self.cfg.env) or None
+                command=sys.executable, args=[*cap, *self.cfg.args], env=dict(self.cfg.env) or None
             )
             return stdio_client(params, errlog=_errlog())
         from mcp.client.streamable_http import streamable_http_client
