@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 from eth_account import Account
+from supernet.node.service.auth import UNFUNDED_CHANNEL_TTL_S
 from supernet.sdk.chain.eip712 import Voucher, sign_voucher
 from supernet.sdk.chain.payments import Channel
 from supernet.sdk.client.read_grant import READ_HEADER, sign_read_grant
@@ -96,24 +97,24 @@ async def test_defence_chat_logprobs_never_hide_a_billed_answer(fake_node: FakeN
     assert db.last_nonce(fake_node.user.address) == int(signed["request"]["nonce"])
 
 
-async def test_known_limit_every_unfunded_signer_costs_the_node_a_chain_read(fake_node: FakeNode) -> None:
-    """What goes wrong: admission (auth.py:190-207) reads the user's payment channel from the
-    chain (`Web3Chain.channel`: one ``eth_call`` on a worker thread) for every request whose
-    signatures are valid. Keys are free: a fresh key signing nonce 0 with a voucher of exactly one
-    fee passes every check before the chain read, so each request of a flood costs the node one
-    RPC round trip and a thread of the default executor, and is then refused 402. Nothing caches
-    a channel known to be empty, so even one unfunded key repeating itself costs a read each time.
+async def test_known_limit_every_fresh_unfunded_key_costs_the_node_a_chain_read(fake_node: FakeNode) -> None:
+    """What goes wrong: admission (`Authenticator._channel`) reads the user's payment channel from
+    the chain (`Web3Chain.channel`: one ``eth_call`` on a worker thread) for every request from a
+    key it has not read lately whose signatures are valid. Keys are free: a fresh key signing
+    nonce 0 with a voucher of exactly one fee passes every check before the chain read, so each
+    request of a flood of fresh keys costs the node one RPC round trip, and is then refused 402.
 
     Who is harmed: the operator and every honest user. The node's RPC quota (a hosted provider's
     rate limit) and its thread pool are shared with the batcher, the redeemer and the availability
-    responder: starving them delays commits past signed promises (slashable omissions) and
-    redemptions, and delays honest admissions queued behind the flood.
-
-    Since this review, at most `MAX_ADMISSION_CHAIN_READS` run at once and a request past them is
-    a 503 (`test_defence_a_flood_of_unfunded_signers_holds_few_chain_reads_at_once`), so the
-    flood cannot take the threads the batcher needs; what stays is a read per request. Fix: cache
-    the channel per user for a few seconds, negative answers included (a deposit made since shows
-    up on the next miss).
+    responder. Bounded since earlier reviews: at most `MAX_ADMISSION_CHAIN_READS` run at once and
+    a request past them is a 503
+    (`test_defence_a_flood_of_unfunded_signers_holds_few_chain_reads_at_once`), so the flood
+    cannot take the threads the batcher needs. Closed by this session: one unfunded key repeating
+    itself cost a read per request; a channel with nothing ever deposited now answers the same
+    user's requests for `UNFUNDED_CHANNEL_TTL_S` without a read, and a first deposit made since is
+    seen after it (a top-up of a funded channel at once, as before). What stays: a read per fresh
+    key (nothing can tell a fresh key's channel without reading it). Fix: price admission for keys
+    with no history (a proof of work, or a per-source rate limit in front of the node).
     """
     calls: list[str] = []
     real = fake_node.chain.channel
@@ -133,9 +134,23 @@ async def test_known_limit_every_unfunded_signer_costs_the_node_a_chain_read(fak
         body = signed_task(repeat, node, domain, "hi", cumulative=FEE, nonce=nonce)
         statuses.append((await fake_node.http.post("/v1/tasks", json=body)).status_code)
     assert statuses == [402] * 16
-    assert len(calls) == 16  # one chain read per refused request: nothing caches them
-    assert calls.count(repeat.address) == 8
+    assert len(calls) == 8 + 1  # a read per fresh key; the repeating key read once
+    assert calls.count(repeat.address) == 1
     assert _db(fake_node).task_count() == 0  # (refused cleanly: nothing stored)
+
+    # a deposit made since is seen once the negative answer is older than its TTL
+    fake_node.chain.deposits[repeat.address] = 10 * FEE
+    body = signed_task(repeat, node, domain, "hi", cumulative=FEE, nonce=8)
+    assert (await fake_node.http.post("/v1/tasks", json=body)).status_code == 402  # still remembered
+    assert calls.count(repeat.address) == 1
+    assert fake_node.service.ctx is not None
+    short = fake_node.service.ctx.auth._unfunded
+    at, entry = short[repeat.address]
+    short[repeat.address] = (at - UNFUNDED_CHANNEL_TTL_S, entry)  # as if the TTL had passed
+    body = signed_task(repeat, node, domain, "hi", cumulative=FEE, nonce=9)
+    resp = await fake_node.http.post("/v1/tasks", json=body)
+    assert resp.status_code == 202, resp.text
+    assert calls.count(repeat.address) >= 2 and repeat.address not in short  # read again: admitted
 
 
 async def test_defence_a_chain_outage_at_admission_is_a_retryable_503(fake_node: FakeNode) -> None:

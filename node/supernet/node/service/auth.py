@@ -66,6 +66,13 @@ KNOWN_USER_WAIT_S = 5.0
 """How long such a user's request waits for one of them before a 503."""
 MAX_FUNDED_CHANNELS = 10_000
 """Most funded channels remembered at once (each is a user who made a deposit)."""
+UNFUNDED_CHANNEL_TTL_S = 5.0
+"""How long a channel read with nothing ever deposited answers the same user's next requests without
+a read (refused as it was): an unfunded key repeating itself costs a read per this period, not per
+request. A first deposit made meanwhile is seen after it (the SDK deposits before it sends); a
+top-up of a funded channel, or a cancelled withdrawal, is seen at once (never remembered)."""
+MAX_UNFUNDED_CHANNELS = 10_000
+"""Most such channels remembered at once (keys are free: past it, fresh ones are not remembered)."""
 
 
 class Authenticator:
@@ -92,6 +99,7 @@ class Authenticator:
         self._known_reads: asyncio.Semaphore | None = None
         self._ttl: float | None = None  # `_funded_ttl`, once the withdrawal delay is read
         self._funded: dict[str, tuple[float, Any]] = {}  # user -> (read at, a funded open channel)
+        self._unfunded: dict[str, tuple[float, Any]] = {}  # user -> (read at, a channel never funded)
 
     async def _channel(self, chain: ChainPort, user: str, voucher: int) -> Any:
         """The user's payment channel to this node, read from the chain (or known funded for it).
@@ -103,7 +111,8 @@ class Authenticator:
         before (a nonce on record) reads through slots of its own (`KNOWN_USER_CHAIN_READS`,
         waiting up to `KNOWN_USER_WAIT_S`), which a flood of fresh keys cannot hold. A channel
         read open and covering a voucher at least this large answers the same user's requests
-        for `funded_ttl` without a read. A failing chain is a 503.
+        for `funded_ttl` without a read; one with nothing ever deposited for
+        `UNFUNDED_CHANNEL_TTL_S` (refused as it was). A failing chain is a 503.
 
         Raises:
             BusyError: no read slot, or the chain could not be read (503, retry as it is).
@@ -116,6 +125,9 @@ class Authenticator:
             and voucher <= known[1].deposited
         ):
             return known[1]
+        empty = self._unfunded.get(user)
+        if empty is not None and now - empty[0] < UNFUNDED_CHANNEL_TTL_S:
+            return empty[1]
         gate = await self._read_slot(user)
         try:
             channel = await chain.channel(user)
@@ -131,6 +143,15 @@ class Authenticator:
                 self._funded = {u: k for u, k in self._funded.items() if now - k[0] < ttl}
             if ttl > 0 and len(self._funded) < MAX_FUNDED_CHANNELS:
                 self._funded[user] = (now, channel)
+        elif channel.deposited == 0:  # a key that never paid here (a voucher is at least one fee)
+            if len(self._unfunded) >= MAX_UNFUNDED_CHANNELS:
+                self._unfunded = {
+                    u: k for u, k in self._unfunded.items() if now - k[0] < UNFUNDED_CHANNEL_TTL_S
+                }
+            if len(self._unfunded) < MAX_UNFUNDED_CHANNELS:
+                self._unfunded[user] = (now, channel)
+        if channel.deposited:
+            self._unfunded.pop(user, None)  # an expired entry of a key that has paid since
         return channel
 
     async def _read_slot(self, user: str) -> asyncio.Semaphore:
