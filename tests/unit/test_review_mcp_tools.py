@@ -34,10 +34,15 @@ the real entry-point loader on packages written to disk):
    unverifiable (``max_tool_calls`` x ``timeout_s``, the node's profile picks the first); they
    now share a per-receipt time budget (``mcp_rerun_budget_s``).
 6. A user choosing deterministic tool arguments that an honest node and a validator on another
-   Python answer differently. FOUND (framing, environment): the ``text`` tool's case mappings
-   are the running Python's Unicode database, which nothing in the protocol pins
+   Python answer differently. FIXED (was FOUND; framing, environment): the ``text`` tool's case
+   mappings were the running Python's Unicode database, which nothing in the protocol pins
    (``requires-python = ">=3.11"``, traces record no runtime); a validator on Python 3.14
-   (Unicode 16) re-runs ``upper`` of U+1C8A to U+1C89, a node on 3.11 recorded U+1C8A.
+   (Unicode 16) re-ran ``upper`` of U+1C8A to U+1C89, a node on 3.11 recorded U+1C8A. Now the
+   tool uses the protocol's table of Unicode 14.0 (`supernet.node.kernel.text_case`). The same
+   class on another platform: the ``calculator``'s transcendental functions are the math
+   library's (not correctly rounded; glibc, musl and macOS differ in the last bits), compared
+   exactly; now a float within ``LIBM_ULPS`` is the same result. What remains of it: an integer
+   computed from such a float (``floor(exp(x))`` on a boundary) can still differ.
 7. Agent packages whose code runs but is not in the code hash. FIXED (a sourceless compiled module
    refuses its package; the loader's bytecode lives in ``sys.pycache_prefix``): compiled files were left out
    of the bundle (`sdk/supernet/sdk/agents/base.py` ``_SKIPPED_SUFFIXES``) but Python imports
@@ -57,6 +62,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import io
+import math
 import py_compile
 import sys
 import time
@@ -70,15 +76,16 @@ from supernet.node.agents.base import Agent
 from supernet.node.agents.context import AgentContext
 from supernet.node.agents.packages import AllowedAgent, load_installed
 from supernet.node.agents.registry import AgentRegistry
-from supernet.node.kernel import mcp_line_cap
+from supernet.node.kernel import mcp_line_cap, text_case
 from supernet.node.kernel.agent_run import spec_record
 from supernet.node.kernel.builtin_tools import _text
+from supernet.node.kernel.calculator import evaluate
 from supernet.node.kernel.errors import KernelError, ToolUnavailableError
 from supernet.node.kernel.mcp_tools import MCPServerConfig, MCPTools
 from supernet.node.kernel.syscalls import TaskSpec
 from supernet.node.kernel.tools import ToolRegistry
 from supernet.sdk.agents import bundle_hash, package_bundle
-from supernet.validator.tool_check import RegistryRunner, check_tools
+from supernet.validator.tool_check import LIBM_ULPS, RegistryRunner, check_tools
 from supernet.validator.trace_view import ToolCall
 from supernet.validator.verifier import Manifest, Verifier
 
@@ -428,28 +435,77 @@ async def test_defence_mcp_re_runs_of_one_receipt_stop_at_its_budget() -> None:
 # -- 6. framing an honest node through the Python runtime ---------------------------------------------
 
 
-def test_known_limit_text_case_mapping_is_the_running_pythons_unicode_database() -> None:
+_PROJECT = Path(__file__).resolve().parents[2]
+
+
+async def test_defence_text_case_mapping_is_the_protocols_not_the_running_pythons() -> None:
     """Attack (framing): a user asks an agent to ``text``-``upper`` a string holding letters whose
     case mapping exists only in a newer Unicode version, e.g. U+1C8A CYRILLIC SMALL LETTER TJE
-    (Unicode 16, Python 3.14). A node on Python 3.11 (Unicode 14; the project's docker image)
-    records it unchanged; a validator on Python 3.14 re-runs it to U+1C89 and flags the honest
-    node ("returned another result on re-run"); validators alike vote fraud. The protocol does not
-    pin the runtime (``requires-python = ">=3.11"``) and a trace records no Unicode version. The
-    in-process evidence that mappings move between versions: U+2C65 is unassigned in the Unicode
-    3.2 database Python ships, while this Python upper-cases it.
-
-    Fix (by design): the deterministic tools' behaviour is the protocol's, not the runtime's: case
-    mappings from a table the protocol pins (or ASCII only, or a refusal of code points the pinned
-    version does not assign), the same for ``words``; or the trace records the runtime
-    (``unicodedata.unidata_version``, Python version) and a validator on another one treats a
-    differing re-run as unverifiable, never as a finding."""
+    (Unicode 16, Python 3.14). It was: the tool used ``str.upper``, so a node on Python 3.11
+    (Unicode 14; the project's docker image) recorded it unchanged and a validator on Python 3.14
+    re-ran it to U+1C89 and flagged the honest node; the protocol does not pin the runtime
+    (``requires-python = ">=3.11"``) and mappings move between versions (U+2C65 is unassigned in
+    the Unicode 3.2 database Python ships, while this Python upper-cases it). Defence (by design):
+    the tool's case mapping and word splitting are the protocol's, a table of Unicode 14.0
+    (`supernet.node.kernel.text_case`), whatever the interpreter; on this Python 3.11 the table is
+    exactly the interpreter's own, per code point."""
     tje = "\u1c8a"
-    assigned = unicodedata.category(tje) != "Cn"
-    assert _text({"text": tje, "op": "upper"}) == ("\u1c89" if assigned else tje)  # the runtime's word
+    assert _text({"text": tje, "op": "upper"}) == tje  # the protocol's word, on any Python
     assert unicodedata.ucd_3_2_0.category("\u2c65") == "Cn" and "\u2c65".upper() == "\u023a"
     for dist in ("node", "validator"):
-        pyproject = (Path(__file__).resolve().parents[2] / dist / "pyproject.toml").read_text()
-        assert 'requires-python = ">=3.11"' in pyproject  # no upper bound: any later Unicode
+        pyproject = _PROJECT / dist / "pyproject.toml"
+        assert 'requires-python = ">=3.11"' in pyproject.read_text()
+    recorded = ToolCall(0, "text", {"text": "x" + tje, "op": "upper"}, "X" + tje, None, True)
+    assert await check_tools((recorded,), RegistryRunner(None)) == ([], 1, None)  # re-run: the same
+    forged = ToolCall(0, "text", {"text": "x" + tje, "op": "upper"}, "X\u1c89", None, True)
+    findings, _, _ = await check_tools((forged,), RegistryRunner(None))
+    assert [f.check.value for f in findings] == ["tool"]
+    # the pinned table's own promises
+    assert text_case.UNICODE_VERSION == "14.0.0"
+    assert _text({"text": "straße ǆ ﬁ", "op": "upper"}) == "STRASSE Ǆ FI"  # full mappings
+    assert _text({"text": "ΟΔΟΣ", "op": "lower"}) == "οδοσ"  # per code point: no final-sigma rule
+    assert _text({"text": "a\u180eb\u3000c \u2028d", "op": "words"}) == 3  # U+180E is no space in 14.0
+
+
+async def test_defence_a_calculator_float_from_another_math_library_is_no_finding() -> None:
+    """Attack (framing, environment): the ``calculator``'s ``exp``, ``log``, ``sin``... are the
+    platform math library's, which are not correctly rounded: glibc, musl and macOS differ in the
+    last bits, and a validator compared results exactly, so an honest node on another platform
+    was flagged. Defence: a re-run float within ``LIBM_ULPS`` units in the last place of the
+    recorded one is the same result (`tool_check._libm_noise`); anything further, or a result of
+    another type, is still a finding."""
+    args = {"expression": "exp(1.7) * sin(0.3) + log(12.5)"}
+    real = evaluate(args["expression"])
+    assert isinstance(real, float)
+    ulp = math.ulp(real)
+    cases = [
+        (real, True),
+        (math.nextafter(real, math.inf), True),  # another libm's last bit
+        (real - LIBM_ULPS * ulp, True),
+        (real + (LIBM_ULPS + 2) * ulp, False),
+        (real * (1 + 1e-9), False),  # a lie
+        (str(real), False),
+    ]
+    for claimed, same in cases:
+        call = ToolCall(0, "calculator", args, claimed, None, True)
+        findings, _, _ = await check_tools((call,), RegistryRunner(None))
+        assert (findings == []) is same, (claimed, findings)
+    exact = ToolCall(0, "calculator", {"expression": "2 ** 10"}, 1024.0000000000002, None, True)
+    findings, _, _ = await check_tools((exact,), RegistryRunner(None))
+    assert [f.check.value for f in findings] == ["tool"]  # an integer result is compared exactly
+
+
+@pytest.mark.skipif(
+    unicodedata.unidata_version != "14.0.0",
+    reason="compares the pinned table with the interpreter's own database (Unicode 14.0 on Python 3.11)",
+)
+def test_the_pinned_case_table_is_unicode_14_as_python_3_11_maps_it() -> None:
+    for cp in range(0x110000):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        c = chr(cp)
+        assert text_case.upper(c) == c.upper() and text_case.lower(c) == c.lower(), hex(cp)
+        assert (c in text_case.WHITESPACE) == c.isspace(), hex(cp)
 
 
 # -- 7. agent packages: code that runs but is not in the code hash ------------------------------------

@@ -21,6 +21,7 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from supernet.node.kernel import text_case
 from supernet.node.kernel.access import NOT_READABLE
 from supernet.node.kernel.calculator import evaluate
 from supernet.node.kernel.chain_read import chain_read
@@ -96,12 +97,12 @@ def _text(args: Mapping[str, Any]) -> Any:
     text, op = str(args["text"]), args["op"]
     if op == "length":
         return len(text)
-    if op == "words":
-        return len(text.split())
+    if op == "words":  # the protocol's Unicode, not the interpreter's (`text_case`)
+        return text_case.words(text)
     if op == "upper":
-        return text.upper()
+        return text_case.upper(text)
     if op == "lower":
-        return text.lower()
+        return text_case.lower(text)
     if op == "reverse":
         return text[::-1]
     if op == "count":
