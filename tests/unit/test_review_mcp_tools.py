@@ -27,8 +27,9 @@ the real entry-point loader on packages written to disk):
    huge result. FIXED for stdio (was FOUND): the whole JSON-RPC line was read and parsed
    (quadratically, on the node's event loop) before ``max_result_bytes`` was checked, memory
    unbounded; now the server runs behind a relay that ends the session at the first line past
-   4 x ``max_result_bytes`` (`supernet.node.kernel.mcp_line_cap`). Holds for Streamable HTTP:
-   the transport refuses an SSE event past 4 x ``max_result_bytes``.
+   ``max_message_bytes`` (4 x ``max_result_bytes``, at least 4 MiB;
+   `supernet.node.kernel.mcp_line_cap`). Holds for Streamable HTTP: the transport refuses an SSE
+   event past the same cap.
 5. A validator's MCP re-runs against a slow server. FIXED (stall): the re-runs of one receipt
    were sequential, each waited its full timeout, and they went on after the receipt was already
    unverifiable (``max_tool_calls`` x ``timeout_s``, the node's profile picks the first); they
@@ -64,6 +65,7 @@ import copy
 import io
 import math
 import py_compile
+import random
 import sys
 import time
 import tracemalloc
@@ -71,6 +73,7 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
+import mpmath
 import pytest
 from supernet.node.agents.base import Agent
 from supernet.node.agents.context import AgentContext
@@ -79,13 +82,13 @@ from supernet.node.agents.registry import AgentRegistry
 from supernet.node.kernel import mcp_line_cap, text_case
 from supernet.node.kernel.agent_run import spec_record
 from supernet.node.kernel.builtin_tools import _text
-from supernet.node.kernel.calculator import evaluate
+from supernet.node.kernel.calculator import CalculatorError, evaluate
 from supernet.node.kernel.errors import KernelError, ToolUnavailableError
-from supernet.node.kernel.mcp_tools import MCPServerConfig, MCPTools
+from supernet.node.kernel.mcp_tools import MESSAGE_BYTES_FLOOR, MCPServerConfig, MCPTools
 from supernet.node.kernel.syscalls import TaskSpec
 from supernet.node.kernel.tools import ToolRegistry
 from supernet.sdk.agents import bundle_hash, package_bundle
-from supernet.validator.tool_check import LIBM_ULPS, RegistryRunner, check_tools
+from supernet.validator.tool_check import RegistryRunner, check_tools
 from supernet.validator.trace_view import ToolCall
 from supernet.validator.verifier import Manifest, Verifier
 
@@ -328,7 +331,7 @@ async def test_defence_a_huge_stdio_result_ends_the_session_before_the_node_hold
     `result_value`, after the MCP client had read the whole 16 MB line into memory (quadratically)
     and parsed it; a line with no end exhausted the node's memory. Defence (by design): the node
     owns the stdio framing: the server runs behind `supernet.node.kernel.mcp_line_cap`, which ends
-    the session at the first line over 4 x ``max_result_bytes`` (the HTTP transport's cap on an SSE
+    the session at the first line over ``max_message_bytes`` (the HTTP transport's cap on an SSE
     event): the call fails in the node's one wording of an MCP failure, the node never held more
     than the cap of it, and the next call reconnects."""
     mcp = MCPTools([server(timeout_s=60.0, max_result_bytes=10_000, allow=frozenset({"huge", "add"}))])
@@ -344,7 +347,8 @@ async def test_defence_a_huge_stdio_result_ends_the_session_before_the_node_hold
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
-        assert peak < 2_000_000, peak  # the 16 MB answer was never in the node's memory
+        # never the 16 MB answer: at most the cap (4 MiB), as chunks and then joined
+        assert peak < 3 * MESSAGE_BYTES_FLOOR < 16_000_000, peak
         assert await registry.call("test.add", {"a": 20, "b": 22}) == {"result": 42}  # reconnected
     finally:
         await mcp.close()
@@ -381,7 +385,7 @@ async def test_defence_a_huge_http_result_is_cut_off_by_the_transport(
     http_server: tuple[str, Any],  # noqa: F811  (the fixture of tests/unit/test_mcp_tools.py)
 ) -> None:
     """Attack: the same huge answer from a Streamable HTTP server. Defence: the client refuses an
-    SSE event past 4 x ``max_result_bytes`` while reading it (`MCPConnection._transport`), the
+    SSE event past ``max_message_bytes`` while reading it (`MCPConnection._transport`), the
     call fails as environmental (never held against the node), and the next call reconnects."""
     url, _ = http_server
     cfg = MCPServerConfig("web", transport="http", url=url, timeout_s=20.0, max_result_bytes=10_000)
@@ -390,10 +394,10 @@ async def test_defence_a_huge_http_result_is_cut_off_by_the_transport(
     registry = ToolRegistry()
     mcp.register(registry)
     try:
-        # (the reason, "exceeded the 40000 byte limit", is logged: what the agent reads is the node's
+        # (the reason, "exceeded the ... byte limit", is logged: what the agent reads is the node's
         # one wording of an MCP failure, `mcp_unavailable`)
         with pytest.raises(ToolUnavailableError, match=r"^MCP server web is unavailable$"):
-            await registry.call("web.huge", {"n": 4_000_000})
+            await registry.call("web.huge", {"n": 5_000_000})  # past the 4 MiB floor of the cap
         assert await registry.call("web.add", {"a": 20, "b": 22}) == {"result": 42}
     finally:
         await mcp.close()
@@ -463,36 +467,34 @@ async def test_defence_text_case_mapping_is_the_protocols_not_the_running_python
     # the pinned table's own promises
     assert text_case.UNICODE_VERSION == "14.0.0"
     assert _text({"text": "straße ǆ ﬁ", "op": "upper"}) == "STRASSE Ǆ FI"  # full mappings
-    assert _text({"text": "ΟΔΟΣ", "op": "lower"}) == "οδοσ"  # per code point: no final-sigma rule
+    assert _text({"text": "ΟΔΟΣ ΣΑΣ.", "op": "lower"}) == "οδος σας."  # Python 3.11's final sigma
     assert _text({"text": "a\u180eb\u3000c \u2028d", "op": "words"}) == 3  # U+180E is no space in 14.0
 
 
-async def test_defence_a_calculator_float_from_another_math_library_is_no_finding() -> None:
-    """Attack (framing, environment): the ``calculator``'s ``exp``, ``log``, ``sin``... are the
+async def test_defence_a_calculator_result_is_the_same_double_on_every_platform() -> None:
+    """Attack (framing, environment): the ``calculator``'s ``exp``, ``log``, ``sin``... were the
     platform math library's, which are not correctly rounded: glibc, musl and macOS differ in the
-    last bits, and a validator compared results exactly, so an honest node on another platform
-    was flagged. Defence: a re-run float within ``LIBM_ULPS`` units in the last place of the
-    recorded one is the same result (`tool_check._libm_noise`); anything further, or a result of
-    another type, is still a finding."""
-    args = {"expression": "exp(1.7) * sin(0.3) + log(12.5)"}
+    last bits, and a validator compares results exactly, so an honest node on another platform
+    was flagged (a difference an expression can also amplify: ``(exp(0.3) - c) * 1e16``). A
+    tolerance of a few ulps (tried first) let a node shade any float (``14 / 2`` as
+    6.999999999999999) and was beaten by amplification. Defence (by design): those functions and
+    float powers are computed with mpmath at `WORKING_BITS` and rounded once, the correctly rounded
+    double on every platform, and results are compared exactly: one ulp off is a finding."""
+    args = {"expression": "exp(1.7) * sin(0.3) + log(12.5) + 2.5 ** 3.1"}
     real = evaluate(args["expression"])
     assert isinstance(real, float)
-    ulp = math.ulp(real)
-    cases = [
-        (real, True),
-        (math.nextafter(real, math.inf), True),  # another libm's last bit
-        (real - LIBM_ULPS * ulp, True),
-        (real + (LIBM_ULPS + 2) * ulp, False),
-        (real * (1 + 1e-9), False),  # a lie
-        (str(real), False),
-    ]
-    for claimed, same in cases:
+    with mpmath.workprec(400):  # the functions are each the double nearest the exact value
+        functions = {"exp": mpmath.exp, "sin": mpmath.sin, "log": mpmath.log, "cos": mpmath.cos}
+        for name, x in (("exp", 1.7), ("sin", 0.3), ("log", 12.5), ("cos", 1e22)):
+            assert evaluate(f"{name}({x!r})") == float(functions[name](mpmath.mpf(x))), name
+        assert evaluate("2.5 ** 3.1") == float(mpmath.mpf(2.5) ** mpmath.mpf(3.1))
+    for claimed, same in ((real, True), (math.nextafter(real, math.inf), False), (str(real), False)):
         call = ToolCall(0, "calculator", args, claimed, None, True)
         findings, _, _ = await check_tools((call,), RegistryRunner(None))
         assert (findings == []) is same, (claimed, findings)
-    exact = ToolCall(0, "calculator", {"expression": "2 ** 10"}, 1024.0000000000002, None, True)
-    findings, _, _ = await check_tools((exact,), RegistryRunner(None))
-    assert [f.check.value for f in findings] == ["tool"]  # an integer result is compared exactly
+    assert evaluate("14 / 2") == 7.0 and evaluate("2 ** 10") == 1024 and evaluate("2 ** -1") == 0.5
+    with pytest.raises(CalculatorError, match="ASCII characters only"):  # identifiers move with Unicode
+        evaluate("\U00011f04 + 1")
 
 
 @pytest.mark.skipif(
@@ -506,6 +508,13 @@ def test_the_pinned_case_table_is_unicode_14_as_python_3_11_maps_it() -> None:
         c = chr(cp)
         assert text_case.upper(c) == c.upper() and text_case.lower(c) == c.lower(), hex(cp)
         assert (c in text_case.WHITESPACE) == c.isspace(), hex(cp)
+    # whole strings: the final-sigma rule (context) and words, against str.lower and str.split
+    rng = random.Random(7)
+    pool = [*"ΣσςΑΒΓαβγ .'-1Aaß", "\u0301", "\u0345", "\u00ad", "\u02b0", "\u1fbc", "\u2019", "\u0130"]
+    pool += [chr(rng.randrange(0x3000)) for _ in range(60)]
+    for _ in range(50_000):
+        s = "".join(rng.choice(pool) for _ in range(rng.randrange(1, 8)))
+        assert text_case.lower(s) == s.lower() and text_case.words(s) == len(s.split()), ascii(s)
 
 
 # -- 7. agent packages: code that runs but is not in the code hash ------------------------------------

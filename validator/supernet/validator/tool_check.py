@@ -29,7 +29,6 @@ make it, not the ground of the verdict.
 from __future__ import annotations
 
 import json
-import math
 import random
 import re
 import time
@@ -48,9 +47,6 @@ from supernet.validator.chain_check import CHAIN_READ, ChainView, check_chain_re
 from supernet.validator.evidence import Check, Finding
 from supernet.validator.trace_view import ToolCall
 
-LIBM_ULPS = 4
-"""How far (units in the last place) a re-run ``calculator`` float may be from the recorded one
-(`_libm_noise`: math libraries of other platforms differ in the last bits)."""
 MCP_RERUN_BUDGET_S = 60.0
 """Seconds one receipt's MCP re-runs may take together (a call started within it may finish)."""
 
@@ -337,7 +333,7 @@ async def _rerun(
         return [
             _finding(call, f"tool {call.name} failed with another error on re-run", error, call.error)
         ], None
-    if error is None and _canon(_roundtrip(result)) != _canon(call.result) and not _libm_noise(call, result):
+    if error is None and _canon(_roundtrip(result)) != _canon(call.result):
         return [
             _finding(
                 call,
@@ -347,20 +343,6 @@ async def _rerun(
             )
         ], None
     return [], None
-
-
-def _libm_noise(call: ToolCall, result: Any) -> bool:
-    """Whether a ``calculator`` result differs from the recorded one by no more than another
-    platform's math library may: its transcendental functions (``exp``, ``log``, ``sin``, a float
-    power) are not correctly rounded, and glibc, musl and macOS differ in the last bits, so an
-    honest node on one would be flagged by a validator on another. ``LIBM_ULPS`` units in the last
-    place of the larger, both finite floats; nothing a node could gain by."""
-    recorded = call.result
-    if call.name != "calculator" or not isinstance(result, float) or not isinstance(recorded, float):
-        return False
-    if not (math.isfinite(result) and math.isfinite(recorded)):
-        return False
-    return abs(result - recorded) <= LIBM_ULPS * math.ulp(max(abs(result), abs(recorded)))
 
 
 def _finding(call: ToolCall, message: str, expected: Any, claimed: Any) -> Finding:

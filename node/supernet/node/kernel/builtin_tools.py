@@ -48,7 +48,8 @@ LOCAL_PURE_TOOLS = frozenset({"calculator", "json_query", "text"})
 network) and bounded to finish far inside their timeout. A validator re-runs every call of one
 whatever the node recorded; so a node never records a timeout of one (that would be its load's
 word, not the arguments'): it fails the task instead, without a receipt (`Dispatcher._tool`)."""
-_PATH_PART = re.compile(r"\[(-?\d+)\]|\.?([^.\[\]]+)")
+# ASCII digits only: ``\d`` and ``int()`` take every Unicode digit the running Python knows
+_PATH_PART = re.compile(r"\[(-?[0-9]+)\]|\.?([^.\[\]]+)", re.ASCII)
 
 
 def _calculator(args: Mapping[str, Any]) -> Any:

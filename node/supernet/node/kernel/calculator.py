@@ -14,6 +14,8 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
+import mpmath
+
 MAX_EXPRESSION_CHARS = 500
 MAX_EXPONENT = 1000
 MAX_MAGNITUDE = 10**100
@@ -27,7 +29,7 @@ _BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Div: operator.truediv,
     ast.FloorDiv: operator.floordiv,
     ast.Mod: operator.mod,
-    ast.Pow: operator.pow,
+    ast.Pow: lambda base, exponent: _power(base, exponent),
 }
 _UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {ast.UAdd: operator.pos, ast.USub: operator.neg}
 _FUNCTIONS: dict[str, Callable[..., Any]] = {
@@ -35,17 +37,53 @@ _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "round": round,
     "min": min,
     "max": max,
-    "sqrt": math.sqrt,
-    "log": math.log,
-    "log10": math.log10,
-    "exp": math.exp,
-    "sin": math.sin,
-    "cos": math.cos,
-    "tan": math.tan,
+    "sqrt": math.sqrt,  # IEEE-754 rounds it correctly on every platform
+    "log": lambda x: _exactly(mpmath.log, _positive(x)),
+    "log10": lambda x: _exactly(mpmath.log10, _positive(x)),
+    "exp": lambda x: _exactly(mpmath.exp, x),
+    "sin": lambda x: _exactly(mpmath.sin, x),
+    "cos": lambda x: _exactly(mpmath.cos, x),
+    "tan": lambda x: _exactly(mpmath.tan, x),
     "floor": math.floor,
     "ceil": math.ceil,
 }
 _CONSTANTS = {"pi": math.pi, "e": math.e}
+
+
+WORKING_BITS = 160
+"""Precision of the transcendental functions and float powers, rounded once to a double at the end.
+The platform's math library is not correctly rounded (glibc, musl and macOS differ in the last
+bits), so a validator on another platform re-ran an honest node's ``exp`` to another double and
+flagged it; mpmath computes with integers, the same everywhere, and 107 bits past a double's 53
+make its rounding the correctly rounded one but for the rarest arguments (the same on every
+platform even then)."""
+
+
+def _exactly(function: Callable[..., Any], *args: float) -> float:
+    """``function`` of ``args`` at `WORKING_BITS`, rounded to the nearest double."""
+    with mpmath.workprec(WORKING_BITS):
+        result = float(function(*(mpmath.mpf(a) for a in args)))
+    if math.isinf(result):
+        raise OverflowError("result too large")
+    return result
+
+
+def _positive(x: float) -> float:
+    if x <= 0:
+        raise ValueError("math domain error")
+    return x
+
+
+def _power(base: Any, exponent: Any) -> Any:
+    """``base ** exponent``: exact for integers (a non-negative integer exponent), else the
+    correctly rounded double of it (Python's float power is the platform's ``pow``)."""
+    if isinstance(base, int) and isinstance(exponent, int) and exponent >= 0:
+        return base**exponent
+    if base == 0 and exponent < 0:
+        raise ZeroDivisionError("division by zero")
+    if base < 0 and not float(exponent).is_integer():
+        raise CalculatorError("complex result")
+    return _exactly(lambda b, x: b**x, base, exponent)
 
 
 _ERRORS = {
@@ -68,6 +106,8 @@ def evaluate(expression: str) -> int | float:
     """
     if len(expression) > MAX_EXPRESSION_CHARS:
         raise CalculatorError(f"expression longer than {MAX_EXPRESSION_CHARS} characters")
+    if not expression.isascii():  # Python's identifiers and digits follow its Unicode version
+        raise CalculatorError("an expression holds ASCII characters only")
     # Every message is the calculator's own, never Python's text (which changes between Python
     # versions): a validator compares a failed call's error text with its re-run's, since agents
     # hand that text to the model or the user (tool_check.check_tools).

@@ -8,13 +8,16 @@ end exhausted it. This relay sits between the two and stops the server at the fi
 than ``MAX_BYTES``, so the node never holds more than that of one message; the client then sees
 the session end (the call fails as the server's unavailability, the next call reconnects).
 
-Standard library only, run by path: it must start with nothing of the node imported. The server
-inherits its stdin (the client's requests) and stderr; it runs in the relay's process group,
-which the MCP client ends as a whole when it closes the session.
+Standard library only, run by path with ``-I`` (the server's ``PYTHON*`` environment is the
+server's): it must start with nothing of the node imported. The server inherits its stdin (the
+client's requests) and stderr; it runs in the relay's process group, which the MCP client ends as
+a whole when it closes the session, and which the relay itself kills when it cuts one.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from typing import IO, Protocol, cast
@@ -53,9 +56,15 @@ def main(argv: list[str]) -> int:
     assert server.stdout is not None
     if relay(cast(_Chunks, server.stdout), sys.stdout.buffer, limit):
         return server.wait()
-    server.kill()
-    server.wait()
     print(f"MCP server {command[0]}: a message over {limit} bytes, session ended", file=sys.stderr)
+    sys.stdout.close()  # the client sees the session end at once
+    if os.getpgrp() == os.getpid():
+        # the whole process group (the MCP client starts the relay as its leader): the server and
+        # any process it started, with the relay; killing the server alone left its children
+        # running, and the client kills the group only while its leader is alive
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+    server.kill()  # started otherwise (by hand): the group is not the relay's to end
+    server.wait()
     return 3
 
 

@@ -65,6 +65,11 @@ MAX_TOOLS_PER_SERVER = 128
 MAX_TOOL_PAGES = 16
 LINE_CAP = Path(__file__).with_name("mcp_line_cap.py")
 """The relay a stdio server runs behind (`supernet.node.kernel.mcp_line_cap`)."""
+MESSAGE_BYTES_FLOOR = 4 << 20
+"""The least a server's one message may take on the wire (`MCPServerConfig.max_message_bytes`): a
+``tools/list`` page of `MAX_TOOLS_PER_SERVER` tools with their schemas and descriptions at their
+largest (cut only after they are read) fits in it, as does a result the node keeps under
+``max_result_bytes`` that the server frames twice (``structuredContent`` and content blocks)."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,13 @@ class MCPServerConfig:
     allow: frozenset[str] | None = None
     max_result_bytes: int = 64 * 1024
     max_schema_bytes: int = 16 * 1024
+
+    @property
+    def max_message_bytes(self) -> int:
+        """Largest message read from the server (a stdio line, an SSE event): the node's memory
+        bound, 4 x ``max_result_bytes`` but at least `MESSAGE_BYTES_FLOOR` (what the node accepts
+        must fit, whatever the server's framing)."""
+        return max(4 * self.max_result_bytes, MESSAGE_BYTES_FLOOR)
 
     def __post_init__(self) -> None:
         if not SERVER_NAME.fullmatch(self.name):
@@ -301,7 +313,8 @@ class MCPConnection:
             assert self.cfg.command is not None
             # through the line cap: the client holds a whole message before anything can check it
             # (the same cap as the HTTP transport's on an SSE event)
-            cap = [str(LINE_CAP), str(4 * self.cfg.max_result_bytes), "--", self.cfg.command]
+            # -I: the server's environment (PYTHONHOME, PYTHONPATH...) is the server's, not the relay's
+            cap = ["-I", str(LINE_CAP), str(self.cfg.max_message_bytes), "--", self.cfg.command]
             params = StdioServerParameters(
                 command=sys.executable, args=[*cap, *self.cfg.args], env=dict(self.cfg.env) or None
             )
@@ -309,7 +322,7 @@ class MCPConnection:
         from mcp.client.streamable_http import streamable_http_client
 
         assert self.cfg.url is not None
-        return streamable_http_client(self.cfg.url, max_sse_event_size=4 * self.cfg.max_result_bytes)
+        return streamable_http_client(self.cfg.url, max_sse_event_size=self.cfg.max_message_bytes)
 
     async def _serve(self, ready: asyncio.Future[list[Any]], closing: asyncio.Event) -> None:
         from mcp import ClientSession

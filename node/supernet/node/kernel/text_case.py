@@ -5,22 +5,24 @@ node. Python's ``str.upper``, ``str.lower`` and ``str.split`` follow the running
 Unicode database, which moves between versions (U+1C8A CYRILLIC SMALL LETTER TJE upper-cases only
 from Unicode 16, Python 3.14), so a user could get an honest node on one Python framed by
 validators on another (tests/unit/test_review_mcp_tools.py). The tool therefore maps case by a
-table fixed in the protocol (``text_case.json``: the full case mappings of Unicode 14.0, Python
-3.11's, written by ``scripts/gen_text_case.py``), one code point at a time with no
-context-dependent rule (a final capital sigma lowercases to σ, as it does alone), and counts words
-as runs between the 29 whitespace code points of Unicode 14.0; whatever the interpreter, node and
-validators compute the same.
+table fixed in the protocol (``text_case.json``: the full case mappings of Unicode 14.0, and the
+Cased and Case_Ignorable code points its final-sigma rule needs, all read off Python 3.11 by
+``scripts/gen_text_case.py``), and counts words as runs between the 29 whitespace code points of
+Unicode 14.0: exactly what ``str.upper``, ``str.lower`` and ``len(str.split())`` give on Python
+3.11, and the same on any interpreter.
 
->>> upper("straße"), lower("ΟΔΟΣ"), words("a\\u3000b  c")
-('STRASSE', 'οδοσ', 3)
+>>> upper("straße"), lower("ΟΔΟΣ ΣΑΣ"), words("a\\u3000b  c")
+('STRASSE', 'οδος σας', 3)
 >>> upper("\\u1c8a") == "\\u1c8a"  # TJE has no mapping in Unicode 14.0
 True
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
+from collections.abc import Callable
 from importlib import resources
 
 _TABLE = json.loads(resources.files(__package__).joinpath("text_case.json").read_text(encoding="utf-8"))
@@ -30,6 +32,21 @@ UPPER: dict[str, str] = _TABLE["upper"]
 LOWER: dict[str, str] = _TABLE["lower"]
 WHITESPACE: frozenset[str] = frozenset(_TABLE["whitespace"])
 _WORD = re.compile("[^" + re.escape(_TABLE["whitespace"]) + "]+")
+_SIGMA, _SMALL_SIGMA, _FINAL_SIGMA = "\u03a3", "\u03c3", "\u03c2"
+
+
+def _member(ranges: list[list[int]]) -> Callable[[str], bool]:
+    firsts = [first for first, _ in ranges]
+
+    def contains(c: str) -> bool:
+        i = bisect.bisect_right(firsts, ord(c)) - 1
+        return i >= 0 and ord(c) <= ranges[i][1]
+
+    return contains
+
+
+_case_ignorable = _member(_TABLE["case_ignorable"])
+_cased = _member(_TABLE["cased"])  # of the characters that are not case-ignorable
 
 
 def upper(text: str) -> str:
@@ -38,8 +55,17 @@ def upper(text: str) -> str:
 
 
 def lower(text: str) -> str:
-    """``text`` lower-cased by the pinned table, each code point on its own."""
-    return "".join(LOWER.get(c, c) for c in text)
+    """``text`` lower-cased by the pinned table; a capital sigma at the end of a word becomes ς
+    (Unicode's Final_Sigma: after a cased letter and not before one, case-ignorable ones skipped)."""
+    return "".join(_final_sigma(text, i) if c == _SIGMA else LOWER.get(c, c) for i, c in enumerate(text))
+
+
+def _final_sigma(text: str, i: int) -> str:
+    before = next((c for c in reversed(text[:i]) if not _case_ignorable(c)), None)
+    if before is None or not _cased(before):
+        return _SMALL_SIGMA
+    after = next((c for c in text[i + 1 :] if not _case_ignorable(c)), None)
+    return _FINAL_SIGMA if after is None or not _cased(after) else _SMALL_SIGMA
 
 
 def words(text: str) -> int:
