@@ -22,34 +22,6 @@ MAX_MAGNITUDE = 10**100
 MAX_ROUND_DIGITS = 100  # round(x, n) with |n| past the magnitude bound only costs time (10**|n|)
 MAX_EXACT_INT = 2**63  # larger integer results are returned as floats: traces hold 64-bit integers
 
-_BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv,
-    ast.Mod: operator.mod,
-    ast.Pow: lambda base, exponent: _power(base, exponent),
-}
-_UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {ast.UAdd: operator.pos, ast.USub: operator.neg}
-_FUNCTIONS: dict[str, Callable[..., Any]] = {
-    "abs": abs,
-    "round": round,
-    "min": min,
-    "max": max,
-    "sqrt": math.sqrt,  # IEEE-754 rounds it correctly on every platform
-    "log": lambda x: _exactly(mpmath.log, _positive(x)),
-    "log10": lambda x: _exactly(mpmath.log10, _positive(x)),
-    "exp": lambda x: _exactly(mpmath.exp, x),
-    "sin": lambda x: _exactly(mpmath.sin, x),
-    "cos": lambda x: _exactly(mpmath.cos, x),
-    "tan": lambda x: _exactly(mpmath.tan, x),
-    "floor": math.floor,
-    "ceil": math.ceil,
-}
-_CONSTANTS = {"pi": math.pi, "e": math.e}
-
-
 WORKING_BITS = 160
 """Precision of the transcendental functions and float powers, rounded once to a double at the end.
 The platform's math library is not correctly rounded (glibc, musl and macOS differ in the last
@@ -84,6 +56,34 @@ def _power(base: Any, exponent: Any) -> Any:
     if base < 0 and not float(exponent).is_integer():
         raise CalculatorError("complex result")
     return _exactly(lambda b, x: b**x, base, exponent)
+
+
+_BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: _power,
+}
+_UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "abs": abs,
+    "round": round,
+    "min": min,
+    "max": max,
+    "sqrt": math.sqrt,  # IEEE-754 rounds it correctly on every platform
+    "log": lambda x: _exactly(mpmath.log, _positive(x)),
+    "log10": lambda x: _exactly(mpmath.log10, _positive(x)),
+    "exp": lambda x: _exactly(mpmath.exp, x),
+    "sin": lambda x: _exactly(mpmath.sin, x),
+    "cos": lambda x: _exactly(mpmath.cos, x),
+    "tan": lambda x: _exactly(mpmath.tan, x),
+    "floor": math.floor,
+    "ceil": math.ceil,
+}
+_CONSTANTS = {"pi": math.pi, "e": math.e}
 
 
 _ERRORS = {

@@ -61,11 +61,17 @@ def lower(text: str) -> str:
 
 
 def _final_sigma(text: str, i: int) -> str:
-    before = next((c for c in reversed(text[:i]) if not _case_ignorable(c)), None)
-    if before is None or not _cased(before):
+    # index scans, as CPython's own: slicing the text around each sigma was quadratic in a text of
+    # sigmas; each scan stops at the first character that is not case-ignorable
+    j = i - 1
+    while j >= 0 and _case_ignorable(text[j]):
+        j -= 1
+    if j < 0 or not _cased(text[j]):
         return _SMALL_SIGMA
-    after = next((c for c in text[i + 1 :] if not _case_ignorable(c)), None)
-    return _FINAL_SIGMA if after is None or not _cased(after) else _SMALL_SIGMA
+    j = i + 1
+    while j < len(text) and _case_ignorable(text[j]):
+        j += 1
+    return _FINAL_SIGMA if j == len(text) or not _cased(text[j]) else _SMALL_SIGMA
 
 
 def words(text: str) -> int:

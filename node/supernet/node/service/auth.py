@@ -75,6 +75,18 @@ MAX_UNFUNDED_CHANNELS = 10_000
 """Most such channels remembered at once (keys are free: past it, fresh ones are not remembered)."""
 
 
+def _remember(
+    cache: dict[str, tuple[float, Any]], user: str, channel: Any, now: float, ttl: float, limit: int
+) -> dict[str, tuple[float, Any]]:
+    """``cache`` with ``user``'s channel read at ``now``: once ``limit`` entries are held, those
+    older than ``ttl`` go first, and nothing is added while it stays full (or with no ``ttl``)."""
+    if len(cache) >= limit:
+        cache = {u: k for u, k in cache.items() if now - k[0] < ttl}
+    if ttl > 0 and len(cache) < limit:
+        cache[user] = (now, channel)
+    return cache
+
+
 class Authenticator:
     """Checks signed task requests and vouchers against this node, its state and the chain."""
 
@@ -139,17 +151,11 @@ class Authenticator:
             gate.release()
         if not channel.closing and voucher <= channel.deposited:  # only funded users: each paid a deposit
             ttl = await self._funded_ttl(chain)
-            if len(self._funded) >= MAX_FUNDED_CHANNELS:
-                self._funded = {u: k for u, k in self._funded.items() if now - k[0] < ttl}
-            if ttl > 0 and len(self._funded) < MAX_FUNDED_CHANNELS:
-                self._funded[user] = (now, channel)
+            self._funded = _remember(self._funded, user, channel, now, ttl, MAX_FUNDED_CHANNELS)
         elif channel.deposited == 0:  # a key that never paid here (a voucher is at least one fee)
-            if len(self._unfunded) >= MAX_UNFUNDED_CHANNELS:
-                self._unfunded = {
-                    u: k for u, k in self._unfunded.items() if now - k[0] < UNFUNDED_CHANNEL_TTL_S
-                }
-            if len(self._unfunded) < MAX_UNFUNDED_CHANNELS:
-                self._unfunded[user] = (now, channel)
+            self._unfunded = _remember(
+                self._unfunded, user, channel, now, UNFUNDED_CHANNEL_TTL_S, MAX_UNFUNDED_CHANNELS
+            )
         if channel.deposited:
             self._unfunded.pop(user, None)  # an expired entry of a key that has paid since
         return channel
