@@ -5,7 +5,8 @@ of a batched top-k over the whole vocabulary, and ``score_packed`` post-processe
 rows at a time and pads attention by whole tokens; the decoder rotates without a rolled copy and
 multiplies in place. Each is pinned here against a verbatim copy of
 the implementation it replaced, on random rows with exact ties, flat rows, nuclei at the edge of
-``top_p`` and near-perturbed logits (the refinement path), so soundness cannot drift.
+``top_p`` and near-perturbed logits (the refinement path), so soundness cannot drift. (One rule was added to
+the copy since: below temperature 1 a margin that counts is taken row by row, in log space.)
 """
 
 from __future__ import annotations
@@ -108,6 +109,8 @@ def old_selection_margins(
             top = sampling._top(probs[rows], vocab if width * 8 >= vocab else width * 8)
         redo = ~exact
         redo[rows] = True
+        if params.temperature < 1.0:  # added since: these rows' edges are summed in log space
+            redo |= out > sampling.EXACT_ABOVE
     margins = out.tolist()
     for i in torch.nonzero(redo).flatten().tolist():
         margins[i] = selection_margin(logits[i], tokens[i], params, start + i)

@@ -217,7 +217,7 @@ def test_low_temperature_near_ties_are_not_accusations(top_p: float, monkeypatch
             patch.setattr(
                 sampling,
                 "_interval_margin",
-                lambda lo, hi, mass, u, temperature=1.0, log_p=None: cdf(lo, hi, mass, u),
+                lambda lo, hi, mass, u, temperature=1.0, log_p=None, edges=None: cdf(lo, hi, mass, u),
             )
             cdf_flagged += selection_margin(row + noise, token, params, trial) > bound
         far_accepted += selection_margin(row + noise, far, params, trial) <= bound

@@ -51,7 +51,9 @@ flagged; a subnormal such as 1e-310 would even make ``logits / temperature`` ove
 margin NaN. At 1e-4 that rounding moves a share's log-odds by at most ~2.6, and the distribution
 is already all but one-hot, so greedy (with its own 1e-3-nat bound) is what such a call means."""
 ODDS_FLOOR = 1e-9
-"""Shares of a row's mass closer than this to 0 or 1 are never measured in log-odds (`_odds_distance`)."""
+"""Shares of a row's mass closer than this to 0 or 1 are not measured in log-odds from their float64
+sums (`_odds_distance`): the batched margins leave them at their CDF distance, and such a margin, if
+it counts, is taken again row by row with the masses in log space (`selection_margin`)."""
 DRAW_FLOOR = 2.0**-53
 """A token whose share of the support's mass is below this (the draws' grid) is one the sampler
 practically never draws: `_interval_margin` measures how far its share is from it, not only its edge."""
@@ -190,7 +192,13 @@ def chosen_logprobs(logits: Tensor, tokens: Sequence[int]) -> list[float]:
 
 
 def _interval_margin(
-    lo: Tensor, hi: Tensor, mass: Tensor, u: Tensor, temperature: float = 1.0, log_p: Tensor | None = None
+    lo: Tensor,
+    hi: Tensor,
+    mass: Tensor,
+    u: Tensor,
+    temperature: float = 1.0,
+    log_p: Tensor | None = None,
+    edge_logits: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """How far the draw ``u`` lies outside the CDF interval ``[lo, hi) / mass`` (0 inside it).
 
@@ -214,15 +222,23 @@ def _interval_margin(
     ``log_p``, the token's log-probability at ``temperature`` (from the logits: it never underflows,
     so an honest token whose share another format computes at 1e-19 scores its true distance, not
     ``inf``: tests/unit/test_review_llm_check2.py); without it, from ``(hi - lo) / mass``.
+
+    ``edge_logits``: the log-odds of the lower and the upper edge, from masses summed in log space
+    (`_edge_logits`); without them they come from ``lo / mass`` and ``hi / mass``, which float64
+    cannot tell within ``ODDS_FLOOR`` of 0 or 1 (such an edge is then measured in CDF mass only).
     """
     target = u * mass
     inside = (lo <= target) & (target < hi)
     below, above = lo / mass - u, u - hi / mass
     outside = torch.clamp(torch.maximum(below, above), min=0.0)
     if temperature < 1.0:
-        edge = torch.where(below > 0, lo / mass, hi / mass)
+        if edge_logits is None:
+            edge = torch.where(below > 0, lo / mass, hi / mass)
+            odds = _odds_distance(u, edge, temperature)
+        else:
+            odds = _logit_distance(u, torch.where(below > 0, *edge_logits), temperature)
         # fmin: where the log-odds are undefined (rounding past an end), the CDF distance stands
-        outside = torch.fmin(outside, _odds_distance(u, edge, temperature))
+        outside = torch.fmin(outside, odds)
     # Being near an edge is not enough: a token of negligible share (an empty interval, e.g. a
     # tail at a low temperature) must also be within reach in share. Rounding that moves logits by
     # ``d`` changes a share's log by at most ``2d / T``, i.e. this term by at most ``d / 2`` (as the
@@ -239,10 +255,36 @@ def _odds_distance(x: Tensor | float, share: Tensor, temperature: float) -> Tens
     temperature 1 (see `_interval_margin`); ``inf`` for a share within ``ODDS_FLOOR`` of 0 or 1,
     whose log-odds the float64 sums cannot tell (a tail that underflowed to 0 would read as the
     sums' rounding, ~1e-13, i.e. only ~30 nats away, and let a low temperature reach it)."""
-    x = torch.as_tensor(x, dtype=share.dtype)
-    odds = (torch.log(x) - torch.log1p(-x)) - (torch.log(share) - torch.log1p(-share))
     exact = (share >= ODDS_FLOOR) & (share <= 1 - ODDS_FLOOR)
-    return torch.where(exact, temperature * odds.abs() / 4, torch.inf)
+    distance = _logit_distance(x, torch.log(share) - torch.log1p(-share), temperature)
+    return torch.where(exact, distance, torch.inf)
+
+
+def _logit_distance(x: Tensor | float, logit: Tensor, temperature: float) -> Tensor:
+    """``temperature * |logit(x) - logit| / 4`` (see `_odds_distance`), ``inf`` where undefined (an
+    edge at 0 or 1 exactly, which no rounding moves)."""
+    x = torch.as_tensor(x, dtype=logit.dtype)
+    distance = temperature * ((torch.log(x) - torch.log1p(-x)) - logit).abs() / 4
+    return torch.nan_to_num(distance, nan=torch.inf)
+
+
+def _edge_logits(log_members: Tensor, token: int) -> tuple[Tensor, Tensor]:
+    """The log-odds of the lower and upper edge of ``token``'s CDF interval (token-id order), from
+    the log-probabilities of one row's support (``-inf`` for a token outside it): each side's mass
+    is a log-sum-exp, so an edge 1e-300 from 0 or 1 is measured as it is (float64 sums of the
+    probabilities round it to 0 or 1, `ODDS_FLOOR`)."""
+    lse = torch.logsumexp
+    before, from_token = lse(log_members[:token], 0), lse(log_members[token:], 0)
+    through, after = lse(log_members[: token + 1], 0), lse(log_members[token + 1 :], 0)
+    return before - from_token, through - after
+
+
+def _prefix_logits(log_vals: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Per nucleus size ``k`` (columns of ``log_vals``, the rule's order): the log mass of the first
+    ``k + 1`` entries where ``mask`` holds, and where it does not."""
+    neg = torch.full_like(log_vals, -torch.inf)
+    inside = torch.logcumsumexp(torch.where(mask, log_vals, neg), dim=-1)
+    return inside, torch.logcumsumexp(torch.where(mask, neg, log_vals), dim=-1)
 
 
 def selection_margin(logits: Tensor, token: int, params: SamplingParams, position: int) -> float:
@@ -260,13 +302,18 @@ def selection_margin(logits: Tensor, token: int, params: SamplingParams, positio
         lp = torch.log_softmax(row, dim=-1)
         return float(lp.max() - lp[token])
     probs = torch.softmax(row / params.temperature, dim=-1)
-    log_p = torch.log_softmax(row / params.temperature, dim=-1)[token]
+    log_probs = torch.log_softmax(row / params.temperature, dim=-1)
+    log_p = log_probs[token]
     u = torch.tensor(uniform(params.seed, position), dtype=torch.float64)
     support = _support(probs, params.top_p)
     cdf = support.cumsum(0)  # over the rule's own support, in the sampler's arithmetic
     lo = cdf[token - 1] if token > 0 else torch.zeros((), dtype=torch.float64)
+    # Below temperature 1 the edges' log-odds are measured, so they are summed in log space here
+    # (the batched margins send every row that counts to this function)
+    members = log_probs if params.top_p >= 1.0 else torch.where(support > 0, log_probs, -torch.inf)
+    edges = _edge_logits(members, token) if params.temperature < 1.0 else None
     at_rule = (
-        float(_interval_margin(lo, cdf[token], cdf[-1], u, params.temperature, log_p))
+        float(_interval_margin(lo, cdf[token], cdf[-1], u, params.temperature, log_p, edges))
         if support[token] > 0
         else math.inf
     )
@@ -283,6 +330,7 @@ def selection_margin(logits: Tensor, token: int, params: SamplingParams, positio
         True,
         params.temperature,
         log_p[None],
+        log_probs[top[1]] if params.temperature < 1.0 else None,
     )
     return min(at_rule, float(least[0]))
 
@@ -367,6 +415,8 @@ def selection_margins(
             top = _top(probs[rows], vocab if width * 8 >= vocab else width * 8)
         redo = ~exact
         redo[rows] = True
+        if params.temperature < 1.0:  # their edges' log-odds, summed in log space
+            redo |= out > EXACT_ABOVE
     margins = out.tolist()
     for i in torch.nonzero(redo).flatten().tolist():  # the rare cases: row by row
         margins[i] = selection_margin(logits[i], tokens[i], params, start + i)
@@ -522,22 +572,37 @@ def _least_margins(
     complete: bool,
     temperature: float = 1.0,
     log_p: Tensor | None = None,
+    log_vals: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """`selection_margin`'s least margin over the nuclei made of the top ``W`` tokens, per row, and
     whether it is settled (the token is among them, and no wider nucleus can do better: those
-    are at least ``cum_W - top_p`` off the cut; ``complete``: the top is the whole vocabulary)."""
+    are at least ``cum_W - top_p`` off the cut; ``complete``: the top is the whole vocabulary).
+
+    ``log_vals``: the log-probabilities of ``top`` (a complete top), from which the cuts' and the
+    edges' log-odds are summed in log space (see `_edge_logits`)."""
     vals, ids = top
     cum = vals.cumsum(-1)
     before = torch.cat((torch.zeros_like(cum[:, :1]), cum[:, :-1]), dim=-1)
     off_cut = torch.clamp(torch.maximum(top_p - cum, before - top_p), min=0.0)
+    edges: tuple[Tensor, Tensor] | None = None
     if temperature < 1.0:  # the nucleus's cut moves with rounding as a CDF boundary does
-        share = torch.where(top_p > cum, cum, before)
-        off_cut = torch.where(
-            off_cut > 0, torch.fmin(off_cut, _odds_distance(top_p, share, temperature)), off_cut
-        )
+        if log_vals is None:
+            odds = _odds_distance(top_p, torch.where(top_p > cum, cum, before), temperature)
+        else:
+            # nucleus k's mass against the rest of the row, and k-1's; token-id sides within k
+            taken, _ = _prefix_logits(log_vals, torch.ones_like(ids, dtype=torch.bool))
+            rest = torch.flip(torch.logcumsumexp(torch.flip(log_vals, (-1,)), dim=-1), (-1,))
+            neg = torch.full_like(taken[:, :1], -torch.inf)
+            cum_logit = taken - torch.cat((rest[:, 1:], neg), dim=-1)
+            before_logit = torch.cat((neg, taken[:, :-1]), dim=-1) - rest
+            odds = _logit_distance(top_p, torch.where(top_p > cum, cum_logit, before_logit), temperature)
+            below, from_token = _prefix_logits(log_vals, ids < token[:, None])
+            through, after = _prefix_logits(log_vals, ids <= token[:, None])
+            edges = (below - from_token, through - after)
+        off_cut = torch.where(off_cut > 0, torch.fmin(off_cut, odds), off_cut)
     lo = (vals * (ids < token[:, None])).cumsum(-1)
     row_log_p = None if log_p is None else log_p[:, None]
-    inner = _interval_margin(lo, lo + p_token[:, None], cum, u[:, None], temperature, row_log_p)
+    inner = _interval_margin(lo, lo + p_token[:, None], cum, u[:, None], temperature, row_log_p, edges)
     # a top-k may cut a group of tied tokens at its last value anywhere: only the nuclei before that
     # group are the rule's (ties in id order)
     usable = torch.ones_like(ids, dtype=torch.bool) if complete else vals > vals[:, -1:]
