@@ -9,6 +9,7 @@ import torch
 from llm_fixtures import make_tiny_llama
 from supernet.node.llm import GenerationResult, LLMEngine, SamplingParams
 from supernet.node.llm.scoring import (
+    SAMPLE_MARGIN_FLOOR,
     ScoreRequest,
     Tolerance,
     compare_generation,
@@ -212,11 +213,16 @@ def test_score_packed_rejects_a_prompt_inside_the_prefix() -> None:
 
 
 def test_the_sampled_bound_follows_the_noise_and_is_never_looser_than_before() -> None:
-    """`Tolerance.sample_bound`: a same-format pair allows 2e-4 of CDF mass at T >= 1 and 2e-4 / T
+    """`Tolerance.sample_bound`: a same-format pair allows 2e-4 of CDF mass at T = 1 and 2e-4 / T
     below (logit noise moves softmax(l / T)'s CDF by about noise / T), never past the former flat
-    1e-3; the bf16 bounds and the screen's stay flat, and so does a bound set above the cap."""
+    1e-3; the bf16 bounds and the screen's stay flat below 1, and so does a bound set above the cap.
+    Above 1 every bound narrows as 1 / T (down to SAMPLE_MARGIN_FLOOR): a flat one let a node steer
+    every token at T = 5 (`tests/unit/test_review_framing4.py`)."""
     exact = Tolerance()
-    assert exact.sample_bound(2.0) == exact.sample_bound(1.0) == 2e-4
+    assert exact.sample_bound(1.0) == 2e-4
+    assert exact.sample_bound(2.0) == pytest.approx(1e-4) and exact.sample_bound(5.0) == pytest.approx(4e-5)
+    assert Tolerance.bf16().sample_bound(4.0) == pytest.approx(Tolerance.bf16().sample_margin / 4)
+    assert exact.sample_bound(1e300) == SAMPLE_MARGIN_FLOOR > 0
     assert exact.sample_bound(0.5) == pytest.approx(4e-4)
     assert exact.sample_bound(0.1) == exact.sample_bound(1e-6) == 1e-3
     assert all(exact.sample_bound(t) <= 1e-3 for t in (1e-9, 0.01, 0.3, 0.9, 1.0, 5.0))

@@ -39,8 +39,11 @@ _MASK64 = (1 << 64) - 1
 _FIRST_CANDIDATES = 512  # most nuclei at a usual temperature hold fewer tokens
 _REFINE_WIDTH = 1024
 _CHUNK = 8
-EXACT_ABOVE = 1e-3
-"""Batched margins at or below this are not refined per row (see ``selection_margins``)."""
+EXACT_ABOVE = 0.0
+"""Batched margins above this are refined (see ``selection_margins``): every one that is not 0. It
+was 1e-3, above the same-format bound (2e-4, and ``2e-4 / T`` above T = 1), so a margin between
+them was reported at the rule's own nucleus where another gave a smaller one, and an honest token
+was flagged (`tests/unit/test_review_framing4.py`)."""
 MIN_TEMPERATURE = 1e-4
 """Temperatures below this are greedy, on the node and on every validator (`is_greedy`).
 
@@ -359,8 +362,8 @@ def selection_margins(
     sampler's arithmetic (its sum over the row with the others zeroed). Rows where that is not
     certain to be the rule's nucleus (a tie at its last member, mass within rounding of ``top_p``),
     and rows whose margin there exceeds ``EXACT_ABOVE`` (where another nucleus may give a smaller
-    one), take the per-row function. A smaller margin is reported as computed at the rule's own
-    nucleus: an upper bound of the exact one, far below any bound a validator applies.
+    one; below temperature 1, where the edges' log-odds are summed in log space), take the
+    refinement over other nuclei or the per-row function: every margin that is not 0 is exact.
     """
     n = len(tokens)
     if n > _CHUNK:  # chunks of rows keep the float64 work in cache
@@ -590,7 +593,7 @@ def _least_margins(
             odds = _odds_distance(top_p, torch.where(top_p > cum, cum, before), temperature)
         else:
             # nucleus k's mass against the rest of the row, and k-1's; token-id sides within k
-            taken, _ = _prefix_logits(log_vals, torch.ones_like(ids, dtype=torch.bool))
+            taken = torch.logcumsumexp(log_vals, dim=-1)
             rest = torch.flip(torch.logcumsumexp(torch.flip(log_vals, (-1,)), dim=-1), (-1,))
             neg = torch.full_like(taken[:, :1], -torch.inf)
             cum_logit = taken - torch.cat((rest[:, 1:], neg), dim=-1)

@@ -443,6 +443,10 @@ SCREEN_SAMPLE_MARGIN = 0.05
 SAMPLE_MARGIN_CAP = 1e-3
 """The most CDF mass a same-format pair lets a sampled token be off, at any temperature."""
 
+SAMPLE_MARGIN_FLOOR = 1e-11
+"""The least CDF distance a bound allows at a high temperature: float64 sums over a vocabulary
+(~5e-12 of rounding over 49,152 terms), which both sides compute from slightly different logits."""
+
 
 @dataclass(frozen=True)
 class Tolerance:
@@ -450,7 +454,10 @@ class Tolerance:
 
     ``sample_margin`` is a distance in CDF mass at temperature 1. Where ``sample_scales`` (the
     same-format pairs), `sample_bound` widens it as ``1 / T`` below 1, up to `SAMPLE_MARGIN_CAP`:
-    logit noise ``e`` moves ``softmax(l / T)``'s CDF by at most about ``e / T``. The honest same-format
+    logit noise ``e`` moves ``softmax(l / T)``'s CDF by at most about ``e / T``. Above 1 every pair's
+    narrows as ``1 / T`` (down to `SAMPLE_MARGIN_FLOOR`), for the same reason: a flat bound let a
+    node choose among ~20 tokens at every position at T = 5 while honest noise moved the CDF 5x
+    less than at T = 1 (`tests/unit/test_review_framing4.py`). The honest same-format
     CDF distance (decode against re-score, greatest over every token of the row, 784 positions of
     16 chat prompts per format) was at most 1.0e-5 at T = 1 and 1.7e-5 at T = 0.7 in both float32 and
     float16-weights (docs/benchmarks/exact_pairs.md): the bound sits 17-20x above it. It is a
@@ -467,7 +474,9 @@ class Tolerance:
 
     def sample_bound(self, temperature: float) -> float:
         """The CDF distance a sampled token may be off at ``temperature``."""
-        if not self.sample_scales or temperature >= 1:
+        if temperature > 1:
+            return max(self.sample_margin / temperature, SAMPLE_MARGIN_FLOOR)
+        if not self.sample_scales or temperature == 1:
             return self.sample_margin
         cap = max(SAMPLE_MARGIN_CAP, self.sample_margin)  # a bound set above the cap stays flat
         return min(cap, self.sample_margin / max(temperature, 1e-9))
