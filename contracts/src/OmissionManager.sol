@@ -116,6 +116,11 @@ contract OmissionManager is ReentrancyGuardTransient {
     ///         top of ANSWER_GAS: ~7,300 of execution (decoding, leaf hash, tree; measured at 512
     ///         receipts in test/Manifest.t.sol) and 224 calldata bytes (~3,600).
     uint256 public constant MANIFEST_RECEIPT_GAS = 11_000;
+    /// @notice What an answer spends outside the span it meters (ClaimBond.costOfAnswer): dispatch
+    ///         and guard before it, the split, the unfreeze and the burn after it (a credit to a zero
+    ///         balance adds ClaimBond.NEW_SLOT_GAS); measured on Anvil,
+    ///         tests/integration/test_answer_prices.py.
+    uint256 public constant ANSWER_UNMETERED_GAS = 38_000;
     /// @notice Manifest challenges opened so far (ids 1..manifestCount).
     uint256 public manifestCount;
     mapping(uint256 => ManifestChallenge) internal _manifestChallenges;
@@ -148,16 +153,11 @@ contract OmissionManager is ReentrancyGuardTransient {
     event ManifestChallenged(
         uint256 indexed manifestId, uint256 indexed batchId, address indexed node, address challenger, uint64 deadline
     );
-    /// @notice The node posted every receipt of batch `batchId`, in manifest order; the bond was
-    ///         split as for an availability answer.
-    event ManifestAnswered(
-        uint256 indexed manifestId,
-        uint256 indexed batchId,
-        Receipt[] receipts,
-        uint256 answerCost,
-        uint256 refunded,
-        uint256 burned
-    );
+    /// @notice The node posted every receipt of batch `batchId`, in manifest order.
+    event ManifestAnswered(uint256 indexed manifestId, uint256 indexed batchId, Receipt[] receipts);
+    /// @notice An answered manifest challenge's bond was split as for an availability answer
+    ///         (emitted after ManifestAnswered, whose receipts the answer's price meters).
+    event ManifestSettled(uint256 indexed manifestId, uint256 answerCost, uint256 refunded, uint256 burned);
     /// @notice A manifest challenge expired unanswered: the node was slashed.
     event ManifestResolved(uint256 indexed manifestId, uint256 slashed, uint256 challengerReward, uint256 burned);
     /// @notice Someone pulled its claimable balance.
@@ -216,7 +216,6 @@ contract OmissionManager is ReentrancyGuardTransient {
     error CommittedTooLate(uint256 committedAt, uint256 commitBy);
     /// @notice The receipt is not the promised one (its leaf), or not of the request.
     error NotThePromisedReceipt();
-
 
     /// @param taskManager The TaskManager (its parameters are read here once).
     constructor(TaskManager taskManager) {
@@ -312,6 +311,7 @@ contract OmissionManager is ReentrancyGuardTransient {
         bytes32[] calldata proof
     ) external nonReentrant {
         ClaimBond.start();
+        ClaimBond.requireCanonical(18 + proof.length);
         OmissionChallenge storage o = _openOmission(omissionId);
         if (block.timestamp >= o.deadline) revert AnswerWindowClosed(o.deadline);
         address node = o.node;
@@ -326,7 +326,7 @@ contract OmissionManager is ReentrancyGuardTransient {
         }
         o.status = OmissionStatus.Answered;
         (uint256 answerCost, uint256 refunded, uint256 burned) =
-            _splitBond(o.challenger, o.deposit, ClaimBond.costOfAnswer(ANSWER_GAS));
+            _splitBond(node, o.challenger, o.deposit, ANSWER_UNMETERED_GAS);
         emit OmissionAnswered(omissionId, ref.batchId, index, answerCost, refunded, burned);
         SERVICE_MANAGER.unfreeze(node);
         _send(BURN_ADDRESS, burned);
@@ -409,6 +409,7 @@ contract OmissionManager is ReentrancyGuardTransient {
         nonReentrant
     {
         ClaimBond.start();
+        ClaimBond.requireCanonical(10 + 7 * receipts.length);
         ManifestChallenge storage m = _openManifest(manifestId);
         if (block.timestamp >= m.deadline) revert AnswerWindowClosed(m.deadline);
         if (ref.batchId != m.batchId || !TASK_MANAGER.isCommitted(ref)) revert UnknownBatch(ref.batchId);
@@ -423,9 +424,10 @@ contract OmissionManager is ReentrancyGuardTransient {
         }
         m.status = ManifestStatus.Answered;
         address node = m.node;
+        emit ManifestAnswered(manifestId, ref.batchId, receipts); // inside the metered span
         (uint256 answerCost, uint256 refunded, uint256 burned) =
-            _splitBond(m.challenger, m.deposit, ClaimBond.costOfAnswer(ANSWER_GAS + n * MANIFEST_RECEIPT_GAS));
-        emit ManifestAnswered(manifestId, ref.batchId, receipts, answerCost, refunded, burned);
+            _splitBond(node, m.challenger, m.deposit, ANSWER_UNMETERED_GAS);
+        emit ManifestSettled(manifestId, answerCost, refunded, burned);
         SERVICE_MANAGER.unfreeze(node);
         _send(BURN_ADDRESS, burned);
     }
@@ -546,15 +548,19 @@ contract OmissionManager is ReentrancyGuardTransient {
     }
 
     /// @dev Splits an answered claim's deposit (ClaimBond): ANSWER_FEE_BPS of the bond burned
-    ///      (returned, for the caller to send), `cost` to the answerer (who paid for the answer;
-    ///      the node when it answers itself) while the deposit lasts, the rest back to the claimant.
-    function _splitBond(address challenger, uint256 deposit, uint256 cost)
+    ///      (returned, for the caller to send), the answer's price (ClaimBond.costOfAnswer, with
+    ///      `unmetered` for what runs outside its span) to the node (it owes the data, whoever posts
+    ///      it: paid to the sender, a copy of its answer from the mempool took the price, Review11)
+    ///      while the deposit lasts, the rest back to the claimant.
+    function _splitBond(address node, address challenger, uint256 deposit, uint256 unmetered)
         internal
         returns (uint256 answerCost, uint256 refunded, uint256 burned)
     {
         burned = CHALLENGE_BOND * ANSWER_FEE_BPS / BPS;
+        uint256 cost =
+            ClaimBond.costOfAnswer(ClaimBond.tail(unmetered, claimable[node], claimable[challenger], totalBurned));
         (answerCost, refunded) = ClaimBond.split(deposit, burned, cost);
-        claimable[msg.sender] += answerCost;
+        claimable[node] += answerCost;
         claimable[challenger] += refunded;
         totalBurned += burned;
     }

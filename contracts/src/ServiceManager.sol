@@ -316,12 +316,18 @@ contract ServiceManager is IServiceManager, ReentrancyGuardTransient {
         emit ValidatorRegistered(msg.sender, stake);
     }
 
-    /// @notice Adds `msg.value` to the caller's active stake.
+    /// @notice Adds `msg.value` to the caller's active stake (a validator's must reach
+    ///         MIN_VALIDATOR_STAKE).
     function addStake() external payable {
         Operator storage op = _operators[msg.sender];
         if (!op.registered) revert NotRegistered();
         if (msg.value == 0) revert ZeroAmount();
         uint256 stake = op.stake + msg.value;
+        // A validator holds 0 or at least the minimum (as requestUnbond keeps it): stake below it
+        // counted in the quorum's base yet could never vote (Review11).
+        if (op.role == Role.Validator && stake < MIN_VALIDATOR_STAKE) {
+            revert InsufficientStake(stake, MIN_VALIDATOR_STAKE);
+        }
         op.stake = stake;
         // forge-lint: disable-next-line(unsafe-typecast)
         op.stakedAt = uint40(block.timestamp);

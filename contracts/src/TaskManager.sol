@@ -170,15 +170,16 @@ contract TaskManager is ReentrancyGuardTransient {
     /// @notice Share (bps) of an answered availability challenge's bond that burns: what a false
     ///         claim costs its claimant beyond the answer it forced (and nobody's income).
     uint256 public constant AVAILABILITY_FEE_BPS = 1_000;
-    /// @notice Gas of an availability answer besides its trace bytes (receipt, proof, storage).
+    /// @notice Gas of an availability answer besides its trace bytes (receipt, proof, storage): the
+    ///         fixed part of the costliest answer a claim's deposit covers.
     uint256 public constant ANSWER_FIXED_GAS = 200_000; // measured: ~175k to execute + 21k + calldata
-    /// @notice Gas per non-zero trace byte of an answer: calldata at the EIP-7623 floor (40),
-    ///         which covers the event's 8 and the hashing.
+    /// @notice Gas per trace byte of the costliest answer: non-zero calldata at the EIP-7623 floor.
     uint256 public constant ANSWER_GAS_PER_BYTE = 40;
-    /// @notice Gas per zero trace byte of an answer: 4 of calldata, 8 of the event, the hashing
-    ///         (a zero byte costs far less than 40: priced at 40, a trace padded with zeros paid a
-    ///         baiting node several times its cost).
-    uint256 public constant ANSWER_GAS_PER_ZERO_BYTE = 12;
+    /// @notice What an answer spends outside the span it meters (ClaimBond.costOfAnswer): the call's
+    ///         dispatch and guard before it, the deposit's split, the stake lock, the unfreeze and
+    ///         the burn after it (a credit to a zero balance adds ClaimBond.NEW_SLOT_GAS); measured
+    ///         on Anvil, tests/integration/test_answer_prices.py.
+    uint256 public constant ANSWER_UNMETERED_GAS = 37_400;
     /// @notice Largest trace an answer may post (the SDK's MAX_TRACE_BYTES, 384 KiB): a kernel
     ///         saves none larger, and a committed larger one is its node's fault.
     uint256 public constant MAX_TRACE_BYTES = 393_216;
@@ -996,6 +997,7 @@ contract TaskManager is ReentrancyGuardTransient {
         bytes calldata trace
     ) external nonReentrant {
         ClaimBond.start();
+        ClaimBond.requireCanonical(19 + proof.length + (trace.length + 31) / 32);
         AvailabilityChallenge storage a = _openAvailability(availabilityId);
         if (block.timestamp >= a.deadline) revert AnswerWindowClosed(a.deadline);
         uint256 batchId = a.batchId;
@@ -1009,8 +1011,8 @@ contract TaskManager is ReentrancyGuardTransient {
         a.status = AvailabilityStatus.Answered;
         answeredAt[keccak256(abi.encode(batchId, index))] = block.timestamp;
         emit AvailabilityAnswered(availabilityId, batchId, index, receipt, proof, trace);
-        uint256 burned = _splitAnswerBond(availabilityId, a, trace.length, _zeroBytes(trace));
         address node = a.node;
+        uint256 burned = _splitAnswerBond(availabilityId, a, node);
         // forge-lint: disable-next-line(unsafe-typecast)
         SERVICE_MANAGER.lockStake(node, uint64(block.timestamp + CHALLENGE_WINDOW));
         SERVICE_MANAGER.unfreeze(node);
@@ -1222,22 +1224,17 @@ contract TaskManager is ReentrancyGuardTransient {
     ///      availability challenges paid it a bond per validator it baited (and taught validators
     ///      to stop asking). A false claim still costs the claimant the answer and the fee, even
     ///      if it answers itself. Returns the wei to burn.
-    function _splitAnswerBond(
-        uint256 availabilityId,
-        AvailabilityChallenge storage a,
-        uint256 traceLength,
-        uint256 zeroBytes
-    ) internal returns (uint256 burned) {
+    function _splitAnswerBond(uint256 availabilityId, AvailabilityChallenge storage a, address node)
+        internal
+        returns (uint256 burned)
+    {
         burned = CHALLENGE_BOND * AVAILABILITY_FEE_BPS / BPS;
-        (uint256 answerCost, uint256 refunded) = ClaimBond.split(
-            a.deposit,
-            burned,
-            ClaimBond.costOfAnswer(
-                ANSWER_FIXED_GAS + traceLength * ANSWER_GAS_PER_BYTE
-                    - zeroBytes * (ANSWER_GAS_PER_BYTE - ANSWER_GAS_PER_ZERO_BYTE)
-            )
-        );
-        claimable[msg.sender] += answerCost; // whoever answered paid for it
+        uint256 unmetered = ClaimBond.tail(ANSWER_UNMETERED_GAS, claimable[node], claimable[a.challenger], totalBurned);
+        (uint256 answerCost, uint256 refunded) = ClaimBond.split(a.deposit, burned, ClaimBond.costOfAnswer(unmetered));
+        // The node owes the data, so the node is paid for posting it, whoever sends the answer: paid
+        // to the sender, a copy of the node's answer from the mempool landed first took the price
+        // and left the node's own transaction to revert after paying its calldata (Review11).
+        claimable[node] += answerCost;
         claimable[a.challenger] += refunded;
         totalBurned += burned;
         emit AvailabilitySettled(availabilityId, answerCost, refunded, burned);
@@ -1247,29 +1244,6 @@ contract TaskManager is ReentrancyGuardTransient {
     function _checkDeposit() internal view {
         uint256 least = ClaimBond.required(CHALLENGE_BOND, AVAILABILITY_WORST_GAS);
         if (msg.value < least) revert WrongBond(msg.value, least);
-    }
-
-    /// @dev How many bytes of `data` are zero, a 32-byte word at a time (~1 gas per byte): each
-    ///      byte folded onto its lowest bit, then the 32 bits summed by one multiplication.
-    function _zeroBytes(bytes calldata data) internal pure returns (uint256 zeros) {
-        uint256 ones = 0x0101010101010101010101010101010101010101010101010101010101010101;
-        uint256 nonZero;
-        uint256 n = data.length;
-        assembly ("memory-safe") {
-            let end := add(data.offset, n)
-            for { let p := data.offset } lt(p, end) { p := add(p, 32) } {
-                let w := calldataload(p)
-                let rest := sub(end, p)
-                // the last word: only the data's own bytes (its padding is the encoder's to fill)
-                if lt(rest, 32) { w := and(w, not(shr(mul(8, rest), not(0)))) }
-                w := or(w, shr(4, w))
-                w := or(w, shr(2, w))
-                w := or(w, shr(1, w))
-                w := and(w, ones)
-                nonZero := add(nonZero, shr(248, mul(w, ones)))
-            }
-        }
-        zeros = n - nonZero;
     }
 
     function _openAvailability(uint256 availabilityId) internal view returns (AvailabilityChallenge storage a) {

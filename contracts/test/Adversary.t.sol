@@ -269,8 +269,9 @@ contract AdversaryTest is Base {
     /// that batch's window ends. Anyone (no stake needed) opens an availability challenge in the
     /// window's last second and answers it itself in the answer window's last second (the data is
     /// public, or copied from the node's own pending answer), hoping for its bond back. The bond
-    /// pays the node what the answer costs whoever answers, and AVAILABILITY_FEE_BPS burns, so the
-    /// delay the griefer causes costs it the answer's price and the fee (not the whole bond: that
+    /// pays the node what the answer costs whoever answers (the node, since Review11), and
+    /// AVAILABILITY_FEE_BPS burns, so the delay the griefer causes costs it the answer's price,
+    /// its own gas and the fee (not the whole bond: that
     /// paid the node for baiting, test_Attack_BaitingAvailabilityChallengesPaysOnlyTheAnswersCost).
     function test_Attack_AvailabilityGriefingCostsTheAnswerAndTheFee() public {
         _registerNode(node, 3 ether);
@@ -288,12 +289,14 @@ contract AdversaryTest is Base {
         vm.warp(tm.availabilityChallenges(aid).deadline - 1);
         vm.fee(10 gwei);
         bytes memory trace = _trace(2);
-        uint256 cost = _answerCost(trace, 10 gwei);
+        vm.recordLogs();
         vm.prank(stranger);
         tm.answerAvailability(aid, _ref(b), rs[2], Merkle.proofAt(ls, 2), trace);
+        uint256 cost = _paidForLastAnswer();
 
-        assertEq(tm.claimable(node), 0, "the answerer is paid the answer, not the node");
-        assertEq(tm.claimable(stranger), CHALLENGE_BOND * 9 / 10, "the griefer loses the fee (and its gas)");
+        // the node owes the data, so it is paid for the answer whoever sends it (Review11)
+        assertEq(tm.claimable(node), cost, "the answer's price goes to the node");
+        assertEq(tm.claimable(stranger), CHALLENGE_BOND * 9 / 10 - cost, "the griefer loses the fee and the answer");
         vm.assertLe(cost, CHALLENGE_BOND * 9 / 10, "the answer fit the deposit");
         uint256 lockedUntil = sm.getNode(node).lockedUntil;
         assertGe(lockedUntil, normalExit + CHALLENGE_WINDOW + VOTE_WINDOW - LOCK_STEP_SLACK);

@@ -40,14 +40,15 @@ contract AvailabilityTest is Base {
         uint256 id = _challengeAvailability(stranger, 3); // anyone may ask, users too
         assertEq(sm.getNode(node).frozenCount, 1, "frozen while open");
         vm.fee(10 gwei); // the block's base fee prices the answer
-        uint256 cost = _answerCost(_trace(3), 10 gwei);
         uint256 burned = CHALLENGE_BOND / 10;
         vm.expectEmit(address(tm));
         emit TaskManager.AvailabilityAnswered(id, batchId, 3, rs[3], Merkle.proofAt(leaves, 3), _trace(3));
-        vm.expectEmit(address(tm));
-        emit TaskManager.AvailabilitySettled(id, cost, CHALLENGE_BOND - burned - cost, burned);
         vm.txGasPrice(1000 gwei); // a gas price the node picks changes nothing
+        vm.recordLogs();
         _answer(id, 3);
+        uint256 cost = _paidForLastAnswer();
+        vm.assertGt(cost, 21_000 * 10 gwei, "at least the transaction's base cost, at the base fee");
+        vm.assertLt(cost, 400_000 * 10 gwei, "a small trace's answer, priced by its own gas");
         assertTrue(tm.availabilityChallenges(id).status == TaskManager.AvailabilityStatus.Answered);
         assertEq(tm.claimable(node), cost, "the false claim pays for the answer, no more");
         assertEq(tm.claimable(stranger), CHALLENGE_BOND - burned - cost, "the claimant gets the rest back");
@@ -122,7 +123,9 @@ contract AvailabilityTest is Base {
         assertEq(deposit, CHALLENGE_BOND + tm.AVAILABILITY_WORST_GAS() * 1 gwei, "priced at the claim's base fee");
         vm.fee(1_000_000 gwei); // an absurd base fee: the cost is capped
         _answer(id2, 2);
-        assertEq(tm.claimable(node) - before - paid, deposit - CHALLENGE_BOND / 10, "capped at the deposit less the fee");
+        assertEq(
+            tm.claimable(node) - before - paid, deposit - CHALLENGE_BOND / 10, "capped at the deposit less the fee"
+        );
     }
 
     function test_RevertWhen_AnswerIsNotTheCommittedData() public {

@@ -34,13 +34,15 @@ contract ManifestTest is Base {
             assertEq(sm.getNode(node).frozenCount, 1, "frozen until answered");
             assertEq(om.batchManifest(b), id);
             vm.fee(10 gwei);
-            uint256 cost = (om.ANSWER_GAS() + n * om.MANIFEST_RECEIPT_GAS()) * 10 gwei;
             uint256 burned = CHALLENGE_BOND / 10;
             uint256 deposit = om.manifestChallenges(id).deposit;
             vm.expectEmit(address(om)); // the receipts, in order, for every validator to index
-            emit OmissionManager.ManifestAnswered(id, b, rs, cost, deposit - burned - cost, burned);
+            emit OmissionManager.ManifestAnswered(id, b, rs);
             vm.prank(node, node);
             om.answerManifest(id, _ref(b), rs);
+            uint256 cost = om.claimable(node); // its price: ClaimBond.costOfAnswer
+            vm.assertGt(cost, 21_000 * 10 gwei, "the answer is paid");
+            vm.assertLt(cost, (om.ANSWER_GAS() + n * om.MANIFEST_RECEIPT_GAS()) * 10 gwei, "within the worst");
             assertTrue(om.manifestChallenges(id).status == OmissionManager.ManifestStatus.Answered);
             assertEq(sm.getNode(node).frozenCount, 0);
             assertEq(om.claimable(node), cost, "the answer's cost");
@@ -199,8 +201,10 @@ contract ManifestTest is Base {
         assertTrue(used < 15_000_000, "half a 30M block at most");
         bytes memory answer = abi.encodeCall(OmissionManager.answerManifest, (id, ref, rs));
         vm.assertLt(answer.length, 128 * 1024, "a transaction a geth or op-geth pool accepts");
-        // execution only (calldata is paid on top, by the transaction): covered by the bond's rate
-        assertTrue(used < om.ANSWER_GAS() + n * om.MANIFEST_RECEIPT_GAS(), "the rate covers the execution");
+        // execution only: the worst the deposit covers holds it and the calldata, at the floor too
+        uint256 tokens = answer.length * 4; // at most 4 tokens a byte
+        uint256 worst = used + 4 * tokens > 10 * tokens ? used + 4 * tokens : 10 * tokens;
+        assertTrue(21_000 + worst < om.MANIFEST_WORST_GAS(), "the deposit covers the largest answer");
     }
 
     function _leaves(Receipt[] memory rs) internal pure returns (bytes32[] memory ls) {

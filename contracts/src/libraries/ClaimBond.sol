@@ -11,6 +11,9 @@ pragma solidity 0.8.37;
 ///      best reply was to be slashed (contracts/test/Review8.t.sol). The node can answer at any
 ///      time in its window, so it answers at a base fee near the claim's and is paid in full.
 library ClaimBond {
+    /// @notice The answer's calldata is not the canonical encoding of its arguments.
+    error NonCanonicalCalldata(uint256 length, uint256 canonical);
+
     /// @dev Transient slot holding `gasleft()` at the start of an answer (`start`).
     uint256 private constant _START_SLOT = 0x5c1a1b0d0000000000000000000000000000000000000000000000000000a75e;
 
@@ -29,23 +32,80 @@ library ClaimBond {
         }
     }
 
-    /// @notice What an answer cost, at this block's base fee: `modelGas` (the answer with its data
-    ///         as the transaction's own calldata) where the answerer is an account without code that
-    ///         sent it directly; otherwise only the gas metered since {start}, at most `modelGas`.
-    /// @dev A contract can build the data in memory (a node controls its traces: one made from a
-    ///      seed looks random) and call the answer with 32 bytes of calldata: paid the calldata
-    ///      price, it earned ~1.8x its cost from every claim it baited by withholding
-    ///      (contracts/test/Review9.t.sol). `tx.origin` is used for pricing only, never for
-    ///      authorisation; an EIP-7702 account has code and is metered.
-    function costOfAnswer(uint256 modelGas) internal view returns (uint256) {
+    /// @notice What the answer's transaction is charged at this block's base fee, by EIP-7623's
+    ///         rule: `21000 + max(4 * tokens + execution, 10 * tokens)`, `tokens` those of its
+    ///         calldata (1 per zero byte, 4 per other), `execution` metered since {start} plus
+    ///         `unmetered` (what runs before {start} and after this call: a measured upper bound).
+    ///         Only an account without code that sent the answer directly pays the calldata; a
+    ///         contract's calldata is not this call's, so a call through a contract is its metered
+    ///         execution alone.
+    /// @dev The answer's price used to be a model (a fixed part plus 40 gas per byte) that added
+    ///      the fixed execution on top of the calldata floor: past ~11 KB the floor is the whole
+    ///      cost and a node was paid ~165k gas more than its answer cost, so every claim it baited by
+    ///      withholding paid it (contracts/test/Review11.t.sol). A contract can build the data in
+    ///      memory and call with 32 bytes of calldata: paid a calldata price, it earned ~1.8x its
+    ///      cost (Review9.t.sol). The caller checks that the calldata is the canonical encoding of
+    ///      the answer's arguments (nothing appended to be paid for). `tx.origin` is used for
+    ///      pricing only, never for authorisation; an EIP-7702 account has code and is metered.
+    function costOfAnswer(uint256 unmetered) internal view returns (uint256) {
         // forge-lint: disable-next-line(tx-origin)
-        if (msg.sender == tx.origin && tx.origin.code.length == 0) return modelGas * block.basefee;
+        bool direct = msg.sender == tx.origin && tx.origin.code.length == 0;
+        uint256 tokens = direct ? calldataTokens() : 0; // counted inside the metered span (~3 gas a byte)
         uint256 begun;
         assembly ("memory-safe") {
             begun := tload(_START_SLOT)
         }
-        uint256 used = begun - gasleft();
-        return (used < modelGas ? used : modelGas) * block.basefee;
+        uint256 used = begun - gasleft() + unmetered;
+        if (direct) {
+            uint256 standard = 4 * tokens + used;
+            uint256 floor = 10 * tokens;
+            used = 21_000 + (standard > floor ? standard : floor);
+        }
+        return used * block.basefee;
+    }
+
+    /// @notice EIP-7623 tokens of this call's calldata: 1 per zero byte, 4 per other byte, counted a
+    ///         32-byte word at a time (~1 gas per byte): each byte folded onto its lowest bit, then
+    ///         the 32 bits summed by one multiplication.
+    function calldataTokens() internal pure returns (uint256) {
+        uint256 ones = 0x0101010101010101010101010101010101010101010101010101010101010101;
+        uint256 nonZero;
+        uint256 n = msg.data.length;
+        assembly ("memory-safe") {
+            for { let p := 0 } lt(p, n) { p := add(p, 32) } {
+                // past the end calldataload reads zeros: a last partial word counts its own bytes
+                let w := calldataload(p)
+                w := or(w, shr(4, w))
+                w := or(w, shr(2, w))
+                w := or(w, shr(1, w))
+                w := and(w, ones)
+                nonZero := add(nonZero, shr(248, mul(w, ones)))
+            }
+        }
+        return n + 3 * nonZero;
+    }
+
+    /// @notice Reverts unless this call's calldata is exactly `words` 32-byte words after the
+    ///         selector: the canonical encoding of an answer whose dynamic parts the caller sized
+    ///         (bytes appended or laid out loosely would be paid for as calldata, {costOfAnswer}).
+    function requireCanonical(uint256 words) internal pure {
+        if (msg.data.length != 4 + 32 * words) revert NonCanonicalCalldata(msg.data.length, 4 + 32 * words);
+    }
+
+    /// @notice What setting a zero storage slot costs beyond changing a set one (EIP-2200/2929:
+    ///         20,000 against 2,900 for a slot already read, as `tail`'s caller has read them): an
+    ///         answer's price adds it for each slot its split sets from 0.
+    uint256 internal constant NEW_SLOT_GAS = 17_100;
+
+    /// @notice `unmetered` plus NEW_SLOT_GAS for each slot of an answer's split that is 0 now (the
+    ///         node's and the claimant's claimable balances, and the total burned).
+    function tail(uint256 unmetered, uint256 nodeOwed, uint256 claimantOwed, uint256 burnedSoFar)
+        internal
+        pure
+        returns (uint256)
+    {
+        uint256 zeros = (nodeOwed == 0 ? 1 : 0) + (claimantOwed == 0 ? 1 : 0) + (burnedSoFar == 0 ? 1 : 0);
+        return unmetered + zeros * NEW_SLOT_GAS;
     }
 
     /// @notice Splits an answered claim's deposit: `burned` first, then the answer's `cost` to the

@@ -11,7 +11,7 @@ import {IServiceManager} from "../../src/interfaces/IServiceManager.sol";
 import {Receipt, ReceiptPromise, TaskRequest, Voucher} from "../../src/libraries/Types.sol";
 
 import {Merkle} from "./Merkle.sol";
-import {Test} from "./Test.sol";
+import {Test, Vm} from "./Test.sol";
 
 /// @notice Deploys the four contracts with the documented production defaults
 ///         (docs/security-parameters.md) and offers the helpers every suite shares.
@@ -89,7 +89,8 @@ abstract contract Base is Test {
     function _deploy(uint256 minNodeStake) internal {
         sm = new ServiceManager(minNodeStake, MIN_VALIDATOR_STAKE, UNBONDING_PERIOD, MAX_MODELS);
         registry = new ModelRegistry();
-        payments = new Payments(WITHDRAWAL_DELAY, MAX_REDEEM_BATCH, VERIFICATION_SHARE_BPS, DECOY_BOUNTY, DECOY_REBATE_BPS);
+        payments =
+            new Payments(WITHDRAWAL_DELAY, MAX_REDEEM_BATCH, VERIFICATION_SHARE_BPS, DECOY_BOUNTY, DECOY_REBATE_BPS);
         tm = new TaskManager(
             IServiceManager(address(sm)),
             IPayments(address(payments)),
@@ -191,7 +192,11 @@ abstract contract Base is Test {
     }
 
     /// @dev Receipt `i` whose `requestHash` is the EIP-712 digest of `_request(i, who, forNode)`.
-    function _boundReceipt(uint256 i, address who, address forNode, uint256 fee) internal view returns (Receipt memory r) {
+    function _boundReceipt(uint256 i, address who, address forNode, uint256 fee)
+        internal
+        view
+        returns (Receipt memory r)
+    {
         r = _receipt(i, who, fee);
         r.requestHash = payments.hashTaskRequest(_request(i, who, forNode));
     }
@@ -201,16 +206,19 @@ abstract contract Base is Test {
         return abi.encode("trace", i);
     }
 
-    /// @dev What an availability answer posting `trace` pays the node at `basefee`, computed the
-    ///      slow way (TaskManager counts zero bytes a word at a time).
-    function _answerCost(bytes memory trace, uint256 basefee) internal view returns (uint256) {
-        uint256 zeros;
-        for (uint256 i; i < trace.length; ++i) {
-            if (trace[i] == 0) ++zeros;
+    /// @dev The price the last availability answer paid its node (its AvailabilitySettled event's
+    ///      answerCost): since Review11 an answer is priced by its metered execution and, sent
+    ///      directly by an account, its calldata by EIP-7623's rule (ClaimBond.costOfAnswer).
+    function _paidForLastAnswer() internal returns (uint256 answerCost) {
+        Vm.Log[] memory logs = vm.getRecordedLogs();
+        bytes32 topic = keccak256("AvailabilitySettled(uint256,uint256,uint256,uint256)");
+        for (uint256 i = logs.length; i > 0; --i) {
+            if (logs[i - 1].topics[0] == topic) {
+                (answerCost,,) = abi.decode(logs[i - 1].data, (uint256, uint256, uint256));
+                return answerCost;
+            }
         }
-        uint256 nonZero = trace.length - zeros;
-        return (tm.ANSWER_FIXED_GAS() + nonZero * tm.ANSWER_GAS_PER_BYTE() + zeros * tm.ANSWER_GAS_PER_ZERO_BYTE())
-            * basefee;
+        revert("no AvailabilitySettled recorded (call vm.recordLogs() before the answer)");
     }
 
     function _leaf(Receipt memory r) internal pure returns (bytes32) {

@@ -3,6 +3,14 @@ pragma solidity 0.8.37;
 
 /// @notice The Foundry cheatcodes these tests use (forge-std is not installable here).
 interface Vm {
+    struct Log {
+        bytes32[] topics;
+        bytes data;
+        address emitter;
+    }
+
+    function recordLogs() external;
+    function getRecordedLogs() external returns (Log[] memory logs);
     function prank(address sender) external;
     function prank(address sender, address origin) external;
     function startPrank(address sender) external;

@@ -47,6 +47,7 @@ __all__ = [
     "ManifestWindowClosed",
     "ModelAlreadyRegistered",
     "NoWithdrawalRequested",
+    "NonCanonicalCalldata",
     "NotADecoy",
     "NotANode",
     "NotAValidator",
@@ -463,6 +464,18 @@ class NoWithdrawalRequested(ContractError):
     selector = bytes.fromhex("87bdc6a9")
     arg_names = ()
     arg_types = ()
+
+
+class NonCanonicalCalldata(ContractError):
+    """``NonCanonicalCalldata(uint256,uint256)``, declared by TaskManager, OmissionManager."""
+
+    error_name = "NonCanonicalCalldata"
+    signature = "NonCanonicalCalldata(uint256,uint256)"
+    selector = bytes.fromhex("68466236")
+    arg_names = ("length", "canonical")
+    arg_types = ("uint256", "uint256")
+    length: int
+    canonical: int
 
 
 class NotADecoy(ContractError):
@@ -1146,6 +1159,7 @@ BY_SELECTOR: dict[bytes, type[ContractError]] = {
     ManifestWindowClosed.selector: ManifestWindowClosed,
     ModelAlreadyRegistered.selector: ModelAlreadyRegistered,
     NoWithdrawalRequested.selector: NoWithdrawalRequested,
+    NonCanonicalCalldata.selector: NonCanonicalCalldata,
     NotADecoy.selector: NotADecoy,
     NotANode.selector: NotANode,
     NotAValidator.selector: NotAValidator,

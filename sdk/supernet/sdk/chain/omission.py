@@ -146,9 +146,11 @@ class OmissionManager(Binding):
         return TxResult(tx.receipt, int(self.events(tx, "ManifestChallenged")[0]["args"]["manifestId"]))
 
     def answer_manifest(self, manifest_id: int, batch: Batch, receipts: Sequence[Receipt]) -> TxResult:
-        """Post every receipt of ``batch`` in manifest order; ``value`` is the ``ManifestAnswered`` args."""
+        """Post every receipt of ``batch`` in manifest order; ``value`` is the ``ManifestAnswered`` and
+        ``ManifestSettled`` args together (the receipts, then ``answerCost``, ``refunded``, ``burned``)."""
         tx = self.transact("answerManifest", manifest_id, self._ref(batch), [r.as_tuple() for r in receipts])
-        return TxResult(tx.receipt, dict(self.events(tx, "ManifestAnswered")[0]["args"]))
+        answered = dict(self.events(tx, "ManifestAnswered")[0]["args"])
+        return TxResult(tx.receipt, answered | dict(self.events(tx, "ManifestSettled")[0]["args"]))
 
     def resolve_manifest(self, manifest_id: int) -> TxResult:
         """Slash the node of an unanswered manifest challenge; ``value`` is the event's args."""
