@@ -5,8 +5,9 @@ of a batched top-k over the whole vocabulary, and ``score_packed`` post-processe
 rows at a time and pads attention by whole tokens; the decoder rotates without a rolled copy and
 multiplies in place. Each is pinned here against a verbatim copy of
 the implementation it replaced, on random rows with exact ties, flat rows, nuclei at the edge of
-``top_p`` and near-perturbed logits (the refinement path), so soundness cannot drift. (One rule was added to
-the copy since: below temperature 1 a margin that counts is taken row by row, in log space.)
+``top_p`` and near-perturbed logits (the refinement path), so soundness cannot drift. (Rules added to
+the copy since: below temperature 1 a margin that counts is taken row by row, in log space; at 1 and
+above, so is a margin that a swap of near-tied tokens across a nucleus cut might lower.)
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ def old_selection_margins(
         exact = nuclei[1]
         p_token = probs.gather(-1, target)[:, 0]
         rows = torch.nonzero(redo & exact).flatten()
+        swaps: list[Tensor] = []  # added since
         top = sampling._top(probs[rows], min(1024, vocab))
         while rows.numel():
             complete = top[0].shape[1] == vocab
@@ -102,6 +104,18 @@ def old_selection_margins(
                 top, t[rows], p_token[rows], u[rows], params.top_p, complete, params.temperature, log_p[rows]
             )
             out[rows[settled]] = torch.minimum(out[rows[settled]], refined[settled])
+            if params.temperature >= 1.0:  # added since: a swap across a cut might do better
+                swap = settled & (out[rows] > 0)
+                swap[swap.clone()] = sampling._swaps_in_reach(
+                    (top[0][swap], top[1][swap]),
+                    t[rows[swap]],
+                    u[rows[swap]],
+                    out[rows[swap]],
+                    params.top_p,
+                    params.temperature,
+                    complete,
+                )
+                swaps.append(rows[swap])
             rows = rows[~settled]
             if not rows.numel() or complete:
                 break
@@ -109,6 +123,8 @@ def old_selection_margins(
             top = sampling._top(probs[rows], vocab if width * 8 >= vocab else width * 8)
         redo = ~exact
         redo[rows] = True
+        for swap in swaps:  # added since
+            redo[swap] = True
         if params.temperature < 1.0:  # added since: these rows' edges are summed in log space
             redo |= out > sampling.EXACT_ABOVE
     margins = out.tolist()

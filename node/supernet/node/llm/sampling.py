@@ -57,6 +57,9 @@ ODDS_FLOOR = 1e-9
 """Shares of a row's mass closer than this to 0 or 1 are not measured in log-odds from their float64
 sums (`_odds_distance`): the batched margins leave them at their CDF distance, and such a margin, if
 it counts, is taken again row by row with the masses in log space (`selection_margin`)."""
+SWAP_REACH = 0.25
+"""The most a swap of two tokens across a nucleus cut may cost (`_swap_margin`; above every bound a
+validator applies, bf16's 0.1): a dearer swap's margin would be refused anyway, so it is not looked for."""
 DRAW_FLOOR = 2.0**-53
 """A token whose share of the support's mass is below this (the draws' grid) is one the sampler
 practically never draws: `_interval_margin` measures how far its share is from it, not only its edge."""
@@ -282,6 +285,35 @@ def _edge_logits(log_members: Tensor, token: int) -> tuple[Tensor, Tensor]:
     return before - from_token, through - after
 
 
+def _mass_logs(log_vals: Tensor) -> tuple[Tensor, Tensor]:
+    """Per column ``k`` of ``log_vals`` (the rule's order): the log mass of columns ``0..k`` and of
+    columns ``k..``."""
+    taken = torch.logcumsumexp(log_vals, dim=-1)
+    return taken, torch.flip(torch.logcumsumexp(torch.flip(log_vals, (-1,)), dim=-1), (-1,))
+
+
+def _cut_distance(
+    mass: Tensor,
+    before: Tensor,
+    top_p: float,
+    temperature: float,
+    logits: tuple[Tensor, Tensor] | None = None,
+) -> Tensor:
+    """How far ``top_p`` is from choosing a nucleus of mass ``mass`` whose last member brought it up
+    from ``before`` (0 when ``before < top_p <= mass``). Below temperature 1 the cut moves with
+    rounding as a CDF boundary does: the lesser of that and the log-odds distance
+    (`_interval_margin`), from ``logits`` (the log-odds of ``mass`` and ``before``, summed in log
+    space) where given."""
+    off_cut = torch.clamp(torch.maximum(top_p - mass, before - top_p), min=0.0)
+    if temperature < 1.0:
+        if logits is None:
+            odds = _odds_distance(top_p, torch.where(top_p > mass, mass, before), temperature)
+        else:
+            odds = _logit_distance(top_p, torch.where(top_p > mass, *logits), temperature)
+        off_cut = torch.where(off_cut > 0, torch.fmin(off_cut, odds), off_cut)
+    return off_cut
+
+
 def _prefix_logits(log_vals: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     """Per nucleus size ``k`` (columns of ``log_vals``, the rule's order): the log mass of the first
     ``k + 1`` entries where ``mask`` holds, and where it does not."""
@@ -298,7 +330,10 @@ def selection_margin(logits: Tensor, token: int, params: SamplingParams, positio
     nucleus (0 for the rule's own) and how far the draw ``u`` lies outside the token's CDF interval
     in it (``top_p >= 1``: the interval over the whole vocabulary). Another precision moves both by
     about the total-variation distance between the two distributions, so a validator accepts small
-    margins; a token the rule cannot reach at all scores the mass it would take to reach it.
+    margins; a token the rule cannot reach at all scores the mass it would take to reach it. The
+    nuclei also include those that rounding makes by swapping two near-tied tokens across a cut, at
+    the swap's price (`_swap_margin`): the other side's nucleus may hold the token in place of one
+    that every prefix of this side's order holds first.
     """
     row = logits.detach().double().cpu()
     if params.greedy:
@@ -324,6 +359,7 @@ def selection_margin(logits: Tensor, token: int, params: SamplingParams, positio
         return at_rule
     # every other nucleus size k (the top k tokens of the whole row, in the rule's order)
     top = _top(probs[None], probs.shape[0])
+    log_top = log_probs[top[1]]
     least, _ = _least_margins(
         top,
         torch.tensor([token]),
@@ -333,9 +369,23 @@ def selection_margin(logits: Tensor, token: int, params: SamplingParams, positio
         True,
         params.temperature,
         log_p[None],
-        log_probs[top[1]] if params.temperature < 1.0 else None,
+        log_top if params.temperature < 1.0 else None,
     )
-    return min(at_rule, float(least[0]))
+    margin = min(at_rule, float(least[0]))
+    if margin > 0:  # and the nuclei that rounding makes by swapping near-tied tokens across a cut
+        swapped = _swap_margin(
+            (top[0][0], top[1][0]),
+            log_top[0],
+            token,
+            probs[token],
+            u,
+            params.top_p,
+            params.temperature,
+            log_p,
+            min(margin, SWAP_REACH),
+        )
+        margin = min(margin, swapped)
+    return margin
 
 
 def _token_log_p(scaled: Tensor, target: Tensor, p_token: Tensor) -> Tensor:
@@ -364,6 +414,9 @@ def selection_margins(
     and rows whose margin there exceeds ``EXACT_ABOVE`` (where another nucleus may give a smaller
     one; below temperature 1, where the edges' log-odds are summed in log space), take the
     refinement over other nuclei or the per-row function: every margin that is not 0 is exact.
+    The refinement leaves the swapped nuclei to the per-row function, which takes every row where
+    one might do better (`_swaps_in_reach`: a near-tie within the margin's reach at a cut within
+    it; rare for an honest token, whose margin is the noise's size).
     """
     n = len(tokens)
     if n > _CHUNK:  # chunks of rows keep the float64 work in cache
@@ -403,6 +456,7 @@ def selection_margins(
         # rows off their interval: the least margin over other nuclei, from the top W tokens, W
         # widened for the rows where a wider nucleus might still do better
         rows = torch.nonzero(redo & exact).flatten()
+        swaps: list[Tensor] = []
         if rows.numel():
             top = _candidate_top(cands, rows, vocab) or _top(probs[rows], min(_REFINE_WIDTH, vocab))
         while top is not None and rows.numel():
@@ -411,6 +465,18 @@ def selection_margins(
                 top, t[rows], p_token[rows], u[rows], params.top_p, complete, params.temperature, log_p[rows]
             )
             out[rows[settled]] = torch.minimum(out[rows[settled]], refined[settled])
+            if params.temperature >= 1.0:  # where a swap across a cut might do better: row by row
+                swap = settled & (out[rows] > 0)
+                swap[swap.clone()] = _swaps_in_reach(
+                    (top[0][swap], top[1][swap]),
+                    t[rows[swap]],
+                    u[rows[swap]],
+                    out[rows[swap]],
+                    params.top_p,
+                    params.temperature,
+                    complete,
+                )
+                swaps.append(rows[swap])
             rows = rows[~settled]
             if not rows.numel() or complete:
                 break
@@ -418,6 +484,8 @@ def selection_margins(
             top = _top(probs[rows], vocab if width * 8 >= vocab else width * 8)
         redo = ~exact
         redo[rows] = True
+        for swap in swaps:
+            redo[swap] = True
         if params.temperature < 1.0:  # their edges' log-odds, summed in log space
             redo |= out > EXACT_ABOVE
     margins = out.tolist()
@@ -586,23 +654,20 @@ def _least_margins(
     vals, ids = top
     cum = vals.cumsum(-1)
     before = torch.cat((torch.zeros_like(cum[:, :1]), cum[:, :-1]), dim=-1)
-    off_cut = torch.clamp(torch.maximum(top_p - cum, before - top_p), min=0.0)
     edges: tuple[Tensor, Tensor] | None = None
-    if temperature < 1.0:  # the nucleus's cut moves with rounding as a CDF boundary does
-        if log_vals is None:
-            odds = _odds_distance(top_p, torch.where(top_p > cum, cum, before), temperature)
-        else:
-            # nucleus k's mass against the rest of the row, and k-1's; token-id sides within k
-            taken = torch.logcumsumexp(log_vals, dim=-1)
-            rest = torch.flip(torch.logcumsumexp(torch.flip(log_vals, (-1,)), dim=-1), (-1,))
-            neg = torch.full_like(taken[:, :1], -torch.inf)
-            cum_logit = taken - torch.cat((rest[:, 1:], neg), dim=-1)
-            before_logit = torch.cat((neg, taken[:, :-1]), dim=-1) - rest
-            odds = _logit_distance(top_p, torch.where(top_p > cum, cum_logit, before_logit), temperature)
-            below, from_token = _prefix_logits(log_vals, ids < token[:, None])
-            through, after = _prefix_logits(log_vals, ids <= token[:, None])
-            edges = (below - from_token, through - after)
-        off_cut = torch.where(off_cut > 0, torch.fmin(off_cut, odds), off_cut)
+    cut_logits: tuple[Tensor, Tensor] | None = None
+    if temperature < 1.0 and log_vals is not None:
+        # nucleus k's mass against the rest of the row, and k-1's; token-id sides within k
+        taken, rest = _mass_logs(log_vals)
+        neg = torch.full_like(taken[:, :1], -torch.inf)
+        cut_logits = (
+            taken - torch.cat((rest[:, 1:], neg), dim=-1),
+            torch.cat((neg, taken[:, :-1]), dim=-1) - rest,
+        )
+        below, from_token = _prefix_logits(log_vals, ids < token[:, None])
+        through, after = _prefix_logits(log_vals, ids <= token[:, None])
+        edges = (below - from_token, through - after)
+    off_cut = _cut_distance(cum, before, top_p, temperature, cut_logits)
     lo = (vals * (ids < token[:, None])).cumsum(-1)
     row_log_p = None if log_p is None else log_p[:, None]
     inner = _interval_margin(lo, lo + p_token[:, None], cum, u[:, None], temperature, row_log_p, edges)
@@ -617,6 +682,179 @@ def _least_margins(
     last = usable.sum(-1) - 1
     wider = torch.where(last >= 0, cum.gather(-1, last.clamp(min=0)[:, None])[:, 0], 0.0) - top_p
     return least, found.any(-1) & ((least <= wider) | complete)
+
+
+_SWAP_PAIRS = 1 << 15  # swaps scored at once (`_swap_margin`)
+
+
+def _moved_interval_distance(
+    lo_before: Tensor, before: Tensor, share: Tensor, p_token: Tensor, u: Tensor | float, temperature: float
+) -> Tensor:
+    """A lower bound on how far the draw ``u`` lies from a member's interval in any nucleus made of
+    the tokens before a column (mass ``before``, ``lo_before`` of it below the member by id) and
+    one more token of share at most ``share``, on either side of the member by id: each edge moves
+    monotonically with that share, so the interval stays within the hull of the three extremes.
+    Below temperature 1 the lesser of that and the edges' log-odds distance, 0 where float64 sums
+    cannot tell the log-odds (`ODDS_FLOOR`)."""
+    mass = before + share
+    lo = torch.minimum(lo_before / before, torch.minimum(lo_before / mass, (lo_before + share) / mass))
+    hi = torch.maximum(
+        (lo_before + p_token) / before,
+        torch.maximum((lo_before + p_token) / mass, (lo_before + share + p_token) / mass),
+    )
+    below, above = lo - u, u - hi
+    outside = torch.clamp(torch.maximum(below, above), min=0.0)
+    if temperature < 1.0:
+        odds = _odds_distance(u, torch.where(below > 0, lo, hi), temperature)
+        outside = torch.fmin(outside, torch.where(torch.isinf(odds), 0.0, odds))
+    return outside
+
+
+def _swap_margin(
+    top: tuple[Tensor, Tensor],
+    log_vals: Tensor,
+    token: int,
+    p_token: Tensor,
+    u: Tensor,
+    top_p: float,
+    temperature: float,
+    log_p: Tensor,
+    reach: float,
+) -> float:
+    """The least margin of ``token`` below ``reach`` over the nuclei made by swapping two tokens
+    across a cut (``inf`` if there is none): one row, ``top`` its whole vocabulary in the rule's order
+    and ``log_vals`` their log-probabilities.
+
+    The rule's nuclei are prefixes of the probability order, which same-format rounding (~1e-5 in
+    logits) reorders wherever two tokens are that near: the token ``a`` at rank ``k`` and a token ``b``
+    below it trade places once ``b`` outranks every token from ``a`` down, a change of
+    ``(l_a - l_b) / 2`` in each one's logit, which costs ``min(T, 1) * log(p_a / p_b) / 4`` in margin
+    units (a logit change ``d`` costs ``d / 2``, `_interval_margin`; above ``T`` = 1, where margins are
+    CDF mass, ``d / 2T``). The nucleus ``S`` = the ranks before ``k``, and ``b``, scores the greatest
+    of that cost, the cut's distance (`_cut_distance`: ``S`` less ``b`` against ``S``) and the token's
+    distance from its interval in ``S`` in token-id order: the token is ``b`` (one swap per rank
+    above it), or a member before ``k`` whose interval moved as ``a`` left and ``b`` came in (every
+    ``b`` within reach of ``a``). No ``S`` scores less than its rank's own cut distance, its
+    cheapest swap and, for a member, the hull of its moved interval (`_moved_interval_distance`):
+    ranks are looked at in the order of that bound while it is below the best margin found.
+    """
+    vals, ids = top
+    scale = min(temperature, 1.0) / 4
+    neg = torch.full((1,), -torch.inf, dtype=vals.dtype)
+    cum = vals.cumsum(0)
+    before = torch.cat((torch.zeros_like(cum[:1]), cum[:-1]))
+    low = temperature < 1.0  # the cuts' and the edges' log-odds, summed in log space
+    if low:
+        taken, rest = _mass_logs(log_vals)
+        taken_before = torch.cat((neg, taken[:-1]))
+        off = _cut_distance(
+            cum, before, top_p, temperature, (taken - torch.cat((rest[1:], neg)), taken_before - rest)
+        )
+        edge_sums = []
+        for mask in (ids < token, ids <= token):
+            inside, outside = _prefix_logits(log_vals, mask)
+            edge_sums.append((torch.cat((neg, inside[:-1])), torch.cat((neg, outside[:-1])), mask))
+    else:
+        off = _cut_distance(cum, before, top_p, temperature)
+    below_lo = torch.cat((torch.zeros_like(cum[:1]), (vals * (ids < token)).cumsum(0)[:-1]))
+
+    def margins(c: Tensor, j: Tensor) -> Tensor:
+        """The margin over the nucleus of the ranks before ``c`` and ``j``."""
+        lj = log_vals[j]
+        cost = torch.clamp(scale * (log_vals[c] - lj), min=0.0)
+        mass = before[c] + vals[j]
+        cut_logits = edges = None
+        if low:
+            log_rest = rest[c] + torch.log1p(-torch.exp(lj - rest[c]))
+            cut_logits = (torch.logaddexp(taken_before[c], lj) - log_rest, taken_before[c] - rest[c])
+            sides = []
+            for inside, outside, mask in edge_sums:
+                member = mask[j]
+                sides.append(
+                    torch.logaddexp(inside[c], torch.where(member, lj, -torch.inf))
+                    - torch.logaddexp(outside[c], torch.where(member, -torch.inf, lj))
+                )
+            edges = (sides[0], sides[1])
+        cut = _cut_distance(mass, before[c], top_p, temperature, cut_logits)
+        lo = below_lo[c] + torch.where(ids[j] < token, vals[j], 0.0)
+        inner = _interval_margin(lo, lo + p_token, mass, u, temperature, log_p, edges)
+        return torch.maximum(cost, torch.maximum(cut, inner))
+
+    rank = int(torch.nonzero(ids == token)[0, 0])
+    cols = torch.nonzero(off < reach).flatten()
+    best = reach
+    up = cols[cols < rank]  # the token itself swapped up to rank c
+    up = up[scale * (log_vals[up] - log_vals[rank]) < reach]
+    if up.numel():
+        best = min(best, float(margins(up, torch.full_like(up, rank)).min()))
+    down = cols[(cols > rank) & (cols + 1 < vals.shape[0])]  # a member's interval moved
+    bound = torch.maximum(off[down], scale * (log_vals[down] - log_vals[down + 1]))
+    bound = torch.maximum(
+        bound, _moved_interval_distance(below_lo[down], before[down], vals[down], p_token, u, temperature)
+    )
+    keep = bound < best
+    down, bound = down[keep], bound[keep]
+    order = torch.argsort(bound, stable=True)
+    down, bound = down[order], bound[order]
+    # every b within reach of a (the log-probabilities made monotone against rounding for the
+    # search; each pair's cost is then taken as it is)
+    desc = (-log_vals).cummax(0).values
+    counts = (torch.searchsorted(desc, -log_vals[down] + reach / scale) - down - 1).clamp(min=0)
+    total = counts.cumsum(0)
+    start = 0
+    while start < down.numel() and float(bound[start]) < best:
+        stop = max(start + 1, int(torch.searchsorted(total, total[start] - counts[start] + _SWAP_PAIRS)))
+        c = down[start:stop].repeat_interleave(counts[start:stop])
+        offset = total[start:stop] - counts[start:stop] - (total[start] - counts[start])
+        step = torch.arange(c.numel()) - offset.repeat_interleave(counts[start:stop])
+        start = stop
+        if c.numel():
+            best = min(best, float(margins(c, c + 1 + step).min()))
+    return best if best < reach else math.inf
+
+
+def _swaps_in_reach(
+    top: tuple[Tensor, Tensor],
+    token: Tensor,
+    u: Tensor,
+    margin: Tensor,
+    top_p: float,
+    temperature: float,
+    complete: bool,
+) -> Tensor:
+    """Per row (``top`` holds its token): whether a swap across a cut (`_swap_margin`) might give a
+    margin below ``margin``, the least over the rule's nuclei: `_swap_margin`'s bound for each rank
+    below the token (its cut, the cheapest swap, the member's moved interval) and the margin of the
+    token itself swapped up to each rank above it. Where the top stops inside a group of tied
+    values the group may go on: within reach. In CDF units, so for temperatures of 1 and above
+    (below 1 such rows go row by row anyway)."""
+    vals, ids = top
+    cum = vals.cumsum(-1)
+    before = torch.cat((torch.zeros_like(cum[:, :1]), cum[:, :-1]), dim=-1)
+    reach = margin.clamp(max=SWAP_REACH)[:, None] * (1 + 1e-9)  # generous by the float sums' rounding
+    off = _cut_distance(cum, before, top_p, temperature)
+    scale = min(temperature, 1.0) / 4
+    lv = torch.log(vals)
+    last = torch.zeros_like(lv[:, :1]) if not complete else torch.full_like(lv[:, :1], torch.inf)
+    gap = torch.cat((scale * (lv[:, :-1] - lv[:, 1:]), last), dim=-1)
+    if not complete:
+        gap = torch.where(vals == vals[:, -1:], 0.0, gap)
+    rank = (ids == token[:, None]).int().argmax(-1, keepdim=True)
+    p_token = vals.gather(-1, rank)
+    lo = torch.cat((torch.zeros_like(cum[:, :1]), (vals * (ids < token[:, None])).cumsum(-1)[:, :-1]), dim=-1)
+    u = u[:, None]
+    moved = _moved_interval_distance(lo, before, vals, p_token, u, temperature)
+    member = torch.maximum(torch.maximum(off, gap), moved)
+    mass = before + p_token  # the token swapped up to rank c: the ranks before c and it
+    inner = torch.clamp(torch.maximum(lo / mass - u, u - (lo + p_token) / mass), min=0.0)
+    inner = torch.where((lo <= u * mass) & (u * mass < lo + p_token), 0.0, inner)
+    itself = torch.maximum(
+        torch.maximum(scale * (lv - lv.gather(-1, rank)), _cut_distance(mass, before, top_p, temperature)),
+        inner,
+    )
+    col = torch.arange(ids.shape[1])[None, :]
+    bound = torch.where(col > rank, member, torch.where(col < rank, itself, torch.inf))
+    return (bound < reach).any(-1)
 
 
 def _nuclei(probs: Tensor, top_p: float) -> _Nuclei:
