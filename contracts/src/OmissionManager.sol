@@ -117,10 +117,10 @@ contract OmissionManager is ReentrancyGuardTransient {
     ///         receipts in test/Manifest.t.sol) and 224 calldata bytes (~3,600).
     uint256 public constant MANIFEST_RECEIPT_GAS = 11_000;
     /// @notice What an answer spends outside the span it meters (ClaimBond.costOfAnswer): dispatch
-    ///         and guard before it, the split, the unfreeze and the burn after it (a credit to a zero
-    ///         balance adds ClaimBond.NEW_SLOT_GAS); measured on Anvil,
+    ///         and guard before it, the split and the burn after it (a credit to a zero balance adds
+    ///         ClaimBond.NEW_SLOT_GAS; the unfreeze is metered); measured on Anvil,
     ///         tests/integration/test_answer_prices.py.
-    uint256 public constant ANSWER_UNMETERED_GAS = 38_000;
+    uint256 public constant ANSWER_UNMETERED_GAS = 23_500;
     /// @notice Manifest challenges opened so far (ids 1..manifestCount).
     uint256 public manifestCount;
     mapping(uint256 => ManifestChallenge) internal _manifestChallenges;
@@ -311,7 +311,7 @@ contract OmissionManager is ReentrancyGuardTransient {
         bytes32[] calldata proof
     ) external nonReentrant {
         ClaimBond.start();
-        ClaimBond.requireCanonical(18 + proof.length);
+        ClaimBond.requireDirect(18 + proof.length);
         OmissionChallenge storage o = _openOmission(omissionId);
         if (block.timestamp >= o.deadline) revert AnswerWindowClosed(o.deadline);
         address node = o.node;
@@ -325,10 +325,10 @@ contract OmissionManager is ReentrancyGuardTransient {
             if (leaf != o.leaf) revert NotChallengedReceipt(o.leaf, leaf);
         }
         o.status = OmissionStatus.Answered;
+        SERVICE_MANAGER.unfreeze(node); // before the price: inside its metered span
         (uint256 answerCost, uint256 refunded, uint256 burned) =
             _splitBond(node, o.challenger, o.deposit, ANSWER_UNMETERED_GAS);
         emit OmissionAnswered(omissionId, ref.batchId, index, answerCost, refunded, burned);
-        SERVICE_MANAGER.unfreeze(node);
         _send(BURN_ADDRESS, burned);
     }
 
@@ -409,7 +409,7 @@ contract OmissionManager is ReentrancyGuardTransient {
         nonReentrant
     {
         ClaimBond.start();
-        ClaimBond.requireCanonical(10 + 7 * receipts.length);
+        ClaimBond.requireDirect(10 + 7 * receipts.length);
         ManifestChallenge storage m = _openManifest(manifestId);
         if (block.timestamp >= m.deadline) revert AnswerWindowClosed(m.deadline);
         if (ref.batchId != m.batchId || !TASK_MANAGER.isCommitted(ref)) revert UnknownBatch(ref.batchId);
@@ -425,10 +425,10 @@ contract OmissionManager is ReentrancyGuardTransient {
         m.status = ManifestStatus.Answered;
         address node = m.node;
         emit ManifestAnswered(manifestId, ref.batchId, receipts); // inside the metered span
+        SERVICE_MANAGER.unfreeze(node);
         (uint256 answerCost, uint256 refunded, uint256 burned) =
             _splitBond(node, m.challenger, m.deposit, ANSWER_UNMETERED_GAS);
         emit ManifestSettled(manifestId, answerCost, refunded, burned);
-        SERVICE_MANAGER.unfreeze(node);
         _send(BURN_ADDRESS, burned);
     }
 
@@ -557,8 +557,9 @@ contract OmissionManager is ReentrancyGuardTransient {
         returns (uint256 answerCost, uint256 refunded, uint256 burned)
     {
         burned = CHALLENGE_BOND * ANSWER_FEE_BPS / BPS;
-        uint256 cost =
-            ClaimBond.costOfAnswer(ClaimBond.tail(unmetered, claimable[node], claimable[challenger], totalBurned));
+        uint256 cost = ClaimBond.costOfAnswer(
+            ClaimBond.tail(unmetered, challenger == node, claimable[node], claimable[challenger], totalBurned)
+        );
         (answerCost, refunded) = ClaimBond.split(deposit, burned, cost);
         claimable[node] += answerCost;
         claimable[challenger] += refunded;

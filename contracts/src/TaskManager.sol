@@ -176,10 +176,10 @@ contract TaskManager is ReentrancyGuardTransient {
     /// @notice Gas per trace byte of the costliest answer: non-zero calldata at the EIP-7623 floor.
     uint256 public constant ANSWER_GAS_PER_BYTE = 40;
     /// @notice What an answer spends outside the span it meters (ClaimBond.costOfAnswer): the call's
-    ///         dispatch and guard before it, the deposit's split, the stake lock, the unfreeze and
-    ///         the burn after it (a credit to a zero balance adds ClaimBond.NEW_SLOT_GAS); measured
-    ///         on Anvil, tests/integration/test_answer_prices.py.
-    uint256 public constant ANSWER_UNMETERED_GAS = 37_400;
+    ///         dispatch and guard before it, the deposit's split and the burn after it (a credit to
+    ///         a zero balance adds ClaimBond.NEW_SLOT_GAS; the stake lock and the unfreeze are
+    ///         metered); measured on Anvil, tests/integration/test_answer_prices.py.
+    uint256 public constant ANSWER_UNMETERED_GAS = 23_650;
     /// @notice Largest trace an answer may post (the SDK's MAX_TRACE_BYTES, 384 KiB): a kernel
     ///         saves none larger, and a committed larger one is its node's fault.
     uint256 public constant MAX_TRACE_BYTES = 393_216;
@@ -997,7 +997,7 @@ contract TaskManager is ReentrancyGuardTransient {
         bytes calldata trace
     ) external nonReentrant {
         ClaimBond.start();
-        ClaimBond.requireCanonical(19 + proof.length + (trace.length + 31) / 32);
+        ClaimBond.requireDirect(19 + proof.length + (trace.length + 31) / 32);
         AvailabilityChallenge storage a = _openAvailability(availabilityId);
         if (block.timestamp >= a.deadline) revert AnswerWindowClosed(a.deadline);
         uint256 batchId = a.batchId;
@@ -1012,11 +1012,11 @@ contract TaskManager is ReentrancyGuardTransient {
         answeredAt[keccak256(abi.encode(batchId, index))] = block.timestamp;
         emit AvailabilityAnswered(availabilityId, batchId, index, receipt, proof, trace);
         address node = a.node;
-        uint256 burned = _splitAnswerBond(availabilityId, a, node);
+        // before the price: inside its metered span (a lock that moves writes a slot)
         // forge-lint: disable-next-line(unsafe-typecast)
         SERVICE_MANAGER.lockStake(node, uint64(block.timestamp + CHALLENGE_WINDOW));
         SERVICE_MANAGER.unfreeze(node);
-        _send(BURN_ADDRESS, burned);
+        _send(BURN_ADDRESS, _splitAnswerBond(availabilityId, a, node));
     }
 
     /// @notice Slashes the node of an availability challenge left unanswered past its deadline
@@ -1229,7 +1229,9 @@ contract TaskManager is ReentrancyGuardTransient {
         returns (uint256 burned)
     {
         burned = CHALLENGE_BOND * AVAILABILITY_FEE_BPS / BPS;
-        uint256 unmetered = ClaimBond.tail(ANSWER_UNMETERED_GAS, claimable[node], claimable[a.challenger], totalBurned);
+        address claimant = a.challenger;
+        uint256 unmetered =
+            ClaimBond.tail(ANSWER_UNMETERED_GAS, claimant == node, claimable[node], claimable[claimant], totalBurned);
         (uint256 answerCost, uint256 refunded) = ClaimBond.split(a.deposit, burned, ClaimBond.costOfAnswer(unmetered));
         // The node owes the data, so the node is paid for posting it, whoever sends the answer: paid
         // to the sender, a copy of the node's answer from the mempool landed first took the price

@@ -269,7 +269,8 @@ contract ProtocolHandler is Test {
         TaskManager.AvailabilityChallenge memory a = tm.availabilityChallenges(id);
         uint256 i = a.index;
         bytes memory trace = wrongTrace ? bytes("not the trace") : _batchTraces[a.batchId][i];
-        vm.prank(_anyActor(seed));
+        address actor = _anyActor(seed);
+        vm.prank(actor, actor); // an answer is a transaction of its own (ClaimBond.requireDirect)
         try tm.answerAvailability(
             id, _refs[a.batchId], _batchReceipts[a.batchId][i], Merkle.proofAt(_batchLeaves[a.batchId], i), trace
         ) {

@@ -314,6 +314,7 @@ contract OmissionAdversaryTest is Base {
         vm.expectRevert(abi.encodeWithSelector(TaskManager.SlotInUse.selector, uint32(0), reusableAt));
         tm.commitBatch(0, keccak256("next"), 1, "m", "");
         TaskManager.BatchRef memory ref = _ref(b);
+        vm.prank(node, node);
         om.answerOmission(id, ref, 0, r, new bytes32[](0));
         assertTrue(om.omissionChallenges(id).status == OmissionManager.OmissionStatus.Answered);
         assertEq(sm.getOperator(node).slashCount, 0);

@@ -103,6 +103,7 @@ contract Review4Test is Base {
         vm.warp(due);
         uint256 id = _claimOmission(user, p, sig, q, r);
         vm.fee(10 gwei);
+        vm.prank(node, node);
         om.answerOmission(id, _ref(b), 0, r, new bytes32[](0));
         assertEq(uint256(om.omissionChallenges(id).status), uint256(OmissionManager.OmissionStatus.Answered));
         assertEq(sm.getOperator(node).stake, 2 ether, "not slashed");

@@ -390,7 +390,7 @@ contract Review8Test is Base {
 
         uint256 fee = CHALLENGE_BOND / 10;
         uint256 av = _claimAvailability(stranger, batchId, 0);
-        vm.prank(stranger); // the claimant answers its own claim
+        vm.prank(stranger, stranger); // the claimant answers its own claim
         tm.answerAvailability(av, _ref(batchId), r, Merkle.proofAt(leaves, 0), _trace(9));
         assertEq(tm.claimable(stranger), CHALLENGE_BOND - fee, "availability: the fee, no more");
 

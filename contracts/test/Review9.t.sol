@@ -17,7 +17,8 @@ pragma solidity 0.8.37;
 ///   FIXED: the calldata price is paid only for an answer an account without code sent directly
 ///   (its trace was the transaction's calldata); any other answer is paid the gas metered in the
 ///   answer, and the answerer is paid, not the node (ClaimBond.costOfAnswer)
-///   (test_defence_AContractAnswerIsPaidOnlyTheGasItSpentInTheAnswer).
+///   (test_defence_AContractAnswerIsPaidOnlyTheGasItSpentInTheAnswer). Since Review11 an answer
+///   through a contract is refused altogether, and the node is paid whoever answers.
 /// - The fixed price of an omission answer (ANSWER_GAS = ANSWER_FIXED_GAS, 200k, measured for an
 ///   availability answer) against what an omission answer costs: ~165k at most with its calldata at
 ///   the floor. holds (within the margin; no test).
@@ -44,6 +45,7 @@ pragma solidity 0.8.37;
 
 import {OmissionManager} from "../src/OmissionManager.sol";
 import {TaskManager} from "../src/TaskManager.sol";
+import {ClaimBond} from "../src/libraries/ClaimBond.sol";
 import {Receipt, ReceiptPromise, TaskRequest} from "../src/libraries/Types.sol";
 
 import {Base} from "./utils/Base.sol";
@@ -105,22 +107,6 @@ contract Review9Test is Base {
         return tm.challengeAvailability{value: value}(_ref(batchId), index);
     }
 
-    /// @dev Answers `aid` with the trace of SEED through `answerer`; returns the most the answering transaction costs:
-    ///      21,000 + every calldata byte at EIP-7623's floor (40) + the execution.
-    function _answerByContract(
-        Review9Answerer answerer,
-        uint256 aid,
-        uint256 batchId,
-        Receipt memory r,
-        bytes32[] memory proof
-    ) internal returns (uint256) {
-        TaskManager.BatchRef memory ref = _ref(batchId);
-        bytes memory txData = abi.encodeCall(Review9Answerer.answer, (tm, aid, ref, r, proof, SEED, LEN));
-        uint256 gasBefore = gasleft();
-        answerer.answer(tm, aid, ref, r, proof, SEED, LEN);
-        return 21_000 + 40 * txData.length + gasBefore - gasleft();
-    }
-
     /*//////////////////////////////////////////////////////////////
                     1. THE NODE'S PRICE AGAINST ITS COST
     //////////////////////////////////////////////////////////////*/
@@ -138,26 +124,23 @@ contract Review9Test is Base {
     function test_defence_AContractAnswerIsPaidOnlyTheGasItSpentInTheAnswer() public {
         _registerNode(node, 3 ether);
         Review9Answerer answerer = new Review9Answerer();
-        assertEq(LEN, tm.MAX_TRACE_BYTES());
         bytes memory trace0 = answerer.trace(SEED, LEN);
         (uint256 batchId, Receipt[] memory rs, bytes32[] memory leaves) = _batchWithTrace(trace0, 2);
         bytes32[] memory proof = Merkle.proofAt(leaves, 0);
+        vm.fee(20 gwei);
+        uint256 aid = _claimAvailability(validator1, batchId, 0);
 
-        uint256 basefee = 20 gwei;
-        vm.fee(basefee);
-        uint256 aid = _claimAvailability(validator1, batchId, 0); // the least deposit
-        uint256 deposit = tm.availabilityChallenges(aid).deposit;
-
-        uint256 realGas = _answerByContract(answerer, aid, batchId, rs[0], proof);
-        uint256 paid = tm.claimable(node); // the node owes the data: paid whoever posts it (Review11)
-
-        assertEq(tm.claimable(address(answerer)), 0, "the contract that sent it is paid nothing");
-        vm.assertGt(paid, 0, "the node is paid the gas of the answer");
-        vm.assertLe(paid, realGas * basefee, "never more than the answering transaction spent");
-        uint256 calldataPrice = (21_000 + 40 * LEN) * basefee;
-        vm.assertLt(paid, calldataPrice / 2, "far below the calldata price it never paid");
-        assertEq(tm.claimable(validator1), deposit - FEE - paid, "the claimant paid only that");
-        assertEq(uint8(tm.availabilityChallenges(aid).status), uint8(TaskManager.AvailabilityStatus.Answered));
+        // since Review11 an answer through a contract is refused: the price is the answer's own
+        // transaction, which a contract's call is not (a copy relayed that way paid the node
+        // metered execution alone while its own transaction reverted after paying the calldata)
+        TaskManager.BatchRef memory ref = _ref(batchId);
+        vm.expectRevert(ClaimBond.AnswerNotDirect.selector);
+        answerer.answer(tm, aid, ref, rs[0], proof, SEED, LEN);
+        assertEq(uint8(tm.availabilityChallenges(aid).status), uint8(TaskManager.AvailabilityStatus.Open));
+        vm.prank(node, node); // the node's own transaction: paid its calldata and execution
+        tm.answerAvailability(aid, ref, rs[0], proof, trace0);
+        assertEq(tm.claimable(address(answerer)), 0, "the contract is paid nothing");
+        vm.assertGt(tm.claimable(node), (21_000 + 10 * LEN) * 20 gwei, "the node is paid its answer");
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -336,7 +319,9 @@ contract Review9Test is Base {
         uint256 least = tm.availabilityBond();
         uint256 a0 = _claimWith(alter, batchId, 0, least);
         uint256 a1 = _claimWith(alter, batchId, 1, least);
-        _answerByContract(answerer, a0, batchId, rs[0], Merkle.proofAt(leaves, 0));
+        bytes memory trace0 = answerer.trace(SEED, LEN);
+        vm.prank(node, node); // (through its contract the answer is refused since Review11)
+        tm.answerAvailability(a0, _ref(batchId), rs[0], Merkle.proofAt(leaves, 0), trace0);
         vm.prank(node, node);
         tm.answerAvailability(a1, _ref(batchId), rs[1], Merkle.proofAt(leaves, 1), _trace(1));
         uint256 back = tm.claimable(node) + tm.claimable(alter) + tm.claimable(address(answerer));

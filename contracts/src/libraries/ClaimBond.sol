@@ -13,6 +13,8 @@ pragma solidity 0.8.37;
 library ClaimBond {
     /// @notice The answer's calldata is not the canonical encoding of its arguments.
     error NonCanonicalCalldata(uint256 length, uint256 canonical);
+    /// @notice An answer must be its own transaction, sent by an account without code.
+    error AnswerNotDirect();
 
     /// @dev Transient slot holding `gasleft()` at the start of an answer (`start`).
     uint256 private constant _START_SLOT = 0x5c1a1b0d0000000000000000000000000000000000000000000000000000a75e;
@@ -35,33 +37,24 @@ library ClaimBond {
     /// @notice What the answer's transaction is charged at this block's base fee, by EIP-7623's
     ///         rule: `21000 + max(4 * tokens + execution, 10 * tokens)`, `tokens` those of its
     ///         calldata (1 per zero byte, 4 per other), `execution` metered since {start} plus
-    ///         `unmetered` (what runs before {start} and after this call: a measured upper bound).
-    ///         Only an account without code that sent the answer directly pays the calldata; a
-    ///         contract's calldata is not this call's, so a call through a contract is its metered
-    ///         execution alone.
+    ///         `unmetered` (what runs before {start} and after this call: a measured allowance).
+    ///         Reverts unless the answer is a transaction of its own, sent by an account without
+    ///         code (see {requireDirect}), so that this is its whole cost.
     /// @dev The answer's price used to be a model (a fixed part plus 40 gas per byte) that added
     ///      the fixed execution on top of the calldata floor: past ~11 KB the floor is the whole
     ///      cost and a node was paid ~165k gas more than its answer cost, so every claim it baited by
-    ///      withholding paid it (contracts/test/Review11.t.sol). A contract can build the data in
-    ///      memory and call with 32 bytes of calldata: paid a calldata price, it earned ~1.8x its
-    ///      cost (Review9.t.sol). The caller checks that the calldata is the canonical encoding of
-    ///      the answer's arguments (nothing appended to be paid for). `tx.origin` is used for
-    ///      pricing only, never for authorisation; an EIP-7702 account has code and is metered.
+    ///      withholding paid it (contracts/test/Review11.t.sol).
     function costOfAnswer(uint256 unmetered) internal view returns (uint256) {
         // forge-lint: disable-next-line(tx-origin)
-        bool direct = msg.sender == tx.origin && tx.origin.code.length == 0;
-        uint256 tokens = direct ? calldataTokens() : 0; // counted inside the metered span (~3 gas a byte)
+        if (msg.sender != tx.origin || tx.origin.code.length != 0) revert AnswerNotDirect();
+        uint256 tokens = calldataTokens(); // counted inside the metered span (~3 gas a byte)
         uint256 begun;
         assembly ("memory-safe") {
             begun := tload(_START_SLOT)
         }
-        uint256 used = begun - gasleft() + unmetered;
-        if (direct) {
-            uint256 standard = 4 * tokens + used;
-            uint256 floor = 10 * tokens;
-            used = 21_000 + (standard > floor ? standard : floor);
-        }
-        return used * block.basefee;
+        uint256 standard = 4 * tokens + begun - gasleft() + unmetered;
+        uint256 floor = 10 * tokens;
+        return (21_000 + (standard > floor ? standard : floor)) * block.basefee;
     }
 
     /// @notice EIP-7623 tokens of this call's calldata: 1 per zero byte, 4 per other byte, counted a
@@ -86,9 +79,20 @@ library ClaimBond {
     }
 
     /// @notice Reverts unless this call's calldata is exactly `words` 32-byte words after the
-    ///         selector: the canonical encoding of an answer whose dynamic parts the caller sized
-    ///         (bytes appended or laid out loosely would be paid for as calldata, {costOfAnswer}).
-    function requireCanonical(uint256 words) internal pure {
+    ///         selector: the canonical encoding of an answer whose dynamic parts the caller sized.
+    ///         {costOfAnswer} also requires the answer to be a transaction of its own, sent by an
+    ///         account without code.
+    /// @dev The node is paid for an answer whoever sends it (it owes the data), so the price must be
+    ///      what the answer's own transaction cost. Through a contract (or an EIP-7702 account,
+    ///      which has code) a claimant copied the node's pending answer and landed it priced as
+    ///      metered execution only: the node's own transaction reverted after paying the calldata
+    ///      floor, a loss of ~3M gas a claim; and a node batching its answers in one transaction was
+    ///      paid each answer's cold tail while spending it once (test/Review11.t.sol,
+    ///      tests/integration/test_review_answer_prices.py). A contract building the data in
+    ///      memory and calling with 32 bytes of calldata (Review9.t.sol) is refused as well.
+    ///      Bytes appended, or laid out loosely, would be paid for as calldata. `tx.origin` decides
+    ///      pricing only, never who may answer for whom.
+    function requireDirect(uint256 words) internal pure {
         if (msg.data.length != 4 + 32 * words) revert NonCanonicalCalldata(msg.data.length, 4 + 32 * words);
     }
 
@@ -97,14 +101,18 @@ library ClaimBond {
     ///         answer's price adds it for each slot its split sets from 0.
     uint256 internal constant NEW_SLOT_GAS = 17_100;
 
-    /// @notice `unmetered` plus NEW_SLOT_GAS for each slot of an answer's split that is 0 now (the
-    ///         node's and the claimant's claimable balances, and the total burned).
-    function tail(uint256 unmetered, uint256 nodeOwed, uint256 claimantOwed, uint256 burnedSoFar)
+    /// @notice `unmetered` plus NEW_SLOT_GAS for each distinct slot of an answer's split that is 0
+    ///         now: the node's and the claimant's claimable balances (one slot where the node claimed
+    ///         itself) and the total burned. (A refund of 0 writes no slot, but then the price is past
+    ///         the deposit and capped by it.)
+    function tail(uint256 unmetered, bool selfClaim, uint256 nodeOwed, uint256 claimantOwed, uint256 burnedSoFar)
         internal
         pure
         returns (uint256)
     {
-        uint256 zeros = (nodeOwed == 0 ? 1 : 0) + (claimantOwed == 0 ? 1 : 0) + (burnedSoFar == 0 ? 1 : 0);
+        uint256 zeros = (nodeOwed == 0 ? 1 : 0) + (burnedSoFar == 0 ? 1 : 0);
+        if (selfClaim) return unmetered + zeros * NEW_SLOT_GAS - 2_800; // its 2nd write: 100, not 2,900
+        if (claimantOwed == 0) ++zeros;
         return unmetered + zeros * NEW_SLOT_GAS;
     }
 

@@ -20,6 +20,7 @@ __all__ = [
     "AlreadyRegistered",
     "AlreadyVoted",
     "AmountExceedsStake",
+    "AnswerNotDirect",
     "AnswerWindowClosed",
     "AnswerWindowOpen",
     "AvailabilityAlreadyOpen",
@@ -173,6 +174,16 @@ class AmountExceedsStake(ContractError):
     arg_types = ("uint256", "uint256")
     amount: int
     stake: int
+
+
+class AnswerNotDirect(ContractError):
+    """``AnswerNotDirect()``, declared by TaskManager, OmissionManager."""
+
+    error_name = "AnswerNotDirect"
+    signature = "AnswerNotDirect()"
+    selector = bytes.fromhex("6b7833d7")
+    arg_names = ()
+    arg_types = ()
 
 
 class AnswerWindowClosed(ContractError):
@@ -1132,6 +1143,7 @@ BY_SELECTOR: dict[bytes, type[ContractError]] = {
     AlreadyRegistered.selector: AlreadyRegistered,
     AlreadyVoted.selector: AlreadyVoted,
     AmountExceedsStake.selector: AmountExceedsStake,
+    AnswerNotDirect.selector: AnswerNotDirect,
     AnswerWindowClosed.selector: AnswerWindowClosed,
     AnswerWindowOpen.selector: AnswerWindowOpen,
     AvailabilityAlreadyOpen.selector: AvailabilityAlreadyOpen,
