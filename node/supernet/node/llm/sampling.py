@@ -292,6 +292,14 @@ def _mass_logs(log_vals: Tensor) -> tuple[Tensor, Tensor]:
     return taken, torch.flip(torch.logcumsumexp(torch.flip(log_vals, (-1,)), dim=-1), (-1,))
 
 
+def _cut_logits(taken: Tensor, rest: Tensor) -> tuple[Tensor, Tensor]:
+    """From `_mass_logs`: per column ``k``, the log-odds of the nucleus of columns ``0..k`` (its
+    mass against the rest of the row) and of the one before it (columns ``0..k-1``), as
+    `_cut_distance` takes them."""
+    neg = torch.full_like(taken[..., :1], -torch.inf)
+    return taken - torch.cat((rest[..., 1:], neg), dim=-1), torch.cat((neg, taken[..., :-1]), dim=-1) - rest
+
+
 def _cut_distance(
     mass: Tensor,
     before: Tensor,
@@ -658,12 +666,7 @@ def _least_margins(
     cut_logits: tuple[Tensor, Tensor] | None = None
     if temperature < 1.0 and log_vals is not None:
         # nucleus k's mass against the rest of the row, and k-1's; token-id sides within k
-        taken, rest = _mass_logs(log_vals)
-        neg = torch.full_like(taken[:, :1], -torch.inf)
-        cut_logits = (
-            taken - torch.cat((rest[:, 1:], neg), dim=-1),
-            torch.cat((neg, taken[:, :-1]), dim=-1) - rest,
-        )
+        cut_logits = _cut_logits(*_mass_logs(log_vals))
         below, from_token = _prefix_logits(log_vals, ids < token[:, None])
         through, after = _prefix_logits(log_vals, ids <= token[:, None])
         edges = (below - from_token, through - after)
@@ -747,9 +750,7 @@ def _swap_margin(
     if low:
         taken, rest = _mass_logs(log_vals)
         taken_before = torch.cat((neg, taken[:-1]))
-        off = _cut_distance(
-            cum, before, top_p, temperature, (taken - torch.cat((rest[1:], neg)), taken_before - rest)
-        )
+        off = _cut_distance(cum, before, top_p, temperature, _cut_logits(taken, rest))
         edge_sums = []
         for mask in (ids < token, ids <= token):
             inside, outside = _prefix_logits(log_vals, mask)
