@@ -311,7 +311,7 @@ contract OmissionManager is ReentrancyGuardTransient {
         bytes32[] calldata proof
     ) external nonReentrant {
         ClaimBond.start();
-        ClaimBond.requireDirect(18 + proof.length);
+        ClaimBond.requireCanonical(18 + proof.length);
         OmissionChallenge storage o = _openOmission(omissionId);
         if (block.timestamp >= o.deadline) revert AnswerWindowClosed(o.deadline);
         address node = o.node;
@@ -409,7 +409,7 @@ contract OmissionManager is ReentrancyGuardTransient {
         nonReentrant
     {
         ClaimBond.start();
-        ClaimBond.requireDirect(10 + 7 * receipts.length);
+        ClaimBond.requireCanonical(10 + 7 * receipts.length);
         ManifestChallenge storage m = _openManifest(manifestId);
         if (block.timestamp >= m.deadline) revert AnswerWindowClosed(m.deadline);
         if (ref.batchId != m.batchId || !TASK_MANAGER.isCommitted(ref)) revert UnknownBatch(ref.batchId);

@@ -997,7 +997,7 @@ contract TaskManager is ReentrancyGuardTransient {
         bytes calldata trace
     ) external nonReentrant {
         ClaimBond.start();
-        ClaimBond.requireDirect(19 + proof.length + (trace.length + 31) / 32);
+        ClaimBond.requireCanonical(19 + proof.length + (trace.length + 31) / 32);
         AvailabilityChallenge storage a = _openAvailability(availabilityId);
         if (block.timestamp >= a.deadline) revert AnswerWindowClosed(a.deadline);
         uint256 batchId = a.batchId;
@@ -1237,7 +1237,7 @@ contract TaskManager is ReentrancyGuardTransient {
         // to the sender, a copy of the node's answer from the mempool landed first took the price
         // and left the node's own transaction to revert after paying its calldata (Review11).
         claimable[node] += answerCost;
-        claimable[a.challenger] += refunded;
+        claimable[claimant] += refunded;
         totalBurned += burned;
         emit AvailabilitySettled(availabilityId, answerCost, refunded, burned);
     }

@@ -290,7 +290,7 @@ contract AdversaryTest is Base {
         vm.fee(10 gwei);
         bytes memory trace = _trace(2);
         vm.recordLogs();
-        vm.prank(stranger, stranger); // an answer is a transaction of its own (ClaimBond.requireDirect)
+        vm.prank(stranger, stranger); // an answer is a transaction of its own (ClaimBond.costOfAnswer)
         tm.answerAvailability(aid, _ref(b), rs[2], Merkle.proofAt(ls, 2), trace);
         uint256 cost = _paidForLastAnswer();
 

@@ -270,7 +270,7 @@ contract ProtocolHandler is Test {
         uint256 i = a.index;
         bytes memory trace = wrongTrace ? bytes("not the trace") : _batchTraces[a.batchId][i];
         address actor = _anyActor(seed);
-        vm.prank(actor, actor); // an answer is a transaction of its own (ClaimBond.requireDirect)
+        vm.prank(actor, actor); // an answer is a transaction of its own (ClaimBond.costOfAnswer)
         try tm.answerAvailability(
             id, _refs[a.batchId], _batchReceipts[a.batchId][i], Merkle.proofAt(_batchLeaves[a.batchId], i), trace
         ) {

@@ -15,7 +15,7 @@ Found at commit d066863, and fixed since:
   node's own transaction reverted after paying the calldata floor: at a 100 KB trace the node paid
   ~4.0M gas and was paid ~1.0M. And answers batched through one contract were each paid the cold
   tail they spent once: 12 answers were paid ~100k gas above their whole transaction, so baiting
-  claims paid the node. Fixed by `ClaimBond.requireDirect`: every answer (availability, omission,
+  claims paid the node. Fixed in `ClaimBond.costOfAnswer`: every answer (availability, omission,
   manifest) must be its own transaction from an account without code (``AnswerNotDirect``) with
   canonical-length calldata, and is priced by the direct formula; the relayed, 7702 and batched
   copies now revert and the node's own answer is paid at least its cost

@@ -39,11 +39,20 @@ library ClaimBond {
     ///         calldata (1 per zero byte, 4 per other), `execution` metered since {start} plus
     ///         `unmetered` (what runs before {start} and after this call: a measured allowance).
     ///         Reverts unless the answer is a transaction of its own, sent by an account without
-    ///         code (see {requireDirect}), so that this is its whole cost.
+    ///         code (`AnswerNotDirect`), so that this is its whole cost.
     /// @dev The answer's price used to be a model (a fixed part plus 40 gas per byte) that added
     ///      the fixed execution on top of the calldata floor: past ~11 KB the floor is the whole
     ///      cost and a node was paid ~165k gas more than its answer cost, so every claim it baited by
-    ///      withholding paid it (contracts/test/Review11.t.sol).
+    ///      withholding paid it (contracts/test/Review11.t.sol). The node is paid for an answer
+    ///      whoever sends it (it owes the data), so the price must be what the answer's own
+    ///      transaction cost. Through a contract (or an EIP-7702 account, which has code) a claimant
+    ///      copied the node's pending answer and landed it priced as metered execution only: the
+    ///      node's own transaction reverted after paying the calldata floor, a loss of ~3M gas a
+    ///      claim; and a node batching its answers in one transaction was paid each answer's cold
+    ///      tail while spending it once (tests/integration/test_review_answer_prices.py). A
+    ///      contract building the data in memory and calling with 32 bytes of calldata
+    ///      (Review9.t.sol) is refused as well. `tx.origin` decides pricing only, never who may
+    ///      answer for whom.
     function costOfAnswer(uint256 unmetered) internal view returns (uint256) {
         // forge-lint: disable-next-line(tx-origin)
         if (msg.sender != tx.origin || tx.origin.code.length != 0) revert AnswerNotDirect();
@@ -79,20 +88,9 @@ library ClaimBond {
     }
 
     /// @notice Reverts unless this call's calldata is exactly `words` 32-byte words after the
-    ///         selector: the canonical encoding of an answer whose dynamic parts the caller sized.
-    ///         {costOfAnswer} also requires the answer to be a transaction of its own, sent by an
-    ///         account without code.
-    /// @dev The node is paid for an answer whoever sends it (it owes the data), so the price must be
-    ///      what the answer's own transaction cost. Through a contract (or an EIP-7702 account,
-    ///      which has code) a claimant copied the node's pending answer and landed it priced as
-    ///      metered execution only: the node's own transaction reverted after paying the calldata
-    ///      floor, a loss of ~3M gas a claim; and a node batching its answers in one transaction was
-    ///      paid each answer's cold tail while spending it once (test/Review11.t.sol,
-    ///      tests/integration/test_review_answer_prices.py). A contract building the data in
-    ///      memory and calling with 32 bytes of calldata (Review9.t.sol) is refused as well.
-    ///      Bytes appended, or laid out loosely, would be paid for as calldata. `tx.origin` decides
-    ///      pricing only, never who may answer for whom.
-    function requireDirect(uint256 words) internal pure {
+    ///         selector: the canonical encoding of an answer whose dynamic parts the caller sized
+    ///         (bytes appended, or laid out loosely, would be paid for as calldata, {costOfAnswer}).
+    function requireCanonical(uint256 words) internal pure {
         if (msg.data.length != 4 + 32 * words) revert NonCanonicalCalldata(msg.data.length, 4 + 32 * words);
     }
 
