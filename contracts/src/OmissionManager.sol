@@ -117,9 +117,9 @@ contract OmissionManager is ReentrancyGuardTransient {
     ///         receipts in test/Manifest.t.sol) and 224 calldata bytes (~3,600).
     uint256 public constant MANIFEST_RECEIPT_GAS = 11_000;
     /// @notice What an answer spends outside the span it meters (ClaimBond.costOfAnswer): dispatch
-    ///         and guard before it, the split and the burn after it (a credit to a zero balance adds
-    ///         ClaimBond.NEW_SLOT_GAS; the unfreeze is metered); measured on Anvil,
-    ///         tests/integration/test_answer_prices.py.
+    ///         and guard before it, the split, its settle event and the burn after it (a credit to a
+    ///         zero balance adds ClaimBond.NEW_SLOT_GAS; the unfreeze is metered); the same code for
+    ///         both answers, measured on Anvil for each, tests/integration/test_answer_prices.py.
     uint256 public constant ANSWER_UNMETERED_GAS = 23_500;
     /// @notice Manifest challenges opened so far (ids 1..manifestCount).
     uint256 public manifestCount;
@@ -142,11 +142,15 @@ contract OmissionManager is ReentrancyGuardTransient {
         uint64 commitBy,
         uint64 deadline
     );
-    /// @notice The node showed the promised receipt at `index` of batch `batchId`; the bond was split
-    ///         as for an availability answer.
-    event OmissionAnswered(
-        uint256 indexed omissionId, uint256 batchId, uint256 index, uint256 answerCost, uint256 refunded, uint256 burned
-    );
+    /// @notice The node showed the promised receipt at `index` of batch `batchId`.
+    event OmissionAnswered(uint256 indexed omissionId, uint256 batchId, uint256 index);
+    /// @notice An answered omission challenge's bond was split as for an availability answer
+    ///         (emitted after OmissionAnswered, which the answer's price meters). Every answer's
+    ///         unmetered tail is the same code: the split, one settle event of this shape, the burn;
+    ///         what differs between answers is metered (an omission answer priced with the allowance
+    ///         measured on manifest answers was paid 192 gas below its cost while its answered event,
+    ///         five words, was emitted after the price: test_review_answer_prices2.py).
+    event OmissionSettled(uint256 indexed omissionId, uint256 answerCost, uint256 refunded, uint256 burned);
     /// @notice An omission challenge expired unanswered: the node was slashed.
     event OmissionResolved(uint256 indexed omissionId, uint256 slashed, uint256 challengerReward, uint256 burned);
     /// @notice A manifest challenge on batch `batchId` of `node`, to be answered by `deadline`.
@@ -325,10 +329,11 @@ contract OmissionManager is ReentrancyGuardTransient {
             if (leaf != o.leaf) revert NotChallengedReceipt(o.leaf, leaf);
         }
         o.status = OmissionStatus.Answered;
+        emit OmissionAnswered(omissionId, ref.batchId, index); // inside the metered span
         SERVICE_MANAGER.unfreeze(node); // before the price: inside its metered span
         (uint256 answerCost, uint256 refunded, uint256 burned) =
             _splitBond(node, o.challenger, o.deposit, ANSWER_UNMETERED_GAS);
-        emit OmissionAnswered(omissionId, ref.batchId, index, answerCost, refunded, burned);
+        emit OmissionSettled(omissionId, answerCost, refunded, burned);
         _send(BURN_ADDRESS, burned);
     }
 

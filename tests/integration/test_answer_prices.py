@@ -13,7 +13,8 @@ allowance for what runs outside the metered span, and pays it to the node.
 Here each answer's price is compared with the gas its transaction really used (the receipt's
 ``gasUsed`` at the block's base fee): a trace the calldata floor prices is paid exactly; every
 other answer within a few thousand gas above its cost, never below, for traces of 10 bytes to
-100 KB and manifests of 1 to 300 receipts.
+100 KB, manifests of 1 to 300 receipts and omission answers (whose allowance is the manifest
+answer's: both run the same code after the price, test_review_answer_prices2.py).
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ import dataclasses
 import hashlib
 import os
 
-from chain_fixtures import Actors, make_receipts
+from chain_fixtures import Actors, make_receipts, make_request
 from supernet.sdk.chain import Contracts, ReceiptTree
-from supernet.sdk.chain.anvil import mine
+from supernet.sdk.chain.anvil import increase_time, mine
+from supernet.sdk.chain.eip712 import ReceiptPromise, sign_receipt_promise
 
 SLACK_GAS = 3_000
 """The most an answer is paid above its transaction's gas: the measured allowance's margin."""
@@ -85,3 +87,32 @@ def test_a_manifest_answer_is_paid_its_transactions_gas(network: Contracts, acto
         assert 0 <= _overpaid_gas(network, answer.receipt, price) <= SLACK_GAS, n
         assert network.omission_manager.claimable(actors.node.address) == paid_before + price
         paid_before += price
+
+
+def test_an_omission_answer_is_paid_its_transactions_gas(network: Contracts, actors: Actors) -> None:
+    _burn_address_exists(network)
+    node = actors.node
+    node_tm = network.as_account(node).task_manager
+    node_om = network.as_account(node).omission_manager
+    for i in (0, 3, 9):  # batches of 1, 4 and 10 receipts: proofs of 0, 2 and 4 hashes
+        receipts = make_receipts(network, actors.users, node.address, i + 1)
+        tree = ReceiptTree.from_receipts(receipts)
+        batch_id = node_tm.commit_batch(tree.root, len(tree), "bafymanifest").value.batch_id
+        now = network.w3.eth.get_block("latest")["timestamp"]
+        promise = ReceiptPromise(receipts[i].request_hash, receipts[i].leaf(), now + 5)
+        increase_time(network.w3, 6)
+        request = make_request(actors.users, node.address, i)
+        user = next(u for u in actors.users if u.address == request.user)
+        signature = sign_receipt_promise(promise, network.domain, node)
+        omission_id = (
+            network.as_account(user)
+            .omission_manager.challenge_omission(promise, signature, request, receipts[i])
+            .value
+        )
+        paid_before = network.omission_manager.claimable(node.address)
+        batch = network.task_manager.batch(batch_id)
+        answer = node_om.answer_omission(omission_id, batch, i, receipts[i], tree.proof_at(i))
+        assert answer.value["index"] == i  # the answered event, then the split
+        price = int(answer.value["answerCost"])
+        assert 0 <= _overpaid_gas(network, answer.receipt, price) <= SLACK_GAS, i
+        assert network.omission_manager.claimable(node.address) == paid_before + price

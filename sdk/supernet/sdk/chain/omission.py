@@ -98,11 +98,14 @@ class OmissionManager(Binding):
     def answer_omission(
         self, omission_id: int, batch: Batch, index: int, receipt: Receipt, proof: Sequence[bytes]
     ) -> TxResult:
-        """Show the promised receipt at ``index`` of ``batch``; ``value`` is the ``OmissionAnswered`` args."""
+        """Show the promised receipt at ``index`` of ``batch``; ``value`` is the ``OmissionAnswered``
+        and ``OmissionSettled`` args together (``batchId``, ``index``, then ``answerCost``,
+        ``refunded``, ``burned``)."""
         tx = self.transact(
             "answerOmission", omission_id, self._ref(batch), index, receipt.as_tuple(), list(proof)
         )
-        return TxResult(tx.receipt, dict(self.events(tx, "OmissionAnswered")[0]["args"]))
+        answered = dict(self.events(tx, "OmissionAnswered")[0]["args"])
+        return TxResult(tx.receipt, answered | dict(self.events(tx, "OmissionSettled")[0]["args"]))
 
     def resolve_omission(self, omission_id: int) -> TxResult:
         """Slash the node of an unanswered omission challenge; ``value`` is the event's args."""
