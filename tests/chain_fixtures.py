@@ -133,6 +133,11 @@ def make_receipts(c: Contracts, users: tuple[LocalAccount, ...], node: str, coun
 @pytest.fixture()
 def network(chain: Contracts, actors: Actors) -> Contracts:
     """`chain` with the model registered, two staked nodes, three validators and funded users."""
+    return stake_network(chain, actors)
+
+
+def stake_network(chain: Contracts, actors: Actors) -> Contracts:
+    """What `network` adds to a deployment (for fixtures of a wider scope, which revert it)."""
     chain.model_registry.register_model(MODEL_MANIFEST, "test-model")
     for i, node in enumerate((actors.node, actors.node2)):
         sm = chain.as_account(node).service_manager

@@ -27,7 +27,8 @@ Tried, and what was found:
    verifies every entry (512 at most) even when the batch's challenge window closed long ago and no
    challenge can be sent; batches are processed oldest first, so a validator that fell behind by the
    seed's lifetime spends count/sample-rate times its normal work on batches it can no longer act on
-   before it reaches the fresh ones (`test_known_limit_an_expired_batch_past_its_window_is_checked_in_full`).
+   before it reaches the fresh ones (`test_defence_a_batch_past_its_window_is_not_checked`, now in
+   tests/unit/test_seed_expiry.py).
    Contract side (reading only, no test): a node cannot force expiry (nobody can stop a reader
    inside the seed's lifetime) and gains nothing from it: an ally's decoy bounty is the node's own
    escrow, a fraud slash costs it more than its ally's reward, and the reward still needs stake
@@ -56,7 +57,6 @@ import re
 import tomllib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -74,17 +74,14 @@ from supernet.node.kernel.access import NodePolicy, namespace_of
 from supernet.node.kernel.kernel import Kernel, KernelConfig
 from supernet.node.service.config import NodeSettings
 from supernet.sdk.chain import Contracts, hash_task_request, sign_task_request
-from supernet.sdk.chain.anvil import increase_time, mine, revert, snapshot
+from supernet.sdk.chain.anvil import mine, revert, snapshot
 from supernet.sdk.chain.eip712 import Domain
 from supernet.sdk.chain.receipts import sign_receipt
 from supernet.sdk.formats import ManifestEntry
 from supernet.sdk.store import StoreClient
 from supernet.sdk.store.embedded import EmbeddedStore, create_app
 from supernet.sdk.store.errors import PinError
-from supernet.validator.chain import EXPIRED_SEED, TaskManagerClient
 from supernet.validator.config import ValidatorSettings
-from supernet.validator.db import BatchRow
-from supernet.validator.service import Validator
 
 from tests.embedder import SharedMiniLM
 from tests.integration.test_explorer_indexer import make_indexer
@@ -292,69 +289,8 @@ def test_defence_a_reorg_that_replaces_a_batch_matches_a_fresh_index(
 # -- 2. expired seeds: the validator's side --------------------------------------------------------------
 
 
-@pytest.mark.anvil
-async def test_defence_a_batch_past_its_window_is_not_checked(network: Contracts, actors: Actors) -> None:
-    """DEFENCE (was a known limit; fixed: `process_batch` finishes a batch whose challenge window is
-    over as ``past_window``, unchecked). KNOWN LIMIT (stall). A batch of 512 receipts whose seed expired
-    unsealed, reached by a
-    validator after its challenge window closed: `Validator.process_batch` samples all 512 entries
-    (`EXPIRED_SEED`: the contract samples everyone), asks ``isSampled`` of each one, fetches the
-    manifest and hands every entry to the verifier (a model re-run each), though no challenge of
-    that batch can be sent any more. `Database.pending_batches` is oldest first, so a validator that
-    fell behind by the seed's lifetime (256 blocks, 8,191 with EIP-2935: ~4.5 h at 2 s blocks)
-    works through count/sample-rate times its normal load of batches it cannot act on before it
-    reaches the fresh ones, and falls further behind: each batch it reaches late is a full one.
-
-    Cause: validator/supernet/validator/service.py `process_batch` never looks at the batch's
-    challenge window; `sample` returns ``range(count)`` on `EXPIRED_SEED`.
-
-    Fix (by design): settle a batch as "expired" without checking once ``committedAt +
-    CHALLENGE_WINDOW`` passed (as `_check_diverged` already does), process pending batches by
-    deadline, and under an expired seed check a rate-sized subset drawn from local randomness (the
-    node cannot predict it; the contract pays whichever entry is challenged); better, validators
-    seal seeds they read (`sealSeed`) so that expiry needs every validator to be away."""
-    c, count = network, 512
-    tm = c.as_account(actors.node).task_manager
-    batch_id = tm.commit_batch(b"\x09" * 32, count, "bafyexpired").value.batch_id
-    client = TaskManagerClient(c.w3, c.deployment.address("TaskManager"), actors.validators[0])
-    window = client.params().challenge_window
-    for _ in range(9):  # past the seed block's hash (EIP-2935: 8,191 blocks), nobody sealed it
-        mine(c.w3, 1_000)  # (in steps: one anvil_mine of 8,200 blocks can outlast the RPC timeout)
-    increase_time(c.w3, window + 60)
-    mine(c.w3, 1)
-    header = client.batch(batch_id)
-    assert client.timestamp() > header.committed_at + window  # no challenge can be sent any more
-    assert client.batch_seed(batch_id) == EXPIRED_SEED
-
-    verified: list[int] = []
-
-    async def verify_groups(_b: int, _n: str, todo: list[int], _m: Any, _per: int) -> AsyncIterator[Any]:
-        verified.extend(todo)
-        return
-        yield  # an async generator that yields no verdicts
-
-    async def manifest(_batch: Any) -> Any:
-        return SimpleNamespace(readable=lambda _i: True)
-
-    finished: list[int] = []
-    me = SimpleNamespace(
-        address=actors.validators[0].address,
-        chain=client,
-        _emit=lambda *a, **k: None,
-        disputes=SimpleNamespace(manifest=manifest),
-        db=SimpleNamespace(checks=lambda _b: [], finish_batch=lambda b, *a: finished.append(b)),
-        verifier=SimpleNamespace(verify_groups=verify_groups),
-    )
-    me.sample = lambda batch, seed: Validator.sample(me, batch, seed)  # type: ignore[arg-type]
-    row = BatchRow(
-        batch_id, actors.node.address, header.root, count, header.commit_block, "bafyexpired", "pending"
-    )
-    me._window_over = lambda b: Validator._window_over(me, b)  # type: ignore[arg-type]
-    me._open_batch = lambda batch: Validator._open_batch(me, batch)  # type: ignore[arg-type]
-    me._group_checks = lambda *a: Validator._group_checks(me, *a)  # type: ignore[arg-type]
-    assert await Validator.process_batch(me, row)  # type: ignore[arg-type]
-    assert verified == []  # nothing re-run for a batch nobody can challenge any more
-    assert finished == [batch_id]
+# test_defence_a_batch_past_its_window_is_not_checked moved to tests/unit/test_seed_expiry.py, where
+# it shares one chain mined past the seed's lifetime with the expiry test (9,000 blocks: ~1 min each).
 
 
 # -- 3. config sections forbid unknown keys ---------------------------------------------------------------
