@@ -267,6 +267,22 @@ class FakeNode:
         return signed_task(kw.pop("user", self.user), self.address, self.chain.domain, task_input, **kw)
 
 
+async def until_held(
+    sent: Sequence[asyncio.Future[Any]], held: int, deadline_s: float = 60.0
+) -> tuple[set[asyncio.Future[Any]], set[asyncio.Future[Any]]]:
+    """Wait until all of ``sent`` but ``held`` requests have ended (those past a bound are refused
+    at once; on a busy machine "at once" can take seconds, so no fixed second is waited), then half
+    a second more: ``(done, pending)``, the pending ones being the requests a bound holds."""
+    loop, pending = asyncio.get_running_loop(), set(sent)
+    end = loop.time() + deadline_s
+    while len(pending) > held and loop.time() < end:
+        _, pending = await asyncio.wait(
+            pending, timeout=end - loop.time(), return_when=asyncio.FIRST_COMPLETED
+        )
+    _, pending = await asyncio.wait(pending, timeout=0.5)
+    return set(sent) - pending, pending
+
+
 async def make_fake_node(data_dir: Path, chain: FakeChain | None = None, **settings: Any) -> FakeNode:
     """Build and set up a node service on fakes (caller cleans up); ``chain``: the (fake) chain of
     a node this one restarts, with its users' deposits."""

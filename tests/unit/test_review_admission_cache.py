@@ -31,7 +31,7 @@ from supernet.sdk.client.read_grant import READ_HEADER, sign_read_grant
 from supernet.sdk.client.types import ClientError, PreparedTask
 from supernet.sdk.openai_compat import SupernetAuth
 
-from tests.node_fixtures import FakeNode, make_fake_node, signed_task
+from tests.node_fixtures import FakeNode, make_fake_node, signed_task, until_held
 
 FEE = 10**12
 
@@ -81,15 +81,7 @@ async def _flood(node: FakeNode, n: int = 12) -> list[asyncio.Future[httpx.Respo
         for _ in range(n)
     ]
     sent = [asyncio.ensure_future(node.http.post("/v1/tasks", json=b)) for b in bodies]
-    # The keys past the slots are refused at once; on a busy machine "at once" can take seconds, so
-    # wait for those refusals (not a fixed second), then check the slot holders still hang.
-    loop, pending = asyncio.get_running_loop(), set(sent)
-    deadline = loop.time() + 60
-    while len(pending) > MAX_ADMISSION_CHAIN_READS and loop.time() < deadline:
-        _, pending = await asyncio.wait(
-            pending, timeout=deadline - loop.time(), return_when=asyncio.FIRST_COMPLETED
-        )
-    _, pending = await asyncio.wait(pending, timeout=0.5)
+    _, pending = await until_held(sent, MAX_ADMISSION_CHAIN_READS)
     assert len(pending) == MAX_ADMISSION_CHAIN_READS  # every slot held by the flood
     return sent
 
