@@ -826,9 +826,11 @@ def _swaps_in_reach(
     """Per row (``top`` holds its token): whether a swap across a cut (`_swap_margin`) might give a
     margin below ``margin``, the least over the rule's nuclei: `_swap_margin`'s bound for each rank
     below the token (its cut, the cheapest swap, the member's moved interval) and the margin of the
-    token itself swapped up to each rank above it. Where the top stops inside a group of tied
-    values the group may go on: within reach. In CDF units, so for temperatures of 1 and above
-    (below 1 such rows go row by row anyway)."""
+    token itself swapped up to each rank above it. Where the top stops, at its last value or at the
+    last real candidate before `_candidate_top`'s padding (value 0, no token), the row may go on with
+    a token as near as it likes: within reach (the padding's ``log(0)`` once made that gap infinite
+    and hid the swap across the candidate floor, tests/unit/test_review_swap_routing.py). In CDF
+    units, so for temperatures of 1 and above (below 1 such rows go row by row anyway)."""
     vals, ids = top
     cum = vals.cumsum(-1)
     before = torch.cat((torch.zeros_like(cum[:, :1]), cum[:, :-1]), dim=-1)
@@ -839,7 +841,8 @@ def _swaps_in_reach(
     last = torch.zeros_like(lv[:, :1]) if not complete else torch.full_like(lv[:, :1], torch.inf)
     gap = torch.cat((scale * (lv[:, :-1] - lv[:, 1:]), last), dim=-1)
     if not complete:
-        gap = torch.where(vals == vals[:, -1:], 0.0, gap)
+        ends = torch.cat((vals[:, 1:] == 0, torch.ones_like(last, dtype=torch.bool)), dim=-1)
+        gap = torch.where((vals == vals[:, -1:]) | ends, 0.0, gap)
     rank = (ids == token[:, None]).int().argmax(-1, keepdim=True)
     p_token = vals.gather(-1, rank)
     lo = torch.cat((torch.zeros_like(cum[:, :1]), (vals * (ids < token[:, None])).cumsum(-1)[:, :-1]), dim=-1)
