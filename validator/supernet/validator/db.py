@@ -344,15 +344,20 @@ class Database:
                 (challenge_id, batch_id, index),
             )
 
+    _CHECKS = "SELECT batch_id, idx, ok, kinds, evidence_cid, challenge_id FROM checks"
+
+    @staticmethod
+    def _check_row(r: tuple) -> CheckRow:
+        return CheckRow(r[0], r[1], bool(r[2]), r[3], r[4], r[5])
+
     def checks(self, batch_id: int | None = None) -> list[CheckRow]:
         """Verdicts, of one batch or all."""
-        sql = "SELECT batch_id, idx, ok, kinds, evidence_cid, challenge_id FROM checks"
         rows = (
-            self._all(sql + " WHERE batch_id = ? ORDER BY idx", batch_id)
+            self._all(self._CHECKS + " WHERE batch_id = ? ORDER BY idx", batch_id)
             if batch_id is not None
-            else self._all(sql + " ORDER BY batch_id, idx")
+            else self._all(self._CHECKS + " ORDER BY batch_id, idx")
         )
-        return [CheckRow(r[0], r[1], bool(r[2]), r[3], r[4], r[5]) for r in rows]
+        return [self._check_row(r) for r in rows]
 
     def missing_indexes(self, batch_id: int) -> set[int]:
         """The entries of a batch the availability path holds (whatever their status)."""
@@ -360,13 +365,8 @@ class Database:
 
     def check(self, batch_id: int, index: int) -> CheckRow | None:
         """The verdict recorded for one entry, if any."""
-        rows = self._all(
-            "SELECT batch_id, idx, ok, kinds, evidence_cid, challenge_id FROM checks "
-            "WHERE batch_id = ? AND idx = ?",
-            batch_id,
-            index,
-        )
-        return CheckRow(rows[0][0], rows[0][1], bool(rows[0][2]), *rows[0][3:]) if rows else None
+        rows = self._all(self._CHECKS + " WHERE batch_id = ? AND idx = ?", batch_id, index)
+        return self._check_row(rows[0]) if rows else None
 
     # -- availability ----------------------------------------------------------------------------
 
