@@ -24,12 +24,14 @@ from supernet.sdk.chain import (
     Contracts,
     ProtocolParams,
     Receipt,
+    ReceiptTree,
     TaskRequest,
     hash_task_request,
     input_hash,
     output_hash,
 )
 from supernet.sdk.chain.anvil import Anvil, advance_to, dev_account, increase_time, revert, snapshot
+from supernet.sdk.chain.eip712 import ReceiptPromise, sign_receipt_promise
 from supernet.sdk.chain.tasks import vote_commitment
 
 CHAIN_TEST_PARAMS = ProtocolParams.devnet()
@@ -148,6 +150,49 @@ def stake_network(chain: Contracts, actors: Actors) -> Contracts:
     for u in actors.users:  # a payment channel from every user to `node`
         chain.as_account(u).payments.deposit(actors.node.address, USER_DEPOSIT)
     return chain
+
+
+# ---------------------------------------------------------------------------------------------
+# Data claims: what the answer-price tests share
+# ---------------------------------------------------------------------------------------------
+
+BURN_ADDRESS = "0x000000000000000000000000000000000000dEaD"
+
+
+def burn_address_exists(c: Contracts) -> None:
+    """A fresh devnet has no account at the burn address, so the chain's first burn also pays for
+    creating it (25k gas, unmetered): on a real chain 0x...dEaD exists, as it does here after this."""
+    c.w3.provider.make_request("anvil_setBalance", [BURN_ADDRESS, hex(1)])  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class OmissionClaim:
+    """An omission claim on receipt ``index`` of a committed batch of `Actors.node`, by its user."""
+
+    omission_id: int
+    batch_id: int
+    index: int
+    receipts: list[Receipt]
+    tree: ReceiptTree
+    user: LocalAccount
+
+
+def claim_omission(c: Contracts, actors: Actors, index: int) -> OmissionClaim:
+    """The node commits a batch of ``index + 1`` receipts, promises receipt ``index`` (due in 5 s),
+    and once the promise is due its user claims it was never committed (through the SDK)."""
+    node = actors.node
+    receipts = make_receipts(c, actors.users, node.address, index + 1)
+    tree = ReceiptTree.from_receipts(receipts)
+    batch_id = c.as_account(node).task_manager.commit_batch(tree.root, len(tree), "bafym").value.batch_id
+    now = c.w3.eth.get_block("latest")["timestamp"]
+    promise = ReceiptPromise(receipts[index].request_hash, receipts[index].leaf(), now + 5)
+    increase_time(c.w3, 6)
+    request = make_request(actors.users, node.address, index)
+    user = next(u for u in actors.users if u.address == request.user)
+    signature = sign_receipt_promise(promise, c.domain, node)
+    om = c.as_account(user).omission_manager
+    omission_id = om.challenge_omission(promise, signature, request, receipts[index]).value
+    return OmissionClaim(omission_id, batch_id, index, receipts, tree, user)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,20 +23,12 @@ import dataclasses
 import hashlib
 import os
 
-from chain_fixtures import Actors, make_receipts, make_request
+from chain_fixtures import Actors, burn_address_exists, claim_omission, make_receipts
 from supernet.sdk.chain import Contracts, ReceiptTree
-from supernet.sdk.chain.anvil import increase_time, mine
-from supernet.sdk.chain.eip712 import ReceiptPromise, sign_receipt_promise
+from supernet.sdk.chain.anvil import mine
 
 SLACK_GAS = 3_000
 """The most an answer is paid above its transaction's gas: the measured allowance's margin."""
-BURN_ADDRESS = "0x000000000000000000000000000000000000dEaD"
-
-
-def _burn_address_exists(network: Contracts) -> None:
-    """A fresh devnet has no account at the burn address, so the chain's first burn also pays for
-    creating it (25k gas, unmetered): on a real chain 0x...dEaD exists, as it does here after this."""
-    network.w3.provider.make_request("anvil_setBalance", [BURN_ADDRESS, hex(1)])  # type: ignore[arg-type]
 
 
 def _overpaid_gas(network: Contracts, receipt: dict, price: int) -> float:
@@ -59,7 +51,7 @@ def _answer_availability(network: Contracts, actors: Actors, trace: bytes) -> tu
 
 
 def test_an_availability_answer_is_paid_its_transactions_gas(network: Contracts, actors: Actors) -> None:
-    _burn_address_exists(network)
+    burn_address_exists(network)
     dense = bytes(b | 1 for b in os.urandom(50_000))  # no zero byte: the calldata floor decides
     receipt, price = _answer_availability(network, actors, dense)
     assert _overpaid_gas(network, receipt, price) == 0
@@ -70,7 +62,7 @@ def test_an_availability_answer_is_paid_its_transactions_gas(network: Contracts,
 
 
 def test_a_manifest_answer_is_paid_its_transactions_gas(network: Contracts, actors: Actors) -> None:
-    _burn_address_exists(network)
+    burn_address_exists(network)
     node_tm = network.as_account(actors.node).task_manager
     node_om = network.as_account(actors.node).omission_manager
     claimant = network.as_account(actors.validators[1]).omission_manager
@@ -90,28 +82,16 @@ def test_a_manifest_answer_is_paid_its_transactions_gas(network: Contracts, acto
 
 
 def test_an_omission_answer_is_paid_its_transactions_gas(network: Contracts, actors: Actors) -> None:
-    _burn_address_exists(network)
+    burn_address_exists(network)
     node = actors.node
-    node_tm = network.as_account(node).task_manager
     node_om = network.as_account(node).omission_manager
     for i in (0, 3, 9):  # batches of 1, 4 and 10 receipts: proofs of 0, 2 and 4 hashes
-        receipts = make_receipts(network, actors.users, node.address, i + 1)
-        tree = ReceiptTree.from_receipts(receipts)
-        batch_id = node_tm.commit_batch(tree.root, len(tree), "bafymanifest").value.batch_id
-        now = network.w3.eth.get_block("latest")["timestamp"]
-        promise = ReceiptPromise(receipts[i].request_hash, receipts[i].leaf(), now + 5)
-        increase_time(network.w3, 6)
-        request = make_request(actors.users, node.address, i)
-        user = next(u for u in actors.users if u.address == request.user)
-        signature = sign_receipt_promise(promise, network.domain, node)
-        omission_id = (
-            network.as_account(user)
-            .omission_manager.challenge_omission(promise, signature, request, receipts[i])
-            .value
-        )
+        claim = claim_omission(network, actors, i)
         paid_before = network.omission_manager.claimable(node.address)
-        batch = network.task_manager.batch(batch_id)
-        answer = node_om.answer_omission(omission_id, batch, i, receipts[i], tree.proof_at(i))
+        batch = network.task_manager.batch(claim.batch_id)
+        answer = node_om.answer_omission(
+            claim.omission_id, batch, i, claim.receipts[i], claim.tree.proof_at(i)
+        )
         assert answer.value["index"] == i  # the answered event, then the split
         price = int(answer.value["answerCost"])
         assert 0 <= _overpaid_gas(network, answer.receipt, price) <= SLACK_GAS, i

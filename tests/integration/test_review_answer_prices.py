@@ -61,12 +61,14 @@ from contextlib import contextmanager
 from typing import Any
 
 from chain_fixtures import (
+    BURN_ADDRESS,
     CHAIN_TEST_PARAMS,
     MODEL_ID,
     MODEL_MANIFEST,
     NODE_STAKE,
     VALIDATOR_STAKE,
     Actors,
+    burn_address_exists,
     make_receipts,
 )
 from eth_account.signers.local import LocalAccount
@@ -77,7 +79,6 @@ from supernet.sdk.chain.contract_errors import AnswerNotDirect
 from supernet.sdk.chain.tasks import AvailabilityStatus
 from web3 import Web3
 
-BURN_ADDRESS = "0x000000000000000000000000000000000000dEaD"
 TIP = 10**9
 SLACK_GAS = 3_000
 """The most test_answer_prices.py lets an answer be paid above its transaction's gas."""
@@ -90,11 +91,6 @@ SLACK_GAS = 3_000
 
 def _rpc(w3: Web3, method: str, params: list[Any]) -> Any:
     return w3.provider.make_request(method, params)  # type: ignore[arg-type]
-
-
-def _burn_address_exists(c: Contracts) -> None:
-    """On a real chain 0x...dEaD exists; a fresh devnet's first burn would also create it."""
-    _rpc(c.w3, "anvil_setBalance", [BURN_ADDRESS, hex(1)])
 
 
 def _send_raw(w3: Web3, account: LocalAccount, tx: dict[str, Any]) -> bytes:
@@ -223,7 +219,7 @@ def test_defence_a_contract_relayed_copy_is_refused_and_the_node_is_paid_its_ans
     claimant pays its calldata floor for nothing, and the node's own answer in the same block lands
     and is paid at least its gasUsed, within the slack."""
     c, w3 = network, network.w3
-    _burn_address_exists(c)
+    burn_address_exists(c)
     claimant = actors.validators[0]
     relay = _deploy(c, claimant, _forwarder(c.task_manager.address))
     [(aid, data)] = _claimed_entries(c, actors, [_dense(100_000)], [claimant])
@@ -254,7 +250,7 @@ def test_defence_an_eip7702_copy_is_refused_and_the_node_is_paid_its_answer(
     paying ~4.0M); now it reverts with AnswerNotDirect and the node's own answer lands, paid at
     least its gasUsed."""
     c, w3 = network, network.w3
-    _burn_address_exists(c)
+    burn_address_exists(c)
     copier = actors.outsider
     target = _deploy(c, copier, _forwarder(c.task_manager.address))  # any code to delegate to
     [(aid, data)] = _claimed_entries(c, actors, [_dense(100_000)])
@@ -293,7 +289,7 @@ def test_defence_a_direct_copy_pays_the_node_at_least_its_reverted_answer(
     whose identical answer reverts in the same block, is paid at least what that cost it, for a
     floor-priced trace and for a zero-heavy (standard-priced) one."""
     c, w3 = network, network.w3
-    _burn_address_exists(c)
+    burn_address_exists(c)
     for trace in (_dense(50_000), bytes(50_000)):
         [(_aid, data)] = _claimed_entries(c, actors, [trace])
         est = w3.eth.estimate_gas({"from": actors.node.address, "to": c.task_manager.address, "data": data})
@@ -326,7 +322,7 @@ def test_defence_answers_batched_through_a_contract_are_refused(network: Contrac
     batch reverts with AnswerNotDirect and answers nothing. Sent one per transaction, as it must,
     each answer is paid at least its gasUsed and within the slack, none above."""
     c, w3 = network, network.w3
-    _burn_address_exists(c)
+    burn_address_exists(c)
     [(_aid, warm_up)] = _claimed_entries(c, actors, [b"warm-up"])
     _answer_directly(c, actors.node, warm_up)  # every balance non-zero: no NEW_SLOT_GAS below
     batcher = _deploy(c, actors.node, _multicall(c.task_manager.address))
@@ -357,7 +353,7 @@ def test_defence_a_self_claim_counts_its_one_new_balance_slot_once(
     to the node's slot it is (100, not 2,900): the answer is paid at least its gasUsed and within
     the slack (it was 3,270 above before that); the self-claim still burns the 0.01 ether fee."""
     c, w3 = network, network.w3
-    _burn_address_exists(c)
+    burn_address_exists(c)
     node = actors.node.address
     node_om = c.as_account(actors.node).omission_manager
     receipts = make_receipts(c, actors.users, node, 4)
@@ -386,7 +382,7 @@ def test_defence_a_balance_emptied_before_the_answer_is_priced_as_the_slot_it_se
     (to make its slot cost 20,000 instead of 2,900) raises the price with it: the node is never
     paid below its cost, and never more than the slack above it."""
     c, w3 = network, network.w3
-    _burn_address_exists(c)
+    burn_address_exists(c)
     node = actors.node.address
     assert c.task_manager.claimable(node) == 0
     [(_aid, data)] = _claimed_entries(c, actors, [b"x" * 10])
@@ -422,7 +418,7 @@ def test_defence_an_answer_that_moves_the_stake_lock_is_paid_its_cost(
     lock and the unfreeze run before it, inside the metered span, so both answers are paid at
     least their gasUsed and within the slack."""
     c, w3 = network, network.w3
-    _burn_address_exists(c)
+    burn_address_exists(c)
     [(_aid, warm_up)] = _claimed_entries(c, actors, [b"warm-up"])
     _answer_directly(c, actors.node, warm_up)
     step = int(c.task_manager.call("LOCK_STEP"))
@@ -475,7 +471,7 @@ def test_known_limit_without_eip7623_the_floor_price_pays_the_node_above_its_cos
         )
         c.as_account(actors.validators[0]).service_manager.register_validator(VALIDATOR_STAKE)
         increase_time(c.w3, 1)
-        _burn_address_exists(c)
+        burn_address_exists(c)
         [(_aid, data)] = _claimed_entries(c, actors, [_dense(50_000)])
         receipt = _answer_directly(c, actors.node, data)
         assert receipt["status"] == 1
@@ -504,7 +500,7 @@ def test_defence_a_permuted_encoding_with_junk_padding_is_paid_exactly_its_cost(
     calldata the transaction really carried, so it is paid exactly what it cost (floor-priced), and
     the claimant pays at most 31 * 3 * 10 gas for the junk."""
     c = network
-    _burn_address_exists(c)
+    burn_address_exists(c)
     [(_aid, data)] = _claimed_entries(c, actors, [_dense(50_001)])
     odd = _permuted_with_junk(data)
     assert len(odd) == len(data) and odd != data
@@ -520,7 +516,7 @@ def test_defence_an_access_list_gains_the_node_nothing(network: Contracts, actor
     node's own choice and not priced. The node is paid no more above its gasUsed with the list
     than without (it is out of pocket by about the list's cost)."""
     c = network
-    _burn_address_exists(c)
+    burn_address_exists(c)
     overs = []
     for access in (
         [],

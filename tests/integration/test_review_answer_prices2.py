@@ -52,15 +52,15 @@ import hashlib
 import os
 from typing import Any
 
-from chain_fixtures import Actors, make_receipts, make_request
+from chain_fixtures import BURN_ADDRESS, Actors, burn_address_exists, claim_omission, make_receipts
 from eth_account.signers.local import LocalAccount
-from hexbytes import HexBytes
 from supernet.sdk.chain import Contracts, ReceiptTree
-from supernet.sdk.chain.anvil import increase_time, mine, set_next_base_fee
-from supernet.sdk.chain.eip712 import ReceiptPromise, sign_receipt_promise
+from supernet.sdk.chain.anvil import mine, set_next_base_fee
 from web3 import Web3
 
-BURN_ADDRESS = "0x000000000000000000000000000000000000dEaD"
+from tests.integration.test_review_answer_prices import _mined
+from tests.integration.test_review_answer_prices import _send_raw as send_raw
+
 TIP = 10**9
 OVER_LIMIT_GAS = 600
 """'A few hundred gas': the most an answer is paid above its gasUsed in the known limit below."""
@@ -71,25 +71,9 @@ OVER_LIMIT_GAS = 600
 # ---------------------------------------------------------------------------------------------
 
 
-def _rpc(w3: Web3, method: str, params: list[Any]) -> Any:
-    return w3.provider.make_request(method, params)  # type: ignore[arg-type]
-
-
-def _burn_address_exists(c: Contracts) -> None:
-    """On a real chain 0x...dEaD exists; a fresh devnet's first burn would also create it."""
-    _rpc(c.w3, "anvil_setBalance", [BURN_ADDRESS, hex(1)])
-
-
 def _send_raw(w3: Web3, account: LocalAccount, tx: dict[str, Any]) -> dict[str, Any]:
     """Sign and send ``tx`` as is (EIP-1559, a 1 gwei tip by default) and wait for its receipt."""
-    tx = dict(tx)
-    tx.setdefault("nonce", w3.eth.get_transaction_count(account.address, "pending"))
-    tx.setdefault("chainId", w3.eth.chain_id)
-    tx.setdefault("maxPriorityFeePerGas", TIP)
-    tx.setdefault("maxFeePerGas", 10**12)
-    tx.setdefault("value", 0)
-    tx_hash = w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction)
-    return dict(w3.eth.wait_for_transaction_receipt(HexBytes(tx_hash)))
+    return _mined(w3, send_raw(w3, account, tx))
 
 
 def _direct(c: Contracts, sender: LocalAccount, to: str, data: bytes, **extra: Any) -> dict[str, Any]:
@@ -118,26 +102,14 @@ def _settled(contract: Any, event: str, receipt: dict[str, Any]) -> dict[str, An
 
 
 def _omission_claim(c: Contracts, actors: Actors, k: int) -> tuple[int, bytes, LocalAccount]:
-    """A committed batch of the node holding receipt ``i``, promised, then claimed by its user
-    (through the SDK): ``(omission id, the node's answer calldata, the user)``."""
-    node = actors.node
-    i = 2 + k
-    receipts = make_receipts(c, actors.users, node.address, i + 1)
-    tree = ReceiptTree.from_receipts(receipts)
-    batch_id = c.as_account(node).task_manager.commit_batch(tree.root, len(tree), "bafym").value.batch_id
-    now = c.w3.eth.get_block("latest")["timestamp"]
-    promise = ReceiptPromise(receipts[i].request_hash, receipts[i].leaf(), now + 5)
-    increase_time(c.w3, 6)
-    request = make_request(actors.users, node.address, i)
-    user = next(u for u in actors.users if u.address == request.user)
-    signature = sign_receipt_promise(promise, c.domain, node)
-    om = c.as_account(user).omission_manager
-    oid = om.challenge_omission(promise, signature, request, receipts[i]).value
-    ref = c.task_manager.batch(batch_id).as_tuple()
+    """`claim_omission` of receipt ``2 + k``: ``(omission id, the node's answer calldata, the user)``."""
+    claim = claim_omission(c, actors, 2 + k)
+    ref = c.task_manager.batch(claim.batch_id).as_tuple()
+    i = claim.index
     answer = c.omission_manager.contract.functions.answerOmission(
-        oid, ref, i, receipts[i].as_tuple(), list(tree.proof_at(i))
+        claim.omission_id, ref, i, claim.receipts[i].as_tuple(), list(claim.tree.proof_at(i))
     )
-    return oid, bytes.fromhex(answer._encode_transaction_data()[2:]), user
+    return claim.omission_id, bytes.fromhex(answer._encode_transaction_data()[2:]), claim.user
 
 
 def _availability_claim(
@@ -199,7 +171,7 @@ def test_defence_an_omission_answer_is_paid_its_cost(network: Contracts, actors:
     test_answer_prices.py measures omission answers too.
     """
     c = network
-    _burn_address_exists(c)
+    burn_address_exists(c)
     node = actors.node.address
     overs = []
     for k in range(4):  # the first is the OmissionManager's first answer: every split slot is 0
@@ -240,7 +212,7 @@ def test_known_limit_at_a_zero_base_fee_the_node_pays_its_answer_and_is_paid_not
     room for today. This test pins the behaviour the docs describe.
     """
     c, w3 = network, network.w3
-    _burn_address_exists(c)
+    burn_address_exists(c)
     bond = c.params.challenge_bond
     fees = {"maxFeePerGas": TIP, "maxPriorityFeePerGas": TIP}
     set_next_base_fee(w3, 0)
@@ -277,7 +249,7 @@ def test_known_limit_an_answer_is_paid_a_few_hundred_gas_above_its_cost(
     (a node building its own block gets its tip back: then a few hundred gas a claim, while the
     claimant burns 0.01 ether)."""
     c = network
-    _burn_address_exists(c)
+    burn_address_exists(c)
     node = actors.node
     burn_only = [{"address": BURN_ADDRESS, "storageKeys": []}]
     overs = {}
@@ -308,7 +280,7 @@ def test_defence_every_answered_deposit_is_split_in_full(network: Contracts, act
     the burn account by exactly the fee (``totalBurned`` with it): nothing escapes, nothing is left
     unowed, no rounding (prices are gas x base fee in wei)."""
     c, w3 = network, network.w3
-    _burn_address_exists(c)
+    burn_address_exists(c)
     node = actors.node
     tm, om = c.task_manager, c.omission_manager
     fee = c.params.challenge_bond // 10
