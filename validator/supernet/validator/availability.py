@@ -30,7 +30,7 @@ from supernet.validator.chain import TaskManagerClient
 from supernet.validator.challenger import Disputes
 from supernet.validator.db import BatchRow, Database, MissingRow
 from supernet.validator.evidence import Verdict
-from supernet.validator.verifier import ManifestError, Verifier
+from supernet.validator.verifier import Manifest, ManifestError, Verifier
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +107,9 @@ class Availability:
             except Exception as exc:
                 log.warning("batch %d #%d: availability step deferred: %s", row.batch_id, row.index, exc)
 
-    async def _verdict(self, batch: BatchRow, index: int) -> Verdict | None:
-        """The entry's verdict if its data is readable now (None: still missing)."""
+    async def _verdict(self, batch: BatchRow, index: int, posted: Manifest | None = None) -> Verdict | None:
+        """The entry's verdict if its data is readable now (None: still missing). ``posted``: the
+        batch's answers already read from the chain (`Disputes.posted`), so as not to read them twice."""
         try:
             manifest = await self.disputes.manifest(batch)
         except ManifestError:
@@ -116,7 +117,7 @@ class Availability:
         if not manifest.readable(index):
             # an availability answer posted it on chain, while the node's manifest does not show
             # it (e.g. an entry whose receipt is not its leaf, `load_manifest`)
-            manifest = await self.disputes.posted(batch)
+            manifest = posted if posted is not None else await self.disputes.posted(batch)
             if not manifest.readable(index):
                 return None
         verdict = await self.verifier.verify(batch.batch_id, batch.node, index, manifest)
@@ -283,8 +284,8 @@ class Availability:
         assert batch is not None
         state = await self._call(self.chain.availability, row.availability_id)
         if state.status == AvailabilityStatus.ANSWERED:
-            await self.disputes.posted(batch)  # import the posted trace into the store
-            verdict = await self._verdict(batch, row.index)
+            posted = await self.disputes.posted(batch)  # imports the posted trace into the store
+            verdict = await self._verdict(batch, row.index, posted)
             if verdict is None:
                 return  # posted but not readable yet here: try again next step
             await self._conclude(batch, row.index, verdict, "answered")
