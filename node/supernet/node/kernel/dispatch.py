@@ -53,6 +53,7 @@ from supernet.node.kernel.errors import (
     LLMError,
     TaskAbort,
     ToolTimeoutError,
+    as_raised,
 )
 from supernet.node.kernel.memory import MemoryManager, check_entry
 from supernet.node.kernel.namespaces import NamespaceRoots
@@ -89,7 +90,7 @@ from supernet.node.kernel.trace import (
     to_dag,
 )
 from supernet.node.llm.grammar import grammar_of
-from supernet.sdk.chain.receipts import InputEncodingError, canonical_input, normal_input
+from supernet.sdk.chain.receipts import canonical_input, normal_input
 from supernet.sdk.formats.trace import MAX_CONTEXT_TOKENS, MAX_TRACE_BYTES, STORE_READ, CallableAgent
 from supernet.sdk.store.cids import compute_cid, encode_dag
 from supernet.sdk.store.files import split_chunks
@@ -319,9 +320,12 @@ class Dispatcher:
                     return await self._storage_call(st, call)
             raise TypeError(f"not a syscall: {type(call).__name__}")
         except Exception as exc:
+            error = _error(exc)
             if len(st.trace.events) == recorded:  # refused or failed before its own event
-                st.trace.record("error", syscall=_kind(call), error=_error(exc), call=_describe(call))
-            raise
+                st.trace.record("error", syscall=_kind(call), error=error, call=_describe(call))
+            # the failure as recorded, which is all a validator's replay can raise: no live cause,
+            # context or attribute reaches the agent (an honest agent reading them was flagged)
+            raise as_raised(error) from None
 
     def _running(self, st: TaskState) -> AbstractAsyncContextManager[None]:
         """One syscall of the task runs in the task's kernel slot (`TaskSlots.running`)."""
@@ -714,9 +718,9 @@ class Dispatcher:
             )
         self._access.check_budget(spec, "LLM calls", use.llm_calls, st.caps.max_llm_calls)
         self._access.check_budget(spec, "LLM tokens", use.llm_tokens, st.caps.max_llm_tokens)
-        try:  # the child gets its input as a task would: its normal form (`normal_input`)
-            child_input = normal_input(call.input)
-        except InputEncodingError as exc:
+        try:  # the child gets its input as a task would: its normal form (`normal_input`), as recorded
+            child_input = as_recorded(normal_input(call.input))
+        except ValueError as exc:  # InputEncodingError is one
             raise AgentCallError(f"agent {call.agent_id}: {exc}") from None
         info = self._agents.resolve(call.agent_id, child_input)
         child_spec = dataclasses.replace(spec, agent_id=info.agent_id, agent_hash=None)

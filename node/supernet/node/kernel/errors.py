@@ -1,12 +1,14 @@
 """Errors the kernel raises into agents and callers.
 
-Every manager failure reaches the agent that made the syscall as one of these (or as the
-original exception, chained), never as a silent hang. They root at the SDK's
+Every manager failure reaches the agent that made the syscall as one of these, rebuilt from its
+trace record (`as_raised`), never as a silent hang. They root at the SDK's
 :class:`~supernet.sdk.errors.SupernetError` and mix in the matching builtin. They are defined in
 the agent ABI (:mod:`supernet.sdk.agents.errors`) and re-exported here, so agents need no node.
 """
 
 from __future__ import annotations
+
+import builtins
 
 from supernet.sdk.agents.errors import (
     AccessDeniedError,
@@ -23,6 +25,24 @@ from supernet.sdk.agents.errors import (
     ToolTimeoutError,
     ToolUnavailableError,
 )
+
+
+def as_raised(error: str) -> Exception:
+    """A syscall's failure as the agent sees it, from its trace record ``"Type: message"``: the
+    kernel's error of that name (else the builtin, else a `KernelError` subclass of that name),
+    with that message and nothing else. The node raises this, not the live exception, so an agent
+    sees on the node what a validator's replay (which has only the record) raises: a live error's
+    chained cause, context or extra attributes were the node's alone, and an honest agent that
+    looked at them was flagged (tests/unit/test_review_replay_fidelity.py)."""
+    name, _, message = error.partition(": ")
+    cls = globals().get(name) if name in __all__ else None
+    cls = cls or getattr(builtins, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Exception)):
+        cls = type(name, (KernelError,), {})
+    try:
+        return cls(message)
+    except Exception:  # a builtin whose constructor wants other arguments
+        return type(name, (KernelError,), {})(message)
 
 
 class TaskAbort(BaseException):
@@ -49,4 +69,5 @@ __all__ = [
     "ToolError",
     "ToolTimeoutError",
     "ToolUnavailableError",
+    "as_raised",
 ]

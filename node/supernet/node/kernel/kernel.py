@@ -59,12 +59,13 @@ from supernet.node.kernel.tools import ToolRegistry, ToolSpec
 from supernet.node.kernel.trace import (
     TraceRecorder,
     TraceTooLargeError,
+    as_recorded,
     collect_witness,
     save_trace,
     trace_size,
 )
 from supernet.sdk.chain.eip712 import Domain
-from supernet.sdk.chain.receipts import InputEncodingError, normal_input
+from supernet.sdk.chain.receipts import normal_input
 from supernet.sdk.formats.profile import AgentProfile
 from supernet.sdk.formats.trace import CallableAgent
 
@@ -308,9 +309,10 @@ class Kernel:
             raise KernelError(f"task {spec.task_id} is already running")
         info = self.agents.get(spec.agent_id)
         core = self.cores.get(spec.model_id)
-        try:  # the trace records the value the signed inputHash names (docs/protocol.md, inputHash)
-            spec = replace(spec, input=normal_input(spec.input))
-        except InputEncodingError as exc:
+        try:  # the trace records the value the signed inputHash names (docs/protocol.md, inputHash),
+            # and the agent gets it as recorded (dag-cbor's key order), as a validator's replay does
+            spec = replace(spec, input=as_recorded(normal_input(spec.input)))
+        except ValueError as exc:  # InputEncodingError is one
             raise KernelError(f"task {spec.task_id}: {exc}") from None
         caps, tools = self._environment(spec)
         callable_agents = self.callable_agents()

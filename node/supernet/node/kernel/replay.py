@@ -36,7 +36,6 @@ through ``ctx``): see docs/agents.md.
 
 from __future__ import annotations
 
-import builtins
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -60,7 +59,7 @@ from supernet.node.kernel.storage import (
     normalize_path,
     with_version,
 )
-from supernet.node.kernel.syscalls import GenerationOutcome, MemoryHit, Syscall, TaskSpec
+from supernet.node.kernel.syscalls import TASK_TIMEOUT_S, GenerationOutcome, MemoryHit, Syscall, TaskSpec
 from supernet.node.kernel.tools import ToolSpec
 from supernet.node.kernel.trace import TraceRecorder, to_dag
 from supernet.sdk.chain.eip712 import Confirmation, Domain, recover_confirmation
@@ -88,8 +87,13 @@ from supernet.sdk.formats.trace import (
     VerifiedWitness,
 )
 
-REPLAY_TIMEOUT_S = 120.0
-"""Wall-clock bound of one replay (the agent's own work is parsing and formatting)."""
+REPLAY_TIMEOUT_S = 2 * TASK_TIMEOUT_S
+"""Wall-clock bound of one replay: twice the node's bound of the whole task, since a replay that
+runs out of time is a divergence (an unverifiable one would let a node fake traces whose replays
+run long). The agent's own work is a part of the task's, so only an agent that could not have
+ended within the node's bound at the node's speed (a validator may be twice as slow) is past it.
+At a fifth of the node's bound an honest agent working 2-10 min was flagged
+(tests/unit/test_review_replay_fidelity.py)."""
 
 
 # Errors a node cannot report from its managers: the replay's own access checks must raise them.
@@ -430,18 +434,12 @@ class _Tape:
 
 def _rebuild(index: int, error: str, tape: _Tape) -> BaseException:
     """The recorded ``"Type: message"`` failure as an exception whose ``Type: message`` is the same."""
-    name, _, message = error.partition(": ")
+    name = error.partition(": ")[0]
     if name in _REPRODUCED_ERRORS:  # only the replay's own checks may raise these
         return _Abort(
             ReplayDivergence(index, f"syscall {index}: a {name} the task's limits do not give", None, error)
         )
-    cls = getattr(kernel_errors, name, None) or getattr(builtins, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, Exception)):
-        cls = type(name, (kernel_errors.KernelError,), {})
-    try:
-        return cls(message)
-    except Exception:
-        return type(name, (kernel_errors.KernelError,), {})(message)
+    return kernel_errors.as_raised(error)  # what the node raised into the agent too
 
 
 class _TapeAgents:

@@ -42,6 +42,7 @@ JSON = Any
 __all__ = [
     "JSON",
     "MAX_AGENT_CALL_DEPTH",
+    "TASK_TIMEOUT_S",
     "AgentCall",
     "AgentCallError",
     "ChatResult",
@@ -70,6 +71,9 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 # Tasks
 # ---------------------------------------------------------------------------------------------
+
+TASK_TIMEOUT_S = 600.0
+"""Wall-clock bound of one task on the node (its agent's run, LLM calls and tool calls included)."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,7 @@ class TaskSpec:
     agent_hash: str | None = None
     tools: frozenset[str] | None = None
     confirmations: Mapping[str, bytes] = field(default_factory=dict)
-    timeout_s: float = 600.0
+    timeout_s: float = TASK_TIMEOUT_S
     request: Mapping[str, Any] | None = None
     request_signature: str | None = None
     model_id: str | None = None

@@ -114,7 +114,8 @@ class ToolRegistry:
         re-run (`supernet.validator.tool_check.RegistryRunner`) share.
 
         Raises:
-            ToolError: No such tool, the tool raised (its error is chained), or its result is one a
+            ToolError: No such tool, the tool raised (its error is chained here; the agent sees
+                the recorded words only, `errors.as_raised`), or its result is one a
                 trace cannot hold.
             ToolArgumentsError: The arguments do not match the schema.
             ToolTimeoutError: The tool ran past ``timeout_s``.
@@ -132,7 +133,7 @@ class ToolRegistry:
                 raise ToolTimeoutError(timed_out(name, tool.spec.timeout_s)) from None
             except ToolError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # (the agent sees only the recorded words: `errors.as_raised`)
                 raise ToolError(f"tool {name} failed: {exc}") from exc
         return recorded_result(name, result)
 

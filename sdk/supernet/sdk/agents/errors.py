@@ -1,7 +1,8 @@
 """Errors the kernel raises into agents (and, on the node, into its callers).
 
-Every manager failure reaches the agent that made the syscall as one of these (or as the
-original exception, chained), never as a silent hang. They root at the SDK's
+Every manager failure reaches the agent that made the syscall as one of these (or as a builtin
+error of the same name), rebuilt from the trace's record of it, never as a silent hang: type name
+and message only, as a validator's replay raises it. They root at the SDK's
 :class:`~supernet.sdk.errors.SupernetError` and mix in the matching builtin. The node's
 ``supernet.node.kernel.errors`` re-exports these very classes, so an agent catches them by
 importing this module alone.

@@ -47,6 +47,20 @@ JSON = Any
 # ---------------------------------------------------------------------------------------------
 
 
+def _integer(name: str, value: Any) -> None:
+    """Refuse a count that is not an ``int``: a float such as ``len(text) / 2`` passed every check
+    before the work and only failed when the trace recorded it (a failure no replay gives: the node
+    was flagged), so a syscall's arguments are checked where the agent builds it, alike on the node
+    and in a validator's replay (tests/unit/test_review_replay_fidelity.py)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__} {value!r}")
+
+
+def _number(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number, not {type(value).__name__} {value!r}")
+
+
 @dataclass(frozen=True)
 class Message:
     """One chat message."""
@@ -74,6 +88,13 @@ class LLMChat:
     stop: tuple[str, ...] = ()
     response_format: Mapping[str, JSON] | None = field(default=None, hash=False)
 
+    def __post_init__(self) -> None:
+        _integer("max_new_tokens", self.max_new_tokens)
+        _number("temperature", self.temperature)
+        _number("top_p", self.top_p)
+        if self.seed is not None:
+            _integer("seed", self.seed)
+
 
 @dataclass(frozen=True)
 class ToolCall:
@@ -97,6 +118,9 @@ class MemorySearch:
 
     query: str
     k: int = 3
+
+    def __post_init__(self) -> None:
+        _integer("k", self.k)
 
 
 @dataclass(frozen=True)
