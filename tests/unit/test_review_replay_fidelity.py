@@ -53,7 +53,7 @@ from supernet.node.kernel.dispatch import Dispatcher, TaskState
 from supernet.node.kernel.errors import BudgetExceededError, ToolError
 from supernet.node.kernel.kernel import Kernel, KernelConfig
 from supernet.node.kernel.replay import replay
-from supernet.node.kernel.syscalls import GenerationOutcome, TaskSpec
+from supernet.node.kernel.syscalls import AgentCallError, GenerationOutcome, TaskSpec
 from supernet.node.kernel.tools import ToolRegistry
 from supernet.node.kernel.trace import TraceRecorder
 from supernet.node.llm import SamplingParams
@@ -90,7 +90,8 @@ class CauseCalc(Agent):
         try:
             return str(await ctx.tools.call("calculator", {"expression": input["expression"]}))
         except ToolError as exc:
-            why = "a bad expression" if isinstance(exc.__cause__, ValueError) else "the tool"
+            root = exc.__cause__ or exc.__context__  # (the context too: a review of the fix)
+            why = "a bad expression" if isinstance(root, ValueError) else "the tool"
             return f"cannot evaluate: {why}"
 
 
@@ -172,6 +173,31 @@ class ParentOfEcho(Agent):
         return await ctx.agents.call("child-echo", {"b": 1, "aa": [{"y": 1, "xx": 2}], "é": 0})
 
 
+class FailingChild(Agent):
+    """Raises (called by `ParentCatches`)."""
+
+    agent_id = "failing-child"
+    description = "Fails (a child)."
+
+    async def run(self, ctx: AgentContext, input: Any) -> str:
+        raise RuntimeError("the child gives up")
+
+
+class ParentCatches(Agent):
+    """Calls ``failing-child`` and answers with what it caught: the API's `AgentCallError`, whose
+    docs say the caller may catch it, and a schema refusal as the `ValueError` it is."""
+
+    agent_id = "parent-catches"
+    description = "Calls failing-child."
+
+    async def run(self, ctx: AgentContext, input: Any) -> str:
+        try:
+            await ctx.agents.call("failing-child", "go")
+        except AgentCallError as exc:
+            return f"caught {type(exc).__name__}; context {exc.__context__!r}"
+        return "not caught"
+
+
 class BudgetProbe(Agent):
     """Calls the calculator until its budget is spent; answers with how many calls ran and the
     refusal's words."""
@@ -210,7 +236,7 @@ class ErrorWords(Agent):
 
 MINE: tuple[type[Agent], ...] = (
     InputEcho, CauseCalc, FloatK, Slow, ToolEcho, FilesAndMemoryEcho, ChildEcho, ParentOfEcho,
-    BudgetProbe, ErrorWords,
+    BudgetProbe, ErrorWords, FailingChild, ParentCatches,
 )  # fmt: skip
 
 
@@ -562,3 +588,18 @@ async def test_defence_an_llm_results_fields_and_types_are_the_same_on_replay() 
     assert doc["status"] == "ok" and doc["output"].startswith("ChatResult(text='xxx', prompt_ids=(7,")
     result = await replay(doc, ResultRepr, _Tokenizer())
     assert result.divergences == [] and result.output == doc["output"]
+
+
+async def test_defence_a_rebuilt_failure_keeps_its_class_and_no_live_context(tmp_path: Path) -> None:
+    """Found by a review of the fix: rebuilt by name, a child's failure came back as a class made on
+    the spot, not the API's `AgentCallError` (``except AgentCallError`` no longer matched, against
+    docs/agents.md), and raised inside the dispatcher's handler it held the live exception in
+    ``__context__`` (an agent walking ``__cause__ or __context__`` saw the tool's own error on the
+    node only). Now `errors.as_raised` knows every class a syscall can fail with (the ABI's and the
+    node's, builtin bases kept) and the dispatcher raises it outside the handler."""
+    trace, judgement = await verdict_of(tmp_path, ParentCatches, "go")
+    assert trace["output"] == "caught AgentCallError; context None", trace["output"]
+    assert clean(judgement), replay_findings(judgement)
+    trace, judgement = await verdict_of(tmp_path, CauseCalc, {"expression": "1/0"})
+    assert trace["output"] == "cannot evaluate: the tool"  # neither cause nor context, both sides
+    assert clean(judgement), replay_findings(judgement)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -103,6 +104,8 @@ model's name and the field names."""
 ROOT_GROWTH = 1024
 """What a write's new root block and its trace record add beyond the previous root's bytes: one
 link, the writer's id, the record's fields."""
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
@@ -323,9 +326,11 @@ class Dispatcher:
             error = _error(exc)
             if len(st.trace.events) == recorded:  # refused or failed before its own event
                 st.trace.record("error", syscall=_kind(call), error=error, call=_describe(call))
-            # the failure as recorded, which is all a validator's replay can raise: no live cause,
-            # context or attribute reaches the agent (an honest agent reading them was flagged)
-            raise as_raised(error) from None
+            log.debug("task %s: %s failed", st.spec.task_id, _kind(call), exc_info=exc)  # the live one
+        # The failure as recorded, which is all a validator's replay can raise: no live cause,
+        # context or attribute reaches the agent (an honest agent reading them was flagged). Raised
+        # outside the handler, so that not even ``__context__`` holds the live exception.
+        raise as_raised(error)
 
     def _running(self, st: TaskState) -> AbstractAsyncContextManager[None]:
         """One syscall of the task runs in the task's kernel slot (`TaskSlots.running`)."""

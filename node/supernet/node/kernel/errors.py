@@ -9,6 +9,7 @@ the agent ABI (:mod:`supernet.sdk.agents.errors`) and re-exported here, so agent
 from __future__ import annotations
 
 import builtins
+from functools import cache
 
 from supernet.sdk.agents.errors import (
     AccessDeniedError,
@@ -35,14 +36,36 @@ def as_raised(error: str) -> Exception:
     chained cause, context or extra attributes were the node's alone, and an honest agent that
     looked at them was flagged (tests/unit/test_review_replay_fidelity.py)."""
     name, _, message = error.partition(": ")
-    cls = globals().get(name) if name in __all__ else None
-    cls = cls or getattr(builtins, name, None)
+    cls = _raised_classes().get(name) or getattr(builtins, name, None)
     if not (isinstance(cls, type) and issubclass(cls, Exception)):
         cls = type(name, (KernelError,), {})
     try:
         return cls(message)
     except Exception:  # a builtin whose constructor wants other arguments
         return type(name, (KernelError,), {})(message)
+
+
+@cache
+def _raised_classes() -> dict[str, type[Exception]]:
+    """The errors a syscall can fail with, by name: the agent ABI's (these and `AgentCallError`)
+    and the node's own (each keeps its builtin base, e.g. a `GrammarError` is a `ValueError`), so
+    an agent catches a rebuilt failure as it would the live one. Imported here, on first use: the
+    modules that define them import this one."""
+    from supernet.node.kernel.access import ConfirmationRejectedError, UnknownActionError
+    from supernet.node.kernel.calculator import CalculatorError
+    from supernet.node.kernel.trace import TraceTooLargeError
+    from supernet.node.llm import errors as llm_errors
+    from supernet.node.llm.grammar import GrammarError
+    from supernet.node.llm.tokenizer import TokenizerError
+    from supernet.sdk.agents.syscalls import AgentCallError
+
+    node: list[type[Exception]] = [
+        ConfirmationRejectedError, UnknownActionError, CalculatorError, TraceTooLargeError,
+        GrammarError, TokenizerError, llm_errors.ContextOverflowError, llm_errors.EngineStoppedError,
+        llm_errors.SequenceFinishedError, llm_errors.WeightsFormatError, llm_errors.ModelNotFoundError,
+    ]  # fmt: skip
+    abi = [AgentCallError, *(v for v in map(globals().get, __all__) if isinstance(v, type))]
+    return {c.__name__: c for c in [*node, *abi] if issubclass(c, Exception)}  # the ABI's names win
 
 
 class TaskAbort(BaseException):
