@@ -182,15 +182,17 @@ async def test_defence_integral_float_budget_runs_as_the_integer() -> None:
     assert isinstance(via_openai["max_new_tokens"], float)
     assert input_problem(ChatAgent.input_schema, via_openai) is None
 
-    # what the float would do past admission: the model work done, then no call recorded
+    # what the float would do past admission: it ran the model, then failed to be recorded
+    # (FormatError); now `LLMChat` refuses it where the agent builds the call, before any work
+    # (tests/unit/test_review_replay_fidelity.py), and a node never runs it anyway (below)
     sched = _Scheduler()
     st = _state(signed_float)
     dispatcher = _dispatcher(sched)
     ctx = AgentContext.bind(st.spec.task_id, partial(dispatcher.handle, st), ())
-    with pytest.raises(FormatError, match="max_new_tokens must be an integer"):
+    with pytest.raises(TypeError, match="max_new_tokens must be an int"):
         await ChatAgent().run(ctx, signed_float)
-    assert sched.budgets == [8.0] and sched.tokens_generated == 8
-    assert [e["kind"] for e in st.trace.events] == ["error"]
+    assert sched.budgets == [] and sched.tokens_generated == 0
+    assert st.trace.events == []  # no syscall was made
     # the defence: what a node runs is the normal form, the integer, under the same signed hash
     normal = normal_input(signed_float)
     assert normal == signed_int and type(normal["max_new_tokens"]) is int
