@@ -59,6 +59,7 @@ from supernet.node.kernel.trace import TraceRecorder
 from supernet.node.llm import SamplingParams
 from supernet.sdk.store.cids import decode_dag, encode_dag
 
+from tests.unit.test_review_encodings import _Tokenizer
 from tests.unit.test_validator_attacks import MODEL_ID, USER, DictStore, signed_task, verify
 from tests.unit.test_validator_attacks3 import FakeEngine, NoEmbedder, clean, stand_in_kernel
 
@@ -275,9 +276,11 @@ async def honest_run(
     task_input: Any,
     policy: NodePolicy | None = None,
     embedder: Any = None,
+    status: str = "ok",
 ) -> tuple[Any, str, dict[str, Any]]:
-    """The honest node's run of ``agent`` on ``task_input``: the signed request, the task id and
-    the trace as committed (its dag-cbor round trip: what validators read from the store)."""
+    """The honest node's run of ``agent`` on ``task_input``, which ends with ``status``: the signed
+    request, the task id and the trace as committed (its dag-cbor round trip: what validators read
+    from the store)."""
     listed = listed_hash(agent, policy)
     req, task_id = signed_task(agent, task_input, listed)
     store = tmp_path / f"store-{agent.agent_id}"
@@ -287,7 +290,7 @@ async def honest_run(
             agent_hash=listed,
         )  # fmt: skip
         outcome = await kernel.run_task(spec)
-    assert outcome.status == "ok", outcome.error
+    assert outcome.status == status, outcome.error
     return req, task_id, decode_dag(encode_dag(dict(outcome.trace)))
 
 
@@ -301,14 +304,6 @@ def replay_findings(judgement: Any) -> list[str]:
 
 
 # -- the LLM stand-ins (the dispatcher is the node's) -----------------------------------------------
-
-
-class _Tokenizer:
-    def apply_chat_template(self, messages: Any, add_generation_prompt: bool = True) -> list[int]:
-        return [7] * 10
-
-    def decode(self, ids: Any, skip_special_tokens: bool = True) -> str:
-        return "x" * len(ids)
 
 
 class _Engine:
@@ -458,16 +453,8 @@ async def test_defence_a_float_k_is_refused_before_the_search_alike_on_replay(tm
     runs (``k`` an integer, refused alike on both sides). (Done: `MemorySearch` refuses it with a
     ``TypeError`` where the agent builds the call; this agent catches only ``ValueError``, so the
     task fails on the node, whatever the memory holds, and its replay fails the same way.)"""
-    listed = listed_hash(FloatK)
-    _, task_id = signed_task(FloatK, {"question": "what did I say"}, listed)
-    async with stand_in_kernel(tmp_path / "store", MINE) as kernel:
-        spec = TaskSpec(
-            task_id=task_id, agent_id=FloatK.agent_id, input={"question": "what did I say"},
-            user=USER.address, fee=100, agent_hash=listed,
-        )  # fmt: skip
-        outcome = await kernel.run_task(spec)
-    assert outcome.status == "error" and "k must be an int" in (outcome.error or ""), outcome.error
-    trace = decode_dag(encode_dag(dict(outcome.trace)))
+    _, _, trace = await honest_run(tmp_path, FloatK, {"question": "what did I say"}, status="error")
+    assert "k must be an int" in trace["error"], trace["error"]
     assert trace["events"] == []  # refused before the syscall: nothing ran, nothing recorded
     result = await replay(trace, FloatK, None)
     assert result.divergences == [], [d.message for d in result.divergences]
