@@ -216,6 +216,7 @@ def test_low_temperature_near_ties_are_not_accusations(top_p: float, monkeypatch
         flagged += margin > bound
         with monkeypatch.context() as patch:  # the former rule: the CDF distance alone, no swaps
             patch.setattr(sampling, "_swap_margin", lambda *a, **k: math.inf)
+            patch.setattr(sampling, "_band_margin", lambda *a, **k: math.inf)
             patch.setattr(
                 sampling,
                 "_interval_margin",

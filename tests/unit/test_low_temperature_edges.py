@@ -56,6 +56,7 @@ def _without_log_space_edges(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     monkeypatch.setattr(sampling, "_least_margins", lambda *a, **k: least(*a[:8], **{**k, "log_vals": None}))
     monkeypatch.setattr(sampling, "_swap_margin", lambda *a, **k: math.inf)  # nor swaps across a cut, then
+    monkeypatch.setattr(sampling, "_band_margin", lambda *a, **k: math.inf)  # nor bands
 
 
 @pytest.mark.parametrize("top_p", [1.0, 0.95])

@@ -46,6 +46,7 @@ def _inside_a(row: torch.Tensor, a: int, temperature: float) -> float:
 
 def _without_swaps(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sampling, "_swap_margin", lambda *a, **k: math.inf)
+    monkeypatch.setattr(sampling, "_band_margin", lambda *a, **k: math.inf)  # which holds one swap too
 
 
 def _seeds_drawing(node: torch.Tensor, token: int, params: SamplingParams, count: int) -> list[int]:

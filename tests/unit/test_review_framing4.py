@@ -319,6 +319,7 @@ async def test_defence_a_near_tie_at_the_nucleus_cut_does_not_get_an_honest_node
     assert selection_margins(val[None], [b], params, at)[0] == pytest.approx(margin, abs=1e-12)
     with monkeypatch.context() as m:  # the former rule, the validator's order's nuclei alone
         m.setattr(sampling, "_swap_margin", lambda *args, **kw: math.inf)
+        m.setattr(sampling, "_band_margin", lambda *args, **kw: math.inf)
         assert selection_margin(val, b, params, at) > bound
 
     options = {"temperature": temperature, "top_p": top_p, "seed": seed}

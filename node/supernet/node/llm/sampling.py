@@ -306,16 +306,20 @@ def _cut_distance(
     top_p: float,
     temperature: float,
     logits: tuple[Tensor, Tensor] | None = None,
+    lenient: bool = False,
 ) -> Tensor:
     """How far ``top_p`` is from choosing a nucleus of mass ``mass`` whose last member brought it up
     from ``before`` (0 when ``before < top_p <= mass``). Below temperature 1 the cut moves with
     rounding as a CDF boundary does: the lesser of that and the log-odds distance
     (`_interval_margin`), from ``logits`` (the log-odds of ``mass`` and ``before``, summed in log
-    space) where given."""
+    space) where given. ``lenient``: a share whose log-odds float64 cannot tell counts 0 there (a
+    lower bound, for pruning), not the CDF distance."""
     off_cut = torch.clamp(torch.maximum(top_p - mass, before - top_p), min=0.0)
     if temperature < 1.0:
         if logits is None:
             odds = _odds_distance(top_p, torch.where(top_p > mass, mass, before), temperature)
+            if lenient:
+                odds = torch.where(torch.isinf(odds), 0.0, odds)
         else:
             odds = _logit_distance(top_p, torch.where(top_p > mass, *logits), temperature)
         off_cut = torch.where(off_cut > 0, torch.fmin(off_cut, odds), off_cut)
@@ -380,7 +384,20 @@ def selection_margin(logits: Tensor, token: int, params: SamplingParams, positio
         log_top if params.temperature < 1.0 else None,
     )
     margin = min(at_rule, float(least[0]))
-    if margin > 0:  # and the nuclei that rounding makes by swapping near-tied tokens across a cut
+    if margin > 0:  # and the nuclei that rounding makes by reordering near-tied tokens at a cut
+        margin = min(
+            margin,
+            _band_margin(
+                (top[0][0], top[1][0]),
+                token,
+                u,
+                params.top_p,
+                params.temperature,
+                log_p,
+                min(margin, SWAP_REACH),
+            ),
+        )
+    if margin > 0:
         swapped = _swap_margin(
             (top[0][0], top[1][0]),
             log_top[0],
@@ -858,7 +875,175 @@ def _swaps_in_reach(
     )
     col = torch.arange(ids.shape[1])[None, :]
     bound = torch.where(col > rank, member, torch.where(col < rank, itself, torch.inf))
-    return (bound < reach).any(-1)
+    band, _, _ = _Band.of(top, rank).bounds(reach, u, None, top_p, temperature, complete)
+    return ((bound < reach) | (band < reach)).any(-1)
+
+
+def _hull_distance(lo: Tensor, hi: Tensor, u: Tensor, temperature: float, share_log: Tensor | None) -> Tensor:
+    """How far the draw ``u`` lies outside ``[lo, hi)``, the hull of a token's CDF intervals (as
+    shares of their nuclei's masses) over a band's nuclei, measured as `_interval_margin` measures one
+    interval: 0 inside, else the CDF distance, below temperature 1 the lesser of that and the edge's
+    log-odds distance (0 where float64 cannot tell it, `ODDS_FLOOR`: a lower bound), and at least
+    the own-share term of ``share_log`` (the token's log share of the least mass)."""
+    lo, hi = torch.nan_to_num(lo, nan=0.0), torch.nan_to_num(hi, nan=1.0)
+    below, above = lo - u, u - hi
+    outside = torch.clamp(torch.maximum(below, above), min=0.0)
+    if temperature < 1.0:
+        odds = _odds_distance(u, torch.where(below > 0, lo, hi), temperature)
+        outside = torch.fmin(outside, torch.where(torch.isinf(odds), 0.0, odds))
+    if share_log is not None:
+        own = temperature * torch.clamp(math.log(DRAW_FLOOR) - share_log, min=0.0) / 4
+        outside = torch.maximum(outside, own)
+    return torch.where((lo <= u) & (u < hi), torch.zeros_like(outside), outside)
+
+
+@dataclass(frozen=True)
+class _Band:
+    """A top's running sums for its band nuclei (`_band_margin`): per row ``[n, W]`` in the rule's
+    order, the token at column ``rank`` ``[n, 1]``."""
+
+    vals: Tensor
+    log_vals: Tensor
+    cum: Tensor
+    before: Tensor  # the mass of the columns before each one
+    cum_lt: Tensor  # running mass of the tokens before the token by id
+    cum_gt: Tensor  # ... and after it
+    rank: Tensor
+    last: Tensor  # [n, 1]: the last real column (`_candidate_top` pads with value 0)
+
+    @classmethod
+    def of(cls, top: tuple[Tensor, Tensor], rank: Tensor) -> _Band:
+        vals, ids = top
+        token = ids.gather(-1, rank)
+        cum = vals.cumsum(-1)
+        before = torch.cat((torch.zeros_like(cum[:, :1]), cum[:, :-1]), dim=-1)
+        lt, gt = vals * (ids < token), vals * (ids > token)
+        last = (vals > 0).sum(-1, keepdim=True) - 1
+        return cls(vals, torch.log(vals), cum, before, lt.cumsum(-1), gt.cumsum(-1), rank, last)
+
+    def ends(self, reach: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
+        """Per column ``c``: the first and the last rank the least likely member of a band nucleus
+        leaving ``c`` out may have within ``reach`` (``[n, 1]``) of its price: below ``c`` and, for a
+        ``c`` above the token, not above it (the token is in the nucleus)."""
+        scale = min(temperature, 1.0) / 4
+        desc = (-self.log_vals).cummax(-1).values.contiguous()  # made monotone against rounding
+        high = torch.searchsorted(desc, (-self.log_vals + reach / scale).contiguous()) - 1
+        cols = torch.arange(self.vals.shape[1])[None, :]
+        return torch.where(cols < self.rank, self.rank, cols + 1), high
+
+    def price(self, c: Tensor, j: Tensor, temperature: float) -> Tensor:
+        """The reorder's price for the band nuclei leaving ``c`` out and holding ``j`` last."""
+        lv = self.log_vals
+        j = torch.minimum(j, self.last)  # past the top: a token as near as it likes
+        return torch.clamp(min(temperature, 1.0) / 4 * (lv.gather(-1, c) - lv.gather(-1, j)), min=0.0)
+
+    def window(
+        self,
+        c: Tensor,
+        end: Tensor,
+        u: Tensor,
+        log_p: Tensor | None,
+        top_p: float,
+        temperature: float,
+        open_end: Tensor,
+    ) -> Tensor:
+        """A lower bound, but for the price, on the token's margin over every band nucleus that
+        leaves ``c`` out and holds its least likely member at or above ``end``: its mass lies
+        between the ranks before ``c`` with the token (or with ``end``) and all of them through
+        ``end``, its last member's share is at most ``c + 1``'s, and the token's interval lies
+        within the hull of taking the band's tokens on one side of it by id and none on the other.
+        ``open_end``: the top stops within reach, and tokens beyond it may join (the mass is open,
+        the hull everything). Never decreasing as ``end`` rises (`_band_margin` searches it)."""
+        g = torch.gather
+        p_t = g(self.vals, -1, self.rank)
+        above = c < self.rank
+        end = end.clamp(min=0)
+        base = g(self.before, -1, c) + torch.where(above, p_t, 0.0)
+        least = base + torch.where(above | open_end, 0.0, g(self.vals, -1, end))
+        most = torch.where(open_end, torch.inf, g(self.cum, -1, end) - g(self.vals, -1, c))
+        nxt = g(self.vals, -1, torch.minimum(c + 1, self.last))  # the band's likeliest share
+        cut = _cut_distance(most, least - nxt, top_p, temperature, lenient=True)
+        free_lt = torch.clamp(g(self.cum_lt, -1, end) - g(self.cum_lt, -1, c), min=0.0)
+        free_gt = torch.clamp(g(self.cum_gt, -1, end) - g(self.cum_gt, -1, c), min=0.0)
+        below = torch.where(c > 0, g(self.cum_lt, -1, (c - 1).clamp(min=0)), 0.0)  # by id, before c
+        lo = torch.where(open_end, 0.0, below / (base + free_gt))
+        hi = torch.where(open_end, 1.0, (below + free_lt + p_t) / (base + free_lt))
+        share = None if log_p is None else log_p - torch.log(least)
+        return torch.maximum(cut, _hull_distance(lo, hi, u, temperature, share))
+
+    def bounds(
+        self,
+        reach: Tensor,
+        u: Tensor,
+        log_p: Tensor | None,
+        top_p: float,
+        temperature: float,
+        complete: bool,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Per column ``c`` (``[n, W]``): a lower bound on the token's margin over every band
+        nucleus leaving ``c`` out within ``reach`` (``inf``: none), and the ends of the search
+        (`ends`)."""
+        low, high = self.ends(reach, temperature)
+        cols = torch.arange(self.vals.shape[1])[None, :].expand_as(low)
+        open_end = torch.zeros_like(high, dtype=torch.bool) if complete else high >= self.last
+        valid = (cols != self.rank) & (self.vals > 0) & ((high >= low) | open_end)
+        bound = torch.maximum(
+            self.price(cols, low, temperature),
+            self.window(cols, high, u, log_p, top_p, temperature, open_end),
+        )
+        return torch.where(valid, bound, torch.inf), low, high
+
+
+def _band_margin(
+    top: tuple[Tensor, Tensor],
+    token: int,
+    u: Tensor,
+    top_p: float,
+    temperature: float,
+    log_p: Tensor,
+    reach: float,
+) -> float:
+    """A lower bound on the least margin of ``token`` below ``reach`` over the *band nuclei* (``inf``
+    if none scores below it): one row, ``top`` its whole vocabulary in the rule's order.
+
+    Rounding reorders tokens tied within it, so where three or more of them sit at a cut an honest
+    node's nucleus may hold any of them: two swaps or more from every prefix of the validator's
+    order, which `_swap_margin` (one swap) does not reach (tests/unit/test_review_swap_routing.py
+    flagged 34 of 150 honest draws). A band nucleus leaves out the rank ``c`` (its likeliest
+    excluded token), holds a lower rank ``j`` (its least likely member) and any of the ranks between:
+    a prefix of an order in which each logit moved by ``(l_c - l_j) / 2``, the price
+    ``min(T, 1) * log(p_c / p_j) / 4`` (as a swap's). Per ``c``, the price rises with ``j`` and the
+    bound on the rest (`_Band.window`, over every nucleus with its last member at or above ``j``)
+    falls, so the least of the greater of the two is found by bisection on ``j``, for every ``c`` at
+    once: a lower bound of the margin over those nuclei (the greater of the price, the cut's
+    distance and the interval's), whose slack is at most the band's free mass
+    (tests/unit/test_band_margins.py)."""
+    vals, ids = top
+    rank = torch.nonzero(ids == token)[0:1, 0:1]
+    band = _Band.of((vals[None], ids[None]), rank)
+    u, log_p = u.reshape(1, 1), log_p.reshape(1, 1)
+    limit = torch.tensor([[reach]], dtype=vals.dtype)
+    bound, low, high = band.bounds(limit, u, log_p, top_p, temperature, True)
+    cols = torch.nonzero(bound[0] < reach).flatten()[None, :]
+    if not cols.numel():
+        return math.inf
+    low, high = low.gather(-1, cols), high.gather(-1, cols)
+    closed = torch.zeros_like(cols, dtype=torch.bool)
+
+    def rest(j: Tensor) -> Tensor:
+        return band.window(cols, j, u, log_p, top_p, temperature, closed)
+
+    # the first j whose price reaches the rest's bound (high + 1: none)
+    a, b = low.clone(), high + 1
+    while bool((a < b).any()):
+        mid = torch.where(a < b, (a + b) // 2, a).clamp(max=high)
+        rises = band.price(cols, mid, temperature) >= rest(mid)
+        b = torch.where((a < b) & rises, mid, b)
+        a = torch.where((a < b) & ~rises, mid + 1, a)
+    at = torch.where(a <= high, band.price(cols, a.clamp(max=high), temperature), torch.inf)
+    before = torch.where(a > low, rest((a - 1).clamp(min=0)), torch.inf)
+    best = float(torch.minimum(at, before).min())
+    return best if best < reach else math.inf
 
 
 def _nuclei(probs: Tensor, top_p: float) -> _Nuclei:
