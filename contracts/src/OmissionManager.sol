@@ -86,6 +86,8 @@ contract OmissionManager is ReentrancyGuardTransient {
     ///         also covers its costliest answer at its block's base fee ({omissionBond},
     ///         {manifestBond}).
     uint256 public immutable CHALLENGE_BOND;
+    /// @notice The least gas price answers are priced at (TaskManager's MIN_ANSWER_GAS_PRICE).
+    uint256 public immutable MIN_ANSWER_GAS_PRICE;
     /// @notice Seconds after `commitBy` during which a promise can be claimed broken.
     uint256 public immutable CHALLENGE_WINDOW;
     /// @notice Seconds the node has to answer (TaskManager's VOTE_WINDOW).
@@ -227,6 +229,7 @@ contract OmissionManager is ReentrancyGuardTransient {
         SERVICE_MANAGER = taskManager.SERVICE_MANAGER();
         PAYMENTS = taskManager.PAYMENTS();
         CHALLENGE_BOND = taskManager.CHALLENGE_BOND();
+        MIN_ANSWER_GAS_PRICE = taskManager.MIN_ANSWER_GAS_PRICE();
         CHALLENGE_WINDOW = taskManager.CHALLENGE_WINDOW();
         VOTE_WINDOW = taskManager.VOTE_WINDOW();
         SLASH_AMOUNT = taskManager.SLASH_AMOUNT();
@@ -460,14 +463,14 @@ contract OmissionManager is ReentrancyGuardTransient {
     ///         this block's base fee (ClaimBond). Send `CHALLENGE_BOND + ANSWER_GAS *
     ///         maxFeePerGas`; what the answer does not cost comes back.
     function omissionBond() external view returns (uint256) {
-        return ClaimBond.required(CHALLENGE_BOND, ANSWER_GAS);
+        return _least(ANSWER_GAS);
     }
 
     /// @notice The least a manifest claim posts in this block: CHALLENGE_BOND plus the costliest
     ///         answer (MAX_BATCH_COUNT receipts) at this block's base fee. Send `CHALLENGE_BOND +
     ///         MANIFEST_WORST_GAS * maxFeePerGas`; what the answer does not cost comes back.
     function manifestBond() external view returns (uint256) {
-        return ClaimBond.required(CHALLENGE_BOND, MANIFEST_WORST_GAS);
+        return _least(MANIFEST_WORST_GAS);
     }
 
     /// @notice A manifest challenge.
@@ -536,8 +539,13 @@ contract OmissionManager is ReentrancyGuardTransient {
 
     /// @dev Reverts unless the claim's deposit covers its costliest answer (ClaimBond).
     function _checkDeposit(uint256 worstGas) internal view {
-        uint256 least = ClaimBond.required(CHALLENGE_BOND, worstGas);
+        uint256 least = _least(worstGas);
         if (msg.value < least) revert WrongBond(msg.value, least);
+    }
+
+    /// @dev The least deposit of a claim whose costliest answer takes `worstGas` (ClaimBond).
+    function _least(uint256 worstGas) internal view returns (uint256) {
+        return ClaimBond.required(CHALLENGE_BOND, worstGas, ClaimBond.gasPrice(MIN_ANSWER_GAS_PRICE));
     }
 
     function _openOmission(uint256 omissionId) internal view returns (OmissionChallenge storage o) {
@@ -563,7 +571,8 @@ contract OmissionManager is ReentrancyGuardTransient {
     {
         burned = CHALLENGE_BOND * ANSWER_FEE_BPS / BPS;
         uint256 cost = ClaimBond.costOfAnswer(
-            ClaimBond.tail(unmetered, challenger == node, claimable[node], claimable[challenger], totalBurned)
+            ClaimBond.tail(unmetered, challenger == node, claimable[node], claimable[challenger], totalBurned),
+            ClaimBond.gasPrice(MIN_ANSWER_GAS_PRICE)
         );
         (answerCost, refunded) = ClaimBond.split(deposit, burned, cost);
         claimable[node] += answerCost;

@@ -216,6 +216,10 @@ contract TaskManager is ReentrancyGuardTransient {
     uint256 public immutable CHALLENGER_REWARD_BPS;
     /// @notice Share (bps) of the slash (fraud) or of the bond (not fraud) for the winning voters.
     uint256 public immutable VOTER_REWARD_BPS;
+    /// @notice The least gas price data claims' answers are priced at (ClaimBond.gasPrice): 0 where
+    ///         the chain's base fee carries the price of gas (Ethereum and its rollups), the chain's
+    ///         least accepted gas price where it does not (a zero or negligible base fee).
+    uint256 public immutable MIN_ANSWER_GAS_PRICE;
     /// @notice Seconds after a commit until its slot can hold another batch:
     ///         2 * CHALLENGE_WINDOW + VOTE_WINDOW, the latest a dispute on it can still open (an
     ///         availability challenge at the end of the window, answered at the end of its vote
@@ -464,6 +468,7 @@ contract TaskManager is ReentrancyGuardTransient {
     /// @param slashAmount SLASH_AMOUNT wei, > 0 (default 1 ether).
     /// @param challengerRewardBps CHALLENGER_REWARD_BPS (default 2_000).
     /// @param voterRewardBps VOTER_REWARD_BPS; challenger + voter <= 10_000 (default 2_000).
+    /// @param minAnswerGasPrice MIN_ANSWER_GAS_PRICE wei (default 0).
     ///      The decoy bounty is a Payments parameter (it is paid from the escrow there) and must be
     ///      below the bond: a bounty at or above it would make challenging a node's receipts
     ///      blindly pay whenever that node plants many decoys.
@@ -478,7 +483,8 @@ contract TaskManager is ReentrancyGuardTransient {
         uint256 quorumBps,
         uint256 slashAmount,
         uint256 challengerRewardBps,
-        uint256 voterRewardBps
+        uint256 voterRewardBps,
+        uint256 minAnswerGasPrice
     ) {
         if (address(serviceManager) == address(0) || address(payments) == address(0)) {
             revert InvalidParameter();
@@ -503,6 +509,7 @@ contract TaskManager is ReentrancyGuardTransient {
         SLASH_AMOUNT = slashAmount;
         CHALLENGER_REWARD_BPS = challengerRewardBps;
         VOTER_REWARD_BPS = voterRewardBps;
+        MIN_ANSWER_GAS_PRICE = minAnswerGasPrice;
         BATCH_RETENTION = 2 * challengeWindow + voteWindow;
         LOCK_STEP = challengeWindow >= 16 ? challengeWindow / 16 : 1;
     }
@@ -1043,8 +1050,8 @@ contract TaskManager is ReentrancyGuardTransient {
     ///         costliest answer at its base fee (ClaimBond). A transaction cannot know the base fee
     ///         of the block it lands in, so send `CHALLENGE_BOND + AVAILABILITY_WORST_GAS *
     ///         maxFeePerGas`; what the answer does not cost comes back.
-    function availabilityBond() external view returns (uint256) {
-        return ClaimBond.required(CHALLENGE_BOND, AVAILABILITY_WORST_GAS);
+    function availabilityBond() public view returns (uint256) {
+        return ClaimBond.required(CHALLENGE_BOND, AVAILABILITY_WORST_GAS, ClaimBond.gasPrice(MIN_ANSWER_GAS_PRICE));
     }
 
     /// @notice An availability challenge.
@@ -1232,7 +1239,9 @@ contract TaskManager is ReentrancyGuardTransient {
         address claimant = a.challenger;
         uint256 unmetered =
             ClaimBond.tail(ANSWER_UNMETERED_GAS, claimant == node, claimable[node], claimable[claimant], totalBurned);
-        (uint256 answerCost, uint256 refunded) = ClaimBond.split(a.deposit, burned, ClaimBond.costOfAnswer(unmetered));
+        (uint256 answerCost, uint256 refunded) = ClaimBond.split(
+            a.deposit, burned, ClaimBond.costOfAnswer(unmetered, ClaimBond.gasPrice(MIN_ANSWER_GAS_PRICE))
+        );
         // The node owes the data, so the node is paid for posting it, whoever sends the answer: paid
         // to the sender, a copy of the node's answer from the mempool landed first took the price
         // and left the node's own transaction to revert after paying its calldata (Review11).
@@ -1244,7 +1253,7 @@ contract TaskManager is ReentrancyGuardTransient {
 
     /// @dev Reverts unless the claim's deposit covers {availabilityBond}.
     function _checkDeposit() internal view {
-        uint256 least = ClaimBond.required(CHALLENGE_BOND, AVAILABILITY_WORST_GAS);
+        uint256 least = availabilityBond();
         if (msg.value < least) revert WrongBond(msg.value, least);
     }
 

@@ -114,7 +114,8 @@ contract Review8Test is Base {
             QUORUM_BPS,
             SLASH_AMOUNT,
             CHALLENGER_REWARD_BPS,
-            VOTER_REWARD_BPS
+            VOTER_REWARD_BPS,
+            minAnswerGasPrice
         );
         sm.setTaskManager(address(tm));
         payments.setTaskManager(address(tm));
@@ -415,6 +416,51 @@ contract Review8Test is Base {
         assertEq(BURN.balance, 3 * fee, "three fees burned");
         assertEq(address(tm).balance, tm.claimable(stranger), "TaskManager holds what it owes");
         assertEq(address(om).balance, om.claimable(user2) + om.claimable(user), "OmissionManager too");
+    }
+
+    /// @notice Defence (was a known limit: at base fee 0 the node paid its answer and was paid
+    ///         nothing, Review8's asymmetry back in full; tests/integration/test_review_answer_prices2.py).
+    ///         A deployment for such a chain sets MIN_ANSWER_GAS_PRICE to the chain's least accepted
+    ///         gas price: every claim then posts its costliest answer at that price, and an answer
+    ///         is paid its cost at it, in both contracts; where the base fee is higher, it rules.
+    function test_defence_AtBaseFeeZeroTheAnswerGasPriceFloorPaysTheNode() public {
+        minAnswerGasPrice = 1 gwei;
+        _deploy(MIN_NODE_STAKE);
+        assertEq(om.MIN_ANSWER_GAS_PRICE(), 1 gwei, "the OmissionManager reads the TaskManager's");
+        _registerNode(node, 2 ether);
+        (TaskRequest memory q, Receipt memory r, ReceiptPromise memory p, bytes memory sig) =
+            _paidTaskWithPromise(9, 0.001 ether, type(uint64).max, block.timestamp + 60);
+        bytes32[] memory leaves = new bytes32[](2);
+        leaves[0] = _leaf(r);
+        leaves[1] = _leaf(_receipt(10, user, 0.001 ether));
+        uint256 batchId = _commitRoot(node, Merkle.root(leaves), 2);
+        vm.fee(0);
+        assertEq(tm.availabilityBond(), CHALLENGE_BOND + tm.AVAILABILITY_WORST_GAS() * 1 gwei);
+        assertEq(om.omissionBond(), CHALLENGE_BOND + om.ANSWER_GAS() * 1 gwei);
+        assertEq(om.manifestBond(), CHALLENGE_BOND + om.MANIFEST_WORST_GAS() * 1 gwei);
+        vm.expectRevert(); // the bare bond no longer opens a claim
+        vm.prank(stranger);
+        tm.challengeAvailability{value: CHALLENGE_BOND}(_ref(batchId), 0);
+
+        uint256 fee = CHALLENGE_BOND / 10;
+        uint256 av = _claimAvailability(stranger, batchId, 0);
+        vm.prank(node, node);
+        tm.answerAvailability(av, _ref(batchId), r, Merkle.proofAt(leaves, 0), _trace(9));
+        uint256 paid = tm.claimable(node);
+        // its price at the floor (against the mined gasUsed on Anvil: test_review_answer_prices2.py)
+        vm.assertGt(paid, 100_000 * 1 gwei, "the answer is paid at the floor");
+        assertEq(paid + tm.claimable(stranger) + fee, tm.availabilityBond(), "the deposit split in full");
+
+        vm.warp(p.commitBy);
+        uint256 oid = _claimOmission(user, p, sig, q, r);
+        vm.prank(node, node);
+        om.answerOmission(oid, _ref(batchId), 0, r, Merkle.proofAt(leaves, 0));
+        vm.assertGt(om.claimable(node), 21_000 * 1 gwei, "the omission answer too");
+        assertEq(address(om).balance, om.claimable(node) + om.claimable(user), "OmissionManager holds what it owes");
+
+        vm.fee(3 gwei); // a base fee above the floor rules
+        assertEq(tm.availabilityBond(), CHALLENGE_BOND + tm.AVAILABILITY_WORST_GAS() * 3 gwei);
+        assertEq(om.omissionBond(), CHALLENGE_BOND + om.ANSWER_GAS() * 3 gwei);
     }
 
     /*//////////////////////////////////////////////////////////////

@@ -35,7 +35,20 @@ contract TaskManagerTest is Base {
         internal
         returns (TaskManager)
     {
-        return new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), seedDelay, rate, 1, 2, 1 ether, quorum, 1, cr, vr);
+        return new TaskManager(
+            IServiceManager(address(sm)),
+            IPayments(address(payments)),
+            seedDelay,
+            rate,
+            1,
+            2,
+            1 ether,
+            quorum,
+            1,
+            cr,
+            vr,
+            0
+        );
     }
 
     function test_RevertWhen_ConstructorParameterInvalid() public {
@@ -55,21 +68,25 @@ contract TaskManagerTest is Base {
         _newTm(1, 1, 1, 6_000, 4_001);
         // The decoy bounty (a Payments parameter, paid from the node's escrow) must be below the bond.
         vm.expectRevert(TaskManager.InvalidParameter.selector);
-        new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), 1, 1, 1, 2, DECOY_BOUNTY, 1, 1, 0, 0);
-        new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), 1, 1, 1, 2, DECOY_BOUNTY + 1, 1, 1, 0, 0);
+        new TaskManager(
+            IServiceManager(address(sm)), IPayments(address(payments)), 1, 1, 1, 2, DECOY_BOUNTY, 1, 1, 0, 0, 0
+        );
+        new TaskManager(
+            IServiceManager(address(sm)), IPayments(address(payments)), 1, 1, 1, 2, DECOY_BOUNTY + 1, 1, 1, 0, 0, 0
+        );
         // A vote needs a sealing phase and a reveal phase: at least 2 seconds.
         vm.expectRevert(TaskManager.InvalidParameter.selector);
-        new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), 1, 1, 1, 1, 1 ether, 1, 1, 0, 0);
+        new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), 1, 1, 1, 1, 1 ether, 1, 1, 0, 0, 0);
         vm.expectRevert(TaskManager.InvalidParameter.selector);
-        new TaskManager(IServiceManager(address(0)), IPayments(address(payments)), 1, 1, 1, 1, 1 ether, 1, 1, 0, 0);
+        new TaskManager(IServiceManager(address(0)), IPayments(address(payments)), 1, 1, 1, 1, 1 ether, 1, 1, 0, 0, 0);
         vm.expectRevert(TaskManager.InvalidParameter.selector);
-        new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), 1, 1, 0, 1, 1 ether, 1, 1, 0, 0);
+        new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), 1, 1, 0, 1, 1 ether, 1, 1, 0, 0, 0);
         vm.expectRevert(TaskManager.InvalidParameter.selector);
-        new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), 1, 1, 1, 0, 1 ether, 1, 1, 0, 0);
+        new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), 1, 1, 1, 0, 1 ether, 1, 1, 0, 0, 0);
         vm.expectRevert(TaskManager.InvalidParameter.selector);
-        new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), 1, 1, 1, 1, 0, 1, 1, 0, 0);
+        new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), 1, 1, 1, 1, 0, 1, 1, 0, 0, 0);
         vm.expectRevert(TaskManager.InvalidParameter.selector);
-        new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), 1, 1, 1, 1, 1 ether, 1, 0, 0, 0);
+        new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), 1, 1, 1, 1, 1 ether, 1, 0, 0, 0, 0);
     }
 
     function test_RevertWhen_EthFromOthers() public {
@@ -101,7 +118,8 @@ contract TaskManagerTest is Base {
         (uint256 committedAt, bytes32 digest) = tm.batchSlot(node, 7);
         assertEq(committedAt, block.timestamp);
         assertEq(
-            digest, bytes32(uint256(keccak256(abi.encode(1, node, 7, 3, block.number, block.timestamp, root))) >> 40 << 40)
+            digest,
+            bytes32(uint256(keccak256(abi.encode(1, node, 7, 3, block.number, block.timestamp, root))) >> 40 << 40)
         );
         uint256 step = tm.LOCK_STEP();
         assertEq(step, CHALLENGE_WINDOW / 16);
@@ -289,7 +307,8 @@ contract TaskManagerTest is Base {
             3_000,
             1 ether,
             2_000,
-            2_000
+            2_000,
+            0
         );
         vm.deal(node, 1 ether);
         vm.prank(node, node);
@@ -491,7 +510,9 @@ contract TaskManagerTest is Base {
         vm.deal(validator1, 1 ether);
         vm.prank(validator1);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.UnknownBatch.selector, 1));
-        tm.challenge{value: CHALLENGE_BOND}(_refOf(1, node, 0, 1, keccak256("no such batch")), 0, r, new bytes32[](0), "");
+        tm.challenge{value: CHALLENGE_BOND}(
+            _refOf(1, node, 0, 1, keccak256("no such batch")), 0, r, new bytes32[](0), ""
+        );
     }
 
     function test_RevertWhen_ChallengeWindowClosed() public {

@@ -19,12 +19,18 @@ Tried here (each price compared with the mined receipt's ``gasUsed`` at the bloc
   code (the split, one settle event of one shape, the burn): ``OmissionAnswered`` (batch, index) is
   emitted inside the metered span and the split in ``OmissionSettled``
   (test_defence_an_omission_answer_is_paid_its_cost).
-- FOUND, a known limit (docs/security-parameters.md): the price is the base fee only. Where the
-  base fee is 0 (BNB Chain since BEP-226, a private or app chain, an Anvil/devnet started with
-  ``--base-fee 0``) or negligible against the tip the chain requires (Polygon PoS's minimum tip), a
-  claim posts the bare bond and the node is paid nothing for an answer whose whole gas it pays:
-  Review8's asymmetry (the claimant risks the 0.01 ether fee, the node pays the answer) is back in
-  full (test_known_limit_at_a_zero_base_fee_the_node_pays_its_answer_and_is_paid_nothing).
+- FOUND, fixed by a deployment parameter (a known limit for one session): the price was the base
+  fee only. Where the base fee is 0 (BNB Chain since BEP-226, a private or app chain, an
+  Anvil/devnet started with ``--base-fee 0``) or negligible against the tip the chain requires
+  (Polygon PoS's minimum tip), a claim posted the bare bond and the node was paid nothing for an
+  answer whose whole gas it pays: Review8's asymmetry (the claimant risks the 0.01 ether fee, the
+  node pays the answer) back in full
+  (test_known_limit_without_a_floor_at_a_zero_base_fee_the_node_is_paid_nothing). Now answers are
+  priced at ``max(block.basefee, MIN_ANSWER_GAS_PRICE)`` (`ClaimBond.gasPrice`), a TaskManager
+  parameter the OmissionManager reads, set to the chain's least accepted gas price, and
+  ``supernet contracts deploy`` refuses a chain whose base fee is 0 unless it is given
+  (test_defence_at_a_zero_base_fee_the_answer_gas_price_floor_pays_the_node,
+  test_defence_the_deploy_cli_refuses_a_zero_base_fee_chain_without_a_floor).
 - Known limit confirmed: an availability or manifest answer is paid a few hundred gas above its
   cost (~235 and ~470), and an access list naming only the burn account (warmed for the unmetered
   ``_send``: 2,400 up front, 2,500 saved) adds exactly 100 more; against any tip of 0.01 gwei and
@@ -50,13 +56,23 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+from pathlib import Path
 from typing import Any
 
-from chain_fixtures import BURN_ADDRESS, Actors, burn_address_exists, claim_omission, make_receipts
+import pytest
+from chain_fixtures import (
+    BURN_ADDRESS,
+    Actors,
+    burn_address_exists,
+    claim_omission,
+    make_receipts,
+    stake_network,
+)
 from eth_account.signers.local import LocalAccount
 from supernet.sdk.chain import Contracts, ReceiptTree
-from supernet.sdk.chain.anvil import mine, set_next_base_fee
+from supernet.sdk.chain.anvil import Anvil, mine, set_next_base_fee
 from web3 import Web3
+from web3.exceptions import ContractLogicError
 
 from tests.integration.test_review_answer_prices import _mined
 from tests.integration.test_review_answer_prices import _send_raw as send_raw
@@ -190,7 +206,7 @@ def test_defence_an_omission_answer_is_paid_its_cost(network: Contracts, actors:
     assert all(0 <= over <= OVER_LIMIT_GAS for _zero, over in overs), f"not paid its gasUsed: {overs}"
 
 
-def test_known_limit_at_a_zero_base_fee_the_node_pays_its_answer_and_is_paid_nothing(
+def test_known_limit_without_a_floor_at_a_zero_base_fee_the_node_is_paid_nothing(
     network: Contracts, actors: Actors
 ) -> None:
     """On a chain whose base fee is 0 (BNB Chain, an app chain, a devnet at ``--base-fee 0``) every
@@ -203,13 +219,11 @@ def test_known_limit_at_a_zero_base_fee_the_node_pays_its_answer_and_is_paid_not
     best reply) back in full, and it grows with the share of the tip in the gas price wherever the
     base fee is not 0 (Polygon PoS's minimum tip; an Ethereum block with a low base fee).
 
-    A known limit (docs/security-parameters.md, "Answer prices and the chain's fee market"): the
-    contracts are for chains with an EIP-1559 base fee that carries the price of gas (Ethereum and
-    its rollups). The reviewer's proposed fix, the claim recording its own ``tx.gasprice`` and the
-    answer paid ``gas x min(tx.gasprice, claim's rate)``, does not close it where tips may be 0 (a
-    claimant paying 0 pins the rate at 0); the fix is a per-chain floor on the rate, a deployment
-    parameter next to the gas schedule's (the Prague limit), which the TaskManager has no bytecode
-    room for today. This test pins the behaviour the docs describe.
+    What a deployment WITHOUT a floor (``MIN_ANSWER_GAS_PRICE`` 0, right where the base fee
+    carries the price of gas: Ethereum and its rollups) does on such a chain; the reviewer's
+    proposed fix, the claim recording its own ``tx.gasprice``, does not close it where tips may be
+    0 (a claimant paying 0 pins the rate at 0). The fix is the floor, a deployment parameter: see
+    the defence below; the deploy CLI refuses a zero-base-fee chain without one.
     """
     c, w3 = network, network.w3
     burn_address_exists(c)
@@ -229,6 +243,76 @@ def test_known_limit_at_a_zero_base_fee_the_node_pays_its_answer_and_is_paid_not
     assert spent > 10**15  # ~0.004 ether for the node's honest answer
     assert c.task_manager.claimable(actors.validators[0].address) == bond - bond // 10  # 0.09 back
     assert paid == 0  # priced at the base fee, 0: the whole answer is the node's loss
+
+
+def test_defence_at_a_zero_base_fee_the_answer_gas_price_floor_pays_the_node(
+    chain: Contracts, actors: Actors
+) -> None:
+    """The same answer on a deployment for such a chain: ``MIN_ANSWER_GAS_PRICE`` = 2 gwei (the
+    least gas price this chain takes, the node's tip; above the 1 gwei tip the SDK would suggest). A
+    claim must post its costliest answer at that price (the bare bond is refused; the SDK's claim
+    covers the floor), and the node's answer, mined at base fee 0 and paid at its 2 gwei tip, is
+    paid its cost (`ClaimBond.gasPrice`: the greater of the base fee and the floor) within the few
+    hundred gas every answer is paid above its gasUsed; the claimant gets the rest back less the
+    10 % fee. The OmissionManager reads the same floor."""
+    w3 = chain.w3
+    floor = 2 * TIP
+    params = dataclasses.replace(chain.params, min_answer_gas_price=floor)
+    c = stake_network(Contracts.deploy(w3, actors.deployer, params), actors)
+    burn_address_exists(c)
+    assert int(c.task_manager.call("MIN_ANSWER_GAS_PRICE")) == floor
+    assert int(c.omission_manager.call("MIN_ANSWER_GAS_PRICE")) == floor
+    bond = c.params.challenge_bond
+    fees = {"maxFeePerGas": floor, "maxPriorityFeePerGas": floor}
+    set_next_base_fee(w3, 0)
+    mine(w3, 1)
+    set_next_base_fee(w3, 0)
+    worst = int(c.task_manager.call("AVAILABILITY_WORST_GAS"))
+    answer_gas = int(c.omission_manager.call("ANSWER_GAS"))
+    assert int(c.task_manager.call("availabilityBond")) == bond + worst * floor
+    assert int(c.omission_manager.call("omissionBond")) == bond + answer_gas * floor
+    aid, data = _availability_claim(c, actors, _dense(100_000), actors.validators[0])  # the SDK's claim
+    deposit = c.task_manager.get_availability(aid).deposit
+    assert deposit >= bond + worst * floor
+    ref = c.task_manager.batch(c.task_manager.get_availability(aid).batch_id).as_tuple()
+    bare = c.task_manager.contract.functions.challengeAvailability(ref, 1)
+    with pytest.raises(ContractLogicError):  # the bare bond no longer opens a claim (WrongBond)
+        bare.call({"from": actors.validators[1].address, "value": bond})
+    set_next_base_fee(w3, 0)
+    before = c.task_manager.claimable(actors.node.address)
+    receipt = _direct(c, actors.node, c.task_manager.address, data, **fees)
+    assert _base_fee(c, receipt) == 0
+    spent = int(receipt["gasUsed"]) * int(receipt["effectiveGasPrice"])
+    paid = c.task_manager.claimable(actors.node.address) - before
+    assert spent > 10**15  # ~0.008 ether: the answer's whole gas, at the tip
+    assert 0 <= paid - spent <= OVER_LIMIT_GAS * floor, (paid, spent)  # its cost, a few hundred gas over
+    refund = c.task_manager.claimable(actors.validators[0].address)
+    assert refund + paid + bond // 10 == deposit  # the deposit split in full
+
+
+def test_defence_the_deploy_cli_refuses_a_zero_base_fee_chain_without_a_floor(tmp_path: Path) -> None:
+    """`supernet contracts deploy` on a chain whose latest base fee is 0, without
+    ``--min-answer-gas-price``, deploys nothing and says why; with it (gwei) the floor is deployed."""
+    from supernet.sdk.chain.cli import app
+    from supernet.sdk.chain.deployment import Deployment
+    from typer.testing import CliRunner
+
+    runner = CliRunner()
+    with Anvil(accounts=2) as anvil:
+        w3 = Web3(Web3.HTTPProvider(anvil.url))
+        set_next_base_fee(w3, 0)
+        mine(w3, 1)
+        base = ["deploy", "--rpc", anvil.url, "--account-index", "0", "--devnet-params"]
+        refused = tmp_path / "refused.json"
+        result = runner.invoke(app, [*base, "--out", str(refused)])
+        assert result.exit_code == 2 and "base fee is 0" in result.output, result.output
+        assert not refused.exists()
+        out = tmp_path / "deployment.json"
+        ok = runner.invoke(app, [*base, "--out", str(out), "--min-answer-gas-price", "0.5"])
+        assert ok.exit_code == 0, ok.output
+        c = Contracts.connect(anvil.url, Deployment.load(out))
+        assert int(c.task_manager.call("MIN_ANSWER_GAS_PRICE")) == 5 * 10**8
+        assert c.params.min_answer_gas_price == 5 * 10**8
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,11 +19,24 @@ library ClaimBond {
     /// @dev Transient slot holding `gasleft()` at the start of an answer (`start`).
     uint256 private constant _START_SLOT = 0x5c1a1b0d0000000000000000000000000000000000000000000000000000a75e;
 
+    /// @notice The gas price answers are priced at in this block: its base fee, or `floor` (the
+    ///         deployment's MIN_ANSWER_GAS_PRICE) where that is higher.
+    /// @dev On a chain whose base fee is 0 (BNB Chain since BEP-226, an app chain, a devnet at
+    ///      `--base-fee 0`) every gas price is a tip: priced at the base fee alone, a claim posted
+    ///      the bare bond and an answer was paid nothing, so a claim cost the claimant less than
+    ///      the answer it forced (Review8's asymmetry; tests/integration/test_review_answer_prices2.py).
+    ///      The claimant's own `tx.gasprice` is no floor (a claimant paying no tip pins it at 0);
+    ///      the chain's least accepted gas price is, and a node pays at least that for its answer.
+    function gasPrice(uint256 floor) internal view returns (uint256) {
+        return block.basefee > floor ? block.basefee : floor;
+    }
+
     /// @notice The least `msg.value` of a claim whose costliest answer takes `worstGas`.
     /// @param bond The fixed part (CHALLENGE_BOND): what a false claim risks beyond the answer.
     /// @param worstGas Gas of the costliest answer the claim can force.
-    function required(uint256 bond, uint256 worstGas) internal view returns (uint256) {
-        return bond + worstGas * block.basefee;
+    /// @param price The block's answer gas price ({gasPrice}).
+    function required(uint256 bond, uint256 worstGas, uint256 price) internal pure returns (uint256) {
+        return bond + worstGas * price;
     }
 
     /// @notice Marks the start of an answer, for {costOfAnswer} to meter one that came through a
@@ -34,7 +47,7 @@ library ClaimBond {
         }
     }
 
-    /// @notice What the answer's transaction is charged at this block's base fee, by EIP-7623's
+    /// @notice What the answer's transaction is charged at `price` ({gasPrice}), by EIP-7623's
     ///         rule: `21000 + max(4 * tokens + execution, 10 * tokens)`, `tokens` those of its
     ///         calldata (1 per zero byte, 4 per other), `execution` metered since {start} plus
     ///         `unmetered` (what runs before {start} and after this call: a measured allowance).
@@ -53,7 +66,7 @@ library ClaimBond {
     ///      contract building the data in memory and calling with 32 bytes of calldata
     ///      (Review9.t.sol) is refused as well. `tx.origin` decides pricing only, never who may
     ///      answer for whom.
-    function costOfAnswer(uint256 unmetered) internal view returns (uint256) {
+    function costOfAnswer(uint256 unmetered, uint256 price) internal view returns (uint256) {
         // forge-lint: disable-next-line(tx-origin)
         if (msg.sender != tx.origin || tx.origin.code.length != 0) revert AnswerNotDirect();
         uint256 tokens = calldataTokens(); // counted inside the metered span (~3 gas a byte)
@@ -63,7 +76,7 @@ library ClaimBond {
         }
         uint256 standard = 4 * tokens + begun - gasleft() + unmetered;
         uint256 floor = 10 * tokens;
-        return (21_000 + (standard > floor ? standard : floor)) * block.basefee;
+        return (21_000 + (standard > floor ? standard : floor)) * price;
     }
 
     /// @notice EIP-7623 tokens of this call's calldata: 1 per zero byte, 4 per other byte, counted a

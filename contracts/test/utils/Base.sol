@@ -39,6 +39,8 @@ abstract contract Base is Test {
     uint256 internal constant DECOY_REBATE_BPS = 1_000;
 
     address internal constant BURN = 0x000000000000000000000000000000000000dEaD;
+    /// @dev MIN_ANSWER_GAS_PRICE of the next deployment (0, the default; a test sets it first).
+    uint256 internal minAnswerGasPrice;
 
     ServiceManager internal sm;
     ModelRegistry internal registry;
@@ -102,7 +104,8 @@ abstract contract Base is Test {
             QUORUM_BPS,
             SLASH_AMOUNT,
             CHALLENGER_REWARD_BPS,
-            VOTER_REWARD_BPS
+            VOTER_REWARD_BPS,
+            minAnswerGasPrice
         );
         sm.setTaskManager(address(tm));
         payments.setTaskManager(address(tm));
@@ -130,7 +133,8 @@ abstract contract Base is Test {
             QUORUM_BPS,
             SLASH_AMOUNT,
             CHALLENGER_REWARD_BPS,
-            VOTER_REWARD_BPS
+            VOTER_REWARD_BPS,
+            minAnswerGasPrice
         );
         sm.setTaskManager(address(tm));
         payments.setTaskManager(address(tm));

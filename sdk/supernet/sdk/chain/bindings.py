@@ -264,11 +264,12 @@ class Binding:
 
     def claim(self, fn_name: str, *args: Any, bond: int, worst_gas: int) -> TxResult:
         """Open a data claim (availability, manifest, omission): its deposit is ``bond`` plus its
-        costliest answer (``worst_gas``) at the base fee of the block it lands in (the contracts'
+        costliest answer (``worst_gas``) at the answer gas price of the block it lands in: its base
+        fee, or the deployment's ``MIN_ANSWER_GAS_PRICE`` where that is higher (the contracts'
         `ClaimBond`). That base fee is not known when the transaction is signed, so it is sent
-        with a fee cap and covers ``worst_gas`` at that cap: the block's base fee is at most the
-        cap, and what the answer does not cost comes back when the claim settles."""
-        cap = claim_fee_cap(self.w3)
+        with a fee cap (at least the floor) and covers ``worst_gas`` at that cap: the block's price
+        is at most the cap, and what the answer does not cost comes back when the claim settles."""
+        cap = max(claim_fee_cap(self.w3), int(self.call("MIN_ANSWER_GAS_PRICE")))
         return self.transact(fn_name, *args, value=bond + worst_gas * cap, max_fee_per_gas=cap)
 
     def events(self, tx: TxResult | TxReceipt, event_name: str) -> list[EventData]:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +15,7 @@ from eth_account.signers.local import LocalAccount
 from rich.console import Console
 from rich.table import Table
 from supernet.sdk.chain.anvil import dev_account
-from supernet.sdk.chain.contracts import Contracts
+from supernet.sdk.chain.contracts import Contracts, make_web3
 from supernet.sdk.chain.deployment import CONTRACT_NAMES, Deployment
 from supernet.sdk.chain.errors import ChainError
 from supernet.sdk.chain.params import ProtocolParams
@@ -68,10 +69,24 @@ def deploy(
             "validators with native bf16)."
         ),
     ),
+    min_answer_gas_price: float | None = typer.Option(
+        None,
+        "--min-answer-gas-price",
+        min=0,
+        help=(
+            "Gwei: the least gas price data claims' answers are priced at (MIN_ANSWER_GAS_PRICE). Needed "
+            "on a chain whose base fee is 0 or negligible (set the least gas price the chain accepts); 0 "
+            "on Ethereum and its rollups. Default: 0, refused on a chain whose latest base fee is 0."
+        ),
+    ),
 ) -> None:
     """Deploy ServiceManager, ModelRegistry, Payments and TaskManager; write the deployment file."""
     deployer = resolve_account(key, account_index, key_file, keystore, password_file)
     params = ProtocolParams.devnet() if devnet_params else ProtocolParams()
+    if min_answer_gas_price is not None:
+        params = replace(params, min_answer_gas_price=round(min_answer_gas_price * 10**9))
+    else:
+        _refuse_a_zero_base_fee(rpc)
     if verify_cost_ratio is not None:
         try:
             params = params.sized_for_verify_cost(verify_cost_ratio)
@@ -90,6 +105,22 @@ def deploy(
     path = contracts.deployment.save(out)
     _print_deployment(contracts.deployment)
     console.print(f"wrote [bold]{path}[/bold]")
+
+
+def _refuse_a_zero_base_fee(rpc: str) -> None:
+    """Without a floor, answers are priced at the base fee: on a chain where it is 0 a claim would
+    post the bare bond and the node be paid nothing for the answer it is forced to send
+    (docs/security-parameters.md), so such a deployment must name its floor."""
+    try:
+        block = make_web3(rpc).eth.get_block("latest")
+    except (SupernetError, OSError, ValueError):
+        return  # the deployment itself reports an unreachable chain
+    if int(block.get("baseFeePerGas", 0)) == 0:
+        raise typer.BadParameter(
+            "this chain's base fee is 0, so data claims' answers would be paid nothing: pass the least "
+            "gas price the chain accepts (or 0 to deploy anyway)",
+            param_hint="--min-answer-gas-price",
+        )
 
 
 @app.command()

@@ -52,6 +52,10 @@ class ProtocolParams:
     slash_amount: int = 1 * ETHER
     challenger_reward_bps: int = 2_000
     voter_reward_bps: int = 2_000
+    # the least gas price data claims' answers are priced at: 0 where the base fee carries the
+    # price of gas (Ethereum and its rollups); the chain's least accepted gas price where it does
+    # not (a zero or negligible base fee: docs/security-parameters.md)
+    min_answer_gas_price: int = 0
 
     @classmethod
     def devnet(cls) -> ProtocolParams:
@@ -136,6 +140,7 @@ class ProtocolParams:
             self.slash_amount,
             self.challenger_reward_bps,
             self.voter_reward_bps,
+            self.min_answer_gas_price,
         ]
 
     def to_dict(self) -> dict[str, int]:
