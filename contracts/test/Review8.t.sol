@@ -123,6 +123,24 @@ contract Review8Test is Base {
         sm.setOmissionManager(address(om));
     }
 
+    /// @dev A paid task of `user` with a promise due in 60 s, and the leaves of a two-receipt batch
+    ///      that holds its receipt first (the claims of the base fee 0 tests).
+    function _promisedTask()
+        internal
+        returns (
+            TaskRequest memory q,
+            Receipt memory r,
+            ReceiptPromise memory p,
+            bytes memory sig,
+            bytes32[] memory leaves
+        )
+    {
+        (q, r, p, sig) = _paidTaskWithPromise(9, 0.001 ether, type(uint64).max, block.timestamp + 60);
+        leaves = new bytes32[](2);
+        leaves[0] = _leaf(r);
+        leaves[1] = _leaf(_receipt(10, user, 0.001 ether));
+    }
+
     /// @dev `n` bytes, none of them zero (the costliest trace of that size to answer).
     function _denseTrace(uint256 n, bytes1 last) internal pure returns (bytes memory t) {
         t = new bytes(n);
@@ -381,11 +399,8 @@ contract Review8Test is Base {
     ///         pays, and both contracts hold exactly what they owe.
     function test_defence_AtBaseFeeZeroAFalseClaimCostsItsClaimantTheFeeAndPaysTheNodeNothing() public {
         _registerNode(node, 2 ether);
-        (TaskRequest memory q, Receipt memory r, ReceiptPromise memory p, bytes memory sig) =
-            _paidTaskWithPromise(9, 0.001 ether, type(uint64).max, block.timestamp + 60);
-        bytes32[] memory leaves = new bytes32[](2);
-        leaves[0] = _leaf(r);
-        leaves[1] = _leaf(_receipt(10, user, 0.001 ether));
+        (TaskRequest memory q, Receipt memory r, ReceiptPromise memory p, bytes memory sig, bytes32[] memory leaves) =
+            _promisedTask();
         uint256 batchId = _commitRoot(node, Merkle.root(leaves), 2);
         vm.fee(0);
 
@@ -428,11 +443,8 @@ contract Review8Test is Base {
         _deploy(MIN_NODE_STAKE);
         assertEq(om.MIN_ANSWER_GAS_PRICE(), 1 gwei, "the OmissionManager reads the TaskManager's");
         _registerNode(node, 2 ether);
-        (TaskRequest memory q, Receipt memory r, ReceiptPromise memory p, bytes memory sig) =
-            _paidTaskWithPromise(9, 0.001 ether, type(uint64).max, block.timestamp + 60);
-        bytes32[] memory leaves = new bytes32[](2);
-        leaves[0] = _leaf(r);
-        leaves[1] = _leaf(_receipt(10, user, 0.001 ether));
+        (TaskRequest memory q, Receipt memory r, ReceiptPromise memory p, bytes memory sig, bytes32[] memory leaves) =
+            _promisedTask();
         uint256 batchId = _commitRoot(node, Merkle.root(leaves), 2);
         vm.fee(0);
         assertEq(tm.availabilityBond(), CHALLENGE_BOND + tm.AVAILABILITY_WORST_GAS() * 1 gwei);

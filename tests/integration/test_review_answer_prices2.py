@@ -153,6 +153,25 @@ def _availability_claim(
     return aid, bytes.fromhex(fn._encode_transaction_data()[2:])
 
 
+def _zero_base_fee(w3: Web3) -> None:
+    """From the next block on, a base fee of 0 (as on BNB Chain or an app chain)."""
+    set_next_base_fee(w3, 0)
+    mine(w3, 1)
+    set_next_base_fee(w3, 0)
+
+
+def _answered_at_zero_base_fee(
+    c: Contracts, node: LocalAccount, data: bytes, fees: dict[str, int]
+) -> tuple[int, int]:
+    """The node's availability answer ``data`` mined at base fee 0: (what it spent, what it was paid)."""
+    set_next_base_fee(c.w3, 0)
+    before = c.task_manager.claimable(node.address)
+    receipt = _direct(c, node, c.task_manager.address, data, **fees)
+    assert _base_fee(c, receipt) == 0
+    spent = int(receipt["gasUsed"]) * int(receipt["effectiveGasPrice"])
+    return spent, c.task_manager.claimable(node.address) - before
+
+
 def _dense(n: int) -> bytes:
     """``n`` random bytes, none zero: the calldata floor prices their answer."""
     return bytes(b | 1 for b in os.urandom(n))
@@ -229,17 +248,10 @@ def test_known_limit_without_a_floor_at_a_zero_base_fee_the_node_is_paid_nothing
     burn_address_exists(c)
     bond = c.params.challenge_bond
     fees = {"maxFeePerGas": TIP, "maxPriorityFeePerGas": TIP}
-    set_next_base_fee(w3, 0)
-    mine(w3, 1)
-    set_next_base_fee(w3, 0)
+    _zero_base_fee(w3)
     aid, data = _availability_claim(c, actors, _dense(100_000), actors.validators[0], value=bond, **fees)
     assert c.task_manager.get_availability(aid).deposit == bond  # the bare bond: the chain took it
-    set_next_base_fee(w3, 0)
-    before = c.task_manager.claimable(actors.node.address)
-    receipt = _direct(c, actors.node, c.task_manager.address, data, **fees)
-    assert _base_fee(c, receipt) == 0
-    spent = int(receipt["gasUsed"]) * int(receipt["effectiveGasPrice"])
-    paid = c.task_manager.claimable(actors.node.address) - before
+    spent, paid = _answered_at_zero_base_fee(c, actors.node, data, fees)
     assert spent > 10**15  # ~0.004 ether for the node's honest answer
     assert c.task_manager.claimable(actors.validators[0].address) == bond - bond // 10  # 0.09 back
     assert paid == 0  # priced at the base fee, 0: the whole answer is the node's loss
@@ -264,9 +276,7 @@ def test_defence_at_a_zero_base_fee_the_answer_gas_price_floor_pays_the_node(
     assert int(c.omission_manager.call("MIN_ANSWER_GAS_PRICE")) == floor
     bond = c.params.challenge_bond
     fees = {"maxFeePerGas": floor, "maxPriorityFeePerGas": floor}
-    set_next_base_fee(w3, 0)
-    mine(w3, 1)
-    set_next_base_fee(w3, 0)
+    _zero_base_fee(w3)
     worst = int(c.task_manager.call("AVAILABILITY_WORST_GAS"))
     answer_gas = int(c.omission_manager.call("ANSWER_GAS"))
     assert int(c.task_manager.call("availabilityBond")) == bond + worst * floor
@@ -278,12 +288,7 @@ def test_defence_at_a_zero_base_fee_the_answer_gas_price_floor_pays_the_node(
     bare = c.task_manager.contract.functions.challengeAvailability(ref, 1)
     with pytest.raises(ContractLogicError):  # the bare bond no longer opens a claim (WrongBond)
         bare.call({"from": actors.validators[1].address, "value": bond})
-    set_next_base_fee(w3, 0)
-    before = c.task_manager.claimable(actors.node.address)
-    receipt = _direct(c, actors.node, c.task_manager.address, data, **fees)
-    assert _base_fee(c, receipt) == 0
-    spent = int(receipt["gasUsed"]) * int(receipt["effectiveGasPrice"])
-    paid = c.task_manager.claimable(actors.node.address) - before
+    spent, paid = _answered_at_zero_base_fee(c, actors.node, data, fees)
     assert spent > 10**15  # ~0.008 ether: the answer's whole gas, at the tip
     assert 0 <= paid - spent <= OVER_LIMIT_GAS * floor, (paid, spent)  # its cost, a few hundred gas over
     refund = c.task_manager.claimable(actors.validators[0].address)
