@@ -48,6 +48,7 @@ pragma solidity 0.8.37;
 ///   unbonding; withdrawUnbonded checks the freeze first; ModelRegistry holds no money (its list
 ///   only grows, reads are paged).
 
+import {ClaimBond} from "../src/libraries/ClaimBond.sol";
 import {OmissionManager} from "../src/OmissionManager.sol";
 import {Payments} from "../src/Payments.sol";
 import {ServiceManager} from "../src/ServiceManager.sol";
@@ -447,6 +448,7 @@ contract Review8Test is Base {
             _promisedTask();
         uint256 batchId = _commitRoot(node, Merkle.root(leaves), 2);
         vm.fee(0);
+        vm.txGasPrice(1 gwei); // answers pay at least the floor
         assertEq(tm.availabilityBond(), CHALLENGE_BOND + tm.AVAILABILITY_WORST_GAS() * 1 gwei);
         assertEq(om.omissionBond(), CHALLENGE_BOND + om.ANSWER_GAS() * 1 gwei);
         assertEq(om.manifestBond(), CHALLENGE_BOND + om.MANIFEST_WORST_GAS() * 1 gwei);
@@ -456,6 +458,11 @@ contract Review8Test is Base {
 
         uint256 fee = CHALLENGE_BOND / 10;
         uint256 av = _claimAvailability(stranger, batchId, 0);
+        vm.txGasPrice(0.5 gwei); // an answer paying less than the floor is not paid the floor
+        vm.prank(node, node);
+        vm.expectRevert(abi.encodeWithSelector(ClaimBond.AnswerBelowPrice.selector, 0.5 gwei, 1 gwei));
+        tm.answerAvailability(av, _ref(batchId), r, Merkle.proofAt(leaves, 0), _trace(9));
+        vm.txGasPrice(1 gwei);
         vm.prank(node, node);
         tm.answerAvailability(av, _ref(batchId), r, Merkle.proofAt(leaves, 0), _trace(9));
         uint256 paid = tm.claimable(node);

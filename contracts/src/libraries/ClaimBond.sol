@@ -15,6 +15,8 @@ library ClaimBond {
     error NonCanonicalCalldata(uint256 length, uint256 canonical);
     /// @notice An answer must be its own transaction, sent by an account without code.
     error AnswerNotDirect();
+    /// @notice An answer must pay at least the gas price it is paid at ({gasPrice}).
+    error AnswerBelowPrice(uint256 paid, uint256 price);
 
     /// @dev Transient slot holding `gasleft()` at the start of an answer (`start`).
     uint256 private constant _START_SLOT = 0x5c1a1b0d0000000000000000000000000000000000000000000000000000a75e;
@@ -65,10 +67,15 @@ library ClaimBond {
     ///      tail while spending it once (tests/integration/test_review_answer_prices.py). A
     ///      contract building the data in memory and calling with 32 bytes of calldata
     ///      (Review9.t.sol) is refused as well. `tx.origin` decides pricing only, never who may
-    ///      answer for whom.
+    ///      answer for whom. An answer paying less than `price` a gas (possible only where the
+    ///      floor is above the base fee: a 0-price transaction on a zero-base-fee chain) is refused
+    ///      (`AnswerBelowPrice`): paid the floor, it paid a node to bait claims
+    ///      (tests/integration/test_review_answer_floor.py).
     function costOfAnswer(uint256 unmetered, uint256 price) internal view returns (uint256) {
         // forge-lint: disable-next-line(tx-origin)
         if (msg.sender != tx.origin || tx.origin.code.length != 0) revert AnswerNotDirect();
+        // only where the floor is above the base fee: every transaction pays the base fee
+        if (price > block.basefee && tx.gasprice < price) revert AnswerBelowPrice(tx.gasprice, price);
         uint256 tokens = calldataTokens(); // counted inside the metered span (~3 gas a byte)
         uint256 begun;
         assembly ("memory-safe") {

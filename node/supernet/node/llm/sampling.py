@@ -875,8 +875,10 @@ def _swaps_in_reach(
     )
     col = torch.arange(ids.shape[1])[None, :]
     bound = torch.where(col > rank, member, torch.where(col < rank, itself, torch.inf))
-    band, _, _ = _Band.of(top, rank).bounds(reach, u, None, top_p, temperature, complete)
-    return ((bound < reach) | (band < reach)).any(-1)
+    band = _Band.of(top, rank)
+    cols = torch.arange(ids.shape[1])[None, :].expand_as(ids)
+    reached = band.reachable(cols, reach.expand_as(lv), u, None, top_p, temperature, complete)
+    return ((bound < reach) | reached).any(-1)
 
 
 def _hull_distance(lo: Tensor, hi: Tensor, u: Tensor, temperature: float, share_log: Tensor | None) -> Tensor:
@@ -904,7 +906,7 @@ class _Band:
 
     vals: Tensor
     log_vals: Tensor
-    cum: Tensor
+    desc: Tensor  # -log_vals, made monotone against rounding (for the searches)
     before: Tensor  # the mass of the columns before each one
     cum_lt: Tensor  # running mass of the tokens before the token by id
     cum_gt: Tensor  # ... and after it
@@ -918,80 +920,78 @@ class _Band:
         cum = vals.cumsum(-1)
         before = torch.cat((torch.zeros_like(cum[:, :1]), cum[:, :-1]), dim=-1)
         lt, gt = vals * (ids < token), vals * (ids > token)
+        lv = torch.log(vals)
+        desc = (-lv).cummax(-1).values.contiguous()
         last = (vals > 0).sum(-1, keepdim=True) - 1
-        return cls(vals, torch.log(vals), cum, before, lt.cumsum(-1), gt.cumsum(-1), rank, last)
+        return cls(vals, lv, desc, before, lt.cumsum(-1), gt.cumsum(-1), rank, last)
 
-    def ends(self, reach: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
-        """Per column ``c``: the first and the last rank the least likely member of a band nucleus
-        leaving ``c`` out may have within ``reach`` (``[n, 1]``) of its price: below ``c`` and, for a
-        ``c`` above the token, not above it (the token is in the nucleus)."""
-        scale = min(temperature, 1.0) / 4
-        desc = (-self.log_vals).cummax(-1).values.contiguous()  # made monotone against rounding
-        high = torch.searchsorted(desc, (-self.log_vals + reach / scale).contiguous()) - 1
-        cols = torch.arange(self.vals.shape[1])[None, :]
-        return torch.where(cols < self.rank, self.rank, cols + 1), high
-
-    def price(self, c: Tensor, j: Tensor, temperature: float) -> Tensor:
-        """The reorder's price for the band nuclei leaving ``c`` out and holding ``j`` last."""
-        lv = self.log_vals
-        j = torch.minimum(j, self.last)  # past the top: a token as near as it likes
-        return torch.clamp(min(temperature, 1.0) / 4 * (lv.gather(-1, c) - lv.gather(-1, j)), min=0.0)
-
-    def window(
+    def reachable(
         self,
         c: Tensor,
-        end: Tensor,
-        u: Tensor,
-        log_p: Tensor | None,
-        top_p: float,
-        temperature: float,
-        open_end: Tensor,
-    ) -> Tensor:
-        """A lower bound, but for the price, on the token's margin over every band nucleus that
-        leaves ``c`` out and holds its least likely member at or above ``end``: its mass lies
-        between the ranks before ``c`` with the token (or with ``end``) and all of them through
-        ``end``, its last member's share is at most ``c + 1``'s, and the token's interval lies
-        within the hull of taking the band's tokens on one side of it by id and none on the other.
-        ``open_end``: the top stops within reach, and tokens beyond it may join (the mass is open,
-        the hull everything). Never decreasing as ``end`` rises (`_band_margin` searches it)."""
-        g = torch.gather
-        p_t = g(self.vals, -1, self.rank)
-        above = c < self.rank
-        end = end.clamp(min=0)
-        base = g(self.before, -1, c) + torch.where(above, p_t, 0.0)
-        least = base + torch.where(above | open_end, 0.0, g(self.vals, -1, end))
-        most = torch.where(open_end, torch.inf, g(self.cum, -1, end) - g(self.vals, -1, c))
-        nxt = g(self.vals, -1, torch.minimum(c + 1, self.last))  # the band's likeliest share
-        cut = _cut_distance(most, least - nxt, top_p, temperature, lenient=True)
-        free_lt = torch.clamp(g(self.cum_lt, -1, end) - g(self.cum_lt, -1, c), min=0.0)
-        free_gt = torch.clamp(g(self.cum_gt, -1, end) - g(self.cum_gt, -1, c), min=0.0)
-        below = torch.where(c > 0, g(self.cum_lt, -1, (c - 1).clamp(min=0)), 0.0)  # by id, before c
-        lo = torch.where(open_end, 0.0, below / (base + free_gt))
-        hi = torch.where(open_end, 1.0, (below + free_lt + p_t) / (base + free_lt))
-        share = None if log_p is None else log_p - torch.log(least)
-        return torch.maximum(cut, _hull_distance(lo, hi, u, temperature, share))
-
-    def bounds(
-        self,
-        reach: Tensor,
+        m: Tensor,
         u: Tensor,
         log_p: Tensor | None,
         top_p: float,
         temperature: float,
         complete: bool,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Per column ``c`` (``[n, W]``): a lower bound on the token's margin over every band
-        nucleus leaving ``c`` out within ``reach`` (``inf``: none), and the ends of the search
-        (`ends`)."""
-        low, high = self.ends(reach, temperature)
-        cols = torch.arange(self.vals.shape[1])[None, :].expand_as(low)
-        open_end = torch.zeros_like(high, dtype=torch.bool) if complete else high >= self.last
-        valid = (cols != self.rank) & (self.vals > 0) & ((high >= low) | open_end)
-        bound = torch.maximum(
-            self.price(cols, low, temperature),
-            self.window(cols, high, u, log_p, top_p, temperature, open_end),
-        )
-        return torch.where(valid, bound, torch.inf), low, high
+    ) -> Tensor:
+        """Whether some band nucleus leaving out rank ``c`` may score at most ``m`` (both ``[n, K]``):
+        a lower bound's test, never false where one does.
+
+        Its least likely member ``j`` is one whose price (``min(T, 1) * log(p_c / p_j) / 4``) is at
+        most ``m``, two ranks or more below ``c`` (one below is the swap, `_swap_margin`) and, for a
+        ``c`` above the token, not above the token (the token is in the nucleus); the ranks between
+        are free, and the mass they add is taken as continuous (a lower bound). Its cut is within
+        ``m`` of ``top_p`` only if its mass is within the range that allows (its last member's share
+        at most ``c + 1``'s), and the token's interval within ``m`` of the draw only if the hull of
+        its intervals over the masses in that range reaches it: the lowest lower edge takes the
+        band's tokens after the token by id and as few before it as the range allows, the highest
+        upper edge the reverse. Both rise with ``m``, so the least ``m`` it holds for is found by
+        bisection. Where an incomplete top stops within reach (``complete`` false), tokens beyond it
+        may join."""
+        g = torch.gather
+        scale = min(temperature, 1.0) / 4
+        above = c < self.rank
+        end = torch.searchsorted(self.desc, g(self.desc, -1, c) + m / scale, right=True) - 1
+        open_end = torch.zeros_like(above) if complete else end >= self.last
+        # two ranks or more below c: one is the swap, which `_swap_margin` scores exactly
+        low = torch.maximum(torch.where(above, self.rank.expand_as(c), c), c + 2)
+        valid = (c != self.rank) & (g(self.vals, -1, c) > 0) & ((end >= low) | open_end)
+        end = end.clamp(min=0)
+        p_t = g(self.vals, -1, self.rank)
+        base = g(self.before, -1, c) + torch.where(above, p_t, 0.0)
+        free_lt = torch.clamp(g(self.cum_lt, -1, end) - g(self.cum_lt, -1, c), min=0.0)
+        free_gt = torch.clamp(g(self.cum_gt, -1, end) - g(self.cum_gt, -1, c), min=0.0)
+        free_lt = torch.where(open_end, torch.inf, free_lt)
+        free_gt = torch.where(open_end, torch.inf, free_gt)
+        share = g(self.vals, -1, torch.minimum(c + 1, self.last))  # the last member's, at most
+        # the masses whose cut is within m of top_p (below T = 1 also in log-odds, `_cut_distance`)
+        least, most = top_p - m, top_p + share + m
+        if temperature < 1.0:
+            if ODDS_FLOOR <= top_p <= 1 - ODDS_FLOOR:
+                odds = math.log(top_p) - math.log1p(-top_p)
+                least = torch.minimum(least, torch.sigmoid(odds - 4 * m / temperature))
+                most = torch.maximum(most, share + torch.sigmoid(odds + 4 * m / temperature))
+            else:  # float64 cannot tell top_p's log-odds: any mass (a lower bound)
+                least, most = torch.zeros_like(m), torch.full_like(m, torch.inf)
+        feasible = (base <= most) & (base + free_lt + free_gt >= least)
+        below = torch.where(c > 0, g(self.cum_lt, -1, (c - 1).clamp(min=0)), 0.0)  # by id, before c
+        room = torch.clamp(most - base, min=0.0)
+        after = torch.minimum(free_gt, room)
+        before_too = torch.clamp(least - base - after, min=0.0)
+        lo = (below + before_too) / (base + before_too + after)
+        ahead = torch.minimum(free_lt, room)
+        after_too = torch.clamp(least - base - ahead, min=0.0)
+        hi = (below + ahead + p_t) / (base + ahead + after_too)
+        floor_mass = base + torch.where(above | open_end, 0.0, g(self.vals, -1, end))
+        own = None if log_p is None else log_p - torch.log(floor_mass)
+        inner = _hull_distance(lo, hi, u, temperature, own)
+        return valid & feasible & (inner <= m)
+
+
+_BISECTIONS = 44
+"""Halvings of `_band_margin`'s search: the margin to 2^-44 of ``SWAP_REACH`` (1.4e-14), below the
+least bound a validator applies (`SAMPLE_MARGIN_FLOOR`, 1e-11)."""
 
 
 def _band_margin(
@@ -1004,7 +1004,7 @@ def _band_margin(
     reach: float,
 ) -> float:
     """A lower bound on the least margin of ``token`` below ``reach`` over the *band nuclei* (``inf``
-    if none scores below it): one row, ``top`` its whole vocabulary in the rule's order.
+    if none may score below it): one row, ``top`` its whole vocabulary in the rule's order.
 
     Rounding reorders tokens tied within it, so where three or more of them sit at a cut an honest
     node's nucleus may hold any of them: two swaps or more from every prefix of the validator's
@@ -1012,37 +1012,28 @@ def _band_margin(
     flagged 34 of 150 honest draws). A band nucleus leaves out the rank ``c`` (its likeliest
     excluded token), holds a lower rank ``j`` (its least likely member) and any of the ranks between:
     a prefix of an order in which each logit moved by ``(l_c - l_j) / 2``, the price
-    ``min(T, 1) * log(p_c / p_j) / 4`` (as a swap's). Per ``c``, the price rises with ``j`` and the
-    bound on the rest (`_Band.window`, over every nucleus with its last member at or above ``j``)
-    falls, so the least of the greater of the two is found by bisection on ``j``, for every ``c`` at
-    once: a lower bound of the margin over those nuclei (the greater of the price, the cut's
-    distance and the interval's), whose slack is at most the band's free mass
-    (tests/unit/test_band_margins.py)."""
+    ``min(T, 1) * log(p_c / p_j) / 4`` (as a swap's). Per ``c``, the least ``m`` for which
+    `_Band.reachable` holds (price, cut and interval all within ``m`` for one range of masses) is
+    found by bisection, for every ``c`` at once: a lower bound of the margin over those nuclei (the
+    greatest of the price, the cut's distance and the interval's). Taking the cut and the interval
+    for the same masses is what keeps a cheat's token out: bounded apart, a band of ties at the
+    cut let a node pick among ~10 tokens far from the draw (tests/unit/test_review_band.py)."""
     vals, ids = top
     rank = torch.nonzero(ids == token)[0:1, 0:1]
     band = _Band.of((vals[None], ids[None]), rank)
     u, log_p = u.reshape(1, 1), log_p.reshape(1, 1)
-    limit = torch.tensor([[reach]], dtype=vals.dtype)
-    bound, low, high = band.bounds(limit, u, log_p, top_p, temperature, True)
-    cols = torch.nonzero(bound[0] < reach).flatten()[None, :]
+    cols = torch.arange(vals.shape[0])[None, :]
+    limit = torch.full(cols.shape, reach, dtype=vals.dtype)
+    cols = cols[band.reachable(cols, limit, u, log_p, top_p, temperature, True)][None, :]
     if not cols.numel():
         return math.inf
-    low, high = low.gather(-1, cols), high.gather(-1, cols)
-    closed = torch.zeros_like(cols, dtype=torch.bool)
-
-    def rest(j: Tensor) -> Tensor:
-        return band.window(cols, j, u, log_p, top_p, temperature, closed)
-
-    # the first j whose price reaches the rest's bound (high + 1: none)
-    a, b = low.clone(), high + 1
-    while bool((a < b).any()):
-        mid = torch.where(a < b, (a + b) // 2, a).clamp(max=high)
-        rises = band.price(cols, mid, temperature) >= rest(mid)
-        b = torch.where((a < b) & rises, mid, b)
-        a = torch.where((a < b) & ~rises, mid + 1, a)
-    at = torch.where(a <= high, band.price(cols, a.clamp(max=high), temperature), torch.inf)
-    before = torch.where(a > low, rest((a - 1).clamp(min=0)), torch.inf)
-    best = float(torch.minimum(at, before).min())
+    lo = torch.zeros(cols.shape, dtype=vals.dtype)  # never reachable below: a lower bound
+    hi = torch.full(cols.shape, reach, dtype=vals.dtype)
+    for _ in range(_BISECTIONS):
+        mid = (lo + hi) / 2
+        ok = band.reachable(cols, mid, u, log_p, top_p, temperature, True)
+        hi, lo = torch.where(ok, mid, hi), torch.where(ok, lo, mid)
+    best = float(lo.min())
     return best if best < reach else math.inf
 
 

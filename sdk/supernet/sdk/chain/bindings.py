@@ -137,6 +137,7 @@ def send(
     contract: str,
     value: int = 0,
     max_fee_per_gas: int | None = None,
+    max_priority_fee_per_gas: int | None = None,
 ) -> TxReceipt:
     """Sign, send and wait for one contract transaction.
 
@@ -148,6 +149,8 @@ def send(
         value: wei sent along.
         max_fee_per_gas: the most a gas may cost (EIP-1559 ``maxFeePerGas``); web3's default
             (twice the latest base fee plus the tip) when None.
+        max_priority_fee_per_gas: the tip; the RPC's suggestion (at most ``max_fee_per_gas``)
+            when None.
 
     Returns:
         The mined transaction's receipt (status 1).
@@ -166,7 +169,10 @@ def send(
             }
             if max_fee_per_gas is not None:
                 params["maxFeePerGas"] = Wei(max_fee_per_gas)
-                params["maxPriorityFeePerGas"] = Wei(min(w3.eth.max_priority_fee, max_fee_per_gas))
+                tip = max_priority_fee_per_gas
+                if tip is None:
+                    tip = w3.eth.max_priority_fee
+                params["maxPriorityFeePerGas"] = Wei(min(tip, max_fee_per_gas))
             tx = fn.build_transaction(params)
         # The estimate runs against the pending state; the mined block can differ (a later
         # timestamp makes e.g. `lockStake` write a slot it skipped in the estimate): a margin.
@@ -254,13 +260,34 @@ class Binding:
             return self.contract.functions[fn_name](*args).call()
 
     def transact(
-        self, fn_name: str, *args: Any, value: int = 0, max_fee_per_gas: int | None = None
+        self,
+        fn_name: str,
+        *args: Any,
+        value: int = 0,
+        max_fee_per_gas: int | None = None,
+        max_priority_fee_per_gas: int | None = None,
     ) -> TxResult:
         """Send a transaction from the bound account; reverts raise the typed `ContractError`."""
         if self.account is None:
             raise ContractError(f"{self.name}.{fn_name}: no account bound to sign the transaction")
         fn = self.contract.functions[fn_name](*args)
-        return TxResult(send(self.w3, self.account, fn, self.name, value, max_fee_per_gas))
+        receipt = send(self.w3, self.account, fn, self.name, value, max_fee_per_gas, max_priority_fee_per_gas)
+        return TxResult(receipt)
+
+    def answer(self, fn_name: str, *args: Any) -> TxResult:
+        """Send a data claim's answer (availability, omission, manifest). It is paid its gas at the
+        block's answer gas price, the base fee or the deployment's ``MIN_ANSWER_GAS_PRICE`` where
+        that is higher, and refused below it (`ClaimBond.costOfAnswer`). With no floor it goes at
+        the RPC's fees (the node pays its tip, as any transaction); with one, its tip is the floor,
+        so that it never pays less than it is paid at, and on the chains a floor is for (a base
+        fee of 0 or next to it) no more either: a tip above the floor was the node's loss on every
+        answer (tests/integration/test_review_answer_floor.py)."""
+        floor = int(self.call("MIN_ANSWER_GAS_PRICE"))
+        if floor == 0:
+            return self.transact(fn_name, *args)
+        base = int(self.w3.eth.get_block("latest").get("baseFeePerGas") or 0)
+        cap = base * 81 // 64 + floor  # two of EIP-1559's largest rises, as a claim's cap
+        return self.transact(fn_name, *args, max_fee_per_gas=cap, max_priority_fee_per_gas=floor)
 
     def claim(self, fn_name: str, *args: Any, bond: int, worst_gas: int) -> TxResult:
         """Open a data claim (availability, manifest, omission): its deposit is ``bond`` plus its

@@ -21,6 +21,7 @@ from supernet.sdk.chain.errors import ChainError
 from supernet.sdk.chain.params import ProtocolParams
 from supernet.sdk.errors import SupernetError
 from supernet.sdk.key_options import KeyFile, Keystore, PasswordFile, account, key_option
+from web3.exceptions import Web3Exception
 
 app = typer.Typer(help="Deploy and inspect the protocol contracts.", no_args_is_help=True)
 console = Console()
@@ -84,9 +85,9 @@ def deploy(
     deployer = resolve_account(key, account_index, key_file, keystore, password_file)
     params = ProtocolParams.devnet() if devnet_params else ProtocolParams()
     if min_answer_gas_price is not None:
-        params = replace(params, min_answer_gas_price=round(min_answer_gas_price * 10**9))
+        params = replace(params, min_answer_gas_price=_floor_wei(min_answer_gas_price))
     else:
-        _refuse_a_zero_base_fee(rpc)
+        _refuse_a_negligible_base_fee(rpc)
     if verify_cost_ratio is not None:
         try:
             params = params.sized_for_verify_cost(verify_cost_ratio)
@@ -107,18 +108,56 @@ def deploy(
     console.print(f"wrote [bold]{path}[/bold]")
 
 
-def _refuse_a_zero_base_fee(rpc: str) -> None:
-    """Without a floor, answers are priced at the base fee: on a chain where it is 0 a claim would
-    post the bare bond and the node be paid nothing for the answer it is forced to send
-    (docs/security-parameters.md), so such a deployment must name its floor."""
+MAX_FLOOR_GWEI = 10_000
+"""The most ``--min-answer-gas-price`` takes: no chain's least accepted gas price is near it, while a
+floor typed in wei (1e9 for 1 gwei) is far above it, and would make every claim's deposit
+millions of ether (no claim could be opened, withholding free)."""
+
+
+def _floor_wei(gwei: float) -> int:
+    """``--min-answer-gas-price`` in wei, refusing what is surely a slip of unit: above
+    `MAX_FLOOR_GWEI`, or a positive value under 1 wei (only an explicit 0 deploys no floor)."""
+    wei = round(gwei * 10**9)
+    if gwei > MAX_FLOOR_GWEI:
+        raise typer.BadParameter(
+            f"{gwei:g} gwei is above {MAX_FLOOR_GWEI:,} gwei: the floor is in gwei, not wei "
+            f"(a claim's deposit would be ~{wei * 16_000_000 / 10**18:,.0f} ether)",
+            param_hint="--min-answer-gas-price",
+        )
+    if gwei > 0 and wei == 0:
+        raise typer.BadParameter(
+            f"{gwei:g} gwei is under 1 wei: the floor is in gwei (pass 0 to deploy without one)",
+            param_hint="--min-answer-gas-price",
+        )
+    return wei
+
+
+def _refuse_a_negligible_base_fee(rpc: str) -> None:
+    """Without a floor, answers are priced at the base fee: on a chain where it is 0, or a small
+    part of what a transaction must pay (below a tenth of the RPC's suggested tip: Polygon PoS's few
+    wei against a 25 gwei minimum tip), a claim would post next to the bare bond and the node be
+    paid next to nothing for the answer it is forced to send (docs/security-parameters.md), so such
+    a deployment must name its floor (or 0, on purpose)."""
     try:
-        block = make_web3(rpc).eth.get_block("latest")
-    except (SupernetError, OSError, ValueError):
+        w3 = make_web3(rpc)
+        base = int(w3.eth.get_block("latest").get("baseFeePerGas") or 0)
+    except (SupernetError, OSError, ValueError, Web3Exception):
         return  # the deployment itself reports an unreachable chain
-    if int(block.get("baseFeePerGas", 0)) == 0:
+    if base == 0:
         raise typer.BadParameter(
             "this chain's base fee is 0, so data claims' answers would be paid nothing: pass the least "
             "gas price the chain accepts (or 0 to deploy anyway)",
+            param_hint="--min-answer-gas-price",
+        )
+    try:
+        tip = int(w3.eth.max_priority_fee)
+    except (SupernetError, OSError, ValueError, Web3Exception):
+        return
+    if base * 10 < tip:
+        raise typer.BadParameter(
+            f"this chain's base fee ({base / 10**9:g} gwei) is under a tenth of its suggested tip "
+            f"({tip / 10**9:g} gwei), so data claims' answers would be paid a fraction of their gas: pass "
+            "the least gas price the chain accepts (or 0 to deploy anyway)",
             param_hint="--min-answer-gas-price",
         )
 

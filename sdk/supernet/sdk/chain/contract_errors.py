@@ -20,6 +20,7 @@ __all__ = [
     "AlreadyRegistered",
     "AlreadyVoted",
     "AmountExceedsStake",
+    "AnswerBelowPrice",
     "AnswerNotDirect",
     "AnswerWindowClosed",
     "AnswerWindowOpen",
@@ -174,6 +175,18 @@ class AmountExceedsStake(ContractError):
     arg_types = ("uint256", "uint256")
     amount: int
     stake: int
+
+
+class AnswerBelowPrice(ContractError):
+    """``AnswerBelowPrice(uint256,uint256)``, declared by TaskManager, OmissionManager."""
+
+    error_name = "AnswerBelowPrice"
+    signature = "AnswerBelowPrice(uint256,uint256)"
+    selector = bytes.fromhex("80fe849c")
+    arg_names = ("paid", "price")
+    arg_types = ("uint256", "uint256")
+    paid: int
+    price: int
 
 
 class AnswerNotDirect(ContractError):
@@ -1143,6 +1156,7 @@ BY_SELECTOR: dict[bytes, type[ContractError]] = {
     AlreadyRegistered.selector: AlreadyRegistered,
     AlreadyVoted.selector: AlreadyVoted,
     AmountExceedsStake.selector: AmountExceedsStake,
+    AnswerBelowPrice.selector: AnswerBelowPrice,
     AnswerNotDirect.selector: AnswerNotDirect,
     AnswerWindowClosed.selector: AnswerWindowClosed,
     AnswerWindowOpen.selector: AnswerWindowOpen,

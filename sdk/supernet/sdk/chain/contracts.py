@@ -21,13 +21,18 @@ from supernet.sdk.chain.payments import Payments
 from supernet.sdk.chain.registry import ModelRegistry, ServiceManager
 from supernet.sdk.chain.tasks import TaskManager
 from web3 import Web3
+from web3.middleware import ExtraDataToPOAMiddleware
 
 
 def make_web3(rpc: str | Web3, timeout: float = 60.0) -> Web3:
-    """A Web3 client for an HTTP JSON-RPC URL (a `Web3` is returned as is)."""
+    """A Web3 client for an HTTP JSON-RPC URL (a `Web3` is returned as is). It reads the blocks of
+    proof-of-authority chains too (BNB Chain, Polygon PoS: a seal in an extraData longer than the
+    32 bytes web3 checks by default), the chains whose zero base fee needs the answer gas floor."""
     if isinstance(rpc, Web3):
         return rpc
-    return Web3(Web3.HTTPProvider(rpc, request_kwargs={"timeout": timeout}))
+    w3 = Web3(Web3.HTTPProvider(rpc, request_kwargs={"timeout": timeout}))
+    w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)
+    return w3
 
 
 @dataclass(frozen=True)

@@ -101,9 +101,8 @@ class OmissionManager(Binding):
         """Show the promised receipt at ``index`` of ``batch``; ``value`` is the ``OmissionAnswered``
         and ``OmissionSettled`` args together (``batchId``, ``index``, then ``answerCost``,
         ``refunded``, ``burned``)."""
-        tx = self.transact(
-            "answerOmission", omission_id, self._ref(batch), index, receipt.as_tuple(), list(proof)
-        )
+        ref = self._ref(batch)
+        tx = self.answer("answerOmission", omission_id, ref, index, receipt.as_tuple(), list(proof))
         answered = dict(self.events(tx, "OmissionAnswered")[0]["args"])
         return TxResult(tx.receipt, answered | dict(self.events(tx, "OmissionSettled")[0]["args"]))
 
@@ -151,7 +150,7 @@ class OmissionManager(Binding):
     def answer_manifest(self, manifest_id: int, batch: Batch, receipts: Sequence[Receipt]) -> TxResult:
         """Post every receipt of ``batch`` in manifest order; ``value`` is the ``ManifestAnswered`` and
         ``ManifestSettled`` args together (the receipts, then ``answerCost``, ``refunded``, ``burned``)."""
-        tx = self.transact("answerManifest", manifest_id, self._ref(batch), [r.as_tuple() for r in receipts])
+        tx = self.answer("answerManifest", manifest_id, self._ref(batch), [r.as_tuple() for r in receipts])
         answered = dict(self.events(tx, "ManifestAnswered")[0]["args"])
         return TxResult(tx.receipt, answered | dict(self.events(tx, "ManifestSettled")[0]["args"]))
 

@@ -274,7 +274,7 @@ class TaskManager(Binding):
         the bond's split, the ``AvailabilitySettled`` args (``answerCost`` to the node, ``refunded``
         to the claimant, ``burned``)."""
         ref = self._ref(self.get_availability(availability_id).batch_id)
-        tx = self.transact("answerAvailability", availability_id, ref, receipt.as_tuple(), list(proof), trace)
+        tx = self.answer("answerAvailability", availability_id, ref, receipt.as_tuple(), list(proof), trace)
         return TxResult(tx.receipt, dict(self.events(tx, "AvailabilitySettled")[0]["args"]))
 
     def resolve_availability(self, availability_id: int) -> TxResult:
