@@ -54,8 +54,8 @@ Checked and holding:
   (test_defence_a_base_fee_rising_past_the_floor_after_the_claim_still_pays_the_answer).
 - An RPC whose block has no baseFeePerGas is refused (read as 0) by the deploy CLI
   (test_defence_the_deploy_cli_refuses_an_rpc_without_a_base_fee).
-- ``supernet contracts info`` shows the floor, in wei, but the deployment file's value, not the
-  chain's (test_known_limit_info_shows_the_files_floor_not_the_chains).
+- ``supernet contracts info`` showed the floor, in wei, from the deployment file only; now also
+  the chain's, and a mismatch (test_defence_info_shows_the_chains_floor_and_a_files_that_differs).
 
 Read, no test: calldata and execution are counted by the same formula at the floor as at the base
 fee, so the floor only scales the known few-hundred-gas margin an answer is paid above its
@@ -460,25 +460,26 @@ def test_defence_the_deploy_cli_refuses_an_rpc_without_a_base_fee(tmp_path: Path
     assert not out.exists()
 
 
-def test_known_limit_info_shows_the_files_floor_not_the_chains(
+def test_defence_info_shows_the_chains_floor_and_a_files_that_differs(
     chain: Contracts, anvil: Anvil, tmp_path: Path
 ) -> None:
-    """``supernet contracts info`` lists ``minAnswerGasPrice`` (in wei) among the parameters, so a
-    deployer can check the floor; but it prints the deployment file's value, not the contract's:
-    a file edited (or written by hand for a deployment made another way) shows a floor the chain
-    does not have. Acceptable: the SDK's claims read the floor from the chain
-    (``MIN_ANSWER_GAS_PRICE``), so only the display can be wrong. Fix: ``info`` reads the immutable
-    from both contracts and flags a mismatch with the file."""
+    """``supernet contracts info`` listed ``minAnswerGasPrice`` (in wei) from the deployment file
+    only: a file edited (or written by hand for a deployment made another way) showed a floor the
+    chain does not have (a known limit in the review: only the display, the SDK's claims read the
+    floor from the chain). Now it also shows the TaskManager's floor read from the chain, and says
+    so where the file's differs."""
     out = tmp_path / "floor.json"
     result = _cli(*_deploy_args(anvil.url, out), "--min-answer-gas-price", "0.5")
     assert result.exit_code == 0, result.output
     shown = _cli("info", "--deployment", str(out))
     assert shown.exit_code == 0 and "minAnswerGasPrice" in shown.output and "500,000,000" in shown.output
+    assert "answer gas price floor" in shown.output and "is not the" not in shown.output
     data = json.loads(out.read_text())
     data["params"]["minAnswerGasPrice"] = 7 * GWEI
     out.write_text(json.dumps(data))
     c = Contracts.connect(anvil.url, Deployment.load(out))
     assert int(c.task_manager.call("MIN_ANSWER_GAS_PRICE")) == GWEI // 2
     shown = _cli("info", "--deployment", str(out))
-    # the file's floor, not the chain's
-    assert "7,000,000,000" in shown.output and "500,000,000" not in shown.output
+    text = " ".join(shown.output.split())
+    assert "7,000,000,000" in text and "500,000,000" in text  # the file's and the chain's
+    assert "is not the TaskManager's (500,000,000 wei)" in text

@@ -182,6 +182,8 @@ def info(
             "batches": c.task_manager.batch_count(),
             "challenges": c.task_manager.challenge_count(),
             "burned (wei)": c.task_manager.total_burned(),
+            # what claims are priced at is the contract's, whatever the file says
+            "answer gas price floor (wei)": int(c.task_manager.call("MIN_ANSWER_GAS_PRICE")),
         }
     except (ChainError, SupernetError, OSError) as exc:
         console.print(f"[red]cannot read deployment:[/red] {exc}")
@@ -193,6 +195,12 @@ def info(
     for k, v in counts.items():
         table.add_row(k, f"{v:,}")
     console.print(table)
+    floor, filed = counts["answer gas price floor (wei)"], dep.params.get("minAnswerGasPrice")
+    if filed is not None and int(filed) != floor:
+        console.print(
+            f"[yellow]the deployment file's minAnswerGasPrice ({int(filed):,} wei) is not the "
+            f"TaskManager's ({floor:,} wei): the contract's is the one claims are priced at[/yellow]"
+        )
 
 
 def _print_deployment(dep: Deployment) -> None:
