@@ -910,6 +910,8 @@ class _Band:
     before: Tensor  # the mass of the columns before each one
     cum_lt: Tensor  # running mass of the tokens before the token by id
     cum_gt: Tensor  # ... and after it
+    count_lt: Tensor  # running count of the tokens before the token by id
+    count_gt: Tensor  # ... and after it
     rank: Tensor
     last: Tensor  # [n, 1]: the last real column (`_candidate_top` pads with value 0)
 
@@ -923,7 +925,8 @@ class _Band:
         lv = torch.log(vals)
         desc = (-lv).cummax(-1).values.contiguous()
         last = (vals > 0).sum(-1, keepdim=True) - 1
-        return cls(vals, lv, desc, before, lt.cumsum(-1), gt.cumsum(-1), rank, last)
+        counts = ((ids < token).to(vals.dtype).cumsum(-1), (ids > token).to(vals.dtype).cumsum(-1))
+        return cls(vals, lv, desc, before, lt.cumsum(-1), gt.cumsum(-1), *counts, rank, last)
 
     def reachable(
         self,
@@ -941,7 +944,8 @@ class _Band:
         Its least likely member ``j`` is one whose price (``min(T, 1) * log(p_c / p_j) / 4``) is at
         most ``m``, two ranks or more below ``c`` (one below is the swap, `_swap_margin`) and, for a
         ``c`` above the token, not above the token (the token is in the nucleus); the ranks between
-        are free, and the mass they add is taken as continuous (a lower bound). Its cut is within
+        are free, each in or out whole (counted with shares between the window's least and ``c + 1``'s:
+        a lower bound). Its cut is within
         ``m`` of ``top_p`` only if its mass is within the range that allows (its last member's share
         at most ``c + 1``'s), and the token's interval within ``m`` of the draw only if the hull of
         its intervals over the masses in that range reaches it: the lowest lower edge takes the
@@ -964,7 +968,11 @@ class _Band:
         free_gt = torch.clamp(g(self.cum_gt, -1, end) - g(self.cum_gt, -1, c), min=0.0)
         free_lt = torch.where(open_end, torch.inf, free_lt)
         free_gt = torch.where(open_end, torch.inf, free_gt)
+        many_lt = torch.where(open_end, torch.inf, g(self.count_lt, -1, end) - g(self.count_lt, -1, c))
+        many_gt = torch.where(open_end, torch.inf, g(self.count_gt, -1, end) - g(self.count_gt, -1, c))
         share = g(self.vals, -1, torch.minimum(c + 1, self.last))  # the last member's, at most
+        # the band's tokens are whole: each share between the window's least and `share`
+        least_share = torch.where(open_end, 0.0, g(self.vals, -1, end))
         # the masses whose cut is within m of top_p (below T = 1 also in log-odds, `_cut_distance`)
         least, most = top_p - m, top_p + share + m
         if temperature < 1.0:
@@ -977,11 +985,23 @@ class _Band:
         feasible = (base <= most) & (base + free_lt + free_gt >= least)
         below = torch.where(c > 0, g(self.cum_lt, -1, (c - 1).clamp(min=0)), 0.0)  # by id, before c
         room = torch.clamp(most - base, min=0.0)
-        after = torch.minimum(free_gt, room)
-        before_too = torch.clamp(least - base - after, min=0.0)
+
+        def at_most(free: Tensor, many: Tensor) -> Tensor:
+            """The most whole band tokens of one side add without passing the room."""
+            fit = torch.floor(room / least_share * (1 + 1e-12))  # inf where the least share is 0
+            return torch.minimum(torch.minimum(free, room), torch.minimum(many, fit) * share)
+
+        def at_least(need: Tensor, many: Tensor) -> Tensor:
+            """The least whole band tokens of one side add to reach ``need`` (where they can)."""
+            count = torch.ceil(need / share * (1 - 1e-12))
+            whole = torch.where(count <= many, count * least_share, 0.0)
+            return torch.maximum(torch.clamp(need, min=0.0), whole)
+
+        after = at_most(free_gt, many_gt)
+        before_too = at_least(least - base - after, many_lt)
         lo = (below + before_too) / (base + before_too + after)
-        ahead = torch.minimum(free_lt, room)
-        after_too = torch.clamp(least - base - ahead, min=0.0)
+        ahead = at_most(free_lt, many_lt)
+        after_too = at_least(least - base - ahead, many_gt)
         hi = (below + ahead + p_t) / (base + ahead + after_too)
         floor_mass = base + torch.where(above | open_end, 0.0, g(self.vals, -1, end))
         own = None if log_p is None else log_p - torch.log(floor_mass)
