@@ -1,12 +1,12 @@
 """Adversarial review: the band nuclei of the sampled-token check.
 
 Scope: `sampling._band_margin`, `_Band` (then `of`, `ends`, `price`, `window`, `bounds`; now `of`
-and `reachable`), `_hull_distance`, `_cut_distance(lenient=True)`, and how `selection_margin` and
-`selection_margins` (the batched routing in `_swaps_in_reach`) use them, against the definition in
-docs/protocol.md ("reorder's price") and docs/validator.md ("band nuclei"): the margin of a token is
-the least, over every nucleus a reorder of near-tied tokens makes (price
-``min(T, 1) * (ln p_c - ln p_j) / 4``), of the greater of the price, the cut's distance and the
-interval's; the band is scored by a lower bound.
+and `reachable`), `_hull_distance`, `_cut_distance` (then with a ``lenient`` flag), and how
+`selection_margin` and `selection_margins` (the batched routing in `_swaps_in_reach`) use them,
+against the definition in docs/protocol.md ("reorder's price") and docs/validator.md ("band
+nuclei"): the margin of a token is the least, over every nucleus a reorder of near-tied tokens
+makes (price ``min(T, 1) * (ln p_c - ln p_j) / 4``), of the greater of the price, the cut's
+distance and the interval's; the band is scored by a lower bound.
 
 Found:
 

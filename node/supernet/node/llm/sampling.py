@@ -306,20 +306,16 @@ def _cut_distance(
     top_p: float,
     temperature: float,
     logits: tuple[Tensor, Tensor] | None = None,
-    lenient: bool = False,
 ) -> Tensor:
     """How far ``top_p`` is from choosing a nucleus of mass ``mass`` whose last member brought it up
     from ``before`` (0 when ``before < top_p <= mass``). Below temperature 1 the cut moves with
     rounding as a CDF boundary does: the lesser of that and the log-odds distance
     (`_interval_margin`), from ``logits`` (the log-odds of ``mass`` and ``before``, summed in log
-    space) where given. ``lenient``: a share whose log-odds float64 cannot tell counts 0 there (a
-    lower bound, for pruning), not the CDF distance."""
+    space) where given."""
     off_cut = torch.clamp(torch.maximum(top_p - mass, before - top_p), min=0.0)
     if temperature < 1.0:
         if logits is None:
             odds = _odds_distance(top_p, torch.where(top_p > mass, mass, before), temperature)
-            if lenient:
-                odds = torch.where(torch.isinf(odds), 0.0, odds)
         else:
             odds = _logit_distance(top_p, torch.where(top_p > mass, *logits), temperature)
         off_cut = torch.where(off_cut > 0, torch.fmin(off_cut, odds), off_cut)
@@ -944,15 +940,14 @@ class _Band:
         Its least likely member ``j`` is one whose price (``min(T, 1) * log(p_c / p_j) / 4``) is at
         most ``m``, two ranks or more below ``c`` (one below is the swap, `_swap_margin`) and, for a
         ``c`` above the token, not above the token (the token is in the nucleus); the ranks between
-        are free, each in or out whole (counted with shares between the window's least and ``c + 1``'s:
-        a lower bound). Its cut is within
-        ``m`` of ``top_p`` only if its mass is within the range that allows (its last member's share
-        at most ``c + 1``'s), and the token's interval within ``m`` of the draw only if the hull of
-        its intervals over the masses in that range reaches it: the lowest lower edge takes the
-        band's tokens after the token by id and as few before it as the range allows, the highest
-        upper edge the reverse. Both rise with ``m``, so the least ``m`` it holds for is found by
-        bisection. Where an incomplete top stops within reach (``complete`` false), tokens beyond it
-        may join."""
+        are free, each in or out whole (counted with shares between the window's least and
+        ``c + 1``'s: a lower bound). Its cut is within ``m`` of ``top_p`` only if its mass is within
+        the range that allows (its last member's share at most ``c + 1``'s), and the token's
+        interval within ``m`` of the draw only if the hull of its intervals over the masses in that
+        range reaches it: the lowest lower edge takes the band's tokens after the token by id and as
+        few before it as the range allows, the highest upper edge the reverse. Both rise with ``m``,
+        so the least ``m`` it holds for is found by bisection. Where an incomplete top stops within
+        reach (``complete`` false), tokens beyond it may join."""
         g = torch.gather
         scale = min(temperature, 1.0) / 4
         above = c < self.rank
