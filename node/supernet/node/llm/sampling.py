@@ -901,8 +901,7 @@ class _Band:
     order, the token at column ``rank`` ``[n, 1]``."""
 
     vals: Tensor
-    log_vals: Tensor
-    desc: Tensor  # -log_vals, made monotone against rounding (for the searches)
+    desc: Tensor  # -log(vals), made monotone against rounding (for the searches)
     before: Tensor  # the mass of the columns before each one
     cum_lt: Tensor  # running mass of the tokens before the token by id
     cum_gt: Tensor  # ... and after it
@@ -918,11 +917,10 @@ class _Band:
         cum = vals.cumsum(-1)
         before = torch.cat((torch.zeros_like(cum[:, :1]), cum[:, :-1]), dim=-1)
         lt, gt = vals * (ids < token), vals * (ids > token)
-        lv = torch.log(vals)
-        desc = (-lv).cummax(-1).values.contiguous()
+        desc = (-torch.log(vals)).cummax(-1).values.contiguous()
         last = (vals > 0).sum(-1, keepdim=True) - 1
         counts = ((ids < token).to(vals.dtype).cumsum(-1), (ids > token).to(vals.dtype).cumsum(-1))
-        return cls(vals, lv, desc, before, lt.cumsum(-1), gt.cumsum(-1), *counts, rank, last)
+        return cls(vals, desc, before, lt.cumsum(-1), gt.cumsum(-1), *counts, rank, last)
 
     def reachable(
         self,

@@ -190,14 +190,18 @@ def send(
     return receipt
 
 
-def claim_fee_cap(w3: Web3) -> int:
+def latest_base_fee(w3: Web3) -> int:
+    """The latest block's base fee in wei (0 for a block without one: a pre-London chain)."""
+    return int(w3.eth.get_block("latest").get("baseFeePerGas") or 0)
+
+
+def claim_fee_cap(w3: Web3, tip: int | None = None) -> int:
     """The fee cap a claim is sent with: the latest base fee after two of EIP-1559's largest rises
-    (12.5 % a block) plus the tip. The claim's deposit covers its worst answer at this cap and is
-    locked until the claim settles, so the cap is tighter than web3's default (twice the base fee),
-    which locked twice the cover the contract asks; a claim whose block's base fee is past it is
-    refused before it spends anything and tried again later."""
-    base = int(w3.eth.get_block("latest").get("baseFeePerGas") or 0)
-    return base * 81 // 64 + int(w3.eth.max_priority_fee)
+    (12.5 % a block) plus the tip (the RPC's suggestion by default). The claim's deposit covers its
+    worst answer at this cap and is locked until the claim settles, so the cap is tighter than
+    web3's default (twice the base fee), which locked twice the cover the contract asks; a claim
+    whose block's base fee is past it is refused before it spends anything and tried again later."""
+    return latest_base_fee(w3) * 81 // 64 + (int(w3.eth.max_priority_fee) if tip is None else tip)
 
 
 def send_ether(w3: Web3, account: LocalAccount, to: str, amount: int) -> TxReceipt:
@@ -285,8 +289,7 @@ class Binding:
         floor = int(self.call("MIN_ANSWER_GAS_PRICE"))
         if floor == 0:
             return self.transact(fn_name, *args)
-        base = int(self.w3.eth.get_block("latest").get("baseFeePerGas") or 0)
-        cap = base * 81 // 64 + floor  # two of EIP-1559's largest rises, as a claim's cap
+        cap = claim_fee_cap(self.w3, tip=floor)  # as a claim's cap, with the floor as the tip
         return self.transact(fn_name, *args, max_fee_per_gas=cap, max_priority_fee_per_gas=floor)
 
     def claim(self, fn_name: str, *args: Any, bond: int, worst_gas: int) -> TxResult:

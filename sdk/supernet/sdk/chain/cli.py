@@ -15,6 +15,7 @@ from eth_account.signers.local import LocalAccount
 from rich.console import Console
 from rich.table import Table
 from supernet.sdk.chain.anvil import dev_account
+from supernet.sdk.chain.bindings import latest_base_fee
 from supernet.sdk.chain.contracts import Contracts, make_web3
 from supernet.sdk.chain.deployment import CONTRACT_NAMES, Deployment
 from supernet.sdk.chain.errors import ChainError
@@ -132,6 +133,10 @@ def _floor_wei(gwei: float) -> int:
     return wei
 
 
+_UNREADABLE = (SupernetError, OSError, ValueError, Web3Exception)
+"""What reading the chain before a deployment may raise (the deployment then reports it)."""
+
+
 def _refuse_a_negligible_base_fee(rpc: str) -> None:
     """Without a floor, answers are priced at the base fee: on a chain where it is 0, or a small
     part of what a transaction must pay (below a tenth of the RPC's suggested tip: Polygon PoS's few
@@ -140,8 +145,8 @@ def _refuse_a_negligible_base_fee(rpc: str) -> None:
     a deployment must name its floor (or 0, on purpose)."""
     try:
         w3 = make_web3(rpc)
-        base = int(w3.eth.get_block("latest").get("baseFeePerGas") or 0)
-    except (SupernetError, OSError, ValueError, Web3Exception):
+        base = latest_base_fee(w3)
+    except _UNREADABLE:
         return  # the deployment itself reports an unreachable chain
     if base == 0:
         raise typer.BadParameter(
@@ -151,7 +156,7 @@ def _refuse_a_negligible_base_fee(rpc: str) -> None:
         )
     try:
         tip = int(w3.eth.max_priority_fee)
-    except (SupernetError, OSError, ValueError, Web3Exception):
+    except _UNREADABLE:
         return
     if base * 10 < tip:
         raise typer.BadParameter(
