@@ -19,6 +19,10 @@ an agent gets on top of those rules: an agent named by one or more groups may us
 their patterns match (``fnmatch`` globs: ``"mcp_files.*"``) and a memory or files only if one of
 its groups allows it; an agent in no group keeps the node policy's defaults. Groups shape the
 task's capabilities, which the trace records (``tools``, ``limits``), so a denial replays exactly.
+A group names agent ids exactly, in any case (as ``[engine] agents`` does; no globs), and the
+kernel refuses to start with a group naming an agent it does not run
+(:meth:`NodePolicy.check_group_agents`): a group that silently confined nobody would leave the
+agent the operator meant to confine with the defaults.
 
 A call of an irreversible tool without its confirmation may *pause* instead of failing
 (``NodePolicy.confirmation_timeout_s``): the access manager announces a
@@ -61,7 +65,7 @@ class PrivilegeGroup:
 
     Attributes:
         name: The group's name (the operator's label; unique in the config).
-        agents: Agent ids in the group.
+        agents: Agent ids in the group, matched ignoring case (kept in lower case); no globs.
         tools: Tool names or ``fnmatch`` globs (``"mcp_files.*"``) the members may use.
         memory: Whether members get a memory.
         storage: Whether members get files.
@@ -73,10 +77,26 @@ class PrivilegeGroup:
     memory: bool = False
     storage: bool = False
 
+    def __post_init__(self) -> None:
+        globs = sorted(a for a in self.agents if any(c in a for c in GLOB_CHARS))
+        if globs:
+            raise ValueError(
+                f"access group {self.name!r}: agents {globs} look like globs; a group names agent ids "
+                "exactly (only its tools may be globs)"
+            )
+        object.__setattr__(self, "agents", frozenset(a.lower() for a in self.agents))
+
+    def names(self, agent_id: str) -> bool:
+        """Whether the group names ``agent_id`` (ignoring case, as ``[engine] agents`` does)."""
+        return agent_id.lower() in self.agents
+
     def allows_tool(self, tool: str) -> bool:
         """Whether one of the group's patterns matches ``tool``."""
         return any(fnmatch.fnmatchcase(tool, pattern) for pattern in self.tools)
 
+
+GLOB_CHARS = "*?[]"
+"""Characters of an ``fnmatch`` glob, refused in a group's agent ids (no agent id holds one)."""
 
 MAX_LIMIT = 2**53 - 1
 """The largest value of a policy limit: the largest integer RFC 8785 JSON (the signed profile) holds."""
@@ -130,7 +150,26 @@ class NodePolicy:
 
     def groups_of(self, agent_id: str) -> tuple[PrivilegeGroup, ...]:
         """The groups naming ``agent_id`` (empty: the agent keeps the policy's defaults)."""
-        return tuple(g for g in self.groups if agent_id in g.agents)
+        return tuple(g for g in self.groups if g.names(agent_id))
+
+    def check_group_agents(self, running: Iterable[str]) -> None:
+        """Refuse groups naming an agent that is not ``running`` (the node's agent ids).
+
+        Raises:
+            ValueError: A group names an agent id the node does not run (case aside).
+        """
+        ids = sorted(running)
+        known = {a.lower() for a in ids}
+        problems = [
+            f"access group {g.name!r} names agents {sorted(g.agents - known)}"
+            for g in self.groups
+            if g.agents - known
+        ]
+        if problems:
+            raise ValueError(
+                f"{'; '.join(problems)}, which this node does not run (it runs {ids}): a group "
+                "names agent ids exactly, so it would confine nobody"
+            )
 
 
 @dataclass(frozen=True)
@@ -466,15 +505,17 @@ class AccessManager:
         Returns:
             ``True`` if it resumed a paused call, ``False`` for a valid repeat of an accepted one.
 
+        The signer is checked first: only the task's user learns whether a call waits for
+        ``action`` (anyone else is refused whatever the action, so the route is no oracle of a
+        paused call's arguments).
+
         Raises:
-            UnknownActionError: No call of ``task_id`` waits for ``action`` (nothing changes).
+            UnknownActionError: ``task_id`` takes no confirmations here (not running), or the
+                user's signature is valid but no call of ``task_id`` waits for ``action`` (nothing
+                changes).
             ConfirmationRejectedError: The signature is not the task user's over this action.
         """
         key = "0x" + action.lower().removeprefix("0x")
-        pending = self._pending.get(task_id, {}).get(key)
-        accepted = self._received.get(task_id, {})
-        if pending is None and key not in accepted:
-            raise UnknownActionError(f"no call of task {task_id} waits for a confirmation of {key}")
         user = self._users.get(task_id)
         if self._domain is None or user is None:
             raise UnknownActionError(f"task {task_id} takes no confirmations here")
@@ -485,6 +526,9 @@ class AccessManager:
             raise ConfirmationRejectedError(f"unreadable confirmation: {exc}") from None
         if signer.lower() != user.lower():
             raise ConfirmationRejectedError(f"confirmation signed by {signer}, not the task's user")
+        pending = self._pending.get(task_id, {}).get(key)
+        if pending is None and key not in self._received.get(task_id, {}):
+            raise UnknownActionError(f"no call of task {task_id} waits for a confirmation of {key}")
         if pending is None or pending.done.done():
             return False
         self._received.setdefault(task_id, {})[key] = signature

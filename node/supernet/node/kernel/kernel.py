@@ -178,6 +178,8 @@ class Kernel:
         self.engine = engines[0]  # the default core's (one-model callers use it as before)
         self.store = store
         self.agents = agents or default_registry()
+        # a group naming no agent run here would confine nobody: the node does not start
+        config.node_policy.check_group_agents(self.agents.ids())
         self.access = AccessManager(config.node_policy, config.eip712_domain)
         if tools is None:
             tools = ToolRegistry()

@@ -24,6 +24,12 @@ A result whose compact JSON is longer than ``max_result_bytes`` is refused (``To
 hold them against the node). The call that finds its server gone fails ``ToolUnavailableError``;
 the next one reconnects (in a task of its own, which a call's timeout does not abort).
 
+The operator's ``irreversible`` and ``deterministic`` lists name tools as the server lists them
+(``echo``, not ``pay.echo``). A name that cannot be one (it holds a ``.``) is refused with the
+config, and a name the server does not list when the node starts (``Echo`` for ``echo``, a typo)
+stops the start (:class:`MCPConfigError`): a confirmation the operator asked for that silently
+never happens would widen every agent's authority.
+
 MCP tools are non-deterministic unless the operator lists them in ``deterministic``. Validators
 cannot reach the operator's servers, so they re-run no MCP tool either way (an unknown tool is
 skipped, not accused); the declaration only marks the trace's tool event, for a validator that
@@ -72,6 +78,23 @@ largest (cut only after they are read) fits in it, as does a result the node kee
 ``max_result_bytes`` that the server frames twice (``structuredContent`` and content blocks)."""
 
 
+class MCPConfigError(ValueError):
+    """The operator's MCP config names a tool its server does not list (the node does not start)."""
+
+
+def listed_name_problem(server: str, key: str, name: str) -> str:
+    """Why ``name`` in server ``server``'s ``key`` list (``irreversible``, ``deterministic``) can
+    never be a tool the server lists ("" when it may be one): a listed name holds no ``.``, so a
+    prefixed one (``pay.echo``) would match nothing and be ignored."""
+    if "." not in name:
+        return ""
+    bare = name.removeprefix(server + ".") if name.startswith(server + ".") else name.rsplit(".", 1)[-1]
+    return (
+        f"MCP server {server}: {key} names {name!r}, which can never be one of its tools (a name "
+        f"the server lists holds no '.'): write the server's own name of the tool, e.g. {bare!r}"
+    )
+
+
 @dataclass(frozen=True)
 class MCPServerConfig:
     """One MCP server as the operator configured it (``[[mcp.servers]]``).
@@ -83,7 +106,8 @@ class MCPServerConfig:
         connect_timeout_s: Bound of starting (stdio), connecting, initializing and listing tools.
         max_concurrency: Calls to this server running at once, all its tools together.
         deterministic: Tool names (the server's, without prefix) declared deterministic.
-        irreversible: Tool names that need the task owner's signed confirmation.
+        irreversible: Tool names (the server's, without prefix) that need the task owner's signed
+            confirmation. Each name in both lists must be one the server lists (checked at start).
         allow: Tool names to register (``None``: every tool the server lists).
         max_result_bytes: Largest result (compact JSON) a call may return.
         max_schema_bytes: Largest input schema (compact JSON) a tool may declare.
@@ -120,6 +144,28 @@ class MCPServerConfig:
             raise ValueError(f"MCP server {self.name}: http needs a url")
         if self.timeout_s <= 0 or self.connect_timeout_s <= 0 or self.max_concurrency < 1:
             raise ValueError(f"MCP server {self.name}: timeouts must be > 0 and max_concurrency >= 1")
+        for key in ("irreversible", "deterministic"):
+            for listed in sorted(getattr(self, key)):
+                problem = listed_name_problem(self.name, key, listed)
+                if problem:
+                    raise MCPConfigError(problem)
+
+    def unlisted(self, listed: Sequence[str]) -> str:
+        """Why this config does not fit the tools the server lists (``listed``, their names): a
+        name in ``irreversible`` or ``deterministic`` it does not list ("" when every one is)."""
+        known = set(listed)
+        problems = []
+        for key in ("irreversible", "deterministic"):
+            unknown = sorted(set(getattr(self, key)) - known)
+            if unknown:
+                problems.append(f"{key} names {', '.join(map(repr, unknown))}")
+        if not problems:
+            return ""
+        return (
+            f"MCP server {self.name}: {'; '.join(problems)}, which it does not list (its tools: "
+            f"{', '.join(sorted(known)) or 'none'}; names are the server's, exact in case and without "
+            f"the '{self.name}.' prefix): refused, none of its tools is registered"
+        )
 
 
 def tool_name(server: str, tool: str) -> str:
@@ -445,9 +491,23 @@ class MCPTools:
 
     async def start(self) -> list[Tool]:
         """Connect to every server and build its tools; a server that is down is logged and left
-        out (its tools are absent until the node restarts), never stopping the node."""
-        results = await asyncio.gather(*(self._start_one(c) for c in self.connections.values()))
-        self.tools = [t for tools in results for t in tools]
+        out (its tools are absent until the node restarts), never stopping the node.
+
+        Raises:
+            MCPConfigError: A server does not list a tool its config names ``irreversible`` or
+                ``deterministic`` (every session is closed first, no tool is kept).
+        """
+        results = await asyncio.gather(
+            *(self._start_one(c) for c in self.connections.values()), return_exceptions=True
+        )
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            await self.close()
+            config = [str(e) for e in failed if isinstance(e, MCPConfigError)]
+            if config:
+                raise MCPConfigError("; ".join(config))
+            raise failed[0]
+        self.tools = [t for tools in results if not isinstance(tools, BaseException) for t in tools]
         return self.tools
 
     async def _start_one(self, conn: MCPConnection) -> list[Tool]:
@@ -456,6 +516,10 @@ class MCPTools:
         except ToolUnavailableError as exc:
             log.error("%s; its tools are absent", exc)
             return []
+        # an irreversible name the server does not list would leave its tool unconfirmed: refuse
+        problem = conn.cfg.unlisted([str(t.name) for t in listed])
+        if problem:
+            raise MCPConfigError(problem)
         tools: list[Tool] = []
         for mcp_tool in listed:
             if conn.cfg.allow is not None and mcp_tool.name not in conn.cfg.allow:

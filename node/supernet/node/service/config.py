@@ -329,10 +329,14 @@ class McpServerSettings(Section):
     connect_timeout_s: float = Field(default=30.0, gt=0, description="Bound of starting and listing.")
     max_concurrency: int = Field(default=4, ge=1, description="Calls to this server at once (all tools).")
     deterministic: list[str] = Field(
-        default_factory=list, description="Tools declared deterministic (marked so in traces)."
+        default_factory=list,
+        description="Tools declared deterministic (marked so in traces): names as the server lists "
+        "them, without the `<name>.` prefix.",
     )
     irreversible: list[str] = Field(
-        default_factory=list, description="Tools that need the task owner's signed confirmation."
+        default_factory=list,
+        description="Tools that need the task owner's signed confirmation: names as the server lists "
+        "them, without the `<name>.` prefix; a name it does not list stops the node's start.",
     )
     allow: list[str] | None = Field(default=None, description="Tools to offer (default: all it lists).")
     max_result_bytes: int = Field(default=64 * 1024, gt=0, description="Largest result (compact JSON).")
@@ -343,6 +347,13 @@ class McpServerSettings(Section):
             raise ValueError(f"mcp server {self.name}: transport stdio needs command")
         if self.transport == "http" and not self.url:
             raise ValueError(f"mcp server {self.name}: transport http needs url")
+        from supernet.node.kernel.mcp_tools import listed_name_problem
+
+        for key in ("irreversible", "deterministic"):
+            for tool in getattr(self, key):
+                problem = listed_name_problem(self.name, key, tool)
+                if problem:  # a prefixed name matches no tool: ignored, it would fail open
+                    raise ValueError(problem)
         return self
 
 
@@ -363,13 +374,26 @@ class AccessGroupSettings(Section):
     """One privilege group (``[[access.groups]]``): which agents may use which tools and areas."""
 
     name: str = Field(min_length=1, max_length=64)
-    agents: list[str] = Field(description="Agent ids in the group.")
+    agents: list[str] = Field(
+        description="Agent ids in the group, exactly (case aside; no globs); each one an agent the "
+        "node runs, or the node does not start."
+    )
     tools: list[str] = Field(
         default_factory=list,
         description='Tool names or fnmatch globs the members may use ("calculator", "mcp_files.*").',
     )
     memory: bool = Field(default=False, description="Whether members get a memory.")
     storage: bool = Field(default=False, description="Whether members get files.")
+
+    @model_validator(mode="after")
+    def _no_agent_globs(self) -> AccessGroupSettings:
+        globs = [a for a in self.agents if any(c in a for c in "*?[]")]
+        if globs:  # read like the tools' globs, they would match no agent: confine nobody
+            raise ValueError(
+                f"access group {self.name!r}: agents {globs} look like globs; a group names agent "
+                "ids exactly (only its tools may be globs)"
+            )
+        return self
 
 
 class AccessSettings(Section):
