@@ -40,6 +40,7 @@ from supernet.sdk.chain.eip712 import Domain, TaskRequest, Voucher, sign_task_re
 from supernet.sdk.chain.payments import Channel
 from supernet.sdk.chain.receipts import input_hash
 from supernet.sdk.client.read_grant import ReadGrantAuth
+from supernet.sdk.client.types import ClientError
 from supernet.sdk.devnet.processes import ServiceProcess, free_port
 from supernet.sdk.formats.profile import AgentProfile
 from supernet.sdk.formats.trace import AgentRef, Limits
@@ -122,6 +123,12 @@ class FakeChain:
     max_batch: int = 256
     withdrawal_delay_s: int = 86_400
     price: int = 0
+
+    def check(self, node: str, model_id: str) -> None:
+        """FAKE `supernet.sdk.client.signable.Signable` (a fake chain has no registry): its node
+        registered ``FAKE_MODEL_ID``, which the validators check; any other id is refused."""
+        if model_id.lower() != FAKE_MODEL_ID:
+            raise ClientError(f"node {node}: its /v1/node names model {model_id}, which it did not register")
 
     async def channel(self, user: str) -> Channel:
         redeemed = self.redeemed_amounts.get(user, 0)

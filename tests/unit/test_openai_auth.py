@@ -21,7 +21,7 @@ FEE = 10**12  # the fake node's task fee
 
 
 def client(node: FakeNode, state: Path, domain: Domain | None = None) -> openai.AsyncOpenAI:
-    auth = SupernetAuth(node.user, domain or node.chain.domain, state_dir=state)
+    auth = SupernetAuth(node.user, domain or node.chain.domain, rule=node.chain, state_dir=state)
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=node.service.app), auth=auth)
     return openai.AsyncOpenAI(base_url="http://node/v1", api_key="unused", http_client=http, max_retries=0)
 

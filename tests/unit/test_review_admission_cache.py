@@ -389,7 +389,7 @@ async def test_defence_the_openai_path_reads_its_account_after_lost_state_and_on
         apps = {"a": fake_node.service.app, "b": second.service.app}
 
         def ai(state: Path) -> tuple[openai.AsyncOpenAI, openai.AsyncOpenAI]:
-            auth = SupernetAuth(fake_node.user, fake_node.chain.domain, state_dir=state)
+            auth = SupernetAuth(fake_node.user, fake_node.chain.domain, rule=fake_node.chain, state_dir=state)
             http = httpx.AsyncClient(transport=_Hosts(apps), auth=auth)
             return tuple(  # type: ignore[return-value]
                 openai.AsyncOpenAI(base_url=f"http://{h}/v1", api_key="-", http_client=http, max_retries=0)

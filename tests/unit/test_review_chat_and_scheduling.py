@@ -163,7 +163,9 @@ async def test_defence_the_sdk_openai_client_does_not_retry_a_paid_request(
     node.executor.gate = asyncio.Event()  # a busy node: the task takes longer than max_stream_s
     deployment = Deployment(31337, 0, {"Payments": node.chain.domain.verifying_contract})
     assert deployment.domain.verifying_contract.lower() == node.chain.domain.verifying_contract
-    ai = async_openai_client("http://node", node.user, deployment, state_dir=tmp_path / "state")
+    ai = async_openai_client(
+        "http://node", node.user, deployment, rule=node.chain, state_dir=tmp_path / "state"
+    )
     assert ai.max_retries == 0  # openai's default of 2 retried each paid request twice
     ai._client._transport = httpx.ASGITransport(app=node.service.app)  # the real app, in process
     with pytest.raises(openai.APIStatusError) as err:

@@ -78,7 +78,6 @@ from supernet.node.service.fee_slots import FeeSlots
 from supernet.sdk.chain import Contracts
 from supernet.sdk.chain.anvil import ANVIL_STATES_PREFIX, Anvil
 from supernet.sdk.client import Client
-from supernet.sdk.client import client as client_module
 from supernet.sdk.client.types import ClientError, NodeChoice
 from supernet.validator.tool_check import RegistryRunner, check_tools
 from supernet.validator.trace_view import ToolCall
@@ -252,7 +251,7 @@ async def test_known_limit_a_client_signs_until_its_coverage_read_expires(
             network.as_account(v).service_manager.deregister()
         network.as_account(actors.validators[2]).service_manager.declare_checked_models([MODEL_ID])
         assert (await client.model_coverage("0x" + FAKE_ID.hex())).checkable  # the cached read
-        monkeypatch.setattr(client_module, "COVERAGE_TTL_S", 0.0)
+        monkeypatch.setattr(client.rule.coverage, "ttl_s", 0.0)
         assert not (await client.model_coverage("0x" + FAKE_ID.hex())).checkable  # a fresh read
     finally:
         await client.http.aclose()

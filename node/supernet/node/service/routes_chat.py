@@ -48,7 +48,7 @@ from supernet.node.service.errors import (
 )
 from supernet.node.service.models import TaskRow, TaskStatus
 from supernet.node.service.ports import served_models
-from supernet.node.service.routes_tasks import admit_and_start
+from supernet.node.service.routes_tasks import admit_and_start, receipt_public
 from supernet.node.service.schemas import ChatCompletionCreate, SignedTask
 from supernet.node.service.streams import until
 from supernet.sdk.client.streaming import StopCutter
@@ -127,9 +127,25 @@ class _Answer:
         head = {"id": self.id, "object": kind, "created": self.created, "model": self.model}
         return {**head, "choices": choices, **extra}
 
-    def chunk(self, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> dict[str, str]:
+    def chunk(
+        self, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None, **extra: Any
+    ) -> dict[str, str]:
         choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
-        return {"data": json.dumps(self.doc("chat.completion.chunk", [choice]))}
+        return {"data": json.dumps(self.doc("chat.completion.chunk", [choice], **extra))}
+
+
+def _proof(ctx: NodeContext, task: TaskRow) -> dict[str, Any]:
+    """The ``supernet`` field of an answer: the task, its whole output and its signed receipt, so
+    the client checks the text it is handed against what the node committed
+    (`supernet.sdk.openai_compat.answer_check`) before it hands it over."""
+    doc = receipt_public(ctx, task)
+    return {
+        "taskId": task.id,
+        "traceCid": task.trace_cid,
+        "receipt": f"/v1/tasks/{task.id}/receipt",
+        "output": task.output,
+        "signedReceipt": None if doc is None else doc.model_dump(mode="json"),
+    }
 
 
 def _tool_calls(plan: ChatPlan, task_id: str, content: str) -> list[dict[str, Any]] | None:
@@ -187,7 +203,8 @@ async def _stream(ctx: NodeContext, answer: _Answer, plan: ChatPlan) -> AsyncIte
     calls = _tool_calls(plan, answer.id, content)
     if calls is not None:
         yield answer.chunk({"tool_calls": [{"index": 0, **calls[0]}]})
-        yield answer.chunk({}, "tool_calls", await _logprobs(ctx, plan, facts, content, answer.model_id))
+        logprobs = await _logprobs(ctx, plan, facts, content, answer.model_id)
+        yield answer.chunk({}, "tool_calls", logprobs, supernet=_proof(ctx, task))
         if plan.include_usage and facts is not None:
             yield {"data": json.dumps(answer.doc("chat.completion.chunk", [], usage=facts.usage()))}
         yield {"data": "[DONE]"}
@@ -196,7 +213,7 @@ async def _stream(ctx: NodeContext, answer: _Answer, plan: ChatPlan) -> AsyncIte
     if content.startswith(sent) and len(content) > len(sent):  # held back, or no live stream
         yield answer.chunk({"content": content[len(sent) :]})
     logprobs = await _logprobs(ctx, plan, facts, content, answer.model_id)
-    yield answer.chunk({}, finish_reason(facts, stopped), logprobs)
+    yield answer.chunk({}, finish_reason(facts, stopped), logprobs, supernet=_proof(ctx, task))
     if plan.include_usage and facts is not None:
         yield {"data": json.dumps(answer.doc("chat.completion.chunk", [], usage=facts.usage()))}
     yield {"data": "[DONE]"}
@@ -244,5 +261,4 @@ async def chat_completions(
         "finish_reason": "tool_calls" if is_call else finish_reason(facts, stopped),
     }
     usage = {"usage": facts.usage()} if facts is not None else {}
-    supernet = {"taskId": task_id, "traceCid": task.trace_cid, "receipt": f"/v1/tasks/{task_id}/receipt"}
-    return JSONResponse(answer.doc("chat.completion", [choice], **usage, supernet=supernet))
+    return JSONResponse(answer.doc("chat.completion", [choice], **usage, supernet=_proof(ctx, task)))

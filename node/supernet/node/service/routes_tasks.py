@@ -39,6 +39,7 @@ from supernet.node.service.schemas import (
     TaskPublic,
 )
 from supernet.node.service.streams import StreamEvent, until
+from supernet.sdk.chain.eip712 import Confirmation, recover_confirmation
 from supernet.sdk.chain.receipts import InputEncodingError, canonical_input, normal_input
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
@@ -113,9 +114,18 @@ async def get_receipt(task_id: TaskId, ctx: Ctx, grant: ReadGrantHeader = None) 
     """The signed receipt; ``batch`` (with the Merkle proof) appears once it is committed (to the
     task's user only: ``X-Supernet-Read``)."""
     task = load_own_task(ctx, task_id, grant)
+    doc = receipt_public(ctx, task)
+    if doc is None:
+        raise NotFoundError(f"task {task.id} has no receipt yet (status {task.status})", status=task.status)
+    return doc
+
+
+def receipt_public(ctx: NodeContext, task: TaskRow) -> ReceiptPublic | None:
+    """The signed receipt document of ``task`` (None before it has one): what the receipt route
+    serves, and what a chat completion carries with its answer (`routes_chat`)."""
     row = ctx.db.receipt(task.id)
     if row is None or task.trace_cid is None:
-        raise NotFoundError(f"task {task.id} has no receipt yet (status {task.status})", status=task.status)
+        return None
     promise = ctx.db.promise(task.id)
     batch_info = None
     if row.batch_id is not None:
@@ -190,13 +200,22 @@ async def stream_task(task_id: TaskId, ctx: Ctx, grant: ReadGrantHeader = None) 
 async def confirm_action(task_id: TaskId, body: ConfirmationPost, ctx: Ctx) -> ConfirmationAccepted:
     """Confirm an irreversible action a running task waits for (``confirmation_required``). The
     signature is the authentication: it must recover to the task's user over the protocol's
-    ``Confirmation`` in this node's domain (403 otherwise, 404 if no call waits for that action);
-    a repeat of an accepted confirmation changes nothing."""
+    ``Confirmation`` in this node's domain, checked first (403 otherwise, whatever the action);
+    then 404 if no call waits for that action, so only the task's user learns which action waits.
+    A repeat of an accepted confirmation changes nothing."""
     task = load_task(ctx, task_id)
+    action = body.actionHash.lower()
+    # who signed, before anything about the action: a stranger's answer never depends on it
+    try:
+        conf = Confirmation(bytes.fromhex(task.id[2:]), bytes.fromhex(action[2:]))
+        signer = recover_confirmation(conf, ctx.auth.domain, bytes.fromhex(body.signature[2:]))
+    except Exception as exc:
+        raise ForbiddenError(f"unreadable confirmation: {exc}") from None
+    if signer.lower() != task.user.lower():
+        raise ForbiddenError(f"confirmation signed by {signer}, not the task's user")
     confirm = getattr(ctx.executor, "confirm", None)
     if confirm is None:
         raise NotFoundError(f"task {task.id} has no call waiting for a confirmation")
-    action = body.actionHash.lower()
     try:
         resumed = bool(confirm(task.id, action, bytes.fromhex(body.signature[2:])))
     except LookupError as exc:  # the access manager's UnknownActionError: nothing waits for it

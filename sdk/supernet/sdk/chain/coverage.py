@@ -21,12 +21,20 @@ validator declaring a bogus id turned "unknown" into "refuse every node".
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from supernet.sdk.chain.registry import ServiceManager
 from supernet.sdk.chain.tasks import TaskManager
 
+if TYPE_CHECKING:
+    from supernet.sdk.chain.contracts import Contracts
+
 BPS = 10_000
+COVERAGE_TTL_S = 15.0
+"""How long a client trusts the validators' declarations it read (they change by transaction)."""
 
 
 @dataclass(frozen=True)
@@ -80,3 +88,27 @@ def coverage(model_id: bytes, declared: dict[str, tuple[int, frozenset[bytes]]],
 def model_coverage(sm: ServiceManager, tm: TaskManager, model_id: bytes) -> Coverage:
     """`Coverage` of ``model_id`` read from the chain now."""
     return coverage(model_id, declarations(sm), int(tm.call("QUORUM_BPS")))
+
+
+class CoverageReader:
+    """`Coverage` of any model id, from the validators' declarations and the quorum read at most
+    every `COVERAGE_TTL_S`: the one reader `Client` and the OpenAI drop-in sign by. Blocking
+    (chain reads); thread-safe.
+
+    >>> CoverageReader(contracts)("0x...").checkable  # doctest: +SKIP
+    True
+    """
+
+    def __init__(self, contracts: Contracts, ttl_s: float = COVERAGE_TTL_S) -> None:
+        self.contracts, self.ttl_s = contracts, ttl_s
+        self._read: tuple[float, dict[str, tuple[int, frozenset[bytes]]], int] | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, model_id: str) -> Coverage:
+        with self._lock:
+            now = time.monotonic()
+            if self._read is None or now - self._read[0] > self.ttl_s:
+                sm, tm = self.contracts.service_manager, self.contracts.task_manager
+                self._read = (now, declarations(sm), int(tm.call("QUORUM_BPS")))
+            _, declared, quorum = self._read
+        return coverage(bytes.fromhex(model_id.removeprefix("0x")), declared, quorum)

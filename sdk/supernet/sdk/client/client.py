@@ -18,8 +18,9 @@ from eth_utils import to_checksum_address
 from httpx_sse import aconnect_sse
 from pydantic import RootModel
 from supernet.sdk.chain import Contracts, Deployment
-from supernet.sdk.chain.coverage import Coverage, coverage, declarations
+from supernet.sdk.chain.coverage import Coverage
 from supernet.sdk.chain.eip712 import ReceiptPromise, TaskRequest
+from supernet.sdk.chain.payments import Channel
 from supernet.sdk.chain.promises import claim_window, promise_horizon, stake_leaves_at
 from supernet.sdk.chain.receipts import Receipt, normal_input
 from supernet.sdk.chain.tasks import ChallengeStatus
@@ -28,6 +29,7 @@ from supernet.sdk.client.freshness import check_latest
 from supernet.sdk.client.ladder import DEFAULT_MAX_FEE, domain_key, proven_cumulative, rebase, sign_task
 from supernet.sdk.client.read_grant import ReadGrantAuth
 from supernet.sdk.client.routing import PROBE_TIMEOUT_S, Probe, probe, rank, with_problem
+from supernet.sdk.client.signable import SigningRule
 from supernet.sdk.client.state import ClientState, TaskRecord
 from supernet.sdk.client.streaming import StopCutter, TaskStream, check_stream, shown_cutter
 from supernet.sdk.client.types import (
@@ -66,12 +68,24 @@ BUSY_WAIT_MAX_S = 5.0  # the longest ``Retry-After`` honoured between those trie
 STREAM_READ_TIMEOUT_S = 60.0
 
 
+def refuse_closing(channel: Channel, node: str) -> None:
+    """The rule of every deposit path (`Client.ensure_deposit`, ``supernet account deposit``): no
+    deposit into a closing channel, since the node admits no work against it (docs/protocol.md,
+    "Admission") and the money would wait for the withdrawal.
+
+    Raises:
+        ClientError: the user asked to withdraw from the channel (with the command that cancels).
+    """
+    if channel.closing:
+        raise ClientError(
+            f"your payment channel to {node} is closing (withdrawable at {channel.withdrawable_at}): "
+            "the node admits no work against it; cancel the withdrawal to keep using it: "
+            f"`supernet account withdraw {node} --cancel`"
+        )
+
+
 class _AuditLog(RootModel[list[AuditEntryPublic]]):
     """``GET /v1/tasks/{id}/audit``'s answer."""
-
-
-COVERAGE_TTL_S = 15.0
-"""How long the client trusts its read of which models the validators check."""
 
 
 class Client:
@@ -105,8 +119,9 @@ class Client:
             timeout=timeout, transport=httpx.AsyncHTTPTransport(retries=CONNECT_RETRIES)
         )
         self.last_discovery: list[Probe] = []
-        # validators' declared models and the quorum, read at most every COVERAGE_TTL_S
-        self._declared: tuple[float, dict[str, tuple[int, frozenset[bytes]]], int] | None = None
+        # whom and what it signs for (active node, registered model, validators' quorum); the
+        # declarations are read at most every `supernet.sdk.chain.coverage.COVERAGE_TTL_S`
+        self.rule = SigningRule(contracts)
         self.last_choice: Probe | None = None
         """The discovered node the last task went to, with its score (``last_choice.explain()``);
         None when the node was given by URL."""
@@ -201,19 +216,9 @@ class Client:
         return p if covered.checkable else with_problem(p, covered.why_not())
 
     async def model_coverage(self, model_id: str) -> Coverage:
-        """How much validator stake checks ``model_id`` (`supernet.sdk.chain.coverage`); the
-        validators' declarations are read at most every `COVERAGE_TTL_S`."""
-        now = time.monotonic()
-        if self._declared is None or now - self._declared[0] > COVERAGE_TTL_S:
-            sm, tm = self.contracts.service_manager, self.contracts.task_manager
-
-            def read() -> tuple[dict[str, tuple[int, frozenset[bytes]]], int]:
-                return declarations(sm), int(tm.call("QUORUM_BPS"))
-
-            declared, quorum = await asyncio.to_thread(read)
-            self._declared = (now, declared, quorum)
-        _, declared, quorum = self._declared
-        return coverage(bytes.fromhex(model_id.removeprefix("0x")), declared, quorum)
+        """How much validator stake checks ``model_id`` (`supernet.sdk.chain.coverage`; the
+        declarations are read at most every `COVERAGE_TTL_S`)."""
+        return await asyncio.to_thread(self.rule.coverage, model_id)
 
     async def _candidates(self, model: str | None) -> list[NodeChoice]:
         """Discovered nodes, or an error naming every node tried and why it was left out."""
@@ -240,11 +245,7 @@ class Client:
         """
         pay = self.contracts.payments
         channel = await asyncio.to_thread(pay.channel, self.account.address, node)
-        if channel.closing:
-            raise ClientError(
-                f"your payment channel to {node} is closing (withdrawable at {channel.withdrawable_at}): "
-                "the node admits no work against it; cancel the withdrawal to keep using it"
-            )
+        refuse_closing(channel, node)
         missing = cumulative - channel.deposited
         if missing <= 0:
             return 0
@@ -309,9 +310,8 @@ class Client:
         deposit: a node failing any of them costs nothing."""
         info = choice.info
         model_id = pick_model_id(info, model)
-        covered = await self.model_coverage(model_id)  # a node named directly is not discovered
-        if not covered.checkable:
-            raise ClientError(f"node {choice.address}: {covered.why_not()}")
+        # a node named directly is not discovered: the one signing rule, as the drop-in's
+        await asyncio.to_thread(self.rule.check, choice.address, model_id)
         agent_hash, _ = agent_profile(info, agent, self.min_limits)
         check_input(info, agent, task_input)  # before a nonce is reserved or a deposit made
         # what the node runs and records (``8`` for ``8.0``: one signed hash): remembered so, the
@@ -922,13 +922,7 @@ class Client:
         names the address its vouchers pay, and an address that is not an active (staked) node has
         nothing behind its receipts (no stake to slash or refund from), so no deposit or voucher
         goes to it. Discovery reads the same registry."""
-        view = await asyncio.to_thread(self.contracts.service_manager.get_node, address)
-        if not view.active:
-            state = "registered without the minimum stake" if view.registered else "not registered"
-            raise ClientError(
-                f"{address} (named by the node's /v1/node) is not an active node on chain ({state}): "
-                "nothing would back its receipts, so nothing is deposited or signed for it"
-            )
+        view = await asyncio.to_thread(self.rule.active, address)
         return view.price_per_token, view.stake
 
     async def _sync_account(self, choice: NodeChoice) -> Any:
@@ -938,7 +932,9 @@ class Client:
         if acct is not None and remote.billed > acct.cumulative:
             await self._adopt_unanswered(choice, acct)
         proven = 0
-        if acct is None and remote.billed > 0:  # an account new to this state: the node must prove it
+        # an account new to this state, or one the state has below the node's total (lowered by
+        # another state directory or an impostor's answer): the node must prove its total to lift it
+        if remote.billed > (0 if acct is None else acct.cumulative):
             proven = proven_cumulative(remote, self.contracts.domain, self.account.address, choice.address)
             if remote.billed > proven:  # or the chain: the largest voucher the node redeemed
                 pay = self.contracts.payments

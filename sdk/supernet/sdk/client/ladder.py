@@ -42,6 +42,11 @@ thousand times a node's default fee of 1e12 wei): a node advertising a higher ``
 refused (pass ``max_fee`` to pay more)."""
 
 
+MAX_NONCE = 2**64
+"""A node's ``lastNonce`` at or above this is refused (`rebase`): nonces count one user's requests
+to one node, and one near 2**256 would leave no nonce to sign (a lock-out)."""
+
+
 def domain_key(domain: Domain) -> str:
     """The state key of a deployment (chain id and verifying contract)."""
     return f"{domain.chain_id}:{domain.verifying_contract.lower()}"
@@ -69,14 +74,16 @@ def rebase(
     """The user's account with ``node`` after reading the node's ``GET /v1/accounts/{user}``.
 
     The nonce only goes up. The cumulative total drops to what the node billed (a failed task is
-    not billed, so its fee is taken back) but is never raised by it. An account this state has
-    never seen (first contact, a fresh state directory) starts from the node's ``billed`` only up
-    to ``proven``: what the user verifiably signed (`proven_cumulative`, the largest voucher
-    redeemed on chain). A node's bare word is no base for a voucher.
+    not billed, so its fee is taken back) but is never raised by the node's word: only up to
+    ``proven``, what the user verifiably signed (`proven_cumulative`, the largest voucher redeemed
+    on chain). That is where an account this state has never seen (first contact, a fresh state
+    directory) starts, and what lifts a known account that was lowered (by another state
+    directory's ladder, or by an endpoint answering for an address it does not hold: the real
+    node's next answer proves its total, so the user is never locked out of it).
 
     Raises:
-        ClientError: an unknown account the node claims to have billed more than ``proven``
-            (nothing is recorded).
+        ClientError: an unknown account the node claims to have billed more than ``proven``, or a
+            ``lastNonce`` no request can follow (nothing is recorded).
     """
     known = state.key(domain, user, node) in state.accounts
     billed = remote.billed
@@ -86,9 +93,14 @@ def rebase(
             f"signed voucher it holds, or what was redeemed on chain) is {proven} wei: refusing to sign "
             "a voucher on top of an unproven total"
         )
+    if remote.lastNonce >= MAX_NONCE:
+        raise ClientError(
+            f"node {node} says your last nonce with it is {remote.lastNonce}: no user signs that many "
+            "requests, so the answer is not that node's (or not honest); nothing was signed"
+        )
     acct = state.account(domain, user, node)
     acct.nonce = max(acct.nonce, remote.lastNonce)
-    acct.cumulative = min(acct.cumulative, billed) if known else billed
+    acct.cumulative = max(min(acct.cumulative, billed), min(billed, proven)) if known else billed
     return acct
 
 

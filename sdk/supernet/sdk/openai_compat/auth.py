@@ -7,7 +7,15 @@ next cumulative voucher (`supernet.sdk.client.ladder`), and sends them base64url
 ``X-Supernet-Auth``. Other requests pass through unchanged. The flow is a generator, so one object
 serves ``httpx.Client`` and ``httpx.AsyncClient`` alike.
 
->>> auth = SupernetAuth(account, Deployment.load("deployment.json").domain)    # doctest: +SKIP
+It follows `Client`'s rules: it signs only for an active node and a model id that node registered
+and the validators' quorum checks (``rule``, `supernet.sdk.client.signable`), records every task it
+pays for in the shared client state (the signed request, input, output and the node's promise:
+``Client.verify``, ``claim_omission`` and ``claim_refunds`` work on them), and hands an answer to
+the caller only once it is the output the node's signed receipt commits to
+(`supernet.sdk.openai_compat.answer_check`).
+
+>>> contracts = Contracts.connect(rpc_url, Deployment.load("deployment.json"))  # doctest: +SKIP
+>>> auth = SupernetAuth(account, contracts.domain, rule=SigningRule(contracts))  # doctest: +SKIP
 >>> httpx.post(f"{node}/v1/chat/completions", json=body, auth=auth)            # doctest: +SKIP
 """
 
@@ -23,10 +31,12 @@ from typing import Any
 import httpx
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
-from supernet.sdk.chain.eip712 import Domain
+from supernet.sdk.chain.eip712 import Domain, TaskRequest
+from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.client.ladder import DEFAULT_MAX_FEE, domain_key, proven_cumulative, rebase, sign_task
 from supernet.sdk.client.read_grant import READ_HEADER, ReadGrantAuth
-from supernet.sdk.client.state import ClientState
+from supernet.sdk.client.signable import Signable
+from supernet.sdk.client.state import ClientState, TaskRecord
 from supernet.sdk.client.types import (
     DEFAULT_MIN_LIMITS,
     ClientError,
@@ -36,6 +46,7 @@ from supernet.sdk.client.types import (
     pick_model_id,
 )
 from supernet.sdk.node_api import AccountPublic, NodeInfo
+from supernet.sdk.openai_compat.answer_check import CheckedAnswer, CheckedStream, SignedCall
 from supernet.sdk.openai_compat.chat_input import chat_task_input
 
 AUTH_HEADER = "X-Supernet-Auth"
@@ -50,6 +61,10 @@ class SupernetAuth(httpx.Auth):
         account: the user's key.
         domain: the deployment's EIP-712 domain (from the user's deployment file, not from the
             node: a node must not choose which contract the user's vouchers are valid on).
+        rule: whom and what may be signed (`supernet.sdk.client.signable.SigningRule` of the
+            deployment's contracts): an inactive node, or a model it did not register or the
+            validators' quorum does not check, is refused before anything is signed, as `Client`
+            refuses it (its receipts could not be verified).
         state_dir: where nonces and cumulative totals persist (shared with `Client`).
         max_fee: most wei to pay per call (default: `supernet.sdk.client.ladder.DEFAULT_MAX_FEE`).
     """
@@ -59,11 +74,13 @@ class SupernetAuth(httpx.Auth):
         account: LocalAccount,
         domain: Domain,
         *,
+        rule: Signable,
         state_dir: Path | None = None,
         max_fee: int | None = None,
         min_limits: Mapping[str, int] = DEFAULT_MIN_LIMITS,
     ) -> None:
         self.account, self.domain, self.max_fee = account, domain, max_fee
+        self.rule = rule
         self.min_limits = min_limits  # the least budget of the chat agent's profile it signs for
         self._state_dir = state_dir
         self.state = ClientState.open(state_dir)
@@ -123,7 +140,9 @@ class SupernetAuth(httpx.Auth):
         read = httpx.Request("GET", accounts, headers={READ_HEADER: grant.header()})
         remote = parse(AccountPublic, answer((yield read)), accounts)
         body = json.loads(request.content)
-        nonce, cumulative = self._sign_into(request, info, node, remote, body)
+        call, nonce, cumulative = self._sign_into(request, info, node, remote, body, str(base))
+        # the answer is checked as its bytes arrive (`CheckedStream`): no compression to undo
+        request.headers["Accept-Encoding"] = "identity"
         try:
             response = yield request
         except BaseException:  # no answer (network error, cancelled): the node may have admitted it
@@ -132,6 +151,12 @@ class SupernetAuth(httpx.Auth):
         self._settle(node, nonce, cumulative, response.status_code)
         if 400 <= response.status_code < 500:
             self._nodes.pop(str(base), None)  # re-read the node next time (its fee may have changed)
+            self._record(call.task_id, "refused", None)
+        elif response.status_code == 200:
+            event_stream = response.headers.get("content-type", "").startswith("text/event-stream")
+            response.stream = CheckedStream(
+                response.stream, call, event_stream, lambda result: self._answered(call.task_id, result)
+            )
 
     def _check_domain(self, info: NodeInfo) -> None:
         ours = (self.domain.chain_id, self.domain.verifying_contract.lower())
@@ -140,15 +165,24 @@ class SupernetAuth(httpx.Auth):
             raise ClientError(f"the node signs for chain/contract {theirs}, this deployment is {ours}")
 
     def _sign_into(
-        self, request: httpx.Request, info: NodeInfo, node: str, remote: AccountPublic, body: dict[str, Any]
-    ) -> tuple[int, int]:
-        """Reserve the next nonce and voucher, sign them for ``body`` and set the header."""
+        self,
+        request: httpx.Request,
+        info: NodeInfo,
+        node: str,
+        remote: AccountPublic,
+        body: dict[str, Any],
+        base: str,
+    ) -> tuple[SignedCall, int, int]:
+        """Reserve the next nonce and voucher, sign them for ``body``, set the header and record
+        the task (before it is sent, as `Client.prepare` does)."""
         fee = info.taskFee
         cap = DEFAULT_MAX_FEE if self.max_fee is None else self.max_fee
         if fee > cap:
             raise ClientError(f"node fee {fee} is above max_fee {cap}")
         agent_hash, _ = agent_profile(info, AGENT, self.min_limits)
         model_id = pick_model_id(info, body.get("model"))
+        self.rule.check(node, model_id)  # before any nonce or voucher is reserved
+        task_input = chat_task_input(body)
         with self._lock:
             # re-read: another client on this state directory (a `Client`, a second helper) may
             # have signed since, and a stale total would sign a voucher the node must refuse
@@ -161,21 +195,58 @@ class SupernetAuth(httpx.Auth):
             cumulative = max(acct.cumulative, *pending.values(), 0) + fee
             pending[nonce] = cumulative
             acct.nonce = nonce
+            task_id, signed = sign_task(
+                self.account,
+                self.domain,
+                node=node,
+                model_id=model_id,
+                agent_hash=agent_hash,
+                task_input=task_input,
+                max_fee=fee,  # what the node charges (the cap `max_fee` was checked above)
+                nonce=nonce,
+                cumulative=cumulative,
+            )
+            self.state.tasks[task_id] = TaskRecord(
+                node,
+                base.removesuffix("/v1"),
+                task_input,
+                model_id,
+                fee,
+                status="sent",
+                request=signed["request"],
+                sent_seq=self.state.tick(),
+            )
             self.state.save()
-        _, signed = sign_task(
-            self.account,
-            self.domain,
-            node=node,
-            model_id=model_id,
-            agent_hash=agent_hash,
-            task_input=chat_task_input(body),
-            max_fee=fee,  # what the node charges (the cap `max_fee` was checked above)
-            nonce=nonce,
-            cumulative=cumulative,
-        )
         token = base64.urlsafe_b64encode(json.dumps(signed).encode()).decode().rstrip("=")
         request.headers[AUTH_HEADER] = token
-        return nonce, cumulative
+        call = SignedCall(task_id, TaskRequest.from_json(signed["request"]), task_input, self.domain)
+        return call, nonce, cumulative
+
+    def _record(self, task_id: str, status: str, output: str | None, promise: Any = None) -> None:
+        """Update the task's record in the shared state (re-read: other clients write it too)."""
+        with self._lock:
+            self.state = ClientState.open(self._state_dir)
+            record = self.state.tasks.get(task_id)
+            if record is None:
+                return
+            record.status, record.output = status, output
+            if status == "done":
+                record.done_seq = self.state.tick()
+                record.promise = record.promise or promise
+            self.state.save()
+
+    def _answered(self, task_id: str, result: CheckedAnswer | Exception) -> None:
+        """Record a checked answer (and keep the node's promise to commit its receipt: an omission
+        claim needs it), or why there is none."""
+        if isinstance(result, Exception):
+            self._record(task_id, "failed" if type(result) is ClientError else "answer_mismatch", None)
+            return
+        doc = result.receipt
+        promise = None
+        if doc.promise is not None:
+            leaf = "0x" + Receipt.from_json(doc.receipt).leaf().hex()
+            promise = {"leaf": leaf, "receipt": doc.receipt, **doc.promise.model_dump()}
+        self._record(task_id, "done", result.output, promise)
 
     def _settle(self, node: str, nonce: int, cumulative: int, status: int | None) -> None:
         """Record the answer (``status``; None: none came). Only a 4xx surely admitted nothing;

@@ -20,11 +20,13 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 from supernet.sdk.chain.deployment import Deployment
+from supernet.sdk.client.signable import Signable, SigningRule
 from supernet.sdk.client.types import answer
 from supernet.sdk.openai_compat.auth import SupernetAuth
 
 if TYPE_CHECKING:
     import openai
+    from supernet.sdk.chain import Contracts
 
 log = logging.getLogger(__name__)
 
@@ -40,23 +42,32 @@ def _auth(
     deposit: int,
     state_dir: Path | None,
     max_fee: int | None,
+    rule: Signable | None,
 ) -> tuple[str, SupernetAuth]:
+    from supernet.sdk.chain import Contracts
+
     dep = deployment if isinstance(deployment, Deployment) else Deployment.load(deployment)
     account = private_key if isinstance(private_key, LocalAccount) else Account.from_key(private_key)
     base = node_url.rstrip("/") + "/v1"
-    if deposit:
-        if rpc_url is None:
-            raise ValueError("a deposit needs rpc_url")
-        _fund(rpc_url, dep, account, base, deposit)
-    return base, SupernetAuth(account, dep.domain, state_dir=state_dir, max_fee=max_fee)
+    rpc = rpc_url or dep.rpc_url
+    if rpc is None and (rule is None or deposit):
+        raise ValueError(
+            "the drop-in reads the chain before it signs (is the node active, did it register the "
+            "model, do validators check it): pass rpc_url (the deployment file names none)"
+        )
+    if rpc is not None and (rule is None or deposit):
+        contracts = Contracts.connect(rpc, dep, account)
+        if deposit:
+            _fund(contracts, account, base, deposit)
+        rule = rule or SigningRule(contracts)
+    assert rule is not None
+    return base, SupernetAuth(account, dep.domain, rule=rule, state_dir=state_dir, max_fee=max_fee)
 
 
-def _fund(rpc_url: str, dep: Deployment, account: LocalAccount, base: str, amount: int) -> None:
+def _fund(contracts: Contracts, account: LocalAccount, base: str, amount: int) -> None:
     """Top the payment channel to the node up to ``amount`` wei (one transaction, announced)."""
-    from supernet.sdk.chain import Contracts
-
     node = to_checksum_address(answer(httpx.get(f"{base}/node", timeout=30))["address"])
-    payments = Contracts.connect(rpc_url, dep, account).payments
+    payments = contracts.payments
     missing = amount - payments.channel(account.address, node).deposited
     if missing > 0:
         log.info("depositing %d wei into the payment channel to %s", missing, node)
@@ -73,6 +84,7 @@ def openai_client(
     state_dir: Path | None = None,
     max_fee: int | None = None,
     timeout: float = 300.0,
+    rule: Signable | None = None,
     **kwargs: Any,
 ) -> openai.OpenAI:
     """An ``openai.OpenAI`` whose chat completions the node at ``node_url`` runs, each paid by a
@@ -82,18 +94,22 @@ def openai_client(
         node_url: the node's API (``http://host:port``).
         private_key: the user's key (hex, or an account from `supernet.sdk.keys.load_account`).
         deployment: the deployment (file): its payment contract is the signing domain.
-        rpc_url: with ``deposit``: the chain to fund the channel on.
+        rpc_url: the chain's JSON-RPC (default: the deployment file's): read before each
+            signature (`supernet.sdk.client.signable.SigningRule`) and to fund the channel.
         deposit: fund the payment channel to this node up to this many wei first.
         state_dir: nonces and voucher totals (``~/.supernet``, shared with `Client`).
         max_fee: most wei per call (default: `supernet.sdk.client.ladder.DEFAULT_MAX_FEE`).
         timeout: seconds per HTTP request (a completion runs the model).
+        rule: whom and what may be signed, if not the deployment's chain read through ``rpc_url``
+            (`supernet.sdk.client.signable.SigningRule`; an application holding its own `Contracts`
+            passes one).
         kwargs: passed to ``openai.OpenAI``. ``max_retries`` defaults to 0: every request is a
             paid task signed anew (its own nonce and voucher), so openai's automatic retry of a
             5xx or a read timeout (a slow answer) bought the same answer two more times.
     """
     import openai
 
-    base, auth = _auth(node_url, private_key, deployment, rpc_url, deposit, state_dir, max_fee)
+    base, auth = _auth(node_url, private_key, deployment, rpc_url, deposit, state_dir, max_fee, rule)
     http = httpx.Client(auth=auth, timeout=timeout)
     # openai 1.x-2.x type this as httpx.Client, 3.x as httpx2.Client while still taking httpx's
     kwargs.setdefault("max_retries", 0)
@@ -110,12 +126,13 @@ def async_openai_client(
     state_dir: Path | None = None,
     max_fee: int | None = None,
     timeout: float = 300.0,
+    rule: Signable | None = None,
     **kwargs: Any,
 ) -> openai.AsyncOpenAI:
     """`openai_client`, as an ``openai.AsyncOpenAI`` (the same arguments)."""
     import openai
 
-    base, auth = _auth(node_url, private_key, deployment, rpc_url, deposit, state_dir, max_fee)
+    base, auth = _auth(node_url, private_key, deployment, rpc_url, deposit, state_dir, max_fee, rule)
     http = httpx.AsyncClient(auth=auth, timeout=timeout)
     kwargs.setdefault("max_retries", 0)  # each retry would be another paid task (`openai_client`)
     return openai.AsyncOpenAI(base_url=base, api_key=API_KEY, http_client=cast(Any, http), **kwargs)

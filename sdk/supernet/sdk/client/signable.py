@@ -1,0 +1,59 @@
+"""Whom and what a client may sign a paid task for: the one rule `Client` and the OpenAI drop-in
+(`supernet.sdk.openai_compat.SupernetAuth`) follow, read from the chain, never from the node.
+
+* the address a node's ``/v1/node`` names is an active (staked) node on chain: nothing else backs
+  its receipts with stake to slash or refund from;
+* the model id it would be signed for is one that node registered on chain;
+* the validators' quorum checks that id (`supernet.sdk.chain.coverage`): a receipt under a model
+  no validator holds is unverifiable whatever it says.
+
+>>> SigningRule(contracts).check(node_address, model_id)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from supernet.sdk.chain.coverage import CoverageReader
+from supernet.sdk.chain.registry import NodeView
+from supernet.sdk.client.types import ClientError
+
+if TYPE_CHECKING:
+    from supernet.sdk.chain.contracts import Contracts
+
+
+class Signable(Protocol):
+    """What the drop-in asks before it signs (`SigningRule`)."""
+
+    def check(self, node: str, model_id: str) -> None:
+        """Raise `ClientError` (with why) unless a task for ``model_id`` may be signed to ``node``."""
+        ...
+
+
+class SigningRule:
+    """`Signable` read from the deployment's contracts (blocking chain reads)."""
+
+    def __init__(self, contracts: Contracts) -> None:
+        self.contracts = contracts
+        self.coverage = CoverageReader(contracts)
+
+    def active(self, node: str) -> NodeView:
+        """The node's on-chain view, if it is an active node; else `ClientError`."""
+        view = self.contracts.service_manager.get_node(node)
+        if not view.active:
+            state = "registered without the minimum stake" if view.registered else "not registered"
+            raise ClientError(
+                f"{node} (named by the node's /v1/node) is not an active node on chain ({state}): "
+                "nothing would back its receipts, so nothing is deposited or signed for it"
+            )
+        return view
+
+    def check(self, node: str, model_id: str) -> None:
+        view = self.active(node)
+        if bytes.fromhex(model_id.removeprefix("0x")) not in view.model_ids:
+            raise ClientError(
+                f"node {node}: its /v1/node names model {model_id}, which it did not register on chain"
+            )
+        covered = self.coverage(model_id)
+        if not covered.checkable:
+            raise ClientError(f"node {node}: {covered.why_not()}")

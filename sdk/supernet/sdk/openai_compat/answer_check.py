@@ -1,0 +1,249 @@
+"""The drop-in's answer check: a chat completion is handed to the caller only if it is what the
+node signed.
+
+A node answers a chat completion with a ``supernet`` field (the last chunk of a stream carries it)
+holding the task's whole output and its signed receipt (the document of
+``GET /v1/tasks/{id}/receipt``). Before the caller sees the answer, `check_answer` runs the
+receipt's checks for the request the user just signed (`supernet.sdk.client.verify.check_receipt`:
+request hash, input hash, output hash, model, fee, node signature, the promise to commit) and
+checks that the text (or the tool call) in the answer is that output, by the rule `Client` checks a
+stream with (`supernet.sdk.client.streaming.stream_problem`: cut at the user's stop strings, a run
+of U+FFFD for a character split across tokens, trailing whitespace). So a node that
+runs the task honestly for the validators cannot hand the user other text: the output the
+validators check is the output the user read (tests/integration/test_review_openai_gateway.py).
+
+`CheckedStream` applies the check to a response as it is read: a plain completion is held until it
+is whole; an event stream passes every event through as it comes and holds only its ``[DONE]``
+until the answer checked, so a bad answer raises `AnswerMismatchError` inside the caller's loop,
+after the text shown so far (as `supernet.sdk.client.Client.stream` checks a stream at its end).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from supernet.sdk.chain.eip712 import Domain, TaskRequest
+from supernet.sdk.client.streaming import stream_problem
+from supernet.sdk.client.types import ClientError
+from supernet.sdk.client.verify import PENDING_CHECK, check_receipt
+from supernet.sdk.node_api import ReceiptPublic
+
+# Not yet true of a receipt just signed: it is committed later, and the promise's horizon and
+# backing are judged by `Client.verify` against the chain.
+NOT_YET = frozenset({PENDING_CHECK, "commit promise kept", "commit promise backed"})
+
+
+class AnswerMismatchError(ClientError):
+    """The node's answer is not the output its receipt for the paid request commits to."""
+
+
+@dataclass(frozen=True)
+class SignedCall:
+    """What the user signed for one completion: the answer must be the receipt of exactly this."""
+
+    task_id: str
+    request: TaskRequest
+    task_input: dict[str, Any]
+    domain: Domain
+
+    @property
+    def node(self) -> str:
+        return self.request.node
+
+
+@dataclass(frozen=True)
+class CheckedAnswer:
+    """A completion that passed: the committed output and the node's receipt document."""
+
+    output: str
+    receipt: ReceiptPublic
+
+
+def check_answer(
+    call: SignedCall, proof: Any, text: str | None, tool_call: tuple[str, str] | None
+) -> CheckedAnswer:
+    """Check one answer: ``text`` (or ``tool_call``: name and JSON arguments) and the ``supernet``
+    field ``proof`` the node sent with it.
+
+    Raises:
+        AnswerMismatchError: no receipt, a receipt that fails a check for ``call``, or an answer
+            that is not the receipt's output cut at the request's stop strings.
+    """
+    if not isinstance(proof, dict) or not isinstance(proof.get("signedReceipt"), dict):
+        raise AnswerMismatchError(f"task {call.task_id}: the node sent its answer without a signed receipt")
+    output, doc = proof.get("output"), proof["signedReceipt"]
+    if not isinstance(output, str):
+        raise AnswerMismatchError(f"task {call.task_id}: the node sent no output with its receipt")
+    request = call.request
+    report = check_receipt(
+        doc,
+        task_id=call.task_id,
+        user=request.user,
+        node=request.node,
+        task_input=call.task_input,
+        output=output,
+        onchain_batch=_not_committed,
+        trace_loaded=None,
+        model_id="0x" + request.model_id.hex(),
+        max_fee=request.max_fee,
+        fee=request.max_fee,  # the drop-in signs the node's price as maxFee: the fee it agreed to
+        domain=call.domain,
+        request=request,
+    )
+    failed = [c for c in report.failed() if c.name not in NOT_YET]
+    if failed:
+        detail = "; ".join(f"{c.name} ({c.detail})" if c.detail else c.name for c in failed)
+        raise AnswerMismatchError(f"task {call.task_id}: the node's receipt fails: {detail}")
+    if tool_call is None:
+        problem = stream_problem("chat", call.task_input, [text or ""], output)
+        if problem is not None:
+            raise AnswerMismatchError(
+                f"task {call.task_id}: the answer is not what the receipt commits: {problem}"
+            )
+    elif _call_of(output) != (tool_call[0], _json(tool_call[1])):
+        raise AnswerMismatchError(
+            f"task {call.task_id}: the tool call is not the output the node's receipt commits to"
+        )
+    receipt = ReceiptPublic.model_validate(doc)
+    return CheckedAnswer(output, receipt)
+
+
+def _not_committed(batch_id: int) -> tuple[str, bytes, int]:
+    raise AnswerMismatchError(f"a receipt just signed names batch {batch_id}: it cannot be committed yet")
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return _INVALID
+
+
+_INVALID = object()
+
+
+def _call_of(output: str) -> tuple[Any, Any] | None:
+    """The ``(name, arguments)`` of a tool call's output (the compact ``{"name", "arguments"}``
+    object `supernet.node.agents.tool_calls` parses), None when it is none."""
+    doc = _json(output)
+    if not isinstance(doc, dict) or set(doc) != {"name", "arguments"}:
+        return None
+    return doc["name"], doc["arguments"]
+
+
+class _Answer:
+    """What one response carried, gathered as it is read."""
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.tool: tuple[str, str] | None = None
+        self.proof: Any = None
+        self.error = False
+
+    def add_completion(self, doc: Any) -> None:
+        if not isinstance(doc, dict):
+            return
+        message = (doc.get("choices") or [{}])[0].get("message") or {}
+        self.text.append(message.get("content") or "")
+        self._tool(message.get("tool_calls"))
+        self.proof = doc.get("supernet")
+
+    def add_chunk(self, doc: Any) -> None:
+        if not isinstance(doc, dict):
+            return
+        if "error" in doc:
+            self.error = True
+            return
+        for choice in doc.get("choices") or []:
+            delta = choice.get("delta") or {}
+            self.text.append(delta.get("content") or "")
+            self._tool(delta.get("tool_calls"))
+        if "supernet" in doc:
+            self.proof = doc["supernet"]
+
+    def _tool(self, calls: Any) -> None:
+        if calls:
+            function = calls[0].get("function") or {}
+            self.tool = (str(function.get("name")), str(function.get("arguments")))
+
+
+class CheckedStream(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A chat completion response's body, checked by `check_answer` as it is read.
+
+    Args:
+        inner: the response's own stream.
+        call: what the user signed.
+        event_stream: whether the body is ``text/event-stream`` (else one JSON completion).
+        on_result: called once with the checked answer, or with the error (then raised too).
+    """
+
+    def __init__(
+        self,
+        inner: Any,
+        call: SignedCall,
+        event_stream: bool,
+        on_result: Callable[[CheckedAnswer | Exception], None],
+    ) -> None:
+        self.inner, self.call, self.event_stream, self.on_result = inner, call, event_stream, on_result
+        self._answer, self._buffer, self._done = _Answer(), b"", False
+
+    def __iter__(self) -> Iterator[bytes]:
+        for piece in self.inner:
+            yield from self._feed(piece)
+        yield from self._end()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for piece in self.inner:
+            for out in self._feed(piece):
+                yield out
+        for out in self._end():
+            yield out
+
+    def close(self) -> None:
+        self.inner.close()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    def _feed(self, piece: bytes) -> Iterator[bytes]:
+        self._buffer += piece
+        if not self.event_stream:
+            return
+        # whole lines only; an event's lines go out as they come, ``[DONE]`` after the check
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            data = line.rstrip(b"\r")
+            if data.startswith(b"data:"):
+                payload = data[5:].strip()
+                if payload == b"[DONE]":
+                    self._finish()
+                else:
+                    self._answer.add_chunk(_json(payload.decode("utf-8", "replace")))
+            yield line + b"\n"
+
+    def _end(self) -> Iterator[bytes]:
+        if not self.event_stream:
+            self._answer.add_completion(_json(self._buffer.decode("utf-8", "replace")))
+        self._finish()
+        if self._buffer:
+            yield self._buffer
+            self._buffer = b""
+
+    def _finish(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        answer = self._answer
+        if answer.error:  # the node reported a failed task: no answer to check, the caller sees why
+            self.on_result(ClientError(f"task {self.call.task_id} failed at the node"))
+            return
+        try:
+            checked = check_answer(self.call, answer.proof, "".join(answer.text), answer.tool)
+        except AnswerMismatchError as exc:
+            self.on_result(exc)
+            raise
+        self.on_result(checked)
