@@ -152,10 +152,13 @@ class SupernetAuth(httpx.Auth):
         if 400 <= response.status_code < 500:
             self._nodes.pop(str(base), None)  # re-read the node next time (its fee may have changed)
             self._record(call.task_id, "refused", None)
-        elif response.status_code == 200:
-            event_stream = response.headers.get("content-type", "").startswith("text/event-stream")
+        elif 200 <= response.status_code < 300:  # any success is an answer: checked before it is read
             response.stream = CheckedStream(
-                response.stream, call, event_stream, lambda result: self._answered(call.task_id, result)
+                response.stream,
+                call,
+                body.get("stream") is True,
+                lambda result: self._answered(call.task_id, result),
+                response.headers.get("content-type", ""),
             )
 
     def _check_domain(self, info: NodeInfo) -> None:
