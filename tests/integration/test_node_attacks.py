@@ -26,7 +26,15 @@ import httpx
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from node_fixtures import FakeExecutor, FakeNode, NodeProcess, make_fake_node, node_on_anvil, signed_task
+from node_fixtures import (
+    FAKE_MODEL_ID,
+    FakeExecutor,
+    FakeNode,
+    NodeProcess,
+    make_fake_node,
+    node_on_anvil,
+    signed_task,
+)
 from supernet.node.agents.chat import ChatAgent
 from supernet.node.service.ports import Job, JobResult, TokenSink
 from supernet.node.service.redeemer import Redeemer, RedeemPolicy
@@ -36,6 +44,7 @@ from supernet.sdk.chain.anvil import Anvil, dev_account
 from supernet.sdk.chain.eip712 import Voucher, sign_voucher
 from supernet.sdk.chain.payments import Channel
 from supernet.sdk.chain.receipts import Receipt, input_hash, output_hash, sign_receipt, trace_hash
+from supernet.sdk.client.answer import AnswerMismatchError
 from supernet.sdk.client.client import Client
 from supernet.sdk.client.ladder import DEFAULT_MAX_FEE
 from supernet.sdk.client.read_grant import ReadGrantAuth
@@ -300,7 +309,13 @@ def _client(node: FakeNode, user: Any, state_dir: Path, app: Any = None) -> tupl
         # the FAKE chain's registry: the node is an active, staked node (`Client._registered`); no
         # validator has declared the models it checks (coverage unknown: any model is signed)
         service_manager=SimpleNamespace(
-            get_node=lambda a: SimpleNamespace(active=True, registered=True, price_per_token=0, stake=10**18),
+            get_node=lambda a: SimpleNamespace(
+                active=True,
+                registered=True,
+                price_per_token=0,
+                stake=10**18,
+                model_ids=[bytes.fromhex(FAKE_MODEL_ID[2:])],
+            ),
             validators=lambda: [],
         ),
     )
@@ -441,6 +456,56 @@ async def test_streamed_text_differing_from_committed_output_is_refused(tmp_path
         await client.aclose()
     finally:
         await _close(honest)
+
+
+def _output_rewriting(app: Any, old: bytes, new: bytes) -> Any:
+    """The node's own app with the task output it reports (``GET /v1/tasks/{id}``, the ``done``
+    event) rewritten; its receipts untouched (they commit the real output)."""
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith("/v1/tasks/") or path.endswith("/receipt"):
+            await app(scope, receive, send)
+            return
+
+        async def rewrite(message: Any) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": message.get("body", b"").replace(old, new)}
+            await send(message)
+
+        await app(scope, receive, rewrite)
+
+    return wrapped
+
+
+async def test_an_output_the_receipt_does_not_commit_is_refused_at_once(tmp_path: Path) -> None:
+    """Attack: the node runs the task honestly (its receipt and trace commit the real output, so
+    validators find nothing) but reports another output to the user (the task read and the
+    stream's ``done`` event), rewritten to the same length. Before, `submit_task` returned it and
+    only a later `Client.verify` compared it with the receipt. Defence: `Client.checked` compares
+    the answer with the signed receipt before returning (`supernet.sdk.client.answer`), for
+    ``submit_task`` and ``stream``; the record says ``answer_mismatch``."""
+    node = await _node(tmp_path)
+    try:
+        user = Account.create()
+        node.chain.deposits[user.address] = 10 * FEE
+        lying = _output_rewriting(node.service.app, b"echo: hello", b"echo: HELLO")
+        client, _ = _client(node, user, tmp_path / "state", app=lying)
+        with pytest.raises(AnswerMismatchError, match="output hash"):
+            await client.submit_task("hello", node_url="http://node")
+        stream = client.stream("hello", node_url="http://node")
+        with pytest.raises(AnswerMismatchError, match="output hash"):
+            [piece async for piece in stream]
+        assert stream.result is None
+        assert sorted(r.status for r in client.state.tasks.values()) == ["answer_mismatch"] * 2
+        honest, _ = _client(node, user, tmp_path / "state2")  # control: the node's own answer
+        result = await honest.submit_task("hello", node_url="http://node")
+        record = honest.state.tasks[result.task_id]
+        assert result.output == "echo: hello" and record.status == "done" and record.promise is not None
+        await client.aclose()
+        await honest.aclose()
+    finally:
+        await _close(node)
 
 
 def test_stream_rule() -> None:

@@ -81,9 +81,10 @@ from typing import Any, ClassVar
 
 import pytest
 from chain_fixtures import Actors, burn_address_exists, make_receipts, stake_network
-from supernet.sdk.chain import Contracts, ReceiptTree
+from supernet.sdk.chain import Contracts, ReceiptTree, bindings
 from supernet.sdk.chain.anvil import Anvil, mine, set_next_base_fee
 from supernet.sdk.chain.bindings import claim_fee_cap
+from supernet.sdk.chain.cli import MAX_FLOOR_GWEI
 from supernet.sdk.chain.contracts import make_web3
 from supernet.sdk.chain.deployment import Deployment
 from typer.testing import CliRunner
@@ -279,6 +280,34 @@ def test_defence_the_sdks_answer_pays_the_floor_as_its_tip(chain: Contracts, act
     spent = int(receipt["gasUsed"]) * int(receipt["effectiveGasPrice"])
     paid = c.task_manager.claimable(actors.node.address) - before
     assert paid >= spent, f"the honest node lost {spent - paid} wei answering ({spent} spent, {paid} paid)"
+
+
+def test_defence_a_floor_above_the_tip_ceiling_is_still_the_answers_tip(
+    chain: Contracts, actors: Actors
+) -> None:
+    """The SDK refuses RPC-suggested tips above `bindings.MAX_PRIORITY_FEE` (50 gwei: a lying RPC
+    must not choose what the user pays). A deployment's floor above that (a chain whose least gas
+    price is 100 gwei) is the deployment's, not a suggestion: the node's answer goes at it and is
+    paid its cost. A floor reported above what a deployment may set is still refused."""
+    floor = 100 * GWEI
+    assert floor > bindings.MAX_PRIORITY_FEE
+    c = _floored(chain, actors, floor)
+    _zero_base_fee(c.w3)
+    trace = _dense(2_000)
+    receipts = make_receipts(c, actors.users, actors.node.address, 2)
+    receipts[0] = dataclasses.replace(receipts[0], trace_hash=hashlib.sha256(trace).digest())
+    tree = ReceiptTree.from_receipts(receipts)
+    batch_id = c.as_account(actors.node).task_manager.commit_batch(tree.root, 2, "bafym").value.batch_id
+    mine(c.w3, 2)
+    aid = c.as_account(actors.validators[0]).task_manager.challenge_availability(batch_id, 0).value
+    set_next_base_fee(c.w3, 0)
+    before = c.task_manager.claimable(actors.node.address)
+    node_tm = c.as_account(actors.node).task_manager
+    receipt = dict(node_tm.answer_availability(aid, receipts[0], list(tree.proof_at(0)), trace).receipt)
+    assert int(receipt["effectiveGasPrice"]) == floor
+    spent = int(receipt["gasUsed"]) * int(receipt["effectiveGasPrice"])
+    assert c.task_manager.claimable(actors.node.address) - before >= spent
+    assert bindings.MAX_ANSWER_FLOOR // GWEI == MAX_FLOOR_GWEI  # the deploy CLI's bound is the SDK's
 
 
 def test_defence_a_base_fee_rising_past_the_floor_after_the_claim_still_pays_the_answer(

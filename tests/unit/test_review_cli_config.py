@@ -52,9 +52,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chain_fixtures import Actors
+from chain_fixtures import MODEL_ID, Actors
 from eth_account import Account
-from node_fixtures import FAKE_AGENT_HASH, FAKE_MODEL_ID, FakeExecutor, make_fake_node
+from node_fixtures import FAKE_AGENT_HASH, FakeExecutor, make_fake_node
 from pydantic import ValidationError
 from supernet.node.service.cli import app as node_app
 from supernet.node.service.config import NodeSettings
@@ -95,8 +95,9 @@ def _impostor(claimed: str, c: Contracts, task_fee: int) -> Iterator[tuple[str, 
         "chainId": c.domain.chain_id,
         "verifyingContract": c.domain.verifying_contract,
         "taskFee": task_fee,
-        "models": [FAKE_MODEL_ID],
-        "modelNames": {"fake-model": FAKE_MODEL_ID},
+        # the model the chain's nodes registered: the address, not the model, is what is tried here
+        "models": ["0x" + MODEL_ID.hex()],
+        "modelNames": {"fake-model": "0x" + MODEL_ID.hex()},
         "agents": {"chat": FAKE_AGENT_HASH},
         "agentCards": cards,
     }

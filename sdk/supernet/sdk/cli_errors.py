@@ -31,6 +31,9 @@ def explain(exc: BaseException) -> str | None:
             f"cannot reach the chain's JSON-RPC ({exc.__class__.__name__}): is it running? "
             "`supernet devnet up` starts a local one; else check --rpc / SUPERNET_RPC_URL"
         )
+    rpc = _rpc_refusal(exc)
+    if rpc is not None:
+        return rpc
     if isinstance(exc, ClientError):
         hint = _CLIENT_HINTS.get(exc.status or 0)
         return f"{exc}" + (f" — {hint}" if hint else "")
@@ -58,3 +61,28 @@ def _is_chain_unreachable(exc: BaseException) -> bool:
     from web3.exceptions import ProviderConnectionError
 
     return isinstance(exc, requests.ConnectionError | requests.Timeout | ProviderConnectionError)
+
+
+def _rpc_refusal(exc: BaseException) -> str | None:
+    """web3's errors of a JSON-RPC endpoint's answers (no ValueError in web3 8): an error response
+    (a refused transaction, a method it lacks), an answer web3 refuses (another chain id than the
+    transaction's, a malformed result), or no receipt in time."""
+    from web3.exceptions import BadResponseFormat, TimeExhausted, Web3RPCError, Web3ValidationError
+
+    if isinstance(exc, Web3RPCError):
+        error = (exc.rpc_response or {}).get("error")
+        message = error.get("message") if isinstance(error, dict) else None
+        return _one_line(f"the chain's JSON-RPC refused the request: {message or exc.message}") + (
+            " (check --rpc / SUPERNET_RPC_URL)"
+        )
+    if isinstance(exc, Web3ValidationError | BadResponseFormat):
+        return _one_line(f"the chain's JSON-RPC gave an answer web3 refuses: {exc}") + (
+            " (check --rpc / SUPERNET_RPC_URL)"
+        )
+    if isinstance(exc, TimeExhausted):
+        return _one_line(f"the chain did not confirm in time: {exc}") + " (look the transaction up later)"
+    return None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

@@ -19,6 +19,7 @@ node's key where a user's is expected.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import typer
@@ -58,3 +59,33 @@ def amount_argument(text: str, name: str = "amount") -> int:
         return parse_amount(text)
     except AmountError as exc:
         raise typer.BadParameter(str(exc), param_hint=name) from None
+
+
+_HEX_ADDRESS = re.compile(r"^0[xX][0-9a-fA-F]{40}$")
+
+
+def address_argument(value: str) -> str:
+    """An account or contract address from a command line, checksummed (EIP-55) before the command
+    connects or sends anything: all-lowercase or all-uppercase hex (as explorers, logs and ``cast``
+    print it) is taken and checksummed; mixed case must carry the right checksum (a wrong one is
+    the typo a checksum exists to catch); a wrong length, non-hex or a name is refused.
+
+    The parser of every address argument and option (``typer.Argument(parser=address_argument)``),
+    parsed before the command runs: a refusal is a usage error (exit 2) naming the parameter.
+
+    Raises:
+        typer.BadParameter: not a hex address, or a mixed-case one with a bad checksum.
+    """
+    from eth_utils import to_checksum_address
+
+    text = str(value).strip()
+    if not _HEX_ADDRESS.match(text):
+        raise typer.BadParameter(f"{value!r} is not an address: 0x and 40 hex digits")
+    digits = text[2:]
+    checksummed = to_checksum_address("0x" + digits.lower())
+    if digits not in (digits.lower(), digits.upper()) and digits != checksummed[2:]:
+        raise typer.BadParameter(
+            f"{text} has a bad EIP-55 checksum (its mix of upper and lower case): a mistyped "
+            "character? copy the address again"
+        )
+    return checksummed

@@ -134,8 +134,9 @@ def write_keystore(path: Path, account: LocalAccount, password: str, **kdf: Any)
     """Write ``account`` as a V3 keystore at ``path``, created with mode 0600; never overwrites.
 
     Raises:
-        KeyLoadError: ``path`` exists, or the passphrase is empty or blank (an unset variable in a
-            compose file reads as ``""``): such a keystore looks encrypted and protects nothing.
+        KeyLoadError: ``path`` exists or cannot be created (a missing directory, no permission),
+            or the passphrase is empty or blank (an unset variable in a compose file reads as
+            ``""``): such a keystore looks encrypted and protects nothing.
     """
     path = Path(path)
     if not password.strip():
@@ -145,6 +146,8 @@ def write_keystore(path: Path, account: LocalAccount, password: str, **kdf: Any)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise KeyLoadError(f"{path} exists; not overwriting a key") from None
+    except OSError as exc:  # a missing directory, no permission: nothing is written
+        raise KeyLoadError(f"cannot create {path}: {exc.strerror or exc}") from None
     with os.fdopen(fd, "w") as f:
         json.dump(doc, f)
         f.write("\n")

@@ -5,7 +5,10 @@ Users pay a node through a payment channel (docs/protocol.md, "Payments"): ``dep
 up, ``withdraw`` asks for the unspent rest (the node may still redeem the user's latest voucher
 during the withdrawal delay) and takes it once the delay is over. Operators see their stake and
 what they earned, start unbonding, leave, and withdraw what is theirs. Amounts take units like
-`cast`: ``0.01ether``, ``100gwei``, ``5000`` (wei). Every failure is one line with what to do.
+`cast`: ``0.01ether``, ``100gwei``, ``5000`` (wei); addresses are checked (EIP-55) before anything
+is read. Every transaction pays a priority fee (tip) of at most ``--max-priority-fee`` (50 gwei by
+default: `bindings.MAX_PRIORITY_FEE`), and a prompt names the most its gas can cost. Every failure
+is one line with what to do.
 """
 
 import time
@@ -17,14 +20,28 @@ from typing import Annotated
 import typer
 from eth_utils import to_checksum_address
 from supernet.sdk.chain import Contracts, Deployment
+from supernet.sdk.chain.bindings import MAX_PRIORITY_FEE, Binding, TxResult
 from supernet.sdk.cli_errors import explain
-from supernet.sdk.cli_options import amount_argument
+from supernet.sdk.cli_options import address_argument, amount_argument
+from supernet.sdk.client.client import refuse_closing
 from supernet.sdk.client_cli import Dep, Rpc  # one definition of the chain options
 from supernet.sdk.errors import SupernetError
 from supernet.sdk.key_options import KeyFile, Keystore, PasswordFile, account, key_option
 from supernet.sdk.units import format_amount
+from web3.exceptions import Web3Exception
 
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before sending the transaction.")]
+MaxTip = Annotated[
+    str | None,
+    typer.Option(
+        "--max-priority-fee",
+        help="The most priority fee (tip) a gas may pay, as amounts are written: 2gwei, 1000000000 "
+        f"(wei). Default {format_amount(MAX_PRIORITY_FEE)}; a higher tip suggested by the RPC is refused.",
+    ),
+]
+NodeAddress = Annotated[
+    str, typer.Argument(parser=address_argument, help="The node's address (a deposit pays only this node).")
+]
 
 app = typer.Typer(
     name="account",
@@ -38,26 +55,54 @@ def _amount(text: str) -> int:
     return amount_argument(text)
 
 
+def _tip_ceiling(text: str | None) -> int:
+    """``--max-priority-fee`` in wei (`MAX_PRIORITY_FEE` when not given), parsed before connecting."""
+    return MAX_PRIORITY_FEE if text is None else amount_argument(text, "--max-priority-fee")
+
+
 @contextmanager
 def _one_line_errors() -> Iterator[None]:
-    """A refused transaction, a missing file or an unreachable chain: one line, exit status 1."""
+    """A refused transaction, a missing file or an unreachable or refusing chain (web3's errors are
+    no ValueError): one line, exit status 1."""
     try:
         yield
-    except (SupernetError, OSError, ValueError) as exc:
-        typer.secho(f"error: {explain(exc) or exc}", fg=typer.colors.RED, err=True)
+    except (SupernetError, OSError, ValueError, Web3Exception) as exc:
+        line = " ".join((explain(exc) or str(exc)).split())
+        typer.secho(f"error: {line}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
 
 
 def connect(
-    rpc: str, deployment: Path, signer: tuple[str, Path | None, Path | None, Path | None]
+    rpc: str,
+    deployment: Path,
+    signer: tuple[str, Path | None, Path | None, Path | None],
+    tip_ceiling: int = MAX_PRIORITY_FEE,
 ) -> Contracts:
-    """The deployment bound to the signer's account."""
+    """The deployment bound to the signer's account, its transactions' tips within ``tip_ceiling``."""
     if not deployment.is_file():
         raise SupernetError(
             f"no deployment file at {deployment}: pass --deployment or set SUPERNET_DEPLOYMENT "
             "(`supernet devnet up` writes one)"
         )
-    return Contracts.connect(rpc, Deployment.load(deployment), account(*signer))
+    return Contracts.connect(rpc, Deployment.load(deployment), account(*signer), tip_ceiling=tip_ceiling)
+
+
+def _confirmed(
+    binding: Binding, what: str, yes: bool, fn_name: str, *args: object, value: int = 0
+) -> TxResult:
+    """Ask ``what?`` beside the most the transaction's gas can cost (its gas limit at its fee cap,
+    quoted before it is signed; a revert is reported here, before asking), then send it at the
+    quoted fees."""
+    quote = binding.quote(fn_name, *args, value=value)
+    _confirm(f"{what} (gas: at most {format_amount(quote.most)})?", yes)
+    fees = quote.fees
+    return binding.transact(
+        fn_name,
+        *args,
+        value=value,
+        max_fee_per_gas=fees.max_fee_per_gas,
+        max_priority_fee_per_gas=fees.max_priority_fee_per_gas,
+    )
 
 
 def _chain_time(c: Contracts) -> int:
@@ -78,7 +123,9 @@ def _confirm(what: str, yes: bool) -> None:
 def balance(
     rpc: Rpc = "http://127.0.0.1:8545",
     deployment: Dep = Path("deployment.json"),
-    node: Annotated[str | None, typer.Option(help="Only the channel to this node (address).")] = None,
+    node: Annotated[
+        str | None, typer.Option(parser=address_argument, help="Only the channel to this node (address).")
+    ] = None,
     key: UserKey = "",
     key_file: KeyFile = None,
     keystore: Keystore = None,
@@ -106,7 +153,7 @@ def balance(
 
 @app.command()
 def deposit(
-    node: Annotated[str, typer.Argument(help="The node's address (a deposit pays only this node).")],
+    node: NodeAddress,
     amount: Annotated[str, typer.Argument(help="How much: 0.01ether, 100gwei, 5000 (wei).")],
     rpc: Rpc = "http://127.0.0.1:8545",
     deployment: Dep = Path("deployment.json"),
@@ -118,25 +165,30 @@ def deposit(
     force: Annotated[
         bool, typer.Option(help="Deposit even if NODE is not an active node on chain (pre-funding).")
     ] = False,
+    max_priority_fee: MaxTip = None,
 ) -> None:
-    """Add to your payment channel to NODE (an active node on chain, unless --force)."""
+    """Add to your payment channel to NODE (an active node on chain, unless --force; not while a
+    withdrawal from the channel is requested)."""
     wei = _amount(amount)
     if wei == 0:
         raise typer.BadParameter("a deposit must be more than 0")
+    ceiling = _tip_ceiling(max_priority_fee)
     with _one_line_errors():
-        c = connect(rpc, deployment, (key, key_file, keystore, password_file))
+        c = connect(rpc, deployment, (key, key_file, keystore, password_file), ceiling)
+        user = c.account.address if c.account else ""
         view = c.service_manager.get_node(node)
         if not view.active and not force:
             # a channel pays only its node: one to an address no node uses locks the money until a
             # withdrawal and its delay, and has no stake behind it
             state = "registered without the minimum stake" if view.registered else "not a registered node"
             raise SupernetError(f"{node} is {state}: nothing deposited (--force to deposit anyway)")
+        refuse_closing(c.payments.channel(user, node), node)  # as the client's deposits
         whom = node
         if view.registered:
             whom = f"node {node} at {view.endpoint}, stake {format_amount(view.stake)}"
-        _confirm(f"deposit {format_amount(wei)} into your channel to {whom}?", yes)
-        tx = c.payments.deposit(node, wei)
-        ch = c.payments.channel(c.account.address if c.account else "", node)
+        what = f"deposit {format_amount(wei)} into your channel to {whom}"
+        tx = _confirmed(c.payments, what, yes, "deposit", node, value=wei)
+        ch = c.payments.channel(user, node)
         typer.echo(
             f"deposited {format_amount(wei)} (tx {tx.tx_hash}); the channel holds {format_amount(ch.balance)}"
         )
@@ -144,7 +196,7 @@ def deposit(
 
 @app.command()
 def withdraw(
-    node: Annotated[str, typer.Argument(help="The node whose channel to empty.")],
+    node: Annotated[str, typer.Argument(parser=address_argument, help="The node whose channel to empty.")],
     rpc: Rpc = "http://127.0.0.1:8545",
     deployment: Dep = Path("deployment.json"),
     cancel: Annotated[bool, typer.Option(help="Cancel a requested withdrawal.")] = False,
@@ -153,11 +205,13 @@ def withdraw(
     key_file: KeyFile = None,
     keystore: Keystore = None,
     password_file: PasswordFile = None,
+    max_priority_fee: MaxTip = None,
 ) -> None:
     """Take back what is left in your channel to NODE: the first call asks (the node may redeem
     your latest voucher until the delay ends), a call after the delay pays you."""
+    ceiling = _tip_ceiling(max_priority_fee)
     with _one_line_errors():
-        c = connect(rpc, deployment, (key, key_file, keystore, password_file))
+        c = connect(rpc, deployment, (key, key_file, keystore, password_file), ceiling)
         user = c.account.address if c.account else ""
         ch, now = c.payments.channel(user, node), _chain_time(c)
         if cancel:
@@ -166,8 +220,8 @@ def withdraw(
         elif ch.balance == 0:
             typer.echo(f"nothing to withdraw: the channel to {node} is empty")
         elif not ch.withdrawable_at:
-            _confirm(f"ask to withdraw {format_amount(ch.balance)} from your channel to {node}?", yes)
-            c.payments.request_withdrawal(node)
+            what = f"ask to withdraw {format_amount(ch.balance)} from your channel to {node}"
+            _confirmed(c.payments, what, yes, "requestWithdrawal", node)
             ready = c.payments.channel(user, node).withdrawable_at
             typer.echo(
                 f"withdrawal requested: the node may still redeem your latest voucher until "
@@ -234,9 +288,11 @@ def add_operator_commands(group: typer.Typer, role: str, key_env: str) -> None:
         key_file: KeyFile = None,
         keystore: Keystore = None,
         password_file: PasswordFile = None,
+        max_priority_fee: MaxTip = None,
     ) -> None:
+        ceiling = _tip_ceiling(max_priority_fee)
         with _one_line_errors():
-            c = connect(rpc, deployment, (key, key_file, keystore, password_file))
+            c = connect(rpc, deployment, (key, key_file, keystore, password_file), ceiling)
             who = c.account.address if c.account else ""
             op, now, done = c.service_manager.get_operator(who), _chain_time(c), False
             fees, _, disputes = balances(c, who)
@@ -268,15 +324,17 @@ def add_operator_commands(group: typer.Typer, role: str, key_env: str) -> None:
         key_file: KeyFile = None,
         keystore: Keystore = None,
         password_file: PasswordFile = None,
+        max_priority_fee: MaxTip = None,
     ) -> None:
         """Start unbonding stake (it can still be slashed until the unbonding period ends)."""
+        ceiling = _tip_ceiling(max_priority_fee)
         with _one_line_errors():
-            c = connect(rpc, deployment, (key, key_file, keystore, password_file))
+            c = connect(rpc, deployment, (key, key_file, keystore, password_file), ceiling)
             who = c.account.address if c.account else ""
             stake = c.service_manager.get_operator(who).stake
             wei = stake if amount.strip().lower() == "all" else _amount(amount)
-            _confirm(f"unbond {format_amount(wei)} of your {format_amount(stake)} stake?", yes)
-            c.service_manager.request_unbond(wei)
+            what = f"unbond {format_amount(wei)} of your {format_amount(stake)} stake"
+            _confirmed(c.service_manager, what, yes, "requestUnbond", wei)
             op = c.service_manager.get_operator(who)
             typer.echo(
                 f"unbonding {format_amount(op.unbonding)}: withdraw it with `supernet {role} {take_name}` "
@@ -291,20 +349,22 @@ def add_operator_commands(group: typer.Typer, role: str, key_env: str) -> None:
         key_file: KeyFile = None,
         keystore: Keystore = None,
         password_file: PasswordFile = None,
+        max_priority_fee: MaxTip = None,
     ) -> None:
         """Leave the network: your whole stake starts unbonding. A node that left can no longer
         commit batches: stop it after its last batch is committed, since every promised receipt
         not committed by then can be claimed a challenge window before the stake is free."""
+        ceiling = _tip_ceiling(max_priority_fee)
         with _one_line_errors():
-            c = connect(rpc, deployment, (key, key_file, keystore, password_file))
+            c = connect(rpc, deployment, (key, key_file, keystore, password_file), ceiling)
             warn = ""
             if role == "node":
                 warn = (
                     "; receipts this node has not committed yet can no longer be, and their users can"
                     " claim them before the stake is free: stop the node after its last batch first"
                 )
-            _confirm(f"deregister this {role} (the whole stake starts unbonding{warn})?", yes)
-            c.service_manager.deregister()
+            what = f"deregister this {role} (the whole stake starts unbonding{warn})"
+            _confirmed(c.service_manager, what, yes, "deregister")
             who = c.account.address if c.account else ""
             op = c.service_manager.get_operator(who)
             typer.echo(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 from supernet.sdk.chain.errors import (
     BindingsError,
+    ChainError,
     ContractError,
     InsufficientFundsError,
     TransactionFailed,
@@ -42,6 +44,115 @@ TX_GAS_CAP = 1 << 24
 """EIP-7825's most gas one transaction may ask for (mainnet since Osaka): the margin above never
 takes a limit past it, or a transaction that fits (an availability answer with a large trace)
 would be refused for its margin alone."""
+
+MAX_PRIORITY_FEE = 50 * 10**9
+"""The default ceiling on a transaction's priority fee (tip), in wei per gas: 50 gwei. The tip is
+the RPC's suggestion, and what the tip pays goes to the block's producer, who may run (or pay) the
+RPC: the ceiling is fixed here, not derived from the RPC's answers. 50 gwei sits above the tips
+chains ask in practice (mainnet's are usually a few gwei or less, Polygon PoS enforces a 25-30
+gwei minimum, BNB Chain about 1), and bounds a lying RPC to 50 gwei a gas (about 0.005 ETH for a 100,000
+gas deposit) instead of whatever it answers. A tip above it is refused, never lowered silently
+(the transaction might then never be mined): callers raise it (``tip_ceiling``, the CLI's
+``--max-priority-fee``)."""
+
+
+MAX_ANSWER_FLOOR = 10_000 * 10**9
+"""The highest ``MIN_ANSWER_GAS_PRICE`` a deployment may set (the deploy CLI refuses more). An
+answer's tip is the deployment's floor (`Binding.answer`), so an answer's tip may go up to this,
+whatever the ceiling on tips an RPC suggests; a floor the RPC reports above it is refused."""
+
+
+class FeeTooHigh(ChainError):
+    """The priority fee a transaction would pay is above the caller's ceiling: nothing was sent.
+
+    Attributes:
+        tip: the tip (wei per gas) it would have paid (the RPC's suggestion unless the caller's).
+        ceiling: the ceiling it is above.
+    """
+
+    def __init__(self, tip: int, ceiling: int, suggested: bool = True) -> None:
+        whose = "the RPC suggests a" if suggested else "the transaction would pay a"
+        super().__init__(
+            f"{whose} priority fee (tip) of {_gwei(tip)} gwei per gas, above the ceiling of "
+            f"{_gwei(ceiling)} gwei: nothing sent; to pay it, raise the ceiling "
+            f"(--max-priority-fee {_gwei(tip)}gwei)" + (", or use another RPC" if suggested else "")
+        )
+        self.tip = tip
+        self.ceiling = ceiling
+
+
+def _gwei(wei: int) -> str:
+    whole, rest = divmod(wei, 10**9)
+    return f"{whole}.{rest:09d}".rstrip("0") if rest else str(whole)
+
+
+@dataclass(frozen=True)
+class Fees:
+    """The EIP-1559 fees one transaction is signed with (wei per gas)."""
+
+    max_fee_per_gas: int
+    max_priority_fee_per_gas: int
+
+
+@dataclass(frozen=True)
+class Quote:
+    """A transaction's fees and gas limit, before it is signed (`Binding.quote`)."""
+
+    fees: Fees
+    gas: int
+
+    @property
+    def most(self) -> int:
+        """The most its gas can cost (gas limit x fee cap: no block charges more), in wei."""
+        return self.gas * self.fees.max_fee_per_gas
+
+
+def fees(
+    w3: Web3,
+    max_fee_per_gas: int | None = None,
+    max_priority_fee_per_gas: int | None = None,
+    tip_ceiling: int = MAX_PRIORITY_FEE,
+) -> Fees:
+    """The fee policy of every transaction `send` signs: the tip is the caller's, else the RPC's
+    suggestion (at most the fee cap), and is refused above ``tip_ceiling``; the fee cap is the
+    caller's, else web3's default, twice the latest base fee plus the tip (a base fee the RPC
+    inflates raises the cap, not what is paid: a block charges its own base fee plus the tip).
+
+    Raises:
+        FeeTooHigh: the tip is above ``tip_ceiling`` (nothing is signed).
+    """
+    tip = int(w3.eth.max_priority_fee) if max_priority_fee_per_gas is None else max_priority_fee_per_gas
+    if max_fee_per_gas is not None:
+        tip = min(tip, max_fee_per_gas)
+    if tip > tip_ceiling:
+        raise FeeTooHigh(tip, tip_ceiling, suggested=max_priority_fee_per_gas is None)
+    cap = 2 * latest_base_fee(w3) + tip if max_fee_per_gas is None else max_fee_per_gas
+    return Fees(cap, tip)
+
+
+_CHAIN_IDS: weakref.WeakKeyDictionary[Web3, int] = weakref.WeakKeyDictionary()
+_CHAIN_IDS_LOCK = threading.Lock()
+
+
+def pin_chain_id(w3: Web3, chain_id: int) -> None:
+    """Sign every transaction sent through ``w3`` for ``chain_id`` (`Contracts.connect` pins the
+    deployment's, once it checked the RPC is on it)."""
+    with _CHAIN_IDS_LOCK:
+        _CHAIN_IDS[w3] = chain_id
+
+
+def chain_id(w3: Web3) -> int:
+    """The chain id transactions through ``w3`` are signed for: the pinned one, else the RPC's
+    answer the first time it is asked, pinned from then on. Never asked again per transaction: an
+    RPC whose answer changes must not get a signature for another chain (where the transaction,
+    with the nonce it also chose, could be replayed)."""
+    with _CHAIN_IDS_LOCK:
+        pinned = _CHAIN_IDS.get(w3)
+    if pinned is None:
+        pinned = int(w3.eth.chain_id)
+        with _CHAIN_IDS_LOCK:
+            pinned = _CHAIN_IDS.setdefault(w3, pinned)
+    return pinned
 
 
 @dataclass(frozen=True)
@@ -138,8 +249,9 @@ def send(
     value: int = 0,
     max_fee_per_gas: int | None = None,
     max_priority_fee_per_gas: int | None = None,
+    tip_ceiling: int = MAX_PRIORITY_FEE,
 ) -> TxReceipt:
-    """Sign, send and wait for one contract transaction.
+    """Sign, send and wait for one contract transaction, at the fees `fees` allows.
 
     Args:
         w3: the client.
@@ -151,33 +263,29 @@ def send(
             (twice the latest base fee plus the tip) when None.
         max_priority_fee_per_gas: the tip; the RPC's suggestion (at most ``max_fee_per_gas``)
             when None.
+        tip_ceiling: the most tip the transaction may pay (`MAX_PRIORITY_FEE` by default).
 
     Returns:
         The mined transaction's receipt (status 1).
 
     Raises:
+        FeeTooHigh: the tip is above ``tip_ceiling`` (nothing is sent).
         ContractError: the call reverts (detected by gas estimation, before sending).
         TransactionFailed: it was mined but failed anyway.
     """
     with _sender(account.address):
         with reverts_as(contract), _funds_named(w3, account.address, contract, fn):
+            fee = fees(w3, max_fee_per_gas, max_priority_fee_per_gas, tip_ceiling)
             params: TxParams = {
                 "from": account.address,
                 "value": Wei(value),
                 "nonce": w3.eth.get_transaction_count(account.address, "pending"),
-                "chainId": w3.eth.chain_id,
+                "chainId": chain_id(w3),
+                "maxFeePerGas": Wei(fee.max_fee_per_gas),
+                "maxPriorityFeePerGas": Wei(fee.max_priority_fee_per_gas),
             }
-            if max_fee_per_gas is not None:
-                params["maxFeePerGas"] = Wei(max_fee_per_gas)
-                tip = max_priority_fee_per_gas
-                if tip is None:
-                    tip = w3.eth.max_priority_fee
-                params["maxPriorityFeePerGas"] = Wei(min(tip, max_fee_per_gas))
             tx = fn.build_transaction(params)
-        # The estimate runs against the pending state; the mined block can differ (a later
-        # timestamp makes e.g. `lockStake` write a slot it skipped in the estimate): a margin.
-        estimate = int(tx["gas"])
-        tx["gas"] = min(estimate * GAS_MARGIN_PCT // 100, max(estimate, TX_GAS_CAP))
+        tx["gas"] = gas_limit(int(tx["gas"]))
         signed = account.sign_transaction(dict(tx))  # type: ignore[arg-type]
         tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
     receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120, poll_latency=0.05)
@@ -188,6 +296,13 @@ def send(
             tx_hash.hex(),
         )
     return receipt
+
+
+def gas_limit(estimate: int) -> int:
+    """The gas limit a transaction is sent with for an ``estimate``: the estimate runs against the
+    pending state and the mined block can differ (a later timestamp makes e.g. `lockStake` write a
+    slot it skipped in the estimate), so a margin (`GAS_MARGIN_PCT`, within `TX_GAS_CAP`)."""
+    return min(estimate * GAS_MARGIN_PCT // 100, max(estimate, TX_GAS_CAP))
 
 
 def latest_base_fee(w3: Web3) -> int:
@@ -204,17 +319,22 @@ def claim_fee_cap(w3: Web3, tip: int | None = None) -> int:
     return latest_base_fee(w3) * 81 // 64 + (int(w3.eth.max_priority_fee) if tip is None else tip)
 
 
-def send_ether(w3: Web3, account: LocalAccount, to: str, amount: int) -> TxReceipt:
-    """Send ``amount`` wei from ``account`` to ``to`` (a plain transfer) and wait for it."""
+def send_ether(
+    w3: Web3, account: LocalAccount, to: str, amount: int, tip_ceiling: int = MAX_PRIORITY_FEE
+) -> TxReceipt:
+    """Send ``amount`` wei from ``account`` to ``to`` (a plain transfer) and wait for it, at the
+    fees `fees` allows (`send`'s policy: a tip within ``tip_ceiling``, the pinned chain id)."""
     with _sender(account.address):
+        fee = fees(w3, tip_ceiling=tip_ceiling)
         tx: TxParams = {
             "from": account.address,
             "to": Web3.to_checksum_address(to),
             "value": Wei(amount),
             "nonce": w3.eth.get_transaction_count(account.address, "pending"),
-            "chainId": w3.eth.chain_id,
+            "chainId": chain_id(w3),
             "gas": 21_000,
-            "gasPrice": w3.eth.gas_price,
+            "maxFeePerGas": Wei(fee.max_fee_per_gas),
+            "maxPriorityFeePerGas": Wei(fee.max_priority_fee_per_gas),
         }
         signed = account.sign_transaction(dict(tx))  # type: ignore[arg-type]
         tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
@@ -232,14 +352,23 @@ class Binding:
         name: the contract's name (its generated ABI).
         address: where it is deployed.
         account: signer for transactions; None for read-only use.
+        tip_ceiling: the most priority fee its transactions may pay (`send`).
     """
 
     NAME: str = ""
 
-    def __init__(self, w3: Web3, address: str, account: LocalAccount | None = None, name: str = "") -> None:
+    def __init__(
+        self,
+        w3: Web3,
+        address: str,
+        account: LocalAccount | None = None,
+        name: str = "",
+        tip_ceiling: int = MAX_PRIORITY_FEE,
+    ) -> None:
         self.name = name or self.NAME
         self.w3 = w3
         self.account = account
+        self.tip_ceiling = tip_ceiling
         self.contract: Contract = w3.eth.contract(
             address=Web3.to_checksum_address(address), abi=load_abi(self.name)
         )
@@ -256,7 +385,7 @@ class Binding:
 
     def with_account(self, account: LocalAccount) -> Any:
         """The same contract, signing with another account."""
-        return type(self)(self.w3, self.address, account, name=self.name)
+        return type(self)(self.w3, self.address, account, name=self.name, tip_ceiling=self.tip_ceiling)
 
     def call(self, fn_name: str, *args: Any) -> Any:
         """Call a view function; reverts raise the typed `ContractError`."""
@@ -270,13 +399,41 @@ class Binding:
         value: int = 0,
         max_fee_per_gas: int | None = None,
         max_priority_fee_per_gas: int | None = None,
+        tip_ceiling: int | None = None,
     ) -> TxResult:
-        """Send a transaction from the bound account; reverts raise the typed `ContractError`."""
+        """Send a transaction from the bound account; reverts raise the typed `ContractError`.
+        ``tip_ceiling``: this transaction's, instead of the binding's."""
         if self.account is None:
             raise ContractError(f"{self.name}.{fn_name}: no account bound to sign the transaction")
         fn = self.contract.functions[fn_name](*args)
-        receipt = send(self.w3, self.account, fn, self.name, value, max_fee_per_gas, max_priority_fee_per_gas)
+        receipt = send(
+            self.w3,
+            self.account,
+            fn,
+            self.name,
+            value,
+            max_fee_per_gas,
+            max_priority_fee_per_gas,
+            tip_ceiling=self.tip_ceiling if tip_ceiling is None else tip_ceiling,
+        )
         return TxResult(receipt)
+
+    def quote(self, fn_name: str, *args: Any, value: int = 0) -> Quote:
+        """What `transact` would send now: the fees (`fees`, within this binding's ceiling) and the
+        gas limit, for a prompt to show the most it can cost; pass ``quote.fees`` on to `transact`
+        so that the transaction is signed at those fees. A revert or missing funds surface here.
+
+        Raises:
+            FeeTooHigh: the RPC's tip is above the ceiling.
+            ContractError: the call reverts.
+        """
+        if self.account is None:
+            raise ContractError(f"{self.name}.{fn_name}: no account bound to sign the transaction")
+        fn = self.contract.functions[fn_name](*args)
+        with reverts_as(self.name), _funds_named(self.w3, self.account.address, self.name, fn):
+            fee = fees(self.w3, tip_ceiling=self.tip_ceiling)
+            estimate = fn.estimate_gas({"from": self.account.address, "value": Wei(value)})
+        return Quote(fee, gas_limit(int(estimate)))
 
     def answer(self, fn_name: str, *args: Any) -> TxResult:
         """Send a data claim's answer (availability, omission, manifest). It is paid its gas at the
@@ -290,7 +447,12 @@ class Binding:
         if floor == 0:
             return self.transact(fn_name, *args)
         cap = claim_fee_cap(self.w3, tip=floor)  # as a claim's cap, with the floor as the tip
-        return self.transact(fn_name, *args, max_fee_per_gas=cap, max_priority_fee_per_gas=floor)
+        # the floor is the deployment's, not an RPC's suggestion: it may pass the usual ceiling,
+        # up to what a deployment may set
+        ceiling = max(self.tip_ceiling, MAX_ANSWER_FLOOR)
+        return self.transact(
+            fn_name, *args, max_fee_per_gas=cap, max_priority_fee_per_gas=floor, tip_ceiling=ceiling
+        )
 
     def claim(self, fn_name: str, *args: Any, bond: int, worst_gas: int) -> TxResult:
         """Open a data claim (availability, manifest, omission): its deposit is ``bond`` plus its

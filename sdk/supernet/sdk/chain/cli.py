@@ -15,7 +15,7 @@ from eth_account.signers.local import LocalAccount
 from rich.console import Console
 from rich.table import Table
 from supernet.sdk.chain.anvil import dev_account
-from supernet.sdk.chain.bindings import latest_base_fee
+from supernet.sdk.chain.bindings import MAX_ANSWER_FLOOR, latest_base_fee
 from supernet.sdk.chain.contracts import Contracts, make_web3
 from supernet.sdk.chain.deployment import CONTRACT_NAMES, Deployment
 from supernet.sdk.chain.errors import ChainError
@@ -109,7 +109,7 @@ def deploy(
     console.print(f"wrote [bold]{path}[/bold]")
 
 
-MAX_FLOOR_GWEI = 10_000
+MAX_FLOOR_GWEI = MAX_ANSWER_FLOOR // 10**9
 """The most ``--min-answer-gas-price`` takes: no chain's least accepted gas price is near it, while a
 floor typed in wei (1e9 for 1 gwei) is far above it, and would make every claim's deposit
 millions of ether (no claim could be opened, withholding free)."""

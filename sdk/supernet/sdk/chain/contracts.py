@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from eth_account.signers.local import LocalAccount
-from supernet.sdk.chain.bindings import deploy, send
+from supernet.sdk.chain.bindings import MAX_PRIORITY_FEE, deploy, pin_chain_id, send
 from supernet.sdk.chain.deployment import CONTRACT_NAMES, Deployment, DeploymentError
 from supernet.sdk.chain.eip712 import Domain
 from supernet.sdk.chain.omission import OmissionManager
@@ -22,15 +22,28 @@ from supernet.sdk.chain.registry import ModelRegistry, ServiceManager
 from supernet.sdk.chain.tasks import TaskManager
 from web3 import Web3
 from web3.middleware import ExtraDataToPOAMiddleware
+from web3.types import RPCEndpoint
 
 
 def make_web3(rpc: str | Web3, timeout: float = 60.0) -> Web3:
     """A Web3 client for an HTTP JSON-RPC URL (a `Web3` is returned as is). It reads the blocks of
     proof-of-authority chains too (BNB Chain, Polygon PoS: a seal in an extraData longer than the
-    32 bytes web3 checks by default), the chains whose zero base fee needs the answer gas floor."""
+    32 bytes web3 checks by default), the chains whose zero base fee needs the answer gas floor.
+
+    Its chain id is asked once (per thread: web3's cache is): the provider keeps the first answer
+    (the one `Contracts.connect` checks against the deployment), so web3's own checks of every call
+    and estimate use it too, not an RPC's later, different answer; signing never asks it again
+    (`bindings.chain_id`)."""
     if isinstance(rpc, Web3):
         return rpc
-    w3 = Web3(Web3.HTTPProvider(rpc, request_kwargs={"timeout": timeout}))
+    provider = Web3.HTTPProvider(
+        rpc,
+        request_kwargs={"timeout": timeout},
+        cache_allowed_requests=True,
+        cacheable_requests={RPCEndpoint("eth_chainId")},
+        request_cache_validation_threshold=None,  # else web3 asks the chain id again to set one
+    )
+    w3 = Web3(provider)
     w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)
     return w3
 
@@ -47,6 +60,7 @@ class Contracts:
     payments: Payments
     task_manager: TaskManager
     omission_manager: OmissionManager
+    tip_ceiling: int = MAX_PRIORITY_FEE
 
     @classmethod
     def connect(
@@ -56,6 +70,7 @@ class Contracts:
         account: LocalAccount | None = None,
         *,
         verify: bool = True,
+        tip_ceiling: int = MAX_PRIORITY_FEE,
     ) -> Contracts:
         """Bind to an existing deployment.
 
@@ -63,7 +78,9 @@ class Contracts:
             rpc: JSON-RPC URL or a `Web3` client.
             deployment: the deployment file's contents.
             account: the signer for transactions (None: read-only).
-            verify: check the chain id and that every contract has code.
+            verify: check the chain id (then pinned: every transaction is signed for it, whatever
+                the RPC answers later) and that every contract has code.
+            tip_ceiling: the most priority fee its transactions may pay (`bindings.fees`).
 
         Raises:
             DeploymentError: wrong chain, or a contract address without code.
@@ -73,18 +90,21 @@ class Contracts:
             chain_id = w3.eth.chain_id
             if chain_id != deployment.chain_id:
                 raise DeploymentError(f"RPC is on chain {chain_id}, deployment is for {deployment.chain_id}")
+            pin_chain_id(w3, chain_id)
             for name in CONTRACT_NAMES:
                 if not w3.eth.get_code(Web3.to_checksum_address(deployment.address(name))):
                     raise DeploymentError(f"no code at {name} {deployment.address(name)}")
+        at, tips = deployment.address, tip_ceiling
         return cls(
             w3=w3,
             deployment=deployment,
             account=account,
-            service_manager=ServiceManager(w3, deployment.address("ServiceManager"), account),
-            model_registry=ModelRegistry(w3, deployment.address("ModelRegistry"), account),
-            payments=Payments(w3, deployment.address("Payments"), account),
-            task_manager=TaskManager(w3, deployment.address("TaskManager"), account),
-            omission_manager=OmissionManager(w3, deployment.address("OmissionManager"), account),
+            service_manager=ServiceManager(w3, at("ServiceManager"), account, tip_ceiling=tips),
+            model_registry=ModelRegistry(w3, at("ModelRegistry"), account, tip_ceiling=tips),
+            payments=Payments(w3, at("Payments"), account, tip_ceiling=tips),
+            task_manager=TaskManager(w3, at("TaskManager"), account, tip_ceiling=tips),
+            omission_manager=OmissionManager(w3, at("OmissionManager"), account, tip_ceiling=tips),
+            tip_ceiling=tip_ceiling,
         )
 
     @classmethod
@@ -138,7 +158,9 @@ class Contracts:
 
     def as_account(self, account: LocalAccount | None) -> Contracts:
         """The same contracts on the same client, signing with ``account``."""
-        return Contracts.connect(self.w3, self.deployment, account, verify=False)
+        return Contracts.connect(
+            self.w3, self.deployment, account, verify=False, tip_ceiling=self.tip_ceiling
+        )
 
     @property
     def domain(self) -> Domain:

@@ -24,6 +24,7 @@ from supernet.sdk.chain.payments import Channel
 from supernet.sdk.chain.promises import claim_window, promise_horizon, stake_leaves_at
 from supernet.sdk.chain.receipts import Receipt, normal_input
 from supernet.sdk.chain.tasks import ChallengeStatus
+from supernet.sdk.client.answer import AnswerMismatchError, SignedCall, check_answer, kept_promise
 from supernet.sdk.client.confirm import confirmation_body
 from supernet.sdk.client.freshness import check_latest
 from supernet.sdk.client.ladder import DEFAULT_MAX_FEE, domain_key, proven_cumulative, rebase, sign_task
@@ -427,7 +428,8 @@ class Client:
         result = self._finish(p, final)
         if result is None:
             raise ClientError(f"task {p.task_id} {final.status}: {final.error}")
-        if on_token is not None:  # text was shown: it must be the committed output
+        result = await self.checked(p, result)  # the output is the one the receipt commits
+        if on_token is not None:  # text was shown: it must be that output
             check_stream(p, streamed, final, complete=complete)
         return result
 
@@ -611,6 +613,31 @@ class Client:
                 self.state.tasks.pop(p.task_id, None)
                 self.state.save()
             raise
+
+    async def checked(self, p: PreparedTask, result: TaskResult) -> TaskResult:
+        """``result`` once the node's signed receipt for ``p`` vouches for its output
+        (`supernet.sdk.client.answer.check_answer`: the request just signed, its input, this
+        output, the fee, the node's signature and promise); the promise is kept for an omission
+        claim. Whether the receipt is then committed, and the trace, are `verify`'s.
+
+        Raises:
+            AnswerMismatchError: the receipt fails, or commits another output (recorded so).
+        """
+        doc = await self.receipt(p.task_id, p.node.url)
+        request = TaskRequest.from_json(p.signed["request"])
+        call = SignedCall(p.task_id, request, p.input, self.contracts.domain, p.agent)
+        proof = {"output": result.output, "signedReceipt": doc.model_dump(mode="json")}
+        record = self.state.tasks[p.task_id]
+        try:
+            checked = check_answer(call, proof, result.output, None)
+        except AnswerMismatchError:
+            record.status = "answer_mismatch"
+            self.state.save()
+            raise
+        if record.promise is None:
+            record.promise = kept_promise(checked.receipt)
+            self.state.save()
+        return result
 
     def _finish(self, p: PreparedTask, final: TaskPublic) -> TaskResult | None:
         """Record how ``p`` ended; its result when done, None when it failed or was refused."""

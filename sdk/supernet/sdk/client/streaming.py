@@ -192,5 +192,6 @@ class TaskStream:
         result = self._client._finish(p, final)
         if result is None:
             raise ClientError(f"task {p.task_id} {final.status}: {final.error}")
-        check_stream(p, pieces, final, complete=complete)  # no result if they disagree
+        result = await self._client.checked(p, result)  # the output is the receipt's
+        check_stream(p, pieces, final, complete=complete)  # and the stream the output: else no result
         self.result = result

@@ -1,138 +1,31 @@
-"""The drop-in's answer check: a chat completion is handed to the caller only if it is what the
-node signed.
+"""The OpenAI drop-in's answer check, applied to a response as it is read.
 
 A node answers a chat completion with a ``supernet`` field (the last chunk of a stream carries it)
 holding the task's whole output and its signed receipt (the document of
-``GET /v1/tasks/{id}/receipt``). Before the caller sees the answer, `check_answer` runs the
-receipt's checks for the request the user just signed (`supernet.sdk.client.verify.check_receipt`:
-request hash, input hash, output hash, model, fee, node signature, the promise to commit) and
-checks that the text (or the tool call) in the answer is that output, by the rule `Client` checks a
-stream with (`supernet.sdk.client.streaming.stream_problem`: cut at the user's stop strings, a run
-of U+FFFD for a character split across tokens, trailing whitespace). So a node that
-runs the task honestly for the validators cannot hand the user other text: the output the
-validators check is the output the user read (tests/integration/test_review_openai_gateway.py).
-
-`CheckedStream` applies the check to a response as it is read: a plain completion is held until it
-is whole; an event stream passes every event through as it comes and holds only its ``[DONE]``
-until the answer checked, so a bad answer raises `AnswerMismatchError` inside the caller's loop,
-after the text shown so far (as `supernet.sdk.client.Client.stream` checks a stream at its end).
+``GET /v1/tasks/{id}/receipt``). `CheckedStream` runs `supernet.sdk.client.answer.check_answer` on
+them and the answer's text or tool call before the caller has the answer: a plain completion is
+held until it is whole; an event stream passes every event through as it comes and holds only its
+``[DONE]`` until the answer checked, so a bad answer raises `AnswerMismatchError` inside the
+caller's loop, after the text shown so far (as `supernet.sdk.client.Client.stream` checks a stream
+at its end) (tests/integration/test_review_openai_gateway.py, tests/unit/test_openai_answer_check.py).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from supernet.sdk.chain.eip712 import Domain, TaskRequest
-from supernet.sdk.client.streaming import stream_problem
+from supernet.sdk.client.answer import (
+    AnswerMismatchError,
+    CheckedAnswer,
+    SignedCall,
+    check_answer,
+    parse_json,
+)
 from supernet.sdk.client.types import ClientError
-from supernet.sdk.client.verify import PENDING_CHECK, check_receipt
-from supernet.sdk.node_api import ReceiptPublic
 
-# Not yet true of a receipt just signed: it is committed later, and the promise's horizon and
-# backing are judged by `Client.verify` against the chain.
-NOT_YET = frozenset({PENDING_CHECK, "commit promise kept", "commit promise backed"})
-
-
-class AnswerMismatchError(ClientError):
-    """The node's answer is not the output its receipt for the paid request commits to."""
-
-
-@dataclass(frozen=True)
-class SignedCall:
-    """What the user signed for one completion: the answer must be the receipt of exactly this."""
-
-    task_id: str
-    request: TaskRequest
-    task_input: dict[str, Any]
-    domain: Domain
-
-    @property
-    def node(self) -> str:
-        return self.request.node
-
-
-@dataclass(frozen=True)
-class CheckedAnswer:
-    """A completion that passed: the committed output and the node's receipt document."""
-
-    output: str
-    receipt: ReceiptPublic
-
-
-def check_answer(
-    call: SignedCall, proof: Any, text: str | None, tool_call: tuple[str, str] | None
-) -> CheckedAnswer:
-    """Check one answer: ``text`` (or ``tool_call``: name and JSON arguments) and the ``supernet``
-    field ``proof`` the node sent with it.
-
-    Raises:
-        AnswerMismatchError: no receipt, a receipt that fails a check for ``call``, or an answer
-            that is not the receipt's output cut at the request's stop strings.
-    """
-    if not isinstance(proof, dict) or not isinstance(proof.get("signedReceipt"), dict):
-        raise AnswerMismatchError(f"task {call.task_id}: the node sent its answer without a signed receipt")
-    output, doc = proof.get("output"), proof["signedReceipt"]
-    if not isinstance(output, str):
-        raise AnswerMismatchError(f"task {call.task_id}: the node sent no output with its receipt")
-    request = call.request
-    report = check_receipt(
-        doc,
-        task_id=call.task_id,
-        user=request.user,
-        node=request.node,
-        task_input=call.task_input,
-        output=output,
-        onchain_batch=_not_committed,
-        trace_loaded=None,
-        model_id="0x" + request.model_id.hex(),
-        max_fee=request.max_fee,
-        fee=request.max_fee,  # the drop-in signs the node's price as maxFee: the fee it agreed to
-        domain=call.domain,
-        request=request,
-    )
-    failed = [c for c in report.failed() if c.name not in NOT_YET]
-    if failed:
-        detail = "; ".join(f"{c.name} ({c.detail})" if c.detail else c.name for c in failed)
-        raise AnswerMismatchError(f"task {call.task_id}: the node's receipt fails: {detail}")
-    if tool_call is None:
-        problem = stream_problem("chat", call.task_input, [text or ""], output)
-        if problem is not None:
-            raise AnswerMismatchError(
-                f"task {call.task_id}: the answer is not what the receipt commits: {problem}"
-            )
-    elif _call_of(output) != (tool_call[0], _json(tool_call[1])):
-        raise AnswerMismatchError(
-            f"task {call.task_id}: the tool call is not the output the node's receipt commits to"
-        )
-    receipt = ReceiptPublic.model_validate(doc)
-    return CheckedAnswer(output, receipt)
-
-
-def _not_committed(batch_id: int) -> tuple[str, bytes, int]:
-    raise AnswerMismatchError(f"a receipt just signed names batch {batch_id}: it cannot be committed yet")
-
-
-def _json(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return _INVALID
-
-
-_INVALID = object()
-
-
-def _call_of(output: str) -> tuple[Any, Any] | None:
-    """The ``(name, arguments)`` of a tool call's output (the compact ``{"name", "arguments"}``
-    object `supernet.node.agents.tool_calls` parses), None when it is none."""
-    doc = _json(output)
-    if not isinstance(doc, dict) or set(doc) != {"name", "arguments"}:
-        return None
-    return doc["name"], doc["arguments"]
+__all__ = ["AnswerMismatchError", "CheckedStream"]
 
 
 class _Answer:
@@ -260,13 +153,13 @@ class CheckedStream(httpx.SyncByteStream, httpx.AsyncByteStream):
             elif payload == b"[DONE]":
                 self._finish()
             else:
-                answer.add_chunk(_json(payload.decode("utf-8", "replace")))
+                answer.add_chunk(parse_json(payload.decode("utf-8", "replace")))
         else:
             answer.odd = answer.odd or f"an event stream line the node does not send: {line[:40]!r}"
 
     def _end(self) -> Iterator[bytes]:
         if not self.event_stream:
-            self._answer.add_completion(_json(self._buffer.decode("utf-8", "replace")))
+            self._answer.add_completion(parse_json(self._buffer.decode("utf-8", "replace")))
         elif self._buffer:
             self._answer.odd = self._answer.odd or "an event stream that ends inside a line"
         self._finish()

@@ -32,7 +32,7 @@ import httpx
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 from supernet.sdk.chain.eip712 import Domain, TaskRequest
-from supernet.sdk.chain.receipts import Receipt
+from supernet.sdk.client.answer import CheckedAnswer, SignedCall, kept_promise
 from supernet.sdk.client.ladder import DEFAULT_MAX_FEE, domain_key, proven_cumulative, rebase, sign_task
 from supernet.sdk.client.read_grant import READ_HEADER, ReadGrantAuth
 from supernet.sdk.client.signable import Signable
@@ -46,7 +46,7 @@ from supernet.sdk.client.types import (
     pick_model_id,
 )
 from supernet.sdk.node_api import AccountPublic, NodeInfo
-from supernet.sdk.openai_compat.answer_check import CheckedAnswer, CheckedStream, SignedCall
+from supernet.sdk.openai_compat.answer_check import CheckedStream
 from supernet.sdk.openai_compat.chat_input import chat_task_input
 
 AUTH_HEADER = "X-Supernet-Auth"
@@ -244,12 +244,7 @@ class SupernetAuth(httpx.Auth):
         if isinstance(result, Exception):
             self._record(task_id, "failed" if type(result) is ClientError else "answer_mismatch", None)
             return
-        doc = result.receipt
-        promise = None
-        if doc.promise is not None:
-            leaf = "0x" + Receipt.from_json(doc.receipt).leaf().hex()
-            promise = {"leaf": leaf, "receipt": doc.receipt, **doc.promise.model_dump()}
-        self._record(task_id, "done", result.output, promise)
+        self._record(task_id, "done", result.output, kept_promise(result.receipt))
 
     def _settle(self, node: str, nonce: int, cumulative: int, status: int | None) -> None:
         """Record the answer (``status``; None: none came). Only a 4xx surely admitted nothing;
