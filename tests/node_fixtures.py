@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import itertools
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -272,6 +272,25 @@ class FakeNode:
     def body(self, task_input: str | dict[str, Any], **kw: Any) -> dict[str, Any]:
         """A signed task body from the default user."""
         return signed_task(kw.pop("user", self.user), self.address, self.chain.domain, task_input, **kw)
+
+
+def rewriting_bodies(app: Any, old: bytes, new: bytes, on_path: Callable[[str], bool]) -> Any:
+    """A lying node: its own ASGI ``app`` with ``old`` replaced by ``new`` (same length, so the
+    headers hold) in every response body of a path ``on_path`` accepts."""
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not on_path(scope["path"]):
+            await app(scope, receive, send)
+            return
+
+        async def rewrite(message: Any) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": message.get("body", b"").replace(old, new)}
+            await send(message)
+
+        await app(scope, receive, rewrite)
+
+    return wrapped
 
 
 async def until_held(

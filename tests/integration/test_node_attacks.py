@@ -33,6 +33,7 @@ from node_fixtures import (
     NodeProcess,
     make_fake_node,
     node_on_anvil,
+    rewriting_bodies,
     signed_task,
 )
 from supernet.node.agents.chat import ChatAgent
@@ -458,26 +459,6 @@ async def test_streamed_text_differing_from_committed_output_is_refused(tmp_path
         await _close(honest)
 
 
-def _output_rewriting(app: Any, old: bytes, new: bytes) -> Any:
-    """The node's own app with the task output it reports (``GET /v1/tasks/{id}``, the ``done``
-    event) rewritten; its receipts untouched (they commit the real output)."""
-
-    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
-        path = scope.get("path", "")
-        if scope["type"] != "http" or not path.startswith("/v1/tasks/") or path.endswith("/receipt"):
-            await app(scope, receive, send)
-            return
-
-        async def rewrite(message: Any) -> None:
-            if message["type"] == "http.response.body":
-                message = {**message, "body": message.get("body", b"").replace(old, new)}
-            await send(message)
-
-        await app(scope, receive, rewrite)
-
-    return wrapped
-
-
 async def test_an_output_the_receipt_does_not_commit_is_refused_at_once(tmp_path: Path) -> None:
     """Attack: the node runs the task honestly (its receipt and trace commit the real output, so
     validators find nothing) but reports another output to the user (the task read and the
@@ -489,7 +470,9 @@ async def test_an_output_the_receipt_does_not_commit_is_refused_at_once(tmp_path
     try:
         user = Account.create()
         node.chain.deposits[user.address] = 10 * FEE
-        lying = _output_rewriting(node.service.app, b"echo: hello", b"echo: HELLO")
+        # the task read and the ``done`` event report another output; the receipt is untouched
+        reads = lambda p: p.startswith("/v1/tasks/") and not p.endswith("/receipt")  # noqa: E731
+        lying = rewriting_bodies(node.service.app, b"echo: hello", b"echo: HELLO", reads)
         client, _ = _client(node, user, tmp_path / "state", app=lying)
         with pytest.raises(AnswerMismatchError, match="output hash"):
             await client.submit_task("hello", node_url="http://node")

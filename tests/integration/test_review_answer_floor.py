@@ -128,6 +128,23 @@ def _answer(c: Contracts, actors: Actors, data: bytes, base_fee: int, **fees: in
     return spent, c.task_manager.claimable(actors.node.address) - before, int(receipt["gasUsed"])
 
 
+def _sdk_answer_at_zero_base_fee(c: Contracts, actors: Actors, trace: bytes) -> tuple[dict[str, Any], int]:
+    """A validator's availability claim on a committed entry whose trace is ``trace``, answered by
+    the node through the SDK (`Binding.answer`: its own fees) in a block of base fee 0: (the
+    answer's transaction receipt, what the node was credited)."""
+    receipts = make_receipts(c, actors.users, actors.node.address, 2)
+    receipts[0] = dataclasses.replace(receipts[0], trace_hash=hashlib.sha256(trace).digest())
+    tree = ReceiptTree.from_receipts(receipts)
+    batch_id = c.as_account(actors.node).task_manager.commit_batch(tree.root, 2, "bafym").value.batch_id
+    mine(c.w3, 2)
+    aid = c.as_account(actors.validators[0]).task_manager.challenge_availability(batch_id, 0).value
+    set_next_base_fee(c.w3, 0)
+    before = c.task_manager.claimable(actors.node.address)
+    node_tm = c.as_account(actors.node).task_manager
+    receipt = dict(node_tm.answer_availability(aid, receipts[0], list(tree.proof_at(0)), trace).receipt)
+    return receipt, c.task_manager.claimable(actors.node.address) - before
+
+
 def _cli(*args: str) -> Any:
     from supernet.sdk.chain.cli import app
 
@@ -265,20 +282,9 @@ def test_defence_the_sdks_answer_pays_the_floor_as_its_tip(chain: Contracts, act
     c = _floored(chain, actors, floor)
     _zero_base_fee(c.w3)
     assert int(c.w3.eth.max_priority_fee) > floor  # the suggested tip is above the floor
-    trace = _dense(30_000)
-    receipts = make_receipts(c, actors.users, actors.node.address, 2)
-    receipts[0] = dataclasses.replace(receipts[0], trace_hash=hashlib.sha256(trace).digest())
-    tree = ReceiptTree.from_receipts(receipts)
-    batch_id = c.as_account(actors.node).task_manager.commit_batch(tree.root, 2, "bafym").value.batch_id
-    mine(c.w3, 2)
-    aid = c.as_account(actors.validators[0]).task_manager.challenge_availability(batch_id, 0).value
-    set_next_base_fee(c.w3, 0)
-    before = c.task_manager.claimable(actors.node.address)
-    node_tm = c.as_account(actors.node).task_manager
-    receipt = dict(node_tm.answer_availability(aid, receipts[0], list(tree.proof_at(0)), trace).receipt)
+    receipt, paid = _sdk_answer_at_zero_base_fee(c, actors, _dense(30_000))
     assert _base_fee(c, receipt) == 0
     spent = int(receipt["gasUsed"]) * int(receipt["effectiveGasPrice"])
-    paid = c.task_manager.claimable(actors.node.address) - before
     assert paid >= spent, f"the honest node lost {spent - paid} wei answering ({spent} spent, {paid} paid)"
 
 
@@ -293,20 +299,9 @@ def test_defence_a_floor_above_the_tip_ceiling_is_still_the_answers_tip(
     assert floor > bindings.MAX_PRIORITY_FEE
     c = _floored(chain, actors, floor)
     _zero_base_fee(c.w3)
-    trace = _dense(2_000)
-    receipts = make_receipts(c, actors.users, actors.node.address, 2)
-    receipts[0] = dataclasses.replace(receipts[0], trace_hash=hashlib.sha256(trace).digest())
-    tree = ReceiptTree.from_receipts(receipts)
-    batch_id = c.as_account(actors.node).task_manager.commit_batch(tree.root, 2, "bafym").value.batch_id
-    mine(c.w3, 2)
-    aid = c.as_account(actors.validators[0]).task_manager.challenge_availability(batch_id, 0).value
-    set_next_base_fee(c.w3, 0)
-    before = c.task_manager.claimable(actors.node.address)
-    node_tm = c.as_account(actors.node).task_manager
-    receipt = dict(node_tm.answer_availability(aid, receipts[0], list(tree.proof_at(0)), trace).receipt)
+    receipt, paid = _sdk_answer_at_zero_base_fee(c, actors, _dense(2_000))
     assert int(receipt["effectiveGasPrice"]) == floor
-    spent = int(receipt["gasUsed"]) * int(receipt["effectiveGasPrice"])
-    assert c.task_manager.claimable(actors.node.address) - before >= spent
+    assert paid >= int(receipt["gasUsed"]) * floor
     assert bindings.MAX_ANSWER_FLOOR // GWEI == MAX_FLOOR_GWEI  # the deploy CLI's bound is the SDK's
 
 

@@ -70,7 +70,7 @@ import openai
 import pytest
 import uvicorn
 from chain_fixtures import MODEL_ID, NODE_STAKE, Actors
-from node_fixtures import FAKE_MODEL_ID, FakeChain, FakeNode, make_fake_node
+from node_fixtures import FAKE_MODEL_ID, FakeChain, FakeNode, make_fake_node, rewriting_bodies
 from supernet.sdk import async_openai_client
 from supernet.sdk.chain import Contracts
 from supernet.sdk.chain.anvil import Anvil
@@ -190,20 +190,7 @@ async def test_defence_the_drop_in_refuses_a_model_no_validator_checks(
 
 def _lying(app: ASGI, old: bytes = b"echo", new: bytes = b"ohce") -> ASGI:
     """The node's own app, with the chat answers it sends rewritten (same length: headers hold)."""
-
-    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] != CHAT:
-            await app(scope, receive, send)
-            return
-
-        async def rewrite(message: Any) -> None:
-            if message["type"] == "http.response.body":
-                message = {**message, "body": message.get("body", b"").replace(old, new)}
-            await send(message)
-
-        await app(scope, receive, rewrite)
-
-    return wrapped
+    return rewriting_bodies(app, old, new, lambda path: path == CHAT)  # type: ignore[no-any-return]
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])

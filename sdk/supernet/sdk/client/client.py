@@ -342,19 +342,10 @@ class Client:
             cumulative=cumulative,
         )
         acct.nonce = nonce
-        # Remembered before it is sent: if the node stores the task but its answer is lost, the
-        # next sync finds the task on the node and counts its fee (`_adopt_unanswered`).
-        self.state.tasks[task_id] = TaskRecord(
-            choice.address,
-            choice.url,
-            task_input,
-            model_id,
-            fee,
-            status="sent",
-            request=signed["request"],
-            sent_seq=self.state.tick(),
+        # remembered before it is sent (an answer lost on the way: `_adopt_unanswered`)
+        self.state.record_sent(
+            task_id, choice.address, choice.url, task_input, model_id, fee, signed["request"]
         )
-        self.state.save()
         return PreparedTask(task_id, choice, signed, agent, task_input, model_id, fee, cumulative), deposited
 
     def accepted(self, p: PreparedTask) -> None:

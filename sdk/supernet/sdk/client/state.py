@@ -89,6 +89,26 @@ class ClientState:
         """The (possibly new) account of ``user`` with ``node``."""
         return self.accounts.setdefault(self.key(domain_key, user, node), NodeAccount())
 
+    def record_sent(
+        self,
+        task_id: str,
+        node: str,
+        node_url: str,
+        task_input: Any,
+        model_id: str,
+        fee: int,
+        request: dict[str, str],
+    ) -> TaskRecord:
+        """Remember a signed task before it is sent (saved): if the node stores it but its answer is
+        lost, the next sync finds the task on the node and counts its fee (`Client`), and its
+        receipt can be verified and claimed on by any client of this state directory."""
+        record = TaskRecord(
+            node, node_url, task_input, model_id, fee, status="sent", request=request, sent_seq=self.tick()
+        )
+        self.tasks[task_id] = record
+        self.save()
+        return record
+
     def tick(self) -> int:
         """The next value of this state's logical clock (persisted with it): orders this client's
         sends and results whatever the machine's clock does."""

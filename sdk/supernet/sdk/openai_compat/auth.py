@@ -36,7 +36,7 @@ from supernet.sdk.client.answer import CheckedAnswer, SignedCall, kept_promise
 from supernet.sdk.client.ladder import DEFAULT_MAX_FEE, domain_key, proven_cumulative, rebase, sign_task
 from supernet.sdk.client.read_grant import READ_HEADER, ReadGrantAuth
 from supernet.sdk.client.signable import Signable
-from supernet.sdk.client.state import ClientState, TaskRecord
+from supernet.sdk.client.state import ClientState
 from supernet.sdk.client.types import (
     DEFAULT_MIN_LIMITS,
     ClientError,
@@ -209,17 +209,8 @@ class SupernetAuth(httpx.Auth):
                 nonce=nonce,
                 cumulative=cumulative,
             )
-            self.state.tasks[task_id] = TaskRecord(
-                node,
-                base.removesuffix("/v1"),
-                task_input,
-                model_id,
-                fee,
-                status="sent",
-                request=signed["request"],
-                sent_seq=self.state.tick(),
-            )
-            self.state.save()
+            url = base.removesuffix("/v1")
+            self.state.record_sent(task_id, node, url, task_input, model_id, fee, signed["request"])
         token = base64.urlsafe_b64encode(json.dumps(signed).encode()).decode().rstrip("=")
         request.headers[AUTH_HEADER] = token
         call = SignedCall(task_id, TaskRequest.from_json(signed["request"]), task_input, self.domain)
