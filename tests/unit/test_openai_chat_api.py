@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 import rfc8785
 from node_fixtures import FakeNode
-from supernet.node.service.chat_result import cut_at_stop
-from supernet.sdk.client.streaming import StopCutter
+from supernet.sdk.client.streaming import StopCutter, cut_at_stop
 from supernet.sdk.openai_compat import chat_task_input
 
 URL = "/v1/chat/completions"

@@ -91,18 +91,11 @@ def _confirmed(
     binding: Binding, what: str, yes: bool, fn_name: str, *args: object, value: int = 0
 ) -> TxResult:
     """Ask ``what?`` beside the most the transaction's gas can cost (its gas limit at its fee cap,
-    quoted before it is signed; a revert is reported here, before asking), then send it at the
-    quoted fees."""
+    quoted before it is signed; a revert is reported here, before asking), then send the quoted
+    transaction: its fees and its gas limit, so "at most" bounds what is signed."""
     quote = binding.quote(fn_name, *args, value=value)
     _confirm(f"{what} (gas: at most {format_amount(quote.most)})?", yes)
-    fees = quote.fees
-    return binding.transact(
-        fn_name,
-        *args,
-        value=value,
-        max_fee_per_gas=fees.max_fee_per_gas,
-        max_priority_fee_per_gas=fees.max_priority_fee_per_gas,
-    )
+    return binding.transact(fn_name, *args, value=value, quote=quote)
 
 
 def _chain_time(c: Contracts) -> int:

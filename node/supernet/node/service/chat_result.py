@@ -16,7 +16,6 @@ the cut are spent and counted in ``usage``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,12 +71,6 @@ async def call_facts(store: Any, trace_cid: str | None) -> CallFacts | None:
         output_ids=last.output_ids,
         logprobs=last.logprobs,
     )
-
-
-def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
-    """``text`` before the earliest stop string, and whether one was found (the kernel's rule)."""
-    cuts = [i for i in (text.find(s) for s in stops) if i != -1]
-    return (text[: min(cuts)], True) if cuts else (text, False)
 
 
 def finish_reason(facts: CallFacts | None, stopped: bool) -> str:

@@ -34,7 +34,6 @@ from supernet.node.service.chat_result import (
     CallFacts,
     add_alternatives,
     call_facts,
-    cut_at_stop,
     finish_reason,
     token_logprobs,
 )
@@ -51,7 +50,7 @@ from supernet.node.service.ports import served_models
 from supernet.node.service.routes_tasks import admit_and_start, receipt_public
 from supernet.node.service.schemas import ChatCompletionCreate, SignedTask
 from supernet.node.service.streams import until
-from supernet.sdk.client.streaming import StopCutter
+from supernet.sdk.client.streaming import StopCutter, cut_at_stop
 from supernet.sdk.openai_compat.chat_input import chat_task_input
 
 router = APIRouter(prefix="/v1/chat", tags=["openai"])

@@ -13,6 +13,7 @@ into the generated `ContractError` subclass.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import weakref
 from collections.abc import Iterator
@@ -37,6 +38,8 @@ from web3.contract.contract import ContractConstructor, ContractFunction
 from web3.exceptions import ContractLogicError
 from web3.types import EventData, TxParams, TxReceipt, Wei
 
+log = logging.getLogger(__name__)
+
 GAS_MARGIN_PCT = 130
 """Gas limit sent = estimate × 1.3 (unused gas is not charged), within `TX_GAS_CAP`."""
 
@@ -54,6 +57,16 @@ gwei minimum, BNB Chain about 1), and bounds a lying RPC to 50 gwei a gas (about
 gas deposit) instead of whatever it answers. A tip above it is refused, never lowered silently
 (the transaction might then never be mined): callers raise it (``tip_ceiling``, the CLI's
 ``--max-priority-fee``)."""
+
+DAEMON_MAX_PRIORITY_FEE = 500 * 10**9
+"""The node's and the validator's default tip ceiling (their ``[chain] max_priority_fee_gwei``):
+500 gwei, 10x `MAX_PRIORITY_FEE`. Their transactions are duties that protect their stake (a
+node's commits and answers, a validator's votes, reveals and claims: a missed answer is slashed,
+an unopened vote loses its bond), sent unattended: a fee spike above a user's 50 gwei must not
+stop them (Polygon PoS asks 60+ gwei at busy times), while the ceiling still bounds what a lying
+RPC takes per transaction (500 gwei x a 1M gas answer = 0.5 ETH, against the 1+ ETH slash it
+protects; unbounded it was ~9 ETH a commit). A duty refused above it is logged as an error
+(`fee_alarm`)."""
 
 
 MAX_ANSWER_FLOOR = 10_000 * 10**9
@@ -121,13 +134,49 @@ def fees(
     Raises:
         FeeTooHigh: the tip is above ``tip_ceiling`` (nothing is signed).
     """
-    tip = int(w3.eth.max_priority_fee) if max_priority_fee_per_gas is None else max_priority_fee_per_gas
-    if max_fee_per_gas is not None:
-        tip = min(tip, max_fee_per_gas)
-    if tip > tip_ceiling:
-        raise FeeTooHigh(tip, tip_ceiling, suggested=max_priority_fee_per_gas is None)
+    tip = priority_fee(w3, tip_ceiling, max_priority_fee_per_gas, max_fee_per_gas)
     cap = 2 * latest_base_fee(w3) + tip if max_fee_per_gas is None else max_fee_per_gas
     return Fees(cap, tip)
+
+
+def priority_fee(
+    w3: Web3,
+    tip_ceiling: int = MAX_PRIORITY_FEE,
+    tip: int | None = None,
+    max_fee_per_gas: int | None = None,
+) -> int:
+    """The tip a transaction pays (`fees`' rule): ``tip``, else the RPC's suggestion read once, at
+    most ``max_fee_per_gas``; refused above ``tip_ceiling``.
+
+    Raises:
+        FeeTooHigh: the tip is above ``tip_ceiling``.
+    """
+    paid = int(w3.eth.max_priority_fee) if tip is None else tip
+    if max_fee_per_gas is not None:
+        paid = min(paid, max_fee_per_gas)
+    if paid > tip_ceiling:
+        raise FeeTooHigh(paid, tip_ceiling, suggested=tip is None)
+    return paid
+
+
+@contextmanager
+def fee_alarm(what: str, duty: bool) -> Iterator[None]:
+    """A `FeeTooHigh` raised inside, logged as an error where the transaction is a ``duty`` (a
+    daemon's commit, answer, vote, reveal or claim: its stake is at risk while it is not sent),
+    then raised as it was."""
+    try:
+        yield
+    except FeeTooHigh as exc:
+        if duty:
+            log.error(
+                "DUTY NOT SENT: %s refused, its tip %s gwei is above the ceiling %s gwei; the stake "
+                "it protects is at risk until it is sent: raise [chain] max_priority_fee_gwei "
+                "(or use another RPC)",
+                what,
+                _gwei(exc.tip),
+                _gwei(exc.ceiling),
+            )
+        raise
 
 
 _CHAIN_IDS: weakref.WeakKeyDictionary[Web3, int] = weakref.WeakKeyDictionary()
@@ -241,6 +290,60 @@ def _sender(address: str) -> threading.Lock:
         return _SENDERS.setdefault(address.lower(), threading.Lock())
 
 
+@dataclass(frozen=True)
+class SignedTx:
+    """A contract transaction signed by `build_signed`, not yet sent."""
+
+    raw: bytes
+    hash: bytes
+    nonce: int
+    gas: int
+
+
+def build_signed(
+    w3: Web3,
+    account: LocalAccount,
+    fn: ContractFunction | ContractConstructor,
+    contract: str,
+    value: int = 0,
+    *,
+    max_fee_per_gas: int | None = None,
+    max_priority_fee_per_gas: int | None = None,
+    tip_ceiling: int = MAX_PRIORITY_FEE,
+    gas: int | None = None,
+    duty: bool = False,
+) -> SignedTx:
+    """Build and sign one contract transaction at the next pending nonce: the one signing path of
+    every transaction the project signs (`send`; the node's ``commitBatch``, which is persisted
+    before it is sent). Its fees are `fees`' (a tip within ``tip_ceiling``), its chain id
+    `chain_id`'s (the pinned one, never the RPC's answer of the moment), its gas limit ``gas``
+    where given (a quote's: what the signer agreed to), else the estimate with `gas_limit`'s
+    margin (a revert surfaces here, before anything is signed). The caller holds the account's
+    order (`send`: `_sender`; the node: its transaction lock).
+
+    Raises:
+        FeeTooHigh: the tip is above ``tip_ceiling`` (logged as an error when ``duty``).
+        ContractError: the call reverts (gas estimation).
+    """
+    what = f"{contract}.{getattr(fn, 'fn_name', 'constructor')}"
+    with fee_alarm(what, duty), reverts_as(contract), _funds_named(w3, account.address, contract, fn):
+        fee = fees(w3, max_fee_per_gas, max_priority_fee_per_gas, tip_ceiling)
+        params: TxParams = {
+            "from": account.address,
+            "value": Wei(value),
+            "nonce": w3.eth.get_transaction_count(account.address, "pending"),
+            "chainId": chain_id(w3),
+            "maxFeePerGas": Wei(fee.max_fee_per_gas),
+            "maxPriorityFeePerGas": Wei(fee.max_priority_fee_per_gas),
+        }
+        if gas is not None:
+            params["gas"] = gas  # no estimate: the quoted limit is signed
+        tx = fn.build_transaction(params)
+    tx["gas"] = gas if gas is not None else gas_limit(int(tx["gas"]))
+    signed = account.sign_transaction(dict(tx))  # type: ignore[arg-type]
+    return SignedTx(bytes(signed.raw_transaction), bytes(signed.hash), int(params["nonce"]), int(tx["gas"]))
+
+
 def send(
     w3: Web3,
     account: LocalAccount,
@@ -250,8 +353,12 @@ def send(
     max_fee_per_gas: int | None = None,
     max_priority_fee_per_gas: int | None = None,
     tip_ceiling: int = MAX_PRIORITY_FEE,
+    *,
+    gas: int | None = None,
+    duty: bool = False,
 ) -> TxReceipt:
-    """Sign, send and wait for one contract transaction, at the fees `fees` allows.
+    """Sign (`build_signed`), send and wait for one contract transaction, at the fees `fees`
+    allows.
 
     Args:
         w3: the client.
@@ -264,6 +371,8 @@ def send(
         max_priority_fee_per_gas: the tip; the RPC's suggestion (at most ``max_fee_per_gas``)
             when None.
         tip_ceiling: the most tip the transaction may pay (`MAX_PRIORITY_FEE` by default).
+        gas: the gas limit to sign (a quote's); the estimate with a margin when None.
+        duty: a daemon's duty: a `FeeTooHigh` is logged as an error (`fee_alarm`).
 
     Returns:
         The mined transaction's receipt (status 1).
@@ -274,25 +383,24 @@ def send(
         TransactionFailed: it was mined but failed anyway.
     """
     with _sender(account.address):
-        with reverts_as(contract), _funds_named(w3, account.address, contract, fn):
-            fee = fees(w3, max_fee_per_gas, max_priority_fee_per_gas, tip_ceiling)
-            params: TxParams = {
-                "from": account.address,
-                "value": Wei(value),
-                "nonce": w3.eth.get_transaction_count(account.address, "pending"),
-                "chainId": chain_id(w3),
-                "maxFeePerGas": Wei(fee.max_fee_per_gas),
-                "maxPriorityFeePerGas": Wei(fee.max_priority_fee_per_gas),
-            }
-            tx = fn.build_transaction(params)
-        tx["gas"] = gas_limit(int(tx["gas"]))
-        signed = account.sign_transaction(dict(tx))  # type: ignore[arg-type]
-        tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
+        signed = build_signed(
+            w3,
+            account,
+            fn,
+            contract,
+            value,
+            max_fee_per_gas=max_fee_per_gas,
+            max_priority_fee_per_gas=max_priority_fee_per_gas,
+            tip_ceiling=tip_ceiling,
+            gas=gas,
+            duty=duty,
+        )
+        tx_hash = w3.eth.send_raw_transaction(signed.raw)
     receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120, poll_latency=0.05)
     if receipt["status"] != 1:
         raise TransactionFailed(
             f"{contract}.{getattr(fn, 'fn_name', 'constructor')} failed in block {receipt['blockNumber']} "
-            f"(gas used {receipt['gasUsed']} of {tx['gas']})",
+            f"(gas used {receipt['gasUsed']} of {signed.gas})",
             tx_hash.hex(),
         )
     return receipt
@@ -353,6 +461,10 @@ class Binding:
         address: where it is deployed.
         account: signer for transactions; None for read-only use.
         tip_ceiling: the most priority fee its transactions may pay (`send`).
+        duty: its transactions are a daemon's duties (`fee_alarm` logs a refused one).
+        answer_floor: the deployment's ``MIN_ANSWER_GAS_PRICE``, pinned (`Contracts.connect`
+            takes it from the deployment file); None: read from the contract on first use, then
+            pinned.
     """
 
     NAME: str = ""
@@ -364,11 +476,16 @@ class Binding:
         account: LocalAccount | None = None,
         name: str = "",
         tip_ceiling: int = MAX_PRIORITY_FEE,
+        *,
+        duty: bool = False,
+        answer_floor: int | None = None,
     ) -> None:
         self.name = name or self.NAME
         self.w3 = w3
         self.account = account
         self.tip_ceiling = tip_ceiling
+        self.duty = duty
+        self._answer_floor = answer_floor
         self.contract: Contract = w3.eth.contract(
             address=Web3.to_checksum_address(address), abi=load_abi(self.name)
         )
@@ -385,7 +502,24 @@ class Binding:
 
     def with_account(self, account: LocalAccount) -> Any:
         """The same contract, signing with another account."""
-        return type(self)(self.w3, self.address, account, name=self.name, tip_ceiling=self.tip_ceiling)
+        return type(self)(
+            self.w3,
+            self.address,
+            account,
+            name=self.name,
+            tip_ceiling=self.tip_ceiling,
+            duty=self.duty,
+            answer_floor=self._answer_floor,
+        )
+
+    @property
+    def answer_floor(self) -> int:
+        """The deployment's answer gas price floor (``MIN_ANSWER_GAS_PRICE``) this binding pinned:
+        the deployment file's, else the contract's read once. A deployment parameter, never read
+        per answer: the RPC would otherwise set the node's answer tip (up to `MAX_ANSWER_FLOOR`)."""
+        if self._answer_floor is None:
+            self._answer_floor = int(self.call("MIN_ANSWER_GAS_PRICE"))
+        return self._answer_floor
 
     def call(self, fn_name: str, *args: Any) -> Any:
         """Call a view function; reverts raise the typed `ContractError`."""
@@ -400,11 +534,18 @@ class Binding:
         max_fee_per_gas: int | None = None,
         max_priority_fee_per_gas: int | None = None,
         tip_ceiling: int | None = None,
+        quote: Quote | None = None,
     ) -> TxResult:
         """Send a transaction from the bound account; reverts raise the typed `ContractError`.
-        ``tip_ceiling``: this transaction's, instead of the binding's."""
+        ``tip_ceiling``: this transaction's, instead of the binding's. ``quote``: the `quote` a
+        prompt showed: signed at its fees and its gas limit, so the most it showed is the most the
+        transaction can cost (a quote's estimate that was low makes it fail within that, never
+        cost more)."""
         if self.account is None:
             raise ContractError(f"{self.name}.{fn_name}: no account bound to sign the transaction")
+        if quote is not None:
+            max_fee_per_gas = quote.fees.max_fee_per_gas
+            max_priority_fee_per_gas = quote.fees.max_priority_fee_per_gas
         fn = self.contract.functions[fn_name](*args)
         receipt = send(
             self.w3,
@@ -415,13 +556,16 @@ class Binding:
             max_fee_per_gas,
             max_priority_fee_per_gas,
             tip_ceiling=self.tip_ceiling if tip_ceiling is None else tip_ceiling,
+            gas=None if quote is None else quote.gas,
+            duty=self.duty,
         )
         return TxResult(receipt)
 
     def quote(self, fn_name: str, *args: Any, value: int = 0) -> Quote:
         """What `transact` would send now: the fees (`fees`, within this binding's ceiling) and the
-        gas limit, for a prompt to show the most it can cost; pass ``quote.fees`` on to `transact`
-        so that the transaction is signed at those fees. A revert or missing funds surface here.
+        gas limit, for a prompt to show the most it can cost; pass the quote on to `transact`
+        (``quote=``) so that the transaction is signed at those fees and that gas limit. A revert
+        or missing funds surface here.
 
         Raises:
             FeeTooHigh: the RPC's tip is above the ceiling.
@@ -442,8 +586,11 @@ class Binding:
         the RPC's fees (the node pays its tip, as any transaction); with one, its tip is the floor,
         so that it never pays less than it is paid at, and on the chains a floor is for (a base
         fee of 0 or next to it) no more either: a tip above the floor was the node's loss on every
-        answer (tests/integration/test_review_answer_floor.py)."""
-        floor = int(self.call("MIN_ANSWER_GAS_PRICE"))
+        answer (tests/integration/test_review_answer_floor.py). The floor is the one pinned
+        (`answer_floor`: the deployment file's), never an RPC's answer of the moment: an RPC
+        answering 10,000 gwei per answer made the node tip that (tests/integration/
+        test_review_fee_policy.py)."""
+        floor = self.answer_floor
         if floor == 0:
             return self.transact(fn_name, *args)
         cap = claim_fee_cap(self.w3, tip=floor)  # as a claim's cap, with the floor as the tip
@@ -460,9 +607,20 @@ class Binding:
         fee, or the deployment's ``MIN_ANSWER_GAS_PRICE`` where that is higher (the contracts'
         `ClaimBond`). That base fee is not known when the transaction is signed, so it is sent
         with a fee cap (at least the floor) and covers ``worst_gas`` at that cap: the block's price
-        is at most the cap, and what the answer does not cost comes back when the claim settles."""
-        cap = max(claim_fee_cap(self.w3), int(self.call("MIN_ANSWER_GAS_PRICE")))
-        return self.transact(fn_name, *args, value=bond + worst_gas * cap, max_fee_per_gas=cap)
+        is at most the cap, and what the answer does not cost comes back when the claim settles.
+        The tip is read once and held to the ceiling: the one in the deposit is the one signed.
+        (A base fee the RPC inflates still inflates the deposit, a lock until the claim settles:
+        a known limit, test_review_fee_policy.py.)
+
+        Raises:
+            FeeTooHigh: the RPC's tip is above the binding's ceiling (nothing is sent).
+        """
+        with fee_alarm(f"{self.name}.{fn_name}", self.duty):
+            tip = priority_fee(self.w3, self.tip_ceiling)
+        cap = max(claim_fee_cap(self.w3, tip=tip), self.answer_floor)
+        return self.transact(
+            fn_name, *args, value=bond + worst_gas * cap, max_fee_per_gas=cap, max_priority_fee_per_gas=tip
+        )
 
     def events(self, tx: TxResult | TxReceipt, event_name: str) -> list[EventData]:
         """The ``event_name`` events this contract emitted in the transaction ``tx``."""

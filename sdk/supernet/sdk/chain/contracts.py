@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from supernet.sdk.chain.bindings import MAX_PRIORITY_FEE, deploy, pin_chain_id, send
@@ -23,6 +24,9 @@ from supernet.sdk.chain.tasks import TaskManager
 from web3 import Web3
 from web3.middleware import ExtraDataToPOAMiddleware
 from web3.types import RPCEndpoint
+
+FLOOR_PARAM = "minAnswerGasPrice"
+"""The deployment file's answer gas price floor (`ProtocolParams.min_answer_gas_price`)."""
 
 
 def make_web3(rpc: str | Web3, timeout: float = 60.0) -> Web3:
@@ -61,6 +65,8 @@ class Contracts:
     task_manager: TaskManager
     omission_manager: OmissionManager
     tip_ceiling: int = MAX_PRIORITY_FEE
+    duty: bool = False
+    answer_floor: int | None = None
 
     @classmethod
     def connect(
@@ -71,6 +77,8 @@ class Contracts:
         *,
         verify: bool = True,
         tip_ceiling: int = MAX_PRIORITY_FEE,
+        duty: bool = False,
+        answer_floor: int | None = None,
     ) -> Contracts:
         """Bind to an existing deployment.
 
@@ -80,7 +88,13 @@ class Contracts:
             account: the signer for transactions (None: read-only).
             verify: check the chain id (then pinned: every transaction is signed for it, whatever
                 the RPC answers later) and that every contract has code.
-            tip_ceiling: the most priority fee its transactions may pay (`bindings.fees`).
+            tip_ceiling: the most priority fee its transactions may pay (`bindings.fees`; the
+                daemons pass their ``[chain] max_priority_fee_gwei``).
+            duty: its transactions are a daemon's duties (a refused tip is logged as an error).
+            answer_floor: the deployment's ``MIN_ANSWER_GAS_PRICE`` (data claims' and answers'
+                floor). None: the deployment file's ``minAnswerGasPrice``, else (a file without
+                it) read once here when signing, then pinned: answers and claims never ask the
+                RPC for it again.
 
         Raises:
             DeploymentError: wrong chain, or a contract address without code.
@@ -94,17 +108,25 @@ class Contracts:
             for name in CONTRACT_NAMES:
                 if not w3.eth.get_code(Web3.to_checksum_address(deployment.address(name))):
                     raise DeploymentError(f"no code at {name} {deployment.address(name)}")
-        at, tips = deployment.address, tip_ceiling
+        at = deployment.address
+        floor = answer_floor
+        if floor is None and FLOOR_PARAM in deployment.params:
+            floor = int(deployment.params[FLOOR_PARAM])
+        if floor is None and account is not None:
+            floor = TaskManager(w3, at("TaskManager")).answer_floor
+        kw: dict[str, Any] = {"tip_ceiling": tip_ceiling, "duty": duty}
         return cls(
             w3=w3,
             deployment=deployment,
             account=account,
-            service_manager=ServiceManager(w3, at("ServiceManager"), account, tip_ceiling=tips),
-            model_registry=ModelRegistry(w3, at("ModelRegistry"), account, tip_ceiling=tips),
-            payments=Payments(w3, at("Payments"), account, tip_ceiling=tips),
-            task_manager=TaskManager(w3, at("TaskManager"), account, tip_ceiling=tips),
-            omission_manager=OmissionManager(w3, at("OmissionManager"), account, tip_ceiling=tips),
+            service_manager=ServiceManager(w3, at("ServiceManager"), account, **kw),
+            model_registry=ModelRegistry(w3, at("ModelRegistry"), account, **kw),
+            payments=Payments(w3, at("Payments"), account, **kw),
+            task_manager=TaskManager(w3, at("TaskManager"), account, answer_floor=floor, **kw),
+            omission_manager=OmissionManager(w3, at("OmissionManager"), account, answer_floor=floor, **kw),
             tip_ceiling=tip_ceiling,
+            duty=duty,
+            answer_floor=floor,
         )
 
     @classmethod
@@ -159,7 +181,13 @@ class Contracts:
     def as_account(self, account: LocalAccount | None) -> Contracts:
         """The same contracts on the same client, signing with ``account``."""
         return Contracts.connect(
-            self.w3, self.deployment, account, verify=False, tip_ceiling=self.tip_ceiling
+            self.w3,
+            self.deployment,
+            account,
+            verify=False,
+            tip_ceiling=self.tip_ceiling,
+            duty=self.duty,
+            answer_floor=self.answer_floor,
         )
 
     @property

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from supernet.sdk.chain.eip712 import Domain, TaskRequest
 from supernet.sdk.chain.receipts import Receipt
-from supernet.sdk.client.streaming import CHECKED_AGENTS, stream_problem
+from supernet.sdk.client.streaming import CHECKED_AGENTS, cut_at_stop, stops_of, stream_matches
 from supernet.sdk.client.types import ClientError
 from supernet.sdk.client.verify import PENDING_CHECK, check_receipt
 from supernet.sdk.node_api import ReceiptPublic
@@ -59,15 +59,26 @@ class CheckedAnswer:
     receipt: ReceiptPublic
 
 
+AnswerForm = Literal["output", "plain", "stream"]
+"""How the checked text relates to the output: ``output`` is the output itself (`Client`, which
+reads the output the node reports); ``plain`` is an OpenAI completion's text, the output cut at
+the request's stop strings, verbatim; ``stream`` is the joined deltas of a streamed one, that cut
+output up to the stream rule's leniency (`stream_matches`)."""
+
+
 def check_answer(
-    call: SignedCall, proof: Any, text: str | None, tool_call: tuple[str, str] | None
+    call: SignedCall,
+    proof: Any,
+    text: str | None,
+    tool_call: tuple[str, str] | None = None,
+    form: AnswerForm = "output",
 ) -> CheckedAnswer:
-    """Check one answer: ``text`` (or ``tool_call``: name and JSON arguments) and the ``supernet``
-    field ``proof`` the node sent with it.
+    """Check one answer: ``text`` (and ``tool_call``: name and JSON arguments) against the
+    ``supernet`` field ``proof`` the node sent with it (``output`` and ``signedReceipt``).
 
     Raises:
         AnswerMismatchError: no receipt, a receipt that fails a check for ``call``, or an answer
-            that is not the receipt's output cut at the request's stop strings.
+            that is not the receipt's output (in ``form``).
     """
     if not isinstance(proof, dict) or not isinstance(proof.get("signedReceipt"), dict):
         raise AnswerMismatchError(f"task {call.task_id}: the node sent its answer without a signed receipt")
@@ -94,20 +105,35 @@ def check_answer(
     if failed:
         detail = "; ".join(f"{c.name} ({c.detail})" if c.detail else c.name for c in failed)
         raise AnswerMismatchError(f"task {call.task_id}: the node's receipt fails: {detail}")
-    if tool_call is None:
-        problem = stream_problem(call.agent, call.task_input, [text or ""], output)
-        if call.agent not in CHECKED_AGENTS and text != output:
-            problem = "another text than the output"
-        if problem is not None:
-            raise AnswerMismatchError(
-                f"task {call.task_id}: the answer is not what the receipt commits: {problem}"
-            )
-    elif _call_of(output) != (tool_call[0], parse_json(tool_call[1])):
+    problem = _text_problem(call, output, text, tool_call, form)
+    if problem is not None:
         raise AnswerMismatchError(
-            f"task {call.task_id}: the tool call is not the output the node's receipt commits to"
+            f"task {call.task_id}: the answer is not what the receipt commits: {problem}"
         )
-    receipt = ReceiptPublic.model_validate(doc)
-    return CheckedAnswer(output, receipt)
+    return CheckedAnswer(output, ReceiptPublic.model_validate(doc))
+
+
+def _text_problem(
+    call: SignedCall, output: str, text: str | None, tool_call: tuple[str, str] | None, form: AnswerForm
+) -> str | None:
+    """Why ``text`` / ``tool_call`` is not ``output`` in ``form`` (None: it is)."""
+    if form == "output":
+        return None if text == output and tool_call is None else "another text than the output"
+    content, _ = cut_at_stop(output, stops_of(call.task_input) if call.agent in CHECKED_AGENTS else [])
+    if tool_call is not None:
+        # the node's rendering of the call it parses from that text (`routes_chat._tool_calls`)
+        call_doc = parse_json(content)
+        if text or not isinstance(call_doc, dict) or set(call_doc) != {"name", "arguments"}:
+            return "a tool call the output is not (or text beside it)"
+        arguments = json.dumps(call_doc["arguments"], separators=(",", ":"), ensure_ascii=False)
+        return None if tool_call == (call_doc["name"], arguments) else "another tool call than the output"
+    if form == "plain":
+        return None if text == content else f"{_short(text)} where the output is {_short(content)}"
+    return None if stream_matches(text or "", content) else f"{_short(text)} streamed for {_short(content)}"
+
+
+def _short(text: str | None) -> str:
+    return repr(text) if text is None or len(text) <= 120 else repr(text[:120]) + "..."
 
 
 def _not_committed(batch_id: int) -> tuple[str, bytes, int]:
@@ -123,15 +149,6 @@ def parse_json(text: str) -> Any:
 
 
 _INVALID = object()
-
-
-def _call_of(output: str) -> tuple[Any, Any] | None:
-    """The ``(name, arguments)`` of a tool call's output (the compact ``{"name", "arguments"}``
-    object `supernet.node.agents.tool_calls` parses), None when it is none."""
-    doc = parse_json(output)
-    if not isinstance(doc, dict) or set(doc) != {"name", "arguments"}:
-        return None
-    return doc["name"], doc["arguments"]
 
 
 def kept_promise(doc: ReceiptPublic) -> dict[str, Any] | None:

@@ -27,7 +27,8 @@ def _align(streamed: str, output: str) -> tuple[int, int] | None:
     """How far ``streamed`` and ``output`` agree from their start: ``(i, j)`` characters of each,
     stopping when either ends; None on a differing character. A run of k U+FFFD in the stream
     (a character whose bytes were split across tokens when it was streamed) stands for 1..k
-    characters of the output."""
+    characters of the output, none of them ASCII: a split character is a multi-byte one, so the
+    run never hides a word of ASCII text."""
     i = j = 0
     while i < len(streamed) and j < len(output):
         if streamed[i] != "\ufffd":
@@ -38,10 +39,15 @@ def _align(streamed: str, output: str) -> tuple[int, int] | None:
         k = 0
         while i < len(streamed) and streamed[i] == "\ufffd":
             i, k = i + 1, k + 1
+        wide = 0  # how many of the next k output characters could have been split
+        while wide < k and j + wide < len(output) and not output[j + wide].isascii():
+            wide += 1
+        if wide == 0 and output[j] != "\ufffd":
+            return None
         if i == len(streamed):
-            return i, min(len(output), j + k)
-        for m in range(1, k + 1):
-            if j + m <= len(output) and (j + m == len(output) or output[j + m] == streamed[i]):
+            return i, j + max(wide, 1)
+        for m in range(1, max(wide, 1) + 1):
+            if j + m == len(output) or output[j + m] == streamed[i]:
                 j += m
                 break
         else:
@@ -49,11 +55,30 @@ def _align(streamed: str, output: str) -> tuple[int, int] | None:
     return i, j
 
 
-def _stops(task_input: Any) -> list[str]:
+def stops_of(task_input: Any) -> list[str]:
+    """A chat input's ``stop`` strings (none for any other input)."""
     stop = task_input.get("stop") if isinstance(task_input, dict) else None
     if stop is None:
         return []
     return [stop] if isinstance(stop, str) else [s for s in stop if isinstance(s, str)]
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    """``text`` before the earliest stop string, and whether one was found: the node's rule for an
+    OpenAI answer's text (`supernet.node.service.routes_chat`) and the drop-in's check of it."""
+    cuts = [i for i in (text.find(s) for s in stops if s) if i != -1]
+    return (text[: min(cuts)], True) if cuts else (text, False)
+
+
+def stream_matches(streamed: str, content: str) -> bool:
+    """Whether the joined text of a stream is ``content`` (an OpenAI answer's text): verbatim,
+    but for U+FFFD runs standing for characters split across tokens (`_align`) and whitespace at
+    the end. No stop string is cut here: the caller read the stream as it came."""
+    at = _align(streamed, content)
+    if at is None:
+        return False
+    i, j = at
+    return not streamed[i:].strip() and not content[j:].strip("\ufffd")
 
 
 class StopCutter:
@@ -108,7 +133,7 @@ class StopCutter:
 def shown_cutter(agent: str, task_input: Any) -> StopCutter:
     """The cutter of what a stream of ``agent`` shows (its input's stop strings; none for an agent
     whose stream is progress, not the answer)."""
-    return StopCutter(_stops(task_input) if agent in CHECKED_AGENTS else [])
+    return StopCutter(stops_of(task_input) if agent in CHECKED_AGENTS else [])
 
 
 def stream_problem(

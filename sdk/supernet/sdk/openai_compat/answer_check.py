@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 from supernet.sdk.client.answer import (
+    AnswerForm,
     AnswerMismatchError,
     CheckedAnswer,
     SignedCall,
@@ -28,10 +29,15 @@ from supernet.sdk.client.types import ClientError
 __all__ = ["AnswerMismatchError", "CheckedStream"]
 
 
+_FIELDS = frozenset({"role", "content", "tool_calls"})
+"""What a message or a delta of the node's answer holds: anything else (``refusal``, ``audio``)
+the caller could read would be unchecked."""
+
+
 class _Answer:
     """What one response carried, gathered as it is read. ``odd`` names anything the check cannot
-    vouch for (a second choice, an event the caller's SSE parser might read otherwise): the answer
-    then fails closed."""
+    vouch for (a second choice, a field or an event the caller's parser might read otherwise): the
+    answer then fails closed."""
 
     def __init__(self) -> None:
         self.text: list[str] = []
@@ -40,41 +46,60 @@ class _Answer:
         self.error = False
         self.odd: str | None = None
 
+    def flag(self, why: str) -> None:
+        self.odd = self.odd or why
+
     def add_completion(self, doc: Any) -> None:
         choices = doc.get("choices") if isinstance(doc, dict) else None
         if not isinstance(choices, list) or len(choices) != 1 or not isinstance(choices[0], dict):
-            self.odd = self.odd or "a completion without exactly one choice"
+            self.flag("a completion without exactly one choice")
             return
-        message = choices[0].get("message") or {}
-        self.text.append(message.get("content") or "")
-        self._tool(message.get("tool_calls"))
+        self._part(choices[0].get("message"))
         self.proof = doc.get("supernet")
 
     def add_chunk(self, doc: Any) -> None:
         if not isinstance(doc, dict):
-            self.odd = self.odd or "an event whose data is not a JSON object"
+            self.flag("an event whose data is not a JSON object")
             return
+        choices = doc.get("choices")
         if "error" in doc:
+            # the node's failure report, as the caller's client reads one: a truthy error, no text
+            if not doc["error"] or choices or "".join(self.text).strip():
+                self.flag("an error key beside an answer")
             self.error = True
-            if "".join(self.text).strip():  # text was shown: a failure now would leave it unchecked
-                self.odd = self.odd or "an error after the text it streamed"
             return
-        for choice in doc.get("choices") or []:
-            if not isinstance(choice, dict) or choice.get("index") != 0:
-                self.odd = self.odd or "a chunk of another choice than the one asked for"
-                continue
-            delta = choice.get("delta") or {}
-            self.text.append(delta.get("content") or "")
-            self._tool(delta.get("tool_calls"))
+        if choices is None or choices == []:
+            pass  # the usage chunk
+        elif not isinstance(choices, list) or len(choices) != 1 or not isinstance(choices[0], dict):
+            self.flag("a chunk without exactly one choice")
+            return
+        elif choices[0].get("index") != 0:
+            self.flag("a chunk of another choice than the one asked for")
+        else:
+            self._part(choices[0].get("delta"))
         if "supernet" in doc:
             self.proof = doc["supernet"]
 
-    def _tool(self, calls: Any) -> None:
+    def _part(self, part: Any) -> None:
+        """A message or a delta: its text and its tool call."""
+        if not isinstance(part, dict) or not set(part) <= _FIELDS:
+            self.flag("a message with fields the answer does not have")
+            return
+        content = part.get("content")
+        if content is not None and not isinstance(content, str):
+            self.flag("a message whose content is not text")
+            return
+        self.text.append(content or "")
+        calls = part.get("tool_calls")
         if not calls:
             return
-        if self.tool is not None or len(calls) != 1:
-            self.odd = self.odd or "more than one tool call"
-        function = calls[0].get("function") or {}
+        if self.tool is not None or not isinstance(calls, list) or len(calls) != 1:
+            self.flag("more than one tool call")
+            return
+        function = calls[0].get("function") if isinstance(calls[0], dict) else None
+        if not isinstance(function, dict):
+            self.flag("a tool call without a function")
+            return
         self.tool = (str(function.get("name")), str(function.get("arguments")))
 
 
@@ -82,16 +107,20 @@ class CheckedStream(httpx.SyncByteStream, httpx.AsyncByteStream):
     """A chat completion response's body, checked by `check_answer` as it is read.
 
     An event stream is read strictly, in the one shape the node sends (``data: <json>`` lines, each
-    its own event, ``\r\n`` or ``\n`` line ends, ``:`` comments): an event with two ``data``
-    lines, an ``event``/``id``/``retry`` field or a bare ``\r`` could be read otherwise by the
+    its own event, ``\\r\\n`` or ``\\n`` line ends, ``:`` comments): an event with two ``data``
+    lines, an ``event``/``id``/``retry`` field or a bare ``\\r`` could be read otherwise by the
     caller's own SSE parser than here, so it fails the answer rather than let text past the check.
+    The check runs where the caller's client stops reading: at any data starting with ``[DONE]``
+    (only the exact ``[DONE]`` passes). A body the node encoded (``Content-Encoding``; the flow
+    asks for none) fails at once: the caller's client would decode what this reads raw.
 
     Args:
         inner: the response's own stream.
         call: what the user signed.
         event_stream: whether the body is ``text/event-stream`` (else one JSON completion).
         on_result: called once with the checked answer, or with the error (then raised too).
-        content_type: the response's; one that is not the asked form fails the answer.
+        headers: the response's; a ``Content-Type`` that is not the asked form, or any
+            ``Content-Encoding`` but identity, fails the answer.
     """
 
     def __init__(
@@ -100,14 +129,18 @@ class CheckedStream(httpx.SyncByteStream, httpx.AsyncByteStream):
         call: SignedCall,
         event_stream: bool,
         on_result: Callable[[CheckedAnswer | Exception], None],
-        content_type: str = "",
+        headers: httpx.Headers | None = None,
     ) -> None:
         self.inner, self.call, self.event_stream, self.on_result = inner, call, event_stream, on_result
         self._answer, self._buffer, self._done = _Answer(), b"", False
-        asked = "text/event-stream" if event_stream else "application/json"
-        if not content_type.startswith(asked):
-            self._answer.odd = f"a {content_type or 'untyped'} body where {asked} was asked for"
         self._data_lines = 0  # ``data`` lines of the event being read
+        headers = headers if headers is not None else httpx.Headers()
+        asked = "text/event-stream" if event_stream else "application/json"
+        content_type = headers.get("content-type", "")
+        if not content_type.startswith(asked):
+            self._answer.flag(f"a {content_type or 'untyped'} body where {asked} was asked for")
+        if headers.get("content-encoding", "identity").strip().lower() != "identity":
+            self._answer.flag(f"a body encoded {headers['content-encoding']!r}")
 
     def __iter__(self) -> Iterator[bytes]:
         for piece in self.inner:
@@ -128,10 +161,12 @@ class CheckedStream(httpx.SyncByteStream, httpx.AsyncByteStream):
         await self.inner.aclose()
 
     def _feed(self, piece: bytes) -> Iterator[bytes]:
+        if self._answer.odd is not None and not self._done:
+            self._finish()  # fails at once: nothing of an answer that cannot be checked goes out
         self._buffer += piece
         if not self.event_stream:
             return
-        # whole lines only; an event's lines go out as they come, ``[DONE]`` after the check
+        # whole lines only; an event's lines go out as they come, its end after the check
         *lines, self._buffer = self._buffer.split(b"\n")
         for line in lines:
             self._line(line.removesuffix(b"\r"))
@@ -140,7 +175,7 @@ class CheckedStream(httpx.SyncByteStream, httpx.AsyncByteStream):
     def _line(self, line: bytes) -> None:
         answer = self._answer
         if b"\r" in line:
-            answer.odd = answer.odd or "a bare carriage return in the event stream"
+            answer.flag("a bare carriage return in the event stream")
         elif not line:
             self._data_lines = 0  # the event ends
         elif line.startswith(b":"):
@@ -149,19 +184,23 @@ class CheckedStream(httpx.SyncByteStream, httpx.AsyncByteStream):
             self._data_lines += 1
             payload = line[5:].removeprefix(b" ")
             if self._data_lines > 1:
-                answer.odd = answer.odd or "an event with more than one data line"
-            elif payload == b"[DONE]":
+                answer.flag("an event with more than one data line")
+            elif payload.startswith(b"[DONE]"):  # where the caller's client stops reading
+                if payload != b"[DONE]":
+                    answer.flag(f"an inexact end of stream {payload[:20]!r}")
                 self._finish()
             else:
                 answer.add_chunk(parse_json(payload.decode("utf-8", "replace")))
         else:
-            answer.odd = answer.odd or f"an event stream line the node does not send: {line[:40]!r}"
+            answer.flag(f"an event stream line the node does not send: {line[:40]!r}")
+        if answer.odd is not None:
+            self._finish()
 
     def _end(self) -> Iterator[bytes]:
         if not self.event_stream:
             self._answer.add_completion(parse_json(self._buffer.decode("utf-8", "replace")))
         elif self._buffer:
-            self._answer.odd = self._answer.odd or "an event stream that ends inside a line"
+            self._answer.flag("an event stream that ends inside a line")
         self._finish()
         if self._buffer:
             yield self._buffer
@@ -171,15 +210,23 @@ class CheckedStream(httpx.SyncByteStream, httpx.AsyncByteStream):
         if self._done:
             return
         self._done = True
-        answer = self._answer
-        if answer.error and answer.odd is None:  # the node reported a failed task: the caller sees why
-            self.on_result(ClientError(f"task {self.call.task_id} failed at the node"))
-            return
+        answer, task = self._answer, self.call.task_id
         try:
             if answer.odd is not None:
-                raise AnswerMismatchError(f"task {self.call.task_id}: the answer holds {answer.odd}")
-            checked = check_answer(self.call, answer.proof, "".join(answer.text), answer.tool)
+                raise AnswerMismatchError(f"task {task}: the answer holds {answer.odd}")
+            if answer.error:  # the node reported a failed task (the caller's client raises on it)
+                failed = ClientError(f"task {task} failed at the node")
+                self.on_result(failed)
+                raise failed
+            form: AnswerForm = "stream" if self.event_stream else "plain"
+            checked = check_answer(self.call, answer.proof, "".join(answer.text), answer.tool, form)
         except AnswerMismatchError as exc:
             self.on_result(exc)
             raise
+        except ClientError:
+            raise
+        except Exception as exc:  # an answer the check cannot even read is no answer
+            mismatch = AnswerMismatchError(f"task {task}: the answer cannot be checked: {exc}")
+            self.on_result(mismatch)
+            raise mismatch from exc
         self.on_result(checked)

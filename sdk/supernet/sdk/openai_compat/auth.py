@@ -158,7 +158,7 @@ class SupernetAuth(httpx.Auth):
                 call,
                 body.get("stream") is True,
                 lambda result: self._answered(call.task_id, result),
-                response.headers.get("content-type", ""),
+                response.headers,
             )
 
     def _check_domain(self, info: NodeInfo) -> None:
