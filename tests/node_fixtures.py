@@ -124,11 +124,18 @@ class FakeChain:
     withdrawal_delay_s: int = 86_400
     price: int = 0
 
-    def check(self, node: str, model_id: str) -> None:
+    # the agent code hashes the fake validators replay (None: nothing declared yet, any is signed)
+    checked_agents: frozenset[str] | None = None
+
+    def check(self, node: str, model_id: str, agent_hashes: Sequence[str]) -> None:
         """FAKE `supernet.sdk.client.signable.Signable` (a fake chain has no registry): its node
-        registered ``FAKE_MODEL_ID``, which the validators check; any other id is refused."""
+        registered ``FAKE_MODEL_ID``, which the validators check; any other id is refused, and so
+        is an agent code hash outside ``checked_agents`` (when set)."""
         if model_id.lower() != FAKE_MODEL_ID:
             raise ClientError(f"node {node}: its /v1/node names model {model_id}, which it did not register")
+        for code_hash in agent_hashes:
+            if self.checked_agents is not None and code_hash.lower() not in self.checked_agents:
+                raise ClientError(f"node {node}: agent code {code_hash} is not replayed by the validators")
 
     async def channel(self, user: str) -> Channel:
         redeemed = self.redeemed_amounts.get(user, 0)

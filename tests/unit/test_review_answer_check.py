@@ -203,9 +203,7 @@ def _plain(edit: Callable[[dict[str, Any]], None]) -> Rewrite:
 # -- 1. an error key openai ignores ------------------------------------------------------------------
 
 
-async def test_defence_a_falsy_error_key_fails_the_answer(
-    fake_node: FakeNode, tmp_path: Path
-) -> None:
+async def test_defence_a_falsy_error_key_fails_the_answer(fake_node: FakeNode, tmp_path: Path) -> None:
     """HIGH, fixed. Who gains: any node, for any streamed answer, with no receipt at all: it sends
     ``{"error": null, "choices": [<any text>]}`` then ``[DONE]``. `_Answer.add_chunk` treats any
     ``"error"`` key as the node's failure report (``answer.error``, the chunk's text skipped) and

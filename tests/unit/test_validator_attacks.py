@@ -644,9 +644,11 @@ async def test_unknown_child_code_hash_of_an_installed_agent_is_caught() -> None
     """A child agent's code hash was the node's word (the user signed only the top agent's). Writing
     a hash no validator has into the ``agent.call`` event made the replay *unverifiable*. The
     signed profile now lists every agent the task's agent may call with its code hash, so another
-    hash in the call is a REPLAY divergence; a profile listing a child installed here under another
-    code hash diverges too (nodes run the versions validators install); only a child whose id is
-    not installed here at all stays unverifiable."""
+    hash in the call is a REPLAY divergence. A profile listing a child installed here under another
+    code hash is unverifiable here, as the top agent in that case (the user signed that version, an
+    honest node ran it; tests/unit/test_review_agent_provenance.py finding 2), and so is a child
+    whose id is not installed here at all; a hash no validator replays is kept from being signed
+    by the client's coverage rule."""
     store = DictStore()
     task_input = {"q": "What is the launch code?"}
 
@@ -673,12 +675,13 @@ async def test_unknown_child_code_hash_of_an_installed_agent_is_caught() -> None
     [div] = [f for f in verdict.findings if f.check.value == "replay"]
     assert "ran other code than the signed profile lists" in div.message and div.call == 0
     assert (div.expected, div.claimed) == (MemoryQuestion.code_hash(), "0x" + "ee" * 32)
-    # the signed profile lists the installed child under another hash: the installed code decides
+    # the signed profile lists the installed child under another hash: another version, which
+    # this validator has not installed: unverifiable here, not the node's fault
     verdict = await verdict_of(
         Delegator, [entry("memq", "0x" + "ee" * 32)], delegated("memq", "0x" + "ee" * 32)
     )
-    [div] = [f for f in verdict.findings if f.check.value == "replay"]
-    assert "has another code hash" in div.message
+    assert verdict.findings == ()
+    assert "not installed here at the signed code hash" in str(verdict.unverifiable)
     # control: with the installed child's real hash, the same made-up trace is a finding
     control = await verdict_of(Delegator, listed, delegated("memq", MemoryQuestion.code_hash()))
     assert not control.ok and control.unverifiable is None

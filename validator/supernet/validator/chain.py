@@ -4,7 +4,7 @@ A thin, synchronous adapter over the SDK's `supernet.sdk.chain.tasks.TaskManager
 service calls it from a worker thread). Reverts arrive as the SDK's typed `ContractError`; this
 module adds the validator's vocabulary: decoded events in chain order and parameters.
 
->>> tm = TaskManagerClient(w3, dep.address("TaskManager"), account)   # doctest: +SKIP
+>>> tm = TaskManagerClient.connect(rpc_url, dep, account)              # doctest: +SKIP
 >>> tm.params().sample_rate_ppm                                        # doctest: +SKIP
 1000000
 """
@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from eth_account.signers.local import LocalAccount
+from supernet.sdk.chain.bindings import DAEMON_MAX_PRIORITY_FEE
+from supernet.sdk.chain.contracts import Contracts
+from supernet.sdk.chain.deployment import Deployment
 from supernet.sdk.chain.eip712 import TaskRequest
 from supernet.sdk.chain.errors import ContractError
 from supernet.sdk.chain.omission import ManifestChallenge, OmissionManager
@@ -188,6 +191,35 @@ class TaskManagerClient:
         # Batch headers (what the contract takes back) by id, from the events this client read;
         # the most recent BATCH_CACHE of them (an older one is looked up by its event again).
         self._batches: OrderedDict[int, Batch] = OrderedDict()
+
+    @classmethod
+    def connect(
+        cls,
+        rpc: str | Web3,
+        deployment: Deployment,
+        account: LocalAccount,
+        *,
+        tip_ceiling: int = DAEMON_MAX_PRIORITY_FEE,
+    ) -> TaskManagerClient:
+        """The validator's client, connected as every client is (`Contracts.connect`): the RPC's
+        chain id compared with the deployment's and pinned (every claim and vote is signed for
+        it, whatever the RPC answers later), every contract's code checked, the answer floor the
+        deployment file's; its transactions are duties within ``tip_ceiling`` (the validator's
+        ``[chain] max_priority_fee_gwei``), a refused one logged as an error.
+
+        Raises:
+            DeploymentError: the RPC is on another chain, or a contract has no code.
+        """
+        return cls.of(Contracts.connect(rpc, deployment, account, tip_ceiling=tip_ceiling, duty=True))
+
+    @classmethod
+    def of(cls, contracts: Contracts) -> TaskManagerClient:
+        """The client on ``contracts``' TaskManager and OmissionManager bindings (their account,
+        tip ceiling and pinned answer floor)."""
+        tm, om = contracts.task_manager, contracts.omission_manager
+        client = cls(contracts.w3, tm.address, contracts.account, omission_address=om.address)
+        client.binding, client.omission = tm, om
+        return client
 
     @property
     def address(self) -> str:

@@ -20,7 +20,13 @@ from typing import Any, Literal
 from eth_account.signers.local import LocalAccount
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from supernet.node.service.config import McpServerSettings, Section
+from supernet.node.service.config import (
+    MAX_PRIORITY_FEE_GWEI,
+    MAX_PRIORITY_FEE_HELP,
+    McpServerSettings,
+    Section,
+    gwei_to_wei,
+)
 from supernet.sdk.keys import load_account
 from supernet.sdk.store import DEFAULT_STORE_URL
 
@@ -43,6 +49,7 @@ class ChainSettings(Section):
         description="first block whose batches are sampled (default: the deploy block); earlier "
         "batches are still followed, for the origin check's receipt index",
     )
+    max_priority_fee_gwei: float = Field(MAX_PRIORITY_FEE_GWEI, gt=0, description=MAX_PRIORITY_FEE_HELP)
 
     @field_validator("key")
     @classmethod
@@ -60,6 +67,11 @@ class ChainSettings(Section):
         if len(sources) != 1:
             raise ValueError("give exactly one of chain.key, chain.key_file and chain.keystore")
         return self
+
+    def tip_ceiling(self) -> int:
+        """``max_priority_fee_gwei`` in wei: the tip ceiling of every transaction the validator
+        signs (its claims, votes and reveals protect its bonds)."""
+        return gwei_to_wei(self.max_priority_fee_gwei)
 
     def account(self) -> LocalAccount:
         """The validator's signer (`supernet.sdk.keys.load_account`).

@@ -12,8 +12,11 @@ hash the user signed (the built-ins, or the operator's own agents registered the
 nodes and validators), looked up by that hash alone. Another hash makes the receipt
 *unverifiable* to this validator; a trace naming the agent by another id than the installed one of
 that hash is a `Check.TRACE` finding (the id is the node's word; it must not decide whether the
-trace is checked). An agent call (``agent.call`` event) of an agent installed here under another
-code hash is a divergence; only one whose id is not installed here is unverifiable.
+trace is checked). An agent call (``agent.call`` event) is looked up the same way, by the code hash
+the signed profile lists for the child (and the caller's id): a child not installed here at that
+hash (another version of the id, or none) makes the receipt unverifiable, as for the top agent. A
+packaged agent whose files changed since this validator loaded it is unverifiable too
+(`AgentRegistry.check_unchanged`: its imported code is not the code its files hash to).
 The children's events are inline in the trace: their LLM calls are scored like the caller's.
 """
 
@@ -24,6 +27,7 @@ from typing import Any
 
 from supernet.node.agents.registry import AgentRegistry
 from supernet.node.kernel.agent_run import spec_record
+from supernet.node.kernel.errors import AgentNotAllowedError
 from supernet.node.kernel.replay import MalformedContext, ReplayUnavailable, check_seed, context_of, replay
 from supernet.sdk.chain.eip712 import Domain
 from supernet.sdk.formats.trace import Trace
@@ -76,6 +80,12 @@ async def check_replay(
         if len(candidates) > 1:  # a bundle of several agents: the id was the only way to choose
             return ReplayOutcome(tuple(findings))
     info = named[0] if named else candidates[0]
+    try:
+        agents.check_unchanged(info)
+    except AgentNotAllowedError as exc:  # an in-place upgrade here: the loaded code is not the hashed
+        if findings:
+            return ReplayOutcome(tuple(findings))
+        return ReplayOutcome(unverifiable=f"cannot replay: {exc}")
     _, _, specs = context_of(trace)
     if (bad_seed := check_seed(trace)) is not None:
         findings.append(

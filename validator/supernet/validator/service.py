@@ -28,7 +28,7 @@ from typing import Any, Literal, Self
 import uvicorn
 from supernet.node.agents.registry import AgentRegistry
 from supernet.node.kernel.embeddings import token_count
-from supernet.sdk.chain.contracts import make_web3
+from supernet.sdk.chain.contracts import Contracts
 from supernet.sdk.chain.deployment import Deployment
 from supernet.sdk.chain.errors import InsufficientFundsError
 from supernet.sdk.chain.registry import ServiceManager
@@ -125,13 +125,13 @@ class Validator:
         """Connect to the chain and the store, open the database, load the model, register if asked."""
         s = self.settings
         self.deployment = Deployment.load(s.chain.deployment)
-        self.w3 = make_web3(s.chain.rpc_url)
-        self.chain = TaskManagerClient(
-            self.w3,
-            self.deployment.address("TaskManager"),
-            self.account,
-            omission_address=self.deployment.address("OmissionManager"),
+        # as every client connects: the chain id checked and pinned, the answer floor the
+        # deployment file's; every transaction a duty within [chain] max_priority_fee_gwei
+        self.contracts = Contracts.connect(
+            s.chain.rpc_url, self.deployment, self.account, tip_ceiling=s.chain.tip_ceiling(), duty=True
         )
+        self.w3 = self.contracts.w3
+        self.chain = TaskManagerClient.of(self.contracts)
         self.db = Database(s.db_path)
         self.store = self._store or StoreClient(s.store_url)
         if self._scorer is None:
@@ -241,7 +241,7 @@ class Validator:
 
     def _registry(self) -> ServiceManager:
         """The ServiceManager binding, signing as this validator."""
-        return ServiceManager(self.w3, self.deployment.address("ServiceManager"), self.account)
+        return self.contracts.service_manager
 
     def _ensure_registered(self, stake: int) -> None:
         sm = self._registry()
@@ -249,18 +249,37 @@ class Validator:
             sm.register_validator(stake)
 
     def _declare_models(self, weights_id: str) -> None:
-        """Declare on chain the served model ids this validator checks (its weights in every
-        compute format it scores), so that clients sign requests only for models the validators
-        can check (`supernet.sdk.chain.coverage`); only when registered and the list changed."""
+        """Declare on chain this validator's checked ids: the served model ids it checks (its
+        weights in every compute format it scores), then the code hashes of the agents it replays
+        (its registry's: built-ins, then packages), so that clients sign requests only for models
+        and agents the validators can check (`supernet.sdk.chain.coverage`); at most the
+        contract's ``MAX_MODELS`` (agent hashes beyond it are left out, and logged); only when
+        registered and the list changed."""
+        from supernet.sdk.chain.coverage import checked_ids
         from supernet.sdk.models import COMPUTE_PRECISIONS, served_model_id
 
         sm = self._registry()
         if not sm.is_active_validator(self.address):
             return
-        ids = [bytes.fromhex(served_model_id(weights_id, c)[2:]) for c in COMPUTE_PRECISIONS]
+        models = [bytes.fromhex(served_model_id(weights_id, c)[2:]) for c in COMPUTE_PRECISIONS]
+        agents = sorted(self.verifier.agents.list(), key=lambda a: (a.package is not None, a.agent_id))
+        hashes = [bytes.fromhex(a.code_hash.removeprefix("0x")) for a in agents]
+        ids, left = checked_ids(models, hashes, int(sm.call("MAX_MODELS")))
+        named = dict(zip(hashes, agents, strict=True))
+        if left:
+            log.warning(
+                "MAX_MODELS leaves room for %d checked ids: the code hashes of agents %s are not "
+                "declared, so clients will not sign for them",
+                len(ids),
+                ", ".join(named[h].agent_id for h in left),
+            )
         if sm.checked_models(self.address) != ids:
             sm.declare_checked_models(ids)
-            log.info("declared the models this validator checks: %s", ", ".join("0x" + i.hex() for i in ids))
+            log.info(
+                "declared what this validator checks: models %s; agent code %s",
+                ", ".join("0x" + i.hex() for i in ids if i in models),
+                ", ".join(f"{named[i].agent_id} 0x{i.hex()}" for i in ids if i in named),
+            )
 
     async def run_forever(self) -> None:
         """Step until `stop`; a failing step is logged and retried after the poll interval. With

@@ -69,6 +69,9 @@ class ChatAgent(Agent):
             },
         ]
     }
+    # the prompt a tool chat sends and the grammar of its calls (tool_calls, and the grammar
+    # constants it builds them from) are the agent's behaviour: they count in its code hash
+    bundle_modules = ("supernet.node.agents.tool_calls", "supernet.node.llm.grammar")
 
     async def run(self, ctx: AgentContext, input: Any) -> str:
         if isinstance(input, str):

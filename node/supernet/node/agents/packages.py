@@ -5,12 +5,22 @@ imports only the entry points the operator allows (``[agents] allow = [{id, code
 registers one only if:
 
 - its id is not a built-in's or another registered agent's (checked before anything is imported);
-- its code hash (every file of its top-level package, see :mod:`supernet.sdk.agents.base`) is the
-  one the operator allowed, checked on the files *before* the package is imported, so code that
-  changed since it was allowed never runs (and again after the import); the log names both hashes;
-- it imports (an entry point that raises is logged and skipped: the node still starts);
+- its distribution (when installed with a ``RECORD``) installs nothing importable outside the
+  entry point's top-level package: no second top-level module or package, no ``.pth`` file that
+  runs code (a ``.pth`` of paths only, as an editable install writes, is allowed), so the package's
+  files are every file of it Python imports (`distribution_problem`);
+- its code hash (every file of its top-level package, see :mod:`supernet.sdk.agents.base`; a
+  package holding links, special files or sources under ``__pycache__`` has none) is the one the
+  operator allowed, checked on the files *before* the package is imported, so code that changed
+  since it was allowed never runs (and again after the import); the log names both hashes;
+- it imports (an entry point that raises is logged and skipped: the node still starts), with
+  bytecode read from and written to a fresh private directory (`_private_bytecode`);
 - it is an :class:`~supernet.sdk.agents.Agent` subclass whose ``agent_id`` is the entry point's
-  name, and whose ``bundle_package`` (if set) is the entry point's top-level package.
+  name, whose ``bundle_package`` (if set) is the entry point's top-level package, and which does
+  not override ``code_hash`` or ``source_bundle`` (the registry computes the hash itself).
+
+A registered packaged agent is re-hashed whenever a task (or a replay) starts it
+(`AgentRegistry.check_unchanged`): an in-place upgrade is refused until the node restarts.
 
 >>> AllowedAgent(id="example", code_hash="0x" + "ab" * 32).code_hash[:4]
 '0xab'
@@ -18,9 +28,13 @@ registers one only if:
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import re
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
@@ -57,7 +71,10 @@ class AllowedAgent(BaseModel):
         return value
 
 
-LoadStatus = Literal["loaded", "not_allowed", "import_error", "invalid", "collision", "hash_mismatch"]
+LoadStatus = Literal[
+    "loaded", "listed", "not_allowed", "import_error", "invalid", "collision", "hash_mismatch"
+]
+"""``listed``: read from its files by `describe_installed`, not imported."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +124,11 @@ def load_installed(
 
 
 def _load_one(
-    registry: AgentRegistry, ep: metadata.EntryPoint, pins: dict[str, str] | None, ambiguous: set[str]
+    registry: AgentRegistry,
+    ep: metadata.EntryPoint,
+    pins: dict[str, str] | None,
+    ambiguous: set[str],
+    imports: bool = True,
 ) -> PackageLoad:
     def outcome(status: LoadStatus, detail: str = "", code_hash: str | None = None) -> PackageLoad:
         return PackageLoad(ep.name, f"{ep.name} = {ep.value}", status, detail, code_hash)
@@ -123,13 +144,16 @@ def _load_one(
     if ep.name in ambiguous:
         return outcome("collision", f"more than one installed package declares agent id {ep.name!r}")
     top = ep.module.split(".")[0]
-    if pins is not None:  # checked before the package's code runs: changed code is never imported
-        try:
-            before = bundle_hash(package_bundle(top))
-        except Exception as exc:
-            return outcome("invalid", f"its package {top!r} cannot be read: {type(exc).__name__}: {exc}")
-        if before != pins[ep.name]:
-            return _mismatch(outcome, before, pins[ep.name])
+    if (problem := distribution_problem(ep, top)) is not None:
+        return outcome("invalid", problem)
+    try:  # from the files, before the package's code runs: changed code is never imported
+        before = bundle_hash(package_bundle(top))
+    except Exception as exc:
+        return outcome("invalid", f"its package {top!r} cannot be read: {type(exc).__name__}: {exc}")
+    if pins is not None and before != pins[ep.name]:
+        return _mismatch(outcome, before, pins[ep.name])
+    if not imports:
+        return outcome("listed", code_hash=before)
     _private_bytecode()
     try:
         cls = ep.load()
@@ -140,32 +164,89 @@ def _load_one(
     named = getattr(cls, "agent_id", None)
     if named != ep.name:
         return outcome("invalid", f"its agent_id {named!r} is not the entry point's name")
+    if overridden := _overrides_hash(cls):
+        return outcome("invalid", f"{overridden}: the registry computes an agent's code hash itself")
     if cls.bundle_package is None:
         cls.bundle_package = top  # the hash covers the whole top-level package
     elif cls.bundle_package != top:
         return outcome("invalid", f"its bundle_package {cls.bundle_package!r} is not its package {top!r}")
     try:
-        code_hash = cls.code_hash()
+        info = registry.register(cls, package=f"{ep.name} = {ep.value}", pinned=pins is not None)
+    except ValueError as exc:
+        return outcome("collision", str(exc))
     except Exception as exc:
         return outcome("invalid", f"its source bundle cannot be read: {type(exc).__name__}: {exc}")
-    if pins is not None and pins[ep.name] != code_hash:  # changed while it was being imported
-        return _mismatch(outcome, code_hash, pins[ep.name])
-    try:
-        registry.register(cls, package=f"{ep.name} = {ep.value}", pinned=pins is not None)
-    except ValueError as exc:
-        return outcome("collision", str(exc), code_hash)
-    return outcome("loaded", code_hash=code_hash)
+    if info.code_hash != before:  # changed while it was being imported: never served
+        registry.unregister(ep.name)
+        return _mismatch(outcome, info.code_hash, before if pins is None else pins[ep.name])
+    return outcome("loaded", code_hash=info.code_hash)
+
+
+def _overrides_hash(cls: type[Agent]) -> str | None:
+    """Which class in ``cls``'s ancestry overrides ``code_hash`` or ``source_bundle`` (a package
+    choosing its own registered hash, e.g. a built-in's), if any."""
+    for klass in cls.__mro__:
+        if klass is Agent:
+            return None
+        for name in ("code_hash", "source_bundle"):
+            if name in vars(klass):
+                return f"{klass.__qualname__} overrides {name}"
+    return None
+
+
+def distribution_problem(ep: metadata.EntryPoint, top: str) -> str | None:
+    """Why the distribution installing ``ep`` cannot be served under the code hash of its top-level
+    package ``top`` (``None``: it can, or it has no ``RECORD`` to tell).
+
+    The code hash covers the files of ``top``, so every file the distribution's ``RECORD`` installs
+    in the site directory must be one of them: a second top-level module or package (say
+    ``<top>_prompts.py``, imported by the agent) would change freely under the pin, and a ``.pth``
+    file with an ``import`` line runs its code at every interpreter start, before any check. Left
+    aside: the distribution's own metadata (``*.dist-info``), files installed outside the site
+    directory (``../``: scripts, data files; never imported from it), ``__pycache__`` bytecode (never
+    read: `_private_bytecode`) and ``.pth`` files of paths only (how an editable install puts its
+    source directory on ``sys.path``; the package is then hashed there)."""
+    dist = ep.dist
+    files = dist.files if dist is not None else None
+    if dist is None or files is None:
+        return None
+    for file in files:
+        parts = file.parts
+        if not parts or parts[0] == ".." or parts[0].endswith(".dist-info") or "__pycache__" in parts:
+            continue
+        if len(parts) == 1 and parts[0].endswith(".pth"):
+            try:
+                text = Path(str(dist.locate_file(file))).read_text(errors="replace")
+            except OSError as exc:
+                return f"its distribution installs {file}, which cannot be read: {exc}"
+            if any(line.startswith(("import ", "import\t")) for line in text.splitlines()):
+                return f"its distribution installs {file}, a .pth file that runs code at interpreter start"
+            continue
+        name = parts[0]
+        if len(parts) == 1:  # a top-level module: ``top.py``, or an extension ``top.cpython-311-….so``
+            name = name.split(".")[0]
+        if name != top:
+            return (
+                f"its distribution installs {file} outside its package {top!r} (a second top-level "
+                "module or package, which its code hash would not cover)"
+            )
+    return None
 
 
 def _private_bytecode() -> None:
-    """Read and write compiled modules in a directory of this user's only (``sys.pycache_prefix``),
-    never in a package's ``__pycache__``: a ``.pyc`` there runs in place of its source (a crafted
-    one passes Python's own checks), and the code hash covers sources only. Python then compiles a
-    package from the very sources the hash covers."""
-    if sys.pycache_prefix is None:
-        prefix = Path.home() / ".cache" / "supernet" / "pycache"
-        prefix.mkdir(parents=True, exist_ok=True, mode=0o700)
-        sys.pycache_prefix = str(prefix)
+    """Read and write compiled modules in a fresh directory of this user's only
+    (``sys.pycache_prefix``), one per packaged agent loaded, removed when the process ends; never in
+    a package's ``__pycache__``: a ``.pyc`` there runs in place of its source (a crafted one passes
+    Python's own checks), and the code hash covers sources only. A cache kept across loads (or
+    processes) holds timestamp-checked bytecode, which a same-size edit keeping the mtime (``rsync
+    -a``, ``tar``, ``COPY``) would run under the new source's hash; a fresh one holds only what was
+    compiled since the hash was checked, from those very sources (later edits are refused by
+    `AgentRegistry.check_unchanged`)."""
+    parent = Path.home() / ".cache" / "supernet" / "pycache"
+    parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    prefix = tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=parent)  # mode 0700
+    atexit.register(shutil.rmtree, prefix, ignore_errors=True)
+    sys.pycache_prefix = prefix
 
 
 def _mismatch(outcome: Callable[..., PackageLoad], installed: str, allowed: str) -> PackageLoad:
@@ -176,12 +257,19 @@ def _mismatch(outcome: Callable[..., PackageLoad], installed: str, allowed: str)
     return outcome("hash_mismatch", detail, installed)
 
 
-def describe_installed() -> list[PackageLoad]:
+def describe_installed(entry_points: Sequence[metadata.EntryPoint] | None = None) -> list[PackageLoad]:
     """Every installed packaged agent with its code hash, as ``[agents] allow`` would need it
-    (imports each one; nothing is registered anywhere)."""
+    (status ``listed``), computed from its files as the pinned load checks them *before* importing:
+    nothing is imported (a package nobody reviewed runs no code in the operator's shell) and
+    nothing is registered. What needs the import (the class's ``agent_id``) is checked by the
+    pinned load."""
     from supernet.node.agents.registry import AgentRegistry
 
-    return load_installed(AgentRegistry(), None)
+    eps = installed_entry_points() if entry_points is None else list(entry_points)
+    eps = list({(ep.name, ep.value): ep for ep in eps}.values())
+    names = [ep.name for ep in eps]
+    ambiguous = {n for n in names if names.count(n) > 1}
+    return [_load_one(AgentRegistry(), ep, None, ambiguous, imports=False) for ep in eps]
 
 
 def main() -> None:
@@ -191,7 +279,7 @@ def main() -> None:
     if not loads:
         print(f"no installed package declares agents (entry-point group {ENTRY_POINT_GROUP!r})")
     for load in loads:
-        if load.status == "loaded":
+        if load.status in ("loaded", "listed"):
             print(f'{{ id = "{load.agent_id}", code_hash = "{load.code_hash}" }}  # {load.entry_point}')
         else:
             print(f"# {load.agent_id}: {load.status}: {load.detail}")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from supernet.node.agents.base import Agent
 from supernet.node.kernel.errors import AgentNotAllowedError
+from supernet.sdk.agents.base import code_hash_of
 
 if TYPE_CHECKING:
     from supernet.node.agents.packages import AllowedAgent, PackageLoad
@@ -63,7 +64,9 @@ class AgentRegistry:
         self._pinned: set[str] = set()
 
     def register(self, cls: type[Agent], *, package: str | None = None, pinned: bool = False) -> AgentInfo:
-        """Register an agent class (its code hash is computed now).
+        """Register an agent class (its code hash is computed now, by the base class's rule:
+        `code_hash_of`, never the class's own ``code_hash``, which a package could override to
+        pose as another agent's code).
 
         Args:
             package: The entry point it came from, for listings and logs.
@@ -75,11 +78,16 @@ class AgentRegistry:
         existing = self._agents.get(cls.agent_id)
         if existing is not None and existing.cls is not cls:
             raise ValueError(f"agent id {cls.agent_id!r} is already registered")
-        info = AgentInfo(cls.agent_id, cls.code_hash(), cls.description, cls, package)
+        info = AgentInfo(cls.agent_id, code_hash_of(cls), cls.description, cls, package)
         self._agents[cls.agent_id] = info
         if pinned:
             self._pinned.add(cls.agent_id)
         return info
+
+    def unregister(self, agent_id: str) -> None:
+        """Forget the agent ``agent_id`` (the loader's, for a package that changed as it loaded)."""
+        self._agents.pop(agent_id, None)
+        self._pinned.discard(agent_id)
 
     def has(self, agent_id: str) -> bool:
         """Whether an agent ``agent_id`` is registered (allowed or not)."""
@@ -92,10 +100,12 @@ class AgentRegistry:
         return self._allowed is None or bool({info.agent_id.lower(), info.code_hash} & self._allowed)
 
     def get(self, agent_id: str, code_hash: str | None = None) -> AgentInfo:
-        """The allowed agent ``agent_id``, checked against ``code_hash`` when given.
+        """The allowed agent ``agent_id``, checked against ``code_hash`` when given, and (a packaged
+        agent) against its files now (`check_unchanged`): every task and agent call starts here.
 
         Raises:
-            AgentNotAllowedError: Unknown, not allowed, or another code hash.
+            AgentNotAllowedError: Unknown, not allowed, another code hash, or its package changed
+                since it was registered.
         """
         info = self._agents.get(agent_id)
         if info is None or not self.is_allowed(info):
@@ -104,7 +114,30 @@ class AgentRegistry:
             raise AgentNotAllowedError(
                 f"agent {agent_id!r} here has code hash {info.code_hash}, not {code_hash}"
             )
+        self.check_unchanged(info)
         return info
+
+    @staticmethod
+    def check_unchanged(info: AgentInfo) -> None:
+        """Refuse a packaged agent whose package's files no longer hash to its registered code hash
+        (an in-place upgrade of a running node or validator, ``pip install -U``): the modules it
+        imports lazily, and the data files it reads, would be the new ones under the old hash.
+        Built-ins (no ``bundle_package``) are the node's own modules, imported at start.
+
+        Raises:
+            AgentNotAllowedError: The package changed, or can no longer be read as a bundle.
+        """
+        if info.cls.bundle_package is None:
+            return
+        try:
+            now = code_hash_of(info.cls)
+        except Exception as exc:
+            now = f"none ({type(exc).__name__}: {exc})"
+        if now != info.code_hash:
+            raise AgentNotAllowedError(
+                f"agent {info.agent_id!r}: its package changed since it was loaded at code hash "
+                f"{info.code_hash} (now {now}); restart to load the new version under a new pin"
+            )
 
     def by_code_hash(self, code_hash: str) -> list[AgentInfo]:
         """The allowed agents whose code hash is ``code_hash``, by id (none: no such code here).

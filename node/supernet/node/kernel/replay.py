@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from supernet.node.agents.base import Agent
-from supernet.node.agents.registry import BUILTIN_IDS, AgentInfo, AgentRegistry
+from supernet.node.agents.registry import AgentInfo, AgentRegistry
 from supernet.node.kernel import errors as kernel_errors
 from supernet.node.kernel.access import AccessManager, Capabilities, NodePolicy, action_hash, namespace_of
 from supernet.node.kernel.agent_run import AgentResult, run_agent, seen_spec, task_seed
@@ -62,6 +62,7 @@ from supernet.node.kernel.storage import (
 from supernet.node.kernel.syscalls import TASK_TIMEOUT_S, GenerationOutcome, MemoryHit, Syscall, TaskSpec
 from supernet.node.kernel.tools import ToolSpec
 from supernet.node.kernel.trace import TraceRecorder, to_dag
+from supernet.sdk.agents.base import code_hash_of
 from supernet.sdk.chain.eip712 import Confirmation, Domain, recover_confirmation
 from supernet.sdk.chain.receipts import canonical_input
 from supernet.sdk.formats.fields import FormatError
@@ -254,14 +255,15 @@ async def replay(
         params_type: the engine's sampling-parameter class (default: `supernet.node.llm.SamplingParams`).
         timeout_s: bound of the whole replay.
         agents: the installed agents that agent calls in the trace may run (children are looked up
-            by the recorded id; another code hash than the installed one is a divergence).
+            by the recorded id and the code hash the signed profile lists; one not installed here
+            at that hash is unavailable, as the task's agent would be).
         domain: the deployment's EIP-712 domain: a recorded call of an irreversible tool replays
             only if its recorded confirmation is the task user's signature in it (without a domain,
             such a call is refused, as on a node without one).
 
     Raises:
         MalformedContext: the trace is not well-formed (its witness included).
-        ReplayUnavailable: the trace calls an agent whose id ``agents`` does not hold.
+        ReplayUnavailable: the trace calls an agent ``agents`` does not hold at the signed code hash.
     """
     if params_type is None:
         from supernet.node.llm import SamplingParams
@@ -281,7 +283,7 @@ async def replay(
         fee=0,
         confirmations=_recorded_confirmations(trace, domain),
     )
-    code_hash = agent.code_hash()  # reads the agent's source files: once
+    code_hash = code_hash_of(agent)  # reads the agent's source files: once (the registry's rule)
     recorder = TraceRecorder(
         trace.task_id, trace.user, trace.fee, agent.agent_id, code_hash, trace.model_id, spec.input
     )
@@ -488,28 +490,34 @@ class _TapeAgents:
         return self._child(i, call)
 
     def _child(self, i: int, call: AgentCallEvent) -> AgentInfo:
-        """The installed class of the recorded child: the id is the caller's (checked above), the code
-        hash the node's word (the user signs only the task's agent).
+        """The installed class of the recorded child, looked up by the code hash the signed profile
+        lists for it (the recorded one, checked equal above) and the id its caller names.
 
-        A child whose id is installed here (a built-in, or a packaged agent) under another code hash
-        than the recorded one is a divergence: the caller names its child by id, and the code a
-        network of validators runs for that id is the one installed here (nodes must run the same
-        version of the agents they call, as of the built-ins). Otherwise a node could write any
-        unknown hash into ``agent.call`` and make the rest of the trace unverifiable. Only a child
-        whose id is not installed here at all stays unverifiable (docs/validator.md).
+        A child this validator has not installed at that code hash (another version of the same
+        id, or an id it lacks) is unverifiable here, exactly like the task's own agent: the user
+        signed that version, an honest node ran it, and another version's replay would accuse the
+        node of the difference. A hash no validator replays is kept from being signed at all: the
+        client signs a profile only if the validators' quorum declared every code hash in it
+        (`supernet.sdk.client.signable`). A packaged child whose files changed since it was loaded
+        is unverifiable too (`AgentRegistry.check_unchanged`).
         """
         name = f"agent {call.agent.id!r}"
         if self._agents is None:
             raise _Unavailable(f"cannot replay the call of {name}: no agents to replay it with")
-        mine = self._agents.installed(call.agent.id)
-        if mine is None:  # an agent this validator has never installed: it cannot judge the call
-            raise _Unavailable(f"cannot replay the call of {name}: it is not installed here")
-        if mine.code_hash != call.agent.code_hash.lower():
-            kind = "built-in" if call.agent.id in BUILTIN_IDS else "installed"
-            self._tape.diverge(
-                i, f"syscall {i}: {kind} {name} has another code hash", mine.code_hash, call.agent.code_hash
+        wanted = call.agent.code_hash.lower()
+        mine = [a for a in self._agents.by_code_hash(wanted) if a.agent_id == call.agent.id]
+        if not mine:
+            installed = self._agents.installed(call.agent.id)
+            other = "" if installed is None else f" (it is, at code hash {installed.code_hash})"
+            raise _Unavailable(
+                f"cannot replay the call of {name}: it is not installed here at the signed code hash "
+                f"{wanted}{other}"
             )
-        return mine
+        try:
+            self._agents.check_unchanged(mine[0])
+        except kernel_errors.AgentNotAllowedError as exc:
+            raise _Unavailable(f"cannot replay the call of {name}: {exc}") from None
+        return mine[0]
 
     def callable(self, info: AgentInfo) -> CallableAgent | None:
         return self._listed.get(info.agent_id)

@@ -61,8 +61,14 @@ async def build_node(
     chain = None
     if settings.chain.enabled:
         assert settings.chain.rpc_url is not None and settings.chain.deployment is not None
+        # the chain id checked and pinned, the answer floor the deployment file's; every
+        # transaction a duty (its stake at risk) within [chain] max_priority_fee_gwei
         contracts = Contracts.connect(
-            settings.chain.rpc_url, Deployment.load(settings.chain.deployment), account
+            settings.chain.rpc_url,
+            Deployment.load(settings.chain.deployment),
+            account,
+            tip_ceiling=settings.chain.tip_ceiling(),
+            duty=True,
         )
         chain = Web3Chain(contracts, account, settings.pricing.price_per_token_wei)
     if faults is None and chain is not None and settings.decoys.enabled:

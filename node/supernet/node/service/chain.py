@@ -13,12 +13,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from supernet.node.service.ports import CommitPending, SignedCommit, SignedVoucher
 from supernet.sdk.chain import Contracts, Voucher
-from supernet.sdk.chain.bindings import reverts_as, send_ether
+from supernet.sdk.chain.bindings import build_signed, send_ether
 from supernet.sdk.chain.eip712 import Domain, TaskRequest
 from supernet.sdk.chain.payments import Channel, pack_vouchers
 from supernet.sdk.chain.receipts import Receipt
@@ -26,9 +26,6 @@ from supernet.sdk.chain.registry import Role
 from web3.exceptions import TransactionNotFound, Web3RPCError
 
 log = logging.getLogger(__name__)
-
-GAS_HEADROOM = 1.3
-"""Gas limit over the estimate for ``commitBatch`` (its cost depends on the stake lock's state)."""
 
 RESERVED_SLOTS = 16
 """Batch slots a node reserves when it registers (``TaskManager.reserveSlots``, 22,100 gas each,
@@ -134,7 +131,15 @@ class Web3Chain:
     ) -> SignedCommit:
         """Build and sign ``commitBatch`` at the next nonce into a free slot, settling ``vouchers``
         in the same transaction (a revert is raised here, by gas estimation); nothing is sent, so
-        the batcher can persist it first."""
+        the batcher can persist it first. Signed as every transaction of the project is
+        (`bindings.build_signed`): fees within the contracts' tip ceiling (the node's ``[chain]
+        max_priority_fee_gwei``), the chain id pinned at connect (never the RPC's answer in this
+        worker thread), the estimate with `bindings.gas_limit`'s margin (the estimate is exact for
+        one state of the stake lock only).
+
+        Raises:
+            FeeTooHigh: the RPC's tip is above the ceiling (logged as an error: a duty).
+        """
         tm = self.contracts.task_manager
         w3 = self.contracts.w3
         packed = self._packed(vouchers) if vouchers else b""
@@ -143,14 +148,15 @@ class Web3Chain:
             slots = self._batch_slots()
             slot = slots.pick(int(w3.eth.get_block("latest")["timestamp"]))
             fn = tm.contract.functions.commitBatch(slot, root, count, manifest_cid, packed)
-            nonce = w3.eth.get_transaction_count(self.account.address, "pending")
-            with reverts_as(tm.name):
-                tx = fn.build_transaction(
-                    {"from": self.account.address, "nonce": nonce, "chainId": w3.eth.chain_id}
-                )
-            tx["gas"] = int(tx["gas"] * GAS_HEADROOM)  # the estimate is exact for one state only
-            signed = self.account.sign_transaction(cast(Any, tx))  # TxParams is a TypedDict
-            return SignedCommit("0x" + bytes(signed.hash).hex(), bytes(signed.raw_transaction), nonce)
+            signed = build_signed(
+                w3,
+                self.account,
+                fn,
+                tm.name,
+                tip_ceiling=self.contracts.tip_ceiling,
+                duty=self.contracts.duty,
+            )
+            return SignedCommit("0x" + signed.hash.hex(), signed.raw, signed.nonce)
 
         async with self._tx_lock:  # one nonce per transaction of this node
             return await asyncio.to_thread(sign)
@@ -267,7 +273,9 @@ class Web3Chain:
     async def send_ether(self, to: str, amount: int) -> None:
         """A plain transfer from the node's account (it funds its decoy accounts)."""
         async with self._tx_lock:
-            await asyncio.to_thread(send_ether, self.contracts.w3, self.account, to, amount)
+            await asyncio.to_thread(
+                send_ether, self.contracts.w3, self.account, to, amount, self.contracts.tip_ceiling
+            )
 
     async def reveal_decoy(
         self, challenge_id: int, receipt: Receipt, request: TaskRequest, signature: bytes

@@ -16,6 +16,7 @@ chain settings are required only when ``chain.enabled`` is true.
 from __future__ import annotations
 
 from contextvars import ContextVar
+from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
@@ -27,9 +28,26 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 from supernet.node.agents.packages import AllowedAgent
+from supernet.sdk.chain.bindings import DAEMON_MAX_PRIORITY_FEE
 from supernet.sdk.formats.manifest import MAX_MANIFEST_ENTRIES
 
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("supernet_node_config_file", default=None)
+
+
+MAX_PRIORITY_FEE_GWEI = DAEMON_MAX_PRIORITY_FEE // 10**9
+"""The daemons' default ``[chain] max_priority_fee_gwei`` (`bindings.DAEMON_MAX_PRIORITY_FEE`)."""
+
+MAX_PRIORITY_FEE_HELP = (
+    "Gwei: the most priority fee (tip) a gas of this daemon's transactions may pay, refused above "
+    "it (logged as an error: its duties protect its stake). Default 500, 10x a user's 50: a fee "
+    "spike must not stop its answers, commits and reveals, and it bounds what a lying RPC takes "
+    "per transaction."
+)
+
+
+def gwei_to_wei(gwei: float) -> int:
+    """``gwei`` (a setting, possibly fractional) in wei."""
+    return int(Decimal(str(gwei)) * 10**9)
 
 
 class Section(BaseModel):
@@ -98,6 +116,13 @@ class ChainSettings(Section):
     chain_id: int = Field(
         default=31337, description="EIP-712 chain id when the chain is disabled (dev mode)."
     )
+    max_priority_fee_gwei: float = Field(
+        default=MAX_PRIORITY_FEE_GWEI, gt=0, description=MAX_PRIORITY_FEE_HELP
+    )
+
+    def tip_ceiling(self) -> int:
+        """``max_priority_fee_gwei`` in wei: the tip ceiling of every transaction the node signs."""
+        return gwei_to_wei(self.max_priority_fee_gwei)
 
     @model_validator(mode="after")
     def _required_when_enabled(self) -> ChainSettings:

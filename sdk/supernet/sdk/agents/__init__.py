@@ -15,7 +15,7 @@ operator allows it by id and code hash (docs/agents.md).
 ...         return reply.text.upper()
 """
 
-from supernet.sdk.agents.base import Agent, bundle_hash, package_bundle
+from supernet.sdk.agents.base import Agent, bundle_hash, code_hash_of, package_bundle
 from supernet.sdk.agents.context import (
     AgentContext,
     AgentsClient,
@@ -106,5 +106,6 @@ __all__ = [
     "ToolUnavailableError",
     "ToolsClient",
     "bundle_hash",
+    "code_hash_of",
     "package_bundle",
 ]

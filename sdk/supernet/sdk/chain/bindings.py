@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
-from typing import Any
+from typing import Any, cast
 
 from eth_account.signers.local import LocalAccount
 from supernet.sdk.chain.errors import (
@@ -36,7 +36,8 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractConstructor, ContractFunction
 from web3.exceptions import ContractLogicError
-from web3.types import EventData, TxParams, TxReceipt, Wei
+from web3.middleware.base import Web3Middleware
+from web3.types import EventData, MakeRequestFn, RPCEndpoint, RPCResponse, TxParams, TxReceipt, Wei
 
 log = logging.getLogger(__name__)
 
@@ -183,11 +184,41 @@ _CHAIN_IDS: weakref.WeakKeyDictionary[Web3, int] = weakref.WeakKeyDictionary()
 _CHAIN_IDS_LOCK = threading.Lock()
 
 
+_PIN_MIDDLEWARE = "supernet_pinned_chain_id"
+
+
+class _PinnedChainId(Web3Middleware):
+    """``eth_chainId`` answered with the pinned id, never asked of the RPC again: web3's own checks
+    of a transaction's chain id (its validation middleware, in every thread: web3's request cache
+    is per thread) then agree with what it is signed for, so a transaction built in a worker
+    thread is signed for the pinned chain instead of refused or signed for the RPC's new one."""
+
+    def wrap_make_request(self, make_request: MakeRequestFn) -> MakeRequestFn:
+        def middleware(method: RPCEndpoint, params: Any) -> RPCResponse:
+            if method == "eth_chainId":
+                with _CHAIN_IDS_LOCK:
+                    pinned = _CHAIN_IDS.get(cast(Web3, self._w3))
+                if pinned is not None:
+                    return {"jsonrpc": "2.0", "id": 0, "result": hex(pinned)}
+            return make_request(method, params)
+
+        return middleware
+
+
 def pin_chain_id(w3: Web3, chain_id: int) -> None:
-    """Sign every transaction sent through ``w3`` for ``chain_id`` (`Contracts.connect` pins the
-    deployment's, once it checked the RPC is on it)."""
+    """Sign every transaction sent through ``w3`` for ``chain_id``, and answer web3's own
+    ``eth_chainId`` with it from then on (`Contracts.connect` pins the deployment's, once it
+    checked the RPC is on it)."""
     with _CHAIN_IDS_LOCK:
-        _CHAIN_IDS[w3] = chain_id
+        _pin(w3, chain_id)
+
+
+def _pin(w3: Web3, chain_id: int) -> int:
+    """Pin ``chain_id`` (`_CHAIN_IDS_LOCK` held); returns it."""
+    _CHAIN_IDS[w3] = chain_id
+    if _PIN_MIDDLEWARE not in w3.middleware_onion:
+        w3.middleware_onion.add(_PinnedChainId, name=_PIN_MIDDLEWARE)
+    return chain_id
 
 
 def chain_id(w3: Web3) -> int:
@@ -198,9 +229,11 @@ def chain_id(w3: Web3) -> int:
     with _CHAIN_IDS_LOCK:
         pinned = _CHAIN_IDS.get(w3)
     if pinned is None:
-        pinned = int(w3.eth.chain_id)
+        asked = int(w3.eth.chain_id)
         with _CHAIN_IDS_LOCK:
-            pinned = _CHAIN_IDS.setdefault(w3, pinned)
+            pinned = _CHAIN_IDS.get(w3)
+            if pinned is None:
+                pinned = _pin(w3, asked)
     return pinned
 
 

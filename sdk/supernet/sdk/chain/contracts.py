@@ -34,10 +34,10 @@ def make_web3(rpc: str | Web3, timeout: float = 60.0) -> Web3:
     proof-of-authority chains too (BNB Chain, Polygon PoS: a seal in an extraData longer than the
     32 bytes web3 checks by default), the chains whose zero base fee needs the answer gas floor.
 
-    Its chain id is asked once (per thread: web3's cache is): the provider keeps the first answer
-    (the one `Contracts.connect` checks against the deployment), so web3's own checks of every call
-    and estimate use it too, not an RPC's later, different answer; signing never asks it again
-    (`bindings.chain_id`)."""
+    Its chain id is asked once per thread (web3's cache is per thread) until it is pinned
+    (`Contracts.connect` pins the deployment's once the RPC's first answer matches it): from then
+    on web3's own checks of every call and estimate, in every thread, get the pinned id, never an
+    RPC's later, different answer, and signing uses it (`bindings.pin_chain_id`, `chain_id`)."""
     if isinstance(rpc, Web3):
         return rpc
     provider = Web3.HTTPProvider(

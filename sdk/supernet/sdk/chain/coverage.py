@@ -1,8 +1,10 @@
-"""Which models the network can check: validators declare the served model ids they hold the
-weights for (`ServiceManager.declareCheckedModels`), and a model is *covered* when the active
-validators that declared it hold at least ``QUORUM_BPS`` of the validator stake *without the
+"""Which models and agents the network can check: validators declare on chain their *checked ids*
+(`ServiceManager.declareCheckedModels`, 32 bytes each): the served model ids they hold the weights
+for, and the code hashes of the agents they can replay (their built-ins and the packages they
+loaded; `checked_ids` puts both in one list of at most ``MAX_MODELS``). An id is *covered* when the
+active validators that declared it hold at least ``QUORUM_BPS`` of the validator stake *without the
 largest of them*: no single validator (a colluder that declares a cheater's made-up id beside the
-real one) makes a model checkable on its own word, as no single validator outvotes the others on
+real one) makes an id checkable on its own word, as no single validator outvotes the others on
 a model everyone holds (tests/unit/test_review_session_changes3.py).
 
 Why a client asks before it signs: a receipt under a model no validator holds is unverifiable
@@ -15,7 +17,7 @@ votes are; coverage is read when a client picks a node, not enforced on chain.
 
 Until validators holding more than half of the stake have declared (a network of validators
 older than the declaration, or one starting up), nothing is known and `Coverage.known` is false:
-clients then accept any model, as before. A half, not any declaration: one minimum-stake
+clients then accept any model and any agent code, as before. A half, not any declaration: one minimum-stake
 validator declaring a bogus id turned "unknown" into "refuse every node".
 """
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -37,11 +40,32 @@ COVERAGE_TTL_S = 15.0
 """How long a client trusts the validators' declarations it read (they change by transaction)."""
 
 
+def checked_ids(
+    model_ids: Sequence[bytes], agent_hashes: Sequence[bytes], max_ids: int
+) -> tuple[list[bytes], list[bytes]]:
+    """What a validator declares (`ServiceManager.declareCheckedModels`): its served model ids,
+    then the code hashes of the agents it replays, without repeats, at most ``max_ids`` in all
+    (the contract's ``MAX_MODELS``); and the agent code hashes left out for want of room (models
+    first: without its model no receipt is checkable at all)."""
+    ids: list[bytes] = []
+    for i in model_ids:
+        if i not in ids:
+            ids.append(i)
+    ids = ids[:max_ids]
+    left: list[bytes] = []
+    for h in agent_hashes:
+        if h in ids or h in left:
+            continue
+        (ids if len(ids) < max_ids else left).append(h)
+    return ids, left
+
+
 @dataclass(frozen=True)
 class Coverage:
-    """How much active validator stake checks one served model id."""
+    """How much active validator stake checks one checked id (a served model id or an agent code
+    hash)."""
 
-    model_id: bytes
+    model_id: bytes  # the checked id
     covered_stake: int  # stake of the active validators that declared the id
     largest_declarer: int  # stake of the largest of them
     total_stake: int  # stake of all active validators (the quorum base)
@@ -55,19 +79,19 @@ class Coverage:
             return True
         return (self.covered_stake - self.largest_declarer) * BPS >= self.quorum_bps * self.total_stake
 
-    def why_not(self) -> str:
-        """The reason a client gives for leaving the model out."""
+    def why_not(self, what: str = "model") -> str:
+        """The reason a client gives for leaving the model (or ``what`` the id names) out."""
         without = self.covered_stake - self.largest_declarer
         share = without * 100 // self.total_stake if self.total_stake else 0
         return (
-            f"model 0x{self.model_id.hex()} is checked by validators with {share}% of the stake without "
+            f"{what} 0x{self.model_id.hex()} is checked by validators with {share}% of the stake without "
             f"the largest of them, below the {self.quorum_bps / 100:g}% quorum: its receipts could not "
             f"be verified"
         )
 
 
 def declarations(sm: ServiceManager) -> dict[str, tuple[int, frozenset[bytes]]]:
-    """Active validators' stake and declared model ids, by address."""
+    """Active validators' stake and declared checked ids, by address."""
     out = {}
     for validator in sm.validators():
         stake = sm.validator_stake(validator)
@@ -77,7 +101,7 @@ def declarations(sm: ServiceManager) -> dict[str, tuple[int, frozenset[bytes]]]:
 
 
 def coverage(model_id: bytes, declared: dict[str, tuple[int, frozenset[bytes]]], quorum_bps: int) -> Coverage:
-    """`Coverage` of ``model_id`` from `declarations`."""
+    """`Coverage` of the checked id ``model_id`` from `declarations`."""
     total = sum(stake for stake, _ in declared.values())
     covering = [stake for stake, ids in declared.values() if model_id in ids]
     declaring = sum(stake for stake, ids in declared.values() if ids)
@@ -91,7 +115,8 @@ def model_coverage(sm: ServiceManager, tm: TaskManager, model_id: bytes) -> Cove
 
 
 class CoverageReader:
-    """`Coverage` of any model id, from the validators' declarations and the quorum read at most
+    """`Coverage` of any checked id (``0x`` hex: a model id or an agent code hash), from the
+    validators' declarations and the quorum read at most
     every `COVERAGE_TTL_S`: the one reader `Client` and the OpenAI drop-in sign by. Blocking
     (chain reads); thread-safe.
 

@@ -164,12 +164,18 @@ class Client:
         return parse(NodeInfo, await self._get(endpoint), endpoint)
 
     async def discover(
-        self, model: str | None = None, max_price_per_token: int | None = None, min_stake: int = 0
+        self,
+        model: str | None = None,
+        max_price_per_token: int | None = None,
+        min_stake: int = 0,
+        *,
+        agent: str | None = None,
     ) -> list[NodeChoice]:
         """Active nodes serving ``model`` (``0x`` id or name; None: any), best first by one score of
         price, measured latency and on-chain record (slashes, open disputes), then stake
         (`supernet.sdk.client.routing.score`). Every node is probed at once; the ones left out
-        and why, and each one's score, are in ``last_discovery``."""
+        and why, and each one's score, are in ``last_discovery``. With ``agent``, a node whose
+        profile of it names a code hash the validators do not replay is left out too."""
         sm = self.contracts.service_manager
 
         def scan() -> list[Any]:
@@ -190,7 +196,7 @@ class Client:
             views.append(view)
         probed = await probe(views, self.node_info, lambda info: model is None or serves_model(info, model))
         registered = {v.node: v.model_ids for v in views}
-        self.last_discovery = [await self._unsignable(p, model, registered[p.address]) for p in probed]
+        self.last_discovery = [await self._unsignable(p, model, registered[p.address], agent) for p in probed]
         for p in self.last_discovery:
             if not p.ok:
                 log.info("node %s left out: %s", p.address, p.problem)
@@ -202,9 +208,14 @@ class Client:
             if p.info is not None
         ]
 
-    async def _unsignable(self, p: Probe, model: str | None, registered: list[bytes]) -> Probe:
+    async def _unsignable(
+        self, p: Probe, model: str | None, registered: list[bytes], agent: str | None = None
+    ) -> Probe:
         """``p``, left out (with why) if the model id it would be signed for is not one the node
-        registered on chain or not one the network's validators check (`model_coverage`)."""
+        registered on chain or not one the network's validators check (`model_coverage`), or
+        (with ``agent``) if its profile of the agent names a code hash they do not replay
+        (`SigningRule.uncovered_agents`; a node listing no usable profile is refused, with why,
+        when chosen)."""
         if not p.ok or p.info is None:
             return p
         try:
@@ -214,16 +225,25 @@ class Client:
         if bytes.fromhex(model_id.removeprefix("0x")) not in registered:
             return with_problem(p, f"its /v1/node names model {model_id}, which it did not register on chain")
         covered = await self.model_coverage(model_id)
-        return p if covered.checkable else with_problem(p, covered.why_not())
+        if not covered.checkable:
+            return with_problem(p, covered.why_not())
+        if agent is None:
+            return p
+        try:
+            _, profile = agent_profile(p.info, agent, self.min_limits)
+        except ClientError:
+            return p
+        problem = await asyncio.to_thread(self.rule.uncovered_agents, profile.code_hashes())
+        return p if problem is None else with_problem(p, problem)
 
     async def model_coverage(self, model_id: str) -> Coverage:
         """How much validator stake checks ``model_id`` (`supernet.sdk.chain.coverage`; the
         declarations are read at most every `COVERAGE_TTL_S`)."""
         return await asyncio.to_thread(self.rule.coverage, model_id)
 
-    async def _candidates(self, model: str | None) -> list[NodeChoice]:
+    async def _candidates(self, model: str | None, agent: str | None = None) -> list[NodeChoice]:
         """Discovered nodes, or an error naming every node tried and why it was left out."""
-        nodes = await self.discover(model)
+        nodes = await self.discover(model, agent=agent)
         if not nodes:
             tried = "; ".join(p.describe() for p in self.last_discovery) or "no active node is registered"
             raise ClientError(f"no active node serves model {model or '(any)'}: {tried}")
@@ -311,9 +331,14 @@ class Client:
         deposit: a node failing any of them costs nothing."""
         info = choice.info
         model_id = pick_model_id(info, model)
-        # a node named directly is not discovered: the one signing rule, as the drop-in's
-        await asyncio.to_thread(self.rule.check, choice.address, model_id)
-        agent_hash, _ = agent_profile(info, agent, self.min_limits)
+        try:
+            agent_hash, profile = agent_profile(info, agent, self.min_limits)
+        except ClientError:  # the chain's word on the node and its model comes first
+            await asyncio.to_thread(self.rule.check, choice.address, model_id, ())
+            raise
+        # a node named directly is not discovered: the one signing rule, as the drop-in's (the
+        # node, its model, and the code of the agent and of every agent it may call)
+        await asyncio.to_thread(self.rule.check, choice.address, model_id, profile.code_hashes())
         check_input(info, agent, task_input)  # before a nonce is reserved or a deposit made
         # what the node runs and records (``8`` for ``8.0``: one signed hash): remembered so, the
         # client shows, cuts and checks what the node saw
@@ -533,7 +558,7 @@ class Client:
                 ) from exc
         if tried is None:
             tried = set()
-        candidates = [c for c in await self._candidates(model) if c.address not in tried]
+        candidates = [c for c in await self._candidates(model, agent) if c.address not in tried]
         cap = DEFAULT_MAX_FEE if max_fee is None else max_fee
         affordable = [c for c in candidates if c.info.taskFee <= cap]
         if candidates and not affordable:  # ranked by taskFee: the cheapest is above the cap too

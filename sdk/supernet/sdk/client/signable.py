@@ -5,13 +5,22 @@
   its receipts with stake to slash or refund from;
 * the model id it would be signed for is one that node registered on chain;
 * the validators' quorum checks that id (`supernet.sdk.chain.coverage`): a receipt under a model
-  no validator holds is unverifiable whatever it says.
+  no validator holds is unverifiable whatever it says;
+* the validators' quorum replays the agent's code hash and every callable agent's the signed
+  profile lists (`AgentProfile.code_hashes`; validators declare them beside their models): a
+  receipt whose agent no validator has installed is unverifiable too, so a node listing an agent
+  under a code hash of its own would sell answers nobody checks.
 
->>> SigningRule(contracts).check(node_address, model_id)  # doctest: +SKIP
+As for models, while nothing is known (validators holding more than half of the stake have not
+declared) every code hash is accepted.
+
+>>> SigningRule(contracts).check(node_address, model_id, profile.code_hashes())  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from supernet.sdk.chain.coverage import CoverageReader
@@ -22,11 +31,16 @@ if TYPE_CHECKING:
     from supernet.sdk.chain.contracts import Contracts
 
 
+_CODE_HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
+
+
 class Signable(Protocol):
     """What the drop-in asks before it signs (`SigningRule`)."""
 
-    def check(self, node: str, model_id: str) -> None:
-        """Raise `ClientError` (with why) unless a task for ``model_id`` may be signed to ``node``."""
+    def check(self, node: str, model_id: str, agent_hashes: Sequence[str]) -> None:
+        """Raise `ClientError` (with why) unless a task for ``model_id``, under an agent profile
+        naming the code hashes ``agent_hashes`` (`AgentProfile.code_hashes`), may be signed to
+        ``node``."""
         ...
 
 
@@ -48,7 +62,7 @@ class SigningRule:
             )
         return view
 
-    def check(self, node: str, model_id: str) -> None:
+    def check(self, node: str, model_id: str, agent_hashes: Sequence[str]) -> None:
         view = self.active(node)
         if bytes.fromhex(model_id.removeprefix("0x")) not in view.model_ids:
             raise ClientError(
@@ -57,3 +71,16 @@ class SigningRule:
         covered = self.coverage(model_id)
         if not covered.checkable:
             raise ClientError(f"node {node}: {covered.why_not()}")
+        if (problem := self.uncovered_agents(agent_hashes)) is not None:
+            raise ClientError(f"node {node}: {problem}")
+
+    def uncovered_agents(self, agent_hashes: Sequence[str]) -> str | None:
+        """Why the validators' quorum does not replay one of the code hashes ``agent_hashes``
+        (``None``: it replays them all, or nothing is known yet)."""
+        for code_hash in agent_hashes:
+            if not _CODE_HASH.match(code_hash):
+                return f"the agent code hash {code_hash!r} is not 0x and 64 hex digits"
+            covered = self.coverage(code_hash)
+            if not covered.checkable:
+                return covered.why_not("agent code") + " (no validator quorum has that agent installed)"
+        return None

@@ -81,6 +81,13 @@ class AgentProfile:
         """The profile a trace says its task ran under."""
         return cls.of(trace.agent, trace.limits, trace.tools, trace.agents or ())
 
+    def code_hashes(self) -> tuple[str, ...]:
+        """The code hashes a user signs with the profile: its agent's, then every callable
+        agent's (by id), each once. A client signs only if validators replay them all
+        (`supernet.sdk.client.signable`)."""
+        hashes = [self.agent.code_hash.lower(), *(a.code_hash.lower() for a in self.agents)]
+        return tuple(dict.fromkeys(hashes))
+
     def to_json(self) -> dict[str, Any]:
         """The profile as JSON (what is hashed, and what ``agentCards`` list)."""
         return {

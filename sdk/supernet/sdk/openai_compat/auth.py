@@ -182,9 +182,10 @@ class SupernetAuth(httpx.Auth):
         cap = DEFAULT_MAX_FEE if self.max_fee is None else self.max_fee
         if fee > cap:
             raise ClientError(f"node fee {fee} is above max_fee {cap}")
-        agent_hash, _ = agent_profile(info, AGENT, self.min_limits)
+        agent_hash, profile = agent_profile(info, AGENT, self.min_limits)
         model_id = pick_model_id(info, body.get("model"))
-        self.rule.check(node, model_id)  # before any nonce or voucher is reserved
+        # before any nonce or voucher is reserved: the node, its model and the agents' code
+        self.rule.check(node, model_id, profile.code_hashes())
         task_input = chat_task_input(body)
         with self._lock:
             # re-read: another client on this state directory (a `Client`, a second helper) may
