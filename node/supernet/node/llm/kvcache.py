@@ -174,13 +174,22 @@ class DecodeAttention:
         keys, values = keys[:b, :, : self.span], values[:b, :, : self.span]
         if q.dtype == torch.float32:
             return F.scaled_dot_product_attention(q, keys, values, attn_mask=self.bias, enable_gqa=kv != h)
-        qg = q.reshape(b, kv, h // kv, d)
-        # in place on the matmul's fresh output: the same products and sums, two temporaries less
-        scores = (qg @ keys.transpose(-1, -2)).float().mul_(1.0 / math.sqrt(d))
-        if self.bias is not None:
-            scores.add_(self.bias)
-        probs = torch.softmax(scores, dim=-1).to(values.dtype)
-        return (probs @ values).reshape(b, h, 1, d)
+        return grouped_attention(q, keys, values, self.bias)
+
+
+def grouped_attention(q: Tensor, keys: Tensor, values: Tensor, bias: Tensor | None) -> Tensor:
+    """One decode token's attention ``[B, H, 1, d]`` over ``keys``/``values`` ``[B, KV, span, d]``
+    in explicit matmuls: the query heads that share a kv head as that head's rows (no repeated
+    keys), scores and softmax in float32, ``bias`` (``[B, 1, 1, span]``, -inf past a row's
+    length) added. `DecodeAttention`'s form for dtypes other than float32."""
+    b, h, _, d = q.shape
+    kv = keys.shape[1]
+    # in place on the matmul's fresh output: the same products and sums, two temporaries less
+    scores = (q.reshape(b, kv, h // kv, d) @ keys.transpose(-1, -2)).float().mul_(1.0 / math.sqrt(d))
+    if bias is not None:
+        scores.add_(bias)
+    probs = torch.softmax(scores, dim=-1).to(values.dtype)
+    return (probs @ values).reshape(b, h, 1, d)
 
 
 def _decode_rows(lengths: list[int], kv: int, cap: int, device: torch.device) -> tuple[Tensor, int]:
