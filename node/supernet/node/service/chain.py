@@ -1,10 +1,14 @@
 """The node's chain port on the SDK's typed contract wrappers (``supernet.sdk.chain``).
 
-web3's HTTP client is synchronous, so every call runs in a worker thread; one lock orders
-this node's transactions (their nonces). ``commitBatch`` is split into sign, broadcast and wait:
-the batcher persists the signed transaction before it is broadcast, and after a crash or a wait
-that gave up broadcasts the *same* bytes again, so one batch can never be committed twice (two
-signed commits of one batch would have two nonces, and both could land).
+web3's HTTP client is synchronous, so every call runs in a worker thread. Every transaction of
+the node's account in this process takes its nonce in one order (`bindings._sender`, the SDK's
+lock per account, and `bindings.next_nonce`), whoever sends it: the node's own duties (under its
+transaction lock too) and the SDK's answers to data claims alike. ``commitBatch`` is split into
+sign, broadcast and wait: the batcher persists the signed transaction before it is broadcast, and
+after a crash or a wait that gave up broadcasts the *same* bytes again, so one batch can never be
+committed twice (two signed commits of one batch would have two nonces, and both could land).
+Between signing and broadcasting its nonce is reserved (`bindings.reserve_nonce`): no other
+transaction takes it while the RPC cannot yet count it.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 from supernet.node.service.ports import CommitPending, SignedCommit, SignedVoucher
 from supernet.sdk.chain import Contracts, Voucher
-from supernet.sdk.chain.bindings import build_signed, send_ether
+from supernet.sdk.chain.bindings import _sender, build_signed, release_nonce, send_ether
 from supernet.sdk.chain.eip712 import Domain, TaskRequest
 from supernet.sdk.chain.payments import Channel, pack_vouchers
 from supernet.sdk.chain.receipts import Receipt
@@ -75,6 +79,9 @@ class Web3Chain:
     def __init__(self, contracts: Contracts, account: LocalAccount, price_per_token: int = 0) -> None:
         self.contracts = contracts.as_account(account)
         self.account = account
+        # the node starts: no commit of its is signed and not yet broadcast (a stored one, not
+        # broadcast before a restart, is in no pool: its nonce goes to whichever comes first)
+        release_nonce(self.contracts.w3, account.address)
         self.price_per_token = price_per_token
         self._tx_lock = asyncio.Lock()
         self._max_redeem_batch: int | None = None
@@ -135,7 +142,10 @@ class Web3Chain:
         (`bindings.build_signed`): fees within the contracts' tip ceiling (the node's ``[chain]
         max_priority_fee_gwei``), the chain id pinned at connect (never the RPC's answer in this
         worker thread), the estimate with `bindings.gas_limit`'s margin (the estimate is exact for
-        one state of the stake lock only).
+        one state of the stake lock only). Its nonce is the account's next (`bindings.next_nonce`,
+        under `bindings._sender`, the order of every transaction of the account in this process,
+        the SDK's answers to data claims included) and stays reserved until `broadcast` hands the
+        commit to the RPC, so no transaction sent meanwhile takes it.
 
         Raises:
             FeeTooHigh: the RPC's tip is above the ceiling (logged as an error: a duty).
@@ -148,14 +158,16 @@ class Web3Chain:
             slots = self._batch_slots()
             slot = slots.pick(int(w3.eth.get_block("latest")["timestamp"]))
             fn = tm.contract.functions.commitBatch(slot, root, count, manifest_cid, packed)
-            signed = build_signed(
-                w3,
-                self.account,
-                fn,
-                tm.name,
-                tip_ceiling=self.contracts.tip_ceiling,
-                duty=self.contracts.duty,
-            )
+            with _sender(self.account.address):
+                signed = build_signed(
+                    w3,
+                    self.account,
+                    fn,
+                    tm.name,
+                    tip_ceiling=self.contracts.tip_ceiling,
+                    duty=self.contracts.duty,
+                    reserve=True,  # held until `broadcast` hands it to the RPC
+                )
             return SignedCommit("0x" + signed.hash.hex(), signed.raw, signed.nonce)
 
         async with self._tx_lock:  # one nonce per transaction of this node
@@ -163,17 +175,26 @@ class Web3Chain:
 
     async def broadcast(self, commit: SignedCommit) -> None:
         """Send the signed bytes; "already known" and "nonce too low" are not errors here (the
-        transaction is in the pool or mined, or its nonce went to another: `wait_commit` tells)."""
+        transaction is in the pool or mined, or its nonce went to another: `wait_commit` tells).
+        The commit's nonce is released (`sign_commit` reserved it) once the RPC was handed it,
+        whether it took it or not."""
         w3 = self.contracts.w3
+        address = self.account.address
 
         def send() -> None:
-            try:
-                w3.eth.send_raw_transaction(commit.raw)
-            except Web3RPCError as exc:
-                text = str(exc).lower()
-                benign = ("already known", "already imported", "known transaction", "nonce too low")
-                if not any(s in text for s in benign):
-                    raise
+            sent = False
+            with _sender(address):
+                try:
+                    w3.eth.send_raw_transaction(commit.raw)
+                    sent = True
+                except Web3RPCError as exc:
+                    text = str(exc).lower()
+                    benign = ("already known", "already imported", "known transaction", "nonce too low")
+                    if not any(s in text for s in benign):
+                        raise
+                    sent = True  # in the pool, mined, or its nonce counted for another
+                finally:
+                    release_nonce(w3, address, commit.nonce, sent=sent)
 
         async with self._tx_lock:
             await asyncio.to_thread(send)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,7 +38,16 @@ from web3.contract import Contract
 from web3.contract.contract import ContractConstructor, ContractFunction
 from web3.exceptions import ContractLogicError
 from web3.middleware.base import Web3Middleware
-from web3.types import EventData, MakeRequestFn, RPCEndpoint, RPCResponse, TxParams, TxReceipt, Wei
+from web3.types import (
+    EventData,
+    MakeRequestFn,
+    Nonce,
+    RPCEndpoint,
+    RPCResponse,
+    TxParams,
+    TxReceipt,
+    Wei,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +83,9 @@ protects; unbounded it was ~9 ETH a commit). A duty refused above it is logged a
 MAX_ANSWER_FLOOR = 10_000 * 10**9
 """The highest ``MIN_ANSWER_GAS_PRICE`` a deployment may set (the deploy CLI refuses more). An
 answer's tip is the deployment's floor (`Binding.answer`), so an answer's tip may go up to this,
-whatever the ceiling on tips an RPC suggests; a floor the RPC reports above it is refused."""
+whatever the ceiling on tips an RPC suggests, where the floor is vouched for (the deployment
+file's, or the caller's); a floor only the RPC reports is held to the ceiling on tips as any tip
+an RPC suggests."""
 
 
 class FeeTooHigh(ChainError):
@@ -84,12 +96,14 @@ class FeeTooHigh(ChainError):
         ceiling: the ceiling it is above.
     """
 
-    def __init__(self, tip: int, ceiling: int, suggested: bool = True) -> None:
+    def __init__(self, tip: int, ceiling: int, suggested: bool = True, *, detail: str | None = None) -> None:
         whose = "the RPC suggests a" if suggested else "the transaction would pay a"
         super().__init__(
-            f"{whose} priority fee (tip) of {_gwei(tip)} gwei per gas, above the ceiling of "
+            detail
+            or f"{whose} priority fee (tip) of {_gwei(tip)} gwei per gas, above the ceiling of "
             f"{_gwei(ceiling)} gwei: nothing sent; to pay it, raise the ceiling "
-            f"(--max-priority-fee {_gwei(tip)}gwei)" + (", or use another RPC" if suggested else "")
+            f"(--max-priority-fee {_gwei(tip)}gwei)"
+            + (", or use another RPC" if suggested else "")
         )
         self.tip = tip
         self.ceiling = ceiling
@@ -316,11 +330,93 @@ _SENDERS_LOCK = threading.Lock()
 
 
 def _sender(address: str) -> threading.Lock:
-    """One lock per account in this process, held from reading its nonce to handing the signed
-    transaction to the node: two threads sending for one account (a validator's reveals run
-    beside its long checks) would otherwise read the same pending nonce and one would be lost."""
+    """One lock per account in this process, held from reading its nonce (`next_nonce`) to handing
+    the signed transaction to the node (or to reserving its nonce, `build_signed`'s ``reserve``):
+    two threads sending for one account (a validator's reveals run beside its long checks, a
+    node's answers beside its commits) would otherwise read the same pending nonce and one would
+    be lost."""
     with _SENDERS_LOCK:
         return _SENDERS.setdefault(address.lower(), threading.Lock())
+
+
+NONCE_RESERVATION_S = 120.0
+"""How long a nonce reserved by `build_signed` (``reserve=True``: signed, not yet handed to the
+RPC) holds `next_nonce` off it, at most: the signer releases it once it hands the transaction
+over (`release_nonce`); one it never releases (an error between signing and sending) stops
+holding after this, so a lost reservation opens a gap in the account's nonces for this long, not
+for ever (the next transaction then fills it)."""
+
+
+@dataclass
+class _Held:
+    """A nonce `next_nonce` skips: ``reserved`` (signed, not yet handed to the RPC), or sent above
+    a reserved one (the RPC counts no nonce above a gap in its pending count)."""
+
+    at: float
+    reserved: bool
+
+
+_HELD: weakref.WeakKeyDictionary[Web3, dict[str, dict[int, _Held]]] = weakref.WeakKeyDictionary()
+_HELD_LOCK = threading.Lock()
+
+
+def _held(w3: Web3, address: str, pending: int | None = None) -> dict[int, _Held]:
+    """``address``'s held nonces on ``w3`` (`_HELD_LOCK` held), pruned: a reservation older than
+    `NONCE_RESERVATION_S` goes, every nonce below ``pending`` (the RPC counts it: its own or another
+    transaction's), and every sent one once no reservation is left (the RPC counts them then)."""
+    held = _HELD.setdefault(w3, {}).setdefault(address.lower(), {})
+    now = time.monotonic()
+    for nonce, h in list(held.items()):
+        if now - h.at > NONCE_RESERVATION_S or (pending is not None and nonce < pending):
+            del held[nonce]
+    if not any(h.reserved for h in held.values()):
+        held.clear()
+    return held
+
+
+def next_nonce(w3: Web3, address: str) -> int:
+    """The nonce of ``address``'s next transaction through ``w3``: the one source of every nonce
+    this process signs (`build_signed`, `send_ether`), its caller holding `_sender` (``address``)
+    until it hands the transaction to the RPC (then `release_nonce` with ``sent``) or reserves its
+    nonce (`reserve_nonce`). The RPC's pending count, skipping every nonce this process signed and
+    has not yet handed to the RPC (the node's commit, persisted before it is broadcast), which the
+    RPC cannot count, and every nonce it sent above one of those (the RPC counts none above the
+    gap).
+
+    Held nonces belong to the client (``w3``: the RPC their transactions go to) and the account.
+    """
+    with _HELD_LOCK:  # read before the count: one released meanwhile is in the count
+        before = set(_held(w3, address))
+    pending = int(w3.eth.get_transaction_count(Web3.to_checksum_address(address), "pending"))
+    with _HELD_LOCK:
+        skip = before | set(_held(w3, address, pending))
+    nonce = pending
+    while nonce in skip:
+        nonce += 1
+    return nonce
+
+
+def reserve_nonce(w3: Web3, address: str, nonce: int) -> None:
+    """Keep `next_nonce` off ``nonce`` (signed, not yet handed to the RPC) until `release_nonce`,
+    or for `NONCE_RESERVATION_S`."""
+    with _HELD_LOCK:
+        _held(w3, address)[nonce] = _Held(time.monotonic(), reserved=True)
+
+
+def release_nonce(w3: Web3, address: str, nonce: int | None = None, *, sent: bool = False) -> None:
+    """The transaction at ``nonce`` was handed to the RPC (``sent``: the RPC took it), or never
+    will be: its reservation, if any, goes (every nonce of ``address`` when ``nonce`` is None: the
+    process holds none). One sent above a nonce still reserved stays held (the RPC counts no nonce
+    above the gap) until the RPC counts it or no reservation is left."""
+    with _HELD_LOCK:
+        held = _held(w3, address)
+        if nonce is None:
+            held.clear()
+            return
+        held.pop(nonce, None)
+        if sent and any(h.reserved and n < nonce for n, h in held.items()):
+            held[nonce] = _Held(time.monotonic(), reserved=False)
+        _held(w3, address)  # sent ones go with the last reservation
 
 
 @dataclass(frozen=True)
@@ -345,14 +441,18 @@ def build_signed(
     tip_ceiling: int = MAX_PRIORITY_FEE,
     gas: int | None = None,
     duty: bool = False,
+    reserve: bool = False,
 ) -> SignedTx:
-    """Build and sign one contract transaction at the next pending nonce: the one signing path of
-    every transaction the project signs (`send`; the node's ``commitBatch``, which is persisted
-    before it is sent). Its fees are `fees`' (a tip within ``tip_ceiling``), its chain id
-    `chain_id`'s (the pinned one, never the RPC's answer of the moment), its gas limit ``gas``
-    where given (a quote's: what the signer agreed to), else the estimate with `gas_limit`'s
-    margin (a revert surfaces here, before anything is signed). The caller holds the account's
-    order (`send`: `_sender`; the node: its transaction lock).
+    """Build and sign one contract transaction at the account's next nonce (`next_nonce`): the one
+    signing path of every transaction the project signs (`send`; the node's ``commitBatch``,
+    which is persisted before it is sent). Its fees are `fees`' (a tip within ``tip_ceiling``),
+    its chain id `chain_id`'s (the pinned one, never the RPC's answer of the moment), its gas
+    limit ``gas`` where given (a quote's: what the signer agreed to), else the estimate with
+    `gas_limit`'s margin (a revert surfaces here, before anything is signed). The caller holds the
+    account's order (`_sender`) until it hands the transaction to the RPC, or, with ``reserve``
+    (a transaction kept a while before it is sent), only until this returns: its nonce is then
+    reserved (`reserve_nonce`) and the caller releases it (`release_nonce`) once it has handed
+    the transaction to the RPC, whether the RPC took it or not.
 
     Raises:
         FeeTooHigh: the tip is above ``tip_ceiling`` (logged as an error when ``duty``).
@@ -364,7 +464,7 @@ def build_signed(
         params: TxParams = {
             "from": account.address,
             "value": Wei(value),
-            "nonce": w3.eth.get_transaction_count(account.address, "pending"),
+            "nonce": Nonce(next_nonce(w3, account.address)),
             "chainId": chain_id(w3),
             "maxFeePerGas": Wei(fee.max_fee_per_gas),
             "maxPriorityFeePerGas": Wei(fee.max_priority_fee_per_gas),
@@ -374,6 +474,8 @@ def build_signed(
         tx = fn.build_transaction(params)
     tx["gas"] = gas if gas is not None else gas_limit(int(tx["gas"]))
     signed = account.sign_transaction(dict(tx))  # type: ignore[arg-type]
+    if reserve:
+        reserve_nonce(w3, account.address, int(params["nonce"]))
     return SignedTx(bytes(signed.raw_transaction), bytes(signed.hash), int(params["nonce"]), int(tx["gas"]))
 
 
@@ -429,6 +531,7 @@ def send(
             duty=duty,
         )
         tx_hash = w3.eth.send_raw_transaction(signed.raw)
+        release_nonce(w3, account.address, signed.nonce, sent=True)  # held above a reserved one
     receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120, poll_latency=0.05)
     if receipt["status"] != 1:
         raise TransactionFailed(
@@ -471,7 +574,7 @@ def send_ether(
             "from": account.address,
             "to": Web3.to_checksum_address(to),
             "value": Wei(amount),
-            "nonce": w3.eth.get_transaction_count(account.address, "pending"),
+            "nonce": Nonce(next_nonce(w3, account.address)),
             "chainId": chain_id(w3),
             "gas": 21_000,
             "maxFeePerGas": Wei(fee.max_fee_per_gas),
@@ -479,6 +582,7 @@ def send_ether(
         }
         signed = account.sign_transaction(dict(tx))  # type: ignore[arg-type]
         tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
+        release_nonce(w3, account.address, int(tx["nonce"]), sent=True)  # held above a reserved one
     receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120, poll_latency=0.05)
     if receipt["status"] != 1:
         raise TransactionFailed(f"transfer of {amount} wei to {to} failed", tx_hash.hex())
@@ -497,7 +601,10 @@ class Binding:
         duty: its transactions are a daemon's duties (`fee_alarm` logs a refused one).
         answer_floor: the deployment's ``MIN_ANSWER_GAS_PRICE``, pinned (`Contracts.connect`
             takes it from the deployment file); None: read from the contract on first use, then
-            pinned.
+            pinned (not vouched for).
+        floor_vouched: a given ``answer_floor`` is vouched for (the deployment file's or the
+            caller's): `answer` tips it up to `MAX_ANSWER_FLOOR`; one that is not (read from the
+            RPC, `Contracts.connect` for a file without it) is held to ``tip_ceiling``.
     """
 
     NAME: str = ""
@@ -512,6 +619,7 @@ class Binding:
         *,
         duty: bool = False,
         answer_floor: int | None = None,
+        floor_vouched: bool = True,
     ) -> None:
         self.name = name or self.NAME
         self.w3 = w3
@@ -519,6 +627,7 @@ class Binding:
         self.tip_ceiling = tip_ceiling
         self.duty = duty
         self._answer_floor = answer_floor
+        self._floor_vouched = answer_floor is not None and floor_vouched
         self.contract: Contract = w3.eth.contract(
             address=Web3.to_checksum_address(address), abi=load_abi(self.name)
         )
@@ -543,16 +652,24 @@ class Binding:
             tip_ceiling=self.tip_ceiling,
             duty=self.duty,
             answer_floor=self._answer_floor,
+            floor_vouched=self._floor_vouched,
         )
 
     @property
     def answer_floor(self) -> int:
         """The deployment's answer gas price floor (``MIN_ANSWER_GAS_PRICE``) this binding pinned:
-        the deployment file's, else the contract's read once. A deployment parameter, never read
-        per answer: the RPC would otherwise set the node's answer tip (up to `MAX_ANSWER_FLOOR`)."""
+        the deployment file's, else the contract's read once (the RPC's word: `floor_vouched` is
+        then False). A deployment parameter, never read per answer: the RPC would otherwise set
+        the node's answer tip (up to `MAX_ANSWER_FLOOR`)."""
         if self._answer_floor is None:
             self._answer_floor = int(self.call("MIN_ANSWER_GAS_PRICE"))
         return self._answer_floor
+
+    @property
+    def floor_vouched(self) -> bool:
+        """Whether `answer_floor` is vouched for (the deployment file's or the caller's), not only
+        the RPC's answer: only a vouched floor may take an answer's tip past `tip_ceiling`."""
+        return self._floor_vouched
 
     def call(self, fn_name: str, *args: Any) -> Any:
         """Call a view function; reverts raise the typed `ContractError`."""
@@ -622,17 +739,47 @@ class Binding:
         answer (tests/integration/test_review_answer_floor.py). The floor is the one pinned
         (`answer_floor`: the deployment file's), never an RPC's answer of the moment: an RPC
         answering 10,000 gwei per answer made the node tip that (tests/integration/
-        test_review_fee_policy.py)."""
-        floor = self.answer_floor
+        test_review_fee_policy.py). Only a vouched floor (`floor_vouched`: the deployment file's
+        or the caller's) may pass the binding's tip ceiling, up to `MAX_ANSWER_FLOOR`; one read
+        from the RPC (a deployment file without ``minAnswerGasPrice``) is the RPC's word, held to
+        the ceiling as any tip it suggests (tests/integration/test_review_signing_path.py).
+
+        Raises:
+            FeeTooHigh: the floor is above the ceiling (nothing is sent).
+        """
+        floor = self._held_floor(fn_name)
         if floor == 0:
             return self.transact(fn_name, *args)
+        # a vouched floor is the deployment's, not an RPC's suggestion: it may pass the usual
+        # ceiling, up to what a deployment may set (an unvouched one is within the ceiling)
+        ceiling = max(self.tip_ceiling, MAX_ANSWER_FLOOR) if self._floor_vouched else self.tip_ceiling
         cap = claim_fee_cap(self.w3, tip=floor)  # as a claim's cap, with the floor as the tip
-        # the floor is the deployment's, not an RPC's suggestion: it may pass the usual ceiling,
-        # up to what a deployment may set
-        ceiling = max(self.tip_ceiling, MAX_ANSWER_FLOOR)
         return self.transact(
             fn_name, *args, max_fee_per_gas=cap, max_priority_fee_per_gas=floor, tip_ceiling=ceiling
         )
+
+    def _held_floor(self, fn_name: str) -> int:
+        """`answer_floor`, refused above the tip ceiling where it is not vouched for (the RPC's
+        word, held to the ceiling as any tip it suggests).
+
+        Raises:
+            FeeTooHigh: an unvouched floor above ``tip_ceiling`` (logged as an error for a duty).
+        """
+        floor = self.answer_floor
+        if self._floor_vouched or floor <= self.tip_ceiling:
+            return floor
+        with fee_alarm(f"{self.name}.{fn_name}", self.duty):
+            raise FeeTooHigh(
+                floor,
+                self.tip_ceiling,
+                detail=(
+                    f"the RPC reports an answer gas price floor (MIN_ANSWER_GAS_PRICE) of "
+                    f"{_gwei(floor)} gwei, above the tip ceiling of {_gwei(self.tip_ceiling)} gwei: "
+                    "nothing sent; the deployment file has no minAnswerGasPrice, so the floor is "
+                    "only the RPC's word: add minAnswerGasPrice to the deployment file (or raise "
+                    "the ceiling, or use another RPC)"
+                ),
+            )
 
     def claim(self, fn_name: str, *args: Any, bond: int, worst_gas: int) -> TxResult:
         """Open a data claim (availability, manifest, omission): its deposit is ``bond`` plus its
@@ -645,12 +792,16 @@ class Binding:
         (A base fee the RPC inflates still inflates the deposit, a lock until the claim settles:
         a known limit, test_review_fee_policy.py.)
 
+        An unvouched floor (`floor_vouched`: the RPC's word) is held to the tip ceiling too.
+
         Raises:
-            FeeTooHigh: the RPC's tip is above the binding's ceiling (nothing is sent).
+            FeeTooHigh: the RPC's tip, or an unvouched floor, is above the binding's ceiling
+                (nothing is sent).
         """
+        floor = self._held_floor(fn_name)
         with fee_alarm(f"{self.name}.{fn_name}", self.duty):
             tip = priority_fee(self.w3, self.tip_ceiling)
-        cap = max(claim_fee_cap(self.w3, tip=tip), self.answer_floor)
+        cap = max(claim_fee_cap(self.w3, tip=tip), floor)
         return self.transact(
             fn_name, *args, value=bond + worst_gas * cap, max_fee_per_gas=cap, max_priority_fee_per_gas=tip
         )

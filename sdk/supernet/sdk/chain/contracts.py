@@ -67,6 +67,10 @@ class Contracts:
     tip_ceiling: int = MAX_PRIORITY_FEE
     duty: bool = False
     answer_floor: int | None = None
+    floor_vouched: bool = False
+    """Whether `answer_floor` is vouched for (the deployment file's or the caller's) or only the
+    RPC's answer (a file without ``minAnswerGasPrice``): only a vouched floor may take an answer's
+    tip past ``tip_ceiling`` (`Binding.answer`)."""
 
     @classmethod
     def connect(
@@ -79,6 +83,7 @@ class Contracts:
         tip_ceiling: int = MAX_PRIORITY_FEE,
         duty: bool = False,
         answer_floor: int | None = None,
+        floor_vouched: bool = True,
     ) -> Contracts:
         """Bind to an existing deployment.
 
@@ -94,7 +99,12 @@ class Contracts:
             answer_floor: the deployment's ``MIN_ANSWER_GAS_PRICE`` (data claims' and answers'
                 floor). None: the deployment file's ``minAnswerGasPrice``, else (a file without
                 it) read once here when signing, then pinned: answers and claims never ask the
-                RPC for it again.
+                RPC for it again. A floor read here is the RPC's word, not vouched for: answers
+                and claims hold it to ``tip_ceiling`` as any tip the RPC suggests (signing
+                daemons should run with a file that has it; ``supernet contracts deploy`` writes
+                it).
+            floor_vouched: whether a given ``answer_floor`` is vouched for (True: the caller's
+                word; `as_account` passes on one read from the RPC as not).
 
         Raises:
             DeploymentError: wrong chain, or a contract address without code.
@@ -109,12 +119,14 @@ class Contracts:
                 if not w3.eth.get_code(Web3.to_checksum_address(deployment.address(name))):
                     raise DeploymentError(f"no code at {name} {deployment.address(name)}")
         at = deployment.address
-        floor = answer_floor
+        floor, vouched = answer_floor, floor_vouched
         if floor is None and FLOOR_PARAM in deployment.params:
-            floor = int(deployment.params[FLOOR_PARAM])
+            floor, vouched = int(deployment.params[FLOOR_PARAM]), True
         if floor is None and account is not None:
-            floor = TaskManager(w3, at("TaskManager")).answer_floor
+            floor, vouched = TaskManager(w3, at("TaskManager")).answer_floor, False  # the RPC's word
+        vouched = floor is not None and vouched
         kw: dict[str, Any] = {"tip_ceiling": tip_ceiling, "duty": duty}
+        pinned: dict[str, Any] = {"answer_floor": floor, "floor_vouched": vouched}
         return cls(
             w3=w3,
             deployment=deployment,
@@ -122,11 +134,11 @@ class Contracts:
             service_manager=ServiceManager(w3, at("ServiceManager"), account, **kw),
             model_registry=ModelRegistry(w3, at("ModelRegistry"), account, **kw),
             payments=Payments(w3, at("Payments"), account, **kw),
-            task_manager=TaskManager(w3, at("TaskManager"), account, answer_floor=floor, **kw),
-            omission_manager=OmissionManager(w3, at("OmissionManager"), account, answer_floor=floor, **kw),
+            task_manager=TaskManager(w3, at("TaskManager"), account, **pinned, **kw),
+            omission_manager=OmissionManager(w3, at("OmissionManager"), account, **pinned, **kw),
             tip_ceiling=tip_ceiling,
             duty=duty,
-            answer_floor=floor,
+            **pinned,
         )
 
     @classmethod
@@ -188,6 +200,7 @@ class Contracts:
             tip_ceiling=self.tip_ceiling,
             duty=self.duty,
             answer_floor=self.answer_floor,
+            floor_vouched=self.floor_vouched,
         )
 
     @property
