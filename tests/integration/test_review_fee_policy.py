@@ -70,11 +70,7 @@ import json
 import logging
 import re
 import threading
-import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +79,8 @@ from chain_fixtures import Actors, make_receipts
 from eth_account.typed_transactions import TypedTransaction
 from eth_utils import keccak
 from hexbytes import HexBytes
+from rpc_proxy import Forward, Rewrite, rpc_proxy
+from rpc_proxy import answer as _answer
 from supernet.node.service.chain import Web3Chain
 from supernet.node.service.config import ChainSettings as NodeChainSettings
 from supernet.sdk.chain import Batch, Contracts, DeploymentError, ReceiptTree
@@ -94,8 +92,6 @@ from typer.testing import CliRunner
 
 GWEI = 10**9
 ETHER = 10**18
-Forward = Callable[[], dict[str, Any]]
-Rewrite = Callable[[dict[str, Any], Forward], "dict[str, Any] | None"]
 
 
 def _key_env(acct: Any) -> dict[str, str]:
@@ -109,50 +105,6 @@ def _rpc(c: Contracts) -> str:
 def _common(c: Contracts, tmp_path: Path, rpc: str) -> list[str]:
     dep = c.deployment.save(tmp_path / "deployment.json")
     return ["--rpc", rpc, "--deployment", str(dep)]
-
-
-def _answer(request: dict[str, Any], result: Any) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": request["id"], "result": result}
-
-
-@contextmanager
-def _rpc_proxy(upstream: str, rewrite: Rewrite) -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """A JSON-RPC endpoint in front of ``upstream`` (the attacker's code, or a chain in a fee
-    spike): ``rewrite(request, forward)`` returns the response to give (``forward()`` fetches the
-    upstream's), or None to forward it as is. Yields (its URL, every request seen)."""
-    seen: list[dict[str, Any]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *_: Any) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            request = json.loads(self.rfile.read(int(self.headers["content-length"])))
-            seen.append(request)
-
-            def forward() -> dict[str, Any]:
-                fwd = urllib.request.Request(
-                    upstream, json.dumps(request).encode(), {"content-type": "application/json"}
-                )
-                with urllib.request.urlopen(fwd, timeout=30) as resp:
-                    answer: dict[str, Any] = json.loads(resp.read())
-                return answer
-
-            body = json.dumps(rewrite(request, forward) or forward()).encode()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _decode(raw: bytes | str) -> dict[str, Any]:
@@ -243,7 +195,7 @@ def test_defence_a_lying_floor_no_longer_sets_the_nodes_answer_tip(
         return _answer(request, "0x" + lie.to_bytes(32, "big").hex()) if data == _FLOOR_CALL else None
 
     before = network.w3.eth.get_balance(actors.node.address)
-    with _rpc_proxy(_rpc(network), floor) as (url, seen):
+    with rpc_proxy(_rpc(network), floor) as (url, seen):
         node = Contracts.connect(url, network.deployment, actors.node)  # as the node's app does
         answer = node.omission_manager.answer_manifest(manifest_id, header, receipts)
     asked = [r for r in seen if r["method"] == "eth_call" and _FLOOR_CALL in json.dumps(r["params"])]
@@ -272,7 +224,7 @@ def test_defence_the_nodes_commit_takes_the_one_fee_policy(network: Contracts, a
     FIXED: `sign_commit` signs through `bindings.build_signed`, the path `send` uses: the tip is
     held to the contracts' ceiling (`FeeTooHigh` here), the chain id is the pinned one."""
     tree = ReceiptTree.from_receipts(make_receipts(network, actors.users, actors.node.address, 2))
-    with _rpc_proxy(_rpc(network), _tip(100_000 * GWEI)) as (url, _):
+    with rpc_proxy(_rpc(network), _tip(100_000 * GWEI)) as (url, _):
         chain = Web3Chain(Contracts.connect(url, network.deployment, actors.node), actors.node)
         try:
             commit = asyncio.run(chain.sign_commit(tree.root, len(tree), "bafycommit"))
@@ -302,7 +254,7 @@ def test_defence_the_nodes_commit_is_signed_for_the_pinned_chain_from_a_worker_t
     FIXED: `build_signed` signs for `bindings.chain_id`, and the pin also answers web3's own
     ``eth_chainId`` in every thread (a middleware `pin_chain_id` adds): the RPC is not asked again."""
     tree = ReceiptTree.from_receipts(make_receipts(network, actors.users, actors.node.address, 2))
-    with _rpc_proxy(_rpc(network), _two_faced_chain_id(network.deployment.chain_id)) as (url, _):
+    with rpc_proxy(_rpc(network), _two_faced_chain_id(network.deployment.chain_id)) as (url, _):
         chain = Web3Chain(Contracts.connect(url, network.deployment, actors.node), actors.node)
         commit = asyncio.run(chain.sign_commit(tree.root, len(tree), "bafycommit"))
     assert _decode(commit.raw)["chainId"] == network.deployment.chain_id
@@ -333,14 +285,14 @@ def test_defence_the_validator_checks_and_pins_the_deployments_chain_id(
     def other_chain(request: dict[str, Any], _: Forward) -> dict[str, Any] | None:
         return _answer(request, "0x1") if request["method"] == "eth_chainId" else None
 
-    with _rpc_proxy(_rpc(network), other_chain) as (url, seen):
+    with rpc_proxy(_rpc(network), other_chain) as (url, seen):
         with pytest.raises(DeploymentError, match="chain 1"):
             client = TaskManagerClient.connect(url, dep, validator)  # the validator's setup
             client.challenge_manifest(header.batch_id)
     wrong = [(t["chainId"], t["value"]) for t in _signed(seen) if t["chainId"] != dep.chain_id]
     assert wrong == [], f"(chain id, value) signed for another chain than {dep.chain_id}: {wrong}"
 
-    with _rpc_proxy(_rpc(network), _two_faced_chain_id(dep.chain_id)) as (url, seen):
+    with rpc_proxy(_rpc(network), _two_faced_chain_id(dep.chain_id)) as (url, seen):
         client = TaskManagerClient.connect(url, dep, validator)
         claimed: list[object] = []
         worker = threading.Thread(target=lambda: claimed.append(client.challenge_manifest(header.batch_id)))
@@ -382,14 +334,14 @@ def test_defence_a_claims_tip_is_read_once_and_held_to_the_ceiling(
         return rewrite
 
     balance = network.w3.eth.get_balance(validator.address)
-    with _rpc_proxy(_rpc(network), first_tip(10_000 * GWEI)) as (url, seen):
+    with rpc_proxy(_rpc(network), first_tip(10_000 * GWEI)) as (url, seen):
         with pytest.raises(FeeTooHigh):
             Contracts.connect(url, network.deployment, validator).omission_manager.challenge_manifest(header)
     assert [r["method"] for r in seen].count("eth_maxPriorityFeePerGas") == 1
     assert _signed(seen) == [] and network.omission_manager.batch_manifest(header.batch_id) is None
     assert network.w3.eth.get_balance(validator.address) == balance
 
-    with _rpc_proxy(_rpc(network), first_tip(40 * GWEI)) as (url, seen):
+    with rpc_proxy(_rpc(network), first_tip(40 * GWEI)) as (url, seen):
         Contracts.connect(url, network.deployment, validator).omission_manager.challenge_manifest(header)
     (tx,) = _signed(seen)
     claim = network.omission_manager.batch_manifest(header.batch_id)
@@ -421,7 +373,7 @@ def test_known_limit_a_lying_base_fee_inflates_a_claims_deposit(network: Contrac
             return answer
         return None
 
-    with _rpc_proxy(_rpc(network), inflate) as (url, seen):
+    with rpc_proxy(_rpc(network), inflate) as (url, seen):
         Contracts.connect(url, network.deployment, actors.validators[0]).omission_manager.challenge_manifest(
             header
         )
@@ -468,12 +420,12 @@ def test_defence_a_tip_spike_above_50_gwei_no_longer_stops_the_nodes_answers(
         dep = network.deployment
         return Contracts.connect(url, dep, actors.node, tip_ceiling=defaults.tip_ceiling(), duty=True)
 
-    with _rpc_proxy(_rpc(network), _tip(600 * GWEI)) as (url, _):
+    with rpc_proxy(_rpc(network), _tip(600 * GWEI)) as (url, _):
         with caplog.at_level(logging.ERROR), pytest.raises(FeeTooHigh):
             as_build_node(url).omission_manager.answer_manifest(manifest_id, header, receipts)
     assert any("DUTY NOT SENT" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
 
-    with _rpc_proxy(_rpc(network), _tip(60 * GWEI)) as (url, _):
+    with rpc_proxy(_rpc(network), _tip(60 * GWEI)) as (url, _):
         try:
             answer = as_build_node(url).omission_manager.answer_manifest(manifest_id, header, receipts)
         except FeeTooHigh as exc:
@@ -516,7 +468,7 @@ def test_defence_the_prompts_at_most_is_what_is_signed(
 
     balance = network.w3.eth.get_balance(user.address)
     channel = network.payments.channel(user.address, node)
-    with _rpc_proxy(_rpc(network), estimate) as (url, seen):
+    with rpc_proxy(_rpc(network), estimate) as (url, seen):
         args = ["deposit", node, "1gwei", *_common(network, tmp_path, url)]
         result = CliRunner().invoke(account_app, args, env=_key_env(user), input="y\n")
     shown = re.search(r"gas: at most ([0-9.]+) (ETH|gwei|wei)\)", result.output)
@@ -547,7 +499,7 @@ def test_defence_the_sdks_transactions_are_never_signed_for_another_chain_from_a
     user, node = actors.users[1], actors.node.address
     before = network.payments.channel(user.address, node).deposited
     outcome: list[object] = []
-    with _rpc_proxy(_rpc(network), _two_faced_chain_id(network.deployment.chain_id)) as (url, seen):
+    with rpc_proxy(_rpc(network), _two_faced_chain_id(network.deployment.chain_id)) as (url, seen):
         c = Contracts.connect(url, network.deployment, user)
 
         def deposit() -> None:
@@ -586,7 +538,7 @@ def test_defence_a_chain_without_max_priority_fee_and_a_lying_fee_history(
         return None
 
     before = network.payments.channel(user.address, node).deposited
-    with _rpc_proxy(_rpc(network), no_method) as (url, seen):
+    with rpc_proxy(_rpc(network), no_method) as (url, seen):
         args = ["deposit", node, "1gwei", "--yes", *_common(network, tmp_path, url)]
         result = CliRunner().invoke(account_app, args, env=_key_env(user))
     assert result.exit_code == 0, result.output
@@ -610,7 +562,7 @@ def test_defence_a_lying_pending_nonce_is_refused_by_the_chain_in_one_line(
 
     balance = network.w3.eth.get_balance(user.address)
     channel = network.payments.channel(user.address, node)
-    with _rpc_proxy(_rpc(network), stale) as (url, _):
+    with rpc_proxy(_rpc(network), stale) as (url, _):
         args = ["deposit", node, "1gwei", "--yes", *_common(network, tmp_path, url)]
         result = CliRunner().invoke(account_app, args, env=_key_env(user))
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output

@@ -63,11 +63,8 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +73,7 @@ from chain_fixtures import Actors
 from eth_account import Account
 from eth_account.typed_transactions import TypedTransaction
 from hexbytes import HexBytes
+from rpc_proxy import answer, rpc_proxy
 from supernet.node.service.cli import app as node_app
 from supernet.sdk.chain import Contracts
 from supernet.sdk.keys import KeyLoadError, load_account, write_keystore
@@ -109,40 +107,14 @@ def _clean_exit(result: Any) -> bool:
 def _rpc_proxy(
     upstream: str, rewrite: Callable[[dict[str, Any]], Any]
 ) -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """A JSON-RPC endpoint that forwards every request to ``upstream`` unless ``rewrite(request)``
-    returns a result (then answered as that result). Yields (its URL, every request seen)."""
-    seen: list[dict[str, Any]] = []
+    """`rpc_proxy` answering ``rewrite(request)`` as the result where it is not None."""
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *_: Any) -> None:
-            pass
+    def respond(request: dict[str, Any], _: Any) -> dict[str, Any] | None:
+        result = rewrite(request)
+        return None if result is None else answer(request, result)
 
-        def do_POST(self) -> None:
-            request = json.loads(self.rfile.read(int(self.headers["content-length"])))
-            seen.append(request)
-            result = rewrite(request)
-            if result is None:
-                fwd = urllib.request.Request(
-                    upstream, json.dumps(request).encode(), {"content-type": "application/json"}
-                )
-                with urllib.request.urlopen(fwd, timeout=30) as resp:
-                    body = resp.read()
-            else:
-                body = json.dumps({"jsonrpc": "2.0", "id": request["id"], "result": result}).encode()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with rpc_proxy(upstream, respond) as served:
+        yield served
 
 
 # ------------------------------------------------------------------ a malicious RPC endpoint

@@ -70,9 +70,7 @@ import json
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -82,6 +80,8 @@ from chain_fixtures import CHAIN_TEST_PARAMS, Actors, make_receipts
 from eth_account.typed_transactions import TypedTransaction
 from eth_utils import function_abi_to_4byte_selector, keccak
 from hexbytes import HexBytes
+from rpc_proxy import Forward, rpc_proxy
+from rpc_proxy import answer as _answer
 from supernet.node.service.chain import Web3Chain
 from supernet.node.service.config import ChainSettings as NodeChainSettings
 from supernet.sdk.chain import Batch, Contracts, ReceiptTree, bindings
@@ -104,8 +104,6 @@ from typer.testing import CliRunner
 
 GWEI = 10**9
 ETHER = 10**18
-Forward = Callable[[], dict[str, Any]]
-Rewrite = Callable[[dict[str, Any], Forward], "dict[str, Any] | None"]
 
 _FLOOR_CALL = "0x" + keccak(text="MIN_ANSWER_GAS_PRICE()")[:4].hex()
 _COMMIT_BATCH = (
@@ -120,54 +118,11 @@ def _rpc(c: Contracts) -> str:
     return str(c.w3.provider.endpoint_uri)  # type: ignore[attr-defined]
 
 
-def _answer(request: dict[str, Any], result: Any) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": request["id"], "result": result}
-
-
 def _post(url: str, method: str, params: list[Any]) -> Any:
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
     req = urllib.request.Request(url, body, {"content-type": "application/json"})
     with urllib.request.urlopen(req, timeout=30) as resp:
         return json.loads(resp.read()).get("result")
-
-
-@contextmanager
-def _rpc_proxy(upstream: list[str], rewrite: Rewrite) -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """A JSON-RPC endpoint in front of ``upstream[0]`` (a list: a test may move it to another
-    chain): ``rewrite(request, forward)`` returns the response to give, or None to forward it."""
-    seen: list[dict[str, Any]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *_: Any) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            request = json.loads(self.rfile.read(int(self.headers["content-length"])))
-            seen.append(request)
-
-            def forward() -> dict[str, Any]:
-                fwd = urllib.request.Request(
-                    upstream[0], json.dumps(request).encode(), {"content-type": "application/json"}
-                )
-                with urllib.request.urlopen(fwd, timeout=30) as resp:
-                    answer: dict[str, Any] = json.loads(resp.read())
-                return answer
-
-            body = json.dumps(rewrite(request, forward) or forward()).encode()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _honest(request: dict[str, Any], _: Forward) -> dict[str, Any] | None:
@@ -250,7 +205,7 @@ def test_defence_an_answer_takes_the_nonce_of_a_commit_being_signed(
         return None
 
     answers: list[object] = []
-    with _rpc_proxy([_rpc(network)], slow_commit_estimate) as (url, seen):
+    with rpc_proxy([_rpc(network)], slow_commit_estimate) as (url, seen):
         chain = Web3Chain(_as_build_node(url, network, actors), actors.node)
         om = chain.contracts.omission_manager  # what `NodeRunner` hands its AvailabilityResponder
 
@@ -440,7 +395,7 @@ def test_defence_a_deployment_file_without_the_floor_takes_the_rpcs_floor_at_con
         return None
 
     before = network.w3.eth.get_balance(actors.node.address)
-    with _rpc_proxy([_rpc(network)], floor) as (url, _):
+    with rpc_proxy([_rpc(network)], floor) as (url, _):
         try:
             node = _as_build_node(url, network, actors, old_file)
             answer = node.omission_manager.answer_manifest(manifest_id, header, receipts)
@@ -474,7 +429,7 @@ def test_defence_a_lying_gas_estimate_costs_the_node_only_the_gas_it_uses(
         return _answer(request, hex(lie[0])) if request["method"] == "eth_estimateGas" else None
 
     node = actors.node.address
-    with _rpc_proxy([_rpc(network)], estimate) as (url, seen):
+    with rpc_proxy([_rpc(network)], estimate) as (url, seen):
         om = _as_build_node(url, network, actors).omission_manager
         before = network.w3.eth.get_balance(node)
         with pytest.raises(Exception, match="gas"):
@@ -526,7 +481,7 @@ def test_known_limit_a_quote_held_while_the_base_fee_rises_is_signed_as_quoted(
     balance = network.w3.eth.get_balance(user.address)
     nonce = network.w3.eth.get_transaction_count(user.address)
     channel = network.payments.channel(user.address, node)
-    with _rpc_proxy([upstream], rise_after_quote) as (url, seen):
+    with rpc_proxy([upstream], rise_after_quote) as (url, seen):
         dep = network.deployment.save(tmp_path / "deployment.json")
         args = ["deposit", node, "1gwei", "--rpc", url, "--deployment", str(dep)]
         env = {"SUPERNET_USER_KEY": "0x" + bytes(user.key).hex()}
@@ -565,7 +520,7 @@ def test_known_limit_an_rpc_that_moves_to_a_twin_chain_goes_unnoticed_but_nothin
     with Anvil(chain_id=dep.chain_id + 1, accounts=2) as twin:
         twin_contracts = Contracts.deploy(twin.url, actors.deployer, CHAIN_TEST_PARAMS)
         assert twin_contracts.deployment.contracts == dep.contracts  # same deployer, same nonces
-        with _rpc_proxy(upstream, _honest) as (url, seen):
+        with rpc_proxy(upstream, _honest) as (url, seen):
             node = _as_build_node(url, network, actors)
             upstream[0] = twin.url  # the RPC moves
             assert node.w3.eth.chain_id == dep.chain_id  # the pin: the move is not seen here
