@@ -40,6 +40,8 @@ class DelegateAgent(Agent):
 
     agent_id = "delegate"
 
+    calls_agents = "*"  # the agent its input names
+
     async def run(self, ctx: AgentContext, input: Any) -> str:
         if input.get("first_llm"):
             await ctx.llm.chat([{"role": "user", "content": "Say yes."}], max_new_tokens=2)
@@ -59,6 +61,8 @@ class RelayAgent(Agent):
     """Test agent: calls the first agent of ``path`` with the rest of it (``chat`` at the end)."""
 
     agent_id = "relay-a"
+
+    calls_agents = "*"  # the next agent of its path
 
     async def run(self, ctx: AgentContext, input: Any) -> str:
         path = input["path"]

@@ -68,6 +68,8 @@ class CalcDelegator(Agent):
     """Hands the expression to the ``calc`` agent (a child agent call)."""
 
     agent_id = "calc-delegator"
+
+    calls_agents = ("calc",)
     description = "Delegates arithmetic to calc."
 
     async def run(self, ctx: AgentContext, input: Any) -> str:

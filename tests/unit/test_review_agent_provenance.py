@@ -79,7 +79,7 @@ from supernet.node.agents.registry import AgentRegistry, builtin_agents, default
 from supernet.node.kernel.agent_run import task_seed
 from supernet.node.kernel.errors import AgentNotAllowedError
 from supernet.sdk.agents import ENTRY_POINT_GROUP, bundle_hash, package_bundle
-from supernet.sdk.chain.coverage import checked_ids
+from supernet.sdk.chain.coverage import CHECKED_AGENTS, checked_ids
 from supernet.sdk.client.signable import SigningRule
 from supernet.sdk.client.types import ClientError, agent_profile
 from supernet.sdk.formats.profile import AgentProfile
@@ -294,7 +294,7 @@ async def test_defence_the_client_signs_only_agent_code_hashes_the_validators_re
     models = [bytes.fromhex(served_model_id("0x" + "ab" * 32, c)[2:]) for c in COMPUTE_PRECISIONS]
     agents = [bytes.fromhex(i.code_hash[2:]) for i in registry.list()]
     declared, left = checked_ids(models, agents, 16)
-    assert declared == models + agents and left == []
+    assert declared == [*models, CHECKED_AGENTS, *agents] and left == []  # the marker: agent code declared
     rule = SigningRule(_Chain(declared))  # type: ignore[arg-type]
     with pytest.raises(ClientError, match=f"agent code {private}"):  # was: signed
         rule.check(info.address, MODEL_ID, signed.code_hashes())
@@ -307,8 +307,8 @@ async def test_defence_the_client_signs_only_agent_code_hashes_the_validators_re
     # control: the built-in's own code is signed; nothing declared yet: accepted, as for models
     rule.check(info.address, MODEL_ID, AgentProfile.of(AgentRef("chat", honest), limits, []).code_hashes())
     SigningRule(_Chain([])).check(info.address, MODEL_ID, signed.code_hashes())  # type: ignore[arg-type]
-    # MAX_MODELS is respected: models first, the agents left out are reported
-    assert checked_ids(models, agents, 4) == (models + agents[:1], agents[1:])
+    # MAX_MODELS is respected: models first, the marker, the agents left out are reported
+    assert checked_ids(models, agents, 5) == ([*models, CHECKED_AGENTS, *agents[:1]], agents[1:])
 
 
 # -- 2, 3. framing across versions -------------------------------------------------------------

@@ -466,6 +466,8 @@ class FanOut(Agent):
     """Calls ``asker`` ``CHILDREN`` times at once (``asyncio.gather``), as a map-reduce agent would."""
 
     agent_id = "fan-out"
+
+    calls_agents = ("asker",)
     description = "Asks several children at once."
 
     async def run(self, ctx: AgentContext, input: Any) -> str:
@@ -477,6 +479,8 @@ class InTurn(Agent):
     """The same children one after another (the control)."""
 
     agent_id = "in-turn"
+
+    calls_agents = ("asker",)
     description = "Asks several children in turn."
 
     async def run(self, ctx: AgentContext, input: Any) -> str:

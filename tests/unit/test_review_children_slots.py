@@ -46,6 +46,8 @@ class Outer(Agent):
     """Hands its input to ``calc-delegator``, which hands it to ``calc`` (a grandchild)."""
 
     agent_id = "outer"
+
+    calls_agents = ("calc-delegator",)
     description = "Delegates to calc-delegator."
 
     async def run(self, ctx: AgentContext, input: Any) -> str:
@@ -100,7 +102,7 @@ async def test_defence_a_trace_without_agents_runs_no_agent_call(tmp_path: Path)
 
 async def test_defence_a_trace_dropping_the_table_of_a_listing_profile_is_caught(tmp_path: Path) -> None:
     """A node cannot drop the table to fall back to the old check when the signed profile lists
-    callable agents (every honest node's does: it lists every allowed agent): the profile hash
+    callable agents (every honest node's of an agent that calls others does): the profile hash
     recomputed from the trace is then another one (a TRACE finding)."""
     task_input = {"expr": "6 * 7"}
     req, task_id, honest = await honest_run(tmp_path, CalcDelegator, task_input)

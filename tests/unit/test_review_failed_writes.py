@@ -94,6 +94,8 @@ class Parent(Agent):
     """Calls the journal agent (which writes in its own namespace), then fails."""
 
     agent_id = "parent"
+
+    calls_agents = ("journal",)
     description = "Calls journal, then fails."
 
     async def run(self, ctx: AgentContext, input: Any) -> str:

@@ -78,6 +78,8 @@ class ParentPayer(Agent):
 
     agent_id = "parent-payer"
 
+    calls_agents = ("child-payer",)
+
     async def run(self, ctx: AgentContext, input: Any) -> str:
         mine = await ctx.tools.call("pay", {"amount": input["amount"]})
         theirs = await ctx.agents.call("child-payer", {"amount": input["amount"]})

@@ -168,6 +168,8 @@ class ParentOfEcho(Agent):
     """Hands ``child-echo`` a JSON object it builds itself."""
 
     agent_id = "parent-of-echo"
+
+    calls_agents = ("child-echo",)
     description = "Calls child-echo."
 
     async def run(self, ctx: AgentContext, input: Any) -> str:
@@ -189,6 +191,8 @@ class ParentCatches(Agent):
     docs say the caller may catch it, and a schema refusal as the `ValueError` it is."""
 
     agent_id = "parent-catches"
+
+    calls_agents = ("failing-child",)
     description = "Calls failing-child."
 
     async def run(self, ctx: AgentContext, input: Any) -> str:

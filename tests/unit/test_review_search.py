@@ -154,6 +154,8 @@ class Twin(Agent):
     answers with the texts of its own ``k`` closest memories."""
 
     agent_id = "twin"
+
+    calls_agents = ("twinchild",)
     description = "Remembers, asks its child, recalls."
 
     async def run(self, ctx: AgentContext, input: Any) -> str:

@@ -624,6 +624,8 @@ class Delegator(Agent):
     """Hands the question to an installed (packaged, non-built-in) child agent."""
 
     agent_id = "delegator"
+
+    calls_agents = ("memq",)
     description = "Delegates to memq."
 
     async def run(self, ctx: AgentContext, input: Any) -> str:
@@ -634,6 +636,8 @@ class NobodyDelegator(Agent):
     """Hands the question to an agent no validator here has installed."""
 
     agent_id = "nobody-delegator"
+
+    calls_agents = ("nobody",)
     description = "Delegates to nobody."
 
     async def run(self, ctx: AgentContext, input: Any) -> str:

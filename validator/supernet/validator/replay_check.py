@@ -13,8 +13,10 @@ nodes and validators), looked up by that hash alone. Another hash makes the rece
 *unverifiable* to this validator; a trace naming the agent by another id than the installed one of
 that hash is a `Check.TRACE` finding (the id is the node's word; it must not decide whether the
 trace is checked). An agent call (``agent.call`` event) is looked up the same way, by the code hash
-the signed profile lists for the child (and the caller's id): a child not installed here at that
-hash (another version of the id, or none) makes the receipt unverifiable, as for the top agent. A
+the signed profile lists for the child (and the caller's id): a child at a hash installed nowhere
+here (another version of the id, or code this validator lacks) makes the receipt unverifiable, as
+for the top agent; a child named by an id that is not one of the agents installed at its hash is a
+`Check.REPLAY` finding, as the id mismatch on the top agent is a `Check.TRACE` one. A
 packaged agent whose files changed since this validator loaded it is unverifiable too
 (`AgentRegistry.check_unchanged`: its imported code is not the code its files hash to).
 The children's events are inline in the trace: their LLM calls are scored like the caller's.

@@ -250,9 +250,10 @@ class Validator:
 
     def _declare_models(self, weights_id: str) -> None:
         """Declare on chain this validator's checked ids: the served model ids it checks (its
-        weights in every compute format it scores), then the code hashes of the agents it replays
-        (its registry's: built-ins, then packages), so that clients sign requests only for models
-        and agents the validators can check (`supernet.sdk.chain.coverage`); at most the
+        weights in every compute format it scores), the marker `CHECKED_AGENTS` (this validator
+        declares agent code), then the code hashes of the agents it replays (its registry's:
+        built-ins, then packages by id), so that clients sign requests only for models and agents
+        the validators can check together (`supernet.sdk.chain.coverage`); at most the
         contract's ``MAX_MODELS`` (agent hashes beyond it are left out, and logged); only when
         registered and the list changed."""
         from supernet.sdk.chain.coverage import checked_ids

@@ -14,8 +14,13 @@ that differs from the installed one, is refused.
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from supernet.node.agents.base import Agent
@@ -27,6 +32,46 @@ if TYPE_CHECKING:
 
 BUILTIN_IDS = ("chat", "react", "retrieval")
 """Ids of the node's built-in agents: no package may take one."""
+
+RACY_NS = 100_000_000
+"""A package whose newest entry changed less than this long ago (ns) is re-hashed at every check:
+a write within one tick of the file system's clock could leave its stat signature as it was (as
+git's "racily clean" entries)."""
+
+Signature = tuple[tuple[str, int, int, int, int, int], ...]
+"""(path, mode, inode, size, mtime_ns, ctime_ns) of a package's every entry."""
+
+
+def stat_signature(package: str) -> Signature | None:
+    """The stat signature of the installed top-level package (or single module) ``package``: every
+    entry under it (files, directories, links, ``__pycache__`` included), read with ``lstat``,
+    nothing opened; ``None`` when it cannot be read whole (then the files are hashed). The inode
+    and ctime see a replaced file or a rewrite that kept size and mtime (``rsync -a``): a user
+    cannot set ctime back."""
+
+    def entry(path: Path) -> tuple[str, int, int, int, int, int]:
+        st = os.lstat(path)
+        return (str(path), st.st_mode, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def fail(exc: OSError) -> None:
+        raise exc
+
+    try:
+        spec = importlib.util.find_spec(package)
+        if spec is None:
+            return None
+        locations = list(spec.submodule_search_locations or [])
+        if not locations:
+            return (entry(Path(spec.origin)),) if spec.origin is not None and spec.has_location else None
+        if len(locations) != 1:
+            return None
+        root = Path(locations[0])
+        entries = [entry(root)]
+        for folder, dirs, files in os.walk(root, onerror=fail, followlinks=False):
+            entries += [entry(Path(folder) / name) for name in sorted(dirs + files)]
+        return tuple(entries)
+    except (OSError, ImportError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -62,6 +107,9 @@ class AgentRegistry:
         self._allowed = None if allowed is None else {a.lower() for a in allowed}
         self._agents: dict[str, AgentInfo] = {}
         self._pinned: set[str] = set()
+        # a packaged agent's stat signature when its files last hashed to its registered code hash
+        self._unchanged: dict[str, tuple[type[Agent], Signature]] = {}
+        self._lock = threading.Lock()  # nodes check from worker threads and the event loop
 
     def register(self, cls: type[Agent], *, package: str | None = None, pinned: bool = False) -> AgentInfo:
         """Register an agent class (its code hash is computed now, by the base class's rule:
@@ -88,6 +136,8 @@ class AgentRegistry:
         """Forget the agent ``agent_id`` (the loader's, for a package that changed as it loaded)."""
         self._agents.pop(agent_id, None)
         self._pinned.discard(agent_id)
+        with self._lock:
+            self._unchanged.pop(agent_id, None)
 
     def has(self, agent_id: str) -> bool:
         """Whether an agent ``agent_id`` is registered (allowed or not)."""
@@ -99,9 +149,12 @@ class AgentRegistry:
             return True
         return self._allowed is None or bool({info.agent_id.lower(), info.code_hash} & self._allowed)
 
-    def get(self, agent_id: str, code_hash: str | None = None) -> AgentInfo:
+    def get(self, agent_id: str, code_hash: str | None = None, *, check_files: bool = True) -> AgentInfo:
         """The allowed agent ``agent_id``, checked against ``code_hash`` when given, and (a packaged
-        agent) against its files now (`check_unchanged`): every task and agent call starts here.
+        agent, unless ``check_files`` is false) against its files now (`check_unchanged`): every
+        task and agent call starts here. Listings (``GET /v1/node``'s agent cards, profiles) pass
+        ``check_files=False``: they name the registered hash, and a changed package is refused
+        when a task starts.
 
         Raises:
             AgentNotAllowedError: Unknown, not allowed, another code hash, or its package changed
@@ -114,30 +167,47 @@ class AgentRegistry:
             raise AgentNotAllowedError(
                 f"agent {agent_id!r} here has code hash {info.code_hash}, not {code_hash}"
             )
-        self.check_unchanged(info)
+        if check_files:
+            self.check_unchanged(info)
         return info
 
-    @staticmethod
-    def check_unchanged(info: AgentInfo) -> None:
+    def check_unchanged(self, info: AgentInfo) -> None:
         """Refuse a packaged agent whose package's files no longer hash to its registered code hash
         (an in-place upgrade of a running node or validator, ``pip install -U``): the modules it
         imports lazily, and the data files it reads, would be the new ones under the old hash.
         Built-ins (no ``bundle_package``) are the node's own modules, imported at start.
 
+        The files are hashed again only when the package's stat signature (`stat_signature`: every
+        entry's path, inode, size, mtime and ctime) differs from the one they last hashed right
+        under, or changed within `RACY_NS` of that check: a task start (and ``GET /v1/node``) no
+        longer reads a package carrying megabytes of data each time.
+
         Raises:
             AgentNotAllowedError: The package changed, or can no longer be read as a bundle.
         """
-        if info.cls.bundle_package is None:
+        package = info.cls.bundle_package
+        if package is None:
+            return
+        before = stat_signature(package)
+        with self._lock:
+            seen = self._unchanged.get(info.agent_id)
+        if before is not None and seen == (info.cls, before):
             return
         try:
             now = code_hash_of(info.cls)
         except Exception as exc:
             now = f"none ({type(exc).__name__}: {exc})"
         if now != info.code_hash:
+            with self._lock:
+                self._unchanged.pop(info.agent_id, None)
             raise AgentNotAllowedError(
                 f"agent {info.agent_id!r}: its package changed since it was loaded at code hash "
                 f"{info.code_hash} (now {now}); restart to load the new version under a new pin"
             )
+        newest = max((max(e[4], e[5]) for e in before or ()), default=0)
+        if before is not None and stat_signature(package) == before and time.time_ns() - newest > RACY_NS:
+            with self._lock:  # the files hashed right under a signature that held still throughout
+                self._unchanged[info.agent_id] = (info.cls, before)
 
     def by_code_hash(self, code_hash: str) -> list[AgentInfo]:
         """The allowed agents whose code hash is ``code_hash``, by id (none: no such code here).

@@ -163,9 +163,12 @@ class TaskState:
 
 
 class RegistryAgents:
-    """The agents an agent call may run on the node: the kernel's registry (allowed agents)."""
+    """The agents an agent call may run on the node: the kernel's registry (allowed agents), those
+    the task's agent's profile lists as callable (``callable_agents(task agent id)``)."""
 
-    def __init__(self, registry: Any, callable_agents: Callable[[], Sequence[CallableAgent]] = tuple) -> None:
+    def __init__(
+        self, registry: Any, callable_agents: Callable[[str], Sequence[CallableAgent]] = lambda _: ()
+    ) -> None:
         self._registry = registry
         self._callable = callable_agents
 
@@ -174,9 +177,10 @@ class RegistryAgents:
         info: AgentInfo = self._registry.get(agent_id)
         return info
 
-    def callable(self, info: AgentInfo) -> CallableAgent | None:
-        """What ``info`` gets when called: its entry in the profiles' callable agents."""
-        return next((a for a in self._callable() if a.id == info.agent_id), None)
+    def callable(self, info: AgentInfo, task_agent: str) -> CallableAgent | None:
+        """What ``info`` gets when called in a task of ``task_agent``: its entry in that agent's
+        profile's callable agents (``None``: the profile does not list it)."""
+        return next((a for a in self._callable(task_agent) if a.id == info.agent_id), None)
 
     def child_caps(self, caps: Capabilities) -> Capabilities:
         """The child's capabilities (the replay takes the recorded ones, checked against these)."""
@@ -729,7 +733,7 @@ class Dispatcher:
             raise AgentCallError(f"agent {call.agent_id}: {exc}") from None
         info = self._agents.resolve(call.agent_id, child_input)
         child_spec = dataclasses.replace(spec, agent_id=info.agent_id, agent_hash=None)
-        entry = self._agents.callable(info)  # the signed profile's entry for the child
+        entry = self._agents.callable(info, st.root.agent.agent_id)  # the signed profile's entry
         if entry is None:
             raise AgentNotAllowedError(f"agent {info.agent_id!r} is not among the agents this task may call")
         caps = child_capabilities(st.caps, entry, namespace_of(spec.user, info.agent_id))

@@ -317,7 +317,7 @@ class Kernel:
         except ValueError as exc:  # InputEncodingError is one
             raise KernelError(f"task {spec.task_id}: {exc}") from None
         caps, tools = self._environment(spec)
-        callable_agents = self.callable_agents()
+        callable_agents = self.callable_agents(info.agent_id)
         if spec.agent_hash is not None:  # the user signed the profile, not only the code
             running = profile_of(info.agent_id, info.code_hash, caps, tools, callable_agents).hash()
             if running != spec.agent_hash.lower():
@@ -360,19 +360,35 @@ class Kernel:
         Raises:
             AgentNotAllowedError: the node does not run ``agent_id``.
         """
-        info = self.agents.get(agent_id)
+        info = self.agents.get(agent_id, check_files=False)  # the registered hash: nothing re-read
         caps, tools = self._environment(TaskSpec(task_id="", agent_id=info.agent_id, input=""))
-        return profile_of(info.agent_id, info.code_hash, caps, tools, self.callable_agents())
+        return profile_of(info.agent_id, info.code_hash, caps, tools, self.callable_agents(info.agent_id))
 
-    def callable_agents(self) -> list[CallableAgent]:
-        """Every allowed agent, with what it gets when another agent calls it (the same for every
-        caller, before keeping only what the caller has): part of every profile."""
+    def callable_agents(self, agent_id: str) -> list[CallableAgent]:
+        """The agents a task of ``agent_id`` may call, by id: the allowed agents its class names
+        in ``calls_agents`` and, in turn, those they name (``"*"``: every allowed agent), each with
+        what it gets when another agent calls it (the same for every caller, before keeping only
+        what the caller has): part of the agent's profile. An agent that calls none (chat) lists
+        none, so a package the validators lack refuses only the agents that can reach it."""
+        allowed = {a.agent_id: a for a in self.agents.list()}
+        reach: set[str] = set()
+        todo = [agent_id]
+        while todo:
+            info = allowed.get(todo.pop())
+            if info is None:
+                continue
+            calls = info.cls.calls_agents
+            named = allowed if calls == "*" else (calls,) if isinstance(calls, str) else calls
+            for child in named:
+                if child in allowed and child not in reach:
+                    reach.add(child)
+                    todo.append(child)
         registered = frozenset(self.tools.names())
         return [
             callable_agent(
                 a.agent_id, a.code_hash, self.access.capabilities(TaskSpec("", a.agent_id, ""), registered)
             )
-            for a in self.agents.list()
+            for a in (allowed[i] for i in sorted(reach))
         ]
 
     async def run_task(self, spec: TaskSpec) -> TaskOutcome:

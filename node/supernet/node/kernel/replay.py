@@ -493,19 +493,33 @@ class _TapeAgents:
         """The installed class of the recorded child, looked up by the code hash the signed profile
         lists for it (the recorded one, checked equal above) and the id its caller names.
 
-        A child this validator has not installed at that code hash (another version of the same
-        id, or an id it lacks) is unverifiable here, exactly like the task's own agent: the user
+        A child at a code hash this validator has installed nowhere (another version of the same
+        id, or code it lacks) is unverifiable here, exactly like the task's own agent: the user
         signed that version, an honest node ran it, and another version's replay would accuse the
         node of the difference. A hash no validator replays is kept from being signed at all: the
         client signs a profile only if the validators' quorum declared every code hash in it
         (`supernet.sdk.client.signable`). A packaged child whose files changed since it was loaded
         is unverifiable too (`AgentRegistry.check_unchanged`).
+
+        A child at a code hash installed here under other ids only is a divergence, as the same
+        mismatch on the task's own agent is (`check_replay`): the hash covers the files that define
+        the agents' ids (a package's, or a built-in's modules; a validator loads every installed
+        entry point), so no honest node lists an id under it that is not one of them, and a node
+        listing a made-up child under another agent's covered hash would otherwise never be
+        scored (tests/unit/test_review_checked_ids.py).
         """
         name = f"agent {call.agent.id!r}"
         if self._agents is None:
             raise _Unavailable(f"cannot replay the call of {name}: no agents to replay it with")
         wanted = call.agent.code_hash.lower()
-        mine = [a for a in self._agents.by_code_hash(wanted) if a.agent_id == call.agent.id]
+        here = self._agents.by_code_hash(wanted)
+        mine = [a for a in here if a.agent_id == call.agent.id]
+        if here and not mine:
+            ids = [a.agent_id for a in here]
+            self._tape.diverge(
+                i, f"syscall {i}: agent {call.agent.id} is not the id of an agent with its signed code hash",
+                ids[0] if len(ids) == 1 else ids, call.agent.id,
+            )  # fmt: skip
         if not mine:
             installed = self._agents.installed(call.agent.id)
             other = "" if installed is None else f" (it is, at code hash {installed.code_hash})"
@@ -519,8 +533,8 @@ class _TapeAgents:
             raise _Unavailable(f"cannot replay the call of {name}: {exc}") from None
         return mine[0]
 
-    def callable(self, info: AgentInfo) -> CallableAgent | None:
-        return self._listed.get(info.agent_id)
+    def callable(self, info: AgentInfo, task_agent: str) -> CallableAgent | None:
+        return self._listed.get(info.agent_id)  # the signed profile's, of the task's agent
 
     def child_caps(self, caps: Capabilities) -> Capabilities:
         """The recorded capabilities of the child must be exactly ``caps``: what the signed

@@ -33,7 +33,7 @@ import sys
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from supernet.sdk.agents.context import AgentContext
 
@@ -147,8 +147,12 @@ class Agent(ABC):
     ``input_schema`` (the JSON schema of the input; the node lists both in ``GET /v1/node``).
     A packaged agent sets ``bundle_package`` to its top-level package (the node's loader does it
     otherwise); a built-in one may list extra modules its behaviour depends on in
-    ``bundle_modules`` so those count in the code hash. A fresh instance runs each task: keep no
-    state between tasks on the instance.
+    ``bundle_modules`` so those count in the code hash. An agent that calls other agents
+    (``ctx.agents.call``) names them in ``calls_agents`` (``"*"``: any agent the node runs): the
+    node's profile of the agent lists as callable only those, and the ones they may call in turn,
+    so a user signs (and the validators must hold) the code of the agents a task can reach, not of
+    every agent the node runs; a call of an agent its task's profile does not list is refused. A
+    fresh instance runs each task: keep no state between tasks on the instance.
     """
 
     agent_id: ClassVar[str]
@@ -156,6 +160,7 @@ class Agent(ABC):
     input_schema: ClassVar[Mapping[str, Any]] = {}
     bundle_modules: ClassVar[tuple[str, ...]] = ()
     bundle_package: ClassVar[str | None] = None
+    calls_agents: ClassVar[tuple[str, ...] | Literal["*"]] = ()
 
     @abstractmethod
     async def run(self, ctx: AgentContext, input: Any) -> str:

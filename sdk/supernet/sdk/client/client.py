@@ -213,9 +213,9 @@ class Client:
     ) -> Probe:
         """``p``, left out (with why) if the model id it would be signed for is not one the node
         registered on chain or not one the network's validators check (`model_coverage`), or
-        (with ``agent``) if its profile of the agent names a code hash they do not replay
-        (`SigningRule.uncovered_agents`; a node listing no usable profile is refused, with why,
-        when chosen)."""
+        (with ``agent``) if no validator quorum holds the model and every code hash its profile of
+        the agent names together (`SigningRule.uncovered`; a node listing no usable profile is
+        refused, with why, when chosen)."""
         if not p.ok or p.info is None:
             return p
         try:
@@ -233,7 +233,7 @@ class Client:
             _, profile = agent_profile(p.info, agent, self.min_limits)
         except ClientError:
             return p
-        problem = await asyncio.to_thread(self.rule.uncovered_agents, profile.code_hashes())
+        problem = await asyncio.to_thread(self.rule.uncovered, model_id, profile.code_hashes())
         return p if problem is None else with_problem(p, problem)
 
     async def model_coverage(self, model_id: str) -> Coverage:

@@ -9,10 +9,15 @@
 * the validators' quorum replays the agent's code hash and every callable agent's the signed
   profile lists (`AgentProfile.code_hashes`; validators declare them beside their models): a
   receipt whose agent no validator has installed is unverifiable too, so a node listing an agent
-  under a code hash of its own would sell answers nobody checks.
+  under a code hash of its own would sell answers nobody checks;
+* and one quorum does both: the validators whose declarations hold the model id and every one of
+  those code hashes together (`supernet.sdk.chain.coverage.coverage_of`): a validator holding the
+  model but not the agent (or the agent but not the model) cannot check the receipt either.
 
 As for models, while nothing is known (validators holding more than half of the stake have not
-declared) every code hash is accepted.
+declared) every code hash is accepted; so is any code hash while validators holding more than half
+of the stake have not declared agent code at all (`CHECKED_AGENTS`: validators of an earlier
+release, during a rolling upgrade).
 
 >>> SigningRule(contracts).check(node_address, model_id, profile.code_hashes())  # doctest: +SKIP
 """
@@ -68,19 +73,15 @@ class SigningRule:
             raise ClientError(
                 f"node {node}: its /v1/node names model {model_id}, which it did not register on chain"
             )
-        covered = self.coverage(model_id)
-        if not covered.checkable:
-            raise ClientError(f"node {node}: {covered.why_not()}")
-        if (problem := self.uncovered_agents(agent_hashes)) is not None:
+        if (problem := self.uncovered(model_id, agent_hashes)) is not None:
             raise ClientError(f"node {node}: {problem}")
 
-    def uncovered_agents(self, agent_hashes: Sequence[str]) -> str | None:
-        """Why the validators' quorum does not replay one of the code hashes ``agent_hashes``
-        (``None``: it replays them all, or nothing is known yet)."""
+    def uncovered(self, model_id: str, agent_hashes: Sequence[str]) -> str | None:
+        """Why no validator quorum checks a receipt for ``model_id`` under a profile naming the
+        code hashes ``agent_hashes`` (``None``: validators holding the quorum without the largest
+        of them hold the model and every one of the hashes together, or nothing is known yet)."""
         for code_hash in agent_hashes:
             if not _CODE_HASH.match(code_hash):
                 return f"the agent code hash {code_hash!r} is not 0x and 64 hex digits"
-            covered = self.coverage(code_hash)
-            if not covered.checkable:
-                return covered.why_not("agent code") + " (no validator quorum has that agent installed)"
-        return None
+        covered = self.coverage.of(model_id, agent_hashes)
+        return None if covered.checkable else covered.why_not()
