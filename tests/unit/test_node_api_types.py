@@ -78,9 +78,12 @@ def test_task_and_receipt_round_trip_through_the_nodes_own_serialisation() -> No
     wire = task.model_dump_json()
     assert '"fee":"' + str(2**200) + '"' in wire  # uint256 as a decimal string on the wire
     assert parse(TaskPublic, __import__("json").loads(wire), "task") == task
+    trace = "bafyreibnoelefnzgwbcacyt4vh52ymxvzbjq7mmqhtcnwarfq4lzegsiqe"  # a real CID: it is typed
     receipt = {"taskId": M1, "node": ADDR, "receipt": {"fee": "5"}, "leaf": M2,
-               "signature": "0x" + "00" * 65, "traceCid": "bafy", "batch": None}  # fmt: skip
+               "signature": "0x" + "00" * 65, "traceCid": trace, "batch": None}  # fmt: skip
     assert parse(ReceiptPublic, receipt, "receipt").batch is None
+    with pytest.raises(ClientError, match="first at traceCid"):
+        parse(ReceiptPublic, {**receipt, "traceCid": "bafy"}, "receipt")
     with pytest.raises(ClientError, match="first at status"):
         parse(TaskPublic, {**task.model_dump(mode="json"), "status": "exploded"}, "task")
 

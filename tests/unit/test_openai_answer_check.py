@@ -21,6 +21,8 @@ import httpx
 import openai
 import pytest
 from node_fixtures import FakeNode
+from supernet.sdk.chain.eip712 import TaskRequest
+from supernet.sdk.client.answer import SignedCall, check_answer
 from supernet.sdk.client.state import ClientState
 from supernet.sdk.openai_compat import AUTH_HEADER, SupernetAuth, chat_task_input
 from supernet.sdk.openai_compat.answer_check import AnswerMismatchError
@@ -231,3 +233,38 @@ async def test_streamed_text_after_the_proof_is_checked_too(fake_node: FakeNode,
     ai = _client(fake_node, tmp_path, _forging(fake_node.service.app, add_tail))
     with pytest.raises(AnswerMismatchError, match="not what the receipt commits"):
         await _ask(ai, stream=True)
+
+
+async def test_a_receipt_committed_before_the_check_still_vouches(
+    fake_node: FakeNode, tmp_path: Path
+) -> None:
+    """A node may commit the batch before the client reads the receipt (a fast batcher, a slow
+    client): the receipt then carries its batch. The answer check leaves the commit to
+    `Client.verify` and passes an honest answer whatever the batch field says (it raised "cannot be
+    committed yet" on a committed receipt, failing honest answers at random)."""
+    captured: dict[str, Any] = {}
+
+    def keep(body: bytes) -> bytes:
+        captured["doc"] = json.loads(body)
+        return body
+
+    ai = _client(fake_node, tmp_path, _forging(fake_node.service.app, keep))
+    assert await _ask(ai, stream=False) == HONEST
+    [record] = ClientState.open(tmp_path).tasks.values()
+    proof = captured["doc"]["supernet"]
+    committed = {
+        "localId": 1,
+        "status": "committed",
+        "chainBatchId": 7,
+        "root": "0x" + "11" * 32,
+        "index": 0,
+        "manifestCid": "bafym",
+        "txHash": "0x" + "22" * 32,
+    }
+    proof = {**proof, "signedReceipt": {**proof["signedReceipt"], "batch": {**committed, "proof": []}}}
+    call = SignedCall(
+        proof["taskId"], TaskRequest.from_json(record.request), record.input, fake_node.chain.domain
+    )
+    assert check_answer(call, proof, HONEST, None, "plain").output == HONEST
+    with pytest.raises(AnswerMismatchError, match="output hash"):
+        check_answer(call, {**proof, "output": "echo: something else"}, HONEST, None, "plain")

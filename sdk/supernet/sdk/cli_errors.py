@@ -1,6 +1,8 @@
 """The common mistakes, as one line with the fix instead of a traceback (the `supernet` root).
 
-Anything else is a bug and keeps its traceback (``--verbose`` adds debug logs).
+Anything else is a bug and keeps its traceback (``--verbose`` adds debug logs). Every line is
+shown through `supernet.sdk.display.shown` (one line, control characters escaped): errors carry
+text other parties wrote (a node's error message, a JSON-RPC endpoint's, a file's).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import httpx
 from pydantic import ValidationError
 from supernet.sdk.chain.deployment import DeploymentError
 from supernet.sdk.client.types import ClientError
+from supernet.sdk.display import shown
 from supernet.sdk.errors import SupernetError
 
 _CLIENT_HINTS = {
@@ -20,7 +23,13 @@ _CLIENT_HINTS = {
 
 
 def explain(exc: BaseException) -> str | None:
-    """One line saying what went wrong and what to do, or None for an unexpected error."""
+    """One line saying what went wrong and what to do, or None for an unexpected error (control
+    characters in it, such as a node's terminal escapes, shown escaped)."""
+    line = _explain(exc)
+    return None if line is None else shown(line, one_line=True)
+
+
+def _explain(exc: BaseException) -> str | None:
     if isinstance(exc, DeploymentError):
         return f"{exc} — pass --deployment or set SUPERNET_DEPLOYMENT (`supernet devnet up` writes one)"
     if isinstance(exc, httpx.ConnectError | httpx.TimeoutException):

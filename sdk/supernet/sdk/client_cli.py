@@ -3,6 +3,12 @@
 Chain settings come from options or the environment: ``SUPERNET_RPC_URL``,
 ``SUPERNET_DEPLOYMENT`` (deployment JSON), ``SUPERNET_USER_KEY`` (the user's private key; never
 pass a real key on the command line, where other users can see it in the process list).
+
+Everything a node wrote (the streamed answer, check details, its error messages) is printed
+through `supernet.sdk.display.shown`: terminal control characters in it are shown escaped, never
+obeyed (``task submit --raw`` prints the checked answer's exact bytes). ``task submit`` (verifying,
+the default) and ``task verify`` end with the same exit statuses: 0 verified, 1 an error, 2 a check
+failed, 3 pending.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import typer
 from supernet.sdk.cli_errors import explain
 from supernet.sdk.cli_options import DEPLOYMENT_ENV, RPC_ENV, amount_argument
 from supernet.sdk.client import Client, ClientError
+from supernet.sdk.client.verify import VerificationReport
+from supernet.sdk.display import shown
 from supernet.sdk.key_options import KeyFile, Keystore, PasswordFile, account, key_option
 
 app = typer.Typer(
@@ -31,7 +39,7 @@ StateDir = Annotated[
     typer.Option(
         "--state-dir",
         envvar="SUPERNET_STATE_DIR",
-        help="Client state (nonces, vouchers); default ~/.supernet.",
+        help="Client state (nonces, vouchers, tasks; yours alone, 0700); default ~/.supernet.",
     ),
 ]
 
@@ -49,7 +57,7 @@ def _run(coro: Any) -> Any:
     try:
         return asyncio.run(coro)
     except ClientError as exc:
-        typer.secho(f"error: {explain(exc) or exc}", fg=typer.colors.RED, err=True)
+        typer.secho(f"error: {explain(exc) or shown(str(exc), one_line=True)}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
 
 
@@ -74,8 +82,21 @@ def submit(
     deposit: Annotated[int, typer.Option(help="Deposit at least this many wei when topping up.")] = 10**16,
     as_json: Annotated[bool, typer.Option("--json", help="Parse TEXT as a JSON object.")] = False,
     verify: Annotated[bool, typer.Option(help="Wait for the commit and verify the receipt.")] = True,
+    raw: Annotated[
+        bool,
+        typer.Option(
+            "--raw",
+            help="Print the answer's exact bytes once it passed the answer check, nothing else on "
+            "stdout (no streaming; control characters not escaped; the other lines go to stderr).",
+        ),
+    ] = False,
 ) -> None:
-    """Submit a task, stream its answer, then verify its receipt."""
+    """Submit a task, stream its answer, then verify its receipt.
+
+    The answer is shown as it streams, control characters escaped (--raw: its exact bytes).
+
+    Exit status: 0 answered (and verified), 1 an error; verifying (the default), as `task verify`:
+    2 a check failed, 3 pending (not committed on chain yet)."""
     task_input: Any = json.loads(text) if as_json else text
     offer_wei = None if offer is None else amount_argument(offer, "--offer")  # before any connection
 
@@ -88,12 +109,16 @@ def submit(
                 node_url=node,
                 max_fee=max_fee,
                 deposit=deposit,
-                on_token=_echo,
+                on_token=None if raw else _echo,
                 offer=offer_wei,
             )
-            typer.echo(f"\ntask {result.task_id} on {result.node} ({result.fee} wei)")
+            if raw:
+                typer.echo(result.output.encode("utf-8", "surrogatepass"), nl=False)
+            typer.echo(
+                f"\ntask {result.task_id} on {shown(result.node, one_line=True)} ({result.fee} wei)", err=raw
+            )
             if verify:
-                _print_report(await client.verify(result.task_id))
+                _conclude(await client.verify(result.task_id), err=raw)
 
     _run(go())
 
@@ -141,12 +166,7 @@ def verify_cmd(
 
     async def go() -> None:
         async with _client(rpc, deployment, (key, key_file, keystore, password_file), state_dir) as client:
-            report = await client.verify(task_id, node_url=node, wait_committed=wait)
-            _print_report(report)
-            if report.pending:
-                raise typer.Exit(3)
-            if not report.ok:
-                raise typer.Exit(2)
+            _conclude(await client.verify(task_id, node_url=node, wait_committed=wait))
 
     _run(go())
 
@@ -203,11 +223,23 @@ def refunds(
 
 
 def _echo(text: str) -> None:
-    sys.stdout.write(text)
+    """A piece of the streamed answer, as a terminal may show it (the node wrote it)."""
+    sys.stdout.write(shown(text))
     sys.stdout.flush()
 
 
-def _print_report(report: Any) -> None:
+def _conclude(report: VerificationReport, *, err: bool = False) -> None:
+    """Print ``report`` and end as `task verify` does (shared by `task submit`): exit status 0
+    verified, 2 a check failed, 3 pending (everything checks out but the commit on chain)."""
+    _print_report(report, err=err)
+    if report.pending:
+        raise typer.Exit(3)
+    if not report.ok:
+        raise typer.Exit(2)
+
+
+def _print_report(report: VerificationReport, *, err: bool = False) -> None:
+    """One line per check; names and details shown escaped on one line (some are the node's)."""
     for check in report.checks:
         if check.ok:
             mark = typer.style("ok  ", fg=typer.colors.GREEN)
@@ -215,13 +247,15 @@ def _print_report(report: Any) -> None:
             mark = typer.style("wait", fg=typer.colors.YELLOW)
         else:
             mark = typer.style("FAIL", fg=typer.colors.RED)
-        typer.echo(f"  {mark} {check.name}: {check.detail}")
+        name, detail = shown(check.name, one_line=True), shown(str(check.detail), one_line=True)
+        typer.echo(f"  {mark} {name}: {detail}", err=err)
     if report.ok:
-        typer.echo("receipt verified")
+        typer.echo("receipt verified", err=err)
     elif report.pending:
         typer.echo(
             f"receipt checks pass so far; it is not committed on chain yet (pending): run "
-            f"`supernet task verify {report.task_id}` again in a little while"
+            f"`supernet task verify {shown(report.task_id, one_line=True)}` again in a little while",
+            err=err,
         )
     else:
-        typer.echo("receipt NOT verified")
+        typer.echo("receipt NOT verified", err=err)

@@ -17,7 +17,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    WithJsonSchema,
+)
+from supernet.sdk.store.cids import canonical_cid
+from supernet.sdk.store.errors import InvalidCIDError
 
 Address = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{40}$")]
 Bytes32 = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{64}$")]
@@ -42,6 +52,23 @@ Deadline = Annotated[
     PlainSerializer(str, return_type=str),
 ]
 TaskInput = str | dict[str, Any]
+
+
+def _cid(value: str) -> str:
+    try:
+        return canonical_cid(value)
+    except InvalidCIDError:  # the value itself is not repeated: it may be long, or made to mislead
+        raise ValueError("not a CIDv1 (sha2-256, raw or dag-cbor)") from None
+
+
+Cid = Annotated[
+    str,
+    StringConstraints(max_length=128),
+    AfterValidator(_cid),
+    WithJsonSchema({"type": "string", "description": "CIDv1, sha2-256, raw or dag-cbor (base32)"}),
+]
+"""A content CID, read in its canonical form (CIDv1 base32): nothing else, so a node's answer
+cannot carry arbitrary text (terminal escapes, a fake verdict) where a CID belongs."""
 
 
 class _Strict(BaseModel):
@@ -130,7 +157,7 @@ class ReceiptPublic(BaseModel):
     receipt: dict[str, str]
     leaf: Bytes32
     signature: Signature
-    traceCid: str
+    traceCid: Cid
     batch: BatchInfo | None = None
     promise: PromisePublic | None = None
 
