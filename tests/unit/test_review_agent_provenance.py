@@ -76,7 +76,6 @@ from supernet.node.agents.base import Agent
 from supernet.node.agents.context import AgentContext
 from supernet.node.agents.packages import AllowedAgent, PackageLoad, describe_installed, load_installed
 from supernet.node.agents.registry import AgentRegistry, builtin_agents, default_registry
-from supernet.node.kernel.agent_run import task_seed
 from supernet.node.kernel.errors import AgentNotAllowedError
 from supernet.sdk.agents import ENTRY_POINT_GROUP, bundle_hash, package_bundle
 from supernet.sdk.chain.coverage import CHECKED_AGENTS, checked_ids
@@ -87,19 +86,10 @@ from supernet.sdk.formats.trace import AgentRef, CallableAgent, Limits, Trace
 from supernet.sdk.models import COMPUTE_PRECISIONS, served_model_id
 from supernet.sdk.node_api import AgentCard, NodeInfo
 from supernet.validator.replay_check import check_replay
+from trace_fixtures import LIMITS, child_events
+from trace_fixtures import trace_of as trace_fixture
 
 MODEL_ID = served_model_id("0x" + "ab" * 32, "float32")
-USER = "0x" + "01" * 20
-TASK_ID = "0x" + "5a" * 32
-LIMITS = {
-    "memory": False,
-    "storage": False,
-    "max_llm_calls": 8,
-    "max_llm_tokens": 1024,
-    "max_new_tokens": 64,
-    "max_tool_calls": 8,
-    "max_file_bytes": 0,
-}
 
 AGENT = """
 from supernet.sdk.agents import Agent
@@ -198,35 +188,7 @@ async def pinned_run(ep: metadata.EntryPoint, pin: str) -> tuple[PackageLoad, st
 def trace_of(
     agent: AgentRef, task_input: Any, output: str, events: list[dict[str, Any]], **more: Any
 ) -> Trace:
-    return Trace.from_dag(
-        {
-            **more,
-            "type": "supernet/trace/v1",
-            "task_id": TASK_ID,
-            "user": USER,
-            "fee": 100,
-            "agent": agent.to_dag(),
-            "model_id": MODEL_ID,
-            "input": task_input,
-            "seed": task_seed(TASK_ID),
-            "limits": dict(LIMITS),
-            "tools": [],
-            "engine": {"device": "cpu", "dtype": "float32"},
-            "output": output,
-            "status": "ok",
-            "error": None,
-            "events": events,
-            "witness": {"blocks": [], "files": []},
-        }
-    )
-
-
-def child_events(agent_id: str, code_hash: str, task_input: Any, output: str) -> list[dict[str, Any]]:
-    return [
-        {"kind": "agent.call", "agent": {"id": agent_id, "code_hash": code_hash}, "input": task_input,
-         "depth": 1, "tools": [], "memory": False, "storage": False},
-        {"kind": "agent.return", "agent": agent_id, "output": output, "status": "ok", "error": None},
-    ]  # fmt: skip
+    return trace_fixture(agent, MODEL_ID, task_input, output, events, **more)
 
 
 # -- 1. code hashes nobody checks ---------------------------------------------------------------

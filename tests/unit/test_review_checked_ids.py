@@ -72,7 +72,6 @@ from chain_fixtures import VALIDATOR_STAKE, Actors
 from supernet.node.agents.base import Agent
 from supernet.node.agents.context import AgentContext
 from supernet.node.agents.registry import AgentRegistry, default_registry
-from supernet.node.kernel.agent_run import task_seed
 from supernet.node.kernel.errors import AgentNotAllowedError
 from supernet.node.kernel.kernel import Kernel, KernelConfig
 from supernet.sdk.chain import Contracts
@@ -85,6 +84,8 @@ from supernet.sdk.formats.trace import AgentRef, CallableAgent, Limits, Trace
 from supernet.sdk.models import COMPUTE_PRECISIONS, compute_of, served_model_id
 from supernet.validator.replay_check import check_replay
 from supernet.validator.service import Validator
+from trace_fixtures import LIMITS, child_events
+from trace_fixtures import trace_of as trace_fixture
 
 from tests.unit.test_validator_attacks3 import FakeEngine, NoEmbedder
 
@@ -94,17 +95,6 @@ WEIGHTS_X = "0x" + "a1" * 32
 WEIGHTS_Y = "0x" + "b2" * 32
 MODEL_X = served_model_id(WEIGHTS_X, "float32")
 NODE_URL = "http://review-node.invalid"
-USER = "0x" + "01" * 20
-TASK_ID = "0x" + "5a" * 32
-LIMITS = {
-    "memory": False,
-    "storage": False,
-    "max_llm_calls": 8,
-    "max_llm_tokens": 1024,
-    "max_new_tokens": 64,
-    "max_tool_calls": 8,
-    "max_file_bytes": 0,
-}
 CHAT = default_registry().get("chat").code_hash
 OLD_CHAT = "0x137c308791479b83b6694c7ce3d7a2cef0b6fba1768c49d77dd9eacde442ae99"
 """ChatAgent's code hash before c4d331a (its module alone, without tool_calls and grammar)."""
@@ -174,35 +164,7 @@ def limits() -> Limits:
 def trace_of(
     agent: AgentRef, task_input: Any, output: str, events: list[dict[str, Any]], **more: Any
 ) -> Trace:
-    return Trace.from_dag(
-        {
-            **more,
-            "type": "supernet/trace/v1",
-            "task_id": TASK_ID,
-            "user": USER,
-            "fee": 100,
-            "agent": agent.to_dag(),
-            "model_id": MODEL_X,
-            "input": task_input,
-            "seed": task_seed(TASK_ID),
-            "limits": dict(LIMITS),
-            "tools": [],
-            "engine": {"device": "cpu", "dtype": "float32"},
-            "output": output,
-            "status": "ok",
-            "error": None,
-            "events": events,
-            "witness": {"blocks": [], "files": []},
-        }
-    )
-
-
-def child_call(agent_id: str, code_hash: str, task_input: Any, output: str) -> list[dict[str, Any]]:
-    return [
-        {"kind": "agent.call", "agent": {"id": agent_id, "code_hash": code_hash}, "input": task_input,
-         "depth": 1, "tools": [], "memory": False, "storage": False},
-        {"kind": "agent.return", "agent": agent_id, "output": output, "status": "ok", "error": None},
-    ]  # fmt: skip
+    return trace_fixture(agent, MODEL_X, task_input, output, events, **more)
 
 
 def orchestrated(child_id: str, child_hash: str, output: str) -> tuple[AgentProfile, Trace]:
@@ -214,7 +176,7 @@ def orchestrated(child_id: str, child_hash: str, output: str) -> tuple[AgentProf
         AgentRef(Orchestrator.agent_id, MODULE_HASH),
         {"agent": child_id, "input": "hi"},
         output,
-        child_call(child_id, child_hash, "hi", output),
+        child_events(child_id, child_hash, "hi", output),
         agents=[listed.to_dag()],
     )
     return profile, trace
