@@ -300,6 +300,52 @@ def rewriting_bodies(app: Any, old: bytes, new: bytes, on_path: Callable[[str], 
     return wrapped
 
 
+def forging_answers(
+    app: Any,
+    rewrite: Callable[[bytes], bytes],
+    *,
+    path: str = "/v1/chat/completions",
+    status: int | None = None,
+    content_type: bytes | None = None,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+    stall_s: float = 0.0,
+) -> Any:
+    """A lying node: its own ASGI ``app`` with the whole body of every answer on ``path``
+    rewritten (``rewrite``: its bytes to the bytes sent); ``status`` and ``content_type`` replace
+    the node's, ``headers`` are added, the length is the new body's; ``stall_s``: the connection
+    is held open that long after the body (no length then) before it ends."""
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != path:
+            await app(scope, receive, send)
+            return
+        start: dict[str, Any] = {}
+        body = b""
+
+        async def collect(message: Any) -> None:
+            nonlocal body
+            if message["type"] == "http.response.start":
+                start.update(message)
+            elif message["type"] == "http.response.body":
+                body += message.get("body", b"")
+
+        await app(scope, receive, collect)
+        new = rewrite(body)
+        replaced = (b"content-length", b"content-type") if content_type else (b"content-length",)
+        sent = [(k, v) for k, v in start["headers"] if k.lower() not in replaced] + list(headers)
+        if content_type:
+            sent.append((b"content-type", content_type))
+        if not stall_s:
+            sent.append((b"content-length", str(len(new)).encode()))
+        await send({"type": "http.response.start", "status": status or start["status"], "headers": sent})
+        await send({"type": "http.response.body", "body": new, "more_body": bool(stall_s)})
+        if stall_s:
+            await asyncio.sleep(stall_s)
+            await send({"type": "http.response.body", "body": b""})
+
+    return wrapped
+
+
 async def until_held(
     sent: Sequence[asyncio.Future[Any]], held: int, deadline_s: float = 60.0
 ) -> tuple[set[asyncio.Future[Any]], set[asyncio.Future[Any]]]:

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from node_fixtures import FakeNode
+from node_fixtures import FakeNode, forging_answers
 from supernet.sdk.chain.eip712 import TaskRequest
 from supernet.sdk.client.answer import SignedCall, check_answer
 from supernet.sdk.client.state import ClientState
@@ -32,38 +32,6 @@ ASGI = Callable[[Any, Any, Any], Awaitable[None]]
 Rewrite = Callable[[bytes], bytes]
 MESSAGES: Any = [{"role": "user", "content": "what is the capital of France?"}]
 HONEST = "echo: what is the capital of France?"
-
-
-def _forging(
-    app: ASGI, rewrite: Rewrite, status: int | None = None, content_type: bytes | None = None
-) -> ASGI:
-    """The node's own app with its chat answers' whole body rewritten (headers fixed to match)."""
-
-    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] != CHAT:
-            await app(scope, receive, send)
-            return
-        start: dict[str, Any] = {}
-        body = b""
-
-        async def collect(message: Any) -> None:
-            nonlocal body
-            if message["type"] == "http.response.start":
-                start.update(message)
-            elif message["type"] == "http.response.body":
-                body += message.get("body", b"")
-
-        await app(scope, receive, collect)
-        new = rewrite(body)
-        headers = [
-            (k, v) for k, v in start["headers"] if k.lower() not in (b"content-length", b"content-type")
-        ]
-        kind = content_type or dict(start["headers"]).get(b"content-type", b"application/json")
-        headers += [(b"content-length", str(len(new)).encode()), (b"content-type", kind)]
-        await send({"type": "http.response.start", "status": status or start["status"], "headers": headers})
-        await send({"type": "http.response.body", "body": new})
-
-    return wrapped
 
 
 def _client(node: FakeNode, tmp_path: Path, app: ASGI) -> openai.AsyncOpenAI:
@@ -123,7 +91,7 @@ async def test_an_event_split_over_two_data_lines_is_refused(fake_node: FakeNode
     forged = _smuggled
     raw = forged(await _raw_stream(fake_node)).decode()
     assert "Berlin" in raw and raw.count("\r\ndata: ") > raw.count("\r\n\r\ndata: ")  # it is there
-    ai = _client(fake_node, tmp_path, _forging(fake_node.service.app, forged))
+    ai = _client(fake_node, tmp_path, forging_answers(fake_node.service.app, forged))
     with pytest.raises(AnswerMismatchError, match="the answer holds an event"):
         await _ask(ai, stream=True)
     assert _only_record(tmp_path).status == "answer_mismatch"
@@ -170,7 +138,7 @@ async def test_a_plain_answer_the_receipt_does_not_vouch_for_is_refused(
 ) -> None:
     """Attacks on a plain completion: a second choice beside the honest one, the receipt left
     out, an output claimed under the honest receipt. Each is refused before the caller reads it."""
-    ai = _client(fake_node, tmp_path, _forging(fake_node.service.app, rewrite))
+    ai = _client(fake_node, tmp_path, forging_answers(fake_node.service.app, rewrite))
     with pytest.raises(AnswerMismatchError, match=why):
         await _ask(ai, stream=False)
     assert _only_record(tmp_path).status == "answer_mismatch"
@@ -188,7 +156,7 @@ async def test_an_earlier_tasks_receipt_does_not_vouch_for_a_new_answer(
         stored.setdefault("first", body)
         return stored["first"]
 
-    ai = _client(fake_node, tmp_path, _forging(fake_node.service.app, replay))
+    ai = _client(fake_node, tmp_path, forging_answers(fake_node.service.app, replay))
     assert await _ask(ai, stream=False) == HONEST
     other: Any = [{"role": "user", "content": "and of Spain?"}]
     with pytest.raises(AnswerMismatchError, match="request hash"):
@@ -202,7 +170,7 @@ async def test_a_forged_answer_under_another_success_status_is_still_checked(
 ) -> None:
     """Attack: answer 202 (a success the caller's client still parses) with forged text, hoping
     only a 200 is checked. Defence: every 2xx answer is checked."""
-    forge = _forging(fake_node.service.app, lambda b: b.replace(b"France", b"Prance"), status=202)
+    forge = forging_answers(fake_node.service.app, lambda b: b.replace(b"France", b"Prance"), status=202)
     ai = _client(fake_node, tmp_path, forge)
     with pytest.raises(AnswerMismatchError, match="output"):
         await _ask(ai, stream=False)
@@ -211,7 +179,7 @@ async def test_a_forged_answer_under_another_success_status_is_still_checked(
 async def test_a_body_of_the_other_form_than_asked_is_refused(fake_node: FakeNode, tmp_path: Path) -> None:
     """Attack: answer a plain request with an event stream (or the reverse), so the check reads
     the body one way and the caller's client another. Defence: the body must be the asked form."""
-    forge = _forging(fake_node.service.app, lambda b: b, content_type=b"text/event-stream")
+    forge = forging_answers(fake_node.service.app, lambda b: b, content_type=b"text/event-stream")
     ai = _client(fake_node, tmp_path, forge)
     with pytest.raises(AnswerMismatchError, match="where application/json was asked"):
         await _ask(ai, stream=False)
@@ -230,7 +198,7 @@ async def test_streamed_text_after_the_proof_is_checked_too(fake_node: FakeNode,
             b"\r\n\r\n".join([*events[:-1], b"data: " + json.dumps(tail).encode(), events[-1]]) + b"\r\n\r\n"
         )
 
-    ai = _client(fake_node, tmp_path, _forging(fake_node.service.app, add_tail))
+    ai = _client(fake_node, tmp_path, forging_answers(fake_node.service.app, add_tail))
     with pytest.raises(AnswerMismatchError, match="not what the receipt commits"):
         await _ask(ai, stream=True)
 
@@ -248,7 +216,7 @@ async def test_a_receipt_committed_before_the_check_still_vouches(
         captured["doc"] = json.loads(body)
         return body
 
-    ai = _client(fake_node, tmp_path, _forging(fake_node.service.app, keep))
+    ai = _client(fake_node, tmp_path, forging_answers(fake_node.service.app, keep))
     assert await _ask(ai, stream=False) == HONEST
     [record] = ClientState.open(tmp_path).tasks.values()
     proof = captured["doc"]["supernet"]

@@ -65,7 +65,7 @@ import httpx
 import openai
 import pytest
 import uvicorn
-from node_fixtures import FakeNode
+from node_fixtures import FakeNode, forging_answers
 from supernet.sdk.client.state import ClientState
 from supernet.sdk.devnet.processes import free_port
 from supernet.sdk.openai_compat import SupernetAuth
@@ -77,38 +77,6 @@ Rewrite = Callable[[bytes], bytes]
 MESSAGES: Any = [{"role": "user", "content": "what is the capital of France?"}]
 HONEST = "echo: what is the capital of France?"
 FORGED = "Germany? Berlin."
-
-
-def _forging(app: ASGI, rewrite: Rewrite, headers: Any = (), stall_s: float = 0.0) -> ASGI:
-    """The node's own app with its chat answers' body rewritten (``headers`` added); ``stall_s``:
-    hold the connection open that long after the body before ending it."""
-
-    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] != CHAT:
-            await app(scope, receive, send)
-            return
-        start: dict[str, Any] = {}
-        body = b""
-
-        async def collect(message: Any) -> None:
-            nonlocal body
-            if message["type"] == "http.response.start":
-                start.update(message)
-            elif message["type"] == "http.response.body":
-                body += message.get("body", b"")
-
-        await app(scope, receive, collect)
-        new = rewrite(body)
-        kept = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"] + list(headers)
-        if not stall_s:
-            kept.append((b"content-length", str(len(new)).encode()))
-        await send({"type": "http.response.start", "status": start["status"], "headers": kept})
-        await send({"type": "http.response.body", "body": new, "more_body": bool(stall_s)})
-        if stall_s:
-            await asyncio.sleep(stall_s)
-            await send({"type": "http.response.body", "body": b""})
-
-    return wrapped
 
 
 def _auth(node: FakeNode, state: Path) -> SupernetAuth:
@@ -219,7 +187,7 @@ async def test_defence_a_falsy_error_key_fails_the_answer(fake_node: FakeNode, t
         head["choices"] = [{"index": 0, "delta": {"role": "assistant", "content": FORGED}}]
         return _sse([head, "[DONE]"])
 
-    ai = _client(fake_node, tmp_path, _forging(fake_node.service.app, forge))
+    ai = _client(fake_node, tmp_path, forging_answers(fake_node.service.app, forge))
     got = await _outcome(_streamed(ai))
     assert isinstance(got, Exception), f"the caller read {got!r}, which no receipt commits"
     assert _statuses(tmp_path) == ["answer_mismatch"]
@@ -249,7 +217,7 @@ async def test_defence_text_after_a_stop_string_fails_the_check(
         extra["choices"][0]["delta"]["content"] = tail
         return _sse([*events[:-2], extra, *events[-2:]])
 
-    ai = _client(fake_node, tmp_path, _forging(fake_node.service.app, forge))
+    ai = _client(fake_node, tmp_path, forging_answers(fake_node.service.app, forge))
     if stream:
         got = await _outcome(_streamed(ai, stop=["\n\n"]))
     else:
@@ -277,15 +245,15 @@ async def test_defence_the_check_runs_where_the_caller_stops_reading(
     (any data starting with ``[DONE]``: check there, and refuse all but an exact ``[DONE]``), and
     refuse a ``Content-Encoding`` other than identity at the response's headers."""
     if variant == "gzip":
-        forged = _forging(
+        forged = forging_answers(
             fake_node.service.app,
             lambda b: gzip.compress(_forged_stream(b)) + b"\n",
-            [(b"content-encoding", b"gzip")],
+            headers=[(b"content-encoding", b"gzip")],
             stall_s=0.5,
         )
     else:
-        forged = _forging(fake_node.service.app, lambda b: _forged_stream(b, "[DONE]x"), stall_s=0.5)
-    async with _served(_forging(fake_node.service.app, lambda b: b, stall_s=0.5)) as url:  # control
+        forged = forging_answers(fake_node.service.app, lambda b: _forged_stream(b, "[DONE]x"), stall_s=0.5)
+    async with _served(forging_answers(fake_node.service.app, lambda b: b, stall_s=0.5)) as url:  # control
         honest = openai.AsyncOpenAI(
             base_url=url, api_key="-", http_client=httpx.AsyncClient(auth=_auth(fake_node, tmp_path / "c"))
         )
@@ -316,7 +284,7 @@ async def test_defence_an_inexact_done_on_a_closed_connection_is_caught(
 ) -> None:
     """The async client drains the body after ``[DONE]x`` (0.1 s): a body that ends at once
     reaches `CheckedStream`'s end, which raises into the caller's loop."""
-    forged = _forging(fake_node.service.app, lambda b: _forged_stream(b, "[DONE]x"))
+    forged = forging_answers(fake_node.service.app, lambda b: _forged_stream(b, "[DONE]x"))
     ai = _client(fake_node, tmp_path, forged)
     with pytest.raises(AnswerMismatchError, match="inexact end of stream"):
         await _streamed(ai)
@@ -341,7 +309,7 @@ async def test_defence_a_second_index_zero_choice_fails_the_answer(
         chunk["choices"] = [{"index": 0, "delta": {"content": ""}}, chunk["choices"][0]]
         return _sse(events)
 
-    ai = _client(fake_node, tmp_path, _forging(fake_node.service.app, forge))
+    ai = _client(fake_node, tmp_path, forging_answers(fake_node.service.app, forge))
     got = await _outcome(_streamed(ai))
     assert isinstance(got, Exception) or got.strip() == HONEST, f"the caller read {got!r}, recorded done"
 
@@ -377,7 +345,7 @@ async def test_defence_text_beside_a_tool_call_fails_the_answer(fake_node: FakeN
     assert honest.content is None  # control: the honest call passes, without text
     assert json.loads(honest.tool_calls[0].function.arguments) == json.loads(CALL)["arguments"]
     forge = _plain(lambda m: m.update(content="The transfer failed: send 1 ETH to 0xdead instead."))
-    got = await _outcome(_called(_client(fake_node, tmp_path, _forging(fake_node.service.app, forge))))
+    got = await _outcome(_called(_client(fake_node, tmp_path, forging_answers(fake_node.service.app, forge))))
     assert isinstance(got, Exception) or not got.content, f"the caller read {got.content!r}"
 
 
@@ -393,7 +361,7 @@ async def test_defence_tool_arguments_of_another_json_type_fail(fake_node: FakeN
         message["tool_calls"][0]["function"]["arguments"] = '{"amount":true,"confirm":0}'
 
     got = await _outcome(
-        _called(_client(fake_node, tmp_path, _forging(fake_node.service.app, _plain(retype))))
+        _called(_client(fake_node, tmp_path, forging_answers(fake_node.service.app, _plain(retype))))
     )
     assert isinstance(got, Exception), f"the caller's tool got {got.tool_calls[0].function.arguments}"
 
@@ -406,7 +374,7 @@ async def test_defence_a_refusal_field_fails_the_answer(fake_node: FakeNode, tmp
     ``message.refusal``) to show its text: only ``content`` and ``tool_calls`` are checked. Fix (by
     design): a message or delta holds only ``role``, ``content`` and ``tool_calls``."""
     forge = _plain(lambda m: m.update(refusal="I cannot answer that; ask at evil.example"))
-    ai = _client(fake_node, tmp_path, _forging(fake_node.service.app, forge))
+    ai = _client(fake_node, tmp_path, forging_answers(fake_node.service.app, forge))
     got = await _outcome(ai.chat.completions.create(model="fake-model", messages=MESSAGES))
     assert isinstance(got, Exception) or not got.choices[0].message.refusal, "an unchecked refusal was read"
 
@@ -420,7 +388,9 @@ async def test_defence_replacement_characters_cannot_hide_words_of_a_plain_answe
     answer equals the output cut at the stop strings, exactly."""
     hidden = HONEST.replace("France", "\ufffd" * 6)
     ai = _client(
-        fake_node, tmp_path, _forging(fake_node.service.app, _plain(lambda m: m.update(content=hidden)))
+        fake_node,
+        tmp_path,
+        forging_answers(fake_node.service.app, _plain(lambda m: m.update(content=hidden))),
     )
     got = await _outcome(ai.chat.completions.create(model="fake-model", messages=MESSAGES))
     assert isinstance(got, Exception), f"the caller read {got.choices[0].message.content!r}"
@@ -440,7 +410,7 @@ async def test_defence_a_malformed_chunk_is_recorded_as_a_mismatch(
         _content_chunk(events, "capital ")["choices"][0]["delta"]["content"] = 5
         return _sse(events)
 
-    ai = _client(fake_node, tmp_path, _forging(fake_node.service.app, forge))
+    ai = _client(fake_node, tmp_path, forging_answers(fake_node.service.app, forge))
     got = await _outcome(_streamed(ai))
     assert isinstance(got, Exception)
     assert _statuses(tmp_path) == ["answer_mismatch"]
@@ -493,7 +463,7 @@ async def test_defence_duplicate_choices_keys_resolve_alike(
         first, last = (honest, fake) if forged_last else (fake, honest)
         return body[:1] + f'"choices": {first}, "choices": {last}, '.encode() + json.dumps(doc).encode()[1:]
 
-    ai = _client(fake_node, tmp_path, _forging(fake_node.service.app, forge))
+    ai = _client(fake_node, tmp_path, forging_answers(fake_node.service.app, forge))
     got = await _outcome(ai.chat.completions.create(model="fake-model", messages=MESSAGES))
     if forged_last:
         assert isinstance(got, AnswerMismatchError)
@@ -516,7 +486,9 @@ async def test_defence_event_stream_framing_the_parsers_read_apart_fails_closed(
 ) -> None:
     """Attack: forged text in a stream framed where `CheckedStream` and ``openai``'s SSE decoder
     could part. Defence: each such frame fails the answer (or the caller's parser) with an error."""
-    ai = _client(fake_node, tmp_path, _forging(fake_node.service.app, lambda b: frame(_forged_stream(b))))
+    ai = _client(
+        fake_node, tmp_path, forging_answers(fake_node.service.app, lambda b: frame(_forged_stream(b)))
+    )
     got = await _outcome(_streamed(ai))
     assert isinstance(got, Exception), f"the caller read {got!r}"
 
@@ -531,7 +503,7 @@ async def test_known_limit_a_caller_that_stops_reading_early_gets_no_check(
     that is never checked, and the task stays "sent" (its fee is counted by the ladder). Acceptable:
     streamed text is shown before any check by design (as `Client.stream`), and the caller chose to
     stop; what would change it is recording "abandoned" when the stream is closed unchecked."""
-    ai = _client(fake_node, tmp_path, _forging(fake_node.service.app, _forged_stream))
+    ai = _client(fake_node, tmp_path, forging_answers(fake_node.service.app, _forged_stream))
     chunks = await ai.chat.completions.create(model="fake-model", messages=MESSAGES, stream=True)
     shown = ""
     async for chunk in chunks:
@@ -553,7 +525,7 @@ async def test_known_limit_logprobs_tokens_are_not_checked(fake_node: FakeNode, 
         doc["choices"][0]["logprobs"] = {"content": [entry]}
         return json.dumps(doc).encode()
 
-    ai = _client(fake_node, tmp_path, _forging(fake_node.service.app, forge))
+    ai = _client(fake_node, tmp_path, forging_answers(fake_node.service.app, forge))
     reply = await ai.chat.completions.create(model="fake-model", messages=MESSAGES)
     assert reply.choices[0].message.content == HONEST
     assert reply.choices[0].logprobs is not None and reply.choices[0].logprobs.content[0].token == FORGED

@@ -50,6 +50,7 @@ from supernet.node.service.ports import served_models
 from supernet.node.service.routes_tasks import admit_and_start, receipt_public
 from supernet.node.service.schemas import ChatCompletionCreate, SignedTask
 from supernet.node.service.streams import until
+from supernet.sdk.client.answer import tool_call_arguments
 from supernet.sdk.client.streaming import StopCutter, cut_at_stop
 from supernet.sdk.openai_compat.chat_input import chat_task_input
 
@@ -154,7 +155,7 @@ def _tool_calls(plan: ChatPlan, task_id: str, content: str) -> list[dict[str, An
         return None
     name, arguments = call
     call_id = "call_" + hashlib.sha256(task_id.encode()).hexdigest()[:24]
-    function = {"name": name, "arguments": json.dumps(arguments, separators=(",", ":"), ensure_ascii=False)}
+    function = {"name": name, "arguments": tool_call_arguments(arguments)}
     return [{"id": call_id, "type": "function", "function": function}]
 
 

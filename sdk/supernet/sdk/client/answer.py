@@ -46,10 +46,6 @@ class SignedCall:
     domain: Domain
     agent: str = "chat"
 
-    @property
-    def node(self) -> str:
-        return self.request.node
-
 
 @dataclass(frozen=True)
 class CheckedAnswer:
@@ -127,11 +123,18 @@ def _text_problem(
         call_doc = parse_json(content)
         if text or not isinstance(call_doc, dict) or set(call_doc) != {"name", "arguments"}:
             return "a tool call the output is not (or text beside it)"
-        arguments = json.dumps(call_doc["arguments"], separators=(",", ":"), ensure_ascii=False)
+        arguments = tool_call_arguments(call_doc["arguments"])
         return None if tool_call == (call_doc["name"], arguments) else "another tool call than the output"
     if form == "plain":
         return None if text == content else f"{_short(text)} where the output is {_short(content)}"
     return None if stream_matches(text or "", content) else f"{_short(text)} streamed for {_short(content)}"
+
+
+def tool_call_arguments(arguments: Any) -> str:
+    """A tool call's ``function.arguments`` in an OpenAI answer: the compact JSON of the arguments
+    the output holds. The node renders it so (`supernet.node.service.routes_chat`) and the answer
+    check compares the string, so a retyped argument (``true`` for ``1``) is another call."""
+    return json.dumps(arguments, separators=(",", ":"), ensure_ascii=False)
 
 
 def _short(text: str | None) -> str:

@@ -24,7 +24,7 @@ from supernet.sdk.chain.payments import Channel
 from supernet.sdk.chain.promises import claim_window, promise_horizon, stake_leaves_at
 from supernet.sdk.chain.receipts import Receipt, normal_input
 from supernet.sdk.chain.tasks import ChallengeStatus
-from supernet.sdk.client.answer import AnswerMismatchError, SignedCall, check_answer, kept_promise
+from supernet.sdk.client.answer import NOT_YET, AnswerMismatchError, SignedCall, check_answer, kept_promise
 from supernet.sdk.client.confirm import confirmation_body
 from supernet.sdk.client.freshness import check_latest
 from supernet.sdk.client.ladder import DEFAULT_MAX_FEE, domain_key, proven_cumulative, rebase, sign_task
@@ -47,7 +47,7 @@ from supernet.sdk.client.types import (
     pick_model_id,
     serves_model,
 )
-from supernet.sdk.client.verify import PENDING_CHECK, VerificationReport, check_receipt, request_in_trace
+from supernet.sdk.client.verify import VerificationReport, check_receipt, request_in_trace
 from supernet.sdk.formats.fields import FormatError
 from supernet.sdk.formats.trace import Trace
 from supernet.sdk.node_api import (
@@ -851,13 +851,9 @@ class Client:
             return
         failed = {c.name for c in report.failed()}
         # a promise due too late is still kept: its claim opens at the request's bound on chain
-        if not failed <= {PENDING_CHECK, "commit promise kept", "commit promise backed"} or not any(
-            c.name == "commit promise" for c in report.checks
-        ):
+        if not failed <= NOT_YET or not any(c.name == "commit promise" for c in report.checks):
             return
-        leaf = "0x" + Receipt.from_json(doc.receipt).leaf().hex()
-        promise = {"leaf": leaf, "receipt": doc.receipt, **doc.promise.model_dump()}
-        self.state.tasks[task_id].promise = promise
+        self.state.tasks[task_id].promise = kept_promise(doc)
         self.state.save()
 
     def _promise_horizon(self, node: str, now: int) -> tuple[int, int, int, int]:
