@@ -122,16 +122,19 @@ class LLMEngine:
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         compute: str | None = None,
+        fused: bool = True,
         **kwargs: Any,
     ) -> LLMEngine:
         """Load a catalog model (pulled beforehand) or a local model directory / GGUF file.
 
         ``compute`` names a served format (``float32``, ``bfloat16``, ``float16-weights``;
         `supernet.node.llm.loader.load_model`); without it or ``dtype``, float32 on CPU.
+        ``fused``: float16-weights on a CPU runs the C kernels where they build
+        (`supernet.node.llm.fused`; False keeps the torch path).
         """
         max_seq_len = kwargs.get("max_seq_len", 2048)
         loaded = load_model(
-            name_or_path, device=device, dtype=dtype, max_positions=max_seq_len, compute=compute
+            name_or_path, device=device, dtype=dtype, max_positions=max_seq_len, compute=compute, fused=fused
         )
         engine = cls(loaded.model, loaded.tokenizer, loaded.model_id, **kwargs)
         log.info(

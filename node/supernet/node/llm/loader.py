@@ -75,6 +75,7 @@ def load_model(
     dtype: torch.dtype | None = None,
     max_positions: int | None = None,
     compute: str | None = None,
+    fused: bool = False,
 ) -> LoadedModel:
     """Load weights, tokenizer and model id.
 
@@ -82,6 +83,8 @@ def load_model(
         dtype: the model's dtype (None: ``compute``'s, else `default_dtype`).
         compute: a served format (`supernet.sdk.models.COMPUTE_PRECISIONS`); ``float16-weights``
             rounds the weights to float16 (`Llama.use_fp16_weights`). Not with ``dtype``.
+        fused: in ``float16-weights`` on a CPU, serve with the C kernels where they build
+            (`supernet.node.llm.fused`: the node's engine); a validator's scorer keeps fbgemm.
 
     Raises:
         ModelNotFoundError: Unknown name or missing path.
@@ -110,7 +113,7 @@ def load_model(
     if compute == FP16_WEIGHTS:
         half = _rounded_to_fp16(tensors, dev)
         del tensors  # the file's mapping goes before the packed copies are made: a lower peak
-        model = _fp16_weights_model(cfg, half, max_positions, dev)
+        model = _fp16_weights_model(cfg, half, max_positions, dev, fused)
     else:
         model = Llama.from_hf_state_dict(cfg, tensors, max_positions).to(device=dev, dtype=dt)
         _own_weights(model, tensors)
@@ -153,7 +156,7 @@ def _rounded_to_fp16(tensors: dict[str, Tensor], device: torch.device) -> dict[s
 
 
 def _fp16_weights_model(
-    cfg: LlamaConfig, half: dict[str, Tensor], max_positions: int | None, device: torch.device
+    cfg: LlamaConfig, half: dict[str, Tensor], max_positions: int | None, device: torch.device, fused: bool
 ) -> Llama:
     """The ``float16-weights`` model from `_rounded_to_fp16`'s tensors, packed
     (`Llama.use_fp16_weights`): no float32 copy of the weights is ever made, so the load peaks near
@@ -161,7 +164,7 @@ def _fp16_weights_model(
     model = Llama.from_hf_state_dict(cfg, half, max_positions)
     half.clear()  # the model holds what it uses; each matrix goes once it is packed
     model.rope_cos, model.rope_sin = model.rope_cos.to(device), model.rope_sin.to(device)
-    return model.use_fp16_weights()
+    return model.use_fp16_weights(fused=fused)
 
 
 def _give_back_freed_memory() -> None:

@@ -21,6 +21,7 @@ from typing import Protocol, cast
 
 import torch
 import torch.nn.functional as F
+from supernet.node.llm import fused as fused_kernels
 from supernet.node.llm.config import LlamaConfig
 from supernet.node.llm.errors import WeightsFormatError
 from torch import Tensor, nn
@@ -122,25 +123,35 @@ class Fp16WeightLinear(nn.Module):
     The weight is what is stored and read per decode step (half of float32's bytes); each product
     is ``x @ fp16_round(W).T`` computed in float32, so results differ from float32 weights only by
     the weights' rounding (|Δlogprob| ≤ 0.01 on SmolLM2, docs/benchmarks/formats.md) and, like the
-    float32 path, not with the batch a row is computed in. On x86 CPUs fbgemm holds the weight
-    packed in float16 and widens it inside the kernel (``linear_dynamic_fp16``); elsewhere the
-    float16 weight is widened per call (same numbers up to summation order).
+    float32 path, not with the batch a row is computed in. Three kernels compute it, the same
+    numbers up to summation order (``kernel``): ``fused`` keeps the plain float16 weight for the C
+    kernels of `supernet.node.llm.fused` (the node's choice where they build: its decode steps
+    run fused and read the same copy); ``fbgemm`` (x86 CPUs) holds it packed and widens it inside
+    the kernel (``linear_dynamic_fp16``; a validator's long re-scores, ~1.2x the C kernel's rate
+    there); elsewhere (``widen``) the float16 weight is widened per call.
     """
 
-    def __init__(self, linear: nn.Module) -> None:
+    def __init__(self, linear: nn.Module, fused: bool = False) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         weight = weight_of(linear).detach().to(torch.float16).contiguous()
-        self.fbgemm = fbgemm_fp16(weight.device)
-        if self.fbgemm:
+        self.kernel = "fused" if fused else "fbgemm" if fbgemm_fp16(weight.device) else "widen"
+        if self.kernel == "fbgemm":
             packed = torch.ops.quantized.linear_prepack_fp16(weight.float(), None)
             self.packed: object = packed  # an fbgemm handle, not a tensor: kept as a plain attribute
         else:
             self.weight16: Tensor
             self.register_buffer("weight16", weight, persistent=False)
 
+    @property
+    def fbgemm(self) -> bool:
+        """Whether fbgemm's packed kernel serves this layer."""
+        return self.kernel == "fbgemm"
+
     def forward(self, x: Tensor) -> Tensor:
-        if not self.fbgemm:
+        if self.kernel == "fused":
+            return fused_kernels.matmul(self.weight16, x)
+        if self.kernel == "widen":
             return F.linear(x, self.weight16.to(x.dtype))
         flat = x.reshape(-1, x.shape[-1])
         return torch.ops.quantized.linear_dynamic_fp16(flat, self.packed).view(*x.shape[:-1], -1)
@@ -221,6 +232,7 @@ class Llama(nn.Module):
         self.cfg = cfg
         self.packed = False
         self.fp16_weights = False  # `use_fp16_weights`: the served format ``float16-weights``
+        self.fused_decoder: fused_kernels.FusedDecoder | None = None  # `use_fp16_weights(fused=True)`
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
@@ -304,7 +316,7 @@ class Llama(nn.Module):
         self.packed = True
         return self
 
-    def use_fp16_weights(self) -> Llama:
+    def use_fp16_weights(self, fused: bool = False) -> Llama:
         """Round every weight matrix to float16 and keep it so: the ``float16-weights`` format.
 
         The projections and the vocabulary head become `Fp16WeightLinear`; the embedding table is
@@ -312,18 +324,29 @@ class Llama(nn.Module):
         Norm weights, activations and the KV cache stay float32. Call it once, on a model whose
         weights are final (its matrices in float32 or already float16, its norms float32), instead
         of ``pack_linears``.
+
+        ``fused`` (on a CPU where `supernet.node.llm.fused.available`): the projections run the C
+        kernels, a tied embedding table is the head's own float16 weight (one copy), and
+        ``fused_decoder`` serves decode steps whole (`supernet.node.llm.step`).
         """
         if self.packed or self.fp16_weights or self.dtype != torch.float32:
             raise RuntimeError("float16 weights are made once from an unpacked model with float32 norms")
+        use_fused = fused and self.device.type == "cpu" and fused_kernels.available()
         for block in self.blocks:
             att, ffn = block.attention, block.feed_forward
-            att.wqkv, att.wo = Fp16WeightLinear(att.wqkv), Fp16WeightLinear(att.wo)
-            ffn.w13, ffn.w2 = Fp16WeightLinear(ffn.w13), Fp16WeightLinear(ffn.w2)
-        self.output = Fp16WeightLinear(self.output)
-        self.tok_embeddings.weight = nn.Parameter(
-            self.tok_embeddings.weight.detach().to(torch.float16), requires_grad=False
-        )
+            att.wqkv, att.wo = Fp16WeightLinear(att.wqkv, use_fused), Fp16WeightLinear(att.wo, use_fused)
+            ffn.w13, ffn.w2 = Fp16WeightLinear(ffn.w13, use_fused), Fp16WeightLinear(ffn.w2, use_fused)
+        head = Fp16WeightLinear(self.output, use_fused)
+        self.output = head
+        if use_fused and self.cfg.tie_embeddings:
+            self.tok_embeddings.weight = nn.Parameter(head.weight16, requires_grad=False)
+        else:
+            self.tok_embeddings.weight = nn.Parameter(
+                self.tok_embeddings.weight.detach().to(torch.float16), requires_grad=False
+            )
         self.packed = self.fp16_weights = True
+        if use_fused:
+            self.fused_decoder = fused_kernels.FusedDecoder(self)
         return self
 
     @classmethod

@@ -5,7 +5,9 @@ The batch arrives ordered by slot: first the sequences that already have output 
 together; a prompt whose leading tokens are in the engine's prefix cache has them loaded into its
 slot and prefills only the rest). A step with new prompts runs the decode tokens and the prompts'
 tokens as one packed forward pass (`PackedStepAttention`): every weight is read once per step,
-not once for the decode and again for the prefill. Both yield final hidden states; one lm-head
+not once for the decode and again for the prefill. A step of decode tokens only runs whole in the
+fused C kernel where the model has one (`supernet.node.llm.fused`, float16-weights on a CPU).
+Both yield final hidden states; one lm-head
 matmul, one log-softmax and one selection call serve all rows (a constrained row's selection runs
 on its grammar's mask, `supernet.node.llm.grammar`). Nothing here touches asyncio state: the loop
 applies the returned ``StepOutput``s.
@@ -55,14 +57,18 @@ def run_step(model: Llama, pool: KVPool, batch: list[Sequence]) -> list[StepOutp
     lengths = [len(s.prompt) + len(s.output) - 1 for s in decode]
     if decode:
         pool.ensure_capacity(max(lengths) + 1, live)
-    if not fresh:
+    if not fresh and model.fused_decoder is not None:  # the whole step in one C call
+        rows, logits = model.fused_decoder.step(pool, [s.output[-1] for s in decode], lengths)
+        cached = [n + 1 for n in lengths]
+    elif not fresh:
         pos = torch.tensor(lengths, device=device)
         tokens = torch.tensor([s.output[-1] for s in decode], device=device)[:, None]
         rows = model(tokens, pos[:, None], DecodeAttention(pool, pos))[:, 0]
+        logits = model.logits(rows)
         cached = [n + 1 for n in lengths]
     else:
         rows, cached = _decode_and_prefill(model, pool, decode, lengths, fresh, live)
-    logits = model.logits(rows)
+        logits = model.logits(rows)
     positions = [len(s.prompt) + len(s.output) for s in batch]
     chosen = select(_constrained(logits, batch), [s.params for s in batch], positions)
     logprobs = chosen_logprobs(logits, chosen)

@@ -1,0 +1,228 @@
+"""The float16-weights format's CPU kernels in C: a fused decode step, and the projections.
+
+At decode batch sizes a step through torch issues ~1,800 small ops (30 blocks of norms, rope,
+cache writes, attention, residuals, SwiGLU and their views); on a 2-core CPU their dispatch and
+passes over tiny tensors cost as much as reading the 270 MB of float16 weights. `FusedDecoder`
+runs a whole decode step of the running sequences in one call into ``csrc/decode_step.c``: the
+same formulas as `supernet.node.llm.model.Llama` with `DecodeAttention` (float16 weights widened
+in registers, float32 activations, sums, softmax and KV cache), in another summation order, as
+any two batch shapes of the torch path differ (|Δlogit| ~1e-4; a validator's float16-weights
+re-score does not depend on which kernel the node ran: docs/benchmarks/fused_decode.md).
+`matmul` is the same file's projection for any number of rows, so the node keeps one plain
+float16 copy of the weights (the embedding table is the tied head's) instead of fbgemm's packed
+copy beside an embedding copy.
+
+The library is compiled on first use with the system C compiler (``cc``, OpenMP; ~1 s) into
+``~/.cache/supernet/kernels`` (``SUPERNET_KERNEL_DIR``), named by the hash of its source, flags
+and compiler, and needs an x86-64 CPU with AVX2, FMA and F16C. Where any of that is missing, or
+``SUPERNET_FUSED=0``, `available` is false and the model keeps the torch path (fbgemm).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from supernet.node.llm.kvcache import KVPool
+    from supernet.node.llm.model import Llama
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("csrc") / "decode_step.c"
+CFLAGS = ("-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-shared", "-fPIC")
+CPU_FLAGS = ("avx2", "fma", "f16c")
+ENV_SWITCH = "SUPERNET_FUSED"
+"""``SUPERNET_FUSED=0`` keeps every model on the torch path (comparisons, a suspected kernel bug)."""
+
+
+class FusedKernelError(RuntimeError):
+    """The C kernel refused its input (a position past the cache, a token past the vocabulary)."""
+
+
+def _kernel_dir() -> Path:
+    return Path(os.environ.get("SUPERNET_KERNEL_DIR") or Path.home() / ".cache" / "supernet" / "kernels")
+
+
+def _cpu_supported() -> bool:
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return False
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    lines = (line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags"))
+    flags = next(lines, [])
+    return all(f in flags for f in CPU_FLAGS)
+
+
+def _build() -> Path:
+    """The compiled library, built now unless a build of this source, flags and compiler exists.
+
+    Raises:
+        OSError, subprocess.CalledProcessError: no compiler, or the build failed.
+    """
+    version = subprocess.run(["cc", "--version"], capture_output=True, text=True, check=True).stdout
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(CFLAGS).encode() + version.encode()).hexdigest()[:16]
+    out = _kernel_dir() / f"decode_step-{key}.so"
+    if out.is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        built = Path(tmp) / out.name
+        subprocess.run(
+            ["cc", *CFLAGS, "-o", str(built), str(SOURCE), "-lm"], capture_output=True, text=True, check=True
+        )
+        os.replace(built, out)  # atomic: a concurrent process sees no file or the whole one
+    return out
+
+
+@functools.cache
+def _library() -> ctypes.CDLL | None:
+    if os.environ.get(ENV_SWITCH, "1") == "0" or not _cpu_supported():
+        return None
+    try:
+        lib = ctypes.CDLL(str(_build()))
+    except (OSError, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", "") or exc
+        log.warning("fused float16 kernels unavailable (the torch path serves instead): %s", detail)
+        return None
+    i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    lib.supernet_decode_step.restype = ctypes.c_int
+    lib.supernet_decode_step.argtypes = [ptr, ptr, ctypes.c_float, i64, ptr, ptr, ptr, ptr, ptr]
+    lib.supernet_decode_step.argtypes += [i64, i64, ptr, ptr, ptr, i64]
+    lib.supernet_decode_scratch.restype = i64
+    lib.supernet_decode_scratch.argtypes = [ptr, i64, i64]
+    lib.supernet_matmul_f16.restype = None
+    lib.supernet_matmul_f16.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64]
+    return lib
+
+
+def available() -> bool:
+    """Whether the fused kernels serve on this machine (builds them on first call)."""
+    return _library() is not None
+
+
+def matmul(weight16: Tensor, x: Tensor) -> Tensor:
+    """``x @ weight16.float().T`` in float32 sums, ``weight16`` float16 ``[out, in]`` contiguous,
+    ``x`` float32 ``[..., in]``; the same products as widening the weight, in another order."""
+    lib = _library()
+    assert lib is not None, "matmul needs the fused library (fused.available())"
+    flat = x.reshape(-1, x.shape[-1]).contiguous()
+    out = torch.empty(flat.shape[0], weight16.shape[0], dtype=torch.float32)
+    lib.supernet_matmul_f16(
+        weight16.data_ptr(),
+        flat.data_ptr(),
+        out.data_ptr(),
+        flat.shape[0],
+        weight16.shape[0],
+        weight16.shape[1],
+        torch.get_num_threads(),
+    )
+    return out.view(*x.shape[:-1], -1)
+
+
+class FusedDecoder:
+    """Decode steps of a float16-weights `Llama` through the C kernel.
+
+    Holds a table of the model's weight addresses: the model must keep those tensors (it does:
+    they are its parameters and buffers) and not be changed after this is made.
+    """
+
+    def __init__(self, model: Llama) -> None:
+        lib = _library()
+        if lib is None:
+            raise RuntimeError("the fused kernels are not available here (fused.available())")
+        self._lib = lib
+        cfg = model.cfg
+        self.dim, self.vocab, self.eps = cfg.dim, cfg.vocab_size, cfg.norm_eps
+        self._keep: list[Tensor] = []
+        ptrs = [
+            self._f16(model.tok_embeddings.weight),
+            self._f16(_weight16(model.output)),
+            self._f32(model.norm.weight),
+            self._f32(model.rope_cos),
+            self._f32(model.rope_sin),
+        ]
+        for block in model.blocks:
+            att, ffn = block.attention, block.feed_forward
+            ptrs += [self._f16(_weight16(m)) for m in (att.wqkv, att.wo, ffn.w13, ffn.w2)]
+            ptrs += [self._f32(block.attention_norm.weight), self._f32(block.ffn_norm.weight)]
+        self._ptrs = (ctypes.c_uint64 * len(ptrs))(*ptrs)
+        dims = (cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.hidden_dim, cfg.vocab_size)
+        self._cfg = (ctypes.c_int64 * 8)(*dims, cfg.n_layers, model.rope_cos.shape[0])
+        self._scratch = torch.empty(0)
+
+    def _f16(self, t: Tensor) -> int:
+        if t.dtype != torch.float16 or not t.is_contiguous() or t.device.type != "cpu":
+            raise ValueError("the fused decoder reads contiguous float16 weights on the CPU")
+        self._keep.append(t)
+        return int(t.data_ptr())
+
+    def _f32(self, t: Tensor) -> int:
+        if t.dtype != torch.float32 or not t.is_contiguous() or t.device.type != "cpu":
+            raise ValueError("the fused decoder reads contiguous float32 norms and rope tables on the CPU")
+        self._keep.append(t)
+        return int(t.data_ptr())
+
+    def step(self, pool: KVPool, tokens: list[int], positions: list[int]) -> tuple[Tensor, Tensor]:
+        """Sequence ``r`` (in pool slot ``r``) feeds ``tokens[r]`` at ``positions[r]``; its keys
+        and values go into the pool. Returns the final hidden states ``[R, dim]`` and the logits
+        ``[R, vocab]``, as ``model(...)`` with `DecodeAttention` and ``model.logits`` would.
+
+        Raises:
+            FusedKernelError: an input the kernel refuses (nothing was written then).
+        """
+        if pool.dtype != torch.float32 or not (pool.k.is_contiguous() and pool.v.is_contiguous()):
+            raise FusedKernelError("the fused decoder needs a contiguous float32 KV pool")
+        rows = len(tokens)
+        tok = torch.tensor(tokens, dtype=torch.int64)
+        pos = torch.tensor(positions, dtype=torch.int64)
+        slots = torch.arange(rows, dtype=torch.int64)
+        need = self._lib.supernet_decode_scratch(self._cfg, rows, max(positions, default=0) + 1)
+        if self._scratch.numel() < need:
+            self._scratch = torch.empty(need, dtype=torch.float32)
+        hidden = torch.empty(rows, self.dim, dtype=torch.float32)
+        logits = torch.empty(rows, self.vocab, dtype=torch.float32)
+        status = self._lib.supernet_decode_step(
+            self._cfg,
+            self._ptrs,
+            self.eps,
+            rows,
+            tok.data_ptr(),
+            pos.data_ptr(),
+            slots.data_ptr(),
+            pool.k.data_ptr(),
+            pool.v.data_ptr(),
+            pool.slots,
+            pool.capacity,
+            hidden.data_ptr(),
+            logits.data_ptr(),
+            self._scratch.data_ptr(),
+            torch.get_num_threads(),
+        )
+        if status != 0:
+            raise FusedKernelError(
+                f"fused decode step refused {rows} rows at positions {positions} (cache capacity"
+                f" {pool.capacity}, {pool.slots} slots, vocabulary {self.vocab})"
+            )
+        return hidden, logits
+
+
+def _weight16(module: torch.nn.Module) -> Tensor:
+    weight = getattr(module, "weight16", None)
+    if not isinstance(weight, Tensor):
+        name = type(module).__name__
+        raise ValueError(f"{name} keeps no plain float16 weight (use_fp16_weights(fused=True))")
+    return weight
