@@ -12,12 +12,12 @@ module adds the validator's vocabulary: decoded events in chain order and parame
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
 from eth_account.signers.local import LocalAccount
-from supernet.sdk.chain.bindings import DAEMON_MAX_PRIORITY_FEE
+from supernet.sdk.chain.bindings import DAEMON_MAX_PRIORITY_FEE, reverts_as
 from supernet.sdk.chain.contracts import Contracts
 from supernet.sdk.chain.deployment import Deployment
 from supernet.sdk.chain.eip712 import TaskRequest
@@ -358,14 +358,28 @@ class TaskManagerClient:
         while len(self._batches) > BATCH_CACHE:
             self._batches.popitem(last=False)
 
+    def forget_batches(self, batch_ids: Iterable[int]) -> None:
+        """Drop the cached headers of batches a reorg undid (`Follower.step`): one re-included
+        has another ``commitBlock``, and its id may now hold another node's batch."""
+        for batch_id in batch_ids:
+            self._batches.pop(batch_id, None)
+
     def leaf_challenge(self, batch_id: int, leaf: bytes) -> int:
         """The latest challenge id on this leaf of the batch (0: none)."""
         key = Web3.keccak(self.w3.codec.encode(["uint256", "bytes32"], [batch_id, leaf]))
         return int(self.binding.call("leafChallenge", key))
 
-    def challenge(self, challenge_id: int) -> ChallengeView:
-        """The on-chain state of a challenge."""
-        c = self.binding.call("challenges", challenge_id)
+    def challenge(self, challenge_id: int, block: int | None = None) -> ChallengeView:
+        """The on-chain state of a challenge (at ``block``; None: the latest).
+
+        Raises:
+            ContractError: ``UnknownChallenge`` (none has this id: never opened, or orphaned).
+        """
+        if block is None:
+            c = self.binding.call("challenges", challenge_id)
+        else:
+            with reverts_as(self.binding.name):
+                c = self.binding.contract.functions.challenges(challenge_id).call(block_identifier=block)
         return ChallengeView(
             challenge_id,
             int(c[0]),

@@ -22,7 +22,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from supernet.sdk.chain.errors import ContractError, InsufficientFundsError
@@ -115,6 +115,53 @@ class Disputes:
 
     async def _call(self, fn: Any, *args: Any) -> Any:
         return await asyncio.to_thread(fn, *args)
+
+    def forget(self, batch_ids: Iterable[int]) -> None:
+        """Drop what is kept in memory of batches a reorg undid (`Follower.on_undo`): their ids
+        may now hold other batches, with other manifests."""
+        for batch_id in batch_ids:
+            self._manifests.pop(batch_id, None)
+            self._claimed.pop(batch_id, None)
+            self._fallbacks.pop(batch_id, None)
+
+    async def _gone(self, row: ChallengeRow, exc: ContractError) -> bool:
+        """Whether ``exc`` says the chain holds no challenge with the row's id: then the challenge
+        was orphaned by a reorg the follower has not undone yet, and its row is dropped (once the
+        chain's head has reached the row's block: an RPC behind it has not seen the challenge yet,
+        and the row is only skipped this time)."""
+        if exc.error_name != "UnknownChallenge":
+            return False
+        if row.block <= await self._call(self.chain.head):
+            log.warning("challenge %d is not on chain (orphaned by a reorg): forgotten", row.challenge_id)
+            self.db.drop_challenge(row.challenge_id)
+        else:
+            log.info("challenge %d: not on this RPC's chain yet, skipped", row.challenge_id)
+        return True
+
+    async def _on_chain(self, row: ChallengeRow) -> bool:
+        """Whether the chain's challenge ``row.challenge_id`` is the one recorded (its batch and
+        leaf): after a reorg the id may name another challenge (ids are sequential), and a vote
+        commitment names the id alone. One that is not is dropped (the follower reads the chain's
+        again when it undoes the reorg), never voted on."""
+        try:
+            view = await self._call(self.chain.challenge, row.challenge_id)
+        except ContractError as exc:
+            if await self._gone(row, exc):
+                return False
+            raise
+        if (view.batch_id, view.leaf) != (row.batch_id, row.leaf):
+            log.error(
+                "challenge %d: the chain's is on batch %d leaf %s, not the recorded batch %d leaf %s (a "
+                "reorg): forgotten, not voted on",
+                row.challenge_id,
+                view.batch_id,
+                view.leaf.hex(),
+                row.batch_id,
+                row.leaf.hex(),
+            )
+            self.db.drop_challenge(row.challenge_id)
+            return False
+        return True
 
     async def manifest(self, batch: BatchRow, reuse: bool = False) -> Manifest:
         """The batch's manifest, checked against its root (cached); when it cannot be read, the
@@ -277,7 +324,7 @@ class Disputes:
             view = await self._call(self.chain.challenge, prior)
             if view.status != ChallengeStatus.NOT_FRAUD:
                 log.info("batch %d #%d already challenged (%d)", batch.batch_id, verdict.index, prior)
-                self.db.set_check_challenge(batch.batch_id, verdict.index, prior)
+                self.db.set_check_challenge(batch.batch_id, verdict.index, prior, leaf)
                 return prior
             if view.settled(self.chain.params().quorum_bps):
                 # a majority of the validators' stake judged this leaf and cleared it: a second
@@ -291,7 +338,7 @@ class Disputes:
                     verdict.index,
                     prior,
                 )
-                self.db.set_check_challenge(batch.batch_id, verdict.index, prior)
+                self.db.set_check_challenge(batch.batch_id, verdict.index, prior, leaf)
                 return None
         log.info("opening a challenge on batch %d #%d", batch.batch_id, verdict.index)
         try:
@@ -317,7 +364,7 @@ class Disputes:
                 )
                 return None
             raise
-        self.db.set_check_challenge(batch.batch_id, verdict.index, cid)
+        self.db.set_check_challenge(batch.batch_id, verdict.index, cid, leaf)
         log.warning(
             "CHALLENGE %d: batch %d receipt #%d (node %s): %s; evidence %s",
             cid,
@@ -344,6 +391,8 @@ class Disputes:
                 continue  # the contract refused to seal a vote here, or the vote is over
             if row.salt is None and early >= self._reveals_at(row):
                 continue  # no vote sealed here and too late to seal one
+            if not await self._on_chain(row):  # a reorg gave its id to another challenge
+                continue
             await self._vote_one(row)
             await self.reveal_due()  # a check takes seconds: another vote's phase may have come
 
@@ -441,6 +490,8 @@ class Disputes:
         try:
             await self._call(self.chain.commit_vote, row.challenge_id, commitment)
         except ContractError as exc:
+            if await self._gone(row, exc):
+                return
             if exc.error_name not in EXPECTED_RACES:
                 raise
             if exc.error_name in SEALING_OVER:  # final (time only moves on): never tried again
@@ -501,6 +552,8 @@ class Disputes:
                 )
                 self.db.mark_revealed(row.challenge_id, "lost")
                 return
+            if await self._gone(row, exc):
+                return
             if exc.error_name not in EXPECTED_RACES:
                 raise
             log.info("challenge %d: vote not revealed (yet): %s", row.challenge_id, exc)
@@ -555,6 +608,8 @@ class Disputes:
                     "FRAUD, node slashed" if fraud else "not fraud",
                 )
             except ContractError as exc:
+                if await self._gone(row, exc):
+                    continue
                 if exc.error_name not in EXPECTED_RACES:
                     raise
                 view = await self._call(self.chain.challenge, row.challenge_id)
@@ -574,7 +629,12 @@ class Disputes:
             # (a second delivery is a NothingToWithdraw race)
             if row.fraud and row.challenger.lower() == self.address.lower():
                 await self._deliver_refund(row)
-            claimed = await self._claim(row) or claimed
+            try:
+                claimed = await self._claim(row) or claimed
+            except ContractError as exc:
+                if await self._gone(row, exc):
+                    continue
+                raise
             self.db.set_challenge_status(row.challenge_id, "claimed")
         if self.auto_withdraw and (claimed or await self._call(self.chain.claimable, self.address)):
             try:

@@ -2,6 +2,11 @@
 
 * ``cursor``: the next block the follower scans. Events of a block range and the new cursor are
   written in one transaction, so a batch is recorded exactly once whatever the crash point.
+* ``checkpoints``: the hash of the last block of each scanned range (the most recent
+  ``CHECKPOINTS``), written with the cursor: the follower's fork check (`undo_after`). Each batch
+  and challenge carries the block it came from (``commit_block``, ``block``), and a check's own
+  challenge the block it is known to be in (``challenge_block``), so a reorg undoes exactly what
+  the orphaned blocks brought.
 * ``batches``: each committed batch, ``pending`` until every sampled receipt has a verdict.
 * ``checks``: one row per (batch, receipt index) this validator checked, with the verdict, the
   evidence CID and the challenge it opened (if any). A restart skips receipts already checked.
@@ -37,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from supernet.sdk.chain.forks import Checkpoint
 from supernet.sdk.sqlite import DurableSQLite
 from supernet.sdk.store.cids import canonical_cid
 from supernet.validator.chain import (
@@ -102,8 +108,21 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE diverged ADD COLUMN next_at INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE diverged ADD COLUMN outcome TEXT",
     ),
+    # 3: reorgs (`Database.undo_after`). Challenges seen before carry block 0 and checks'
+    # challenges sent before ``challenge_block`` 0: older than any fork found from now on.
+    (
+        "CREATE TABLE checkpoints (number INTEGER PRIMARY KEY, hash TEXT NOT NULL)",
+        "ALTER TABLE challenges ADD COLUMN block INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE checks ADD COLUMN challenge_leaf TEXT",
+        "ALTER TABLE checks ADD COLUMN challenge_block INTEGER",
+        "UPDATE checks SET challenge_block = 0 WHERE challenge_id IS NOT NULL",
+    ),
 )
 """Schema changes, version ``i + 1`` at index ``i``; each runs once, in one transaction."""
+
+CHECKPOINTS = 256
+"""Checkpoints kept (`Database.record_events`): a reorg deeper than the blocks they span is an
+unknown fork (the follower scans again from its first block)."""
 
 
 @dataclass(frozen=True)
@@ -160,6 +179,7 @@ class ChallengeRow:
     salt: bytes | None = None  # of this validator's sealed vote (written before the commit)
     reveal: str = "pending"  # pending | done | lost (sealed, cannot be revealed) | late (too late to seal)
     my_evidence: str | None = None
+    block: int = 0  # where it was opened (0: seen before blocks were recorded)
 
 
 @dataclass(frozen=True)
@@ -261,10 +281,15 @@ class Database:
             _put_meta(c, "backfilled_to", str(scanned_to))
 
     def record_events(
-        self, events: Iterable[ChainEvent], next_block: int, history: Collection[int] = ()
+        self,
+        events: Iterable[ChainEvent],
+        next_block: int,
+        history: Collection[int] = (),
+        checkpoint: Checkpoint | None = None,
     ) -> None:
         """Store the events of a scanned range and advance the cursor, atomically (idempotent).
-        Batches in ``history`` are recorded for the receipt index only (status ``history``)."""
+        Batches in ``history`` are recorded for the receipt index only (status ``history``).
+        ``checkpoint``: the range's last block as read (kept for the fork check, `undo_after`)."""
         with self._tx() as c:
             for ev in events:
                 if isinstance(ev, BatchCommitted):
@@ -272,7 +297,7 @@ class Database:
                 elif isinstance(ev, ChallengeOpened):
                     c.execute(
                         "INSERT OR IGNORE INTO challenges (challenge_id, batch_id, challenger, node, leaf, "
-                        "vote_deadline, evidence_cid) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        "vote_deadline, evidence_cid, block) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             ev.challenge_id,
                             ev.batch_id,
@@ -281,7 +306,15 @@ class Database:
                             ev.leaf.hex(),
                             ev.vote_deadline,
                             ev.evidence_cid,
+                            ev.block,
                         ),
+                    )
+                    # a check's challenge (this validator's, or one found on its leaf) is in this block
+                    c.execute(
+                        "UPDATE checks SET challenge_block = ? WHERE challenge_id = ? AND batch_id = ? "
+                        "AND COALESCE(challenge_leaf, ?) = ? "
+                        "AND (challenge_block IS NULL OR challenge_block > ?)",
+                        (ev.block, ev.challenge_id, ev.batch_id, ev.leaf.hex(), ev.leaf.hex(), ev.block),
                     )
                 elif isinstance(ev, VoteExtended):  # voters wait for the claimed entry's answer
                     c.execute(
@@ -295,6 +328,89 @@ class Database:
                         (int(ev.fraud), ev.challenge_id),
                     )
             _put_meta(c, "cursor", str(next_block))
+            if checkpoint is not None:
+                _put_checkpoint(c, checkpoint)
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """The blocks kept for the fork check, oldest first."""
+        rows = self._all("SELECT number, hash FROM checkpoints ORDER BY number")
+        return [Checkpoint(int(n), bytes.fromhex(h)) for n, h in rows]
+
+    def undo_after(self, block: int) -> list[int]:
+        """Undo what blocks after ``block`` brought, atomically: the chain was reorganised and
+        they are orphaned. Batches committed after it go with everything derived from them
+        (verdicts, the receipt index, the writes read, the availability path, the re-checks, the
+        roots found sound of their nodes); challenges opened after it (or on those batches) go with
+        this validator's votes on them; a check whose challenge was opened after it goes back to
+        "not challenged" and to the re-checks (`Validator.check_entry` sends its challenge again
+        while the entry's window is open); sealed votes not yet resolved are looked up on chain
+        again (their commit or reveal may have been orphaned: `Disputes.vote_open` adopts what it
+        finds, or seals again). The checkpoints after ``block`` are dropped, the cursor (and the
+        refusals' cursor) set back to ``block + 1`` at most. Returns the batches undone."""
+        with self._tx() as c:
+            later = "SELECT batch_id FROM batches WHERE commit_block > ?"
+            undone = [r[0] for r in c.execute(later + " ORDER BY batch_id", (block,))]
+            c.execute(
+                "DELETE FROM verified_roots WHERE node IN "
+                "(SELECT DISTINCT lower(node) FROM batches WHERE commit_block > ?)",
+                (block,),
+            )
+            for table in ("checks", "missing", "receipts", "indexed", "ingested", "refused", "writes"):
+                c.execute(f"DELETE FROM {table} WHERE batch_id IN ({later})", (block,))
+            c.execute(f"DELETE FROM diverged WHERE batch_id IN ({later})", (block,))
+            c.execute(f"DELETE FROM challenges WHERE block > ? OR batch_id IN ({later})", (block, block))
+            c.execute("DELETE FROM batches WHERE commit_block > ?", (block,))
+            reset = c.execute(
+                "SELECT batch_id, idx FROM checks WHERE challenge_id IS NOT NULL AND challenge_block > ?",
+                (block,),
+            ).fetchall()
+            _reset_check_challenges(c, reset)
+            c.execute(
+                "UPDATE challenges SET status = 'open', reveal = 'pending' WHERE status IN ('open', 'voted') "
+                "AND my_salt IS NOT NULL AND my_vote IS NOT NULL AND reveal IN ('pending', 'done')"
+            )
+            c.execute("DELETE FROM checkpoints WHERE number > ?", (block,))
+            # the next block each scans: the cursor's, and the refusals' (`ManifestWatch`) after its value
+            for key, value in (("cursor", block + 1), ("refusals_to", block)):
+                c.execute(
+                    "UPDATE meta SET value = ? WHERE key = ? AND CAST(value AS INTEGER) > ?",
+                    (str(value), key, value),
+                )
+            return undone
+
+    def unanchored_challenges(self) -> list[tuple[int, int, int, bytes | None]]:
+        """Checks whose challenge (sent here, or found on their leaf) is not yet known to be in a
+        block (`anchor_challenges`): ``(batch, index, challenge id, leaf or None)``."""
+        rows = self._all(
+            "SELECT batch_id, idx, challenge_id, challenge_leaf FROM checks "
+            "WHERE challenge_id IS NOT NULL AND challenge_block IS NULL ORDER BY batch_id, idx"
+        )
+        return [(b, i, cid, None if leaf is None else bytes.fromhex(leaf)) for b, i, cid, leaf in rows]
+
+    def anchor_challenges(
+        self, at: Checkpoint, found: Iterable[tuple[int, int, int]], lost: Iterable[tuple[int, int, int]]
+    ) -> None:
+        """Checks' challenges looked up on chain at block ``at`` (kept as a checkpoint): ``found``
+        ``(batch, index, challenge id)`` there (known to be in ``at`` or before: undone if ``at``
+        is orphaned), or ``lost`` (orphaned before they were seen: the check goes back to "not
+        challenged", as in `undo_after`), atomically."""
+        with self._tx() as c:
+            c.executemany(
+                "UPDATE checks SET challenge_block = ? WHERE batch_id = ? AND idx = ? AND challenge_id = ? "
+                "AND challenge_block IS NULL",
+                [(at.number, b, i, cid) for b, i, cid in found],
+            )
+            gone = [
+                (b, i)
+                for b, i, cid in lost
+                if c.execute(
+                    "SELECT 1 FROM checks WHERE batch_id = ? AND idx = ? AND challenge_id = ? "
+                    "AND challenge_block IS NULL",
+                    (b, i, cid),
+                ).fetchone()
+            ]
+            _reset_check_challenges(c, gone)
+            _put_checkpoint(c, at)
 
     # -- batches and checks ----------------------------------------------------------------------
 
@@ -336,12 +452,16 @@ class Database:
                 (row.batch_id, row.index, int(row.ok), row.kinds, row.evidence_cid, row.challenge_id),
             )
 
-    def set_check_challenge(self, batch_id: int, index: int, challenge_id: int) -> None:
-        """Remember the challenge opened on a checked receipt."""
+    def set_check_challenge(
+        self, batch_id: int, index: int, challenge_id: int, leaf: bytes | None = None
+    ) -> None:
+        """Remember the challenge opened on a checked receipt (its ``leaf``, where known), not yet
+        known to be in a block: the follower looks it up on chain (`anchor_challenges`)."""
         with self._tx() as c:
             c.execute(
-                "UPDATE checks SET challenge_id = ? WHERE batch_id = ? AND idx = ?",
-                (challenge_id, batch_id, index),
+                "UPDATE checks SET challenge_id = ?, challenge_leaf = ?, challenge_block = NULL "
+                "WHERE batch_id = ? AND idx = ?",
+                (challenge_id, None if leaf is None else leaf.hex(), batch_id, index),
             )
 
     _CHECKS = "SELECT batch_id, idx, ok, kinds, evidence_cid, challenge_id FROM checks"
@@ -422,7 +542,7 @@ class Database:
         """Challenges in the given statuses (all if none given), by id."""
         sql = (
             "SELECT challenge_id, batch_id, challenger, node, leaf, vote_deadline, evidence_cid, status, "
-            "my_vote, fraud, my_salt, reveal, my_evidence FROM challenges"
+            "my_vote, fraud, my_salt, reveal, my_evidence, block FROM challenges"
         )
         if statuses:
             rows = self._all(
@@ -445,6 +565,7 @@ class Database:
                 None if r[10] is None else bytes.fromhex(r[10]),
                 r[11],
                 r[12],
+                r[13],
             )
             for r in rows
         ]
@@ -775,6 +896,11 @@ class Database:
                 [(node.lower(), canonical_cid(r)) for r in roots],
             )
 
+    def drop_challenge(self, challenge_id: int) -> None:
+        """Forget a challenge the chain no longer holds as recorded (orphaned by a reorg)."""
+        with self._tx() as c:
+            c.execute("DELETE FROM challenges WHERE challenge_id = ?", (challenge_id,))
+
     def set_challenge_status(self, challenge_id: int, status: str, fraud: bool | None = None) -> None:
         """Move a challenge to ``resolved`` or ``claimed``."""
         with self._tx() as c:
@@ -790,6 +916,31 @@ def _put_batch(c: sqlite3.Connection, ev: BatchCommitted, status: str) -> None:
         "INSERT OR IGNORE INTO batches (batch_id, node, root, count, commit_block, manifest_cid, status) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
         (ev.batch_id, ev.node, ev.root.hex(), ev.count, ev.commit_block, ev.manifest_cid, status),
+    )
+
+
+def _put_checkpoint(c: sqlite3.Connection, cp: Checkpoint) -> None:
+    """Keep a checkpoint (the most recent ``CHECKPOINTS`` of them)."""
+    c.execute("INSERT OR REPLACE INTO checkpoints (number, hash) VALUES (?, ?)", (cp.number, cp.hash.hex()))
+    c.execute(
+        "DELETE FROM checkpoints WHERE number NOT IN "
+        "(SELECT number FROM checkpoints ORDER BY number DESC LIMIT ?)",
+        (CHECKPOINTS,),
+    )
+
+
+def _reset_check_challenges(c: sqlite3.Connection, entries: Sequence[tuple[int, int]]) -> None:
+    """Checks whose challenge is not on chain (orphaned): back to "not challenged", and due for
+    their full check again (`Validator.check_entry` re-sends the challenge in the entry's window)."""
+    c.executemany(
+        "UPDATE checks SET challenge_id = NULL, challenge_leaf = NULL, challenge_block = NULL "
+        "WHERE batch_id = ? AND idx = ?",
+        entries,
+    )
+    c.executemany(
+        "INSERT INTO diverged (batch_id, idx) VALUES (?, ?) ON CONFLICT (batch_id, idx) "
+        "DO UPDATE SET done = 0, outcome = NULL, next_at = 0",
+        entries,
     )
 
 

@@ -5,6 +5,14 @@ stores the batches and challenges found together with the new cursor in one SQLi
 (`Database.record_events`). A crash before the commit re-reads the same range (inserts are
 idempotent); a crash after it starts from the next block: no batch is skipped or recorded twice.
 
+Reorgs: the hash of each range's last block is kept with the cursor (a checkpoint), and before
+each scan `supernet.sdk.chain.forks.fork_point` asks which of them the chain still holds. Past a
+fork, what the orphaned blocks brought is undone in one transaction (`Database.undo_after`) and
+read again from the fork on; a fork below every checkpoint kept is scanned again from the start
+block. A check's challenge (this validator's, or one found on its leaf) is looked up on chain at
+the head before it is trusted (`Database.anchor_challenges`): one orphaned before the follower
+read its block is found missing there, and sent again.
+
 >>> f = Follower(chain, db, start_block=dep.deploy_block)   # doctest: +SKIP
 >>> f.step()                                                # doctest: +SKIP
 3
@@ -13,10 +21,14 @@ idempotent); a crash after it starts from the next block: no batch is skipped or
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from supernet.sdk.chain.errors import ContractError
+from supernet.sdk.chain.forks import UNKNOWN_FORK, Checkpoint, block_hash, fork_point
 from supernet.validator.chain import BatchCommitted, ChallengeOpened, TaskManagerClient
-from supernet.validator.db import Database
+from supernet.validator.db import CHECKPOINTS, Database
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +48,10 @@ class Follower:
             earlier committed task, so the origin check needs every batch from the deploy block
             on: with gaps it would take a writer it never saw for one never committed); challenges
             opened before it are not followed.
+        on_undo: called with the batches a reorg undid (after the database and the chain
+            client's header cache forgot them), for what else keeps them in memory.
+        w3: where block hashes are read for the fork check (default: the chain client's); None
+            (a stand-in chain without blocks): no fork check.
     """
 
     chain: TaskManagerClient
@@ -44,18 +60,39 @@ class Follower:
     confirmations: int = 0
     max_range: int = 2_000
     history_until: int = 0
+    on_undo: Callable[[list[int]], None] | None = None
+    w3: Any = None
+
+    def __post_init__(self) -> None:
+        if self.w3 is None:
+            self.w3 = getattr(self.chain, "w3", None)
 
     def step(self) -> int:
-        """Scan one range (if any block is new); returns the number of events recorded."""
+        """Undo what a reorg orphaned (if the chain was reorganised), then scan one range (if any
+        block is new); returns the number of events recorded."""
+        head = self.chain.head()
+        checkpoint: Checkpoint | None = None
+        if self.w3 is not None:
+            if not self._undo_fork(head):
+                return 0
+            self._anchor_challenges(head)
         start = self.db.cursor(default=self.start_block)
-        end = min(self.chain.head() - self.confirmations, start + self.max_range - 1)
+        end = min(head - self.confirmations, start + self.max_range - 1)
         if end < start:
             return 0
+        if self.w3 is not None:
+            try:
+                checkpoint = Checkpoint.of(self.w3, end)
+            except LookupError:  # the chain shrank under us: read again next step
+                return 0
         events = self.chain.events(start, end)
+        if checkpoint is not None and block_hash(self.w3, end) != checkpoint.hash:
+            log.info("block %d changed while it was read (a reorg): read again next step", end)
+            return 0
         before = self.history_until
         history = {e.batch_id for e in events if isinstance(e, BatchCommitted) and e.block < before}
         events = [e for e in events if isinstance(e, BatchCommitted) or e.block >= before]
-        self.db.record_events(events, end + 1, history=history)
+        self.db.record_events(events, end + 1, history=history, checkpoint=checkpoint)
         for ev in events:
             if isinstance(ev, BatchCommitted):
                 log.info(
@@ -68,6 +105,72 @@ class Follower:
             elif isinstance(ev, ChallengeOpened):
                 log.info("challenge %d opened on batch %d by %s", ev.challenge_id, ev.batch_id, ev.challenger)
         return len(events)
+
+    def _undo_fork(self, head: int) -> bool:
+        """Undo what blocks orphaned by a reorg brought (`Database.undo_after`); False while the
+        chain's head is below a block already read (an RPC behind, or a shorter branch not yet
+        past it: nothing can be told, nothing is scanned)."""
+        checkpoints = self.db.checkpoints()
+        if not checkpoints:
+            return True
+        newest = checkpoints[-1].number
+        if head < newest:
+            log.warning("the chain's head %d is below block %d, read already: waiting", head, newest)
+            return False
+        fork = fork_point(self.w3, checkpoints)
+        if fork is None:
+            return True
+        if fork == UNKNOWN_FORK:
+            fork = self.start_block - 1
+            log.error(
+                "REORG deeper than the %d blocks kept (or a new chain): following again from block %d",
+                CHECKPOINTS,
+                self.start_block,
+            )
+        undone = self.db.undo_after(fork)
+        log.warning(
+            "REORG: the blocks after %d are orphaned; %d batches undone (%s), following again from block %d",
+            fork,
+            len(undone),
+            ", ".join(map(str, undone[:20])) or "none",
+            fork + 1,
+        )
+        self.chain.forget_batches(undone)
+        if self.on_undo is not None:
+            self.on_undo(undone)
+        return True
+
+    def _anchor_challenges(self, head: int) -> None:
+        """Look up on chain, at the head, the checks' challenges not yet known to be in a block
+        (`Database.anchor_challenges`): one there is kept (and undone with the head's block, should
+        that be orphaned); one missing, or whose id names another leaf, was orphaned: the check is
+        "not challenged" again and its challenge is sent again."""
+        pending = self.db.unanchored_challenges()
+        if not pending:
+            return
+        try:
+            at = Checkpoint.of(self.w3, head)
+        except LookupError:
+            return
+        found, lost = [], []
+        for batch_id, index, challenge_id, leaf in pending:
+            try:
+                view = self.chain.challenge(challenge_id, block=at.number)
+            except ContractError as exc:
+                if exc.error_name != "UnknownChallenge":
+                    raise
+                view = None
+            if view is not None and view.batch_id == batch_id and leaf in (None, view.leaf):
+                found.append((batch_id, index, challenge_id))
+            else:
+                log.warning(
+                    "batch %d #%d: its challenge %d is not on chain (orphaned by a reorg): sent again",
+                    batch_id,
+                    index,
+                    challenge_id,
+                )
+                lost.append((batch_id, index, challenge_id))
+        self.db.anchor_challenges(at, found, lost)
 
     def backfill_history(self) -> int:
         """Record as ``history`` the batches committed between the deploy block (``start_block``)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from supernet.sdk.chain.errors import ContractError
@@ -76,6 +76,13 @@ class ManifestWatch:
 
     async def _call(self, fn: Any, *args: Any) -> Any:
         return await asyncio.to_thread(fn, *args)
+
+    def forget(self, batch_ids: Iterable[int]) -> None:
+        """Batches a reorg undid (`Follower.on_undo`): their ids are read again as new batches."""
+        for batch_id in batch_ids:
+            self._schedule.pop(batch_id, None)
+            self._done.discard(batch_id)
+            self._floor = min(self._floor, batch_id)
 
     async def step(self, chain_now: int) -> None:
         """Read the manifests that are due; claim, follow and resolve the unread ones; forget the

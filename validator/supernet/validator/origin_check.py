@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -135,6 +135,12 @@ class ReceiptIndex:
         self._claims = claims
         self._retry: dict[int, tuple[float, float]] = {}  # batch -> (next try, back-off), monotonic
         self._settled: dict[int, ManifestStatus] = {}  # batch -> its manifest claim's final outcome
+
+    def forget(self, batch_ids: Iterable[int]) -> None:
+        """Batches a reorg undid (`Follower.on_undo`): their ids may now hold other batches."""
+        for batch_id in batch_ids:
+            self._retry.pop(batch_id, None)
+            self._settled.pop(batch_id, None)
 
     @property
     def domain(self) -> Domain:

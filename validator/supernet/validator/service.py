@@ -226,6 +226,7 @@ class Validator:
             self.deployment.deploy_block,
             s.chain.confirmations,
             history_until=s.chain.start_block or 0,
+            on_undo=self._forget_batches,
         )
         await asyncio.to_thread(self.follower.backfill_history)  # a database that began later
         await asyncio.to_thread(self.chain.params)
@@ -392,6 +393,16 @@ class Validator:
         await self.disputes.vote_open(now)
         await self.disputes.settle(now)
 
+    def _forget_batches(self, batch_ids: list[int]) -> None:
+        """Batches a reorg undid (`Follower.on_undo`; the database and the header cache forgot
+        them already): what is kept of them in memory goes too (their ids may now hold other
+        batches), and the turns in progress drop them (`_check_batches`)."""
+        self.disputes.forget(batch_ids)
+        self.manifests.forget(batch_ids)
+        if self.verifier.origins is not None:
+            self.verifier.origins.forget(batch_ids)
+        self.turn_order.forget(batch_ids)
+
     def _emit(self, kind: str, **data: Any) -> None:
         self.metrics.on_event(kind, data)
         if self._on_event is not None:
@@ -433,8 +444,9 @@ class Validator:
         next step, never the others. The turns end after ``STEP_TURNS_S`` (or on shutdown), so
         that the step's other duties (votes, settlement) come in time; the next step goes on with
         those served longest ago."""
-        pending = {b.batch_id: b for b in self.db.pending_batches()}
         order = self.turn_order
+        order.take_undone()  # read from the database below
+        pending = {b.batch_id: b for b in self.db.pending_batches()}
         order.keep(pending, {b.node.lower() for b in pending.values()})
         order.admit(pending.values())
         seen = max(pending, default=0)  # batches committed later are admitted as they come
@@ -463,6 +475,11 @@ class Validator:
                     break
                 while await asyncio.to_thread(self.follower.step):
                     pass
+                for undone in order.take_undone() & pending.keys():  # orphaned by a reorg: no more turns
+                    del pending[undone]
+                    if (checks := open_checks.pop(undone, None)) is not None:
+                        with contextlib.suppress(Exception):
+                            await checks.aclose()
                 new = self.db.pending_batches(after=seen)  # committed, or seeded, meanwhile
                 if new:
                     seen = max(b.batch_id for b in new)

@@ -43,6 +43,7 @@ class TurnOrder:
         self.samples: dict[int, list[int]] = {}
         """This validator's sampled indexes of each batch served, kept while it is pending: a batch
         opened for one group each turn is not sampled (and cross-checked on chain) again each time."""
+        self._undone: set[int] = set()
 
     def admit(self, batches: Iterable[BatchRow]) -> None:
         """Put the batches not seen before at the back of their node's rotation, and their nodes,
@@ -71,6 +72,19 @@ class TurnOrder:
     def batches(self) -> frozenset[int]:
         """The batches admitted and not forgotten."""
         return frozenset(self._batch_at)
+
+    def forget(self, batch_ids: Iterable[int]) -> None:
+        """Forget batches a reorg undid (their samples were drawn from an orphaned commit): one
+        re-included joins the back, and the turns in progress drop them (`take_undone`)."""
+        for batch_id in batch_ids:
+            self._batch_at.pop(batch_id, None)
+            self.samples.pop(batch_id, None)
+            self._undone.add(batch_id)
+
+    def take_undone(self) -> set[int]:
+        """The batches `forget` was given since the last call."""
+        undone, self._undone = self._undone, set()
+        return undone
 
     def keep(self, pending: Collection[int], nodes: Collection[str]) -> None:
         """Forget the batches no longer ``pending`` and the nodes with nothing pending: should they

@@ -6,7 +6,16 @@ step is persisted before the next one, so a restart picks up where the node stop
 1. *sealed*: the manifest is in the content store and the receipts carry their batch index;
 2. *sent*: the signed ``commitBatch`` transaction is stored *before* it is broadcast; it is only
    ever re-broadcast (same bytes, same nonce), never replaced while it can still land;
-3. *committed*: the on-chain batch id and every receipt's Merkle proof are stored.
+3. *committed*: the on-chain batch id, every receipt's Merkle proof and the commit's block
+   (number and hash) are stored.
+
+The reorg watch (``[chain] reorg_watch`` blocks, 0: off): before a new batch is cut, and every
+`REORG_POLL_S` while a commit is that recent, the node asks whether the blocks of its recent
+commits are still the chain's (`supernet.sdk.chain.forks`). A commit in an orphaned block is looked
+up again by root: found (re-included, under the same batch id or another when another node's
+commit came first), its new id and block are stored; missing, the batch goes back to *sent* and is
+committed again (the stored transaction re-broadcast, or a new one signed if it can never land)
+before any newer batch, its receipts in their order.
 
 Manifest (dag-cbor): ``{"type": "supernet/batch", "version": 1, "node", "root", "receipts":
 [{"receipt": {...}, "leaf", "signature", "traceCid", "request": {...}, "requestSignature"}]}``
@@ -25,7 +34,8 @@ from typing import Any, Protocol
 from supernet.node.service.db import Database
 from supernet.node.service.metrics import METRICS
 from supernet.node.service.models import BatchRow, ReceiptRow
-from supernet.node.service.ports import ChainPort, SignedCommit, SignedVoucher
+from supernet.node.service.ports import ChainPort, CommitBlocks, SignedCommit, SignedVoucher
+from supernet.sdk.chain.forks import Checkpoint
 from supernet.sdk.chain.merkle import ReceiptTree
 from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.formats.manifest import BatchManifest, ManifestEntry
@@ -33,6 +43,10 @@ from supernet.sdk.formats.manifest import BatchManifest, ManifestEntry
 log = logging.getLogger(__name__)
 
 RETRY_S = 5.0
+
+REORG_POLL_S = 5.0
+"""How often the reorg watch looks at the chain while a commit is within ``reorg_watch`` blocks of
+the head (it also looks before every new batch is cut)."""
 
 Due = tuple[SignedVoucher, int]
 """A voucher due for redemption, with what its channel had redeemed when it was read."""
@@ -75,6 +89,7 @@ class Batcher:
         node_address: str,
         max_size: int,
         max_age_s: float,
+        reorg_watch: int = 0,
     ) -> None:
         self.db = db
         self.store = store
@@ -82,6 +97,11 @@ class Batcher:
         self.node_address = node_address
         self.max_size = max_size
         self.max_age_s = max_age_s
+        self.reorg_watch = reorg_watch
+        """Blocks a commit is re-checked for after it lands (``[chain] reorg_watch``; 0: never).
+        Only with a chain port that tells blocks apart (`CommitBlocks`)."""
+        self._watched_at = -float("inf")  # monotonic time of the last look
+        self._watching = False  # a commit is still within the watch: look again in REORG_POLL_S
         self.settlement: Settlement | None = None
         """Set by the runner: vouchers due are redeemed in each commit's transaction."""
         self._wake = asyncio.Event()
@@ -113,16 +133,105 @@ class Batcher:
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _maybe_flush(self) -> float | None:
-        """Cut batches while one is due; returns how long to wait for the next (None: no receipt)."""
+        """Re-check recent commits (the reorg watch), then cut batches while one is due; returns
+        how long to wait for the next round (None: nothing to do until a receipt comes)."""
+        looked = await self._watch_reorgs()
         while True:
             pending = self.db.pending_receipts(self.max_size)
             METRICS.pending_receipts.set(len(pending))
             if not pending:
-                return None
+                return self._next_look(None)
             age = time.time() - pending[0].created_at
             if len(pending) < self.max_size and age < self.max_age_s:
-                return self.max_age_s - age
+                return self._next_look(self.max_age_s - age)
+            if not looked:  # an orphaned commit is committed again before any newer batch
+                await self._watch_reorgs(now=True)
+            looked = False
             await self.flush(pending)
+
+    def _next_look(self, timeout: float | None) -> float | None:
+        """``timeout``, or sooner while a commit is within the reorg watch."""
+        if not self._watching:
+            return timeout
+        return REORG_POLL_S if timeout is None else min(timeout, REORG_POLL_S)
+
+    def _blocks(self) -> CommitBlocks | None:
+        """The chain port, when the reorg watch is on and the port can tell blocks apart."""
+        chain = self.chain
+        return chain if self.reorg_watch > 0 and isinstance(chain, CommitBlocks) else None
+
+    async def _watch_reorgs(self, *, now: bool = False) -> bool:
+        """The reorg watch: whether the blocks of the commits within ``reorg_watch`` blocks of the
+        head are still the chain's; an orphaned commit is looked up by root again, and its batch
+        moved to where it is now or, when it is nowhere, committed again (in local id order, so
+        receipts keep their order). What it found is stored in one transaction before anything is
+        sent (a crash resumes from it: a reopened batch is an unfinished one). Looks at most every
+        `REORG_POLL_S` unless ``now``; returns whether it looked."""
+        blocks = self._blocks()
+        if blocks is None or (not now and time.monotonic() - self._watched_at < REORG_POLL_S):
+            return False
+        head = await blocks.head()
+        watched = [
+            (b, b.commit_block)
+            for b in self.db.watched_batches(max(head - self.reorg_watch, 0))
+            if b.commit_block is not None
+        ]
+        self._watched_at, self._watching = time.monotonic(), bool(watched)
+        if not watched:
+            return True
+        fork = await blocks.fork_point([was for _, was in watched])
+        if fork is None:
+            return True
+        moved: dict[int, tuple[int, Checkpoint]] = {}
+        gone: list[int] = []
+        for batch, was in watched:
+            if was.number <= fork:  # still canonical (UNKNOWN_FORK is below every block)
+                continue
+            found = await blocks.locate_commit(_b(batch.root), fork + 1)
+            if found is not None:
+                moved[batch.id] = found
+                log.warning(
+                    "reorg: the commit of batch %d (chain batch %s in block %d) is now chain batch %d "
+                    "in block %d",
+                    batch.id,
+                    batch.chain_batch_id,
+                    was.number,
+                    found[0],
+                    found[1].number,
+                )
+            else:
+                gone.append(batch.id)
+                log.warning(
+                    "reorg: the commit of batch %d (chain batch %s in block %d) is no longer on chain; "
+                    "committing it again",
+                    batch.id,
+                    batch.chain_batch_id,
+                    was.number,
+                )
+        self.db.after_reorg(moved, gone)  # at once: no two batches ever share a chain id
+        if gone:
+            for b in self.db.unfinished_batches():
+                await self.commit(b)
+        return True
+
+    async def _commit_block(self, root: bytes, chain_id: int) -> Checkpoint | None:
+        """The block of the commit just seen (for the reorg watch; None when not watched or when
+        the commit is deeper than the watch already, e.g. one found after a restart).
+
+        Raises:
+            RuntimeError: the commit is on chain no more (a reorg right after it landed): the
+                batch stays unfinished and is committed again by the next round.
+        """
+        blocks = self._blocks()
+        if blocks is None:
+            return None
+        head = await blocks.head()
+        found = await blocks.locate_commit(root, max(head - self.reorg_watch, 0))
+        if found is not None:
+            return found[1] if found[0] == chain_id else None
+        if await blocks.locate_commit(root, 0) is not None:
+            return None  # landed before the watch's window: as final as the node cares for
+        raise RuntimeError(f"commit of root 0x{root.hex()} as chain batch {chain_id} is no longer on chain")
 
     async def flush(self, receipts: list[ReceiptRow] | None = None) -> BatchRow | None:
         """Seal the given (or all pending, up to ``max_size``) receipts into a batch and commit it."""
@@ -212,16 +321,19 @@ class Batcher:
     async def commit(self, batch: BatchRow) -> BatchRow:
         """Drive one batch to *committed* (idempotent: resumes from its stored status)."""
         chain_id: int | None
+        block: Checkpoint | None = None
         if self.chain is None:
             chain_id = batch.id  # dev mode: no chain, the local id stands in
         else:
             chain_id = await self._commit_on_chain(batch)
+            block = await self._commit_block(_b(batch.root), chain_id)
         receipts = self.db.batch_receipts(batch.id)
         tree = ReceiptTree(_b(r.leaf) for r in receipts)
         proofs = {
             r.task_id: json.dumps(["0x" + p.hex() for p in tree.proof_at(i)]) for i, r in enumerate(receipts)
         }
-        self.db.mark_batch_committed(batch.id, chain_id, proofs)
+        self.db.mark_batch_committed(batch.id, chain_id, proofs, block)
+        self._watching = self._watching or block is not None
         METRICS.batches_committed.inc()
         METRICS.receipts_committed.inc(len(receipts))
         log.info(

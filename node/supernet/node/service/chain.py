@@ -24,6 +24,7 @@ from supernet.node.service.ports import CommitPending, SignedCommit, SignedVouch
 from supernet.sdk.chain import Contracts, Voucher
 from supernet.sdk.chain.bindings import _sender, build_signed, release_nonce, send_ether
 from supernet.sdk.chain.eip712 import Domain, TaskRequest
+from supernet.sdk.chain.forks import Checkpoint, fork_point
 from supernet.sdk.chain.payments import Channel, pack_vouchers
 from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.chain.registry import Role
@@ -252,17 +253,32 @@ class Web3Chain:
         """The id of a ``BatchCommitted`` of this node with ``root`` since the deployment, if any:
         a commit that landed while its transaction hash was never recorded (a crash between send
         and record) or after the wait for it gave up."""
-        tm = self.contracts.task_manager
+        found = await asyncio.to_thread(self._commit_of, root, 0)
+        return None if found is None else found[0]
 
-        def find() -> int | None:
-            logs = tm.contract.events.BatchCommitted().get_logs(
-                from_block=self.contracts.deployment.deploy_block,
-                argument_filters={"node": self.account.address},
-            )
-            ids = [int(e["args"]["batchId"]) for e in logs if bytes(e["args"]["root"]) == root]
-            return ids[0] if ids else None
+    async def locate_commit(self, root: bytes, from_block: int) -> tuple[int, Checkpoint] | None:
+        """This node's ``BatchCommitted`` with ``root`` from block ``from_block`` on (never before
+        the deployment), if any: its batch id and the block it is in (the reorg watch)."""
+        return await asyncio.to_thread(self._commit_of, root, from_block)
 
-        return await asyncio.to_thread(find)
+    def _commit_of(self, root: bytes, from_block: int) -> tuple[int, Checkpoint] | None:
+        """The first ``BatchCommitted`` of this node with ``root`` from ``from_block`` (worker thread)."""
+        logs = self.contracts.task_manager.contract.events.BatchCommitted().get_logs(
+            from_block=max(from_block, self.contracts.deployment.deploy_block),
+            argument_filters={"node": self.account.address},
+        )
+        for e in logs:
+            if bytes(e["args"]["root"]) == root:
+                return int(e["args"]["batchId"]), Checkpoint(int(e["blockNumber"]), bytes(e["blockHash"]))
+        return None
+
+    async def head(self) -> int:
+        """The number of the chain's latest block."""
+        return int(await asyncio.to_thread(lambda: self.contracts.w3.eth.block_number))
+
+    async def fork_point(self, blocks: Sequence[Checkpoint]) -> int | None:
+        """Whether the chain still holds ``blocks`` (`supernet.sdk.chain.forks.fork_point`)."""
+        return await asyncio.to_thread(fork_point, self.contracts.w3, blocks)
 
     async def redeem(self, vouchers: Sequence[SignedVoucher]) -> str:
         """``Payments.redeem`` of all ``vouchers`` in one transaction."""

@@ -119,6 +119,13 @@ class ChainSettings(Section):
     max_priority_fee_gwei: float = Field(
         default=MAX_PRIORITY_FEE_GWEI, gt=0, description=MAX_PRIORITY_FEE_HELP
     )
+    reorg_watch: int = Field(
+        default=64,
+        ge=0,
+        description="Blocks during which each batch commit is re-checked after it lands: a commit "
+        "whose block a reorg orphaned is looked up again by root (its new batch id stored) or, "
+        "gone, committed again. At least the chain's deepest reorg; 0: never re-checked.",
+    )
 
     def tip_ceiling(self) -> int:
         """``max_priority_fee_gwei`` in wei: the tip ceiling of every transaction the node signs."""

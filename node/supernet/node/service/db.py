@@ -24,6 +24,7 @@ from typing import Any
 
 from supernet.node.service.models import BatchRow, NewTask, ReceiptRow, TaskRow, TaskStatus
 from supernet.node.service.ports import RootsSnapshot
+from supernet.sdk.chain.forks import Checkpoint
 from supernet.sdk.sqlite import DurableSQLite
 
 SCHEMA = """
@@ -67,6 +68,16 @@ CREATE TABLE IF NOT EXISTS namespace_roots (
     id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, roots TEXT NOT NULL);
 """
 
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: the reorg watch. The block (number, 0x hash) a batch's commit was in when the node last
+    # looked; NULL for batches committed before (deeper than any reorg by now: not watched).
+    (
+        "ALTER TABLE batches ADD COLUMN commit_block INTEGER",
+        "ALTER TABLE batches ADD COLUMN commit_block_hash TEXT",
+    ),
+)
+"""Schema changes, version ``i + 1`` at index ``i``; each runs once, in one transaction."""
+
 _BILLED = (TaskStatus.ACCEPTED, TaskStatus.RUNNING, TaskStatus.DONE)
 
 
@@ -75,6 +86,19 @@ class Database:
 
     def __init__(self, db: DurableSQLite) -> None:
         self._db = db
+        self._migrate()
+
+    def _migrate(self) -> None:
+        version = int(self._all("PRAGMA user_version")[0][0])
+        for number, statements in enumerate(_MIGRATIONS[version:], start=version + 1):
+            with self.transaction() as c:
+                for sql in statements:
+                    c.execute(sql)
+                c.execute(f"PRAGMA user_version = {number}")
+
+    def schema_version(self) -> int:
+        """The file's schema version (``len(_MIGRATIONS)`` once opened)."""
+        return int(self._all("PRAGMA user_version")[0][0])
 
     @classmethod
     def open(cls, path: Path) -> Database:
@@ -361,15 +385,56 @@ class Database:
         with self.transaction() as c:
             c.execute("UPDATE batches SET status = 'sent', tx_hash = ? WHERE id = ?", (tx_hash, batch_id))
 
-    def mark_batch_committed(self, batch_id: int, chain_batch_id: int, proofs: dict[str, str]) -> None:
-        """Store the on-chain batch id and every receipt's Merkle proof (JSON list of hex)."""
+    def mark_batch_committed(
+        self,
+        batch_id: int,
+        chain_batch_id: int,
+        proofs: dict[str, str],
+        block: Checkpoint | None = None,
+    ) -> None:
+        """Store the on-chain batch id, every receipt's Merkle proof (JSON list of hex) and the
+        block the commit is in (None: not watched for reorgs)."""
+        number, block_hash = (None, None) if block is None else (block.number, "0x" + block.hash.hex())
         with self.transaction() as c:
             c.execute(
-                "UPDATE batches SET status = 'committed', chain_batch_id = ?, committed_at = ? WHERE id = ?",
-                (chain_batch_id, time.time(), batch_id),
+                "UPDATE batches SET status = 'committed', chain_batch_id = ?, committed_at = ?, "
+                "commit_block = ?, commit_block_hash = ? WHERE id = ?",
+                (chain_batch_id, time.time(), number, block_hash, batch_id),
             )
             for tid, proof in proofs.items():
                 c.execute("UPDATE receipts SET proof = ? WHERE task_id = ?", (proof, tid))
+
+    def watched_batches(self, since_block: int) -> list[BatchRow]:
+        """Committed batches whose commit was in block ``since_block`` or later, by local id
+        (what the reorg watch re-checks)."""
+        rows = self._all(
+            "SELECT * FROM batches WHERE status = 'committed' AND commit_block >= ? ORDER BY id",
+            (since_block,),
+        )
+        return [BatchRow.from_row(r) for r in rows]
+
+    def after_reorg(self, moved: Mapping[int, tuple[int, Checkpoint]], gone: Sequence[int]) -> None:
+        """What the reorg watch found of committed batches whose commit block was orphaned, stored
+        in one transaction. ``moved``: local id -> (chain batch id, block) where the commit is now
+        (the same id, or another when another commit came first; the proofs stand, the root is the
+        same). ``gone``: batches whose commit is on chain no more; each goes back to ``sent`` (its
+        stored signed transaction is broadcast again, or a new one signed if it can never land;
+        ``sealed`` if it has none) with no chain id, block or proofs. Receipts keep their index."""
+        with self.transaction() as c:
+            for batch_id, (chain_batch_id, block) in moved.items():
+                c.execute(
+                    "UPDATE batches SET chain_batch_id = ?, commit_block = ?, commit_block_hash = ? "
+                    "WHERE id = ? AND status = 'committed'",
+                    (chain_batch_id, block.number, "0x" + block.hash.hex(), batch_id),
+                )
+            for batch_id in gone:
+                c.execute(
+                    "UPDATE batches SET status = CASE WHEN tx_hash IS NULL THEN 'sealed' ELSE 'sent' END, "
+                    "chain_batch_id = NULL, committed_at = NULL, commit_block = NULL, "
+                    "commit_block_hash = NULL WHERE id = ? AND status = 'committed'",
+                    (batch_id,),
+                )
+                c.execute("UPDATE receipts SET proof = NULL WHERE batch_id = ?", (batch_id,))
 
     def batch(self, batch_id: int) -> BatchRow | None:
         """One batch by local id."""

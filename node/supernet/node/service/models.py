@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from supernet.sdk.chain.eip712 import TaskRequest
+from supernet.sdk.chain.forks import Checkpoint
 
 
 class TaskStatus(StrEnum):
@@ -155,10 +156,15 @@ class BatchRow:
     status: str
     tx_hash: str | None
     chain_batch_id: int | None
+    commit_block: Checkpoint | None = None
+    """The block its commit was in when the node last looked (committed within the reorg watch)."""
 
     @classmethod
     def from_row(cls, r: sqlite3.Row) -> BatchRow:
         """Decode a ``batches`` row."""
+        block = None
+        if r["commit_block"] is not None:
+            block = Checkpoint(int(r["commit_block"]), bytes.fromhex(r["commit_block_hash"][2:]))
         return cls(
             id=int(r["id"]),
             root=r["root"],
@@ -167,4 +173,5 @@ class BatchRow:
             status=r["status"],
             tx_hash=r["tx_hash"],
             chain_batch_id=r["chain_batch_id"],
+            commit_block=block,
         )

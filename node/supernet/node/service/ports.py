@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from supernet.sdk.chain.eip712 import Domain
+from supernet.sdk.chain.forks import Checkpoint
 from supernet.sdk.chain.payments import Channel
 
 
@@ -185,4 +186,26 @@ class ChainPort(Protocol):
 
     async def ensure_registered(self, endpoint: str, model_ids: Sequence[str], stake_wei: int) -> None:
         """Register this node (and top its stake up) if it is not registered yet."""
+        ...
+
+
+@runtime_checkable
+class CommitBlocks(Protocol):
+    """What a chain port tells of the blocks its commits are in: the batcher's reorg watch
+    (`Batcher` ``reorg_watch``) re-checks with it that each recent commit's block is still the
+    chain's. The real chain (`Web3Chain`) has it; a port without it (the tests' fake chain, which
+    never reorganises) is not watched."""
+
+    async def head(self) -> int:
+        """The number of the chain's latest block."""
+        ...
+
+    async def fork_point(self, blocks: Sequence[Checkpoint]) -> int | None:
+        """`supernet.sdk.chain.forks.fork_point` of ``blocks``: None while the newest is still the
+        chain's, else the newest that still is (``UNKNOWN_FORK``: none)."""
+        ...
+
+    async def locate_commit(self, root: bytes, from_block: int) -> tuple[int, Checkpoint] | None:
+        """This node's commit of ``root`` in a block from ``from_block`` on: (batch id, the block
+        it is in); None if there is none there."""
         ...
