@@ -34,7 +34,7 @@ from supernet.sdk.formats.trace import (
     witness_reads,
 )
 from supernet.sdk.store import InvalidBlockError
-from supernet.sdk.store.cids import codec_of, compute_cid, decode_dag, encode_dag, link
+from supernet.sdk.store.cids import MAX_DAG_DEPTH, codec_of, compute_cid, decode_dag, encode_dag, link
 
 __all__ = [
     "MAX_TRACE_EVENTS",
@@ -52,11 +52,18 @@ class TraceTooLargeError(ValueError):
     so the kernel does not save it and the task fails without a receipt."""
 
 
+MAX_RECORDED_DEPTH = MAX_DAG_DEPTH - 8
+"""Deepest nesting of lists and maps a recorded value (`as_recorded`: a tool's result, a task's or
+a child agent's input, an agent's output) may have: a trace holds it under a few levels of its own
+(the trace, ``events``, the event), and the whole block must stay within dag-cbor's
+`MAX_DAG_DEPTH`, so that a value the kernel accepts does not make its trace unencodable."""
+
+
 def check_encodable(value: Any) -> None:
     """Raise ``ValueError`` unless ``to_dag(value)`` encodes as dag-cbor (64-bit integers, UTF-8
-    strings without lone surrogates, finite floats after ``to_dag``)."""
+    strings without lone surrogates, finite floats after ``to_dag``, `MAX_RECORDED_DEPTH` levels)."""
     try:
-        encode_dag(to_dag(value))
+        encode_dag(to_dag(value), max_depth=MAX_RECORDED_DEPTH)
     except Exception as exc:
         raise ValueError(f"not recordable in a trace: {exc}") from None
 
@@ -71,7 +78,7 @@ def as_recorded(value: Any) -> Any:
         ValueError: the value is not recordable (see `check_encodable`).
     """
     try:
-        return decode_dag(encode_dag(to_dag(value)))
+        return decode_dag(encode_dag(to_dag(value), max_depth=MAX_RECORDED_DEPTH))
     except Exception as exc:  # RecursionError, TypeError, InvalidBlockError (64-bit ints, surrogates)
         raise ValueError(f"not recordable in a trace: {exc}") from None
 

@@ -30,7 +30,8 @@ class NodeContext:
     streams: StreamHub
     chain: ChainPort | None
     store_url: str | None = None
-    store: Any = None  # the node's store client (`routes_store` reads through it)
+    store: Any = None  # the node's store client
+    public_store: Any = None  # strangers' reads of /v1/store: `routes_store.public_reader` of `store`
     accepting: bool = True
 
 

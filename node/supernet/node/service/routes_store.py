@@ -5,9 +5,14 @@ their receipts), but the store's RPC also deletes blocks and pins (`block/rm`, `
 stranger pointed at it could remove a node's traces and then get the node slashed for not serving
 them. So the node never advertises its store RPC. It answers the read subset of the Kubo RPC that
 `supernet.sdk.store.StoreClient` reads with (``block/get``, ``block/stat``, ``version``) under
-``/v1/store``, through its own store client (every block re-hashed against its CID), and
+``/v1/store``, through a store client of its own (every block re-hashed against its CID), and
 advertises that URL (``storeUrl`` of ``GET /v1/node``) unless ``store.public_url`` names another
 read-only endpoint (a gateway of the operator's Kubo). Every other RPC path is a 403 here.
+
+Strangers' reads are the node's blocks only: they go to the store with Kubo's ``offline`` flag (a
+CID the node lacks is "not found" at once, not a network search of up to a minute, and the node
+relays no block of the public IPFS network), through `public_reader`'s own small connection pool,
+so that however many there are, the node's own trace and memory writes keep theirs.
 
 >>> StoreClient(node_url + "/v1/store").get_dag(trace_cid)   # doctest: +SKIP
 """
@@ -18,7 +23,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
-from supernet.node.service.deps import Ctx
+from supernet.node.service.deps import Ctx, NodeContext
 from supernet.sdk import __version__
 from supernet.sdk.store.errors import BlockNotFoundError, StoreError, StoreLimitError
 from supernet.sdk.store.server import KUBO_ERRORS, KuboError, kubo_error
@@ -37,6 +42,25 @@ router = APIRouter(
 )
 CidArg = Annotated[str, Query(alias="arg", description="A CID.")]
 
+PUBLIC_READ_CONNECTIONS = 8
+"""Most connections strangers' reads hold to the node's store at once (more wait, within the
+timeout): local reads take milliseconds, and the node's own client keeps its pool."""
+PUBLIC_READ_TIMEOUT_S = 10.0
+"""A stranger's read, all in (a local block, no network search)."""
+
+
+def public_reader(store: Any) -> Any:
+    """The client `/v1/store` reads through: ``store``'s `StoreClient.local_reader` (``offline``,
+    its own pool), or ``store`` itself where it has none (a test's fake)."""
+    reader = getattr(store, "local_reader", None)
+    if reader is None:
+        return store
+    return reader(max_connections=PUBLIC_READ_CONNECTIONS, timeout=PUBLIC_READ_TIMEOUT_S)
+
+
+def _reader(ctx: NodeContext) -> Any:
+    return ctx.public_store if ctx.public_store is not None else ctx.store
+
 
 def _error(exc: StoreError) -> JSONResponse:
     if isinstance(exc, StoreLimitError):
@@ -52,7 +76,7 @@ def _error(exc: StoreError) -> JSONResponse:
 async def block_get(ctx: Ctx, arg: CidArg) -> Response:
     """A block's bytes (re-hashed against ``arg`` by the node's store client)."""
     try:
-        return Response(await ctx.store.get_block(arg), media_type="application/octet-stream")
+        return Response(await _reader(ctx).get_block(arg), media_type="application/octet-stream")
     except StoreError as exc:
         return _error(exc)
 
@@ -61,7 +85,7 @@ async def block_get(ctx: Ctx, arg: CidArg) -> Response:
 async def block_stat(ctx: Ctx, arg: CidArg) -> Any:
     """A block's CID and size."""
     try:
-        stat = await ctx.store.stat(arg)
+        stat = await _reader(ctx).stat(arg)
     except StoreError as exc:
         return _error(exc)
     return {"Key": stat.cid, "Size": stat.size}

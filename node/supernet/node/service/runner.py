@@ -31,6 +31,7 @@ from supernet.node.service.decoys import DecoyPlanter
 from supernet.node.service.deps import NodeContext
 from supernet.node.service.ports import ChainPort, Executor
 from supernet.node.service.redeemer import Redeemer, RedeemPolicy
+from supernet.node.service.routes_store import public_reader
 from supernet.node.service.streams import StreamHub
 from supernet.node.service.worker import TaskWorker
 from supernet.sdk.chain.eip712 import Domain
@@ -95,7 +96,13 @@ class NodeService:
         db = Database.open(s.data_dir / "node.sqlite3")
         streams = StreamHub()
         self.batcher = Batcher(
-            db, self.store, self.chain, self.account.address, s.batch.max_size, s.batch.max_age_s
+            db,
+            self.store,
+            self.chain,
+            self.account.address,
+            s.batch.max_size,
+            s.batch.max_age_s,
+            reorg_watch=s.chain.reorg_watch,
         )
         worker = TaskWorker(
             db,
@@ -126,6 +133,7 @@ class NodeService:
             chain=self.chain,
             store_url=self.store_url,
             store=self.store,
+            public_store=public_reader(self.store),  # strangers' reads: local only, a pool of their own
         )
         self.app = create_app(self.ctx)
         if self.chain is not None:
@@ -221,6 +229,8 @@ class NodeService:
         if self.ctx is not None:
             await self.ctx.worker.stop()
             self.ctx.db.close()
+            if self.ctx.public_store is not self.store:
+                await self.ctx.public_store.aclose()
 
     async def serve(self) -> None:
         """``setup``, ``run_forever`` until SIGINT/SIGTERM or :meth:`stop`, then ``cleanup``."""

@@ -2,9 +2,11 @@
 
 One file per block under ``blocks/<shard>/<cid>`` (the shard is two characters of the CID,
 so no directory grows past ~1000 entries), written atomically: temp file, fsync,
-``os.replace``, fsync of the directory. Pins live in ``pins.json``, replaced the same way,
-so a crash leaves either the old or the new pin set, never a torn one. A recursive pin
-protects every block reachable through dag-cbor links, as in Kubo.
+``os.replace``, fsync of the directory (and of ``blocks/`` for a new shard). Putting a block
+again compares the file with it and rewrites a damaged copy the same way. Pins live in
+``pins.json``, replaced the same way, so a crash leaves either the old or the new pin set,
+never a torn one. A recursive pin protects every block reachable through dag-cbor links, as in
+Kubo.
 
 >>> import tempfile
 >>> from supernet.sdk.store.blockstore import EmbeddedStore
@@ -62,6 +64,7 @@ class EmbeddedStore:
         self._blocks.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self._tmp, ignore_errors=True)  # leftovers of writes cut short by a crash
         self._tmp.mkdir()
+        self._durable_shards: set[str] = set()  # shard directories whose entry in blocks/ is on disk
         self._recursive, self._direct = self._load_pins()
 
     # ---------------------------------------------------------------- blocks
@@ -72,7 +75,8 @@ class EmbeddedStore:
         return self._blocks / key[-3:-1] / key
 
     def put(self, data: bytes, codec: Codec = "raw") -> str:
-        """Store a block and return its CID; storing the same block twice is a no-op.
+        """Store a block and return its CID; storing the same block twice is a no-op, except that a
+        copy damaged on disk (bit rot, a restore, a crash with ``fsync=False``) is rewritten.
 
         Raises:
             BlockTooLargeError: If ``data`` is larger than ``max_block_size``.
@@ -87,8 +91,8 @@ class EmbeddedStore:
             decode_dag(data)
         cid = compute_cid(data, codec)
         target = self.block_path(cid)
-        if not target.exists():
-            target.parent.mkdir(exist_ok=True)
+        if not _holds(target, data):
+            self._shard_dir(target.parent)
             self._write_atomic(target, data)
         return cid
 
@@ -217,6 +221,16 @@ class EmbeddedStore:
                     stack.append(child)
         return seen
 
+    def _shard_dir(self, shard: Path) -> None:
+        """Create a shard directory if missing and, once per shard and process, fsync ``blocks/``
+        so that the shard's entry (and so a block renamed into it) survives a power loss."""
+        if shard.name in self._durable_shards:
+            return
+        shard.mkdir(exist_ok=True)
+        if self._fsync:
+            _fsync_dir(self._blocks)
+        self._durable_shards.add(shard.name)
+
     def _write_atomic(self, target: Path, data: bytes) -> None:
         fd, tmp = tempfile.mkstemp(dir=self._tmp)
         try:
@@ -230,11 +244,7 @@ class EmbeddedStore:
             Path(tmp).unlink(missing_ok=True)
             raise
         if self._fsync:
-            dir_fd = os.open(target.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            _fsync_dir(target.parent)
 
     def _load_pins(self) -> tuple[set[str], set[str]]:
         try:
@@ -246,6 +256,24 @@ class EmbeddedStore:
     def _save_pins(self) -> None:
         body = {"recursive": sorted(self._recursive), "direct": sorted(self._direct)}
         self._write_atomic(self._pins_file, json.dumps(body, indent=1).encode())
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    """Whether the file at ``path`` holds exactly ``data`` (size first, then the bytes)."""
+    try:
+        if path.stat().st_size != len(data):
+            return False
+        return path.read_bytes() == data
+    except FileNotFoundError:
+        return False
+
+
+def _fsync_dir(path: Path) -> None:
+    dir_fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def _not_found(cid: str) -> str:

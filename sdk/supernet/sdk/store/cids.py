@@ -30,6 +30,14 @@ CODECS: tuple[Codec, ...] = ("raw", "dag-cbor")
 HASH_FUNCTION = "sha2-256"
 MAX_BLOCK_SIZE = 1024 * 1024
 """Largest block accepted (bytes): Kubo's default ``block/put`` limit, also bitswap's."""
+MAX_DAG_DEPTH = 64
+"""Deepest nesting of lists and maps a dag-cbor block may have (``[]`` is 1 level, ``[[1]]`` 2),
+enforced by `encode_dag` and `decode_dag` alike, so a block the node can encode is one every reader
+decodes, whatever its stack or recursion limit (the ``dag_cbor`` codec recurses: ~2 frames a level,
+and a ~195 KiB block of ``0x81`` bytes nests 200,000 deep). The protocol's own documents stay far
+below it: a trace's framing is 5 levels around the values it records (which the kernel holds to
+``MAX_DAG_DEPTH - 8``), a manifest 4, evidence 4 plus at most 33 of ``plain`` values (36), a
+memory entry or namespace root a few."""
 
 
 @dataclass(frozen=True)
@@ -149,28 +157,34 @@ def _split(value: str | CID) -> tuple[Codec, bytes]:
 
 
 def _split_slow(value: str | CID) -> tuple[Codec, bytes]:
-    if isinstance(value, CID):
-        cid = value
-    else:
-        if not isinstance(value, str) or not value.strip():
-            raise InvalidCIDError(f"not a CID: {value!r}")
-        try:
-            cid = CID.decode(value.strip())
-        except (ValueError, KeyError, IndexError) as exc:  # IndexError: a lone multibase prefix
-            raise InvalidCIDError(f"not a CID: {value!r} ({exc})") from exc
-    if cid.codec.name not in _PREFIXES:
-        raise InvalidCIDError(f"unsupported codec {cid.codec.name!r} in {value}: expected raw or dag-cbor")
-    if cid.hashfun.name != HASH_FUNCTION or len(cid.raw_digest) != 32:
-        raise InvalidCIDError(f"unsupported hash {cid.hashfun.name!r} in {value}: expected sha2-256")
-    return ("raw" if cid.codec.name == "raw" else "dag-cbor"), cid.raw_digest
+    if not isinstance(value, CID) and (not isinstance(value, str) or not value.strip()):
+        raise InvalidCIDError(f"not a CID: {value!r}")
+    try:
+        cid = value if isinstance(value, CID) else CID.decode(value.strip())
+        codec, hash_name, digest = cid.codec.name, cid.hashfun.name, cid.raw_digest
+    except Exception as exc:  # multiformats raises many types (an overlong digest, a lone prefix...)
+        raise InvalidCIDError(f"not a CID: {value!r} ({type(exc).__name__}: {exc})") from exc
+    if codec not in _PREFIXES:
+        raise InvalidCIDError(f"unsupported codec {codec!r} in {value}: expected raw or dag-cbor")
+    if hash_name != HASH_FUNCTION or len(digest) != 32:
+        raise InvalidCIDError(f"unsupported hash {hash_name!r} in {value}: expected sha2-256")
+    return ("raw" if codec == "raw" else "dag-cbor"), digest
 
 
-def encode_dag(obj: Any) -> bytes:
+def encode_dag(obj: Any, *, max_depth: int = MAX_DAG_DEPTH) -> bytes:
     """Encode an object as dag-cbor (``multiformats.CID`` values become links).
 
+    Args:
+        obj: The value (maps with string keys, lists, strings, bytes, 64-bit integers, finite
+            floats, booleans, ``None``, ``CID`` links).
+        max_depth: Deepest nesting of lists and maps allowed; at most `MAX_DAG_DEPTH`, what every
+            reader decodes (a caller embedding the block's value in a larger one passes less).
+
     Raises:
-        InvalidBlockError: If the object holds something dag-cbor cannot encode.
+        InvalidBlockError: If the object holds something dag-cbor cannot encode, or nests deeper
+            than ``max_depth``.
     """
+    _check_value_depth(obj, min(max_depth, MAX_DAG_DEPTH))
     try:
         return bytes(dag_cbor.encode(obj))
     except (CBOREncodingError, TypeError, ValueError) as exc:
@@ -181,13 +195,84 @@ def decode_dag(data: bytes) -> Any:
     """Decode dag-cbor bytes; links come back as ``CID`` objects in base32.
 
     Raises:
-        InvalidBlockError: If ``data`` is not valid dag-cbor.
+        InvalidBlockError: If ``data`` is not valid dag-cbor, or nests deeper than `MAX_DAG_DEPTH`.
     """
+    _check_block_depth(data, MAX_DAG_DEPTH)
     try:
         obj = dag_cbor.decode(data)
     except (CBORDecodingError, TypeError, ValueError) as exc:
         raise InvalidBlockError(f"not valid dag-cbor: {exc}") from exc
     return _base32_links(obj)
+
+
+def _too_deep(limit: int) -> InvalidBlockError:
+    return InvalidBlockError(f"dag-cbor nested deeper than {limit} levels of lists and maps")
+
+
+def _check_value_depth(obj: Any, limit: int) -> None:
+    """Raise unless ``obj``'s lists and dicts (what the codec encodes as arrays and maps) nest at
+    most ``limit`` deep; iterative, so a value nested past the recursion limit (or a cycle) is an
+    `InvalidBlockError` here, not a ``RecursionError`` in the codec."""
+    stack: list[tuple[Any, int]] = [(obj, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth >= limit:
+            raise _too_deep(limit)
+        stack.extend((child, depth + 1) for child in children)
+
+
+_CONTAINER_HEADS = bytes(range(0x80, 0xC0))
+"""Initial bytes of CBOR arrays (major type 4) and maps (5): no block has more levels than these."""
+
+
+def _check_block_depth(data: bytes, limit: int) -> None:
+    """Raise unless the arrays and maps of the CBOR item in ``data`` nest at most ``limit`` deep.
+
+    A pre-scan of the item heads only (no values are built), iterative; it stops without a verdict
+    at anything it does not follow (indefinite lengths, reserved values, a truncated block) and
+    leaves that to the codec, which reads the same heads in the same order and so fails there, at
+    a depth this scan has already bounded. Blocks with at most ``limit`` container heads in all
+    (the usual small block) are passed without a scan."""
+    if len(data) - len(data.translate(None, _CONTAINER_HEADS)) <= limit:
+        return
+    pending: list[int] = []  # items still to read in each open array or map, innermost last
+    pos, size = 0, len(data)
+    while pos < size:
+        major, info = data[pos] >> 5, data[pos] & 0x1F
+        pos += 1
+        if info < 24:
+            arg = info
+        elif info < 28:
+            width = 1 << (info - 24)
+            if pos + width > size:
+                return
+            arg = int.from_bytes(data[pos : pos + width], "big")
+            pos += width
+        else:
+            return  # indefinite length or reserved: the codec refuses it
+        if major == 6:
+            continue  # a tag: its content is the next item, in the same place
+        if major in (2, 3):
+            pos += arg  # bytes or text: skip the content
+        elif major in (4, 5):
+            if len(pending) >= limit:
+                raise _too_deep(limit)
+            if arg:
+                pending.append(arg * (2 if major == 5 else 1))
+                continue
+        while pending:  # one item done: close every container it completes
+            pending[-1] -= 1
+            if pending[-1]:
+                break
+            pending.pop()
+        else:
+            return  # the top-level item is complete (trailing bytes: the codec refuses them)
 
 
 def _base32_links(obj: Any) -> Any:

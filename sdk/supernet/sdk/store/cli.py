@@ -49,6 +49,7 @@ def serve(
     """Serve the embedded store over the Kubo RPC subset the SDK uses."""
     import uvicorn
     from supernet.sdk.store.embedded import EmbeddedStore, create_app
+    from supernet.sdk.store.server import allowed_hosts
 
     if not _is_loopback(host):
         log.warning(
@@ -56,7 +57,8 @@ def serve(
         )
     store = EmbeddedStore(path)
     typer.echo(f"embedded store at {store.path}, RPC API on http://{host}:{port}/api/v0", err=True)
-    uvicorn.run(create_app(store), host=host, port=port, log_level="warning")
+    app = create_app(store, hosts=allowed_hosts(host))  # DNS rebinding: only the store's own names
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 @app.command()

@@ -60,13 +60,18 @@ class StoreClient:
     Args:
         url: Base URL of the RPC API (``http://host:5001``, no ``/api/v0``). Defaults to
             ``$SUPERNET_STORE_URL``, else ``http://127.0.0.1:5001``.
-        timeout: Seconds per request. Kubo looks for a block it lacks on the network until
-            this runs out; pass ``offline=True`` to fail at once instead.
+        timeout: Seconds one call may take in all (the request, the wait for a connection and the
+            whole answer: a store sending a block a byte at a time cannot hold a reader past it).
+            Kubo looks for a block it lacks on the network until this runs out; pass
+            ``offline=True`` to fail at once instead.
         offline: Ask Kubo for local blocks only (its ``offline`` option; the embedded store
             is always local).
         max_block_size: Largest block sent or read back, in bytes.
         concurrency: Most block requests in flight at once for files.
-        transport: An httpx transport, e.g. ``httpx.ASGITransport(app)`` for an in-process store.
+        max_connections: Most connections to the store at once (httpx's pool; default 100);
+            calls beyond it wait for one, within their ``timeout``.
+        transport: An httpx transport, e.g. ``httpx.ASGITransport(app)`` for an in-process store
+            (``max_connections`` does not apply to it).
     """
 
     def __init__(
@@ -77,13 +82,20 @@ class StoreClient:
         offline: bool = False,
         max_block_size: int = MAX_BLOCK_SIZE,
         concurrency: int = 8,
+        max_connections: int | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.url = (url or os.environ.get(STORE_URL_ENV) or DEFAULT_STORE_URL).rstrip("/")
         self.max_block_size = max_block_size
+        self.timeout = timeout
         self._offline = offline
         self._concurrency = concurrency
-        self._http = httpx.AsyncClient(base_url=f"{self.url}/api/v0/", timeout=timeout, transport=transport)
+        self._transport = transport
+        pool = max_connections or 100  # httpx's default
+        limits = httpx.Limits(max_connections=pool, max_keepalive_connections=min(pool, 20))
+        self._http = httpx.AsyncClient(
+            base_url=f"{self.url}/api/v0/", timeout=timeout, transport=transport, limits=limits
+        )
 
     async def __aenter__(self) -> Self:
         return self
@@ -96,6 +108,23 @@ class StoreClient:
     async def aclose(self) -> None:
         """Close the HTTP connections."""
         await self._http.aclose()
+
+    def local_reader(self, *, max_connections: int = 8, timeout: float = 10.0) -> StoreClient:
+        """Another client of the same store for reads of the blocks it holds (``offline``: Kubo
+        answers "not found" at once instead of searching the network), with its own pool of at
+        most ``max_connections``: what strangers' reads go through (the node's public
+        ``/v1/store``), so that they can neither hold this client's connections nor make the
+        store fetch blocks from the network. Close it with `aclose` (a transport given to this
+        client is shared, and stays open)."""
+        transport = None if self._transport is None else _SharedTransport(self._transport)
+        return StoreClient(
+            self.url,
+            timeout=timeout,
+            offline=True,
+            max_block_size=self.max_block_size,
+            max_connections=max_connections,
+            transport=transport,
+        )
 
     # ---------------------------------------------------------------- blocks
 
@@ -237,8 +266,9 @@ class StoreClient:
 
     async def _post(self, path: str, params: dict[str, str], **kwargs: Any) -> httpx.Response:
         try:
-            response = await self._http.post(path, params=params, **kwargs)
-        except httpx.TransportError as exc:
+            async with asyncio.timeout(self.timeout):  # httpx's timeout is per read, not per call
+                response = await self._http.post(path, params=params, **kwargs)
+        except (httpx.TransportError, TimeoutError) as exc:
             raise self._unreachable(path, exc) from exc
         if response.status_code != 200:
             raise error_from_response(response.status_code, response.text, context=path, url=self.url)
@@ -247,7 +277,11 @@ class StoreClient:
     async def _post_capped(self, path: str, params: dict[str, str]) -> bytes:
         """POST and read the body, refusing more than ``max_block_size`` bytes."""
         try:
-            async with self._http.stream("POST", path, params=params) as response:
+            # one deadline for the request and the whole body (a byte at a time is within httpx's)
+            async with (
+                asyncio.timeout(self.timeout),
+                self._http.stream("POST", path, params=params) as response,
+            ):
                 if response.status_code != 200:
                     await response.aread()
                     raise error_from_response(response.status_code, response.text, context=path, url=self.url)
@@ -260,17 +294,23 @@ class StoreClient:
                             f"for {params.get('arg')}: no block is that large"
                         )
                 return bytes(body)
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, TimeoutError) as exc:
             raise self._unreachable(path, exc) from exc
 
-    def _unreachable(self, path: str, exc: httpx.TransportError) -> StoreUnavailableError:
+    def _unreachable(self, path: str, exc: Exception) -> StoreUnavailableError:
+        timed_out = isinstance(exc, httpx.TimeoutException | TimeoutError)
         hint = (
             " (Kubo searches the network for blocks it lacks until the timeout; pass offline=True)"
-            if isinstance(exc, httpx.TimeoutException)
+            if timed_out and not self._offline
             else ""
         )
+        what = (
+            f"no answer within {self.timeout} s"
+            if isinstance(exc, TimeoutError)
+            else f"{type(exc).__name__} {exc}"
+        )
         return StoreUnavailableError(
-            f"{path}: content store at {self.url} unreachable: {type(exc).__name__} {exc}{hint}. "
+            f"{path}: content store at {self.url} unreachable: {what}{hint}. "
             f"Start one with `supernet store serve` or set {STORE_URL_ENV}."
         )
 
@@ -288,6 +328,19 @@ class StoreClient:
         except ExceptionGroup as failed:
             raise _first(failed) from None
         return [task.result() for task in tasks]
+
+
+class _SharedTransport(httpx.AsyncBaseTransport):
+    """Another client's transport, used without owning it: closing this leaves it open."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        pass
 
 
 def _first(group: BaseExceptionGroup[Exception]) -> Exception:

@@ -26,7 +26,7 @@ import uvicorn
 from supernet.sdk.store.blockstore import EmbeddedStore
 from supernet.sdk.store.client import StoreClient
 from supernet.sdk.store.errors import StoreUnavailableError
-from supernet.sdk.store.server import DEFAULT_MAX_REQUEST_SIZE, create_app
+from supernet.sdk.store.server import DEFAULT_MAX_REQUEST_SIZE, allowed_hosts, create_app
 
 __all__ = ["EmbeddedStore", "create_app", "in_process_client", "serve_in_thread"]
 
@@ -74,11 +74,11 @@ def serve_in_thread(
     Raises:
         StoreUnavailableError: If the server does not start in time.
     """
-    app = create_app(_as_store(store), max_request_size=max_request_size)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
     host, bound_port = sock.getsockname()
+    app = create_app(_as_store(store), max_request_size=max_request_size, hosts=allowed_hosts(host))
     config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(

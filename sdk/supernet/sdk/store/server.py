@@ -5,6 +5,14 @@ Endpoints (all ``POST``, as in Kubo): ``block/put|get|stat|rm``, ``pin/add|rm|ls
 400 for bad arguments, 413 for a block or body over the limits, 500 for the rest (a missing
 block included, with Kubo's wording), so ``StoreClient`` handles both backends alike.
 
+The API has no authentication (like Kubo's, it is meant for loopback), so it refuses what a web
+page in the operator's browser could send it (`_BrowserGuard`, 403): a request with an ``Origin``
+(the store serves no page, so every origin is foreign) or a ``Sec-Fetch-Site`` other than
+``none`` / ``same-origin`` (a cross-site form ``POST`` to ``pin/rm`` needs no CORS preflight), and,
+where the server is bound to a socket, a ``Host`` other than a loopback name or the bound address
+(DNS rebinding: a page whose own name resolves to 127.0.0.1). Programs (the SDK, the node, the
+validator, ``curl``) send none of these headers and a loopback ``Host``.
+
 >>> import tempfile
 >>> from supernet.sdk.store.blockstore import EmbeddedStore
 >>> from supernet.sdk.store.server import create_app
@@ -15,8 +23,10 @@ block included, with Kubo's wording), so ``StoreClient`` handles both backends a
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import platform
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
@@ -182,12 +192,20 @@ def node_id(store: StoreDep) -> dict[str, Any]:
     }
 
 
-def create_app(store: EmbeddedStore, *, max_request_size: int = DEFAULT_MAX_REQUEST_SIZE) -> FastAPI:
+def create_app(
+    store: EmbeddedStore,
+    *,
+    max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
+    hosts: Iterable[str] | None = None,
+) -> FastAPI:
     """Build the FastAPI app serving ``store`` over the Kubo RPC subset.
 
     Args:
         store: The blockstore to serve.
         max_request_size: Largest request body accepted, in bytes (413 beyond).
+        hosts: The names a request's ``Host`` may give (port aside), e.g. `allowed_hosts` of the
+            bound address; ``None`` checks no ``Host`` (an app served in process, which no
+            browser reaches). Browser requests are refused either way.
     """
     app = FastAPI(
         title="Supernet embedded content store",
@@ -198,10 +216,79 @@ def create_app(store: EmbeddedStore, *, max_request_size: int = DEFAULT_MAX_REQU
     app.state.max_request_size = max_request_size
     app.include_router(router)
     app.add_middleware(_BodyLimit, max_bytes=max_request_size)
+    app.add_middleware(_BrowserGuard, hosts=None if hosts is None else frozenset(h.lower() for h in hosts))
     app.add_exception_handler(StoreError, _store_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     return app
+
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def allowed_hosts(bound: str) -> frozenset[str] | None:
+    """The ``Host`` names a server bound to ``bound`` accepts: the loopback names and ``bound``;
+    ``None`` (no check) for a wildcard address (``0.0.0.0``, ``::``), reached under names it cannot
+    know (such a store is off loopback, where `supernet store serve` warns it has no
+    authentication)."""
+    name = bound.strip("[]").lower()
+    try:
+        if ipaddress.ip_address(name).is_unspecified:
+            return None
+    except ValueError:
+        pass  # a host name
+    return LOOPBACK_NAMES | {name}
+
+
+SAFE_FETCH_SITES = frozenset({"none", "same-origin"})
+"""``Sec-Fetch-Site`` values of requests no other site made (typed by the user, or the page's own)."""
+
+
+class _BrowserGuard:
+    """ASGI middleware: 403 (Kubo's shape) for what a web page can make a browser send, before the
+    app reads anything (Kubo refuses an ``Origin`` it does not allow the same way)."""
+
+    def __init__(self, app: ASGIApp, hosts: frozenset[str] | None) -> None:
+        self.app = app
+        self.hosts = hosts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            refusal = self._refusal(dict(scope.get("headers", [])))
+            if refusal is not None:
+                await kubo_error(403, refusal)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _refusal(self, headers: dict[bytes, bytes]) -> str | None:
+        origin = headers.get(b"origin")
+        if origin is not None:
+            return f"refused a browser's request from origin {origin.decode('latin-1')[:100]!r}"
+        site = headers.get(b"sec-fetch-site")
+        if site is not None and site.decode("latin-1").lower() not in SAFE_FETCH_SITES:
+            return f"refused a browser's {site.decode('latin-1')[:20]!r} request (Sec-Fetch-Site)"
+        host = headers.get(b"host")
+        if self.hosts is not None and host is not None and not _allowed(_host_name(host), self.hosts):
+            return f"refused a request for host {host.decode('latin-1')[:100]!r}: not this store's address"
+        return None
+
+
+def _allowed(name: str, hosts: frozenset[str]) -> bool:
+    if name in hosts:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback  # 127.0.0.2 too: no page is served from it
+    except ValueError:
+        return False
+
+
+def _host_name(header: bytes) -> str:
+    """The name of a ``Host`` header without its port (``[::1]:5001`` is ``::1``)."""
+    host = header.decode("latin-1").strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    name, _, port = host.rpartition(":")
+    return name if name and port.isdigit() else host
 
 
 def kubo_error(status: int, message: str) -> JSONResponse:
