@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any, cast
 
 import torch
@@ -36,19 +37,27 @@ def tensor_digest(t: Tensor) -> str:
 
 
 def build_manifest(
-    tensors: dict[str, Tensor], config: dict[str, Any], tokenizer: str | None = None
+    tensors: dict[str, Tensor],
+    config: dict[str, Any],
+    tokenizer: str | None = None,
+    hashed: Callable[[Tensor], None] | None = None,
 ) -> dict[str, Any]:
     """The manifest of a state dict (HF names), its config (``LlamaConfig.to_dict()``) and the
-    sha256 hex of its tokenizer (`Tokenizer.digest`; None for a model served without one)."""
-    entries = [
-        {
-            "name": name,
-            "dtype": _DTYPES.get(t.dtype, str(t.dtype)),
-            "shape": list(t.shape),
-            "sha256": tensor_digest(t),
-        }
-        for name, t in sorted(tensors.items())
-    ]
+    sha256 hex of its tokenizer (`Tokenizer.digest`; None for a model served without one).
+    ``hashed`` is called with each tensor once its bytes are read (the loader lets the pages of a
+    mapped file go there)."""
+    entries = []
+    for name, t in sorted(tensors.items()):
+        entries.append(
+            {
+                "name": name,
+                "dtype": _DTYPES.get(t.dtype, str(t.dtype)),
+                "shape": list(t.shape),
+                "sha256": tensor_digest(t),
+            }
+        )
+        if hashed is not None:
+            hashed(t)
     return {"format": MANIFEST_FORMAT, "config": config, "tensors": entries, "tokenizer": tokenizer}
 
 
