@@ -103,7 +103,8 @@ def stages() -> list[tuple[str, float]]:
     from supernet.node.llm.model import Fp16WeightLinear, PackedLinear
 
     compute = default_compute(torch.device("cpu"))  # what `supernet node run` loads here
-    loaded = load_model("smollm2-135m", device="cpu", compute=compute, max_positions=2048)
+    # as the node's engine loads it (`LLMEngine.load`): the fused kernels where they build
+    loaded = load_model("smollm2-135m", device="cpu", compute=compute, max_positions=2048, fused=True)
     gc.collect()
     rows.append((f"model weights loaded ({compute})", proc_memory()["rss_mb"]))
     from supernet.node.llm.engine import LLMEngine
@@ -113,10 +114,19 @@ def stages() -> list[tuple[str, float]]:
     kv_mb = engine.pool.capacity * engine.pool.slots * engine.pool.bytes_per_token / MB
     rows.append((f"engine: KV pool reserved ({kv_mb:.0f} MB of address space)", proc_memory()["rss_mb"]))
     rows += asyncio.run(_serve_then_idle(engine))
-    weights_mb = sum(t.numel() * t.element_size() for t in loaded.model.state_dict().values()) / MB
     linears = [m for m in engine.model.modules() if isinstance(m, Fp16WeightLinear | PackedLinear)]
     per_weight = 2 if compute == "float16-weights" else 4
     packed_mb = sum(m.in_features * m.out_features * per_weight for m in linears) / MB
+    # a fused model's embedding table is its head's float16 weight: counted once, with the head
+    held = {t.data_ptr() for m in linears for t in m.buffers()}
+    weights_mb = (
+        sum(
+            t.numel() * t.element_size()
+            for t in loaded.model.state_dict().values()
+            if t.data_ptr() not in held
+        )
+        / MB
+    )
     from supernet.node.kernel.embeddings import MiniLMEmbedder
 
     embedder = MiniLMEmbedder()
@@ -126,7 +136,8 @@ def stages() -> list[tuple[str, float]]:
     import llguidance  # noqa: F401  (constrained decoding)
 
     rows.append(("llguidance (structured output)", proc_memory()["rss_mb"]))
-    sizes = f"embedding + norms {weights_mb:.0f} MB, packed {compute} projections and head {packed_mb:.0f}"
+    kernel = "fused" if loaded.model.fused_decoder is not None else "packed"
+    sizes = f"embedding + norms {weights_mb:.0f} MB, {kernel} {compute} projections and head {packed_mb:.0f}"
     rows.append((f"(tensor sizes: {sizes}; KV pool reserved {kv_mb:.0f}, resident as written)", 0.0))
     return rows
 
