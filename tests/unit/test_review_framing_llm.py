@@ -90,16 +90,21 @@ async def test_defence_special_tokens_typed_in_content_tokenize_the_same_on_both
     read as a prompt the agent did not build (a REPLAY finding). Who would profit: the user (fee
     refunded) and the challenger (the slash). Defence: the replay runs the node's own `Dispatcher`
     with the validator's `Tokenizer` of the same model files (`ModelScorer.tokenizer`), so
-    ``apply_chat_template`` renders and tokenizes identically; the injected markers become the
-    special ids on both sides (the role injection is real, but it is the user's own prompt) and
-    the receipt verifies clean."""
+    ``apply_chat_template`` renders and tokenizes identically, and the receipt verifies clean. The
+    typed markers are plain text on both sides: only the template makes special tokens, in every
+    message's text, the user's own included, as OpenAI's API does (tests/unit/
+    test_review_untrusted_text.py, finding 1), so the prompt holds the template's markers alone."""
     trace, verdict = await run_chat(kernel, store_client, scorer)
     assert verdict.findings == (), describe(verdict)
     call = llm_events(trace)[0]
     tok = scorer.tokenizer
     im_start = tok.encode("<|im_start|>")
-    assert len(im_start) == 1  # a special token, typed by the user
-    assert list(call["prompt_ids"]).count(im_start[0]) >= 5  # the user's three plus the template's
+    assert len(im_start) == 1  # a special token when the template writes it
+    assert call["messages"][-1]["content"].count("<|im_start|>") == 3  # the user typed three
+    blank = [{"role": m["role"], "content": ""} for m in call["messages"]]
+    made = list(tok.apply_chat_template(blank, add_generation_prompt=True)).count(im_start[0])
+    assert list(call["prompt_ids"]).count(im_start[0]) == made  # the template's alone
+    assert INJECTED in tok.decode(call["prompt_ids"], skip_special_tokens=True)  # typed: plain text
     rendered = tok.apply_chat_template(call["messages"], add_generation_prompt=True)
     assert tuple(rendered) == tuple(call["prompt_ids"])
 

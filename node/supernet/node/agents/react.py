@@ -2,8 +2,9 @@
 
 Input: a question string, or ``{"question": "...", "max_steps": n}``. Each step is one LLM
 call that stops at ``Observation:``; the tool's result (or error) is fed back as the
-observation. The loop is bounded by ``max_steps``; a model that never gives a
-``Final Answer:`` gets one last call without tools, so the task always ends.
+observation, cut to its share of the context (`observation_bytes`). The loop is bounded by
+``max_steps`` and by the context; a model that never gives a ``Final Answer:`` gets one last call
+without tools, so the task always ends.
 """
 
 from __future__ import annotations
@@ -15,11 +16,23 @@ from typing import Any, ClassVar
 from supernet.node.agents.base import Agent
 from supernet.node.agents.context import AgentContext
 from supernet.node.agents.react_parse import coerce_args, parse_step
-from supernet.node.kernel.errors import BudgetExceededError, KernelError
+from supernet.node.kernel.errors import BudgetExceededError, KernelError, LLMError
+from supernet.sdk.formats.trace import MAX_CONTEXT_TOKENS
 
 DEFAULT_MAX_STEPS = 4
-MAX_OBSERVATION_CHARS = 600
 STEP_TOKENS = 96
+TURN_TOKENS = 16
+"""Most tokens a chat template adds around one message (role markers, newlines; SmolLM2's: 5),
+with room for a reply that encodes to a few more tokens than the model generated."""
+MIN_OBSERVATION_BYTES = 64
+"""The least an observation is planned to hold: the steps are planned down to what the context
+holds at this share rather than cut to nothing."""
+OBSERVATION = "Observation: "
+FINAL = "Give the final answer now, in one sentence."
+FINAL_TOKENS = len(FINAL.encode()) + 2 * TURN_TOKENS + STEP_TOKENS
+"""What the final call needs: its question, its turn and the assistant's, and its answer."""
+LATER_STEP_TOKENS = STEP_TOKENS + 2 * TURN_TOKENS + len(OBSERVATION.encode())
+"""What a later step adds besides its observation: its reply, and the turns of both."""
 
 PROMPT = """Answer the question. You can use these tools:
 {tools}
@@ -76,7 +89,8 @@ class ReactAgent(Agent):
         messages = [
             {"role": "user", "content": PROMPT.format(tools=tools, names=", ".join(specs), question=question)}
         ]
-        for _ in range(max(1, max_steps)):
+        steps = max(1, max_steps)
+        for done in range(1, steps + 1):
             reply = await ctx.llm.chat(messages, max_new_tokens=STEP_TOKENS, stop=STOPS)
             step = parse_step(reply.text, list(specs))
             if step.final_answer is not None:
@@ -86,13 +100,24 @@ class ReactAgent(Agent):
                     return reply.text.strip().split("\n\n")[0]
                 break
             observation = await self._act(ctx, step.action, step.action_input, specs[step.action].parameters)
+            # the tokens the context holds once this reply is in it (the model's reply counted by
+            # the ids it generated): the observation gets its share of the rest
+            used = len(reply.prompt_ids) + len(reply.output_ids) + TURN_TOKENS
+            shown = cut_utf8(observation, observation_bytes(used, steps - done))
             messages.append({"role": "assistant", "content": reply.text.strip()})
-            messages.append({"role": "user", "content": f"Observation: {observation}"})
-        messages.append({"role": "user", "content": "Give the final answer now, in one sentence."})
+            messages.append({"role": "user", "content": f"{OBSERVATION}{shown}"})
+            used += TURN_TOKENS + len(OBSERVATION.encode()) + len(shown.encode("utf-8", "surrogatepass"))
+            if used + LATER_STEP_TOKENS + MIN_OBSERVATION_BYTES + FINAL_TOKENS > MAX_CONTEXT_TOKENS:
+                break  # no room for another step: answer from what was observed
+        messages.append({"role": "user", "content": FINAL})
         try:
             reply = await ctx.llm.chat(messages, max_new_tokens=STEP_TOKENS, stop=STOPS)
         except BudgetExceededError:
             return "I could not finish within this task's budget."
+        except LLMError as exc:  # a context the steps filled after all (the kernel's refusal)
+            if "-token context" not in str(exc):
+                raise
+            return "I could not finish within the model's context."
         final = parse_step(reply.text, []).final_answer
         return final if final is not None else reply.text.strip()
 
@@ -103,5 +128,30 @@ class ReactAgent(Agent):
             result = await ctx.tools.call(tool, coerce_args(raw_args, schema))
         except (KernelError, ValueError) as exc:
             return f"Error: {exc}"
-        text = result if isinstance(result, str) else json.dumps(result)
-        return text[:MAX_OBSERVATION_CHARS]
+        return result if isinstance(result, str) else json.dumps(result)
+
+
+def observation_bytes(used: int, later: int) -> int:
+    """The UTF-8 bytes an observation may hold when the context holds ``used`` tokens and up to
+    ``later`` steps may follow: what `MAX_CONTEXT_TOKENS` has left after the final call
+    (`FINAL_TOKENS`), the later steps' replies and turns (`LATER_STEP_TOKENS`) and this one's turn,
+    shared equally by this observation and the later ones (the steps are planned down to as many
+    as leave each `MIN_OBSERVATION_BYTES`). A byte-level BPE token covers at least one byte, so an
+    observation of ``n`` bytes is at most ``n`` tokens whatever its text: a cap in characters was
+    not (600 characters of plane 16 are 2,400 SmolLM2 tokens, more than the whole context)."""
+    spare = MAX_CONTEXT_TOKENS - used - FINAL_TOKENS - TURN_TOKENS - len(OBSERVATION.encode())
+    shares = later + 1
+    while shares > 1 and (spare - (shares - 1) * LATER_STEP_TOKENS) // shares < MIN_OBSERVATION_BYTES:
+        shares -= 1
+    return max(0, (spare - (shares - 1) * LATER_STEP_TOKENS) // shares)
+
+
+def cut_utf8(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes, at a character boundary."""
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= limit:
+        return text
+    end = limit
+    while end > 0 and data[end] & 0xC0 == 0x80:  # a continuation byte: inside a character
+        end -= 1
+    return data[:end].decode("utf-8", "surrogatepass")
