@@ -138,11 +138,41 @@ static inline float dot(const float *a, const float *b, int64_t n) {
     return s;
 }
 
+/* e^x for 8 floats: x = n ln2 + r, |r| <= ln2 / 2, e^r by the degree-7 polynomial of Cephes'
+ * expf (its coefficients; ~1 ulp), times 2^n built in the exponent bits. Inputs are clamped to
+ * [-87.3, 88.3], where the result stays a normal float. */
+static inline __m256 exp8(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x); /* ln2 in two parts */
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_add_ps(_mm256_fmadd_ps(y, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
+    __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(bits));
+}
+
+/* out[i] = silu(gate[i]) * up[i] = gate / (1 + e^-gate) * up. */
+static void swiglu(const float *gate, const float *up, float *out, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 g = _mm256_loadu_ps(gate + i);
+        __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), g));
+        __m256 silu = _mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(silu, _mm256_loadu_ps(up + i)));
+    }
+    for (; i < n; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
 /* out = x / sqrt(mean(x^2) + eps) * weight (torch's rms_norm, then the weight). */
 static void rms_norm(const float *x, const float *weight, float *out, int64_t dim, float eps) {
-    float ss = 0.0f;
-    for (int64_t i = 0; i < dim; i++) ss += x[i] * x[i];
-    float inv = 1.0f / sqrtf(ss / (float)dim + eps);
+    float inv = 1.0f / sqrtf(dot(x, x, dim) / (float)dim + eps);
     for (int64_t i = 0; i < dim; i++) out[i] = x[i] * inv * weight[i];
 }
 
@@ -160,7 +190,7 @@ static void rope(float *x, const float *cos, const float *sin, int64_t hd) {
  * at most. */
 int64_t supernet_decode_scratch(const int64_t *cfg, int64_t rows, int64_t span) {
     int64_t dim = cfg[0], nh = cfg[1], kv = cfg[2], hd = cfg[3], hidden = cfg[4];
-    return rows * (2 * dim + (nh + 2 * kv) * hd + 2 * hidden + nh * span);
+    return rows * (2 * dim + (nh + 2 * kv) * hd + 3 * hidden + nh * span);
 }
 
 /* One decode step of `rows` sequences: sequence b feeds `tokens[b]` at position `positions[b]`
@@ -185,7 +215,7 @@ int supernet_decode_step(const int64_t *cfg, const uint64_t *ptrs, float eps, in
     const float *cos_table = (const float *)ptrs[3], *sin_table = (const float *)ptrs[4];
     int64_t width = (nh + 2 * kv) * hd, group = nh / kv, slot_size = kv * cap * hd;
     float *x = scratch, *h = x + rows * dim, *qkv = h + rows * dim, *act = qkv + rows * width;
-    float *scores = act + rows * 2 * hidden;
+    float *mid = act + rows * 2 * hidden, *scores = mid + rows * hidden;
     float scale = 1.0f / sqrtf((float)hd);
     for (int64_t b = 0; b < rows; b++)
         for (int64_t i = 0; i < dim; i++) x[b * dim + i] = _cvtsh_ss(embed[tokens[b] * dim + i]);
@@ -228,15 +258,15 @@ int supernet_decode_step(const int64_t *cfg, const uint64_t *ptrs, float eps, in
         for (int64_t i = 0; i < rows * dim; i++) x[i] += h[i];
         for (int64_t b = 0; b < rows; b++) rms_norm(x + b * dim, (const float *)p[5], h + b * dim, dim, eps);
         matmul_f16((const f16 *)p[2], h, act, rows, 2 * hidden, dim, nt);
-        /* SwiGLU, packed as [rows, hidden] at the front of `act`: rows in order, and row b's
-         * output [b h, b h + h) ends before its gate [2 b h, ...) begins (row 0: in place, each
-         * element read before it is written), so no input is overwritten before it is read */
-        for (int64_t b = 0; b < rows; b++) {
-            const float *gate = act + b * 2 * hidden, *up = gate + hidden;
-            float *out = act + b * hidden;
-            for (int64_t i = 0; i < hidden; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+        /* SwiGLU into its own buffer [rows, hidden], in pieces of 256 split over the threads */
+        int64_t pieces = (hidden + 255) / 256;
+#pragma omp parallel for schedule(static) num_threads(nt)
+        for (int64_t task = 0; task < rows * pieces; task++) {
+            int64_t b = task / pieces, at = task % pieces * 256, n = hidden - at < 256 ? hidden - at : 256;
+            const float *gate = act + b * 2 * hidden + at;
+            swiglu(gate, gate + hidden, mid + b * hidden + at, n);
         }
-        matmul_f16((const f16 *)p[3], act, h, rows, dim, hidden, nt);
+        matmul_f16((const f16 *)p[3], mid, h, rows, dim, hidden, nt);
         for (int64_t i = 0; i < rows * dim; i++) x[i] += h[i];
     }
     for (int64_t b = 0; b < rows; b++) rms_norm(x + b * dim, final_norm, hidden_out + b * dim, dim, eps);
