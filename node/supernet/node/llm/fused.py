@@ -26,8 +26,10 @@ import hashlib
 import logging
 import os
 import platform
+import stat
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +37,7 @@ import torch
 from torch import Tensor
 
 if TYPE_CHECKING:
+    from supernet.node.llm.config import LlamaConfig
     from supernet.node.llm.kvcache import KVPool
     from supernet.node.llm.model import Llama
 
@@ -55,6 +58,13 @@ def _kernel_dir() -> Path:
     return Path(os.environ.get("SUPERNET_KERNEL_DIR") or Path.home() / ".cache" / "supernet" / "kernels")
 
 
+def _private(path: Path) -> bool:
+    """Owned by this user and writable by nobody else (as ssh's StrictModes): only then is a
+    library found there the one this process built."""
+    st = path.lstat()
+    return not stat.S_ISLNK(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
+
+
 def _cpu_supported() -> bool:
     if platform.machine() not in ("x86_64", "AMD64"):
         return False
@@ -68,24 +78,57 @@ def _cpu_supported() -> bool:
 
 
 def _build() -> Path:
-    """The compiled library, built now unless a build of this source, flags and compiler exists.
+    """The compiled library: the cached build of this source, flags and compiler if it is intact,
+    else built now.
+
+    The cache directory is used only when it is private (`_private`; created 0700): in a
+    directory others can write, a library planted under the predictable name would run as the
+    node, so the build goes to a fresh private temporary directory instead (not kept). A cached
+    file is loaded only if it is private and its sha256 matches the sidecar written with it: a
+    file cut short by a crash (dlopen of a truncated library dies of SIGBUS) or damaged is built
+    again. A build is fsynced before it is renamed into place, and the sidecar after it.
 
     Raises:
         OSError, subprocess.CalledProcessError: no compiler, or the build failed.
     """
     version = subprocess.run(["cc", "--version"], capture_output=True, text=True, check=True).stdout
     key = hashlib.sha256(SOURCE.read_bytes() + " ".join(CFLAGS).encode() + version.encode()).hexdigest()[:16]
-    out = _kernel_dir() / f"decode_step-{key}.so"
-    if out.is_file():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+    folder = _kernel_dir()
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not _private(folder):
+        log.warning("%s is writable by others: the fused kernels are built privately, not cached", folder)
+        folder = Path(tempfile.mkdtemp(prefix="supernet-kernels-"))
+    out = folder / f"decode_step-{key}.so"
+    sidecar = out.with_suffix(".sha256")
+    if out.is_file() and sidecar.is_file() and _private(out):
+        if hashlib.sha256(out.read_bytes()).hexdigest() == sidecar.read_text().strip():
+            return out
+        log.warning("cached fused kernels %s are damaged: building them again", out)
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
         built = Path(tmp) / out.name
         subprocess.run(
             ["cc", *CFLAGS, "-o", str(built), str(SOURCE), "-lm"], capture_output=True, text=True, check=True
         )
+        digest = _synced(built, None)
         os.replace(built, out)  # atomic: a concurrent process sees no file or the whole one
+        _synced(Path(tmp) / sidecar.name, digest.encode())
+        os.replace(Path(tmp) / sidecar.name, sidecar)
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
     return out
+
+
+def _synced(path: Path, data: bytes | None) -> str:
+    """Write ``data`` to ``path`` (None: leave its content), fsync it; its sha256 hex."""
+    if data is not None:
+        path.write_bytes(data)
+    with path.open("rb+") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+        os.fsync(f.fileno())
+    return digest
 
 
 @functools.cache
@@ -140,10 +183,21 @@ class FusedDecoder:
     they are its parameters and buffers) and not be changed after this is made.
     """
 
+    MAX_HEAD_DIM = 256
+    """The widest attention head the kernel holds on its stack (``MAX_HEAD_DIM`` in the C file)."""
+
+    @classmethod
+    def supports(cls, cfg: LlamaConfig) -> bool:
+        """Whether the kernel covers this architecture (else the torch path serves it)."""
+        hd, kv = cfg.head_dim, cfg.n_kv_heads
+        return 0 < hd <= cls.MAX_HEAD_DIM and hd % 2 == 0 and kv > 0 and cfg.n_heads % kv == 0
+
     def __init__(self, model: Llama) -> None:
         lib = _library()
         if lib is None:
             raise RuntimeError("the fused kernels are not available here (fused.available())")
+        if not self.supports(model.cfg):
+            raise ValueError("the fused kernel does not cover this architecture (FusedDecoder.supports)")
         self._lib = lib
         cfg = model.cfg
         self.dim, self.vocab, self.eps = cfg.dim, cfg.vocab_size, cfg.norm_eps
@@ -162,7 +216,7 @@ class FusedDecoder:
         self._ptrs = (ctypes.c_uint64 * len(ptrs))(*ptrs)
         dims = (cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.hidden_dim, cfg.vocab_size)
         self._cfg = (ctypes.c_int64 * 8)(*dims, cfg.n_layers, model.rope_cos.shape[0])
-        self._scratch = torch.empty(0)
+        self._local = threading.local()  # a scratch buffer per calling thread: engines may share a model
 
     def _f16(self, t: Tensor) -> int:
         if t.dtype != torch.float16 or not t.is_contiguous() or t.device.type != "cpu":
@@ -191,8 +245,9 @@ class FusedDecoder:
         pos = torch.tensor(positions, dtype=torch.int64)
         slots = torch.arange(rows, dtype=torch.int64)
         need = self._lib.supernet_decode_scratch(self._cfg, rows, max(positions, default=0) + 1)
-        if self._scratch.numel() < need:
-            self._scratch = torch.empty(need, dtype=torch.float32)
+        scratch: Tensor = getattr(self._local, "scratch", torch.empty(0))
+        if scratch.numel() < need:
+            scratch = self._local.scratch = torch.empty(need, dtype=torch.float32)
         hidden = torch.empty(rows, self.dim, dtype=torch.float32)
         logits = torch.empty(rows, self.vocab, dtype=torch.float32)
         status = self._lib.supernet_decode_step(
@@ -209,7 +264,7 @@ class FusedDecoder:
             pool.capacity,
             hidden.data_ptr(),
             logits.data_ptr(),
-            self._scratch.data_ptr(),
+            scratch.data_ptr(),
             torch.get_num_threads(),
         )
         if status != 0:

@@ -331,7 +331,12 @@ class Llama(nn.Module):
         """
         if self.packed or self.fp16_weights or self.dtype != torch.float32:
             raise RuntimeError("float16 weights are made once from an unpacked model with float32 norms")
-        use_fused = fused and self.device.type == "cpu" and fused_kernels.available()
+        use_fused = (
+            fused
+            and self.device.type == "cpu"
+            and fused_kernels.FusedDecoder.supports(self.cfg)
+            and fused_kernels.available()
+        )
         for block in self.blocks:
             att, ffn = block.attention, block.feed_forward
             att.wqkv, att.wo = Fp16WeightLinear(att.wqkv, use_fused), Fp16WeightLinear(att.wo, use_fused)

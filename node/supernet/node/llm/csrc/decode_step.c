@@ -190,7 +190,7 @@ static void rope(float *x, const float *cos, const float *sin, int64_t hd) {
  * at most. */
 int64_t supernet_decode_scratch(const int64_t *cfg, int64_t rows, int64_t span) {
     int64_t dim = cfg[0], nh = cfg[1], kv = cfg[2], hd = cfg[3], hidden = cfg[4];
-    return rows * (2 * dim + (nh + 2 * kv) * hd + 3 * hidden + nh * span);
+    return rows * (2 * dim + (nh + 2 * kv) * hd + nh * hd + 3 * hidden + nh * span);
 }
 
 /* One decode step of `rows` sequences: sequence b feeds `tokens[b]` at position `positions[b]`
@@ -214,8 +214,8 @@ int supernet_decode_step(const int64_t *cfg, const uint64_t *ptrs, float eps, in
     const float *final_norm = (const float *)ptrs[2];
     const float *cos_table = (const float *)ptrs[3], *sin_table = (const float *)ptrs[4];
     int64_t width = (nh + 2 * kv) * hd, group = nh / kv, slot_size = kv * cap * hd;
-    float *x = scratch, *h = x + rows * dim, *qkv = h + rows * dim, *act = qkv + rows * width;
-    float *mid = act + rows * 2 * hidden, *scores = mid + rows * hidden;
+    float *x = scratch, *h = x + rows * dim, *qkv = h + rows * dim, *att = qkv + rows * width;
+    float *act = att + rows * nh * hd, *mid = act + rows * 2 * hidden, *scores = mid + rows * hidden;
     float scale = 1.0f / sqrtf((float)hd);
     for (int64_t b = 0; b < rows; b++)
         for (int64_t i = 0; i < dim; i++) x[b * dim + i] = _cvtsh_ss(embed[tokens[b] * dim + i]);
@@ -234,7 +234,7 @@ int supernet_decode_step(const int64_t *cfg, const uint64_t *ptrs, float eps, in
                 memcpy(values + at, row + (nh + kv + g) * hd, hd * sizeof(float));
             }
         }
-        /* attention, one (sequence, query head) per task; its output [rows, nh hd] goes in `act` */
+        /* attention, one (sequence, query head) per task; its output [rows, nh hd] goes in `att` */
 #pragma omp parallel for schedule(static) num_threads(nt)
         for (int64_t task = 0; task < rows * nh; task++) {
             int64_t b = task / nh, q = task % nh, n = positions[b] + 1;
@@ -252,9 +252,9 @@ int supernet_decode_step(const int64_t *cfg, const uint64_t *ptrs, float eps, in
                 float pt = sc[t] / total;
                 for (int64_t d = 0; d < hd; d++) out[d] += pt * vh[t * hd + d];
             }
-            memcpy(act + b * nh * hd + q * hd, out, hd * sizeof(float));
+            memcpy(att + b * nh * hd + q * hd, out, hd * sizeof(float));
         }
-        matmul_f16((const f16 *)p[1], act, h, rows, dim, nh * hd, nt);
+        matmul_f16((const f16 *)p[1], att, h, rows, dim, nh * hd, nt);
         for (int64_t i = 0; i < rows * dim; i++) x[i] += h[i];
         for (int64_t b = 0; b < rows; b++) rms_norm(x + b * dim, (const float *)p[5], h + b * dim, dim, eps);
         matmul_f16((const f16 *)p[2], h, act, rows, 2 * hidden, dim, nt);
