@@ -92,7 +92,9 @@ def summary(rows: list[dict[str, float]]) -> dict[str, float]:
 
 
 async def run(args: argparse.Namespace, store: StoreClient, computes: str, claims: str) -> dict[str, Any]:
-    node = load_model(args.model, compute=computes, max_positions=1024)
+    # the node as its engine loads it (the fused kernels where they build), the validator as its
+    # scorer does (fbgemm): the pair that meets in the network
+    node = load_model(args.model, compute=computes, max_positions=1024, fused=True)
     agents = AgentRegistry()
     agents.register(bv.ProbeAgent)
     injector = FaultInjector({}, seed=11)
@@ -101,7 +103,7 @@ async def run(args: argparse.Namespace, store: StoreClient, computes: str, claim
         engine.compute = claims
         engine.model_id = served_model_id(node.model_id, claims)
     kernel = Kernel(engine, store, agents=agents, faults=injector)
-    val = node if claims == computes else load_model(args.model, compute=claims, max_positions=1024)
+    val = load_model(args.model, compute=claims, max_positions=1024)
     scorer = ModelScorer.from_loaded(val)
     out: dict[str, Any] = {"computes": computes, "claims": claims, "flagged": {}}
     await kernel.setup()

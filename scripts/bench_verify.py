@@ -208,7 +208,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(2)
     load_start = os.getloadavg()[0]  # the machine is shared: the cost figures say how busy it was
     # the node as `supernet node run` loads it: in this device's default format unless told
-    loaded = load_model(args.model, max_positions=1024, compute=args.node_compute)
+    loaded = load_model(args.model, max_positions=1024, compute=args.node_compute, fused=True)
     tmp = Path(tempfile.mkdtemp(prefix="bench-verify-"))
     url, stop_store = serve_in_thread(tmp / "store")
     store = StoreClient(url)
