@@ -63,6 +63,25 @@ Found:
   the new batch id and block are stored (test_defence_a_commit_reincluded_under_another_id_is_moved_there);
   gone, the batch goes back to ``sent`` and is committed again before any newer batch.
 
+Residuals of the fork check, all FIXED (what an undo keeps or redoes, docs/validator.md "Reorgs"):
+
+- MEDIUM (test_defence_a_sealed_vote_reincluded_by_a_reorg_is_still_revealed): an undo deleted a
+  challenge's row with the salt of this validator's sealed vote; with the commit re-included on
+  the new branch the vote could not be revealed (its bond lost). The same below every checkpoint.
+  Now the secrets are kept apart (``sealed_votes``), put back on a challenge read again with the
+  same id, batch and leaf, and a commit on chain is matched by its commitment.
+- MEDIUM (test_defence_a_database_from_before_the_fork_check_survives_a_shallow_reorg,
+  test_defence_checkpoints_reach_back_to_the_first_block_read): a migrated database had one
+  checkpoint after its first step, so a one-block reorg undid everything from the deploy block;
+  checkpoints were one per scanned range and only the latest 256. Now blocks below the cursor and
+  below each range's end (distances 1, 2, 4, ...) are kept, and older checkpoints thin out instead
+  of going.
+- MEDIUM (test_defence_an_availability_claim_reorged_out_is_claimed_again): this validator's own
+  availability claim orphaned by a reorg was followed by its dead id forever, never sent again.
+- MEDIUM (test_defence_a_settlement_orphaned_on_a_surviving_challenge_is_redone): a resolve and a
+  claim orphaned on a challenge that survived left the row ``claimed``: never resolved or claimed
+  again. Settlement steps now carry a block (checkpointed); an undo past it makes them due again.
+
 Checked and holding:
 
 - The node's redemptions: `Redeemer.due` reads each channel's ``redeemed`` from the chain, so a
@@ -80,28 +99,41 @@ Checked and holding:
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from pathlib import Path
 
 import pytest
-from chain_fixtures import Actors, make_receipts
+from chain_fixtures import Actors, cast_votes, make_receipts
 from supernet.node.service import batcher as node_batcher
 from supernet.node.service import chain as node_chain
 from supernet.node.service import db as node_db
 from supernet.sdk.chain import Contracts, ReceiptTree
-from supernet.sdk.chain.anvil import mine, revert, snapshot
+from supernet.sdk.chain.anvil import advance_to, mine, revert, snapshot
 from supernet.sdk.chain.errors import ContractError
+from supernet.sdk.chain.forks import Checkpoint
+from supernet.sdk.chain.tasks import vote_commitment
 from supernet.sdk.sqlite import DurableSQLite
 from supernet.validator import follower as validator_follower
 from supernet.validator import service as validator_service
-from supernet.validator.chain import TaskManagerClient
+from supernet.validator.availability import Availability
+from supernet.validator.chain import ChallengeStatus, TaskManagerClient
 from supernet.validator.config import ChainSettings
-from supernet.validator.db import CheckRow, Database
+from supernet.validator.db import CHECKPOINTS, CheckRow, Database
+from supernet.validator.evidence import Verdict
 from supernet.validator.follower import Follower
 
 from tests.unit import test_review_crash_consistency as crash
 from tests.unit import test_review_validator_game as vgame
-from tests.unit.test_review_validator_game import Game, _commit, _faulty, _open, _past_vote_window
+from tests.unit.test_review_validator_game import (
+    Game,
+    _challenged,
+    _claimed,
+    _commit,
+    _faulty,
+    _open,
+    _past_vote_window,
+)
 
 game = vgame.game  # fixture: real Anvil, contracts and two embedded stores
 rig = crash.rig  # fixture: a real node service on the real chain (FAKE executor)
@@ -455,3 +487,205 @@ def test_known_limit_followers_default_to_zero_confirmations() -> None:
     for module in (validator_follower, validator_service, node_batcher, node_chain):
         source = inspect.getsource(module)
         assert '"finalized"' not in source and '"safe"' not in source, module.__name__
+
+
+# ------------------------------------------------------------------------------------------------
+# What survives an undo (the fork check's residuals)
+# ------------------------------------------------------------------------------------------------
+
+
+def _raw_of(c: Contracts, event: str, **filters: object) -> bytes:
+    """The raw signed transaction that emitted the TaskManager's one ``event`` matching ``filters``."""
+    [found] = getattr(c.task_manager.contract.events, event)().get_logs(
+        argument_filters=filters, from_block=c.deployment.deploy_block
+    )
+    return bytes(c.w3.eth.get_raw_transaction(found["transactionHash"]))  # type: ignore[arg-type]
+
+
+@session_loop
+@pytest.mark.parametrize("depth", ["fork-found", "below-every-checkpoint"])
+async def test_defence_a_sealed_vote_reincluded_by_a_reorg_is_still_revealed(game: Game, depth: str) -> None:
+    """MEDIUM (residual 1 and 2). Validator 1 checks the challenge on entry 0 and seals its vote
+    (side and salt on its challenge row). The challenge's block and the commit's are orphaned,
+    and both transactions come back on the new branch (the mempool): the same challenge id, the
+    same commitment. The fork check removed the challenge's row with the salt on it and read the
+    challenge again without it, so the voter found its vote sealed on chain with no salt to open
+    it ("cannot be revealed"): its bond lost, its fraud vote never counted. The same when the
+    reorg is below every checkpoint kept (everything undone from the deploy block). Fixed: the
+    secret of every vote sealed is kept apart from the rows (``sealed_votes``, never undone); a
+    challenge read again with the same id, batch and leaf gets it back, and a commit on chain
+    that is not the row's is matched by its commitment (read from the commit's transaction)."""
+    g = game
+    c, a = g.chain, g.actors
+    me = a.validators[1].address
+    batch_id, receipts, _ = await _commit(g)
+    voter = g.party(a.validators[1], g.stores["full"], "v1")
+    voter.follower.catch_up()
+    leaf = receipts[0].leaf()
+
+    async def faulty(*args: object, **kwargs: object) -> Verdict:  # its own check: a fault
+        return _faulty(batch_id, 0, leaf, me)
+
+    voter.disputes.verifier.verify = faulty  # type: ignore[method-assign]
+    fork = snapshot(c.w3)
+    cid = _open(g.party(a.validators[0], g.stores["full"], "c"), batch_id, receipts)
+    voter.follower.catch_up()
+    await voter.disputes.vote_open(voter.client.timestamp())
+    [row] = [r for r in voter.db.challenges() if r.challenge_id == cid]
+    assert row.status == "voted" and row.salt is not None
+    sealed = row.salt
+    opened, committed = (
+        _raw_of(c, "ChallengeOpened", challengeId=cid),
+        _raw_of(c, "VoteCommitted", challengeId=cid),
+    )
+    mine(c.w3, 1)
+    voter.follower.catch_up()
+    if depth == "below-every-checkpoint":  # the newest checkpoint only (a reorg deeper than all kept)
+        with voter.db._tx() as conn:
+            conn.execute("DELETE FROM checkpoints WHERE number < (SELECT MAX(number) FROM checkpoints)")
+    revert(c.w3, fork)
+    c.w3.eth.send_raw_transaction(opened)  # the new branch: the challenge again, then the commit
+    c.w3.eth.send_raw_transaction(committed)
+    mine(c.w3, 3)
+    voter.follower.catch_up()
+    assert c.task_manager.get_vote(cid, me).weight != 0, "the commit is on the new branch"
+    assert voter.client.committed_vote(cid, me) == vote_commitment(cid, me, True, sealed)  # its commitment
+    [row] = [r for r in voter.db.challenges() if r.challenge_id == cid]
+    assert row.salt == sealed, "the challenge was read again without the vote sealed on it"
+    if depth == "fork-found":  # in the commit phase: the vote found on chain, not sealed again
+        await voter.disputes.vote_open(voter.client.timestamp())
+        [row] = [r for r in voter.db.challenges() if r.challenge_id == cid]
+        assert (row.status, row.reveal, row.salt) == ("voted", "pending", sealed)
+    advance_to(c.w3, c.task_manager.reveals_at(cid))
+    await voter.disputes.vote_open(voter.client.timestamp())
+    vote = c.task_manager.get_vote(cid, me)
+    assert vote.revealed and vote.fraud, "the re-included sealed vote was never opened: its bond is lost"
+    assert c.task_manager.get_challenge(cid).committed == 1, "one commit, one bond"
+
+
+def test_defence_a_database_from_before_the_fork_check_survives_a_shallow_reorg(
+    network: Contracts, actors: Actors, tmp_path: Path
+) -> None:
+    """MEDIUM (residual 2). A validator database from before the fork check (migrated: a cursor, no
+    checkpoint) keeps one checkpoint after its first step, the block it read last. A one-block
+    reorg of that block left no checkpoint canonical (an "unknown fork"): everything was undone
+    and followed again from the deploy block, every verdict, vote and own challenge with it.
+    Fixed: a database without checkpoints first keeps blocks below its cursor (at distances 1, 2,
+    4, ...), and each scanned range keeps blocks below its end the same way, so the fork is found
+    next to where the branches part."""
+    c = network
+    f = _follower(c, tmp_path)
+    first, _, _ = _commit_raw(c, actors, 0, "before")
+    mine(c.w3, 2)
+    head = int(c.w3.eth.block_number)
+    f.db.record_events(f.chain.events(f.start_block, head), head + 1)  # read before the upgrade
+    f.db.record_check(CheckRow(first, 0, True, "trace", "bafy-verdict", None))
+    assert f.db.checkpoints() == []
+    fork = snapshot(c.w3)
+    second, _, _ = _commit_raw(c, actors, 1, "after")
+    f.step()  # the first step after the upgrade
+    assert f.db.batch(second) is not None
+    revert(c.w3, fork)
+    mine(c.w3, 3)
+    f.catch_up()
+    assert f.db.batch(second) is None, "the orphaned batch is undone"
+    assert f.db.check(first, 0) is not None, "a one-block reorg undid everything from the deploy block"
+    assert set(_chain_batches(c)) == set(f.db.batch_ids())
+
+
+def test_defence_checkpoints_reach_back_to_the_first_block_read() -> None:
+    """DEFENCE (residual 2). The most recent ``CHECKPOINTS`` are kept and older ones thin out to two
+    per power of two of distance: a database that has followed for long still finds the fork of a
+    reorg far deeper than the recent ones, at most about twice as deep, and a few hundred rows
+    reach back to the first block it read."""
+    db = Database(":memory:")
+    newest = 3_000
+    for n in range(1, newest + 1):
+        db.add_checkpoints([Checkpoint(n, n.to_bytes(32, "big"))])
+    kept = [cp.number for cp in db.checkpoints()]
+    assert kept[0] == 1 and kept[-1] == newest
+    assert len(kept) <= CHECKPOINTS + 2 * newest.bit_length()
+    assert kept[-CHECKPOINTS:] == list(range(newest - CHECKPOINTS + 1, newest + 1))
+    for depth in range(CHECKPOINTS, newest - 1, 7):  # the fork: the newest kept at or below it
+        fork = max(n for n in kept if n <= newest - depth)
+        assert newest - fork <= 2 * depth, depth
+
+
+@session_loop
+async def test_defence_an_availability_claim_reorged_out_is_claimed_again(game: Game) -> None:
+    """MEDIUM (residual 3). A validator that cannot read entry 0's trace retries, then claims it
+    unavailable (bonded ``challengeAvailability``). The claim's block is orphaned and the claim
+    not re-included. The row kept the orphaned claim's id (``challenged``): following it reverted
+    ``UnknownAvailabilityChallenge`` every step (a reused id would have been another entry's), the
+    claim was never sent again, and the node that withholds the trace was never made to post it
+    or be slashed. Fixed: the claim's row records a block it was seen by (kept as a checkpoint);
+    a fork below it sends the row back to ``retrying`` (`Database.undo_after`), and a followed claim
+    the chain does not hold for the entry is claimed again."""
+    g = game
+    c, a = g.chain, g.actors
+    batch_id, _, _ = await _commit(g)
+    v = g.party(a.validators[1], g.stores["partial"], "v")  # the trace of entry 0 is withheld from it
+    v.follower.catch_up()
+    batch = v.db.batch(batch_id)
+    assert batch is not None
+
+    async def settle(*args: object) -> bool:
+        return True
+
+    av = Availability(v.client, v.db, v.disputes, v.disputes.verifier, settle, retries=1, backoff_s=0.01)
+    av.note(batch, 0, "trace withheld")
+    await asyncio.sleep(0.02)
+    fork = snapshot(c.w3)
+    await av.step(v.client.timestamp())
+    aid = v.client.entry_availability(batch_id, 0)
+    assert aid and [(r.status, r.availability_id) for r in v.db.missing()] == [("challenged", aid)]
+    mine(c.w3, 1)
+    v.follower.catch_up()
+    revert(c.w3, fork)
+    mine(c.w3, 3)
+    v.follower.catch_up()
+    assert v.client.entry_availability(batch_id, 0) == 0, "the claim is gone from the chain"
+    assert [(r.status, r.availability_id) for r in v.db.missing()] == [("retrying", None)]
+    await av.step(v.client.timestamp())
+    again = v.client.entry_availability(batch_id, 0)
+    assert again, "the validator's availability claim was never sent again"
+    assert [(r.status, r.availability_id) for r in v.db.missing()] == [("challenged", again)]
+
+
+@session_loop
+async def test_defence_a_settlement_orphaned_on_a_surviving_challenge_is_redone(game: Game) -> None:
+    """MEDIUM (residual 4). Validator 0's challenge ends in a fraud verdict; its settlement resolves
+    it and claims its payout (the row ``claimed``). The blocks of the resolve and the claim are
+    orphaned (the challenge's own block survives) and not re-included. The row said ``claimed``,
+    so settle never looked again: the challenge stayed open on chain, the node unslashed, the
+    challenger's bond and reward unpaid (unless someone else resolved it). Fixed: a settlement
+    step is recorded with a block it was seen by (kept as a checkpoint; a resolve the follower read
+    with its block); a fork below it makes the challenge unsettled again, and settle reads the
+    chain again (resolved? claimed?) and redoes what the new branch lacks."""
+    g = game
+    c, a = g.chain, g.actors
+    me = a.validators[0].address
+    _, _, challenger, cid, _ = await _challenged(g)
+    cast_votes(c, cid, [(v, True) for v in a.validators[1:]])
+    _past_vote_window(c)
+    challenger.follower.catch_up()
+    await challenger.disputes.vote_open(challenger.client.timestamp())  # opening counts as a fraud vote
+    fork, forked_at = snapshot(c.w3), int(c.w3.eth.block_number)
+    await challenger.disputes.settle(challenger.client.timestamp() + 1)
+    assert c.task_manager.get_challenge(cid).status == ChallengeStatus.FRAUD
+    assert [r.status for r in challenger.db.challenges() if r.challenge_id == cid] == ["claimed"]
+    paid = _claimed(c, cid, me)
+    assert paid
+    mine(c.w3, 1)
+    challenger.follower.catch_up()
+    orphaned_head = int(c.w3.eth.block_number)
+    revert(c.w3, fork)
+    mine(c.w3, orphaned_head - forked_at + 2)  # the new branch is the longer one
+    assert c.task_manager.get_challenge(cid).status == ChallengeStatus.OPEN, "the resolve is orphaned"
+    challenger.follower.catch_up()
+    await challenger.disputes.settle(challenger.client.timestamp() + 1)
+    assert c.task_manager.get_challenge(cid).status == ChallengeStatus.FRAUD, "never resolved again"
+    assert _claimed(c, cid, me) == paid, "the payout was never claimed again"
+    assert [r.status for r in challenger.db.challenges() if r.challenge_id == cid] == ["claimed"]
+    await challenger.disputes.settle(challenger.client.timestamp() + 1)
+    assert _claimed(c, cid, me) == paid, "claimed once"

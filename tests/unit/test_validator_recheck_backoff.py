@@ -105,7 +105,7 @@ def test_the_back_off_is_kept_in_the_database_and_old_files_are_migrated(tmp_pat
     old.commit()
     old.close()
     db = Database(path)
-    assert db.schema_version() == len(_MIGRATIONS) == 3
+    assert db.schema_version() == len(_MIGRATIONS) == 4
     assert db.diverged_rows() == [DivergedRow(3, 1)]  # a writer from before: due each step
     assert db.recheck_attempts(4, 0) == 0
     db.mark_recheck(4, 0, next_at=1_000)

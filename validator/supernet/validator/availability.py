@@ -12,6 +12,13 @@ close) this validator opens ``challengeAvailability(batch, index)``. Then either
 
 Another validator's availability challenge on the same entry is followed, not duplicated. Every
 state change is written to the database before the next step, so a restart resumes where it was.
+
+Reorgs: each step of a claim (opened, answered, resolved) is recorded with a block it was seen by
+(`supernet.validator.chain.seen_by`, kept as a checkpoint). A reorg past a claim's opening sends
+its row back to ``retrying`` (`Database.undo_after`): claimed again, as this validator's own fraud
+challenge is sent again (`_open` adopts the entry's claim if the new branch holds one); past its
+answer or resolution, back to ``challenged``: followed again from what the chain holds. A followed
+claim the chain does not know (orphaned, the follower not past the reorg yet) is claimed again.
 """
 
 from __future__ import annotations
@@ -24,9 +31,10 @@ from dataclasses import replace
 from typing import Any
 
 from supernet.sdk.chain.errors import ContractError
+from supernet.sdk.chain.forks import Checkpoint
 from supernet.sdk.chain.omission import ManifestStatus
 from supernet.sdk.chain.tasks import AvailabilityStatus
-from supernet.validator.chain import TaskManagerClient
+from supernet.validator.chain import TaskManagerClient, seen_by
 from supernet.validator.challenger import Disputes
 from supernet.validator.db import BatchRow, Database, MissingRow
 from supernet.validator.evidence import Verdict
@@ -179,17 +187,20 @@ class Availability:
         end = await self.deadline(batch_id, index)
         return chain_now >= end - max(2 * self.backoff_s, window // 10)
 
-    async def _conclude(self, batch: BatchRow, index: int, verdict: Verdict, status: str) -> None:
+    async def _conclude(
+        self, batch: BatchRow, index: int, verdict: Verdict, status: str, at: Checkpoint | None = None
+    ) -> None:
         """An entry's data read at last: settle its verdict, then mark its row ``status`` (after:
         a settle that fails, e.g. its challenge's transaction, is tried again on the next step);
-        a verdict whose origin is pending waits for it instead."""
+        a verdict whose origin is pending waits for it instead. ``at``: the block the answer that
+        posted the data was seen by (`Database.update_missing`)."""
         if verdict.origin_pending:
             self._note_writers(batch, index, verdict)
             next_try = time.time() + self.backoff_s
             self.db.update_missing(batch.batch_id, index, status="awaiting", attempts=0, next_try=next_try)
             return
         await self._settle(batch, index, verdict)
-        self.db.update_missing(batch.batch_id, index, status=status)
+        self.db.update_missing(batch.batch_id, index, at=at, status=status)
 
     def _writers_pursued(self, verdict: Verdict) -> bool:
         """Whether a writer the verdict waits for is still being made to serve its trace (retried
@@ -266,7 +277,12 @@ class Availability:
             else:
                 raise
         self.db.update_missing(
-            row.batch_id, row.index, attempts=attempts, availability_id=aid, status="challenged"
+            row.batch_id,
+            row.index,
+            at=await self._call(seen_by, self.chain),
+            attempts=attempts,
+            availability_id=aid,
+            status="challenged",
         )
         log.warning(
             "AVAILABILITY challenge %d: batch %d #%d not served after %d attempts (%s)",
@@ -282,13 +298,33 @@ class Availability:
         assert row.availability_id is not None
         batch = self.db.batch(row.batch_id)
         assert batch is not None
-        state = await self._call(self.chain.availability, row.availability_id)
+        try:
+            state = await self._call(self.chain.availability, row.availability_id)
+        except ContractError as exc:
+            if exc.error_name != "UnknownAvailabilityChallenge":
+                raise
+            state = None
+        if state is None:
+            # orphaned by a reorg the follower has not undone yet (an id reused by another entry's
+            # claim is the undo's: `Database.undo_after`): claimed again (`_open` adopts the
+            # entry's claim on chain, should another be open)
+            log.warning(
+                "batch %d #%d: availability challenge %d is not on chain (a reorg): claimed again",
+                row.batch_id,
+                row.index,
+                row.availability_id,
+            )
+            self.db.update_missing(
+                row.batch_id, row.index, status="retrying", availability_id=None, next_try=0.0
+            )
+            return
         if state.status == AvailabilityStatus.ANSWERED:
             posted = await self.disputes.posted(batch)  # imports the posted trace into the store
             verdict = await self._verdict(batch, row.index, posted)
             if verdict is None:
                 return  # posted but not readable yet here: try again next step
-            await self._conclude(batch, row.index, verdict, "answered")
+            at = await self._call(seen_by, self.chain)
+            await self._conclude(batch, row.index, verdict, "answered", at)
             return
         if state.status == AvailabilityStatus.OPEN:
             if chain_now <= state.deadline:
@@ -305,7 +341,8 @@ class Availability:
                 row.availability_id,
                 slashed,
             )
-        self.db.update_missing(row.batch_id, row.index, status="slashed")
+        at = await self._call(seen_by, self.chain)
+        self.db.update_missing(row.batch_id, row.index, at=at, status="slashed")
         self._emit(
             "availability_slash",
             {"batch_id": row.batch_id, "index": row.index, "availability_id": row.availability_id},

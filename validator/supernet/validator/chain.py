@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from supernet.sdk.chain.bindings import DAEMON_MAX_PRIORITY_FEE, reverts_as
@@ -22,6 +23,7 @@ from supernet.sdk.chain.contracts import Contracts
 from supernet.sdk.chain.deployment import Deployment
 from supernet.sdk.chain.eip712 import TaskRequest
 from supernet.sdk.chain.errors import ContractError
+from supernet.sdk.chain.forks import Checkpoint
 from supernet.sdk.chain.omission import ManifestChallenge, OmissionManager
 from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.chain.tasks import (
@@ -393,6 +395,27 @@ class TaskManagerClient:
             quorum_base=int(c[15]),
         )
 
+    def committed_vote(self, challenge_id: int, voter: str, from_block: int = 0) -> bytes | None:
+        """The sealed vote ``voter`` committed on a challenge, as its ``commitVote`` transaction sent
+        it (the contract keeps commitments private; its ``VoteCommitted`` event names the
+        transaction), looked for from ``from_block``. None: no commit found, or one sent through
+        another contract (its input is not a ``commitVote`` call)."""
+        voter = Web3.to_checksum_address(voter)
+        logs = self.binding.contract.events.VoteCommitted().get_logs(
+            argument_filters={"challengeId": challenge_id, "validator": voter}, from_block=from_block
+        )
+        for log in reversed(list(logs)):  # a commit is sent once: the last one is it
+            tx = self.w3.eth.get_transaction(log["transactionHash"])
+            if str(tx.get("to") or "").lower() != self.binding.address.lower():
+                continue
+            try:
+                fn, args = self.binding.contract.decode_function_input(tx["input"])
+            except ValueError:
+                continue
+            if fn.fn_name == "commitVote" and int(args["challengeId"]) == challenge_id:
+                return bytes(args["commitment"])
+        return None
+
     def has_voted(self, challenge_id: int, validator: str) -> bool:
         """Whether ``validator`` voted (or opened) this challenge."""
         return int(self.binding.call("getVote", challenge_id, Web3.to_checksum_address(validator))[0]) != 0
@@ -419,7 +442,11 @@ class TaskManagerClient:
         return int(self.binding.challenge_availability(self.batch(batch_id), index).value)
 
     def availability(self, availability_id: int) -> AvailabilityChallenge:
-        """The on-chain state of an availability challenge."""
+        """The on-chain state of an availability challenge.
+
+        Raises:
+            ContractError: ``UnknownAvailabilityChallenge`` (never opened, or orphaned).
+        """
         return self.binding.get_availability(availability_id)
 
     def entry_availability(self, batch_id: int, index: int) -> int:
@@ -512,3 +539,17 @@ class TaskManagerClient:
     def withdraw(self) -> None:
         """Pull everything claimable (bonds back, rewards)."""
         self.binding.withdraw()
+
+
+def seen_by(chain: Any) -> Checkpoint | None:
+    """The chain's head now, as a checkpoint: a block that a transaction just sent or a state just
+    read is in or below (what `Database.set_challenge_status` and `Database.update_missing` keep,
+    so that a reorg past it is found and what was done there is done again). None: a chain
+    without blocks (a stand-in), or one that shrank meanwhile."""
+    w3 = getattr(chain, "w3", None)
+    if w3 is None:
+        return None
+    try:
+        return Checkpoint.of(w3, int(w3.eth.block_number))
+    except LookupError:
+        return None

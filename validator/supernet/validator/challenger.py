@@ -12,7 +12,11 @@ Rules this module keeps:
   validator's vote earned where the contract pays it, and withdraw what is claimable.
 
 Every step is idempotent against the chain (the contract's state is read before acting), so a
-restart after a transaction but before the database write does not send it twice.
+restart after a transaction but before the database write does not send it twice. A reorg that
+orphans a step (`Database.undo_after`) makes it due again: a vote sealed here is revealed from the
+secret kept apart from its challenge's row (`Database.kept_votes`, put back on the row when the
+challenge is read again) if a commit of it is on the new branch, sent again with it if not; a
+settlement seen after the fork is settled again from what the chain holds now.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from supernet.sdk.chain.errors import ContractError, InsufficientFundsError
@@ -34,7 +39,7 @@ from supernet.sdk.formats.fields import FormatError
 from supernet.sdk.formats.manifest import ManifestEntry
 from supernet.sdk.formats.trace import Trace, check_trace_size
 from supernet.sdk.store.cids import cid_of_digest, decode_dag
-from supernet.validator.chain import ChallengeStatus, TaskManagerClient
+from supernet.validator.chain import ChallengeStatus, TaskManagerClient, seen_by
 from supernet.validator.db import BatchRow, ChallengeRow, Database
 from supernet.validator.evidence import Verdict, publish
 from supernet.validator.verifier import Manifest, ManifestError, Verifier, load_manifest
@@ -423,8 +428,8 @@ class Disputes:
 
     async def _vote_one(self, row: ChallengeRow) -> None:
         record = await self._call(self.chain.binding.get_vote, row.challenge_id, self.address)
-        if record.weight or record.revealed:  # on chain already (a crash before the db write)
-            self._adopt(row, record)
+        if record.weight or record.revealed:  # on chain already (a crash before the db write, a reorg)
+            await self._adopt(row, record)
             return
         if row.salt is not None and row.my_vote is not None:  # sealed here, the commit not on chain
             if (await self._clock())[0] < self._reveals_at(row):
@@ -514,14 +519,30 @@ class Disputes:
             ", ".join(checks) or "ok",
         )
 
-    def _adopt(self, row: ChallengeRow, record: Any) -> None:
+    async def _adopt(self, row: ChallengeRow, record: Any) -> None:
         """Record a vote found on chain: revealed (its side known), or sealed, revealed later from
-        the salt in the database; with none there (the database lost, or a vote sent by another
-        program with this key) it cannot be revealed and its bond is lost."""
+        the salt in the database: the row's, or one kept from before a reorg removed or re-made
+        the row (`Database.kept_votes`), the one whose commitment the chain holds; with none there
+        (the database lost, or a vote sent by another program with this key) it cannot be
+        revealed and its bond is lost."""
         if record.revealed:
             self.db.set_vote(row.challenge_id, bool(record.fraud), None)
-        elif row.salt is not None:
+            return
+        commitment = await self._committed(row)
+        mine = None if row.salt is None or row.my_vote is None else (row.my_vote, row.salt)
+        if commitment is not None and mine is not None and self._seals(row, *mine) == commitment:
             self.db.mark_committed(row.challenge_id)
+            return
+        kept = self._kept_vote(row, commitment)  # commitment unknown: the latest kept
+        if kept is not None and kept[:2] != mine:
+            log.warning(
+                "challenge %d: this validator's vote sealed on chain is one sealed before a reorg: "
+                "revealed from its kept salt",
+                row.challenge_id,
+            )
+            self.db.adopt_sealed(row.challenge_id, *kept)
+        elif mine is not None:
+            self.db.mark_committed(row.challenge_id)  # the reveal tells (`NotTheCommittedVote`)
         else:
             log.error(
                 "challenge %d: this validator's vote is sealed on chain but its salt is not in the "
@@ -529,6 +550,32 @@ class Disputes:
                 row.challenge_id,
             )
             self.db.mark_committed(row.challenge_id, reveal="lost")
+
+    def _seals(self, row: ChallengeRow, fraud: bool, salt: bytes) -> bytes:
+        """The commitment of this validator's vote ``fraud`` with ``salt`` on the row's challenge."""
+        return vote_commitment(row.challenge_id, self.address, fraud, salt)
+
+    async def _committed(self, row: ChallengeRow) -> bytes | None:
+        """The commitment of this validator's vote on the row's challenge, as the chain holds it
+        (`TaskManagerClient.committed_vote`); None where it cannot be told (a provider refusing the
+        log query, a commit sent through another contract: the reveal tells)."""
+        try:
+            found = await self._call(self.chain.committed_vote, row.challenge_id, self.address, row.block)
+        except Exception as exc:
+            log.info("challenge %d: this validator's commitment not read: %s", row.challenge_id, exc)
+            return None
+        return None if found is None else bytes(found)
+
+    def _kept_vote(
+        self, row: ChallengeRow, commitment: bytes | None
+    ) -> tuple[bool, bytes, str | None] | None:
+        """A vote this validator sealed on the row's challenge (its id, batch and leaf), kept apart
+        from the row (`Database.kept_votes`): the one whose commitment is ``commitment`` (None:
+        the latest)."""
+        for fraud, salt, evidence in self.db.kept_votes(row.challenge_id, row.batch_id, row.leaf):
+            if commitment is None or self._seals(row, fraud, salt) == commitment:
+                return fraud, salt, evidence
+        return None
 
     async def _reveal_one(self, row: ChallengeRow) -> None:
         """Open the sealed vote from the side and salt persisted before its commit."""
@@ -544,6 +591,13 @@ class Disputes:
             if exc.error_name == "NotTheCommittedVote":
                 if (await self._call(self.chain.binding.get_vote, row.challenge_id, self.address)).revealed:
                     self.db.mark_revealed(row.challenge_id)  # opened meanwhile (another pass)
+                    return
+                commitment = await self._committed(row)
+                kept = None if commitment is None else self._kept_vote(row, commitment)
+                if kept is not None and kept[:2] != (row.my_vote, row.salt):
+                    # the commit on chain is one sealed here before a reorg: opened from its salt
+                    self.db.adopt_sealed(row.challenge_id, *kept)
+                    await self._reveal_one(replace(row, my_vote=kept[0], salt=kept[1], my_evidence=kept[2]))
                     return
                 log.error(
                     "challenge %d: the sealed vote on chain is not the one in the database: it cannot "
@@ -620,7 +674,9 @@ class Disputes:
                     # The node showed the receipt was one of its decoys: the challenger's bond came
                     # back with the bounty (when it was sampled); nobody was slashed.
                     log.warning("challenge %d: a decoy of node %s, bounty paid", row.challenge_id, view.node)
-            self.db.set_challenge_status(row.challenge_id, "resolved", fraud)
+            # with the block it was seen by: a reorg past it makes it unsettled again (`undo_after`)
+            at = await self._call(seen_by, self.chain)
+            self.db.set_challenge_status(row.challenge_id, "resolved", fraud, at=at)
             self._emit("resolved", {"challenge_id": row.challenge_id, "fraud": fraud})
         claimed = False
         for row in self.db.challenges("resolved"):
@@ -635,7 +691,8 @@ class Disputes:
                 if await self._gone(row, exc):
                     continue
                 raise
-            self.db.set_challenge_status(row.challenge_id, "claimed")
+            at = await self._call(seen_by, self.chain)
+            self.db.set_challenge_status(row.challenge_id, "claimed", at=at)
         if self.auto_withdraw and (claimed or await self._call(self.chain.claimable, self.address)):
             try:
                 await self._call(self.chain.withdraw)
@@ -648,8 +705,8 @@ class Disputes:
         pays it (`ChallengeView.vote_pays`, read from the chain: a vote sealed before a crash counts
         too); returns whether anything was claimed."""
         record = await self._call(self.chain.binding.get_vote, row.challenge_id, self.address)
-        if not record.weight and not record.revealed:
-            return False
+        if (not record.weight and not record.revealed) or record.reward_claimed:
+            return False  # no vote, or claimed already (the chain's word, not the row's)
         view = await self._call(self.chain.challenge, row.challenge_id)
         if not view.vote_pays(record, self.address, self.chain.params().quorum_bps):
             if not record.revealed and view.status != ChallengeStatus.DECOY:

@@ -2,17 +2,24 @@
 
 * ``cursor``: the next block the follower scans. Events of a block range and the new cursor are
   written in one transaction, so a batch is recorded exactly once whatever the crash point.
-* ``checkpoints``: the hash of the last block of each scanned range (the most recent
-  ``CHECKPOINTS``), written with the cursor: the follower's fork check (`undo_after`). Each batch
-  and challenge carries the block it came from (``commit_block``, ``block``), and a check's own
-  challenge the block it is known to be in (``challenge_block``), so a reorg undoes exactly what
-  the orphaned blocks brought.
+* ``checkpoints``: hashes of blocks read (the last block of each scanned range and blocks below
+  it at distances 1, 2, 4, ...; the most recent ``CHECKPOINTS`` and, older, two per power of two
+  of distance), written with the cursor: the follower's fork check (`undo_after`). Each batch and
+  challenge carries the block it came from (``commit_block``, ``block``), a check's own challenge
+  the block it is known to be in (``challenge_block``), a challenge's settlement and an
+  availability claim's last step the block they were seen by (``settled_block``,
+  ``claim_block``), so a reorg undoes exactly what the orphaned blocks brought.
 * ``batches``: each committed batch, ``pending`` until every sampled receipt has a verdict.
 * ``checks``: one row per (batch, receipt index) this validator checked, with the verdict, the
   evidence CID and the challenge it opened (if any). A restart skips receipts already checked.
 * ``challenges``: every challenge seen on chain, with this validator's vote and payout steps. A
   vote is sealed on chain (commit-reveal): its side, salt and evidence are written here before
   the commit is sent, so a validator restarted before the reveal phase still reveals it.
+* ``sealed_votes``: the side, salt and evidence of every vote sealed here, by challenge, batch and
+  leaf, never undone: a challenge row a reorg removed gets its vote back when the challenge is
+  read again with the same batch and leaf, so a commit of this validator's re-included on the new
+  branch is still revealed (and one that is not is sent again, the same), and a commit on chain
+  that is not the row's is matched by its commitment (`kept_votes`, `Disputes._adopt`).
 * ``receipts`` / ``indexed``: where each committed receipt of a node is, by request hash, read
   from the batches' manifests once (`supernet.validator.origin_check.ReceiptIndex`); ``indexed``
   says which batches are read, and whether wholly (a posted manifest may be partial).
@@ -117,12 +124,27 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE checks ADD COLUMN challenge_block INTEGER",
         "UPDATE checks SET challenge_block = 0 WHERE challenge_id IS NOT NULL",
     ),
+    # 4: what a reorg's undo keeps or resets. The secrets of the votes sealed so far are kept
+    # apart from their challenges' rows; settlements and availability claims seen before carry
+    # no block (older than any fork found from now on: never reset).
+    (
+        "CREATE TABLE sealed_votes (challenge_id INTEGER NOT NULL, batch_id INTEGER NOT NULL, "
+        "leaf TEXT NOT NULL, fraud INTEGER NOT NULL, salt TEXT NOT NULL, evidence TEXT, "
+        "PRIMARY KEY (challenge_id, salt))",
+        "INSERT OR IGNORE INTO sealed_votes (challenge_id, batch_id, leaf, fraud, salt, evidence) "
+        "SELECT challenge_id, batch_id, leaf, my_vote, my_salt, my_evidence FROM challenges "
+        "WHERE my_salt IS NOT NULL AND my_vote IS NOT NULL",
+        "ALTER TABLE challenges ADD COLUMN settled_block INTEGER",
+        "ALTER TABLE missing ADD COLUMN claim_block INTEGER",
+    ),
 )
 """Schema changes, version ``i + 1`` at index ``i``; each runs once, in one transaction."""
 
 CHECKPOINTS = 256
-"""Checkpoints kept (`Database.record_events`): a reorg deeper than the blocks they span is an
-unknown fork (the follower scans again from its first block)."""
+"""Recent checkpoints kept (`Database.record_events`); older ones thin out to one per half power of
+two of distance from the newest (`_put_checkpoints`), so the fork of a deep reorg is still found,
+at most about twice as deep as it is. Only a reorg below every checkpoint (a chain restarted) is
+an unknown fork: the follower scans again from its first block."""
 
 
 @dataclass(frozen=True)
@@ -285,11 +307,11 @@ class Database:
         events: Iterable[ChainEvent],
         next_block: int,
         history: Collection[int] = (),
-        checkpoint: Checkpoint | None = None,
+        checkpoints: Iterable[Checkpoint] = (),
     ) -> None:
         """Store the events of a scanned range and advance the cursor, atomically (idempotent).
         Batches in ``history`` are recorded for the receipt index only (status ``history``).
-        ``checkpoint``: the range's last block as read (kept for the fork check, `undo_after`)."""
+        ``checkpoints``: blocks of the range as read (kept for the fork check, `undo_after`)."""
         with self._tx() as c:
             for ev in events:
                 if isinstance(ev, BatchCommitted):
@@ -309,6 +331,18 @@ class Database:
                             ev.block,
                         ),
                     )
+                    # read again after a reorg removed its row: the vote sealed on it here comes back
+                    # (`kept_votes`), revealed if its commit is on this branch, sent again if not
+                    c.execute(
+                        "UPDATE challenges SET (my_vote, my_salt, my_evidence) = (SELECT s.fraud, s.salt, "
+                        "s.evidence FROM sealed_votes s WHERE s.challenge_id = challenges.challenge_id "
+                        "AND s.batch_id = challenges.batch_id AND s.leaf = challenges.leaf "
+                        "ORDER BY s.rowid DESC LIMIT 1) WHERE challenge_id = ? AND my_vote IS NULL "
+                        "AND my_salt IS NULL AND status = 'open' AND reveal = 'pending' AND EXISTS "
+                        "(SELECT 1 FROM sealed_votes s WHERE s.challenge_id = challenges.challenge_id "
+                        "AND s.batch_id = challenges.batch_id AND s.leaf = challenges.leaf)",
+                        (ev.challenge_id,),
+                    )
                     # a check's challenge (this validator's, or one found on its leaf) is in this block
                     c.execute(
                         "UPDATE checks SET challenge_block = ? WHERE challenge_id = ? AND batch_id = ? "
@@ -321,15 +355,21 @@ class Database:
                         "UPDATE challenges SET vote_deadline = MAX(vote_deadline, ?) WHERE challenge_id = ?",
                         (ev.vote_deadline, ev.challenge_id),
                     )
-                elif isinstance(ev, ChallengeResolved):
+                elif isinstance(ev, ChallengeResolved):  # undone with its block (`undo_after`)
                     c.execute(
                         "UPDATE challenges SET fraud = ?, status = CASE WHEN status = 'claimed' "
-                        "THEN status ELSE 'resolved' END WHERE challenge_id = ?",
-                        (int(ev.fraud), ev.challenge_id),
+                        "THEN status ELSE 'resolved' END, settled_block = MAX(COALESCE(settled_block, 0), ?) "
+                        "WHERE challenge_id = ?",
+                        (int(ev.fraud), ev.block, ev.challenge_id),
                     )
             _put_meta(c, "cursor", str(next_block))
-            if checkpoint is not None:
-                _put_checkpoint(c, checkpoint)
+            _put_checkpoints(c, checkpoints)
+
+    def add_checkpoints(self, checkpoints: Iterable[Checkpoint]) -> None:
+        """Keep blocks read before this database kept checkpoints (`Follower`: a file migrated
+        from before the fork check)."""
+        with self._tx() as c:
+            _put_checkpoints(c, checkpoints)
 
     def checkpoints(self) -> list[Checkpoint]:
         """The blocks kept for the fork check, oldest first."""
@@ -345,8 +385,16 @@ class Database:
         "not challenged" and to the re-checks (`Validator.check_entry` sends its challenge again
         while the entry's window is open); sealed votes not yet resolved are looked up on chain
         again (their commit or reveal may have been orphaned: `Disputes.vote_open` adopts what it
-        finds, or seals again). The checkpoints after ``block`` are dropped, the cursor (and the
-        refusals' cursor) set back to ``block + 1`` at most. Returns the batches undone."""
+        finds, or seals again); a settlement seen after it (a resolve, this validator's claim)
+        goes back to unsettled (`Disputes.settle` reads the chain again and redoes what the new
+        branch lacks); an availability claim opened after it goes back to ``retrying`` (claimed
+        again, or the entry's claim on the new branch adopted), one answered or resolved after it
+        to ``challenged`` (followed again).
+        The secrets of sealed votes stay (``sealed_votes``): a challenge read again on the new
+        branch with the same batch and leaf gets its vote back (`record_events`), and a commit of
+        this validator's found there is revealed from it (`Disputes._adopt`). The checkpoints
+        after ``block`` are dropped, the cursor (and the refusals' cursor) set back to
+        ``block + 1`` at most. Returns the batches undone."""
         with self._tx() as c:
             later = "SELECT batch_id FROM batches WHERE commit_block > ?"
             undone = [r[0] for r in c.execute(later + " ORDER BY batch_id", (block,))]
@@ -365,6 +413,23 @@ class Database:
                 (block,),
             ).fetchall()
             _reset_check_challenges(c, reset)
+            c.execute(
+                "UPDATE challenges SET status = CASE WHEN my_vote IS NOT NULL "
+                "AND reveal IN ('pending', 'done') THEN 'voted' ELSE 'open' END, fraud = NULL, "
+                "settled_block = NULL "
+                "WHERE status IN ('resolved', 'claimed') AND settled_block > ?",
+                (block,),
+            )
+            # this validator's availability claims: one opened after it is claimed again (`_open`
+            # adopts the entry's claim if the new branch holds one), one answered or resolved
+            # after it is followed again (`Availability._follow` reads what the chain holds now)
+            c.execute(
+                "UPDATE missing SET status = CASE WHEN status = 'challenged' THEN 'retrying' "
+                "ELSE 'challenged' END, availability_id = CASE WHEN status = 'challenged' THEN NULL "
+                "ELSE availability_id END, next_try = 0, claim_block = NULL WHERE claim_block > ? "
+                "AND availability_id IS NOT NULL AND status IN ('challenged', 'answered', 'slashed')",
+                (block,),
+            )
             c.execute(
                 "UPDATE challenges SET status = 'open', reveal = 'pending' WHERE status IN ('open', 'voted') "
                 "AND my_salt IS NOT NULL AND my_vote IS NOT NULL AND reveal IN ('pending', 'done')"
@@ -410,7 +475,7 @@ class Database:
                 ).fetchone()
             ]
             _reset_check_challenges(c, gone)
-            _put_checkpoint(c, at)
+            _put_checkpoints(c, [at])
 
     # -- batches and checks ----------------------------------------------------------------------
 
@@ -523,18 +588,26 @@ class Database:
             sql += f" WHERE status IN ({','.join('?' * len(statuses))})"
         return [MissingRow(*r) for r in self._all(sql + " ORDER BY batch_id, idx", *statuses)]
 
-    def update_missing(self, batch_id: int, index: int, **fields: object) -> None:
+    def update_missing(
+        self, batch_id: int, index: int, at: Checkpoint | None = None, **fields: object
+    ) -> None:
         """Set columns of a missing entry (``attempts``, ``next_try``, ``reason``, ``availability_id``,
-        ``status``)."""
+        ``status``). ``at``: a block its availability claim's step (opened, answered, resolved) was
+        seen by, kept as a checkpoint: a reorg past it sends the row back to following the claim
+        (`undo_after`)."""
         allowed = {"attempts", "next_try", "reason", "availability_id", "status"}
         if not fields or not set(fields) <= allowed:
             raise ValueError(f"update_missing takes {sorted(allowed)}")
+        if at is not None:
+            fields = {**fields, "claim_block": at.number}
         cols = ", ".join(f"{k} = ?" for k in fields)
         with self._tx() as c:
             c.execute(
                 f"UPDATE missing SET {cols} WHERE batch_id = ? AND idx = ?",
                 (*fields.values(), batch_id, index),
             )
+            if at is not None:
+                _put_checkpoints(c, [at])
 
     # -- challenges ------------------------------------------------------------------------------
 
@@ -582,11 +655,43 @@ class Database:
 
     def seal_vote(self, challenge_id: int, fraud: bool, salt: bytes, evidence_cid: str) -> None:
         """Persist a vote about to be sealed (before the commit is sent: a crash after the send
-        must still be able to reveal it); the challenge stays ``open`` until `mark_committed`."""
+        must still be able to reveal it); the challenge stays ``open`` until `mark_committed`. Its
+        secret is also kept apart (``sealed_votes``), by the challenge's batch and leaf: a reorg
+        that removes the challenge's row does not take it (`kept_votes`)."""
         with self._tx() as c:
             c.execute(
                 "UPDATE challenges SET my_vote = ?, my_salt = ?, my_evidence = ?, reveal = 'pending' "
                 "WHERE challenge_id = ?",
+                (int(fraud), salt.hex(), evidence_cid, challenge_id),
+            )
+            c.execute(
+                "INSERT OR IGNORE INTO sealed_votes (challenge_id, batch_id, leaf, fraud, salt, evidence) "
+                "SELECT challenge_id, batch_id, leaf, ?, ?, ? FROM challenges WHERE challenge_id = ?",
+                (int(fraud), salt.hex(), evidence_cid, challenge_id),
+            )
+
+    def kept_votes(
+        self, challenge_id: int, batch_id: int, leaf: bytes
+    ) -> list[tuple[bool, bytes, str | None]]:
+        """The votes this validator sealed on challenge ``challenge_id`` while it named ``batch_id``
+        and ``leaf`` (its row may have been removed by a reorg since): ``(fraud, salt, evidence)``,
+        the latest first."""
+        rows = self._all(
+            "SELECT fraud, salt, evidence FROM sealed_votes WHERE challenge_id = ? AND batch_id = ? "
+            "AND leaf = ? ORDER BY rowid DESC",
+            challenge_id,
+            batch_id,
+            leaf.hex(),
+        )
+        return [(bool(f), bytes.fromhex(s), e) for f, s, e in rows]
+
+    def adopt_sealed(self, challenge_id: int, fraud: bool, salt: bytes, evidence_cid: str | None) -> None:
+        """Put a kept vote (`kept_votes`) whose commit is on chain on its challenge's row (``voted``,
+        to be revealed from it)."""
+        with self._tx() as c:
+            c.execute(
+                "UPDATE challenges SET my_vote = ?, my_salt = ?, my_evidence = ?, reveal = 'pending', "
+                "status = CASE WHEN status = 'open' THEN 'voted' ELSE status END WHERE challenge_id = ?",
                 (int(fraud), salt.hex(), evidence_cid, challenge_id),
             )
 
@@ -901,13 +1006,24 @@ class Database:
         with self._tx() as c:
             c.execute("DELETE FROM challenges WHERE challenge_id = ?", (challenge_id,))
 
-    def set_challenge_status(self, challenge_id: int, status: str, fraud: bool | None = None) -> None:
-        """Move a challenge to ``resolved`` or ``claimed``."""
+    def set_challenge_status(
+        self, challenge_id: int, status: str, fraud: bool | None = None, at: Checkpoint | None = None
+    ) -> None:
+        """Move a challenge to ``resolved`` or ``claimed``; ``at``: a block the step was seen by
+        (kept as a checkpoint: a reorg past it makes the challenge unsettled again, `undo_after`)."""
         with self._tx() as c:
             c.execute(
-                "UPDATE challenges SET status = ?, fraud = COALESCE(?, fraud) WHERE challenge_id = ?",
-                (status, None if fraud is None else int(fraud), challenge_id),
+                "UPDATE challenges SET status = ?, fraud = COALESCE(?, fraud), "
+                "settled_block = COALESCE(?, settled_block) WHERE challenge_id = ?",
+                (
+                    status,
+                    None if fraud is None else int(fraud),
+                    None if at is None else at.number,
+                    challenge_id,
+                ),
             )
+            if at is not None:
+                _put_checkpoints(c, [at])
 
 
 def _put_batch(c: sqlite3.Connection, ev: BatchCommitted, status: str) -> None:
@@ -919,14 +1035,25 @@ def _put_batch(c: sqlite3.Connection, ev: BatchCommitted, status: str) -> None:
     )
 
 
-def _put_checkpoint(c: sqlite3.Connection, cp: Checkpoint) -> None:
-    """Keep a checkpoint (the most recent ``CHECKPOINTS`` of them)."""
-    c.execute("INSERT OR REPLACE INTO checkpoints (number, hash) VALUES (?, ?)", (cp.number, cp.hash.hex()))
-    c.execute(
-        "DELETE FROM checkpoints WHERE number NOT IN "
-        "(SELECT number FROM checkpoints ORDER BY number DESC LIMIT ?)",
-        (CHECKPOINTS,),
-    )
+def _put_checkpoints(c: sqlite3.Connection, cps: Iterable[Checkpoint]) -> None:
+    """Keep checkpoints: the most recent ``CHECKPOINTS``, and of the older ones the oldest at each
+    half power of two of distance from the newest (``d * d`` in ``[2**k, 2**(k+1))``), so that as
+    blocks come the kept ones age into the next and the span reaches back to the first: the
+    newest kept at or below any block is at most about twice as far from the newest."""
+    rows = [(cp.number, cp.hash.hex()) for cp in cps]
+    if not rows:
+        return
+    c.executemany("INSERT OR REPLACE INTO checkpoints (number, hash) VALUES (?, ?)", rows)
+    numbers = [int(r[0]) for r in c.execute("SELECT number FROM checkpoints ORDER BY number DESC")]
+    if len(numbers) <= CHECKPOINTS:
+        return
+    newest, powers, drop = numbers[0], set(), []
+    for number in reversed(numbers[CHECKPOINTS:]):  # oldest first: the oldest of each power stays
+        power = ((newest - number) ** 2).bit_length()
+        if power in powers:
+            drop.append((number,))
+        powers.add(power)
+    c.executemany("DELETE FROM checkpoints WHERE number = ?", drop)
 
 
 def _reset_check_challenges(c: sqlite3.Connection, entries: Sequence[tuple[int, int]]) -> None:

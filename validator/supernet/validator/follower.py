@@ -5,13 +5,16 @@ stores the batches and challenges found together with the new cursor in one SQLi
 (`Database.record_events`). A crash before the commit re-reads the same range (inserts are
 idempotent); a crash after it starts from the next block: no batch is skipped or recorded twice.
 
-Reorgs: the hash of each range's last block is kept with the cursor (a checkpoint), and before
-each scan `supernet.sdk.chain.forks.fork_point` asks which of them the chain still holds. Past a
-fork, what the orphaned blocks brought is undone in one transaction (`Database.undo_after`) and
-read again from the fork on; a fork below every checkpoint kept is scanned again from the start
-block. A check's challenge (this validator's, or one found on its leaf) is looked up on chain at
-the head before it is trusted (`Database.anchor_challenges`): one orphaned before the follower
-read its block is found missing there, and sent again.
+Reorgs: the hashes of each range's last block and of blocks below it at distances 1, 2, 4, ...
+(`marks`) are kept with the cursor (checkpoints), and before each scan
+`supernet.sdk.chain.forks.fork_point` asks which of them the chain still holds. Past a fork, what
+the orphaned blocks brought is undone in one transaction (`Database.undo_after`) and read again
+from the fork on; a fork below every checkpoint kept is scanned again from the start block. A
+database that kept no checkpoint yet (one from before the fork check) first keeps the blocks below
+its cursor the same way, so a shallow reorg right after the upgrade is not taken for a deep one.
+A check's challenge (this validator's, or one found on its leaf) is looked up on chain at the head
+before it is trusted (`Database.anchor_challenges`): one orphaned before the follower read its
+block is found missing there, and sent again.
 
 >>> f = Follower(chain, db, start_block=dep.deploy_block)   # doctest: +SKIP
 >>> f.step()                                                # doctest: +SKIP
@@ -28,7 +31,7 @@ from typing import Any
 from supernet.sdk.chain.errors import ContractError
 from supernet.sdk.chain.forks import UNKNOWN_FORK, Checkpoint, block_hash, fork_point
 from supernet.validator.chain import BatchCommitted, ChallengeOpened, TaskManagerClient
-from supernet.validator.db import CHECKPOINTS, Database
+from supernet.validator.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +74,7 @@ class Follower:
         """Undo what a reorg orphaned (if the chain was reorganised), then scan one range (if any
         block is new); returns the number of events recorded."""
         head = self.chain.head()
-        checkpoint: Checkpoint | None = None
+        checkpoints: list[Checkpoint] = []
         if self.w3 is not None:
             if not self._undo_fork(head):
                 return 0
@@ -81,18 +84,18 @@ class Follower:
         if end < start:
             return 0
         if self.w3 is not None:
-            try:
-                checkpoint = Checkpoint.of(self.w3, end)
+            try:  # the range's last block first: the one compared once the range is read
+                checkpoints = [Checkpoint.of(self.w3, n) for n in marks(start, end)]
             except LookupError:  # the chain shrank under us: read again next step
                 return 0
         events = self.chain.events(start, end)
-        if checkpoint is not None and block_hash(self.w3, end) != checkpoint.hash:
+        if checkpoints and block_hash(self.w3, end) != checkpoints[0].hash:
             log.info("block %d changed while it was read (a reorg): read again next step", end)
             return 0
         before = self.history_until
         history = {e.batch_id for e in events if isinstance(e, BatchCommitted) and e.block < before}
         events = [e for e in events if isinstance(e, BatchCommitted) or e.block >= before]
-        self.db.record_events(events, end + 1, history=history, checkpoint=checkpoint)
+        self.db.record_events(events, end + 1, history=history, checkpoints=checkpoints)
         for ev in events:
             if isinstance(ev, BatchCommitted):
                 log.info(
@@ -112,6 +115,7 @@ class Follower:
         past it: nothing can be told, nothing is scanned)."""
         checkpoints = self.db.checkpoints()
         if not checkpoints:
+            self._keep_read_blocks()
             return True
         newest = checkpoints[-1].number
         if head < newest:
@@ -123,8 +127,9 @@ class Follower:
         if fork == UNKNOWN_FORK:
             fork = self.start_block - 1
             log.error(
-                "REORG deeper than the %d blocks kept (or a new chain): following again from block %d",
-                CHECKPOINTS,
+                "REORG below block %d, the oldest kept (or a new chain): following again from block %d "
+                "(the secrets of sealed votes are kept)",
+                checkpoints[0].number,
                 self.start_block,
             )
         undone = self.db.undo_after(fork)
@@ -139,6 +144,21 @@ class Follower:
         if self.on_undo is not None:
             self.on_undo(undone)
         return True
+
+    def _keep_read_blocks(self) -> None:
+        """A database without checkpoints that has read blocks already (one from before the fork
+        check): keep blocks below its cursor as checkpoints (`marks`), taken as read, so that a
+        reorg of its last blocks finds its fork there, not below every checkpoint (which would
+        undo everything from the start block)."""
+        cursor = self.db.cursor(default=self.start_block)
+        if cursor <= self.start_block:
+            return
+        try:
+            kept = [Checkpoint.of(self.w3, n) for n in marks(self.start_block, cursor - 1)]
+        except LookupError:  # the chain is below the cursor: nothing can be told yet
+            return
+        self.db.add_checkpoints(kept)
+        log.info("keeping %d blocks below block %d for the fork check", len(kept), cursor)
 
     def _anchor_challenges(self, head: int) -> None:
         """Look up on chain, at the head, the checks' challenges not yet known to be in a block
@@ -203,3 +223,18 @@ class Follower:
             total += self.step()
             if self.db.cursor(default=self.start_block) == before:
                 return total
+
+
+def marks(low: int, high: int) -> list[int]:
+    """The blocks of ``[low, high]`` kept as checkpoints when it is read: ``high``, then those below
+    it at distances 1, 2, 4, ... (a handful of hashes for any range), so that the fork of a reorg
+    that reaches into it is found close to where the branches part.
+
+    >>> marks(0, 20)
+    [20, 19, 18, 16, 12, 4]
+    """
+    out, step = [high], 1
+    while high - step >= low:
+        out.append(high - step)
+        step *= 2
+    return out
