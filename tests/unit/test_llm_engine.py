@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
+import torch
 from llm_fixtures import make_tiny_llama
 from supernet.node.llm import (
     ContextOverflowError,
@@ -16,6 +17,7 @@ from supernet.node.llm import (
     SamplingParams,
     SequenceFinishedError,
 )
+from supernet.node.llm.kvcache import PrefixCache
 
 GREEDY = SamplingParams(max_new_tokens=40, stop_token_ids=())
 SAMPLED = SamplingParams(max_new_tokens=40, temperature=0.9, top_p=0.95, seed=11, stop_token_ids=())
@@ -266,3 +268,102 @@ async def test_an_idle_engine_gives_its_kv_cache_back_and_serves_the_same_after(
         _assert_same_generations(first, again)
     finally:
         await eng.stop()
+
+
+# -- chunked prefill: a step computes at most ``prefill_chunk`` prompt tokens -----------------------
+
+LONG = [(i * 37 + 11) % 90 + 3 for i in range(61)]  # 61 tokens: 9 chunks of 7
+
+
+@pytest.mark.parametrize("params", [GREEDY, SAMPLED], ids=["greedy", "sampled"])
+async def test_chunked_prefill_gives_the_unchunked_results(params: SamplingParams) -> None:
+    model = make_tiny_llama(7)
+    whole = LLMEngine.from_model(model, max_batch=4, max_seq_len=128, prefix_cache=False)
+    chunked = LLMEngine(model, None, whole.weights_id, max_batch=4, max_seq_len=128, prefill_chunk=7)
+    prompts = [LONG, *PROMPTS, LONG[5:40]]  # 7 requests for 4 slots: some wait, some join mid-prefill
+    async with whole, chunked:
+        expected = [await _alone(whole, p, params) for p in prompts]
+        alone = [await _alone(chunked, p, params) for p in prompts]
+        handles = [chunked.submit(p, params) for p in prompts]
+        together = [await h.result() for h in handles]
+    _assert_same_generations(expected, alone)
+    _assert_same_generations(expected, together)
+
+
+async def test_a_long_prompt_does_not_hold_a_running_sequence() -> None:
+    eng = LLMEngine.from_model(make_tiny_llama(7), max_batch=4, max_seq_len=128, prefill_chunk=7)
+    async with eng:
+        running = eng.submit(PROMPTS[0], SamplingParams(max_new_tokens=30, stop_token_ids=()))
+        seen: list[int] = []  # the engine's step count at each of the running sequence's tokens
+        long = None
+        async for _ in running:
+            seen.append(eng.steps)
+            if len(seen) == 3:
+                long = eng.submit(LONG, SamplingParams(max_new_tokens=1, stop_token_ids=()))
+                long_events = asyncio.ensure_future(_events(long))
+        assert long is not None
+        events = await long_events
+    # the running sequence got a token in every step, the 9 of the long prompt's prefill included
+    assert seen == list(range(seen[0], seen[0] + 30))
+    assert len(events) == 1 and events[0].prefilled == len(LONG)  # charged once, whole
+
+
+async def _events(handle):  # type: ignore[no-untyped-def]
+    return [ev async for ev in handle]
+
+
+async def test_chunked_prefill_with_the_prefix_cache_and_a_preempt_mid_prefill() -> None:
+    model = make_tiny_llama(7)
+    plain = LLMEngine.from_model(model, max_batch=4, max_seq_len=128, prefix_cache=False)
+    cached = LLMEngine(model, None, plain.weights_id, max_batch=4, max_seq_len=128, prefill_chunk=6)
+    more = [*SHARED, 90, 91, 92, 93, 94, 95]
+    prompts = [[*more, 5, 6, 7], [*more, 9], [44, 45], SHARED + list(range(40, 52)), [*SHARED, 8]]
+    async with plain, cached:
+        expected = [await _alone(plain, p, GREEDY) for p in prompts]
+        # shared within one batch, over several chunks (the shared prefix does not fit one)
+        together = [await h.result() for h in [cached.submit(p, GREEDY) for p in prompts]]
+        assert cached.prefixes is not None and tuple(more) in cached.prefixes.entries
+        # a hit: only the rest is computed, and charged
+        hit = cached.submit(prompts[0], GREEDY)
+        events = [ev async for ev in hit]
+        assert events[0].prefilled == len(prompts[0]) - len(more)
+        # preempted part-way through its prompt (two of its 11 chunks in, no token yet): resumed,
+        # it prefills again; cancelled part-way, it leaves nothing behind
+        long_alone = await _alone(plain, LONG, GREEDY)
+        handle = await _two_steps_in(cached, LONG)
+        snapshot = await handle.preempt()
+        assert snapshot.output_ids == () and snapshot.keys is None
+        resumed = await cached.submit(LONG, GREEDY, resume=snapshot).result()
+        cancelled = await _two_steps_in(cached, LONG[::-1])  # not cached
+        cancelled.cancel()
+        gone = await cancelled.result()
+        assert gone.finish_reason == "cancelled" and gone.output_ids == ()
+        assert not cached.load_stats["active"]
+    _assert_same_generations(expected, together)
+    _assert_same_generations([expected[0], long_alone], [await hit.result(), resumed])
+
+
+async def _two_steps_in(engine: LLMEngine, prompt: list[int]):  # type: ignore[no-untyped-def]
+    start = engine.steps
+    handle = engine.submit(prompt, GREEDY)
+    while True:
+        if engine.steps >= start + 2:
+            return handle
+        await asyncio.sleep(0)
+
+
+def test_the_prefix_cache_holds_at_most_max_bytes_least_recently_used_out_first() -> None:
+    def kv(n: int) -> tuple[torch.Tensor, torch.Tensor]:  # 8 bytes a token, keys and values
+        return torch.zeros(1, 1, n, 1), torch.zeros(1, 1, n, 1)
+
+    cache = PrefixCache(max_bytes=80)
+    a, b, c = tuple(range(1, 5)), tuple(range(11, 15)), tuple(range(21, 25))
+    cache.add(a, *kv(4))
+    cache.add(b, *kv(4))
+    assert cache.match((*a, 99)) == a  # used: b is now the least recently used
+    cache.add(c, *kv(4))
+    assert list(cache.entries) == [a, c] and cache.bytes == 64
+    cache.add(tuple(range(30, 41)), *kv(11))  # 88 bytes: never kept
+    assert list(cache.entries) == [a, c] and cache.bytes == 64
+    cache.clear()
+    assert not cache.entries and cache.bytes == 0

@@ -76,7 +76,8 @@ TOP_PS = (1.0, 0.999, 0.98, 0.5, 0.05)
 
 
 class NodeLogits:
-    """Instrumentation: the node's float32 logits of every step, by (request id, output index)."""
+    """Instrumentation: the node's float32 logits of every step, by (request id, output index),
+    from ``model.logits`` or, on a decode-only step of a fused model, the fused step's."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.rows: dict[tuple[str, int], torch.Tensor] = {}
@@ -92,10 +93,22 @@ class NodeLogits:
                 return out
 
             model.logits = logits
+            fused = model.fused_decoder  # a decode-only step of a fused model: logits from the C step
+            if fused is not None:
+                real_fused = fused.step
+
+                def fused_step(*args: Any) -> Any:
+                    hidden, out = real_fused(*args)
+                    box["l"] = out.detach().float().cpu().clone()
+                    return hidden, out
+
+                fused.step = fused_step
             try:
                 result = real_step(model, pool, batch)
             finally:
                 del model.logits
+                if fused is not None:
+                    del fused.step
             for r, seq in enumerate(batch):
                 self.rows[(seq.request_id, len(seq.output))] = box["l"][r]
             return result

@@ -2,9 +2,10 @@
 
 Input: a string (one user message), or ``{"messages": [...], "max_new_tokens": n,
 "temperature": t, "top_p": p, "seed": s, "stop": [strings], "response_format": {...}}`` (a single
-``stop`` string is a list of one). Generation ends at the first stop string, so the node spends no
-tokens past it. A ``response_format`` of type ``json_schema`` or ``json_object`` constrains the
-reply to that JSON (the kernel's grammar mask, `supernet.node.llm.grammar`).
+``stop`` string is a list of one; at most `MAX_STOP_STRINGS` of `MAX_STOP_CHARS` characters).
+Generation ends at the first stop string, so the node spends no tokens past it. A
+``response_format`` of type ``json_schema`` or ``json_object`` constrains the reply to that JSON
+(the kernel's grammar mask, `supernet.node.llm.grammar`).
 
 ``tools`` and ``tool_choice`` (OpenAI's shapes) make a tool-calling reply: the tools are listed in
 a system message, ``tool`` messages and assistant ``tool_calls`` are rendered as text, and the
@@ -23,6 +24,12 @@ from supernet.node.agents.context import AgentContext
 from supernet.node.agents.tool_calls import render_messages, tools_response_format
 
 DEFAULT_MAX_NEW_TOKENS = 128
+MAX_STOP_STRINGS = 4
+"""Most ``stop`` strings a chat takes, each of 1 to `MAX_STOP_CHARS` characters: what
+``POST /v1/chat/completions`` takes (OpenAI's limits, `supernet.node.service.schemas.StopStrings`),
+so a task through ``POST /v1/tasks`` cannot make the node's stop watcher look for thousands."""
+MAX_STOP_CHARS = 64
+_STOP_STRING = {"type": "string", "minLength": 1, "maxLength": MAX_STOP_CHARS}
 
 
 class ChatAgent(Agent):
@@ -54,7 +61,12 @@ class ChatAgent(Agent):
                     "temperature": {"type": "number", "minimum": 0},
                     "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
                     "seed": {"type": "integer"},
-                    "stop": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+                    "stop": {
+                        "oneOf": [
+                            _STOP_STRING,
+                            {"type": "array", "maxItems": MAX_STOP_STRINGS, "items": _STOP_STRING},
+                        ]
+                    },
                     "response_format": {"type": "object", "required": ["type"]},
                     "tools": {"type": "array", "minItems": 1},
                     "tool_choice": {"oneOf": [{"type": "string"}, {"type": "object"}]},

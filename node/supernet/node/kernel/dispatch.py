@@ -197,23 +197,75 @@ def stop_text(tokenizer: Any, ids: Sequence[int]) -> str:
     return str(tokenizer.decode(list(ids), skip_special_tokens=True))
 
 
+_DECODE_CONTEXT = 4
+"""Tokens before the new ones that `_StopWatcher` decodes with them: a decoder's rules at the start
+of a text (a leading space dropped, a word-piece joined) then apply to the context as in the
+whole text, and the new tokens' text is what they add to it."""
+
+
 class _StopWatcher:
-    """Streams a call's tokens as text and spots the caller's stop strings."""
+    """Streams a call's tokens as text and spots the caller's stop strings.
+
+    Per token it decodes only the tokens since the text last ended on a whole character (the
+    anchor) and a few before them (`_DECODE_CONTEXT`), and looks for the stop strings only in the
+    end of the text a new token can complete: the last ``len(longest stop) - 1`` characters before
+    the anchor and the text after it (an earlier occurrence would have stopped the call at an
+    earlier token). So a token costs the same whatever the output's length, and the text, the
+    stream and the stop are those of decoding the whole output each time (`stop_text`); where a
+    tokenizer's decode of the window does not extend its context's text, the watcher goes back to
+    that whole decode for the rest of the call.
+    """
 
     def __init__(self, tokenizer: Any, stops: tuple[str, ...], emit: Callable[[int, str], None]) -> None:
         self._tokenizer, self._stops, self._emit = tokenizer, stops, emit
+        self._longest = max((len(s) for s in stops), default=0)
         self._ids: list[int] = []
-        self._text = ""
+        self._head = ""  # the text of the tokens before the anchor (all streamed)
+        self._tail = ""  # what has been streamed of the text after it
+        self._anchor = 0  # tokens whose text ends on a whole character
+        self._context = 0  # first token of the decoded window
+        self._context_text = ""  # the text of the window's tokens before the anchor
+        self._whole = False  # decode the whole output each time (the window was inconsistent)
 
     def on_token(self, index: int, token_id: int) -> bool:
         self._ids.append(token_id)
-        text = stop_text(self._tokenizer, self._ids)
+        if self._whole:
+            return self._on_whole(token_id)
+        window = stop_text(self._tokenizer, self._ids[self._context :])
+        if not window.startswith(self._context_text):
+            self._whole = True
+            return self._on_whole(token_id)
+        tail = window[len(self._context_text) :]
         # a trailing U+FFFD may be a character whose bytes the next token completes: held back,
         # so the stream only ever grows by whole characters (the user's client reads the stream
         # as a prefix of the output, `supernet.sdk.client.streaming.stream_problem`)
+        stable = tail.rstrip("\ufffd")
+        delta = stable[len(self._tail) :] if stable.startswith(self._tail) else ""
+        self._emit(token_id, delta)
+        before = self._head[-(self._longest - 1) :] if self._longest > 1 else ""
+        stopped = any(stop in before + tail for stop in self._stops)
+        if stable == tail:  # a whole character at the end: the anchor moves here
+            self._head += tail
+            self._tail = ""
+            self._move_anchor()
+        else:
+            self._tail = stable
+        return stopped
+
+    def _move_anchor(self) -> None:
+        self._anchor = start = len(self._ids)
+        self._context_text = ""
+        while start > 0 and not self._context_text:  # special tokens decode to no text: back further
+            start = max(0, start - _DECODE_CONTEXT)
+            self._context_text = stop_text(self._tokenizer, self._ids[start : self._anchor])
+        self._context = start
+
+    def _on_whole(self, token_id: int) -> bool:
+        text = stop_text(self._tokenizer, self._ids)
         stable = text.rstrip("\ufffd")
-        delta = stable[len(self._text) :] if stable.startswith(self._text) else ""
-        self._text = stable
+        done = self._head + self._tail
+        delta = stable[len(done) :] if stable.startswith(done) else ""
+        self._head, self._tail = stable, ""
         self._emit(token_id, delta)
         return any(stop in text for stop in self._stops)
 

@@ -49,7 +49,8 @@ class Policy(Protocol):
     def __len__(self) -> int: ...
 
     def charge(self, entry: Schedulable, tokens: int) -> None:
-        """Account ``tokens`` generated for ``entry``."""
+        """Account ``tokens`` for ``entry``: one per token generated, plus the prompt tokens the
+        engine computed for it (reported with its first token; prefix-cache hits not counted)."""
 
     def should_preempt(self, running: Schedulable) -> bool:
         """Whether ``running``, its slice used up, should yield to a waiting entry."""

@@ -253,10 +253,14 @@ class Scheduler:
         return None
 
     def _consume(self, entry: _Entry, event: Any) -> bool:
-        """Take one token event; True when the caller's callback asks to stop."""
+        """Take one token event; True when the caller's callback asks to stop.
+
+        The policy is charged the token and the prompt tokens the engine computed before it
+        (``event.prefilled``: a fresh prompt's prefill less its prefix-cache hit, on its first
+        token): one user's long prompts cost that user's share, as its output does."""
         entry.output_ids.append(int(event.token_id))
         entry.logprobs.append(float(event.logprob))
-        self._policy.charge(entry, 1)
+        self._policy.charge(entry, 1 + int(getattr(event, "prefilled", 0)))
         if entry.on_token is None:
             return False
         return bool(entry.on_token(len(entry.output_ids) - 1, int(event.token_id)))

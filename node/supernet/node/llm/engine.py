@@ -3,7 +3,10 @@
 One asyncio task owns the batch. Each iteration it applies preempts and cancels, admits waiting
 requests into free KV slots, then runs one step in a dedicated worker thread (``run_in_executor``, so the
 event loop stays responsive): a decode of every active sequence together, plus a batched prefill
-of the newly admitted ones in the same forward pass, which join the decode from the next step.
+of the newly admitted ones in the same forward pass, which join the decode once their prompt is
+in. A step prefills at most ``prefill_chunk`` prompt tokens (`PREFILL_CHUNK_TOKENS`): a longer
+prompt goes in over several steps (`supernet.node.llm.step`), so one user's long prompt holds the
+others' next token for one chunk's time, not its whole prefill.
 Sampled tokens go out as events; finished sequences retire and free their slot, and the loop lets
 their callers' follow-up requests (an agent's next call) arrive before it admits the next batch.
 The loop sleeps on an ``asyncio.Event`` when idle — no polling — and after ``KV_RELEASE_AFTER_S``
@@ -26,6 +29,7 @@ import threading
 from collections import OrderedDict, deque
 from collections.abc import Sequence as Seq
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +57,14 @@ SCORE_CACHE_TOKENS = 1024  # longest prompt prefix kept per entry
 # a few dozen callbacks and one tool-thread hop later). Admitted now, that call prefills inside
 # the next step; missed, it waits a whole step (~0.1 s on CPU) and its task ends a step later.
 FOLLOW_UP_TURNS = 64
-# Seconds without a sequence after which the engine gives its KV cache's memory back (`KVPool.release`).
+# Seconds without a sequence after which the engine gives its KV cache's memory back (`KVPool.release`)
+# and empties its prefix cache (`PrefixCache.clear`).
 KV_RELEASE_AFTER_S = 10.0
+# Most prompt tokens one step computes, all new sequences together (`LLMEngine`'s ``prefill_chunk``):
+# what a running sequence waits for between two tokens while others' prompts go in (~0.6 s for
+# SmolLM2 on a 2-core CPU; a 2,000-token prompt used to hold every decoder ~10 s), while a
+# 256-token pass still reads each weight once for many tokens.
+PREFILL_CHUNK_TOKENS = 256
 _ids = itertools.count()
 
 
@@ -72,7 +82,10 @@ class LLMEngine:
             kernels (``Llama.pack_linears``); faster decoding, same results up to rounding.
         prefix_cache: Keep the keys/values of prompt prefixes that recent prompts share (at least
             ``PrefixCache.min_tokens`` tokens, e.g. a chat template's system turn) and prefill only
-            the rest of later prompts that start with them; same results up to rounding.
+            the rest of later prompts that start with them; same results up to rounding. At most
+            `PREFIX_CACHE_BYTES` of them, emptied with the idle release of the KV cache.
+        prefill_chunk: Most prompt tokens one step computes (`PREFILL_CHUNK_TOKENS`); a longer
+            prompt is prefilled over several steps, the same results up to rounding.
     """
 
     def __init__(
@@ -85,7 +98,10 @@ class LLMEngine:
         max_seq_len: int = 2048,
         pack_weights: bool = True,
         prefix_cache: bool = True,
+        prefill_chunk: int = PREFILL_CHUNK_TOKENS,
     ) -> None:
+        if prefill_chunk < 1:
+            raise ValueError("prefill_chunk must be at least 1")
         if pack_weights and not model.packed:
             model.pack_linears(batch_hint=max_batch)
         self.model, self.tokenizer, self.weights_id = model, tokenizer, weights_id
@@ -95,6 +111,7 @@ class LLMEngine:
         self.compute = model.compute
         self.model_id = served_model_id(weights_id, self.compute)
         self.max_batch = max_batch
+        self.prefill_chunk = prefill_chunk
         self.max_seq_len = min(max_seq_len, model.rope_cos.shape[0])
         self.pool = KVPool(model.cfg, max_batch, self.max_seq_len, self.device, self.dtype)
         self.prefixes = PrefixCache() if prefix_cache else None
@@ -356,21 +373,21 @@ class LLMEngine:
                     if not (self._pending or self._control or self._stopping):
                         await self._idle()
                     continue
-                batch = list(self._active)
+                batch = self._plan()
+                active = len(self._active)
                 try:
                     loop = asyncio.get_running_loop()
-                    outputs = await loop.run_in_executor(
-                        self._executor, run_step, self.model, self.pool, batch
-                    )
+                    step = partial(run_step, self.model, self.pool, batch)
+                    outputs = await loop.run_in_executor(self._executor, step)
                 except Exception as exc:  # a failed step fails its sequences, not the engine
                     log.exception("engine step failed")
                     self._fail(batch, LLMError(f"engine step failed: {exc}"))
                     self._retire(batch)
                     continue
                 self.steps += 1
-                self.stepped_sequences += len(batch)  # one token (or a prefill) per sequence
+                self.stepped_sequences += len(batch)  # one token, or a chunk of its prompt, per sequence
                 self._apply(batch, outputs)
-                if len(self._active) < len(batch):  # some finished: let their callers follow up
+                if len(self._active) < active:  # some finished: let their callers follow up
                     for _ in range(FOLLOW_UP_TURNS):
                         await asyncio.sleep(0)
         except BaseException as exc:
@@ -382,12 +399,15 @@ class LLMEngine:
             self._pending.clear()
 
     async def _idle(self) -> None:
-        """Sleep until woken; once idle for ``kv_release_after_s``, give the KV cache's memory back
-        (not at every gap: an agent's next call often follows within a step)."""
+        """Sleep until woken; once idle for ``kv_release_after_s``, give the KV cache's memory back,
+        the prefix cache's included (not at every gap: an agent's next call often follows within
+        a step)."""
         try:
             await asyncio.wait_for(self._wake.wait(), self.kv_release_after_s)
         except TimeoutError:
             self.pool.release()
+            if self.prefixes is not None:
+                self.prefixes.clear()
             self.kv_releases += 1
             await self._wake.wait()
 
@@ -398,16 +418,76 @@ class LLMEngine:
                 continue
             if self._finish_if_done(seq):
                 continue
-            seq.slot = len(self._active)
+            seq.slot = self.max_batch + len(self._active)  # past every slot: `_arrange` places it
             self._active.append(seq)
             if self.prefixes is not None and not seq.output:
                 prefix = self.prefixes.match(seq.prompt)
                 seq.prefix = None if prefix is None else self.prefixes.get(prefix)
                 seq.share = self.prefixes.propose(seq.prompt, 0 if prefix is None else len(prefix))
-        # decoding sequences (resumed ones included) before fresh ones, which the step prefills
-        self._active.sort(key=lambda s: not (s.output or s.resume))
+        self._arrange()
+
+    def _arrange(self) -> None:
+        """Lay the active sequences out as a step needs them: the decoding ones (resumed ones
+        included) in slots ``0..D-1``, then the ones whose prompt is not all in yet, in the order they
+        were admitted (the step's prompt budget goes first come first served). A decoding sequence
+        already among the first ``D`` slots stays; a sequence whose keys/values are in the pool and
+        whose slot changes takes them along."""
+        decoding = [s for s in self._active if s.output]
+        prefilling = sorted((s for s in self._active if not s.output), key=lambda s: s.slot)
+        d = len(decoding)
+        kept = {s.slot for s in decoding if s.slot < d}
+        holes = iter(i for i in range(d) if i not in kept)
+        target = {id(s): s.slot if s.slot < d else next(holes) for s in decoding}
+        target |= {id(s): d + i for i, s in enumerate(prefilling)}
+        moves = {s.slot: (s, target[id(s)]) for s in self._active if target[id(s)] != s.slot}
+        with torch.inference_mode():
+            parked: list[tuple[int, tuple[Tensor, Tensor]]] = []
+            while moves:
+                # a move whose destination no other pending move still has to read from goes
+                # straight; a cycle parks one sequence's keys/values aside
+                src = next((a for a, (_, b) in moves.items() if b not in moves), None)
+                if src is None:
+                    src = next(iter(moves))
+                    seq, dst = moves.pop(src)
+                    if self._in_pool(seq):
+                        parked.append((dst, self.pool.export(src, seq.cached)))
+                    continue
+                seq, dst = moves.pop(src)
+                if self._in_pool(seq) and src < self.pool.slots:
+                    self.pool.move(src, dst, seq.cached)
+            for dst, (keys, values) in parked:
+                self.pool.load(dst, keys, values)
+        self._active = sorted(self._active, key=lambda s: target[id(s)])
         for i, s in enumerate(self._active):
             s.slot = i
+
+    def _plan(self) -> list[Sequence]:
+        """The sequences the next step advances, a leading run of the active ones: every decoding
+        one, and the ones whose prompt is not all in yet while the step's ``prefill_chunk`` prompt
+        tokens last, first come first served (each one's share in ``Sequence.chunk``; a prompt
+        longer than what is left goes on in the next steps). The others wait, holding nothing in
+        the pool: a prompt part-way in (at most one) is the first served."""
+        left = self.prefill_chunk
+        batch: list[Sequence] = []
+        for seq in self._active:
+            if not seq.output:
+                if not left:
+                    break
+                seq.chunk = min(len(seq.prompt) - seq.prompt_ready, left)
+                left -= seq.chunk
+            batch.append(seq)
+        stray = [s for s in self._active[len(batch) :] if s.cached]
+        if stray:  # never by construction; a step that grew the pool would lose their keys/values
+            log.error("%d sequences left out of a step hold keys/values in the pool", len(stray))
+            self._fail(stray, LLMError("the engine lost track of a prompt part-way in"))
+            self._retire(stray)
+            return self._plan()
+        return batch
+
+    @staticmethod
+    def _in_pool(seq: Sequence) -> bool:
+        """Whether the pool holds keys/values of ``seq`` (a resumed one's load at its first step)."""
+        return seq.cached > 0 and seq.resume is None
 
     def _apply(self, batch: list[Sequence], outputs: list[StepOutput]) -> None:
         done: list[Sequence] = []
@@ -415,13 +495,17 @@ class LLMEngine:
         for seq, out in zip(batch, outputs, strict=True):
             seq.resume = None
             seq.cached = out.cached
-            if seq.share:  # just prefilled: its slot holds the proposed prefix
-                if self.prefixes is not None and seq.cached >= seq.share:
+            seq.prefilled += out.prefilled
+            if seq.share and seq.cached >= seq.share:  # its slot now holds the proposed prefix
+                if self.prefixes is not None and self.prefixes.fits(seq.share * self.pool.bytes_per_token):
                     keys = self.pool.k[:, seq.slot, :, : seq.share].clone()
                     values = self.pool.v[:, seq.slot, :, : seq.share].clone()
                     self.prefixes.add(seq.prompt[: seq.share], keys, values)
                 seq.share = 0
-            seq.prefix = None
+            if seq.cached:  # a prefix-cache hit is loaded with the first chunk
+                seq.prefix = None
+            if out.token is None:  # its prompt is not all in yet: no token this step
+                continue
             if seq.grammar_refused:  # never streamed: the call fails and its task gets no receipt
                 continue
             position = len(seq.prompt) + len(seq.output)
@@ -429,7 +513,8 @@ class LLMEngine:
             seq.logprobs.append(out.logprob)
             if out.fingerprint is not None:
                 seq.fingerprints.append(out.fingerprint)
-            seq.events.put_nowait(TokenEvent(out.token, position, out.logprob))
+            seq.events.put_nowait(TokenEvent(out.token, position, out.logprob, seq.prefilled))
+            seq.prefilled = 0
             if self._finish_if_done(seq):
                 done.append(seq)
         if refused:
@@ -491,7 +576,7 @@ class LLMEngine:
         keys = values = None
         if seq.resume is not None:
             keys, values = seq.resume.keys, seq.resume.values
-        elif seq.slot >= 0 and seq.cached:
+        elif seq.slot >= 0 and seq.cached and seq.output:  # a prompt part-way in is prefilled again
             keys, values = self.pool.export(seq.slot, seq.cached)
         return SequenceSnapshot(
             prompt_ids=seq.prompt,
@@ -505,14 +590,11 @@ class LLMEngine:
         )
 
     def _retire(self, seqs: list[Sequence]) -> None:
-        """Free the slots of ``seqs``, moving the last active sequences into the holes."""
-        with torch.inference_mode():
-            for seq in sorted((s for s in seqs if s.slot >= 0), key=lambda s: s.slot, reverse=True):
-                last = self._active[-1]
-                if last is not seq:
-                    if last.cached and last.resume is None:
-                        self.pool.move(last.slot, seq.slot, last.cached)
-                    self._active[seq.slot] = last
-                    last.slot = seq.slot
-                self._active.pop()
-                seq.slot = -1
+        """Free the slots of ``seqs``; the others close the gaps (`_arrange`)."""
+        leaving = {id(s) for s in seqs if s.slot >= 0}
+        if not leaving:
+            return
+        for seq in seqs:
+            seq.slot = -1
+        self._active = [s for s in self._active if id(s) not in leaving]
+        self._arrange()

@@ -30,10 +30,13 @@ class Sequence:
         fingerprints: Recorded so far.
         resume: Snapshot whose cache is loaded on admission.
         slot: KV-pool slot while active, else -1.
-        cached: Tokens whose keys/values are in the slot.
+        cached: Tokens whose keys/values are in the slot (a prompt part-way in: its chunks so far).
         prefix: Keys and values of a cached prompt prefix (``PrefixCache``), loaded into the slot
             so that the prefill computes only the rest of the prompt.
         share: Length of a prompt prefix to copy into the prefix cache once prefilled (0: none).
+        chunk: Prompt tokens the next step computes for it while its prompt is not all in its slot
+            (the engine's share of the step's budget, `LLMEngine.prefill_chunk`; ``None``: all).
+        prefilled: Prompt tokens computed for it and not yet reported (`TokenEvent.prefilled`).
         constraint: The grammar state of a constrained generation (``params.grammar``), built by
             the engine at submission and advanced over the tokens so far.
     """
@@ -50,6 +53,8 @@ class Sequence:
     cached: int = 0
     prefix: tuple[Tensor, Tensor] | None = None
     share: int = 0
+    chunk: int | None = None
+    prefilled: int = 0
     constraint: GrammarConstraint | None = None
     events: asyncio.Queue[TokenEvent | None] = field(default_factory=asyncio.Queue)
     done: asyncio.Future[GenerationResult] = field(
@@ -58,6 +63,14 @@ class Sequence:
     preempt_waiters: list[asyncio.Future[SequenceSnapshot]] = field(default_factory=list)
     cancel_requested: bool = False
     grammar_refused: bool = False  # the grammar refused the token its own mask let through
+
+    @property
+    def prompt_ready(self) -> int:
+        """Prompt tokens that need no computing: those in its slot (the chunks so far), else those
+        of its prefix-cache hit (loaded with its first chunk)."""
+        if self.cached:
+            return self.cached
+        return 0 if self.prefix is None else int(self.prefix[0].shape[2])
 
     @property
     def finished(self) -> bool:

@@ -207,6 +207,12 @@ def _decode_bias(lengths: Tensor, span: int) -> Tensor:
     return bias.masked_fill_(~keep, float("-inf"))[:, None, None, :]
 
 
+PREFIX_CACHE_BYTES = 128 * 2**20
+"""Most bytes of keys/values the engine's `PrefixCache` holds beyond the KV pool (~2,900 tokens of
+SmolLM2 in float32: a chat template's system turn many times over, one prompt near the context
+limit once). Least recently used entries go first; the idle KV release empties it."""
+
+
 class PrefixCache:
     """Keys and values of prompt prefixes that many requests share (a chat template's system turn).
 
@@ -215,18 +221,26 @@ class PrefixCache:
     prompt shares at least ``min_tokens`` leading tokens with one of them, that common prefix is
     *proposed*, and once a sequence holding it has been prefilled its keys/values are copied here.
     Later prompts that start with a cached prefix load it into their slot and prefill only the
-    rest. Entries are kept least-recently-used first, at most ``max_entries``.
+    rest. Entries are kept least-recently-used first, at most ``max_entries`` and ``max_bytes`` in
+    all (a prefix larger than that is not kept); `clear` empties it (the engine's idle release).
 
     Keys/values at a position depend only on the tokens up to it (causal attention), so a cached
     prefix is the prefill's own result; only the summation order of the remaining tokens' attention
     differs (~1e-6), as between any two batch shapes.
     """
 
-    def __init__(self, min_tokens: int = 16, max_entries: int = 8, history: int = 32) -> None:
-        self.min_tokens, self.max_entries = min_tokens, max_entries
+    def __init__(
+        self,
+        min_tokens: int = 16,
+        max_entries: int = 8,
+        history: int = 32,
+        max_bytes: int = PREFIX_CACHE_BYTES,
+    ) -> None:
+        self.min_tokens, self.max_entries, self.max_bytes = min_tokens, max_entries, max_bytes
         self.entries: OrderedDict[tuple[int, ...], tuple[Tensor, Tensor]] = OrderedDict()
         self.recent: deque[tuple[int, ...]] = deque(maxlen=history)
         self.hits = 0
+        self.bytes = 0  # what the entries hold
 
     def match(self, prompt: tuple[int, ...]) -> tuple[int, ...] | None:
         """The longest cached prefix of ``prompt`` that leaves at least one token to prefill."""
@@ -258,32 +272,60 @@ class PrefixCache:
         """The keys and values ``[n_layers, n_kv_heads, len(prefix), head_dim]`` of a cached prefix."""
         return self.entries[prefix]
 
+    def fits(self, nbytes: int) -> bool:
+        """Whether an entry of ``nbytes`` may be kept at all (within ``max_bytes``)."""
+        return nbytes <= self.max_bytes
+
     def add(self, prefix: tuple[int, ...], keys: Tensor, values: Tensor) -> None:
-        """Cache ``prefix``'s keys and values, evicting the least recently used entry if full."""
+        """Cache ``prefix``'s keys and values, evicting the least recently used entries while more
+        than ``max_entries`` or ``max_bytes`` are held; an entry larger than ``max_bytes`` is not kept."""
+        size = _nbytes(keys) + _nbytes(values)
+        if not self.fits(size):
+            return
+        old = self.entries.pop(prefix, None)
+        if old is not None:
+            self.bytes -= _nbytes(old[0]) + _nbytes(old[1])
         self.entries[prefix] = (keys, values)
-        self.entries.move_to_end(prefix)
-        while len(self.entries) > self.max_entries:
-            self.entries.popitem(last=False)
+        self.bytes += size
+        while len(self.entries) > self.max_entries or self.bytes > self.max_bytes:
+            _, (k, v) = self.entries.popitem(last=False)
+            self.bytes -= _nbytes(k) + _nbytes(v)
+
+    def clear(self) -> None:
+        """Drop every entry (the prompts remembered for proposals stay: token ids only)."""
+        self.entries.clear()
+        self.bytes = 0
+
+
+def _nbytes(t: Tensor) -> int:
+    return t.numel() * t.element_size()
 
 
 class PrefixPrefillAttention:
-    """Like ``PrefillAttention``, for prompts whose first ``starts[r]`` tokens are already in the slot.
+    """Like ``PrefillAttention``, for prompts whose first ``starts[r]`` tokens are already in the slot
+    (a cached prefix, or the chunks of a long prompt prefilled in earlier steps).
 
-    Row ``r`` holds prompt tokens ``starts[r]..`` (right-padded to the batch's width ``T``); its keys
-    and values are stored at those positions of slot ``first_slot + r``, and its queries attend over
-    the slot's cached prefix and, causally, over themselves.
+    Row ``r`` holds prompt tokens ``starts[r]..starts[r] + lengths[r] - 1`` (right-padded to the
+    batch's width ``T``); their keys and values are stored at those positions of slot
+    ``first_slot + r``, and its queries attend over the slot's cached tokens and, causally, over
+    themselves. A padding cell repeats its row's last token (`PackedStepAttention`), so it is
+    stored where that token is, the same values again: nothing is written past a row's real
+    tokens, and the attended span is the longest row's end, whatever the padding.
     """
 
-    def __init__(self, pool: KVPool, first_slot: int, starts: Tensor, width: int) -> None:
+    def __init__(
+        self, pool: KVPool, first_slot: int, starts: Tensor, width: int, lengths: Sequence[int] | None = None
+    ) -> None:
         self.pool, self.first = pool, first_slot
         b, kv, cap = starts.shape[0], pool.cfg.n_kv_heads, pool.capacity
         device = starts.device
         heads = torch.arange(kv, device=device)
         slots = torch.arange(first_slot, first_slot + b, device=device)
         t = torch.arange(width, device=device)
-        pos = starts[:, None, None] + t[None, None, :]
+        real = torch.tensor([width] * b if lengths is None else list(lengths), device=device)
+        pos = starts[:, None, None] + torch.minimum(t[None, None, :], real[:, None, None] - 1)
         self.write_rows = ((slots[:, None, None] * kv + heads[None, :, None]) * cap + pos).reshape(-1)
-        self.span = int(starts.max()) + width
+        self.span = int((starts + real).max())
         # query i of row r sees keys 0..starts[r] + i; as an additive float mask, built once per step
         # (SDPA would turn a boolean one into this in every layer: the same values, one op more each)
         seen = (torch.arange(self.span, device=device)[None, None, :] <= pos[:, 0, :, None])[:, None]

@@ -24,11 +24,15 @@ class TokenEvent:
         token_id: The token.
         position: Its absolute position in prompt + output.
         logprob: Its log-probability under the model (temperature 1, no top-p).
+        prefilled: Prompt tokens the engine computed for this sequence since its last event (its
+            prefill, less what came from the prefix cache or another row: on the first token of a
+            fresh prompt, else 0); what the kernel's fair share charges for prompts.
     """
 
     token_id: int
     position: int
     logprob: float
+    prefilled: int = 0
 
 
 @dataclass(frozen=True)
