@@ -13,9 +13,10 @@ float16 copy of the weights (the embedding table is the tied head's) instead of 
 copy beside an embedding copy.
 
 The library is compiled on first use with the system C compiler (``cc``, OpenMP; ~1 s) into
-``~/.cache/supernet/kernels`` (``SUPERNET_KERNEL_DIR``), named by the hash of its source, flags
-and compiler, and needs an x86-64 CPU with AVX2, FMA and F16C. Where any of that is missing, or
-``SUPERNET_FUSED=0``, `available` is false and the model keeps the torch path (fbgemm).
+``~/.cache/supernet/kernels`` (``SUPERNET_KERNEL_DIR``), named by the hash of its source and
+flags, and needs an x86-64 CPU with AVX2, FMA and F16C; a cached build needs no compiler. Where
+any of that is missing, or ``SUPERNET_FUSED=0``, `available` is false and the model keeps the torch
+path (fbgemm).
 """
 
 from __future__ import annotations
@@ -59,10 +60,10 @@ def _kernel_dir() -> Path:
 
 
 def _private(path: Path) -> bool:
-    """Owned by this user and writable by nobody else (as ssh's StrictModes): only then is a
-    library found there the one this process built."""
+    """Owned by this user (or by root: an image's build step) and writable by nobody else (as
+    ssh's StrictModes): only then is a library found there one this user's builds put there."""
     st = path.lstat()
-    return not stat.S_ISLNK(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
+    return not stat.S_ISLNK(st.st_mode) and st.st_uid in (os.geteuid(), 0) and not st.st_mode & 0o022
 
 
 def _cpu_supported() -> bool:
@@ -91,8 +92,9 @@ def _build() -> Path:
     Raises:
         OSError, subprocess.CalledProcessError: no compiler, or the build failed.
     """
-    version = subprocess.run(["cc", "--version"], capture_output=True, text=True, check=True).stdout
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(CFLAGS).encode() + version.encode()).hexdigest()[:16]
+    # named by what it computes (source and flags), not by the compiler: a cached build serves
+    # where no compiler is installed (the Docker image builds it at image build time)
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(CFLAGS).encode()).hexdigest()[:16]
     folder = _kernel_dir()
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     if not _private(folder):
