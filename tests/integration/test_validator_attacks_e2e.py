@@ -220,7 +220,7 @@ FEW_SHOT = [
         {"role": "assistant", "content": "Alpha<filename>Omega"},  # the text names a special token
     )
 ] + [{"role": "user", "content": "Say it."}]
-SLASH_INPUT = {"messages": FEW_SHOT, "stop": ["AlphaOmega"], "max_new_tokens": 8}
+SLASH_INPUT = {"messages": FEW_SHOT, "stop": ["Omega"], "max_new_tokens": 8}
 CONTROL_INPUT = {"messages": FEW_SHOT, "max_new_tokens": 8}  # the same chat without the stop string
 
 
@@ -233,7 +233,13 @@ async def test_stop_string_across_special_token_does_not_flag_an_honest_node(
     special token the user's text encodes to) with ``stop = ["AlphaOmega"]`` got an honest node to
     stop there, and the validator flagged it ("finish 'stop' without a stop token or stop
     string"), which a challenge slashes for. Both sides now use one decode rule
-    (`supernet.node.kernel.dispatch.stop_text`, docs/protocol.md "Token selection")."""
+    (`supernet.node.kernel.dispatch.stop_text`, docs/protocol.md "Token selection").
+
+    Since only the chat template makes special tokens (docs/protocol.md "Models"), the user's
+    typed ``<filename>`` is plain text and so is the model's copy of it: the stop string here is
+    ``Omega``, after the marker's text, and the honest stop must pass. A stop string across a
+    special token the model itself emits is pinned at unit level
+    (tests/unit/test_review_framing_llm.py, the stop-string tests)."""
     from supernet.validator.trace_view import parse_trace
 
     traces: list[dict[str, Any]] = []
@@ -249,6 +255,8 @@ async def test_stop_string_across_special_token_does_not_flag_an_honest_node(
     tok = vnet.loaded.tokenizer
     assert call.finish_reason == "stop", call
     assert tok.decode(list(call.output_ids)) == "Alpha<filename>Omega", tok.decode(list(call.output_ids))
+    [marker] = tok.encode("<filename>")  # a special token of the vocabulary, typed as text by the user
+    assert marker not in call.prompt_ids  # only the template makes special tokens
     assert tok.decode(list(control.output_ids)).startswith("Alpha<filename>Omega")
     async with validator_factory(0, challenge=False) as v:
         await v.step()
