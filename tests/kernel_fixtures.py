@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from supernet.node.kernel.policies import FairSharePolicy, Schedulable
 from supernet.node.llm.errors import SequenceFinishedError
 
 
@@ -200,3 +201,15 @@ async def make_kernel(
     yield make
     for kernel in kernels:
         await kernel.stop()
+
+
+class RecordingFairShare(FairSharePolicy):
+    """The real fair share, recording what it is charged (user, tokens), in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.charged: list[tuple[str, int]] = []
+
+    def charge(self, entry: Schedulable, tokens: int) -> None:
+        self.charged.append((entry.user, tokens))
+        super().charge(entry, tokens)

@@ -79,7 +79,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from supernet.node.kernel.policies import FairSharePolicy, Schedulable
+from kernel_fixtures import RecordingFairShare
 from supernet.node.kernel.scheduler import LLMJob, Scheduler
 from supernet.node.llm import LLMEngine, SamplingParams
 from supernet.node.llm.engine import PREFILL_CHUNK_TOKENS
@@ -380,18 +380,6 @@ async def test_defence_a_constrained_call_chunked_and_resumed_passes_the_grammar
 # -- the fair share's charge of prompt tokens ------------------------------------------------------------
 
 
-class _Charges(FairSharePolicy):
-    """The real fair share, recording what it is charged."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.charged: list[tuple[str, int]] = []
-
-    def charge(self, entry: Schedulable, tokens: int) -> None:
-        self.charged.append((entry.user, tokens))
-        super().charge(entry, tokens)
-
-
 def _job(name: str, user: str, prompt: list[int], params: SamplingParams) -> LLMJob:
     return LLMJob(name, f"task-{name}", user, 1, tuple(prompt), params)
 
@@ -417,7 +405,7 @@ async def test_known_limit_the_first_row_pays_a_prefix_shared_within_its_batch(
     would divide a shared prefix's tokens among the rows that use it (and a cache hit's among the
     calls that load it), which the engine could report per row in ``StepOutput.prefilled``."""
     eng = _engine(node32, prefill_chunk=128)  # both prompts whole in one step: the prefix is shared
-    policy = _Charges()
+    policy = RecordingFairShare()
     sched = Scheduler(eng, policy, max_active=4)
     one = _greedy(1)
     shared = _prompt(40, 50)
@@ -459,7 +447,7 @@ async def test_known_limit_a_call_abandoned_mid_prefill_is_never_charged(node32:
     Fix by design: charge each step's computed prompt tokens as they are computed (an engine
     callback or a per-step event without a token), so an abandoned prefill is paid for too."""
     eng = _engine(node32, prefill_chunk=16)
-    policy = _Charges()
+    policy = RecordingFairShare()
     sched = Scheduler(eng, policy, max_active=2)
     async with eng:
         call = asyncio.ensure_future(sched.generate(_job("x", "0xa", _prompt(96, 60), _greedy(2))))

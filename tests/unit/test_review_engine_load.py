@@ -66,9 +66,10 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from kernel_fixtures import RecordingFairShare
 from supernet.node.agents.chat import MAX_STOP_CHARS, MAX_STOP_STRINGS, ChatAgent
 from supernet.node.kernel.dispatch import _StopWatcher
-from supernet.node.kernel.policies import FairSharePolicy, Schedulable
+from supernet.node.kernel.policies import FairSharePolicy
 from supernet.node.kernel.scheduler import LLMJob, Scheduler
 from supernet.node.llm import LLMEngine, SamplingParams
 from supernet.node.llm.engine import PREFILL_CHUNK_TOKENS
@@ -431,18 +432,6 @@ async def test_defence_a_chunked_prompt_gives_the_unchunked_tokens_and_logprobs(
             assert max(abs(a - b) for a, b in zip(got.logprobs, want.logprobs, strict=True)) < 1e-3
 
 
-class _Charges(FairSharePolicy):
-    """The fair share, recording what it is charged."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.charged: list[tuple[str, int]] = []
-
-    def charge(self, entry: Schedulable, tokens: int) -> None:
-        self.charged.append((entry.user, tokens))
-        super().charge(entry, tokens)
-
-
 async def test_defence_prompt_tokens_count_in_the_fair_share(engine: LLMEngine) -> None:
     """ATTACK: send long prompts for one output token each: the fair share charged output tokens
     only, so one key's prefills (the engine's main cost for such calls) came free against other
@@ -451,7 +440,7 @@ async def test_defence_prompt_tokens_count_in_the_fair_share(engine: LLMEngine) 
     them with it. Asserted: a fresh 64-token prompt is charged 64 + 1, the second of two prompts
     sharing a 48-token prefix (which caches it) its whole length + 1, and a third with that prefix
     only its 2 own tokens + 1; the later tokens 1 each."""
-    policy = _Charges()
+    policy = RecordingFairShare()
     sched = Scheduler(engine, policy, max_active=2)
     params = SamplingParams(max_new_tokens=2, stop_token_ids=())
     shared = _unique_prompt(48, salt=21)
