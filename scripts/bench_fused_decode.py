@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""The fused float16-weights decode step against the torch path, in one process (issue 15).
+"""The fused decode step against the torch path, in one process (issue 15), per weight format.
 
-Loads the default model twice in ``float16-weights``: on the torch path (fbgemm projections,
+For each of ``--formats`` (float16-weights and int8-weights), loads the default model twice in
+that format: on the torch path (fbgemm projections over the float16 weights,
 `DecodeAttention`, ~1,800 ops a step) and fused (`supernet.node.llm.fused`: the step in one C
 call). For 1, 4 and 16 sequences (distinct chat prompts prefilled into slots), both decode the
 same greedy continuation in lockstep, alternating step by step, so the machine's drifting speed
@@ -96,16 +97,17 @@ def _lockstep(plain: Llama, fast: Llama, prompts: list[list[int]], steps: int) -
 
 def _markdown(result: dict[str, Any], command: str) -> str:
     rows = [
-        f"| {r['sequences']} | {r['torch_ms']:.1f} | {r['fused_ms']:.1f} | **{r['ratio']:.2f}×** "
+        f"| `{r['format']}` | {r['sequences']} | {r['torch_ms']:.1f} | {r['fused_ms']:.1f} "
+        f"| **{r['ratio']:.2f}×** "
         f"[{r['ratio_iqr'][0]:.2f}–{r['ratio_iqr'][1]:.2f}] | {r['max_abs_dlogit']:.1e} | "
         f"{'yes' if r['greedy_agree'] else 'NO'} |"
         for r in result["runs"]
     ]
     return "\n".join(
         [
-            "# Fused float16-weights decode step",
+            "# Fused decode step",
             "",
-            f"`{command}` — {result['model']}, float16-weights, torch {result['torch']}, "
+            f"`{command}` — {result['model']}, torch {result['torch']}, "
             f"{result['threads']} threads, {result['machine']}; {result['steps']} greedy decode steps after "
             "the prefill of distinct ~40-token chat prompts, one per sequence.",
             "",
@@ -115,8 +117,9 @@ def _markdown(result: dict[str, Any], command: str) -> str:
             "(interquartile range in brackets). |Δlogit|: the largest difference between the two sides' "
             "logits over all steps (float32 rounding of another summation order).",
             "",
-            "| sequences | torch ms/step | fused ms/step | ratio | max \\|Δlogit\\| | greedy picks equal |",
-            "|---:|---:|---:|---:|---:|---|",
+            "| format | sequences | torch ms/step | fused ms/step | ratio | max \\|Δlogit\\| "
+            "| greedy picks equal |",
+            "|---|---:|---:|---:|---:|---:|---|",
             *rows,
             "",
             f"Load average (1 min) at the start and end: {result['load_average']}.",
@@ -131,6 +134,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=48)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sequences", default="1,4,16")
+    parser.add_argument("--formats", default="int8-weights,float16-weights")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     if not fused.available():
@@ -139,14 +143,16 @@ def main() -> None:
         )
     torch.set_num_threads(args.threads)
     start_load = os.getloadavg()[0]
-    plain = load_model(args.model, compute="float16-weights").model
-    loaded = load_model(args.model, compute="float16-weights", fused=True)
-    prompts = _prompts(loaded.tokenizer, 16)
     runs = []
-    for n in (int(x) for x in args.sequences.split(",")):
-        run = _lockstep(plain, loaded.model, prompts[:n], args.steps)
-        print(json.dumps(run), flush=True)
-        runs.append(run)
+    for fmt in args.formats.split(","):
+        plain = load_model(args.model, compute=fmt).model
+        loaded = load_model(args.model, compute=fmt, fused=True)
+        prompts = _prompts(loaded.tokenizer, 16)
+        for n in (int(x) for x in args.sequences.split(",")):
+            run = {"format": fmt, **_lockstep(plain, loaded.model, prompts[:n], args.steps)}
+            print(json.dumps(run), flush=True)
+            runs.append(run)
+        del plain, loaded
     result = {
         "model": args.model,
         "torch": torch.__version__,

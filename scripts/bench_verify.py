@@ -337,8 +337,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     perturbed = load_model(args.model, max_positions=1024).model
     model_faults = FaultInjector.from_cli(["model:1"], seed=3)
     assert model_faults.perturb_model(perturbed)  # every weight, before any rounding to the format
-    if args.node_compute == "float16-weights":
-        perturbed.use_fp16_weights()
+    if args.node_compute in ("float16-weights", "int8-weights"):
+        perturbed.use_fp16_weights(fused=True, int8=args.node_compute == "int8-weights")
     bad_engine = LLMEngine(perturbed, loaded.tokenizer, loaded.model_id, max_batch=8, max_seq_len=1024)
     bad_kernel = Kernel(bad_engine, store, agents=agents, faults=model_faults, model_perturbed=True)
     await bad_kernel.setup()

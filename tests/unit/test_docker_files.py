@@ -283,3 +283,17 @@ def test_compose_files_follow_the_compose_specification(name: str) -> None:
     broken = compose(name)
     next(iter(broken["services"].values()))["no_such_key"] = 1  # the schema is strict enough to see it
     assert not validator.is_valid(broken)
+
+
+def test_the_image_carries_the_fused_kernels_built_in_the_builder_stage() -> None:
+    """The final image has no compiler, so the node's C kernels are built in the builder stage by
+    the node's own build code and copied into the directory the node reads them from."""
+    stages = dockerfile_stages()
+    builder, final = "".join(stages[:-1]), stages[-1]
+    assert "node/supernet/node/llm/kernel_build.py --out /kernels" in builder
+    assert re.search(r"^COPY --from=builder /kernels (\S+)", final, re.M)
+    target = re.search(r"^COPY --from=builder /kernels (\S+)", final, re.M)
+    assert target and f"SUPERNET_KERNEL_DIR={target.group(1)}" in final
+    assert (
+        "--chown" not in final.split("/kernels")[0].rsplit("COPY", 1)[-1]
+    )  # root-owned: read-only to the node

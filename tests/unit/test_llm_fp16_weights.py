@@ -62,8 +62,9 @@ def test_the_format_is_named_and_served_under_its_own_id() -> None:
         model.use_fp16_weights()  # rounding twice, or from packed weights, is refused
 
 
-def test_the_cpu_default_is_float16_weights() -> None:
-    assert default_compute(torch.device("cpu")) == FP16_WEIGHTS
+def test_the_cpu_default_is_int8_weights() -> None:
+    assert default_compute(torch.device("cpu")) == "int8-weights"
+    assert compute_dtype("int8-weights") is torch.float32
     assert default_compute(torch.device("cuda")) == "bfloat16"
     assert compute_dtype(FP16_WEIGHTS) is torch.float32 and compute_dtype("bfloat16") is torch.bfloat16
     with pytest.raises(ValueError, match="compute format"):

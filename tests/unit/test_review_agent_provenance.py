@@ -270,7 +270,8 @@ async def test_defence_the_client_signs_only_agent_code_hashes_the_validators_re
     rule.check(info.address, MODEL_ID, AgentProfile.of(AgentRef("chat", honest), limits, []).code_hashes())
     SigningRule(_Chain([])).check(info.address, MODEL_ID, signed.code_hashes())  # type: ignore[arg-type]
     # MAX_MODELS is respected: models first, the marker, the agents left out are reported
-    assert checked_ids(models, agents, 5) == ([*models, CHECKED_AGENTS, *agents[:1]], agents[1:])
+    cap = len(models) + 2  # the served ids, the marker and one agent
+    assert checked_ids(models, agents, cap) == ([*models, CHECKED_AGENTS, *agents[:1]], agents[1:])
 
 
 # -- 2, 3. framing across versions -------------------------------------------------------------

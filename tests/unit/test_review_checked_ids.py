@@ -397,9 +397,9 @@ async def test_known_limit_half_the_stake_declaring_nothing_makes_clients_sign_a
 async def test_known_limit_max_models_leaves_out_the_last_packages_by_id_on_every_validator(
     network: Contracts, actors: Actors
 ) -> None:
-    """Residual (LOW). ``MAX_MODELS`` (16) holds a validator's 3 served ids, the marker
-    `CHECKED_AGENTS`, the 3 built-ins and 9 packaged agents: with 12 packages installed,
-    `_declare_models` leaves out the 3 whose ids sort last, whatever order they were loaded in, so
+    """Residual (LOW). ``MAX_MODELS`` (16) holds a validator's 4 served ids, the marker
+    `CHECKED_AGENTS`, the 3 built-ins and 8 packaged agents: with 12 packages installed,
+    `_declare_models` leaves out the 4 whose ids sort last, whatever order they were loaded in, so
     validators with the same packages declare the same list (deterministic) and a node serving a
     left-out package is refused for the agents that can reach it (finding 3). Acceptable while few
     packages exist; fix: declare a root of the checked ids (a Merkle root, the list off chain) or
@@ -416,8 +416,9 @@ async def test_known_limit_max_models_leaves_out_the_last_packages_by_id_on_ever
     second = declare(network, actors.validators[1], WEIGHTS_X, with_packages(*reversed(packages)))
     models = [bytes.fromhex(served_model_id(WEIGHTS_X, c)[2:]) for c in COMPUTE_PRECISIONS]
     builtins = [bytes.fromhex(i.code_hash[2:]) for i in default_registry().list()]
-    assert first == second == [*models, CHECKED_AGENTS, *builtins, *hashes[:9]]
-    assert not set(hashes[9:]) & set(first)
+    room = 16 - len(models) - 1 - len(builtins)  # MAX_MODELS less the served ids, marker, built-ins
+    assert first == second == [*models, CHECKED_AGENTS, *builtins, *hashes[:room]]
+    assert not set(hashes[room:]) & set(first)
 
 
 def test_defence_an_agent_lookup_re_reads_a_package_only_when_it_changed(

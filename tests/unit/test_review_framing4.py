@@ -69,6 +69,7 @@ from supernet.node.llm.sampling import (
     uniform,
 )
 from supernet.node.llm.scoring import ScoreRequest, Tolerance
+from supernet.sdk.models import CPU_DEFAULT_COMPUTE
 from supernet.validator.llm_check import check_scores
 from supernet.validator.trace_view import LLMCall
 from supernet.validator.verifier import Verifier, score_call
@@ -85,7 +86,7 @@ pytestmark = [
     pytest.mark.skipif(not (SMOLLM2 / "model.safetensors").exists(), reason="SmolLM2 not cached"),
 ]
 
-FP16W = "float16-weights"
+FP16W = CPU_DEFAULT_COMPUTE  # int8-weights: float16-weights arithmetic on its grid
 TIGHT = Tolerance.for_pair(FP16W, FP16W)
 PROMPTS = (
     "List some animals.",

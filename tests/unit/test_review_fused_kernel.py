@@ -60,7 +60,7 @@ from pathlib import Path
 import pytest
 import torch
 from llm_fixtures import TINY, make_tiny_llama
-from supernet.node.llm import LLMEngine, SamplingParams, fused, scoring
+from supernet.node.llm import LLMEngine, SamplingParams, fused, kernel_build, scoring
 from supernet.node.llm.kvcache import DecodeAttention, KVPool, PrefillAttention
 from supernet.node.llm.model import Llama
 from supernet.node.llm.scoring import ScoreRequest, Tolerance, compare_generation
@@ -270,7 +270,7 @@ def test_defence_the_projection_is_safe_from_two_threads() -> None:
 def _cached_name(monkeypatch: pytest.MonkeyPatch) -> str:
     """The file name the node loads (source, flags and compiler hash): the default cache's build."""
     monkeypatch.delenv("SUPERNET_KERNEL_DIR", raising=False)
-    return fused._build().name
+    return kernel_build.build().name
 
 
 def test_defence_a_truncated_cached_library_crashes_the_node_at_load(
@@ -284,8 +284,8 @@ def test_defence_a_truncated_cached_library_crashes_the_node_at_load(
     a cached library before loading it (its size and sha256 against a sidecar written with it);
     on a mismatch rebuild, on a second failure serve the torch path."""
     monkeypatch.delenv("SUPERNET_KERNEL_DIR", raising=False)
-    data = fused._build().read_bytes()  # the node's own build, from the default cache
-    name = fused._build().name
+    data = kernel_build.build().read_bytes()  # the node's own build, from the default cache
+    name = kernel_build.build().name
     (tmp_path / name).write_bytes(data[: len(data) // 2])
     env = {**os.environ, "SUPERNET_KERNEL_DIR": str(tmp_path)}
     code = "from supernet.node.llm import fused; print(fused.available())"

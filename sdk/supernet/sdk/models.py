@@ -31,11 +31,12 @@ WEIGHTS_MANIFEST_FORMAT = "supernet-weights-manifest/2"
 digest, so a copy pulled under version 1 names another id and is converted again. Any change to
 what the manifest or `Tokenizer.digest` hashes must bump it (and the Makefile's model stamp):
 pulled copies are recognised as stale by this string alone."""
-COMPUTE_PRECISIONS = ("float32", "bfloat16", "float16-weights")
+COMPUTE_PRECISIONS = ("float32", "bfloat16", "float16-weights", "int8-weights")
 """The compute formats a served id can name: torch dtype names (weights, activations and sums in
-that dtype), and ``float16-weights``: weights rounded to float16, activations, sums and the KV
-cache in float32 (the CPU default; docs/benchmarks/formats.md)."""
-CPU_DEFAULT_COMPUTE = "float16-weights"
+that dtype), ``float16-weights``: weights rounded to float16, activations, sums and the KV cache in
+float32, and ``int8-weights``: those float16 weights put on an int8 grid, a scale a row
+(`supernet.node.llm.int8`), computed as float16-weights (docs/benchmarks/formats.md)."""
+CPU_DEFAULT_COMPUTE = "int8-weights"
 """The format a node on a CPU serves unless its operator sets another (`[engine] dtype`)."""
 
 

@@ -93,7 +93,7 @@ class ModelSettings(Section):
     name: str = "smollm2-135m"
     threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: torch's)")
     device: str | None = None
-    dtype: Literal["auto", "float32", "bfloat16", "float16-weights"] = Field(
+    dtype: Literal["auto", "float32", "bfloat16", "float16-weights", "int8-weights"] = Field(
         default="auto",
         description="format of the first re-scoring: auto = bfloat16 where the hardware computes it "
         "natively (CUDA, CPUs with AVX512-BF16 or AMX), else the format nodes on this device serve by "

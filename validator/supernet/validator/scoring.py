@@ -161,10 +161,10 @@ class ModelScorer:
     def for_compute(self, compute: str) -> ModelScorer:
         """The scorer whose verdict decides a node that serves these weights in ``compute``.
 
-        A float32 or float16-weights node is re-scored in its own format, where decode and re-score
-        agree to ~1e-5 (no batch dependence) and the tight float32 tolerance holds: this scorer if
-        it computes in that format, else a copy of the same weights loaded in it on first use and
-        kept. A bfloat16 node is re-scored here, with the bfloat16 pair's calibrated bounds
+        A float32, float16-weights or int8-weights node is re-scored in its own format, where decode
+        and re-score agree to ~1e-5 (no batch dependence) and the tight float32 tolerance holds:
+        this scorer if it computes in that format, else a copy of the same weights loaded in it on
+        first use and kept. A bfloat16 node is re-scored here, with the bfloat16 pair's calibrated bounds
         (`supernet.node.llm.scoring.Tolerance.for_pair`), as bfloat16 is not batch-invariant.
         """
         if compute == self.dtype or compute == "bfloat16":

@@ -1,4 +1,5 @@
-"""The float16-weights format's CPU kernels in C: a fused decode step, and the projections.
+"""The float16-weights and int8-weights formats' CPU kernels in C: a fused decode step, and the
+projections.
 
 At decode batch sizes a step through torch issues ~1,800 small ops (30 blocks of norms, rope,
 cache writes, attention, residuals, SwiGLU and their views); on a 2-core CPU their dispatch and
@@ -10,9 +11,10 @@ any two batch shapes of the torch path differ (|Δlogit| ~1e-4; a validator's fl
 re-score does not depend on which kernel the node ran: docs/benchmarks/fused_decode.md).
 `matmul` is the same file's projection for any number of rows, so the node keeps one plain
 float16 copy of the weights (the embedding table is the tied head's) instead of fbgemm's packed
-copy beside an embedding copy.
+copy beside an embedding copy. In int8-weights (`supernet.node.llm.int8`) the same code reads int8
+rows and a scale a row: the same float16-grid weights in half the bytes.
 
-The library is compiled on first use with the system C compiler (``cc``, OpenMP; ~1 s) into
+The library is compiled on first use with the system C compiler (``cc``; ~1 s) into
 ``~/.cache/supernet/kernels`` (``SUPERNET_KERNEL_DIR``), named by the hash of its source and
 flags, and needs an x86-64 CPU with AVX2, FMA and F16C; a cached build needs no compiler. Where
 any of that is missing, or ``SUPERNET_FUSED=0``, `available` is false and the model keeps the torch
@@ -23,18 +25,17 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import logging
 import os
 import platform
-import stat
 import subprocess
-import tempfile
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from supernet.node.llm import kernel_build
+from supernet.node.llm.kernel_build import SOURCE
 from torch import Tensor
 
 if TYPE_CHECKING:
@@ -44,8 +45,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("csrc") / "decode_step.c"
-CFLAGS = ("-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-shared", "-fPIC")
 CPU_FLAGS = ("avx2", "fma", "f16c")
 ENV_SWITCH = "SUPERNET_FUSED"
 """``SUPERNET_FUSED=0`` keeps every model on the torch path (comparisons, a suspected kernel bug)."""
@@ -53,17 +52,6 @@ ENV_SWITCH = "SUPERNET_FUSED"
 
 class FusedKernelError(RuntimeError):
     """The C kernel refused its input (a position past the cache, a token past the vocabulary)."""
-
-
-def _kernel_dir() -> Path:
-    return Path(os.environ.get("SUPERNET_KERNEL_DIR") or Path.home() / ".cache" / "supernet" / "kernels")
-
-
-def _private(path: Path) -> bool:
-    """Owned by this user (or by root: an image's build step) and writable by nobody else (as
-    ssh's StrictModes): only then is a library found there one this user's builds put there."""
-    st = path.lstat()
-    return not stat.S_ISLNK(st.st_mode) and st.st_uid in (os.geteuid(), 0) and not st.st_mode & 0o022
 
 
 def _cpu_supported() -> bool:
@@ -78,79 +66,26 @@ def _cpu_supported() -> bool:
     return all(f in flags for f in CPU_FLAGS)
 
 
-def _build() -> Path:
-    """The compiled library: the cached build of this source, flags and compiler if it is intact,
-    else built now.
-
-    The cache directory is used only when it is private (`_private`; created 0700): in a
-    directory others can write, a library planted under the predictable name would run as the
-    node, so the build goes to a fresh private temporary directory instead (not kept). A cached
-    file is loaded only if it is private and its sha256 matches the sidecar written with it: a
-    file cut short by a crash (dlopen of a truncated library dies of SIGBUS) or damaged is built
-    again. A build is fsynced before it is renamed into place, and the sidecar after it.
-
-    Raises:
-        OSError, subprocess.CalledProcessError: no compiler, or the build failed.
-    """
-    # named by what it computes (source and flags), not by the compiler: a cached build serves
-    # where no compiler is installed (the Docker image builds it at image build time)
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(CFLAGS).encode()).hexdigest()[:16]
-    folder = _kernel_dir()
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if not _private(folder):
-        log.warning("%s is writable by others: the fused kernels are built privately, not cached", folder)
-        folder = Path(tempfile.mkdtemp(prefix="supernet-kernels-"))
-    out = folder / f"decode_step-{key}.so"
-    sidecar = out.with_suffix(".sha256")
-    if out.is_file() and sidecar.is_file() and _private(out):
-        if hashlib.sha256(out.read_bytes()).hexdigest() == sidecar.read_text().strip():
-            return out
-        log.warning("cached fused kernels %s are damaged: building them again", out)
-    with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        built = Path(tmp) / out.name
-        subprocess.run(
-            ["cc", *CFLAGS, "-o", str(built), str(SOURCE), "-lm"], capture_output=True, text=True, check=True
-        )
-        digest = _synced(built, None)
-        os.replace(built, out)  # atomic: a concurrent process sees no file or the whole one
-        _synced(Path(tmp) / sidecar.name, digest.encode())
-        os.replace(Path(tmp) / sidecar.name, sidecar)
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    return out
-
-
-def _synced(path: Path, data: bytes | None) -> str:
-    """Write ``data`` to ``path`` (None: leave its content), fsync it; its sha256 hex."""
-    if data is not None:
-        path.write_bytes(data)
-    with path.open("rb+") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
-        os.fsync(f.fileno())
-    return digest
-
-
 @functools.cache
 def _library() -> ctypes.CDLL | None:
     if os.environ.get(ENV_SWITCH, "1") == "0" or not _cpu_supported():
         return None
     try:
-        lib = ctypes.CDLL(str(_build()))
+        lib = ctypes.CDLL(str(kernel_build.build(source=SOURCE)))
     except (OSError, subprocess.CalledProcessError) as exc:
         detail = getattr(exc, "stderr", "") or exc
         log.warning("fused float16 kernels unavailable (the torch path serves instead): %s", detail)
         return None
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     lib.supernet_decode_step.restype = ctypes.c_int
-    lib.supernet_decode_step.argtypes = [ptr, ptr, ctypes.c_float, i64, ptr, ptr, ptr, ptr, ptr]
+    lib.supernet_decode_step.argtypes = [ptr, ptr, ptr, ctypes.c_float, i64, ptr, ptr, ptr, ptr, ptr]
     lib.supernet_decode_step.argtypes += [i64, i64, ptr, ptr, ptr, i64]
     lib.supernet_decode_scratch.restype = i64
     lib.supernet_decode_scratch.argtypes = [ptr, i64, i64]
     lib.supernet_matmul_f16.restype = None
     lib.supernet_matmul_f16.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64]
+    lib.supernet_matmul_i8.restype = None
+    lib.supernet_matmul_i8.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, i64]
     return lib
 
 
@@ -178,8 +113,30 @@ def matmul(weight16: Tensor, x: Tensor) -> Tensor:
     return out.view(*x.shape[:-1], -1)
 
 
+def matmul_i8(q8: Tensor, scale: Tensor, x: Tensor) -> Tensor:
+    """``x @ (q8 * scale[:, None]).T`` in float32 sums: `matmul` over int8 rows ``[out, in]`` and
+    their float32 scales ``[out]`` (int8-weights), each row's sum times its scale."""
+    lib = _library()
+    assert lib is not None, "matmul_i8 needs the fused library (fused.available())"
+    if q8.dtype != torch.int8 or scale.dtype != torch.float32 or scale.shape != q8.shape[:1]:
+        raise ValueError("matmul_i8 takes int8 rows [out, in] and float32 scales [out]")
+    flat = x.reshape(-1, x.shape[-1]).contiguous()
+    out = torch.empty(flat.shape[0], q8.shape[0], dtype=torch.float32)
+    lib.supernet_matmul_i8(
+        q8.data_ptr(),
+        scale.data_ptr(),
+        flat.data_ptr(),
+        out.data_ptr(),
+        flat.shape[0],
+        q8.shape[0],
+        q8.shape[1],
+        torch.get_num_threads(),
+    )
+    return out.view(*x.shape[:-1], -1)
+
+
 class FusedDecoder:
-    """Decode steps of a float16-weights `Llama` through the C kernel.
+    """Decode steps of a float16-weights or int8-weights `Llama` through the C kernel.
 
     Holds a table of the model's weight addresses: the model must keep those tensors (it does:
     they are its parameters and buffers) and not be changed after this is made.
@@ -204,21 +161,41 @@ class FusedDecoder:
         cfg = model.cfg
         self.dim, self.vocab, self.eps = cfg.dim, cfg.vocab_size, cfg.norm_eps
         self._keep: list[Tensor] = []
-        ptrs = [
-            self._f16(model.tok_embeddings.weight),
-            self._f16(_weight16(model.output)),
-            self._f32(model.norm.weight),
-            self._f32(model.rope_cos),
-            self._f32(model.rope_sin),
+        self.int8 = model.int8_weights
+        matrices = [self._matrix(model.tok_embeddings), self._matrix(model.output)]
+        ptrs = [p for p, _ in matrices] + [
+            self._f32(t) for t in (model.norm.weight, model.rope_cos, model.rope_sin)
         ]
+        scales = [s for _, s in matrices] + [0, 0, 0]
         for block in model.blocks:
             att, ffn = block.attention, block.feed_forward
-            ptrs += [self._f16(_weight16(m)) for m in (att.wqkv, att.wo, ffn.w13, ffn.w2)]
+            matrices = [self._matrix(m) for m in (att.wqkv, att.wo, ffn.w13, ffn.w2)]
+            ptrs += [p for p, _ in matrices]
             ptrs += [self._f32(block.attention_norm.weight), self._f32(block.ffn_norm.weight)]
+            scales += [s for _, s in matrices] + [0, 0]
         self._ptrs = (ctypes.c_uint64 * len(ptrs))(*ptrs)
+        self._scales = (ctypes.c_uint64 * len(scales))(*scales) if self.int8 else None
         dims = (cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.hidden_dim, cfg.vocab_size)
         self._cfg = (ctypes.c_int64 * 8)(*dims, cfg.n_layers, model.rope_cos.shape[0])
         self._local = threading.local()  # a scratch buffer per calling thread: engines may share a model
+
+    def _matrix(self, module: torch.nn.Module) -> tuple[int, int]:
+        """(weight address, scale address): int8 rows and their scales in int8-weights (0 for no
+        scale in float16-weights)."""
+        if not self.int8:
+            weight = module.weight if isinstance(module, torch.nn.Embedding) else _weight16(module)
+            return self._f16(weight), 0
+        q8, scale = getattr(module, "q8", None), getattr(module, "scale", None)
+        if (
+            not (isinstance(q8, Tensor) and isinstance(scale, Tensor))
+            or q8.dtype != torch.int8
+            or not q8.is_contiguous()
+        ):
+            raise ValueError(
+                f"{type(module).__name__} keeps no int8 rows (use_fp16_weights(fused=True, int8=True))"
+            )
+        self._keep.append(q8)
+        return int(q8.data_ptr()), self._f32(scale)
 
     def _f16(self, t: Tensor) -> int:
         if t.dtype != torch.float16 or not t.is_contiguous() or t.device.type != "cpu":
@@ -255,6 +232,7 @@ class FusedDecoder:
         status = self._lib.supernet_decode_step(
             self._cfg,
             self._ptrs,
+            self._scales,
             self.eps,
             rows,
             tok.data_ptr(),

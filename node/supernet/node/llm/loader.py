@@ -19,6 +19,7 @@ import torch
 from supernet.node.llm.catalog import resolve_model_dir
 from supernet.node.llm.config import LlamaConfig
 from supernet.node.llm.errors import WeightsFormatError
+from supernet.node.llm.int8 import INT8_WEIGHTS
 from supernet.node.llm.manifest import MANIFEST_FORMAT, build_manifest, model_id
 from supernet.node.llm.model import FP16_WEIGHTS, Llama
 from supernet.node.llm.tokenizer import Tokenizer
@@ -38,12 +39,15 @@ def default_dtype(device: torch.device) -> torch.dtype:
 
 
 def default_compute(device: torch.device) -> str:
-    """The served format a node uses unless told: ``float16-weights`` on CPU, bf16 on CUDA.
+    """The served format a node uses unless told: ``int8-weights`` on CPU, bf16 on CUDA.
 
-    On CPU a decode step reads every weight, so float16 weights (fp32 activations and sums) decode
-    1.3-1.7x faster than float32 and halve the resident weights, agree with float32 on every
-    greedy token measured, and stay as checkable as float32: a validator re-scores in the same
-    format, and its logits do not depend on the batch (docs/benchmarks/formats.md).
+    On CPU a decode step at a few sequences is bound by reading every weight: int8 rows with a
+    scale a row (`supernet.node.llm.int8`) read half float16's bytes (a fused step 1.5x faster at
+    one sequence, 1.1x at sixteen), agree with float32 as closely as llama.cpp's 4-bit files do
+    (top-1 0.95, docs/benchmarks/format_agreement.md), and stay as checkable as float32: the
+    format is float16-weights arithmetic on its grid, which a validator re-scores exactly, and its
+    logits do not depend on the batch. ``float16-weights`` (top-1 0.999) is the choice where
+    answers must track float32's closely.
     """
     return "bfloat16" if device.type == "cuda" else CPU_DEFAULT_COMPUTE
 
@@ -56,7 +60,7 @@ def compute_dtype(compute: str) -> torch.dtype:
     """
     if compute not in COMPUTE_PRECISIONS:
         raise ValueError(f"compute format must be one of {', '.join(COMPUTE_PRECISIONS)}, not {compute!r}")
-    return torch.float32 if compute == FP16_WEIGHTS else getattr(torch, compute)
+    return torch.float32 if compute in (FP16_WEIGHTS, INT8_WEIGHTS) else getattr(torch, compute)
 
 
 @dataclass
@@ -83,8 +87,9 @@ def load_model(
     Args:
         dtype: the model's dtype (None: ``compute``'s, else `default_dtype`).
         compute: a served format (`supernet.sdk.models.COMPUTE_PRECISIONS`); ``float16-weights``
-            rounds the weights to float16 (`Llama.use_fp16_weights`). Not with ``dtype``.
-        fused: in ``float16-weights`` on a CPU, serve with the C kernels where they build
+            rounds the weights to float16 (`Llama.use_fp16_weights`), ``int8-weights`` then puts
+            them on the int8 grid (`supernet.node.llm.int8`). Not with ``dtype``.
+        fused: in ``float16-weights`` or ``int8-weights`` on a CPU, serve with the C kernels where they build
             (`supernet.node.llm.fused`: the node's engine); a validator's scorer keeps fbgemm.
 
     Raises:
@@ -111,14 +116,15 @@ def load_model(
     tokenizer = Tokenizer(*tok_src) if has_tokenizer else None
     # float16-weights keeps none of the file's tensors: their mapped pages go once read (hashed,
     # then rounded), so the load peaks near the float16 copy, not the file plus the copy
-    release = _MappedPages(path) if compute == FP16_WEIGHTS else None
+    weight_format = compute in (FP16_WEIGHTS, INT8_WEIGHTS)
+    release = _MappedPages(path) if weight_format else None
     digest = None if tokenizer is None else tokenizer.digest()
     manifest = build_manifest(tensors, cfg.to_dict(), digest, hashed=release)
     _check_cached_manifest(path, model_id(manifest))
-    if compute == FP16_WEIGHTS:
+    if weight_format:
         half = _rounded_to_fp16(tensors, dev, release)
         del tensors  # the file's mapping goes before the packed copies are made: a lower peak
-        model = _fp16_weights_model(cfg, half, max_positions, dev, fused)
+        model = _fp16_weights_model(cfg, half, max_positions, dev, fused, int8=compute == INT8_WEIGHTS)
     else:
         model = Llama.from_hf_state_dict(cfg, tensors, max_positions).to(device=dev, dtype=dt)
         _own_weights(model, tensors)
@@ -211,7 +217,12 @@ class _MappedPages:
 
 
 def _fp16_weights_model(
-    cfg: LlamaConfig, half: dict[str, Tensor], max_positions: int | None, device: torch.device, fused: bool
+    cfg: LlamaConfig,
+    half: dict[str, Tensor],
+    max_positions: int | None,
+    device: torch.device,
+    fused: bool,
+    int8: bool = False,
 ) -> Llama:
     """The ``float16-weights`` model from `_rounded_to_fp16`'s tensors, packed
     (`Llama.use_fp16_weights`): no float32 copy of the weights is ever made, so the load peaks near
@@ -219,7 +230,7 @@ def _fp16_weights_model(
     model = Llama.from_hf_state_dict(cfg, half, max_positions)
     half.clear()  # the model holds what it uses; each matrix goes once it is packed
     model.rope_cos, model.rope_sin = model.rope_cos.to(device), model.rope_sin.to(device)
-    return model.use_fp16_weights(fused=fused)
+    return model.use_fp16_weights(fused=fused, int8=int8)
 
 
 def _give_back_freed_memory() -> None:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from supernet.node.llm import fused as fused_kernels
 from supernet.node.llm.config import LlamaConfig
 from supernet.node.llm.errors import WeightsFormatError
+from supernet.node.llm.int8 import INT8_WEIGHTS, dequantised, quantise_rows
 from torch import Tensor, nn
 
 FP16_WEIGHTS = "float16-weights"
@@ -131,11 +132,21 @@ class Fp16WeightLinear(nn.Module):
     there); elsewhere (``widen``) the float16 weight is widened per call.
     """
 
-    def __init__(self, linear: nn.Module, fused: bool = False) -> None:
+    def __init__(self, linear: nn.Module, fused: bool = False, int8: bool = False) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         weight = weight_of(linear).detach().to(torch.float16).contiguous()
+        self.int8 = int8  # int8-weights: the weight is on `supernet.node.llm.int8`'s grid
         self.kernel = "fused" if fused else "fbgemm" if fbgemm_fp16(weight.device) else "widen"
+        if int8:
+            q, scale = quantise_rows(weight)
+            if self.kernel == "fused":  # int8 rows and scales only: half float16's bytes
+                self.q8: Tensor
+                self.scale: Tensor
+                self.register_buffer("q8", q, persistent=False)
+                self.register_buffer("scale", scale, persistent=False)
+                return
+            weight = dequantised(q, scale)  # the same weights in float16, exactly
         if self.kernel == "fbgemm":
             packed = torch.ops.quantized.linear_prepack_fp16(weight.float(), None)
             self.packed: object = packed  # an fbgemm handle, not a tensor: kept as a plain attribute
@@ -150,11 +161,29 @@ class Fp16WeightLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.kernel == "fused":
+            if self.int8:
+                return fused_kernels.matmul_i8(self.q8, self.scale, x)
             return fused_kernels.matmul(self.weight16, x)
         if self.kernel == "widen":
             return F.linear(x, self.weight16.to(x.dtype))
         flat = x.reshape(-1, x.shape[-1])
         return torch.ops.quantized.linear_dynamic_fp16(flat, self.packed).view(*x.shape[:-1], -1)
+
+
+class Int8RowsEmbedding(nn.Module):
+    """An embedding table of int8 rows and row scales (int8-weights with the C kernels): a lookup
+    gives ``q[token] * s[token]`` in float32, the float16 grid value exactly. A tied table is the
+    vocabulary head's own ``q8`` and ``scale`` (one copy)."""
+
+    def __init__(self, q8: Tensor, scale: Tensor) -> None:
+        super().__init__()
+        self.q8: Tensor
+        self.scale: Tensor
+        self.register_buffer("q8", q8, persistent=False)
+        self.register_buffer("scale", scale, persistent=False)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.q8[tokens].float() * self.scale[tokens].unsqueeze(-1)
 
 
 def can_pack(model: nn.Module) -> bool:
@@ -232,8 +261,9 @@ class Llama(nn.Module):
         self.cfg = cfg
         self.packed = False
         self.fp16_weights = False  # `use_fp16_weights`: the served format ``float16-weights``
+        self.int8_weights = False  # `use_fp16_weights(int8=True)`: ``int8-weights``
         self.fused_decoder: fused_kernels.FusedDecoder | None = None  # `use_fp16_weights(fused=True)`
-        self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.tok_embeddings: nn.Module = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.output: nn.Module = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
@@ -294,7 +324,9 @@ class Llama(nn.Module):
     def compute(self) -> str:
         """The served compute format (`supernet.sdk.models.COMPUTE_PRECISIONS`): what a served
         model id names, and what validators re-score in."""
-        return FP16_WEIGHTS if self.fp16_weights else str(self.dtype).removeprefix("torch.")
+        if self.fp16_weights:
+            return INT8_WEIGHTS if self.int8_weights else FP16_WEIGHTS
+        return str(self.dtype).removeprefix("torch.")
 
     @torch.inference_mode()
     def logits(self, hidden: Tensor) -> Tensor:
@@ -316,7 +348,7 @@ class Llama(nn.Module):
         self.packed = True
         return self
 
-    def use_fp16_weights(self, fused: bool = False) -> Llama:
+    def use_fp16_weights(self, fused: bool = False, int8: bool = False) -> Llama:
         """Round every weight matrix to float16 and keep it so: the ``float16-weights`` format.
 
         The projections and the vocabulary head become `Fp16WeightLinear`; the embedding table is
@@ -328,6 +360,9 @@ class Llama(nn.Module):
         ``fused`` (on a CPU where `supernet.node.llm.fused.available`): the projections run the C
         kernels, a tied embedding table is the head's own float16 weight (one copy), and
         ``fused_decoder`` serves decode steps whole (`supernet.node.llm.step`).
+
+        ``int8``: the ``int8-weights`` format, each matrix (and the embedding table) then also put
+        on `supernet.node.llm.int8`'s grid; with ``fused``, held as int8 rows and scales.
         """
         if self.packed or self.fp16_weights or self.dtype != torch.float32:
             raise RuntimeError("float16 weights are made once from an unpacked model with float32 norms")
@@ -339,17 +374,28 @@ class Llama(nn.Module):
         )
         for block in self.blocks:
             att, ffn = block.attention, block.feed_forward
-            att.wqkv, att.wo = Fp16WeightLinear(att.wqkv, use_fused), Fp16WeightLinear(att.wo, use_fused)
-            ffn.w13, ffn.w2 = Fp16WeightLinear(ffn.w13, use_fused), Fp16WeightLinear(ffn.w2, use_fused)
-        head = Fp16WeightLinear(self.output, use_fused)
+            att.wqkv, att.wo = (
+                Fp16WeightLinear(att.wqkv, use_fused, int8),
+                Fp16WeightLinear(att.wo, use_fused, int8),
+            )
+            ffn.w13, ffn.w2 = (
+                Fp16WeightLinear(ffn.w13, use_fused, int8),
+                Fp16WeightLinear(ffn.w2, use_fused, int8),
+            )
+        head = Fp16WeightLinear(self.output, use_fused, int8)
         self.output = head
-        if use_fused and self.cfg.tie_embeddings:
+        table = weight_of(self.tok_embeddings).detach().to(torch.float16)
+        if use_fused and int8:
+            rows = (head.q8, head.scale) if self.cfg.tie_embeddings else quantise_rows(table)
+            self.tok_embeddings = Int8RowsEmbedding(*rows)
+        elif use_fused and self.cfg.tie_embeddings:
             self.tok_embeddings.weight = nn.Parameter(head.weight16, requires_grad=False)
         else:
             self.tok_embeddings.weight = nn.Parameter(
-                self.tok_embeddings.weight.detach().to(torch.float16), requires_grad=False
+                dequantised(*quantise_rows(table)) if int8 else table, requires_grad=False
             )
         self.packed = self.fp16_weights = True
+        self.int8_weights = int8
         if use_fused:
             self.fused_decoder = fused_kernels.FusedDecoder(self)
         return self
@@ -400,7 +446,8 @@ class Llama(nn.Module):
         if self.packed:
             raise RuntimeError("the projections are packed for oneDNN; take the state dict before packing")
         cfg, hd = self.cfg, self.cfg.head_dim
-        sd = {"model.embed_tokens.weight": self.tok_embeddings.weight, "model.norm.weight": self.norm.weight}
+        embed = weight_of(self.tok_embeddings)
+        sd = {"model.embed_tokens.weight": embed, "model.norm.weight": self.norm.weight}
         if not cfg.tie_embeddings:
             sd["lm_head.weight"] = weight_of(self.output)
         for i, blk in enumerate(self.blocks):

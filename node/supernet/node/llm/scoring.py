@@ -517,13 +517,14 @@ class Tolerance:
         ``validator_dtype`` (compute formats, as served ids name them): fp32 against fp32, and
         float16-weights against itself (fp32 sums over the same rounded weights: decode and
         re-score agree to ~7e-5, docs/benchmarks/exact_pairs.md), keep the tight default, which
-        also tells the two formats apart (a float16-weights node cannot pass as float32); any other
+        also tells the two formats apart (a float16-weights node cannot pass as float32), and so does
+        int8-weights against itself (float16-weights arithmetic on its grid); any other
         pair gets the bf16 bounds, calibrated on both bf16/fp32 pairs by scripts/bench_precision.py
         (docs/benchmarks/precision.md), which cover fp16 weights' ≤ 0.01 shift too."""
         full = {"float32", "float64"}
         if node_dtype in full and validator_dtype in full:
             return cls()
-        if node_dtype == validator_dtype == "float16-weights":
+        if node_dtype == validator_dtype and node_dtype in ("float16-weights", "int8-weights"):
             return cls()
         return cls.bf16()
 

@@ -157,7 +157,7 @@ class StoreSettings(Section):
     )
 
 
-Dtype = Literal["auto", "float32", "bfloat16", "float16-weights"]
+Dtype = Literal["auto", "float32", "bfloat16", "float16-weights", "int8-weights"]
 
 
 class ModelSettings(Section):
