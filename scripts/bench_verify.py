@@ -386,6 +386,8 @@ def write(result: dict[str, Any]) -> None:
         suffix = "-no-bf16"
     else:
         suffix = "-fp32" if result["validator_dtype"] == "float32" else ""
+    if result["node_compute"] != default_compute(torch.device("cpu")):  # a node in another format
+        suffix += "-" + result["node_compute"]
     (OUT / f"verification{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
     rows = "\n".join(f"| {k} | {v['injected']} | {v['detected']} |" for k, v in result["faults"].items())
     pairs = _pair_rows(result)

@@ -115,7 +115,7 @@ def stages() -> list[tuple[str, float]]:
     rows.append((f"engine: KV pool reserved ({kv_mb:.0f} MB of address space)", proc_memory()["rss_mb"]))
     rows += asyncio.run(_serve_then_idle(engine))
     linears = [m for m in engine.model.modules() if isinstance(m, Fp16WeightLinear | PackedLinear)]
-    per_weight = 2 if compute == "float16-weights" else 4
+    per_weight = {"float16-weights": 2, "int8-weights": 1}.get(compute, 4)  # int8: + a scale a row
     packed_mb = sum(m.in_features * m.out_features * per_weight for m in linears) / MB
     # a fused model's embedding table is its head's float16 weight: counted once, with the head
     held = {t.data_ptr() for m in linears for t in m.buffers()}

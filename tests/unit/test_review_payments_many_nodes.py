@@ -296,7 +296,7 @@ async def test_defence_rounding_of_the_verification_share_is_under_a_wei_per_cal
 ) -> None:
     """Dust vouchers (1, 2 and 4 wei from three users) settled in one real ``commitBatch``: the
     node's earnings and escrow grow by exactly the 7 wei the channels lost, the escrow by
-    floor(7 x 26 %) = 1 (the node keeps the 0.82 wei of rounding: under one wei per call, which a
+    floor(7 x 38 %) = 2 (the node keeps the 0.66 wei of rounding: under one wei per call, which a
     call's gas dwarfs), and the Payments contract's ether does not move."""
     node = network.as_account(actors.node)
     amounts = [1, 2, 4]
@@ -310,7 +310,7 @@ async def test_defence_rounding_of_the_verification_share_is_under_a_wei_per_cal
     earnings, escrow = node.payments.node_account(actors.node.address)
     total = sum(amounts)
     share = network.params.verification_share_bps
-    assert escrow - before[1] == total * share // 10_000 == 1
+    assert escrow - before[1] == total * share // 10_000 == 2
     assert (earnings - before[0]) + (escrow - before[1]) == total
     assert sum(network.payments.redeemed(u.address, actors.node.address) for u in actors.users) == total
     assert _ether(network, network.payments.address) == held, "no ether leaves on redemption"

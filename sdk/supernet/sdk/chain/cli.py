@@ -67,8 +67,8 @@ def deploy(
         "--verify-cost-ratio",
         help=(
             "The validators' measured verify_cost_ratio (make bench-verify on their hardware): size the "
-            "verification share so fees pay for at least one check per receipt (default: sized for 0.213, "
-            "validators with native bf16)."
+            "verification share so fees pay for at least one check per receipt (default: sized for 0.472, "
+            "docs/benchmarks/verification.json, with room to 0.52)."
         ),
     ),
     min_answer_gas_price: float | None = typer.Option(

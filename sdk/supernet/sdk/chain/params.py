@@ -39,7 +39,7 @@ class ProtocolParams:
     # Payments
     withdrawal_delay: int = 1 * DAY
     max_redeem_batch: int = 256
-    verification_share_bps: int = 2_600  # pays one check per receipt at the measured ρ = 0.213
+    verification_share_bps: int = 3_800  # one check per receipt up to ρ = 0.52 (measured: 0.472)
     decoy_bounty: int = ETHER // 20
     decoy_rebate_bps: int = 1_000
     # TaskManager
@@ -77,22 +77,27 @@ class ProtocolParams:
         return ((10_000 - self.decoy_rebate_bps) * bounty / 10_000 - CHALLENGE_GAS * gas_price_wei) / bounty
 
     def checks_paid_per_receipt(self, verify_cost_ratio: float) -> float:
-        """N* = s·h/ρ: the checks of each receipt the verification share pays for, with ρ the
-        validators' measured ``verify_cost_ratio`` (docs/security-parameters.md, "Paying validators")."""
+        """N* = s·h / (ρ·(1 − s)): the checks of each receipt the verification share pays for,
+        with ρ the validators' measured ``verify_cost_ratio``. A check costs ρ times the node's
+        compute C, and a node that does not run at a loss prices a task at F ≥ C / (1 − s) (its
+        share s of the fee goes to the escrow for good), so a check costs at most ρ·(1 − s)·F
+        while the escrow pays out s·h·F (docs/security-parameters.md, "Paying validators")."""
         if verify_cost_ratio <= 0:
             raise ValueError("verify_cost_ratio must be positive")
-        return self.verification_share_bps / 10_000 * self.finder_keeps() / verify_cost_ratio
+        s = self.verification_share_bps / 10_000
+        return s * self.finder_keeps() / (verify_cost_ratio * (1 - s))
 
     def sized_for_verify_cost(
         self, verify_cost_ratio: float, checks_per_receipt: float = 1.0
     ) -> ProtocolParams:
         """A copy whose verification share pays for ``checks_per_receipt`` checks of every receipt
         by validators whose checks cost ``verify_cost_ratio`` of the node's run (``make
-        bench-verify`` on their hardware): ``s = ceil(N·ρ/h)``, never below this share.
+        bench-verify`` on their hardware): ``s = N·ρ / (h + N·ρ)`` rounded up (the inverse of
+        `checks_paid_per_receipt`), never below this share.
 
-        The defaults are sized for validators with native bf16 checking nodes in their default
-        format (ρ = 0.213, docs/benchmarks/verification.json); a network whose validators lack it
-        (ρ = 0.272 measured) deploys with this instead of underpaying them.
+        The defaults are sized for the reference validator of docs/benchmarks/verification.json
+        checking nodes in their default format; a network whose validators are slower deploys
+        with this instead of underpaying them.
 
         Raises:
             ValueError: The share needed exceeds what Payments accepts (50 %): checking is too
@@ -103,9 +108,13 @@ class ProtocolParams:
         h = self.finder_keeps()
         if verify_cost_ratio <= 0 or h <= 0:
             raise ValueError("verify_cost_ratio and the finder's keep must be positive")
-        share = math.ceil(10_000 * checks_per_receipt * verify_cost_ratio / h)
-        if share / 10_000 * h / verify_cost_ratio < checks_per_receipt:  # rounding fell short
-            share += 1
+        need = checks_per_receipt * verify_cost_ratio
+        share = math.ceil(10_000 * need / (h + need))
+        if (
+            replace(self, verification_share_bps=share).checks_paid_per_receipt(verify_cost_ratio)
+            < checks_per_receipt
+        ):
+            share += 1  # rounding fell short
         if share > MAX_VERIFICATION_SHARE_BPS:
             raise ValueError(
                 f"paying {checks_per_receipt:g} checks per receipt at verify_cost_ratio "
