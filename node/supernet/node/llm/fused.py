@@ -99,6 +99,9 @@ def matmul(weight16: Tensor, x: Tensor) -> Tensor:
     ``x`` float32 ``[..., in]``; the same products as widening the weight, in another order."""
     lib = _library()
     assert lib is not None, "matmul needs the fused library (fused.available())"
+    if weight16.dtype != torch.float16 or weight16.dim() != 2 or not weight16.is_contiguous():
+        raise ValueError("matmul takes contiguous float16 weights [out, in]")
+    _check_input(x, weight16)
     flat = x.reshape(-1, x.shape[-1]).contiguous()
     out = torch.empty(flat.shape[0], weight16.shape[0], dtype=torch.float32)
     lib.supernet_matmul_f16(
@@ -118,8 +121,11 @@ def matmul_i8(q8: Tensor, scale: Tensor, x: Tensor) -> Tensor:
     their float32 scales ``[out]`` (int8-weights), each row's sum times its scale."""
     lib = _library()
     assert lib is not None, "matmul_i8 needs the fused library (fused.available())"
-    if q8.dtype != torch.int8 or scale.dtype != torch.float32 or scale.shape != q8.shape[:1]:
+    if q8.dtype != torch.int8 or q8.dim() != 2 or scale.dtype != torch.float32 or scale.shape != q8.shape[:1]:
         raise ValueError("matmul_i8 takes int8 rows [out, in] and float32 scales [out]")
+    if not (q8.is_contiguous() and scale.is_contiguous()) or scale.device.type != "cpu":
+        raise ValueError("matmul_i8 takes contiguous int8 rows and float32 scales on the CPU")
+    _check_input(x, q8)
     flat = x.reshape(-1, x.shape[-1]).contiguous()
     out = torch.empty(flat.shape[0], q8.shape[0], dtype=torch.float32)
     lib.supernet_matmul_i8(
@@ -133,6 +139,15 @@ def matmul_i8(q8: Tensor, scale: Tensor, x: Tensor) -> Tensor:
         torch.get_num_threads(),
     )
     return out.view(*x.shape[:-1], -1)
+
+
+def _check_input(x: Tensor, weight: Tensor) -> None:
+    """The kernels read ``x`` as float32 rows of the weight's width on the CPU: anything else would
+    be read as garbage, or past its end."""
+    if weight.device.type != "cpu" or x.device.type != "cpu" or x.dtype != torch.float32:
+        raise ValueError("the fused projections take float32 inputs and weights on the CPU")
+    if x.dim() < 1 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"input width {tuple(x.shape)[-1:]} is not the weight's {weight.shape[1]}")
 
 
 class FusedDecoder:

@@ -38,19 +38,26 @@ MIN_EXPONENT = -24
 def quantise_rows(weight: Tensor) -> tuple[Tensor, Tensor]:
     """``(q, s)``: the int8 rows and float32 row scales of a float16 matrix ``[n, k]`` (see the module).
 
+    The rule runs on the CPU whatever the weight's device (one definition, no device-dependent
+    float64 arithmetic); the grid goes back to the weight's device.
+
     Raises:
-        WeightsFormatError: not a float16 matrix, or a value the grid cannot hold in float16.
+        WeightsFormatError: not a float16 matrix, a weight that is not finite, or a value the grid
+            cannot hold in float16.
     """
     if weight.dtype != torch.float16 or weight.dim() != 2:
         raise WeightsFormatError(
             f"int8 rows are made from a float16 matrix, not {weight.dtype} {tuple(weight.shape)}"
         )
-    q = torch.empty(weight.shape, dtype=torch.int8)
-    scales = torch.empty(weight.shape[0], dtype=torch.float32)
-    for start in range(0, weight.shape[0], ROWS_AT_ONCE):  # float64 temporaries of a block only
+    source = weight.detach().cpu()
+    if not torch.isfinite(source).all():
+        raise WeightsFormatError("a weight that is not finite (NaN or inf) has no place on the int8 grid")
+    q = torch.empty(source.shape, dtype=torch.int8, device="cpu")
+    scales = torch.empty(source.shape[0], dtype=torch.float32, device="cpu")
+    for start in range(0, source.shape[0], ROWS_AT_ONCE):  # float64 temporaries of a block only
         rows = slice(start, start + ROWS_AT_ONCE)
-        q[rows], scales[rows] = _quantised_block(weight[rows].double())
-    return q, scales
+        q[rows], scales[rows] = _quantised_block(source[rows].double())
+    return q.to(weight.device), scales.to(weight.device)
 
 
 ROWS_AT_ONCE = 2048

@@ -55,6 +55,8 @@ typedef void (*range_fn)(void *ctx, int64_t begin, int64_t end);
 
 typedef struct {
     _Alignas(64) atomic_int go; /* 1: a range is assigned; the worker sets 0 when done */
+    atomic_int asleep;          /* 1 while the worker waits on `wake` (a caller then signals it) */
+    pthread_cond_t wake;        /* its own: a call wakes only the workers it gives a range */
     range_fn fn;
     void *ctx;
     int64_t begin, end;
@@ -62,12 +64,10 @@ typedef struct {
 
 static struct {
     pthread_mutex_t call;  /* one parallel_for at a time */
-    pthread_mutex_t sleep; /* with `wake`: where idle workers wait */
-    pthread_cond_t wake;
-    atomic_int sleepers;
+    pthread_mutex_t sleep; /* with each slot's `wake`: where idle workers wait */
     int started;
     WorkerSlot slot[MAX_WORKERS];
-} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER};
 
 static void *worker_main(void *arg) {
     WorkerSlot *me = arg;
@@ -79,9 +79,9 @@ static void *worker_main(void *arg) {
                 continue;
             }
             pthread_mutex_lock(&pool.sleep);
-            atomic_fetch_add(&pool.sleepers, 1); /* seq_cst with the caller's `go` store and check */
-            while (!atomic_load(&me->go)) pthread_cond_wait(&pool.wake, &pool.sleep);
-            atomic_fetch_sub(&pool.sleepers, 1);
+            atomic_store(&me->asleep, 1); /* seq_cst with the caller's `go` store and `asleep` load */
+            while (!atomic_load(&me->go)) pthread_cond_wait(&me->wake, &pool.sleep);
+            atomic_store(&me->asleep, 0);
             pthread_mutex_unlock(&pool.sleep);
         }
         me->fn(me->ctx, me->begin, me->end);
@@ -95,9 +95,11 @@ static void forget_workers(void) {
     pool.started = 0;
     pthread_mutex_init(&pool.call, NULL);
     pthread_mutex_init(&pool.sleep, NULL);
-    pthread_cond_init(&pool.wake, NULL);
-    atomic_store(&pool.sleepers, 0);
-    for (int i = 0; i < MAX_WORKERS; i++) atomic_store(&pool.slot[i].go, 0);
+    for (int i = 0; i < MAX_WORKERS; i++) {
+        atomic_store(&pool.slot[i].go, 0);
+        atomic_store(&pool.slot[i].asleep, 0);
+        pthread_cond_init(&pool.slot[i].wake, NULL);
+    }
 }
 
 /* fn(ctx, begin, end) over [0, n) split into `threads` contiguous ranges, the caller taking the
@@ -110,8 +112,12 @@ static void parallel_for(int64_t n, int threads, range_fn fn, void *ctx) {
         return;
     }
     pthread_mutex_lock(&pool.call);
-    static int atfork_set = 0;
-    if (!atfork_set) atfork_set = pthread_atfork(NULL, NULL, forget_workers) == 0;
+    static int ready = 0;
+    if (!ready) { /* once: the slots' condition variables, and the fork handler */
+        for (int i = 0; i < MAX_WORKERS; i++) pthread_cond_init(&pool.slot[i].wake, NULL);
+        pthread_atfork(NULL, NULL, forget_workers);
+        ready = 1;
+    }
     while (pool.started < threads - 1) {
         pthread_t t;
         pthread_attr_t attr;
@@ -130,11 +136,11 @@ static void parallel_for(int64_t n, int threads, range_fn fn, void *ctx) {
         w->begin = n * i / threads;
         w->end = n * (i + 1) / threads;
         atomic_store(&w->go, 1);
-    }
-    if (atomic_load(&pool.sleepers) > 0) {
-        pthread_mutex_lock(&pool.sleep);
-        pthread_cond_broadcast(&pool.wake);
-        pthread_mutex_unlock(&pool.sleep);
+        if (atomic_load(&w->asleep)) { /* only the workers given a range are woken */
+            pthread_mutex_lock(&pool.sleep);
+            pthread_cond_signal(&w->wake);
+            pthread_mutex_unlock(&pool.sleep);
+        }
     }
     fn(ctx, 0, n / threads);
     for (int i = 1; i < threads; i++)
