@@ -97,9 +97,10 @@ class ModelSettings(Section):
         default="auto",
         description="format of the first re-scoring: auto = bfloat16 where the hardware computes it "
         "natively (CUDA, CPUs with AVX512-BF16 or AMX), else the format nodes on this device serve by "
-        "default (float16-weights on CPU). A bfloat16 scorer is a screen: every call it does not accept "
+        "default (int8-weights on CPU). A bfloat16 scorer is a screen: every call it does not accept "
         "is re-scored by an exact copy of the model, whose verdict decides. Whatever is set here, a "
-        "float32 or float16-weights node is finally judged in its own format, loaded on first use "
+        "float32, float16-weights or int8-weights node is finally judged in its own format, loaded on "
+        "first use "
         "(docs/validator.md, Screen and arbiter)",
     )
     arbiter_sample: int = Field(

@@ -144,9 +144,9 @@ class LLMEngine:
     ) -> LLMEngine:
         """Load a catalog model (pulled beforehand) or a local model directory / GGUF file.
 
-        ``compute`` names a served format (``float32``, ``bfloat16``, ``float16-weights``;
-        `supernet.node.llm.loader.load_model`); without it or ``dtype``, float32 on CPU.
-        ``fused``: float16-weights on a CPU runs the C kernels where they build
+        ``compute`` names a served format (``float32``, ``bfloat16``, ``float16-weights``,
+        ``int8-weights``; `supernet.node.llm.loader.load_model`); without it or ``dtype``, float32
+        on CPU. ``fused``: float16-weights and int8-weights on a CPU run the C kernels where they build
         (`supernet.node.llm.fused`; False keeps the torch path).
         """
         max_seq_len = kwargs.get("max_seq_len", 2048)

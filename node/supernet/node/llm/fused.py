@@ -74,7 +74,7 @@ def _library() -> ctypes.CDLL | None:
         lib = ctypes.CDLL(str(kernel_build.build(source=SOURCE)))
     except (OSError, subprocess.CalledProcessError) as exc:
         detail = getattr(exc, "stderr", "") or exc
-        log.warning("fused float16 kernels unavailable (the torch path serves instead): %s", detail)
+        log.warning("fused kernels unavailable (the torch path serves instead): %s", detail)
         return None
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     lib.supernet_decode_step.restype = ctypes.c_int

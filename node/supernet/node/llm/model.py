@@ -129,7 +129,9 @@ class Fp16WeightLinear(nn.Module):
     kernels of `supernet.node.llm.fused` (the node's choice where they build: its decode steps
     run fused and read the same copy); ``fbgemm`` (x86 CPUs) holds it packed and widens it inside
     the kernel (``linear_dynamic_fp16``; a validator's long re-scores, ~1.2x the C kernel's rate
-    there); elsewhere (``widen``) the float16 weight is widened per call.
+    there); elsewhere (``widen``) the float16 weight is widened per call. ``int8``: the weight is first
+    put on the int8-weights grid (`supernet.node.llm.int8`); fused, only the int8 rows and their
+    scales are kept (``q8``, ``scale``), else the grid's float16 values serve the kernels above.
     """
 
     def __init__(self, linear: nn.Module, fused: bool = False, int8: bool = False) -> None:

@@ -12,7 +12,7 @@ its tokens, and the keys/values, hence the logits, are the unchunked prefill's u
 rounding. A step with prompt tokens runs the decode tokens and the chunks as one packed forward
 pass (`PackedStepAttention`): every weight is read once per step, not once for the decode and
 again for the prefill. A step of decode tokens only runs whole in the fused C kernel where the
-model has one (`supernet.node.llm.fused`, float16-weights on a CPU). Both yield final hidden
+model has one (`supernet.node.llm.fused`, float16-weights and int8-weights on a CPU). Both yield final hidden
 states; one lm-head matmul and one log-softmax serve all rows, and one selection call the rows
 that produce a token (a constrained row's selection runs on its grammar's mask,
 `supernet.node.llm.grammar`). Nothing here touches asyncio state: the loop applies the returned

@@ -166,8 +166,8 @@ class ModelSettings(Section):
     model: str = Field(description="Catalog name or local path of the model.")
     dtype: Dtype = Field(
         default="auto",
-        description="Compute format (auto = float16-weights on CPU: float16 weights, float32 activations; "
-        "bfloat16 on CUDA); the served id names it.",
+        description="Compute format (auto = int8-weights on CPU: int8 rows on a float16 grid, float32 "
+        "activations; bfloat16 on CUDA); the served id names it.",
     )
     name: str | None = Field(
         default=None,
@@ -201,8 +201,9 @@ class EngineSettings(Section):
     agents: list[str] = Field(default_factory=lambda: ["chat"], description="Agent ids this node runs.")
     dtype: Dtype = Field(
         default="auto",
-        description="Compute format: auto = float16-weights on CPU (float16 weights, float32 activations "
-        "and sums), bfloat16 on CUDA; or float32. The served model id names it (each format serves "
+        description="Compute format: auto = int8-weights on CPU (int8 rows on a float16 grid, float32 "
+        "activations and sums), bfloat16 on CUDA; or float16-weights, float32. The served model id "
+        "names it (each format serves "
         "another id; validators hold each to its own).",
     )
     policy: Literal["fair", "fifo", "rr"] = Field(
