@@ -28,6 +28,7 @@ import torch
 from supernet.node.llm import LLMEngine, SamplingParams
 from supernet.node.llm.loader import load_model
 from supernet.node.llm.model import Llama
+from supernet.sdk.models import WEIGHT_FORMATS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from probe_weight_formats import QUESTIONS, compare, long_text
@@ -35,7 +36,7 @@ from probe_weight_formats import QUESTIONS, compare, long_text
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "benchmarks"
 MODEL = "smollm2-135m"
-FORMATS = ("float16-weights", "int8-weights")
+FORMATS = WEIGHT_FORMATS
 
 
 def _logits(model: Llama, tokens: list[int], start: int) -> torch.Tensor:

@@ -45,7 +45,7 @@ from supernet.sdk.chain import ReceiptTree
 from supernet.sdk.chain.eip712 import Domain, TaskRequest, hash_task_request, sign_task_request
 from supernet.sdk.chain.receipts import Receipt, input_hash, output_hash, sign_receipt, trace_hash
 from supernet.sdk.formats.manifest import ManifestEntry
-from supernet.sdk.models import COMPUTE_PRECISIONS
+from supernet.sdk.models import COMPUTE_PRECISIONS, WEIGHT_FORMATS
 from supernet.sdk.store import StoreClient
 from supernet.sdk.store.embedded import serve_in_thread
 from supernet.validator.evidence import Check, Verdict
@@ -337,7 +337,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     perturbed = load_model(args.model, max_positions=1024).model
     model_faults = FaultInjector.from_cli(["model:1"], seed=3)
     assert model_faults.perturb_model(perturbed)  # every weight, before any rounding to the format
-    if args.node_compute in ("float16-weights", "int8-weights"):
+    if args.node_compute in WEIGHT_FORMATS:
         perturbed.use_fp16_weights(fused=True, int8=args.node_compute == "int8-weights")
     bad_engine = LLMEngine(perturbed, loaded.tokenizer, loaded.model_id, max_batch=8, max_seq_len=1024)
     bad_kernel = Kernel(bad_engine, store, agents=agents, faults=model_faults, model_perturbed=True)

@@ -7,7 +7,12 @@ is pulled into the cache (``supernet model pull smollm2-135m``) once per session
 
 from __future__ import annotations
 
+import asyncio
+import os
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -24,6 +29,38 @@ TINY = LlamaConfig(
     max_position=512,
     eos_token_ids=(0,),
 )
+
+
+def generate_all(engine: Any, calls: Sequence[tuple[list[int], Any]]) -> list[Any]:
+    """The results of ``calls`` (prompt ids, sampling params) submitted together to ``engine``,
+    started for them and stopped after."""
+
+    async def run() -> list[Any]:
+        await engine.start()
+        try:
+            return list(await asyncio.gather(*(engine.submit(p, sp).result() for p, sp in calls)))
+        finally:
+            await engine.stop()
+
+    return asyncio.run(run())
+
+
+def assert_forked_child_passes(check: Callable[[], bool], timeout_s: float = 20) -> None:
+    """Fork; the child exits 0 if ``check()`` holds; fail if it does not, or hangs past ``timeout_s``
+    (then it is killed)."""
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if check() else 1)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0, "the forked child's check failed"
+            return
+        time.sleep(0.02)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child hung")
 
 
 def make_tiny_llama(seed: int = 0, cfg: LlamaConfig = TINY) -> Llama:

@@ -130,6 +130,17 @@ class VNet:
         finally:
             await kernel.stop()
 
+    @asynccontextmanager
+    async def format_kernel(self, compute: str) -> AsyncIterator[Any]:
+        """The node's kernel on the model served in ``compute`` (same weights, another id)."""
+        from supernet.node.llm import LLMEngine
+        from supernet.sdk.models import served_model_id
+
+        engine = LLMEngine.load("smollm2-135m", compute=compute, max_batch=4, max_seq_len=1024)
+        assert engine.model_id == served_model_id(self.loaded.model_id, compute) != self.kernel.model_id
+        async with self.other_kernel(engine) as kernel:
+            yield kernel
+
     async def entry(self, batch_id: int, index: int) -> ManifestEntry:
         """Entry ``index`` of a committed batch's manifest, as validators read it."""
         return BatchManifest.from_dag(await self.store.get_dag(self.manifests[batch_id])).entries[index]
@@ -341,6 +352,15 @@ async def vnet(smollm2_loaded: Any, tmp_path_factory: pytest.TempPathFactory) ->
             await kernel.stop()
             await store.aclose()
             stop_store()
+
+
+@pytest.fixture(scope="module")
+def fp32_validator_scorer(vnet: VNet) -> Any:
+    """A float32 scorer of the vnet's weights: a validator configured in float32 (it judges nodes
+    of other served formats by loading those on first use, `ModelScorer.for_compute`)."""
+    from supernet.validator.scoring import ModelScorer
+
+    return ModelScorer.from_loaded(vnet.loaded)
 
 
 def _anvil() -> Anvil:

@@ -17,7 +17,6 @@ import pytest
 import pytest_asyncio
 from supernet.node.llm.scoring import Tolerance
 from supernet.sdk.chain.receipts import trace_cid
-from supernet.sdk.models import served_model_id
 from test_validator_precision import QUESTIONS, steer_one_near_tie, token_findings, verdicts
 from validator_fixtures import VNet
 
@@ -28,21 +27,8 @@ FP16W = "float16-weights"
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def fp16w_kernel(vnet: VNet) -> AsyncIterator[Any]:
-    """The node's kernel on the float16-weights format of the model (same weights, another id)."""
-    from supernet.node.llm import LLMEngine
-
-    engine = LLMEngine.load("smollm2-135m", compute=FP16W, max_batch=4, max_seq_len=1024)
-    assert engine.model_id == served_model_id(vnet.loaded.model_id, FP16W) != vnet.kernel.model_id
-    async with vnet.other_kernel(engine) as kernel:
+    async with vnet.format_kernel(FP16W) as kernel:
         yield kernel
-
-
-@pytest.fixture(scope="module")
-def fp32_validator_scorer(vnet: VNet) -> Any:
-    """A float32 scorer of the weights (the validator's configured format)."""
-    from supernet.validator.scoring import ModelScorer
-
-    return ModelScorer.from_loaded(vnet.loaded)
 
 
 async def test_an_honest_fp16_weights_node_is_judged_in_its_own_format(

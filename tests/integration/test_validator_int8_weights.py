@@ -27,21 +27,8 @@ FP16W = "float16-weights"
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def int8w_kernel(vnet: VNet) -> AsyncIterator[Any]:
-    """The node's kernel on the int8-weights format of the model (same weights, another id)."""
-    from supernet.node.llm import LLMEngine
-
-    engine = LLMEngine.load("smollm2-135m", compute=INT8W, max_batch=4, max_seq_len=1024)
-    assert engine.model_id == served_model_id(vnet.loaded.model_id, INT8W) != vnet.kernel.model_id
-    async with vnet.other_kernel(engine) as kernel:
+    async with vnet.format_kernel(INT8W) as kernel:
         yield kernel
-
-
-@pytest.fixture(scope="module")
-def fp32_validator_scorer(vnet: VNet) -> Any:
-    """A float32 scorer of the weights (the validator's configured format)."""
-    from supernet.validator.scoring import ModelScorer
-
-    return ModelScorer.from_loaded(vnet.loaded)
 
 
 async def test_an_honest_int8_weights_node_is_judged_in_its_own_format(

@@ -7,13 +7,12 @@ Real compiler, real kernels: the library is built here as the node builds it."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 
 import pytest
 import torch
-from llm_fixtures import TINY, make_tiny_llama
+from llm_fixtures import TINY, assert_forked_child_passes, generate_all, make_tiny_llama
 from supernet.node.llm import LLMEngine, SamplingParams, fused, kernel_build
 from supernet.node.llm.int8 import dequantised, quantise_rows
 from supernet.node.llm.kvcache import DecodeAttention, KVPool, PrefillAttention
@@ -173,17 +172,7 @@ def test_the_engine_generates_the_same_tokens_fused(smollm2_dir: Path, compute: 
     together (decode steps fused, prefill steps through the fused projections) are the torch
     engine's tokens, their logprobs equal to float32 rounding."""
 
-    Run = list[tuple[tuple[int, ...], list[float]]]
-
-    async def generate(engine: LLMEngine, prompts: list[list[int]]) -> Run:
-        await engine.start()
-        try:
-            params = SamplingParams(max_new_tokens=24)
-            results = await asyncio.gather(*(engine.submit(p, params).result() for p in prompts))
-        finally:
-            await engine.stop()
-        return [(r.output_ids, list(r.logprobs)) for r in results]
-
+    params = SamplingParams(max_new_tokens=24)
     runs = {}
     for on in (False, True):
         engine = LLMEngine.load(smollm2_dir, compute=compute, fused=on, max_batch=4)
@@ -193,7 +182,11 @@ def test_the_engine_generates_the_same_tokens_fused(smollm2_dir: Path, compute: 
         texts = ["Name three colours.", "What is 2 + 2?", "Write a haiku about rain."]
         chats = [[{"role": "user", "content": t}] for t in texts]
         prompts = [tok.apply_chat_template(c, add_generation_prompt=True) for c in chats]
-        runs[on] = asyncio.run(generate(engine, prompts[:1])) + asyncio.run(generate(engine, prompts))
+        alone, together = (
+            generate_all(engine, [(prompts[0], params)]),
+            generate_all(engine, [(p, params) for p in prompts]),
+        )
+        runs[on] = [(r.output_ids, list(r.logprobs)) for r in alone + together]
     for (ids, lps), (f_ids, f_lps) in zip(runs[False], runs[True], strict=True):
         assert f_ids == ids
         assert max(abs(a - b) for a, b in zip(lps, f_lps, strict=True)) < 1e-3
@@ -264,27 +257,11 @@ def test_callers_on_several_threads_each_get_their_own_products() -> None:
 def test_a_forked_child_starts_its_own_workers() -> None:
     """A child forked after the kernels ran has none of the parent's worker threads: it must not
     wait for them (it would hang), it starts its own."""
-    import os
 
     weight = torch.randn(64, 32).to(torch.float16)
     x = torch.randn(1, 32)
     want = fused.matmul(weight, x)  # the parent's workers exist now
-    pid = os.fork()
-    if pid == 0:  # the child: exit 0 if its product is right
-        ok = torch.allclose(fused.matmul(weight, x), want, atol=1e-5)
-        os._exit(0 if ok else 1)
-    import time
-
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            assert os.waitstatus_to_exitcode(status) == 0
-            return
-        time.sleep(0.05)
-    os.kill(pid, 9)
-    os.waitpid(pid, 0)
-    pytest.fail("the forked child hung in the kernels")
+    assert_forked_child_passes(lambda: torch.allclose(fused.matmul(weight, x), want, atol=1e-5))
 
 
 def test_an_image_build_step_builds_the_library_the_node_loads(tmp_path: Path) -> None:

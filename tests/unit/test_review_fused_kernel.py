@@ -59,7 +59,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from llm_fixtures import TINY, make_tiny_llama
+from llm_fixtures import TINY, generate_all, make_tiny_llama
 from supernet.node.llm import LLMEngine, SamplingParams, fused, kernel_build, scoring
 from supernet.node.llm.kvcache import DecodeAttention, KVPool, PrefillAttention
 from supernet.node.llm.model import Llama
@@ -390,14 +390,7 @@ def test_defence_a_fused_node_passes_the_validators_exact_check_on_the_real_mode
     sampled = SamplingParams(max_new_tokens=34, temperature=0.7, seed=7, stop_token_ids=())
     calls = [(long_prompt, greedy), ([long_prompt[0]], greedy), (chat, greedy), (chat, sampled)]
 
-    async def generate() -> list:  # type: ignore[type-arg]
-        await engine.start()
-        try:
-            return await asyncio.gather(*(engine.submit(p, s).result() for p, s in calls))
-        finally:
-            await engine.stop()
-
-    results = asyncio.run(generate())
+    results = generate_all(engine, calls)
     requests = [ScoreRequest(p, r.output_ids, s) for (p, s), r in zip(calls, results, strict=True)]
     rescored = scorer.score_many(requests)
     tol = Tolerance.for_pair(FP16W, FP16W)

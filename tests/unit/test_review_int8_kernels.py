@@ -59,17 +59,15 @@ Checked and holding:
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import functools
-import os
 import threading
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from llm_fixtures import make_tiny_llama
+from llm_fixtures import assert_forked_child_passes, generate_all, make_tiny_llama
 from supernet.node.llm import LLMEngine, SamplingParams, fused
 from supernet.node.llm.errors import WeightsFormatError
 from supernet.node.llm.int8 import Q_MAX, dequantised, quantise_rows
@@ -400,22 +398,8 @@ def test_defence_a_fork_while_another_thread_is_inside_the_kernels_leaves_a_work
     try:
         while calls[0] < 3:
             time.sleep(0.005)
-        for _ in range(2):
-            pid = os.fork()
-            if pid == 0:  # the child: exit 0 if its parallel products are right
-                ok = all(torch.equal(_raw_i8(q, s, x, 2), want) for _ in range(10))
-                os._exit(0 if ok else 1)
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                done, status = os.waitpid(pid, os.WNOHANG)
-                if done:
-                    assert os.waitstatus_to_exitcode(status) == 0
-                    break
-                time.sleep(0.02)
-            else:
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-                pytest.fail("the child forked during a kernel call hung")
+        for _ in range(2):  # the child: its parallel products are right
+            assert_forked_child_passes(lambda: all(torch.equal(_raw_i8(q, s, x, 2), want) for _ in range(10)))
     finally:
         stop.set()
         runner.join()
@@ -474,14 +458,7 @@ def test_defence_a_fused_int8_node_passes_the_int8_validator_over_a_long_context
     sampled = SamplingParams(max_new_tokens=32, temperature=0.8, seed=3, stop_token_ids=())
     calls = [(prompt, greedy), (prompt, sampled)]
 
-    async def generate() -> list:  # type: ignore[type-arg]
-        await engine.start()
-        try:
-            return await asyncio.gather(*(engine.submit(p, sp).result() for p, sp in calls))
-        finally:
-            await engine.stop()
-
-    results = asyncio.run(generate())
+    results = generate_all(engine, calls)
     requests = [ScoreRequest(p, r.output_ids, sp) for (p, sp), r in zip(calls, results, strict=True)]
     rescored = scorer.score_many(requests)
     tol = Tolerance.for_pair(INT8W, INT8W)

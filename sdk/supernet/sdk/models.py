@@ -36,6 +36,9 @@ COMPUTE_PRECISIONS = ("float32", "bfloat16", "float16-weights", "int8-weights")
 that dtype), ``float16-weights``: weights rounded to float16, activations, sums and the KV cache in
 float32, and ``int8-weights``: those float16 weights put on an int8 grid, a scale a row
 (`supernet.node.llm.int8`), computed as float16-weights (docs/benchmarks/formats.md)."""
+WEIGHT_FORMATS = ("float16-weights", "int8-weights")
+"""The compute formats that are float32 arithmetic over rounded weights: loaded from a float16
+copy of the weights, and re-scored in their own format under float32's tight bounds."""
 CPU_DEFAULT_COMPUTE = "int8-weights"
 """The format a node on a CPU serves unless its operator sets another (`[engine] dtype`)."""
 

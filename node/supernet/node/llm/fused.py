@@ -30,6 +30,7 @@ import os
 import platform
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -101,19 +102,7 @@ def matmul(weight16: Tensor, x: Tensor) -> Tensor:
     assert lib is not None, "matmul needs the fused library (fused.available())"
     if weight16.dtype != torch.float16 or weight16.dim() != 2 or not weight16.is_contiguous():
         raise ValueError("matmul takes contiguous float16 weights [out, in]")
-    _check_input(x, weight16)
-    flat = x.reshape(-1, x.shape[-1]).contiguous()
-    out = torch.empty(flat.shape[0], weight16.shape[0], dtype=torch.float32)
-    lib.supernet_matmul_f16(
-        weight16.data_ptr(),
-        flat.data_ptr(),
-        out.data_ptr(),
-        flat.shape[0],
-        weight16.shape[0],
-        weight16.shape[1],
-        torch.get_num_threads(),
-    )
-    return out.view(*x.shape[:-1], -1)
+    return _project(lib.supernet_matmul_f16, x, weight16, weight16.data_ptr())
 
 
 def matmul_i8(q8: Tensor, scale: Tensor, x: Tensor) -> Tensor:
@@ -125,29 +114,22 @@ def matmul_i8(q8: Tensor, scale: Tensor, x: Tensor) -> Tensor:
         raise ValueError("matmul_i8 takes int8 rows [out, in] and float32 scales [out]")
     if not (q8.is_contiguous() and scale.is_contiguous()) or scale.device.type != "cpu":
         raise ValueError("matmul_i8 takes contiguous int8 rows and float32 scales on the CPU")
-    _check_input(x, q8)
-    flat = x.reshape(-1, x.shape[-1]).contiguous()
-    out = torch.empty(flat.shape[0], q8.shape[0], dtype=torch.float32)
-    lib.supernet_matmul_i8(
-        q8.data_ptr(),
-        scale.data_ptr(),
-        flat.data_ptr(),
-        out.data_ptr(),
-        flat.shape[0],
-        q8.shape[0],
-        q8.shape[1],
-        torch.get_num_threads(),
-    )
-    return out.view(*x.shape[:-1], -1)
+    return _project(lib.supernet_matmul_i8, x, q8, q8.data_ptr(), scale.data_ptr())
 
 
-def _check_input(x: Tensor, weight: Tensor) -> None:
-    """The kernels read ``x`` as float32 rows of the weight's width on the CPU: anything else would
-    be read as garbage, or past its end."""
+def _project(kernel: Callable[..., None], x: Tensor, weight: Tensor, *weight_ptrs: int) -> Tensor:
+    """``kernel(*weight_ptrs, x, out, rows, n_out, cols, threads)`` over ``x``'s rows: the C
+    projections' one calling convention. The kernels read ``x`` as float32 rows of the weight's
+    width on the CPU: anything else would be read as garbage, or past its end, so it is refused."""
     if weight.device.type != "cpu" or x.device.type != "cpu" or x.dtype != torch.float32:
         raise ValueError("the fused projections take float32 inputs and weights on the CPU")
     if x.dim() < 1 or x.shape[-1] != weight.shape[1]:
         raise ValueError(f"input width {tuple(x.shape)[-1:]} is not the weight's {weight.shape[1]}")
+    flat = x.reshape(-1, x.shape[-1]).contiguous()
+    out = torch.empty(flat.shape[0], weight.shape[0], dtype=torch.float32)
+    rows, (n_out, cols) = flat.shape[0], weight.shape
+    kernel(*weight_ptrs, flat.data_ptr(), out.data_ptr(), rows, n_out, cols, torch.get_num_threads())
+    return out.view(*x.shape[:-1], -1)
 
 
 class FusedDecoder:

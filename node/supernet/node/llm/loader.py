@@ -21,10 +21,10 @@ from supernet.node.llm.config import LlamaConfig
 from supernet.node.llm.errors import WeightsFormatError
 from supernet.node.llm.int8 import INT8_WEIGHTS
 from supernet.node.llm.manifest import MANIFEST_FORMAT, build_manifest, model_id
-from supernet.node.llm.model import FP16_WEIGHTS, Llama
+from supernet.node.llm.model import Llama
 from supernet.node.llm.tokenizer import Tokenizer
 from supernet.node.llm.weights import read_gguf, read_hf_dir
-from supernet.sdk.models import COMPUTE_PRECISIONS, CPU_DEFAULT_COMPUTE
+from supernet.sdk.models import COMPUTE_PRECISIONS, CPU_DEFAULT_COMPUTE, WEIGHT_FORMATS
 from torch import Tensor
 
 
@@ -60,7 +60,7 @@ def compute_dtype(compute: str) -> torch.dtype:
     """
     if compute not in COMPUTE_PRECISIONS:
         raise ValueError(f"compute format must be one of {', '.join(COMPUTE_PRECISIONS)}, not {compute!r}")
-    return torch.float32 if compute in (FP16_WEIGHTS, INT8_WEIGHTS) else getattr(torch, compute)
+    return torch.float32 if compute in WEIGHT_FORMATS else getattr(torch, compute)
 
 
 @dataclass
@@ -116,7 +116,7 @@ def load_model(
     tokenizer = Tokenizer(*tok_src) if has_tokenizer else None
     # float16-weights keeps none of the file's tensors: their mapped pages go once read (hashed,
     # then rounded), so the load peaks near the float16 copy, not the file plus the copy
-    weight_format = compute in (FP16_WEIGHTS, INT8_WEIGHTS)
+    weight_format = compute in WEIGHT_FORMATS
     release = _MappedPages(path) if weight_format else None
     digest = None if tokenizer is None else tokenizer.digest()
     manifest = build_manifest(tensors, cfg.to_dict(), digest, hashed=release)

@@ -134,14 +134,22 @@ class Fp16WeightLinear(nn.Module):
     scales are kept (``q8``, ``scale``), else the grid's float16 values serve the kernels above.
     """
 
-    def __init__(self, linear: nn.Module, fused: bool = False, int8: bool = False) -> None:
+    def __init__(
+        self,
+        linear: nn.Module,
+        fused: bool = False,
+        int8: bool = False,
+        rows: tuple[Tensor, Tensor] | None = None,
+    ) -> None:
+        """``rows``: with ``int8``, the weight's grid where it is already made (a tied head's is
+        its embedding table's)."""
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         weight = weight_of(linear).detach().to(torch.float16).contiguous()
         self.int8 = int8  # int8-weights: the weight is on `supernet.node.llm.int8`'s grid
         self.kernel = "fused" if fused else "fbgemm" if fbgemm_fp16(weight.device) else "widen"
         if int8:
-            q, scale = quantise_rows(weight)
+            q, scale = rows if rows is not None else quantise_rows(weight)
             if self.kernel == "fused":  # int8 rows and scales only: half float16's bytes
                 self.q8: Tensor
                 self.scale: Tensor
@@ -384,17 +392,17 @@ class Llama(nn.Module):
                 Fp16WeightLinear(ffn.w13, use_fused, int8),
                 Fp16WeightLinear(ffn.w2, use_fused, int8),
             )
-        head = Fp16WeightLinear(self.output, use_fused, int8)
-        self.output = head
         table = weight_of(self.tok_embeddings).detach().to(torch.float16)
-        if use_fused and int8:
-            rows = (head.q8, head.scale) if self.cfg.tie_embeddings else quantise_rows(table)
+        rows = quantise_rows(table) if int8 else None  # made once: a tied head's grid is the table's
+        head = Fp16WeightLinear(self.output, use_fused, int8, rows if self.cfg.tie_embeddings else None)
+        self.output = head
+        if use_fused and rows is not None:  # a tied head holds these very tensors: one copy
             self.tok_embeddings = Int8RowsEmbedding(*rows)
         elif use_fused and self.cfg.tie_embeddings:
             self.tok_embeddings.weight = nn.Parameter(head.weight16, requires_grad=False)
         else:
             self.tok_embeddings.weight = nn.Parameter(
-                dequantised(*quantise_rows(table)) if int8 else table, requires_grad=False
+                table if rows is None else dequantised(*rows), requires_grad=False
             )
         self.packed = self.fp16_weights = True
         self.int8_weights = int8

@@ -47,6 +47,7 @@ from supernet.node.llm.types import (
     GenerationResult,
     ScoreResult,
 )
+from supernet.sdk.models import WEIGHT_FORMATS
 from torch import Tensor
 
 
@@ -524,7 +525,7 @@ class Tolerance:
         full = {"float32", "float64"}
         if node_dtype in full and validator_dtype in full:
             return cls()
-        if node_dtype == validator_dtype and node_dtype in ("float16-weights", "int8-weights"):
+        if node_dtype == validator_dtype and node_dtype in WEIGHT_FORMATS:
             return cls()
         return cls.bf16()
 
