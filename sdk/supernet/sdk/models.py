@@ -22,8 +22,19 @@ alone (`compute_of`). Weight formats are ``compute`` values too (``float16-weigh
 from __future__ import annotations
 
 import hashlib
+import json
+from typing import Any
 
-from supernet.sdk.chain.receipts import canonical_json
+
+def canonical_json(obj: Any) -> bytes:
+    """Sorted-key compact JSON, UTF-8: the encoding of model weight manifests (``modelId``) and of
+    served manifests. Here, not beside the receipts, so that loading a model (the engine) does not
+    import the chain's libraries (~40 MB of a process that only computes).
+
+    Task inputs and tool actions use `supernet.sdk.chain.receipts.canonical_input` (RFC 8785).
+    """
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
 
 SERVED_FORMAT = "supernet-served-model/1"
 WEIGHTS_MANIFEST_FORMAT = "supernet-weights-manifest/2"

@@ -216,14 +216,14 @@ _LL_LOCK = threading.Lock()
 def _ll_tokenizer(tokenizer: Any, vocab_size: int, stop_ids: tuple[int, ...]) -> Any:
     """llguidance's view of ``tokenizer`` (a `supernet.node.llm.tokenizer.Tokenizer`), built once
     per (vocabulary size, stop tokens): building one takes about a second."""
-    import llguidance.hf
+    import llguidance
 
     key = (vocab_size, stop_ids)
     with _LL_LOCK:
         per = _LL_TOKENIZERS.setdefault(tokenizer, {})
         if key not in per:
-            per[key] = llguidance.hf.from_tokenizer(
-                tokenizer.backend, n_vocab=vocab_size, eos_token=list(stop_ids)
+            per[key] = llguidance.LLTokenizer(
+                tokenizer.pipeline_json(), n_vocab=vocab_size, eos_token=list(stop_ids)
             )
         return per[key]
 

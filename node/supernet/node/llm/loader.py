@@ -12,6 +12,7 @@ import ctypes
 import itertools
 import json
 import mmap
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,6 @@ import torch
 from supernet.node.llm.catalog import resolve_model_dir
 from supernet.node.llm.config import LlamaConfig
 from supernet.node.llm.errors import WeightsFormatError
-from supernet.node.llm.int8 import INT8_WEIGHTS
 from supernet.node.llm.manifest import MANIFEST_FORMAT, build_manifest, model_id
 from supernet.node.llm.model import Llama
 from supernet.node.llm.tokenizer import Tokenizer
@@ -122,9 +122,9 @@ def load_model(
     manifest = build_manifest(tensors, cfg.to_dict(), digest, hashed=release)
     _check_cached_manifest(path, model_id(manifest))
     if weight_format:
-        half = _rounded_to_fp16(tensors, dev, release)
-        del tensors  # the file's mapping goes before the packed copies are made: a lower peak
-        model = _fp16_weights_model(cfg, half, max_positions, dev, fused, int8=compute == INT8_WEIGHTS)
+        source = _Fp16Source(tensors, dev, release)
+        del tensors  # the source holds the only references: each goes as it is read
+        model = Llama.from_hf_state_dict(cfg, source, max_positions, weight_format=compute, fused=fused)
     else:
         model = Llama.from_hf_state_dict(cfg, tensors, max_positions).to(device=dev, dtype=dt)
         _own_weights(model, tensors)
@@ -157,20 +157,49 @@ def _check_cached_manifest(path: Path, computed_id: str) -> None:
         )
 
 
-def _rounded_to_fp16(
-    tensors: dict[str, Tensor], device: torch.device, release: _MappedPages | None = None
-) -> dict[str, Tensor]:
-    """Every matrix rounded to float16, every vector (the norms) in float32: all copies, even where
-    the dtype already matches, since a tensor left in the file's mapping keeps it resident. Each
-    source tensor leaves ``tensors`` once copied (a dequantised GGUF's are freed as the copies
-    grow) and ``release`` lets its mapped pages go."""
-    half = {}
-    for k in list(tensors):
-        t = tensors.pop(k)
-        half[k] = t.to(device, torch.float16 if t.dim() == 2 else torch.float32, copy=True)
-        if release is not None:
-            release(t)
-    return half
+CHUNK_BYTES = 8 << 20
+"""How much of a mapped tensor is read (then its pages let go) at once: the embedding table alone
+is 113 MB of float32, resident while it was hashed or copied whole."""
+
+
+class _Fp16Source(Mapping[str, Tensor]):
+    """The file's tensors as the weight formats take them, each made only when it is read: a
+    matrix rounded to float16, a vector (the norms) float32, on ``device``; always a copy, even
+    where the dtype already matches, since a tensor left in the file's mapping keeps it resident.
+
+    Each name is read once (`Llama.from_hf_state_dict` reads so): its source tensor leaves the
+    mapping as its copy is made (a dequantised GGUF's is freed) and ``release`` lets its mapped
+    pages go. The model, converted block by block as it is built, thus never holds the whole
+    model twice, in the file's format and its own (docs/node.md "Memory").
+    """
+
+    def __init__(
+        self, tensors: dict[str, Tensor], device: torch.device, release: _MappedPages | None
+    ) -> None:
+        self._tensors, self._device, self._release = tensors, device, release
+
+    def __getitem__(self, name: str) -> Tensor:
+        source = self._tensors.pop(name)
+        _give_back_freed_memory()  # the last block's temporaries go before this one's are made
+        dtype = torch.float16 if source.dim() == 2 else torch.float32
+        copy = torch.empty(source.shape, dtype=dtype, device=self._device)
+        flat, flat_copy = source.reshape(-1), copy.view(-1)
+        step = max(1, CHUNK_BYTES // source.element_size())
+        for start in range(0, flat.numel(), step):  # a chunk's mapped pages resident at a time
+            part = flat[start : start + step]
+            flat_copy[start : start + step].copy_(part)
+            if self._release is not None:
+                self._release(part)
+        return copy
+
+    def __contains__(self, name: object) -> bool:  # Mapping's own would read (and so consume) it
+        return name in self._tensors
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tensors)
+
+    def __len__(self) -> int:
+        return len(self._tensors)
 
 
 class _MappedPages:
@@ -214,23 +243,6 @@ class _MappedPages:
         first, last = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE, end // mmap.PAGESIZE * mmap.PAGESIZE
         if last > first:  # whole pages only: a page shared with a neighbour is dropped with it
             self._madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), self._MADV_DONTNEED)
-
-
-def _fp16_weights_model(
-    cfg: LlamaConfig,
-    half: dict[str, Tensor],
-    max_positions: int | None,
-    device: torch.device,
-    fused: bool,
-    int8: bool = False,
-) -> Llama:
-    """The ``float16-weights`` model from `_rounded_to_fp16`'s tensors, packed
-    (`Llama.use_fp16_weights`): no float32 copy of the weights is ever made, so the load peaks near
-    the file's mapping plus the float16 weights, not float32 plus float16."""
-    model = Llama.from_hf_state_dict(cfg, half, max_positions)
-    half.clear()  # the model holds what it uses; each matrix goes once it is packed
-    model.rope_cos, model.rope_sin = model.rope_cos.to(device), model.rope_sin.to(device)
-    return model.use_fp16_weights(fused=fused, int8=int8)
 
 
 def _give_back_freed_memory() -> None:

@@ -18,22 +18,32 @@ differently, and a validator with the other copy accused an honest node).
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
 from typing import Any, cast
 
 import torch
-from supernet.sdk.models import WEIGHTS_MANIFEST_FORMAT
+from supernet.sdk.models import WEIGHTS_MANIFEST_FORMAT, canonical_json
 from torch import Tensor
 
 MANIFEST_FORMAT = WEIGHTS_MANIFEST_FORMAT
 _DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64"}
 
 
-def tensor_digest(t: Tensor) -> str:
-    """sha256 hex of a tensor's contiguous bytes (CPU, native little-endian)."""
-    data = t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
-    return hashlib.sha256(memoryview(cast(Any, data))).hexdigest()  # numpy arrays are buffers (no copy)
+def tensor_digest(t: Tensor, read: Callable[[Tensor], None] | None = None) -> str:
+    """sha256 hex of a tensor's contiguous bytes (CPU, native little-endian). ``read`` is called
+    with each chunk of those bytes (a uint8 tensor) once hashed."""
+    data = t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
+    digest = hashlib.sha256()
+    for start in range(0, data.numel(), HASH_CHUNK_BYTES):
+        part = data[start : start + HASH_CHUNK_BYTES]
+        digest.update(memoryview(cast(Any, part.numpy())))  # numpy arrays are buffers (no copy)
+        if read is not None:
+            read(part)
+    return digest.hexdigest()
+
+
+HASH_CHUNK_BYTES = 8 << 20
+"""Bytes hashed at a time: a loader's ``read`` lets a mapped file's pages go chunk by chunk."""
 
 
 def build_manifest(
@@ -44,8 +54,8 @@ def build_manifest(
 ) -> dict[str, Any]:
     """The manifest of a state dict (HF names), its config (``LlamaConfig.to_dict()``) and the
     sha256 hex of its tokenizer (`Tokenizer.digest`; None for a model served without one).
-    ``hashed`` is called with each tensor once its bytes are read (the loader lets the pages of a
-    mapped file go there)."""
+    ``hashed`` is called with each chunk of a tensor's bytes once read (`tensor_digest`: the
+    loader lets the pages of a mapped file go there)."""
     entries = []
     for name, t in sorted(tensors.items()):
         entries.append(
@@ -53,17 +63,10 @@ def build_manifest(
                 "name": name,
                 "dtype": _DTYPES.get(t.dtype, str(t.dtype)),
                 "shape": list(t.shape),
-                "sha256": tensor_digest(t),
+                "sha256": tensor_digest(t, hashed),
             }
         )
-        if hashed is not None:
-            hashed(t)
     return {"format": MANIFEST_FORMAT, "config": config, "tensors": entries, "tokenizer": tokenizer}
-
-
-def canonical_json(manifest: dict[str, Any]) -> bytes:
-    """The bytes that are hashed: sorted keys, compact separators, UTF-8."""
-    return json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def model_id(manifest: dict[str, Any]) -> str:

@@ -17,6 +17,7 @@ torch.Size([1, 3, 64])
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol, cast
 
 import torch
@@ -262,29 +263,42 @@ class Block(nn.Module):
         x = x + self.attention(self.attention_norm(x), cos, sin, cache)
         return x.add_(self.feed_forward(self.ffn_norm(x)))  # x is this block's own sum by now
 
+    def use_fp16_weights(self, fused: bool, int8: bool) -> None:
+        """This block's four projections as `Fp16WeightLinear` (`Llama.use_fp16_weights`)."""
+        att, ffn = self.attention, self.feed_forward
+        att.wqkv, att.wo = Fp16WeightLinear(att.wqkv, fused, int8), Fp16WeightLinear(att.wo, fused, int8)
+        ffn.w13, ffn.w2 = Fp16WeightLinear(ffn.w13, fused, int8), Fp16WeightLinear(ffn.w2, fused, int8)
+
 
 class Llama(nn.Module):
     """The decoder. ``forward`` returns the final (normed) hidden states; ``logits`` projects them."""
 
-    def __init__(self, cfg: LlamaConfig, max_positions: int | None = None) -> None:
+    def __init__(self, cfg: LlamaConfig, max_positions: int | None = None, init_weights: bool = True) -> None:
+        """``init_weights=False``: a skeleton whose weights are loaded next (`from_hf_state_dict`)."""
         super().__init__()
         self.cfg = cfg
         self.packed = False
         self.fp16_weights = False  # `use_fp16_weights`: the served format ``float16-weights``
         self.int8_weights = False  # `use_fp16_weights(int8=True)`: ``int8-weights``
         self.fused_decoder: fused_kernels.FusedDecoder | None = None  # `use_fp16_weights(fused=True)`
-        self.tok_embeddings: nn.Module = nn.Embedding(cfg.vocab_size, cfg.dim)
+        # nn.Embedding draws its weight with normal_, which on the meta device runs torch's Python
+        # reference code and imports torch._dynamo: ~40 MB of a node's memory for nothing
+        table = None if init_weights else torch.empty(cfg.vocab_size, cfg.dim)
+        self.tok_embeddings: nn.Module = nn.Embedding(cfg.vocab_size, cfg.dim, _weight=table)
         self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.output: nn.Module = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight
-        cos, sin = rope_tables(cfg, max_positions or cfg.max_position)
+        # (a skeleton's come with its weights: computed on the meta device, they import torch._dynamo too)
+        n_positions = max_positions or cfg.max_position
+        cos, sin = rope_tables(cfg, n_positions) if init_weights else (torch.empty(0), torch.empty(0))
         self.rope_cos: Tensor
         self.rope_sin: Tensor
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
-        self.apply(self._init_weights)
+        if init_weights:
+            self.apply(self._init_weights)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -376,22 +390,22 @@ class Llama(nn.Module):
         """
         if self.packed or self.fp16_weights or self.dtype != torch.float32:
             raise RuntimeError("float16 weights are made once from an unpacked model with float32 norms")
-        use_fused = (
-            fused
-            and self.device.type == "cpu"
+        use_fused = fused and self._fused_kernels_serve(self.device)
+        self._fp16_table_and_head(use_fused, int8)
+        for block in self.blocks:
+            block.use_fp16_weights(use_fused, int8)
+        return self._fp16_weights_made(use_fused, int8)
+
+    def _fused_kernels_serve(self, device: torch.device) -> bool:
+        """Whether the C kernels can serve this model on ``device``."""
+        return (
+            device.type == "cpu"
             and fused_kernels.FusedDecoder.supports(self.cfg)
             and fused_kernels.available()
         )
-        for block in self.blocks:
-            att, ffn = block.attention, block.feed_forward
-            att.wqkv, att.wo = (
-                Fp16WeightLinear(att.wqkv, use_fused, int8),
-                Fp16WeightLinear(att.wo, use_fused, int8),
-            )
-            ffn.w13, ffn.w2 = (
-                Fp16WeightLinear(ffn.w13, use_fused, int8),
-                Fp16WeightLinear(ffn.w2, use_fused, int8),
-            )
+
+    def _fp16_table_and_head(self, use_fused: bool, int8: bool) -> None:
+        """`use_fp16_weights` of the embedding table and the vocabulary head."""
         table = weight_of(self.tok_embeddings).detach().to(torch.float16)
         rows = quantise_rows(table) if int8 else None  # made once: a tied head's grid is the table's
         head = Fp16WeightLinear(self.output, use_fused, int8, rows if self.cfg.tie_embeddings else None)
@@ -404,6 +418,9 @@ class Llama(nn.Module):
             self.tok_embeddings.weight = nn.Parameter(
                 table if rows is None else dequantised(*rows), requires_grad=False
             )
+
+    def _fp16_weights_made(self, use_fused: bool, int8: bool) -> Llama:
+        """`use_fp16_weights`' last part, once every matrix is converted."""
         self.packed = self.fp16_weights = True
         self.int8_weights = int8
         if use_fused:
@@ -412,44 +429,53 @@ class Llama(nn.Module):
 
     @classmethod
     def from_hf_state_dict(
-        cls, cfg: LlamaConfig, sd: dict[str, Tensor], max_positions: int | None = None
+        cls,
+        cfg: LlamaConfig,
+        sd: Mapping[str, Tensor],
+        max_positions: int | None = None,
+        weight_format: str | None = None,
+        fused: bool = False,
     ) -> Llama:
         """Build the model from tensors named as in HF ``LlamaForCausalLM`` (fusing q/k/v and gate/up).
+
+        ``sd`` is read the embedding table first, then block by block, each name once, so a lazy
+        mapping (the loader's) can make each tensor only when it is read. With ``weight_format``
+        (``float16-weights`` or ``int8-weights``) the model is what `use_fp16_weights` (``fused``)
+        makes of it, each matrix converted as soon as it is loaded (the largest, the table, while
+        least else is held): the source tensors are held one block at a time, never the whole
+        model's (the load's peak memory).
 
         Raises:
             WeightsFormatError: A tensor is missing or has the wrong shape.
         """
+        if weight_format not in (None, FP16_WEIGHTS, INT8_WEIGHTS):
+            raise ValueError(
+                f"weight_format must be {FP16_WEIGHTS!r} or {INT8_WEIGHTS!r}, not {weight_format!r}"
+            )
+        int8 = weight_format == INT8_WEIGHTS
         with torch.device("meta"):
-            model = cls(cfg, max_positions)
-        ours: dict[str, Tensor] = {}
+            model = cls(cfg, max_positions, init_weights=False)
         try:
-            ours["tok_embeddings.weight"] = sd["model.embed_tokens.weight"]
-            ours["norm.weight"] = sd["model.norm.weight"]
-            ours["output.weight"] = sd.get("lm_head.weight", sd["model.embed_tokens.weight"])
-            for i in range(cfg.n_layers):
-                p = f"model.layers.{i}."
-                a = p + "self_attn."
-                ours[f"layers.{i}.attention_norm.weight"] = sd[p + "input_layernorm.weight"]
-                ours[f"layers.{i}.ffn_norm.weight"] = sd[p + "post_attention_layernorm.weight"]
-                ours[f"layers.{i}.attention.wqkv.weight"] = torch.cat(
-                    [sd[a + "q_proj.weight"], sd[a + "k_proj.weight"], sd[a + "v_proj.weight"]]
-                )
-                ours[f"layers.{i}.attention.wo.weight"] = sd[a + "o_proj.weight"]
-                ours[f"layers.{i}.feed_forward.w13.weight"] = torch.cat(
-                    [sd[p + "mlp.gate_proj.weight"], sd[p + "mlp.up_proj.weight"]]
-                )
-                ours[f"layers.{i}.feed_forward.w2.weight"] = sd[p + "mlp.down_proj.weight"]
+            embed = sd["model.embed_tokens.weight"]
+            top = {"tok_embeddings.weight": embed, "norm.weight": sd["model.norm.weight"]}
+            top["output.weight"] = sd["lm_head.weight"] if "lm_head.weight" in sd else embed
+            _assign(model, top, "", strict=False)  # the blocks' own come next
+            del embed, top
+            if cfg.tie_embeddings:
+                model.output.weight = model.tok_embeddings.weight
+            use_fused = weight_format is not None and fused and model._fused_kernels_serve(model.device)
+            if weight_format is not None:
+                model._fp16_table_and_head(use_fused, int8)
+            for i, block in enumerate(model.blocks):
+                _assign(block, _hf_block_tensors(sd, i), f"layers.{i}.")
+                if weight_format is not None:
+                    block.use_fp16_weights(use_fused, int8)
         except KeyError as exc:
             raise WeightsFormatError(f"weights lack tensor {exc}") from exc
-        try:
-            model.load_state_dict(ours, strict=True, assign=True)
-        except RuntimeError as exc:
-            raise WeightsFormatError(str(exc)) from exc
-        if cfg.tie_embeddings:
-            model.output.weight = model.tok_embeddings.weight
         cos, sin = rope_tables(cfg, max_positions or cfg.max_position)
-        model.rope_cos, model.rope_sin = cos, sin
-        return model.eval()
+        model.rope_cos, model.rope_sin = cos.to(model.device), sin.to(model.device)
+        model.eval()
+        return model if weight_format is None else model._fp16_weights_made(use_fused, int8)
 
     def to_hf_state_dict(self) -> dict[str, Tensor]:
         """Tensors named as in HF ``LlamaForCausalLM`` (inverse of ``from_hf_state_dict``)."""
@@ -477,3 +503,32 @@ class Llama(nn.Module):
                 p + "mlp.down_proj.weight": weight_of(blk.feed_forward.w2),
             }
         return {name: t.detach().contiguous() for name, t in sd.items()}
+
+
+def _hf_block_tensors(sd: Mapping[str, Tensor], i: int) -> dict[str, Tensor]:
+    """Block ``i``'s tensors from HF names, in this module's layout (q/k/v and gate/up fused).
+
+    Raises:
+        KeyError: a tensor is missing.
+    """
+    p = f"model.layers.{i}."
+    a = p + "self_attn."
+    return {
+        "attention_norm.weight": sd[p + "input_layernorm.weight"],
+        "ffn_norm.weight": sd[p + "post_attention_layernorm.weight"],
+        "attention.wqkv.weight": torch.cat(
+            [sd[a + "q_proj.weight"], sd[a + "k_proj.weight"], sd[a + "v_proj.weight"]]
+        ),
+        "attention.wo.weight": sd[a + "o_proj.weight"],
+        "feed_forward.w13.weight": torch.cat([sd[p + "mlp.gate_proj.weight"], sd[p + "mlp.up_proj.weight"]]),
+        "feed_forward.w2.weight": sd[p + "mlp.down_proj.weight"],
+    }
+
+
+def _assign(module: nn.Module, tensors: dict[str, Tensor], prefix: str, strict: bool = True) -> None:
+    """``module.load_state_dict(tensors, assign=True)``; a wrong shape (or, ``strict``, a missing or
+    unknown name) is a `WeightsFormatError` naming the tensor's place in the model (``prefix``)."""
+    try:
+        module.load_state_dict(tensors, strict=strict, assign=True)
+    except RuntimeError as exc:
+        raise WeightsFormatError(f"{prefix or 'model'}: {exc}") from exc

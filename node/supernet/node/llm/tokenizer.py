@@ -1,8 +1,11 @@
 """Tokenizer and chat template, read from the same files as the weights.
 
-A thin wrapper over transformers' fast tokenizer that always speaks ``list[int]``. A GGUF file
-carries its tokenizer and chat template in its metadata; ``export_gguf_tokenizer`` writes them out
-once as ``tokenizer.json`` / ``tokenizer_config.json`` next to the converted weights.
+The `tokenizers` pipeline of ``tokenizer.json``, the special tokens of ``tokenizer_config.json``
+and the chat template (``chat_template.jinja``, or the config's), always speaking ``list[int]``;
+chats are rendered by `supernet.node.llm.chat_template`. transformers is not loaded to serve: its
+tokenizer object cost a node ~100 MB of resident memory (docs/node.md "Memory"). A GGUF file
+carries its tokenizer and chat template in its metadata; only reading those needs transformers, and
+``export_gguf_tokenizer`` writes them out once as HF files next to the converted weights.
 """
 
 from __future__ import annotations
@@ -12,9 +15,12 @@ import itertools
 import json
 import re
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
+
+from supernet.node.llm.chat_template import ChatTemplate, ChatTemplateError
 
 UNREPEATABLE = re.compile(r"\bstrftime_now\b|\blipsum\b|\|\s*random\b")
 """What a chat template may not use: transformers' ``strftime_now`` reads the machine's clock, and
@@ -54,32 +60,49 @@ class Tokenizer:
 
     def __init__(self, path: Path, gguf_file: str | None = None) -> None:
         from tokenizers import Tokenizer as Pipeline
-        from transformers import AutoTokenizer
 
+        self._path = path
+        self._hf: Any = None  # transformers' tokenizer (`backend`): made only where asked for
         if gguf_file is None:
-            self._tok = AutoTokenizer.from_pretrained(str(path))
+            self._pipeline, self._special_tokens, template = _read_hf_files(path)
         else:
+            from transformers import AutoTokenizer
+
             # A GGUF's tokenizer is its own metadata alone: loaded from its folder, transformers
             # merges in a sibling tokenizer_config.json (a pulled model's folder holds one), which
             # dropped the chat template and the special tokens of the GGUF in the catalog's folder.
             with tempfile.TemporaryDirectory(prefix="supernet-gguf-") as alone:
                 (Path(alone) / gguf_file).symlink_to((path / gguf_file).resolve())
-                self._tok = AutoTokenizer.from_pretrained(alone, gguf_file=gguf_file)
-        self._pipeline = self._tok.backend_tokenizer
-        _check_template(self._tok.chat_template)
-        self._digest = self._fresh_digest()  # before any use: transformers edits the pipeline on use
-        # The same pipeline reading special tokens as plain text (a message's text), and what the
-        # pipeline's special tokens are: the only ids a chat's text may not make.
-        self._plain = Pipeline.from_str(self._pipeline.to_str())
-        self._plain.encode_special_tokens = True
+                self._hf = AutoTokenizer.from_pretrained(alone, gguf_file=gguf_file)
+            self._pipeline = Pipeline.from_str(self._hf.backend_tokenizer.to_str())
+            self._special_tokens = dict(self._hf.special_tokens_map)
+            template = self._hf.chat_template
+        self._pipeline.no_padding()
+        self._pipeline.no_truncation()
+        _check_template(template)
+        self.chat_template: str | dict[str, str] | None = template
+        self._template = _default_template(template)
+        self._digest = self._fresh_digest()
+        # What the pipeline's special tokens are: the only ids a chat's text may not make. A
+        # message's text is encoded with them read as plain text (`_encode`'s ``plain``).
+        self._encoding = threading.Lock()
         added = self._pipeline.get_added_tokens_decoder()
         self._special_ids = frozenset(i for i, t in added.items() if t.special)
         self._special_texts = tuple(t.content for t in added.values() if t.special)
 
     @property
     def backend(self) -> Any:
-        """The wrapped transformers tokenizer (for libraries that read it, e.g. llguidance)."""
-        return self._tok
+        """transformers' tokenizer over the same files, made on first use: the reference tests and
+        tools compare with, and what saves a GGUF's tokenizer. Serving never reads it."""
+        if self._hf is None:
+            from transformers import AutoTokenizer
+
+            self._hf = AutoTokenizer.from_pretrained(str(self._path))
+        return self._hf
+
+    def pipeline_json(self) -> str:
+        """The `tokenizers` pipeline's serialisation (what llguidance builds its view from)."""
+        return str(self._pipeline.to_str())
 
     def digest(self) -> str:
         """sha256 hex of what decides how messages become token ids and ids become text: the
@@ -100,8 +123,8 @@ class Tokenizer:
             pipeline["model"]["merges"] = [m.split(" ", 1) for m in merges]
         identity = {
             "pipeline": pipeline,
-            "special_tokens": dict(self._tok.special_tokens_map),
-            "chat_template": self._tok.chat_template,
+            "special_tokens": self._special_tokens,
+            "chat_template": self.chat_template,
         }
         canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode()).hexdigest()
@@ -109,16 +132,28 @@ class Tokenizer:
     @property
     def eos_token_id(self) -> int | None:
         """The end-of-sequence token (the chat template's end-of-turn for instruct models)."""
-        return self._tok.eos_token_id
+        eos = self._special_tokens.get("eos_token")
+        return None if not isinstance(eos, str) else self._pipeline.token_to_id(eos)
 
     @property
     def vocab_size(self) -> int:
         """Number of tokens, added tokens included."""
-        return len(self._tok)
+        return int(self._pipeline.get_vocab_size(with_added_tokens=True))
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` (no special tokens added)."""
-        return list(self._pipeline.encode(text, add_special_tokens=False).ids)
+        return self._encode(text)
+
+    def _encode(self, text: str, plain: bool = False) -> list[int]:
+        """Token ids of ``text``; ``plain``: special tokens' texts read as plain characters. The
+        switch is the pipeline's own state, so encodes take turns (a second pipeline for plain
+        text cost ~30 MB of a node's memory)."""
+        with self._encoding:
+            self._pipeline.encode_special_tokens = plain
+            try:
+                return list(self._pipeline.encode(text, add_special_tokens=False).ids)
+            finally:
+                self._pipeline.encode_special_tokens = False
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
         """Text of ``ids``."""
@@ -151,7 +186,7 @@ class Tokenizer:
             if forged is not None:
                 raise ValueError(f"a message's role holds the special token {forged!r}: a role is a name")
         # what the rendered text holds besides the placeholders (a message's text is not rescanned)
-        known = [str(self._tok.chat_template), *self._special_texts, *(str(m.get("role")) for m in chat)]
+        known = [str(self.chat_template), *self._special_texts, *(str(m.get("role")) for m in chat)]
         nonce = next(n for n in itertools.count() if not any(f"{SLOT_OPEN}{n}:" in k for k in known))
         texts: list[str] = []
         slotted: list[dict[str, Any]] = []
@@ -178,27 +213,28 @@ class Tokenizer:
         slots = [found.span() for found in slot.finditer(skeleton)]
         ids: list[int] = []
         start = 0
-        encoding = self._pipeline.encode(skeleton, add_special_tokens=False)
+        with self._encoding:  # the template's own text: its special tokens parsed
+            encoding = self._pipeline.encode(skeleton, add_special_tokens=False)
         for token, (begin, end) in zip(encoding.ids, encoding.offsets, strict=True):
             if token not in self._special_ids:
                 continue
             if any(begin < slot_end and slot_begin < end for slot_begin, slot_end in slots):
                 raise TokenizerError("a special token of the chat template overlaps a message's text")
-            ids += self._plain.encode(fill(skeleton[start:begin]), add_special_tokens=False).ids
+            ids += self._encode(fill(skeleton[start:begin]), plain=True)
             ids.append(token)
             start = end
-        ids += self._plain.encode(fill(skeleton[start:]), add_special_tokens=False).ids
+        ids += self._encode(fill(skeleton[start:]), plain=True)
         return ids
 
     def _render(self, messages: list[dict[str, Any]], add_generation_prompt: bool) -> str:
-        text = self._tok.apply_chat_template(
-            messages, add_generation_prompt=add_generation_prompt, tokenize=False
-        )
-        return cast(str, text)
+        if self._template is None:
+            raise TokenizerError("the tokenizer has no (default) chat template: it cannot render chats")
+        return self._template.render(messages, add_generation_prompt, self._special_tokens)
 
     def save(self, path: Path) -> None:
-        """Write ``tokenizer.json``, ``tokenizer_config.json`` and the chat template into ``path``."""
-        self._tok.save_pretrained(str(path))
+        """Write ``tokenizer.json``, ``tokenizer_config.json`` and the chat template into ``path``
+        (transformers' files, which `Tokenizer` reads back the same)."""
+        self.backend.save_pretrained(str(path))
 
 
 def _check_template(template: str | dict[str, str] | None) -> None:
@@ -218,6 +254,82 @@ def _check_template(template: str | dict[str, str] | None) -> None:
                 " prompts would depend on when they are rendered, and validators render them again"
                 " later; remove it from the template (an agent passes dates in its messages)"
             )
+
+
+SPECIAL_TOKEN_KEYS = (
+    "bos_token",
+    "eos_token",
+    "unk_token",
+    "sep_token",
+    "pad_token",
+    "cls_token",
+    "mask_token",
+    "additional_special_tokens",
+)
+"""The special tokens a ``tokenizer_config.json`` names (transformers' ``special_tokens_map``);
+they are the chat template's variables."""
+
+
+LEGACY_FILES = ("added_tokens.json", "special_tokens_map.json")
+"""Files older tokenizer saves wrote beside ``tokenizer.json``: refused rather than half-read."""
+
+
+def _token_text(value: Any) -> Any:
+    """A special token as the config writes it: its text, or ``{"content": text, ...}``."""
+    if isinstance(value, dict):
+        return value.get("content")
+    if isinstance(value, list):
+        return [_token_text(v) for v in value]
+    return value
+
+
+def _read_hf_files(path: Path) -> tuple[Any, dict[str, Any], str | dict[str, str] | None]:
+    """The pipeline, special tokens and chat template of an HF tokenizer folder.
+
+    Raises:
+        TokenizerError: no ``tokenizer.json``, a `LEGACY_FILES` file, or a config that names added
+            tokens the pipeline lacks (transformers would add them, changing the ids: save the
+            tokenizer again).
+    """
+    from tokenizers import Tokenizer as Pipeline
+
+    if not (path / "tokenizer.json").is_file():
+        raise TokenizerError(f"{path}: no tokenizer.json")
+    for legacy in LEGACY_FILES:
+        if (path / legacy).is_file():
+            raise TokenizerError(
+                f"{path / legacy}: a legacy tokenizer file, not read here (transformers would merge"
+                " it, other tokens or ids than tokenizer.json's): pull the model again, or fold it"
+                " into tokenizer.json and tokenizer_config.json"
+            )
+    pipeline = Pipeline.from_file(str(path / "tokenizer.json"))
+    config_file = path / "tokenizer_config.json"
+    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    special = {k: _token_text(config[k]) for k in SPECIAL_TOKEN_KEYS if config.get(k) not in (None, [])}
+    added = {i: t.content for i, t in pipeline.get_added_tokens_decoder().items()}
+    for index, token in (config.get("added_tokens_decoder") or {}).items():
+        if added.get(int(index)) != _token_text(token):
+            raise TokenizerError(
+                f"{config_file}: added token {index} ({_token_text(token)!r}) is not in tokenizer.json:"
+                " save the tokenizer again"
+            )
+    template: str | dict[str, str] | None = config.get("chat_template")
+    if isinstance(template, list):  # named templates: [{"name": ..., "template": ...}]
+        template = {t["name"]: t["template"] for t in template}
+    if (path / "chat_template.jinja").is_file():
+        template = (path / "chat_template.jinja").read_text()
+    return pipeline, special, template
+
+
+def _default_template(template: str | dict[str, str] | None) -> ChatTemplate | None:
+    """The template chats are rendered with (a set of named ones: its ``default``)."""
+    source = template.get("default") if isinstance(template, dict) else template
+    if source is None:
+        return None
+    try:
+        return ChatTemplate(source)
+    except ChatTemplateError as exc:
+        raise TokenizerError(str(exc)) from exc
 
 
 def export_gguf_tokenizer(gguf_path: Path, out_dir: Path) -> Tokenizer:

@@ -30,19 +30,12 @@ from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
 from supernet.sdk.chain.signatures import require_canonical
+from supernet.sdk.models import canonical_json as canonical_json  # where manifests are defined
 from supernet.sdk.store.cids import cid_digest, cid_of_digest
 from supernet.sdk.store.errors import InvalidCIDError
 
 RECEIPT_ABI_TYPES = ("bytes32", "address", "bytes32", "bytes32", "bytes32", "bytes32", "uint256")
 """The Solidity ``Receipt`` struct's field types, in order (a static tuple)."""
-
-
-def canonical_json(obj: Any) -> bytes:
-    """Sorted-key compact JSON, UTF-8: the encoding of model weight manifests (``modelId``).
-
-    Task inputs and tool actions use `canonical_input` (RFC 8785) instead.
-    """
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class InputEncodingError(ValueError):
