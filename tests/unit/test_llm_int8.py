@@ -11,6 +11,7 @@ import hashlib
 import pytest
 import torch
 from llm_fixtures import make_tiny_llama
+from supernet.node.llm import int8
 from supernet.node.llm.errors import WeightsFormatError
 from supernet.node.llm.int8 import MIN_EXPONENT, Q_MAX, dequantised, quantise_rows
 from supernet.node.llm.scoring import Tolerance
@@ -100,3 +101,21 @@ def test_an_int8_model_computes_what_its_float16_grid_weights_compute() -> None:
     tokens = torch.tensor([[5, 9, 2, 7, 1, 3]])
     assert model.compute == "int8-weights" and grid.compute == "float16-weights"
     assert torch.equal(model.logits(model(tokens)), grid.logits(grid(tokens)))
+
+
+def test_float32_quotients_are_the_exact_quotients_for_every_float16_and_every_scale() -> None:
+    """The grid's quotients are computed in float32 (`int8.quotients`); the rule is the exact
+    quotient's rounding (half to even). Every finite float16 value against every scale ``m * 2**e``
+    the grid can use (m in 8..15, e from -24 until 127 s passes float16's largest) gives the same
+    integers in float32 as in float64, where the quotient of a float16 by such a scale is exact."""
+    values = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(torch.float16)
+    values = values[torch.isfinite(values)]
+    exact_values = values.double()
+    scales = [
+        m * 2.0**e for e in range(MIN_EXPONENT, 16) for m in range(8, 16) if m * 2.0**e * Q_MAX <= 65504
+    ]
+    assert len(scales) == 8 * 30 + 1  # e from -24 to 5 for every m, then 8 * 2**6 alone
+    for s in scales:
+        grid = int8.quotients(values[None, :], torch.tensor([s], dtype=torch.float32))
+        exact = torch.round(exact_values / s).clamp_(-Q_MAX, Q_MAX)
+        assert torch.equal(grid.double()[0], exact), s
