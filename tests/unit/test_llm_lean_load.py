@@ -102,6 +102,10 @@ def test_missing_and_misshapen_tensors_are_clear_errors(tmp_path: Path, compute:
     write_hf_dir(tmp_path / "b", model.cfg, wrong)
     with pytest.raises(WeightsFormatError, match=r"layers\.1\."):
         load_model(tmp_path / "b", device="cpu", compute=compute)
+    unstackable = dict(sd) | {"model.layers.0.self_attn.k_proj.weight": torch.zeros(32, 5)}
+    write_hf_dir(tmp_path / "d", model.cfg, unstackable)
+    with pytest.raises(WeightsFormatError, match=r"layers\.0\."):
+        load_model(tmp_path / "d", device="cpu", compute=compute)
     no_table = {k: v for k, v in sd.items() if k != "model.embed_tokens.weight"}
     write_hf_dir(tmp_path / "c", model.cfg, no_table)
     with pytest.raises(WeightsFormatError, match="embed_tokens"):

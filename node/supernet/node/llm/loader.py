@@ -114,8 +114,8 @@ def load_model(
         tok_src = (ggufs[0].parent, ggufs[0].name)
     has_tokenizer = tok_src[1] is not None or (path / "tokenizer.json").is_file()
     tokenizer = Tokenizer(*tok_src) if has_tokenizer else None
-    # float16-weights keeps none of the file's tensors: their mapped pages go once read (hashed,
-    # then rounded), so the load peaks near the float16 copy, not the file plus the copy
+    # the weight formats keep none of the file's tensors: their mapped pages go once read (hashed,
+    # then copied, a chunk at a time), so a load holds one block in the file's format at most
     weight_format = compute in WEIGHT_FORMATS
     release = _MappedPages(path) if weight_format else None
     digest = None if tokenizer is None else tokenizer.digest()

@@ -466,8 +466,15 @@ class Llama(nn.Module):
             use_fused = weight_format is not None and fused and model._fused_kernels_serve(model.device)
             if weight_format is not None:
                 model._fp16_table_and_head(use_fused, int8)
+            if weight_format is not None and model.dtype != torch.float32:
+                raise WeightsFormatError(f"{weight_format} keeps its norms in float32, not {model.dtype}")
             for i, block in enumerate(model.blocks):
-                _assign(block, _hf_block_tensors(sd, i), f"layers.{i}.")
+                try:
+                    tensors = _hf_block_tensors(sd, i)
+                except RuntimeError as exc:  # q/k/v or gate/up that do not stack
+                    raise WeightsFormatError(f"layers.{i}.: {exc}") from exc
+                _assign(block, tensors, f"layers.{i}.")
+                del tensors
                 if weight_format is not None:
                     block.use_fp16_weights(use_fused, int8)
         except KeyError as exc:
