@@ -113,3 +113,38 @@ def test_bad_inputs_raise_typed_errors(tmp_path: Path) -> None:
         read_gguf(tmp_path / "junk.gguf")
     with pytest.raises(WeightsFormatError):
         read_hf_dir(tmp_path)
+
+
+def test_a_gguf_is_dequantised_one_tensor_at_a_time_with_the_same_values(tmp_path: Path) -> None:
+    """`open_gguf` (what the loader reads a GGUF through): each read dequantises afresh, by blocks of
+    rows, to exactly `read_gguf`'s values; asking for a name reads nothing; names can be forgotten,
+    never set; the manifest over it is the eager one's (the same model id)."""
+    from supernet.node.llm import weights
+
+    sd = make_tiny_llama(6).to_hf_state_dict()
+    _write_gguf(tmp_path / "tiny.gguf", sd, quantise=True)
+    cfg, eager = read_gguf(tmp_path / "tiny.gguf")
+    lazy_cfg, lazy = weights.open_gguf(tmp_path / "tiny.gguf")
+    assert lazy_cfg == cfg and sorted(lazy) == sorted(eager) and len(lazy) == len(eager)
+    for name in eager:
+        assert torch.equal(lazy[name], eager[name]) and torch.equal(lazy[name], eager[name]), name
+    assert build_manifest(lazy, cfg.to_dict()) == build_manifest(eager, cfg.to_dict())
+    first = next(iter(lazy))
+    assert first in lazy and "model.layers.9.mlp.up_proj.weight" not in lazy
+    del lazy[first]
+    assert first not in lazy and len(lazy) == len(eager) - 1
+    with pytest.raises(TypeError):
+        lazy[first] = eager[first]
+
+
+def test_a_gguf_matrix_read_in_row_blocks_equals_one_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from supernet.node.llm import weights
+
+    _write_gguf(tmp_path / "tiny.gguf", make_tiny_llama(7).to_hf_state_dict(), quantise=True)
+    _, whole = weights.open_gguf(tmp_path / "tiny.gguf")
+    monkeypatch.setattr(weights, "ROWS_AT_ONCE", 7)  # blocks that do not divide the rows
+    _, blocks = weights.open_gguf(tmp_path / "tiny.gguf")
+    for name in whole:
+        assert torch.equal(whole[name], blocks[name]), name

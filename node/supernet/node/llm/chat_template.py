@@ -5,12 +5,17 @@ render the chat again, so both must turn it into the same text. What a template 
 is therefore defined here, once, rather than left to a library release (transformers has changed
 what its renderer passes a template more than once). It is the environment Hugging Face chat
 templates are written for: Jinja's immutable sandbox with ``trim_blocks``/``lstrip_blocks``, the
-``loopcontrols`` extension, a ``{% generation %}`` block that renders its body, ``tojson``
-without HTML escaping, ``raise_exception``, and ``dict``/``namespace`` that cannot reach Python's
-internals. There is no clock (``strftime_now``): `supernet.node.llm.tokenizer` refuses templates
-that use one. The context is the special tokens (``bos_token``, ...), ``messages`` (keys whose
-value is None dropped; a reasoning text under any of `REASONING_FIELDS` offered under the two names
-templates read), ``add_generation_prompt``, and ``tools``/``documents`` (None).
+``loopcontrols`` extension, a ``{% generation %}`` block that renders its body, ``tojson`` without
+HTML escaping, ``raise_exception``, and ``dict``/``namespace`` that cannot reach Python's
+internals. A template must render the same text in every process, so it reaches nothing that draws
+or depends on the process: no clock (``strftime_now``), no ``random`` filter, ``lipsum``,
+``cycler`` or ``joiner``; every callable it reaches (a global, a method of its data) shows a fixed
+text instead of its address; ``-`` takes numbers only (on dict views it makes a set, ordered by the
+process's hash seed); and a render whose own text (the message texts aside) holds an object's
+address is refused (`supernet.node.llm.tokenizer`). The context is the
+special tokens (``bos_token``, ...), ``messages`` (keys whose value is None dropped; a reasoning
+text under any of `REASONING_FIELDS` offered under the two names templates read),
+``add_generation_prompt``, and ``tools``/``documents`` (None).
 
 A test renders chats with this module and with transformers and requires the same text
 (tests/unit/test_llm_chat_template.py).
@@ -23,6 +28,7 @@ A test renders chats with this module and with transformers and requires the sam
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -78,6 +84,11 @@ class _SafeNamespace(jinja2.utils.Namespace):
 class _DictMaker:
     """``dict(...)`` for templates: builds plain dicts, exposes nothing else of the type."""
 
+    def __str__(self) -> str:
+        return "<callable dict>"
+
+    __repr__ = __str__
+
     def __call__(self, *args: Any, **kwargs: Any) -> dict:
         return dict(*args, **kwargs)
 
@@ -85,8 +96,58 @@ class _DictMaker:
         return dict.fromkeys(*args, **kwargs)
 
 
+class _Shown:
+    """A callable as a template sees it: called through, shown as a fixed text (a function's or a
+    bound method's own text holds its address, which differs from process to process)."""
+
+    def __init__(self, fn: Any, name: str) -> None:
+        self.fn, self._name = fn, name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def __str__(self) -> str:
+        return f"<callable {self._name}>"
+
+    __repr__ = __str__
+
+
 def _raise_exception(message: str) -> None:
     raise jinja2.exceptions.TemplateError(message)
+
+
+ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+"""How CPython shows an object without a text of its own (a generator a filter made, say): the
+template's own text must not hold it (`supernet.node.llm.tokenizer` checks a render whose message
+texts are placeholders; a message's text may hold anything)."""
+
+
+class _Environment(ImmutableSandboxedEnvironment):
+    """The sandbox, with callables shown by name and ``-`` on numbers only."""
+
+    intercepted_binops = frozenset({"-"})
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        return self._shown(super().getattr(obj, attribute), attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        return self._shown(super().getitem(obj, argument), str(argument))
+
+    @staticmethod
+    def _shown(value: Any, name: str) -> Any:
+        if callable(value) and not isinstance(value, type | _Shown | jinja2.runtime.Undefined):
+            return _Shown(value, name)
+        return value
+
+    def call(self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        return super().call(__context, __obj.fn if isinstance(__obj, _Shown) else __obj, *args, **kwargs)
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "-" and not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in (left, right)
+        ):
+            raise jinja2.exceptions.SecurityError("a chat template subtracts numbers only")
+        return super().call_binop(context, operator, left, right)
 
 
 def _tojson(
@@ -102,11 +163,18 @@ def _tojson(
 
 
 def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
+    env = _Environment(
         trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationBlock, jinja2.ext.loopcontrols]
     )
     env.filters["tojson"] = _tojson
-    env.globals.update(raise_exception=_raise_exception, dict=_DictMaker(), namespace=_SafeNamespace)
+    del env.filters["random"]  # draws
+    for name in ("lipsum", "cycler", "joiner"):  # draws; objects shown by address
+        del env.globals[name]
+    env.globals.update(
+        raise_exception=_Shown(_raise_exception, "raise_exception"),
+        dict=_DictMaker(),
+        namespace=_SafeNamespace,
+    )
     return env
 
 

@@ -12,7 +12,7 @@ import ctypes
 import itertools
 import json
 import mmap
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from supernet.node.llm.errors import WeightsFormatError
 from supernet.node.llm.manifest import MANIFEST_FORMAT, build_manifest, model_id
 from supernet.node.llm.model import Llama
 from supernet.node.llm.tokenizer import Tokenizer
-from supernet.node.llm.weights import read_gguf, read_hf_dir
+from supernet.node.llm.weights import GGUFTensors, open_gguf, read_hf_dir
 from supernet.sdk.models import COMPUTE_PRECISIONS, CPU_DEFAULT_COMPUTE, WEIGHT_FORMATS
 from torch import Tensor
 
@@ -103,6 +103,7 @@ def load_model(
     dev = torch.device(device) if device is not None else default_device()
     dt = compute_dtype(compute) if compute is not None else dtype or default_dtype(dev)
     cfg: LlamaConfig
+    tensors: MutableMapping[str, Tensor]
     if path.is_dir() and (path / "config.json").is_file():
         cfg, tensors = read_hf_dir(path)
         tok_src: tuple[Path, str | None] = (path, None)
@@ -110,7 +111,7 @@ def load_model(
         ggufs = [path] if path.is_file() else sorted(path.glob("*.gguf"))
         if len(ggufs) != 1:
             raise WeightsFormatError(f"{path}: expected config.json + safetensors or one .gguf file")
-        cfg, tensors = read_gguf(ggufs[0])
+        cfg, tensors = open_gguf(ggufs[0])  # each tensor dequantised when read
         tok_src = (ggufs[0].parent, ggufs[0].name)
     has_tokenizer = tok_src[1] is not None or (path / "tokenizer.json").is_file()
     tokenizer = Tokenizer(*tok_src) if has_tokenizer else None
@@ -127,7 +128,9 @@ def load_model(
         model = Llama.from_hf_state_dict(cfg, source, max_positions, weight_format=compute, fused=fused)
     else:
         model = Llama.from_hf_state_dict(cfg, tensors, max_positions).to(device=dev, dtype=dt)
-        _own_weights(model, tensors)
+        _require_finite(model)
+        if not isinstance(tensors, GGUFTensors):  # a GGUF's are fresh copies, mapped by nothing
+            _own_weights(model, tensors)
         model.rope_cos, model.rope_sin = model.rope_cos.float(), model.rope_sin.float()
         del tensors
     _give_back_freed_memory()
@@ -174,12 +177,22 @@ class _Fp16Source(Mapping[str, Tensor]):
     """
 
     def __init__(
-        self, tensors: dict[str, Tensor], device: torch.device, release: _MappedPages | None
+        self, tensors: MutableMapping[str, Tensor], device: torch.device, release: _MappedPages | None
     ) -> None:
         self._tensors, self._device, self._release = tensors, device, release
 
     def __getitem__(self, name: str) -> Tensor:
+        """The tensor in its served dtype.
+
+        Raises:
+            KeyError: no such tensor, or it was read already.
+            WeightsFormatError: not floating point, or a value that is not finite once rounded
+                (NaN, inf, or beyond float16's range: the C kernels and fbgemm would compute other
+                numbers from it, so a node and its validators would disagree).
+        """
         source = self._tensors.pop(name)
+        if not source.is_floating_point():
+            raise WeightsFormatError(f"{name}: weights are floating point, not {source.dtype}")
         _give_back_freed_memory()  # the last block's temporaries go before this one's are made
         dtype = torch.float16 if source.dim() == 2 else torch.float32
         copy = torch.empty(source.shape, dtype=dtype, device=self._device)
@@ -187,9 +200,14 @@ class _Fp16Source(Mapping[str, Tensor]):
         step = max(1, CHUNK_BYTES // source.element_size())
         for start in range(0, flat.numel(), step):  # a chunk's mapped pages resident at a time
             part = flat[start : start + step]
-            flat_copy[start : start + step].copy_(part)
+            done = flat_copy[start : start + step]
+            done.copy_(part)
             if self._release is not None:
                 self._release(part)
+            if not torch.isfinite(done).all():
+                raise WeightsFormatError(
+                    f"{name}: a weight that is not finite in {dtype} (NaN, inf, or beyond its range)"
+                )
         return copy
 
     def __contains__(self, name: object) -> bool:  # Mapping's own would read (and so consume) it
@@ -245,6 +263,15 @@ class _MappedPages:
             self._madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), self._MADV_DONTNEED)
 
 
+def _require_finite(model: Llama) -> None:
+    """Raises WeightsFormatError for a weight that is not finite in the model's dtype: the model
+    would compute NaN, and other kernels (fbgemm clamps) other numbers than a node's."""
+    with torch.no_grad():
+        for name, t in model.named_parameters():
+            if t.is_floating_point() and not torch.isfinite(t).all():
+                raise WeightsFormatError(f"{name}: a weight that is not finite in {t.dtype}")
+
+
 def _give_back_freed_memory() -> None:
     """Return the loader's freed temporaries to the OS. Tensors of a few MB come from malloc's heap,
     which keeps what is freed in its middle: after a load that was ~300 MB of resident memory
@@ -255,7 +282,7 @@ def _give_back_freed_memory() -> None:
         pass
 
 
-def _own_weights(model: Llama, source: dict[str, Tensor]) -> None:
+def _own_weights(model: Llama, source: Mapping[str, Tensor]) -> None:
     """Give the model its own copy of every tensor it took from ``source`` unchanged.
 
     The safetensors reader maps the file and hands out tensors that live in that mapping; the

@@ -18,7 +18,7 @@ differently, and a validator with the other copy accused an honest node).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import torch
@@ -47,7 +47,7 @@ HASH_CHUNK_BYTES = 8 << 20
 
 
 def build_manifest(
-    tensors: dict[str, Tensor],
+    tensors: Mapping[str, Tensor],
     config: dict[str, Any],
     tokenizer: str | None = None,
     hashed: Callable[[Tensor], None] | None = None,
@@ -57,7 +57,8 @@ def build_manifest(
     ``hashed`` is called with each chunk of a tensor's bytes once read (`tensor_digest`: the
     loader lets the pages of a mapped file go there)."""
     entries = []
-    for name, t in sorted(tensors.items()):
+    for name in sorted(tensors):  # one tensor at a time: a lazy mapping makes each as it is read
+        t = tensors[name]
         entries.append(
             {
                 "name": name,

@@ -470,7 +470,7 @@ class Llama(nn.Module):
                 raise WeightsFormatError(f"{weight_format} keeps its norms in float32, not {model.dtype}")
             for i, block in enumerate(model.blocks):
                 try:
-                    tensors = _hf_block_tensors(sd, i)
+                    tensors = _hf_block_tensors(sd, i, cfg)
                 except RuntimeError as exc:  # q/k/v or gate/up that do not stack
                     raise WeightsFormatError(f"layers.{i}.: {exc}") from exc
                 _assign(block, tensors, f"layers.{i}.")
@@ -512,14 +512,32 @@ class Llama(nn.Module):
         return {name: t.detach().contiguous() for name, t in sd.items()}
 
 
-def _hf_block_tensors(sd: Mapping[str, Tensor], i: int) -> dict[str, Tensor]:
+def _hf_block_tensors(sd: Mapping[str, Tensor], i: int, cfg: LlamaConfig) -> dict[str, Tensor]:
     """Block ``i``'s tensors from HF names, in this module's layout (q/k/v and gate/up fused).
 
     Raises:
         KeyError: a tensor is missing.
+        WeightsFormatError: a tensor of another shape than the config's (before stacking: rows moved
+            from q to k would stack to the right shape).
     """
     p = f"model.layers.{i}."
     a = p + "self_attn."
+    hd = cfg.head_dim
+    shapes = {
+        p + "input_layernorm.weight": (cfg.dim,),
+        p + "post_attention_layernorm.weight": (cfg.dim,),
+        a + "q_proj.weight": (cfg.n_heads * hd, cfg.dim),
+        a + "k_proj.weight": (cfg.n_kv_heads * hd, cfg.dim),
+        a + "v_proj.weight": (cfg.n_kv_heads * hd, cfg.dim),
+        a + "o_proj.weight": (cfg.dim, cfg.n_heads * hd),
+        p + "mlp.gate_proj.weight": (cfg.hidden_dim, cfg.dim),
+        p + "mlp.up_proj.weight": (cfg.hidden_dim, cfg.dim),
+        p + "mlp.down_proj.weight": (cfg.dim, cfg.hidden_dim),
+    }
+    sd = {name: sd[name] for name in shapes}  # each read once, in this order
+    for name, shape in shapes.items():
+        if tuple(sd[name].shape) != shape:
+            raise WeightsFormatError(f"{name}: shape {tuple(sd[name].shape)}, the config says {shape}")
     return {
         "attention_norm.weight": sd[p + "input_layernorm.weight"],
         "ffn_norm.weight": sd[p + "post_attention_layernorm.weight"],

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from supernet.node.llm.chat_template import ChatTemplate, ChatTemplateError
+from supernet.node.llm.chat_template import ADDRESS, ChatTemplate, ChatTemplateError
 
 UNREPEATABLE = re.compile(r"\bstrftime_now\b|\blipsum\b|\|\s*random\b")
 """What a chat template may not use: transformers' ``strftime_now`` reads the machine's clock, and
@@ -75,10 +75,13 @@ class Tokenizer:
                 (Path(alone) / gguf_file).symlink_to((path / gguf_file).resolve())
                 self._hf = AutoTokenizer.from_pretrained(alone, gguf_file=gguf_file)
             self._pipeline = Pipeline.from_str(self._hf.backend_tokenizer.to_str())
-            self._special_tokens = dict(self._hf.special_tokens_map)
+            named = self._hf.special_tokens_map
+            self._special_tokens = {k: v for k, v in named.items() if k in SPECIAL_TOKEN_KEYS}
             template = self._hf.chat_template
         self._pipeline.no_padding()
         self._pipeline.no_truncation()
+        if (json.loads(self._pipeline.to_str()).get("model") or {}).get("dropout"):
+            raise TokenizerError(f"{path}: the tokenizer's BPE dropout encodes at random")
         _check_template(template)
         self.chat_template: str | dict[str, str] | None = template
         self._template = _default_template(template)
@@ -88,7 +91,16 @@ class Tokenizer:
         self._encoding = threading.Lock()
         added = self._pipeline.get_added_tokens_decoder()
         self._special_ids = frozenset(i for i, t in added.items() if t.special)
-        self._special_texts = tuple(t.content for t in added.values() if t.special)
+        self._markers = tuple(t.content for t in added.values() if t.special)
+        sources = template.values() if isinstance(template, dict) else [template or ""]
+        forgeable = sorted(
+            {t.content for t in added.values() if not t.special and any(t.content in x for x in sources)}
+        )
+        if forgeable:  # a message's text would make them as the template's own markers
+            raise TokenizerError(
+                f"{path}: the chat template's markers {', '.join(forgeable)} are added tokens that are"
+                " not special: a message's text could make them; mark them special in tokenizer.json"
+            )
 
     @property
     def backend(self) -> Any:
@@ -182,12 +194,16 @@ class Tokenizer:
         chat = [dict(m) for m in messages]
         for m in chat:
             role = m.get("role")
-            forged = next((t for t in self._special_texts if isinstance(role, str) and t in role), None)
+            if isinstance(role, str) and len(role) > MAX_ROLE_CHARS:
+                raise ValueError(f"a message's role is a name of at most {MAX_ROLE_CHARS} characters")
+            forged = next((t for t in self._markers if isinstance(role, str) and t in role), None)
             if forged is not None:
                 raise ValueError(f"a message's role holds the special token {forged!r}: a role is a name")
-        # what the rendered text holds besides the placeholders (a message's text is not rescanned)
-        known = [str(self.chat_template), *self._special_texts, *(str(m.get("role")) for m in chat)]
-        nonce = next(n for n in itertools.count() if not any(f"{SLOT_OPEN}{n}:" in k for k in known))
+        # what the rendered text holds besides the placeholders (a message's text is not rescanned):
+        # the nonce is one none of them spells, found in one pass
+        known = [str(self.chat_template), *self._markers, *(str(m.get("role")) for m in chat)]
+        taken = {int(n) for k in known for n in re.findall(f"{SLOT_OPEN}([0-9]+):", k)}
+        nonce = next(n for n in itertools.count() if n not in taken)
         texts: list[str] = []
         slotted: list[dict[str, Any]] = []
         for m in chat:
@@ -199,6 +215,8 @@ class Tokenizer:
                 else:
                     slotted[-1][key] = value
         skeleton = self._render(slotted, add_generation_prompt)
+        if ADDRESS.search(skeleton):  # the template's own text: an address differs per process
+            raise TokenizerError("the chat template rendered an object's address (other in each process)")
         slot = re.compile(f"{SLOT_OPEN}{nonce}:([0-9]+){SLOT_CLOSE}")
 
         def fill(text: str) -> str:
@@ -264,10 +282,48 @@ SPECIAL_TOKEN_KEYS = (
     "pad_token",
     "cls_token",
     "mask_token",
-    "additional_special_tokens",
 )
-"""The special tokens a ``tokenizer_config.json`` names (transformers' ``special_tokens_map``);
-they are the chat template's variables."""
+"""The special tokens a ``tokenizer_config.json`` names: the chat template's variables, as
+transformers passes them (it does not pass ``additional_special_tokens``, which names nothing a
+template reads; the pipeline's own added tokens say which are special)."""
+
+GENERIC_CLASSES = frozenset({None, "PreTrainedTokenizerFast", "TokenizersBackend"})
+"""``tokenizer_class`` values that bring no default special tokens of their own."""
+
+MAX_ROLE_CHARS = 64
+"""A role is a name (``user``, ``tool``): longer ones are refused before any work."""
+
+
+def _check_config(config_file: Path, config: dict[str, Any], special: dict[str, Any], pipeline: Any) -> None:
+    """Refuse a config whose template variables transformers would make otherwise than we read
+    them (a template reading them would render other text than the model's reference), or that
+    names a special token the pipeline lacks (transformers would add it: other ids).
+
+    Raises:
+        TokenizerError: what it refuses, named.
+    """
+    others = sorted(
+        k
+        for k, v in config.items()
+        if k.endswith("_token") and k not in SPECIAL_TOKEN_KEYS and isinstance(v, str | dict)
+    )
+    named = config.get("extra_special_tokens")  # a list: more special tokens; a dict: variables
+    if (isinstance(named, dict) and named) or others:
+        raise TokenizerError(
+            f"{config_file}: model-specific special tokens ({', '.join(others) or 'extra_special_tokens'})"
+            " are not served: they would be template variables this reader does not give"
+        )
+    if config.get("tokenizer_class") not in GENERIC_CLASSES and not all(
+        k in special for k in ("bos_token", "eos_token", "unk_token", "pad_token")
+    ):
+        raise TokenizerError(
+            f"{config_file}: tokenizer_class {config.get('tokenizer_class')!r} fills unnamed special"
+            " tokens with its own defaults: name bos, eos, unk and pad tokens in the config"
+        )
+    vocab = pipeline.get_vocab(with_added_tokens=True)
+    for key, text in special.items():
+        if not isinstance(text, str) or text not in vocab:
+            raise TokenizerError(f"{config_file}: {key} {text!r} is not a token of tokenizer.json")
 
 
 LEGACY_FILES = ("added_tokens.json", "special_tokens_map.json")
@@ -304,8 +360,9 @@ def _read_hf_files(path: Path) -> tuple[Any, dict[str, Any], str | dict[str, str
             )
     pipeline = Pipeline.from_file(str(path / "tokenizer.json"))
     config_file = path / "tokenizer_config.json"
-    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
-    special = {k: _token_text(config[k]) for k in SPECIAL_TOKEN_KEYS if config.get(k) not in (None, [])}
+    config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+    special = {k: _token_text(config[k]) for k in SPECIAL_TOKEN_KEYS if config.get(k) is not None}
+    _check_config(config_file, config, special, pipeline)
     added = {i: t.content for i, t in pipeline.get_added_tokens_decoder().items()}
     for index, token in (config.get("added_tokens_decoder") or {}).items():
         if added.get(int(index)) != _token_text(token):
@@ -317,7 +374,7 @@ def _read_hf_files(path: Path) -> tuple[Any, dict[str, Any], str | dict[str, str
     if isinstance(template, list):  # named templates: [{"name": ..., "template": ...}]
         template = {t["name"]: t["template"] for t in template}
     if (path / "chat_template.jinja").is_file():
-        template = (path / "chat_template.jinja").read_text()
+        template = (path / "chat_template.jinja").read_text(encoding="utf-8")
     return pipeline, special, template
 
 

@@ -10,7 +10,7 @@ interleaved for llama.cpp's rotary layout; ``_unpermute`` restores the HF ("rota
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -84,10 +84,92 @@ def gguf_config(reader: Any) -> LlamaConfig:
     )
 
 
+ROWS_AT_ONCE = 4096
+"""Rows of a GGUF matrix dequantised together (`GGUFTensors`)."""
+
+
+class GGUFTensors(MutableMapping[str, Tensor]):
+    """A GGUF file's tensors with HF names and layout, each dequantised to float32 when read (and
+    again if read again; nothing is cached). Deleting a name forgets it; nothing can be set.
+
+    The loader reads a GGUF through this: one dequantised tensor exists at a time (to hash it, then
+    to put it in the served format), where the whole file's float32 (540 MB for SmolLM2) did.
+
+    Raises:
+        WeightsFormatError: (at construction) a tensor name that is not a Llama's, or one named
+            twice; (when read) a tensor type the ``gguf`` package cannot dequantise.
+    """
+
+    def __init__(self, reader: Any, cfg: LlamaConfig) -> None:
+        self._cfg = cfg
+        self._entries: dict[str, Any] = {}
+        for t in reader.tensors:
+            name = _hf_name(t.name)
+            if name in self._entries:
+                raise WeightsFormatError(f"GGUF tensor {t.name!r} appears twice")
+            self._entries[name] = t
+
+    def __getitem__(self, name: str) -> Tensor:
+        from gguf.quants import dequantize
+
+        t = self._entries[name]
+        shape = [int(d) for d in reversed(t.shape)]
+        arr = np.empty(shape, dtype=np.float32)
+        data = t.data
+        # a matrix's rows a block at a time: dequantising makes temporaries several times the
+        # float32 result (~400 MB for SmolLM2's embedding table at once)
+        step = max(1, ROWS_AT_ONCE) if len(shape) == 2 and data.shape[0] == shape[0] else len(data)
+        try:
+            for start in range(0, max(1, len(data)), step):
+                part = dequantize(data[start : start + step], t.tensor_type)
+                if len(shape) == 2 and step < len(data):
+                    arr[start : start + step] = part.reshape(-1, shape[1])
+                else:
+                    arr[...] = np.asarray(part, dtype=np.float32).reshape(shape)
+        except NotImplementedError as exc:
+            raise WeightsFormatError(f"{t.name}: cannot dequantise {t.tensor_type.name}") from exc
+        if name.endswith("q_proj.weight"):
+            arr = _unpermute(arr, self._cfg.n_heads)
+        elif name.endswith("k_proj.weight"):
+            arr = _unpermute(arr, self._cfg.n_kv_heads)
+        return torch.from_numpy(np.ascontiguousarray(arr))
+
+    def __contains__(self, name: object) -> bool:  # Mapping's own would dequantise it
+        return name in self._entries
+
+    def __delitem__(self, name: str) -> None:
+        del self._entries[name]
+
+    def __setitem__(self, name: str, value: Tensor) -> None:
+        raise TypeError("a GGUF file's tensors are read, not set")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def open_gguf(path: Path) -> tuple[LlamaConfig, GGUFTensors]:
+    """A Llama GGUF file's config and its tensors, dequantised as they are read (`GGUFTensors`).
+
+    Raises:
+        WeightsFormatError: Not a Llama GGUF.
+    """
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(path)
+    except (ValueError, OSError) as exc:
+        raise WeightsFormatError(f"{path}: not a GGUF file ({exc})") from exc
+    cfg = gguf_config(reader)
+    return cfg, GGUFTensors(reader, cfg)
+
+
 def read_gguf(
     path: Path, progress: Callable[[int, int], None] | None = None
 ) -> tuple[LlamaConfig, dict[str, Tensor]]:
-    """Dequantise a Llama GGUF file into fp32 tensors with HF names and layout.
+    """Dequantise a Llama GGUF file into fp32 tensors with HF names and layout, all at once.
 
     Args:
         path: The ``.gguf`` file.
@@ -96,29 +178,12 @@ def read_gguf(
     Raises:
         WeightsFormatError: Not a Llama GGUF, or a tensor type the ``gguf`` package cannot dequantise.
     """
-    from gguf import GGUFReader
-    from gguf.quants import dequantize
-
-    try:
-        reader = GGUFReader(path)
-    except (ValueError, OSError) as exc:
-        raise WeightsFormatError(f"{path}: not a GGUF file ({exc})") from exc
-    cfg = gguf_config(reader)
+    cfg, lazy = open_gguf(path)
     out: dict[str, Tensor] = {}
-    for i, t in enumerate(reader.tensors):
-        try:
-            arr = dequantize(t.data, t.tensor_type)
-        except NotImplementedError as exc:
-            raise WeightsFormatError(f"{t.name}: cannot dequantise {t.tensor_type.name}") from exc
-        arr = np.array(arr, dtype=np.float32, copy=True).reshape([int(d) for d in reversed(t.shape)])
-        name = _hf_name(t.name)
-        if name.endswith("q_proj.weight"):
-            arr = _unpermute(arr, cfg.n_heads)
-        elif name.endswith("k_proj.weight"):
-            arr = _unpermute(arr, cfg.n_kv_heads)
-        out[name] = torch.from_numpy(np.ascontiguousarray(arr))
+    for i, name in enumerate(list(lazy)):
+        out[name] = lazy[name]
         if progress:
-            progress(i + 1, len(reader.tensors))
+            progress(i + 1, len(lazy))
     return cfg, out
 
 
