@@ -131,3 +131,45 @@ def test_serving_loads_neither_transformers_nor_dynamo_nor_the_chain(smollm2_dir
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["ids"] > 5
     assert report["loaded"] == []
+
+
+@pytest.mark.parametrize("compute", ["float16-weights", "int8-weights"])
+def test_one_pass_ids_are_the_two_pass_ids_unread_tensors_included(tmp_path: Path, compute: str) -> None:
+    """The weight formats hash each tensor as they convert it (one read); the float32 path hashes
+    the file first (`build_manifest`). Same id, and a tensor the model does not use is named too."""
+    model = make_tiny_llama(8)
+    sd = model.to_hf_state_dict()
+    write_hf_dir(tmp_path / "plain", model.cfg, sd)
+    write_hf_dir(tmp_path / "extra", model.cfg, sd | {"model.unused.weight": torch.ones(3, 2)})
+    plain = load_model(tmp_path / "plain", device="cpu", compute=compute)
+    assert plain.model_id == load_model(tmp_path / "plain", device="cpu").model_id
+    cfg, tensors = read_hf_dir(tmp_path / "plain")
+    assert plain.manifest == manifest.build_manifest(tensors, cfg.to_dict(), None)
+    extra = load_model(tmp_path / "extra", device="cpu", compute=compute)
+    assert extra.model_id == load_model(tmp_path / "extra", device="cpu").model_id != plain.model_id
+    assert "model.unused.weight" in {e["name"] for e in extra.manifest["tensors"]}
+
+
+def test_what_is_hashed_is_what_is_converted(tmp_path: Path) -> None:
+    """A file rewritten in place (same inode: the mapping sees it) before a tensor is read: the
+    entry the id is made of hashes the bytes the model got, never the earlier ones."""
+    import struct
+
+    import numpy as np
+
+    model = make_tiny_llama(9)
+    write_hf_dir(tmp_path / "m", model.cfg, model.to_hf_state_dict())
+    name = "model.layers.0.self_attn.o_proj.weight"
+    _, tensors = read_hf_dir(tmp_path / "m")
+    shape = tuple(tensors[name].shape)
+    source = _Fp16Source(tensors, torch.device("cpu"), loader._MappedPages(tmp_path / "m"))
+    path = tmp_path / "m" / "model.safetensors"
+    with path.open("r+b") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        start = 8 + n + json.loads(f.read(n))[name]["data_offsets"][0]
+        f.seek(start)
+        f.write(np.full(shape, 0.5, dtype=np.float32).tobytes())
+    got = source[name]
+    assert bool((got == 0.5).all())
+    (entry,) = source.entries
+    assert entry["sha256"] == hashlib.sha256(np.full(shape, 0.5, dtype=np.float32).tobytes()).hexdigest()

@@ -422,7 +422,9 @@ def test_known_limit_a_file_rewritten_between_hash_and_copy_is_not_the_hashed_mo
     in-place rewrite in between gives weights the id does not name. Acceptable: only a local writer
     of the model file (the operator, who could as well change the code) can do it, and pulls replace
     files atomically (a mapping keeps the old inode). Fix by design: hash the very bytes converted
-    (one pass: read a chunk privately, hash it, convert it)."""
+    (one pass: read a chunk privately, hash it, convert it). Since done for the weight formats
+    (`load_model` hashes in `_Fp16Source`; `test_llm_lean_load.test_what_is_hashed_is_what_is_converted`);
+    this two-pass flow (`build_manifest`, then a read) is the float32 path's, where it remains."""
     sd = make_tiny_llama(3).to_hf_state_dict()
     folder = _write(tmp_path / "m", TINY, [sd])
     cfg, tensors = read_hf_dir(folder)

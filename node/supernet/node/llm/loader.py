@@ -9,18 +9,27 @@ tokenizer's digest (`supernet.node.llm.manifest`).
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import itertools
 import json
 import mmap
 from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from supernet.node.llm.catalog import resolve_model_dir
 from supernet.node.llm.config import LlamaConfig
 from supernet.node.llm.errors import WeightsFormatError
-from supernet.node.llm.manifest import MANIFEST_FORMAT, build_manifest, model_id
+from supernet.node.llm.manifest import (
+    MANIFEST_FORMAT,
+    build_manifest,
+    manifest_of,
+    model_id,
+    tensor_digest,
+    tensor_entry,
+)
 from supernet.node.llm.model import Llama
 from supernet.node.llm.tokenizer import Tokenizer
 from supernet.node.llm.weights import GGUFTensors, open_gguf, read_hf_dir
@@ -120,13 +129,17 @@ def load_model(
     weight_format = compute in WEIGHT_FORMATS
     release = _MappedPages(path) if weight_format else None
     digest = None if tokenizer is None else tokenizer.digest()
-    manifest = build_manifest(tensors, cfg.to_dict(), digest, hashed=release)
-    _check_cached_manifest(path, model_id(manifest))
     if weight_format:
+        # one pass: each tensor is hashed from the very bytes that are converted (a private copy
+        # of each chunk), so the id names what is computed even if the file changes meanwhile
         source = _Fp16Source(tensors, dev, release)
         del tensors  # the source holds the only references: each goes as it is read
         model = Llama.from_hf_state_dict(cfg, source, max_positions, weight_format=compute, fused=fused)
+        manifest = manifest_of(source.hash_the_rest(), cfg.to_dict(), digest)
+        _check_cached_manifest(path, model_id(manifest))
     else:
+        manifest = build_manifest(tensors, cfg.to_dict(), digest, hashed=release)
+        _check_cached_manifest(path, model_id(manifest))
         model = Llama.from_hf_state_dict(cfg, tensors, max_positions).to(device=dev, dtype=dt)
         _require_finite(model)
         if not isinstance(tensors, GGUFTensors):  # a GGUF's are fresh copies, mapped by nothing
@@ -180,6 +193,14 @@ class _Fp16Source(Mapping[str, Tensor]):
         self, tensors: MutableMapping[str, Tensor], device: torch.device, release: _MappedPages | None
     ) -> None:
         self._tensors, self._device, self._release = tensors, device, release
+        self.entries: list[dict] = []  # `manifest.tensor_entry` of each tensor read, as read
+
+    def hash_the_rest(self) -> list[dict]:
+        """`entries`, with those of the tensors nobody read (the id names every tensor of the file)."""
+        for name in list(self._tensors):
+            t = self._tensors.pop(name)
+            self.entries.append(tensor_entry(name, t, tensor_digest(t, self._release)))
+        return self.entries
 
     def __getitem__(self, name: str) -> Tensor:
         """The tensor in its served dtype.
@@ -196,18 +217,22 @@ class _Fp16Source(Mapping[str, Tensor]):
         _give_back_freed_memory()  # the last block's temporaries go before this one's are made
         dtype = torch.float16 if source.dim() == 2 else torch.float32
         copy = torch.empty(source.shape, dtype=dtype, device=self._device)
-        flat, flat_copy = source.reshape(-1), copy.view(-1)
+        flat, flat_copy = source.detach().cpu().reshape(-1), copy.view(-1)
         step = max(1, CHUNK_BYTES // source.element_size())
+        digest = hashlib.sha256()
         for start in range(0, flat.numel(), step):  # a chunk's mapped pages resident at a time
-            part = flat[start : start + step]
+            mapped = flat[start : start + step]
+            part = mapped.clone()  # read once: what is hashed is what is converted
+            if self._release is not None:
+                self._release(mapped)
+            digest.update(memoryview(cast(Any, part.view(torch.uint8).numpy())))
             done = flat_copy[start : start + step]
             done.copy_(part)
-            if self._release is not None:
-                self._release(part)
             if not torch.isfinite(done).all():
                 raise WeightsFormatError(
                     f"{name}: a weight that is not finite in {dtype} (NaN, inf, or beyond its range)"
                 )
+        self.entries.append(tensor_entry(name, source, digest.hexdigest()))
         return copy
 
     def __contains__(self, name: object) -> bool:  # Mapping's own would read (and so consume) it

@@ -18,7 +18,7 @@ differently, and a validator with the other copy accused an honest node).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
 import torch
@@ -59,15 +59,26 @@ def build_manifest(
     entries = []
     for name in sorted(tensors):  # one tensor at a time: a lazy mapping makes each as it is read
         t = tensors[name]
-        entries.append(
-            {
-                "name": name,
-                "dtype": _DTYPES.get(t.dtype, str(t.dtype)),
-                "shape": list(t.shape),
-                "sha256": tensor_digest(t, hashed),
-            }
-        )
-    return {"format": MANIFEST_FORMAT, "config": config, "tensors": entries, "tokenizer": tokenizer}
+        entries.append(tensor_entry(name, t, tensor_digest(t, hashed)))
+    return manifest_of(entries, config, tokenizer)
+
+
+def tensor_entry(name: str, t: Tensor, sha256: str) -> dict[str, Any]:
+    """One tensor's manifest entry; ``sha256`` is `tensor_digest`'s of ``t``."""
+    return {
+        "name": name,
+        "dtype": _DTYPES.get(t.dtype, str(t.dtype)),
+        "shape": list(t.shape),
+        "sha256": sha256,
+    }
+
+
+def manifest_of(
+    entries: Iterable[dict[str, Any]], config: dict[str, Any], tokenizer: str | None
+) -> dict[str, Any]:
+    """The manifest of `tensor_entry` entries (any order: they are sorted by name)."""
+    tensors = sorted(entries, key=lambda e: e["name"])
+    return {"format": MANIFEST_FORMAT, "config": config, "tensors": tensors, "tokenizer": tokenizer}
 
 
 def model_id(manifest: dict[str, Any]) -> str:
