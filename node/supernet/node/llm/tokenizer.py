@@ -55,7 +55,12 @@ class Tokenizer:
         gguf_file: Name of a GGUF file in ``path`` to read the tokenizer from.
 
     Raises:
-        TokenizerError: the chat template renders differently each time (`UNREPEATABLE`).
+        TokenizerError: what would not tokenize or render the same on re-execution, or could let a
+            message's text make markers: a chat template that reads a clock or draws
+            (`UNREPEATABLE`) or does not compile, template markers that are non-special added
+            tokens, a pipeline that draws (BPE dropout), or tokenizer files refused as read
+            (`_read_hf_files`: legacy files, added or special tokens the pipeline lacks, template
+            variables we would give otherwise than transformers).
     """
 
     def __init__(self, path: Path, gguf_file: str | None = None) -> None:
