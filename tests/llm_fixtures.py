@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import torch
 from supernet.node.llm.config import LlamaConfig
-from supernet.node.llm.model import Llama
+from supernet.node.llm.model import Fp16WeightLinear, Llama
 
 TINY = LlamaConfig(
     vocab_size=101,
@@ -74,6 +74,21 @@ def make_tiny_llama(seed: int = 0, cfg: LlamaConfig = TINY) -> Llama:
             else:
                 p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))
     return model
+
+
+def converted_state(model: Llama) -> dict[str, torch.Tensor]:
+    """Every tensor a converted model keeps: its state dict, and each `Fp16WeightLinear`'s int8
+    rows, scales and float16 weight (buffers it does not persist), fbgemm handles unpacked. Two
+    models with equal states compute the same."""
+    out = dict(model.state_dict())
+    for name, module in model.named_modules():
+        if isinstance(module, Fp16WeightLinear):
+            for attr in ("q8", "scale", "weight16"):
+                if hasattr(module, attr):
+                    out[f"{name}.{attr}"] = getattr(module, attr)
+            if module.fbgemm:
+                out[f"{name}.packed"] = torch.ops.quantized.linear_unpack_fp16(module.packed)[0]
+    return out
 
 
 @pytest.fixture

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from llm_fixtures import make_tiny_llama
+from llm_fixtures import converted_state, make_tiny_llama
 from supernet.node.llm import loader, manifest
 from supernet.node.llm.errors import WeightsFormatError
 from supernet.node.llm.loader import _Fp16Source, load_model
-from supernet.node.llm.model import Fp16WeightLinear, Llama
+from supernet.node.llm.model import Llama
 from supernet.node.llm.weights import read_hf_dir, write_hf_dir
 
 pytest_plugins = ["llm_fixtures"]
@@ -33,19 +33,6 @@ def _tiny_dir(tmp_path: Path, seed: int = 5) -> tuple[Path, Llama]:
     model = make_tiny_llama(seed)
     write_hf_dir(tmp_path / "m", model.cfg, model.to_hf_state_dict())
     return tmp_path / "m", model
-
-
-def _state(model: Llama) -> dict[str, torch.Tensor]:
-    """Every tensor the converted model keeps (buffers included, fbgemm handles unpacked)."""
-    out = {k: v for k, v in model.state_dict(keep_vars=False).items()}
-    for name, module in model.named_modules():
-        if isinstance(module, Fp16WeightLinear):
-            for attr in ("q8", "scale", "weight16"):
-                if hasattr(module, attr):
-                    out[f"{name}.{attr}"] = getattr(module, attr)
-            if module.fbgemm:
-                out[f"{name}.packed"] = torch.ops.quantized.linear_unpack_fp16(module.packed)[0]
-    return out
 
 
 @pytest.mark.parametrize("compute", ["float16-weights", "int8-weights"])
@@ -58,7 +45,7 @@ def test_streamed_conversion_is_the_whole_model_conversion(tmp_path: Path, compu
     whole.use_fp16_weights(fused=fused, int8=compute == "int8-weights")
     assert streamed.compute == whole.compute == compute
     assert (streamed.fused_decoder is None) == (whole.fused_decoder is None)
-    a, b = _state(streamed), _state(whole)
+    a, b = converted_state(streamed), converted_state(whole)
     assert a.keys() == b.keys()
     for k in a:
         assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k

@@ -86,7 +86,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from llm_fixtures import TINY, make_tiny_llama
+from llm_fixtures import TINY, converted_state, make_tiny_llama
 from safetensors.torch import load_file, save_file
 from supernet.node.llm import int8, loader, manifest
 from supernet.node.llm.config import LlamaConfig
@@ -94,7 +94,7 @@ from supernet.node.llm.errors import WeightsFormatError
 from supernet.node.llm.int8 import MIN_EXPONENT, Q_MAX, quantise_rows
 from supernet.node.llm.loader import _Fp16Source, _MappedPages, load_model
 from supernet.node.llm.manifest import build_manifest, model_id
-from supernet.node.llm.model import Fp16WeightLinear, Llama
+from supernet.node.llm.model import Llama
 from supernet.node.llm.weights import read_hf_dir
 from torch import Tensor
 
@@ -115,19 +115,6 @@ def _write(folder: Path, cfg: LlamaConfig, shards: list[dict[str, Tensor]], pad:
     return folder
 
 
-def _state(model: Llama) -> dict[str, Tensor]:
-    """Every tensor the converted model keeps (fbgemm handles unpacked)."""
-    out = dict(model.state_dict())
-    for name, module in model.named_modules():
-        if isinstance(module, Fp16WeightLinear):
-            for attr in ("q8", "scale", "weight16"):
-                if hasattr(module, attr):
-                    out[f"{name}.{attr}"] = getattr(module, attr)
-            if module.fbgemm:
-                out[f"{name}.packed"] = torch.ops.quantized.linear_unpack_fp16(module.packed)[0]
-    return out
-
-
 def _whole(folder: Path, compute: str, fused: bool) -> Llama:
     """The reference: the whole model read plainly, made float32, then converted at once."""
     cfg, tensors = read_hf_dir(folder)
@@ -136,7 +123,7 @@ def _whole(folder: Path, compute: str, fused: bool) -> Llama:
 
 
 def _assert_same_model(a: Llama, b: Llama) -> None:
-    sa, sb = _state(a), _state(b)
+    sa, sb = converted_state(a), converted_state(b)
     assert sa.keys() == sb.keys()
     for k in sa:
         assert sa[k].dtype == sb[k].dtype and torch.equal(sa[k], sb[k]), k

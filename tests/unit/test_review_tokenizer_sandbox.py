@@ -168,6 +168,18 @@ def hf(smollm2_dir: Path) -> Any:
     return AutoTokenizer.from_pretrained(str(smollm2_dir))
 
 
+def _python(code: str, folder: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """``code`` in a fresh interpreter (``sys.argv[1]`` the folder), with ``env`` added."""
+    return subprocess.run(
+        [sys.executable, "-c", code, str(folder)],
+        env={**os.environ, **env},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 # -- findings --------------------------------------------------------------------------------------
 
 
@@ -233,15 +245,7 @@ def test_attack_a_template_iterates_a_set_in_hash_seed_order(smollm2_dir: Path, 
     )
     outs = []
     for seed in ("1", "2"):  # orders d,a,b,c,f,e and c,b,d,f,a,e today
-        env = {**os.environ, "PYTHONHASHSEED": seed}
-        run = subprocess.run(
-            [sys.executable, "-c", code, str(folder)],
-            env=env,
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        run = _python(code, folder, PYTHONHASHSEED=seed)
         assert run.returncode == 0, run.stderr[-2000:]
         outs.append(run.stdout.strip())
     assert outs[0] == outs[1], "two processes render other prompt ids for one model id"
@@ -401,15 +405,7 @@ def test_attack_the_tokenizer_files_are_read_in_the_locale_encoding(
         "import sys\nfrom pathlib import Path\nfrom supernet.node.llm.tokenizer import Tokenizer\n"
         "print(Tokenizer(Path(sys.argv[1])).digest())\n"
     )
-    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
-    run = subprocess.run(
-        [sys.executable, "-c", code, str(folder)],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    run = _python(code, folder, LC_ALL="C", LANG="C", PYTHONCOERCECLOCALE="0", PYTHONUTF8="0")
     assert run.returncode == 0 and run.stdout.strip() == here, run.stderr[-600:]
 
 

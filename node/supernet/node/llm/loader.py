@@ -124,21 +124,18 @@ def load_model(
         tok_src = (ggufs[0].parent, ggufs[0].name)
     has_tokenizer = tok_src[1] is not None or (path / "tokenizer.json").is_file()
     tokenizer = Tokenizer(*tok_src) if has_tokenizer else None
-    # the weight formats keep none of the file's tensors: their mapped pages go once read (hashed,
-    # then copied, a chunk at a time), so a load holds one block in the file's format at most
-    weight_format = compute in WEIGHT_FORMATS
-    release = _MappedPages(path) if weight_format else None
     digest = None if tokenizer is None else tokenizer.digest()
-    if weight_format:
+    if compute in WEIGHT_FORMATS:
         # one pass: each tensor is hashed from the very bytes that are converted (a private copy
-        # of each chunk), so the id names what is computed even if the file changes meanwhile
-        source = _Fp16Source(tensors, dev, release)
+        # of each chunk), so the id names what is computed even if the file changes meanwhile;
+        # the file's mapped pages go once read, so a load holds one block in the file's format
+        source = _Fp16Source(tensors, dev, _MappedPages(path))
         del tensors  # the source holds the only references: each goes as it is read
         model = Llama.from_hf_state_dict(cfg, source, max_positions, weight_format=compute, fused=fused)
         manifest = manifest_of(source.hash_the_rest(), cfg.to_dict(), digest)
         _check_cached_manifest(path, model_id(manifest))
     else:
-        manifest = build_manifest(tensors, cfg.to_dict(), digest, hashed=release)
+        manifest = build_manifest(tensors, cfg.to_dict(), digest)
         _check_cached_manifest(path, model_id(manifest))
         model = Llama.from_hf_state_dict(cfg, tensors, max_positions).to(device=dev, dtype=dt)
         _require_finite(model)

@@ -85,12 +85,13 @@ class Tokenizer:
             template = self._hf.chat_template
         self._pipeline.no_padding()
         self._pipeline.no_truncation()
-        if (json.loads(self._pipeline.to_str()).get("model") or {}).get("dropout"):
+        pipeline = json.loads(self._pipeline.to_str())  # read once: the dropout check and the digest
+        if (pipeline.get("model") or {}).get("dropout"):
             raise TokenizerError(f"{path}: the tokenizer's BPE dropout encodes at random")
         _check_template(template)
         self.chat_template: str | dict[str, str] | None = template
         self._template = _default_template(template)
-        self._digest = self._fresh_digest()
+        self._digest = self._fresh_digest(pipeline)
         # What the pipeline's special tokens are: the only ids a chat's text may not make. A
         # message's text is encoded with them read as plain text (`_encode`'s ``plain``).
         self._encoding = threading.Lock()
@@ -131,8 +132,8 @@ class Tokenizer:
         (`supernet.node.llm.manifest`), so the model id names it."""
         return self._digest
 
-    def _fresh_digest(self) -> str:
-        pipeline = json.loads(self._pipeline.to_str())
+    def _fresh_digest(self, pipeline: dict[str, Any]) -> str:
+        """`digest` of the pipeline's serialisation (``pipeline``, parsed; edited here)."""
         # state transformers sets and clears at its first call, not a property of the files
         pipeline["truncation"] = pipeline["padding"] = None
         merges = pipeline.get("model", {}).get("merges")
