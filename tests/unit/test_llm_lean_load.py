@@ -1,8 +1,9 @@
 """Loading a model holds little beside the model (issue 15's memory goal, docs/node.md "Memory").
 
-The weight formats are made block by block from a read-once source (`loader._Fp16Source`): the
-result must be exactly the whole-model conversion's (`Llama.use_fp16_weights`), each tensor read
-once, mapped pages read and let go in chunks (copy and hash) with the same values and digests.
+Every format is made block by block from a read-once source (`loader._ReadOnceSource`): the
+result must be exactly the whole-model conversion's (`Llama.use_fp16_weights` in the weight
+formats, ``.to(dtype)`` in float32 and bfloat16), each tensor read once, mapped pages read and let
+go in chunks (copy and hash) with the same values and digests.
 Serving must not import what it does not use: transformers (the tokenizer runs on `tokenizers`),
 torch._dynamo (a skeleton built on the meta device used to import it) or the chain's libraries
 (canonical JSON of manifests lives with the models now). Missing or misshapen tensors stay clear
@@ -22,7 +23,7 @@ import torch
 from llm_fixtures import converted_state, make_tiny_llama
 from supernet.node.llm import loader, manifest
 from supernet.node.llm.errors import WeightsFormatError
-from supernet.node.llm.loader import _Fp16Source, load_model
+from supernet.node.llm.loader import _ReadOnceSource, load_model
 from supernet.node.llm.model import Llama
 from supernet.node.llm.weights import read_hf_dir, write_hf_dir
 
@@ -53,10 +54,30 @@ def test_streamed_conversion_is_the_whole_model_conversion(tmp_path: Path, compu
     assert torch.equal(streamed.logits(streamed(tokens)), whole.logits(whole(tokens)))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_streamed_float_load_is_the_whole_model_cast(tmp_path: Path, dtype: torch.dtype) -> None:
+    """The float32 path (and bfloat16) reads once too: the same tensors, buffers and logits as
+    the whole model read then cast, the rope tables rounded through the dtype as they were."""
+    folder, _ = _tiny_dir(tmp_path)
+    streamed = load_model(folder, device="cpu", dtype=dtype).model
+    cfg, tensors = read_hf_dir(folder)
+    whole = Llama.from_hf_state_dict(cfg, {k: v.clone() for k, v in tensors.items()}).to(dtype=dtype)
+    whole.rope_cos, whole.rope_sin = whole.rope_cos.float(), whole.rope_sin.float()
+    a, b = dict(streamed.state_dict(keep_vars=False)), dict(whole.state_dict(keep_vars=False))
+    a |= {"rope_cos": streamed.rope_cos, "rope_sin": streamed.rope_sin}
+    b |= {"rope_cos": whole.rope_cos, "rope_sin": whole.rope_sin}
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k
+    assert streamed.output.weight is streamed.tok_embeddings.weight  # still tied: one table
+    tokens = torch.tensor([[3, 14, 15, 92, 65]])
+    assert torch.equal(streamed.logits(streamed(tokens)), whole.logits(whole(tokens)))
+
+
 def test_the_source_gives_each_tensor_once_in_the_served_dtypes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(loader, "CHUNK_BYTES", 100)  # many chunks, one that ends mid-row
     matrix, vector = torch.randn(37, 11), torch.randn(11)
-    source = _Fp16Source({"m": matrix.clone(), "v": vector.clone()}, torch.device("cpu"), None)
+    source = _ReadOnceSource({"m": matrix.clone(), "v": vector.clone()}, torch.device("cpu"), None)
     assert "m" in source and "m" in source  # asking does not consume
     assert sorted(source) == ["m", "v"] and len(source) == 2
     got = source["m"]
@@ -120,10 +141,11 @@ def test_serving_loads_neither_transformers_nor_dynamo_nor_the_chain(smollm2_dir
     assert report["loaded"] == []
 
 
-@pytest.mark.parametrize("compute", ["float16-weights", "int8-weights"])
+@pytest.mark.parametrize("compute", ["float16-weights", "int8-weights", "bfloat16"])
 def test_one_pass_ids_are_the_two_pass_ids_unread_tensors_included(tmp_path: Path, compute: str) -> None:
-    """The weight formats hash each tensor as they convert it (one read); the float32 path hashes
-    the file first (`build_manifest`). Same id, and a tensor the model does not use is named too."""
+    """Every format hashes each tensor as it converts it (one read): the id is the file's
+    (`build_manifest` over it, the two-pass definition), whatever the format, and a tensor the
+    model does not use is named too."""
     model = make_tiny_llama(8)
     sd = model.to_hf_state_dict()
     write_hf_dir(tmp_path / "plain", model.cfg, sd)
@@ -137,9 +159,11 @@ def test_one_pass_ids_are_the_two_pass_ids_unread_tensors_included(tmp_path: Pat
     assert "model.unused.weight" in {e["name"] for e in extra.manifest["tensors"]}
 
 
-def test_what_is_hashed_is_what_is_converted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("matrices", [torch.float16, torch.float32, torch.bfloat16])
+def test_what_is_hashed_is_what_is_converted(tmp_path: Path, matrices: torch.dtype) -> None:
     """A file rewritten in place (same inode: the mapping sees it) before a tensor is read: the
-    entry the id is made of hashes the bytes the model got, never the earlier ones."""
+    entry the id is made of hashes the bytes the model got, never the earlier ones, in every
+    format's dtype (the float32 path used to hash the file first, then read it again)."""
     import struct
 
     import numpy as np
@@ -149,7 +173,7 @@ def test_what_is_hashed_is_what_is_converted(tmp_path: Path) -> None:
     name = "model.layers.0.self_attn.o_proj.weight"
     _, tensors = read_hf_dir(tmp_path / "m")
     shape = tuple(tensors[name].shape)
-    source = _Fp16Source(tensors, torch.device("cpu"), loader._MappedPages(tmp_path / "m"))
+    source = _ReadOnceSource(tensors, torch.device("cpu"), loader._MappedPages(tmp_path / "m"), matrices)
     path = tmp_path / "m" / "model.safetensors"
     with path.open("r+b") as f:
         (n,) = struct.unpack("<Q", f.read(8))

@@ -3,13 +3,13 @@
 Scope: `supernet.node.llm.loader.load_model` in the weight formats (``float16-weights``,
 ``int8-weights``): the manifest hashed chunk by chunk with the mapped pages let go
 (`manifest.tensor_digest`, `loader._MappedPages`), the model made from the read-once
-`loader._Fp16Source` block by block (`Llama.from_hf_state_dict(weight_format=, fused=)`), the
+`loader._ReadOnceSource` block by block (`Llama.from_hf_state_dict(weight_format=, fused=)`), the
 meta skeleton (`Llama(init_weights=False)`); the int8 grid's float32 quotients
 (`supernet.node.llm.int8.quotients`, ``row_scales``); the serving path's imports. Attacker: a model
 publisher crafting a safetensors folder, a node operator, a validator re-scoring.
 
 Found:
-  * MEDIUM, FIXED (refused at load, `loader._Fp16Source`):
+  * MEDIUM, FIXED (refused at load, `loader._ReadOnceSource`):
     a ``float16-weights`` model with a matrix weight beyond float16's range (a
     float32 file holding 1e5) or a NaN/inf weight loads, and the node and the validator compute
     different models from it: the node's fused C kernels use the rounded float16 weight (``inf``,
@@ -18,7 +18,7 @@ Found:
     drops NaN (finite logits). A publisher (or a rival) gets every honest fused node of that
     model id accused (NaN claimed logprobs are mismatches by design). ``int8-weights`` refuses
     these (the grid checks finiteness); ``float16-weights`` should too: refuse a matrix that is
-    not finite once rounded to float16 (one check in `_Fp16Source` / `Fp16WeightLinear`).
+    not finite once rounded to float16 (one check in `_ReadOnceSource` / `Fp16WeightLinear`).
     `test_attack_a_weight_beyond_float16_splits_the_fused_node_from_the_fbgemm_validator`.
   * LOW, FIXED (refused in every format):
     a non-finite norm weight (``inf`` in ``model.norm.weight``) loads in every format,
@@ -34,7 +34,7 @@ Found:
     but a malformed file passes as a model. Fix: check each HF tensor's shape against the config
     (``_hf_block_tensors``) before stacking. `test_attack_qkv_rows_moved_between_projections_load`.
   * LOW, FIXED (floating point only):
-    integer (and bool) tensors load in the weight formats (`_Fp16Source` converts any
+    integer (and bool) tensors load in the weight formats (`_ReadOnceSource` converts any
     dtype) although the float32 load refuses them: one model id loads in one format and not in
     another. Fix: the loader accepts floating dtypes only.
     `test_attack_an_integer_embedding_table_loads_in_the_weight_formats`.
@@ -47,7 +47,7 @@ Checked and holding:
   * two shards whose tensors are not page aligned (a header padded to an odd length), hashed and
     copied in chunks that end mid-page and mid-row, pages let go: the same model and the same id
     as a load without page release; nothing is left on the meta device.
-  * `_Fp16Source` on a transposed (non-contiguous) matrix, a 0-dim, an empty and a one-element
+  * `_ReadOnceSource` on a transposed (non-contiguous) matrix, a 0-dim, an empty and a one-element
     tensor, with chunks of a few elements: the values of a plain conversion.
   * the int8 grid: float32 quotients checked against exact rounding with no floating point
     (``Fraction``; int64 ``W * 2**24`` over ``m * 2**(e + 24)``): every finite float16 (subnormals,
@@ -60,13 +60,16 @@ Checked and holding:
   * a fresh process that loads a model in int8-weights (fused) and computes imports neither
     transformers, torch._dynamo, web3 nor eth_account.
 
+Known limits, pinned by the review and since fixed by design (now defences):
+  * the manifest hashed the mapped file and the copy read it again afterwards: a file rewritten in
+    place between the two gave a model the id does not name. Every format now reads once: each
+    chunk is copied privately, hashed, then converted (`_ReadOnceSource`, the float32 path too).
+  * a tensor name in two shards: the last file (sorted) won, silently. Now refused (`read_hf_dir`).
+  * ``lm_head.weight`` with ``tie_word_embeddings`` true was hashed and ignored; an untied config
+    without ``lm_head`` served the table as the head (transformers would draw a random head). Now
+    both are refused (`model._head_of`); a tied file whose ``lm_head`` equals the table loads.
+
 Known limits (pinned):
-  * the manifest hashes the mapped file and the copy reads it again afterwards (its pages were let
-    go): a file rewritten in place between the two gives a model the id does not name. Only a
-    local writer can do it (pulls replace files atomically); fix: hash the bytes that are converted.
-  * a tensor name in two shards: the last file (sorted) wins, silently; the id hashes that one.
-  * ``lm_head.weight`` with ``tie_word_embeddings`` true is hashed and ignored; an untied config
-    without ``lm_head`` serves the table as the head (transformers would draw a random head).
   * a float64 file is rounded to float16 through float32 (PyTorch's conversion), which is not the
     correctly rounded float16 (numpy's); every validator runs this loader, so ids agree.
 """
@@ -74,14 +77,15 @@ Known limits (pinned):
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import struct
 import subprocess
 import sys
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -92,7 +96,7 @@ from supernet.node.llm import int8, loader, manifest
 from supernet.node.llm.config import LlamaConfig
 from supernet.node.llm.errors import WeightsFormatError
 from supernet.node.llm.int8 import MIN_EXPONENT, Q_MAX, quantise_rows
-from supernet.node.llm.loader import _Fp16Source, _MappedPages, load_model
+from supernet.node.llm.loader import _MappedPages, _ReadOnceSource, load_model
 from supernet.node.llm.manifest import build_manifest, model_id
 from supernet.node.llm.model import Llama
 from supernet.node.llm.weights import read_hf_dir
@@ -273,7 +277,7 @@ def test_defence_the_source_copies_odd_tensors_exactly(monkeypatch: pytest.Monke
         "one": torch.tensor([-0.0]),
         "h": torch.randn(5, 3, generator=gen).to(torch.bfloat16),
     }
-    source = _Fp16Source({k: v.clone() for k, v in odd.items()}, torch.device("cpu"), None)
+    source = _ReadOnceSource({k: v.clone() for k, v in odd.items()}, torch.device("cpu"), None)
     for name, t in odd.items():
         got = source[name]
         want = t.half() if t.dim() == 2 else t.float()
@@ -404,61 +408,85 @@ def test_defence_a_streamed_load_imports_nothing_heavy(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- known limits (pinned)
 
 
-def test_known_limit_a_file_rewritten_between_hash_and_copy_is_not_the_hashed_model(tmp_path: Path) -> None:
-    """The manifest hashes the mapped file, its pages are let go, the copy reads the file again: an
-    in-place rewrite in between gives weights the id does not name. Acceptable: only a local writer
-    of the model file (the operator, who could as well change the code) can do it, and pulls replace
-    files atomically (a mapping keeps the old inode). Fix by design: hash the very bytes converted
-    (one pass: read a chunk privately, hash it, convert it). Since done for the weight formats
-    (`load_model` hashes in `_Fp16Source`; `test_llm_lean_load.test_what_is_hashed_is_what_is_converted`);
-    this two-pass flow (`build_manifest`, then a read) is the float32 path's, where it remains."""
+class _RewritesOnLayerOne(dict):
+    """The file's tensors; the first read of a layer-1 tensor rewrites layer 0's ``o_proj`` in the
+    file, in place (same inode: the live mapping sees it): after layer 0 is read, before the next."""
+
+    def __init__(self, tensors: dict[str, Tensor], rewrite: Callable[[], None]) -> None:
+        super().__init__(tensors)
+        self._rewrite: Callable[[], None] | None = rewrite
+
+    def _touch(self, name: str) -> None:
+        if name.startswith("model.layers.1.") and self._rewrite is not None:
+            self._rewrite()
+            self._rewrite = None
+
+    def __getitem__(self, name: str) -> Tensor:
+        self._touch(name)
+        return super().__getitem__(name)
+
+    def pop(self, name: str, *default: Any) -> Any:
+        self._touch(name)
+        return super().pop(name, *default)
+
+
+@pytest.mark.parametrize("compute", [None, "int8-weights"])
+def test_defence_a_file_rewritten_during_a_load_is_the_hashed_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compute: str | None
+) -> None:
+    """Was a known limit of the float32 path: it hashed the whole mapped file, then read it again
+    to copy, so an in-place rewrite of a tensor hashed already but not yet copied gave weights the
+    id does not name. Every format now reads once (each chunk copied privately, hashed, converted):
+    the model loaded is the one its id names, whatever the file does meanwhile."""
     sd = make_tiny_llama(3).to_hf_state_dict()
     folder = _write(tmp_path / "m", TINY, [sd])
-    cfg, tensors = read_hf_dir(folder)
-    release = _MappedPages(folder)
-    doc = build_manifest(tensors, cfg.to_dict(), None, hashed=release)
-    hashed = {e["name"]: e["sha256"] for e in doc["tensors"]}
-    assert hashed[O_PROJ] == hashlib.sha256(sd[O_PROJ].numpy().tobytes()).hexdigest()
+    original = load_model(folder, device="cpu", compute=compute)
     path = folder / "s0.safetensors"
-    with path.open("r+b") as f:  # in place: same inode, the live mapping sees it
-        (n,) = struct.unpack("<Q", f.read(8))
-        start = 8 + n + json.loads(f.read(n))[O_PROJ]["data_offsets"][0]
-        f.seek(start)
-        f.write(np.full(sd[O_PROJ].numel(), 0.5, dtype=np.float32).tobytes())
-    got = _Fp16Source(tensors, torch.device("cpu"), release)[O_PROJ]
-    assert bool((got == 0.5).all())  # the copy is the rewritten file, the id the original
+
+    def rewrite() -> None:
+        with path.open("r+b") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            f.seek(8 + n + json.loads(f.read(n))[O_PROJ]["data_offsets"][0])
+            f.write(np.full(sd[O_PROJ].numel(), 0.5, dtype=np.float32).tobytes())
+
+    def opened(where: Path) -> tuple[LlamaConfig, dict[str, Tensor]]:
+        cfg, tensors = read_hf_dir(where)
+        return cfg, _RewritesOnLayerOne(tensors, rewrite)
+
+    monkeypatch.setattr(loader, "read_hf_dir", opened)
+    lm = load_model(folder, device="cpu", compute=compute)
+    assert lm.model_id == original.model_id
+    assert torch.equal(lm.model.logits(lm.model(TOKENS)), original.model.logits(original.model(TOKENS)))
+    monkeypatch.undo()
+    assert load_model(folder, device="cpu", compute=compute).model_id != original.model_id  # rewritten
 
 
-def test_known_limit_a_name_in_two_shards_is_the_last_files(tmp_path: Path) -> None:
-    """Sorted shards update one dict: the later file's tensor wins silently. The id hashes that one
-    and the model computes it (no mismatch); transformers would follow an index file instead. Fix:
-    refuse a name found in two files."""
+def test_defence_a_name_in_two_shards_is_refused(tmp_path: Path) -> None:
+    """Was a known limit: sorted shards updated one dict, the later file's tensor won silently
+    (transformers follows an index file instead). Now refused in every format, naming the tensor."""
     sd = make_tiny_llama(3).to_hf_state_dict()
-    other = torch.full_like(sd[O_PROJ], 0.25)
-    folder = _write(tmp_path / "m", TINY, [sd, {O_PROJ: other}])
-    lm = load_model(folder, device="cpu", compute="float16-weights")
-    entries = [e for e in lm.manifest["tensors"] if e["name"] == O_PROJ]
-    assert len(entries) == 1 and entries[0]["sha256"] == hashlib.sha256(other.numpy().tobytes()).hexdigest()
-    wo = lm.model.blocks[0].attention.wo
-    weight = torch.ops.quantized.linear_unpack_fp16(wo.packed)[0] if wo.fbgemm else wo.weight16
-    assert torch.equal(weight.half(), other.half())
+    folder = _write(tmp_path / "m", TINY, [sd, {O_PROJ: torch.full_like(sd[O_PROJ], 0.25)}])
+    for compute in (None, *FORMATS):
+        with pytest.raises(WeightsFormatError, match=O_PROJ):
+            load_model(folder, device="cpu", compute=compute)
 
 
-def test_known_limit_the_head_follows_the_tie_flag_not_the_file(tmp_path: Path) -> None:
-    """``lm_head.weight`` with the tie flag set: hashed (another id) yet unused; an untied config
-    without ``lm_head``: the table serves as the head (transformers would draw a random one).
-    Acceptable: node and validator run this loader, so an id computes one model; fix: refuse
-    a file whose head disagrees with its tie flag."""
+def test_defence_a_head_that_disagrees_with_the_tie_flag_is_refused(tmp_path: Path) -> None:
+    """Was a known limit: ``lm_head.weight`` with the tie flag set was hashed (another id) yet
+    unused, and an untied config without ``lm_head`` served the table as its head (transformers
+    would draw a random one). Both refused now; a tied file carrying a head equal to the table
+    loads (some checkpoints save both), computing what the file without it computes."""
     sd = make_tiny_llama(3).to_hf_state_dict()
-    tied = load_model(_write(tmp_path / "a", TINY, [sd]), device="cpu", compute="int8-weights")
     junk = sd | {"lm_head.weight": torch.zeros_like(sd["model.embed_tokens.weight"])}
-    with_head = load_model(_write(tmp_path / "b", TINY, [junk]), device="cpu", compute="int8-weights")
-    assert tied.model_id != with_head.model_id
-    assert torch.equal(tied.model.logits(tied.model(TOKENS)), with_head.model.logits(with_head.model(TOKENS)))
-    headless = load_model(_write(tmp_path / "c", UNTIED, [sd]), device="cpu", compute="float16-weights")
-    out = headless.model.output
-    head = torch.ops.quantized.linear_unpack_fp16(out.packed)[0] if out.fbgemm else out.weight16
-    assert torch.equal(head.half(), sd["model.embed_tokens.weight"].half())
+    for compute in (None, *FORMATS):
+        with pytest.raises(WeightsFormatError, match="lm_head"):
+            load_model(_write(tmp_path / f"b{compute}", TINY, [junk]), device="cpu", compute=compute)
+        with pytest.raises(WeightsFormatError, match="lm_head"):
+            load_model(_write(tmp_path / f"c{compute}", UNTIED, [sd]), device="cpu", compute=compute)
+    tied = load_model(_write(tmp_path / "a", TINY, [sd]), device="cpu", compute="int8-weights")
+    same = sd | {"lm_head.weight": sd["model.embed_tokens.weight"].clone()}
+    both = load_model(_write(tmp_path / "d", TINY, [same]), device="cpu", compute="int8-weights")
+    assert torch.equal(tied.model.logits(tied.model(TOKENS)), both.model.logits(both.model(TOKENS)))
 
 
 def test_known_limit_a_float64_file_rounds_to_float16_through_float32(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import itertools
 import json
 import mmap
 from collections.abc import Iterator, Mapping, MutableMapping
@@ -24,7 +23,6 @@ from supernet.node.llm.config import LlamaConfig
 from supernet.node.llm.errors import WeightsFormatError
 from supernet.node.llm.manifest import (
     MANIFEST_FORMAT,
-    build_manifest,
     manifest_of,
     model_id,
     tensor_digest,
@@ -32,7 +30,7 @@ from supernet.node.llm.manifest import (
 )
 from supernet.node.llm.model import Llama
 from supernet.node.llm.tokenizer import Tokenizer
-from supernet.node.llm.weights import GGUFTensors, open_gguf, read_hf_dir
+from supernet.node.llm.weights import open_gguf, read_hf_dir
 from supernet.sdk.models import COMPUTE_PRECISIONS, CPU_DEFAULT_COMPUTE, WEIGHT_FORMATS
 from torch import Tensor
 
@@ -125,24 +123,23 @@ def load_model(
     has_tokenizer = tok_src[1] is not None or (path / "tokenizer.json").is_file()
     tokenizer = Tokenizer(*tok_src) if has_tokenizer else None
     digest = None if tokenizer is None else tokenizer.digest()
-    if compute in WEIGHT_FORMATS:
-        # one pass: each tensor is hashed from the very bytes that are converted (a private copy
-        # of each chunk), so the id names what is computed even if the file changes meanwhile;
-        # the file's mapped pages go once read, so a load holds one block in the file's format
-        source = _Fp16Source(tensors, dev, _MappedPages(path))
-        del tensors  # the source holds the only references: each goes as it is read
+    # One pass in every format: each tensor is hashed from the very bytes that are converted (a
+    # private copy of each chunk), so the id names what is computed even if the file changes
+    # meanwhile; the file's mapped pages go once read, so a load holds one block in the file's format
+    weight_format = compute in WEIGHT_FORMATS
+    matrices, vectors = (torch.float16, torch.float32) if weight_format else (dt, dt)
+    source = _ReadOnceSource(tensors, dev, _MappedPages(path), matrices, vectors)
+    del tensors  # the source holds the only references: each goes as it is read
+    if weight_format:
         model = Llama.from_hf_state_dict(cfg, source, max_positions, weight_format=compute, fused=fused)
-        manifest = manifest_of(source.hash_the_rest(), cfg.to_dict(), digest)
-        _check_cached_manifest(path, model_id(manifest))
     else:
-        manifest = build_manifest(tensors, cfg.to_dict(), digest)
-        _check_cached_manifest(path, model_id(manifest))
-        model = Llama.from_hf_state_dict(cfg, tensors, max_positions).to(device=dev, dtype=dt)
-        _require_finite(model)
-        if not isinstance(tensors, GGUFTensors):  # a GGUF's are fresh copies, mapped by nothing
-            _own_weights(model, tensors)
+        model = Llama.from_hf_state_dict(cfg, source, max_positions)
+        # the rope tables are computed in float32 and kept so, rounded through the model's dtype
+        # as they always were (a bfloat16 model's tables are bfloat16 values)
+        model.to(dtype=dt)
         model.rope_cos, model.rope_sin = model.rope_cos.float(), model.rope_sin.float()
-        del tensors
+    manifest = manifest_of(source.hash_the_rest(), cfg.to_dict(), digest)
+    _check_cached_manifest(path, model_id(manifest))
     _give_back_freed_memory()
     return LoadedModel(model, tokenizer, model_id(manifest), manifest, path)
 
@@ -175,10 +172,12 @@ CHUNK_BYTES = 8 << 20
 is 113 MB of float32, resident while it was hashed or copied whole."""
 
 
-class _Fp16Source(Mapping[str, Tensor]):
-    """The file's tensors as the weight formats take them, each made only when it is read: a
-    matrix rounded to float16, a vector (the norms) float32, on ``device``; always a copy, even
-    where the dtype already matches, since a tensor left in the file's mapping keeps it resident.
+class _ReadOnceSource(Mapping[str, Tensor]):
+    """The file's tensors as a served format takes them, each made only when it is read: a matrix
+    in ``matrix_dtype`` (float16 in the weight formats), a vector (the norms) in ``vector_dtype``,
+    on ``device``; always a copy, even where the dtype already matches, since a tensor left in the
+    file's mapping keeps it resident. Each tensor is hashed from a private copy of each chunk, the
+    bytes then converted (``entries``), so the model id names what the model computes.
 
     Each name is read once (`Llama.from_hf_state_dict` reads so): its source tensor leaves the
     mapping as its copy is made (a dequantised GGUF's is freed) and ``release`` lets its mapped
@@ -187,9 +186,15 @@ class _Fp16Source(Mapping[str, Tensor]):
     """
 
     def __init__(
-        self, tensors: MutableMapping[str, Tensor], device: torch.device, release: _MappedPages | None
+        self,
+        tensors: MutableMapping[str, Tensor],
+        device: torch.device,
+        release: _MappedPages | None,
+        matrix_dtype: torch.dtype = torch.float16,
+        vector_dtype: torch.dtype = torch.float32,
     ) -> None:
         self._tensors, self._device, self._release = tensors, device, release
+        self._dtypes = (matrix_dtype, vector_dtype)
         self.entries: list[dict] = []  # `manifest.tensor_entry` of each tensor read, as read
 
     def hash_the_rest(self) -> list[dict]:
@@ -205,14 +210,15 @@ class _Fp16Source(Mapping[str, Tensor]):
         Raises:
             KeyError: no such tensor, or it was read already.
             WeightsFormatError: not floating point, or a value that is not finite once rounded
-                (NaN, inf, or beyond float16's range: the C kernels and fbgemm would compute other
-                numbers from it, so a node and its validators would disagree).
+                (NaN, inf, or beyond the dtype's range: the model would compute NaN, and other
+                kernels other numbers (fbgemm clamps, the C kernels do not), so a node and its
+                validators would disagree).
         """
         source = self._tensors.pop(name)
         if not source.is_floating_point():
             raise WeightsFormatError(f"{name}: weights are floating point, not {source.dtype}")
         _give_back_freed_memory()  # the last block's temporaries go before this one's are made
-        dtype = torch.float16 if source.dim() == 2 else torch.float32
+        dtype = self._dtypes[0] if source.dim() == 2 else self._dtypes[1]
         copy = torch.empty(source.shape, dtype=dtype, device=self._device)
         flat, flat_copy = source.detach().cpu().reshape(-1), copy.view(-1)
         step = max(1, CHUNK_BYTES // source.element_size())
@@ -285,15 +291,6 @@ class _MappedPages:
             self._madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), self._MADV_DONTNEED)
 
 
-def _require_finite(model: Llama) -> None:
-    """Raises WeightsFormatError for a weight that is not finite in the model's dtype: the model
-    would compute NaN, and other kernels (fbgemm clamps) other numbers than a node's."""
-    with torch.no_grad():
-        for name, t in model.named_parameters():
-            if t.is_floating_point() and not torch.isfinite(t).all():
-                raise WeightsFormatError(f"{name}: a weight that is not finite in {t.dtype}")
-
-
 def _give_back_freed_memory() -> None:
     """Return the loader's freed temporaries to the OS. Tensors of a few MB come from malloc's heap,
     which keeps what is freed in its middle: after a load that was ~300 MB of resident memory
@@ -302,19 +299,3 @@ def _give_back_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
-
-
-def _own_weights(model: Llama, source: Mapping[str, Tensor]) -> None:
-    """Give the model its own copy of every tensor it took from ``source`` unchanged.
-
-    The safetensors reader maps the file and hands out tensors that live in that mapping; the
-    ones the model keeps as they are (the embedding, the norms, the projections it does not fuse)
-    would keep the whole ~540 MB file mapped and resident for the node's life, next to the packed
-    copies the engine makes of the projections (docs/benchmarks/memory.md). Copied, the mapping
-    goes once ``source`` does.
-    """
-    mapped = {t.untyped_storage().data_ptr() for t in source.values() if t.device.type == "cpu"}
-    with torch.no_grad():
-        for t in itertools.chain(model.parameters(), model.buffers()):
-            if t.device.type == "cpu" and t.untyped_storage().data_ptr() in mapped:
-                t.data = t.data.clone()

@@ -458,7 +458,7 @@ class Llama(nn.Module):
         try:
             embed = sd["model.embed_tokens.weight"]
             top = {"tok_embeddings.weight": embed, "norm.weight": sd["model.norm.weight"]}
-            top["output.weight"] = sd["lm_head.weight"] if "lm_head.weight" in sd else embed
+            top["output.weight"] = _head_of(sd, embed, cfg)
             _assign(model, top, "", strict=False)  # the blocks' own come next
             del embed, top
             if cfg.tie_embeddings:
@@ -510,6 +510,26 @@ class Llama(nn.Module):
                 p + "mlp.down_proj.weight": weight_of(blk.feed_forward.w2),
             }
         return {name: t.detach().contiguous() for name, t in sd.items()}
+
+
+def _head_of(sd: Mapping[str, Tensor], embed: Tensor, cfg: LlamaConfig) -> Tensor:
+    """The vocabulary head: the file's ``lm_head.weight``, or the table where the config ties them.
+
+    A file whose head disagrees with its tie flag is refused rather than read one way: a tied
+    config with another ``lm_head`` (hashed into the id, never used), an untied one without any
+    (transformers would draw a random head where this module would use the table).
+
+    Raises:
+        WeightsFormatError: as above.
+    """
+    if "lm_head.weight" not in sd:
+        if not cfg.tie_embeddings:
+            raise WeightsFormatError("lm_head.weight is missing, and the config does not tie the head")
+        return embed
+    head = sd["lm_head.weight"]
+    if cfg.tie_embeddings and not torch.equal(head, embed):
+        raise WeightsFormatError("lm_head.weight differs from the table the config ties it to")
+    return head
 
 
 def _hf_block_tensors(sd: Mapping[str, Tensor], i: int, cfg: LlamaConfig) -> dict[str, Tensor]:

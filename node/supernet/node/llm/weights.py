@@ -191,7 +191,8 @@ def read_hf_dir(path: Path) -> tuple[LlamaConfig, dict[str, Tensor]]:
     """Read ``config.json`` and every ``*.safetensors`` file (sharded or not) of an HF model directory.
 
     Raises:
-        WeightsFormatError: No config or no safetensors files.
+        WeightsFormatError: No config or no safetensors files, or a tensor name found in two files
+            (which one is the model would be a choice of file order; transformers follows an index).
     """
     cfg_file = path / "config.json"
     files = sorted(path.glob("*.safetensors"))
@@ -200,7 +201,10 @@ def read_hf_dir(path: Path) -> tuple[LlamaConfig, dict[str, Tensor]]:
     cfg = LlamaConfig.from_hf(json.loads(cfg_file.read_text()))
     tensors: dict[str, Tensor] = {}
     for f in files:
-        tensors.update(load_file(f))
+        shard = load_file(f)
+        if twice := sorted(shard.keys() & tensors.keys()):
+            raise WeightsFormatError(f"{f}: tensor {twice[0]} is also in another shard of {path}")
+        tensors.update(shard)
     return cfg, tensors
 
 
