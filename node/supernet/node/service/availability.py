@@ -16,6 +16,10 @@ node shows it at its position in the batch it was committed in, with the proof.
 And manifest claims (``ManifestChallenged``, docs/protocol.md "Manifests"): anyone claims a
 batch's manifest cannot be fetched, and the node posts every receipt of the batch in order (the
 contract recomputes the batch root from them).
+
+Each answer is repaid as a credit in the contract (a pull payment), while it is sent from the
+wallet: before an answer the wallet is topped up from those credits where it could not pay it
+(`supernet.node.service.wallet_float`), so a run of claims cannot drain it into an unanswered one.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import logging
 from typing import Any
 
 from supernet.node.service.db import Database
+from supernet.node.service.wallet_float import WalletFloat
 from supernet.sdk.chain.omission import ManifestChallenge, ManifestStatus, OmissionStatus
 from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.chain.tasks import AvailabilityOpened, AvailabilityStatus
@@ -44,6 +49,8 @@ class AvailabilityResponder:
         node: this node's address.
         start_block: first block to scan (the deployment block).
         interval_s: seconds between scans.
+        wallet: what tops the wallet up before an answer (default: from the node's credits in the
+            TaskManager and the OmissionManager).
     """
 
     def __init__(
@@ -55,8 +62,12 @@ class AvailabilityResponder:
         start_block: int,
         interval_s: float = 1.0,
         omission_manager: Any = None,
+        wallet: WalletFloat | None = None,
     ) -> None:
         self.om = omission_manager
+        credits = [task_manager] + ([omission_manager] if omission_manager is not None else [])
+        self.wallet = wallet if wallet is not None else WalletFloat(task_manager.w3, node, credits)
+        self._gas: dict[str, int] = {}  # the contracts' answer pricing constants, read once
         self._omissions: dict[int, bytes] = {}  # open omission claims against this node: id -> leaf
         self._uncommitted: set[int] = set()  # claims already reported as naming no committed receipt
         self._manifests: dict[int, ManifestChallenge] = {}  # open manifest claims against this node
@@ -120,6 +131,29 @@ class AvailabilityResponder:
         await self._answer_manifests()
         return answered
 
+    async def _constant(self, contract: Any, name: str) -> int:
+        if name not in self._gas:
+            self._gas[name] = int(await asyncio.to_thread(contract.call, name))
+        return self._gas[name]
+
+    async def _answer_gas(self, trace_bytes: int = 0, receipts: int = 0) -> int:
+        """The gas the contracts price an answer at (`ClaimBond.costOfAnswer`'s formula): the fixed
+        part, the trace's bytes, a manifest's receipts."""
+        gas = await self._constant(self.tm, "ANSWER_FIXED_GAS")
+        if trace_bytes:
+            gas += trace_bytes * await self._constant(self.tm, "ANSWER_GAS_PER_BYTE")
+        if receipts:
+            gas += receipts * await self._constant(self.om, "MANIFEST_RECEIPT_GAS")
+        return gas
+
+    async def _fund(self, what: str, trace_bytes: int = 0, receipts: int = 0) -> None:
+        """Top the wallet up for an answer (`WalletFloat.cover`); a failure here (the RPC) is
+        logged and never stops the answer itself from being tried."""
+        try:
+            await self.wallet.cover(await self._answer_gas(trace_bytes, receipts), what)
+        except Exception as exc:
+            log.warning("could not check the wallet before %s: %s", what, exc)
+
     async def _answer_omissions(self) -> None:
         """Show every receipt an open omission claim says is missing, once it is committed."""
         for oid, leaf in list(self._omissions.items()):
@@ -144,6 +178,7 @@ class AvailabilityResponder:
         ref = await asyncio.to_thread(self.tm.batch, batch.chain_batch_id)
         proof = [bytes.fromhex(p[2:]) for p in json.loads(row.proof)]
         receipt = Receipt.from_json(row.receipt_json)
+        await self._fund(f"the answer to omission claim {oid}")
         await asyncio.to_thread(self.om.answer_omission, oid, ref, row.batch_index, receipt, proof)
         log.warning("answered omission claim %d: batch %d #%d", oid, batch.chain_batch_id, row.batch_index)
         del self._omissions[oid]
@@ -171,6 +206,7 @@ class AvailabilityResponder:
             return
         ref = await asyncio.to_thread(self.tm.batch, claim.batch_id)
         receipts = [Receipt.from_json(r.receipt_json) for r in rows]
+        await self._fund(f"the answer to manifest claim {mid}", receipts=len(receipts))
         await asyncio.to_thread(self.om.answer_manifest, mid, ref, receipts)
         log.warning(
             "answered manifest claim %d: %d receipts of batch %d posted", mid, len(rows), claim.batch_id
@@ -202,6 +238,7 @@ class AvailabilityResponder:
             return False
         receipt = Receipt.from_json(row.receipt_json)
         proof = [bytes.fromhex(p[2:]) for p in json.loads(row.proof)]
+        await self._fund(f"the answer to availability challenge {ev.availability_id}", len(trace))
         await asyncio.to_thread(self.tm.answer_availability, ev.availability_id, receipt, proof, trace)
         log.warning(
             "answered availability challenge %d: batch %d #%d posted on chain (%d trace bytes)",
