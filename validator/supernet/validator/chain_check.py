@@ -3,9 +3,12 @@
 A node's read is pinned to a final block whose number and hash its result names
 (`supernet.node.kernel.chain_read`). So the validator needs no trust in the node's RPC: it checks
 that the hash is its own chain's block at that number, re-reads the same thing at that hash and
-compares. A block not final here yet, or a chain this validator cannot read now, makes the
-receipt unverifiable (retried later), never an accusation. Failures are held to the tool's own
-words (the moment's) or to what the arguments alone cause.
+compares. A read runs before its receipt is signed, so before its batch is committed: a pinned
+block at or past the batch's commit block is a finding, decided with no RPC at all (a node that
+names a block beyond every head would otherwise be "not final here" forever). A block not final
+here yet, or a chain this validator cannot read now, makes the receipt unverifiable *on this side*
+(`OwnSide`: checked again while its window is open), never an accusation nor a final verdict.
+Failures are held to the tool's own words (the moment's) or to what the arguments alone cause.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from supernet.node.kernel.chain_read import (
     read_at,
 )
 from supernet.node.kernel.errors import ToolError
-from supernet.validator.evidence import Check, Finding
+from supernet.validator.evidence import Check, Finding, OwnSide
 from supernet.validator.trace_view import ToolCall
 
 CHAIN_READ = "chain_read"
@@ -78,8 +81,10 @@ async def check_chain_read(
     validate: Callable[[str, Mapping[str, Any]], None],
     chain: ChainView | None,
     timed_out: bool,
+    commit_block: int | None = None,
 ) -> tuple[Finding | None, bool, str | None]:
-    """One recorded ``chain_read``: (its finding, whether it was re-read, why it is unverifiable)."""
+    """One recorded ``chain_read``: (its finding, whether it was re-read, why it is unverifiable,
+    always `OwnSide`). ``commit_block``: the block its batch was committed in, where known."""
     if call.error is not None:
         moment = _moment(call.error, timed_out, call.args)
         if moment is not None:  # the RPC's moment: not re-run, but only in the tool's words
@@ -103,12 +108,15 @@ async def check_chain_read(
     asked = pin_target(call.args)
     if asked is not None and asked != block:
         return _finding(call, f"read at block {block}, not the block {asked} asked for", asked), False, None
+    if commit_block is not None and block >= commit_block:
+        what = f"read at block {block}, not before its batch's commit (block {commit_block})"
+        return _finding(call, what, None), False, None
     if chain is None:
-        return None, False, f"tool call {call.call} (chain_read) needs a chain RPC to be re-read"
+        return None, False, OwnSide(f"tool call {call.call} (chain_read) needs a chain RPC to be re-read")
     try:
         async with chain.connect() as w3:
             if block > int((await w3.eth.get_block("finalized"))["number"]):
-                return None, False, f"tool call {call.call} read block {block}, not final here yet"
+                return None, False, OwnSide(f"tool call {call.call} read block {block}, not final here yet")
             _, canonical = block_ref(await w3.eth.get_block(block))
             if canonical != block_hash:
                 return _finding(call, f"block {block} of this chain is {canonical}", canonical), True, None
@@ -117,7 +125,7 @@ async def check_chain_read(
         return (
             None,
             False,
-            f"tool call {call.call} (chain_read) could not be re-read here: {type(exc).__name__}",
+            OwnSide(f"tool call {call.call} (chain_read) could not be re-read here: {type(exc).__name__}"),
         )
     if _canon(again) != _canon(call.result):
         return _finding(call, "another result when re-read at its block", again), True, None

@@ -182,7 +182,7 @@ class Disputes:
                 return kept[1]
             try:
                 self._manifests[batch.batch_id] = await load_manifest(
-                    self.store, batch.manifest_cid, batch.root, batch.count
+                    self.store, batch.manifest_cid, batch.root, batch.count, batch.commit_block
                 )
             except ManifestError:
                 posted = await self.posted(batch)  # imports their traces into the store too
@@ -260,7 +260,9 @@ class Disputes:
                 request=trace.request,
                 request_signature=trace.request_signature,
             )
-        return Manifest(entries, tree, malformed=malformed, receipts=bad_receipts)
+        return Manifest(
+            entries, tree, malformed=malformed, receipts=bad_receipts, commit_block=batch.commit_block
+        )
 
     async def posted(self, batch: BatchRow) -> Manifest:
         """The batch's entries posted on chain by availability answers; their traces are put into
@@ -302,7 +304,13 @@ class Disputes:
                 request=trace.request,
                 request_signature=trace.request_signature,
             )
-        return Manifest(entries, proofs=proofs, malformed=malformed, receipts=bad_receipts)
+        return Manifest(
+            entries,
+            proofs=proofs,
+            malformed=malformed,
+            receipts=bad_receipts,
+            commit_block=batch.commit_block,
+        )
 
     # -- challenge -------------------------------------------------------------------------------
 

@@ -90,6 +90,15 @@ MAX_EVIDENCE_VALUE_CHARS = 512
 """Longest message, expected or claimed value (as text) of a published finding."""
 
 
+class OwnSide(str):
+    """An unverifiable reason that is this validator's state, not the receipt's (its RPC down, its
+    view of finality behind): the receipt is checked again while its window is open (the verdict
+    is ``local``), never recorded as checked. A type, not a text mark: a reason may quote a node's
+    words, and a node cannot make a check return this type."""
+
+    __slots__ = ()
+
+
 def local_failure(what: str, exc: BaseException) -> str:
     """The unverifiable reason of a check that failed on this side (`LOCAL_FAILURE_MARK`)."""
     return f"{what} {LOCAL_FAILURE_MARK}: {type(exc).__name__}: {exc}"

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Self
 
@@ -111,6 +111,7 @@ class Validator:
         self.address: str = self.account.address
         self._scorer, self._store, self._tools, self._on_event = scorer, store, tools, on_event
         self._arbiter = arbiter
+        self._declared_without: set[str] = set()  # formats left out of the declaration
         self._agents = agents
         self._own_store = store is None
         self._mcp: Any = None  # MCPTools of settings.mcp_servers, started in setup
@@ -249,21 +250,24 @@ class Validator:
         if not sm.is_active_validator(self.address):
             sm.register_validator(stake)
 
-    def _declare_models(self, weights_id: str) -> None:
+    def _declare_models(self, weights_id: str, without: Collection[str] = ()) -> None:
         """Declare on chain this validator's checked ids: the served model ids it checks (its
         weights in every compute format it scores), the marker `CHECKED_AGENTS` (this validator
         declares agent code), then the code hashes of the agents it replays (its registry's:
         built-ins, then packages by id), so that clients sign requests only for models and agents
         the validators can check together (`supernet.sdk.chain.coverage`); at most the
         contract's ``MAX_MODELS`` (agent hashes beyond it are left out, and logged); only when
-        registered and the list changed."""
+        registered and the list changed. ``without``: compute formats this validator failed to load
+        (`Verifier.unloadable`), left out so that clients stop signing them for want of checkers."""
         from supernet.sdk.chain.coverage import checked_ids
         from supernet.sdk.models import COMPUTE_PRECISIONS, served_model_id
 
+        self._declared_without = set(without)
         sm = self._registry()
         if not sm.is_active_validator(self.address):
             return
-        models = [bytes.fromhex(served_model_id(weights_id, c)[2:]) for c in COMPUTE_PRECISIONS]
+        formats = [c for c in COMPUTE_PRECISIONS if c not in self._declared_without]
+        models = [bytes.fromhex(served_model_id(weights_id, c)[2:]) for c in formats]
         agents = sorted(self.verifier.agents.list(), key=lambda a: (a.package is not None, a.agent_id))
         hashes = [bytes.fromhex(a.code_hash.removeprefix("0x")) for a in agents]
         ids, left = checked_ids(models, hashes, int(sm.call("MAX_MODELS")))
@@ -377,6 +381,9 @@ class Validator:
         await self._check_diverged(await asyncio.to_thread(self.chain.timestamp), rechecks_only=True)
         # (sealed votes are opened by `_reveals`, beside the steps, however long their checks take)
         await self._check_batches()  # each batch isolated: its trouble never stops the rest
+        if self.verifier.unloadable - self._declared_without and self.verifier.scorer is not None:
+            weights_id, failed = self.verifier.scorer.weights_id, set(self.verifier.unloadable)
+            await asyncio.to_thread(self._declare_models, weights_id, failed)
         chain_now = await asyncio.to_thread(self.chain.timestamp)
         # what keeps data secured in its window runs isolated: its trouble never stops the votes
         for name, part in (("manifests", self.manifests), ("writes", self.writes)):

@@ -213,6 +213,7 @@ async def check_tools(
     recorded: Mapping[str, ToolSpec] | None = None,
     mcp_budget_s: float = MCP_RERUN_BUDGET_S,
     rng: random.Random | None = None,
+    commit_block: int | None = None,
 ) -> tuple[list[Finding], int, str | None]:
     """Re-run deterministic calls; returns the findings (in trace order), how many calls were
     re-run, and why the receipt is unverifiable (a re-run that failed for lack of data or time), if
@@ -221,7 +222,9 @@ async def check_tools(
     re-run only where the validator's own spec of the tool is the same). ``mcp_budget_s``: how long
     the MCP re-runs may take together; they run in an order drawn from ``rng`` (the validator's
     own, secret), so that a node cannot place a lie where the budget will have run out, and the
-    ones left when it is spent are skipped, not accused."""
+    ones left when it is spent are skipped, not accused. ``commit_block``: the block the receipt's
+    batch was committed in (a ``chain_read`` pinned at or past it is a finding, `chain_check`). A
+    reason of type `OwnSide` is this validator's state, not the receipt's."""
     findings: list[Finding] = []
     rerun = 0
     unverifiable: str | None = None
@@ -246,7 +249,7 @@ async def check_tools(
         if call.name == CHAIN_READ and isinstance(runner, RegistryRunner):
             # pinned to a final block its result names: re-read there (`chain_check`)
             finding, reread, why = await check_chain_read(
-                call, runner.validate, runner.chain, _is_timeout(call, runner)
+                call, runner.validate, runner.chain, _is_timeout(call, runner), commit_block
             )
             findings += [finding] if finding is not None else []
             rerun += reread

@@ -44,7 +44,7 @@ from supernet.sdk.formats.trace import Trace as TraceDoc
 from supernet.sdk.models import compute_of
 from supernet.sdk.store.errors import InvalidBlockError, InvalidCIDError
 from supernet.validator.consistency import check_receipt, check_trace, check_trace_hash
-from supernet.validator.evidence import Check, Finding, Verdict, local_failure
+from supernet.validator.evidence import Check, Finding, OwnSide, Verdict, local_failure
 from supernet.validator.grammar_check import check_grammar, grammar_masks
 from supernet.validator.llm_check import check_scores, check_shape, check_tokens, sampling_params
 from supernet.validator.origin_check import OriginOutcome, ReceiptIndex, check_origins
@@ -153,6 +153,8 @@ class Manifest:
     malformed: Mapping[int, tuple[bytes, str]] = field(default_factory=dict)
     receipts: Mapping[int, Receipt] = field(default_factory=dict)
     """The receipts of the ``malformed`` entries (posted on chain: a challenge proves them)."""
+    commit_block: int | None = None
+    """The block the batch was committed in, where known: every read its traces pin precedes it."""
 
     def readable(self, index: int) -> bool:
         """Whether entry ``index`` can be judged here (read, or posted malformed)."""
@@ -185,7 +187,9 @@ class Manifest:
         return None
 
 
-async def load_manifest(store: DagStore, cid: str, root: bytes, count: int) -> Manifest:
+async def load_manifest(
+    store: DagStore, cid: str, root: bytes, count: int, commit_block: int | None = None
+) -> Manifest:
     """Fetch a batch manifest and check it against the on-chain root and count.
 
     Raises:
@@ -206,7 +210,7 @@ async def load_manifest(store: DagStore, cid: str, root: bytes, count: int) -> M
     # it is data the node has not shown (the availability path makes it post the receipt that is
     # the leaf, and its trace, or be slashed), never a fault (no challenge can prove it)
     shown = {i: e for i, e in enumerate(manifest.entries) if e.receipt.leaf() == e.leaf}
-    return Manifest(shown, tree)
+    return Manifest(shown, tree, commit_block=commit_block)
 
 
 class Verifier:
@@ -271,6 +275,7 @@ class Verifier:
         self.agents = agents or default_registry(packages=None)
         self.arbiter = arbiter
         self.store = store
+        self.unloadable: set[str] = set()  # compute formats this validator failed to load
         self.scorer = scorer
         self.tools = tools
         self.domain = domain
@@ -369,7 +374,13 @@ class Verifier:
                 findings += judgement.findings[call.call]
         offered = {spec.name: spec for spec in context_of(s.trace.doc)[2]}  # the specs the user signed
         tool_findings, reran, why = await check_tools(
-            s.trace.tool_calls, self.tools, _witness(s.trace), offered, self.mcp_budget_s, self._rng
+            s.trace.tool_calls,
+            self.tools,
+            _witness(s.trace),
+            offered,
+            self.mcp_budget_s,
+            self._rng,
+            s.head.commit_block,
         )
         findings += tool_findings
         return s.head.verdict(
@@ -378,6 +389,7 @@ class Verifier:
             tool_calls=reran,
             unverifiable=None if findings else why,
             rechecked=judgement.rechecked,
+            local=isinstance(why, OwnSide) and not findings,
         )
 
     async def _judge(self, ready: Sequence[_Staged], recheck_all: bool = False) -> list[_Judgement | str]:
@@ -540,7 +552,7 @@ class Verifier:
             finding = Finding(Check.TRACE_MALFORMED, f"the posted trace: {reason}")
             return Verdict(batch_id, index, leaf, findings=(finding,), validator=self.validator)
         entry = self.entry(manifest, index)
-        head = _Head(batch_id, index, entry, self.validator)
+        head = _Head(batch_id, index, entry, self.validator, commit_block=manifest.commit_block)
         findings = check_receipt(entry, node, self.domain) + check_trace_hash(
             entry.trace_cid, entry.receipt.trace_hash
         )
@@ -600,10 +612,13 @@ class Verifier:
             return head.verdict(findings, unverifiable=None if findings else why)
         try:
             decider = await self._decider(node_dtype)
-        except Exception as exc:  # this validator cannot load that format: not the node's fault
+        except Exception as exc:  # this validator cannot load that format: not the node's fault,
+            # and not a verdict either: checked again while the window is open (a final
+            # "unverifiable" here let a node serve the format validators cannot hold, unchecked)
             log.exception("loading a %s scorer failed", node_dtype)
+            self.unloadable.add(node_dtype)  # no longer declared as checked (`Validator._declare_models`)
             why = None if findings else f"cannot score in {node_dtype} here: {type(exc).__name__}: {exc}"
-            return head.verdict(findings, unverifiable=why)
+            return head.verdict(findings, unverifiable=why, local=True)
         final = self._tolerance(node_dtype, decider)
         if self.arbiter is None:
             return _Staged(head, trace, tuple(findings), decider, tuple(scorable), final)
@@ -666,6 +681,7 @@ class _Head:
     entry: ManifestEntry
     validator: str
     origin: OriginOutcome | None = None  # set while the roots' origins cannot be judged yet
+    commit_block: int | None = None  # the block the batch was committed in, where known
     unread: str | None = None  # why a search's ranking cannot be judged here (an entry not read)
 
     @property
