@@ -27,13 +27,16 @@ Found (``test_attack_*``, failing until fixed):
    so a block at or past the commit block (`Manifest.commit_block`) is a ``tool`` finding decided
    without any RPC (tests/unit/test_chain_read_commit_block.py); what the validator cannot
    re-read is its own state (`evidence.OwnSide`): a local failure, checked again.
-2. MEDIUM, OPEN (`test_attack_recorded_confirmations_cost_the_replay_quadratic_time`): the replay
+2. MEDIUM, FIXED (`test_defence_recorded_confirmations_cost_the_replay_linear_time`): the replay
    finds each recorded confirmation's occurrence by trying every occurrence below the number of
    tool calls, an EIP-712 hash and an ECDSA recovery each, synchronously on the validator's event
    loop. A trace that replays clean (a packaged agent that repeats one irreversible payment E
    times, its own user confirming each) costs E(E+1)/2 recoveries where the node did E: at
    ``MAX_TRACE_EVENTS`` (1,024) 524,800, ~140 s of a blocked loop per receipt (the reveal loop
    included), and every validator pays it for every such trace that also writes (`WriteLog`).
+   Fixed by design: the occurrence is the replay's own count, so each recorded signature is
+   recovered once, under the hash of the call the replay makes (`replay._TapeConfirmations`;
+   tests/unit/test_replay_confirmation_cost.py).
 3. MEDIUM, FIXED (`test_defence_a_format_the_validator_cannot_load_is_checked_again`): a
    validator declares on chain every compute format of its weights (`_declare_models`, so clients
    sign them), loads a format other than its own on first use, and when that load fails (memory:
@@ -326,7 +329,7 @@ def repeat_payer_trace(times: int) -> tuple[TaskRequest, str, dict[str, Any]]:
     return req, task_id, doc(RepeatPayer, task_id, task_input, events, "paid", [TRANSFER_TOOL], lim)
 
 
-async def test_attack_recorded_confirmations_cost_the_replay_quadratic_time(
+async def test_defence_recorded_confirmations_cost_the_replay_linear_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """MEDIUM. Who gains: a node (with a user account of its own) that wants validators to give up:

@@ -36,14 +36,14 @@ through ``ctx``): see docs/agents.md.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from supernet.node.agents.base import Agent
 from supernet.node.agents.registry import AgentInfo, AgentRegistry
 from supernet.node.kernel import errors as kernel_errors
-from supernet.node.kernel.access import AccessManager, Capabilities, NodePolicy, action_hash, namespace_of
+from supernet.node.kernel.access import AccessManager, Capabilities, NodePolicy, namespace_of
 from supernet.node.kernel.agent_run import AgentResult, run_agent, seen_spec, task_seed
 from supernet.node.kernel.dispatch import Dispatcher, TaskState
 from supernet.node.kernel.memory import ROOT_TYPE as MEMORY_ROOT_TYPE
@@ -198,42 +198,29 @@ def context_of(doc: Mapping[str, Any] | Trace) -> tuple[int, Capabilities, tuple
     return trace.seed, caps, specs
 
 
-def _recorded_confirmations(trace: Trace, domain: Domain | None) -> dict[str, bytes]:
-    """``actionHash`` -> signature of every confirmed tool call the trace records: what the node
-    says the user signed. The replay's access manager checks each against the task's user.
+def _recorded_confirmations(trace: Trace, domain: Domain | None, tape: _Tape) -> Mapping[str, bytes]:
+    """``actionHash`` -> signature of the confirmed tool calls the trace records: what the node says
+    the user signed, as the replay's access manager looks it up for each irreversible call.
 
-    A signature allows one occurrence of its action (`supernet.sdk.chain.receipts.action_hash`);
-    the occurrence a recorded one is for is the one it recovers to the task's user under (calls
-    made at once may be recorded out of the order they were made in). One that recovers under
-    none allows nothing: the replayed call is refused, unlike the trace's."""
-    out: dict[str, bytes] = {}
+    A signature allows one occurrence of its action (`supernet.sdk.chain.receipts.action_hash`).
+    Which one is the replay's own count: the dispatcher numbers the calls of each action as the
+    agent makes them (`supernet.node.kernel.dispatch._occurrence`, one syscall of a task at a time,
+    so the trace holds them in that order) and asks for the hash of the call it makes, occurrence
+    included. Only the signature the recorded event of that call carries can answer it, once
+    recovered to the task's user under exactly that hash (see `_TapeConfirmations`): one recovery
+    per confirmed call, never a search over occurrences. One that does not recover to the user
+    there (another occurrence's, another call's, unreadable) allows nothing: the replayed call is
+    refused, unlike the trace's."""
     for event in trace.events:
         if isinstance(event, ToolEvent) and event.confirmation is not None:
             try:
                 canonical_input(dict(event.args))
             except ValueError as exc:  # InputEncodingError: no canonical form, so no user signed it
                 raise MalformedContext(f"trace: a confirmed call of {event.name}: {exc}") from None
-    # a call's occurrence is below the number of tool calls the trace records (refused ones, as
-    # errors, included): the bound of the search below
-    calls = sum(
-        isinstance(e, ToolEvent) or (isinstance(e, ErrorEvent) and e.syscall == "tool") for e in trace.events
-    )
     if domain is None:
-        return out
+        return {}
     request_hash = bytes.fromhex(trace.task_id.removeprefix("0x"))
-    for event in trace.events:
-        if not isinstance(event, ToolEvent) or event.confirmation is None:
-            continue
-        for k in range(calls):
-            digest = action_hash(event.name, event.args, k)
-            try:
-                signer = recover_confirmation(Confirmation(request_hash, digest), domain, event.confirmation)
-            except Exception:  # an unreadable signature allows nothing
-                break
-            if signer.lower() == trace.user.lower():
-                out["0x" + digest.hex()] = event.confirmation
-                break
-    return out
+    return _TapeConfirmations(tape, request_hash, trace.user, domain)
 
 
 async def replay(
@@ -275,19 +262,19 @@ async def replay(
         witness = VerifiedWitness(trace.witness)
     except FormatError as exc:
         raise MalformedContext(f"trace: {exc}") from None
+    code_hash = code_hash_of(agent)  # reads the agent's source files: once (the registry's rule)
+    recorder = TraceRecorder(
+        trace.task_id, trace.user, trace.fee, agent.agent_id, code_hash, trace.model_id, trace.input
+    )
+    tape = _Tape(trace.events, recorder, witness)
     spec = TaskSpec(
         task_id=trace.task_id,
         agent_id=agent.agent_id,
         input=trace.input,
         user=trace.user,
         fee=0,
-        confirmations=_recorded_confirmations(trace, domain),
+        confirmations=_recorded_confirmations(trace, domain, tape),
     )
-    code_hash = code_hash_of(agent)  # reads the agent's source files: once (the registry's rule)
-    recorder = TraceRecorder(
-        trace.task_id, trace.user, trace.fee, agent.agent_id, code_hash, trace.model_id, spec.input
-    )
-    tape = _Tape(trace.events, recorder, witness)
     info = AgentInfo(agent.agent_id, code_hash, agent.description, agent)
     state = TaskState(spec, info, caps, recorder, specs, seed)
     dispatcher = Dispatcher(
@@ -432,6 +419,53 @@ class _Tape:
                 None,
                 cid,
             )
+
+
+class _TapeConfirmations(Mapping[str, bytes]):
+    """The recorded confirmations as the replay's access manager reads them: ``"0x"`` actionHash ->
+    signature, for the call the replay is making now.
+
+    The access manager asks for the hash of the replayed call (its tool, arguments and occurrence,
+    the replay's own count). The answer is the signature recorded on the event that call must
+    match (the tape's next one) if it recovers to the task's user under that hash, and nothing
+    otherwise (one ECDSA recovery per call and hash, remembered for that call: the access manager
+    asks again to record it). Its keys are the actions found so far."""
+
+    def __init__(self, tape: _Tape, request_hash: bytes, user: str, domain: Domain) -> None:
+        self._tape, self._request_hash, self._user, self._domain = tape, request_hash, user.lower(), domain
+        self._found: dict[str, tuple[int, bytes]] = {}  # hash -> (tape index, signature) recovered
+        self._refused: set[tuple[int, str]] = set()  # (tape index, hash) a recorded signature does not sign
+
+    def __getitem__(self, key: str) -> bytes:
+        index, event = self._tape.index, self._tape.peek()
+        found = self._found.get(key)
+        if found is not None and found[0] == index:
+            return found[1]
+        if (
+            not isinstance(event, ToolEvent)
+            or event.confirmation is None
+            or not key.startswith("0x")
+            or (index, key) in self._refused
+        ):
+            raise KeyError(key)
+        try:
+            digest = bytes.fromhex(key[2:])
+            signer = recover_confirmation(
+                Confirmation(self._request_hash, digest), self._domain, event.confirmation
+            )
+        except Exception:  # not a hash, or an unreadable signature: allows nothing
+            signer = ""
+        if signer.lower() != self._user:
+            self._refused.add((index, key))
+            raise KeyError(key)
+        self._found[key] = (index, event.confirmation)
+        return event.confirmation
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._found)
+
+    def __len__(self) -> int:
+        return len(self._found)
 
 
 def _rebuild(index: int, error: str, tape: _Tape) -> BaseException:
