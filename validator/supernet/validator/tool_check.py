@@ -44,7 +44,7 @@ from supernet.sdk.formats.trace import STORE_READ, VerifiedWitness
 from supernet.sdk.store import InvalidBlockError
 from supernet.sdk.store.cids import canonical_cid, codec_of
 from supernet.validator.chain_check import CHAIN_READ, ChainView, check_chain_read
-from supernet.validator.evidence import Check, Finding
+from supernet.validator.evidence import Check, Finding, OwnSide
 from supernet.validator.trace_view import ToolCall
 
 MCP_RERUN_BUDGET_S = 60.0
@@ -110,14 +110,16 @@ def _canon(value: Any) -> str:
 ENVIRONMENTAL_ERRORS = ("ToolTimeoutError", "ToolUnavailableError")
 """Tool failures that depend on the moment (load, what a store serves), not on the arguments: a
 node recording one is not re-checked (unless the tool is one of `LOCAL_PURE_TOOLS`), a re-run
-failing with one makes the receipt unverifiable (never an accusation, or a node could withhold a
-block, let validators accuse, then publish it)."""
+failing with one makes the receipt unverifiable on this side (`OwnSide`: never an accusation, or
+a node could withhold a block, let validators accuse, then publish it; and never final either, or
+a node could place its lie where a busy validator's re-run times out, and have it recorded as
+checked: tests/unit/test_review_hostile_parties2.py)."""
 
 
 # `LOCAL_PURE_TOOLS` (the node's definition): a node's recorded timeout of one is no reason to skip
 # the re-run (it would let a node drop any call it dislikes), and an honest node never records one
 # (it fails the task instead). The re-run decides: a result where the node recorded a timeout is a
-# finding; a re-run timing out too is unverifiable.
+# finding; a re-run timing out too is unverifiable here, and checked again (`OwnSide`).
 
 
 def _environmental(error: str | None) -> bool:
@@ -319,8 +321,8 @@ async def _rerun(
                 )
             ], None
         result, error = None, f"{type(exc).__name__}: {exc}"
-    if _environmental(error):
-        return [], f"tool call {call.call} could not be re-run here: {error}"
+    if _environmental(error):  # this validator's moment (its load, its MCP server): checked again
+        return [], OwnSide(f"tool call {call.call} could not be re-run here: {error}")
     if (error is None) != (call.error is None):
         return [
             _finding(

@@ -83,6 +83,7 @@ from supernet.node.kernel.syscalls import (
 from supernet.node.kernel.tools import ToolRegistry, ToolSpec, recorded_result
 from supernet.node.kernel.trace import (
     MAX_TRACE_EVENTS,
+    TOKEN_BYTES_DEFAULT,
     TraceRecorder,
     as_recorded,
     check_encodable,
@@ -425,19 +426,21 @@ class Dispatcher:
             raise self._abort(
                 st, f"{len(prompt_ids)} + {max_new} tokens exceed this engine's {held} positions"
             )
+        grammar = grammar_of(call.response_format)  # GrammarError (a ValueError) fails the call
         if self._trace_size is not None:
             # A trace over MAX_TRACE_BYTES fails its task after the fact, unbilled: the tokens
             # streamed meanwhile would be free work (a user could bloat the witness with memory
             # adds before the answer). So the call runs only if its largest record still fits.
             used = await self._trace_size(st.root.trace)
-            need = llm_record_bound(messages, prompt_ids, max_new)
+            params_bytes = len((grammar or "").encode()) + sum(4 * len(s) + 8 for s in call.stop)
+            token_bytes = getattr(tokenizer, "max_token_bytes", TOKEN_BYTES_DEFAULT)  # a test engine's: none
+            need = llm_record_bound(messages, prompt_ids, max_new, params_bytes, token_bytes)
             if used + need > MAX_TRACE_BYTES:
                 raise self._abort(
                     st,
                     f"the trace holds {used} bytes and this call's record may take {need} more, past "
                     f"the protocol's {MAX_TRACE_BYTES}-byte trace limit: refused before any token",
                 )
-        grammar = grammar_of(call.response_format)  # GrammarError (a ValueError) fails the call
         constraint = {} if grammar is None else {"grammar": grammar}  # unconstrained: as before
         params = self._params_type(
             max_new_tokens=max_new, temperature=call.temperature, top_p=call.top_p, seed=seed, **constraint

@@ -184,16 +184,30 @@ class TraceRecorder:
         return Trace.from_dag(doc).to_dag()
 
 
-LLM_RECORD_BYTES_PER_TOKEN = 96
-"""An upper bound on what one output token adds to a trace: its id and log-probability, its text
-in the call and again in the task's output (tokens of up to 32 UTF-8 bytes each), and its share
-of the fingerprints (one every `FINGERPRINT_INTERVAL` tokens)."""
+LLM_RECORD_BYTES_PER_TOKEN = 32
+"""An upper bound on what one output token adds to a trace besides its text: its id and
+log-probability, and its share of the fingerprints (one every `FINGERPRINT_INTERVAL` tokens)."""
+
+TOKEN_BYTES_DEFAULT = 32
+"""The longest token's text assumed for an engine that does not say (`Tokenizer.max_token_bytes`)."""
 
 
-def llm_record_bound(messages: Any, prompt_ids: Sequence[int], max_new_tokens: int) -> int:
-    """An upper bound on the bytes an LLM call of ``max_new_tokens`` adds to the trace."""
+def llm_record_bound(
+    messages: Any,
+    prompt_ids: Sequence[int],
+    max_new_tokens: int,
+    params_bytes: int = 0,
+    token_bytes: int = TOKEN_BYTES_DEFAULT,
+) -> int:
+    """An upper bound on the bytes an LLM call of ``max_new_tokens`` adds to the trace:
+    ``params_bytes``, what its parameters hold beyond numbers (its grammar, its stop strings, as
+    UTF-8), and each new token's text twice (in the call and in the task's output) at
+    ``token_bytes``, the longest token of the served vocabulary. A fixed 32 bytes a token and an
+    uncounted grammar let a record outgrow its gate by ~3x (tests/unit/test_review_hostile_parties2.py):
+    the call ran, and its trace failed the task unbilled."""
     text = sum(len(str(m.get("content", ""))) * 4 + 32 for m in messages)  # UTF-8: at most 4 a char
-    return 1024 + text + 5 * len(prompt_ids) + LLM_RECORD_BYTES_PER_TOKEN * max_new_tokens
+    per_token = LLM_RECORD_BYTES_PER_TOKEN + 2 * token_bytes
+    return 1024 + text + params_bytes + 5 * len(prompt_ids) + per_token * max_new_tokens
 
 
 async def trace_size(store: Any, recorder: TraceRecorder) -> int:

@@ -10,6 +10,7 @@ carries its tokenizer and chat template in its metadata; only reading those need
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -157,6 +158,13 @@ class Tokenizer:
     def vocab_size(self) -> int:
         """Number of tokens, added tokens included."""
         return int(self._pipeline.get_vocab_size(with_added_tokens=True))
+
+    @functools.cached_property
+    def max_token_bytes(self) -> int:
+        """The longest text one token decodes to, in UTF-8 bytes (SmolLM2: 81): what a call's
+        output may add to a trace per token (`supernet.node.kernel.trace.llm_record_bound`)."""
+        texts = self._pipeline.decode_batch([[i] for i in range(self.vocab_size)], skip_special_tokens=False)
+        return max(len(t.encode()) for t in texts)
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` (no special tokens added)."""
