@@ -39,11 +39,11 @@ async def test_a_format_that_fails_to_load_is_a_local_failure_and_remembered() -
     agents.register(MemoryQuestion)
     entry = commit_entry(store, req, task_id, trace)
     verifier = Verifier(store, OneCopyScorer(), RegistryRunner(store), DOMAIN, VALIDATOR, agents=agents)
-    assert verifier.unloadable == set()
+    assert verifier.unloadable == {}
     verdict = await verifier.verify(1, NODE.address, 0, Manifest({0: entry}))
     assert not verdict.findings and "cannot score in float16-weights here" in str(verdict.unverifiable)
     assert verdict.local_failure  # checked again while the window is open, not recorded as checked
-    assert verifier.unloadable == {"float16-weights"}
+    assert set(verifier.unloadable) == {"float16-weights"}
 
 
 @pytest.mark.anvil

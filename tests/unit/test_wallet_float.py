@@ -40,18 +40,19 @@ async def test_pulls_credits_only_when_the_wallet_falls_short(
     w3, node = network.w3, actors.node.address
     empty, rich = _FakeCredit(w3, node, 0), _FakeCredit(w3, node, 10**18)
     wallet = WalletFloat(w3, node, [empty, rich])
-    need = wallet.most_cost(GAS)
-    assert need > GAS  # priced at the moment's fee cap, with the margin
+    cap = network.task_manager.answer_fee_cap("answerAvailability")
+    need = wallet.most_cost(GAS, cap)
+    assert need >= GAS * 5 // 4 * 13 // 10 * cap  # the sender's gas limit over the formula, at its cap
 
     set_balance(w3, node, need)  # enough: nothing pulled
-    assert await wallet.cover(GAS, "an answer") and rich.pulls == 0
+    assert await wallet.cover(GAS, cap, "an answer") and rich.pulls == 0
 
     set_balance(w3, node, need // 2)  # short: the credit that has something is pulled, once
-    assert await wallet.cover(GAS, "an answer")
+    assert await wallet.cover(GAS, cap, "an answer")
     assert rich.pulls == 1 and empty.pulls == 0
     assert w3.eth.get_balance(node) == need // 2 + 10**18
 
     set_balance(w3, node, need // 2)  # short and no credit left: alarmed, not raised
     with caplog.at_level(logging.ERROR):
-        assert not await wallet.cover(GAS, "the answer to availability challenge 7")
+        assert not await wallet.cover(GAS, cap, "the answer to availability challenge 7")
     assert "DUTY AT RISK" in caplog.text and "availability challenge 7" in caplog.text

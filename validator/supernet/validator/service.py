@@ -250,6 +250,13 @@ class Validator:
         if not sm.is_active_validator(self.address):
             sm.register_validator(stake)
 
+    async def _declare_loadable(self) -> None:
+        """Declare again when the formats this validator fails to load changed (a load failed, or
+        one that failed works again): clients sign only what some validators can check."""
+        failed = set(self.verifier.unloadable)
+        if failed != self._declared_without and self.verifier.scorer is not None:
+            await asyncio.to_thread(self._declare_models, self.verifier.scorer.weights_id, failed)
+
     def _declare_models(self, weights_id: str, without: Collection[str] = ()) -> None:
         """Declare on chain this validator's checked ids: the served model ids it checks (its
         weights in every compute format it scores), the marker `CHECKED_AGENTS` (this validator
@@ -381,9 +388,10 @@ class Validator:
         await self._check_diverged(await asyncio.to_thread(self.chain.timestamp), rechecks_only=True)
         # (sealed votes are opened by `_reveals`, beside the steps, however long their checks take)
         await self._check_batches()  # each batch isolated: its trouble never stops the rest
-        if self.verifier.unloadable - self._declared_without and self.verifier.scorer is not None:
-            weights_id, failed = self.verifier.scorer.weights_id, set(self.verifier.unloadable)
-            await asyncio.to_thread(self._declare_models, weights_id, failed)
+        try:
+            await self._declare_loadable()
+        except Exception as exc:
+            log.warning("declaring the formats checked here failed, retried next step: %s", exc)
         chain_now = await asyncio.to_thread(self.chain.timestamp)
         # what keeps data secured in its window runs isolated: its trouble never stops the votes
         for name, part in (("manifests", self.manifests), ("writes", self.writes)):

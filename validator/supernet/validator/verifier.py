@@ -25,6 +25,7 @@ import logging
 import math
 import random
 import secrets
+import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, cast
@@ -213,6 +214,11 @@ async def load_manifest(
     return Manifest(shown, tree, commit_block=commit_block)
 
 
+LOAD_RETRY_S = 600.0
+"""How long after a failed load of a compute format (memory) the verifier tries it again; receipts
+of that format meanwhile are local failures without a load."""
+
+
 class Verifier:
     """Checks receipts; holds the model, the tool runner and the tolerances.
 
@@ -275,7 +281,10 @@ class Verifier:
         self.agents = agents or default_registry(packages=None)
         self.arbiter = arbiter
         self.store = store
-        self.unloadable: set[str] = set()  # compute formats this validator failed to load
+        # compute formats whose load failed here -> when (monotonic): not declared as checked
+        # while they fail (`Validator._declare_models`), tried again after `LOAD_RETRY_S`
+        self.unloadable: dict[str, float] = {}
+        self._loading: dict[str, asyncio.Lock] = {}
         self.scorer = scorer
         self.tools = tools
         self.domain = domain
@@ -616,7 +625,6 @@ class Verifier:
             # and not a verdict either: checked again while the window is open (a final
             # "unverifiable" here let a node serve the format validators cannot hold, unchecked)
             log.exception("loading a %s scorer failed", node_dtype)
-            self.unloadable.add(node_dtype)  # no longer declared as checked (`Validator._declare_models`)
             why = None if findings else f"cannot score in {node_dtype} here: {type(exc).__name__}: {exc}"
             return head.verdict(findings, unverifiable=why, local=True)
         final = self._tolerance(node_dtype, decider)
@@ -638,7 +646,22 @@ class Verifier:
         for_compute = getattr(base, "for_compute", None)
         if for_compute is None:  # a scorer with one format only
             return base
-        return cast("Scorer", await asyncio.to_thread(for_compute, node_compute))
+        # one load of a format at a time: receipts staged together wait for it, then share its
+        # outcome (a failure is remembered, not retried per receipt)
+        async with self._loading.setdefault(node_compute, asyncio.Lock()):
+            failed_at = self.unloadable.get(node_compute)
+            if failed_at is not None and time.monotonic() - failed_at < LOAD_RETRY_S:
+                # one whole-model load per format per back-off, not one per receipt (a node signing
+                # many receipts in a format this validator cannot hold made it load for each)
+                why = f"a {node_compute} copy failed to load here less than {LOAD_RETRY_S:.0f} s ago"
+                raise MemoryError(why)
+            try:
+                loaded = cast("Scorer", await asyncio.to_thread(for_compute, node_compute))
+            except Exception:
+                self.unloadable[node_compute] = time.monotonic()
+                raise
+            self.unloadable.pop(node_compute, None)  # a load that works again: declared again
+            return loaded
 
     def _tolerance(self, node_dtype: str, scorer: Scorer) -> Tolerance:
         """The configured tolerance, else the one of the (node, validator) precision pair."""

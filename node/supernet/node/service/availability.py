@@ -146,11 +146,15 @@ class AvailabilityResponder:
             gas += receipts * await self._constant(self.om, "MANIFEST_RECEIPT_GAS")
         return gas
 
-    async def _fund(self, what: str, trace_bytes: int = 0, receipts: int = 0) -> None:
-        """Top the wallet up for an answer (`WalletFloat.cover`); a failure here (the RPC) is
-        logged and never stops the answer itself from being tried."""
+    async def _fund(
+        self, sender: Any, fn_name: str, what: str, trace_bytes: int = 0, receipts: int = 0
+    ) -> None:
+        """Top the wallet up for ``sender``'s answer ``fn_name`` (`WalletFloat.cover`, at the fee
+        cap the answer is signed with); a failure here (the RPC) is logged and never stops the
+        answer itself from being tried."""
         try:
-            await self.wallet.cover(await self._answer_gas(trace_bytes, receipts), what)
+            cap = await asyncio.to_thread(sender.answer_fee_cap, fn_name)
+            await self.wallet.cover(await self._answer_gas(trace_bytes, receipts), cap, what)
         except Exception as exc:
             log.warning("could not check the wallet before %s: %s", what, exc)
 
@@ -178,7 +182,7 @@ class AvailabilityResponder:
         ref = await asyncio.to_thread(self.tm.batch, batch.chain_batch_id)
         proof = [bytes.fromhex(p[2:]) for p in json.loads(row.proof)]
         receipt = Receipt.from_json(row.receipt_json)
-        await self._fund(f"the answer to omission claim {oid}")
+        await self._fund(self.om, "answerOmission", f"the answer to omission claim {oid}")
         await asyncio.to_thread(self.om.answer_omission, oid, ref, row.batch_index, receipt, proof)
         log.warning("answered omission claim %d: batch %d #%d", oid, batch.chain_batch_id, row.batch_index)
         del self._omissions[oid]
@@ -206,7 +210,8 @@ class AvailabilityResponder:
             return
         ref = await asyncio.to_thread(self.tm.batch, claim.batch_id)
         receipts = [Receipt.from_json(r.receipt_json) for r in rows]
-        await self._fund(f"the answer to manifest claim {mid}", receipts=len(receipts))
+        what = f"the answer to manifest claim {mid}"
+        await self._fund(self.om, "answerManifest", what, receipts=len(receipts))
         await asyncio.to_thread(self.om.answer_manifest, mid, ref, receipts)
         log.warning(
             "answered manifest claim %d: %d receipts of batch %d posted", mid, len(rows), claim.batch_id
@@ -238,7 +243,8 @@ class AvailabilityResponder:
             return False
         receipt = Receipt.from_json(row.receipt_json)
         proof = [bytes.fromhex(p[2:]) for p in json.loads(row.proof)]
-        await self._fund(f"the answer to availability challenge {ev.availability_id}", len(trace))
+        what = f"the answer to availability challenge {ev.availability_id}"
+        await self._fund(self.tm, "answerAvailability", what, len(trace))
         await asyncio.to_thread(self.tm.answer_availability, ev.availability_id, receipt, proof, trace)
         log.warning(
             "answered availability challenge %d: batch %d #%d posted on chain (%d trace bytes)",

@@ -17,12 +17,13 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from supernet.sdk.chain.bindings import fees
+from supernet.sdk.chain.bindings import gas_limit
 
 log = logging.getLogger(__name__)
 
 MARGIN = (5, 4)
-"""The gas a contract's pricing formula gives an answer, times 5/4: what its gas limit may be."""
+"""The gas a contract's pricing formula gives an answer, times 5/4: above the estimate the sender
+signs its gas limit from (then `gas_limit`'s own margin on top, as the sender does)."""
 
 
 class Credit(Protocol):
@@ -45,19 +46,18 @@ class WalletFloat:
     def __init__(self, w3: Any, address: str, credits: Sequence[Credit]) -> None:
         self.w3, self.address, self.credits = w3, address, list(credits)
 
-    def most_cost(self, gas: int) -> int:
-        """The most ``gas`` (a pricing formula's) can cost at this moment's fee cap, with `MARGIN`."""
-        try:
-            cap = fees(self.w3).max_fee_per_gas
-        except Exception:  # a tip above the ceiling: the answer is refused anyway (and alarmed)
-            cap = 2 * int(self.w3.eth.get_block("latest").get("baseFeePerGas", 0))
-        return gas * MARGIN[0] // MARGIN[1] * cap
+    @staticmethod
+    def most_cost(gas: int, fee_cap: int) -> int:
+        """What the wallet must hold to send an answer the contracts price at ``gas``: the gas
+        limit its sender would sign (`gas_limit` over `MARGIN` above the formula) at ``fee_cap``,
+        the answer's own (`Binding.answer_fee_cap`: the floor's where a deployment has one)."""
+        return gas_limit(gas * MARGIN[0] // MARGIN[1]) * fee_cap
 
-    async def cover(self, gas: int, what: str) -> bool:
-        """Make the wallet hold what ``gas`` may cost, pulling credits if it does not; returns
-        whether it does. Never raises for lack of funds: the answer is tried anyway (it may cost
-        less than its worst), and an error names what is missing."""
-        need = await asyncio.to_thread(self.most_cost, gas)
+    async def cover(self, gas: int, fee_cap: int, what: str) -> bool:
+        """Make the wallet hold what ``gas`` may cost at ``fee_cap``, pulling credits if it does
+        not; returns whether it does. Never raises for lack of funds: the answer is tried anyway
+        (it may cost less than its worst), and an error names what is missing."""
+        need = self.most_cost(gas, fee_cap)
         have = await asyncio.to_thread(self.w3.eth.get_balance, self.address)
         for credit in self.credits:
             if have >= need:

@@ -758,6 +758,19 @@ class Binding:
             fn_name, *args, max_fee_per_gas=cap, max_priority_fee_per_gas=floor, tip_ceiling=ceiling
         )
 
+    def answer_fee_cap(self, fn_name: str) -> int:
+        """The fee cap (wei per gas) `answer` signs ``fn_name``'s answer with at this moment: with a
+        floor, a claim's cap with the floor as its tip; without, `fees`' default. What a wallet must
+        hold per gas of the answer's limit (`supernet.node.service.wallet_float`).
+
+        Raises:
+            FeeTooHigh: as `answer` would (nothing could be sent).
+        """
+        floor = self._held_floor(fn_name)
+        if floor == 0:
+            return fees(self.w3, tip_ceiling=self.tip_ceiling).max_fee_per_gas
+        return claim_fee_cap(self.w3, tip=floor)
+
     def _held_floor(self, fn_name: str) -> int:
         """`answer_floor`, refused above the tip ceiling where it is not vouched for (the RPC's
         word, held to the ceiling as any tip it suggests).
