@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from chain_fixtures import Actors
 from supernet.node.agents.registry import AgentRegistry
-from supernet.sdk.chain.anvil import Anvil
+from supernet.sdk.chain.anvil import Anvil, mine
 from supernet.sdk.formats.manifest import BatchManifest
 from supernet.validator.tool_check import RegistryRunner
 from supernet.validator.verifier import Manifest, Verifier, load_manifest
@@ -58,6 +58,7 @@ async def test_a_read_pinned_at_or_past_the_commit_block_is_a_finding_with_or_wi
 ) -> None:
     honest = await honest_read(anvil.url, ARGS)
     committed = honest["block"] + 5  # the batch came after the read, as every honest batch does
+    mine(anvil.web3(), 8)  # the commit's block exists (its timestamp bounds the pin's age)
     ok = await _verdict(anvil.url, honest, committed, anvil.url)
     assert ok.ok and ok.unverifiable is None, (ok.findings, ok.unverifiable)
     for pinned in (committed, committed + 10**6):

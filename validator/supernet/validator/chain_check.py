@@ -19,8 +19,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from supernet.node.kernel.chain_read import (
+    CHAIN_READ_GAS,
     CHAIN_UNREACHABLE,
+    MAX_PIN_AGE_S,
     NOT_FINAL,
+    OUT_OF_GAS,
     block_ref,
     check_arguments,
     connected,
@@ -117,10 +120,22 @@ async def check_chain_read(
         async with chain.connect() as w3:
             if block > int((await w3.eth.get_block("finalized"))["number"]):
                 return None, False, OwnSide(f"tool call {call.call} read block {block}, not final here yet")
-            _, canonical = block_ref(await w3.eth.get_block(block))
+            header = await w3.eth.get_block(block)
+            _, canonical = block_ref(header)
             if canonical != block_hash:
                 return _finding(call, f"block {block} of this chain is {canonical}", canonical), True, None
-            again = await read_at(w3, call.args, block, block_hash)
+            if asked is None and commit_block is not None:  # a tag read: pinned by the node
+                age = int((await w3.eth.get_block(commit_block))["timestamp"]) - int(header["timestamp"])
+                if age > MAX_PIN_AGE_S:
+                    what = f"the final head pinned {age} s before its batch's commit, past {MAX_PIN_AGE_S} s"
+                    return _finding(call, what, None), False, None
+            try:
+                again = await read_at(w3, call.args, block, block_hash)
+            except Exception as exc:
+                if any(words in str(exc).lower() for words in OUT_OF_GAS):  # the chain's answer
+                    what = f"a value for a call that runs out of its {CHAIN_READ_GAS} gas at that block"
+                    return _finding(call, what, None), True, None
+                raise
     except Exception as exc:  # this validator's RPC, not the node's fault
         return (
             None,

@@ -35,6 +35,27 @@ NOT_FINAL = "block {block} is not final on this chain yet"
 CHAIN_UNREACHABLE = "the chain cannot be read now"
 """The chain RPC failed (down, timed out, or without the block's state)."""
 
+MAX_PIN_AGE_S = 6 * 3600
+"""The protocol's oldest pin for a read of the finalized head (a tag): its block's timestamp at
+most this many seconds before the block its batch was committed in. A node pins the head final at
+its read and commits within minutes; a pin far older would name state that validators' RPCs no
+longer hold (full nodes keep recent states only), and the read could never be judged. So an older
+pin is a finding (`supernet.validator.chain_check`), and a validator's RPC must hold the states of
+this span plus a check window (docs/validator.md). A node must commit a receipt within it: its
+batcher commits every few seconds; a node down for longer than this with such receipts sealed is
+accused of them."""
+
+CHAIN_READ_GAS = 10_000_000
+"""The gas every ``call`` is run with, node and validator alike (well below the caps RPCs set for
+calls, geth's and reth's 50M, so that none lowers it; a validator's RPC must allow it):
+the outcome is the chain's, not an RPC's setting. A call that runs out of it fails the read
+(`CHAIN_UNREACHABLE` where the node reads), and a validator's re-read failing so shows a recorded
+value to be made up (`OUT_OF_GAS`)."""
+
+OUT_OF_GAS = ("out of gas", "outofgas")
+"""How RPCs word an ``eth_call`` that ran out of gas (geth, reth, besu: "out of gas"; anvil,
+nethermind: "OutOfGas"), lowercased: the only RPC error a validator takes as the chain's answer."""
+
 BAD_BLOCK = "block must be a block number or one of latest, safe, finalized"
 BAD_ADDRESS = "address must be a 20-byte hex address"
 
@@ -128,9 +149,8 @@ async def read_at(w3: Any, args: Mapping[str, Any], number: int, block_hash: str
     try:
         # no EIP-3668 off-chain lookup (web3's default): the answer would be a server's the contract
         # names, not the chain's, and a validator asking that server may be told otherwise
-        data = await w3.eth.call(
-            {"to": address, "data": args.get("data", "0x")}, block_identifier=at, ccip_read_enabled=False
-        )
+        call = {"to": address, "data": args.get("data", "0x"), "gas": CHAIN_READ_GAS}
+        data = await w3.eth.call(call, block_identifier=at, ccip_read_enabled=False)
     except ContractLogicError as exc:  # a revert at a pinned block is as final as a value
         reason = exc.data if isinstance(exc.data, str) else "0x"
         return {**out, "reverted": reason if reason.startswith("0x") else "0x"}
