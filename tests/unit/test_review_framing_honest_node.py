@@ -281,11 +281,12 @@ def _honest_run(
 def test_defence_empty_and_whitespace_stop_strings_and_a_stop_on_the_last_budgeted_token() -> None:
     """Attack: stop strings at their edges: the empty string (in every text, so the node stops
     after one token), a stop string that only a special token separates (skipped in the text), and
-    a stop string completed exactly by the last token the budget allows (the engine reports
-    "stop" or "length": either must verify). A validator that required "length" to have no stop
-    string, or searched text with special tokens kept, would flag the honest node. Defence: one
-    `stop_text` rule on both sides; "length" needs only the exact budget; the past-stop check looks
-    only at proper prefixes."""
+    a stop string completed exactly by the last token the budget allows (the engine reports "stop":
+    the kernel's watcher ends the call at that token whatever the budget, `types.finish_reason_of`).
+    A validator that searched text with special tokens kept would flag the honest node. Defence:
+    one `stop_text` rule on both sides, one finish rule (so the other reason there is a finding:
+    the node does not choose what the agent reads); the past-stop check looks only at proper
+    prefixes."""
     tok = _CharTokenizer()
     cases = [
         ([ord(c) for c in "hello"], ("",), 5),
@@ -297,9 +298,9 @@ def test_defence_empty_and_whitespace_stop_strings_and_a_stop_on_the_last_budget
         out, finish = _honest_run(tok, ids, stops, budget)
         decode = lambda xs: stop_text(tok, xs)  # noqa: E731
         assert check_shape(_call(out, finish, budget, stops), (2,), stops, decode) == [], (ids, stops)
-        if len(out) == budget:  # the engine may call the last budgeted token either way
-            for other in ("stop", "length"):
-                assert check_shape(_call(out, other, budget, stops), (2,), stops, decode) == [], other
+        other = "length" if finish == "stop" else "stop"  # one honest reason: the other is a finding
+        flagged = check_shape(_call(out, other, budget, stops), (2,), stops, decode)
+        assert [f.check.value for f in flagged] == ["llm.finish"], (ids, stops, other)
 
 
 @pytest.mark.skipif(not (SMOLLM2 / "tokenizer.json").exists(), reason="SmolLM2 not cached")

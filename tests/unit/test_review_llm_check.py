@@ -254,7 +254,9 @@ def test_defence_output_continued_past_a_stop_string_is_refused() -> None:
     # controls: honest ends pass (at the stop string, on a stop token, at the budget), and a
     # truncation before the stop string is still caught
     assert shape(call((1, 2, 3), "stop", 16)) == []
-    assert shape(call((1, 2, 3), "length", 3)) == []  # the string and the budget at the same token
+    # the string and the budget at the same token: the watcher's stop wins, the engine records
+    # "stop" (`types.finish_reason_of`), so "length" there is the node's choice, a finding
+    assert shape(call((1, 2, 3), "length", 3)) == [("llm.finish", 2)]
     assert shape(call((1, 2, EOS), "stop", 16)) == []
     assert shape(call((1, 2, 4, 5), "length", 4)) == []
     assert shape(call((1, 2), "stop", 16)) == [("llm.finish", 1)]

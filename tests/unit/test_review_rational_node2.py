@@ -44,10 +44,12 @@ Found (``test_attack_*``, failing until fixed):
    node that serves the format validators cannot hold escapes every check. Fixed: a load failure
    is a local failure, and the format leaves the validator's declaration (`Verifier.unloadable`,
    `Validator._declare_models(without=)`; tests/unit/test_validator_unloadable_format.py).
-4. LOW, OPEN (`test_attack_finish_length_on_a_stop_token_is_accepted`): ``finish_reason
+4. LOW, FIXED (`test_defence_finish_length_on_a_stop_token_is_refused`): ``finish_reason
    "length"`` is accepted for an output whose last token is a stop token, which the engine always
    reports as ``"stop"`` (it checks the stop token first). The node flips what the agent reads
-   (`ChatResult.finish_reason`) and what the OpenAI gateway returns.
+   (`ChatResult.finish_reason`) and what the OpenAI gateway returns. Fixed: one finish rule for
+   the engine and the validator (`supernet.node.llm.types.finish_reason_of`); any other recorded
+   value is a finding (tests/unit/test_finish_reason_rule.py).
 
 Checked and holding (``test_defence_*``): a ``chain_read`` pinned to a real final block with another
 value is a finding (the control of 1); recorded confirmations of occurrences the agent's calls do
@@ -454,7 +456,7 @@ def call(output: tuple[int, ...], finish: str, max_new: int) -> LLMCall:
     )
 
 
-def test_attack_finish_length_on_a_stop_token_is_accepted() -> None:
+def test_defence_finish_length_on_a_stop_token_is_refused() -> None:
     """LOW. Who gains: the node chooses, for every call whose output ends on its stop token at
     exactly its budget, whether the agent reads ``"stop"`` or ``"length"`` (`ChatResult
     .finish_reason`, documented to agents: an agent that asks again or continues on ``"length"``

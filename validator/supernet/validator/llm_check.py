@@ -12,11 +12,15 @@ model assigns to the next token. From them the validator decides, per position:
 Tolerances are the engine's documented ones (`supernet.node.llm.scoring.Tolerance`); the
 comparison itself is the engine's `compare_generation`, so node and validator agree on it.
 Further:
-* **finish** — ``"length"`` needs exactly ``max_new_tokens`` tokens (the recorded budget, which the
-  kernel caps at the protocol's context ``MAX_CONTEXT_TOKENS - len(prompt)`` and the replay
-  re-derives), ``"stop"`` a stop token (or a recorded stop string) at the end; a stop token earlier
-  than the end is a token fault, and tokens after the one where a stop string first appears in
-  the decoded text a finish fault (for either finish reason: the engine stops there).
+* **finish** — the recorded finish reason must be the one the engine gives the output
+  (`supernet.node.llm.types.finish_reason_of`, the engine's own rule): ``"stop"`` for a stop token
+  or a recorded stop string at the end (a stop wins over the budget: a stop on the last budgeted
+  token is ``"stop"``), else ``"length"`` for exactly ``max_new_tokens`` tokens (the recorded
+  budget, which the kernel caps at the protocol's context ``MAX_CONTEXT_TOKENS - len(prompt)`` and
+  the replay re-derives); any other value, or an output that ends on neither (truncated), is a
+  finding. A stop token earlier than the end is a token fault, and tokens after the one where a
+  stop string first appears in the decoded text a finish fault (for either finish reason: the
+  engine stops there).
 
 Per check only the first few offending positions are reported (the evidence stays small).
 """
@@ -29,7 +33,13 @@ from typing import Any
 
 from supernet.node.llm.sampling import SamplingParams, is_greedy
 from supernet.node.llm.scoring import Tolerance, compare_generation
-from supernet.node.llm.types import FINGERPRINT_TOP_K, Fingerprint, GenerationResult, ScoreResult
+from supernet.node.llm.types import (
+    FINGERPRINT_TOP_K,
+    Fingerprint,
+    GenerationResult,
+    ScoreResult,
+    finish_reason_of,
+)
 from supernet.sdk.formats.trace import MAX_CONTEXT_TOKENS
 from supernet.validator.evidence import Check, Finding
 from supernet.validator.trace_view import LLMCall
@@ -155,9 +165,46 @@ def check_shape(
                 claimed=call.output_ids[past],
             )
         )
-    if call.finish_reason == "length":
-        if n != call.max_new_tokens:
-            out.append(
+    if past is None and n <= call.max_new_tokens:  # else the finding above says where it runs on
+        out += _check_finish(call, stops, stop_strings, decode)
+    return out
+
+
+def _check_finish(
+    call: LLMCall,
+    stops: set[int],
+    stop_strings: Sequence[str],
+    decode: Callable[[Sequence[int]], str] | None,
+) -> list[Finding]:
+    """The recorded finish reason against the one the engine gives this output (`finish_reason_of`,
+    the engine's own rule): a stop token at the end or a stop string in the decoded text ->
+    ``"stop"``, else exactly ``max_new_tokens`` tokens -> ``"length"``, else the output was cut
+    short. Any other recorded value is a finding: the node would choose what the agent reads
+    (`ChatResult.finish_reason`) and what the OpenAI gateway returns.
+
+    Called only for at most ``max_new_tokens`` tokens and when no proper prefix holds a stop string
+    (`_past_stop_string`), so a stop string in the whole text is one the last token completed.
+    Without a decoder no stop string is found: the verifier decodes every call it scores, and one
+    it cannot score has a finding already."""
+    ids, claimed = call.output_ids, call.finish_reason
+    n = len(ids)
+    on_string = (
+        bool(stop_strings) and decode is not None and n > 0 and any(s in decode(ids) for s in stop_strings)
+    )
+    expected = finish_reason_of(ids, call.max_new_tokens, stops, on_string)
+    if claimed == expected:
+        return []
+    if claimed not in ("stop", "length"):
+        why = f"unknown finish reason {claimed!r} (the engine records 'stop' or 'length'"
+        why += f": here {expected!r})" if expected is not None else ": this output is cut short)"
+        return [Finding(Check.LLM_FINISH, why, call=call.call, expected=expected, claimed=claimed)]
+    if n == 0:  # the engine decides after a token, and the kernel's budget is at least one
+        why = f"finish {claimed!r} on an empty output (the engine finishes a call after a token)"
+        return [Finding(Check.LLM_FINISH, why, call=call.call, expected=None, claimed=claimed)]
+    last = ids[-1]
+    if expected is None:  # cut short: neither a stop nor the budget at the end
+        if claimed == "length":
+            return [
                 Finding(
                     Check.LLM_FINISH,
                     "finish 'length' with fewer tokens than max_new_tokens",
@@ -165,27 +212,26 @@ def check_shape(
                     expected=call.max_new_tokens,
                     claimed=n,
                 )
+            ]
+        return [
+            Finding(
+                Check.LLM_FINISH,
+                "finish 'stop' without a stop token or stop string (truncated)",
+                call=call.call,
+                position=n - 1,
+                claimed=last,
             )
-    elif call.finish_reason == "stop":
-        ends_on_token = n > 0 and call.output_ids[-1] in stops
-        ends_on_string = (
-            bool(stop_strings)
-            and decode is not None
-            and any(s in decode(call.output_ids) for s in stop_strings)
+        ]
+    if expected == "stop":  # claimed "length": the engine checks the stops before the budget
+        at = "a stop token" if last in stops else "a stop string"
+        why = f"finish 'length' on an output that ends on {at}: the engine reports 'stop'"
+    else:  # claimed "stop" at the budget with neither a stop token nor a stop string
+        why = (
+            "finish 'stop' at max_new_tokens without a stop token or stop string: the engine reports 'length'"
         )
-        if not (ends_on_token or ends_on_string):
-            out.append(
-                Finding(
-                    Check.LLM_FINISH,
-                    "finish 'stop' without a stop token or stop string (truncated)",
-                    call=call.call,
-                    position=max(n - 1, 0),
-                    claimed=call.output_ids[-1] if n else None,
-                )
-            )
-    else:
-        out.append(Finding(Check.LLM_FINISH, f"unknown finish reason {call.finish_reason!r}", call=call.call))
-    return out
+    return [
+        Finding(Check.LLM_FINISH, why, call=call.call, position=n - 1, expected=expected, claimed=claimed)
+    ]
 
 
 def _past_stop_string(

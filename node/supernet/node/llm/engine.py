@@ -45,7 +45,13 @@ from supernet.node.llm.model import Llama
 from supernet.node.llm.sampling import SamplingParams
 from supernet.node.llm.step import StepOutput, run_step
 from supernet.node.llm.tokenizer import Tokenizer
-from supernet.node.llm.types import FinishReason, ScoreResult, SequenceSnapshot, TokenEvent
+from supernet.node.llm.types import (
+    FinishReason,
+    ScoreResult,
+    SequenceSnapshot,
+    TokenEvent,
+    finish_reason_of,
+)
 from supernet.sdk.models import served_model_id
 from torch import Tensor
 
@@ -522,11 +528,8 @@ class LLMEngine:
         self._retire(done + refused)
 
     def _finish_if_done(self, seq: Sequence) -> bool:
-        reason: FinishReason | None = None
-        if seq.output and seq.output[-1] in seq.stop_ids:
-            reason = "stop"
-        elif len(seq.output) >= min(seq.params.max_new_tokens, self.max_seq_len - len(seq.prompt)):
-            reason = "length"
+        budget = min(seq.params.max_new_tokens, self.max_seq_len - len(seq.prompt))
+        reason = finish_reason_of(seq.output, budget, seq.stop_ids)  # stop token first, then budget
         if reason is not None:
             self._finish(seq, reason)
         return reason is not None

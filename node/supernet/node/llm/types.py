@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -9,6 +10,34 @@ from supernet.node.llm.sampling import SamplingParams
 from torch import Tensor
 
 FinishReason = Literal["stop", "length", "preempted", "cancelled"]
+OutputFinish = Literal["stop", "length"]
+"""The finish reasons an output decides (`finish_reason_of`), the only ones a trace records:
+``preempted`` and ``cancelled`` come from the engine's control (the kernel resumes a preempted
+call and fails a cancelled one), never from the tokens."""
+
+
+def finish_reason_of(
+    output_ids: Sequence[int], budget: int, stop_ids: Container[int], stop_string: bool = False
+) -> OutputFinish | None:
+    """Whether a generation ends after the last of ``output_ids``, and why: the one rule of the
+    engine (`LLMEngine._finish_if_done`, after every token) and of the validator
+    (`supernet.validator.llm_check.check_shape`, on a recorded call).
+
+    ``"stop"`` when the last token is a stop token (a constrained call's grammar, once complete,
+    allows only the stop tokens, so its end is one too) or ``stop_string``: a stop string appears
+    in the text decoded so far (the kernel's watcher ends the call at that token, `Scheduler`
+    ``"stopped"``, recorded ``"stop"``, whatever the engine decided for it); else ``"length"`` once
+    ``budget`` tokens are out. So a stop on the last budgeted token is ``"stop"``. ``None``: the
+    generation goes on (no token yet, or none of these).
+    """
+    if not output_ids:
+        return None
+    if stop_string or output_ids[-1] in stop_ids:
+        return "stop"
+    if len(output_ids) >= budget:
+        return "length"
+    return None
+
 
 FINGERPRINT_INTERVAL = 32
 """A fingerprint is taken for output tokens 0, 32, 64, ..."""
