@@ -24,6 +24,8 @@ from supernet.node.kernel.chain_read import (
     MAX_PIN_AGE_S,
     NOT_FINAL,
     OUT_OF_GAS,
+    STALE_FINAL,
+    STALE_FINAL_S,
     block_ref,
     check_arguments,
     connected,
@@ -75,7 +77,9 @@ def _moment(error: str, timeout: bool, args: Mapping[str, Any]) -> bool | None:
             asked = pin_target(args)
         except ToolError:
             return False
-        return asked is not None and text == NOT_FINAL.format(block=asked)
+        if asked is None:  # a read of the head: refused while finality stalls, in these words
+            return text == STALE_FINAL.format(seconds=STALE_FINAL_S)
+        return text == NOT_FINAL.format(block=asked)
     return None
 
 

@@ -45,6 +45,15 @@ this span plus a check window (docs/validator.md). A node must commit a receipt 
 batcher commits every few seconds; a node down for longer than this with such receipts sealed is
 accused of them."""
 
+STALE_FINAL_S = MAX_PIN_AGE_S // 2
+"""How far the finalized head may lag the chain's latest block (by timestamps) for a read of the
+head: beyond it the read is refused (`STALE_FINAL`), so a finality stall cannot make an honest pin
+old; the other half of `MAX_PIN_AGE_S` bounds the node's commit delay (the node's batch settings
+are held to it)."""
+
+STALE_FINAL = "the chain's finalized head lags its latest block by more than {seconds} s"
+"""A read of the head refused while finality stalls (`STALE_FINAL_S`)."""
+
 CHAIN_READ_GAS = 10_000_000
 """The gas every ``call`` is run with, node and validator alike (well below the caps RPCs set for
 calls, geth's and reth's 50M, so that none lowers it; a validator's RPC must allow it):
@@ -100,11 +109,16 @@ async def pin(w3: Any, args: Mapping[str, Any]) -> tuple[int, str]:
 
     Raises:
         ToolError: a malformed ``block``.
-        ToolUnavailableError: ``block`` above the finalized head (`NOT_FINAL`).
+        ToolUnavailableError: ``block`` above the finalized head (`NOT_FINAL`), or a read of the
+            head while it lags the latest block by more than `STALE_FINAL_S` (`STALE_FINAL`).
     """
     target = pin_target(args)
-    final = block_ref(await w3.eth.get_block("finalized"))
+    final_block = await w3.eth.get_block("finalized")
+    final = block_ref(final_block)
     if target is None:
+        lag = int((await w3.eth.get_block("latest"))["timestamp"]) - int(final_block["timestamp"])
+        if lag > STALE_FINAL_S:  # a pin this old could pass MAX_PIN_AGE_S before its commit
+            raise ToolUnavailableError(STALE_FINAL.format(seconds=STALE_FINAL_S))
         return final
     if target > final[0]:
         raise ToolUnavailableError(NOT_FINAL.format(block=target))

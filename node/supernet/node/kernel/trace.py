@@ -205,7 +205,8 @@ def llm_record_bound(
     ``token_bytes``, the longest token of the served vocabulary. A fixed 32 bytes a token and an
     uncounted grammar let a record outgrow its gate by ~3x (tests/unit/test_review_hostile_parties2.py):
     the call ran, and its trace failed the task unbilled."""
-    text = sum(len(str(m.get("content", ""))) * 4 + 32 for m in messages)  # UTF-8: at most 4 a char
+    # UTF-8: at most 4 bytes a character, the role's too (up to 64 characters, as much as a short text)
+    text = sum((len(str(m.get("role", ""))) + len(str(m.get("content", "")))) * 4 + 32 for m in messages)
     per_token = LLM_RECORD_BYTES_PER_TOKEN + 2 * token_bytes
     return 1024 + text + params_bytes + 5 * len(prompt_ids) + per_token * max_new_tokens
 

@@ -307,6 +307,21 @@ class BatchSettings(Section):
         return 2 * self.max_age_s + 60
 
     @model_validator(mode="after")
+    def _commit_within_the_pin_age(self) -> BatchSettings:
+        # a chain read of the head is a finding when its pin is more than MAX_PIN_AGE_S older
+        # than the commit; the pin may already lag by STALE_FINAL_S, and a task runs up to an hour
+        from supernet.node.kernel.chain_read import MAX_PIN_AGE_S, STALE_FINAL_S
+
+        room = MAX_PIN_AGE_S - STALE_FINAL_S - 3600
+        if self.commit_margin_s > room:
+            raise ValueError(
+                f"batch.max_age_s ({self.max_age_s:g}) lets a batch reach the chain "
+                f"{self.commit_margin_s:g} s after its receipt, past the {room} s a chain read's pin "
+                f"may age before it (the protocol's {MAX_PIN_AGE_S} s, less finality's lag and a task)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _promise_after_commit(self) -> BatchSettings:
         # a promise due before the batch can be on chain is broken by an honest node: every
         # receipt becomes a slashable omission claim
