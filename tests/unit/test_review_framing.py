@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from supernet.node.agents.base import Agent
 from supernet.node.agents.context import AgentContext
+from supernet.node.kernel import tools as tools_module
 from supernet.node.kernel.access import NodePolicy
 from supernet.node.kernel.errors import KernelError
 from supernet.node.kernel.kernel import Kernel, KernelConfig
@@ -107,24 +108,48 @@ async def test_defence_a_pure_tool_late_under_load_ends_the_task_without_a_recei
     Defence (the second part of that fix): `Dispatcher._tool` never records a timeout of one of
     `LOCAL_PURE_TOOLS`; the task is aborted (`TaskAbort`): failed, no receipt, not billed, so there
     is nothing to challenge. The validator's rule is unchanged, and now only a dishonest node's
-    trace can hold such a timeout (pinned by the verdict on the timeout recorded by hand below)."""
+    trace can hold such a timeout (pinned by the verdict on the timeout recorded by hand below).
+    The first part since too: synchronous tools run in threads of their own
+    (`tools._TOOL_THREADS`), so a busy default executor no longer delays them (a validator's
+    re-runs timed out the same way under its scoring: tests/unit/test_review_hostile_parties2.py)."""
     task_input = {"tool": "calculator", "args": {"expression": "6 * 7"}}
     _, task_id = signed_task(Tooler, task_input, profile_hash(Tooler))
     loop = asyncio.get_running_loop()
+
+    async def run_while_busy(pool: concurrent.futures.ThreadPoolExecutor, name: str) -> Any:
+        release = threading.Event()
+        try:
+            async with stand_in_kernel(tmp_path / name, AGENTS) as kernel:
+                blocker = loop.run_in_executor(pool, release.wait, 2.5)  # other work holds the pool
+                spec = TaskSpec(
+                    task_id=task_id, agent_id="tooler", input=task_input, user=USER.address, fee=100
+                )
+                outcome = await kernel.run_task(spec)
+            release.set()
+            await blocker
+        finally:
+            release.set()
+        return outcome
+
+    # the first part of the fix: tools run in threads of their own, so the default executor's
+    # being busy no longer delays them (the call answers at once)
     busy = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-    release = threading.Event()
     loop.set_default_executor(busy)
     try:
-        async with stand_in_kernel(tmp_path / "store", AGENTS) as kernel:
-            blocker = loop.run_in_executor(None, release.wait, 2.5)  # the node's other work holds the pool
-            spec = TaskSpec(task_id=task_id, agent_id="tooler", input=task_input, user=USER.address, fee=100)
-            outcome = await kernel.run_task(spec)
-        release.set()
-        await blocker
+        unaffected = await run_while_busy(busy, "store-default")
     finally:
-        release.set()
         busy.shutdown(wait=True)
         loop.set_default_executor(concurrent.futures.ThreadPoolExecutor())
+    assert unaffected.status == "ok" and unaffected.trace["output"] == "42", unaffected.error
+    # the second part: where a pure tool is late all the same (here its own pool is held), the
+    # task ends without a receipt rather than with a recorded timeout
+    held = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    saved, tools_module._TOOL_THREADS = tools_module._TOOL_THREADS, held
+    try:
+        outcome = await run_while_busy(held, "store-tools")
+    finally:
+        tools_module._TOOL_THREADS = saved
+        held.shutdown(wait=True)
     honest: dict[str, Any] = outcome.trace
     assert outcome.status == "error" and "TaskAbort" in (outcome.error or ""), outcome.error
     assert "timed out" in (outcome.error or "") and "without a receipt" in (outcome.error or "")

@@ -13,8 +13,11 @@ access manager then asks for the task owner's signed confirmation).
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,7 +131,7 @@ class ToolRegistry:
                     if inspect.iscoroutinefunction(tool.fn):
                         result = await tool.fn(args)
                     else:
-                        result = await asyncio.to_thread(tool.fn, args)
+                        result = await _in_tool_thread(tool.fn, args)
             except TimeoutError:
                 raise ToolTimeoutError(timed_out(name, tool.spec.timeout_s)) from None
             except ToolError:
@@ -136,6 +139,19 @@ class ToolRegistry:
             except Exception as exc:  # (the agent sees only the recorded words: `errors.as_raised`)
                 raise ToolError(f"tool {name} failed: {exc}") from exc
         return recorded_result(name, result)
+
+
+_TOOL_THREADS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="supernet-tool")
+"""Where synchronous tools run: threads of their own, not the event loop's default executor, which
+a validator's scoring and a node's engine fill (`asyncio.to_thread`). A pure tool's timeout counted
+the wait for a free worker there: a busy validator's re-run timed out and the receipt went
+unchecked, a busy node's task failed (tests/unit/test_review_hostile_parties2.py)."""
+
+
+async def _in_tool_thread(fn: Callable[[Mapping[str, Any]], Any], args: Mapping[str, Any]) -> Any:
+    """``fn(args)`` in `_TOOL_THREADS`, with the caller's context (as `asyncio.to_thread`)."""
+    call = functools.partial(contextvars.copy_context().run, fn, args)
+    return await asyncio.get_running_loop().run_in_executor(_TOOL_THREADS, call)
 
 
 def timed_out(name: str, timeout_s: float) -> str:
