@@ -263,6 +263,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         result["honest_calls"] = sum(v.llm_calls for v in verdicts)
         result["false_positives"] = sum(not v.ok for v in verdicts)
         result["unverifiable"] = sum(bool(v.unverifiable) for v in verdicts)
+        # why, in the validator's words (an honest receipt unverifiable is a gap to explain)
+        result["unverifiable_reasons"] = sorted({str(v.unverifiable) for v in verdicts if v.unverifiable})
         result["rechecked_calls"] = sum(v.rechecked for v in verdicts)
         work = first.stats
         rate = sum(rates["screen"]) / len(rates["screen"])  # in the precision the validator scores in
@@ -420,7 +422,7 @@ Units: LLM calls for `model`, `tokens`, `truncate`; sampled LLM calls for `seed`
 - honest LLM calls verified: **{result["honest_calls"]}** (node {result["node_compute"]}, validator
   {result["validator_dtype"]})
 - false positives (receipts flagged): **{result["false_positives"]}**
-- unverifiable: {result["unverifiable"]}
+- unverifiable: {result["unverifiable"]}{_reasons(result)}
 - calls scored by the arbiter (a screened node's greedy calls, the calls the screen doubted and
   the ones drawn at random; docs/validator.md, "Screen and arbiter"): {result.get("rechecked_calls", 0)}
 
@@ -494,6 +496,11 @@ def _float32_only(result: dict[str, Any]) -> str:
         f'- float32-only validator (`[model] dtype = "float32"`), same receipts:\n'
         f"  {seconds} s, ratio {result['verify_cost_ratio_float32_only']}\n"
     )
+
+
+def _reasons(result: dict[str, Any]) -> str:
+    reasons = result.get("unverifiable_reasons") or []
+    return "" if not reasons else " (" + "; ".join(reasons) + ")"
 
 
 def _arbiter_floor(f: dict[str, Any]) -> str:
