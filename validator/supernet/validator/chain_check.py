@@ -129,7 +129,11 @@ async def check_chain_read(
             if canonical != block_hash:
                 return _finding(call, f"block {block} of this chain is {canonical}", canonical), True, None
             if asked is None and commit_block is not None:  # a tag read: pinned by the node
-                age = int((await w3.eth.get_block(commit_block))["timestamp"]) - int(header["timestamp"])
+                # measured to the block before the commit: the last the node can have seen at its
+                # read, so a chain that halted between the read and the commit does not age the
+                # pin (the node's own check bounds the lag of the head it read to STALE_FINAL_S)
+                before = await w3.eth.get_block(max(commit_block - 1, block))
+                age = int(before["timestamp"]) - int(header["timestamp"])
                 if age > MAX_PIN_AGE_S:
                     what = f"the final head pinned {age} s before its batch's commit, past {MAX_PIN_AGE_S} s"
                     return _finding(call, what, None), False, None

@@ -125,33 +125,44 @@ class ToolRegistry:
         """
         self.validate(name, args)
         tool = self._tools[name]
-        async with self._limits[name]:
-            try:
-                async with asyncio.timeout(tool.spec.timeout_s):
-                    if inspect.iscoroutinefunction(tool.fn):
-                        result = await tool.fn(args)
-                    else:
-                        result = await _in_tool_thread(tool.fn, args)
-            except TimeoutError:
-                raise ToolTimeoutError(timed_out(name, tool.spec.timeout_s)) from None
-            except ToolError:
-                raise
-            except Exception as exc:  # (the agent sees only the recorded words: `errors.as_raised`)
-                raise ToolError(f"tool {name} failed: {exc}") from exc
+        limit = self._limits[name]
+        await limit.acquire()
+        # a synchronous tool's slot is given back when its thread returns, not when its caller
+        # stops waiting: a thread cannot be stopped, and one that outlives its timeout still holds
+        # a worker of `_TOOL_THREADS` (its slot freed early let one tool fill the pool)
+        held = inspect.iscoroutinefunction(tool.fn)
+        try:
+            async with asyncio.timeout(tool.spec.timeout_s):
+                if held:
+                    result = await tool.fn(args)
+                else:
+                    running = _in_tool_thread(tool.fn, args)
+                    running.add_done_callback(lambda _: limit.release())
+                    result = await asyncio.shield(running)
+        except TimeoutError:
+            raise ToolTimeoutError(timed_out(name, tool.spec.timeout_s)) from None
+        except ToolError:
+            raise
+        except Exception as exc:  # (the agent sees only the recorded words: `errors.as_raised`)
+            raise ToolError(f"tool {name} failed: {exc}") from exc
+        finally:
+            if held:
+                limit.release()
         return recorded_result(name, result)
 
 
-_TOOL_THREADS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="supernet-tool")
+_TOOL_THREADS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="supernet-tool")
 """Where synchronous tools run: threads of their own, not the event loop's default executor, which
 a validator's scoring and a node's engine fill (`asyncio.to_thread`). A pure tool's timeout counted
 the wait for a free worker there: a busy validator's re-run timed out and the receipt went
 unchecked, a busy node's task failed (tests/unit/test_review_hostile_parties2.py)."""
 
 
-async def _in_tool_thread(fn: Callable[[Mapping[str, Any]], Any], args: Mapping[str, Any]) -> Any:
-    """``fn(args)`` in `_TOOL_THREADS`, with the caller's context (as `asyncio.to_thread`)."""
+def _in_tool_thread(fn: Callable[[Mapping[str, Any]], Any], args: Mapping[str, Any]) -> asyncio.Future[Any]:
+    """``fn(args)`` started in `_TOOL_THREADS`, with the caller's context (as `asyncio.to_thread`):
+    the future of its thread, done when the thread returns."""
     call = functools.partial(contextvars.copy_context().run, fn, args)
-    return await asyncio.get_running_loop().run_in_executor(_TOOL_THREADS, call)
+    return asyncio.get_running_loop().run_in_executor(_TOOL_THREADS, call)
 
 
 def timed_out(name: str, timeout_s: float) -> str:
