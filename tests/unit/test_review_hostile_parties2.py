@@ -226,14 +226,13 @@ async def test_defence_an_llm_calls_record_stays_within_the_trace_gate_bound(
     before = len(encode_dag({**trace, "events": [], "output": ""}))
     added = len(encode_dag(trace)) - before
     params = event["params"]
-    stops = params.get("stop") or []
-    params_bytes = len(params["grammar"].encode()) + sum(4 * len(x) + 8 for x in stops)
     bound = llm_record_bound(
         event["messages"],
         event["prompt_ids"],
         params["max_new_tokens"],
-        params_bytes,
         engine.tokenizer.max_token_bytes,
+        params["grammar"],
+        params.get("stop") or (),
     )
     long_tokens = sum(1 for i in event["output_ids"] if len(stop_text(engine.tokenizer, [i]).encode()) > 32)
     assert long_tokens >= max_new // 2, "the grammar made the model emit its long tokens"

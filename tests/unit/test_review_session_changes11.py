@@ -256,7 +256,7 @@ def test_defence_a_messages_roles_are_counted_by_the_trace_gate(smollm2_tokenize
     output_ids = [tok.encode("#")[0]]
     assert len(prompt_ids) + len(output_ids) <= MAX_CONTEXT_TOKENS  # a call the protocol's context holds
     added = _record_added(messages, prompt_ids, output_ids, "#")
-    bound = llm_record_bound(messages, prompt_ids, len(output_ids), 0, tok.max_token_bytes)
+    bound = llm_record_bound(messages, prompt_ids, len(output_ids), tok.max_token_bytes)
     assert added <= bound, (
         f"{len(messages)} messages of a 64-character one-token role: the call's record adds {added} bytes "
         f"to the trace, the gate's bound for it is {bound} ({added - bound} bytes never counted)"
@@ -278,7 +278,7 @@ def test_known_limit_a_call_of_nearly_the_whole_context_is_refused_whatever_it_w
     messages = [{"role": "system", "content": ""}, {"role": "user", "content": "Hi"}]  # 15 tokens
     prompt_ids = list(tok.apply_chat_template(messages, add_generation_prompt=True))
     max_new = MAX_CONTEXT_TOKENS - len(prompt_ids)
-    bound = llm_record_bound(messages, prompt_ids, max_new, 0, tok.max_token_bytes)
+    bound = llm_record_bound(messages, prompt_ids, max_new, tok.max_token_bytes)
     empty = len(encode_dag(_recorder().build("", "ok", None)))  # the smallest trace before the call
     assert empty + bound > MAX_TRACE_BYTES, (empty, bound, MAX_TRACE_BYTES)
     ordinary = _record_added(messages, prompt_ids, [330] * max_new, tok.decode([330] * max_new))

@@ -89,7 +89,7 @@ async def check_chain_read(
     chain: ChainView | None,
     timed_out: bool,
     commit_block: int | None = None,
-) -> tuple[Finding | None, bool, str | None]:
+) -> tuple[Finding | None, bool, OwnSide | None]:
     """One recorded ``chain_read``: (its finding, whether it was re-read, why it is unverifiable,
     always `OwnSide`). ``commit_block``: the block its batch was committed in, where known."""
     if call.error is not None:

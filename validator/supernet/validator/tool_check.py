@@ -216,7 +216,7 @@ async def check_tools(
     mcp_budget_s: float = MCP_RERUN_BUDGET_S,
     rng: random.Random | None = None,
     commit_block: int | None = None,
-) -> tuple[list[Finding], int, str | None]:
+) -> tuple[list[Finding], int, OwnSide | None]:
     """Re-run deterministic calls; returns the findings (in trace order), how many calls were
     re-run, and why the receipt is unverifiable (a re-run that failed for lack of data or time), if
     so. With the trace's ``witness``, every re-run ``store_read`` reads it alone (`WitnessStore`),
@@ -225,11 +225,12 @@ async def check_tools(
     the MCP re-runs may take together; they run in an order drawn from ``rng`` (the validator's
     own, secret), so that a node cannot place a lie where the budget will have run out, and the
     ones left when it is spent are skipped, not accused. ``commit_block``: the block the receipt's
-    batch was committed in (a ``chain_read`` pinned at or past it is a finding, `chain_check`). A
-    reason of type `OwnSide` is this validator's state, not the receipt's."""
+    batch was committed in (a ``chain_read`` pinned at or past it is a finding, `chain_check`). Every
+    reason it gives is `OwnSide`: a re-run that cannot be made is this validator's state, never the
+    receipt's."""
     findings: list[Finding] = []
     rerun = 0
-    unverifiable: str | None = None
+    unverifiable: OwnSide | None = None
     from_witness = RegistryRunner(WitnessStore(witness)) if witness is not None else None
     recorded = recorded or {}
     deferred: list[ToolCall] = []  # MCP calls to re-run within the budget
@@ -306,7 +307,7 @@ async def check_tools(
 
 async def _rerun(
     call: ToolCall, runner: ToolRunner, operators_word: bool
-) -> tuple[list[Finding], str | None]:
+) -> tuple[list[Finding], OwnSide | None]:
     """Re-run one call and compare: its findings, and why it could not be re-run here, if so."""
     try:
         result, error = await runner.run(call.name, call.args), None

@@ -432,9 +432,8 @@ class Dispatcher:
             # streamed meanwhile would be free work (a user could bloat the witness with memory
             # adds before the answer). So the call runs only if its largest record still fits.
             used = await self._trace_size(st.root.trace)
-            params_bytes = len((grammar or "").encode()) + sum(4 * len(s) + 8 for s in call.stop)
             token_bytes = getattr(tokenizer, "max_token_bytes", TOKEN_BYTES_DEFAULT)  # a test engine's: none
-            need = llm_record_bound(messages, prompt_ids, max_new, params_bytes, token_bytes)
+            need = llm_record_bound(messages, prompt_ids, max_new, token_bytes, grammar, call.stop)
             if used + need > MAX_TRACE_BYTES:
                 raise self._abort(
                     st,

@@ -130,10 +130,10 @@ class ToolRegistry:
         # a synchronous tool's slot is given back when its thread returns, not when its caller
         # stops waiting: a thread cannot be stopped, and one that outlives its timeout still holds
         # a worker of `_TOOL_THREADS` (its slot freed early let one tool fill the pool)
-        held = inspect.iscoroutinefunction(tool.fn)
+        is_async = inspect.iscoroutinefunction(tool.fn)
         try:
             async with asyncio.timeout(tool.spec.timeout_s):
-                if held:
+                if is_async:
                     result = await tool.fn(args)
                 else:
                     running = _in_tool_thread(tool.fn, args)
@@ -146,7 +146,7 @@ class ToolRegistry:
         except Exception as exc:  # (the agent sees only the recorded words: `errors.as_raised`)
             raise ToolError(f"tool {name} failed: {exc}") from exc
         finally:
-            if held:
+            if is_async:  # (a thread's slot goes back in its done-callback, above)
                 limit.release()
         return recorded_result(name, result)
 

@@ -196,17 +196,19 @@ def llm_record_bound(
     messages: Any,
     prompt_ids: Sequence[int],
     max_new_tokens: int,
-    params_bytes: int = 0,
     token_bytes: int = TOKEN_BYTES_DEFAULT,
+    grammar: str | None = None,
+    stops: Sequence[str] = (),
 ) -> int:
-    """An upper bound on the bytes an LLM call of ``max_new_tokens`` adds to the trace:
-    ``params_bytes``, what its parameters hold beyond numbers (its grammar, its stop strings, as
-    UTF-8), and each new token's text twice (in the call and in the task's output) at
-    ``token_bytes``, the longest token of the served vocabulary. A fixed 32 bytes a token and an
-    uncounted grammar let a record outgrow its gate by ~3x (tests/unit/test_review_hostile_parties2.py):
-    the call ran, and its trace failed the task unbilled."""
+    """An upper bound on the bytes an LLM call of ``max_new_tokens`` adds to the trace: what its
+    parameters hold beyond numbers (its ``grammar`` and ``stops``, as UTF-8), and each new token's
+    text twice (in the call and in the task's output) at ``token_bytes``, the longest token of the
+    served vocabulary. A fixed 32 bytes a token and an uncounted grammar let a record outgrow its
+    gate by ~3x (tests/unit/test_review_hostile_parties2.py): the call ran, and its trace failed
+    the task unbilled."""
     # UTF-8: at most 4 bytes a character, the role's too (up to 64 characters, as much as a short text)
     text = sum((len(str(m.get("role", ""))) + len(str(m.get("content", "")))) * 4 + 32 for m in messages)
+    params_bytes = len((grammar or "").encode()) + sum(4 * len(s) + 8 for s in stops)
     per_token = LLM_RECORD_BYTES_PER_TOKEN + 2 * token_bytes
     return 1024 + text + params_bytes + 5 * len(prompt_ids) + per_token * max_new_tokens
 
