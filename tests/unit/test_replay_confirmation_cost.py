@@ -22,8 +22,8 @@ from supernet.node.agents.registry import AgentRegistry
 from supernet.node.kernel import access as access_module
 from supernet.node.kernel import replay as replay_module
 from supernet.node.kernel.agent_run import task_seed
-from supernet.sdk.chain.eip712 import Confirmation, TaskRequest, hash_task_request, sign_confirmation
-from supernet.sdk.chain.receipts import action_hash, input_hash
+from supernet.sdk.chain.eip712 import Confirmation, TaskRequest, sign_confirmation
+from supernet.sdk.chain.receipts import action_hash
 from supernet.sdk.formats.profile import AgentProfile
 from supernet.sdk.formats.trace import AgentRef, Limits, ToolDescription
 from supernet.validator.tool_check import RegistryRunner
@@ -39,6 +39,7 @@ from tests.unit.test_validator_attacks import (
     StandInScorer,
     commit_entry,
 )
+from tests.unit.test_validator_attacks import signed_task as signed_request
 
 VALIDATOR = "0x" + "44" * 20
 TO = "0x" + "99" * 20
@@ -77,17 +78,8 @@ def signed_task(amounts: list[int]) -> tuple[TaskRequest, str, dict[str, Any], d
         Limits.from_dag(lim, "limits"),
         [ToolDescription.from_dag(TRANSFER_TOOL, "tool")],
     ).hash()
-    req = TaskRequest(
-        user=USER.address,
-        node=NODE.address,
-        model_id=bytes.fromhex(MODEL_ID[2:]),
-        agent_hash=bytes.fromhex(profile[2:]),
-        input_hash=input_hash(task_input),
-        max_fee=100,
-        nonce=1,
-        deadline=2**40,
-    )
-    return req, "0x" + hash_task_request(req, DOMAIN).hex(), task_input, lim
+    req, task_id = signed_request(Payer, task_input, profile)
+    return req, task_id, task_input, lim
 
 
 def confirmation(task_id: str, args: dict[str, Any], occurrence: int, key: Any = USER) -> str:

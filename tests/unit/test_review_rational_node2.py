@@ -71,8 +71,8 @@ from supernet.node.kernel.agent_run import recorded_tool, task_seed
 from supernet.node.kernel.builtin_tools import builtin_tools
 from supernet.node.kernel.tools import ToolRegistry
 from supernet.sdk.chain.anvil import Anvil
-from supernet.sdk.chain.eip712 import Confirmation, TaskRequest, hash_task_request, sign_confirmation
-from supernet.sdk.chain.receipts import action_hash, input_hash
+from supernet.sdk.chain.eip712 import Confirmation, TaskRequest, sign_confirmation
+from supernet.sdk.chain.receipts import action_hash
 from supernet.sdk.formats.profile import AgentProfile
 from supernet.sdk.formats.trace import AgentRef, Limits, ToolDescription
 from supernet.sdk.models import served_model_id
@@ -93,6 +93,7 @@ from tests.unit.test_validator_attacks import (
     StandInScorer,
     commit_entry,
     empty_search,
+    signed_task,
 )
 
 VALIDATOR = "0x" + "44" * 20
@@ -142,17 +143,7 @@ def signed(
         Limits.from_dag(lim, "limits"),
         [ToolDescription.from_dag(t, "tool") for t in tools],
     ).hash()
-    req = TaskRequest(
-        user=USER.address,
-        node=NODE.address,
-        model_id=bytes.fromhex(model_id[2:]),
-        agent_hash=bytes.fromhex(profile[2:]),
-        input_hash=input_hash(task_input),
-        max_fee=100,
-        nonce=1,
-        deadline=2**40,
-    )
-    return req, "0x" + hash_task_request(req, DOMAIN).hex()
+    return signed_task(agent, task_input, profile, model_id)
 
 
 def doc(

@@ -137,14 +137,14 @@ def doc_profile(
 
 
 def signed_task(
-    agent: type[Agent], task_input: Any, agent_hash: str | None = None
+    agent: type[Agent], task_input: Any, agent_hash: str | None = None, model_id: str = MODEL_ID
 ) -> tuple[TaskRequest, str]:
     """The user's request for ``agent`` on ``task_input``, signed for ``agent_hash`` (default: the
-    profile of a `trace_doc` without tools), and its task id."""
+    profile of a `trace_doc` without tools) and ``model_id``, and its task id."""
     req = TaskRequest(
         user=USER.address,
         node=NODE.address,
-        model_id=bytes.fromhex(MODEL_ID[2:]),
+        model_id=bytes.fromhex(model_id[2:]),
         agent_hash=bytes.fromhex((agent_hash or doc_profile(agent))[2:]),
         input_hash=input_hash(task_input),
         max_fee=100,
