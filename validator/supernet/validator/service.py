@@ -27,11 +27,13 @@ from typing import Any, Literal, Self
 
 import uvicorn
 from supernet.node.agents.registry import AgentRegistry
+from supernet.node.kernel.chain_read import CHAIN_READ_GAS, MAX_PIN_AGE_S
 from supernet.node.kernel.embeddings import token_count
 from supernet.sdk.chain.contracts import Contracts
 from supernet.sdk.chain.deployment import Deployment
 from supernet.sdk.chain.errors import InsufficientFundsError
 from supernet.sdk.chain.registry import ServiceManager
+from supernet.sdk.chain.rpc_checks import require_rpc
 from supernet.sdk.store import StoreClient
 from supernet.validator.availability import Availability
 from supernet.validator.chain import EXPIRED_SEED, TaskManagerClient
@@ -133,6 +135,11 @@ class Validator:
         )
         self.w3 = self.contracts.w3
         self.chain = TaskManagerClient.of(self.contracts)
+        # recorded chain_reads are re-read over this RPC: it must run calls with the protocol's gas
+        # (a lower cap would accuse honest reads of running out of it) and hold the states of the
+        # oldest pin judged here (MAX_PIN_AGE_S before a commit, plus the commit's window)
+        span = MAX_PIN_AGE_S + self.chain.params().challenge_window
+        await asyncio.to_thread(require_rpc, self.w3, "validator", call_gas=CHAIN_READ_GAS, state_span_s=span)
         self.db = Database(s.db_path)
         self.store = self._store or StoreClient(s.store_url)
         if self._scorer is None:

@@ -6,17 +6,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from supernet.node.faults import FaultInjector
+from supernet.node.kernel.chain_read import CHAIN_READ_GAS
 from supernet.node.service.chain import Web3Chain
 from supernet.node.service.config import NodeSettings
 from supernet.node.service.identity import load_account
 from supernet.node.service.metrics import METRICS
 from supernet.node.service.runner import NodeService
 from supernet.sdk.chain import Contracts, Deployment
+from supernet.sdk.chain.rpc_checks import call_gas_shortfall
 from supernet.sdk.store import StoreClient
 from supernet.sdk.store.embedded import serve_in_thread
 
@@ -71,6 +74,11 @@ async def build_node(
             duty=True,
         )
         chain = Web3Chain(contracts, account, settings.pricing.price_per_token_wei)
+        # agents' chain_read calls run with the protocol's gas: a lower cap fails the reads that
+        # need more ("the chain cannot be read now", which validators accept), so only warned
+        shortfall = await asyncio.to_thread(call_gas_shortfall, contracts.w3, CHAIN_READ_GAS)
+        if shortfall is not None:
+            log.warning("chain_read: %s", shortfall)
     if faults is None and chain is not None and settings.decoys.enabled:
         faults = FaultInjector()  # no fault of its own: it only corrupts the node's decoys
     if faults is not None:

@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from types import TracebackType
@@ -103,6 +104,7 @@ class Anvil:
         block_time: seconds between blocks; None mines one block per transaction.
         log_path: where Anvil's stdout/stderr go (a temporary file by default).
         binary: the anvil executable (`find_anvil` by default).
+        extra_args: further ``anvil`` flags (e.g. ``--prune-history``: an RPC holding recent states only).
     """
 
     def __init__(
@@ -116,6 +118,7 @@ class Anvil:
         block_time: float | None = None,
         log_path: str | Path | None = None,
         binary: str | Path | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.host = host
         self.port = port
@@ -131,6 +134,7 @@ class Anvil:
         self._args += ["--slots-in-an-epoch", "1"]
         if block_time is not None:
             self._args += ["--block-time", str(block_time)]
+        self._args += list(extra_args)
         self._binary = Path(binary) if binary else None
         self._log_path = Path(log_path) if log_path else None
         self._proc: subprocess.Popen[bytes] | None = None  # the supervisor (anvil_lifeline)
