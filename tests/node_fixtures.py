@@ -185,6 +185,9 @@ class FakeChain:
             self._pay(vouchers)  # a commit that settles: redeemed in the same transaction
             self.settled_in_commits.append(len(vouchers))
 
+    async def repriced(self, commit: SignedCommit) -> SignedCommit | None:
+        return None  # this fake chain has no base fee
+
     async def wait_commit(self, commit: SignedCommit) -> int | None:
         if commit.tx_hash not in self.mined:
             raise CommitPending(commit.tx_hash)

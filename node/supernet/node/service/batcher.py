@@ -4,8 +4,10 @@ A batch is cut when ``max_size`` receipts wait or the oldest has waited ``max_ag
 step is persisted before the next one, so a restart picks up where the node stopped:
 
 1. *sealed*: the manifest is in the content store and the receipts carry their batch index;
-2. *sent*: the signed ``commitBatch`` transaction is stored *before* it is broadcast; it is only
-   ever re-broadcast (same bytes, same nonce), never replaced while it can still land;
+2. *sent*: the signed ``commitBatch`` transaction is stored *before* it is broadcast; it is
+   re-broadcast (same bytes, same nonce), and replaced only by the same call at the same nonce with
+   higher fees once the base fee has priced it out (`ChainPort.repriced`; the replacement is stored
+   before it is sent): one nonce, so one of them lands;
 3. *committed*: the on-chain batch id, every receipt's Merkle proof and the commit's block
    (number and hash) are stored.
 
@@ -292,6 +294,16 @@ class Batcher:
             self.db.record_commit_tx(batch.id, commit.tx_hash, commit.raw, commit.nonce)
         else:
             commit = SignedCommit(*stored)
+            replacement = await self.chain.repriced(commit)
+            if replacement is not None:  # priced out by the base fee: the same call, dearer, same nonce
+                log.warning(
+                    "commit %s of batch %d is priced out by the base fee: replaced by %s",
+                    commit.tx_hash,
+                    batch.id,
+                    replacement.tx_hash,
+                )
+                self.db.record_commit_tx(batch.id, replacement.tx_hash, replacement.raw, replacement.nonce)
+                commit = replacement
         log.info("broadcasting the commit of batch %d (tx %s)", batch.id, commit.tx_hash)
         await self.chain.broadcast(commit)
         chain_id = await self.chain.wait_commit(commit)

@@ -20,9 +20,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
+from eth_account.typed_transactions import TypedTransaction
+from hexbytes import HexBytes
 from supernet.node.service.ports import CommitPending, SignedCommit, SignedVoucher
 from supernet.sdk.chain import Contracts, Voucher
-from supernet.sdk.chain.bindings import _sender, build_signed, release_nonce, send_ether
+from supernet.sdk.chain.bindings import _sender, build_signed, latest_base_fee, release_nonce, send_ether
 from supernet.sdk.chain.eip712 import Domain, TaskRequest
 from supernet.sdk.chain.forks import Checkpoint, fork_point
 from supernet.sdk.chain.payments import Channel, pack_vouchers
@@ -41,6 +43,16 @@ COMMIT_POLL_S = 0.25
 """How often `Web3Chain.wait_commit` looks for the commit's receipt and at the account's nonce."""
 
 _DEAD = object()  # `wait_commit`: the commit's nonce went to another transaction
+
+REPLACEMENT_BUMP = (9, 8)
+"""A replacement's fees over the replaced one's (12.5 %): pools take a transaction at a used nonce
+only for at least 10 % more of both (geth's ``--txpool.pricebump``)."""
+
+
+def _bumped(fee: int) -> int:
+    """``fee`` raised by `REPLACEMENT_BUMP`, rounded up (and by 1 wei at least)."""
+    up, down = REPLACEMENT_BUMP
+    return max(-(-fee * up // down), fee + 1)
 
 
 ACCOUNT_OPENING_WEI = 1
@@ -199,6 +211,46 @@ class Web3Chain:
 
         async with self._tx_lock:
             await asyncio.to_thread(send)
+
+    async def repriced(self, commit: SignedCommit) -> SignedCommit | None:
+        """A replacement of ``commit`` at its nonce when the chain's base fee has passed its fee cap
+        (it cannot be mined while that lasts, and re-broadcasting the same bytes never helps):
+        the same call and gas limit, the tip raised by `REPLACEMENT_BUMP` (what pools ask of a
+        replacement, geth's 10 %), the cap to `fees`' rule at today's base fee (at least the old cap
+        raised alike). None while it can be mined as it is signed, once its nonce is used
+        (`wait_commit` tells by what), or when the raised tip would pass the node's ceiling
+        (logged as a duty at risk). Whichever of the two lands, the batch is committed once: they
+        share the nonce.
+        """
+        w3 = self.contracts.w3
+        address = self.account.address
+
+        def reprice() -> SignedCommit | None:
+            if w3.eth.get_transaction_count(address, "latest") > commit.nonce:
+                return None
+            tx = TypedTransaction.from_bytes(HexBytes(commit.raw)).as_dict()
+            cap, tip = int(tx["maxFeePerGas"]), int(tx["maxPriorityFeePerGas"])
+            base = latest_base_fee(w3)
+            if cap >= base * 9 // 8:  # the next block's base fee rises 12.5 % at most
+                return None
+            new_tip = _bumped(tip)
+            if new_tip > self.contracts.tip_ceiling:
+                log.error(
+                    "DUTY AT RISK: commit %s is priced out (base fee %d > its cap %d) and its replacement's "
+                    "tip %d passes [chain] max_priority_fee_gwei: it waits for the base fee to fall",
+                    commit.tx_hash,
+                    base,
+                    cap,
+                    new_tip,
+                )
+                return None
+            fields = {k: v for k, v in tx.items() if k not in ("v", "r", "s")}
+            fields["maxPriorityFeePerGas"] = new_tip
+            fields["maxFeePerGas"] = max(_bumped(cap), 2 * base + new_tip)
+            signed = self.account.sign_transaction(fields)
+            return SignedCommit("0x" + bytes(signed.hash).hex(), bytes(signed.raw_transaction), commit.nonce)
+
+        return await asyncio.to_thread(reprice)
 
     async def wait_commit(self, commit: SignedCommit, timeout_s: float = 120.0) -> int | None:
         """The batch id from the mined commit; None if it can never land (reverted, or dropped with

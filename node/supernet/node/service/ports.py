@@ -166,6 +166,12 @@ class ChainPort(Protocol):
         """Send the signed transaction (again): the same bytes, so at most one of them can land."""
         ...
 
+    async def repriced(self, commit: SignedCommit) -> SignedCommit | None:
+        """A replacement of ``commit`` at its nonce when the chain's base fee priced it out (same
+        call, higher fees; nothing is sent: the caller persists it, then broadcasts); None while
+        it can be mined as it is."""
+        ...
+
     async def wait_commit(self, commit: SignedCommit) -> int | None:
         """The on-chain batch id once the transaction is mined; None if it can never land (it
         reverted, or its nonce was used by another transaction).
