@@ -28,11 +28,18 @@ Found:
    `SLASH_AMOUNT`), answers no availability or manifest claim, and a restart re-runs the same task
    (`TaskWorker.resume`, its deadline still ahead) and freezes again. The user pays one task fee
    (never billed, the task never ends) for a node-wide stall; the question is any that makes the
-   model name a tool (greedy SmolLM2 does it for "What is 17 * 23?"). A node that somehow finished
+   model name a tool (`QUESTION`; any reply holding an ``Action:`` line that
+   mentions a tool name will do, readable arguments or not). A node that somehow finished
    such a task would freeze every validator replaying it the same way.
-   `test_attack_react_max_steps_freezes_the_nodes_event_loop` (the safe behaviour asserted: the
-   loop is never blocked for more than 3 s and the task ends; today a watchdog has to break the
-   loop after 3 s of silence).
+   `test_defence_react_max_steps_freezes_the_nodes_event_loop` (the safe behaviour asserted: the
+   loop is never blocked for more than 3 s and the task ends; before the fix a watchdog had to
+   break the loop after 3 s of silence).
+   FIXED: ``max_steps`` has a maximum in the schema (`react.MAX_STEPS`, 64: more steps than the
+   context holds), refused at admission, and `observation_bytes` computes the share in closed form
+   (equal to the countdown for every count it can run; a count of 2**53 takes microseconds).
+   Known limit: agents' code still runs on the node's serving loop, so an *installed* agent (the
+   operator's choice, its code hash signed by the user) with unbounded synchronous work stalls the
+   node; the shipped agents have none that an input controls (each reviewed).
    Fix (by design): bound ``max_steps`` in the agent's input schema (the schema is refused at
    admission, 400, before any work) and compute the share in closed form, not by counting down;
    more generally, run agents' code off the node's serving loop (a worker thread or process with a
@@ -74,7 +81,7 @@ from typing import Any
 
 import pytest
 from supernet.node.agents.chat import ChatAgent
-from supernet.node.agents.react import ReactAgent
+from supernet.node.agents.react import MAX_STEPS, ReactAgent, observation_bytes
 from supernet.node.agents.registry import AgentRegistry
 from supernet.node.agents.tool_calls import render_messages
 from supernet.node.kernel.syscalls import TaskSpec
@@ -83,6 +90,11 @@ from supernet.node.service.models import NewTask
 from supernet.sdk.chain.receipts import canonical_input, normal_input
 
 ALICE = "0x" + "a1" * 20
+QUESTION = "Which tool should be used to multiply numbers? Answer with one line starting with 'Action:'."
+"""A question greedy SmolLM2 answers with ``Action: one tool name from [calculator, ...]``, which
+`react_parse.match_tool` reads as ``calculator`` (a name containing a tool's): a step with an action,
+so the agent plans the next observation (`observation_bytes`) even though the arguments are
+unreadable (the error is the observation)."""
 MAX_SAFE = 2**53 - 1
 """The largest integer RFC 8785 (and so admission, `canonical_input`) takes."""
 
@@ -100,7 +112,7 @@ def _registry() -> AgentRegistry:
 
 @pytest.mark.model
 @pytest.mark.timeout(120)
-async def test_attack_react_max_steps_freezes_the_nodes_event_loop(make_kernel: Any) -> None:
+async def test_defence_react_max_steps_freezes_the_nodes_event_loop(make_kernel: Any) -> None:
     """The attack of finding 1, on the node's real kernel and model: a react task with
     ``max_steps`` = 2**53 - 1 (a value admission takes: it has an RFC 8785 form and matches the
     agent's schema) and a question the model answers with a tool call. A heartbeat runs on the
@@ -108,19 +120,24 @@ async def test_attack_react_max_steps_freezes_the_nodes_event_loop(make_kernel: 
     watchdog thread breaks the loop (SIGUSR1 -> an exception in the loop's thread) once the
     heartbeat has been silent for 3 s, so that the test ends. Safe: the loop never goes silent
     that long and the task ends (refused, or run with a bounded number of steps)."""
-    from supernet.node.service.schemas import TaskCreate  # noqa: F401  (the route's own body type)
     from supernet.sdk.agents.input_schema import input_problem
 
-    task_input = {"question": "What is 17 * 23?", "max_steps": MAX_SAFE}
+    task_input = {"question": QUESTION, "max_steps": MAX_SAFE}
     canonical_input(task_input)  # admission's first check: it has a canonical form
     assert normal_input(task_input) == task_input
-    assert input_problem(ReactAgent.input_schema, task_input) is None, "the agent's schema takes it"
+    assert input_problem(ReactAgent.input_schema, task_input) is not None, "refused at admission (400)"
+    started = time.perf_counter()  # and the share is computed in closed form, whatever the count
+    assert observation_bytes(300, MAX_SAFE) == observation_bytes(300, MAX_STEPS)
+    assert time.perf_counter() - started < 0.5
+    task_input = {"question": QUESTION, "max_steps": MAX_STEPS}  # the most the schema admits
+    assert input_problem(ReactAgent.input_schema, task_input) is None
 
     kernel = await make_kernel(agents=_registry())
     loop = asyncio.get_running_loop()
     last_beat = [time.monotonic()]
     worst_gap = [0.0]
     stalled = [False]
+    where: list[str] = []
     done = threading.Event()
 
     async def heartbeat() -> None:
@@ -132,6 +149,7 @@ async def test_attack_react_max_steps_freezes_the_nodes_event_loop(make_kernel: 
 
     def on_usr1(signum: int, frame: Any) -> None:
         stalled[0] = True
+        where.append(frame.f_code.co_name if frame is not None else "?")
         raise _LoopStalled("the event loop was blocked for 3 s")
 
     main = threading.main_thread().ident
@@ -157,14 +175,14 @@ async def test_attack_react_max_steps_freezes_the_nodes_event_loop(make_kernel: 
         beat.cancel()
         signal.signal(signal.SIGUSR1, previous)
     elapsed = time.monotonic() - started
-    tools = [e for e in outcome.trace["events"] if e["kind"] == "tool"]
-    assert tools, f"control: the model named a tool, so the step planner ran ({outcome.status})"
     assert not stalled[0], (
         f"one signed task blocked the node's event loop (API, batcher, claim answers) for over 3 s "
-        f"(worst heartbeat gap {worst_gap[0]:.1f} s; the watchdog had to break it: "
+        f"(worst heartbeat gap {worst_gap[0]:.1f} s; the watchdog broke it in {where}: "
         f"{outcome.status} {outcome.error})"
     )
     assert elapsed < 30 and worst_gap[0] < 3.0
+    calls = [e for e in outcome.trace["events"] if e["kind"] == "llm"]
+    assert len(calls) >= 2, f"control: the reply named a tool and a next step ran ({outcome.status})"
 
 
 def test_defence_an_agent_sees_the_inputs_keys_in_the_recorded_order_on_both_sides() -> None:
@@ -193,7 +211,11 @@ def test_defence_deeply_nested_tool_call_arguments_render_the_same_from_the_reco
     task_input = {
         "messages": [
             {"role": "user", "content": "hi"},
-            {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f", "arguments": args}}]},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [{"function": {"name": "f", "arguments": args}}],
+            },
             {"role": "user", "content": "go on"},
         ]
     }

@@ -20,6 +20,9 @@ from supernet.node.kernel.errors import BudgetExceededError, KernelError, LLMErr
 from supernet.sdk.formats.trace import MAX_CONTEXT_TOKENS
 
 DEFAULT_MAX_STEPS = 4
+MAX_STEPS = 64
+"""The most steps an input may ask: more than the context holds (each takes at least
+`LATER_STEP_TOKENS` + `MIN_OBSERVATION_BYTES` of its 2,048 tokens), a bound the schema states."""
 STEP_TOKENS = 96
 TURN_TOKENS = 16
 """Most tokens a chat template adds around one message (role markers, newlines; SmolLM2's: 5),
@@ -70,7 +73,7 @@ class ReactAgent(Agent):
                 "required": ["question"],
                 "properties": {
                     "question": {"type": "string", "minLength": 1},
-                    "max_steps": {"type": "integer", "minimum": 1},
+                    "max_steps": {"type": "integer", "minimum": 1, "maximum": MAX_STEPS},
                 },
             },
         ]
@@ -140,9 +143,11 @@ def observation_bytes(used: int, later: int) -> int:
     observation of ``n`` bytes is at most ``n`` tokens whatever its text: a cap in characters was
     not (600 characters of plane 16 are 2,400 SmolLM2 tokens, more than the whole context)."""
     spare = MAX_CONTEXT_TOKENS - used - FINAL_TOKENS - TURN_TOKENS - len(OBSERVATION.encode())
-    shares = later + 1
-    while shares > 1 and (spare - (shares - 1) * LATER_STEP_TOKENS) // shares < MIN_OBSERVATION_BYTES:
-        shares -= 1
+    # the most shares that leave each MIN_OBSERVATION_BYTES: (spare - (s - 1) * L) // s >= M holds
+    # exactly for s <= (spare + L) / (M + L). In closed form: a user's max_steps of 2**53 counted
+    # down one share at a time held the node's event loop for years (a review's HIGH finding)
+    fitting = (spare + LATER_STEP_TOKENS) // (MIN_OBSERVATION_BYTES + LATER_STEP_TOKENS)
+    shares = max(1, min(later + 1, fitting))
     return max(0, (spare - (shares - 1) * LATER_STEP_TOKENS) // shares)
 
 
