@@ -151,11 +151,12 @@ def create_app(ctx: NodeContext | None = None, *, max_body_bytes: int = 64 * 102
 
     @app.get("/healthz", tags=["ops"], responses={503: {"description": "draining: takes no new tasks"}})
     async def healthz(ctx: Ctx) -> JSONResponse:
-        """Readiness and a summary of the node's state: 503 while draining (shutting down), so a
-        load balancer stops sending it tasks before it stops."""
+        """Readiness and the node's load (its tasks accepted and running): 503 while draining
+        (shutting down), so a load balancer stops sending it tasks before it stops. Anyone may ask,
+        so its cost must not grow with the node's history (totals are in /metrics)."""
         body = {"status": "ok" if ctx.accepting else "draining", "node": ctx.address}
         return JSONResponse(
-            {**body, "tasks": ctx.db.count_by_status()}, status_code=200 if ctx.accepting else 503
+            {**body, "tasks": ctx.db.count_unfinished()}, status_code=200 if ctx.accepting else 503
         )
 
     @app.get("/metrics", tags=["ops"], response_class=Response)

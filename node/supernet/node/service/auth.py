@@ -30,6 +30,7 @@ from supernet.node.service.errors import (
     ModelNotServedError,
     PaymentError,
     ReplayError,
+    TooManyTasksError,
     WrongNodeError,
 )
 from supernet.node.service.models import NewTask
@@ -99,8 +100,10 @@ class Authenticator:
         chain: ChainPort | None,
         task_fee: int,
         clock: Callable[[], float] = time.time,
+        max_unfinished: int = 16,
     ) -> None:
         self.node_address = to_checksum_address(node_address)
+        self.max_unfinished = max_unfinished  # a user's accepted or running tasks at most
         self.domain = domain
         self.executor = executor
         self.db = db
@@ -269,6 +272,13 @@ class Authenticator:
             # within the done fees, which is then always exactly the done fees. With mixed fees a
             # user could make a dear task fail and leave no voucher small enough for the cheap
             # ones done behind it (tests/unit/test_review_session_changes.py).
+            unfinished = self.db.unfinished_count(user)
+            if unfinished >= self.max_unfinished:
+                raise TooManyTasksError(
+                    f"{user} has {unfinished} unfinished tasks here, the most one user may: "
+                    f"send this one once some end",
+                    limit=str(self.max_unfinished),
+                )
             other = self.db.unfinished_fees(user) - {fee}
             if other:
                 raise FeeInFlightError(

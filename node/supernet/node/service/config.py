@@ -77,6 +77,18 @@ class ApiSettings(Section):
     stream_send_timeout_s: float = Field(
         default=30.0, gt=0, description="A stream whose reader takes no data for this long is closed."
     )
+    max_unfinished_per_user: int = Field(
+        default=16,
+        gt=0,
+        description="A user's accepted or running tasks at most (429 beyond): four times the "
+        "worker's per-user slots; more would only wait, and expire unbilled.",
+    )
+    max_connections: int = Field(
+        default=512,
+        gt=0,
+        description="Open connections and requests in progress at most (503 beyond): below the "
+        "process's file limit, so held connections never starve its RPC, store and database.",
+    )
 
     def endpoint(self) -> str:
         """The URL users reach this node at."""

@@ -138,6 +138,14 @@ class Database:
         )
         return {int(r["fee"]) for r in rows}
 
+    def unfinished_count(self, user: str) -> int:
+        """How many of ``user``'s tasks are still accepted or running."""
+        rows = self._all(
+            "SELECT COUNT(*) AS n FROM tasks WHERE user = ? AND status IN (?, ?)",
+            (user, TaskStatus.ACCEPTED, TaskStatus.RUNNING),
+        )
+        return int(rows[0]["n"])
+
     def insert_task(self, task: NewTask, guard: Callable[[int, int], None] | None = None) -> None:
         """Store an accepted task, its voucher and the user's nonce in one durable transaction.
 
@@ -241,6 +249,13 @@ class Database:
         """Number of tasks per status (for metrics)."""
         rows = self._all("SELECT status, COUNT(*) AS n FROM tasks GROUP BY status")
         return {r["status"]: int(r["n"]) for r in rows}
+
+    def count_unfinished(self) -> dict[str, int]:
+        """Number of tasks accepted and running: the node's load, read through the status index
+        (its cost follows the unfinished tasks, bounded per user, not the node's whole history)."""
+        query = "SELECT COUNT(*) AS n FROM tasks WHERE status = ?"
+        unfinished = (TaskStatus.ACCEPTED, TaskStatus.RUNNING)
+        return {str(s): int(self._all(query, (s,))[0]["n"]) for s in unfinished}
 
     def task_count(self) -> int:
         """Number of tasks ever admitted (decoys included)."""

@@ -127,6 +127,16 @@ class FeeInFlightError(NodeError):
     code = "fee_in_flight"
 
 
+class TooManyTasksError(NodeError):
+    """The user has as many unfinished tasks here as one user may (`[api] max_unfinished_per_user`):
+    send more once some end. Beyond the worker's per-user slots a task only waits, and one whose
+    deadline passes while it waits is refused unbilled: without this bound one deposit queued tasks
+    (and stored their inputs) without end (a review, tests/unit/test_review_node_hardening2.py)."""
+
+    status = 429
+    code = "too_many_tasks"
+
+
 class TooLargeError(NodeError):
     """The request body is over the configured limit."""
 

@@ -29,6 +29,7 @@ from supernet.node.service.config import NodeSettings
 from supernet.node.service.db import Database
 from supernet.node.service.decoys import DecoyPlanter
 from supernet.node.service.deps import NodeContext
+from supernet.node.service.http_protocol import DeadlineH11Protocol
 from supernet.node.service.ports import ChainPort, Executor
 from supernet.node.service.redeemer import Redeemer, RedeemPolicy
 from supernet.node.service.routes_store import public_reader
@@ -120,7 +121,13 @@ class NodeService:
             fee_priority=s.engine.policy == "fair",  # the worker's queue orders tasks as the kernel's does
         )
         auth = Authenticator(
-            self.account.address, self.domain, self.executor, db, self.chain, s.pricing.task_fee_wei
+            self.account.address,
+            self.domain,
+            self.executor,
+            db,
+            self.chain,
+            s.pricing.task_fee_wei,
+            max_unfinished=s.api.max_unfinished_per_user,
         )
         self.ctx = NodeContext(
             settings=s,
@@ -184,6 +191,10 @@ class NodeService:
             port=self.settings.api.port,
             log_level=self.settings.log_level.lower(),
             lifespan="off",
+            # a whole request within a deadline, and at most so many connections and requests at
+            # once (503 beyond): anyone can open connections, so they must not hold them
+            http=DeadlineH11Protocol,
+            limit_concurrency=self.settings.api.max_connections,
         )
         self._server = uvicorn.Server(config)
         services = [self.batcher.run_forever(), self._server.serve()]
