@@ -261,6 +261,13 @@ contract TaskManager is ReentrancyGuardTransient {
     /// @notice keccak256(abi.encode(batchId, index)) => when its data was posted on chain: a fraud
     ///         challenge on that entry stays possible for CHALLENGE_WINDOW after this time.
     mapping(bytes32 => uint256) public answeredAt;
+    /// @notice keccak256(abi.encode(batchId, index)) => the end of the vote of the entry's first
+    ///         fraud challenge that closed without a fraud verdict: a fraud challenge on that entry
+    ///         stays possible for CHALLENGE_WINDOW after this time, once. A vote ends at least
+    ///         VOTE_WINDOW after its challenge, so with VOTE_WINDOW >= CHALLENGE_WINDOW (the
+    ///         defaults) a leaf a tie or a minority cleared could never be challenged again
+    ///         (contracts/test/Review12.t.sol).
+    mapping(bytes32 => uint256) public reopenedAt;
     /// @dev keccak256(abi.encode(batchId, index)) => the entry's latest fraud challenge, and back:
     ///      an availability challenge on the entry extends that challenge's vote (`_extendVote`).
     mapping(bytes32 => uint256) internal _entryChallenge;
@@ -510,7 +517,7 @@ contract TaskManager is ReentrancyGuardTransient {
         CHALLENGER_REWARD_BPS = challengerRewardBps;
         VOTER_REWARD_BPS = voterRewardBps;
         MIN_ANSWER_GAS_PRICE = minAnswerGasPrice;
-        BATCH_RETENTION = 2 * challengeWindow + voteWindow;
+        BATCH_RETENTION = 3 * challengeWindow + 2 * voteWindow;
         LOCK_STEP = challengeWindow >= 16 ? challengeWindow / 16 : 1;
     }
 
@@ -746,6 +753,10 @@ contract TaskManager is ReentrancyGuardTransient {
             _resolveFraud(challengeId, c);
         } else {
             c.status = ChallengeStatus.NotFraud;
+            // the leaf stays open to one more challenge for a window from the vote's end (anchored
+            // there, not at this call: the window must end within BATCH_RETENTION)
+            bytes32 entry = _challengeEntry[challengeId];
+            if (reopenedAt[entry] == 0) reopenedAt[entry] = c.voteDeadline;
             // The node earns the bond only when the validators cleared it (a quorum of "not
             // fraud" votes by themselves, at least the fraud side). Without such a verdict the
             // bond burns: were it paid to the node, a node could let a correct challenge of its
@@ -1123,13 +1134,19 @@ contract TaskManager is ReentrancyGuardTransient {
         uint256 deadline = uint256(ref.committedAt) + CHALLENGE_WINDOW;
         if (block.timestamp >= deadline) {
             // Data posted late (an availability answer) gets a full window of its own: a node
-            // must not escape a fraud challenge by answering at the last moment.
-            uint256 posted = answeredAt[keccak256(abi.encode(batchId, index))];
-            if (posted == 0 || block.timestamp >= posted + CHALLENGE_WINDOW) revert ChallengeWindowClosed(deadline);
+            // must not escape a fraud challenge by answering at the last moment. So does a leaf
+            // whose first challenge closed without a fraud verdict (`reopenedAt`).
+            bytes32 entry = keccak256(abi.encode(batchId, index));
+            if (!_inWindow(answeredAt[entry]) && !_inWindow(reopenedAt[entry])) revert ChallengeWindowClosed(deadline);
         }
         leaf = _checkEntry(ref, index, receipt, proof);
         uint256 prior = leafChallenge[keccak256(abi.encode(batchId, leaf))];
         if (prior != 0 && _challenges[prior].status != ChallengeStatus.NotFraud) revert LeafAlreadyChallenged(prior);
+    }
+
+    /// @dev Whether a window that opened at `from` (0: never) is still open.
+    function _inWindow(uint256 from) internal view returns (bool) {
+        return from != 0 && block.timestamp < from + CHALLENGE_WINDOW;
     }
 
     /// @dev The leaf of `receipt`, proven to sit at `index` of the (checked) batch `ref`'s tree.

@@ -498,7 +498,7 @@ contract Review8Test is Base {
     function test_defence_APromiseWithinTheAnswerableBoundIsAnsweredAfterTheLatestClaim() public {
         _registerNode(node, 2 ether);
         uint256 promiseS = tm.BATCH_RETENTION() - CHALLENGE_WINDOW - VOTE_WINDOW;
-        assertEq(promiseS, CHALLENGE_WINDOW, "the bound the node enforces");
+        assertEq(promiseS, 2 * CHALLENGE_WINDOW + VOTE_WINDOW, "the bound the node enforces");
         uint256 t0 = block.timestamp;
         (TaskRequest memory q, Receipt memory r, ReceiptPromise memory p, bytes memory sig) =
             _paidTaskWithPromise(5, 0.001 ether, t0 + 1 hours, t0 + promiseS);

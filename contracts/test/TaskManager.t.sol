@@ -187,7 +187,7 @@ contract TaskManagerTest is Base {
         (uint256 first,,) = _commit(node, 2); // slot 0
         TaskManager.BatchRef memory old = _ref(first);
         uint256 retention = tm.BATCH_RETENTION();
-        assertEq(retention, 2 * CHALLENGE_WINDOW + VOTE_WINDOW);
+        assertEq(retention, 3 * CHALLENGE_WINDOW + 2 * VOTE_WINDOW);
         vm.roll(block.number + 3);
         bytes32 seed = tm.sealSeed(old);
         uint256 reusableAt = old.committedAt + retention;
@@ -217,6 +217,7 @@ contract TaskManagerTest is Base {
     function test_RetentionCoversTheLatestPossibleDispute() public {
         _registerNode(node, 2 ether);
         _registerValidator(validator1, 1 ether);
+        _registerValidator(validator2, 9 ether); // never votes: the challenger alone is no quorum
         (uint256 batchId, Receipt[] memory rs, bytes32[] memory leaves) = _commit(node, 2);
         TaskManager.BatchRef memory ref = _ref(batchId);
         vm.warp(ref.committedAt + CHALLENGE_WINDOW - 1);
@@ -230,6 +231,27 @@ contract TaskManagerTest is Base {
         assertLt(block.timestamp, ref.committedAt + tm.BATCH_RETENTION());
         _challenge(validator1, batchId, 1, rs[1], Merkle.proofAt(leaves, 1));
         assertEq(tm.challengeCount(), 1);
+        // that challenge closes with no verdict (nobody votes): the leaf reopens for a window from
+        // the vote's end, the latest dispute of all, and still inside the retention
+        uint64 voteDeadline = tm.challenges(1).voteDeadline;
+        vm.warp(voteDeadline);
+        tm.resolve(1);
+        assertEq(tm.reopenedAt(keccak256(abi.encode(batchId, uint256(1)))), voteDeadline);
+        vm.warp(uint256(voteDeadline) + CHALLENGE_WINDOW - 1);
+        assertLt(block.timestamp, ref.committedAt + tm.BATCH_RETENTION());
+        _challenge(validator1, batchId, 1, rs[1], Merkle.proofAt(leaves, 1));
+        assertEq(tm.challengeCount(), 2);
+        // once: the second one closing without a verdict reopens nothing more
+        voteDeadline = tm.challenges(2).voteDeadline;
+        vm.warp(voteDeadline);
+        tm.resolve(2);
+        vm.warp(uint256(voteDeadline) + 1);
+        vm.deal(validator1, CHALLENGE_BOND);
+        vm.prank(validator1);
+        vm.expectRevert(
+            abi.encodeWithSelector(TaskManager.ChallengeWindowClosed.selector, ref.committedAt + CHALLENGE_WINDOW)
+        );
+        tm.challenge{value: CHALLENGE_BOND}(ref, 1, rs[1], Merkle.proofAt(leaves, 1), "bafyevidence");
     }
 
     /// @dev Reserved slots are free to commit into, hold no batch, and are the caller's own.

@@ -104,6 +104,9 @@ class FakeTaskManager:
     def answered_at(self, batch_id: int, index: int) -> int:
         return self.answered.get((batch_id, index), 0)
 
+    def reopened_at(self, batch_id: int, index: int) -> int:
+        return 0  # no fraud challenge here closed without a verdict
+
     def availability(self, aid: int) -> Any:
         return self.states[aid]
 

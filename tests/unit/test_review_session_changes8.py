@@ -311,6 +311,9 @@ class ClaimChain:
     def answered_at(self, batch_id: int, index: int) -> int:
         return 0
 
+    def reopened_at(self, batch_id: int, index: int) -> int:
+        return 0
+
     def manifest_receipts(self, batch_id: int) -> list[Receipt] | None:
         return self.receipts.get(batch_id)
 
@@ -531,6 +534,9 @@ class TurnsChain(Chain):
     omission: Any = None
 
     def answered_at(self, batch_id: int, index: int) -> int:
+        return 0
+
+    def reopened_at(self, batch_id: int, index: int) -> int:
         return 0
 
     def entry_availability(self, batch_id: int, index: int) -> int:

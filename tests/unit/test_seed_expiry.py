@@ -74,7 +74,7 @@ def test_a_node_refuses_a_promise_its_batch_would_not_outlive(deployed: Contract
     answered from the batch (its slot is reused BATCH_RETENTION after the commit)."""
     tm, sm = deployed.task_manager, deployed.service_manager
     answerable = answerable_promise_delay(tm.batch_retention(), tm.challenge_window(), tm.vote_window())
-    assert answerable == tm.challenge_window()
+    assert answerable == 2 * tm.challenge_window() + tm.vote_window()
     unbonding = sm.unbonding_period()
     check_promise_delay(answerable, unbonding, answerable)
     with pytest.raises(ValueError, match="slot is reused"):

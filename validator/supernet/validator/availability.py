@@ -169,15 +169,16 @@ class Availability:
 
     async def deadline(self, batch_id: int, index: int | None = None) -> int:
         """When entry ``index`` of a batch stops being challengeable for fraud (chain time): at
-        the end of its batch's window, or, for an entry posted on chain by an availability answer,
-        a full window from the answer if later (the contract's `_checkChallengeable`); ``index``
-        None: the batch's."""
+        the end of its batch's window, or, for an entry posted on chain by an availability answer
+        or reopened by a challenge that closed without a fraud verdict, a full window from then if
+        later (the contract's `_checkChallengeable`); ``index`` None: the batch's."""
         info = await self._call(self.chain.batch, batch_id)  # cached: asked on every recheck
         window = self.chain.params().challenge_window
         end = info.committed_at + window
         if index is not None:
-            posted = await self._call(self.chain.answered_at, batch_id, index)
-            end = max(end, posted + window) if posted else end
+            for since in (self.chain.answered_at, self.chain.reopened_at):
+                start = await self._call(since, batch_id, index)
+                end = max(end, start + window) if start else end
         return end
 
     async def _closing(self, batch_id: int, chain_now: int, index: int | None = None) -> bool:

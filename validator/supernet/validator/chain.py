@@ -460,6 +460,13 @@ class TaskManagerClient:
         key = Web3.keccak(self.w3.codec.encode(["uint256", "uint256"], [batch_id, index]))
         return int(self.binding.call("answeredAt", key))
 
+    def reopened_at(self, batch_id: int, index: int) -> int:
+        """When the first fraud challenge of entry ``index`` of a batch that closed without a fraud
+        verdict ended its vote (0: none): the entry's fraud window runs a full ``CHALLENGE_WINDOW``
+        from then, once (`TaskManager.reopenedAt`)."""
+        key = Web3.keccak(self.w3.codec.encode(["uint256", "uint256"], [batch_id, index]))
+        return int(self.binding.call("reopenedAt", key))
+
     def entry_refused(self, batch_id: int, index: int) -> bool:
         """Whether an availability challenge on entry ``index`` of a batch went unanswered."""
         aid = self.entry_availability(batch_id, index)
