@@ -21,9 +21,9 @@ from typing import Any
 from supernet.node.kernel.chain_read import (
     CHAIN_READ_GAS,
     CHAIN_UNREACHABLE,
+    EVM_HALTS,
     MAX_PIN_AGE_S,
     NOT_FINAL,
-    OUT_OF_GAS,
     STALE_FINAL,
     STALE_FINAL_S,
     block_ref,
@@ -140,8 +140,11 @@ async def check_chain_read(
             try:
                 again = await read_at(w3, call.args, block, block_hash)
             except Exception as exc:
-                if any(words in str(exc).lower() for words in OUT_OF_GAS):  # the chain's answer
-                    what = f"a value for a call that runs out of its {CHAIN_READ_GAS} gas at that block"
+                if any(words in str(exc).lower() for words in EVM_HALTS):  # the chain's answer
+                    what = (
+                        f"a value for a call that halts at that block (with its {CHAIN_READ_GAS} gas): "
+                        f"{type(exc).__name__}: {exc}"
+                    )
                     return _finding(call, what, None), True, None
                 raise
     except Exception as exc:  # this validator's RPC, not the node's fault

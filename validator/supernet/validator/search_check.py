@@ -121,11 +121,14 @@ class SearchCheck:
         self, i: int, ev: MemorySearchEvent, witness: VerifiedWitness, deadline: float
     ) -> list[Finding]:
         root = witness.block(str(ev.root))
-        entries = [canonical_cid(str(c)) for c in root["entries"]]
+        try:  # the node's root: an entry that is not a CID is its fault, never this check's error
+            entries = [canonical_cid(str(c)) for c in root["entries"]]
+            hits = [canonical_cid(h) for h in ev.hits]
+        except (ValueError, TypeError, KeyError) as exc:
+            raise NotAnEntry(f"the searched root {ev.root} lists what is not an entry: {exc}") from None
         vectors = await self._vectors_of(sorted(set(entries)), witness, deadline)
         query = (await self.embedder.embed([ev.query]))[0].astype(np.float64)
         score = {cid: float(vec.astype(np.float64) @ query) for cid, vec in vectors.items()}
-        hits = [canonical_cid(h) for h in ev.hits]
         tol = self.tolerance
         out: list[Finding] = []
         extra = Counter(hits) - Counter(entries)

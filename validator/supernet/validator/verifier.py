@@ -542,8 +542,9 @@ class Verifier:
         (a trace no check foresaw, a bug here) becomes that receipt's *unverifiable* verdict, logged,
         never an exception out of the batch: otherwise one poison trace would make the service's
         step fail before ``finish_batch`` on every retry and stall every later batch."""
+        found: list[Finding] = []  # what `_stage` found before it raised still counts
         try:
-            return await self._stage(batch_id, node, index, manifest)
+            return await self._stage(batch_id, node, index, manifest, found)
         except Exception as exc:
             if not manifest.readable(index):  # the caller asked for an entry it cannot read
                 raise
@@ -552,17 +553,22 @@ class Verifier:
                 log.exception("checking receipt %d of batch %d failed", index, batch_id)
                 why = local_failure("checking", exc)
                 return Verdict(batch_id, index, leaf, unverifiable=why, validator=self.validator, local=True)
-            return _barrier(_Head(batch_id, index, manifest.entries[index], self.validator), exc, [])
+            return _barrier(_Head(batch_id, index, manifest.entries[index], self.validator), exc, found)
 
-    async def _stage(self, batch_id: int, node: str, index: int, manifest: Manifest) -> Verdict | _Staged:
-        """Everything before the model: entry, signatures, trace; a final verdict if it ends there."""
+    async def _stage(
+        self, batch_id: int, node: str, index: int, manifest: Manifest, findings: list[Finding]
+    ) -> Verdict | _Staged:
+        """Everything before the model: entry, signatures, trace; a final verdict if it ends there.
+        ``findings``: the caller's list, filled as faults are found, so that an exception later on
+        (a check that raises on what the node wrote) cannot erase them: a node placed a malformed
+        value after its lie, and the barrier's verdict had no finding (a review, HIGH)."""
         if index in manifest.malformed:  # the node's own answer on chain: its fault
             leaf, reason = manifest.malformed[index]
             finding = Finding(Check.TRACE_MALFORMED, f"the posted trace: {reason}")
             return Verdict(batch_id, index, leaf, findings=(finding,), validator=self.validator)
         entry = self.entry(manifest, index)
         head = _Head(batch_id, index, entry, self.validator, commit_block=manifest.commit_block)
-        findings = check_receipt(entry, node, self.domain) + check_trace_hash(
+        findings += check_receipt(entry, node, self.domain) + check_trace_hash(
             entry.trace_cid, entry.receipt.trace_hash
         )
         try:

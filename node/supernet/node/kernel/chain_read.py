@@ -65,6 +65,28 @@ OUT_OF_GAS = ("out of gas", "outofgas")
 """How RPCs word an ``eth_call`` that ran out of gas (geth, reth, besu: "out of gas"; anvil,
 nethermind: "OutOfGas"), lowercased: the only RPC error a validator takes as the chain's answer."""
 
+EVM_HALTS = (
+    *OUT_OF_GAS,
+    "invalid opcode",  # geth's INVALID (0xfe: an old Solidity `assert`, SafeMath) and unknown opcodes
+    "invalidfeopcode",  # anvil (revm)
+    "opcodenotfound",
+    "invalid jump",  # geth "invalid jump destination", anvil "InvalidJump"
+    "invalidjump",
+    "stack underflow",
+    "stackunderflow",
+    "stack limit reached",  # geth's stack overflow
+    "stackoverflow",
+    "write protection",  # a state change inside the static call
+    "statechangeduringstaticcall",
+    "return data out of bounds",
+    "outofoffset",
+)
+"""How RPCs word an ``eth_call`` that halts exceptionally (out of gas included), lowercased: the
+EVM's own outcome at that block, the same on every client that reaches it, so a validator takes
+it as the chain's answer (a value recorded for such a call is a finding). A wording not listed here
+stays this validator's own failure, never an accusation (a review found a value for an ``INVALID``
+call never judged: tests/unit/test_review_rational_node3.py)."""
+
 BAD_BLOCK = "block must be a block number or one of latest, safe, finalized"
 BAD_ADDRESS = "address must be a 20-byte hex address"
 
