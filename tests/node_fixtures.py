@@ -25,6 +25,7 @@ from eth_account.signers.local import LocalAccount
 from supernet.node.service.config import NodeSettings
 from supernet.node.service.identity import load_account
 from supernet.node.service.ports import (
+    ChannelEvents,
     CommitPending,
     Job,
     JobResult,
@@ -143,6 +144,14 @@ class FakeChain:
 
     async def redeemed(self, user: str) -> int:
         return self.redeemed_amounts.get(user, 0)
+
+    block: int = 0  # this fake chain's head: one block more at each scan of its channels' logs
+
+    async def channel_events(self, from_block: int) -> ChannelEvents:
+        """Every channel closing now and every funded one (no log here: the tests set the dicts
+        directly, so each scan reports them all, which never hides a closing channel)."""
+        self.block += 1
+        return ChannelEvents(self.block, dict.fromkeys(self.closing, self.block), frozenset(self.deposits))
 
     async def gas_price(self) -> int:
         return self.price

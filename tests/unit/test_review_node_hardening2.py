@@ -29,7 +29,7 @@ Found:
    or of its last response (`service/http_protocol.DeadlineH11Protocol`), and uvicorn's
    ``limit_concurrency`` is ``[api] max_connections`` (512, 503 beyond).
 2. MEDIUM — every user who ever had a task done here costs one sequential chain read before
-   every commit, forever (`test_attack_every_past_payer_is_read_from_the_chain_before_each_commit`).
+   every commit, forever (`test_defence_every_past_payer_is_read_from_the_chain_before_each_commit`).
    `Redeemer.due` (redeemer.py) reads ``Payments.channel`` for every user in
    ``users_with_vouchers()`` (all users ever, settled and gone included), one ``to_thread`` call
    after another, and the batcher calls it (`Redeemer.for_commit`, batcher.py ``_sign``) under
@@ -42,6 +42,10 @@ Found:
    RPC: at a hosted RPC's 20-50 ms, a few thousand keys push a batch past ``commit_margin_s``
    and 10^4 past ``promise_s``, after which every promised receipt is an omission claim that
    slashes the honest node; long before that, commits (16 receipts each) fall behind the tasks.
+   FIXED: the redeemer reads a channel only when its own records leave something due possible
+   (best voucher above the recorded redeemed and deposit, and worth the gas or closing), learning
+   closing channels from one ``eth_getLogs`` of ``WithdrawalRequested`` per round from a cursor
+   kept in the database (`Redeemer.due`; 0 reads here).
 3. MEDIUM — one funded key gets any number of tasks admitted and stored, unbilled
    (`test_defence_one_funded_key_queues_unbounded_tasks_that_are_never_billed`). The only bound
    on a user's unfinished tasks is the deposit (voucher = billed + fee <= deposit): 10^6 tasks
@@ -241,7 +245,7 @@ def _past_payer(db: Database, user: str, i: int) -> None:
 
 
 @pytest.mark.anvil
-async def test_attack_every_past_payer_is_read_from_the_chain_before_each_commit(
+async def test_defence_every_past_payer_is_read_from_the_chain_before_each_commit(
     network: Contracts, actors: Actors, tmp_path: Path
 ) -> None:
     """MEDIUM. Attack: N keys each buy one task (one fee, one deposit) and leave (or simply stay:

@@ -137,8 +137,11 @@ class Validator:
         self.chain = TaskManagerClient.of(self.contracts)
         # recorded chain_reads are re-read over this RPC: it must run calls with the protocol's gas
         # (a lower cap would accuse honest reads of running out of it) and hold the states of the
-        # oldest pin judged here (MAX_PIN_AGE_S before a commit, plus the commit's window)
-        span = MAX_PIN_AGE_S + self.chain.params().challenge_window
+        # oldest pin judged here: MAX_PIN_AGE_S before a commit whose last dispute can open up to
+        # BATCH_RETENTION after it (a reopened leaf) and be voted on for a VOTE_WINDOW more (a
+        # review: the window alone let an RPC pass that could not judge the disputes it joins)
+        retention = int(await asyncio.to_thread(self.chain.binding.call, "BATCH_RETENTION"))
+        span = MAX_PIN_AGE_S + retention + self.chain.params().vote_window
         await asyncio.to_thread(require_rpc, self.w3, "validator", call_gas=CHAIN_READ_GAS, state_span_s=span)
         self.db = Database(s.db_path)
         self.store = self._store or StoreClient(s.store_url)

@@ -21,8 +21,9 @@ from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from eth_account.typed_transactions import TypedTransaction
+from eth_utils import to_checksum_address
 from hexbytes import HexBytes
-from supernet.node.service.ports import CommitPending, SignedCommit, SignedVoucher
+from supernet.node.service.ports import ChannelEvents, CommitPending, SignedCommit, SignedVoucher
 from supernet.sdk.chain import Contracts, Voucher
 from supernet.sdk.chain.bindings import _sender, build_signed, latest_base_fee, release_nonce, send_ether
 from supernet.sdk.chain.eip712 import Domain, TaskRequest
@@ -43,6 +44,9 @@ COMMIT_POLL_S = 0.25
 """How often `Web3Chain.wait_commit` looks for the commit's receipt and at the account's nonce."""
 
 _DEAD = object()  # `wait_commit`: the commit's nonce went to another transaction
+
+LOG_RANGE = 5_000
+"""Blocks per ``eth_getLogs`` of `Web3Chain.channel_events` (hosted RPCs cap a query's range)."""
 
 REPLACEMENT_BUMP = (9, 8)
 """A replacement's fees over the replaced one's (12.5 %): pools take a transaction at a used nonce
@@ -113,6 +117,42 @@ class Web3Chain:
     async def redeemed(self, user: str) -> int:
         """Cumulative wei this node redeemed from ``user``."""
         return (await self.channel(user)).redeemed
+
+    async def channel_events(self, from_block: int) -> ChannelEvents:
+        """``WithdrawalRequested`` and ``Deposited`` of this node's channels from ``from_block``
+        (never before the deployment) to the head, in ``eth_getLogs`` of `LOG_RANGE` blocks at most
+        (hosted RPCs refuse wider ranges; both events index the node as their second topic)."""
+        payments = self.contracts.payments
+        w3 = self.contracts.w3
+        events = payments.contract.events
+        requested = HexBytes(events.WithdrawalRequested().topic)
+        deposited = HexBytes(events.Deposited().topic)
+        node = HexBytes(bytes(12) + bytes.fromhex(self.account.address[2:]))
+
+        def scan() -> ChannelEvents:
+            head = int(w3.eth.block_number)
+            start = max(from_block, self.contracts.deployment.deploy_block)
+            closing: dict[str, int] = {}
+            funded: set[str] = set()
+            logs: list[Any] = []
+            for first in range(start, head + 1, LOG_RANGE):
+                query = {
+                    "address": payments.contract.address,
+                    "fromBlock": first,
+                    "toBlock": min(first + LOG_RANGE - 1, head),
+                    "topics": [[requested, deposited], None, node],
+                }
+                logs += w3.eth.get_logs(query)  # type: ignore[arg-type]
+            for e in logs:
+                topics = [bytes(t) for t in e["topics"]]
+                user = to_checksum_address(topics[1][12:])
+                if topics[0] == requested:
+                    closing[user] = max(closing.get(user, 0), int(e["blockNumber"]))
+                else:
+                    funded.add(user)
+            return ChannelEvents(head, closing, frozenset(funded))
+
+        return await asyncio.to_thread(scan)
 
     async def gas_price(self) -> int:
         """The chain's current gas price in wei."""

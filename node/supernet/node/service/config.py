@@ -86,8 +86,9 @@ class ApiSettings(Section):
     max_connections: int = Field(
         default=512,
         gt=0,
-        description="Open connections and requests in progress at most (503 beyond): below the "
-        "process's file limit, so held connections never starve its RPC, store and database.",
+        description="Open connections at most (a new one evicts the oldest idle one; requests in "
+        "progress beyond it get 503): below the process's file limit, so held connections never "
+        "starve its RPC, store and database.",
     )
 
     def endpoint(self) -> str:

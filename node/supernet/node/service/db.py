@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS nonces (user TEXT PRIMARY KEY, last_nonce TEXT NOT NU
 CREATE TABLE IF NOT EXISTS vouchers (
     task_id TEXT PRIMARY KEY REFERENCES tasks(id), user TEXT NOT NULL,
     cumulative TEXT NOT NULL, signature TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS vouchers_user ON vouchers(user);
 CREATE TABLE IF NOT EXISTS commit_txs (
     batch_id INTEGER PRIMARY KEY REFERENCES batches(id), tx_hash TEXT NOT NULL, raw TEXT NOT NULL,
     nonce INTEGER NOT NULL);
@@ -57,6 +58,8 @@ CREATE TABLE IF NOT EXISTS promises (
     signature TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS redemptions (
     user TEXT PRIMARY KEY, redeemed TEXT NOT NULL, tx_hash TEXT, updated_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS closing_channels (user TEXT PRIMARY KEY, block INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS chain_cursors (name TEXT PRIMARY KEY, block INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS decoys (
     task_id TEXT PRIMARY KEY, account_index INTEGER NOT NULL, signature TEXT NOT NULL,
     planted_at REAL NOT NULL, revealed_challenge INTEGER);
@@ -74,6 +77,13 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         "ALTER TABLE batches ADD COLUMN commit_block INTEGER",
         "ALTER TABLE batches ADD COLUMN commit_block_hash TEXT",
+    ),
+    # 2: the settlement scan (`supernet.node.service.redeemer`). The channel's deposit as last read
+    # (NULL: not read, or a deposit since) and the chain's head when ``redeemed`` was last read
+    # (NULL: recorded from a redemption, not read back since). Rows from before: read long ago (0).
+    (
+        "ALTER TABLE redemptions ADD COLUMN deposited TEXT",
+        "ALTER TABLE redemptions ADD COLUMN block INTEGER DEFAULT 0",
     ),
 )
 """Schema changes, version ``i + 1`` at index ``i``; each runs once, in one transaction."""
@@ -523,22 +533,110 @@ class Database:
         """Every user that has sent a voucher."""
         return [r["user"] for r in self._all("SELECT DISTINCT user FROM vouchers")]
 
+    def redeemable_vouchers(self) -> dict[str, tuple[int, str]]:
+        """`redeemable_voucher` of every user that has one, in two scans (the redeemer's start)."""
+        done: dict[str, int] = {}
+        for r in self._all("SELECT user, fee FROM tasks WHERE status = ?", (TaskStatus.DONE.value,)):
+            done[r["user"]] = done.get(r["user"], 0) + int(r["fee"])
+        best: dict[str, tuple[int, str]] = {}
+        for r in self._all("SELECT user, cumulative, signature FROM vouchers"):
+            user, voucher = r["user"], (int(r["cumulative"]), str(r["signature"]))
+            if voucher[0] <= done.get(user, 0) and voucher > best.get(user, (-1, "")):
+                best[user] = voucher
+        return best
+
+    def receipts_mark(self) -> int:
+        """The newest receipt's row number (0: none): `users_done_since` starts after it."""
+        return int(self._all("SELECT COALESCE(MAX(rowid), 0) AS n FROM receipts")[0]["n"])
+
+    def users_done_since(self, mark: int) -> tuple[set[str], int]:
+        """The users with a task done (its receipt stored) after receipt row ``mark``, and the new
+        mark. A user's `redeemable_voucher` only grows when one of its tasks is done (a voucher is
+        its task's billed total plus its fee, above the done fees when it is admitted). Receipts
+        are never deleted nor the file vacuumed, so their row numbers only grow."""
+        rows = self._all(
+            "SELECT r.rowid AS n, t.user FROM receipts r JOIN tasks t ON t.id = r.task_id WHERE r.rowid > ?",
+            (mark,),
+        )
+        return {str(r["user"]) for r in rows}, max((int(r["n"]) for r in rows), default=mark)
+
     def redeemed(self, user: str) -> int:
         """What the node has redeemed from ``user`` so far (as last recorded)."""
         rows = self._all("SELECT redeemed FROM redemptions WHERE user = ?", (user,))
         return int(rows[0]["redeemed"]) if rows else 0
 
     def set_redeemed(self, amounts: dict[str, int], tx_hash: str) -> None:
-        """Record the cumulative amounts redeemed by one transaction."""
+        """Record the cumulative amounts redeemed by one transaction (read back after it landed;
+        not yet confirmed: a reorg may undo it, see `redemption_records`)."""
         now = time.time()
         with self.transaction() as c:
             for user, amount in amounts.items():
                 c.execute(
-                    "INSERT INTO redemptions VALUES (?,?,?,?) ON CONFLICT(user) DO UPDATE "
+                    "INSERT INTO redemptions (user, redeemed, tx_hash, updated_at, block) "
+                    "VALUES (?,?,?,?,NULL) ON CONFLICT(user) DO UPDATE "
                     "SET redeemed = excluded.redeemed, tx_hash = excluded.tx_hash, "
-                    "updated_at = excluded.updated_at",
+                    "updated_at = excluded.updated_at, block = NULL",
                     (user, str(amount), tx_hash, now),
                 )
+
+    def record_channel(self, user: str, redeemed: int, deposited: int, block: int) -> None:
+        """Record ``user``'s channel as read from the chain at head ``block`` (its redeemed amount
+        and deposit)."""
+        with self.transaction() as c:
+            c.execute(
+                "INSERT INTO redemptions (user, redeemed, tx_hash, updated_at, deposited, block) "
+                "VALUES (?,?,'',?,?,?) ON CONFLICT(user) DO UPDATE SET redeemed = excluded.redeemed, "
+                "updated_at = excluded.updated_at, deposited = excluded.deposited, block = excluded.block",
+                (user, str(redeemed), time.time(), str(deposited), block),
+            )
+
+    def redemption_records(self) -> dict[str, tuple[int, int | None, int | None]]:
+        """Per user with a record: (redeemed, the deposit as last read or None when unknown or
+        topped up since, the chain's head when ``redeemed`` was read or None when it was recorded
+        from a redemption and not read back since)."""
+        rows = self._all("SELECT user, redeemed, deposited, block FROM redemptions")
+        return {
+            str(r["user"]): (
+                int(r["redeemed"]),
+                None if r["deposited"] is None else int(r["deposited"]),
+                None if r["block"] is None else int(r["block"]),
+            )
+            for r in rows
+        }
+
+    # ---------------------------------------------------------------- channels' events
+
+    def closing_channels(self) -> dict[str, int]:
+        """Users whose channel to this node a withdrawal request was seen for (and not seen open
+        again since), with the block of the request."""
+        rows = self._all("SELECT user, block FROM closing_channels")
+        return {str(r["user"]): int(r["block"]) for r in rows}
+
+    def channel_events_cursor(self) -> int | None:
+        """The last block whose channel events were recorded (None: never scanned)."""
+        rows = self._all("SELECT block FROM chain_cursors WHERE name = 'channel_events'")
+        return int(rows[0]["block"]) if rows else None
+
+    def record_channel_events(self, closing: Mapping[str, int], funded: Sequence[str], head: int) -> None:
+        """In one transaction: channels seen closing, channels topped up (their recorded deposit
+        is no longer known) and the block scanned up to."""
+        with self.transaction() as c:
+            c.executemany(
+                "INSERT INTO closing_channels VALUES (?, ?) ON CONFLICT(user) DO UPDATE "
+                "SET block = MAX(block, excluded.block)",
+                list(closing.items()),
+            )
+            c.executemany("UPDATE redemptions SET deposited = NULL WHERE user = ?", [(u,) for u in funded])
+            c.execute(
+                "INSERT INTO chain_cursors VALUES ('channel_events', ?) ON CONFLICT(name) DO UPDATE "
+                "SET block = excluded.block",
+                (head,),
+            )
+
+    def channel_open(self, user: str) -> None:
+        """``user``'s channel was read not closing (the request was cancelled, or it withdrew)."""
+        with self.transaction() as c:
+            c.execute("DELETE FROM closing_channels WHERE user = ?", (user,))
 
 
 def _put_roots(c: sqlite3.Connection, snapshot: RootsSnapshot) -> None:

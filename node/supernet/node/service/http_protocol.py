@@ -1,19 +1,30 @@
-"""The node's HTTP/1.1 connections: uvicorn's h11 protocol with a deadline on each request.
+"""The node's HTTP/1.1 connections: uvicorn's h11 protocol, bounded so nobody holds them for free.
 
 uvicorn times a connection out only between requests (``timeout_keep_alive``, armed once a response
 went out), so a client that opens a connection and never finishes a request (half a request line,
-headers a byte a minute, or nothing at all) holds it, and one of the process's file descriptors,
-for as long as it likes, with no signature and no fee: enough of them and the node can neither take
-tasks nor reach its RPC, store or database (a review, `tests/unit/test_review_node_hardening2.py`).
-So each connection must deliver a whole request (headers and body) within `REQUEST_DEADLINE_S`
-of opening or of its previous response; what the response then takes (a stream of tokens) is not
-bounded here (`[api] max_stream_s` is).
+headers a byte a minute, or nothing at all) held it, and one of the process's file descriptors,
+for as long as it liked, with no signature and no fee: enough of them and the node could neither
+take tasks nor reach its RPC, store or database (a review, `tests/unit/test_review_node_hardening2.py`).
+Three rules, each found by a review (`tests/unit/test_review_session_changes13.py` the later two):
+
+* a whole request (headers and body) within `REQUEST_DEADLINE_S` of opening or of the previous
+  response; what the response then takes (a stream of tokens) is not bounded here
+  (``[api] max_stream_s`` is);
+* a response the client does not read: writing paused (the client's window and the transport's
+  buffer full) for `WRITE_STALL_S` aborts the connection (a peer that pipelined requests and read
+  nothing held a handler in uvicorn's ``drain()`` for good), and a connection closed with unread
+  data is aborted, not left to flush;
+* at most ``max_connections`` connections: uvicorn's ``limit_concurrency`` counts idle ones too, so
+  a peer holding that many idle sockets (reopened as the deadline drops them) made every request a
+  503. A new connection over the limit evicts the *oldest idle* one (no request in progress)
+  instead, so idle sockets cost an attacker its own connections, never a user's request.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import time
+from typing import Any, ClassVar
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -21,24 +32,46 @@ REQUEST_DEADLINE_S = 10.0
 """How long a connection has to deliver a whole request: far more than any client needs for the
 API's bodies (`[api] max_body_bytes`, 64 KiB by default)."""
 
+WRITE_STALL_S = 10.0
+"""How long a response may wait on a client that reads nothing (writing paused) before the
+connection is aborted."""
+
 
 class DeadlineH11Protocol(H11Protocol):
-    """`H11Protocol` that closes a connection whose next request is not all in by its deadline."""
+    """`H11Protocol` with the rules of the module; `bounded` makes one for a connection limit."""
 
+    max_connections: ClassVar[int | None] = None
     _deadline: asyncio.TimerHandle | None = None
+    _stall: asyncio.TimerHandle | None = None
+    _opened_at = 0.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._opened_at = time.monotonic()
         self._arm()
+        if self.max_connections is not None:
+            self._evict_idle(self.max_connections)
 
     def on_response_complete(self) -> None:
         self._arm()  # before the next (pipelined) request can start: it must be in by the deadline
         super().on_response_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
+        for timer in (self._deadline, self._stall):
+            if timer is not None:
+                timer.cancel()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._stall is None:
+            self._stall = self.loop.call_later(WRITE_STALL_S, self.transport.abort)
+
+    def resume_writing(self) -> None:
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+        super().resume_writing()
 
     def _arm(self) -> None:
         if self._deadline is not None:
@@ -47,9 +80,30 @@ class DeadlineH11Protocol(H11Protocol):
 
     def _expired(self, armed_with: Any) -> None:
         """No request since arming (the cycle is the one of then), or one whose body is still
-        coming: the connection goes."""
-        cycle = self.cycle
+        coming: the connection goes (aborted if it was already closing with unread data)."""
         if self.transport.is_closing():
+            self.transport.abort()
             return
+        cycle = self.cycle
         if cycle is armed_with or (cycle is not None and cycle.more_body and not cycle.response_started):
             self.transport.close()
+
+    def _idle(self) -> bool:
+        """No request in progress: none yet, or the last one answered."""
+        return self.cycle is None or self.cycle.response_complete
+
+    def _evict_idle(self, limit: int) -> None:
+        """Over ``limit`` connections: abort the oldest idle ones (never this new one) until within."""
+        excess = len(self.connections) - limit
+        if excess <= 0:
+            return
+        others = [c for c in self.connections if c is not self and isinstance(c, DeadlineH11Protocol)]
+        idle = [c for c in others if c._idle()]
+        for victim in sorted(idle, key=lambda c: c._opened_at)[:excess]:
+            self.connections.discard(victim)  # counted out now: the abort's callback comes later
+            victim.transport.abort()
+
+
+def bounded(max_connections: int) -> type[DeadlineH11Protocol]:
+    """The protocol class of a server holding at most ``max_connections`` connections."""
+    return type("BoundedDeadlineH11Protocol", (DeadlineH11Protocol,), {"max_connections": max_connections})

@@ -126,6 +126,22 @@ class SignedVoucher:
     signature: bytes
 
 
+@dataclass(frozen=True)
+class ChannelEvents:
+    """What Payments logged of this node's channels in a range of blocks (`ChainPort.channel_events`).
+
+    Attributes:
+        head: the last block scanned (the chain's head when the scan began).
+        closing: users who requested a withdrawal from their channel to this node
+            (``WithdrawalRequested``), with the block of their latest request.
+        funded: users who deposited into their channel to this node (``Deposited``).
+    """
+
+    head: int
+    closing: Mapping[str, int]
+    funded: frozenset[str]
+
+
 class ChainPort(Protocol):
     """The node's on-chain side: identity, deposits, batch commits, redemption."""
 
@@ -140,6 +156,12 @@ class ChainPort(Protocol):
 
     async def redeemed(self, user: str) -> int:
         """Cumulative wei this node has already redeemed from ``user``."""
+        ...
+
+    async def channel_events(self, from_block: int) -> ChannelEvents:
+        """This node's channels' withdrawal requests and deposits from block ``from_block`` (never
+        before the deployment) to the chain's head, in one log query: how the redeemer learns
+        which channels are closing without reading every user's channel."""
         ...
 
     async def gas_price(self) -> int:

@@ -29,7 +29,7 @@ from supernet.node.service.config import NodeSettings
 from supernet.node.service.db import Database
 from supernet.node.service.decoys import DecoyPlanter
 from supernet.node.service.deps import NodeContext
-from supernet.node.service.http_protocol import DeadlineH11Protocol
+from supernet.node.service.http_protocol import bounded
 from supernet.node.service.ports import ChainPort, Executor
 from supernet.node.service.redeemer import Redeemer, RedeemPolicy
 from supernet.node.service.routes_store import public_reader
@@ -191,10 +191,11 @@ class NodeService:
             port=self.settings.api.port,
             log_level=self.settings.log_level.lower(),
             lifespan="off",
-            # a whole request within a deadline, and at most so many connections and requests at
-            # once (503 beyond): anyone can open connections, so they must not hold them
-            http=DeadlineH11Protocol,
-            limit_concurrency=self.settings.api.max_connections,
+            # a whole request within a deadline, a client that reads nothing dropped, at most so
+            # many connections (a new one evicts the oldest idle one: idle sockets must not 503
+            # everyone); uvicorn's own limit, one above, then only bounds requests in progress
+            http=bounded(self.settings.api.max_connections),
+            limit_concurrency=self.settings.api.max_connections + 1,
         )
         self._server = uvicorn.Server(config)
         services = [self.batcher.run_forever(), self._server.serve()]
