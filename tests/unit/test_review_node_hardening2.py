@@ -260,7 +260,7 @@ async def test_defence_every_past_payer_is_read_from_the_chain_before_each_commi
     (600 s) the node breaks its signed promises and every receipt is a slashable omission.
 
     Safe: the work before a commit does not grow with users who owe nothing (here: at most a few
-    reads for 300 of them). Today: one read each."""
+    reads for 300 of them). Before the fix: one read each."""
     users = 300
     db = Database.open(tmp_path / "node.sqlite3")
     try:
