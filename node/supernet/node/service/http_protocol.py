@@ -11,30 +11,44 @@ Three rules, each found by a review (`tests/unit/test_review_session_changes13.p
   response; what the response then takes (a stream of tokens) is not bounded here
   (``[api] max_stream_s`` is);
 * a response the client does not read: writing paused (the client's window and the transport's
-  buffer full) for `WRITE_STALL_S` aborts the connection (a peer that pipelined requests and read
-  nothing held a handler in uvicorn's ``drain()`` for good), and a connection closed with unread
-  data is aborted, not left to flush;
+  buffer full) for `WRITE_STALL_S` with nothing taken aborts the connection (a peer that pipelined
+  requests and read nothing held a handler in uvicorn's ``drain()`` for good), as does a closing
+  connection whose client takes nothing of what is left to flush;
 * at most ``max_connections`` connections: uvicorn's ``limit_concurrency`` counts idle ones too, so
   a peer holding that many idle sockets (reopened as the deadline drops them) made every request a
-  503. A new connection over the limit evicts the *oldest idle* one (no request in progress)
-  instead, so idle sockets cost an attacker its own connections, never a user's request.
+  503. A new connection over the limit evicts the *least recently active* one of those that are
+  not being answered (no request yet, half a request or half a body, or the last one answered)
+  instead, so such sockets cost an attacker its own connections, never a user's request (a
+  request still receiving its body counted as in progress, and half-sent bodies did the same:
+  tests/unit/test_review_session_changes14.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import struct
 import time
 from typing import Any, ClassVar
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+try:  # the socket's unsent queue (`_unsent`): POSIX only
+    import fcntl
+    import termios
+
+    OUTQ: int | None = getattr(termios, "TIOCOUTQ", None)
+except ImportError:  # pragma: no cover - not on POSIX
+    OUTQ = None
 
 REQUEST_DEADLINE_S = 10.0
 """How long a connection has to deliver a whole request: far more than any client needs for the
 API's bodies (`[api] max_body_bytes`, 64 KiB by default)."""
 
 WRITE_STALL_S = 10.0
-"""How long a response may wait on a client that reads nothing (writing paused) before the
-connection is aborted."""
+"""How long a response may wait on a client that takes none of it (writing paused and the
+transport's buffer not shrinking) before the connection is aborted: a slow reader that makes
+progress is never cut."""
 
 
 class DeadlineH11Protocol(H11Protocol):
@@ -43,11 +57,11 @@ class DeadlineH11Protocol(H11Protocol):
     max_connections: ClassVar[int | None] = None
     _deadline: asyncio.TimerHandle | None = None
     _stall: asyncio.TimerHandle | None = None
-    _opened_at = 0.0
+    _active_at = 0.0  # when the client last sent anything
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._opened_at = time.monotonic()
+        self._active_at = time.monotonic()
         self._arm()
         if self.max_connections is not None:
             self._evict_idle(self.max_connections)
@@ -62,10 +76,37 @@ class DeadlineH11Protocol(H11Protocol):
                 timer.cancel()
         super().connection_lost(exc)
 
+    def data_received(self, data: bytes) -> None:
+        self._active_at = time.monotonic()
+        super().data_received(data)
+
     def pause_writing(self) -> None:
         super().pause_writing()
         if self._stall is None:
-            self._stall = self.loop.call_later(WRITE_STALL_S, self.transport.abort)
+            self._watch_stall(self._unsent())
+
+    def _watch_stall(self, unsent: int) -> None:
+        self._stall = self.loop.call_later(WRITE_STALL_S, self._stalled, unsent)
+
+    def _stalled(self, unsent: int) -> None:
+        """Still paused (or closing) after `WRITE_STALL_S`: aborted unless the client took some."""
+        now = self._unsent()
+        if now < unsent:
+            self._watch_stall(now)
+        else:
+            self.transport.abort()
+
+    def _unsent(self) -> int:
+        """Bytes not yet taken by the client: the transport's buffer and, where the system says
+        (Linux: ``TIOCOUTQ``), the socket's unsent queue. The transport's buffer alone shrinks only
+        when the kernel's send buffer empties by a third: a client reading slowly but steadily
+        looked stalled for tens of seconds."""
+        size = self.transport.get_write_buffer_size()
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None and OUTQ is not None:
+            with contextlib.suppress(OSError, ValueError):
+                size += struct.unpack("i", fcntl.ioctl(sock.fileno(), OUTQ, b"\0" * 4))[0]
+        return size
 
     def resume_writing(self) -> None:
         if self._stall is not None:
@@ -81,25 +122,28 @@ class DeadlineH11Protocol(H11Protocol):
     def _expired(self, armed_with: Any) -> None:
         """No request since arming (the cycle is the one of then), or one whose body is still
         coming: the connection goes (aborted if it was already closing with unread data)."""
-        if self.transport.is_closing():
-            self.transport.abort()
+        if self.transport.is_closing():  # still flushing to a client that may take nothing
+            if self._stall is None:
+                self._watch_stall(self._unsent())
             return
         cycle = self.cycle
         if cycle is armed_with or (cycle is not None and cycle.more_body and not cycle.response_started):
             self.transport.close()
 
     def _idle(self) -> bool:
-        """No request in progress: none yet, or the last one answered."""
-        return self.cycle is None or self.cycle.response_complete
+        """Not being answered: no request yet (or half of one), half a body, or the last answered."""
+        cycle = self.cycle
+        return cycle is None or cycle.response_complete or (cycle.more_body and not cycle.response_started)
 
     def _evict_idle(self, limit: int) -> None:
-        """Over ``limit`` connections: abort the oldest idle ones (never this new one) until within."""
+        """Over ``limit`` connections: abort the least recently active connections not being
+        answered (never this new one) until within."""
         excess = len(self.connections) - limit
         if excess <= 0:
             return
         others = [c for c in self.connections if c is not self and isinstance(c, DeadlineH11Protocol)]
         idle = [c for c in others if c._idle()]
-        for victim in sorted(idle, key=lambda c: c._opened_at)[:excess]:
+        for victim in sorted(idle, key=lambda c: c._active_at)[:excess]:
             self.connections.discard(victim)  # counted out now: the abort's callback comes later
             victim.transport.abort()
 
