@@ -145,13 +145,17 @@ class FakeChain:
     async def redeemed(self, user: str) -> int:
         return self.redeemed_amounts.get(user, 0)
 
-    block: int = 0  # this fake chain's head: one block more at each scan of its channels' logs
+    block: int = 0  # this fake chain's head: one block more each time it is asked for
 
-    async def channel_events(self, from_block: int) -> ChannelEvents:
-        """Every channel closing now and every funded one (no log here: the tests set the dicts
-        directly, so each scan reports them all, which never hides a closing channel)."""
+    async def head(self) -> int:
         self.block += 1
-        return ChannelEvents(self.block, dict.fromkeys(self.closing, self.block), frozenset(self.deposits))
+        return self.block
+
+    async def channel_events(self, from_block: int, to_block: int, max_queries: int) -> ChannelEvents:
+        """Every channel closing now and every funded one, the scan always up to ``to_block`` (no
+        log here: the tests set the dicts directly, so each scan reports them all, which never
+        hides a closing channel)."""
+        return ChannelEvents(to_block, dict.fromkeys(self.closing, to_block), frozenset(self.deposits))
 
     async def gas_price(self) -> int:
         return self.price

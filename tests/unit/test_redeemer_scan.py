@@ -112,8 +112,9 @@ async def test_a_closing_channel_owing_less_than_the_threshold_is_redeemed_even_
         assert network.payments.channel(down.address, node).redeemed == FEE
         assert network.payments.channel(live.address, node).redeemed == FEE, "never charged twice"
         assert await redeemer.redeem_once() == [], "read back: both settled"
-        mine(network.w3, CONFIRMATIONS)  # both redemptions confirmed: nothing left to read
-        reads = chain.reads
+        mine(network.w3, CONFIRMATIONS)
+        assert await redeemer.redeem_once() == [], "read again CONFIRMATIONS later: confirmed"
+        reads = chain.reads  # nothing left to read
         assert await redeemer.redeem_once() == [] and await redeemer.for_commit() == []
         assert chain.reads == reads
     finally:

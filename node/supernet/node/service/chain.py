@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import requests
 from eth_account.signers.local import LocalAccount
 from eth_account.typed_transactions import TypedTransaction
 from eth_utils import to_checksum_address
@@ -31,7 +32,7 @@ from supernet.sdk.chain.forks import Checkpoint, fork_point
 from supernet.sdk.chain.payments import Channel, pack_vouchers
 from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.chain.registry import Role
-from web3.exceptions import TransactionNotFound, Web3RPCError
+from web3.exceptions import ProviderConnectionError, TransactionNotFound, Web3RPCError
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,15 @@ COMMIT_POLL_S = 0.25
 _DEAD = object()  # `wait_commit`: the commit's nonce went to another transaction
 
 LOG_RANGE = 5_000
-"""Blocks per ``eth_getLogs`` of `Web3Chain.channel_events` (hosted RPCs cap a query's range)."""
+"""Blocks per ``eth_getLogs`` of `Web3Chain.channel_events` at most (hosted RPCs cap a query's
+range, and the number of logs in one answer: a range refused is halved and tried again)."""
+
+LOG_RANGE_REGROW = 4
+"""Ranges read in a row after which `Web3Chain.channel_events` tries ranges twice as wide again
+(up to `LOG_RANGE`), once a refusal made them narrower."""
+
+_UNREACHABLE = (requests.ConnectionError, requests.Timeout, ProviderConnectionError, TimeoutError)
+"""The RPC not answering at all (no refusal to split a log query on)."""
 
 REPLACEMENT_BUMP = (9, 8)
 """A replacement's fees over the replaced one's (12.5 %): pools take a transaction at a used nonce
@@ -104,6 +113,8 @@ class Web3Chain:
         self._max_redeem_batch: int | None = None
         self._withdrawal_delay: int | None = None
         self._slots: BatchSlots | None = None
+        self._log_range = LOG_RANGE  # blocks per log query now (narrower after a refusal)
+        self._log_ranges_read = 0  # ranges read in a row at that width
 
     @property
     def domain(self) -> Domain:
@@ -118,10 +129,17 @@ class Web3Chain:
         """Cumulative wei this node redeemed from ``user``."""
         return (await self.channel(user)).redeemed
 
-    async def channel_events(self, from_block: int) -> ChannelEvents:
+    async def channel_events(self, from_block: int, to_block: int, max_queries: int) -> ChannelEvents:
         """``WithdrawalRequested`` and ``Deposited`` of this node's channels from ``from_block``
-        (never before the deployment) to the head, in ``eth_getLogs`` of `LOG_RANGE` blocks at most
-        (hosted RPCs refuse wider ranges; both events index the node as their second topic)."""
+        (never before the deployment) towards ``to_block``, in at most ``max_queries``
+        ``eth_getLogs`` (both events index the node as their second topic). A range is at most
+        `LOG_RANGE` blocks; one the RPC refuses (too wide, or too many logs in the answer: anyone
+        can emit ``Deposited`` to this node) is halved and tried again, and the narrower width kept
+        for the next ranges (wider again after `LOG_RANGE_REGROW` read); a single block refused is
+        read for its withdrawal requests alone (its deposits then unknown: `funded_unknown`), and
+        the width before it restored (its logs, not the width, were refused). The
+        scan stops at a block it cannot read, or when the RPC does not answer: how far it got is
+        `ChannelEvents.to`, never an error."""
         payments = self.contracts.payments
         w3 = self.contracts.w3
         events = payments.contract.events
@@ -129,28 +147,63 @@ class Web3Chain:
         deposited = HexBytes(events.Deposited().topic)
         node = HexBytes(bytes(12) + bytes.fromhex(self.account.address[2:]))
 
+        def get_logs(first: int, last: int, topic: list[HexBytes]) -> list[Any]:
+            query = {
+                "address": payments.contract.address,
+                "fromBlock": first,
+                "toBlock": last,
+                "topics": [topic, None, node],
+            }
+            return list(w3.eth.get_logs(query))  # type: ignore[arg-type]
+
         def scan() -> ChannelEvents:
-            head = int(w3.eth.block_number)
-            start = max(from_block, self.contracts.deployment.deploy_block)
+            first = max(from_block, self.contracts.deployment.deploy_block)
+            scanned = first - 1
             closing: dict[str, int] = {}
             funded: set[str] = set()
-            logs: list[Any] = []
-            for first in range(start, head + 1, LOG_RANGE):
-                query = {
-                    "address": payments.contract.address,
-                    "fromBlock": first,
-                    "toBlock": min(first + LOG_RANGE - 1, head),
-                    "topics": [[requested, deposited], None, node],
-                }
-                logs += w3.eth.get_logs(query)  # type: ignore[arg-type]
-            for e in logs:
-                topics = [bytes(t) for t in e["topics"]]
-                user = to_checksum_address(topics[1][12:])
-                if topics[0] == requested:
-                    closing[user] = max(closing.get(user, 0), int(e["blockNumber"]))
-                else:
-                    funded.add(user)
-            return ChannelEvents(head, closing, frozenset(funded))
+            funded_unknown = False
+            queries = 0
+            halved_from: int | None = None  # the width before this run of refusals
+            while first <= to_block and queries < max_queries:
+                width = min(self._log_range, LOG_RANGE)
+                last = min(first + width - 1, to_block)
+                queries += 1
+                try:
+                    logs = get_logs(first, last, [requested, deposited])
+                    halved_from = None
+                    self._log_ranges_read += 1
+                    if self._log_ranges_read >= LOG_RANGE_REGROW and self._log_range < LOG_RANGE:
+                        self._log_range, self._log_ranges_read = min(2 * self._log_range, LOG_RANGE), 0
+                except _UNREACHABLE as exc:
+                    log.warning("channels' logs from block %d not read: %s", first, exc)
+                    break
+                except Exception as exc:  # refused: too wide a range, or too many logs
+                    if last > first:
+                        halved_from = width if halved_from is None else halved_from
+                        self._log_range, self._log_ranges_read = max((last - first + 1) // 2, 1), 0
+                        log.info("channels' logs of blocks %d-%d refused (%s): halved", first, last, exc)
+                        continue
+                    if queries >= max_queries:
+                        break
+                    queries += 1
+                    try:  # the block's withdrawal requests alone (a flood of deposits stops nothing)
+                        logs = get_logs(first, last, [requested])
+                    except Exception as again:
+                        log.warning("channels' logs of block %d unreadable, scan stops: %s", first, again)
+                        break
+                    log.warning("deposits of block %d unreadable (%s): all deposits unknown", first, exc)
+                    funded_unknown = True
+                    if halved_from is not None:  # too many logs in one block: not the range's width
+                        self._log_range, halved_from = halved_from, None
+                for e in logs:
+                    topics = [bytes(t) for t in e["topics"]]
+                    user = to_checksum_address(topics[1][12:])
+                    if topics[0] == requested:
+                        closing[user] = max(closing.get(user, 0), int(e["blockNumber"]))
+                    else:
+                        funded.add(user)
+                scanned, first = last, last + 1
+            return ChannelEvents(scanned, closing, frozenset(funded), funded_unknown)
 
         return await asyncio.to_thread(scan)
 

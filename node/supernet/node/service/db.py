@@ -580,8 +580,9 @@ class Database:
                 )
 
     def record_channel(self, user: str, redeemed: int, deposited: int, block: int) -> None:
-        """Record ``user``'s channel as read from the chain at head ``block`` (its redeemed amount
-        and deposit)."""
+        """Record ``user``'s channel as read from the chain (its redeemed amount and deposit);
+        ``block``: the head when this redeemed amount was first read, or 0 once a read
+        `CONFIRMATIONS` blocks later found it still there (see `redemption_records`)."""
         with self.transaction() as c:
             c.execute(
                 "INSERT INTO redemptions (user, redeemed, tx_hash, updated_at, deposited, block) "
@@ -592,8 +593,10 @@ class Database:
 
     def redemption_records(self) -> dict[str, tuple[int, int | None, int | None]]:
         """Per user with a record: (redeemed, the deposit as last read or None when unknown or
-        topped up since, the chain's head when ``redeemed`` was read or None when it was recorded
-        from a redemption and not read back since)."""
+        topped up since, ``block``). ``block``: None when ``redeemed`` was recorded from a
+        redemption and not read back since; the chain's head when it was first read, until a read
+        `supernet.node.service.redeemer.CONFIRMATIONS` blocks later finds it unchanged; then 0
+        (confirmed; also a record from before the node kept blocks)."""
         rows = self._all("SELECT user, redeemed, deposited, block FROM redemptions")
         return {
             str(r["user"]): (
@@ -613,13 +616,16 @@ class Database:
         return {str(r["user"]): int(r["block"]) for r in rows}
 
     def channel_events_cursor(self) -> int | None:
-        """The last block whose channel events were recorded (None: never scanned)."""
+        """The last block whose channel events were recorded once it was past any reorg (the scan
+        goes on from the next one; None: never scanned)."""
         rows = self._all("SELECT block FROM chain_cursors WHERE name = 'channel_events'")
         return int(rows[0]["block"]) if rows else None
 
-    def record_channel_events(self, closing: Mapping[str, int], funded: Sequence[str], head: int) -> None:
+    def record_channel_events(
+        self, closing: Mapping[str, int], funded: Sequence[str], cursor: int | None
+    ) -> None:
         """In one transaction: channels seen closing, channels topped up (their recorded deposit
-        is no longer known) and the block scanned up to."""
+        is no longer known) and the new `channel_events_cursor` (None: left as it is)."""
         with self.transaction() as c:
             c.executemany(
                 "INSERT INTO closing_channels VALUES (?, ?) ON CONFLICT(user) DO UPDATE "
@@ -627,11 +633,12 @@ class Database:
                 list(closing.items()),
             )
             c.executemany("UPDATE redemptions SET deposited = NULL WHERE user = ?", [(u,) for u in funded])
-            c.execute(
-                "INSERT INTO chain_cursors VALUES ('channel_events', ?) ON CONFLICT(name) DO UPDATE "
-                "SET block = excluded.block",
-                (head,),
-            )
+            if cursor is not None:
+                c.execute(
+                    "INSERT INTO chain_cursors VALUES ('channel_events', ?) ON CONFLICT(name) DO UPDATE "
+                    "SET block = excluded.block",
+                    (cursor,),
+                )
 
     def channel_open(self, user: str) -> None:
         """``user``'s channel was read not closing (the request was cancelled, or it withdrew)."""

@@ -131,15 +131,19 @@ class ChannelEvents:
     """What Payments logged of this node's channels in a range of blocks (`ChainPort.channel_events`).
 
     Attributes:
-        head: the last block scanned (the chain's head when the scan began).
+        to: the last block scanned (the one before the first asked for: none); the events are
+            those of every block up to it.
         closing: users who requested a withdrawal from their channel to this node
             (``WithdrawalRequested``), with the block of their latest request.
         funded: users who deposited into their channel to this node (``Deposited``).
+        funded_unknown: the ``Deposited`` logs of some block scanned could not be read (only its
+            withdrawal requests were): any channel may have been topped up.
     """
 
-    head: int
+    to: int
     closing: Mapping[str, int]
     funded: frozenset[str]
+    funded_unknown: bool = False
 
 
 class ChainPort(Protocol):
@@ -158,10 +162,17 @@ class ChainPort(Protocol):
         """Cumulative wei this node has already redeemed from ``user``."""
         ...
 
-    async def channel_events(self, from_block: int) -> ChannelEvents:
+    async def head(self) -> int:
+        """The number of the chain's latest block."""
+        ...
+
+    async def channel_events(self, from_block: int, to_block: int, max_queries: int) -> ChannelEvents:
         """This node's channels' withdrawal requests and deposits from block ``from_block`` (never
-        before the deployment) to the chain's head, in one log query: how the redeemer learns
-        which channels are closing without reading every user's channel."""
+        before the deployment) towards ``to_block``, in at most ``max_queries`` log queries (a
+        range the chain refuses is split and tried again, down to one block): how the redeemer
+        learns which channels are closing without reading every user's channel. Scans blocks in
+        order and stops at the first it cannot read; a refused query is never an error (how far
+        it got is `ChannelEvents.to`)."""
         ...
 
     async def gas_price(self) -> int:

@@ -25,25 +25,37 @@ out (docs/node.md "Getting paid"):
 - what a user can still owe is at most its best redeemable voucher, capped by the deposit last
   read, minus what the node recorded as redeemed (the chain's ``redeemed`` only grows, by this
   node's own redemptions, which it records; a crash before the record leaves the copy low, which
-  only costs a read); nothing: never read;
+  only costs a read); nothing: never read; at least the threshold: read, whatever the logs say;
 - less than the threshold: read only if its channel is closing, which the node learns from the
-  ``WithdrawalRequested`` logs of its channels (one ``eth_getLogs`` per round, from a block cursor
-  kept in the database: a request made while the node was down is seen at its first round; the
-  first scan starts at the deployment); ``Deposited`` logs in the same query drop a stale deposit;
-- a recorded amount younger than `CONFIRMATIONS` blocks (or recorded from a redemption and not read
-  back since) is read again, by the redeemer's own round rather than before a commit: a reorg may
-  have undone the redemption.
+  ``WithdrawalRequested`` logs of its channels, from a block cursor kept in the database (a
+  request made while the node was down is seen after a restart; a new database with no task
+  starts near the head, an older one without a cursor at the deployment); ``Deposited`` logs in
+  the same queries drop a stale deposit. A call scans a bounded number of log queries
+  (`SCAN_QUERIES` in the redeemer's round, `COMMIT_SCAN_QUERIES` before a commit: a commit never
+  waits for a catch-up) and the cursor is saved after each, so progress is never lost; a range
+  the RPC refuses is split (`ChainPort.channel_events`);
+- while the scan has not reached the head (catching up, or stopped at a block the RPC will not
+  answer for), closing channels may go unseen: the redeemer's own round then also reads the
+  channels of users with a small unredeemed debt, `FALLBACK_READS` a round, least recently read
+  first, and a commit settles nothing (the round redeems by itself);
+- a redeemed amount newly recorded (from a redemption, or a read that found it changed) counts as
+  confirmed only once a read at least `CONFIRMATIONS` blocks after the one that first found it
+  still finds it (then stored with block 0: a restart does not read it again); until then it is
+  read back by the redeemer's own round rather than before a commit: a reorg may have undone the
+  redemption.
 
 A user's best voucher is kept in memory from the start (one pass over the database) and updated
 only for users with a task done since (receipts are numbered in the order they are stored); users
 owing less than the threshold are set aside until something they owe changes or the gas price
-falls below what they owe, so a round's work follows what changed, not how many users there are.
+falls below what they owe, so a round's work follows what changed, not how many users there are
+(but for the fallback reads above, while the scan is behind).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 from dataclasses import dataclass
 
@@ -79,9 +91,23 @@ class RedeemPolicy:
 
 
 CONFIRMATIONS = 64
-"""Blocks after which a redeemed amount (or deposit) read from the chain is trusted without another
-read; also how far back each scan of the channels' logs starts again (a reorg may have replaced
-blocks already scanned). At least the chain's deepest reorg, as ``[chain] reorg_watch``."""
+"""Blocks after which a redeemed amount read from the chain is trusted once a read that late still
+finds it; also how far back from the head each scan of the channels' logs starts again (a reorg
+may have replaced blocks already scanned). At least the chain's deepest reorg, as
+``[chain] reorg_watch``."""
+
+SCAN_QUERIES = 8
+"""Most log queries one round of the redeemer makes to scan its channels' logs (a catch-up from
+far behind takes several rounds; the cursor is saved after each)."""
+
+COMMIT_SCAN_QUERIES = 1
+"""Most log queries before a commit (the batcher waits for them with the settlement lock held);
+enough when the rounds keep the scan near the head."""
+
+FALLBACK_READS = 32
+"""Channels of users with a small unredeemed debt that a round reads while the scan is behind the
+head (closing channels unknown), least recently read first: every such user is read within
+``users / FALLBACK_READS`` rounds, which must stay well within ``WITHDRAWAL_DELAY``."""
 
 
 @dataclass
@@ -91,12 +117,18 @@ class _User:
     best: tuple[int, str] | None = None  # the largest redeemable voucher (amount, 0x signature)
     redeemed: int = 0  # as recorded
     deposited: int | None = None  # as last read; None: unknown, or topped up since
-    block: int | None = 0  # the head when `redeemed` was read; None: recorded from a redemption
-    # and not read back; 0: nothing to confirm (no record, or one from before the node kept blocks)
+    block: int | None = 0  # None: recorded from a redemption and not read back; > 0: the head when
+    # `redeemed` was first read (a read CONFIRMATIONS later confirms it); 0: confirmed, or no record
+    read_at: int = -1  # the head of this process's last read of the channel (-1: none)
 
-    def confirmed(self, head: int) -> bool:
-        """Whether the recorded ``redeemed`` is past any reorg at chain head ``head``."""
-        return self.block == 0 or (self.block is not None and head - self.block >= CONFIRMATIONS)
+    def confirmed(self) -> bool:
+        """Whether the recorded ``redeemed`` is past any reorg."""
+        return self.block == 0
+
+    def to_confirm(self, head: int) -> bool:
+        """Whether a read at chain head ``head`` is needed to confirm (or correct) ``redeemed``:
+        one recorded from a redemption (its read-back), or a read `CONFIRMATIONS` deep."""
+        return self.block is None or (self.block > 0 and head - self.block >= CONFIRMATIONS)
 
     def owed(self) -> int:
         """The most the user can still owe (an upper bound of what a read would find)."""
@@ -124,7 +156,7 @@ class Redeemer:
         self._small_max = 0  # at least the most any of `_small` owes
         self._mark = 0  # the receipts seen (`Database.users_done_since`)
         self._closing: dict[str, int] = {}  # closing channels: user -> block of the request
-        self._open_at: dict[str, int] = {}  # user -> head at which its channel was read open
+        self._open_at: dict[str, int] = {}  # user -> requests up to this block are superseded
 
     def stop(self) -> None:
         """Ask :meth:`run_forever` to return."""
@@ -170,33 +202,53 @@ class Redeemer:
             u.best = self.db.redeemable_voucher(user)
             self._touch(user)
 
-    async def _scan_events(self, users: dict[str, _User]) -> int:
-        """Learn closing and topped-up channels from the logs since the cursor (again from
-        `CONFIRMATIONS` blocks before it); the head scanned to."""
+    async def _scan_events(self, users: dict[str, _User], queries: int) -> tuple[int, bool]:
+        """Learn closing and topped-up channels from the logs after the cursor, in at most
+        ``queries`` log queries; the chain's head, and whether the scan reached it (else a closing
+        channel may be unseen). A fresh database (no task, no record) starts near the head; one
+        without a cursor (a node upgraded to this scan) at the deployment."""
+        head = await self.chain.head()
         cursor = self.db.channel_events_cursor()
-        events = await self.chain.channel_events(0 if cursor is None else max(cursor - CONFIRMATIONS + 1, 0))
+        if cursor is None and not users and self.db.task_count() == 0:
+            cursor = max(head - CONFIRMATIONS, 0)  # nobody can owe anything from before
+            self.db.record_channel_events({}, [], cursor)
+        start = 0 if cursor is None else cursor + 1
+        try:
+            events = await self.chain.channel_events(start, head, queries)
+        except Exception as exc:  # the port promises none, but a scan never stops redemption
+            log.warning("channels' logs not scanned: %s", exc)
+            return head, False
         closing = {u: b for u, b in events.closing.items() if b > self._open_at.get(u, -1)}
-        if closing or events.funded or events.head != cursor:
-            self.db.record_channel_events(closing, sorted(events.funded), events.head)
+        funded = {u for u in events.funded if u in users}
+        if events.funded_unknown:  # a block's deposits could not be read: any may be stale
+            funded |= {u for u, user in users.items() if user.deposited is not None}
+        # blocks within CONFIRMATIONS of the head may be replaced by a reorg: scanned again
+        scanned = max(min(events.to, head - CONFIRMATIONS), 0)
+        moved = scanned if events.to >= start and (cursor is None or scanned > cursor) else None
+        if closing or funded or moved is not None:
+            self.db.record_channel_events(closing, sorted(funded), moved)
         for user, block in closing.items():
             self._closing[user] = max(block, self._closing.get(user, 0))
             if user in users:
                 self._touch(user)
-        for user in events.funded:
-            if user in users:
-                users[user].deposited = None
-                self._touch(user)
-        return events.head
+        for user in funded:
+            users[user].deposited = None
+            self._touch(user)
+        return head, events.to >= head
 
     async def due(self, limit: int | None = None, *, confirm: bool = True) -> list[tuple[SignedVoucher, int]]:
         """The vouchers to redeem now (one per user: worth their gas, or of a closing channel), each
         with what its channel had redeemed when it was read; at most ``limit`` (closing channels
-        first). Only the channels of users who may owe something due are read (module notes);
-        ``confirm=False`` leaves the reads that only confirm a recent record (a user who owes
-        nothing worth it unless a reorg undid its redemption) to a later round."""
+        first). Only the channels of users who may owe something due are read (module notes).
+        ``confirm=False`` is the path before a commit: at most `COMMIT_SCAN_QUERIES` log queries,
+        no read that only confirms a recent record (a user who owes nothing worth it unless a
+        reorg undid its redemption), no fallback reads, and nothing at all while the scan is
+        behind the head: the redeemer's own round redeems then."""
         users = self._load()
         self._refresh(users)
-        head = await self._scan_events(users)
+        head, known = await self._scan_events(users, SCAN_QUERIES if confirm else COMMIT_SCAN_QUERIES)
+        if not known and not confirm:
+            return []
         threshold = self.policy.threshold(await self.chain.gas_price())
         if self._small and threshold <= self._small_max:  # the gas price fell: look at them again
             self._watch |= self._small
@@ -205,22 +257,29 @@ class Redeemer:
         reads: list[tuple[str, tuple[int, str]]] = []  # (user, its best voucher)
         for user in list(self._watch):
             u = users[user]
-            confirmed = u.confirmed(head)
             owed = u.owed()
-            if u.best is None or (confirmed and owed <= 0):
+            if u.best is None or (u.confirmed() and owed <= 0):
                 self._watch.discard(user)
             elif u.best[0] > MAX_PACKED_AMOUNT:  # admission refuses these; never let one block a commit
                 log.error("voucher of %s for %d wei cannot be redeemed (over 96 bits)", user, u.best[0])
                 self._watch.discard(user)  # until the user has another task done
             elif owed <= 0 or (owed < threshold and user not in self._closing):  # nothing due: no read
-                if confirmed:
+                if u.confirmed():
                     self._watch.discard(user)
                     self._small.add(user)
                     self._small_max = max(self._small_max, owed)
-                elif confirm:
+                elif confirm and u.to_confirm(head):
                     reads.append((user, u.best))  # a reorg may have undone its redemption
             else:
                 reads.append((user, u.best))
+        if not known and confirm:  # a closing channel may be unseen: read some small debts
+            queued = {user for user, _ in reads} | self._closing.keys()
+            spare = (
+                (u.read_at, user, u.best)
+                for user, u in users.items()
+                if u.best is not None and u.redeemed < u.best[0] <= MAX_PACKED_AMOUNT and user not in queued
+            )
+            reads += [(user, best) for _, user, best in heapq.nsmallest(FALLBACK_READS, spare)]
         # closing channels first (their redemption has a deadline), then the most owed
         reads.sort(key=lambda r: (r[0] not in self._closing, -users[r[0]].owed(), r[0]))
         out: list[tuple[SignedVoucher, int]] = []
@@ -229,22 +288,35 @@ class Redeemer:
                 break
             u = users[user]
             channel = await self.chain.channel(user)
+            u.read_at = head
             owed = min(amount, channel.deposited) - channel.redeemed
             if owed > 0 and (owed >= threshold or channel.closing):
                 voucher = SignedVoucher(
                     user=user, cumulative_amount=amount, signature=bytes.fromhex(signature[2:])
                 )
                 out.append((voucher, channel.redeemed))
-            # a new redeemed amount is confirmed from this head on; a deposit needs no confirmation
-            # (one undone by a reorg only leaves the cap above the truth, one added is logged)
-            block = head if u.block is None or channel.redeemed != u.redeemed else u.block
+            # a redeemed amount newly seen is confirmed by a read CONFIRMATIONS blocks later that
+            # still finds it; a deposit needs no confirmation (one undone by a reorg only leaves
+            # the cap above the truth, one added is logged)
+            if u.block is None or channel.redeemed != u.redeemed:
+                block = head
+            elif u.block and head - u.block >= CONFIRMATIONS:
+                block = 0
+            else:
+                block = u.block
             if (channel.redeemed, channel.deposited, block) != (u.redeemed, u.deposited, u.block):
                 self.db.record_channel(user, channel.redeemed, channel.deposited, block)
                 u.redeemed, u.deposited, u.block = channel.redeemed, channel.deposited, block
-            if not channel.closing and user in self._closing:
+                self._touch(user)
+            if channel.closing and user not in self._closing:  # a request the scan has not reached
+                self.db.record_channel_events({user: head}, [], None)
+                self._closing[user] = head
+                self._touch(user)
+            elif not channel.closing and user in self._closing:
                 self.db.channel_open(user)
                 del self._closing[user]
-                self._open_at[user] = head
+                # requests up to here are superseded, but for those a reorg could still move here
+                self._open_at[user] = head - CONFIRMATIONS
         return out
 
     async def redeem_once(self) -> list[str]:
@@ -275,7 +347,7 @@ class Redeemer:
 
     async def settled(self, chunk: list[tuple[SignedVoucher, int]], tx: str) -> None:
         """Record what a transaction that redeemed ``chunk`` changed (read back from the chain;
-        read again until it is `CONFIRMATIONS` deep)."""
+        read again by the next round, and confirmed by a read `CONFIRMATIONS` blocks after that)."""
         before = {v.user: redeemed for v, redeemed in chunk}
         after = {v.user: await self.chain.redeemed(v.user) for v, _ in chunk}
         self.db.set_redeemed(after, tx)
