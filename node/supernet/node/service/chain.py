@@ -57,6 +57,11 @@ LOG_RANGE_REGROW = 4
 _UNREACHABLE = (requests.ConnectionError, requests.Timeout, ProviderConnectionError, TimeoutError)
 """The RPC not answering at all (no refusal to split a log query on)."""
 
+_TIMEOUTS = (requests.Timeout, TimeoutError)
+"""Of those, an answer too slow: a range of more than one block is halved as if refused (an RPC that
+times out on a heavy range instead of refusing it kept the scan at that range for good); a dead
+RPC times out on narrow ranges too, and then stops the scan as before."""
+
 REPLACEMENT_BUMP = (9, 8)
 """A replacement's fees over the replaced one's (12.5 %): pools take a transaction at a used nonce
 only for at least 10 % more of both (geth's ``--txpool.pricebump``)."""
@@ -175,6 +180,10 @@ class Web3Chain:
                     if self._log_ranges_read >= LOG_RANGE_REGROW and self._log_range < LOG_RANGE:
                         self._log_range, self._log_ranges_read = min(2 * self._log_range, LOG_RANGE), 0
                 except _UNREACHABLE as exc:
+                    if last > first and isinstance(exc, _TIMEOUTS):  # a heavy range: split it too
+                        self._log_range, self._log_ranges_read = max((last - first + 1) // 2, 1), 0
+                        log.info("channels' logs of blocks %d-%d timed out: halved", first, last)
+                        continue
                     log.warning("channels' logs from block %d not read: %s", first, exc)
                     break
                 except Exception as exc:  # refused: too wide a range, or too many logs

@@ -242,13 +242,14 @@ class Redeemer:
         first). Only the channels of users who may owe something due are read (module notes).
         ``confirm=False`` is the path before a commit: at most `COMMIT_SCAN_QUERIES` log queries,
         no read that only confirms a recent record (a user who owes nothing worth it unless a
-        reorg undid its redemption), no fallback reads, and nothing at all while the scan is
-        behind the head: the redeemer's own round redeems then."""
+        reorg undid its redemption) and no fallback reads: while the scan is behind the head only
+        what is due without a log (a debt over the threshold, a channel known to be closing) rides
+        on the commit, and the redeemer's own round looks for unseen closing channels (returning
+        nothing there made every commit settle nothing behind an RPC whose log ranges are shorter
+        than the rescan window: tests/unit/test_review_session_changes15.py)."""
         users = self._load()
         self._refresh(users)
         head, known = await self._scan_events(users, SCAN_QUERIES if confirm else COMMIT_SCAN_QUERIES)
-        if not known and not confirm:
-            return []
         threshold = self.policy.threshold(await self.chain.gas_price())
         if self._small and threshold <= self._small_max:  # the gas price fell: look at them again
             self._watch |= self._small
