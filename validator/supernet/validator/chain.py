@@ -449,23 +449,24 @@ class TaskManagerClient:
         """
         return self.binding.get_availability(availability_id)
 
+    def _entry(self, batch_id: int, index: int) -> bytes:
+        """The contract's key of entry ``index`` of a batch: ``keccak256(abi.encode(batchId, index))``."""
+        return bytes(Web3.keccak(self.w3.codec.encode(["uint256", "uint256"], [batch_id, index])))
+
     def entry_availability(self, batch_id: int, index: int) -> int:
         """The latest availability challenge of entry ``index`` of a batch (0: none)."""
-        key = Web3.keccak(self.w3.codec.encode(["uint256", "uint256"], [batch_id, index]))
-        return int(self.binding.call("entryAvailability", key))
+        return int(self.binding.call("entryAvailability", self._entry(batch_id, index)))
 
     def answered_at(self, batch_id: int, index: int) -> int:
         """When entry ``index`` of a batch was posted on chain by an availability answer (0: never):
         its fraud window runs a full ``CHALLENGE_WINDOW`` from then."""
-        key = Web3.keccak(self.w3.codec.encode(["uint256", "uint256"], [batch_id, index]))
-        return int(self.binding.call("answeredAt", key))
+        return int(self.binding.call("answeredAt", self._entry(batch_id, index)))
 
     def reopened_at(self, batch_id: int, index: int) -> int:
         """When the first fraud challenge of entry ``index`` of a batch that closed without a fraud
         verdict ended its vote (0: none): the entry's fraud window runs a full ``CHALLENGE_WINDOW``
         from then, once (`TaskManager.reopenedAt`)."""
-        key = Web3.keccak(self.w3.codec.encode(["uint256", "uint256"], [batch_id, index]))
-        return int(self.binding.call("reopenedAt", key))
+        return int(self.binding.call("reopenedAt", self._entry(batch_id, index)))
 
     def entry_refused(self, batch_id: int, index: int) -> bool:
         """Whether an availability challenge on entry ``index`` of a batch went unanswered."""

@@ -140,7 +140,7 @@ class Validator:
         # oldest pin judged here: MAX_PIN_AGE_S before a commit whose last dispute can open up to
         # BATCH_RETENTION after it (a reopened leaf) and be voted on for a VOTE_WINDOW more (a
         # review: the window alone let an RPC pass that could not judge the disputes it joins)
-        retention = int(await asyncio.to_thread(self.chain.binding.call, "BATCH_RETENTION"))
+        retention = await asyncio.to_thread(self.chain.binding.batch_retention)
         span = MAX_PIN_AGE_S + retention + self.chain.params().vote_window
         await asyncio.to_thread(require_rpc, self.w3, "validator", call_gas=CHAIN_READ_GAS, state_span_s=span)
         self.db = Database(s.db_path)

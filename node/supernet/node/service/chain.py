@@ -179,18 +179,16 @@ class Web3Chain:
                     self._log_ranges_read += 1
                     if self._log_ranges_read >= LOG_RANGE_REGROW and self._log_range < LOG_RANGE:
                         self._log_range, self._log_ranges_read = min(2 * self._log_range, LOG_RANGE), 0
-                except _UNREACHABLE as exc:
-                    if last > first and isinstance(exc, _TIMEOUTS):  # a heavy range: split it too
+                except Exception as exc:  # refused (too wide, too many logs), timed out, or down
+                    down = isinstance(exc, _UNREACHABLE) and not isinstance(exc, _TIMEOUTS)
+                    if down or (isinstance(exc, _TIMEOUTS) and last == first):
+                        log.warning("channels' logs from block %d not read: %s", first, exc)
+                        break
+                    if last > first:  # a heavy range, refused or too slow: split it
+                        if halved_from is None and not isinstance(exc, _TIMEOUTS):
+                            halved_from = width  # the width before this run of refusals
                         self._log_range, self._log_ranges_read = max((last - first + 1) // 2, 1), 0
-                        log.info("channels' logs of blocks %d-%d timed out: halved", first, last)
-                        continue
-                    log.warning("channels' logs from block %d not read: %s", first, exc)
-                    break
-                except Exception as exc:  # refused: too wide a range, or too many logs
-                    if last > first:
-                        halved_from = width if halved_from is None else halved_from
-                        self._log_range, self._log_ranges_read = max((last - first + 1) // 2, 1), 0
-                        log.info("channels' logs of blocks %d-%d refused (%s): halved", first, last, exc)
+                        log.info("channels' logs of blocks %d-%d not read (%s): halved", first, last, exc)
                         continue
                     if queries >= max_queries:
                         break

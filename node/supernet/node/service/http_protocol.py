@@ -127,13 +127,13 @@ class DeadlineH11Protocol(H11Protocol):
                 self._watch_stall(self._unsent())
             return
         cycle = self.cycle
-        if cycle is armed_with or (cycle is not None and cycle.more_body and not cycle.response_started):
+        if cycle is armed_with or (cycle is not None and _receiving(cycle)):
             self.transport.close()
 
     def _idle(self) -> bool:
         """Not being answered: no request yet (or half of one), half a body, or the last answered."""
         cycle = self.cycle
-        return cycle is None or cycle.response_complete or (cycle.more_body and not cycle.response_started)
+        return cycle is None or cycle.response_complete or _receiving(cycle)
 
     def _evict_idle(self, limit: int) -> None:
         """Over ``limit`` connections: abort the least recently active connections not being
@@ -146,6 +146,11 @@ class DeadlineH11Protocol(H11Protocol):
         for victim in sorted(idle, key=lambda c: c._active_at)[:excess]:
             self.connections.discard(victim)  # counted out now: the abort's callback comes later
             victim.transport.abort()
+
+
+def _receiving(cycle: Any) -> bool:
+    """A request whose body is still coming and not yet answered."""
+    return bool(cycle.more_body and not cycle.response_started)
 
 
 def bounded(max_connections: int) -> type[DeadlineH11Protocol]:

@@ -37,7 +37,8 @@ out (docs/node.md "Getting paid"):
 - while the scan has not reached the head (catching up, or stopped at a block the RPC will not
   answer for), closing channels may go unseen: the redeemer's own round then also reads the
   channels of users with a small unredeemed debt, `FALLBACK_READS` a round, least recently read
-  first, and a commit settles nothing (the round redeems by itself);
+  first, and a commit settles only what is due without a log (a debt over the threshold, a
+  channel known to be closing);
 - a redeemed amount newly recorded (from a redemption, or a read that found it changed) counts as
   confirmed only once a read at least `CONFIRMATIONS` blocks after the one that first found it
   still finds it (then stored with block 0: a restart does not read it again); until then it is
@@ -301,7 +302,7 @@ class Redeemer:
             # the cap above the truth, one added is logged)
             if u.block is None or channel.redeemed != u.redeemed:
                 block = head
-            elif u.block and head - u.block >= CONFIRMATIONS:
+            elif u.to_confirm(head):  # a read CONFIRMATIONS deep still finds it
                 block = 0
             else:
                 block = u.block
