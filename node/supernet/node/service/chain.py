@@ -385,6 +385,9 @@ class Web3Chain:
                 if time.monotonic() >= deadline:
                     raise CommitPending(f"commit {commit.tx_hash} still pending after {timeout_s} s")
                 time.sleep(COMMIT_POLL_S)
+            if receipt is _DEAD:  # again a poll later: an RPC's receipts can lag its nonces
+                time.sleep(COMMIT_POLL_S)
+                receipt = mined()
             if receipt is _DEAD:
                 log.warning(
                     "commitBatch %s can never land: nonce %d was used by another transaction",

@@ -387,7 +387,13 @@ def next_nonce(w3: Web3, address: str) -> int:
     """
     with _HELD_LOCK:  # read before the count: one released meanwhile is in the count
         before = set(_held(w3, address))
-    pending = int(w3.eth.get_transaction_count(Web3.to_checksum_address(address), "pending"))
+    checksum = Web3.to_checksum_address(address)
+    # an RPC's pending count can lag its latest one (Anvil mining on arrival, foundry-rs/foundry
+    # #7388; a load balancer's backends): a nonce under the latest count is taken already
+    pending = max(
+        int(w3.eth.get_transaction_count(checksum, "pending")),
+        int(w3.eth.get_transaction_count(checksum, "latest")),
+    )
     with _HELD_LOCK:
         skip = before | set(_held(w3, address, pending))
     nonce = pending
