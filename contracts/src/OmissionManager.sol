@@ -333,7 +333,7 @@ contract OmissionManager is ReentrancyGuardTransient {
         }
         o.status = OmissionStatus.Answered;
         emit OmissionAnswered(omissionId, ref.batchId, index); // inside the metered span
-        SERVICE_MANAGER.unfreeze(node); // before the price: inside its metered span
+        SERVICE_MANAGER.unfreeze(node, 0); // before the price: inside its metered span
         (uint256 answerCost, uint256 refunded, uint256 burned) =
             _splitBond(node, o.challenger, o.deposit, ANSWER_UNMETERED_GAS);
         emit OmissionSettled(omissionId, answerCost, refunded, burned);
@@ -355,7 +355,7 @@ contract OmissionManager is ReentrancyGuardTransient {
         claimable[o.challenger] += o.deposit + reward;
         totalBurned += burned;
         emit OmissionResolved(omissionId, slashed, reward, burned);
-        SERVICE_MANAGER.unfreeze(node);
+        SERVICE_MANAGER.unfreeze(node, 0);
         if (burned != 0) _send(BURN_ADDRESS, burned);
     }
 
@@ -433,7 +433,7 @@ contract OmissionManager is ReentrancyGuardTransient {
         m.status = ManifestStatus.Answered;
         address node = m.node;
         emit ManifestAnswered(manifestId, ref.batchId, receipts); // inside the metered span
-        SERVICE_MANAGER.unfreeze(node);
+        SERVICE_MANAGER.unfreeze(node, 0);
         (uint256 answerCost, uint256 refunded, uint256 burned) =
             _splitBond(node, m.challenger, m.deposit, ANSWER_UNMETERED_GAS);
         emit ManifestSettled(manifestId, answerCost, refunded, burned);
@@ -455,7 +455,7 @@ contract OmissionManager is ReentrancyGuardTransient {
         claimable[m.challenger] += m.deposit + reward;
         totalBurned += burned;
         emit ManifestResolved(manifestId, slashed, reward, burned);
-        SERVICE_MANAGER.unfreeze(node);
+        SERVICE_MANAGER.unfreeze(node, 0);
         if (burned != 0) _send(BURN_ADDRESS, burned);
     }
 

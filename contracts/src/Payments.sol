@@ -5,6 +5,7 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 
+import {ITaskManagerWindows} from "./interfaces/ITaskManagerWindows.sol";
 import {Confirmation, ReceiptPromise, TaskRequest, Voucher} from "./libraries/Types.sol";
 
 /// @title Payments
@@ -44,6 +45,17 @@ import {Confirmation, ReceiptPromise, TaskRequest, Voucher} from "./libraries/Ty
 ///      ({payBounty}): no function returns it to the node, so it is spent on verification whether
 ///      or not the node plants decoys, and the node's only way to get part of it back is the
 ///      TaskManager's rebate on decoys that validators found.
+///
+///      Earnings are held before they can be withdrawn (docs/security-parameters.md, "Held
+///      earnings"): what a redemption credits stays in the node's account, and slashable, until
+///      every dispute over the receipts it paid is over, so what a node can take out of one window
+///      is bounded by what verdicts can take from it (stake, then held earnings: {seize}), not by
+///      its stake alone. The hold is {holdPeriod} = the TaskManager's BATCH_RETENTION plus its
+///      CHALLENGE_WINDOW (a voucher may be redeemed before its receipt is committed, at most a
+///      promise delay, itself at most CHALLENGE_WINDOW, earlier), read from the TaskManager when it is
+///      wired, never a second parameter. Held fees sit in two buckets per node, one word
+///      ({HeldEarnings}): fees credited in period `k` of {holdPeriod} seconds are withdrawable from
+///      period `k + 2`, so each is held between one and two periods.
 contract Payments is EIP712, ReentrancyGuardTransient {
     /*//////////////////////////////////////////////////////////////
                                  TYPES
@@ -60,6 +72,15 @@ contract Payments is EIP712, ReentrancyGuardTransient {
     struct NodeAccount {
         uint128 earnings;
         uint128 escrow;
+    }
+
+    /// @notice The part of a node's earnings not yet withdrawable, in one slot: fees credited in
+    ///         hold period `period` (`current`) and in the period before it (`previous`). Both
+    ///         are included in {NodeAccount-earnings}.
+    struct HeldEarnings {
+        uint96 current;
+        uint96 previous;
+        uint64 period;
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -110,11 +131,15 @@ contract Payments is EIP712, ReentrancyGuardTransient {
 
     /// @notice The TaskManager, allowed to {settle} for the node whose batch it commits.
     address public taskManager;
+    /// @notice Seconds a redeemed fee is held at least (at most twice that): the TaskManager's
+    ///         BATCH_RETENTION + CHALLENGE_WINDOW, read when it is wired (0 until then).
+    uint64 public holdPeriod;
 
     mapping(address user => mapping(address node => Channel)) internal _channels;
     /// @notice When the user may {withdraw} a channel (0: no withdrawal requested).
     mapping(address user => mapping(address node => uint256)) public withdrawableAt;
     mapping(address node => NodeAccount) internal _accounts;
+    mapping(address node => HeldEarnings) internal _held;
 
     /*//////////////////////////////////////////////////////////////
                                  EVENTS
@@ -138,8 +163,10 @@ contract Payments is EIP712, ReentrancyGuardTransient {
     /// @notice A found decoy took `bounty + rebate` from `node`'s escrow: `bounty` went to the
     ///         TaskManager for the validator, `rebate` to the node's earnings.
     event BountyPaid(address indexed node, uint256 bounty, uint256 rebate);
-    /// @notice The TaskManager was wired in (happens once).
+    /// @notice The TaskManager was wired in (happens once); redeemed fees are held `holdPeriod`.
     event TaskManagerSet(address indexed taskManager);
+    /// @notice A slash of `node` took `amount` of its held earnings (its stake did not cover it).
+    event EarningsSeized(address indexed node, uint256 amount);
 
     /*//////////////////////////////////////////////////////////////
                                  ERRORS
@@ -181,6 +208,12 @@ contract Payments is EIP712, ReentrancyGuardTransient {
     error TransferFailed();
     /// @notice A node account's earnings or escrow would not fit its 128 bits.
     error AccountOverflow();
+    /// @notice Nothing is withdrawable yet: `held` wei of the earnings are held until `freeAt`.
+    error EarningsHeld(uint256 held, uint256 freeAt);
+    /// @notice Only the ServiceManager (slashing) may call this.
+    error OnlyServiceManager();
+    /// @notice The TaskManager is not wired yet: nothing can be redeemed (the hold is its).
+    error TaskManagerNotSet();
 
     /*//////////////////////////////////////////////////////////////
                               CONSTRUCTOR
@@ -217,13 +250,19 @@ contract Payments is EIP712, ReentrancyGuardTransient {
         DEPLOYER = msg.sender;
     }
 
-    /// @notice Wires the TaskManager. Callable once, by the deployer only.
+    /// @notice Wires the TaskManager, and takes the hold of redeemed fees from its windows.
+    ///         Callable once, by the deployer only.
     /// @param taskManager_ The TaskManager contract.
     function setTaskManager(address taskManager_) external {
         if (msg.sender != DEPLOYER) revert OnlyDeployer();
         if (taskManager != address(0)) revert TaskManagerAlreadySet();
         if (taskManager_ == address(0)) revert ZeroAddress();
+        ITaskManagerWindows tm = ITaskManagerWindows(taskManager_);
+        uint256 hold = tm.BATCH_RETENTION() + tm.CHALLENGE_WINDOW();
+        if (hold == 0 || hold > type(uint32).max) revert InvalidParameter();
         taskManager = taskManager_;
+        // forge-lint: disable-next-line(unsafe-typecast)
+        holdPeriod = uint64(hold);
         emit TaskManagerSet(taskManager_);
     }
 
@@ -310,14 +349,49 @@ contract Payments is EIP712, ReentrancyGuardTransient {
                           EARNINGS AND ESCROW
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice Pays the caller (a node) its earnings; its escrow stays.
+    /// @notice Pays the caller (a node) its earnings past their hold; the held ones and the
+    ///         escrow stay.
     function withdrawEarnings() external nonReentrant {
         NodeAccount storage a = _accounts[msg.sender];
-        uint256 amount = a.earnings;
-        if (amount == 0) revert NothingToWithdraw();
-        a.earnings = 0;
+        HeldEarnings memory h = _rolled(msg.sender);
+        uint256 held = uint256(h.current) + h.previous;
+        uint256 amount = a.earnings - held;
+        if (amount == 0) {
+            if (held != 0) revert EarningsHeld(held, _freeAt(h));
+            revert NothingToWithdraw();
+        }
+        // forge-lint: disable-next-line(unsafe-typecast)
+        a.earnings = uint128(held); // held <= earnings
+        _held[msg.sender] = h;
         emit EarningsWithdrawn(msg.sender, amount);
         _send(msg.sender, amount);
+    }
+
+    /// @notice Takes up to `amount` of `node`'s held earnings for a slash its stake did not
+    ///         cover, and sends it to the ServiceManager. Only the ServiceManager (from `slash`).
+    /// @param node The slashed node.
+    /// @param amount Wei the slash still lacks.
+    /// @return taken Wei taken (at most what is held).
+    function seize(address node, uint256 amount) external nonReentrant returns (uint256 taken) {
+        address tm = taskManager;
+        if (tm == address(0) || msg.sender != ITaskManagerWindows(tm).SERVICE_MANAGER()) {
+            revert OnlyServiceManager();
+        }
+        HeldEarnings memory h = _rolled(node);
+        uint256 fromPrevious = amount < h.previous ? amount : h.previous;
+        uint256 rest = amount - fromPrevious;
+        uint256 fromCurrent = rest < h.current ? rest : h.current;
+        taken = fromPrevious + fromCurrent;
+        // forge-lint: disable-next-line(unsafe-typecast)
+        h.previous -= uint96(fromPrevious);
+        // forge-lint: disable-next-line(unsafe-typecast)
+        h.current -= uint96(fromCurrent);
+        _held[node] = h;
+        if (taken == 0) return 0;
+        // forge-lint: disable-next-line(unsafe-typecast)
+        _accounts[node].earnings -= uint128(taken); // held <= earnings
+        emit EarningsSeized(node, taken);
+        _send(msg.sender, taken);
     }
 
     /// @notice Adds `msg.value` to `node`'s verification escrow. Anyone may; nobody can take it
@@ -377,11 +451,20 @@ contract Payments is EIP712, ReentrancyGuardTransient {
         return (c.deposit, c.redeemed, withdrawableAt[user][node]);
     }
 
-    /// @notice A node's withdrawable earnings and its verification escrow.
+    /// @notice A node's earnings (held ones included: {heldEarnings}) and its verification escrow.
     /// @param node The node.
     function account(address node) external view returns (uint256 earnings, uint256 escrow) {
         NodeAccount storage a = _accounts[node];
         return (a.earnings, a.escrow);
+    }
+
+    /// @notice The part of `node`'s earnings not yet withdrawable, and when all of it will be
+    ///         (0 when nothing is held).
+    /// @param node The node.
+    function heldEarnings(address node) external view returns (uint256 held, uint256 freeAt) {
+        HeldEarnings memory h = _rolled(node);
+        held = uint256(h.current) + h.previous;
+        if (held != 0) freeAt = _freeAt(h);
     }
 
     /// @notice EIP-712 digest of `Decoy(node, requestHash)`: what a decoy account signs so that
@@ -436,8 +519,44 @@ contract Payments is EIP712, ReentrancyGuardTransient {
         emit Deposited(user, node, msg.sender, msg.value);
     }
 
+    /// @dev `node`'s held word at this block's hold period: the buckets of periods more than one
+    ///      before it are released (dropped from the word; they stay in the earnings).
+    function _rolled(address node) internal view returns (HeldEarnings memory h) {
+        h = _held[node];
+        uint64 hold = holdPeriod;
+        if (hold == 0) return h; // not wired: nothing was ever redeemed
+        uint64 period = uint64(block.timestamp / hold);
+        if (h.period == period) return h;
+        if (h.period + 1 == period) {
+            h.previous = h.current;
+        } else {
+            h.previous = 0;
+        }
+        h.current = 0;
+        h.period = period;
+    }
+
+    /// @dev Adds `earned` to `node`'s held word (one write): a redeemed fee is slashable until the
+    ///      disputes over what it paid are over.
+    function _hold(address node, uint256 earned) internal {
+        HeldEarnings memory h = _rolled(node);
+        uint256 current = h.current + earned;
+        if (current > type(uint96).max) revert AccountOverflow();
+        // forge-lint: disable-next-line(unsafe-typecast)
+        h.current = uint96(current);
+        _held[node] = h;
+    }
+
+    /// @dev When all of a rolled held word is withdrawable: the start of the period two after the
+    ///      one its newest non-empty bucket was credited in.
+    function _freeAt(HeldEarnings memory h) internal view returns (uint256) {
+        uint256 credited = h.current != 0 ? h.period : h.period - 1;
+        return (credited + 2) * holdPeriod;
+    }
+
     /// @dev Checks every packed voucher of `node`'s channels, then pays `node` the total.
     function _redeemAll(address node, bytes calldata vouchers) internal returns (uint256 total) {
+        if (holdPeriod == 0) revert TaskManagerNotSet();
         uint256 length = vouchers.length;
         if (length == 0) revert EmptyBatch();
         if (length % PACKED_VOUCHER_SIZE != 0) revert MalformedVouchers(length);
@@ -458,12 +577,14 @@ contract Payments is EIP712, ReentrancyGuardTransient {
         if (total != 0) {
             uint256 toEscrow = total * VERIFICATION_SHARE_BPS / BPS;
             NodeAccount storage a = _accounts[node];
-            uint256 earnings = a.earnings + (total - toEscrow);
+            uint256 earned = total - toEscrow;
+            uint256 earnings = a.earnings + earned;
             uint256 escrow = a.escrow + toEscrow;
             if (earnings > type(uint128).max || escrow > type(uint128).max) revert AccountOverflow();
             // One write of the node's slot: both halves together.
             // forge-lint: disable-next-line(unsafe-typecast)
             _accounts[node] = NodeAccount(uint128(earnings), uint128(escrow));
+            _hold(node, earned);
             emit Redeemed(node, count, total, toEscrow);
         } else {
             emit Redeemed(node, count, 0, 0);

@@ -3,7 +3,9 @@ pragma solidity 0.8.37;
 
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 
+import {IPayments} from "./interfaces/IPayments.sol";
 import {IServiceManager} from "./interfaces/IServiceManager.sol";
+import {ITaskManagerWindows} from "./interfaces/ITaskManagerWindows.sol";
 
 /// @title ServiceManager
 /// @notice Registry of staked operators: nodes (run agent tasks) and validators (re-check
@@ -169,6 +171,8 @@ contract ServiceManager is IServiceManager, ReentrancyGuardTransient {
     error ZeroAddress();
     /// @notice Only the TaskManager may call this.
     error OnlyTaskManager();
+    /// @notice Only Payments sends ether to this contract outside registration and staking.
+    error OnlyPayments();
     /// @notice The caller is already registered.
     error AlreadyRegistered();
     /// @notice The address is registered with the other role.
@@ -446,8 +450,17 @@ contract ServiceManager is IServiceManager, ReentrancyGuardTransient {
         op.unbonding -= fromUnbonding;
         op.slashCount += 1;
         if (op.role == Role.Validator && op.registered) _setTotal(totalValidatorStake - fromStake);
+        // Past the stake, a node's fees still held (Payments' hold: the disputes over what they
+        // paid are not over) answer for it: a node cannot settle more in one window than
+        // verdicts can take back (docs/security-parameters.md, "Held earnings").
+        if (slashed < amount && op.role == Role.Node) slashed += _seizeHeld(operator, amount - slashed);
         emit Slashed(operator, slashed, fromStake, fromUnbonding);
         if (slashed != 0) _send(msg.sender, slashed);
+    }
+
+    /// @notice Accepts a slashed node's held earnings from Payments only (during `slash`).
+    receive() external payable {
+        if (msg.sender != address(_payments())) revert OnlyPayments();
     }
 
     /// @inheritdoc IServiceManager
@@ -458,14 +471,16 @@ contract ServiceManager is IServiceManager, ReentrancyGuardTransient {
     }
 
     /// @inheritdoc IServiceManager
-    function unfreeze(address operator) external onlyDisputes {
-        uint32 count = _operators[operator].frozenCount;
+    function unfreeze(address operator, uint64 lockUntil) external onlyDisputes {
+        Operator storage op = _operators[operator];
+        uint32 count = op.frozenCount;
         if (count == 0) revert NotFrozen();
         unchecked {
             --count;
         }
-        _operators[operator].frozenCount = count;
+        op.frozenCount = count;
         emit Unfrozen(operator, count);
+        if (lockUntil != 0) _lock(op, operator, lockUntil);
     }
 
     /// @inheritdoc IServiceManager
@@ -631,6 +646,21 @@ contract ServiceManager is IServiceManager, ReentrancyGuardTransient {
 
     function _checkModels(bytes32[] calldata modelIds) internal view {
         if (modelIds.length > MAX_MODELS) revert TooManyModels(modelIds.length, MAX_MODELS);
+    }
+
+    /// @dev Takes up to `amount` of `node`'s held earnings from Payments into this contract.
+    function _seizeHeld(address node, uint256 amount) internal returns (uint256) {
+        IPayments payments = _payments();
+        if (address(payments) == address(0)) return 0;
+        return payments.seize(node, amount);
+    }
+
+    /// @dev Payments, as the TaskManager knows it (one address, never a second copy); none while
+    ///      the TaskManager is unwired.
+    function _payments() internal view returns (IPayments) {
+        address tm = taskManager;
+        if (tm == address(0)) return IPayments(address(0));
+        return IPayments(ITaskManagerWindows(tm).PAYMENTS());
     }
 
     function _send(address to, uint256 amount) internal {

@@ -748,6 +748,7 @@ contract TaskManager is ReentrancyGuardTransient {
         // "not fraud" vote can never be what carries a cartel's challenge over the quorum.
         fraud = fraudStake * BPS >= quorum && fraudStake > honestStake;
 
+        uint64 lockUntil;
         if (fraud) {
             c.status = ChallengeStatus.Fraud;
             _resolveFraud(challengeId, c);
@@ -755,8 +756,13 @@ contract TaskManager is ReentrancyGuardTransient {
             c.status = ChallengeStatus.NotFraud;
             // the leaf stays open to one more challenge for a window from the vote's end (anchored
             // there, not at this call: the window must end within BATCH_RETENTION)
+            // ... and holds the stake that challenge could slash until it ends, as a late
+            // availability answer does (contracts/test/Review13.t.sol)
             bytes32 entry = _challengeEntry[challengeId];
-            if (reopenedAt[entry] == 0) reopenedAt[entry] = c.voteDeadline;
+            if (reopenedAt[entry] == 0) {
+                reopenedAt[entry] = c.voteDeadline;
+                lockUntil = _lockUntil(c.voteDeadline + CHALLENGE_WINDOW);
+            }
             // The node earns the bond only when the validators cleared it (a quorum of "not
             // fraud" votes by themselves, at least the fraud side). Without such a verdict the
             // bond burns: were it paid to the node, a node could let a correct challenge of its
@@ -782,7 +788,7 @@ contract TaskManager is ReentrancyGuardTransient {
             emit ChallengeResolved(challengeId, false, fraudStake, honestStake, 0, 0, 0, pool, burned);
             if (burned != 0) _send(BURN_ADDRESS, burned);
         }
-        SERVICE_MANAGER.unfreeze(c.node);
+        SERVICE_MANAGER.unfreeze(c.node, lockUntil);
     }
 
     /// @notice The node shows that a challenged receipt is a decoy it planted: the receipt's
@@ -824,7 +830,7 @@ contract TaskManager is ReentrancyGuardTransient {
         address challenger = c.challenger;
         claimable[challenger] += CHALLENGE_BOND + bounty;
         emit DecoyRevealed(challengeId, node, challenger, bounty, rebate);
-        SERVICE_MANAGER.unfreeze(node);
+        SERVICE_MANAGER.unfreeze(node, 0);
     }
 
     /// @notice Credits a fraud verdict's refund to the user who signed the challenged receipt's
@@ -1032,8 +1038,7 @@ contract TaskManager is ReentrancyGuardTransient {
         address node = a.node;
         // before the price: inside its metered span (a lock that moves writes a slot)
         // forge-lint: disable-next-line(unsafe-typecast)
-        SERVICE_MANAGER.lockStake(node, uint64(block.timestamp + CHALLENGE_WINDOW));
-        SERVICE_MANAGER.unfreeze(node);
+        SERVICE_MANAGER.unfreeze(node, uint64(block.timestamp + CHALLENGE_WINDOW));
         _send(BURN_ADDRESS, _splitAnswerBond(availabilityId, a, node));
     }
 
@@ -1053,7 +1058,7 @@ contract TaskManager is ReentrancyGuardTransient {
         claimable[a.challenger] += a.deposit + reward;
         totalBurned += burned;
         emit AvailabilityResolved(availabilityId, slashed, reward, burned);
-        SERVICE_MANAGER.unfreeze(node);
+        SERVICE_MANAGER.unfreeze(node, 0);
         if (burned != 0) _send(BURN_ADDRESS, burned);
     }
 

@@ -233,9 +233,8 @@ contract ProtocolHandler is Test {
         // forge-lint: disable-next-line(unsafe-typecast)
         try tm.commitBatch(slot, root, uint32(n), "", vouchers) returns (uint256) {
             // forge-lint: disable-next-line(unsafe-typecast)
-            _refs[nextId] = TaskManager.BatchRef(
-                nextId, who, slot, uint32(n), uint32(block.number), uint32(block.timestamp), root
-            );
+            _refs[nextId] =
+                TaskManager.BatchRef(nextId, who, slot, uint32(n), uint32(block.number), uint32(block.timestamp), root);
             ++calls[this.commitBatch.selector];
         } catch {
             delete _batchReceipts[nextId];
@@ -607,12 +606,15 @@ contract InvariantHandlerTest is Base {
         assertEq(earnings + escrow, 0.5 ether, "the node was credited in the commit");
         uint256 outBefore = handler.ghostOut();
         handler.withdrawEarnings(0);
-        assertEq(handler.ghostOut() - outBefore, earnings, "and pulls its earnings");
+        assertEq(handler.ghostOut(), outBefore, "nothing is withdrawable within the hold");
         handler.commitBatch(0, 2, 1 ether, 0); // slot 0 again: still retained
         assertEq(handler.calls(handler.commitBatch.selector), 1, "a retained slot is refused");
         vm.warp(block.timestamp + tm.BATCH_RETENTION());
         handler.commitBatch(0, 2, 1 ether, 0);
         assertEq(handler.calls(handler.commitBatch.selector), 2, "reused after retention");
+        _pastHold(handler.nodes(0));
+        handler.withdrawEarnings(0);
+        assertEq(handler.ghostOut() - outBefore, earnings, "and pulls its earnings after the hold");
     }
 
     /// @dev The decoy flow through the handler: a real user's entry is refused, the decoy is paid.

@@ -2,6 +2,7 @@
 pragma solidity 0.8.37;
 
 import {Payments} from "../src/Payments.sol";
+import {ServiceManager} from "../src/ServiceManager.sol";
 import {Confirmation, TaskRequest, Voucher} from "../src/libraries/Types.sol";
 
 import {Base, Rejecter} from "./utils/Base.sol";
@@ -17,6 +18,130 @@ contract PaymentsTest is Base {
         assertEq(payments.VERIFICATION_SHARE_BPS(), VERIFICATION_SHARE_BPS);
         assertEq(payments.DECOY_BOUNTY(), DECOY_BOUNTY);
         assertEq(payments.DECOY_REBATE_BPS(), DECOY_REBATE_BPS);
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                            HELD EARNINGS
+    //////////////////////////////////////////////////////////////*/
+
+    /// @dev `node` redeems `amount` of `user`'s (deposited here), 80 % of it to its earnings.
+    function _redeemAs(uint256 cumulative) internal {
+        Voucher memory v = _voucher(user, node, cumulative);
+        bytes memory packed = _pack(v, _signVoucher(userKey, v));
+        vm.prank(node, node);
+        payments.redeem(packed);
+    }
+
+    function test_HoldIsTheTaskManagersDisputeSpan() public view {
+        assertEq(payments.holdPeriod(), tm.BATCH_RETENTION() + tm.CHALLENGE_WINDOW());
+    }
+
+    /// @dev Fees credited in hold period k are withdrawable from period k + 2, each credit on its
+    ///      own: held between one and two periods, never less than one.
+    function test_HeldEarningsFreePerPeriod() public {
+        uint256 hold = payments.holdPeriod();
+        vm.warp((block.timestamp / hold + 1) * hold + hold - 1); // the last second of period k
+        _deposit(user, 1 ether);
+        _redeemAs(0.5 ether); // 0.4 ether earned in period k
+        vm.warp(block.timestamp + 1); // period k + 1
+        _redeemAs(0.75 ether); // 0.2 ether more
+        (uint256 held, uint256 freeAt) = payments.heldEarnings(node);
+        assertEq(held, 0.6 ether);
+        vm.warp(block.timestamp + hold - 1); // last second of k + 1: the first credit held one period
+        (held,) = payments.heldEarnings(node);
+        assertEq(held, 0.6 ether, "one second short of a period: all held");
+        vm.warp(block.timestamp + 1); // period k + 2
+        (held, freeAt) = payments.heldEarnings(node);
+        assertEq(held, 0.2 ether, "the first credit is free, the second held");
+        assertEq(freeAt, block.timestamp + hold);
+        vm.prank(node, node);
+        payments.withdrawEarnings();
+        assertEq(node.balance, 0.4 ether);
+        vm.warp(freeAt);
+        vm.prank(node, node);
+        payments.withdrawEarnings();
+        assertEq(node.balance, 0.6 ether);
+        (held, freeAt) = payments.heldEarnings(node);
+        assertEq(held + freeAt, 0);
+    }
+
+    /// @dev A decoy's rebate comes from the escrow, after a verdict: it is not held.
+    function test_RebateIsNotHeld() public {
+        vm.deal(node, 1 ether);
+        vm.prank(node, node);
+        payments.fundEscrow{value: 1 ether}(node);
+        vm.prank(address(tm));
+        (, uint256 rebate) = payments.payBounty(node);
+        assertGt(rebate, 0);
+        vm.prank(node, node);
+        payments.withdrawEarnings();
+        assertEq(node.balance, rebate);
+    }
+
+    /// @dev A slash past the node's stake and unbonding stake takes its held earnings (sent with
+    ///      the rest to the slasher); earnings already past their hold are the node's.
+    function test_SlashPastTheStakeTakesHeldEarnings() public {
+        _registerNode(node, MIN_NODE_STAKE);
+        _deposit(user, 2 ether);
+        _redeemAs(1 ether); // 0.8 ether earned, released after the hold
+        _pastHold(node);
+        _redeemAs(2 ether); // 0.8 ether earned, held
+        uint256 tmBefore = address(tm).balance;
+        vm.expectEmit(address(payments));
+        emit Payments.EarningsSeized(node, 0.5 ether);
+        vm.prank(address(tm));
+        uint256 slashed = sm.slash(node, MIN_NODE_STAKE + 0.5 ether);
+        assertEq(slashed, MIN_NODE_STAKE + 0.5 ether, "the stake, then held earnings");
+        assertEq(address(tm).balance - tmBefore, slashed, "all of it sent to the slasher");
+        (uint256 held,) = payments.heldEarnings(node);
+        assertEq(held, 0.3 ether);
+        (uint256 earnings,) = payments.account(node);
+        assertEq(earnings, 1.1 ether);
+        vm.prank(address(tm));
+        assertEq(sm.slash(node, 1 ether), 0.3 ether, "released earnings are never taken");
+        vm.prank(node, node);
+        payments.withdrawEarnings();
+        assertEq(node.balance, 0.8 ether);
+        assertEq(address(payments).balance, 0.4 ether, "the escrow only");
+    }
+
+    /// @dev A validator has no earnings here, and a slash it covers never calls Payments.
+    function test_SlashWithinTheStakeTakesNoEarnings() public {
+        _registerNode(node, MIN_NODE_STAKE);
+        _deposit(user, 1 ether);
+        _redeemAs(1 ether);
+        vm.prank(address(tm));
+        assertEq(sm.slash(node, MIN_NODE_STAKE / 2), MIN_NODE_STAKE / 2);
+        (uint256 held,) = payments.heldEarnings(node);
+        assertEq(held, 0.8 ether);
+    }
+
+    function test_RevertWhen_SeizedByAnyoneButTheServiceManager() public {
+        _deposit(user, 1 ether);
+        _redeemAs(1 ether);
+        address[3] memory callers = [node, address(tm), stranger];
+        for (uint256 i; i < callers.length; ++i) {
+            vm.prank(callers[i]);
+            vm.expectRevert(Payments.OnlyServiceManager.selector);
+            payments.seize(node, 1 ether);
+        }
+        vm.deal(stranger, 1 ether);
+        vm.prank(stranger);
+        (bool ok,) = address(sm).call{value: 1 ether}("");
+        assertFalse(ok, "the ServiceManager takes ether from Payments only");
+        (uint256 held,) = payments.heldEarnings(node);
+        assertEq(held, 0.8 ether);
+    }
+
+    function test_RevertWhen_RedeemBeforeWiring() public {
+        Payments unwired =
+            new Payments(WITHDRAWAL_DELAY, MAX_REDEEM_BATCH, VERIFICATION_SHARE_BPS, DECOY_BOUNTY, DECOY_REBATE_BPS);
+        vm.deal(user, 1 ether);
+        vm.prank(user);
+        unwired.deposit{value: 1 ether}(node);
+        vm.prank(node, node);
+        vm.expectRevert(Payments.TaskManagerNotSet.selector);
+        unwired.redeem(new bytes(96));
     }
 
     function test_RevertWhen_ConstructorParameterInvalid() public {
@@ -275,7 +400,19 @@ contract PaymentsTest is Base {
         assertEq(earnings + escrow, 0.5 ether);
         assertEq(_redeemed(user, node), 0.5 ether);
 
-        // the node pulls its earnings; the escrow stays
+        // held until the disputes over what they paid are over ...
+        (uint256 held, uint256 freeAt) = payments.heldEarnings(node);
+        assertEq(held, 0.4 ether, "every redeemed fee is held");
+        assertTrue(freeAt >= block.timestamp + payments.holdPeriod(), "held for at least the hold");
+        vm.prank(node, node);
+        vm.expectRevert(abi.encodeWithSelector(Payments.EarningsHeld.selector, held, freeAt));
+        payments.withdrawEarnings();
+        vm.warp(freeAt - 1);
+        vm.prank(node, node);
+        vm.expectRevert(abi.encodeWithSelector(Payments.EarningsHeld.selector, held, freeAt));
+        payments.withdrawEarnings();
+        vm.warp(freeAt);
+        // ... then the node pulls its earnings; the escrow stays
         vm.expectEmit(address(payments));
         emit Payments.EarningsWithdrawn(node, 0.4 ether);
         vm.prank(node, node);
@@ -522,6 +659,7 @@ contract PaymentsTest is Base {
         r.call(address(payments), 0, abi.encodeCall(Payments.redeem, (_pack(v, _signVoucher(userKey, v)))));
         (uint256 earnings,) = payments.account(address(r));
         assertEq(earnings, 0.24 ether);
+        _pastHold(address(r));
         vm.expectRevert(Payments.TransferFailed.selector);
         r.call(address(payments), 0, abi.encodeCall(Payments.withdrawEarnings, ()));
         (uint256 after_,) = payments.account(address(r));

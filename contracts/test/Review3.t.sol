@@ -157,6 +157,7 @@ contract Review3Test is Base {
     function test_defence_VoucherCannotBeReplayedOnAnotherDeployment() public {
         Payments other =
             new Payments(WITHDRAWAL_DELAY, MAX_REDEEM_BATCH, VERIFICATION_SHARE_BPS, DECOY_BOUNTY, DECOY_REBATE_BPS);
+        other.setTaskManager(address(tm)); // wired (a Payments redeems nothing before)
         vm.deal(user, 1 ether);
         vm.prank(user);
         other.deposit{value: 1 ether}(node);

@@ -471,6 +471,7 @@ contract Review7Test is Base {
         for (uint256 i; i < actors.length; ++i) {
             _withdrawTm(actors[i]);
         }
+        _pastHold(node);
         vm.prank(node, node);
         payments.withdrawEarnings();
         vm.prank(user);
@@ -551,6 +552,7 @@ contract Review7Test is Base {
         vm.expectRevert(abi.encodeWithSelector(Payments.StaleVoucher.selector, user, 0.004 ether, 0.004 ether));
         tm.commitBatch(1, keccak256("next"), 1, "", L.voucher);
 
+        _pastHold(node);
         vm.startPrank(node, node);
         payments.withdrawEarnings();
         vm.expectRevert(Payments.NothingToWithdraw.selector);

@@ -639,6 +639,7 @@ contract Review8Test is Base {
         bytes memory p2 = _pack(v2, _signVoucher(userKey, v2));
         n.call(address(payments), 0, abi.encodeCall(Payments.redeem, (p1)));
         (uint256 earnings,) = payments.account(address(n));
+        _pastHold(address(n));
         n.arm(address(payments), abi.encodeCall(Payments.withdrawEarnings, ()));
         n.arm(address(payments), abi.encodeCall(Payments.redeem, (p2)));
         n.call(address(payments), 0, abi.encodeCall(Payments.withdrawEarnings, ()));

@@ -556,6 +556,12 @@ contract ServiceManagerHooksTest is Base {
 
     receive() external payable {}
 
+    /// @dev This test stands in for `hooked`'s TaskManager, with no Payments behind it: a slash
+    ///      takes stake only (nothing is held for the node anywhere).
+    function PAYMENTS() external pure returns (address) {
+        return address(0);
+    }
+
     function setUp() public override {
         super.setUp();
         hooked = new ServiceManager(MIN_NODE_STAKE, MIN_VALIDATOR_STAKE, UNBONDING_PERIOD, MAX_MODELS);
@@ -603,14 +609,14 @@ contract ServiceManagerHooksTest is Base {
         assertEq(hooked.getNode(node).frozenCount, 2);
         vm.expectEmit(address(hooked));
         emit ServiceManager.Unfrozen(node, 1);
-        hooked.unfreeze(node);
-        hooked.unfreeze(node);
+        hooked.unfreeze(node, 0);
+        hooked.unfreeze(node, 0);
         assertEq(hooked.getNode(node).frozenCount, 0);
     }
 
     function test_RevertWhen_UnfreezeNotFrozen() public {
         vm.expectRevert(ServiceManager.NotFrozen.selector);
-        hooked.unfreeze(node);
+        hooked.unfreeze(node, 0);
     }
 
     function test_LockStake_NeverMovesBack() public {
@@ -658,7 +664,7 @@ contract ServiceManagerHooksTest is Base {
         vm.expectRevert(ServiceManager.OnlyTaskManager.selector);
         hooked.freeze(node);
         vm.expectRevert(ServiceManager.OnlyTaskManager.selector);
-        hooked.unfreeze(node);
+        hooked.unfreeze(node, 0);
         vm.expectRevert(ServiceManager.OnlyTaskManager.selector);
         hooked.lockStake(node, 1);
         vm.stopPrank();

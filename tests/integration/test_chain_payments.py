@@ -15,8 +15,9 @@ from supernet.sdk.chain import (
     hash_voucher,
     sign_voucher,
 )
-from supernet.sdk.chain.anvil import increase_time
+from supernet.sdk.chain.anvil import advance_to, increase_time
 from supernet.sdk.chain.contract_errors import (
+    EarningsHeld,
     EmptyBatch,
     InvalidSignature,
     MalformedVouchers,
@@ -58,6 +59,13 @@ def test_redeem_many_then_replay_is_rejected(network: Contracts, actors: Actors)
     share = network.params.verification_share_bps
     assert escrow - escrow0 == 6000 * share // 10_000, "the verification share goes to the escrow"
     assert earnings - earnings0 == 6000 - 6000 * share // 10_000, "the rest to the node's earnings"
+    # held until the disputes over what the fees paid are over (Payments' hold), then pulled
+    held, free_at = node.held_earnings(actors.node.address)
+    now = int(network.w3.eth.get_block("latest")["timestamp"])
+    assert held == earnings and free_at >= now + node.hold_period()
+    with pytest.raises(EarningsHeld):
+        node.withdraw_earnings()
+    advance_to(network.w3, free_at)
     balance = network.w3.eth.get_balance(actors.node.address)
     tx = node.withdraw_earnings()
     fee = tx.gas_used * int(tx.receipt["effectiveGasPrice"])

@@ -57,9 +57,12 @@ Found:
    settles 12 ETH with its commit, withdraws 7.44 ETH (the 62 % that is not escrow) while three
    fraud challenges on that batch are open, and the three verdicts slash 1 + 1 + 0 ETH: it leaves
    5.44 ETH ahead. Per receipt the inequality p·(R+S) > C holds; per window it does not.
-   OPEN, a known limit (docs/security-parameters.md, "Known limits"; the test asserts the node
-   still leaves ahead, so a fix turns it red on purpose).
-   Fix by design: earnings settled by a commit stay held (and slashable, ahead of the stake) until
+   FIXED (docs/security-parameters.md, "Held earnings";
+   `test_defence_fees_settled_in_a_window_stay_where_fraud_verdicts_reach_them`): every redeemed
+   fee is held in Payments for the TaskManager's BATCH_RETENTION + CHALLENGE_WINDOW, and a slash
+   past the stake takes the held fees; here the withdrawal is refused and the third verdict slashes
+   its full 1 ETH from them.
+   Fix by design (as suggested): earnings settled by a commit stay held (and slashable) until
    that commit's challenge window closes and no challenge on it is open (one more word per node:
    the amount and its release time, like the stake lock), or cap the fees a node may settle per
    window at a fraction of its stake.
@@ -133,8 +136,7 @@ from supernet.sdk.chain import (
 )
 from supernet.sdk.chain.anvil import increase_time, mine, revert, snapshot
 from supernet.sdk.chain.bindings import TxResult
-from supernet.sdk.chain.contract_errors import LeafAlreadyChallenged, SeedNotReady, SlotInUse
-from supernet.sdk.chain.errors import ContractError
+from supernet.sdk.chain.contract_errors import EarningsHeld, LeafAlreadyChallenged, SeedNotReady, SlotInUse
 from supernet.sdk.chain.payments import pack_vouchers
 from supernet.sdk.chain.tasks import ChallengeStatus
 from supernet.validator.chain import TaskManagerClient
@@ -268,10 +270,11 @@ def _fabricated(
     return out
 
 
-def test_known_limit_a_node_takes_more_in_fees_in_one_window_than_fraud_verdicts_can_slash(
+def test_defence_fees_settled_in_a_window_stay_where_fraud_verdicts_reach_them(
     network: Contracts, actors: Actors
 ) -> None:
-    """MEDIUM. Who gains: a node that fabricates answers for one window and leaves; who loses: its
+    """MEDIUM, FIXED (it was `test_known_limit_a_node_takes_more_in_fees_in_one_window_than_fraud_
+    verdicts_can_slash`). Who gained: a node that fabricates answers for one window and leaves; who loses: its
     users (paid for made-up answers, and refunded nothing past the stake) and the validators who
     prove the later frauds (no reward: the slash is 0).
 
@@ -284,7 +287,9 @@ def test_known_limit_a_node_takes_more_in_fees_in_one_window_than_fraud_verdicts
 
     Safe behaviour asserted: a node whose receipts are proven fraudulent does not come out ahead,
     i.e. what it withdrew of the fees settled with that batch is at most what the verdicts took
-    (docs: the stake must exceed what a node can gain in one challenge window). Fails today.
+    (docs: the stake must exceed what a node can gain in one challenge window). Now the fees are
+    held (the withdrawal is refused) and every verdict slashes its full amount, the stake first,
+    then the held fees; what is left is withdrawable only after the hold.
 
     Fix by design: earnings settled by a commit held, and slashable ahead of the stake, until that
     commit's window closes with no challenge open on it; or fees settled per window capped by the
@@ -316,14 +321,10 @@ def test_known_limit_a_node_takes_more_in_fees_in_one_window_than_fraud_verdicts
     frozen = c.service_manager.get_node(node_acct.address).frozen_count
     assert frozen == len(challenges)
 
-    wallet0 = c.w3.eth.get_balance(node_acct.address)
-    withdrawn = 0
-    try:
-        tx = node.payments.withdraw_earnings()
-        gas = int(tx.receipt["gasUsed"]) * int(tx.receipt["effectiveGasPrice"])
-        withdrawn = c.w3.eth.get_balance(node_acct.address) - wallet0 + gas
-    except ContractError:  # refused while frozen: the fees stay where a verdict can reach them
-        withdrawn = 0
+    held, free_at = node.payments.held_earnings(node_acct.address)
+    assert held == earnings - earnings0
+    with pytest.raises(EarningsHeld):  # the fees stay where a verdict can reach them
+        node.payments.withdraw_earnings()
 
     increase_time(c.w3, c.params.vote_window + 1)  # no other votes: each challenger's is a quorum
     stake0 = c.service_manager.get_node(node_acct.address)
@@ -334,12 +335,16 @@ def test_known_limit_a_node_takes_more_in_fees_in_one_window_than_fraud_verdicts
         assert ch.status == ChallengeStatus.FRAUD
         slashed.append(ch.slashed)
     lost = sum(slashed)
-    assert lost <= stake0.stake + stake0.unbonding
-    # OPEN (a known limit, docs/security-parameters.md "Known limits"): the node leaves ahead
-    assert withdrawn > lost, (
-        f"the node withdrew {withdrawn / ETHER:g} ETH and lost {lost / ETHER:g} ETH: if settled fees "
-        f"are now held or capped, this known limit is fixed (update docs/security-parameters.md)"
+    assert stake0.stake + stake0.unbonding < lost == len(challenges) * c.params.slash_amount, (
+        "past the stake, the third verdict takes the held fees"
     )
+    seized = lost - stake0.stake - stake0.unbonding
+    assert node.payments.held_earnings(node_acct.address)[0] == held - seized
+    increase_time(c.w3, free_at - int(c.w3.eth.get_block("latest")["timestamp"]))
+    wallet0 = c.w3.eth.get_balance(node_acct.address)
+    tx = node.payments.withdraw_earnings()  # what no verdict took, after the hold
+    gas = int(tx.receipt["gasUsed"]) * int(tx.receipt["effectiveGasPrice"])
+    assert c.w3.eth.get_balance(node_acct.address) - wallet0 + gas == earnings - seized
 
 
 def test_defence_the_sample_is_unreadable_at_commit_and_a_recommit_only_adds_samples(

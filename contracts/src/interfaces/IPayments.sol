@@ -17,6 +17,11 @@ interface IPayments {
     /// @return rebate Wei credited to the node.
     function payBounty(address node) external returns (uint256 bounty, uint256 rebate);
 
+    /// @notice Takes up to `amount` of `node`'s held earnings (fees redeemed within the hold) for
+    ///         a slash its stake did not cover, sent to the caller. Only the ServiceManager.
+    /// @return taken Wei taken.
+    function seize(address node, uint256 amount) external returns (uint256 taken);
+
     /// @notice What one found decoy takes from its node's escrow (bounty plus rebate).
     function DECOY_BOUNTY() external view returns (uint256);
 

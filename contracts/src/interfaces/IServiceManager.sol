@@ -28,8 +28,9 @@ interface IServiceManager {
     ///         cannot vote in it.
     function votingStake(address validator, uint256 since) external view returns (uint256);
 
-    /// @notice Takes up to `amount` wei from `operator` (active stake first, then unbonding stake)
-    ///         and sends it to the TaskManager. Only the TaskManager.
+    /// @notice Takes up to `amount` wei from `operator` (active stake first, then unbonding stake,
+    ///         then, for a node, its earnings Payments still holds) and sends it to the caller.
+    ///         Only the TaskManager and the OmissionManager.
     /// @return slashed The wei actually taken (less than `amount` when the operator has less).
     function slash(address operator, uint256 amount) external returns (uint256 slashed);
 
@@ -37,8 +38,10 @@ interface IServiceManager {
     ///         dispute is closed. Only the TaskManager.
     function freeze(address operator) external;
 
-    /// @notice Closes one dispute on `operator`. Only the TaskManager.
-    function unfreeze(address operator) external;
+    /// @notice Closes one dispute on `operator` and, when `lockUntil` is not 0, locks its stake
+    ///         until then like {lockStake} (a dispute that ends by reopening a window holds the
+    ///         stake that window could slash). Only the TaskManager and the OmissionManager.
+    function unfreeze(address operator, uint64 lockUntil) external;
 
     /// @notice Keeps `operator`'s stake (active and unbonding) in the contract until `until`
     ///         (unix seconds); a lock never moves backwards. Only the TaskManager.

@@ -420,6 +420,12 @@ abstract contract Base is Test {
     }
 
     /// @dev One packed voucher (Payments' 96-byte record) from a 65-byte signature.
+    /// @dev Moves time to when all of `who`'s held earnings are withdrawable (Payments' hold).
+    function _pastHold(address who) internal {
+        (, uint256 freeAt) = payments.heldEarnings(who);
+        if (freeAt > block.timestamp) vm.warp(freeAt);
+    }
+
     function _pack(Voucher memory v, bytes memory sig) internal pure returns (bytes memory) {
         (bytes32 r, bytes32 vs) = _compact(sig);
         return abi.encodePacked(uint256(uint160(v.user)) << 96 | v.cumulativeAmount, r, vs);

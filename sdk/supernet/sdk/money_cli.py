@@ -236,15 +236,20 @@ def add_operator_commands(group: typer.Typer, role: str, key_env: str) -> None:
     """Add ``earnings``/``rewards``, ``withdraw``/``claim``, ``unbond`` and ``deregister`` to the
     ``node`` or ``validator`` group; keys come from ``key_env`` or a key file or keystore."""
     OpKey = Annotated[str, key_option(key_env, f"The {role}'s")]
-    # A node's redeemed fees wait in its Payments account (earnings; the verification share sits
-    # in its escrow, which only decoy bounties spend); bonds and rewards of disputes wait in the
-    # TaskManager. A validator has only the latter.
+    # A node's redeemed fees wait in its Payments account (earnings, held until the disputes over
+    # what they paid are over; the verification share sits in its escrow, which only decoy
+    # bounties spend); bonds and rewards of disputes wait in the TaskManager. A validator has only
+    # the latter.
     view_name, take_name = ("earnings", "withdraw") if role == "node" else ("rewards", "claim")
 
-    def balances(c: Contracts, who: str) -> tuple[int, int, int]:
-        """(Payments earnings, verification escrow, TaskManager claimable), read once."""
-        fees, escrow = c.payments.node_account(who) if role == "node" else (0, 0)
-        return fees, escrow, int(c.task_manager.call("claimable", who))
+    def balances(c: Contracts, who: str) -> tuple[int, int, int, int, int]:
+        """(Payments earnings withdrawable now, held, when all held are free, verification
+        escrow, TaskManager claimable), read once."""
+        fees = escrow = held = free_at = 0
+        if role == "node":
+            fees, escrow = c.payments.node_account(who)
+            held, free_at = c.payments.held_earnings(who)
+        return fees - held, held, free_at, escrow, int(c.task_manager.call("claimable", who))
 
     def status(
         rpc: Rpc = "http://127.0.0.1:8545",
@@ -266,10 +271,15 @@ def add_operator_commands(group: typer.Typer, role: str, key_env: str) -> None:
                 )
             if op.locked_until > now:
                 typer.echo(f"  locked by open work until {_when(op.locked_until, now)}")
-            fees, escrow, disputes = balances(c, who)
+            fees, held, free_at, escrow, disputes = balances(c, who)
             typer.echo(f"  {view_name}: {format_amount(fees + disputes)} to withdraw")
             if role == "node":
                 typer.echo(f"    fees {format_amount(fees)}, disputes {format_amount(disputes)}")
+                if held:
+                    typer.echo(
+                        f"  fees held {format_amount(held)} (slashable while their disputes can open), "
+                        f"all free {_when(free_at, now)}"
+                    )
                 typer.echo(f"  verification escrow {format_amount(escrow)} (paid out only as decoy bounties)")
 
     status.__doc__ = f"Stake, unbonding, slashes, and the {view_name} you can withdraw."
@@ -288,7 +298,7 @@ def add_operator_commands(group: typer.Typer, role: str, key_env: str) -> None:
             c = connect(rpc, deployment, (key, key_file, keystore, password_file), ceiling)
             who = c.account.address if c.account else ""
             op, now, done = c.service_manager.get_operator(who), _chain_time(c), False
-            fees, _, disputes = balances(c, who)
+            fees, held, free_at, _, disputes = balances(c, who)
             if fees:
                 c.payments.withdraw_earnings()
             if disputes:
@@ -296,6 +306,8 @@ def add_operator_commands(group: typer.Typer, role: str, key_env: str) -> None:
             if fees or disputes:
                 typer.echo(f"withdrew {format_amount(fees + disputes)} of {view_name}")
                 done = True
+            if held:
+                typer.echo(f"{format_amount(held)} of fees are held: all free {_when(free_at, now)}")
             if op.unbonding and now >= max(op.unbonding_ready_at, op.locked_until):
                 c.service_manager.withdraw_unbonded()
                 typer.echo(f"withdrew {format_amount(op.unbonding)} of unbonded stake")

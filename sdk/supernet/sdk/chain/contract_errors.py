@@ -32,6 +32,7 @@ __all__ = [
     "ChallengeWindowClosed",
     "CommittedTooLate",
     "DepositTooLarge",
+    "EarningsHeld",
     "EmptyBatch",
     "IndexOutOfRange",
     "InsufficientStake",
@@ -69,6 +70,7 @@ __all__ = [
     "OmissionNotOpen",
     "OnlyChallengedNode",
     "OnlyDeployer",
+    "OnlyPayments",
     "OnlyServiceManager",
     "OnlyTaskManager",
     "OperatorFrozen",
@@ -90,6 +92,7 @@ __all__ = [
     "StringTooLong",
     "TaskManagerAlreadySet",
     "TaskManagerBatchTooLarge",
+    "TaskManagerNotSet",
     "TooManyModels",
     "TraceMismatch",
     "TraceTooLarge",
@@ -307,6 +310,18 @@ class DepositTooLarge(ContractError):
     selector = bytes.fromhex("c56d46d3")
     arg_names = ()
     arg_types = ()
+
+
+class EarningsHeld(ContractError):
+    """``EarningsHeld(uint256,uint256)``, declared by Payments."""
+
+    error_name = "EarningsHeld"
+    signature = "EarningsHeld(uint256,uint256)"
+    selector = bytes.fromhex("072180c3")
+    arg_names = ("held", "freeAt")
+    arg_types = ("uint256", "uint256")
+    held: int
+    freeAt: int
 
 
 class EmptyBatch(ContractError):
@@ -698,8 +713,18 @@ class OnlyDeployer(ContractError):
     arg_types = ()
 
 
+class OnlyPayments(ContractError):
+    """``OnlyPayments()``, declared by ServiceManager."""
+
+    error_name = "OnlyPayments"
+    signature = "OnlyPayments()"
+    selector = bytes.fromhex("ff8e6a7b")
+    arg_names = ()
+    arg_types = ()
+
+
 class OnlyServiceManager(ContractError):
-    """``OnlyServiceManager()``, declared by TaskManager, OmissionManager."""
+    """``OnlyServiceManager()``, declared by Payments, TaskManager, OmissionManager."""
 
     error_name = "OnlyServiceManager"
     signature = "OnlyServiceManager()"
@@ -926,6 +951,16 @@ class TaskManagerBatchTooLarge(ContractError):
     arg_names = ("count",)
     arg_types = ("uint256",)
     count: int
+
+
+class TaskManagerNotSet(ContractError):
+    """``TaskManagerNotSet()``, declared by Payments."""
+
+    error_name = "TaskManagerNotSet"
+    signature = "TaskManagerNotSet()"
+    selector = bytes.fromhex("05bd06d4")
+    arg_names = ()
+    arg_types = ()
 
 
 class TooManyModels(ContractError):
@@ -1168,6 +1203,7 @@ BY_SELECTOR: dict[bytes, type[ContractError]] = {
     ChallengeWindowClosed.selector: ChallengeWindowClosed,
     CommittedTooLate.selector: CommittedTooLate,
     DepositTooLarge.selector: DepositTooLarge,
+    EarningsHeld.selector: EarningsHeld,
     EmptyBatch.selector: EmptyBatch,
     IndexOutOfRange.selector: IndexOutOfRange,
     InsufficientStake.selector: InsufficientStake,
@@ -1205,6 +1241,7 @@ BY_SELECTOR: dict[bytes, type[ContractError]] = {
     OmissionNotOpen.selector: OmissionNotOpen,
     OnlyChallengedNode.selector: OnlyChallengedNode,
     OnlyDeployer.selector: OnlyDeployer,
+    OnlyPayments.selector: OnlyPayments,
     OnlyServiceManager.selector: OnlyServiceManager,
     OnlyTaskManager.selector: OnlyTaskManager,
     OperatorFrozen.selector: OperatorFrozen,
@@ -1226,6 +1263,7 @@ BY_SELECTOR: dict[bytes, type[ContractError]] = {
     StringTooLong.selector: StringTooLong,
     TaskManagerAlreadySet.selector: TaskManagerAlreadySet,
     TaskManagerBatchTooLarge.selector: TaskManagerBatchTooLarge,
+    TaskManagerNotSet.selector: TaskManagerNotSet,
     TooManyModels.selector: TooManyModels,
     TraceMismatch.selector: TraceMismatch,
     TraceTooLarge.selector: TraceTooLarge,

@@ -130,7 +130,11 @@ class Payments(Binding):
         return TxResult(tx.receipt, paid)
 
     def withdraw_earnings(self) -> TxResult:
-        """Pay the bound node its earnings (its escrow stays)."""
+        """Pay the bound node its earnings past their hold (the held ones and the escrow stay).
+
+        Raises:
+            EarningsHeld: everything earned is still held (`held_earnings` says until when).
+        """
         return self.transact("withdrawEarnings")
 
     def fund_escrow(self, node: str, amount: int) -> TxResult:
@@ -138,9 +142,19 @@ class Payments(Binding):
         return self.transact("fundEscrow", node, value=amount)
 
     def node_account(self, node: str) -> tuple[int, int]:
-        """``node``'s (earnings, escrow) in wei."""
+        """``node``'s (earnings, escrow) in wei; the earnings include the held ones."""
         earnings, escrow = self.call("account", node)
         return int(earnings), int(escrow)
+
+    def held_earnings(self, node: str) -> tuple[int, int]:
+        """``node``'s earnings not yet withdrawable (slashable until the disputes over what they
+        paid are over) in wei, and the chain time when all of them will be (0: none held)."""
+        held, free_at = self.call("heldEarnings", node)
+        return int(held), int(free_at)
+
+    def hold_period(self) -> int:
+        """Seconds a redeemed fee is held at least (at most twice that)."""
+        return int(self.call("holdPeriod"))
 
     def hash_decoy(self, node: str, request_hash: bytes) -> bytes:
         """The EIP-712 digest a decoy account signs to declare task ``request_hash`` of
