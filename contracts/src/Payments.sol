@@ -5,6 +5,7 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 
+import {IServiceManager} from "./interfaces/IServiceManager.sol";
 import {ITaskManagerWindows} from "./interfaces/ITaskManagerWindows.sol";
 import {Confirmation, ReceiptPromise, TaskRequest, Voucher} from "./libraries/Types.sol";
 
@@ -50,10 +51,14 @@ import {Confirmation, ReceiptPromise, TaskRequest, Voucher} from "./libraries/Ty
 ///      earnings"): what a redemption credits stays in the node's account, and slashable, until
 ///      every dispute over the receipts it paid is over, so what a node can take out of one window
 ///      is bounded by what verdicts can take from it (stake, then held earnings: {seize}), not by
-///      its stake alone. The hold is {holdPeriod} = the TaskManager's BATCH_RETENTION plus its
-///      CHALLENGE_WINDOW (a voucher may be redeemed before its receipt is committed, at most a
-///      promise delay, itself at most CHALLENGE_WINDOW, earlier), read from the TaskManager when it is
-///      wired, never a second parameter. Held fees sit in two buckets per node, one word
+///      its stake alone. The hold ({holdPeriod}) lasts until the last verdict any receipt the fee
+///      paid can still get: a voucher can be redeemed as soon as its request arrives, the receipt
+///      committed as late as its promise can fall due (the request's deadline, at most
+///      MAX_REQUEST_AHEAD after the request, plus the OmissionManager's MAX_PROMISE_DELAY =
+///      UNBONDING_PERIOD / 2), its disputes open within BATCH_RETENTION of the commit and the last
+///      one's vote lasts at most two VOTE_WINDOWs (extended by an availability claim). Read from
+///      the TaskManager and the ServiceManager when wired, never a second copy of a parameter
+///      (contracts/test/Review14.t.sol). Held fees sit in two buckets per node, one word
 ///      ({HeldEarnings}): fees credited in period `k` of {holdPeriod} seconds are withdrawable from
 ///      period `k + 2`, so each is held between one and two periods.
 contract Payments is EIP712, ReentrancyGuardTransient {
@@ -106,6 +111,9 @@ contract Payments is EIP712, ReentrancyGuardTransient {
     uint256 public constant BPS = 10_000;
     /// @notice Bytes of one packed voucher: `user << 96 | cumulativeAmount`, `r`, `vs`.
     uint256 public constant PACKED_VOUCHER_SIZE = 96;
+    /// @notice The latest request deadline the hold covers, after the request: a user who signs a
+    ///         later one gives its node that much more time than the hold (the SDK signs 600 s).
+    uint256 public constant MAX_REQUEST_AHEAD = 1 hours;
 
     /*//////////////////////////////////////////////////////////////
                                IMMUTABLES
@@ -131,8 +139,9 @@ contract Payments is EIP712, ReentrancyGuardTransient {
 
     /// @notice The TaskManager, allowed to {settle} for the node whose batch it commits.
     address public taskManager;
-    /// @notice Seconds a redeemed fee is held at least (at most twice that): the TaskManager's
-    ///         BATCH_RETENTION + CHALLENGE_WINDOW, read when it is wired (0 until then).
+    /// @notice Seconds a redeemed fee is held at least (at most twice that): MAX_REQUEST_AHEAD +
+    ///         UNBONDING_PERIOD / 2 + BATCH_RETENTION + 2 * VOTE_WINDOW, read when the TaskManager
+    ///         is wired (0 until then).
     uint64 public holdPeriod;
 
     mapping(address user => mapping(address node => Channel)) internal _channels;
@@ -258,7 +267,8 @@ contract Payments is EIP712, ReentrancyGuardTransient {
         if (taskManager != address(0)) revert TaskManagerAlreadySet();
         if (taskManager_ == address(0)) revert ZeroAddress();
         ITaskManagerWindows tm = ITaskManagerWindows(taskManager_);
-        uint256 hold = tm.BATCH_RETENTION() + tm.CHALLENGE_WINDOW();
+        uint256 promiseDelay = IServiceManager(tm.SERVICE_MANAGER()).UNBONDING_PERIOD() / 2;
+        uint256 hold = MAX_REQUEST_AHEAD + promiseDelay + tm.BATCH_RETENTION() + 2 * tm.VOTE_WINDOW();
         if (hold == 0 || hold > type(uint32).max) revert InvalidParameter();
         taskManager = taskManager_;
         // forge-lint: disable-next-line(unsafe-typecast)

@@ -32,8 +32,12 @@ contract PaymentsTest is Base {
         payments.redeem(packed);
     }
 
-    function test_HoldIsTheTaskManagersDisputeSpan() public view {
-        assertEq(payments.holdPeriod(), tm.BATCH_RETENTION() + tm.CHALLENGE_WINDOW());
+    /// @dev Request to its promise's latest due time, then to its last dispute's last verdict.
+    function test_HoldCoversTheLastVerdictOfAPromisedReceipt() public view {
+        assertEq(
+            payments.holdPeriod(),
+            payments.MAX_REQUEST_AHEAD() + om.MAX_PROMISE_DELAY() + tm.BATCH_RETENTION() + 2 * tm.VOTE_WINDOW()
+        );
     }
 
     /// @dev Fees credited in hold period k are withdrawable from period k + 2, each credit on its

@@ -59,7 +59,7 @@ Found:
    5.44 ETH ahead. Per receipt the inequality p·(R+S) > C holds; per window it does not.
    FIXED (docs/security-parameters.md, "Held earnings";
    `test_defence_fees_settled_in_a_window_stay_where_fraud_verdicts_reach_them`): every redeemed
-   fee is held in Payments for the TaskManager's BATCH_RETENTION + CHALLENGE_WINDOW, and a slash
+   fee is held in Payments for its `holdPeriod` (until the last verdict on what it paid), and a slash
    past the stake takes the held fees; here the withdrawal is refused and the third verdict slashes
    its full 1 ETH from them.
    Fix by design (as suggested): earnings settled by a commit stay held (and slashable) until

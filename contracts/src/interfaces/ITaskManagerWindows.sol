@@ -12,6 +12,9 @@ interface ITaskManagerWindows {
     /// @notice Seconds a batch stays disputable after its commit (its slot is kept that long).
     function BATCH_RETENTION() external view returns (uint256);
 
+    /// @notice Seconds a vote lasts (an availability claim during it can extend it to two).
+    function VOTE_WINDOW() external view returns (uint256);
+
     /// @notice The ServiceManager the TaskManager slashes through.
     function SERVICE_MANAGER() external view returns (address);
 
