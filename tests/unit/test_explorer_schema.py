@@ -24,7 +24,7 @@ def test_migrations_build_the_models_schema(tmp_path: Path) -> None:
     )
     migrate(engine)  # a second upgrade is a no-op
     with engine.connect() as conn:
-        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0003"
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0004"
 
 
 def test_an_index_from_before_sealed_votes_upgrades_keeping_its_votes(tmp_path: Path) -> None:

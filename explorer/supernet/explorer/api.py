@@ -22,6 +22,8 @@ from supernet.explorer.ids import DB, State
 
 MAX_EVENT_ID = 2**63 - 1
 """Largest event id (a signed 64-bit integer in every database): a larger cursor is a 422, not a 500."""
+LIVE_PAGE = 200
+"""Events the live feed reads per query (it reads again at once while a page comes back full)."""
 
 router = APIRouter(prefix="/api/v1", tags=["explorer"])
 Doc = dict[str, Any]
@@ -61,7 +63,7 @@ def batch(batch_id: str, db: DB, state: State) -> Doc:
         raise HTTPException(404, f"no batch {batch_id} is indexed")
     validators = list(db.scalars(select(Operator.address).where(Operator.role == "validator")))
     b = doc["batch"]
-    doc["sampling"] = details.sampling(state.task_manager, b["batch_id"], b["count"], validators)
+    doc["sampling"] = details.sampling(db, state.task_manager, b["batch_id"], b["count"], validators)
     return doc
 
 
@@ -147,9 +149,11 @@ async def live(
         yield "retry: 2000\n\n"
         while not await request.is_disconnected() and not state.stop.is_set():
             new = await asyncio.to_thread(_events_after, state, last)
-            for ev in reversed(new):  # oldest first
+            for ev in new:  # oldest first, a page at a time: a burst is sent whole, in order
                 last = ev["id"]
                 yield f"id: {ev['id']}\nevent: event\ndata: {json.dumps(ev, default=str)}\n\n"
+            if len(new) == LIVE_PAGE:
+                continue  # more are waiting
             if not new:
                 yield ": keep-alive\n\n"
             await asyncio.sleep(state.poll_s)
@@ -164,7 +168,7 @@ def _last_id(state: Any) -> int:
 
 def _events_after(state: Any, after: int) -> list[Doc]:
     with Session(state.engine) as s:
-        return queries.latest_events(s, after, 200)
+        return queries.events_after(s, after, LIVE_PAGE)
 
 
 def resolve(db: Session, q: str) -> tuple[str, str]:

@@ -32,6 +32,7 @@ class ChainLog:
     contract: str
     name: str
     args: Mapping[str, Any]
+    block_hash: str = ""  # of the branch the log was read from (the indexer checks it)
 
 
 def plain(value: Any) -> Any:
@@ -43,6 +44,11 @@ def plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [plain(v) for v in value]
     return value
+
+
+class WrongChain(RuntimeError):
+    """The RPC answers for another chain than the deployment's: its contracts at the same
+    addresses (the deployer's address and nonce) are not this deployment's."""
 
 
 class ChainReader:
@@ -57,12 +63,29 @@ class ChainReader:
         self.w3 = w3
         self.deployment = deployment
         self._names = {deployment.address(n).lower(): n for n in CONTRACT_NAMES}
-        self._decoders: dict[bytes, tuple[str, dict[str, Any]]] = {}
+        # by (address, topic): two contracts declare events of one signature (TaskManager's and
+        # OmissionManager's `Withdrawn`), and a log is its emitter's
+        self._decoders: dict[tuple[str, bytes], tuple[str, dict[str, Any]]] = {}
         for name in CONTRACT_NAMES:
+            address = deployment.address(name).lower()
             for item in load_abi(name):
                 if item["type"] == "event" and not item.get("anonymous"):
                     topic = bytes(event_abi_to_log_topic(item))  # type: ignore[arg-type]
-                    self._decoders[topic] = (name, item)
+                    self._decoders[(address, topic)] = (name, item)
+
+    def check_chain(self) -> None:
+        """Refuse an RPC of another chain than the deployment's (asked on every scan: an RPC URL
+        can be moved, or fail over, while the explorer runs).
+
+        Raises:
+            WrongChain: its chain id is not the deployment's.
+        """
+        chain_id = int(self.w3.eth.chain_id)
+        if chain_id != self.deployment.chain_id:
+            raise WrongChain(
+                f"the RPC answers for chain {chain_id}, the deployment is on chain "
+                f"{self.deployment.chain_id}: refusing to index another chain's contracts"
+            )
 
     def head(self) -> int:
         """The latest block number."""
@@ -85,8 +108,8 @@ class ChainReader:
         for log in raw:
             if not log["topics"]:
                 continue
-            found = self._decoders.get(bytes(log["topics"][0]))
-            if found is None or self._names.get(str(log["address"]).lower()) != found[0]:
+            found = self._decoders.get((str(log["address"]).lower(), bytes(log["topics"][0])))
+            if found is None:
                 continue
             contract, abi = found
             ev = get_event_data(self.w3.codec, abi, log)
@@ -98,6 +121,7 @@ class ChainReader:
                     contract=contract,
                     name=str(ev["event"]),
                     args=plain(dict(ev["args"])),
+                    block_hash="0x" + bytes(log["blockHash"]).hex(),
                 )
             )
         out.sort(key=lambda e: (e.block, e.log_index))

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 from supernet.explorer.app import ExplorerState, create_app
-from supernet.explorer.chain import ChainReader
+from supernet.explorer.chain import ChainReader, WrongChain
 from supernet.explorer.content import ContentReader
 from supernet.explorer.db.engine import open_database
 from supernet.explorer.indexer import Indexer
@@ -69,9 +69,14 @@ def explorer(
     engine = open_database(db)
     w3 = make_web3(rpc)
     content = ContentReader(store) if store else None
-    indexer = Indexer(
-        engine, ChainReader(w3, dep), content, start_block=dep.deploy_block, confirmations=confirmations
-    )
+    reader = ChainReader(w3, dep)
+    try:
+        reader.check_chain()  # asked again before every scan; an unreachable RPC is retried there
+    except WrongChain as exc:
+        raise typer.BadParameter(str(exc), param_hint="--rpc") from None
+    except Exception as exc:  # the indexer retries an RPC that is not up yet
+        log.warning("RPC %s not reachable yet (%s): the indexer retries", rpc, exc)
+    indexer = Indexer(engine, reader, content, start_block=dep.deploy_block, confirmations=confirmations)
     state = ExplorerState(engine, content, TaskManager(w3, dep.address("TaskManager")), indexer, poll_s=poll)
     log.info(
         "explorer on http://%s:%d (index: %s)", host, port, engine.url.render_as_string(hide_password=True)

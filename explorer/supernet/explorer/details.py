@@ -18,11 +18,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from supernet.explorer import queries
 from supernet.explorer.content import ContentReader, ContentUnavailable
-from supernet.explorer.db.models import Batch, Challenge, Receipt
+from supernet.explorer.db.models import Batch, Challenge, Event, Receipt
 from supernet.sdk.chain.eip712 import TaskRequest
 from supernet.sdk.chain.errors import ContractError
 from supernet.sdk.chain.merkle import ReceiptTree
 from supernet.sdk.chain.receipts import Receipt as ChainReceipt
+from supernet.sdk.chain.sampling import sample
+from supernet.sdk.chain.tasks import Batch as BatchRef
 from supernet.sdk.chain.tasks import TaskManager
 from supernet.sdk.client.verify import VerificationReport, check_receipt
 from supernet.sdk.formats.evidence import Evidence
@@ -221,20 +223,59 @@ def evidence(content: ContentReader | None, cid: str) -> tuple[dict[str, Any] | 
     }, None
 
 
-def sampling(tm: TaskManager | None, batch_id: int, count: int, validators: list[str]) -> dict[str, Any]:
-    """Which receipts each validator must check (the contract's ``isSampled``), and the seed."""
+MAX_DRAWS = 16_384
+"""(validator, receipt) draws one view of a batch computes (keccak each, locally)."""
+
+
+def sampling(
+    s: Session, tm: TaskManager | None, batch_id: int, count: int, validators: list[str]
+) -> dict[str, Any]:
+    """Which receipts each validator must check, and the seed: the contract's ``isSampled`` rule
+    computed here (`supernet.sdk.chain.sampling`) from the seed the index holds (``SeedSealed``)
+    or, before it is sealed, one ``batchSeed`` read with the header of the indexed commit: at most
+    two reads of the chain a view, whatever the batch's size (it was one ``eth_call`` per receipt
+    and validator, and a log scan from block 0, for every anonymous view)."""
     if tm is None:
         return {"seed": None, "sampled": {}, "note": "no chain connection"}
-    if count * len(validators) > 256:  # one eth_call each: keep the page fast
+    if count * len(validators) > MAX_DRAWS:
         return {"seed": None, "sampled": {}, "note": "batch too large to list sampling here"}
     try:
-        batch = tm.batch(batch_id)  # its header, from the commit's event
-        seed = "0x" + tm.batch_seed(batch).hex()
-        sampled = {v: [i for i in range(count) if tm.is_sampled(batch, v, i)] for v in validators}
+        rate = int(tm.call("SAMPLE_RATE_PPM"))
+        seed = _seed(s, tm, batch_id)
+        sampled = {v: sample(seed, v, count, rate) for v in validators}
     except ContractError as exc:
         return {"seed": None, "sampled": {}, "note": f"seed not available: {exc.error_name}"}
     except LookupError as exc:
         return {"seed": None, "sampled": {}, "note": str(exc)}
     except (OSError, Web3Exception) as exc:  # the page still shows what the index knows
         return {"seed": None, "sampled": {}, "note": f"chain not reachable: {type(exc).__name__}"}
-    return {"seed": seed, "sampled": sampled, "note": ""}
+    return {"seed": "0x" + seed.hex(), "sampled": sampled, "note": ""}
+
+
+def _seed(s: Session, tm: TaskManager, batch_id: int) -> bytes:
+    """The batch's seed: the index's (sealed on chain), else the contract's answer for the header
+    of the indexed ``BatchCommitted`` (raises ``SeedNotReady`` before the seed block).
+
+    Raises:
+        LookupError: the batch's commit is not indexed.
+    """
+    batch = s.get(Batch, batch_id)
+    if batch is None:
+        raise LookupError(f"no batch {batch_id} is indexed")
+    if batch.seed:
+        return bytes.fromhex(batch.seed[2:])
+    # one transaction may commit several batches (a contract node): the one with this id
+    commits = s.scalars(select(Event).where(Event.tx_hash == batch.tx_hash, Event.name == "BatchCommitted"))
+    a = next((e.args for e in commits if int(e.args["batchId"]) == batch_id), None)
+    if a is None:
+        raise LookupError(f"the commit of batch {batch_id} is not indexed")
+    ref = BatchRef(
+        int(a["batchId"]),
+        str(a["node"]),
+        int(a["slot"]),
+        int(a["count"]),
+        int(a["commitBlock"]),
+        int(a["committedAt"]),
+        bytes.fromhex(str(a["root"])[2:]),
+    )
+    return tm.batch_seed(ref)

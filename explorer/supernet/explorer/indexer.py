@@ -117,8 +117,17 @@ class Indexer:
                     return total
 
     def _scan(self, start: int, end: int) -> int:
+        self.reader.check_chain()
+        pinned = self.reader.block(end)[0]
         logs = self.reader.logs(start, end)
         blocks = {b: self.reader.block(b) for b in {*(lg.block for lg in logs), end}}
+        # The chain may reorganise between these calls: record a range only when every log is of
+        # the blocks whose hashes are recorded and the range's last block (whose hash covers every
+        # block before it) did not change while it was read; else read it again next step.
+        moved = blocks[end][0] != pinned or any(lg.block_hash != blocks[lg.block][0] for lg in logs)
+        if moved:
+            log.warning("blocks %d..%d changed while they were read; reading them again", start, end)
+            return 0
         gas = {lg.tx_hash: self.reader.gas_used(lg.tx_hash) for lg in logs if lg.name == "BatchCommitted"}
         with Session(self.engine) as s, s.begin():
             for lg in logs:

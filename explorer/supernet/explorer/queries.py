@@ -129,6 +129,13 @@ def latest_events(s: Session, after: int = 0, limit: int = LIMIT) -> list[dict[s
     return [row(e) for e in s.scalars(q)]
 
 
+def events_after(s: Session, after: int, limit: int = LIMIT) -> list[dict[str, Any]]:
+    """The ``limit`` oldest events after id ``after``, oldest first: what a follower (the live
+    feed) reads next, in order, without skipping any when more than ``limit`` arrived."""
+    q = select(Event).where(Event.id > after).order_by(Event.id).limit(limit)
+    return [row(e) for e in s.scalars(q)]
+
+
 def last_event_id(s: Session) -> int:
     """The id of the newest event (0: none)."""
     return int(s.scalar(select(func.max(Event.id))) or 0)

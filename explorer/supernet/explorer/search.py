@@ -51,7 +51,7 @@ def classify(query: str) -> tuple[str, str]:
         return "batch", m.group(1)
     try:
         return "cid", str(CID.decode(q))
-    except (ValueError, KeyError):
+    except Exception:  # whatever the CID parser raises (a lone multibase letter: IndexError)
         raise BadQuery(f"not {ACCEPTED}: {q!r}") from None
 
 

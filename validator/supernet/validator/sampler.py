@@ -1,37 +1,6 @@
-"""Which receipts of a batch this validator must check (docs/protocol.md, "Sampling").
+"""Which receipts of a batch this validator must check: the contract's rule, defined once in
+`supernet.sdk.chain.sampling` (the explorer computes every validator's sample with it too)."""
 
-Validator ``v`` checks receipt ``i`` of a batch iff
-``uint256(keccak256(abi.encode(seed, v, i))) % 1_000_000 < SAMPLE_RATE_PPM``, where ``seed`` is
-``TaskManager.batchSeed(batchId)``: fixed by a block hash after the commit, so the node could not
-know at execution time which receipts would be checked.
+from supernet.sdk.chain.sampling import PPM, draw, is_sampled, sample
 
->>> seed = b"\\x01" * 32
->>> v = "0x" + "ab" * 20
->>> sample(seed, v, 10, 1_000_000)
-[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
->>> sample(seed, v, 10, 0)
-[]
-"""
-
-from __future__ import annotations
-
-from eth_abi import encode
-from eth_utils import keccak, to_checksum_address
-
-PPM = 1_000_000
-
-
-def draw(seed: bytes, validator: str, index: int) -> int:
-    """``uint256(keccak256(abi.encode(seed, validator, index))) % 1_000_000``."""
-    data = encode(["bytes32", "address", "uint256"], [seed, to_checksum_address(validator), index])
-    return int.from_bytes(keccak(data), "big") % PPM
-
-
-def is_sampled(seed: bytes, validator: str, index: int, rate_ppm: int) -> bool:
-    """Whether ``validator`` must check receipt ``index`` of the batch with this ``seed``."""
-    return draw(seed, validator, index) < rate_ppm
-
-
-def sample(seed: bytes, validator: str, count: int, rate_ppm: int) -> list[int]:
-    """The indexes (ascending) of the receipts ``validator`` checks in a batch of ``count``."""
-    return [i for i in range(count) if is_sampled(seed, validator, i, rate_ppm)]
+__all__ = ["PPM", "draw", "is_sampled", "sample"]

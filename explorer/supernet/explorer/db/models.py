@@ -67,7 +67,12 @@ class Event(Base):
     name: Mapped[str] = mapped_column(String(64), index=True)
     args: Mapped[dict[str, Any]] = mapped_column(JSON)
     subject: Mapped[str | None] = mapped_column(String(42), index=True)  # the address it is about
-    __table_args__ = (Index("ix_events_block_log", "block", "log_index", unique=True),)
+    # ids never go back (a reorg deletes the newest rows; a client's ``after=`` cursor must not
+    # see their ids again): AUTOINCREMENT on SQLite, a sequence elsewhere
+    __table_args__ = (
+        Index("ix_events_block_log", "block", "log_index", unique=True),
+        {"sqlite_autoincrement": True},
+    )
 
 
 class Operator(Base):
