@@ -62,6 +62,10 @@ class ChainReader:
     def __init__(self, w3: Web3, deployment: Deployment) -> None:
         self.w3 = w3
         self.deployment = deployment
+        # the SDK's client caches the chain id (per thread, pinned once connected): the check of
+        # a URL that moved needs the RPC's answer of the moment, from a client that caches nothing
+        uri = getattr(w3.provider, "endpoint_uri", None)
+        self._id_client = Web3(Web3.HTTPProvider(str(uri), request_kwargs={"timeout": 30})) if uri else w3
         self._names = {deployment.address(n).lower(): n for n in CONTRACT_NAMES}
         # by (address, topic): two contracts declare events of one signature (TaskManager's and
         # OmissionManager's `Withdrawn`), and a log is its emitter's
@@ -80,7 +84,7 @@ class ChainReader:
         Raises:
             WrongChain: its chain id is not the deployment's.
         """
-        chain_id = int(self.w3.eth.chain_id)
+        chain_id = int(self._id_client.eth.chain_id)
         if chain_id != self.deployment.chain_id:
             raise WrongChain(
                 f"the RPC answers for chain {chain_id}, the deployment is on chain "

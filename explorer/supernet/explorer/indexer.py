@@ -94,6 +94,9 @@ class Indexer:
 
     def step(self) -> int:
         """One range (after a reorg check) and pending manifests; returns the events recorded."""
+        # first: an RPC of another chain has nothing in common with the index, which the reorg
+        # check would take for a reorg and wipe (tests/unit/test_review_session_changes16.py)
+        self.reader.check_chain()
         if self.check_reorg():
             return 0
         with Session(self.engine) as s:
@@ -117,14 +120,19 @@ class Indexer:
                     return total
 
     def _scan(self, start: int, end: int) -> int:
-        self.reader.check_chain()
+        with Session(self.engine) as s:
+            before = select(Block).where(Block.number < start).order_by(Block.number.desc())
+            anchor = s.scalar(before.limit(1))
         pinned = self.reader.block(end)[0]
         logs = self.reader.logs(start, end)
         blocks = {b: self.reader.block(b) for b in {*(lg.block for lg in logs), end}}
-        # The chain may reorganise between these calls: record a range only when every log is of
-        # the blocks whose hashes are recorded and the range's last block (whose hash covers every
-        # block before it) did not change while it was read; else read it again next step.
+        # The chain may reorganise between these calls, or since the reorg check: record a range
+        # only when every log is of the blocks whose hashes are recorded, the range's last block
+        # (whose hash covers every block before it) did not change while it was read, and the
+        # newest block recorded before it is still the chain's (the range continues the index);
+        # else read it again next step (whose reorg check then undoes what changed).
         moved = blocks[end][0] != pinned or any(lg.block_hash != blocks[lg.block][0] for lg in logs)
+        moved = moved or (anchor is not None and self._hash(anchor.number) != anchor.hash)
         if moved:
             log.warning("blocks %d..%d changed while they were read; reading them again", start, end)
             return 0

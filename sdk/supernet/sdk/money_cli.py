@@ -246,10 +246,11 @@ def add_operator_commands(group: typer.Typer, role: str, key_env: str) -> None:
         """(Payments earnings withdrawable now, held, when all held are free, verification
         escrow, TaskManager claimable), read once."""
         fees = escrow = held = free_at = 0
-        if role == "node":
-            fees, escrow = c.payments.node_account(who)
-            held, free_at = c.payments.held_earnings(who)
-        return fees - held, held, free_at, escrow, int(c.task_manager.call("claimable", who))
+        if role == "node":  # both at one block: a redemption between two reads moves the held part
+            block = int(c.w3.eth.block_number)
+            fees, escrow = c.payments.node_account(who, block)
+            held, free_at = c.payments.held_earnings(who, block)
+        return max(fees - held, 0), held, free_at, escrow, int(c.task_manager.call("claimable", who))
 
     def status(
         rpc: Rpc = "http://127.0.0.1:8545",

@@ -26,7 +26,14 @@ from eth_utils import to_checksum_address
 from hexbytes import HexBytes
 from supernet.node.service.ports import ChannelEvents, CommitPending, SignedCommit, SignedVoucher
 from supernet.sdk.chain import Contracts, Voucher
-from supernet.sdk.chain.bindings import _sender, build_signed, latest_base_fee, release_nonce, send_ether
+from supernet.sdk.chain.bindings import (
+    _sender,
+    build_signed,
+    fill_nonce_gap,
+    latest_base_fee,
+    release_nonce,
+    send_ether,
+)
 from supernet.sdk.chain.eip712 import Domain, TaskRequest
 from supernet.sdk.chain.forks import Checkpoint, fork_point
 from supernet.sdk.chain.payments import Channel, pack_vouchers
@@ -118,6 +125,7 @@ class Web3Chain:
         self._max_redeem_batch: int | None = None
         self._withdrawal_delay: int | None = None
         self._slots: BatchSlots | None = None
+        self._broadcast_before: set[str] = set()  # commits sent once already (`broadcast`)
         self._log_range = LOG_RANGE  # blocks per log query now (narrower after a refusal)
         self._log_ranges_read = 0  # ranges read in a row at that width
 
@@ -290,7 +298,10 @@ class Web3Chain:
         """Send the signed bytes; "already known" and "nonce too low" are not errors here (the
         transaction is in the pool or mined, or its nonce went to another: `wait_commit` tells).
         The commit's nonce is released (`sign_commit` reserved it) once the RPC was handed it,
-        whether it took it or not."""
+        whether it took it or not. A gap under it that nothing of this node will fill (its nonce
+        chosen from a count that was too high) is filled (`bindings.fill_nonce_gap`) when the
+        commit is broadcast again (a gap that outlived a whole wait, never an RPC's count lagging a
+        send just made), else the commit would stay queued for good."""
         w3 = self.contracts.w3
         address = self.account.address
 
@@ -308,6 +319,11 @@ class Web3Chain:
                     sent = True  # in the pool, mined, or its nonce counted for another
                 finally:
                     release_nonce(w3, address, commit.nonce, sent=sent)
+                if commit.tx_hash in self._broadcast_before:
+                    fill_nonce_gap(w3, self.account, commit.nonce, self.contracts.tip_ceiling)
+                elif len(self._broadcast_before) >= 256:  # one per batch in flight: keep it small
+                    self._broadcast_before.clear()
+                self._broadcast_before.add(commit.tx_hash)
 
         async with self._tx_lock:
             await asyncio.to_thread(send)
@@ -381,13 +397,17 @@ class Web3Chain:
 
         def wait() -> int | None:
             deadline = time.monotonic() + timeout_s
-            while (receipt := mined()) is None:
+            dead_polls = 0
+            while True:
+                receipt = mined()
+                # dead only on two polls in a row: an RPC's receipts can lag its nonces, and a
+                # nonce can free again (the other transaction reorged out): then it may land
+                dead_polls = dead_polls + 1 if receipt is _DEAD else 0
+                if receipt is not None and (receipt is not _DEAD or dead_polls >= 2):
+                    break
                 if time.monotonic() >= deadline:
                     raise CommitPending(f"commit {commit.tx_hash} still pending after {timeout_s} s")
                 time.sleep(COMMIT_POLL_S)
-            if receipt is _DEAD:  # again a poll later: an RPC's receipts can lag its nonces
-                time.sleep(COMMIT_POLL_S)
-                receipt = mined()
             if receipt is _DEAD:
                 log.warning(
                     "commitBatch %s can never land: nonce %d was used by another transaction",

@@ -36,7 +36,7 @@ from supernet.sdk.chain.errors import (
 from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractConstructor, ContractFunction
-from web3.exceptions import ContractLogicError
+from web3.exceptions import ContractLogicError, Web3RPCError
 from web3.middleware.base import Web3Middleware
 from web3.types import (
     EventData,
@@ -569,6 +569,63 @@ def claim_fee_cap(w3: Web3, tip: int | None = None) -> int:
     return latest_base_fee(w3) * 81 // 64 + (int(w3.eth.max_priority_fee) if tip is None else tip)
 
 
+MAX_GAP_FILL = 8
+"""Most nonces `fill_nonce_gap` fills at once (a larger gap is no lag or lie of one answer: it is
+logged and left to the operator)."""
+
+
+def fill_nonce_gap(
+    w3: Web3, account: LocalAccount, below: int, tip_ceiling: int = MAX_PRIORITY_FEE
+) -> list[int]:
+    """Fill the nonces under ``below`` that the RPC counts neither pending nor mined and this
+    process does not hold (none of its transactions will ever take them) with 0-value transfers
+    to itself, so that a transaction signed at ``below`` can be mined. Such a gap comes from one
+    count that was too high when ``below`` was chosen (an RPC's lie, a backend on a branch later
+    orphaned): without the filler the transaction stays queued for good. The caller holds
+    `_sender` (``account.address``). Returns the nonces filled; a filler the pool refuses (the
+    nonce got used meanwhile) is no error.
+    """
+    address = account.address
+    checksum = Web3.to_checksum_address(address)
+    count = max(
+        int(w3.eth.get_transaction_count(checksum, "pending")),
+        int(w3.eth.get_transaction_count(checksum, "latest")),
+    )
+    with _HELD_LOCK:
+        held = set(_held(w3, address, count))
+    gap = [n for n in range(count, below) if n not in held]
+    if not gap:
+        return []
+    if len(gap) > MAX_GAP_FILL:
+        log.error(
+            "nonces %d..%d of %s: used by nothing, not filled (over %d)",
+            count,
+            below,
+            address,
+            MAX_GAP_FILL,
+        )
+        return []
+    fee = fees(w3, tip_ceiling=tip_ceiling)
+    for nonce in gap:
+        filler = account.sign_transaction(
+            {
+                "to": checksum,
+                "value": 0,
+                "nonce": nonce,
+                "chainId": chain_id(w3),
+                "gas": 21_000,
+                "maxFeePerGas": fee.max_fee_per_gas,
+                "maxPriorityFeePerGas": fee.max_priority_fee_per_gas,
+            }
+        )
+        try:
+            w3.eth.send_raw_transaction(filler.raw_transaction)
+        except Web3RPCError as exc:  # taken meanwhile ("nonce too low", "already known", underpriced)
+            log.info("nonce %d of %s not filled: %s", nonce, address, exc)
+    log.warning("filled nonces %s of %s: a count too high had left them unused", gap, address)
+    return gap
+
+
 def send_ether(
     w3: Web3, account: LocalAccount, to: str, amount: int, tip_ceiling: int = MAX_PRIORITY_FEE
 ) -> TxReceipt:
@@ -677,10 +734,12 @@ class Binding:
         the RPC's answer: only a vouched floor may take an answer's tip past `tip_ceiling`."""
         return self._floor_vouched
 
-    def call(self, fn_name: str, *args: Any) -> Any:
-        """Call a view function; reverts raise the typed `ContractError`."""
+    def call(self, fn_name: str, *args: Any, block: int | None = None) -> Any:
+        """Call a view function (at ``block``, default the latest); reverts raise the typed
+        `ContractError`."""
         with reverts_as(self.name):
-            return self.contract.functions[fn_name](*args).call()
+            fn = self.contract.functions[fn_name](*args)
+            return fn.call() if block is None else fn.call(block_identifier=block)
 
     def transact(
         self,

@@ -141,15 +141,17 @@ class Payments(Binding):
         """Add ``amount`` wei to ``node``'s verification escrow (it only leaves as decoy bounties)."""
         return self.transact("fundEscrow", node, value=amount)
 
-    def node_account(self, node: str) -> tuple[int, int]:
-        """``node``'s (earnings, escrow) in wei; the earnings include the held ones."""
-        earnings, escrow = self.call("account", node)
+    def node_account(self, node: str, block: int | None = None) -> tuple[int, int]:
+        """``node``'s (earnings, escrow) in wei (at ``block``, default the latest); the earnings
+        include the held ones."""
+        earnings, escrow = self.call("account", node, block=block)
         return int(earnings), int(escrow)
 
-    def held_earnings(self, node: str) -> tuple[int, int]:
+    def held_earnings(self, node: str, block: int | None = None) -> tuple[int, int]:
         """``node``'s earnings not yet withdrawable (slashable until the disputes over what they
-        paid are over) in wei, and the chain time when all of them will be (0: none held)."""
-        held, free_at = self.call("heldEarnings", node)
+        paid are over) in wei, and the chain time when all of them will be (0: none held), at
+        ``block`` (default the latest: read `node_account` at the same block to compare)."""
+        held, free_at = self.call("heldEarnings", node, block=block)
         return int(held), int(free_at)
 
     def hold_period(self) -> int:
