@@ -269,13 +269,5 @@ def _seed(s: Session, tm: TaskManager, batch_id: int) -> bytes:
     a = next((e.args for e in commits if int(e.args["batchId"]) == batch_id), None)
     if a is None:
         raise LookupError(f"the commit of batch {batch_id} is not indexed")
-    ref = BatchRef(
-        int(a["batchId"]),
-        str(a["node"]),
-        int(a["slot"]),
-        int(a["count"]),
-        int(a["commitBlock"]),
-        int(a["committedAt"]),
-        bytes.fromhex(str(a["root"])[2:]),
-    )
-    return tm.batch_seed(ref)
+    # the index keeps event args JSON-plain: the root as 0x-hex
+    return tm.batch_seed(BatchRef.from_event({**a, "root": bytes.fromhex(str(a["root"])[2:])}))

@@ -34,22 +34,47 @@ _FIELDS = frozenset({"role", "content", "tool_calls"})
 the caller could read would be unchecked."""
 
 
+MAX_CHARS_PER_TOKEN = 1024
+"""Most characters one generated token decodes to, with a wide margin (byte-level BPE tokens are
+tens of bytes): what bounds a streamed answer by the signed token limit."""
+
+MIN_ANSWER_CHARS = 16_384
+"""An answer may always be this long (short limits, long tokens)."""
+
+DEFAULT_TOKENS = 4096
+"""The token limit assumed when the signed input sets none (the node's API allows at most this)."""
+
+
+def answer_bound(task_input: Any) -> int:
+    """The most characters (text and tool arguments) an answer to ``task_input`` can hold: an
+    answer past it is no answer to what was signed, and holding it would let a node stream into
+    the caller's memory without end (tests/integration/test_review_openai_gateway2.py)."""
+    tokens = task_input.get("max_new_tokens") if isinstance(task_input, dict) else None
+    if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens <= 0:
+        tokens = DEFAULT_TOKENS
+    return max(MIN_ANSWER_CHARS, min(tokens, DEFAULT_TOKENS) * MAX_CHARS_PER_TOKEN)
+
+
 class _Answer:
     """What one response carried, gathered as it is read. ``odd`` names anything the check cannot
     vouch for (a second choice, a field or an event the caller's parser might read otherwise): the
     answer then fails closed."""
 
-    def __init__(self) -> None:
+    def __init__(self, bound: int = MIN_ANSWER_CHARS) -> None:
+        self.bound, self.size = bound, 0
         self.text: list[str] = []
         self.tool: tuple[str, str] | None = None
         self.proof: Any = None
         self.error = False
         self.odd: str | None = None
+        self.ids: set[str] = set()  # the reply's ``id`` (every chunk's): must be the signed task's
 
     def flag(self, why: str) -> None:
         self.odd = self.odd or why
 
     def add_completion(self, doc: Any) -> None:
+        if isinstance(doc, dict):
+            self.ids.add(str(doc.get("id")).lower())
         choices = doc.get("choices") if isinstance(doc, dict) else None
         if not isinstance(choices, list) or len(choices) != 1 or not isinstance(choices[0], dict):
             self.flag("a completion without exactly one choice")
@@ -62,6 +87,8 @@ class _Answer:
             self.flag("an event whose data is not a JSON object")
             return
         choices = doc.get("choices")
+        if "id" in doc:
+            self.ids.add(str(doc["id"]).lower())
         if "error" in doc:
             # the node's failure report, as the caller's client reads one: a truthy error, no text
             if not doc["error"] or choices or "".join(self.text).strip():
@@ -90,6 +117,9 @@ class _Answer:
             self.flag("a message whose content is not text")
             return
         self.text.append(content or "")
+        self.size += len(content or "")
+        if self.size > self.bound:
+            self.flag(f"more than the {self.bound} characters the signed token limit allows")
         calls = part.get("tool_calls")
         if not calls:
             return
@@ -132,7 +162,7 @@ class CheckedStream(httpx.SyncByteStream, httpx.AsyncByteStream):
         headers: httpx.Headers | None = None,
     ) -> None:
         self.inner, self.call, self.event_stream, self.on_result = inner, call, event_stream, on_result
-        self._answer, self._buffer, self._done = _Answer(), b"", False
+        self._answer, self._buffer, self._done = _Answer(answer_bound(call.task_input)), b"", False
         self._data_lines = 0  # ``data`` lines of the event being read
         headers = headers if headers is not None else httpx.Headers()
         asked = "text/event-stream" if event_stream else "application/json"
@@ -214,6 +244,8 @@ class CheckedStream(httpx.SyncByteStream, httpx.AsyncByteStream):
         try:
             if answer.odd is not None:
                 raise AnswerMismatchError(f"task {task}: the answer holds {answer.odd}")
+            if answer.ids - {task.lower()}:  # `Client.verify(reply.id)` and the claims read it
+                raise AnswerMismatchError(f"task {task}: the answer is labelled {sorted(answer.ids)}")
             if answer.error:  # the node reported a failed task (the caller's client raises on it)
                 failed = ClientError(f"task {task} failed at the node")
                 self.on_result(failed)

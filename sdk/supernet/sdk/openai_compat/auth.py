@@ -47,7 +47,7 @@ from supernet.sdk.client.types import (
 )
 from supernet.sdk.node_api import AccountPublic, NodeInfo
 from supernet.sdk.openai_compat.answer_check import CheckedStream
-from supernet.sdk.openai_compat.chat_input import chat_task_input
+from supernet.sdk.openai_compat.chat_input import chat_task_input, unsigned_fields
 
 AUTH_HEADER = "X-Supernet-Auth"
 CHAT_PATH = "/chat/completions"
@@ -153,13 +153,19 @@ class SupernetAuth(httpx.Auth):
             self._nodes.pop(str(base), None)  # re-read the node next time (its fee may have changed)
             self._record(call.task_id, "refused", None)
         elif 200 <= response.status_code < 300:  # any success is an answer: checked before it is read
-            response.stream = CheckedStream(
-                response.stream,
+            loaded = hasattr(response, "_content")  # a transport that handed over a read body
+            checked = CheckedStream(
+                httpx.ByteStream(response.content) if loaded else response.stream,
                 call,
                 body.get("stream") is True,
                 lambda result: self._answered(call.task_id, result),
                 response.headers,
             )
+            if loaded:  # httpx serves a read body from memory, never from the stream: check it now
+                for _ in checked:
+                    pass
+            else:
+                response.stream = checked
 
     def _check_domain(self, info: NodeInfo) -> None:
         ours = (self.domain.chain_id, self.domain.verifying_contract.lower())
@@ -184,7 +190,13 @@ class SupernetAuth(httpx.Auth):
             raise ClientError(f"node fee {fee} is above max_fee {cap}")
         agent_hash, profile = agent_profile(info, AGENT, self.min_limits)
         model_id = pick_model_id(info, body.get("model"))
-        # before any nonce or voucher is reserved: the node, its model and the agents' code
+        # before any nonce or voucher is reserved: the node, its model and the agents' code, and
+        # nothing asked of the node that the signature does not bind
+        if unsigned := unsigned_fields(body):
+            raise ClientError(
+                f"the request sets {', '.join(unsigned)}, which the signed task does not cover: a node "
+                "could ignore it and still be paid; leave it out (n: 1 and penalties of 0 are accepted)"
+            )
         self.rule.check(node, model_id, profile.code_hashes())
         task_input = chat_task_input(body)
         with self._lock:

@@ -42,6 +42,26 @@ PASSED_AS_SENT = (
 )
 """Body fields copied into the signed input unchanged (when present and not null)."""
 
+WITHOUT_EFFECT = frozenset({"model", "stream", "stream_options", "user", "parallel_tool_calls", "supernet"})
+"""Body fields left out of the signed input because they change nothing a node runs: ``model`` is
+the signed ``modelId``, the others the transport (a node may answer at most one tool call)."""
+
+NEUTRAL = {"n": (None, 1), "presence_penalty": (None, 0), "frequency_penalty": (None, 0)}
+"""Fields the signed input leaves out that are accepted only at the value that changes nothing."""
+
+
+def unsigned_fields(body: Mapping[str, Any]) -> list[str]:
+    """The fields of ``body`` that would change what runs but that the signed input does not hold
+    (sorted): a node that drops one before its API reads the body runs the signed input, is paid,
+    and nothing shows it. The drop-in refuses to sign a body that has any
+    (tests/integration/test_review_openai_gateway2.py)."""
+    signed = {"messages", "max_completion_tokens", "max_tokens", *PASSED_AS_SENT}
+    return sorted(
+        key
+        for key, value in body.items()
+        if key not in signed and key not in WITHOUT_EFFECT and not (key in NEUTRAL and value in NEUTRAL[key])
+    )
+
 
 def _content(content: Any) -> Any:
     """A content array of text parts as the text the model reads; anything else as sent (the

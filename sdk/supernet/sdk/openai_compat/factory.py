@@ -20,6 +20,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 from supernet.sdk.chain.deployment import Deployment
+from supernet.sdk.client.client import refuse_closing
 from supernet.sdk.client.signable import Signable, SigningRule
 from supernet.sdk.client.types import answer
 from supernet.sdk.openai_compat.auth import SupernetAuth
@@ -58,17 +59,27 @@ def _auth(
     if rpc is not None and (rule is None or deposit):
         contracts = Contracts.connect(rpc, dep, account)
         if deposit:
-            _fund(contracts, account, base, deposit)
+            _fund(contracts, account, base, deposit, SigningRule(contracts))
         rule = rule or SigningRule(contracts)
     assert rule is not None
     return base, SupernetAuth(account, dep.domain, rule=rule, state_dir=state_dir, max_fee=max_fee)
 
 
-def _fund(contracts: Contracts, account: LocalAccount, base: str, amount: int) -> None:
-    """Top the payment channel to the node up to ``amount`` wei (one transaction, announced)."""
+def _fund(contracts: Contracts, account: LocalAccount, base: str, amount: int, rule: SigningRule) -> None:
+    """Top the payment channel to the node up to ``amount`` wei (one transaction, announced), under
+    every deposit path's rules: only to an active node (the signing rule would pay no other, and a
+    deposit waits a withdrawal delay to come back), never into a closing channel (the node admits
+    no work against it).
+
+    Raises:
+        ClientError: the address the URL names is no active node, or the channel is closing.
+    """
     node = to_checksum_address(answer(httpx.get(f"{base}/node", timeout=30))["address"])
+    rule.active(node)
     payments = contracts.payments
-    missing = amount - payments.channel(account.address, node).deposited
+    channel = payments.channel(account.address, node)
+    refuse_closing(channel, node)
+    missing = amount - channel.deposited
     if missing > 0:
         log.info("depositing %d wei into the payment channel to %s", missing, node)
         payments.deposit(node, missing)
