@@ -94,7 +94,7 @@ from supernet.explorer.indexer import Indexer, get_cursor
 from supernet.node.service.chain import Web3Chain
 from supernet.node.service.cli import app as node_app
 from supernet.node.service.ports import CommitPending
-from supernet.sdk.chain import Contracts, Voucher, sign_voucher
+from supernet.sdk.chain import Contracts, Voucher, bindings, sign_voucher
 from supernet.sdk.chain.anvil import Anvil, advance_to, mine, revert, snapshot
 from supernet.sdk.chain.bindings import _sender, fill_nonce_gap, release_nonce, reserve_nonce
 from supernet.sdk.chain.contracts import make_web3
@@ -313,6 +313,7 @@ async def test_defence_one_latest_nonce_count_too_high_is_a_gap_the_node_fills(
             node.chain.wait_commit = short_wait  # type: ignore[method-assign]  # 120 s -> 2 s
             for i in range(2):  # max_size 2: the second task cuts the batch
                 await r.done_task(node, f"q{i}", FEE * (i + 1))
+            bindings._SENT.pop(a.node.address.lower(), None)  # earlier tests' sends: chain reverted
             armed[0] = True
             errors: list[str] = []
             try:
@@ -480,6 +481,7 @@ def test_defence_a_gap_filler_never_takes_a_nonce_this_process_holds(
     the filler is mined at the missing nonce."""
     w3, node = network.w3, actors.node
     n = w3.eth.get_transaction_count(node.address)
+    bindings._SENT.pop(node.address.lower(), None)  # earlier tests' sends: their chain was reverted
     reserve_nonce(w3, node.address, n)  # a commit signed at n, being persisted
     try:
         with _sender(node.address):

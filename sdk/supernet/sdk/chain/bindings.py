@@ -357,6 +357,14 @@ class _Held:
 
 
 _HELD: weakref.WeakKeyDictionary[Web3, dict[str, dict[int, _Held]]] = weakref.WeakKeyDictionary()
+
+SENT_MEMORY_S = 600.0
+"""How long `fill_nonce_gap` leaves alone a nonce this process handed to the RPC while no count
+shows it mined: its transaction may still wait in a pool the RPC does not count, and a filler at
+its nonce, priced higher, would replace it."""
+
+_SENT: dict[str, dict[int, float]] = {}
+"""By account (lowercase), whatever client sent it: the nonces this process handed to an RPC, when."""
 _HELD_LOCK = threading.Lock()
 
 
@@ -417,9 +425,11 @@ def release_nonce(w3: Web3, address: str, nonce: int | None = None, *, sent: boo
     with _HELD_LOCK:
         held = _held(w3, address)
         if nonce is None:
-            held.clear()
+            held.clear()  # (what was sent may still be in a pool: `_SENT` keeps it)
             return
         held.pop(nonce, None)
+        if sent:  # in flight until a count shows it mined (`fill_nonce_gap` never takes it)
+            _SENT.setdefault(address.lower(), {})[nonce] = time.monotonic()
         if sent and any(h.reserved and n < nonce for n, h in held.items()):
             held[nonce] = _Held(time.monotonic(), reserved=False)
         _held(w3, address)  # sent ones go with the last reservation
@@ -587,12 +597,16 @@ def fill_nonce_gap(
     """
     address = account.address
     checksum = Web3.to_checksum_address(address)
-    count = max(
-        int(w3.eth.get_transaction_count(checksum, "pending")),
-        int(w3.eth.get_transaction_count(checksum, "latest")),
-    )
+    mined = int(w3.eth.get_transaction_count(checksum, "latest"))
+    count = max(int(w3.eth.get_transaction_count(checksum, "pending")), mined)
     with _HELD_LOCK:
         held = set(_held(w3, address, count))
+        sent = _SENT.setdefault(address.lower(), {})
+        now = time.monotonic()
+        for nonce, at in list(sent.items()):
+            if nonce < mined or now - at > SENT_MEMORY_S:
+                del sent[nonce]
+        held |= set(sent)  # sent and not yet mined: in a pool, whatever the RPC's count says
     gap = [n for n in range(count, below) if n not in held]
     if not gap:
         return []

@@ -55,6 +55,14 @@ def answer_bound(task_input: Any) -> int:
     return max(MIN_ANSWER_CHARS, min(tokens, DEFAULT_TOKENS) * MAX_CHARS_PER_TOKEN)
 
 
+def body_bound(chars: int) -> int:
+    """Most bytes a body (or one event-stream line) holding an answer of ``chars`` characters can
+    take: the text twice (the message and the proof's output), each character at most 6 bytes as
+    JSON, and 64 KiB for the envelope and the signed receipt. Bytes past it fail the answer before
+    more are read: a line or a body that never ends holds no more than this."""
+    return 12 * chars + 65_536
+
+
 class _Answer:
     """What one response carried, gathered as it is read. ``odd`` names anything the check cannot
     vouch for (a second choice, a field or an event the caller's parser might read otherwise): the
@@ -131,6 +139,9 @@ class _Answer:
             self.flag("a tool call without a function")
             return
         self.tool = (str(function.get("name")), str(function.get("arguments")))
+        self.size += len(self.tool[1])
+        if self.size > self.bound:
+            self.flag(f"more than the {self.bound} characters the signed token limit allows")
 
 
 class CheckedStream(httpx.SyncByteStream, httpx.AsyncByteStream):
@@ -162,7 +173,9 @@ class CheckedStream(httpx.SyncByteStream, httpx.AsyncByteStream):
         headers: httpx.Headers | None = None,
     ) -> None:
         self.inner, self.call, self.event_stream, self.on_result = inner, call, event_stream, on_result
-        self._answer, self._buffer, self._done = _Answer(answer_bound(call.task_input)), b"", False
+        bound = answer_bound(call.task_input)
+        self._answer, self._buffer, self._done = _Answer(bound), b"", False
+        self._byte_bound = body_bound(bound)
         self._data_lines = 0  # ``data`` lines of the event being read
         headers = headers if headers is not None else httpx.Headers()
         asked = "text/event-stream" if event_stream else "application/json"
@@ -195,12 +208,23 @@ class CheckedStream(httpx.SyncByteStream, httpx.AsyncByteStream):
             self._finish()  # fails at once: nothing of an answer that cannot be checked goes out
         self._buffer += piece
         if not self.event_stream:
+            self._bounded()
             return
         # whole lines only; an event's lines go out as they come, its end after the check
         *lines, self._buffer = self._buffer.split(b"\n")
         for line in lines:
             self._line(line.removesuffix(b"\r"))
             yield line + b"\n"
+        self._bounded()
+
+    def _bounded(self) -> None:
+        """Fail at once when what is held (a plain body, a stream's unfinished line) is past
+        `body_bound`: nothing the node sends makes the caller hold more."""
+        if len(self._buffer) > self._byte_bound:
+            self._answer.flag(
+                f"a body past {self._byte_bound} bytes, more than the signed token limit allows"
+            )
+            self._finish()
 
     def _line(self, line: bytes) -> None:
         answer = self._answer
