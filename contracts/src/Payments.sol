@@ -39,8 +39,8 @@ import {Confirmation, ReceiptPromise, TaskRequest, Voucher} from "./libraries/Ty
 ///
 ///      Verification is paid from fees (docs/security-parameters.md, "Paying validators"):
 ///      VERIFICATION_SHARE_BPS of every redeemed fee goes to the node's verification escrow, the
-///      rest to its earnings, both in one slot per node ({NodeAccount}), so a redemption writes one
-///      existing slot for the node instead of sending it ether (5,000 gas instead of ~9,100). The
+///      rest to its held earnings, both in one slot per node ({NodeAccount}), so a redemption writes
+///      one existing slot for the node instead of sending it ether (5,000 gas instead of ~9,100). The
 ///      node pulls its earnings with {withdrawEarnings}. The escrow can only leave as decoy
 ///      bounties the TaskManager pays to validators who found one of the node's decoys
 ///      ({payBounty}): no function returns it to the node, so it is spent on verification whether
@@ -58,9 +58,11 @@ import {Confirmation, ReceiptPromise, TaskRequest, Voucher} from "./libraries/Ty
 ///      UNBONDING_PERIOD / 2), its disputes open within BATCH_RETENTION of the commit and the last
 ///      one's vote lasts at most two VOTE_WINDOWs (extended by an availability claim). Read from
 ///      the TaskManager and the ServiceManager when wired, never a second copy of a parameter
-///      (contracts/test/Review14.t.sol). Held fees sit in two buckets per node, one word
-///      ({HeldEarnings}): fees credited in period `k` of {holdPeriod} seconds are withdrawable from
-///      period `k + 2`, so each is held between one and two periods.
+///      (contracts/test/Review14.t.sol). Held fees sit in two buckets per node: fees credited in
+///      period `k` of {holdPeriod} seconds are withdrawable from period `k + 2`, so each is held
+///      between one and two periods. The current period's bucket shares the slot a redemption
+///      writes anyway ({NodeAccount}); the previous one and what is free sit in a second slot
+///      ({NodeEarnings}), written when a period rolls over, so a redemption still writes one slot.
 contract Payments is EIP712, ReentrancyGuardTransient {
     /*//////////////////////////////////////////////////////////////
                                  TYPES
@@ -72,20 +74,23 @@ contract Payments is EIP712, ReentrancyGuardTransient {
         uint128 redeemed;
     }
 
-    /// @notice A node's money here, in one slot: redeemed fees it can withdraw, and its
-    ///         verification escrow (paid out only as decoy bounties).
+    /// @notice What a redemption writes, in one slot: the node's verification escrow (paid out
+    ///         only as decoy bounties), the fees credited in hold period `period` (held), and
+    ///         that period (0: never set).
     struct NodeAccount {
-        uint128 earnings;
-        uint128 escrow;
+        uint96 escrow;
+        uint96 held;
+        uint64 period;
     }
 
-    /// @notice The part of a node's earnings not yet withdrawable, in one slot: fees credited in
-    ///         hold period `period` (`current`) and in the period before it (`previous`). Both
-    ///         are included in {NodeAccount-earnings}.
-    struct HeldEarnings {
-        uint96 current;
-        uint96 previous;
-        uint64 period;
+    /// @notice The rest of a node's earnings, in one slot written when a period rolls over:
+    ///         what it can withdraw (`free`: fees past their hold, decoy rebates) and the fees
+    ///         credited in the period before {NodeAccount-period} (`previous`, held). `opened`
+    ///         (set by {fundEscrow}) keeps the slot from ever being empty, so a roll rewrites it.
+    struct NodeEarnings {
+        uint128 free;
+        uint120 previous;
+        uint8 opened;
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -148,7 +153,7 @@ contract Payments is EIP712, ReentrancyGuardTransient {
     /// @notice When the user may {withdraw} a channel (0: no withdrawal requested).
     mapping(address user => mapping(address node => uint256)) public withdrawableAt;
     mapping(address node => NodeAccount) internal _accounts;
-    mapping(address node => HeldEarnings) internal _held;
+    mapping(address node => NodeEarnings) internal _earnings;
 
     /*//////////////////////////////////////////////////////////////
                                  EVENTS
@@ -362,17 +367,16 @@ contract Payments is EIP712, ReentrancyGuardTransient {
     /// @notice Pays the caller (a node) its earnings past their hold; the held ones and the
     ///         escrow stay.
     function withdrawEarnings() external nonReentrant {
-        NodeAccount storage a = _accounts[msg.sender];
-        HeldEarnings memory h = _rolled(msg.sender);
-        uint256 held = uint256(h.current) + h.previous;
-        uint256 amount = a.earnings - held;
+        (NodeAccount memory a, NodeEarnings memory e) = _state(msg.sender);
+        uint256 amount = e.free;
         if (amount == 0) {
-            if (held != 0) revert EarningsHeld(held, _freeAt(h));
+            uint256 held = uint256(a.held) + e.previous;
+            if (held != 0) revert EarningsHeld(held, _freeAt(a));
             revert NothingToWithdraw();
         }
-        // forge-lint: disable-next-line(unsafe-typecast)
-        a.earnings = uint128(held); // held <= earnings
-        _held[msg.sender] = h;
+        e.free = 0;
+        _accounts[msg.sender] = a;
+        _earnings[msg.sender] = e;
         emit EarningsWithdrawn(msg.sender, amount);
         _send(msg.sender, amount);
     }
@@ -387,19 +391,18 @@ contract Payments is EIP712, ReentrancyGuardTransient {
         if (tm == address(0) || msg.sender != ITaskManagerWindows(tm).SERVICE_MANAGER()) {
             revert OnlyServiceManager();
         }
-        HeldEarnings memory h = _rolled(node);
-        uint256 fromPrevious = amount < h.previous ? amount : h.previous;
+        (NodeAccount memory a, NodeEarnings memory e) = _state(node);
+        uint256 fromPrevious = amount < e.previous ? amount : e.previous;
         uint256 rest = amount - fromPrevious;
-        uint256 fromCurrent = rest < h.current ? rest : h.current;
+        uint256 fromCurrent = rest < a.held ? rest : a.held;
         taken = fromPrevious + fromCurrent;
-        // forge-lint: disable-next-line(unsafe-typecast)
-        h.previous -= uint96(fromPrevious);
-        // forge-lint: disable-next-line(unsafe-typecast)
-        h.current -= uint96(fromCurrent);
-        _held[node] = h;
         if (taken == 0) return 0;
         // forge-lint: disable-next-line(unsafe-typecast)
-        _accounts[node].earnings -= uint128(taken); // held <= earnings
+        e.previous -= uint120(fromPrevious);
+        // forge-lint: disable-next-line(unsafe-typecast)
+        a.held -= uint96(fromCurrent);
+        _accounts[node] = a;
+        _earnings[node] = e;
         emit EarningsSeized(node, taken);
         _send(msg.sender, taken);
     }
@@ -414,9 +417,14 @@ contract Payments is EIP712, ReentrancyGuardTransient {
         if (node == address(0)) revert ZeroAddress();
         NodeAccount storage a = _accounts[node];
         uint256 escrow = a.escrow + msg.value;
-        if (escrow > type(uint128).max) revert AccountOverflow();
+        if (escrow > type(uint96).max) revert AccountOverflow();
         // forge-lint: disable-next-line(unsafe-typecast)
-        a.escrow = uint128(escrow);
+        a.escrow = uint96(escrow);
+        // a node funds its escrow when it sets up: its first redemption then finds its period set
+        // (no roll) and a later roll rewrites its earnings slot (5,000 gas) instead of creating it
+        uint64 hold = holdPeriod;
+        if (hold != 0 && a.period == 0) a.period = uint64(block.timestamp / hold);
+        if (_earnings[node].opened == 0) _earnings[node].opened = 1;
         emit EscrowFunded(node, msg.sender, msg.value);
     }
 
@@ -437,9 +445,10 @@ contract Payments is EIP712, ReentrancyGuardTransient {
         rebate = taken * DECOY_REBATE_BPS / BPS;
         bounty = taken - rebate;
         // forge-lint: disable-next-line(unsafe-typecast)
-        a.escrow = uint128(escrow - taken);
+        a.escrow = uint96(escrow - taken);
+        // a rebate is paid after a verdict, from the escrow: free at once, never held
         // forge-lint: disable-next-line(unsafe-typecast)
-        a.earnings += uint128(rebate); // rebate <= escrow < 2**128; earnings + it is checked
+        _earnings[node].free += uint128(rebate); // rebate <= escrow < 2**96; the sum is checked
         emit BountyPaid(node, bounty, rebate);
         if (bounty != 0) _send(tm, bounty);
     }
@@ -464,17 +473,17 @@ contract Payments is EIP712, ReentrancyGuardTransient {
     /// @notice A node's earnings (held ones included: {heldEarnings}) and its verification escrow.
     /// @param node The node.
     function account(address node) external view returns (uint256 earnings, uint256 escrow) {
-        NodeAccount storage a = _accounts[node];
-        return (a.earnings, a.escrow);
+        (NodeAccount memory a, NodeEarnings memory e) = _state(node);
+        return (uint256(e.free) + e.previous + a.held, a.escrow);
     }
 
     /// @notice The part of `node`'s earnings not yet withdrawable, and when all of it will be
     ///         (0 when nothing is held).
     /// @param node The node.
     function heldEarnings(address node) external view returns (uint256 held, uint256 freeAt) {
-        HeldEarnings memory h = _rolled(node);
-        held = uint256(h.current) + h.previous;
-        if (held != 0) freeAt = _freeAt(h);
+        (NodeAccount memory a, NodeEarnings memory e) = _state(node);
+        held = uint256(a.held) + e.previous;
+        if (held != 0) freeAt = _freeAt(a);
     }
 
     /// @notice EIP-712 digest of `Decoy(node, requestHash)`: what a decoy account signs so that
@@ -529,38 +538,56 @@ contract Payments is EIP712, ReentrancyGuardTransient {
         emit Deposited(user, node, msg.sender, msg.value);
     }
 
-    /// @dev `node`'s held word at this block's hold period: the buckets of periods more than one
-    ///      before it are released (dropped from the word; they stay in the earnings).
-    function _rolled(address node) internal view returns (HeldEarnings memory h) {
-        h = _held[node];
+    /// @dev Moves `a` (in memory) to this block's hold period: the previous bucket is free once
+    ///      a period has passed, the current one becomes the previous (or free too, after two).
+    ///      Reads `node`'s earnings slot only when the period moved (`moved`; else `e` is empty and
+    ///      must not be written): a redemption within a period writes its one slot alone.
+    function _roll(address node, NodeAccount memory a) internal view returns (NodeEarnings memory e, bool moved) {
         uint64 hold = holdPeriod;
-        if (hold == 0) return h; // not wired: nothing was ever redeemed
+        if (hold == 0) return (e, false); // not wired: nothing was ever redeemed
         uint64 period = uint64(block.timestamp / hold);
-        if (h.period == period) return h;
-        if (h.period + 1 == period) {
-            h.previous = h.current;
+        if (a.period == period) return (e, false);
+        e = _earnings[node];
+        if (a.period + 1 == period) {
+            e.free += e.previous;
+            e.previous = a.held; // uint96 into uint120
         } else {
-            h.previous = 0;
+            e.free += e.previous + a.held;
+            e.previous = 0;
         }
-        h.current = 0;
-        h.period = period;
+        a.held = 0;
+        a.period = period;
+        moved = true;
     }
 
-    /// @dev Adds `earned` to `node`'s held word (one write): a redeemed fee is slashable until the
-    ///      disputes over what it paid are over.
-    function _hold(address node, uint256 earned) internal {
-        HeldEarnings memory h = _rolled(node);
-        uint256 current = h.current + earned;
-        if (current > type(uint96).max) revert AccountOverflow();
+    /// @dev Both of `node`'s slots at this block's hold period (in memory).
+    function _state(address node) internal view returns (NodeAccount memory a, NodeEarnings memory e) {
+        a = _accounts[node];
+        bool moved;
+        (e, moved) = _roll(node, a);
+        if (!moved) e = _earnings[node];
+    }
+
+    /// @dev Credits a redemption to `node`: `toEscrow` to its escrow, `earned` held (one write of
+    ///      its account slot, two when a period rolled over).
+    function _credit(address node, uint256 earned, uint256 toEscrow) internal {
+        NodeAccount memory a = _accounts[node];
+        (NodeEarnings memory e, bool moved) = _roll(node, a);
+        uint256 escrow = a.escrow + toEscrow;
+        uint256 held = a.held + earned;
+        if (escrow > type(uint96).max || held > type(uint96).max) revert AccountOverflow();
         // forge-lint: disable-next-line(unsafe-typecast)
-        h.current = uint96(current);
-        _held[node] = h;
+        a.escrow = uint96(escrow);
+        // forge-lint: disable-next-line(unsafe-typecast)
+        a.held = uint96(held);
+        _accounts[node] = a;
+        if (moved) _earnings[node] = e;
     }
 
-    /// @dev When all of a rolled held word is withdrawable: the start of the period two after the
-    ///      one its newest non-empty bucket was credited in.
-    function _freeAt(HeldEarnings memory h) internal view returns (uint256) {
-        uint256 credited = h.current != 0 ? h.period : h.period - 1;
+    /// @dev When all of a rolled account's held fees are withdrawable: the start of the period two
+    ///      after the one its newest non-empty bucket was credited in.
+    function _freeAt(NodeAccount memory a) internal view returns (uint256) {
+        uint256 credited = a.held != 0 ? a.period : a.period - 1;
         return (credited + 2) * holdPeriod;
     }
 
@@ -586,15 +613,7 @@ contract Payments is EIP712, ReentrancyGuardTransient {
         }
         if (total != 0) {
             uint256 toEscrow = total * VERIFICATION_SHARE_BPS / BPS;
-            NodeAccount storage a = _accounts[node];
-            uint256 earned = total - toEscrow;
-            uint256 earnings = a.earnings + earned;
-            uint256 escrow = a.escrow + toEscrow;
-            if (earnings > type(uint128).max || escrow > type(uint128).max) revert AccountOverflow();
-            // One write of the node's slot: both halves together.
-            // forge-lint: disable-next-line(unsafe-typecast)
-            _accounts[node] = NodeAccount(uint128(earnings), uint128(escrow));
-            _hold(node, earned);
+            _credit(node, total - toEscrow, toEscrow);
             emit Redeemed(node, count, total, toEscrow);
         } else {
             emit Redeemed(node, count, 0, 0);
