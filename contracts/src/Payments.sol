@@ -423,7 +423,9 @@ contract Payments is EIP712, ReentrancyGuardTransient {
         // a node funds its escrow when it sets up: its first redemption then finds its period set
         // (no roll) and a later roll rewrites its earnings slot (5,000 gas) instead of creating it
         uint64 hold = holdPeriod;
-        if (hold != 0 && a.period == 0) a.period = uint64(block.timestamp / hold);
+        // (only while it holds nothing: period 0 is also a real period on a chain whose time is
+        // below the hold, and re-dating held fees would extend their hold: Review15.t.sol)
+        if (hold != 0 && a.period == 0 && a.held == 0) a.period = uint64(block.timestamp / hold);
         if (_earnings[node].opened == 0) _earnings[node].opened = 1;
         emit EscrowFunded(node, msg.sender, msg.value);
     }
