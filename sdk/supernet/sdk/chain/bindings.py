@@ -357,6 +357,7 @@ class _Held:
 
 
 _HELD: weakref.WeakKeyDictionary[Web3, dict[str, dict[int, _Held]]] = weakref.WeakKeyDictionary()
+_HELD_LOCK = threading.Lock()
 
 SENT_MEMORY_S = 600.0
 """How long `fill_nonce_gap` leaves alone a nonce this process handed to the RPC while no count
@@ -365,7 +366,6 @@ its nonce, priced higher, would replace it."""
 
 _SENT: dict[str, dict[int, float]] = {}
 """By account (lowercase), whatever client sent it: the nonces this process handed to an RPC, when."""
-_HELD_LOCK = threading.Lock()
 
 
 def _held(w3: Web3, address: str, pending: int | None = None) -> dict[int, _Held]:
@@ -382,6 +382,15 @@ def _held(w3: Web3, address: str, pending: int | None = None) -> dict[int, _Held
     return held
 
 
+def _counts(w3: Web3, address: str) -> tuple[int, int]:
+    """``address``'s mined count and its next free nonce by the RPC: the larger of its pending and
+    mined counts, since a pending count can lag the latest one (Anvil mining on arrival,
+    foundry-rs/foundry #7388; a load balancer's backends): a nonce under the mined count is taken."""
+    checksum = Web3.to_checksum_address(address)
+    mined = int(w3.eth.get_transaction_count(checksum, "latest"))
+    return mined, max(int(w3.eth.get_transaction_count(checksum, "pending")), mined)
+
+
 def next_nonce(w3: Web3, address: str) -> int:
     """The nonce of ``address``'s next transaction through ``w3``: the one source of every nonce
     this process signs (`build_signed`, `send_ether`), its caller holding `_sender` (``address``)
@@ -395,13 +404,7 @@ def next_nonce(w3: Web3, address: str) -> int:
     """
     with _HELD_LOCK:  # read before the count: one released meanwhile is in the count
         before = set(_held(w3, address))
-    checksum = Web3.to_checksum_address(address)
-    # an RPC's pending count can lag its latest one (Anvil mining on arrival, foundry-rs/foundry
-    # #7388; a load balancer's backends): a nonce under the latest count is taken already
-    pending = max(
-        int(w3.eth.get_transaction_count(checksum, "pending")),
-        int(w3.eth.get_transaction_count(checksum, "latest")),
-    )
+    _, pending = _counts(w3, address)
     with _HELD_LOCK:
         skip = before | set(_held(w3, address, pending))
     nonce = pending
@@ -597,8 +600,7 @@ def fill_nonce_gap(
     """
     address = account.address
     checksum = Web3.to_checksum_address(address)
-    mined = int(w3.eth.get_transaction_count(checksum, "latest"))
-    count = max(int(w3.eth.get_transaction_count(checksum, "pending")), mined)
+    mined, count = _counts(w3, address)
     with _HELD_LOCK:
         held = set(_held(w3, address, count))
         sent = _SENT.setdefault(address.lower(), {})

@@ -125,9 +125,7 @@ class _Answer:
             self.flag("a message whose content is not text")
             return
         self.text.append(content or "")
-        self.size += len(content or "")
-        if self.size > self.bound:
-            self.flag(f"more than the {self.bound} characters the signed token limit allows")
+        self._grow(len(content or ""))
         calls = part.get("tool_calls")
         if not calls:
             return
@@ -139,7 +137,11 @@ class _Answer:
             self.flag("a tool call without a function")
             return
         self.tool = (str(function.get("name")), str(function.get("arguments")))
-        self.size += len(self.tool[1])
+        self._grow(len(self.tool[1]))
+
+    def _grow(self, chars: int) -> None:
+        """Count ``chars`` more of the answer (text or tool arguments) against `answer_bound`."""
+        self.size += chars
         if self.size > self.bound:
             self.flag(f"more than the {self.bound} characters the signed token limit allows")
 

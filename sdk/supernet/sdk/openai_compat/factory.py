@@ -58,9 +58,10 @@ def _auth(
         )
     if rpc is not None and (rule is None or deposit):
         contracts = Contracts.connect(rpc, dep, account)
+        chain_rule = SigningRule(contracts)
         if deposit:
-            _fund(contracts, account, base, deposit, SigningRule(contracts))
-        rule = rule or SigningRule(contracts)
+            _fund(contracts, account, base, deposit, chain_rule)
+        rule = rule or chain_rule
     assert rule is not None
     return base, SupernetAuth(account, dep.domain, rule=rule, state_dir=state_dir, max_fee=max_fee)
 
