@@ -70,6 +70,7 @@ import openai
 import pytest
 import uvicorn
 from chain_fixtures import MODEL_ID, NODE_STAKE, Actors
+from chat_traces import store_chat_traces
 from node_fixtures import FAKE_MODEL_ID, FakeChain, FakeNode, make_fake_node, rewriting_bodies
 from supernet.sdk import async_openai_client
 from supernet.sdk.chain import Contracts
@@ -94,6 +95,19 @@ def _tasks(node: FakeNode) -> list[tuple[str, Any]]:
     with sqlite3.connect(node.service.settings.data_dir / "node.sqlite3") as c:
         rows = c.execute("SELECT id, input FROM tasks ORDER BY created_at, nonce")
         return [(i, json.loads(inp)) for i, inp in rows]
+
+
+@pytest.fixture(autouse=True)
+def _traced(request: pytest.FixtureRequest) -> None:
+    """A test's fake node stores each chat task's trace, which the drop-in reads (`chat_traces`)."""
+    if "fake_node" in request.fixturenames:
+        store_chat_traces(request.getfixturevalue("fake_node"))
+
+
+def _auth(node: FakeNode, state: Path) -> SupernetAuth:
+    """The drop-in's auth, reading the node's store through the node's own app."""
+    store = httpx.ASGITransport(app=node.service.app)
+    return SupernetAuth(node.user, node.chain.domain, rule=node.chain, state_dir=state, store_transport=store)
 
 
 def _openai(app: Any, auth: httpx.Auth, host: str = "node") -> openai.AsyncOpenAI:
@@ -210,9 +224,7 @@ async def test_defence_a_node_cannot_hand_the_drop_in_other_text_than_its_receip
     it signed, ``inputHash`` its input, ``outputHash`` the text it returns before the stop cut, the
     node's signature), raising otherwise; a stream raises at its end."""
     app = _lying(fake_node.service.app)
-    ai = _openai(
-        app, SupernetAuth(fake_node.user, fake_node.chain.domain, rule=fake_node.chain, state_dir=tmp_path)
-    )
+    ai = _openai(app, _auth(fake_node, tmp_path))
     messages: Any = [{"role": "user", "content": "what is the capital of France?"}]
 
     async def ask() -> str:
@@ -255,7 +267,7 @@ async def test_defence_the_drop_in_keeps_what_verify_and_claims_need(
     so `Client.verify`, ``claim_omission`` and ``claim_refunds`` work for drop-in tasks."""
     ai = _openai(
         fake_node.service.app,
-        SupernetAuth(fake_node.user, fake_node.chain.domain, rule=fake_node.chain, state_dir=tmp_path),
+        _auth(fake_node, tmp_path),
     )
     reply = await ai.chat.completions.create(model="fake-model", messages=[{"role": "user", "content": "hi"}])
     assert reply.choices[0].message.content == "echo: hi"
@@ -293,7 +305,7 @@ def _two_hosts(node: FakeNode, tmp_path: Path, account: dict[str, Any]) -> tuple
     transport = _Impersonator(node, account)
     http = httpx.AsyncClient(
         transport=transport,
-        auth=SupernetAuth(node.user, node.chain.domain, rule=node.chain, state_dir=tmp_path),
+        auth=_auth(node, tmp_path),
     )
     real, evil = (
         openai.AsyncOpenAI(base_url=f"http://{h}/v1", api_key="-", http_client=http, max_retries=0)
@@ -373,7 +385,7 @@ async def test_defence_duplicate_keys_resolve_alike_for_signer_node_and_run(
     the node (its typed view, or the input it runs) reads the other. Defence: `SupernetAuth`, the
     node's typed parsing and its raw re-read are all Python JSON (the last key wins), so what is
     signed, checked and run is one body; the first values are simply not there."""
-    auth = SupernetAuth(fake_node.user, fake_node.chain.domain, rule=fake_node.chain, state_dir=tmp_path)
+    auth = _auth(fake_node, tmp_path)
     raw = (
         '{"model": "fake-model", "messages": [{"role": "user", "content": "benign"}],'
         ' "stop": "zz", "messages": [{"role": "user", "content": "hidden"}], "stop": "qq"}'

@@ -14,21 +14,26 @@ an HTTP transport that rewrites what goes in or out (what its operator can run: 
 key and serves its port), never a stand-in for code under test; a hostile endpoint in the deposit
 tests is a tiny HTTP server, which is what such an endpoint is.
 
-Found (2, 3, 4 and the ``id`` of 1 fixed; each was a failing ``test_attack_*``; the rest of 1 is a
-documented known limit):
-1. MEDIUM, the ``id`` FIXED, the rest a KNOWN LIMIT — the answer check covers the text and the
+Found (all FIXED; each was a failing ``test_attack_*`` or a pinned known limit):
+1. MEDIUM, FIXED (the ``id`` first, the facts later) — the answer check covered the text and the
    tool call only: ``finish_reason``, ``usage`` and
    ``logprobs`` go to the caller as the node wrote them, although README/docs/node.md present them
    as read "from the trace" (the record validators check). A node can say ``length`` for an answer
    that ended (or ``stop`` for one cut short), inflate ``usage`` (which applications bill their own
    users by) or hand over log-probabilities of its choosing (used as confidence scores and
    classifiers); it can also answer under another ``id`` than the task's (the id a user hands to
-   ``Client.verify`` and the claims). The drop-in passes all of it over a receipt that verifies
-   (`test_known_limit_a_node_reports_facts_the_trace_does_not_hold`, three cases). FIXED for the
-   ``id``: an answer labelled with another id than the signed task's fails
+   ``Client.verify`` and the claims). The drop-in passed all of it over a receipt that verifies.
+   FIXED for the ``id``: an answer labelled with another id than the signed task's fails
    (`test_defence_a_node_cannot_relabel_an_answer_with_another_task_id`; a body a transport handed
-   over already read is now checked at once too). Open for the rest: the fix is to read the trace
-   the receipt names and derive them with `chat_result.call_facts` (docs/security-parameters.md).
+   over already read is now checked at once too). FIXED for the facts
+   (`test_defence_a_node_cannot_report_facts_the_trace_does_not_hold`, three cases): once the text
+   passed, the drop-in reads the trace the signed receipt names (its CID bound by ``traceHash``,
+   from the node's advertised store as `Client.verify` reads it, at most ``MAX_TRACE_BYTES``;
+   `answer_facts.TraceStore`), checks it against the receipt with `Client.verify`'s checks,
+   derives the three by the node's own rule (`supernet.sdk.formats.chat_facts`, which the node
+   now imports) and fails the answer on any difference, a stream at its end; a trace it cannot read
+   fails the answer too (`answer_facts.facts_problem`). Still the node's word: the token strings of
+   ``logprobs`` (the client has no tokenizer) and the ``top_logprobs`` alternatives (not in a trace).
 2. MEDIUM — a parameter the drop-in sends but does not sign (``logit_bias``, penalties, ``n``) is
    honoured only by the node's goodwill: an honest node refuses it (400, README), a node that drops
    it before its API runs the signed input, bills the fee, and the drop-in hands the answer over as
@@ -316,46 +321,40 @@ def test_defence_a_node_cannot_relabel_an_answer_with_another_task_id(net: Net) 
     ],
     ids=["finish_reason", "usage", "logprobs"],
 )
-def test_known_limit_a_node_reports_facts_the_trace_does_not_hold(
+def test_defence_a_node_cannot_report_facts_the_trace_does_not_hold(
     net: Net, edit: Callable[[dict[str, Any]], None], kwargs: dict[str, Any], true: Callable[..., bool]
 ) -> None:
-    """MEDIUM, a known limit (the test asserts the rewritten fact still reaches the caller, so a fix
-    turns it red on purpose). Who gains: a node that steers what the user's application does with
-    an answer whose text is honest. ``finish_reason`` ``stop`` for an answer the token limit cut makes the
-    application take a fragment for the whole answer (``length`` for a whole one makes it ask again:
-    another paid task); an inflated ``usage`` is what applications meter and bill their own users
-    by; log-probabilities are used as confidence scores and as classifier outputs (a node selling
-    "certain" answers). The drop-in's answer check (`answer_check._Answer`, `check_answer`) compares
-    the text and the tool call with the receipt's output and reads nothing else of the answer: the
-    chunk's and the message's ``finish_reason``, ``logprobs`` and the ``usage`` object pass as the
-    node wrote them, while README and docs/node.md say they come "from the trace" (the record the
-    validators check). The receipt commits to that trace (``traceHash``), so the client can know.
+    """MEDIUM, FIXED (a known limit until then, pinned here as
+    ``test_known_limit_a_node_reports_facts_the_trace_does_not_hold``). Who gains: a node that
+    steers what the user's application does with an answer whose text is honest. ``finish_reason``
+    ``stop`` for an answer the token limit cut makes the application take a fragment for the whole
+    answer (``length`` for a whole one makes it ask again: another paid task); an inflated ``usage``
+    is what applications meter and bill their own users by; log-probabilities are used as confidence
+    scores and as classifier outputs (a node selling "certain" answers). The drop-in's answer check
+    (`answer_check._Answer`, `check_answer`) compared the text and the tool call with the receipt's
+    output and read nothing else of the answer: the chunk's and the message's ``finish_reason``,
+    ``logprobs`` and the ``usage`` object passed as the node wrote them, while README and
+    docs/node.md say they come "from the trace" (the record the validators check). The receipt
+    commits to that trace (``traceHash``), so the client can know.
 
-    Fix (by design): the drop-in derives (or checks) those facts from the trace the signed receipt
-    names (its CID bound by ``traceHash``, read from the node's store as `Client.verify` does:
-    `chat_result.call_facts` is the node's own rule for them), and fails the answer on any
-    difference; or it drops what it cannot check (``usage``/``logprobs`` absent) rather than pass
-    the node's word on as the trace's."""
+    Fix (by design): the drop-in reads the trace the signed receipt names (its CID bound by
+    ``traceHash``, read from the node's store as `Client.verify` does: `answer_facts.TraceStore`),
+    derives those facts by the node's own rule (`supernet.sdk.formats.chat_facts`, which
+    `chat_result` imports) and fails the answer on any difference (`answer_facts.facts_problem`).
+    The control: the same call through an honest network passes, stating the trace's facts."""
+    honest = drop_in(net)
+    try:
+        reply = honest.chat.completions.create(model=net.model, **kwargs)
+    finally:
+        honest.close()
+    assert true(reply, trace_facts(net, reply)), "the honest answer does not state its trace's facts"
     ai = drop_in(net, HostileNode(edit_answer=_rewrite_plain(edit)))
     try:
         got = outcome(lambda: ai.chat.completions.create(model=net.model, **kwargs))
     finally:
         ai.close()
-    # OPEN (a known limit, docs/security-parameters.md "Known limits"): the drop-in passes them on
-    assert not isinstance(got, Exception), f"the drop-in refused the rewritten answer ({got!r}): fixed?"
-    facts = trace_facts(net, got)
-    shown = {
-        "id": got.id,
-        "finish_reason": got.choices[0].finish_reason,
-        "usage": got.usage.model_dump(include={"prompt_tokens", "completion_tokens"}),
-        "logprobs": got.choices[0].logprobs and [t.logprob for t in got.choices[0].logprobs.content],
-    }
-    recorded = {"finish_reason": facts.finish_reason, "completion_tokens": facts.completion_tokens}
-    ok = true(got, facts)
-    assert not ok, (
-        f"the drop-in checked {edit.__name__.strip('_')} against the trace (shown {shown}, trace "
-        f"{recorded}): the known limit is fixed, update docs/security-parameters.md"
-    )
+    assert isinstance(got, AnswerMismatchError), f"the drop-in passed the rewritten answer on: {got!r}"
+    assert "states what its trace does not" in str(got), got
 
 
 # -- 2. parameters sent but not signed ---------------------------------------------------------------

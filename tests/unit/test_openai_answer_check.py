@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from chat_traces import store_chat_traces
 from node_fixtures import FakeNode, forging_answers
 from supernet.sdk.chain.eip712 import TaskRequest
 from supernet.sdk.client.answer import SignedCall, check_answer
@@ -34,8 +35,17 @@ MESSAGES: Any = [{"role": "user", "content": "what is the capital of France?"}]
 HONEST = "echo: what is the capital of France?"
 
 
+@pytest.fixture(autouse=True)
+def _traced(fake_node: FakeNode) -> None:
+    """The fake node stores each chat task's trace, which the drop-in reads (`chat_traces`)."""
+    store_chat_traces(fake_node)
+
+
 def _client(node: FakeNode, tmp_path: Path, app: ASGI) -> openai.AsyncOpenAI:
-    auth = SupernetAuth(node.user, node.chain.domain, rule=node.chain, state_dir=tmp_path)
+    store = httpx.ASGITransport(app=app)  # the node's public store, through the same (lying) node
+    auth = SupernetAuth(
+        node.user, node.chain.domain, rule=node.chain, state_dir=tmp_path, store_transport=store
+    )
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), auth=auth)
     return openai.AsyncOpenAI(base_url="http://node/v1", api_key="-", http_client=http, max_retries=0)
 

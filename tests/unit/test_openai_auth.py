@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from chat_traces import store_chat_traces
 from node_fixtures import FakeNode
 from supernet.sdk.chain.eip712 import Domain
 from supernet.sdk.client.read_grant import ReadGrantAuth
@@ -20,8 +21,17 @@ from supernet.sdk.openai_compat import SupernetAuth
 FEE = 10**12  # the fake node's task fee
 
 
+@pytest.fixture(autouse=True)
+def _traced(fake_node: FakeNode) -> None:
+    """The fake node stores each chat task's trace, which the drop-in reads (`chat_traces`)."""
+    store_chat_traces(fake_node)
+
+
 def client(node: FakeNode, state: Path, domain: Domain | None = None) -> openai.AsyncOpenAI:
-    auth = SupernetAuth(node.user, domain or node.chain.domain, rule=node.chain, state_dir=state)
+    store = httpx.ASGITransport(app=node.service.app)  # the store the node advertises, in process
+    auth = SupernetAuth(
+        node.user, domain or node.chain.domain, rule=node.chain, state_dir=state, store_transport=store
+    )
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=node.service.app), auth=auth)
     return openai.AsyncOpenAI(base_url="http://node/v1", api_key="unused", http_client=http, max_retries=0)
 

@@ -31,6 +31,7 @@ from supernet.sdk.client.read_grant import READ_HEADER, sign_read_grant
 from supernet.sdk.client.types import ClientError, PreparedTask
 from supernet.sdk.openai_compat import SupernetAuth
 
+from tests.chat_traces import store_chat_traces
 from tests.node_fixtures import FakeNode, make_fake_node, signed_task, until_held
 
 FEE = 10**12
@@ -387,9 +388,17 @@ async def test_defence_the_openai_path_reads_its_account_after_lost_state_and_on
     try:
         second.chain.deposits[fake_node.user.address] = 10**18
         apps = {"a": fake_node.service.app, "b": second.service.app}
+        store_chat_traces(fake_node)  # each answer's trace, which the drop-in reads (`chat_traces`)
+        store_chat_traces(second)
 
         def ai(state: Path) -> tuple[openai.AsyncOpenAI, openai.AsyncOpenAI]:
-            auth = SupernetAuth(fake_node.user, fake_node.chain.domain, rule=fake_node.chain, state_dir=state)
+            auth = SupernetAuth(
+                fake_node.user,
+                fake_node.chain.domain,
+                rule=fake_node.chain,
+                state_dir=state,
+                store_transport=_Hosts(apps),
+            )
             http = httpx.AsyncClient(transport=_Hosts(apps), auth=auth)
             return tuple(  # type: ignore[return-value]
                 openai.AsyncOpenAI(base_url=f"http://{h}/v1", api_key="-", http_client=http, max_retries=0)

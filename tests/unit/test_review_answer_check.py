@@ -47,7 +47,8 @@ Checked and holding: a redirect (with a client that follows them) is checked on 
 duplicate ``choices`` keys resolve alike (last wins for both parsers); a BOM, a ``data`` line
 without a colon, two spaces before ``[DONE]`` and invalid UTF-8 fail closed; an inexact ``[DONE]``
 on the in-process transport is caught by ``openai``'s drain. Known limits: a caller that stops
-reading early gets no check (record "sent"); ``logprobs`` tokens are not checked.
+reading early gets no check (record "sent"); the token strings of ``logprobs`` are not checked
+(their values are: each is the trace's, tests/unit/test_openai_answer_facts.py).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ import httpx
 import openai
 import pytest
 import uvicorn
+from chat_traces import store_chat_traces
 from node_fixtures import FakeNode, forging_answers
 from supernet.sdk.client.state import ClientState
 from supernet.sdk.devnet.processes import free_port
@@ -79,8 +81,17 @@ HONEST = "echo: what is the capital of France?"
 FORGED = "Germany? Berlin."
 
 
-def _auth(node: FakeNode, state: Path) -> SupernetAuth:
-    return SupernetAuth(node.user, node.chain.domain, rule=node.chain, state_dir=state)
+@pytest.fixture(autouse=True)
+def _traced(fake_node: FakeNode) -> None:
+    """The fake node stores each chat task's trace, which the drop-in reads (`chat_traces`)."""
+    store_chat_traces(fake_node)
+
+
+def _auth(node: FakeNode, state: Path, in_process: bool = True) -> SupernetAuth:
+    """The drop-in's auth; ``in_process``: it reads the node's store through the node's app (else
+    at the URL the node advertises, for a node served on a real socket)."""
+    store = httpx.ASGITransport(app=node.service.app) if in_process else None
+    return SupernetAuth(node.user, node.chain.domain, rule=node.chain, state_dir=state, store_transport=store)
 
 
 def _client(node: FakeNode, state: Path, app: ASGI, **http: Any) -> openai.AsyncOpenAI:
@@ -255,17 +266,19 @@ async def test_defence_the_check_runs_where_the_caller_stops_reading(
         forged = forging_answers(fake_node.service.app, lambda b: _forged_stream(b, "[DONE]x"), stall_s=0.5)
     async with _served(forging_answers(fake_node.service.app, lambda b: b, stall_s=0.5)) as url:  # control
         honest = openai.AsyncOpenAI(
-            base_url=url, api_key="-", http_client=httpx.AsyncClient(auth=_auth(fake_node, tmp_path / "c"))
+            base_url=url,
+            api_key="-",
+            http_client=httpx.AsyncClient(auth=_auth(fake_node, tmp_path / "c", False)),
         )
         assert (await _streamed(honest)).strip() == HONEST
     async with _served(forged) as url:
-        http = httpx.AsyncClient(auth=_auth(fake_node, tmp_path / "async"))
+        http = httpx.AsyncClient(auth=_auth(fake_node, tmp_path / "async", False))
         ai = openai.AsyncOpenAI(base_url=url, api_key="-", http_client=http, max_retries=0)
         got_async = await _outcome(_streamed(ai))
         sync = openai.OpenAI(
             base_url=url,
             api_key="-",
-            http_client=httpx.Client(auth=_auth(fake_node, tmp_path / "sync")),
+            http_client=httpx.Client(auth=_auth(fake_node, tmp_path / "sync", False)),
             max_retries=0,
         )
 
@@ -328,6 +341,7 @@ def _replying_with_a_call(node: FakeNode) -> None:
         return replace(await echo(job, on_token, on_event, on_result), output=CALL)
 
     node.executor.run = run  # type: ignore[method-assign]
+    store_chat_traces(node)  # the trace of the reply as answered (the one stored before echoes)
 
 
 async def _called(ai: openai.AsyncOpenAI) -> Any:
@@ -516,18 +530,28 @@ async def test_known_limit_a_caller_that_stops_reading_early_gets_no_check(
 
 
 async def test_known_limit_logprobs_tokens_are_not_checked(fake_node: FakeNode, tmp_path: Path) -> None:
-    """``logprobs.content`` is passed through unchecked: a node may send tokens that are not the
-    answer's. Acceptable while logprobs are metadata the caller does not render as the answer; the
-    fix would be requiring the entries' tokens to join to the checked text."""
+    """The token strings of ``logprobs.content`` are the node's word: a node may send tokens that
+    are not the answer's (the client holds no tokenizer to split the text as the node does).
+    Acceptable while logprobs are metadata the caller does not render as the answer; the fix would
+    be requiring the entries' tokens to join to the checked text. Their values are checked: each is
+    the trace's, in order (`answer_facts`), so a forged value fails the answer (the control)."""
 
-    def forge(body: bytes) -> bytes:
-        doc = json.loads(body)
-        entry = {"token": FORGED, "logprob": 0.0, "bytes": list(FORGED.encode()), "top_logprobs": []}
-        doc["choices"][0]["logprobs"] = {"content": [entry]}
-        return json.dumps(doc).encode()
+    def forge(value: float | None) -> Rewrite:
+        def rewrite(body: bytes) -> bytes:
+            doc = json.loads(body)
+            entry = doc["choices"][0]["logprobs"]["content"][0]
+            entry.update(token=FORGED, bytes=list(FORGED.encode()))
+            if value is not None:
+                entry["logprob"] = value
+            return json.dumps(doc).encode()
 
-    ai = _client(fake_node, tmp_path, forging_answers(fake_node.service.app, forge))
-    reply = await ai.chat.completions.create(model="fake-model", messages=MESSAGES)
+        return rewrite
+
+    ai = _client(fake_node, tmp_path, forging_answers(fake_node.service.app, forge(None)))
+    reply = await ai.chat.completions.create(model="fake-model", messages=MESSAGES, logprobs=True)
     assert reply.choices[0].message.content == HONEST
     assert reply.choices[0].logprobs is not None and reply.choices[0].logprobs.content[0].token == FORGED
     assert _statuses(tmp_path) == ["done"]
+    ai = _client(fake_node, tmp_path / "value", forging_answers(fake_node.service.app, forge(0.0)))
+    with pytest.raises(AnswerMismatchError, match=r"logprob 0\.0 for token 0"):
+        await ai.chat.completions.create(model="fake-model", messages=MESSAGES, logprobs=True)

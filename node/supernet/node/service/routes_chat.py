@@ -30,13 +30,7 @@ from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 from supernet.node.agents.tool_calls import parse_tool_call
 from supernet.node.service.chat_params import ChatPlan, UnsupportedParameterError, chat_plan
-from supernet.node.service.chat_result import (
-    CallFacts,
-    add_alternatives,
-    call_facts,
-    finish_reason,
-    token_logprobs,
-)
+from supernet.node.service.chat_result import add_alternatives, call_facts
 from supernet.node.service.deps import AcceptingCtx, NodeContext, load_task
 from supernet.node.service.errors import (
     BadRequestError,
@@ -52,6 +46,7 @@ from supernet.node.service.schemas import ChatCompletionCreate, SignedTask
 from supernet.node.service.streams import until
 from supernet.sdk.client.answer import tool_call_arguments
 from supernet.sdk.client.streaming import StopCutter, cut_at_stop
+from supernet.sdk.formats.chat_facts import CallFacts, finish_reason, token_logprobs
 from supernet.sdk.openai_compat.chat_input import chat_task_input
 
 router = APIRouter(prefix="/v1/chat", tags=["openai"])
@@ -204,7 +199,9 @@ async def _stream(ctx: NodeContext, answer: _Answer, plan: ChatPlan) -> AsyncIte
     if calls is not None:
         yield answer.chunk({"tool_calls": [{"index": 0, **calls[0]}]})
         logprobs = await _logprobs(ctx, plan, facts, content, answer.model_id)
-        yield answer.chunk({}, "tool_calls", logprobs, supernet=_proof(ctx, task))
+        yield answer.chunk(
+            {}, finish_reason(facts, stopped, tool_call=True), logprobs, supernet=_proof(ctx, task)
+        )
         if plan.include_usage and facts is not None:
             yield {"data": json.dumps(answer.doc("chat.completion.chunk", [], usage=facts.usage()))}
         yield {"data": "[DONE]"}
@@ -258,7 +255,7 @@ async def chat_completions(
         "index": 0,
         "message": message,
         "logprobs": await _logprobs(ctx, plan, facts, content, task.model_id),
-        "finish_reason": "tool_calls" if is_call else finish_reason(facts, stopped),
+        "finish_reason": finish_reason(facts, stopped, tool_call=is_call),
     }
     usage = {"usage": facts.usage()} if facts is not None else {}
     return JSONResponse(answer.doc("chat.completion", [choice], **usage, supernet=_proof(ctx, task)))

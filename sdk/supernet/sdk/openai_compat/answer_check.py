@@ -8,6 +8,10 @@ held until it is whole; an event stream passes every event through as it comes a
 ``[DONE]`` until the answer checked, so a bad answer raises `AnswerMismatchError` inside the
 caller's loop, after the text shown so far (as `supernet.sdk.client.Client.stream` checks a stream
 at its end) (tests/integration/test_review_openai_gateway.py, tests/unit/test_openai_answer_check.py).
+Once the text passed, what the answer states beside it (``finish_reason``, ``usage``,
+``logprobs``) is checked at the same place against the trace the receipt names, read from the
+content store (`supernet.sdk.openai_compat.answer_facts`): a difference, or a trace that cannot
+be read, fails the answer the same way.
 """
 
 from __future__ import annotations
@@ -25,6 +29,13 @@ from supernet.sdk.client.answer import (
     parse_json,
 )
 from supernet.sdk.client.types import ClientError
+from supernet.sdk.openai_compat.answer_facts import (
+    ShownFacts,
+    TraceStore,
+    TraceUnreadableError,
+    facts_problem,
+    trace_problem,
+)
 
 __all__ = ["AnswerMismatchError", "CheckedStream"]
 
@@ -76,6 +87,7 @@ class _Answer:
         self.error = False
         self.odd: str | None = None
         self.ids: set[str] = set()  # the reply's ``id`` (every chunk's): must be the signed task's
+        self.facts = ShownFacts()  # finish_reason, usage, logprobs: checked against the trace
 
     def flag(self, why: str) -> None:
         self.odd = self.odd or why
@@ -88,6 +100,8 @@ class _Answer:
             self.flag("a completion without exactly one choice")
             return
         self._part(choices[0].get("message"))
+        self.facts.finishes.append(choices[0].get("finish_reason"))  # required: null is a value too
+        self._stated(choices[0], doc)
         self.proof = doc.get("supernet")
 
     def add_chunk(self, doc: Any) -> None:
@@ -112,8 +126,20 @@ class _Answer:
             self.flag("a chunk of another choice than the one asked for")
         else:
             self._part(choices[0].get("delta"))
+            if choices[0].get("finish_reason") is not None:
+                self.facts.finishes.append(choices[0]["finish_reason"])
+            self._stated(choices[0], doc)
+        if doc.get("usage") is not None and not choices:
+            self.facts.usages.append(doc["usage"])  # the usage chunk (`_stated` reads the others)
         if "supernet" in doc:
             self.proof = doc["supernet"]
+
+    def _stated(self, choice: dict[str, Any], doc: dict[str, Any]) -> None:
+        """The ``logprobs`` of ``choice`` and the ``usage`` of ``doc``, where they are set."""
+        if choice.get("logprobs") is not None:
+            self.facts.logprobs.append(choice["logprobs"])
+        if doc.get("usage") is not None:
+            self.facts.usages.append(doc["usage"])
 
     def _part(self, part: Any) -> None:
         """A message or a delta: its text and its tool call."""
@@ -155,7 +181,10 @@ class CheckedStream(httpx.SyncByteStream, httpx.AsyncByteStream):
     caller's own SSE parser than here, so it fails the answer rather than let text past the check.
     The check runs where the caller's client stops reading: at any data starting with ``[DONE]``
     (only the exact ``[DONE]`` passes). A body the node encoded (``Content-Encoding``; the flow
-    asks for none) fails at once: the caller's client would decode what this reads raw.
+    asks for none) fails at once: the caller's client would decode what this reads raw. An answer
+    whose text passed is then held there until its ``finish_reason``, ``usage`` and ``logprobs``
+    are checked against the trace its receipt names (`answer_facts`), read from ``trace`` (in the
+    caller's event loop when it reads asynchronously, else on a thread of its own).
 
     Args:
         inner: the response's own stream.
@@ -164,6 +193,8 @@ class CheckedStream(httpx.SyncByteStream, httpx.AsyncByteStream):
         on_result: called once with the checked answer, or with the error (then raised too).
         headers: the response's; a ``Content-Type`` that is not the asked form, or any
             ``Content-Encoding`` but identity, fails the answer.
+        trace: the content store holding the node's traces (None: none is known, and an answer
+            whose facts cannot be checked fails).
     """
 
     def __init__(
@@ -173,10 +204,13 @@ class CheckedStream(httpx.SyncByteStream, httpx.AsyncByteStream):
         event_stream: bool,
         on_result: Callable[[CheckedAnswer | Exception], None],
         headers: httpx.Headers | None = None,
+        trace: TraceStore | None = None,
     ) -> None:
         self.inner, self.call, self.event_stream, self.on_result = inner, call, event_stream, on_result
+        self.trace = trace
         bound = answer_bound(call.task_input)
         self._answer, self._buffer, self._done = _Answer(bound), b"", False
+        self._held: CheckedAnswer | None = None  # text checked, facts not yet (`_facts`)
         self._byte_bound = body_bound(bound)
         self._data_lines = 0  # ``data`` lines of the event being read
         headers = headers if headers is not None else httpx.Headers()
@@ -189,15 +223,29 @@ class CheckedStream(httpx.SyncByteStream, httpx.AsyncByteStream):
 
     def __iter__(self) -> Iterator[bytes]:
         for piece in self.inner:
-            yield from self._feed(piece)
-        yield from self._end()
+            for out in self._feed(piece):
+                if isinstance(out, bytes):
+                    yield out
+                else:
+                    self._facts(self._read_sync())
+        for out in self._end():
+            if isinstance(out, bytes):
+                yield out
+            else:
+                self._facts(self._read_sync())
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         async for piece in self.inner:
             for out in self._feed(piece):
-                yield out
+                if isinstance(out, bytes):
+                    yield out
+                else:
+                    self._facts(await self._read())
         for out in self._end():
-            yield out
+            if isinstance(out, bytes):
+                yield out
+            else:
+                self._facts(await self._read())
 
     def close(self) -> None:
         self.inner.close()
@@ -205,7 +253,7 @@ class CheckedStream(httpx.SyncByteStream, httpx.AsyncByteStream):
     async def aclose(self) -> None:
         await self.inner.aclose()
 
-    def _feed(self, piece: bytes) -> Iterator[bytes]:
+    def _feed(self, piece: bytes) -> Iterator[bytes | _ReadTrace]:
         if self._answer.odd is not None and not self._done:
             self._finish()  # fails at once: nothing of an answer that cannot be checked goes out
         self._buffer += piece
@@ -216,6 +264,8 @@ class CheckedStream(httpx.SyncByteStream, httpx.AsyncByteStream):
         *lines, self._buffer = self._buffer.split(b"\n")
         for line in lines:
             self._line(line.removesuffix(b"\r"))
+            if self._held is not None:
+                yield READ_TRACE  # the facts are checked before the end goes out
             yield line + b"\n"
         self._bounded()
 
@@ -252,12 +302,14 @@ class CheckedStream(httpx.SyncByteStream, httpx.AsyncByteStream):
         if answer.odd is not None:
             self._finish()
 
-    def _end(self) -> Iterator[bytes]:
+    def _end(self) -> Iterator[bytes | _ReadTrace]:
         if not self.event_stream:
             self._answer.add_completion(parse_json(self._buffer.decode("utf-8", "replace")))
         elif self._buffer:
             self._answer.flag("an event stream that ends inside a line")
         self._finish()
+        if self._held is not None:
+            yield READ_TRACE
         if self._buffer:
             yield self._buffer
             self._buffer = b""
@@ -287,4 +339,75 @@ class CheckedStream(httpx.SyncByteStream, httpx.AsyncByteStream):
             mismatch = AnswerMismatchError(f"task {task}: the answer cannot be checked: {exc}")
             self.on_result(mismatch)
             raise mismatch from exc
+        self._held = checked  # its facts next, against the trace (`_facts`)
+
+    def _trace_cid(self) -> str:
+        assert self._held is not None
+        return self._held.receipt.traceCid  # the receipt's, which its ``traceHash`` binds
+
+    def _read_sync(self) -> Any:
+        """The held answer's trace document, or why it could not be read."""
+        if self.trace is None:
+            return _NO_STORE
+        try:
+            return self.trace.read_sync(self._trace_cid())
+        except TraceUnreadableError as exc:
+            return exc
+
+    async def _read(self) -> Any:
+        """`_read_sync`, in the caller's event loop."""
+        if self.trace is None:
+            return _NO_STORE
+        try:
+            return await self.trace.read(self._trace_cid())
+        except TraceUnreadableError as exc:
+            return exc
+
+    def _facts(self, trace_doc: Any) -> None:
+        """Check the held answer's ``finish_reason``, ``usage`` and ``logprobs`` against its trace
+        (``trace_doc``, or why it could not be read): the answer passes only if they are the
+        trace's (`answer_facts.facts_problem`)."""
+        checked, self._held = self._held, None
+        assert checked is not None
+        answer, task = self._answer, self.call.task_id
+        cid = checked.receipt.traceCid
+        try:
+            if trace_doc is _NO_STORE:
+                raise AnswerMismatchError(
+                    f"task {task}: the node names no content store to read its trace {cid} from (pass "
+                    "store_url): the answer's finish_reason, usage and logprobs cannot be checked"
+                )
+            if isinstance(trace_doc, TraceUnreadableError):
+                raise AnswerMismatchError(
+                    f"task {task}: the trace {cid} its receipt names cannot be read from "
+                    f"{self.trace.url if self.trace else '?'} ({trace_doc}): the answer's "
+                    "finish_reason, usage and logprobs cannot be checked"
+                )
+            receipt_doc = checked.receipt.model_dump(mode="json")
+            problem = trace_problem(self.call, receipt_doc, checked.output, trace_doc)
+            if problem is not None:
+                raise AnswerMismatchError(f"task {task}: the trace {cid} fails its receipt: {problem}")
+            problem = facts_problem(
+                self.call, checked.output, trace_doc, answer.facts, answer.tool is not None
+            )
+            if problem is not None:
+                raise AnswerMismatchError(
+                    f"task {task}: the answer states what its trace does not: {problem}"
+                )
+        except AnswerMismatchError as exc:
+            self.on_result(exc)
+            raise
+        except Exception as exc:  # a trace the check cannot even read holds no facts
+            mismatch = AnswerMismatchError(f"task {task}: the answer's facts cannot be checked: {exc}")
+            self.on_result(mismatch)
+            raise mismatch from exc
         self.on_result(checked)
+
+
+class _ReadTrace:
+    """What `CheckedStream`'s parser yields where an answer's facts are due: its reader (sync or
+    async) reads the trace there, before anything more goes out."""
+
+
+READ_TRACE = _ReadTrace()
+_NO_STORE = object()

@@ -11,8 +11,9 @@ It follows `Client`'s rules: it signs only for an active node and a model id tha
 and the validators' quorum checks (``rule``, `supernet.sdk.client.signable`), records every task it
 pays for in the shared client state (the signed request, input, output and the node's promise:
 ``Client.verify``, ``claim_omission`` and ``claim_refunds`` work on them), and hands an answer to
-the caller only once it is the output the node's signed receipt commits to
-(`supernet.sdk.openai_compat.answer_check`).
+the caller only once it is the output the node's signed receipt commits to, with the
+``finish_reason``, ``usage`` and ``logprobs`` of the trace that receipt names (read from the
+node's advertised content store, or ``store_url``: `supernet.sdk.openai_compat.answer_check`).
 
 >>> contracts = Contracts.connect(rpc_url, Deployment.load("deployment.json"))  # doctest: +SKIP
 >>> auth = SupernetAuth(account, contracts.domain, rule=SigningRule(contracts))  # doctest: +SKIP
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import threading
 from collections.abc import AsyncGenerator, Generator, Mapping
 from pathlib import Path
@@ -47,7 +49,9 @@ from supernet.sdk.client.types import (
 )
 from supernet.sdk.node_api import AccountPublic, NodeInfo
 from supernet.sdk.openai_compat.answer_check import CheckedStream
+from supernet.sdk.openai_compat.answer_facts import TraceStore
 from supernet.sdk.openai_compat.chat_input import chat_task_input, unsigned_fields
+from supernet.sdk.store.client import STORE_URL_ENV
 
 AUTH_HEADER = "X-Supernet-Auth"
 CHAT_PATH = "/chat/completions"
@@ -67,6 +71,10 @@ class SupernetAuth(httpx.Auth):
             refuses it (its receipts could not be verified).
         state_dir: where nonces and cumulative totals persist (shared with `Client`).
         max_fee: most wei to pay per call (default: `supernet.sdk.client.ladder.DEFAULT_MAX_FEE`).
+        store_url: the content store to read each answer's trace from (default:
+            ``$SUPERNET_STORE_URL``, else the node's advertised ``storeUrl``, as `Client`).
+        store_transport: an httpx transport to that store (None: the network; an in-process node's
+            ``httpx.ASGITransport`` in tests).
     """
 
     def __init__(
@@ -78,8 +86,12 @@ class SupernetAuth(httpx.Auth):
         state_dir: Path | None = None,
         max_fee: int | None = None,
         min_limits: Mapping[str, int] = DEFAULT_MIN_LIMITS,
+        store_url: str | None = None,
+        store_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.account, self.domain, self.max_fee = account, domain, max_fee
+        self.store_url = store_url or os.environ.get(STORE_URL_ENV) or None
+        self.store_transport = store_transport
         self.rule = rule
         self.min_limits = min_limits  # the least budget of the chat agent's profile it signs for
         self._state_dir = state_dir
@@ -91,9 +103,11 @@ class SupernetAuth(httpx.Auth):
 
     # httpx reads no response inside an auth flow unless told to, and reading the completion itself
     # would buffer a stream: so only the flow's own lookups (node, account) are read here.
+    # An answer's body a transport handed over already read is checked before the flow ends, in
+    # the flow's own mode (its trace read awaited in an async client's loop).
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         request.read()
-        flow = self.auth_flow(request)
+        flow = self._flow(request)
         try:
             sent = next(flow)
             while True:
@@ -101,14 +115,16 @@ class SupernetAuth(httpx.Auth):
                 if sent is not request:
                     response.read()
                 sent = flow.send(response)
-        except StopIteration:
+        except StopIteration as end:
+            for _ in end.value or ():
+                pass
             return
         finally:
             flow.close()
 
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
         await request.aread()
-        flow = self.auth_flow(request)
+        flow = self._flow(request)
         try:
             sent = next(flow)
             while True:
@@ -116,16 +132,26 @@ class SupernetAuth(httpx.Auth):
                 if sent is not request:
                     await response.aread()
                 sent = flow.send(response)
-        except StopIteration:
+        except StopIteration as end:
+            if end.value is not None:
+                async for _ in end.value:
+                    pass
             return
         finally:
             flow.close()
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        loaded = yield from self._flow(request)
+        for _ in loaded or ():
+            pass
+
+    def _flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, CheckedStream | None]:
+        """The flow of one request; returns the check of an answer whose body was handed over
+        already read (to run before the caller has the response), else None."""
         path = request.url.path
         if request.method != "POST" or not path.endswith(CHAT_PATH):
             yield request
-            return
+            return None
         base = request.url.copy_with(path=path[: -len(CHAT_PATH)], query=None)
         info = self._nodes.get(str(base))
         if info is None:
@@ -154,18 +180,19 @@ class SupernetAuth(httpx.Auth):
             self._record(call.task_id, "refused", None)
         elif 200 <= response.status_code < 300:  # any success is an answer: checked before it is read
             loaded = hasattr(response, "_content")  # a transport that handed over a read body
+            store_url = self.store_url or info.storeUrl
             checked = CheckedStream(
                 httpx.ByteStream(response.content) if loaded else response.stream,
                 call,
                 body.get("stream") is True,
                 lambda result: self._answered(call.task_id, result),
                 response.headers,
+                trace=None if not store_url else TraceStore(store_url, self.store_transport),
             )
             if loaded:  # httpx serves a read body from memory, never from the stream: check it now
-                for _ in checked:
-                    pass
-            else:
-                response.stream = checked
+                return checked
+            response.stream = checked
+        return None
 
     def _check_domain(self, info: NodeInfo) -> None:
         ours = (self.domain.chain_id, self.domain.verifying_contract.lower())

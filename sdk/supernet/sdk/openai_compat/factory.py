@@ -44,6 +44,7 @@ def _auth(
     state_dir: Path | None,
     max_fee: int | None,
     rule: Signable | None,
+    store_url: str | None = None,
 ) -> tuple[str, SupernetAuth]:
     from supernet.sdk.chain import Contracts
 
@@ -63,7 +64,10 @@ def _auth(
             _fund(contracts, account, base, deposit, chain_rule)
         rule = rule or chain_rule
     assert rule is not None
-    return base, SupernetAuth(account, dep.domain, rule=rule, state_dir=state_dir, max_fee=max_fee)
+    auth = SupernetAuth(
+        account, dep.domain, rule=rule, state_dir=state_dir, max_fee=max_fee, store_url=store_url
+    )
+    return base, auth
 
 
 def _fund(contracts: Contracts, account: LocalAccount, base: str, amount: int, rule: SigningRule) -> None:
@@ -97,6 +101,7 @@ def openai_client(
     max_fee: int | None = None,
     timeout: float = 300.0,
     rule: Signable | None = None,
+    store_url: str | None = None,
     **kwargs: Any,
 ) -> openai.OpenAI:
     """An ``openai.OpenAI`` whose chat completions the node at ``node_url`` runs, each paid by a
@@ -115,13 +120,18 @@ def openai_client(
         rule: whom and what may be signed, if not the deployment's chain read through ``rpc_url``
             (`supernet.sdk.client.signable.SigningRule`; an application holding its own `Contracts`
             passes one).
+        store_url: the content store to read each answer's trace from, whose ``finish_reason``,
+            ``usage`` and ``logprobs`` the answer must state (default: ``$SUPERNET_STORE_URL``,
+            else the node's advertised ``storeUrl``).
         kwargs: passed to ``openai.OpenAI``. ``max_retries`` defaults to 0: every request is a
             paid task signed anew (its own nonce and voucher), so openai's automatic retry of a
             5xx or a read timeout (a slow answer) bought the same answer two more times.
     """
     import openai
 
-    base, auth = _auth(node_url, private_key, deployment, rpc_url, deposit, state_dir, max_fee, rule)
+    base, auth = _auth(
+        node_url, private_key, deployment, rpc_url, deposit, state_dir, max_fee, rule, store_url
+    )
     http = httpx.Client(auth=auth, timeout=timeout)
     # openai 1.x-2.x type this as httpx.Client, 3.x as httpx2.Client while still taking httpx's
     kwargs.setdefault("max_retries", 0)
@@ -139,12 +149,15 @@ def async_openai_client(
     max_fee: int | None = None,
     timeout: float = 300.0,
     rule: Signable | None = None,
+    store_url: str | None = None,
     **kwargs: Any,
 ) -> openai.AsyncOpenAI:
     """`openai_client`, as an ``openai.AsyncOpenAI`` (the same arguments)."""
     import openai
 
-    base, auth = _auth(node_url, private_key, deployment, rpc_url, deposit, state_dir, max_fee, rule)
+    base, auth = _auth(
+        node_url, private_key, deployment, rpc_url, deposit, state_dir, max_fee, rule, store_url
+    )
     http = httpx.AsyncClient(auth=auth, timeout=timeout)
     kwargs.setdefault("max_retries", 0)  # each retry would be another paid task (`openai_client`)
     return openai.AsyncOpenAI(base_url=base, api_key=API_KEY, http_client=cast(Any, http), **kwargs)
