@@ -128,7 +128,6 @@ class Synth:
                 commitBlock=self.block + 1,
                 manifestCid=f"bafy-manifest-{b}",
             )
-            self.emit("TaskManager", "SeedSealed", batchId=b, seed="0x" + f"{b:064x}")
             if b % CHALLENGE_EVERY == 0:
                 self.challenge(b // CHALLENGE_EVERY, b, node, manifest.entries[0])
 

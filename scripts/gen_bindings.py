@@ -25,7 +25,7 @@ from typing import Any
 from eth_utils import keccak
 
 ROOT = Path(__file__).resolve().parent.parent
-CONTRACTS = ("ServiceManager", "ModelRegistry", "Payments", "TaskManager", "OmissionManager")
+CONTRACTS = ("ServiceManager", "ModelRegistry", "Payments", "TaskManager", "OmissionManager", "SeedBeacon")
 CHAIN_PKG = ROOT / "sdk" / "supernet" / "sdk" / "chain"
 ABI_DIR = CHAIN_PKG / "abi"
 ERRORS_PY = CHAIN_PKG / "contract_errors.py"

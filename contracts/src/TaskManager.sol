@@ -2,7 +2,6 @@
 pragma solidity 0.8.37;
 
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
-import {Blockhash} from "@openzeppelin/contracts/utils/Blockhash.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 
 import {IPayments} from "./interfaces/IPayments.sol";
@@ -11,6 +10,7 @@ import {ClaimBond} from "./libraries/ClaimBond.sol";
 import {MerkleLib} from "./libraries/MerkleLib.sol";
 import {ReceiptLib} from "./libraries/ReceiptLib.sol";
 import {Receipt, TaskRequest} from "./libraries/Types.sol";
+import {SeedBeacon} from "./SeedBeacon.sol";
 
 /// @title TaskManager
 /// @notice Batch commitments of task receipts, the sampling seed, and disputes: bonded
@@ -195,6 +195,9 @@ contract TaskManager is ReentrancyGuardTransient {
     IServiceManager public immutable SERVICE_MANAGER;
     /// @notice The payment channels, settled in the commit's transaction.
     IPayments public immutable PAYMENTS;
+    /// @notice Where each seed block's random value comes from (prevrandao through a header proof,
+    ///         or the block hash; docs/protocol.md, "Seeds").
+    SeedBeacon public immutable SEED_BEACON;
     /// @notice Blocks between a commit at block B and its seed block B + SEED_DELAY_BLOCKS (>= 1).
     uint256 public immutable SEED_DELAY_BLOCKS;
     /// @notice Probability, in ppm, that a given validator checks a given receipt.
@@ -248,7 +251,6 @@ contract TaskManager is ReentrancyGuardTransient {
 
     /// @dev node => slot => (216-bit digest of the BatchRef << 40 | committedAt).
     mapping(address => mapping(uint256 => uint256)) internal _slots;
-    mapping(uint256 => bytes32) internal _sealedSeeds;
     mapping(uint256 => Challenge) internal _challenges;
     mapping(uint256 => mapping(address => VoteRecord)) internal _votes;
     /// @dev challengeId => validator => keccak256(abi.encode(challengeId, validator, fraud, salt)).
@@ -291,8 +293,6 @@ contract TaskManager is ReentrancyGuardTransient {
     );
     /// @notice `node` reserved its empty slots `first` .. `first + count - 1`.
     event SlotsReserved(address indexed node, uint32 first, uint32 count);
-    /// @notice The seed of a batch was stored.
-    event SeedSealed(uint256 indexed batchId, bytes32 seed);
     /// @notice A validator challenged one receipt of a batch.
     event ChallengeOpened(
         uint256 indexed challengeId,
@@ -390,8 +390,6 @@ contract TaskManager is ReentrancyGuardTransient {
     error SeedNotReady(uint256 seedBlock);
     /// @notice The seed block's hash is no longer readable and the seed was not sealed.
     error SeedExpired(uint256 seedBlock);
-    /// @notice The seed is already sealed.
-    error SeedAlreadySealed(uint256 batchId);
     /// @notice Receipt index past the batch's count.
     error IndexOutOfRange(uint256 index, uint256 count);
     /// @notice `msg.value` is not CHALLENGE_BOND (a challenge, a vote) or below an availability
@@ -466,7 +464,8 @@ contract TaskManager is ReentrancyGuardTransient {
 
     /// @param serviceManager The ServiceManager (which must then be wired with setTaskManager).
     /// @param payments The Payments contract (which must then be wired with setTaskManager).
-    /// @param seedDelayBlocks SEED_DELAY_BLOCKS, 1..256 (default 2; devnet 1).
+    /// @param seedBeacon The source of the seed blocks' values (SEED_BEACON); SEED_DELAY_BLOCKS is
+    ///        its DELAY_BLOCKS (1..256, default 2; devnet 1).
     /// @param sampleRatePpm SAMPLE_RATE_PPM, 1..1_000_000 (default 100_000 = 10 %; devnet 1_000_000).
     /// @param challengeWindow CHALLENGE_WINDOW seconds, > 0 (default 1 days; devnet 600).
     /// @param voteWindow VOTE_WINDOW seconds, > 0 (default 1 days; devnet 30).
@@ -482,7 +481,7 @@ contract TaskManager is ReentrancyGuardTransient {
     constructor(
         IServiceManager serviceManager,
         IPayments payments,
-        uint256 seedDelayBlocks,
+        SeedBeacon seedBeacon,
         uint256 sampleRatePpm,
         uint256 challengeWindow,
         uint256 voteWindow,
@@ -493,10 +492,12 @@ contract TaskManager is ReentrancyGuardTransient {
         uint256 voterRewardBps,
         uint256 minAnswerGasPrice
     ) {
-        if (address(serviceManager) == address(0) || address(payments) == address(0)) {
+        if (
+            address(serviceManager) == address(0) || address(payments) == address(0)
+                || address(seedBeacon) == address(0)
+        ) {
             revert InvalidParameter();
         }
-        if (seedDelayBlocks == 0 || seedDelayBlocks > 256) revert InvalidParameter();
         if (sampleRatePpm == 0 || sampleRatePpm > PPM) revert InvalidParameter();
         if (challengeWindow == 0 || challengeWindow > type(uint32).max) revert InvalidParameter();
         if (voteWindow < 2 || voteWindow > type(uint32).max) revert InvalidParameter();
@@ -506,7 +507,8 @@ contract TaskManager is ReentrancyGuardTransient {
         if (payments.DECOY_BOUNTY() >= challengeBond) revert InvalidParameter();
         SERVICE_MANAGER = serviceManager;
         PAYMENTS = payments;
-        SEED_DELAY_BLOCKS = seedDelayBlocks;
+        SEED_BEACON = seedBeacon;
+        SEED_DELAY_BLOCKS = seedBeacon.DELAY_BLOCKS();
         SAMPLE_RATE_PPM = sampleRatePpm;
         CHALLENGE_WINDOW = challengeWindow;
         VOTE_WINDOW = voteWindow;
@@ -577,51 +579,33 @@ contract TaskManager is ReentrancyGuardTransient {
         emit SlotsReserved(msg.sender, first, count);
     }
 
-    /// @notice Stores the seed of a batch so that it stays readable after its block hash expires.
-    ///         Anyone may call it once the seed block exists.
+    /// @notice `keccak256(abi.encode(value, batchId))` with `value` the SEED_BEACON's value of the
+    ///         seed block `commitBlock + SEED_DELAY_BLOCKS`. Reverts with SeedNotReady while that
+    ///         value is unknown (the block is not mined, or its prevrandao not sealed yet) and with
+    ///         SeedExpired when it is gone for good (nobody sealed it in time).
     /// @param ref The batch's header.
-    function sealSeed(BatchRef calldata ref) external returns (bytes32 seed) {
-        if (_sealedSeeds[ref.batchId] != bytes32(0)) revert SeedAlreadySealed(ref.batchId);
-        seed = batchSeed(ref);
-        _sealedSeeds[ref.batchId] = seed;
-        emit SeedSealed(ref.batchId, seed);
-    }
-
-    /// @notice `keccak256(abi.encode(blockhash(commitBlock + SEED_DELAY_BLOCKS), batchId))`, or
-    ///         the sealed seed. Reverts with SeedNotReady before the seed block is mined and with
-    ///         SeedExpired when its hash is no longer readable and nobody sealed it.
-    /// @dev A sealed seed is returned by `ref.batchId` alone (it was checked when sealed), so it
-    ///      stays readable after the batch's slot is reused; otherwise `ref` is checked.
-    /// @param ref The batch's header.
-    function batchSeed(BatchRef calldata ref) public view returns (bytes32 seed) {
-        if (_sealedSeeds[ref.batchId] == bytes32(0)) _checkRef(ref);
-        uint256 seedBlock;
-        (seed, seedBlock) = _seed(ref);
-        if (seed != bytes32(0)) return seed;
-        if (block.number <= seedBlock) revert SeedNotReady(seedBlock);
-        revert SeedExpired(seedBlock);
-    }
-
-    /// @notice The sealed seed of a batch (zero if nobody sealed it).
-    /// @param batchId The batch.
-    function sealedSeed(uint256 batchId) external view returns (bytes32) {
-        return _sealedSeeds[batchId];
+    function batchSeed(BatchRef calldata ref) external view returns (bytes32 seed) {
+        _checkRef(ref);
+        bool known;
+        (seed, known) = _seed(ref);
+        if (!known) revert SeedNotReady(uint256(ref.commitBlock) + SEED_DELAY_BLOCKS);
+        if (seed == bytes32(0)) revert SeedExpired(uint256(ref.commitBlock) + SEED_DELAY_BLOCKS);
     }
 
     /// @notice True iff `validator` must check receipt `index` of the batch:
     ///         `uint256(keccak256(abi.encode(seed, validator, index))) % 1_000_000 < SAMPLE_RATE_PPM`,
     ///         and true for every validator and entry once the seed expired unsealed: expiry
     ///         favours the checkers, so a batch nobody read in time is checked in full, never
-    ///         left unchecked (sealing the seed in time, {sealSeed}, keeps the sample small).
-    ///         Reverts with SeedNotReady before the seed block is mined.
+    ///         left unchecked (sealing the seed block in time, SeedBeacon.seal, keeps the sample
+    ///         small). Reverts with SeedNotReady while the seed is unknown.
     /// @param ref The batch's header.
     /// @param validator The validator address.
     /// @param index Receipt position in the manifest (< count).
     function isSampled(BatchRef calldata ref, address validator, uint256 index) external view returns (bool) {
         if (index >= ref.count) revert IndexOutOfRange(index, ref.count);
-        if (_sealedSeeds[ref.batchId] == bytes32(0)) _checkRef(ref);
-        (bytes32 seed, uint256 seedBlock) = _seed(ref);
-        if (seed == bytes32(0) && block.number <= seedBlock) revert SeedNotReady(seedBlock);
+        _checkRef(ref);
+        (bytes32 seed, bool known) = _seed(ref);
+        if (!known) revert SeedNotReady(uint256(ref.commitBlock) + SEED_DELAY_BLOCKS);
         return _picks(seed, validator, index);
     }
 
@@ -1336,15 +1320,13 @@ contract TaskManager is ReentrancyGuardTransient {
         return (uint256(digest) >> TIME_BITS << TIME_BITS) | committedAt;
     }
 
-    /// @dev The batch's seed and its seed block; the seed is zero while the block is not mined or
-    ///      once its hash is no longer readable (unless sealed). `ref` must be checked by the caller
-    ///      unless the seed is sealed.
-    function _seed(BatchRef calldata ref) internal view returns (bytes32 seed, uint256 seedBlock) {
-        seedBlock = uint256(ref.commitBlock) + SEED_DELAY_BLOCKS;
-        seed = _sealedSeeds[ref.batchId];
-        if (seed != bytes32(0) || block.number <= seedBlock) return (seed, seedBlock);
-        bytes32 hash = Blockhash.blockHash(seedBlock);
-        if (hash != bytes32(0)) seed = keccak256(abi.encode(hash, ref.batchId));
+    /// @dev The batch's seed and whether it is known: unknown while the beacon's value of the seed
+    ///      block may still become known; known and zero once it is gone for good. `ref` must be
+    ///      checked by the caller.
+    function _seed(BatchRef calldata ref) internal view returns (bytes32 seed, bool known) {
+        bytes32 value;
+        (value, known) = SEED_BEACON.randomness(uint256(ref.commitBlock) + SEED_DELAY_BLOCKS);
+        if (value != bytes32(0)) seed = keccak256(abi.encode(value, ref.batchId));
     }
 
     /// @dev Whether the caller earns a challenger reward or a decoy bounty on entry `index` of
@@ -1356,9 +1338,8 @@ contract TaskManager is ReentrancyGuardTransient {
     ///      A seed that expired unsealed picks everyone (as in {isSampled}): a batch nobody read in
     ///      time pays whoever checks it, instead of burning the finder's reward.
     function _challengerSampled(BatchRef calldata ref, uint256 index) internal view returns (bool) {
-        (bytes32 seed, uint256 seedBlock) = _seed(ref);
-        return (seed != bytes32(0) || block.number > seedBlock) && _picks(seed, msg.sender, index)
-            && SERVICE_MANAGER.votingStake(msg.sender, ref.committedAt) != 0;
+        (bytes32 seed, bool known) = _seed(ref);
+        return known && _picks(seed, msg.sender, index) && SERVICE_MANAGER.votingStake(msg.sender, ref.committedAt) != 0;
     }
 
     /// @dev Whether a readable `seed` picks `validator` for receipt `index`; a zero seed (the seed

@@ -72,7 +72,7 @@ contract AdversaryTest is Base {
             fee: 0.01 ether
         });
         uint256 b = _one(r);
-        vm.roll(block.number + 2);
+        _rollSealed(block.number + 2);
         uint256 id = _challenge(validator1, b, 0, r, new bytes32[](0));
         _vote(validator2, id, true); // 3 of 3 ether say fraud: a certain slash... unless "decoy"
 
@@ -175,7 +175,7 @@ contract AdversaryTest is Base {
             r.requestHash = payments.hashTaskRequest(req);
             fees += r.fee;
             uint256 b = _one(r);
-            vm.roll(block.number + 2);
+            _rollSealed(block.number + 2);
             uint256 id = _challenge(validator1, b, 0, r, new bytes32[](0));
             bytes memory decoySig1 = _decoySig(vKey, node, r.requestHash);
             vm.prank(validator1);
@@ -208,7 +208,7 @@ contract AdversaryTest is Base {
         payments.fundEscrow{value: 1 ether}(node);
         Receipt memory r = _boundReceipt(42, decoyUser, node, 0.001 ether); // a planted (faulty) decoy
         uint256 b = _one(r);
-        vm.roll(block.number + 2);
+        _rollSealed(block.number + 2);
         uint256 id = _challenge(validator1, b, 0, r, new bytes32[](0));
         assertTrue(tm.challenges(id).sampled);
 
@@ -380,7 +380,7 @@ contract AdversaryTest is Base {
         (uint256 b, Receipt[] memory rs, bytes32[] memory ls) = _commit(node, 2);
         uint256 id = _challenge(ally, b, 0, rs[0], Merkle.proofAt(ls, 0)); // same block as commit
         assertFalse(tm.challenges(id).sampled, "no seed yet: nobody is sampled");
-        vm.roll(block.number + 3);
+        _rollSealed(block.number + 3);
         vm.deal(validator3, CHALLENGE_BOND);
         vm.prank(validator3);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.LeafAlreadyChallenged.selector, id));
@@ -408,7 +408,7 @@ contract AdversaryTest is Base {
         _registerNode(node, 2 ether);
         _registerValidator(ally, 1 ether);
         (uint256 b, Receipt[] memory rs, bytes32[] memory ls) = _commit(node, 16);
-        vm.roll(block.number + SEED_DELAY_BLOCKS + 1);
+        _rollSealed(block.number + SEED_DELAY_BLOCKS + 1);
         uint256 sampledCount;
         for (uint256 i; i < 16; ++i) {
             bool picked = tm.isSampled(_ref(b), ally, i);

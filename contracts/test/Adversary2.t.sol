@@ -59,7 +59,7 @@ contract Adversary2Test is Base {
         _registerValidator(validator2, 2 ether);
         _registerValidator(validator3, 3 ether);
         (uint256 b, Receipt[] memory rs, bytes32[] memory ls) = _commit(node, 2); // rs[0]: the node's fault
-        vm.roll(block.number + SEED_DELAY_BLOCKS + 1); // the seed is public now
+        _rollSealed(block.number + SEED_DELAY_BLOCKS + 1); // the seed is public now
         TaskManager.BatchRef memory ref = _ref(b);
 
         address ally = _grind(ref, 0, "ally");
@@ -95,7 +95,7 @@ contract Adversary2Test is Base {
         _registerNode(node, 2 ether);
         _registerValidator(validator1, 1 ether);
         (uint256 b,,) = _commit(node, 4);
-        vm.roll(block.number + SEED_DELAY_BLOCKS + 1);
+        _rollSealed(block.number + SEED_DELAY_BLOCKS + 1);
         TaskManager.BatchRef memory ref = _ref(b);
         address ally = _grind(ref, 2, "avail");
         assertEq(sm.validatorStake(ally), 0, "no stake, not a validator");
@@ -188,7 +188,7 @@ contract Adversary2Test is Base {
         address friend = makeAddr("friend");
         _registerValidator(friend, 1 ether); // long before the commit: its picks count
         uint256 b = _commitRoot(node, Merkle.root(ls), uint32(n));
-        vm.roll(block.number + SEED_DELAY_BLOCKS + 1);
+        _rollSealed(block.number + SEED_DELAY_BLOCKS + 1);
         TaskManager.BatchRef memory ref = _ref(b);
         uint256 found;
         for (uint256 i; i < n; ++i) {
@@ -328,7 +328,7 @@ contract Adversary2Test is Base {
         TaskManager.BatchRef memory ref = _refOf(b, node, 0, 2, root);
         assertEq(_nodePaid(), 0.01 ether, "the faked task is paid");
 
-        vm.roll(block.number + SEED_DELAY_BLOCKS + 1);
+        _rollSealed(block.number + SEED_DELAY_BLOCKS + 1);
         _challengeEveryIndexFails(ref, faked, ls);
         assertEq(rs.length, 2);
         vm.prank(node, node);
@@ -392,7 +392,7 @@ contract Adversary2Test is Base {
         Receipt memory r = _boundReceipt(3, user, node, 0.001 ether); // an honest, heavy task
         r.traceHash = sha256(trace);
         uint256 b = _commitRoot(node, _leaf(r), 1);
-        vm.roll(block.number + SEED_DELAY_BLOCKS + 1);
+        _rollSealed(block.number + SEED_DELAY_BLOCKS + 1);
         TaskManager.BatchRef memory ref = _ref(b);
 
         address griefer = _grind(ref, 0, "big");

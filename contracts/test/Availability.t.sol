@@ -91,7 +91,7 @@ contract AvailabilityTest is Base {
         _registerNode(node, 2 ether);
         _registerValidator(validator1, 1 ether);
         (uint256 b,,) = _commit(node, 2);
-        vm.roll(block.number + 2); // the seed block (devnet: commit + 1) is mined
+        _rollSealed(block.number + 2); // the seed block (devnet: commit + 1) is mined
         vm.deal(validator1, validator1.balance + CHALLENGE_BOND);
         vm.prank(validator1);
         uint256 id = tm.challengeAvailability{value: CHALLENGE_BOND}(_ref(b), 1);

@@ -42,7 +42,7 @@ contract DecoysTest is Base {
             leaves.push(_leaf(r));
         }
         batchId = _commitRoot(node, Merkle.root(leaves), 4);
-        vm.roll(block.number + 2); // the seed block is mined: sampling is known
+        _rollSealed(block.number + 2); // the seed block is mined: sampling is known
     }
 
     function _challengeAt(address who, uint256 index) internal returns (uint256) {
@@ -228,7 +228,7 @@ contract DecoysTest is Base {
             bytes32[] memory one = new bytes32[](1);
             one[0] = _leaf(r);
             uint256 b = _commitRoot(node, one[0], 1);
-            vm.roll(block.number + 2);
+            _rollSealed(block.number + 2);
             uint256 id = _challenge(validator1, b, 0, r, new bytes32[](0));
             bytes memory decoySig3 = _decoySig(decoyKey, node, r.requestHash);
             vm.prank(node, node);

@@ -144,7 +144,7 @@ contract DisputeRulesTest is Base {
         _registerValidator(ally, 1 ether); // all the stake there is: quorum alone
         Receipt memory r = _boundReceipt(0, sockpuppet, node, 1000 ether); // a huge fee to "refund" to itself
         uint256 batchId = _commitRoot(node, _leaf(r), 1);
-        vm.roll(block.number + 2);
+        _rollSealed(block.number + 2);
         uint256 id = _challenge(ally, batchId, 0, r, new bytes32[](0));
         assertTrue(tm.challenges(id).sampled);
         vm.warp(tm.challenges(id).voteDeadline);

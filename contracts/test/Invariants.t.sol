@@ -3,9 +3,11 @@ pragma solidity 0.8.37;
 
 import {Payments} from "../src/Payments.sol";
 import {ServiceManager} from "../src/ServiceManager.sol";
+import {SeedBeacon} from "../src/SeedBeacon.sol";
 import {TaskManager} from "../src/TaskManager.sol";
 import {Receipt, TaskRequest, Voucher} from "../src/libraries/Types.sol";
 
+import {FakeHeader} from "./utils/FakeHeader.sol";
 import {Merkle} from "./utils/Merkle.sol";
 import {Test} from "./utils/Test.sol";
 import {Base} from "./utils/Base.sol";
@@ -437,6 +439,13 @@ contract ProtocolHandler is Test {
     function warp(uint256 secondsAhead) external {
         vm.warp(block.timestamp + bound(secondsAhead, 1, 700));
         vm.roll(block.number + 1);
+        // a validator seals each block's prevrandao (SeedBeacon), so the seeds of batches become known
+        uint256 mined = block.number - 1;
+        bytes memory header = FakeHeader.build(mined, keccak256(abi.encode("mix", mined)));
+        vm.setBlockhash(mined, keccak256(header));
+        SeedBeacon beacon = tm.SEED_BEACON();
+        (bytes32 value,) = beacon.randomness(mined);
+        if (value == bytes32(0)) beacon.seal(mined, header);
     }
 
     /*//////////////////////////////////////////////////////////////

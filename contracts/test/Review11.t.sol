@@ -170,7 +170,7 @@ contract Review11Test is Base {
             _registerValidator(bots[k], 1 ether);
         }
         (uint256 b, Receipt[] memory rs, bytes32[] memory ls) = _commit(node, 64);
-        vm.roll(block.number + SEED_DELAY_BLOCKS + 1);
+        _rollSealed(block.number + SEED_DELAY_BLOCKS + 1);
         (uint256 i, address copier) = _findCopier(b, bots, 64);
 
         bytes32[] memory proof = Merkle.proofAt(ls, i);
@@ -228,7 +228,7 @@ contract Review11Test is Base {
         _registerValidator(copier, 1 ether);
         Receipt memory r = _boundReceipt(7, decoyUser, node, 0.001 ether);
         TaskManager.BatchRef memory ref = _ref(_commitRoot(node, _leaf(r), 1));
-        vm.roll(block.number + 2);
+        _rollSealed(block.number + 2);
 
         vm.deal(copier, CHALLENGE_BOND);
         vm.prank(copier);
@@ -359,7 +359,7 @@ contract Review11Test is Base {
         _registerValidator(validator1, 1 ether);
         _registerValidator(validator2, 2 ether);
         (uint256 b, Receipt[] memory rs, bytes32[] memory ls) = _commit(node, 2);
-        vm.roll(block.number + 2);
+        _rollSealed(block.number + 2);
         uint256 id = _challenge(validator1, b, 0, rs[0], Merkle.proofAt(ls, 0));
         uint64 firstDeadline = tm.challenges(id).voteDeadline;
         vm.prank(validator1);

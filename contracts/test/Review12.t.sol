@@ -233,7 +233,7 @@ contract Review12Test is Base {
         ls[0] = _leaf(rs[0]);
         ls[1] = _leaf(rs[1]);
         d.victimBatch = _commitRoot(node, Merkle.root(ls), 2);
-        vm.roll(block.number + SEED_DELAY_BLOCKS + 1);
+        _rollSealed(block.number + SEED_DELAY_BLOCKS + 1);
         vm.warp(block.timestamp + 60); // the finders re-executed
         d.victim0 = _challenge(validator1, d.victimBatch, 0, rs[0], Merkle.proofAt(ls, 0));
         d.victim1 = _challenge(validator2, d.victimBatch, 1, rs[1], Merkle.proofAt(ls, 1));
@@ -307,7 +307,7 @@ contract Review12Test is Base {
             ls[i] = _leaf(_selfReceipt(i));
         }
         d.selfBatch = _commitRoot(node, Merkle.root(ls), uint32(n));
-        vm.roll(block.number + SEED_DELAY_BLOCKS + 1);
+        _rollSealed(block.number + SEED_DELAY_BLOCKS + 1);
         TaskManager.BatchRef memory ref = _ref(d.selfBatch);
         uint256 found;
         for (uint256 i; i < n && found < 2; ++i) {

@@ -116,7 +116,7 @@ contract Review13Test is Base {
         _registerValidator(validator3, 3 ether); // honest, away during the first votes
         uint256 n = 4;
         (uint256 b, Receipt[] memory rs, bytes32[] memory ls) = _commit(node, n); // all faulty
-        vm.roll(block.number + SEED_DELAY_BLOCKS + 1);
+        _rollSealed(block.number + SEED_DELAY_BLOCKS + 1);
         vm.warp(block.timestamp + 2 hours); // the finder re-ran them
 
         uint256[] memory first = new uint256[](n);
@@ -166,7 +166,7 @@ contract Review13Test is Base {
         _registerValidator(validator3, 3 ether);
         (uint256 b, Receipt[] memory rs, bytes32[] memory ls) = _commit(node, 4);
         uint64 committedAt = _ref(b).committedAt;
-        vm.roll(block.number + SEED_DELAY_BLOCKS + 1);
+        _rollSealed(block.number + SEED_DELAY_BLOCKS + 1);
         vm.warp(committedAt + CHALLENGE_WINDOW - 1);
         uint256[] memory aids = new uint256[](3);
         for (uint256 i; i < 3; ++i) {
@@ -221,7 +221,7 @@ contract Review13Test is Base {
         ls[0] = _leaf(r);
         ls[1] = _leaf(_receipt(8, user, 0.001 ether));
         uint256 b = _commitRoot(node, Merkle.root(ls), 2);
-        vm.roll(block.number + SEED_DELAY_BLOCKS + 1);
+        _rollSealed(block.number + SEED_DELAY_BLOCKS + 1);
         uint256 id = _challenge(validator1, b, 0, r, Merkle.proofAt(ls, 0));
         _commitVote(validator3, id, true);
 

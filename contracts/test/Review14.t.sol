@@ -142,7 +142,7 @@ contract Review14Test is Base {
         (uint256 b, Receipt[] memory rs, bytes32[] memory ls) = _commitAtTheDueTime(n, deadline);
         uint256 committedAt = block.timestamp;
 
-        vm.roll(block.number + SEED_DELAY_BLOCKS + 1);
+        _rollSealed(block.number + SEED_DELAY_BLOCKS + 1);
         vm.warp(committedAt + 1 hours); // the finder re-ran them: prompt
         uint256[] memory ids = new uint256[](n);
         for (uint256 i; i < n; ++i) {
@@ -186,7 +186,7 @@ contract Review14Test is Base {
         uint256 n = 3;
         uint256 deadline = _redeemWithTheRequests(n);
         (uint256 b, Receipt[] memory rs, bytes32[] memory ls) = _commitAtTheDueTime(n, deadline);
-        vm.roll(block.number + SEED_DELAY_BLOCKS + 1);
+        _rollSealed(block.number + SEED_DELAY_BLOCKS + 1);
         vm.warp(block.timestamp + 1 hours);
         uint256[] memory ids = new uint256[](n);
         for (uint256 i; i < n; ++i) {

@@ -416,7 +416,7 @@ contract Review7Test is Base {
         vm.prank(node, node);
         L.b = tm.commitBatch(0, root, 4, "bafymanifest", L.voucher);
         _refs[L.b] = _refOf(L.b, node, 0, 4, root);
-        vm.roll(block.number + SEED_DELAY_BLOCKS + 1);
+        _rollSealed(block.number + SEED_DELAY_BLOCKS + 1);
 
         L.cid = _challenge(validator1, L.b, 1, rs[1], Merkle.proofAt(ls, 1));
         _commitVote(validator2, L.cid, true);

@@ -52,6 +52,7 @@ import {ClaimBond} from "../src/libraries/ClaimBond.sol";
 import {OmissionManager} from "../src/OmissionManager.sol";
 import {Payments} from "../src/Payments.sol";
 import {ServiceManager} from "../src/ServiceManager.sol";
+import {SeedBeacon} from "../src/SeedBeacon.sol";
 import {TaskManager} from "../src/TaskManager.sol";
 import {IPayments} from "../src/interfaces/IPayments.sol";
 import {IServiceManager} from "../src/interfaces/IServiceManager.sol";
@@ -104,10 +105,11 @@ contract Review8Test is Base {
         sm = new ServiceManager(MIN_NODE_STAKE, MIN_VALIDATOR_STAKE, unbonding, MAX_MODELS);
         (uint256 delay, uint256 share) = (WITHDRAWAL_DELAY, VERIFICATION_SHARE_BPS);
         payments = new Payments(delay, MAX_REDEEM_BATCH, share, DECOY_BOUNTY, DECOY_REBATE_BPS);
+        beacon = new SeedBeacon(seedSource, 1);
         tm = new TaskManager(
             IServiceManager(address(sm)),
             IPayments(address(payments)),
-            1,
+            beacon,
             1_000_000,
             CHALLENGE_WINDOW,
             VOTE_WINDOW,
@@ -225,12 +227,15 @@ contract Review8Test is Base {
         uint256 seedBlock = uint256(ref.commitBlock) + SEED_DELAY_BLOCKS;
 
         // While the seed is readable it picks ~10 % of the entries for validator1: find one it skips.
-        vm.roll(seedBlock + 1);
+        // (Under Prevrandao, had a validator sealed the seed block: looked at in a snapshot.)
+        uint256 unsealed = vm.snapshotState();
+        _rollSealed(seedBlock + 1);
         uint256 skipped = type(uint256).max;
         for (uint256 i; i < 8; ++i) {
             if (!tm.isSampled(ref, validator1, i)) skipped = i;
         }
         assertTrue(skipped != type(uint256).max, "the readable seed leaves some entry to others");
+        vm.revertToState(unsealed);
 
         // 8,192 blocks of 2 s later (4.55 h, well inside the 1-day window) nobody sealed it.
         vm.roll(seedBlock + 8_192);
@@ -284,7 +289,7 @@ contract Review8Test is Base {
         leaves[0] = _leaf(rs[0]);
         leaves[1] = _leaf(rs[1]);
         uint256 batchId = _commitRoot(node, Merkle.root(leaves), 2);
-        vm.roll(block.number + 2);
+        _rollSealed(block.number + 2);
 
         uint256 basefee = 70 gwei;
         vm.fee(basefee);
@@ -363,7 +368,7 @@ contract Review8Test is Base {
         leaves[0] = _leaf(r0);
         leaves[1] = _leaf(_boundReceipt(1, user, node, 0.001 ether));
         uint256 batchId = _commitRoot(node, Merkle.root(leaves), 2);
-        vm.roll(block.number + 2);
+        _rollSealed(block.number + 2);
         vm.fee(1 gwei);
         uint256 a0 = _claimAvailability(validator1, batchId, 0);
         uint256 deposit = tm.availabilityChallenges(a0).deposit;

@@ -192,7 +192,7 @@ contract Review9Test is Base {
         Six storage x = _six;
         x.batchA = _commitRoot(node, Merkle.root(_leavesA), 4);
         (x.batchB,,) = _commit(node, 2);
-        vm.roll(block.number + 3);
+        _rollSealed(block.number + 3);
         vm.warp(p.commitBy);
 
         // 1. availability, claimed at 10 gwei with 1e30 wei (answered at 50 gwei)

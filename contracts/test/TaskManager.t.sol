@@ -3,6 +3,7 @@ pragma solidity 0.8.37;
 
 import {ServiceManager} from "../src/ServiceManager.sol";
 import {TaskManager} from "../src/TaskManager.sol";
+import {SeedBeacon} from "../src/SeedBeacon.sol";
 import {Payments} from "../src/Payments.sol";
 import {IPayments} from "../src/interfaces/IPayments.sol";
 import {IServiceManager} from "../src/interfaces/IServiceManager.sol";
@@ -31,14 +32,11 @@ contract TaskManagerTest is Base {
         assertEq(tm.VOTER_REWARD_BPS(), VOTER_REWARD_BPS);
     }
 
-    function _newTm(uint256 seedDelay, uint256 rate, uint256 quorum, uint256 cr, uint256 vr)
-        internal
-        returns (TaskManager)
-    {
+    function _newTm(uint256 rate, uint256 quorum, uint256 cr, uint256 vr) internal returns (TaskManager) {
         return new TaskManager(
             IServiceManager(address(sm)),
             IPayments(address(payments)),
-            seedDelay,
+            beacon,
             rate,
             1,
             2,
@@ -52,41 +50,66 @@ contract TaskManagerTest is Base {
     }
 
     function test_RevertWhen_ConstructorParameterInvalid() public {
+        vm.expectRevert(SeedBeacon.InvalidParameter.selector);
+        new SeedBeacon(seedSource, 0);
+        vm.expectRevert(SeedBeacon.InvalidParameter.selector);
+        new SeedBeacon(seedSource, 257);
         vm.expectRevert(TaskManager.InvalidParameter.selector);
-        _newTm(0, 1, 1, 0, 0);
+        new TaskManager(
+            IServiceManager(address(sm)),
+            IPayments(address(payments)),
+            SeedBeacon(address(0)),
+            1,
+            1,
+            2,
+            1 ether,
+            1,
+            1,
+            0,
+            0,
+            0
+        );
         vm.expectRevert(TaskManager.InvalidParameter.selector);
-        _newTm(257, 1, 1, 0, 0);
+        _newTm(0, 1, 0, 0);
         vm.expectRevert(TaskManager.InvalidParameter.selector);
-        _newTm(1, 0, 1, 0, 0);
+        _newTm(1_000_001, 1, 0, 0);
         vm.expectRevert(TaskManager.InvalidParameter.selector);
-        _newTm(1, 1_000_001, 1, 0, 0);
+        _newTm(1, 0, 0, 0);
         vm.expectRevert(TaskManager.InvalidParameter.selector);
-        _newTm(1, 1, 0, 0, 0);
+        _newTm(1, 10_001, 0, 0);
         vm.expectRevert(TaskManager.InvalidParameter.selector);
-        _newTm(1, 1, 10_001, 0, 0);
-        vm.expectRevert(TaskManager.InvalidParameter.selector);
-        _newTm(1, 1, 1, 6_000, 4_001);
+        _newTm(1, 1, 6_000, 4_001);
         // The decoy bounty (a Payments parameter, paid from the node's escrow) must be below the bond.
         vm.expectRevert(TaskManager.InvalidParameter.selector);
         new TaskManager(
-            IServiceManager(address(sm)), IPayments(address(payments)), 1, 1, 1, 2, DECOY_BOUNTY, 1, 1, 0, 0, 0
+            IServiceManager(address(sm)), IPayments(address(payments)), beacon, 1, 1, 2, DECOY_BOUNTY, 1, 1, 0, 0, 0
         );
         new TaskManager(
-            IServiceManager(address(sm)), IPayments(address(payments)), 1, 1, 1, 2, DECOY_BOUNTY + 1, 1, 1, 0, 0, 0
+            IServiceManager(address(sm)), IPayments(address(payments)), beacon, 1, 1, 2, DECOY_BOUNTY + 1, 1, 1, 0, 0, 0
         );
         // A vote needs a sealing phase and a reveal phase: at least 2 seconds.
         vm.expectRevert(TaskManager.InvalidParameter.selector);
-        new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), 1, 1, 1, 1, 1 ether, 1, 1, 0, 0, 0);
+        new TaskManager(
+            IServiceManager(address(sm)), IPayments(address(payments)), beacon, 1, 1, 1, 1 ether, 1, 1, 0, 0, 0
+        );
         vm.expectRevert(TaskManager.InvalidParameter.selector);
-        new TaskManager(IServiceManager(address(0)), IPayments(address(payments)), 1, 1, 1, 1, 1 ether, 1, 1, 0, 0, 0);
+        new TaskManager(
+            IServiceManager(address(0)), IPayments(address(payments)), beacon, 1, 1, 1, 1 ether, 1, 1, 0, 0, 0
+        );
         vm.expectRevert(TaskManager.InvalidParameter.selector);
-        new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), 1, 1, 0, 1, 1 ether, 1, 1, 0, 0, 0);
+        new TaskManager(
+            IServiceManager(address(sm)), IPayments(address(payments)), beacon, 1, 0, 1, 1 ether, 1, 1, 0, 0, 0
+        );
         vm.expectRevert(TaskManager.InvalidParameter.selector);
-        new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), 1, 1, 1, 0, 1 ether, 1, 1, 0, 0, 0);
+        new TaskManager(
+            IServiceManager(address(sm)), IPayments(address(payments)), beacon, 1, 1, 0, 1 ether, 1, 1, 0, 0, 0
+        );
         vm.expectRevert(TaskManager.InvalidParameter.selector);
-        new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), 1, 1, 1, 1, 0, 1, 1, 0, 0, 0);
+        new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), beacon, 1, 1, 1, 0, 1, 1, 0, 0, 0);
         vm.expectRevert(TaskManager.InvalidParameter.selector);
-        new TaskManager(IServiceManager(address(sm)), IPayments(address(payments)), 1, 1, 1, 1, 1 ether, 1, 0, 0, 0, 0);
+        new TaskManager(
+            IServiceManager(address(sm)), IPayments(address(payments)), beacon, 1, 1, 1, 1 ether, 1, 0, 0, 0, 0
+        );
     }
 
     function test_RevertWhen_EthFromOthers() public {
@@ -181,15 +204,15 @@ contract TaskManagerTest is Base {
     }
 
     /// @dev A slot holds a batch until nothing can dispute it any more; then the node reuses it,
-    ///      and the old header no longer names a batch (its sealed seed stays readable by id).
+    ///      and the old header no longer names a batch (nor a seed: a seed is read with its batch).
     function test_SlotIsReusedOnlyAfterRetention() public {
         _registerNode(node, 1 ether);
         (uint256 first,,) = _commit(node, 2); // slot 0
         TaskManager.BatchRef memory old = _ref(first);
         uint256 retention = tm.BATCH_RETENTION();
         assertEq(retention, 3 * CHALLENGE_WINDOW + 2 * VOTE_WINDOW);
-        vm.roll(block.number + 3);
-        bytes32 seed = tm.sealSeed(old);
+        _rollSealed(block.number + 3);
+        bytes32 seed = tm.batchSeed(old);
         uint256 reusableAt = old.committedAt + retention;
         vm.warp(reusableAt - 1);
         vm.prank(node, node);
@@ -206,7 +229,9 @@ contract TaskManagerTest is Base {
         assertEq(second, first + 2);
         assertFalse(tm.isCommitted(old));
         assertTrue(tm.isCommitted(_refOf(second, node, 0, 1, keccak256("r2"))));
-        assertEq(tm.batchSeed(old), seed, "sealed seeds outlive the slot");
+        vm.expectRevert(abi.encodeWithSelector(TaskManager.UnknownBatch.selector, first));
+        tm.batchSeed(old);
+        assertTrue(seed != bytes32(0));
         vm.expectRevert(abi.encodeWithSelector(TaskManager.UnknownBatch.selector, first));
         tm.challengeAvailability{value: CHALLENGE_BOND}(old, 0);
     }
@@ -321,7 +346,7 @@ contract TaskManagerTest is Base {
         TaskManager lone = new TaskManager(
             IServiceManager(address(unwired)),
             IPayments(address(payments)),
-            2,
+            beacon,
             100_000,
             1 days,
             1 days,
@@ -377,10 +402,12 @@ contract TaskManagerTest is Base {
         (batchId,,) = _commit(node, 4); // block 100, seed block 102
     }
 
-    /// @dev Mines up to `height` (> 102) with SEED_HASH as the hash of block 102.
+    /// @dev Mines up to `height` (> 102) and seals block 102 with SEED_HASH as its prevrandao.
     function _rollPastSeed(uint256 height) internal {
         vm.roll(height);
-        vm.setBlockhash(102, SEED_HASH);
+        bytes memory header = _header(102, SEED_HASH);
+        vm.setBlockhash(102, keccak256(header));
+        beacon.seal(102, header);
     }
 
     function test_BatchSeed_FollowsProtocol() public {
@@ -396,11 +423,32 @@ contract TaskManagerTest is Base {
         tm.batchSeed(_ref(batchId));
     }
 
+    /// @dev Mined but not sealed: the prevrandao is not known on chain yet, so neither is the seed
+    ///      (a zero seed here would sample everyone and pay any challenger).
+    function test_RevertWhen_BatchSeedUnsealed() public {
+        uint256 batchId = _committedBatch();
+        vm.roll(110);
+        vm.setBlockhash(102, keccak256("a header"));
+        vm.expectRevert(abi.encodeWithSelector(TaskManager.SeedNotReady.selector, 102));
+        tm.batchSeed(_ref(batchId));
+        vm.expectRevert(abi.encodeWithSelector(TaskManager.SeedNotReady.selector, 102));
+        tm.isSampled(_ref(batchId), validator1, 0);
+    }
+
     function test_RevertWhen_BatchSeedExpired() public {
         uint256 batchId = _committedBatch();
-        _rollPastSeed(102 + 8192);
+        vm.roll(102 + 8192);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.SeedExpired.selector, 102));
         tm.batchSeed(_ref(batchId));
+    }
+
+    /// @dev Expired unsealed, the seed samples every entry for every validator.
+    function test_IsSampled_ExpiredUnsealedSamplesEverything() public {
+        uint256 batchId = _committedBatch();
+        vm.roll(102 + 8192);
+        for (uint256 i; i < 4; ++i) {
+            assertTrue(tm.isSampled(_ref(batchId), validator1, i));
+        }
     }
 
     function test_RevertWhen_BatchSeedUnknownBatch() public {
@@ -408,29 +456,22 @@ contract TaskManagerTest is Base {
         tm.batchSeed(_refOf(9, node, 0, 1, keccak256("no such batch")));
     }
 
-    function test_SealSeed_SurvivesExpiry() public {
+    function test_SealedSeed_SurvivesExpiry() public {
         uint256 batchId = _committedBatch();
         _rollPastSeed(103);
         bytes32 expected = keccak256(abi.encode(SEED_HASH, batchId));
-        vm.expectEmit(address(tm));
-        emit TaskManager.SeedSealed(batchId, expected);
-        assertEq(tm.sealSeed(_ref(batchId)), expected);
         vm.roll(102 + 100_000);
         assertEq(tm.batchSeed(_ref(batchId)), expected);
     }
 
-    function test_RevertWhen_SealSeedTwice() public {
+    /// @dev Under `Blockhash` the seed needs no seal while the hash is readable.
+    function test_BatchSeed_FromTheBlockHash() public {
+        seedSource = SeedBeacon.Source.Blockhash;
+        _deploy();
         uint256 batchId = _committedBatch();
-        _rollPastSeed(103);
-        tm.sealSeed(_ref(batchId));
-        vm.expectRevert(abi.encodeWithSelector(TaskManager.SeedAlreadySealed.selector, batchId));
-        tm.sealSeed(_ref(batchId));
-    }
-
-    function test_RevertWhen_SealSeedNotReady() public {
-        uint256 batchId = _committedBatch();
-        vm.expectRevert(abi.encodeWithSelector(TaskManager.SeedNotReady.selector, 102));
-        tm.sealSeed(_ref(batchId));
+        vm.roll(103);
+        vm.setBlockhash(102, SEED_HASH);
+        assertEq(tm.batchSeed(_ref(batchId)), keccak256(abi.encode(SEED_HASH, batchId)));
     }
 
     function test_IsSampled_FollowsProtocol() public {
@@ -457,8 +498,7 @@ contract TaskManagerTest is Base {
         _deployDevnet();
         _registerNode(node, 1 ether);
         (uint256 batchId,,) = _commit(node, 4);
-        vm.roll(102);
-        vm.setBlockhash(101, SEED_HASH);
+        _rollSealed(102);
         for (uint256 i; i < 4; ++i) {
             assertTrue(tm.isSampled(_ref(batchId), validator1, i));
         }
@@ -993,7 +1033,7 @@ contract TaskManagerTest is Base {
         _registerValidator(validator1, 1 ether);
         Receipt memory r = _boundReceipt(0, user, node, fee);
         uint256 batchId = _commitRoot(node, _leaf(r), 1);
-        if (sampled) vm.roll(block.number + 2); // else: challenged before the seed exists
+        if (sampled) _rollSealed(block.number + 2); // else: challenged before the seed exists
         uint256 id = _challenge(validator1, batchId, 0, r, new bytes32[](0));
         vm.warp(block.timestamp + VOTE_WINDOW + 1);
         assertTrue(tm.resolve(id));
@@ -1017,7 +1057,9 @@ contract TaskManagerTest is Base {
         (uint256 batchId,,) = _commit(node, 16);
         index = bound(index, 0, 15);
         vm.roll(103);
-        vm.setBlockhash(102, blockHash);
+        bytes memory header = _header(102, blockHash);
+        vm.setBlockhash(102, keccak256(header));
+        beacon.seal(102, header);
         bytes32 seed = keccak256(abi.encode(blockHash, batchId));
         assertEq(
             tm.isSampled(_ref(batchId), validator, index),

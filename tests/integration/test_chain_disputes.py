@@ -38,6 +38,7 @@ from supernet.sdk.chain.contract_errors import (
 )
 from supernet.sdk.chain.eip712 import ReceiptPromise, recover_receipt_promise, sign_receipt_promise
 from supernet.sdk.chain.omission import OmissionStatus
+from supernet.sdk.chain.sampling import batch_seed
 from supernet.sdk.chain.tasks import vote_commitment
 from supernet.sdk.client import Client, ClientState, RefundClaimed
 from supernet.sdk.client.state import TaskRecord
@@ -68,7 +69,13 @@ def test_commit_sample_and_leaves_match(network: Contracts, actors: Actors) -> N
     with pytest.raises(SeedNotReady):
         tm.batch_seed(batch_id)
     mine(network.w3, 2)  # the seed block (commit + SEED_DELAY_BLOCKS = 1) and one after it
-    assert len(tm.batch_seed(batch_id)) == 32
+    with pytest.raises(SeedNotReady):  # mined, but its RANDAO mix is not proven to the beacon yet
+        tm.batch_seed(batch_id)
+    validator_tm = network.as_account(actors.validators[0]).task_manager
+    assert validator_tm.seal_seed_block(batch)  # Anvil's own header, rebuilt and proven
+    seed_block = network.w3.eth.get_block(tm.seed_block(batch))
+    assert tm.batch_seed(batch_id) == batch_seed(bytes(seed_block["mixHash"]), batch_id)
+    assert validator_tm.seal_seed_block(batch), "sealing again is a no-op"
     assert tm.is_sampled(batch_id, actors.validators[0].address, 6)  # devnet samples everything
 
 

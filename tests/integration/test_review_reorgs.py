@@ -228,6 +228,7 @@ def test_defence_a_batch_reincluded_by_a_reorg_is_never_checked(
     f.catch_up()
     header = c.task_manager.batch(batch_id)  # the chain's (from its event)
     assert c.task_manager.is_committed(header)
+    assert c.as_account(actors.validators[0]).task_manager.seal_seed_block(header)  # (a validator's)
     try:
         seed = f.chain.batch_seed(batch_id)
     except ContractError as exc:  # UnknownBatch: the orphaned header
@@ -527,6 +528,8 @@ async def test_defence_a_sealed_vote_reincluded_by_a_reorg_is_still_revealed(gam
         return _faulty(batch_id, 0, leaf, me)
 
     voter.disputes.verifier.verify = faulty  # type: ignore[method-assign]
+    # the seed block sealed before the fork: the challenge's own transaction is all that is replayed
+    assert c.as_account(a.validators[0]).task_manager.seal_seed_block(c.task_manager.batch(batch_id))
     fork = snapshot(c.w3)
     cid = _open(g.party(a.validators[0], g.stores["full"], "c"), batch_id, receipts)
     voter.follower.catch_up()

@@ -58,7 +58,6 @@ STORY = [
         commitBlock=5,
         manifestCid="bafy",
     ),
-    log(6, "TaskManager", "SeedSealed", batchId=1, seed="0x" + "bb" * 32),
     log(7, "TaskManager", "Voted", challengeId=1, validator=V1, fraud=True, weight=5 * ETH),
     log(
         8,

@@ -242,6 +242,7 @@ def test_defence_a_batch_page_view_costs_at_most_two_rpc_reads(network: Contract
         .value.batch_id
     )
     mine(c.w3, c.params.seed_delay_blocks + 1)
+    c.as_account(actors.validators[0]).task_manager.seal_seed_block(c.task_manager.batch(batch_id))
     ix = make_indexer(open_database("sqlite://"), c, None)
     ix.catch_up()
     assert c.deployment.rpc_url

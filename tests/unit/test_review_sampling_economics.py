@@ -2,7 +2,7 @@
 node's point of view (alone, or with a validator or a block builder of its own).
 
 Scope: the seed and the sample (`TaskManager.commitBatch` / `batchSeed` / `isSampled` /
-`sealSeed` / `_seed` / `_picks`, the validator's `supernet.validator.sampler` and
+`SeedBeacon.seal` / `_seed` / `_picks`, the validator's `supernet.validator.sampler` and
 `TaskManagerClient.batch_seed`), which leaf a challenge occupies (`leafChallenge`, keyed by batch
 and leaf), the slash and its split (`_resolveFraud`, `ServiceManager.slash`), and where the fees a
 commit settles go (`Payments.settle` / `withdrawEarnings`), at the documented parameters
@@ -15,13 +15,13 @@ an ally squatting a leaf for the finder's reward (contracts/test/Adversary2.t.so
 Real parts: a real Anvil, the real compiled contracts (deployed again with the documented sampling
 parameters where the devnet's full sampling would hide the question), the SDK's bindings and
 signatures, the validator's own sampler and chain client. The one stand-in is the builder of a
-block (Anvil's miner with a fee recipient of the test's choosing, each candidate block tried under
-``evm_snapshot``/``evm_revert``): a builder simulates candidate blocks the same way before it
-publishes one, and no test can win a real builder auction.
+block: its candidate seed blocks are the real seed block's header with the fields a builder sets
+changed (no test can win a real builder auction).
 
 Found:
 
-1. MEDIUM (`test_known_limit_the_builder_of_the_seed_block_chooses_which_receipts_nobody_samples`): the
+1. MEDIUM (was `test_known_limit_the_builder_of_the_seed_block_chooses_which_receipts_nobody_samples`,
+   now `test_defence_the_builder_of_the_seed_block_cannot_choose_the_seed`): the
    seed is ``keccak256(blockhash(commitBlock + 2), batchId)``, and the hash of one block is chosen
    by whoever builds that block: any header field it sets (fee recipient, extra data, which
    transactions, in which order) gives another hash. A node that builds block ``B + 2`` itself
@@ -36,8 +36,12 @@ Found:
    bias a bit, it picks the sample outright, for the price of building one block, and the expected
    slash of every cheat it hides (p·S, 0.1 to 0.27 ETH each with one to three validators) is what
    it saves.
-   OPEN, a known limit (docs/security-parameters.md, "Known limits"; the test asserts the attack
-   still works, so a fix turns it red on purpose).
+   FIXED by design (docs/protocol.md, "Seeds"): the seed is ``keccak256(abi.encode(mix,
+   batchId))`` with ``mix`` the seed block's RANDAO mix (``mixHash``, its ``prevrandao``), which a
+   builder does not set; a validator proves it to the SeedBeacon contract with the block's RLP
+   header (checked against ``blockhash``). What remains is a proposer withholding its block (one
+   bit, at the cost of its block reward), and chains whose prevrandao is constant, which deploy
+   the beacon on block hashes (``SOURCE = Blockhash``) and keep this limit.
    Fix by design: a sample the node cannot compute at all until a validator shows it, e.g. each
    validator's sample from a VRF of its own key over (batchId, root) (a BLS signature checked at
    challenge time with the EIP-2537 precompiles): no builder, node or copier can grind or even
@@ -110,6 +114,7 @@ import dataclasses
 import hashlib
 
 import pytest
+import rlp
 from chain_fixtures import (
     ETHER,
     MODEL_ID,
@@ -121,7 +126,7 @@ from chain_fixtures import (
 )
 from eth_abi import encode
 from eth_account.signers.local import LocalAccount
-from eth_utils import keccak, to_checksum_address
+from eth_utils import keccak
 from supernet.sdk.chain import (
     Contracts,
     ProtocolParams,
@@ -134,10 +139,19 @@ from supernet.sdk.chain import (
     output_hash,
     sign_voucher,
 )
-from supernet.sdk.chain.anvil import increase_time, mine, revert, snapshot
+from supernet.sdk.chain.anvil import increase_time, mine
+from supernet.sdk.chain.beacon import header_rlp
 from supernet.sdk.chain.bindings import TxResult
-from supernet.sdk.chain.contract_errors import EarningsHeld, LeafAlreadyChallenged, SeedNotReady, SlotInUse
+from supernet.sdk.chain.contract_errors import (
+    BlockAlreadySealed,
+    EarningsHeld,
+    LeafAlreadyChallenged,
+    NotTheHeader,
+    SeedNotReady,
+    SlotInUse,
+)
 from supernet.sdk.chain.payments import pack_vouchers
+from supernet.sdk.chain.sampling import batch_seed
 from supernet.sdk.chain.tasks import ChallengeStatus
 from supernet.validator.chain import TaskManagerClient
 from supernet.validator.sampler import sample
@@ -148,7 +162,7 @@ SAMPLE_RATE_PPM = 100_000
 """The documented default: q = 10 % per validator and receipt."""
 
 SEED_DELAY_BLOCKS = 2
-"""The documented default: the seed is the hash of the block two after the commit."""
+"""The documented default: the seed comes from the block two after the commit."""
 
 
 def _sampling_deployment(chain: Contracts, actors: Actors) -> Contracts:
@@ -170,72 +184,58 @@ def _sampled_cheats(seed: bytes, validators: list[str], count: int, cheats: set[
     return {i for v in validators for i in sample(seed, v, count, SAMPLE_RATE_PPM) if i in cheats}
 
 
-def _set_coinbase(c: Contracts, address: str) -> None:
-    resp = c.w3.provider.make_request("anvil_setCoinbase", [address])  # type: ignore[arg-type]
-    assert "error" not in resp, resp
-
-
-def test_known_limit_the_builder_of_the_seed_block_chooses_which_receipts_nobody_samples(
+def test_defence_the_builder_of_the_seed_block_cannot_choose_the_seed(
     chain: Contracts, actors: Actors
 ) -> None:
-    """MEDIUM. Who gains: a node that builds (or buys) the block two after its commit.
+    """Was MEDIUM, a known limit (``test_known_limit_the_builder_of_the_seed_block_chooses_which_
+    receipts_nobody_samples``). FIXED by design: the seed no longer comes from the seed block's
+    hash but from its RANDAO mix, proven to the SeedBeacon by the block's header.
 
-    The node puts its cheats where it likes (here entries 0..7 of 32), commits at block ``B``,
-    and builds block ``B + 2``: it tries candidate blocks that differ in one header field it sets
-    freely (the fee recipient; on Ethereum extra data does as well), computes each one's seed
-    offline, and publishes the first whose seed samples no cheat for any of the three validators.
-    The validators' own sampler and the contract's ``isSampled`` then agree that no validator
-    checks any cheat: the node chose which receipts nobody looks at.
+    The attack: the node puts its cheats where it likes (entries 0..7 of 32), commits at block
+    ``B`` and builds block ``B + 2``, trying candidate blocks that differ in header fields it sets
+    freely (the fee recipient, extra data, which transactions) until one's seed samples no cheat
+    for any validator: with the seed ``keccak256(blockhash(B + 2), batchId)``, about a dozen
+    candidates did (8 cheats, 3 validators at q = 10 %). Now every candidate's value is the
+    block's ``mixHash``, which those fields do not touch: on Ethereum it is the proposer's RANDAO
+    reveal mixed in (a builder cannot set it; a proposer can only withhold its block), so all the
+    candidates give the node one and the same seed.
 
-    Safe behaviour asserted: no choice of one block's header keeps chosen receipts out of every
-    validator's sample (the docs' bound: withholding a block, a one-bit bias at the cost of a block
-    reward). Fails today: a suitable block is found after a few candidates.
-
-    Fix by design: per-validator samples from a VRF of the validator's own key over (batchId,
-    root), checked at challenge time; or a seed from ``prevrandao`` (which a builder cannot set)
-    of several later blocks.
-    """
+    Anvil draws a fresh mix for every block it mines, a re-mined one included, which is not the
+    chain being modelled; so the candidates are made the way a builder makes them, from the real
+    seed block: its header with another fee recipient and extra data. Asserted: each candidate
+    moves the block hash (the old seed's input) and not the value the beacon takes (its own
+    ``mixHashOf``, the code ``seal`` runs); the beacon refuses to seal any candidate but the
+    block's real header; the validator's seal of the real one makes the seed ``keccak256(mix,
+    batchId)``, the same on chain and in the validators' sampler."""
     c = _sampling_deployment(chain, actors)
     node = c.as_account(actors.node).task_manager
-    validators = [v.address for v in actors.validators]
-    count, cheats = 32, set(range(8))
-    receipts = make_receipts(c, actors.users, actors.node.address, count)
+    receipts = make_receipts(c, actors.users, actors.node.address, 32)
     tree = ReceiptTree.from_receipts(receipts)
     batch = node.commit_batch(tree.root, len(tree), "bafy-batch").value
     seed_block = batch.commit_block + SEED_DELAY_BLOCKS
-    checker = TaskManagerClient.of(c)
-    assert checker.batch_seed(batch.batch_id) is None, "nobody reads the sample in the commit block"
-    mine(c.w3, seed_block - 1 - c.w3.eth.block_number)  # up to the block before the seed block
-    assert c.w3.eth.block_number == seed_block - 1
+    mine(c.w3, seed_block + 1 - c.w3.eth.block_number)
+    block = c.w3.eth.get_block(seed_block)
+    real = header_rlp(block)
+    mix = bytes(block["mixHash"])
+    beacon = c.as_account(actors.outsider).task_manager.seed_beacon
+    fields = rlp.decode(real)
+    for attempt in range(12):  # the builder's candidates
+        candidate = list(fields)
+        candidate[2] = hashlib.sha256(b"fee recipient %d" % attempt).digest()[:20]
+        candidate[12] = b"extra data %d" % attempt
+        encoded = rlp.encode(candidate)
+        assert keccak(encoded) != bytes(block["hash"]), "the fields move the hash the old seed was"
+        assert bytes(beacon.call("mixHashOf", encoded)) == mix, "... and not the beacon's value"
+        with pytest.raises(NotTheHeader):
+            beacon.transact("seal", seed_block, encoded)
 
-    original = to_checksum_address(c.w3.eth.get_block("latest")["miner"])
-    found: int | None = None
-    tries = 0
-    try:
-        for attempt in range(400):  # the builder's candidate blocks (P = 0.9^24 ~ 8 % each)
-            tries = attempt + 1
-            snap = snapshot(c.w3)
-            _set_coinbase(c, to_checksum_address(hashlib.sha256(b"fee recipient %d" % attempt).digest()[:20]))
-            mine(c.w3)
-            candidate = _seed_of(bytes(c.w3.eth.get_block(seed_block)["hash"]), batch.batch_id)
-            if not _sampled_cheats(candidate, validators, count, cheats):
-                found = attempt  # this block is published; the others were never sent
-                break
-            revert(c.w3, snap)
-    finally:
-        _set_coinbase(c, original)
-    mine(c.w3)  # the seed is readable past its block
-    seed = checker.batch_seed(batch.batch_id)
-    hidden = found is not None and seed is not None and not _sampled_cheats(seed, validators, count, cheats)
-    if hidden and seed is not None:  # the contract's own decision agrees with the validators' sampler
-        assert not any(checker.is_sampled(batch.batch_id, v, i) for v in validators for i in cheats)
-        checked = {i for v in validators for i in sample(seed, v, count, SAMPLE_RATE_PPM)}
-        assert not checked & set(cheats), "the validators' own sampler checks honest entries only"
-    # OPEN (a known limit, docs/security-parameters.md "Known limits"): the ground seed hides them
-    assert hidden, (
-        f"{tries} candidate blocks found no seed hiding the cheats: if the seed is no longer the "
-        f"builder's to grind, this known limit is fixed (update docs/security-parameters.md)"
-    )
+    checker = TaskManagerClient.of(c)
+    seed = checker.batch_seed(batch.batch_id)  # the validator seals the real header first
+    assert seed == batch_seed(mix, batch.batch_id) == c.task_manager.batch_seed(batch)
+    assert seed != _seed_of(bytes(block["hash"]), batch.batch_id)
+    for v in actors.validators:
+        picked = sample(seed, v.address, len(tree), SAMPLE_RATE_PPM)
+        assert picked == [i for i in range(len(tree)) if checker.is_sampled(batch.batch_id, v.address, i)]
 
 
 def _fabricated(
@@ -373,10 +373,11 @@ def test_defence_the_sample_is_unreadable_at_commit_and_a_recommit_only_adds_sam
         mine(c.w3)
     assert c.w3.eth.block_number == first.commit_block + SEED_DELAY_BLOCKS
     mine(c.w3)
-    seed = checker.batch_seed(first.batch_id)
-    seed_hash = bytes(c.w3.eth.get_block(first.commit_block + SEED_DELAY_BLOCKS)["hash"])
-    assert seed == _seed_of(seed_hash, first.batch_id)
-    assert c.as_account(actors.outsider).task_manager.seal_seed(first).value == seed
+    seed = checker.batch_seed(first.batch_id)  # the validator sealed the seed block's mix first
+    mix = bytes(c.w3.eth.get_block(first.commit_block + SEED_DELAY_BLOCKS)["mixHash"])
+    assert seed == batch_seed(mix, first.batch_id)
+    with pytest.raises(BlockAlreadySealed):  # nobody seals it again, with this or another value
+        c.as_account(actors.outsider).task_manager.seed_beacon.seal(first.commit_block + SEED_DELAY_BLOCKS)
 
     with pytest.raises(SlotInUse):  # the batch whose sample it dislikes cannot be replaced
         node.commit_batch(tree.root, len(tree), "bafy-again", slot=first.slot)
@@ -465,6 +466,7 @@ def test_known_limit_withholding_a_sampled_trace_costs_its_checker_and_not_the_n
     batch = c.as_account(node_acct).task_manager.commit_batch(tree.root, len(tree), "bafy-withheld").value
     mine(c.w3, 2)
     checker = c.as_account(checker_acct).task_manager
+    assert checker.seal_seed_block(batch)  # what the validator does before it reads its sample
     assert checker.is_sampled(batch, checker_acct.address, 2)
 
     checker_wallet0, node_wallet0 = (c.w3.eth.get_balance(a.address) for a in (checker_acct, node_acct))

@@ -43,9 +43,10 @@ Tried, measured, found (FOUND: a known limit, test passes while it holds; holds:
 9. holds: when a packed pass fails, its receipts are scored alone (`Verifier._score`): a
    pass-busting companion does not shield a cheat in the same group.
 
-Also seen (not tested here): nobody seals seeds (`TaskManager.sealSeed` is never called by the
-validator or the node), so a validator that a flood holds back past the seed's lifetime meets
-``EXPIRED_SEED`` and checks every entry (10x at 10 %), which feeds the backlog; a backlog also makes
+Also seen (not tested here): nobody sealed seeds (then `TaskManager.sealSeed`; now the validator
+seals each seed block it reads in the SeedBeacon, where the seed comes from), so a validator that a
+flood held back past the seed's lifetime met ``EXPIRED_SEED`` and checked every entry (10x at
+10 %), which fed the backlog; a backlog also makes
 `WriteLog` record writers ``expired``, whose traces the origin walk then fetches (`MAX_WALK`).
 """
 

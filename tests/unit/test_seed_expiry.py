@@ -1,7 +1,7 @@
 """A batch whose seed nobody sealed in time is checked in full, never skipped (Review8, finding 3).
 
-A batch's seed is the hash of a block after its commit, readable for 256 blocks (8,191 with
-EIP-2935) unless someone seals it, while a batch can be challenged for a day. Once it expired,
+A batch's seed comes from a block after its commit, provable for 256 blocks (8,191 with
+EIP-2935) unless someone seals it (SeedBeacon), while a batch can be challenged for a day. Once it expired,
 `TaskManager.isSampled` reverted and the validator's step raised on that batch forever. Now expiry
 favours the checkers: the contract samples every validator for every entry, and the validator
 (`TaskManagerClient.batch_seed` answering `EXPIRED_SEED`) checks the whole batch. Real Anvil, real
@@ -34,7 +34,8 @@ LARGE = 512  # the most entries a batch may hold
 @pytest.fixture(scope="module")
 def expired(deployed: Contracts, actors: Actors) -> Iterator[SimpleNamespace]:
     """The staked network with two batches of the node (``small``: COUNT entries, ``large``: LARGE),
-    their seeds read while fresh (``fresh_seeds``), then 9,000 blocks and a challenge window later:
+    their seed blocks' beacon values read while sealable (``fresh``: mined, not sealed, so not known
+    yet; the validator's `batch_seed` would seal them), then 9,000 blocks and a challenge window later:
     past the seeds' lifetime (EIP-2935: 8,191 blocks), nobody sealed them, and no challenge of
     either batch can be sent any more. Reverted after the module."""
     snap = snapshot(deployed.w3)
@@ -45,12 +46,13 @@ def expired(deployed: Contracts, actors: Actors) -> Iterator[SimpleNamespace]:
         large = tm.commit_batch(b"\x09" * 32, LARGE, "bafyexpired").value.batch_id
         mine(c.w3, 2)
         client = TaskManagerClient(c.w3, c.deployment.address("TaskManager"), actors.validators[0])
-        fresh_seeds = [client.batch_seed(small), client.batch_seed(large)]
+        beacon = client.binding.seed_beacon
+        fresh = [beacon.randomness(client.binding.seed_block(client.batch(b))) for b in (small, large)]
         for _ in range(9):
             mine(c.w3, 1_000)  # (in steps: one anvil_mine of 8,200 blocks can outlast the RPC timeout)
         increase_time(c.w3, client.params().challenge_window + 60)
         mine(c.w3, 1)
-        yield SimpleNamespace(c=c, client=client, small=small, large=large, fresh_seeds=fresh_seeds)
+        yield SimpleNamespace(c=c, client=client, small=small, large=large, fresh=fresh)
     finally:
         revert(deployed.w3, snap)
 
@@ -59,7 +61,7 @@ def test_an_expired_unsealed_seed_samples_every_entry_for_every_validator(
     expired: SimpleNamespace, actors: Actors
 ) -> None:
     client, batch_id = expired.client, expired.small
-    assert expired.fresh_seeds[0] is not None and expired.fresh_seeds[0] != EXPIRED_SEED
+    assert expired.fresh[0] == (bytes(32), False), "mined and sealable: not known yet"
     assert client.batch_seed(batch_id) == EXPIRED_SEED
     for v in actors.validators:  # (it reverted with SeedExpired: no validator could learn its sample)
         assert all(client.is_sampled(batch_id, v.address, i) for i in range(COUNT))
@@ -103,7 +105,8 @@ async def test_defence_a_batch_past_its_window_is_not_checked(
     CHALLENGE_WINDOW`` passed (as `_check_diverged` already does), process pending batches by
     deadline, and under an expired seed check a rate-sized subset drawn from local randomness (the
     node cannot predict it; the contract pays whichever entry is challenged); better, validators
-    seal seeds they read (`sealSeed`) so that expiry needs every validator to be away."""
+    seal seeds they read (now `TaskManagerClient.batch_seed` seals the seed block it needs) so that
+    expiry needs every validator to be away."""
     client, batch_id, count = expired.client, expired.large, LARGE
     window = client.params().challenge_window
     header = client.batch(batch_id)

@@ -4,12 +4,14 @@ pragma solidity 0.8.37;
 import {ModelRegistry} from "../../src/ModelRegistry.sol";
 import {OmissionManager} from "../../src/OmissionManager.sol";
 import {Payments} from "../../src/Payments.sol";
+import {SeedBeacon} from "../../src/SeedBeacon.sol";
 import {ServiceManager} from "../../src/ServiceManager.sol";
 import {TaskManager} from "../../src/TaskManager.sol";
 import {IPayments} from "../../src/interfaces/IPayments.sol";
 import {IServiceManager} from "../../src/interfaces/IServiceManager.sol";
 import {Receipt, ReceiptPromise, TaskRequest, Voucher} from "../../src/libraries/Types.sol";
 
+import {FakeHeader} from "./FakeHeader.sol";
 import {Merkle} from "./Merkle.sol";
 import {Test, Vm} from "./Test.sol";
 
@@ -46,6 +48,9 @@ abstract contract Base is Test {
     ModelRegistry internal registry;
     Payments internal payments;
     TaskManager internal tm;
+    SeedBeacon internal beacon;
+    /// @dev SOURCE of the next deployment's beacon (the production default; a test sets it first).
+    SeedBeacon.Source internal seedSource = SeedBeacon.Source.Prevrandao;
     OmissionManager internal om;
 
     address internal node;
@@ -93,10 +98,11 @@ abstract contract Base is Test {
         registry = new ModelRegistry();
         payments =
             new Payments(WITHDRAWAL_DELAY, MAX_REDEEM_BATCH, VERIFICATION_SHARE_BPS, DECOY_BOUNTY, DECOY_REBATE_BPS);
+        beacon = new SeedBeacon(seedSource, SEED_DELAY_BLOCKS);
         tm = new TaskManager(
             IServiceManager(address(sm)),
             IPayments(address(payments)),
-            SEED_DELAY_BLOCKS,
+            beacon,
             SAMPLE_RATE_PPM,
             CHALLENGE_WINDOW,
             VOTE_WINDOW,
@@ -113,6 +119,35 @@ abstract contract Base is Test {
         sm.setOmissionManager(address(om));
     }
 
+    /// @dev Rolls to `height` and seals the beacon's value of each block passed (the last 256),
+    ///      as a validator does for the seed blocks it needs: under `Prevrandao` a seed is unknown
+    ///      until its block is sealed.
+    function _rollSealed(uint256 height) internal {
+        uint256 from = block.number;
+        vm.roll(height);
+        for (uint256 b = from; b < height && b < from + 256; ++b) {
+            _sealBlock(b);
+        }
+    }
+
+    /// @dev Seals block `b` (mined) with a made-up header whose hash becomes the block's hash.
+    function _sealBlock(uint256 b) internal {
+        (bytes32 value,) = beacon.randomness(b);
+        if (value != bytes32(0) && beacon.SOURCE() == SeedBeacon.Source.Prevrandao) return;
+        if (beacon.SOURCE() == SeedBeacon.Source.Blockhash) {
+            if (blockhash(b) == bytes32(0)) vm.setBlockhash(b, keccak256(abi.encode("block", b)));
+            return;
+        }
+        bytes memory header = _header(b, keccak256(abi.encode("mix", b)));
+        vm.setBlockhash(b, keccak256(header));
+        beacon.seal(b, header);
+    }
+
+    /// @dev A made-up header of block `b` with `mix` as its mixHash (FakeHeader).
+    function _header(uint256 b, bytes32 mix) internal pure returns (bytes memory) {
+        return FakeHeader.build(b, mix);
+    }
+
     /// @dev Redeploys with the devnet parameters (short windows, every receipt sampled).
     function _deployDevnet() internal {
         _deployDevnet(60);
@@ -122,10 +157,11 @@ abstract contract Base is Test {
     function _deployDevnet(uint256 unbondingPeriod) internal {
         sm = new ServiceManager(MIN_NODE_STAKE, MIN_VALIDATOR_STAKE, unbondingPeriod, MAX_MODELS);
         payments = new Payments(60, MAX_REDEEM_BATCH, VERIFICATION_SHARE_BPS, DECOY_BOUNTY, DECOY_REBATE_BPS);
+        beacon = new SeedBeacon(seedSource, 1);
         tm = new TaskManager(
             IServiceManager(address(sm)),
             IPayments(address(payments)),
-            1,
+            beacon,
             1_000_000,
             600,
             30,
@@ -304,7 +340,7 @@ abstract contract Base is Test {
         bytes32[] memory leaves;
         (batchId, rs, leaves) = _commit(node, 4);
         r = rs[1];
-        if (afterSeed) vm.roll(block.number + 2);
+        if (afterSeed) _rollSealed(block.number + 2);
         challengeId = _challenge(validator1, batchId, 1, r, Merkle.proof(leaves, leaves[1]));
     }
 

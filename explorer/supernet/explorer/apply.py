@@ -232,12 +232,6 @@ def _batch_committed(s: Session, a: dict[str, Any], log: Event, ts: int) -> None
     add_total(s, "batches", 1)
 
 
-def _seed_sealed(s: Session, a: dict[str, Any], log: Event, ts: int) -> None:
-    batch = _get(s, Batch, int(a["batchId"]))
-    if batch is not None:
-        batch.seed = a["seed"]
-
-
 def _challenge_opened(s: Session, a: dict[str, Any], log: Event, ts: int) -> None:
     _add(
         s,
@@ -353,7 +347,6 @@ _HANDLERS = {
     "ModelsUpdated": _node_field("model_ids", "modelIds"),
     "PriceUpdated": _node_field("price_per_token", "pricePerToken"),
     "BatchCommitted": _batch_committed,
-    "SeedSealed": _seed_sealed,
     "ChallengeOpened": _challenge_opened,
     "VoteExtended": _vote_extended,
     "VoteCommitted": _vote_committed,

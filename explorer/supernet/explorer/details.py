@@ -18,12 +18,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from supernet.explorer import queries
 from supernet.explorer.content import ContentReader, ContentUnavailable
-from supernet.explorer.db.models import Batch, Challenge, Event, Receipt
+from supernet.explorer.db.models import Batch, Challenge, Receipt
 from supernet.sdk.chain.eip712 import TaskRequest
 from supernet.sdk.chain.errors import ContractError
 from supernet.sdk.chain.merkle import ReceiptTree
 from supernet.sdk.chain.receipts import Receipt as ChainReceipt
-from supernet.sdk.chain.sampling import sample
+from supernet.sdk.chain.sampling import batch_seed, sample
 from supernet.sdk.chain.tasks import Batch as BatchRef
 from supernet.sdk.chain.tasks import TaskManager
 from supernet.sdk.client.verify import VerificationReport, check_receipt
@@ -231,10 +231,9 @@ def sampling(
     s: Session, tm: TaskManager | None, batch_id: int, count: int, validators: list[str]
 ) -> dict[str, Any]:
     """Which receipts each validator must check, and the seed: the contract's ``isSampled`` rule
-    computed here (`supernet.sdk.chain.sampling`) from the seed the index holds (``SeedSealed``)
-    or, before it is sealed, one ``batchSeed`` read with the header of the indexed commit: at most
-    two reads of the chain a view, whatever the batch's size (it was one ``eth_call`` per receipt
-    and validator, and a log scan from block 0, for every anonymous view)."""
+    computed here (`supernet.sdk.chain.sampling`) from the indexed commit and one read of the
+    SeedBeacon: at most three reads of the chain a view, whatever the batch's size (it was one
+    ``eth_call`` per receipt and validator, and a log scan from block 0, for every anonymous view)."""
     if tm is None:
         return {"seed": None, "sampled": {}, "note": "no chain connection"}
     if count * len(validators) > MAX_DRAWS:
@@ -253,21 +252,19 @@ def sampling(
 
 
 def _seed(s: Session, tm: TaskManager, batch_id: int) -> bytes:
-    """The batch's seed: the index's (sealed on chain), else the contract's answer for the header
-    of the indexed ``BatchCommitted`` (raises ``SeedNotReady`` before the seed block).
+    """The batch's seed, from the indexed commit's block and the SeedBeacon's value of its seed
+    block (readable for good once sealed, also after the batch's slot is reused).
 
     Raises:
-        LookupError: the batch's commit is not indexed.
+        LookupError: the batch is not indexed, or its seed is not known (yet, or any more).
     """
     batch = s.get(Batch, batch_id)
     if batch is None:
         raise LookupError(f"no batch {batch_id} is indexed")
-    if batch.seed:
-        return bytes.fromhex(batch.seed[2:])
-    # one transaction may commit several batches (a contract node): the one with this id
-    commits = s.scalars(select(Event).where(Event.tx_hash == batch.tx_hash, Event.name == "BatchCommitted"))
-    a = next((e.args for e in commits if int(e.args["batchId"]) == batch_id), None)
-    if a is None:
-        raise LookupError(f"the commit of batch {batch_id} is not indexed")
-    # the index keeps event args JSON-plain: the root as 0x-hex
-    return tm.batch_seed(BatchRef.from_event({**a, "root": bytes.fromhex(str(a["root"])[2:])}))
+    number = tm.seed_block(BatchRef(batch_id, batch.node, 0, batch.count, batch.commit_block, 0, b""))
+    value, known = tm.seed_beacon.randomness(number)
+    if not known:
+        raise LookupError(f"seed not known yet: seed block {number} not mined or not sealed")
+    if not any(value):
+        raise LookupError(f"seed expired: block {number} was not sealed in time, every receipt is sampled")
+    return batch_seed(value, batch_id)

@@ -328,18 +328,27 @@ class TaskManagerClient:
     def batch_seed(self, batch_id: int) -> bytes | None:
         """The batch's sampling seed, or None while its seed block is not mined yet, or
         `EXPIRED_SEED` once its block hash is gone and nobody sealed it (then every validator
-        checks every entry: ``TaskManager.isSampled``).
+        checks every entry: ``TaskManager.isSampled``). A mined seed block nobody sealed yet is
+        sealed here first (its RANDAO mix proven to the SeedBeacon by its header): the node has
+        no reason to, and any one validator's seal serves every batch of that block.
 
         Raises:
             ContractError: ``UnknownBatch``.
+            HeaderError: the RPC's seed block does not rebuild to its hash.
         """
+        batch = self.batch(batch_id)
+        seed, why = self._read_seed(batch)
+        if why == "SeedNotReady" and self.binding.seal_seed_block(batch):
+            seed, why = self._read_seed(batch)
+        return EXPIRED_SEED if why == "SeedExpired" else seed
+
+    def _read_seed(self, batch: Batch) -> tuple[bytes | None, str]:
+        """``(seed, "")``, or ``(None, "SeedNotReady" | "SeedExpired")``."""
         try:
-            return bytes(self.binding.call("batchSeed", self.batch(batch_id).as_tuple()))
+            return bytes(self.binding.call("batchSeed", batch.as_tuple())), ""
         except ContractError as exc:
-            if exc.error_name == "SeedNotReady":
-                return None
-            if exc.error_name == "SeedExpired":
-                return EXPIRED_SEED
+            if exc.error_name in ("SeedNotReady", "SeedExpired"):
+                return None, exc.error_name
             raise
 
     def is_sampled(self, batch_id: int, validator: str, index: int) -> bool:

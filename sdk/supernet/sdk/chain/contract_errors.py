@@ -27,6 +27,9 @@ __all__ = [
     "AvailabilityAlreadyOpen",
     "AvailabilityNotOpen",
     "BadReservation",
+    "BlockAlreadySealed",
+    "BlockHashGone",
+    "BlockNotMined",
     "ChallengeNotOpen",
     "ChallengeNotResolved",
     "ChallengeWindowClosed",
@@ -44,11 +47,13 @@ __all__ = [
     "InvalidShortString",
     "InvalidSignature",
     "LeafAlreadyChallenged",
+    "MalformedHeader",
     "MalformedVouchers",
     "ManifestAlreadyChallenged",
     "ManifestChallengeNotOpen",
     "ManifestWindowClosed",
     "ModelAlreadyRegistered",
+    "NoRandomness",
     "NoWithdrawalRequested",
     "NonCanonicalCalldata",
     "NotADecoy",
@@ -60,6 +65,7 @@ __all__ = [
     "NotFrozen",
     "NotRegistered",
     "NotTheCommittedVote",
+    "NotTheHeader",
     "NotTheManifest",
     "NotTheNodesPromise",
     "NotThePromisedReceipt",
@@ -82,7 +88,6 @@ __all__ = [
     "ReentrancyGuardReentrantCall",
     "RewardAlreadyClaimed",
     "RoleMismatch",
-    "SeedAlreadySealed",
     "SeedExpired",
     "SeedNotReady",
     "SlotInUse",
@@ -257,6 +262,39 @@ class BadReservation(ContractError):
     count: int
 
 
+class BlockAlreadySealed(ContractError):
+    """``BlockAlreadySealed(uint256)``, declared by SeedBeacon."""
+
+    error_name = "BlockAlreadySealed"
+    signature = "BlockAlreadySealed(uint256)"
+    selector = bytes.fromhex("3a309ecb")
+    arg_names = ("blockNumber",)
+    arg_types = ("uint256",)
+    blockNumber: int
+
+
+class BlockHashGone(ContractError):
+    """``BlockHashGone(uint256)``, declared by SeedBeacon."""
+
+    error_name = "BlockHashGone"
+    signature = "BlockHashGone(uint256)"
+    selector = bytes.fromhex("7accdd15")
+    arg_names = ("blockNumber",)
+    arg_types = ("uint256",)
+    blockNumber: int
+
+
+class BlockNotMined(ContractError):
+    """``BlockNotMined(uint256)``, declared by SeedBeacon."""
+
+    error_name = "BlockNotMined"
+    signature = "BlockNotMined(uint256)"
+    selector = bytes.fromhex("4ed95b37")
+    arg_names = ("blockNumber",)
+    arg_types = ("uint256",)
+    blockNumber: int
+
+
 class ChallengeNotOpen(ContractError):
     """``ChallengeNotOpen(uint256)``, declared by TaskManager."""
 
@@ -389,7 +427,7 @@ class InvalidName(ContractError):
 
 
 class InvalidParameter(ContractError):
-    """``InvalidParameter()``, declared by ServiceManager, Payments, TaskManager."""
+    """``InvalidParameter()``, declared by ServiceManager, Payments, TaskManager, SeedBeacon."""
 
     error_name = "InvalidParameter"
     signature = "InvalidParameter()"
@@ -438,6 +476,16 @@ class LeafAlreadyChallenged(ContractError):
     arg_names = ("challengeId",)
     arg_types = ("uint256",)
     challengeId: int
+
+
+class MalformedHeader(ContractError):
+    """``MalformedHeader()``, declared by SeedBeacon."""
+
+    error_name = "MalformedHeader"
+    signature = "MalformedHeader()"
+    selector = bytes.fromhex("34ea3f6e")
+    arg_names = ()
+    arg_types = ()
 
 
 class MalformedVouchers(ContractError):
@@ -493,6 +541,17 @@ class ModelAlreadyRegistered(ContractError):
     arg_names = ("modelId",)
     arg_types = ("bytes32",)
     modelId: bytes
+
+
+class NoRandomness(ContractError):
+    """``NoRandomness(uint256)``, declared by SeedBeacon."""
+
+    error_name = "NoRandomness"
+    signature = "NoRandomness(uint256)"
+    selector = bytes.fromhex("7a12089f")
+    arg_names = ("blockNumber",)
+    arg_types = ("uint256",)
+    blockNumber: int
 
 
 class NoWithdrawalRequested(ContractError):
@@ -607,6 +666,18 @@ class NotTheCommittedVote(ContractError):
     selector = bytes.fromhex("409cfead")
     arg_names = ()
     arg_types = ()
+
+
+class NotTheHeader(ContractError):
+    """``NotTheHeader(bytes32,bytes32)``, declared by SeedBeacon."""
+
+    error_name = "NotTheHeader"
+    signature = "NotTheHeader(bytes32,bytes32)"
+    selector = bytes.fromhex("1a8ead50")
+    arg_names = ("expected", "given")
+    arg_types = ("bytes32", "bytes32")
+    expected: bytes
+    given: bytes
 
 
 class NotTheManifest(ContractError):
@@ -839,17 +910,6 @@ class RoleMismatch(ContractError):
     selector = bytes.fromhex("378f4196")
     arg_names = ()
     arg_types = ()
-
-
-class SeedAlreadySealed(ContractError):
-    """``SeedAlreadySealed(uint256)``, declared by TaskManager."""
-
-    error_name = "SeedAlreadySealed"
-    signature = "SeedAlreadySealed(uint256)"
-    selector = bytes.fromhex("26fa9040")
-    arg_names = ("batchId",)
-    arg_types = ("uint256",)
-    batchId: int
 
 
 class SeedExpired(ContractError):
@@ -1198,6 +1258,9 @@ BY_SELECTOR: dict[bytes, type[ContractError]] = {
     AvailabilityAlreadyOpen.selector: AvailabilityAlreadyOpen,
     AvailabilityNotOpen.selector: AvailabilityNotOpen,
     BadReservation.selector: BadReservation,
+    BlockAlreadySealed.selector: BlockAlreadySealed,
+    BlockHashGone.selector: BlockHashGone,
+    BlockNotMined.selector: BlockNotMined,
     ChallengeNotOpen.selector: ChallengeNotOpen,
     ChallengeNotResolved.selector: ChallengeNotResolved,
     ChallengeWindowClosed.selector: ChallengeWindowClosed,
@@ -1215,11 +1278,13 @@ BY_SELECTOR: dict[bytes, type[ContractError]] = {
     InvalidShortString.selector: InvalidShortString,
     InvalidSignature.selector: InvalidSignature,
     LeafAlreadyChallenged.selector: LeafAlreadyChallenged,
+    MalformedHeader.selector: MalformedHeader,
     MalformedVouchers.selector: MalformedVouchers,
     ManifestAlreadyChallenged.selector: ManifestAlreadyChallenged,
     ManifestChallengeNotOpen.selector: ManifestChallengeNotOpen,
     ManifestWindowClosed.selector: ManifestWindowClosed,
     ModelAlreadyRegistered.selector: ModelAlreadyRegistered,
+    NoRandomness.selector: NoRandomness,
     NoWithdrawalRequested.selector: NoWithdrawalRequested,
     NonCanonicalCalldata.selector: NonCanonicalCalldata,
     NotADecoy.selector: NotADecoy,
@@ -1231,6 +1296,7 @@ BY_SELECTOR: dict[bytes, type[ContractError]] = {
     NotFrozen.selector: NotFrozen,
     NotRegistered.selector: NotRegistered,
     NotTheCommittedVote.selector: NotTheCommittedVote,
+    NotTheHeader.selector: NotTheHeader,
     NotTheManifest.selector: NotTheManifest,
     NotTheNodesPromise.selector: NotTheNodesPromise,
     NotThePromisedReceipt.selector: NotThePromisedReceipt,
@@ -1253,7 +1319,6 @@ BY_SELECTOR: dict[bytes, type[ContractError]] = {
     ReentrancyGuardReentrantCall.selector: ReentrancyGuardReentrantCall,
     RewardAlreadyClaimed.selector: RewardAlreadyClaimed,
     RoleMismatch.selector: RoleMismatch,
-    SeedAlreadySealed.selector: SeedAlreadySealed,
     SeedExpired.selector: SeedExpired,
     SeedNotReady.selector: SeedNotReady,
     SlotInUse.selector: SlotInUse,

@@ -150,8 +150,8 @@ class Contracts:
         *,
         rpc_url: str | None = None,
     ) -> Contracts:
-        """Deploy ServiceManager, ModelRegistry, Payments, TaskManager and OmissionManager, then
-        wire them.
+        """Deploy ServiceManager, ModelRegistry, Payments, SeedBeacon, TaskManager and
+        OmissionManager, then wire them (the beacon is found through ``TaskManager.SEED_BEACON``).
 
         Args:
             rpc: JSON-RPC URL or a `Web3` client.
@@ -167,7 +167,8 @@ class Contracts:
         sm, sm_receipt = deploy(w3, deployer, "ServiceManager", *p.service_manager_args())
         mr, _ = deploy(w3, deployer, "ModelRegistry")
         pay, _ = deploy(w3, deployer, "Payments", *p.payments_args())
-        tm, _ = deploy(w3, deployer, "TaskManager", sm, pay, *p.task_manager_args())
+        beacon, _ = deploy(w3, deployer, "SeedBeacon", *p.seed_beacon_args())
+        tm, _ = deploy(w3, deployer, "TaskManager", sm, pay, beacon, *p.task_manager_args())
         om, _ = deploy(w3, deployer, "OmissionManager", tm)  # its parameters are the TaskManager's
         service_manager = ServiceManager(w3, sm, deployer)
         send(w3, deployer, service_manager.contract.functions.setTaskManager(tm), "ServiceManager")

@@ -27,7 +27,7 @@ MAX_VERIFICATION_SHARE_BPS = 5_000
 
 @dataclass(frozen=True)
 class ProtocolParams:
-    """Every deploy-time parameter of ServiceManager, Payments and TaskManager."""
+    """Every deploy-time parameter of ServiceManager, Payments, SeedBeacon and TaskManager."""
 
     # ServiceManager
     # (1 - challenger reward) x this >= the slash: draining a node through an ally's omission
@@ -42,8 +42,12 @@ class ProtocolParams:
     verification_share_bps: int = 3_800  # one check per receipt up to ρ = 0.52 (measured: 0.472)
     decoy_bounty: int = ETHER // 20
     decoy_rebate_bps: int = 1_000
-    # TaskManager
+    # SeedBeacon (TaskManager reads the delay from it): where a seed block's value comes from,
+    # 1 = `beacon.Source.PREVRANDAO` (a header proof of the block's RANDAO mix, which no builder
+    # sets) or 0 = `Source.BLOCKHASH` (for chains whose prevrandao is constant: a builder can grind it)
+    seed_source: int = 1
     seed_delay_blocks: int = 2
+    # TaskManager
     sample_rate_ppm: int = 100_000
     challenge_window: int = 1 * DAY
     vote_window: int = 1 * DAY
@@ -137,10 +141,14 @@ class ProtocolParams:
             self.decoy_rebate_bps,
         ]
 
+    def seed_beacon_args(self) -> list[int]:
+        """SeedBeacon's constructor arguments, in order."""
+        return [self.seed_source, self.seed_delay_blocks]
+
     def task_manager_args(self) -> list[int]:
-        """TaskManager's constructor arguments after the ServiceManager address, in order."""
+        """TaskManager's constructor arguments after the ServiceManager, Payments and SeedBeacon
+        addresses, in order."""
         return [
-            self.seed_delay_blocks,
             self.sample_rate_ppm,
             self.challenge_window,
             self.vote_window,

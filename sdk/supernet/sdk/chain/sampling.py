@@ -4,8 +4,9 @@ for every validator's, without one ``eth_call`` per receipt).
 
 Validator ``v`` checks receipt ``i`` of a batch iff
 ``uint256(keccak256(abi.encode(seed, v, i))) % 1_000_000 < SAMPLE_RATE_PPM``, where ``seed`` is
-``TaskManager.batchSeed(batchId)``: fixed by a block hash after the commit, so the node could not
-know at execution time which receipts would be checked.
+``TaskManager.batchSeed(batchId)`` = `batch_seed` (``value``, ``batchId``): ``value`` is the SeedBeacon's
+value of the block ``SEED_DELAY_BLOCKS`` after the commit (its RANDAO mix by default), so the node
+could not know at execution time which receipts would be checked, nor pick them by building that block.
 
 >>> seed = b"\\x01" * 32
 >>> v = "0x" + "ab" * 20
@@ -21,6 +22,11 @@ from eth_abi import encode
 from eth_utils import keccak, to_checksum_address
 
 PPM = 1_000_000
+
+
+def batch_seed(value: bytes, batch_id: int) -> bytes:
+    """``keccak256(abi.encode(value, batchId))``: a batch's seed from its seed block's beacon value."""
+    return keccak(encode(["bytes32", "uint256"], [value, batch_id]))
 
 
 def draw(seed: bytes, validator: str, index: int) -> int:

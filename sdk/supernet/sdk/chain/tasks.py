@@ -17,16 +17,21 @@ them.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
 from eth_abi import encode as abi_encode
+from supernet.sdk.chain.beacon import HeaderError, SeedBeacon
 from supernet.sdk.chain.bindings import Binding, TxResult
 from supernet.sdk.chain.eip712 import TaskRequest
+from supernet.sdk.chain.errors import ContractError
 from supernet.sdk.chain.receipts import Receipt
 from web3 import Web3
+
+log = logging.getLogger(__name__)
 
 
 class ChallengeStatus(IntEnum):
@@ -212,11 +217,6 @@ class TaskManager(Binding):
         that commits into them rewrite a word instead of creating one."""
         return self.transact("reserveSlots", first, count)
 
-    def seal_seed(self, batch: BatchLike) -> TxResult:
-        """Store a batch's seed before its block hash expires; ``value`` is the seed."""
-        tx = self.transact("sealSeed", self._ref(batch))
-        return TxResult(tx.receipt, bytes(self.events(tx, "SeedSealed")[0]["args"]["seed"]))
-
     # -- validators ----------------------------------------------------------------------------
 
     def challenge(
@@ -239,9 +239,9 @@ class TaskManager(Binding):
             bond: wei sent; the contract's ``CHALLENGE_BOND`` by default.
         """
         value = self.challenge_bond() if bond is None else bond
-        tx = self.transact(
-            "challenge", self._ref(batch), index, receipt.as_tuple(), list(proof), evidence_cid, value=value
-        )
+        ref = self._sealed_ref(batch)
+        args = (ref, index, receipt.as_tuple(), list(proof), evidence_cid)
+        tx = self.transact("challenge", *args, value=value)
         return TxResult(tx.receipt, int(self.events(tx, "ChallengeOpened")[0]["args"]["challengeId"]))
 
     # -- availability (docs/protocol.md "Availability") -----------------------------------------
@@ -253,16 +253,17 @@ class TaskManager(Binding):
             bond: wei sent; by default the bond plus the costliest answer at the fee cap
                 (`Binding.claim`), the part the answer does not cost coming back.
         """
+        ref = self._sealed_ref(batch)
         if bond is None:
             tx = self.claim(
                 "challengeAvailability",
-                self._ref(batch),
+                ref,
                 index,
                 bond=self.challenge_bond(),
                 worst_gas=int(self.call("AVAILABILITY_WORST_GAS")),
             )
         else:
-            tx = self.transact("challengeAvailability", self._ref(batch), index, value=bond)
+            tx = self.transact("challengeAvailability", ref, index, value=bond)
         return TxResult(
             tx.receipt, int(self.events(tx, "AvailabilityChallenged")[0]["args"]["availabilityId"])
         )
@@ -449,6 +450,17 @@ class TaskManager(Binding):
     def _ref(self, batch: BatchLike) -> tuple[int, str, int, int, int, int, bytes]:
         return (batch if isinstance(batch, Batch) else self.batch(batch)).as_tuple()
 
+    def _sealed_ref(self, batch: BatchLike) -> tuple[int, str, int, int, int, int, bytes]:
+        """The batch's header, its seed block sealed first where it is mined and nobody has: a
+        challenger's reward and bounties need the seed to pick it, and an unsealed seed picks
+        nobody (a header the RPC cannot rebuild is logged and the dispute goes on without it)."""
+        whole = batch if isinstance(batch, Batch) else self.batch(batch)
+        try:
+            self.seal_seed_block(whole)
+        except HeaderError as exc:
+            log.warning("batch %d: seed block not sealed (%s): no reward", whole.batch_id, exc)
+        return whole.as_tuple()
+
     def get_challenge(self, challenge_id: int) -> Challenge:
         """A challenge (raises ``UnknownChallenge``)."""
         f = list(self.call("challenges", challenge_id))
@@ -461,8 +473,50 @@ class TaskManager(Binding):
         return Vote(*_struct(self.call("getVote", challenge_id, validator)))
 
     def batch_seed(self, batch: BatchLike) -> bytes:
-        """The batch's sampling seed (raises ``SeedNotReady`` before its block)."""
+        """The batch's sampling seed (raises ``SeedNotReady`` while the seed block's value is
+        unknown: not mined, or not sealed yet: `seal_seed_block`)."""
         return bytes(self.call("batchSeed", self._ref(batch)))
+
+    @property
+    def seed_beacon(self) -> SeedBeacon:
+        """The SeedBeacon the seeds come from (``SEED_BEACON``), signing with this binding's account."""
+        beacon: SeedBeacon | None = getattr(self, "_seed_beacon", None)
+        if beacon is None:
+            address = str(self.call("SEED_BEACON"))
+            beacon = SeedBeacon(self.w3, address, self.account, tip_ceiling=self.tip_ceiling, duty=self.duty)
+            self._seed_beacon = beacon
+        return beacon
+
+    def seed_block(self, batch: Batch) -> int:
+        """The block whose beacon value makes the batch's seed: ``commitBlock + SEED_DELAY_BLOCKS``."""
+        delay: int | None = getattr(self, "_seed_delay", None)
+        if delay is None:
+            delay = self._seed_delay = int(self.call("SEED_DELAY_BLOCKS"))  # immutable
+        return batch.commit_block + delay
+
+    def seal_seed_block(self, batch: Batch) -> bool:
+        """Seal the beacon value of the batch's seed block if nobody has (what a validator does
+        before it reads a seed); True once the value is on chain, False while the block is not
+        mined (or this binding has no account to seal with) or once its hash is gone unsealed
+        (then the seed expired: every entry is sampled).
+
+        Raises:
+            HeaderError: the RPC's block does not rebuild to its hash.
+        """
+        number = self.seed_block(batch)
+        beacon = self.seed_beacon
+        value, known = beacon.randomness(number)
+        if known:
+            return value != b"\x00" * 32
+        if int(self.w3.eth.block_number) <= number or self.account is None:
+            return False  # not mined yet, or a read-only binding (nothing to sign the seal with)
+        try:
+            beacon.seal(number)
+        except ContractError as exc:  # another validator sealed it first, or it expired meanwhile
+            if exc.error_name not in ("BlockAlreadySealed", "BlockHashGone"):
+                raise
+        value, known = beacon.randomness(number)
+        return known and value != b"\x00" * 32
 
     def is_sampled(self, batch: BatchLike, validator: str, index: int) -> bool:
         """True iff ``validator`` must check receipt ``index`` of the batch."""

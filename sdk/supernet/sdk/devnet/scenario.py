@@ -112,7 +112,12 @@ def run_scenario(net: Devnet, console: Console) -> dict[str, Any]:
 
     say("Sampling seed")
     mine(c.w3, cfg.params.seed_delay_blocks + 1)
-    console.print(f"seed 0x{c.task_manager.batch_seed(batch_id).hex()[:16]}… (block hash after the commit)")
+    # a validator proves the seed block's RANDAO mix to the SeedBeacon (no builder sets it)
+    c.as_account(validators[0].account).task_manager.seal_seed_block(batch)
+    seed_block = c.task_manager.seed_block(batch)
+    console.print(
+        f"seed 0x{c.task_manager.batch_seed(batch_id).hex()[:16]}… (the RANDAO mix of block {seed_block})"
+    )
     for v in validators:
         n = sum(c.task_manager.is_sampled(batch_id, v.address, i) for i in range(len(receipts)))
         console.print(f"validator {v.address[:10]}… checks {n} of {len(receipts)} receipts")
