@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from supernet.explorer import queries
 from supernet.explorer.content import ContentReader, ContentUnavailable
 from supernet.explorer.db.models import Batch, Challenge, Receipt
+from supernet.sdk.chain.beacon import HeaderError
 from supernet.sdk.chain.eip712 import TaskRequest
 from supernet.sdk.chain.errors import ContractError
 from supernet.sdk.chain.merkle import ReceiptTree
@@ -244,7 +245,7 @@ def sampling(
         sampled = {v: sample(seed, v, count, rate) for v in validators}
     except ContractError as exc:
         return {"seed": None, "sampled": {}, "note": f"seed not available: {exc.error_name}"}
-    except LookupError as exc:
+    except (LookupError, HeaderError) as exc:
         return {"seed": None, "sampled": {}, "note": str(exc)}
     except (OSError, Web3Exception) as exc:  # the page still shows what the index knows
         return {"seed": None, "sampled": {}, "note": f"chain not reachable: {type(exc).__name__}"}
@@ -253,7 +254,8 @@ def sampling(
 
 def _seed(s: Session, tm: TaskManager, batch_id: int) -> bytes:
     """The batch's seed, from the indexed commit's block and the SeedBeacon's value of its seed
-    block (readable for good once sealed, also after the batch's slot is reused).
+    block (readable for good once sealed, also after the batch's slot is reused), or before
+    anyone sealed it, the value its header proves (what the validators sample by).
 
     Raises:
         LookupError: the batch is not indexed, or its seed is not known (yet, or any more).
@@ -261,10 +263,14 @@ def _seed(s: Session, tm: TaskManager, batch_id: int) -> bytes:
     batch = s.get(Batch, batch_id)
     if batch is None:
         raise LookupError(f"no batch {batch_id} is indexed")
-    number = tm.seed_block(BatchRef(batch_id, batch.node, 0, batch.count, batch.commit_block, 0, b""))
+    ref = BatchRef(batch_id, batch.node, 0, batch.count, batch.commit_block, 0, b"")
+    number = tm.seed_block(ref)
     value, known = tm.seed_beacon.randomness(number)
     if not known:
-        raise LookupError(f"seed not known yet: seed block {number} not mined or not sealed")
+        seed = tm.header_seed(ref)
+        if seed is None:
+            raise LookupError(f"seed not known yet: seed block {number} is not mined")
+        return seed
     if not any(value):
         raise LookupError(f"seed expired: block {number} was not sealed in time, every receipt is sampled")
     return batch_seed(value, batch_id)

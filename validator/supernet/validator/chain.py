@@ -328,9 +328,9 @@ class TaskManagerClient:
     def batch_seed(self, batch_id: int) -> bytes | None:
         """The batch's sampling seed, or None while its seed block is not mined yet, or
         `EXPIRED_SEED` once its block hash is gone and nobody sealed it (then every validator
-        checks every entry: ``TaskManager.isSampled``). A mined seed block nobody sealed yet is
-        sealed here first (its RANDAO mix proven to the SeedBeacon by its header): the node has
-        no reason to, and any one validator's seal serves every batch of that block.
+        checks every entry: ``TaskManager.isSampled``). A mined seed block nobody sealed yet gives
+        the seed it will give once sealed, computed from its header (`TaskManager.header_seed`):
+        sampling costs no transaction; a challenge seals the block first (its reward needs it).
 
         Raises:
             ContractError: ``UnknownBatch``.
@@ -338,8 +338,8 @@ class TaskManagerClient:
         """
         batch = self.batch(batch_id)
         seed, why = self._read_seed(batch)
-        if why == "SeedNotReady" and self.binding.seal_seed_block(batch):
-            seed, why = self._read_seed(batch)
+        if why == "SeedNotReady":
+            return self.binding.header_seed(batch)
         return EXPIRED_SEED if why == "SeedExpired" else seed
 
     def _read_seed(self, batch: Batch) -> tuple[bytes | None, str]:

@@ -31,7 +31,7 @@ from supernet.node.kernel.chain_read import CHAIN_READ_GAS, MAX_PIN_AGE_S
 from supernet.node.kernel.embeddings import token_count
 from supernet.sdk.chain.contracts import Contracts
 from supernet.sdk.chain.deployment import Deployment
-from supernet.sdk.chain.errors import InsufficientFundsError
+from supernet.sdk.chain.errors import ContractError, InsufficientFundsError
 from supernet.sdk.chain.registry import ServiceManager
 from supernet.sdk.chain.rpc_checks import require_rpc
 from supernet.sdk.store import StoreClient
@@ -449,7 +449,13 @@ class Validator:
             mine = sample(seed, self.address, batch.count, self.chain.params().sample_rate_ppm)
         probe = sorted(set(mine) | set(range(min(batch.count, 16))))
         for i in probe:
-            if self.chain.is_sampled(batch.batch_id, self.address, i) != (i in mine):
+            try:
+                on_chain = self.chain.is_sampled(batch.batch_id, self.address, i)
+            except ContractError as exc:
+                if exc.error_name != "SeedNotReady":
+                    raise
+                break  # seed block not sealed yet: the seed came from its header, nothing to compare
+            if on_chain != (i in mine):
                 raise SamplingMismatch(f"batch {batch.batch_id} #{i}: local sample disagrees with isSampled")
         return mine
 

@@ -112,8 +112,27 @@ class SeedBeacon(Binding):
 
     @property
     def source(self) -> Source:
-        """Where this beacon's values come from."""
-        return Source(int(self.call("SOURCE")))
+        """Where this beacon's values come from (immutable: read once)."""
+        source: Source | None = getattr(self, "_source", None)
+        if source is None:
+            source = self._source = Source(int(self.call("SOURCE")))
+        return source
+
+    def value_from_header(self, block_number: int) -> bytes | None:
+        """The value `seal` would store for a mined block, computed from the RPC's block (its
+        header rebuilt and checked against its hash) without a transaction: what a validator
+        samples by before anyone sealed; None while the block is not mined.
+
+        Raises:
+            HeaderError: the RPC's block does not rebuild to its hash.
+        """
+        if int(self.w3.eth.block_number) <= block_number:
+            return None
+        block = self.w3.eth.get_block(block_number)
+        if self.source is Source.BLOCKHASH:
+            return bytes(block["hash"])
+        header_rlp(block)  # the fields are the ones the hash covers
+        return bytes(block["mixHash"])
 
     def randomness(self, block_number: int) -> tuple[bytes, bool]:
         """``(value, known)`` of a block: unknown while it may still become known (the block not

@@ -29,6 +29,7 @@ from supernet.sdk.chain.bindings import Binding, TxResult
 from supernet.sdk.chain.eip712 import TaskRequest
 from supernet.sdk.chain.errors import ContractError
 from supernet.sdk.chain.receipts import Receipt
+from supernet.sdk.chain.sampling import batch_seed
 from web3 import Web3
 
 log = logging.getLogger(__name__)
@@ -494,9 +495,21 @@ class TaskManager(Binding):
             delay = self._seed_delay = int(self.call("SEED_DELAY_BLOCKS"))  # immutable
         return batch.commit_block + delay
 
+    def header_seed(self, batch: Batch) -> bytes | None:
+        """The batch's seed as the contract will have it once its seed block is sealed, computed
+        from the RPC's header of that block (`SeedBeacon.value_from_header`); None while the block
+        is not mined. Validators sample by it without paying for a seal; the seal is needed on
+        chain only for a challenger's reward (`challenge` seals first).
+
+        Raises:
+            HeaderError: the RPC's block does not rebuild to its hash.
+        """
+        value = self.seed_beacon.value_from_header(self.seed_block(batch))
+        return None if value is None else batch_seed(value, batch.batch_id)
+
     def seal_seed_block(self, batch: Batch) -> bool:
-        """Seal the beacon value of the batch's seed block if nobody has (what a validator does
-        before it reads a seed); True once the value is on chain, False while the block is not
+        """Seal the beacon value of the batch's seed block if nobody has (what a challenger does
+        before it challenges); True once the value is on chain, False while the block is not
         mined (or this binding has no account to seal with) or once its hash is gone unsealed
         (then the seed expired: every entry is sampled).
 
