@@ -19,9 +19,13 @@ import {Blockhash} from "@openzeppelin/contracts/utils/Blockhash.sol";
 ///        ({randomness} says so); once the header is out of `blockhash`'s reach unsealed, the value
 ///        is zero for good, which the TaskManager reads as "every receipt sampled": a party that
 ///        would rather nobody sealed (the node) gains nothing by it.
+///        A beacon refuses to deploy with this source where `block.prevrandao` is no RANDAO mix
+///        (EIP-4399: at most 2**64). Block n's prevrandao is the mix after block n - 1: its
+///        proposer knows it first and could withhold that block (one bit).
 ///      - `Blockhash`: the block's hash, readable without a seal while `blockhash` reaches it. For
-///        chains whose `prevrandao` is a constant or set by a sequencer (Arbitrum returns 1); a
-///        block's builder can grind it (docs/security-parameters.md, "Known limits").
+///        chains whose `prevrandao` is a constant or known in advance (Arbitrum returns 1; an
+///        OP-stack chain's is its L1 origin's, shared by several L2 blocks); a block's builder can
+///        grind it (docs/security-parameters.md, "Known limits").
 contract SeedBeacon {
     /// @notice Where a block's value comes from.
     enum Source {
@@ -54,7 +58,8 @@ contract SeedBeacon {
     error NotTheHeader(bytes32 expected, bytes32 given);
     /// @notice The header is not an RLP list with a 32-byte mixHash at its place.
     error MalformedHeader();
-    /// @notice The block's mixHash is zero: this chain gives no randomness through `prevrandao`.
+    /// @notice The block's mixHash is zero, or at deployment `block.prevrandao` is no RANDAO mix:
+    ///         this chain gives no randomness through `prevrandao` (use `Blockhash`).
     error NoRandomness(uint256 blockNumber);
 
     /// @notice A constructor parameter is out of range.
@@ -64,6 +69,9 @@ contract SeedBeacon {
     /// @param delayBlocks DELAY_BLOCKS.
     constructor(Source source, uint256 delayBlocks) {
         if (delayBlocks == 0 || delayBlocks > 256) revert InvalidParameter();
+        // EIP-4399: a prevrandao above 2**64 is a RANDAO mix; at or below it, the chain's
+        // difficulty or a constant (Arbitrum: 1), which would make every seed known in advance.
+        if (source == Source.Prevrandao && block.prevrandao <= 2 ** 64) revert NoRandomness(block.number);
         SOURCE = source;
         DELAY_BLOCKS = delayBlocks;
     }

@@ -89,6 +89,16 @@ contract TaskManager is ReentrancyGuardTransient {
         Decoy
     }
 
+    /// @notice Whether the seed picked a challenger for the entry it challenged: `BySeed`, or
+    ///         `Everyone` once the seed expired unsealed (fraud and availability rewards, paid from
+    ///         a slash, go to any such finder; a decoy bounty, paid from the node's escrow, never:
+    ///         a friend told where the decoys are would wait out the seed and take them all).
+    enum Pick {
+        None,
+        BySeed,
+        Everyone
+    }
+
     /// @notice One challenge on one receipt leaf.
     struct Challenge {
         uint256 batchId;
@@ -97,7 +107,7 @@ contract TaskManager is ReentrancyGuardTransient {
         uint64 voteDeadline;
         ChallengeStatus status;
         address node;
-        bool sampled; // the challenger was sampled for this receipt (its reward and bounties need it)
+        Pick sampled; // whether the seed picked the challenger (its reward and bounties need it)
         address user; // the receipt's `user` field (written by the node: shown, never paid)
         uint256 fee;
         bytes32 leaf;
@@ -388,8 +398,6 @@ contract TaskManager is ReentrancyGuardTransient {
     error BadReservation(uint256 count);
     /// @notice The seed block has not been mined yet.
     error SeedNotReady(uint256 seedBlock);
-    /// @notice The seed block's hash is no longer readable and the seed was not sealed.
-    error SeedExpired(uint256 seedBlock);
     /// @notice Receipt index past the batch's count.
     error IndexOutOfRange(uint256 index, uint256 count);
     /// @notice `msg.value` is not CHALLENGE_BOND (a challenge, a vote) or below an availability
@@ -581,15 +589,12 @@ contract TaskManager is ReentrancyGuardTransient {
 
     /// @notice `keccak256(abi.encode(value, batchId))` with `value` the SEED_BEACON's value of the
     ///         seed block `commitBlock + SEED_DELAY_BLOCKS`. Reverts with SeedNotReady while that
-    ///         value is unknown (the block is not mined, or its prevrandao not sealed yet) and with
-    ///         SeedExpired when it is gone for good (nobody sealed it in time).
+    ///         value is unknown (the block is not mined, or its prevrandao not sealed yet); zero
+    ///         once it is gone for good (nobody sealed it in time: then every validator is sampled
+    ///         for every entry, {isSampled}).
     /// @param ref The batch's header.
-    function batchSeed(BatchRef calldata ref) external view returns (bytes32 seed) {
-        _checkRef(ref);
-        bool known;
-        (seed, known) = _seed(ref);
-        if (!known) revert SeedNotReady(uint256(ref.commitBlock) + SEED_DELAY_BLOCKS);
-        if (seed == bytes32(0)) revert SeedExpired(uint256(ref.commitBlock) + SEED_DELAY_BLOCKS);
+    function batchSeed(BatchRef calldata ref) external view returns (bytes32) {
+        return _knownSeed(ref);
     }
 
     /// @notice True iff `validator` must check receipt `index` of the batch:
@@ -603,10 +608,7 @@ contract TaskManager is ReentrancyGuardTransient {
     /// @param index Receipt position in the manifest (< count).
     function isSampled(BatchRef calldata ref, address validator, uint256 index) external view returns (bool) {
         if (index >= ref.count) revert IndexOutOfRange(index, ref.count);
-        _checkRef(ref);
-        (bytes32 seed, bool known) = _seed(ref);
-        if (!known) revert SeedNotReady(uint256(ref.commitBlock) + SEED_DELAY_BLOCKS);
-        return _picks(seed, validator, index);
+        return _picks(_knownSeed(ref), validator, index);
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -638,7 +640,7 @@ contract TaskManager is ReentrancyGuardTransient {
         // bounty are paid only to a validator the seed picked for this receipt, so a friend of
         // the node who knows which receipts are faulty (or decoys) collects only where it was
         // sampled, not wherever it is first.
-        if (_challengerSampled(ref, index)) _challenges[challengeId].sampled = true;
+        _challenges[challengeId].sampled = _pick(ref, index);
         emit ChallengeOpened(
             challengeId, ref.batchId, msg.sender, node, leaf, receipt.requestHash, voteDeadline, evidenceCid
         );
@@ -810,7 +812,7 @@ contract TaskManager is ReentrancyGuardTransient {
         c.status = ChallengeStatus.Decoy;
         uint256 bounty;
         uint256 rebate;
-        if (c.sampled) (bounty, rebate) = PAYMENTS.payBounty(node);
+        if (c.sampled == Pick.BySeed) (bounty, rebate) = PAYMENTS.payBounty(node);
         address challenger = c.challenger;
         claimable[challenger] += CHALLENGE_BOND + bounty;
         emit DecoyRevealed(challengeId, node, challenger, bounty, rebate);
@@ -931,7 +933,7 @@ contract TaskManager is ReentrancyGuardTransient {
             deadline: answerBy,
             status: AvailabilityStatus.Open,
             node: ref.node,
-            sampled: _challengerSampled(ref, index),
+            sampled: _pick(ref, index) != Pick.None,
             deposit: 0
         });
         _availability[availabilityId].deposit = msg.value; // (a field of its own: stack depth)
@@ -1204,7 +1206,7 @@ contract TaskManager is ReentrancyGuardTransient {
         uint256 rest = slashed - fullReward - voterPool;
         // The reward of a challenger the seed did not pick burns: an ally of the node who takes
         // the leaf first (in the commit block, before the seed) recovers none of the slash.
-        uint256 challengerReward = c.sampled ? fullReward : 0;
+        uint256 challengerReward = c.sampled != Pick.None ? fullReward : 0;
         // At most half of the rest refunds the user: the other half always burns, so a node that
         // slashes itself through an allied challenger and its own "user" address loses at least
         // (1 - CR - VR) / 2 of the slash (30 % at the defaults) instead of recovering it all. The
@@ -1329,17 +1331,30 @@ contract TaskManager is ReentrancyGuardTransient {
         if (value != bytes32(0)) seed = keccak256(abi.encode(value, ref.batchId));
     }
 
+    /// @dev The seed of `ref` (checked here), zero once it expired; reverts SeedNotReady while unknown.
+    function _knownSeed(BatchRef calldata ref) internal view returns (bytes32 seed) {
+        _checkRef(ref);
+        bool known;
+        (seed, known) = _seed(ref);
+        if (!known) revert SeedNotReady(uint256(ref.commitBlock) + SEED_DELAY_BLOCKS);
+    }
+
     /// @dev Whether the caller earns a challenger reward or a decoy bounty on entry `index` of
     ///      `ref` (checked by the caller): the seed is readable now and picks it, and it is an
     ///      active validator none of whose stake was added at or after the batch's commit. An
     ///      address picked by the seed costs nothing to find (an ally grinds keys until one is
     ///      picked, then registers it): only stake that was in place before anyone could know the
     ///      seed makes the pick worth paying.
-    ///      A seed that expired unsealed picks everyone (as in {isSampled}): a batch nobody read in
-    ///      time pays whoever checks it, instead of burning the finder's reward.
-    function _challengerSampled(BatchRef calldata ref, uint256 index) internal view returns (bool) {
+    ///      A seed that expired unsealed picks everyone (as in {isSampled}: `Pick.Everyone`): a
+    ///      batch nobody read in time pays whoever finds fraud in it, instead of burning the
+    ///      finder's reward (decoy bounties excepted: {Pick}).
+    function _pick(BatchRef calldata ref, uint256 index) internal view returns (Pick) {
         (bytes32 seed, bool known) = _seed(ref);
-        return known && _picks(seed, msg.sender, index) && SERVICE_MANAGER.votingStake(msg.sender, ref.committedAt) != 0;
+        if (!known || !_picks(seed, msg.sender, index) || SERVICE_MANAGER.votingStake(msg.sender, ref.committedAt) == 0)
+        {
+            return Pick.None;
+        }
+        return seed == bytes32(0) ? Pick.Everyone : Pick.BySeed;
     }
 
     /// @dev Whether a readable `seed` picks `validator` for receipt `index`; a zero seed (the seed

@@ -72,7 +72,7 @@ contract Adversary2Test is Base {
         tm.challenge{value: CHALLENGE_BOND}(ref, 0, rs[0], proof, "");
         vm.warp(block.timestamp + 1);
         uint256 id = _challenge(ally, b, 0, rs[0], proof);
-        assertFalse(tm.challenges(id).sampled, "a pick bought after the seed does not count");
+        assertFalse((tm.challenges(id).sampled != TaskManager.Pick.None), "a pick bought after the seed does not count");
 
         _vote(validator2, id, true); // honest validators confirm the (real) fault
         _vote(validator3, id, true);

@@ -65,7 +65,7 @@ contract DecoysTest is Base {
 
     function test_Decoy_FoundBySampledValidatorPaysTheBountyAndSlashesNobody() public {
         uint256 id = _challengeAt(validator1, DECOY_INDEX);
-        assertTrue(tm.challenges(id).sampled, "the devnet samples every receipt");
+        assertTrue((tm.challenges(id).sampled != TaskManager.Pick.None), "the devnet samples every receipt");
         _vote(validator2, id, true); // another checker agrees before the reveal
         (uint256 bounty, uint256 rebate) = _bountySplit();
 
@@ -211,7 +211,7 @@ contract DecoysTest is Base {
         ls[1] = _leaf(batch[1]);
         uint256 early = _commitRoot(node, Merkle.root(ls), 2);
         uint256 id = _challenge(validator1, early, 0, batch[0], Merkle.proofAt(ls, 0)); // same block: no seed yet
-        assertFalse(tm.challenges(id).sampled);
+        assertFalse((tm.challenges(id).sampled != TaskManager.Pick.None));
         bytes memory decoySig2 = _decoySig(decoyKey, node, batch[0].requestHash);
         vm.prank(node, node);
         tm.revealDecoy(id, batch[0], _request(10, decoyUser, node), decoySig2);

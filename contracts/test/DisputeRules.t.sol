@@ -146,7 +146,7 @@ contract DisputeRulesTest is Base {
         uint256 batchId = _commitRoot(node, _leaf(r), 1);
         _rollSealed(block.number + 2);
         uint256 id = _challenge(ally, batchId, 0, r, new bytes32[](0));
-        assertTrue(tm.challenges(id).sampled);
+        assertTrue((tm.challenges(id).sampled != TaskManager.Pick.None));
         vm.warp(tm.challenges(id).voteDeadline);
         assertTrue(tm.resolve(id));
         vm.prank(ally);

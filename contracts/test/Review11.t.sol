@@ -178,7 +178,7 @@ contract Review11Test is Base {
         vm.deal(copier, copier.balance + CHALLENGE_BOND);
         vm.prank(copier);
         uint256 id = tm.challenge{value: CHALLENGE_BOND}(ref, i, rs[i], proof, "bafyevidence"); // the copy
-        assertTrue(tm.challenges(id).sampled, "the copier's address was picked");
+        assertTrue((tm.challenges(id).sampled != TaskManager.Pick.None), "the copier's address was picked");
 
         vm.deal(validator1, validator1.balance + CHALLENGE_BOND);
         vm.prank(validator1);

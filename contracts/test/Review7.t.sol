@@ -195,7 +195,7 @@ contract Review7Test is Base {
     function test_knownLimit_AnAllysManifestClaimDivertsTheLastStakeFromAFraudVerdict() public {
         _deployDevnet(); // every receipt sampled: the honest challenger earns the reward
         (uint256 cid, uint256 b,) = _openChallengeStaked(1 ether, true);
-        assertTrue(tm.challenges(cid).sampled);
+        assertTrue((tm.challenges(cid).sampled != TaskManager.Pick.None));
         _vote(validator2, cid, true);
         _vote(validator3, cid, true);
         address ally = makeAddr("ally");
@@ -592,7 +592,9 @@ contract Review7Test is Base {
         uint256 b = _commitRoot(node, _leaf(r), 1);
         uint256 oid = _claimOmission(user, p, sig, q, r);
         uint256 cid = _challenge(validator1, b, 0, r, new bytes32[](0));
-        assertFalse(tm.challenges(cid).sampled, "the seed is not out yet: no challenger reward");
+        assertFalse(
+            (tm.challenges(cid).sampled != TaskManager.Pick.None), "the seed is not out yet: no challenger reward"
+        );
         vm.expectRevert(
             abi.encodeWithSelector(OmissionManager.CommittedTooLate.selector, uint256(_ref(b).committedAt), p.commitBy)
         );

@@ -15,6 +15,7 @@ contract SeedBeaconTest is Test {
 
     function setUp() public {
         vm.roll(100);
+        vm.prevrandao(keccak256("a RANDAO mix"));
         beacon = new SeedBeacon(SeedBeacon.Source.Prevrandao, 2);
         vm.roll(101);
     }

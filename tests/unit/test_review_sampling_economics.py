@@ -230,7 +230,8 @@ def test_defence_the_builder_of_the_seed_block_cannot_choose_the_seed(
             beacon.transact("seal", seed_block, encoded)
 
     checker = TaskManagerClient.of(c)
-    seed = checker.batch_seed(batch.batch_id)  # the validator seals the real header first
+    seed = checker.batch_seed(batch.batch_id)  # the validator samples by the real header
+    assert beacon.seal(seed_block).value == mix  # a challenger's seal proves that header
     assert seed == batch_seed(mix, batch.batch_id) == c.task_manager.batch_seed(batch)
     assert seed != _seed_of(bytes(block["hash"]), batch.batch_id)
     for v in actors.validators:
@@ -373,9 +374,11 @@ def test_defence_the_sample_is_unreadable_at_commit_and_a_recommit_only_adds_sam
         mine(c.w3)
     assert c.w3.eth.block_number == first.commit_block + SEED_DELAY_BLOCKS
     mine(c.w3)
-    seed = checker.batch_seed(first.batch_id)  # the validator sealed the seed block's mix first
+    seed = checker.batch_seed(first.batch_id)  # the validator samples by the seed block's header
     mix = bytes(c.w3.eth.get_block(first.commit_block + SEED_DELAY_BLOCKS)["mixHash"])
     assert seed == batch_seed(mix, first.batch_id)
+    assert c.as_account(actors.validators[1]).task_manager.seal_seed_block(first)
+    assert c.task_manager.batch_seed(first) == seed
     with pytest.raises(BlockAlreadySealed):  # nobody seals it again, with this or another value
         c.as_account(actors.outsider).task_manager.seed_beacon.seal(first.commit_block + SEED_DELAY_BLOCKS)
 
@@ -386,6 +389,7 @@ def test_defence_the_sample_is_unreadable_at_commit_and_a_recommit_only_adds_sam
     assert second.batch_id != first.batch_id and c.task_manager.is_committed(first)
     seed2 = checker.batch_seed(second.batch_id)
     assert seed2 is not None and seed2 != seed
+    assert c.as_account(actors.validators[1]).task_manager.seal_seed_block(second)  # for isSampled
     for v in actors.validators:
         for batch, s in ((first, seed), (second, seed2)):
             picked = sample(s, v.address, len(tree), SAMPLE_RATE_PPM)

@@ -85,6 +85,7 @@ abstract contract Base is Test {
         stranger = makeAddr("stranger");
         vm.warp(1_700_000_000);
         vm.roll(100);
+        vm.prevrandao(keccak256("a RANDAO mix")); // a post-merge chain's (SeedBeacon checks it)
         _deploy();
     }
 

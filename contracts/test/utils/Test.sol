@@ -22,6 +22,7 @@ interface Vm {
     function fee(uint256 newBasefee) external;
     function txGasPrice(uint256 newGasPrice) external;
     function setBlockhash(uint256 blockNumber, bytes32 blockHash) external;
+    function prevrandao(bytes32 newPrevrandao) external;
     function expectRevert() external;
     function expectRevert(bytes4 revertData) external;
     function expectRevert(bytes calldata revertData) external;

@@ -337,19 +337,13 @@ class TaskManagerClient:
             HeaderError: the RPC's seed block does not rebuild to its hash.
         """
         batch = self.batch(batch_id)
-        seed, why = self._read_seed(batch)
-        if why == "SeedNotReady":
-            return self.binding.header_seed(batch)
-        return EXPIRED_SEED if why == "SeedExpired" else seed
-
-    def _read_seed(self, batch: Batch) -> tuple[bytes | None, str]:
-        """``(seed, "")``, or ``(None, "SeedNotReady" | "SeedExpired")``."""
         try:
-            return bytes(self.binding.call("batchSeed", batch.as_tuple())), ""
+            seed = bytes(self.binding.call("batchSeed", batch.as_tuple()))
         except ContractError as exc:
-            if exc.error_name in ("SeedNotReady", "SeedExpired"):
-                return None, exc.error_name
-            raise
+            if exc.error_name != "SeedNotReady":
+                raise
+            return self.binding.header_seed(batch)
+        return EXPIRED_SEED if seed == bytes(32) else seed  # the contract's zero: expired unsealed
 
     def is_sampled(self, batch_id: int, validator: str, index: int) -> bool:
         """The contract's own sampling decision (the cross-check of `supernet.validator.sampler`)."""

@@ -132,7 +132,10 @@ class SeedBeacon(Binding):
         if self.source is Source.BLOCKHASH:
             return bytes(block["hash"])
         header_rlp(block)  # the fields are the ones the hash covers
-        return bytes(block["mixHash"])
+        mix = bytes(block["mixHash"])
+        if not any(mix):  # as `seal` (NoRandomness): a zero mix is no randomness, and known to all
+            raise HeaderError(f"block {block_number} carries no RANDAO mix: deploy with SOURCE=Blockhash")
+        return mix
 
     def randomness(self, block_number: int) -> tuple[bytes, bool]:
         """``(value, known)`` of a block: unknown while it may still become known (the block not

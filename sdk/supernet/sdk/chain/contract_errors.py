@@ -88,7 +88,6 @@ __all__ = [
     "ReentrancyGuardReentrantCall",
     "RewardAlreadyClaimed",
     "RoleMismatch",
-    "SeedExpired",
     "SeedNotReady",
     "SlotInUse",
     "StakeIsLocked",
@@ -912,17 +911,6 @@ class RoleMismatch(ContractError):
     arg_types = ()
 
 
-class SeedExpired(ContractError):
-    """``SeedExpired(uint256)``, declared by TaskManager."""
-
-    error_name = "SeedExpired"
-    signature = "SeedExpired(uint256)"
-    selector = bytes.fromhex("7ec9449b")
-    arg_names = ("seedBlock",)
-    arg_types = ("uint256",)
-    seedBlock: int
-
-
 class SeedNotReady(ContractError):
     """``SeedNotReady(uint256)``, declared by TaskManager."""
 
@@ -1319,7 +1307,6 @@ BY_SELECTOR: dict[bytes, type[ContractError]] = {
     ReentrancyGuardReentrantCall.selector: ReentrancyGuardReentrantCall,
     RewardAlreadyClaimed.selector: RewardAlreadyClaimed,
     RoleMismatch.selector: RoleMismatch,
-    SeedExpired.selector: SeedExpired,
     SeedNotReady.selector: SeedNotReady,
     SlotInUse.selector: SlotInUse,
     StakeIsLocked.selector: StakeIsLocked,

@@ -26,6 +26,7 @@ from typing import Any
 from eth_abi import encode as abi_encode
 from supernet.sdk.chain.beacon import HeaderError, SeedBeacon
 from supernet.sdk.chain.bindings import Binding, TxResult
+from supernet.sdk.chain.contract_errors import NoRandomness
 from supernet.sdk.chain.eip712 import TaskRequest
 from supernet.sdk.chain.errors import ContractError
 from supernet.sdk.chain.receipts import Receipt
@@ -136,6 +137,15 @@ class Batch:
 BatchLike = Batch | int
 
 
+class Pick(IntEnum):
+    """Whether the seed picked a challenger for its entry (``TaskManager.Pick``): ``EVERYONE`` once
+    the seed expired unsealed (fraud rewards, never a decoy bounty)."""
+
+    NONE = 0
+    BY_SEED = 1
+    EVERYONE = 2
+
+
 @dataclass(frozen=True)
 class Challenge:
     """One challenge on one receipt leaf."""
@@ -146,7 +156,7 @@ class Challenge:
     vote_deadline: int
     status: ChallengeStatus
     node: str
-    sampled: bool  # the seed picked the challenger for the receipt (its reward and bounties need it)
+    sampled: Pick  # whether the seed picked the challenger (truthy: its reward; BY_SEED: a decoy bounty)
     user: str  # the receipt's ``user`` field (node-written: shown, never paid)
     fee: int
     leaf: bytes
@@ -458,7 +468,7 @@ class TaskManager(Binding):
         whole = batch if isinstance(batch, Batch) else self.batch(batch)
         try:
             self.seal_seed_block(whole)
-        except HeaderError as exc:
+        except (HeaderError, NoRandomness) as exc:
             log.warning("batch %d: seed block not sealed (%s): no reward", whole.batch_id, exc)
         return whole.as_tuple()
 
@@ -466,6 +476,7 @@ class TaskManager(Binding):
         """A challenge (raises ``UnknownChallenge``)."""
         f = list(self.call("challenges", challenge_id))
         f[4] = ChallengeStatus(f[4])
+        f[6] = Pick(f[6])
         f[9] = bytes(f[9])
         return Challenge(*f)
 
@@ -475,7 +486,8 @@ class TaskManager(Binding):
 
     def batch_seed(self, batch: BatchLike) -> bytes:
         """The batch's sampling seed (raises ``SeedNotReady`` while the seed block's value is
-        unknown: not mined, or not sealed yet: `seal_seed_block`)."""
+        unknown: not mined, or not sealed yet: `seal_seed_block`; 32 zero bytes once it expired
+        unsealed: then every validator is sampled for every entry)."""
         return bytes(self.call("batchSeed", self._ref(batch)))
 
     @property
