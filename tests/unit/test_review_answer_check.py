@@ -47,8 +47,10 @@ Checked and holding: a redirect (with a client that follows them) is checked on 
 duplicate ``choices`` keys resolve alike (last wins for both parsers); a BOM, a ``data`` line
 without a colon, two spaces before ``[DONE]`` and invalid UTF-8 fail closed; an inexact ``[DONE]``
 on the in-process transport is caught by ``openai``'s drain. Known limits: a caller that stops
-reading early gets no check (record "sent"); the token strings of ``logprobs`` are not checked
-(their values are: each is the trace's, tests/unit/test_openai_answer_facts.py).
+reading early gets no check (record "sent"). The token strings of ``logprobs``, a known limit
+here, are now checked: the entries' bytes must spell the answer, each token its bytes' decoding
+(tests/integration/test_review_openai_gateway3.py finding 2,
+`test_defence_logprobs_tokens_must_spell_the_answer`).
 """
 
 from __future__ import annotations
@@ -529,12 +531,12 @@ async def test_known_limit_a_caller_that_stops_reading_early_gets_no_check(
     assert FORGED in shown and _statuses(tmp_path) == ["sent"]
 
 
-async def test_known_limit_logprobs_tokens_are_not_checked(fake_node: FakeNode, tmp_path: Path) -> None:
-    """The token strings of ``logprobs.content`` are the node's word: a node may send tokens that
-    are not the answer's (the client holds no tokenizer to split the text as the node does).
-    Acceptable while logprobs are metadata the caller does not render as the answer; the fix would
-    be requiring the entries' tokens to join to the checked text. Their values are checked: each is
-    the trace's, in order (`answer_facts`), so a forged value fails the answer (the control)."""
+async def test_defence_logprobs_tokens_must_spell_the_answer(fake_node: FakeNode, tmp_path: Path) -> None:
+    """Once a known limit (the token strings of ``logprobs.content`` were the node's word): now the
+    entries' ``bytes`` must concatenate to the checked answer and each ``token`` be their decoding
+    (`answer_facts._logprobs_problem`, tests/integration/test_review_openai_gateway3.py finding 2),
+    so tokens that are not the answer's fail it. Their values are checked too: each is the
+    trace's, in order, so a forged value fails the answer (the control)."""
 
     def forge(value: float | None) -> Rewrite:
         def rewrite(body: bytes) -> bytes:
@@ -548,10 +550,9 @@ async def test_known_limit_logprobs_tokens_are_not_checked(fake_node: FakeNode, 
         return rewrite
 
     ai = _client(fake_node, tmp_path, forging_answers(fake_node.service.app, forge(None)))
-    reply = await ai.chat.completions.create(model="fake-model", messages=MESSAGES, logprobs=True)
-    assert reply.choices[0].message.content == HONEST
-    assert reply.choices[0].logprobs is not None and reply.choices[0].logprobs.content[0].token == FORGED
-    assert _statuses(tmp_path) == ["done"]
+    with pytest.raises(AnswerMismatchError, match="logprobs whose bytes spell"):
+        await ai.chat.completions.create(model="fake-model", messages=MESSAGES, logprobs=True)
+    assert _statuses(tmp_path) == ["answer_mismatch"]
     ai = _client(fake_node, tmp_path / "value", forging_answers(fake_node.service.app, forge(0.0)))
     with pytest.raises(AnswerMismatchError, match=r"logprob 0\.0 for token 0"):
         await ai.chat.completions.create(model="fake-model", messages=MESSAGES, logprobs=True)

@@ -93,6 +93,8 @@ class Tokenizer:
         self.chat_template: str | dict[str, str] | None = template
         self._template = _default_template(template)
         self._digest = self._fresh_digest(pipeline)
+        # a byte-level decoder reads each token's characters as bytes (`token_bytes`)
+        self._byte_level = (pipeline.get("decoder") or {}).get("type") == "ByteLevel"
         # What the pipeline's special tokens are: the only ids a chat's text may not make. A
         # message's text is encoded with them read as plain text (`_encode`'s ``plain``).
         self._encoding = threading.Lock()
@@ -184,6 +186,22 @@ class Tokenizer:
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
         """Text of ``ids``."""
         return str(self._pipeline.decode(list(ids), skip_special_tokens=skip_special_tokens))
+
+    def token_bytes(self, ids: Sequence[int]) -> list[bytes] | None:
+        """Each token's own bytes, as the pipeline's byte-level decoder joins them before it reads
+        the whole as UTF-8: so they concatenate to the bytes ``decode(ids, skip_special_tokens=True)``
+        is read from, a token that ends inside a character included (its text alone would be
+        U+FFFD). A special token has none (that decode leaves it out), an added token its text's
+        UTF-8 where a character of it is outside the byte alphabet (as the decoder reads it).
+        None where the decoder is not byte-level: its tokens' bytes are not read off the vocabulary
+        (`supernet.sdk.formats.chat_facts.token_pieces` then splits the decoded text)."""
+        if not self._byte_level:
+            return None
+        out: list[bytes] = []
+        for token_id in ids:
+            token = None if token_id in self._special_ids else self._pipeline.id_to_token(token_id)
+            out.append(b"" if token is None else _byte_level_bytes(token))
+        return out
 
     def apply_chat_template(
         self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True
@@ -342,6 +360,36 @@ def _check_config(config_file: Path, config: dict[str, Any], special: dict[str, 
 
 LEGACY_FILES = ("added_tokens.json", "special_tokens_map.json")
 """Files older tokenizer saves wrote beside ``tokenizer.json``: refused rather than half-read."""
+
+
+def _byte_alphabet() -> dict[str, int]:
+    """The byte-level alphabet (GPT-2's ``bytes_to_unicode``), read back: character -> byte. The
+    printable bytes stand for themselves, the others for the characters from U+0100 on."""
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    chars = list(printable)
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            chars.append(256 + extra)
+            extra += 1
+    return {chr(c): b for b, c in zip(printable, chars, strict=True)}
+
+
+_BYTE_OF = _byte_alphabet()
+
+
+def _byte_level_bytes(token: str) -> bytes:
+    """A token's bytes as a ``ByteLevel`` decoder reads them: each character's byte, or the
+    token's UTF-8 where a character is outside the alphabet (an added token's text)."""
+    try:
+        return bytes(_BYTE_OF[c] for c in token)
+    except KeyError:
+        return token.encode()
 
 
 def _token_text(value: Any) -> Any:

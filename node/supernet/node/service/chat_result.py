@@ -26,6 +26,7 @@ from supernet.sdk.formats.chat_facts import (
     finish_reason,
     logprob_entry,
     token_logprobs,
+    token_pieces,
 )
 from supernet.sdk.formats.fields import FormatError
 from supernet.sdk.formats.trace import Trace
@@ -57,9 +58,12 @@ async def call_facts(store: Any, trace_cid: str | None) -> CallFacts | None:
 
 async def add_alternatives(engine: Any, facts: CallFacts, entries: list[dict[str, Any]], k: int) -> None:
     """Fill each entry's ``top_logprobs`` with the ``k`` likeliest tokens at its position, best
-    first, from one teacher-forced pass over the prompt and the answer's tokens."""
+    first, from one teacher-forced pass over the prompt and the answer's tokens (each with its own
+    bytes, as the entries: `supernet.sdk.formats.chat_facts.token_pieces`)."""
     if not entries or k <= 0:
         return
     scores = await engine.ascore(facts.prompt_ids, facts.output_ids[: len(entries)])
     for entry, top in zip(entries, scores.top_tokens, strict=True):
-        entry["top_logprobs"] = [logprob_entry(engine.tokenizer.decode([t]), lp) for t, lp in top[:k]]
+        entry["top_logprobs"] = [
+            logprob_entry(token_pieces(engine.tokenizer, [t])[0], lp) for t, lp in top[:k]
+        ]

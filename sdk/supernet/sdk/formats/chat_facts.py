@@ -16,6 +16,8 @@ not commit to, and a client that reads the trace derives the same facts by the s
 
 from __future__ import annotations
 
+import codecs
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,28 +85,93 @@ def logprob_value(logprob: float | None) -> float:
     return NO_LOGPROB if logprob is None else logprob
 
 
-def logprob_entry(token: str, logprob: float | None) -> dict[str, Any]:
-    """One entry of OpenAI's ``logprobs.content`` (or of its ``top_logprobs``), without alternatives."""
-    return {"token": token, "logprob": logprob_value(logprob), "bytes": list(token.encode())}
+def logprob_entry(token: str | bytes, logprob: float | None) -> dict[str, Any]:
+    """One entry of OpenAI's ``logprobs.content`` (or of its ``top_logprobs``), without alternatives:
+    ``token`` as text (its UTF-8 the entry's ``bytes``) or as a token's own bytes (the entry's
+    ``token`` their decoding, U+FFFD for a character the token holds only part of)."""
+    raw = token if isinstance(token, bytes) else token.encode()
+    text = token.decode("utf-8", "replace") if isinstance(token, bytes) else token
+    return {"token": text, "logprob": logprob_value(logprob), "bytes": list(raw)}
 
 
 def token_logprobs(tokenizer: Any, facts: CallFacts, content: str) -> list[dict[str, Any]]:
-    """OpenAI's ``logprobs.content``: one entry per token of ``content``, in order, the i-th
-    carrying the trace's i-th recorded log-probability (`logprob_value`).
-
-    A token's text is what it adds to the decoded text (the node's streaming rule), so the entries
-    concatenate to ``content``; tokens past it (a stop string, the end-of-turn token) are left out.
+    """OpenAI's ``logprobs.content`` for the answer ``content``: one entry per recorded token the
+    answer spans (`spanned`), in order, the i-th carrying the trace's i-th log-probability
+    (`logprob_value`), the token's own bytes (`token_pieces`; the last cut where a stop string cut
+    the answer) and their decoding as its ``token``. So the entries' ``bytes`` concatenate to the
+    answer's (its UTF-8, wherever the answer is valid UTF-8), which the drop-in checks, and a
+    token that ends inside a character keeps its exact bytes (OpenAI's contract).
     """
+    n = min(len(facts.output_ids), len(facts.logprobs))
+    pieces = token_pieces(tokenizer, facts.output_ids[:n], content)
+    end = byte_end(b"".join(pieces), content)
     out: list[dict[str, Any]] = []
-    ids: list[int] = []
-    text = ""
-    for token_id, logprob in zip(facts.output_ids, facts.logprobs, strict=False):
-        if len(text) >= len(content):
-            break
-        ids.append(token_id)
-        decoded = tokenizer.decode(ids, skip_special_tokens=True) if tokenizer is not None else text
-        piece = decoded[len(text) :] if decoded.startswith(text) else ""
-        text = decoded
-        piece = piece[: max(0, len(content) - (len(text) - len(piece)))]
+    at = 0
+    for piece, logprob in zip(pieces[: spanned(facts, pieces, end)], facts.logprobs, strict=False):
+        piece = piece[: max(0, end - at)]
+        at += len(piece)
         out.append({**logprob_entry(piece, logprob), "top_logprobs": []})
     return out
+
+
+def token_pieces(tokenizer: Any, ids: Sequence[int], content: str = "") -> list[bytes]:
+    """Each token's own bytes: the tokenizer's (``token_bytes``: byte-level pipelines,
+    `supernet.node.llm.tokenizer.Tokenizer`); else what each token adds to the decoded text (a
+    token that leaves it ending in U+FFFD, perhaps a part of a character, adds nothing until one
+    completes it); without a tokenizer (an executor that has none, as tests' FAKE one), the last
+    token holds ``content`` whole: the text cannot be split, and its entries still span it."""
+    if tokenizer is None:
+        return [*(b"" for _ in ids[:-1]), content.encode()] if ids else []
+    own = getattr(tokenizer, "token_bytes", None)
+    pieces = own(list(ids)) if own is not None else None
+    if pieces is not None:
+        return list(pieces)
+    out: list[bytes] = []
+    shown = b""
+    for i in range(1, len(ids) + 1):
+        text = str(tokenizer.decode(list(ids[:i]), skip_special_tokens=True)).encode()
+        if (text.endswith(_REPLACEMENT) and i < len(ids)) or not text.startswith(shown):
+            out.append(b"")  # a character in part (its bytes come with the token completing it)
+            continue
+        out.append(text[len(shown) :])
+        shown = text
+    return out
+
+
+def byte_end(raw: bytes, content: str) -> int:
+    """How many bytes of ``raw`` (the tokens' bytes) the answer ``content`` spans: the least prefix
+    whose UTF-8 decoding (U+FFFD for each invalid part, as the tokenizer decodes) is ``content``;
+    ``content``'s UTF-8 length, at most ``len(raw)``, where no prefix is (another text)."""
+    end = len(content.encode())
+    if raw[:end].decode("utf-8", "replace") == content:
+        return end  # the answer is valid UTF-8 where the tokens say so (nearly always)
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    chars, end = 0, len(raw)
+    for i in range(len(raw)):
+        chars += len(decoder.decode(raw[i : i + 1]))
+        if chars >= len(content):
+            end = i + 1 if chars == len(content) else i  # past it: a pending part was flushed
+            break
+    if raw[:end].decode("utf-8", "replace") == content:
+        return end
+    return min(len(raw), len(content.encode()))
+
+
+def spanned(facts: CallFacts, pieces: Sequence[bytes], end: int) -> int:
+    """How many of the call's recorded tokens (their bytes ``pieces``) the answer spans, which ends
+    at byte ``end`` of them. The answer is the call's whole text: every token, but the text-free
+    token that ended a ``stop`` call (the end-of-turn token); a stop string cut it: the tokens up
+    to the one holding its last byte. The drop-in, which has no tokenizer, checks the count
+    against the trace (`supernet.sdk.openai_compat.answer_facts`)."""
+    if end >= sum(len(p) for p in pieces):
+        ends_on_stop = facts.finish_reason == "stop" and bool(pieces) and not pieces[-1]
+        return len(pieces) - 1 if ends_on_stop else len(pieces)
+    at = 0
+    for i, piece in enumerate(pieces):
+        at += len(piece)
+        if at >= end:
+            return i + 1 if end else 0
+    return len(pieces)
+
+
+_REPLACEMENT = "\ufffd".encode()

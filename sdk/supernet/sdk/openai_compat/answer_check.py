@@ -56,14 +56,25 @@ DEFAULT_TOKENS = 4096
 """The token limit assumed when the signed input sets none (the node's API allows at most this)."""
 
 
+MAX_USAGES = 2
+"""Most ``usage`` objects an answer may state (the node states one: a completion's, or a stream's
+usage chunk); each is checked against the trace, and more fail the answer as they arrive."""
+
+
+def signed_tokens(task_input: Any) -> int:
+    """The most tokens an answer to ``task_input`` can hold: its signed ``max_new_tokens``, at most
+    (and where it sets none) `DEFAULT_TOKENS`."""
+    tokens = task_input.get("max_new_tokens") if isinstance(task_input, dict) else None
+    if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens <= 0:
+        tokens = DEFAULT_TOKENS
+    return min(tokens, DEFAULT_TOKENS)
+
+
 def answer_bound(task_input: Any) -> int:
     """The most characters (text and tool arguments) an answer to ``task_input`` can hold: an
     answer past it is no answer to what was signed, and holding it would let a node stream into
     the caller's memory without end (tests/integration/test_review_openai_gateway2.py)."""
-    tokens = task_input.get("max_new_tokens") if isinstance(task_input, dict) else None
-    if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens <= 0:
-        tokens = DEFAULT_TOKENS
-    return max(MIN_ANSWER_CHARS, min(tokens, DEFAULT_TOKENS) * MAX_CHARS_PER_TOKEN)
+    return max(MIN_ANSWER_CHARS, signed_tokens(task_input) * MAX_CHARS_PER_TOKEN)
 
 
 def body_bound(chars: int) -> int:
@@ -77,10 +88,21 @@ def body_bound(chars: int) -> int:
 class _Answer:
     """What one response carried, gathered as it is read. ``odd`` names anything the check cannot
     vouch for (a second choice, a field or an event the caller's parser might read otherwise): the
-    answer then fails closed."""
+    answer then fails closed.
 
-    def __init__(self, bound: int = MIN_ANSWER_CHARS) -> None:
+    What it holds is bounded by the signed token limit as it arrives (``tokens``; ``bound``: the
+    characters it allows, `answer_bound`): the text and tool arguments (`_grow`), and the facts
+    beside them (`_stated`, `_finish_reason`, `_usage`, `_label`): ``logprobs`` entries at most
+    one a token (an empty ``logprobs`` object counts as one), at most one ``finish_reason`` and
+    `MAX_USAGES` ``usage`` objects, the stream lines holding them at most `body_bound` bytes
+    together, and one ``id``. Past any of these the answer fails at once, before more is read
+    (tests/integration/test_review_openai_gateway3.py)."""
+
+    def __init__(self, bound: int = MIN_ANSWER_CHARS, tokens: int = DEFAULT_TOKENS) -> None:
         self.bound, self.size = bound, 0
+        self.tokens = tokens
+        self.entries = 0  # logprobs entries held (`_stated`)
+        self.fact_bytes, self.fact_bound = 0, body_bound(bound)  # the stream lines holding facts
         self.text: list[str] = []
         self.tool: tuple[str, str] | None = None
         self.proof: Any = None
@@ -94,7 +116,7 @@ class _Answer:
 
     def add_completion(self, doc: Any) -> None:
         if isinstance(doc, dict):
-            self.ids.add(str(doc.get("id")).lower())
+            self._label(doc.get("id"))
         choices = doc.get("choices") if isinstance(doc, dict) else None
         if not isinstance(choices, list) or len(choices) != 1 or not isinstance(choices[0], dict):
             self.flag("a completion without exactly one choice")
@@ -104,13 +126,15 @@ class _Answer:
         self._stated(choices[0], doc)
         self.proof = doc.get("supernet")
 
-    def add_chunk(self, doc: Any) -> None:
+    def add_chunk(self, doc: Any, size: int = 0) -> None:
+        """A stream's chunk ``doc``, read from a line of ``size`` bytes."""
         if not isinstance(doc, dict):
             self.flag("an event whose data is not a JSON object")
             return
         choices = doc.get("choices")
         if "id" in doc:
-            self.ids.add(str(doc["id"]).lower())
+            self._label(doc["id"])
+        held = len(self.facts.finishes), len(self.facts.usages), len(self.facts.logprobs)
         if "error" in doc:
             # the node's failure report, as the caller's client reads one: a truthy error, no text
             if not doc["error"] or choices or "".join(self.text).strip():
@@ -127,19 +151,48 @@ class _Answer:
         else:
             self._part(choices[0].get("delta"))
             if choices[0].get("finish_reason") is not None:
-                self.facts.finishes.append(choices[0]["finish_reason"])
+                self._finish_reason(choices[0]["finish_reason"])
             self._stated(choices[0], doc)
         if doc.get("usage") is not None and not choices:
-            self.facts.usages.append(doc["usage"])  # the usage chunk (`_stated` reads the others)
+            self._usage(doc["usage"])  # the usage chunk (`_stated` reads the others)
         if "supernet" in doc:
             self.proof = doc["supernet"]
+        if held != (len(self.facts.finishes), len(self.facts.usages), len(self.facts.logprobs)):
+            self.fact_bytes += size
+            if self.fact_bytes > self.fact_bound:
+                self.flag(f"facts past {self.fact_bound} bytes, more than the signed token limit allows")
+
+    def _label(self, task_id: Any) -> None:
+        """The reply's ``id`` (every chunk's): one, the signed task's (`CheckedStream._finish`)."""
+        self.ids.add(str(task_id).lower())
+        if len(self.ids) > 1:
+            self.flag(f"chunks labelled {sorted(self.ids)}")
+
+    def _finish_reason(self, reason: Any) -> None:
+        if self.facts.finishes:
+            said = ", ".join(repr(f) for f in [*self.facts.finishes, reason])
+            self.flag(f"finish_reason {said}: more than one")
+            return
+        self.facts.finishes.append(reason)
+
+    def _usage(self, usage: Any) -> None:
+        if len(self.facts.usages) >= MAX_USAGES:
+            self.flag(f"more than {MAX_USAGES} usage objects")
+            return
+        self.facts.usages.append(usage)
 
     def _stated(self, choice: dict[str, Any], doc: dict[str, Any]) -> None:
         """The ``logprobs`` of ``choice`` and the ``usage`` of ``doc``, where they are set."""
-        if choice.get("logprobs") is not None:
-            self.facts.logprobs.append(choice["logprobs"])
+        logprobs = choice.get("logprobs")
+        if logprobs is not None:
+            entries = logprobs.get("content") if isinstance(logprobs, dict) else None
+            self.entries += max(1, len(entries)) if isinstance(entries, list) else 1
+            if self.entries > self.tokens:
+                self.flag(f"logprobs for more than the {self.tokens} tokens the signed token limit allows")
+                return
+            self.facts.logprobs.append(logprobs)
         if doc.get("usage") is not None:
-            self.facts.usages.append(doc["usage"])
+            self._usage(doc["usage"])
 
     def _part(self, part: Any) -> None:
         """A message or a delta: its text and its tool call."""
@@ -150,8 +203,9 @@ class _Answer:
         if content is not None and not isinstance(content, str):
             self.flag("a message whose content is not text")
             return
-        self.text.append(content or "")
-        self._grow(len(content or ""))
+        if content:  # an empty delta holds nothing (a node may send as many as it likes)
+            self.text.append(content)
+            self._grow(len(content))
         calls = part.get("tool_calls")
         if not calls:
             return
@@ -209,7 +263,7 @@ class CheckedStream(httpx.SyncByteStream, httpx.AsyncByteStream):
         self.inner, self.call, self.event_stream, self.on_result = inner, call, event_stream, on_result
         self.trace = trace
         bound = answer_bound(call.task_input)
-        self._answer, self._buffer, self._done = _Answer(bound), b"", False
+        self._answer, self._buffer, self._done = _Answer(bound, signed_tokens(call.task_input)), b"", False
         self._held: CheckedAnswer | None = None  # text checked, facts not yet (`_facts`)
         self._byte_bound = body_bound(bound)
         self._data_lines = 0  # ``data`` lines of the event being read
@@ -296,7 +350,7 @@ class CheckedStream(httpx.SyncByteStream, httpx.AsyncByteStream):
                     answer.flag(f"an inexact end of stream {payload[:20]!r}")
                 self._finish()
             else:
-                answer.add_chunk(parse_json(payload.decode("utf-8", "replace")))
+                answer.add_chunk(parse_json(payload.decode("utf-8", "replace")), len(line))
         else:
             answer.flag(f"an event stream line the node does not send: {line[:40]!r}")
         if answer.odd is not None:
@@ -378,10 +432,10 @@ class CheckedStream(httpx.SyncByteStream, httpx.AsyncByteStream):
                     "store_url): the answer's finish_reason, usage and logprobs cannot be checked"
                 )
             if isinstance(trace_doc, TraceUnreadableError):
+                where = " or ".join(self.trace.urls) if self.trace else "?"
                 raise AnswerMismatchError(
-                    f"task {task}: the trace {cid} its receipt names cannot be read from "
-                    f"{self.trace.url if self.trace else '?'} ({trace_doc}): the answer's "
-                    "finish_reason, usage and logprobs cannot be checked"
+                    f"task {task}: the trace {cid} its receipt names cannot be read from {where} "
+                    f"({trace_doc}): the answer's finish_reason, usage and logprobs cannot be checked"
                 )
             receipt_doc = checked.receipt.model_dump(mode="json")
             problem = trace_problem(self.call, receipt_doc, checked.output, trace_doc)

@@ -12,8 +12,9 @@ and the validators' quorum checks (``rule``, `supernet.sdk.client.signable`), re
 pays for in the shared client state (the signed request, input, output and the node's promise:
 ``Client.verify``, ``claim_omission`` and ``claim_refunds`` work on them), and hands an answer to
 the caller only once it is the output the node's signed receipt commits to, with the
-``finish_reason``, ``usage`` and ``logprobs`` of the trace that receipt names (read from the
-node's advertised content store, or ``store_url``: `supernet.sdk.openai_compat.answer_check`).
+``finish_reason``, ``usage`` and ``logprobs`` of the trace that receipt names (read from
+``store_url``, falling back to the node's advertised content store:
+`supernet.sdk.openai_compat.answer_check`).
 
 >>> contracts = Contracts.connect(rpc_url, Deployment.load("deployment.json"))  # doctest: +SKIP
 >>> auth = SupernetAuth(account, contracts.domain, rule=SigningRule(contracts))  # doctest: +SKIP
@@ -71,10 +72,12 @@ class SupernetAuth(httpx.Auth):
             refuses it (its receipts could not be verified).
         state_dir: where nonces and cumulative totals persist (shared with `Client`).
         max_fee: most wei to pay per call (default: `supernet.sdk.client.ladder.DEFAULT_MAX_FEE`).
-        store_url: the content store to read each answer's trace from (default:
-            ``$SUPERNET_STORE_URL``, else the node's advertised ``storeUrl``, as `Client`).
-        store_transport: an httpx transport to that store (None: the network; an in-process node's
-            ``httpx.ASGITransport`` in tests).
+        store_url: the content store to read each answer's trace from first (default:
+            ``$SUPERNET_STORE_URL``), over the network; where it lacks the trace (or none is set),
+            the node's advertised ``storeUrl`` is read. At most these two reads, within one
+            deadline (`answer_facts.TRACE_READ_TIMEOUT_S`).
+        store_transport: an httpx transport to the node's advertised store (None: the network; an
+            in-process node's ``httpx.ASGITransport`` in tests).
     """
 
     def __init__(
@@ -180,19 +183,27 @@ class SupernetAuth(httpx.Auth):
             self._record(call.task_id, "refused", None)
         elif 200 <= response.status_code < 300:  # any success is an answer: checked before it is read
             loaded = hasattr(response, "_content")  # a transport that handed over a read body
-            store_url = self.store_url or info.storeUrl
             checked = CheckedStream(
                 httpx.ByteStream(response.content) if loaded else response.stream,
                 call,
                 body.get("stream") is True,
                 lambda result: self._answered(call.task_id, result),
                 response.headers,
-                trace=None if not store_url else TraceStore(store_url, self.store_transport),
+                trace=self._trace_store(info),
             )
             if loaded:  # httpx serves a read body from memory, never from the stream: check it now
                 return checked
             response.stream = checked
         return None
+
+    def _trace_store(self, info: NodeInfo) -> TraceStore | None:
+        """Where an answer's trace is read: the user's own store (``store_url``, else
+        ``$SUPERNET_STORE_URL``) over the network, falling back to the node's advertised one (over
+        ``store_transport``), which holds what it committed; or that one alone. The block is
+        re-hashed against the receipt's CID either way (`answer_facts.TraceStore`)."""
+        if self.store_url:
+            return TraceStore(self.store_url, None, info.storeUrl or None, self.store_transport)
+        return TraceStore(info.storeUrl, self.store_transport) if info.storeUrl else None
 
     def _check_domain(self, info: NodeInfo) -> None:
         ours = (self.domain.chain_id, self.domain.verifying_contract.lower())

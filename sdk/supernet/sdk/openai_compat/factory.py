@@ -121,8 +121,8 @@ def openai_client(
             (`supernet.sdk.client.signable.SigningRule`; an application holding its own `Contracts`
             passes one).
         store_url: the content store to read each answer's trace from, whose ``finish_reason``,
-            ``usage`` and ``logprobs`` the answer must state (default: ``$SUPERNET_STORE_URL``,
-            else the node's advertised ``storeUrl``).
+            ``usage`` and ``logprobs`` the answer must state (default: ``$SUPERNET_STORE_URL``),
+            falling back to the node's advertised ``storeUrl`` where it lacks the trace.
         kwargs: passed to ``openai.OpenAI``. ``max_retries`` defaults to 0: every request is a
             paid task signed anew (its own nonce and voucher), so openai's automatic retry of a
             5xx or a read timeout (a slow answer) bought the same answer two more times.
