@@ -48,13 +48,19 @@ BPS = 10_000
 
 
 def _batch(network: Contracts, actors: Actors, trace: bytes) -> tuple[int, list, ReceiptTree]:
-    """A 3-receipt batch of the network's node whose receipt 0 commits to ``trace``."""
+    """A 3-receipt batch of the network's node whose receipt 0 commits to ``trace``, its seed
+    block sealed."""
     receipts = make_receipts(network, actors.users, actors.node.address, 3)
     receipts[0] = dataclasses.replace(receipts[0], trace_hash=hashlib.sha256(trace).digest())
     tree = ReceiptTree.from_receipts(receipts)
     node_tm = network.as_account(actors.node).task_manager
     batch_id = node_tm.commit_batch(tree.root, len(tree), "bafymanifest").value.batch_id
     mine(network.w3, 2)
+    # the seed block sealed now (a validator's transaction): the SDK's claim seals it first where
+    # nobody has, which would put the claim a block after the base fee the test sets for it
+    network.as_account(actors.validators[1]).task_manager.seal_seed_block(
+        network.task_manager.batch(batch_id)
+    )
     return batch_id, receipts, tree
 
 
