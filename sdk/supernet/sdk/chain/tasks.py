@@ -24,11 +24,10 @@ from enum import IntEnum
 from typing import Any
 
 from eth_abi import encode as abi_encode
-from supernet.sdk.chain.beacon import HeaderError, SeedBeacon
+from supernet.sdk.chain.beacon import SeedBeacon
 from supernet.sdk.chain.bindings import Binding, TxResult
-from supernet.sdk.chain.contract_errors import NoRandomness
 from supernet.sdk.chain.eip712 import TaskRequest
-from supernet.sdk.chain.errors import ContractError
+from supernet.sdk.chain.errors import ChainError, ContractError, TransactionFailed
 from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.chain.sampling import batch_seed
 from web3 import Web3
@@ -464,11 +463,12 @@ class TaskManager(Binding):
     def _sealed_ref(self, batch: BatchLike) -> tuple[int, str, int, int, int, int, bytes]:
         """The batch's header, its seed block sealed first where it is mined and nobody has: a
         challenger's reward and bounties need the seed to pick it, and an unsealed seed picks
-        nobody (a header the RPC cannot rebuild is logged and the dispute goes on without it)."""
+        nobody. The seal serves only the reward: whatever stops it (a header the RPC cannot
+        rebuild, a seal that fails) is logged and the dispute goes on without it."""
         whole = batch if isinstance(batch, Batch) else self.batch(batch)
         try:
             self.seal_seed_block(whole)
-        except (HeaderError, NoRandomness) as exc:
+        except ChainError as exc:
             log.warning("batch %d: seed block not sealed (%s): no reward", whole.batch_id, exc)
         return whole.as_tuple()
 
@@ -523,10 +523,12 @@ class TaskManager(Binding):
         """Seal the beacon value of the batch's seed block if nobody has (what a challenger does
         before it challenges); True once the value is on chain, False while the block is not
         mined (or this binding has no account to seal with) or once its hash is gone unsealed
-        (then the seed expired: every entry is sampled).
+        (then the seed expired: every entry is sampled). A seal that fails because another got
+        there first is no failure: the value is on chain.
 
         Raises:
             HeaderError: the RPC's block does not rebuild to its hash.
+            ContractError, TransactionFailed: the seal failed and the value is still unknown.
         """
         number = self.seed_block(batch)
         beacon = self.seed_beacon
@@ -537,9 +539,13 @@ class TaskManager(Binding):
             return False  # not mined yet, or a read-only binding (nothing to sign the seal with)
         try:
             beacon.seal(number)
-        except ContractError as exc:  # another validator sealed it first, or it expired meanwhile
-            if exc.error_name not in ("BlockAlreadySealed", "BlockHashGone"):
+        except (ContractError, TransactionFailed):
+            # another seal got there first (a rival challenger's, the node's: refused at estimate
+            # or mined and reverted), or the hash expired meanwhile: what counts is the chain now
+            value, known = beacon.randomness(number)
+            if not known:
                 raise
+            return value != b"\x00" * 32
         value, known = beacon.randomness(number)
         return known and value != b"\x00" * 32
 
