@@ -362,32 +362,21 @@ LEGACY_FILES = ("added_tokens.json", "special_tokens_map.json")
 """Files older tokenizer saves wrote beside ``tokenizer.json``: refused rather than half-read."""
 
 
-def _byte_alphabet() -> dict[str, int]:
-    """The byte-level alphabet (GPT-2's ``bytes_to_unicode``), read back: character -> byte. The
-    printable bytes stand for themselves, the others for the characters from U+0100 on."""
-    printable = [
-        *range(ord("!"), ord("~") + 1),
-        *range(ord("¡"), ord("¬") + 1),
-        *range(ord("®"), ord("ÿ") + 1),
-    ]
-    chars = list(printable)
-    extra = 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            chars.append(256 + extra)
-            extra += 1
-    return {chr(c): b for b, c in zip(printable, chars, strict=True)}
+@functools.cache
+def _byte_of() -> dict[str, int]:
+    """The byte-level alphabet (GPT-2's ``bytes_to_unicode``, as transformers defines it) read
+    back: character -> byte (imported on first use: the module is a large one)."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-
-_BYTE_OF = _byte_alphabet()
+    return {char: byte for byte, char in bytes_to_unicode().items()}
 
 
 def _byte_level_bytes(token: str) -> bytes:
     """A token's bytes as a ``ByteLevel`` decoder reads them: each character's byte, or the
     token's UTF-8 where a character is outside the alphabet (an added token's text)."""
     try:
-        return bytes(_BYTE_OF[c] for c in token)
+        byte_of = _byte_of()
+        return bytes(byte_of[c] for c in token)
     except KeyError:
         return token.encode()
 

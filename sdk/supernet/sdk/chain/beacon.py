@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import IntEnum
+from functools import cached_property
 from typing import Any
 
 import rlp
@@ -110,13 +111,10 @@ class SeedBeacon(Binding):
 
     NAME = "SeedBeacon"
 
-    @property
+    @cached_property
     def source(self) -> Source:
         """Where this beacon's values come from (immutable: read once)."""
-        source: Source | None = getattr(self, "_source", None)
-        if source is None:
-            source = self._source = Source(int(self.call("SOURCE")))
-        return source
+        return Source(int(self.call("SOURCE")))
 
     def value_from_header(self, block_number: int) -> bytes | None:
         """The value `seal` would store for a mined block, computed from the RPC's block (its

@@ -21,6 +21,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from functools import cached_property
 from typing import Any
 
 from eth_abi import encode as abi_encode
@@ -490,22 +491,19 @@ class TaskManager(Binding):
         unsealed: then every validator is sampled for every entry)."""
         return bytes(self.call("batchSeed", self._ref(batch)))
 
-    @property
+    @cached_property
     def seed_beacon(self) -> SeedBeacon:
         """The SeedBeacon the seeds come from (``SEED_BEACON``), signing with this binding's account."""
-        beacon: SeedBeacon | None = getattr(self, "_seed_beacon", None)
-        if beacon is None:
-            address = str(self.call("SEED_BEACON"))
-            beacon = SeedBeacon(self.w3, address, self.account, tip_ceiling=self.tip_ceiling, duty=self.duty)
-            self._seed_beacon = beacon
-        return beacon
+        address = str(self.call("SEED_BEACON"))
+        return SeedBeacon(self.w3, address, self.account, tip_ceiling=self.tip_ceiling, duty=self.duty)
+
+    @cached_property
+    def _seed_delay(self) -> int:
+        return int(self.call("SEED_DELAY_BLOCKS"))  # immutable: read once
 
     def seed_block(self, batch: Batch) -> int:
         """The block whose beacon value makes the batch's seed: ``commitBlock + SEED_DELAY_BLOCKS``."""
-        delay: int | None = getattr(self, "_seed_delay", None)
-        if delay is None:
-            delay = self._seed_delay = int(self.call("SEED_DELAY_BLOCKS"))  # immutable
-        return batch.commit_block + delay
+        return batch.commit_block + self._seed_delay
 
     def header_seed(self, batch: Batch) -> bytes | None:
         """The batch's seed as the contract will have it once its seed block is sealed, computed
@@ -533,21 +531,19 @@ class TaskManager(Binding):
         number = self.seed_block(batch)
         beacon = self.seed_beacon
         value, known = beacon.randomness(number)
-        if known:
-            return value != b"\x00" * 32
-        if int(self.w3.eth.block_number) <= number or self.account is None:
-            return False  # not mined yet, or a read-only binding (nothing to sign the seal with)
-        try:
-            beacon.seal(number)
-        except (ContractError, TransactionFailed):
-            # another seal got there first (a rival challenger's, the node's: refused at estimate
-            # or mined and reverted), or the hash expired meanwhile: what counts is the chain now
+        if not known:
+            if int(self.w3.eth.block_number) <= number or self.account is None:
+                return False  # not mined yet, or a read-only binding (nothing to sign the seal with)
+            try:
+                beacon.seal(number)
+            except (ContractError, TransactionFailed):
+                # another seal got there first (a rival challenger's, the node's: refused at
+                # estimate or mined and reverted), or the hash expired meanwhile: what counts is
+                # the chain now
+                if not beacon.randomness(number)[1]:
+                    raise
             value, known = beacon.randomness(number)
-            if not known:
-                raise
-            return value != b"\x00" * 32
-        value, known = beacon.randomness(number)
-        return known and value != b"\x00" * 32
+        return known and any(value)
 
     def is_sampled(self, batch: BatchLike, validator: str, index: int) -> bool:
         """True iff ``validator`` must check receipt ``index`` of the batch."""

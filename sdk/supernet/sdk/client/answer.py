@@ -91,7 +91,7 @@ def check_answer(
         node=request.node,
         task_input=call.task_input,
         output=output,
-        onchain_batch=_no_batch,
+        onchain_batch=no_batch,
         trace_loaded=None,
         model_id="0x" + request.model_id.hex(),
         max_fee=request.max_fee,
@@ -141,7 +141,9 @@ def _short(text: str | None) -> str:
     return repr(text) if text is None or len(text) <= 120 else repr(text[:120]) + "..."
 
 
-def _no_batch(batch_id: int) -> tuple[str, bytes, int]:
+def no_batch(batch_id: int) -> tuple[str, bytes, int]:
+    """The ``onchain_batch`` of a receipt check made with ``"batch": None`` (an answer's, whose
+    commit is `Client.verify`'s to check): never asked."""
     raise AssertionError(f"the answer check reads no batch (asked for {batch_id})")
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from supernet.sdk.client.answer import NOT_YET, SignedCall
+from supernet.sdk.client.answer import NOT_YET, SignedCall, no_batch
 from supernet.sdk.client.streaming import CHECKED_AGENTS, cut_at_stop, stops_of
 from supernet.sdk.client.verify import check_receipt
 from supernet.sdk.formats.chat_facts import (
@@ -39,9 +39,8 @@ from supernet.sdk.formats.chat_facts import (
     finish_reason,
     logprob_value,
 )
-from supernet.sdk.formats.trace import MAX_TRACE_BYTES, Trace, trace_from_block
+from supernet.sdk.formats.trace import MAX_TRACE_BYTES, Trace
 from supernet.sdk.store import StoreClient
-from supernet.sdk.store.cids import encode_dag
 
 __all__ = ["ShownFacts", "TraceStore", "TraceUnreadableError", "facts_problem", "trace_problem"]
 
@@ -137,7 +136,7 @@ def trace_problem(call: SignedCall, receipt_doc: dict[str, Any], output: str, tr
         node=request.node,
         task_input=call.task_input,
         output=output,
-        onchain_batch=_no_batch,
+        onchain_batch=no_batch,
         trace_loaded=True,
         trace_doc=trace_doc,
         request=request,
@@ -156,7 +155,7 @@ def facts_problem(
     signed input's stop strings (``tool_call``: the answer is a tool call). The ``finish_reason`` is
     required, once: a completion's, or the one chunk of a stream that carries it; the ``logprobs``
     are required where the signed input asked for them and the trace records them."""
-    facts = call_facts_of(_trace(trace_doc))
+    facts = call_facts_of(Trace.from_dag(trace_doc))  # read and sized by `trace_problem` first
     stops = stops_of(call.task_input) if call.agent in CHECKED_AGENTS else []
     content, stopped = cut_at_stop(output, stops)
     want = finish_reason(facts, stopped, tool_call=tool_call)
@@ -224,10 +223,6 @@ def _logprobs_problem(facts: CallFacts | None, output: str, content: str, shown:
     return None
 
 
-def _trace(trace_doc: Any) -> Trace:
-    return trace_from_block(encode_dag(trace_doc))
-
-
 def _exact(value: Any) -> str:
     """``value`` as canonical JSON: ``1`` and ``true``, or ``1`` and ``1.0``, are other facts."""
     return json.dumps(value, sort_keys=True)
@@ -236,7 +231,3 @@ def _exact(value: Any) -> str:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 120 else text[:120] + "..."
-
-
-def _no_batch(batch_id: int) -> tuple[str, bytes, int]:
-    raise AssertionError(f"the answer check reads no batch (asked for {batch_id})")
