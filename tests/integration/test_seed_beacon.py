@@ -8,15 +8,24 @@ the grinding attack this closes is `test_defence_the_builder_of_the_seed_block_c
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+from typing import Any
+
 import pytest
-from chain_fixtures import Actors, make_receipts
+from chain_fixtures import Actors, make_receipts, stake_network
 from eth_utils import keccak
 from supernet.sdk.chain import Contracts, ReceiptTree
 from supernet.sdk.chain.anvil import mine
 from supernet.sdk.chain.beacon import HeaderError, Source, header_rlp
 from supernet.sdk.chain.contract_errors import BlockNotMined, NotTheHeader, SeedNotReady
 from supernet.sdk.chain.sampling import batch_seed
-from supernet.validator.chain import TaskManagerClient
+from supernet.validator.chain import BatchCommitted, TaskManagerClient
+from supernet.validator.db import Database
+from supernet.validator.sampler import sample
+from supernet.validator.service import Validator
+
+from tests.unit.test_review_session_changes6 import Availability, Disputes, Groups, Turns
 
 pytestmark = pytest.mark.anvil
 
@@ -79,3 +88,79 @@ def test_a_validator_samples_by_the_header_before_anyone_seals_and_the_seal_agre
     assert seed == batch_seed(mix, batch.batch_id)
     assert network.as_account(actors.validators[1]).task_manager.seal_seed_block(batch)
     assert network.task_manager.batch_seed(batch) == seed == client.batch_seed(batch.batch_id)
+
+
+async def test_a_validator_samples_again_once_a_reorg_replaces_the_seed_block(
+    chain: Contracts, actors: Actors, tmp_path: Path
+) -> None:
+    """A validator samples by the seed block's header as soon as it is mined, and a batch it
+    checks over several turns keeps its sample (`TurnOrder.samples`). A reorg that replaces the
+    seed block (the commit staying) gives the batch another seed, the one the contract will hold.
+    It was: the first sample was kept until the batch was done, so a node able to replace that
+    block (its proposer, or a deeper reorg) had the validator check entries the contract does not
+    pick it for, and skip those it does. Now the sample is kept with its seed and drawn again when
+    the seed differs."""
+    # a sample that can differ, and a block between the commit and the seed block (Anvil draws a
+    # block's mix when it mines the block before: a reorg from there gives the seed block a new one)
+    params = dataclasses.replace(chain.params, sample_rate_ppm=100_000, seed_delay_blocks=2)
+    c = stake_network(Contracts.deploy(chain.w3, actors.deployer, params), actors)
+    w3, count, me, rate = c.w3, 64, actors.validators[0].address, params.sample_rate_ppm
+    receipts = make_receipts(c, actors.users, actors.node.address, count)
+    tree = ReceiptTree.from_receipts(receipts)
+    batch = c.as_account(actors.node).task_manager.commit_batch(tree.root, count, "bafy-reorged").value
+    mine(w3, 3)
+    client = TaskManagerClient(w3, c.deployment.address("TaskManager"), actors.validators[0])
+    v = _SamplingValidator.on(client, tmp_path, me)
+    v.commit(batch.batch_id, actors.node.address, count)
+    row = v.db.batch(batch.batch_id)
+    assert row is not None
+
+    def opened_sample() -> list[int]:
+        return [d["sampled"] for k, d in v.events if k == "batch"][-1]
+
+    await v._open_batch(row)
+    before = client.batch_seed(batch.batch_id)
+    assert before and opened_sample() == sample(before, me, count, rate)
+    await v._open_batch(row)  # a second turn, same seed: the kept sample, no second draw
+    assert opened_sample() == sample(before, me, count, rate)
+
+    number = c.task_manager.seed_block(batch)
+    for _ in range(8):  # replace the seed block until its new mix picks another sample
+        stale = header_rlp(w3.eth.get_block(number))
+        depth = int(w3.eth.block_number) - number + 2  # from the block after the commit
+        w3.provider.make_request("anvil_reorg", [depth, []])  # type: ignore[arg-type]
+        assert header_rlp(w3.eth.get_block(number)) != stale, "the seed block was replaced"
+        after = client.batch_seed(batch.batch_id)
+        assert after
+        if sample(after, me, count, rate) != sample(before, me, count, rate):
+            break
+    else:
+        pytest.fail("eight new seed blocks all picked the same sample")
+    assert int(w3.eth.get_block(batch.commit_block)["number"]) == batch.commit_block, "the commit stays"
+    await v._open_batch(row)
+    assert opened_sample() == sample(after, me, count, rate)
+    assert c.as_account(actors.validators[1]).task_manager.seal_seed_block(batch)
+    assert c.task_manager.batch_seed(batch) == after, "the seed the contract holds"
+    picked = [i for i in range(count) if c.task_manager.is_sampled(batch, me, i)]
+    assert opened_sample() == picked
+
+
+class _SamplingValidator(Turns):
+    """The validator's turns (`Turns`: the real `_open_batch` and its sample kept per batch) with
+    the real `Validator.sample` against a real `TaskManagerClient`; nothing is scored."""
+
+    sample = Validator.sample
+
+    @classmethod
+    def on(cls, client: TaskManagerClient, tmp_path: Path, address: str) -> _SamplingValidator:
+        db = Database(tmp_path / "v.sqlite")
+        fake_chain: Any = client  # the stand-ins take the chain they are given
+        disputes = Disputes(fake_chain, db)
+        groups = Groups(fake_chain)
+        availability = Availability(fake_chain, disputes.answered_at, db=db)
+        return cls(db, fake_chain, groups, disputes, availability, address)
+
+    def commit(self, batch_id: int, node: str, count: int) -> None:
+        """The batch as the validator's follower records it (the chain is the real one)."""
+        ev = BatchCommitted(batch_id, node, b"\x00" * 32, count, 0, "bafy-reorged", 1, 0)
+        self.db.record_events([ev], 2)

@@ -154,10 +154,10 @@ def test_defence_a_reorg_of_the_seed_block_seals_only_the_canonical_header(
 ) -> None:
     """The validator read the seed block's header, then the block was replaced (the commit's own
     block stays): the stale header no longer proves anything, `seal_seed_block` proves the new one,
-    and the client's seed is the one the contract then holds. (A validator's service keeps the
-    sample it computed first, `turn_order.samples`: after such a reorg it may check a stale sample;
-    not pursued here: with `confirmations` 0, the default, it samples at the head; on Ethereum a
-    block replaced in its own slot keeps its prevrandao, only a deeper reorg changes the mix.)"""
+    and the client's seed is the one the contract then holds. (A validator's service kept the
+    sample it computed first, `turn_order.samples`; it now draws it again when the seed changes:
+    `test_a_validator_samples_again_once_a_reorg_replaces_the_seed_block`,
+    tests/integration/test_seed_beacon.py.)"""
     w3 = network.w3
     batch = _commit(network, actors, 4, "bafy-reorg")
     mine(w3, 2)

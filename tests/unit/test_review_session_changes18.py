@@ -46,11 +46,12 @@ Checked and holding:
 - Known limit (not tested): `header_rlp` checks the RPC's header against the hash the same RPC
   gives, so a lying RPC picks the validator's header sample (and `Validator.sample`'s cross-check
   is skipped until a seal); the RPC is trusted as it is for every read (eth_call included).
-- Known limit (not tested): the header seed is read at the head, while the follower admits the
-  commit `confirmations` blocks behind it; a reorg of the seed block after sampling changes the
-  seed and `turn_order.samples` keeps the old sample for the batch (forgotten only when the commit
-  itself is undone). The seed block is `confirmations - SEED_DELAY_BLOCKS` deep when sampled, as it
-  was with block-hash seeds before this session.
+- Known limit, since FIXED (next session): the header seed is read at the head, while the follower
+  admits the commit `confirmations` blocks behind it; a reorg of the seed block after sampling
+  changed the seed and `turn_order.samples` kept the old sample for the batch (forgotten only when
+  the commit itself was undone). The sample is now kept with its seed and drawn again when the seed
+  differs (`test_a_validator_samples_again_once_a_reorg_replaces_the_seed_block`,
+  tests/integration/test_seed_beacon.py).
 """
 
 from __future__ import annotations

@@ -594,14 +594,19 @@ class Validator:
             # time on batches it can no longer act on (under an expired seed, every entry of them)
             self.db.finish_batch(batch.batch_id, "past_window", "its challenge window was over when reached")
             return _Opened(_nothing(), 0)
-        indexes = self.turn_order.samples.get(batch.batch_id)
-        if indexes is None:  # sampled (and cross-checked on chain) once while it is pending
+        kept = self.turn_order.samples.get(batch.batch_id)
+        if kept is not None and (kept[0] == seed or seed == EXPIRED_SEED):
+            # sampled (and cross-checked on chain) once per seed while it is pending; a seed that
+            # expired after this validator sampled by it leaves its sample as it was read in time
+            indexes = kept[1]
+        else:
+            if kept is not None:  # a reorg replaced the seed block: its new mix picks anew
+                log.warning("batch %d: its seed block was replaced; sampling it again", batch.batch_id)
+            elif seed == EXPIRED_SEED:
+                why = "its seed expired unsealed; checking all"
+                log.warning("batch %d: %s %d receipts", batch.batch_id, why, batch.count)
             indexes = await asyncio.to_thread(self.sample, batch, seed)
-            self.turn_order.samples[batch.batch_id] = indexes
-        if seed == EXPIRED_SEED:
-            log.warning(
-                "batch %d: its seed expired unsealed; checking all %d receipts", batch.batch_id, batch.count
-            )
+            self.turn_order.samples[batch.batch_id] = (seed, indexes)
         if announce:
             self._emit("batch", batch_id=batch.batch_id, node=batch.node, count=batch.count, sampled=indexes)
         if not indexes:

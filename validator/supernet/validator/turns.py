@@ -40,9 +40,10 @@ class TurnOrder:
         self._clock = itertools.count()
         self._node_at: dict[str, int] = {}
         self._batch_at: dict[int, int] = {}
-        self.samples: dict[int, list[int]] = {}
-        """This validator's sampled indexes of each batch served, kept while it is pending: a batch
-        opened for one group each turn is not sampled (and cross-checked on chain) again each time."""
+        self.samples: dict[int, tuple[bytes, list[int]]] = {}
+        """This validator's seed and sampled indexes of each batch served, kept while it is pending:
+        a batch opened for one group each turn is not sampled (and cross-checked on chain) again
+        each time, unless its seed changed (a reorg replaced the seed block: `Validator._open_batch`)."""
         self._undone: set[int] = set()
 
     def admit(self, batches: Iterable[BatchRow]) -> None:
