@@ -31,6 +31,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from supernet.node.kernel.dispatch import first_stop
 from supernet.node.llm.sampling import SamplingParams, is_greedy
 from supernet.node.llm.scoring import Tolerance, compare_generation
 from supernet.node.llm.types import (
@@ -188,9 +189,8 @@ def _check_finish(
     it cannot score has a finding already."""
     ids, claimed = call.output_ids, call.finish_reason
     n = len(ids)
-    on_string = (
-        bool(stop_strings) and decode is not None and n > 0 and any(s in decode(ids) for s in stop_strings)
-    )
+    text = decode(ids) if stop_strings and decode is not None and n > 0 else ""  # decoded once
+    on_string = any(s in text for s in stop_strings)
     expected = finish_reason_of(ids, call.max_new_tokens, stops, on_string)
     if claimed == expected:
         return []
@@ -246,7 +246,10 @@ def _past_stop_string(
     runs on, and a bisection finds where it should have ended (only for such outputs). One
     exception: a trailing U+FFFD (a character split across tokens) vanishes once the next token
     completes it, so a stop string holding U+FFFD is looked for in every proper prefix
-    (tests/unit/test_review_llm_check2.py)."""
+    (tests/unit/test_review_llm_check2.py): by the engine's own watcher (`dispatch.first_stop`),
+    a window's decode per token, not a decode of each prefix (a node's trace chose the tokens
+    and the strings: tests/unit/test_review_validator_bait.py). The strings are the protocol's
+    few (`MAX_STOP_STRINGS`, checked when the trace is read)."""
     if not stop_strings or decode is None or len(ids) < 2:
         return None
 
@@ -254,8 +257,8 @@ def _past_stop_string(
         text = decode(ids[:k])
         return any(s in text for s in stop_strings)
 
-    if any("\ufffd" in s for s in stop_strings):  # rare: a linear scan, the first prefix that stops
-        return next((k for k in range(1, len(ids)) if stopped(k)), None)
+    if any("\ufffd" in s for s in stop_strings):  # rare: the first proper prefix that stops
+        return first_stop(_Decoder(decode), ids[:-1], tuple(stop_strings))
     if not stopped(len(ids) - 1):
         return None
     lo, hi = 1, len(ids) - 1  # the first k with a stop string in ids[:k] lies in [lo, hi]
@@ -263,6 +266,16 @@ def _past_stop_string(
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if stopped(mid) else (mid + 1, hi)
     return lo
+
+
+class _Decoder:
+    """A decode function (already `stop_text`'s rule) as the tokenizer `first_stop` reads."""
+
+    def __init__(self, decode: Callable[[Sequence[int]], str]) -> None:
+        self._decode = decode
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        return self._decode(ids)
 
 
 def sampling_params(call: LLMCall) -> SamplingParams:

@@ -375,12 +375,9 @@ class Verifier:
         findings = list(s.findings)
         if isinstance(judgement, str):  # scoring or judging failed on this side (`local_failure`)
             return s.head.verdict(findings, unverifiable=None if findings else judgement, local=True)
-        for call in s.trace.llm_calls:
-            scored = call.call in judgement.findings
-            decode = s.scorer.decode if scored else None  # only ids the model knows
-            findings += check_shape(call, s.scorer.eos_ids, call.stop_strings, decode)
-            if scored:
-                findings += judgement.findings[call.call]
+        # decoding a long output takes a while: off the event loop, where the validator's votes
+        # and reveals run (tests/unit/test_review_validator_bait.py)
+        findings += await asyncio.to_thread(_shapes, s, judgement)
         offered = {spec.name: spec for spec in context_of(s.trace.doc)[2]}  # the specs the user signed
         tool_findings, reran, why = await check_tools(
             s.trace.tool_calls,
@@ -691,6 +688,18 @@ def _witness(trace: Trace) -> VerifiedWitness | None:
         return VerifiedWitness(trace.doc.witness)
     except FormatError:
         return VerifiedWitness(Witness())
+
+
+def _shapes(s: _Staged, judgement: _Judgement) -> list[Finding]:
+    """The receipt's LLM calls' shapes (`check_shape`) and, for each scored one, its scores' findings."""
+    findings: list[Finding] = []
+    for call in s.trace.llm_calls:
+        scored = call.call in judgement.findings
+        decode = s.scorer.decode if scored else None  # only ids the model knows
+        findings += check_shape(call, s.scorer.eos_ids, call.stop_strings, decode)
+        if scored:
+            findings += judgement.findings[call.call]
+    return findings
 
 
 def _barrier(head: _Head, exc: Exception, findings: list[Finding]) -> Verdict:

@@ -22,13 +22,9 @@ from typing import Any, ClassVar
 from supernet.node.agents.base import Agent
 from supernet.node.agents.context import AgentContext
 from supernet.node.agents.tool_calls import render_messages, tools_response_format
+from supernet.sdk.formats.trace import MAX_STOP_CHARS, MAX_STOP_STRINGS  # the protocol's, re-exported
 
 DEFAULT_MAX_NEW_TOKENS = 128
-MAX_STOP_STRINGS = 4
-"""Most ``stop`` strings a chat takes, each of 1 to `MAX_STOP_CHARS` characters: what
-``POST /v1/chat/completions`` takes (OpenAI's limits, `supernet.node.service.schemas.StopStrings`),
-so a task through ``POST /v1/tasks`` cannot make the node's stop watcher look for thousands."""
-MAX_STOP_CHARS = 64
 _STOP_STRING = {"type": "string", "minLength": 1, "maxLength": MAX_STOP_CHARS}
 
 

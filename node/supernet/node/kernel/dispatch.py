@@ -276,6 +276,15 @@ class _StopWatcher:
         return text[: min(cuts)] if cuts else text
 
 
+def first_stop(tokenizer: Any, ids: Sequence[int], stops: tuple[str, ...]) -> int | None:
+    """The fewest leading tokens of ``ids`` whose text (`stop_text`) holds one of ``stops``, or None:
+    where the engine's watcher ends a call on these tokens. Costs what the watcher does per
+    token (a window's decode), not a decode of every prefix (what a validator checks a recorded
+    output against: `supernet.validator.llm_check`)."""
+    watcher = _StopWatcher(tokenizer, stops, lambda _i, _t: None)
+    return next((i + 1 for i, t in enumerate(ids) if watcher.on_token(i, t)), None)
+
+
 class Dispatcher:
     """Routes each syscall of a task to its manager under the access manager's rules."""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from supernet.sdk.formats.trace import MAX_STOP_CHARS, MAX_STOP_STRINGS
 from supernet.sdk.node_api import (
     AccountPublic,
     Address,
@@ -102,10 +103,8 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-StopStrings = (
-    Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    | Annotated[list[Annotated[str, StringConstraints(min_length=1, max_length=64)]], Field(max_length=4)]
-)
+_StopString = Annotated[str, StringConstraints(min_length=1, max_length=MAX_STOP_CHARS)]
+StopStrings = _StopString | Annotated[list[_StopString], Field(max_length=MAX_STOP_STRINGS)]
 
 
 class ChatCompletionCreate(BaseModel):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from supernet.sdk.agents.errors import KernelError
+from supernet.sdk.formats.trace import MAX_STOP_CHARS, MAX_STOP_STRINGS
 
 __all__ = [
     "JSON",
@@ -94,6 +95,19 @@ class LLMChat:
         _number("top_p", self.top_p)
         if self.seed is not None:
             _integer("seed", self.seed)
+        _stop_strings(self.stop)
+
+
+def _stop_strings(stop: Any) -> None:
+    """At most `MAX_STOP_STRINGS` strings of at most `MAX_STOP_CHARS` characters: the protocol's
+    bound (a trace recording more is malformed, so a call beyond it could never be verified)."""
+    if not isinstance(stop, tuple) or not all(isinstance(s, str) for s in stop):
+        raise TypeError(f"stop must be a tuple of strings, not {stop!r}")
+    if len(stop) > MAX_STOP_STRINGS:
+        raise ValueError(f"at most {MAX_STOP_STRINGS} stop strings, not {len(stop)}")
+    for s in stop:
+        if len(s) > MAX_STOP_CHARS:
+            raise ValueError(f"a stop string has at most {MAX_STOP_CHARS} characters, not {len(s)}")
 
 
 @dataclass(frozen=True)

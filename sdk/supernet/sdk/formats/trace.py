@@ -49,6 +49,14 @@ MAX_TRACE_EVENTS = 1024
 """Most events one trace holds: a kernel refuses further syscalls (unrecorded) once a trace is
 full, so a validator bounds its work on any trace without wronging an honest node."""
 
+MAX_STOP_STRINGS = 4
+"""Most stop strings one LLM call takes, each of at most `MAX_STOP_CHARS` characters (OpenAI's limits,
+what ``POST /v1/chat/completions`` takes): a protocol bound, not a node's setting. The kernel's
+`LLMChat` refuses more and a trace that records more is malformed, so what the node's stop watcher
+and a validator's stop check look for is small whatever the node writes
+(tests/unit/test_review_validator_bait.py)."""
+MAX_STOP_CHARS = 64
+
 MAX_CONTEXT_TOKENS = 2048
 """Positions (prompt + output) one LLM call may use: the protocol's context, not a node's setting.
 A kernel caps a call's recorded ``max_new_tokens`` at ``MAX_CONTEXT_TOKENS - len(prompt_ids)``
@@ -131,9 +139,16 @@ class Sampling:
             top_p=number(r["top_p"], f"{path}.top_p"),
             seed=integer(r["seed"], f"{path}.seed", 0),
             stop_token_ids=None if stops is None else items(stops, f"{path}.stop_token_ids", _token),
-            stop=items(r["stop"], f"{path}.stop", string),
+            stop=items(r["stop"], f"{path}.stop", _stop_string, MAX_STOP_STRINGS),
             grammar=string(r["grammar"], f"{path}.grammar") if "grammar" in r else None,
         )
+
+
+def _stop_string(value: Any, path: str) -> str:
+    text = string(value, path)
+    if len(text) > MAX_STOP_CHARS:
+        raise FormatError(f"{path} has {len(text)} characters, more than {MAX_STOP_CHARS}")
+    return text
 
 
 def _token(value: Any, path: str) -> int:
