@@ -8,11 +8,6 @@ import {Receipt} from "../src/libraries/Types.sol";
 import {Base} from "./utils/Base.sol";
 import {Merkle} from "./utils/Merkle.sol";
 
-/// @dev The one cheatcode this suite needs that test/utils/Test.sol does not declare.
-interface VmRandao {
-    function prevrandao(bytes32 newPrevrandao) external;
-}
-
 /// Review 16: the SeedBeacon (commits d1986f8, 4e46028): seeds from the seed block's RANDAO mix,
 /// proven by its RLP header; validators sample by the header and only a challenger seals.
 ///
@@ -46,8 +41,6 @@ interface VmRandao {
 ///   hash, a second seal reverts, and another block's header is refused
 ///   (test_defence_ASealCannotBeReplacedOrRedirected).
 contract Review16Test is Base {
-    VmRandao internal constant vmr = VmRandao(address(uint160(uint256(keccak256("hevm cheat code")))));
-
     address internal decoyUser;
     uint256 internal decoyKey;
 
@@ -138,14 +131,14 @@ contract Review16Test is Base {
     ///         where `block.prevrandao` is not randomness (EIP-4399: above 2**64), or the seed is
     ///         not knowable at the commit.
     function test_defence_APrevrandaoBeaconOnAChainWithoutRandaoIsRefused() public {
-        vmr.prevrandao(bytes32(uint256(1))); // Arbitrum's
+        vm.prevrandao(bytes32(uint256(1))); // Arbitrum's
         vm.expectRevert(abi.encodeWithSelector(SeedBeacon.NoRandomness.selector, block.number));
         new SeedBeacon(SeedBeacon.Source.Prevrandao, SEED_DELAY_BLOCKS);
-        vmr.prevrandao(bytes32(uint256(2 ** 64))); // a pre-merge difficulty's range: still refused
+        vm.prevrandao(bytes32(uint256(2 ** 64))); // a pre-merge difficulty's range: still refused
         vm.expectRevert(abi.encodeWithSelector(SeedBeacon.NoRandomness.selector, block.number));
         new SeedBeacon(SeedBeacon.Source.Prevrandao, SEED_DELAY_BLOCKS);
         new SeedBeacon(SeedBeacon.Source.Blockhash, SEED_DELAY_BLOCKS); // what such a chain deploys
-        vmr.prevrandao(keccak256("a RANDAO mix"));
+        vm.prevrandao(keccak256("a RANDAO mix"));
         assertEq(new SeedBeacon(SeedBeacon.Source.Prevrandao, SEED_DELAY_BLOCKS).DELAY_BLOCKS(), SEED_DELAY_BLOCKS);
     }
 

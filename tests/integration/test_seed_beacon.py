@@ -8,6 +8,7 @@ the grinding attack this closes is `test_defence_the_builder_of_the_seed_block_c
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,18 @@ from supernet.sdk.chain.anvil import mine
 from supernet.sdk.chain.beacon import HeaderError, Source, header_rlp
 from supernet.sdk.chain.contract_errors import BlockNotMined, NotTheHeader, SeedNotReady
 from supernet.sdk.chain.sampling import batch_seed
+from supernet.validator.availability import Availability
 from supernet.validator.chain import BatchCommitted, TaskManagerClient
 from supernet.validator.db import Database
 from supernet.validator.sampler import sample
 from supernet.validator.service import Validator
 
-from tests.unit.test_review_session_changes6 import Availability, Disputes, Groups, Turns
+from tests.unit import test_review_validator_game as vgame
+from tests.unit.test_review_session_changes6 import Availability as FakeAvailability
+from tests.unit.test_review_session_changes6 import Disputes, Groups, Turns
+from tests.unit.test_review_validator_game import Game, _commit
+
+game = vgame.game  # fixture: real Anvil, contracts and two embedded stores
 
 pytestmark = pytest.mark.anvil
 
@@ -157,10 +164,68 @@ class _SamplingValidator(Turns):
         fake_chain: Any = client  # the stand-ins take the chain they are given
         disputes = Disputes(fake_chain, db)
         groups = Groups(fake_chain)
-        availability = Availability(fake_chain, disputes.answered_at, db=db)
+        availability = FakeAvailability(fake_chain, disputes.answered_at, db=db)
         return cls(db, fake_chain, groups, disputes, availability, address)
 
     def commit(self, batch_id: int, node: str, count: int) -> None:
         """The batch as the validator's follower records it (the chain is the real one)."""
         ev = BatchCommitted(batch_id, node, b"\x00" * 32, count, 0, "bafy-reorged", 1, 0)
         self.db.record_events([ev], 2)
+
+
+def test_under_blockhash_the_sdk_seals_the_value_it_could_read_unsealed(
+    chain: Contracts, actors: Actors
+) -> None:
+    """Under `Source.BLOCKHASH` a seed block's value is readable unsealed while `blockhash`
+    reaches the block, and gone after (8,191 blocks with EIP-2935: 4.5 h of 2 s blocks).
+    It was: `seal_seed_block` saw it known and sealed nothing, so a node that answered a claim
+    past that horizon turned the finder's pick into `Pick.Everyone` (no decoy bounty:
+    contracts/test/Review17.t.sol). Now it seals while no seal stored the value, once."""
+    params = dataclasses.replace(chain.params, seed_source=int(Source.BLOCKHASH))
+    c = stake_network(Contracts.deploy(chain.w3, actors.deployer, params), actors)
+    receipts = make_receipts(c, actors.users, actors.node.address, 2)
+    tree = ReceiptTree.from_receipts(receipts)
+    batch = c.as_account(actors.node).task_manager.commit_batch(tree.root, 2, "bafy-blockhash").value
+    mine(c.w3, 2)
+    tm = c.as_account(actors.validators[0]).task_manager
+    number = tm.seed_block(batch)
+    assert tm.seed_beacon.source is Source.BLOCKHASH
+    assert tm.seed_beacon.randomness(number)[1] and not tm.seed_beacon.sealed(number), "readable, unsealed"
+    assert tm.seal_seed_block(batch)
+    assert tm.seed_beacon.sealed(number), "stored for good"
+    assert c.task_manager.batch_seed(batch) == batch_seed(
+        bytes(c.w3.eth.get_block(number)["hash"]), batch.batch_id
+    )
+    nonce = c.w3.eth.get_transaction_count(actors.validators[0].address)
+    assert tm.seal_seed_block(batch)
+    assert c.w3.eth.get_transaction_count(actors.validators[0].address) == nonce, "one seal, not one per call"
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_validator_seals_the_seed_block_at_its_first_retry_of_data_it_cannot_read(game: Game) -> None:
+    """A node decides when its withheld data comes out (a manifest answered at its claim's
+    deadline, a trace at its claim's), and so whether the seed is still provable when the finder
+    challenges. It was: nothing sealed before a challenge, and a late answer outlived the seed:
+    the picked finder's challenge was `Pick.Everyone`, the decoy bounty it earned unpaid
+    (contracts/test/Review17.t.sol). Now the first retry of an entry the validator cannot read
+    seals the seed block (no claim yet: the retries go on)."""
+    g = game
+    batch_id, _, _ = await _commit(g)
+    v = g.party(g.actors.validators[1], g.stores["partial"], "v")  # entry 0's trace withheld from it
+    v.follower.catch_up()
+    batch = v.db.batch(batch_id)
+    assert batch is not None
+    tm = g.chain.task_manager
+    number = tm.seed_block(tm.batch(batch_id))
+    mine(g.chain.w3, 2)
+    assert not tm.seed_beacon.randomness(number)[1], "unsealed"
+
+    async def settle(*args: object) -> bool:
+        return True
+
+    av = Availability(v.client, v.db, v.disputes, v.disputes.verifier, settle, retries=4, backoff_s=0.01)
+    av.note(batch, 0, "trace withheld")
+    await asyncio.sleep(0.02)
+    await av.step(v.client.timestamp())
+    assert tm.seed_beacon.sealed(number), "the seed block was not sealed at the first retry"
+    assert [(r.status, r.attempts) for r in v.db.missing()] == [("retrying", 1)], "no claim yet"

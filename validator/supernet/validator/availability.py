@@ -134,6 +134,8 @@ class Availability:
     async def _retry(self, row: MissingRow, chain_now: int) -> None:
         batch = self.db.batch(row.batch_id)
         assert batch is not None
+        if row.attempts == 0:
+            await self._seal(batch)
         verdict = await self._verdict(batch, row.index)
         if verdict is not None:
             await self._conclude(batch, row.index, verdict, "fetched")
@@ -148,6 +150,18 @@ class Availability:
             self.db.update_missing(row.batch_id, row.index, attempts=attempts, status="expired")
             return
         await self._open(row, attempts)
+
+    async def _seal(self, batch: BatchRow) -> None:
+        """Seal the batch's seed block at the first retry of an entry this validator was sampled
+        for and cannot read. The node decides when its data is served: served after the seed's
+        horizon (a manifest answered at its claim's deadline, a trace at its claim's), an
+        unsealed seed has expired by the time the finder challenges, and the pick it earned (a
+        decoy's bounty) is gone (contracts/test/Review17.t.sol). One seal per seed block (~55k
+        gas), the first validator's; a failure is logged and the retries go on."""
+        try:
+            await self._call(self.chain.seal_seed, batch.batch_id)
+        except Exception as exc:
+            log.warning("batch %d: seed block not sealed (%s); retrying the entry", batch.batch_id, exc)
 
     async def _manifest_pending(self, batch: BatchRow, chain_now: int) -> bool:
         """Whether the batch's manifest is what is missing and its claim (`ManifestWatch`) is

@@ -345,6 +345,11 @@ class TaskManagerClient:
             return self.binding.header_seed(batch)
         return EXPIRED_SEED if seed == bytes(32) else seed  # the contract's zero: expired unsealed
 
+    def seal_seed(self, batch_id: int) -> bool:
+        """Seal the batch's seed block if nobody has (`TaskManager.seal_seed_block`): what keeps
+        this validator's pick, and the reward or bounty it earns, past the seed's horizon."""
+        return self.binding.seal_seed_block(self.batch(batch_id))
+
     def is_sampled(self, batch_id: int, validator: str, index: int) -> bool:
         """The contract's own sampling decision (the cross-check of `supernet.validator.sampler`)."""
         ref = self.batch(batch_id).as_tuple()

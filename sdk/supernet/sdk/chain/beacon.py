@@ -141,6 +141,15 @@ class SeedBeacon(Binding):
         value, known = self.call("randomness", block_number)
         return bytes(value), bool(known)
 
+    def sealed(self, block_number: int) -> bool:
+        """Whether a seal stored the block's value (its ``Sealed`` event). Under `Source.BLOCKHASH`
+        `randomness` says known either way while `blockhash` reaches the block: only a seal keeps
+        the value past that."""
+        logs = self.contract.events.Sealed().get_logs(
+            argument_filters={"blockNumber": block_number}, from_block=block_number
+        )
+        return bool(logs)
+
     def seal(self, block_number: int) -> TxResult:
         """Store a mined block's value for good (under `Source.PREVRANDAO`, proven by its header,
         fetched from the RPC and checked against the block's hash here first); ``value`` is it.

@@ -25,7 +25,7 @@ from functools import cached_property
 from typing import Any
 
 from eth_abi import encode as abi_encode
-from supernet.sdk.chain.beacon import SeedBeacon
+from supernet.sdk.chain.beacon import SeedBeacon, Source
 from supernet.sdk.chain.bindings import Binding, TxResult
 from supernet.sdk.chain.eip712 import TaskRequest
 from supernet.sdk.chain.errors import ChainError, ContractError, TransactionFailed
@@ -519,10 +519,13 @@ class TaskManager(Binding):
 
     def seal_seed_block(self, batch: Batch) -> bool:
         """Seal the beacon value of the batch's seed block if nobody has (what a challenger does
-        before it challenges); True once the value is on chain, False while the block is not
-        mined (or this binding has no account to seal with) or once its hash is gone unsealed
-        (then the seed expired: every entry is sampled). A seal that fails because another got
-        there first is no failure: the value is on chain.
+        before it challenges, and a validator as soon as it cannot read an entry it was sampled
+        for: a node that serves the data late must not outwait the seed); True once the value is
+        on chain, False while the block is not mined (or this binding has no account to seal
+        with) or once its hash is gone unsealed (then the seed expired: every entry is sampled).
+        Under `Source.BLOCKHASH` the value is readable unsealed while `blockhash` reaches the
+        block, and sealed too: only a seal keeps it past that. A seal that fails because another
+        got there first is no failure: the value is on chain.
 
         Raises:
             HeaderError: the RPC's block does not rebuild to its hash.
@@ -531,16 +534,19 @@ class TaskManager(Binding):
         number = self.seed_block(batch)
         beacon = self.seed_beacon
         value, known = beacon.randomness(number)
-        if not known:
+        if known and not any(value):
+            return False  # gone unsealed: the seed expired
+        if not known or (beacon.source is Source.BLOCKHASH and not beacon.sealed(number)):
             if int(self.w3.eth.block_number) <= number or self.account is None:
-                return False  # not mined yet, or a read-only binding (nothing to sign the seal with)
+                return known  # not mined yet, or a read-only binding (nothing to sign the seal with)
             try:
                 beacon.seal(number)
             except (ContractError, TransactionFailed):
                 # another seal got there first (a rival challenger's, the node's: refused at
                 # estimate or mined and reverted), or the hash expired meanwhile: what counts is
                 # the chain now
-                if not beacon.randomness(number)[1]:
+                value, known = beacon.randomness(number)
+                if not (beacon.sealed(number) or (known and not any(value))):
                     raise
             value, known = beacon.randomness(number)
         return known and any(value)
