@@ -8,10 +8,10 @@ so the answer never states something the receipt does not commit to. ``top_logpr
 the node's model over the prompt and the answer (the scoring validators run), after generation.
 
 ``stop`` strings end the answer where the first one starts (the stop string is not returned). The
-``chat`` agent does not pass them to the model yet, so the model generates on to its token limit
-and the node cuts the verified output; the text is the same either way (each token depends only on
-those before it, sampling included: the RNG is keyed by seed and position), but the tokens after
-the cut are spent and counted in ``usage``.
+``chat`` agent passes them to the kernel, whose stop watcher ends the call on the token that
+completes one and records the text cut before it (`dispatch._StopWatcher.final_text`): the call's
+last tokens are then the stop string's, not the end-of-turn token (what the drop-in's count of
+``logprobs`` entries allows for: `answer_facts.least_span`).
 """
 
 from __future__ import annotations

@@ -171,21 +171,29 @@ def facts_problem(
         if asked and facts is not None and facts.logprobs:
             return "no logprobs where the signed input asks for them and the trace records them"
         return None  # none asked for (the node reports none)
-    return _logprobs_problem(facts, output, content, shown.logprobs)
+    return _logprobs_problem(facts, output, content, shown.logprobs, stops)
 
 
-def least_span(facts: CallFacts, output: str, content: str) -> int:
+def least_span(facts: CallFacts, output: str, content: str, stops: Sequence[str] = ()) -> int:
     """The fewest recorded tokens the answer ``content`` (``output`` cut at a stop string) can span
     (`chat_facts.spanned`, the node's count), known without a tokenizer: all of the call's ``n``
-    tokens but the text-free one that ended a ``stop`` call, and, where a stop string cut the
-    answer, but those holding the bytes cut off (at least one each). So an answer that is the
-    call's whole text is spanned exactly; a cut one within the bytes the cut removed."""
+    tokens but those after the answer's last byte, and, where the drop-in cut the answer at a stop
+    string, but those holding the bytes cut off (at least one each). After the answer, a ``stop``
+    call ends on the text-free end-of-turn token, or on the tokens of a stop string (``stops``:
+    the signed ones), which the kernel cut from the text it recorded, each holding at least one of
+    its bytes (tests/unit/test_review_framing6.py). So an answer that is the call's whole text is
+    spanned exactly; a cut one within the bytes the cut removed."""
     n = min(len(facts.output_ids), len(facts.logprobs))
-    least = n - (1 if facts.finish_reason == "stop" else 0) - (len(output.encode()) - len(content.encode()))
+    after = 0
+    if facts.finish_reason == "stop":
+        after = max([1, *(len(s.encode()) for s in stops)])
+    least = n - after - (len(output.encode()) - len(content.encode()))
     return max(least, 1 if content else 0)
 
 
-def _logprobs_problem(facts: CallFacts | None, output: str, content: str, shown: Sequence[Any]) -> str | None:
+def _logprobs_problem(
+    facts: CallFacts | None, output: str, content: str, shown: Sequence[Any], stops: Sequence[str] = ()
+) -> str | None:
     """Why the ``logprobs`` objects ``shown`` are not the trace's: each ``{"content": [...]}``,
     their entries together one per recorded token the answer spans, from the first (at least
     `least_span`, never more than the call's tokens), the i-th entry's ``logprob`` the trace's i-th
@@ -217,7 +225,7 @@ def _logprobs_problem(facts: CallFacts | None, output: str, content: str, shown:
         joined += bytes(raw)
     if joined.decode("utf-8", "replace") != content:
         return f"logprobs whose bytes spell {_short(joined.decode('utf-8', 'replace'))}, not the answer"
-    least = least_span(facts, output, content)
+    least = least_span(facts, output, content, stops)
     if len(entries) < least:
         return f"{len(entries)} logprobs for an answer spanning at least {least} recorded tokens"
     return None
