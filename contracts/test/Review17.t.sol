@@ -20,8 +20,8 @@ pragma solidity 0.8.37;
 ///   challenge or an availability claim (`_sealed_ref`), so a node that withholds the data past
 ///   the seed's horizon (8,191 blocks with EIP-2935: ~4.5 h of 2 s blocks; 256 blocks without) turns
 ///   every honest find into `Pick.Everyone` (FIXED off chain, by the next session: the validator
-///   seals the seed block at its first retry of an entry it cannot read, `Availability._seal`, and
-///   `seal_seed_block` seals a value `blockhash` alone holds; tests/integration/test_seed_beacon.py
+///   seals the seed block once its retries of an entry it cannot read are spent,
+///   `Availability._seal`, and `seal_seed_block` seals a value `blockhash` alone holds; tests/integration/test_seed_beacon.py
 ///   tests both on Anvil, the two tests below model them and are now defences):
 ///   * withheld manifest: a validator waits for the manifest claim, sent near 40 % of the window
 ///     (`supernet.validator.manifests`: 9.6 h by default, no seal: `challengeManifest` is not a
@@ -163,7 +163,7 @@ contract Review17Test is Base {
     }
 
     /// @dev What the SDK's `seal_seed_block` does (before a challenge or an availability claim,
-    ///      and at a validator's first retry of an entry it cannot read): seal the seed block
+    ///      and once a validator's retries of an entry it cannot read are spent): seal the seed block
     ///      unless its value is stored or gone; under Blockhash a value readable through
     ///      `blockhash` is sealed too (a failed seal is logged and the dispute goes on).
     function _sdkSeal(uint256 seedBlock) internal {
@@ -207,8 +207,8 @@ contract Review17Test is Base {
     ///         it). The node answers at the claim's deadline (three quarters into the window), paid
     ///         its answer by the claim. The finder re-runs decoy `i`, finds it faulty and challenges
     ///         through the SDK (whose seal found the value known: expired): the pick was
-    ///         `Everyone` and the reveal paid no bounty. Now the finder's first retry of the
-    ///         unreadable manifest seals the seed block (`Availability._seal`, seconds after it),
+    ///         `Everyone` and the reveal paid no bounty. Now the finder seals the seed block once
+    ///         its retries of the unreadable manifest are spent (`Availability._seal`, ~30 s),
     ///         and the validator the seed picked for the decoy is paid its bounty.
     function test_defence_AManifestWithheldPastTheSeedHorizonKeepsThePickedFindersBounty() public {
         uint256 batchId = _plantDecoys();
@@ -216,7 +216,7 @@ contract Review17Test is Base {
         uint256 i = _firstPick(batchId, finder);
         uint256 seedBlock = _mineSeedBlock(batchId);
         _advance(1);
-        _sdkSeal(seedBlock); // the first retry of the unreadable manifest seals it
+        _sdkSeal(seedBlock); // the spent retries of the unreadable manifest seal it
 
         // The finder waits for the manifest: its claim near 40 % of the window.
         uint256 claimAt = uint256(ref.committedAt) + CHALLENGE_WINDOW / 2 - CHALLENGE_WINDOW / 10;

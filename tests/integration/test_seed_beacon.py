@@ -202,13 +202,16 @@ def test_under_blockhash_the_sdk_seals_the_value_it_could_read_unsealed(
 
 
 @pytest.mark.asyncio(loop_scope="session")
-async def test_a_validator_seals_the_seed_block_at_its_first_retry_of_data_it_cannot_read(game: Game) -> None:
+async def test_a_validator_seals_the_seed_block_once_its_retries_of_withheld_data_are_spent(
+    game: Game,
+) -> None:
     """A node decides when its withheld data comes out (a manifest answered at its claim's
     deadline, a trace at its claim's), and so whether the seed is still provable when the finder
     challenges. It was: nothing sealed before a challenge, and a late answer outlived the seed:
     the picked finder's challenge was `Pick.Everyone`, the decoy bounty it earned unpaid
-    (contracts/test/Review17.t.sol). Now the first retry of an entry the validator cannot read
-    seals the seed block (no claim yet: the retries go on)."""
+    (contracts/test/Review17.t.sol). Now, once the retries of an entry the validator cannot read
+    are spent, it seals the seed block before what comes next (here its claim); data served
+    within the retries costs no seal (tests/unit/test_review_session_changes19.py)."""
     g = game
     batch_id, _, _ = await _commit(g)
     v = g.party(g.actors.validators[1], g.stores["partial"], "v")  # entry 0's trace withheld from it
@@ -223,9 +226,13 @@ async def test_a_validator_seals_the_seed_block_at_its_first_retry_of_data_it_ca
     async def settle(*args: object) -> bool:
         return True
 
-    av = Availability(v.client, v.db, v.disputes, v.disputes.verifier, settle, retries=4, backoff_s=0.01)
+    av = Availability(v.client, v.db, v.disputes, v.disputes.verifier, settle, retries=2, backoff_s=0.01)
     av.note(batch, 0, "trace withheld")
     await asyncio.sleep(0.02)
     await av.step(v.client.timestamp())
-    assert tm.seed_beacon.sealed(number), "the seed block was not sealed at the first retry"
-    assert [(r.status, r.attempts) for r in v.db.missing()] == [("retrying", 1)], "no claim yet"
+    assert [(r.status, r.attempts) for r in v.db.missing()] == [("retrying", 1)]
+    assert not tm.seed_beacon.sealed(number), "a retry left: no seal yet"
+    await asyncio.sleep(0.05)
+    await av.step(v.client.timestamp())
+    assert tm.seed_beacon.sealed(number), "the seed block was not sealed once the retries were spent"
+    assert [r.status for r in v.db.missing()] == ["challenged"], "then claimed"

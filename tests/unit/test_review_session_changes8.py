@@ -236,6 +236,9 @@ class FraudChain(Chain):
     def claimable(self, address: str) -> int:
         return 0
 
+    def withdraw(self) -> None:
+        raise AssertionError("nothing to withdraw")
+
 
 @pytest.mark.parametrize("case", ["receipt_not_its_leaf", "control"])
 async def test_defence_an_entry_whose_receipt_is_not_its_leaf_goes_to_the_availability_path(
@@ -424,7 +427,12 @@ class VoteChain(ClaimChain):
     )
 
     def params(self) -> SimpleNamespace:
-        return SimpleNamespace(challenge_window=WINDOW, reveal_window=100, quorum_bps=5_000)
+        return SimpleNamespace(
+            challenge_window=WINDOW, reveal_window=100, quorum_bps=5_000, challenge_bond=10**17
+        )
+
+    def balance(self) -> int:
+        return 10**18  # bonds to spare
 
     def commit_vote(self, challenge_id: int, commitment: bytes) -> None:
         self.commits.append(challenge_id)

@@ -238,19 +238,21 @@ def add_operator_commands(group: typer.Typer, role: str, key_env: str) -> None:
     OpKey = Annotated[str, key_option(key_env, f"The {role}'s")]
     # A node's redeemed fees wait in its Payments account (earnings, held until the disputes over
     # what they paid are over; the verification share sits in its escrow, which only decoy
-    # bounties spend); bonds and rewards of disputes wait in the TaskManager. A validator has only
-    # the latter.
+    # bounties spend); bonds and rewards of disputes and availability claims wait in the
+    # TaskManager, those of omission and manifest claims (a claimant's refund, deposit and reward,
+    # a node's paid answers) in the OmissionManager. A validator has only the latter two.
     view_name, take_name = ("earnings", "withdraw") if role == "node" else ("rewards", "claim")
 
-    def balances(c: Contracts, who: str) -> tuple[int, int, int, int, int]:
+    def balances(c: Contracts, who: str) -> tuple[int, int, int, int, int, int]:
         """(Payments earnings withdrawable now, held, when all held are free, verification
-        escrow, TaskManager claimable), read once."""
+        escrow, TaskManager claimable, OmissionManager claimable), read once."""
         fees = escrow = held = free_at = 0
         if role == "node":  # both at one block: a redemption between two reads moves the held part
             block = int(c.w3.eth.block_number)
             fees, escrow = c.payments.node_account(who, block)
             held, free_at = c.payments.held_earnings(who, block)
-        return max(fees - held, 0), held, free_at, escrow, int(c.task_manager.call("claimable", who))
+        disputes = int(c.task_manager.call("claimable", who))
+        return max(fees - held, 0), held, free_at, escrow, disputes, c.omission_manager.claimable(who)
 
     def status(
         rpc: Rpc = "http://127.0.0.1:8545",
@@ -272,10 +274,15 @@ def add_operator_commands(group: typer.Typer, role: str, key_env: str) -> None:
                 )
             if op.locked_until > now:
                 typer.echo(f"  locked by open work until {_when(op.locked_until, now)}")
-            fees, held, free_at, escrow, disputes = balances(c, who)
-            typer.echo(f"  {view_name}: {format_amount(fees + disputes)} to withdraw")
+            fees, held, free_at, escrow, disputes, claims = balances(c, who)
+            typer.echo(f"  {view_name}: {format_amount(fees + disputes + claims)} to withdraw")
+            parts = [f"fees {format_amount(fees)}"] if role == "node" else []
+            parts += [
+                f"disputes (TaskManager) {format_amount(disputes)}",
+                f"omission and manifest claims (OmissionManager) {format_amount(claims)}",
+            ]
+            typer.echo(f"    {', '.join(parts)}")
             if role == "node":
-                typer.echo(f"    fees {format_amount(fees)}, disputes {format_amount(disputes)}")
                 if held:
                     typer.echo(
                         f"  fees held {format_amount(held)} (slashable while their disputes can open), "
@@ -299,13 +306,15 @@ def add_operator_commands(group: typer.Typer, role: str, key_env: str) -> None:
             c = connect(rpc, deployment, (key, key_file, keystore, password_file), ceiling)
             who = c.account.address if c.account else ""
             op, now, done = c.service_manager.get_operator(who), _chain_time(c), False
-            fees, held, free_at, _, disputes = balances(c, who)
+            fees, held, free_at, _, disputes, claims = balances(c, who)
             if fees:
                 c.payments.withdraw_earnings()
             if disputes:
                 c.task_manager.withdraw()
-            if fees or disputes:
-                typer.echo(f"withdrew {format_amount(fees + disputes)} of {view_name}")
+            if claims:
+                c.omission_manager.withdraw()
+            if fees or disputes or claims:
+                typer.echo(f"withdrew {format_amount(fees + disputes + claims)} of {view_name}")
                 done = True
             if held:
                 typer.echo(f"{format_amount(held)} of fees are held: all free {_when(free_at, now)}")

@@ -134,15 +134,16 @@ class Availability:
     async def _retry(self, row: MissingRow, chain_now: int) -> None:
         batch = self.db.batch(row.batch_id)
         assert batch is not None
-        if row.attempts == 0:
-            await self._seal(batch)
         verdict = await self._verdict(batch, row.index)
         if verdict is not None:
             await self._conclude(batch, row.index, verdict, "fetched")
             return
         attempts = row.attempts + 1
         closing = await self._closing(row.batch_id, chain_now)
-        if (attempts < self.retries and not closing) or await self._manifest_pending(batch, chain_now):
+        spent = attempts >= self.retries or closing
+        if spent and self.enabled:
+            await self._seal(batch)  # what comes next (a claim, the manifest's) may outlast the seed
+        if not spent or await self._manifest_pending(batch, chain_now):
             delay = min(self.backoff_s * 2**attempts, RECHECK_MAX_S)
             self.db.update_missing(row.batch_id, row.index, attempts=attempts, next_try=time.time() + delay)
             return
@@ -152,12 +153,14 @@ class Availability:
         await self._open(row, attempts)
 
     async def _seal(self, batch: BatchRow) -> None:
-        """Seal the batch's seed block at the first retry of an entry this validator was sampled
-        for and cannot read. The node decides when its data is served: served after the seed's
-        horizon (a manifest answered at its claim's deadline, a trace at its claim's), an
-        unsealed seed has expired by the time the finder challenges, and the pick it earned (a
-        decoy's bounty) is gone (contracts/test/Review17.t.sol). One seal per seed block (~55k
-        gas), the first validator's; a failure is logged and the retries go on."""
+        """Seal the batch's seed block once the retries of an entry this validator was sampled for
+        are spent and it still cannot read it (data served within the retries costs no seal:
+        tests/unit/test_review_session_changes19.py). The node decides when its data is served:
+        served after the seed's horizon (a manifest answered at its claim's deadline, a trace at
+        its claim's), an unsealed seed has expired by the time the finder challenges, and the pick
+        it earned (a decoy's bounty) is gone (contracts/test/Review17.t.sol). One seal per seed
+        block (~55k gas), the first validator's (two retrying in the same block may both send:
+        the second reverts, a known limit); a failure is logged and the retries go on."""
         try:
             await self._call(self.chain.seal_seed, batch.batch_id)
         except Exception as exc:

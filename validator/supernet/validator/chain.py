@@ -428,9 +428,20 @@ class TaskManagerClient:
         """Whether ``validator`` voted (or opened) this challenge."""
         return int(self.binding.call("getVote", challenge_id, Web3.to_checksum_address(validator))[0]) != 0
 
+    def balance(self) -> int:
+        """Wei in this validator's wallet (what bonds and gas are paid from); 0 without an account."""
+        return 0 if self.account is None else int(self.w3.eth.get_balance(self.account.address))
+
     def claimable(self, account: str) -> int:
-        """Wei ``account`` can withdraw."""
+        """Wei ``account`` can withdraw from the TaskManager (`withdraw`)."""
         return int(self.binding.call("claimable", Web3.to_checksum_address(account)))
+
+    def omission_claimable(self, account: str) -> int:
+        """Wei ``account`` can withdraw from the OmissionManager (`withdraw_omission`: what its
+        manifest claims earned, a refund, a deposit back, a reward); 0 without one."""
+        if self.omission is None:
+            return 0
+        return self.omission.claimable(Web3.to_checksum_address(account))
 
     # -- transactions ----------------------------------------------------------------------------
 
@@ -553,8 +564,14 @@ class TaskManagerClient:
         return int(self.binding.claim_refund(challenge_id, receipt, request).value)
 
     def withdraw(self) -> None:
-        """Pull everything claimable (bonds back, rewards)."""
+        """Pull everything claimable from the TaskManager (bonds back, rewards)."""
         self.binding.withdraw()
+
+    def withdraw_omission(self) -> None:
+        """Pull everything claimable from the OmissionManager (manifest claims' refunds, deposits
+        and rewards)."""
+        assert self.omission is not None, "no OmissionManager configured"
+        self.omission.withdraw()
 
 
 def seen_by(chain: Any) -> Checkpoint | None:

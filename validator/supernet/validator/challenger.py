@@ -9,7 +9,11 @@ Rules this module keeps:
   is sealed (``commitVote``, bonded) before the vote's last REVEAL_WINDOW seconds and opened
   (``revealVote``) in them; its side and salt are in the database before the commit is sent.
 * **Resolve** any challenge whose vote window has passed (anyone may), then claim what this
-  validator's vote earned where the contract pays it, and withdraw what is claimable.
+  validator's vote earned where the contract pays it, and withdraw what is claimable: the
+  TaskManager's balance and the OmissionManager's (manifest claims), what is already claimable
+  first, so that a resolve or claim that fails holds none of it back. A vote the wallet cannot pay
+  (commit or reveal) is kept and retried, not raised out of `vote_open`, so the step goes on
+  to the withdrawal that may pay for it.
 
 Every step is idempotent against the chain (the contract's state is read before acting), so a
 restart after a transaction but before the database write does not send it twice. A reorg that
@@ -73,6 +77,12 @@ EXPECTED_RACES = {
 
 SEALING_OVER = {"WrongVotePhase", "VoteWindowClosed", "ChallengeNotOpen"}
 """Reverts of a commit that say no vote can be sealed on the challenge any more."""
+
+FRAUD_VOTE_RESERVE_BONDS = 1
+"""Vote bonds a validator keeps in its wallet for fraud votes: it seals a 'not fraud' vote only
+with that much more (and `VOTE_GAS_ALLOWANCE_WEI`) left after it (`Disputes._bond_to_spare`)."""
+VOTE_GAS_ALLOWANCE_WEI = 10**16
+"""Ether beside the bonds for the seal's and the reveal's gas (0.01: ~200k gas at 50 gwei)."""
 
 
 class Disputes:
@@ -490,10 +500,28 @@ class Disputes:
         if (await self._clock())[0] >= self._reveals_at(row):
             log.info("challenge %d: checked after its commit phase ended, not voting", row.challenge_id)
             return
+        if verdict.ok and not await self._bond_to_spare():
+            log.warning(
+                "challenge %d: not sealing a 'not fraud' vote: the balance left would not cover a fraud "
+                "vote's bond (kept for one; retried while sealing lasts)",
+                row.challenge_id,
+            )
+            return
         salt = os.urandom(32)
         # on disk before the commit is sent: a validator restarted after it still reveals
         self.db.seal_vote(row.challenge_id, not verdict.ok, salt, evidence)
         await self._commit(row, not verdict.ok, salt, evidence, sorted(verdict.checks))
+
+    async def _bond_to_spare(self) -> bool:
+        """Whether the wallet holds a vote's bond beyond `FRAUD_VOTE_RESERVE_BONDS` more (and gas).
+        A 'not fraud' vote protects an honest node from a verdict that needs a quorum of fraud
+        votes anyway, while a missing fraud vote can leave a real fraud unslashed and its honest
+        challenger's bond burned; a node's ally opening challenges on its honest receipts would
+        otherwise lock a validator's ether in 'not fraud' bonds just before the real fraud comes
+        (tests/unit/test_review_validator_funds.py)."""
+        bond = self.chain.params().challenge_bond
+        balance = int(await self._call(self.chain.balance))
+        return balance >= bond * (1 + FRAUD_VOTE_RESERVE_BONDS) + VOTE_GAS_ALLOWANCE_WEI
 
     async def _commit(
         self, row: ChallengeRow, fraud: bool, salt: bytes, evidence: str, checks: Sequence[str]
@@ -620,6 +648,11 @@ class Disputes:
                 raise
             log.info("challenge %d: vote not revealed (yet): %s", row.challenge_id, exc)
             return
+        except InsufficientFundsError as exc:
+            # as a commit: the step goes on to `settle`, whose withdrawal may pay for it. Kept, and
+            # retried while the reveal phase lasts (the message names the balance).
+            log.warning("challenge %d: vote not revealed, no ether for its gas: %s", row.challenge_id, exc)
+            return
         self.db.mark_revealed(row.challenge_id)
         self._emit("reveal", {"challenge_id": row.challenge_id, "fraud": row.my_vote})
         log.info("VOTE challenge %d revealed: %s", row.challenge_id, "fraud" if row.my_vote else "honest")
@@ -658,7 +691,17 @@ class Disputes:
         )
 
     async def settle(self, now: int) -> None:
-        """Resolve expired challenges, claim vote rewards, withdraw."""
+        """Withdraw what is claimable already (`_withdraw`: first, so that a resolve or a claim
+        that fails cannot hold back the refunds that pay this validator's next transactions),
+        resolve expired challenges, claim vote rewards, and withdraw what the claims credited."""
+        if self.auto_withdraw:
+            await self._withdraw()
+        if await self._resolve_and_claim(now) and self.auto_withdraw:
+            await self._withdraw(omission=False)  # nothing here credits the OmissionManager
+
+    async def _resolve_and_claim(self, now: int) -> bool:
+        """Resolve expired challenges and claim what this validator's votes earned; returns
+        whether anything was claimed."""
         for row in self.db.challenges("open", "voted"):
             if row.vote_deadline >= now:
                 continue
@@ -701,12 +744,36 @@ class Disputes:
                 raise
             at = await self._call(seen_by, self.chain)
             self.db.set_challenge_status(row.challenge_id, "claimed", at=at)
-        if self.auto_withdraw and (claimed or await self._call(self.chain.claimable, self.address)):
+        return claimed
+
+    async def _withdraw(self, omission: bool = True) -> None:
+        """Pull this validator's balances into its wallet, each only when it is not zero: the
+        TaskManager's ``claimable`` (vote bonds and rewards, challenge bonds, availability claims'
+        refunds, deposits and rewards) and, with ``omission`` where the validator has an
+        OmissionManager client, the OmissionManager's (manifest claims' refunds, deposits and
+        rewards: `ManifestWatch` claims there). One that fails does not hold up the other; a wallet
+        that cannot pay a withdrawal's gas is logged and tried again next step."""
+        pulls: list[tuple[str, Callable[[str], int], Callable[[], None]]] = [
+            ("TaskManager", self.chain.claimable, self.chain.withdraw)
+        ]
+        if omission and getattr(self.chain, "omission", None) is not None:
+            pulls.append(("OmissionManager", self.chain.omission_claimable, self.chain.withdraw_omission))
+        failed: ContractError | None = None
+        for name, read, pull in pulls:
+            if not await self._call(read, self.address):
+                continue
             try:
-                await self._call(self.chain.withdraw)
+                await self._call(pull)
             except ContractError as exc:
                 if exc.error_name not in EXPECTED_RACES:
-                    raise
+                    failed = failed or exc
+                continue
+            except InsufficientFundsError as exc:
+                log.warning("%s balance not withdrawn, no ether for the gas: %s", name, exc)
+                continue
+            log.info("withdrew this validator's %s balance", name)
+        if failed is not None:
+            raise failed
 
     async def _claim(self, row: ChallengeRow) -> bool:
         """Claim what this validator's vote on a resolved challenge earned, wherever the contract

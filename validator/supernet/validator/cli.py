@@ -47,7 +47,7 @@ def run(
         None, "--register-stake", help="Register as validator with this stake (wei)."
     ),
     no_challenge: bool = typer.Option(False, "--no-challenge", help="Verify and vote, but never challenge."),
-    poll: float | None = typer.Option(None, "--poll", help="Seconds between steps."),
+    poll: float | None = typer.Option(None, "--poll", help="Seconds between steps (at most 60)."),
     http_port: int | None = typer.Option(
         None,
         "--http-port",

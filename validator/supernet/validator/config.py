@@ -30,6 +30,13 @@ from supernet.node.service.config import (
 from supernet.sdk.keys import load_account
 from supernet.sdk.store import DEFAULT_STORE_URL
 
+MAX_POLL_INTERVAL_S = 60.0
+"""The longest wait between two steps, and between two rounds of reveals. A sealed vote must be
+opened within its reveal phase (a third of the vote window) and claims are followed within their
+answer windows, so a poll interval is a matter of seconds: a longer one (``inf``, ``1e12``, or
+milliseconds given for seconds) would leave the validator asleep after its first step while
+``/healthz``, stale only after ten polls, still said ``ok``."""
+
 
 class ChainSettings(Section):
     """Where the protocol lives and who this validator is."""
@@ -132,7 +139,13 @@ class ValidatorSettings(BaseSettings):
     model: ModelSettings = Field(default_factory=lambda: ModelSettings(threads=None))
     store_url: str = DEFAULT_STORE_URL
     db_path: Path = Path("validator.sqlite")
-    poll_interval_s: float = Field(1.0, gt=0)
+    poll_interval_s: float = Field(
+        1.0,
+        gt=0,
+        le=MAX_POLL_INTERVAL_S,
+        allow_inf_nan=False,
+        description=f"seconds between steps (and rounds of reveals), at most {MAX_POLL_INTERVAL_S:.0f}",
+    )
     challenge: bool = Field(True, description="open challenges on faulty receipts (voting always runs)")
     auto_withdraw: bool = True
     register_stake_wei: int = Field(0, ge=0, description="register as validator with this stake if not yet")

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import inspect
 import logging
 import secrets
 import time
@@ -35,21 +37,31 @@ from supernet.sdk.chain.errors import ContractError, InsufficientFundsError
 from supernet.sdk.chain.registry import ServiceManager
 from supernet.sdk.chain.rpc_checks import require_rpc
 from supernet.sdk.store import StoreClient
+from supernet.sdk.store.errors import StoreUnavailableError
 from supernet.validator.availability import Availability
 from supernet.validator.chain import EXPIRED_SEED, TaskManagerClient
 from supernet.validator.challenger import Disputes
-from supernet.validator.config import ValidatorSettings
+from supernet.validator.config import MAX_POLL_INTERVAL_S, ValidatorSettings
 from supernet.validator.db import BatchRow, CheckRow, Database, DivergedRow
 from supernet.validator.evidence import Verdict, publish
 from supernet.validator.follower import Follower
 from supernet.validator.manifests import ManifestWatch
 from supernet.validator.ops import Health, ValidatorMetrics, ops_app
 from supernet.validator.origin_check import ReceiptIndex
+from supernet.validator.redact import redact
 from supernet.validator.sampler import sample
 from supernet.validator.search_check import SearchCheck
 from supernet.validator.tool_check import RegistryRunner, ToolRunner
 from supernet.validator.turns import TurnOrder
-from supernet.validator.verifier import Manifest, ManifestError, Scorer, Verifier
+from supernet.validator.verifier import (
+    Manifest,
+    ManifestError,
+    OwnStoreError,
+    Scorer,
+    Verifier,
+    own_store_error,
+    store_down,
+)
 from supernet.validator.writes import WriteLog
 
 log = logging.getLogger(__name__)
@@ -67,9 +79,58 @@ RECHECK_SHARE = 4
 """A re-check waits at most ``1/RECHECK_SHARE`` of the time left in the entry's window."""
 _jitter = secrets.SystemRandom()  # re-check delays no node can predict
 
+STALE_POLLS = 10
+"""``/healthz`` goes stale when the last good step is older than this many poll intervals (at least
+`STALE_MIN_S`); ``poll_interval_s`` is at most `MAX_POLL_INTERVAL_S`, so the bound is at most ten
+minutes."""
+STALE_MIN_S = 60.0
+
 
 class SamplingMismatch(RuntimeError):
     """The local sample disagrees with ``TaskManager.isSampled`` (wrong chain or protocol drift)."""
+
+
+class OwnStore:
+    """This validator's content-store client as its duties use it: every call passes through to
+    ``client``, and one that fails for want of an answer (`StoreUnavailableError`) while the store
+    does not answer its ``version`` call either (`own_store_error`) raises `OwnStoreError`
+    instead, kept in ``failure``. So a block this validator cannot get because its own store is
+    down is never taken for one a node withholds (the readers defer what they read), and the
+    step that met the outage fails (`Validator.step`), which ``/healthz`` shows."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.failure: OwnStoreError | None = None
+        """The outage met since the last `check`, if any."""
+
+    async def check(self) -> OwnStoreError | None:
+        """Ask the store whether it answers (`store_down`): the outage (kept in ``failure``), or
+        None (``failure`` cleared: a step starts afresh)."""
+        self.failure = await store_down(self.client)
+        return self.failure
+
+    def __getattr__(self, name: str) -> Any:
+        client = self.__dict__.get("client")
+        if client is None:
+            raise AttributeError(name)
+        attr = getattr(client, name)
+        if name in ("version", "aclose") or not inspect.iscoroutinefunction(attr):
+            return attr
+
+        @functools.wraps(attr)
+        async def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await attr(*args, **kwargs)
+            except StoreUnavailableError as exc:
+                own = await own_store_error(client, exc)
+                if own is None:  # the store answers: the data's (e.g. a block nobody serves)
+                    raise
+                self.failure = own
+                if own is exc:
+                    raise
+                raise own from exc
+
+        return guarded
 
 
 @dataclass(frozen=True)
@@ -121,6 +182,13 @@ class Validator:
         self.turn_order = TurnOrder()  # the order of `_check_batches`' turns, kept across steps
         self.metrics = ValidatorMetrics()
         self.health = Health(address=self.address)
+        self._urls = (settings.chain.rpc_url, settings.store_url)
+
+    _urls: tuple[str, ...] = ()
+    """The configured URLs whose paths, queries and credentials are kept out of what is logged and
+    shown (`_shown`)."""
+    _guard: OwnStore | None = None
+    """The store client as `setup` wraps it (`OwnStore`)."""
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -143,8 +211,18 @@ class Validator:
         retention = await asyncio.to_thread(self.chain.binding.batch_retention)
         span = MAX_PIN_AGE_S + retention + self.chain.params().vote_window
         await asyncio.to_thread(require_rpc, self.w3, "validator", call_gas=CHAIN_READ_GAS, state_span_s=span)
+        # the content store answers, or nothing starts: with a store it cannot reach every step
+        # would go on, and every block it cannot get be taken for one the node withholds
+        client = self._store or StoreClient(s.store_url)
+        self._urls = (s.chain.rpc_url, s.store_url, str(getattr(client, "url", "")))
+        self._guard = OwnStore(client)
+        self.store: Any = self._guard
+        down = await self._guard.check()
+        if down is not None:
+            if self._own_store:  # opened here: closed here (`cleanup` needs the database)
+                await client.aclose()
+            raise down  # "validator cannot start: this validator's content store at URL does not answer: ..."
         self.db = Database(s.db_path)
-        self.store = self._store or StoreClient(s.store_url)
         if self._scorer is None:
             from supernet.validator.scoring import ModelScorer
 
@@ -332,7 +410,9 @@ class Validator:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("revealing sealed votes failed (retried): %s: %s", type(exc).__name__, exc)
+                log.warning(
+                    "revealing sealed votes failed (retried): %s: %s", type(exc).__name__, _shown(self, exc)
+                )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.settings.poll_interval_s)
 
@@ -340,7 +420,10 @@ class Validator:
         port = self.settings.http_port
         if port is None:
             return None
-        stale = max(60.0, 10 * self.settings.poll_interval_s)
+        # stale after ten polls, at least a minute; never more than ten of the longest poll allowed
+        # (a poll interval past it could only come from settings built without their checks)
+        polls = STALE_POLLS * self.settings.poll_interval_s
+        stale = min(max(STALE_MIN_S, polls), STALE_POLLS * MAX_POLL_INTERVAL_S)
         app = ops_app(self.metrics, self.health, stale_after_s=stale)
         config = uvicorn.Config(app, host=self.settings.http_host, port=port, log_level="warning")
         return _QuietServer(config)
@@ -358,11 +441,12 @@ class Validator:
                 raise
             except Exception as exc:
                 self.metrics.step_failures.inc()
-                self.health.last_error = f"{type(exc).__name__}: {exc}"[:300]
+                # never the RPC's API key (in its URL), which HTTP errors name: /healthz may be public
+                error = f"{type(exc).__name__}: {_shown(self, exc)}"
+                self.health.last_error = error[:300]
                 log.warning(
-                    "validator step failed (retrying): %s: %s",
-                    type(exc).__name__,
-                    exc,
+                    "validator step failed (retrying): %s",
+                    error,
                     exc_info=log.isEnabledFor(logging.DEBUG),
                 )
             self.metrics.step_seconds.observe(time.monotonic() - started)
@@ -391,32 +475,54 @@ class Validator:
     # -- one step --------------------------------------------------------------------------------
 
     async def step(self) -> None:
-        """Scan new blocks, check pending batches, vote on open challenges, settle expired ones."""
+        """Scan new blocks, check pending batches, vote on open challenges, settle expired ones.
+
+        This validator's own content store is asked first (`OwnStore.check`). While it does not
+        answer, nothing that reads data runs (every block it cannot get would be taken for one
+        the node withholds: retried, its seed sealed, claimed on chain with a bond), only what
+        needs the chain alone (following, declaring, settling), and the step fails with the
+        store's error, so ``/healthz`` goes stale. An outage met during the step (`OwnStoreError`
+        from a read) defers what was being read, skips the step's later data duties and fails the
+        step likewise, after settling."""
         while await asyncio.to_thread(self.follower.step):
             pass
-        # re-checks due first: a backlog of pending batches must not push them past their window
-        await self._check_diverged(await asyncio.to_thread(self.chain.timestamp), rechecks_only=True)
-        # (sealed votes are opened by `_reveals`, beside the steps, however long their checks take)
-        await self._check_batches()  # each batch isolated: its trouble never stops the rest
+        guard: OwnStore | None = getattr(self, "_guard", None)
+        if guard is None or await guard.check() is None:
+            # re-checks due first: a backlog of pending batches must not push them past their window
+            await self._check_diverged(await asyncio.to_thread(self.chain.timestamp), rechecks_only=True)
+            # (sealed votes are opened by `_reveals`, beside the steps, however long their checks take)
+            await self._check_batches()  # each batch isolated: its trouble never stops the rest
         try:
             await self._declare_loadable()
         except Exception as exc:
-            log.warning("declaring the formats checked here failed, retried next step: %s", exc)
+            log.warning("declaring the formats checked here failed, retried next step: %s", _shown(self, exc))
         chain_now = await asyncio.to_thread(self.chain.timestamp)
         # what keeps data secured in its window runs isolated: its trouble never stops the votes
         for name, part in (("manifests", self.manifests), ("writes", self.writes)):
+            if _store_outage(self) is not None:
+                break
             try:
                 await part.step(chain_now)
             except Exception as exc:
-                log.warning("%s step failed, retried next step: %s", name, exc)
-        await self._check_diverged(chain_now)
-        try:
-            await self.availability.step(chain_now)
-        except InsufficientFundsError as exc:  # an availability bond: retried next step, after settle
-            log.warning("availability claim deferred, no ether for its bond: %s", exc)
+                log.warning("%s step failed, retried next step: %s", name, _shown(self, exc))
+        if _store_outage(self) is None:
+            await self._check_diverged(chain_now)
+        if _store_outage(self) is None:
+            try:
+                await self.availability.step(chain_now)
+            except InsufficientFundsError as exc:  # an availability bond: retried next step, after settle
+                log.warning("availability claim deferred, no ether for its bond: %s", _shown(self, exc))
         now = max(int(time.time()), chain_now)
-        await self.disputes.vote_open(now)
+        met: OwnStoreError | None = None
+        if _store_outage(self) is None:
+            try:
+                await self.disputes.vote_open(now)
+            except OwnStoreError as exc:  # a vote's check met the outage: raised after settling
+                met = exc
         await self.disputes.settle(now)
+        failure = _store_outage(self) or met
+        if failure is not None:
+            raise failure
 
     def _forget_batches(self, batch_ids: list[int]) -> None:
         """Batches a reorg undid (`Follower.on_undo`; the database and the header cache forgot
@@ -488,6 +594,10 @@ class Validator:
         try:
             while (batch := order.next(pending, waiting)) is not None:
                 outcome = await self._turn(batch, open_checks, announced)
+                if _store_outage(self) is not None:
+                    # this validator's store is down (`OwnStore`): the turn did nothing that counts,
+                    # and every other batch waits for the store too (the step then fails)
+                    break
                 if outcome == "waiting":  # no work done: the node keeps its place
                     waiting.add(batch.batch_id)
                     continue
@@ -558,7 +668,7 @@ class Validator:
         except StopAsyncIteration:
             pass
         except Exception as exc:  # the generator is finished by its own error
-            _deferred(batch, exc)
+            _deferred(batch, exc, self)
         open_checks.pop(batch.batch_id, None)
         return "finished"
 
@@ -617,9 +727,10 @@ class Validator:
         try:
             manifest = await self.disputes.manifest(batch, reuse=True)
         except ManifestError as exc:  # never skipped: retried, then an availability challenge
+            why = _shown(self, exc)  # kept and logged: never the store's or the RPC's credentials
             for i in indexes:
-                self.availability.note(batch, i, f"manifest: {exc}")
-            self.db.finish_batch(batch.batch_id, "missing", str(exc))
+                self.availability.note(batch, i, f"manifest: {why}")
+            self.db.finish_batch(batch.batch_id, "missing", why)
             return _Opened(_nothing(), 0)
         done = {c.index: c for c in self.db.checks(batch.batch_id)}
         # entries whose check failed here are `_check_diverged`'s, after their back-off; those
@@ -688,7 +799,7 @@ class Validator:
         try:
             manifest = await self.disputes.manifest(batch)
         except ManifestError as exc:
-            self.availability.note(batch, index, f"manifest: {exc}")
+            self.availability.note(batch, index, f"manifest: {_shown(self, exc)}")
             self.db.settle_diverged(batch_id, index)
             return
         if done is not None:
@@ -718,8 +829,15 @@ class Validator:
                     self._closed(row)
                     continue
                 await self.check_entry(row.batch_id, row.index)
-            except Exception as exc:
-                log.warning("batch %d #%d: its full check failed, retried: %s", row.batch_id, row.index, exc)
+            except Exception as exc:  # `OwnStoreError` included: the entry stays due, no try counted
+                log.warning(
+                    "batch %d #%d: its full check failed, retried: %s",
+                    row.batch_id,
+                    row.index,
+                    _shown(self, exc),
+                )
+                if isinstance(exc, OwnStoreError):  # this validator's store is down: the rest waits too
+                    break
 
     async def _entry_window(self, batch_id: int, index: int, chain_now: int) -> int:
         """When entry ``index`` of batch ``batch_id`` stops being challengeable, in chain time: the
@@ -776,7 +894,7 @@ class Validator:
         open (`_check_diverged`; recorded as checked, a cheat it hid would never be looked at
         again). Returns whether the verdict was recorded."""
         if verdict.missing:
-            self.availability.note(batch, i, verdict.unverifiable or "trace unavailable")
+            self.availability.note(batch, i, _shown(self, verdict.unverifiable or "trace unavailable"))
             return True
         if verdict.origin_pending:  # not a verdict yet: checked again once the origins are served
             self.availability.await_origins(batch, i, verdict)
@@ -787,7 +905,7 @@ class Validator:
                 now = await asyncio.to_thread(self.chain.timestamp)
                 next_at = recheck_at(attempts, now, await self._entry_window(batch.batch_id, i, now))
             except Exception as exc:  # the chain unreachable: due again at once, as before back-off
-                log.warning("batch %d #%d: no back-off (%s)", batch.batch_id, i, exc)
+                log.warning("batch %d #%d: no back-off (%s)", batch.batch_id, i, _shown(self, exc))
                 next_at = 0
             self.db.mark_recheck(batch.batch_id, i, next_at)
             log.warning(
@@ -845,12 +963,30 @@ class Validator:
             await self.disputes.challenge(batch, verdict, await publish(self.store, verdict))
 
 
-def _deferred(batch: BatchRow, exc: Exception) -> None:
-    """An error of one batch's checks: logged, the batch left pending (checked next step)."""
+# Module functions rather than methods: tests assemble stand-in validators from some of its methods
+# (`step`, `_turn`, `_check_diverged`, ...), whose attributes are all these may count on.
+
+
+def _shown(v: Any, text: object) -> str:
+    """``text`` (an error) as validator ``v`` may log it or show it on ``/healthz``: without the
+    path, query or credentials of its RPC and store URLs (`redact`; `Validator._urls`). Hosted RPCs
+    carry their API key there, and an HTTP client's error names the URL, or its path alone."""
+    return redact(str(text), getattr(v, "_urls", ()))
+
+
+def _store_outage(v: Any) -> OwnStoreError | None:
+    """The outage of validator ``v``'s own content store met since its step began (`OwnStore`)."""
+    guard: OwnStore | None = getattr(v, "_guard", None)
+    return None if guard is None else guard.failure
+
+
+def _deferred(batch: BatchRow, exc: Exception, v: Any) -> None:
+    """An error of one batch's checks: logged, the batch left pending (checked next step; an
+    `OwnStoreError` too: nothing of it is recorded)."""
     if isinstance(exc, InsufficientFundsError):  # bonds come back through `settle` at the step's end
-        log.warning("batch %d: challenge deferred, no ether for its bond: %s", batch.batch_id, exc)
+        log.warning("batch %d: challenge deferred, no ether for its bond: %s", batch.batch_id, _shown(v, exc))
     else:
-        log.warning("batch %d: checking failed, retried next step: %s", batch.batch_id, exc)
+        log.warning("batch %d: checking failed, retried next step: %s", batch.batch_id, _shown(v, exc))
 
 
 @dataclass(frozen=True)

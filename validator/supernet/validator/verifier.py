@@ -26,7 +26,7 @@ import math
 import random
 import secrets
 import time
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, cast
 
@@ -43,12 +43,13 @@ from supernet.sdk.formats.manifest import BatchManifest, ManifestEntry
 from supernet.sdk.formats.trace import STORE_READ, VerifiedWitness, Witness
 from supernet.sdk.formats.trace import Trace as TraceDoc
 from supernet.sdk.models import compute_of
-from supernet.sdk.store.errors import InvalidBlockError, InvalidCIDError
+from supernet.sdk.store.errors import InvalidBlockError, InvalidCIDError, StoreUnavailableError
 from supernet.validator.consistency import check_receipt, check_trace, check_trace_hash
 from supernet.validator.evidence import Check, Finding, OwnSide, Verdict, local_failure
 from supernet.validator.grammar_check import check_grammar, grammar_masks
 from supernet.validator.llm_check import check_scores, check_shape, check_tokens, sampling_params
 from supernet.validator.origin_check import OriginOutcome, ReceiptIndex, check_origins
+from supernet.validator.redact import redact, shown_url
 from supernet.validator.replay_check import ReplayOutcome, check_replay
 from supernet.validator.search_check import SearchCheck
 from supernet.validator.tool_check import MCP_RERUN_BUDGET_S, ToolRunner, check_tools
@@ -137,6 +138,48 @@ class ManifestError(ValueError):
     """A batch manifest is missing, malformed, or does not match the committed root."""
 
 
+STORE_PROBE_S = 10.0
+"""How long this validator's own content store has to answer its ``version`` call (`store_down`)."""
+
+
+class OwnStoreError(StoreUnavailableError):
+    """This validator's own content store does not answer (down, a wrong URL, not a store): the
+    validator's failure, never a node's missing data. Nothing is concluded from what it was
+    reading (no verdict, no availability retry): the batch or entry is checked again once the
+    store answers, and the step that met it fails (``/healthz``: `Validator.step`)."""
+
+
+async def store_down(store: Any) -> OwnStoreError | None:
+    """Why ``store`` does not answer its cheap ``version`` call within `STORE_PROBE_S` (None: it
+    answers, or it has no such call to ask, as test doubles)."""
+    version = getattr(store, "version", None)
+    if version is None:
+        return None
+    try:
+        await asyncio.wait_for(version(), STORE_PROBE_S)
+    except Exception as exc:
+        url = getattr(store, "url", None)
+        where = f" at {shown_url(url)}" if isinstance(url, str) else ""
+        why = f"no answer within {STORE_PROBE_S:.0f} s" if isinstance(exc, TimeoutError) else f"{exc}"
+        return OwnStoreError(f"this validator's content store{where} does not answer: {redact(why, [url])}")
+    return None
+
+
+async def own_store_error(store: Any, exc: BaseException) -> OwnStoreError | None:
+    """``exc``, raised by a call of ``store``, as this validator's own store failing (None: the
+    data's). Only a `StoreUnavailableError` (no connection, no answer in time, an answer that is
+    not the store's API) can be, and only when the store does not answer its ``version`` call
+    either (`store_down`): a Kubo store looks for a block it lacks on the network until the
+    client's timeout, so "no answer in time" from a store that answers is a block nobody serves,
+    which stays the node's (retried, then claimed on chain). A block not found, or bytes that do
+    not hash to their CID, are always the data's."""
+    if isinstance(exc, OwnStoreError):
+        return exc
+    if not isinstance(exc, StoreUnavailableError):
+        return None
+    return await store_down(store)
+
+
 @dataclass(frozen=True)
 class Manifest:
     """The entries of a batch a validator can read, each bound to its position in the batch tree.
@@ -197,11 +240,18 @@ async def load_manifest(
         ManifestError: it cannot be read, is not a well-formed ``supernet/batch`` (the node's
             fault, handled as unreadable: the availability challenge makes it post its entries), or
             its leaves do not build ``root``.
+        OwnStoreError: this validator's own store does not answer (`own_store_error`): nothing
+            is known of the manifest, which must not be taken for one the node withholds.
     """
     try:
         manifest = BatchManifest.from_dag(await store.get_dag(cid))
         tree = ReceiptTree(e.leaf for e in manifest.entries)
     except Exception as exc:
+        own = await own_store_error(store, exc)
+        if own is exc:
+            raise
+        if own is not None:
+            raise own from exc
         raise ManifestError(f"manifest {cid}: {type(exc).__name__}: {exc}") from exc
     if len(manifest.entries) != count or tree.root != root:
         raise ManifestError(
@@ -322,8 +372,12 @@ class Verifier:
     async def verify_many(
         self, batch_id: int, node: str, indexes: Sequence[int], manifest: Manifest, recheck_all: bool = False
     ) -> list[Verdict]:
-        """``verify`` for several receipts of one batch, their LLM calls scored together."""
-        staged = await asyncio.gather(*(self._stage_safe(batch_id, node, i, manifest) for i in indexes))
+        """``verify`` for several receipts of one batch, their LLM calls scored together.
+
+        Raises:
+            OwnStoreError: this validator's own store stopped answering while their data was read
+                (no verdict: the caller defers them)."""
+        staged = await _all(self._stage_safe(batch_id, node, i, manifest) for i in indexes)
         return await self._finish(staged, recheck_all)
 
     async def verify_groups(
@@ -337,9 +391,7 @@ class Verifier:
             return
 
         def stage(group: list[int]) -> asyncio.Future[list[Verdict | _Staged]]:
-            return asyncio.ensure_future(
-                asyncio.gather(*(self._stage_safe(batch_id, node, i, manifest) for i in group))
-            )
+            return asyncio.ensure_future(_all(self._stage_safe(batch_id, node, i, manifest) for i in group))
 
         staging = stage(groups[0])
         try:
@@ -538,10 +590,15 @@ class Verifier:
         """`_stage` behind a per-receipt barrier: an unexpected exception while checking one receipt
         (a trace no check foresaw, a bug here) becomes that receipt's *unverifiable* verdict, logged,
         never an exception out of the batch: otherwise one poison trace would make the service's
-        step fail before ``finish_batch`` on every retry and stall every later batch."""
+        step fail before ``finish_batch`` on every retry and stall every later batch. Only
+        `OwnStoreError` passes it: this validator's store not answering says nothing of the
+        receipt, and a verdict (even *unverifiable*, or its trace *missing*) would be recorded
+        against it."""
         found: list[Finding] = []  # what `_stage` found before it raised still counts
         try:
             return await self._stage(batch_id, node, index, manifest, found)
+        except OwnStoreError:  # not the receipt's: no verdict at all, the caller defers it
+            raise
         except Exception as exc:
             if not manifest.readable(index):  # the caller asked for an entry it cannot read
                 raise
@@ -574,6 +631,11 @@ class Verifier:
             findings.append(Finding(Check.TRACE_MALFORMED, str(exc)))
             return head.verdict(findings)
         except Exception as exc:  # not found / unavailable: never an accusation, an availability case
+            own = await own_store_error(self.store, exc)
+            if own is exc:  # this validator's store, not the node's data: no verdict (`_stage_safe`)
+                raise
+            if own is not None:
+                raise own from exc
             return head.verdict(findings, unverifiable=f"trace unavailable: {exc}", missing=not findings)
         findings += check_trace(trace, entry)
         scorer = self.scorer
@@ -671,6 +733,16 @@ class Verifier:
         if self.tolerance is not None:
             return self.tolerance
         return Tolerance.for_pair(node_dtype, _dtype(scorer))
+
+
+async def _all(stages: Iterable[Awaitable[Verdict | _Staged]]) -> list[Verdict | _Staged]:
+    """The receipts' stages (`Verifier._stage_safe`), run together; the first error (an
+    `OwnStoreError`) raised once all of them have ended, so that none is left running behind it."""
+    staged = await asyncio.gather(*stages, return_exceptions=True)
+    for s in staged:
+        if isinstance(s, BaseException):
+            raise s
+    return cast("list[Verdict | _Staged]", staged)
 
 
 def _dtype(scorer: Scorer) -> str:

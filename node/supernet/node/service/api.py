@@ -149,14 +149,25 @@ def create_app(ctx: NodeContext | None = None, *, max_body_bytes: int = 64 * 102
     app.include_router(routes_chat.router)
     app.include_router(routes_store.router)
 
-    @app.get("/healthz", tags=["ops"], responses={503: {"description": "draining: takes no new tasks"}})
+    @app.get(
+        "/healthz",
+        tags=["ops"],
+        responses={503: {"description": "draining, or commits_at_risk: takes no new tasks"}},
+    )
     async def healthz(ctx: Ctx) -> JSONResponse:
         """Readiness and the node's load (its tasks accepted and running): 503 while draining
-        (shutting down), so a load balancer stops sending it tasks before it stops. Anyone may ask,
-        so its cost must not grow with the node's history (totals are in /metrics)."""
-        body = {"status": "ok" if ctx.accepting else "draining", "node": ctx.address}
+        (shutting down), so a load balancer stops sending it tasks before it stops, and while its
+        commits keep failing (``commits_at_risk``, with a ``reason``: an empty wallet, say), so
+        clients pass over a node that cannot keep its commit promises. Anyone may ask, so its cost
+        must not grow with the node's history (totals are in /metrics)."""
+        # `Batcher.commit_risk` is kept in memory: no cost here
+        risk = ctx.commit_risk() if ctx.commit_risk is not None and ctx.accepting else None
+        status = "draining" if not ctx.accepting else "ok" if risk is None else "commits_at_risk"
+        body: dict[str, Any] = {"status": status, "node": ctx.address}
+        if risk is not None:
+            body["reason"] = risk
         return JSONResponse(
-            {**body, "tasks": ctx.db.count_unfinished()}, status_code=200 if ctx.accepting else 503
+            {**body, "tasks": ctx.db.count_unfinished()}, status_code=200 if status == "ok" else 503
         )
 
     @app.get("/metrics", tags=["ops"], response_class=Response)

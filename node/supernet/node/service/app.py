@@ -17,7 +17,7 @@ from supernet.node.service.chain import Web3Chain
 from supernet.node.service.config import NodeSettings
 from supernet.node.service.identity import load_account
 from supernet.node.service.metrics import METRICS
-from supernet.node.service.runner import NodeService
+from supernet.node.service.runner import NodeService, open_bound
 from supernet.sdk.chain import Contracts, Deployment
 from supernet.sdk.chain.rpc_checks import call_gas_shortfall
 from supernet.sdk.store import StoreClient
@@ -79,6 +79,9 @@ async def build_node(
         shortfall = await asyncio.to_thread(call_gas_shortfall, contracts.w3, CHAIN_READ_GAS)
         if shortfall is not None:
             log.warning("chain_read: %s", shortfall)
+    # a database promised to another chain (or to a chain, in dev mode) stops the start here,
+    # before the model loads (`NodeService.setup` binds it again)
+    open_bound(settings.data_dir / "node.sqlite3", chain.domain if chain is not None else None).close()
     if faults is None and chain is not None and settings.decoys.enabled:
         faults = FaultInjector()  # no fault of its own: it only corrupts the node's decoys
     if faults is not None:

@@ -19,6 +19,16 @@ commit came first), its new id and block are stored; missing, the batch goes bac
 committed again (the stored transaction re-broadcast, or a new one signed if it can never land)
 before any newer batch, its receipts in their order.
 
+Commits at risk: a failed round (commit, manifest or reorg watch) is recorded (`CommitHealth`:
+since when rounds fail, the last error) until a round succeeds. While they fail and either the
+wallet cannot pay for a commit (`InsufficientFundsError`: it does not mend itself) or the oldest
+receipt not committed has waited longer than ``at_risk_after_s`` (the runner's
+``batch.commit_margin_s``, 2 * max_age_s + 60: how late an honest batch reaches the chain),
+`commit_risk` names the trouble: ``/healthz`` answers 503 with it and new paid tasks are refused
+with it (a node that cannot commit must not sign more promises), and each failed round logs it as
+an ERROR ("DUTY AT RISK"). Both end with the first round that succeeds. Errors are logged and shown
+without URL paths (`described`: an RPC's path may hold its API key).
+
 Manifest (dag-cbor): ``{"type": "supernet/batch", "version": 1, "node", "root", "receipts":
 [{"receipt": {...}, "leaf", "signature", "traceCid", "request": {...}, "requestSignature"}]}``
 in commit order; receipt ``i`` of the batch is entry ``i``.
@@ -30,13 +40,16 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from supernet.node.service.db import Database
 from supernet.node.service.metrics import METRICS
 from supernet.node.service.models import BatchRow, ReceiptRow
 from supernet.node.service.ports import ChainPort, CommitBlocks, SignedCommit, SignedVoucher
+from supernet.sdk.chain.errors import InsufficientFundsError
 from supernet.sdk.chain.forks import Checkpoint
 from supernet.sdk.chain.merkle import ReceiptTree
 from supernet.sdk.chain.receipts import Receipt
@@ -80,6 +93,35 @@ def _b(hex_str: str) -> bytes:
     return bytes.fromhex(hex_str[2:])
 
 
+_URL = re.compile(r"\b([a-z][a-z0-9+.-]*://)(?:[^/\s@]*@)?([^/\s?#'\"]+)[^\s'\"]*", re.IGNORECASE)
+_URL_PATH = re.compile(r"(\burl: )[^\s'\"]+", re.IGNORECASE)  # requests: "... with url: /v3/<key>"
+
+
+def described(exc: BaseException, limit: int = 400) -> str:
+    """``Type: message`` of an error, for logs and ``/healthz``: URLs cut to scheme and host (no
+    user, path or query) and a bare URL path hidden, since a hosted RPC's path or query holds its
+    API key; at most ``limit`` characters."""
+    text = _URL.sub(r"\1\2", f"{type(exc).__name__}: {exc}")
+    text = _URL_PATH.sub(r"\1(path hidden)", text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@dataclass
+class CommitHealth:
+    """The batcher's failing rounds since its last good one (all None/False: none failing)."""
+
+    failing_since: float | None = None
+    """Wall time of the first failed round in a row."""
+    last_error: str | None = None
+    """The last failed round's error (`described`)."""
+    cannot_pay: bool = False
+    """The last failure was the wallet's: it cannot pay for a commit."""
+    oldest_at: float | None = None
+    """When the oldest receipt not committed was stored (as of the last failure)."""
+    oldest_due: int | None = None
+    """The earliest ``commitBy`` promised among receipts not committed (as of the last failure)."""
+
+
 class Batcher:
     """The receipt batcher service (``setup / run_forever / stop``)."""
 
@@ -92,6 +134,7 @@ class Batcher:
         max_size: int,
         max_age_s: float,
         reorg_watch: int = 0,
+        at_risk_after_s: float | None = None,
     ) -> None:
         self.db = db
         self.store = store
@@ -106,6 +149,10 @@ class Batcher:
         self._watching = False  # a commit is still within the watch: look again in REORG_POLL_S
         self.settlement: Settlement | None = None
         """Set by the runner: vouchers due are redeemed in each commit's transaction."""
+        self.at_risk_after_s = 2 * max_age_s + 60 if at_risk_after_s is None else at_risk_after_s
+        """How long a receipt may wait uncommitted while commits fail before its promise counts as
+        at risk (`commit_risk`): the runner passes ``batch.commit_margin_s``."""
+        self.health = CommitHealth()
         self._wake = asyncio.Event()
         self._stopping = False
 
@@ -128,11 +175,60 @@ class Batcher:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # chain or store down: keep the receipts, try again later
-                log.warning("batch commit failed, retrying in %.0f s: %s", RETRY_S, exc)
+                self._failed(exc)
                 timeout = RETRY_S
+            else:
+                self._recovered()
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def commit_risk(self, now: float | None = None) -> str | None:
+        """Why the receipts' commit promises are at risk, or None: rounds are failing, and the
+        wallet cannot pay or a receipt has waited more than ``at_risk_after_s`` uncommitted
+        (what ``/healthz`` answers and new paid tasks are refused with)."""
+        h = self.health
+        if h.failing_since is None or h.oldest_at is None:
+            return None
+        now = time.time() if now is None else now
+        waited = now - h.oldest_at
+        if not h.cannot_pay and waited <= self.at_risk_after_s:
+            return None
+        due = (
+            ""
+            if h.oldest_due is None
+            else f", promised on chain by {h.oldest_due} (in {h.oldest_due - now:.0f} s)"
+        )
+        return (
+            f"batch commits have failed for {now - h.failing_since:.0f} s (last: {h.last_error}); "
+            f"the oldest uncommitted receipt has waited {waited:.0f} s{due}: "
+            + ("fund the node's wallet" if h.cannot_pay else "check the chain RPC and the store")
+        )
+
+    def _failed(self, exc: Exception) -> None:
+        """Record a failed round and log it (an ERROR once the promises are at risk)."""
+        h, now = self.health, time.time()
+        if h.failing_since is None:
+            h.failing_since = now
+        h.last_error, h.cannot_pay = described(exc), isinstance(exc, InsufficientFundsError)
+        try:
+            oldest = self.db.oldest_uncommitted()
+        except Exception:  # the database is the node's own: as of the last failure then
+            oldest = (h.oldest_at, h.oldest_due) if h.oldest_at is not None else None
+        h.oldest_at, h.oldest_due = oldest if oldest is not None else (None, None)
+        risk = self.commit_risk(now)
+        if risk is not None:
+            log.error("DUTY AT RISK: %s; new tasks are refused until a commit lands", risk)
+        else:
+            log.warning("batch commit failed, retrying in %.0f s: %s", RETRY_S, h.last_error)
+
+    def _recovered(self) -> None:
+        """A round succeeded: whatever was failing is over."""
+        h = self.health
+        if h.failing_since is None:
+            return
+        log.warning("batch commits work again after %.0f s of failures", time.time() - h.failing_since)
+        self.health = CommitHealth()
 
     async def _maybe_flush(self) -> float | None:
         """Re-check recent commits (the reorg watch), then cut batches while one is due; returns
@@ -327,7 +423,10 @@ class Batcher:
             try:
                 return await self.chain.sign_commit(root, batch.count, batch.manifest_cid, vouchers), due
             except Exception as exc:  # e.g. a voucher redeemed meanwhile: the gas estimate reverts
-                log.warning("committing batch %d without its %d vouchers: %s", batch.id, len(due), exc)
+                # (or a wallet short of the vouchers' gas: the commit alone costs less)
+                log.warning(
+                    "committing batch %d without its %d vouchers: %s", batch.id, len(due), described(exc)
+                )
         return await self.chain.sign_commit(root, batch.count, batch.manifest_cid), []
 
     async def commit(self, batch: BatchRow) -> BatchRow:
@@ -346,6 +445,8 @@ class Batcher:
         }
         self.db.mark_batch_committed(batch.id, chain_id, proofs, block)
         self._watching = self._watching or block is not None
+        if self.chain is not None:  # a commit landed: the wallet pays and the chain answers
+            self._recovered()
         METRICS.batches_committed.inc()
         METRICS.receipts_committed.inc(len(receipts))
         log.info(

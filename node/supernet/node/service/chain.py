@@ -29,12 +29,15 @@ from supernet.sdk.chain import Contracts, Voucher
 from supernet.sdk.chain.bindings import (
     _sender,
     build_signed,
+    fees,
     fill_nonce_gap,
+    gas_limit,
     latest_base_fee,
     release_nonce,
     send_ether,
 )
 from supernet.sdk.chain.eip712 import Domain, TaskRequest
+from supernet.sdk.chain.errors import InsufficientFundsError
 from supernet.sdk.chain.forks import Checkpoint, fork_point
 from supernet.sdk.chain.payments import Channel, pack_vouchers
 from supernet.sdk.chain.receipts import Receipt
@@ -270,6 +273,7 @@ class Web3Chain:
 
         Raises:
             FeeTooHigh: the RPC's tip is above the ceiling (logged as an error: a duty).
+            InsufficientFundsError: the wallet cannot pay for it (`_wallet_short`).
         """
         tm = self.contracts.task_manager
         w3 = self.contracts.w3
@@ -279,20 +283,50 @@ class Web3Chain:
             slots = self._batch_slots()
             slot = slots.pick(int(w3.eth.get_block("latest")["timestamp"]))
             fn = tm.contract.functions.commitBatch(slot, root, count, manifest_cid, packed)
-            with _sender(self.account.address):
-                signed = build_signed(
-                    w3,
-                    self.account,
-                    fn,
-                    tm.name,
-                    tip_ceiling=self.contracts.tip_ceiling,
-                    duty=self.contracts.duty,
-                    reserve=True,  # held until `broadcast` hands it to the RPC
-                )
+            try:
+                with _sender(self.account.address):
+                    signed = build_signed(
+                        w3,
+                        self.account,
+                        fn,
+                        tm.name,
+                        tip_ceiling=self.contracts.tip_ceiling,
+                        duty=self.contracts.duty,
+                        reserve=True,  # held until `broadcast` hands it to the RPC
+                    )
+            except InsufficientFundsError:
+                raise
+            except Exception as exc:
+                short = self._wallet_short(fn, exc)
+                if short is None:
+                    raise
+                raise short from exc
             return SignedCommit("0x" + signed.hash.hex(), signed.raw, signed.nonce)
 
         async with self._tx_lock:  # one nonce per transaction of this node
             return await asyncio.to_thread(sign)
+
+    def _wallet_short(self, fn: Any, exc: Exception) -> InsufficientFundsError | None:
+        """A commit's estimate the wallet capped, as the wallet's error (worker thread): RPCs
+        estimate a call with fees within the gas its balance pays at the fee cap ("gas required
+        exceeds allowance", Anvil's and geth's words), so an empty wallet looks like a call out of
+        gas. It is the wallet's when the same call estimated without fees (no such cap) costs more
+        at the fee cap than the wallet holds. None: not the wallet's (or it cannot be told)."""
+        if "exceeds allowance" not in str(exc).lower():
+            return None
+        w3, address = self.contracts.w3, self.account.address
+        try:
+            gas = gas_limit(int(fn.estimate_gas({"from": address})))
+            cap = fees(w3, tip_ceiling=self.contracts.tip_ceiling).max_fee_per_gas
+            balance = int(w3.eth.get_balance(address))
+        except Exception:
+            return None
+        if balance >= gas * cap:
+            return None
+        return InsufficientFundsError(
+            f"the node's account {address} cannot pay for a batch commit: it holds {balance} wei, "
+            f"the commit may cost {gas * cap} ({gas} gas at {cap} wei); send it some ether"
+        )
 
     async def broadcast(self, commit: SignedCommit) -> None:
         """Send the signed bytes; "already known" and "nonce too low" are not errors here (the
@@ -301,7 +335,12 @@ class Web3Chain:
         whether it took it or not. A gap under it that nothing of this node will fill (its nonce
         chosen from a count that was too high) is filled (`bindings.fill_nonce_gap`) when the
         commit is broadcast again (a gap that outlived a whole wait, never an RPC's count lagging a
-        send just made), else the commit would stay queued for good."""
+        send just made), else the commit would stay queued for good.
+
+        Raises:
+            InsufficientFundsError: the RPC refused it for want of funds (the wallet must be fed:
+                the batcher reports its promises at risk at once).
+        """
         w3 = self.contracts.w3
         address = self.account.address
 
@@ -314,6 +353,12 @@ class Web3Chain:
                 except Web3RPCError as exc:
                     text = str(exc).lower()
                     benign = ("already known", "already imported", "known transaction", "nonce too low")
+                    if "insufficient funds" in text:  # the batcher's cue: the wallet, not the RPC
+                        balance = w3.eth.get_balance(address)
+                        raise InsufficientFundsError(
+                            f"the node's account {address} cannot pay for the commit of tx "
+                            f"{commit.tx_hash}: it holds {balance} wei; send it some ether"
+                        ) from exc
                     if not any(s in text for s in benign):
                         raise
                     sent = True  # in the pool, mined, or its nonce counted for another

@@ -33,30 +33,24 @@ def run(
     ] = None,
     fault_seed: Annotated[int, typer.Option(help="Seed deciding which calls a fault hits.")] = 0,
 ) -> None:
-    """Run the node until SIGINT/SIGTERM. ``--rpc`` with ``--deployment`` puts the node on that
-    chain (the flags and environment names every command shares: `supernet.sdk.cli_options`)."""
-    overrides: dict[str, object] = {}
-    settings = NodeSettings.load(config)
-    if host is not None or port is not None:
-        api = settings.api.model_copy(
-            update={k: v for k, v in (("host", host), ("port", port)) if v is not None}
-        )
+    """Run the node until SIGINT/SIGTERM. ``--rpc`` and ``--deployment`` put the node on that
+    chain (the flags and environment names every command shares: `supernet.sdk.cli_options`); so
+    does either of them, or of ``[chain] rpc_url`` / ``deployment`` (TOML, ``$SUPERNET_CHAIN__*``),
+    and then both are required: half of them is refused, never dev mode."""
+    overrides: dict[str, dict[str, object]] = {}
+    api: dict[str, object] = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    if api:
         overrides["api"] = api
     chain: dict[str, object] = {k: v for k, v in (("rpc_url", rpc), ("deployment", deployment)) if v}
     if chain:
-        if "rpc_url" in chain and "deployment" in chain:
-            chain["enabled"] = True
-        overrides["chain"] = settings.chain.model_copy(update=chain)
+        overrides["chain"] = chain
     if store is not None:
-        overrides["store"] = settings.store.model_copy(update={"url": store})
-    if overrides:  # validated again as a whole (e.g. a chain needs the node's key)
-        settings = NodeSettings.model_validate({**settings.model_dump(), **_dumped(overrides)})
+        overrides["store"] = {"url": store}
+    # the flags as the highest source, merged key by key with the environment and the TOML before
+    # anything is validated: whether the chain is on is decided on all of them together
+    settings = NodeSettings.load(config, **overrides)
     logging.getLogger().setLevel(settings.log_level)
     asyncio.run(_serve(settings, fault or [], fault_seed))
-
-
-def _dumped(overrides: dict[str, object]) -> dict[str, object]:
-    return {k: v.model_dump() if hasattr(v, "model_dump") else v for k, v in overrides.items()}
 
 
 async def _serve(settings: NodeSettings, faults: list[str], fault_seed: int) -> None:

@@ -9,8 +9,9 @@ variables (nested with ``__``: ``SUPERNET_CHAIN__RPC_URL``), and a TOML file
 8700
 
 No secret has a default: the node key is read from ``identity.private_key`` (better: the
-``SUPERNET_IDENTITY__PRIVATE_KEY`` environment variable) or from ``identity.key_file``; the
-chain settings are required only when ``chain.enabled`` is true.
+``SUPERNET_IDENTITY__PRIVATE_KEY`` environment variable) or from ``identity.key_file``. The chain
+is on when ``chain.enabled`` is true or either of ``chain.rpc_url`` and ``chain.deployment`` is set,
+and then both are required.
 """
 
 from __future__ import annotations
@@ -112,10 +113,24 @@ class IdentitySettings(Section):
     )
 
 
-class ChainSettings(Section):
-    """On-chain settlement: registry, payments and batch commits."""
+_COORDINATES = {
+    "rpc_url": "--rpc, $SUPERNET_RPC_URL, $SUPERNET_CHAIN__RPC_URL or [chain] rpc_url",
+    "deployment": "--deployment, $SUPERNET_DEPLOYMENT, $SUPERNET_CHAIN__DEPLOYMENT or [chain] deployment",
+}
+"""The chain's two coordinates, with where an operator sets each."""
 
-    enabled: bool = False
+
+class ChainSettings(Section):
+    """On-chain settlement: registry, payments and batch commits.
+
+    The chain is on when ``enabled`` is true or when either ``rpc_url`` or ``deployment`` is set
+    (from any source), and then both are required: dev mode is the absence of both (``enabled =
+    false`` does not turn off a chain whose coordinates are set)."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Settle on chain; implied by rpc_url or deployment (dev mode: neither set).",
+    )
     rpc_url: str | None = None
     deployment: Path | None = Field(
         default=None, description="Deployment JSON written by `supernet contracts deploy`."
@@ -145,11 +160,24 @@ class ChainSettings(Section):
         return gwei_to_wei(self.max_priority_fee_gwei)
 
     @model_validator(mode="after")
-    def _required_when_enabled(self) -> ChainSettings:
-        if self.enabled:
-            missing = [name for name in ("rpc_url", "deployment") if getattr(self, name) is None]
-            if missing:
-                raise ValueError(f"chain.enabled needs {', '.join('chain.' + m for m in missing)}")
+    def _on_when_configured(self) -> ChainSettings:
+        # Checked on the merged sources (keyword arguments and the CLI's flags, the environment,
+        # the TOML): either coordinate, from anywhere, means the chain. Half of them once started
+        # the node in dev mode without a word (tests/unit/test_review_operator_tools.py, 2).
+        given = [name for name in _COORDINATES if getattr(self, name)]
+        if given:
+            self.enabled = True
+        if not self.enabled:
+            return self
+        missing = [name for name in _COORDINATES if not getattr(self, name)]
+        if missing:
+            why = f"chain.{given[0]} is set" if given else "chain.enabled is true"
+            raise ValueError(
+                f"the chain is on ({why}) but {' and '.join('chain.' + m for m in missing)} "
+                f"{'is' if len(missing) == 1 else 'are'} not set: set "
+                + "; ".join(_COORDINATES[m] for m in missing)
+                + (" (dev mode, off chain: set neither)" if given else " (dev mode: chain.enabled = false)")
+            )
         return self
 
 

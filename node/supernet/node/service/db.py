@@ -24,7 +24,9 @@ from typing import Any
 
 from supernet.node.service.models import BatchRow, NewTask, ReceiptRow, TaskRow, TaskStatus
 from supernet.node.service.ports import RootsSnapshot
+from supernet.sdk.chain.eip712 import Domain
 from supernet.sdk.chain.forks import Checkpoint
+from supernet.sdk.errors import SupernetError
 from supernet.sdk.sqlite import DurableSQLite
 
 SCHEMA = """
@@ -69,6 +71,9 @@ CREATE TABLE IF NOT EXISTS audit (
     reason TEXT NOT NULL, PRIMARY KEY (task_id, seq));
 CREATE TABLE IF NOT EXISTS namespace_roots (
     id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, roots TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS signing_domain (
+    id INTEGER PRIMARY KEY CHECK (id = 1), chain_id INTEGER NOT NULL,
+    verifying_contract TEXT NOT NULL, recorded_at REAL NOT NULL);
 """
 
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -86,7 +91,17 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE redemptions ADD COLUMN block INTEGER DEFAULT 0",
     ),
 )
-"""Schema changes, version ``i + 1`` at index ``i``; each runs once, in one transaction."""
+"""Schema changes, version ``i + 1`` at index ``i``; each runs once, in one transaction. A new
+table needs none: `SCHEMA` runs on every open, so its ``CREATE TABLE IF NOT EXISTS`` adds the table
+to a file an older node left (``signing_domain``: such a file has receipts and no record of their
+domain, which its first start on a chain records; `Database.bind_domain`)."""
+
+
+class DomainMismatchError(SupernetError):
+    """The database belongs to another EIP-712 domain (a chain and its Payments contract) than the
+    one this start signs for, or to a chain while this start is off chain (dev mode): its receipts
+    were promised to be committed on that chain, and only a start on it can keep the promises."""
+
 
 _BILLED = (TaskStatus.ACCEPTED, TaskStatus.RUNNING, TaskStatus.DONE)
 
@@ -125,6 +140,90 @@ class Database:
 
     def _all(self, sql: str, args: tuple[object, ...] = ()) -> list[sqlite3.Row]:
         return self._db.all(sql, args)
+
+    # ---------------------------------------------------------------- the domain it signs for
+
+    def signing_domain(self) -> Domain | None:
+        """The EIP-712 domain this database's receipts and promises are signed for (recorded at the
+        node's first start on a chain; None: never started on one since it was recorded)."""
+        rows = self._all("SELECT chain_id, verifying_contract FROM signing_domain WHERE id = 1")
+        return Domain(int(rows[0]["chain_id"]), str(rows[0]["verifying_contract"])) if rows else None
+
+    def chain_history(self) -> bool:
+        """Whether the file shows a life on a chain (a commit sent, a redemption or a channel read,
+        a log cursor, a decoy): what tells an older file's chain life from dev mode's."""
+        marks = (
+            "SELECT 1 FROM batches WHERE tx_hash IS NOT NULL OR commit_block IS NOT NULL",
+            "SELECT 1 FROM commit_txs",
+            "SELECT 1 FROM redemptions",
+            "SELECT 1 FROM chain_cursors",
+            "SELECT 1 FROM decoys",
+        )
+        return any(self._all(sql + " LIMIT 1") for sql in marks)
+
+    def bind_domain(self, domain: Domain | None, where: str) -> None:
+        """Bind the file to the domain it signs for, or refuse this start.
+
+        ``domain``: the domain of this start's chain (None: dev mode, off chain). A start on a
+        chain records its domain the first time (an older file too, whatever it holds) and must
+        match it afterwards; a start off chain is refused over a file bound to a chain, or over an
+        older file that shows a chain life (`chain_history`), since dev mode marks batches
+        committed without a transaction and the receipts' promises would never be kept
+        (tests/unit/test_review_operator_tools.py, 1). ``where`` names the file in the error.
+
+        Raises:
+            DomainMismatchError: this start cannot keep the promises the file holds.
+        """
+        bound = self.signing_domain()
+        if bound is None:
+            if domain is not None:
+                with self.transaction() as c:
+                    c.execute(
+                        "INSERT OR IGNORE INTO signing_domain VALUES (1, ?, ?, ?)",
+                        (domain.chain_id, domain.verifying_contract, time.time()),
+                    )
+                return
+            if self.chain_history():
+                raise DomainMismatchError(
+                    f"{where} was used on a chain (it holds commits, redemptions or a log cursor) "
+                    "and does not record which: start the node on that chain once (it records it), "
+                    "or give dev mode another data_dir"
+                )
+            return
+        owner = (
+            f"{where} belongs to chain {bound.chain_id} (Payments {bound.verifying_contract}): "
+            "its receipts are signed and promised to be committed there"
+        )
+        if domain is None:
+            raise DomainMismatchError(
+                f"{owner}, and this start is in dev mode (no chain): start the node on that chain "
+                "(--rpc and --deployment), or give dev mode another data_dir"
+            )
+        if domain.chain_id != bound.chain_id or domain.verifying_contract.lower() != (
+            bound.verifying_contract.lower()
+        ):
+            raise DomainMismatchError(
+                f"{owner}, and this start is for chain {domain.chain_id} (Payments "
+                f"{domain.verifying_contract}): start the node with that chain's RPC and deployment, "
+                "or give this one another data_dir"
+            )
+
+    def oldest_uncommitted(self) -> tuple[float, int | None] | None:
+        """The oldest receipt not yet committed on chain: when it was stored and the earliest
+        ``commitBy`` among such receipts' promises (None: none promised); None: all committed.
+        Receipts are batched in order, so these are the first unfinished batch's and those in no
+        batch yet, each set read through the receipts' batch index (`Batcher`, while commits fail)."""
+        first = self._all("SELECT MIN(id) AS id FROM batches WHERE status != 'committed'")[0]["id"]
+        query = (
+            "SELECT MIN(r.created_at) AS at, MIN(p.commit_by) AS due FROM receipts r "
+            "LEFT JOIN promises p ON p.task_id = r.task_id WHERE r.batch_id "
+        )
+        rows = self._all(query + "IS NULL")
+        if first is not None:
+            rows += self._all(query + "= ?", (int(first),))
+        at = [float(r["at"]) for r in rows if r["at"] is not None]
+        due = [int(r["due"]) for r in rows if r["due"] is not None]
+        return (min(at), min(due, default=None)) if at else None
 
     # ---------------------------------------------------------------- users: nonces, billing
 

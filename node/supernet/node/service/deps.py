@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -9,7 +10,13 @@ from fastapi import Depends, Header, Request
 from supernet.node.service.auth import Authenticator
 from supernet.node.service.config import NodeSettings
 from supernet.node.service.db import Database
-from supernet.node.service.errors import ForbiddenError, NotFoundError, UnauthorizedError, UnavailableError
+from supernet.node.service.errors import (
+    CommitsAtRiskError,
+    ForbiddenError,
+    NotFoundError,
+    UnauthorizedError,
+    UnavailableError,
+)
 from supernet.node.service.models import TaskRow
 from supernet.node.service.ports import ChainPort, Executor
 from supernet.node.service.streams import StreamHub
@@ -33,6 +40,9 @@ class NodeContext:
     store: Any = None  # the node's store client
     public_store: Any = None  # strangers' reads of /v1/store: `routes_store.public_reader` of `store`
     accepting: bool = True
+    commit_risk: Callable[[], str | None] | None = None
+    """Why the receipts' commit promises are at risk (`Batcher.commit_risk`), or None: while it
+    says so, ``/healthz`` answers 503 and new paid tasks are refused."""
 
 
 def _context(request: Request) -> NodeContext:
@@ -45,6 +55,9 @@ def _context(request: Request) -> NodeContext:
 def _accepting(ctx: Annotated[NodeContext, Depends(_context)]) -> NodeContext:
     if not ctx.accepting:
         raise UnavailableError("node is shutting down and takes no new tasks")
+    risk = ctx.commit_risk() if ctx.commit_risk is not None else None
+    if risk is not None:  # each task would come with a promise to commit it the node cannot keep
+        raise CommitsAtRiskError(f"this node takes no new tasks: {risk}")
     return ctx
 
 

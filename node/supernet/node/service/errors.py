@@ -160,6 +160,14 @@ class UnavailableError(NodeError):
     code = "unavailable"
 
 
+class CommitsAtRiskError(UnavailableError):
+    """The node's batch commits keep failing (its wallet cannot pay, or a receipt has waited past
+    its batch's time; `Batcher.commit_risk`): a new task's signed promise to commit its receipt
+    could not be kept, so none is taken until a commit lands. Not worth an immediate retry."""
+
+    code = "commits_at_risk"
+
+
 class BusyError(UnavailableError):
     """Admission is shedding load (its payment checks are all in flight, or the chain could not be
     read): nothing was stored or billed, so the same signed request may be sent again as it is

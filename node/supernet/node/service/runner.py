@@ -4,7 +4,9 @@ Every service has the same shape (``setup / run_forever / cleanup / stop``). ``N
 is built from already-constructed parts (executor, chain, store), so tests can wire fakes;
 :func:`supernet.node.service.app.build_node` wires the real ones from the settings.
 
-On ``setup`` the node registers and stakes (when configured), then resumes: tasks accepted or
+On ``setup`` the node binds its database to the EIP-712 domain it signs for (a start off chain,
+or on another chain, over a database whose receipts were promised on a chain is refused:
+`open_bound`), registers and stakes (when configured), then resumes: tasks accepted or
 running before a crash are re-run (or refused after their deadline, never charged), and
 batches sealed or sent are driven to committed.
 """
@@ -15,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from pathlib import Path
 
 import uvicorn
 from eth_account.signers.local import LocalAccount
@@ -41,6 +44,23 @@ from supernet.sdk.chain.promises import answerable_promise_delay, check_promise_
 log = logging.getLogger(__name__)
 
 ZERO_ADDRESS = "0x" + "00" * 20
+
+
+def open_bound(path: Path, domain: Domain | None) -> Database:
+    """The node's database at ``path``, bound to the EIP-712 domain this start signs for (None:
+    dev mode, off chain; `Database.bind_domain`), or closed again and the start refused.
+
+    Raises:
+        DomainMismatchError: the file's receipts were promised on another chain, or on a chain
+            while this start is in dev mode.
+    """
+    db = Database.open(path)
+    try:
+        db.bind_domain(domain, str(path))
+    except BaseException:
+        db.close()
+        raise
+    return db
 
 
 class NodeService:
@@ -94,7 +114,9 @@ class NodeService:
                 s.batch.promise_s, unbonding, answerable_promise_delay(retention, window, vote)
             )
             promise_bound = max_promise_delay(unbonding)
-        db = Database.open(s.data_dir / "node.sqlite3")
+        db = open_bound(s.data_dir / "node.sqlite3", self.domain if self.chain is not None else None)
+        if self.chain is None:
+            log.warning("dev mode: no chain, receipts are not committed")
         streams = StreamHub()
         self.batcher = Batcher(
             db,
@@ -104,6 +126,7 @@ class NodeService:
             s.batch.max_size,
             s.batch.max_age_s,
             reorg_watch=s.chain.reorg_watch,
+            at_risk_after_s=s.batch.commit_margin_s,
         )
         worker = TaskWorker(
             db,
@@ -141,6 +164,7 @@ class NodeService:
             store_url=self.store_url,
             store=self.store,
             public_store=public_reader(self.store),  # strangers' reads: local only, a pool of their own
+            commit_risk=self.batcher.commit_risk,  # /healthz and admission: promises it cannot keep
         )
         self.app = create_app(self.ctx)
         if self.chain is not None:

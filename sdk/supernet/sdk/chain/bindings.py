@@ -310,15 +310,17 @@ def reverts_as(contract: str) -> Iterator[None]:
 
 
 @contextmanager
-def _funds_named(w3: Web3, address: str, contract: str, fn: Any) -> Iterator[None]:
+def _funds_named(w3: Web3, address: str, what: str) -> Iterator[None]:
     """The node's "insufficient funds" answer, as an error that names the account and its balance
-    (web3 reports it without saying whose funds)."""
+    (web3 reports it without saying whose funds). Wrapped around the estimate (`build_signed`,
+    `Binding.quote`) and the send (`send`, `send_ether`): a wallet that covers the estimate but
+    not the limit signed with `gas_limit`'s margin is refused only by ``send_raw_transaction``,
+    and that refusal is the same `InsufficientFundsError`, not a bare ``Web3RPCError``."""
     try:
         yield
     except Exception as exc:
         if "insufficient funds" not in str(exc).lower():
             raise
-        what = f"{contract}.{getattr(fn, 'fn_name', 'constructor')}"
         balance = w3.eth.get_balance(Web3.to_checksum_address(address))
         raise InsufficientFundsError(
             f"account {address} cannot pay for {what}: it holds {balance} wei; send it some ether first"
@@ -478,7 +480,7 @@ def build_signed(
         ContractError: the call reverts (gas estimation).
     """
     what = f"{contract}.{getattr(fn, 'fn_name', 'constructor')}"
-    with fee_alarm(what, duty), reverts_as(contract), _funds_named(w3, account.address, contract, fn):
+    with fee_alarm(what, duty), reverts_as(contract), _funds_named(w3, account.address, what):
         fee = fees(w3, max_fee_per_gas, max_priority_fee_per_gas, tip_ceiling)
         params: TxParams = {
             "from": account.address,
@@ -534,6 +536,8 @@ def send(
     Raises:
         FeeTooHigh: the tip is above ``tip_ceiling`` (nothing is sent).
         ContractError: the call reverts (detected by gas estimation, before sending).
+        InsufficientFundsError: the account cannot pay for it (at the estimate, or at the send:
+            the signed limit is the estimate with a margin).
         TransactionFailed: it was mined but failed anyway.
     """
     with _sender(account.address):
@@ -549,7 +553,8 @@ def send(
             gas=gas,
             duty=duty,
         )
-        tx_hash = w3.eth.send_raw_transaction(signed.raw)
+        with _funds_named(w3, account.address, f"{contract}.{getattr(fn, 'fn_name', 'constructor')}"):
+            tx_hash = w3.eth.send_raw_transaction(signed.raw)
         release_nonce(w3, account.address, signed.nonce, sent=True)  # held above a reserved one
     receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120, poll_latency=0.05)
     if receipt["status"] != 1:
@@ -660,7 +665,8 @@ def send_ether(
             "maxPriorityFeePerGas": Wei(fee.max_priority_fee_per_gas),
         }
         signed = account.sign_transaction(dict(tx))  # type: ignore[arg-type]
-        tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
+        with _funds_named(w3, account.address, f"a transfer of {amount} wei to {to}"):
+            tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
         release_nonce(w3, account.address, int(tx["nonce"]), sent=True)  # held above a reserved one
     receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120, poll_latency=0.05)
     if receipt["status"] != 1:
@@ -805,7 +811,7 @@ class Binding:
         if self.account is None:
             raise ContractError(f"{self.name}.{fn_name}: no account bound to sign the transaction")
         fn = self.contract.functions[fn_name](*args)
-        with reverts_as(self.name), _funds_named(self.w3, self.account.address, self.name, fn):
+        with reverts_as(self.name), _funds_named(self.w3, self.account.address, f"{self.name}.{fn_name}"):
             fee = fees(self.w3, tip_ceiling=self.tip_ceiling)
             estimate = fn.estimate_gas({"from": self.account.address, "value": Wei(value)})
         return Quote(fee, gas_limit(int(estimate)))

@@ -161,8 +161,10 @@ def spanned(facts: CallFacts, pieces: Sequence[bytes], end: int) -> int:
     """How many of the call's recorded tokens (their bytes ``pieces``) the answer spans, which ends
     at byte ``end`` of them. The answer is the call's whole text: every token, but the text-free
     token that ended a ``stop`` call (the end-of-turn token); a stop string cut it: the tokens up
-    to the one holding its last byte. The drop-in, which has no tokenizer, checks the count
-    against the trace (`supernet.sdk.openai_compat.answer_facts`)."""
+    to the one holding its last byte, and the text-free tokens right after it (a special token
+    the model drew before the stop string), so that every token left after the answer holds a
+    byte of the stop string. The drop-in, which has no tokenizer, checks the count against the
+    trace and the signed stop strings (`supernet.sdk.openai_compat.answer_facts.least_span`)."""
     if end >= sum(len(p) for p in pieces):
         ends_on_stop = facts.finish_reason == "stop" and bool(pieces) and not pieces[-1]
         return len(pieces) - 1 if ends_on_stop else len(pieces)
@@ -170,7 +172,12 @@ def spanned(facts: CallFacts, pieces: Sequence[bytes], end: int) -> int:
     for i, piece in enumerate(pieces):
         at += len(piece)
         if at >= end:
-            return i + 1 if end else 0
+            if not end:
+                return 0
+            last = i + 1
+            while last < len(pieces) and not pieces[last]:
+                last += 1
+            return last
     return len(pieces)
 
 
