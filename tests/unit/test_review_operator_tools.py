@@ -78,7 +78,7 @@ Found:
    print the error the same way.)
    (test_attack_the_rpc_api_key_in_its_url_leaks_through_healthz_and_logs, now
    test_defence_the_rpc_api_key_in_its_url_stays_out_of_healthz_and_logs; FIXED: configured URLs
-   redacted from stored and logged errors, `supernet.validator.redact`)
+   redacted from stored and logged errors, `supernet.sdk.redact`)
 
 Checked and holding:
 

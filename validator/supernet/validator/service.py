@@ -36,6 +36,7 @@ from supernet.sdk.chain.deployment import Deployment
 from supernet.sdk.chain.errors import ContractError, InsufficientFundsError
 from supernet.sdk.chain.registry import ServiceManager
 from supernet.sdk.chain.rpc_checks import require_rpc
+from supernet.sdk.redact import redact
 from supernet.sdk.store import StoreClient
 from supernet.sdk.store.errors import StoreUnavailableError
 from supernet.validator.availability import Availability
@@ -48,7 +49,6 @@ from supernet.validator.follower import Follower
 from supernet.validator.manifests import ManifestWatch
 from supernet.validator.ops import Health, ValidatorMetrics, ops_app
 from supernet.validator.origin_check import ReceiptIndex
-from supernet.validator.redact import redact
 from supernet.validator.sampler import sample
 from supernet.validator.search_check import SearchCheck
 from supernet.validator.tool_check import RegistryRunner, ToolRunner

@@ -43,13 +43,13 @@ from supernet.sdk.formats.manifest import BatchManifest, ManifestEntry
 from supernet.sdk.formats.trace import STORE_READ, VerifiedWitness, Witness
 from supernet.sdk.formats.trace import Trace as TraceDoc
 from supernet.sdk.models import compute_of
+from supernet.sdk.redact import redact, shown_url
 from supernet.sdk.store.errors import InvalidBlockError, InvalidCIDError, StoreUnavailableError
 from supernet.validator.consistency import check_receipt, check_trace, check_trace_hash
 from supernet.validator.evidence import Check, Finding, OwnSide, Verdict, local_failure
 from supernet.validator.grammar_check import check_grammar, grammar_masks
 from supernet.validator.llm_check import check_scores, check_shape, check_tokens, sampling_params
 from supernet.validator.origin_check import OriginOutcome, ReceiptIndex, check_origins
-from supernet.validator.redact import redact, shown_url
 from supernet.validator.replay_check import ReplayOutcome, check_replay
 from supernet.validator.search_check import SearchCheck
 from supernet.validator.tool_check import MCP_RERUN_BUDGET_S, ToolRunner, check_tools

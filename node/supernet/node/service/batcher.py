@@ -40,7 +40,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -54,6 +53,7 @@ from supernet.sdk.chain.forks import Checkpoint
 from supernet.sdk.chain.merkle import ReceiptTree
 from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.formats.manifest import BatchManifest, ManifestEntry
+from supernet.sdk.redact import described
 
 log = logging.getLogger(__name__)
 
@@ -91,19 +91,6 @@ class DagStore(Protocol):
 
 def _b(hex_str: str) -> bytes:
     return bytes.fromhex(hex_str[2:])
-
-
-_URL = re.compile(r"\b([a-z][a-z0-9+.-]*://)(?:[^/\s@]*@)?([^/\s?#'\"]+)[^\s'\"]*", re.IGNORECASE)
-_URL_PATH = re.compile(r"(\burl: )[^\s'\"]+", re.IGNORECASE)  # requests: "... with url: /v3/<key>"
-
-
-def described(exc: BaseException, limit: int = 400) -> str:
-    """``Type: message`` of an error, for logs and ``/healthz``: URLs cut to scheme and host (no
-    user, path or query) and a bare URL path hidden, since a hosted RPC's path or query holds its
-    API key; at most ``limit`` characters."""
-    text = _URL.sub(r"\1\2", f"{type(exc).__name__}: {exc}")
-    text = _URL_PATH.sub(r"\1(path hidden)", text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass

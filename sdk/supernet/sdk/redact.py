@@ -4,8 +4,10 @@ Hosted RPCs (and stores behind a gateway) carry an API key in the URL's path or 
 credentials in its user part; an HTTP client's error names the URL, or its path alone (requests:
 ``Max retries exceeded with url: /v3/<key>``). `redact` replaces those parts of the given URLs,
 wherever they appear in a text, with ``***``; scheme, host and port stay, which is what an
-operator needs to tell which endpoint failed. Nothing here is specific to the validator (a node's
-commit warnings print chain errors the same way).
+operator needs to tell which endpoint failed. `described` does the same for an error where the
+URLs are not known (any URL cut to scheme and host, a bare URL path hidden): the node's commit
+errors (`supernet.node.service.batcher`); `redact` is the validator's, over its configured RPC
+and store (`supernet.validator.service`).
 
 >>> rpc = "https://rpc.example/v3/0123456789abcdef"
 >>> redact(f"POST {rpc} failed", [rpc])
@@ -18,6 +20,7 @@ commit warnings print chain errors the same way).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -77,3 +80,20 @@ def redact(text: str, urls: Iterable[str | None]) -> str:
         if fragment and fragment != replacement:
             text = text.replace(fragment, replacement)
     return text
+
+
+_URL = re.compile(r"\b([a-z][a-z0-9+.-]*://)(?:[^/\s@]*@)?([^/\s?#'\"]+)[^\s'\"]*", re.IGNORECASE)
+_URL_PATH = re.compile(r"(\burl: )[^\s'\"]+", re.IGNORECASE)  # requests: "... with url: /v3/<key>"
+
+
+def described(exc: BaseException, limit: int = 400) -> str:
+    """``Type: message`` of an error, for logs and health endpoints: every URL cut to scheme and
+    host (no user, path or query) and a bare URL path hidden, since a hosted RPC's path or query
+    holds its API key; at most ``limit`` characters.
+
+    >>> described(ConnectionError("POST https://rpc.example/v3/0123456789abcdef failed"))
+    'ConnectionError: POST https://rpc.example failed'
+    """
+    text = _URL.sub(r"\1\2", f"{type(exc).__name__}: {exc}")
+    text = _URL_PATH.sub(r"\1(path hidden)", text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
