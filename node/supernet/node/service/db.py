@@ -165,11 +165,14 @@ class Database:
         """Bind the file to the domain it signs for, or refuse this start.
 
         ``domain``: the domain of this start's chain (None: dev mode, off chain). A start on a
-        chain records its domain the first time (an older file too, whatever it holds) and must
-        match it afterwards; a start off chain is refused over a file bound to a chain, or over an
-        older file that shows a chain life (`chain_history`), since dev mode marks batches
+        chain records its domain the first time (an older file that shows a chain life too) and
+        must match it afterwards; a start off chain is refused over a file bound to a chain, or
+        over an older file that shows a chain life (`chain_history`), since dev mode marks batches
         committed without a transaction and the receipts' promises would never be kept
-        (tests/unit/test_review_operator_tools.py, 1). ``where`` names the file in the error.
+        (tests/unit/test_review_operator_tools.py, 1); a start on a chain is refused over a file
+        that holds dev mode's receipts (receipts and no chain life), whose batches carry local ids
+        as chain batch ids and whose receipts are signed for no chain
+        (tests/unit/test_review_session_changes20.py). ``where`` names the file in the error.
 
         Raises:
             DomainMismatchError: this start cannot keep the promises the file holds.
@@ -177,6 +180,13 @@ class Database:
         bound = self.signing_domain()
         if bound is None:
             if domain is not None:
+                if not self.chain_history() and self._all("SELECT 1 FROM receipts LIMIT 1"):
+                    # dev mode's receipts: signed for no chain, their batches "committed" under local
+                    # ids that a chain's batch ids would meet (tests/unit/test_review_session_changes20.py)
+                    raise DomainMismatchError(
+                        f"{where} holds receipts signed in dev mode (no chain), whose batches were "
+                        "never committed: give the node on a chain another data_dir"
+                    )
                 with self.transaction() as c:
                     c.execute(
                         "INSERT OR IGNORE INTO signing_domain VALUES (1, ?, ?, ?)",
