@@ -180,6 +180,16 @@ async def own_store_error(store: Any, exc: BaseException) -> OwnStoreError | Non
     return await store_down(store)
 
 
+async def raise_own_store(store: Any, exc: Exception) -> None:
+    """Raise ``exc`` as an `OwnStoreError` where it is ``store`` itself failing (`own_store_error`);
+    return where it is the data's, for the caller to handle."""
+    own = await own_store_error(store, exc)
+    if own is exc:
+        raise own
+    if own is not None:
+        raise own from exc
+
+
 @dataclass(frozen=True)
 class Manifest:
     """The entries of a batch a validator can read, each bound to its position in the batch tree.
@@ -247,11 +257,7 @@ async def load_manifest(
         manifest = BatchManifest.from_dag(await store.get_dag(cid))
         tree = ReceiptTree(e.leaf for e in manifest.entries)
     except Exception as exc:
-        own = await own_store_error(store, exc)
-        if own is exc:
-            raise
-        if own is not None:
-            raise own from exc
+        await raise_own_store(store, exc)
         raise ManifestError(f"manifest {cid}: {type(exc).__name__}: {exc}") from exc
     if len(manifest.entries) != count or tree.root != root:
         raise ManifestError(
@@ -631,11 +637,7 @@ class Verifier:
             findings.append(Finding(Check.TRACE_MALFORMED, str(exc)))
             return head.verdict(findings)
         except Exception as exc:  # not found / unavailable: never an accusation, an availability case
-            own = await own_store_error(self.store, exc)
-            if own is exc:  # this validator's store, not the node's data: no verdict (`_stage_safe`)
-                raise
-            if own is not None:
-                raise own from exc
+            await raise_own_store(self.store, exc)  # this validator's store: no verdict (`_stage_safe`)
             return head.verdict(findings, unverifiable=f"trace unavailable: {exc}", missing=not findings)
         findings += check_trace(trace, entry)
         scorer = self.scorer

@@ -44,6 +44,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from supernet.node.service.config import commit_margin
 from supernet.node.service.db import Database
 from supernet.node.service.metrics import METRICS
 from supernet.node.service.models import BatchRow, ReceiptRow
@@ -136,7 +137,7 @@ class Batcher:
         self._watching = False  # a commit is still within the watch: look again in REORG_POLL_S
         self.settlement: Settlement | None = None
         """Set by the runner: vouchers due are redeemed in each commit's transaction."""
-        self.at_risk_after_s = 2 * max_age_s + 60 if at_risk_after_s is None else at_risk_after_s
+        self.at_risk_after_s = commit_margin(max_age_s) if at_risk_after_s is None else at_risk_after_s
         """How long a receipt may wait uncommitted while commits fail before its promise counts as
         at risk (`commit_risk`): the runner passes ``batch.commit_margin_s``."""
         self.health = CommitHealth()

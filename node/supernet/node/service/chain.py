@@ -27,6 +27,7 @@ from hexbytes import HexBytes
 from supernet.node.service.ports import ChannelEvents, CommitPending, SignedCommit, SignedVoucher
 from supernet.sdk.chain import Contracts, Voucher
 from supernet.sdk.chain.bindings import (
+    _funds_named,
     _sender,
     build_signed,
     fees,
@@ -348,17 +349,13 @@ class Web3Chain:
             sent = False
             with _sender(address):
                 try:
-                    w3.eth.send_raw_transaction(commit.raw)
+                    # a refusal for want of funds is the batcher's cue: the wallet, not the RPC
+                    with _funds_named(w3, address, f"the commit of tx {commit.tx_hash}"):
+                        w3.eth.send_raw_transaction(commit.raw)
                     sent = True
                 except Web3RPCError as exc:
                     text = str(exc).lower()
                     benign = ("already known", "already imported", "known transaction", "nonce too low")
-                    if "insufficient funds" in text:  # the batcher's cue: the wallet, not the RPC
-                        balance = w3.eth.get_balance(address)
-                        raise InsufficientFundsError(
-                            f"the node's account {address} cannot pay for the commit of tx "
-                            f"{commit.tx_hash}: it holds {balance} wei; send it some ether"
-                        ) from exc
                     if not any(s in text for s in benign):
                         raise
                     sent = True  # in the pool, mined, or its nonce counted for another

@@ -120,6 +120,13 @@ _COORDINATES = {
 """The chain's two coordinates, with where an operator sets each."""
 
 
+def commit_margin(max_age_s: float) -> float:
+    """How long after a receipt its batch may be on chain: a batch waits up to ``max_age_s`` for
+    its oldest receipt, a failed commit is retried in the next, and the transaction takes its own
+    time (60 s)."""
+    return 2 * max_age_s + 60
+
+
 class ChainSettings(Section):
     """On-chain settlement: registry, payments and batch commits.
 
@@ -342,10 +349,8 @@ class BatchSettings(Section):
 
     @property
     def commit_margin_s(self) -> float:
-        """How long after a receipt its batch may be on chain: a batch waits up to ``max_age_s``
-        for its oldest receipt, a failed commit is retried in the next, and the transaction takes
-        its own time (60 s)."""
-        return 2 * self.max_age_s + 60
+        """How long after a receipt its batch may be on chain (`commit_margin`)."""
+        return commit_margin(self.max_age_s)
 
     @model_validator(mode="after")
     def _commit_within_the_pin_age(self) -> BatchSettings:
