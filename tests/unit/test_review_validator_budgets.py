@@ -300,9 +300,9 @@ async def test_defence_traces_served_slowly_are_read_together(vnet: VNet, valida
         real_vote_open = v.disputes.vote_open
         voting_at: list[float] = []
 
-        async def vote_open(now: int) -> None:
+        async def vote_open(now: int, until: float | None = None) -> None:
             voting_at.append(time.perf_counter())
-            await real_vote_open(now)
+            await real_vote_open(now, until)
 
         v.disputes.vote_open = vote_open  # type: ignore[method-assign]
         started = time.perf_counter()

@@ -26,6 +26,7 @@ settlement seen after the fork is settled again from what the chain holds now.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import time
@@ -123,6 +124,9 @@ class Disputes:
         self._fallbacks: dict[int, tuple[float, Manifest]] = {}  # incomplete ones, until FALLBACK_TTL_S
         self._emit = on_event or (lambda kind, data: None)
         self._revealing = asyncio.Lock()  # one reveal pass at a time (the service runs one beside its steps)
+        # challengers' turns at vote checks (`next_vote`): the count of the last check each had
+        self._served: dict[str, int] = {}
+        self._turns = itertools.count(1)
         # where a challenged entry whose data this voter cannot read goes: the availability path
         # (`Availability.note`, set by the service), so a node cannot show the trace to the
         # challenger alone and let the vote fail for want of voters who can check it
@@ -401,11 +405,20 @@ class Disputes:
 
     # -- vote ------------------------------------------------------------------------------------
 
-    async def vote_open(self, now: int) -> None:
+    async def vote_open(self, now: int, until: float | None = None) -> None:
         """Seal a vote on every open challenge not voted yet (after an independent check), and
-        reveal this validator's sealed votes once their reveal phase has come."""
+        reveal this validator's sealed votes once their reveal phase has come.
+
+        Checks are taken in turns by challenger (`next_vote`): a node's ally flooding challenges
+        on the node's honest receipts delays an honest challenger's by one check per flooding
+        address, never by the whole flood, which would otherwise outlast the honest challenge's
+        sealing phase and leave a real fraud without its voters
+        (tests/unit/test_review_validator_liveness.py). ``until`` (a `time.monotonic` instant): no
+        new check starts after it; the rest wait for the next call, the step's other duties come
+        first (the service passes the end of the step's share, as its batch turns have)."""
         await self.reveal_due()
         early = min(now, (await self._clock())[0])
+        due: list[ChallengeRow] = []
         for row in self.db.challenges("open"):
             if row.challenger.lower() == self.address.lower():
                 self.db.set_vote(row.challenge_id, True, row.evidence_cid)  # opening counts as a fraud vote
@@ -414,10 +427,28 @@ class Disputes:
                 continue  # the contract refused to seal a vote here, or the vote is over
             if row.salt is None and early >= self._reveals_at(row):
                 continue  # no vote sealed here and too late to seal one
-            if not await self._on_chain(row):  # a reorg gave its id to another challenge
+            due.append(row)
+        challengers = {row.challenger.lower() for row in due}
+        self._served = {who: at for who, at in self._served.items() if who in challengers}
+        while (turn := self.next_vote(due)) is not None:
+            due.remove(turn)
+            if not await self._on_chain(turn):  # a reorg gave its id to another challenge
                 continue
-            await self._vote_one(row)
+            self._served[turn.challenger.lower()] = next(self._turns)
+            await self._vote_one(turn)
             await self.reveal_due()  # a check takes seconds: another vote's phase may have come
+            if due and until is not None and time.monotonic() >= until:
+                log.info("%d challenges' checks go on next step", len(due))
+                break
+
+    def next_vote(self, due: Sequence[ChallengeRow]) -> ChallengeRow | None:
+        """The challenge of ``due`` to check next: of the challenger served longest ago (one not
+        served yet first), its oldest."""
+
+        def waited(row: ChallengeRow) -> tuple[int, int]:
+            return self._served.get(row.challenger.lower(), 0), row.challenge_id
+
+        return min(due, key=waited, default=None)
 
     async def reveal_due(self) -> None:
         """Open this validator's sealed votes whose reveal phase is on (cheap, and due within a

@@ -516,7 +516,7 @@ class Validator:
         met: OwnStoreError | None = None
         if _store_outage(self) is None:
             try:
-                await self.disputes.vote_open(now)
+                await self.disputes.vote_open(now, until=time.monotonic() + STEP_TURNS_S)
             except OwnStoreError as exc:  # a vote's check met the outage: raised after settling
                 met = exc
         await self.disputes.settle(now)
