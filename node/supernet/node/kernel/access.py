@@ -346,6 +346,10 @@ class AccessManager:
         self.owned = OwnershipIndex()
         self._pending: dict[str, dict[str, PendingConfirmation]] = {}
         self._received: dict[str, dict[str, bytes]] = {}
+        self.journal: Callable[[str, str, str], bool] | None = None
+        """Where an irreversible call is recorded before it runs (`begin_irreversible`): the node's
+        database (``journal(task_id, action, tool)``, False when that call of the task was recorded
+        before); ``None`` (a validator's replay, tests) records nothing."""
         self._watchers: dict[str, Callable[[PendingConfirmation], None]] = {}
         self._users: dict[str, str] = {}
 
@@ -488,6 +492,23 @@ class AccessManager:
             self.audit(spec, "tool", tool.name, False, f"no confirmation within {timeout:g} s")
             raise ConfirmationRequiredError(unconfirmed(tool.name, args, occurrence)) from None
         self.check_tool(spec, caps, tool, args, occurrence)
+
+    def begin_irreversible(
+        self, spec: TaskSpec, tool: str, args: Mapping[str, Any], occurrence: int
+    ) -> str | None:
+        """Record, durably and before it runs, that this confirmed irreversible call is about to run
+        (`journal`); returns its action (``0x`` hex) when the task ran or began it before, else None.
+        A task re-run from its start (after a restart) issues its calls again under the same
+        action hashes, and the user's one signature still confirms them: without this record the
+        action (a payment, a deployment) was done twice on one consent, and the trace showed one
+        call (tests/unit/test_review_node_api4.py)."""
+        if self.journal is None:
+            return None
+        action = "0x" + action_hash(tool, args, occurrence).hex()
+        if self.journal(spec.task_id, action, tool):
+            return None
+        self.audit(spec, "tool", tool, False, f"action {action} already ran (or began) for this task")
+        return action
 
     def watch(self, spec: TaskSpec, on_pending: Callable[[PendingConfirmation], None]) -> None:
         """Call ``on_pending`` when a call of task ``spec`` pauses for a confirmation (until

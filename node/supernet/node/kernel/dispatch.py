@@ -522,6 +522,13 @@ class Dispatcher:
             signature = self._access.confirmation_of(st.spec, call.name, call.args, occurrence)
             if signature is not None:
                 record["confirmation"] = "0x" + bytes(signature).hex()
+            ran = self._access.begin_irreversible(st.spec, call.name, call.args, occurrence)
+            if ran is not None:  # on disk before the call: a re-run of the task never repeats it
+                raise self._abort(
+                    st,
+                    f"tool {call.name}'s action {ran} already ran (or began) in an earlier run of this "
+                    "task: it is not done twice on one confirmation; the task ends without a receipt",
+                )
         try:
             with self._access.acting_for(st.spec, st.caps):
                 # a ToolRegistry returns the result as recorded (an unrecordable one is its

@@ -71,6 +71,9 @@ CREATE TABLE IF NOT EXISTS audit (
     reason TEXT NOT NULL, PRIMARY KEY (task_id, seq));
 CREATE TABLE IF NOT EXISTS namespace_roots (
     id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, roots TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS irreversible_calls (
+    task_id TEXT NOT NULL, action TEXT NOT NULL, tool TEXT NOT NULL, started_at REAL NOT NULL,
+    PRIMARY KEY (task_id, action));
 CREATE TABLE IF NOT EXISTS signing_domain (
     id INTEGER PRIMARY KEY CHECK (id = 1), chain_id INTEGER NOT NULL,
     verifying_contract TEXT NOT NULL, recorded_at REAL NOT NULL);
@@ -426,6 +429,25 @@ class Database:
         return RootsSnapshot(int(rows[0]["seq"]), json.loads(rows[0]["roots"])) if rows else None
 
     # ---------------------------------------------------------------- access audit
+
+    def begin_irreversible(self, task_id: str, action: str, tool: str) -> bool:
+        """Record that an irreversible call of ``task_id`` (``action``: its action hash) is about to
+        run, before it runs; False (nothing written) when it was recorded before: it ran, or may
+        have, in an earlier run of the task (`AccessManager.begin_irreversible`)."""
+        with self.transaction() as c:
+            cur = c.execute(
+                "INSERT OR IGNORE INTO irreversible_calls VALUES (?,?,?,?)",
+                (task_id, action.lower(), tool, time.time()),
+            )
+            return cur.rowcount == 1
+
+    def irreversible_calls(self, task_id: str) -> list[tuple[str, str]]:
+        """The irreversible calls ``task_id`` ran or began (tool, action), oldest first."""
+        rows = self._all(
+            "SELECT tool, action FROM irreversible_calls WHERE task_id = ? ORDER BY started_at, action",
+            (task_id,),
+        )
+        return [(str(r[0]), str(r[1])) for r in rows]
 
     def save_audit(self, task_id: str, entries: Sequence[Mapping[str, Any]]) -> None:
         """Persist the access decisions of one task run (``AuditEntry.to_json`` dicts), replacing

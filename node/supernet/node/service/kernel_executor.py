@@ -55,6 +55,8 @@ class KernelExecutor:
         # the node's database: each task's access decisions, and the namespace roots (agents' memory
         # and files survive restarts; stored with each receipt, `JobResult.roots`)
         self.db = db
+        if db is not None:  # irreversible calls on disk before they run: a re-run never repeats one
+            kernel.access.journal = db.begin_irreversible
         self._roots_seq = 0
         self._mcp: MCPTools | None = None
         saved = db.load_roots() if db is not None else None

@@ -146,6 +146,19 @@ class TaskWorker:
                 self.db.set_status(task.id, TaskStatus.REFUSED, error="node restarted after the deadline")
                 METRICS.tasks_finished.labels(status="refused").inc()
                 continue
+            ran = self.db.irreversible_calls(task.id)
+            if ran:
+                # a re-run would issue them again under the user's one consent: the task ends
+                # here, unbilled, and says which actions ran (or may have: recorded before the call)
+                shown = ", ".join(f"{tool} (action {action})" for tool, action in ran)
+                why = (
+                    f"the node restarted after this task's irreversible calls ran or began: {shown}; "
+                    "it is not run again, so they are not repeated (not charged)"
+                )
+                log.warning("not resuming task %s: %s", task.id, why)
+                self.db.set_status(task.id, TaskStatus.FAILED, error=why)
+                METRICS.tasks_finished.labels(status="failed").inc()
+                continue
             log.info("resuming task %s after restart", task.id)
             self.start(task.id)
             started.append(task.id)
