@@ -106,7 +106,7 @@ def make_request(users: tuple[LocalAccount, ...], node: str, i: int) -> TaskRequ
         model_id=MODEL_ID,
         agent_hash=bytes(32),
         input_hash=input_hash(f"task {i}"),
-        max_fee=10**15,
+        max_fee=10**14 + i,  # the fee receipt ``i`` says was charged: a node charges the signed maxFee
         nonce=i,
         deadline=2**40,
     )
@@ -126,7 +126,7 @@ def make_receipts(c: Contracts, users: tuple[LocalAccount, ...], node: str, coun
                 input_hash=req.input_hash,
                 output_hash=output_hash(f"answer {i}"),
                 trace_hash=hashlib.sha256(f"trace {i}".encode()).digest(),
-                fee=10**14 + i,
+                fee=req.max_fee,
             )
         )
     return out

@@ -43,9 +43,9 @@ import {SeedBeacon} from "./SeedBeacon.sol";
 ///      Fraud: `slashed = min(SLASH_AMOUNT, node stake + unbonding)` moves here; the challenger
 ///      gets its bond back plus, if the seed picked it for the receipt, CHALLENGER_REWARD_BPS of
 ///      `slashed`; VOTER_REWARD_BPS of `slashed` becomes a pool for the fraud voters (challenger
-///      included), claimed pro rata to vote weight with {claimVoteReward}; `min(fee, rest / 2)`
-///      is held as the refund of the user who signed the receipt's request ({claimRefund}); the
-///      remainder is burned (sent to 0x…dEaD, counted in `totalBurned`). Rewards come before the
+///      included), claimed pro rata to vote weight with {claimVoteReward}; `rest / 2` is held for
+///      the user who signed the receipt's request, who gets its signed `maxFee` out of it
+///      ({claimRefund}, the rest of it burned then); the remainder is burned (sent to 0x…dEaD, counted in `totalBurned`). Rewards come before the
 ///      refund so that a node cannot cancel its own slash by committing a fake receipt with a
 ///      huge fee paid to itself.
 ///
@@ -323,7 +323,8 @@ contract TaskManager is ReentrancyGuardTransient {
     /// @notice A validator's vote was opened (the challenger's implicit fraud vote included).
     event Voted(uint256 indexed challengeId, address indexed validator, bool fraud, uint256 weight);
     /// @notice A challenge was resolved, with the payout split (`refund`: held for the request's
-    ///         user until {claimRefund}; `challengerReward`: 0 for a challenger not sampled).
+    ///         user until {claimRefund}, which burns what exceeds its `maxFee`;
+    ///         `challengerReward`: 0 for a challenger not sampled).
     event ChallengeResolved(
         uint256 indexed challengeId,
         bool fraud,
@@ -342,8 +343,9 @@ contract TaskManager is ReentrancyGuardTransient {
         uint256 indexed challengeId, address indexed node, address indexed challenger, uint256 bounty, uint256 rebate
     );
     /// @notice A winning voter's reward share was credited to `claimable`.
-    /// @notice A fraud verdict's refund was credited to the user who signed the request.
-    event RefundClaimed(uint256 indexed challengeId, address indexed user, uint256 amount);
+    /// @notice A fraud verdict's refund was credited to the user who signed the request: its
+    ///         `maxFee` up to what the verdict held; `burned`, the rest of what was held.
+    event RefundClaimed(uint256 indexed challengeId, address indexed user, uint256 amount, uint256 burned);
     event VoteRewardClaimed(uint256 indexed challengeId, address indexed validator, uint256 amount);
     /// @notice `account` pulled `amount` from `claimable`.
     event Withdrawn(address indexed account, uint256 amount);
@@ -822,9 +824,11 @@ contract TaskManager is ReentrancyGuardTransient {
     /// @notice Credits a fraud verdict's refund to the user who signed the challenged receipt's
     ///         request: `request` must be the one whose EIP-712 digest is the receipt's
     ///         `requestHash`. Anyone may call it (the refund goes to `request.user` whoever calls),
-    ///         once. The receipt's `user` field plays no part: a node that writes its own account
-    ///         there no longer steers the refund, and a receipt whose request nobody can show
-    ///         refunds nobody (the refund stays held).
+    ///         once. The refund is the request's `maxFee` (the fee the user was charged) up to the
+    ///         amount held at the verdict (`refundDue`); what is held beyond it burns. The
+    ///         receipt's `user` and `fee` fields play no part: a node that writes its own account
+    ///         or a zero fee there steers neither the refund's payee nor its amount, and a receipt
+    ///         whose request nobody can show refunds nobody (the refund stays held).
     /// @param challengeId A challenge resolved as fraud.
     /// @param receipt The challenged receipt (its leaf must be the challenge's).
     /// @param request The receipt's task request.
@@ -842,9 +846,15 @@ contract TaskManager is ReentrancyGuardTransient {
         bytes32 digest = PAYMENTS.hashTaskRequest(request);
         if (digest != receipt.requestHash) revert NotTheRequest(receipt.requestHash, digest);
         c.refundDue = 0;
+        uint256 burned;
+        if (request.maxFee < amount) (amount, burned) = (request.maxFee, amount - request.maxFee);
         address user = request.user;
         claimable[user] += amount;
-        emit RefundClaimed(challengeId, user, amount);
+        emit RefundClaimed(challengeId, user, amount, burned);
+        if (burned != 0) {
+            totalBurned += burned;
+            _send(BURN_ADDRESS, burned);
+        }
     }
 
     /// @notice Credits what the caller's vote on a resolved challenge earned: on the side of a
@@ -1210,10 +1220,11 @@ contract TaskManager is ReentrancyGuardTransient {
         // At most half of the rest refunds the user: the other half always burns, so a node that
         // slashes itself through an allied challenger and its own "user" address loses at least
         // (1 - CR - VR) / 2 of the slash (30 % at the defaults) instead of recovering it all. The
-        // refund is held for whoever signed the receipt's request ({claimRefund}), never paid to
-        // the receipt's `user` field, which the node writes.
-        uint256 refundCap = rest / 2;
-        uint256 refund = c.fee < refundCap ? c.fee : refundCap;
+        // cap is held for whoever signed the receipt's request; {claimRefund} credits it the
+        // signed maxFee out of it and burns the rest. Neither who nor how much is the node's word:
+        // a receipt's `user` and `fee` fields are written by the node (review 18: a faulty receipt
+        // saying `fee = 0` voided its victim's refund at no cost to the node).
+        uint256 refund = rest / 2;
         uint256 burned = slashed - challengerReward - voterPool - refund + _unopened(c);
         voterPool += CHALLENGE_BOND * c.honestVoters; // the bonds of the votes that lost
 

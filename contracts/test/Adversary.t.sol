@@ -102,6 +102,7 @@ contract AdversaryTest is Base {
         _registerValidator(validator1, 1 ether);
         _registerValidator(validator2, 2 ether);
         TaskRequest memory real = _realRequest(user, node, 9);
+        real.maxFee = 0.1 ether; // the fee the node charged, and wrote in the receipt
         bytes32 realRequest = payments.hashTaskRequest(real);
         Receipt memory r = Receipt({
             requestHash: realRequest,
@@ -140,10 +141,13 @@ contract AdversaryTest is Base {
         vm.expectRevert(abi.encodeWithSelector(TaskManager.NotChallengedReceipt.selector, leaf, otherLeaf));
         tm.claimRefund(id, other, real);
 
-        // anyone may submit the real request; the refund goes to its signer, once
+        // anyone may submit the real request; the refund (its signed maxFee, under the 0.3 ether
+        // held) goes to its signer, once; the rest of what was held burns
+        uint256 burnedBefore = tm.totalBurned();
         vm.prank(decoyUser);
         assertEq(tm.claimRefund(id, r, real), 0.1 ether);
         assertEq(tm.claimable(user), 0.1 ether, "the real user got the refund");
+        assertEq(tm.totalBurned() - burnedBefore, 0.3 ether - 0.1 ether, "the held cap less the refund");
         assertEq(tm.claimable(decoyUser), 0);
         vm.expectRevert(TaskManager.NothingToWithdraw.selector);
         tm.claimRefund(id, r, real);
@@ -395,9 +399,12 @@ contract AdversaryTest is Base {
         uint256 coalitionBack = tm.claimable(ally) - CHALLENGE_BOND;
         assertEq(coalitionBack, pool / 4, "only the ally's voter share (1 of 4 ether voted)");
         uint256 reward = SLASH_AMOUNT * 2_000 / 10_000;
-        uint256 refund = 0.001 ether; // held for the request's user
-        assertEq(tm.totalBurned() - burnedBefore, SLASH_AMOUNT - pool - refund, "the reward burned");
-        assertGt(tm.totalBurned() - burnedBefore, SLASH_AMOUNT - reward - pool - refund);
+        uint256 held = (SLASH_AMOUNT - reward - pool) / 2; // the refund's cap, held for the request's user
+        assertEq(tm.totalBurned() - burnedBefore, SLASH_AMOUNT - pool - held, "the reward burned");
+        assertGt(tm.totalBurned() - burnedBefore, SLASH_AMOUNT - reward - pool - held);
+        uint256 refund = _request(0, user, node).maxFee; // 0.001 ether, what the user signed and paid
+        assertEq(tm.claimRefund(id, rs[0], _request(0, user, node)), refund, "the user gets its maxFee");
+        assertEq(tm.totalBurned() - burnedBefore, SLASH_AMOUNT - pool - refund, "the rest of the cap burns too");
         assertEq(CHALLENGE_WINDOW, VOTE_WINDOW); // so no re-challenge is ever possible after it
     }
 

@@ -453,10 +453,10 @@ contract Adversary2Test is Base {
         assertTrue(tm.resolve(id2));
         vm.expectRevert(); // the other receipt's request
         tm.claimRefund(id2, rs[1], req0);
-        assertEq(tm.claimRefund(id2, rs[1], req1), rs[1].fee);
+        assertEq(tm.claimRefund(id2, rs[1], req1), req1.maxFee, "the signed maxFee, under the cap");
         vm.expectRevert(TaskManager.NothingToWithdraw.selector);
         tm.claimRefund(id2, rs[1], req1);
-        assertEq(tm.claimable(user), rs[0].fee);
+        assertEq(tm.claimable(user), req1.maxFee);
     }
 
     /// An answered entry cannot be claimed unavailable again (one answer per entry), so a

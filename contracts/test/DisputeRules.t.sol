@@ -142,7 +142,7 @@ contract DisputeRulesTest is Base {
         address sockpuppet = user2;
         _registerNode(node, 2 ether);
         _registerValidator(ally, 1 ether); // all the stake there is: quorum alone
-        Receipt memory r = _boundReceipt(0, sockpuppet, node, 1000 ether); // a huge fee to "refund" to itself
+        Receipt memory r = _chargedReceipt(0, sockpuppet, node, 1000 ether); // a huge maxFee to "refund" to itself
         uint256 batchId = _commitRoot(node, _leaf(r), 1);
         _rollSealed(block.number + 2);
         uint256 id = _challenge(ally, batchId, 0, r, new bytes32[](0));
@@ -151,7 +151,8 @@ contract DisputeRulesTest is Base {
         assertTrue(tm.resolve(id));
         vm.prank(ally);
         tm.claimVoteReward(id);
-        tm.claimRefund(id, r, _request(0, sockpuppet, node));
+        uint256 cap = (SLASH_AMOUNT - SLASH_AMOUNT * CHALLENGER_REWARD_BPS / 10_000 - tm.challenges(id).rewardPool) / 2;
+        assertEq(tm.claimRefund(id, r, _request(0, sockpuppet, node, 1000 ether)), cap, "the whole cap, no more");
         uint256 slashed = tm.challenges(id).slashed;
         uint256 recovered = tm.claimable(ally) - CHALLENGE_BOND + tm.claimable(sockpuppet);
         assertEq(slashed, SLASH_AMOUNT);

@@ -316,7 +316,7 @@ contract ProtocolHandler is Test {
     {
         address entryUser = i == 0 ? decoyUser : users[i % 3];
         return Receipt({
-            requestHash: payments.hashTaskRequest(_entryRequest(batchId, i, entryUser, who)),
+            requestHash: payments.hashTaskRequest(_entryRequest(batchId, i, entryUser, who, fee)),
             user: entryUser,
             modelId: bytes32(0),
             inputHash: bytes32(i),
@@ -326,8 +326,9 @@ contract ProtocolHandler is Test {
         });
     }
 
-    /// @dev The request of entry `i` of batch `batchId` (its receipt's `requestHash` preimage).
-    function _entryRequest(uint256 batchId, uint256 i, address entryUser, address forNode)
+    /// @dev The request of entry `i` of batch `batchId` (its receipt's `requestHash` preimage),
+    ///      signed for `maxFee` (the fee its node charged and wrote in the receipt).
+    function _entryRequest(uint256 batchId, uint256 i, address entryUser, address forNode, uint256 maxFee)
         internal
         pure
         returns (TaskRequest memory)
@@ -338,7 +339,7 @@ contract ProtocolHandler is Test {
             modelId: bytes32(0),
             agentHash: bytes32(0),
             inputHash: bytes32(i),
-            maxFee: 2 ether,
+            maxFee: maxFee,
             nonce: batchId * 16 + i,
             deadline: type(uint64).max
         });
@@ -357,7 +358,9 @@ contract ProtocolHandler is Test {
         (uint8 v, bytes32 rr, bytes32 ss) = vm.sign(_decoyKey, payments.hashDecoy(c.node, r.requestHash));
         address caller = seed % 4 == 3 ? _anyActor(seed / 4) : c.node;
         vm.prank(caller);
-        try tm.revealDecoy(id, r, _entryRequest(entry[0], entry[1] - 1, r.user, c.node), abi.encodePacked(rr, ss, v)) {
+        try tm.revealDecoy(
+            id, r, _entryRequest(entry[0], entry[1] - 1, r.user, c.node, r.fee), abi.encodePacked(rr, ss, v)
+        ) {
             assertEq(r.user, decoyUser, "a receipt of a real user was revealed as a decoy");
             assertEq(caller, c.node, "a decoy revealed by someone other than its node");
             ++calls[this.revealDecoy.selector];
@@ -397,7 +400,8 @@ contract ProtocolHandler is Test {
     }
 
     /// @dev Anyone shows a request for a fraud verdict's refund: the entry's real request (credited
-    ///      to its user) or one naming the caller (refused: not the receipt's request).
+    ///      its signed maxFee up to the cap held, the rest burned) or one naming the caller
+    ///      (refused: not the receipt's request).
     function claimRefund(uint256 seed, uint256 challengeSeed) external {
         uint256 count = tm.challengeCount();
         if (count == 0) return;
@@ -407,12 +411,16 @@ contract ProtocolHandler is Test {
         Receipt memory r = _batchReceipts[entry[0]][entry[1] - 1];
         address caller = _anyActor(seed / 2);
         address named = seed % 2 == 0 ? r.user : caller;
-        TaskRequest memory request = _entryRequest(entry[0], entry[1] - 1, named, tm.challenges(id).node);
+        TaskRequest memory request = _entryRequest(entry[0], entry[1] - 1, named, tm.challenges(id).node, r.fee);
         uint256 before = tm.claimable(r.user);
+        uint256 held = tm.challenges(id).refundDue;
+        uint256 burnedBefore = tm.totalBurned();
         vm.prank(caller);
         try tm.claimRefund(id, r, request) returns (uint256 amount) {
             assertTrue(named == r.user, "a refund paid on a request that is not the receipt's");
             assertEq(tm.claimable(r.user), before + amount, "the refund went to the request's user");
+            assertEq(amount, request.maxFee < held ? request.maxFee : held, "the signed maxFee, up to the cap");
+            assertEq(tm.totalBurned() - burnedBefore, held - amount, "the rest of the cap burned");
             ++calls[this.claimRefund.selector];
         } catch {}
     }

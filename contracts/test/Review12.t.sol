@@ -239,9 +239,10 @@ contract Review12Test is Base {
         d.victim1 = _challenge(validator2, d.victimBatch, 1, rs[1], Merkle.proofAt(ls, 1));
     }
 
-    /// @dev Receipt `i` of the node's sybil user, faulty, with the fee the node writes (its refund).
+    /// @dev Receipt `i` of the node's sybil user, faulty, of a request the sybil signed for a
+    ///      0.3 ether maxFee (its refund: the whole cap).
     function _selfReceipt(uint256 i) internal view returns (Receipt memory) {
-        return _boundReceipt(1000 + i, sybil, node, 0.3 ether);
+        return _chargedReceipt(1000 + i, sybil, node, 0.3 ether);
     }
 
     /// @notice Attack (stake diverted from the victims' verdicts to the node's coalition). The node
@@ -344,7 +345,21 @@ contract Review12Test is Base {
         TaskManager.Challenge memory c1 = tm.challenges(d.victim1);
         assertEq(c0.slashed + c1.slashed, 2 * SLASH_AMOUNT, "both slashed in full");
         assertEq(c0.rewardPool, SLASH_AMOUNT * VOTER_REWARD_BPS / PCT, "the voters are paid");
-        assertEq(c0.refundDue, 0.001 ether, "the user is refunded its fee");
+        uint256 cap = (SLASH_AMOUNT - SLASH_AMOUNT * CHALLENGER_REWARD_BPS / PCT - c0.rewardPool) / 2;
+        assertEq(c0.refundDue, cap, "the refund's cap is held for the request's user");
+        assertEq(c1.refundDue, cap);
+        uint256 burnedBefore = tm.totalBurned();
+        assertEq(
+            tm.claimRefund(d.victim0, _boundReceipt(0, user, node, 0.001 ether), _request(0, user, node)),
+            0.001 ether,
+            "the user is refunded its fee"
+        );
+        assertEq(
+            tm.claimRefund(d.victim1, _boundReceipt(1, user2, node, 0.001 ether), _request(1, user2, node)),
+            0.001 ether,
+            "each user is refunded its fee"
+        );
+        assertEq(tm.totalBurned() - burnedBefore, 2 * (cap - 0.001 ether), "the rest of each cap burns");
         assertEq(sm.getOperator(node).stake, 0, "the node loses its stake");
     }
 

@@ -459,9 +459,12 @@ contract Review7Test is Base {
     function test_defence_EveryWeiEndsWithExactlyOneOwnerOrBurned() public {
         Life memory L = _lifecycle();
         TaskManager.Challenge memory c = tm.challenges(L.cid);
-        uint256 refund = c.refundDue;
-        assertEq(refund, 0.001 ether, "the receipt's fee: below half the rest");
-        tm.claimRefund(L.cid, L.r1, L.q1);
+        assertEq(c.refundDue, 0.3 ether, "the cap, half the rest, is held for the request's user");
+        uint256 refund = L.q1.maxFee;
+        assertEq(refund, 0.001 ether, "the signed maxFee (the fee charged): below the cap");
+        uint256 burnedBefore = tm.totalBurned();
+        assertEq(tm.claimRefund(L.cid, L.r1, L.q1), refund);
+        assertEq(tm.totalBurned() - burnedBefore, c.refundDue - refund, "the rest of the cap burns at the claim");
         vm.prank(validator1);
         tm.claimVoteReward(L.cid);
         vm.prank(validator2);
@@ -603,7 +606,10 @@ contract Review7Test is Base {
         om.resolveOmission(oid);
         vm.warp(tm.challenges(cid).voteDeadline);
         assertTrue(tm.resolve(cid), "the ally's vote is a third of the stake: a quorum");
-        tm.claimRefund(cid, r, q);
+        assertEq(q.maxFee, fee, "the user signed the fee it paid");
+        uint256 burnedBefore = tm.totalBurned();
+        assertEq(tm.claimRefund(cid, r, q), 0.3 ether, "the signed maxFee, capped at the 0.3 ether held");
+        assertEq(tm.totalBurned(), burnedBefore, "the whole cap refunded: nothing burns at the claim");
         vm.prank(validator1);
         tm.claimVoteReward(cid);
 
@@ -611,9 +617,9 @@ contract Review7Test is Base {
             om.claimable(user) - CHALLENGE_BOND + tm.claimable(user) + tm.claimable(validator1) - CHALLENGE_BOND;
         uint256 lost = 3 ether - sm.getOperator(node).stake;
         assertEq(lost, 2 * SLASH_AMOUNT, "two slashes");
-        // omission 0.2 + refund min(fee, 0.3) + the voter pool 0.2 (the ally's vote is all of it)
+        // omission 0.2 + refund min(maxFee, 0.3) + the voter pool 0.2 (the ally's vote is all of it)
         assertEq(back, 0.2 ether + 0.3 ether + 0.2 ether, "what the coalition recovers");
         vm.assertLt(back, lost / 2, "the double dip recovers well under half of what the node loses");
-        vm.assertGt(fee, 0.3 ether, "the refund is capped at half the rest, not the fee written");
+        vm.assertGt(fee, 0.3 ether, "the refund is capped at half the rest, not the maxFee signed");
     }
 }

@@ -747,11 +747,14 @@ contract TaskManagerTest is Base {
         uint256 slashed = SLASH_AMOUNT;
         uint256 challengerReward = slashed * CHALLENGER_REWARD_BPS / 10_000; // 0.2 ether
         uint256 pool = slashed * VOTER_REWARD_BPS / 10_000; // 0.2 ether
-        uint256 refund = r.fee; // 0.001 ether
-        uint256 burned = slashed - challengerReward - pool - refund;
+        uint256 held = (slashed - challengerReward - pool) / 2; // 0.3 ether: the cap, held for the signer
+        uint256 refund = _request(1, user, node).maxFee; // 0.001 ether: the fee the user signed (and paid)
+        assertEq(refund, r.fee, "the node charged the signed maxFee");
+        uint256 burned = slashed - challengerReward - pool - held; // at the verdict
+        uint256 burnedAtClaim = held - refund; // what the held cap exceeds the signed maxFee by
 
         vm.expectEmit(address(tm));
-        emit TaskManager.ChallengeResolved(id, true, 3 ether, 0, slashed, refund, challengerReward, pool, burned);
+        emit TaskManager.ChallengeResolved(id, true, 3 ether, 0, slashed, held, challengerReward, pool, burned);
         vm.prank(stranger);
         assertTrue(tm.resolve(id));
 
@@ -761,14 +764,18 @@ contract TaskManagerTest is Base {
         assertEq(nv.slashCount, 1);
         assertEq(tm.claimable(validator1), CHALLENGE_BOND + challengerReward);
         assertEq(tm.claimable(user), 0, "the refund is held until the request is shown");
-        assertEq(tm.challenges(id).refundDue, refund);
+        assertEq(tm.totalBurned(), burned);
+        assertEq(BURN.balance, burned);
+        assertEq(tm.challenges(id).refundDue, held);
         vm.expectEmit(address(tm));
-        emit TaskManager.RefundClaimed(id, user, refund);
+        emit TaskManager.RefundClaimed(id, user, refund, burnedAtClaim);
         vm.prank(stranger); // anyone may show it: the refund goes to the request's signer
         assertEq(tm.claimRefund(id, r, _request(1, user, node)), refund);
         assertEq(tm.claimable(user), refund);
-        assertEq(tm.totalBurned(), burned);
-        assertEq(BURN.balance, burned);
+        assertEq(tm.challenges(id).refundDue, 0);
+        assertEq(tm.totalBurned(), burned + burnedAtClaim);
+        assertEq(BURN.balance, burned + burnedAtClaim);
+        assertEq(refund + burnedAtClaim + burned + challengerReward + pool, slashed, "every wei of the slash");
         TaskManager.Challenge memory c = tm.challenges(id);
         assertTrue(c.status == TaskManager.ChallengeStatus.Fraud);
         assertEq(c.slashed, slashed);
@@ -880,7 +887,7 @@ contract TaskManagerTest is Base {
         _registerValidator(validator1, 1 ether);
         Receipt[] memory rs = new Receipt[](2);
         bytes32[] memory leaves = new bytes32[](2);
-        rs[0] = _boundReceipt(0, user, node, 50 ether); // fee larger than the slash
+        rs[0] = _chargedReceipt(0, user, node, 50 ether); // a signed maxFee larger than the slash
         rs[1] = _receipt(1, user, 1 ether); // a requestHash nobody can show the request of
         leaves[0] = _leaf(rs[0]);
         leaves[1] = _leaf(rs[1]);
@@ -891,8 +898,12 @@ contract TaskManagerTest is Base {
         tm.resolve(a);
         // the challenger was not sampled (no seed yet): its reward burns with the other half
         assertEq(tm.totalBurned(), 1 ether - 0.2 ether - 0.3 ether, "slash - pool - held refund");
-        assertEq(tm.claimRefund(a, rs[0], _request(0, user, node)), 0.3 ether, "capped at half the rest");
+        assertEq(tm.challenges(a).refundDue, 0.3 ether, "the cap, half the rest, is held");
+        assertEq(
+            tm.claimRefund(a, rs[0], _request(0, user, node, 50 ether)), 0.3 ether, "the maxFee capped at half the rest"
+        );
         assertEq(tm.claimable(user), 0.3 ether);
+        assertEq(tm.totalBurned(), 0.5 ether, "the whole cap refunded: nothing more burns");
         tm.resolve(b);
         TaskManager.Challenge memory c = tm.challenges(b);
         assertEq(c.slashed, 1 ether);
@@ -981,12 +992,12 @@ contract TaskManagerTest is Base {
         _registerNode(node, 2 ether);
         _registerValidator(validator1, 1 ether);
         Receipt[] memory rs = new Receipt[](1);
-        rs[0] = _boundReceipt(0, address(r), node, 0.01 ether);
+        rs[0] = _chargedReceipt(0, address(r), node, 0.01 ether);
         uint256 batchId = _commitRoot(node, _leaf(rs[0]), 1);
         uint256 id = _challenge(validator1, batchId, 0, rs[0], new bytes32[](0));
         vm.warp(block.timestamp + VOTE_WINDOW + 1);
         tm.resolve(id);
-        tm.claimRefund(id, rs[0], _request(0, address(r), node));
+        tm.claimRefund(id, rs[0], _request(0, address(r), node, 0.01 ether));
         assertEq(tm.claimable(address(r)), 0.01 ether);
         r.setRejecting(true);
         vm.expectRevert(TaskManager.TransferFailed.selector);
@@ -1024,13 +1035,27 @@ contract TaskManagerTest is Base {
         assertEq(address(sm).balance, nodeStake - slashed + 1 ether);
     }
 
+    /// @dev Claims the refund of fraud verdict `id` (`held` held) with `request`; checks that what
+    ///      the claim credits and burns add up to `held`, the burn counted and sent; returns the
+    ///      credit.
+    function _claimRefundChecked(uint256 id, Receipt memory r, TaskRequest memory request, uint256 held)
+        internal
+        returns (uint256 refund)
+    {
+        uint256 burnedBefore = tm.totalBurned();
+        uint256 burnBalanceBefore = BURN.balance;
+        refund = tm.claimRefund(id, r, request);
+        assertEq(tm.totalBurned() - burnedBefore, held - refund, "the rest of the cap burns at the claim");
+        assertEq(BURN.balance - burnBalanceBefore, held - refund, "sent to the burn address");
+    }
+
     function testFuzz_FraudSplit(uint256 nodeStake, uint256 fee, bool sampled) public {
         if (sampled) _deployDevnet(); // every receipt sampled once the seed exists
         nodeStake = bound(nodeStake, MIN_NODE_STAKE, 5 ether);
         fee = bound(fee, 0, 10 ether);
         _registerNode(node, nodeStake);
         _registerValidator(validator1, 1 ether);
-        Receipt memory r = _boundReceipt(0, user, node, fee);
+        Receipt memory r = _chargedReceipt(0, user, node, fee); // the user signed maxFee `fee`
         uint256 batchId = _commitRoot(node, _leaf(r), 1);
         if (sampled) _rollSealed(block.number + 2); // else: challenged before the seed exists
         uint256 id = _challenge(validator1, batchId, 0, r, new bytes32[](0));
@@ -1038,15 +1063,18 @@ contract TaskManagerTest is Base {
         assertTrue(tm.resolve(id));
 
         uint256 slashed = nodeStake < SLASH_AMOUNT ? nodeStake : SLASH_AMOUNT;
+        uint256 cap = (slashed - slashed * CHALLENGER_REWARD_BPS / 10_000 - slashed * VOTER_REWARD_BPS / 10_000) / 2;
         TaskManager.Challenge memory c = tm.challenges(id);
         assertTrue((c.sampled != TaskManager.Pick.None) == sampled);
         assertEq(c.slashed, slashed);
+        assertEq(c.refundDue, cap, "half the rest is held, whatever the fee");
         assertEq(address(tm).balance, tm.claimable(validator1) + c.refundDue + c.rewardPool, "refund held");
-        if (c.refundDue != 0) tm.claimRefund(id, r, _request(0, user, node));
+        uint256 refund = _claimRefundChecked(id, r, _request(0, user, node, fee), cap);
+        assertEq(refund, fee < cap ? fee : cap, "the signed maxFee, up to the cap");
         uint256 challengerReward = tm.claimable(validator1) - CHALLENGE_BOND;
         if (!sampled) assertEq(challengerReward, 0, "no reward without the seed's pick");
         assertEq(challengerReward + c.rewardPool + tm.claimable(user) + tm.totalBurned(), slashed);
-        assertLe(tm.claimable(user), fee);
+        assertEq(tm.claimable(user), refund);
         assertEq(address(tm).balance, tm.claimable(validator1) + tm.claimable(user) + c.rewardPool);
     }
 

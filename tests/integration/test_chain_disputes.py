@@ -107,19 +107,25 @@ def test_fraud_slashes_refunds_and_rewards(network: Contracts, actors: Actors) -
     result = network.as_account(actors.outsider).task_manager.resolve(cid).value
     slashed = p.slash_amount
     reward, pool = slashed * p.challenger_reward_bps // BPS, slashed * p.voter_reward_bps // BPS
-    assert result["fraud"] and result["slashed"] == slashed and result["refund"] == bad.fee
-    assert result["burned"] == slashed - reward - pool - bad.fee
+    held = (slashed - reward - pool) // 2  # the refund's cap, held for the request's signer
+    assert result["fraud"] and result["slashed"] == slashed and result["refund"] == held
+    assert result["burned"] == slashed - reward - pool - held
 
     tm = network.task_manager
     assert tm.get_challenge(cid).status == ChallengeStatus.FRAUD
-    assert tm.get_challenge(cid).refund_due == bad.fee and tm.claimable(bad.user) == 0  # held
+    assert tm.get_challenge(cid).refund_due == held and tm.claimable(bad.user) == 0  # held
+    burned_before = tm.total_burned()
     # the user finds its challenged receipt from the chain alone, and shows its signed request
     assert tm.challenged_receipts({bad.request_hash}) == [(cid, bad)]
     user_tm = network.as_account(next(u for u in actors.users if u.address == bad.user)).task_manager
     with pytest.raises(NotTheRequest):  # another of its requests is not this receipt's
         user_tm.claim_refund(cid, bad, make_request(actors.users, actors.node.address, 2))
-    assert user_tm.claim_refund(cid, bad, make_request(actors.users, actors.node.address, 3)).value == bad.fee
-    assert tm.claimable(bad.user) == bad.fee
+    signed = make_request(actors.users, actors.node.address, 3)
+    assert signed.max_fee == bad.fee < held  # the node charged the signed maxFee and wrote it
+    assert user_tm.claim_refund(cid, bad, signed).value == signed.max_fee  # the signed fee, from the held cap
+    assert tm.claimable(bad.user) == signed.max_fee
+    assert tm.total_burned() == burned_before + held - signed.max_fee  # the rest of the cap burned
+    assert tm.get_challenge(cid).refund_due == 0
     assert tm.claimable(actors.validators[0].address) == p.challenge_bond + reward
     op = network.service_manager.get_operator(actors.node.address)
     assert (op.stake, op.slash_count, op.frozen_count) == (NODE_STAKE - slashed, 1, 0)

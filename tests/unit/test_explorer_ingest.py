@@ -27,6 +27,8 @@ V1, V2 = "0x" + "22" * 20, "0x" + "33" * 20
 USER_KEY = Account.from_key(keccak(b"explorer ingest user"))
 USER = USER_KEY.address
 DOMAIN = Domain(31337, "0x" + "5a" * 20)
+FEE = 10**14  # the cheated task's signed maxFee
+HELD = 3 * 10**17  # a fraud verdict's refund cap (rest / 2), held until the request's signer claims
 
 
 def log(n: int, contract: str, name: str, **args: Any) -> ChainLog:
@@ -103,7 +105,7 @@ STORY = [
         fraudStake=11 * ETH,
         honestStake=0,
         slashed=ETH,
-        refund=10**14,
+        refund=HELD,  # the cap held for the request's signer until it claims
         challengerReward=ETH // 5,
         voterPool=ETH // 10,
         burned=ETH // 2,
@@ -133,6 +135,11 @@ STORY = [
         rebate=5 * 10**15,
     ),
     log(18, "TaskManager", "VoteExtended", challengeId=2, voteDeadline=1_700_000_400),
+    # the user claims: its signed maxFee out of what was held, the rest burned
+    dataclasses.replace(
+        log(18, "TaskManager", "RefundClaimed", challengeId=1, user=USER, amount=FEE, burned=HELD - FEE),
+        log_index=1,
+    ),
 ]
 
 
@@ -162,13 +169,15 @@ def test_each_event_lands_where_people_look() -> None:
         assert v1 is not None and v2 is not None
         assert (v1.votes, v1.challenges_won, v2.stake) == (1, 1, 6 * ETH)
         ch = s.get(Challenge, 1)
-        assert ch is not None and ch.status == "fraud" and ch.refund == 10**14 and ch.burned == ETH // 2
+        assert ch is not None and ch.status == "fraud" and ch.refund == 10**14
+        assert ch.burned == ETH // 2 + HELD - 10**14  # at the verdict, then what the claim did not refund
         decoy = s.get(Challenge, 2)
         assert decoy is not None and decoy.status == "decoy" and decoy.challenger_reward == 45 * 10**15
         assert decoy.vote_deadline == 1_700_000_400  # moved by an availability claim (VoteExtended)
         totals = queries.totals(s)
         assert (totals["decoys"], totals["decoy_bounties"]) == (1, 45 * 10**15)
         assert totals["slashed"] == ETH and totals["refunded"] == 10**14 and totals["redeemed"] == 3 * 10**14
+        assert totals["burned"] == ETH // 2 + HELD - 10**14
         assert totals["gas_per_task"] == 0  # no manifest yet: a commit's count is the node's word
         doc = queries.challenge(s, 1)
         assert doc is not None and [v["weight"] for v in doc["votes"]] == [6 * ETH, 5 * ETH]  # heaviest first

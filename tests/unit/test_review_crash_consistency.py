@@ -424,7 +424,8 @@ async def test_defence_a_crash_before_the_refund_delivery_delivers_it_at_restart
     assert [r.status for r in restarted.db.challenges() if r.challenge_id == cid] == ["claimed"]
     user = receipts[0].user
     assert c.task_manager.get_challenge(cid).refund_due == 0
-    assert restarted.client.claimable(user) == due  # the offline user can withdraw its fee
+    # the offline user can withdraw its fee: its signed maxFee (the receipt's fee), out of the held cap
+    assert restarted.client.claimable(user) == receipts[0].fee < due
 
     # no crash: someone else resolves first; the challenger still delivers, once
     cid2 = vgame._open(restarted, batch_id, receipts, index=1)
@@ -439,7 +440,7 @@ async def test_defence_a_crash_before_the_refund_delivery_delivers_it_at_restart
     restarted.follower.catch_up()
     await restarted.disputes.settle(restarted.client.timestamp() + 1)
     assert c.task_manager.get_challenge(cid2).refund_due == 0 < due2
-    assert restarted.client.claimable(user2) == before + due2
+    assert restarted.client.claimable(user2) == before + receipts[1].fee
     [row2] = [r for r in restarted.db.challenges() if r.challenge_id == cid2]
     await restarted.disputes._deliver_refund(row2)  # again: a race, swallowed, nothing moves
-    assert restarted.client.claimable(user2) == before + due2
+    assert restarted.client.claimable(user2) == before + receipts[1].fee

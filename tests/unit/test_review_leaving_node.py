@@ -57,7 +57,7 @@ class _Promised:
             model_id=MODEL_ID,
             agent_hash=bytes(32),
             input_hash=input_hash(f"leaving {i}"),
-            max_fee=10**15,
+            max_fee=10**14,  # = the receipt's fee: a node charges the signed maxFee
             nonce=1000 + i,
             deadline=deadline,
         )

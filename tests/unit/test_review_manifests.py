@@ -285,7 +285,7 @@ def _step_parts(ran: list[str], manifests: Any = None, pending: list[Any] | None
         ),
         availability=SimpleNamespace(step=lambda now: record("availability", now)),
         disputes=SimpleNamespace(
-            vote_open=lambda now: record("vote", now),
+            vote_open=lambda now, until=None: record("vote", now),
             settle=lambda now: record("settle", now),
         ),
     )

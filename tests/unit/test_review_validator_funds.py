@@ -144,7 +144,7 @@ async def _commit(
             model_id=bytes(32),
             agent_hash=bytes(32),
             input_hash=input_hash(f"{tag} q{i}"),
-            max_fee=10**15,
+            max_fee=10**14,  # = the receipt's fee: a node charges the signed maxFee
             nonce=abs(hash(tag)) % 10**9 + i,
             deadline=2**40,
         )

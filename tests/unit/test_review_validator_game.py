@@ -107,7 +107,7 @@ async def _commit(g: Game) -> tuple[int, list[Receipt], str]:
             model_id=bytes(32),
             agent_hash=bytes(32),
             input_hash=input_hash(f"q{i}"),
-            max_fee=10**15,
+            max_fee=10**14,  # = the receipt's fee: a node charges the signed maxFee
             nonce=1_000 + i,
             deadline=2**40,
         )

@@ -226,13 +226,36 @@ abstract contract Base is Test {
             modelId: MODEL_ID,
             agentHash: keccak256(abi.encode("agent")),
             inputHash: keccak256(abi.encode("input", i)), // no precompile call: safe under vm.prank
-            maxFee: 1 ether,
+            maxFee: 0.001 ether, // the fee of `_receipts`' receipts: a node charges the signed maxFee
             nonce: i,
             deadline: type(uint64).max
         });
     }
 
-    /// @dev Receipt `i` whose `requestHash` is the EIP-712 digest of `_request(i, who, forNode)`.
+    /// @dev `_request(i, who, forNode)` signed for `maxFee` (the fee its node charges and writes in
+    ///      the receipt; a fraud refund credits it, up to the cap held at the verdict).
+    function _request(uint256 i, address who, address forNode, uint256 maxFee)
+        internal
+        pure
+        returns (TaskRequest memory q)
+    {
+        q = _request(i, who, forNode);
+        q.maxFee = maxFee;
+    }
+
+    /// @dev Receipt `i` of fee `fee` whose `requestHash` is the digest of `_request(i, who,
+    ///      forNode, fee)`: the node charged the signed maxFee and wrote it as the receipt's fee.
+    function _chargedReceipt(uint256 i, address who, address forNode, uint256 fee)
+        internal
+        view
+        returns (Receipt memory r)
+    {
+        r = _receipt(i, who, fee);
+        r.requestHash = payments.hashTaskRequest(_request(i, who, forNode, fee));
+    }
+
+    /// @dev Receipt `i` whose `requestHash` is the EIP-712 digest of `_request(i, who, forNode)`
+    ///      (signed for 0.001 ether, whatever `fee` the receipt says).
     function _boundReceipt(uint256 i, address who, address forNode, uint256 fee)
         internal
         view
@@ -346,8 +369,9 @@ abstract contract Base is Test {
     }
 
     /// @dev `user` pays `node` `fee` by voucher for task `task`, whose request it signed with
-    ///      `deadline`; the node signs a promise to commit the receipt by `commitBy`. Returns the
-    ///      request, the receipt, the promise and the node's signature.
+    ///      `deadline` and maxFee `fee` (the receipt's fee); the node signs a promise to commit the
+    ///      receipt by `commitBy`. Returns the request, the receipt, the promise and the node's
+    ///      signature.
     function _paidTaskWithPromise(uint256 task, uint256 fee, uint256 deadline, uint256 commitBy)
         internal
         returns (TaskRequest memory q, Receipt memory r, ReceiptPromise memory p, bytes memory sig)
@@ -355,7 +379,7 @@ abstract contract Base is Test {
         _deposit(user, fee);
         Voucher memory v = _voucher(user, node, fee);
         bytes memory packed = _pack(v, _signVoucher(userKey, v));
-        q = _request(task, user, node);
+        q = _request(task, user, node, fee); // the node charges the signed maxFee
         q.deadline = deadline;
         r = _receipt(task, user, fee);
         r.requestHash = payments.hashTaskRequest(q);

@@ -312,6 +312,17 @@ def _challenge_resolved(s: Session, a: dict[str, Any], log: Event, ts: int) -> N
     add_total(s, "challenger_rewards", amounts["challengerReward"])
 
 
+def _refund_claimed(s: Session, a: dict[str, Any], log: Event, ts: int) -> None:
+    """A fraud verdict's refund reached the request's signer (`TaskManager.claimRefund`): its signed
+    maxFee out of what the verdict held (the challenge's ``refund`` until then), the rest burned."""
+    amount, burned = int(a["amount"]), int(a["burned"])
+    ch = _get(s, Challenge, int(a["challengeId"]))
+    if ch is not None:
+        ch.refund, ch.burned = amount, ch.burned + burned
+    add_total(s, "refunded", -burned)
+    add_total(s, "burned", burned)
+
+
 def _decoy_revealed(s: Session, a: dict[str, Any], log: Event, ts: int) -> None:
     """A challenged receipt was one of its node's decoys: the challenger was paid for checking."""
     ch = _get(s, Challenge, int(a["challengeId"]))
@@ -352,6 +363,7 @@ _HANDLERS = {
     "VoteCommitted": _vote_committed,
     "Voted": _voted,
     "ChallengeResolved": _challenge_resolved,
+    "RefundClaimed": _refund_claimed,
     "DecoyRevealed": _decoy_revealed,
     "AvailabilityResolved": _availability_resolved,
     "Redeemed": _redeemed,

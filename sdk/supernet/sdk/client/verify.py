@@ -287,7 +287,8 @@ def _check_request(
     )
     for name, signed, got in pairs:
         rep.add(name, signed == got, f"{_hex(got)} (signed {_hex(signed)})")
-    rep.add("request maxFee", receipt.fee <= request.max_fee, f"{receipt.fee} (maxFee {request.max_fee})")
+    # the fee charged is the signed maxFee, and the receipt must say so (docs/protocol.md)
+    rep.add("request maxFee", receipt.fee == request.max_fee, f"{receipt.fee} (maxFee {request.max_fee})")
 
 
 def request_in_trace(trace_doc: Any, task_id: str, user: str, domain: Domain) -> TaskRequest | str:

@@ -61,16 +61,15 @@ class ManifestEntry:
     request_signature: bytes | None
 
     def signed_by_user(self, node: str, domain: Domain) -> bool:
-        """Whether the receipt is of a task its user asked of ``node`` (the committing node): the
-        request's EIP-712 digest is the receipt's task id, it names ``node`` and the receipt's
-        user, that user signed it, and the receipt is within it (its model, its input, a fee at
-        most its ``maxFee``). A receipt without this is only the node's word: any node can write a
-        receipt in any user's name, under a task id it learnt from another node, or for a fee of
-        its choosing."""
+        """Whether the receipt is of a task its user asked of ``node`` (the committing node): the request's
+        EIP-712 digest is the receipt's task id, it names ``node`` and the receipt's user, that user signed
+        it, and the receipt is within it (its model, its input, and its ``maxFee`` as the fee: what the node
+        charges). A receipt without this is only the node's word: any node can write a receipt in any user's
+        name, under a task id it learnt from another node, or for a fee of its choosing."""
         req, signature, r = self.request, self.request_signature, self.receipt
         if signature is None or hash_task_request(req, domain) != r.request_hash:
             return False
-        if (r.model_id, r.input_hash) != (req.model_id, req.input_hash) or r.fee > req.max_fee:
+        if (r.model_id, r.input_hash, r.fee) != (req.model_id, req.input_hash, req.max_fee):
             return False
         if to_checksum_address(req.node) != to_checksum_address(node):
             return False
