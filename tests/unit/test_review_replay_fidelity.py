@@ -573,8 +573,8 @@ class ResultRepr(Agent):
 
 async def test_defence_an_llm_results_fields_and_types_are_the_same_on_replay() -> None:
     """Tried: an agent that shows the whole `ChatResult` (tuples or lists, finish reason, the
-    scheduler's preemption count, the text). Holds: the dispatcher builds it alike on both sides
-    (prompt ids from the tokenizer, output ids and preemptions from the record, as tuples)."""
+    text). Holds: the dispatcher builds it alike on both sides (prompt ids from the tokenizer,
+    output ids from the record, as tuples; the scheduler's preemption count is not in it)."""
     doc, _ = await node_llm_trace(ResultRepr, "hi")
     assert doc["status"] == "ok" and doc["output"].startswith("ChatResult(text='xxx', prompt_ids=(7,")
     result = await replay(doc, ResultRepr, _Tokenizer())

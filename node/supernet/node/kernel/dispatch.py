@@ -499,7 +499,7 @@ class Dispatcher:
             text=text,
             preemptions=outcome.preemptions,
         )
-        return ChatResult(text, prompt_ids, gen.output_ids, gen.finish_reason, outcome.preemptions)
+        return ChatResult(text, prompt_ids, gen.output_ids, gen.finish_reason)  # what a replay rebuilds
 
     async def _tool(self, st: TaskState, call: ToolCall) -> Any:
         use = st.root

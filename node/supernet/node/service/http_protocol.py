@@ -20,7 +20,14 @@ Three rules, each found by a review (`tests/unit/test_review_session_changes13.p
   not being answered (no request yet, half a request or half a body, or the last one answered)
   instead, so such sockets cost an attacker its own connections, never a user's request (a
   request still receiving its body counted as in progress, and half-sent bodies did the same:
-  tests/unit/test_review_session_changes14.py).
+  tests/unit/test_review_session_changes14.py). With none idle, it evicts the connection whose
+  client has held its response back longest (writing paused: the client reads slower than the node
+  writes): a peer that pipelined big responses on every connection and read each a trickle at a
+  time, never stalled and never idle, held them all, and every other request was a 503
+  (tests/unit/test_review_node_api4.py). A client keeping up with its response (a stream of tokens,
+  a download at the link's pace) is never paused for long, so it is never the one evicted; only
+  one held back longer than `HELD_BACK_S` is evicted. (A cap per source address was not the fix:
+  it refuses users behind the attacker's NAT and costs an IPv6 attacker nothing.)
 """
 
 from __future__ import annotations
@@ -45,6 +52,10 @@ REQUEST_DEADLINE_S = 10.0
 """How long a connection has to deliver a whole request: far more than any client needs for the
 API's bodies (`[api] max_body_bytes`, 64 KiB by default)."""
 
+HELD_BACK_S = 1.0
+"""How long a response must have waited on its client (writing paused) before a new connection
+over the limit may evict it: a client taking its response as it comes is paused for moments."""
+
 WRITE_STALL_S = 10.0
 """How long a response may wait on a client that takes none of it (writing paused and the
 transport's buffer not shrinking) before the connection is aborted: a slow reader that makes
@@ -58,6 +69,7 @@ class DeadlineH11Protocol(H11Protocol):
     _deadline: asyncio.TimerHandle | None = None
     _stall: asyncio.TimerHandle | None = None
     _active_at = 0.0  # when the client last sent anything
+    _paused_at: float | None = None  # since when the client holds its response back (writing paused)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -82,6 +94,8 @@ class DeadlineH11Protocol(H11Protocol):
 
     def pause_writing(self) -> None:
         super().pause_writing()
+        if self._paused_at is None:
+            self._paused_at = time.monotonic()
         if self._stall is None:
             self._watch_stall(self._unsent())
 
@@ -109,6 +123,7 @@ class DeadlineH11Protocol(H11Protocol):
         return size
 
     def resume_writing(self) -> None:
+        self._paused_at = None
         if self._stall is not None:
             self._stall.cancel()
             self._stall = None
@@ -137,13 +152,19 @@ class DeadlineH11Protocol(H11Protocol):
 
     def _evict_idle(self, limit: int) -> None:
         """Over ``limit`` connections: abort the least recently active connections not being
-        answered (never this new one) until within."""
+        answered, then those whose client has held its response back longest (at least
+        `HELD_BACK_S`), never this new one, until within."""
         excess = len(self.connections) - limit
         if excess <= 0:
             return
         others = [c for c in self.connections if c is not self and isinstance(c, DeadlineH11Protocol)]
-        idle = [c for c in others if c._idle()]
-        for victim in sorted(idle, key=lambda c: c._active_at)[:excess]:
+        idle = sorted((c for c in others if c._idle()), key=lambda c: c._active_at)
+        held_since = time.monotonic() - HELD_BACK_S
+        held = sorted(
+            (c for c in others if not c._idle() and c._paused_at is not None and c._paused_at <= held_since),
+            key=lambda c: c._paused_at or 0.0,
+        )
+        for victim in (idle + held)[:excess]:
             self.connections.discard(victim)  # counted out now: the abort's callback comes later
             victim.transport.abort()
 

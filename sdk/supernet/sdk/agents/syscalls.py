@@ -229,14 +229,17 @@ class ChatResult:
         prompt_ids: Token ids of the templated prompt.
         output_ids: Token ids generated (what a validator teacher-forces).
         finish_reason: ``"stop"`` (stop token or string) or ``"length"``.
-        preemptions: How often the scheduler preempted and resumed this generation.
+
+    Everything here is what a validator's replay gives the agent too (the recorded ids, re-scored).
+    How often the node's scheduler preempted the call is in the trace as telemetry but not here: no
+    check can reproduce the node's scheduling, so an agent branching on it let a node choose the
+    branch (review of a rational node, 4).
     """
 
     text: str
     prompt_ids: tuple[int, ...]
     output_ids: tuple[int, ...]
     finish_reason: str
-    preemptions: int = 0
 
 
 @dataclass(frozen=True)
