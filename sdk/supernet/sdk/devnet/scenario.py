@@ -167,7 +167,8 @@ def run_scenario(net: Devnet, console: Console) -> dict[str, Any]:
     increase_time(c.w3, cfg.params.vote_window + 1)
     res = c.as_account(users[0].account).task_manager.resolve(ch.value).value
     for k in ("fraud", "slashed", "refund", "challengerReward", "voterPool", "burned"):
-        console.print(f"{k:17} {res[k] if k == 'fraud' else _eth(res[k])}")
+        shown = "refund held" if k == "refund" else k  # the signed maxFee of it is refunded, the rest burns
+        console.print(f"{shown:17} {res[k] if k == 'fraud' else _eth(res[k])}")
 
     say("Payouts (pull payments)")
     bad_user = next(u for u in users if u.address == requests[CHEATED].user)
@@ -191,7 +192,7 @@ def run_scenario(net: Devnet, console: Console) -> dict[str, Any]:
         "challenge_id": ch.value,
         "fraud": bool(res["fraud"]),
         "slashed_wei": res["slashed"],
-        "refund_wei": res["refund"],
+        "refund_wei": refund,
         "node_stake_before": stake_before,
         "node_stake_after": op.stake + op.unbonding,
         "node_slash_count": op.slash_count,
