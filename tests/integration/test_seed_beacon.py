@@ -24,6 +24,7 @@ from supernet.sdk.chain.sampling import batch_seed
 from supernet.validator.availability import Availability
 from supernet.validator.chain import BatchCommitted, TaskManagerClient
 from supernet.validator.db import Database
+from supernet.validator.follower import Follower
 from supernet.validator.sampler import sample
 from supernet.validator.service import Validator
 
@@ -150,6 +151,56 @@ async def test_a_validator_samples_again_once_a_reorg_replaces_the_seed_block(
     assert c.task_manager.batch_seed(batch) == after, "the seed the contract holds"
     picked = [i for i in range(count) if c.task_manager.is_sampled(batch, me, i)]
     assert opened_sample() == picked
+
+
+async def test_a_batch_finished_before_a_reorg_replaced_its_seed_block_is_sampled_again(
+    chain: Contracts, actors: Actors, tmp_path: Path
+) -> None:
+    """A batch this validator finished (its sample checked, or nothing sampled) whose seed block a
+    reorg then replaces, the commit staying: it was left finished, so the entries the new seed
+    picks this validator for went unchecked (review 19, read). Now the real `Follower`, on finding
+    the fork, puts such a batch back to pending (`Database.undo_after`'s ``seed_delay``), and the
+    next turn samples it by the new seed block, the sample the contract holds it to."""
+    params = dataclasses.replace(chain.params, sample_rate_ppm=100_000, seed_delay_blocks=2)
+    c = stake_network(Contracts.deploy(chain.w3, actors.deployer, params), actors)
+    w3, count, me, rate = c.w3, 64, actors.validators[0].address, params.sample_rate_ppm
+    receipts = make_receipts(c, actors.users, actors.node.address, count)
+    tree = ReceiptTree.from_receipts(receipts)
+    batch = c.as_account(actors.node).task_manager.commit_batch(tree.root, count, "bafy-finished").value
+    mine(w3, 4)  # the follower then keeps the commit's block as a checkpoint: the fork is found there
+    client = TaskManagerClient(w3, c.deployment.address("TaskManager"), actors.validators[0])
+    v = _SamplingValidator.on(client, tmp_path, me)
+    follower = Follower(client, v.db, start_block=batch.commit_block)
+    while follower.step():
+        pass
+    row = v.db.batch(batch.batch_id)
+    assert row is not None and row.status == "pending" and row.commit_block == batch.commit_block
+    await v._open_batch(row)
+    before = client.batch_seed(batch.batch_id)
+    assert before
+    assert [d["sampled"] for k, d in v.events if k == "batch"][-1] == sample(before, me, count, rate)
+    v.db.finish_batch(batch.batch_id)  # its sample checked: the validator is done with it
+    assert [b.batch_id for b in v.db.pending_batches()] == []
+
+    number = c.task_manager.seed_block(batch)
+    for _ in range(8):  # replace the seed block until its new mix picks another sample
+        depth = int(w3.eth.block_number) - number + 2  # from the block after the commit
+        w3.provider.make_request("anvil_reorg", [depth, []])  # type: ignore[arg-type]
+        after = client.batch_seed(batch.batch_id)
+        if after and sample(after, me, count, rate) != sample(before, me, count, rate):
+            break
+    else:
+        pytest.fail("eight new seed blocks all picked the same sample")
+    undone: list[list[int]] = []
+    follower.on_undo = undone.append
+    while follower.step():
+        pass
+    assert undone == [[]], "the fork is at the commit's block: the batch stays, its seed block does not"
+    pending = v.db.pending_batches()
+    assert [b.batch_id for b in pending] == [batch.batch_id], "finished before the reorg, sampled again"
+    v.turn_order.samples.pop(batch.batch_id, None)  # a fresh process: nothing kept in memory
+    await v._open_batch(pending[0])
+    assert [d["sampled"] for k, d in v.events if k == "batch"][-1] == sample(after, me, count, rate)
 
 
 class _SamplingValidator(Turns):

@@ -376,7 +376,7 @@ class Database:
         rows = self._all("SELECT number, hash FROM checkpoints ORDER BY number")
         return [Checkpoint(int(n), bytes.fromhex(h)) for n, h in rows]
 
-    def undo_after(self, block: int) -> list[int]:
+    def undo_after(self, block: int, seed_delay: int = 0) -> list[int]:
         """Undo what blocks after ``block`` brought, atomically: the chain was reorganised and
         they are orphaned. Batches committed after it go with everything derived from them
         (verdicts, the receipt index, the writes read, the availability path, the re-checks, the
@@ -394,7 +394,11 @@ class Database:
         branch with the same batch and leaf gets its vote back (`record_events`), and a commit of
         this validator's found there is revealed from it (`Disputes._adopt`). The checkpoints
         after ``block`` are dropped, the cursor (and the refusals' cursor) set back to
-        ``block + 1`` at most. Returns the batches undone."""
+        ``block + 1`` at most. A batch that stays but whose seed block (``seed_delay`` blocks after
+        its commit) was orphaned, and that this validator had finished (``done``: checked, or
+        nothing sampled), is pending again: its seed, so its sample, is the new block's (a finished
+        batch was never sampled again, and the entries the contract now picks this validator for
+        went unchecked). Returns the batches undone."""
         with self._tx() as c:
             later = "SELECT batch_id FROM batches WHERE commit_block > ?"
             undone = [r[0] for r in c.execute(later + " ORDER BY batch_id", (block,))]
@@ -408,6 +412,11 @@ class Database:
             c.execute(f"DELETE FROM diverged WHERE batch_id IN ({later})", (block,))
             c.execute(f"DELETE FROM challenges WHERE block > ? OR batch_id IN ({later})", (block, block))
             c.execute("DELETE FROM batches WHERE commit_block > ?", (block,))
+            c.execute(
+                "UPDATE batches SET status = 'pending', error = NULL WHERE status = 'done' "
+                "AND commit_block + ? > ?",
+                (seed_delay, block),
+            )
             reset = c.execute(
                 "SELECT batch_id, idx FROM checks WHERE challenge_id IS NOT NULL AND challenge_block > ?",
                 (block,),

@@ -132,7 +132,8 @@ class Follower:
                 checkpoints[0].number,
                 self.start_block,
             )
-        undone = self.db.undo_after(fork)
+        # a batch whose seed block is orphaned samples again (its seed changes with the block)
+        undone = self.db.undo_after(fork, seed_delay=self.chain.params().seed_delay_blocks)
         log.warning(
             "REORG: the blocks after %d are orphaned; %d batches undone (%s), following again from block %d",
             fork,
