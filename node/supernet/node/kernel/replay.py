@@ -297,6 +297,15 @@ async def replay(
         raise ReplayUnavailable(missing.reason) from None
     except _Abort as abort:
         return ReplayResult("", "diverged", None, recorder.events, [abort.cause])
+    except kernel_errors.TaskAbort as abort:
+        # a tape manager failed on what the node recorded (a root whose file history is not one):
+        # the node's kernel ends such a task without a receipt (`Dispatcher._served`), so a receipt
+        # for it is a divergence. The BaseException is the kernel's, never a validator's to raise:
+        # it passed every `except Exception` and stopped the validator's process (review of a
+        # rational node, 5).
+        at = tape.index
+        why = ReplayDivergence(at, f"syscall {at}: what the trace records cannot be replayed: {abort}")
+        return ReplayResult("", "diverged", None, recorder.events, [why])
     result = ReplayResult(ran.output, ran.status, ran.error, recorder.events)
     result.divergences = list(_compare(result, trace))
     result.first_roots = {
