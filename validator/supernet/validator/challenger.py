@@ -428,8 +428,10 @@ class Disputes:
             if row.salt is None and early >= self._reveals_at(row):
                 continue  # no vote sealed here and too late to seal one
             due.append(row)
-        challengers = {row.challenger.lower() for row in due}
-        self._served = {who: at for who, at in self._served.items() if who in challengers}
+        # the served turns are kept whoever has a challenge due now: a challenger that had none for a
+        # step came back as one never served, ahead of those served, so two ally addresses taking
+        # turns to flood starved a second fraud's vote (tests/unit/test_review_session_changes21.py).
+        # One entry per validator address ever served (each a validator's stake): bounded by them.
         while (turn := self.next_vote(due)) is not None:
             due.remove(turn)
             if not await self._on_chain(turn):  # a reorg gave its id to another challenge

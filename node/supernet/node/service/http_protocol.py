@@ -20,14 +20,18 @@ Three rules, each found by a review (`tests/unit/test_review_session_changes13.p
   not being answered (no request yet, half a request or half a body, or the last one answered)
   instead, so such sockets cost an attacker its own connections, never a user's request (a
   request still receiving its body counted as in progress, and half-sent bodies did the same:
-  tests/unit/test_review_session_changes14.py). With none idle, it evicts the connection whose
-  client has held its response back longest (writing paused: the client reads slower than the node
-  writes): a peer that pipelined big responses on every connection and read each a trickle at a
-  time, never stalled and never idle, held them all, and every other request was a 503
-  (tests/unit/test_review_node_api4.py). A client keeping up with its response (a stream of tokens,
-  a download at the link's pace) is never paused for long, so it is never the one evicted; only
-  one held back longer than `HELD_BACK_S` is evicted. (A cap per source address was not the fix:
-  it refuses users behind the attacker's NAT and costs an IPv6 attacker nothing.)
+  tests/unit/test_review_session_changes14.py). With none idle, it evicts the connections whose
+  clients take their responses slowest, below `MIN_DRAIN_BPS` over at least `HELD_BACK_S` of
+  paused writing (the client reads slower than the node writes): a peer that pipelined big
+  responses on every connection and read each a trickle at a time, never stalled and never idle,
+  held them all, and every other request was a 503 (tests/unit/test_review_node_api4.py). The rate,
+  not the time paused, decides: a big response goes into the transport in one write, so an honest
+  download on a link slower than the node is paused from its start, and evicting the response
+  paused longest let a burst of new connections cut it (tests/unit/test_review_session_changes21.py).
+  A client taking its response at `MIN_DRAIN_BPS` or more (a download at any usable link's pace,
+  a stream of tokens, which never pauses) is never evicted; a new connection finding none to evict
+  is refused (503). (A cap per source address was not the fix: it refuses users behind the
+  attacker's NAT and costs an IPv6 attacker nothing.)
 """
 
 from __future__ import annotations
@@ -53,8 +57,14 @@ REQUEST_DEADLINE_S = 10.0
 API's bodies (`[api] max_body_bytes`, 64 KiB by default)."""
 
 HELD_BACK_S = 1.0
-"""How long a response must have waited on its client (writing paused) before a new connection
-over the limit may evict it: a client taking its response as it comes is paused for moments."""
+"""How long writing must have been paused on a client before its rate is judged (`MIN_DRAIN_BPS`):
+long enough to measure a rate, short enough that a silent burst is evictable within a second."""
+
+MIN_DRAIN_BPS = 16 * 1024
+"""The rate (bytes a second) below which a client holding its response back may be evicted by a
+new connection over the limit: far below any link a user or validator reads traces over (a
+384 KiB trace in 24 s), and it makes holding the node's `max_connections` cost an attacker that
+much download per connection (8 MiB/s for the default 512)."""
 
 WRITE_STALL_S = 10.0
 """How long a response may wait on a client that takes none of it (writing paused and the
@@ -70,6 +80,7 @@ class DeadlineH11Protocol(H11Protocol):
     _stall: asyncio.TimerHandle | None = None
     _active_at = 0.0  # when the client last sent anything
     _paused_at: float | None = None  # since when the client holds its response back (writing paused)
+    _paused_unsent = 0  # what was not taken by the client then
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -95,7 +106,7 @@ class DeadlineH11Protocol(H11Protocol):
     def pause_writing(self) -> None:
         super().pause_writing()
         if self._paused_at is None:
-            self._paused_at = time.monotonic()
+            self._paused_at, self._paused_unsent = time.monotonic(), self._unsent()
         if self._stall is None:
             self._watch_stall(self._unsent())
 
@@ -150,21 +161,26 @@ class DeadlineH11Protocol(H11Protocol):
         cycle = self.cycle
         return cycle is None or cycle.response_complete or _receiving(cycle)
 
+    def _drain_rate(self, now: float) -> float | None:
+        """Bytes a second the client took of its response while writing was paused, once paused for
+        `HELD_BACK_S` (None: not paused, or not long enough to judge)."""
+        if self._paused_at is None or now - self._paused_at < HELD_BACK_S:
+            return None
+        return max(0, self._paused_unsent - self._unsent()) / (now - self._paused_at)
+
     def _evict_idle(self, limit: int) -> None:
         """Over ``limit`` connections: abort the least recently active connections not being
-        answered, then those whose client has held its response back longest (at least
-        `HELD_BACK_S`), never this new one, until within."""
+        answered, then those whose clients take their responses slowest (below `MIN_DRAIN_BPS`),
+        never this new one, until within."""
         excess = len(self.connections) - limit
         if excess <= 0:
             return
         others = [c for c in self.connections if c is not self and isinstance(c, DeadlineH11Protocol)]
         idle = sorted((c for c in others if c._idle()), key=lambda c: c._active_at)
-        held_since = time.monotonic() - HELD_BACK_S
-        held = sorted(
-            (c for c in others if not c._idle() and c._paused_at is not None and c._paused_at <= held_since),
-            key=lambda c: c._paused_at or 0.0,
-        )
-        for victim in (idle + held)[:excess]:
+        now = time.monotonic()
+        rates = [(rate, c) for c in others if not c._idle() and (rate := c._drain_rate(now)) is not None]
+        slow = [c for rate, c in sorted(rates, key=lambda rc: rc[0]) if rate < MIN_DRAIN_BPS]
+        for victim in (idle + slow)[:excess]:
             self.connections.discard(victim)  # counted out now: the abort's callback comes later
             victim.transport.abort()
 
