@@ -322,7 +322,8 @@ contract Payments is EIP712, ReentrancyGuardTransient {
 
     /// @notice Pays the caller what `node` has not redeemed from their channel, once the
     ///         requested WITHDRAWAL_DELAY has passed. Vouchers above what was redeemed pay nothing
-    ///         afterwards (the channel's deposit then equals its redeemed amount).
+    ///         until the channel is topped up (its deposit then equals its redeemed amount, which is
+    ///         kept: a later deposit pays the rest of an unredeemed voucher, docs/security-parameters.md).
     /// @param node The channel's node.
     function withdraw(address node) external nonReentrant {
         uint256 ready = withdrawableAt[msg.sender][node];
