@@ -37,7 +37,7 @@ import asyncio
 import fnmatch
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
@@ -57,6 +57,12 @@ from supernet.sdk.chain.receipts import action_hash
 from supernet.sdk.store.cids import canonical_cid
 
 log = logging.getLogger(__name__)
+
+TASK_AUDIT_SIZE = 4 * 1024
+"""A task's audit entries kept (the oldest go first): four per trace event at the trace's
+1,024-event cap, more than a task's syscalls can decide."""
+ENDED_AUDITS = 1024
+"""Ended tasks whose audit stays in memory (the node saves each with its task as it ends)."""
 
 
 @dataclass(frozen=True)
@@ -286,9 +292,22 @@ class OwnershipIndex:
     def __init__(self) -> None:
         self._cids: dict[str, set[str]] = {}
 
-    def grant(self, namespace: str, cids: Iterable[str]) -> None:
-        """Let ``namespace`` read ``cids`` (blocks its write just put in the store)."""
-        self._cids.setdefault(namespace, set()).update(canonical_cid(c) for c in cids)
+    def grant(self, namespace: str, cids: Iterable[str]) -> list[str]:
+        """Let ``namespace`` read ``cids`` (blocks its write just put in the store); returns those
+        it could not read before (canonical), what `revoke` takes back if the write is undone."""
+        held = self._cids.setdefault(namespace, set())
+        new = [c for c in dict.fromkeys(canonical_cid(c) for c in cids) if c not in held]
+        held.update(new)
+        return new
+
+    def revoke(self, grants: Iterable[tuple[str, str]]) -> None:
+        """Take back ``(namespace, CID)`` grants that `grant` added (writes undone)."""
+        for namespace, cid in grants:
+            held = self._cids.get(namespace)
+            if held is not None:
+                held.discard(cid)
+                if not held:
+                    del self._cids[namespace]
 
     def owns(self, namespace: str, cid: str) -> bool:
         """Whether ``namespace`` may read ``cid`` (any spelling of a CID).
@@ -343,6 +362,11 @@ class AccessManager:
         self.policy = policy
         self._domain = domain
         self._audit: deque[AuditEntry] = deque(maxlen=audit_size)
+        # each task's own entries until it is saved with it: the node-wide ring above is one
+        # 10,000-entry log, so other users' busy tasks pushed a running task's decisions out of it
+        # before its end saved them (tests/unit/test_review_aios_kernel.py)
+        self._task_audit: dict[str, deque[AuditEntry]] = {}
+        self._ended_audit: OrderedDict[str, None] = OrderedDict()
         self.owned = OwnershipIndex()
         self._pending: dict[str, dict[str, PendingConfirmation]] = {}
         self._received: dict[str, dict[str, bytes]] = {}
@@ -387,15 +411,22 @@ class AccessManager:
 
     def audit(self, spec: TaskSpec, action: str, target: str, allowed: bool, reason: str = "") -> None:
         """Record one decision (also logged at info when refused)."""
-        self._audit.append(
-            AuditEntry(time.time(), spec.task_id, spec.agent_id, spec.user, action, target, allowed, reason)
-        )
+        task, now = spec.task_id, time.time()
+        entry = AuditEntry(now, task, spec.agent_id, spec.user, action, target, allowed, reason)
+        self._audit.append(entry)
+        mine = self._task_audit.get(task)
+        if mine is None:
+            mine = self._task_audit[task] = deque(maxlen=TASK_AUDIT_SIZE)
+        mine.append(entry)
         if not allowed:
             log.info("denied %s %s for task %s: %s", action, target, spec.task_id, reason)
 
     def audit_log(self, task_id: str | None = None) -> list[AuditEntry]:
-        """Audit entries, oldest first; only those of ``task_id`` when given."""
-        return [e for e in self._audit if task_id is None or e.task_id == task_id]
+        """Audit entries, oldest first: the node's recent ones, or all of ``task_id``'s (at most
+        `TASK_AUDIT_SIZE`, kept while it runs and for the last `ENDED_AUDITS` tasks ended)."""
+        if task_id is None:
+            return list(self._audit)
+        return list(self._task_audit.get(task_id, ()))
 
     def deny(self, spec: TaskSpec, action: str, target: str, reason: str) -> AccessDeniedError:
         """Audit a refusal and return the error to raise."""
@@ -558,7 +589,14 @@ class AccessManager:
         return True
 
     def forget(self, task_id: str) -> None:
-        """Drop a finished task's watcher, paused calls and accepted confirmations."""
+        """Drop a finished task's watcher, paused calls and accepted confirmations; its audit is kept
+        until `ENDED_AUDITS` later tasks have ended (the node saves it with the task right after)."""
+        if task_id in self._task_audit:
+            self._ended_audit[task_id] = None
+            self._ended_audit.move_to_end(task_id)
+            while len(self._ended_audit) > ENDED_AUDITS:
+                ended, _ = self._ended_audit.popitem(last=False)
+                self._task_audit.pop(ended, None)
         self._watchers.pop(task_id, None)
         self._users.pop(task_id, None)
         self._received.pop(task_id, None)

@@ -43,6 +43,11 @@ MAX_JSON_DEPTH = 512
 """Deepest nesting `json_query` parses: deeper documents are refused before parsing (the process's
 recursion limit is raised by a dependency, so a ~99,000-deep array crashed the interpreter, a
 node's or a validator's re-run alike, instead of raising)."""
+MAX_JSON_INT_DIGITS = 1000
+"""The longest integer `json_query` reads (digits): part of the tool's definition, worded by the tool.
+CPython refuses integers past its own limit (``sys.set_int_max_str_digits``, 4300 by default, a
+setting any process may change) in its own words, so a validator's re-run could word another
+error than the node's and flag an honest node (tests/unit/test_review_aios_kernel.py)."""
 LOCAL_PURE_TOOLS = frozenset({"calculator", "json_query", "text"})
 """Built-in tools that are pure functions of their arguments, computed in-process (no store, no
 network) and bounded to finish far inside their timeout. A validator re-runs every call of one
@@ -83,15 +88,22 @@ def _json_query(args: Mapping[str, Any]) -> Any:
     if _nesting(str(args["json"])) > MAX_JSON_DEPTH:
         raise ToolError(f"the JSON nests deeper than {MAX_JSON_DEPTH} levels")
     try:
-        value: Any = json.loads(args["json"])
+        value: Any = json.loads(args["json"], parse_int=_json_int)
     except json.JSONDecodeError as exc:
         raise ToolError(f"not JSON (line {exc.lineno}, column {exc.colno})") from None
     for index, key in _PATH_PART.findall(args.get("path", "")):
         try:
-            value = value[int(index)] if index else value[key]
+            value = value[_json_int(index)] if index else value[key]
         except (KeyError, IndexError, TypeError):
             raise ToolError(f"path {args.get('path')!r} not found") from None
     return value
+
+
+def _json_int(digits: str) -> int:
+    """An integer of the document or the path, at most `MAX_JSON_INT_DIGITS` digits long."""
+    if len(digits.lstrip("-")) > MAX_JSON_INT_DIGITS:
+        raise ToolError(f"an integer of more than {MAX_JSON_INT_DIGITS} digits")
+    return int(digits)
 
 
 def _text(args: Mapping[str, Any]) -> Any:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
@@ -147,6 +147,9 @@ class TaskState:
     # calls so far of each irreversible action (tool and canonical arguments), in the order the
     # agent made them: the occurrence a confirmation signs (`supernet.sdk.chain.receipts.action_hash`)
     actions: dict[str, int] = field(default_factory=dict)
+    # store-read grants this task's writes added (namespace, CID): taken back if its writes are
+    # undone (`Dispatcher.release`), so an unbilled task leaves no grant behind
+    granted: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def root(self) -> TaskState:
@@ -602,6 +605,9 @@ class Dispatcher:
                 prefix = st.spec.user.lower() + "/"
                 await self._undo[0].revert(prefix, st.marked[0])
                 await self._undo[1].revert(prefix, st.marked[1])
+                # its grants too: kept, they outlived the writes, and every task's end persists
+                # them all (an unbilled task grew that for free: test_review_aios_kernel.py)
+                self._access.owned.revoke(st.root.granted)
         finally:
             st.namespaces.release()
             st.namespaces = None
@@ -653,6 +659,11 @@ class Dispatcher:
                 f"protocol's {MAX_TRACE_BYTES}-byte trace limit: refused before writing",
             )
 
+    def _grant(self, st: TaskState, ns: str, cids: Iterable[str]) -> None:
+        """Let ``ns`` read the blocks a write of the task put in the store (`OwnershipIndex.grant`),
+        noting on the task those it did not hold before."""
+        st.root.granted.extend((ns, cid) for cid in self._access.owned.grant(ns, cids))
+
     async def _memory_call(self, st: TaskState, call: MemoryAdd | MemorySearch) -> Any:
         write = isinstance(call, MemoryAdd)
         self._access.check_area(st.spec, st.caps, "memory", write=write)
@@ -664,7 +675,7 @@ class Dispatcher:
             check_entry(call.text)  # here, not in the manager only: the replay runs this code
             await self._write_fits(st, self._memory, ns, lambda: _entry_bytes(call), "memory.add")
             w = await self._served(st, self._memory.add(ns, call.text, call.metadata, st.root.spec.task_id))
-            self._access.owned.grant(ns, (w.entry_cid, w.root_cid))
+            self._grant(st, ns, (w.entry_cid, w.root_cid))
             st.trace.record(
                 "memory.add",
                 namespace=ns,
@@ -706,7 +717,7 @@ class Dispatcher:
             await self._write_fits(st, self._storage, ns, lambda: len(call.data) + 64, "storage.put")
             w = await self._served(st, self._storage.put(ns, call.path, call.data, st.root.spec.task_id))
             chunks = (compute_cid(chunk) for chunk in split_chunks(call.data))  # as add_file cut them
-            self._access.owned.grant(ns, (w.cid, *chunks, w.root_cid))
+            self._grant(st, ns, (w.cid, *chunks, w.root_cid))
             st.trace.record(
                 "storage.put",
                 namespace=ns,
@@ -762,11 +773,15 @@ class Dispatcher:
                 "storage.get", namespace=ns, path=call.path, cid=cid_link(cid), root=cid_link(root)
             )
             return data
+        # a rollback or delete writes and pins a new root as a put does: the same gate, or a task
+        # past the trace cap kept writing roots for nothing (its trace then fails it unbilled)
+        what = "storage.rollback" if isinstance(call, StorageRollback) else "storage.delete"
+        await self._write_fits(st, storage, ns, lambda: 0, what)
         if isinstance(call, StorageRollback):
             c = await self._served(st, storage.rollback(ns, call.path, call.version, st.root.spec.task_id))
         else:
             c = await self._served(st, storage.delete(ns, call.path, st.root.spec.task_id))
-        self._access.owned.grant(ns, (c.root_cid,))  # the one new block: the version was granted at its put
+        self._grant(st, ns, (c.root_cid,))  # the one new block: the version was granted at its put
         roots = {"root": cid_link(c.root_cid), "prev_root": cid_link(c.prev_root)}
         if isinstance(call, StorageRollback):
             st.trace.record(
