@@ -185,6 +185,9 @@ class ServedNode:
             await store.aclose()
 
     def __enter__(self) -> ServedNode:
+        # the node's registered endpoint is where it serves (as ``ensure_registered`` makes it): the
+        # client sends read grants only to a node's registered endpoint (`Client._read_auth`)
+        self.network.as_account(self.actors.node).service_manager.update_endpoint(self.url)
         self._thread.start()
         assert self._ready.wait(60), "the node did not start"
         if self._error is not None:

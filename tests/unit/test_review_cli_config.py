@@ -175,10 +175,16 @@ def test_defence_task_submit_to_a_node_url_pays_no_unregistered_unstaked_address
         assert result.exit_code == 1 and "not an active node on chain" in result.output, result.output
         assert posted == [], "no voucher left the client"
         assert network.payments.channel(user.address, claimed).deposited == 0, "nothing deposited"
-    # the same server naming a registered, staked node is a node the chain vouches for: paid
+    # the same server naming a registered, staked node, at a URL that is not its registered
+    # endpoint, gets nothing either (`Client._read_auth`: no read grant, so no voucher); once the
+    # node's registered endpoint is that URL, the chain vouches for both: paid
     with _impostor(actors.node.address, network, task_fee=FEE) as (url, posted):
         args = ["submit", "hello", *_common(network, tmp_path), "--node", url, "--no-verify"]
         args += ["--state-dir", str(tmp_path / "state")]
+        result = CliRunner().invoke(task_app, args, env=_key_env(user))
+        assert result.exit_code == 1 and "is not the endpoint" in result.output, result.output
+        assert posted == [], "no voucher left the client"
+        network.as_account(actors.node).service_manager.update_endpoint(url)
         result = CliRunner().invoke(task_app, args, env=_key_env(user))
     assert len(posted) == 1, result.output
     assert int(posted[0]["voucher"]["cumulativeAmount"]) >= FEE

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from pathlib import Path
 from typing import Any, Self
 
@@ -15,7 +16,6 @@ import httpx
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
-from httpx_sse import aconnect_sse
 from pydantic import RootModel
 from supernet.sdk.chain import Contracts, Deployment
 from supernet.sdk.chain.coverage import Coverage
@@ -32,19 +32,31 @@ from supernet.sdk.client.read_grant import ReadGrantAuth
 from supernet.sdk.client.routing import PROBE_TIMEOUT_S, Probe, probe, rank, with_problem
 from supernet.sdk.client.signable import SigningRule
 from supernet.sdk.client.state import ClientState, TaskRecord
-from supernet.sdk.client.streaming import StopCutter, TaskStream, check_stream, shown_cutter
+from supernet.sdk.client.streaming import (
+    FOLLOW_WITHIN_S,
+    StopCutter,
+    StreamBound,
+    TaskStream,
+    check_stream,
+    shown_cutter,
+    sse_events,
+)
 from supernet.sdk.client.types import (
     DEFAULT_MIN_LIMITS,
+    MAX_ANSWER_BYTES,
     ClientError,
     NodeChoice,
+    NodeUnreachableError,
     PreparedTask,
     RefundClaimed,
     TaskResult,
     agent_profile,
     answer,
     check_input,
+    normal_url,
     parse,
     pick_model_id,
+    read_bounded,
     serves_model,
 )
 from supernet.sdk.client.verify import VerificationReport, check_receipt, request_in_trace
@@ -96,7 +108,10 @@ class Client:
         contracts: the deployment, bound to the user's account.
         state_dir: where nonces and cumulative totals persist (``~/.supernet`` by default).
         store_url: content store to fetch traces from (default: the node's advertised store).
-        timeout: seconds per HTTP request to a node.
+        timeout: seconds for the whole of each HTTP request to a node, its answer included (one
+            deadline, not one per read: a node sending its answer a byte at a time does not hold
+            the client past it); the answer's size is bounded too (`MAX_ANSWER_BYTES`). Following
+            a task's stream is bounded apart (`supernet.sdk.client.streaming.StreamBound`).
     """
 
     def __init__(
@@ -115,6 +130,7 @@ class Client:
         self.min_limits = min_limits  # the least budget of an agent profile it signs for
         self.state = ClientState.open(state_dir)
         self.store_url = store_url or os.environ.get("SUPERNET_STORE_URL") or None
+        self.timeout = timeout
         # connection failures are retried by httpx itself (nothing was sent, so it is always safe)
         self.http = httpx.AsyncClient(
             timeout=timeout, transport=httpx.AsyncHTTPTransport(retries=CONNECT_RETRIES)
@@ -127,7 +143,8 @@ class Client:
         """The discovered node the last task went to, with its score (``last_choice.explain()``);
         None when the node was given by URL."""
         self.last_skipped: list[str] = []
-        """The better ranked nodes passed over for the last task, and why (down, 5xx)."""
+        """The better ranked nodes passed over for the last task, and why (down, a 5xx, a malformed
+        answer, refused by this client's checks: anything but a well-formed 4xx refusal)."""
         self._domain_key = domain_key(contracts.domain)
         self._read_auths: dict[str, ReadGrantAuth] = {}  # node URL -> this user's read grant there
 
@@ -213,9 +230,9 @@ class Client:
     ) -> Probe:
         """``p``, left out (with why) if the model id it would be signed for is not one the node
         registered on chain or not one the network's validators check (`model_coverage`), or
-        (with ``agent``) if no validator quorum holds the model and every code hash its profile of
-        the agent names together (`SigningRule.uncovered`; a node listing no usable profile is
-        refused, with why, when chosen)."""
+        (with ``agent``) if it lists no profile of the agent this client signs for (`agent_profile`:
+        unreadable, of another agent, or below ``min_limits``) or no validator quorum holds the
+        model and every code hash its profile names together (`SigningRule.uncovered`)."""
         if not p.ok or p.info is None:
             return p
         try:
@@ -231,8 +248,8 @@ class Client:
             return p
         try:
             _, profile = agent_profile(p.info, agent, self.min_limits)
-        except ClientError:
-            return p
+        except ClientError as exc:
+            return with_problem(p, str(exc))
         problem = await asyncio.to_thread(self.rule.uncovered, model_id, profile.code_hashes())
         return p if problem is None else with_problem(p, problem)
 
@@ -327,8 +344,9 @@ class Client:
         deposit: int,
         offer: int | None = None,
     ) -> tuple[PreparedTask, int]:
-        """`_prepare_for`, and the wei deposited now. Every request to the node comes before the
-        deposit: a node failing any of them costs nothing."""
+        """`_prepare_for`, and the wei deposited now. Every request to the node, and every
+        `ClientError` raised here, comes before the deposit: a node failing any of them costs
+        nothing."""
         info = choice.info
         model_id = pick_model_id(info, model)
         try:
@@ -371,7 +389,10 @@ class Client:
         self.state.record_sent(
             task_id, choice.address, choice.url, task_input, model_id, fee, signed["request"]
         )
-        return PreparedTask(task_id, choice, signed, agent, task_input, model_id, fee, cumulative), deposited
+        prepared = PreparedTask(
+            task_id, choice, signed, agent, task_input, model_id, fee, cumulative, profile.limits
+        )
+        return prepared, deposited
 
     def accepted(self, p: PreparedTask) -> None:
         """Record that the node accepted ``p`` (its fee now counts in the cumulative total)."""
@@ -427,7 +448,9 @@ class Client:
                 fee-priority scheduler a task's share of the model grows with its fee.
 
         Raises:
-            ClientError: no node, a refusal (4xx) or a failed task.
+            ClientError: no node, a refusal (4xx) or a failed task; or the node streamed more than
+                the signed profile lets the task generate, or did not finish it within
+                `FOLLOW_WITHIN_S` (the task stays accepted: `verify` it later).
         """
         p = await self._submit(
             task_input,
@@ -440,7 +463,7 @@ class Client:
         )
         streamed: list[str] = []
         cutter = shown_cutter(p.agent, p.input)
-        final, complete = await self._follow(p.node.url, p.task_id, on_token, streamed, cutter)
+        final, complete = await self._follow(p, on_token, streamed, cutter)
         result = self._finish(p, final)
         if result is None:
             raise ClientError(f"task {p.task_id} {final.status}: {final.error}")
@@ -485,12 +508,13 @@ class Client:
     ) -> PreparedTask:
         """Prepare and send a task; returns it accepted.
 
-        Without ``node_url``, the best ranked nodes are tried in turn while one is down (no
-        connection, a timeout or a 5xx, to ``GET /healthz`` or any request before the deposit):
-        nothing was paid to it. Once a deposit was made for a node, a failure of that node is an
-        error naming it, never a silent retry elsewhere (that would pay twice); only a connection
-        refused before anything was sent, with no deposit made, moves on. A 4xx is a refusal of
-        the request itself and is raised as it is.
+        Without ``node_url``, the best ranked nodes are tried in turn while one fails before the
+        deposit (no connection, a timeout, a 5xx or a malformed answer, to ``GET /healthz`` or any
+        request before the deposit, or a node this client's own checks refuse): nothing was paid to
+        it. Once a deposit was made for a node, a failure of that node is an error naming it, never
+        a silent retry elsewhere (that would pay twice); only a connection refused before anything
+        was sent, with no deposit made, moves on. A well-formed 4xx is a refusal of the request
+        itself and is raised as it is.
         """
         self.last_skipped = []
         tried: set[str] = set()
@@ -501,16 +525,14 @@ class Client:
             tried.add(p.node.address)
             try:
                 created = await self._send(p)
-            except (httpx.TransportError, ClientError) as exc:
+            except ClientError as exc:
                 if not _node_down(exc):
                     raise
-                nothing_sent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
-                if deposited == 0 and nothing_sent:  # the voucher never left: nothing is committed
+                nothing_sent = isinstance(exc, NodeUnreachableError) and exc.nothing_sent
+                if deposited == 0 and isinstance(exc, NodeUnreachableError) and exc.nothing_sent:
+                    # the voucher never left: nothing is committed
                     if node_url is not None:
-                        raise ClientError(
-                            f"cannot reach the node at {node_url} ({type(exc).__name__}): is it "
-                            "running, and is the URL right?"
-                        ) from exc
+                        raise _cannot_reach(node_url, exc) from exc
                     self._skip(p.node, exc)
                     continue
                 committed = [f"{deposited} wei deposited into your channel to it"] if deposited else []
@@ -529,7 +551,7 @@ class Client:
                 raise ClientError(f"node answered task id {created.id}, expected {p.task_id}")
             self.accepted(p)
             return p
-        raise ClientError("no node could be reached: " + "; ".join(self.last_skipped))
+        raise ClientError("no node took the task: " + "; ".join(self.last_skipped))
 
     async def _prepare_failover(
         self,
@@ -543,19 +565,19 @@ class Client:
         tried: set[str] | None = None,
     ) -> tuple[PreparedTask, int]:
         """Choose a node that is up (not in ``tried``) and prepare the task for it (deposit made,
-        voucher signed); the wei deposited now. Nodes down before the deposit are passed over
-        (`last_skipped`)."""
+        voucher signed); the wei deposited now. A discovered node failing in any way before the
+        deposit (down, a 5xx, a malformed answer, a profile or fee this client refuses) is passed
+        over (`last_skipped`): only a well-formed 4xx, the request's own refusal, is raised."""
         if node_url is not None:
             self.last_choice = None
             try:
                 await self._alive(node_url)
                 chosen = await self._choose(model, node_url)
                 return await self._prepare_paid(chosen, task_input, agent, model, max_fee, deposit, offer)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                raise ClientError(
-                    f"cannot reach the node at {node_url} ({type(exc).__name__}): is it running, and "
-                    "is the URL right?"
-                ) from exc
+            except NodeUnreachableError as exc:
+                if not exc.nothing_sent:
+                    raise
+                raise _cannot_reach(node_url, exc) from exc
         if tried is None:
             tried = set()
         candidates = [c for c in await self._candidates(model, agent) if c.address not in tried]
@@ -570,8 +592,8 @@ class Client:
             try:
                 await self._alive(choice.url)
                 prepared = await self._prepare_paid(choice, task_input, agent, model, max_fee, deposit, offer)
-            except (httpx.TransportError, ClientError) as exc:
-                if not _node_down(exc):
+            except ClientError as exc:  # nothing deposited or signed (`_prepare_paid`)
+                if _refusal(exc):
                     raise
                 self._skip(choice, exc)
                 tried.add(choice.address)
@@ -581,15 +603,17 @@ class Client:
             passed = f"; passed over: {'; '.join(self.last_skipped)}" if self.last_skipped else ""
             log.info("chose node %s%s", why, passed)
             return prepared
-        raise ClientError("no node could be reached: " + "; ".join(self.last_skipped))
+        raise ClientError("no node took the task: " + "; ".join(self.last_skipped))
 
     def _skip(self, choice: NodeChoice, exc: Exception) -> None:
         self.last_skipped.append(f"{choice.address} at {choice.url}: {_why(exc)}")
-        log.warning("node %s at %s is down (%s); trying the next one", choice.address, choice.url, _why(exc))
+        log.warning(
+            "node %s at %s passed over (%s); trying the next one", choice.address, choice.url, _why(exc)
+        )
 
     async def _alive(self, url: str) -> None:
         """``GET /healthz``: raises unless the node is up and taking tasks (503: draining)."""
-        answer(await self.http.get(url.rstrip("/") + "/healthz", timeout=PROBE_TIMEOUT_S))
+        answer(await self._request("GET", url.rstrip("/") + "/healthz", within_s=PROBE_TIMEOUT_S))
 
     async def send(self, p: PreparedTask) -> None:
         """Send a task made with :meth:`prepare` to its node and record it accepted.
@@ -614,7 +638,7 @@ class Client:
         attempt = 0
         try:
             while True:
-                resp = await self.http.post(endpoint, json=p.task_body())
+                resp = await self._request("POST", endpoint, body=p.task_body())
                 if attempt > 0 and _stored_already(resp, p.task_id):
                     log.warning("node %s had stored task %s although it answered busy", p.node.url, p.task_id)
                     return await self.task(p.task_id, p.node.url)
@@ -663,26 +687,50 @@ class Client:
         output = final.output or ""
         return TaskResult(p.task_id, p.node.address, p.node.url, "done", output, p.fee, final.traceCid)
 
-    async def stream_events(self, node_url: str, task_id: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        """The task's server-sent events as ``(event, data)`` pairs."""
-        url = f"{node_url.rstrip('/')}/v1/tasks/{task_id}/events"
+    async def stream_events(
+        self, node_url: str, task_id: str
+    ) -> AsyncGenerator[tuple[str, dict[str, Any]], None]:
+        """The task's server-sent events as ``(event, data)`` pairs (``data``: a JSON object).
+
+        Not bounded in time here (the node pings every 15 s; a node silent for
+        `STREAM_READ_TIMEOUT_S` has stalled): following a task bounds it (`StreamBound`). One
+        event is at most `MAX_ANSWER_BYTES`.
+
+        Raises:
+            ClientError: the node refused, or sent something that is not an event stream of JSON
+                objects; `NodeUnreachableError` when the connection fails.
+        """
+        base = node_url.rstrip("/")
+        url = f"{base}/v1/tasks/{task_id}/events"
         auth = await self._read_auth(node_url)
-        # The node pings every 15 s: a node silent for STREAM_READ_TIMEOUT_S has stalled.
-        timeout = httpx.Timeout(self.http.timeout.connect, read=STREAM_READ_TIMEOUT_S)
-        async with aconnect_sse(self.http, "GET", url, timeout=timeout, auth=auth) as source:
-            if source.response.status_code >= 400:
-                await source.response.aread()
-                answer(source.response)  # raises the node's error
-            async for sse in source.aiter_sse():
-                if sse.data:
-                    yield sse.event, json.loads(sse.data)
+        timeout = httpx.Timeout(self.timeout, read=STREAM_READ_TIMEOUT_S)
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
+        try:
+            async with self.http.stream("GET", url, headers=headers, timeout=timeout, auth=auth) as resp:
+                if resp.status_code >= 400:
+                    body = await read_bounded(resp, f"GET {url}")
+                    answer(httpx.Response(resp.status_code, content=body, request=resp.request))
+                kind = resp.headers.get("content-type", "").partition(";")[0].strip()
+                if kind != "text/event-stream":
+                    raise ClientError(f"GET {url}: {kind!r} is not an event stream", malformed=True)
+                async for event, data in sse_events(resp.aiter_text(), f"GET {url}", MAX_ANSWER_BYTES):
+                    try:
+                        doc = json.loads(data)
+                    except ValueError:
+                        doc = None
+                    if not isinstance(doc, dict):
+                        raise ClientError(
+                            f"GET {url}: a {event!r} event that is not a JSON object", malformed=True
+                        )
+                    yield event, doc
+        except httpx.TransportError as exc:
+            raise _unreachable(base, exc) from exc
 
     async def task(self, task_id: str, node_url: str | None = None) -> TaskPublic:
         """``GET /v1/tasks/{id}`` (with this user's read grant): status, output, trace CID."""
         base = self._url_of(task_id, node_url)
-        auth = await self._read_auth(base)
         url = f"{base}/v1/tasks/{task_id}"
-        got = parse(TaskPublic, answer(await self.http.get(url, auth=auth)), url)
+        got = parse(TaskPublic, await self._get(url, await self._read_auth(base)), url)
         record = self.state.tasks.get(task_id)
         if record is not None and record.output is None and got.status == "done" and got.output is not None:
             # the answer the user was shown (`wait`, or a `send` whose reply was lost): what its
@@ -725,9 +773,8 @@ class Client:
         """``GET /v1/tasks/{id}/audit``: the access decisions of the task's agent (with this
         user's read grant)."""
         base = self._url_of(task_id, node_url)
-        auth = await self._read_auth(base)
         url = f"{base}/v1/tasks/{task_id}/audit"
-        return parse(_AuditLog, answer(await self.http.get(url, auth=auth)), url).root
+        return parse(_AuditLog, await self._get(url, await self._read_auth(base)), url).root
 
     async def receipt(
         self, task_id: str, node_url: str | None = None, *, wait_committed: float = 0.0
@@ -738,8 +785,7 @@ class Client:
         url = f"{base}/v1/tasks/{task_id}/receipt"
         deadline = time.monotonic() + wait_committed
         while True:
-            got = await self.http.get(url, auth=await self._read_auth(base))
-            doc = parse(ReceiptPublic, answer(got), url)
+            doc = parse(ReceiptPublic, await self._get(url, await self._read_auth(base)), url)
             committed = doc.batch is not None and doc.batch.status == "committed"
             if committed or time.monotonic() >= deadline:
                 return doc
@@ -759,7 +805,36 @@ class Client:
         The node's first promise to commit that passes its check is kept, and later calls are
         judged by it: a node cannot postpone its deadline, or spoil the evidence of an omission, by
         answering a later call with another promise. The "latest memory and files" baseline
-        learns only from traces this receipt proved (the report ok or pending)."""
+        learns only from traces this receipt proved (the report ok or pending).
+
+        Raises:
+            NodeUnreachableError: the node (named) cannot be reached; where this client keeps the
+                node's promise to commit the receipt, the error says the omission claim is open
+                once the promise falls due (`claim_omission` needs no node).
+            ClientError: the task is unknown here (pass ``node_url``), or the node refused.
+        """
+        try:
+            return await self._verify(task_id, node_url, wait_committed)
+        except NodeUnreachableError as exc:
+            raise self._unreachable_for(task_id, exc) from exc
+
+    def _unreachable_for(self, task_id: str, exc: NodeUnreachableError) -> NodeUnreachableError:
+        """``exc`` naming the task's node, and the omission claim a kept promise opens."""
+        record = self.state.tasks.get(task_id)
+        node = f"node {record.node} at {record.node_url}" if record is not None else f"the node at {exc.url}"
+        kept = record.promise if record is not None else None
+        claim = ""
+        if kept is not None and "commitBy" in kept:
+            claim = (
+                f"; this client keeps its signed promise to commit the receipt by {kept['commitBy']} "
+                f"(unix time): if the receipt is not committed by then, `supernet task omission {task_id}` "
+                "claims the omission (the node must show it in one of its batches or be slashed)"
+            )
+        message = f"cannot verify task {task_id}: {node} cannot be reached ({exc.reason}){claim}"
+        return NodeUnreachableError(exc.url, exc.reason, nothing_sent=exc.nothing_sent, message=message)
+
+    async def _verify(self, task_id: str, node_url: str | None, wait_committed: float) -> VerificationReport:
+        """`verify`, its node's failures unexplained."""
         record = self.state.tasks.get(task_id)
         ours = record is not None
         if record is None:
@@ -1006,31 +1081,43 @@ class Client:
 
     async def _follow(
         self,
-        url: str,
-        task_id: str,
+        p: PreparedTask,
         on_token: Callable[[str], None] | None,
         streamed: list[str],
         cutter: StopCutter,
     ) -> tuple[TaskPublic, bool]:
         """The task's end, and whether its stream ran to it (``streamed`` gets the text pieces;
-        ``on_token`` is shown what ``cutter`` lets through: nothing past a stop string)."""
+        ``on_token`` is shown what ``cutter`` lets through: nothing past a stop string). Bounded
+        by what the signed profile lets the task generate, and in time (`StreamBound`).
+
+        Raises:
+            ClientError: the node streamed past the bound, or the task did not end in time."""
+        url = p.node.url
 
         def show(text: str) -> None:
             if text and on_token is not None:
                 on_token(text)
 
+        bound = StreamBound(p)
         try:
-            async for event, data in self.stream_events(url, task_id):
-                if event == "token":
-                    streamed.append(str(data["text"]))
-                    show(cutter.feed(streamed[-1]))
-                elif event in ("done", "error"):
-                    return parse(TaskPublic, data, f"{url} {event} event"), True
-            return await self.wait(task_id, url), False
+            events = bound.events(self.stream_events(url, p.task_id))
+            async with contextlib.aclosing(events):
+                async for event, data in events:
+                    if event == "token":
+                        streamed.append(bound.take(str(data.get("text", ""))))
+                        show(cutter.feed(streamed[-1]))
+                    elif event in ("done", "error"):
+                        return parse(TaskPublic, data, f"{url} {event} event"), True
+            final = await self.wait(p.task_id, url, within_s=bound.left())
+            if final.status not in ("done", "failed", "refused"):
+                raise bound.unfinished()
+            return final, False
         finally:
             show(cutter.flush())
 
-    async def wait(self, task_id: str, node_url: str | None = None, within_s: float = 900.0) -> TaskPublic:
+    async def wait(
+        self, task_id: str, node_url: str | None = None, within_s: float = FOLLOW_WITHIN_S
+    ) -> TaskPublic:
         """Poll ``GET /v1/tasks/{id}`` until the task is done, failed or refused (or ``within_s``
         has passed: then its state as it is)."""
         deadline = time.monotonic() + within_s
@@ -1079,20 +1166,86 @@ class Client:
 
     async def _read_auth(self, node_url: str) -> ReadGrantAuth:
         """This user's read grant for the node at ``node_url`` (results are readable by their
-        user only: `supernet.sdk.client.read_grant`)."""
+        user only: `supernet.sdk.client.read_grant`).
+
+        The grant is for the address the URL's ``/v1/node`` names, so it is signed only when the
+        URL is that address's endpoint registered on chain (`normal_url`): a server naming another
+        node's address would get a grant to read the user's results on that node. With no
+        endpoint in the registry's answer (a chain without one), the address is taken as named.
+
+        Raises:
+            ClientError: ``node_url`` is not the registered endpoint of the node it names.
+        """
         base = node_url.rstrip("/")
         auth = self._read_auths.get(base)
         if auth is None:
             address = to_checksum_address((await self.node_info(base)).address)
+            registered = await asyncio.to_thread(self._registered_endpoint, address)
+            if registered is not None and normal_url(registered) != normal_url(base):
+                raise ClientError(
+                    f"{base} is not the endpoint node {address} registered on chain ({registered!r}), "
+                    "though it names that node: no read grant for it is sent there (it would read your "
+                    "results on that node); use the node's registered URL"
+                )
             auth = self._read_auths[base] = ReadGrantAuth(self.account, address, self.contracts.domain)
         return auth
 
+    def _registered_endpoint(self, address: str) -> str | None:
+        """The endpoint ``address`` registered on chain (``""``: none), or None where the chain's
+        registry holds no endpoints (a chain without a node registry: nothing to compare)."""
+        registry = getattr(self.contracts, "service_manager", None)
+        if registry is None or not hasattr(registry, "get_node"):
+            return None
+        endpoint = getattr(registry.get_node(address), "endpoint", None)
+        return endpoint if isinstance(endpoint, str) else None
+
     async def _get(self, url: str, auth: httpx.Auth | None = None) -> Any:
         """``GET url``'s answer (``auth``: a read grant, for what only its user may read)."""
-        return answer(await self.http.get(url) if auth is None else await self.http.get(url, auth=auth))
+        return answer(await self._request("GET", url, auth=auth))
 
     async def _post(self, url: str, body: dict[str, Any]) -> Any:
-        return answer(await self.http.post(url, json=body))
+        return answer(await self._request("POST", url, body=body))
+
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        auth: httpx.Auth | None = None,
+        body: dict[str, Any] | None = None,
+        within_s: float | None = None,
+    ) -> httpx.Response:
+        """One request to a node and its whole answer (every request of the client but the event
+        stream's goes through here), read within one deadline, ``within_s`` or the client's
+        ``timeout`` (httpx's timeouts are per read: a node sending a byte at a time would hold the
+        client for ever), and at most `MAX_ANSWER_BYTES`.
+
+        Raises:
+            NodeUnreachableError: no connection (``nothing_sent``), a broken one, or no whole answer
+                by the deadline, naming the node's URL.
+            ClientError: the answer is over `MAX_ANSWER_BYTES` (``malformed``).
+        """
+        limit = self.timeout if within_s is None else within_s
+        kwargs: dict[str, Any] = {"timeout": limit}
+        if auth is not None:
+            kwargs["auth"] = auth
+        if body is not None:
+            kwargs["json"] = body
+        where = f"{method} {url}"
+        try:
+            async with asyncio.timeout(limit), self.http.stream(method, url, **kwargs) as resp:
+                content = await read_bounded(resp, where)
+        except TimeoutError as exc:
+            raise NodeUnreachableError(_origin(url), f"{where}: no whole answer within {limit:g} s") from exc
+        except httpx.TransportError as exc:
+            raise _unreachable(_origin(url), exc) from exc
+        # the body as read (decoded): the headers that described its transfer no longer apply
+        headers = [
+            (k, v)
+            for k, v in resp.headers.multi_items()
+            if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+        ]
+        return httpx.Response(resp.status_code, headers=headers, content=content, request=resp.request)
 
 
 def _error_body(resp: httpx.Response, status: int) -> dict[str, Any]:
@@ -1129,9 +1282,41 @@ def _retry_after(resp: httpx.Response) -> float:
 def _node_down(exc: Exception) -> bool:
     """The node failed (no connection, a timeout, a broken answer or a 5xx), as opposed to
     refusing the request (4xx) or a problem on this side."""
-    if isinstance(exc, httpx.TransportError):
+    if isinstance(exc, httpx.TransportError | NodeUnreachableError):
         return True
     return isinstance(exc, ClientError) and exc.status is not None and exc.status >= 500
+
+
+def _refusal(exc: ClientError) -> bool:
+    """A well-formed 4xx: the node refused the request itself (the user's problem, the same on
+    any node), as opposed to a node failing or answering something that is not the API's."""
+    return exc.status is not None and 400 <= exc.status < 500 and not exc.malformed
+
+
+def _origin(url: str) -> str:
+    """The node part of a request's URL (scheme, host and port)."""
+    try:
+        u = httpx.URL(url)
+    except httpx.InvalidURL:
+        return url
+    return f"{u.scheme}://{u.netloc.decode()}"
+
+
+def _unreachable(url: str, exc: httpx.TransportError) -> NodeUnreachableError:
+    """A transport failure as a `ClientError` naming the node (``nothing_sent`` for a failed
+    connection: the request never left)."""
+    nothing_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+    return NodeUnreachableError(url, f"{type(exc).__name__}: {exc}"[:200], nothing_sent=nothing_sent)
+
+
+def _cannot_reach(node_url: str, exc: NodeUnreachableError) -> NodeUnreachableError:
+    """``exc`` (a failed connection) as the error of a node the user named by URL."""
+    return NodeUnreachableError(
+        exc.url,
+        exc.reason,
+        nothing_sent=True,
+        message=f"cannot reach the node at {node_url} ({exc.reason}): is it running, and is the URL right?",
+    )
 
 
 def _why(exc: Exception) -> str:

@@ -8,14 +8,24 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING, Any
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from supernet.sdk.client.types import ClientError, PreparedTask, TaskResult, parse
+from supernet.sdk.formats.trace import MAX_TRACE_BYTES
 from supernet.sdk.node_api import TaskPublic
 
 if TYPE_CHECKING:
     from supernet.sdk.client.client import Client
+
+T = TypeVar("T")
+
+FOLLOW_WITHIN_S = 900.0
+"""Longest a client follows one task (its stream, then polling its state): `Client.wait`'s bound.
+A node that streams, pings or stays "running" for ever must not hold the user's call for ever."""
 
 CHECKED_AGENTS = frozenset({"chat"})
 """Agents whose streamed text is their answer (one LLM call whose reply is the output), so the
@@ -182,6 +192,103 @@ def check_stream(p: PreparedTask, pieces: Sequence[str], final: TaskPublic, *, c
         )
 
 
+class StreamBound:
+    """What following one task's stream may take: at most the signed profile's token budget of
+    text pieces (``max_llm_tokens``: an honest node streams one piece per generated token, or the
+    finished output as one piece), at most `MAX_TRACE_BYTES` of text (all of it is generated text,
+    which fits the task's trace), and `FOLLOW_WITHIN_S` from the start, stream and polling
+    together. Past any of them the client stops following, with a `ClientError` naming the node:
+    the task stays accepted, for `Client.verify` (or `Client.task`) later."""
+
+    def __init__(self, p: PreparedTask, within_s: float = FOLLOW_WITHIN_S) -> None:
+        self.p, self.within_s = p, within_s
+        self.max_pieces = p.limits.max_llm_tokens if p.limits is not None else None
+        self.pieces = self.size = 0
+        self.deadline = asyncio.get_running_loop().time() + within_s
+
+    def take(self, text: str) -> str:
+        """``text``, one streamed piece, counted (raises past the bound, before it is kept)."""
+        self.pieces += 1
+        self.size += len(text.encode("utf-8", "surrogatepass"))
+        too_many = self.max_pieces is not None and self.pieces > self.max_pieces
+        if too_many or self.size > MAX_TRACE_BYTES:
+            raise self._stopped(
+                f"streamed {self.pieces} pieces ({self.size} bytes) of text, more than the signed "
+                f"profile lets the task generate ({self.max_pieces} tokens, {MAX_TRACE_BYTES} bytes)"
+            )
+        return text
+
+    def left(self) -> float:
+        """Seconds left to follow the task."""
+        return max(0.0, self.deadline - asyncio.get_running_loop().time())
+
+    async def events(self, source: AsyncGenerator[T, None]) -> AsyncGenerator[T, None]:
+        """``source``'s items until it ends; raises at the deadline (the wait for each item is
+        bounded, never the caller's time between them)."""
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout_at(self.deadline):
+                        item = await anext(source)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise self.unfinished() from None
+                yield item
+        finally:
+            await source.aclose()
+
+    def unfinished(self) -> ClientError:
+        """The error of a task not finished when the follow's time is up."""
+        return self._stopped(f"did not finish the task within {self.within_s:g} s of following it")
+
+    def _stopped(self, what: str) -> ClientError:
+        p = self.p
+        return ClientError(
+            f"node {p.node.address} at {p.node.url} {what}: stopped following task {p.task_id} (it was "
+            f"accepted and its voucher sent; `supernet task verify {p.task_id}` checks its receipt later)"
+        )
+
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+async def sse_events(text: AsyncIterator[str], what: str, bound: int) -> AsyncIterator[tuple[str, str]]:
+    """``(event, data)`` of a ``text/event-stream`` read as ``text`` chunks (the WHATWG rules:
+    lines end with CR, LF or CRLF; ``data`` lines of one event are joined by LF; a blank line ends
+    the event; ``:`` lines are comments, such as pings). A line, or an event's data, longer than
+    ``bound`` characters is refused (`ClientError`): no honest event is, and nothing the node sends
+    makes the client hold more."""
+    rest, event, size = "", "", 0
+    data: list[str] = []
+    async for chunk in text:
+        rest += chunk
+        held = rest.endswith("\r")  # maybe the first half of a CRLF
+        *lines, rest = _LINE_END.split(rest[:-1] if held else rest)
+        rest += "\r" if held else ""
+        if len(rest) > bound:
+            raise ClientError(
+                f"{what}: an event stream line over {bound} characters: not read", malformed=True
+            )
+        for line in lines:
+            if not line:
+                if data:
+                    yield event or "message", "\n".join(data)
+                event, data, size = "", [], 0
+                continue
+            field, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if field == "data":
+                data.append(value)
+                size += len(value) + 1
+                if size > bound:
+                    raise ClientError(
+                        f"{what}: an event's data over {bound} characters: not read", malformed=True
+                    )
+            elif field == "event":
+                event = value
+
+
 class TaskStream:
     """Submitted when iteration starts; ``result`` is set once the answer is complete.
 
@@ -201,19 +308,24 @@ class TaskStream:
         final: TaskPublic | None = None
         pieces: list[str] = []
         cutter = shown_cutter(p.agent, p.input)
-        async for event, data in self._client.stream_events(p.node.url, p.task_id):
-            if event == "token":
-                pieces.append(str(data["text"]))
-                if shown := cutter.feed(pieces[-1]):
-                    yield shown
-            elif event in ("done", "error"):
-                final = parse(TaskPublic, data, f"{p.node.url} {event} event")
-                break
+        bound = StreamBound(p)
+        events = bound.events(self._client.stream_events(p.node.url, p.task_id))
+        async with contextlib.aclosing(events):
+            async for event, data in events:
+                if event == "token":
+                    pieces.append(bound.take(str(data.get("text", ""))))
+                    if shown := cutter.feed(pieces[-1]):
+                        yield shown
+                elif event in ("done", "error"):
+                    final = parse(TaskPublic, data, f"{p.node.url} {event} event")
+                    break
         if rest := cutter.flush():
             yield rest
         complete = final is not None
         if final is None:  # the stream ended early ("pending"): the task's state says the rest
-            final = await self._client.task(p.task_id, p.node.url)
+            final = await self._client.wait(p.task_id, p.node.url, within_s=bound.left())
+            if final.status not in ("done", "failed", "refused"):
+                raise bound.unfinished()
         result = self._client._finish(p, final)
         if result is None:
             raise ClientError(f"task {p.task_id} {final.status}: {final.error}")

@@ -14,18 +14,90 @@ from supernet.sdk.agents.input_schema import input_problem
 from supernet.sdk.errors import SupernetError
 from supernet.sdk.formats.fields import FormatError
 from supernet.sdk.formats.profile import AgentProfile, profile_hash_or_reason
+from supernet.sdk.formats.trace import Limits
 from supernet.sdk.node_api import NodeInfo
 
 M = TypeVar("M", bound=BaseModel)
 
 
 class ClientError(SupernetError, RuntimeError):
-    """No suitable node, a refused request (``status`` and the node's ``error`` body), a failed task."""
+    """No suitable node, a refused request (``status`` and the node's ``error`` body), a failed task.
 
-    def __init__(self, message: str, status: int | None = None, error: dict[str, Any] | None = None) -> None:
+    ``malformed``: the node's answer was not what the API answers (a body that is not JSON, an
+    error body not of the ``{"error": {...}}`` form, a document of the wrong shape): the node's
+    failure, never a refusal of the request (`Client` passes such a node over before paying)."""
+
+    def __init__(
+        self,
+        message: str,
+        status: int | None = None,
+        error: dict[str, Any] | None = None,
+        *,
+        malformed: bool = False,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.error = error or {}
+        self.malformed = malformed
+
+
+class NodeUnreachableError(ClientError):
+    """No whole answer from a node: no connection, a broken one, or no complete answer within
+    the client's deadline. ``nothing_sent``: the connection failed, so the request never left."""
+
+    def __init__(
+        self, url: str, reason: str, *, nothing_sent: bool = False, message: str | None = None
+    ) -> None:
+        super().__init__(message or f"the node at {url} cannot be reached: {reason}")
+        self.url, self.reason, self.nothing_sent = url, reason, nothing_sent
+
+
+MAX_ANSWER_BYTES = 4 << 20
+"""Most bytes of one node answer the client reads (`read_bounded`; more is a `ClientError` naming
+the node). Without a bound, a node streaming a body without a length (or with a false one) makes
+the client hold whatever it sends. Honest answers are bounded by the protocol: the largest is a task
+document (``GET /v1/tasks/{id}``, a ``done`` event) whose output fits a trace of
+`supernet.sdk.formats.trace.MAX_TRACE_BYTES` (384 KiB; at most ~2.3 MiB even with every byte
+JSON-escaped as ``\\u00XX``); receipts, proofs, promises and accounts are a few KB."""
+
+
+async def read_bounded(resp: httpx.Response, what: str, bound: int = MAX_ANSWER_BYTES) -> bytes:
+    """``resp``'s body (a streamed response), refused past ``bound`` bytes (decoded: a compressed
+    body cannot slip past it).
+
+    Raises:
+        ClientError: the answer is longer than ``bound`` (``malformed``: no honest answer is).
+    """
+
+    def too_long(size: int | str) -> ClientError:
+        return ClientError(
+            f"{what}: the node sent an answer of {size} bytes, over the {bound} bytes no honest "
+            "answer exceeds: not read",
+            malformed=True,
+        )
+
+    declared = resp.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > bound:
+        raise too_long(int(declared))
+    body = bytearray()
+    async for piece in resp.aiter_bytes():
+        body += piece
+        if len(body) > bound:
+            raise too_long(f"over {len(body)}")
+    return bytes(body)
+
+
+def normal_url(url: str) -> str:
+    """``url`` as compared with a node's registered endpoint: the scheme and host in lower case,
+    the port explicit (80, 443 by default), no trailing slash (an unparsable URL: as it is)."""
+    try:
+        u = httpx.URL(url.strip())
+    except (httpx.InvalidURL, TypeError):
+        return url.strip()
+    port = u.port if u.port is not None else {"http": 80, "https": 443}.get(u.scheme)
+    path = u.path.rstrip("/")
+    query = f"?{u.query.decode()}" if u.query else ""
+    return f"{u.scheme.lower()}://{u.host.lower()}:{port}{path}{query}"
 
 
 @dataclass(frozen=True)
@@ -53,6 +125,8 @@ class PreparedTask:
     model_id: str
     fee: int
     cumulative: int
+    limits: Limits | None = None
+    """The limits of the agent profile signed (``agentHash``): what its stream may carry."""
 
     def task_body(self) -> dict[str, Any]:
         """The ``POST /v1/tasks`` body."""
@@ -82,17 +156,35 @@ class RefundClaimed:
 
 
 def answer(resp: httpx.Response) -> Any:
+    """A node's JSON answer, or a `ClientError`: with the status and ``error`` object of a
+    refusal (4xx) or failure (5xx), ``malformed`` when the body is not the API's (not JSON, an
+    ``error`` that is not an object, a success body that is not JSON). A node's answer is input
+    like any other: whatever it holds, only a `ClientError` comes out."""
+    where = f"{resp.request.method} {resp.request.url}"
     if resp.status_code >= 400:
-        try:
-            err = resp.json().get("error", {})
-        except ValueError:
-            err = {"message": resp.text[:200]}
+        err, malformed = _error_of(resp)
         raise ClientError(
-            f"{resp.request.method} {resp.request.url}: {resp.status_code} {err.get('message')}",
-            resp.status_code,
-            err,
+            f"{where}: {resp.status_code} {err.get('message')}", resp.status_code, err, malformed=malformed
         )
-    return resp.json()
+    try:
+        return resp.json()
+    except ValueError:  # not JSON, or not text (JSONDecodeError and UnicodeDecodeError both)
+        raise ClientError(
+            f"{where}: {resp.status_code} with a body that is not JSON ({resp.text[:80]!r})", malformed=True
+        ) from None
+
+
+def _error_of(resp: httpx.Response) -> tuple[dict[str, Any], bool]:
+    """A refusal's ``error`` object, and whether the body was malformed (not ``{"error": {...}}``:
+    then its text, or its ``error`` value, is the message)."""
+    try:
+        doc = resp.json()
+    except ValueError:
+        return {"message": resp.text[:200]}, True
+    error = doc.get("error") if isinstance(doc, dict) else None
+    if isinstance(error, dict):
+        return error, False
+    return {"message": str(doc if error is None else error)[:200]}, True
 
 
 def parse(model: type[M], doc: Any, what: str) -> M:
@@ -104,7 +196,8 @@ def parse(model: type[M], doc: Any, what: str) -> M:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "(root)"
         raise ClientError(
-            f"{what}: malformed answer ({exc.error_count()} problem(s); first at {where}: {first['msg']})"
+            f"{what}: malformed answer ({exc.error_count()} problem(s); first at {where}: {first['msg']})",
+            malformed=True,
         ) from None
 
 
