@@ -29,6 +29,7 @@ from chain_fixtures import MODEL_ID, Actors, cast_votes
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
+from supernet.explorer import queries
 from supernet.explorer.app import ExplorerState, create_app
 from supernet.explorer.chain import ChainReader
 from supernet.explorer.content import ContentReader
@@ -227,6 +228,11 @@ def test_index_matches_the_chain_and_pages_show_it(
         ch = s.get(Challenge, res["challenge_id"])
         assert ch is not None and ch.status == "fraud"
         assert (ch.slashed, ch.refund, ch.burned) == (res["slashed"], res["refund"], res["burned"])
+        # the network's totals folded from events equal the contract's: every burn, and the
+        # verdict's refund held (not refunded) until the request's user claims it
+        totals = queries.totals(s)
+        assert totals["burned"] == c.task_manager.total_burned()
+        assert (totals["refunded"], totals["refunds_held"]) == (0, res["refund"])
         detail = task_detail(s, ContentReader(store_url), done.task_ids[0])
         assert detail is not None and detail.verification is not None
         assert detail.verification.ok, detail.verification.failed()

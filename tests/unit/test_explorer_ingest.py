@@ -169,15 +169,18 @@ def test_each_event_lands_where_people_look() -> None:
         assert v1 is not None and v2 is not None
         assert (v1.votes, v1.challenges_won, v2.stake) == (1, 1, 6 * ETH)
         ch = s.get(Challenge, 1)
-        assert ch is not None and ch.status == "fraud" and ch.refund == 10**14
-        assert ch.burned == ETH // 2 + HELD - 10**14  # at the verdict, then what the claim did not refund
+        assert ch is not None and ch.status == "fraud" and ch.refund == FEE  # credited, not the cap held
+        assert ch.refund_claimed_at == 1_700_000_018
+        assert ch.burned == ETH // 2 + HELD - FEE  # at the verdict, then what the claim did not refund
         decoy = s.get(Challenge, 2)
         assert decoy is not None and decoy.status == "decoy" and decoy.challenger_reward == 45 * 10**15
         assert decoy.vote_deadline == 1_700_000_400  # moved by an availability claim (VoteExtended)
         totals = queries.totals(s)
         assert (totals["decoys"], totals["decoy_bounties"]) == (1, 45 * 10**15)
-        assert totals["slashed"] == ETH and totals["refunded"] == 10**14 and totals["redeemed"] == 3 * 10**14
-        assert totals["burned"] == ETH // 2 + HELD - 10**14
+        # "Refunded" is what RefundClaimed credited (FEE), not the verdict's cap; the held remainder
+        # burned once (at the claim), and nothing is held any more
+        assert totals["slashed"] == ETH and totals["refunded"] == FEE and totals["redeemed"] == 3 * 10**14
+        assert totals["burned"] == ETH // 2 + HELD - FEE and totals["refunds_held"] == 0
         assert totals["gas_per_task"] == 0  # no manifest yet: a commit's count is the node's word
         doc = queries.challenge(s, 1)
         assert doc is not None and [v["weight"] for v in doc["votes"]] == [6 * ETH, 5 * ETH]  # heaviest first
@@ -187,6 +190,33 @@ def test_each_event_lands_where_people_look() -> None:
         charts = queries.charts(s)
         assert charts["stake_eth"][-1][1] == 7 + 5 + 6  # total active stake after the slash
         assert charts["tasks_per_minute"] == [] and charts["gas_per_task"] == []  # idem
+
+
+def test_a_verdicts_refund_is_held_until_claimed() -> None:
+    """Until its ``RefundClaimed``, a fraud verdict's refund is held for the user (shown as such),
+    not refunded: a refund nobody can claim (a fabricated receipt's) is never counted as paid."""
+    engine = open_database("sqlite://")
+    with Session(engine) as s, s.begin():
+        for lg in STORY[:-1]:  # all but the claim
+            ingest(s, lg, 1_700_000_000 + lg.block)
+    with Session(engine) as s:
+        totals = queries.totals(s)
+        assert (totals["refunded"], totals["refunds_held"], totals["burned"]) == (0, HELD, ETH // 2)
+        ch = s.get(Challenge, 1)
+        assert ch is not None and (ch.refund, ch.refund_claimed_at) == (HELD, None)
+    with Session(engine) as s, s.begin():
+        ingest(s, STORY[-1], 1_700_000_018)
+        ingest(
+            s,
+            log(
+                19, "TaskManager", "AvailabilitySettled", availabilityId=1, answerCost=7, refunded=5, burned=3
+            ),
+            1_700_000_019,
+        )
+    with Session(engine) as s:
+        totals = queries.totals(s)
+        assert (totals["refunded"], totals["refunds_held"]) == (FEE, 0)
+        assert totals["burned"] == ETH // 2 + HELD - FEE + 3  # an answered availability claim's burn too
 
 
 def test_a_sealed_vote_is_listed_from_its_commit_and_takes_its_side_when_opened() -> None:

@@ -24,7 +24,7 @@ def test_migrations_build_the_models_schema(tmp_path: Path) -> None:
     )
     migrate(engine)  # a second upgrade is a no-op
     with engine.connect() as conn:
-        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0004"
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0005"
 
 
 def test_an_index_from_before_sealed_votes_upgrades_keeping_its_votes(tmp_path: Path) -> None:
@@ -47,6 +47,47 @@ def test_an_index_from_before_sealed_votes_upgrades_keeping_its_votes(tmp_path: 
             " VALUES (2, '0xab', NULL, '5', 10, 10)"
         )
         assert conn.exec_driver_sql("SELECT count(*) FROM votes WHERE fraud IS NULL").scalar() == 1
+
+
+def test_an_index_from_before_held_refunds_upgrades_its_totals(tmp_path: Path) -> None:
+    """0004 -> 0005: totals recounted from the events already indexed: "refunded" is what was
+    claimed, "refunds_held" what verdicts hold unclaimed, "burned" gains the availability answers'
+    burns, and a claimed challenge gets its claim time."""
+    engine = make_engine(str(tmp_path / "old.sqlite"))
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    events = [
+        (1, "ChallengeResolved", {"challengeId": 1, "refund": 300, "burned": 50}),
+        (2, "ChallengeResolved", {"challengeId": 2, "refund": 200, "burned": 40}),
+        (3, "RefundClaimed", {"challengeId": 1, "user": "0xab", "amount": 100, "burned": 200}),
+        (4, "AvailabilitySettled", {"availabilityId": 1, "answerCost": 1, "refunded": 2, "burned": 7}),
+    ]
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0004")
+        for block, name, args in events:
+            conn.exec_driver_sql(
+                "INSERT INTO events (block, log_index, tx_hash, timestamp, contract, name, args)"
+                " VALUES (?, 0, '0x', ?, 'TaskManager', ?, ?)",
+                (block, 1000 + block, name, json.dumps(args)),
+            )
+        for cid in (1, 2):
+            conn.exec_driver_sql(
+                "INSERT INTO challenges (challenge_id, batch_id, challenger, node, leaf, request_hash,"
+                " vote_deadline, evidence_cid, opened_at, status, fraud_stake, honest_stake, slashed,"
+                " refund, challenger_reward, voter_pool, burned) VALUES"
+                " (?, 1, '0x', '0x', '0x', '0x', 0, 'b', 0, 'fraud', '0', '0', '0', '0', '0', '0', '0')",
+                (cid,),
+            )
+        # what 0004's folding left: each verdict's refund counted at once, less what its claim burned
+        for key, value in (("refunded", 300 + 200 - 200), ("burned", 50 + 40 + 200)):
+            conn.exec_driver_sql("INSERT INTO totals (key, value) VALUES (?, ?)", (key, str(value)))
+    migrate(engine)
+    with engine.begin() as conn:
+        totals = dict(conn.exec_driver_sql("SELECT key, value FROM totals").all())
+        assert (totals["refunded"], totals["refunds_held"], totals["burned"]) == ("100", "200", "297")
+        claimed = conn.exec_driver_sql("SELECT challenge_id, refund_claimed_at FROM challenges").all()
+        assert sorted(claimed) == [(1, 1003), (2, None)]
 
 
 def test_database_url_forms(tmp_path: Path) -> None:

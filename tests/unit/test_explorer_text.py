@@ -19,6 +19,10 @@ from supernet.explorer.search import BadQuery, classify
         (1234, "1,234 wei"),
         (1_500_000, "0.002 gwei"),
         (10**22, "10000 ETH"),
+        # any uint256 renders (a node's price, a signed maxFee): no 28-digit decimal context
+        (10**40, "10000000000000000000000 ETH"),
+        (2**256 - 1, "115792089237316195423570985008687907853269984665640564039457.584008 ETH"),
+        (2**256 + 10**18 // 2 * 3, "115792089237316195423570985008687907853269984665640564039459.084008 ETH"),
     ],
 )
 def test_amounts_in_eth_or_gwei(wei: int, text: str) -> None:

@@ -250,6 +250,7 @@ def _challenge_opened(s: Session, a: dict[str, Any], log: Event, ts: int) -> Non
             honest_stake=0,
             slashed=0,
             refund=0,
+            refund_claimed_at=None,
             challenger_reward=0,
             voter_pool=0,
             burned=0,
@@ -307,19 +308,23 @@ def _challenge_resolved(s: Session, a: dict[str, Any], log: Event, ts: int) -> N
             else:
                 challenger.challenges_lost += 1
     add_total(s, "frauds" if fraud else "rejected", 1)
-    add_total(s, "refunded", amounts["refund"])
+    # held for whoever shows the signed request (`TaskManager.claimRefund`): nobody is refunded
+    # until then, and a fabricated receipt's refund (no such request) is held for ever
+    add_total(s, "refunds_held", amounts["refund"])
     add_total(s, "burned", amounts["burned"])
     add_total(s, "challenger_rewards", amounts["challengerReward"])
 
 
 def _refund_claimed(s: Session, a: dict[str, Any], log: Event, ts: int) -> None:
     """A fraud verdict's refund reached the request's signer (`TaskManager.claimRefund`): its signed
-    maxFee out of what the verdict held (the challenge's ``refund`` until then), the rest burned."""
+    maxFee out of what the verdict held (the challenge's ``refund`` until then), the rest burned.
+    Only this is "refunded"; the verdict's hold (``amount + burned``) is released."""
     amount, burned = int(a["amount"]), int(a["burned"])
     ch = _get(s, Challenge, int(a["challengeId"]))
     if ch is not None:
-        ch.refund, ch.burned = amount, ch.burned + burned
-    add_total(s, "refunded", -burned)
+        ch.refund, ch.burned, ch.refund_claimed_at = amount, ch.burned + burned, ts
+    add_total(s, "refunded", amount)
+    add_total(s, "refunds_held", -(amount + burned))
     add_total(s, "burned", burned)
 
 
@@ -338,6 +343,12 @@ def _decoy_revealed(s: Session, a: dict[str, Any], log: Event, ts: int) -> None:
 def _availability_resolved(s: Session, a: dict[str, Any], log: Event, ts: int) -> None:
     add_total(s, "burned", int(a["burned"]))
     add_total(s, "challenger_rewards", int(a["challengerReward"]))
+
+
+def _availability_settled(s: Session, a: dict[str, Any], log: Event, ts: int) -> None:
+    """An availability claim was answered: the claim's bond paid the answer, and its fee share
+    (`TaskManager._splitAnswerBond`) burned, counted in ``TaskManager.totalBurned``."""
+    add_total(s, "burned", int(a["burned"]))
 
 
 def _redeemed(s: Session, a: dict[str, Any], log: Event, ts: int) -> None:
@@ -366,6 +377,7 @@ _HANDLERS = {
     "RefundClaimed": _refund_claimed,
     "DecoyRevealed": _decoy_revealed,
     "AvailabilityResolved": _availability_resolved,
+    "AvailabilitySettled": _availability_settled,
     "Redeemed": _redeemed,
 }
 

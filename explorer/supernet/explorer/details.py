@@ -113,7 +113,8 @@ class TaskDetail:
 
     receipt: dict[str, Any]
     batch: dict[str, Any]
-    others: list[dict[str, Any]]
+    others: list[dict[str, Any]]  # other receipts with this task id: at most `queries.LIMIT`
+    others_not_listed: int  # and how many more there are
     proof: list[str]
     trace: dict[str, Any] | None
     trace_error: str | None
@@ -124,7 +125,7 @@ class TaskDetail:
 
 def task_detail(s: Session, content: ContentReader | None, task_id: str) -> TaskDetail | None:
     """The task page's data (None: no committed receipt has this task id)."""
-    receipts = queries.receipts_of_task(s, task_id)
+    receipts, total = queries.receipts_of_task(s, task_id)
     if not receipts:
         return None
     r = receipts[0]
@@ -185,6 +186,7 @@ def task_detail(s: Session, content: ContentReader | None, task_id: str) -> Task
         receipt=queries.row(r),
         batch=queries.row(b),
         others=[queries.row(o) for o in receipts[1:]],
+        others_not_listed=total - len(receipts),
         proof=doc["batch"]["proof"],
         trace=None if trace is None else trace_summary(trace),
         trace_error=trace_error,

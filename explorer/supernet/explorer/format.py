@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from decimal import Decimal
 
 ETHER = 10**18
 GWEI = 10**9
@@ -18,16 +17,35 @@ GWEI = 10**9
 
 def eth(wei: int | None) -> str:
     """Wei for people: ETH (up to 6 decimals), gwei below 0.000001 ETH (task fees, prices), wei below
-    0.001 gwei."""
+    0.001 gwei. Integer arithmetic throughout (rounded half to even), so every amount renders,
+    however large: a node's price or a signed ``maxFee`` is any uint256, a running total more.
+
+    >>> eth(2**256 - 1)
+    '115792089237316195423570985008687907853269984665640564039457.584008 ETH'
+    """
     if not wei:
         return "0 ETH"
-    if abs(wei) < GWEI // 1000:
-        return f"{wei:,} wei"
-    if abs(wei) < ETHER // 10**6:
-        g = Decimal(wei) / GWEI
-        return f"{g.normalize():f} gwei" if g == g.to_integral() else f"{g:,.3f} gwei"
-    value = (Decimal(wei) / ETHER).quantize(Decimal("0.000001")).normalize()
-    return f"{value:f} ETH"
+    sign, wei = ("-" if wei < 0 else ""), abs(wei)
+    if wei < GWEI // 1000:
+        return f"{sign}{wei:,} wei"
+    if wei < ETHER // 10**6:
+        whole, frac = _rounded(wei, GWEI, 3)
+        if wei % GWEI == 0:
+            return f"{sign}{whole} gwei"
+        return f"{sign}{whole:,}.{frac:03d} gwei"
+    whole, frac = _rounded(wei, ETHER, 6)
+    digits = f"{frac:06d}".rstrip("0")
+    return f"{sign}{whole}.{digits} ETH" if digits else f"{sign}{whole} ETH"
+
+
+def _rounded(wei: int, unit: int, places: int) -> tuple[int, int]:
+    """``wei / unit`` rounded half to even at ``places`` decimals: (whole units, the decimals as an
+    integer of ``places`` digits)."""
+    step = unit // 10**places
+    q, r = divmod(wei, step)
+    if 2 * r > step or (2 * r == step and q % 2):
+        q += 1
+    return divmod(q, 10**places)
 
 
 def utc(ts: int | None) -> str:

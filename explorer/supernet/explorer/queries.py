@@ -24,6 +24,7 @@ from supernet.explorer.db.models import (
     Total,
     Vote,
 )
+from supernet.sdk.chain.receipts import trace_hash
 
 LIMIT = 50
 """Most rows of one list on a page."""
@@ -64,6 +65,7 @@ def totals(s: Session) -> dict[str, int]:
             "slashed",
             "burned",
             "refunded",
+            "refunds_held",
             "challenges",
             "frauds",
             "rejected",
@@ -155,15 +157,23 @@ def batch(s: Session, batch_id: int) -> dict[str, Any] | None:
     }
 
 
-def receipts_of_task(s: Session, task_id: str) -> list[Receipt]:
-    """Every committed receipt of a task id (requestHash): the one whose user signed the request
-    for its node first (there is at most one such node), then the other nodes' claims, oldest first."""
+def receipts_of_task(s: Session, task_id: str, limit: int = LIMIT) -> tuple[list[Receipt], int]:
+    """A task id's committed receipts (requestHash), bounded: the one whose user signed the request
+    for its node first (there is at most one such node), then at most ``limit`` others (other
+    nodes' claims, copies), oldest first; and how many receipts the task id has in all. Any node
+    can commit copies of anyone's task id, 512 a commit: the list is the first ``limit`` of them."""
+    task_id = task_id.lower()
     q = (
         select(Receipt)
-        .where(Receipt.request_hash == task_id.lower())
+        .where(Receipt.request_hash == task_id)
         .order_by(Receipt.signed.desc(), Receipt.batch_id, Receipt.idx)
+        .limit(1 + limit)
     )
-    return list(s.scalars(q))
+    listed = list(s.scalars(q))
+    if len(listed) <= limit:
+        return listed, len(listed)
+    total = s.scalar(select(func.count()).select_from(Receipt).where(Receipt.request_hash == task_id))
+    return listed, int(total or 0)
 
 
 def batch_leaves(s: Session, batch_id: int) -> list[bytes]:
@@ -224,13 +234,27 @@ def address(s: Session, addr: str) -> dict[str, Any]:
 
 
 def find_cid(s: Session, cid: str) -> tuple[str, str] | None:
-    """What a CID is in the index: ``("batch", id)``, ``("task", id)`` or ``("challenge", id)``."""
+    """What a CID is in the index: ``("batch", id)``, ``("task", id)`` or ``("challenge", id)``.
+
+    A trace CID names the task whose receipt commits to it (``traceHash`` = the CID's digest; a
+    manifest entry's CID is the node's word, and any node can copy another's), the user-signed one
+    first, then the oldest."""
     b = s.scalar(select(Batch.batch_id).where(Batch.manifest_cid == cid).limit(1))
     if b is not None:
         return "batch", str(b)
-    t = s.scalar(select(Receipt.request_hash).where(Receipt.trace_cid == cid).limit(1))
-    if t is not None:
-        return "task", t
+    try:
+        digest = "0x" + trace_hash(cid).hex()
+    except ValueError:  # not a dag-cbor sha2-256 CID: no receipt's trace
+        digest = None
+    if digest is not None:
+        t = s.scalar(
+            select(Receipt.request_hash)
+            .where(Receipt.trace_cid == cid, Receipt.trace_hash == digest)
+            .order_by(Receipt.signed.desc(), Receipt.batch_id, Receipt.idx)
+            .limit(1)
+        )
+        if t is not None:
+            return "task", t
     c = s.scalar(select(Challenge.challenge_id).where(Challenge.evidence_cid == cid).limit(1))
     if c is not None:
         return "challenge", str(c)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, PlainSerializer, WithJsonSchema
+from pydantic import BaseModel, Field, PlainSerializer, WithJsonSchema
+from supernet.explorer.queries import LIMIT
 
 Wei = Annotated[
     int,
@@ -60,7 +61,7 @@ class BatchOut(BaseModel):
 
 
 class ReceiptOut(BaseModel):
-    """One committed receipt (a task)."""
+    """One committed receipt: a task where `signed`, else the node's unsigned claim."""
 
     batch_id: int
     idx: int
@@ -78,6 +79,10 @@ class ReceiptOut(BaseModel):
     agent: str
     request: dict[str, str]
     request_signature: str | None
+    signed: bool = Field(
+        description="whether the user signed this request for this node (its digest the task id): "
+        "only such a receipt is a task; any other is the node's own claim, in whatever user's name"
+    )
     timestamp: int
 
 
@@ -97,7 +102,11 @@ class ChallengeOut(BaseModel):
     fraud_stake: Wei
     honest_stake: Wei
     slashed: Wei
-    refund: Wei
+    refund: Wei = Field(
+        description="a fraud verdict's refund: held for whoever shows the signed request until "
+        "claimed (`refund_claimed_at` null), then the amount credited to the request's user"
+    )
+    refund_claimed_at: int | None = Field(description="when the refund was claimed (RefundClaimed)")
     challenger_reward: Wei
     voter_pool: Wei
     burned: Wei
@@ -143,7 +152,8 @@ class TotalsOut(BaseModel):
     fees: Wei
     slashed: Wei
     burned: Wei
-    refunded: Wei
+    refunded: Wei = Field(description="credited to users by claimed fraud refunds (RefundClaimed)")
+    refunds_held: Wei = Field(description="fraud verdicts' refunds held for their users, not claimed yet")
     redeemed: Wei
     challenger_rewards: Wei
     decoys: int  # challenges that found a node's decoy (the validator was paid a bounty)
@@ -201,7 +211,8 @@ class TaskOut(BaseModel):
 
     receipt: ReceiptOut
     batch: BatchOut
-    others: list[ReceiptOut]
+    others: list[ReceiptOut] = Field(description=f"other receipts with this task id (at most {LIMIT})")
+    others_not_listed: int = Field(description="receipts with this task id beyond those listed")
     proof: list[str]
     trace: dict[str, Any] | None
     trace_error: str | None

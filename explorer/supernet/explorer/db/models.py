@@ -168,7 +168,10 @@ class Challenge(Base):
     fraud_stake: Mapped[int] = mapped_column(Wei, default=0)
     honest_stake: Mapped[int] = mapped_column(Wei, default=0)
     slashed: Mapped[int] = mapped_column(Wei, default=0)
+    # a fraud verdict's refund: held for whoever shows the signed request until RefundClaimed, then
+    # what the request's user was credited (its maxFee, at most what was held; the rest burned)
     refund: Mapped[int] = mapped_column(Wei, default=0)
+    refund_claimed_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     challenger_reward: Mapped[int] = mapped_column(Wei, default=0)
     voter_pool: Mapped[int] = mapped_column(Wei, default=0)
     burned: Mapped[int] = mapped_column(Wei, default=0)
@@ -193,7 +196,7 @@ class Vote(Base):
 
 
 class Total(Base):
-    """Network-wide running totals (tasks, fees, gas, slashed, burned, refunded ...)."""
+    """Network-wide running totals (tasks, fees, gas, slashed, burned, refunded, refunds held ...)."""
 
     __tablename__ = "totals"
     key: Mapped[str] = mapped_column(String(32), primary_key=True)
