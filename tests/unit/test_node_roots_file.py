@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from supernet.node.service.db import Database
@@ -18,6 +19,7 @@ class CountingKernel:
     def __init__(self) -> None:
         self.n = 0
         self.restored: Any = None
+        self.access = SimpleNamespace(journal=None)  # where the executor hooks its irreversible calls
 
     def namespace_roots(self, receipting: str | None = None) -> dict[str, Any]:
         self.n += 1

@@ -184,7 +184,7 @@ class Disputes:
         self.db.set_check_challenge(batch.batch_id, verdict.index, len(self.opened))
         return len(self.opened)
 
-    async def vote_open(self, now: int) -> None:
+    async def vote_open(self, now: int, until: float | None = None) -> None:
         self.ran.append("vote")
 
     async def settle(self, now: int) -> None:

@@ -239,7 +239,7 @@ def make_entry(output: str = "yo") -> tuple[ManifestEntry, dict[str, Any]]:
         model_id=b"\x07" * 32,
         agent_hash=bytes.fromhex(profile[2:]),
         input_hash=input_hash("hi"),
-        max_fee=100,
+        max_fee=50,  # the fee the receipt states: a node charges the signed maxFee
         nonce=1,
         deadline=2**40,
     )
@@ -270,8 +270,9 @@ def test_receipt_and_trace_consistency() -> None:
     assert [f.check for f in check_trace(parse_trace(trace), edited)] == [Check.TRACE]
     forged = replace(entry, request_signature=sign_task_request(entry.request, DOMAIN, NODE))
     assert [f.check for f in check_receipt(forged, NODE.address, DOMAIN)] == [Check.REQUEST]
-    overcharged = replace(entry, receipt=replace(entry.receipt, fee=101))
-    assert Check.RECEIPT in {f.check for f in check_receipt(overcharged, NODE.address, DOMAIN)}
+    for fee in (0, 49, 51):  # any fee but the signed maxFee misstates the charge
+        misstated = replace(entry, receipt=replace(entry.receipt, fee=fee))
+        assert Check.RECEIPT in {f.check for f in check_receipt(misstated, NODE.address, DOMAIN)}
 
 
 def test_evidence_document() -> None:
