@@ -167,16 +167,39 @@ async def test_a_node_failing_after_the_deposit_is_named_and_not_retried_elsewhe
         await client.aclose()
 
 
-async def test_a_refusal_4xx_is_the_users_problem_and_moves_nowhere(net: Net) -> None:
+async def test_a_4xx_before_the_deposit_is_the_nodes_refusal_and_moves_on(net: Net) -> None:
+    """Before the deposit a node is asked only its health and the user's account, which carry
+    nothing of the task: a 4xx there is the node's own refusal (one cheap node that ranks first
+    refusing them stopped every discovering client), so it is passed over like a 5xx."""
     user = USER_INDEXES[2]
     client = net.client(user, "refused")
     net.broken.status = 400
     try:
-        with pytest.raises(ClientError) as err:
-            await client.submit_task("Say hi.", deposit=DEPOSIT)
-        assert err.value.status == 400 and net.broken.url in str(err.value)
-        assert client.last_skipped == []  # no failover on a refusal
-        assert net.deposited(user, BROKEN_KEY_INDEX) == 0 and net.deposited(user, NODE_KEY_INDEX) == 0
+        result = await client.submit_task(
+            {"messages": [{"role": "user", "content": "Say hi."}], "max_new_tokens": 4}, deposit=DEPOSIT
+        )
+        assert result.node.lower() == dev_account(NODE_KEY_INDEX).address.lower() and result.output
+        assert len(client.last_skipped) == 1 and net.broken.url in client.last_skipped[0]
+        assert "400" in client.last_skipped[0]
+        assert net.deposited(user, BROKEN_KEY_INDEX) == 0  # nothing paid to the refusing node
     finally:
         net.broken.status = 500
+        await client.aclose()
+
+
+async def test_a_4xx_to_the_task_itself_is_raised_and_moves_nowhere(net: Net) -> None:
+    """The task is sent after the deposit: its refusal (a well-formed 4xx to ``POST /v1/tasks``) is
+    raised naming the node, and no other node is tried (that could pay twice)."""
+    user = USER_INDEXES[2]
+    client = net.client(user, "refused-task")
+    net.broken.fail_posts_only, net.broken.status = True, 400
+    elsewhere = net.deposited(user, NODE_KEY_INDEX)  # the previous test's deposit
+    try:
+        with pytest.raises(ClientError) as err:
+            await client.submit_task("Say hi.", deposit=DEPOSIT)
+        assert dev_account(BROKEN_KEY_INDEX).address in str(err.value)
+        assert net.deposited(user, BROKEN_KEY_INDEX) >= DEPOSIT  # the deposit that was made
+        assert net.deposited(user, NODE_KEY_INDEX) == elsewhere  # no second node tried
+    finally:
+        net.broken.fail_posts_only, net.broken.status = False, 500
         await client.aclose()

@@ -337,7 +337,7 @@ async def test_defence_json_query_words_its_own_integer_error(tmp_path: Path) ->
     assert out.status == "ok", out.error
     [call] = parse_trace(out.trace).tool_calls
     assert call.deterministic and call.error is not None
-    assert "int_max_str_digits" not in call.error and "more than 1000 digits" in call.error, call.error
+    assert "int_max_str_digits" not in call.error and "more than 640 digits" in call.error, call.error
     limit = sys.get_int_max_str_digits()
     sys.set_int_max_str_digits(0)  # the validator's interpreter: PYTHONINTMAXSTRDIGITS=0
     try:

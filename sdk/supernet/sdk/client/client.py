@@ -566,8 +566,12 @@ class Client:
     ) -> tuple[PreparedTask, int]:
         """Choose a node that is up (not in ``tried``) and prepare the task for it (deposit made,
         voucher signed); the wei deposited now. A discovered node failing in any way before the
-        deposit (down, a 5xx, a malformed answer, a profile or fee this client refuses) is passed
-        over (`last_skipped`): only a well-formed 4xx, the request's own refusal, is raised."""
+        deposit (down, a 5xx or 4xx, a malformed answer, a profile or fee this client refuses) is
+        passed over (`last_skipped`): what it is asked then (its health, the user's account) carries
+        nothing of the task, so a refusal there is the node's, not the request's, and raising it let
+        one cheap node that ranks first refuse every discovering client
+        (tests/unit/test_review_session_changes22.py). The task itself is sent after the deposit,
+        where a refusal is raised (no second node: that could pay twice)."""
         if node_url is not None:
             self.last_choice = None
             try:
@@ -593,8 +597,6 @@ class Client:
                 await self._alive(choice.url)
                 prepared = await self._prepare_paid(choice, task_input, agent, model, max_fee, deposit, offer)
             except ClientError as exc:  # nothing deposited or signed (`_prepare_paid`)
-                if _refusal(exc):
-                    raise
                 self._skip(choice, exc)
                 tried.add(choice.address)
                 continue
@@ -1285,12 +1287,6 @@ def _node_down(exc: Exception) -> bool:
     if isinstance(exc, httpx.TransportError | NodeUnreachableError):
         return True
     return isinstance(exc, ClientError) and exc.status is not None and exc.status >= 500
-
-
-def _refusal(exc: ClientError) -> bool:
-    """A well-formed 4xx: the node refused the request itself (the user's problem, the same on
-    any node), as opposed to a node failing or answering something that is not the API's."""
-    return exc.status is not None and 400 <= exc.status < 500 and not exc.malformed
 
 
 def _origin(url: str) -> str:

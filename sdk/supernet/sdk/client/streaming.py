@@ -261,9 +261,14 @@ async def sse_events(text: AsyncIterator[str], what: str, bound: int) -> AsyncIt
     makes the client hold more."""
     rest, event, size = "", "", 0
     data: list[str] = []
-    async for chunk in text:
-        rest += chunk
-        held = rest.endswith("\r")  # maybe the first half of a CRLF
+    ended = False
+    stream = aiter(text)
+    while not ended:
+        try:
+            rest += await anext(stream)
+            held = rest.endswith("\r")  # maybe the first half of a CRLF
+        except StopAsyncIteration:  # a CR held back at the very end ends its line after all
+            ended, held = True, False
         *lines, rest = _LINE_END.split(rest[:-1] if held else rest)
         rest += "\r" if held else ""
         if len(rest) > bound:
