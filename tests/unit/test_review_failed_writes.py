@@ -321,14 +321,17 @@ async def test_defence_a_reverted_entry_in_the_working_set_is_not_found(tmp_path
         assert await read(kernel, 3) == "kept|['kept']"
 
 
-async def test_defence_reverted_blocks_stay_granted_but_hold_only_the_users_own_data(tmp_path: Path) -> None:
-    """The ownership grants of a reverted task's blocks are not withdrawn: the user's namespace may
-    still read them. Benign: they are the bytes the user's own task wrote (its input or what the
-    node answered it), also in the task's published trace; no other user gains a grant. (They do
-    accumulate in the persisted grants index.)"""
+async def test_defence_reverted_blocks_are_no_longer_granted(tmp_path: Path) -> None:
+    """The ownership grants of a reverted task's blocks are withdrawn with its writes
+    (`OwnershipIndex.revoke`): they were benign (the user's own bytes) but accumulated in the
+    persisted grants index, which every task's end writes whole, so unbilled tasks grew it for free
+    (tests/unit/test_review_aios_kernel.py). No other user ever gains a grant."""
     async with stand_in_kernel(tmp_path / "store", AGENTS, embedder=SlowEmbedder()) as kernel:
         failed = await kernel.run_task(spec(1, "journal", {"text": "undone", "fail": True}))
         put = events(failed, "storage.put")[0]
         ns = namespace_of(ALICE, "journal")
-        assert kernel.access.owned.owns(ns, str(put["cid"]))
+        assert not kernel.access.owned.owns(ns, str(put["cid"]))
         assert not kernel.access.owned.owns(namespace_of(BOB, "journal"), str(put["cid"]))
+        kept = await kernel.run_task(spec(2, "journal", {"text": "kept"}))  # a task that succeeds
+        assert kept.status == "ok", kept.error
+        assert kernel.access.owned.owns(ns, str(events(kept, "storage.put")[0]["cid"]))
