@@ -63,7 +63,8 @@ def upgrade() -> None:
         if name == "ChallengeResolved":
             held += int(args["refund"])
         elif name == "RefundClaimed":
-            amount, burned = int(args["amount"]), int(args["burned"])
+            # an index of a deployment from before `burned` was in the event: nothing burned then
+            amount, burned = int(args["amount"]), int(args.get("burned", 0))
             refunded, held = refunded + amount, held - amount - burned
             conn.execute(
                 challenges.update()
