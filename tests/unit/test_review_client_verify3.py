@@ -88,7 +88,8 @@ Found:
    an error body defensively (a non-dict ``error`` is a message) and raises `ClientError` for a
    malformed success body; `_unsignable` leaves out a node whose profile is refused.
    FIXED: `Client._prepare_failover` passes a discovered node over on any `ClientError` before the
-   deposit but a well-formed 4xx (`_refusal`; a malformed body sets ``ClientError.malformed``),
+   deposit (at first but a well-formed 4xx; review 22 made that one the node's refusal too;
+   a malformed body sets ``ClientError.malformed``),
    `answer` turns a non-JSON body or a non-object ``error`` into a `ClientError`, and `_unsignable`
    leaves out a node whose profile `agent_profile` refuses.
 5. LOW — a server that names another node's address gets the user's read grant for that node

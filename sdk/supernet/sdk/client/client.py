@@ -143,8 +143,8 @@ class Client:
         """The discovered node the last task went to, with its score (``last_choice.explain()``);
         None when the node was given by URL."""
         self.last_skipped: list[str] = []
-        """The better ranked nodes passed over for the last task, and why (down, a 5xx, a malformed
-        answer, refused by this client's checks: anything but a well-formed 4xx refusal)."""
+        """The better ranked nodes passed over for the last task, and why: any failure before the
+        deposit (down, an error status, a malformed answer, refused by this client's checks)."""
         self._domain_key = domain_key(contracts.domain)
         self._read_auths: dict[str, ReadGrantAuth] = {}  # node URL -> this user's read grant there
 
@@ -509,12 +509,12 @@ class Client:
         """Prepare and send a task; returns it accepted.
 
         Without ``node_url``, the best ranked nodes are tried in turn while one fails before the
-        deposit (no connection, a timeout, a 5xx or a malformed answer, to ``GET /healthz`` or any
-        request before the deposit, or a node this client's own checks refuse): nothing was paid to
-        it. Once a deposit was made for a node, a failure of that node is an error naming it, never
-        a silent retry elsewhere (that would pay twice); only a connection refused before anything
-        was sent, with no deposit made, moves on. A well-formed 4xx is a refusal of the request
-        itself and is raised as it is.
+        deposit (no connection, a timeout, an error status or a malformed answer, to ``GET
+        /healthz`` or any request before the deposit, or a node this client's own checks refuse):
+        nothing was paid to it. Once a deposit was made for a node, a failure of that node is an
+        error naming it, never a silent retry elsewhere (that would pay twice); only a connection
+        refused before anything was sent, with no deposit made, moves on. A well-formed 4xx to the
+        task itself is a refusal of the request and is raised as it is.
         """
         self.last_skipped = []
         tried: set[str] = set()
@@ -528,15 +528,14 @@ class Client:
             except ClientError as exc:
                 if not _node_down(exc):
                     raise
-                nothing_sent = isinstance(exc, NodeUnreachableError) and exc.nothing_sent
-                if deposited == 0 and isinstance(exc, NodeUnreachableError) and exc.nothing_sent:
-                    # the voucher never left: nothing is committed
+                unsent = exc if isinstance(exc, NodeUnreachableError) and exc.nothing_sent else None
+                if deposited == 0 and unsent is not None:  # the voucher never left: nothing is committed
                     if node_url is not None:
-                        raise _cannot_reach(node_url, exc) from exc
+                        raise _cannot_reach(node_url, unsent) from exc
                     self._skip(p.node, exc)
                     continue
                 committed = [f"{deposited} wei deposited into your channel to it"] if deposited else []
-                if not nothing_sent:
+                if unsent is None:
                     committed.append(
                         f"the task {p.task_id} and its voucher sent (cumulative {p.cumulative} wei)"
                     )
@@ -1110,10 +1109,7 @@ class Client:
                         show(cutter.feed(streamed[-1]))
                     elif event in ("done", "error"):
                         return parse(TaskPublic, data, f"{url} {event} event"), True
-            final = await self.wait(p.task_id, url, within_s=bound.left())
-            if final.status not in ("done", "failed", "refused"):
-                raise bound.unfinished()
-            return final, False
+            return await bound.polled(self), False
         finally:
             show(cutter.flush())
 
@@ -1281,12 +1277,11 @@ def _retry_after(resp: httpx.Response) -> float:
     return min(max(seconds, 0.1), BUSY_WAIT_MAX_S) if seconds == seconds else 1.0
 
 
-def _node_down(exc: Exception) -> bool:
+def _node_down(exc: ClientError) -> bool:
     """The node failed (no connection, a timeout, a broken answer or a 5xx), as opposed to
-    refusing the request (4xx) or a problem on this side."""
-    if isinstance(exc, httpx.TransportError | NodeUnreachableError):
-        return True
-    return isinstance(exc, ClientError) and exc.status is not None and exc.status >= 500
+    refusing the request (4xx) or a problem on this side. (Transport errors reach here wrapped:
+    `Client._request`.)"""
+    return isinstance(exc, NodeUnreachableError) or (exc.status is not None and exc.status >= 500)
 
 
 def _origin(url: str) -> str:

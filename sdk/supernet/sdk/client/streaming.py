@@ -238,6 +238,14 @@ class StreamBound:
         finally:
             await source.aclose()
 
+    async def polled(self, client: Client) -> TaskPublic:
+        """The task's state once its stream ended before the task did ("pending"): polled for the
+        time left, raising if the task has not ended by then."""
+        final = await client.wait(self.p.task_id, self.p.node.url, within_s=self.left())
+        if final.status not in ("done", "failed", "refused"):
+            raise self.unfinished()
+        return final
+
     def unfinished(self) -> ClientError:
         """The error of a task not finished when the follow's time is up."""
         return self._stopped(f"did not finish the task within {self.within_s:g} s of following it")
@@ -328,9 +336,7 @@ class TaskStream:
             yield rest
         complete = final is not None
         if final is None:  # the stream ended early ("pending"): the task's state says the rest
-            final = await self._client.wait(p.task_id, p.node.url, within_s=bound.left())
-            if final.status not in ("done", "failed", "refused"):
-                raise bound.unfinished()
+            final = await bound.polled(self._client)
         result = self._client._finish(p, final)
         if result is None:
             raise ClientError(f"task {p.task_id} {final.status}: {final.error}")

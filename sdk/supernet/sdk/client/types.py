@@ -25,7 +25,7 @@ class ClientError(SupernetError, RuntimeError):
 
     ``malformed``: the node's answer was not what the API answers (a body that is not JSON, an
     error body not of the ``{"error": {...}}`` form, a document of the wrong shape): the node's
-    failure, never a refusal of the request (`Client` passes such a node over before paying)."""
+    failure, never a refusal of the request."""
 
     def __init__(
         self,
