@@ -229,9 +229,9 @@ contract ServiceManager is IServiceManager, ReentrancyGuardTransient {
                               CONSTRUCTOR
     //////////////////////////////////////////////////////////////*/
 
-    /// @param minNodeStake MIN_NODE_STAKE in wei (default 1 ether).
+    /// @param minNodeStake MIN_NODE_STAKE in wei (default 2 ether).
     /// @param minValidatorStake MIN_VALIDATOR_STAKE in wei, > 0 (default 1 ether).
-    /// @param unbondingPeriod UNBONDING_PERIOD in seconds (default 7 days; devnet 60).
+    /// @param unbondingPeriod UNBONDING_PERIOD in seconds (default 7 days; devnet 3600).
     /// @param maxModels MAX_MODELS, > 0 (default 16).
     constructor(uint256 minNodeStake, uint256 minValidatorStake, uint256 unbondingPeriod, uint256 maxModels) {
         if (minNodeStake == 0 || minValidatorStake == 0 || maxModels == 0) revert InvalidParameter();

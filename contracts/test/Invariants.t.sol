@@ -24,6 +24,11 @@ contract ProtocolHandler is Test {
     address[] public users;
     uint256[] internal userKeys;
 
+    /// @notice The first property a handler step saw broken ("" while none). A failed assertion in a
+    ///         handler only reverts that call, which the campaign ignores (fail_on_revert = false),
+    ///         so steps record here and `invariant_HandlerChecksHold` fails the campaign (review 20).
+    string public violation;
+
     uint256 public ghostIn; // ETH the actors sent to the contracts
     uint256 public ghostOut; // ETH the contracts paid to the actors
     mapping(bytes4 => uint256) public calls;
@@ -168,9 +173,9 @@ contract ProtocolHandler is Test {
         bytes memory packed = _packed(u, vs[0]);
         vm.prank(to);
         uint256 paid = payments.redeem(packed);
-        assertTrue(paid <= deposited - redeemedBefore, "paid beyond the channel");
+        _expect(paid <= deposited - redeemedBefore, "paid beyond the channel");
         (uint256 e1, uint256 s1) = payments.account(to);
-        assertEq(e1 + s1 - e0 - s0, paid, "credited to the node's account");
+        _expect(e1 + s1 - e0 - s0 == paid, "credited to the node's account");
         ++calls[this.redeem.selector];
     }
 
@@ -275,7 +280,7 @@ contract ProtocolHandler is Test {
         try tm.answerAvailability(
             id, _refs[a.batchId], _batchReceipts[a.batchId][i], Merkle.proofAt(_batchLeaves[a.batchId], i), trace
         ) {
-            assertFalse(wrongTrace, "a trace that is not the committed one answered a challenge");
+            _expect(!wrongTrace, "a trace that is not the committed one answered a challenge");
             ++calls[this.answerAvailability.selector];
         } catch {}
     }
@@ -361,8 +366,8 @@ contract ProtocolHandler is Test {
         try tm.revealDecoy(
             id, r, _entryRequest(entry[0], entry[1] - 1, r.user, c.node, r.fee), abi.encodePacked(rr, ss, v)
         ) {
-            assertEq(r.user, decoyUser, "a receipt of a real user was revealed as a decoy");
-            assertEq(caller, c.node, "a decoy revealed by someone other than its node");
+            _expect(r.user == decoyUser, "a receipt of a real user was revealed as a decoy");
+            _expect(caller == c.node, "a decoy revealed by someone other than its node");
             ++calls[this.revealDecoy.selector];
         } catch {}
     }
@@ -417,10 +422,10 @@ contract ProtocolHandler is Test {
         uint256 burnedBefore = tm.totalBurned();
         vm.prank(caller);
         try tm.claimRefund(id, r, request) returns (uint256 amount) {
-            assertTrue(named == r.user, "a refund paid on a request that is not the receipt's");
-            assertEq(tm.claimable(r.user), before + amount, "the refund went to the request's user");
-            assertEq(amount, request.maxFee < held ? request.maxFee : held, "the signed maxFee, up to the cap");
-            assertEq(tm.totalBurned() - burnedBefore, held - amount, "the rest of the cap burned");
+            _expect(named == r.user, "a refund paid on a request that is not the receipt's");
+            _expect(tm.claimable(r.user) == before + amount, "the refund went to the request's user");
+            _expect(amount == (request.maxFee < held ? request.maxFee : held), "the signed maxFee, up to the cap");
+            _expect(tm.totalBurned() - burnedBefore == held - amount, "the rest of the cap burned");
             ++calls[this.claimRefund.selector];
         } catch {}
     }
@@ -460,6 +465,11 @@ contract ProtocolHandler is Test {
                                 HELPERS
     //////////////////////////////////////////////////////////////*/
 
+    /// @dev Records `what` as the handler's `violation` unless `ok` (the first one is kept).
+    function _expect(bool ok, string memory what) internal {
+        if (!ok && bytes(violation).length == 0) violation = what;
+    }
+
     function _operator(uint256 seed) internal view returns (address) {
         return seed % 2 == 0 ? nodes[(seed / 2) % 3] : validators[(seed / 2) % 3];
     }
@@ -484,6 +494,11 @@ contract InvariantsTest is Base {
         _deployDevnet();
         handler = new ProtocolHandler(sm, payments, tm);
         targetContract(address(handler));
+    }
+
+    /// @dev No handler step saw one of its properties broken (`ProtocolHandler.violation`).
+    function invariant_HandlerChecksHold() public view {
+        assertTrue(bytes(handler.violation()).length == 0, string.concat("a handler step saw: ", handler.violation()));
     }
 
     /// @dev ServiceManager: balance == Σ (active stake + unbonding stake).

@@ -145,7 +145,7 @@ contract Review11Test is Base {
 
     /// @notice Known limit (FOUND). A finder V re-runs its sampled receipt, finds it faulty and
     ///         broadcasts `challenge(ref, i, receipt, proof, cid)`. A searcher holding a few
-    ///         validator addresses (1 ether each, staked before the commit, as `_challengerSampled`
+    ///         validator addresses (1 ether each, staked before the commit, as `_pick`
     ///         asks) reads the calldata, picks one of its addresses the seed picked for entry i
     ///         (`isSampled` is public) and sends the same arguments first. Its challenge is
     ///         `sampled`, the fraud verdict pays it CHALLENGER_REWARD_BPS of the slash, and V's
