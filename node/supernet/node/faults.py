@@ -118,6 +118,8 @@ class Generation:
     top_p: float = 1.0
     seed: int = 0
     finish_reason: str = "stop"
+    stop_ids: tuple[int, ...] = ()
+    """The call's stop tokens (a fault leaves them where they are: `_corrupt_tokens`)."""
 
 
 @dataclass(frozen=True)
@@ -285,10 +287,16 @@ def _jitter(value: Any, rng: random.Random) -> Any:
 
 
 def _corrupt_tokens(gen: Generation, rng: random.Random) -> Generation:
-    """Replace one to three output tokens by other ids seen in the prompt (plausible ids)."""
+    """Replace one to three output tokens by other ids of the same output, as a rational cheat
+    edits an answer: never a stop token nor by one, and never the last token (whose place the stop
+    rule fixes), so that only a re-score finds it, not the model-free shape check (a node's decoys
+    are this fault: tests/unit/test_review_decoy_tells.py). An output with no such place (a lone
+    stop token) is corrupted anywhere, so that the fault always changes the call."""
     out = list(gen.output_ids)
-    pool = sorted(set(gen.prompt_ids) | set(out)) or [0]
-    for pos in rng.sample(range(len(out)), k=min(len(out), rng.randint(1, 3))):
+    stops = set(gen.stop_ids)
+    places = [i for i in range(len(out) - 1) if out[i] not in stops] or list(range(len(out)))
+    pool = sorted(set(out) - stops) or sorted(set(gen.prompt_ids) - stops) or [0]
+    for pos in rng.sample(places, k=min(len(places), rng.randint(1, 3))):
         choices = [t for t in pool if t != out[pos]] or [out[pos] + 1]
         out[pos] = rng.choice(choices)
     return replace(gen, output_ids=tuple(out))

@@ -476,6 +476,7 @@ class Dispatcher:
             top_p=call.top_p,
             seed=seed,
             finish_reason="stop" if outcome.finish_reason == "stopped" else outcome.finish_reason,
+            stop_ids=tuple(params.stop_token_ids or ()),
         )
         if self._faults is not None:
             gen = self._faults.on_generation(f"{spec.task_id}:{index}", gen, self._model_perturbed)

@@ -15,6 +15,7 @@ from supernet.node.faults import FaultInjector
 from supernet.node.kernel.chain_read import CHAIN_READ_GAS
 from supernet.node.service.chain import Web3Chain
 from supernet.node.service.config import NodeSettings
+from supernet.node.service.decoys import decoy_faults
 from supernet.node.service.identity import load_account
 from supernet.node.service.metrics import METRICS
 from supernet.node.service.runner import NodeService, open_bound
@@ -83,7 +84,7 @@ async def build_node(
     # before the model loads (`NodeService.setup` binds it again)
     open_bound(settings.data_dir / "node.sqlite3", chain.domain if chain is not None else None).close()
     if faults is None and chain is not None and settings.decoys.enabled:
-        faults = FaultInjector()  # no fault of its own: it only corrupts the node's decoys
+        faults = decoy_faults(bytes(account.key))  # no fault of its own: it only corrupts the node's decoys
     if faults is not None:
         injector = faults
         METRICS.watch_faults(lambda: len(injector.fired))

@@ -383,14 +383,16 @@ class Database:
         """Number of tasks ever admitted (decoys included)."""
         return int(self._all("SELECT COUNT(*) AS n FROM tasks")[0]["n"])
 
-    def recent_inputs(self, limit: int) -> list[str]:
-        """Inputs of the latest finished ``chat`` tasks that are not decoys, newest first."""
+    def recent_inputs(self, limit: int) -> list[str | dict[str, Any]]:
+        """Inputs of the latest finished ``chat`` tasks that are not decoys, newest first, as they
+        were sent (the column holds their JSON: a decoy sent that text would be an input quoted
+        once more, which no user sends)."""
         rows = self._all(
             "SELECT input FROM tasks WHERE status = ? AND agent = 'chat' "
             "AND id NOT IN (SELECT task_id FROM decoys) ORDER BY created_at DESC LIMIT ?",
             (TaskStatus.DONE.value, limit),
         )
-        return [str(r["input"]) for r in rows]
+        return [json.loads(r["input"]) for r in rows]
 
     # ---------------------------------------------------------------- decoys
 

@@ -65,6 +65,15 @@ FALLBACK_INPUTS = (
 """Inputs used when the node has no recent tasks to draw from and no ``inputs_file``."""
 
 
+def decoy_faults(node_key: bytes) -> FaultInjector:
+    """The fault injector of a node that plants decoys and injects no fault of its own: which
+    tokens of a decoy's call it changes is drawn from a seed only the node's key derives. With a
+    public seed, anyone could replay the draw from a receipt's task id and tell the node's decoys
+    from real tasks without re-scoring a call (tests/unit/test_review_decoy_tells.py)."""
+    seed = hashlib.sha256(b"supernet decoy faults" + node_key).digest()
+    return FaultInjector(seed=int.from_bytes(seed, "big"))
+
+
 def decoy_account(node_key: bytes, index: int) -> LocalAccount:
     """The ``index``-th decoy account of the node with private key ``node_key``: only that key
     can derive it, so the node keeps no extra secret and an observer cannot list them."""
@@ -196,8 +205,8 @@ class DecoyPlanter:
         if have < fee + gas:
             await self.chain.send_ether(decoy.address, fee + gas - have)
 
-    def _pick_input(self) -> str:
-        pool = self.inputs or self.db.recent_inputs(32) or FALLBACK_INPUTS
+    def _pick_input(self) -> str | dict[str, Any]:
+        pool: Sequence[str | dict[str, Any]] = self.inputs or self.db.recent_inputs(32) or FALLBACK_INPUTS
         return self._rng.choice(list(pool))
 
     # -- revealing --------------------------------------------------------------------------------
