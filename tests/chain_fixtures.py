@@ -33,6 +33,7 @@ from supernet.sdk.chain import (
 from supernet.sdk.chain.anvil import Anvil, advance_to, dev_account, increase_time, revert, snapshot
 from supernet.sdk.chain.eip712 import ReceiptPromise, sign_receipt_promise
 from supernet.sdk.chain.tasks import vote_commitment
+from supernet.sdk.models import served_manifest
 
 CHAIN_TEST_PARAMS = ProtocolParams.devnet()
 """Devnet delays (unbond 3,600 s, withdraw 60 s, vote window 30 s, challenge window 600 s), full sampling."""
@@ -91,7 +92,9 @@ def chain(deployed: Contracts) -> Iterator[Contracts]:
 # ---------------------------------------------------------------------------------------------
 
 ETHER = 10**18
-MODEL_MANIFEST = b'{"format":"test weights manifest"}'
+MODEL_WEIGHTS_ID = "0x" + hashlib.sha256(b'{"format":"test weights manifest"}').hexdigest()
+MODEL_COMPUTE = "float32"
+MODEL_MANIFEST = served_manifest(MODEL_WEIGHTS_ID, MODEL_COMPUTE)  # a served id: clients check its format
 MODEL_ID = hashlib.sha256(MODEL_MANIFEST).digest()
 NODE_STAKE = 2 * ETHER
 VALIDATOR_STAKE = 2 * ETHER

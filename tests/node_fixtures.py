@@ -45,11 +45,16 @@ from supernet.sdk.client.types import ClientError
 from supernet.sdk.devnet.processes import ServiceProcess, free_port
 from supernet.sdk.formats.profile import AgentProfile
 from supernet.sdk.formats.trace import AgentRef, Limits
+from supernet.sdk.models import served_model_id
 from supernet.sdk.store import StoreClient
 from supernet.sdk.store.cids import compute_cid, encode_dag
 from supernet.sdk.store.embedded import in_process_client
 
-FAKE_MODEL_ID = "0x" + hashlib.sha256(b"fake-model").hexdigest()
+from tests.chain_fixtures import MODEL_COMPUTE, MODEL_ID, MODEL_WEIGHTS_ID
+
+FAKE_WEIGHTS_ID = "0x" + hashlib.sha256(b"fake-model").hexdigest()
+FAKE_COMPUTE = "float32"
+FAKE_MODEL_ID = served_model_id(FAKE_WEIGHTS_ID, FAKE_COMPUTE)  # a served id: clients check its format
 FAKE_PROFILE = AgentProfile.of(
     AgentRef("chat", "0x" + hashlib.sha256(b"fake-chat-agent").hexdigest()),
     Limits(True, True, 32, 8192, 512, 64, 1 << 16),
@@ -74,6 +79,12 @@ class FakeExecutor:
 
     def model_name(self, model_id: str) -> str:
         return "fake-model"
+
+    def model_format(self, model_id: str) -> tuple[str, str]:
+        # the fake model, or the one `tests.chain_fixtures.network` registered (a subclass serves it)
+        if model_id.lower() == "0x" + MODEL_ID.hex():
+            return MODEL_WEIGHTS_ID, MODEL_COMPUTE
+        return FAKE_WEIGHTS_ID, FAKE_COMPUTE
 
     def agent_hash(self, agent: str) -> str | None:
         return FAKE_AGENT_HASH if agent == "chat" else None

@@ -311,6 +311,7 @@ def _client(node: FakeNode, user: Any, state_dir: Path, app: Any = None) -> tupl
         # validator has declared the models it checks (coverage unknown: any model is signed)
         service_manager=SimpleNamespace(
             get_node=lambda a: SimpleNamespace(
+                endpoint="http://node",  # the URL the tests name it by (read grants go only there)
                 active=True,
                 registered=True,
                 price_per_token=0,

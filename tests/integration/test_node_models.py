@@ -12,7 +12,7 @@ cores sit in one kernel.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +23,9 @@ from supernet.node.llm.catalog import models_dir
 from supernet.sdk.chain import Contracts
 from supernet.sdk.chain.anvil import Anvil, dev_account
 from supernet.sdk.client import Client
+from supernet.sdk.client.types import DEFAULT_PRECISIONS
 from supernet.sdk.formats.trace import LlmEvent, MemoryAddEvent, MemorySearchEvent, Trace
-from supernet.sdk.models import served_model_id
+from supernet.sdk.models import COMPUTE_PRECISIONS, served_model_id
 from supernet.sdk.store import StoreClient
 
 pytestmark = [pytest.mark.anvil, pytest.mark.model, pytest.mark.slow]
@@ -57,9 +58,12 @@ class Net:
     tmp: Path
     ids: dict[str, str]  # name -> served model id
 
-    def client(self, user_index: int, name: str) -> Client:
+    def client(self, user_index: int, name: str, precisions: Collection[str] = COMPUTE_PRECISIONS) -> Client:
+        """A user's client, signing for every compute format unless ``precisions`` says otherwise."""
         key = "0x" + bytes(dev_account(user_index).key).hex()
-        return Client.connect(self.anvil.url, self.deployment, key, state_dir=self.tmp / f"user-{name}")
+        return Client.connect(
+            self.anvil.url, self.deployment, key, state_dir=self.tmp / f"user-{name}", precisions=precisions
+        )
 
     async def trace(self, cid: str) -> Trace:
         async with StoreClient(self.node.url + "/v1/store") as store:  # the node's read-only store
@@ -88,6 +92,13 @@ async def test_the_node_lists_registers_and_is_found_by_every_model(net: Net) ->
         models = (await http.get("/v1/models")).json()["data"]
     assert info["models"] == [net.ids[FP32], net.ids[BF16]]  # the first configured is the default
     assert info["modelNames"] == net.ids
+    # each id's weights and format, which the id is the hash of (what a client checks before signing)
+    weights = {f["weights"] for f in info["modelFormats"].values()}
+    assert {m: f["compute"] for m, f in info["modelFormats"].items()} == {
+        net.ids[FP32]: "float32",
+        net.ids[BF16]: "bfloat16",
+    }
+    assert [served_model_id(w, c) for w in weights for c in ("float32", "bfloat16")] == list(net.ids.values())
     assert {(m["id"], m["modelId"]) for m in models} == set(net.ids.items())
     # registered on chain as one node with both ids, as `ensure_registered` does for one
     node = net.contracts.service_manager.get_node(dev_account(NODE_KEY_INDEX).address)
@@ -101,6 +112,17 @@ async def test_the_node_lists_registers_and_is_found_by_every_model(net: Net) ->
         assert await client.discover("0x" + "ab" * 32) == []
     finally:
         await client.aclose()
+    # by default a client signs no bfloat16 id (a node chooses among near-tied answers inside the
+    # bf16 bounds): the node is found for its float32 id only, and the bf16 one says why
+    default = net.client(USER_INDEXES[0], "discover-default", DEFAULT_PRECISIONS)
+    try:
+        assert [n.url for n in await default.discover(FP32)] == [net.node.url]
+        assert [n.url for n in await default.discover()] == [net.node.url]
+        assert await default.discover(BF16) == []
+        [left] = default.last_discovery
+        assert left.problem is not None and "computed in bfloat16" in left.problem
+    finally:
+        await default.aclose()
 
 
 async def test_a_task_of_each_model_runs_on_that_models_engine(net: Net) -> None:

@@ -14,10 +14,13 @@ from supernet.node.service.api import create_app
 from supernet.sdk import node_api
 from supernet.sdk.agents.input_schema import input_problem
 from supernet.sdk.client.types import ClientError, check_input, parse, pick_model_id
+from supernet.sdk.models import COMPUTE_PRECISIONS, served_model_id
 from supernet.sdk.node_api import AgentCard, NodeInfo, ReceiptPublic, TaskPublic
 
 ADDR = "0x" + "ab" * 20
-M1, M2 = "0x" + "11" * 32, "0x" + "22" * 32
+WEIGHTS = "0x" + "44" * 32
+M1, M2 = served_model_id(WEIGHTS, "float32"), served_model_id(WEIGHTS, "bfloat16")
+FORMATS = {M1: {"weights": WEIGHTS, "compute": "float32"}, M2: {"weights": WEIGHTS, "compute": "bfloat16"}}
 
 
 def node_json(**changes: object) -> dict[str, object]:
@@ -28,6 +31,7 @@ def node_json(**changes: object) -> dict[str, object]:
         "taskFee": "1000000000000000",  # uint256 travel as decimal strings
         "models": [M1, M2],
         "modelNames": {"smollm2-135m": M1, "smollm2-135m-bf16": M2},
+        "modelFormats": FORMATS,
         "agents": {"chat": "0x" + "33" * 32},
         "agentCards": [
             {
@@ -46,10 +50,47 @@ def node_json(**changes: object) -> dict[str, object]:
 def test_node_info_is_parsed_with_integers_back_and_unknown_fields_tolerated() -> None:
     info = parse(NodeInfo, node_json(), "GET /v1/node")
     assert info.taskFee == 10**15 and isinstance(info.taskFee, int)
-    assert pick_model_id(info, "smollm2-135m-bf16") == M2
+    assert pick_model_id(info, "smollm2-135m-bf16", COMPUTE_PRECISIONS) == M2
     assert pick_model_id(info, None) == M1
     with pytest.raises(ClientError, match="does not serve model 'other'"):
         pick_model_id(info, "other")
+
+
+def test_a_bfloat16_id_is_signed_only_when_the_caller_accepts_bfloat16() -> None:
+    """A bf16 id is judged within the bf16 pair's wide bounds, inside which a node chooses among
+    near-tied answers (docs/security-parameters.md): by default the client signs another format,
+    and a node listing its bf16 id first does not make the client sign it."""
+    info = parse(NodeInfo, node_json(models=[M2, M1]), "GET /v1/node")
+    assert pick_model_id(info, None) == M1  # the first listed id the client signs for
+    assert pick_model_id(info, None, COMPUTE_PRECISIONS) == M2
+    for named in ("smollm2-135m-bf16", M2, M2.upper().replace("0X", "0x")):
+        with pytest.raises(ClientError, match=r"computed in bfloat16, which this client does not sign for"):
+            pick_model_id(info, named)
+    only_bf16 = parse(NodeInfo, node_json(models=[M2]), "GET /v1/node")
+    with pytest.raises(ClientError, match=r"serves no model this client signs for: .*'bfloat16'"):
+        pick_model_id(only_bf16, None)
+    assert pick_model_id(only_bf16, None, ("bfloat16",)) == M2
+
+
+@pytest.mark.parametrize(
+    ("formats", "problem"),
+    [
+        ({}, "does not state what model"),  # an older node, or one hiding its format
+        ({M1: FORMATS[M1]}, "does not state what model"),  # a format for another id only
+        ({M2: {"weights": WEIGHTS, "compute": "float32"}}, "the id is not the hash of that"),
+        ({M2: {"weights": "0x" + "55" * 32, "compute": "bfloat16"}}, "the id is not the hash of that"),
+        ({M2: {"weights": WEIGHTS, "compute": "float64"}}, "the id is not the hash of that"),
+        ({M2: {"weights": "0x" + "55" * 31, "compute": "float32"}}, "malformed answer"),
+    ],
+)
+def test_attack_a_bfloat16_id_stated_as_another_format_is_refused(
+    formats: dict[str, object], problem: str
+) -> None:
+    """A node serving a bf16 id cannot have it signed by stating another format (or none): the
+    client signs an id only in the format the id is the hash of."""
+    with pytest.raises(ClientError, match=problem):
+        info = parse(NodeInfo, node_json(models=[M2], modelFormats=formats), "GET /v1/node")
+        pick_model_id(info, None, ("float32",))
 
 
 @pytest.mark.parametrize(

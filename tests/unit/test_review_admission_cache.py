@@ -153,7 +153,12 @@ def _prepared(node: FakeNode, body: dict[str, Any]) -> PreparedTask:
 def _sdk_client(tmp_path: Path, user: Any, node: FakeNode) -> Client:
     """The SDK's real `Client` for ``user`` (no chain reads are made by ``_send``), talking to the
     in-process app."""
-    contracts = SimpleNamespace(account=user, domain=node.chain.domain)
+    contracts = SimpleNamespace(
+        account=user,
+        domain=node.chain.domain,
+        # the registry's word on where the node is: read grants go only there (`Client._read_auth`)
+        service_manager=SimpleNamespace(get_node=lambda _a: SimpleNamespace(endpoint="http://node")),
+    )
     client = Client(contracts, state_dir=tmp_path / "client")  # type: ignore[arg-type]
     assert node.service.app is not None
     client.http = httpx.AsyncClient(

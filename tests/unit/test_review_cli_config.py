@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chain_fixtures import MODEL_ID, Actors
+from chain_fixtures import MODEL_COMPUTE, MODEL_ID, MODEL_WEIGHTS_ID, Actors
 from eth_account import Account
 from node_fixtures import FAKE_AGENT_HASH, FakeExecutor, make_fake_node
 from pydantic import ValidationError
@@ -98,6 +98,7 @@ def _impostor(claimed: str, c: Contracts, task_fee: int) -> Iterator[tuple[str, 
         # the model the chain's nodes registered: the address, not the model, is what is tried here
         "models": ["0x" + MODEL_ID.hex()],
         "modelNames": {"fake-model": "0x" + MODEL_ID.hex()},
+        "modelFormats": {"0x" + MODEL_ID.hex(): {"weights": MODEL_WEIGHTS_ID, "compute": MODEL_COMPUTE}},
         "agents": {"chat": FAKE_AGENT_HASH},
         "agentCards": cards,
     }

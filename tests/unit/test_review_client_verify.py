@@ -130,6 +130,7 @@ def _client(tmp_path: Path, user: LocalAccount, node: LocalAccount, leaf: bytes 
         # a node with its whole stake active, on a chain with a week's unbonding: promises due
         # within ~6 days are backed (`supernet.sdk.chain.promises`)
         service_manager=SimpleNamespace(
+            get_node=lambda _a: SimpleNamespace(endpoint="http://node"),  # where read grants may go
             get_operator=lambda _a: Operator(Role.NODE, True, 0, 0, 0, 0, 0, 2 * ETHER, 0),
             unbonding_period=lambda: UNBONDING,
             min_node_stake=lambda: 2 * ETHER,

@@ -67,7 +67,8 @@ from tests.unit.test_validator_attacks3 import NoEmbedder
 pytestmark = pytest.mark.timeout(900)
 
 needs_model = pytest.mark.skipif(not (SMOLLM2 / "model.safetensors").exists(), reason="SmolLM2 not cached")
-FAKE_ID = bytes.fromhex(hashlib.sha256(b"the cheating node's own 'model'").hexdigest())
+FAKE_WEIGHTS_ID = "0x" + hashlib.sha256(b"the cheating node's own 'model'").hexdigest()
+FAKE_ID = bytes.fromhex(served_model_id(FAKE_WEIGHTS_ID, "float32")[2:])
 QUESTIONS = (
     "Is the contract approved? Answer yes or no.",
     "Name a fruit.",
@@ -203,7 +204,8 @@ async def test_defence_the_client_signs_only_ids_the_validators_check(
 
     for validator in actors.validators:  # what each validator service declares at start
         network.as_account(validator).service_manager.declare_checked_models([MODEL_ID])
-    client = _client(network, actors, tmp_path, answers)  # the nodes' HTTP answers
+    formats = {fake_id: {"weights": FAKE_WEIGHTS_ID, "compute": "float32"}}  # stated as it is
+    client = _client(network, actors, tmp_path, answers, formats)  # the nodes' HTTP answers
     try:
         found = await client.discover("test-model")
         [left] = [p for p in client.last_discovery if p.address == actors.outsider.address]

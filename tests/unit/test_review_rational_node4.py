@@ -52,7 +52,10 @@ Found:
    window it opens (0.6 nat per greedy token, 0.1 CDF per sampled token); or, better, give bf16 an
    exact check: batch-invariant bf16 kernels (a fixed reduction order per row, as deterministic
    inference engines do) let a validator re-score a bf16 node *in bf16* under the same-format bounds,
-   as int8-weights already is.
+   as int8-weights already is. The first is built (twenty-sixth session): a client signs a bf16 id
+   only when its caller accepts bfloat16 (``precisions``, ``--allow-bfloat16``), checked against
+   the node's stated ``modelFormats`` (tests/unit/test_node_api_types.py,
+   tests/unit/test_review_model_formats.py); the window stays for a user who opts in.
 2. LOW, FIXED (`ChatResult` no longer carries the count; the trace keeps it as telemetry) —
    ``ChatResult.preemptions``, a number no check binds, reached the agent, so a node chose which
    branch of an agent that reads it runs

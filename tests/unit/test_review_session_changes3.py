@@ -72,13 +72,14 @@ from typing import Any
 
 import httpx
 import pytest
-from chain_fixtures import MODEL_ID, Actors, group_alive
+from chain_fixtures import MODEL_COMPUTE, MODEL_ID, MODEL_WEIGHTS_ID, Actors, group_alive
 from supernet.node.kernel.mcp_tools import MCPTools
 from supernet.node.service.fee_slots import FeeSlots
 from supernet.sdk.chain import Contracts
 from supernet.sdk.chain.anvil import ANVIL_STATES_PREFIX, Anvil
 from supernet.sdk.client import Client
 from supernet.sdk.client.types import ClientError, NodeChoice
+from supernet.sdk.models import served_model_id
 from supernet.validator.tool_check import RegistryRunner, check_tools
 from supernet.validator.trace_view import ToolCall
 
@@ -88,17 +89,30 @@ from tests.unit.test_review_mcp_tools import DictStore, server
 
 pytestmark = pytest.mark.timeout(180)
 
-FAKE_ID = hashlib.sha256(b"the colluders' private 'model'").digest()
+FAKE_WEIGHTS_ID = "0x" + hashlib.sha256(b"the colluders' private 'model'").hexdigest()
+FAKE_ID = bytes.fromhex(served_model_id(FAKE_WEIGHTS_ID, "float32")[2:])
+FORMATS = {
+    "0x" + MODEL_ID.hex(): {"weights": MODEL_WEIGHTS_ID, "compute": MODEL_COMPUTE},
+    "0x" + FAKE_ID.hex(): {"weights": FAKE_WEIGHTS_ID, "compute": "float32"},
+}
 CLI = "from supernet.sdk.devnet.cli import app; app()"
 
 
 # -- helpers ----------------------------------------------------------------------------------------
 
 
-def _client(c: Contracts, actors: Actors, tmp_path: Path, answers: dict[str, tuple[str, str]]) -> Client:
+def _client(
+    c: Contracts,
+    actors: Actors,
+    tmp_path: Path,
+    answers: dict[str, tuple[str, str]],
+    formats: dict[str, dict[str, str]] | None = None,
+) -> Client:
     """The real SDK client of user 0, whose HTTP reaches only the nodes in ``answers``
-    (host -> (address, the model id its ``/v1/node`` names for ``test-model``))."""
+    (host -> (address, the model id its ``/v1/node`` names for ``test-model``)); each node states
+    the format of its id as `FORMATS` and ``formats`` (id -> weights, compute) have it."""
     domain = c.domain
+    known = {**FORMATS, **(formats or {})}
 
     def handler(request: httpx.Request) -> httpx.Response:
         host = request.url.host + (f":{request.url.port}" if request.url.port else "")
@@ -112,6 +126,7 @@ def _client(c: Contracts, actors: Actors, tmp_path: Path, answers: dict[str, tup
             "taskFee": "1",
             "models": [mid],
             "modelNames": {"test-model": mid},
+            "modelFormats": {mid: known[mid.lower()]} if mid.lower() in known else {},
             "agents": {"chat": "0x" + "11" * 32},
         }
         return httpx.Response(200, json=body)

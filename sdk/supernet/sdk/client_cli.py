@@ -23,6 +23,7 @@ import typer
 from supernet.sdk.cli_errors import explain
 from supernet.sdk.cli_options import DEPLOYMENT_ENV, RPC_ENV, amount_argument
 from supernet.sdk.client import Client, ClientError
+from supernet.sdk.client.types import DEFAULT_PRECISIONS
 from supernet.sdk.client.verify import VerificationReport
 from supernet.sdk.display import shown
 from supernet.sdk.key_options import KeyFile, Keystore, PasswordFile, account, key_option
@@ -49,8 +50,9 @@ def _client(
     deployment: Path,
     signer: tuple[str, Path | None, Path | None, Path | None],
     state_dir: Path | None,
+    precisions: tuple[str, ...] = DEFAULT_PRECISIONS,
 ) -> Client:
-    return Client.connect(rpc, deployment, account(*signer), state_dir=state_dir)
+    return Client.connect(rpc, deployment, account(*signer), state_dir=state_dir, precisions=precisions)
 
 
 def _run(coro: Any) -> Any:
@@ -72,6 +74,14 @@ def submit(
     password_file: PasswordFile = None,
     state_dir: StateDir = None,
     model: Annotated[str | None, typer.Option(help="Model name or 0x id.")] = None,
+    allow_bfloat16: Annotated[
+        bool,
+        typer.Option(
+            "--allow-bfloat16",
+            help="Also sign model ids computed in bfloat16, whose wider bounds let a node choose among "
+            "near-tied answers (docs/security-parameters.md); by default they are refused.",
+        ),
+    ] = False,
     agent: Annotated[str, typer.Option(help="Agent id.")] = "chat",
     node: Annotated[str | None, typer.Option(help="Node URL (default: discover on chain).")] = None,
     max_fee: Annotated[int | None, typer.Option(help="Most wei to pay (default 1e15).")] = None,
@@ -101,7 +111,9 @@ def submit(
     offer_wei = None if offer is None else amount_argument(offer, "--offer")  # before any connection
 
     async def go() -> None:
-        async with _client(rpc, deployment, (key, key_file, keystore, password_file), state_dir) as client:
+        precisions = (*DEFAULT_PRECISIONS, "bfloat16") if allow_bfloat16 else DEFAULT_PRECISIONS
+        signer = (key, key_file, keystore, password_file)
+        async with _client(rpc, deployment, signer, state_dir, precisions) as client:
             result = await client.submit_task(
                 task_input,
                 agent=agent,

@@ -205,6 +205,24 @@ class AgentCard(BaseModel):
     )
 
 
+MAX_LISTED_MODELS = 256
+"""Most model ids (names, formats) a ``GET /v1/node`` answer lists: a node registers at most
+``ServiceManager.MAX_MODELS`` (16 by default), and a client works through what it lists."""
+MAX_FORMAT_CHARS = 64
+"""Longest compute format name a node may state (the longest known is 15 characters)."""
+
+
+class ServedFormat(BaseModel):
+    """What a served model id is the hash of (`supernet.sdk.models.served_model_id`): the weights
+    and the precision they are computed in. A client checks the hash, so the node cannot state
+    another precision than the id it asks the user to sign."""
+
+    weights: Bytes32 = Field(description="The weights manifest's id (sha256 of its canonical JSON).")
+    compute: Annotated[str, StringConstraints(max_length=MAX_FORMAT_CHARS)] = Field(
+        description="Compute format: float32, bfloat16, float16-weights or int8-weights."
+    )
+
+
 class NodeInfo(BaseModel):
     """``GET /v1/node``: what a client needs to sign a request to this node."""
 
@@ -212,8 +230,13 @@ class NodeInfo(BaseModel):
     chainId: int
     verifyingContract: Address
     taskFee: Uint256
-    models: list[Bytes32]
-    modelNames: dict[str, Bytes32]
+    models: Annotated[list[Bytes32], Field(max_length=MAX_LISTED_MODELS)]
+    modelNames: Annotated[dict[str, Bytes32], Field(max_length=MAX_LISTED_MODELS)]
+    modelFormats: Annotated[dict[Bytes32, ServedFormat], Field(max_length=MAX_LISTED_MODELS)] = Field(
+        default_factory=dict,
+        description="Model id -> the weights and compute format it is the hash of, for each id in `models`: "
+        "a client signs an id only in a format it accepts (bfloat16 only when asked for).",
+    )
     agents: dict[str, Bytes32] = Field(
         description="Agent id -> agentHash (its profile's hash: what a request signs), of each agent it runs."
     )

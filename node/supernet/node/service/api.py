@@ -21,6 +21,7 @@ from supernet.node.service import routes_chat, routes_store, routes_tasks
 from supernet.node.service.deps import Ctx, NodeContext, ReadGrantHeader, reader_of
 from supernet.node.service.errors import BusyError, ForbiddenError, NodeError
 from supernet.node.service.metrics import METRICS
+from supernet.node.service.ports import Executor
 from supernet.node.service.schemas import (
     AccountPublic,
     Address,
@@ -29,6 +30,7 @@ from supernet.node.service.schemas import (
     ModelCard,
     ModelList,
     NodeInfo,
+    ServedFormat,
     VoucherBody,
 )
 
@@ -78,6 +80,11 @@ def _too_large(limit: int) -> JSONResponse:
     return JSONResponse(
         {"error": {"code": "too_large", "message": f"request body is over {limit} bytes"}}, 413
     )
+
+
+def _served_format(executor: Executor, model_id: str) -> ServedFormat:
+    weights, compute = executor.model_format(model_id)
+    return ServedFormat(weights=weights, compute=compute)
 
 
 def _error(status: int, code: str, message: str, **detail: Any) -> JSONResponse:
@@ -205,6 +212,7 @@ def create_app(ctx: NodeContext | None = None, *, max_body_bytes: int = 64 * 102
             taskFee=ctx.settings.pricing.task_fee_wei,
             models=list(ctx.executor.model_ids()),
             modelNames={ctx.executor.model_name(m): m for m in ctx.executor.model_ids()},
+            modelFormats={m: _served_format(ctx.executor, m) for m in ctx.executor.model_ids()},
             agents=agents,
             agentCards=cards,
             storeUrl=ctx.store_url or str(request.base_url).rstrip("/") + routes_store.PREFIX,

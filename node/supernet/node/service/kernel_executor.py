@@ -139,6 +139,11 @@ class KernelExecutor:
         """The model's name (configured, or its catalog or directory name); the id if unknown."""
         return self._names.get(model_id.lower()) or self._one_name or model_id
 
+    def model_format(self, model_id: str) -> tuple[str, str]:
+        """(weights id, compute format) of the served id ``model_id``: its engine's."""
+        engine = self.kernel.engine_for(model_id)
+        return engine.weights_id, engine.compute
+
     def engine(self, model_id: str) -> Any:
         """The engine serving ``model_id`` (its tokenizer and scoring pass).
 

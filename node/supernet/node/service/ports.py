@@ -74,6 +74,11 @@ class Executor(Protocol):
         """A human name for the model (OpenAI ``model`` field)."""
         ...
 
+    def model_format(self, model_id: str) -> tuple[str, str]:
+        """What the served id ``model_id`` is the hash of: (weights id, compute format)
+        (`supernet.sdk.models.served_model_id`), which ``GET /v1/node`` states for clients."""
+        ...
+
     def agent_hash(self, agent: str) -> str | None:
         """The ``agentHash`` a request for the agent signs (``0x`` hash of its profile: code,
         limits, tools; `supernet.sdk.formats.profile`), or None if this node does not run it."""

@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, Self
 
@@ -43,6 +43,7 @@ from supernet.sdk.client.streaming import (
 )
 from supernet.sdk.client.types import (
     DEFAULT_MIN_LIMITS,
+    DEFAULT_PRECISIONS,
     MAX_ANSWER_BYTES,
     ClientError,
     NodeChoice,
@@ -112,6 +113,9 @@ class Client:
             deadline, not one per read: a node sending its answer a byte at a time does not hold
             the client past it); the answer's size is bounded too (`MAX_ANSWER_BYTES`). Following
             a task's stream is bounded apart (`supernet.sdk.client.streaming.StreamBound`).
+        min_limits: the least budget of an agent profile it signs for (limit name -> least value).
+        precisions: the compute formats it signs a model id in (`DEFAULT_PRECISIONS`: every one
+            but bfloat16, whose wider bounds let a node choose among near-tied answers).
     """
 
     def __init__(
@@ -122,12 +126,14 @@ class Client:
         store_url: str | None = None,
         timeout: float = 60.0,
         min_limits: Mapping[str, int] = DEFAULT_MIN_LIMITS,
+        precisions: Collection[str] = DEFAULT_PRECISIONS,
     ) -> None:
         if contracts.account is None:
             raise ClientError("the client needs a signing account")
         self.contracts = contracts
         self.account: LocalAccount = contracts.account
         self.min_limits = min_limits  # the least budget of an agent profile it signs for
+        self.precisions = tuple(precisions)  # the compute formats it signs a model id in
         self.state = ClientState.open(state_dir)
         self.store_url = store_url or os.environ.get("SUPERNET_STORE_URL") or None
         self.timeout = timeout
@@ -236,7 +242,7 @@ class Client:
         if not p.ok or p.info is None:
             return p
         try:
-            model_id = pick_model_id(p.info, model)
+            model_id = pick_model_id(p.info, model, self.precisions)
         except ClientError as exc:
             return with_problem(p, str(exc))
         if bytes.fromhex(model_id.removeprefix("0x")) not in registered:
@@ -348,7 +354,7 @@ class Client:
         `ClientError` raised here, comes before the deposit: a node failing any of them costs
         nothing."""
         info = choice.info
-        model_id = pick_model_id(info, model)
+        model_id = pick_model_id(info, model, self.precisions)
         try:
             agent_hash, profile = agent_profile(info, agent, self.min_limits)
         except ClientError:  # the chain's word on the node and its model comes first
@@ -1179,7 +1185,7 @@ class Client:
         if auth is None:
             address = to_checksum_address((await self.node_info(base)).address)
             registered = await asyncio.to_thread(self._registered_endpoint, address)
-            if registered is not None and normal_url(registered) != normal_url(base):
+            if normal_url(registered) != normal_url(base):
                 raise ClientError(
                     f"{base} is not the endpoint node {address} registered on chain ({registered!r}), "
                     "though it names that node: no read grant for it is sent there (it would read your "
@@ -1188,14 +1194,9 @@ class Client:
             auth = self._read_auths[base] = ReadGrantAuth(self.account, address, self.contracts.domain)
         return auth
 
-    def _registered_endpoint(self, address: str) -> str | None:
-        """The endpoint ``address`` registered on chain (``""``: none), or None where the chain's
-        registry holds no endpoints (a chain without a node registry: nothing to compare)."""
-        registry = getattr(self.contracts, "service_manager", None)
-        if registry is None or not hasattr(registry, "get_node"):
-            return None
-        endpoint = getattr(registry.get_node(address), "endpoint", None)
-        return endpoint if isinstance(endpoint, str) else None
+    def _registered_endpoint(self, address: str) -> str:
+        """The endpoint ``address`` registered on chain (``""``: none)."""
+        return str(self.contracts.service_manager.get_node(address).endpoint)
 
     async def _get(self, url: str, auth: httpx.Auth | None = None) -> Any:
         """``GET url``'s answer (``auth``: a read grant, for what only its user may read)."""

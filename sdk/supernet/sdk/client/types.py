@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -15,7 +15,8 @@ from supernet.sdk.errors import SupernetError
 from supernet.sdk.formats.fields import FormatError
 from supernet.sdk.formats.profile import AgentProfile, profile_hash_or_reason
 from supernet.sdk.formats.trace import Limits
-from supernet.sdk.node_api import NodeInfo
+from supernet.sdk.models import COMPUTE_PRECISIONS, served_model_id
+from supernet.sdk.node_api import NodeInfo, ServedFormat
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -202,20 +203,107 @@ def parse(model: type[M], doc: Any, what: str) -> M:
 
 
 def serves_model(info: NodeInfo, model: str) -> bool:
-    return any(m.lower() == model.lower() for m in info.models) or model in info.modelNames
+    """Whether the node lists ``model``: a ``0x`` id among its ids (only ever that id), else a name."""
+    if model.startswith("0x"):
+        return any(m.lower() == model.lower() for m in info.models)
+    return model in info.modelNames
 
 
-def pick_model_id(info: NodeInfo, model: str | None) -> str:
+DEFAULT_PRECISIONS: tuple[str, ...] = tuple(p for p in COMPUTE_PRECISIONS if p != "bfloat16")
+"""The compute formats a client signs a model id in unless told otherwise: those a validator
+re-scores in their own format under float32's tight bounds. A bfloat16 id is judged within the
+bf16 pair's wider bounds (bf16 is not batch-invariant: 0.6 nat for a greedy token, 0.1 of the
+draw's mass for a sampled one), inside which a node computing in float32 chooses among near-tied
+answers and verifies clean (docs/security-parameters.md, "Known limits"). So a client signs a
+bfloat16 id only when its caller lists ``"bfloat16"`` in ``precisions``."""
+
+
+def served_format(info: NodeInfo, model_id: str, formats: Mapping[str, ServedFormat] | None = None) -> str:
+    """The compute format of ``model_id`` (lower-case ``0x`` id) as the node states it in
+    ``modelFormats`` and the id proves: the id must be the hash of the stated weights and format
+    (`supernet.sdk.models.served_model_id`), so a node cannot state another format than the one a
+    validator will judge it in.
+
+    ``formats``: ``info.modelFormats`` keyed by lower-case id (`_formats`), when the caller has it.
+
+    Raises:
+        ClientError: the node states no format for the id, or one the id is not the hash of.
+    """
+    stated = (_formats(info) if formats is None else formats).get(model_id)
+    if stated is None:
+        raise ClientError(
+            f"node {info.address} does not state what model {model_id} is computed in (no modelFormats "
+            "entry in its /v1/node): nothing is signed for a model id of unknown precision"
+        )
+    try:
+        proven = served_model_id(stated.weights, stated.compute) == model_id
+    except ValueError:  # an unknown compute format
+        proven = False
+    if not proven:
+        # the node's own words are quoted only where they name a known format
+        shown = (
+            repr(stated.compute)
+            if stated.compute in COMPUTE_PRECISIONS
+            else "a format this client does not know"
+        )
+        raise ClientError(
+            f"node {info.address} states that model {model_id} is weights {stated.weights} computed in "
+            f"{shown}, but the id is not the hash of that"
+        )
+    return stated.compute
+
+
+def _formats(info: NodeInfo) -> dict[str, ServedFormat]:
+    return {m.lower(): f for m, f in info.modelFormats.items()}
+
+
+def _signable(
+    info: NodeInfo, model_id: str, precisions: Collection[str], formats: Mapping[str, ServedFormat]
+) -> str:
+    compute = served_format(info, model_id, formats)
+    if compute not in precisions:
+        why = (
+            "; a bfloat16 id lets the node choose among near-tied answers inside the bf16 bounds "
+            "(docs/security-parameters.md): accept it with precisions including 'bfloat16'"
+            if compute == "bfloat16"
+            else ""
+        )
+        raise ClientError(
+            f"model {model_id} of node {info.address} is computed in {compute}, which this client does "
+            f"not sign for (it accepts {', '.join(precisions) or 'none'}){why}"
+        )
+    return model_id
+
+
+def pick_model_id(info: NodeInfo, model: str | None, precisions: Collection[str] = DEFAULT_PRECISIONS) -> str:
+    """The model id to sign for ``model`` (a name or ``0x`` id; None: the first the node lists
+    that this client signs for) at this node, in one of ``precisions`` (`served_format`). A ``0x``
+    id is signed as that id or not at all: the node's ``modelNames`` resolve names only, so a node
+    cannot answer an id the user named with another.
+
+    Raises:
+        ClientError: the node does not serve ``model``, or not in a format this client accepts.
+    """
     if not info.models:
         raise ClientError(f"node {info.address} serves no model")
+    formats = _formats(info)
     if model is None:
-        return info.models[0].lower()
-    if model.startswith("0x") and model.lower() in [m.lower() for m in info.models]:
-        return model.lower()
+        problems = []
+        for listed in info.models:
+            try:
+                return _signable(info, listed.lower(), precisions, formats)
+            except ClientError as exc:
+                problems.append(str(exc))
+        more = f" (and {len(problems) - 1} more like it)" if len(problems) > 1 else ""
+        raise ClientError(f"node {info.address} serves no model this client signs for: {problems[0]}{more}")
+    if model.startswith("0x"):
+        if model.lower() not in (m.lower() for m in info.models):
+            raise ClientError(f"node does not serve model {model!r}")
+        return _signable(info, model.lower(), precisions, formats)
     named = info.modelNames.get(model)
     if named is None:
         raise ClientError(f"node does not serve model {model!r}")
-    return named.lower()
+    return _signable(info, named.lower(), precisions, formats)
 
 
 DEFAULT_MIN_LIMITS: Mapping[str, int] = MappingProxyType(

@@ -27,7 +27,7 @@ import base64
 import json
 import os
 import threading
-from collections.abc import AsyncGenerator, Generator, Mapping
+from collections.abc import AsyncGenerator, Collection, Generator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from supernet.sdk.client.signable import Signable
 from supernet.sdk.client.state import ClientState
 from supernet.sdk.client.types import (
     DEFAULT_MIN_LIMITS,
+    DEFAULT_PRECISIONS,
     ClientError,
     agent_profile,
     answer,
@@ -78,6 +79,8 @@ class SupernetAuth(httpx.Auth):
             deadline (`answer_facts.TRACE_READ_TIMEOUT_S`).
         store_transport: an httpx transport to the node's advertised store (None: the network; an
             in-process node's ``httpx.ASGITransport`` in tests).
+        precisions: the compute formats it signs a model id in, as `Client`'s
+            (`supernet.sdk.client.types.DEFAULT_PRECISIONS`: every one but bfloat16).
     """
 
     def __init__(
@@ -91,12 +94,14 @@ class SupernetAuth(httpx.Auth):
         min_limits: Mapping[str, int] = DEFAULT_MIN_LIMITS,
         store_url: str | None = None,
         store_transport: httpx.AsyncBaseTransport | None = None,
+        precisions: Collection[str] = DEFAULT_PRECISIONS,
     ) -> None:
         self.account, self.domain, self.max_fee = account, domain, max_fee
         self.store_url = store_url or os.environ.get(STORE_URL_ENV) or None
         self.store_transport = store_transport
         self.rule = rule
         self.min_limits = min_limits  # the least budget of the chat agent's profile it signs for
+        self.precisions = tuple(precisions)  # the compute formats it signs a model id in
         self._state_dir = state_dir
         self.state = ClientState.open(state_dir)
         self._nodes: dict[str, NodeInfo] = {}  # API base URL -> GET /v1/node
@@ -227,7 +232,7 @@ class SupernetAuth(httpx.Auth):
         if fee > cap:
             raise ClientError(f"node fee {fee} is above max_fee {cap}")
         agent_hash, profile = agent_profile(info, AGENT, self.min_limits)
-        model_id = pick_model_id(info, body.get("model"))
+        model_id = pick_model_id(info, body.get("model"), self.precisions)
         # before any nonce or voucher is reserved: the node, its model and the agents' code, and
         # nothing asked of the node that the signature does not bind
         if unsigned := unsigned_fields(body):

@@ -12,6 +12,7 @@ Needs the ``openai`` package (``pip install 'supernet-sdk[openai]'``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -22,7 +23,7 @@ from eth_utils import to_checksum_address
 from supernet.sdk.chain.deployment import Deployment
 from supernet.sdk.client.client import refuse_closing
 from supernet.sdk.client.signable import Signable, SigningRule
-from supernet.sdk.client.types import answer
+from supernet.sdk.client.types import DEFAULT_PRECISIONS, answer
 from supernet.sdk.openai_compat.auth import SupernetAuth
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ def _auth(
     max_fee: int | None,
     rule: Signable | None,
     store_url: str | None = None,
+    precisions: Collection[str] = DEFAULT_PRECISIONS,
 ) -> tuple[str, SupernetAuth]:
     from supernet.sdk.chain import Contracts
 
@@ -65,7 +67,13 @@ def _auth(
         rule = rule or chain_rule
     assert rule is not None
     auth = SupernetAuth(
-        account, dep.domain, rule=rule, state_dir=state_dir, max_fee=max_fee, store_url=store_url
+        account,
+        dep.domain,
+        rule=rule,
+        state_dir=state_dir,
+        max_fee=max_fee,
+        store_url=store_url,
+        precisions=precisions,
     )
     return base, auth
 
@@ -102,6 +110,7 @@ def openai_client(
     timeout: float = 300.0,
     rule: Signable | None = None,
     store_url: str | None = None,
+    precisions: Collection[str] = DEFAULT_PRECISIONS,
     **kwargs: Any,
 ) -> openai.OpenAI:
     """An ``openai.OpenAI`` whose chat completions the node at ``node_url`` runs, each paid by a
@@ -123,6 +132,8 @@ def openai_client(
         store_url: the content store to read each answer's trace from, whose ``finish_reason``,
             ``usage`` and ``logprobs`` the answer must state (default: ``$SUPERNET_STORE_URL``),
             falling back to the node's advertised ``storeUrl`` where it lacks the trace.
+        precisions: the compute formats a model id is signed in (default: every one but
+            bfloat16, `supernet.sdk.client.types.DEFAULT_PRECISIONS`).
         kwargs: passed to ``openai.OpenAI``. ``max_retries`` defaults to 0: every request is a
             paid task signed anew (its own nonce and voucher), so openai's automatic retry of a
             5xx or a read timeout (a slow answer) bought the same answer two more times.
@@ -130,7 +141,7 @@ def openai_client(
     import openai
 
     base, auth = _auth(
-        node_url, private_key, deployment, rpc_url, deposit, state_dir, max_fee, rule, store_url
+        node_url, private_key, deployment, rpc_url, deposit, state_dir, max_fee, rule, store_url, precisions
     )
     http = httpx.Client(auth=auth, timeout=timeout)
     # openai 1.x-2.x type this as httpx.Client, 3.x as httpx2.Client while still taking httpx's
@@ -150,13 +161,14 @@ def async_openai_client(
     timeout: float = 300.0,
     rule: Signable | None = None,
     store_url: str | None = None,
+    precisions: Collection[str] = DEFAULT_PRECISIONS,
     **kwargs: Any,
 ) -> openai.AsyncOpenAI:
     """`openai_client`, as an ``openai.AsyncOpenAI`` (the same arguments)."""
     import openai
 
     base, auth = _auth(
-        node_url, private_key, deployment, rpc_url, deposit, state_dir, max_fee, rule, store_url
+        node_url, private_key, deployment, rpc_url, deposit, state_dir, max_fee, rule, store_url, precisions
     )
     http = httpx.AsyncClient(auth=auth, timeout=timeout)
     kwargs.setdefault("max_retries", 0)  # each retry would be another paid task (`openai_client`)
