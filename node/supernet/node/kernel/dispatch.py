@@ -476,9 +476,13 @@ class Dispatcher:
             top_p=call.top_p,
             seed=seed,
             finish_reason="stop" if outcome.finish_reason == "stopped" else outcome.finish_reason,
-            stop_ids=tuple(params.stop_token_ids or ()),
         )
         if self._faults is not None:
+            # the stop tokens the call ran with (none named: the model's end of sequence), which a
+            # fault leaves where they are (a decoy must look like a rational cheat's edit)
+            stops = params.stop_token_ids
+            stops = core.engine.eos_token_ids if stops is None else stops
+            gen = dataclasses.replace(gen, stop_ids=tuple(stops))
             gen = self._faults.on_generation(f"{spec.task_id}:{index}", gen, self._model_perturbed)
         text = watcher.final_text(gen.output_ids)
         st.trace.record(

@@ -116,6 +116,8 @@ class LLMEngine:
         # judges the node by what it signed up to compute, not by what its trace claims.
         self.compute = model.compute
         self.model_id = served_model_id(weights_id, self.compute)
+        self.eos_token_ids: tuple[int, ...] = tuple(model.cfg.eos_token_ids)
+        """The model's end-of-sequence tokens: a call's stop tokens unless it names others."""
         self.max_batch = max_batch
         self.prefill_chunk = prefill_chunk
         self.max_seq_len = min(max_seq_len, model.rope_cos.shape[0])

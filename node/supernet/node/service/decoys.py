@@ -65,6 +65,19 @@ FALLBACK_INPUTS = (
 """Inputs used when the node has no recent tasks to draw from and no ``inputs_file``."""
 
 
+CONSTRAINED_KEYS = frozenset({"response_format", "tools"})
+"""Keys of a chat input that constrain its reply to a grammar (`supernet.node.agents.chat`)."""
+
+
+def _unconstrained(task_input: object) -> bool:
+    """Whether a decoy may replay ``task_input``: a reply constrained to a grammar would break it
+    wherever the decoy's edit lands, which the validator's model-free grammar check shows (review
+    of this session's changes, 23), so such inputs are left out."""
+    if isinstance(task_input, dict):
+        return not CONSTRAINED_KEYS & task_input.keys()
+    return isinstance(task_input, str)
+
+
 def decoy_faults(node_key: bytes) -> FaultInjector:
     """The fault injector of a node that plants decoys and injects no fault of its own: which
     tokens of a decoy's call it changes is drawn from a seed only the node's key derives. With a
@@ -206,7 +219,8 @@ class DecoyPlanter:
             await self.chain.send_ether(decoy.address, fee + gas - have)
 
     def _pick_input(self) -> str | dict[str, Any]:
-        pool: Sequence[str | dict[str, Any]] = self.inputs or self.db.recent_inputs(32) or FALLBACK_INPUTS
+        recent = [i for i in self.db.recent_inputs(32) if _unconstrained(i)]
+        pool: Sequence[str | dict[str, Any]] = self.inputs or recent or FALLBACK_INPUTS
         return self._rng.choice(list(pool))
 
     # -- revealing --------------------------------------------------------------------------------

@@ -1174,11 +1174,11 @@ class Client:
 
         The grant is for the address the URL's ``/v1/node`` names, so it is signed only when the
         URL is that address's endpoint registered on chain (`normal_url`): a server naming another
-        node's address would get a grant to read the user's results on that node. With no
-        endpoint in the registry's answer (a chain without one), the address is taken as named.
+        node's address would get a grant to read the user's results on that node.
 
         Raises:
-            ClientError: ``node_url`` is not the registered endpoint of the node it names.
+            ClientError: ``node_url`` is not the registered endpoint of the node it names (an
+                address with no registration has the endpoint ``""``, which no URL is).
         """
         base = node_url.rstrip("/")
         auth = self._read_auths.get(base)
