@@ -271,7 +271,8 @@ async def test_defence_namespaces_hold_across_address_case_shared_cids_deletes_a
         assert await ops(kernel, 5, BOB, ["get", "shared"], ["read", shared_cid]) == [shared, shared]
         carol = await ops(kernel, 6, CAROL, ["read", shared_cid], ["read", note_cid], ["get", "shared"])
         assert carol == ["ToolUnavailableError", "ToolUnavailableError", "FileNotFoundError"]
-        saved = json.loads(json.dumps(kernel.namespace_roots()))
+        # what a restart reads back: the roots, and the grants kept beside them (`Database.load_roots`)
+        saved = json.loads(json.dumps({**kernel.namespace_roots(), "grants": kernel.access.owned.snapshot()}))
         assert namespace_of(ALICE, "locker") in saved["grants"] and ALICE not in json.dumps(saved)
     async with stand_in_kernel(tmp_path / "store", (Locker,)) as kernel:
         kernel.restore_namespace_roots(saved)

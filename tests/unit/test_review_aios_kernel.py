@@ -29,7 +29,8 @@ Found:
    unpinned by the revert but the embedded store never collects them. Up to `MAX_TRACE_EVENTS`
    (1,024) root blocks a task: ~145 MB of disk for free, per task.
 2. MEDIUM, FIXED (a task whose writes are undone gives back the grants they added,
-   `OwnershipIndex.revoke`; the whole snapshot per task end is unchanged)
+   `OwnershipIndex.revoke`; and since the twenty-sixth session a task's end stores only its own
+   grants, in a table of their own: tests/unit/test_node_grants.py)
    (`test_defence_an_unbilled_task_no_longer_grows_what_every_task_end_persists`): the ownership
    index (`OwnershipIndex`, the grants behind ``store_read``) only grows: a failed task's writes are
    reverted (`NamespaceRoots.revert`) but every CID they were granted stays, and

@@ -400,13 +400,16 @@ class Kernel:
         return self.access.audit_log(task_id)
 
     def namespace_roots(self, receipting: str | None = None) -> dict[str, Any]:
-        """Latest memory and file roots per namespace, and the blocks each namespace may read
-        (``grants``, the access manager's ownership index), for the node to persist.
+        """Latest memory and file roots per namespace, for the node to persist, and with
+        ``receipting`` the store-read grants its writes added (``granted``: [namespace, CID] pairs
+        of the access manager's ownership index), which the node adds to what it keeps.
 
         The namespaces of a user whose task is still running are given as that task found them:
         its writes are persisted only with its receipt (a crash must never leave a root whose
         writer has no receipt: validators would find no committed writer for it). ``receipting``:
-        the task whose receipt is being stored with these roots (its writes are included)."""
+        the task whose receipt is being stored with these roots (its writes are included). Grants
+        go the same way, one task's at a time: the whole index, written at every task's end, grew
+        with every paid write the node ever made (docs/node.md)."""
         memory, storage = self.memory.roots.snapshot(), self.storage.roots.snapshot()
         for run in self._runs.values():
             st = run.state
@@ -417,10 +420,15 @@ class Kernel:
                 for ns in [ns for ns in roots if ns.startswith(prefix)]:
                     del roots[ns]
                 roots.update(found)
-        return {"memory": memory, "storage": storage, "grants": self.access.owned.snapshot()}
+        saved: dict[str, Any] = {"memory": memory, "storage": storage}
+        receipted = self._runs.get(receipting) if receipting is not None else None
+        if receipted is not None:
+            saved["granted"] = [list(grant) for grant in receipted.state.root.granted]
+        return saved
 
     def restore_namespace_roots(self, roots: Mapping[str, Any]) -> None:
-        """Continue from roots (and grants) saved by :meth:`namespace_roots` (after a restart)."""
+        """Continue from roots saved by :meth:`namespace_roots` (after a restart), and the grants
+        kept (``grants``: namespace -> CIDs, as the node's database gathers them)."""
         self.memory.roots.restore(roots.get("memory", {}))
         self.storage.roots.restore(roots.get("storage", {}))
         self.access.owned.restore(roots.get("grants", {}))

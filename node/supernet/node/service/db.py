@@ -71,6 +71,8 @@ CREATE TABLE IF NOT EXISTS audit (
     reason TEXT NOT NULL, PRIMARY KEY (task_id, seq));
 CREATE TABLE IF NOT EXISTS namespace_roots (
     id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, roots TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS grants (
+    namespace TEXT NOT NULL, cid TEXT NOT NULL, PRIMARY KEY (namespace, cid)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS irreversible_calls (
     task_id TEXT NOT NULL, action TEXT NOT NULL, tool TEXT NOT NULL, started_at REAL NOT NULL,
     PRIMARY KEY (task_id, action));
@@ -92,6 +94,13 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         "ALTER TABLE redemptions ADD COLUMN deposited TEXT",
         "ALTER TABLE redemptions ADD COLUMN block INTEGER DEFAULT 0",
+    ),
+    # 3: store-read grants in a table of their own, added with each receipt, instead of the whole
+    # index inside the roots snapshot (rewritten at every task's end): moved out of it once.
+    (
+        "INSERT OR IGNORE INTO grants SELECT g.key, c.value FROM namespace_roots, "
+        "json_each(namespace_roots.roots, '$.grants') AS g, json_each(g.value) AS c",
+        "UPDATE namespace_roots SET roots = json_remove(roots, '$.grants')",
     ),
 )
 """Schema changes, version ``i + 1`` at index ``i``; each runs once, in one transaction. A new
@@ -426,9 +435,19 @@ class Database:
             _put_roots(c, snapshot)
 
     def load_roots(self) -> RootsSnapshot | None:
-        """The last namespace roots persisted (None on a new node)."""
+        """The last namespace roots persisted (None on a new node), with every grant kept
+        (``grants``: namespace -> CIDs)."""
         rows = self._all("SELECT seq, roots FROM namespace_roots WHERE id = 1")
-        return RootsSnapshot(int(rows[0]["seq"]), json.loads(rows[0]["roots"])) if rows else None
+        if not rows:
+            return None
+        grants: dict[str, list[str]] = {}
+        for r in self._all("SELECT namespace, cid FROM grants ORDER BY namespace, cid"):
+            grants.setdefault(str(r["namespace"]), []).append(str(r["cid"]))
+        return RootsSnapshot(int(rows[0]["seq"]), {**json.loads(rows[0]["roots"]), "grants": grants})
+
+    def grant_count(self) -> int:
+        """How many store-read grants are kept (namespace, CID)."""
+        return int(self._all("SELECT COUNT(*) AS n FROM grants")[0]["n"])
 
     # ---------------------------------------------------------------- access audit
 
@@ -780,8 +799,15 @@ class Database:
 
 
 def _put_roots(c: sqlite3.Connection, snapshot: RootsSnapshot) -> None:
+    """The roots, unless newer ones are stored, and the grants the snapshot adds (``granted``
+    pairs; a whole ``grants`` index, as a roots file from before had it), whatever its order:
+    grants only accumulate."""
+    roots = dict(snapshot.roots)
+    granted = [tuple(g) for g in roots.pop("granted", ())]
+    granted += [(ns, cid) for ns, cids in roots.pop("grants", {}).items() for cid in cids]
+    c.executemany("INSERT OR IGNORE INTO grants VALUES (?, ?)", granted)
     c.execute(
         "INSERT INTO namespace_roots VALUES (1, ?, ?) ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, "
         "roots = excluded.roots WHERE excluded.seq > namespace_roots.seq",
-        (snapshot.seq, json.dumps(snapshot.roots, sort_keys=True)),
+        (snapshot.seq, json.dumps(roots, sort_keys=True)),
     )
