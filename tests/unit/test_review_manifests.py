@@ -580,12 +580,14 @@ async def test_defence_a_stuck_claim_never_blocks_the_nodes_other_answers() -> N
             eth=SimpleNamespace(block_number=10, get_block=lambda _: {"timestamp": clock["now"]})
         ),
         availability_opened=lambda a, b: [SimpleNamespace(availability_id=3, node=NODE.address)],
-        batch=lambda batch_id: SimpleNamespace(batch_id=batch_id),
+        batch=lambda batch_id, *block_range: SimpleNamespace(batch_id=batch_id),
         get_availability=get_availability,
     )
     db = SimpleNamespace(
-        batch_by_chain_id=lambda batch_id: SimpleNamespace(id=1, count=1),
+        batch_by_chain_id=lambda batch_id: SimpleNamespace(id=1, count=1, commit_block=None),
         batch_receipts=lambda batch_id: [SimpleNamespace(receipt_json=receipt.to_json())],
+        claims_cursor=lambda: None,  # the responder's scan cursor: none kept yet
+        set_claims_cursor=lambda block: None,
     )
     responder = AvailabilityResponder(db, None, tm, NODE.address, 0, omission_manager=om)  # type: ignore
     await responder.answer_once()  # the manifest answer fails: retried, nothing else is blocked

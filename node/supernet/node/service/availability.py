@@ -6,8 +6,11 @@ challenged position and the trace block the receipt commits to; the bond then pa
 transaction. A node that cannot (or will not) post the data is slashed, which is what makes
 withholding a trace a losing move.
 
-The service follows ``AvailabilityChallenged`` events from the deployment block (a restart re-reads
-them and skips those no longer open), so a challenge is never missed while the node runs.
+The service follows ``AvailabilityChallenged`` events from the deployment block, in ranges the RPC
+accepts (`CLAIM_LOG_RANGE`, halved when refused: hosted RPCs cap a query's range), each scan reading
+`REORG_LOOKBACK` blocks behind where it got to (a claim in a block a reorg replaced is found in the
+replacement), and keeps how far it got in the database (a restart goes on from there), so a challenge
+is never missed while the node runs.
 
 It answers omission claims the same way (``OmissionChallenged``, docs/protocol.md "Omission"): a
 user claims a receipt the node promised to commit by ``commitBy`` is in none of its batches, and the
@@ -37,6 +40,17 @@ from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.chain.tasks import AvailabilityOpened, AvailabilityStatus
 
 log = logging.getLogger(__name__)
+
+CLAIM_LOG_RANGE = 2_000
+"""Blocks per ``eth_getLogs`` of the claim scan at most: hosted RPCs cap a query's range (10,000,
+2,000 or fewer blocks); a range refused is halved, down to one block, and the narrower width kept.
+Before, one query from the deployment block to the head was refused on such an RPC once the
+deployment was older than the cap, and no claim was ever answered (tests/unit/test_review_node_answers.py)."""
+
+REORG_LOOKBACK = 64
+"""Blocks behind its cursor each scan reads again: a claim first mined in a block that a reorg
+replaced is in the replacement, at a height the scan had read (claims are kept by id and their
+status read before an answer, so reading one twice is harmless)."""
 
 
 class AvailabilityResponder:
@@ -76,8 +90,14 @@ class AvailabilityResponder:
         self.tm = task_manager
         self.node = node.lower()
         self.interval_s = interval_s
-        self._next_block = start_block
+        self._start_block = start_block
+        saved = db.claims_cursor()
+        self._next_block = start_block if saved is None else max(start_block, saved + 1)
+        self._log_range = CLAIM_LOG_RANGE
         self._open: dict[int, AvailabilityOpened] = {}
+        # claims no longer to answer ("a"vailability, "o"mission, "m"anifest; id): a scan reading
+        # their blocks again (`REORG_LOOKBACK`) does not take them up, nor report them, again
+        self._done: set[tuple[str, int]] = set()
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
@@ -99,20 +119,12 @@ class AvailabilityResponder:
     async def answer_once(self) -> list[int]:
         """Read new challenges, answer the open ones against this node; returns the ids answered."""
         head = int(await asyncio.to_thread(lambda: self.tm.w3.eth.block_number))
-        if head >= self._next_block:
-            for ev in await asyncio.to_thread(self.tm.availability_opened, self._next_block, head):
-                if ev.node.lower() == self.node:
-                    self._open[ev.availability_id] = ev
-            if self.om is not None:
-                for oid, node, leaf in await asyncio.to_thread(
-                    self.om.omissions_opened, self._next_block, head
-                ):
-                    if node.lower() == self.node:
-                        self._omissions[oid] = leaf
-                for claim in await asyncio.to_thread(self.om.manifests_opened, self._next_block, head):
-                    if claim.node.lower() == self.node:
-                        self._manifests[claim.manifest_id] = claim
-            self._next_block = head + 1
+        first = max(self._start_block, self._next_block - REORG_LOOKBACK)
+        if head >= first:
+            reached = await asyncio.to_thread(self._scan, first, head)
+            if reached >= self._next_block:
+                self._next_block = reached + 1
+                self.db.set_claims_cursor(reached)
         answered = []
         # availability first; each claim on its own: one that cannot be answered (a deadline
         # passed while the node was down, a reverted transaction) never blocks the others
@@ -121,15 +133,60 @@ class AvailabilityResponder:
                 status = (await asyncio.to_thread(self.tm.get_availability, aid)).status
                 if status != AvailabilityStatus.OPEN:
                     del self._open[aid]
+                    self._done.add(("a", aid))
                     continue
                 if await self._answer(ev):
                     answered.append(aid)
                     del self._open[aid]
+                    self._done.add(("a", aid))
             except Exception as exc:
                 log.warning("availability challenge %d: answer failed, retrying: %s", aid, exc)
         await self._answer_omissions()
         await self._answer_manifests()
         return answered
+
+    def _scan(self, first: int, last: int) -> int:
+        """Read the claims against this node opened in blocks ``first`` to ``last``, in ranges the
+        RPC accepts; returns the last block read (``first - 1``: none). A block that cannot be read
+        stops the scan there (the next scan tries it again); the claims already known are answered
+        meanwhile."""
+        while first <= last:
+            end = min(first + self._log_range - 1, last)
+            try:
+                self._read_claims(first, end)
+            except Exception as exc:  # a range the RPC refuses (too wide, too many logs), or it is down
+                if end > first:
+                    self._log_range = max(1, (end - first + 1) // 2)
+                    continue
+                log.warning("claims against this node from block %d not read, retrying: %s", first, exc)
+                break
+            first = end + 1
+        return first - 1
+
+    def _read_claims(self, first: int, last: int) -> None:
+        """The claims of the three kinds opened in blocks ``first`` to ``last`` (kept by id)."""
+        availability = self.tm.availability_opened(first, last)
+        omissions = self.om.omissions_opened(first, last) if self.om is not None else []
+        manifests = self.om.manifests_opened(first, last) if self.om is not None else []
+        mine = self.node
+        done = self._done
+        self._open.update(
+            {
+                e.availability_id: e
+                for e in availability
+                if e.node.lower() == mine and ("a", e.availability_id) not in done
+            }
+        )
+        self._omissions.update(
+            {o: leaf for o, n, leaf in omissions if n.lower() == mine and ("o", o) not in done}
+        )
+        self._manifests.update(
+            {
+                c.manifest_id: c
+                for c in manifests
+                if c.node.lower() == mine and ("m", c.manifest_id) not in done
+            }
+        )
 
     async def _constant(self, contract: Any, name: str) -> int:
         if name not in self._gas:
@@ -169,6 +226,7 @@ class AvailabilityResponder:
     async def _answer_omission(self, oid: int, leaf: bytes) -> None:
         if (await asyncio.to_thread(self.om.get_omission, oid)).status != OmissionStatus.OPEN:
             del self._omissions[oid]
+            self._done.add(("o", oid))
             self._uncommitted.discard(oid)
             return
         row = self.db.receipt_by_leaf("0x" + leaf.hex())
@@ -179,13 +237,14 @@ class AvailabilityResponder:
                 log.error("omission claim %d: receipt %s is not committed here", oid, "0x" + leaf.hex())
             return  # retried: it may be committed by the next scan
         assert row.batch_index is not None
-        ref = await asyncio.to_thread(self.tm.batch, batch.chain_batch_id)
+        ref = await self._header(batch.chain_batch_id)
         proof = [bytes.fromhex(p[2:]) for p in json.loads(row.proof)]
         receipt = Receipt.from_json(row.receipt_json)
         await self._fund(self.om, "answerOmission", f"the answer to omission claim {oid}")
         await asyncio.to_thread(self.om.answer_omission, oid, ref, row.batch_index, receipt, proof)
         log.warning("answered omission claim %d: batch %d #%d", oid, batch.chain_batch_id, row.batch_index)
         del self._omissions[oid]
+        self._done.add(("o", oid))
         self._uncommitted.discard(oid)
 
     async def _answer_manifests(self) -> None:
@@ -201,14 +260,16 @@ class AvailabilityResponder:
         state = await asyncio.to_thread(self.om.batch_manifest, claim.batch_id)
         if state is None or state.status != ManifestStatus.OPEN or now >= state.deadline:
             del self._manifests[mid]  # settled, or too late to answer (anyone may resolve it)
+            self._done.add(("m", mid))
             return
         batch = self.db.batch_by_chain_id(claim.batch_id)
         rows = self.db.batch_receipts(batch.id) if batch is not None else []
         if batch is None or len(rows) != batch.count:
             log.error("manifest claim %d: batch %d is not one of ours in full", mid, claim.batch_id)
             del self._manifests[mid]  # nothing to post; it stays open for the claimant to resolve
+            self._done.add(("m", mid))
             return
-        ref = await asyncio.to_thread(self.tm.batch, claim.batch_id)
+        ref = await self._header(claim.batch_id)
         receipts = [Receipt.from_json(r.receipt_json) for r in rows]
         what = f"the answer to manifest claim {mid}"
         await self._fund(self.om, "answerManifest", what, receipts=len(receipts))
@@ -217,6 +278,34 @@ class AvailabilityResponder:
             "answered manifest claim %d: %d receipts of batch %d posted", mid, len(rows), claim.batch_id
         )
         del self._manifests[mid]
+        self._done.add(("m", mid))
+
+    async def _header(self, chain_batch_id: int) -> Any:
+        """The batch's header, from its ``BatchCommitted`` event read in the block the node saw its
+        commit in (one block: an RPC that caps a query's range refuses one from the deployment to
+        the head), else, or if a reorg moved it, from the scan's first block on."""
+        row = self.db.batch_by_chain_id(chain_batch_id)
+        seen = row.commit_block.number if row is not None and row.commit_block is not None else None
+        if seen is not None:
+            with contextlib.suppress(LookupError):
+                return await asyncio.to_thread(self.tm.batch, chain_batch_id, seen, seen)
+        return await asyncio.to_thread(self._find_batch, chain_batch_id)
+
+    def _find_batch(self, chain_batch_id: int) -> Any:
+        """The batch's header, searched from the head back in ranges the RPC accepts (a claim is
+        on a batch committed within a challenge window: near the head)."""
+        last = int(self.tm.w3.eth.block_number)
+        while last >= self._start_block:
+            first = max(self._start_block, last - self._log_range + 1)
+            try:
+                return self.tm.batch(chain_batch_id, first, last)
+            except LookupError:
+                last = first - 1
+            except Exception:
+                if last == first:
+                    raise
+                self._log_range = max(1, (last - first + 1) // 2)
+        raise LookupError(f"no batch {chain_batch_id} on chain")
 
     async def _answer(self, ev: AvailabilityOpened) -> bool:
         row = self.db.receipt_at(ev.batch_id, ev.index)
@@ -245,7 +334,10 @@ class AvailabilityResponder:
         proof = [bytes.fromhex(p[2:]) for p in json.loads(row.proof)]
         what = f"the answer to availability challenge {ev.availability_id}"
         await self._fund(self.tm, "answerAvailability", what, len(trace))
-        await asyncio.to_thread(self.tm.answer_availability, ev.availability_id, receipt, proof, trace)
+        header = await self._header(ev.batch_id)
+        await asyncio.to_thread(
+            self.tm.answer_availability, ev.availability_id, receipt, proof, trace, header
+        )
         log.warning(
             "answered availability challenge %d: batch %d #%d posted on chain (%d trace bytes)",
             ev.availability_id,

@@ -767,6 +767,20 @@ class Database:
         rows = self._all("SELECT user, block FROM closing_channels")
         return {str(r["user"]): int(r["block"]) for r in rows}
 
+    def claims_cursor(self) -> int | None:
+        """The last block whose data claims against this node the responder read (None: never)."""
+        rows = self._all("SELECT block FROM chain_cursors WHERE name = 'claims'")
+        return int(rows[0]["block"]) if rows else None
+
+    def set_claims_cursor(self, block: int) -> None:
+        """Record `claims_cursor` (the responder re-reads a few blocks behind it: reorgs)."""
+        with self.transaction() as c:
+            c.execute(
+                "INSERT INTO chain_cursors VALUES ('claims', ?) ON CONFLICT(name) DO UPDATE "
+                "SET block = excluded.block",
+                (block,),
+            )
+
     def channel_events_cursor(self) -> int | None:
         """The last block whose channel events were recorded once it was past any reorg (the scan
         goes on from the next one; None: never scanned)."""

@@ -280,12 +280,18 @@ class TaskManager(Binding):
         )
 
     def answer_availability(
-        self, availability_id: int, receipt: Receipt, proof: Sequence[bytes], trace: bytes
+        self,
+        availability_id: int,
+        receipt: Receipt,
+        proof: Sequence[bytes],
+        trace: bytes,
+        batch: Batch | None = None,
     ) -> TxResult:
         """Post the entry's receipt (with its proof) and the trace block it commits to; ``value`` is
         the bond's split, the ``AvailabilitySettled`` args (``answerCost`` to the node, ``refunded``
-        to the claimant, ``burned``)."""
-        ref = self._ref(self.get_availability(availability_id).batch_id)
+        to the claimant, ``burned``). ``batch``: the entry's batch, when the caller has it (else it
+        is read from its event)."""
+        ref = self._ref(batch if batch is not None else self.get_availability(availability_id).batch_id)
         tx = self.answer("answerAvailability", availability_id, ref, receipt.as_tuple(), list(proof), trace)
         return TxResult(tx.receipt, dict(self.events(tx, "AvailabilitySettled")[0]["args"]))
 
@@ -414,15 +420,16 @@ class TaskManager(Binding):
 
     # -- views ---------------------------------------------------------------------------------
 
-    def batch(self, batch_id: int, from_block: int = 0) -> Batch:
+    def batch(self, batch_id: int, from_block: int = 0, to_block: int | str = "latest") -> Batch:
         """A committed batch, from its ``BatchCommitted`` event (the event stays on chain after
-        the batch's slot is reused).
+        the batch's slot is reused). A caller that knows the commit's block names it (an RPC that
+        caps a query's block range refuses one from the deployment to the head).
 
         Raises:
-            LookupError: no batch with this id was committed (at or after ``from_block``).
+            LookupError: no batch with this id was committed (from ``from_block`` to ``to_block``).
         """
         logs = self.contract.events.BatchCommitted().get_logs(
-            from_block=from_block, to_block="latest", argument_filters={"batchId": batch_id}
+            from_block=from_block, to_block=to_block, argument_filters={"batchId": batch_id}
         )
         if not logs:
             raise LookupError(f"no batch {batch_id} on chain")
