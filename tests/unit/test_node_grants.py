@@ -18,7 +18,7 @@ import sqlite3
 from pathlib import Path
 
 from supernet.node.kernel.access import namespace_of
-from supernet.node.service.db import Database
+from supernet.node.service.db import _MIGRATIONS, Database
 from supernet.node.service.ports import RootsSnapshot
 from supernet.sdk.store.cids import link
 from supernet.sdk.store.embedded import EmbeddedStore
@@ -89,7 +89,7 @@ def test_a_database_from_before_has_its_grants_moved_out_of_the_snapshot(tmp_pat
     raw.commit()
     raw.close()
     db = Database.open(path)
-    assert db.schema_version() == 3 and db.grant_count() == 2
+    assert db.schema_version() == len(_MIGRATIONS) >= 3 and db.grant_count() == 2
     saved = db.load_roots()
     assert saved is not None and saved.seq == 7
     assert saved.roots == {
