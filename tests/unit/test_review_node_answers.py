@@ -601,3 +601,34 @@ async def test_defence_a_trace_at_the_size_limit_is_answered(
         assert c.task_manager.claimable(actors.node.address) > credit
     finally:
         db.close()
+
+
+def test_defence_a_passing_rpc_failure_does_not_leave_the_scan_at_one_block_a_query() -> None:
+    """Follow-up of the range fix: a width halved by failures (an RPC down for a moment) grows back
+    after ranges are read, so later scans do not ask for one block a query for ever. FAKE chain
+    reads (the responder's three log reads), failing for a while as a restarting RPC does."""
+    from types import SimpleNamespace
+
+    from supernet.node.service.availability import CLAIM_LOG_RANGE, AvailabilityResponder
+
+    queries: list[tuple[int, int]] = []
+    down = {"left": 11}  # 2,000 halved to 1 (10 refusals), then one refused block ends the scan
+
+    def opened(first: int, last: int) -> list[Any]:
+        queries.append((first, last))
+        if down["left"] > 0:
+            down["left"] -= 1
+            raise ConnectionError("the RPC is restarting")
+        return []
+
+    tm = SimpleNamespace(w3=None, availability_opened=opened)
+    db = SimpleNamespace(claims_cursor=lambda: None, set_claims_cursor=lambda block: None)
+    responder = AvailabilityResponder(db, None, tm, "0x" + "11" * 20, 0, wallet=object())  # type: ignore[arg-type]
+    assert responder._scan(0, 10_000) < 10_000  # refused down to one block, then it stops there
+    assert responder._log_range < CLAIM_LOG_RANGE
+    for _ in range(3):
+        assert responder._scan(0, 100_000) == 100_000  # the RPC is back
+    assert responder._log_range == CLAIM_LOG_RANGE
+    before = len(queries)
+    responder._scan(0, 4 * CLAIM_LOG_RANGE - 1)
+    assert len(queries) - before == 4, "full-width ranges again"

@@ -161,6 +161,9 @@ class AvailabilityResponder:
                 log.warning("claims against this node from block %d not read, retrying: %s", first, exc)
                 break
             first = end + 1
+            # wider again after each range read: a width halved by a passing failure (the RPC
+            # down for a moment) must not leave every later scan at one block a query
+            self._log_range = min(CLAIM_LOG_RANGE, 2 * self._log_range)
         return first - 1
 
     def _read_claims(self, first: int, last: int) -> None:
