@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 
 CLAIM_LOG_RANGE = 2_000
 """Blocks per ``eth_getLogs`` of the claim scan at most: hosted RPCs cap a query's range (10,000,
-2,000 or fewer blocks); a range refused is halved, down to one block, and the narrower width kept.
+2,000 or fewer blocks); a range refused is halved, down to one block, and the width doubles again,
+up to this, after each range read.
 Before, one query from the deployment block to the head was refused on such an RPC once the
 deployment was older than the cap, and no claim was ever answered (tests/unit/test_review_node_answers.py)."""
 
@@ -95,8 +96,8 @@ class AvailabilityResponder:
         self._next_block = start_block if saved is None else max(start_block, saved + 1)
         self._log_range = CLAIM_LOG_RANGE
         self._open: dict[int, AvailabilityOpened] = {}
-        # claims no longer to answer ("a"vailability, "o"mission, "m"anifest; id): a scan reading
-        # their blocks again (`REORG_LOOKBACK`) does not take them up, nor report them, again
+        # claims no longer to answer (`_drop`): a scan reading their blocks again does not take
+        # them up, nor report them, again
         self._done: set[tuple[str, int]] = set()
         self._stop = asyncio.Event()
 
@@ -132,13 +133,11 @@ class AvailabilityResponder:
             try:
                 status = (await asyncio.to_thread(self.tm.get_availability, aid)).status
                 if status != AvailabilityStatus.OPEN:
-                    del self._open[aid]
-                    self._done.add(("a", aid))
+                    self._drop("a", aid)
                     continue
                 if await self._answer(ev):
                     answered.append(aid)
-                    del self._open[aid]
-                    self._done.add(("a", aid))
+                    self._drop("a", aid)
             except Exception as exc:
                 log.warning("availability challenge %d: answer failed, retrying: %s", aid, exc)
         await self._answer_omissions()
@@ -165,6 +164,13 @@ class AvailabilityResponder:
             # down for a moment) must not leave every later scan at one block a query
             self._log_range = min(CLAIM_LOG_RANGE, 2 * self._log_range)
         return first - 1
+
+    def _drop(self, kind: str, claim_id: int) -> None:
+        """Stop answering claim ``claim_id`` of ``kind`` ("a"vailability, "o"mission, "m"anifest),
+        and do not take it up again when a scan reads its block once more (`REORG_LOOKBACK`)."""
+        claims: dict[str, dict[int, Any]] = {"a": self._open, "o": self._omissions, "m": self._manifests}
+        claims[kind].pop(claim_id, None)
+        self._done.add((kind, claim_id))
 
     def _read_claims(self, first: int, last: int) -> None:
         """The claims of the three kinds opened in blocks ``first`` to ``last`` (kept by id)."""
@@ -228,8 +234,7 @@ class AvailabilityResponder:
 
     async def _answer_omission(self, oid: int, leaf: bytes) -> None:
         if (await asyncio.to_thread(self.om.get_omission, oid)).status != OmissionStatus.OPEN:
-            del self._omissions[oid]
-            self._done.add(("o", oid))
+            self._drop("o", oid)
             self._uncommitted.discard(oid)
             return
         row = self.db.receipt_by_leaf("0x" + leaf.hex())
@@ -246,8 +251,7 @@ class AvailabilityResponder:
         await self._fund(self.om, "answerOmission", f"the answer to omission claim {oid}")
         await asyncio.to_thread(self.om.answer_omission, oid, ref, row.batch_index, receipt, proof)
         log.warning("answered omission claim %d: batch %d #%d", oid, batch.chain_batch_id, row.batch_index)
-        del self._omissions[oid]
-        self._done.add(("o", oid))
+        self._drop("o", oid)
         self._uncommitted.discard(oid)
 
     async def _answer_manifests(self) -> None:
@@ -262,15 +266,13 @@ class AvailabilityResponder:
     async def _answer_manifest(self, mid: int, claim: ManifestChallenge, now: int) -> None:
         state = await asyncio.to_thread(self.om.batch_manifest, claim.batch_id)
         if state is None or state.status != ManifestStatus.OPEN or now >= state.deadline:
-            del self._manifests[mid]  # settled, or too late to answer (anyone may resolve it)
-            self._done.add(("m", mid))
+            self._drop("m", mid)  # settled, or too late to answer (anyone may resolve it)
             return
         batch = self.db.batch_by_chain_id(claim.batch_id)
         rows = self.db.batch_receipts(batch.id) if batch is not None else []
         if batch is None or len(rows) != batch.count:
             log.error("manifest claim %d: batch %d is not one of ours in full", mid, claim.batch_id)
-            del self._manifests[mid]  # nothing to post; it stays open for the claimant to resolve
-            self._done.add(("m", mid))
+            self._drop("m", mid)  # nothing to post; it stays open for the claimant to resolve
             return
         ref = await self._header(claim.batch_id)
         receipts = [Receipt.from_json(r.receipt_json) for r in rows]
@@ -280,8 +282,7 @@ class AvailabilityResponder:
         log.warning(
             "answered manifest claim %d: %d receipts of batch %d posted", mid, len(rows), claim.batch_id
         )
-        del self._manifests[mid]
-        self._done.add(("m", mid))
+        self._drop("m", mid)
 
     async def _header(self, chain_batch_id: int) -> Any:
         """The batch's header, from its ``BatchCommitted`` event read in the block the node saw its

@@ -767,25 +767,23 @@ class Database:
         rows = self._all("SELECT user, block FROM closing_channels")
         return {str(r["user"]): int(r["block"]) for r in rows}
 
+    def _cursor(self, name: str) -> int | None:
+        rows = self._all("SELECT block FROM chain_cursors WHERE name = ?", (name,))
+        return int(rows[0]["block"]) if rows else None
+
     def claims_cursor(self) -> int | None:
         """The last block whose data claims against this node the responder read (None: never)."""
-        rows = self._all("SELECT block FROM chain_cursors WHERE name = 'claims'")
-        return int(rows[0]["block"]) if rows else None
+        return self._cursor("claims")
 
     def set_claims_cursor(self, block: int) -> None:
         """Record `claims_cursor` (the responder re-reads a few blocks behind it: reorgs)."""
         with self.transaction() as c:
-            c.execute(
-                "INSERT INTO chain_cursors VALUES ('claims', ?) ON CONFLICT(name) DO UPDATE "
-                "SET block = excluded.block",
-                (block,),
-            )
+            _put_cursor(c, "claims", block)
 
     def channel_events_cursor(self) -> int | None:
         """The last block whose channel events were recorded once it was past any reorg (the scan
         goes on from the next one; None: never scanned)."""
-        rows = self._all("SELECT block FROM chain_cursors WHERE name = 'channel_events'")
-        return int(rows[0]["block"]) if rows else None
+        return self._cursor("channel_events")
 
     def record_channel_events(
         self, closing: Mapping[str, int], funded: Sequence[str], cursor: int | None
@@ -800,16 +798,19 @@ class Database:
             )
             c.executemany("UPDATE redemptions SET deposited = NULL WHERE user = ?", [(u,) for u in funded])
             if cursor is not None:
-                c.execute(
-                    "INSERT INTO chain_cursors VALUES ('channel_events', ?) ON CONFLICT(name) DO UPDATE "
-                    "SET block = excluded.block",
-                    (cursor,),
-                )
+                _put_cursor(c, "channel_events", cursor)
 
     def channel_open(self, user: str) -> None:
         """``user``'s channel was read not closing (the request was cancelled, or it withdrew)."""
         with self.transaction() as c:
             c.execute("DELETE FROM closing_channels WHERE user = ?", (user,))
+
+
+def _put_cursor(c: sqlite3.Connection, name: str, block: int) -> None:
+    c.execute(
+        "INSERT INTO chain_cursors VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET block = excluded.block",
+        (name, block),
+    )
 
 
 def _put_roots(c: sqlite3.Connection, snapshot: RootsSnapshot) -> None:

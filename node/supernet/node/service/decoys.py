@@ -219,8 +219,10 @@ class DecoyPlanter:
             await self.chain.send_ether(decoy.address, fee + gas - have)
 
     def _pick_input(self) -> str | dict[str, Any]:
-        recent = [i for i in self.db.recent_inputs(32) if _unconstrained(i)]
-        pool: Sequence[str | dict[str, Any]] = self.inputs or recent or FALLBACK_INPUTS
+        pool: Sequence[str | dict[str, Any]] = self.inputs or [
+            i for i in self.db.recent_inputs(32) if _unconstrained(i)
+        ]
+        pool = pool or FALLBACK_INPUTS
         return self._rng.choice(list(pool))
 
     # -- revealing --------------------------------------------------------------------------------
