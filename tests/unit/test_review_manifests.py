@@ -560,7 +560,7 @@ async def test_defence_a_stuck_claim_never_blocks_the_nodes_other_answers() -> N
 
     tried: list[int] = []
 
-    def answer_manifest(mid: int, ref: Any, receipts: Any) -> Any:
+    def sign_answer_manifest(mid: int, ref: Any, receipts: Any) -> Any:
         tried.append(mid)
         raise RuntimeError("execution reverted: a transient failure")
 
@@ -572,7 +572,7 @@ async def test_defence_a_stuck_claim_never_blocks_the_nodes_other_answers() -> N
         omissions_opened=lambda a, b: [],
         manifests_opened=lambda a, b: [claim],
         batch_manifest=lambda batch_id: claim,  # still OPEN: nobody resolved it
-        answer_manifest=answer_manifest,
+        sign_answer_manifest=sign_answer_manifest,
     )
     clock = {"now": 50}
     tm = SimpleNamespace(
@@ -588,6 +588,8 @@ async def test_defence_a_stuck_claim_never_blocks_the_nodes_other_answers() -> N
         batch_receipts=lambda batch_id: [SimpleNamespace(receipt_json=receipt.to_json())],
         claims_cursor=lambda: None,  # the responder's scan cursor: none kept yet
         set_claims_cursor=lambda block: None,
+        answer_tx=lambda claim: None,  # the answers' outbox: none sent before
+        drop_answer_tx=lambda claim: None,
     )
     responder = AvailabilityResponder(db, None, tm, NODE.address, 0, omission_manager=om)  # type: ignore
     await responder.answer_once()  # the manifest answer fails: retried, nothing else is blocked

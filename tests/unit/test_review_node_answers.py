@@ -47,8 +47,9 @@ Found:
    simply re-read the whole open answer window each scan (claims are keyed by id and re-checked
    by status; ``VOTE_WINDOW`` bounds the range).
 
-3. MEDIUM, a known limit for now (not fixed this session; pinned by
-   `test_known_limit_a_restart_while_an_answer_is_pending_sends_a_second_answer_that_reverts`):
+3. MEDIUM, FIXED in the twenty-seventh session (answers are sent as commits are:
+   `supernet.node.service.answer_outbox`; was pinned as a known limit, now
+   `test_defence_a_restart_while_an_answer_is_pending_sends_a_second_answer_that_reverts`):
    the responder keeps no record of an answer it sent that is not yet mined. A node restarted
    while its answer waits in the pool (congestion, a tip at the floor below the market, finding 4)
    re-reads the claim, finds it OPEN and signs a second answer at the next nonce; both are mined
@@ -64,8 +65,9 @@ Found:
    before broadcasting; while a stored answer's nonce is unused, re-broadcast or reprice it at
    that nonce instead of signing another.
 
-4. MEDIUM, a known limit for now (not fixed this session; pinned by
-   `test_known_limit_an_answer_priced_out_by_a_base_fee_rise_is_never_replaced`): an answer's
+4. MEDIUM, FIXED in the twenty-seventh session (the same outbox reprices a stored answer at its
+   nonce, `supernet.sdk.chain.resend.repriced`; was pinned as a known limit, now
+   `test_defence_an_answer_priced_out_by_a_base_fee_rise_is_never_replaced`): an answer's
    fee cap is fixed when it is signed (2 x base + tip without a floor; 81/64 x base + floor with
    one, `Binding.answer` / `claim_fee_cap`): a base fee that rises past it (two full blocks with a
    floor, ~six without) leaves it unmineable, and nothing replaces it at its nonce (only commits
@@ -331,7 +333,7 @@ async def test_defence_a_claim_in_a_block_reorged_below_the_cursor_is_never_seen
 
 
 @pytest.mark.anvil
-async def test_known_limit_a_restart_while_an_answer_is_pending_sends_a_second_answer_that_reverts(
+async def test_defence_a_restart_while_an_answer_is_pending_sends_a_second_answer_that_reverts(
     network: Contracts, actors: Actors, store_client: StoreClient, tmp_path: Path
 ) -> None:
     """MEDIUM (the node's wallet drained by paid reverts; griefable by anyone who can keep the
@@ -339,8 +341,10 @@ async def test_known_limit_a_restart_while_an_answer_is_pending_sends_a_second_a
 
     The node's answer waits in the pool (mining paused here: a congested chain); the node
     restarts (or its 120 s wait gives up: the same path). Safe: the answer already sent is the
-    one that lands; no second answer is paid for. Today: the restarted responder signs a second
-    answer at the next nonce; both are mined, the second reverts after paying its calldata."""
+    one that lands; no second answer is paid for. Was: the restarted responder signed a second
+    answer at the next nonce; both were mined, the second reverted after paying its calldata. FIXED:
+    answers are persisted before they are broadcast (`AnswerOutbox`); the restarted responder finds
+    the stored one pending and sends it again instead of signing another."""
     c = network
     w3 = c.w3
     db = Database.open(tmp_path / "node.sqlite3")
@@ -384,8 +388,7 @@ async def test_known_limit_a_restart_while_an_answer_is_pending_sends_a_second_a
                 t.cancel()
         db.close()
     assert status == AvailabilityStatus.ANSWERED
-    # the known limit, pinned (safe would be ``sent == 1 and not reverted``): a fix turns this around
-    assert sent == 2 and len(reverted) == 1, (
+    assert sent == 1 and not reverted, (
         f"one claim, {sent} answers sent by the node ({results}); {len(reverted)} reverted after "
         f"paying {sum(int(r['gasUsed']) for r in reverted)} gas ({wasted} wei) for a 20 KB trace: the "
         f"restarted responder keeps no record of the answer it had pending and signs another at the "
@@ -394,7 +397,7 @@ async def test_known_limit_a_restart_while_an_answer_is_pending_sends_a_second_a
 
 
 @pytest.mark.anvil
-async def test_known_limit_an_answer_priced_out_by_a_base_fee_rise_is_never_replaced(
+async def test_defence_an_answer_priced_out_by_a_base_fee_rise_is_never_replaced(
     network: Contracts, actors: Actors, store_client: StoreClient, tmp_path: Path
 ) -> None:
     """MEDIUM (an honest node slashed by the fee market; a stuck nonce also holds every later
@@ -404,10 +407,12 @@ async def test_known_limit_an_answer_priced_out_by_a_base_fee_rise_is_never_repl
     the latest base fee plus the tip; with a floor, 81/64 of it plus the floor) and stays there
     for the rest of the window, well within what the node may pay (its tip ceiling bounds the
     tip, not the cap). Safe: the node replaces it at its nonce with fees that can be mined, as
-    its batcher does for a commit (`Web3Chain.repriced`), and the claim is answered. Today:
-    `bindings.send` waits for the receipt of the bytes it sent (120 s, longer than the devnet's
-    30 s window; on a 1-day window it then signs a new answer at the NEXT nonce, stuck behind the
-    first), nothing reprices an answer, and the node is slashed at the deadline."""
+    its batcher does for a commit (`Web3Chain.repriced`), and the claim is answered. Was:
+    `bindings.send` waited for the receipt of the bytes it sent (120 s, longer than the devnet's
+    30 s window; on a 1-day window it then signed a new answer at the NEXT nonce, stuck behind the
+    first), nothing repriced an answer, and the node was slashed at the deadline. FIXED: the
+    responder never waits on an answer; each scan while the claim is open reprices the stored one
+    at its nonce once the base fee has passed its cap (`AnswerOutbox`, `resend.repriced`)."""
     c = network
     w3 = c.w3
     db = Database.open(tmp_path / "node.sqlite3")
@@ -441,8 +446,10 @@ async def test_known_limit_an_answer_priced_out_by_a_base_fee_rise_is_never_repl
             mine(w3)
         finally:
             _rpc(w3, "evm_setAutomine", [True])
-        for _ in range(10):  # five seconds and ten blocks of the spike: room to reprice
-            await asyncio.sleep(0.5)
+        if task is not None:  # (the first scan sent the answer and returned: it never waits on it)
+            await asyncio.wait_for(task, 30)
+        for _ in range(10):  # ten blocks of the spike, a scan at each: room to reprice
+            await _scan(responder)
             set_next_base_fee(w3, spike)
             mine(w3)
         _rpc(w3, "evm_increaseTime", [c.params.vote_window + 1])
@@ -462,8 +469,7 @@ async def test_known_limit_an_answer_priced_out_by_a_base_fee_rise_is_never_repl
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 30)
         db.close()
-    # the known limit, pinned (safe would be ``status == ANSWERED``): a fix turns this around
-    assert status != AvailabilityStatus.ANSWERED, (
+    assert status == AvailabilityStatus.ANSWERED, (
         f"the node's answer to claim {aid} was signed with a fee cap of {cap} wei/gas and the base "
         f"fee rose to {spike}: for ten blocks and the rest of the window the answer could not be mined "
         f"(Anvil even dropped it from its pool) and was never replaced or sent again at its nonce "

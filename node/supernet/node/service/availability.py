@@ -23,6 +23,11 @@ contract recomputes the batch root from them).
 Each answer is repaid as a credit in the contract (a pull payment), while it is sent from the
 wallet: before an answer the wallet is topped up from those credits where it could not pay it
 (`supernet.node.service.wallet_float`), so a run of claims cannot drain it into an unanswered one.
+
+Answers are sent as the node's commits are (`supernet.node.service.answer_outbox`): signed,
+persisted, broadcast, and never waited on; while a claim stays open, each scan sends its stored
+answer again or reprices it at its nonce, and signs a new one only once the stored one can no
+longer land. A restart or a base-fee rise neither duplicates an answer nor leaves one unmineable.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import json
 import logging
 from typing import Any
 
+from supernet.node.service.answer_outbox import AnswerOutbox
 from supernet.node.service.db import Database
 from supernet.node.service.wallet_float import WalletFloat
 from supernet.sdk.chain.omission import ManifestChallenge, ManifestStatus, OmissionStatus
@@ -87,6 +93,7 @@ class AvailabilityResponder:
         self._uncommitted: set[int] = set()  # claims already reported as naming no committed receipt
         self._manifests: dict[int, ManifestChallenge] = {}  # open manifest claims against this node
         self.db = db
+        self.outbox = AnswerOutbox(db)  # answers persisted, re-sent and repriced until settled
         self.store = store
         self.tm = task_manager
         self.node = node.lower()
@@ -137,7 +144,6 @@ class AvailabilityResponder:
                     continue
                 if await self._answer(ev):
                     answered.append(aid)
-                    self._drop("a", aid)
             except Exception as exc:
                 log.warning("availability challenge %d: answer failed, retrying: %s", aid, exc)
         await self._answer_omissions()
@@ -171,6 +177,7 @@ class AvailabilityResponder:
         claims: dict[str, dict[int, Any]] = {"a": self._open, "o": self._omissions, "m": self._manifests}
         claims[kind].pop(claim_id, None)
         self._done.add((kind, claim_id))
+        self.outbox.settled(f"{kind}:{claim_id}")
 
     def _read_claims(self, first: int, last: int) -> None:
         """The claims of the three kinds opened in blocks ``first`` to ``last`` (kept by id)."""
@@ -245,13 +252,18 @@ class AvailabilityResponder:
                 log.error("omission claim %d: receipt %s is not committed here", oid, "0x" + leaf.hex())
             return  # retried: it may be committed by the next scan
         assert row.batch_index is not None
+        what = f"the answer to omission claim {oid}"
+        if await asyncio.to_thread(self.outbox.resume, f"o:{oid}", self.om, "answerOmission", what):
+            return
         ref = await self._header(batch.chain_batch_id)
         proof = [bytes.fromhex(p[2:]) for p in json.loads(row.proof)]
         receipt = Receipt.from_json(row.receipt_json)
-        await self._fund(self.om, "answerOmission", f"the answer to omission claim {oid}")
-        await asyncio.to_thread(self.om.answer_omission, oid, ref, row.batch_index, receipt, proof)
+        await self._fund(self.om, "answerOmission", what)
+        signed = await asyncio.to_thread(
+            self.om.sign_answer_omission, oid, ref, row.batch_index, receipt, proof
+        )
+        await asyncio.to_thread(self.outbox.send, f"o:{oid}", self.om, signed, what)
         log.warning("answered omission claim %d: batch %d #%d", oid, batch.chain_batch_id, row.batch_index)
-        self._drop("o", oid)
         self._uncommitted.discard(oid)
 
     async def _answer_manifests(self) -> None:
@@ -274,15 +286,17 @@ class AvailabilityResponder:
             log.error("manifest claim %d: batch %d is not one of ours in full", mid, claim.batch_id)
             self._drop("m", mid)  # nothing to post; it stays open for the claimant to resolve
             return
+        what = f"the answer to manifest claim {mid}"
+        if await asyncio.to_thread(self.outbox.resume, f"m:{mid}", self.om, "answerManifest", what):
+            return
         ref = await self._header(claim.batch_id)
         receipts = [Receipt.from_json(r.receipt_json) for r in rows]
-        what = f"the answer to manifest claim {mid}"
         await self._fund(self.om, "answerManifest", what, receipts=len(receipts))
-        await asyncio.to_thread(self.om.answer_manifest, mid, ref, receipts)
+        signed = await asyncio.to_thread(self.om.sign_answer_manifest, mid, ref, receipts)
+        await asyncio.to_thread(self.outbox.send, f"m:{mid}", self.om, signed, what)
         log.warning(
             "answered manifest claim %d: %d receipts of batch %d posted", mid, len(rows), claim.batch_id
         )
-        self._drop("m", mid)
 
     async def _header(self, chain_batch_id: int) -> Any:
         """The batch's header, from its ``BatchCommitted`` event read in the block the node saw its
@@ -312,6 +326,12 @@ class AvailabilityResponder:
         raise LookupError(f"no batch {chain_batch_id} on chain")
 
     async def _answer(self, ev: AvailabilityOpened) -> bool:
+        """Answer an open availability claim: True when an answer was signed and sent now; False
+        when the one sent before stands (`AnswerOutbox.resume`) or the entry is not here."""
+        what = f"the answer to availability challenge {ev.availability_id}"
+        claim = f"a:{ev.availability_id}"
+        if await asyncio.to_thread(self.outbox.resume, claim, self.tm, "answerAvailability", what):
+            return False
         row = self.db.receipt_at(ev.batch_id, ev.index)
         task = self.db.task(row.task_id) if row is not None else None
         if row is None or row.proof is None or task is None or task.trace_cid is None:
@@ -336,12 +356,12 @@ class AvailabilityResponder:
             return False
         receipt = Receipt.from_json(row.receipt_json)
         proof = [bytes.fromhex(p[2:]) for p in json.loads(row.proof)]
-        what = f"the answer to availability challenge {ev.availability_id}"
         await self._fund(self.tm, "answerAvailability", what, len(trace))
         header = await self._header(ev.batch_id)
-        await asyncio.to_thread(
-            self.tm.answer_availability, ev.availability_id, receipt, proof, trace, header
+        signed = await asyncio.to_thread(
+            self.tm.sign_answer_availability, ev.availability_id, receipt, proof, trace, header
         )
+        await asyncio.to_thread(self.outbox.send, claim, self.tm, signed, what)
         log.warning(
             "answered availability challenge %d: batch %d #%d posted on chain (%d trace bytes)",
             ev.availability_id,

@@ -21,19 +21,16 @@ from typing import Any
 
 import requests
 from eth_account.signers.local import LocalAccount
-from eth_account.typed_transactions import TypedTransaction
 from eth_utils import to_checksum_address
 from hexbytes import HexBytes
 from supernet.node.service.ports import ChannelEvents, CommitPending, SignedCommit, SignedVoucher
-from supernet.sdk.chain import Contracts, Voucher
+from supernet.sdk.chain import Contracts, Voucher, resend
 from supernet.sdk.chain.bindings import (
-    _funds_named,
     _sender,
     build_signed,
     fees,
     fill_nonce_gap,
     gas_limit,
-    latest_base_fee,
     release_nonce,
     send_ether,
 )
@@ -43,7 +40,7 @@ from supernet.sdk.chain.forks import Checkpoint, fork_point
 from supernet.sdk.chain.payments import Channel, pack_vouchers
 from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.chain.registry import Role
-from web3.exceptions import ProviderConnectionError, TransactionNotFound, Web3RPCError
+from web3.exceptions import ProviderConnectionError, TransactionNotFound
 
 log = logging.getLogger(__name__)
 
@@ -72,17 +69,6 @@ _TIMEOUTS = (requests.Timeout, TimeoutError)
 """Of those, an answer too slow: a range of more than one block is halved as if refused (an RPC that
 times out on a heavy range instead of refusing it kept the scan at that range for good); a dead
 RPC times out on narrow ranges too, and then stops the scan as before."""
-
-REPLACEMENT_BUMP = (9, 8)
-"""A replacement's fees over the replaced one's (12.5 %): pools take a transaction at a used nonce
-only for at least 10 % more of both (geth's ``--txpool.pricebump``)."""
-
-
-def _bumped(fee: int) -> int:
-    """``fee`` raised by `REPLACEMENT_BUMP`, rounded up (and by 1 wei at least)."""
-    up, down = REPLACEMENT_BUMP
-    return max(-(-fee * up // down), fee + 1)
-
 
 ACCOUNT_OPENING_WEI = 1
 """Put into a new node's verification escrow when it registers: its Payments account slot
@@ -346,21 +332,9 @@ class Web3Chain:
         address = self.account.address
 
         def send() -> None:
-            sent = False
+            # a refusal for want of funds is the batcher's cue: the wallet, not the RPC
+            resend.broadcast(w3, address, commit.raw, commit.nonce, f"the commit of tx {commit.tx_hash}")
             with _sender(address):
-                try:
-                    # a refusal for want of funds is the batcher's cue: the wallet, not the RPC
-                    with _funds_named(w3, address, f"the commit of tx {commit.tx_hash}"):
-                        w3.eth.send_raw_transaction(commit.raw)
-                    sent = True
-                except Web3RPCError as exc:
-                    text = str(exc).lower()
-                    benign = ("already known", "already imported", "known transaction", "nonce too low")
-                    if not any(s in text for s in benign):
-                        raise
-                    sent = True  # in the pool, mined, or its nonce counted for another
-                finally:
-                    release_nonce(w3, address, commit.nonce, sent=sent)
                 if commit.tx_hash in self._broadcast_before:
                     fill_nonce_gap(w3, self.account, commit.nonce, self.contracts.tip_ceiling)
                 elif len(self._broadcast_before) >= 256:  # one per batch in flight: keep it small
@@ -380,33 +354,14 @@ class Web3Chain:
         (logged as a duty at risk). Whichever of the two lands, the batch is committed once: they
         share the nonce.
         """
-        w3 = self.contracts.w3
-        address = self.account.address
 
         def reprice() -> SignedCommit | None:
-            if w3.eth.get_transaction_count(address, "latest") > commit.nonce:
+            what = f"commit {commit.tx_hash} (tip ceiling: [chain] max_priority_fee_gwei)"
+            ceiling = self.contracts.tip_ceiling
+            signed = resend.repriced(self.contracts.w3, self.account, commit.raw, ceiling, what)
+            if signed is None:
                 return None
-            tx = TypedTransaction.from_bytes(HexBytes(commit.raw)).as_dict()
-            cap, tip = int(tx["maxFeePerGas"]), int(tx["maxPriorityFeePerGas"])
-            base = latest_base_fee(w3)
-            if cap >= base * 9 // 8:  # the next block's base fee rises 12.5 % at most
-                return None
-            new_tip = _bumped(tip)
-            if new_tip > self.contracts.tip_ceiling:
-                log.error(
-                    "DUTY AT RISK: commit %s is priced out (base fee %d > its cap %d) and its replacement's "
-                    "tip %d passes [chain] max_priority_fee_gwei: it waits for the base fee to fall",
-                    commit.tx_hash,
-                    base,
-                    cap,
-                    new_tip,
-                )
-                return None
-            fields = {k: v for k, v in tx.items() if k not in ("v", "r", "s")}
-            fields["maxPriorityFeePerGas"] = new_tip
-            fields["maxFeePerGas"] = max(_bumped(cap), 2 * base + new_tip)
-            signed = self.account.sign_transaction(fields)
-            return SignedCommit("0x" + bytes(signed.hash).hex(), bytes(signed.raw_transaction), commit.nonce)
+            return SignedCommit("0x" + signed.hash.hex(), signed.raw, signed.nonce)
 
         return await asyncio.to_thread(reprice)
 

@@ -46,6 +46,8 @@ CREATE INDEX IF NOT EXISTS vouchers_user ON vouchers(user);
 CREATE TABLE IF NOT EXISTS commit_txs (
     batch_id INTEGER PRIMARY KEY REFERENCES batches(id), tx_hash TEXT NOT NULL, raw TEXT NOT NULL,
     nonce INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS answer_txs (
+    claim TEXT PRIMARY KEY, raw TEXT NOT NULL, nonce INTEGER NOT NULL, hashes TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS batches (
     id INTEGER PRIMARY KEY AUTOINCREMENT, root TEXT NOT NULL, count INTEGER NOT NULL,
     manifest_cid TEXT NOT NULL, status TEXT NOT NULL, tx_hash TEXT, chain_batch_id INTEGER,
@@ -556,6 +558,31 @@ class Database:
         """Forget a commit transaction that can never land (reverted, or its nonce went elsewhere)."""
         with self.transaction() as c:
             c.execute("DELETE FROM commit_txs WHERE batch_id = ?", (batch_id,))
+
+    def record_answer_tx(self, claim: str, tx_hash: str, raw: bytes, nonce: int) -> None:
+        """Persist a signed answer to data claim ``claim`` (e.g. ``a:12``) *before* it is broadcast;
+        a replacement at the same nonce is added to the hashes of the versions sent before (any of
+        them may be the one mined)."""
+        with self.transaction() as c:
+            rows = c.execute("SELECT hashes FROM answer_txs WHERE claim = ?", (claim,)).fetchall()
+            hashes = json.loads(rows[0]["hashes"]) if rows else []
+            c.execute(
+                "INSERT OR REPLACE INTO answer_txs (claim, raw, nonce, hashes) VALUES (?, ?, ?, ?)",
+                (claim, raw.hex(), nonce, json.dumps([*hashes, tx_hash])),
+            )
+
+    def answer_tx(self, claim: str) -> tuple[bytes, int, list[str]] | None:
+        """The latest signed answer to ``claim`` and the hashes of every version sent: (raw, nonce,
+        hashes)."""
+        rows = self._all("SELECT raw, nonce, hashes FROM answer_txs WHERE claim = ?", (claim,))
+        if not rows:
+            return None
+        return bytes.fromhex(rows[0]["raw"]), int(rows[0]["nonce"]), list(json.loads(rows[0]["hashes"]))
+
+    def drop_answer_tx(self, claim: str) -> None:
+        """Forget the answer to ``claim`` (settled, reverted, or its nonce went to another)."""
+        with self.transaction() as c:
+            c.execute("DELETE FROM answer_txs WHERE claim = ?", (claim,))
 
     def mark_batch_sent(self, batch_id: int, tx_hash: str) -> None:
         """Remember the commit transaction before waiting for it (so a restart can find it)."""

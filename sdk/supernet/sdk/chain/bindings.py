@@ -834,16 +834,54 @@ class Binding:
         Raises:
             FeeTooHigh: the floor is above the ceiling (nothing is sent).
         """
-        floor = self._held_floor(fn_name)
-        if floor == 0:
-            return self.transact(fn_name, *args)
-        # a vouched floor is the deployment's, not an RPC's suggestion: it may pass the usual
-        # ceiling, up to what a deployment may set (an unvouched one is within the ceiling)
-        ceiling = max(self.tip_ceiling, MAX_ANSWER_FLOOR) if self._floor_vouched else self.tip_ceiling
-        cap = claim_fee_cap(self.w3, tip=floor)  # as a claim's cap, with the floor as the tip
+        cap, tip, ceiling = self._answer_fees(fn_name)
         return self.transact(
-            fn_name, *args, max_fee_per_gas=cap, max_priority_fee_per_gas=floor, tip_ceiling=ceiling
+            fn_name, *args, max_fee_per_gas=cap, max_priority_fee_per_gas=tip, tip_ceiling=ceiling
         )
+
+    def sign_answer(self, fn_name: str, *args: Any) -> SignedTx:
+        """`answer`'s transaction signed at the same fees, not sent: its nonce is reserved until it
+        is broadcast (`resend.broadcast`), so that a daemon persists it first and then sends it
+        again, or reprices it at its nonce (`resend.repriced`, within `answer_tip_ceiling`), until
+        it lands, instead of waiting on it (supernet.node.service.answer_outbox).
+
+        Raises:
+            FeeTooHigh: as `answer`.
+            ContractError: the answer reverts (gas estimation).
+        """
+        if self.account is None:
+            raise ContractError(f"{self.name}.{fn_name}: no account bound to sign the transaction")
+        cap, tip, ceiling = self._answer_fees(fn_name)
+        fn = self.contract.functions[fn_name](*args)
+        with _sender(self.account.address):
+            return build_signed(
+                self.w3,
+                self.account,
+                fn,
+                self.name,
+                max_fee_per_gas=cap,
+                max_priority_fee_per_gas=tip,
+                tip_ceiling=ceiling,
+                duty=self.duty,
+                reserve=True,
+            )
+
+    def answer_tip_ceiling(self, fn_name: str) -> int:
+        """The most tip ``fn_name``'s answer may pay (its replacements' too): with a vouched floor
+        (the deployment's, not an RPC's suggestion), up to what a deployment may set
+        (`MAX_ANSWER_FLOOR`); else the binding's ceiling, as any tip an RPC suggests."""
+        if self._held_floor(fn_name) == 0 or not self._floor_vouched:
+            return self.tip_ceiling
+        return max(self.tip_ceiling, MAX_ANSWER_FLOOR)
+
+    def _answer_fees(self, fn_name: str) -> tuple[int | None, int | None, int]:
+        """(fee cap, tip, tip ceiling) of an answer: the RPC's fees (None, None) without a floor;
+        with one, a claim's cap with the floor as the tip."""
+        floor = self._held_floor(fn_name)
+        ceiling = self.answer_tip_ceiling(fn_name)
+        if floor == 0:
+            return None, None, ceiling
+        return claim_fee_cap(self.w3, tip=floor), floor, ceiling
 
     def answer_fee_cap(self, fn_name: str) -> int:
         """The fee cap (wei per gas) `answer` signs ``fn_name``'s answer with at this moment: with a

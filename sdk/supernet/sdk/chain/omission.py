@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-from supernet.sdk.chain.bindings import Binding, TxResult
+from supernet.sdk.chain.bindings import Binding, SignedTx, TxResult
 from supernet.sdk.chain.eip712 import ReceiptPromise, TaskRequest
 from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.chain.tasks import Batch
@@ -106,6 +106,14 @@ class OmissionManager(Binding):
         answered = dict(self.events(tx, "OmissionAnswered")[0]["args"])
         return TxResult(tx.receipt, answered | dict(self.events(tx, "OmissionSettled")[0]["args"]))
 
+    def sign_answer_omission(
+        self, omission_id: int, batch: Batch, index: int, receipt: Receipt, proof: Sequence[bytes]
+    ) -> SignedTx:
+        """`answer_omission`'s transaction signed, not sent (`Binding.sign_answer`)."""
+        return self.sign_answer(
+            "answerOmission", omission_id, self._ref(batch), index, receipt.as_tuple(), list(proof)
+        )
+
     def resolve_omission(self, omission_id: int) -> TxResult:
         """Slash the node of an unanswered omission challenge; ``value`` is the event's args."""
         tx = self.transact("resolveOmission", omission_id)
@@ -153,6 +161,11 @@ class OmissionManager(Binding):
         tx = self.answer("answerManifest", manifest_id, self._ref(batch), [r.as_tuple() for r in receipts])
         answered = dict(self.events(tx, "ManifestAnswered")[0]["args"])
         return TxResult(tx.receipt, answered | dict(self.events(tx, "ManifestSettled")[0]["args"]))
+
+    def sign_answer_manifest(self, manifest_id: int, batch: Batch, receipts: Sequence[Receipt]) -> SignedTx:
+        """`answer_manifest`'s transaction signed, not sent (`Binding.sign_answer`)."""
+        rows = [r.as_tuple() for r in receipts]
+        return self.sign_answer("answerManifest", manifest_id, self._ref(batch), rows)
 
     def resolve_manifest(self, manifest_id: int) -> TxResult:
         """Slash the node of an unanswered manifest challenge; ``value`` is the event's args."""

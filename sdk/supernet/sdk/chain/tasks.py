@@ -26,7 +26,7 @@ from typing import Any
 
 from eth_abi import encode as abi_encode
 from supernet.sdk.chain.beacon import SeedBeacon, Source
-from supernet.sdk.chain.bindings import Binding, TxResult
+from supernet.sdk.chain.bindings import Binding, SignedTx, TxResult
 from supernet.sdk.chain.eip712 import TaskRequest
 from supernet.sdk.chain.errors import ChainError, ContractError, TransactionFailed
 from supernet.sdk.chain.receipts import Receipt
@@ -291,9 +291,27 @@ class TaskManager(Binding):
         the bond's split, the ``AvailabilitySettled`` args (``answerCost`` to the node, ``refunded``
         to the claimant, ``burned``). ``batch``: the entry's batch, when the caller has it (else it
         is read from its event)."""
-        ref = self._ref(batch if batch is not None else self.get_availability(availability_id).batch_id)
-        tx = self.answer("answerAvailability", availability_id, ref, receipt.as_tuple(), list(proof), trace)
+        args = self._availability_answer(availability_id, receipt, proof, trace, batch)
+        tx = self.answer("answerAvailability", *args)
         return TxResult(tx.receipt, dict(self.events(tx, "AvailabilitySettled")[0]["args"]))
+
+    def sign_answer_availability(
+        self, availability_id: int, receipt: Receipt, proof: Sequence[bytes], trace: bytes, batch: Batch
+    ) -> SignedTx:
+        """`answer_availability`'s transaction signed, not sent (`Binding.sign_answer`)."""
+        args = self._availability_answer(availability_id, receipt, proof, trace, batch)
+        return self.sign_answer("answerAvailability", *args)
+
+    def _availability_answer(
+        self,
+        availability_id: int,
+        receipt: Receipt,
+        proof: Sequence[bytes],
+        trace: bytes,
+        batch: Batch | None,
+    ) -> tuple[Any, ...]:
+        ref = self._ref(batch if batch is not None else self.get_availability(availability_id).batch_id)
+        return availability_id, ref, receipt.as_tuple(), list(proof), trace
 
     def resolve_availability(self, availability_id: int) -> TxResult:
         """Slash the node of an unanswered availability challenge; ``value`` is the event's args."""
