@@ -115,7 +115,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from supernet.node.service.availability import AvailabilityResponder
+from supernet.node.service.availability import REORG_LOOKBACK, AvailabilityResponder
 from supernet.node.service.db import Database
 from supernet.node.service.models import NewTask, ReceiptRow
 from supernet.sdk.chain import Contracts, Receipt, ReceiptTree, hash_task_request, output_hash
@@ -638,3 +638,69 @@ def test_defence_a_passing_rpc_failure_does_not_leave_the_scan_at_one_block_a_qu
     before = len(queries)
     responder._scan(0, 4 * CLAIM_LOG_RANGE - 1)
     assert len(queries) - before == 4, "full-width ranges again"
+
+
+class _StoreDown:
+    """FAKE: the node's content store failing for a while (a disk fault, a restart of Kubo): every
+    read raises. A fault that cannot be caused on demand in the embedded store."""
+
+    async def get_block(self, cid: str) -> bytes:
+        raise OSError(f"store unavailable: {cid} not read")
+
+
+@pytest.mark.anvil
+async def test_defence_a_claim_left_unanswered_for_a_while_survives_a_restart(
+    network: Contracts, actors: Actors, store_client: StoreClient, tmp_path: Path
+) -> None:
+    """MEDIUM (an honest node slashed after the restart an operator does to fix a fault).
+
+    The node reads a claim but cannot answer it for a while (its store is down: a FAKE; the same
+    for a wallet it cannot top up, an answer priced out past its tip ceiling, a receipt not yet
+    committed for an omission claim); its claims cursor, stored at every scan, moves more than
+    `REORG_LOOKBACK` blocks past the claim; the operator restarts the node. Was: the restarted
+    responder read on from the stored cursor, never saw the claim again, and the node was
+    slashed at the deadline. FIXED: the cursor stored is never past the block range of a claim
+    still open (`AvailabilityResponder._durable_cursor`), so a restart reads it again."""
+    c = network
+    db = Database.open(tmp_path / "node.sqlite3")
+    try:
+        batch_id = await _committed_batch(c, actors, db, store_client, count=1, trace_bytes=500)
+        header = c.task_manager.batch(batch_id)
+        aid = c.as_account(actors.outsider).task_manager.challenge_availability(header, 0).value
+        down = _responder(c, actors, db, _StoreDown())  # type: ignore[arg-type]
+        assert await down.answer_once() == []  # read, not answerable now
+        mine(c.w3, 3 * REORG_LOOKBACK)
+        assert await down.answer_once() == []
+        restarted = _responder(c, actors, db, store_client)  # the operator restarts it, store back
+        assert await restarted.answer_once() == [aid]
+        assert c.task_manager.get_availability(aid).status == AvailabilityStatus.ANSWERED
+    finally:
+        db.close()
+
+
+@pytest.mark.anvil
+async def test_defence_a_claim_past_its_deadline_is_not_tried_again_and_again(
+    network: Contracts, actors: Actors, store_client: StoreClient, tmp_path: Path, caplog: Any
+) -> None:
+    """LOW. A claim whose answer window passed while the node could not answer it stays OPEN until
+    someone resolves it, and nobody has to. Was: every scan (once a second) tried to answer it
+    again, its estimate reverted (``AnswerWindowClosed``) and a warning was logged, for ever; and
+    the stored cursor could never move past it. FIXED: a claim past its deadline is dropped."""
+    c = network
+    db = Database.open(tmp_path / "node.sqlite3")
+    try:
+        batch_id = await _committed_batch(c, actors, db, store_client, count=1, trace_bytes=500)
+        header = c.task_manager.batch(batch_id)
+        aid = c.as_account(actors.outsider).task_manager.challenge_availability(header, 0).value
+        _rpc(c.w3, "evm_increaseTime", [c.params.vote_window + 1])
+        mine(c.w3)
+        assert c.task_manager.get_availability(aid).status == AvailabilityStatus.OPEN
+        responder = _responder(c, actors, db, store_client)
+        nonce = _node_nonce(c, actors)
+        for _ in range(3):
+            assert await responder.answer_once() == []
+        assert _node_nonce(c, actors) == nonce
+        assert "answer failed" not in caplog.text
+        assert db.claims_cursor() == int(c.w3.eth.block_number)
+    finally:
+        db.close()

@@ -103,6 +103,9 @@ class AvailabilityResponder:
         self._next_block = start_block if saved is None else max(start_block, saved + 1)
         self._log_range = CLAIM_LOG_RANGE
         self._open: dict[int, AvailabilityOpened] = {}
+        # the first block of the range each open claim was read in: the cursor stored never
+        # passes it (`_durable_cursor`), so a restart reads every claim still open again
+        self._since: dict[tuple[str, int], int] = {}
         # claims no longer to answer (`_drop`): a scan reading their blocks again does not take
         # them up, nor report them, again
         self._done: set[tuple[str, int]] = set()
@@ -132,23 +135,38 @@ class AvailabilityResponder:
             reached = await asyncio.to_thread(self._scan, first, head)
             if reached >= self._next_block:
                 self._next_block = reached + 1
-                self.db.set_claims_cursor(reached)
         answered = []
+        now = await asyncio.to_thread(self._now)
         # availability first; each claim on its own: one that cannot be answered (a deadline
         # passed while the node was down, a reverted transaction) never blocks the others
         for aid, ev in list(self._open.items()):
             try:
                 status = (await asyncio.to_thread(self.tm.get_availability, aid)).status
-                if status != AvailabilityStatus.OPEN:
-                    self._drop("a", aid)
+                if status != AvailabilityStatus.OPEN or now >= ev.deadline:
+                    self._drop("a", aid)  # settled, or too late (anyone may resolve it)
                     continue
                 if await self._answer(ev):
                     answered.append(aid)
             except Exception as exc:
                 log.warning("availability challenge %d: answer failed, retrying: %s", aid, exc)
-        await self._answer_omissions()
-        await self._answer_manifests()
+        await self._answer_omissions(now)
+        await self._answer_manifests(now)
+        self.db.set_claims_cursor(self._durable_cursor())
         return answered
+
+    def _now(self) -> int:
+        """The latest block's timestamp (the contracts' clock for answer deadlines)."""
+        return int(self.tm.w3.eth.get_block("latest")["timestamp"])
+
+    def _durable_cursor(self) -> int:
+        """The claims cursor to store: the last block read, but never at or past the first block
+        of the range a claim still open was read in. A claim that cannot be answered for a while
+        (the store down, a wallet it cannot fill, an answer priced out, a receipt not committed
+        yet) is then read again after a restart, instead of being lost behind the cursor and
+        slashing the node (tests/unit/test_review_node_answers.py). Claims leave by their
+        deadline, so the range a restart reads again is bounded by the answer windows."""
+        read = self._next_block - 1
+        return min([read, *(first - 1 for first in self._since.values())])
 
     def _scan(self, first: int, last: int) -> int:
         """Read the claims against this node opened in blocks ``first`` to ``last``, in ranges the
@@ -176,6 +194,7 @@ class AvailabilityResponder:
         and do not take it up again when a scan reads its block once more (`REORG_LOOKBACK`)."""
         claims: dict[str, dict[int, Any]] = {"a": self._open, "o": self._omissions, "m": self._manifests}
         claims[kind].pop(claim_id, None)
+        self._since.pop((kind, claim_id), None)
         self._done.add((kind, claim_id))
         self.outbox.settled(f"{kind}:{claim_id}")
 
@@ -203,6 +222,9 @@ class AvailabilityResponder:
                 if c.node.lower() == mine and ("m", c.manifest_id) not in done
             }
         )
+        for kind, claims in (("a", self._open), ("o", self._omissions), ("m", self._manifests)):
+            for claim_id in claims:
+                self._since.setdefault((kind, claim_id), first)
 
     async def _constant(self, contract: Any, name: str) -> int:
         if name not in self._gas:
@@ -231,16 +253,17 @@ class AvailabilityResponder:
         except Exception as exc:
             log.warning("could not check the wallet before %s: %s", what, exc)
 
-    async def _answer_omissions(self) -> None:
+    async def _answer_omissions(self, now: int) -> None:
         """Show every receipt an open omission claim says is missing, once it is committed."""
         for oid, leaf in list(self._omissions.items()):
             try:
-                await self._answer_omission(oid, leaf)
+                await self._answer_omission(oid, leaf, now)
             except Exception as exc:
                 log.warning("omission claim %d: answer failed, retrying: %s", oid, exc)
 
-    async def _answer_omission(self, oid: int, leaf: bytes) -> None:
-        if (await asyncio.to_thread(self.om.get_omission, oid)).status != OmissionStatus.OPEN:
+    async def _answer_omission(self, oid: int, leaf: bytes, now: int) -> None:
+        claim = await asyncio.to_thread(self.om.get_omission, oid)
+        if claim.status != OmissionStatus.OPEN or now >= claim.deadline:  # settled, or too late
             self._drop("o", oid)
             self._uncommitted.discard(oid)
             return
@@ -266,9 +289,8 @@ class AvailabilityResponder:
         log.warning("answered omission claim %d: batch %d #%d", oid, batch.chain_batch_id, row.batch_index)
         self._uncommitted.discard(oid)
 
-    async def _answer_manifests(self) -> None:
+    async def _answer_manifests(self, now: int) -> None:
         """Post the receipts of every batch an open manifest claim names, before its deadline."""
-        now = int(await asyncio.to_thread(lambda: self.tm.w3.eth.get_block("latest")["timestamp"]))
         for mid, claim in list(self._manifests.items()):
             try:
                 await self._answer_manifest(mid, claim, now)
