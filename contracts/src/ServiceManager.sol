@@ -406,7 +406,7 @@ contract ServiceManager is IServiceManager, ReentrancyGuardTransient {
             }
             _setTotal(totalValidatorStake - amount);
         }
-        _unbond(op, amount, remaining);
+        _unbond(op, msg.sender, amount, remaining);
     }
 
     /// @notice Leaves the network: the whole active stake starts unbonding and the caller is no
@@ -418,7 +418,7 @@ contract ServiceManager is IServiceManager, ReentrancyGuardTransient {
         uint256 stake = op.stake;
         if (op.role == Role.Validator) _setTotal(totalValidatorStake - stake);
         emit Deregistered(msg.sender);
-        if (stake != 0) _unbond(op, stake, 0);
+        if (stake != 0) _unbond(op, msg.sender, stake, 0);
     }
 
     /// @notice Pays out the caller's unbonding stake once UNBONDING_PERIOD has passed, no dispute
@@ -449,7 +449,15 @@ contract ServiceManager is IServiceManager, ReentrancyGuardTransient {
         op.stake -= fromStake;
         op.unbonding -= fromUnbonding;
         op.slashCount += 1;
-        if (op.role == Role.Validator && op.registered) _setTotal(totalValidatorStake - fromStake);
+        if (op.role == Role.Validator && op.registered) {
+            // A validator holds 0 or at least MIN_VALIDATOR_STAKE, as addStake and requestUnbond
+            // ask: a remainder under it could never vote, yet would count in every later quorum
+            // base (contracts/test/Review21.t.sol). It starts unbonding (still slashable there).
+            uint256 left = op.stake;
+            uint256 dropped = left != 0 && left < MIN_VALIDATOR_STAKE ? left : 0;
+            _setTotal(totalValidatorStake - fromStake - dropped);
+            if (dropped != 0) _unbond(op, operator, dropped, 0);
+        }
         // Past the stake, a node's fees still held (Payments' hold: the disputes over what they
         // paid are not over) answer for it: a node cannot settle more in one window than
         // verdicts can take back (docs/security-parameters.md, "Held earnings").
@@ -611,14 +619,14 @@ contract ServiceManager is IServiceManager, ReentrancyGuardTransient {
         totalValidatorStake = total;
     }
 
-    function _unbond(Operator storage op, uint256 amount, uint256 remaining) internal {
+    function _unbond(Operator storage op, address operator, uint256 amount, uint256 remaining) internal {
         op.stake = remaining;
         uint256 unbonding = op.unbonding + amount;
         op.unbonding = unbonding;
         // forge-lint: disable-next-line(unsafe-typecast)
         uint64 readyAt = uint64(block.timestamp + UNBONDING_PERIOD);
         op.unbondingReadyAt = readyAt;
-        emit UnbondRequested(msg.sender, amount, unbonding, readyAt);
+        emit UnbondRequested(operator, amount, unbonding, readyAt);
     }
 
     function _isActiveNode(Operator storage op) internal view returns (bool) {
