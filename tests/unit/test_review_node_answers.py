@@ -631,10 +631,10 @@ def test_defence_a_passing_rpc_failure_does_not_leave_the_scan_at_one_block_a_qu
     db = SimpleNamespace(claims_cursor=lambda: None, set_claims_cursor=lambda block: None)
     responder = AvailabilityResponder(db, None, tm, "0x" + "11" * 20, 0, wallet=object())  # type: ignore[arg-type]
     assert responder._scan(0, 10_000) < 10_000  # refused down to one block, then it stops there
-    assert responder._log_range < CLAIM_LOG_RANGE
+    assert responder._ranges.width < CLAIM_LOG_RANGE
     for _ in range(3):
         assert responder._scan(0, 100_000) == 100_000  # the RPC is back
-    assert responder._log_range == CLAIM_LOG_RANGE
+    assert responder._ranges.width == CLAIM_LOG_RANGE
     before = len(queries)
     responder._scan(0, 4 * CLAIM_LOG_RANGE - 1)
     assert len(queries) - before == 4, "full-width ranges again"

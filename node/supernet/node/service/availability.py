@@ -41,6 +41,7 @@ from typing import Any
 from supernet.node.service.answer_outbox import AnswerOutbox
 from supernet.node.service.db import Database
 from supernet.node.service.wallet_float import WalletFloat
+from supernet.sdk.chain.logs import LogRanges
 from supernet.sdk.chain.omission import ManifestChallenge, ManifestStatus, OmissionStatus
 from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.chain.tasks import AvailabilityOpened, AvailabilityStatus
@@ -50,7 +51,7 @@ log = logging.getLogger(__name__)
 CLAIM_LOG_RANGE = 2_000
 """Blocks per ``eth_getLogs`` of the claim scan at most: hosted RPCs cap a query's range (10,000,
 2,000 or fewer blocks); a range refused is halved, down to one block, and the width doubles again,
-up to this, after each range read.
+up to this, after a few ranges read (`supernet.sdk.chain.logs.LogRanges`).
 Before, one query from the deployment block to the head was refused on such an RPC once the
 deployment was older than the cap, and no claim was ever answered (tests/unit/test_review_node_answers.py)."""
 
@@ -101,7 +102,7 @@ class AvailabilityResponder:
         self._start_block = start_block
         saved = db.claims_cursor()
         self._next_block = start_block if saved is None else max(start_block, saved + 1)
-        self._log_range = CLAIM_LOG_RANGE
+        self._ranges = LogRanges(CLAIM_LOG_RANGE)  # the claim scan's width, as the RPC allows
         self._open: dict[int, AvailabilityOpened] = {}
         # the first block of the range each open claim was read in: the cursor stored never
         # passes it (`_durable_cursor`), so a restart reads every claim still open again
@@ -170,24 +171,16 @@ class AvailabilityResponder:
 
     def _scan(self, first: int, last: int) -> int:
         """Read the claims against this node opened in blocks ``first`` to ``last``, in ranges the
-        RPC accepts; returns the last block read (``first - 1``: none). A block that cannot be read
-        stops the scan there (the next scan tries it again); the claims already known are answered
-        meanwhile."""
-        while first <= last:
-            end = min(first + self._log_range - 1, last)
-            try:
-                self._read_claims(first, end)
-            except Exception as exc:  # a range the RPC refuses (too wide, too many logs), or it is down
-                if end > first:
-                    self._log_range = max(1, (end - first + 1) // 2)
-                    continue
-                log.warning("claims against this node from block %d not read, retrying: %s", first, exc)
-                break
-            first = end + 1
-            # wider again after each range read: a width halved by a passing failure (the RPC
-            # down for a moment) must not leave every later scan at one block a query
-            self._log_range = min(CLAIM_LOG_RANGE, 2 * self._log_range)
-        return first - 1
+        RPC accepts (`LogRanges.scan`); returns the last block read (``first - 1``: none). A block
+        that cannot be read stops the scan there (the next scan tries it again); the claims
+        already known are answered meanwhile."""
+
+        def fetch(range_first: int, range_last: int) -> list[None]:
+            self._read_claims(range_first, range_last)  # kept by id as each range is read
+            return []
+
+        reached, _ = self._ranges.scan(fetch, first, last)
+        return reached
 
     def _drop(self, kind: str, claim_id: int) -> None:
         """Stop answering claim ``claim_id`` of ``kind`` ("a"vailability, "o"mission, "m"anifest),
@@ -334,18 +327,7 @@ class AvailabilityResponder:
     def _find_batch(self, chain_batch_id: int) -> Any:
         """The batch's header, searched from the head back in ranges the RPC accepts (a claim is
         on a batch committed within a challenge window: near the head)."""
-        last = int(self.tm.w3.eth.block_number)
-        while last >= self._start_block:
-            first = max(self._start_block, last - self._log_range + 1)
-            try:
-                return self.tm.batch(chain_batch_id, first, last)
-            except LookupError:
-                last = first - 1
-            except Exception:
-                if last == first:
-                    raise
-                self._log_range = max(1, (last - first + 1) // 2)
-        raise LookupError(f"no batch {chain_batch_id} on chain")
+        return self.tm.batch(chain_batch_id, self._start_block)
 
     async def _answer(self, ev: AvailabilityOpened) -> bool:
         """Answer an open availability claim: True when an answer was signed and sent now; False

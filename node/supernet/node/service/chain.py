@@ -233,13 +233,12 @@ class Web3Chain:
         (worker thread); a reserved slot counts as used long ago."""
         if self._slots is None:
             tm = self.contracts.task_manager
-            events = tm.contract.events
             since, me = self.contracts.deployment.deploy_block, {"node": self.account.address}
             used: dict[int, int] = {}
-            for e in events.SlotsReserved().get_logs(from_block=since, argument_filters=me):
+            for e in tm.logs("SlotsReserved", since, argument_filters=me):  # ranged: RPCs cap a query
                 first, count = int(e["args"]["first"]), int(e["args"]["count"])
                 used.update(dict.fromkeys(range(first, first + count), 1))
-            for e in events.BatchCommitted().get_logs(from_block=since, argument_filters=me):
+            for e in tm.logs("BatchCommitted", since, argument_filters=me):
                 used[int(e["args"]["slot"])] = int(e["args"]["committedAt"])
             self._slots = BatchSlots(tm.batch_retention(), used)
         return self._slots
@@ -435,8 +434,9 @@ class Web3Chain:
 
     def _commit_of(self, root: bytes, from_block: int) -> tuple[int, Checkpoint] | None:
         """The first ``BatchCommitted`` of this node with ``root`` from ``from_block`` (worker thread)."""
-        logs = self.contracts.task_manager.contract.events.BatchCommitted().get_logs(
-            from_block=max(from_block, self.contracts.deployment.deploy_block),
+        logs = self.contracts.task_manager.logs(  # ranged: RPCs cap a query's blocks
+            "BatchCommitted",
+            max(from_block, self.contracts.deployment.deploy_block),
             argument_filters={"node": self.account.address},
         )
         for e in logs:

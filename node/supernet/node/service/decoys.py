@@ -235,9 +235,8 @@ class DecoyPlanter:
         if head < self._next_block:
             return []
 
-        def opened() -> list[Any]:
-            event = tm.contract.events.ChallengeOpened()
-            return list(event.get_logs(from_block=self._next_block, to_block=head))
+        def opened() -> list[Any]:  # ranged: a node down for longer than an RPC's cap catches up
+            return list(tm.logs("ChallengeOpened", self._next_block, head))
 
         revealed = []
         me = self.account.address.lower()

@@ -25,6 +25,11 @@ import rlp
 from eth_utils import keccak
 from supernet.sdk.chain.bindings import Binding, TxResult
 from supernet.sdk.chain.errors import ChainError
+from web3 import Web3
+
+_SEALED_SLOT = 0
+"""The storage slot of SeedBeacon's ``_sealed`` mapping (its only state variable; the rest are
+immutables): `SeedBeacon.sealed` reads a seal there (tests/unit/test_log_ranges.py pins it)."""
 
 HEADER_FIELDS = (
     "parentHash",
@@ -144,11 +149,13 @@ class SeedBeacon(Binding):
     def sealed(self, block_number: int) -> bool:
         """Whether a seal stored the block's value (its ``Sealed`` event). Under `Source.BLOCKHASH`
         `randomness` says known either way while `blockhash` reaches the block: only a seal keeps
-        the value past that."""
-        logs = self.contract.events.Sealed().get_logs(
-            argument_filters={"blockNumber": block_number}, from_block=block_number
-        )
-        return bool(logs)
+        the value past that. Read from the contract's storage (``_sealed[blockNumber]``, slot 0:
+        SeedBeacon's only state variable), not from its ``Sealed`` log: a log query from the block
+        to the head is refused once the block is older than a hosted RPC's range cap, and a seal
+        check is part of every challenge (tests/unit/test_review_capped_rpc.py)."""
+        slot = Web3.solidity_keccak(["uint256", "uint256"], [block_number, _SEALED_SLOT])
+        value = self.w3.eth.get_storage_at(self.contract.address, int.from_bytes(slot, "big"))
+        return any(value)  # a stored value is a block hash or mix: never zero
 
     def seal(self, block_number: int) -> TxResult:
         """Store a mined block's value for good (under `Source.PREVRANDAO`, proven by its header,

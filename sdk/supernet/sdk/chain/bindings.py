@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
@@ -33,6 +33,7 @@ from supernet.sdk.chain.errors import (
     TransactionFailed,
     decode_revert,
 )
+from supernet.sdk.chain.logs import Fetch, LogRanges
 from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractConstructor, ContractFunction
@@ -716,6 +717,7 @@ class Binding:
         self.contract: Contract = w3.eth.contract(
             address=Web3.to_checksum_address(address), abi=load_abi(self.name)
         )
+        self.log_ranges = LogRanges()  # the width of a log query this RPC accepts, as learned
 
     @classmethod
     def at(cls, w3: Web3, name: str, address: str, account: LocalAccount | None = None) -> Binding:
@@ -755,6 +757,46 @@ class Binding:
         """Whether `answer_floor` is vouched for (the deployment file's or the caller's), not only
         the RPC's answer: only a vouched floor may take an answer's tip past `tip_ceiling`."""
         return self._floor_vouched
+
+    def logs(
+        self,
+        event: str,
+        from_block: int,
+        to_block: int | str = "latest",
+        argument_filters: dict[str, Any] | None = None,
+    ) -> list[EventData]:
+        """The contract's ``event`` logs of a block range, in chain order, read in ranges the RPC
+        accepts (`LogRanges`: a hosted RPC refuses a query over more than its cap of blocks).
+
+        Raises:
+            LogsUnreadable: a single block's query was refused or failed.
+        """
+        last = self.w3.eth.block_number if to_block == "latest" else int(to_block)
+        return self.log_ranges.read(self._fetch(event, argument_filters), from_block, last)
+
+    def last_logs(
+        self,
+        event: str,
+        from_block: int,
+        to_block: int | str = "latest",
+        argument_filters: dict[str, Any] | None = None,
+    ) -> list[EventData]:
+        """The logs of ``event`` in the latest range, going back from ``to_block``, that holds any
+        (`LogRanges.find_back`): an event looked for near the head, e.g. a recent batch's commit.
+
+        Raises:
+            LogsUnreadable: a single block's query was refused or failed.
+        """
+        last = self.w3.eth.block_number if to_block == "latest" else int(to_block)
+        return self.log_ranges.find_back(self._fetch(event, argument_filters), from_block, last)
+
+    def _fetch(self, event: str, argument_filters: dict[str, Any] | None) -> Fetch[EventData]:
+        kind = self.contract.events[event]()
+
+        def fetch(first: int, last: int) -> Sequence[EventData]:
+            return kind.get_logs(from_block=first, to_block=last, argument_filters=argument_filters)
+
+        return fetch
 
     def call(self, fn_name: str, *args: Any, block: int | None = None) -> Any:
         """Call a view function (at ``block``, default the latest); reverts raise the typed

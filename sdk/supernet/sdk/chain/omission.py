@@ -138,7 +138,7 @@ class OmissionManager(Binding):
         self, from_block: int, to_block: int | str = "latest"
     ) -> list[tuple[int, str, bytes]]:
         """(omission id, node, leaf) of every omission challenge opened in the block range."""
-        logs = self.contract.events.OmissionChallenged().get_logs(from_block=from_block, to_block=to_block)
+        logs = self.logs("OmissionChallenged", from_block, to_block)
         return [(int(e["args"]["omissionId"]), e["args"]["node"], bytes(e["args"]["leaf"])) for e in logs]
 
     # -- manifests -----------------------------------------------------------------------------
@@ -184,7 +184,7 @@ class OmissionManager(Binding):
 
     def manifests_opened(self, from_block: int, to_block: int | str = "latest") -> list[ManifestChallenge]:
         """Every manifest challenge opened in the block range (as opened: status ``OPEN``)."""
-        logs = self.contract.events.ManifestChallenged().get_logs(from_block=from_block, to_block=to_block)
+        logs = self.logs("ManifestChallenged", from_block, to_block)
         return [
             ManifestChallenge(
                 int(e["args"]["manifestId"]),
@@ -200,9 +200,7 @@ class OmissionManager(Binding):
     def manifest_receipts(self, batch_id: int, from_block: int) -> list[Receipt] | None:
         """The receipts of ``batch_id`` posted by a manifest answer, in order (None: not answered;
         search from the batch's commit block)."""
-        logs = self.contract.events.ManifestAnswered().get_logs(
-            from_block=from_block, to_block="latest", argument_filters={"batchId": batch_id}
-        )
+        logs = self.logs("ManifestAnswered", from_block, "latest", {"batchId": batch_id})
         for e in logs:
             if int(e["args"]["batchId"]) == batch_id:  # a node filtering loosely is not trusted
                 return [Receipt.from_tuple(_fields(r)) for r in e["args"]["receipts"]]

@@ -322,9 +322,7 @@ class TaskManager(Binding):
         self, from_block: int, to_block: int | str = "latest"
     ) -> list[AvailabilityOpened]:
         """``AvailabilityChallenged`` events in a block range, in chain order."""
-        logs = self.contract.events.AvailabilityChallenged().get_logs(
-            from_block=from_block, to_block=to_block
-        )
+        logs = self.logs("AvailabilityChallenged", from_block, to_block)
         return [
             AvailabilityOpened(
                 int(e["args"]["availabilityId"]),
@@ -341,10 +339,9 @@ class TaskManager(Binding):
     def availability_answers(
         self, batch_id: int, from_block: int = 0, to_block: int | str = "latest"
     ) -> list[AvailabilityAnswer]:
-        """The entries of ``batch_id`` posted on chain by availability answers."""
-        logs = self.contract.events.AvailabilityAnswered().get_logs(
-            from_block=from_block, to_block=to_block, argument_filters={"batchId": batch_id}
-        )
+        """The entries of ``batch_id`` posted on chain by availability answers (read from the
+        batch's commit block: ``from_block``)."""
+        logs = self.logs("AvailabilityAnswered", from_block, to_block, {"batchId": batch_id})
         return [
             AvailabilityAnswer(
                 int(e["args"]["availabilityId"]),
@@ -422,7 +419,7 @@ class TaskManager(Binding):
         """(challenge id, receipt) of every challenge opened on a receipt of one of
         ``request_hashes``, read from the chain alone: the receipt is decoded from the challenge
         transaction's calldata, so a user needs nothing from the (possibly gone) node."""
-        logs = self.contract.events.ChallengeOpened().get_logs(from_block=from_block, to_block=to_block)
+        logs = self.logs("ChallengeOpened", from_block, to_block)
         out: list[tuple[int, Receipt]] = []
         for e in logs:
             if bytes(e["args"]["requestHash"]) not in request_hashes:
@@ -440,22 +437,22 @@ class TaskManager(Binding):
 
     def batch(self, batch_id: int, from_block: int = 0, to_block: int | str = "latest") -> Batch:
         """A committed batch, from its ``BatchCommitted`` event (the event stays on chain after
-        the batch's slot is reused). A caller that knows the commit's block names it (an RPC that
-        caps a query's block range refuses one from the deployment to the head).
+        the batch's slot is reused), searched back from ``to_block`` in ranges the RPC accepts
+        (`Binding.last_logs`). A caller that knows the commit's block names it as both bounds: one
+        query (a batch committed long ago is many ranges back).
 
         Raises:
             LookupError: no batch with this id was committed (from ``from_block`` to ``to_block``).
+            LogsUnreadable: a single block's query was refused or failed.
         """
-        logs = self.contract.events.BatchCommitted().get_logs(
-            from_block=from_block, to_block=to_block, argument_filters={"batchId": batch_id}
-        )
+        logs = self.last_logs("BatchCommitted", from_block, to_block, {"batchId": batch_id})
         if not logs:
             raise LookupError(f"no batch {batch_id} on chain")
         return Batch.from_event(logs[0]["args"])
 
     def batches_committed(self, from_block: int, to_block: int | str = "latest") -> list[Batch]:
         """Every ``BatchCommitted`` in a block range, in chain order."""
-        logs = self.contract.events.BatchCommitted().get_logs(from_block=from_block, to_block=to_block)
+        logs = self.logs("BatchCommitted", from_block, to_block)
         return [Batch.from_event(e["args"]) for e in logs]
 
     def is_committed(self, batch: Batch) -> bool:
