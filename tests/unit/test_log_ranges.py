@@ -105,6 +105,11 @@ def test_sdk_reads_work_through_a_capped_rpc(network: Contracts, actors: Actors)
         found = tm.challenged_receipts({receipts[0].request_hash}, c.deployment.deploy_block)
         assert found == [(cid, receipts[0])]
         assert tm.seed_beacon.sealed(seed_block) == challenger.seed_beacon.sealed(seed_block)
+        searched: list[object] = []
+        tm.last_logs = lambda *args, **kw: searched.append(args) or []  # type: ignore[method-assign]
+        with pytest.raises(LookupError):  # an id never committed: no search back to block 0
+            tm.batch(header.batch_id + 1_000)
+        assert searched == []
     assert refused, "the cap was hit and worked around (else this test proves nothing)"
 
 

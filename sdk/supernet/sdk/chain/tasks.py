@@ -445,6 +445,8 @@ class TaskManager(Binding):
             LookupError: no batch with this id was committed (from ``from_block`` to ``to_block``).
             LogsUnreadable: a single block's query was refused or failed.
         """
+        if from_block != to_block and not 1 <= batch_id <= self.batch_count():
+            raise LookupError(f"no batch {batch_id} on chain")  # a search back to block 0 for nothing
         logs = self.last_logs("BatchCommitted", from_block, to_block, {"batchId": batch_id})
         if not logs:
             raise LookupError(f"no batch {batch_id} on chain")
