@@ -15,7 +15,7 @@ import pytest
 from supernet.node.service.db import Database
 from supernet.sdk.chain import Contracts, Receipt
 from supernet.sdk.chain.anvil import _rpc, mine
-from supernet.sdk.chain.bindings import build_signed, send_ether
+from supernet.sdk.chain.bindings import send_ether
 from supernet.sdk.chain.tasks import AvailabilityStatus
 from supernet.sdk.store import StoreClient
 
@@ -30,6 +30,12 @@ def _claimed(c: Contracts, actors: Actors, batch_id: int) -> int:
         .task_manager.challenge_availability(c.task_manager.batch(batch_id), 0)
         .value
     )
+
+
+def _claim_key(c: Contracts, aid: int) -> str:
+    """The outbox's key of availability claim ``aid`` (its id and its entry)."""
+    claim = c.task_manager.get_availability(aid)
+    return f"a:{aid}:{claim.batch_id}:{claim.index}"
 
 
 def _pool(c: Contracts, actors: Actors) -> list[str]:
@@ -69,7 +75,7 @@ async def test_an_answer_a_pool_dropped_is_sent_again_not_signed_again(
         assert _node_nonce(c, actors) == before + 1
         assert c.task_manager.get_availability(aid).status == AvailabilityStatus.ANSWERED
         await responder.answer_once()  # settled: the stored answer is forgotten
-        assert db.answer_tx(f"a:{aid}") is None
+        assert db.answer_tx(_claim_key(c, aid)) is None
     finally:
         db.close()
 
@@ -94,9 +100,12 @@ async def test_an_answer_whose_nonce_another_transaction_took_is_signed_anew(
             _rpc(w3, "evm_setAutomine", [True])
         # another transaction of the node's key takes the nonce (an operator's transfer, a commit)
         send_ether(w3, actors.node, actors.node.address, 1)
-        stored = db.answer_tx(f"a:{aid}")
+        stored = db.answer_tx(_claim_key(c, aid))
         assert stored is not None and _node_nonce(c, actors) > stored[1]
-        assert await responder.answer_once() == [aid]  # the stored one cannot land: a new one
+        # the stored one cannot land: a new one, once a second look says so (a backend's count
+        # can run ahead for a moment: tests/unit/test_review_session_changes24.py)
+        assert await responder.answer_once() == []
+        assert await responder.answer_once() == [aid]
         assert c.task_manager.get_availability(aid).status == AvailabilityStatus.ANSWERED
     finally:
         db.close()
@@ -120,14 +129,16 @@ async def test_an_answer_that_reverted_is_signed_anew(
         fn = node_tm.contract.functions.answerAvailability(
             aid, node_tm.batch(batch_id).as_tuple(), receipt.as_tuple(), [], b"not the trace"
         )
-        bad = build_signed(w3, actors.node, fn, "TaskManager", gas=300_000)
-        db.record_answer_tx(f"a:{aid}", "0x" + bad.hash.hex(), bad.raw, bad.nonce)
-        w3.eth.send_raw_transaction(bad.raw)
-        assert w3.eth.get_transaction_receipt(bad.hash)["status"] == 0
+        nonce = w3.eth.get_transaction_count(actors.node.address, "pending")
+        tx = fn.build_transaction({"from": actors.node.address, "nonce": nonce, "gas": 300_000})
+        bad = actors.node.sign_transaction(tx)  # a gas limit: no estimate refuses it
+        db.record_answer_tx(_claim_key(c, aid), "0x" + bad.hash.hex(), bad.raw_transaction, nonce)
+        w3.eth.send_raw_transaction(bad.raw_transaction)
+        assert w3.eth.wait_for_transaction_receipt(bad.hash, timeout=10)["status"] == 0
         responder = _responder(c, actors, db, store_client)
         assert await responder.answer_once() == [aid]
         assert c.task_manager.get_availability(aid).status == AvailabilityStatus.ANSWERED
-        stored = db.answer_tx(f"a:{aid}")
+        stored = db.answer_tx(_claim_key(c, aid))
         assert stored is not None and stored[2] == [stored[2][0]] and stored[2][0] != "0x" + bad.hash.hex()
     finally:
         db.close()

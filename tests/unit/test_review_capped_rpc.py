@@ -18,7 +18,7 @@ commit a255ce0.
 
 Found:
 
-- HIGH, test_attack_a_restarted_validator_cannot_sample_or_challenge_a_batch_it_recorded: a batch
+- HIGH, test_defence_a_restarted_validator_cannot_sample_or_challenge_a_batch_it_recorded: a batch
   header not in the validator's memory is looked up from block 0 (`TaskManager.batch`,
   sdk/supernet/sdk/chain/tasks.py:423-436, called by `TaskManagerClient.batch`,
   validator/supernet/validator/chain.py:358-364), a query over the whole chain, refused by every
@@ -26,12 +26,12 @@ Found:
   blocks old). After a restart the validator cannot sample, tell a window, challenge, claim
   availability or claim a manifest for any batch it recorded before; the database row it holds has
   the commit block (`BatchRow.commit_block`) and is not used.
-- HIGH, test_attack_a_flood_of_commits_evicts_the_cheats_header_so_no_challenge_can_be_sent: the
+- HIGH, test_defence_a_flood_of_commits_evicts_the_cheats_header_so_no_challenge_can_be_sent: the
   same lookup without a restart. The header cache keeps the last ``BATCH_CACHE`` = 4,096 headers
   (chain.py:40, 366-369); a node that commits its cheat and then 4,096 one-entry batches (or a busy
   network: 4,096 batches a day is one every 21 s) pushes the cheat's header out of every validator
   at once, and no validator on a capped RPC can challenge it. (Scaled: a cache of 4, a flood of 4.)
-- HIGH, test_attack_an_entry_the_node_posts_late_cannot_be_read_by_its_voters: the entries posted
+- HIGH, test_defence_an_entry_the_node_posts_late_cannot_be_read_by_its_voters: the entries posted
   on chain by availability answers are read from the batch's commit block to the head
   (`TaskManagerClient.availability_answers`, chain.py:521-523, from `Disputes.posted`,
   challenger.py:284; `manifest_receipts` the same, omission.py:187-190). The node chooses when it
@@ -41,25 +41,35 @@ Found:
   misses its quorum. On L1 a late challenge suffices at 10,000 blocks; on a 2 s L2 (5.5 h) or a
   2,000-block cap, every answered claim.
 - HIGH on chains with ``seed_source = BLOCKHASH``,
-  test_attack_on_a_blockhash_chain_no_challenge_once_the_sealed_seed_block_is_older_than_the_cap:
+  test_defence_on_a_blockhash_chain_no_challenge_once_the_sealed_seed_block_is_older_than_the_cap:
   `TaskManager.seal_seed_block` (tasks.py:527-559) asks `SeedBeacon.sealed` (beacon.py:144-151:
   ``Sealed`` logs from the seed block to the head) on every challenge and availability claim; once
   someone sealed the seed and the seed block is older than the cap, the refusal is a ``Web3RPCError``, not a
   `ChainError`, so `_sealed_ref` (tasks.py:471-481) lets it abort the challenge, even with the
   header in hand. On a 0.25 s chain the cap is 42 minutes of a 1-day window.
-- MEDIUM, test_attack_a_user_cannot_verify_a_committed_receipt_through_a_capped_rpc: `Client.verify`
+- MEDIUM, test_defence_a_user_cannot_verify_a_committed_receipt_through_a_capped_rpc: `Client.verify`
   looks its batch up from block 0 (sdk/supernet/sdk/client/client.py:857-860): on a capped RPC
   every committed receipt's verification raises; the receipt's own ``txHash`` is not used.
-- MEDIUM, test_attack_a_user_cannot_claim_a_refund_once_the_deployment_is_older_than_the_cap:
+- MEDIUM, test_defence_a_user_cannot_claim_a_refund_once_the_deployment_is_older_than_the_cap:
   `Client.claim_refunds` (client.py:990-991, and the CLI, client_cli.py:224) reads every
   ``ChallengeOpened`` from the deployment block to the head in one query
   (`TaskManager.challenged_receipts`, tasks.py:401-407): refused; the refund a fraud verdict holds
   for the user is never credited.
-- MEDIUM, test_attack_a_validator_or_explorer_behind_by_more_than_the_cap_never_catches_up: the
+- MEDIUM, test_defence_a_validator_or_explorer_behind_by_more_than_the_cap_never_catches_up: the
   follower and the explorer's indexer read fixed 2,000-block ranges (follower.py:64,83;
   indexer.py:90,104), not configurable (service.py:312, explorer/cli.py:79) and not narrowed when
   refused: on an RPC capping below 2,000 blocks a fresh validator or explorer, or one that was down
   for more than the cap, never advances (every batch unchecked, the explorer frozen).
+
+All seven FIXED in the twenty-seventh session, by design: one ranged log reader
+(`supernet.sdk.chain.logs.LogRanges`: ranges halved when refused, grown back after a few read;
+`Binding.logs` / `last_logs`) for every log query of the SDK, the node, the validator (follower,
+refusals, votes, posted entries) and the explorer; a batch header read in its commit block (the
+validator's database, `TaskManagerClient.commit_block_of`; the user's receipt document's commit
+transaction) or searched back from the head, never from block 0, and an id never committed refused
+at once (`batchCount`); `SeedBeacon.sealed` reads the beacon's storage (no log query); refunds read
+from a mark kept in the client's state. The tests above were ``test_attack_*`` and are now
+``test_defence_*``.
 
 Checked and holding:
 
@@ -206,7 +216,7 @@ def _never_stored(tag: str) -> str:
 # ------------------------------------------------------------------------------------ the validator
 
 
-async def test_attack_a_restarted_validator_cannot_sample_or_challenge_a_batch_it_recorded(
+async def test_defence_a_restarted_validator_cannot_sample_or_challenge_a_batch_it_recorded(
     game: Game,
 ) -> None:
     """HIGH. No attacker needed: the honest validator restarts (an upgrade, a crash) with a batch
@@ -252,7 +262,7 @@ async def test_attack_a_restarted_validator_cannot_sample_or_challenge_a_batch_i
     )
 
 
-async def test_attack_a_flood_of_commits_evicts_the_cheats_header_so_no_challenge_can_be_sent(
+async def test_defence_a_flood_of_commits_evicts_the_cheats_header_so_no_challenge_can_be_sent(
     game: Game, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """HIGH. Attack (the node, alone): it commits its cheat, then ``BATCH_CACHE`` one-entry batches
@@ -295,7 +305,7 @@ async def test_attack_a_flood_of_commits_evicts_the_cheats_header_so_no_challeng
     )
 
 
-async def test_attack_an_entry_the_node_posts_late_cannot_be_read_by_its_voters(game: Game) -> None:
+async def test_defence_an_entry_the_node_posts_late_cannot_be_read_by_its_voters(game: Game) -> None:
     """HIGH. Attack (the node): it withholds the trace of its cheat (entry 0) from everyone but the
     validator it baits, which challenges. Voters cannot read the trace; it is claimed unavailable;
     the node answers the claim late (its answer window is a vote window; here after 2 x CAP blocks),
@@ -337,7 +347,7 @@ async def test_attack_an_entry_the_node_posts_late_cannot_be_read_by_its_voters(
     )
 
 
-async def test_attack_on_a_blockhash_chain_no_challenge_once_the_sealed_seed_block_is_older_than_the_cap(
+async def test_defence_on_a_blockhash_chain_no_challenge_once_the_sealed_seed_block_is_older_than_the_cap(
     network: Contracts, actors: Actors
 ) -> None:
     """HIGH where the deployment's seed source is ``BLOCKHASH`` (chains whose prevrandao is
@@ -417,7 +427,7 @@ async def test_defence_a_restarted_validator_votes_reveals_resolves_and_collects
 # ---------------------------------------------------------------------------------------- the user
 
 
-async def test_attack_a_user_cannot_verify_a_committed_receipt_through_a_capped_rpc(
+async def test_defence_a_user_cannot_verify_a_committed_receipt_through_a_capped_rpc(
     network: Contracts, actors: Actors, tmp_path: Path
 ) -> None:
     """MEDIUM. No attacker needed: the user verifies a receipt committed 2 blocks ago, through its
@@ -468,7 +478,7 @@ async def test_attack_a_user_cannot_verify_a_committed_receipt_through_a_capped_
     )
 
 
-async def test_attack_a_user_cannot_claim_a_refund_once_the_deployment_is_older_than_the_cap(
+async def test_defence_a_user_cannot_claim_a_refund_once_the_deployment_is_older_than_the_cap(
     network: Contracts, actors: Actors, tmp_path: Path
 ) -> None:
     """MEDIUM. No attacker needed: the user's task was proven faulty (fraud verdict) and its refund
@@ -511,7 +521,7 @@ async def test_attack_a_user_cannot_claim_a_refund_once_the_deployment_is_older_
 # ------------------------------------------------------------------------- following: both daemons
 
 
-async def test_attack_a_validator_or_explorer_behind_by_more_than_the_cap_never_catches_up(
+async def test_defence_a_validator_or_explorer_behind_by_more_than_the_cap_never_catches_up(
     network: Contracts, actors: Actors, tmp_path: Path
 ) -> None:
     """MEDIUM. No attacker needed: an RPC capping below the follower's and the indexer's fixed

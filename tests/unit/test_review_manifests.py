@@ -566,7 +566,7 @@ async def test_defence_a_stuck_claim_never_blocks_the_nodes_other_answers() -> N
 
     def get_availability(aid: int) -> Any:
         asked.append(aid)
-        return SimpleNamespace(status=None)
+        return SimpleNamespace(status=None, batch_id=1, index=0)
 
     om = SimpleNamespace(
         omissions_opened=lambda a, b: [],
@@ -579,7 +579,9 @@ async def test_defence_a_stuck_claim_never_blocks_the_nodes_other_answers() -> N
         w3=SimpleNamespace(
             eth=SimpleNamespace(block_number=10, get_block=lambda _: {"timestamp": clock["now"]})
         ),
-        availability_opened=lambda a, b: [SimpleNamespace(availability_id=3, node=NODE.address)],
+        availability_opened=lambda a, b: [
+            SimpleNamespace(availability_id=3, node=NODE.address, batch_id=1, index=0, deadline=10**9)
+        ],
         batch=lambda batch_id, *block_range: SimpleNamespace(batch_id=batch_id),
         get_availability=get_availability,
     )
@@ -589,6 +591,7 @@ async def test_defence_a_stuck_claim_never_blocks_the_nodes_other_answers() -> N
         claims_cursor=lambda: None,  # the responder's scan cursor: none kept yet
         set_claims_cursor=lambda block: None,
         answer_tx=lambda claim: None,  # the answers' outbox: none sent before
+        answer_txs=lambda: [],
         drop_answer_tx=lambda claim: None,
     )
     responder = AvailabilityResponder(db, None, tm, NODE.address, 0, omission_manager=om)  # type: ignore

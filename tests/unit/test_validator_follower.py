@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 from supernet.validator.chain import BatchCommitted, ChainEvent, ChallengeOpened, ChallengeResolved
 from supernet.validator.db import CheckRow, Database
 from supernet.validator.follower import Follower
@@ -41,13 +40,16 @@ def test_follower_scans_from_deploy_block_in_ranges(tmp_path: Path) -> None:
     assert f.step() == 0  # nothing new
 
 
-def test_crash_mid_scan_then_restart(tmp_path: Path) -> None:
+def test_an_unreadable_block_ends_the_scan_there_then_restart(tmp_path: Path) -> None:
+    """A block whose logs cannot be read (the RPC down, a refused single block) ends the step there:
+    the blocks before it are recorded, the cursor stops at it and the next step (or a restart)
+    reads on from it (`LogRanges.scan`)."""
     chain = FakeChain({3: [batch(1, 3)], 9: [batch(2, 9)]}, head_block=12, crash_at=9)
     db_path = tmp_path / "v.db"
     f = Follower(chain, Database(db_path), start_block=0, max_range=5)  # type: ignore[arg-type]
     assert f.step() == 1
-    with pytest.raises(ConnectionError):
-        f.step()
+    assert f.step() == 0 and f.db.cursor(default=0) == 9  # blocks 5 to 8 read, block 9 not
+    assert f.step() == 0 and f.db.cursor(default=0) == 9  # still unreadable: not skipped
     f.db.close()
     chain.crash_at = None
     again = Follower(chain, Database(db_path), start_block=0, max_range=5)  # type: ignore[arg-type]

@@ -1,12 +1,14 @@
 """Reading the protocol's events off the chain, decoded once into plain `ChainLog` records.
 
-One ``eth_getLogs`` over the four contracts per block range; each log is decoded with the ABI
+One ``eth_getLogs`` over the four contracts per block range, in ranges the RPC accepts (a hosted RPC
+refuses a query over more blocks than its cap: `supernet.sdk.chain.logs.LogRanges` narrows a
+refused range and widens it again); each log is decoded with the ABI
 its topic belongs to (`supernet.sdk.chain.bindings.load_abi`, generated from forge's artifacts)
 and its arguments made JSON-plain (bytes as ``0x`` hex, addresses checksummed, integers kept),
 so the same record goes into the database and, in the benchmark, comes from a generator.
 
 >>> reader = ChainReader(make_web3(url), Deployment.load(path))   # doctest: +SKIP
->>> logs = reader.logs(dep.deploy_block, reader.head())           # doctest: +SKIP
+>>> last, logs = reader.scan(dep.deploy_block, reader.head())     # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from typing import Any
 from eth_utils import event_abi_to_log_topic
 from supernet.sdk.chain.bindings import load_abi
 from supernet.sdk.chain.deployment import CONTRACT_NAMES, Deployment
+from supernet.sdk.chain.logs import LogRanges
 from web3 import Web3
 from web3._utils.events import get_event_data
+from web3.types import FilterParams
 
 
 @dataclass(frozen=True)
@@ -57,11 +61,14 @@ class ChainReader:
     Args:
         w3: a connected client.
         deployment: the contracts' addresses.
+        ranges: the widths of log queries the RPC accepts, as learned (default: a new `LogRanges`).
     """
 
-    def __init__(self, w3: Web3, deployment: Deployment) -> None:
+    def __init__(self, w3: Web3, deployment: Deployment, ranges: LogRanges | None = None) -> None:
         self.w3 = w3
         self.deployment = deployment
+        self.ranges = ranges or LogRanges()
+        self._addresses = [Web3.to_checksum_address(deployment.address(n)) for n in CONTRACT_NAMES]
         # the SDK's client caches the chain id (per thread, pinned once connected): the check of
         # a URL that moved needs the RPC's answer of the moment, from a client that caches nothing
         uri = getattr(w3.provider, "endpoint_uri", None)
@@ -104,10 +111,19 @@ class ChainReader:
         """Gas the transaction used (its receipt)."""
         return int(self.w3.eth.get_transaction_receipt(tx_hash)["gasUsed"])  # type: ignore[arg-type]
 
+    def scan(self, from_block: int, to_block: int) -> tuple[int, list[ChainLog]]:
+        """The protocol events from ``from_block`` to ``to_block``, in chain order, read in ranges
+        the RPC accepts (`LogRanges.scan` over `logs`), as far as they can be read: (the last block
+        read, ``from_block - 1`` if none; its events). A block whose query fails ends the scan
+        there (logged), for a follower to go on from at its next step."""
+        return self.ranges.scan(self.logs, from_block, to_block)
+
     def logs(self, from_block: int, to_block: int) -> list[ChainLog]:
-        """Every protocol event in ``[from_block, to_block]``, in chain order."""
-        addresses = [Web3.to_checksum_address(a) for a in self._names]
-        raw = self.w3.eth.get_logs({"address": addresses, "fromBlock": from_block, "toBlock": to_block})
+        """Every protocol event in ``[from_block, to_block]``, in chain order: ONE ``eth_getLogs``
+        over the deployment's contracts, refused by an RPC capping ranges narrower than it (read
+        wider ranges with `scan`)."""
+        query: FilterParams = {"address": self._addresses, "fromBlock": from_block, "toBlock": to_block}
+        raw = self.w3.eth.get_logs(query)
         out: list[ChainLog] = []
         for log in raw:
             if not log["topics"]:

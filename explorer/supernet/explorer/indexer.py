@@ -1,8 +1,9 @@
 """The indexer: follows the protocol's events from the deploy block into the database, reorg-safe.
 
 Like the validator's follower (`supernet.validator.follower`), each step reads the logs of
-``[cursor, min(head - confirmations, cursor + max_range - 1)]`` and writes the events, the block
-hashes seen and the new cursor in one transaction: a crash re-reads a range, never skips one.
+``[cursor, min(head - confirmations, cursor + max_range - 1)]`` (in ranges the RPC accepts: a hosted
+RPC caps a query's blocks; `ChainReader.scan`) and writes the events, the block hashes seen and the
+new cursor, past the last block read, in one transaction: a crash re-reads a range, never skips one.
 Unlike the validator, the explorer also watches for reorgs: before each step it compares the hash
 of the last block it recorded with the chain's; on a mismatch it walks back to the newest block
 both agree on, deletes the orphaned events and rebuilds the derived tables by replaying the rest
@@ -76,7 +77,8 @@ class Indexer:
         content: the content store (None: receipts are not indexed, only on-chain facts).
         start_block: first block on a fresh index (the deploy block).
         confirmations: blocks to stay behind the head.
-        max_range: most blocks per ``eth_getLogs``.
+        max_range: most blocks one step reads (one database transaction); the RPC is asked in
+            ranges it accepts, as narrow as it needs (`ChainReader.scan`).
         retry_s: first delay before re-reading a manifest the store did not have (doubles, at
             most `MAX_RETRY_S`).
         manifest_budget_s: time one step spends reading manifests (at least one is read).
@@ -124,14 +126,19 @@ class Indexer:
             before = select(Block).where(Block.number < start).order_by(Block.number.desc())
             anchor = s.scalar(before.limit(1))
         pinned = self.reader.block(end)[0]
-        logs = self.reader.logs(start, end)
-        blocks = {b: self.reader.block(b) for b in {*(lg.block for lg in logs), end}}
+        # in ranges the RPC accepts; a block it cannot read ends the range there (logged), and the
+        # cursor moves only over blocks read: the next step goes on from the first one not read
+        last, logs = self.reader.scan(start, end)
+        if last < start:
+            return 0
+        blocks = {b: self.reader.block(b) for b in {*(lg.block for lg in logs), last}}
         # The chain may reorganise between these calls, or since the reorg check: record a range
-        # only when every log is of the blocks whose hashes are recorded, the range's last block
-        # (whose hash covers every block before it) did not change while it was read, and the
-        # newest block recorded before it is still the chain's (the range continues the index);
+        # only when every log is of the blocks whose hashes are recorded, the block pinned before
+        # the read (whose hash covers every block before it) did not change while it was read, and
+        # the newest block recorded before it is still the chain's (the range continues the index);
         # else read it again next step (whose reorg check then undoes what changed).
-        moved = blocks[end][0] != pinned or any(lg.block_hash != blocks[lg.block][0] for lg in logs)
+        now = blocks[end][0] if end == last else self.reader.block(end)[0]
+        moved = now != pinned or any(lg.block_hash != blocks[lg.block][0] for lg in logs)
         moved = moved or (anchor is not None and self._hash(anchor.number) != anchor.hash)
         if moved:
             log.warning("blocks %d..%d changed while they were read; reading them again", start, end)
@@ -145,10 +152,10 @@ class Indexer:
             # Hashes of event-less range ends older than 256 blocks are of no further use for reorg
             # detection; only a recent window is looked at, so a step's cost does not grow with history.
             has_events = exists(select(Event.id).where(Event.block == Block.number))
-            s.execute(delete(Block).where(Block.number.between(start - 512, end - 256), ~has_events))
-            set_cursor(s, end + 1)
+            s.execute(delete(Block).where(Block.number.between(start - 512, last - 256), ~has_events))
+            set_cursor(s, last + 1)
         if logs:
-            log.info("indexed %d events in blocks %d..%d", len(logs), start, end)
+            log.info("indexed %d events in blocks %d..%d", len(logs), start, last)
         return len(logs)
 
     def check_reorg(self) -> bool:

@@ -2,7 +2,10 @@
 
 A thin, synchronous adapter over the SDK's `supernet.sdk.chain.tasks.TaskManager` wrapper (the
 service calls it from a worker thread). Reverts arrive as the SDK's typed `ContractError`; this
-module adds the validator's vocabulary: decoded events in chain order and parameters.
+module adds the validator's vocabulary: decoded events in chain order and parameters. Every log
+is read in block ranges the RPC accepts (`supernet.sdk.chain.logs.LogRanges`: hosted RPCs cap a
+query's range), never from block 0; a batch's header is read in its commit block, which the
+validator's database holds (`TaskManagerClient.commit_block_of`).
 
 >>> tm = TaskManagerClient.connect(rpc_url, dep, account)              # doctest: +SKIP
 >>> tm.params().sample_rate_ppm                                        # doctest: +SKIP
@@ -11,8 +14,9 @@ module adds the validator's vocabulary: decoded events in chain order and parame
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -36,6 +40,9 @@ from supernet.sdk.chain.tasks import (
     Vote,
 )
 from web3 import Web3
+from web3.types import LogReceipt
+
+log = logging.getLogger(__name__)
 
 BATCH_CACHE = 4096
 """Batch headers a validator keeps in memory (a batch is checked soon after its commit)."""
@@ -193,6 +200,12 @@ class TaskManagerClient:
         # Batch headers (what the contract takes back) by id, from the events this client read;
         # the most recent BATCH_CACHE of them (an older one is looked up by its event again).
         self._batches: OrderedDict[int, Batch] = OrderedDict()
+        self.commit_block_of: Callable[[int], int | None] | None = None
+        """Where a batch's ``BatchCommitted`` event is (its ``commitBlock``, as the validator's
+        database recorded it; None: not recorded): a header not cached is read there in one
+        single-block query (`batch`). Set by whoever holds the database (the service)."""
+        self.deploy_block = 0
+        """The deployment's first block: where a search for a header goes back to at most."""
 
     @classmethod
     def connect(
@@ -221,6 +234,7 @@ class TaskManagerClient:
         tm, om = contracts.task_manager, contracts.omission_manager
         client = cls(contracts.w3, tm.address, contracts.account, omission_address=om.address)
         client.binding, client.omission = tm, om
+        client.deploy_block = contracts.deployment.deploy_block
         return client
 
     @property
@@ -265,9 +279,21 @@ class TaskManagerClient:
 
     def events(self, from_block: int, to_block: int) -> list[ChainEvent]:
         """Batch and challenge events (vote extensions included) in ``[from_block, to_block]``, in
-        chain order."""
+        chain order, read in ranges the RPC accepts (`LogRanges.read`; `Follower` scans for
+        partial progress).
+
+        Raises:
+            LogsUnreadable: a single block's logs could not be read.
+        """
+        return self._decode(self.binding.log_ranges.read(self._logs, from_block, to_block))
+
+    def _logs(self, first: int, last: int) -> Sequence[LogReceipt]:
+        """Every TaskManager log of blocks ``first`` to ``last``: one ``eth_getLogs``."""
         address = Web3.to_checksum_address(self.binding.address)
-        logs = self.w3.eth.get_logs({"address": address, "fromBlock": from_block, "toBlock": to_block})
+        return self.w3.eth.get_logs({"address": address, "fromBlock": first, "toBlock": last})
+
+    def _decode(self, logs: Sequence[LogReceipt]) -> list[ChainEvent]:
+        """The followed events among ``logs`` (the headers of batches remembered), in chain order."""
         events = self.binding.contract.events
         decoders = {
             bytes.fromhex(str(e.topic).removeprefix("0x")): e
@@ -279,11 +305,11 @@ class TaskManagerClient:
             )
         }
         out: list[ChainEvent] = []
-        for log in logs:
-            decoder = decoders.get(bytes(log["topics"][0])) if log["topics"] else None
+        for entry in logs:
+            decoder = decoders.get(bytes(entry["topics"][0])) if entry["topics"] else None
             if decoder is None:
                 continue
-            ev = decoder.process_log(log)
+            ev = decoder.process_log(entry)
             a, blk, idx = ev["args"], int(ev["blockNumber"]), int(ev["logIndex"])
             if ev["event"] == "BatchCommitted":
                 self._remember(Batch.from_event(a))
@@ -356,12 +382,30 @@ class TaskManagerClient:
         return bool(self.binding.call("isSampled", ref, Web3.to_checksum_address(validator), index))
 
     def batch(self, batch_id: int) -> Batch:
-        """A batch's header (from the events already read, else looked up by its event)."""
+        """A batch's header (from the events already read, else looked up by its event: `_look_up`).
+
+        Raises:
+            LookupError: no batch with this id was committed.
+            LogsUnreadable: the RPC refused or failed the query of a single block.
+        """
         batch = self._batches.get(batch_id)
         if batch is None:
-            batch = self.binding.batch(batch_id)
+            batch = self._look_up(batch_id)
             self._remember(batch)
         return batch
+
+    def _look_up(self, batch_id: int) -> Batch:
+        """A header not cached (this process restarted, or newer commits pushed it out of the cache:
+        a node can flood commits to do that): read in its commit block, as the database recorded
+        it, in one single-block query that no RPC's range cap refuses; else searched back from the
+        head in ranges the RPC accepts (`TaskManager.batch`)."""
+        block = None if self.commit_block_of is None else self.commit_block_of(batch_id)
+        if block is not None:
+            try:
+                return self.binding.batch(batch_id, block, block)
+            except LookupError:  # moved by a reorg the follower has not undone yet
+                log.warning("batch %d: no commit in block %d, as recorded: searching back", batch_id, block)
+        return self.binding.batch(batch_id, self.deploy_block)
 
     def _remember(self, batch: Batch) -> None:
         self._batches[batch.batch_id] = batch
@@ -409,11 +453,11 @@ class TaskManagerClient:
         transaction), looked for from ``from_block``. None: no commit found, or one sent through
         another contract (its input is not a ``commitVote`` call)."""
         voter = Web3.to_checksum_address(voter)
-        logs = self.binding.contract.events.VoteCommitted().get_logs(
-            argument_filters={"challengeId": challenge_id, "validator": voter}, from_block=from_block
+        logs = self.binding.logs(
+            "VoteCommitted", from_block, "latest", {"challengeId": challenge_id, "validator": voter}
         )
-        for log in reversed(list(logs)):  # a commit is sent once: the last one is it
-            tx = self.w3.eth.get_transaction(log["transactionHash"])
+        for event in reversed(logs):  # a commit is sent once: the last one is it
+            tx = self.w3.eth.get_transaction(event["transactionHash"])
             if str(tx.get("to") or "").lower() != self.binding.address.lower():
                 continue
             try:
@@ -495,19 +539,19 @@ class TaskManagerClient:
     def refusals(self, from_block: int, to_block: int) -> list[tuple[str, int, int]]:
         """``(node, batch, index)`` of the data nodes were slashed for never showing when claimed
         in the block range (an availability or manifest challenge resolved unanswered; ``index``
-        -1 for a whole manifest)."""
-        logs = self.binding.contract.events.AvailabilityResolved().get_logs(
-            from_block=from_block, to_block=to_block
-        )
+        -1 for a whole manifest), read in ranges the RPC accepts (`ManifestWatch` scans for
+        partial progress).
+
+        Raises:
+            LogsUnreadable: a single block's logs could not be read.
+        """
+        logs = self.binding.logs("AvailabilityResolved", from_block, to_block)
         out = []
         for e in logs:
             claim = self.availability(int(e["args"]["availabilityId"]))
             out.append((self.batch(claim.batch_id).node, claim.batch_id, claim.index))
         if self.omission is not None:
-            manifest_logs = self.omission.contract.events.ManifestResolved().get_logs(
-                from_block=from_block, to_block=to_block
-            )
-            for e in manifest_logs:
+            for e in self.omission.logs("ManifestResolved", from_block, to_block):
                 _, _, _, node, batch_id, _ = self.omission.call(
                     "manifestChallenges", int(e["args"]["manifestId"])
                 )

@@ -506,6 +506,12 @@ class Database:
         )
         return BatchRow(rows[0][0], rows[0][1], bytes.fromhex(rows[0][2]), *rows[0][3:]) if rows else None
 
+    def commit_block(self, batch_id: int) -> int | None:
+        """A recorded batch's ``commitBlock``, where its ``BatchCommitted`` event is (None: not
+        recorded): `TaskManagerClient.commit_block_of`."""
+        rows = self._all("SELECT commit_block FROM batches WHERE batch_id = ?", batch_id)
+        return int(rows[0][0]) if rows else None
+
     def batch_ids(self) -> list[int]:
         """Every recorded batch id (ascending)."""
         return [r[0] for r in self._all("SELECT batch_id FROM batches ORDER BY batch_id")]

@@ -4,6 +4,9 @@ Each step reads the logs of ``[cursor, min(head - confirmations, cursor + max_ra
 stores the batches and challenges found together with the new cursor in one SQLite transaction
 (`Database.record_events`). A crash before the commit re-reads the same range (inserts are
 idempotent); a crash after it starts from the next block: no batch is skipped or recorded twice.
+The range is read in narrower ones where the RPC refuses it (hosted RPCs cap a query's blocks,
+at 2,000, 500 or fewer: `LogRanges.scan`); a block that cannot be read at all ends the step there,
+the cursor moved to the last block read, and the next step goes on from it.
 
 Reorgs: the hashes of each range's last block and of blocks below it at distances 1, 2, 4, ...
 (`marks`) are kept with the cursor (checkpoints), and before each scan
@@ -25,11 +28,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from supernet.sdk.chain.errors import ContractError
 from supernet.sdk.chain.forks import UNKNOWN_FORK, Checkpoint, block_hash, fork_point
+from supernet.sdk.chain.logs import LogRanges
 from supernet.validator.chain import BatchCommitted, ChallengeOpened, TaskManagerClient
 from supernet.validator.db import Database
 
@@ -45,7 +49,8 @@ class Follower:
         db: the validator's database.
         start_block: first block to scan on a fresh database (the deploy block).
         confirmations: blocks to stay behind the head (0 on a dev chain).
-        max_range: most blocks per ``eth_getLogs`` query.
+        max_range: most blocks a step reads (in one ``eth_getLogs`` where the RPC takes it, else
+            in narrower ranges: `LogRanges`).
         history_until: batches committed before this block are recorded as ``history``: never
             sampled or checked here, but in the receipt index (a task's memory may come from any
             earlier committed task, so the origin check needs every batch from the deploy block
@@ -65,10 +70,13 @@ class Follower:
     history_until: int = 0
     on_undo: Callable[[list[int]], None] | None = None
     w3: Any = None
+    ranges: LogRanges = field(init=False)
+    """The width of a query the RPC took, as learned (halved where refused, grown back)."""
 
     def __post_init__(self) -> None:
         if self.w3 is None:
             self.w3 = getattr(self.chain, "w3", None)
+        self.ranges = LogRanges(self.max_range)
 
     def step(self) -> int:
         """Undo what a reorg orphaned (if the chain was reorganised), then scan one range (if any
@@ -88,14 +96,23 @@ class Follower:
                 checkpoints = [Checkpoint.of(self.w3, n) for n in marks(start, end)]
             except LookupError:  # the chain shrank under us: read again next step
                 return 0
-        events = self.chain.events(start, end)
-        if checkpoints and block_hash(self.w3, end) != checkpoints[0].hash:
-            log.info("block %d changed while it was read (a reorg): read again next step", end)
-            return 0
+        last, events = self.ranges.scan(self.chain.events, start, end)
+        if last < start:
+            return 0  # its first block unreadable (logged): read again next step
+        if checkpoints:
+            checked = checkpoints[0]
+            if last < end:  # read up to `last` only: its blocks are kept, taken before `end` is compared
+                try:
+                    checkpoints = [Checkpoint.of(self.w3, n) for n in marks(start, last)]
+                except LookupError:
+                    return 0
+            if block_hash(self.w3, end) != checked.hash:
+                log.info("block %d changed while it was read (a reorg): read again next step", end)
+                return 0
         before = self.history_until
         history = {e.batch_id for e in events if isinstance(e, BatchCommitted) and e.block < before}
         events = [e for e in events if isinstance(e, BatchCommitted) or e.block >= before]
-        self.db.record_events(events, end + 1, history=history, checkpoints=checkpoints)
+        self.db.record_events(events, last + 1, history=history, checkpoints=checkpoints)
         for ev in events:
             if isinstance(ev, BatchCommitted):
                 log.info(

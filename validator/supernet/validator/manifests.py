@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from supernet.sdk.chain.errors import ContractError
+from supernet.sdk.chain.logs import LogRanges
 from supernet.sdk.chain.omission import ManifestStatus
 from supernet.validator.chain import TaskManagerClient
 from supernet.validator.db import BatchRow, Database
@@ -40,7 +41,8 @@ log = logging.getLogger(__name__)
 RETRY_MAX_S = 300.0
 """Longest wait between two reads of an unreadable manifest."""
 REFUSALS_RANGE = 2_000
-"""Most blocks whose refusals one step reads (one ``eth_getLogs`` each, as the follower's)."""
+"""Most blocks whose refusals one step reads (in one ``eth_getLogs`` each where the RPC takes it,
+else in narrower ranges, as the follower's: `LogRanges`)."""
 
 
 class ManifestWatch:
@@ -73,6 +75,7 @@ class ManifestWatch:
         self._floor = 0  # batches below it are indexed or past every window
         self._schedule: dict[int, tuple[float, int]] = {}  # batch -> (next read, failed reads)
         self._done: set[int] = set()  # unindexed for good: window closed unclaimed
+        self._refusal_ranges = LogRanges(REFUSALS_RANGE)  # narrowed where the RPC refuses a range
 
     async def _call(self, fn: Any, *args: Any) -> Any:
         return await asyncio.to_thread(fn, *args)
@@ -142,13 +145,16 @@ class ManifestWatch:
         start = int(self.db.meta("refusals_to") or self._start_block - 1) + 1
         if head < start:
             return
-        head = min(head, start + REFUSALS_RANGE - 1)  # providers cap eth_getLogs ranges: catch up in steps
-        refusals = await self._call(self.chain.refusals, start, head)
+        end = min(head, start + REFUSALS_RANGE - 1)  # a validator far behind catches up in steps
+        # a block whose refusals cannot be read ends the step there (logged): read again next step
+        last, refusals = await self._call(self._refusal_ranges.scan, self.chain.refusals, start, end)
+        if last < start:
+            return
         self.db.record_refusals((batch_id, index) for _, batch_id, index in refusals)
         for node in {node for node, _, _ in refusals}:
             dropped = self.db.forget_verified_roots(node)
             log.warning("node %s refused data on chain: %d roots found sound are judged again", node, dropped)
-        self.db.set_meta("refusals_to", str(head))
+        self.db.set_meta("refusals_to", str(last))
 
     async def _claim(self, batch: BatchRow) -> None:
         try:

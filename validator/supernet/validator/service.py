@@ -223,6 +223,8 @@ class Validator:
                 await client.aclose()
             raise down  # "validator cannot start: this validator's content store at URL does not answer: ..."
         self.db = Database(s.db_path)
+        # a header not in memory is read in its commit block, as recorded: one single-block query
+        self.chain.commit_block_of = self.db.commit_block
         if self._scorer is None:
             from supernet.validator.scoring import ModelScorer
 

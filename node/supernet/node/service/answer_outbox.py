@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from eth_account.typed_transactions import TypedTransaction
+from hexbytes import HexBytes
 from supernet.node.service.db import Database
 from supernet.sdk.chain import resend
 from supernet.sdk.chain.bindings import SignedTx, release_nonce
@@ -33,6 +35,9 @@ class AnswerOutbox:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        # claims whose stored answer's nonce read used with no receipt of any version, at the
+        # last look: given up only when the next look says the same (a lagging backend's count)
+        self._gone: set[str] = set()
 
     def resume(self, claim: str, binding: Any, fn_name: str, what: str) -> bool:
         """Whether the answer stored for the open claim ``claim`` stands (worker thread): pending
@@ -66,6 +71,16 @@ class AnswerOutbox:
     def settled(self, claim: str) -> None:
         """The claim is no longer open (answered, by this node or another, or resolved)."""
         self.db.drop_answer_tx(claim)
+        self._gone.discard(claim)
+
+    def in_flight_wei(self) -> int:
+        """The most the answers stored and not known settled can still cost: each one's gas limit
+        at its fee cap (the wallet must hold it: the balance does not count them)."""
+        total = 0
+        for raw, _nonce, _hashes in self.db.answer_txs():
+            tx = TypedTransaction.from_bytes(HexBytes(raw)).as_dict()
+            total += int(tx["gas"]) * int(tx["maxFeePerGas"])
+        return total
 
     def _stands(
         self, claim: str, binding: Any, fn_name: str, stored: tuple[bytes, int, list[str]], what: str
@@ -75,6 +90,7 @@ class AnswerOutbox:
         raw, nonce, hashes = stored
         w3, account = binding.w3, binding.account
         if not resend.nonce_used(w3, account.address, nonce):
+            self._gone.discard(claim)
             ceiling = binding.answer_tip_ceiling(fn_name)
             replacement = resend.repriced(w3, account, raw, ceiling, what)
             if replacement is not None:
@@ -94,5 +110,9 @@ class AnswerOutbox:
                 return True
             log.warning("%s reverted (tx %s): a new answer is signed", what, tx_hash)
             return False
+        if claim not in self._gone:  # once may be a backend whose count runs ahead: look again
+            self._gone.add(claim)
+            return True
+        self._gone.discard(claim)
         log.warning("%s: its nonce %d went to another transaction: a new answer is signed", what, nonce)
         return False

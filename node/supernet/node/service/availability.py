@@ -41,6 +41,7 @@ from typing import Any
 from supernet.node.service.answer_outbox import AnswerOutbox
 from supernet.node.service.db import Database
 from supernet.node.service.wallet_float import WalletFloat
+from supernet.sdk.chain.contract_errors import ContractError
 from supernet.sdk.chain.logs import LogRanges
 from supernet.sdk.chain.omission import ManifestChallenge, ManifestStatus, OmissionStatus
 from supernet.sdk.chain.receipts import Receipt
@@ -59,6 +60,23 @@ REORG_LOOKBACK = 64
 """Blocks behind its cursor each scan reads again: a claim first mined in a block that a reorg
 replaced is in the replacement, at a height the scan had read (claims are kept by id and their
 status read before an answer, so reading one twice is harmless)."""
+
+
+_UNKNOWN_CLAIM = frozenset({"UnknownAvailabilityChallenge", "UnknownOmission"})
+"""The contracts' errors for a claim id they do not hold (a reorg undid the claim)."""
+
+
+def _key(kind: str, claim_id: int, item: Any) -> str:
+    """A claim's identity: its kind, its id and what it claims (an availability claim's batch and
+    entry, an omission claim's receipt leaf, a manifest claim's batch). The id alone is not one: a
+    reorg that re-orders two claims gives each the other's id, and a node that took an id for the
+    claim it answered never took up the claim now under it (tests/unit/
+    test_review_session_changes24.py: both slashed)."""
+    if kind == "a":
+        return f"a:{claim_id}:{item.batch_id}:{item.index}"
+    if kind == "o":
+        return f"o:{claim_id}:{bytes(item).hex()}"
+    return f"m:{claim_id}:{item.batch_id}"
 
 
 class AvailabilityResponder:
@@ -109,7 +127,7 @@ class AvailabilityResponder:
         self._since: dict[tuple[str, int], int] = {}
         # claims no longer to answer (`_drop`): a scan reading their blocks again does not take
         # them up, nor report them, again
-        self._done: set[tuple[str, int]] = set()
+        self._done: set[str] = set()  # `_key`s: a reorg may give a dropped claim's id to another
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
@@ -140,11 +158,18 @@ class AvailabilityResponder:
         now = await asyncio.to_thread(self._now)
         # availability first; each claim on its own: one that cannot be answered (a deadline
         # passed while the node was down, a reverted transaction) never blocks the others
+        await self._fund_in_flight()
         for aid, ev in list(self._open.items()):
             try:
-                status = (await asyncio.to_thread(self.tm.get_availability, aid)).status
-                if status != AvailabilityStatus.OPEN or now >= ev.deadline:
-                    self._drop("a", aid)  # settled, or too late (anyone may resolve it)
+                if now >= ev.deadline:
+                    self._drop("a", aid)  # too late (anyone may resolve it)
+                    continue
+                claim = await asyncio.to_thread(self._on_chain, self.tm.get_availability, "a", aid)
+                if claim is None or (claim.batch_id, claim.index) != (ev.batch_id, ev.index):
+                    self._forget("a", aid)  # a reorg undid or replaced it: a scan reads it again
+                    continue
+                if claim.status != AvailabilityStatus.OPEN:
+                    self._drop("a", aid)  # settled
                     continue
                 if await self._answer(ev):
                     answered.append(aid)
@@ -185,11 +210,43 @@ class AvailabilityResponder:
     def _drop(self, kind: str, claim_id: int) -> None:
         """Stop answering claim ``claim_id`` of ``kind`` ("a"vailability, "o"mission, "m"anifest),
         and do not take it up again when a scan reads its block once more (`REORG_LOOKBACK`)."""
-        claims: dict[str, dict[int, Any]] = {"a": self._open, "o": self._omissions, "m": self._manifests}
-        claims[kind].pop(claim_id, None)
+        item = self._claims(kind).get(claim_id)
+        if item is not None:
+            key = _key(kind, claim_id, item)
+            self._done.add(key)
+            self.outbox.settled(key)
+        self._forget(kind, claim_id)
+
+    def _forget(self, kind: str, claim_id: int) -> None:
+        """Leave the claim to the next scans: a reorg undid it, or gave its id to another claim
+        (which a scan reading its block again takes up, as it is not `_done`)."""
+        self._claims(kind).pop(claim_id, None)
         self._since.pop((kind, claim_id), None)
-        self._done.add((kind, claim_id))
-        self.outbox.settled(f"{kind}:{claim_id}")
+
+    def _claims(self, kind: str) -> dict[int, Any]:
+        claims: dict[str, dict[int, Any]] = {"a": self._open, "o": self._omissions, "m": self._manifests}
+        return claims[kind]
+
+    def _on_chain(self, read: Any, kind: str, claim_id: int) -> Any:
+        """The claim as the contract holds it (worker thread); None when the contract knows no such
+        claim (a reorg undid it: it must not be retried, nor hold the stored cursor back)."""
+        try:
+            return read(claim_id)
+        except ContractError as exc:
+            if exc.error_name in _UNKNOWN_CLAIM:
+                log.warning(
+                    "claim %s:%d is unknown to the contract (a reorg): left to the scan", kind, claim_id
+                )
+                return None
+            raise
+
+    async def _fund_in_flight(self) -> None:
+        """Top the wallet up for every answer sent and not known settled: one the pool dropped for
+        want of funds is sent again only if the wallet can pay it (tests/unit/
+        test_review_session_changes24.py: the credits were never pulled for a stored answer)."""
+        in_flight = self.outbox.in_flight_wei()
+        if in_flight:
+            await self.wallet.cover(0, 0, "the answers in flight", in_flight=in_flight)
 
     def _read_claims(self, first: int, last: int) -> None:
         """The claims of the three kinds opened in blocks ``first`` to ``last`` (kept by id)."""
@@ -202,17 +259,17 @@ class AvailabilityResponder:
             {
                 e.availability_id: e
                 for e in availability
-                if e.node.lower() == mine and ("a", e.availability_id) not in done
+                if e.node.lower() == mine and _key("a", e.availability_id, e) not in done
             }
         )
         self._omissions.update(
-            {o: leaf for o, n, leaf in omissions if n.lower() == mine and ("o", o) not in done}
+            {o: leaf for o, n, leaf in omissions if n.lower() == mine and _key("o", o, leaf) not in done}
         )
         self._manifests.update(
             {
                 c.manifest_id: c
                 for c in manifests
-                if c.node.lower() == mine and ("m", c.manifest_id) not in done
+                if c.node.lower() == mine and _key("m", c.manifest_id, c) not in done
             }
         )
         for kind, claims in (("a", self._open), ("o", self._omissions), ("m", self._manifests)):
@@ -242,7 +299,8 @@ class AvailabilityResponder:
         answer itself from being tried."""
         try:
             cap = await asyncio.to_thread(sender.answer_fee_cap, fn_name)
-            await self.wallet.cover(await self._answer_gas(trace_bytes, receipts), cap, what)
+            gas = await self._answer_gas(trace_bytes, receipts)
+            await self.wallet.cover(gas, cap, what, in_flight=self.outbox.in_flight_wei())
         except Exception as exc:
             log.warning("could not check the wallet before %s: %s", what, exc)
 
@@ -255,7 +313,10 @@ class AvailabilityResponder:
                 log.warning("omission claim %d: answer failed, retrying: %s", oid, exc)
 
     async def _answer_omission(self, oid: int, leaf: bytes, now: int) -> None:
-        claim = await asyncio.to_thread(self.om.get_omission, oid)
+        claim = await asyncio.to_thread(self._on_chain, self.om.get_omission, "o", oid)
+        if claim is None or claim.leaf != leaf:
+            self._forget("o", oid)  # a reorg undid or replaced it: a scan reads it again
+            return
         if claim.status != OmissionStatus.OPEN or now >= claim.deadline:  # settled, or too late
             self._drop("o", oid)
             self._uncommitted.discard(oid)
@@ -269,7 +330,8 @@ class AvailabilityResponder:
             return  # retried: it may be committed by the next scan
         assert row.batch_index is not None
         what = f"the answer to omission claim {oid}"
-        if await asyncio.to_thread(self.outbox.resume, f"o:{oid}", self.om, "answerOmission", what):
+        key = _key("o", oid, leaf)
+        if await asyncio.to_thread(self.outbox.resume, key, self.om, "answerOmission", what):
             return
         ref = await self._header(batch.chain_batch_id)
         proof = [bytes.fromhex(p[2:]) for p in json.loads(row.proof)]
@@ -278,7 +340,7 @@ class AvailabilityResponder:
         signed = await asyncio.to_thread(
             self.om.sign_answer_omission, oid, ref, row.batch_index, receipt, proof
         )
-        await asyncio.to_thread(self.outbox.send, f"o:{oid}", self.om, signed, what)
+        await asyncio.to_thread(self.outbox.send, key, self.om, signed, what)
         log.warning("answered omission claim %d: batch %d #%d", oid, batch.chain_batch_id, row.batch_index)
         self._uncommitted.discard(oid)
 
@@ -302,13 +364,14 @@ class AvailabilityResponder:
             self._drop("m", mid)  # nothing to post; it stays open for the claimant to resolve
             return
         what = f"the answer to manifest claim {mid}"
-        if await asyncio.to_thread(self.outbox.resume, f"m:{mid}", self.om, "answerManifest", what):
+        key = _key("m", mid, claim)
+        if await asyncio.to_thread(self.outbox.resume, key, self.om, "answerManifest", what):
             return
         ref = await self._header(claim.batch_id)
         receipts = [Receipt.from_json(r.receipt_json) for r in rows]
         await self._fund(self.om, "answerManifest", what, receipts=len(receipts))
         signed = await asyncio.to_thread(self.om.sign_answer_manifest, mid, ref, receipts)
-        await asyncio.to_thread(self.outbox.send, f"m:{mid}", self.om, signed, what)
+        await asyncio.to_thread(self.outbox.send, key, self.om, signed, what)
         log.warning(
             "answered manifest claim %d: %d receipts of batch %d posted", mid, len(rows), claim.batch_id
         )
@@ -333,7 +396,7 @@ class AvailabilityResponder:
         """Answer an open availability claim: True when an answer was signed and sent now; False
         when the one sent before stands (`AnswerOutbox.resume`) or the entry is not here."""
         what = f"the answer to availability challenge {ev.availability_id}"
-        claim = f"a:{ev.availability_id}"
+        claim = _key("a", ev.availability_id, ev)
         if await asyncio.to_thread(self.outbox.resume, claim, self.tm, "answerAvailability", what):
             return False
         row = self.db.receipt_at(ev.batch_id, ev.index)

@@ -14,7 +14,9 @@ Big integers (wei, uint256 nonces) are stored as decimal text and compared in Py
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -111,6 +113,10 @@ to a file an older node left (``signing_domain``: such a file has receipts and n
 domain, which its first start on a chain records; `Database.bind_domain`)."""
 
 
+class DatabaseInUseError(SupernetError):
+    """Another process holds the node's database (a second node on the same data directory)."""
+
+
 class DomainMismatchError(SupernetError):
     """The database belongs to another EIP-712 domain (a chain and its Payments contract) than the
     one this start signs for, or to a chain while this start is off chain (dev mode): its receipts
@@ -123,8 +129,9 @@ _BILLED = (TaskStatus.ACCEPTED, TaskStatus.RUNNING, TaskStatus.DONE)
 class Database:
     """Typed access to the node's tables; see the module docstring for the durability rule."""
 
-    def __init__(self, db: DurableSQLite) -> None:
+    def __init__(self, db: DurableSQLite, lock_fd: int | None = None) -> None:
         self._db = db
+        self._lock_fd = lock_fd  # `open(exclusive=True)`'s lock, released by `close`
         self._migrate()
 
     def _migrate(self) -> None:
@@ -140,13 +147,34 @@ class Database:
         return int(self._all("PRAGMA user_version")[0][0])
 
     @classmethod
-    def open(cls, path: Path) -> Database:
-        """Open (and create) the database at ``path``; ``:memory:`` for tests."""
-        return cls(DurableSQLite(path, SCHEMA, row_factory=sqlite3.Row))
+    def open(cls, path: Path, *, exclusive: bool = False) -> Database:
+        """Open (and create) the database at ``path``; ``:memory:`` for tests.
+
+        Args:
+            exclusive: hold it against every other process until `close` (the running node: two
+                processes on one database each sign an answer to the same claim, or a commit of
+                the same batch, at consecutive nonces, and the second reverts at the node's cost;
+                tests/unit/test_review_session_changes24.py). A POSIX lock of ``<path>.lock``:
+                another process's is refused at once, this process may open it again.
+
+        Raises:
+            DatabaseInUseError: ``exclusive`` and another process holds it.
+        """
+        lock_fd = _lock(path) if exclusive and str(path) != ":memory:" else None
+        try:
+            return cls(DurableSQLite(path, SCHEMA, row_factory=sqlite3.Row), lock_fd)
+        except BaseException:
+            if lock_fd is not None:
+                os.close(lock_fd)
+            raise
 
     def close(self) -> None:
-        """Close the connection (pending transactions are rolled back by SQLite)."""
+        """Close the connection (pending transactions are rolled back by SQLite) and release the
+        exclusive lock, if held."""
         self._db.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         """One write transaction (``BEGIN IMMEDIATE``), committed durably on exit."""
@@ -579,6 +607,11 @@ class Database:
             return None
         return bytes.fromhex(rows[0]["raw"]), int(rows[0]["nonce"]), list(json.loads(rows[0]["hashes"]))
 
+    def answer_txs(self) -> list[tuple[bytes, int, list[str]]]:
+        """Every stored answer: (raw, nonce, hashes)."""
+        rows = self._all("SELECT raw, nonce, hashes FROM answer_txs")
+        return [(bytes.fromhex(r["raw"]), int(r["nonce"]), list(json.loads(r["hashes"]))) for r in rows]
+
     def drop_answer_tx(self, claim: str) -> None:
         """Forget the answer to ``claim`` (settled, reverted, or its nonce went to another)."""
         with self.transaction() as c:
@@ -831,6 +864,27 @@ class Database:
         """``user``'s channel was read not closing (the request was cancelled, or it withdrew)."""
         with self.transaction() as c:
             c.execute("DELETE FROM closing_channels WHERE user = ?", (user,))
+
+
+def _lock(path: Path) -> int:
+    """An exclusive POSIX lock of ``<path>.lock`` (per process: not held against this one), as an
+    open descriptor; closing it releases the lock.
+
+    Raises:
+        DatabaseInUseError: another process holds it.
+    """
+    lock_path = path.with_name(path.name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)  # a new data directory, as SQLite's file
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        raise DatabaseInUseError(
+            f"another process holds the node's database {path} ({lock_path} is locked): stop the "
+            "other node on this data directory first"
+        ) from exc
+    return fd
 
 
 def _put_cursor(c: sqlite3.Connection, name: str, block: int) -> None:

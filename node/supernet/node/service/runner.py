@@ -53,8 +53,9 @@ def open_bound(path: Path, domain: Domain | None) -> Database:
     Raises:
         DomainMismatchError: the file's receipts were promised on another chain, or on a chain
             while this start is in dev mode.
+        DatabaseInUseError: another process (a second node on this data directory) holds it.
     """
-    db = Database.open(path)
+    db = Database.open(path, exclusive=True)  # one node process per database
     try:
         db.bind_domain(domain, str(path))
     except BaseException:

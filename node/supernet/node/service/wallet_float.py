@@ -53,11 +53,13 @@ class WalletFloat:
         the answer's own (`Binding.answer_fee_cap`: the floor's where a deployment has one)."""
         return gas_limit(gas * MARGIN[0] // MARGIN[1]) * fee_cap
 
-    async def cover(self, gas: int, fee_cap: int, what: str) -> bool:
-        """Make the wallet hold what ``gas`` may cost at ``fee_cap``, pulling credits if it does
-        not; returns whether it does. Never raises for lack of funds: the answer is tried anyway
-        (it may cost less than its worst), and an error names what is missing."""
-        need = self.most_cost(gas, fee_cap)
+    async def cover(self, gas: int, fee_cap: int, what: str, *, in_flight: int = 0) -> bool:
+        """Make the wallet hold what ``gas`` may cost at ``fee_cap``, plus ``in_flight`` wei (the
+        worst cost of the answers sent and not yet mined: the balance does not count them, and a
+        pool drops what the wallet cannot pay once they are), pulling credits if it does not;
+        returns whether it does. Never raises for lack of funds: the answer is tried anyway (it may
+        cost less than its worst), and an error names what is missing."""
+        need = self.most_cost(gas, fee_cap) + in_flight
         have = await asyncio.to_thread(self.w3.eth.get_balance, self.address)
         for credit in self.credits:
             if have >= need:

@@ -23,7 +23,7 @@ from supernet.sdk.chain.eip712 import ReceiptPromise, TaskRequest
 from supernet.sdk.chain.payments import Channel
 from supernet.sdk.chain.promises import claim_window, promise_horizon, stake_leaves_at
 from supernet.sdk.chain.receipts import Receipt, normal_input
-from supernet.sdk.chain.tasks import ChallengeStatus
+from supernet.sdk.chain.tasks import Batch, ChallengeStatus
 from supernet.sdk.client.answer import NOT_YET, AnswerMismatchError, SignedCall, check_answer, kept_promise
 from supernet.sdk.client.confirm import confirmation_body
 from supernet.sdk.client.freshness import check_latest
@@ -80,6 +80,9 @@ CONNECT_RETRIES = 2
 BUSY_RETRIES = 4  # a node's admission answering 503 ``busy`` (nothing stored): the same body, sent again
 BUSY_WAIT_MAX_S = 5.0  # the longest ``Retry-After`` honoured between those tries
 STREAM_READ_TIMEOUT_S = 60.0
+REFUND_SCAN_LAG = 64
+"""Blocks the refund scan mark stays behind the head read (`Client.claim_refunds`): a reorg may
+mine a challenge again in a block below that head (64: two epochs, finality on Ethereum)."""
 
 
 def refuse_closing(channel: Channel, node: str) -> None:
@@ -852,14 +855,15 @@ class Client:
         elif record.output is None:
             await self.task(task_id, record.node_url)  # remembers the output of a done task
         doc = await self.receipt(task_id, record.node_url, wait_committed=wait_committed)
-        tm = self.contracts.task_manager
 
-        def batch(batch_id: int) -> tuple[str, bytes, int]:
-            b = tm.batch(batch_id)
+        def batch(batch_id: int, tx_hash: str | None) -> tuple[str, bytes, int]:
+            b = self._chain_batch(batch_id, tx_hash)
             return b.node, b.root, b.count
 
         chain_batch = doc.batch.chainBatchId if doc.batch is not None else None
-        resolved = await asyncio.to_thread(batch, chain_batch) if chain_batch is not None else None
+        resolved = None
+        if doc.batch is not None and chain_batch is not None:
+            resolved = await asyncio.to_thread(batch, chain_batch, doc.batch.txHash)
         trace_doc = await self._trace_doc(record.node_url, doc.traceCid)
         chain_now = await asyncio.to_thread(
             lambda: int(self.contracts.w3.eth.get_block("latest")["timestamp"])
@@ -922,6 +926,45 @@ class Client:
             await self._check_latest(report, task_id, record, trace_doc)
         return report
 
+    def _chain_batch(self, batch_id: int, tx_hash: str | None) -> Batch:
+        """The header of batch ``batch_id`` as committed on chain (blocking chain reads).
+
+        Read in the block of the commit transaction the node names (``tx_hash``): one log query,
+        where a hosted RPC refuses one over more blocks than its cap. The node's word is only a
+        hint: the event is filtered by the TaskManager's address and the batch id, so a wrong or
+        lying hash finds nothing and the header is then searched back from the head in ranges the
+        RPC accepts (`TaskManager.batch`: it stops at the range that holds it).
+
+        Raises:
+            LookupError: no such batch was committed.
+            LogsUnreadable: a single block's query was refused or failed.
+        """
+        tm = self.contracts.task_manager
+        block = self._tx_block(tx_hash) if tx_hash else None
+        if block is not None:
+            try:
+                return tm.batch(batch_id, block, block)
+            except LookupError:
+                log.warning(
+                    "batch %d is not committed in block %d of transaction %s, as its node says: "
+                    "searching the chain for it",
+                    batch_id,
+                    block,
+                    tx_hash,
+                )
+        return tm.batch(batch_id)
+
+    def _tx_block(self, tx_hash: str) -> int | None:
+        """The block of mined transaction ``tx_hash`` (None: unknown to the RPC, not mined, or not
+        a transaction hash at all: a node's word)."""
+        try:
+            receipt = self.contracts.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+        except Exception as exc:  # TransactionNotFound, a malformed hash (several web3 errors)
+            log.info("commit transaction %s not found (%s): searching the chain for its batch", tx_hash, exc)
+            return None
+        number = receipt.get("blockNumber")
+        return int(number) if number is not None else None
+
     def _keep_promise(
         self, task_id: str, doc: ReceiptPublic, report: VerificationReport, kept: dict[str, Any] | None
     ) -> None:
@@ -978,7 +1021,22 @@ class Client:
         the challenge transaction, so a slashed node need not answer), and shows each fraud
         verdict's contract the signed request: the refund goes to the request's signer, whatever
         account the node wrote into the receipt (docs/protocol.md, "Disputes"). Tasks without a
-        stored request (state files from before it was kept) are skipped."""
+        stored request (state files from before it was kept) are skipped.
+
+        Where it reads from: a hosted RPC caps a log query's block range, and a deployment years
+        old is thousands of ranges, so the challenges are read from the block after this state's
+        scan mark for the deployment (`ClientState.refund_scans`; the deployment block on the first
+        call), in ranges the RPC accepts. The mark moves only over ranges read in which every
+        challenge on this client's tasks is settled (its refund claimed, or none due): one still
+        open holds it before its range, which the next call reads again. It stays
+        `REFUND_SCAN_LAG` blocks behind the head (a reorg may mine a challenge again below the head
+        read). A task's challenges come after the task was recorded (`ClientState.record_sent`,
+        before it is sent), so none of a task recorded later is behind the mark; the state is
+        merged with its file first, so tasks another process recorded count. ``from_block`` reads
+        from that block instead (the mark moves only if the read leaves no gap after it). A mark
+        past the head (a dev chain started anew) reads from the deployment block again.
+        """
+        self.state.save()  # take in the tasks other processes recorded: their challenges count
         mine = {
             bytes.fromhex(tid.removeprefix("0x")): (tid, rec)
             for tid, rec in self.state.tasks.items()
@@ -987,19 +1045,57 @@ class Client:
         if not mine:
             return []
         tm = self.contracts.task_manager
-        start = self.contracts.deployment.deploy_block if from_block is None else from_block
-        found = await asyncio.to_thread(tm.challenged_receipts, set(mine), start)
+        deploy_block = self.contracts.deployment.deploy_block
+        head = await asyncio.to_thread(lambda: int(self.contracts.w3.eth.block_number))
+        saved = self.state.refund_scans.get(self._domain_key, deploy_block - 1)
+        mark = self._refund_mark(head)
+        start = max(mark + 1, deploy_block) if from_block is None else from_block
         claimed: list[RefundClaimed] = []
-        for challenge_id, receipt in found:
-            challenge = await asyncio.to_thread(tm.get_challenge, challenge_id)
-            if challenge.status != ChallengeStatus.FRAUD or challenge.refund_due == 0:
-                continue
-            task_id, record = mine[receipt.request_hash]
-            assert record.request is not None
-            request = TaskRequest.from_json(record.request)
-            got = await asyncio.to_thread(tm.claim_refund, challenge_id, receipt, request)
-            claimed.append(RefundClaimed(task_id, challenge_id, int(got.value)))
+        settled, held = start - 1, False  # every challenge on these tasks up to `settled` is settled
+        span = tm.log_ranges.widest  # the mark moves range by range: an open challenge holds its range
+        for first in range(start, head + 1, span):
+            last = min(first + span - 1, head)
+            found = await asyncio.to_thread(tm.challenged_receipts, set(mine), first, last)
+            for challenge_id, receipt in found:
+                done, refund = await self._settle_refund(challenge_id, receipt, *mine[receipt.request_hash])
+                held = held or not done
+                if refund is not None:
+                    claimed.append(refund)
+            if not held:
+                settled = last
+        if start <= mark + 1 and min(settled, head - REFUND_SCAN_LAG) > mark:
+            self.state.refund_scans[self._domain_key] = min(settled, head - REFUND_SCAN_LAG)
+        if self.state.refund_scans.get(self._domain_key, saved) != saved:
+            self.state.save()
         return claimed
+
+    def _refund_mark(self, head: int) -> int:
+        """This state's refund scan mark for the deployment (before its block if none); a mark past
+        the head (the chain is shorter than when it was marked: a dev chain started anew) is set
+        back to before the deployment block."""
+        before = self.contracts.deployment.deploy_block - 1
+        mark = self.state.refund_scans.get(self._domain_key, before)
+        if mark <= head:
+            return mark
+        log.warning("refund scan mark %d is past the head %d: reading from the deployment on", mark, head)
+        self.state.refund_scans[self._domain_key] = before
+        return before
+
+    async def _settle_refund(
+        self, challenge_id: int, receipt: Receipt, task_id: str, record: TaskRecord
+    ) -> tuple[bool, RefundClaimed | None]:
+        """Claim the refund a challenge on this client's task holds, if any: (whether the challenge
+        is settled, the refund claimed)."""
+        tm = self.contracts.task_manager
+        challenge = await asyncio.to_thread(tm.get_challenge, challenge_id)
+        if challenge.status in (ChallengeStatus.OPEN, ChallengeStatus.NONE):
+            return False, None  # NONE: an RPC behind the one that served the log; read it again
+        if challenge.status != ChallengeStatus.FRAUD or challenge.refund_due == 0:
+            return True, None
+        assert record.request is not None
+        request = TaskRequest.from_json(record.request)
+        got = await asyncio.to_thread(tm.claim_refund, challenge_id, receipt, request)
+        return True, RefundClaimed(task_id, challenge_id, int(got.value))
 
     async def claim_omission(self, task_id: str) -> int:
         """Claim that the node broke its promise to commit this task's receipt by ``commitBy`` (the

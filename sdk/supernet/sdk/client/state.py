@@ -99,6 +99,9 @@ class ClientState:
     # the last memory and file root of each node's namespaces this client saw (`check_latest`)
     roots: dict[str, SeenRoot] = field(default_factory=dict)
     clock: int = 0  # the last value `tick` gave
+    # per deployment (`supernet.sdk.client.ladder.domain_key`): the last block up to which every
+    # challenge opened on a task of this state is settled (`Client.claim_refunds` reads on from it)
+    refund_scans: dict[str, int] = field(default_factory=dict)
     # the file as this process last read or wrote it: what `save` tells this process's changes
     # from other processes' by
     _base: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -120,6 +123,7 @@ class ClientState:
             {k: TaskRecord(**v) for k, v in doc["tasks"].items()},
             {k: SeenRoot(**v) for k, v in doc["roots"].items()},
             doc["clock"],
+            dict(doc["refund_scans"]),
         )
         state._base = doc
         return state
@@ -199,6 +203,7 @@ class ClientState:
             "tasks": {k: asdict(v) for k, v in self.tasks.items()},
             "roots": {k: asdict(v) for k, v in self.roots.items()},
             "clock": self.clock,
+            "refund_scans": self.refund_scans,
         }
         normal: dict[str, Any] = json.loads(json.dumps(doc))
         return normal
@@ -226,10 +231,21 @@ class ClientState:
             if key not in self.roots or self.roots[key].done_seq < root["done_seq"]:
                 self.roots[key] = SeenRoot(**root)
         self.clock = max(self.clock, theirs["clock"])
+        self._merge_marks(theirs["refund_scans"], base.get("refund_scans", {}))
+
+    def _merge_marks(self, theirs: dict[str, int], base: dict[str, int]) -> None:
+        """Take in the file's refund scan marks: the side that moved a mark since ``base`` wins
+        (a mark moved back is a chain started anew); where both moved it, the later (a mark says
+        "settled up to here": the later of two true ones is true)."""
+        for key, block in theirs.items():
+            mine, old = self.refund_scans.get(key), base.get(key)
+            if block == old:
+                continue
+            self.refund_scans[key] = block if mine is None or mine == old else max(mine, block)
 
 
 def _empty() -> dict[str, Any]:
-    return {"accounts": {}, "tasks": {}, "roots": {}, "clock": 0}
+    return {"accounts": {}, "tasks": {}, "roots": {}, "clock": 0, "refund_scans": {}}
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -242,6 +258,7 @@ def _read(path: Path) -> dict[str, Any]:
         "tasks": {k: asdict(TaskRecord(**v)) for k, v in doc.get("tasks", {}).items()},
         "roots": {k: asdict(SeenRoot(**v)) for k, v in doc.get("roots", {}).items()},
         "clock": int(doc.get("clock", 0)),
+        "refund_scans": {k: int(v) for k, v in doc.get("refund_scans", {}).items()},
     }
 
 
