@@ -257,7 +257,15 @@ def test_an_unreadable_block_ends_the_explorers_step_there_and_the_next_goes_on(
             raise ConnectionError("the RPC is down")
         return real(start, end)
 
+    real_block = reader._block_logs
+
+    def block_logs(block: int) -> list[ChainLog]:  # its receipts, the fallback: the RPC is down too
+        if down[0]:
+            raise ConnectionError("the RPC is down")
+        return real_block(block)
+
     monkeypatch.setattr(reader, "logs", logs)
+    monkeypatch.setattr(reader, "_block_logs", block_logs)
     engine = open_database("sqlite://")
     indexer = Indexer(engine, reader, None, start_block=dep.deploy_block)
     indexer.step()

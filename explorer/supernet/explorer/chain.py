@@ -13,14 +13,14 @@ so the same record goes into the database and, in the benchmark, comes from a ge
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from eth_utils import event_abi_to_log_topic
 from supernet.sdk.chain.bindings import load_abi
 from supernet.sdk.chain.deployment import CONTRACT_NAMES, Deployment
-from supernet.sdk.chain.logs import LogRanges
+from supernet.sdk.chain.logs import LogRanges, block_logs
 from web3 import Web3
 from web3._utils.events import get_event_data
 from web3.types import FilterParams
@@ -116,14 +116,22 @@ class ChainReader:
         the RPC accepts (`LogRanges.scan` over `logs`), as far as they can be read: (the last block
         read, ``from_block - 1`` if none; its events). A block whose query fails ends the scan
         there (logged), for a follower to go on from at its next step."""
-        return self.ranges.scan(self.logs, from_block, to_block)
+        return self.ranges.scan(self.logs, from_block, to_block, self._block_logs)
+
+    def _block_logs(self, block: int) -> list[ChainLog]:
+        """A block whose log query the RPC refused alone (too many logs: anyone may emit a flood of
+        cheap events in one block), read from its receipts (`supernet.sdk.chain.logs.block_logs`)."""
+        return self._decode(block_logs(self.w3, block, self._addresses))
 
     def logs(self, from_block: int, to_block: int) -> list[ChainLog]:
         """Every protocol event in ``[from_block, to_block]``, in chain order: ONE ``eth_getLogs``
         over the deployment's contracts, refused by an RPC capping ranges narrower than it (read
         wider ranges with `scan`)."""
         query: FilterParams = {"address": self._addresses, "fromBlock": from_block, "toBlock": to_block}
-        raw = self.w3.eth.get_logs(query)
+        return self._decode(self.w3.eth.get_logs(query))
+
+    def _decode(self, raw: Sequence[Any]) -> list[ChainLog]:
+        """The protocol events among ``raw`` logs, decoded, in chain order."""
         out: list[ChainLog] = []
         for log in raw:
             if not log["topics"]:

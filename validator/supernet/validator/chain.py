@@ -28,6 +28,7 @@ from supernet.sdk.chain.deployment import Deployment
 from supernet.sdk.chain.eip712 import TaskRequest
 from supernet.sdk.chain.errors import ContractError
 from supernet.sdk.chain.forks import Checkpoint
+from supernet.sdk.chain.logs import block_logs
 from supernet.sdk.chain.omission import ManifestChallenge, OmissionManager
 from supernet.sdk.chain.receipts import Receipt
 from supernet.sdk.chain.tasks import (
@@ -273,6 +274,20 @@ class TaskManagerClient:
         """The latest block number."""
         return int(self.w3.eth.block_number)
 
+    def counts_at(self, block: int) -> tuple[int, int] | None:
+        """(batches, challenges) ever opened as of ``block`` (``batchCount``, ``challengeCount`` read
+        at it); None where the RPC no longer holds that block's state (a pruned node, far behind
+        the head): what a read of logs up to it must have found (`Follower`)."""
+        if block < self.deploy_block:  # before the contracts: nothing opened yet
+            return 0, 0
+        try:
+            batches = int(self.binding.call("batchCount", block=block))
+            challenges = int(self.binding.call("challengeCount", block=block))
+        except Exception as exc:  # a pruned state ("missing trie node"), a block before the deployment
+            log.debug("counts at block %d not read: %s", block, exc)
+            return None
+        return batches, challenges
+
     def timestamp(self) -> int:
         """The latest block's timestamp."""
         return int(self.w3.eth.get_block("latest")["timestamp"])
@@ -285,17 +300,20 @@ class TaskManagerClient:
         Raises:
             LogsUnreadable: a single block's logs could not be read.
         """
-        return self._decode(self.binding.log_ranges.read(self._logs, from_block, to_block))
+        address = self.binding.address
 
-    def _logs(self, first: int, last: int) -> Sequence[LogReceipt]:
-        """Every TaskManager log of blocks ``first`` to ``last``: one ``eth_getLogs``."""
-        address = Web3.to_checksum_address(self.binding.address)
-        return self.w3.eth.get_logs({"address": address, "fromBlock": first, "toBlock": last})
+        def one_block(block: int) -> Sequence[LogReceipt]:  # refused alone: read from its receipts
+            return block_logs(self.w3, block, [address], self._decoders)
 
-    def _decode(self, logs: Sequence[LogReceipt]) -> list[ChainEvent]:
-        """The followed events among ``logs`` (the headers of batches remembered), in chain order."""
+        return self._decode(self.binding.log_ranges.read(self._logs, from_block, to_block, one_block))
+
+    @cached_property
+    def _decoders(self) -> dict[bytes, Any]:
+        """The followed events' decoders by topic: only these are asked for (a query for every
+        TaskManager log counted the ``SlotsReserved`` anyone may emit for 4,800 gas toward a
+        provider's cap of logs per answer: tests/unit/test_review_session_changes25.py)."""
         events = self.binding.contract.events
-        decoders = {
+        return {
             bytes.fromhex(str(e.topic).removeprefix("0x")): e
             for e in (
                 events.BatchCommitted(),
@@ -304,6 +322,18 @@ class TaskManagerClient:
                 events.VoteExtended(),
             )
         }
+
+    def _logs(self, first: int, last: int) -> Sequence[LogReceipt]:
+        """The followed TaskManager logs of blocks ``first`` to ``last``: one ``eth_getLogs``."""
+        address = Web3.to_checksum_address(self.binding.address)
+        topics = [["0x" + t.hex() for t in self._decoders]]
+        return self.w3.eth.get_logs(
+            {"address": address, "fromBlock": first, "toBlock": last, "topics": topics}
+        )
+
+    def _decode(self, logs: Sequence[LogReceipt]) -> list[ChainEvent]:
+        """The followed events among ``logs`` (the headers of batches remembered), in chain order."""
+        decoders = self._decoders
         out: list[ChainEvent] = []
         for entry in logs:
             decoder = decoders.get(bytes(entry["topics"][0])) if entry["topics"] else None

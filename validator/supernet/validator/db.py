@@ -280,6 +280,13 @@ class Database:
 
     # -- follower --------------------------------------------------------------------------------
 
+    def last_ids(self) -> tuple[int | None, int | None]:
+        """The highest batch id and challenge id recorded (None: none yet): what the next ones read
+        must follow (`Follower`: ids are sequential on chain, so a gap is a log answer cut short)."""
+        batch = self._all("SELECT MAX(batch_id) FROM batches")[0][0]
+        challenge = self._all("SELECT MAX(challenge_id) FROM challenges")[0][0]
+        return (None if batch is None else int(batch)), (None if challenge is None else int(challenge))
+
     def cursor(self, default: int) -> int:
         """The next block to scan (``default`` before the first scan)."""
         cursor = self.meta("cursor")

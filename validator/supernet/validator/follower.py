@@ -34,7 +34,7 @@ from typing import Any
 from supernet.sdk.chain.errors import ContractError
 from supernet.sdk.chain.forks import UNKNOWN_FORK, Checkpoint, block_hash, fork_point
 from supernet.sdk.chain.logs import LogRanges
-from supernet.validator.chain import BatchCommitted, ChallengeOpened, TaskManagerClient
+from supernet.validator.chain import BatchCommitted, ChainEvent, ChallengeOpened, TaskManagerClient
 from supernet.validator.db import Database
 
 log = logging.getLogger(__name__)
@@ -97,8 +97,9 @@ class Follower:
             except LookupError:  # the chain shrank under us: read again next step
                 return 0
         last, events = self.ranges.scan(self.chain.events, start, end)
+        last, events = self._complete(start, last, events)
         if last < start:
-            return 0  # its first block unreadable (logged): read again next step
+            return 0  # its first block unreadable (logged), or an answer cut short: read again
         if checkpoints:
             checked = checkpoints[0]
             if last < end:  # read up to `last` only: its blocks are kept, taken before `end` is compared
@@ -125,6 +126,63 @@ class Follower:
             elif isinstance(ev, ChallengeOpened):
                 log.info("challenge %d opened on batch %d by %s", ev.challenge_id, ev.batch_id, ev.challenger)
         return len(events)
+
+    def _complete(self, start: int, last: int, events: list[ChainEvent]) -> tuple[int, list[ChainEvent]]:
+        """The events read, up to where none is missing: batch and challenge ids are sequential on
+        chain, so an id past the next one expected (after the highest recorded, then each one read)
+        means the RPC's answer was cut short (some providers truncate a log answer silently, with no
+        error). The scan then keeps only the blocks before the last event read of that kind (the
+        missing ones are after it, maybe in its own block), reads narrower ranges, and reads the
+        rest again next step: the cursor never moves past a batch it did not see
+        (tests/unit/test_review_session_changes25.py)."""
+        if not self._counted(start, last, events):
+            log.warning(
+                "the RPC's logs of blocks %d-%d miss events the contract counts (a truncated answer): "
+                "read again, narrower",
+                start,
+                last,
+            )
+            self.ranges.width = max(1, self.ranges.width // 2)
+            return start - 1, []
+        batch, challenge = self.db.last_ids()
+        expected: dict[type, int | None] = {BatchCommitted: batch, ChallengeOpened: challenge}
+        before: dict[type, int] = {}  # the block of the last event read of each kind
+        for ev in events:
+            if not isinstance(ev, (BatchCommitted, ChallengeOpened)):
+                continue
+            kind = type(ev)
+            number = ev.batch_id if isinstance(ev, BatchCommitted) else ev.challenge_id
+            prev = expected[kind]
+            if prev is not None and number > prev + 1:
+                cut = before.get(kind, start) - 1
+                log.warning(
+                    "the RPC's logs of blocks %d-%d miss %s %d (a truncated answer): read again from %d",
+                    start,
+                    last,
+                    kind.__name__,
+                    prev + 1,
+                    cut + 1,
+                )
+                self.ranges.width = max(1, self.ranges.width // 2)
+                return cut, [e for e in events if e.block <= cut]
+            expected[kind] = max(number, prev if prev is not None else number)
+            before[kind] = ev.block
+        return last, events
+
+    def _counted(self, start: int, last: int, events: list[ChainEvent]) -> bool:
+        """Whether the events read from ``start`` to ``last`` are all the batches and challenges the
+        contract counts there (its counters at ``start - 1`` and at ``last``): an answer emptied or
+        cut short with no error is caught even when no later event shows a gap. True where the
+        RPC cannot tell (a pruned state: the id check of `_complete` still applies)."""
+        counts_at = getattr(self.chain, "counts_at", None)
+        if counts_at is None:  # a stand-in chain without counters
+            return True
+        before, after = counts_at(start - 1), counts_at(last)
+        if before is None or after is None:
+            return True
+        batches = sum(isinstance(e, BatchCommitted) for e in events)
+        challenges = sum(isinstance(e, ChallengeOpened) for e in events)
+        return (batches, challenges) == (after[0] - before[0], after[1] - before[1])
 
     def _undo_fork(self, head: int) -> bool:
         """Undo what blocks orphaned by a reorg brought (`Database.undo_after`); False while the

@@ -17,8 +17,8 @@ raises `LogsUnreadable` (a `ChainError`) only when a single block cannot be read
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Collection, Iterable, Sequence
+from typing import Any, TypeVar
 
 from supernet.sdk.chain.errors import ChainError
 
@@ -42,6 +42,12 @@ class LogsUnreadable(ChainError):
 Fetch = Callable[[int, int], Sequence[T]]
 """Reads the logs of blocks ``first`` to ``last``, both included (raises when refused)."""
 
+OneBlock = Callable[[int], Sequence[T]]
+"""Reads the logs of one block another way (from its receipts, `block_logs`): for a block whose
+log query is refused even alone. A provider caps the logs of one answer too, and anyone who can
+emit many cheap events in one block (a permissionless call) would otherwise stop every follower
+at that block for good (tests/unit/test_review_session_changes25.py)."""
+
 
 class LogRanges:
     """Reads logs over any block range in ranges the RPC accepts; keeps the width it learned.
@@ -57,27 +63,30 @@ class LogRanges:
         self.width = widest
         self._in_row = 0
 
-    def read(self, fetch: Fetch[T], first: int, last: int) -> list[T]:
-        """Every log of blocks ``first`` to ``last``, in block order.
+    def read(self, fetch: Fetch[T], first: int, last: int, one_block: OneBlock[T] | None = None) -> list[T]:
+        """Every log of blocks ``first`` to ``last``, in block order; ``one_block`` reads a block
+        whose query is refused alone.
 
         Raises:
-            LogsUnreadable: a single block's query was refused or failed.
+            LogsUnreadable: a single block's query was refused or failed (and ``one_block`` too).
         """
         out: list[T] = []
         while first <= last:
-            end, logs = self._range(fetch, first, last)
+            end, logs = self._range(fetch, first, last, one_block)
             out.extend(logs)
             first = end + 1
         return out
 
-    def scan(self, fetch: Fetch[T], first: int, last: int) -> tuple[int, list[T]]:
+    def scan(
+        self, fetch: Fetch[T], first: int, last: int, one_block: OneBlock[T] | None = None
+    ) -> tuple[int, list[T]]:
         """As `read`, but a block that cannot be read ends the scan there: (the last block read,
         ``first - 1`` if none; the logs up to it). For a follower, which goes on from there at its
         next step; the failure is logged."""
         out: list[T] = []
         while first <= last:
             try:
-                end, logs = self._range(fetch, first, last)
+                end, logs = self._range(fetch, first, last, one_block)
             except LogsUnreadable as exc:
                 log.warning("%s: the scan stops at block %d and goes on from there later", exc, first)
                 break
@@ -99,11 +108,13 @@ class LogRanges:
             last = start - 1
         return []
 
-    def _range(self, fetch: Fetch[T], first: int, last: int) -> tuple[int, Sequence[T]]:
+    def _range(
+        self, fetch: Fetch[T], first: int, last: int, one_block: OneBlock[T] | None = None
+    ) -> tuple[int, Sequence[T]]:
         """The logs of the widest range from ``first`` on that the RPC answers: (its end, logs)."""
         while True:
             end = min(first + self.width - 1, last)
-            logs = self._try(fetch, first, end)
+            logs = self._try(fetch, first, end, one_block)
             if logs is not None:
                 return end, logs
 
@@ -115,13 +126,15 @@ class LogRanges:
             if logs is not None:
                 return start, logs
 
-    def _try(self, fetch: Fetch[T], first: int, last: int) -> Sequence[T] | None:
+    def _try(
+        self, fetch: Fetch[T], first: int, last: int, one_block: OneBlock[T] | None = None
+    ) -> Sequence[T] | None:
         """One query: its logs, or None when refused over more than one block (the width halved)."""
         try:
             logs = fetch(first, last)
         except Exception as exc:  # a range refused (too wide, too many logs), a timeout, the RPC down
             if last == first:
-                raise LogsUnreadable(f"the logs of block {first} cannot be read: {exc}") from exc
+                return self._one_block(one_block, first, exc)
             self.width = max(1, (last - first + 1) // 2)
             self._in_row = 0
             return None
@@ -130,3 +143,38 @@ class LogRanges:
             self.width = min(self.widest, 2 * self.width)
             self._in_row = 0
         return logs
+
+    @staticmethod
+    def _one_block(one_block: OneBlock[T] | None, block: int, refused: Exception) -> Sequence[T]:
+        """The logs of ``block``, whose query was refused alone, read by ``one_block``.
+
+        Raises:
+            LogsUnreadable: no ``one_block``, or it failed too.
+        """
+        if one_block is None:
+            raise LogsUnreadable(f"the logs of block {block} cannot be read: {refused}") from refused
+        try:
+            logs = one_block(block)
+        except Exception as exc:
+            raise LogsUnreadable(
+                f"the logs of block {block} cannot be read ({refused}), nor its receipts ({exc})"
+            ) from exc
+        log.warning("block %d: its log query refused (%s), read from its receipts", block, refused)
+        return logs
+
+
+def block_logs(
+    w3: Any, block: int, addresses: Iterable[str], topics: Collection[bytes] | None = None
+) -> list[Any]:
+    """The logs of ``block`` emitted by ``addresses`` (and, given ``topics``, whose first topic is
+    one of them), from the block's receipts (``eth_getBlockReceipts``): a `OneBlock` for a block
+    whose log query a provider refuses for its number of logs. In log order."""
+    wanted = {a.lower() for a in addresses}
+    out = []
+    for receipt in w3.eth.get_block_receipts(block):
+        for entry in receipt["logs"]:
+            if str(entry["address"]).lower() not in wanted or not entry["topics"]:
+                continue
+            if topics is None or bytes(entry["topics"][0]) in topics:
+                out.append(entry)
+    return out

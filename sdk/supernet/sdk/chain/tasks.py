@@ -419,9 +419,14 @@ class TaskManager(Binding):
         """(challenge id, receipt) of every challenge opened on a receipt of one of
         ``request_hashes``, read from the chain alone: the receipt is decoded from the challenge
         transaction's calldata, so a user needs nothing from the (possibly gone) node."""
-        logs = self.logs("ChallengeOpened", from_block, to_block)
+        return self.receipts_challenged(self.logs("ChallengeOpened", from_block, to_block), request_hashes)
+
+    def receipts_challenged(
+        self, opened: Sequence[Any], request_hashes: set[bytes]
+    ) -> list[tuple[int, Receipt]]:
+        """`challenged_receipts` of ``ChallengeOpened`` logs already read."""
         out: list[tuple[int, Receipt]] = []
-        for e in logs:
+        for e in opened:
             if bytes(e["args"]["requestHash"]) not in request_hashes:
                 continue
             tx = self.w3.eth.get_transaction(e["transactionHash"])
@@ -594,6 +599,14 @@ class TaskManager(Binding):
     def challenge_count(self) -> int:
         """Number of challenges (= last challenge id)."""
         return int(self.call("challengeCount"))
+
+    def challenge_count_at(self, block: int) -> int | None:
+        """``challengeCount`` as of ``block`` (None where the RPC no longer holds its state: a
+        pruned node): what a read of ``ChallengeOpened`` logs up to it must have found."""
+        try:
+            return int(self.call("challengeCount", block=block))
+        except Exception:  # a pruned state, a block before the deployment
+            return None
 
     def total_burned(self) -> int:
         """Wei burned by slashes so far."""

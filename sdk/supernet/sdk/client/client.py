@@ -1055,7 +1055,10 @@ class Client:
         span = tm.log_ranges.widest  # the mark moves range by range: an open challenge holds its range
         for first in range(start, head + 1, span):
             last = min(first + span - 1, head)
-            found = await asyncio.to_thread(tm.challenged_receipts, set(mine), first, last)
+            opened = await asyncio.to_thread(tm.logs, "ChallengeOpened", first, last)
+            if not await asyncio.to_thread(self._all_challenges, len(opened), first, last, deploy_block):
+                held = True  # an answer cut short (no error): the mark stays before this range
+            found = await asyncio.to_thread(tm.receipts_challenged, opened, set(mine))
             for challenge_id, receipt in found:
                 done, refund = await self._settle_refund(challenge_id, receipt, *mine[receipt.request_hash])
                 held = held or not done
@@ -1068,6 +1071,27 @@ class Client:
         if self.state.refund_scans.get(self._domain_key, saved) != saved:
             self.state.save()
         return claimed
+
+    def _all_challenges(self, read: int, first: int, last: int, deploy_block: int) -> bool:
+        """Whether ``read`` ``ChallengeOpened`` logs are all the challenges the contract counts
+        from ``first`` to ``last`` (``challengeCount`` at each end): some providers cut a log answer
+        short, or empty it, with no error, and a mark moved over such a range loses the refunds in
+        it for good (tests/unit/test_review_session_changes25.py). True where the RPC cannot tell
+        (a pruned state); logged when it is not."""
+        tm = self.contracts.task_manager
+        before = 0 if first - 1 < deploy_block else tm.challenge_count_at(first - 1)
+        after = tm.challenge_count_at(last)
+        if before is None or after is None or after - before == read:
+            return True
+        log.warning(
+            "the RPC answered %d challenges opened in blocks %d-%d, the contract counts %d: the refund "
+            "scan mark stays before them",
+            read,
+            first,
+            last,
+            after - before,
+        )
+        return False
 
     def _refund_mark(self, head: int) -> int:
         """This state's refund scan mark for the deployment (before its block if none); a mark past
