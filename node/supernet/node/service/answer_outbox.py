@@ -30,7 +30,8 @@ class AnswerOutbox:
     """Answers to data claims, one per claim, kept in the node's database until settled.
 
     Args:
-        db: the node's database (table ``answer_txs``, keyed by claim: ``a:12``, ``o:3``, ``m:4``).
+        db: the node's database (table ``answer_txs``, keyed by claim: its kind, id and content,
+            `availability._key`: ``a:12:3:0`` is availability claim 12 on entry 0 of batch 3).
     """
 
     def __init__(self, db: Database) -> None:

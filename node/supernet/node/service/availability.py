@@ -156,9 +156,9 @@ class AvailabilityResponder:
                 self._next_block = reached + 1
         answered = []
         now = await asyncio.to_thread(self._now)
+        await self._fund_in_flight()
         # availability first; each claim on its own: one that cannot be answered (a deadline
         # passed while the node was down, a reverted transaction) never blocks the others
-        await self._fund_in_flight()
         for aid, ev in list(self._open.items()):
             try:
                 if now >= ev.deadline:
@@ -244,9 +244,12 @@ class AvailabilityResponder:
         """Top the wallet up for every answer sent and not known settled: one the pool dropped for
         want of funds is sent again only if the wallet can pay it (tests/unit/
         test_review_session_changes24.py: the credits were never pulled for a stored answer)."""
-        in_flight = self.outbox.in_flight_wei()
-        if in_flight:
-            await self.wallet.cover(0, 0, "the answers in flight", in_flight=in_flight)
+        try:
+            in_flight = self.outbox.in_flight_wei()
+            if in_flight:
+                await self.wallet.cover(0, 0, "the answers in flight", in_flight=in_flight)
+        except Exception as exc:  # the RPC: the answers are tried anyway
+            log.warning("could not check the wallet for the answers in flight: %s", exc)
 
     def _read_claims(self, first: int, last: int) -> None:
         """The claims of the three kinds opened in blocks ``first`` to ``last`` (kept by id)."""

@@ -588,9 +588,9 @@ class Database:
             c.execute("DELETE FROM commit_txs WHERE batch_id = ?", (batch_id,))
 
     def record_answer_tx(self, claim: str, tx_hash: str, raw: bytes, nonce: int) -> None:
-        """Persist a signed answer to data claim ``claim`` (e.g. ``a:12``) *before* it is broadcast;
-        a replacement at the same nonce is added to the hashes of the versions sent before (any of
-        them may be the one mined)."""
+        """Persist a signed answer to data claim ``claim`` (its `availability._key`) *before* it is
+        broadcast; a replacement at the same nonce is added to the hashes of the versions sent
+        before (any of them may be the one mined)."""
         with self.transaction() as c:
             rows = c.execute("SELECT hashes FROM answer_txs WHERE claim = ?", (claim,)).fetchall()
             hashes = json.loads(rows[0]["hashes"]) if rows else []
