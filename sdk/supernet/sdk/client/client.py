@@ -1027,8 +1027,10 @@ class Client:
         old is thousands of ranges, so the challenges are read from the block after this state's
         scan mark for the deployment (`ClientState.refund_scans`; the deployment block on the first
         call), in ranges the RPC accepts. The mark moves only over ranges read in which every
-        challenge on this client's tasks is settled (its refund claimed, or none due): one still
-        open holds it before its range, which the next call reads again. It stays
+        challenge on this client's tasks is settled (its refund claimed, or none due) and whose
+        challenges the contract counts in full (`_all_challenges`: a provider may cut an answer
+        short with no error): one still open, or a range short of challenges, holds it before that
+        range, which the next call reads again. It stays
         `REFUND_SCAN_LAG` blocks behind the head (a reorg may mine a challenge again below the head
         read). A task's challenges come after the task was recorded (`ClientState.record_sent`,
         before it is sent), so none of a task recorded later is behind the mark; the state is
