@@ -51,10 +51,18 @@ class Actors:
     outsider: LocalAccount
 
 
+KEPT_STATES = 16_000
+"""States of older blocks the session's Anvil keeps on disk (Anvil's default: 3,600; ~0.4 MB each
+with the protocol deployed). Every block a test mines stays counted after the test's revert, and
+once a worker's tests had mined more than Anvil keeps, the states of the deployment's own blocks
+were dropped: every later read at such a block failed (``BlockOutOfRangeError``) in whichever test
+came next."""
+
+
 @pytest.fixture(scope="session")
 def anvil() -> Iterator[Anvil]:
     """A real Anvil for the whole session, stopped at the end."""
-    with Anvil(accounts=20) as proc:
+    with Anvil(accounts=20, extra_args=["--max-persisted-states", str(KEPT_STATES)]) as proc:
         yield proc
 
 

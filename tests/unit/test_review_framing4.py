@@ -291,7 +291,51 @@ async def test_defence_a_near_tie_at_the_nucleus_cut_does_not_get_an_honest_node
     ``min(T, 1) * log(p_a / p_b) / 4`` (`sampling._swap_margin`), i.e. the noise; without them the
     margin is still past the bound. The search is bounded (~10 s here; it finds the first case in
     the last prompt) so the test ends whether or not the defence holds."""
-    found = None
+    tried = 0
+    landed = None  # the output ids of an attack the node's decode reproduced
+    async for found in _near_ties(kernel, store_client, default_verifier, decider, node_rows, monkeypatch):
+        text, prompt, head, node_j, val, temperature, a, b, top_p, seed = found
+        at = len(prompt) + len(head)
+        assert 0 < float(val[a] - val[b]) < 1e-4 and float(node_j[b] - node_j[a]) > 0  # a near-tie, swapped
+        params = SamplingParams(temperature=temperature, top_p=top_p, seed=seed)
+        bound = TIGHT.sample_bound(temperature)
+        margin = selection_margin(val, b, params, at)
+        assert margin <= bound / 10  # the swap's price: the noise
+        assert selection_margins(val[None], [b], params, at)[0] == pytest.approx(margin, abs=1e-12)
+        with monkeypatch.context() as m:  # the former rule, the validator's order's nuclei alone
+            m.setattr(sampling, "_swap_margin", lambda *args, **kw: math.inf)
+            m.setattr(sampling, "_band_margin", lambda *args, **kw: math.inf)
+            assert selection_margin(val, b, params, at) > bound
+
+        # the crafted request on the honest node: whatever it draws, its verdict is clean
+        node_rows.clear()
+        task = chat(text, max_new_tokens=len(head) + 1, temperature=temperature, top_p=top_p, seed=seed)
+        trace, verdict = await honest_verdict(kernel, store_client, default_verifier, framing.ChatAgent, task)
+        assert verdict.findings == (), describe(verdict)
+        drew = list(llm_events(trace)[0]["output_ids"])
+        tried += 1
+        if drew == [*head, b]:  # the node drew b, as the user studied it: the attack landed
+            landed = drew
+            break
+        if tried >= 3:
+            break
+    assert tried, "no near-tie at a cut in these prompts' replies"
+    if landed is None:
+        # the user's study is a bet on reproducing the node's decode bit for bit (module docstring);
+        # on this CPU the re-run drew otherwise each time: the verdicts above were clean all the same
+        pytest.skip(f"the node's decode did not reproduce the studied near-tie in {tried} tries on this CPU")
+
+
+async def _near_ties(
+    kernel: Any,
+    store_client: Any,
+    default_verifier: Any,
+    decider: Any,
+    node_rows: list[torch.Tensor],
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[tuple[Any, ...]]:
+    """Near-ties at a nucleus cut the user finds offline, with the ``top_p`` and the seed of each
+    attack: a position where the node's row and the validator's order two tokens the other way."""
     for text in PROMPTS[::-1]:
         prompt, out, node = await study(kernel, store_client, default_verifier, node_rows, text)
         for j in range(1, len(out)):
@@ -303,29 +347,7 @@ async def test_defence_a_near_tie_at_the_nucleus_cut_does_not_get_an_honest_node
                 a, b, top_p = swap
                 seed = seed_for(node, [*out[:j], b], temperature, top_p, len(prompt))
                 if seed is not None:
-                    found = (text, prompt, out[:j], node[j], val, temperature, a, b, top_p, seed)
-                    break
-            if found:
-                break
-        if found:
-            break
-    assert found is not None, "no near-tie at a cut in these prompts' replies"
-    text, prompt, head, node_j, val, temperature, a, b, top_p, seed = found
-    at = len(prompt) + len(head)
-    assert 0 < float(val[a] - val[b]) < 1e-4 and float(node_j[b] - node_j[a]) > 0  # a near-tie, swapped
-    params = SamplingParams(temperature=temperature, top_p=top_p, seed=seed)
-    bound = TIGHT.sample_bound(temperature)
-    margin = selection_margin(val, b, params, at)
-    assert margin <= bound / 10  # the swap's price: the noise
-    assert selection_margins(val[None], [b], params, at)[0] == pytest.approx(margin, abs=1e-12)
-    with monkeypatch.context() as m:  # the former rule, the validator's order's nuclei alone
-        m.setattr(sampling, "_swap_margin", lambda *args, **kw: math.inf)
-        m.setattr(sampling, "_band_margin", lambda *args, **kw: math.inf)
-        assert selection_margin(val, b, params, at) > bound
-
-    options = {"temperature": temperature, "top_p": top_p, "seed": seed}
-    _, verdict = await attack(kernel, store_client, default_verifier, node_rows, text, [*head, b], **options)
-    assert verdict.findings == (), describe(verdict)
+                    yield text, prompt, out[:j], node[j], val, temperature, a, b, top_p, seed
 
 
 # -- 2. the batched margins' refinement threshold --------------------------------------------------
