@@ -388,12 +388,9 @@ class AvailabilityResponder:
         if seen is not None:
             with contextlib.suppress(LookupError):
                 return await asyncio.to_thread(self.tm.batch, chain_batch_id, seen, seen)
-        return await asyncio.to_thread(self._find_batch, chain_batch_id)
-
-    def _find_batch(self, chain_batch_id: int) -> Any:
-        """The batch's header, searched from the head back in ranges the RPC accepts (a claim is
-        on a batch committed within a challenge window: near the head)."""
-        return self.tm.batch(chain_batch_id, self._start_block)
+        # searched back from the head in ranges the RPC accepts (a claim is on a batch committed
+        # within a challenge window: near the head)
+        return await asyncio.to_thread(self.tm.batch, chain_batch_id, self._start_block)
 
     async def _answer(self, ev: AvailabilityOpened) -> bool:
         """Answer an open availability claim: True when an answer was signed and sent now; False

@@ -384,7 +384,7 @@ class Web3Chain:
                 return w3.eth.get_transaction_receipt(commit.tx_hash)  # type: ignore[arg-type]
             except TransactionNotFound:
                 pass
-            if w3.eth.get_transaction_count(address, "latest") <= commit.nonce:
+            if not resend.nonce_used(w3, address, commit.nonce):
                 return None
             try:  # the nonce is used: by this transaction (mined since the first look) or another
                 return w3.eth.get_transaction_receipt(commit.tx_hash)  # type: ignore[arg-type]
